@@ -1,0 +1,207 @@
+import { z } from 'zod';
+import { TenantSettings } from './api.js';
+import {
+  Application,
+  ChallengeReason,
+  IsoDateTime,
+  Method,
+  PhoneNumber,
+  RequestId,
+  SealedSecret,
+  TenantId,
+} from './primitives.js';
+
+/**
+ * Every event is an envelope: id (also the JetStream Nats-Msg-Id, so a re-sent publish is
+ * de-duplicated), a type name that never changes once stored, an explicit version, the tenant,
+ * the aggregate it belongs to, when it happened and the W3C trace context of the request that
+ * caused it. Shapes change only through a new version plus an upcaster (see `upcasters`).
+ */
+export const EventMetadata = z.object({
+  traceparent: z.string().max(128).optional(),
+  tracestate: z.string().max(512).optional(),
+  correlationId: z.string().max(128).optional(),
+  causationId: z.string().max(128).optional(),
+});
+export type EventMetadata = z.infer<typeof EventMetadata>;
+
+const envelope = <T extends string, V extends number, D extends z.ZodType>(type: T, version: V, data: D) =>
+  z.object({
+    id: z.uuid(),
+    type: z.literal(type),
+    version: z.literal(version),
+    tenantId: TenantId,
+    aggregateId: z.string().min(1),
+    occurredAt: IsoDateTime,
+    metadata: EventMetadata,
+    data,
+  });
+
+const Profile = z.object({
+  displayName: z.string().optional(),
+  email: z.string().optional(),
+  phoneNumber: PhoneNumber.optional(),
+  language: z.string().optional(),
+});
+const Server = z.object({ name: z.string(), ip: z.string() });
+
+// ---- user-settings: tenant and user aggregates -------------------------------------------------
+
+export const TenantCreated = envelope('TenantCreated', 1, z.object({ settings: TenantSettings }));
+export const TenantSettingsChanged = envelope('TenantSettingsChanged', 1, z.object({ settings: TenantSettings }));
+
+export const UserRegistered = envelope('UserRegistered', 1, z.object({ userId: z.string() }).extend(Profile.shape));
+export const UserProfileChanged = envelope('UserProfileChanged', 1, Profile);
+export const TotpTokenEnrolled = envelope(
+  'TotpTokenEnrolled',
+  1,
+  z.object({
+    tokenId: z.string(),
+    label: z.string(),
+    /** The Base32-decoded secret, sealed with AES-256-GCM bound to tenant, user and token. */
+    sealedSecret: SealedSecret,
+    digits: z.union([z.literal(6), z.literal(8)]),
+    period: z.union([z.literal(30), z.literal(60)]),
+    algorithm: z.literal('SHA1'),
+  }),
+);
+export const TotpTokenActivated = envelope(
+  'TotpTokenActivated',
+  1,
+  /** `step` is the RFC 6238 time step of the activation code: it can never be accepted again. */
+  z.object({ tokenId: z.string(), step: z.int().nonnegative() }),
+);
+
+// ---- auth-challenge ----------------------------------------------------------------------------
+
+const ChallengeContext = z.object({
+  challengeId: z.string(),
+  userId: z.string(),
+  clientIp: z.string().optional(),
+  application: Application.optional(),
+  requestId: RequestId.optional(),
+  profile: Profile,
+  server: Server,
+});
+
+export const ChallengeStarted = envelope(
+  'ChallengeStarted',
+  1,
+  ChallengeContext.extend({
+    method: Method,
+    expiresAt: IsoDateTime,
+    maxAttempts: z.int().positive(),
+    /** For out-of-band methods: where to send, and the code sealed for dispatch only. */
+    delivery: z
+      .object({ channel: z.literal('sms'), to: PhoneNumber, sealedCode: SealedSecret, language: z.string().optional() })
+      .optional(),
+  }),
+);
+export const ChallengeRegistrationRequired = envelope(
+  'ChallengeRegistrationRequired',
+  1,
+  ChallengeContext.extend({ method: Method.nullable(), reason: ChallengeReason }),
+);
+
+const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server });
+export const ChallengeApproved = envelope('ChallengeApproved', 1, Outcome.extend({ tokenId: z.string().optional() }));
+export const ChallengeCodeRejected = envelope(
+  'ChallengeCodeRejected',
+  1,
+  Outcome.extend({
+    attempt: z.int().positive(),
+    attemptsRemaining: z.int().nonnegative(),
+    /** `reused`: a TOTP code of a time step already accepted for this token (RFC 6238 §5.2). */
+    cause: z.enum(['mismatch', 'reused']),
+  }),
+);
+export const ChallengeAttemptsExhausted = envelope(
+  'ChallengeAttemptsExhausted',
+  1,
+  Outcome.extend({ attempts: z.int().positive(), lastCause: z.enum(['mismatch', 'reused']) }),
+);
+export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
+
+// ---- dispatch ---------------------------------------------------------------------------------
+
+export const SmsSent = envelope(
+  'SmsSent',
+  1,
+  z.object({
+    challengeId: z.string(),
+    provider: z.string(),
+    providerMessageId: z.string(),
+    attempts: z.int().positive(),
+  }),
+);
+export const SmsDeliveryFailed = envelope(
+  'SmsDeliveryFailed',
+  1,
+  z.object({
+    challengeId: z.string(),
+    attempts: z.int().positive(),
+    failures: z.array(z.object({ provider: z.string(), error: z.string(), transient: z.boolean() })),
+  }),
+);
+
+export const EventSchemas = {
+  TenantCreated,
+  TenantSettingsChanged,
+  UserRegistered,
+  UserProfileChanged,
+  TotpTokenEnrolled,
+  TotpTokenActivated,
+  ChallengeStarted,
+  ChallengeRegistrationRequired,
+  ChallengeApproved,
+  ChallengeCodeRejected,
+  ChallengeAttemptsExhausted,
+  ChallengeExpired,
+  SmsSent,
+  SmsDeliveryFailed,
+} as const;
+export type EventType = keyof typeof EventSchemas;
+export type EventOf<T extends EventType> = z.infer<(typeof EventSchemas)[T]>;
+export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
+
+export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
+export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type ChallengeEvent = EventOf<
+  | 'ChallengeStarted'
+  | 'ChallengeRegistrationRequired'
+  | 'ChallengeApproved'
+  | 'ChallengeCodeRejected'
+  | 'ChallengeAttemptsExhausted'
+  | 'ChallengeExpired'
+>;
+export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;
+
+/**
+ * Upcasters turn an older stored version into the current one, on read. Keyed by
+ * `${type}@${version}`. None yet: every event type is at version 1.
+ */
+export const upcasters: Record<string, (raw: Record<string, unknown>) => Record<string, unknown>> = {};
+
+export class UnknownEventError extends Error {
+  override name = 'UnknownEventError';
+}
+
+/** Parses and validates a stored event, upcasting older versions. Throws on anything unknown. */
+export function parseEvent(raw: unknown): AnyEvent {
+  if (typeof raw !== 'object' || raw === null) throw new UnknownEventError('event is not an object');
+  let value = raw as Record<string, unknown>;
+  for (let hops = 0; hops < 10; hops++) {
+    const up = upcasters[`${String(value.type)}@${String(value.version)}`];
+    if (!up) break;
+    value = up(value);
+  }
+  const schema = EventSchemas[value.type as EventType];
+  if (!schema) throw new UnknownEventError(`unknown event type ${JSON.stringify(String(value.type)).slice(0, 80)}`);
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new UnknownEventError(`invalid ${String(value.type)} event: ${parsed.error.issues[0]?.message ?? 'invalid'}`, {
+      cause: parsed.error,
+    });
+  }
+  return parsed.data as AnyEvent;
+}

@@ -1,0 +1,6 @@
+export * from './errors.js';
+export * from './primitives.js';
+export * from './api.js';
+export * from './events.js';
+export * from './streams.js';
+export * from './report.js';

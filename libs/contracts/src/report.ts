@@ -1,0 +1,16 @@
+/**
+ * Result details of the sign-in report. These are the strings SIEM rules written for Entra ID
+ * sign-in logs already match on; never reword one, add new ones instead.
+ */
+export const ResultDetail = {
+  success: 'MFA successfully completed',
+  invalidCode: 'MFA denied; invalid verification code',
+  duplicateCode: 'MFA denied; duplicate authentication attempt',
+  userBlocked: 'MFA denied; user is blocked',
+  fraud: 'MFA denied; Fraud Code Entered',
+  timedOut: 'MFA denied; verification timed out',
+  registrationRequired: 'MFA denied; user must register for MFA',
+  methodDisabled: 'MFA denied; authentication method disabled by the administrator',
+  smsNotDelivered: 'MFA denied; SMS could not be delivered',
+} as const;
+export type ResultDetail = (typeof ResultDetail)[keyof typeof ResultDetail];

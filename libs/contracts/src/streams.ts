@@ -1,0 +1,152 @@
+import type { Method } from './primitives.js';
+
+/**
+ * JetStream layout. Event subjects are internal (not part of the public API) and live under
+ * `mfa.evt.`; the public request/reply API lives under `mfa.v1.`.
+ *
+ * Aggregates of user-settings get one subject each, which is what makes optimistic concurrency
+ * (`expect.lastSubjectSequence`) and reading one aggregate back possible. Challenge events are
+ * high-volume and never read back per challenge, so their subjects are per event type, not per
+ * challenge (nats-server 2.9 loses publish throughput with very many distinct subjects).
+ */
+
+/** Ids are arbitrary strings (a UPN has dots); base64url makes them one subject token. */
+export function subjectToken(id: string): string {
+  return Buffer.from(id, 'utf8').toString('base64url');
+}
+export function fromSubjectToken(token: string): string {
+  return Buffer.from(token, 'base64url').toString('utf8');
+}
+
+export const EventSubjects = {
+  tenant: (tenantId: string) => `mfa.evt.tenant.${subjectToken(tenantId)}`,
+  allTenants: 'mfa.evt.tenant.>',
+  user: (tenantId: string, userId: string) => `mfa.evt.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
+  allUsers: 'mfa.evt.user.>',
+  challengeStarted: (method: Method) => `mfa.evt.challenge.started.${method}`,
+  smsRequested: 'mfa.evt.challenge.started.sms',
+  challengeRegistrationRequired: 'mfa.evt.challenge.registration_required',
+  challengeApproved: 'mfa.evt.challenge.approved',
+  challengeCodeRejected: 'mfa.evt.challenge.code_rejected',
+  challengeAttemptsExhausted: 'mfa.evt.challenge.attempts_exhausted',
+  challengeExpired: 'mfa.evt.challenge.expired',
+  allChallenges: 'mfa.evt.challenge.>',
+  smsSent: 'mfa.evt.dispatch.sms.sent',
+  smsFailed: 'mfa.evt.dispatch.sms.failed',
+  allDispatch: 'mfa.evt.dispatch.>',
+  deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
+} as const;
+
+export interface StreamDefinition {
+  name: string;
+  subjects: string[];
+  /** Seconds; 0 keeps events forever. */
+  maxAgeSeconds: number;
+  /** De-duplication window for Nats-Msg-Id, seconds. */
+  duplicateWindowSeconds: number;
+  description: string;
+}
+
+const DAY = 24 * 60 * 60;
+
+export const Streams = {
+  userSettings: {
+    name: 'MFA_USER_SETTINGS',
+    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    description: 'Event log of the tenant and user aggregates (user-settings). Kept forever.',
+  },
+  challenges: {
+    name: 'MFA_CHALLENGES',
+    subjects: ['mfa.evt.challenge.>'],
+    maxAgeSeconds: 400 * DAY,
+    duplicateWindowSeconds: 120,
+    description: 'Every challenge started and every verification outcome (auth-challenge).',
+  },
+  dispatch: {
+    name: 'MFA_DISPATCH',
+    subjects: ['mfa.evt.dispatch.>'],
+    maxAgeSeconds: 400 * DAY,
+    duplicateWindowSeconds: 120,
+    description: 'Delivery outcomes of SMS and calls (dispatch).',
+  },
+  deadLetters: {
+    name: 'MFA_DEAD_LETTERS',
+    subjects: ['mfa.dlq.>'],
+    maxAgeSeconds: 30 * DAY,
+    duplicateWindowSeconds: 120,
+    description: 'Poison messages a consumer could not process, with the reason in headers.',
+  },
+} as const satisfies Record<string, StreamDefinition>;
+
+export interface ConsumerDefinition {
+  stream: string;
+  durable: string;
+  filterSubject: string;
+  /** Deliveries before a message is dead-lettered. */
+  maxDeliver: number;
+  ackWaitSeconds: number;
+  description: string;
+}
+
+export const Consumers = {
+  userProjector: {
+    stream: Streams.userSettings.name,
+    durable: 'user-settings-redis-projector',
+    filterSubject: '>',
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Keeps the Redis user and tenant projections that auth-challenge reads.',
+  },
+  dispatchSms: {
+    stream: Streams.challenges.name,
+    durable: 'dispatch-sms',
+    filterSubject: EventSubjects.smsRequested,
+    maxDeliver: 10,
+    ackWaitSeconds: 60,
+    description: 'Sends SMS codes through the configured providers.',
+  },
+  reportingChallenges: {
+    stream: Streams.challenges.name,
+    durable: 'reporting-challenges',
+    filterSubject: EventSubjects.allChallenges,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects challenge events into the sign-in report.',
+  },
+  reportingDispatch: {
+    stream: Streams.dispatch.name,
+    durable: 'reporting-dispatch',
+    filterSubject: EventSubjects.allDispatch,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects delivery outcomes into the sign-in report.',
+  },
+  reportingTenants: {
+    stream: Streams.userSettings.name,
+    durable: 'reporting-tenants',
+    filterSubject: EventSubjects.allTenants,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects known tenants, so report queries can tell an unknown tenant.',
+  },
+} as const satisfies Record<string, ConsumerDefinition>;
+
+/** Header names on events, besides Nats-Msg-Id. */
+export const Headers = {
+  eventType: 'Mfa-Event-Type',
+  eventVersion: 'Mfa-Event-Version',
+  tenant: 'Mfa-Tenant',
+  traceparent: 'traceparent',
+  tracestate: 'tracestate',
+  deadLetterReason: 'Mfa-Dead-Letter-Reason',
+  deadLetterStream: 'Mfa-Dead-Letter-Stream',
+  deadLetterSequence: 'Mfa-Dead-Letter-Sequence',
+  deadLetterSubject: 'Mfa-Dead-Letter-Subject',
+  deadLetterDeliveries: 'Mfa-Dead-Letter-Deliveries',
+} as const;
+
+export function methodOf(value: string): Method | undefined {
+  return (['sms', 'voice', 'push', 'totp'] as const).find((m) => m === value);
+}

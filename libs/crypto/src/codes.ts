@@ -1,0 +1,98 @@
+import { createHash, createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { base32 } from '@scure/base';
+import type { Keyring } from './keyring.js';
+
+/** A one-time code of `digits` decimal digits, uniform, from the CSPRNG. */
+export function randomDigits(digits: number): string {
+  if (!Number.isInteger(digits) || digits < 4 || digits > 10) throw new RangeError('digits must be 4..10');
+  // randomInt is unbiased and limited to < 2^48, so split above 12 digits; we stay below.
+  return randomInt(0, 10 ** digits).toString().padStart(digits, '0');
+}
+
+/** An opaque random identifier: `bytes` from the CSPRNG, base64url. */
+export function randomToken(bytes = 16): string {
+  return randomBytes(bytes).toString('base64url');
+}
+
+/** Keyed hash of a one-time code, bound to its challenge: what Redis stores instead of the code. */
+export function hashCode(keyring: Keyring, challengeId: string, code: string): Buffer {
+  return createHmac('sha256', keyring.codeHashKey).update(challengeId).update('\u0000').update(code).digest();
+}
+
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  return timingSafeEqual(a, b);
+}
+
+/**
+ * The Redis Cluster hash tag of a user: every key of the user (profile, tokens, challenges)
+ * carries it, so one Lua script can touch them all. Keyed, so it reveals nothing about the user.
+ * 22 base64url characters = 132 bits.
+ */
+export function userTag(keyring: Keyring, tenantId: string, userId: string): string {
+  return createHmac('sha256', keyring.tagKey)
+    .update(tenantId)
+    .update('\u0000')
+    .update(userId)
+    .digest('base64url')
+    .slice(0, 22);
+}
+
+/**
+ * Per-user key for the TOTP projection in Redis. The Redis script receives it with each call
+ * and never stores it; Redis keeps only secrets masked with a keystream derived from it.
+ */
+export function projectionUserKey(keyring: Keyring, tag: string): Buffer {
+  return createHmac('sha256', keyring.projectionKey).update(tag).digest();
+}
+
+/**
+ * Keystream for masking a TOTP secret in the Redis projection: SHA-1(key ‖ nonce ‖ counter)
+ * blocks. It is computed identically by the Lua verify script (redis.sha1hex), which is why it
+ * is built from SHA-1: the only hash Redis scripting offers. Each stored secret has its own
+ * random nonce, so no keystream is ever reused.
+ */
+export function projectionKeystream(userKey: Uint8Array, nonce: Uint8Array, length: number): Buffer {
+  const blocks: Buffer[] = [];
+  for (let counter = 0; blocks.length * 20 < length; counter++) {
+    blocks.push(createHash('sha1').update(userKey).update(nonce).update(Buffer.of(counter)).digest());
+  }
+  return Buffer.concat(blocks).subarray(0, length);
+}
+
+export function maskSecret(userKey: Uint8Array, nonce: Uint8Array, secret: Uint8Array): Buffer {
+  const stream = projectionKeystream(userKey, nonce, secret.length);
+  const out = Buffer.alloc(secret.length);
+  for (let i = 0; i < secret.length; i++) out[i] = secret[i]! ^ stream[i]!;
+  return out;
+}
+
+export function base32Encode(bytes: Uint8Array): string {
+  return base32.encode(bytes).replace(/=+$/, '');
+}
+
+export function base32Decode(text: string): Buffer {
+  const clean = text.replace(/[\s-]/g, '').toUpperCase();
+  const padded = clean + '='.repeat((8 - (clean.length % 8)) % 8);
+  return Buffer.from(base32.decode(padded));
+}
+
+/** RFC 4226 HOTP (HMAC-SHA-1, dynamic truncation). */
+export function hotp(secret: Uint8Array, counter: number, digits = 6): string {
+  const msg = Buffer.alloc(8);
+  msg.writeBigUInt64BE(BigInt(counter));
+  const mac = createHmac('sha1', secret).update(msg).digest();
+  const offset = mac[mac.length - 1]! & 0x0f;
+  const binary =
+    ((mac[offset]! & 0x7f) << 24) | (mac[offset + 1]! << 16) | (mac[offset + 2]! << 8) | mac[offset + 3]!;
+  return (binary % 10 ** digits).toString().padStart(digits, '0');
+}
+
+/** RFC 6238 time step of `unixMillis` for a `period`-second token. */
+export function totpStep(unixMillis: number, period = 30): number {
+  return Math.floor(unixMillis / 1000 / period);
+}
+
+export function totp(secret: Uint8Array, unixMillis: number, period = 30, digits = 6): string {
+  return hotp(secret, totpStep(unixMillis, period), digits);
+}

@@ -1,0 +1,3 @@
+export * from './keyring.js';
+export * from './seal.js';
+export * from './codes.js';

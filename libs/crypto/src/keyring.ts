@@ -1,0 +1,90 @@
+import { createHash, hkdfSync } from 'node:crypto';
+
+/**
+ * Every key the services use is derived (HKDF-SHA256) from one 256-bit master key in
+ * MFA_ENCRYPTION_KEY, one purpose per derived key, so no key is ever used for two things.
+ * The master key never leaves this module and `Keyring` never prints its material.
+ */
+export interface Keyring {
+  /** Short public id of the master key, stored in sealed secrets to allow rotation. */
+  readonly kid: string;
+  /** AES-256-GCM key for secrets at rest (TOTP secrets in events, SMS codes in events). */
+  readonly sealKey: Buffer;
+  /** HMAC key for the keyed hashes of one-time codes kept in Redis. */
+  readonly codeHashKey: Buffer;
+  /** HMAC key that turns (tenant, user) into the Redis Cluster hash tag. */
+  readonly tagKey: Buffer;
+  /** HMAC key from which per-user keys for the Redis TOTP projection are derived. */
+  readonly projectionKey: Buffer;
+  /** Older keyrings still accepted for opening sealed secrets (rotation). */
+  readonly previous: readonly Keyring[];
+}
+
+export class KeyConfigurationError extends Error {
+  override name = 'KeyConfigurationError';
+}
+
+/** Development-only key: public, so anything sealed with it is not secret. Refused in production. */
+const DEVELOPMENT_MASTER_KEY = createHash('sha256').update('open-mfa development key - never use in production').digest();
+
+export function parseMasterKey(text: string): Buffer {
+  const trimmed = text.trim();
+  const candidates: Buffer[] = [];
+  if (/^[0-9a-fA-F]{64}$/.test(trimmed)) candidates.push(Buffer.from(trimmed, 'hex'));
+  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(trimmed)) candidates.push(Buffer.from(trimmed, 'base64url'));
+  const key = candidates.find((c) => c.length === 32);
+  if (!key) {
+    throw new KeyConfigurationError('MFA_ENCRYPTION_KEY must be 32 bytes, as 64 hex digits or base64 (openssl rand -base64 32)');
+  }
+  return key;
+}
+
+function derive(master: Buffer, purpose: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), `open-mfa/${purpose}/v1`, 32));
+}
+
+export function keyringFromMasterKey(master: Buffer, previous: readonly Keyring[] = []): Keyring {
+  const kid = createHash('sha256').update(derive(master, 'kid')).digest('base64url').slice(0, 8);
+  const ring: Keyring = {
+    kid,
+    sealKey: derive(master, 'seal'),
+    codeHashKey: derive(master, 'code-hash'),
+    tagKey: derive(master, 'redis-tag'),
+    projectionKey: derive(master, 'redis-projection'),
+    previous,
+  };
+  // Keep key material out of console.log/JSON.stringify/util.inspect of the keyring.
+  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey'] as const) {
+    Object.defineProperty(ring, name, { enumerable: false });
+  }
+  Object.defineProperty(ring, Symbol.for('nodejs.util.inspect.custom'), {
+    value: () => `Keyring(kid=${kid})`,
+    enumerable: false,
+  });
+  return Object.freeze(ring);
+}
+
+export interface KeyringEnv {
+  MFA_ENCRYPTION_KEY?: string | undefined;
+  MFA_PREVIOUS_ENCRYPTION_KEYS?: string | undefined;
+  NODE_ENV?: string | undefined;
+}
+
+/**
+ * Reads MFA_ENCRYPTION_KEY (and comma-separated MFA_PREVIOUS_ENCRYPTION_KEYS for rotation).
+ * Without a key, development falls back to a published development key; production refuses.
+ */
+export function loadKeyring(env: KeyringEnv): { keyring: Keyring; development: boolean } {
+  const previous = (env.MFA_PREVIOUS_ENCRYPTION_KEYS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => keyringFromMasterKey(parseMasterKey(s)));
+  if (env.MFA_ENCRYPTION_KEY && env.MFA_ENCRYPTION_KEY.trim() !== '') {
+    return { keyring: keyringFromMasterKey(parseMasterKey(env.MFA_ENCRYPTION_KEY), previous), development: false };
+  }
+  if (env.NODE_ENV === 'production') {
+    throw new KeyConfigurationError('MFA_ENCRYPTION_KEY is required when NODE_ENV=production');
+  }
+  return { keyring: keyringFromMasterKey(DEVELOPMENT_MASTER_KEY, previous), development: true };
+}

@@ -1,0 +1,39 @@
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+
+export interface NatsClients {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+}
+
+/**
+ * Connects to NATS and JetStream. Reconnects forever once connected; the first connect retries
+ * for `connectTimeoutMs` so services can start before NATS is up (docker compose, CI).
+ */
+export async function connectNats(options: {
+  url: string;
+  name: string;
+  connectTimeoutMs?: number;
+}): Promise<NatsClients> {
+  const deadline = Date.now() + (options.connectTimeoutMs ?? 30_000);
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const nc = await connect({
+        servers: options.url.split(',').map((s) => s.trim()),
+        name: options.name,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 500,
+        pingInterval: 10_000,
+      });
+      const js = jetstream(nc, { timeout: 5_000 });
+      const jsm = await jetstreamManager(nc, { timeout: 5_000 });
+      return { nc, js, jsm };
+    } catch (error) {
+      lastError = error;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  throw new Error(`cannot connect to NATS at ${options.url}`, { cause: lastError });
+}

@@ -1,0 +1,193 @@
+import { headers as natsHeaders } from '@nats-io/nats-core';
+import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import { Headers, parseEvent, type AnyEvent, type ConsumerDefinition, EventSubjects } from '@mfa/contracts';
+import { contextFromCarrier, counter, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
+
+/** Thrown by a handler for a message that can never succeed: it goes to the dead-letter subject. */
+export class PoisonMessageError extends Error {
+  override name = 'PoisonMessageError';
+}
+
+export interface Delivery {
+  event: AnyEvent;
+  msg: JsMsg;
+}
+
+export interface ConsumerOptions {
+  js: JetStreamClient;
+  definition: ConsumerDefinition;
+  log: Logger;
+  /** Called with one or more deliveries; all are acked when it resolves. */
+  handle: (deliveries: Delivery[]) => Promise<void>;
+  /** Largest batch handed to `handle` (1 = one at a time). */
+  batchSize?: number;
+  /** Batches handled at once (for independent messages such as SMS sends). */
+  concurrency?: number;
+  /** Upper bound of the nak back-off. */
+  maxBackoffMs?: number;
+}
+
+const consumed = counter('mfa_events_consumed_total', 'Events consumed, by consumer and outcome', ['consumer', 'outcome']);
+
+/**
+ * A durable pull consumer with explicit acks. Messages are handed over in batches (what arrived
+ * together), acked after the handler resolves, nak'ed with exponential back-off when it throws
+ * (transient failure), and dead-lettered (published to `mfa.dlq.<durable>` with the reason, then
+ * terminated) when they cannot be parsed, when the handler says they are poison, or when they
+ * have used up their deliveries. A failing batch is retried message by message so one poison
+ * message never drags its neighbours to the dead-letter subject.
+ */
+export class EventConsumer {
+  private messages: ConsumerMessages | undefined;
+  private buffer: JsMsg[] = [];
+  private inFlight = 0;
+  private readonly idle: Array<() => void> = [];
+  private stopped = false;
+  private readonly batchSize: number;
+  private readonly concurrency: number;
+
+  constructor(private readonly options: ConsumerOptions) {
+    this.batchSize = options.batchSize ?? 1;
+    this.concurrency = options.concurrency ?? 1;
+  }
+
+  get name(): string {
+    return this.options.definition.durable;
+  }
+
+  async start(): Promise<void> {
+    const { js, definition } = this.options;
+    const consumer = await js.consumers.get(definition.stream, definition.durable);
+    this.messages = await consumer.consume({
+      max_messages: Math.max(64, this.batchSize * this.concurrency * 2),
+      callback: (msg) => {
+        this.buffer.push(msg);
+        this.pump();
+      },
+    });
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.inFlight < this.concurrency && this.buffer.length > 0) {
+      const batch = this.buffer.splice(0, this.batchSize);
+      this.inFlight++;
+      void this.process(batch).finally(() => {
+        this.inFlight--;
+        if (this.inFlight === 0 && this.buffer.length === 0) this.idle.splice(0).forEach((r) => r());
+        this.pump();
+      });
+    }
+  }
+
+  private async process(batch: JsMsg[]): Promise<void> {
+    const deliveries: Delivery[] = [];
+    for (const msg of batch) {
+      try {
+        deliveries.push({ msg, event: parseEvent(msg.json()) });
+      } catch (error) {
+        await this.deadLetter(msg, `unparseable event: ${(error as Error).message}`);
+      }
+    }
+    if (deliveries.length === 0) return;
+    try {
+      await this.runHandler(deliveries);
+      for (const d of deliveries) d.msg.ack();
+      consumed.inc({ consumer: this.name, outcome: 'ack' }, deliveries.length);
+    } catch (error) {
+      if (deliveries.length > 1) {
+        for (const d of deliveries) await this.processOne(d);
+      } else {
+        await this.fail(deliveries[0]!, error);
+      }
+    }
+  }
+
+  private async processOne(delivery: Delivery): Promise<void> {
+    try {
+      await this.runHandler([delivery]);
+      delivery.msg.ack();
+      consumed.inc({ consumer: this.name, outcome: 'ack' });
+    } catch (error) {
+      await this.fail(delivery, error);
+    }
+  }
+
+  private runHandler(deliveries: Delivery[]): Promise<void> {
+    const first = deliveries[0]!;
+    return withSpan(
+      `${this.name} process`,
+      {
+        kind: SpanKind.CONSUMER,
+        parent: contextFromCarrier(first.event.metadata),
+        attributes: {
+          'messaging.system': 'nats',
+          'messaging.consumer.group.name': this.name,
+          'messaging.batch.message_count': deliveries.length,
+          'mfa.event.type': first.event.type,
+        },
+      },
+      () => this.options.handle(deliveries),
+    );
+  }
+
+  private async fail(delivery: Delivery, error: unknown): Promise<void> {
+    const { msg, event } = delivery;
+    const deliveries = msg.info.deliveryCount;
+    if (error instanceof PoisonMessageError || deliveries >= this.options.definition.maxDeliver) {
+      const why = error instanceof PoisonMessageError ? 'poison' : `failed ${deliveries} deliveries`;
+      await this.deadLetter(msg, `${why}: ${(error as Error)?.message ?? String(error)}`, event);
+      return;
+    }
+    const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 250 * 2 ** (deliveries - 1));
+    this.options.log.warn('event handling failed, will retry', {
+      consumer: this.name,
+      eventType: event.type,
+      eventId: event.id,
+      deliveries,
+      retryInMs: delay,
+      error,
+    });
+    msg.nak(delay);
+    consumed.inc({ consumer: this.name, outcome: 'nak' });
+  }
+
+  /** Publishes the original bytes to the dead-letter subject, then terminates the message. */
+  private async deadLetter(msg: JsMsg, reason: string, event?: AnyEvent): Promise<void> {
+    const h = natsHeaders();
+    h.set(Headers.deadLetterReason, reason.slice(0, 1024));
+    h.set(Headers.deadLetterStream, msg.info.stream);
+    h.set(Headers.deadLetterSequence, String(msg.info.streamSequence));
+    h.set(Headers.deadLetterSubject, msg.subject);
+    h.set(Headers.deadLetterDeliveries, String(msg.info.deliveryCount));
+    try {
+      await this.options.js.publish(EventSubjects.deadLetter(this.name), msg.data, {
+        headers: h,
+        msgID: `${msg.info.stream}:${msg.info.streamSequence}:${this.name}`,
+      });
+    } catch (error) {
+      // Could not record it: leave it to be redelivered rather than lose it.
+      this.options.log.error('dead-lettering failed; message left for redelivery', { consumer: this.name, error });
+      msg.nak(5_000);
+      return;
+    }
+    this.options.log.error('message dead-lettered', {
+      consumer: this.name,
+      stream: msg.info.stream,
+      sequence: msg.info.streamSequence,
+      subject: msg.subject,
+      eventType: event?.type,
+      eventId: event?.id,
+      reason,
+    });
+    msg.term(reason.slice(0, 200));
+    consumed.inc({ consumer: this.name, outcome: 'dead_letter' });
+  }
+
+  /** Stops pulling, lets in-flight batches finish (and ack), returns buffered ones to the server. */
+  async stop(): Promise<void> {
+    await this.messages?.close().catch(() => undefined);
+    if (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
+    this.stopped = true;
+    for (const msg of this.buffer.splice(0)) msg.nak();
+  }
+}

@@ -1,0 +1,101 @@
+import { randomUUID } from 'node:crypto';
+import { headers as natsHeaders } from '@nats-io/nats-core';
+import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
+import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
+import { carrierFromContext } from '@mfa/telemetry';
+
+type DataOf<T extends EventType> = Extract<AnyEvent, { type: T }>['data'];
+type VersionOf<T extends EventType> = Extract<AnyEvent, { type: T }>['version'];
+
+/**
+ * Builds an event envelope. `now` comes from the caller (decisions never read the clock
+ * themselves); the trace context is taken from the active span unless given.
+ */
+export function createEvent<T extends EventType>(
+  type: T,
+  version: VersionOf<T>,
+  input: { tenantId: string; aggregateId: string; now: Date; data: DataOf<T>; metadata?: EventMetadata; id?: string },
+): Extract<AnyEvent, { type: T }> {
+  const metadata: EventMetadata = { ...carrierFromContext(), ...input.metadata };
+  return {
+    id: input.id ?? randomUUID(),
+    type,
+    version,
+    tenantId: input.tenantId,
+    aggregateId: input.aggregateId,
+    occurredAt: input.now.toISOString(),
+    metadata,
+    data: input.data,
+  } as Extract<AnyEvent, { type: T }>;
+}
+
+export class ConcurrencyError extends Error {
+  override name = 'ConcurrencyError';
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Appends events to JetStream. The event id is the Nats-Msg-Id, so a retried publish of the same
+ * event is stored once. With `expectedLastSubjectSequence` the append is conditional on the
+ * subject (aggregate) not having moved: optimistic concurrency.
+ */
+export class EventPublisher {
+  constructor(private readonly js: JetStreamClient) {}
+
+  async publish(
+    subject: string,
+    event: AnyEvent,
+    options: { expectedLastSubjectSequence?: number; timeoutMs?: number } = {},
+  ): Promise<PubAck> {
+    const h = natsHeaders();
+    h.set(Headers.eventType, event.type);
+    h.set(Headers.eventVersion, String(event.version));
+    h.set(Headers.tenant, event.tenantId);
+    if (event.metadata.traceparent) h.set(Headers.traceparent, event.metadata.traceparent);
+    if (event.metadata.tracestate) h.set(Headers.tracestate, event.metadata.tracestate);
+    try {
+      return await this.js.publish(subject, encoder.encode(JSON.stringify(event)), {
+        msgID: event.id,
+        headers: h,
+        timeout: options.timeoutMs ?? 5_000,
+        ...(options.expectedLastSubjectSequence !== undefined
+          ? { expect: { lastSubjectSequence: options.expectedLastSubjectSequence } }
+          : {}),
+      });
+    } catch (error) {
+      if (isWrongLastSequence(error)) {
+        throw new ConcurrencyError(`${subject} moved on since it was read`, { cause: error });
+      }
+      throw error;
+    }
+  }
+}
+
+function isWrongLastSequence(error: unknown): boolean {
+  if (error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)) return true;
+  return /wrong last sequence/i.test(String((error as Error)?.message));
+}
+
+export interface StoredEvent {
+  seq: number;
+  subject: string;
+  event: AnyEvent;
+}
+
+/**
+ * Reads back all events of one aggregate subject, in order, with direct gets (next message for
+ * the subject after a sequence): an aggregate holds a handful of events, and the server finds
+ * the next one through its per-subject index.
+ */
+export async function readAggregate(jsm: JetStreamManager, stream: string, subject: string): Promise<StoredEvent[]> {
+  const out: StoredEvent[] = [];
+  let seq = 1;
+  for (;;) {
+    const msg = await jsm.direct.getMessage(stream, { seq, next_by_subj: subject });
+    if (!msg) break;
+    out.push({ seq: msg.seq, subject: msg.subject, event: parseEvent(msg.json()) });
+    seq = msg.seq + 1;
+  }
+  return out;
+}

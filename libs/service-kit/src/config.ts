@@ -1,0 +1,34 @@
+import { z } from 'zod';
+import { hostname } from 'node:os';
+
+/** Environment shared by every service; names are part of the contract (MISSION.md). */
+export const BaseConfig = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
+  HTTP_HOST: z.string().default('127.0.0.1'),
+  /** 0 picks a free port (two instances on one host); the chosen one is printed. */
+  HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+  INSTANCE_NAME: z.string().min(1).default(hostname()),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+});
+export type BaseConfig = z.infer<typeof BaseConfig>;
+
+export const RedisConfig = z.object({ REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379') });
+export const DatabaseConfig = z.object({
+  DATABASE_URL: z.string().min(1).default('postgres://postgres@127.0.0.1:5432/mfa'),
+});
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Validates the environment at boot: a bad value stops the process with a clear message. */
+export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv = process.env): z.infer<S> {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'env'}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  return parsed.data;
+}

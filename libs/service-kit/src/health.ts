@@ -1,0 +1,60 @@
+import { Controller, Get, Header, Inject, Optional, Res } from '@nestjs/common';
+import type { Response } from 'express';
+import { registry } from '@mfa/telemetry';
+
+/** A dependency the service needs to be ready: resolves when reachable, throws otherwise. */
+export interface HealthCheck {
+  readonly name: string;
+  check(): Promise<void>;
+}
+
+export const HEALTH_CHECKS = Symbol('HEALTH_CHECKS');
+
+async function within(ms: number, p: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      p,
+      new Promise<void>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+@Controller()
+export class OpsController {
+  constructor(@Optional() @Inject(HEALTH_CHECKS) private readonly checks: HealthCheck[] = []) {}
+
+  /** Readiness: every dependency the service uses answers. 200 when ready, 503 otherwise. */
+  @Get('health')
+  async health(@Res() res: Response): Promise<void> {
+    const results: Record<string, string> = {};
+    await Promise.all(
+      (this.checks ?? []).map(async (c) => {
+        try {
+          await within(2_000, c.check());
+          results[c.name] = 'ok';
+        } catch (error) {
+          results[c.name] = `down: ${(error as Error).message}`.slice(0, 200);
+        }
+      }),
+    );
+    const ready = Object.values(results).every((r) => r === 'ok');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', checks: results });
+  }
+
+  /** Liveness: the process answers. */
+  @Get('health/live')
+  live(): { status: string } {
+    return { status: 'ok' };
+  }
+
+  @Get('metrics')
+  @Header('Content-Type', registry.contentType)
+  async metrics(): Promise<string> {
+    return registry.metrics();
+  }
+}

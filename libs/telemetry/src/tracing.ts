@@ -1,0 +1,119 @@
+import {
+  context,
+  propagation,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BatchSpanProcessor, NodeTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { hostname } from 'node:os';
+
+export { SpanKind, SpanStatusCode, context, trace };
+export type { Attributes, Context, Span, Tracer };
+
+let provider: NodeTracerProvider | undefined;
+let serviceTracer: Tracer = trace.getTracer('open-mfa');
+
+export interface TelemetryOptions {
+  serviceName: string;
+  serviceVersion?: string;
+  /** Extra processors, e.g. an in-memory exporter in tests. */
+  spanProcessors?: SpanProcessor[];
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Starts tracing. Call it first in main.ts, before Nest is imported, so every span of the
+ * process has a provider. Spans are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set and OTEL_TRACES_EXPORTER is not "none"; sampling
+ * follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parent-based, always on).
+ */
+export function startTelemetry(options: TelemetryOptions): { exporting: boolean } {
+  const env = options.env ?? process.env;
+  const processors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
+  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const exporting = Boolean(endpoint) && env.OTEL_TRACES_EXPORTER !== 'none';
+  if (exporting) {
+    // The exporter reads the endpoint, headers and timeout from the standard OTEL_ variables.
+    processors.push(new BatchSpanProcessor(new OTLPTraceExporter(), { scheduledDelayMillis: 1000 }));
+  }
+  provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({
+      [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME ?? options.serviceName,
+      [ATTR_SERVICE_VERSION]: options.serviceVersion ?? '0.1.0',
+      'service.instance.id': `${hostname()}:${process.pid}`,
+    }),
+    spanProcessors: processors,
+  });
+  provider.register({ propagator: new W3CTraceContextPropagator() });
+  serviceTracer = trace.getTracer(options.serviceName, options.serviceVersion ?? '0.1.0');
+  return { exporting };
+}
+
+export async function shutdownTelemetry(): Promise<void> {
+  await provider?.shutdown().catch(() => undefined);
+}
+
+export async function flushTelemetry(): Promise<void> {
+  await provider?.forceFlush().catch(() => undefined);
+}
+
+export function tracer(): Tracer {
+  return serviceTracer;
+}
+
+/** A carrier of W3C trace context: NATS headers, event metadata or any string map. */
+export interface TraceCarrier {
+  traceparent?: string | undefined;
+  tracestate?: string | undefined;
+}
+
+export function contextFromCarrier(carrier: TraceCarrier | undefined, base: Context = context.active()): Context {
+  if (!carrier?.traceparent) return base;
+  return propagation.extract(base, carrier, {
+    get: (c, key) => (key === 'traceparent' ? c.traceparent : key === 'tracestate' ? c.tracestate : undefined),
+    keys: () => ['traceparent', 'tracestate'],
+  });
+}
+
+export function carrierFromContext(ctx: Context = context.active()): TraceCarrier {
+  const carrier: Record<string, string> = {};
+  propagation.inject(ctx, carrier);
+  const out: TraceCarrier = {};
+  if (carrier.traceparent) out.traceparent = carrier.traceparent;
+  if (carrier.tracestate) out.tracestate = carrier.tracestate;
+  return out;
+}
+
+/**
+ * Runs `fn` inside a span that is a child of `parent` (or the active context), records
+ * exceptions, and ends the span however `fn` ends.
+ */
+export async function withSpan<T>(
+  name: string,
+  options: { kind?: SpanKind; attributes?: Attributes; parent?: Context },
+  fn: (span: Span) => Promise<T> | T,
+): Promise<T> {
+  const parent = options.parent ?? context.active();
+  const spanOptions: { kind?: SpanKind; attributes?: Attributes } = {};
+  if (options.kind !== undefined) spanOptions.kind = options.kind;
+  if (options.attributes !== undefined) spanOptions.attributes = options.attributes;
+  const span = serviceTracer.startSpan(name, spanOptions, parent);
+  try {
+    return await context.with(trace.setSpan(parent, span), () => fn(span));
+  } catch (error) {
+    span.recordException(error instanceof Error ? error : new Error(String(error)));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.name : 'error' });
+    throw error;
+  } finally {
+    span.end();
+  }
+}

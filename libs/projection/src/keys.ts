@@ -1,0 +1,47 @@
+/**
+ * Redis layout. Every key of one user carries the user's hash tag `{tag}` (a keyed hash of
+ * tenant and user, see @mfa/crypto userTag), so on Redis Cluster they share a slot and one Lua
+ * script can read and change them together. A challenge id embeds the tag, which is how any
+ * instance finds the slot of a challenge from its id alone.
+ *
+ *   mfa:{tag}:user         HASH  projection of the user aggregate (written by user-settings)
+ *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
+ *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
+ *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
+ */
+export const RedisKeys = {
+  user: (tag: string) => `mfa:{${tag}}:user`,
+  totp: (tag: string) => `mfa:{${tag}}:totp`,
+  totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
+  challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
+} as const;
+
+/** Fields of `mfa:{tag}:user`. */
+export const UserFields = {
+  seq: 'seq',
+  tenantId: 'tenantId',
+  userId: 'userId',
+  displayName: 'displayName',
+  email: 'email',
+  phoneNumber: 'phoneNumber',
+  language: 'language',
+  /** Comma-separated methods the user can use now, e.g. "sms,totp". */
+  methods: 'methods',
+  defaultMethod: 'defaultMethod',
+} as const;
+
+const TAG = /^[A-Za-z0-9_-]{22}$/;
+const NONCE = /^[A-Za-z0-9_-]{22}$/;
+
+/** Challenge ids are `<tag>.<nonce>`: the slot and a 128-bit CSPRNG nonce. */
+export function challengeId(tag: string, nonce: string): string {
+  return `${tag}.${nonce}`;
+}
+
+export function parseChallengeId(id: string): { tag: string; nonce: string } | undefined {
+  const dot = id.indexOf('.');
+  if (dot < 0) return undefined;
+  const tag = id.slice(0, dot);
+  const nonce = id.slice(dot + 1);
+  return TAG.test(tag) && NONCE.test(nonce) ? { tag, nonce } : undefined;
+}

@@ -1,0 +1,88 @@
+import type { Redis } from 'ioredis';
+import { maskSecret, projectionUserKey, userTag, type Keyring } from '@mfa/crypto';
+import { RedisKeys, UserFields } from './keys.js';
+import { randomBytes } from 'node:crypto';
+
+/** What auth-challenge needs of a user, as user-settings rebuilt it from the events. */
+export interface UserSnapshot {
+  tenantId: string;
+  userId: string;
+  /** Stream sequence of the last event folded in: projections never go backwards. */
+  seq: number;
+  displayName?: string | undefined;
+  email?: string | undefined;
+  phoneNumber?: string | undefined;
+  language?: string | undefined;
+  methods: string[];
+  defaultMethod?: string | undefined;
+  /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
+  totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; activatedStep: number }>;
+}
+
+// KEYS: user, totp, totpSteps.
+// ARGV: seq, then n profile field/value pairs count, pairs..., then token count, per token: id, spec, step.
+// Applies only when seq is newer than the stored one; keeps the larger of stored and new step.
+const APPLY_SNAPSHOT = `
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
+local seq = tonumber(ARGV[1])
+if stored >= seq then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+local i = 2
+local nfields = tonumber(ARGV[i]); i = i + 1
+local fields = {'seq', ARGV[1]}
+for _ = 1, nfields do
+  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]; i = i + 2
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local ntokens = tonumber(ARGV[i]); i = i + 1
+for _ = 1, ntokens do
+  local id, spec, step = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]); i = i + 3
+  redis.call('HSET', KEYS[2], id, spec)
+  local current = tonumber(redis.call('HGET', KEYS[3], id) or '-1')
+  if step > current then redis.call('HSET', KEYS[3], id, step) end
+end
+return 1
+`;
+
+/**
+ * Writes user snapshots into Redis for auth-challenge. Idempotent and monotonic (a snapshot older
+ * than the stored one is ignored), so the synchronous write after a command and the projector
+ * consumer replaying the same events can race harmlessly. TOTP secrets are stored masked with a
+ * keystream from a per-user key that only the services hold (see @mfa/crypto).
+ */
+export class UserProjectionWriter {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keyring: Keyring,
+  ) {
+    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 3, lua: APPLY_SNAPSHOT });
+  }
+
+  async apply(snapshot: UserSnapshot): Promise<boolean> {
+    const tag = userTag(this.keyring, snapshot.tenantId, snapshot.userId);
+    const userKey = projectionUserKey(this.keyring, tag);
+    const profile: Array<[string, string | undefined]> = [
+      [UserFields.tenantId, snapshot.tenantId],
+      [UserFields.userId, snapshot.userId],
+      [UserFields.displayName, snapshot.displayName],
+      [UserFields.email, snapshot.email],
+      [UserFields.phoneNumber, snapshot.phoneNumber],
+      [UserFields.language, snapshot.language],
+      [UserFields.methods, snapshot.methods.join(',')],
+      [UserFields.defaultMethod, snapshot.defaultMethod],
+    ];
+    const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
+    const args: Array<string | number> = [snapshot.seq, present.length];
+    for (const [k, v] of present) args.push(k, v);
+    args.push(snapshot.totpTokens.length);
+    for (const t of snapshot.totpTokens) {
+      const nonce = randomBytes(12);
+      const masked = maskSecret(userKey, nonce, t.secret);
+      args.push(t.tokenId, `${t.digits}:${t.period}:${nonce.toString('hex')}:${masked.toString('hex')}`, t.activatedStep);
+    }
+    const applied = await (
+      this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }
+    ).mfaApplyUserSnapshot(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), ...args);
+    return applied === 1;
+  }
+}

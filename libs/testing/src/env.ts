@@ -1,0 +1,56 @@
+import { randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+
+/**
+ * Test support: the real NATS, Redis and Postgres of the machine (or of CI), addressed by the
+ * same environment variables as the services. Tests isolate themselves by tenant, never by
+ * replacing a server with a stand-in.
+ */
+export const testEnv = {
+  natsUrl: process.env.NATS_URL ?? 'nats://127.0.0.1:4222',
+  redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+  /** Tests use their own database so they never touch a developer's `mfa` data. */
+  databaseUrl: process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_test',
+};
+
+/** A tenant id no other test (or earlier run) uses. */
+export function uniqueTenant(prefix = 't'): string {
+  return `${prefix}-${randomUUID().slice(0, 13)}`;
+}
+
+export function uniqueUser(prefix = 'user'): string {
+  return `${prefix}.${randomUUID().slice(0, 8)}@contoso.example`;
+}
+
+/** TOTP code from oathtool, an independent implementation (apt package oathtool). */
+export function oathtoolTotp(base32Secret: string, options: { at?: Date; digits?: number; period?: number } = {}): string {
+  const args = ['--totp', '--base32', `--digits=${options.digits ?? 6}`, `--time-step-size=${options.period ?? 30}s`];
+  if (options.at) args.push(`--now=${options.at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
+  args.push(base32Secret);
+  return execFileSync('oathtool', args, { encoding: 'utf8' }).trim();
+}
+
+export function hasOathtool(): boolean {
+  try {
+    execFileSync('oathtool', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
+}

@@ -1,0 +1,97 @@
+import { Redis } from 'ioredis';
+import { RedisKeys } from '@mfa/projection';
+import { parseStartVerdict, parseVerifyVerdict, type StartVerdict, type VerifyVerdict } from '../domain/verdicts.js';
+import { START_SCRIPT, VERIFY_SCRIPT } from './scripts.js';
+
+type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<string[]>;
+
+export interface StartInput {
+  tag: string;
+  nonce: string;
+  tenantId: string;
+  userId: string;
+  requestedMethod: string | undefined;
+  enabledMethods: readonly string[];
+  now: Date;
+  expiresAt: Date;
+  maxAttempts: number;
+  codeHash: Buffer;
+  ttlSeconds: number;
+  smsMaxSends: number;
+  smsWindowSeconds: number;
+  tenantKnown: boolean;
+}
+
+export interface VerifyInput {
+  tag: string;
+  nonce: string;
+  tenantId: string;
+  now: Date;
+  codeHash: Buffer;
+  code: string;
+  projectionKey: Buffer;
+}
+
+/** Challenges in Redis: one script call per start or verify, one HMGET per status. */
+export class ChallengeStore {
+  private readonly start: ScriptFn;
+  private readonly verify: ScriptFn;
+
+  constructor(readonly redis: Redis) {
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 3, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 3, lua: VERIFY_SCRIPT });
+    const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn };
+    this.start = r.mfaChallengeStart.bind(redis);
+    this.verify = r.mfaChallengeVerify.bind(redis);
+  }
+
+  async startChallenge(input: StartInput): Promise<StartVerdict> {
+    const raw = await this.start(
+      RedisKeys.user(input.tag),
+      RedisKeys.challenge(input.tag, input.nonce),
+      `mfa:{${input.tag}}:sms:sends`,
+      input.tenantId,
+      input.userId,
+      input.requestedMethod ?? '',
+      input.enabledMethods.join(','),
+      input.now.getTime(),
+      input.expiresAt.getTime(),
+      input.maxAttempts,
+      input.codeHash,
+      input.ttlSeconds,
+      input.smsMaxSends,
+      input.smsWindowSeconds,
+      input.tenantKnown ? '1' : '0',
+    );
+    return parseStartVerdict(raw);
+  }
+
+  async verifyChallenge(input: VerifyInput): Promise<VerifyVerdict> {
+    const raw = await this.verify(
+      RedisKeys.challenge(input.tag, input.nonce),
+      RedisKeys.totp(input.tag),
+      RedisKeys.totpSteps(input.tag),
+      input.tenantId,
+      input.now.getTime(),
+      input.codeHash,
+      input.code,
+      input.projectionKey,
+    );
+    return parseVerifyVerdict(raw);
+  }
+
+  async readChallenge(
+    tag: string,
+    nonce: string,
+  ): Promise<{ tenantId: string; status: string; reason: string; expiresAt: number } | undefined> {
+    const [tenantId, status, reason, expiresAt] = await this.redis.hmget(
+      RedisKeys.challenge(tag, nonce),
+      'tenantId',
+      'status',
+      'reason',
+      'expiresAt',
+    );
+    if (!tenantId || !status || !expiresAt) return undefined;
+    return { tenantId, status, reason: reason ?? '', expiresAt: Number(expiresAt) };
+  }
+}

@@ -1,0 +1,58 @@
+import type { ConsumerMessages, JetStreamClient } from '@nats-io/jetstream';
+import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
+import type { Logger } from '@mfa/telemetry';
+
+/**
+ * Tenant settings, kept in memory from the tenant events through an ordered (ephemeral)
+ * consumer: the hot path reads them without a round trip. A tenant not yet seen gets the
+ * defaults, which is exactly what a just-created tenant has.
+ */
+export class TenantSettingsCache {
+  private readonly settings = new Map<string, TenantSettings>();
+  private messages: ConsumerMessages | undefined;
+  private readonly defaults = defaultTenantSettings();
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly log: Logger,
+  ) {}
+
+  get(tenantId: string): TenantSettings {
+    return this.settings.get(tenantId) ?? this.defaults;
+  }
+
+  has(tenantId: string): boolean {
+    return this.settings.has(tenantId);
+  }
+
+  /** Resolves once the events present at start are folded in (or after `timeoutMs`). */
+  async start(timeoutMs = 10_000): Promise<void> {
+    const consumer = await this.js.consumers.get(Streams.userSettings.name, { filter_subjects: EventSubjects.allTenants });
+    const info = await consumer.info();
+    let caughtUp: () => void = () => undefined;
+    const ready = new Promise<void>((resolve) => {
+      caughtUp = resolve;
+      if (info.num_pending === 0) resolve();
+    });
+    this.messages = await consumer.consume({
+      callback: (msg) => {
+        try {
+          const event = parseEvent(msg.json());
+          if (event.type === 'TenantCreated' || event.type === 'TenantSettingsChanged') {
+            this.settings.set(event.tenantId, event.data.settings);
+          }
+        } catch (error) {
+          this.log.error('unreadable tenant event skipped by the settings cache', { seq: msg.seq, error });
+        }
+        if (msg.info.pending === 0) caughtUp();
+      },
+    });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([ready, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
+  async stop(): Promise<void> {
+    await this.messages?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,260 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { defaultTenantSettings, EventSubjects, Streams, Subjects } from '@mfa/contracts';
+import { base32Encode, hotp, loadKeyring, maskSecret, open, SealContext, userTag, projectionUserKey } from '@mfa/crypto';
+import { createEvent, EventPublisher, requestJson } from '@mfa/messaging';
+import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { eventually, hasOathtool, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { jetstream } from '@nats-io/jetstream';
+import { boot } from './boot.js';
+import { HOTP_TEST_SCRIPT, UNMASK_TEST_SCRIPT } from './adapters/scripts.js';
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+describe('auth-challenge against real NATS and Redis', () => {
+  const { keyring } = loadKeyring({});
+  let service: Awaited<ReturnType<typeof boot>>;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let redis: Redis;
+  let writer: UserProjectionWriter;
+  let seq = 1;
+  const tenant = uniqueTenant();
+  const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 5000 });
+
+  before(async () => {
+    service = await boot({ ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' });
+    nc = await connect({ servers: testEnv.natsUrl });
+    jsm = await jetstreamManager(nc);
+    redis = new Redis(testEnv.redisUrl);
+    writer = new UserProjectionWriter(redis, keyring);
+  });
+
+  after(async () => {
+    await service.stop();
+    await nc.drain();
+    await redis.quit();
+  });
+
+  async function projectUser(userId: string, opts: { phone?: string; totp?: Buffer[]; tenantId?: string } = {}) {
+    const methods = [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms'] : [])];
+    await writer.apply({
+      tenantId: opts.tenantId ?? tenant,
+      userId,
+      seq: seq++,
+      displayName: 'Helga Test',
+      email: 'helga@contoso.example',
+      phoneNumber: opts.phone,
+      methods,
+      defaultMethod: methods[0],
+      totpTokens: (opts.totp ?? []).map((secret, i) => ({ tokenId: `tok${i}`, secret, digits: 6, period: 30, activatedStep: 0 })),
+    });
+  }
+
+  async function smsCodeOf(challengeId: string): Promise<string> {
+    return eventually(async () => {
+      const msg = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested });
+      const event = msg?.json<{ tenantId: string; data: { challengeId: string; delivery: { sealedCode: string } } }>();
+      if (event?.data.challengeId !== challengeId) return undefined;
+      return open(keyring, event.data.delivery.sealedCode, SealContext.smsCode(event.tenantId, challengeId)).toString('utf8');
+    }, 5000, 'the SMS request event');
+  }
+
+  it('computes RFC 6238 SHA-1 test vectors inside Redis (Lua HOTP)', async () => {
+    const secret = Buffer.from('12345678901234567890');
+    const vectors: Array<[number, string]> = [
+      [59, '94287082'],
+      [1111111109, '07081804'],
+      [1111111111, '14050471'],
+      [1234567890, '89005924'],
+      [2000000000, '69279037'],
+      [20000000000, '65353130'],
+    ];
+    for (const [t, expected] of vectors) {
+      const got = await redis.eval(HOTP_TEST_SCRIPT, 0, secret, Math.floor(t / 30), 8);
+      assert.equal(got, expected, `T=${t}`);
+    }
+    // RFC 4226 Appendix D, 6 digits.
+    const rfc4226 = ['755224', '287082', '359152', '969429', '338314', '254676', '287922', '162583', '399871', '520489'];
+    for (const [counter, expected] of rfc4226.entries()) {
+      assert.equal(await redis.eval(HOTP_TEST_SCRIPT, 0, secret, counter, 6), expected);
+    }
+  });
+
+  it('unmasks projection secrets in Lua exactly as they were masked in Node', async () => {
+    const key = projectionUserKey(keyring, 'AAAAAAAAAAAAAAAAAAAAAA');
+    const nonce = Buffer.from('000102030405060708090a0b', 'hex');
+    const secret = Buffer.from('a secret longer than twenty bytes, to span blocks!!');
+    const masked = maskSecret(key, nonce, secret);
+    const got = (await redis.callBuffer('EVAL', UNMASK_TEST_SCRIPT, '0', key, nonce, masked)) as Buffer;
+    assert.deepEqual(got, secret);
+  });
+
+  it('SMS: a wrong code answers pending/invalid_code, the right one approves, a second verify is a conflict', async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550100' });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms', clientIp: '203.0.113.7' });
+    assert.equal(start.status, 'pending');
+    assert.equal(start.method, 'sms');
+    const challengeId = String(start.challengeId);
+    assert.ok(parseChallengeId(challengeId));
+    assert.ok(Date.parse(String(start.expiresAt)) > Date.now() + 170_000);
+    const code = await smsCodeOf(challengeId);
+    assert.match(code, /^\d{6}$/);
+    // Only a keyed hash of the code is stored.
+    const id = parseChallengeId(challengeId)!;
+    const stored = await redis.hgetallBuffer(RedisKeys.challenge(id.tag, id.nonce));
+    assert.ok(!Object.values(stored).some((v) => v.toString('utf8').includes(code)));
+    const wrong = code === '000000' ? '000001' : '000000';
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code: wrong }), {
+      challengeId,
+      status: 'pending',
+      reason: 'invalid_code',
+    });
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code }), { challengeId, status: 'approved' });
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId }), { challengeId, status: 'approved' });
+    const again = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
+    assert.equal(again.error?.code, 'conflict');
+  });
+
+  it('denies after 5 wrong codes and never accepts the right one afterwards', async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550101' });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user });
+    const challengeId = String(start.challengeId);
+    const code = await smsCodeOf(challengeId);
+    const wrong = code === '111111' ? '222222' : '111111';
+    for (let i = 1; i <= 4; i++) {
+      const r = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code: wrong });
+      assert.equal(r.status, 'pending', `attempt ${i}`);
+    }
+    const fifth = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code: wrong });
+    assert.deepEqual(fifth, { challengeId, status: 'denied', reason: 'too_many_attempts' });
+    const late = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
+    assert.equal(late.error?.code, 'conflict');
+  });
+
+  it('TOTP: accepts codes of the current step (oathtool), never the same step twice', async () => {
+    const secret = Buffer.from('3132333435363738393031323334353637383930', 'hex');
+    const base32 = base32Encode(secret);
+    const user = uniqueUser();
+    await projectUser(user, { totp: [secret], phone: '+14155550102' });
+    const now = new Date();
+    const code = hasOathtool() ? oathtoolTotp(base32, { at: now }) : hotp(secret, Math.floor(now.getTime() / 30000));
+    const first = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user });
+    assert.equal(first.method, 'totp', 'the default method is the authenticator app');
+    const ok = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: first.challengeId, code });
+    assert.equal(ok.status, 'approved');
+    const second = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const replay = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: second.challengeId, code });
+    assert.deepEqual(replay, { challengeId: second.challengeId, status: 'pending', reason: 'invalid_code' });
+    // The next step's code is within the ±1 window and was never used.
+    const next = new Date(now.getTime() + 30_000);
+    const nextCode = hasOathtool() ? oathtoolTotp(base32, { at: next }) : hotp(secret, Math.floor(next.getTime() / 30000));
+    const accepted = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: second.challengeId, code: nextCode });
+    assert.equal(accepted.status, 'approved');
+    // Two steps ahead is outside the window.
+    const third = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const far = new Date(now.getTime() + 90_000);
+    const farCode = hotp(secret, Math.floor(far.getTime() / 30000));
+    const rejected = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: third.challengeId, code: farCode });
+    assert.equal(rejected.status, 'pending');
+  });
+
+  it('a challenge past its lifetime answers denied/expired on verify and status', async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550103' });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const challengeId = String(start.challengeId);
+    const code = await smsCodeOf(challengeId);
+    const id = parseChallengeId(challengeId)!;
+    await redis.hset(RedisKeys.challenge(id.tag, id.nonce), 'expiresAt', Date.now() - 1);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId }), {
+      challengeId,
+      status: 'denied',
+      reason: 'expired',
+    });
+    const expected = { challengeId, status: 'denied', reason: 'expired' };
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code }), expected);
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code }), expected);
+  });
+
+  it('registration_required for users without a usable method; unknown tenants are not_found', async () => {
+    const js = jetstream(nc);
+    const created = createEvent('TenantCreated', 1, {
+      tenantId: tenant,
+      aggregateId: tenant,
+      now: new Date(),
+      data: { settings: { ...defaultTenantSettings(), enabledMethods: ['totp', 'sms'] } },
+    });
+    await new EventPublisher(js).publish(EventSubjects.tenant(tenant), created);
+    const stranger = uniqueUser('stranger');
+    const r = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: tenant, userId: stranger });
+      return reply.error ? undefined : reply;
+    }, 5000, 'the tenant to be known');
+    assert.equal(r.status, 'registration_required');
+    assert.equal(r.reason, 'no_method_registered');
+    const phoneOnly = uniqueUser();
+    await projectUser(phoneOnly, { phone: '+14155550104' });
+    const wantsTotp = await ask(Subjects.challengeStart, { tenantId: tenant, userId: phoneOnly, method: 'totp' });
+    assert.equal(wantsTotp.status, 'registration_required');
+    assert.equal(wantsTotp.reason, 'method_not_registered');
+    const status = await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: wantsTotp.challengeId });
+    assert.equal(status.status, 'registration_required');
+    const unknown = await ask(Subjects.challengeStart, { tenantId: uniqueTenant('nobody'), userId: stranger });
+    assert.equal(unknown.error?.code, 'not_found');
+  });
+
+  it('tenant isolation: another tenant cannot verify or read a challenge', async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550105' });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const code = await smsCodeOf(String(start.challengeId));
+    const other = uniqueTenant('other');
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: other, challengeId: start.challengeId, code })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: other, challengeId: start.challengeId })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code })).status, 'approved');
+  });
+
+  it('rate-limits SMS sends per user (5 per window)', async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550106' });
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).status, 'pending');
+    }
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');
+  });
+
+  it('answers bad input on every subject with a contract error and keeps serving', async () => {
+    const bodies: Array<[string, string | Uint8Array, string]> = [];
+    for (const subject of [Subjects.challengeStart, Subjects.challengeVerify, Subjects.challengeStatus]) {
+      bodies.push([subject, '{not json', 'invalid_request']);
+      bodies.push([subject, '[]', 'invalid_request']);
+      bodies.push([subject, JSON.stringify({ tenantId: 42 }), 'invalid_request']);
+      bodies.push([subject, JSON.stringify({ tenantId: tenant, userId: 'x', challengeId: 'y', code: 'x'.repeat(20_000) }), 'invalid_request']);
+      bodies.push([subject, new Uint8Array([0xff, 0xfe, 0x00]), 'invalid_request']);
+    }
+    bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: tenant, userId: 'u', method: 'carrier-pigeon' }), 'invalid_request']);
+    bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: '../../etc', userId: 'u' }), 'invalid_request']);
+    bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: tenant, userId: 'u\u0000' }), 'invalid_request']);
+    bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: 'nope', code: '123456' }), 'not_found']);
+    bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: `${'A'.repeat(22)}.${'B'.repeat(22)}`, code: '123456' }), 'not_found']);
+    bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: 'x', code: 123456 }), 'invalid_request']);
+    bodies.push([Subjects.challengeStatus, JSON.stringify({ tenantId: tenant, challengeId: 'nope' }), 'not_found']);
+    for (const [subject, body, code] of bodies) {
+      const msg = await nc.request(subject, body, { timeout: 5000 });
+      const reply = msg.json<Reply>();
+      assert.equal(reply.error?.code, code, `${subject} ${String(body).slice(0, 60)}`);
+      assert.equal(typeof reply.error?.message, 'string');
+    }
+    const res = await fetch(`${service.url}/health`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'ok', checks: { nats: 'ok', redis: 'ok' } });
+  });
+});
+
+void userTag;

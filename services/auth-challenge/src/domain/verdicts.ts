@@ -1,0 +1,272 @@
+import {
+  conflict,
+  ContractError,
+  notFound,
+  rateLimited,
+  type ChallengeReason,
+  type ChallengeStartReply,
+  type ChallengeVerifyReply,
+  type EventOf,
+  type Method,
+  methodOf,
+} from '@mfa/contracts';
+
+/**
+ * The challenge decisions are taken atomically inside Redis (adapters/scripts.ts); this module is
+ * the pure half: it reads the script's verdict and says what to answer and which event records it.
+ * Expected outcomes are events of their own (ChallengeApproved, ChallengeCodeRejected, ...).
+ */
+
+export interface Profile {
+  displayName?: string;
+  email?: string;
+  phoneNumber?: string;
+  language?: string;
+}
+
+export type StartVerdict =
+  | { kind: 'pending'; method: Method; profile: Profile }
+  | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile }
+  | { kind: 'unknown_tenant' }
+  | { kind: 'not_found' }
+  | { kind: 'rate_limited'; retryAfterSeconds: number };
+
+export type VerifyVerdict =
+  | { kind: 'approved'; userId: string; method: Method; tokenId?: string }
+  | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused' }
+  | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused' }
+  | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
+  | { kind: 'conflict'; status: string }
+  | { kind: 'not_found' };
+
+export class VerdictError extends Error {
+  override name = 'VerdictError';
+}
+
+const text = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
+const method = (v: string | undefined): Method => {
+  const m = methodOf(v ?? '');
+  if (!m) throw new VerdictError(`unknown method in challenge: ${String(v)}`);
+  return m;
+};
+const cause = (v: string | undefined) => (v === 'reused' ? 'reused' : 'mismatch');
+
+function profileOf(raw: readonly string[]): Profile {
+  const p: Profile = {};
+  const [displayName, email, phoneNumber, language] = [raw[3], raw[4], raw[5], raw[6]].map(text);
+  if (displayName) p.displayName = displayName;
+  if (email) p.email = email;
+  if (phoneNumber) p.phoneNumber = phoneNumber;
+  if (language) p.language = language;
+  return p;
+}
+
+export function parseStartVerdict(raw: readonly string[]): StartVerdict {
+  switch (raw[0]) {
+    case 'pending':
+      return { kind: 'pending', method: method(raw[1]), profile: profileOf(raw) };
+    case 'registration_required':
+      return {
+        kind: 'registration_required',
+        method: methodOf(raw[1] ?? '') ?? null,
+        reason: (text(raw[2]) ?? 'no_method_registered') as ChallengeReason,
+        profile: profileOf(raw),
+      };
+    case 'unknown_tenant':
+      return { kind: 'unknown_tenant' };
+    case 'not_found':
+      return { kind: 'not_found' };
+    case 'rate_limited':
+      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    default:
+      throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
+  }
+}
+
+export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
+  switch (raw[0]) {
+    case 'approved': {
+      const v: VerifyVerdict = { kind: 'approved', userId: raw[1]!, method: method(raw[2]) };
+      if (text(raw[3])) v.tokenId = raw[3]!;
+      return v;
+    }
+    case 'rejected':
+      return {
+        kind: 'rejected',
+        userId: raw[1]!,
+        method: method(raw[2]),
+        attempts: Number(raw[3]),
+        remaining: Number(raw[4]),
+        cause: cause(raw[5]),
+      };
+    case 'exhausted':
+      return { kind: 'exhausted', userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]) };
+    case 'expired':
+    case 'expired_again':
+      return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };
+    case 'conflict':
+      return { kind: 'conflict', status: raw[3] ?? 'completed' };
+    case 'not_found':
+      return { kind: 'not_found' };
+    default:
+      throw new VerdictError(`unexpected verify verdict ${String(raw[0])}`);
+  }
+}
+
+/** An event to record, before it gets its envelope (id, time, trace) from the caller. */
+export type PendingEvent =
+  | { type: 'ChallengeStarted'; data: EventOf<'ChallengeStarted'>['data'] }
+  | { type: 'ChallengeRegistrationRequired'; data: EventOf<'ChallengeRegistrationRequired'>['data'] }
+  | { type: 'ChallengeApproved'; data: EventOf<'ChallengeApproved'>['data'] }
+  | { type: 'ChallengeCodeRejected'; data: EventOf<'ChallengeCodeRejected'>['data'] }
+  | { type: 'ChallengeAttemptsExhausted'; data: EventOf<'ChallengeAttemptsExhausted'>['data'] }
+  | { type: 'ChallengeExpired'; data: EventOf<'ChallengeExpired'>['data'] };
+
+export interface StartContext {
+  challengeId: string;
+  userId: string;
+  expiresAt: Date;
+  maxAttempts: number;
+  server: { name: string; ip: string };
+  clientIp?: string | undefined;
+  application?: string | undefined;
+  requestId?: string | undefined;
+  /** The SMS code sealed for dispatch; only used when the verdict's method is sms. */
+  sealedSmsCode: () => string;
+}
+
+export interface Outcome<R> {
+  reply: R;
+  event?: PendingEvent;
+}
+
+export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<ChallengeStartReply> {
+  const base = {
+    challengeId: ctx.challengeId,
+    userId: ctx.userId,
+    server: ctx.server,
+    ...(ctx.clientIp ? { clientIp: ctx.clientIp } : {}),
+    ...(ctx.application ? { application: ctx.application } : {}),
+    ...(ctx.requestId ? { requestId: ctx.requestId } : {}),
+  };
+  const expiresAt = ctx.expiresAt.toISOString();
+  switch (verdict.kind) {
+    case 'pending': {
+      const data: EventOf<'ChallengeStarted'>['data'] = {
+        ...base,
+        profile: verdict.profile,
+        method: verdict.method,
+        expiresAt,
+        maxAttempts: ctx.maxAttempts,
+      };
+      if (verdict.method === 'sms') {
+        if (!verdict.profile.phoneNumber) throw new VerdictError('sms challenge for a user without a phone number');
+        data.delivery = {
+          channel: 'sms',
+          to: verdict.profile.phoneNumber,
+          sealedCode: ctx.sealedSmsCode(),
+          ...(verdict.profile.language ? { language: verdict.profile.language } : {}),
+        };
+      }
+      return {
+        reply: { challengeId: ctx.challengeId, status: 'pending', method: verdict.method, expiresAt },
+        event: { type: 'ChallengeStarted', data },
+      };
+    }
+    case 'registration_required':
+      return {
+        reply: {
+          challengeId: ctx.challengeId,
+          status: 'registration_required',
+          method: verdict.method,
+          expiresAt,
+          reason: verdict.reason,
+        },
+        event: {
+          type: 'ChallengeRegistrationRequired',
+          data: { ...base, profile: verdict.profile, method: verdict.method, reason: verdict.reason },
+        },
+      };
+    case 'unknown_tenant':
+      throw notFound('unknown tenant');
+    case 'not_found':
+      throw notFound('unknown user');
+    case 'rate_limited':
+      throw rateLimited(`too many codes sent to this user; try again in ${verdict.retryAfterSeconds} s`);
+  }
+}
+
+export function decideVerify(
+  verdict: VerifyVerdict,
+  ctx: { challengeId: string; server: { name: string; ip: string } },
+): Outcome<ChallengeVerifyReply> {
+  const id = ctx.challengeId;
+  switch (verdict.kind) {
+    case 'approved': {
+      const data: EventOf<'ChallengeApproved'>['data'] = { challengeId: id, userId: verdict.userId, method: verdict.method, server: ctx.server };
+      if (verdict.tokenId) data.tokenId = verdict.tokenId;
+      return { reply: { challengeId: id, status: 'approved' }, event: { type: 'ChallengeApproved', data } };
+    }
+    case 'rejected':
+      return {
+        reply: { challengeId: id, status: 'pending', reason: 'invalid_code' },
+        event: {
+          type: 'ChallengeCodeRejected',
+          data: {
+            challengeId: id,
+            userId: verdict.userId,
+            method: verdict.method,
+            server: ctx.server,
+            attempt: verdict.attempts,
+            attemptsRemaining: verdict.remaining,
+            cause: verdict.cause,
+          },
+        },
+      };
+    case 'exhausted':
+      return {
+        reply: { challengeId: id, status: 'denied', reason: 'too_many_attempts' },
+        event: {
+          type: 'ChallengeAttemptsExhausted',
+          data: {
+            challengeId: id,
+            userId: verdict.userId,
+            method: verdict.method,
+            server: ctx.server,
+            attempts: verdict.attempts,
+            lastCause: verdict.cause,
+          },
+        },
+      };
+    case 'expired': {
+      const reply: ChallengeVerifyReply = { challengeId: id, status: 'denied', reason: 'expired' };
+      if (!verdict.firstTime) return { reply };
+      return {
+        reply,
+        event: { type: 'ChallengeExpired', data: { challengeId: id, userId: verdict.userId, method: verdict.method, server: ctx.server } },
+      };
+    }
+    case 'conflict':
+      throw conflict(`challenge already completed (${verdict.status})`);
+    case 'not_found':
+      throw notFound('unknown challenge');
+  }
+}
+
+/** challenge.status: read-only; a pending challenge past its lifetime reads as denied/expired. */
+export function decideStatus(
+  challengeId: string,
+  record: { status: string; reason: string; expiresAt: number },
+  now: Date,
+): ChallengeVerifyReply {
+  if (record.status === 'pending' && now.getTime() >= record.expiresAt) {
+    return { challengeId, status: 'denied', reason: 'expired' };
+  }
+  const status = record.status as ChallengeVerifyReply['status'];
+  if (!['pending', 'approved', 'denied', 'registration_required'].includes(status)) {
+    throw new ContractError('internal', 'challenge in an unknown state');
+  }
+  const reply: ChallengeVerifyReply = { challengeId, status };
+  if (record.reason) reply.reason = record.reason as ChallengeReason;
+  return reply;
+}

@@ -1,2 +1,3 @@
 export * from './env.js';
 export * from './fake-twilio.js';
+export * from './stack.js';

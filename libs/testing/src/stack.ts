@@ -1,0 +1,153 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+/**
+ * Runs the services as real processes (what `npm start`, the end-to-end tests and the benchmark
+ * use): each gets its own environment, its output is passed to `onLine`, readiness is its
+ * /health answering 200, and stop() sends SIGTERM and waits for a clean exit.
+ */
+export const SERVICE_NAMES = ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+export const DEFAULT_PORTS: Record<ServiceName, number> = {
+  'auth-challenge': 3001,
+  dispatch: 3002,
+  fraud: 3003,
+  'user-settings': 3004,
+  reporting: 3005,
+};
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export interface ServiceProcess {
+  name: ServiceName;
+  instance: number;
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<number | null>;
+}
+
+export interface StackOptions {
+  services?: readonly ServiceName[];
+  /** Instances of each service (scale-out tests run two). */
+  instances?: number;
+  env?: Record<string, string | undefined>;
+  /** Per-service extra environment. */
+  serviceEnv?: Partial<Record<ServiceName, Record<string, string>>>;
+  /** Fixed ports (npm start) or 0 for free ones (tests, second instances). */
+  fixedPorts?: boolean;
+  onLine?: (service: string, line: string) => void;
+  readyTimeoutMs?: number;
+}
+
+export interface Stack {
+  processes: ServiceProcess[];
+  url(name: ServiceName, instance?: number): string;
+  stop(): Promise<void>;
+}
+
+const READY = /"msg":"[a-z-]+ ready".*"http":"(http:\/\/[^"]+)"/;
+
+async function startOne(name: ServiceName, instance: number, options: StackOptions): Promise<ServiceProcess> {
+  const port = options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : 0;
+  const child = spawn(process.execPath, ['--enable-source-maps', join(repoRoot, 'services', name, 'dist', 'main.js')], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      ...options.env,
+      ...options.serviceEnv?.[name],
+      HTTP_PORT: String(port),
+      INSTANCE_NAME: `${name}-${instance}`,
+      OTEL_SERVICE_NAME: name,
+    } as NodeJS.ProcessEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const label = options.instances && options.instances > 1 ? `${name}#${instance}` : name;
+  let resolveUrl: (url: string) => void = () => undefined;
+  const urlPromise = new Promise<string>((resolve) => (resolveUrl = resolve));
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on('line', (line) => {
+      const ready = READY.exec(line);
+      if (ready) resolveUrl(ready[1]!);
+      options.onLine?.(label, line);
+    });
+  }
+  const exited = once(child, 'exit').then(([code]) => {
+    throw new Error(`${label} exited with code ${String(code)} before it was ready`);
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${label} not ready within ${options.readyTimeoutMs ?? 60_000} ms`)), options.readyTimeoutMs ?? 60_000);
+  });
+  try {
+    const url = await Promise.race([urlPromise, exited, timeout]);
+    await waitHealthy(url, options.readyTimeoutMs ?? 60_000);
+    exited.catch(() => undefined);
+    return {
+      name,
+      instance,
+      url,
+      child,
+      async stop() {
+        if (child.exitCode !== null) return child.exitCode;
+        const done = once(child, 'exit');
+        child.kill('SIGTERM');
+        const [code] = (await done) as [number | null];
+        return code;
+      },
+    };
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function waitHealthy(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(`${url}/health`);
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url}/health not ready`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Starts the services in dependency order (user-settings first: it creates the tenant stream
+ * auth-challenge reads), instances of one service in parallel.
+ */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const processes: ServiceProcess[] = [];
+  const wanted = options.services ?? SERVICE_NAMES;
+  const stop = async () => {
+    await Promise.all(processes.splice(0).map((p) => p.stop()));
+  };
+  try {
+    for (const name of SERVICE_NAMES.filter((n) => wanted.includes(n))) {
+      const count = options.instances ?? 1;
+      const started = await Promise.all(Array.from({ length: count }, (_, i) => startOne(name, i + 1, options)));
+      processes.push(...started);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    processes,
+    url(name, instance = 1) {
+      const p = processes.find((x) => x.name === name && x.instance === instance);
+      if (!p) throw new Error(`${name}#${instance} is not running`);
+      return p.url;
+    },
+    stop,
+  };
+}

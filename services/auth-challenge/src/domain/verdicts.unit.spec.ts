@@ -1,0 +1,127 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ContractError } from '@mfa/contracts';
+import { decideStart, decideStatus, decideVerify, parseStartVerdict, parseVerifyVerdict, type StartContext } from './verdicts.js';
+
+const server = { name: 'node-a', ip: '10.0.0.5' };
+const ctx = (over: Partial<StartContext> = {}): StartContext => ({
+  challengeId: 'tag.nonce',
+  userId: 'helga@contoso.com',
+  expiresAt: new Date('2026-01-01T00:03:00Z'),
+  maxAttempts: 5,
+  server,
+  clientIp: '203.0.113.9',
+  sealedSmsCode: () => 'v1.sealed',
+  ...over,
+});
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (error) {
+    return error instanceof ContractError ? error.code : 'not-a-contract-error';
+  }
+  return 'no-error';
+};
+
+describe('start decisions', () => {
+  it('given a pending SMS verdict, when deciding, then it answers pending and records the sealed code for dispatch', () => {
+    const verdict = parseStartVerdict(['pending', 'sms', '', 'Helga', 'h@contoso.com', '+14155550100', 'sv-SE']);
+    const outcome = decideStart(verdict, ctx());
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z' });
+    assert.equal(outcome.event?.type, 'ChallengeStarted');
+    const data = outcome.event?.data as { delivery?: unknown; profile: unknown; clientIp?: string };
+    assert.deepEqual(data.delivery, { channel: 'sms', to: '+14155550100', sealedCode: 'v1.sealed', language: 'sv-SE' });
+    assert.deepEqual(data.profile, { displayName: 'Helga', email: 'h@contoso.com', phoneNumber: '+14155550100', language: 'sv-SE' });
+    assert.equal(data.clientIp, '203.0.113.9');
+  });
+
+  it('given a pending TOTP verdict, when deciding, then nothing is sealed and no delivery is requested', () => {
+    let sealed = false;
+    const outcome = decideStart(parseStartVerdict(['pending', 'totp', '', '', '', '', '']), ctx({ sealedSmsCode: () => ((sealed = true), 'x') }));
+    assert.equal(sealed, false);
+    assert.equal((outcome.event?.data as { delivery?: unknown }).delivery, undefined);
+  });
+
+  it('given no usable method, when deciding, then registration_required is answered and recorded', () => {
+    const outcome = decideStart(parseStartVerdict(['registration_required', '', 'no_method_registered', '', '', '', '']), ctx());
+    assert.equal(outcome.reply.status, 'registration_required');
+    assert.equal(outcome.reply.reason, 'no_method_registered');
+    assert.equal(outcome.reply.method, null);
+    assert.equal(outcome.event?.type, 'ChallengeRegistrationRequired');
+  });
+
+  it('given an unknown tenant, unknown user or exhausted send budget, then the contract errors follow', () => {
+    assert.equal(code(() => decideStart(parseStartVerdict(['unknown_tenant']), ctx())), 'not_found');
+    assert.equal(code(() => decideStart(parseStartVerdict(['not_found']), ctx())), 'not_found');
+    assert.equal(code(() => decideStart(parseStartVerdict(['rate_limited', '120']), ctx())), 'rate_limited');
+  });
+});
+
+describe('verify decisions', () => {
+  const vctx = { challengeId: 'tag.nonce', server };
+
+  it('given a matching code, then approved with the token that matched', () => {
+    const outcome = decideVerify(parseVerifyVerdict(['approved', 'u', 'totp', 'tok1']), vctx);
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'approved' });
+    assert.equal(outcome.event?.type, 'ChallengeApproved');
+    assert.equal((outcome.event?.data as { tokenId?: string }).tokenId, 'tok1');
+  });
+
+  it('given a wrong code with attempts left, then pending/invalid_code and a rejection event', () => {
+    const outcome = decideVerify(parseVerifyVerdict(['rejected', 'u', 'sms', '2', '3', 'mismatch']), vctx);
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', reason: 'invalid_code' });
+    assert.deepEqual(
+      { attempt: 2, attemptsRemaining: 3, cause: 'mismatch' },
+      (({ attempt, attemptsRemaining, cause }) => ({ attempt, attemptsRemaining, cause }))(
+        outcome.event?.data as { attempt: number; attemptsRemaining: number; cause: string },
+      ),
+    );
+  });
+
+  it('given a replayed TOTP step, then it is rejected like a wrong code, with the cause kept for audit', () => {
+    const outcome = decideVerify(parseVerifyVerdict(['rejected', 'u', 'totp', '1', '4', 'reused']), vctx);
+    assert.equal(outcome.reply.reason, 'invalid_code');
+    assert.equal((outcome.event?.data as { cause: string }).cause, 'reused');
+  });
+
+  it('given the last attempt fails, then denied/too_many_attempts', () => {
+    const outcome = decideVerify(parseVerifyVerdict(['exhausted', 'u', 'sms', '5', 'mismatch']), vctx);
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'denied', reason: 'too_many_attempts' });
+    assert.equal(outcome.event?.type, 'ChallengeAttemptsExhausted');
+  });
+
+  it('given an expired challenge, then denied/expired, recorded only the first time', () => {
+    const first = decideVerify(parseVerifyVerdict(['expired', 'u', 'sms']), vctx);
+    const again = decideVerify(parseVerifyVerdict(['expired_again', 'u', 'sms']), vctx);
+    assert.deepEqual(first.reply, { challengeId: 'tag.nonce', status: 'denied', reason: 'expired' });
+    assert.equal(first.event?.type, 'ChallengeExpired');
+    assert.deepEqual(again.reply, first.reply);
+    assert.equal(again.event, undefined);
+  });
+
+  it('given a completed or unknown challenge, then conflict or not_found', () => {
+    assert.equal(code(() => decideVerify(parseVerifyVerdict(['conflict', 'u', 'sms', 'approved']), vctx)), 'conflict');
+    assert.equal(code(() => decideVerify(parseVerifyVerdict(['not_found']), vctx)), 'not_found');
+  });
+});
+
+describe('status decisions', () => {
+  const now = new Date('2026-01-01T00:00:00Z');
+  it('given a pending challenge within its lifetime, then pending', () => {
+    assert.deepEqual(decideStatus('c', { status: 'pending', reason: '', expiresAt: now.getTime() + 1 }, now), { challengeId: 'c', status: 'pending' });
+  });
+  it('given a pending challenge past its lifetime, then denied/expired', () => {
+    assert.deepEqual(decideStatus('c', { status: 'pending', reason: '', expiresAt: now.getTime() }, now), {
+      challengeId: 'c',
+      status: 'denied',
+      reason: 'expired',
+    });
+  });
+  it('given a denied challenge, then its reason is kept', () => {
+    assert.deepEqual(decideStatus('c', { status: 'denied', reason: 'too_many_attempts', expiresAt: 0 }, now), {
+      challengeId: 'c',
+      status: 'denied',
+      reason: 'too_many_attempts',
+    });
+  });
+});

@@ -1,0 +1,71 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError } from '@mfa/service-kit';
+import { DispatchConfig } from '../../config.js';
+import { createSmsProviders } from './sms-provider.factory.js';
+
+const twilio = { TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000000', TWILIO_AUTH_TOKEN: 'not-a-real-token', TWILIO_FROM_NUMBER: '+15005550006' };
+
+/** Configuration as the service reads it, from environment variables. */
+const configFrom = (env: Record<string, string>) => DispatchConfig.parse(env);
+const names = (env: Record<string, string>) => createSmsProviders(configFrom(env)).map((p) => p.name);
+
+describe('SMS provider factory', () => {
+  it('picks the providers in the order of SMS_PROVIDERS', () => {
+    assert.deepEqual(names({ SMS_PROVIDERS: 'twilio,console', ...twilio }), ['twilio', 'console']);
+    assert.deepEqual(names({ SMS_PROVIDERS: ' console , twilio ', ...twilio }), ['console', 'twilio']);
+  });
+
+  it('defaults to console in development and test', () => {
+    assert.deepEqual(names({ NODE_ENV: 'development' }), ['console']);
+    assert.deepEqual(names({ NODE_ENV: 'test' }), ['console']);
+    assert.deepEqual(names({ NODE_ENV: 'test', SMS_PROVIDERS: '' }), ['console']);
+  });
+
+  it('refuses to start in production without SMS_PROVIDERS', () => {
+    assert.throws(() => names({ NODE_ENV: 'production' }), (e: Error) => e instanceof ConfigError && /SMS_PROVIDERS is required/.test(e.message));
+  });
+
+  it('refuses console in production, alone or as a fallback', () => {
+    for (const SMS_PROVIDERS of ['console', 'twilio,console']) {
+      assert.throws(
+        () => names({ NODE_ENV: 'production', SMS_PROVIDERS, ...twilio }),
+        (e: Error) => e instanceof ConfigError && /console is for development only/.test(e.message),
+      );
+    }
+  });
+
+  it('accepts twilio alone in production', () => {
+    assert.deepEqual(names({ NODE_ENV: 'production', SMS_PROVIDERS: 'twilio', ...twilio }), ['twilio']);
+  });
+
+  it('refuses an unknown provider, naming it', () => {
+    assert.throws(
+      () => names({ SMS_PROVIDERS: 'twilio,nexmo', ...twilio }),
+      (e: Error) => e instanceof ConfigError && /unknown provider nexmo/.test(e.message),
+    );
+  });
+
+  it('refuses a provider listed twice and a list of only commas', () => {
+    assert.throws(() => names({ SMS_PROVIDERS: 'console,console' }), /listed twice/);
+    assert.throws(() => names({ SMS_PROVIDERS: ' , ' }), /names no provider/);
+  });
+
+  it('refuses twilio without its account, token or sender, naming what is missing', () => {
+    for (const missing of Object.keys(twilio)) {
+      const env: Record<string, string> = { SMS_PROVIDERS: 'twilio', ...twilio };
+      delete env[missing];
+      assert.throws(
+        () => names(env),
+        (e: Error) => e instanceof ConfigError && e.message.includes(missing) && !e.message.includes(twilio.TWILIO_AUTH_TOKEN),
+      );
+    }
+    assert.throws(() => names({ SMS_PROVIDERS: 'twilio', ...twilio, TWILIO_AUTH_TOKEN: '  ' }), /TWILIO_AUTH_TOKEN/);
+  });
+
+  it('does not show the Twilio credentials when the provider is printed', () => {
+    const [provider] = createSmsProviders(configFrom({ SMS_PROVIDERS: 'twilio', ...twilio }));
+    assert.ok(!JSON.stringify(provider).includes(twilio.TWILIO_AUTH_TOKEN));
+    assert.ok(!JSON.stringify(provider).includes(Buffer.from(`${twilio.TWILIO_ACCOUNT_SID}:${twilio.TWILIO_AUTH_TOKEN}`).toString('base64')));
+  });
+});

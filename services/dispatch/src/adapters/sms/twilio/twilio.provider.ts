@@ -1,0 +1,118 @@
+import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
+import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
+
+export interface TwilioOptions {
+  /** Base URL, https://api.twilio.com unless pointed at a compatible API (or a test fake). */
+  apiUrl: string;
+  accountSid: string;
+  authToken: string;
+  fromNumber: string;
+  timeoutMs: number;
+}
+
+export type TwilioResult =
+  | { ok: true; sid: string }
+  | { ok: false; transient: boolean; code?: number | string | undefined; message: string };
+
+/**
+ * What a Twilio answer means for us. 429 and 5xx may succeed later; every other 4xx (invalid
+ * number 21211, unverified or blocked destination, bad credentials 20003, …) will not, so the
+ * next provider gets the message at once. Error bodies are Twilio's `{code, message, more_info,
+ * status}`; nothing of the request (credentials, body) is echoed.
+ */
+export function classifyTwilioResponse(status: number, body: unknown): TwilioResult {
+  const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+  if (status === 200 || status === 201) {
+    const sid = fields.sid;
+    if (typeof sid === 'string' && sid.length > 0) return { ok: true, sid };
+    return { ok: false, transient: false, message: `Twilio answered ${status} without a message sid` };
+  }
+  const code = typeof fields.code === 'number' || typeof fields.code === 'string' ? fields.code : undefined;
+  const detail = typeof fields.message === 'string' && fields.message.length > 0 ? fields.message : 'no error message';
+  const message = `Twilio ${status}${code !== undefined ? ` error ${code}` : ''}: ${detail}`.slice(0, 300);
+  return { ok: false, transient: status === 429 || status >= 500, code, message };
+}
+
+/** A request that got no answer (refused, reset, timed out) may succeed when tried again. */
+export function twilioNetworkError(cause: unknown, timeoutMs: number): SmsProviderError {
+  const timedOut = (cause as Error | undefined)?.name === 'TimeoutError';
+  const message = timedOut
+    ? `Twilio did not answer within ${timeoutMs} ms`
+    : `Twilio request failed: ${String((cause as Error | undefined)?.message ?? cause).slice(0, 200)}`;
+  return new SmsProviderError(message, { provider: 'twilio', transient: true, cause });
+}
+
+/**
+ * Twilio Programmable Messaging: POST /2010-04-01/Accounts/{AccountSid}/Messages.json with
+ * form-encoded To, From, Body and HTTP Basic auth AccountSid:AuthToken.
+ */
+export class TwilioSmsProvider implements SmsProvider {
+  readonly name = 'twilio';
+  private readonly endpoint: string;
+  private readonly authorization: string;
+
+  constructor(private readonly options: TwilioOptions) {
+    this.endpoint = `${options.apiUrl.replace(/\/+$/, '')}/2010-04-01/Accounts/${encodeURIComponent(options.accountSid)}/Messages.json`;
+    this.authorization = `Basic ${Buffer.from(`${options.accountSid}:${options.authToken}`).toString('base64')}`;
+    // The credentials must never show up in logs of this object.
+    Object.defineProperty(this, 'authorization', { enumerable: false });
+    Object.defineProperty(this, 'options', { enumerable: false });
+  }
+
+  send(message: SmsMessage): Promise<{ providerMessageId: string }> {
+    const url = new URL(this.endpoint);
+    return withSpan(
+      'twilio send',
+      {
+        kind: SpanKind.CLIENT,
+        parent: contextFromCarrier(message.trace),
+        attributes: {
+          'http.request.method': 'POST',
+          'server.address': url.hostname,
+          'url.path': url.pathname,
+          'mfa.sms.provider': this.name,
+        },
+      },
+      async (span) => {
+        const headers: Record<string, string> = {
+          authorization: this.authorization,
+          'content-type': 'application/x-www-form-urlencoded',
+          accept: 'application/json',
+        };
+        // The span's own context, so the vendor side (or its fake) continues this trace.
+        const carrier = carrierFromContext();
+        if (carrier.traceparent) headers.traceparent = carrier.traceparent;
+        if (carrier.tracestate) headers.tracestate = carrier.tracestate;
+
+        let status: number;
+        let text: string;
+        try {
+          const response = await fetch(this.endpoint, {
+            method: 'POST',
+            headers,
+            body: new URLSearchParams({ To: message.to, From: this.options.fromNumber, Body: message.body }).toString(),
+            signal: AbortSignal.timeout(this.options.timeoutMs),
+          });
+          status = response.status;
+          text = await response.text();
+        } catch (cause) {
+          throw twilioNetworkError(cause, this.options.timeoutMs);
+        }
+        span.setAttribute('http.response.status_code', status);
+
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        const result = classifyTwilioResponse(status, body);
+        if (!result.ok) {
+          if (result.code !== undefined) span.setAttribute('mfa.sms.provider_error_code', String(result.code));
+          throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status });
+        }
+        return { providerMessageId: result.sid };
+      },
+    );
+  }
+}

@@ -1,0 +1,25 @@
+import { z } from 'zod';
+import { BaseConfig, loadConfig } from '@mfa/service-kit';
+
+const optionalText = z
+  .string()
+  .trim()
+  .transform((s) => (s === '' ? undefined : s))
+  .optional();
+
+export const DispatchConfig = BaseConfig.extend({
+  HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3002),
+  /** Ordered provider names, e.g. "twilio,console"; unset means "console" outside production. */
+  SMS_PROVIDERS: optionalText,
+  TWILIO_API_URL: z.url({ protocol: /^https?$/ }).default('https://api.twilio.com'),
+  TWILIO_ACCOUNT_SID: optionalText,
+  TWILIO_AUTH_TOKEN: optionalText,
+  TWILIO_FROM_NUMBER: optionalText,
+  TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  /** Attempts per provider on transient errors before failing over to the next one. */
+  SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
+  SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
+});
+export type DispatchConfig = z.infer<typeof DispatchConfig>;
+
+export const loadDispatchConfig = (env: NodeJS.ProcessEnv = process.env) => loadConfig(DispatchConfig, env);

@@ -1,0 +1,182 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EventSubjects, type DispatchEvent, type EventOf } from '@mfa/contracts';
+import { open, SealContext, type Keyring } from '@mfa/crypto';
+import { createEvent, PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
+import { carrierFromContext, type Logger } from '@mfa/telemetry';
+import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
+import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
+import { outcomeEventId } from '../domain/outcome-id.js';
+import { smsBody } from '../domain/sms-body.js';
+import { smsProviderDuration, smsSends } from '../metrics.js';
+
+export interface SmsDeliveryOptions {
+  keyring: Keyring;
+  /** In failover order. */
+  providers: readonly SmsProvider[];
+  attemptsPerProvider: number;
+  retryBaseMs: number;
+  publisher: EventPublisher;
+  log: Logger;
+  clock?: () => Date;
+  random?: () => number;
+}
+
+/** The service is stopping: the message goes back to JetStream for another instance. */
+export class DeliveryInterruptedError extends Error {
+  override name = 'DeliveryInterruptedError';
+}
+
+/** Longest quiet stretch before telling JetStream we are still at it (ack wait is 60 s). */
+const WORKING_EVERY_MS = 5_000;
+
+/**
+ * Delivers the code of one SMS challenge: opens it, writes the message, walks the providers as
+ * the delivery policy says, and publishes the outcome (SmsSent or SmsDeliveryFailed) with an id
+ * derived from the request, so processing a redelivered request again cannot record two outcomes.
+ */
+export class SmsDeliveryService {
+  private readonly byName: Map<string, SmsProvider>;
+  private readonly policy: DeliveryPolicy;
+  private readonly clock: () => Date;
+  private readonly random: () => number;
+
+  constructor(private readonly options: SmsDeliveryOptions) {
+    this.byName = new Map(options.providers.map((p) => [p.name, p]));
+    this.policy = {
+      providers: options.providers.map((p) => p.name),
+      attemptsPerProvider: options.attemptsPerProvider,
+      retryBaseMs: options.retryBaseMs,
+    };
+    this.clock = options.clock ?? (() => new Date());
+    this.random = options.random ?? Math.random;
+    Object.defineProperty(this, 'options', { enumerable: false });
+  }
+
+  async deliver({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent> {
+    if (event.type !== 'ChallengeStarted') throw new PoisonMessageError(`expected ChallengeStarted, got ${event.type}`);
+    const request = event.data.delivery;
+    if (!request) throw new PoisonMessageError('ChallengeStarted without delivery on the SMS subject');
+    const expiresAt = new Date(event.data.expiresAt);
+    const body = smsBody({
+      code: this.openCode(event, request.sealedCode),
+      occurredAt: new Date(event.occurredAt),
+      expiresAt,
+      language: request.language,
+    });
+    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId: event.data.challengeId });
+
+    const failures: FailedAttempt[] = [];
+    let outcome: DispatchEvent | undefined;
+    while (!outcome) {
+      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
+      if (step.type === 'GiveUp') {
+        if (step.reason === 'expired') {
+          const error = failures.length === 0 ? 'challenge expired before delivery' : 'challenge expired during delivery';
+          failures.push({ provider: 'none', error, transient: false });
+          smsSends.inc({ provider: 'none', outcome: 'expired' });
+        }
+        const attempts = Math.max(1, failures.filter((f) => f.provider !== 'none').length);
+        outcome = this.failed(event, { challengeId: event.data.challengeId, attempts, failures: [...failures] });
+        log.warn('SMS not delivered', { attempts, failures });
+        break;
+      }
+      if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);
+      if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next SMS attempt');
+      msg.working();
+
+      const provider = this.byName.get(step.provider)!;
+      const started = process.hrtime.bigint();
+      try {
+        const { providerMessageId } = await provider.send({ to: request.to, body, trace: carrierFromContext() });
+        smsSends.inc({ provider: provider.name, outcome: 'sent' });
+        const attempts = failures.length + 1;
+        outcome = this.sent(event, { challengeId: event.data.challengeId, provider: provider.name, providerMessageId, attempts });
+        log.info('SMS sent', { provider: provider.name, providerMessageId, attempts });
+      } catch (error) {
+        const failure = toProviderError(error, provider.name);
+        smsSends.inc({ provider: provider.name, outcome: failure.transient ? 'transient_error' : 'permanent_error' });
+        failures.push({ provider: provider.name, transient: failure.transient, error: failure.message });
+        log.warn('SMS attempt failed', { provider: provider.name, attempt: step.attempt, transient: failure.transient, error: failure });
+      } finally {
+        smsProviderDuration.observe({ provider: provider.name }, Number(process.hrtime.bigint() - started) / 1e9);
+      }
+    }
+    await this.publish(outcome, msg, log);
+    return outcome;
+  }
+
+  private openCode(event: EventOf<'ChallengeStarted'>, sealedCode: string): string {
+    let code: string;
+    try {
+      code = open(this.options.keyring, sealedCode, SealContext.smsCode(event.tenantId, event.data.challengeId)).toString('utf8');
+    } catch (cause) {
+      throw new PoisonMessageError('the sealed SMS code does not open', { cause });
+    }
+    if (!/^\d{6}$/.test(code)) throw new PoisonMessageError('the sealed SMS code is not six digits');
+    return code;
+  }
+
+  private sent(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {
+    return createEvent('SmsSent', 1, { ...this.envelopeFor(source), data });
+  }
+
+  private failed(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsDeliveryFailed'>['data']): EventOf<'SmsDeliveryFailed'> {
+    return createEvent('SmsDeliveryFailed', 1, { ...this.envelopeFor(source), data });
+  }
+
+  /** Called inside the processing span, so createEvent stamps the outcome with its trace context. */
+  private envelopeFor(source: EventOf<'ChallengeStarted'>) {
+    return {
+      id: outcomeEventId(source.id),
+      tenantId: source.tenantId,
+      aggregateId: source.data.challengeId,
+      now: this.clock(),
+      metadata: {
+        causationId: source.id,
+        ...(source.metadata.correlationId ? { correlationId: source.metadata.correlationId } : {}),
+      },
+    };
+  }
+
+  /**
+   * The SMS has gone (or never will): a failed publish now would mean a redelivery and a second
+   * SMS, so try a few times before giving the message back.
+   */
+  private async publish(outcome: DispatchEvent, msg: Delivery['msg'], log: Logger): Promise<void> {
+    const subject = outcome.type === 'SmsSent' ? EventSubjects.smsSent : EventSubjects.smsFailed;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.options.publisher.publish(subject, outcome);
+        return;
+      } catch (error) {
+        if (attempt >= 3) {
+          log.error('publishing the SMS outcome failed; the request will be redelivered', { outcomeType: outcome.type, error });
+          throw error;
+        }
+        msg.working();
+        await sleep(250 * attempt);
+      }
+    }
+  }
+
+  private async pause(ms: number, msg: Delivery['msg'], signal: AbortSignal | undefined): Promise<void> {
+    for (let left = ms; left > 0; left -= WORKING_EVERY_MS) {
+      try {
+        await sleep(Math.min(left, WORKING_EVERY_MS), undefined, signal ? { signal } : undefined);
+      } catch (cause) {
+        throw new DeliveryInterruptedError('stopping while waiting to retry an SMS', { cause });
+      }
+      msg.working();
+    }
+  }
+}
+
+function toProviderError(error: unknown, provider: string): SmsProviderError {
+  if (error instanceof SmsProviderError) return error;
+  // A provider broke its contract: retrying the same bug will not help, the next provider might.
+  return new SmsProviderError(`${provider} failed unexpectedly: ${(error as Error)?.message ?? String(error)}`.slice(0, 300), {
+    provider,
+    transient: false,
+    cause: error,
+  });
+}

@@ -1,0 +1,234 @@
+import type pg from 'pg';
+import { ContractError, invalidRequest, unavailable, type SigninResult } from '@mfa/contracts';
+import type { DeliveryPatch, SigninPatch, TenantPatch } from '../domain/signin-projection.js';
+import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
+
+export interface SigninFilter {
+  tenantId: string;
+  userId?: string | undefined;
+  /** Inclusive. */
+  from?: string | undefined;
+  /** Exclusive. */
+  to?: string | undefined;
+  result?: SigninResult | undefined;
+  after?: ReportPosition | undefined;
+  /** Pending challenges that expired before this are reported; later ones are still in progress. */
+  now: Date;
+  limit: number;
+}
+
+// Columns a start event owns: taken from the incoming row only when it carries the earliest context.
+const CONTEXT_COLUMNS = [
+  'occurred_at',
+  'user_id',
+  'display_name',
+  'email',
+  'phone_number',
+  'device_token',
+  'auth_method',
+  'server_name',
+  'server_ip',
+  'client_ip',
+  'application',
+  'request_id',
+  'expires_at',
+  'context_seq',
+] as const;
+// Columns an outcome owns: the first outcome (lowest sequence) wins, later ones change nothing.
+const OUTCOME_COLUMNS = ['result', 'result_detail', 'completed_at', 'result_seq'] as const;
+
+const TAKE_CONTEXT = 'excluded.context_seq < COALESCE(signins.context_seq, excluded.context_seq + 1)';
+const TAKE_OUTCOME = 'excluded.result_seq < COALESCE(signins.result_seq, excluded.result_seq + 1)';
+const keepOrTake = (column: string, condition: string) =>
+  `${column} = CASE WHEN ${condition} THEN excluded.${column} ELSE signins.${column} END`;
+
+/*
+ * One statement per batch, so each batch is applied in one transaction. A single INSERT … SELECT
+ * FROM unnest(arrays) carries the whole batch (one round trip however many events); the patches
+ * hold at most one row per key because ON CONFLICT DO UPDATE may touch a row only once.
+ */
+const UPSERT_SIGNINS = `
+INSERT INTO signins (
+  tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
+  auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
+  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq)
+SELECT * FROM unnest(
+  $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+  $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
+  $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[])
+ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
+  ${CONTEXT_COLUMNS.map((c) => keepOrTake(c, TAKE_CONTEXT)).join(',\n  ')},
+  ${OUTCOME_COLUMNS.map((c) => keepOrTake(c, TAKE_OUTCOME)).join(',\n  ')},
+  failed_attempts = GREATEST(signins.failed_attempts, excluded.failed_attempts),
+  last_event_seq = GREATEST(signins.last_event_seq, excluded.last_event_seq)`;
+
+const UPSERT_DELIVERIES = `
+INSERT INTO deliveries (tenant_id, challenge_id, status, provider, message_id, attempts, occurred_at, event_seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::bigint[])
+ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
+  status = excluded.status,
+  provider = excluded.provider,
+  message_id = excluded.message_id,
+  attempts = excluded.attempts,
+  occurred_at = excluded.occurred_at,
+  event_seq = excluded.event_seq
+WHERE deliveries.event_seq < excluded.event_seq`;
+
+const INSERT_TENANTS = `
+INSERT INTO tenants (tenant_id, created_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[])
+ON CONFLICT (tenant_id) DO NOTHING`;
+
+interface SigninRecord {
+  challenge_id: string;
+  occurred_at: Date;
+  position: string;
+  user_id: string;
+  display_name: string | null;
+  email: string | null;
+  phone_number: string | null;
+  device_token: string | null;
+  auth_method: string | null;
+  server_name: string | null;
+  server_ip: string | null;
+  client_ip: string | null;
+  application: string | null;
+  result: SigninResult | null;
+  result_detail: string | null;
+  delivery_status: 'sent' | 'failed' | null;
+}
+
+/** The sign-in report in Postgres: projection writes and report reads. */
+export class SigninsRepository {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async applySignins(patches: readonly SigninPatch[]): Promise<void> {
+    if (patches.length === 0) return;
+    const col = <K extends keyof SigninPatch>(k: K) => patches.map((p) => p[k]);
+    await this.pool.query(UPSERT_SIGNINS, [
+      col('tenantId'),
+      col('challengeId'),
+      col('occurredAt'),
+      col('userId'),
+      col('displayName'),
+      col('email'),
+      col('phoneNumber'),
+      col('deviceToken'),
+      col('authMethod'),
+      col('serverName'),
+      col('serverIp'),
+      col('clientIp'),
+      col('application'),
+      col('requestId'),
+      col('expiresAt'),
+      col('contextSeq'),
+      col('result'),
+      col('resultDetail'),
+      col('completedAt'),
+      col('resultSeq'),
+      col('failedAttempts'),
+      col('lastEventSeq'),
+    ]);
+  }
+
+  async applyDeliveries(patches: readonly DeliveryPatch[]): Promise<void> {
+    if (patches.length === 0) return;
+    const col = <K extends keyof DeliveryPatch>(k: K) => patches.map((p) => p[k]);
+    await this.pool.query(UPSERT_DELIVERIES, [
+      col('tenantId'),
+      col('challengeId'),
+      col('status'),
+      col('provider'),
+      col('messageId'),
+      col('attempts'),
+      col('occurredAt'),
+      col('seq'),
+    ]);
+  }
+
+  async applyTenants(patches: readonly TenantPatch[]): Promise<void> {
+    if (patches.length === 0) return;
+    await this.pool.query(INSERT_TENANTS, [patches.map((p) => p.tenantId), patches.map((p) => p.createdAt)]);
+  }
+
+  async tenantExists(tenantId: string): Promise<boolean> {
+    const { rowCount } = await this.read('SELECT 1 FROM tenants WHERE tenant_id = $1', [tenantId]);
+    return (rowCount ?? 0) > 0;
+  }
+
+  /**
+   * Reported rows in report order: completed challenges, and pending ones past their expiry
+   * (reported as failures, so the result filter matches them as 'failure'). At most `limit` rows.
+   */
+  async findSignins(filter: SigninFilter): Promise<SigninRow[]> {
+    const params: unknown[] = [filter.tenantId, filter.now];
+    const param = (value: unknown) => `$${params.push(value)}`;
+    const where = ['s.tenant_id = $1', '(s.result IS NOT NULL OR s.expires_at < $2::timestamptz)'];
+    if (filter.userId !== undefined) where.push(`s.user_id = ${param(filter.userId)}`);
+    if (filter.from !== undefined) where.push(`s.occurred_at >= ${param(filter.from)}::timestamptz`);
+    if (filter.to !== undefined) where.push(`s.occurred_at < ${param(filter.to)}::timestamptz`);
+    if (filter.result !== undefined) where.push(`COALESCE(s.result, 'failure') = ${param(filter.result)}`);
+    if (filter.after !== undefined) {
+      where.push(
+        `(s.occurred_at, s.challenge_id) < (${param(filter.after.occurredAt)}::timestamptz, ${param(filter.after.challengeId)}::text)`,
+      );
+    }
+    const sql = `
+      SELECT s.challenge_id, s.occurred_at,
+             to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
+             s.user_id, s.display_name, s.email, s.phone_number, s.device_token, s.auth_method,
+             s.server_name, s.server_ip, s.client_ip, s.application, s.result, s.result_detail,
+             d.status AS delivery_status
+        FROM signins s
+        LEFT JOIN deliveries d ON d.tenant_id = s.tenant_id AND d.challenge_id = s.challenge_id
+       WHERE ${where.join(' AND ')}
+       ORDER BY s.occurred_at DESC, s.challenge_id DESC
+       LIMIT ${param(filter.limit)}`;
+    const { rows } = await this.read<SigninRecord>(sql, params);
+    return rows.map((r) => ({
+      challengeId: r.challenge_id,
+      occurredAt: r.occurred_at,
+      position: r.position,
+      userId: r.user_id,
+      displayName: r.display_name,
+      email: r.email,
+      phoneNumber: r.phone_number,
+      deviceToken: r.device_token,
+      authMethod: r.auth_method,
+      serverName: r.server_name,
+      serverIp: r.server_ip,
+      clientIp: r.client_ip,
+      application: r.application,
+      result: r.result,
+      resultDetail: r.result_detail,
+      deliveryStatus: r.delivery_status,
+    }));
+  }
+
+  /** Reads answer contract errors: bad values are the caller's, a lost database is `unavailable`. */
+  private async read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(sql, params);
+    } catch (error) {
+      throw toContractError(error);
+    }
+  }
+}
+
+function toContractError(error: unknown): unknown {
+  if (error instanceof ContractError) return error;
+  const code = String((error as { code?: unknown })?.code ?? '');
+  // Class 22 (data exception): e.g. a date Postgres cannot represent, such as year 0000.
+  if (code.startsWith('22')) return invalidRequest('a value is out of the range the report can search', error);
+  // Connection failures, server shutting down, pool exhausted: try again later.
+  if (
+    code.startsWith('08') ||
+    code.startsWith('57P') ||
+    code === '53300' ||
+    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code) ||
+    /timeout exceeded when trying to connect|Connection terminated/i.test(String((error as Error)?.message))
+  ) {
+    return unavailable('the report store is unavailable', error);
+  }
+  return error;
+}

@@ -1,0 +1,236 @@
+import { ResultDetail, type ChallengeEvent, type DispatchEvent, type SigninResult, type TenantEvent } from '@mfa/contracts';
+
+/**
+ * How events become sign-in report rows. Pure: a batch of events in, one merged patch per row
+ * out. The patches are written with one set-based upsert per batch, and the same precedence rules
+ * are applied again in SQL against the stored row, so the result does not depend on how events
+ * were split into batches, re-delivered or replayed.
+ *
+ * Precedence, by stream sequence: the first context (start) wins, the first outcome wins, failed
+ * attempts only grow, the latest delivery outcome wins.
+ */
+
+/** An event with its stream sequence, which orders events of one stream. */
+export interface Sequenced<E> {
+  seq: number;
+  event: E;
+}
+
+export interface SigninPatch {
+  tenantId: string;
+  challengeId: string;
+  occurredAt: string;
+  userId: string;
+  displayName: string | null;
+  email: string | null;
+  phoneNumber: string | null;
+  deviceToken: string | null;
+  authMethod: string | null;
+  serverName: string | null;
+  serverIp: string | null;
+  clientIp: string | null;
+  application: string | null;
+  requestId: string | null;
+  expiresAt: string | null;
+  /**
+   * Sequence of the event that carried the full context; null when this patch only saw outcome
+   * events, whose identity fields stand in until the start is projected.
+   */
+  contextSeq: number | null;
+  result: SigninResult | null;
+  resultDetail: ResultDetail | null;
+  completedAt: string | null;
+  resultSeq: number | null;
+  failedAttempts: number;
+  lastEventSeq: number;
+}
+
+type Context = Pick<
+  SigninPatch,
+  | 'occurredAt'
+  | 'userId'
+  | 'displayName'
+  | 'email'
+  | 'phoneNumber'
+  | 'deviceToken'
+  | 'authMethod'
+  | 'serverName'
+  | 'serverIp'
+  | 'clientIp'
+  | 'application'
+  | 'requestId'
+  | 'expiresAt'
+>;
+type Outcome = Pick<SigninPatch, 'result' | 'resultDetail' | 'completedAt'>;
+
+interface Effect {
+  context?: Context;
+  outcome?: Outcome;
+  failedAttempts?: number;
+}
+
+const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
+
+/** What one challenge event says about its report row. */
+export function effectOf(event: ChallengeEvent): Effect {
+  switch (event.type) {
+    case 'ChallengeStarted': {
+      const d = event.data;
+      return {
+        context: {
+          occurredAt: event.occurredAt,
+          userId: d.userId,
+          displayName: d.profile.displayName ?? null,
+          email: d.profile.email ?? null,
+          phoneNumber: d.profile.phoneNumber ?? d.delivery?.to ?? null,
+          // Push (the only method with a device) is not delivered by this release.
+          deviceToken: null,
+          authMethod: d.method,
+          serverName: d.server.name,
+          serverIp: d.server.ip,
+          clientIp: d.clientIp ?? null,
+          application: d.application ?? null,
+          requestId: d.requestId ?? null,
+          expiresAt: d.expiresAt,
+        },
+      };
+    }
+    case 'ChallengeRegistrationRequired': {
+      const d = event.data;
+      const detail = d.reason === 'method_disabled' ? ResultDetail.methodDisabled : ResultDetail.registrationRequired;
+      return {
+        context: {
+          occurredAt: event.occurredAt,
+          userId: d.userId,
+          displayName: d.profile.displayName ?? null,
+          email: d.profile.email ?? null,
+          phoneNumber: d.profile.phoneNumber ?? null,
+          deviceToken: null,
+          authMethod: d.method,
+          serverName: d.server.name,
+          serverIp: d.server.ip,
+          clientIp: d.clientIp ?? null,
+          application: d.application ?? null,
+          requestId: d.requestId ?? null,
+          expiresAt: null,
+        },
+        outcome: failure(detail, event.occurredAt),
+      };
+    }
+    case 'ChallengeApproved':
+      return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
+    case 'ChallengeAttemptsExhausted': {
+      const detail = event.data.lastCause === 'reused' ? ResultDetail.duplicateCode : ResultDetail.invalidCode;
+      return { outcome: failure(detail, event.occurredAt), failedAttempts: event.data.attempts };
+    }
+    case 'ChallengeExpired':
+      return { outcome: failure(ResultDetail.timedOut, event.occurredAt) };
+    case 'ChallengeCodeRejected':
+      return { failedAttempts: event.data.attempt };
+    default: {
+      const unknown: never = event;
+      throw new Error(`unhandled challenge event ${(unknown as { type: string }).type}`);
+    }
+  }
+}
+
+/** A row started from an event that is not the start: its identity fields, nothing else. */
+function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
+  const { event, seq } = item;
+  return {
+    tenantId: event.tenantId,
+    challengeId: event.data.challengeId,
+    occurredAt: event.occurredAt,
+    userId: event.data.userId,
+    displayName: null,
+    email: null,
+    phoneNumber: null,
+    deviceToken: null,
+    authMethod: event.data.method,
+    serverName: event.data.server.name,
+    serverIp: event.data.server.ip,
+    clientIp: null,
+    application: null,
+    requestId: null,
+    expiresAt: null,
+    contextSeq: null,
+    result: null,
+    resultDetail: null,
+    completedAt: null,
+    resultSeq: null,
+    failedAttempts: 0,
+    lastEventSeq: seq,
+  };
+}
+
+const key = (tenantId: string, id: string) => `${tenantId}\u0000${id}`;
+const bySeq = <E>(a: Sequenced<E>, b: Sequenced<E>) => a.seq - b.seq;
+
+/**
+ * Merges a batch of challenge events into one patch per (tenant, challenge), because one upsert
+ * statement may touch each row only once. Events are applied in stream order whatever order
+ * they arrived in.
+ */
+export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[]): SigninPatch[] {
+  const patches = new Map<string, SigninPatch>();
+  for (const item of [...items].sort(bySeq)) {
+    const k = key(item.event.tenantId, item.event.data.challengeId);
+    let patch = patches.get(k);
+    if (!patch) {
+      patch = placeholder(item);
+      patches.set(k, patch);
+    }
+    const effect = effectOf(item.event);
+    if (effect.context && patch.contextSeq === null) Object.assign(patch, effect.context, { contextSeq: item.seq });
+    if (effect.outcome && patch.resultSeq === null) Object.assign(patch, effect.outcome, { resultSeq: item.seq });
+    if (effect.failedAttempts !== undefined) patch.failedAttempts = Math.max(patch.failedAttempts, effect.failedAttempts);
+    patch.lastEventSeq = Math.max(patch.lastEventSeq, item.seq);
+  }
+  return [...patches.values()];
+}
+
+export interface DeliveryPatch {
+  tenantId: string;
+  challengeId: string;
+  status: 'sent' | 'failed';
+  provider: string | null;
+  messageId: string | null;
+  attempts: number;
+  occurredAt: string;
+  seq: number;
+}
+
+/** The latest delivery outcome per challenge in a batch. */
+export function foldDispatchEvents(items: readonly Sequenced<DispatchEvent>[]): DeliveryPatch[] {
+  const latest = new Map<string, DeliveryPatch>();
+  for (const { event, seq } of [...items].sort(bySeq)) {
+    const common = {
+      tenantId: event.tenantId,
+      challengeId: event.data.challengeId,
+      attempts: event.data.attempts,
+      occurredAt: event.occurredAt,
+      seq,
+    };
+    const patch: DeliveryPatch =
+      event.type === 'SmsSent'
+        ? { ...common, status: 'sent', provider: event.data.provider, messageId: event.data.providerMessageId }
+        : { ...common, status: 'failed', provider: event.data.failures.at(-1)?.provider ?? null, messageId: null };
+    latest.set(key(patch.tenantId, patch.challengeId), patch);
+  }
+  return [...latest.values()];
+}
+
+export interface TenantPatch {
+  tenantId: string;
+  createdAt: string;
+}
+
+/** Tenants created in a batch; settings changes do not concern the report. */
+export function foldTenantEvents(items: readonly Sequenced<TenantEvent>[]): TenantPatch[] {
+  const created = new Map<string, TenantPatch>();
+  for (const { event } of [...items].sort(bySeq)) {
+    if (event.type !== 'TenantCreated' || created.has(event.tenantId)) continue;
+    created.set(event.tenantId, { tenantId: event.tenantId, createdAt: event.occurredAt });
+  }
+  return [...created.values()];
+}

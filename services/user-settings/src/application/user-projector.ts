@@ -1,0 +1,67 @@
+import { EventSubjects, fromSubjectToken, UnknownEventError } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
+import { PoisonMessageError, type Delivery } from '@mfa/messaging';
+import type { UserProjectionWriter } from '@mfa/projection';
+import type { EventStore } from '../adapters/event-store.js';
+import { isUserEvent, userDecider } from '../domain/user.js';
+import { userSnapshot } from './user-snapshot.js';
+
+/** Users rebuilt at once from one batch: enough overlap to hide round trips, bounded load. */
+const PARALLEL_REBUILDS = 16;
+const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1); // 'mfa.evt.user.'
+
+/** `mfa.evt.user.<tenant>.<user>` back to the ids (see EventSubjects.user). */
+export function parseUserSubject(subject: string): { tenantId: string; userId: string } | undefined {
+  if (!subject.startsWith(USER_SUBJECT_PREFIX)) return undefined;
+  const tokens = subject.slice(USER_SUBJECT_PREFIX.length).split('.');
+  if (tokens.length !== 2 || !tokens[0] || !tokens[1]) return undefined;
+  return { tenantId: fromSubjectToken(tokens[0]), userId: fromSubjectToken(tokens[1]) };
+}
+
+/**
+ * Rebuilds users' Redis projections from their event streams. Each user event only says "this
+ * user changed": the projector re-reads the whole aggregate and writes a snapshot at its last
+ * sequence. The writer ignores snapshots older than the stored one, so racing the synchronous
+ * write of the command path, or replaying the stream after a Redis flush, is harmless.
+ */
+export class UserProjector {
+  constructor(
+    private readonly store: EventStore,
+    private readonly writer: UserProjectionWriter,
+    private readonly keyring: Keyring,
+  ) {}
+
+  /** Writes the user's current snapshot; false when the user has no events or Redis had it already. */
+  async rebuild(tenantId: string, userId: string): Promise<boolean> {
+    const { events, lastSeq } = await this.store.load(EventSubjects.user(tenantId, userId));
+    let state = userDecider.initialState();
+    for (const event of events) if (userDecider.accepts(event)) state = userDecider.evolve(state, event);
+    if (!state.registered) return false;
+    return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq));
+  }
+
+  /** EventConsumer handler: tenant events need nothing here; each user touched is rebuilt once. */
+  async handle(deliveries: Delivery[]): Promise<void> {
+    const users = new Map<string, { tenantId: string; userId: string }>();
+    for (const { event, msg } of deliveries) {
+      if (!isUserEvent(event)) continue;
+      const ids = parseUserSubject(msg.subject);
+      if (!ids) throw new PoisonMessageError(`user event on unexpected subject ${msg.subject.slice(0, 200)}`);
+      users.set(msg.subject, ids);
+    }
+    const pending = [...users.values()];
+    for (let i = 0; i < pending.length; i += PARALLEL_REBUILDS) {
+      await Promise.all(pending.slice(i, i + PARALLEL_REBUILDS).map((u) => this.rebuildOrPoison(u)));
+    }
+  }
+
+  private async rebuildOrPoison({ tenantId, userId }: { tenantId: string; userId: string }): Promise<void> {
+    try {
+      await this.rebuild(tenantId, userId);
+    } catch (error) {
+      // An event that no longer parses will not parse on the next delivery either.
+      if (error instanceof UnknownEventError) throw new PoisonMessageError(error.message, { cause: error });
+      throw error;
+    }
+  }
+}

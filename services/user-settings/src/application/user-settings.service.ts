@@ -1,0 +1,212 @@
+import { randomBytes } from 'node:crypto';
+import {
+  conflict,
+  ContractError,
+  EventSubjects,
+  notFound,
+  unavailable,
+  UnknownEventError,
+  type AnyEvent,
+  type TenantSettings,
+  type TenantsConfigureReply,
+  type TotpActivateReply,
+  type TotpActivateRequest,
+  type TotpEnrollReply,
+  type TotpEnrollRequest,
+  type UsersRegisterReply,
+  type UsersRegisterRequest,
+} from '@mfa/contracts';
+import { base32Encode, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
+import { ConcurrencyError, createEvent } from '@mfa/messaging';
+import type { UserProjectionWriter } from '@mfa/projection';
+import type { Logger } from '@mfa/telemetry';
+import type { EventStore } from '../adapters/event-store.js';
+import type { Decider } from '../domain/events.js';
+import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
+import { otpauthUri } from '../domain/totp.js';
+import { activationCandidate, decideUser, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { userSnapshot } from './user-snapshot.js';
+
+/** Appends lost to a concurrent writer are decided again on fresh state this many times. */
+export const MAX_APPEND_ATTEMPTS = 5;
+const TOTP_SECRET_BYTES = 20;
+const TOTP_TOKEN_ID_BYTES = 12;
+
+export interface UserSettingsOptions {
+  store: EventStore;
+  projection: UserProjectionWriter;
+  keyring: Keyring;
+  log: Logger;
+  /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE). */
+  autoCreateTenants: boolean;
+  /** Issuer shown by authenticator apps (MFA_TOTP_ISSUER). */
+  totpIssuer: string;
+}
+
+interface Outcome<S> {
+  /** State after the decision (including the events appended, if any). */
+  state: S;
+  appended: boolean;
+  /** Stream sequence of the aggregate's last event after the decision; 0 if it has none. */
+  seq: number;
+}
+
+interface AggregateRef {
+  subject: string;
+  tenantId: string;
+  aggregateId: string;
+}
+
+/**
+ * The commands of user-settings: load an aggregate from its subject, let the pure decider decide,
+ * append with optimistic concurrency (deciding again on a conflict), and write the user
+ * projection into Redis before answering, so the caller can start a challenge right away.
+ */
+export class UserSettingsService {
+  constructor(private readonly options: UserSettingsOptions) {}
+
+  async configureTenant(
+    request: { tenantId: string; settings: Partial<TenantSettings> },
+    now: Date,
+  ): Promise<TenantsConfigureReply> {
+    const outcome = await this.executeTenant(request.tenantId, { type: 'ConfigureTenant', data: { settings: request.settings } }, now);
+    if (!outcome.state.exists) throw new Error('tenant missing after configure');
+    return { tenantId: request.tenantId, settings: outcome.state.settings };
+  }
+
+  async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, this.options.autoCreateTenants);
+    const command = {
+      type: 'RegisterUser',
+      data: {
+        userId,
+        displayName: request.displayName,
+        email: request.email,
+        phoneNumber: request.phoneNumber,
+        language: request.language,
+      },
+    } as const;
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser(command, state, now),
+    );
+    // Also when nothing changed: a register repeated after a lost projection write repairs Redis.
+    await this.project(tenantId, userId, outcome);
+    return { userId, methods: methodsOf(outcome.state) };
+  }
+
+  async enrollTotp(request: TotpEnrollRequest, now: Date): Promise<TotpEnrollReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const tokenId = randomToken(TOTP_TOKEN_ID_BYTES);
+    const label = request.label ?? userId;
+    const secret = randomBytes(TOTP_SECRET_BYTES);
+    try {
+      // Only the sealed secret is stored; the plaintext leaves the service once, in this reply.
+      const sealedSecret = seal(this.options.keyring, secret, SealContext.totpSecret(tenantId, userId, tokenId));
+      const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+        decideUser({ type: 'EnrollTotpToken', data: { tokenId, label, sealedSecret } }, state, now),
+      );
+      await this.project(tenantId, userId, outcome);
+      const secretBase32 = base32Encode(secret);
+      return {
+        tokenId,
+        secret: secretBase32,
+        otpauthUri: otpauthUri({ issuer: this.options.totpIssuer, label, secretBase32, digits: 6, period: 30 }),
+        digits: 6,
+        period: 30,
+        algorithm: 'SHA1',
+      };
+    } finally {
+      secret.fill(0);
+    }
+  }
+
+  async activateTotp(request: TotpActivateRequest, now: Date): Promise<TotpActivateReply> {
+    const { tenantId, userId, tokenId, code } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
+      const token = activationCandidate(state, tokenId, now);
+      const secret = open(this.options.keyring, token.sealedSecret, SealContext.totpSecret(tenantId, userId, tokenId));
+      try {
+        return decideUser({ type: 'ActivateTotpToken', data: { tokenId, code, secret } }, state, now);
+      } finally {
+        secret.fill(0);
+      }
+    });
+    if (!outcome.appended) return { tokenId, active: false };
+    await this.project(tenantId, userId, outcome);
+    return { tokenId, active: true };
+  }
+
+  /** Every user command checks its tenant first: a user of an unknown tenant is not found. */
+  private async requireTenant(tenantId: string, now: Date, provision: boolean): Promise<void> {
+    const outcome = provision
+      ? await this.executeTenant(tenantId, { type: 'ProvisionTenant', data: {} }, now)
+      : await this.execute(tenantDecider, this.tenantRef(tenantId), now, () => []);
+    if (!outcome.state.exists) throw notFound('unknown tenant');
+  }
+
+  private executeTenant(tenantId: string, command: TenantCommand, now: Date): Promise<Outcome<TenantState>> {
+    return this.execute(tenantDecider, this.tenantRef(tenantId), now, (state) => tenantDecider.decide(command, state, now));
+  }
+
+  private async execute<C, S, E extends UserEvent | TenantEvent>(
+    decider: Decider<C, S, E>,
+    ref: AggregateRef,
+    now: Date,
+    decide: (state: S) => E[],
+  ): Promise<Outcome<S>> {
+    for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
+      const loaded = await this.store(() => this.options.store.load(ref.subject));
+      let state = decider.initialState();
+      for (const event of loaded.events) if (decider.accepts(event)) state = decider.evolve(state, event);
+      const decided = decide(state);
+      if (decided.length === 0) return { state, appended: false, seq: loaded.lastSeq };
+      const envelopes = decided.map((e) => toEnvelope(e, ref, now));
+      try {
+        const seq = await this.store(() => this.options.store.append(ref.subject, envelopes, loaded.lastSeq));
+        return { state: decided.reduce(decider.evolve, state), appended: true, seq };
+      } catch (error) {
+        if (!(error instanceof ConcurrencyError)) throw error;
+      }
+    }
+    throw conflict('the record changed concurrently too often; try again');
+  }
+
+  /** Infrastructure failures answer `unavailable`; conflicts and corrupt events pass through. */
+  private async store<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof ConcurrencyError || error instanceof UnknownEventError || error instanceof ContractError) throw error;
+      this.options.log.warn('event store call failed', { error });
+      throw unavailable('event store unavailable', error);
+    }
+  }
+
+  private async project(tenantId: string, userId: string, outcome: Outcome<UserState>): Promise<void> {
+    if (outcome.seq === 0) return;
+    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq);
+    try {
+      await this.options.projection.apply(snapshot);
+    } catch (error) {
+      // The events are stored; the projector consumer will write them. Until it does, the caller
+      // cannot rely on the change, so it hears about the failure.
+      this.options.log.warn('user projection write failed', { tenantId, error });
+      throw unavailable('user projection unavailable; the change is stored and will be projected shortly', error);
+    }
+  }
+
+  private userRef(tenantId: string, userId: string): AggregateRef {
+    return { subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId };
+  }
+
+  private tenantRef(tenantId: string): AggregateRef {
+    return { subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
+  }
+}
+
+function toEnvelope(event: UserEvent | TenantEvent, ref: AggregateRef, now: Date): AnyEvent {
+  return createEvent(event.type, 1, { tenantId: ref.tenantId, aggregateId: ref.aggregateId, now, data: event.data });
+}

@@ -1,0 +1,32 @@
+import { open, SealContext, type Keyring } from '@mfa/crypto';
+import type { UserSnapshot } from '@mfa/projection';
+import { activeTokens, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
+
+/**
+ * What auth-challenge gets of a user: profile, methods and the active TOTP tokens with their
+ * secrets opened (the projection writer masks them before they reach Redis). Pending tokens stay
+ * out: they cannot be used to sign in until activated.
+ */
+export function userSnapshot(
+  keyring: Keyring,
+  tenantId: string,
+  userId: string,
+  state: UserState,
+  seq: number,
+): UserSnapshot {
+  return {
+    tenantId,
+    userId,
+    seq,
+    ...state.profile,
+    methods: methodsOf(state),
+    defaultMethod: defaultMethodOf(state),
+    totpTokens: activeTokens(state).map((t) => ({
+      tokenId: t.tokenId,
+      secret: open(keyring, t.sealedSecret, SealContext.totpSecret(tenantId, userId, t.tokenId)),
+      digits: t.digits,
+      period: t.period,
+      activatedStep: t.activatedStep ?? 0,
+    })),
+  };
+}

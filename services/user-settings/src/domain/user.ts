@@ -1,0 +1,164 @@
+import { conflict, notFound, type Method } from '@mfa/contracts';
+import { domainEvent, type Decider, type DomainEvent } from './events.js';
+import { matchTotpStep } from './totp.js';
+
+/** Seeds: up to 5 OATH hardware tokens or authenticator apps per user. */
+export const MAX_TOTP_TOKENS = 5;
+/** An enrollment not activated within this time is abandoned: it no longer counts nor activates. */
+export const PENDING_TOKEN_LIFETIME_MS = 10 * 60 * 1000;
+
+export const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'language'] as const;
+export type ProfileField = (typeof PROFILE_FIELDS)[number];
+export type Profile = Partial<Record<ProfileField, string>>;
+
+export interface TotpToken {
+  tokenId: string;
+  label: string;
+  sealedSecret: string;
+  digits: 6 | 8;
+  period: 30 | 60;
+  enrolledAtMs: number;
+  /** Set once activated: the time step of the activation code, never to be accepted again. */
+  activatedStep?: number | undefined;
+}
+
+export interface UserState {
+  registered: boolean;
+  userId?: string | undefined;
+  profile: Profile;
+  /** In enrollment order. */
+  tokens: readonly TotpToken[];
+}
+
+export type UserEvent = DomainEvent<'UserRegistered' | 'UserProfileChanged' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+
+export type UserCommand =
+  | { type: 'RegisterUser'; data: { userId: string } & Profile }
+  /** The caller draws the token id and secret (randomness and keys stay out of the decider). */
+  | { type: 'EnrollTotpToken'; data: { tokenId: string; label: string; sealedSecret: string } }
+  /** `secret` is the opened secret of the token named by `tokenId` (see `activationCandidate`). */
+  | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } };
+
+export const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
+  'UserRegistered',
+  'UserProfileChanged',
+  'TotpTokenEnrolled',
+  'TotpTokenActivated',
+]);
+
+export function isUserEvent(event: { type: string }): event is UserEvent {
+  return USER_EVENT_TYPES.has(event.type);
+}
+
+export const initialUserState = (): UserState => ({ registered: false, profile: {}, tokens: [] });
+
+export const isActive = (token: TotpToken): boolean => token.activatedStep !== undefined;
+
+const isPendingExpired = (token: TotpToken, now: Date): boolean =>
+  !isActive(token) && now.getTime() - token.enrolledAtMs >= PENDING_TOKEN_LIFETIME_MS;
+
+export const activeTokens = (state: UserState): TotpToken[] => state.tokens.filter(isActive);
+
+/** Methods the user has registered, strongest first: what register replies and challenges offer. */
+export function methodsOf(state: UserState): Method[] {
+  const methods: Method[] = [];
+  if (activeTokens(state).length > 0) methods.push('totp');
+  if (state.profile.phoneNumber) methods.push('sms');
+  return methods;
+}
+
+export const defaultMethodOf = (state: UserState): Method | undefined => methodsOf(state)[0];
+
+function requireRegistered(state: UserState): void {
+  if (!state.registered) throw notFound('unknown user');
+}
+
+/** The pending token that `ActivateTotpToken` may activate; throws what activation would answer. */
+export function activationCandidate(state: UserState, tokenId: string, now: Date): TotpToken {
+  requireRegistered(state);
+  const token = state.tokens.find((t) => t.tokenId === tokenId);
+  if (!token) throw notFound('unknown token');
+  if (isActive(token)) throw conflict('token is already active');
+  if (isPendingExpired(token, now)) throw notFound('token enrollment expired; enroll again');
+  return token;
+}
+
+export function decideUser(command: UserCommand, state: UserState, now: Date): UserEvent[] {
+  switch (command.type) {
+    case 'RegisterUser': {
+      const { userId, ...requested } = command.data;
+      const provided = PROFILE_FIELDS.filter((f) => requested[f] !== undefined);
+      if (!state.registered) {
+        const profile: Profile = {};
+        for (const f of provided) profile[f] = requested[f];
+        return [domainEvent('UserRegistered', { userId, ...profile }, now)];
+      }
+      // Fields left out of a request keep their value; registering again with the same values
+      // changes nothing, so retries by an IdP are free.
+      const changed: Profile = {};
+      for (const f of provided) if (requested[f] !== state.profile[f]) changed[f] = requested[f];
+      return Object.keys(changed).length === 0 ? [] : [domainEvent('UserProfileChanged', changed, now)];
+    }
+    case 'EnrollTotpToken': {
+      requireRegistered(state);
+      const { tokenId, label, sealedSecret } = command.data;
+      if (state.tokens.some((t) => t.tokenId === tokenId)) throw conflict('token id already in use');
+      const counted = state.tokens.filter((t) => isActive(t) || !isPendingExpired(t, now)).length;
+      if (counted >= MAX_TOTP_TOKENS) {
+        throw conflict(`a user may have at most ${MAX_TOTP_TOKENS} TOTP tokens (active or pending)`);
+      }
+      return [
+        domainEvent('TotpTokenEnrolled', { tokenId, label, sealedSecret, digits: 6, period: 30, algorithm: 'SHA1' }, now),
+      ];
+    }
+    case 'ActivateTotpToken': {
+      const token = activationCandidate(state, command.data.tokenId, now);
+      const step = matchTotpStep(command.data.secret, command.data.code, now.getTime(), token);
+      // A wrong code is an ordinary outcome, not a state change: the caller answers active=false.
+      if (step === undefined) return [];
+      return [domainEvent('TotpTokenActivated', { tokenId: token.tokenId, step }, now)];
+    }
+    default: {
+      const unknown: never = command;
+      throw new Error(`unknown command ${(unknown as { type: string }).type}`);
+    }
+  }
+}
+
+export function evolveUser(state: UserState, event: UserEvent): UserState {
+  switch (event.type) {
+    case 'UserRegistered': {
+      const { userId, ...fields } = event.data;
+      return { ...state, registered: true, userId, profile: pickProfile(fields) };
+    }
+    case 'UserProfileChanged':
+      return { ...state, profile: { ...state.profile, ...pickProfile(event.data) } };
+    case 'TotpTokenEnrolled': {
+      const { tokenId, label, sealedSecret, digits, period } = event.data;
+      const token: TotpToken = { tokenId, label, sealedSecret, digits, period, enrolledAtMs: Date.parse(event.occurredAt) };
+      return { ...state, tokens: [...state.tokens, token] };
+    }
+    case 'TotpTokenActivated':
+      return {
+        ...state,
+        tokens: state.tokens.map((t) => (t.tokenId === event.data.tokenId ? { ...t, activatedStep: event.data.step } : t)),
+      };
+    default: {
+      const unknown: never = event;
+      throw new Error(`unknown event ${(unknown as { type: string }).type}`);
+    }
+  }
+}
+
+function pickProfile(fields: Profile): Profile {
+  const profile: Profile = {};
+  for (const f of PROFILE_FIELDS) if (fields[f] !== undefined) profile[f] = fields[f];
+  return profile;
+}
+
+export const userDecider: Decider<UserCommand, UserState, UserEvent> = {
+  decide: decideUser,
+  evolve: evolveUser,
+  initialState: initialUserState,
+  accepts: isUserEvent,
+};

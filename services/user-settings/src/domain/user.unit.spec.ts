@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { totp, totpStep } from '@mfa/crypto';
+import { deciderSpec } from './decider-spec.js';
+import {
+  defaultMethodOf,
+  evolveUser,
+  initialUserState,
+  MAX_TOTP_TOKENS,
+  methodsOf,
+  PENDING_TOKEN_LIFETIME_MS,
+  userDecider,
+  type UserEvent,
+} from './user.js';
+
+const spec = deciderSpec(userDecider);
+const now = new Date('2025-06-01T12:00:10.000Z');
+const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000).toISOString();
+const secret = Buffer.from('0123456789abcdefghij');
+const sealed = (tokenId: string) => `v1.testkid.AAAAAAAAAAAAAAAA.${tokenId}.AAAAAAAAAAAAAAAAAAAAAA`;
+
+const registered = (at = minutesAgo(60)): UserEvent => ({
+  type: 'UserRegistered',
+  data: { userId: 'helga@contoso.com', displayName: 'Helga', phoneNumber: '+14155550123' },
+  occurredAt: at,
+});
+const enrolled = (tokenId: string, at = minutesAgo(1)): UserEvent => ({
+  type: 'TotpTokenEnrolled',
+  data: { tokenId, label: 'phone', sealedSecret: sealed(tokenId), digits: 6, period: 30, algorithm: 'SHA1' },
+  occurredAt: at,
+});
+const activated = (tokenId: string, step = 1000): UserEvent => ({
+  type: 'TotpTokenActivated',
+  data: { tokenId, step },
+  occurredAt: minutesAgo(0),
+});
+const enroll = (tokenId = 'new-token') =>
+  ({ type: 'EnrollTotpToken', data: { tokenId, label: 'phone', sealedSecret: sealed(tokenId) } }) as const;
+const activate = (code: string, tokenId = 'tok') =>
+  ({ type: 'ActivateTotpToken', data: { tokenId, code, secret } }) as const;
+
+describe('user decider: register', () => {
+  it('registers a new user with the fields given', () => {
+    spec
+      .given([])
+      .when({ type: 'RegisterUser', data: { userId: 'u1', email: 'u1@contoso.com', language: 'sv-SE' } }, now)
+      .then([
+        { type: 'UserRegistered', data: { userId: 'u1', email: 'u1@contoso.com', language: 'sv-SE' }, occurredAt: now.toISOString() },
+      ]);
+  });
+
+  it('records only the fields that changed for an existing user', () => {
+    spec
+      .given([registered()])
+      .when(
+        { type: 'RegisterUser', data: { userId: 'helga@contoso.com', displayName: 'Helga', phoneNumber: '+46701234567', email: 'h@contoso.com' } },
+        now,
+      )
+      .then([
+        { type: 'UserProfileChanged', data: { phoneNumber: '+46701234567', email: 'h@contoso.com' }, occurredAt: now.toISOString() },
+      ]);
+  });
+
+  it('changes nothing when registered again with the same values', () => {
+    spec
+      .given([registered()])
+      .when({ type: 'RegisterUser', data: { userId: 'helga@contoso.com', displayName: 'Helga', phoneNumber: '+14155550123' } }, now)
+      .thenNothing();
+  });
+
+  it('treats omitted fields as unchanged, not as removed', () => {
+    spec.given([registered()]).when({ type: 'RegisterUser', data: { userId: 'helga@contoso.com' } }, now).thenNothing();
+  });
+});
+
+describe('user decider: TOTP enrollment', () => {
+  it('rejects enrollment for an unknown user', () => {
+    spec.given([]).when(enroll(), now).thenThrows('not_found', /unknown user/);
+  });
+
+  it('enrolls a pending SHA-1, 6-digit, 30-second token', () => {
+    spec
+      .given([registered()])
+      .when(enroll('t1'), now)
+      .then([
+        {
+          type: 'TotpTokenEnrolled',
+          data: { tokenId: 't1', label: 'phone', sealedSecret: sealed('t1'), digits: 6, period: 30, algorithm: 'SHA1' },
+          occurredAt: now.toISOString(),
+        },
+      ]);
+  });
+
+  it(`allows the ${MAX_TOTP_TOKENS}th token`, () => {
+    const four = ['a', 'b', 'c', 'd'].map((id) => enrolled(id));
+    const [event] = userDecider.decide(enroll(), [registered(), ...four].reduce(evolveUser, initialUserState()), now);
+    assert.equal(event?.type, 'TotpTokenEnrolled');
+  });
+
+  it(`refuses a 6th token when ${MAX_TOTP_TOKENS} are active or pending`, () => {
+    spec
+      .given([registered(), enrolled('a'), activated('a'), enrolled('b'), activated('b'), enrolled('c'), enrolled('d'), enrolled('e')])
+      .when(enroll(), now)
+      .thenThrows('conflict');
+  });
+
+  it('does not count pending tokens older than 10 minutes', () => {
+    const stale = ['a', 'b', 'c', 'd', 'e'].map((id) => enrolled(id, minutesAgo(10)));
+    const [event] = userDecider.decide(enroll(), [registered(), ...stale].reduce(evolveUser, initialUserState()), now);
+    assert.equal(event?.type, 'TotpTokenEnrolled');
+  });
+
+  it('counts pending tokens younger than 10 minutes', () => {
+    const fresh = ['a', 'b', 'c', 'd', 'e'].map((id) => enrolled(id, minutesAgo(9.9)));
+    spec.given([registered(), ...fresh]).when(enroll(), now).thenThrows('conflict');
+  });
+
+  it('counts active tokens however old their enrollment', () => {
+    const old = ['a', 'b', 'c', 'd', 'e'].flatMap((id) => [enrolled(id, minutesAgo(600)), activated(id)]);
+    spec.given([registered(), ...old]).when(enroll(), now).thenThrows('conflict');
+  });
+});
+
+describe('user decider: TOTP activation', () => {
+  const step = totpStep(now.getTime());
+  const at = (s: number) => totp(secret, s * 30_000);
+
+  it('activates with the code of the current step and records the step', () => {
+    spec
+      .given([registered(), enrolled('tok')])
+      .when(activate(at(step)), now)
+      .then([{ type: 'TotpTokenActivated', data: { tokenId: 'tok', step }, occurredAt: now.toISOString() }]);
+  });
+
+  it('accepts the previous and the next step (clock drift), recording the matched step', () => {
+    for (const s of [step - 1, step + 1]) {
+      spec
+        .given([registered(), enrolled('tok')])
+        .when(activate(at(s)), now)
+        .then([{ type: 'TotpTokenActivated', data: { tokenId: 'tok', step: s }, occurredAt: now.toISOString() }]);
+    }
+  });
+
+  it('decides nothing for a wrong code or one two steps away', () => {
+    const wrong = String((Number(at(step)) + 1) % 1_000_000).padStart(6, '0');
+    for (const code of [wrong, at(step - 2), at(step + 2), '1234', '12345678']) {
+      if ([at(step - 1), at(step), at(step + 1)].includes(code)) continue;
+      spec.given([registered(), enrolled('tok')]).when(activate(code), now).thenNothing();
+    }
+  });
+
+  it('refuses a token that is already active', () => {
+    spec.given([registered(), enrolled('tok'), activated('tok')]).when(activate(at(step)), now).thenThrows('conflict');
+  });
+
+  it('does not find an unknown token, user, or an expired enrollment', () => {
+    spec.given([registered(), enrolled('tok')]).when(activate(at(step), 'other'), now).thenThrows('not_found', /unknown token/);
+    spec.given([]).when(activate(at(step)), now).thenThrows('not_found', /unknown user/);
+    const expiredAt = new Date(now.getTime() - PENDING_TOKEN_LIFETIME_MS).toISOString();
+    spec.given([registered(), enrolled('tok', expiredAt)]).when(activate(at(step)), now).thenThrows('not_found', /expired/);
+  });
+});
+
+describe('user state: methods', () => {
+  const fold = (events: UserEvent[]) => events.reduce(evolveUser, initialUserState());
+
+  it('offers sms with a phone number, totp once a token is active, totp first', () => {
+    assert.deepEqual(methodsOf(fold([registered()])), ['sms']);
+    assert.deepEqual(methodsOf(fold([registered(), enrolled('tok')])), ['sms']);
+    const both = fold([registered(), enrolled('tok'), activated('tok')]);
+    assert.deepEqual(methodsOf(both), ['totp', 'sms']);
+    assert.equal(defaultMethodOf(both), 'totp');
+  });
+
+  it('has no method and no default without phone or active token', () => {
+    const state = fold([{ type: 'UserRegistered', data: { userId: 'u' }, occurredAt: minutesAgo(1) }]);
+    assert.deepEqual(methodsOf(state), []);
+    assert.equal(defaultMethodOf(state), undefined);
+  });
+
+  it('merges profile changes and keeps the activation step', () => {
+    const state = fold([
+      registered(),
+      { type: 'UserProfileChanged', data: { email: 'h@contoso.com' }, occurredAt: minutesAgo(1) },
+      enrolled('tok'),
+      activated('tok', 42),
+    ]);
+    assert.deepEqual(state.profile, { displayName: 'Helga', phoneNumber: '+14155550123', email: 'h@contoso.com' });
+    assert.equal(state.tokens[0]?.activatedStep, 42);
+  });
+});

@@ -1,0 +1,116 @@
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { EventSubjects, Streams, Subjects, type SigninItem } from '@mfa/contracts';
+import { base32Decode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
+import { requestJson } from '@mfa/messaging';
+import { eventually } from '@mfa/testing';
+
+/**
+ * The demo identity provider: registers a user, signs them in by SMS and by authenticator app,
+ * and prints the sign-in report, all over the public NATS API of a running stack (npm start).
+ *
+ * Two stand-ins play the user's devices: the "phone" reads the SMS code from the delivery request
+ * event, opening it with the stack's key (the development key unless MFA_ENCRYPTION_KEY is set);
+ * the "authenticator app" computes TOTP codes from the enrolled secret.
+ */
+export async function runDemo(options: { out: (line: string) => void; natsUrl?: string; tenantId?: string }): Promise<number> {
+  const out = options.out;
+  const natsUrl = options.natsUrl ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: natsUrl, name: 'demo-idp' });
+  } catch {
+    out(`Cannot reach NATS at ${natsUrl}. Start the stack first: npm start`);
+    return 1;
+  }
+  const { keyring } = loadKeyring(process.env);
+  const jsm = await jetstreamManager(nc);
+  const ask = async <T>(subject: string, body: unknown): Promise<T> => {
+    const reply = await requestJson<T & { error?: { code: string; message: string } }>(nc, subject, body, { timeoutMs: 10_000 });
+    if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
+    return reply;
+  };
+  try {
+    const tenantId = options.tenantId ?? `demo-${Date.now().toString(36)}`;
+    const userId = 'helga@contoso.com';
+    out(`IdP → mfa.v1.tenants.configure   tenant ${tenantId}, codes live 300 s`);
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } });
+    out(`IdP → mfa.v1.users.register      ${userId}, +46701234567`);
+    const reg = await ask<{ methods: string[] }>(Subjects.usersRegister, {
+      tenantId,
+      userId,
+      displayName: 'Helga Larsson',
+      email: userId,
+      phoneNumber: '+46701234567',
+      language: 'sv-SE',
+    });
+    out(`      methods: ${reg.methods.join(', ')}`);
+
+    // SMS sign-in.
+    const sms = await ask<{ challengeId: string; status: string; expiresAt: string }>(Subjects.challengeStart, {
+      tenantId,
+      userId,
+      method: 'sms',
+      clientIp: '198.51.100.23',
+      application: 'Outlook Web',
+    });
+    out(`IdP → mfa.v1.challenge.start     sms → ${sms.status}, expires ${sms.expiresAt}`);
+    const code = await eventually(
+      async () => {
+        const msg = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested });
+        const event = msg?.json<{ tenantId: string; data: { challengeId: string; delivery: { sealedCode: string } } }>();
+        if (event?.data.challengeId !== sms.challengeId) return undefined;
+        return open(keyring, event.data.delivery.sealedCode, SealContext.smsCode(tenantId, sms.challengeId)).toString();
+      },
+      10_000,
+      'the SMS request',
+    );
+    out(`📱 phone receives the SMS code ${code} (dispatch sends it through the configured provider)`);
+    const smsResult = await ask<{ status: string }>(Subjects.challengeVerify, { tenantId, challengeId: sms.challengeId, code });
+    out(`IdP → mfa.v1.challenge.verify    ${code} → ${smsResult.status}`);
+
+    // Authenticator-app sign-in.
+    const enrolled = await ask<{ tokenId: string; secret: string; otpauthUri: string }>(Subjects.totpEnroll, { tenantId, userId });
+    out(`IdP → mfa.v1.users.totp.enroll   ${enrolled.otpauthUri.replace(/secret=[^&]+/, 'secret=…')}`);
+    const secret = base32Decode(enrolled.secret);
+    const now = Date.now();
+    await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, now) });
+    out('IdP → mfa.v1.users.totp.activate app code accepted, token active');
+    const app = await ask<{ challengeId: string; method: string }>(Subjects.challengeStart, {
+      tenantId,
+      userId,
+      clientIp: '198.51.100.23',
+      application: 'VPN',
+    });
+    out(`IdP → mfa.v1.challenge.start     default method → ${app.method}`);
+    // The activation used this time step; the app's next code (still within ±1 step) signs in.
+    const appCode = totp(secret, now + 30_000);
+    const appResult = await ask<{ status: string }>(Subjects.challengeVerify, { tenantId, challengeId: app.challengeId, code: appCode });
+    out(`IdP → mfa.v1.challenge.verify    ${appCode} → ${appResult.status}`);
+    const wrong = await ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId, userId, method: 'totp', application: 'VPN' });
+    for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId, challengeId: wrong.challengeId, code: '000000' });
+    out('IdP → five wrong codes on a third sign-in → denied');
+
+    const report = await eventually(
+      async () => {
+        const r = await ask<{ items: SigninItem[] }>(Subjects.reportsSigninsQuery, { tenantId, limit: 10 });
+        return r.items.length >= 3 ? r.items : undefined;
+      },
+      15_000,
+      'the sign-in report',
+    );
+    out('\nSign-in report (mfa.v1.reports.signins.query):');
+    for (const item of report) {
+      out(
+        `  ${item.occurredAt}  ${item.userId}  ${String(item.authMethod).padEnd(5)} ${item.result.padEnd(8)} ${item.resultDetail}` +
+          `  client ${item.clientIp ?? '-'}  app ${item.application ?? '-'}  server ${item.serverName ?? '-'}`,
+      );
+    }
+    return smsResult.status === 'approved' && appResult.status === 'approved' ? 0 : 1;
+  } catch (error) {
+    out(`demo failed: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    await nc.drain();
+  }
+}

@@ -33,6 +33,10 @@ export class FakeTwilio {
   private waiters: Array<{ predicate: (m: FakeTwilioMessage) => boolean; resolve: (m: FakeTwilioMessage) => void }> = [];
   /** Artificial latency per request, ms. */
   delayMs = 0;
+  /** Called for every accepted message (the benchmark routes codes to waiting sign-ins with it). */
+  onMessage: ((message: FakeTwilioMessage) => void) | undefined;
+  /** Keep accepted messages in `messages` (turn off for long benchmark runs). */
+  record = true;
 
   constructor(
     readonly accountSid = `AC${randomBytes(16).toString('hex')}`,
@@ -137,7 +141,8 @@ export class FakeTwilio {
       traceparent: typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined,
       receivedAt: new Date(),
     };
-    this.messages.push(message);
+    if (this.record) this.messages.push(message);
+    this.onMessage?.(message);
     for (const waiter of [...this.waiters]) {
       if (waiter.predicate(message)) {
         this.waiters = this.waiters.filter((w) => w !== waiter);

@@ -82,6 +82,12 @@ export interface ReportPosition {
 
 const MICROSECOND_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
+/** Rejects calendar overflow such as 31 February, which Date.parse silently rolls over. */
+function isRealInstant(iso: string): boolean {
+  const ms = Date.parse(iso);
+  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 23) === iso.slice(0, 23);
+}
+
 export function encodeCursor(position: ReportPosition): string {
   return Buffer.from(JSON.stringify([position.occurredAt, position.challengeId]), 'utf8').toString('base64url');
 }
@@ -98,9 +104,7 @@ export function decodeCursor(cursor: string): ReportPosition {
   }
   if (!Array.isArray(value) || value.length !== 2) throw bad();
   const [occurredAt, challengeId] = value as unknown[];
-  if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt) || Number.isNaN(Date.parse(occurredAt))) {
-    throw bad();
-  }
+  if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt) || !isRealInstant(occurredAt)) throw bad();
   if (typeof challengeId !== 'string' || challengeId.length === 0) throw bad();
   return { occurredAt, challengeId };
 }

@@ -1,5 +1,5 @@
 import { EventSubjects, fromSubjectToken, UnknownEventError } from '@mfa/contracts';
-import type { Keyring } from '@mfa/crypto';
+import { SealError, type Keyring } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
 import type { EventStore } from '../adapters/event-store.js';
@@ -59,8 +59,11 @@ export class UserProjector {
     try {
       await this.rebuild(tenantId, userId);
     } catch (error) {
-      // An event that no longer parses will not parse on the next delivery either.
-      if (error instanceof UnknownEventError) throw new PoisonMessageError(error.message, { cause: error });
+      // An event that does not parse, or a secret sealed with a key this instance does not hold,
+      // fails the same way on every delivery: dead-letter it (it can be replayed once fixed).
+      if (error instanceof UnknownEventError || error instanceof SealError) {
+        throw new PoisonMessageError(error.message, { cause: error });
+      }
       throw error;
     }
   }

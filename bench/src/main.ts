@@ -1,0 +1,275 @@
+// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,floor]`
+// Drives challenge+verify pairs at a fixed arrival rate against the real stack (processes, real
+// NATS/Redis/Postgres, SMS through a local fake Twilio) and against the raw floor pipeline, and
+// prints pairs/s, p50/p99/p99.9 per request type, report lag and row accounting.
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { connect } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { Subjects } from '@mfa/contracts';
+import { hotp, keyringFromMasterKey, totpStep } from '@mfa/crypto';
+import { UserProjectionWriter } from '@mfa/projection';
+import { FakeTwilio, repoRoot, startStack } from '@mfa/testing';
+import { runAtFixedRate, type ScenarioResult } from './load.js';
+import { fmt, Samples } from './stats.js';
+
+const { values } = parseArgs({
+  options: {
+    rate: { type: 'string', default: '1000' },
+    duration: { type: 'string', default: '15' },
+    warmup: { type: 'string', default: '3' },
+    scenarios: { type: 'string', default: 'totp,sms,floor' },
+  },
+});
+const rate = Number(values.rate);
+const duration = Number(values.duration);
+const warmup = Number(values.warmup);
+const scenarios = new Set(values.scenarios!.split(','));
+const natsUrl = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_bench';
+const out = (line = '') => process.stdout.write(`${line}\n`);
+
+type Reply = { status?: string; challengeId?: string; error?: { code: string; message: string } };
+const results: ScenarioResult[] = [];
+const reportLag = new Samples();
+const rowChecks: Record<string, unknown> = {};
+
+const masterKey = randomBytes(32);
+const keyring = keyringFromMasterKey(masterKey);
+const tenantId = `bench-${Date.now().toString(36)}`;
+const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();
+const phoneOf = (i: number) => `+1555${String(i).padStart(7, '0')}`;
+
+if (scenarios.has('totp') || scenarios.has('sms')) {
+  const twilio = await new FakeTwilio().start();
+  twilio.record = false;
+  const codeWaiters = new Map<string, (code: string) => void>();
+  twilio.onMessage = (m) => codeWaiters.get(m.to)?.(FakeTwilio.codeOf(m));
+  out(`starting the stack (5 services) …`);
+  const stack = await startStack({
+    env: {
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'warn',
+      MFA_ENCRYPTION_KEY: masterKey.toString('base64'),
+      DATABASE_URL: databaseUrl,
+      SMS_MAX_SENDS_PER_WINDOW: '1000',
+      ...twilio.env(),
+    },
+    onLine: (service, line) => {
+      if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+    },
+  });
+  const nc = await connect({ servers: natsUrl, name: 'bench-idp' });
+  const redis = new Redis(redisUrl, { enableAutoPipelining: true });
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+  const ask = async (subject: string, body: unknown): Promise<Reply> => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+  try {
+    const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } });
+    if (configured.error) throw new Error(`tenants.configure: ${configured.error.message}`);
+    for (let i = 0; ; i++) {
+      const r = await ask(Subjects.challengeStart, { tenantId, userId: 'nobody-yet' });
+      if (r.status === 'registration_required') break;
+      if (i > 100) throw new Error(`tenant never became known: ${JSON.stringify(r)}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    // Users are seeded straight into the Redis projection with the writer user-settings uses:
+    // registration is not what this benchmark measures, and each TOTP user can sign in once per
+    // time step (RFC 6238 replay rule), so a run needs one fresh user per pair.
+    const usersNeeded = Math.ceil(rate * (duration + warmup) * 1.05) + 10;
+    const writer = new UserProjectionWriter(redis, keyring);
+    out(`seeding ${usersNeeded} TOTP users and ${usersNeeded} SMS users …`);
+    const seedBatch = async (from: number, to: number, kind: 'totp' | 'sms') => {
+      const jobs: Promise<unknown>[] = [];
+      for (let i = from; i < to; i++) {
+        jobs.push(
+          writer.apply({
+            tenantId,
+            userId: `${kind}-${i}@bench.example`,
+            seq: 1,
+            displayName: `Bench ${kind} ${i}`,
+            phoneNumber: kind === 'sms' ? phoneOf(i) : undefined,
+            methods: [kind],
+            defaultMethod: kind,
+            totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
+          }),
+        );
+      }
+      await Promise.all(jobs);
+    };
+    for (const kind of ['totp', 'sms'] as const) {
+      if (!scenarios.has(kind)) continue;
+      for (let i = 0; i < usersNeeded; i += 1000) await seedBatch(i, Math.min(usersNeeded, i + 1000), kind);
+    }
+
+    let userCursor = { totp: 0, sms: 0 };
+    const sampleLag = async (challengeId: string, approvedAt: number) => {
+      for (let polls = 0; polls < 400; polls++) {
+        const { rows } = await db.query('SELECT 1 FROM signins WHERE tenant_id = $1 AND challenge_id = $2 AND result IS NOT NULL', [tenantId, challengeId]);
+        if (rows.length > 0) {
+          reportLag.add(performance.now() - approvedAt);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const lagJobs: Promise<void>[] = [];
+    const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
+      const i = userCursor.totp++;
+      const userId = `totp-${i}@bench.example`;
+      const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp', clientIp: '198.51.100.7' });
+      record('totp start', performance.now() - due);
+      if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
+      const code = hotp(secretOf(i), totpStep(Date.now()));
+      const sent = performance.now();
+      const verify = await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code });
+      const done = performance.now();
+      record('totp verify', done - sent);
+      if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
+      if (i % 50 === 0) lagJobs.push(sampleLag(start.challengeId!, done));
+    };
+    const smsPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
+      const i = userCursor.sms++;
+      const codeArrived = new Promise<string>((resolve, reject) => {
+        codeWaiters.set(phoneOf(i), resolve);
+        setTimeout(() => reject(new Error('SMS not delivered within 30 s')), 30_000).unref();
+      });
+      const start = await ask(Subjects.challengeStart, { tenantId, userId: `sms-${i}@bench.example`, method: 'sms' });
+      const started = performance.now();
+      record('sms start', started - due);
+      if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
+      const code = await codeArrived;
+      codeWaiters.delete(phoneOf(i));
+      record('sms delivery (start reply → provider)', performance.now() - started);
+      const sent = performance.now();
+      const verify = await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code });
+      const done = performance.now();
+      record('sms verify', done - sent);
+      if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
+      if (i % 50 === 0) lagJobs.push(sampleLag(start.challengeId!, done));
+    };
+    let pairsStarted = 0;
+    for (const [kind, pair] of [
+      ['totp', totpPair],
+      ['sms', smsPair],
+    ] as const) {
+      if (!scenarios.has(kind)) continue;
+      out(`${kind}: warm-up ${warmup} s at ${rate} pairs/s …`);
+      const w = await runAtFixedRate(`${kind} warm-up`, rate, warmup, pair);
+      pairsStarted += w.pairsCompleted + w.errors;
+      out(`${kind}: measuring ${duration} s at ${rate} pairs/s …`);
+      const r = await runAtFixedRate(kind, rate, duration, pair);
+      pairsStarted += r.pairsCompleted + r.errors;
+      results.push(r);
+    }
+    await Promise.all(lagJobs);
+    // Every started challenge must be in the report exactly once, and complete.
+    const expected = userCursor.totp + userCursor.sms;
+    let rows = { total: 0, completed: 0 };
+    for (let i = 0; i < 100; i++) {
+      const { rows: r } = await db.query<{ total: string; completed: string }>(
+        'SELECT count(*) AS total, count(result) AS completed FROM signins WHERE tenant_id = $1',
+        [tenantId],
+      );
+      rows = { total: Number(r[0]!.total), completed: Number(r[0]!.completed) };
+      if (rows.completed >= expected) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    Object.assign(rowChecks, { challengesStarted: expected, pairsStarted, reportRows: rows.total, completedRows: rows.completed });
+  } finally {
+    await nc.drain();
+    await redis.quit();
+    await db.end();
+    await stack.stop();
+    await twilio.stop();
+  }
+}
+
+if (scenarios.has('floor')) {
+  out('floor: starting the raw pipeline (one NATS request/reply, one Redis script, one JetStream publish with ack) …');
+  const floor = spawn(process.execPath, [join(repoRoot, 'bench/dist/floor.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    floor.stdout!.on('data', (d: Buffer) => d.toString().includes('floor ready') && resolve());
+    floor.once('exit', (code) => reject(new Error(`floor exited ${code}`)));
+  });
+  const nc = await connect({ servers: natsUrl, name: 'bench-floor-idp' });
+  const ask = async (subject: string, body: unknown) => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+  const pair = async (i: number, due: number, record: (t: string, ms: number) => void) => {
+    const id = `${i}-${randomBytes(6).toString('hex')}`;
+    const code = String(100000 + (i % 900000));
+    const s = await ask('bench.floor.start', { id, code });
+    record('floor start', performance.now() - due);
+    const sent = performance.now();
+    const v = await ask('bench.floor.verify', { id, code });
+    record('floor verify', performance.now() - sent);
+    if (s.status !== 'pending' || v.status !== 'approved') throw new Error('floor pair failed');
+  };
+  out(`floor: warm-up ${warmup} s, then ${duration} s at ${rate} pairs/s …`);
+  await runAtFixedRate('floor warm-up', rate, warmup, pair);
+  results.push(await runAtFixedRate('floor', rate, duration, pair));
+  await nc.drain();
+  floor.kill('SIGTERM');
+}
+
+out('');
+out(`Benchmark: fixed arrival rate ${rate} pairs/s, ${duration} s measured per scenario (after ${warmup} s warm-up)`);
+out('latency in ms at the IdP (first request measured from its due time: no coordinated omission)');
+out('');
+out('scenario  pairs/s   errors  request                                   count    p50     p99    p99.9    max');
+for (const r of results) {
+  let first = true;
+  for (const [type, samples] of Object.entries(r.latency)) {
+    const s = samples.summary();
+    out(
+      `${(first ? r.name : '').padEnd(9)} ${(first ? r.pairsPerSecond.toFixed(0) : '').padStart(7)}  ${(first ? String(r.errors) : '').padStart(6)}  ${type.padEnd(40)} ${String(s.count).padStart(6)} ${fmt(s.p50).padStart(6)} ${fmt(s.p99).padStart(7)} ${fmt(s.p999).padStart(7)} ${fmt(s.max).padStart(7)}`,
+    );
+    first = false;
+  }
+  for (const e of r.errorSamples) out(`          error: ${e}`);
+}
+const floorResult = results.find((r) => r.name === 'floor');
+if (floorResult) {
+  const fStart = floorResult.latency['floor start']!.summary();
+  const fVerify = floorResult.latency['floor verify']!.summary();
+  out('');
+  out('ratio to the floor (ours / floor; throughput: ours ÷ floor, latency: how many times the floor)');
+  for (const r of results.filter((x) => x !== floorResult)) {
+    const start = r.latency[`${r.name} start`]?.summary();
+    const verify = r.latency[`${r.name} verify`]?.summary();
+    if (!start || !verify) continue;
+    out(
+      `  ${r.name.padEnd(5)} pairs/s ${(r.pairsPerSecond / floorResult.pairsPerSecond).toFixed(2)}×   start p99 ${(start.p99 / fStart.p99).toFixed(1)}×   verify p99 ${(verify.p99 / fVerify.p99).toFixed(1)}×   start p50 ${(start.p50 / fStart.p50).toFixed(1)}×   verify p50 ${(verify.p50 / fVerify.p50).toFixed(1)}×`,
+    );
+  }
+}
+if (reportLag.count > 0) {
+  const lag = reportLag.summary();
+  out('');
+  out(`report lag (verify reply → row complete in Postgres), ${lag.count} samples: p50 ${fmt(lag.p50)} ms, p99 ${fmt(lag.p99)} ms, max ${fmt(lag.max)} ms`);
+}
+if (Object.keys(rowChecks).length > 0) {
+  const c = rowChecks as { challengesStarted: number; reportRows: number; completedRows: number };
+  const ok = c.reportRows === c.challengesStarted && c.completedRows === c.challengesStarted;
+  out(`report rows: ${c.reportRows} rows, ${c.completedRows} complete, for ${c.challengesStarted} challenges started → ${ok ? 'none lost, none duplicated' : 'MISMATCH'}`);
+}
+mkdirSync(join(repoRoot, 'bench/results'), { recursive: true });
+writeFileSync(
+  join(repoRoot, 'bench/results/latest.json'),
+  JSON.stringify(
+    {
+      at: new Date().toISOString(),
+      rate,
+      duration,
+      results: results.map((r) => ({ ...r, latency: Object.fromEntries(Object.entries(r.latency).map(([k, v]) => [k, v.summary()])) })),
+      reportLag: reportLag.summary(),
+      rowChecks,
+    },
+    null,
+    2,
+  ),
+);
+process.exit(0);

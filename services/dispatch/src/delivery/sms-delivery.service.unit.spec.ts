@@ -1,0 +1,227 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventSubjects, type AnyEvent, type DispatchEvent, type EventOf } from '@mfa/contracts';
+import { keyringFromMasterKey, seal, SealContext } from '@mfa/crypto';
+import { createEvent, PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
+import type { Logger } from '@mfa/telemetry';
+import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
+import { outcomeEventId } from '../domain/outcome-id.js';
+import { DeliveryInterruptedError, SmsDeliveryService } from './sms-delivery.service.js';
+
+// The service's own collaborators, scripted: providers, the publisher and the JetStream message
+// handle. Its JetStream and Twilio wiring is exercised for real by dispatch.int.spec.ts.
+
+const keyring = keyringFromMasterKey(randomBytes(32));
+const now = new Date('2025-01-01T12:00:00Z');
+const quiet = () => undefined;
+const log: Logger = { debug: quiet, info: quiet, warn: quiet, error: quiet, child: () => log };
+
+type Script = Array<'ok' | 'transient' | 'permanent' | 'bug'>;
+
+class ScriptedProvider implements SmsProvider {
+  readonly sent: SmsMessage[] = [];
+  calls = 0;
+  constructor(
+    readonly name: string,
+    private readonly script: Script = [],
+  ) {}
+  async send(message: SmsMessage) {
+    const next = this.script[this.calls++] ?? 'ok';
+    if (next === 'transient') throw new SmsProviderError(`${this.name} 503`, { provider: this.name, transient: true, status: 503 });
+    if (next === 'permanent') throw new SmsProviderError(`${this.name} 400 error 21211`, { provider: this.name, transient: false, code: 21211 });
+    if (next === 'bug') throw new TypeError('undefined is not a function');
+    this.sent.push(message);
+    return { providerMessageId: `${this.name}-${this.calls}` };
+  }
+}
+
+function harness(providers: SmsProvider[], options: { publishFailures?: number } = {}) {
+  const published: Array<{ subject: string; event: AnyEvent }> = [];
+  let publishFailures = options.publishFailures ?? 0;
+  const publisher = {
+    async publish(subject: string, event: AnyEvent) {
+      if (publishFailures-- > 0) throw new Error('no responders');
+      published.push({ subject, event });
+    },
+  } as unknown as EventPublisher;
+  const service = new SmsDeliveryService({
+    keyring,
+    providers,
+    attemptsPerProvider: 3,
+    retryBaseMs: 1,
+    publisher,
+    log,
+    clock: () => now,
+    random: () => 0.5,
+  });
+  return { service, published };
+}
+
+function challengeStarted(options: { code?: string; expiresInSeconds?: number; sealFor?: string; delivery?: boolean; language?: string } = {}) {
+  const tenantId = `t-${randomUUID().slice(0, 8)}`;
+  const challengeId = randomUUID();
+  const code = options.code ?? '314159';
+  const event = createEvent('ChallengeStarted', 1, {
+    tenantId,
+    aggregateId: challengeId,
+    now,
+    metadata: { correlationId: 'req-1' },
+    data: {
+      challengeId,
+      userId: 'helga@contoso.example',
+      profile: {},
+      server: { name: 'test', ip: '127.0.0.1' },
+      method: 'sms',
+      expiresAt: new Date(now.getTime() + (options.expiresInSeconds ?? 300) * 1000).toISOString(),
+      maxAttempts: 5,
+      ...(options.delivery === false
+        ? {}
+        : {
+            delivery: {
+              channel: 'sms' as const,
+              to: '+46701234567',
+              sealedCode: seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId)),
+              ...(options.language ? { language: options.language } : {}),
+            },
+          }),
+    },
+  });
+  return { event, code, challengeId, tenantId };
+}
+
+function delivery(event: AnyEvent): Delivery & { working: () => number } {
+  let working = 0;
+  const msg = { working: () => void working++ } as unknown as Delivery['msg'];
+  return { event, msg, working: () => working };
+}
+
+const only = <T extends DispatchEvent['type']>(published: Array<{ subject: string; event: AnyEvent }>, type: T): EventOf<T> => {
+  assert.equal(published.length, 1, 'exactly one outcome');
+  assert.equal(published[0]!.event.type, type);
+  return published[0]!.event as EventOf<T>;
+};
+
+describe('SMS delivery', () => {
+  it('sends the code to the number and publishes SmsSent with an id derived from the request', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio]);
+    const { event, code, challengeId, tenantId } = challengeStarted({ language: 'de-AT' });
+    await service.deliver(delivery(event));
+    assert.equal(twilio.sent.length, 1);
+    assert.equal(twilio.sent[0]!.to, '+46701234567');
+    assert.equal(twilio.sent[0]!.body, `${code} ist Ihr Anmeldecode. Er gilt 5 Minuten.`);
+    const sent = only(published, 'SmsSent');
+    assert.equal(published[0]!.subject, EventSubjects.smsSent);
+    assert.deepEqual(sent.data, { challengeId, provider: 'twilio', providerMessageId: 'twilio-1', attempts: 1 });
+    assert.equal(sent.id, outcomeEventId(event.id));
+    assert.equal(sent.tenantId, tenantId);
+    assert.equal(sent.aggregateId, challengeId);
+    assert.equal(sent.metadata.causationId, event.id);
+    assert.equal(sent.metadata.correlationId, 'req-1');
+  });
+
+  it('retries transient errors on the same provider, telling JetStream it is still working', async () => {
+    const twilio = new ScriptedProvider('twilio', ['transient', 'transient', 'ok']);
+    const { service, published } = harness([twilio, new ScriptedProvider('console')]);
+    const d = delivery(challengeStarted().event);
+    await service.deliver(d);
+    assert.equal(twilio.calls, 3);
+    assert.deepEqual(
+      { provider: only(published, 'SmsSent').data.provider, attempts: only(published, 'SmsSent').data.attempts },
+      { provider: 'twilio', attempts: 3 },
+    );
+    assert.ok(d.working() >= 3, `working() called ${d.working()} times`);
+  });
+
+  it('fails over to the next provider on a permanent error', async () => {
+    const twilio = new ScriptedProvider('twilio', ['permanent']);
+    const console = new ScriptedProvider('console');
+    const { service, published } = harness([twilio, console]);
+    await service.deliver(delivery(challengeStarted().event));
+    assert.equal(twilio.calls, 1);
+    assert.equal(console.sent.length, 1);
+    const sent = only(published, 'SmsSent');
+    assert.equal(sent.data.provider, 'console');
+    assert.equal(sent.data.attempts, 2);
+  });
+
+  it('treats a provider that throws something unexpected as a permanent failure and fails over', async () => {
+    const broken = new ScriptedProvider('twilio', ['bug']);
+    const { service, published } = harness([broken, new ScriptedProvider('console')]);
+    await service.deliver(delivery(challengeStarted().event));
+    assert.equal(broken.calls, 1);
+    assert.equal(only(published, 'SmsSent').data.provider, 'console');
+  });
+
+  it('publishes SmsDeliveryFailed with every failure when all providers fail', async () => {
+    const twilio = new ScriptedProvider('twilio', ['transient', 'transient', 'transient']);
+    const console = new ScriptedProvider('console', ['permanent']);
+    const { service, published } = harness([twilio, console]);
+    const { event, challengeId } = challengeStarted();
+    await service.deliver(delivery(event));
+    assert.equal(published[0]!.subject, EventSubjects.smsFailed);
+    const failed = only(published, 'SmsDeliveryFailed');
+    assert.equal(failed.data.challengeId, challengeId);
+    assert.equal(failed.data.attempts, 4);
+    assert.deepEqual(
+      failed.data.failures.map((f) => [f.provider, f.transient]),
+      [
+        ['twilio', true],
+        ['twilio', true],
+        ['twilio', true],
+        ['console', false],
+      ],
+    );
+    assert.equal(failed.id, outcomeEventId(event.id));
+  });
+
+  it('does not send a code whose challenge has already expired', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio]);
+    await service.deliver(delivery(challengeStarted({ expiresInSeconds: 0 }).event));
+    assert.equal(twilio.calls, 0);
+    const failed = only(published, 'SmsDeliveryFailed');
+    assert.equal(failed.data.attempts, 1);
+    assert.deepEqual(failed.data.failures, [{ provider: 'none', error: 'challenge expired before delivery', transient: false }]);
+  });
+
+  it('declares poison what can never be delivered, without sending or publishing', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio]);
+    const expired = createEvent('ChallengeExpired', 1, {
+      tenantId: 't-1',
+      aggregateId: 'c-1',
+      now,
+      data: { challengeId: 'c-1', userId: 'u', method: 'sms', server: { name: 's', ip: '127.0.0.1' } },
+    });
+    const cases: Array<[string, AnyEvent, RegExp]> = [
+      ['another event type', expired, /expected ChallengeStarted/],
+      ['no delivery', challengeStarted({ delivery: false }).event, /without delivery/],
+      ['a code sealed for another challenge', challengeStarted({ sealFor: randomUUID() }).event, /does not open/],
+      ['a code that is not six digits', challengeStarted({ code: '12345678' }).event, /not six digits/],
+    ];
+    for (const [what, event, reason] of cases) {
+      await assert.rejects(service.deliver(delivery(event)), (e: Error) => e instanceof PoisonMessageError && reason.test(e.message), what);
+    }
+    assert.equal(twilio.calls, 0);
+    assert.equal(published.length, 0);
+  });
+
+  it('gives the message back, without an outcome, when the service stops before the next attempt', async () => {
+    const twilio = new ScriptedProvider('twilio', ['transient']);
+    const { service, published } = harness([twilio]);
+    const stopping = new AbortController();
+    stopping.abort();
+    await assert.rejects(service.deliver(delivery(challengeStarted().event), stopping.signal), DeliveryInterruptedError);
+    assert.equal(published.length, 0);
+  });
+
+  it('retries publishing the outcome rather than send the SMS again', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio], { publishFailures: 2 });
+    await service.deliver(delivery(challengeStarted().event));
+    assert.equal(twilio.calls, 1);
+    assert.equal(only(published, 'SmsSent').data.attempts, 1);
+  });
+});

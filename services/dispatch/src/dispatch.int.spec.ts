@@ -1,0 +1,333 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes, randomInt, randomUUID } from 'node:crypto';
+import { Consumers, EventSubjects, Headers, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
+import { loadKeyring, seal, SealContext } from '@mfa/crypto';
+import { connectNats, createEvent, EventPublisher, type NatsClients } from '@mfa/messaging';
+import type { RunningService } from '@mfa/service-kit';
+import { shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
+import { eventually, FakeTwilio, testEnv, uniqueTenant } from '@mfa/testing';
+import { boot } from './boot.js';
+
+// Real NATS, the real dispatch app in-process, and a fake Twilio that speaks Twilio's REST API.
+// The durable consumer is shared with whatever else publishes SMS requests, so every assertion
+// is filtered by this run's tenant and challenge ids.
+
+// The JSON logger reads LOG_LEVEL from the process environment; keep test output to problems.
+process.env.LOG_LEVEL ??= 'warn';
+
+type SpanProcessor = NonNullable<TelemetryOptions['spanProcessors']>[number];
+const spans: Array<{ name: string; kind: number; traceId: string; spanId: string }> = [];
+const recorder: SpanProcessor = {
+  onStart: () => undefined,
+  onEnd: (span) => void spans.push({ name: span.name, kind: span.kind, ...span.spanContext() }),
+  forceFlush: async () => undefined,
+  shutdown: async () => undefined,
+};
+startTelemetry({ serviceName: 'dispatch-int-test', env: {}, spanProcessors: [recorder] });
+
+const tenantId = uniqueTenant('dispatch');
+const { keyring } = loadKeyring(process.env);
+let nats: NatsClients;
+let publisher: EventPublisher;
+
+/** A number no other test uses, so the fake's messages to it are ours alone. */
+const uniquePhone = () => `+1555${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
+
+async function requestSms(options: { to: string; code?: string; lifetimeSeconds?: number; traceparent?: string; sealFor?: string }) {
+  const challengeId = randomUUID();
+  const code = options.code ?? String(randomInt(0, 1_000_000)).padStart(6, '0');
+  const now = new Date();
+  const event = createEvent('ChallengeStarted', 1, {
+    tenantId,
+    aggregateId: challengeId,
+    now,
+    ...(options.traceparent ? { metadata: { traceparent: options.traceparent } } : {}),
+    data: {
+      challengeId,
+      userId: 'helga@contoso.example',
+      profile: { phoneNumber: options.to },
+      server: { name: 'int-test', ip: '127.0.0.1' },
+      method: 'sms',
+      expiresAt: new Date(now.getTime() + (options.lifetimeSeconds ?? 300) * 1000).toISOString(),
+      maxAttempts: 5,
+      delivery: {
+        channel: 'sms',
+        to: options.to,
+        sealedCode: seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId)),
+      },
+    },
+  });
+  const ack = await publisher.publish(EventSubjects.smsRequested, event);
+  return { event, challengeId, code, seq: ack.seq };
+}
+
+/** Reads a stream forward from a sequence, keeping what it has seen. */
+class StreamReader {
+  readonly seen: Array<{ seq: number; subject: string; headers: Map<string, string>; data: Uint8Array }> = [];
+  private next: number;
+  constructor(
+    private readonly stream: string,
+    private readonly subject: string,
+    from: number,
+  ) {
+    this.next = from;
+  }
+  async poll(): Promise<void> {
+    for (;;) {
+      const msg = await nats.jsm.direct.getMessage(this.stream, { seq: this.next, next_by_subj: this.subject });
+      if (!msg) return;
+      const headers = new Map<string, string>();
+      for (const [k, v] of msg.header ?? []) headers.set(k, v[0] ?? '');
+      this.seen.push({ seq: msg.seq, subject: msg.subject, headers, data: msg.data });
+      this.next = msg.seq + 1;
+    }
+  }
+}
+
+async function lastSeq(stream: string): Promise<number> {
+  return (await nats.jsm.streams.info(stream)).state.last_seq;
+}
+
+let outcomes: StreamReader;
+let deadLetters: StreamReader;
+
+async function outcomeOf(challengeId: string): Promise<{ subject: string; event: AnyEvent }> {
+  return eventually(
+    async () => {
+      await outcomes.poll();
+      const found = outcomes.seen
+        .map((m) => ({ subject: m.subject, event: parseEvent(JSON.parse(new TextDecoder().decode(m.data))) }))
+        .find(({ event }) => event.tenantId === tenantId && event.aggregateId === challengeId);
+      return found;
+    },
+    20_000,
+    `the outcome of challenge ${challengeId}`,
+  );
+}
+
+async function outcomesOf(challengeId: string): Promise<AnyEvent[]> {
+  await outcomes.poll();
+  return outcomes.seen
+    .map((m) => parseEvent(JSON.parse(new TextDecoder().decode(m.data))))
+    .filter((event) => event.tenantId === tenantId && event.aggregateId === challengeId);
+}
+
+/** Everything queued before this test (other suites' SMS requests) is handled, so it cannot take our scripted failures. */
+async function backlogHandled(): Promise<void> {
+  await eventually(
+    async () => {
+      const info = await nats.jsm.consumers.info(Consumers.dispatchSms.stream, Consumers.dispatchSms.durable);
+      return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
+    },
+    60_000,
+    'the SMS request backlog to be handled',
+  );
+}
+
+async function startDispatch(env: Record<string, string>): Promise<RunningService> {
+  return boot({
+    ...process.env,
+    NODE_ENV: 'test',
+    NATS_URL: testEnv.natsUrl,
+    HTTP_HOST: '127.0.0.1',
+    HTTP_PORT: '0',
+    SMS_RETRY_BASE_MS: '20',
+    ...env,
+  });
+}
+
+before(async () => {
+  nats = await connectNats({ url: testEnv.natsUrl, name: 'dispatch-int-test', connectTimeoutMs: 5_000 });
+  publisher = new EventPublisher(nats.js);
+});
+
+after(async () => {
+  await nats.nc.close();
+  await shutdownTelemetry();
+});
+
+describe('dispatch with Twilio', () => {
+  const fake = new FakeTwilio();
+  let running: RunningService;
+
+  before(async () => {
+    await fake.start();
+    running = await startDispatch(fake.env());
+    outcomes = new StreamReader(Streams.dispatch.name, EventSubjects.allDispatch, (await lastSeq(Streams.dispatch.name)) + 1);
+    deadLetters = new StreamReader(Streams.deadLetters.name, EventSubjects.deadLetter(Consumers.dispatchSms.durable), (await lastSeq(Streams.deadLetters.name)) + 1);
+    await backlogHandled();
+  });
+
+  after(async () => {
+    await running?.app.close();
+    await fake.stop();
+  });
+
+  it('sends the code once through Twilio and records SmsSent with the Twilio sid, continuing the trace', async () => {
+    const traceId = randomBytes(16).toString('hex');
+    const to = uniquePhone();
+    const { challengeId, code } = await requestSms({ to, traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` });
+
+    const sms = await fake.waitFor((m) => m.to === to);
+    assert.equal(FakeTwilio.codeOf(sms), code);
+    assert.equal(sms.from, '+15005550006');
+    assert.match(sms.body, /expires in 5 minutes/);
+
+    const { subject, event } = await outcomeOf(challengeId);
+    assert.equal(subject, EventSubjects.smsSent);
+    assert.equal(event.type, 'SmsSent');
+    const sent = event as EventOf<'SmsSent'>;
+    assert.deepEqual(sent.data, { challengeId, provider: 'twilio', providerMessageId: sms.sid, attempts: 1 });
+    assert.equal(fake.messagesTo(to).length, 1);
+
+    // One trace from the request through the consumer and the Twilio call to the outcome.
+    const twilioSpan = spans.find((s) => s.name === 'twilio send' && s.traceId === traceId);
+    assert.ok(twilioSpan, 'a twilio send span in the trace of the request');
+    assert.equal(twilioSpan.kind, SpanKind.CLIENT);
+    assert.equal(sms.traceparent, `00-${traceId}-${twilioSpan.spanId}-01`);
+    assert.ok(spans.some((s) => s.name === `${Consumers.dispatchSms.durable} process` && s.kind === SpanKind.CONSUMER && s.traceId === traceId));
+    assert.match(sent.metadata.traceparent ?? '', new RegExp(`^00-${traceId}-`));
+  });
+
+  it('retries transient Twilio errors (500, 503) and delivers once, in the third attempt', async () => {
+    await backlogHandled();
+    fake.failNext({ status: 500 }, { status: 503 });
+    const to = uniquePhone();
+    const { challengeId, code } = await requestSms({ to });
+    const { event } = await outcomeOf(challengeId);
+    assert.equal(event.type, 'SmsSent');
+    const sent = event as EventOf<'SmsSent'>;
+    assert.equal(sent.data.attempts, 3);
+    const delivered = fake.messagesTo(to);
+    assert.equal(delivered.length, 1);
+    assert.equal(FakeTwilio.codeOf(delivered[0]!), code);
+    assert.equal(sent.data.providerMessageId, delivered[0]!.sid);
+  });
+
+  it('records SmsDeliveryFailed when Twilio refuses the message permanently and no provider is left', async () => {
+    await backlogHandled();
+    fake.failNext({ status: 400, code: 21211, message: "The 'To' number is not a valid phone number." });
+    const to = uniquePhone();
+    const { challengeId } = await requestSms({ to });
+    const { subject, event } = await outcomeOf(challengeId);
+    assert.equal(subject, EventSubjects.smsFailed);
+    assert.equal(event.type, 'SmsDeliveryFailed');
+    const failed = event as EventOf<'SmsDeliveryFailed'>;
+    assert.equal(failed.data.attempts, 1);
+    assert.equal(failed.data.failures.length, 1);
+    assert.equal(failed.data.failures[0]!.provider, 'twilio');
+    assert.equal(failed.data.failures[0]!.transient, false);
+    assert.match(failed.data.failures[0]!.error, /21211/);
+    assert.ok(!failed.data.failures[0]!.error.includes(fake.authToken));
+    assert.equal(fake.messagesTo(to).length, 0);
+  });
+
+  it('does not send a code whose challenge expired before delivery', async () => {
+    const to = uniquePhone();
+    const { challengeId } = await requestSms({ to, lifetimeSeconds: -1 });
+    const { event } = await outcomeOf(challengeId);
+    assert.equal(event.type, 'SmsDeliveryFailed');
+    assert.deepEqual((event as EventOf<'SmsDeliveryFailed'>).data.failures, [
+      { provider: 'none', error: 'challenge expired before delivery', transient: false },
+    ]);
+    assert.equal(fake.messagesTo(to).length, 0);
+  });
+
+  it('records one outcome for a request that is delivered twice', async () => {
+    const to = uniquePhone();
+    const first = await requestSms({ to });
+    // The same request again under another message id, as after a crash between send and ack.
+    const again = await nats.js.publish(EventSubjects.smsRequested, JSON.stringify(first.event), { msgID: randomUUID() });
+    await eventually(async () => (fake.messagesTo(to).length === 2 ? true : undefined), 20_000, 'both sends');
+    await eventually(
+      async () => {
+        const info = await nats.jsm.consumers.info(Consumers.dispatchSms.stream, Consumers.dispatchSms.durable);
+        return info.ack_floor.stream_seq >= again.seq ? true : undefined;
+      },
+      20_000,
+      'both requests to be acknowledged',
+    );
+    const recorded = await outcomesOf(first.challengeId);
+    assert.equal(recorded.length, 1);
+    assert.equal(recorded[0]!.type, 'SmsSent');
+  });
+
+  it('dead-letters an unparseable request with the reason, and keeps working', async () => {
+    const ack = await nats.js.publish(EventSubjects.smsRequested, `{"not": "an event", "tenant": "${tenantId}"`, { msgID: randomUUID() });
+    const dead = await eventually(
+      async () => {
+        await deadLetters.poll();
+        return deadLetters.seen.find(
+          (m) => m.headers.get(Headers.deadLetterStream) === Streams.challenges.name && m.headers.get(Headers.deadLetterSequence) === String(ack.seq),
+        );
+      },
+      20_000,
+      'the dead letter',
+    );
+    assert.equal(dead.subject, 'mfa.dlq.dispatch-sms');
+    assert.match(dead.headers.get(Headers.deadLetterReason) ?? '', /unparseable event/);
+    assert.equal(dead.headers.get(Headers.deadLetterSubject), EventSubjects.smsRequested);
+
+    const to = uniquePhone();
+    const { challengeId, code } = await requestSms({ to });
+    assert.equal(FakeTwilio.codeOf(await fake.waitFor((m) => m.to === to)), code);
+    assert.equal((await outcomeOf(challengeId)).event.type, 'SmsSent');
+  });
+
+  it('dead-letters a request whose code does not open, without sending anything', async () => {
+    const to = uniquePhone();
+    const { seq, challengeId } = await requestSms({ to, sealFor: randomUUID() });
+    const dead = await eventually(
+      async () => {
+        await deadLetters.poll();
+        return deadLetters.seen.find((m) => m.headers.get(Headers.deadLetterSequence) === String(seq));
+      },
+      20_000,
+      'the dead letter',
+    );
+    assert.match(dead.headers.get(Headers.deadLetterReason) ?? '', /^poison: the sealed SMS code does not open/);
+    assert.equal(fake.messagesTo(to).length, 0);
+    assert.deepEqual(await outcomesOf(challengeId), []);
+  });
+
+  it('answers health with NATS up and counts sends in /metrics', async () => {
+    const health = await fetch(`${running.url}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: 'ok', checks: { nats: 'ok' } });
+    const metrics = await (await fetch(`${running.url}/metrics`)).text();
+    assert.match(metrics, /mfa_sms_send_total\{[^}]*provider="twilio"[^}]*outcome="sent"[^}]*\} [1-9]/);
+    assert.match(metrics, /mfa_sms_send_total\{[^}]*provider="twilio"[^}]*outcome="transient_error"/);
+    assert.match(metrics, /mfa_sms_provider_duration_seconds_count\{[^}]*provider="twilio"/);
+  });
+});
+
+describe('dispatch failing over from Twilio to the console', () => {
+  const fake = new FakeTwilio();
+  let running: RunningService;
+
+  before(async () => {
+    await fake.start();
+    // A wrong auth token: Twilio answers 401 (code 20003), a permanent error for every message.
+    running = await startDispatch({ ...fake.env(), SMS_PROVIDERS: 'twilio,console', TWILIO_AUTH_TOKEN: 'wrong-token' });
+  });
+
+  after(async () => {
+    await running?.app.close();
+    await fake.stop();
+  });
+
+  it('delivers through the console when Twilio refuses permanently', async () => {
+    const to = uniquePhone();
+    const requestsBefore = fake.requests;
+    const { challengeId } = await requestSms({ to });
+    const { event } = await outcomeOf(challengeId);
+    assert.equal(event.type, 'SmsSent');
+    const sent = event as EventOf<'SmsSent'>;
+    assert.equal(sent.data.provider, 'console');
+    assert.match(sent.data.providerMessageId, /^console-[0-9a-f]+$/);
+    assert.equal(sent.data.attempts, 2);
+    assert.ok(fake.requests > requestsBefore, 'Twilio was tried first');
+    assert.equal(fake.messagesTo(to).length, 0);
+  });
+});

@@ -1,0 +1,129 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ContractError, ResultDetail, SigninItem } from '@mfa/contracts';
+import { decodeCursor, deriveOutcome, encodeCursor, toPage, toSigninItem, type SigninRow } from './signin-report.js';
+
+const row = (overrides: Partial<SigninRow> = {}): SigninRow => ({
+  challengeId: 'ch-1',
+  occurredAt: new Date('2025-06-01T12:00:00.123Z'),
+  position: '2025-06-01T12:00:00.123000Z',
+  userId: 'helga@contoso.com',
+  displayName: 'Helga',
+  email: 'helga@contoso.com',
+  phoneNumber: '+14155550123',
+  deviceToken: null,
+  authMethod: 'sms',
+  serverName: 'mfa-1',
+  serverIp: '10.0.0.5',
+  clientIp: '203.0.113.7',
+  application: 'VPN',
+  result: 'success',
+  resultDetail: ResultDetail.success,
+  deliveryStatus: 'sent',
+  ...overrides,
+});
+
+const invalid = (fn: () => unknown) =>
+  assert.throws(fn, (e: unknown) => e instanceof ContractError && e.code === 'invalid_request');
+
+describe('cursor', () => {
+  it('round-trips a position with microseconds and any challenge id', () => {
+    const position = { occurredAt: '2025-06-01T12:00:00.123456Z', challengeId: 'ch|"weird" id/é' };
+    const cursor = encodeCursor(position);
+    assert.match(cursor, /^[A-Za-z0-9_-]+$/, 'opaque base64url');
+    assert.deepEqual(decodeCursor(cursor), position);
+  });
+
+  it('rejects what this report did not issue', () => {
+    const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    invalid(() => decodeCursor('not a cursor!'));
+    invalid(() => decodeCursor(Buffer.from('{oops').toString('base64url')));
+    invalid(() => decodeCursor(b64({ occurredAt: '2025-06-01T12:00:00.123456Z', challengeId: 'x' })));
+    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00Z', 'x'])));
+    invalid(() => decodeCursor(b64(['2025-02-31T12:00:00.000000Z', 'x'])));
+    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00.123456Z', ''])));
+    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00.123456Z', 42])));
+    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00.123456Z', 'x', 'extra'])));
+  });
+});
+
+describe('derived result', () => {
+  it('keeps a recorded outcome', () => {
+    assert.deepEqual(deriveOutcome({ result: 'success', resultDetail: ResultDetail.success, deliveryStatus: 'sent' }), {
+      result: 'success',
+      resultDetail: ResultDetail.success,
+    });
+    assert.deepEqual(
+      deriveOutcome({ result: 'failure', resultDetail: ResultDetail.invalidCode, deliveryStatus: 'failed' }),
+      { result: 'failure', resultDetail: ResultDetail.invalidCode },
+    );
+  });
+
+  it('reports an expired challenge without outcome as timed out', () => {
+    for (const deliveryStatus of [null, 'sent'] as const) {
+      assert.deepEqual(deriveOutcome({ result: null, resultDetail: null, deliveryStatus }), {
+        result: 'failure',
+        resultDetail: ResultDetail.timedOut,
+      });
+    }
+  });
+
+  it('reports it as not delivered when its SMS could not be delivered, with or without the expiry event', () => {
+    const expected = { result: 'failure', resultDetail: ResultDetail.smsNotDelivered };
+    assert.deepEqual(deriveOutcome({ result: null, resultDetail: null, deliveryStatus: 'failed' }), expected);
+    assert.deepEqual(
+      deriveOutcome({ result: 'failure', resultDetail: ResultDetail.timedOut, deliveryStatus: 'failed' }),
+      expected,
+    );
+  });
+});
+
+describe('row to item', () => {
+  it('has exactly the contract fields, nulls for absent values', () => {
+    const item = toSigninItem(row({ displayName: null, email: null, application: null }));
+    assert.deepEqual(item, {
+      challengeId: 'ch-1',
+      occurredAt: '2025-06-01T12:00:00.123Z',
+      userId: 'helga@contoso.com',
+      displayName: null,
+      email: null,
+      phoneNumber: '+14155550123',
+      deviceToken: null,
+      authMethod: 'sms',
+      result: 'success',
+      resultDetail: ResultDetail.success,
+      serverName: 'mfa-1',
+      serverIp: '10.0.0.5',
+      clientIp: '203.0.113.7',
+      application: null,
+    });
+    assert.deepEqual(Object.keys(item).sort(), Object.keys(SigninItem.shape).sort());
+    SigninItem.strict().parse(item);
+  });
+
+  it('derives the result of an expired pending row', () => {
+    const item = toSigninItem(row({ result: null, resultDetail: null, deliveryStatus: 'failed' }));
+    assert.equal(item.result, 'failure');
+    assert.equal(item.resultDetail, ResultDetail.smsNotDelivered);
+  });
+});
+
+describe('page', () => {
+  const rows = [1, 2, 3, 4].map((n) => row({ challengeId: `ch-${n}`, position: `2025-06-01T12:00:0${n}.000001Z` }));
+
+  it('returns limit items and a cursor at the last one when an extra row was read', () => {
+    const page = toPage(rows, 3);
+    assert.deepEqual(
+      page.items.map((i) => i.challengeId),
+      ['ch-1', 'ch-2', 'ch-3'],
+    );
+    assert.ok(page.nextCursor);
+    assert.deepEqual(decodeCursor(page.nextCursor), { occurredAt: '2025-06-01T12:00:03.000001Z', challengeId: 'ch-3' });
+  });
+
+  it('has no cursor on the last page', () => {
+    assert.equal(toPage(rows, 4).nextCursor, undefined);
+    assert.equal(toPage(rows, 10).nextCursor, undefined);
+    assert.deepEqual(toPage([], 5), { items: [] });
+  });
+});

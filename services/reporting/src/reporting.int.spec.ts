@@ -1,0 +1,429 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import {
+  EventSubjects,
+  MAX_REQUEST_BYTES,
+  parseEvent,
+  ResultDetail,
+  SigninsQueryReply,
+  Subjects,
+  type AnyEvent,
+  type ChallengeEvent,
+  type DispatchEvent,
+  type EventOf,
+  type EventType,
+  type SigninItem,
+  type TenantEvent,
+} from '@mfa/contracts';
+import { connectNats, createEvent, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
+import type { RunningService } from '@mfa/service-kit';
+import { eventually, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { boot } from './boot.js';
+import { loadReportingConfig } from './config.js';
+import { ReportProjection } from './api/report-projection.js';
+import type { Sequenced } from './domain/signin-projection.js';
+
+// Real NATS and Postgres (the test database). Events are fed to the projection directly, with
+// stream sequences the test controls, except in the last test, which goes through JetStream.
+process.env.LOG_LEVEL ??= 'warn';
+
+let service: RunningService;
+let projection: ReportProjection;
+let nats: NatsClients;
+let pool: pg.Pool;
+let seq = 1;
+
+const server = { name: 'mfa-test-1', ip: '10.1.2.3' };
+const T0 = Date.parse('2025-06-01T12:00:00.000Z');
+const at = (offsetSeconds: number) => new Date(T0 + offsetSeconds * 1000);
+
+function event<T extends EventType>(type: T, tenantId: string, aggregateId: string, now: Date, data: EventOf<T>['data']) {
+  // Through the same validation as the consumers apply to stored events.
+  return parseEvent(createEvent(type, 1 as EventOf<T>['version'], { tenantId, aggregateId, now, data })) as EventOf<T>;
+}
+
+interface Start {
+  tenantId: string;
+  userId: string;
+  challengeId?: string;
+  at?: Date;
+  lifetimeSeconds?: number;
+  method?: 'sms' | 'totp';
+}
+function started(s: Start): EventOf<'ChallengeStarted'> {
+  const challengeId = s.challengeId ?? randomUUID();
+  const now = s.at ?? at(0);
+  return event('ChallengeStarted', s.tenantId, challengeId, now, {
+    challengeId,
+    userId: s.userId,
+    clientIp: '203.0.113.7',
+    application: 'Contoso VPN',
+    requestId: `req-${challengeId.slice(0, 8)}`,
+    profile: { displayName: 'Helga Example', email: 'helga@contoso.example', phoneNumber: '+14155550123' },
+    server,
+    method: s.method ?? 'totp',
+    expiresAt: new Date(now.getTime() + (s.lifetimeSeconds ?? 180) * 1000).toISOString(),
+    maxAttempts: 5,
+  });
+}
+const outcomeData = (start: EventOf<'ChallengeStarted'>) => ({
+  challengeId: start.data.challengeId,
+  userId: start.data.userId,
+  method: start.data.method,
+  server,
+});
+const approved = (start: EventOf<'ChallengeStarted'>, offset = 20) =>
+  event('ChallengeApproved', start.tenantId, start.aggregateId, new Date(Date.parse(start.occurredAt) + offset * 1000), outcomeData(start));
+const expired = (start: EventOf<'ChallengeStarted'>) =>
+  event('ChallengeExpired', start.tenantId, start.aggregateId, new Date(start.data.expiresAt), outcomeData(start));
+const rejected = (start: EventOf<'ChallengeStarted'>, attempt: number) =>
+  event('ChallengeCodeRejected', start.tenantId, start.aggregateId, new Date(Date.parse(start.occurredAt) + attempt * 1000), {
+    ...outcomeData(start),
+    attempt,
+    attemptsRemaining: 5 - attempt,
+    cause: 'mismatch',
+  });
+const exhausted = (start: EventOf<'ChallengeStarted'>, lastCause: 'mismatch' | 'reused') =>
+  event('ChallengeAttemptsExhausted', start.tenantId, start.aggregateId, new Date(Date.parse(start.occurredAt) + 30_000), {
+    ...outcomeData(start),
+    attempts: 5,
+    lastCause,
+  });
+const smsFailed = (start: EventOf<'ChallengeStarted'>) =>
+  event('SmsDeliveryFailed', start.tenantId, start.aggregateId, new Date(Date.parse(start.occurredAt) + 2000), {
+    challengeId: start.data.challengeId,
+    attempts: 2,
+    failures: [{ provider: 'twilio', error: 'HTTP 503', transient: true }],
+  });
+const smsSent = (start: EventOf<'ChallengeStarted'>) =>
+  event('SmsSent', start.tenantId, start.aggregateId, new Date(Date.parse(start.occurredAt) + 1000), {
+    challengeId: start.data.challengeId,
+    provider: 'twilio',
+    providerMessageId: `SM${randomUUID().replaceAll('-', '')}`,
+    attempts: 1,
+  });
+const tenantCreated = (tenantId: string) =>
+  event('TenantCreated', tenantId, tenantId, at(-3600), {
+    settings: { codeLifetimeSeconds: 180, maxAttempts: 5, enabledMethods: ['sms', 'totp'] },
+  });
+
+const sequence = <E>(events: E[]): Sequenced<E>[] => events.map((e) => ({ event: e, seq: seq++ }));
+
+async function newTenant(): Promise<string> {
+  const tenantId = uniqueTenant('rep');
+  await projection.projectTenants(sequence<TenantEvent>([tenantCreated(tenantId)]));
+  return tenantId;
+}
+
+type Reply = SigninsQueryReply | { error: { code: string; message: string } };
+const query = (body: unknown) => requestJson<Reply>(nats.nc, Subjects.reportsSigninsQuery, body);
+
+async function page(body: Record<string, unknown>): Promise<SigninsQueryReply> {
+  const reply = await query(body);
+  if ('error' in reply) assert.fail(`query failed: ${JSON.stringify(reply.error)}`);
+  return SigninsQueryReply.parse(reply);
+}
+
+async function all(body: Record<string, unknown>, limit = 3): Promise<SigninItem[]> {
+  const items: SigninItem[] = [];
+  let cursor: string | undefined;
+  for (let pages = 0; pages < 100; pages++) {
+    const reply = await page({ ...body, limit, ...(cursor ? { cursor } : {}) });
+    items.push(...reply.items);
+    if (!reply.nextCursor) return items;
+    cursor = reply.nextCursor;
+  }
+  assert.fail('pagination did not end');
+}
+
+/** Every stored column of a tenant's rows, for comparing states. */
+async function snapshot(tenantId: string): Promise<unknown[]> {
+  const signins = await pool.query('SELECT * FROM signins WHERE tenant_id = $1 ORDER BY challenge_id', [tenantId]);
+  const deliveries = await pool.query('SELECT * FROM deliveries WHERE tenant_id = $1 ORDER BY challenge_id', [tenantId]);
+  const tenants = await pool.query('SELECT * FROM tenants WHERE tenant_id = $1', [tenantId]);
+  return [signins.rows, deliveries.rows, tenants.rows];
+}
+
+const expectError = async (body: unknown, code: string) => {
+  const reply = await query(body);
+  assert.ok('error' in reply, `expected ${code}, got ${JSON.stringify(reply).slice(0, 200)}`);
+  assert.equal(reply.error.code, code);
+};
+
+describe('reporting service (real NATS and Postgres)', () => {
+  before(async () => {
+    const config = loadReportingConfig({
+      ...process.env,
+      NATS_URL: testEnv.natsUrl,
+      DATABASE_URL: testEnv.databaseUrl,
+      HTTP_PORT: '0',
+      NODE_ENV: 'test',
+    });
+    service = await boot(config);
+    projection = service.app.get(ReportProjection);
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'reporting-test' });
+    pool = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 2 });
+  });
+
+  after(async () => {
+    await service?.stop();
+    await nats?.nc.close();
+    await pool?.end();
+  });
+
+  it('reports a start and its approval as one success row with every field', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const start = started({ tenantId, userId, method: 'sms' });
+    await projection.projectChallenges(sequence<ChallengeEvent>([start, approved(start)]));
+    await projection.projectDispatch(sequence<DispatchEvent>([smsSent(start)]));
+
+    const reply = await page({ tenantId });
+    assert.deepEqual(reply, {
+      items: [
+        {
+          challengeId: start.data.challengeId,
+          occurredAt: '2025-06-01T12:00:00.000Z',
+          userId,
+          displayName: 'Helga Example',
+          email: 'helga@contoso.example',
+          phoneNumber: '+14155550123',
+          deviceToken: null,
+          authMethod: 'sms',
+          result: 'success',
+          resultDetail: ResultDetail.success,
+          serverName: server.name,
+          serverIp: server.ip,
+          clientIp: '203.0.113.7',
+          application: 'Contoso VPN',
+        },
+      ],
+    });
+  });
+
+  it('converges on the same rows under re-delivery, re-ordering and full replay', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const a = started({ tenantId, userId, at: at(0) });
+    const b = started({ tenantId, userId, at: at(10), method: 'sms' });
+    const c = started({ tenantId, userId, at: at(20) });
+    const batch1 = sequence<ChallengeEvent>([a, approved(a), b, rejected(b, 1)]);
+    const batch2 = sequence<ChallengeEvent>([rejected(b, 2), exhausted(b, 'mismatch'), c, expired(c), approved(c, 500)]);
+    const dispatch = sequence<DispatchEvent>([smsFailed(b), smsSent(b)]);
+
+    await projection.projectChallenges(batch1);
+    await projection.projectChallenges(batch2);
+    await projection.projectDispatch(dispatch);
+    const first = await snapshot(tenantId);
+    const reported = await all({ tenantId });
+    assert.equal(reported.length, 3);
+
+    // Re-delivery of whole batches.
+    await projection.projectChallenges(batch2);
+    await projection.projectChallenges(batch1);
+    await projection.projectDispatch(dispatch);
+    assert.deepEqual(await snapshot(tenantId), first);
+
+    // Full replay, one event at a time in reverse (outcomes before starts), then all at once.
+    for (const item of [...batch1, ...batch2].reverse()) await projection.projectChallenges([item]);
+    for (const item of [...dispatch].reverse()) await projection.projectDispatch([item]);
+    await projection.projectChallenges([...batch1, ...batch2, ...batch1]);
+    assert.deepEqual(await snapshot(tenantId), first);
+    assert.deepEqual(await all({ tenantId }), reported);
+
+    const byId = new Map(reported.map((i) => [i.challengeId, i]));
+    assert.equal(byId.get(c.data.challengeId)?.resultDetail, ResultDetail.timedOut, 'the first outcome wins');
+    assert.equal(byId.get(b.data.challengeId)?.resultDetail, ResultDetail.invalidCode);
+    const stored = await pool.query('SELECT failed_attempts FROM signins WHERE tenant_id = $1 AND challenge_id = $2', [
+      tenantId,
+      b.data.challengeId,
+    ]);
+    assert.equal(stored.rows[0].failed_attempts, 5);
+  });
+
+  it('builds a complete row when the outcome is projected before its start', async () => {
+    const tenantId = await newTenant();
+    const start = started({ tenantId, userId: uniqueUser() });
+    const [s, o] = sequence<ChallengeEvent>([start, approved(start)]);
+    await projection.projectChallenges([o!]);
+    await projection.projectChallenges([s!]);
+    const [item] = (await page({ tenantId })).items;
+    assert.equal(item?.occurredAt, start.occurredAt);
+    assert.equal(item?.displayName, 'Helga Example');
+    assert.equal(item?.clientIp, '203.0.113.7');
+    assert.equal(item?.result, 'success');
+  });
+
+  it('reports expired pending challenges as timed out or not delivered, and leaves in-progress ones out', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const timedOut = started({ tenantId, userId, at: at(0) });
+    const undelivered = started({ tenantId, userId, at: at(1), method: 'sms' });
+    const undeliveredExpired = started({ tenantId, userId, at: at(2), method: 'sms' });
+    // Still running: expires long after any clock this test runs on.
+    const inProgress = started({ tenantId, userId, at: new Date(), lifetimeSeconds: 10 * 365 * 24 * 3600 });
+    await projection.projectChallenges(
+      sequence<ChallengeEvent>([timedOut, undelivered, undeliveredExpired, expired(undeliveredExpired), inProgress]),
+    );
+    await projection.projectDispatch(sequence<DispatchEvent>([smsFailed(undelivered), smsFailed(undeliveredExpired)]));
+
+    const items = (await page({ tenantId })).items;
+    assert.deepEqual(
+      items.map((i) => [i.challengeId, i.result, i.resultDetail]),
+      [
+        [undeliveredExpired.data.challengeId, 'failure', ResultDetail.smsNotDelivered],
+        [undelivered.data.challengeId, 'failure', ResultDetail.smsNotDelivered],
+        [timedOut.data.challengeId, 'failure', ResultDetail.timedOut],
+      ],
+    );
+    // The derived result is what the filter matches.
+    assert.equal((await page({ tenantId, result: 'failure' })).items.length, 3);
+    assert.equal((await page({ tenantId, result: 'success' })).items.length, 0);
+  });
+
+  it('reports exhausted attempts and registration required with their details', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const wrong = started({ tenantId, userId, at: at(0) });
+    const reused = started({ tenantId, userId, at: at(1) });
+    const challengeId = () => randomUUID();
+    const registration = (reason: 'no_method_registered' | 'method_disabled', offset: number) => {
+      const id = challengeId();
+      return event('ChallengeRegistrationRequired', tenantId, id, at(offset), {
+        challengeId: id,
+        userId,
+        clientIp: '198.51.100.4',
+        application: 'Outlook',
+        profile: { displayName: 'Helga Example' },
+        server,
+        method: reason === 'method_disabled' ? 'sms' : null,
+        reason,
+      });
+    };
+    const none = registration('no_method_registered', 2);
+    const disabled = registration('method_disabled', 3);
+    await projection.projectChallenges(
+      sequence<ChallengeEvent>([wrong, rejected(wrong, 1), exhausted(wrong, 'mismatch'), reused, exhausted(reused, 'reused'), none, disabled]),
+    );
+
+    const items = (await page({ tenantId })).items;
+    assert.deepEqual(
+      items.map((i) => [i.challengeId, i.result, i.resultDetail, i.authMethod]),
+      [
+        [disabled.data.challengeId, 'failure', ResultDetail.methodDisabled, 'sms'],
+        [none.data.challengeId, 'failure', ResultDetail.registrationRequired, null],
+        [reused.data.challengeId, 'failure', ResultDetail.duplicateCode, 'totp'],
+        [wrong.data.challengeId, 'failure', ResultDetail.invalidCode, 'totp'],
+      ],
+    );
+    const reg = items[1]!;
+    assert.equal(reg.clientIp, '198.51.100.4');
+    assert.equal(reg.application, 'Outlook');
+    assert.equal(reg.occurredAt, at(2).toISOString());
+  });
+
+  it('pages through every row exactly once, in order, also across equal timestamps', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    // Seven rows, three of them at the same instant: challenge id breaks the tie.
+    const offsets = [0, 5, 5, 5, 9, 12, 30];
+    const starts = offsets.map((o) => started({ tenantId, userId, at: at(o) }));
+    await projection.projectChallenges(sequence<ChallengeEvent>(starts.flatMap((s) => [s, approved(s)])));
+
+    const expected = [...starts]
+      .sort((x, y) => Date.parse(y.occurredAt) - Date.parse(x.occurredAt) || (y.data.challengeId < x.data.challengeId ? -1 : 1))
+      .map((s) => s.data.challengeId);
+    const first = await page({ tenantId, limit: 3 });
+    assert.equal(first.items.length, 3);
+    assert.ok(first.nextCursor);
+    const items = await all({ tenantId }, 3);
+    assert.deepEqual(
+      items.map((i) => i.challengeId),
+      expected,
+    );
+    assert.equal(new Set(items.map((i) => i.challengeId)).size, 7);
+    const exact = await page({ tenantId, limit: 7 });
+    assert.equal(exact.items.length, 7);
+    assert.equal(exact.nextCursor, undefined, 'no cursor when nothing follows');
+  });
+
+  it('filters by user, result and time range (from inclusive, to exclusive)', async () => {
+    const tenantId = await newTenant();
+    const helga = uniqueUser('helga');
+    const sven = uniqueUser('sven');
+    const h1 = started({ tenantId, userId: helga, at: at(0) });
+    const h2 = started({ tenantId, userId: helga, at: at(60) });
+    const s1 = started({ tenantId, userId: sven, at: at(120) });
+    const s2 = started({ tenantId, userId: sven, at: at(180) });
+    await projection.projectChallenges(
+      sequence<ChallengeEvent>([h1, approved(h1), h2, exhausted(h2, 'mismatch'), s1, approved(s1), s2, expired(s2)]),
+    );
+    const ids = async (body: Record<string, unknown>) => (await all({ tenantId, ...body })).map((i) => i.challengeId);
+    const id = (s: EventOf<'ChallengeStarted'>) => s.data.challengeId;
+
+    assert.deepEqual(await ids({ userId: helga }), [id(h2), id(h1)]);
+    assert.deepEqual(await ids({ result: 'success' }), [id(s1), id(h1)]);
+    assert.deepEqual(await ids({ result: 'failure', userId: sven }), [id(s2)]);
+    assert.deepEqual(await ids({ from: at(60).toISOString(), to: at(180).toISOString() }), [id(s1), id(h2)]);
+    assert.deepEqual(await ids({ from: '2025-06-01T14:01:00+02:00' }), [id(s2), id(s1), id(h2)], 'offsets are honoured');
+    assert.deepEqual(await ids({ to: at(0).toISOString() }), []);
+    assert.deepEqual(await ids({ userId: 'nobody@contoso.example' }), []);
+  });
+
+  it('answers not_found for an unknown tenant', async () => {
+    await expectError({ tenantId: uniqueTenant('never') }, 'not_found');
+    const reply = await query({ tenantId: uniqueTenant('never') });
+    assert.deepEqual(reply, { error: { code: 'not_found', message: 'unknown tenant' } });
+  });
+
+  it('answers invalid_request to bad input and keeps answering', async () => {
+    const tenantId = await newTenant();
+    await expectError('{"tenantId": ', 'invalid_request');
+    await expectError('[]', 'invalid_request');
+    await expectError(new Uint8Array([0xff, 0xfe, 0x00]), 'invalid_request');
+    await expectError({}, 'invalid_request');
+    await expectError({ tenantId: 42 }, 'invalid_request');
+    await expectError({ tenantId, limit: 0 }, 'invalid_request');
+    await expectError({ tenantId, limit: 1000 }, 'invalid_request');
+    await expectError({ tenantId, limit: '5' }, 'invalid_request');
+    await expectError({ tenantId, result: 'maybe' }, 'invalid_request');
+    await expectError({ tenantId, from: 'yesterday' }, 'invalid_request');
+    await expectError({ tenantId, from: '2025-06-02T00:00:00Z', to: '2025-06-01T00:00:00Z' }, 'invalid_request');
+    await expectError({ tenantId, from: '0000-01-01T00:00:00Z' }, 'invalid_request');
+    await expectError({ tenantId, cursor: 'not-a-cursor' }, 'invalid_request');
+    await expectError({ tenantId, cursor: Buffer.from('["x","y"]').toString('base64url') }, 'invalid_request');
+    await expectError({ tenantId, userId: 'x'.repeat(MAX_REQUEST_BYTES) }, 'invalid_request');
+
+    assert.deepEqual(await page({ tenantId }), { items: [] });
+    const health = await fetch(`${service.url}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: 'ok', checks: { nats: 'ok', postgres: 'ok' } });
+  });
+
+  it('projects events published to the streams through its durable consumers', async () => {
+    const tenantId = uniqueTenant('rep-js');
+    const publisher = new EventPublisher(nats.js);
+    const start = started({ tenantId, userId: uniqueUser(), at: new Date(Date.now() - 60_000) });
+    const publish = (subject: string, e: AnyEvent) => publisher.publish(subject, e);
+    await publish(EventSubjects.tenant(tenantId), tenantCreated(tenantId));
+    await publish(EventSubjects.challengeStarted('totp'), start);
+    await publish(EventSubjects.challengeApproved, approved(start));
+    // Published again (a producer retry with the same id is de-duplicated by JetStream; a new
+    // id is a second delivery the projection must absorb).
+    await publish(EventSubjects.challengeApproved, { ...approved(start), id: randomUUID() });
+
+    const items = await eventually(
+      async () => {
+        const reply = await query({ tenantId });
+        return 'items' in reply && reply.items.length > 0 ? reply.items : undefined;
+      },
+      60_000,
+      'the consumers to project the published events',
+    );
+    assert.equal(items.length, 1);
+    assert.equal(items[0]?.challengeId, start.data.challengeId);
+    assert.equal(items[0]?.result, 'success');
+  });
+});

@@ -1,0 +1,457 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import {
+  Consumers,
+  EventSubjects,
+  parseEvent,
+  Streams,
+  Subjects,
+  type AnyEvent,
+  type ErrorReply,
+  type TotpEnrollReply,
+} from '@mfa/contracts';
+import {
+  base32Decode,
+  maskSecret,
+  open,
+  projectionUserKey,
+  SealContext,
+  totp,
+  totpStep,
+  userTag,
+  type Keyring,
+} from '@mfa/crypto';
+import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
+import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { runService, type RunningService } from '@mfa/service-kit';
+import { createLogger } from '@mfa/telemetry';
+import { eventually, hasOathtool, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { EventStore } from './adapters/event-store.js';
+import { AppModule } from './app.module.js';
+import { UserProjector } from './application/user-projector.js';
+import { UserSettingsService } from './application/user-settings.service.js';
+import { loadUserSettingsConfig, type UserSettingsConfig } from './config.js';
+
+// Quiet service logs unless asked for (loggers read it when they are created, in before()).
+process.env.LOG_LEVEL ??= 'error';
+
+let service: RunningService;
+let config: UserSettingsConfig;
+let keyring: Keyring;
+let nats: NatsClients;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+let redis: Redis;
+
+const request = <T>(subject: string, body: unknown) => requestJson<T>(nc, subject, body, { timeoutMs: 10_000 });
+
+async function expectError(subject: string, body: unknown, code: string): Promise<void> {
+  const reply = await request<ErrorReply>(subject, body);
+  assert.equal(reply.error?.code, code, `${subject} ${JSON.stringify(body).slice(0, 80)} -> ${JSON.stringify(reply)}`);
+}
+
+/** Raw bytes and parsed events of one aggregate subject, straight from the stream. */
+async function storedMessages(subject: string): Promise<Array<{ raw: Uint8Array; event: AnyEvent }>> {
+  const out: Array<{ raw: Uint8Array; event: AnyEvent }> = [];
+  for (let seq = 1; ; ) {
+    const msg = await jsm.direct.getMessage(Streams.userSettings.name, { seq, next_by_subj: subject });
+    if (!msg) return out;
+    out.push({ raw: msg.data, event: parseEvent(msg.json()) });
+    seq = msg.seq + 1;
+  }
+}
+const typesOf = async (subject: string) => (await storedMessages(subject)).map((m) => m.event.type);
+
+function codeFor(secretBase32: string): string {
+  // oathtool is an independent implementation; without it, @mfa/crypto's RFC 6238 code.
+  return hasOathtool() ? oathtoolTotp(secretBase32) : totp(base32Decode(secretBase32), Date.now());
+}
+
+/** Waits until the service's durable projector has handled every event so far. */
+async function projectorCaughtUp(): Promise<void> {
+  await eventually(
+    async () => {
+      const info = await jsm.consumers.info(Consumers.userProjector.stream, Consumers.userProjector.durable);
+      return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
+    },
+    30_000,
+    'the durable projector to catch up',
+  );
+}
+
+function keysOf(tenantId: string, userId: string) {
+  const tag = userTag(keyring, tenantId, userId);
+  return { tag, user: RedisKeys.user(tag), totp: RedisKeys.totp(tag), steps: RedisKeys.totpSteps(tag) };
+}
+
+before(async () => {
+  config = loadUserSettingsConfig({ ...process.env, HTTP_PORT: '0', NATS_URL: testEnv.natsUrl, REDIS_URL: testEnv.redisUrl });
+  keyring = config.keyring;
+  const log = createLogger('user-settings-test');
+  service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), host: '127.0.0.1', port: 0, log });
+  nats = await connectNats({ url: testEnv.natsUrl, name: 'user-settings-int-test' });
+  nc = nats.nc;
+  jsm = nats.jsm;
+  redis = new Redis(testEnv.redisUrl);
+});
+
+after(async () => {
+  await service?.stop();
+  await nc?.close();
+  redis?.disconnect();
+});
+
+describe('user-settings over NATS', () => {
+  const tenantId = uniqueTenant('us');
+  const userId = uniqueUser('helga');
+  let enrollment: TotpEnrollReply;
+
+  it('answers health with NATS and Redis up', async () => {
+    const res = await fetch(`${service.url}/health`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(((await res.json()) as { checks: unknown }).checks, { nats: 'ok', redis: 'ok' });
+  });
+
+  it('registers a user, creating the tenant, and projects the user into Redis before replying', async () => {
+    const reply = await request(Subjects.usersRegister, {
+      tenantId,
+      userId,
+      displayName: 'Helga Nordin',
+      email: 'helga@contoso.com',
+      phoneNumber: '+46701234567',
+      language: 'sv-SE',
+    });
+    assert.deepEqual(reply, { userId, methods: ['sms'] });
+    const user = await redis.hgetall(keysOf(tenantId, userId).user);
+    assert.equal(user.tenantId, tenantId);
+    assert.equal(user.userId, userId);
+    assert.equal(user.displayName, 'Helga Nordin');
+    assert.equal(user.email, 'helga@contoso.com');
+    assert.equal(user.phoneNumber, '+46701234567');
+    assert.equal(user.language, 'sv-SE');
+    assert.equal(user.methods, 'sms');
+    assert.equal(user.defaultMethod, 'sms');
+    assert.ok(Number(user.seq) > 0);
+    assert.deepEqual(await typesOf(EventSubjects.tenant(tenantId)), ['TenantCreated']);
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered']);
+  });
+
+  it('is idempotent on the same profile and records only changed fields', async () => {
+    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, email: 'helga@contoso.com' }), { userId, methods: ['sms'] });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered']);
+    await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga N.' });
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(
+      stored.map((m) => [m.event.type, m.event.data]),
+      [
+        ['UserRegistered', { userId, displayName: 'Helga Nordin', email: 'helga@contoso.com', phoneNumber: '+46701234567', language: 'sv-SE' }],
+        ['UserProfileChanged', { displayName: 'Helga N.' }],
+      ],
+    );
+    assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'displayName'), 'Helga N.');
+  });
+
+  it('enrolls a TOTP token with a Base32 secret and a complete otpauth URI', async () => {
+    enrollment = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId, label: 'Helga phone' });
+    assert.match(enrollment.tokenId, /^[A-Za-z0-9_-]{16}$/);
+    assert.match(enrollment.secret, /^[A-Z2-7]{32}$/, 'Base32 of 20 bytes, no padding');
+    assert.equal(base32Decode(enrollment.secret).length, 20);
+    assert.deepEqual([enrollment.digits, enrollment.period, enrollment.algorithm], [6, 30, 'SHA1']);
+    const issuer = encodeURIComponent(config.MFA_TOTP_ISSUER);
+    assert.equal(
+      enrollment.otpauthUri,
+      `otpauth://totp/${issuer}:Helga%20phone?secret=${enrollment.secret}&issuer=${issuer}&algorithm=SHA1&digits=6&period=30`,
+    );
+  });
+
+  it('answers active=false for a wrong code, without recording anything', async () => {
+    const before = await typesOf(EventSubjects.user(tenantId, userId));
+    const right = codeFor(enrollment.secret);
+    const wrong = String((Number(right) + 500_000) % 1_000_000).padStart(6, '0');
+    const reply = await request(Subjects.totpActivate, { tenantId, userId, tokenId: enrollment.tokenId, code: wrong });
+    assert.deepEqual(reply, { tokenId: enrollment.tokenId, active: false });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), before);
+  });
+
+  it('activates with the current code and projects the token and its step into Redis', async () => {
+    const code = codeFor(enrollment.secret);
+    const stepAtRequest = totpStep(Date.now());
+    const reply = await request(Subjects.totpActivate, { tenantId, userId, tokenId: enrollment.tokenId, code });
+    assert.deepEqual(reply, { tokenId: enrollment.tokenId, active: true });
+
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    const activated = stored.at(-1)!.event;
+    assert.equal(activated.type, 'TotpTokenActivated');
+    const step = (activated.data as { step: number }).step;
+    assert.ok(Math.abs(step - stepAtRequest) <= 1);
+
+    const keys = keysOf(tenantId, userId);
+    const user = await redis.hgetall(keys.user);
+    assert.equal(user.methods, 'totp,sms');
+    assert.equal(user.defaultMethod, 'totp');
+    const spec = await redis.hget(keys.totp, enrollment.tokenId);
+    assert.ok(spec, 'token projected');
+    const [digits, period, nonceHex, maskedHex] = spec.split(':') as [string, string, string, string];
+    assert.deepEqual([digits, period], ['6', '30']);
+    // The projection holds the secret masked with the per-user key: unmasking gives it back.
+    const unmasked = maskSecret(projectionUserKey(keyring, keys.tag), Buffer.from(nonceHex, 'hex'), Buffer.from(maskedHex, 'hex'));
+    assert.deepEqual(unmasked, base32Decode(enrollment.secret));
+    assert.equal(await redis.hget(keys.steps, enrollment.tokenId), String(step));
+  });
+
+  it('refuses to activate the same token again', async () => {
+    await expectError(Subjects.totpActivate, { tenantId, userId, tokenId: enrollment.tokenId, code: codeFor(enrollment.secret) }, 'conflict');
+  });
+
+  it('never stores the plaintext secret: events carry it sealed', async () => {
+    const secret = base32Decode(enrollment.secret);
+    const forbidden = [enrollment.secret, secret.toString('hex'), secret.toString('base64'), secret.toString('base64url')];
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    for (const { raw } of stored) {
+      const text = Buffer.from(raw).toString('latin1');
+      for (const needle of forbidden) assert.ok(!text.includes(needle), 'secret found in a stored event');
+      assert.ok(!Buffer.from(raw).includes(secret), 'raw secret bytes found in a stored event');
+    }
+    const enrolled = stored.find((m) => m.event.type === 'TotpTokenEnrolled')!.event as Extract<AnyEvent, { type: 'TotpTokenEnrolled' }>;
+    const opened = open(keyring, enrolled.data.sealedSecret, SealContext.totpSecret(tenantId, userId, enrollment.tokenId));
+    assert.deepEqual(opened, secret);
+    assert.throws(() => open(keyring, enrolled.data.sealedSecret, SealContext.totpSecret(tenantId, 'someone-else', enrollment.tokenId)));
+  });
+
+  it('allows 5 tokens (active or pending) and answers conflict for the 6th', async () => {
+    for (let i = 0; i < 4; i++) {
+      const reply = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
+      assert.ok(reply.tokenId);
+      assert.match(reply.otpauthUri, new RegExp(`:${encodeURIComponent(userId)}\\?`), 'label defaults to the user id');
+    }
+    await expectError(Subjects.totpEnroll, { tenantId, userId }, 'conflict');
+    const enrolled = (await typesOf(EventSubjects.user(tenantId, userId))).filter((t) => t === 'TotpTokenEnrolled');
+    assert.equal(enrolled.length, 5);
+  });
+
+  it('rebuilds deleted Redis keys when the projector replays the stream', async () => {
+    const keys = keysOf(tenantId, userId);
+    const before = {
+      user: await redis.hgetall(keys.user),
+      totp: await redis.hkeys(keys.totp),
+      steps: await redis.hgetall(keys.steps),
+    };
+    // Let the durable projector finish with these events first, so it cannot be what restores them.
+    await projectorCaughtUp();
+    await redis.del(keys.user, keys.totp, keys.steps);
+    assert.equal(await redis.exists(keys.user, keys.totp, keys.steps), 0);
+
+    // A fresh durable over this user's subject replays its events through the service's projector.
+    const replay = { ...Consumers.userProjector, durable: `replay-${keys.tag}`, filterSubject: EventSubjects.user(tenantId, userId) };
+    await ensureConsumer(jsm, replay);
+    const projector = service.app.get(UserProjector);
+    const consumer = new EventConsumer({
+      js: nats.js,
+      definition: replay,
+      log: createLogger('replay-test'),
+      batchSize: 100,
+      handle: (d) => projector.handle(d),
+    });
+    try {
+      await consumer.start();
+      await eventually(async () => ((await redis.exists(keys.user, keys.totp, keys.steps)) === 3 ? true : undefined), 10_000, 'rebuilt keys');
+    } finally {
+      await consumer.stop();
+      await jsm.consumers.delete(replay.stream, replay.durable).catch(() => undefined);
+    }
+    assert.deepEqual(await redis.hgetall(keys.user), before.user);
+    assert.deepEqual(await redis.hkeys(keys.totp), before.totp);
+    assert.deepEqual(await redis.hgetall(keys.steps), before.steps);
+  });
+
+  it('configures tenant settings as a partial update', async () => {
+    const tenant = uniqueTenant('cfg');
+    const first = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAttempts: 3 } });
+    assert.deepEqual(first, {
+      tenantId: tenant,
+      settings: { codeLifetimeSeconds: 180, maxAttempts: 3, enabledMethods: ['sms', 'voice', 'push', 'totp'] },
+    });
+    const second = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
+    assert.deepEqual(second, {
+      tenantId: tenant,
+      settings: { codeLifetimeSeconds: 300, maxAttempts: 3, enabledMethods: ['sms', 'voice', 'push', 'totp'] },
+    });
+    await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
+    assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated', 'TenantSettingsChanged']);
+  });
+
+  it('lets two concurrent registers of a new user both succeed, storing one UserRegistered', async () => {
+    const tenant = uniqueTenant('race');
+    const user = uniqueUser('race');
+    const body = { tenantId: tenant, userId: user, phoneNumber: '+14155550123' };
+    const replies = await Promise.all([1, 2, 3].map(() => request(Subjects.usersRegister, body)));
+    for (const reply of replies) assert.deepEqual(reply, { userId: user, methods: ['sms'] });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenant, user)), ['UserRegistered']);
+    assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated']);
+  });
+});
+
+describe('user-settings bad input', () => {
+  const tenantId = uniqueTenant('bad');
+  const userId = uniqueUser('bad');
+  const big = 'x'.repeat(17 * 1024);
+
+  before(async () => {
+    await request(Subjects.usersRegister, { tenantId, userId });
+  });
+
+  const subjects = [Subjects.usersRegister, Subjects.totpEnroll, Subjects.totpActivate, Subjects.tenantsConfigure];
+
+  it('answers invalid_request to malformed JSON, non-objects and oversized bodies on every subject', async () => {
+    for (const subject of subjects) {
+      for (const body of ['{"tenantId":', 'not json', '[1,2]', 'null', '"text"', '\u00ff\u00fe']) {
+        await expectError(subject, body, 'invalid_request');
+      }
+      await expectError(subject, new Uint8Array([0xff, 0xfe, 0x00]), 'invalid_request');
+      await expectError(subject, JSON.stringify({ tenantId, userId, pad: big }), 'invalid_request');
+    }
+  });
+
+  it('answers invalid_request to missing fields and wrong types', async () => {
+    const cases: Array<[string, unknown]> = [
+      [Subjects.usersRegister, {}],
+      [Subjects.usersRegister, { tenantId }],
+      [Subjects.usersRegister, { tenantId: 42, userId: true }],
+      [Subjects.usersRegister, { tenantId, userId, phoneNumber: '0701234567' }],
+      [Subjects.usersRegister, { tenantId, userId, email: 'not-an-email' }],
+      [Subjects.usersRegister, { tenantId: 'bad tenant!', userId }],
+      [Subjects.totpEnroll, { tenantId }],
+      [Subjects.totpEnroll, { tenantId, userId: ['x'] }],
+      [Subjects.totpEnroll, { tenantId, userId, label: 'x'.repeat(65) }],
+      [Subjects.totpActivate, { tenantId, userId, tokenId: 'abc' }],
+      [Subjects.totpActivate, { tenantId, userId, tokenId: 'abc', code: 123456 }],
+      [Subjects.totpActivate, { tenantId, userId, tokenId: 'abc', code: '12ab56' }],
+      [Subjects.tenantsConfigure, { tenantId }],
+      [Subjects.tenantsConfigure, { tenantId, settings: { maxAttempts: 99 } }],
+      [Subjects.tenantsConfigure, { tenantId, settings: { enabledMethods: [] } }],
+      [Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: '300' } }],
+    ];
+    for (const [subject, body] of cases) await expectError(subject, body, 'invalid_request');
+  });
+
+  it('answers not_found for unknown tenants, users and tokens', async () => {
+    const ghostTenant = uniqueTenant('ghost');
+    await expectError(Subjects.totpEnroll, { tenantId: ghostTenant, userId }, 'not_found');
+    await expectError(Subjects.totpEnroll, { tenantId, userId: 'nobody@contoso.example' }, 'not_found');
+    await expectError(Subjects.totpActivate, { tenantId: ghostTenant, userId, tokenId: 'abc', code: '123456' }, 'not_found');
+    await expectError(Subjects.totpActivate, { tenantId, userId: 'nobody@contoso.example', tokenId: 'abc', code: '123456' }, 'not_found');
+    await expectError(Subjects.totpActivate, { tenantId, userId, tokenId: 'no-such-token', code: '123456' }, 'not_found');
+    // Looking a user up never creates its tenant.
+    assert.deepEqual(await typesOf(EventSubjects.tenant(ghostTenant)), []);
+  });
+
+  it('keeps answering valid requests afterwards', async () => {
+    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+14155550199' }), { userId, methods: ['sms'] });
+    const reply = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
+    assert.ok(reply.tokenId);
+  });
+});
+
+describe('user-settings service rules (handler wiring with a chosen clock and config)', () => {
+  let store: EventStore;
+  let writer: UserProjectionWriter;
+  const log = createLogger('user-settings-test');
+
+  before(() => {
+    store = service.app.get(EventStore);
+    writer = service.app.get(UserProjectionWriter);
+  });
+
+  const withConfig = (autoCreateTenants: boolean) =>
+    new UserSettingsService({ store, projection: writer, keyring, log, autoCreateTenants, totpIssuer: 'Contoso MFA' });
+
+  it('answers not_found for an unknown tenant when auto-create is off', async () => {
+    const strict = withConfig(false);
+    const tenantId = uniqueTenant('strict');
+    await assert.rejects(strict.register({ tenantId, userId: 'u1' }, new Date()), { code: 'not_found', message: 'unknown tenant' });
+    assert.deepEqual(await typesOf(EventSubjects.tenant(tenantId)), []);
+    await strict.configureTenant({ tenantId, settings: {} }, new Date());
+    assert.deepEqual(await strict.register({ tenantId, userId: 'u1' }, new Date()), { userId: 'u1', methods: [] });
+  });
+
+  it('answers not_found to activating a pending token after 10 minutes', async () => {
+    const svc = withConfig(true);
+    const tenantId = uniqueTenant('late');
+    const userId = uniqueUser('late');
+    const enrolledAt = new Date();
+    await svc.register({ tenantId, userId }, enrolledAt);
+    const enrolled = await svc.enrollTotp({ tenantId, userId, label: 'app' }, enrolledAt);
+    assert.ok(enrolled.otpauthUri.startsWith('otpauth://totp/Contoso%20MFA:app?'));
+    const later = new Date(enrolledAt.getTime() + 10 * 60_000 + 1);
+    const code = totp(base32Decode(enrolled.secret), later.getTime());
+    await assert.rejects(svc.activateTotp({ tenantId, userId, tokenId: enrolled.tokenId, code }, later), { code: 'not_found' });
+    // Within the 10 minutes, the code of the request's own time step activates it.
+    const inTime = new Date(enrolledAt.getTime() + 9 * 60_000);
+    const ok = await svc.activateTotp(
+      { tenantId, userId, tokenId: enrolled.tokenId, code: totp(base32Decode(enrolled.secret), inTime.getTime()) },
+      inTime,
+    );
+    assert.deepEqual(ok, { tokenId: enrolled.tokenId, active: true });
+    assert.equal(
+      await redis.hget(keysOf(tenantId, userId).steps, enrolled.tokenId),
+      String(totpStep(inTime.getTime())),
+    );
+  });
+
+  it('decides again on fresh state when another writer appended first', async () => {
+    const tenantId = uniqueTenant('occ');
+    const userId = uniqueUser('occ');
+    const userSubject = EventSubjects.user(tenantId, userId);
+    let conflicts = 0;
+    let raced = false;
+    // A store that lets a competing register land between our read and our append, once.
+    class RacingStore extends EventStore {
+      override async load(subject: string) {
+        const loaded = await super.load(subject);
+        if (subject === userSubject && !raced) {
+          raced = true;
+          await request(Subjects.usersRegister, { tenantId, userId, displayName: 'First' });
+        }
+        return loaded;
+      }
+      override async append(subject: string, events: readonly AnyEvent[], expectedLastSeq: number) {
+        try {
+          return await super.append(subject, events, expectedLastSeq);
+        } catch (error) {
+          conflicts++;
+          throw error;
+        }
+      }
+    }
+    const racing = new UserSettingsService({
+      store: new RacingStore(jsm, service.app.get(EventPublisher)),
+      projection: writer,
+      keyring,
+      log,
+      autoCreateTenants: true,
+      totpIssuer: 'Open MFA',
+    });
+    const reply = await racing.register({ tenantId, userId, displayName: 'First' }, new Date());
+    assert.deepEqual(reply, { userId, methods: [] });
+    assert.equal(conflicts, 1, 'the first append lost to the competing register');
+    assert.deepEqual(await typesOf(userSubject), ['UserRegistered']);
+  });
+
+  it('rebuilds one user on demand and skips users without events', async () => {
+    const projector = service.app.get(UserProjector);
+    const tenantId = uniqueTenant('rb');
+    const userId = uniqueUser('rb');
+    assert.equal(await projector.rebuild(tenantId, userId), false);
+    await withConfig(true).register({ tenantId, userId, phoneNumber: '+14155550100' }, new Date());
+    const keys = keysOf(tenantId, userId);
+    await projectorCaughtUp();
+    await redis.del(keys.user);
+    assert.equal(await projector.rebuild(tenantId, userId), true);
+    assert.equal(await redis.hget(keys.user, 'methods'), 'sms');
+    // Monotonic: the same snapshot again is not applied twice.
+    assert.equal(await projector.rebuild(tenantId, userId), false);
+  });
+});

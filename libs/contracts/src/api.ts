@@ -56,9 +56,20 @@ export const TenantSettings = z.object({
 export type TenantSettings = z.infer<typeof TenantSettings>;
 export const defaultTenantSettings = (): TenantSettings => TenantSettings.parse({});
 
+/**
+ * A change to some settings. Spelled out rather than `TenantSettings.partial()`, which in zod 4
+ * would still fill every omitted field with its default and turn a partial change into a reset.
+ */
+export const TenantSettingsPatch = z.object({
+  codeLifetimeSeconds: TenantSettings.shape.codeLifetimeSeconds.unwrap().optional(),
+  maxAttempts: TenantSettings.shape.maxAttempts.unwrap().optional(),
+  enabledMethods: TenantSettings.shape.enabledMethods.unwrap().optional(),
+});
+export type TenantSettingsPatch = z.infer<typeof TenantSettingsPatch>;
+
 export const TenantsConfigureRequest = z.object({
   tenantId: TenantId,
-  settings: TenantSettings.partial(),
+  settings: TenantSettingsPatch,
 });
 export type TenantsConfigureRequest = z.infer<typeof TenantsConfigureRequest>;
 export const TenantsConfigureReply = z.object({ tenantId: TenantId, settings: TenantSettings });

@@ -39,9 +39,10 @@ const server = { name: 'mfa-test-1', ip: '10.1.2.3' };
 const T0 = Date.parse('2025-06-01T12:00:00.000Z');
 const at = (offsetSeconds: number) => new Date(T0 + offsetSeconds * 1000);
 
-function event<T extends EventType>(type: T, tenantId: string, aggregateId: string, now: Date, data: EventOf<T>['data']) {
+type CreateEvent<T extends EventType> = Parameters<typeof createEvent<T>>;
+function event<T extends EventType>(type: T, tenantId: string, aggregateId: string, now: Date, data: CreateEvent<T>[2]['data']) {
   // Through the same validation as the consumers apply to stored events.
-  return parseEvent(createEvent(type, 1 as EventOf<T>['version'], { tenantId, aggregateId, now, data })) as EventOf<T>;
+  return parseEvent(createEvent(type, 1 as CreateEvent<T>[1], { tenantId, aggregateId, now, data })) as EventOf<T>;
 }
 
 interface Start {

@@ -1,0 +1,223 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { DeliverPolicy, jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { EventSubjects, parseEvent, Streams, Subjects, type AnyEvent, type SigninItem } from '@mfa/contracts';
+import { requestJson } from '@mfa/messaging';
+import { eventually, FakeTwilio, hasOathtool, OtlpReceiver, startStack, testEnv, uniqueTenant, uniqueUser, oathtoolTotp, type Stack } from '@mfa/testing';
+import { base32Decode, totp } from '@mfa/crypto';
+import { runDemo } from './demo.js';
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+/**
+ * The whole product as processes, scaled out: two instances of every service against one NATS,
+ * Redis and Postgres, an IdP speaking the public NATS API, SMS through a fake Twilio speaking
+ * Twilio's REST API, traces exported over OTLP to a local receiver.
+ */
+describe('end to end: two instances of every service', () => {
+  const twilio = new FakeTwilio();
+  const otlp = new OtlpReceiver();
+  let stack: Stack;
+  let nc: NatsConnection;
+  let js: JetStreamClient;
+  const startedAt = new Date();
+  const tenant = uniqueTenant('e2e');
+  const ask = (subject: string, body: unknown, headers?: Record<string, string>) =>
+    requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, ...(headers ? { headers } : {}) });
+
+  before(async () => {
+    await twilio.start();
+    await otlp.start();
+    stack = await startStack({
+      instances: 2,
+      env: {
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'warn',
+        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        NATS_URL: testEnv.natsUrl,
+        REDIS_URL: testEnv.redisUrl,
+        ...twilio.env(),
+        ...otlp.env(),
+      },
+      onLine: (service, line) => {
+        if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+      },
+      readyTimeoutMs: 90_000,
+    });
+    nc = await connect({ servers: testEnv.natsUrl, name: 'e2e-idp' });
+    js = jetstream(nc);
+  });
+
+  after(async () => {
+    await nc?.drain();
+    await stack?.stop();
+    await twilio.stop();
+    await otlp.stop();
+  });
+
+  async function eventsSince(filter: string): Promise<AnyEvent[]> {
+    const consumer = await js.consumers.get(Streams.challenges.name, {
+      filter_subjects: filter,
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: startedAt.toISOString(),
+    });
+    const out: AnyEvent[] = [];
+    for (;;) {
+      const batch = await consumer.fetch({ max_messages: 500, expires: 1000 });
+      let n = 0;
+      for await (const m of batch) {
+        n++;
+        out.push(parseEvent(m.json()));
+      }
+      if (n === 0) break;
+    }
+    return out;
+  }
+
+  it('SMS sign-ins: one SMS per challenge, started on one instance and verified on another, one report row each', async () => {
+    const user = uniqueUser();
+    const phone = `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
+    const registered = await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Helga Larsson', email: user, phoneNumber: phone });
+    assert.deepEqual(registered, { userId: user, methods: ['sms'] });
+    await ask(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
+    const challengeIds: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const other = uniqueUser('sms');
+      const otherPhone = `+1628555${String(i).padStart(4, '0')}`;
+      await ask(Subjects.usersRegister, { tenantId: tenant, userId: other, phoneNumber: otherPhone });
+      const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: other, clientIp: '198.51.100.9', application: 'e2e' });
+      assert.equal(start.status, 'pending', JSON.stringify(start));
+      assert.equal(start.method, 'sms');
+      const sms = await twilio.waitFor((m) => m.to === otherPhone, 15_000);
+      const verify = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: FakeTwilio.codeOf(sms) });
+      assert.deepEqual(verify, { challengeId: start.challengeId, status: 'approved' });
+      challengeIds.push(String(start.challengeId));
+    }
+    // Exactly one SMS per challenge, although two dispatch instances share the consumer.
+    await new Promise((r) => setTimeout(r, 1000));
+    const delivered = twilio.messages.filter((m) => m.to.startsWith('+1628'));
+    assert.equal(delivered.length, challengeIds.length);
+    // Some challenge was verified by another instance than the one that started it.
+    const events = await eventually(async () => {
+      const all = await eventsSince('mfa.evt.challenge.>');
+      const mine = all.filter((e) => e.tenantId === tenant);
+      return mine.filter((e) => e.type === 'ChallengeApproved').length >= challengeIds.length ? mine : undefined;
+    }, 15_000, 'challenge events');
+    const startedOn = new Map(events.filter((e) => e.type === 'ChallengeStarted').map((e) => [e.aggregateId, (e.data as { server: { name: string } }).server.name]));
+    const approvedOn = events.filter((e) => e.type === 'ChallengeApproved').map((e) => [e.aggregateId, (e.data as { server: { name: string } }).server.name] as const);
+    assert.equal(new Set(startedOn.values()).size, 2, 'both auth-challenge instances started challenges');
+    assert.ok(approvedOn.some(([id, server]) => startedOn.get(id) !== server), 'a challenge was verified on the other instance');
+    // One report row per challenge (two reporting instances share the projection).
+    const items = await eventually(async () => {
+      const r = await ask(Subjects.reportsSigninsQuery, { tenantId: tenant, limit: 100 });
+      const list = (r.items as SigninItem[] | undefined) ?? [];
+      return list.length >= challengeIds.length ? list : undefined;
+    }, 15_000, 'report rows');
+    assert.equal(items.length, challengeIds.length);
+    assert.deepEqual(new Set(items.map((i) => i.challengeId)), new Set(challengeIds));
+    for (const item of items) {
+      assert.equal(item.result, 'success');
+      assert.equal(item.resultDetail, 'MFA successfully completed');
+      assert.equal(item.authMethod, 'sms');
+      assert.equal(item.clientIp, '198.51.100.9');
+      assert.equal(item.application, 'e2e');
+      assert.match(String(item.serverName), /^auth-challenge-[12]$/);
+    }
+  });
+
+  it('authenticator app: enroll, activate with an oathtool code, sign in, and the code is never accepted twice', async () => {
+    const user = uniqueUser('app');
+    await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'App User' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenant, userId: user, label: 'Phone' });
+    assert.equal(enrolled.digits, 6);
+    assert.equal(enrolled.period, 30);
+    assert.equal(enrolled.algorithm, 'SHA1');
+    const secret = String(enrolled.secret);
+    assert.ok(base32Decode(secret).length >= 20, 'secret of at least 160 bits');
+    const uri = new URL(String(enrolled.otpauthUri));
+    assert.equal(uri.protocol, 'otpauth:');
+    assert.equal(uri.searchParams.get('secret'), secret);
+    assert.ok(uri.searchParams.get('issuer'));
+    const now = new Date();
+    const codeAt = (at: Date) => (hasOathtool() ? oathtoolTotp(secret, { at }) : totp(base32Decode(secret), at.getTime()));
+    const activated = await ask(Subjects.totpActivate, { tenantId: tenant, userId: user, tokenId: enrolled.tokenId, code: codeAt(now) });
+    assert.deepEqual(activated, { tokenId: enrolled.tokenId, active: true });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user });
+    assert.equal(start.method, 'totp');
+    // The activation used the current step; the activation code is not accepted again.
+    const replay = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: codeAt(now) });
+    assert.deepEqual(replay, { challengeId: start.challengeId, status: 'pending', reason: 'invalid_code' });
+    const next = codeAt(new Date(now.getTime() + 30_000));
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: next })).status, 'approved');
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: next })).error?.code, 'conflict');
+    const again = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: again.challengeId, code: next })).reason, 'invalid_code');
+  });
+
+  it('one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
+    const user = uniqueUser('trace');
+    const phone = '+14155550199';
+    await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, phoneNumber: phone });
+    const traceId = randomBytes(16).toString('hex');
+    const traceparent = `00-${traceId}-${randomBytes(8).toString('hex')}-01`;
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' }, { traceparent });
+    const sms = await twilio.waitFor((m) => m.to === phone, 15_000);
+    assert.equal(sms.traceparent?.split('-')[1], traceId, 'the provider call carries the trace');
+    await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: FakeTwilio.codeOf(sms) });
+    const spans = await eventually(async () => {
+      const t = otlp.trace(traceId);
+      const services = new Set(t.map((s) => s.service));
+      return ['auth-challenge', 'dispatch', 'reporting'].every((s) => services.has(s)) && t.some((s) => s.name === 'twilio send') ? t : undefined;
+    }, 20_000, 'spans of the trace from every hop');
+    assert.ok(spans.some((s) => s.service === 'auth-challenge' && s.name === Subjects.challengeStart));
+    assert.ok(spans.some((s) => s.service === 'dispatch' && s.name === 'twilio send'));
+    assert.ok(spans.some((s) => s.service === 'reporting'));
+  });
+
+  it('answers bad input on every subject with the contract error, and every service stays up', async () => {
+    const subjects = Object.values(Subjects);
+    for (const subject of subjects) {
+      for (const [body, code] of [
+        ['{"tenantId":', 'invalid_request'],
+        ['"just a string"', 'invalid_request'],
+        [JSON.stringify({ tenantId: tenant }), 'invalid_request'],
+        [JSON.stringify({ tenantId: { $ne: 1 }, userId: [], challengeId: 7 }), 'invalid_request'],
+        [JSON.stringify({ tenantId: tenant, pad: 'x'.repeat(40_000) }), 'invalid_request'],
+      ] as const) {
+        const reply = (await nc.request(subject, body, { timeout: 10_000 })).json<Reply>();
+        assert.equal(reply.error?.code, code, `${subject} ${body.slice(0, 40)}`);
+      }
+    }
+    const unknownTenant = uniqueTenant('ghost');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: unknownTenant, userId: 'a@b.c' })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.reportsSigninsQuery, { tenantId: unknownTenant })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.totpEnroll, { tenantId: tenant, userId: 'nobody@contoso.example' })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: 'no-such-challenge' })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: 'no-such-challenge', code: '123456' })).error?.code, 'not_found');
+    assert.equal(
+      (await ask(Subjects.totpActivate, { tenantId: tenant, userId: 'nobody@contoso.example', tokenId: 'x', code: '123456' })).error?.code,
+      'not_found',
+    );
+    for (const p of stack.processes) {
+      const res = await fetch(`${p.url}/health`);
+      assert.equal(res.status, 200, `${p.name}#${p.instance} healthy`);
+      assert.ok((await fetch(`${p.url}/metrics`)).ok);
+    }
+  });
+
+  it('the demo IdP signs a user in by SMS and by app and prints the report', async () => {
+    const lines: string[] = [];
+    const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo') });
+    assert.equal(code, 0, lines.join('\n'));
+    const report = lines.join('\n');
+    assert.match(report, /MFA successfully completed/);
+    assert.match(report, /MFA denied; invalid verification code/);
+  });
+
+  it('stops every instance cleanly on SIGTERM', async () => {
+    const codes = await Promise.all(stack.processes.map((p) => p.stop()));
+    assert.deepEqual(codes, codes.map(() => 0));
+  });
+});

@@ -179,7 +179,9 @@ export class EventConsumer {
       eventId: event?.id,
       reason,
     });
-    msg.term(reason.slice(0, 200));
+    // Plain term: nats-server 2.9 ignores a terminate that carries a reason (the reason is in the
+    // dead-letter headers anyway).
+    msg.term();
     consumed.inc({ consumer: this.name, outcome: 'dead_letter' });
   }
 

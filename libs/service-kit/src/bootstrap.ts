@@ -30,7 +30,8 @@ export async function runService(options: {
     logger: new NestJsonLogger(log),
     abortOnError: false,
   });
-  app.enableShutdownHooks();
+  // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls app.close(), which runs the
+  // same destroy/shutdown hooks; Nest's own handler would re-raise the signal and cut the flush short.
   await app.listen(options.port, options.host);
   const address = app.getHttpServer().address() as { port: number } | string;
   const port = typeof address === 'string' ? options.port : address.port;

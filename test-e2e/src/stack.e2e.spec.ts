@@ -182,7 +182,7 @@ describe('end to end: two instances of every service', () => {
       for (const [body, code] of [
         ['{"tenantId":', 'invalid_request'],
         ['"just a string"', 'invalid_request'],
-        [JSON.stringify({ tenantId: tenant }), 'invalid_request'],
+        [JSON.stringify({ tenantId: tenant, userId: 5, limit: 'ten' }), 'invalid_request'],
         [JSON.stringify({ tenantId: { $ne: 1 }, userId: [], challengeId: 7 }), 'invalid_request'],
         [JSON.stringify({ tenantId: tenant, pad: 'x'.repeat(40_000) }), 'invalid_request'],
       ] as const) {

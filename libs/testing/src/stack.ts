@@ -3,6 +3,16 @@ import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:net';
+
+/** A port that was free a moment ago (the OS picks it), so readiness never depends on log output. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
 
 /**
  * Runs the services as real processes (what `npm start`, the end-to-end tests and the benchmark
@@ -49,10 +59,8 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-const READY = /"msg":"[a-z-]+ ready".*"http":"(http:\/\/[^"]+)"/;
-
 async function startOne(name: ServiceName, instance: number, options: StackOptions): Promise<ServiceProcess> {
-  const port = options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : 0;
+  const port = options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : await freePort();
   const child = spawn(process.execPath, ['--enable-source-maps', join(repoRoot, 'services', name, 'dist', 'main.js')], {
     cwd: repoRoot,
     env: {
@@ -66,14 +74,9 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const label = options.instances && options.instances > 1 ? `${name}#${instance}` : name;
-  let resolveUrl: (url: string) => void = () => undefined;
-  const urlPromise = new Promise<string>((resolve) => (resolveUrl = resolve));
+  const url = `http://127.0.0.1:${port}`;
   for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => {
-      const ready = READY.exec(line);
-      if (ready) resolveUrl(ready[1]!);
-      options.onLine?.(label, line);
-    });
+    createInterface({ input: stream }).on('line', (line) => options.onLine?.(label, line));
   }
   const exited = once(child, 'exit').then(([code]) => {
     throw new Error(`${label} exited with code ${String(code)} before it was ready`);
@@ -83,8 +86,7 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
     timer = setTimeout(() => reject(new Error(`${label} not ready within ${options.readyTimeoutMs ?? 60_000} ms`)), options.readyTimeoutMs ?? 60_000);
   });
   try {
-    const url = await Promise.race([urlPromise, exited, timeout]);
-    await waitHealthy(url, options.readyTimeoutMs ?? 60_000);
+    await Promise.race([waitHealthy(url, options.readyTimeoutMs ?? 60_000), exited, timeout]);
     exited.catch(() => undefined);
     return {
       name,

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 const START = `redis.call('HSET', KEYS[1], 'code', ARGV[1], 'status', 'pending') redis.call('EXPIRE', KEYS[1], 600) return 'pending'`;
 const VERIFY = `local c = redis.call('HGET', KEYS[1], 'code') if c == ARGV[1] then redis.call('HSET', KEYS[1], 'status', 'approved') return 'approved' end return 'pending'`;
 
-const nc = await connect({ servers: process.env.NATS_URL ?? 'nats://127.0.0.1:4222', name: 'bench-floor' });
+const nc = await connect({ servers: process.env.NATS_URL ?? 'nats://127.0.0.1:4222', name: 'bench-floor', noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
 await jsm.streams.add({ name: 'BENCH_FLOOR', subjects: ['bench.floor.evt.>'], storage: StorageType.File, retention: RetentionPolicy.Limits, max_age: 3600 * 1e9 }).catch(async () => {
   await jsm.streams.purge('BENCH_FLOOR');

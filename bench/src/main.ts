@@ -64,7 +64,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     },
   });
-  const nc = await connect({ servers: natsUrl, name: 'bench-idp' });
+  const nc = await connect({ servers: natsUrl, name: 'bench-idp', noAsyncTraces: true });
   const redis = new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const ask = async (subject: string, body: unknown): Promise<Reply> => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
@@ -196,7 +196,7 @@ if (scenarios.has('floor')) {
     floor.stdout!.on('data', (d: Buffer) => d.toString().includes('floor ready') && resolve());
     floor.once('exit', (code) => reject(new Error(`floor exited ${code}`)));
   });
-  const nc = await connect({ servers: natsUrl, name: 'bench-floor-idp' });
+  const nc = await connect({ servers: natsUrl, name: 'bench-floor-idp', noAsyncTraces: true });
   const ask = async (subject: string, body: unknown) => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
   const pair = async (i: number, due: number, record: (t: string, ms: number) => void) => {
     const id = `${i}-${randomBytes(6).toString('hex')}`;

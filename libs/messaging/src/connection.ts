@@ -26,6 +26,8 @@ export async function connectNats(options: {
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
         pingInterval: 10_000,
+        // No per-request Error objects for async stack traces: they cost more than the request.
+        noAsyncTraces: true,
       });
       const js = jetstream(nc, { timeout: 5_000 });
       const jsm = await jetstreamManager(nc, { timeout: 5_000 });

@@ -8,7 +8,11 @@
 // Shared helpers: SHA-1 from redis.sha1hex, HMAC-SHA1, RFC 4226 HOTP, constant-time compare,
 // and the keystream that unmasks TOTP secrets (mirror of @mfa/crypto projectionKeystream).
 const HELPERS = `
-local function hex2bin(h) return (h:gsub('..', function(c) return string.char(tonumber(c, 16)) end)) end
+local function hex2bin(h)
+  local out = {}
+  for n = 1, #h, 2 do out[#out + 1] = tonumber(string.sub(h, n, n + 1), 16) end
+  return string.char(unpack(out))
+end
 local function sha1(s) return hex2bin(redis.sha1hex(s)) end
 local function ct_equal(a, b)
   if #a ~= #b then return false end
@@ -113,14 +117,16 @@ elseif method == 'totp' then
   for n = 1, #tokens, 2 do
     local id = tokens[n]
     local digits, period, nonce, masked = string.match(tokens[n + 1], '^(%d+):(%d+):(%x+):(%x+)$')
-    if digits and #code == tonumber(digits) then
+    if not matched and digits and #code == tonumber(digits) then
       local ipad, opad = hmac_pads(unmask(ARGV[5], hex2bin(nonce), hex2bin(masked)))
       local t = math.floor(now / 1000 / tonumber(period))
       local last = tonumber(redis.call('HGET', KEYS[3], id) or '-1')
-      for s = t - 1, t + 1 do
-        if ct_equal(hotp(ipad, opad, s, tonumber(digits)), code) then
+      -- Current step first, then the neighbours; stop at the first fresh match (a match is
+      -- answered as approved anyway, so stopping early tells an observer nothing).
+      for _, s in ipairs({t, t - 1, t + 1}) do
+        if not matched and ct_equal(hotp(ipad, opad, s, tonumber(digits)), code) then
           if s > last then
-            if not matched then matched = true; tokenId = id; step = s end
+            matched = true; tokenId = id; step = s
           else
             cause = 'reused'
           end

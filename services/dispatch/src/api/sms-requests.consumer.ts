@@ -8,8 +8,8 @@ import { SmsDeliveryService } from '../delivery/sms-delivery.service.js';
 export const STREAM_REPLICAS = Symbol('STREAM_REPLICAS');
 
 /** Sends are slow (a vendor round trip) and independent: many at once, one message each. */
-const CONCURRENCY = 16;
-const MAX_ACK_PENDING = 256;
+const CONCURRENCY = 64;
+const MAX_ACK_PENDING = 512;
 
 /**
  * Consumes the SMS requests (ChallengeStarted on mfa.evt.challenge.started.sms) through the

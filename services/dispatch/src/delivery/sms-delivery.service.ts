@@ -82,7 +82,8 @@ export class SmsDeliveryService {
       }
       if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);
       if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next SMS attempt');
-      msg.working();
+      // A retry restarts the ack-wait clock; the first attempt starts well within it.
+      if (failures.length > 0) msg.working();
 
       const provider = this.byName.get(step.provider)!;
       const started = process.hrtime.bigint();

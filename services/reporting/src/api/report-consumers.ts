@@ -69,7 +69,7 @@ export class ReportConsumers implements OnModuleInit, OnApplicationBootstrap, On
 
   async onApplicationBootstrap(): Promise<void> {
     const start = async (definition: ConsumerDefinition, handle: (deliveries: Delivery[]) => Promise<void>) => {
-      const consumer = new EventConsumer({ js: this.nats.js, definition, log: this.log, handle, batchSize: 500 });
+      const consumer = new EventConsumer({ js: this.nats.js, definition, log: this.log, handle, batchSize: 500, maxWaitMs: 50 });
       await consumer.start();
       this.consumers.push(consumer);
     };

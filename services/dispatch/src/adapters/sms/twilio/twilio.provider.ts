@@ -1,5 +1,6 @@
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
+import { postForm } from './http-client.js';
 
 export interface TwilioOptions {
   /** Base URL, https://api.twilio.com unless pointed at a compatible API (or a test fake). */
@@ -48,11 +49,11 @@ export function twilioNetworkError(cause: unknown, timeoutMs: number): SmsProvid
  */
 export class TwilioSmsProvider implements SmsProvider {
   readonly name = 'twilio';
-  private readonly endpoint: string;
+  private readonly endpoint: URL;
   private readonly authorization: string;
 
   constructor(private readonly options: TwilioOptions) {
-    this.endpoint = `${options.apiUrl.replace(/\/+$/, '')}/2010-04-01/Accounts/${encodeURIComponent(options.accountSid)}/Messages.json`;
+    this.endpoint = new URL(`${options.apiUrl.replace(/\/+$/, '')}/2010-04-01/Accounts/${encodeURIComponent(options.accountSid)}/Messages.json`);
     this.authorization = `Basic ${Buffer.from(`${options.accountSid}:${options.authToken}`).toString('base64')}`;
     // The credentials must never show up in logs of this object.
     Object.defineProperty(this, 'authorization', { enumerable: false });
@@ -60,7 +61,7 @@ export class TwilioSmsProvider implements SmsProvider {
   }
 
   send(message: SmsMessage): Promise<{ providerMessageId: string }> {
-    const url = new URL(this.endpoint);
+    const url = this.endpoint;
     return withSpan(
       'twilio send',
       {
@@ -87,14 +88,8 @@ export class TwilioSmsProvider implements SmsProvider {
         let status: number;
         let text: string;
         try {
-          const response = await fetch(this.endpoint, {
-            method: 'POST',
-            headers,
-            body: new URLSearchParams({ To: message.to, From: this.options.fromNumber, Body: message.body }).toString(),
-            signal: AbortSignal.timeout(this.options.timeoutMs),
-          });
-          status = response.status;
-          text = await response.text();
+          const body = new URLSearchParams({ To: message.to, From: this.options.fromNumber, Body: message.body }).toString();
+          ({ status, text } = await postForm(this.endpoint, headers, body, this.options.timeoutMs));
         } catch (cause) {
           throw twilioNetworkError(cause, this.options.timeoutMs);
         }

@@ -8,24 +8,28 @@
 // Shared helpers: SHA-1 from redis.sha1hex, HMAC-SHA1, RFC 4226 HOTP, constant-time compare,
 // and the keystream that unmasks TOTP secrets (mirror of @mfa/crypto projectionKeystream).
 const HELPERS = `
+-- Hex to bytes, 32 bits per tonumber: the per-call cost of HMAC in Lua is mostly this.
 local function hex2bin(h)
   local out = {}
-  for n = 1, #h, 2 do out[#out + 1] = tonumber(string.sub(h, n, n + 1), 16) end
-  return string.char(unpack(out))
+  for n = 1, #h, 8 do
+    local v = tonumber(string.sub(h, n, n + 7), 16)
+    out[#out + 1] = string.char(math.floor(v / 16777216), math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
+  end
+  return table.concat(out)
 end
 local function sha1(s) return hex2bin(redis.sha1hex(s)) end
 local function ct_equal(a, b)
   if #a ~= #b then return false end
-  local acc = 0
-  for n = 1, #a do acc = bit.bor(acc, bit.bxor(a:byte(n), b:byte(n))) end
+  local x, y, acc = {string.byte(a, 1, -1)}, {string.byte(b, 1, -1)}, 0
+  for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
   return acc == 0
 end
+-- HMAC key pads; the zero padding of the key XORs to constant bytes (0x36 and 0x5c).
 local function hmac_pads(key)
   if #key > 64 then key = sha1(key) end
-  key = key .. string.rep('\\0', 64 - #key)
-  local i, o = {}, {}
-  for n = 1, 64 do local b = key:byte(n); i[n] = bit.bxor(b, 0x36); o[n] = bit.bxor(b, 0x5c) end
-  return string.char(unpack(i)), string.char(unpack(o))
+  local k, i, o = {string.byte(key, 1, -1)}, {}, {}
+  for n = 1, #k do i[n] = bit.bxor(k[n], 0x36); o[n] = bit.bxor(k[n], 0x5c) end
+  return string.char(unpack(i)) .. string.rep('6', 64 - #k), string.char(unpack(o)) .. string.rep(string.char(92), 64 - #k)
 end
 local function u32be(n)
   return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
@@ -33,14 +37,15 @@ end
 local function hotp(ipad, opad, counter, digits)
   local h = sha1(opad .. sha1(ipad .. u32be(math.floor(counter / 4294967296)) .. u32be(counter % 4294967296)))
   local off = (h:byte(20) % 16) + 1
-  local bin = (h:byte(off) % 128) * 16777216 + h:byte(off + 1) * 65536 + h:byte(off + 2) * 256 + h:byte(off + 3)
+  local b1, b2, b3, b4 = h:byte(off, off + 3)
+  local bin = (b1 % 128) * 16777216 + b2 * 65536 + b3 * 256 + b4
   return string.format('%0' .. digits .. 'd', bin % (10 ^ digits))
 end
 local function unmask(ukey, nonce, masked)
   local stream, ctr = '', 0
   while #stream < #masked do stream = stream .. sha1(ukey .. nonce .. string.char(ctr)); ctr = ctr + 1 end
-  local out = {}
-  for n = 1, #masked do out[n] = bit.bxor(masked:byte(n), stream:byte(n)) end
+  local m, k, out = {string.byte(masked, 1, -1)}, {string.byte(stream, 1, #masked)}, {}
+  for n = 1, #m do out[n] = bit.bxor(m[n], k[n]) end
   return string.char(unpack(out))
 end
 `;

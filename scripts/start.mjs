@@ -22,7 +22,7 @@ function show(service, line) {
     const { time, level, msg, service: _s, instance: _i, ...rest } = JSON.parse(line);
     const extra = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : '';
     text = `${String(time).slice(11, 23)} ${level.padEnd(5)} ${msg}${extra}`;
-    if (quiet && level === 'info' && !/ready|stopp|SMS to/i.test(msg)) return;
+    if (quiet && level === 'info' && !/ready|stopp|console SMS/i.test(msg)) return;
   } catch {
     // not JSON: print as it is
   }

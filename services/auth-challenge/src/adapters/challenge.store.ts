@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
+import { unavailable } from '@mfa/contracts';
 import { RedisKeys } from '@mfa/projection';
 import { parseStartVerdict, parseVerifyVerdict, type StartVerdict, type VerifyVerdict } from '../domain/verdicts.js';
 import { START_SCRIPT, VERIFY_SCRIPT } from './scripts.js';
@@ -32,6 +33,19 @@ export interface VerifyInput {
   projectionKey: Buffer;
 }
 
+/**
+ * A Redis that cannot be reached is `unavailable` to the caller (try again); an error Redis
+ * answered with (a script bug) stays an internal error.
+ */
+async function reach<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof ReplyError) throw error;
+    throw unavailable('challenge store unavailable; try again', error);
+  }
+}
+
 /** Challenges in Redis: one script call per start or verify, one HMGET per status. */
 export class ChallengeStore {
   private readonly start: ScriptFn;
@@ -46,7 +60,7 @@ export class ChallengeStore {
   }
 
   async startChallenge(input: StartInput): Promise<StartVerdict> {
-    const raw = await this.start(
+    const raw = await reach(() => this.start(
       RedisKeys.user(input.tag),
       RedisKeys.challenge(input.tag, input.nonce),
       `mfa:{${input.tag}}:sms:sends`,
@@ -62,12 +76,12 @@ export class ChallengeStore {
       input.smsMaxSends,
       input.smsWindowSeconds,
       input.tenantKnown ? '1' : '0',
-    );
+    ));
     return parseStartVerdict(raw);
   }
 
   async verifyChallenge(input: VerifyInput): Promise<VerifyVerdict> {
-    const raw = await this.verify(
+    const raw = await reach(() => this.verify(
       RedisKeys.challenge(input.tag, input.nonce),
       RedisKeys.totp(input.tag),
       RedisKeys.totpSteps(input.tag),
@@ -76,7 +90,7 @@ export class ChallengeStore {
       input.codeHash,
       input.code,
       input.projectionKey,
-    );
+    ));
     return parseVerifyVerdict(raw);
   }
 
@@ -84,13 +98,13 @@ export class ChallengeStore {
     tag: string,
     nonce: string,
   ): Promise<{ tenantId: string; status: string; reason: string; expiresAt: number } | undefined> {
-    const [tenantId, status, reason, expiresAt] = await this.redis.hmget(
+    const [tenantId, status, reason, expiresAt] = await reach(() => this.redis.hmget(
       RedisKeys.challenge(tag, nonce),
       'tenantId',
       'status',
       'reason',
       'expiresAt',
-    );
+    ));
     if (!tenantId || !status || !expiresAt) return undefined;
     return { tenantId, status, reason: reason ?? '', expiresAt: Number(expiresAt) };
   }

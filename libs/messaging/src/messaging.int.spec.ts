@@ -1,0 +1,143 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { createLogger } from '@mfa/telemetry';
+import {
+  ConcurrencyError,
+  connectNats,
+  createEvent,
+  ensureConsumer,
+  ensureStream,
+  EventConsumer,
+  EventPublisher,
+  PoisonMessageError,
+  readAggregate,
+  requestJson,
+  RequestRouter,
+  type Delivery,
+  type NatsClients,
+} from './index.js';
+
+const run = randomUUID().slice(0, 8);
+const stream: StreamDefinition = {
+  name: `TEST_MESSAGING_${run}`,
+  subjects: [`test.${run}.>`],
+  maxAgeSeconds: 600,
+  duplicateWindowSeconds: 120,
+  description: 'messaging integration test',
+};
+const consumer: ConsumerDefinition = {
+  stream: stream.name,
+  durable: `test-${run}`,
+  filterSubject: '>',
+  maxDeliver: 3,
+  ackWaitSeconds: 5,
+  description: 'messaging integration test',
+};
+const log = createLogger('messaging-test');
+const tenantEvent = (tenantId: string) =>
+  createEvent('TenantCreated', 1, { tenantId, aggregateId: tenantId, now: new Date(), data: { settings: defaultTenantSettings() } });
+
+describe('messaging against a real nats-server', () => {
+  let nats: NatsClients;
+  let publisher: EventPublisher;
+
+  before(async () => {
+    nats = await connectNats({ url: process.env.NATS_URL ?? 'nats://127.0.0.1:4222', name: 'messaging-test' });
+    await ensureStream(nats.jsm, stream);
+    await ensureStream(nats.jsm, stream); // idempotent
+    await ensureStream(nats.jsm, Streams.deadLetters);
+    publisher = new EventPublisher(nats.js);
+  });
+
+  after(async () => {
+    await nats.jsm.streams.delete(stream.name).catch(() => undefined);
+    await nats.nc.drain();
+  });
+
+  it('stores a re-published event once (Nats-Msg-Id) and refuses an append on a moved aggregate', async () => {
+    const subject = `test.${run}.aggregate`;
+    const first = tenantEvent('t1');
+    const a = await publisher.publish(subject, first, { expectedLastSubjectSequence: 0 });
+    const again = await publisher.publish(subject, first);
+    assert.equal(again.duplicate, true);
+    assert.equal(again.seq, a.seq);
+    await assert.rejects(publisher.publish(subject, tenantEvent('t1'), { expectedLastSubjectSequence: 0 }), ConcurrencyError);
+    const b = await publisher.publish(subject, tenantEvent('t1'), { expectedLastSubjectSequence: a.seq });
+    const stored = await readAggregate(nats.jsm, stream.name, subject);
+    assert.deepEqual(stored.map((s) => s.seq), [a.seq, b.seq]);
+    assert.equal(stored[0]!.event.id, first.id);
+  });
+
+  it('acks what succeeds, retries what fails, and dead-letters poison and exhausted messages with the reason', async () => {
+    await ensureConsumer(nats.jsm, consumer, 100);
+    const flaky = tenantEvent('flaky');
+    const poison = tenantEvent('poison');
+    const hopeless = tenantEvent('hopeless');
+    const fine = tenantEvent('fine');
+    const seen = new Map<string, number>();
+    const handled = new Set<string>();
+    const handle = async (deliveries: Delivery[]) => {
+      for (const { event } of deliveries) {
+        seen.set(event.tenantId, (seen.get(event.tenantId) ?? 0) + 1);
+        if (event.tenantId === 'flaky' && seen.get('flaky') === 1) throw new Error('transient');
+        if (event.tenantId === 'poison') throw new PoisonMessageError('cannot ever work');
+        if (event.tenantId === 'hopeless') throw new Error('always failing');
+      }
+      for (const { event } of deliveries) handled.add(event.tenantId);
+    };
+    const worker = new EventConsumer({ js: nats.js, definition: consumer, log, handle, batchSize: 10, maxBackoffMs: 200 });
+    await worker.start();
+    for (const e of [flaky, poison, hopeless, fine]) await publisher.publish(`test.${run}.work`, e);
+    await nats.nc.publish(`test.${run}.work`, '{ not an event');
+    const deadline = Date.now() + 15_000;
+    let dead: Array<{ reason: string; deliveries: string; data: string }> = [];
+    while (Date.now() < deadline) {
+      dead = [];
+      for (let seq = 1; ; ) {
+        const msg = await nats.jsm.direct.getMessage(Streams.deadLetters.name, { seq, next_by_subj: `mfa.dlq.${consumer.durable}` });
+        if (!msg) break;
+        dead.push({
+          reason: msg.header?.get(Headers.deadLetterReason) ?? '',
+          deliveries: msg.header?.get(Headers.deadLetterDeliveries) ?? '',
+          data: msg.string(),
+        });
+        seq = msg.seq + 1;
+      }
+      if (dead.length >= 3 && handled.has('flaky') && handled.has('fine')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await worker.stop();
+    assert.ok(handled.has('fine'), 'a good neighbour of poison messages is processed');
+    assert.ok(handled.has('flaky'), 'a transient failure is retried');
+    assert.equal(seen.get('flaky'), 2);
+    assert.equal(dead.length, 3, JSON.stringify(dead));
+    assert.ok(dead.some((d) => d.reason.startsWith('poison: cannot ever work') && d.data.includes('"poison"')));
+    assert.ok(dead.some((d) => d.reason.startsWith('failed 3 deliveries') && d.deliveries === '3' && d.data.includes('"hopeless"')));
+    assert.ok(dead.some((d) => d.reason.startsWith('unparseable event') && d.data === '{ not an event'));
+    const info = await nats.jsm.consumers.info(stream.name, consumer.durable);
+    assert.equal(info.num_ack_pending, 0, 'nothing left unacknowledged');
+    assert.equal(info.num_pending, 0);
+  });
+
+  it('answers every request once: results, contract errors, and safe internal errors', async () => {
+    const router = new RequestRouter(nats.nc, `test-${run}`, log);
+    const subject = `testapi.${run}.echo`; // outside every stream, or JetStream would answer
+    router.handle(subject, z.object({ tenantId: z.string(), n: z.int() }), async (req) => {
+      if (req.n === 1) throw invalidRequest('n must not be 1');
+      if (req.n === 2) throw new Error('secret internals');
+      return { double: req.n * 2 };
+    });
+    assert.deepEqual(await requestJson(nats.nc, subject, { tenantId: 't', n: 21 }), { double: 42 });
+    assert.deepEqual(await requestJson(nats.nc, subject, { tenantId: 't', n: 1 }), { error: { code: 'invalid_request', message: 'n must not be 1' } });
+    assert.deepEqual(await requestJson(nats.nc, subject, { tenantId: 't', n: 2 }), { error: { code: 'internal', message: 'internal error' } });
+    const wrongType = await requestJson<{ error: { code: string; message: string } }>(nats.nc, subject, { tenantId: 't', n: 'x' });
+    assert.equal(wrongType.error.code, 'invalid_request');
+    assert.match(wrongType.error.message, /^n: /);
+    const big = await requestJson<{ error: { code: string } }>(nats.nc, subject, { tenantId: 't', n: 3, pad: 'x'.repeat(20_000) });
+    assert.equal(big.error.code, 'invalid_request');
+    await router.stop();
+  });
+});

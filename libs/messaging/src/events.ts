@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
-import { carrierFromContext } from '@mfa/telemetry';
+import { carrierFromContext, histogram } from '@mfa/telemetry';
+
+const publishDuration = histogram('mfa_event_publish_duration_seconds', 'JetStream publish until its ack, by outcome', ['outcome']);
 
 type DataOf<T extends EventType> = Extract<AnyEvent, { type: T }>['data'];
 type VersionOf<T extends EventType> = Extract<AnyEvent, { type: T }>['version'];
@@ -54,6 +56,8 @@ export class EventPublisher {
     h.set(Headers.tenant, event.tenantId);
     if (event.metadata.traceparent) h.set(Headers.traceparent, event.metadata.traceparent);
     if (event.metadata.tracestate) h.set(Headers.tracestate, event.metadata.tracestate);
+    const started = performance.now();
+    let outcome = 'ok';
     try {
       return await this.js.publish(subject, encoder.encode(JSON.stringify(event)), {
         msgID: event.id,
@@ -65,9 +69,13 @@ export class EventPublisher {
       });
     } catch (error) {
       if (isWrongLastSequence(error)) {
+        outcome = 'conflict';
         throw new ConcurrencyError(`${subject} moved on since it was read`, { cause: error });
       }
+      outcome = 'error';
       throw error;
+    } finally {
+      publishDuration.observe({ outcome }, (performance.now() - started) / 1000);
     }
   }
 }

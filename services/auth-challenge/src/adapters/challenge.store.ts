@@ -1,5 +1,8 @@
 import { Redis, ReplyError } from 'ioredis';
 import { unavailable } from '@mfa/contracts';
+import { histogram } from '@mfa/telemetry';
+
+const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
 import { RedisKeys } from '@mfa/projection';
 import { parseStartVerdict, parseVerifyVerdict, type StartVerdict, type VerifyVerdict } from '../domain/verdicts.js';
 import { START_SCRIPT, VERIFY_SCRIPT } from './scripts.js';
@@ -37,12 +40,15 @@ export interface VerifyInput {
  * A Redis that cannot be reached is `unavailable` to the caller (try again); an error Redis
  * answered with (a script bug) stays an internal error.
  */
-async function reach<T>(call: () => Promise<T>): Promise<T> {
+async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
+  const started = performance.now();
   try {
     return await call();
   } catch (error) {
     if (error instanceof ReplyError) throw error;
     throw unavailable('challenge store unavailable; try again', error);
+  } finally {
+    redisDuration.observe({ op }, (performance.now() - started) / 1000);
   }
 }
 
@@ -60,7 +66,7 @@ export class ChallengeStore {
   }
 
   async startChallenge(input: StartInput): Promise<StartVerdict> {
-    const raw = await reach(() => this.start(
+    const raw = await reach('start', () => this.start(
       RedisKeys.user(input.tag),
       RedisKeys.challenge(input.tag, input.nonce),
       `mfa:{${input.tag}}:sms:sends`,
@@ -81,7 +87,7 @@ export class ChallengeStore {
   }
 
   async verifyChallenge(input: VerifyInput): Promise<VerifyVerdict> {
-    const raw = await reach(() => this.verify(
+    const raw = await reach('verify', () => this.verify(
       RedisKeys.challenge(input.tag, input.nonce),
       RedisKeys.totp(input.tag),
       RedisKeys.totpSteps(input.tag),
@@ -98,7 +104,7 @@ export class ChallengeStore {
     tag: string,
     nonce: string,
   ): Promise<{ tenantId: string; status: string; reason: string; expiresAt: number } | undefined> {
-    const [tenantId, status, reason, expiresAt] = await reach(() => this.redis.hmget(
+    const [tenantId, status, reason, expiresAt] = await reach('status', () => this.redis.hmget(
       RedisKeys.challenge(tag, nonce),
       'tenantId',
       'status',

@@ -84,7 +84,7 @@ export interface ConsumerDefinition {
   stream: string;
   durable: string;
   filterSubject: string;
-  /** Deliveries before a message is dead-lettered. */
+  /** Failures (other than dependency outages, which are retried without limit) before a message is dead-lettered. */
   maxDeliver: number;
   ackWaitSeconds: number;
   description: string;

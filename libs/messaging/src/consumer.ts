@@ -2,6 +2,7 @@ import { headers as natsHeaders } from '@nats-io/nats-core';
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type ConsumerDefinition, EventSubjects } from '@mfa/contracts';
 import { contextFromCarrier, counter, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
+import { isTransientDependencyError } from './transient.js';
 
 /** Thrown by a handler for a message that can never succeed: it goes to the dead-letter subject. */
 export class PoisonMessageError extends Error {
@@ -36,11 +37,13 @@ const consumed = counter('mfa_events_consumed_total', 'Events consumed, by consu
 
 /**
  * A durable pull consumer with explicit acks. Messages are handed over in batches (what arrived
- * together), acked after the handler resolves, nak'ed with exponential back-off when it throws
- * (transient failure), and dead-lettered (published to `mfa.dlq.<durable>` with the reason, then
- * terminated) when they cannot be parsed, when the handler says they are poison, or when they
- * have used up their deliveries. A failing batch is retried message by message so one poison
- * message never drags its neighbours to the dead-letter subject.
+ * together), acked after the handler resolves, nak'ed with exponential back-off when it throws,
+ * and dead-lettered (published to `mfa.dlq.<durable>` with the reason, then terminated) when they
+ * cannot be parsed, when the handler says they are poison, or when they failed `maxDeliver` times
+ * for reasons other than an unreachable dependency. An outage (database, Redis, NATS down) is
+ * retried for as long as it lasts and never dead-letters anything; the server-side consumer has
+ * no delivery limit for that reason. A failing batch is retried message by message so one
+ * poison message never drags its neighbours to the dead-letter subject.
  */
 export class EventConsumer {
   private messages: ConsumerMessages | undefined;
@@ -150,13 +153,14 @@ export class EventConsumer {
   private async fail(delivery: Delivery, error: unknown): Promise<void> {
     const { msg, event } = delivery;
     const deliveries = msg.info.deliveryCount;
-    if (error instanceof PoisonMessageError || deliveries >= this.options.definition.maxDeliver) {
+    const outage = isTransientDependencyError(error);
+    if (error instanceof PoisonMessageError || (!outage && deliveries >= this.options.definition.maxDeliver)) {
       const why = error instanceof PoisonMessageError ? 'poison' : `failed ${deliveries} deliveries`;
       await this.deadLetter(msg, `${why}: ${(error as Error)?.message ?? String(error)}`, event);
       return;
     }
     const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 250 * 2 ** (deliveries - 1));
-    this.options.log.warn('event handling failed, will retry', {
+    this.options.log.warn(outage ? 'dependency unavailable, will retry' : 'event handling failed, will retry', {
       consumer: this.name,
       eventType: event.type,
       eventId: event.id,

@@ -3,3 +3,4 @@ export * from './topology.js';
 export * from './events.js';
 export * from './consumer.js';
 export * from './router.js';
+export * from './transient.js';

@@ -23,6 +23,8 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  */
 export class RequestRouter {
   private readonly subscriptions: Subscription[] = [];
+  /** Requests being handled, so stop() can let them finish (and record their events). */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -38,7 +40,9 @@ export class RequestRouter {
           this.log.error('subscription error', { subject, error });
           return;
         }
-        void this.dispatch(subject, schema, handler, msg);
+        const handling = this.dispatch(subject, schema, handler, msg);
+        this.inFlight.add(handling);
+        void handling.finally(() => this.inFlight.delete(handling));
       },
     });
     this.subscriptions.push(sub);
@@ -109,8 +113,10 @@ export class RequestRouter {
     return new ContractError('internal', 'internal error');
   }
 
+  /** Stops taking requests, then waits for those already taken to be answered. */
   async stop(): Promise<void> {
     for (const sub of this.subscriptions.splice(0)) await sub.drain().catch(() => undefined);
+    await Promise.allSettled([...this.inFlight]);
   }
 }
 

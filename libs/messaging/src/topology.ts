@@ -58,7 +58,9 @@ export async function ensureConsumer(jsm: JetStreamManager, def: ConsumerDefinit
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     filter_subject: def.filterSubject === '>' ? undefined : def.filterSubject,
-    max_deliver: def.maxDeliver,
+    // Unlimited on the server: the consumer runner dead-letters poison itself (after
+    // def.maxDeliver failures that are not outages), and an outage must not exhaust deliveries.
+    max_deliver: -1,
     ack_wait: nanos(def.ackWaitSeconds),
     max_ack_pending: maxAckPending,
   };
@@ -68,7 +70,7 @@ export async function ensureConsumer(jsm: JetStreamManager, def: ConsumerDefinit
     if (c.max_deliver !== config.max_deliver || c.ack_wait !== config.ack_wait || c.max_ack_pending !== maxAckPending) {
       await jsm.consumers.update(def.stream, def.durable, {
         description: def.description,
-        max_deliver: def.maxDeliver,
+        max_deliver: config.max_deliver,
         ack_wait: config.ack_wait,
         max_ack_pending: maxAckPending,
       });

@@ -8,12 +8,16 @@
  *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
+ *   mfa:{tag}:sms:sends    STRING SMS codes sent in the current window (throttling)
+ *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  */
 export const RedisKeys = {
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
   challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
+  smsSends: (tag: string) => `mfa:{${tag}}:sms:sends`,
+  failures: (tag: string) => `mfa:{${tag}}:fails`,
 } as const;
 
 /** Fields of `mfa:{tag}:user`. */

@@ -229,6 +229,26 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');
   });
 
+  it('locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550107' });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(String((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).challengeId));
+    const third = await smsCodeOf(ids[2]!);
+    const wrong = third === '999999' ? '999998' : '999999';
+    for (const challengeId of ids.slice(0, 2)) {
+      for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code: wrong });
+    }
+    const locked = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: ids[2], code: third });
+    assert.equal(locked.error?.code, 'rate_limited', 'even the right code is not checked while locked out');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: ids[2] })).status, 'pending');
+    // When the lockout ends (its key expires), the pending challenge still works, and success resets the count.
+    await redis.del(RedisKeys.failures(parseChallengeId(ids[2]!)!.tag));
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: ids[2], code: third })).status, 'approved');
+    assert.equal(await redis.exists(RedisKeys.failures(parseChallengeId(ids[2]!)!.tag)), 0);
+  });
+
   it('answers bad input on every subject with a contract error and keeps serving', async () => {
     const bodies: Array<[string, string | Uint8Array, string]> = [];
     for (const subject of [Subjects.challengeStart, Subjects.challengeVerify, Subjects.challengeStatus]) {

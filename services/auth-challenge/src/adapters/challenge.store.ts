@@ -24,6 +24,7 @@ export interface StartInput {
   smsMaxSends: number;
   smsWindowSeconds: number;
   tenantKnown: boolean;
+  lockoutThreshold: number;
 }
 
 export interface VerifyInput {
@@ -34,6 +35,9 @@ export interface VerifyInput {
   codeHash: Buffer;
   code: string;
   projectionKey: Buffer;
+  lockoutThreshold: number;
+  lockoutWindowSeconds: number;
+  lockoutSeconds: number;
 }
 
 /**
@@ -58,8 +62,8 @@ export class ChallengeStore {
   private readonly verify: ScriptFn;
 
   constructor(readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 3, lua: START_SCRIPT });
-    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 3, lua: VERIFY_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 4, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 4, lua: VERIFY_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
     this.verify = r.mfaChallengeVerify.bind(redis);
@@ -69,7 +73,8 @@ export class ChallengeStore {
     const raw = await reach('start', () => this.start(
       RedisKeys.user(input.tag),
       RedisKeys.challenge(input.tag, input.nonce),
-      `mfa:{${input.tag}}:sms:sends`,
+      RedisKeys.smsSends(input.tag),
+      RedisKeys.failures(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -82,6 +87,7 @@ export class ChallengeStore {
       input.smsMaxSends,
       input.smsWindowSeconds,
       input.tenantKnown ? '1' : '0',
+      input.lockoutThreshold,
     ));
     return parseStartVerdict(raw);
   }
@@ -91,11 +97,15 @@ export class ChallengeStore {
       RedisKeys.challenge(input.tag, input.nonce),
       RedisKeys.totp(input.tag),
       RedisKeys.totpSteps(input.tag),
+      RedisKeys.failures(input.tag),
       input.tenantId,
       input.now.getTime(),
       input.codeHash,
       input.code,
       input.projectionKey,
+      input.lockoutThreshold,
+      input.lockoutWindowSeconds,
+      input.lockoutSeconds,
     ));
     return parseVerifyVerdict(raw);
   }

@@ -51,13 +51,17 @@ end
 `;
 
 /**
- * start. KEYS: user, challenge, sms sends window.
+ * start. KEYS: user, challenge, sms sends window, user's failed verifications.
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
- * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0'.
+ * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
+ * lockout threshold.
  * Returns {status, method, reason, displayName, email, phoneNumber, language}
- * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds}.
+ * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds} | {'locked', retryAfterSeconds}.
  */
 export const START_SCRIPT = `
+if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
+  return {'locked', tostring(redis.call('TTL', KEYS[4]))}
+end
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language')
 local exists = u[1] ~= false
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
@@ -94,8 +98,11 @@ return {status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8]
 `;
 
 /**
- * verify. KEYS: challenge, totp tokens, totp last steps.
- * ARGV: tenantId, now ms, keyed hash of the presented code, the code, per-user projection key.
+ * verify. KEYS: challenge, totp tokens, totp last steps, user's failed verifications.
+ * ARGV: tenantId, now ms, keyed hash of the presented code, the code, per-user projection key,
+ * lockout threshold, failure-counter window s, lockout duration s.
+ * A user whose wrong codes (across all challenges) reached the threshold is locked out: no code
+ * is compared until the lockout ends, so starting new challenges buys no new guesses.
  * Returns {'approved', userId, method, tokenId} | {'rejected', userId, method, attempts, remaining, cause}
  * | {'exhausted', userId, method, attempts, cause} | {'expired', userId, method}
  * | {'expired_again', userId, method} | {'conflict', userId, method, status} | {'not_found'}.
@@ -109,6 +116,10 @@ if status ~= 'pending' then
   return {'conflict', userId, method, status}
 end
 local now = tonumber(ARGV[2])
+local threshold = tonumber(ARGV[6])
+if tonumber(redis.call('GET', KEYS[4]) or '0') >= threshold then
+  return {'locked', tostring(redis.call('TTL', KEYS[4]))}
+end
 if now >= tonumber(ch[7]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'expired', 'completedAt', ARGV[2])
   return {'expired', userId, method}
@@ -143,8 +154,12 @@ end
 if matched then
   if method == 'totp' then redis.call('HSET', KEYS[3], tokenId, step) end
   redis.call('HSET', KEYS[1], 'status', 'approved', 'reason', '', 'completedAt', ARGV[2])
+  redis.call('DEL', KEYS[4])
   return {'approved', userId, method, tokenId}
 end
+local fails = redis.call('INCR', KEYS[4])
+if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[7]) end
+if fails >= threshold then redis.call('EXPIRE', KEYS[4], ARGV[8]) end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local max = tonumber(ch[6])
 if attempts >= max then

@@ -91,6 +91,7 @@ export class ChallengeHandlers implements OnApplicationBootstrap, OnModuleDestro
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
       tenantKnown: this.tenants.has(req.tenantId),
+      lockoutThreshold: this.config.MFA_LOCKOUT_THRESHOLD,
     });
     const outcome = decideStart(verdict, {
       challengeId,
@@ -119,6 +120,9 @@ export class ChallengeHandlers implements OnApplicationBootstrap, OnModuleDestro
       codeHash: hashCode(this.keyring, req.challengeId, req.code),
       code: req.code,
       projectionKey: projectionUserKey(this.keyring, id.tag),
+      lockoutThreshold: this.config.MFA_LOCKOUT_THRESHOLD,
+      lockoutWindowSeconds: this.config.MFA_LOCKOUT_COUNTER_RESET_SECONDS,
+      lockoutSeconds: this.config.MFA_LOCKOUT_SECONDS,
     });
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });

@@ -29,7 +29,8 @@ export type StartVerdict =
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
-  | { kind: 'rate_limited'; retryAfterSeconds: number };
+  | { kind: 'rate_limited'; retryAfterSeconds: number }
+  | { kind: 'locked'; retryAfterSeconds: number };
 
 export type VerifyVerdict =
   | { kind: 'approved'; userId: string; method: Method; tokenId?: string }
@@ -37,6 +38,7 @@ export type VerifyVerdict =
   | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused' }
   | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
   | { kind: 'conflict'; status: string }
+  | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'not_found' };
 
 export class VerdictError extends Error {
@@ -78,6 +80,8 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       return { kind: 'not_found' };
     case 'rate_limited':
       return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    case 'locked':
+      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     default:
       throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
   }
@@ -106,6 +110,8 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
       return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };
     case 'conflict':
       return { kind: 'conflict', status: raw[3] ?? 'completed' };
+    case 'locked':
+      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'not_found':
       return { kind: 'not_found' };
     default:
@@ -193,8 +199,14 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       throw notFound('unknown user');
     case 'rate_limited':
       throw rateLimited(`too many codes sent to this user; try again in ${verdict.retryAfterSeconds} s`);
+    case 'locked':
+      throw lockedOut(verdict.retryAfterSeconds);
   }
 }
+
+/** Too many wrong codes for this user across challenges: no guesses until the lockout ends. */
+const lockedOut = (seconds: number) =>
+  rateLimited(`too many wrong codes for this user; locked for ${seconds} s`);
 
 export function decideVerify(
   verdict: VerifyVerdict,
@@ -248,6 +260,8 @@ export function decideVerify(
     }
     case 'conflict':
       throw conflict(`challenge already completed (${verdict.status})`);
+    case 'locked':
+      throw lockedOut(verdict.retryAfterSeconds);
     case 'not_found':
       throw notFound('unknown challenge');
   }

@@ -55,6 +55,11 @@ describe('start decisions', () => {
     assert.equal(code(() => decideStart(parseStartVerdict(['not_found']), ctx())), 'not_found');
     assert.equal(code(() => decideStart(parseStartVerdict(['rate_limited', '120']), ctx())), 'rate_limited');
   });
+
+  it('given a user locked out by wrong codes, then start and verify are rate_limited and record nothing', () => {
+    assert.equal(code(() => decideStart(parseStartVerdict(['locked', '600']), ctx())), 'rate_limited');
+    assert.equal(code(() => decideVerify(parseVerifyVerdict(['locked', '600']), { challengeId: 'c', server })), 'rate_limited');
+  });
 });
 
 describe('verify decisions', () => {

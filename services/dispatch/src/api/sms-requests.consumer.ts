@@ -9,7 +9,9 @@ export const STREAM_REPLICAS = Symbol('STREAM_REPLICAS');
 
 /** Sends are slow (a vendor round trip) and independent: many at once, one message each. */
 const CONCURRENCY = 64;
-const MAX_ACK_PENDING = 512;
+// No more unacknowledged messages than are being sent: a message waiting in the local buffer
+// behind slow sends would outlive its ack wait and be delivered (and sent) twice.
+const MAX_ACK_PENDING = CONCURRENCY;
 
 /**
  * Consumes the SMS requests (ChallengeStarted on mfa.evt.challenge.started.sms) through the

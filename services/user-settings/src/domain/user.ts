@@ -1,4 +1,4 @@
-import { conflict, notFound, type Method } from '@mfa/contracts';
+import { conflict, notFound, rateLimited, type Method } from '@mfa/contracts';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
 import { matchTotpStep } from './totp.js';
 
@@ -6,6 +6,13 @@ import { matchTotpStep } from './totp.js';
 export const MAX_TOTP_TOKENS = 5;
 /** An enrollment not activated within this time is abandoned: it no longer counts nor activates. */
 export const PENDING_TOKEN_LIFETIME_MS = 10 * 60 * 1000;
+/**
+ * Enrolments a user may start per day. Abandoned enrolments expire and stop counting towards
+ * the token limit, but each is an event of the user aggregate: without a cap, a caller could
+ * grow the aggregate (and every later read of it) without bound.
+ */
+export const MAX_ENROLMENTS_PER_DAY = 10;
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 export const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'language'] as const;
 export type ProfileField = (typeof PROFILE_FIELDS)[number];
@@ -106,6 +113,10 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       const counted = state.tokens.filter((t) => isActive(t) || !isPendingExpired(t, now)).length;
       if (counted >= MAX_TOTP_TOKENS) {
         throw conflict(`a user may have at most ${MAX_TOTP_TOKENS} TOTP tokens (active or pending)`);
+      }
+      const today = state.tokens.filter((t) => now.getTime() - t.enrolledAtMs < DAY_MS).length;
+      if (today >= MAX_ENROLMENTS_PER_DAY) {
+        throw rateLimited(`at most ${MAX_ENROLMENTS_PER_DAY} TOTP enrolments per user per day`);
       }
       return [
         domainEvent('TotpTokenEnrolled', { tokenId, label, sealedSecret, digits: 6, period: 30, algorithm: 'SHA1' }, now),

@@ -6,6 +6,7 @@ import {
   defaultMethodOf,
   evolveUser,
   initialUserState,
+  MAX_ENROLMENTS_PER_DAY,
   MAX_TOTP_TOKENS,
   methodsOf,
   PENDING_TOKEN_LIFETIME_MS,
@@ -118,6 +119,14 @@ describe('user decider: TOTP enrollment', () => {
   it('counts active tokens however old their enrollment', () => {
     const old = ['a', 'b', 'c', 'd', 'e'].flatMap((id) => [enrolled(id, minutesAgo(600)), activated(id)]);
     spec.given([registered(), ...old]).when(enroll(), now).thenThrows('conflict');
+  });
+
+  it(`refuses more than ${MAX_ENROLMENTS_PER_DAY} enrolments a day, so abandoned ones cannot grow the aggregate without bound`, () => {
+    const abandoned = Array.from({ length: MAX_ENROLMENTS_PER_DAY }, (_, i) => enrolled(`x${i}`, minutesAgo(20 + i * 60)));
+    spec.given([registered(), ...abandoned]).when(enroll(), now).thenThrows('rate_limited');
+    const yesterday = Array.from({ length: MAX_ENROLMENTS_PER_DAY }, (_, i) => enrolled(`y${i}`, minutesAgo(24 * 60 + i)));
+    const [event] = userDecider.decide(enroll(), [registered(), ...yesterday].reduce(evolveUser, initialUserState()), now);
+    assert.equal(event?.type, 'TotpTokenEnrolled');
   });
 });
 

@@ -1,0 +1,37 @@
+/**
+ * Whether an error says "a dependency is unreachable right now" (database, cache, broker, network)
+ * rather than "this message cannot be handled". A consumer retries the first kind for as long as
+ * the outage lasts instead of counting it against the message: an outage must never turn healthy
+ * messages into dead letters.
+ */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+]);
+// Postgres SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57P operator
+// intervention (shutdown, cannot connect now), 40001/40P01 serialization failure and deadlock.
+const SQLSTATE = /^(08|53|57P|40001$|40P01$)/;
+const MESSAGES = /connection (is closed|terminated|refused)|stream isn't writeable|timeout exceeded when trying to connect|connection error/i;
+const NAMES = new Set(['MaxRetriesPerRequestError', 'TimeoutError', 'NoRespondersError', 'ConnectionError']);
+
+export function isTransientDependencyError(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < 6 && current; depth++) {
+    if (typeof current !== 'object') return false;
+    const e = current as { name?: unknown; code?: unknown; message?: unknown; cause?: unknown };
+    if (e.name === 'ContractError' && e.code === 'unavailable') return true;
+    if (typeof e.code === 'string' && (NETWORK_CODES.has(e.code) || SQLSTATE.test(e.code))) return true;
+    if (typeof e.name === 'string' && NAMES.has(e.name)) return true;
+    if (typeof e.message === 'string' && MESSAGES.test(e.message)) return true;
+    current = e.cause;
+  }
+  return false;
+}

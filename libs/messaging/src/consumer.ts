@@ -71,6 +71,9 @@ export class EventConsumer {
     const consumer = await js.consumers.get(definition.stream, definition.durable);
     this.messages = await consumer.consume({
       max_messages: Math.max(64, this.batchSize * this.concurrency * 2),
+      // Short pull expiry: missed heartbeats are noticed within seconds, so a consumer that was
+      // deleted and recreated (e.g. to replay a projection) is picked up again quickly.
+      expires: 5_000,
       callback: (msg) => {
         this.buffer.push(msg);
         this.pump();

@@ -12,6 +12,11 @@
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  */
 export const RedisKeys = {
+  /**
+   * Set once the user projection exists in this Redis. Missing at boot means Redis lost its data
+   * (or is new): user-settings then replays the whole event log into it.
+   */
+  userProjectionMarker: 'mfa:projection:users',
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,

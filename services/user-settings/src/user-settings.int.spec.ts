@@ -267,6 +267,24 @@ describe('user-settings over NATS', () => {
     assert.deepEqual(await redis.hgetall(keys.steps), before.steps);
   });
 
+  it('replays the whole event log at boot into a Redis that lost the projection', async () => {
+    const keys = keysOf(tenantId, userId);
+    const before = await redis.hgetall(keys.user);
+    await projectorCaughtUp();
+    await redis.del(keys.user, keys.totp, keys.steps, RedisKeys.userProjectionMarker);
+    // Another instance boots against the emptied Redis: it claims the marker and restarts the
+    // projector from the beginning of the log.
+    const log = createLogger('user-settings-test-2');
+    const second = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), host: '127.0.0.1', port: 0, log });
+    try {
+      assert.ok(await redis.exists(RedisKeys.userProjectionMarker));
+      await eventually(async () => ((await redis.exists(keys.user, keys.totp, keys.steps)) === 3 ? true : undefined), 60_000, 'replayed keys');
+      assert.deepEqual(await redis.hgetall(keys.user), before);
+    } finally {
+      await second.stop();
+    }
+  });
+
   it('configures tenant settings as a partial update', async () => {
     const tenant = uniqueTenant('cfg');
     const first = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAttempts: 3 } });

@@ -110,3 +110,21 @@ export function totpStep(unixMillis: number, period = 30): number {
 export function totp(secret: Uint8Array, unixMillis: number, period = 30, digits = 6): string {
   return hotp(secret, totpStep(unixMillis, period), digits);
 }
+
+/**
+ * The published test vectors every HOTP/TOTP implementation here is checked against: RFC 4226
+ * appendix D (6 digits, counters 0..9) and RFC 6238 appendix B (SHA-1, 8 digits, 30 s steps),
+ * both for the ASCII secret "12345678901234567890".
+ */
+export const OATH_TEST_VECTORS = {
+  secret: '12345678901234567890',
+  hotp: ['755224', '287082', '359152', '969429', '338314', '254676', '287922', '162583', '399871', '520489'],
+  totpSha1: [
+    [59, '94287082'],
+    [1111111109, '07081804'],
+    [1111111111, '14050471'],
+    [1234567890, '89005924'],
+    [2000000000, '69279037'],
+    [20000000000, '65353130'],
+  ] as ReadonlyArray<readonly [unixSeconds: number, code: string]>,
+} as const;

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, Streams, Subjects } from '@mfa/contracts';
-import { base32Encode, hotp, loadKeyring, maskSecret, open, SealContext, userTag, projectionUserKey } from '@mfa/crypto';
+import { base32Encode, hotp, loadKeyring, maskSecret, OATH_TEST_VECTORS, open, SealContext, projectionUserKey } from '@mfa/crypto';
 import { createEvent, EventPublisher, requestJson } from '@mfa/messaging';
 import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { eventually, hasOathtool, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
@@ -64,22 +64,12 @@ describe('auth-challenge against real NATS and Redis', () => {
   }
 
   it('computes RFC 6238 SHA-1 test vectors inside Redis (Lua HOTP)', async () => {
-    const secret = Buffer.from('12345678901234567890');
-    const vectors: Array<[number, string]> = [
-      [59, '94287082'],
-      [1111111109, '07081804'],
-      [1111111111, '14050471'],
-      [1234567890, '89005924'],
-      [2000000000, '69279037'],
-      [20000000000, '65353130'],
-    ];
-    for (const [t, expected] of vectors) {
+    const secret = Buffer.from(OATH_TEST_VECTORS.secret);
+    for (const [t, expected] of OATH_TEST_VECTORS.totpSha1) {
       const got = await redis.eval(HOTP_TEST_SCRIPT, 0, secret, Math.floor(t / 30), 8);
       assert.equal(got, expected, `T=${t}`);
     }
-    // RFC 4226 Appendix D, 6 digits.
-    const rfc4226 = ['755224', '287082', '359152', '969429', '338314', '254676', '287922', '162583', '399871', '520489'];
-    for (const [counter, expected] of rfc4226.entries()) {
+    for (const [counter, expected] of OATH_TEST_VECTORS.hotp.entries()) {
       assert.equal(await redis.eval(HOTP_TEST_SCRIPT, 0, secret, counter, 6), expected);
     }
   });
@@ -277,4 +267,3 @@ describe('auth-challenge against real NATS and Redis', () => {
   });
 });
 
-void userTag;

@@ -71,49 +71,47 @@ interface Effect {
 
 const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
 
+/** The sign-in context both kinds of start events carry; the three fields that differ are given. */
+function contextOf(
+  occurredAt: string,
+  d: ChallengeStartData,
+  differing: Pick<Context, 'phoneNumber' | 'authMethod' | 'expiresAt'>,
+): Context {
+  return {
+    occurredAt,
+    userId: d.userId,
+    displayName: d.profile.displayName ?? null,
+    email: d.profile.email ?? null,
+    // Push (the only method with a device) is not delivered by this release.
+    deviceToken: null,
+    serverName: d.server.name,
+    serverIp: d.server.ip,
+    clientIp: d.clientIp ?? null,
+    application: d.application ?? null,
+    requestId: d.requestId ?? null,
+    ...differing,
+  };
+}
+type ChallengeStartData = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' }>['data'];
+
 /** What one challenge event says about its report row. */
 export function effectOf(event: ChallengeEvent): Effect {
   switch (event.type) {
     case 'ChallengeStarted': {
       const d = event.data;
       return {
-        context: {
-          occurredAt: event.occurredAt,
-          userId: d.userId,
-          displayName: d.profile.displayName ?? null,
-          email: d.profile.email ?? null,
+        context: contextOf(event.occurredAt, d, {
           phoneNumber: d.profile.phoneNumber ?? d.delivery?.to ?? null,
-          // Push (the only method with a device) is not delivered by this release.
-          deviceToken: null,
           authMethod: d.method,
-          serverName: d.server.name,
-          serverIp: d.server.ip,
-          clientIp: d.clientIp ?? null,
-          application: d.application ?? null,
-          requestId: d.requestId ?? null,
           expiresAt: d.expiresAt,
-        },
+        }),
       };
     }
     case 'ChallengeRegistrationRequired': {
       const d = event.data;
       const detail = d.reason === 'method_disabled' ? ResultDetail.methodDisabled : ResultDetail.registrationRequired;
       return {
-        context: {
-          occurredAt: event.occurredAt,
-          userId: d.userId,
-          displayName: d.profile.displayName ?? null,
-          email: d.profile.email ?? null,
-          phoneNumber: d.profile.phoneNumber ?? null,
-          deviceToken: null,
-          authMethod: d.method,
-          serverName: d.server.name,
-          serverIp: d.server.ip,
-          clientIp: d.clientIp ?? null,
-          application: d.application ?? null,
-          requestId: d.requestId ?? null,
-          expiresAt: null,
-        },
+        context: contextOf(event.occurredAt, d, { phoneNumber: d.profile.phoneNumber ?? null, authMethod: d.method, expiresAt: null }),
         outcome: failure(detail, event.occurredAt),
       };
     }

@@ -23,6 +23,9 @@ describe('end to end: two instances of every service', () => {
   let nc: NatsConnection;
   let js: JetStreamClient;
   const startedAt = new Date();
+  /** Everything the services printed, to check that no secret ever reaches a log. */
+  const logLines: string[] = [];
+  const secretsSeen: string[] = [];
   const tenant = uniqueTenant('e2e');
   const ask = (subject: string, body: unknown, headers?: Record<string, string>) =>
     requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, ...(headers ? { headers } : {}) });
@@ -34,7 +37,7 @@ describe('end to end: two instances of every service', () => {
       instances: 2,
       env: {
         NODE_ENV: 'test',
-        LOG_LEVEL: 'warn',
+        LOG_LEVEL: 'debug',
         DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
@@ -42,6 +45,7 @@ describe('end to end: two instances of every service', () => {
         ...otlp.env(),
       },
       onLine: (service, line) => {
+        logLines.push(line);
         if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
       },
       readyTimeoutMs: 90_000,
@@ -135,6 +139,7 @@ describe('end to end: two instances of every service', () => {
     assert.equal(enrolled.period, 30);
     assert.equal(enrolled.algorithm, 'SHA1');
     const secret = String(enrolled.secret);
+    secretsSeen.push(secret);
     assert.ok(base32Decode(secret).length >= 20, 'secret of at least 160 bits');
     const uri = new URL(String(enrolled.otpauthUri));
     assert.equal(uri.protocol, 'otpauth:');
@@ -214,6 +219,17 @@ describe('end to end: two instances of every service', () => {
     const report = lines.join('\n');
     assert.match(report, /MFA successfully completed/);
     assert.match(report, /MFA denied; invalid verification code/);
+  });
+
+  it('never writes a TOTP secret, an SMS code or an SMS body to the logs', () => {
+    assert.ok(logLines.length > 50, `the services logged (${logLines.length} lines at debug level)`);
+    const codes = twilio.messages.map((m) => FakeTwilio.codeOf(m));
+    assert.ok(secretsSeen.length > 0 && codes.length > 0);
+    for (const line of logLines) {
+      for (const secret of secretsSeen) assert.ok(!line.includes(secret), 'a TOTP secret reached a log');
+      for (const code of codes) assert.ok(!new RegExp(`"[^"]*":"?${code}"?[,}]`).test(line), `an SMS code reached a log: ${line.slice(0, 200)}`);
+      assert.ok(!/verification code|verifieringskod/i.test(line), 'an SMS body reached a log');
+    }
   });
 
   it('stops every instance cleanly on SIGTERM', async () => {

@@ -10,6 +10,7 @@
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
  *   mfa:{tag}:sms:sends    STRING SMS codes sent in the current window (throttling)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
+ *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
  */
 export const RedisKeys = {
   /**
@@ -23,6 +24,7 @@ export const RedisKeys = {
   challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
   smsSends: (tag: string) => `mfa:{${tag}}:sms:sends`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
+  activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
 } as const;
 
 /** Fields of `mfa:{tag}:user`. */

@@ -5,6 +5,7 @@ import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
 import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
+import { ActivationAttempts } from './adapters/activation-attempts.js';
 import { EventStore } from './adapters/event-store.js';
 import { JetStreamTopology } from './adapters/jetstream-topology.js';
 import { closeRedis, createRedis, RedisHealth } from './adapters/redis.js';
@@ -13,6 +14,7 @@ import { UserProjectorConsumer } from './api/user-projector.consumer.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 import type { UserSettingsConfig } from './config.js';
+import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
 import { CONFIG, KEYRING, REDIS } from './tokens.js';
 
 /** Closes Redis after handlers and the projector have stopped (onModuleDestroy comes first). */
@@ -53,7 +55,7 @@ export class AppModule {
         },
         {
           provide: UserSettingsService,
-          useFactory: (store: EventStore, projection: UserProjectionWriter, keyring: Keyring) =>
+          useFactory: (store: EventStore, projection: UserProjectionWriter, keyring: Keyring, redis: Redis) =>
             new UserSettingsService({
               store,
               projection,
@@ -61,8 +63,9 @@ export class AppModule {
               log,
               autoCreateTenants: config.MFA_TENANT_AUTO_CREATE,
               totpIssuer: config.MFA_TOTP_ISSUER,
+              activationAttempts: new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING],
+          inject: [EventStore, UserProjectionWriter, KEYRING, REDIS],
         },
         {
           provide: UserProjector,

@@ -285,6 +285,24 @@ describe('user-settings over NATS', () => {
     }
   });
 
+  it('stops taking activation codes for a token after 5 wrong ones', async () => {
+    const other = `guess.${Date.now()}@contoso.example`;
+    await request(Subjects.usersRegister, { tenantId, userId: other });
+    const token = (await request(Subjects.totpEnroll, { tenantId, userId: other })) as { tokenId: string; secret: string };
+    const right = codeFor(token.secret);
+    const wrong = String((Number(right) + 500_000) % 1_000_000).padStart(6, '0');
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(await request(Subjects.totpActivate, { tenantId, userId: other, tokenId: token.tokenId, code: wrong }), {
+        tokenId: token.tokenId,
+        active: false,
+      });
+    }
+    const blocked = (await request(Subjects.totpActivate, { tenantId, userId: other, tokenId: token.tokenId, code: right })) as {
+      error?: { code: string };
+    };
+    assert.equal(blocked.error?.code, 'rate_limited');
+  });
+
   it('configures tenant settings as a partial update', async () => {
     const tenant = uniqueTenant('cfg');
     const first = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAttempts: 3 } });

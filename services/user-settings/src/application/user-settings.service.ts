@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import {
   conflict,
   ContractError,
+  rateLimited,
   EventSubjects,
   notFound,
   unavailable,
@@ -20,6 +21,7 @@ import { base32Encode, open, randomToken, seal, SealContext, type Keyring } from
 import { ConcurrencyError, createEvent } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
+import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
@@ -41,6 +43,8 @@ export interface UserSettingsOptions {
   autoCreateTenants: boolean;
   /** Issuer shown by authenticator apps (MFA_TOTP_ISSUER). */
   totpIssuer: string;
+  /** Wrong activation codes per pending token; without it activation is not limited (unit tests). */
+  activationAttempts?: ActivationAttempts;
 }
 
 interface Outcome<S> {
@@ -125,6 +129,10 @@ export class UserSettingsService {
   async activateTotp(request: TotpActivateRequest, now: Date): Promise<TotpActivateReply> {
     const { tenantId, userId, tokenId, code } = request;
     await this.requireTenant(tenantId, now, false);
+    const attempts = this.options.activationAttempts;
+    if (await attempts?.exhausted(tenantId, userId, tokenId)) {
+      throw rateLimited('too many wrong codes for this token; enroll it again');
+    }
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       const token = activationCandidate(state, tokenId, now);
       const secret = open(this.options.keyring, token.sealedSecret, SealContext.totpSecret(tenantId, userId, tokenId));
@@ -134,7 +142,10 @@ export class UserSettingsService {
         secret.fill(0);
       }
     });
-    if (!outcome.appended) return { tokenId, active: false };
+    if (!outcome.appended) {
+      await attempts?.recordFailure(tenantId, userId, tokenId);
+      return { tokenId, active: false };
+    }
     await this.project(tenantId, userId, outcome);
     return { tokenId, active: true };
   }

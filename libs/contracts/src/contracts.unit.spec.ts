@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ChallengeStartRequest,
-  createEnvelopeForTest,
+  defaultTenantSettings,
   EventSubjects,
   fromSubjectToken,
   parseEvent,
@@ -12,7 +12,21 @@ import {
   Subjects,
   TenantSettings,
   UsersRegisterRequest,
-} from './test-support.js';
+} from './index.js';
+
+/** A valid stored event, to mutate. */
+function createEnvelopeForTest() {
+  return {
+    id: '7b1e2f40-3c1d-4c55-9a2e-1f0e6c7d8e9f',
+    type: 'TenantCreated',
+    version: 1,
+    tenantId: 'contoso',
+    aggregateId: 'contoso',
+    occurredAt: '2026-01-01T00:00:00.000Z',
+    metadata: {},
+    data: { settings: defaultTenantSettings() },
+  };
+}
 
 describe('the public API contract', () => {
   it('names exactly the subjects of MISSION.md (plus tenant configuration)', () => {

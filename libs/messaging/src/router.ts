@@ -1,4 +1,4 @@
-import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
+import { headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import type { z } from 'zod';
 import { ContractError, describeIssues, MAX_REQUEST_BYTES, type ErrorCode } from '@mfa/contracts';
 import { contextFromCarrier, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
@@ -127,7 +127,6 @@ export async function requestJson<T = unknown>(
   body: unknown,
   options: { timeoutMs?: number; headers?: Record<string, string> } = {},
 ): Promise<T> {
-  const { headers } = await import('@nats-io/nats-core');
   const h = headers();
   for (const [k, v] of Object.entries(options.headers ?? {})) h.set(k, v);
   const data = typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);

@@ -50,6 +50,11 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
   }
 }
 
+/** ensureStream for each stream a service writes to or reads from, in order. */
+export async function ensureStreams(jsm: JetStreamManager, defs: readonly StreamDefinition[], replicas = 1): Promise<void> {
+  for (const def of defs) await ensureStream(jsm, def, replicas);
+}
+
 /** Creates the durable pull consumer if missing, or updates what may change. Idempotent. */
 export async function ensureConsumer(jsm: JetStreamManager, def: ConsumerDefinition, maxAckPending = 1000): Promise<void> {
   const config = {

@@ -2,7 +2,7 @@ import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutd
 import { networkInterfaces } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Keyring } from '@mfa/crypto';
-import { ensureStream, type NatsClients } from '@mfa/messaging';
+import { ensureStreams, type NatsClients } from '@mfa/messaging';
 import { Streams } from '@mfa/contracts';
 import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, type HealthCheck } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
@@ -30,9 +30,7 @@ class Startup implements OnModuleInit, OnApplicationShutdown {
     private readonly tenants: TenantSettingsCache,
   ) {}
   async onModuleInit(): Promise<void> {
-    for (const stream of [Streams.userSettings, Streams.challenges, Streams.deadLetters]) {
-      await ensureStream(this.nats.jsm, stream, this.config.STREAM_REPLICAS);
-    }
+    await ensureStreams(this.nats.jsm, [Streams.userSettings, Streams.challenges, Streams.deadLetters], this.config.STREAM_REPLICAS);
     await this.tenants.start();
   }
   async onApplicationShutdown(): Promise<void> {

@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { Consumers, Streams } from '@mfa/contracts';
-import { ensureConsumer, ensureStream, EventConsumer, type NatsClients } from '@mfa/messaging';
+import { ensureConsumer, ensureStreams, EventConsumer, type NatsClients } from '@mfa/messaging';
 import { LOGGER, NATS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { SmsDeliveryService } from '../delivery/sms-delivery.service.js';
@@ -30,9 +30,7 @@ export class SmsRequestsConsumer implements OnApplicationBootstrap, OnModuleDest
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
-    for (const stream of [Streams.challenges, Streams.dispatch, Streams.deadLetters]) {
-      await ensureStream(this.nats.jsm, stream, this.replicas);
-    }
+    await ensureStreams(this.nats.jsm, [Streams.challenges, Streams.dispatch, Streams.deadLetters], this.replicas);
     await ensureConsumer(this.nats.jsm, Consumers.dispatchSms, MAX_ACK_PENDING);
     this.consumer = new EventConsumer({
       js: this.nats.js,

@@ -10,7 +10,7 @@ import {
 } from '@mfa/contracts';
 import {
   ensureConsumer,
-  ensureStream,
+  ensureStreams,
   EventConsumer,
   PoisonMessageError,
   type Delivery,
@@ -59,9 +59,7 @@ export class ReportConsumers implements OnModuleInit, OnApplicationBootstrap, On
   ) {}
 
   async onModuleInit(): Promise<void> {
-    for (const stream of [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.deadLetters]) {
-      await ensureStream(this.nats.jsm, stream, this.replicas);
-    }
+    await ensureStreams(this.nats.jsm, [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.deadLetters], this.replicas);
     for (const consumer of [Consumers.reportingChallenges, Consumers.reportingDispatch, Consumers.reportingTenants]) {
       await ensureConsumer(this.nats.jsm, consumer);
     }

@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import { Consumers, Streams } from '@mfa/contracts';
-import { ensureConsumer, ensureStream, type NatsClients } from '@mfa/messaging';
+import { ensureConsumer, ensureStreams, type NatsClients } from '@mfa/messaging';
 import { RedisKeys } from '@mfa/projection';
 import { LOGGER, NATS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
@@ -23,8 +23,7 @@ export class JetStreamTopology implements OnModuleInit {
 
   async onModuleInit(): Promise<void> {
     const replicas = this.config.STREAM_REPLICAS;
-    await ensureStream(this.nats.jsm, Streams.userSettings, replicas);
-    await ensureStream(this.nats.jsm, Streams.deadLetters, replicas);
+    await ensureStreams(this.nats.jsm, [Streams.userSettings, Streams.deadLetters], replicas);
     await this.replayIntoEmptyRedis();
     await ensureConsumer(this.nats.jsm, Consumers.userProjector);
   }

@@ -140,6 +140,8 @@ export const Headers = {
   tenant: 'Mfa-Tenant',
   traceparent: 'traceparent',
   tracestate: 'tracestate',
+  /** Unix time in ms after which the caller no longer waits for the reply (MISSION.md, "Deadlines"). */
+  deadline: 'Mfa-Deadline',
   deadLetterReason: 'Mfa-Dead-Letter-Reason',
   deadLetterStream: 'Mfa-Dead-Letter-Stream',
   deadLetterSequence: 'Mfa-Dead-Letter-Sequence',

@@ -1,3 +1,4 @@
 export * from './keyring.js';
 export * from './seal.js';
 export * from './codes.js';
+export * from './oath.js';

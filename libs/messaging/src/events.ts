@@ -80,6 +80,36 @@ export class EventPublisher {
   }
 }
 
+export interface RetryOptions {
+  /** Publishes tried in all, the first included. */
+  attempts: number;
+  /** Pause before retry n is n × delayMs. */
+  delayMs?: number;
+  /** Called before each retry (e.g. to tell JetStream a message being handled is still in progress). */
+  beforeRetry?: () => void;
+}
+
+/**
+ * Publishes an event, trying the same envelope again when a publish fails: the Nats-Msg-Id makes
+ * a publish that was stored but whose ack got lost harmless to repeat. Throws the last error.
+ */
+export async function publishWithRetry(
+  publisher: Pick<EventPublisher, 'publish'>,
+  subject: string,
+  event: AnyEvent,
+  options: RetryOptions,
+): Promise<PubAck> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await publisher.publish(subject, event);
+    } catch (error) {
+      if (attempt >= options.attempts) throw error;
+      options.beforeRetry?.();
+      if (options.delayMs) await new Promise((resolve) => setTimeout(resolve, options.delayMs! * attempt));
+    }
+  }
+}
+
 function isWrongLastSequence(error: unknown): boolean {
   if (error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)) return true;
   return /wrong last sequence/i.test(String((error as Error)?.message));

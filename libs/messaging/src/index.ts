@@ -2,5 +2,5 @@ export * from './connection.js';
 export * from './topology.js';
 export * from './events.js';
 export * from './consumer.js';
-export * from './router.js';
+export * from './client.js';
 export * from './transient.js';

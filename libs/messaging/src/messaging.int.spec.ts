@@ -1,8 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { z } from 'zod';
-import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { defaultTenantSettings, Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
 import { createLogger } from '@mfa/telemetry';
 import {
   ConcurrencyError,
@@ -14,8 +13,6 @@ import {
   EventPublisher,
   PoisonMessageError,
   readAggregate,
-  requestJson,
-  RequestRouter,
   type Delivery,
   type NatsClients,
 } from './index.js';
@@ -120,24 +117,5 @@ describe('messaging against a real nats-server', () => {
     const info = await nats.jsm.consumers.info(stream.name, consumer.durable);
     assert.equal(info.num_ack_pending, 0, 'nothing left unacknowledged');
     assert.equal(info.num_pending, 0);
-  });
-
-  it('answers every request once: results, contract errors, and safe internal errors', async () => {
-    const router = new RequestRouter(nats.nc, `test-${run}`, log);
-    const subject = `testapi.${run}.echo`; // outside every stream, or JetStream would answer
-    router.handle(subject, z.object({ tenantId: z.string(), n: z.int() }), async (req) => {
-      if (req.n === 1) throw invalidRequest('n must not be 1');
-      if (req.n === 2) throw new Error('secret internals');
-      return { double: req.n * 2 };
-    });
-    assert.deepEqual(await requestJson(nats.nc, subject, { tenantId: 't', n: 21 }), { double: 42 });
-    assert.deepEqual(await requestJson(nats.nc, subject, { tenantId: 't', n: 1 }), { error: { code: 'invalid_request', message: 'n must not be 1' } });
-    assert.deepEqual(await requestJson(nats.nc, subject, { tenantId: 't', n: 2 }), { error: { code: 'internal', message: 'internal error' } });
-    const wrongType = await requestJson<{ error: { code: string; message: string } }>(nats.nc, subject, { tenantId: 't', n: 'x' });
-    assert.equal(wrongType.error.code, 'invalid_request');
-    assert.match(wrongType.error.message, /^n: /);
-    const big = await requestJson<{ error: { code: string } }>(nats.nc, subject, { tenantId: 't', n: 3, pad: 'x'.repeat(20_000) });
-    assert.equal(big.error.code, 'invalid_request');
-    await router.stop();
   });
 });

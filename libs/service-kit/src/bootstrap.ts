@@ -1,8 +1,12 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
-import type { INestApplication } from '@nestjs/common';
+import type { DynamicModule, INestApplication } from '@nestjs/common';
+import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
+import type { BaseConfig } from './config.js';
+import { NatsTransport } from './nats/nats.transport.js';
 import { NestJsonLogger } from './nest-logger.js';
+import { NATS } from './tokens.js';
 
 export interface RunningService {
   app: INestApplication;
@@ -11,46 +15,55 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/** The logger of a service, at the level its validated configuration asks for. */
+export const serviceLogger = (name: string, config: Pick<BaseConfig, 'LOG_LEVEL' | 'INSTANCE_NAME'>): Logger =>
+  createLogger(name, { level: config.LOG_LEVEL, fields: { instance: config.INSTANCE_NAME } });
+
 /**
- * Boots a service: metrics, the Nest application (HTTP for /health and /metrics, plus whatever
- * NATS handlers and consumers its modules start), listening on HTTP_HOST:HTTP_PORT. SIGTERM and
- * SIGINT stop it cleanly: handlers and consumers drain, connections close, spans are flushed.
+ * Boots a service: metrics, the Nest application (streams, consumers and caches in the init
+ * hooks), then the NATS transport (its @MessagePattern and @JetStreamConsumer handlers), then
+ * HTTP for /health and /metrics on HTTP_HOST:HTTP_PORT. stop() reverses it: the transport stops
+ * taking work and lets what it took finish, then the adapters close, then spans are flushed.
  * Telemetry itself is started earlier, by main.ts, before Nest is imported.
  */
 export async function runService(options: {
   name: string;
-  module: unknown;
-  host: string;
-  port: number;
-  log?: Logger;
+  module: DynamicModule;
+  config: Pick<BaseConfig, 'HTTP_HOST' | 'HTTP_PORT'>;
+  log: Logger;
 }): Promise<RunningService> {
-  const log = options.log ?? createLogger(options.name);
-  startMetrics(options.name);
-  const app = await NestFactory.create(options.module as never, {
-    logger: new NestJsonLogger(log),
-    abortOnError: false,
-  });
-  // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls app.close(), which runs the
-  // same destroy/shutdown hooks; Nest's own handler would re-raise the signal and cut the flush short.
-  await app.listen(options.port, options.host);
+  const { name, log, config } = options;
+  startMetrics(name);
+  const app = await NestFactory.create(options.module, { logger: new NestJsonLogger(log), abortOnError: false });
+  const transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), queue: name, log });
+  app.connectMicroservice({ strategy: transport });
+  // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
+  // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
+  await app.init();
+  await app.startAllMicroservices();
+  await app.listen(config.HTTP_PORT, config.HTTP_HOST);
   const address = app.getHttpServer().address() as { port: number } | string;
-  const port = typeof address === 'string' ? options.port : address.port;
-  const url = `http://${options.host}:${port}`;
-  log.info(`${options.name} ready`, { http: url, health: `${url}/health`, metrics: `${url}/metrics`, pid: process.pid });
+  const port = typeof address === 'string' ? config.HTTP_PORT : address.port;
+  const url = `http://${config.HTTP_HOST}:${port}`;
+  log.info(`${name} ready`, { http: url, health: `${url}/health`, metrics: `${url}/metrics`, pid: process.pid });
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      log.info(`${options.name} stopping`);
+      log.info(`${name} stopping`);
+      await transport.close();
       await app.close();
       await flushTelemetry();
       await shutdownTelemetry();
-      log.info(`${options.name} stopped`);
+      log.info(`${name} stopped`);
     })());
   return { app, url, log, stop };
 }
 
-/** main.ts helper: runs the service and exits cleanly on SIGTERM/SIGINT, or with 1 on boot failure. */
-export async function main(name: string, boot: () => Promise<RunningService>): Promise<void> {
+/**
+ * main.ts helper: loads the configuration, boots, and exits cleanly on SIGTERM/SIGINT, or with 1
+ * when the configuration is invalid or the boot fails.
+ */
+export async function main<C>(name: string, loadConfig: () => C, boot: (config: C) => Promise<RunningService>): Promise<void> {
   const log = createLogger(name);
   let running: RunningService | undefined;
   const onSignal = (signal: string) => {
@@ -72,7 +85,7 @@ export async function main(name: string, boot: () => Promise<RunningService>): P
   process.once('SIGINT', onSignal);
   process.on('unhandledRejection', (error) => log.error('unhandled rejection', { error }));
   try {
-    running = await boot();
+    running = await boot(loadConfig());
   } catch (error) {
     log.error(`${name} failed to start`, { error });
     process.exit(1);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { hostname } from 'node:os';
+import { loadKeyring, type Keyring } from '@mfa/crypto';
 
 /** Environment shared by every service; names are part of the contract (MISSION.md). */
 export const BaseConfig = z.object({
@@ -31,4 +32,20 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
     throw new ConfigError(`invalid configuration: ${problems}`);
   }
   return parsed.data;
+}
+
+/** The keyring of the services that seal or hash secrets, loaded with their configuration. */
+export interface KeyringConfig {
+  keyring: Keyring;
+  /** True when no MFA_ENCRYPTION_KEY was given and the public development key is in use. */
+  developmentKey: boolean;
+}
+
+export function loadKeyringConfig(env: NodeJS.ProcessEnv = process.env): KeyringConfig {
+  try {
+    const { keyring, development } = loadKeyring(env);
+    return { keyring, developmentKey: development };
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: ${(error as Error).message}`, { cause: error });
+  }
 }

@@ -1,14 +1,13 @@
 import { Controller, Get, Header, Inject, Optional, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { registry } from '@mfa/telemetry';
+import { HEALTH_CHECKS } from './tokens.js';
 
 /** A dependency the service needs to be ready: resolves when reachable, throws otherwise. */
 export interface HealthCheck {
   readonly name: string;
   check(): Promise<void>;
 }
-
-export const HEALTH_CHECKS = Symbol('HEALTH_CHECKS');
 
 async function within(ms: number, p: Promise<void>): Promise<void> {
   let timer: NodeJS.Timeout | undefined;

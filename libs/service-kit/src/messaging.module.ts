@@ -1,23 +1,56 @@
-import { Global, Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { Global, Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import type { ConsumerDefinition, StreamDefinition } from '@mfa/contracts';
+import { connectNats, ensureConsumer, ensureStreams, EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
-import { connectNats, EventPublisher, RequestRouter, type NatsClients } from '@mfa/messaging';
 import type { HealthCheck } from './health.js';
+import { LOGGER, NATS, SERVICE_NAME } from './tokens.js';
 
-export const NATS = Symbol('NATS');
-export const LOGGER = Symbol('LOGGER');
-export const SERVICE_NAME = Symbol('SERVICE_NAME');
+export interface MessagingOptions {
+  serviceName: string;
+  natsUrl: string;
+  log: Logger;
+  /** Streams the service writes to or reads from, created or updated at boot (STREAM_REPLICAS). */
+  streams: readonly StreamDefinition[];
+  replicas: number;
+  /** Durable consumers its @JetStreamConsumer handlers read, created at boot after the streams. */
+  consumers?: ReadonlyArray<{ definition: ConsumerDefinition; maxAckPending?: number }>;
+}
 
+const TOPOLOGY = Symbol('TOPOLOGY');
+
+/**
+ * Streams and durable consumers, provisioned in onModuleInit: this module is imported by every
+ * AppModule, so this runs before the service's own init hooks and before the transport starts
+ * pulling. Any instance may come first; provisioning is idempotent.
+ */
 @Injectable()
-export class NatsLifecycle implements OnApplicationShutdown {
+class JetStreamTopology implements OnModuleInit {
+  constructor(
+    @Inject(NATS) private readonly nats: NatsClients,
+    @Inject(TOPOLOGY) private readonly options: MessagingOptions,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    await ensureStreams(this.nats.jsm, this.options.streams, this.options.replicas);
+    for (const { definition, maxAckPending } of this.options.consumers ?? []) {
+      await ensureConsumer(this.nats.jsm, definition, maxAckPending);
+    }
+  }
+}
+
+/** Drains the connection last, after the transport and the other adapters have stopped. */
+@Injectable()
+class NatsLifecycle implements OnApplicationShutdown {
   constructor(@Inject(NATS) private readonly nats: NatsClients) {}
   async onApplicationShutdown(): Promise<void> {
     await this.nats.nc.drain().catch(() => undefined);
   }
 }
 
+@Injectable()
 export class NatsHealth implements HealthCheck {
   readonly name = 'nats';
-  constructor(private readonly nats: NatsClients) {}
+  constructor(@Inject(NATS) private readonly nats: NatsClients) {}
   async check(): Promise<void> {
     if (this.nats.nc.isClosed()) throw new Error('connection closed');
     await this.nats.nc.flush();
@@ -26,33 +59,27 @@ export class NatsHealth implements HealthCheck {
 }
 
 /**
- * NATS for a service: the connection (JetStream and manager), the request router for the public
- * API (queue group = service name) and the event publisher. Drained on shutdown, after the
- * handlers and consumers of the feature modules have stopped.
+ * NATS for a service: the connection (JetStream and manager), the event publisher, the logger,
+ * and the service's streams and consumers. The request/reply API and the consumers themselves are
+ * served by NatsTransport (started by runService).
  */
 @Global()
 @Module({})
 export class MessagingModule {
-  static forRoot(options: { serviceName: string; natsUrl: string; log: Logger }): DynamicModule {
+  static forRoot(options: MessagingOptions): DynamicModule {
     return {
       module: MessagingModule,
       providers: [
+        { provide: TOPOLOGY, useValue: options },
         { provide: SERVICE_NAME, useValue: options.serviceName },
         { provide: LOGGER, useValue: options.log },
-        {
-          provide: NATS,
-          useFactory: () => connectNats({ url: options.natsUrl, name: options.serviceName }),
-        },
-        {
-          provide: RequestRouter,
-          useFactory: (nats: NatsClients) => new RequestRouter(nats.nc, options.serviceName, options.log),
-          inject: [NATS],
-        },
+        { provide: NATS, useFactory: () => connectNats({ url: options.natsUrl, name: options.serviceName }) },
         { provide: EventPublisher, useFactory: (nats: NatsClients) => new EventPublisher(nats.js), inject: [NATS] },
-        { provide: NatsHealth, useFactory: (nats: NatsClients) => new NatsHealth(nats), inject: [NATS] },
+        NatsHealth,
+        JetStreamTopology,
         NatsLifecycle,
       ],
-      exports: [NATS, LOGGER, SERVICE_NAME, RequestRouter, EventPublisher, NatsHealth],
+      exports: [NATS, LOGGER, SERVICE_NAME, EventPublisher, NatsHealth],
     };
   }
 }

@@ -36,8 +36,17 @@ export function redact(value: unknown, depth = 0): unknown {
   return value;
 }
 
-export function createLogger(service: string, base: Record<string, unknown> = {}): Logger {
-  const threshold = ORDER[(process.env.LOG_LEVEL as LogLevel) ?? 'info'] ?? ORDER.info;
+export interface LoggerOptions {
+  /** Lowest level written; services pass their validated LOG_LEVEL. */
+  level?: LogLevel;
+  /** Fields on every line (e.g. the instance name). */
+  fields?: Record<string, unknown>;
+}
+
+export function createLogger(service: string, options: LoggerOptions = {}): Logger {
+  const level = options.level ?? 'info';
+  const base = options.fields ?? {};
+  const threshold = ORDER[level];
   const write = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[level] < threshold) return;
     const span = trace.getActiveSpan()?.spanContext();
@@ -57,6 +66,6 @@ export function createLogger(service: string, base: Record<string, unknown> = {}
     info: (m, f) => write('info', m, f),
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
-    child: (fields) => createLogger(service, { ...base, ...fields }),
+    child: (fields) => createLogger(service, { level, fields: { ...base, ...fields } }),
   };
 }

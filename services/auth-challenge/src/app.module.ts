@@ -1,41 +1,25 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { networkInterfaces } from 'node:os';
-import { Redis } from 'ioredis';
-import type { Keyring } from '@mfa/crypto';
-import { ensureStreams, type NatsClients } from '@mfa/messaging';
 import { Streams } from '@mfa/contracts';
-import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, type HealthCheck } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, RedisHealth, RedisModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
+import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
 import { TenantSettingsCache } from './adapters/tenant-settings.cache.js';
-import { ChallengeHandlers } from './api/challenge.handlers.js';
+import { ChallengeController } from './api/challenge.controller.js';
+import { ChallengeService } from './application/challenge.service.js';
 import type { AuthChallengeConfig } from './config.js';
-import { AUTH_CONFIG, KEYRING, REDIS, SERVER_IDENTITY } from './tokens.js';
+import { CODE_GENERATOR, CONFIG, KEYRING, SERVER_IDENTITY } from './tokens.js';
 
-class RedisHealth implements HealthCheck {
-  readonly name = 'redis';
-  constructor(private readonly redis: Redis) {}
-  async check(): Promise<void> {
-    await this.redis.ping();
-  }
-}
-
-/** Streams first (the tenant cache reads one, the handlers publish to another), then the cache. */
+/** The tenant cache is filled before the transport takes the first request, and stopped after the last. */
 @Injectable()
-class Startup implements OnModuleInit, OnApplicationShutdown {
-  constructor(
-    @Inject(NATS) private readonly nats: NatsClients,
-    @Inject(REDIS) private readonly redis: Redis,
-    @Inject(AUTH_CONFIG) private readonly config: AuthChallengeConfig,
-    private readonly tenants: TenantSettingsCache,
-  ) {}
+class TenantCacheLifecycle implements OnModuleInit, OnApplicationShutdown {
+  constructor(@Inject(TenantSettingsCache) private readonly tenants: TenantSettingsCache) {}
   async onModuleInit(): Promise<void> {
-    await ensureStreams(this.nats.jsm, [Streams.userSettings, Streams.challenges, Streams.deadLetters], this.config.STREAM_REPLICAS);
     await this.tenants.start();
   }
   async onApplicationShutdown(): Promise<void> {
     await this.tenants.stop();
-    await this.redis.quit().catch(() => this.redis.disconnect());
   }
 }
 
@@ -46,35 +30,34 @@ function serverIp(): string {
   return '127.0.0.1';
 }
 
+/** auth-challenge: challenge.start / verify / status on Redis (one script each) and MFA_CHALLENGES. */
 @Module({})
 export class AppModule {
-  static forRoot(config: AuthChallengeConfig, keyring: Keyring, log: Logger): DynamicModule {
+  static forRoot(config: AuthChallengeConfig, log: Logger): DynamicModule {
     return {
       module: AppModule,
-      imports: [MessagingModule.forRoot({ serviceName: 'auth-challenge', natsUrl: config.NATS_URL, log })],
-      controllers: [OpsController],
+      imports: [
+        MessagingModule.forRoot({
+          serviceName: 'auth-challenge',
+          natsUrl: config.NATS_URL,
+          log,
+          // The tenant cache reads the first, the decisions are recorded on the second.
+          streams: [Streams.userSettings, Streams.challenges, Streams.deadLetters],
+          replicas: config.STREAM_REPLICAS,
+        }),
+        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),
+      ],
+      controllers: [OpsController, ChallengeController],
       providers: [
-        { provide: AUTH_CONFIG, useValue: config },
-        { provide: KEYRING, useValue: keyring },
+        { provide: CONFIG, useValue: config },
+        { provide: KEYRING, useValue: config.keyring },
         { provide: SERVER_IDENTITY, useValue: { name: config.INSTANCE_NAME, ip: serverIp() } },
-        {
-          provide: REDIS,
-          // Auto-pipelining batches concurrent requests' scripts into one write: the hot path.
-          useFactory: () => new Redis(config.REDIS_URL, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: false }),
-        },
-        { provide: ChallengeStore, useFactory: (redis: Redis) => new ChallengeStore(redis), inject: [REDIS] },
-        {
-          provide: TenantSettingsCache,
-          useFactory: (nats: NatsClients, logger: Logger) => new TenantSettingsCache(nats.js, logger),
-          inject: [NATS, LOGGER],
-        },
-        {
-          provide: HEALTH_CHECKS,
-          useFactory: (nats: NatsHealth, redis: Redis) => [nats, new RedisHealth(redis)],
-          inject: [NatsHealth, REDIS],
-        },
-        Startup,
-        ChallengeHandlers,
+        { provide: CODE_GENERATOR, useClass: CsprngCodeGenerator },
+        ChallengeStore,
+        TenantSettingsCache,
+        TenantCacheLifecycle,
+        ChallengeService,
+        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],
     };
   }

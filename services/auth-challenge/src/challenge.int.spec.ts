@@ -10,6 +10,7 @@ import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projecti
 import { eventually, hasOathtool, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
+import { loadAuthChallengeConfig } from './config.js';
 import { HOTP_TEST_SCRIPT, UNMASK_TEST_SCRIPT } from './adapters/scripts.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -26,7 +27,7 @@ describe('auth-challenge against real NATS and Redis', () => {
   const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 5000 });
 
   before(async () => {
-    service = await boot({ ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' });
+    service = await boot(loadAuthChallengeConfig({ ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' }));
     nc = await connect({ servers: testEnv.natsUrl });
     jsm = await jetstreamManager(nc);
     redis = new Redis(testEnv.redisUrl);

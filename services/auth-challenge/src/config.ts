@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { BaseConfig, loadConfig, RedisConfig } from '@mfa/service-kit';
+import { BaseConfig, loadConfig, loadKeyringConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 
-export const AuthChallengeConfig = BaseConfig.extend(RedisConfig.shape).extend({
+export const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3001),
   /** How long a finished or expired challenge stays answerable (status, conflict) after it expires. */
   CHALLENGE_RETENTION_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(900),
@@ -17,6 +17,9 @@ export const AuthChallengeConfig = BaseConfig.extend(RedisConfig.shape).extend({
   MFA_LOCKOUT_COUNTER_RESET_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
   MFA_LOCKOUT_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
 });
-export type AuthChallengeConfig = z.infer<typeof AuthChallengeConfig>;
+export type AuthChallengeConfig = z.infer<typeof AuthChallengeEnv> & KeyringConfig;
 
-export const loadAuthChallengeConfig = (env: NodeJS.ProcessEnv = process.env) => loadConfig(AuthChallengeConfig, env);
+export const loadAuthChallengeConfig = (env: NodeJS.ProcessEnv = process.env): AuthChallengeConfig => ({
+  ...loadConfig(AuthChallengeEnv, env),
+  ...loadKeyringConfig(env),
+});

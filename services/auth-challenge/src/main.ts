@@ -4,4 +4,5 @@ import { main } from '@mfa/service-kit';
 
 startTelemetry({ serviceName: 'auth-challenge' });
 const { boot } = await import('./boot.js');
-await main('auth-challenge', () => boot());
+const { loadAuthChallengeConfig } = await import('./config.js');
+await main('auth-challenge', loadAuthChallengeConfig, boot);

@@ -1,4 +1,5 @@
+/** Injection tokens of auth-challenge (classes are their own tokens; REDIS, NATS, LOGGER come from @mfa/service-kit). */
+export const CONFIG = Symbol('AUTH_CHALLENGE_CONFIG');
 export const KEYRING = Symbol('KEYRING');
-export const AUTH_CONFIG = Symbol('AUTH_CONFIG');
 export const SERVER_IDENTITY = Symbol('SERVER_IDENTITY');
-export const REDIS = Symbol('REDIS');
+export const CODE_GENERATOR = Symbol('CODE_GENERATOR');

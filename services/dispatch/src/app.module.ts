@@ -1,38 +1,48 @@
 import { Module, type DynamicModule } from '@nestjs/common';
-import type { Keyring } from '@mfa/crypto';
+import { Consumers, Streams } from '@mfa/contracts';
 import { EventPublisher } from '@mfa/messaging';
 import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { SmsProvider } from './adapters/sms/sms-provider.js';
-import { SmsRequestsConsumer, STREAM_REPLICAS } from './api/sms-requests.consumer.js';
+import { SMS_CONCURRENCY, SmsRequestsController } from './api/sms-requests.controller.js';
+import { SmsDeliveryService } from './application/sms-delivery.service.js';
 import type { DispatchConfig } from './config.js';
-import { SmsDeliveryService } from './delivery/sms-delivery.service.js';
+import { SMS_PROVIDERS } from './tokens.js';
 
 /** dispatch: delivers SMS codes of challenges through the configured providers, with failover. */
 @Module({})
 export class AppModule {
-  static forRoot(options: { config: DispatchConfig; log: Logger; keyring: Keyring; providers: readonly SmsProvider[] }): DynamicModule {
-    const { config, log, keyring, providers } = options;
+  static forRoot(config: DispatchConfig, log: Logger, providers: readonly SmsProvider[]): DynamicModule {
     return {
       module: AppModule,
-      imports: [MessagingModule.forRoot({ serviceName: 'dispatch', natsUrl: config.NATS_URL, log })],
-      controllers: [OpsController],
+      imports: [
+        MessagingModule.forRoot({
+          serviceName: 'dispatch',
+          natsUrl: config.NATS_URL,
+          log,
+          streams: [Streams.challenges, Streams.dispatch, Streams.deadLetters],
+          replicas: config.STREAM_REPLICAS,
+          // No more unacknowledged messages than are being sent: a message waiting in the local
+          // buffer behind slow sends would outlive its ack wait and be delivered (and sent) twice.
+          consumers: [{ definition: Consumers.dispatchSms, maxAckPending: SMS_CONCURRENCY }],
+        }),
+      ],
+      controllers: [OpsController, SmsRequestsController],
       providers: [
-        { provide: STREAM_REPLICAS, useValue: config.STREAM_REPLICAS },
+        { provide: SMS_PROVIDERS, useValue: providers },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher) =>
+          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[]) =>
             new SmsDeliveryService({
-              keyring,
-              providers,
+              keyring: config.keyring,
+              providers: smsProviders,
               attemptsPerProvider: config.SMS_SEND_ATTEMPTS,
               retryBaseMs: config.SMS_RETRY_BASE_MS,
               publisher,
               log,
             }),
-          inject: [EventPublisher],
+          inject: [EventPublisher, SMS_PROVIDERS],
         },
-        SmsRequestsConsumer,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth) => [nats], inject: [NatsHealth] },
       ],
     };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BaseConfig, loadConfig } from '@mfa/service-kit';
+import { BaseConfig, loadConfig, loadKeyringConfig, type KeyringConfig } from '@mfa/service-kit';
 
 const optionalText = z
   .string()
@@ -7,7 +7,7 @@ const optionalText = z
   .transform((s) => (s === '' ? undefined : s))
   .optional();
 
-export const DispatchConfig = BaseConfig.extend({
+export const DispatchEnv = BaseConfig.extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3002),
   /** Ordered provider names, e.g. "twilio,console"; unset means "console" outside production. */
   SMS_PROVIDERS: optionalText,
@@ -20,6 +20,9 @@ export const DispatchConfig = BaseConfig.extend({
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });
-export type DispatchConfig = z.infer<typeof DispatchConfig>;
+export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig;
 
-export const loadDispatchConfig = (env: NodeJS.ProcessEnv = process.env) => loadConfig(DispatchConfig, env);
+export const loadDispatchConfig = (env: NodeJS.ProcessEnv = process.env): DispatchConfig => ({
+  ...loadConfig(DispatchEnv, env),
+  ...loadKeyringConfig(env),
+});

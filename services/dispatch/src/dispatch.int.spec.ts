@@ -8,6 +8,7 @@ import type { RunningService } from '@mfa/service-kit';
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
 import { eventually, FakeTwilio, testEnv, uniqueTenant } from '@mfa/testing';
 import { boot } from './boot.js';
+import { loadDispatchConfig } from './config.js';
 
 // Real NATS, the real dispatch app in-process, and a fake Twilio that speaks Twilio's REST API.
 // The durable consumer is shared with whatever else publishes SMS requests, so every assertion
@@ -144,15 +145,17 @@ async function backlogHandled(fake: FakeTwilio): Promise<void> {
 }
 
 async function startDispatch(env: Record<string, string>): Promise<RunningService> {
-  return boot({
-    ...process.env,
-    NODE_ENV: 'test',
-    NATS_URL: testEnv.natsUrl,
-    HTTP_HOST: '127.0.0.1',
-    HTTP_PORT: '0',
-    SMS_RETRY_BASE_MS: '20',
-    ...env,
-  });
+  return boot(
+    loadDispatchConfig({
+      ...process.env,
+      NODE_ENV: 'test',
+      NATS_URL: testEnv.natsUrl,
+      HTTP_HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      SMS_RETRY_BASE_MS: '20',
+      ...env,
+    }),
+  );
 }
 
 before(async () => {

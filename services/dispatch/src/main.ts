@@ -4,4 +4,5 @@ import { main } from '@mfa/service-kit';
 
 startTelemetry({ serviceName: 'dispatch' });
 const { boot } = await import('./boot.js');
-await main('dispatch', boot);
+const { loadDispatchConfig } = await import('./config.js');
+await main('dispatch', loadDispatchConfig, boot);

@@ -4,4 +4,5 @@ import { main } from '@mfa/service-kit';
 
 startTelemetry({ serviceName: 'fraud' });
 const { boot } = await import('./boot.js');
-await main('fraud', boot);
+const { loadFraudConfig } = await import('./config.js');
+await main('fraud', loadFraudConfig, boot);

@@ -1,17 +1,18 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
 import type pg from 'pg';
-import type { Logger } from '@mfa/telemetry';
+import { Consumers, Streams } from '@mfa/contracts';
 import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
+import type { Logger } from '@mfa/telemetry';
 import { createPool, PostgresHealth } from './adapters/database.js';
 import { SigninsRepository } from './adapters/signins.repository.js';
-import { ReportConsumers, STREAM_REPLICAS } from './api/report-consumers.js';
-import { ReportProjection } from './api/report-projection.js';
-import { SigninsQueryHandler } from './api/signins-query.handler.js';
+import { ReportEventsController } from './api/report-events.controller.js';
+import { SigninsController } from './api/signins.controller.js';
+import { ReportProjection } from './application/report-projection.js';
+import { SigninReportService } from './application/signin-report.service.js';
 import type { ReportingConfig } from './config.js';
+import { PG_POOL } from './tokens.js';
 
-export const PG_POOL = Symbol('PG_POOL');
-
-/** Closes the pool last: after the consumers and the query handler stopped (onModuleDestroy). */
+/** Closes the pool after the transport stopped: in-flight batches commit, queries answer. */
 @Injectable()
 class PoolLifecycle implements OnApplicationShutdown {
   constructor(@Inject(PG_POOL) private readonly pool: pg.Pool) {}
@@ -29,22 +30,29 @@ export class AppModule {
   static forRoot(config: ReportingConfig, log: Logger): DynamicModule {
     return {
       module: AppModule,
-      imports: [MessagingModule.forRoot({ serviceName: 'reporting', natsUrl: config.NATS_URL, log })],
-      controllers: [OpsController],
+      imports: [
+        MessagingModule.forRoot({
+          serviceName: 'reporting',
+          natsUrl: config.NATS_URL,
+          log,
+          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.deadLetters],
+          replicas: config.STREAM_REPLICAS,
+          consumers: [Consumers.reportingChallenges, Consumers.reportingDispatch, Consumers.reportingTenants].map((definition) => ({ definition })),
+        }),
+      ],
+      controllers: [OpsController, ReportEventsController, SigninsController],
       providers: [
         { provide: PG_POOL, useFactory: () => createPool(config.DATABASE_URL, log) },
         PoolLifecycle,
-        { provide: STREAM_REPLICAS, useValue: config.STREAM_REPLICAS },
         { provide: SigninsRepository, useFactory: (pool: pg.Pool) => new SigninsRepository(pool), inject: [PG_POOL] },
         { provide: ReportProjection, useFactory: (repo: SigninsRepository) => new ReportProjection(repo), inject: [SigninsRepository] },
+        { provide: SigninReportService, useFactory: (repo: SigninsRepository) => new SigninReportService(repo), inject: [SigninsRepository] },
         { provide: PostgresHealth, useFactory: (pool: pg.Pool) => new PostgresHealth(pool), inject: [PG_POOL] },
         {
           provide: HEALTH_CHECKS,
           useFactory: (nats: NatsHealth, postgres: PostgresHealth) => [nats, postgres],
           inject: [NatsHealth, PostgresHealth],
         },
-        ReportConsumers,
-        SigninsQueryHandler,
       ],
     };
   }

@@ -4,4 +4,5 @@ import { main } from '@mfa/service-kit';
 
 startTelemetry({ serviceName: 'reporting' });
 const { boot } = await import('./boot.js');
-await main('reporting', boot);
+const { loadReportingConfig } = await import('./config.js');
+await main('reporting', loadReportingConfig, boot);

@@ -22,7 +22,7 @@ import type { RunningService } from '@mfa/service-kit';
 import { eventually, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
-import { ReportProjection } from './api/report-projection.js';
+import { ReportProjection } from './application/report-projection.js';
 import type { Sequenced } from './domain/signin-projection.js';
 
 // Real NATS and Postgres (the test database). Events are fed to the projection directly, with

@@ -1,30 +1,21 @@
-import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { Module, type DynamicModule } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { Consumers, Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
 import { EventStore } from './adapters/event-store.js';
-import { JetStreamTopology } from './adapters/jetstream-topology.js';
-import { closeRedis, createRedis, RedisHealth } from './adapters/redis.js';
-import { UserSettingsHandlers } from './api/user-settings.handlers.js';
-import { UserProjectorConsumer } from './api/user-projector.consumer.js';
+import { UserProjectorController } from './api/user-projector.controller.js';
+import { UserSettingsController } from './api/user-settings.controller.js';
+import { ProjectionRecovery } from './application/projection-recovery.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 import type { UserSettingsConfig } from './config.js';
 import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
-import { CONFIG, KEYRING, REDIS } from './tokens.js';
-
-/** Closes Redis after handlers and the projector have stopped (onModuleDestroy comes first). */
-@Injectable()
-class RedisLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
-  async onApplicationShutdown(): Promise<void> {
-    await closeRedis(this.redis);
-  }
-}
+import { CONFIG, KEYRING } from './tokens.js';
 
 /**
  * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), their public
@@ -36,13 +27,21 @@ export class AppModule {
   static forRoot(config: UserSettingsConfig, log: Logger): DynamicModule {
     return {
       module: AppModule,
-      imports: [MessagingModule.forRoot({ serviceName: 'user-settings', natsUrl: config.NATS_URL, log })],
-      controllers: [OpsController],
+      imports: [
+        MessagingModule.forRoot({
+          serviceName: 'user-settings',
+          natsUrl: config.NATS_URL,
+          log,
+          streams: [Streams.userSettings, Streams.deadLetters],
+          replicas: config.STREAM_REPLICAS,
+          consumers: [{ definition: Consumers.userProjector }],
+        }),
+        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
+      ],
+      controllers: [OpsController, UserSettingsController, UserProjectorController],
       providers: [
         { provide: CONFIG, useValue: config },
         { provide: KEYRING, useValue: config.keyring },
-        { provide: REDIS, useFactory: () => createRedis(config.REDIS_URL, log) },
-        RedisLifecycle,
         {
           provide: EventStore,
           useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher),
@@ -54,8 +53,13 @@ export class AppModule {
           inject: [REDIS, KEYRING],
         },
         {
+          provide: ActivationAttempts,
+          useFactory: (redis: Redis, keyring: Keyring) => new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
+          inject: [REDIS, KEYRING],
+        },
+        {
           provide: UserSettingsService,
-          useFactory: (store: EventStore, projection: UserProjectionWriter, keyring: Keyring, redis: Redis) =>
+          useFactory: (store: EventStore, projection: UserProjectionWriter, keyring: Keyring, activationAttempts: ActivationAttempts) =>
             new UserSettingsService({
               store,
               projection,
@@ -63,23 +67,17 @@ export class AppModule {
               log,
               autoCreateTenants: config.MFA_TENANT_AUTO_CREATE,
               totpIssuer: config.MFA_TOTP_ISSUER,
-              activationAttempts: new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
+              activationAttempts,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, REDIS],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts],
         },
         {
           provide: UserProjector,
           useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring) => new UserProjector(store, writer, keyring),
           inject: [EventStore, UserProjectionWriter, KEYRING],
         },
-        JetStreamTopology,
-        UserSettingsHandlers,
-        UserProjectorConsumer,
-        {
-          provide: HEALTH_CHECKS,
-          useFactory: (nats: NatsHealth, redis: Redis) => [nats, new RedisHealth(redis)],
-          inject: [NatsHealth, REDIS],
-        },
+        ProjectionRecovery,
+        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],
     };
   }

@@ -1,19 +1,11 @@
-import { createLogger } from '@mfa/telemetry';
-import { runService } from '@mfa/service-kit';
+import { runService, serviceLogger, type RunningService } from '@mfa/service-kit';
 import { AppModule } from './app.module.js';
-import { loadUserSettingsConfig } from './config.js';
+import type { UserSettingsConfig } from './config.js';
 
-export async function boot() {
-  const config = loadUserSettingsConfig();
-  const log = createLogger('user-settings', { instance: config.INSTANCE_NAME });
+export async function boot(config: UserSettingsConfig): Promise<RunningService> {
+  const log = serviceLogger('user-settings', config);
   if (config.developmentKey) {
     log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key; TOTP secrets are not protected');
   }
-  return runService({
-    name: 'user-settings',
-    module: AppModule.forRoot(config, log),
-    host: config.HTTP_HOST,
-    port: config.HTTP_PORT,
-    log,
-  });
+  return runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log });
 }

@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { loadKeyring, type Keyring } from '@mfa/crypto';
-import { BaseConfig, ConfigError, loadConfig, RedisConfig } from '@mfa/service-kit';
+import { BaseConfig, loadConfig, loadKeyringConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 
 export const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3004),
@@ -15,18 +14,9 @@ export const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
   MFA_TENANT_AUTO_CREATE: z.stringbool().default(true),
 });
 
-export type UserSettingsConfig = z.infer<typeof UserSettingsEnv> & {
-  keyring: Keyring;
-  /** True when no MFA_ENCRYPTION_KEY was given and the public development key is in use. */
-  developmentKey: boolean;
-};
+export type UserSettingsConfig = z.infer<typeof UserSettingsEnv> & KeyringConfig;
 
-export function loadUserSettingsConfig(env: NodeJS.ProcessEnv = process.env): UserSettingsConfig {
-  const config = loadConfig(UserSettingsEnv, env);
-  try {
-    const { keyring, development } = loadKeyring(env);
-    return { ...config, keyring, developmentKey: development };
-  } catch (error) {
-    throw new ConfigError(`invalid configuration: ${(error as Error).message}`, { cause: error });
-  }
-}
+export const loadUserSettingsConfig = (env: NodeJS.ProcessEnv = process.env): UserSettingsConfig => ({
+  ...loadConfig(UserSettingsEnv, env),
+  ...loadKeyringConfig(env),
+});

@@ -4,4 +4,5 @@ import { main } from '@mfa/service-kit';
 
 startTelemetry({ serviceName: 'user-settings' });
 const { boot } = await import('./boot.js');
-await main('user-settings', boot);
+const { loadUserSettingsConfig } = await import('./config.js');
+await main('user-settings', loadUserSettingsConfig, boot);

@@ -91,7 +91,7 @@ before(async () => {
   config = loadUserSettingsConfig({ ...process.env, HTTP_PORT: '0', NATS_URL: testEnv.natsUrl, REDIS_URL: testEnv.redisUrl });
   keyring = config.keyring;
   const log = createLogger('user-settings-test');
-  service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), host: '127.0.0.1', port: 0, log });
+  service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log });
   nats = await connectNats({ url: testEnv.natsUrl, name: 'user-settings-int-test' });
   nc = nats.nc;
   jsm = nats.jsm;
@@ -275,7 +275,7 @@ describe('user-settings over NATS', () => {
     // Another instance boots against the emptied Redis: it claims the marker and restarts the
     // projector from the beginning of the log.
     const log = createLogger('user-settings-test-2');
-    const second = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), host: '127.0.0.1', port: 0, log });
+    const second = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log });
     try {
       assert.ok(await redis.exists(RedisKeys.userProjectionMarker));
       await eventually(async () => ((await redis.exists(keys.user, keys.totp, keys.steps)) === 3 ? true : undefined), 60_000, 'replayed keys');

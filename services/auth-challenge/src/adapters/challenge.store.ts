@@ -1,11 +1,14 @@
+import { Inject, Injectable } from '@nestjs/common';
 import { Redis, ReplyError } from 'ioredis';
 import { unavailable } from '@mfa/contracts';
+import { RedisKeys } from '@mfa/projection';
+import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
+import type { StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
+import { START_SCRIPT, VERIFY_SCRIPT } from './scripts.js';
+import { parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
-import { RedisKeys } from '@mfa/projection';
-import { parseStartVerdict, parseVerifyVerdict, type StartVerdict, type VerifyVerdict } from '../domain/verdicts.js';
-import { START_SCRIPT, VERIFY_SCRIPT } from './scripts.js';
 
 type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<string[]>;
 
@@ -56,12 +59,16 @@ async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Challenges in Redis: one script call per start or verify, one HMGET per status. */
+/**
+ * Challenges in Redis: one script call per start or verify, one HMGET per status. The scripts
+ * answer flat string arrays; this adapter turns them into the domain's verdicts.
+ */
+@Injectable()
 export class ChallengeStore {
   private readonly start: ScriptFn;
   private readonly verify: ScriptFn;
 
-  constructor(readonly redis: Redis) {
+  constructor(@Inject(REDIS) private readonly redis: Redis) {
     redis.defineCommand('mfaChallengeStart', { numberOfKeys: 4, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 4, lua: VERIFY_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn };

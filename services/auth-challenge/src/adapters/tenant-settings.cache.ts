@@ -1,20 +1,26 @@
-import type { ConsumerMessages, JetStreamClient } from '@nats-io/jetstream';
+import { Inject, Injectable } from '@nestjs/common';
+import type { ConsumerMessages } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
+import type { NatsClients } from '@mfa/messaging';
+import { LOGGER, NATS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 
 /**
  * Tenant settings, kept in memory from the tenant events through an ordered (ephemeral)
  * consumer: the hot path reads them without a round trip. A tenant not yet seen gets the
- * defaults, which is exactly what a just-created tenant has.
+ * defaults, which is exactly what a just-created tenant has. An ordered consumer rather than a
+ * @JetStreamConsumer handler: every instance needs every tenant event in its own memory, while a
+ * durable consumer shares its messages among instances.
  */
+@Injectable()
 export class TenantSettingsCache {
   private readonly settings = new Map<string, TenantSettings>();
   private messages: ConsumerMessages | undefined;
   private readonly defaults = defaultTenantSettings();
 
   constructor(
-    private readonly js: JetStreamClient,
-    private readonly log: Logger,
+    @Inject(NATS) private readonly nats: NatsClients,
+    @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
   get(tenantId: string): TenantSettings {
@@ -27,7 +33,7 @@ export class TenantSettingsCache {
 
   /** Resolves once the events present at start are folded in (or after `timeoutMs`). */
   async start(timeoutMs = 10_000): Promise<void> {
-    const consumer = await this.js.consumers.get(Streams.userSettings.name, { filter_subjects: EventSubjects.allTenants });
+    const consumer = await this.nats.js.consumers.get(Streams.userSettings.name, { filter_subjects: EventSubjects.allTenants });
     const info = await consumer.info();
     let caughtUp: () => void = () => undefined;
     const ready = new Promise<void>((resolve) => {

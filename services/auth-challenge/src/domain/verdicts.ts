@@ -8,12 +8,13 @@ import {
   type ChallengeVerifyReply,
   type EventOf,
   type Method,
-  methodOf,
+  EventSubjects,
 } from '@mfa/contracts';
 
 /**
  * The challenge decisions are taken atomically inside Redis (adapters/scripts.ts); this module is
- * the pure half: it reads the script's verdict and says what to answer and which event records it.
+ * the pure half: given the script's verdict (parsed by adapters/challenge.store.ts), it says what
+ * to answer and which event records it.
  * Expected outcomes are events of their own (ChallengeApproved, ChallengeCodeRejected, ...).
  */
 
@@ -43,80 +44,6 @@ export type VerifyVerdict =
 
 export class VerdictError extends Error {
   override name = 'VerdictError';
-}
-
-const text = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
-const method = (v: string | undefined): Method => {
-  const m = methodOf(v ?? '');
-  if (!m) throw new VerdictError(`unknown method in challenge: ${String(v)}`);
-  return m;
-};
-const cause = (v: string | undefined) => (v === 'reused' ? 'reused' : 'mismatch');
-
-function profileOf(raw: readonly string[]): Profile {
-  const p: Profile = {};
-  const [displayName, email, phoneNumber, language] = [raw[3], raw[4], raw[5], raw[6]].map(text);
-  if (displayName) p.displayName = displayName;
-  if (email) p.email = email;
-  if (phoneNumber) p.phoneNumber = phoneNumber;
-  if (language) p.language = language;
-  return p;
-}
-
-export function parseStartVerdict(raw: readonly string[]): StartVerdict {
-  switch (raw[0]) {
-    case 'pending':
-      return { kind: 'pending', method: method(raw[1]), profile: profileOf(raw) };
-    case 'registration_required':
-      return {
-        kind: 'registration_required',
-        method: methodOf(raw[1] ?? '') ?? null,
-        reason: (text(raw[2]) ?? 'no_method_registered') as ChallengeReason,
-        profile: profileOf(raw),
-      };
-    case 'unknown_tenant':
-      return { kind: 'unknown_tenant' };
-    case 'not_found':
-      return { kind: 'not_found' };
-    case 'rate_limited':
-      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
-    case 'locked':
-      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
-    default:
-      throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
-  }
-}
-
-export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
-  switch (raw[0]) {
-    case 'approved': {
-      const v: VerifyVerdict = { kind: 'approved', userId: raw[1]!, method: method(raw[2]) };
-      if (text(raw[3])) v.tokenId = raw[3]!;
-      return v;
-    }
-    case 'rejected':
-      return {
-        kind: 'rejected',
-        userId: raw[1]!,
-        method: method(raw[2]),
-        attempts: Number(raw[3]),
-        remaining: Number(raw[4]),
-        cause: cause(raw[5]),
-      };
-    case 'exhausted':
-      return { kind: 'exhausted', userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]) };
-    case 'expired':
-    case 'expired_again':
-      return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };
-    case 'conflict':
-      return { kind: 'conflict', status: raw[3] ?? 'completed' };
-    case 'locked':
-      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
-    case 'not_found':
-      return { kind: 'not_found' };
-    default:
-      throw new VerdictError(`unexpected verify verdict ${String(raw[0])}`);
-  }
 }
 
 /** An event to record, before it gets its envelope (id, time, trace) from the caller. */
@@ -283,4 +210,22 @@ export function decideStatus(
   const reply: ChallengeVerifyReply = { challengeId, status };
   if (record.reason) reply.reason = record.reason as ChallengeReason;
   return reply;
+}
+
+/** The subject an event is recorded on: one per event type (and per method for starts). */
+export function subjectOf(event: PendingEvent): string {
+  switch (event.type) {
+    case 'ChallengeStarted':
+      return EventSubjects.challengeStarted(event.data.method);
+    case 'ChallengeRegistrationRequired':
+      return EventSubjects.challengeRegistrationRequired;
+    case 'ChallengeApproved':
+      return EventSubjects.challengeApproved;
+    case 'ChallengeCodeRejected':
+      return EventSubjects.challengeCodeRejected;
+    case 'ChallengeAttemptsExhausted':
+      return EventSubjects.challengeAttemptsExhausted;
+    case 'ChallengeExpired':
+      return EventSubjects.challengeExpired;
+  }
 }

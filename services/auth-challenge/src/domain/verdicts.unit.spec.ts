@@ -1,7 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
-import { decideStart, decideStatus, decideVerify, parseStartVerdict, parseVerifyVerdict, type StartContext } from './verdicts.js';
+// Verdicts are built the way the store adapter builds them from the scripts' replies.
+import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import { decideStart, decideStatus, decideVerify, type StartContext } from './verdicts.js';
 
 const server = { name: 'node-a', ip: '10.0.0.5' };
 const ctx = (over: Partial<StartContext> = {}): StartContext => ({

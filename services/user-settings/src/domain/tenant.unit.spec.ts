@@ -1,15 +1,12 @@
 import { describe, it } from 'node:test';
 import { defaultTenantSettings } from '@mfa/contracts';
-import { deciderSpec } from './decider-spec.js';
-import { tenantDecider, type TenantEvent } from './tenant.js';
+import { deciderSpec, tenantCreated, tenantSettingsChanged, testTenant } from '@mfa/testing';
+import { tenantDecider } from './tenant.js';
 
 const spec = deciderSpec(tenantDecider);
 const now = new Date('2025-06-01T12:00:00.000Z');
-const created: TenantEvent = {
-  type: 'TenantCreated',
-  data: { settings: { codeLifetimeSeconds: 300, maxAttempts: 5, enabledMethods: ['sms', 'totp'] } },
-  occurredAt: '2025-05-01T00:00:00.000Z',
-};
+const tenant = testTenant({ settings: { codeLifetimeSeconds: 300, maxAttempts: 5, enabledMethods: ['sms', 'totp'] } });
+const created = tenantCreated(tenant, { occurredAt: '2025-05-01T00:00:00.000Z' });
 
 describe('tenant decider: configure', () => {
   it('creates an unknown tenant with the given settings over the defaults', () => {
@@ -38,11 +35,10 @@ describe('tenant decider: configure', () => {
   });
 
   it('folds later changes over earlier ones', () => {
-    const changed: TenantEvent = {
-      type: 'TenantSettingsChanged',
-      data: { settings: { codeLifetimeSeconds: 120, maxAttempts: 5, enabledMethods: ['sms', 'totp'] } },
+    const changed = tenantSettingsChanged(tenant, {
       occurredAt: '2025-05-02T00:00:00.000Z',
-    };
+      data: { settings: { ...tenant.settings, codeLifetimeSeconds: 120 } },
+    });
     spec.given([created, changed]).when({ type: 'ConfigureTenant', data: { settings: { codeLifetimeSeconds: 120 } } }, now).thenNothing();
   });
 });

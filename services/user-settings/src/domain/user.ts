@@ -1,6 +1,6 @@
 import { conflict, notFound, rateLimited, type Method } from '@mfa/contracts';
+import { matchTotpStep } from '@mfa/crypto';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
-import { matchTotpStep } from './totp.js';
 
 /** Seeds: up to 5 OATH hardware tokens or authenticator apps per user. */
 export const MAX_TOTP_TOKENS = 5;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { totp, totpStep } from '@mfa/crypto';
-import { deciderSpec } from './decider-spec.js';
+import { deciderSpec, fakeSealedSecret, testUser, totpTokenActivated, totpTokenEnrolled, userProfileChanged, userRegistered } from '@mfa/testing';
 import {
   defaultMethodOf,
   evolveUser,
@@ -18,23 +18,13 @@ const spec = deciderSpec(userDecider);
 const now = new Date('2025-06-01T12:00:10.000Z');
 const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000).toISOString();
 const secret = Buffer.from('0123456789abcdefghij');
-const sealed = (tokenId: string) => `v1.testkid.AAAAAAAAAAAAAAAA.${tokenId}.AAAAAAAAAAAAAAAAAAAAAA`;
+const sealed = fakeSealedSecret;
 
-const registered = (at = minutesAgo(60)): UserEvent => ({
-  type: 'UserRegistered',
-  data: { userId: 'helga@contoso.com', displayName: 'Helga', phoneNumber: '+14155550123' },
-  occurredAt: at,
-});
-const enrolled = (tokenId: string, at = minutesAgo(1)): UserEvent => ({
-  type: 'TotpTokenEnrolled',
-  data: { tokenId, label: 'phone', sealedSecret: sealed(tokenId), digits: 6, period: 30, algorithm: 'SHA1' },
-  occurredAt: at,
-});
-const activated = (tokenId: string, step = 1000): UserEvent => ({
-  type: 'TotpTokenActivated',
-  data: { tokenId, step },
-  occurredAt: minutesAgo(0),
-});
+// Helga has a phone number (so sms) and nothing else the register commands below would change.
+const helga = testUser({ profile: { displayName: 'Helga', phoneNumber: '+14155550123' } });
+const registered = (at = minutesAgo(60)) => userRegistered(helga, { occurredAt: at });
+const enrolled = (tokenId: string, at = minutesAgo(1)) => totpTokenEnrolled(helga, { occurredAt: at, data: { tokenId } });
+const activated = (tokenId: string, step = 1000) => totpTokenActivated(helga, { occurredAt: minutesAgo(0), data: { tokenId, step } });
 const enroll = (tokenId = 'new-token') =>
   ({ type: 'EnrollTotpToken', data: { tokenId, label: 'phone', sealedSecret: sealed(tokenId) } }) as const;
 const activate = (code: string, tokenId = 'tok') =>
@@ -182,7 +172,7 @@ describe('user state: methods', () => {
   });
 
   it('has no method and no default without phone or active token', () => {
-    const state = fold([{ type: 'UserRegistered', data: { userId: 'u' }, occurredAt: minutesAgo(1) }]);
+    const state = fold([userRegistered(testUser({ userId: 'u', profile: {} }), { occurredAt: minutesAgo(1) })]);
     assert.deepEqual(methodsOf(state), []);
     assert.equal(defaultMethodOf(state), undefined);
   });
@@ -190,7 +180,7 @@ describe('user state: methods', () => {
   it('merges profile changes and keeps the activation step', () => {
     const state = fold([
       registered(),
-      { type: 'UserProfileChanged', data: { email: 'h@contoso.com' }, occurredAt: minutesAgo(1) },
+      userProfileChanged(helga, { occurredAt: minutesAgo(1), data: { email: 'h@contoso.com' } }),
       enrolled('tok'),
       activated('tok', 42),
     ]);

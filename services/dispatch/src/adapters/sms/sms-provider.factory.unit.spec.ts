@@ -1,13 +1,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError } from '@mfa/service-kit';
-import { DispatchConfig } from '../../config.js';
+import { DispatchEnv } from '../../config.js';
 import { createSmsProviders } from './sms-provider.factory.js';
 
 const twilio = { TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000000', TWILIO_AUTH_TOKEN: 'not-a-real-token', TWILIO_FROM_NUMBER: '+15005550006' };
 
 /** Configuration as the service reads it, from environment variables. */
-const configFrom = (env: Record<string, string>) => DispatchConfig.parse(env);
+const configFrom = (env: Record<string, string>) => DispatchEnv.parse(env);
 const names = (env: Record<string, string>) => createSmsProviders(configFrom(env)).map((p) => p.name);
 
 describe('SMS provider factory', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { TenantsConfigureCommand } from './tenants-configure.schema.js';
+import { TenantsConfigureRequest as TenantsConfigureCommand } from './api.js';
 
 describe('tenants.configure request schema', () => {
   it('keeps omitted settings omitted, so a partial update stays partial', () => {

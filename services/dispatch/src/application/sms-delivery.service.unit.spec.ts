@@ -1,10 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventSubjects, type AnyEvent, type DispatchEvent, type EventOf } from '@mfa/contracts';
 import { keyringFromMasterKey, seal, SealContext } from '@mfa/crypto';
-import { createEvent, PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
+import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
+import { challengeExpired, challengeStarted, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { DeliveryInterruptedError, SmsDeliveryService } from './sms-delivery.service.js';
@@ -58,33 +59,23 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number }
   return { service, published };
 }
 
-function challengeStarted(options: { code?: string; expiresInSeconds?: number; sealFor?: string; delivery?: boolean; language?: string } = {}) {
-  const tenantId = `t-${randomUUID().slice(0, 8)}`;
-  const challengeId = randomUUID();
+/** An SMS challenge started `now`, its code sealed for dispatch as auth-challenge seals it. */
+function smsChallenge(options: { code?: string; expiresInSeconds?: number; sealFor?: string; delivery?: boolean; language?: string } = {}) {
   const code = options.code ?? '314159';
-  const event = createEvent('ChallengeStarted', 1, {
-    tenantId,
-    aggregateId: challengeId,
-    now,
+  const to = '+46701234567';
+  const challenge = testChallenge(testUser({ profile: { phoneNumber: to } }), {
+    startedAt: now.toISOString(),
+    expiresAt: new Date(now.getTime() + (options.expiresInSeconds ?? 300) * 1000).toISOString(),
+  });
+  const { tenantId, challengeId } = challenge;
+  const sealedCode = seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId));
+  const event = challengeStarted(challenge, {
     metadata: { correlationId: 'req-1' },
     data: {
-      challengeId,
-      userId: 'helga@contoso.example',
-      profile: {},
-      server: { name: 'test', ip: '127.0.0.1' },
-      method: 'sms',
-      expiresAt: new Date(now.getTime() + (options.expiresInSeconds ?? 300) * 1000).toISOString(),
-      maxAttempts: 5,
-      ...(options.delivery === false
-        ? {}
-        : {
-            delivery: {
-              channel: 'sms' as const,
-              to: '+46701234567',
-              sealedCode: seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId)),
-              ...(options.language ? { language: options.language } : {}),
-            },
-          }),
+      delivery:
+        options.delivery === false
+          ? undefined
+          : { channel: 'sms', to, sealedCode, ...(options.language ? { language: options.language } : {}) },
     },
   });
   return { event, code, challengeId, tenantId };
@@ -106,7 +97,7 @@ describe('SMS delivery', () => {
   it('sends the code to the number and publishes SmsSent with an id derived from the request', async () => {
     const twilio = new ScriptedProvider('twilio');
     const { service, published } = harness([twilio]);
-    const { event, code, challengeId, tenantId } = challengeStarted({ language: 'de-AT' });
+    const { event, code, challengeId, tenantId } = smsChallenge({ language: 'de-AT' });
     await service.deliver(delivery(event));
     assert.equal(twilio.sent.length, 1);
     assert.equal(twilio.sent[0]!.to, '+46701234567');
@@ -124,7 +115,7 @@ describe('SMS delivery', () => {
   it('retries transient errors on the same provider, telling JetStream it is still working', async () => {
     const twilio = new ScriptedProvider('twilio', ['transient', 'transient', 'ok']);
     const { service, published } = harness([twilio, new ScriptedProvider('console')]);
-    const d = delivery(challengeStarted().event);
+    const d = delivery(smsChallenge().event);
     await service.deliver(d);
     assert.equal(twilio.calls, 3);
     assert.deepEqual(
@@ -138,7 +129,7 @@ describe('SMS delivery', () => {
     const twilio = new ScriptedProvider('twilio', ['permanent']);
     const console = new ScriptedProvider('console');
     const { service, published } = harness([twilio, console]);
-    await service.deliver(delivery(challengeStarted().event));
+    await service.deliver(delivery(smsChallenge().event));
     assert.equal(twilio.calls, 1);
     assert.equal(console.sent.length, 1);
     const sent = only(published, 'SmsSent');
@@ -149,7 +140,7 @@ describe('SMS delivery', () => {
   it('treats a provider that throws something unexpected as a permanent failure and fails over', async () => {
     const broken = new ScriptedProvider('twilio', ['bug']);
     const { service, published } = harness([broken, new ScriptedProvider('console')]);
-    await service.deliver(delivery(challengeStarted().event));
+    await service.deliver(delivery(smsChallenge().event));
     assert.equal(broken.calls, 1);
     assert.equal(only(published, 'SmsSent').data.provider, 'console');
   });
@@ -158,7 +149,7 @@ describe('SMS delivery', () => {
     const twilio = new ScriptedProvider('twilio', ['transient', 'transient', 'transient']);
     const console = new ScriptedProvider('console', ['permanent']);
     const { service, published } = harness([twilio, console]);
-    const { event, challengeId } = challengeStarted();
+    const { event, challengeId } = smsChallenge();
     await service.deliver(delivery(event));
     assert.equal(published[0]!.subject, EventSubjects.smsFailed);
     const failed = only(published, 'SmsDeliveryFailed');
@@ -179,7 +170,7 @@ describe('SMS delivery', () => {
   it('does not send a code whose challenge has already expired', async () => {
     const twilio = new ScriptedProvider('twilio');
     const { service, published } = harness([twilio]);
-    await service.deliver(delivery(challengeStarted({ expiresInSeconds: 0 }).event));
+    await service.deliver(delivery(smsChallenge({ expiresInSeconds: 0 }).event));
     assert.equal(twilio.calls, 0);
     const failed = only(published, 'SmsDeliveryFailed');
     assert.equal(failed.data.attempts, 1);
@@ -189,17 +180,12 @@ describe('SMS delivery', () => {
   it('declares poison what can never be delivered, without sending or publishing', async () => {
     const twilio = new ScriptedProvider('twilio');
     const { service, published } = harness([twilio]);
-    const expired = createEvent('ChallengeExpired', 1, {
-      tenantId: 't-1',
-      aggregateId: 'c-1',
-      now,
-      data: { challengeId: 'c-1', userId: 'u', method: 'sms', server: { name: 's', ip: '127.0.0.1' } },
-    });
+    const expired = challengeExpired(testChallenge());
     const cases: Array<[string, AnyEvent, RegExp]> = [
       ['another event type', expired, /expected ChallengeStarted/],
-      ['no delivery', challengeStarted({ delivery: false }).event, /without delivery/],
-      ['a code sealed for another challenge', challengeStarted({ sealFor: randomUUID() }).event, /does not open/],
-      ['a code that is not six digits', challengeStarted({ code: '12345678' }).event, /not six digits/],
+      ['no delivery', smsChallenge({ delivery: false }).event, /without delivery/],
+      ['a code sealed for another challenge', smsChallenge({ sealFor: testChallengeId() }).event, /does not open/],
+      ['a code that is not six digits', smsChallenge({ code: '12345678' }).event, /not six digits/],
     ];
     for (const [what, event, reason] of cases) {
       await assert.rejects(service.deliver(delivery(event)), (e: Error) => e instanceof PoisonMessageError && reason.test(e.message), what);
@@ -213,14 +199,14 @@ describe('SMS delivery', () => {
     const { service, published } = harness([twilio]);
     const stopping = new AbortController();
     stopping.abort();
-    await assert.rejects(service.deliver(delivery(challengeStarted().event), stopping.signal), DeliveryInterruptedError);
+    await assert.rejects(service.deliver(delivery(smsChallenge().event), stopping.signal), DeliveryInterruptedError);
     assert.equal(published.length, 0);
   });
 
   it('retries publishing the outcome rather than send the SMS again', async () => {
     const twilio = new ScriptedProvider('twilio');
     const { service, published } = harness([twilio], { publishFailures: 2 });
-    await service.deliver(delivery(challengeStarted().event));
+    await service.deliver(delivery(smsChallenge().event));
     assert.equal(twilio.calls, 1);
     assert.equal(only(published, 'SmsSent').data.attempts, 1);
   });

@@ -1,13 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSubjects, type DispatchEvent, type EventOf } from '@mfa/contracts';
 import { open, SealContext, type Keyring } from '@mfa/crypto';
-import { createEvent, PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
+import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { smsBody } from '../domain/sms-body.js';
-import { smsProviderDuration, smsSends } from '../metrics.js';
+import { smsProviderDuration, smsSends } from './metrics.js';
 
 export interface SmsDeliveryOptions {
   keyring: Keyring;
@@ -145,18 +145,11 @@ export class SmsDeliveryService {
    */
   private async publish(outcome: DispatchEvent, msg: Delivery['msg'], log: Logger): Promise<void> {
     const subject = outcome.type === 'SmsSent' ? EventSubjects.smsSent : EventSubjects.smsFailed;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.options.publisher.publish(subject, outcome);
-        return;
-      } catch (error) {
-        if (attempt >= 3) {
-          log.error('publishing the SMS outcome failed; the request will be redelivered', { outcomeType: outcome.type, error });
-          throw error;
-        }
-        msg.working();
-        await sleep(250 * attempt);
-      }
+    try {
+      await publishWithRetry(this.options.publisher, subject, outcome, { attempts: 3, delayMs: 250, beforeRetry: () => msg.working() });
+    } catch (error) {
+      log.error('publishing the SMS outcome failed; the request will be redelivered', { outcomeType: outcome.type, error });
+      throw error;
     }
   }
 

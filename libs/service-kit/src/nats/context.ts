@@ -1,0 +1,32 @@
+import { BaseRpcContext } from '@nestjs/microservices';
+import type { MsgHdrs } from '@nats-io/nats-core';
+import type { ConsumerDefinition } from '@mfa/contracts';
+
+/**
+ * What a request handler gets with `@Ctx()`: the subject, the NATS headers, when the request
+ * arrived (handlers pass it on instead of reading the clock) and the caller's deadline, if any.
+ */
+export class NatsRequestContext extends BaseRpcContext<[subject: string, headers: MsgHdrs | undefined]> {
+  constructor(
+    readonly subject: string,
+    readonly headers: MsgHdrs | undefined,
+    readonly receivedAt: Date,
+    /** Unix ms after which the caller no longer waits (`Mfa-Deadline`); undefined when not sent. */
+    readonly deadline: number | undefined,
+  ) {
+    super([subject, headers]);
+  }
+}
+
+/**
+ * What an event handler gets with `@Ctx()`: the durable consumer it serves and a signal that
+ * aborts when the service stops (long waits end early; the message goes back to JetStream).
+ */
+export class JetStreamContext extends BaseRpcContext<[consumer: ConsumerDefinition]> {
+  constructor(
+    readonly consumer: ConsumerDefinition,
+    readonly signal: AbortSignal,
+  ) {
+    super([consumer]);
+  }
+}

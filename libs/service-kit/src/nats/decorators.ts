@@ -1,0 +1,30 @@
+import { applyDecorators, Controller, UseFilters } from '@nestjs/common';
+import { EventPattern } from '@nestjs/microservices';
+import type { ConsumerDefinition } from '@mfa/contracts';
+import { ContractErrorFilter } from './contract-error.filter.js';
+
+/** A controller of NATS handlers: `@MessagePattern` requests and `@JetStreamConsumer` events, errors mapped by ContractErrorFilter. */
+export const NatsController = (): ClassDecorator => applyDecorators(Controller(), UseFilters(ContractErrorFilter));
+
+export interface JetStreamConsumerOptions {
+  /** Largest batch handed to the handler (1 = one message at a time). */
+  batchSize?: number;
+  /** Batches handled at once, for independent messages such as SMS sends. */
+  concurrency?: number;
+  /** How long a partial batch may wait for more messages (projections: fewer, larger writes). */
+  maxWaitMs?: number;
+}
+
+/** Extras the transport reads off an event handler to run its durable consumer. */
+export interface JetStreamConsumerExtras extends JetStreamConsumerOptions {
+  consumer: ConsumerDefinition;
+}
+
+/**
+ * Marks an event handler that a durable JetStream pull consumer feeds. The handler receives the
+ * batch (`Delivery[]`, parsed envelopes with their messages); resolving acks it, throwing naks it
+ * with back-off (or dead-letters a poison message). The consumer itself is provisioned at boot
+ * with the streams (MessagingModule), so it exists before the transport starts pulling.
+ */
+export const JetStreamConsumer = (consumer: ConsumerDefinition, options: JetStreamConsumerOptions = {}): MethodDecorator =>
+  EventPattern(consumer.durable, { consumer, ...options } satisfies JetStreamConsumerExtras);

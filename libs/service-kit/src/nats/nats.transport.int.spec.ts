@@ -1,0 +1,153 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Module } from '@nestjs/common';
+import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { z } from 'zod';
+import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { createEvent, EventPublisher, requestJson, type Delivery } from '@mfa/messaging';
+import { createLogger } from '@mfa/telemetry';
+import { eventually, itWith, testEnv } from '@mfa/testing';
+import { runService, type RunningService } from '../bootstrap.js';
+import { MessagingModule } from '../messaging.module.js';
+import { ContractPipe } from './contract.pipe.js';
+import { JetStreamContext, NatsRequestContext } from './context.js';
+import { JetStreamConsumer, NatsController } from './decorators.js';
+
+const run = randomUUID().slice(0, 8);
+const subject = `testapi.${run}.echo`; // outside every stream, or JetStream would answer
+const slowSubject = `testapi.${run}.slow`;
+const stream: StreamDefinition = {
+  name: `TEST_TRANSPORT_${run}`,
+  subjects: [`testevt.${run}.>`],
+  maxAgeSeconds: 600,
+  duplicateWindowSeconds: 120,
+  description: 'transport integration test',
+};
+const consumer: ConsumerDefinition = {
+  stream: stream.name,
+  durable: `transport-test-${run}`,
+  filterSubject: '>',
+  maxDeliver: 5,
+  ackWaitSeconds: 5,
+  description: 'transport integration test',
+};
+
+const EchoRequest = z.object({ tenantId: z.string(), n: z.int() });
+const received: Array<{ tenantId: string; deliveries: number; attempt: number; aborted: boolean }> = [];
+let failuresLeft = 1;
+
+@NatsController()
+class TestController {
+  @MessagePattern(subject)
+  echo(@Payload(new ContractPipe(EchoRequest)) req: z.infer<typeof EchoRequest>, @Ctx() ctx: NatsRequestContext) {
+    assert.ok(ctx instanceof NatsRequestContext && ctx.subject === subject && ctx.receivedAt instanceof Date);
+    if (req.n === 1) throw invalidRequest('n must not be 1');
+    if (req.n === 2) throw new Error('secret internals');
+    return { double: req.n * 2 };
+  }
+
+  @MessagePattern(slowSubject)
+  async slow(@Payload(new ContractPipe(EchoRequest)) req: z.infer<typeof EchoRequest>) {
+    await sleep(300);
+    return { n: req.n };
+  }
+
+  @JetStreamConsumer(consumer, { batchSize: 10 })
+  async project(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext) {
+    const first = deliveries[0]!;
+    // The first delivery fails once: the transport must nak it (not answer it), so it comes back.
+    if (first.event.tenantId.endsWith('flaky') && failuresLeft-- > 0) throw new Error('not this time');
+    for (const d of deliveries) {
+      received.push({ tenantId: d.event.tenantId, deliveries: deliveries.length, attempt: d.msg.info.deliveryCount, aborted: ctx.signal.aborted });
+    }
+  }
+}
+
+const log = createLogger('transport-test', { level: 'error' });
+
+@Module({
+  imports: [
+    MessagingModule.forRoot({
+      serviceName: `transport-test-${run}`,
+      natsUrl: testEnv.natsUrl,
+      log,
+      streams: [stream, Streams.deadLetters],
+      replicas: 1,
+      consumers: [{ definition: consumer }],
+    }),
+  ],
+  controllers: [TestController],
+})
+class TestModule {}
+
+describe('NatsTransport: Nest handlers on nats.js', () => {
+  let service: RunningService;
+  let nc: NatsConnection;
+  type Reply = { double?: number; n?: number; error?: { code: string; message: string } };
+  const ask = (body: unknown, headers?: Record<string, string>) =>
+    requestJson<Reply>(nc, subject, body, { timeoutMs: 2_000, ...(headers ? { headers } : {}) });
+
+  before(async () => {
+    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config: { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0 }, log });
+    nc = await connect({ servers: testEnv.natsUrl });
+  });
+
+  after(async () => {
+    await service.stop();
+    await nc.drain();
+  });
+
+  itWith({ real: ['nats'] }, 'answers every request once: results, contract errors, safe internal errors', async () => {
+    assert.deepEqual(await ask({ tenantId: 't', n: 21 }), { double: 42 });
+    assert.deepEqual(await ask({ tenantId: 't', n: 1 }), { error: { code: 'invalid_request', message: 'n must not be 1' } });
+    assert.deepEqual(await ask({ tenantId: 't', n: 2 }), { error: { code: 'internal', message: 'internal error' } });
+  });
+
+  itWith({ real: ['nats'] }, 'validates in the pipe and refuses bad bodies in the transport', async () => {
+    const wrongType = await ask({ tenantId: 't', n: 'x' });
+    assert.equal(wrongType.error?.code, 'invalid_request');
+    assert.match(wrongType.error!.message, /^n: /);
+    assert.doesNotMatch(wrongType.error!.message, /"x"/, 'the offending value is not echoed');
+    const big = await ask({ tenantId: 't', n: 3, pad: 'x'.repeat(20_000) });
+    assert.match(big.error?.message ?? '', /larger than/);
+    assert.deepEqual(await ask('{not json'), { error: { code: 'invalid_request', message: 'request body is not valid JSON' } });
+    assert.deepEqual(await ask('[1,2]'), { error: { code: 'invalid_request', message: 'request body must be a JSON object' } });
+    assert.equal((await ask(new Uint8Array([0xff, 0xfe]))).error?.code, 'invalid_request');
+  });
+
+  itWith({ real: ['nats'] }, 'drops a request whose Mfa-Deadline has passed, answers one whose deadline is ahead', async () => {
+    await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() - 1) }), /timeout/i);
+    assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
+  });
+
+  itWith({ real: ['nats'] }, 'feeds @JetStreamConsumer handlers from the durable consumer; a handler error naks', async () => {
+    const publisher = new EventPublisher(jetstream(nc));
+    for (const tenantId of [`${run}-flaky`, `${run}-a`, `${run}-b`]) {
+      const event = createEvent('TenantCreated', 1, { tenantId, aggregateId: tenantId, now: new Date(), data: { settings: defaultTenantSettings() } });
+      await publisher.publish(`testevt.${run}.tenant`, event);
+    }
+    await eventually(async () => (received.length >= 3 ? true : undefined), 15_000, 'three events handled');
+    const flaky = received.find((r) => r.tenantId.endsWith('flaky'));
+    assert.ok(flaky && flaky.attempt >= 2, `the failed batch came back (${JSON.stringify(received)})`);
+    assert.deepEqual(new Set(received.map((r) => r.tenantId)), new Set([`${run}-flaky`, `${run}-a`, `${run}-b`]));
+    assert.ok(received.every((r) => !r.aborted));
+  });
+
+  itWith({ real: ['nats'] }, 'stop() answers the requests it took before the connection closes', async () => {
+    const second = await runService({
+      name: `transport-test-${run}`,
+      module: { module: TestModule },
+      config: { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0 },
+      log,
+    });
+    // Both instances share the queue group; send enough that the second takes some, then stop it.
+    const replies = Array.from({ length: 6 }, (_, n) => requestJson<Reply>(nc, slowSubject, { tenantId: 't', n }, { timeoutMs: 3_000 }));
+    await sleep(50);
+    await second.stop();
+    assert.deepEqual((await Promise.all(replies)).map((r) => r.n), [0, 1, 2, 3, 4, 5]);
+  });
+});

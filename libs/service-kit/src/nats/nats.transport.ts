@@ -1,0 +1,196 @@
+import { Server, type CustomTransportStrategy, type MessageHandler } from '@nestjs/microservices';
+import type { Msg, Subscription } from '@nats-io/nats-core';
+import { isObservable, lastValueFrom } from 'rxjs';
+import { ContractError, Headers, MAX_REQUEST_BYTES, type ErrorCode } from '@mfa/contracts';
+import { EventConsumer, type NatsClients } from '@mfa/messaging';
+import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
+import { errorCodeOf, errorReplyOf } from './contract-error.js';
+import { JetStreamContext, NatsRequestContext } from './context.js';
+import type { JetStreamConsumerExtras } from './decorators.js';
+
+const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
+const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswered, by reason', ['subject', 'reason']);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export interface NatsTransportOptions {
+  nats: NatsClients;
+  /** Queue group of every request subscription: instances of one service share the load. */
+  queue: string;
+  log: Logger;
+}
+
+/**
+ * The NestJS transport of every service, on nats.js v3 (Nest's own NATS transport wraps bodies in
+ * its envelope, creates a subscription per client request and knows no JetStream).
+ *
+ * `@MessagePattern(subject)` handlers are served from queue-group callback subscriptions; the wire
+ * format is the contract's plain JSON. Every request gets exactly one reply: the handler's value,
+ * or `{"error":{code,message}}` (oversized or malformed bodies here, everything else through
+ * ContractPipe and ContractErrorFilter). A request whose `Mfa-Deadline` has passed is dropped
+ * before any work is done for it: nobody waits for its answer.
+ *
+ * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
+ * consumers (libs/messaging EventConsumer: batches, ack, nak with back-off, dead letters).
+ *
+ * The pipeline stays cheap on the hot path: Nest's guards, pipes and filters run as plain async
+ * calls (no interceptors, so no rxjs), and the handler's value is sent as it is.
+ */
+export class NatsTransport extends Server implements CustomTransportStrategy {
+  private readonly subscriptions: Subscription[] = [];
+  private readonly consumers: EventConsumer[] = [];
+  /** Requests being handled, so close() lets them finish (and record their events). */
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly stopping = new AbortController();
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly options: NatsTransportOptions) {
+    super();
+  }
+
+  listen(callback: (error?: unknown) => void): void {
+    this.start().then(() => callback(), callback);
+  }
+
+  private async start(): Promise<void> {
+    for (const [pattern, handler] of this.messageHandlers) {
+      if (handler.isEventHandler) await this.consume(pattern, handler);
+      else this.serve(pattern, handler);
+    }
+  }
+
+  private serve(subject: string, handler: MessageHandler): void {
+    const { nc } = this.options.nats;
+    const sub = nc.subscribe(subject, {
+      queue: this.options.queue,
+      callback: (error, msg) => {
+        if (error) {
+          this.options.log.error('subscription error', { subject, error });
+          return;
+        }
+        const deadline = deadlineOf(msg);
+        if (deadline !== undefined && deadline <= Date.now()) {
+          dropped.inc({ subject, reason: 'deadline' });
+          return;
+        }
+        const handling = this.handle(subject, handler, msg, deadline);
+        this.inFlight.add(handling);
+        void handling.finally(() => this.inFlight.delete(handling));
+      },
+    });
+    this.subscriptions.push(sub);
+  }
+
+  private async handle(subject: string, handler: MessageHandler, msg: Msg, deadline: number | undefined): Promise<void> {
+    const started = process.hrtime.bigint();
+    const context = new NatsRequestContext(subject, msg.headers, new Date(), deadline);
+    const parent = msg.headers
+      ? contextFromCarrier({ traceparent: msg.headers.get('traceparent') || undefined, tracestate: msg.headers.get('tracestate') || undefined })
+      : undefined;
+    let outcome: 'ok' | ErrorCode = 'ok';
+    let reply: unknown;
+    try {
+      reply = await withSpan(
+        subject,
+        { kind: SpanKind.SERVER, parent, attributes: { 'messaging.system': 'nats', 'messaging.destination.name': subject } },
+        async (span) => {
+          const result = await this.invoke(subject, handler, msg, context);
+          const code = errorCodeOf(result);
+          if (code) {
+            outcome = code;
+            span.setAttribute('mfa.error.code', code);
+            if (code === 'internal') span.setStatus({ code: SpanStatusCode.ERROR });
+          }
+          return result;
+        },
+      );
+    } catch (error) {
+      outcome = 'internal';
+      this.options.log.error('request handling failed', { subject, error });
+      reply = { error: { code: 'internal', message: 'internal error' } };
+    }
+    if (msg.reply) {
+      try {
+        msg.respond(encoder.encode(JSON.stringify(reply)));
+      } catch (error) {
+        this.options.log.warn('reply failed', { subject, error });
+      }
+    }
+    duration.observe({ subject, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+
+  /** Body checks, then the Nest pipeline (guards, pipes, handler, filters). */
+  private async invoke(subject: string, handler: MessageHandler, msg: Msg, context: NatsRequestContext): Promise<unknown> {
+    try {
+      const result: unknown = await handler(parseBody(msg), context);
+      return isObservable(result) ? await lastValueFrom(result) : result;
+    } catch (error) {
+      return errorReplyOf(error, this.options.log, subject);
+    }
+  }
+
+  private async consume(pattern: string, handler: MessageHandler): Promise<void> {
+    const extras = handler.extras as JetStreamConsumerExtras | undefined;
+    if (!extras?.consumer) throw new Error(`event handler ${pattern} has no consumer: declare it with @JetStreamConsumer`);
+    const context = new JetStreamContext(extras.consumer, this.stopping.signal);
+    const consumer = new EventConsumer({
+      js: this.options.nats.js,
+      definition: extras.consumer,
+      log: this.options.log,
+      ...(extras.batchSize !== undefined ? { batchSize: extras.batchSize } : {}),
+      ...(extras.concurrency !== undefined ? { concurrency: extras.concurrency } : {}),
+      ...(extras.maxWaitMs !== undefined ? { maxWaitMs: extras.maxWaitMs } : {}),
+      handle: async (deliveries) => {
+        const result: unknown = await handler(deliveries, context);
+        if (isObservable(result)) await lastValueFrom(result, { defaultValue: undefined });
+      },
+    });
+    await consumer.start();
+    this.consumers.push(consumer);
+  }
+
+  /**
+   * Stops taking requests and events, then waits for those already taken: requests are answered,
+   * batches are acked (or returned). Runs before the adapters (Redis, Postgres, NATS) close.
+   */
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      this.stopping.abort();
+      for (const sub of this.subscriptions.splice(0)) await sub.drain().catch(() => undefined);
+      await Promise.allSettled([...this.inFlight]);
+      await Promise.all(this.consumers.splice(0).map((c) => c.stop()));
+    })());
+  }
+
+  on(): void {
+    throw new Error('NatsTransport emits no events');
+  }
+
+  unwrap<T>(): T {
+    return this.options.nats as T;
+  }
+}
+
+function deadlineOf(msg: Msg): number | undefined {
+  const value = msg.headers?.get(Headers.deadline);
+  if (!value) return undefined;
+  const ms = Number(value);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** Size, encoding and shape of a request body; the contract's schema is applied by ContractPipe. */
+function parseBody(msg: Msg): Record<string, unknown> {
+  if (msg.data.length > MAX_REQUEST_BYTES) {
+    throw new ContractError('invalid_request', `request body is larger than ${MAX_REQUEST_BYTES} bytes`);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(decoder.decode(msg.data));
+  } catch {
+    throw new ContractError('invalid_request', 'request body is not valid JSON');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ContractError('invalid_request', 'request body must be a JSON object');
+  }
+  return body as Record<string, unknown>;
+}

@@ -1,0 +1,80 @@
+import { methodOf, type ChallengeReason, type Method } from '@mfa/contracts';
+import { VerdictError, type Profile, type StartVerdict, type VerifyVerdict } from '../domain/verdicts.js';
+
+/** The Lua scripts answer flat string arrays (see scripts.ts); these turn them into the domain's verdicts. */
+
+const text = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
+const method = (v: string | undefined): Method => {
+  const m = methodOf(v ?? '');
+  if (!m) throw new VerdictError(`unknown method in challenge: ${String(v)}`);
+  return m;
+};
+const cause = (v: string | undefined) => (v === 'reused' ? 'reused' : 'mismatch');
+
+function profileOf(raw: readonly string[]): Profile {
+  const p: Profile = {};
+  const [displayName, email, phoneNumber, language] = [raw[3], raw[4], raw[5], raw[6]].map(text);
+  if (displayName) p.displayName = displayName;
+  if (email) p.email = email;
+  if (phoneNumber) p.phoneNumber = phoneNumber;
+  if (language) p.language = language;
+  return p;
+}
+
+/** start's reply: {status, method, reason, displayName, email, phoneNumber, language} or a refusal. */
+export function parseStartVerdict(raw: readonly string[]): StartVerdict {
+  switch (raw[0]) {
+    case 'pending':
+      return { kind: 'pending', method: method(raw[1]), profile: profileOf(raw) };
+    case 'registration_required':
+      return {
+        kind: 'registration_required',
+        method: methodOf(raw[1] ?? '') ?? null,
+        reason: (text(raw[2]) ?? 'no_method_registered') as ChallengeReason,
+        profile: profileOf(raw),
+      };
+    case 'unknown_tenant':
+      return { kind: 'unknown_tenant' };
+    case 'not_found':
+      return { kind: 'not_found' };
+    case 'rate_limited':
+      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    case 'locked':
+      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    default:
+      throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
+  }
+}
+
+/** verify's reply, as VERIFY_SCRIPT documents it. */
+export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
+  switch (raw[0]) {
+    case 'approved': {
+      const v: VerifyVerdict = { kind: 'approved', userId: raw[1]!, method: method(raw[2]) };
+      if (text(raw[3])) v.tokenId = raw[3]!;
+      return v;
+    }
+    case 'rejected':
+      return {
+        kind: 'rejected',
+        userId: raw[1]!,
+        method: method(raw[2]),
+        attempts: Number(raw[3]),
+        remaining: Number(raw[4]),
+        cause: cause(raw[5]),
+      };
+    case 'exhausted':
+      return { kind: 'exhausted', userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]) };
+    case 'expired':
+    case 'expired_again':
+      return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };
+    case 'conflict':
+      return { kind: 'conflict', status: raw[3] ?? 'completed' };
+    case 'locked':
+      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    case 'not_found':
+      return { kind: 'not_found' };
+    default:
+      throw new VerdictError(`unexpected verify verdict ${String(raw[0])}`);
+  }
+}

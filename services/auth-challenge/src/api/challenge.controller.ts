@@ -1,0 +1,41 @@
+import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import {
+  ChallengeStartRequest,
+  ChallengeStatusRequest,
+  ChallengeVerifyRequest,
+  Subjects,
+  type ChallengeStartReply,
+  type ChallengeVerifyReply,
+} from '@mfa/contracts';
+import { ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
+import { ChallengeService } from '../application/challenge.service.js';
+
+/** challenge.start / verify / status: validated by the contract's schemas, answered by ChallengeService. */
+@NatsController()
+export class ChallengeController {
+  constructor(private readonly challenges: ChallengeService) {}
+
+  @MessagePattern(Subjects.challengeStart)
+  start(
+    @Payload(new ContractPipe(ChallengeStartRequest)) request: ChallengeStartRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<ChallengeStartReply> {
+    return this.challenges.start(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.challengeVerify)
+  verify(
+    @Payload(new ContractPipe(ChallengeVerifyRequest)) request: ChallengeVerifyRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<ChallengeVerifyReply> {
+    return this.challenges.verify(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.challengeStatus)
+  status(
+    @Payload(new ContractPipe(ChallengeStatusRequest)) request: ChallengeStatusRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<ChallengeVerifyReply> {
+    return this.challenges.status(request, ctx.receivedAt);
+  }
+}

@@ -1,0 +1,24 @@
+import { Inject } from '@nestjs/common';
+import { Ctx, Payload } from '@nestjs/microservices';
+import { Consumers } from '@mfa/contracts';
+import type { Delivery } from '@mfa/messaging';
+import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/service-kit';
+import { SmsDeliveryService } from '../application/sms-delivery.service.js';
+
+/** Sends are slow (a vendor round trip) and independent: many at once, one message each. */
+export const SMS_CONCURRENCY = 64;
+
+/**
+ * The SMS requests (ChallengeStarted on mfa.evt.challenge.started.sms) through the shared durable
+ * consumer, so instances split the work and a crashed one's messages come back. When the service
+ * stops, sends in flight finish; waits for a retry end early and their messages go back.
+ */
+@NatsController()
+export class SmsRequestsController {
+  constructor(@Inject(SmsDeliveryService) private readonly delivery: SmsDeliveryService) {}
+
+  @JetStreamConsumer(Consumers.dispatchSms, { batchSize: 1, concurrency: SMS_CONCURRENCY })
+  async deliver(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
+    for (const delivery of deliveries) await this.delivery.deliver(delivery, ctx.signal);
+  }
+}

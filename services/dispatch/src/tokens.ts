@@ -1,0 +1,2 @@
+/** Injection tokens of dispatch (classes are their own tokens; NATS, LOGGER come from @mfa/service-kit). */
+export const SMS_PROVIDERS = Symbol('SMS_PROVIDERS');

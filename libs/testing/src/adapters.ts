@@ -1,8 +1,8 @@
 import { it } from 'node:test';
-import { Redis } from 'ioredis';
-import pg from 'pg';
-import { connect } from '@nats-io/transport-node';
 import { testEnv } from './env.js';
+
+// The clients are imported when a probe runs, not here: unit tests import @mfa/testing (for its
+// factories) and must not load NATS, Redis and Postgres clients they never use.
 
 /** The servers an integration test talks to for real. */
 export type RealAdapter = 'nats' | 'redis' | 'postgres';
@@ -21,8 +21,12 @@ function ensureReachable(adapter: RealAdapter): Promise<void> {
   if (!probe) {
     probe = (async () => {
       try {
-        if (adapter === 'nats') await (await connect({ servers: testEnv.natsUrl, timeout: 2_000 })).close();
+        if (adapter === 'nats') {
+          const { connect } = await import('@nats-io/transport-node');
+          await (await connect({ servers: testEnv.natsUrl, timeout: 2_000 })).close();
+        }
         if (adapter === 'redis') {
+          const { Redis } = await import('ioredis');
           const redis = new Redis(testEnv.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0 });
           try {
             await redis.connect();
@@ -32,6 +36,7 @@ function ensureReachable(adapter: RealAdapter): Promise<void> {
           }
         }
         if (adapter === 'postgres') {
+          const { default: pg } = await import('pg');
           const client = new pg.Client({ connectionString: new URL('/postgres', testEnv.databaseUrl).toString(), connectionTimeoutMillis: 2_000 });
           try {
             await client.connect();

@@ -2,7 +2,8 @@ export * from './env.js';
 export * from './fake-twilio.js';
 export * from './stack.js';
 export * from './otlp-receiver.js';
-// Unit tests import these two: they load only @mfa/contracts, @mfa/projection and node built-ins.
+// Unit tests import this package for the two below: nothing here may load a server client or
+// telemetry at import (index.unit.spec.ts checks).
 export * from './factories.js';
 export * from './decider-spec.js';
 export * from './adapters.js';

@@ -60,7 +60,9 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number }
 }
 
 /** An SMS challenge started `now`, its code sealed for dispatch as auth-challenge seals it. */
-function smsChallenge(options: { code?: string; expiresInSeconds?: number; sealFor?: string; delivery?: boolean; language?: string } = {}) {
+function smsChallenge(
+  options: { code?: string; expiresInSeconds?: number; sealFor?: string; delivery?: boolean; language?: string } = {},
+) {
   const code = options.code ?? '314159';
   const to = '+46701234567';
   const challenge = testChallenge(testUser({ profile: { phoneNumber: to } }), {

@@ -102,15 +102,15 @@ describe('sign-in projection', () => {
   it('given wrong codes then exhaustion, then failed attempts is the highest seen and the detail says why', () => {
     const c1 = signin();
     const wrong = (c: TestChallenge, attempt: number) => challengeCodeRejected(c, { data: { attempt } });
+    const exhausted = (c: TestChallenge, lastCause: 'mismatch' | 'reused') =>
+      challengeAttemptsExhausted(c, { data: { attempts: 5, lastCause } });
     const mismatch = only(
-      foldChallengeEvents(
-        seqd<ChallengeEvent>(challengeStarted(c1), wrong(c1, 2), wrong(c1, 1), challengeAttemptsExhausted(c1, { data: { attempts: 5, lastCause: 'mismatch' } })),
-      ),
+      foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c1), wrong(c1, 2), wrong(c1, 1), exhausted(c1, 'mismatch'))),
     );
     assert.equal(mismatch.failedAttempts, 5);
     assert.equal(mismatch.result, 'failure');
     assert.equal(mismatch.resultDetail, ResultDetail.invalidCode);
-    const reused = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeAttemptsExhausted(signin(), { data: { lastCause: 'reused' } }))));
+    const reused = only(foldChallengeEvents(seqd<ChallengeEvent>(exhausted(signin(), 'reused'))));
     assert.equal(reused.resultDetail, ResultDetail.duplicateCode);
     const c3 = signin();
     const attempts = only(foldChallengeEvents(seqd<ChallengeEvent>(wrong(c3, 3), wrong(c3, 2))));
@@ -125,16 +125,16 @@ describe('sign-in projection', () => {
   });
 
   it('given registration required, then a complete failed row with the reason', () => {
-    const required = challengeRegistrationRequired(signin(), { data: { method: null, reason: 'no_method_registered' } });
-    const none = only(foldChallengeEvents(seqd<ChallengeEvent>(required)));
+    const required = (reason: 'no_method_registered' | 'method_disabled') =>
+      challengeRegistrationRequired(signin(), { data: { method: null, reason } });
+    const noMethod = required('no_method_registered');
+    const none = only(foldChallengeEvents(seqd<ChallengeEvent>(noMethod)));
     assert.equal(none.contextSeq, 100);
     assert.equal(none.result, 'failure');
     assert.equal(none.resultDetail, ResultDetail.registrationRequired);
-    assert.equal(none.completedAt, required.occurredAt);
+    assert.equal(none.completedAt, noMethod.occurredAt);
     assert.equal(none.authMethod, null);
-    const disabled = only(
-      foldChallengeEvents(seqd<ChallengeEvent>(challengeRegistrationRequired(signin(), { data: { method: null, reason: 'method_disabled' } }))),
-    );
+    const disabled = only(foldChallengeEvents(seqd<ChallengeEvent>(required('method_disabled'))));
     assert.equal(disabled.resultDetail, ResultDetail.methodDisabled);
   });
 

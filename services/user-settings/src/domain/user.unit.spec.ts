@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { totp, totpStep } from '@mfa/crypto';
-import { deciderSpec, fakeSealedSecret, testUser, totpTokenActivated, totpTokenEnrolled, userProfileChanged, userRegistered } from '@mfa/testing';
+import {
+  deciderSpec,
+  fakeSealedSecret,
+  testUser,
+  totpTokenActivated,
+  totpTokenEnrolled,
+  userProfileChanged,
+  userRegistered,
+} from '@mfa/testing';
 import {
   defaultMethodOf,
   evolveUser,
@@ -24,7 +32,8 @@ const sealed = fakeSealedSecret;
 const helga = testUser({ profile: { displayName: 'Helga', phoneNumber: '+14155550123' } });
 const registered = (at = minutesAgo(60)) => userRegistered(helga, { occurredAt: at });
 const enrolled = (tokenId: string, at = minutesAgo(1)) => totpTokenEnrolled(helga, { occurredAt: at, data: { tokenId } });
-const activated = (tokenId: string, step = 1000) => totpTokenActivated(helga, { occurredAt: minutesAgo(0), data: { tokenId, step } });
+const activated = (tokenId: string, step = 1000) =>
+  totpTokenActivated(helga, { occurredAt: minutesAgo(0), data: { tokenId, step } });
 const enroll = (tokenId = 'new-token') =>
   ({ type: 'EnrollTotpToken', data: { tokenId, label: 'phone', sealedSecret: sealed(tokenId) } }) as const;
 const activate = (code: string, tokenId = 'tok') =>

@@ -72,6 +72,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
   const redis = new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const ask = async (subject: string, body: unknown): Promise<Reply> => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+  const usersNeeded = Math.ceil(rate * (duration + warmup) * 1.05) + 10;
   try {
     const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } });
     if (configured.error) throw new Error(`tenants.configure: ${configured.error.message}`);
@@ -84,7 +85,6 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     // Users are seeded straight into the Redis projection with the writer user-settings uses:
     // registration is not what this benchmark measures, and each TOTP user can sign in once per
     // time step (RFC 6238 replay rule), so a run needs one fresh user per pair.
-    const usersNeeded = Math.ceil(rate * (duration + warmup) * 1.05) + 10;
     const writer = new UserProjectionWriter(redis, keyring);
     out(`seeding ${usersNeeded} TOTP users and ${usersNeeded} SMS users …`);
     const seedBatch = async (from: number, to: number, kind: 'totp' | 'sms') => {
@@ -122,19 +122,22 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       }
     };
     const lagJobs: Promise<void>[] = [];
+    /** The second half of a pair: the code verified and timed; one pair in 50 also samples the report lag. */
+    const verifyPair = async (kind: 'totp' | 'sms', i: number, challengeId: string, code: string, record: (t: string, ms: number) => void) => {
+      const sent = performance.now();
+      const verify = await ask(Subjects.challengeVerify, { tenantId, challengeId, code });
+      const done = performance.now();
+      record(`${kind} verify`, done - sent);
+      if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
+      if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(challengeId, done));
+    };
     const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
       const i = userCursor.totp++;
       const userId = `totp-${i}@bench.example`;
       const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp', clientIp: '198.51.100.7' });
       record('totp start', performance.now() - due);
       if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
-      const code = hotp(secretOf(i), totpStep(Date.now()));
-      const sent = performance.now();
-      const verify = await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code });
-      const done = performance.now();
-      record('totp verify', done - sent);
-      if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
-      if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(start.challengeId!, done));
+      await verifyPair('totp', i, start.challengeId!, hotp(secretOf(i), totpStep(Date.now())), record);
     };
     const smsPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
       const i = userCursor.sms++;
@@ -149,12 +152,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       const code = await codeArrived;
       codeWaiters.delete(phoneOf(i));
       record('sms delivery (start reply → provider)', performance.now() - started);
-      const sent = performance.now();
-      const verify = await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code });
-      const done = performance.now();
-      record('sms verify', done - sent);
-      if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
-      if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(start.challengeId!, done));
+      await verifyPair('sms', i, start.challengeId!, code, record);
     };
     let pairsStarted = 0;
     for (const [kind, pair] of [
@@ -189,9 +187,9 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     // The seeded users are this run's only: remove them (challenges expire by themselves).
     for (const kind of ['totp', 'sms'] as const) {
       const keys: string[] = [];
-      for (let i = 0; i < Math.ceil(rate * (duration + warmup) * 1.05) + 10; i++) {
+      for (let i = 0; i < usersNeeded; i++) {
         const tag = userTag(keyring, tenantId, `${kind}-${i}@bench.example`);
-        keys.push(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), `mfa:{${tag}}:sms:sends`);
+        keys.push(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.smsSends(tag));
         if (keys.length >= 400) await redis.unlink(...keys.splice(0));
       }
       if (keys.length > 0) await redis.unlink(...keys);

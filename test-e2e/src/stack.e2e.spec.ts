@@ -1,15 +1,31 @@
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { EventSubjects, parseEvent, Streams, Subjects, type AnyEvent, type SigninItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, hasOathtool, OtlpReceiver, startStack, testEnv, uniqueTenant, uniqueUser, oathtoolTotp, type Stack } from '@mfa/testing';
+import {
+  eventually,
+  FakeTwilio,
+  hasOathtool,
+  itWith,
+  oathtoolTotp,
+  OtlpReceiver,
+  startStack,
+  testEnv,
+  uniqueTenant,
+  uniqueUser,
+  type Stack,
+} from '@mfa/testing';
 import { base32Decode, totp } from '@mfa/crypto';
 import { runDemo } from './demo.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+// Every test drives the whole stack, whose services use all three servers; a fake is named where
+// the test reads what it received.
+const wholeStack = ['nats', 'redis', 'postgres'] as const;
 
 /**
  * The whole product as processes, scaled out: two instances of every service against one NATS,
@@ -80,7 +96,7 @@ describe('end to end: two instances of every service', () => {
     return out;
   }
 
-  it('SMS sign-ins: one SMS per challenge, started on one instance and verified on another, one report row each', async () => {
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'SMS sign-ins: one SMS per challenge, started on one instance and verified on another, one report row each', async () => {
     const user = uniqueUser();
     const phone = `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
     const registered = await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Helga Larsson', email: user, phoneNumber: phone });
@@ -131,7 +147,7 @@ describe('end to end: two instances of every service', () => {
     }
   });
 
-  it('authenticator app: enroll, activate with an oathtool code, sign in, and the code is never accepted twice', async () => {
+  itWith({ real: wholeStack }, 'authenticator app: enroll, activate with an oathtool code, sign in, and the code is never accepted twice', async () => {
     const user = uniqueUser('app');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'App User' });
     const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenant, userId: user, label: 'Phone' });
@@ -161,7 +177,7 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: again.challengeId, code: next })).reason, 'invalid_code');
   });
 
-  it('one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
+  itWith({ real: wholeStack, fake: ['twilio', 'otlp-collector'] }, 'one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
     const user = uniqueUser('trace');
     const phone = '+14155550199';
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, phoneNumber: phone });
@@ -181,7 +197,7 @@ describe('end to end: two instances of every service', () => {
     assert.ok(spans.some((s) => s.service === 'reporting'));
   });
 
-  it('answers bad input on every subject with the contract error, and every service stays up', async () => {
+  itWith({ real: wholeStack }, 'answers bad input on every subject with the contract error, and every service stays up', async () => {
     const subjects = Object.values(Subjects);
     for (const subject of subjects) {
       for (const [body, code] of [
@@ -212,7 +228,7 @@ describe('end to end: two instances of every service', () => {
     }
   });
 
-  it('the demo IdP signs a user in by SMS and by app and prints the report', async () => {
+  itWith({ real: wholeStack }, 'the demo IdP signs a user in by SMS and by app and prints the report', async () => {
     const lines: string[] = [];
     const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo') });
     assert.equal(code, 0, lines.join('\n'));
@@ -221,7 +237,7 @@ describe('end to end: two instances of every service', () => {
     assert.match(report, /MFA denied; invalid verification code/);
   });
 
-  it('never writes a TOTP secret, an SMS code or an SMS body to the logs', () => {
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'never writes a TOTP secret, an SMS code or an SMS body to the logs', async () => {
     assert.ok(logLines.length > 50, `the services logged (${logLines.length} lines at debug level)`);
     const codes = twilio.messages.map((m) => FakeTwilio.codeOf(m));
     assert.ok(secretsSeen.length > 0 && codes.length > 0);
@@ -232,7 +248,7 @@ describe('end to end: two instances of every service', () => {
     }
   });
 
-  it('stops every instance cleanly on SIGTERM', async () => {
+  itWith({ real: wholeStack }, 'stops every instance cleanly on SIGTERM', async () => {
     const codes = await Promise.all(stack.processes.map((p) => p.stop()));
     assert.deepEqual(codes, codes.map(() => 0));
   });

@@ -19,7 +19,7 @@ import {
 } from './primitives.js';
 
 /**
- * The public NATS API, version 1 (MISSION.md, "Public interfaces"). Subject names are fixed:
+ * The public NATS API, version 1 (docs/api.md). Subject names are fixed:
  * tests and IdPs outside this repository use them. All are request/reply with JSON bodies.
  */
 export const API_VERSION = 1 as const;
@@ -188,7 +188,7 @@ export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });
 export type SigninsQueryReply = z.infer<typeof SigninsQueryReply>;
 
-/** Request schema per subject, for routers and for tests that walk every subject. */
+/** Request schema per subject, for clients and tests that walk every subject. */
 export const RequestSchemas = {
   [Subjects.usersRegister]: UsersRegisterRequest,
   [Subjects.totpEnroll]: TotpEnrollRequest,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-/** The only error codes a request may answer with (MISSION.md, "Public interfaces"). */
+/** The only error codes a request may answer with (docs/api.md, "Errors"). */
 export const ERROR_CODES = [
   'invalid_request',
   'not_found',
@@ -21,9 +21,9 @@ export const ErrorReplySchema = z.object({
 export type ErrorReply = z.infer<typeof ErrorReplySchema>;
 
 /**
- * An error that crosses a service boundary as a contract error reply.
- * Handlers throw these; the request router turns them into `{"error":{code,message}}`.
- * Anything else that escapes a handler becomes `internal` with a generic message.
+ * An error that crosses a service boundary as a contract error reply. Handlers throw these;
+ * ContractErrorFilter (libs/service-kit) turns them into `{"error":{code,message}}`. Anything
+ * else that escapes a handler becomes `internal` with a generic message.
  */
 export class ContractError extends Error {
   constructor(

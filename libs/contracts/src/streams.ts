@@ -140,7 +140,7 @@ export const Headers = {
   tenant: 'Mfa-Tenant',
   traceparent: 'traceparent',
   tracestate: 'tracestate',
-  /** Unix time in ms after which the caller no longer waits for the reply (MISSION.md, "Deadlines"). */
+  /** Unix time in ms after which the caller no longer waits for the reply (docs/api.md, "Transport"). */
   deadline: 'Mfa-Deadline',
   deadLetterReason: 'Mfa-Dead-Letter-Reason',
   deadLetterStream: 'Mfa-Dead-Letter-Stream',

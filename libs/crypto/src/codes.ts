@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, randomFillSync, randomInt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomFillSync, randomInt } from 'node:crypto';
 import { base32 } from '@scure/base';
 import type { Keyring } from './keyring.js';
 
@@ -32,11 +32,6 @@ export function hashCode(keyring: Keyring, challengeId: string, code: string): B
   return createHmac('sha256', keyring.codeHashKey).update(challengeId).update('\u0000').update(code).digest();
 }
 
-export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  return timingSafeEqual(a, b);
-}
-
 /**
  * The Redis Cluster hash tag of a user: every key of the user (profile, tokens, challenges)
  * carries it, so one Lua script can touch them all. Keyed, so it reveals nothing about the user.
@@ -65,7 +60,7 @@ export function projectionUserKey(keyring: Keyring, tag: string): Buffer {
  * is built from SHA-1: the only hash Redis scripting offers. Each stored secret has its own
  * random nonce, so no keystream is ever reused.
  */
-export function projectionKeystream(userKey: Uint8Array, nonce: Uint8Array, length: number): Buffer {
+function projectionKeystream(userKey: Uint8Array, nonce: Uint8Array, length: number): Buffer {
   const blocks: Buffer[] = [];
   for (let counter = 0; blocks.length * 20 < length; counter++) {
     blocks.push(createHash('sha1').update(userKey).update(nonce).update(Buffer.of(counter)).digest());

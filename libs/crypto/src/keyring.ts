@@ -20,7 +20,7 @@ export interface Keyring {
   readonly previous: readonly Keyring[];
 }
 
-export class KeyConfigurationError extends Error {
+class KeyConfigurationError extends Error {
   override name = 'KeyConfigurationError';
 }
 
@@ -68,7 +68,7 @@ export function keyringFromMasterKey(master: Buffer, previous: readonly Keyring[
   return Object.freeze(ring);
 }
 
-export interface KeyringEnv {
+interface KeyringEnv {
   MFA_ENCRYPTION_KEY?: string | undefined;
   MFA_PREVIOUS_ENCRYPTION_KEYS?: string | undefined;
   NODE_ENV?: string | undefined;

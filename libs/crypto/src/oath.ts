@@ -5,14 +5,14 @@ import { generateSync, verifySync } from 'otplib';
  * TypeScript implementation in the project. (auth-challenge checks codes inside Redis with a Lua
  * HOTP, tested against the same vectors; see its adapters/scripts.ts.)
  */
-export interface OathOptions {
+interface OathOptions {
   digits?: 6 | 8;
   /** Seconds per TOTP time step. */
   period?: number;
 }
 
 /** RFC 6238 §5.2: the previous and the next time step are accepted too, for clock drift. */
-export const TOTP_DRIFT_STEPS = 1;
+const TOTP_DRIFT_STEPS = 1;
 
 export function hotp(secret: Uint8Array, counter: number, digits: 6 | 8 = 6): string {
   return generateSync({ strategy: 'hotp', secret, counter, digits, algorithm: 'sha1' });

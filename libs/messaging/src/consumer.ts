@@ -14,7 +14,7 @@ export interface Delivery {
   msg: JsMsg;
 }
 
-export interface ConsumerOptions {
+interface ConsumerOptions {
   js: JetStreamClient;
   definition: ConsumerDefinition;
   log: Logger;

@@ -80,7 +80,7 @@ export class EventPublisher {
   }
 }
 
-export interface RetryOptions {
+interface RetryOptions {
   /** Publishes tried in all, the first included. */
   attempts: number;
   /** Pause before retry n is n × delayMs. */
@@ -115,7 +115,7 @@ function isWrongLastSequence(error: unknown): boolean {
   return /wrong last sequence/i.test(String((error as Error)?.message));
 }
 
-export interface StoredEvent {
+interface StoredEvent {
   seq: number;
   subject: string;
   event: AnyEvent;

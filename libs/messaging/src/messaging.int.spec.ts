@@ -1,12 +1,12 @@
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { defaultTenantSettings, Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
 import {
   ConcurrencyError,
   connectNats,
-  createEvent,
   ensureConsumer,
   ensureStream,
   EventConsumer,
@@ -34,15 +34,14 @@ const consumer: ConsumerDefinition = {
   description: 'messaging integration test',
 };
 const log = createLogger('messaging-test');
-const tenantEvent = (tenantId: string) =>
-  createEvent('TenantCreated', 1, { tenantId, aggregateId: tenantId, now: new Date(), data: { settings: defaultTenantSettings() } });
+const tenantEvent = (tenantId: string) => tenantCreated(testTenant({ tenantId }));
 
 describe('messaging against a real nats-server', () => {
   let nats: NatsClients;
   let publisher: EventPublisher;
 
   before(async () => {
-    nats = await connectNats({ url: process.env.NATS_URL ?? 'nats://127.0.0.1:4222', name: 'messaging-test' });
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'messaging-test' });
     await ensureStream(nats.jsm, stream);
     await ensureStream(nats.jsm, stream); // idempotent
     await ensureStream(nats.jsm, Streams.deadLetters);
@@ -54,7 +53,7 @@ describe('messaging against a real nats-server', () => {
     await nats.nc.drain();
   });
 
-  it('stores a re-published event once (Nats-Msg-Id) and refuses an append on a moved aggregate', async () => {
+  itWith({ real: ['nats'] }, 'stores a re-published event once (Nats-Msg-Id) and refuses an append on a moved aggregate', async () => {
     const subject = `test.${run}.aggregate`;
     const first = tenantEvent('t1');
     const a = await publisher.publish(subject, first, { expectedLastSubjectSequence: 0 });
@@ -68,7 +67,7 @@ describe('messaging against a real nats-server', () => {
     assert.equal(stored[0]!.event.id, first.id);
   });
 
-  it('acks what succeeds, retries what fails, and dead-letters poison and exhausted messages with the reason', async () => {
+  itWith({ real: ['nats'] }, 'acks what succeeds, retries what fails, and dead-letters poison and exhausted messages with the reason', async () => {
     await ensureConsumer(nats.jsm, consumer, 100);
     const flaky = tenantEvent('flaky');
     const poison = tenantEvent('poison');

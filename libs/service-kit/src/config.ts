@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { hostname } from 'node:os';
 import { loadKeyring, type Keyring } from '@mfa/crypto';
 
-/** Environment shared by every service; names are part of the contract (MISSION.md). */
+/** Environment shared by every service; names are part of the contract (docs/operations.md, "Configuration"). */
 export const BaseConfig = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),

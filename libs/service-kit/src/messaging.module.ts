@@ -3,9 +3,9 @@ import type { ConsumerDefinition, StreamDefinition } from '@mfa/contracts';
 import { connectNats, ensureConsumer, ensureStreams, EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import type { HealthCheck } from './health.js';
-import { LOGGER, NATS, SERVICE_NAME } from './tokens.js';
+import { LOGGER, NATS } from './tokens.js';
 
-export interface MessagingOptions {
+interface MessagingOptions {
   serviceName: string;
   natsUrl: string;
   log: Logger;
@@ -71,7 +71,6 @@ export class MessagingModule {
       module: MessagingModule,
       providers: [
         { provide: TOPOLOGY, useValue: options },
-        { provide: SERVICE_NAME, useValue: options.serviceName },
         { provide: LOGGER, useValue: options.log },
         { provide: NATS, useFactory: () => connectNats({ url: options.natsUrl, name: options.serviceName }) },
         { provide: EventPublisher, useFactory: (nats: NatsClients) => new EventPublisher(nats.js), inject: [NATS] },
@@ -79,7 +78,7 @@ export class MessagingModule {
         JetStreamTopology,
         NatsLifecycle,
       ],
-      exports: [NATS, LOGGER, SERVICE_NAME, EventPublisher, NatsHealth],
+      exports: [NATS, LOGGER, EventPublisher, NatsHealth],
     };
   }
 }

@@ -4,7 +4,7 @@ import type { Logger } from '@mfa/telemetry';
 import type { HealthCheck } from './health.js';
 import { REDIS } from './tokens.js';
 
-export interface RedisOptions {
+interface RedisOptions {
   url: string;
   /** Shown by CLIENT LIST: which service holds the connection. */
   connectionName: string;
@@ -17,7 +17,7 @@ export interface RedisOptions {
  * relies on. A command fails after a few reconnect attempts instead of queueing for long: the
  * request answers `unavailable`, a consumer naks and retries.
  */
-export function createRedis(options: RedisOptions): Redis {
+function createRedis(options: RedisOptions): Redis {
   const redis = new Redis(options.url, {
     enableAutoPipelining: true,
     connectionName: options.connectionName,

@@ -1,6 +1,5 @@
 /** Injection tokens that libs/service-kit provides to every service (classes are their own tokens). */
 export const NATS = Symbol('NATS');
 export const LOGGER = Symbol('LOGGER');
-export const SERVICE_NAME = Symbol('SERVICE_NAME');
 export const REDIS = Symbol('REDIS');
 export const HEALTH_CHECKS = Symbol('HEALTH_CHECKS');

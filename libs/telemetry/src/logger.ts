@@ -5,7 +5,7 @@ import { trace } from '@opentelemetry/api';
  * secret are redacted wherever they appear, so a careless `log.info({...request})` cannot leak a
  * code, secret or key.
  */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const SECRET_KEYS = /^(code|secret|sealed.*|.*secret|otp|password|token|authToken|auth_token|key|.*Key|authorization|pin)$/i;
 
@@ -17,7 +17,7 @@ export interface Logger {
   child(fields: Record<string, unknown>): Logger;
 }
 
-export function redact(value: unknown, depth = 0): unknown {
+function redact(value: unknown, depth = 0): unknown {
   if (depth > 6) return '[depth]';
   if (value instanceof Error) {
     const out: Record<string, unknown> = { name: value.name, message: value.message };
@@ -36,7 +36,7 @@ export function redact(value: unknown, depth = 0): unknown {
   return value;
 }
 
-export interface LoggerOptions {
+interface LoggerOptions {
   /** Lowest level written; services pass their validated LOG_LEVEL. */
   level?: LogLevel;
   /** Fields on every line (e.g. the instance name). */

@@ -26,9 +26,3 @@ export function histogram<L extends string>(
 ) {
   return new client.Histogram<L>({ name, help, labelNames, buckets, registers: [registry] });
 }
-
-export function gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []) {
-  return new client.Gauge<L>({ name, help, labelNames, registers: [registry] });
-}
-
-export { client as promClient };

@@ -16,8 +16,7 @@ import { AlwaysOffSampler, BatchSpanProcessor, NodeTracerProvider, type SpanProc
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { hostname } from 'node:os';
 
-export { SpanKind, SpanStatusCode, context, trace };
-export type { Attributes, Context, Span, Tracer };
+export { SpanKind, SpanStatusCode };
 
 let provider: NodeTracerProvider | undefined;
 let serviceTracer: Tracer = trace.getTracer('open-mfa');
@@ -68,10 +67,6 @@ export async function shutdownTelemetry(): Promise<void> {
 
 export async function flushTelemetry(): Promise<void> {
   await provider?.forceFlush().catch(() => undefined);
-}
-
-export function tracer(): Tracer {
-  return serviceTracer;
 }
 
 /** A carrier of W3C trace context: NATS headers, event metadata or any string map. */

@@ -5,9 +5,9 @@ import { testEnv } from './env.js';
 // factories) and must not load NATS, Redis and Postgres clients they never use.
 
 /** The servers an integration test talks to for real. */
-export type RealAdapter = 'nats' | 'redis' | 'postgres';
+type RealAdapter = 'nats' | 'redis' | 'postgres';
 
-export interface Adapters {
+interface Adapters {
   real: readonly RealAdapter[];
   /** Outside paid APIs replaced by a fake that speaks the vendor's wire protocol, e.g. 'twilio'. */
   fake?: readonly string[];

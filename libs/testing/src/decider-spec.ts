@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { ContractError, type ErrorCode } from '@mfa/contracts';
 
 /** What a decider spec needs of a decider; structural, so any service's decider fits. */
-export interface SpecifiedDecider<C, S, E> {
+interface SpecifiedDecider<C, S, E> {
   decide(command: C, state: S, now: Date): E[];
   evolve(state: S, event: E): S;
   initialState(): S;

@@ -18,22 +18,22 @@ import { challengeId as joinChallengeId } from '@mfa/projection';
  */
 
 /** When default events happen; a time, not the clock, so expectations can be written down. */
-export const DEFAULT_OCCURRED_AT = '2025-06-01T12:00:00.000Z';
+const DEFAULT_OCCURRED_AT = '2025-06-01T12:00:00.000Z';
 
-export type Profile = EventOf<'UserProfileChanged'>['data'];
-export type Server = EventOf<'ChallengeStarted'>['data']['server'];
+type Profile = EventOf<'UserProfileChanged'>['data'];
+type Server = EventOf<'ChallengeStarted'>['data']['server'];
 
 /** Envelope fields to replace, and data fields to replace one by one (a shallow merge). */
-export type EventOverrides<T extends EventType> = Partial<Omit<EventOf<T>, 'type' | 'version' | 'data'>> & {
+type EventOverrides<T extends EventType> = Partial<Omit<EventOf<T>, 'type' | 'version' | 'data'>> & {
   data?: Partial<EventOf<T>['data']>;
 };
 
-export interface TestTenant {
+interface TestTenant {
   tenantId: string;
   settings: TenantSettings;
 }
 
-export interface TestUser {
+interface TestUser {
   tenantId: string;
   userId: string;
   profile: Profile;

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
  * errors as Twilio's JSON error body {code, message, more_info, status}. It records what it
  * accepted and can be told to fail, so retries and failover can be tested.
  */
-export interface FakeTwilioMessage {
+interface FakeTwilioMessage {
   sid: string;
   accountSid: string;
   to: string;
@@ -19,7 +19,7 @@ export interface FakeTwilioMessage {
   receivedAt: Date;
 }
 
-export type FakeTwilioFailure =
+type FakeTwilioFailure =
   | { status: 500 | 502 | 503; code?: number }
   | { status: 429; code?: number }
   | { status: 400; code: number; message?: string };

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
  * A minimal OTLP/HTTP trace receiver (JSON encoding, POST /v1/traces) so end-to-end tests can
  * assert what the services' real exporters send: which service produced which span in which trace.
  */
-export interface ReceivedSpan {
+interface ReceivedSpan {
   service: string;
   traceId: string;
   spanId: string;

@@ -20,9 +20,9 @@ async function freePort(): Promise<number> {
  * /health answering 200, and stop() sends SIGTERM and waits for a clean exit.
  */
 export const SERVICE_NAMES = ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'] as const;
-export type ServiceName = (typeof SERVICE_NAMES)[number];
+type ServiceName = (typeof SERVICE_NAMES)[number];
 
-export const DEFAULT_PORTS: Record<ServiceName, number> = {
+const DEFAULT_PORTS: Record<ServiceName, number> = {
   'auth-challenge': 3001,
   dispatch: 3002,
   fraud: 3003,
@@ -32,7 +32,7 @@ export const DEFAULT_PORTS: Record<ServiceName, number> = {
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
-export interface ServiceProcess {
+interface ServiceProcess {
   name: ServiceName;
   instance: number;
   url: string;
@@ -40,7 +40,7 @@ export interface ServiceProcess {
   stop(): Promise<number | null>;
 }
 
-export interface StackOptions {
+interface StackOptions {
   services?: readonly ServiceName[];
   /** Instances of each service (scale-out tests run two). */
   instances?: number;
@@ -109,7 +109,7 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
   }
 }
 
-export async function waitHealthy(url: string, timeoutMs: number): Promise<void> {
+async function waitHealthy(url: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

@@ -1,13 +1,13 @@
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, Streams, Subjects } from '@mfa/contracts';
 import { base32Encode, hotp, loadKeyring, maskSecret, OATH_TEST_VECTORS, open, SealContext, projectionUserKey } from '@mfa/crypto';
-import { createEvent, EventPublisher, requestJson } from '@mfa/messaging';
+import { EventPublisher, requestJson } from '@mfa/messaging';
 import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
-import { eventually, hasOathtool, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
 import { loadAuthChallengeConfig } from './config.js';
@@ -64,7 +64,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     }, 5000, 'the SMS request event');
   }
 
-  it('computes RFC 6238 SHA-1 test vectors inside Redis (Lua HOTP)', async () => {
+  itWith({ real: ['redis'] }, 'computes RFC 6238 SHA-1 test vectors inside Redis (Lua HOTP)', async () => {
     const secret = Buffer.from(OATH_TEST_VECTORS.secret);
     for (const [t, expected] of OATH_TEST_VECTORS.totpSha1) {
       const got = await redis.eval(HOTP_TEST_SCRIPT, 0, secret, Math.floor(t / 30), 8);
@@ -75,7 +75,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     }
   });
 
-  it('unmasks projection secrets in Lua exactly as they were masked in Node', async () => {
+  itWith({ real: ['redis'] }, 'unmasks projection secrets in Lua exactly as they were masked in Node', async () => {
     const key = projectionUserKey(keyring, 'AAAAAAAAAAAAAAAAAAAAAA');
     const nonce = Buffer.from('000102030405060708090a0b', 'hex');
     const secret = Buffer.from('a secret longer than twenty bytes, to span blocks!!');
@@ -84,7 +84,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.deepEqual(got, secret);
   });
 
-  it('SMS: a wrong code answers pending/invalid_code, the right one approves, a second verify is a conflict', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'SMS: a wrong code answers pending/invalid_code, the right one approves, a second verify is a conflict', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550100' });
     const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms', clientIp: '203.0.113.7' });
@@ -111,7 +111,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(again.error?.code, 'conflict');
   });
 
-  it('denies after 5 wrong codes and never accepts the right one afterwards', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'denies after 5 wrong codes and never accepts the right one afterwards', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550101' });
     const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user });
@@ -128,7 +128,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(late.error?.code, 'conflict');
   });
 
-  it('TOTP: accepts codes of the current step (oathtool), never the same step twice', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'TOTP: accepts codes of the current step (oathtool), never the same step twice', async () => {
     const secret = Buffer.from('3132333435363738393031323334353637383930', 'hex');
     const base32 = base32Encode(secret);
     const user = uniqueUser();
@@ -155,7 +155,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(rejected.status, 'pending');
   });
 
-  it('a challenge past its lifetime answers denied/expired on verify and status', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'a challenge past its lifetime answers denied/expired on verify and status', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550103' });
     const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
@@ -173,14 +173,9 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code }), expected);
   });
 
-  it('registration_required for users without a usable method; unknown tenants are not_found', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'registration_required for users without a usable method; unknown tenants are not_found', async () => {
     const js = jetstream(nc);
-    const created = createEvent('TenantCreated', 1, {
-      tenantId: tenant,
-      aggregateId: tenant,
-      now: new Date(),
-      data: { settings: { ...defaultTenantSettings(), enabledMethods: ['totp', 'sms'] } },
-    });
+    const created = tenantCreated(testTenant({ tenantId: tenant, settings: { ...defaultTenantSettings(), enabledMethods: ['totp', 'sms'] } }));
     await new EventPublisher(js).publish(EventSubjects.tenant(tenant), created);
     const stranger = uniqueUser('stranger');
     const r = await eventually(async () => {
@@ -200,7 +195,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(unknown.error?.code, 'not_found');
   });
 
-  it('tenant isolation: another tenant cannot verify or read a challenge', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'tenant isolation: another tenant cannot verify or read a challenge', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550105' });
     const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
@@ -211,7 +206,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code })).status, 'approved');
   });
 
-  it('rate-limits SMS sends per user (5 per window)', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'rate-limits SMS sends per user (5 per window)', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550106' });
     for (let i = 0; i < 5; i++) {
@@ -220,7 +215,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');
   });
 
-  it('locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550107' });
     const ids: string[] = [];
@@ -240,7 +235,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(await redis.exists(RedisKeys.failures(parseChallengeId(ids[2]!)!.tag)), 0);
   });
 
-  it('answers bad input on every subject with a contract error and keeps serving', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'answers bad input on every subject with a contract error and keeps serving', async () => {
     const bodies: Array<[string, string | Uint8Array, string]> = [];
     for (const subject of [Subjects.challengeStart, Subjects.challengeVerify, Subjects.challengeStatus]) {
       bodies.push([subject, '{not json', 'invalid_request']);

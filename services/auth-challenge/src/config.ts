@@ -1,11 +1,11 @@
 import { z } from 'zod';
 import { BaseConfig, loadConfig, loadKeyringConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 
-export const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
+const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3001),
   /** How long a finished or expired challenge stays answerable (status, conflict) after it expires. */
   CHALLENGE_RETENTION_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(900),
-  /** SMS codes sent per user per window (Twilio Verify: 5 sends; the seeds: 5 tries in 5 minutes). */
+  /** SMS codes sent per user per window (as Twilio Verify: 5 sends; by default 5 in 5 minutes). */
   SMS_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(1).max(1000).default(5),
   SMS_SEND_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(300),
   /**

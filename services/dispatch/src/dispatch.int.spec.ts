@@ -1,12 +1,12 @@
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { Consumers, EventSubjects, Headers, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { loadKeyring, seal, SealContext } from '@mfa/crypto';
-import { connectNats, createEvent, EventPublisher, type NatsClients } from '@mfa/messaging';
+import { connectNats, EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { RunningService } from '@mfa/service-kit';
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
-import { eventually, FakeTwilio, testEnv, uniqueTenant } from '@mfa/testing';
+import { challengeStarted, eventually, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
 
@@ -36,28 +36,21 @@ let publisher: EventPublisher;
 const uniquePhone = () => `+1555${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
 
 async function requestSms(options: { to: string; code?: string; lifetimeSeconds?: number; traceparent?: string; sealFor?: string }) {
-  const challengeId = randomUUID();
   const code = options.code ?? String(randomInt(0, 1_000_000)).padStart(6, '0');
   const now = new Date();
-  const event = createEvent('ChallengeStarted', 1, {
-    tenantId,
-    aggregateId: challengeId,
-    now,
+  // Started now: the service checks the expiry against its clock and words the SMS from both
+  // times. A profile without a language, so the SMS is in English.
+  const challenge = testChallenge(testUser({ tenantId, profile: { phoneNumber: options.to } }), {
+    startedAt: now.toISOString(),
+    expiresAt: new Date(now.getTime() + (options.lifetimeSeconds ?? 300) * 1000).toISOString(),
+  });
+  const { challengeId } = challenge;
+  // The factory's sealed code opens under no key; the service must open this one (unless a test
+  // seals it for another challenge to have it refused).
+  const sealedCode = seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId));
+  const event = challengeStarted(challenge, {
     ...(options.traceparent ? { metadata: { traceparent: options.traceparent } } : {}),
-    data: {
-      challengeId,
-      userId: 'helga@contoso.example',
-      profile: { phoneNumber: options.to },
-      server: { name: 'int-test', ip: '127.0.0.1' },
-      method: 'sms',
-      expiresAt: new Date(now.getTime() + (options.lifetimeSeconds ?? 300) * 1000).toISOString(),
-      maxAttempts: 5,
-      delivery: {
-        channel: 'sms',
-        to: options.to,
-        sealedCode: seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId)),
-      },
-    },
+    data: { delivery: { channel: 'sms', to: options.to, sealedCode } },
   });
   const ack = await publisher.publish(EventSubjects.smsRequested, event);
   return { event, challengeId, code, seq: ack.seq };
@@ -185,7 +178,7 @@ describe('dispatch with Twilio', () => {
     await fake.stop();
   });
 
-  it('sends the code once through Twilio and records SmsSent with the Twilio sid, continuing the trace', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'sends the code once through Twilio and records SmsSent with the Twilio sid, continuing the trace', async () => {
     const traceId = randomBytes(16).toString('hex');
     const to = uniquePhone();
     const { challengeId, code } = await requestSms({ to, traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` });
@@ -211,7 +204,7 @@ describe('dispatch with Twilio', () => {
     assert.match(sent.metadata.traceparent ?? '', new RegExp(`^00-${traceId}-`));
   });
 
-  it('retries transient Twilio errors (500, 503) and delivers once, in the third attempt', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'retries transient Twilio errors (500, 503) and delivers once, in the third attempt', async () => {
     await backlogHandled(fake);
     fake.failNext({ status: 500 }, { status: 503 });
     const to = uniquePhone();
@@ -226,7 +219,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(sent.data.providerMessageId, delivered[0]!.sid);
   });
 
-  it('records SmsDeliveryFailed when Twilio refuses the message permanently and no provider is left', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'records SmsDeliveryFailed when Twilio refuses the message permanently and no provider is left', async () => {
     await backlogHandled(fake);
     fake.failNext({ status: 400, code: 21211, message: "The 'To' number is not a valid phone number." });
     const to = uniquePhone();
@@ -244,7 +237,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(fake.messagesTo(to).length, 0);
   });
 
-  it('does not send a code whose challenge expired before delivery', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'does not send a code whose challenge expired before delivery', async () => {
     const to = uniquePhone();
     const { challengeId } = await requestSms({ to, lifetimeSeconds: -1 });
     const { event } = await outcomeOf(challengeId);
@@ -255,7 +248,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(fake.messagesTo(to).length, 0);
   });
 
-  it('records one outcome for a request that is delivered twice', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'records one outcome for a request that is delivered twice', async () => {
     const to = uniquePhone();
     const acksBefore = await acknowledged();
     const first = await requestSms({ to });
@@ -270,7 +263,7 @@ describe('dispatch with Twilio', () => {
     assert.ok(fake.messagesTo(to).some((m) => m.sid === (recorded[0] as EventOf<'SmsSent'>).data.providerMessageId));
   });
 
-  it('dead-letters an unparseable request with the reason, and keeps working', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'dead-letters an unparseable request with the reason, and keeps working', async () => {
     const ack = await nats.js.publish(EventSubjects.smsRequested, `{"not": "an event", "tenant": "${tenantId}"`, { msgID: randomUUID() });
     const dead = await eventually(
       async () => {
@@ -292,7 +285,7 @@ describe('dispatch with Twilio', () => {
     assert.equal((await outcomeOf(challengeId)).event.type, 'SmsSent');
   });
 
-  it('dead-letters a request whose code does not open, without sending anything', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'dead-letters a request whose code does not open, without sending anything', async () => {
     const to = uniquePhone();
     const { seq, challengeId } = await requestSms({ to, sealFor: randomUUID() });
     const dead = await eventually(
@@ -308,7 +301,7 @@ describe('dispatch with Twilio', () => {
     assert.deepEqual(await outcomesOf(challengeId), []);
   });
 
-  it('answers health with NATS up and counts sends in /metrics', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'answers health with NATS up and counts sends in /metrics', async () => {
     const health = await fetch(`${running.url}/health`);
     assert.equal(health.status, 200);
     assert.deepEqual(await health.json(), { status: 'ok', checks: { nats: 'ok' } });
@@ -334,7 +327,7 @@ describe('dispatch failing over from Twilio to the console', () => {
     await fake.stop();
   });
 
-  it('delivers through the console when Twilio refuses permanently', async () => {
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'delivers through the console when Twilio refuses permanently', async () => {
     const to = uniquePhone();
     const requestsBefore = fake.requests;
     const { challengeId } = await requestSms({ to });

@@ -15,7 +15,7 @@ import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 import type { UserSettingsConfig } from './config.js';
 import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
-import { CONFIG, KEYRING } from './tokens.js';
+import { KEYRING } from './tokens.js';
 
 /**
  * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), their public
@@ -40,7 +40,6 @@ export class AppModule {
       ],
       controllers: [OpsController, UserSettingsController, UserProjectorController],
       providers: [
-        { provide: CONFIG, useValue: config },
         { provide: KEYRING, useValue: config.keyring },
         {
           provide: EventStore,

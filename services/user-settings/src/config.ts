@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { BaseConfig, loadConfig, loadKeyringConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 
-export const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
+const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3004),
   /** Shown by authenticator apps next to the account; the Key URI format forbids ":" in it. */
   MFA_TOTP_ISSUER: z

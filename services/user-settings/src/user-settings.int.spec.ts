@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { JetStreamManager } from '@nats-io/jetstream';
@@ -28,7 +28,7 @@ import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { runService, type RunningService } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
-import { eventually, hasOathtool, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { EventStore } from './adapters/event-store.js';
 import { AppModule } from './app.module.js';
 import { UserProjector } from './application/user-projector.js';
@@ -109,13 +109,13 @@ describe('user-settings over NATS', () => {
   const userId = uniqueUser('helga');
   let enrollment: TotpEnrollReply;
 
-  it('answers health with NATS and Redis up', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'answers health with NATS and Redis up', async () => {
     const res = await fetch(`${service.url}/health`);
     assert.equal(res.status, 200);
     assert.deepEqual(((await res.json()) as { checks: unknown }).checks, { nats: 'ok', redis: 'ok' });
   });
 
-  it('registers a user, creating the tenant, and projects the user into Redis before replying', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'registers a user, creating the tenant, and projects the user into Redis before replying', async () => {
     const reply = await request(Subjects.usersRegister, {
       tenantId,
       userId,
@@ -139,7 +139,7 @@ describe('user-settings over NATS', () => {
     assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered']);
   });
 
-  it('is idempotent on the same profile and records only changed fields', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'is idempotent on the same profile and records only changed fields', async () => {
     assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, email: 'helga@contoso.com' }), { userId, methods: ['sms'] });
     assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered']);
     await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga N.' });
@@ -154,7 +154,7 @@ describe('user-settings over NATS', () => {
     assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'displayName'), 'Helga N.');
   });
 
-  it('enrolls a TOTP token with a Base32 secret and a complete otpauth URI', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'enrolls a TOTP token with a Base32 secret and a complete otpauth URI', async () => {
     enrollment = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId, label: 'Helga phone' });
     assert.match(enrollment.tokenId, /^[A-Za-z0-9_-]{16}$/);
     assert.match(enrollment.secret, /^[A-Z2-7]{32}$/, 'Base32 of 20 bytes, no padding');
@@ -167,7 +167,7 @@ describe('user-settings over NATS', () => {
     );
   });
 
-  it('answers active=false for a wrong code, without recording anything', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'answers active=false for a wrong code, without recording anything', async () => {
     const before = await typesOf(EventSubjects.user(tenantId, userId));
     const right = codeFor(enrollment.secret);
     const wrong = String((Number(right) + 500_000) % 1_000_000).padStart(6, '0');
@@ -176,7 +176,7 @@ describe('user-settings over NATS', () => {
     assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), before);
   });
 
-  it('activates with the current code and projects the token and its step into Redis', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'activates with the current code and projects the token and its step into Redis', async () => {
     const code = codeFor(enrollment.secret);
     const stepAtRequest = totpStep(Date.now());
     const reply = await request(Subjects.totpActivate, { tenantId, userId, tokenId: enrollment.tokenId, code });
@@ -202,11 +202,12 @@ describe('user-settings over NATS', () => {
     assert.equal(await redis.hget(keys.steps, enrollment.tokenId), String(step));
   });
 
-  it('refuses to activate the same token again', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'refuses to activate the same token again', async () => {
     await expectError(Subjects.totpActivate, { tenantId, userId, tokenId: enrollment.tokenId, code: codeFor(enrollment.secret) }, 'conflict');
   });
 
-  it('never stores the plaintext secret: events carry it sealed', async () => {
+  // Reads the stored events only.
+  itWith({ real: ['nats'] }, 'never stores the plaintext secret: events carry it sealed', async () => {
     const secret = base32Decode(enrollment.secret);
     const forbidden = [enrollment.secret, secret.toString('hex'), secret.toString('base64'), secret.toString('base64url')];
     const stored = await storedMessages(EventSubjects.user(tenantId, userId));
@@ -221,7 +222,7 @@ describe('user-settings over NATS', () => {
     assert.throws(() => open(keyring, enrolled.data.sealedSecret, SealContext.totpSecret(tenantId, 'someone-else', enrollment.tokenId)));
   });
 
-  it('allows 5 tokens (active or pending) and answers conflict for the 6th', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'allows 5 tokens (active or pending) and answers conflict for the 6th', async () => {
     for (let i = 0; i < 4; i++) {
       const reply = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
       assert.ok(reply.tokenId);
@@ -232,7 +233,7 @@ describe('user-settings over NATS', () => {
     assert.equal(enrolled.length, 5);
   });
 
-  it('rebuilds deleted Redis keys when the projector replays the stream', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'rebuilds deleted Redis keys when the projector replays the stream', async () => {
     const keys = keysOf(tenantId, userId);
     const before = {
       user: await redis.hgetall(keys.user),
@@ -267,7 +268,7 @@ describe('user-settings over NATS', () => {
     assert.deepEqual(await redis.hgetall(keys.steps), before.steps);
   });
 
-  it('replays the whole event log at boot into a Redis that lost the projection', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'replays the whole event log at boot into a Redis that lost the projection', async () => {
     const keys = keysOf(tenantId, userId);
     const before = await redis.hgetall(keys.user);
     await projectorCaughtUp();
@@ -285,7 +286,7 @@ describe('user-settings over NATS', () => {
     }
   });
 
-  it('stops taking activation codes for a token after 5 wrong ones', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'stops taking activation codes for a token after 5 wrong ones', async () => {
     const other = `guess.${Date.now()}@contoso.example`;
     await request(Subjects.usersRegister, { tenantId, userId: other });
     const token = (await request(Subjects.totpEnroll, { tenantId, userId: other })) as { tokenId: string; secret: string };
@@ -303,7 +304,8 @@ describe('user-settings over NATS', () => {
     assert.equal(blocked.error?.code, 'rate_limited');
   });
 
-  it('configures tenant settings as a partial update', async () => {
+  // Tenant commands are stored events only; nothing of a tenant is projected into Redis.
+  itWith({ real: ['nats'] }, 'configures tenant settings as a partial update', async () => {
     const tenant = uniqueTenant('cfg');
     const first = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAttempts: 3 } });
     assert.deepEqual(first, {
@@ -319,7 +321,7 @@ describe('user-settings over NATS', () => {
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated', 'TenantSettingsChanged']);
   });
 
-  it('lets two concurrent registers of a new user both succeed, storing one UserRegistered', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'lets two concurrent registers of a new user both succeed, storing one UserRegistered', async () => {
     const tenant = uniqueTenant('race');
     const user = uniqueUser('race');
     const body = { tenantId: tenant, userId: user, phoneNumber: '+14155550123' };
@@ -341,7 +343,8 @@ describe('user-settings bad input', () => {
 
   const subjects = [Subjects.usersRegister, Subjects.totpEnroll, Subjects.totpActivate, Subjects.tenantsConfigure];
 
-  it('answers invalid_request to malformed JSON, non-objects and oversized bodies on every subject', async () => {
+  // This and the next test are refused by the contract pipe before any handler runs: only NATS.
+  itWith({ real: ['nats'] }, 'answers invalid_request to malformed JSON, non-objects and oversized bodies on every subject', async () => {
     for (const subject of subjects) {
       for (const body of ['{"tenantId":', 'not json', '[1,2]', 'null', '"text"', '\u00ff\u00fe']) {
         await expectError(subject, body, 'invalid_request');
@@ -351,7 +354,7 @@ describe('user-settings bad input', () => {
     }
   });
 
-  it('answers invalid_request to missing fields and wrong types', async () => {
+  itWith({ real: ['nats'] }, 'answers invalid_request to missing fields and wrong types', async () => {
     const cases: Array<[string, unknown]> = [
       [Subjects.usersRegister, {}],
       [Subjects.usersRegister, { tenantId }],
@@ -373,7 +376,7 @@ describe('user-settings bad input', () => {
     for (const [subject, body] of cases) await expectError(subject, body, 'invalid_request');
   });
 
-  it('answers not_found for unknown tenants, users and tokens', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'answers not_found for unknown tenants, users and tokens', async () => {
     const ghostTenant = uniqueTenant('ghost');
     await expectError(Subjects.totpEnroll, { tenantId: ghostTenant, userId }, 'not_found');
     await expectError(Subjects.totpEnroll, { tenantId, userId: 'nobody@contoso.example' }, 'not_found');
@@ -384,7 +387,7 @@ describe('user-settings bad input', () => {
     assert.deepEqual(await typesOf(EventSubjects.tenant(ghostTenant)), []);
   });
 
-  it('keeps answering valid requests afterwards', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'keeps answering valid requests afterwards', async () => {
     assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+14155550199' }), { userId, methods: ['sms'] });
     const reply = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
     assert.ok(reply.tokenId);
@@ -404,7 +407,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
   const withConfig = (autoCreateTenants: boolean) =>
     new UserSettingsService({ store, projection: writer, keyring, log, autoCreateTenants, totpIssuer: 'Contoso MFA' });
 
-  it('answers not_found for an unknown tenant when auto-create is off', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'answers not_found for an unknown tenant when auto-create is off', async () => {
     const strict = withConfig(false);
     const tenantId = uniqueTenant('strict');
     await assert.rejects(strict.register({ tenantId, userId: 'u1' }, new Date()), { code: 'not_found', message: 'unknown tenant' });
@@ -413,7 +416,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     assert.deepEqual(await strict.register({ tenantId, userId: 'u1' }, new Date()), { userId: 'u1', methods: [] });
   });
 
-  it('answers not_found to activating a pending token after 10 minutes', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'answers not_found to activating a pending token after 10 minutes', async () => {
     const svc = withConfig(true);
     const tenantId = uniqueTenant('late');
     const userId = uniqueUser('late');
@@ -437,7 +440,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     );
   });
 
-  it('decides again on fresh state when another writer appended first', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'decides again on fresh state when another writer appended first', async () => {
     const tenantId = uniqueTenant('occ');
     const userId = uniqueUser('occ');
     const userSubject = EventSubjects.user(tenantId, userId);
@@ -476,7 +479,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     assert.deepEqual(await typesOf(userSubject), ['UserRegistered']);
   });
 
-  it('rebuilds one user on demand and skips users without events', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'rebuilds one user on demand and skips users without events', async () => {
     const projector = service.app.get(UserProjector);
     const tenantId = uniqueTenant('rb');
     const userId = uniqueUser('rb');

@@ -13,7 +13,7 @@ const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswer
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-export interface NatsTransportOptions {
+interface NatsTransportOptions {
   nats: NatsClients;
   /** Queue group of every request subscription: instances of one service share the load. */
   queue: string;

@@ -12,7 +12,7 @@ const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips
 
 type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<string[]>;
 
-export interface StartInput {
+interface StartInput {
   tag: string;
   nonce: string;
   tenantId: string;
@@ -30,7 +30,7 @@ export interface StartInput {
   lockoutThreshold: number;
 }
 
-export interface VerifyInput {
+interface VerifyInput {
   tag: string;
   nonce: string;
   tenantId: string;

@@ -6,7 +6,7 @@
  */
 
 // Shared helpers: SHA-1 from redis.sha1hex, HMAC-SHA1, RFC 4226 HOTP, constant-time compare,
-// and the keystream that unmasks TOTP secrets (mirror of @mfa/crypto projectionKeystream).
+// and the keystream that unmasks TOTP secrets (mirror of projectionKeystream in libs/crypto/src/codes.ts).
 const HELPERS = `
 -- Hex to bytes, 32 bits per tonumber: the per-call cost of HMAC in Lua is mostly this.
 local function hex2bin(h)

@@ -23,7 +23,7 @@ import type { CodeGenerator } from './code-generator.js';
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
 
 /** Where a decision was taken, for the report (server name and IP). */
-export interface ServerIdentity {
+interface ServerIdentity {
   name: string;
   ip: string;
 }

@@ -13,7 +13,7 @@ import {
 
 /**
  * The challenge decisions are taken atomically inside Redis (adapters/scripts.ts); this module is
- * the pure half: given the script's verdict (parsed by adapters/challenge.store.ts), it says what
+ * the pure half: given the script's verdict (parsed by adapters/script-replies.ts), it says what
  * to answer and which event records it.
  * Expected outcomes are events of their own (ChallengeApproved, ChallengeCodeRejected, ...).
  */
@@ -68,7 +68,7 @@ export interface StartContext {
   sealedSmsCode: () => string;
 }
 
-export interface Outcome<R> {
+interface Outcome<R> {
   reply: R;
   event?: PendingEvent;
 }
@@ -140,9 +140,16 @@ export function decideVerify(
   ctx: { challengeId: string; server: { name: string; ip: string } },
 ): Outcome<ChallengeVerifyReply> {
   const id = ctx.challengeId;
+  /** What every outcome event of the challenge records: whose challenge, which method, where decided. */
+  const outcomeOf = (v: { userId: string; method: Method }): EventOf<'ChallengeExpired'>['data'] => ({
+    challengeId: id,
+    userId: v.userId,
+    method: v.method,
+    server: ctx.server,
+  });
   switch (verdict.kind) {
     case 'approved': {
-      const data: EventOf<'ChallengeApproved'>['data'] = { challengeId: id, userId: verdict.userId, method: verdict.method, server: ctx.server };
+      const data: EventOf<'ChallengeApproved'>['data'] = outcomeOf(verdict);
       if (verdict.tokenId) data.tokenId = verdict.tokenId;
       return { reply: { challengeId: id, status: 'approved' }, event: { type: 'ChallengeApproved', data } };
     }
@@ -151,39 +158,18 @@ export function decideVerify(
         reply: { challengeId: id, status: 'pending', reason: 'invalid_code' },
         event: {
           type: 'ChallengeCodeRejected',
-          data: {
-            challengeId: id,
-            userId: verdict.userId,
-            method: verdict.method,
-            server: ctx.server,
-            attempt: verdict.attempts,
-            attemptsRemaining: verdict.remaining,
-            cause: verdict.cause,
-          },
+          data: { ...outcomeOf(verdict), attempt: verdict.attempts, attemptsRemaining: verdict.remaining, cause: verdict.cause },
         },
       };
     case 'exhausted':
       return {
         reply: { challengeId: id, status: 'denied', reason: 'too_many_attempts' },
-        event: {
-          type: 'ChallengeAttemptsExhausted',
-          data: {
-            challengeId: id,
-            userId: verdict.userId,
-            method: verdict.method,
-            server: ctx.server,
-            attempts: verdict.attempts,
-            lastCause: verdict.cause,
-          },
-        },
+        event: { type: 'ChallengeAttemptsExhausted', data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause } },
       };
     case 'expired': {
       const reply: ChallengeVerifyReply = { challengeId: id, status: 'denied', reason: 'expired' };
       if (!verdict.firstTime) return { reply };
-      return {
-        reply,
-        event: { type: 'ChallengeExpired', data: { challengeId: id, userId: verdict.userId, method: verdict.method, server: ctx.server } },
-      };
+      return { reply, event: { type: 'ChallengeExpired', data: outcomeOf(verdict) } };
     }
     case 'conflict':
       throw conflict(`challenge already completed (${verdict.status})`);

@@ -9,7 +9,7 @@ import { outcomeEventId } from '../domain/outcome-id.js';
 import { smsBody } from '../domain/sms-body.js';
 import { smsProviderDuration, smsSends } from './metrics.js';
 
-export interface SmsDeliveryOptions {
+interface SmsDeliveryOptions {
   keyring: Keyring;
   /** In failover order. */
   providers: readonly SmsProvider[];

@@ -19,7 +19,7 @@ export interface FailedAttempt {
   readonly error: string;
 }
 
-export interface DeliveryContext {
+interface DeliveryContext {
   readonly now: Date;
   readonly expiresAt: Date;
   /** Uniform in [0, 1): spreads retries of many messages so they do not hit a provider together. */

@@ -1,8 +1,8 @@
-import { after, describe, it } from 'node:test';
+import { after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { testEnv } from '@mfa/testing';
+import { itWith, testEnv } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
 import { MIGRATIONS_TABLE, prepareDatabase } from './database.js';
 
@@ -32,7 +32,7 @@ describe('prepareDatabase (real Postgres)', () => {
     await withClient(databaseUrl('postgres'), (c) => c.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(scratch)} WITH (FORCE)`));
   });
 
-  it('creates a missing database and migrates it when two instances boot at once', async () => {
+  itWith({ real: ['postgres'] }, 'creates a missing database and migrates it when two instances boot at once', async () => {
     await Promise.all([prepareDatabase(databaseUrl(scratch), log), prepareDatabase(databaseUrl(scratch), log)]);
     await withClient(databaseUrl(scratch), async (c) => {
       const tables = await c.query<{ table_name: string }>(
@@ -54,7 +54,7 @@ describe('prepareDatabase (real Postgres)', () => {
     });
   });
 
-  it('is a no-op on an up-to-date database, also concurrently (the test database)', async () => {
+  itWith({ real: ['postgres'] }, 'is a no-op on an up-to-date database, also concurrently (the test database)', async () => {
     await Promise.all([prepareDatabase(testEnv.databaseUrl, log), prepareDatabase(testEnv.databaseUrl, log)]);
     await prepareDatabase(testEnv.databaseUrl, log);
     const count = await withClient(testEnv.databaseUrl, (c) => c.query(`SELECT count(*)::int AS n FROM ${MIGRATIONS_TABLE}`));

@@ -3,7 +3,7 @@ import { ContractError, invalidRequest, unavailable, type SigninResult } from '@
 import type { DeliveryPatch, SigninPatch, TenantPatch } from '../domain/signin-projection.js';
 import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
 
-export interface SigninFilter {
+interface SigninFilter {
   tenantId: string;
   userId?: string | undefined;
   /** Inclusive. */
@@ -79,6 +79,11 @@ INSERT INTO tenants (tenant_id, created_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[])
 ON CONFLICT (tenant_id) DO NOTHING`;
 
+/** The batch as one array per column, in the statement's column order: the arrays unnest() takes. */
+function columnsOf<P, K extends keyof P>(patches: readonly P[], columns: readonly K[]): P[K][][] {
+  return columns.map((column) => patches.map((patch) => patch[column]));
+}
+
 interface SigninRecord {
   challenge_id: string;
   occurred_at: Date;
@@ -104,51 +109,46 @@ export class SigninsRepository {
 
   async applySignins(patches: readonly SigninPatch[]): Promise<void> {
     if (patches.length === 0) return;
-    const col = <K extends keyof SigninPatch>(k: K) => patches.map((p) => p[k]);
-    await this.pool.query(UPSERT_SIGNINS, [
-      col('tenantId'),
-      col('challengeId'),
-      col('occurredAt'),
-      col('userId'),
-      col('displayName'),
-      col('email'),
-      col('phoneNumber'),
-      col('deviceToken'),
-      col('authMethod'),
-      col('serverName'),
-      col('serverIp'),
-      col('clientIp'),
-      col('application'),
-      col('requestId'),
-      col('expiresAt'),
-      col('contextSeq'),
-      col('result'),
-      col('resultDetail'),
-      col('completedAt'),
-      col('resultSeq'),
-      col('failedAttempts'),
-      col('lastEventSeq'),
-    ]);
+    await this.pool.query(
+      UPSERT_SIGNINS,
+      columnsOf(patches, [
+        'tenantId',
+        'challengeId',
+        'occurredAt',
+        'userId',
+        'displayName',
+        'email',
+        'phoneNumber',
+        'deviceToken',
+        'authMethod',
+        'serverName',
+        'serverIp',
+        'clientIp',
+        'application',
+        'requestId',
+        'expiresAt',
+        'contextSeq',
+        'result',
+        'resultDetail',
+        'completedAt',
+        'resultSeq',
+        'failedAttempts',
+        'lastEventSeq',
+      ]),
+    );
   }
 
   async applyDeliveries(patches: readonly DeliveryPatch[]): Promise<void> {
     if (patches.length === 0) return;
-    const col = <K extends keyof DeliveryPatch>(k: K) => patches.map((p) => p[k]);
-    await this.pool.query(UPSERT_DELIVERIES, [
-      col('tenantId'),
-      col('challengeId'),
-      col('status'),
-      col('provider'),
-      col('messageId'),
-      col('attempts'),
-      col('occurredAt'),
-      col('seq'),
-    ]);
+    await this.pool.query(
+      UPSERT_DELIVERIES,
+      columnsOf(patches, ['tenantId', 'challengeId', 'status', 'provider', 'messageId', 'attempts', 'occurredAt', 'seq']),
+    );
   }
 
   async applyTenants(patches: readonly TenantPatch[]): Promise<void> {
     if (patches.length === 0) return;
-    await this.pool.query(INSERT_TENANTS, [patches.map((p) => p.tenantId), patches.map((p) => p.createdAt)]);
+    await this.pool.query(INSERT_TENANTS, columnsOf(patches, ['tenantId', 'createdAt']));
   }
 
   async tenantExists(tenantId: string): Promise<boolean> {

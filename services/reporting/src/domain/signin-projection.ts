@@ -1,4 +1,5 @@
 import { ResultDetail, type ChallengeEvent, type DispatchEvent, type SigninResult, type TenantEvent } from '@mfa/contracts';
+import type { SigninDetails } from './signin-report.js';
 
 /**
  * How events become sign-in report rows. Pure: a batch of events in, one merged patch per row
@@ -16,20 +17,11 @@ export interface Sequenced<E> {
   event: E;
 }
 
-export interface SigninPatch {
+/** What a batch changes in one report row; the sequences decide which event's values win. */
+export interface SigninPatch extends SigninDetails {
   tenantId: string;
   challengeId: string;
   occurredAt: string;
-  userId: string;
-  displayName: string | null;
-  email: string | null;
-  phoneNumber: string | null;
-  deviceToken: string | null;
-  authMethod: string | null;
-  serverName: string | null;
-  serverIp: string | null;
-  clientIp: string | null;
-  application: string | null;
   requestId: string | null;
   expiresAt: string | null;
   /**
@@ -45,22 +37,7 @@ export interface SigninPatch {
   lastEventSeq: number;
 }
 
-type Context = Pick<
-  SigninPatch,
-  | 'occurredAt'
-  | 'userId'
-  | 'displayName'
-  | 'email'
-  | 'phoneNumber'
-  | 'deviceToken'
-  | 'authMethod'
-  | 'serverName'
-  | 'serverIp'
-  | 'clientIp'
-  | 'application'
-  | 'requestId'
-  | 'expiresAt'
->;
+type Context = SigninDetails & Pick<SigninPatch, 'occurredAt' | 'requestId' | 'expiresAt'>;
 type Outcome = Pick<SigninPatch, 'result' | 'resultDetail' | 'completedAt'>;
 
 interface Effect {
@@ -95,7 +72,7 @@ function contextOf(
 type ChallengeStartData = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' }>['data'];
 
 /** What one challenge event says about its report row. */
-export function effectOf(event: ChallengeEvent): Effect {
+function effectOf(event: ChallengeEvent): Effect {
   switch (event.type) {
     case 'ChallengeStarted': {
       const d = event.data;

@@ -11,22 +11,22 @@ import {
  * never got an outcome is reported, and the keyset cursor. Pure; the SQL lives in adapters/.
  */
 
+/**
+ * What a report row tells of one sign-in besides its time and outcome: who, by which method,
+ * through which server, from where. The projection stores these fields and the reply item
+ * carries them as they are.
+ */
+export type SigninDetails = Pick<
+  SigninItem,
+  'userId' | 'displayName' | 'email' | 'phoneNumber' | 'deviceToken' | 'authMethod' | 'serverName' | 'serverIp' | 'clientIp' | 'application'
+>;
+
 /** A report row as read from the store, before it is turned into a reply item. */
-export interface SigninRow {
+export interface SigninRow extends SigninDetails {
   challengeId: string;
   occurredAt: Date;
   /** occurred_at with the store's full (microsecond) precision, for the cursor. */
   position: string;
-  userId: string;
-  displayName: string | null;
-  email: string | null;
-  phoneNumber: string | null;
-  deviceToken: string | null;
-  authMethod: string | null;
-  serverName: string | null;
-  serverIp: string | null;
-  clientIp: string | null;
-  application: string | null;
   /** Null: the challenge never got an outcome event (the store only returns expired ones). */
   result: SigninResult | null;
   resultDetail: string | null;

@@ -3,7 +3,7 @@ import { userTag, type Keyring } from '@mfa/crypto';
 import { RedisKeys } from '@mfa/projection';
 
 /** Wrong codes one pending token may take before it must be enrolled again. */
-export const MAX_ACTIVATION_FAILURES = 5;
+const MAX_ACTIVATION_FAILURES = 5;
 
 /**
  * Counts wrong activation codes per pending token in Redis (it expires with the enrolment), so

@@ -2,7 +2,7 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import { Streams, type AnyEvent } from '@mfa/contracts';
 import { readAggregate, type EventPublisher } from '@mfa/messaging';
 
-export interface LoadedAggregate {
+interface LoadedAggregate {
   events: AnyEvent[];
   /** Stream sequence of the aggregate's last event; 0 when it has none. */
   lastSeq: number;

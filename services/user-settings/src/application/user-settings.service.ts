@@ -30,11 +30,11 @@ import { activationCandidate, decideUser, methodsOf, userDecider, type UserEvent
 import { userSnapshot } from './user-snapshot.js';
 
 /** Appends lost to a concurrent writer are decided again on fresh state this many times. */
-export const MAX_APPEND_ATTEMPTS = 5;
+const MAX_APPEND_ATTEMPTS = 5;
 const TOTP_SECRET_BYTES = 20;
 const TOTP_TOKEN_ID_BYTES = 12;
 
-export interface UserSettingsOptions {
+interface UserSettingsOptions {
   store: EventStore;
   projection: UserProjectionWriter;
   keyring: Keyring;

@@ -13,11 +13,11 @@ export type TenantCommand =
 
 const TENANT_EVENT_TYPES: ReadonlySet<string> = new Set<TenantEvent['type']>(['TenantCreated', 'TenantSettingsChanged']);
 
-export function isTenantEvent(event: { type: string }): event is TenantEvent {
+function isTenantEvent(event: { type: string }): event is TenantEvent {
   return TENANT_EVENT_TYPES.has(event.type);
 }
 
-export const initialTenantState = (): TenantState => ({ exists: false });
+const initialTenantState = (): TenantState => ({ exists: false });
 
 function merge(current: TenantSettings, patch: Partial<TenantSettings>): TenantSettings {
   const merged: TenantSettings = { ...current };
@@ -37,7 +37,7 @@ function sameSettings(a: TenantSettings, b: TenantSettings): boolean {
   );
 }
 
-export function decideTenant(command: TenantCommand, state: TenantState, now: Date): TenantEvent[] {
+function decideTenant(command: TenantCommand, state: TenantState, now: Date): TenantEvent[] {
   switch (command.type) {
     case 'ConfigureTenant': {
       if (!state.exists) {
@@ -55,7 +55,7 @@ export function decideTenant(command: TenantCommand, state: TenantState, now: Da
   }
 }
 
-export function evolveTenant(_state: TenantState, event: TenantEvent): TenantState {
+function evolveTenant(_state: TenantState, event: TenantEvent): TenantState {
   switch (event.type) {
     case 'TenantCreated':
     case 'TenantSettingsChanged':

@@ -2,7 +2,7 @@ import { conflict, notFound, rateLimited, type Method } from '@mfa/contracts';
 import { matchTotpStep } from '@mfa/crypto';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
 
-/** Seeds: up to 5 OATH hardware tokens or authenticator apps per user. */
+/** Up to 5 OATH hardware tokens or authenticator apps per user. */
 export const MAX_TOTP_TOKENS = 5;
 /** An enrollment not activated within this time is abandoned: it no longer counts nor activates. */
 export const PENDING_TOKEN_LIFETIME_MS = 10 * 60 * 1000;
@@ -14,11 +14,11 @@ export const PENDING_TOKEN_LIFETIME_MS = 10 * 60 * 1000;
 export const MAX_ENROLMENTS_PER_DAY = 10;
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-export const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'language'] as const;
-export type ProfileField = (typeof PROFILE_FIELDS)[number];
-export type Profile = Partial<Record<ProfileField, string>>;
+const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'language'] as const;
+type ProfileField = (typeof PROFILE_FIELDS)[number];
+type Profile = Partial<Record<ProfileField, string>>;
 
-export interface TotpToken {
+interface TotpToken {
   tokenId: string;
   label: string;
   sealedSecret: string;
@@ -39,14 +39,14 @@ export interface UserState {
 
 export type UserEvent = DomainEvent<'UserRegistered' | 'UserProfileChanged' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
 
-export type UserCommand =
+type UserCommand =
   | { type: 'RegisterUser'; data: { userId: string } & Profile }
   /** The caller draws the token id and secret (randomness and keys stay out of the decider). */
   | { type: 'EnrollTotpToken'; data: { tokenId: string; label: string; sealedSecret: string } }
   /** `secret` is the opened secret of the token named by `tokenId` (see `activationCandidate`). */
   | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } };
 
-export const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
+const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserRegistered',
   'UserProfileChanged',
   'TotpTokenEnrolled',
@@ -59,7 +59,7 @@ export function isUserEvent(event: { type: string }): event is UserEvent {
 
 export const initialUserState = (): UserState => ({ registered: false, profile: {}, tokens: [] });
 
-export const isActive = (token: TotpToken): boolean => token.activatedStep !== undefined;
+const isActive = (token: TotpToken): boolean => token.activatedStep !== undefined;
 
 const isPendingExpired = (token: TotpToken, now: Date): boolean =>
   !isActive(token) && now.getTime() - token.enrolledAtMs >= PENDING_TOKEN_LIFETIME_MS;

@@ -4,7 +4,7 @@ import { ConsoleSmsProvider } from './console/console.provider.js';
 import type { SmsProvider } from './sms-provider.js';
 import { TwilioSmsProvider } from './twilio/twilio.provider.js';
 
-export type SmsProviderConfig = Pick<
+type SmsProviderConfig = Pick<
   DispatchConfig,
   | 'NODE_ENV'
   | 'SMS_PROVIDERS'
@@ -34,7 +34,7 @@ const BUILDERS: Record<string, (config: SmsProviderConfig) => SmsProvider> = {
   },
 };
 
-export const KNOWN_SMS_PROVIDERS = Object.keys(BUILDERS);
+const KNOWN_SMS_PROVIDERS = Object.keys(BUILDERS);
 
 /**
  * The providers of SMS_PROVIDERS, in failover order. Fails at boot on anything that could only

@@ -15,7 +15,7 @@ export interface SmsProvider {
   send(message: SmsMessage): Promise<{ providerMessageId: string }>;
 }
 
-export interface SmsProviderErrorDetails {
+interface SmsProviderErrorDetails {
   provider: string;
   /** True when the same request may succeed later (rate limit, vendor outage, network). */
   transient: boolean;

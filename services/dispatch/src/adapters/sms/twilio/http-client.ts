@@ -11,7 +11,7 @@ const agents = {
   'https:': new https.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 64 }),
 };
 
-export class HttpTimeoutError extends Error {
+class HttpTimeoutError extends Error {
   override name = 'TimeoutError';
 }
 

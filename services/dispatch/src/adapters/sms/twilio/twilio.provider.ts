@@ -2,7 +2,7 @@ import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
 import { postForm } from './http-client.js';
 
-export interface TwilioOptions {
+interface TwilioOptions {
   /** Base URL, https://api.twilio.com unless pointed at a compatible API (or a test fake). */
   apiUrl: string;
   accountSid: string;
@@ -11,7 +11,7 @@ export interface TwilioOptions {
   timeoutMs: number;
 }
 
-export type TwilioResult =
+type TwilioResult =
   | { ok: true; sid: string }
   | { ok: false; transient: boolean; code?: number | string | undefined; message: string };
 

@@ -42,7 +42,9 @@ const results: ScenarioResult[] = [];
 const reportLag = new Samples();
 const rowChecks: Record<string, unknown> = {};
 
-const masterKey = randomBytes(32);
+// A fixed key (base64) lets another instance join the benchmark's stack, e.g. to compare two
+// builds of a service side by side under the same load; otherwise each run has a fresh key.
+const masterKey = process.env.BENCH_MASTER_KEY ? Buffer.from(process.env.BENCH_MASTER_KEY, 'base64') : randomBytes(32);
 const keyring = keyringFromMasterKey(masterKey);
 const tenantId = `bench-${Date.now().toString(36)}`;
 const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();

@@ -1,5 +1,6 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { skipSettledRequestErrors } from './request-completion.js';
 
 export interface NatsClients {
   nc: NatsConnection;
@@ -16,6 +17,7 @@ export async function connectNats(options: {
   name: string;
   connectTimeoutMs?: number;
 }): Promise<NatsClients> {
+  skipSettledRequestErrors();
   const deadline = Date.now() + (options.connectTimeoutMs ?? 30_000);
   let lastError: unknown;
   while (Date.now() < deadline) {

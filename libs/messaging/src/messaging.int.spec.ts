@@ -117,4 +117,23 @@ describe('messaging against a real nats-server', () => {
     assert.equal(info.num_ack_pending, 0, 'nothing left unacknowledged');
     assert.equal(info.num_pending, 0);
   });
+
+  itWith({ real: ['nats'] }, 'completes requests as nats.js does: answers, acks, timeouts and no responders', async () => {
+    const subject = `testreq.${run}.echo`;
+    const sub = nats.nc.subscribe(subject, {
+      callback: (_e, m) => {
+        if (m.data.length > 0) m.respond(m.data);
+      },
+    });
+    const answered = await nats.nc.request(subject, 'ping', { timeout: 2_000 });
+    assert.equal(answered.string(), 'ping');
+    // JetStream publishes are requests too: their acks still arrive.
+    const ack = await publisher.publish(`test.${run}.completion`, tenantEvent('completion'));
+    assert.ok(ack.seq > 0);
+    // An unanswered request still times out, and one nobody listens to still says so.
+    await assert.rejects(nats.nc.request(subject, '', { timeout: 200 }), (e: Error) => /timeout/i.test(`${e.name} ${e.message}`));
+    await assert.rejects(nats.nc.request(`testreq.${run}.nobody`, 'x', { timeout: 2_000 }), (e: Error) => /no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message}`));
+    sub.unsubscribe();
+  });
 });
+

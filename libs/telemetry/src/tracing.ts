@@ -1,5 +1,6 @@
 import {
   context,
+  INVALID_SPAN_CONTEXT,
   propagation,
   SpanKind,
   SpanStatusCode,
@@ -20,6 +21,9 @@ export { SpanKind, SpanStatusCode };
 
 let provider: NodeTracerProvider | undefined;
 let serviceTracer: Tracer = trace.getTracer('open-mfa');
+/** False when nothing would receive spans: then withSpan starts none (see below). */
+let recording = true;
+const notRecorded: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 export interface TelemetryOptions {
   serviceName: string;
@@ -57,6 +61,7 @@ export function startTelemetry(options: TelemetryOptions): { exporting: boolean 
     ...(processors.length === 0 ? { sampler: new AlwaysOffSampler() } : {}),
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
+  recording = processors.length > 0;
   serviceTracer = trace.getTracer(options.serviceName, options.serviceVersion ?? '0.1.0');
   return { exporting };
 }
@@ -94,13 +99,19 @@ export function carrierFromContext(ctx: Context = context.active()): TraceCarrie
 
 /**
  * Runs `fn` inside a span that is a child of `parent` (or the active context), records
- * exceptions, and ends the span however `fn` ends.
+ * exceptions, and ends the span however `fn` ends. When nothing records spans, no span is
+ * started at all: `fn` runs in the parent's context, so an incoming trace still propagates to
+ * the events and calls it makes, at no cost per request.
  */
 export async function withSpan<T>(
   name: string,
   options: { kind?: SpanKind; attributes?: Attributes; parent?: Context },
   fn: (span: Span) => Promise<T> | T,
 ): Promise<T> {
+  if (!recording) {
+    const parent = options.parent;
+    return parent && parent !== context.active() ? await context.with(parent, () => fn(notRecorded)) : await fn(notRecorded);
+  }
   const parent = options.parent ?? context.active();
   const spanOptions: { kind?: SpanKind; attributes?: Attributes } = {};
   if (options.kind !== undefined) spanOptions.kind = options.kind;

@@ -1,6 +1,6 @@
 import { Global, Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import type { ConsumerDefinition, StreamDefinition } from '@mfa/contracts';
-import { connectNats, ensureConsumer, ensureStreams, EventPublisher, type NatsClients } from '@mfa/messaging';
+import type { StreamDefinition } from '@mfa/contracts';
+import { connectNats, ensureStreams, EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import type { HealthCheck } from './health.js';
 import { LOGGER, NATS } from './tokens.js';
@@ -12,15 +12,13 @@ interface MessagingOptions {
   /** Streams the service writes to or reads from, created or updated at boot (STREAM_REPLICAS). */
   streams: readonly StreamDefinition[];
   replicas: number;
-  /** Durable consumers its @JetStreamConsumer handlers read, created at boot after the streams. */
-  consumers?: ReadonlyArray<{ definition: ConsumerDefinition; maxAckPending?: number }>;
 }
 
 const TOPOLOGY = Symbol('TOPOLOGY');
 
 /**
- * Streams and durable consumers, provisioned in onModuleInit: this module is imported by every
- * AppModule, so this runs before the service's own init hooks and before the transport starts
+ * Streams, provisioned in onModuleInit: this module is imported by every AppModule, so this runs
+ * before the service's own init hooks and before the transport creates its consumers and starts
  * pulling. Any instance may come first; provisioning is idempotent.
  */
 @Injectable()
@@ -32,9 +30,6 @@ class JetStreamTopology implements OnModuleInit {
 
   async onModuleInit(): Promise<void> {
     await ensureStreams(this.nats.jsm, this.options.streams, this.options.replicas);
-    for (const { definition, maxAckPending } of this.options.consumers ?? []) {
-      await ensureConsumer(this.nats.jsm, definition, maxAckPending);
-    }
   }
 }
 
@@ -60,7 +55,7 @@ export class NatsHealth implements HealthCheck {
 
 /**
  * NATS for a service: the connection (JetStream and manager), the event publisher, the logger,
- * and the service's streams and consumers. The request/reply API and the consumers themselves are
+ * and the service's streams. The request/reply API and the consumers themselves are
  * served by NatsTransport (started by runService).
  */
 @Global()

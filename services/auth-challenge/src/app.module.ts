@@ -9,7 +9,7 @@ import { TenantSettingsCache } from './adapters/tenant-settings.cache.js';
 import { ChallengeController } from './api/challenge.controller.js';
 import { ChallengeService } from './application/challenge.service.js';
 import type { AuthChallengeConfig } from './config.js';
-import { CODE_GENERATOR, CONFIG, KEYRING, SERVER_IDENTITY } from './tokens.js';
+import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from './tokens.js';
 
 /** The tenant cache is filled before the transport takes the first request, and stopped after the last. */
 @Injectable()
@@ -50,7 +50,6 @@ export class AppModule {
       controllers: [OpsController, ChallengeController],
       providers: [
         { provide: CONFIG, useValue: config },
-        { provide: KEYRING, useValue: config.keyring },
         { provide: SERVER_IDENTITY, useValue: { name: config.INSTANCE_NAME, ip: serverIp() } },
         { provide: CODE_GENERATOR, useClass: CsprngCodeGenerator },
         ChallengeStore,

@@ -1,5 +1,4 @@
 /** Injection tokens of auth-challenge (classes are their own tokens; REDIS, NATS, LOGGER come from @mfa/service-kit). */
 export const CONFIG = Symbol('AUTH_CHALLENGE_CONFIG');
-export const KEYRING = Symbol('KEYRING');
 export const SERVER_IDENTITY = Symbol('SERVER_IDENTITY');
 export const CODE_GENERATOR = Symbol('CODE_GENERATOR');

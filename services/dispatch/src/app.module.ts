@@ -1,10 +1,10 @@
 import { Module, type DynamicModule } from '@nestjs/common';
-import { Consumers, Streams } from '@mfa/contracts';
+import { Streams } from '@mfa/contracts';
 import { EventPublisher } from '@mfa/messaging';
 import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { SmsProvider } from './adapters/sms/sms-provider.js';
-import { SMS_CONCURRENCY, SmsRequestsController } from './api/sms-requests.controller.js';
+import { SmsRequestsController } from './api/sms-requests.controller.js';
 import { SmsDeliveryService } from './application/sms-delivery.service.js';
 import type { DispatchConfig } from './config.js';
 import { SMS_PROVIDERS } from './tokens.js';
@@ -22,9 +22,6 @@ export class AppModule {
           log,
           streams: [Streams.challenges, Streams.dispatch, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
-          // No more unacknowledged messages than are being sent: a message waiting in the local
-          // buffer behind slow sends would outlive its ack wait and be delivered (and sent) twice.
-          consumers: [{ definition: Consumers.dispatchSms, maxAckPending: SMS_CONCURRENCY }],
         }),
       ],
       controllers: [OpsController, SmsRequestsController],

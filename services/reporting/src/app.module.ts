@@ -1,6 +1,6 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
 import type pg from 'pg';
-import { Consumers, Streams } from '@mfa/contracts';
+import { Streams } from '@mfa/contracts';
 import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { createPool, PostgresHealth } from './adapters/database.js';
@@ -37,7 +37,6 @@ export class AppModule {
           log,
           streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
-          consumers: [Consumers.reportingChallenges, Consumers.reportingDispatch, Consumers.reportingTenants].map((definition) => ({ definition })),
         }),
       ],
       controllers: [OpsController, ReportEventsController, SigninsController],

@@ -1,6 +1,6 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { Consumers, Streams } from '@mfa/contracts';
+import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
@@ -34,7 +34,6 @@ export class AppModule {
           log,
           streams: [Streams.userSettings, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
-          consumers: [{ definition: Consumers.userProjector }],
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
       ],

@@ -4,7 +4,7 @@ import type { ErrorReply } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import { LOGGER } from '../tokens.js';
 import { errorReplyOf } from './contract-error.js';
-import { JetStreamContext, NatsRequestContext } from './context.js';
+import { NatsRequestContext } from './context.js';
 
 /**
  * Error replies live here. A request handler's error becomes the contract's
@@ -17,7 +17,8 @@ export class ContractErrorFilter implements ExceptionFilter<unknown> {
 
   catch(exception: unknown, host: ArgumentsHost): ErrorReply | Observable<never> {
     const ctx = host.switchToRpc().getContext<unknown>();
-    if (ctx instanceof JetStreamContext || !(ctx instanceof NatsRequestContext)) return throwError(() => exception);
+    // Event handlers (JetStreamContext): the consumer naks or dead-letters; only requests get a reply.
+    if (!(ctx instanceof NatsRequestContext)) return throwError(() => exception);
     // Nest hands whatever a filter returns back to the transport, which sends it as the reply.
     return errorReplyOf(exception, this.log, ctx.subject);
   }

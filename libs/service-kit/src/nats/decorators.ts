@@ -13,6 +13,8 @@ export interface JetStreamConsumerOptions {
   concurrency?: number;
   /** How long a partial batch may wait for more messages (projections: fewer, larger writes). */
   maxWaitMs?: number;
+  /** Unacknowledged messages the server lets this consumer hold (default 1000). */
+  maxAckPending?: number;
 }
 
 /** Extras the transport reads off an event handler to run its durable consumer. */
@@ -23,8 +25,8 @@ export interface JetStreamConsumerExtras extends JetStreamConsumerOptions {
 /**
  * Marks an event handler that a durable JetStream pull consumer feeds. The handler receives the
  * batch (`Delivery[]`, parsed envelopes with their messages); resolving acks it, throwing naks it
- * with back-off (or dead-letters a poison message). The consumer itself is provisioned at boot
- * with the streams (MessagingModule), so it exists before the transport starts pulling.
+ * with back-off (or dead-letters a poison message). The transport creates or updates the
+ * durable consumer itself before it starts pulling, so this declaration is its only one.
  */
 export const JetStreamConsumer = (consumer: ConsumerDefinition, options: JetStreamConsumerOptions = {}): MethodDecorator =>
   EventPattern(consumer.durable, { consumer, ...options } satisfies JetStreamConsumerExtras);

@@ -77,7 +77,6 @@ const log = createLogger('transport-test', { level: 'error' });
       log,
       streams: [stream, Streams.deadLetters],
       replicas: 1,
-      consumers: [{ definition: consumer }],
     }),
   ],
   controllers: [TestController],

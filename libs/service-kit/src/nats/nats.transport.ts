@@ -2,7 +2,7 @@ import { Server, type CustomTransportStrategy, type MessageHandler } from '@nest
 import type { Msg, Subscription } from '@nats-io/nats-core';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { ContractError, Headers, MAX_REQUEST_BYTES, type ErrorCode } from '@mfa/contracts';
-import { EventConsumer, type NatsClients } from '@mfa/messaging';
+import { ensureConsumer, EventConsumer, type NatsClients } from '@mfa/messaging';
 import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
@@ -31,7 +31,8 @@ interface NatsTransportOptions {
  * before any work is done for it: nobody waits for its answer.
  *
  * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
- * consumers (libs/messaging EventConsumer: batches, ack, nak with back-off, dead letters).
+ * consumers, created or updated here first (libs/messaging EventConsumer: batches, ack, nak with
+ * back-off, dead letters).
  *
  * The pipeline stays cheap on the hot path: Nest's guards, pipes and filters run as plain async
  * calls (no interceptors, so no rxjs), and the handler's value is sent as it is.
@@ -106,8 +107,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       );
     } catch (error) {
       outcome = 'internal';
-      this.options.log.error('request handling failed', { subject, error });
-      reply = { error: { code: 'internal', message: 'internal error' } };
+      reply = errorReplyOf(error, this.options.log, subject);
     }
     if (msg.reply) {
       try {
@@ -132,6 +132,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private async consume(pattern: string, handler: MessageHandler): Promise<void> {
     const extras = handler.extras as JetStreamConsumerExtras | undefined;
     if (!extras?.consumer) throw new Error(`event handler ${pattern} has no consumer: declare it with @JetStreamConsumer`);
+    await ensureConsumer(this.options.nats.jsm, extras.consumer, extras.maxAckPending);
     const context = new JetStreamContext(extras.consumer, this.stopping.signal);
     const consumer = new EventConsumer({
       js: this.options.nats.js,

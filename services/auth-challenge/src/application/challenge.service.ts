@@ -17,7 +17,7 @@ import { ChallengeStore } from '../adapters/challenge.store.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { decideStart, decideStatus, decideVerify, subjectOf, type PendingEvent } from '../domain/verdicts.js';
-import { CODE_GENERATOR, CONFIG, KEYRING, SERVER_IDENTITY } from '../tokens.js';
+import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
@@ -36,16 +36,19 @@ interface ServerIdentity {
  */
 @Injectable()
 export class ChallengeService {
+  private readonly keyring: Keyring;
+
   constructor(
     private readonly store: ChallengeStore,
     private readonly tenants: TenantSettingsCache,
     private readonly publisher: EventPublisher,
     @Inject(CODE_GENERATOR) private readonly codes: CodeGenerator,
-    @Inject(KEYRING) private readonly keyring: Keyring,
     @Inject(CONFIG) private readonly config: AuthChallengeConfig,
     @Inject(SERVER_IDENTITY) private readonly server: ServerIdentity,
     @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+  ) {
+    this.keyring = config.keyring;
+  }
 
   async start(req: ChallengeStartRequest, now: Date): Promise<ChallengeStartReply> {
     const settings = this.tenants.get(req.tenantId);

@@ -6,7 +6,7 @@ import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/servic
 import { SmsDeliveryService } from '../application/sms-delivery.service.js';
 
 /** Sends are slow (a vendor round trip) and independent: many at once, one message each. */
-export const SMS_CONCURRENCY = 64;
+const SMS_CONCURRENCY = 64;
 
 /**
  * The SMS requests (ChallengeStarted on mfa.evt.challenge.started.sms) through the shared durable
@@ -17,7 +17,9 @@ export const SMS_CONCURRENCY = 64;
 export class SmsRequestsController {
   constructor(@Inject(SmsDeliveryService) private readonly delivery: SmsDeliveryService) {}
 
-  @JetStreamConsumer(Consumers.dispatchSms, { batchSize: 1, concurrency: SMS_CONCURRENCY })
+  // No more unacknowledged messages than are being sent: a message waiting in the local buffer
+  // behind slow sends would outlive its ack wait and be delivered (and sent) twice.
+  @JetStreamConsumer(Consumers.dispatchSms, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY })
   async deliver(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.delivery.deliver(delivery, ctx.signal);
   }

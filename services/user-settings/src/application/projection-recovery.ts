@@ -1,7 +1,7 @@
 import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { Consumers } from '@mfa/contracts';
-import { ensureConsumer, type NatsClients } from '@mfa/messaging';
+import type { NatsClients } from '@mfa/messaging';
 import { RedisKeys } from '@mfa/projection';
 import { LOGGER, NATS, REDIS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
@@ -10,8 +10,8 @@ import type { Logger } from '@mfa/telemetry';
  * A Redis without the projection marker has lost the user projection (flushed, replaced, no
  * persistence): the projector consumer is recreated from the start of the log so every user is
  * projected again, instead of every user answering registration_required. Only the instance that
- * sets the marker does it. Runs at init, after MessagingModule created the consumer and before
- * the transport starts pulling from it.
+ * sets the marker does it. Runs at init: the transport then creates the consumer anew (delivering
+ * from the start of the log) before it pulls.
  */
 @Injectable()
 export class ProjectionRecovery implements OnModuleInit {
@@ -27,6 +27,5 @@ export class ProjectionRecovery implements OnModuleInit {
     const { stream, durable } = Consumers.userProjector;
     const existed = await this.nats.jsm.consumers.delete(stream, durable).catch(() => false);
     if (existed) this.log.warn('Redis has no user projection: replaying the user event log into it', { consumer: durable });
-    await ensureConsumer(this.nats.jsm, Consumers.userProjector);
   }
 }

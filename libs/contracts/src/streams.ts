@@ -35,6 +35,8 @@ export const EventSubjects = {
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',
   deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
+  /** MFA_STATE: the fingerprint of the master key every service must share (checked at boot). */
+  keyringFingerprint: 'mfa.state.keyring',
 } as const;
 
 export interface StreamDefinition {
@@ -44,6 +46,8 @@ export interface StreamDefinition {
   maxAgeSeconds: number;
   /** De-duplication window for Nats-Msg-Id, seconds. */
   duplicateWindowSeconds: number;
+  /** Messages kept per subject (1: a subject holds its latest value, like a KV key); unlimited when absent. */
+  maxMsgsPerSubject?: number;
   description: string;
 }
 
@@ -70,6 +74,15 @@ export const Streams = {
     maxAgeSeconds: 400 * DAY,
     duplicateWindowSeconds: 120,
     description: 'Delivery outcomes of SMS and calls (dispatch).',
+  },
+  state: {
+    name: 'MFA_STATE',
+    subjects: ['mfa.state.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    maxMsgsPerSubject: 1,
+    description:
+      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use, the master key fingerprint. Derived or advisory data, never the only copy of a fact.',
   },
   deadLetters: {
     name: 'MFA_DEAD_LETTERS',

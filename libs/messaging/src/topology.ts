@@ -29,6 +29,7 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
     duplicate_window: nanos(def.duplicateWindowSeconds),
     allow_direct: true,
     num_replicas: replicas,
+    max_msgs_per_subject: def.maxMsgsPerSubject ?? -1,
   };
   try {
     const info = await jsm.streams.info(def.name);
@@ -37,6 +38,7 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
       JSON.stringify([...current.subjects].sort()) === JSON.stringify([...def.subjects].sort()) &&
       current.max_age === config.max_age &&
       current.duplicate_window === config.duplicate_window &&
+      current.max_msgs_per_subject === config.max_msgs_per_subject &&
       current.allow_direct === true;
     if (!same) await jsm.streams.update(def.name, { ...current, ...config });
   } catch (error) {

@@ -42,7 +42,7 @@ export class AppModule {
           natsUrl: config.NATS_URL,
           log,
           // The tenant cache reads the first, the decisions are recorded on the second.
-          streams: [Streams.userSettings, Streams.challenges, Streams.deadLetters],
+          streams: [Streams.userSettings, Streams.challenges, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),

@@ -20,7 +20,7 @@ export class AppModule {
           serviceName: 'dispatch',
           natsUrl: config.NATS_URL,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
       ],

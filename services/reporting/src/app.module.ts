@@ -35,7 +35,7 @@ export class AppModule {
           serviceName: 'reporting',
           natsUrl: config.NATS_URL,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
       ],

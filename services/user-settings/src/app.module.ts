@@ -32,7 +32,7 @@ export class AppModule {
           serviceName: 'user-settings',
           natsUrl: config.NATS_URL,
           log,
-          streams: [Streams.userSettings, Streams.deadLetters],
+          streams: [Streams.userSettings, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),

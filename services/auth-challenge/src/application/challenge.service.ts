@@ -8,15 +8,16 @@ import {
   type ChallengeVerifyReply,
   type ChallengeVerifyRequest,
 } from '@mfa/contracts';
-import { hashCode, projectionUserKey, seal, SealContext, userTag, type Keyring } from '@mfa/crypto';
+import { hashCode, projectionUserKey, seal, SealContext, unmaskSecret, userTag, type Keyring } from '@mfa/crypto';
 import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
 import { challengeId as formatChallengeId, parseChallengeId } from '@mfa/projection';
 import { LOGGER } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
-import { ChallengeStore } from '../adapters/challenge.store.js';
+import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
-import { decideStart, decideStatus, decideVerify, subjectOf, type PendingEvent } from '../domain/verdicts.js';
+import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
+import { decideStart, decideStatus, decideVerify, subjectOf, type MaskedTotpToken, type PendingEvent } from '../domain/verdicts.js';
 import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
@@ -30,13 +31,16 @@ interface ServerIdentity {
 
 /**
  * The challenge use cases. Each request costs one Redis round trip (a script, or an HMGET for
- * status) and, when something happened, one JetStream publish awaited for its ack:
- * start draws the code, keeps only its keyed hash in Redis and seals it for dispatch; the script
- * decides atomically; the pure domain says what to answer and which event records it.
+ * status; two scripts for a TOTP verify) and, when something happened, one JetStream publish
+ * awaited for its ack: start draws the code, keeps only its keyed hash in Redis and seals it for
+ * dispatch; the scripts decide atomically; the pure domain says what to answer and which event
+ * records it. A TOTP code is checked here, never in Redis: Redis gets neither the code, nor the
+ * secret, nor the key that unmasks the secret.
  */
 @Injectable()
 export class ChallengeService {
   private readonly keyring: Keyring;
+  private readonly lockout: LockoutPolicy;
 
   constructor(
     private readonly store: ChallengeStore,
@@ -48,6 +52,12 @@ export class ChallengeService {
     @Inject(LOGGER) private readonly log: Logger,
   ) {
     this.keyring = config.keyring;
+    this.lockout = {
+      threshold: config.MFA_LOCKOUT_THRESHOLD,
+      windowSeconds: config.MFA_LOCKOUT_COUNTER_RESET_SECONDS,
+      lockoutSeconds: config.MFA_LOCKOUT_SECONDS,
+      maxConsecutiveFailures: config.MFA_MAX_CONSECUTIVE_FAILURES,
+    };
   }
 
   async start(req: ChallengeStartRequest, now: Date): Promise<ChallengeStartReply> {
@@ -72,7 +82,7 @@ export class ChallengeService {
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
       tenantKnown: this.tenants.has(req.tenantId),
-      lockoutThreshold: this.config.MFA_LOCKOUT_THRESHOLD,
+      lockout: this.lockout,
     });
     const outcome = decideStart(verdict, {
       challengeId,
@@ -93,22 +103,28 @@ export class ChallengeService {
   async verify(req: ChallengeVerifyRequest, now: Date): Promise<ChallengeVerifyReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
-    const verdict = await this.store.verifyChallenge({
-      tag: id.tag,
-      nonce: id.nonce,
-      tenantId: req.tenantId,
-      now,
-      codeHash: hashCode(this.keyring, req.challengeId, req.code),
-      code: req.code,
-      projectionKey: projectionUserKey(this.keyring, id.tag),
-      lockoutThreshold: this.config.MFA_LOCKOUT_THRESHOLD,
-      lockoutWindowSeconds: this.config.MFA_LOCKOUT_COUNTER_RESET_SECONDS,
-      lockoutSeconds: this.config.MFA_LOCKOUT_SECONDS,
-    });
+    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout };
+    const check = await this.store.checkCode({ ...where, codeHash: hashCode(this.keyring, req.challengeId, req.code) });
+    const verdict =
+      check.kind === 'totp_check'
+        ? await this.store.recordTotpCheck({ ...where, match: this.matchTotp(id.tag, check.tokens, req.code, now) })
+        : check;
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
     if (outcome.event) await this.record(req.tenantId, req.challengeId, now, outcome.event);
     return outcome.reply;
+  }
+
+  /** Unmasks the user's TOTP secrets only for the comparison, then zeroes them. */
+  private matchTotp(tag: string, masked: readonly MaskedTotpToken[], code: string, now: Date): TotpMatch {
+    const userKey = projectionUserKey(this.keyring, tag);
+    const tokens = masked.map(({ nonce, masked: secret, ...token }) => ({ ...token, secret: unmaskSecret(userKey, nonce, secret) }));
+    try {
+      return matchTotpCode(tokens, code, now.getTime());
+    } finally {
+      userKey.fill(0);
+      for (const token of tokens) token.secret.fill(0);
+    }
   }
 
   async status(req: ChallengeStatusRequest, now: Date): Promise<ChallengeVerifyReply> {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { TenantSettings } from './api.js';
+import { Operator, Scope } from './api.js';
+import { TenantSettings } from './tenant-settings.js';
 import {
   Application,
   ChallengeReason,
@@ -144,6 +145,34 @@ export const SmsDeliveryFailed = envelope(
   }),
 );
 
+// ---- user-settings: API clients; every service: the admin audit trail -------------------------------
+
+export const ApiClientCreated = envelope(
+  'ApiClientCreated',
+  1,
+  z.object({
+    clientId: z.string(),
+    name: z.string(),
+    scopes: z.array(Scope).min(1),
+    /** HMAC-SHA256 of the key's secret under a key derived from the master key, base64url. */
+    keyHash: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+  }),
+);
+export const ApiClientRevoked = envelope('ApiClientRevoked', 1, z.object({ clientId: z.string() }));
+
+export const AdminActionRecorded = envelope(
+  'AdminActionRecorded',
+  1,
+  z.object({
+    subject: z.string().max(128),
+    clientId: z.string().max(128),
+    operator: Operator.optional(),
+    userId: z.string().max(256).optional(),
+    /** `ok`, or the error code the request was answered with. */
+    outcome: z.string().max(32),
+  }),
+);
+
 export const EventSchemas = {
   TenantCreated,
   TenantSettingsChanged,
@@ -159,6 +188,9 @@ export const EventSchemas = {
   ChallengeExpired,
   SmsSent,
   SmsDeliveryFailed,
+  ApiClientCreated,
+  ApiClientRevoked,
+  AdminActionRecorded,
 } as const;
 export type EventType = keyof typeof EventSchemas;
 export type EventOf<T extends EventType> = z.infer<(typeof EventSchemas)[T]>;
@@ -175,6 +207,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeExpired'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;
+export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;
 
 /**
  * Upcasters turn an older stored version into the current one, on read. Keyed by

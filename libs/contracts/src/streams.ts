@@ -23,6 +23,11 @@ export const EventSubjects = {
   allTenants: 'mfa.evt.tenant.>',
   user: (tenantId: string, userId: string) => `mfa.evt.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
   allUsers: 'mfa.evt.user.>',
+  /** API clients have globally unique ids; one subject per client (its aggregate). */
+  client: (clientId: string) => `mfa.evt.client.${clientId}`,
+  allClients: 'mfa.evt.client.>',
+  audit: (tenantId: string) => `mfa.evt.audit.${subjectToken(tenantId)}`,
+  allAudit: 'mfa.evt.audit.>',
   challengeStarted: (method: Method) => `mfa.evt.challenge.started.${method}`,
   smsRequested: 'mfa.evt.challenge.started.sms',
   challengeRegistrationRequired: 'mfa.evt.challenge.registration_required',
@@ -37,6 +42,10 @@ export const EventSubjects = {
   deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
   /** MFA_STATE: the fingerprint of the master key every service must share (checked at boot). */
   keyringFingerprint: 'mfa.state.keyring',
+  /** MFA_STATE: when an API client was last used (coalesced, written about once a minute). */
+  clientLastUsed: (clientId: string) => `mfa.state.client-used.${clientId}`,
+  /** MFA_STATE: the latest snapshot of an aggregate, by the subject of its events. */
+  snapshot: (aggregateSubject: string) => `mfa.state.snapshot.${aggregateSubject.replace(/^mfa\.evt\./, '')}`,
 } as const;
 
 export interface StreamDefinition {
@@ -56,10 +65,10 @@ const DAY = 24 * 60 * 60;
 export const Streams = {
   userSettings: {
     name: 'MFA_USER_SETTINGS',
-    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>'],
+    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>', 'mfa.evt.client.>'],
     maxAgeSeconds: 0,
     duplicateWindowSeconds: 120,
-    description: 'Event log of the tenant and user aggregates (user-settings). Kept forever.',
+    description: 'Event log of the tenant, user and API client aggregates (user-settings). Kept forever.',
   },
   challenges: {
     name: 'MFA_CHALLENGES',
@@ -74,6 +83,13 @@ export const Streams = {
     maxAgeSeconds: 400 * DAY,
     duplicateWindowSeconds: 120,
     description: 'Delivery outcomes of SMS and calls (dispatch).',
+  },
+  audit: {
+    name: 'MFA_AUDIT',
+    subjects: ['mfa.evt.audit.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    description: 'Admin audit trail: every admin-scope request, with the acting client (and operator). Kept forever.',
   },
   state: {
     name: 'MFA_STATE',
@@ -136,6 +152,14 @@ export const Consumers = {
     ackWaitSeconds: 30,
     description: 'Projects delivery outcomes into the sign-in report.',
   },
+  reportingAudit: {
+    stream: Streams.audit.name,
+    durable: 'reporting-audit',
+    filterSubject: EventSubjects.allAudit,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects the admin audit trail into Postgres for reports.audit.query.',
+  },
   reportingTenants: {
     stream: Streams.userSettings.name,
     durable: 'reporting-tenants',
@@ -155,6 +179,8 @@ export const Headers = {
   tracestate: 'tracestate',
   /** Unix time in ms after which the caller no longer waits for the reply (docs/api.md, "Transport"). */
   deadline: 'Mfa-Deadline',
+  /** On admin requests sent with the platform key (the console): the operator, JSON {sub, email?, name?}. */
+  operator: 'Mfa-Operator',
   deadLetterReason: 'Mfa-Dead-Letter-Reason',
   deadLetterStream: 'Mfa-Dead-Letter-Stream',
   deadLetterSequence: 'Mfa-Dead-Letter-Sequence',

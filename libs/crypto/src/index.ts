@@ -2,3 +2,4 @@ export * from './keyring.js';
 export * from './seal.js';
 export * from './codes.js';
 export * from './oath.js';
+export * from './api-keys.js';

@@ -16,6 +16,8 @@ export interface Keyring {
   readonly tagKey: KeyObject;
   /** HMAC key from which per-user keys for the Redis TOTP projection are derived. */
   readonly projectionKey: KeyObject;
+  /** HMAC key of the stored hashes of API keys. */
+  readonly apiKeyHashKey: KeyObject;
   /** Older keyrings still accepted for opening sealed secrets (rotation). */
   readonly previous: readonly Keyring[];
 }
@@ -55,10 +57,11 @@ export function keyringFromMasterKey(master: Buffer, previous: readonly Keyring[
     codeHashKey: secretKey(master, 'code-hash'),
     tagKey: secretKey(master, 'redis-tag'),
     projectionKey: secretKey(master, 'redis-projection'),
+    apiKeyHashKey: secretKey(master, 'api-key-hash'),
     previous,
   };
   // Keep key material out of console.log/JSON.stringify/util.inspect of the keyring.
-  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey'] as const) {
+  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey', 'apiKeyHashKey'] as const) {
     Object.defineProperty(ring, name, { enumerable: false });
   }
   Object.defineProperty(ring, Symbol.for('nodejs.util.inspect.custom'), {

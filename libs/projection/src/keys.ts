@@ -24,6 +24,7 @@ export const RedisKeys = {
   challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
   smsSends: (tag: string) => `mfa:{${tag}}:sms:sends`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
+  consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
 } as const;
 

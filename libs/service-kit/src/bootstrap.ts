@@ -4,6 +4,7 @@ import type { DynamicModule, INestApplication } from '@nestjs/common';
 import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
 import type { BaseConfig } from './config.js';
+import { AuditTrail } from './auth/audit-trail.js';
 import { NatsTransport } from './nats/nats.transport.js';
 import { NestJsonLogger } from './nest-logger.js';
 import { NATS } from './tokens.js';
@@ -35,7 +36,7 @@ export async function runService(options: {
   const { name, log, config } = options;
   startMetrics(name);
   const app = await NestFactory.create(options.module, { logger: new NestJsonLogger(log), abortOnError: false });
-  const transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), queue: name, log });
+  const transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log });
   app.connectMicroservice({ strategy: transport });
   // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
   // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.

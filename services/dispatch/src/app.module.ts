@@ -1,7 +1,7 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import { Streams } from '@mfa/contracts';
 import { EventPublisher } from '@mfa/messaging';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, AuthModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { SmsProvider } from './adapters/sms/sms-provider.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
@@ -23,6 +23,7 @@ export class AppModule {
           streams: [Streams.challenges, Streams.dispatch, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, SmsRequestsController],
       providers: [

@@ -1,10 +1,13 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
 import type pg from 'pg';
 import { Streams } from '@mfa/contracts';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, AuthModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { createPool, PostgresHealth } from './adapters/database.js';
+import { AuditRepository } from './adapters/audit.repository.js';
 import { SigninsRepository } from './adapters/signins.repository.js';
+import { AuditController } from './api/audit.controller.js';
+import { AuditReportService } from './application/audit-report.service.js';
 import { ReportEventsController } from './api/report-events.controller.js';
 import { SigninsController } from './api/signins.controller.js';
 import { ReportProjection } from './application/report-projection.js';
@@ -35,17 +38,20 @@ export class AppModule {
           serviceName: 'reporting',
           natsUrl: config.NATS_URL,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.state, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, ReportEventsController, SigninsController],
+      controllers: [OpsController, ReportEventsController, SigninsController, AuditController],
       providers: [
         { provide: PG_POOL, useFactory: () => createPool(config.DATABASE_URL, log) },
         PoolLifecycle,
         { provide: SigninsRepository, useFactory: (pool: pg.Pool) => new SigninsRepository(pool), inject: [PG_POOL] },
         { provide: ReportProjection, useFactory: (repo: SigninsRepository) => new ReportProjection(repo), inject: [SigninsRepository] },
         { provide: SigninReportService, useFactory: (repo: SigninsRepository) => new SigninReportService(repo), inject: [SigninsRepository] },
+        { provide: AuditRepository, useFactory: (pool: pg.Pool) => new AuditRepository(pool), inject: [PG_POOL] },
+        { provide: AuditReportService, useFactory: (repo: AuditRepository) => new AuditReportService(repo), inject: [AuditRepository] },
         { provide: PostgresHealth, useFactory: (pool: pg.Pool) => new PostgresHealth(pool), inject: [PG_POOL] },
         {
           provide: HEALTH_CHECKS,

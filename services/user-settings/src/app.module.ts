@@ -4,12 +4,14 @@ import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, ApiClientDirectory, AuthModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
+import { Lockouts } from './adapters/lockouts.js';
 import { EventStore } from './adapters/event-store.js';
 import { UserProjectorController } from './api/user-projector.controller.js';
 import { UserSettingsController } from './api/user-settings.controller.js';
+import { ApiClientsService } from './application/api-clients.service.js';
 import { ProjectionRecovery } from './application/projection-recovery.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
@@ -32,10 +34,11 @@ export class AppModule {
           serviceName: 'user-settings',
           natsUrl: config.NATS_URL,
           log,
-          streams: [Streams.userSettings, Streams.state, Streams.deadLetters],
+          streams: [Streams.userSettings, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, UserSettingsController, UserProjectorController],
       providers: [
@@ -55,19 +58,40 @@ export class AppModule {
           useFactory: (redis: Redis, keyring: Keyring) => new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
           inject: [REDIS, KEYRING],
         },
+        { provide: Lockouts, useFactory: (redis: Redis, keyring: Keyring) => new Lockouts(redis, keyring), inject: [REDIS, KEYRING] },
         {
           provide: UserSettingsService,
-          useFactory: (store: EventStore, projection: UserProjectionWriter, keyring: Keyring, activationAttempts: ActivationAttempts) =>
+          useFactory: (
+            store: EventStore,
+            projection: UserProjectionWriter,
+            keyring: Keyring,
+            activationAttempts: ActivationAttempts,
+            lockouts: Lockouts,
+          ) =>
             new UserSettingsService({
               store,
               projection,
               keyring,
               log,
-              autoCreateTenants: config.MFA_TENANT_AUTO_CREATE,
+              // With MFA_AUTH=required only the platform key creates tenants (tenants.configure).
+              autoCreateTenants: config.MFA_TENANT_AUTO_CREATE && config.auth.mode === 'off',
               totpIssuer: config.MFA_TOTP_ISSUER,
               activationAttempts,
+              lockouts,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts],
+        },
+        {
+          provide: ApiClientsService,
+          useFactory: (publisher: EventPublisher, directory: ApiClientDirectory, keyring: Keyring, users: UserSettingsService) =>
+            new ApiClientsService({
+              publisher,
+              directory,
+              keyring,
+              log,
+              requireTenant: (tenantId, now) => users.requireExistingTenant(tenantId, now),
+            }),
+          inject: [EventPublisher, ApiClientDirectory, KEYRING, UserSettingsService],
         },
         {
           provide: UserProjector,

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import {
+  defaultTenantSettings,
   Consumers,
   EventSubjects,
   parseEvent,
@@ -308,16 +309,22 @@ describe('user-settings over NATS', () => {
   itWith({ real: ['nats'] }, 'configures tenant settings as a partial update', async () => {
     const tenant = uniqueTenant('cfg');
     const first = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAttempts: 3 } });
-    assert.deepEqual(first, {
-      tenantId: tenant,
-      settings: { codeLifetimeSeconds: 180, maxAttempts: 3, enabledMethods: ['sms', 'voice', 'push', 'totp'] },
-    });
-    const second = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
-    assert.deepEqual(second, {
-      tenantId: tenant,
-      settings: { codeLifetimeSeconds: 300, maxAttempts: 3, enabledMethods: ['sms', 'voice', 'push', 'totp'] },
-    });
+    assert.deepEqual(first, { tenantId: tenant, settings: { ...defaultTenantSettings(), maxAttempts: 3 } });
+    const second = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300, lockout: { threshold: 4 } } });
+    const expected = { ...defaultTenantSettings(), codeLifetimeSeconds: 300, maxAttempts: 3, lockout: { threshold: 4, counterResetMinutes: 15, autoUnblockMinutes: 15 } };
+    assert.deepEqual(second, { tenantId: tenant, settings: expected });
     await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
+    assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated', 'TenantSettingsChanged']);
+    // tenants.get answers every setting, defaults included.
+    assert.deepEqual(await request(Subjects.tenantsGet, { tenantId: tenant }), { tenantId: tenant, settings: expected });
+    assert.equal((await request(Subjects.tenantsGet, { tenantId: uniqueTenant('none') }) as { error: { code: string } }).error.code, 'not_found');
+    // An unknown or misspelled setting is refused by name and changes nothing.
+    const refused = (await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAtempts: 2, trustedIps: { range: [] } } })) as {
+      error: { code: string; message: string };
+    };
+    assert.equal(refused.error.code, 'invalid_request');
+    assert.match(refused.error.message, /maxAtempts/);
+    assert.match(refused.error.message, /range/);
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated', 'TenantSettingsChanged']);
   });
 
@@ -412,7 +419,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     const tenantId = uniqueTenant('strict');
     await assert.rejects(strict.register({ tenantId, userId: 'u1' }, new Date()), { code: 'not_found', message: 'unknown tenant' });
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenantId)), []);
-    await strict.configureTenant({ tenantId, settings: {} }, new Date());
+    await strict.configureTenant({ tenantId, settings: {} }, new Date(), { mayCreateTenant: true });
     assert.deepEqual(await strict.register({ tenantId, userId: 'u1' }, new Date()), { userId: 'u1', methods: [] });
   });
 

@@ -1,6 +1,6 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Module } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
@@ -8,10 +8,12 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { keyringFromMasterKey } from '@mfa/crypto';
 import { createEvent, EventPublisher, requestJson, type Delivery } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, testEnv } from '@mfa/testing';
 import { runService, type RunningService } from '../bootstrap.js';
+import { AuthModule } from '../auth/auth.module.js';
 import { MessagingModule } from '../messaging.module.js';
 import { ContractPipe } from './contract.pipe.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
@@ -75,9 +77,10 @@ const log = createLogger('transport-test', { level: 'error' });
       serviceName: `transport-test-${run}`,
       natsUrl: testEnv.natsUrl,
       log,
-      streams: [stream, Streams.deadLetters],
+      streams: [stream, Streams.userSettings, Streams.state, Streams.deadLetters],
       replicas: 1,
     }),
+    AuthModule.forRoot({ auth: { mode: 'off', platformKey: undefined }, keyring: keyringFromMasterKey(randomBytes(32)) }),
   ],
   controllers: [TestController],
 })

@@ -7,6 +7,7 @@ import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withS
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras } from './decorators.js';
+import type { AuditTrail } from '../auth/audit-trail.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
 const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswered, by reason', ['subject', 'reason']);
@@ -15,6 +16,8 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 
 interface NatsTransportOptions {
   nats: NatsClients;
+  /** Records admin requests (AuthModule); none in tests of the transport alone. */
+  audit?: AuditTrail | undefined;
   /** Queue group of every request subscription: instances of one service share the load. */
   queue: string;
   log: Logger;
@@ -95,13 +98,15 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
         subject,
         { kind: SpanKind.SERVER, parent, attributes: { 'messaging.system': 'nats', 'messaging.destination.name': subject } },
         async (span) => {
-          const result = await this.invoke(subject, handler, msg, context);
+          const { result, body } = await this.invoke(subject, handler, msg, context);
           const code = errorCodeOf(result);
           if (code) {
             outcome = code;
             span.setAttribute('mfa.error.code', code);
             if (code === 'internal') span.setStatus({ code: SpanStatusCode.ERROR });
           }
+          const audit = this.options.audit;
+          if (audit?.covers(subject)) await audit.record(context, body, code ?? 'ok');
           return result;
         },
       );
@@ -120,12 +125,19 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   }
 
   /** Body checks, then the Nest pipeline (guards, pipes, handler, filters). */
-  private async invoke(subject: string, handler: MessageHandler, msg: Msg, context: NatsRequestContext): Promise<unknown> {
+  private async invoke(
+    subject: string,
+    handler: MessageHandler,
+    msg: Msg,
+    context: NatsRequestContext,
+  ): Promise<{ result: unknown; body: Record<string, unknown> | undefined }> {
+    let body: Record<string, unknown> | undefined;
     try {
-      const result: unknown = await handler(parseBody(msg), context);
-      return isObservable(result) ? await lastValueFrom(result) : result;
+      body = parseBody(msg);
+      const result: unknown = await handler(body, context);
+      return { result: isObservable(result) ? await lastValueFrom(result) : result, body };
     } catch (error) {
-      return errorReplyOf(error, this.options.log, subject);
+      return { result: errorReplyOf(error, this.options.log, subject), body };
     }
   }
 

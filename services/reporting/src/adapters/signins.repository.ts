@@ -205,13 +205,17 @@ export class SigninsRepository {
     }));
   }
 
-  /** Reads answer contract errors: bad values are the caller's, a lost database is `unavailable`. */
-  private async read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    try {
-      return await this.pool.query<R>(sql, params);
-    } catch (error) {
-      throw toContractError(error);
-    }
+  private read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    return readReport<R>(this.pool, sql, params);
+  }
+}
+
+/** Report reads answer contract errors: bad values are the caller's, a lost database is `unavailable`. */
+export async function readReport<R extends pg.QueryResultRow>(pool: pg.Pool, sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+  try {
+    return await pool.query<R>(sql, params);
+  } catch (error) {
+    throw toContractError(error);
   }
 }
 

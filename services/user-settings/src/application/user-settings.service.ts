@@ -2,14 +2,19 @@ import { randomBytes } from 'node:crypto';
 import {
   conflict,
   ContractError,
+  forbidden,
   rateLimited,
   EventSubjects,
   notFound,
   unavailable,
   UnknownEventError,
   type AnyEvent,
-  type TenantSettings,
   type TenantsConfigureReply,
+  type TenantsConfigureRequest,
+  type TenantsGetReply,
+  type TenantsGetRequest,
+  type UsersUnblockReply,
+  type UsersUnblockRequest,
   type TotpActivateReply,
   type TotpActivateRequest,
   type TotpEnrollReply,
@@ -22,6 +27,7 @@ import { ConcurrencyError, createEvent } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
+import type { Lockouts } from '../adapters/lockouts.js';
 import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
@@ -39,12 +45,14 @@ interface UserSettingsOptions {
   projection: UserProjectionWriter;
   keyring: Keyring;
   log: Logger;
-  /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE). */
+  /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE, and only with MFA_AUTH=off). */
   autoCreateTenants: boolean;
   /** Issuer shown by authenticator apps (MFA_TOTP_ISSUER). */
   totpIssuer: string;
   /** Wrong activation codes per pending token; without it activation is not limited (unit tests). */
   activationAttempts?: ActivationAttempts;
+  /** The users' lockout counters in Redis (users.unblock clears them). */
+  lockouts?: Lockouts;
 }
 
 interface Outcome<S> {
@@ -69,13 +77,40 @@ interface AggregateRef {
 export class UserSettingsService {
   constructor(private readonly options: UserSettingsOptions) {}
 
-  async configureTenant(
-    request: { tenantId: string; settings: Partial<TenantSettings> },
-    now: Date,
-  ): Promise<TenantsConfigureReply> {
-    const outcome = await this.executeTenant(request.tenantId, { type: 'ConfigureTenant', data: { settings: request.settings } }, now);
+  /**
+   * Patches the tenant's settings; on a tenant that does not exist yet, creates it, which only
+   * callers allowed to create tenants may do (the platform key, or anyone with MFA_AUTH=off).
+   */
+  async configureTenant(request: TenantsConfigureRequest, now: Date, caller: { mayCreateTenant: boolean }): Promise<TenantsConfigureReply> {
+    const outcome = await this.execute(tenantDecider, this.tenantRef(request.tenantId), now, (state) => {
+      if (!state.exists && !caller.mayCreateTenant) throw forbidden('only the platform key may create a tenant');
+      return tenantDecider.decide({ type: 'ConfigureTenant', data: { settings: request.settings } }, state, now);
+    });
     if (!outcome.state.exists) throw new Error('tenant missing after configure');
     return { tenantId: request.tenantId, settings: outcome.state.settings };
+  }
+
+  async getTenant(request: TenantsGetRequest, now: Date): Promise<TenantsGetReply> {
+    const outcome = await this.execute(tenantDecider, this.tenantRef(request.tenantId), now, () => []);
+    if (!outcome.state.exists) throw notFound('unknown tenant');
+    return { tenantId: request.tenantId, settings: outcome.state.settings };
+  }
+
+  /** Lifts the user's lockouts: the per-window counter and the consecutive-failure cap. */
+  async unblock(request: UsersUnblockRequest, now: Date): Promise<UsersUnblockReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    if (!outcome.state.registered) throw notFound('unknown user');
+    const lockouts = this.options.lockouts;
+    if (lockouts) {
+      try {
+        await lockouts.clear(tenantId, userId);
+      } catch (error) {
+        throw unavailable('lockout store unavailable; try again', error);
+      }
+    }
+    return { userId, unblocked: true };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {
@@ -148,6 +183,11 @@ export class UserSettingsService {
     }
     await this.project(tenantId, userId, outcome);
     return { tokenId, active: true };
+  }
+
+  /** Throws `not_found` when the tenant does not exist. */
+  async requireExistingTenant(tenantId: string, now: Date): Promise<void> {
+    await this.requireTenant(tenantId, now, false);
   }
 
   /** Every user command checks its tenant first: a user of an unknown tenant is not found. */

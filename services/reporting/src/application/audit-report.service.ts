@@ -1,0 +1,28 @@
+import type { AuditQueryReply, AuditQueryRequest, EventOf } from '@mfa/contracts';
+import type { AuditRepository } from '../adapters/audit.repository.js';
+import { decodeAuditCursor, toAuditPage } from '../domain/audit-report.js';
+import type { Sequenced } from '../domain/signin-projection.js';
+
+/** The admin audit trail: projected from MFA_AUDIT, read by `reports.audit.query`. */
+export class AuditReportService {
+  constructor(private readonly repository: AuditRepository) {}
+
+  project(items: readonly Sequenced<EventOf<'AdminActionRecorded'>>[]): Promise<void> {
+    return this.repository.append(items);
+  }
+
+  /** A tenant without audited actions has an empty trail: whether it exists is not told here. */
+  async query(request: AuditQueryRequest): Promise<AuditQueryReply> {
+    const after = request.cursor === undefined ? undefined : decodeAuditCursor(request.cursor);
+    const rows = await this.repository.find({
+      tenantId: request.tenantId,
+      clientId: request.clientId,
+      userId: request.userId,
+      from: request.from,
+      to: request.to,
+      after,
+      limit: request.limit + 1,
+    });
+    return toAuditPage(rows, request.limit);
+  }
+}

@@ -33,7 +33,6 @@ export const Subjects = {
   challengeVerify: 'mfa.v1.challenge.verify',
   challengeStatus: 'mfa.v1.challenge.status',
   reportsSigninsQuery: 'mfa.v1.reports.signins.query',
-  usersDelete: 'mfa.v1.users.delete',
   usersUnblock: 'mfa.v1.users.unblock',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
@@ -125,12 +124,6 @@ export const UsersRegisterRequest = z.object({
 export type UsersRegisterRequest = z.infer<typeof UsersRegisterRequest>;
 export const UsersRegisterReply = z.object({ userId: UserId, methods: z.array(Method) });
 export type UsersRegisterReply = z.infer<typeof UsersRegisterReply>;
-
-/** Admin: erases the user (crypto-shredding, docs/security.md "Erasure"). */
-export const UsersDeleteRequest = z.object({ tenantId: TenantId, userId: UserId });
-export type UsersDeleteRequest = z.infer<typeof UsersDeleteRequest>;
-export const UsersDeleteReply = z.object({ userId: z.string(), deleted: z.literal(true) });
-export type UsersDeleteReply = z.infer<typeof UsersDeleteReply>;
 
 /** Admin: lifts the user's lockouts (the per-window one and the consecutive-failure cap). */
 export const UsersUnblockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
@@ -288,7 +281,6 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersRegister]: 'users',
   [Subjects.totpEnroll]: 'users',
   [Subjects.totpActivate]: 'users',
-  [Subjects.usersDelete]: 'admin',
   [Subjects.usersUnblock]: 'admin',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
@@ -315,7 +307,6 @@ export const RequestSchemas = {
   [Subjects.reportsSigninsQuery]: SigninsQueryRequest,
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
   [Subjects.tenantsGet]: TenantsGetRequest,
-  [Subjects.usersDelete]: UsersDeleteRequest,
   [Subjects.usersUnblock]: UsersUnblockRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,

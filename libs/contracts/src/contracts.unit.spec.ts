@@ -46,7 +46,6 @@ describe('the public API contract', () => {
       'mfa.v1.reports.signins.query',
       'mfa.v1.tenants.configure',
       'mfa.v1.tenants.get',
-      'mfa.v1.users.delete',
       'mfa.v1.users.register',
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',

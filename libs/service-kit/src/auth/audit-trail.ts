@@ -27,7 +27,8 @@ export class AuditTrail {
 
   async record(ctx: NatsRequestContext, body: Record<string, unknown> | undefined, outcome: string): Promise<void> {
     const principal = ctx.principal;
-    const tenant = TenantId.safeParse(body?.tenantId);
+    // A tenant's key is recorded in its own tenant's trail, also when it named another tenant.
+    const tenant = TenantId.safeParse(principal?.tenantId ?? body?.tenantId);
     // Without an identified caller or a valid tenant there is nothing to attribute the action to;
     // such requests were refused and counted (mfa_auth_refusals_total) before any work.
     if (!principal || !tenant.success) return;

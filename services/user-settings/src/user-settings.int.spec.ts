@@ -305,6 +305,21 @@ describe('user-settings over NATS', () => {
     assert.equal(blocked.error?.code, 'rate_limited');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'counts activation attempts atomically: 10 concurrent guesses get 5 checks', async () => {
+    const other = `race.${Date.now()}@contoso.example`;
+    await request(Subjects.usersRegister, { tenantId, userId: other });
+    const token = (await request(Subjects.totpEnroll, { tenantId, userId: other })) as { tokenId: string; secret: string };
+    const right = codeFor(token.secret);
+    const wrong = String((Number(right) + 500_000) % 1_000_000).padStart(6, '0');
+    const replies = (await Promise.all(
+      Array.from({ length: 10 }, () => request(Subjects.totpActivate, { tenantId, userId: other, tokenId: token.tokenId, code: wrong })),
+    )) as Array<{ active?: boolean; error?: { code: string } }>;
+    assert.equal(replies.filter((r) => r.active === false).length, 5);
+    assert.equal(replies.filter((r) => r.error?.code === 'rate_limited').length, 5);
+    const after = (await request(Subjects.totpActivate, { tenantId, userId: other, tokenId: token.tokenId, code: right })) as { error?: { code: string } };
+    assert.equal(after.error?.code, 'rate_limited');
+  });
+
   // Tenant commands are stored events only; nothing of a tenant is projected into Redis.
   itWith({ real: ['nats'] }, 'configures tenant settings as a partial update', async () => {
     const tenant = uniqueTenant('cfg');

@@ -165,8 +165,9 @@ export class UserSettingsService {
     const { tenantId, userId, tokenId, code } = request;
     await this.requireTenant(tenantId, now, false);
     const attempts = this.options.activationAttempts;
-    if (await attempts?.exhausted(tenantId, userId, tokenId)) {
-      throw rateLimited('too many wrong codes for this token; enroll it again');
+    // Counted before the code is checked, atomically: concurrent guesses cannot pass the limit together.
+    if (attempts && !(await this.store(() => attempts.reserve(tenantId, userId, tokenId)))) {
+      throw rateLimited('too many codes tried for this token; enroll it again');
     }
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       const token = activationCandidate(state, tokenId, now);
@@ -177,11 +178,9 @@ export class UserSettingsService {
         secret.fill(0);
       }
     });
-    if (!outcome.appended) {
-      await attempts?.recordFailure(tenantId, userId, tokenId);
-      return { tokenId, active: false };
-    }
+    if (!outcome.appended) return { tokenId, active: false };
     await this.project(tenantId, userId, outcome);
+    await attempts?.clear(tenantId, userId, tokenId).catch(() => undefined);
     return { tokenId, active: true };
   }
 

@@ -17,6 +17,7 @@ import {
 } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { eventually, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { runDemo } from './demo.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 const wholeStack = ['nats', 'redis', 'postgres'] as const;
@@ -275,6 +276,14 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
     assert.ok(other.items.every((i) => i.clientId !== clientId));
     // A cursor is only good for its own query.
     assert.equal((await ask(Subjects.reportsAuditQuery, { tenantId: tenantA, cursor: 'bm90LWEtY3Vyc29y' }, keys.reports)).error?.code, 'invalid_request');
+  });
+
+  itWith({ real: wholeStack }, 'runs the demo with auth on: the platform key creates the tenant and the IdP key', async () => {
+    const lines: string[] = [];
+    const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo-auth'), platformKey });
+    assert.equal(code, 0, lines.join('\n'));
+    assert.ok(lines.some((l) => l.includes('mfa.v1.clients.create')));
+    assert.ok(lines.some((l) => /MFA successfully completed/.test(l)), lines.join('\n'));
   });
 
   itWith({ real: wholeStack }, 'answers forbidden to garbage, repeated, oversized and non-ASCII Authorization headers, and keeps serving', async () => {

@@ -73,7 +73,7 @@ const log = createLogger('transport-test', { level: 'error' });
   imports: [
     MessagingModule.forRoot({
       serviceName: `transport-test-${run}`,
-      natsUrl: testEnv.natsUrl,
+      nats: { NATS_URL: testEnv.natsUrl },
       log,
       streams: [stream, Streams.deadLetters],
       replicas: 1,

@@ -7,12 +7,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { connect } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Subjects } from '@mfa/contracts';
 import { hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
+import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { FakeTwilio, repoRoot, startStack } from '@mfa/testing';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
@@ -33,7 +33,6 @@ const withReporting = !values.services || values.services.split(',').includes('r
 const duration = Number(values.duration);
 const warmup = Number(values.warmup);
 const scenarios = new Set(values.scenarios!.split(','));
-const natsUrl = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_bench';
 const out = (line = '') => process.stdout.write(`${line}\n`);
@@ -75,7 +74,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     },
   });
-  const nc = await connect({ servers: natsUrl, name: 'bench-idp', noAsyncTraces: true });
+  const nc = await connectClient({ name: 'bench-idp', noAsyncTraces: true });
   const redis = new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const auth = natsHeaders();
@@ -222,7 +221,7 @@ if (scenarios.has('floor')) {
     floor.stdout!.on('data', (d: Buffer) => d.toString().includes('floor ready') && resolve());
     floor.once('exit', (code) => reject(new Error(`floor exited ${code}`)));
   });
-  const nc = await connect({ servers: natsUrl, name: 'bench-floor-idp', noAsyncTraces: true });
+  const nc = await connectClient({ name: 'bench-floor-idp', noAsyncTraces: true });
   const ask = async (subject: string, body: unknown) => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
   const pair = async (i: number, due: number, record: (t: string, ms: number) => void) => {
     const id = `${i}-${randomBytes(6).toString('hex')}`;

@@ -1,8 +1,8 @@
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { EventSubjects, Streams, Subjects, type SigninItem } from '@mfa/contracts';
 import { base32Decode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
-import { requestJson } from '@mfa/messaging';
+import { connectClient, requestJson } from '@mfa/messaging';
 import { eventually } from '@mfa/testing';
 
 /**
@@ -17,24 +17,29 @@ export async function runDemo(options: {
   out: (line: string) => void;
   natsUrl?: string;
   tenantId?: string;
+  env?: NodeJS.ProcessEnv;
   /** The stack's MFA_PLATFORM_API_KEY, when it runs with MFA_AUTH=required. */
   platformKey?: string;
 }): Promise<number> {
   const out = options.out;
-  const natsUrl = options.natsUrl ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+  // NATS_URL and the NATS_* credentials, as the services read them (docs/operations.md). The
+  // phone's stand-in reads the event log, so on a server with deploy/nats's permissions the demo
+  // needs the services' user, not an IdP's.
+  const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env), ...(options.natsUrl ? { NATS_URL: options.natsUrl } : {}) };
+  const natsUrl = env.NATS_URL || 'nats://127.0.0.1:4222';
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: natsUrl, name: 'demo-idp' });
-  } catch {
-    out(`Cannot reach NATS at ${natsUrl}. Start the stack first: npm start`);
+    nc = await connectClient({ name: 'demo-idp' }, env);
+  } catch (error) {
+    out(`Cannot connect to NATS at ${natsUrl} (${(error as Error).message}). Start the stack first: npm start`);
     return 1;
   }
-  const { keyring } = loadKeyring(process.env);
+  const { keyring } = loadKeyring(env);
   const jsm = await jetstreamManager(nc);
   // With MFA_PLATFORM_API_KEY set (a stack started with MFA_AUTH=required), the platform key
   // creates the tenant and an API key for the IdP, which then goes on every request; without it
   // (development, MFA_AUTH=off) requests carry no key.
-  const platformKey = options.platformKey ?? process.env.MFA_PLATFORM_API_KEY;
+  const platformKey = options.platformKey ?? env.MFA_PLATFORM_API_KEY;
   let apiKey = platformKey;
   const ask = async <T>(subject: string, body: unknown): Promise<T> => {
     const reply = await requestJson<T & { error?: { code: string; message: string } }>(nc, subject, body, {

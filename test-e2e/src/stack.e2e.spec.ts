@@ -1,10 +1,10 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { EventSubjects, parseEvent, Streams, Subjects, type AnyEvent, type SigninItem } from '@mfa/contracts';
-import { requestJson } from '@mfa/messaging';
+import { connectClient, requestJson } from '@mfa/messaging';
 import {
   eventually,
   FakeTwilio,
@@ -66,7 +66,7 @@ describe('end to end: two instances of every service', () => {
       },
       readyTimeoutMs: 90_000,
     });
-    nc = await connect({ servers: testEnv.natsUrl, name: 'e2e-idp' });
+    nc = await connectClient({ servers: testEnv.natsUrl, name: 'e2e-idp' });
     js = jetstream(nc);
   });
 

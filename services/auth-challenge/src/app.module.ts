@@ -39,7 +39,7 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'auth-challenge',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
           // The tenant cache reads the first, the decisions are recorded on the second.
           streams: [Streams.userSettings, Streams.challenges, Streams.state, Streams.deadLetters],

@@ -18,7 +18,7 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'dispatch',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
           streams: [Streams.challenges, Streams.dispatch, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,

@@ -13,8 +13,10 @@ export class AppModule {
   static forRoot(config: FraudConfig, log: Logger): DynamicModule {
     return {
       module: AppModule,
-      imports: [MessagingModule.forRoot({ serviceName: 'fraud', natsUrl: config.NATS_URL, log, streams: [Streams.userSettings, Streams.state], replicas: config.STREAM_REPLICAS }),
-        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring })],
+      imports: [
+        MessagingModule.forRoot({ serviceName: 'fraud', nats: config, log, streams: [Streams.userSettings, Streams.state], replicas: config.STREAM_REPLICAS }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
+      ],
       controllers: [OpsController],
       providers: [{ provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth) => [nats], inject: [NatsHealth] }],
     };

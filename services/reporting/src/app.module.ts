@@ -36,7 +36,7 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'reporting',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
           streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,

@@ -32,7 +32,7 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'user-settings',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
           streams: [Streams.userSettings, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,

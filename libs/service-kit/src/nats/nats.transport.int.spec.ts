@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Module } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
 import { keyringFromMasterKey } from '@mfa/crypto';
@@ -75,7 +75,7 @@ const log = createLogger('transport-test', { level: 'error' });
   imports: [
     MessagingModule.forRoot({
       serviceName: `transport-test-${run}`,
-      natsUrl: testEnv.natsUrl,
+      nats: { NATS_URL: testEnv.natsUrl },
       log,
       streams: [stream, Streams.userSettings, Streams.state, Streams.deadLetters],
       replicas: 1,
@@ -124,6 +124,16 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
   itWith({ real: ['nats'] }, 'drops a request whose Mfa-Deadline has passed, answers one whose deadline is ahead', async () => {
     await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() - 1) }), /timeout/i);
     assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
+  });
+
+  itWith({ real: ['nats'] }, 'drops a request whose reply subject is not an inbox: nothing is published there', async () => {
+    const jsm = await jetstreamManager(nc);
+    const before = (await jsm.streams.info(stream.name)).state.last_seq;
+    // A reply subject inside the test stream: an answer would be stored there.
+    nc.publish(subject, JSON.stringify({ tenantId: 't', n: 5 }), { reply: `testevt.${run}.reply` });
+    assert.deepEqual(await ask({ tenantId: 't', n: 5 }), { double: 10 });
+    await sleep(100);
+    assert.equal((await jsm.streams.info(stream.name)).state.last_seq, before);
   });
 
   itWith({ real: ['nats'] }, 'feeds @JetStreamConsumer handlers from the durable consumer; a handler error naks', async () => {

@@ -8,6 +8,7 @@ import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras } from './decorators.js';
 import type { AuditTrail } from '../auth/audit-trail.js';
+import { isReplySubject } from './reply-subject.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
 const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswered, by reason', ['subject', 'reason']);
@@ -31,7 +32,8 @@ interface NatsTransportOptions {
  * format is the contract's plain JSON. Every request gets exactly one reply: the handler's value,
  * or `{"error":{code,message}}` (oversized or malformed bodies here, everything else through
  * ContractPipe and ContractErrorFilter). A request whose `Mfa-Deadline` has passed is dropped
- * before any work is done for it: nobody waits for its answer.
+ * before any work is done for it: nobody waits for its answer. So is one whose reply subject is not
+ * an inbox (isReplySubject): answering it would publish with the service's permissions.
  *
  * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
  * consumers, created or updated here first (libs/messaging EventConsumer: batches, ack, nak with
@@ -47,6 +49,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly stopping = new AbortController();
   private closing: Promise<void> | undefined;
+  private lastReplySubjectWarning = 0;
 
   constructor(private readonly options: NatsTransportOptions) {
     super();
@@ -72,6 +75,11 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
           this.options.log.error('subscription error', { subject, error });
           return;
         }
+        if (msg.reply && !isReplySubject(msg.reply)) {
+          dropped.inc({ subject, reason: 'reply_subject' });
+          this.warnOfReplySubject(subject, msg.reply);
+          return;
+        }
         const deadline = deadlineOf(msg);
         if (deadline !== undefined && deadline <= Date.now()) {
           dropped.inc({ subject, reason: 'deadline' });
@@ -83,6 +91,16 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       },
     });
     this.subscriptions.push(sub);
+  }
+
+  /** A caller probing the services: worth a line, but a flood of requests must not flood the log. */
+  private warnOfReplySubject(subject: string, reply: string): void {
+    if (Date.now() - this.lastReplySubjectWarning < 60_000) return;
+    this.lastReplySubjectWarning = Date.now();
+    this.options.log.warn('request dropped: its reply subject is not an inbox (one line a minute at most; mfa_requests_dropped_total counts them all)', {
+      subject,
+      reply: reply.slice(0, 120),
+    });
   }
 
   private async handle(subject: string, handler: MessageHandler, msg: Msg, deadline: number | undefined): Promise<void> {

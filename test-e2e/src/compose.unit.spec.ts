@@ -105,15 +105,15 @@ interface Expected {
 }
 
 const everywhere = ['NATS_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'HTTP_PORT'];
-const keyring = ['MFA_ENCRYPTION_KEY'];
+const keyring = ['MFA_ENCRYPTION_KEY', 'MFA_AUTH', 'MFA_PLATFORM_API_KEY'];
 const twilio = ['SMS_PROVIDERS', 'TWILIO_API_URL', 'TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER'];
 
 const expected: Record<string, Expected> = {
   'auth-challenge': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
   dispatch: { needs: ['nats'], env: [...everywhere, ...keyring, ...twilio] },
-  fraud: { needs: ['nats'], env: everywhere },
+  fraud: { needs: ['nats'], env: [...everywhere, ...keyring] },
   'user-settings': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
-  reporting: { needs: ['nats', 'postgres'], env: [...everywhere, 'DATABASE_URL'] },
+  reporting: { needs: ['nats', 'postgres'], env: [...everywhere, ...keyring, 'DATABASE_URL'] },
 };
 const loopback = new Set(['127.0.0.1', 'localhost', '::1']);
 

@@ -219,17 +219,24 @@ export class UnknownEventError extends Error {
   override name = 'UnknownEventError';
 }
 
+// Own properties only: a stored type such as "constructor" or "__proto__" must read as unknown,
+// not as a property every object inherits.
+const ownEntry = <V>(table: Record<string, V>, key: string): V | undefined =>
+  Object.hasOwn(table, key) ? table[key] : undefined;
+// String() of a parsed JSON object can throw ({"toString":1}); only strings and numbers are shown.
+const shown = (value: unknown): string => (typeof value === 'string' || typeof value === 'number' ? String(value) : typeof value);
+
 /** Parses and validates a stored event, upcasting older versions. Throws on anything unknown. */
 export function parseEvent(raw: unknown): AnyEvent {
   if (typeof raw !== 'object' || raw === null) throw new UnknownEventError('event is not an object');
   let value = raw as Record<string, unknown>;
   for (let hops = 0; hops < 10; hops++) {
-    const up = upcasters[`${String(value.type)}@${String(value.version)}`];
+    const up = ownEntry(upcasters, `${shown(value.type)}@${shown(value.version)}`);
     if (!up) break;
     value = up(value);
   }
-  const schema = EventSchemas[value.type as EventType];
-  if (!schema) throw new UnknownEventError(`unknown event type ${JSON.stringify(String(value.type)).slice(0, 80)}`);
+  const schema = typeof value.type === 'string' ? ownEntry<z.ZodType>(EventSchemas, value.type) : undefined;
+  if (!schema) throw new UnknownEventError(`unknown event type ${JSON.stringify(shown(value.type)).slice(0, 80)}`);
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     throw new UnknownEventError(`invalid ${String(value.type)} event: ${parsed.error.issues[0]?.message ?? 'invalid'}`, {

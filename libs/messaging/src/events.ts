@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
-import { carrierFromContext, histogram } from '@mfa/telemetry';
+import { carrierFromContext, histogram, type Logger } from '@mfa/telemetry';
 
 const publishDuration = histogram('mfa_event_publish_duration_seconds', 'JetStream publish until its ack, by outcome', ['outcome']);
 
@@ -121,19 +121,34 @@ interface StoredEvent {
   event: AnyEvent;
 }
 
+interface StoredAggregate {
+  events: StoredEvent[];
+  /** Stream sequence of the subject's last message, skipped ones included (the next append expects it); 0 when none. */
+  lastSeq: number;
+}
+
 /**
  * Reads back all events of one aggregate subject, in order, with direct gets (next message for
  * the subject after a sequence): an aggregate holds a handful of events, and the server finds
- * the next one through its per-subject index.
+ * the next one through its per-subject index. A message that is not an event this code knows
+ * (unknown type, bad shape, not JSON) is logged as an error and skipped: it must not make the
+ * aggregate unreadable and fail every later command on it.
  */
-export async function readAggregate(jsm: JetStreamManager, stream: string, subject: string): Promise<StoredEvent[]> {
-  const out: StoredEvent[] = [];
-  let seq = 1;
+export async function readAggregate(jsm: JetStreamManager, stream: string, subject: string, log: Logger): Promise<StoredAggregate> {
+  const events: StoredEvent[] = [];
+  let lastSeq = 0;
   for (;;) {
-    const msg = await jsm.direct.getMessage(stream, { seq, next_by_subj: subject });
+    const msg = await jsm.direct.getMessage(stream, { seq: lastSeq + 1, next_by_subj: subject });
     if (!msg) break;
-    out.push({ seq: msg.seq, subject: msg.subject, event: parseEvent(msg.json()) });
-    seq = msg.seq + 1;
+    lastSeq = msg.seq;
+    let event: AnyEvent;
+    try {
+      event = parseEvent(msg.json());
+    } catch (error) {
+      log.error('unreadable event skipped while loading an aggregate', { stream, subject, seq: msg.seq, error });
+      continue;
+    }
+    events.push({ seq: msg.seq, subject: msg.subject, event });
   }
-  return out;
+  return { events, lastSeq };
 }

@@ -1,6 +1,7 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
 import { Streams, type AnyEvent } from '@mfa/contracts';
 import { readAggregate, type EventPublisher } from '@mfa/messaging';
+import { createLogger, type Logger } from '@mfa/telemetry';
 
 interface LoadedAggregate {
   events: AnyEvent[];
@@ -17,11 +18,14 @@ export class EventStore {
     private readonly jsm: JetStreamManager,
     private readonly publisher: EventPublisher,
     private readonly stream: string = Streams.userSettings.name,
+    /** Where an unreadable event skipped on load is reported. */
+    private readonly log: Logger = createLogger('user-settings'),
   ) {}
 
+  /** An event this code cannot read is skipped (and logged), so the aggregate stays usable. */
   async load(subject: string): Promise<LoadedAggregate> {
-    const stored = await readAggregate(this.jsm, this.stream, subject);
-    return { events: stored.map((s) => s.event), lastSeq: stored.at(-1)?.seq ?? 0 };
+    const { events, lastSeq } = await readAggregate(this.jsm, this.stream, subject, this.log);
+    return { events: events.map((s) => s.event), lastSeq };
   }
 
   /**

@@ -86,5 +86,13 @@ export const CHALLENGE_REASONS = [
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;
 
-/** AES-256-GCM sealed secret, compact form `v1.<kid>.<iv>.<ciphertext>.<tag>` (base64url parts). */
-export const SealedSecret = z.string().regex(/^v1\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/, 'must be a sealed secret');
+/**
+ * AES-256-GCM sealed secret (libs/crypto seal.ts), compact form `v2.<kid>.<hour>.<iv>.<ciphertext>.<tag>`
+ * (base64url parts, the hour in decimal), or `v1.<kid>.<iv>.<ciphertext>.<tag>` as stored before v2.
+ */
+export const SealedSecret = z
+  .string()
+  .regex(
+    /^(?:v1\.[A-Za-z0-9_-]{1,32}|v2\.[A-Za-z0-9_-]{1,32}\.(?:0|[1-9]\d{0,9}))\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/,
+    'must be a sealed secret',
+  );

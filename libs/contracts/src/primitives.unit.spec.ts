@@ -8,6 +8,7 @@ import {
   DisplayName,
   Label,
   RequestId,
+  SealedSecret,
   SigninsQueryRequest,
   TotpEnrollRequest,
   UserId,
@@ -88,6 +89,31 @@ describe('identifiers and display text', () => {
       const text = refusal(schema, body as unknown as string);
       assert.match(text, new RegExp(`^${field}: must not contain`), text);
       assert.ok(!text.includes(String(body[field])), `${field}: the message echoes the value`);
+    }
+  });
+});
+
+describe('sealed secrets', () => {
+  it('accept the v2 form (kid, hour) and the v1 form stored before it', () => {
+    for (const sealed of [
+      'v2.Y0PbS83U.494922.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYTcYtCI0Q',
+      'v2.Y0PbS83U.0.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYTcYtCI0Q',
+      'v1.Y0PbS83U.iKasnUcxPBTl2jTm.yRM64xysd_i0ADuKdzyL_7LBDt8.yYFT-OnTKeu1E81TmAV7bw',
+    ]) {
+      assert.ok(SealedSecret.safeParse(sealed).success, sealed);
+    }
+  });
+
+  it('refuse other versions, a missing or malformed hour, and short parts', () => {
+    for (const sealed of [
+      'v3.Y0PbS83U.494922.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYTcYtCI0Q',
+      'v2.Y0PbS83U.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYTcYtCI0Q',
+      'v2.Y0PbS83U.0494922.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYTcYtCI0Q',
+      'v2.Y0PbS83U.49x922.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYTcYtCI0Q',
+      'v1.Y0PbS83U.494922.iKasnUcxPBTl2jTm.yRM64xysd_i0ADuKdzyL_7LBDt8.yYFT-OnTKeu1E81TmAV7bw',
+      'v2.Y0PbS83U.494922.cQUKrpR9Mo64vd0r.XfS_7VJL.P-psnRm09NJ8rYT',
+    ]) {
+      assert.equal(SealedSecret.safeParse(sealed).success, false, sealed);
     }
   });
 });

@@ -40,8 +40,6 @@ export const EventSubjects = {
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',
   deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
-  /** MFA_STATE: the fingerprint of the master key every service must share (checked at boot). */
-  keyringFingerprint: 'mfa.state.keyring',
   /** MFA_STATE: when an API client was last used (coalesced, written about once a minute). */
   clientLastUsed: (clientId: string) => `mfa.state.client-used.${clientId}`,
   /** MFA_STATE: the latest snapshot of an aggregate, by the subject of its events. */
@@ -98,7 +96,7 @@ export const Streams = {
     duplicateWindowSeconds: 120,
     maxMsgsPerSubject: 1,
     description:
-      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use, the master key fingerprint. Derived or advisory data, never the only copy of a fact.',
+      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use. Derived or advisory data, never the only copy of a fact.',
   },
   deadLetters: {
     name: 'MFA_DEAD_LETTERS',

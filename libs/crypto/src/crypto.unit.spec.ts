@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import {
   base32Decode,
@@ -31,6 +32,54 @@ describe('keyring', () => {
     assert.equal(loadKeyring({}).development, true);
     assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: master.toString('base64') }).keyring.kid, ring.kid);
     assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: master.toString('hex') }).keyring.kid, ring.kid);
+  });
+
+  describe('with NODE_ENV=production, refuses the public development key however it arrives', () => {
+    // The published development key (keyring.ts), recomputed here; its kid proves it is the same.
+    const developmentKey = createHash('sha256').update('open-mfa development key - never use in production').digest();
+    const production = { NODE_ENV: 'production' };
+    const forms = {
+      hex: developmentKey.toString('hex'),
+      'upper-case hex': developmentKey.toString('hex').toUpperCase(),
+      base64: developmentKey.toString('base64'),
+      base64url: developmentKey.toString('base64url'),
+      'base64 with spaces around': `  ${developmentKey.toString('base64')}\n`,
+    };
+
+    it('is the key development falls back to', () => {
+      assert.equal(keyringFromMasterKey(developmentKey).kid, loadKeyring({}).keyring.kid);
+    });
+
+    it('no key at all', () => {
+      assert.throws(() => loadKeyring(production), /MFA_ENCRYPTION_KEY is required when NODE_ENV=production/);
+      assert.throws(() => loadKeyring({ ...production, MFA_ENCRYPTION_KEY: '   ' }), /MFA_ENCRYPTION_KEY is required/);
+    });
+
+    for (const [form, text] of Object.entries(forms)) {
+      it(`the development key as MFA_ENCRYPTION_KEY, ${form}`, () => {
+        assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: text }).keyring.kid, loadKeyring({}).keyring.kid, 'development accepts it');
+        assert.throws(
+          () => loadKeyring({ ...production, MFA_ENCRYPTION_KEY: text }),
+          (error: Error) => /MFA_ENCRYPTION_KEY is the public development key/.test(error.message) && !error.message.includes(text.trim()),
+        );
+      });
+
+      it(`the development key among MFA_PREVIOUS_ENCRYPTION_KEYS, ${form}`, () => {
+        const previous = `${Buffer.alloc(32, 1).toString('base64')}, ${text.trim()}`;
+        assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: master.toString('base64'), MFA_PREVIOUS_ENCRYPTION_KEYS: previous }).keyring.previous.length, 2);
+        assert.throws(
+          () => loadKeyring({ ...production, MFA_ENCRYPTION_KEY: master.toString('base64'), MFA_PREVIOUS_ENCRYPTION_KEYS: previous }),
+          /MFA_PREVIOUS_ENCRYPTION_KEYS contains the public development key/,
+        );
+      });
+    }
+
+    it('but accepts a real key, with real previous keys', () => {
+      const loaded = loadKeyring({ ...production, MFA_ENCRYPTION_KEY: master.toString('hex'), MFA_PREVIOUS_ENCRYPTION_KEYS: Buffer.alloc(32, 1).toString('base64url') });
+      assert.equal(loaded.keyring.kid, ring.kid);
+      assert.equal(loaded.development, false);
+      assert.equal(loaded.keyring.previous[0]!.kid, keyringFromMasterKey(Buffer.alloc(32, 1)).kid);
+    });
   });
 
   it('never shows key material when printed', () => {

@@ -77,21 +77,31 @@ interface KeyringEnv {
   NODE_ENV?: string | undefined;
 }
 
+const isDevelopmentKey = (key: Buffer): boolean => key.equals(DEVELOPMENT_MASTER_KEY);
+
 /**
  * Reads MFA_ENCRYPTION_KEY (and comma-separated MFA_PREVIOUS_ENCRYPTION_KEYS for rotation).
- * Without a key, development falls back to a published development key; production refuses.
+ * Without a key, development falls back to a published development key. Production refuses that
+ * key however it arrives: no key at all, or the development key itself, in any encoding, as the
+ * key or among the previous keys (keys are compared as bytes, not as text).
  */
 export function loadKeyring(env: KeyringEnv): { keyring: Keyring; development: boolean } {
-  const previous = (env.MFA_PREVIOUS_ENCRYPTION_KEYS ?? '')
+  const production = env.NODE_ENV === 'production';
+  const previousKeys = (env.MFA_PREVIOUS_ENCRYPTION_KEYS ?? '')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
-    .map((s) => keyringFromMasterKey(parseMasterKey(s)));
-  if (env.MFA_ENCRYPTION_KEY && env.MFA_ENCRYPTION_KEY.trim() !== '') {
-    return { keyring: keyringFromMasterKey(parseMasterKey(env.MFA_ENCRYPTION_KEY), previous), development: false };
+    .map(parseMasterKey);
+  if (production && previousKeys.some(isDevelopmentKey)) {
+    throw new KeyConfigurationError('MFA_PREVIOUS_ENCRYPTION_KEYS contains the public development key, which is refused when NODE_ENV=production');
   }
-  if (env.NODE_ENV === 'production') {
-    throw new KeyConfigurationError('MFA_ENCRYPTION_KEY is required when NODE_ENV=production');
+  const given = env.MFA_ENCRYPTION_KEY?.trim() ? parseMasterKey(env.MFA_ENCRYPTION_KEY) : undefined;
+  if (production && !given) throw new KeyConfigurationError('MFA_ENCRYPTION_KEY is required when NODE_ENV=production');
+  if (production && given && isDevelopmentKey(given)) {
+    throw new KeyConfigurationError(
+      'MFA_ENCRYPTION_KEY is the public development key, which is refused when NODE_ENV=production (generate one: openssl rand -base64 32)',
+    );
   }
-  return { keyring: keyringFromMasterKey(DEVELOPMENT_MASTER_KEY, previous), development: true };
+  const previous = previousKeys.map((key) => keyringFromMasterKey(key));
+  return { keyring: keyringFromMasterKey(given ?? DEVELOPMENT_MASTER_KEY, previous), development: !given };
 }

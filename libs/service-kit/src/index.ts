@@ -10,6 +10,7 @@ export * from './nats/contract-error.filter.js';
 export * from './nats/decorators.js';
 export * from './nats/nats.transport.js';
 export * from './nats/reply-subject.js';
+export * from './keyring-check.js';
 export * from './bootstrap.js';
 export * from './auth/auth.config.js';
 export * from './auth/api-client.directory.js';

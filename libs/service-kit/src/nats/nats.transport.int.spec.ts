@@ -70,6 +70,8 @@ class TestController {
 }
 
 const log = createLogger('transport-test', { level: 'error' });
+const keyring = keyringFromMasterKey(randomBytes(32));
+const config = { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0, INSTANCE_NAME: `transport-test-${run}`, keyring };
 
 @Module({
   imports: [
@@ -80,7 +82,7 @@ const log = createLogger('transport-test', { level: 'error' });
       streams: [stream, Streams.userSettings, Streams.state, Streams.deadLetters],
       replicas: 1,
     }),
-    AuthModule.forRoot({ auth: { mode: 'off', platformKey: undefined }, keyring: keyringFromMasterKey(randomBytes(32)) }),
+    AuthModule.forRoot({ auth: { mode: 'off', platformKey: undefined }, keyring }),
   ],
   controllers: [TestController],
 })
@@ -94,7 +96,7 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     requestJson<Reply>(nc, subject, body, { timeoutMs: 2_000, ...(headers ? { headers } : {}) });
 
   before(async () => {
-    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config: { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0 }, log });
+    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config, log });
     nc = await connect({ servers: testEnv.natsUrl });
   });
 
@@ -153,7 +155,7 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     const second = await runService({
       name: `transport-test-${run}`,
       module: { module: TestModule },
-      config: { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0 },
+      config,
       log,
     });
     // Both instances share the queue group; send enough that the second takes some, then stop it.

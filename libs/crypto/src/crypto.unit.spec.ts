@@ -5,6 +5,7 @@ import { inspect } from 'node:util';
 import {
   base32Decode,
   base32Encode,
+  CursorError,
   hashCode,
   hotp,
   keyringFromMasterKey,
@@ -12,10 +13,12 @@ import {
   maskSecret,
   OATH_TEST_VECTORS,
   open,
+  openCursor,
   parseMasterKey,
   projectionUserKey,
   randomDigits,
   seal,
+  sealCursor,
   SealContext,
   SealError,
   totp,
@@ -84,7 +87,7 @@ describe('keyring', () => {
 
   it('never shows key material when printed', () => {
     const printed = `${inspect(ring)} ${JSON.stringify(ring)}`;
-    for (const key of [ring.sealKey, ring.codeHashKey, ring.tagKey, ring.projectionKey]) {
+    for (const key of [ring.sealKey, ring.codeHashKey, ring.tagKey, ring.projectionKey, ring.cursorKey]) {
       const raw = key.export();
       assert.ok(!printed.includes(raw.toString('hex')) && !printed.includes(raw.toString('base64')));
     }
@@ -179,6 +182,60 @@ describe('sealing secrets (AES-256-GCM)', () => {
     const rotated = keyringFromMasterKey(master, [old]);
     const sealed = seal(old, Buffer.from('kept'), totpScope, now);
     assert.equal(open(rotated, sealed, totpScope).toString(), 'kept');
+  });
+});
+
+describe('cursors (HMAC-SHA256, per tenant and query)', () => {
+  const scope = { tenantId: 'contoso', kind: 'reports.signins' };
+  const position = ['2025-06-01T12:00:00.123456Z', '4AMyj8Y3MFyBHY2VQWBJVQ.JHS0AdTszDuizkWaMLjVhQ'];
+  const refused = (cursor: string, where = scope, keyring = ring) =>
+    assert.throws(() => openCursor(keyring, where, cursor), (e: Error) => e instanceof CursorError && e.message === 'not a cursor this service issued');
+
+  it('opens what it issued, in the same scope, with any JSON payload', () => {
+    const cursor = sealCursor(ring, scope, position);
+    assert.match(cursor, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/);
+    assert.deepEqual(openCursor(ring, scope, cursor), position);
+    for (const payload of [{ at: 1, id: 'x' }, 'text', 42, null, ['Åsa', '\u0000']]) {
+      assert.deepEqual(openCursor(ring, scope, sealCursor(ring, scope, payload)), payload);
+    }
+  });
+
+  it("refuses another tenant's cursor, another query's, and one issued under another key", () => {
+    const cursor = sealCursor(ring, scope, position);
+    refused(cursor, { ...scope, tenantId: 'fabrikam' });
+    refused(cursor, { ...scope, kind: 'reports.audit' });
+    refused(sealCursor(ring, { tenantId: 'contos', kind: 'oreports.signins' }, position), { tenantId: 'contoso', kind: 'reports.signins' });
+    refused(cursor, scope, keyringFromMasterKey(Buffer.alloc(32, 9)));
+  });
+
+  it('still opens a cursor issued just before a key rotation', () => {
+    const old = keyringFromMasterKey(Buffer.alloc(32, 1));
+    const cursor = sealCursor(old, scope, position);
+    assert.deepEqual(openCursor(keyringFromMasterKey(master, [old]), scope, cursor), position);
+  });
+
+  it('refuses forged, truncated and tampered cursors', () => {
+    const cursor = sealCursor(ring, scope, position);
+    const [body, tag] = cursor.split('.') as [string, string];
+    const forgedBody = Buffer.from(JSON.stringify(['2030-01-01T00:00:00.000000Z', 'x'])).toString('base64url');
+    refused(Buffer.from(JSON.stringify(position)).toString('base64url'), scope); // the unsigned form issued before
+    refused(`${forgedBody}.${tag}`);
+    refused(`${forgedBody}.${'A'.repeat(22)}`);
+    refused(body);
+    refused(`${body}.`);
+    refused(cursor.slice(0, -1));
+    refused(`${body.slice(0, -2)}.${tag}`);
+    refused(`${body.slice(0, 5)}${body[5] === 'A' ? 'B' : 'A'}${body.slice(6)}.${tag}`);
+    refused(`${body}.${tag[0] === 'A' ? 'B' : 'A'}${tag.slice(1)}`);
+    // The last of 22 characters carries 2 bits of the tag and 4 padding bits: the same tag with a
+    // padding bit set decodes to the same bytes, and is refused all the same.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const nonCanonical = `${tag.slice(0, -1)}${alphabet[alphabet.indexOf(tag.at(-1)!) + 1]}`;
+    assert.deepEqual(Buffer.from(nonCanonical, 'base64url'), Buffer.from(tag, 'base64url'));
+    refused(`${body}.${nonCanonical}`);
+    refused(`${cursor}.${tag}`);
+    refused('');
+    refused('not a cursor!');
   });
 });
 

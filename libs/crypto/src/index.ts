@@ -3,3 +3,4 @@ export * from './seal.js';
 export * from './codes.js';
 export * from './oath.js';
 export * from './api-keys.js';
+export * from './cursor.js';

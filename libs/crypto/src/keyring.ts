@@ -18,6 +18,8 @@ export interface Keyring {
   readonly projectionKey: KeyObject;
   /** HMAC key of the stored hashes of API keys. */
   readonly apiKeyHashKey: KeyObject;
+  /** HMAC key that authenticates the pagination cursors the services issue (cursor.ts). */
+  readonly cursorKey: KeyObject;
   /** Older keyrings still accepted for opening sealed secrets (rotation). */
   readonly previous: readonly Keyring[];
 }
@@ -58,10 +60,11 @@ export function keyringFromMasterKey(master: Buffer, previous: readonly Keyring[
     tagKey: secretKey(master, 'redis-tag'),
     projectionKey: secretKey(master, 'redis-projection'),
     apiKeyHashKey: secretKey(master, 'api-key-hash'),
+    cursorKey: secretKey(master, 'cursor'),
     previous,
   };
   // Keep key material out of console.log/JSON.stringify/util.inspect of the keyring.
-  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey', 'apiKeyHashKey'] as const) {
+  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey', 'apiKeyHashKey', 'cursorKey'] as const) {
     Object.defineProperty(ring, name, { enumerable: false });
   }
   Object.defineProperty(ring, Symbol.for('nodejs.util.inspect.custom'), {

@@ -340,6 +340,47 @@ describe('reporting service (real NATS and Postgres)', () => {
     assert.equal(exact.nextCursor, undefined, 'no cursor when nothing follows');
   });
 
+  itWith({ real: ['nats', 'postgres'] }, 'takes only the cursors it issued, for this tenant: forged, truncated, tampered or foreign ones are invalid_request', async () => {
+    const tenantId = await newTenant();
+    const otherTenant = await newTenant();
+    const userId = uniqueUser();
+    for (const t of [tenantId, otherTenant]) {
+      const starts = [0, 10, 20, 30].map((o) => challenge({ tenantId: t, userId, at: at(o), challengeId: randomUUID() }));
+      await projection.projectChallenges(sequence<ChallengeEvent>(starts.flatMap((c) => [started(c), approved(c)])));
+    }
+    const first = await page({ tenantId, limit: 2 });
+    const cursor = first.nextCursor!;
+    assert.ok(cursor);
+    const second = await page({ tenantId, limit: 2, cursor });
+    assert.deepEqual(
+      [...first.items, ...second.items].map((i) => i.occurredAt),
+      [at(30), at(20), at(10), at(0)].map((d) => d.toISOString()),
+      'an issued cursor continues where the page ended',
+    );
+
+    const [body, tag] = cursor.split('.') as [string, string];
+    const last = first.items.at(-1)!;
+    const position = [`${last.occurredAt.slice(0, -1)}000Z`, last.challengeId];
+    // The unsigned form this report issued before its cursors were authenticated.
+    await expectError({ tenantId, limit: 2, cursor: Buffer.from(JSON.stringify(position)).toString('base64url') }, 'invalid_request');
+    // Forged: a position of the attacker's choosing, with the tag of another.
+    const forged = Buffer.from(JSON.stringify(['2030-01-01T00:00:00.000000Z', last.challengeId])).toString('base64url');
+    await expectError({ tenantId, limit: 2, cursor: `${forged}.${tag}` }, 'invalid_request');
+    // Truncated.
+    await expectError({ tenantId, limit: 2, cursor: cursor.slice(0, -1) }, 'invalid_request');
+    await expectError({ tenantId, limit: 2, cursor: body }, 'invalid_request');
+    // Tampered.
+    await expectError({ tenantId, limit: 2, cursor: `${body}.${tag[0] === 'A' ? 'B' : 'A'}${tag.slice(1)}` }, 'invalid_request');
+    await expectError({ tenantId, limit: 2, cursor: `${body.slice(0, -1)}${body.endsWith('A') ? 'B' : 'A'}.${tag}` }, 'invalid_request');
+    // Another tenant's.
+    await expectError({ tenantId: otherTenant, limit: 2, cursor }, 'invalid_request');
+    const foreign = await query({ tenantId: otherTenant, cursor });
+    assert.deepEqual(foreign, { error: { code: 'invalid_request', message: 'cursor: not a cursor this report issued' } });
+    // The other tenant's own cursors still work for it.
+    const other = await page({ tenantId: otherTenant, limit: 3 });
+    assert.equal((await page({ tenantId: otherTenant, limit: 3, cursor: other.nextCursor! })).items.length, 1);
+  });
+
   itWith({ real: ['nats', 'postgres'] }, 'filters by user, result and time range (from inclusive, to exclusive)', async () => {
     const tenantId = await newTenant();
     const helga = uniqueUser('helga');

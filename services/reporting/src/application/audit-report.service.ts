@@ -1,6 +1,7 @@
 import type { AuditQueryReply, AuditQueryRequest, EventOf } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
 import type { AuditRepository } from '../adapters/audit.repository.js';
-import { decodeAuditCursor, toAuditPage } from '../domain/audit-report.js';
+import { auditCursors, toAuditPage } from '../domain/audit-report.js';
 import type { Sequenced } from '../domain/signin-projection.js';
 
 /** The admin audit trail: projected from MFA_AUDIT, read by `reports.audit.query`. */
@@ -11,9 +12,13 @@ export class AuditReportService {
     return this.repository.append(items);
   }
 
-  /** A tenant without audited actions has an empty trail: whether it exists is not told here. */
-  async query(request: AuditQueryRequest): Promise<AuditQueryReply> {
-    const after = request.cursor === undefined ? undefined : decodeAuditCursor(request.cursor);
+  /**
+   * A tenant without audited actions has an empty trail: whether it exists is not told here.
+   * `keyring` authenticates the cursors, which are issued for one tenant and refused for any other.
+   */
+  async query(request: AuditQueryRequest, keyring: Keyring): Promise<AuditQueryReply> {
+    const cursors = auditCursors(keyring, request.tenantId);
+    const after = request.cursor === undefined ? undefined : cursors.decode(request.cursor);
     const rows = await this.repository.find({
       tenantId: request.tenantId,
       clientId: request.clientId,
@@ -23,6 +28,6 @@ export class AuditReportService {
       after,
       limit: request.limit + 1,
     });
-    return toAuditPage(rows, request.limit);
+    return toAuditPage(rows, request.limit, cursors);
   }
 }

@@ -1,4 +1,5 @@
 import { invalidRequest, type AuditItem, type AuditQueryReply } from '@mfa/contracts';
+import { openCursor, sealCursor, type Keyring } from '@mfa/crypto';
 import type { AuditRow } from '../adapters/audit.repository.js';
 
 /** A point in the audit order (occurred_at DESC, event_id DESC): rows strictly after it. */
@@ -21,30 +22,41 @@ export function toAuditItem(row: AuditRow): AuditItem {
   };
 }
 
-export function encodeAuditCursor(position: AuditPosition): string {
-  return Buffer.from(JSON.stringify([position.occurredAt, position.eventId]), 'utf8').toString('base64url');
-}
+/** The query kind audit cursors are bound to (with the tenant): no other report takes them. */
+export const AUDIT_CURSOR_KIND = 'reports.audit';
 
-export function decodeAuditCursor(cursor: string): AuditPosition {
+/**
+ * The cursors of one tenant's audit trail: the position of the last row returned, sealed with
+ * the keyring (HMAC, see @mfa/crypto cursor.ts). A cursor that this report did not issue for this
+ * tenant, or whose content is not a position, is `invalid_request`.
+ */
+export function auditCursors(keyring: Keyring, tenantId: string) {
+  const scope = { tenantId, kind: AUDIT_CURSOR_KIND };
   const bad = () => invalidRequest('cursor: not a cursor this report issued');
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
-  }
-  if (!Array.isArray(value) || value.length !== 2) throw bad();
-  const [occurredAt, eventId] = value as unknown[];
-  if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt)) throw bad();
-  if (typeof eventId !== 'string' || !UUID.test(eventId)) throw bad();
-  return { occurredAt, eventId };
+  return {
+    encode: (position: AuditPosition): string => sealCursor(keyring, scope, [position.occurredAt, position.eventId]),
+    decode: (cursor: string): AuditPosition => {
+      let value: unknown;
+      try {
+        value = openCursor(keyring, scope, cursor);
+      } catch {
+        throw bad();
+      }
+      if (!Array.isArray(value) || value.length !== 2) throw bad();
+      const [occurredAt, eventId] = value as unknown[];
+      if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt)) throw bad();
+      if (typeof eventId !== 'string' || !UUID.test(eventId)) throw bad();
+      return { occurredAt, eventId };
+    },
+  };
 }
+export type AuditCursors = ReturnType<typeof auditCursors>;
 
 /** One page from `limit + 1` rows: the extra row only tells that more may follow. */
-export function toAuditPage(rows: readonly AuditRow[], limit: number): AuditQueryReply {
+export function toAuditPage(rows: readonly AuditRow[], limit: number, cursors: Pick<AuditCursors, 'encode'>): AuditQueryReply {
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   const reply: AuditQueryReply = { items: page.map(toAuditItem) };
-  if (rows.length > limit && last) reply.nextCursor = encodeAuditCursor({ occurredAt: last.position, eventId: last.eventId });
+  if (rows.length > limit && last) reply.nextCursor = cursors.encode({ occurredAt: last.position, eventId: last.eventId });
   return reply;
 }

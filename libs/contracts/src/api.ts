@@ -246,10 +246,11 @@ export const AuditQueryRequest = z
   });
 export type AuditQueryRequest = z.infer<typeof AuditQueryRequest>;
 
+/** The person behind an admin request of the console: same text rules as every identifier. */
 export const Operator = z.object({
-  sub: z.string().min(1).max(256),
-  email: z.string().max(254).optional(),
-  name: z.string().max(256).optional(),
+  sub: DisplayName,
+  email: Email.optional(),
+  name: DisplayName.optional(),
 });
 export type Operator = z.infer<typeof Operator>;
 

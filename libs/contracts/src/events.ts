@@ -2,12 +2,10 @@ import { z } from 'zod';
 import { Operator, Scope } from './api.js';
 import { TenantSettings } from './tenant-settings.js';
 import {
-  Application,
   ChallengeReason,
   IsoDateTime,
   Method,
   PhoneNumber,
-  RequestId,
   SealedSecret,
   TenantId,
 } from './primitives.js';
@@ -75,12 +73,16 @@ export const TotpTokenActivated = envelope(
 
 // ---- auth-challenge ----------------------------------------------------------------------------
 
+// Stored events are read with looser text rules than requests are checked with: an event written
+// before a rule was tightened (e.g. bidi controls refused) must stay readable, and replays of it too.
+const StoredText = (max: number) => z.string().max(max);
+
 const ChallengeContext = z.object({
   challengeId: z.string(),
   userId: z.string(),
   clientIp: z.string().optional(),
-  application: Application.optional(),
-  requestId: RequestId.optional(),
+  application: StoredText(256).optional(),
+  requestId: StoredText(128).optional(),
   profile: Profile,
   server: Server,
 });

@@ -2,7 +2,7 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
-import { itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
+import { eventually, itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
 import {
   ConcurrencyError,
@@ -159,5 +159,38 @@ describe('messaging against a real nats-server', () => {
     await assert.rejects(nats.nc.request(`testreq.${run}.nobody`, 'x', { timeout: 2_000 }), (e: Error) => /no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message}`));
     sub.unsubscribe();
   });
-});
 
+  itWith({ real: ['nats'] }, 'stop() finishes the batch in flight and hands buffered messages straight back (nak), starting nothing new', async () => {
+    const slow: ConsumerDefinition = { ...consumer, durable: `test-stop-${run}`, filterSubject: `test.${run}.stop`, ackWaitSeconds: 30 };
+    await ensureConsumer(nats.jsm, slow, 100);
+    for (let i = 0; i < 5; i++) await publisher.publish(`test.${run}.stop`, tenantEvent(`stop-${i}`));
+    let release: () => void = () => undefined;
+    const started: string[] = [];
+    const first = new EventConsumer({
+      js: nats.js,
+      definition: slow,
+      log,
+      batchSize: 1,
+      handle: async (deliveries) => {
+        started.push(deliveries[0]!.event.tenantId);
+        await new Promise<void>((r) => (release = r));
+      },
+    });
+    await first.start();
+    await eventually(async () => (started.length === 1 ? true : undefined), 5_000, 'first message taken');
+    const stopping = first.stop();
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    await stopping;
+    assert.deepEqual(started, ['stop-0'], 'no new batch after stop()');
+    // The other four come back at once to another consumer, not after the 30 s ack wait.
+    const handled: string[] = [];
+    const second = new EventConsumer({ js: nats.js, definition: slow, log, handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)) });
+    const t0 = Date.now();
+    await second.start();
+    await eventually(async () => (new Set(handled).size >= 4 ? true : undefined), 10_000, 'buffered messages redelivered');
+    await second.stop();
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.deepEqual([...new Set(handled)].sort(), ['stop-1', 'stop-2', 'stop-3', 'stop-4']);
+  });
+});

@@ -134,9 +134,16 @@ interface StoredAggregate {
  * (unknown type, bad shape, not JSON) is logged as an error and skipped: it must not make the
  * aggregate unreadable and fail every later command on it.
  */
-export async function readAggregate(jsm: JetStreamManager, stream: string, subject: string, log: Logger): Promise<StoredAggregate> {
+export async function readAggregate(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  log: Logger,
+  /** Read only events after this stream sequence (a snapshot's); 0 reads them all. */
+  afterSeq = 0,
+): Promise<StoredAggregate> {
   const events: StoredEvent[] = [];
-  let lastSeq = 0;
+  let lastSeq = afterSeq;
   for (;;) {
     const msg = await jsm.direct.getMessage(stream, { seq: lastSeq + 1, next_by_subj: subject });
     if (!msg) break;

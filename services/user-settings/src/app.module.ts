@@ -8,6 +8,7 @@ import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS,
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
 import { Lockouts } from './adapters/lockouts.js';
+import { SnapshotStore } from './adapters/snapshot-store.js';
 import { EventStore } from './adapters/event-store.js';
 import { UserProjectorController } from './api/user-projector.controller.js';
 import { UserSettingsController } from './api/user-settings.controller.js';
@@ -45,7 +46,7 @@ export class AppModule {
         { provide: KEYRING, useValue: config.keyring },
         {
           provide: EventStore,
-          useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher),
+          useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher, Streams.userSettings.name, log),
           inject: [NATS, EventPublisher],
         },
         {
@@ -58,6 +59,7 @@ export class AppModule {
           useFactory: (redis: Redis, keyring: Keyring) => new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
           inject: [REDIS, KEYRING],
         },
+        { provide: SnapshotStore, useFactory: (nats: NatsClients) => new SnapshotStore(nats.js, nats.jsm), inject: [NATS] },
         { provide: Lockouts, useFactory: (redis: Redis, keyring: Keyring) => new Lockouts(redis, keyring), inject: [REDIS, KEYRING] },
         {
           provide: UserSettingsService,
@@ -67,6 +69,7 @@ export class AppModule {
             keyring: Keyring,
             activationAttempts: ActivationAttempts,
             lockouts: Lockouts,
+            snapshots: SnapshotStore,
           ) =>
             new UserSettingsService({
               store,
@@ -78,8 +81,9 @@ export class AppModule {
               totpIssuer: config.MFA_TOTP_ISSUER,
               activationAttempts,
               lockouts,
+              snapshots,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts, SnapshotStore],
         },
         {
           provide: ApiClientsService,
@@ -95,8 +99,9 @@ export class AppModule {
         },
         {
           provide: UserProjector,
-          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring) => new UserProjector(store, writer, keyring),
-          inject: [EventStore, UserProjectionWriter, KEYRING],
+          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, snapshots: SnapshotStore) =>
+            new UserProjector(store, writer, keyring, snapshots),
+          inject: [EventStore, UserProjectionWriter, KEYRING, SnapshotStore],
         },
         ProjectionRecovery,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

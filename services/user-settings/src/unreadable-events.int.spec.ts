@@ -137,9 +137,13 @@ describe('events user-settings cannot read, in real aggregates', () => {
       });
     });
 
-    const skipped = stderr
-      .map((line) => JSON.parse(line) as { level: string; msg: string; subject?: string; seq?: number; error?: { message: string } })
-      .filter((line) => line.msg === 'unreadable event skipped while loading an aggregate' && line.subject === subject);
+    // Logged by the service's own logger (with its instance field), at error level.
+    const skipped = [...serviceLog, ...stderr.map((line) => {
+      const parsed = JSON.parse(line) as { level: string; msg: string } & Record<string, unknown>;
+      return { level: parsed.level, msg: parsed.msg, fields: parsed };
+    })]
+      .filter((line) => line.msg === 'unreadable event skipped while loading an aggregate' && line.fields?.subject === subject)
+      .map((line) => ({ level: line.level, seq: line.fields?.seq, error: line.fields?.error as { message?: string } | undefined }));
     assert.ok(skipped.length > 0 && skipped.every((line) => line.level === 'error'));
     assert.ok(skipped.some((line) => line.seq === constructorSeq && /unknown event type "constructor"/.test(line.error?.message ?? '')));
     assert.ok(skipped.some((line) => line.seq === unknownSeq && /unknown event type "UserRenamed"/.test(line.error?.message ?? '')));

@@ -34,6 +34,8 @@ import { EventStore } from './adapters/event-store.js';
 import { AppModule } from './app.module.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
+import { SNAPSHOT_EVERY, USER_SNAPSHOT_VERSION } from './application/aggregate-loader.js';
+import { SnapshotStore } from './adapters/snapshot-store.js';
 import { loadUserSettingsConfig, type UserSettingsConfig } from './config.js';
 
 // Quiet service logs unless asked for (loggers read it when they are created, in before()).
@@ -460,6 +462,37 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
       await redis.hget(keysOf(tenantId, userId).steps, enrolled.tokenId),
       String(totpStep(inTime.getTime())),
     );
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'loads a long user from its snapshot and a tenant from its last event (aggregates that grow stay fast)', async () => {
+    const snapshots = service.app.get(SnapshotStore);
+    const reads: number[] = [];
+    const counting = Object.create(store) as EventStore;
+    counting.load = async (subject: string, afterSeq = 0) => {
+      const loaded = await store.load(subject, afterSeq);
+      reads.push(loaded.events.length);
+      return loaded;
+    };
+    const svc = new UserSettingsService({ store: counting, projection: writer, keyring, log, autoCreateTenants: true, totpIssuer: 'Contoso MFA', snapshots });
+    const tenantId = uniqueTenant('long');
+    const userId = uniqueUser('long');
+    const now = new Date();
+    for (let i = 0; i < 60; i++) {
+      await svc.register({ tenantId, userId, displayName: `Name ${i}`, phoneNumber: `+1415555${String(1000 + i)}` }, now);
+    }
+    const snapshot = await snapshots.get<{ profile: { displayName?: string } }>(EventSubjects.user(tenantId, userId), USER_SNAPSHOT_VERSION);
+    assert.ok(snapshot, 'a snapshot was written');
+    reads.length = 0;
+    assert.deepEqual(await svc.register({ tenantId, userId, displayName: 'Name 59', phoneNumber: '+14155551059' }, now), { userId, methods: ['sms'] });
+    assert.ok(reads[0]! < SNAPSHOT_EVERY, `read ${reads[0]} events after the snapshot, not 60`);
+    // The state from snapshot + events equals the state folded from every event.
+    const full = await store.load(EventSubjects.user(tenantId, userId));
+    assert.equal(full.events.length, 60);
+    // A tenant configured many times is read from its last event only.
+    for (let i = 0; i < 30; i++) await svc.configureTenant({ tenantId, settings: { codeLifetimeSeconds: 60 + i } }, now, { mayCreateTenant: true });
+    reads.length = 0;
+    assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 89);
+    assert.deepEqual(reads, [], 'the tenant was not read event by event');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'decides again on fresh state when another writer appended first', async () => {

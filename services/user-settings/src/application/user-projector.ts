@@ -3,6 +3,8 @@ import { SealError, type Keyring } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
 import type { EventStore } from '../adapters/event-store.js';
+import type { SnapshotStore } from '../adapters/snapshot-store.js';
+import { AggregateLoader } from './aggregate-loader.js';
 import { isUserEvent, userDecider } from '../domain/user.js';
 import { userSnapshot } from './user-snapshot.js';
 
@@ -25,17 +27,20 @@ export function parseUserSubject(subject: string): { tenantId: string; userId: s
  * write of the command path, or replaying the stream after a Redis flush, is harmless.
  */
 export class UserProjector {
+  private readonly loader: AggregateLoader;
+
   constructor(
-    private readonly store: EventStore,
+    store: EventStore,
     private readonly writer: UserProjectionWriter,
     private readonly keyring: Keyring,
-  ) {}
+    snapshots?: SnapshotStore,
+  ) {
+    this.loader = new AggregateLoader(store, snapshots);
+  }
 
   /** Writes the user's current snapshot; false when the user has no events or Redis had it already. */
   async rebuild(tenantId: string, userId: string): Promise<boolean> {
-    const { events, lastSeq } = await this.store.load(EventSubjects.user(tenantId, userId));
-    let state = userDecider.initialState();
-    for (const event of events) if (userDecider.accepts(event)) state = userDecider.evolve(state, event);
+    const { state, lastSeq } = await this.loader.loadUser(userDecider, EventSubjects.user(tenantId, userId));
     if (!state.registered) return false;
     return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq));
   }

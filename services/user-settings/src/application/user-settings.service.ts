@@ -28,6 +28,8 @@ import type { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { Lockouts } from '../adapters/lockouts.js';
+import type { SnapshotStore } from '../adapters/snapshot-store.js';
+import { AggregateLoader } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
@@ -53,6 +55,8 @@ interface UserSettingsOptions {
   activationAttempts?: ActivationAttempts;
   /** The users' lockout counters in Redis (users.unblock clears them). */
   lockouts?: Lockouts;
+  /** User aggregate snapshots; without them every load reads the whole aggregate. */
+  snapshots?: SnapshotStore;
 }
 
 interface Outcome<S> {
@@ -64,6 +68,7 @@ interface Outcome<S> {
 }
 
 interface AggregateRef {
+  kind: 'tenant' | 'user';
   subject: string;
   tenantId: string;
   aggregateId: string;
@@ -75,7 +80,11 @@ interface AggregateRef {
  * projection into Redis before answering, so the caller can start a challenge right away.
  */
 export class UserSettingsService {
-  constructor(private readonly options: UserSettingsOptions) {}
+  private readonly loader: AggregateLoader;
+
+  constructor(private readonly options: UserSettingsOptions) {
+    this.loader = new AggregateLoader(options.store, options.snapshots);
+  }
 
   /**
    * Patches the tenant's settings; on a tenant that does not exist yet, creates it, which only
@@ -208,15 +217,23 @@ export class UserSettingsService {
     decide: (state: S) => E[],
   ): Promise<Outcome<S>> {
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
-      const loaded = await this.store(() => this.options.store.load(ref.subject));
-      let state = decider.initialState();
-      for (const event of loaded.events) if (decider.accepts(event)) state = decider.evolve(state, event);
+      const loaded = await this.store(() =>
+        ref.kind === 'tenant'
+          ? this.loader.loadTenant(decider as Decider<unknown, S, TenantEvent>, ref.subject)
+          : this.loader.loadUser(decider as Decider<unknown, S, UserEvent>, ref.subject),
+      );
+      const state = loaded.state;
       const decided = decide(state);
-      if (decided.length === 0) return { state, appended: false, seq: loaded.lastSeq };
+      if (decided.length === 0) {
+        if (ref.kind === 'user') await this.loader.rememberUser(ref.subject, loaded, state, loaded.lastSeq);
+        return { state, appended: false, seq: loaded.lastSeq };
+      }
       const envelopes = decided.map((e) => toEnvelope(e, ref, now));
       try {
         const seq = await this.store(() => this.options.store.append(ref.subject, envelopes, loaded.lastSeq));
-        return { state: decided.reduce(decider.evolve, state), appended: true, seq };
+        const next = decided.reduce(decider.evolve, state);
+        if (ref.kind === 'user') await this.loader.rememberUser(ref.subject, loaded, next, seq);
+        return { state: next, appended: true, seq };
       } catch (error) {
         if (!(error instanceof ConcurrencyError)) throw error;
       }
@@ -249,11 +266,11 @@ export class UserSettingsService {
   }
 
   private userRef(tenantId: string, userId: string): AggregateRef {
-    return { subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId };
+    return { kind: 'user', subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId };
   }
 
   private tenantRef(tenantId: string): AggregateRef {
-    return { subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
+    return { kind: 'tenant', subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
   }
 }
 

@@ -39,4 +39,5 @@ export function open(keyring: Keyring, sealed: string, aad: string): Buffer {
 export const SealContext = {
   totpSecret: (tenantId: string, userId: string, tokenId: string) => `totp\u0000${tenantId}\u0000${userId}\u0000${tokenId}`,
   smsCode: (tenantId: string, challengeId: string) => `sms-code\u0000${tenantId}\u0000${challengeId}`,
+  userDataKey: (tenantId: string, userId: string, gen: number) => `user-data-key\u0000${tenantId}\u0000${userId}\u0000${gen}`,
 } as const;

@@ -4,7 +4,19 @@ import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, ApiClientDirectory, AuthModule } from '@mfa/service-kit';
+import {
+  HEALTH_CHECKS,
+  MessagingModule,
+  NATS,
+  NatsHealth,
+  OpsController,
+  REDIS,
+  RedisHealth,
+  RedisModule,
+  ApiClientDirectory,
+  AuthModule,
+  UserDataKeys,
+} from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
 import { Lockouts } from './adapters/lockouts.js';
@@ -20,9 +32,10 @@ import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
 import { KEYRING } from './tokens.js';
 
 /**
- * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), their public
- * API (users.register, users.totp.enroll/activate, tenants.configure) and the Redis user
- * projection that auth-challenge reads.
+ * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), the users'
+ * data keys (MFA_USER_KEYS), their public API (users.register, users.delete,
+ * users.totp.enroll/activate, tenants.configure) and the Redis user projection that
+ * auth-challenge reads.
  */
 @Module({})
 export class AppModule {
@@ -34,7 +47,7 @@ export class AppModule {
           serviceName: 'user-settings',
           nats: config,
           log,
-          streams: [Streams.userSettings, Streams.audit, Streams.state, Streams.deadLetters],
+          streams: [Streams.userSettings, Streams.userKeys, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
@@ -43,6 +56,7 @@ export class AppModule {
       controllers: [OpsController, UserSettingsController, UserProjectorController],
       providers: [
         { provide: KEYRING, useValue: config.keyring },
+        { provide: UserDataKeys, useFactory: (nats: NatsClients, keyring: Keyring) => new UserDataKeys(nats, keyring), inject: [NATS, KEYRING] },
         {
           provide: EventStore,
           useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher),
@@ -67,11 +81,13 @@ export class AppModule {
             keyring: Keyring,
             activationAttempts: ActivationAttempts,
             lockouts: Lockouts,
+            keys: UserDataKeys,
           ) =>
             new UserSettingsService({
               store,
               projection,
               keyring,
+              keys,
               log,
               // With MFA_AUTH=required only the platform key creates tenants (tenants.configure).
               autoCreateTenants: config.MFA_TENANT_AUTO_CREATE && config.auth.mode === 'off',
@@ -79,7 +95,7 @@ export class AppModule {
               activationAttempts,
               lockouts,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts, UserDataKeys],
         },
         {
           provide: ApiClientsService,
@@ -95,8 +111,9 @@ export class AppModule {
         },
         {
           provide: UserProjector,
-          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring) => new UserProjector(store, writer, keyring),
-          inject: [EventStore, UserProjectionWriter, KEYRING],
+          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, keys: UserDataKeys) =>
+            new UserProjector(store, writer, keyring, keys),
+          inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys],
         },
         ProjectionRecovery,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

@@ -8,11 +8,12 @@ import {
   notFound,
   unavailable,
   UnknownEventError,
-  type AnyEvent,
   type TenantsConfigureReply,
   type TenantsConfigureRequest,
   type TenantsGetReply,
   type TenantsGetRequest,
+  type UsersDeleteReply,
+  type UsersDeleteRequest,
   type UsersUnblockReply,
   type UsersUnblockRequest,
   type TotpActivateReply,
@@ -22,9 +23,10 @@ import {
   type UsersRegisterReply,
   type UsersRegisterRequest,
 } from '@mfa/contracts';
-import { base32Encode, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
-import { ConcurrencyError, createEvent } from '@mfa/messaging';
+import { base32Encode, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { ConcurrencyError } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
+import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { Lockouts } from '../adapters/lockouts.js';
@@ -33,6 +35,7 @@ import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
 import { otpauthUri } from '../domain/totp.js';
 import { activationCandidate, decideUser, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { lastErasure, UserEventCodec, type AggregateRef } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
 /** Appends lost to a concurrent writer are decided again on fresh state this many times. */
@@ -44,6 +47,8 @@ interface UserSettingsOptions {
   store: EventStore;
   projection: UserProjectionWriter;
   keyring: Keyring;
+  /** The users' data keys, under which their personal data is sealed in the log. */
+  keys: UserDataKeys;
   log: Logger;
   /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE, and only with MFA_AUTH=off). */
   autoCreateTenants: boolean;
@@ -63,19 +68,17 @@ interface Outcome<S> {
   seq: number;
 }
 
-interface AggregateRef {
-  subject: string;
-  tenantId: string;
-  aggregateId: string;
-}
-
 /**
  * The commands of user-settings: load an aggregate from its subject, let the pure decider decide,
  * append with optimistic concurrency (deciding again on a conflict), and write the user
  * projection into Redis before answering, so the caller can start a challenge right away.
  */
 export class UserSettingsService {
-  constructor(private readonly options: UserSettingsOptions) {}
+  private readonly codec: UserEventCodec;
+
+  constructor(private readonly options: UserSettingsOptions) {
+    this.codec = new UserEventCodec(options.keys);
+  }
 
   /**
    * Patches the tenant's settings; on a tenant that does not exist yet, creates it, which only
@@ -111,6 +114,35 @@ export class UserSettingsService {
       }
     }
     return { userId, unblocked: true };
+  }
+
+  /**
+   * Erases the user (crypto-shredding): records UserErased, destroys the user's data key, so the
+   * personal data sealed under it never opens again, and replaces the Redis projection with a
+   * tombstone. Deleting an erased user again shreds again (nothing left to do) and answers deleted.
+   */
+  async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, async (state) => {
+      // The key destroyed is the user's current one; a user registered before data keys existed
+      // has none, and erasing records the generation a key of theirs would have had.
+      const current = state.registered ? await this.options.keys.current(tenantId, userId) : undefined;
+      const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0);
+      return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
+    });
+    const gen = outcome.state.erasedGen;
+    if (gen === undefined) throw new Error('user not erased after users.delete');
+    try {
+      await this.options.keys.erase(tenantId, userId, gen, now);
+      await this.options.projection.erase(tenantId, userId, outcome.seq);
+    } catch (error) {
+      // UserErased is stored: the projector consumer shreds when it handles it. Until then the
+      // caller must not rely on the erasure, so it hears about the failure and may retry.
+      this.options.log.warn('erasure recorded but not carried out yet', { tenantId, error });
+      throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
+    }
+    return { userId, deleted: true };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {
@@ -205,15 +237,18 @@ export class UserSettingsService {
     decider: Decider<C, S, E>,
     ref: AggregateRef,
     now: Date,
-    decide: (state: S) => E[],
+    decide: (state: S) => E[] | Promise<E[]>,
   ): Promise<Outcome<S>> {
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
       const loaded = await this.store(() => this.options.store.load(ref.subject));
+      const events = await this.store(() => this.codec.open(ref, loaded.events));
       let state = decider.initialState();
-      for (const event of loaded.events) if (decider.accepts(event)) state = decider.evolve(state, event);
-      const decided = decide(state);
+      for (const event of events) if (decider.accepts(event)) state = decider.evolve(state, event);
+      const decided = await decide(state);
       if (decided.length === 0) return { state, appended: false, seq: loaded.lastSeq };
-      const envelopes = decided.map((e) => toEnvelope(e, ref, now));
+      // A registration after an erasure seals under a later generation than the one destroyed.
+      const minGen = (lastErasure(loaded.events)?.data.gen ?? 0) + 1;
+      const envelopes = await this.store(() => this.codec.seal(ref, decided, now, minGen));
       try {
         const seq = await this.store(() => this.options.store.append(ref.subject, envelopes, loaded.lastSeq));
         return { state: decided.reduce(decider.evolve, state), appended: true, seq };
@@ -229,7 +264,14 @@ export class UserSettingsService {
     try {
       return await call();
     } catch (error) {
-      if (error instanceof ConcurrencyError || error instanceof UnknownEventError || error instanceof ContractError) throw error;
+      if (
+        error instanceof ConcurrencyError ||
+        error instanceof UnknownEventError ||
+        error instanceof ContractError ||
+        error instanceof SealError
+      ) {
+        throw error;
+      }
       this.options.log.warn('event store call failed', { error });
       throw unavailable('event store unavailable', error);
     }
@@ -237,7 +279,9 @@ export class UserSettingsService {
 
   private async project(tenantId: string, userId: string, outcome: Outcome<UserState>): Promise<void> {
     if (outcome.seq === 0) return;
-    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq);
+    // The wrapped data key travels with the snapshot: auth-challenge seals challenge events with it.
+    const key = await this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 }));
+    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, formatWrappedDataKey(key.gen, key.wrapped));
     try {
       await this.options.projection.apply(snapshot);
     } catch (error) {
@@ -255,8 +299,4 @@ export class UserSettingsService {
   private tenantRef(tenantId: string): AggregateRef {
     return { subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
   }
-}
-
-function toEnvelope(event: UserEvent | TenantEvent, ref: AggregateRef, now: Date): AnyEvent {
-  return createEvent(event.type, 1, { tenantId: ref.tenantId, aggregateId: ref.aggregateId, now, data: event.data });
 }

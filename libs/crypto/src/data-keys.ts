@@ -57,6 +57,18 @@ export function unwrapDataKey(keyring: Keyring, tenantId: string, userId: string
   }
 }
 
+/** The same key wrapped with the current master key (after a rotation; the old one may open it). */
+export function rewrapDataKey(keyring: Keyring, tenantId: string, userId: string, gen: number, wrapped: string): string {
+  checkGen(gen);
+  const context = SealContext.userDataKey(tenantId, userId, gen);
+  const material = open(keyring, wrapped, context);
+  try {
+    return seal(keyring, material, context);
+  } finally {
+    material.fill(0);
+  }
+}
+
 /**
  * How the Redis user projection carries the wrapped key to auth-challenge: `<gen>:<wrapped>`.
  * Still sealed with the master keyring, so Redis never holds a usable key.

@@ -9,6 +9,7 @@ import {
   openWithDataKey,
   parseWrappedDataKey,
   PersonalDataContext,
+  rewrapDataKey,
   sealWithDataKey,
   unwrapDataKey,
 } from './index.js';
@@ -83,6 +84,16 @@ describe('per-user data keys', () => {
     assert.ok(!wrapped.includes(raw.toString('base64url')));
     const printed = `${inspect(dataKey)} ${JSON.stringify(dataKey)}`;
     assert.ok(!printed.includes(raw.toString('hex')) && !printed.includes(raw.toString('base64')), 'key material never printed');
+  });
+
+  it('wraps a key again with a new master key, the old one still opening it until then', () => {
+    const { dataKey, wrapped } = generateDataKey(ring, 'contoso', 'helga@contoso.com', 2);
+    const rotated = keyringFromMasterKey(Buffer.alloc(32, 8), [ring]);
+    const rewrapped = rewrapDataKey(rotated, 'contoso', 'helga@contoso.com', 2, wrapped);
+    assert.ok(rewrapped.startsWith(`v1.${rotated.kid}.`));
+    const sealed = sealWithDataKey(dataKey, phone, helga);
+    const reopened = unwrapDataKey(keyringFromMasterKey(Buffer.alloc(32, 8)), 'contoso', 'helga@contoso.com', 2, rewrapped);
+    assert.deepEqual(openWithDataKey(reopened, sealed, helga), phone);
   });
 
   it('carries the wrapped key and its generation as one Redis field', () => {

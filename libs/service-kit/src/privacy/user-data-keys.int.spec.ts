@@ -98,6 +98,27 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     assert.equal((await fresh().current(tenantId, userId))?.gen, 2);
   });
 
+  itWith({ real: ['nats'] }, 'finds a user’s key after a master key rotation renamed the subject, and moves it over', async () => {
+    const tenantId = uniqueTenant('dk');
+    const userId = uniqueUser('rotated');
+    const owner = { tenantId, userId, purpose: 'profile' as const };
+    const before = await fresh().getOrCreate(tenantId, userId);
+    const sealed = sealPersonalData(before, owner, { email: 'helga@contoso.com' })!;
+    const rotated = keyringFromMasterKey(Buffer.alloc(32, 4), [keyring]);
+    const oldSubject = EventSubjects.userDataKey(userTag(keyring, tenantId, userId));
+    const newSubject = EventSubjects.userDataKey(userTag(rotated, tenantId, userId));
+    assert.notEqual(oldSubject, newSubject);
+    const after = await new UserDataKeys(nats, rotated).get(tenantId, userId, 1);
+    assert.ok(after && after !== 'erased');
+    assert.deepEqual(openPersonalData(after, owner, sealed), { email: 'helga@contoso.com' });
+    assert.match(after.wrapped, new RegExp(`^v1\\.${rotated.kid}\\.`), 'wrapped again with the new master key');
+    assert.equal(await nats.jsm.streams.getMessage(Streams.userKeys.name, { last_by_subj: oldSubject }), null);
+    assert.ok(!(await diskBytes(server.storeDir)).includes(Buffer.from(before.wrapped)), 'the old copy overwritten');
+    // Erasing after the rotation reaches it; creating after the rotation continues its generations.
+    await new UserDataKeys(nats, rotated).erase(tenantId, userId, 1, new Date());
+    assert.equal((await new UserDataKeys(nats, rotated).getOrCreate(tenantId, userId)).gen, 2);
+  });
+
   itWith({ real: ['nats'] }, 'caches keys for a while, forgets one on evict, and answers undefined for keys it does not know', async () => {
     const tenantId = uniqueTenant('dk');
     const userId = uniqueUser('cache');

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { EventSubjects, Streams } from '@mfa/contracts';
-import { generateDataKey, unwrapDataKey, userTag, type DataKey, type Keyring } from '@mfa/crypto';
+import { generateDataKey, rewrapDataKey, unwrapDataKey, userTag, type DataKey, type Keyring } from '@mfa/crypto';
 import { isWrongLastSequence, type NatsClients } from '@mfa/messaging';
 import { counter } from '@mfa/telemetry';
 
@@ -46,6 +46,10 @@ const MAX_WRITE_ATTEMPTS = 5;
  * sealed under generation g is unreadable for good once the subject holds a tombstone ≥ g or a
  * key > g. Keys read are cached for a few minutes (bounded); a service that handles UserErased
  * evicts the user at once.
+ *
+ * The tag is keyed by the master key, so a rotation renames every user's subject: a user found
+ * only under a previous key's tag is moved over on first read (the key wrapped again with the
+ * current master key, the old message deleted with erase).
  */
 export class UserDataKeys {
   private readonly cache = new Map<string, { entry: DataKeyEntry; expiresAt: number }>();
@@ -124,16 +128,16 @@ export class UserDataKeys {
   async erase(tenantId: string, userId: string, gen: number, erasedAt: Date): Promise<void> {
     const tag = userTag(this.keyring, tenantId, userId);
     this.cache.delete(tag);
+    // A copy left under a previous master key's tag (a move interrupted) goes too.
+    for (const previous of this.previousTags(tag, tenantId, userId)) {
+      const old = await this.last(previous, true);
+      if (old && StoredKey.safeParse(old.json()).success) await this.deleteErasing(old.seq);
+    }
     for (let attempt = 1; attempt <= MAX_WRITE_ATTEMPTS; attempt++) {
       const entry = await this.read(tag, tenantId, userId, true);
       if (entry && entry.gen > gen) return;
       if (entry?.kind === 'erased' && entry.gen === gen) return;
-      if (entry?.kind === 'key') {
-        await this.nats.jsm.streams.deleteMessage(Streams.userKeys.name, entry.seq, true).catch((error: unknown) => {
-          // Already gone: a concurrent erasure deleted it first.
-          if (!/no message found/i.test(String((error as Error)?.message))) throw error;
-        });
-      }
+      if (entry?.kind === 'key') await this.deleteErasing(entry.seq);
       try {
         // With the key's message gone, the subject is empty; a tombstone replaces an older tombstone.
         await this.nats.js.publish(EventSubjects.userDataKey(tag), JSON.stringify({ gen, erasedAt: erasedAt.toISOString() }), {
@@ -169,11 +173,50 @@ export class UserDataKeys {
     while (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
   }
 
-  private async read(tag: string, tenantId: string, userId: string, fromLeader: boolean): Promise<DataKeyEntry | undefined> {
+  /** Deletes a message so that the server overwrites its stored bytes; one already gone is fine. */
+  private async deleteErasing(seq: number): Promise<void> {
+    await this.nats.jsm.streams.deleteMessage(Streams.userKeys.name, seq, true).catch((error: unknown) => {
+      if (!/no message found/i.test(String((error as Error)?.message))) throw error;
+    });
+  }
+
+  private last(tag: string, fromLeader: boolean) {
     const query = { last_by_subj: EventSubjects.userDataKey(tag) };
-    const msg = fromLeader
-      ? await this.nats.jsm.streams.getMessage(Streams.userKeys.name, query)
-      : await this.nats.jsm.direct.getMessage(Streams.userKeys.name, query);
+    return fromLeader
+      ? this.nats.jsm.streams.getMessage(Streams.userKeys.name, query)
+      : this.nats.jsm.direct.getMessage(Streams.userKeys.name, query);
+  }
+
+  private previousTags(tag: string, tenantId: string, userId: string): string[] {
+    return this.keyring.previous.map((k) => userTag(k, tenantId, userId)).filter((t) => t !== tag);
+  }
+
+  /** Brings the user's entry over from a previous master key's tag, if there is one there. */
+  private async moveFromPreviousTag(tag: string, tenantId: string, userId: string): Promise<boolean> {
+    for (const previous of this.previousTags(tag, tenantId, userId)) {
+      const old = await this.last(previous, true);
+      if (!old) continue;
+      const body: unknown = old.json();
+      const key = StoredKey.safeParse(body);
+      const moved = key.success
+        ? { gen: key.data.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, key.data.gen, key.data.wrappedKey) }
+        : body;
+      try {
+        await this.nats.js.publish(EventSubjects.userDataKey(tag), JSON.stringify(moved), { expect: { lastSubjectSequence: 0 } });
+      } catch (error) {
+        // Another instance moved it first (or the user got a key meanwhile): theirs stands.
+        if (!isWrongLastSequence(error)) throw error;
+      }
+      await this.deleteErasing(old.seq);
+      lookups.inc({ outcome: 'moved' });
+      return true;
+    }
+    return false;
+  }
+
+  private async read(tag: string, tenantId: string, userId: string, fromLeader: boolean): Promise<DataKeyEntry | undefined> {
+    let msg = await this.last(tag, fromLeader);
+    if (!msg && (await this.moveFromPreviousTag(tag, tenantId, userId))) msg = await this.last(tag, true);
     if (!msg) {
       lookups.inc({ outcome: 'absent' });
       this.cache.delete(tag);

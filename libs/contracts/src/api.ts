@@ -34,6 +34,7 @@ export const Subjects = {
   challengeStatus: 'mfa.v1.challenge.status',
   reportsSigninsQuery: 'mfa.v1.reports.signins.query',
   usersUnblock: 'mfa.v1.users.unblock',
+  usersDelete: 'mfa.v1.users.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
   clientsCreate: 'mfa.v1.clients.create',
@@ -130,6 +131,16 @@ export const UsersUnblockRequest = z.object({ tenantId: TenantId, userId: UserId
 export type UsersUnblockRequest = z.infer<typeof UsersUnblockRequest>;
 export const UsersUnblockReply = z.object({ userId: z.string(), unblocked: z.literal(true) });
 export type UsersUnblockReply = z.infer<typeof UsersUnblockReply>;
+
+/**
+ * Admin: erases the user (crypto-shredding). Their personal data becomes unreadable everywhere,
+ * the event log included, and report rows keep only a pseudonymous id. Deleting an erased user
+ * again answers `deleted` too.
+ */
+export const UsersDeleteRequest = z.object({ tenantId: TenantId, userId: UserId });
+export type UsersDeleteRequest = z.infer<typeof UsersDeleteRequest>;
+export const UsersDeleteReply = z.object({ userId: z.string(), deleted: z.literal(true) });
+export type UsersDeleteReply = z.infer<typeof UsersDeleteReply>;
 
 export const TotpEnrollRequest = z.object({ tenantId: TenantId, userId: UserId, label: Label.optional() });
 export type TotpEnrollRequest = z.infer<typeof TotpEnrollRequest>;
@@ -283,6 +294,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.totpEnroll]: 'users',
   [Subjects.totpActivate]: 'users',
   [Subjects.usersUnblock]: 'admin',
+  [Subjects.usersDelete]: 'admin',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
   [Subjects.tenantsConfigure]: 'admin',
@@ -309,6 +321,7 @@ export const RequestSchemas = {
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
   [Subjects.tenantsGet]: TenantsGetRequest,
   [Subjects.usersUnblock]: UsersUnblockRequest,
+  [Subjects.usersDelete]: UsersDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,

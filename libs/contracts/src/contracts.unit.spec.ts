@@ -46,6 +46,7 @@ describe('the public API contract', () => {
       'mfa.v1.reports.signins.query',
       'mfa.v1.tenants.configure',
       'mfa.v1.tenants.get',
+      'mfa.v1.users.delete',
       'mfa.v1.users.register',
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',
@@ -156,6 +157,22 @@ describe('events', () => {
     assert.throws(() => parseEvent({ ...event, type: 'Nope' }), /unknown event type/);
     assert.throws(() => parseEvent({ ...event, version: 2 }), /invalid/);
     assert.throws(() => parseEvent({ ...event, id: 'not-a-uuid' }), /invalid/);
+  });
+
+  it('reads both versions of the types whose personal data moved into sealed pii, told apart by version', () => {
+    const user = { ...createEnvelopeForTest(), type: 'UserRegistered', aggregateId: 'helga@contoso.com' };
+    const pii = `d1.1.${'A'.repeat(16)}.c2VhbGVk.${'B'.repeat(22)}`;
+    const v1 = parseEvent({ ...user, version: 1, data: { userId: 'helga@contoso.com', phoneNumber: '+46701234567' } });
+    assert.deepEqual([v1.version, v1.data], [1, { userId: 'helga@contoso.com', phoneNumber: '+46701234567' }]);
+    const v2 = parseEvent({ ...user, version: 2, data: { userId: 'helga@contoso.com', language: 'sv-SE', pii } });
+    assert.deepEqual([v2.version, v2.data], [2, { userId: 'helga@contoso.com', language: 'sv-SE', pii }]);
+    // v2 carries no personal field in clear: one sent anyway is not kept.
+    assert.equal((parseEvent({ ...user, version: 2, data: { userId: 'u', phoneNumber: '+46701234567' } }).data as { phoneNumber?: string }).phoneNumber, undefined);
+    assert.throws(() => parseEvent({ ...user, version: 2, data: { userId: 'u', pii: 'v1.kid.iv.ct.tag' } }), /invalid UserRegistered/);
+    assert.throws(() => parseEvent({ ...user, version: 3, data: { userId: 'u' } }), /invalid UserRegistered/);
+    const erased = parseEvent({ ...user, type: 'UserErased', data: { userId: 'u', gen: 2 } });
+    assert.deepEqual(erased.data, { userId: 'u', gen: 2 });
+    assert.throws(() => parseEvent({ ...user, type: 'UserErased', data: { userId: 'u', gen: 0 } }), /invalid UserErased/);
   });
 
   it('turns any id into one subject token and back', () => {

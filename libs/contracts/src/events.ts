@@ -44,13 +44,49 @@ const Profile = z.object({
 });
 const Server = z.object({ name: z.string(), ip: z.string() });
 
+/**
+ * Personal data (display name, e-mail, phone number) as JSON sealed with AES-256-GCM under the
+ * user's data key of generation `<gen>`: `d1.<gen>.<iv>.<ciphertext>.<tag>` (@mfa/crypto
+ * data-keys.ts). Erasing the user destroys the key, so every copy of this stops opening.
+ */
+export const SealedPii = z
+  .string()
+  .max(4096)
+  .regex(/^d1\.[1-9]\d{0,8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{22}$/, 'must be sealed personal data');
+/** What `SealedPii` holds once opened. */
+export const PersonalData = Profile.pick({ displayName: true, email: true, phoneNumber: true });
+export type PersonalData = z.infer<typeof PersonalData>;
+
+/** A type stored in two versions: one schema per version, told apart by `version`. */
+const versions = <A extends z.ZodObject, B extends z.ZodObject>(v1: A, v2: B) => z.discriminatedUnion('version', [v1, v2]);
+
 // ---- user-settings: tenant and user aggregates -------------------------------------------------
 
 export const TenantCreated = envelope('TenantCreated', 1, z.object({ settings: TenantSettings }));
 export const TenantSettingsChanged = envelope('TenantSettingsChanged', 1, z.object({ settings: TenantSettings }));
 
-export const UserRegistered = envelope('UserRegistered', 1, z.object({ userId: z.string() }).extend(Profile.shape));
-export const UserProfileChanged = envelope('UserProfileChanged', 1, Profile);
+/** v1 (before per-user data keys): the profile in clear. Still read; no longer written. */
+export const UserRegisteredV1 = envelope('UserRegistered', 1, z.object({ userId: z.string() }).extend(Profile.shape));
+/** v2: display name, e-mail and phone sealed in `pii` under the user's data key; the language stays plain. */
+export const UserRegisteredV2 = envelope(
+  'UserRegistered',
+  2,
+  z.object({ userId: z.string(), language: z.string().optional(), pii: SealedPii.optional() }),
+);
+export const UserRegistered = versions(UserRegisteredV1, UserRegisteredV2);
+export const UserProfileChangedV1 = envelope('UserProfileChanged', 1, Profile);
+/** v2: the changed fields; the personal ones sealed in `pii`. */
+export const UserProfileChangedV2 = envelope(
+  'UserProfileChanged',
+  2,
+  z.object({ language: z.string().optional(), pii: SealedPii.optional() }),
+);
+export const UserProfileChanged = versions(UserProfileChangedV1, UserProfileChangedV2);
+/**
+ * The user was erased (users.delete): the aggregate starts over, and the data key of generation
+ * `gen` (and every older one) is destroyed, so the personal data sealed under it never opens again.
+ */
+export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(), gen: z.int().positive() }));
 export const TotpTokenEnrolled = envelope(
   'TotpTokenEnrolled',
   1,
@@ -77,7 +113,7 @@ export const TotpTokenActivated = envelope(
 // before a rule was tightened (e.g. bidi controls refused) must stay readable, and replays of it too.
 const StoredText = (max: number) => z.string().max(max);
 
-const ChallengeContext = z.object({
+const ChallengeContextV1 = z.object({
   challengeId: z.string(),
   userId: z.string(),
   clientIp: z.string().optional(),
@@ -86,24 +122,39 @@ const ChallengeContext = z.object({
   profile: Profile,
   server: Server,
 });
+/** v2: the user's personal data sealed in `pii` under the user's data key, instead of `profile`. */
+const ChallengeContextV2 = ChallengeContextV1.omit({ profile: true }).extend({ pii: SealedPii.optional() });
+const Started = {
+  method: Method,
+  expiresAt: IsoDateTime,
+  maxAttempts: z.int().positive(),
+};
 
-export const ChallengeStarted = envelope(
+export const ChallengeStartedV1 = envelope(
   'ChallengeStarted',
   1,
-  ChallengeContext.extend({
-    method: Method,
-    expiresAt: IsoDateTime,
-    maxAttempts: z.int().positive(),
+  ChallengeContextV1.extend({
+    ...Started,
     /** For out-of-band methods: where to send, and the code sealed for dispatch only. */
     delivery: z
       .object({ channel: z.literal('sms'), to: PhoneNumber, sealedCode: SealedSecret, language: z.string().optional() })
       .optional(),
   }),
 );
-export const ChallengeRegistrationRequired = envelope(
-  'ChallengeRegistrationRequired',
-  1,
-  ChallengeContext.extend({ method: Method.nullable(), reason: ChallengeReason }),
+export const ChallengeStartedV2 = envelope(
+  'ChallengeStarted',
+  2,
+  ChallengeContextV2.extend({
+    ...Started,
+    /** The SMS code sealed for dispatch only; the number to send it to is the phone in `pii`. */
+    delivery: z.object({ channel: z.literal('sms'), sealedCode: SealedSecret, language: z.string().optional() }).optional(),
+  }),
+);
+export const ChallengeStarted = versions(ChallengeStartedV1, ChallengeStartedV2);
+const RegistrationRequired = { method: Method.nullable(), reason: ChallengeReason };
+export const ChallengeRegistrationRequired = versions(
+  envelope('ChallengeRegistrationRequired', 1, ChallengeContextV1.extend(RegistrationRequired)),
+  envelope('ChallengeRegistrationRequired', 2, ChallengeContextV2.extend(RegistrationRequired)),
 );
 
 const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server });
@@ -180,6 +231,7 @@ export const EventSchemas = {
   TenantSettingsChanged,
   UserRegistered,
   UserProfileChanged,
+  UserErased,
   TotpTokenEnrolled,
   TotpTokenActivated,
   ChallengeStarted,
@@ -196,10 +248,12 @@ export const EventSchemas = {
 } as const;
 export type EventType = keyof typeof EventSchemas;
 export type EventOf<T extends EventType> = z.infer<(typeof EventSchemas)[T]>;
+/** One version of a type stored in several (`EventOf` is the union of them). */
+export type EventVersion<T extends EventType, V extends EventOf<T>['version']> = Extract<EventOf<T>, { version: V }>;
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
-export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
 export type ChallengeEvent = EventOf<
   | 'ChallengeStarted'
   | 'ChallengeRegistrationRequired'
@@ -213,7 +267,11 @@ export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;
 
 /**
  * Upcasters turn an older stored version into the current one, on read. Keyed by
- * `${type}@${version}`. None yet: every event type is at version 1.
+ * `${type}@${version}`. None yet. The types stored in two versions (UserRegistered,
+ * UserProfileChanged, ChallengeStarted, ChallengeRegistrationRequired) have none on purpose:
+ * turning a v1 profile into v2 `pii`, or back, needs the user's data key (I/O, and gone once the
+ * user is erased), so both versions are parsed as they are and the services that hold the keys
+ * read either.
  */
 export const upcasters: Record<string, (raw: Record<string, unknown>) => Record<string, unknown>> = {};
 

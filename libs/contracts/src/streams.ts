@@ -44,6 +44,11 @@ export const EventSubjects = {
   clientLastUsed: (clientId: string) => `mfa.state.client-used.${clientId}`,
   /** MFA_STATE: the latest snapshot of an aggregate, by the subject of its events. */
   snapshot: (aggregateSubject: string) => `mfa.state.snapshot.${aggregateSubject.replace(/^mfa\.evt\./, '')}`,
+  /**
+   * MFA_USER_KEYS: the user's data key (wrapped) or, once erased, its tombstone. Named by the
+   * user's keyed hash tag (@mfa/crypto userTag), so the subject tells nothing about the user.
+   */
+  userDataKey: (userTag: string) => `mfa.key.user.${userTag}`,
 } as const;
 
 export interface StreamDefinition {
@@ -97,6 +102,15 @@ export const Streams = {
     maxMsgsPerSubject: 1,
     description:
       'Latest value per subject, read with direct gets: aggregate snapshots, API client last use. Derived or advisory data, never the only copy of a fact.',
+  },
+  userKeys: {
+    name: 'MFA_USER_KEYS',
+    subjects: ['mfa.key.user.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    maxMsgsPerSubject: 1,
+    description:
+      "Per-user data keys, wrapped with the master key; an erased user's key is overwritten on disk and replaced by a tombstone. Kept forever.",
   },
   deadLetters: {
     name: 'MFA_DEAD_LETTERS',
@@ -157,6 +171,14 @@ export const Consumers = {
     maxDeliver: 20,
     ackWaitSeconds: 30,
     description: 'Projects the admin audit trail into Postgres for reports.audit.query.',
+  },
+  reportingErasures: {
+    stream: Streams.userSettings.name,
+    durable: 'reporting-erasures',
+    filterSubject: EventSubjects.allUsers,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: "Acts on UserErased: the user's report rows keep only a pseudonymous id.",
   },
   reportingTenants: {
     stream: Streams.userSettings.name,

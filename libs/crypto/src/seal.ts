@@ -23,7 +23,7 @@ export class SealError extends Error {
 }
 
 /** What a secret is sealed for; each purpose has its own keys. */
-export type SealPurpose = 'totp-secret' | 'sms-code';
+export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key';
 
 /** Where a sealed secret belongs: its purpose (which keys) and its AAD (which record). */
 export interface SealScope {
@@ -40,6 +40,10 @@ export const SealContext = {
   smsCode: (tenantId: string, challengeId: string): SealScope => ({
     purpose: 'sms-code',
     aad: `sms-code\u0000${tenantId}\u0000${challengeId}`,
+  }),
+  userDataKey: (tenantId: string, userId: string, gen: number): SealScope => ({
+    purpose: 'user-data-key',
+    aad: `user-data-key\u0000${tenantId}\u0000${userId}\u0000${gen}`,
   }),
 } as const;
 

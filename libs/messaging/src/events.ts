@@ -6,18 +6,19 @@ import { carrierFromContext, histogram, type Logger } from '@mfa/telemetry';
 
 const publishDuration = histogram('mfa_event_publish_duration_seconds', 'JetStream publish until its ack, by outcome', ['outcome']);
 
-type DataOf<T extends EventType> = Extract<AnyEvent, { type: T }>['data'];
 type VersionOf<T extends EventType> = Extract<AnyEvent, { type: T }>['version'];
+/** The data of one version of a type: a type stored in two versions takes the shape of the one named. */
+type DataOf<T extends EventType, V extends number> = Extract<AnyEvent, { type: T; version: V }>['data'];
 
 /**
  * Builds an event envelope. `now` comes from the caller (decisions never read the clock
  * themselves); the trace context is taken from the active span unless given.
  */
-export function createEvent<T extends EventType>(
+export function createEvent<T extends EventType, V extends VersionOf<T>>(
   type: T,
-  version: VersionOf<T>,
-  input: { tenantId: string; aggregateId: string; now: Date; data: DataOf<T>; metadata?: EventMetadata; id?: string },
-): Extract<AnyEvent, { type: T }> {
+  version: V,
+  input: { tenantId: string; aggregateId: string; now: Date; data: DataOf<T, V>; metadata?: EventMetadata; id?: string },
+): Extract<AnyEvent, { type: T; version: V }> {
   const metadata: EventMetadata = { ...carrierFromContext(), ...input.metadata };
   return {
     id: input.id ?? randomUUID(),
@@ -28,7 +29,7 @@ export function createEvent<T extends EventType>(
     occurredAt: input.now.toISOString(),
     metadata,
     data: input.data,
-  } as Extract<AnyEvent, { type: T }>;
+  } as Extract<AnyEvent, { type: T; version: V }>;
 }
 
 export class ConcurrencyError extends Error {
@@ -110,7 +111,8 @@ export async function publishWithRetry(
   }
 }
 
-function isWrongLastSequence(error: unknown): boolean {
+/** Whether a publish failed its `expect.lastSubjectSequence` (someone else wrote the subject first). */
+export function isWrongLastSequence(error: unknown): boolean {
   if (error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)) return true;
   return /wrong last sequence/i.test(String((error as Error)?.message));
 }

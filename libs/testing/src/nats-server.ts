@@ -10,6 +10,8 @@ export interface NatsServerProcess {
   url: string;
   port: number;
   pid: number;
+  /** The JetStream store directory (`-sd`), to inspect what the server keeps on disk. */
+  storeDir: string;
   /** What the server printed so far (its log goes to stderr). */
   output(): string;
   /** Stops this server (by its process id) and removes its JetStream store. */
@@ -51,7 +53,7 @@ export async function startNatsServer(options: { config?: string; args?: string[
     await stop();
     throw error;
   }
-  return { url: `nats://127.0.0.1:${port}`, port, pid: child.pid!, output: () => output, stop };
+  return { url: `nats://127.0.0.1:${port}`, port, pid: child.pid!, storeDir: join(dir, 'store'), output: () => output, stop };
 }
 
 function accepts(port: number): Promise<boolean> {

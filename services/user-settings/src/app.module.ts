@@ -4,7 +4,19 @@ import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, ApiClientDirectory, AuthModule } from '@mfa/service-kit';
+import {
+  HEALTH_CHECKS,
+  MessagingModule,
+  NATS,
+  NatsHealth,
+  OpsController,
+  REDIS,
+  RedisHealth,
+  RedisModule,
+  ApiClientDirectory,
+  AuthModule,
+  UserDataKeys,
+} from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
 import { Lockouts } from './adapters/lockouts.js';
@@ -21,9 +33,10 @@ import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
 import { KEYRING } from './tokens.js';
 
 /**
- * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), their public
- * API (users.register, users.totp.enroll/activate, tenants.configure) and the Redis user
- * projection that auth-challenge reads.
+ * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), the users'
+ * data keys (MFA_USER_KEYS), their public API (users.register, users.delete,
+ * users.totp.enroll/activate, tenants.configure) and the Redis user projection that
+ * auth-challenge reads.
  */
 @Module({})
 export class AppModule {
@@ -35,7 +48,7 @@ export class AppModule {
           serviceName: 'user-settings',
           nats: config,
           log,
-          streams: [Streams.userSettings, Streams.audit, Streams.state, Streams.deadLetters],
+          streams: [Streams.userSettings, Streams.userKeys, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
@@ -44,6 +57,7 @@ export class AppModule {
       controllers: [OpsController, UserSettingsController, UserProjectorController],
       providers: [
         { provide: KEYRING, useValue: config.keyring },
+        { provide: UserDataKeys, useFactory: (nats: NatsClients, keyring: Keyring) => new UserDataKeys(nats, keyring), inject: [NATS, KEYRING] },
         {
           provide: EventStore,
           useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher, Streams.userSettings.name, log),
@@ -70,11 +84,13 @@ export class AppModule {
             activationAttempts: ActivationAttempts,
             lockouts: Lockouts,
             snapshots: SnapshotStore,
+            keys: UserDataKeys,
           ) =>
             new UserSettingsService({
               store,
               projection,
               keyring,
+              keys,
               log,
               // With MFA_AUTH=required only the platform key creates tenants (tenants.configure).
               autoCreateTenants: config.MFA_TENANT_AUTO_CREATE && config.auth.mode === 'off',
@@ -83,7 +99,7 @@ export class AppModule {
               lockouts,
               snapshots,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts, SnapshotStore],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts, SnapshotStore, UserDataKeys],
         },
         {
           provide: ApiClientsService,
@@ -99,9 +115,9 @@ export class AppModule {
         },
         {
           provide: UserProjector,
-          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, snapshots: SnapshotStore) =>
-            new UserProjector(store, writer, keyring, snapshots),
-          inject: [EventStore, UserProjectionWriter, KEYRING, SnapshotStore],
+          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, keys: UserDataKeys, snapshots: SnapshotStore) =>
+            new UserProjector(store, writer, keyring, keys, snapshots),
+          inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys, SnapshotStore],
         },
         ProjectionRecovery,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

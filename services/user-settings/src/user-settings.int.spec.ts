@@ -16,6 +16,7 @@ import {
 } from '@mfa/contracts';
 import {
   base32Decode,
+  dataKeyGeneration,
   maskSecret,
   open,
   projectionUserKey,
@@ -27,7 +28,7 @@ import {
 } from '@mfa/crypto';
 import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
-import { runService, type RunningService } from '@mfa/service-kit';
+import { openPersonalData, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { EventStore } from './adapters/event-store.js';
@@ -67,6 +68,15 @@ async function storedMessages(subject: string): Promise<Array<{ raw: Uint8Array;
   }
 }
 const typesOf = async (subject: string) => (await storedMessages(subject)).map((m) => m.event.type);
+
+/** An event's data with its `pii` opened under the user's data key, as the deciders see it. */
+async function inClear(event: AnyEvent): Promise<Record<string, unknown>> {
+  const { pii, ...plain } = event.data as { pii?: string };
+  if (!pii) return plain;
+  const key = await service.app.get(UserDataKeys).get(event.tenantId, event.aggregateId, dataKeyGeneration(pii)!);
+  assert.ok(key && key !== 'erased', 'the data key of a stored event');
+  return { ...plain, ...openPersonalData(key, { tenantId: event.tenantId, userId: event.aggregateId, purpose: 'profile' }, pii) };
+}
 
 function codeFor(secretBase32: string): string {
   // oathtool is an independent implementation; without it, @mfa/crypto's RFC 6238 code.
@@ -148,10 +158,10 @@ describe('user-settings over NATS', () => {
     await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga N.' });
     const stored = await storedMessages(EventSubjects.user(tenantId, userId));
     assert.deepEqual(
-      stored.map((m) => [m.event.type, m.event.data]),
+      await Promise.all(stored.map(async (m) => [m.event.type, m.event.version, await inClear(m.event)])),
       [
-        ['UserRegistered', { userId, displayName: 'Helga Nordin', email: 'helga@contoso.com', phoneNumber: '+46701234567', language: 'sv-SE' }],
-        ['UserProfileChanged', { displayName: 'Helga N.' }],
+        ['UserRegistered', 2, { userId, displayName: 'Helga Nordin', email: 'helga@contoso.com', phoneNumber: '+46701234567', language: 'sv-SE' }],
+        ['UserProfileChanged', 2, { displayName: 'Helga N.' }],
       ],
     );
     assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'displayName'), 'Helga N.');
@@ -356,6 +366,106 @@ describe('user-settings over NATS', () => {
   });
 });
 
+describe('users.delete: crypto-shredding', () => {
+  const tenantId = uniqueTenant('erase');
+  const userId = uniqueUser('erase');
+  const personal = { displayName: 'Ingrid Bergström', email: 'ingrid.bergstrom@fabrikam.example', phoneNumber: '+46709876543' };
+  const keysStore = () => service.app.get(UserDataKeys);
+  let firstKey: { gen: number; wrapped: string };
+
+  /** Whether any of the personal values appears in `bytes`, in clear. */
+  const leaks = (bytes: Uint8Array) => {
+    const text = Buffer.from(bytes).toString('latin1');
+    return Object.values(personal).filter((v) => text.includes(v) || text.includes(JSON.stringify(v).slice(1, -1)));
+  };
+
+  itWith({ real: ['nats', 'redis'] }, 'answers not_found for an unknown tenant or user, and records nothing', async () => {
+    await expectError(Subjects.usersDelete, { tenantId: uniqueTenant('ghost'), userId }, 'not_found');
+    await request(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    await expectError(Subjects.usersDelete, { tenantId, userId: 'nobody@contoso.example' }, 'not_found');
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, 'nobody@contoso.example')), []);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'seals the personal data of user events under the user’s data key', async () => {
+    await request(Subjects.usersRegister, { tenantId, userId, ...personal, language: 'sv-SE' });
+    await request(Subjects.totpEnroll, { tenantId, userId, label: 'work phone' });
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(stored.map((m) => [m.event.type, m.event.version]), [['UserRegistered', 2], ['TotpTokenEnrolled', 1]]);
+    for (const { raw } of stored) assert.deepEqual(leaks(raw), []);
+    assert.deepEqual(await inClear(stored[0]!.event), { userId, ...personal, language: 'sv-SE' });
+    const current = await keysStore().current(tenantId, userId);
+    assert.equal(current?.kind, 'key');
+    firstKey = { gen: current!.gen, wrapped: (current as { dataKey: { wrapped: string } }).dataKey.wrapped };
+    assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'dataKey'), `${firstKey.gen}:${firstKey.wrapped}`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'erases: UserErased, the key destroyed, the Redis projection reduced to a tombstone', async () => {
+    const pii = (await storedMessages(EventSubjects.user(tenantId, userId)))[0]!.event.data as { pii: string };
+    assert.deepEqual(await request(Subjects.usersDelete, { tenantId, userId }), { userId, deleted: true });
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(stored.map((m) => m.event.type), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased']);
+    assert.deepEqual(stored[2]!.event.data, { userId, gen: firstKey.gen });
+    // The log is unchanged, and what it holds of the user no longer opens.
+    assert.equal(await new UserDataKeys(nats, keyring).get(tenantId, userId, dataKeyGeneration(pii.pii)!), 'erased');
+    const entry = await keysStore().current(tenantId, userId);
+    assert.deepEqual([entry?.kind, entry?.gen], ['erased', firstKey.gen]);
+    // Redis: nothing of the user but the sequence of the erasure.
+    const keys = keysOf(tenantId, userId);
+    const seqOfErasure = (await jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) }))!.seq;
+    assert.deepEqual(await redis.hgetall(keys.user), { seq: String(seqOfErasure) });
+    assert.equal(await redis.exists(keys.totp, keys.steps), 0);
+    // A snapshot from before the erasure cannot bring the user back.
+    const writer = service.app.get(UserProjectionWriter);
+    assert.equal(await writer.apply({ tenantId, userId, seq: seqOfErasure - 1, methods: ['sms'], phoneNumber: personal.phoneNumber, totpTokens: [] }), false);
+    assert.deepEqual(await redis.hgetall(keys.user), { seq: String(seqOfErasure) });
+    // The user is gone for every command.
+    await expectError(Subjects.totpEnroll, { tenantId, userId }, 'not_found');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'answers deleted again for an erased user, recording nothing new', async () => {
+    assert.deepEqual(await request(Subjects.usersDelete, { tenantId, userId }), { userId, deleted: true });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'registers the same user id again as a new user, with a new data key', async () => {
+    const reply = await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Ingrid B.' });
+    assert.deepEqual(reply, { userId, methods: [] }, 'no phone and no token from before');
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(stored.map((m) => m.event.type), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased', 'UserRegistered']);
+    const renewed = stored[3]!.event;
+    assert.deepEqual(await inClear(renewed), { userId, displayName: 'Ingrid B.' });
+    assert.equal(dataKeyGeneration((renewed.data as { pii: string }).pii), firstKey.gen + 1);
+    const dataKey = await redis.hget(keysOf(tenantId, userId).user, 'dataKey');
+    assert.match(String(dataKey), new RegExp(`^${firstKey.gen + 1}:`));
+    assert.notEqual(dataKey, `${firstKey.gen}:${firstKey.wrapped}`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'completes an erasure that was recorded but not carried out (the projector shreds on UserErased)', async () => {
+    const other = uniqueUser('crash');
+    await request(Subjects.usersRegister, { tenantId, userId: other, ...personal });
+    // A service whose shredding fails after UserErased was appended, as if it crashed there.
+    class FailingKeys extends UserDataKeys {
+      override async erase(): Promise<void> {
+        throw new Error('crashed before shredding');
+      }
+    }
+    const crashing = new UserSettingsService({
+      store: service.app.get(EventStore),
+      projection: service.app.get(UserProjectionWriter),
+      keyring,
+      keys: new FailingKeys(nats, keyring),
+      log: createLogger('user-settings-test'),
+      autoCreateTenants: false,
+      totpIssuer: 'Open MFA',
+    });
+    await assert.rejects(crashing.delete({ tenantId, userId: other }, new Date()), { code: 'unavailable' });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, other)), ['UserRegistered', 'UserErased']);
+    // The service's durable projector handles UserErased and finishes the job.
+    await eventually(async () => ((await keysStore().current(tenantId, other))?.kind === 'erased' ? true : undefined), 10_000, 'the key destroyed');
+    await eventually(async () => (Object.keys(await redis.hgetall(keysOf(tenantId, other).user)).join() === 'seq' ? true : undefined), 10_000, 'the Redis tombstone');
+  });
+});
+
 describe('user-settings bad input', () => {
   const tenantId = uniqueTenant('bad');
   const userId = uniqueUser('bad');
@@ -429,7 +539,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
   });
 
   const withConfig = (autoCreateTenants: boolean) =>
-    new UserSettingsService({ store, projection: writer, keyring, log, autoCreateTenants, totpIssuer: 'Contoso MFA' });
+    new UserSettingsService({ store, projection: writer, keyring, keys: service.app.get(UserDataKeys), log, autoCreateTenants, totpIssuer: 'Contoso MFA' });
 
   itWith({ real: ['nats', 'redis'] }, 'answers not_found for an unknown tenant when auto-create is off', async () => {
     const strict = withConfig(false);
@@ -473,7 +583,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
       reads.push(loaded.events.length);
       return loaded;
     };
-    const svc = new UserSettingsService({ store: counting, projection: writer, keyring, log, autoCreateTenants: true, totpIssuer: 'Contoso MFA', snapshots });
+    const svc = new UserSettingsService({ store: counting, projection: writer, keyring, keys: service.app.get(UserDataKeys), log, autoCreateTenants: true, totpIssuer: 'Contoso MFA', snapshots });
     const tenantId = uniqueTenant('long');
     const userId = uniqueUser('long');
     const now = new Date();
@@ -524,6 +634,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
       store: new RacingStore(jsm, service.app.get(EventPublisher)),
       projection: writer,
       keyring,
+      keys: service.app.get(UserDataKeys),
       log,
       autoCreateTenants: true,
       totpIssuer: 'Open MFA',

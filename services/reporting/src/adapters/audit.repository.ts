@@ -25,21 +25,27 @@ export interface AuditFilter {
   limit: number;
 }
 
+// The target user of an action taken before that user was erased is recorded by pseudonym.
 const INSERT_AUDIT = `
 INSERT INTO audit_log (event_id, tenant_id, occurred_at, client_id, operator, subject, user_id, outcome, event_seq)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+SELECT i.event_id, i.tenant_id, i.occurred_at, i.client_id, i.operator, i.subject, COALESCE(e.pseudonym, i.user_id), i.outcome, i.event_seq
+  FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[])
+    AS i(event_id, tenant_id, occurred_at, client_id, operator, subject, user_id, outcome, event_seq, pseudonym)
+  LEFT JOIN erased_users e ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND i.occurred_at <= e.erased_at
 ON CONFLICT (event_id) DO NOTHING`;
 
 /** The audit trail in Postgres: one insert per batch, keyset reads newest first. */
 export class AuditRepository {
   constructor(private readonly pool: pg.Pool) {}
 
-  async append(items: readonly Sequenced<EventOf<'AdminActionRecorded'>>[]): Promise<void> {
+  /** `pseudonymOf`: what a target user id becomes once that user is erased (ErasuresRepository). */
+  async append(items: readonly Sequenced<EventOf<'AdminActionRecorded'>>[], pseudonymOf: (tenantId: string, userId: string) => string): Promise<void> {
     if (items.length === 0) return;
-    const columns: unknown[][] = [[], [], [], [], [], [], [], [], []];
+    const columns: unknown[][] = [[], [], [], [], [], [], [], [], [], []];
     for (const { event, seq } of items) {
       const d = event.data;
-      const row = [event.id, event.tenantId, event.occurredAt, d.clientId, d.operator ? JSON.stringify(d.operator) : null, d.subject, d.userId ?? null, d.outcome, seq];
+      const pseudonym = d.userId === undefined ? null : pseudonymOf(event.tenantId, d.userId);
+      const row = [event.id, event.tenantId, event.occurredAt, d.clientId, d.operator ? JSON.stringify(d.operator) : null, d.subject, d.userId ?? null, d.outcome, seq, pseudonym];
       row.forEach((value, i) => columns[i]!.push(value));
     }
     await this.pool.query(INSERT_AUDIT, columns);

@@ -3,13 +3,17 @@ import type { Keyring } from '@mfa/crypto';
 import type { AuditRepository } from '../adapters/audit.repository.js';
 import { auditCursors, toAuditPage } from '../domain/audit-report.js';
 import type { Sequenced } from '../domain/signin-projection.js';
+import type { Pseudonymizer } from './pseudonyms.js';
 
 /** The admin audit trail: projected from MFA_AUDIT, read by `reports.audit.query`. */
 export class AuditReportService {
-  constructor(private readonly repository: AuditRepository) {}
+  constructor(
+    private readonly repository: AuditRepository,
+    private readonly pseudonymOf: Pseudonymizer,
+  ) {}
 
   project(items: readonly Sequenced<EventOf<'AdminActionRecorded'>>[]): Promise<void> {
-    return this.repository.append(items);
+    return this.repository.append(items, this.pseudonymOf);
   }
 
   /**

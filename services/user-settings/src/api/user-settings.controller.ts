@@ -9,6 +9,7 @@ import {
   TenantsGetRequest,
   TotpActivateRequest,
   TotpEnrollRequest,
+  UsersDeleteRequest,
   UsersRegisterRequest,
   UsersUnblockRequest,
   type ClientsCreateReply,
@@ -18,6 +19,7 @@ import {
   type TenantsGetReply,
   type TotpActivateReply,
   type TotpEnrollReply,
+  type UsersDeleteReply,
   type UsersRegisterReply,
   type UsersUnblockReply,
 } from '@mfa/contracts';
@@ -55,6 +57,12 @@ export class UserSettingsController {
   @MessagePattern(Subjects.usersUnblock)
   unblock(@Payload(new ContractPipe(UsersUnblockRequest)) request: UsersUnblockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersUnblockReply> {
     return this.service.unblock(request, ctx.receivedAt);
+  }
+
+  /** Admin: erases the user (crypto-shredding); audited by the transport like every admin subject. */
+  @MessagePattern(Subjects.usersDelete)
+  delete(@Payload(new ContractPipe(UsersDeleteRequest)) request: UsersDeleteRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersDeleteReply> {
+    return this.service.delete(request, ctx.receivedAt);
   }
 
   /** Parsed without defaults filled in: omitted settings stay as they are. */

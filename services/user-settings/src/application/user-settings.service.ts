@@ -8,11 +8,12 @@ import {
   notFound,
   unavailable,
   UnknownEventError,
-  type AnyEvent,
   type TenantsConfigureReply,
   type TenantsConfigureRequest,
   type TenantsGetReply,
   type TenantsGetRequest,
+  type UsersDeleteReply,
+  type UsersDeleteRequest,
   type UsersUnblockReply,
   type UsersUnblockRequest,
   type TotpActivateReply,
@@ -22,19 +23,21 @@ import {
   type UsersRegisterReply,
   type UsersRegisterRequest,
 } from '@mfa/contracts';
-import { base32Encode, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
-import { ConcurrencyError, createEvent } from '@mfa/messaging';
+import { base32Encode, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { ConcurrencyError } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
+import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { Lockouts } from '../adapters/lockouts.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
-import { AggregateLoader } from './aggregate-loader.js';
+import { AggregateLoader, type LoadedState } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
 import { otpauthUri } from '../domain/totp.js';
 import { activationCandidate, decideUser, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
 /** Appends lost to a concurrent writer are decided again on fresh state this many times. */
@@ -46,6 +49,8 @@ interface UserSettingsOptions {
   store: EventStore;
   projection: UserProjectionWriter;
   keyring: Keyring;
+  /** The users' data keys, under which their personal data is sealed in the log. */
+  keys: UserDataKeys;
   log: Logger;
   /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE, and only with MFA_AUTH=off). */
   autoCreateTenants: boolean;
@@ -67,11 +72,8 @@ interface Outcome<S> {
   seq: number;
 }
 
-interface AggregateRef {
+interface AggregateRef extends CodecRef {
   kind: 'tenant' | 'user';
-  subject: string;
-  tenantId: string;
-  aggregateId: string;
 }
 
 /**
@@ -80,10 +82,12 @@ interface AggregateRef {
  * projection into Redis before answering, so the caller can start a challenge right away.
  */
 export class UserSettingsService {
+  private readonly codec: UserEventCodec;
   private readonly loader: AggregateLoader;
 
   constructor(private readonly options: UserSettingsOptions) {
-    this.loader = new AggregateLoader(options.store, options.snapshots);
+    this.codec = new UserEventCodec(options.keys);
+    this.loader = new AggregateLoader(options.store, this.codec, options.keys, options.snapshots);
   }
 
   /**
@@ -120,6 +124,35 @@ export class UserSettingsService {
       }
     }
     return { userId, unblocked: true };
+  }
+
+  /**
+   * Erases the user (crypto-shredding): records UserErased, destroys the user's data key, so the
+   * personal data sealed under it never opens again, and replaces the Redis projection with a
+   * tombstone. Deleting an erased user again shreds again (nothing left to do) and answers deleted.
+   */
+  async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, async (state) => {
+      // The key destroyed is the user's current one; a user registered before data keys existed
+      // has none, and erasing records the generation a key of theirs would have had.
+      const current = state.registered ? await this.options.keys.current(tenantId, userId) : undefined;
+      const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0);
+      return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
+    });
+    const gen = outcome.state.erasedGen;
+    if (gen === undefined) throw new Error('user not erased after users.delete');
+    try {
+      await this.options.keys.erase(tenantId, userId, gen, now);
+      await this.options.projection.erase(tenantId, userId, outcome.seq);
+    } catch (error) {
+      // UserErased is stored: the projector consumer shreds when it handles it. Until then the
+      // caller must not rely on the erasure, so it hears about the failure and may retry.
+      this.options.log.warn('erasure recorded but not carried out yet', { tenantId, error });
+      throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
+    }
+    return { userId, deleted: true };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {
@@ -214,25 +247,27 @@ export class UserSettingsService {
     decider: Decider<C, S, E>,
     ref: AggregateRef,
     now: Date,
-    decide: (state: S) => E[],
+    decide: (state: S) => E[] | Promise<E[]>,
   ): Promise<Outcome<S>> {
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
       const loaded = await this.store(() =>
         ref.kind === 'tenant'
           ? this.loader.loadTenant(decider as Decider<unknown, S, TenantEvent>, ref.subject)
-          : this.loader.loadUser(decider as Decider<unknown, S, UserEvent>, ref.subject),
+          : (this.loader.loadUser(ref) as Promise<LoadedState<unknown>> as Promise<LoadedState<S>>),
       );
       const state = loaded.state;
-      const decided = decide(state);
+      const decided = await decide(state);
       if (decided.length === 0) {
-        if (ref.kind === 'user') await this.loader.rememberUser(ref.subject, loaded, state, loaded.lastSeq);
+        if (ref.kind === 'user') await this.loader.rememberUser(ref, loaded as LoadedState<unknown> as LoadedState<UserState>, state as UserState, loaded.lastSeq);
         return { state, appended: false, seq: loaded.lastSeq };
       }
-      const envelopes = decided.map((e) => toEnvelope(e, ref, now));
+      // A registration after an erasure seals under a later generation than the one destroyed.
+      const minGen = ref.kind === 'user' ? ((state as UserState).erasedGen ?? 0) + 1 : 1;
+      const envelopes = await this.store(() => this.codec.seal(ref, decided, now, minGen));
       try {
         const seq = await this.store(() => this.options.store.append(ref.subject, envelopes, loaded.lastSeq));
         const next = decided.reduce(decider.evolve, state);
-        if (ref.kind === 'user') await this.loader.rememberUser(ref.subject, loaded, next, seq);
+        if (ref.kind === 'user') await this.loader.rememberUser(ref, loaded as LoadedState<unknown> as LoadedState<UserState>, next as UserState, seq);
         return { state: next, appended: true, seq };
       } catch (error) {
         if (!(error instanceof ConcurrencyError)) throw error;
@@ -246,7 +281,14 @@ export class UserSettingsService {
     try {
       return await call();
     } catch (error) {
-      if (error instanceof ConcurrencyError || error instanceof UnknownEventError || error instanceof ContractError) throw error;
+      if (
+        error instanceof ConcurrencyError ||
+        error instanceof UnknownEventError ||
+        error instanceof ContractError ||
+        error instanceof SealError
+      ) {
+        throw error;
+      }
       this.options.log.warn('event store call failed', { error });
       throw unavailable('event store unavailable', error);
     }
@@ -254,7 +296,9 @@ export class UserSettingsService {
 
   private async project(tenantId: string, userId: string, outcome: Outcome<UserState>): Promise<void> {
     if (outcome.seq === 0) return;
-    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq);
+    // The wrapped data key travels with the snapshot: auth-challenge seals challenge events with it.
+    const key = await this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 }));
+    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, formatWrappedDataKey(key.gen, key.wrapped));
     try {
       await this.options.projection.apply(snapshot);
     } catch (error) {
@@ -272,8 +316,4 @@ export class UserSettingsService {
   private tenantRef(tenantId: string): AggregateRef {
     return { kind: 'tenant', subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
   }
-}
-
-function toEnvelope(event: UserEvent | TenantEvent, ref: AggregateRef, now: Date): AnyEvent {
-  return createEvent(event.type, 1, { tenantId: ref.tenantId, aggregateId: ref.aggregateId, now, data: event.data });
 }

@@ -90,7 +90,7 @@ describe('per-user data keys', () => {
     const { dataKey, wrapped } = generateDataKey(ring, 'contoso', 'helga@contoso.com', 2);
     const rotated = keyringFromMasterKey(Buffer.alloc(32, 8), [ring]);
     const rewrapped = rewrapDataKey(rotated, 'contoso', 'helga@contoso.com', 2, wrapped);
-    assert.ok(rewrapped.startsWith(`v1.${rotated.kid}.`));
+    assert.ok(rewrapped.startsWith(`v2.${rotated.kid}.`));
     const sealed = sealWithDataKey(dataKey, phone, helga);
     const reopened = unwrapDataKey(keyringFromMasterKey(Buffer.alloc(32, 8)), 'contoso', 'helga@contoso.com', 2, rewrapped);
     assert.deepEqual(openWithDataKey(reopened, sealed, helga), phone);

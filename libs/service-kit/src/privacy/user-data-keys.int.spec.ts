@@ -111,7 +111,7 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     const after = await new UserDataKeys(nats, rotated).get(tenantId, userId, 1);
     assert.ok(after && after !== 'erased');
     assert.deepEqual(openPersonalData(after, owner, sealed), { email: 'helga@contoso.com' });
-    assert.match(after.wrapped, new RegExp(`^v1\\.${rotated.kid}\\.`), 'wrapped again with the new master key');
+    assert.match(after.wrapped, new RegExp(`^v2\\.${rotated.kid}\\.`), 'wrapped again with the new master key');
     assert.equal(await nats.jsm.streams.getMessage(Streams.userKeys.name, { last_by_subj: oldSubject }), null);
     assert.ok(!(await diskBytes(server.storeDir)).includes(Buffer.from(before.wrapped)), 'the old copy overwritten');
     // Erasing after the rotation reaches it; creating after the rotation continues its generations.

@@ -49,7 +49,11 @@ export class UserProjector {
   /** Writes the user's current snapshot (or erasure); false when the user has no events or Redis had it already. */
   async rebuild(tenantId: string, userId: string): Promise<boolean> {
     const subject = EventSubjects.user(tenantId, userId);
-    const { state, lastSeq } = await this.loader.loadUser({ subject, tenantId, aggregateId: userId });
+    const ref = { subject, tenantId, aggregateId: userId };
+    const loaded = await this.loader.loadUser(ref);
+    const { state, lastSeq } = loaded;
+    // A replay (Redis lost) rebuilds long users again and again: the first rebuild leaves a snapshot.
+    await this.loader.rememberUser(ref, loaded, state, lastSeq);
     if (!state.registered) {
       if (state.erasedGen === undefined) return false;
       // The erasure's own time is in its event; a repair of a missed shredding needs only the generation.

@@ -63,8 +63,8 @@ export function userTag(keyring: Keyring, tenantId: string, userId: string): str
 }
 
 /**
- * Per-user key for the TOTP projection in Redis. The Redis script receives it with each call
- * and never stores it; Redis keeps only secrets masked with a keystream derived from it.
+ * Per-user key for the TOTP projection in Redis. Only the services hold it (derived from the
+ * keyring, never sent to Redis); Redis keeps only secrets masked with a keystream derived from it.
  */
 export function projectionUserKey(keyring: Keyring, tag: string): Buffer {
   return createHmac('sha256', keyring.projectionKey).update(tag).digest();
@@ -72,9 +72,9 @@ export function projectionUserKey(keyring: Keyring, tag: string): Buffer {
 
 /**
  * Keystream for masking a TOTP secret in the Redis projection: SHA-1(key ‖ nonce ‖ counter)
- * blocks. It is computed identically by the Lua verify script (redis.sha1hex), which is why it
- * is built from SHA-1: the only hash Redis scripting offers. Each stored secret has its own
- * random nonce, so no keystream is ever reused.
+ * blocks. SHA-1 because an earlier verify script unmasked inside Redis (redis.sha1hex was its
+ * only hash); it stays so that the projections already stored remain readable. Each stored
+ * secret has its own random nonce, so no keystream is ever reused.
  */
 function projectionKeystream(userKey: Uint8Array, nonce: Uint8Array, length: number): Buffer {
   const blocks: Buffer[] = [];
@@ -89,6 +89,11 @@ export function maskSecret(userKey: Uint8Array, nonce: Uint8Array, secret: Uint8
   const out = Buffer.alloc(secret.length);
   for (let i = 0; i < secret.length; i++) out[i] = secret[i]! ^ stream[i]!;
   return out;
+}
+
+/** The secret a projection entry masks (XOR with the same keystream). The caller zeroes it after use. */
+export function unmaskSecret(userKey: Uint8Array, nonce: Uint8Array, masked: Uint8Array): Buffer {
+  return maskSecret(userKey, nonce, masked);
 }
 
 export function base32Encode(bytes: Uint8Array): string {

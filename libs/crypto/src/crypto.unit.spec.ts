@@ -17,11 +17,14 @@ import {
   parseMasterKey,
   projectionUserKey,
   randomDigits,
+  sameCode,
   seal,
   sealCursor,
   SealContext,
   SealError,
   totp,
+  totpWindow,
+  unmaskSecret,
   userTag,
 } from './index.js';
 
@@ -271,6 +274,18 @@ describe('codes', () => {
     assert.notDeepEqual(a, b);
     assert.deepEqual(maskSecret(key, Buffer.alloc(12, 1), a), secret);
   });
+
+  it('unmasks what the projection stores: secret XOR SHA-1(key ‖ nonce ‖ block counter)', () => {
+    const key = projectionUserKey(ring, 'tag');
+    const nonce = Buffer.from('000102030405060708090a0b', 'hex');
+    const secret = Buffer.from('a secret longer than twenty bytes, to span blocks!!');
+    // The keystream spelled out independently, so a change of the stored layout cannot go unnoticed.
+    const block = (n: number) => createHash('sha1').update(key).update(nonce).update(Buffer.of(n)).digest();
+    const stream = Buffer.concat([block(0), block(1), block(2)]);
+    const masked = Buffer.from(secret.map((b, i) => b ^ stream[i]!));
+    assert.deepEqual(maskSecret(key, nonce, secret), masked);
+    assert.deepEqual(unmaskSecret(key, nonce, masked), secret);
+  });
 });
 
 describe('OATH (RFC 4226 / RFC 6238 test vectors)', () => {
@@ -280,6 +295,16 @@ describe('OATH (RFC 4226 / RFC 6238 test vectors)', () => {
   });
   it('TOTP SHA-1 matches RFC 6238 appendix B', () => {
     for (const [t, code] of OATH_TEST_VECTORS.totpSha1) assert.equal(totp(secret, t * 1000, { period: 30, digits: 8 }), code);
+  });
+  it('accepts the current step first, then one step either side', () => {
+    assert.deepEqual(totpWindow(59_000, 30), [1, 0, 2]);
+    assert.deepEqual(totpWindow(1_111_111_109_000, 60), [18_518_518, 18_518_517, 18_518_519]);
+  });
+  it('compares codes by value, of equal length only', () => {
+    assert.equal(sameCode('287082', '287082'), true);
+    assert.equal(sameCode('287082', '287083'), false);
+    assert.equal(sameCode('287082', '2870820'), false);
+    assert.equal(sameCode('', ''), true);
   });
   it('Base32 round-trips (RFC 4648) and ignores case, spaces and padding', () => {
     assert.equal(base32Encode(secret), 'GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ');

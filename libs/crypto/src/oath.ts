@@ -1,9 +1,10 @@
+import { timingSafeEqual } from 'node:crypto';
 import { generateSync, verifySync } from 'otplib';
 
 /**
  * OATH one-time passwords (RFC 4226 HOTP, RFC 6238 TOTP; HMAC-SHA-1) through otplib: the one
- * TypeScript implementation in the project. (auth-challenge checks codes inside Redis with a Lua
- * HOTP, tested against the same vectors; see its adapters/scripts.ts.)
+ * implementation in the project (user-settings checks activation codes with it, auth-challenge
+ * sign-in codes).
  */
 interface OathOptions {
   digits?: 6 | 8;
@@ -21,6 +22,24 @@ export function hotp(secret: Uint8Array, counter: number, digits: 6 | 8 = 6): st
 /** RFC 6238 time step of `unixMillis` for a `period`-second token. */
 export function totpStep(unixMillis: number, period = 30): number {
   return Math.floor(unixMillis / 1000 / period);
+}
+
+/**
+ * The time steps whose codes are accepted at `unixMillis`: the current one first (the usual
+ * match), then one step either side for clock drift.
+ */
+export function totpWindow(unixMillis: number, period = 30): number[] {
+  const t = totpStep(unixMillis, period);
+  const steps = [t];
+  for (let d = 1; d <= TOTP_DRIFT_STEPS; d++) steps.push(t - d, t + d);
+  return steps;
+}
+
+/** Compares two codes in time that depends only on their lengths (which are not secret). */
+export function sameCode(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'latin1');
+  const y = Buffer.from(b, 'latin1');
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 export function totp(secret: Uint8Array, unixMillis: number, options: OathOptions = {}): string {

@@ -11,6 +11,9 @@
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
  *   mfa:{tag}:sms:sends    STRING SMS codes sent in the current window (throttling)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
+ *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
+ *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
+ *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
  */
 export const RedisKeys = {

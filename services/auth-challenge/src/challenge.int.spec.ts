@@ -1,5 +1,6 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -7,6 +8,7 @@ import { defaultTenantSettings, EventSubjects, Streams, Subjects } from '@mfa/co
 import {
   base32Encode,
   formatWrappedDataKey,
+  hashCode,
   hotp,
   loadKeyring,
   maskSecret,
@@ -15,7 +17,9 @@ import {
   parseWrappedDataKey,
   SealContext,
   projectionUserKey,
+  totpStep,
   unwrapDataKey,
+  userTag,
 } from '@mfa/crypto';
 import { openPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
@@ -24,9 +28,16 @@ import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, 
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
 import { loadAuthChallengeConfig } from './config.js';
-import { HOTP_TEST_SCRIPT, UNMASK_TEST_SCRIPT } from './adapters/scripts.js';
+import { ChallengeStore, type LockoutPolicy } from './adapters/challenge.store.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+/** How MONITOR shows an argument's bytes (Redis escapes them like sdscatrepr; ioredis unescapes `\"`). */
+const MONITOR_ESCAPES: Record<number, string> = { 0x5c: '\\\\', 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t', 0x07: '\\a', 0x08: '\\b' };
+const monitorRepr = (bytes: Uint8Array) =>
+  [...bytes]
+    .map((c) => MONITOR_ESCAPES[c] ?? (c >= 0x20 && c <= 0x7e ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`))
+    .join('');
 
 describe('auth-challenge against real NATS and Redis', () => {
   const { keyring } = loadKeyring({});
@@ -80,26 +91,6 @@ describe('auth-challenge against real NATS and Redis', () => {
       return open(keyring, event.data.delivery.sealedCode, SealContext.smsCode(event.tenantId, challengeId)).toString('utf8');
     }, 5000, 'the SMS request event');
   }
-
-  itWith({ real: ['redis'] }, 'computes RFC 6238 SHA-1 test vectors inside Redis (Lua HOTP)', async () => {
-    const secret = Buffer.from(OATH_TEST_VECTORS.secret);
-    for (const [t, expected] of OATH_TEST_VECTORS.totpSha1) {
-      const got = await redis.eval(HOTP_TEST_SCRIPT, 0, secret, Math.floor(t / 30), 8);
-      assert.equal(got, expected, `T=${t}`);
-    }
-    for (const [counter, expected] of OATH_TEST_VECTORS.hotp.entries()) {
-      assert.equal(await redis.eval(HOTP_TEST_SCRIPT, 0, secret, counter, 6), expected);
-    }
-  });
-
-  itWith({ real: ['redis'] }, 'unmasks projection secrets in Lua exactly as they were masked in Node', async () => {
-    const key = projectionUserKey(keyring, 'AAAAAAAAAAAAAAAAAAAAAA');
-    const nonce = Buffer.from('000102030405060708090a0b', 'hex');
-    const secret = Buffer.from('a secret longer than twenty bytes, to span blocks!!');
-    const masked = maskSecret(key, nonce, secret);
-    const got = (await redis.callBuffer('EVAL', UNMASK_TEST_SCRIPT, '0', key, nonce, masked)) as Buffer;
-    assert.deepEqual(got, secret);
-  });
 
   itWith({ real: ['nats', 'redis'] }, 'SMS: a wrong code answers pending/invalid_code, the right one approves, a second verify is a conflict', async () => {
     const user = uniqueUser();
@@ -276,6 +267,118 @@ describe('auth-challenge against real NATS and Redis', () => {
     });
     // Bound to its purpose: the same value does not open as a profile.
     assert.throws(() => openPersonalData(dataKey, { tenantId: tenant, userId: user, purpose: 'profile' }, event.data.pii));
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'Redis never receives a typed code, a TOTP secret or the key that unmasks it (MONITOR)', async () => {
+    const secret = randomBytes(20);
+    const user = uniqueUser();
+    const tag = userTag(keyring, tenant, user);
+    const unmaskKey = projectionUserKey(keyring, tag);
+    const seen: string[][] = [];
+    const monitor = await redis.monitor(); // a second connection, in monitor mode
+    monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
+    const typed: string[] = [];
+    const challenges: { totp?: unknown; sms?: unknown } = {};
+    const verify = async (challengeId: unknown, code: string) => {
+      typed.push(code);
+      return ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
+    };
+    try {
+      await projectUser(user, { totp: [secret], phone: '+14155550110' });
+      const totpStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+      challenges.totp = totpStart.challengeId;
+      const code = hotp(secret, totpStep(Date.now()));
+      const wrongTotp = String((Number(code) + 500_000) % 1_000_000).padStart(6, '0');
+      assert.equal((await verify(totpStart.challengeId, wrongTotp)).reason, 'invalid_code');
+      assert.equal((await verify(totpStart.challengeId, code)).status, 'approved');
+      const smsStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+      challenges.sms = smsStart.challengeId;
+      const smsCode = await smsCodeOf(String(smsStart.challengeId));
+      const wrongSms = String((Number(smsCode) + 500_000) % 1_000_000).padStart(6, '0');
+      assert.equal((await verify(smsStart.challengeId, wrongSms)).reason, 'invalid_code');
+      assert.equal((await verify(smsStart.challengeId, smsCode)).status, 'approved');
+      // Everything sent before this marker has been seen by the monitor once the marker is.
+      const marker = `mfa:monitor-test:${randomBytes(8).toString('hex')}`;
+      await redis.get(marker);
+      await eventually(async () => seen.some((args) => args.includes(marker)) || undefined, 5000, 'the monitor to catch up');
+    } finally {
+      monitor.disconnect();
+    }
+    // The monitor did see the verifications: two script calls per TOTP verify, one per SMS verify.
+    const scriptCallsOn = (challengeId: unknown) => {
+      const key = RedisKeys.challenge(tag, parseChallengeId(String(challengeId))!.nonce);
+      return seen.filter((args) => /^evalsha$|^eval$/i.test(args[0] ?? '') && args.includes(key)).length;
+    };
+    assert.equal(scriptCallsOn(challenges.totp), 1 + 2 * 2, 'start, then two calls for each TOTP verify');
+    assert.equal(scriptCallsOn(challenges.sms), 1 + 2, 'start, then one call for each SMS verify');
+    const forbidden: Array<[string, string]> = [
+      ['secret (hex)', secret.toString('hex')],
+      ['secret (HEX)', secret.toString('hex').toUpperCase()],
+      ['secret (base32)', base32Encode(secret)],
+      ['secret (bytes)', monitorRepr(secret)],
+      ['unmask key (hex)', unmaskKey.toString('hex')],
+      ['unmask key (base64)', unmaskKey.toString('base64')],
+      ['unmask key (base64url)', unmaskKey.toString('base64url')],
+      ['unmask key (bytes)', monitorRepr(unmaskKey)],
+    ];
+    for (const args of seen) {
+      for (const arg of args) {
+        for (const [what, value] of forbidden) assert.ok(!arg.includes(value), `${what} sent to Redis in ${args[0]}`);
+        // A code may only appear inside a longer number (a timestamp, say), never on its own.
+        for (const code of typed) assert.doesNotMatch(arg, new RegExp(`(^|\\D)${code}(\\D|$)`), `typed code sent to Redis in ${args[0]}`);
+      }
+    }
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'TOTP: one code presented to two challenges at once is accepted once', async () => {
+    const secret = randomBytes(20);
+    const user = uniqueUser();
+    await projectUser(user, { totp: [secret] });
+    const a = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const b = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const code = hotp(secret, totpStep(Date.now()));
+    const replies = await Promise.all([a, b].map((c) => ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: c.challengeId, code })));
+    assert.deepEqual(replies.map((r) => r.status).sort(), ['approved', 'pending']);
+    assert.equal(replies.find((r) => r.status === 'pending')?.reason, 'invalid_code');
+  });
+
+  itWith({ real: ['redis'] }, 'the TOTP outcome script checks again what may have changed since the tokens were read', async () => {
+    const store = new ChallengeStore(redis);
+    const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
+    const user = uniqueUser();
+    const tag = userTag(keyring, tenant, user);
+    await projectUser(user, { totp: [randomBytes(20)] });
+    const startOne = async () => {
+      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const now = new Date();
+      const started = await store.startChallenge({
+        tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp'], now,
+        expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
+        smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown: true, lockout,
+      });
+      assert.equal(started.kind, 'pending');
+      return { tag, nonce, tenantId: tenant, now: new Date(), lockout };
+    };
+    const where = await startOne();
+    const check = await store.checkCode({ ...where, codeHash: hashCode(keyring, 'x', '123456') });
+    assert.deepEqual(check.kind === 'totp_check' && check.tokens.map((t) => [t.tokenId, t.lastStep]), [['tok0', 0]]);
+    // A token deleted since it was read, a step spent since it was read: wrong codes.
+    assert.deepEqual(await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'deleted', step: 99 } }), {
+      kind: 'rejected', userId: user, method: 'totp', attempts: 1, remaining: 4, cause: 'mismatch',
+    });
+    assert.equal((await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'tok0', step: 0 } })).kind, 'rejected');
+    assert.equal((await store.recordTotpCheck({ ...where, match: { matched: false, cause: 'reused' } })).kind, 'rejected');
+    assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '3');
+    assert.deepEqual(await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'tok0', step: 99 } }), {
+      kind: 'approved', userId: user, method: 'totp', tokenId: 'tok0',
+    });
+    assert.equal(await redis.hget(RedisKeys.totpSteps(tag), 'tok0'), '99');
+    assert.equal(await redis.exists(RedisKeys.failures(tag), RedisKeys.consecutiveFailures(tag)), 0, 'a success resets both counters');
+    assert.equal((await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'tok0', step: 100 } })).kind, 'conflict');
+    // The replay guard holds across challenges.
+    const next = await startOne();
+    const replay = await store.recordTotpCheck({ ...next, match: { matched: true, tokenId: 'tok0', step: 99 } });
+    assert.equal(replay.kind === 'rejected' && replay.cause, 'reused');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'answers bad input on every subject with a contract error and keeps serving', async () => {

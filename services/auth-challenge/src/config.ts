@@ -16,6 +16,12 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   MFA_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(100).default(10),
   MFA_LOCKOUT_COUNTER_RESET_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
   MFA_LOCKOUT_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
+  /**
+   * Cap on wrong codes in a row for one user, whatever the window (NIST SP 800-63B §5.2.2: at
+   * most 100). Once reached, start and verify answer rate_limited until a success by another
+   * route or an administrator unlocks the user; waiting does not end it.
+   */
+  MFA_MAX_CONSECUTIVE_FAILURES: z.coerce.number().int().min(1).max(100).default(100),
 });
 export type AuthChallengeConfig = z.infer<typeof AuthChallengeEnv> & KeyringConfig & { auth: AuthConfig };
 

@@ -4,9 +4,10 @@ import { unavailable } from '@mfa/contracts';
 import { RedisKeys } from '@mfa/projection';
 import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
-import type { StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
-import { START_SCRIPT, VERIFY_SCRIPT } from './scripts.js';
-import { parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
+import type { TotpMatch } from '../domain/totp-match.js';
+import type { CodeCheck, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
+import { START_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT } from './scripts.js';
+import { parseCodeCheck, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
 
@@ -27,7 +28,20 @@ interface StartInput {
   smsMaxSends: number;
   smsWindowSeconds: number;
   tenantKnown: boolean;
-  lockoutThreshold: number;
+  lockout: LockoutPolicy;
+}
+
+/**
+ * Brute-force limits, per user across challenges. Passed with every call rather than written
+ * into the scripts, so that they can become tenant settings.
+ */
+export interface LockoutPolicy {
+  /** Wrong codes within the window that lock the user out for `lockoutSeconds`. */
+  threshold: number;
+  windowSeconds: number;
+  lockoutSeconds: number;
+  /** Wrong codes in a row (any window) after which only an administrator can unlock the user. */
+  maxConsecutiveFailures: number;
 }
 
 interface VerifyInput {
@@ -35,12 +49,7 @@ interface VerifyInput {
   nonce: string;
   tenantId: string;
   now: Date;
-  codeHash: Buffer;
-  code: string;
-  projectionKey: Buffer;
-  lockoutThreshold: number;
-  lockoutWindowSeconds: number;
-  lockoutSeconds: number;
+  lockout: LockoutPolicy;
 }
 
 /**
@@ -59,21 +68,27 @@ async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
   }
 }
 
+const lockoutArgs = (p: LockoutPolicy) => [p.threshold, p.windowSeconds, p.lockoutSeconds, p.maxConsecutiveFailures];
+
 /**
- * Challenges in Redis: one script call per start or verify, one HMGET per status. The scripts
- * answer flat string arrays; this adapter turns them into the domain's verdicts.
+ * Challenges in Redis: one script call per start, one per SMS verify and two per TOTP verify
+ * (read the tokens, record the outcome), one HMGET per status. The scripts answer flat string
+ * arrays; this adapter turns them into the domain's verdicts.
  */
 @Injectable()
 export class ChallengeStore {
   private readonly start: ScriptFn;
   private readonly verify: ScriptFn;
+  private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 4, lua: START_SCRIPT });
-    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 4, lua: VERIFY_SCRIPT });
-    const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn };
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 5, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 5, lua: VERIFY_SCRIPT });
+    redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 5, lua: VERIFY_TOTP_SCRIPT });
+    const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
     this.verify = r.mfaChallengeVerify.bind(redis);
+    this.verifyTotp = r.mfaChallengeVerifyTotp.bind(redis);
   }
 
   async startChallenge(input: StartInput): Promise<StartVerdict> {
@@ -82,6 +97,7 @@ export class ChallengeStore {
       RedisKeys.challenge(input.tag, input.nonce),
       RedisKeys.smsSends(input.tag),
       RedisKeys.failures(input.tag),
+      RedisKeys.consecutiveFailures(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -94,27 +110,46 @@ export class ChallengeStore {
       input.smsMaxSends,
       input.smsWindowSeconds,
       input.tenantKnown ? '1' : '0',
-      input.lockoutThreshold,
+      input.lockout.threshold,
+      input.lockout.maxConsecutiveFailures,
     ));
     return parseStartVerdict(raw);
   }
 
-  async verifyChallenge(input: VerifyInput): Promise<VerifyVerdict> {
-    const raw = await reach('verify', () => this.verify(
+  /**
+   * First verify call, with only the keyed hash of the presented code: decides an SMS challenge;
+   * for a pending TOTP challenge it changes nothing and answers the user's masked tokens.
+   */
+  async checkCode(input: VerifyInput & { codeHash: Buffer }): Promise<CodeCheck> {
+    const raw = await reach('verify', () => this.verify(...this.verifyKeys(input), ...this.verifyArgs(input), input.codeHash));
+    return parseCodeCheck(raw);
+  }
+
+  /** Second verify call of a TOTP challenge: checks the match again atomically and records the outcome. */
+  async recordTotpCheck(input: VerifyInput & { match: TotpMatch }): Promise<VerifyVerdict> {
+    const m = input.match;
+    const raw = await reach('verify_totp', () => this.verifyTotp(
+      ...this.verifyKeys(input),
+      ...this.verifyArgs(input),
+      m.matched ? m.tokenId : '',
+      m.matched ? m.step : '',
+      m.matched ? '' : m.cause,
+    ));
+    return parseVerifyVerdict(raw);
+  }
+
+  private verifyKeys(input: VerifyInput): string[] {
+    return [
       RedisKeys.challenge(input.tag, input.nonce),
       RedisKeys.totp(input.tag),
       RedisKeys.totpSteps(input.tag),
       RedisKeys.failures(input.tag),
-      input.tenantId,
-      input.now.getTime(),
-      input.codeHash,
-      input.code,
-      input.projectionKey,
-      input.lockoutThreshold,
-      input.lockoutWindowSeconds,
-      input.lockoutSeconds,
-    ));
-    return parseVerifyVerdict(raw);
+      RedisKeys.consecutiveFailures(input.tag),
+    ];
+  }
+
+  private verifyArgs(input: VerifyInput): Array<string | number> {
+    return [input.tenantId, input.now.getTime(), ...lockoutArgs(input.lockout)];
   }
 
   async readChallenge(

@@ -1,5 +1,12 @@
 import { methodOf, type ChallengeReason, type Method } from '@mfa/contracts';
-import { VerdictError, type Profile, type StartVerdict, type VerifyVerdict } from '../domain/verdicts.js';
+import {
+  VerdictError,
+  type CodeCheck,
+  type MaskedTotpToken,
+  type Profile,
+  type StartVerdict,
+  type VerifyVerdict,
+} from '../domain/verdicts.js';
 
 /** The Lua scripts answer flat string arrays (see scripts.ts); these turn them into the domain's verdicts. */
 
@@ -48,12 +55,45 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    case 'capped':
+      return { kind: 'capped' };
     default:
       throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
   }
 }
 
-/** verify's reply, as VERIFY_SCRIPT documents it. */
+const TOKEN_SPEC = /^(6|8):(\d{1,4}):([0-9a-f]{2,}):([0-9a-f]{2,})$/;
+
+/**
+ * A token of the projection, "digits:period:nonceHex:maskedSecretHex" (see @mfa/projection's
+ * writer), or undefined for an entry this version cannot use (it can never match).
+ */
+function maskedToken(tokenId: string, spec: string, lastStep: string): MaskedTotpToken | undefined {
+  const m = TOKEN_SPEC.exec(spec);
+  const period = Number(m?.[2]);
+  if (!m || period < 1) return undefined;
+  return {
+    tokenId,
+    digits: m[1] === '8' ? 8 : 6,
+    period,
+    nonce: Buffer.from(m[3]!, 'hex'),
+    masked: Buffer.from(m[4]!, 'hex'),
+    lastStep: Number.isSafeInteger(Number(lastStep)) ? Number(lastStep) : -1,
+  };
+}
+
+/** The first verify call's reply: a verdict, or {'totp', userId, (tokenId, spec, lastStep)*}. */
+export function parseCodeCheck(raw: readonly string[]): CodeCheck {
+  if (raw[0] !== 'totp') return parseVerifyVerdict(raw);
+  const tokens: MaskedTotpToken[] = [];
+  for (let n = 2; n + 2 < raw.length; n += 3) {
+    const token = maskedToken(raw[n]!, raw[n + 1]!, raw[n + 2]!);
+    if (token) tokens.push(token);
+  }
+  return { kind: 'totp_check', userId: raw[1]!, tokens };
+}
+
+/** verify's reply, as VERIFY_SCRIPT and VERIFY_TOTP_SCRIPT document it. */
 export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
   switch (raw[0]) {
     case 'approved': {
@@ -79,6 +119,8 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
       return { kind: 'conflict', status: raw[3] ?? 'completed' };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    case 'capped':
+      return { kind: 'capped' };
     case 'not_found':
       return { kind: 'not_found' };
     default:

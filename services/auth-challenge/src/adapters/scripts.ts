@@ -1,65 +1,27 @@
 /**
- * The challenge state machine runs inside Redis as Lua scripts: each request is one round trip
- * that reads and changes the user's keys atomically (they share the user's hash tag, so this holds
- * on Redis Cluster too). Any instance can verify any challenge; concurrent verifications of one
- * challenge are serialised by Redis, so a code can never be accepted twice.
+ * The challenge state machine runs inside Redis as Lua scripts: each decision reads and changes
+ * the user's keys atomically (they share the user's hash tag, so this holds on Redis Cluster
+ * too). Any instance can verify any challenge; concurrent verifications of one challenge are
+ * serialised by Redis, so a code can never be accepted twice.
+ *
+ * Redis never receives what would recover a code or a TOTP secret: an SMS code arrives only as
+ * its keyed hash, and TOTP codes are computed and compared in auth-challenge, which sends only
+ * the outcome (the matching token and time step, or the cause of a mismatch).
  */
-
-// Shared helpers: SHA-1 from redis.sha1hex, HMAC-SHA1, RFC 4226 HOTP, constant-time compare,
-// and the keystream that unmasks TOTP secrets (mirror of projectionKeystream in libs/crypto/src/codes.ts).
-const HELPERS = `
--- Hex to bytes, 32 bits per tonumber: the per-call cost of HMAC in Lua is mostly this.
-local function hex2bin(h)
-  local out = {}
-  for n = 1, #h, 8 do
-    local v = tonumber(string.sub(h, n, n + 7), 16)
-    out[#out + 1] = string.char(math.floor(v / 16777216), math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
-  end
-  return table.concat(out)
-end
-local function sha1(s) return hex2bin(redis.sha1hex(s)) end
-local function ct_equal(a, b)
-  if #a ~= #b then return false end
-  local x, y, acc = {string.byte(a, 1, -1)}, {string.byte(b, 1, -1)}, 0
-  for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
-  return acc == 0
-end
--- HMAC key pads; the zero padding of the key XORs to constant bytes (0x36 and 0x5c).
-local function hmac_pads(key)
-  if #key > 64 then key = sha1(key) end
-  local k, i, o = {string.byte(key, 1, -1)}, {}, {}
-  for n = 1, #k do i[n] = bit.bxor(k[n], 0x36); o[n] = bit.bxor(k[n], 0x5c) end
-  return string.char(unpack(i)) .. string.rep('6', 64 - #k), string.char(unpack(o)) .. string.rep(string.char(92), 64 - #k)
-end
-local function u32be(n)
-  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-end
-local function hotp(ipad, opad, counter, digits)
-  local h = sha1(opad .. sha1(ipad .. u32be(math.floor(counter / 4294967296)) .. u32be(counter % 4294967296)))
-  local off = (h:byte(20) % 16) + 1
-  local b1, b2, b3, b4 = h:byte(off, off + 3)
-  local bin = (b1 % 128) * 16777216 + b2 * 65536 + b3 * 256 + b4
-  return string.format('%0' .. digits .. 'd', bin % (10 ^ digits))
-end
-local function unmask(ukey, nonce, masked)
-  local stream, ctr = '', 0
-  while #stream < #masked do stream = stream .. sha1(ukey .. nonce .. string.char(ctr)); ctr = ctr + 1 end
-  local m, k, out = {string.byte(masked, 1, -1)}, {string.byte(stream, 1, #masked)}, {}
-  for n = 1, #m do out[n] = bit.bxor(m[n], k[n]) end
-  return string.char(unpack(out))
-end
-`;
 
 /**
- * start. KEYS: user, challenge, sms sends window, user's failed verifications.
+ * start. KEYS: user, challenge, sms sends window, user's failed verifications (window),
+ * user's consecutive failed verifications.
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
- * lockout threshold.
+ * lockout threshold, consecutive failures cap.
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey} (the data key
  * still wrapped, '' when the projection has none)
- * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds} | {'locked', retryAfterSeconds}.
+ * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds} | {'locked', retryAfterSeconds}
+ * | {'capped'}.
  */
 export const START_SCRIPT = `
+if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
@@ -98,71 +60,52 @@ redis.call('EXPIRE', KEYS[2], ARGV[9])
 return {status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or ''}
 `;
 
-/**
- * verify. KEYS: challenge, totp tokens, totp last steps, user's failed verifications.
- * ARGV: tenantId, now ms, keyed hash of the presented code, the code, per-user projection key,
- * lockout threshold, failure-counter window s, lockout duration s.
- * A user whose wrong codes (across all challenges) reached the threshold is locked out: no code
- * is compared until the lockout ends, so starting new challenges buys no new guesses.
- * Returns {'approved', userId, method, tokenId} | {'rejected', userId, method, attempts, remaining, cause}
- * | {'exhausted', userId, method, attempts, cause} | {'expired', userId, method}
- * | {'expired_again', userId, method} | {'conflict', userId, method, status} | {'not_found'}.
- */
-export const VERIFY_SCRIPT = `${HELPERS}
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash')
+// The two verify scripts share their KEYS and first ARGV:
+//   KEYS: challenge, totp tokens, totp last steps, user's failed verifications (window),
+//         user's consecutive failed verifications.
+//   ARGV: tenantId, now ms, lockout threshold, failure-counter window s, lockout duration s,
+//         consecutive failures cap, then the script's own arguments.
+// CHECKS answers whatever needs no code: an unknown or finished challenge, a user locked out (no
+// code is compared then, so starting new challenges buys no new guesses: the window lockout
+// ends by itself, the consecutive cap only with a success elsewhere or an admin unlock), an
+// expired challenge (recorded once).
+const CHECKS = `
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status = ch[2], ch[3], ch[4]
 if status ~= 'pending' then
   if status == 'denied' and ch[5] == 'expired' then return {'expired_again', userId, method} end
   return {'conflict', userId, method, status}
 end
-local now = tonumber(ARGV[2])
-local threshold = tonumber(ARGV[6])
-if tonumber(redis.call('GET', KEYS[4]) or '0') >= threshold then
+if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[6]) then return {'capped'} end
+if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[3]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
-if now >= tonumber(ch[7]) then
+if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'expired', 'completedAt', ARGV[2])
   return {'expired', userId, method}
 end
-local matched, cause, tokenId, step = false, 'mismatch', '', 0
-if method == 'sms' then
-  matched = ct_equal(ch[8] or '', ARGV[3])
-elseif method == 'totp' then
-  local code = ARGV[4]
-  local tokens = redis.call('HGETALL', KEYS[2])
-  for n = 1, #tokens, 2 do
-    local id = tokens[n]
-    local digits, period, nonce, masked = string.match(tokens[n + 1], '^(%d+):(%d+):(%x+):(%x+)$')
-    if not matched and digits and #code == tonumber(digits) then
-      local ipad, opad = hmac_pads(unmask(ARGV[5], hex2bin(nonce), hex2bin(masked)))
-      local t = math.floor(now / 1000 / tonumber(period))
-      local last = tonumber(redis.call('HGET', KEYS[3], id) or '-1')
-      -- Current step first, then the neighbours; stop at the first fresh match (a match is
-      -- answered as approved anyway, so stopping early tells an observer nothing).
-      for _, s in ipairs({t, t - 1, t + 1}) do
-        if not matched and ct_equal(hotp(ipad, opad, s, tonumber(digits)), code) then
-          if s > last then
-            matched = true; tokenId = id; step = s
-          else
-            cause = 'reused'
-          end
-        end
-      end
-    end
-  end
-end
+-- A pending challenge always has attempts left (the last one denies it); checked all the same.
+local max = tonumber(ch[6])
+if tonumber(ch[9] or '0') >= max then return {'conflict', userId, method, status} end
+`;
+
+// OUTCOME records the decision held in matched (and, for TOTP, tokenId/step; cause otherwise).
+// A success spends the code (for TOTP: the step becomes the token's last accepted one) and
+// resets both failure counters; a wrong code counts towards the attempts of the challenge, the
+// window lockout and the consecutive cap.
+const OUTCOME = `
 if matched then
-  if method == 'totp' then redis.call('HSET', KEYS[3], tokenId, step) end
+  if tokenId ~= '' then redis.call('HSET', KEYS[3], tokenId, step) end
   redis.call('HSET', KEYS[1], 'status', 'approved', 'reason', '', 'completedAt', ARGV[2])
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[4], KEYS[5])
   return {'approved', userId, method, tokenId}
 end
 local fails = redis.call('INCR', KEYS[4])
-if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[7]) end
-if fails >= threshold then redis.call('EXPIRE', KEYS[4], ARGV[8]) end
+if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
+if fails >= tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+redis.call('INCR', KEYS[5])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local max = tonumber(ch[6])
 if attempts >= max then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'too_many_attempts', 'completedAt', ARGV[2])
   return {'exhausted', userId, method, tostring(attempts), cause}
@@ -170,11 +113,58 @@ end
 return {'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause}
 `;
 
-/** Exposed for the RFC 6238 test-vector tests of the Lua HOTP (same code as in VERIFY_SCRIPT). */
-export const HOTP_TEST_SCRIPT = `${HELPERS}
-local ipad, opad = hmac_pads(ARGV[1])
-return hotp(ipad, opad, tonumber(ARGV[2]), tonumber(ARGV[3]))
-`;
-export const UNMASK_TEST_SCRIPT = `${HELPERS}
-return unmask(ARGV[1], ARGV[2], ARGV[3])
-`;
+/**
+ * verify, first call. Own ARGV: the keyed hash of the presented code (never the code).
+ * An SMS challenge is decided here: the stored hash is compared in constant time (XOR accumulate
+ * over the whole digest), so an SMS verify is one round trip. A TOTP challenge changes nothing
+ * here: the script answers what auth-challenge needs to check the code itself,
+ * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token,
+ * where spec is "digits:period:nonceHex:maskedSecretHex" (masked; the unmask key never reaches
+ * Redis). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
+ * attempts, remaining, cause} | {'exhausted', userId, method, attempts, cause} | {'expired',
+ * userId, method} | {'expired_again', userId, method} | {'conflict', userId, method, status}
+ * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
+ */
+export const VERIFY_SCRIPT = `${CHECKS}
+if method == 'totp' then
+  local reply = {'totp', userId}
+  local tokens = redis.call('HGETALL', KEYS[2])
+  for n = 1, #tokens, 2 do
+    reply[#reply + 1] = tokens[n]
+    reply[#reply + 1] = tokens[n + 1]
+    reply[#reply + 1] = redis.call('HGET', KEYS[3], tokens[n]) or '-1'
+  end
+  return reply
+end
+local function ct_equal(a, b)
+  if #a ~= #b then return false end
+  local x, y, acc = {string.byte(a, 1, -1)}, {string.byte(b, 1, -1)}, 0
+  for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
+  return acc == 0
+end
+local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[7])
+local tokenId, step, cause = '', '', 'mismatch'
+${OUTCOME}`;
+
+/**
+ * verify of a TOTP challenge, second call: records what auth-challenge found. Own ARGV: the id of
+ * the token whose code matched ('' = none), its RFC 6238 time step, and the cause when none did
+ * ('mismatch' or 'reused'). Everything is checked again atomically, since other requests may have
+ * run since the first call: the challenge (still pending, not expired, same tenant, attempts
+ * left), the lockouts, the token (still active) and the replay guard (the step must be newer
+ * than the token's last accepted one, else the code counts as reused). Replies as VERIFY_SCRIPT.
+ */
+export const VERIFY_TOTP_SCRIPT = `${CHECKS}
+if method ~= 'totp' then return redis.error_reply('not a totp challenge') end
+local tokenId, step, cause = ARGV[7], ARGV[8], ARGV[9]
+local matched = false
+if tokenId ~= '' then
+  if redis.call('HEXISTS', KEYS[2], tokenId) == 0 then
+    tokenId = ''; cause = 'mismatch'
+  elseif tonumber(step) > tonumber(redis.call('HGET', KEYS[3], tokenId) or '-1') then
+    matched = true
+  else
+    tokenId = ''; cause = 'reused'
+  end
+end
+${OUTCOME}`;

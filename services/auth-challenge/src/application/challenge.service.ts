@@ -15,6 +15,7 @@ import {
   seal,
   SealContext,
   SealError,
+  unmaskSecret,
   unwrapDataKey,
   userTag,
   type DataKey,
@@ -24,10 +25,11 @@ import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
 import { challengeId as formatChallengeId, parseChallengeId } from '@mfa/projection';
 import { LOGGER, sealPersonalData } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
-import { ChallengeStore } from '../adapters/challenge.store.js';
+import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
-import { decideStart, decideStatus, decideVerify, subjectOf, type PendingEvent } from '../domain/verdicts.js';
+import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
+import { decideStart, decideStatus, decideVerify, subjectOf, type MaskedTotpToken, type PendingEvent } from '../domain/verdicts.js';
 import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
@@ -45,15 +47,18 @@ interface ServerIdentity {
 
 /**
  * The challenge use cases. Each request costs one Redis round trip (a script, or an HMGET for
- * status) and, when something happened, one JetStream publish awaited for its ack:
- * start draws the code, keeps only its keyed hash in Redis and seals it for dispatch; the script
- * decides atomically; the pure domain says what to answer and which event records it.
+ * status; two scripts for a TOTP verify) and, when something happened, one JetStream publish
+ * awaited for its ack: start draws the code, keeps only its keyed hash in Redis and seals it for
+ * dispatch; the scripts decide atomically; the pure domain says what to answer and which event
+ * records it. A TOTP code is checked here, never in Redis: Redis gets neither the code, nor the
+ * secret, nor the key that unmasks the secret.
  */
 @Injectable()
 export class ChallengeService {
   private readonly keyring: Keyring;
   /** By tenant, user and wrapped key: a user erased or registered anew has another (or no) wrapped key. */
   private readonly dataKeys = new Map<string, { dataKey: DataKey; expiresAt: number }>();
+  private readonly lockout: LockoutPolicy;
 
   constructor(
     private readonly store: ChallengeStore,
@@ -65,6 +70,12 @@ export class ChallengeService {
     @Inject(LOGGER) private readonly log: Logger,
   ) {
     this.keyring = config.keyring;
+    this.lockout = {
+      threshold: config.MFA_LOCKOUT_THRESHOLD,
+      windowSeconds: config.MFA_LOCKOUT_COUNTER_RESET_SECONDS,
+      lockoutSeconds: config.MFA_LOCKOUT_SECONDS,
+      maxConsecutiveFailures: config.MFA_MAX_CONSECUTIVE_FAILURES,
+    };
   }
 
   async start(req: ChallengeStartRequest, now: Date): Promise<ChallengeStartReply> {
@@ -89,7 +100,7 @@ export class ChallengeService {
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
       tenantKnown: this.tenants.has(req.tenantId),
-      lockoutThreshold: this.config.MFA_LOCKOUT_THRESHOLD,
+      lockout: this.lockout,
     });
     const outcome = decideStart(verdict, {
       challengeId,
@@ -111,22 +122,28 @@ export class ChallengeService {
   async verify(req: ChallengeVerifyRequest, now: Date): Promise<ChallengeVerifyReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
-    const verdict = await this.store.verifyChallenge({
-      tag: id.tag,
-      nonce: id.nonce,
-      tenantId: req.tenantId,
-      now,
-      codeHash: hashCode(this.keyring, req.challengeId, req.code),
-      code: req.code,
-      projectionKey: projectionUserKey(this.keyring, id.tag),
-      lockoutThreshold: this.config.MFA_LOCKOUT_THRESHOLD,
-      lockoutWindowSeconds: this.config.MFA_LOCKOUT_COUNTER_RESET_SECONDS,
-      lockoutSeconds: this.config.MFA_LOCKOUT_SECONDS,
-    });
+    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout };
+    const check = await this.store.checkCode({ ...where, codeHash: hashCode(this.keyring, req.challengeId, req.code) });
+    const verdict =
+      check.kind === 'totp_check'
+        ? await this.store.recordTotpCheck({ ...where, match: this.matchTotp(id.tag, check.tokens, req.code, now) })
+        : check;
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
     if (outcome.event) await this.record(req.tenantId, req.challengeId, now, outcome.event);
     return outcome.reply;
+  }
+
+  /** Unmasks the user's TOTP secrets only for the comparison, then zeroes them. */
+  private matchTotp(tag: string, masked: readonly MaskedTotpToken[], code: string, now: Date): TotpMatch {
+    const userKey = projectionUserKey(this.keyring, tag);
+    const tokens = masked.map(({ nonce, masked: secret, ...token }) => ({ ...token, secret: unmaskSecret(userKey, nonce, secret) }));
+    try {
+      return matchTotpCode(tokens, code, now.getTime());
+    } finally {
+      userKey.fill(0);
+      for (const token of tokens) token.secret.fill(0);
+    }
   }
 
   async status(req: ChallengeStatusRequest, now: Date): Promise<ChallengeVerifyReply> {

@@ -13,9 +13,9 @@ import {
 } from '@mfa/contracts';
 
 /**
- * The challenge decisions are taken atomically inside Redis (adapters/scripts.ts); this module is
- * the pure half: given the script's verdict (parsed by adapters/script-replies.ts), it says what
- * to answer and which event records it.
+ * The challenge decisions are taken atomically inside Redis (adapters/scripts.ts), except the
+ * TOTP code comparison (totp-match.ts); this module is the pure half: given the script's verdict
+ * (parsed by adapters/script-replies.ts), it says what to answer and which event records it.
  * Expected outcomes are events of their own (ChallengeApproved, ChallengeCodeRejected, ...).
  */
 
@@ -37,7 +37,8 @@ export type StartVerdict =
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
-  | { kind: 'locked'; retryAfterSeconds: number };
+  | { kind: 'locked'; retryAfterSeconds: number }
+  | { kind: 'capped' };
 
 export type VerifyVerdict =
   | { kind: 'approved'; userId: string; method: Method; tokenId?: string }
@@ -46,7 +47,25 @@ export type VerifyVerdict =
   | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
   | { kind: 'conflict'; status: string }
   | { kind: 'locked'; retryAfterSeconds: number }
+  | { kind: 'capped' }
   | { kind: 'not_found' };
+
+/** A TOTP token as the Redis projection holds it: the secret masked with the user's projection key. */
+export interface MaskedTotpToken {
+  tokenId: string;
+  digits: 6 | 8;
+  period: number;
+  nonce: Uint8Array;
+  masked: Uint8Array;
+  lastStep: number;
+}
+
+/**
+ * What the first verify call answers: a verdict, or, for a pending TOTP challenge, the user's
+ * tokens, so that auth-challenge can check the code itself and record the outcome with a second
+ * call (Redis never sees the code, the secret or the key that unmasks it).
+ */
+export type CodeCheck = VerifyVerdict | { kind: 'totp_check'; userId: string; tokens: MaskedTotpToken[] };
 
 export class VerdictError extends Error {
   override name = 'VerdictError';
@@ -156,6 +175,8 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       throw rateLimited(`too many codes sent to this user; try again in ${verdict.retryAfterSeconds} s`);
     case 'locked':
       throw lockedOut(verdict.retryAfterSeconds);
+    case 'capped':
+      throw capped();
   }
 }
 
@@ -165,6 +186,13 @@ const hasPersonalData = (p: Profile) => Boolean(p.displayName || p.email || p.ph
 /** Too many wrong codes for this user across challenges: no guesses until the lockout ends. */
 const lockedOut = (seconds: number) =>
   rateLimited(`too many wrong codes for this user; locked for ${seconds} s`);
+
+/**
+ * The cap on consecutive wrong codes (NIST SP 800-63B §5.2.2) is reached: no guesses until a
+ * success by another route or an administrator unlocks the user; waiting does not help.
+ */
+const capped = () =>
+  rateLimited('too many consecutive wrong codes for this user; an administrator must unlock the user');
 
 export function decideVerify(
   verdict: VerifyVerdict,
@@ -206,6 +234,8 @@ export function decideVerify(
       throw conflict(`challenge already completed (${verdict.status})`);
     case 'locked':
       throw lockedOut(verdict.retryAfterSeconds);
+    case 'capped':
+      throw capped();
     case 'not_found':
       throw notFound('unknown challenge');
   }

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
 // Verdicts are built the way the store adapter builds them from the scripts' replies.
-import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import { parseCodeCheck, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
 import { decideStart, decideStatus, decideVerify, type StartContext } from './verdicts.js';
 
 const server = { name: 'node-a', ip: '10.0.0.5' };
@@ -17,13 +17,14 @@ const ctx = (over: Partial<StartContext> = {}): StartContext => ({
   sealedPersonalData: (profile, dataKey) => `d1.sealed(${dataKey}:${[profile.displayName, profile.email, profile.phoneNumber].join('|')})`,
   ...over,
 });
-const code = (fn: () => unknown) => {
+const code = (fn: () => unknown) => errorOf(fn)?.code ?? 'no-error';
+const errorOf = (fn: () => unknown): { code: string; message: string } | undefined => {
   try {
     fn();
   } catch (error) {
-    return error instanceof ContractError ? error.code : 'not-a-contract-error';
+    return error instanceof ContractError ? { code: error.code, message: error.message } : { code: 'not-a-contract-error', message: '' };
   }
-  return 'no-error';
+  return undefined;
 };
 
 describe('start decisions', () => {
@@ -88,6 +89,17 @@ describe('start decisions', () => {
     assert.equal(code(() => decideStart(parseStartVerdict(['locked', '600']), ctx())), 'rate_limited');
     assert.equal(code(() => decideVerify(parseVerifyVerdict(['locked', '600']), { challengeId: 'c', server })), 'rate_limited');
   });
+
+  it('given a user at the cap of consecutive wrong codes, then start and verify are rate_limited until an administrator unlocks', () => {
+    for (const error of [
+      errorOf(() => decideStart(parseStartVerdict(['capped']), ctx())),
+      errorOf(() => decideVerify(parseVerifyVerdict(['capped']), { challengeId: 'c', server })),
+    ]) {
+      assert.equal(error?.code, 'rate_limited');
+      assert.match(error?.message ?? '', /administrator must unlock/);
+      assert.doesNotMatch(error?.message ?? '', /\d+ s/, 'no time to wait: waiting does not end it');
+    }
+  });
 });
 
 describe('verify decisions', () => {
@@ -135,6 +147,28 @@ describe('verify decisions', () => {
   it('given a completed or unknown challenge, then conflict or not_found', () => {
     assert.equal(code(() => decideVerify(parseVerifyVerdict(['conflict', 'u', 'sms', 'approved']), vctx)), 'conflict');
     assert.equal(code(() => decideVerify(parseVerifyVerdict(['not_found']), vctx)), 'not_found');
+  });
+});
+
+describe('first verify call', () => {
+  it('given a pending TOTP challenge, then the user\'s masked tokens come back to be checked outside Redis', () => {
+    const check = parseCodeCheck(['totp', 'u', 'app', '6:30:0a0b:c0ffee', '-1', 'hw', '8:60:0c0d:beef', '55', 'odd', 'garbage', '1']);
+    assert.equal(check.kind, 'totp_check');
+    if (check.kind !== 'totp_check') return;
+    assert.equal(check.userId, 'u');
+    assert.deepEqual(
+      check.tokens.map((t) => ({ ...t, nonce: Buffer.from(t.nonce).toString('hex'), masked: Buffer.from(t.masked).toString('hex') })),
+      [
+        { tokenId: 'app', digits: 6, period: 30, nonce: '0a0b', masked: 'c0ffee', lastStep: -1 },
+        { tokenId: 'hw', digits: 8, period: 60, nonce: '0c0d', masked: 'beef', lastStep: 55 },
+      ],
+      'an entry this version cannot read is left out: it can never match',
+    );
+  });
+
+  it('given an SMS challenge, then the first call already holds the verdict', () => {
+    assert.deepEqual(parseCodeCheck(['approved', 'u', 'sms', '']), { kind: 'approved', userId: 'u', method: 'sms' });
+    assert.deepEqual(parseCodeCheck(['capped']), { kind: 'capped' });
   });
 });
 

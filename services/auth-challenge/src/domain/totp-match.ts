@@ -1,0 +1,37 @@
+import { hotp, sameCode, totpWindow } from '@mfa/crypto';
+
+/** An active TOTP token of the user, its secret unmasked, with the last time step accepted for it. */
+export interface TotpToken {
+  tokenId: string;
+  secret: Uint8Array;
+  digits: 6 | 8;
+  /** Seconds per time step: 30 (apps) or 60 (some hardware tokens). */
+  period: number;
+  /** -1 when no code of this token was ever accepted. */
+  lastStep: number;
+}
+
+export type TotpMatch =
+  | { matched: true; tokenId: string; step: number }
+  /** `reused`: the code is that of a step already accepted for the token (RFC 6238 §5.2). */
+  | { matched: false; cause: 'mismatch' | 'reused' };
+
+/**
+ * Which token and time step a presented code belongs to, among the user's tokens, for steps
+ * t, t-1 and t+1 around `unixMillis`. A step not newer than the token's last accepted one never
+ * matches again. Comparisons take constant time; the search stops at the first fresh match,
+ * which tells an observer nothing since a match is answered as approved anyway.
+ * The store checks the step again when it records the outcome (another request may have spent it).
+ */
+export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMillis: number): TotpMatch {
+  let cause: 'mismatch' | 'reused' = 'mismatch';
+  for (const token of tokens) {
+    if (code.length !== token.digits) continue;
+    for (const step of totpWindow(unixMillis, token.period)) {
+      if (!sameCode(hotp(token.secret, step, token.digits), code)) continue;
+      if (step > token.lastStep) return { matched: true, tokenId: token.tokenId, step };
+      cause = 'reused';
+    }
+  }
+  return { matched: false, cause };
+}

@@ -1,14 +1,14 @@
 // The floor: the same hops as one challenge request, with nothing else. One NATS request/reply,
 // one Redis script, one JetStream publish awaited for its ack; no framework, no validation, no
 // crypto, no tracing. Our figures are printed as a ratio of this one.
-import { connect } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
+import { connectClient } from '@mfa/messaging';
 
 const START = `redis.call('HSET', KEYS[1], 'code', ARGV[1], 'status', 'pending') redis.call('EXPIRE', KEYS[1], 600) return 'pending'`;
 const VERIFY = `local c = redis.call('HGET', KEYS[1], 'code') if c == ARGV[1] then redis.call('HSET', KEYS[1], 'status', 'approved') return 'approved' end return 'pending'`;
 
-const nc = await connect({ servers: process.env.NATS_URL ?? 'nats://127.0.0.1:4222', name: 'bench-floor', noAsyncTraces: true });
+const nc = await connectClient({ name: 'bench-floor', noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
 await jsm.streams.add({ name: 'BENCH_FLOOR', subjects: ['bench.floor.evt.>'], storage: StorageType.File, retention: RetentionPolicy.Limits, max_age: 3600 * 1e9 }).catch(async () => {
   await jsm.streams.purge('BENCH_FLOOR');

@@ -7,11 +7,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { connect } from '@nats-io/transport-node';
+import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Subjects } from '@mfa/contracts';
 import { hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
+import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { FakeTwilio, repoRoot, startStack } from '@mfa/testing';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
@@ -32,7 +33,6 @@ const withReporting = !values.services || values.services.split(',').includes('r
 const duration = Number(values.duration);
 const warmup = Number(values.warmup);
 const scenarios = new Set(values.scenarios!.split(','));
-const natsUrl = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_bench';
 const out = (line = '') => process.stdout.write(`${line}\n`);
@@ -46,6 +46,9 @@ const rowChecks: Record<string, unknown> = {};
 // builds of a service side by side under the same load; otherwise each run has a fresh key.
 const masterKey = process.env.BENCH_MASTER_KEY ? Buffer.from(process.env.BENCH_MASTER_KEY, 'base64') : randomBytes(32);
 const keyring = keyringFromMasterKey(masterKey);
+// Production settings, so MFA_AUTH=required: the platform key creates the tenant and a client of
+// scope `challenges`, whose key then goes on every request of the run (as an IdP's would).
+const platformKey = process.env.BENCH_PLATFORM_API_KEY ?? randomBytes(32).toString('base64url');
 const tenantId = `bench-${Date.now().toString(36)}`;
 const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();
 const phoneOf = (i: number) => `+1555${String(i).padStart(7, '0')}`;
@@ -62,6 +65,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       NODE_ENV: 'production',
       LOG_LEVEL: 'warn',
       MFA_ENCRYPTION_KEY: masterKey.toString('base64'),
+      MFA_PLATFORM_API_KEY: platformKey,
       DATABASE_URL: databaseUrl,
       SMS_MAX_SENDS_PER_WINDOW: '1000',
       ...twilio.env(),
@@ -70,14 +74,20 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     },
   });
-  const nc = await connect({ servers: natsUrl, name: 'bench-idp', noAsyncTraces: true });
+  const nc = await connectClient({ name: 'bench-idp', noAsyncTraces: true });
   const redis = new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
-  const ask = async (subject: string, body: unknown): Promise<Reply> => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+  const auth = natsHeaders();
+  auth.set('Authorization', `Bearer ${platformKey}`);
+  const ask = async (subject: string, body: unknown): Promise<Reply> =>
+    (await nc.request(subject, JSON.stringify(body), { timeout: 10_000, headers: auth })).json<Reply>();
   const usersNeeded = Math.ceil(rate * (duration + warmup) * 1.05) + 10;
   try {
     const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } });
     if (configured.error) throw new Error(`tenants.configure: ${configured.error.message}`);
+    const client = (await ask(Subjects.clientsCreate, { tenantId, name: 'bench IdP', scopes: ['challenges'] })) as Reply & { apiKey?: string };
+    if (!client.apiKey) throw new Error(`clients.create: ${client.error?.message}`);
+    auth.set('Authorization', `Bearer ${client.apiKey}`);
     for (let i = 0; ; i++) {
       const r = await ask(Subjects.challengeStart, { tenantId, userId: 'nobody-yet' });
       if (r.status === 'registration_required') break;
@@ -211,7 +221,7 @@ if (scenarios.has('floor')) {
     floor.stdout!.on('data', (d: Buffer) => d.toString().includes('floor ready') && resolve());
     floor.once('exit', (code) => reject(new Error(`floor exited ${code}`)));
   });
-  const nc = await connect({ servers: natsUrl, name: 'bench-floor-idp', noAsyncTraces: true });
+  const nc = await connectClient({ name: 'bench-floor-idp', noAsyncTraces: true });
   const ask = async (subject: string, body: unknown) => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
   const pair = async (i: number, due: number, record: (t: string, ms: number) => void) => {
     const id = `${i}-${randomBytes(6).toString('hex')}`;

@@ -105,15 +105,15 @@ interface Expected {
 }
 
 const everywhere = ['NATS_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'HTTP_PORT'];
-const keyring = ['MFA_ENCRYPTION_KEY'];
+const keyring = ['MFA_ENCRYPTION_KEY', 'MFA_AUTH', 'MFA_PLATFORM_API_KEY'];
 const twilio = ['SMS_PROVIDERS', 'TWILIO_API_URL', 'TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER'];
 
 const expected: Record<string, Expected> = {
   'auth-challenge': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
   dispatch: { needs: ['nats'], env: [...everywhere, ...keyring, ...twilio] },
-  fraud: { needs: ['nats'], env: everywhere },
+  fraud: { needs: ['nats'], env: [...everywhere, ...keyring] },
   'user-settings': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
-  reporting: { needs: ['nats', 'postgres'], env: [...everywhere, 'DATABASE_URL'] },
+  reporting: { needs: ['nats', 'postgres'], env: [...everywhere, ...keyring, 'DATABASE_URL'] },
 };
 const loopback = new Set(['127.0.0.1', 'localhost', '::1']);
 
@@ -128,6 +128,57 @@ describe('docker-compose.yml', () => {
     const command = commandOf(nats);
     assert.ok(command.includes('-js') || command.includes('--jetstream'), `nats command must enable JetStream: ${command.join(' ')}`);
     healthcheckCommand(nats, 'nats');
+  });
+
+  describe('nats runs with deploy/nats/nats-server.conf', () => {
+    const nats = service('nats');
+    const natsEnv = environmentOf(nats);
+    const confPath = join(root, 'deploy', 'nats', 'nats-server.conf');
+    const conf = readFileSync(confPath, 'utf8');
+    // Without comments and quoted strings ("$JS.API.>" is a subject, not a variable).
+    const code = conf
+      .split('\n')
+      .map((line) => line.replace(/#.*$/, ''))
+      .join('\n')
+      .replace(/"[^"]*"/g, '""');
+    const defined = new Set([...code.matchAll(/^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[=:]/gm)].map((m) => m[1]));
+    const fromEnvironment = [...new Set([...code.matchAll(/\$([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]!))].filter((name) => !defined.has(name));
+    const users = new Map([...code.matchAll(/user\s*[:=]\s*([\w-]+)[\s,]+password\s*[:=]\s*(\S+?)[\s,}]/g)].map((m) => [m[1]!, m[2]!]));
+    /** A compose value taken from the host environment, with no default that would put a secret here. */
+    const isRequiredVariable = (value: string | undefined, name: string) => new RegExp(`^\\$\\{${name}(:?\\?[^}]*)?\\}$`).test(value ?? '');
+
+    it('mounts the configuration and starts the server with it', () => {
+      const command = commandOf(nats);
+      const flag = command.findIndex((arg) => arg === '-c' || arg === '--config');
+      assert.ok(flag >= 0, `nats command must name a configuration file: ${command.join(' ')}`);
+      const target = command[flag + 1];
+      const volumes = (Array.isArray(nats.volumes) ? nats.volumes : []).map(String);
+      const mount = volumes.map((v) => v.split(':')).find(([, containerPath]) => containerPath === target);
+      assert.ok(mount, `${target} must be mounted into the nats container`);
+      assert.equal(resolve(root, mount[0]!), confPath);
+      assert.ok(mount[2]?.split(',').includes('ro'), 'mounted read-only');
+    });
+
+    it('has users with passwords from the environment only, and gives the server every variable the configuration reads', () => {
+      assert.ok(users.size >= 2, `users found in the configuration: ${[...users.keys()].join(', ')}`);
+      for (const [user, password] of users) assert.match(password, /^\$[A-Za-z_]\w*$/, `${user}: the password must be a $VARIABLE, never written in the file`);
+      assert.doesNotMatch(code, /\b(token|pass)\s*[:=]\s*[^$\s]/, 'no token or password written in the file');
+      assert.ok(fromEnvironment.length >= users.size);
+      for (const name of fromEnvironment) {
+        assert.ok(isRequiredVariable(natsEnv.get(name), name), `nats: ${name} must be passed as \${${name}:?…} (got ${natsEnv.get(name)})`);
+      }
+    });
+
+    for (const name of Object.keys(expected)) {
+      it(`${name} connects as the services' user of the configuration`, () => {
+        const env = environmentOf(service(name));
+        const user = env.get('NATS_USER') ?? '';
+        const password = users.get(user);
+        assert.ok(password, `${name}: NATS_USER "${user}" is not a user of deploy/nats/nats-server.conf`);
+        assert.match(code, new RegExp(`user\\s*[:=]\\s*${user}[^}]*permissions\\s*[:=]\\s*\\$SERVICES\\b`), `${user} has the services' permissions`);
+        assert.ok(isRequiredVariable(env.get('NATS_PASSWORD'), password.slice(1)), `${name}: NATS_PASSWORD must be \${${password.slice(1)}:?…}`);
+      });
+    }
   });
 
   it('defines redis and postgres with health checks', () => {

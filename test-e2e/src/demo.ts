@@ -1,8 +1,8 @@
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { EventSubjects, Streams, Subjects, type SigninItem } from '@mfa/contracts';
 import { base32Decode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
-import { requestJson } from '@mfa/messaging';
+import { connectClient, requestJson } from '@mfa/messaging';
 import { eventually } from '@mfa/testing';
 
 /**
@@ -13,28 +13,56 @@ import { eventually } from '@mfa/testing';
  * event, opening it with the stack's key (the development key unless MFA_ENCRYPTION_KEY is set);
  * the "authenticator app" computes TOTP codes from the enrolled secret.
  */
-export async function runDemo(options: { out: (line: string) => void; natsUrl?: string; tenantId?: string }): Promise<number> {
+export async function runDemo(options: {
+  out: (line: string) => void;
+  natsUrl?: string;
+  tenantId?: string;
+  env?: NodeJS.ProcessEnv;
+  /** The stack's MFA_PLATFORM_API_KEY, when it runs with MFA_AUTH=required. */
+  platformKey?: string;
+}): Promise<number> {
   const out = options.out;
-  const natsUrl = options.natsUrl ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+  // NATS_URL and the NATS_* credentials, as the services read them (docs/operations.md). The
+  // phone's stand-in reads the event log, so on a server with deploy/nats's permissions the demo
+  // needs the services' user, not an IdP's.
+  const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env), ...(options.natsUrl ? { NATS_URL: options.natsUrl } : {}) };
+  const natsUrl = env.NATS_URL || 'nats://127.0.0.1:4222';
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: natsUrl, name: 'demo-idp' });
-  } catch {
-    out(`Cannot reach NATS at ${natsUrl}. Start the stack first: npm start`);
+    nc = await connectClient({ name: 'demo-idp' }, env);
+  } catch (error) {
+    out(`Cannot connect to NATS at ${natsUrl} (${(error as Error).message}). Start the stack first: npm start`);
     return 1;
   }
-  const { keyring } = loadKeyring(process.env);
+  const { keyring } = loadKeyring(env);
   const jsm = await jetstreamManager(nc);
+  // With MFA_PLATFORM_API_KEY set (a stack started with MFA_AUTH=required), the platform key
+  // creates the tenant and an API key for the IdP, which then goes on every request; without it
+  // (development, MFA_AUTH=off) requests carry no key.
+  const platformKey = options.platformKey ?? env.MFA_PLATFORM_API_KEY;
+  let apiKey = platformKey;
   const ask = async <T>(subject: string, body: unknown): Promise<T> => {
-    const reply = await requestJson<T & { error?: { code: string; message: string } }>(nc, subject, body, { timeoutMs: 10_000 });
+    const reply = await requestJson<T & { error?: { code: string; message: string } }>(nc, subject, body, {
+      timeoutMs: 10_000,
+      ...(apiKey ? { headers: { Authorization: `Bearer ${apiKey}` } } : {}),
+    });
     if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
     return reply;
   };
   try {
     const tenantId = options.tenantId ?? `demo-${Date.now().toString(36)}`;
     const userId = 'helga@contoso.com';
-    out(`IdP → mfa.v1.tenants.configure   tenant ${tenantId}, codes live 300 s`);
+    out(`IdP → mfa.v1.tenants.configure   tenant ${tenantId}, codes live 300 s${platformKey ? ' (platform key)' : ''}`);
     await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } });
+    if (platformKey) {
+      const client = await ask<{ clientId: string; apiKey: string }>(Subjects.clientsCreate, {
+        tenantId,
+        name: 'demo IdP',
+        scopes: ['challenges', 'users', 'reports'],
+      });
+      apiKey = client.apiKey;
+      out(`IdP → mfa.v1.clients.create      client ${client.clientId}, scopes challenges, users, reports: its key goes on every request from here`);
+    }
     out(`IdP → mfa.v1.users.register      ${userId}, +46701234567`);
     const reg = await ask<{ methods: string[] }>(Subjects.usersRegister, {
       tenantId,

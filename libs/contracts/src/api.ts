@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TenantSettings, TenantSettingsPatch } from './tenant-settings.js';
 import {
   Application,
   ChallengeReason,
@@ -32,8 +33,14 @@ export const Subjects = {
   challengeVerify: 'mfa.v1.challenge.verify',
   challengeStatus: 'mfa.v1.challenge.status',
   reportsSigninsQuery: 'mfa.v1.reports.signins.query',
-  /** Ours, beyond the fixed list: tenant settings (code lifetime, attempts, enabled methods). */
+  usersUnblock: 'mfa.v1.users.unblock',
+  usersDelete: 'mfa.v1.users.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
+  tenantsGet: 'mfa.v1.tenants.get',
+  clientsCreate: 'mfa.v1.clients.create',
+  clientsList: 'mfa.v1.clients.list',
+  clientsRevoke: 'mfa.v1.clients.revoke',
+  reportsAuditQuery: 'mfa.v1.reports.audit.query',
 } as const;
 export type ApiSubject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -42,38 +49,68 @@ export const MAX_REQUEST_BYTES = 16 * 1024;
 
 // ---- tenants ---------------------------------------------------------------------------------
 
-export const DEFAULT_CODE_LIFETIME_SECONDS = 180;
-export const DEFAULT_MAX_ATTEMPTS = 5;
-
-export const TenantSettings = z.object({
-  /** Lifetime of a challenge and its code: 180 s by default (cloud), 300 s (server default) possible. */
-  codeLifetimeSeconds: z.int().min(30).max(600).default(DEFAULT_CODE_LIFETIME_SECONDS),
-  /** Wrong codes accepted per challenge before it is denied. */
-  maxAttempts: z.int().min(1).max(10).default(DEFAULT_MAX_ATTEMPTS),
-  /** Methods the tenant allows; a user whose only methods are disabled must register again. */
-  enabledMethods: z.array(Method).min(1).default(['sms', 'voice', 'push', 'totp']),
-});
-export type TenantSettings = z.infer<typeof TenantSettings>;
-export const defaultTenantSettings = (): TenantSettings => TenantSettings.parse({});
-
-/**
- * A change to some settings. Spelled out rather than `TenantSettings.partial()`, which in zod 4
- * would still fill every omitted field with its default and turn a partial change into a reset.
- */
-export const TenantSettingsPatch = z.object({
-  codeLifetimeSeconds: TenantSettings.shape.codeLifetimeSeconds.unwrap().optional(),
-  maxAttempts: TenantSettings.shape.maxAttempts.unwrap().optional(),
-  enabledMethods: TenantSettings.shape.enabledMethods.unwrap().optional(),
-});
-export type TenantSettingsPatch = z.infer<typeof TenantSettingsPatch>;
-
-export const TenantsConfigureRequest = z.object({
+export const TenantsConfigureRequest = z.strictObject({
   tenantId: TenantId,
   settings: TenantSettingsPatch,
 });
 export type TenantsConfigureRequest = z.infer<typeof TenantsConfigureRequest>;
 export const TenantsConfigureReply = z.object({ tenantId: TenantId, settings: TenantSettings });
 export type TenantsConfigureReply = z.infer<typeof TenantsConfigureReply>;
+
+export const TenantsGetRequest = z.object({ tenantId: TenantId });
+export type TenantsGetRequest = z.infer<typeof TenantsGetRequest>;
+export const TenantsGetReply = TenantsConfigureReply;
+export type TenantsGetReply = TenantsConfigureReply;
+
+// ---- API clients -----------------------------------------------------------------------------
+
+/** What an API key may do (docs/api.md, "Callers, keys and scopes"). */
+export const SCOPES = ['challenges', 'users', 'reports', 'admin'] as const;
+export const Scope = z.enum(SCOPES);
+export type Scope = z.infer<typeof Scope>;
+
+export const ClientsCreateRequest = z.object({
+  tenantId: TenantId,
+  name: Label,
+  scopes: z
+    .array(Scope)
+    .min(1, 'must name at least one scope')
+    .max(SCOPES.length)
+    .refine((s) => new Set(s).size === s.length, 'must not repeat a scope'),
+});
+export type ClientsCreateRequest = z.infer<typeof ClientsCreateRequest>;
+export const ClientsCreateReply = z.object({
+  clientId: z.string(),
+  /** Shown once: only a keyed hash of it is stored. */
+  apiKey: z.string(),
+  name: z.string(),
+  scopes: z.array(Scope),
+  createdAt: IsoDateTime,
+});
+export type ClientsCreateReply = z.infer<typeof ClientsCreateReply>;
+
+export const ClientsListRequest = z.object({ tenantId: TenantId });
+export type ClientsListRequest = z.infer<typeof ClientsListRequest>;
+export const ClientItem = z.object({
+  clientId: z.string(),
+  name: z.string(),
+  scopes: z.array(Scope),
+  createdAt: IsoDateTime,
+  /** Coalesced: accurate to about a minute (docs/api.md). */
+  lastUsedAt: IsoDateTime.optional(),
+  revokedAt: IsoDateTime.optional(),
+});
+export type ClientItem = z.infer<typeof ClientItem>;
+export const ClientsListReply = z.object({ items: z.array(ClientItem) });
+export type ClientsListReply = z.infer<typeof ClientsListReply>;
+
+export const ClientsRevokeRequest = z.object({ tenantId: TenantId, clientId: OpaqueId });
+export type ClientsRevokeRequest = z.infer<typeof ClientsRevokeRequest>;
+export const ClientsRevokeReply = z.object({ clientId: z.string(), revokedAt: IsoDateTime });
+export type ClientsRevokeReply = z.infer<typeof ClientsRevokeReply>;
+
+/** Why an administrator did something: free text, kept in the audit trail. */
+export const Reason = DisplayName;
 
 // ---- users -----------------------------------------------------------------------------------
 
@@ -88,6 +125,22 @@ export const UsersRegisterRequest = z.object({
 export type UsersRegisterRequest = z.infer<typeof UsersRegisterRequest>;
 export const UsersRegisterReply = z.object({ userId: UserId, methods: z.array(Method) });
 export type UsersRegisterReply = z.infer<typeof UsersRegisterReply>;
+
+/** Admin: lifts the user's lockouts (the per-window one and the consecutive-failure cap). */
+export const UsersUnblockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
+export type UsersUnblockRequest = z.infer<typeof UsersUnblockRequest>;
+export const UsersUnblockReply = z.object({ userId: z.string(), unblocked: z.literal(true) });
+export type UsersUnblockReply = z.infer<typeof UsersUnblockReply>;
+
+/**
+ * Admin: erases the user (crypto-shredding). Their personal data becomes unreadable everywhere,
+ * the event log included, and report rows keep only a pseudonymous id. Deleting an erased user
+ * again answers `deleted` too.
+ */
+export const UsersDeleteRequest = z.object({ tenantId: TenantId, userId: UserId });
+export type UsersDeleteRequest = z.infer<typeof UsersDeleteRequest>;
+export const UsersDeleteReply = z.object({ userId: z.string(), deleted: z.literal(true) });
+export type UsersDeleteReply = z.infer<typeof UsersDeleteReply>;
 
 export const TotpEnrollRequest = z.object({ tenantId: TenantId, userId: UserId, label: Label.optional() });
 export type TotpEnrollRequest = z.infer<typeof TotpEnrollRequest>;
@@ -188,6 +241,74 @@ export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });
 export type SigninsQueryReply = z.infer<typeof SigninsQueryReply>;
 
+export const AuditQueryRequest = z
+  .object({
+    tenantId: TenantId,
+    clientId: OpaqueId.optional(),
+    userId: UserId.optional(),
+    from: IsoDateTime.optional(),
+    to: IsoDateTime.optional(),
+    limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
+    cursor: z.string().min(1).max(512).optional(),
+  })
+  .refine((q) => q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to), {
+    message: 'from must not be after to',
+    path: ['from'],
+  });
+export type AuditQueryRequest = z.infer<typeof AuditQueryRequest>;
+
+/** The person behind an admin request of the console: same text rules as every identifier. */
+export const Operator = z.object({
+  sub: DisplayName,
+  email: Email.optional(),
+  name: DisplayName.optional(),
+});
+export type Operator = z.infer<typeof Operator>;
+
+export const AuditItem = z.object({
+  occurredAt: IsoDateTime,
+  /** The acting API client; `platform` for MFA_PLATFORM_API_KEY, `anonymous` when MFA_AUTH=off and no key was sent. */
+  clientId: z.string(),
+  operator: Operator.optional(),
+  subject: z.string(),
+  /** The user the action was about, if any. */
+  userId: z.string().optional(),
+  /** `ok`, or the error code the action was answered with. */
+  outcome: z.string(),
+});
+export type AuditItem = z.infer<typeof AuditItem>;
+export const AuditQueryReply = z.object({ items: z.array(AuditItem), nextCursor: z.string().optional() });
+export type AuditQueryReply = z.infer<typeof AuditQueryReply>;
+
+// ---- who may call what -------------------------------------------------------------------------
+
+/**
+ * The scope each subject requires. `admin` also grants everything `users` may do. Every subject of
+ * the `admin` scope is recorded in the audit trail. A subject missing here is refused.
+ */
+export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
+  [Subjects.challengeStart]: 'challenges',
+  [Subjects.challengeVerify]: 'challenges',
+  [Subjects.challengeStatus]: 'challenges',
+  [Subjects.usersRegister]: 'users',
+  [Subjects.totpEnroll]: 'users',
+  [Subjects.totpActivate]: 'users',
+  [Subjects.usersUnblock]: 'admin',
+  [Subjects.usersDelete]: 'admin',
+  [Subjects.reportsSigninsQuery]: 'reports',
+  [Subjects.reportsAuditQuery]: 'reports',
+  [Subjects.tenantsConfigure]: 'admin',
+  [Subjects.tenantsGet]: 'admin',
+  [Subjects.clientsCreate]: 'admin',
+  [Subjects.clientsList]: 'admin',
+  [Subjects.clientsRevoke]: 'admin',
+};
+
+/** Whether a key with `granted` scopes may call a subject that requires `required`. */
+export function scopeAllows(granted: ReadonlySet<Scope>, required: Scope): boolean {
+  return granted.has(required) || (required === 'users' && granted.has('admin'));
+}
+
 /** Request schema per subject, for clients and tests that walk every subject. */
 export const RequestSchemas = {
   [Subjects.usersRegister]: UsersRegisterRequest,
@@ -198,4 +319,11 @@ export const RequestSchemas = {
   [Subjects.challengeStatus]: ChallengeStatusRequest,
   [Subjects.reportsSigninsQuery]: SigninsQueryRequest,
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
-} as const;
+  [Subjects.tenantsGet]: TenantsGetRequest,
+  [Subjects.usersUnblock]: UsersUnblockRequest,
+  [Subjects.usersDelete]: UsersDeleteRequest,
+  [Subjects.clientsCreate]: ClientsCreateRequest,
+  [Subjects.clientsList]: ClientsListRequest,
+  [Subjects.clientsRevoke]: ClientsRevokeRequest,
+  [Subjects.reportsAuditQuery]: AuditQueryRequest,
+} as const satisfies Record<ApiSubject, z.ZodType>;

@@ -3,6 +3,11 @@ import assert from 'node:assert/strict';
 import {
   ChallengeStartRequest,
   defaultTenantSettings,
+  describeIssues,
+  SCOPES,
+  scopeAllows,
+  SubjectScopes,
+  TenantsConfigureRequest,
   EventSubjects,
   fromSubjectToken,
   parseEvent,
@@ -29,18 +34,64 @@ function createEnvelopeForTest() {
 }
 
 describe('the public API contract', () => {
-  it('names exactly the subjects of MISSION.md (plus tenant configuration)', () => {
+  it('names the subjects of MISSION.md implemented so far, each with a schema and a scope', () => {
     assert.deepEqual(Object.values(Subjects).sort(), [
       'mfa.v1.challenge.start',
       'mfa.v1.challenge.status',
       'mfa.v1.challenge.verify',
+      'mfa.v1.clients.create',
+      'mfa.v1.clients.list',
+      'mfa.v1.clients.revoke',
+      'mfa.v1.reports.audit.query',
       'mfa.v1.reports.signins.query',
       'mfa.v1.tenants.configure',
+      'mfa.v1.tenants.get',
+      'mfa.v1.users.delete',
       'mfa.v1.users.register',
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',
+      'mfa.v1.users.unblock',
     ]);
-    assert.equal(Object.keys(RequestSchemas).length, Object.keys(Subjects).length);
+    assert.deepEqual(Object.keys(RequestSchemas).sort(), Object.values(Subjects).sort());
+    assert.deepEqual(Object.keys(SubjectScopes).sort(), Object.values(Subjects).sort());
+  });
+
+  it('gives each scope what MISSION.md says, and admin everything users may do', () => {
+    const all = new Set(SCOPES);
+    for (const [subject, scope] of Object.entries(SubjectScopes)) {
+      const expected = /\.(tenants|clients)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject)
+        ? 'admin'
+        : subject.includes('.challenge.') ? 'challenges' : subject.includes('.reports.') ? 'reports' : 'users';
+      assert.equal(scope, expected, subject);
+      assert.ok(scopeAllows(all, scope));
+    }
+    assert.ok(scopeAllows(new Set(['admin'] as const), 'users'));
+    assert.ok(!scopeAllows(new Set(['admin'] as const), 'challenges'));
+    assert.ok(!scopeAllows(new Set(['users'] as const), 'admin'));
+  });
+
+  it('refuses unknown and misspelled settings in tenants.configure, naming them', () => {
+    const result = TenantsConfigureRequest.safeParse({ tenantId: 't', settings: { maxAtempts: 3, lockout: { treshold: 2 } } });
+    assert.equal(result.success, false);
+    const message = describeIssues(result.error!.issues);
+    assert.match(message, /maxAtempts/);
+    assert.match(message, /treshold/);
+    assert.equal(TenantsConfigureRequest.safeParse({ tenantId: 't', settings: {}, extra: 1 }).success, false);
+    for (const bad of [
+      { trustedIps: { ranges: Array.from({ length: 51 }, (_, i) => `8.8.${i}.0/24`) } },
+      { trustedIps: { ranges: ['2001:db8::/32'] } },
+      { rememberMfa: { days: 0 } },
+      { rememberMfa: { days: 366 } },
+      { fraudAlert: { code: '12' } },
+      { voice: { callerId: '+46701234567' } },
+      { sms: { allowedCountries: ['XX'] } },
+      { sms: { blockedCountries: ['fr'] } },
+      { namedLocations: [{ name: 'x', trusted: true, ranges: ['not a range'] }] },
+      { notificationEmails: ['not an address'] },
+    ]) {
+      assert.equal(TenantsConfigureRequest.safeParse({ tenantId: 't', settings: bad }).success, false, JSON.stringify(bad));
+    }
+    assert.ok(TenantsConfigureRequest.safeParse({ tenantId: 't', settings: { sms: { allowedCountries: null, blockedCountries: ['KP'] } } }).success);
   });
 
   it('accepts E.164 phones and BCP 47 languages, rejects hostile or malformed values', () => {
@@ -72,9 +123,30 @@ describe('the public API contract', () => {
     assert.equal(SigninsQueryRequest.safeParse({ tenantId: 't', from: '2026-02-01T00:00:00Z', to: '2026-01-01T00:00:00Z' }).success, false);
   });
 
-  it('defaults tenant settings to 180 s codes, 5 attempts, every method', () => {
-    assert.deepEqual(TenantSettings.parse({}), { codeLifetimeSeconds: 180, maxAttempts: 5, enabledMethods: ['sms', 'voice', 'push', 'totp'] });
-    assert.equal(TenantSettings.parse({ codeLifetimeSeconds: 300 }).codeLifetimeSeconds, 300);
+  it('gives every tenant setting of MISSION.md its default, also to settings stored before they existed', () => {
+    assert.deepEqual(TenantSettings.parse({}), {
+      codeLifetimeSeconds: 180,
+      maxAttempts: 5,
+      enabledMethods: ['sms', 'voice', 'push', 'totp'],
+      securityDefaults: false,
+      lockout: { threshold: 10, counterResetMinutes: 15, autoUnblockMinutes: 15 },
+      fraudAlert: { enabled: true, autoBlock: true, code: '0' },
+      notificationEmails: [],
+      trustedIps: { ranges: [], onPremises: false, federatedBypass: false },
+      namedLocations: [],
+      rememberMfa: { enabled: false, days: 90 },
+      appPasswords: { allowed: false },
+      voice: { callerId: '+18665394191', pinMode: false },
+      sms: { allowedCountries: null, blockedCountries: [] },
+    });
+    // What a TenantCreated event of the first release carries.
+    const old = TenantSettings.parse({ codeLifetimeSeconds: 300, maxAttempts: 3, enabledMethods: ['totp'] });
+    assert.equal(old.codeLifetimeSeconds, 300);
+    assert.deepEqual(old.lockout, { threshold: 10, counterResetMinutes: 15, autoUnblockMinutes: 15 });
+    // Defaults are fresh objects: changing one tenant's never changes another's.
+    const a = defaultTenantSettings();
+    a.notificationEmails.push('x@example.com');
+    assert.deepEqual(defaultTenantSettings().notificationEmails, []);
   });
 });
 
@@ -85,6 +157,22 @@ describe('events', () => {
     assert.throws(() => parseEvent({ ...event, type: 'Nope' }), /unknown event type/);
     assert.throws(() => parseEvent({ ...event, version: 2 }), /invalid/);
     assert.throws(() => parseEvent({ ...event, id: 'not-a-uuid' }), /invalid/);
+  });
+
+  it('reads both versions of the types whose personal data moved into sealed pii, told apart by version', () => {
+    const user = { ...createEnvelopeForTest(), type: 'UserRegistered', aggregateId: 'helga@contoso.com' };
+    const pii = `d1.1.${'A'.repeat(16)}.c2VhbGVk.${'B'.repeat(22)}`;
+    const v1 = parseEvent({ ...user, version: 1, data: { userId: 'helga@contoso.com', phoneNumber: '+46701234567' } });
+    assert.deepEqual([v1.version, v1.data], [1, { userId: 'helga@contoso.com', phoneNumber: '+46701234567' }]);
+    const v2 = parseEvent({ ...user, version: 2, data: { userId: 'helga@contoso.com', language: 'sv-SE', pii } });
+    assert.deepEqual([v2.version, v2.data], [2, { userId: 'helga@contoso.com', language: 'sv-SE', pii }]);
+    // v2 carries no personal field in clear: one sent anyway is not kept.
+    assert.equal((parseEvent({ ...user, version: 2, data: { userId: 'u', phoneNumber: '+46701234567' } }).data as { phoneNumber?: string }).phoneNumber, undefined);
+    assert.throws(() => parseEvent({ ...user, version: 2, data: { userId: 'u', pii: 'v1.kid.iv.ct.tag' } }), /invalid UserRegistered/);
+    assert.throws(() => parseEvent({ ...user, version: 3, data: { userId: 'u' } }), /invalid UserRegistered/);
+    const erased = parseEvent({ ...user, type: 'UserErased', data: { userId: 'u', gen: 2 } });
+    assert.deepEqual(erased.data, { userId: 'u', gen: 2 });
+    assert.throws(() => parseEvent({ ...user, type: 'UserErased', data: { userId: 'u', gen: 0 } }), /invalid UserErased/);
   });
 
   it('turns any id into one subject token and back', () => {

@@ -1,12 +1,11 @@
 import { z } from 'zod';
-import { TenantSettings } from './api.js';
+import { Operator, Scope } from './api.js';
+import { TenantSettings } from './tenant-settings.js';
 import {
-  Application,
   ChallengeReason,
   IsoDateTime,
   Method,
   PhoneNumber,
-  RequestId,
   SealedSecret,
   TenantId,
 } from './primitives.js';
@@ -45,13 +44,49 @@ const Profile = z.object({
 });
 const Server = z.object({ name: z.string(), ip: z.string() });
 
+/**
+ * Personal data (display name, e-mail, phone number) as JSON sealed with AES-256-GCM under the
+ * user's data key of generation `<gen>`: `d1.<gen>.<iv>.<ciphertext>.<tag>` (@mfa/crypto
+ * data-keys.ts). Erasing the user destroys the key, so every copy of this stops opening.
+ */
+export const SealedPii = z
+  .string()
+  .max(4096)
+  .regex(/^d1\.[1-9]\d{0,8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{22}$/, 'must be sealed personal data');
+/** What `SealedPii` holds once opened. */
+export const PersonalData = Profile.pick({ displayName: true, email: true, phoneNumber: true });
+export type PersonalData = z.infer<typeof PersonalData>;
+
+/** A type stored in two versions: one schema per version, told apart by `version`. */
+const versions = <A extends z.ZodObject, B extends z.ZodObject>(v1: A, v2: B) => z.discriminatedUnion('version', [v1, v2]);
+
 // ---- user-settings: tenant and user aggregates -------------------------------------------------
 
 export const TenantCreated = envelope('TenantCreated', 1, z.object({ settings: TenantSettings }));
 export const TenantSettingsChanged = envelope('TenantSettingsChanged', 1, z.object({ settings: TenantSettings }));
 
-export const UserRegistered = envelope('UserRegistered', 1, z.object({ userId: z.string() }).extend(Profile.shape));
-export const UserProfileChanged = envelope('UserProfileChanged', 1, Profile);
+/** v1 (before per-user data keys): the profile in clear. Still read; no longer written. */
+export const UserRegisteredV1 = envelope('UserRegistered', 1, z.object({ userId: z.string() }).extend(Profile.shape));
+/** v2: display name, e-mail and phone sealed in `pii` under the user's data key; the language stays plain. */
+export const UserRegisteredV2 = envelope(
+  'UserRegistered',
+  2,
+  z.object({ userId: z.string(), language: z.string().optional(), pii: SealedPii.optional() }),
+);
+export const UserRegistered = versions(UserRegisteredV1, UserRegisteredV2);
+export const UserProfileChangedV1 = envelope('UserProfileChanged', 1, Profile);
+/** v2: the changed fields; the personal ones sealed in `pii`. */
+export const UserProfileChangedV2 = envelope(
+  'UserProfileChanged',
+  2,
+  z.object({ language: z.string().optional(), pii: SealedPii.optional() }),
+);
+export const UserProfileChanged = versions(UserProfileChangedV1, UserProfileChangedV2);
+/**
+ * The user was erased (users.delete): the aggregate starts over, and the data key of generation
+ * `gen` (and every older one) is destroyed, so the personal data sealed under it never opens again.
+ */
+export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(), gen: z.int().positive() }));
 export const TotpTokenEnrolled = envelope(
   'TotpTokenEnrolled',
   1,
@@ -74,33 +109,52 @@ export const TotpTokenActivated = envelope(
 
 // ---- auth-challenge ----------------------------------------------------------------------------
 
-const ChallengeContext = z.object({
+// Stored events are read with looser text rules than requests are checked with: an event written
+// before a rule was tightened (e.g. bidi controls refused) must stay readable, and replays of it too.
+const StoredText = (max: number) => z.string().max(max);
+
+const ChallengeContextV1 = z.object({
   challengeId: z.string(),
   userId: z.string(),
   clientIp: z.string().optional(),
-  application: Application.optional(),
-  requestId: RequestId.optional(),
+  application: StoredText(256).optional(),
+  requestId: StoredText(128).optional(),
   profile: Profile,
   server: Server,
 });
+/** v2: the user's personal data sealed in `pii` under the user's data key, instead of `profile`. */
+const ChallengeContextV2 = ChallengeContextV1.omit({ profile: true }).extend({ pii: SealedPii.optional() });
+const Started = {
+  method: Method,
+  expiresAt: IsoDateTime,
+  maxAttempts: z.int().positive(),
+};
 
-export const ChallengeStarted = envelope(
+export const ChallengeStartedV1 = envelope(
   'ChallengeStarted',
   1,
-  ChallengeContext.extend({
-    method: Method,
-    expiresAt: IsoDateTime,
-    maxAttempts: z.int().positive(),
+  ChallengeContextV1.extend({
+    ...Started,
     /** For out-of-band methods: where to send, and the code sealed for dispatch only. */
     delivery: z
       .object({ channel: z.literal('sms'), to: PhoneNumber, sealedCode: SealedSecret, language: z.string().optional() })
       .optional(),
   }),
 );
-export const ChallengeRegistrationRequired = envelope(
-  'ChallengeRegistrationRequired',
-  1,
-  ChallengeContext.extend({ method: Method.nullable(), reason: ChallengeReason }),
+export const ChallengeStartedV2 = envelope(
+  'ChallengeStarted',
+  2,
+  ChallengeContextV2.extend({
+    ...Started,
+    /** The SMS code sealed for dispatch only; the number to send it to is the phone in `pii`. */
+    delivery: z.object({ channel: z.literal('sms'), sealedCode: SealedSecret, language: z.string().optional() }).optional(),
+  }),
+);
+export const ChallengeStarted = versions(ChallengeStartedV1, ChallengeStartedV2);
+const RegistrationRequired = { method: Method.nullable(), reason: ChallengeReason };
+export const ChallengeRegistrationRequired = versions(
+  envelope('ChallengeRegistrationRequired', 1, ChallengeContextV1.extend(RegistrationRequired)),
+  envelope('ChallengeRegistrationRequired', 2, ChallengeContextV2.extend(RegistrationRequired)),
 );
 
 const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server });
@@ -144,11 +198,40 @@ export const SmsDeliveryFailed = envelope(
   }),
 );
 
+// ---- user-settings: API clients; every service: the admin audit trail -------------------------------
+
+export const ApiClientCreated = envelope(
+  'ApiClientCreated',
+  1,
+  z.object({
+    clientId: z.string(),
+    name: z.string(),
+    scopes: z.array(Scope).min(1),
+    /** HMAC-SHA256 of the key's secret under a key derived from the master key, base64url. */
+    keyHash: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+  }),
+);
+export const ApiClientRevoked = envelope('ApiClientRevoked', 1, z.object({ clientId: z.string() }));
+
+export const AdminActionRecorded = envelope(
+  'AdminActionRecorded',
+  1,
+  z.object({
+    subject: z.string().max(128),
+    clientId: z.string().max(128),
+    operator: Operator.optional(),
+    userId: z.string().max(256).optional(),
+    /** `ok`, or the error code the request was answered with. */
+    outcome: z.string().max(32),
+  }),
+);
+
 export const EventSchemas = {
   TenantCreated,
   TenantSettingsChanged,
   UserRegistered,
   UserProfileChanged,
+  UserErased,
   TotpTokenEnrolled,
   TotpTokenActivated,
   ChallengeStarted,
@@ -159,13 +242,18 @@ export const EventSchemas = {
   ChallengeExpired,
   SmsSent,
   SmsDeliveryFailed,
+  ApiClientCreated,
+  ApiClientRevoked,
+  AdminActionRecorded,
 } as const;
 export type EventType = keyof typeof EventSchemas;
 export type EventOf<T extends EventType> = z.infer<(typeof EventSchemas)[T]>;
+/** One version of a type stored in several (`EventOf` is the union of them). */
+export type EventVersion<T extends EventType, V extends EventOf<T>['version']> = Extract<EventOf<T>, { version: V }>;
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
-export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
 export type ChallengeEvent = EventOf<
   | 'ChallengeStarted'
   | 'ChallengeRegistrationRequired'
@@ -175,10 +263,15 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeExpired'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;
+export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;
 
 /**
  * Upcasters turn an older stored version into the current one, on read. Keyed by
- * `${type}@${version}`. None yet: every event type is at version 1.
+ * `${type}@${version}`. None yet. The types stored in two versions (UserRegistered,
+ * UserProfileChanged, ChallengeStarted, ChallengeRegistrationRequired) have none on purpose:
+ * turning a v1 profile into v2 `pii`, or back, needs the user's data key (I/O, and gone once the
+ * user is erased), so both versions are parsed as they are and the services that hold the keys
+ * read either.
  */
 export const upcasters: Record<string, (raw: Record<string, unknown>) => Record<string, unknown>> = {};
 
@@ -186,17 +279,24 @@ export class UnknownEventError extends Error {
   override name = 'UnknownEventError';
 }
 
+// Own properties only: a stored type such as "constructor" or "__proto__" must read as unknown,
+// not as a property every object inherits.
+const ownEntry = <V>(table: Record<string, V>, key: string): V | undefined =>
+  Object.hasOwn(table, key) ? table[key] : undefined;
+// String() of a parsed JSON object can throw ({"toString":1}); only strings and numbers are shown.
+const shown = (value: unknown): string => (typeof value === 'string' || typeof value === 'number' ? String(value) : typeof value);
+
 /** Parses and validates a stored event, upcasting older versions. Throws on anything unknown. */
 export function parseEvent(raw: unknown): AnyEvent {
   if (typeof raw !== 'object' || raw === null) throw new UnknownEventError('event is not an object');
   let value = raw as Record<string, unknown>;
   for (let hops = 0; hops < 10; hops++) {
-    const up = upcasters[`${String(value.type)}@${String(value.version)}`];
+    const up = ownEntry(upcasters, `${shown(value.type)}@${shown(value.version)}`);
     if (!up) break;
     value = up(value);
   }
-  const schema = EventSchemas[value.type as EventType];
-  if (!schema) throw new UnknownEventError(`unknown event type ${JSON.stringify(String(value.type)).slice(0, 80)}`);
+  const schema = typeof value.type === 'string' ? ownEntry<z.ZodType>(EventSchemas, value.type) : undefined;
+  if (!schema) throw new UnknownEventError(`unknown event type ${JSON.stringify(shown(value.type)).slice(0, 80)}`);
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     throw new UnknownEventError(`invalid ${String(value.type)} event: ${parsed.error.issues[0]?.message ?? 'invalid'}`, {

@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './primitives.js';
+export * from './tenant-settings.js';
 export * from './api.js';
 export * from './events.js';
 export * from './streams.js';

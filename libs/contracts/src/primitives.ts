@@ -1,16 +1,28 @@
 import { z } from 'zod';
 
-// Control characters and unpaired surrogates are never valid in identifiers or display strings:
-// they break logs, CSV exports and terminals downstream.
-const NO_CONTROL = /^[^\u0000-\u001f\u007f-\u009f]*$/u;
+// Characters refused in identifiers and display text, one class per message. The messages name
+// the class and its code points, never the value. Control characters break logs, CSV exports and
+// terminals; bidi overrides, isolates and marks make text display in another order than it is
+// stored ("Trojan Source"), so an operator reads a different user id or application than the one
+// recorded; zero-width characters make two different ids look identical; U+2028/U+2029 end lines
+// in log viewers and some JSON consumers. Unpaired surrogates are refused by the well-formed check.
+const REFUSED_CHARACTERS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/[\u0000-\u001f\u007f-\u009f]/u, 'must not contain control characters'],
+  [/[\u202a-\u202e\u2066-\u2069]/u, 'must not contain bidirectional override or isolate characters (U+202A to U+202E, U+2066 to U+2069)'],
+  [/[\u200e\u200f\u061c]/u, 'must not contain bidirectional marks (U+200E, U+200F, U+061C)'],
+  [/[\u200b-\u200d\u2060\ufeff]/u, 'must not contain zero-width characters (U+200B to U+200D, U+2060, U+FEFF)'],
+  [/[\u2028\u2029]/u, 'must not contain line or paragraph separators (U+2028, U+2029)'],
+];
 
-const safeText = (max: number) =>
-  z
+const safeText = (max: number) => {
+  let schema = z
     .string()
     .min(1, 'must not be empty')
     .max(max, `must be at most ${max} characters`)
-    .regex(NO_CONTROL, 'must not contain control characters')
     .refine((s) => s.isWellFormed(), 'must be well-formed Unicode');
+  for (const [pattern, message] of REFUSED_CHARACTERS) schema = schema.refine((s) => !pattern.test(s), message);
+  return schema;
+};
 
 /** Tenant ids: GUIDs, domain names or slugs. Restricted so they are safe in logs and keys. */
 export const TenantId = z
@@ -74,5 +86,13 @@ export const CHALLENGE_REASONS = [
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;
 
-/** AES-256-GCM sealed secret, compact form `v1.<kid>.<iv>.<ciphertext>.<tag>` (base64url parts). */
-export const SealedSecret = z.string().regex(/^v1\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/, 'must be a sealed secret');
+/**
+ * AES-256-GCM sealed secret (libs/crypto seal.ts), compact form `v2.<kid>.<hour>.<iv>.<ciphertext>.<tag>`
+ * (base64url parts, the hour in decimal), or `v1.<kid>.<iv>.<ciphertext>.<tag>` as stored before v2.
+ */
+export const SealedSecret = z
+  .string()
+  .regex(
+    /^(?:v1\.[A-Za-z0-9_-]{1,32}|v2\.[A-Za-z0-9_-]{1,32}\.(?:0|[1-9]\d{0,9}))\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/,
+    'must be a sealed secret',
+  );

@@ -23,6 +23,11 @@ export const EventSubjects = {
   allTenants: 'mfa.evt.tenant.>',
   user: (tenantId: string, userId: string) => `mfa.evt.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
   allUsers: 'mfa.evt.user.>',
+  /** API clients have globally unique ids; one subject per client (its aggregate). */
+  client: (clientId: string) => `mfa.evt.client.${clientId}`,
+  allClients: 'mfa.evt.client.>',
+  audit: (tenantId: string) => `mfa.evt.audit.${subjectToken(tenantId)}`,
+  allAudit: 'mfa.evt.audit.>',
   challengeStarted: (method: Method) => `mfa.evt.challenge.started.${method}`,
   smsRequested: 'mfa.evt.challenge.started.sms',
   challengeRegistrationRequired: 'mfa.evt.challenge.registration_required',
@@ -35,8 +40,15 @@ export const EventSubjects = {
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',
   deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
-  /** MFA_STATE: the fingerprint of the master key every service must share (checked at boot). */
-  keyringFingerprint: 'mfa.state.keyring',
+  /** MFA_STATE: when an API client was last used (coalesced, written about once a minute). */
+  clientLastUsed: (clientId: string) => `mfa.state.client-used.${clientId}`,
+  /** MFA_STATE: the latest snapshot of an aggregate, by the subject of its events. */
+  snapshot: (aggregateSubject: string) => `mfa.state.snapshot.${aggregateSubject.replace(/^mfa\.evt\./, '')}`,
+  /**
+   * MFA_USER_KEYS: the user's data key (wrapped) or, once erased, its tombstone. Named by the
+   * user's keyed hash tag (@mfa/crypto userTag), so the subject tells nothing about the user.
+   */
+  userDataKey: (userTag: string) => `mfa.key.user.${userTag}`,
 } as const;
 
 export interface StreamDefinition {
@@ -56,10 +68,10 @@ const DAY = 24 * 60 * 60;
 export const Streams = {
   userSettings: {
     name: 'MFA_USER_SETTINGS',
-    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>'],
+    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>', 'mfa.evt.client.>'],
     maxAgeSeconds: 0,
     duplicateWindowSeconds: 120,
-    description: 'Event log of the tenant and user aggregates (user-settings). Kept forever.',
+    description: 'Event log of the tenant, user and API client aggregates (user-settings). Kept forever.',
   },
   challenges: {
     name: 'MFA_CHALLENGES',
@@ -75,6 +87,13 @@ export const Streams = {
     duplicateWindowSeconds: 120,
     description: 'Delivery outcomes of SMS and calls (dispatch).',
   },
+  audit: {
+    name: 'MFA_AUDIT',
+    subjects: ['mfa.evt.audit.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    description: 'Admin audit trail: every admin-scope request, with the acting client (and operator). Kept forever.',
+  },
   state: {
     name: 'MFA_STATE',
     subjects: ['mfa.state.>'],
@@ -82,7 +101,16 @@ export const Streams = {
     duplicateWindowSeconds: 120,
     maxMsgsPerSubject: 1,
     description:
-      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use, the master key fingerprint. Derived or advisory data, never the only copy of a fact.',
+      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use. Derived or advisory data, never the only copy of a fact.',
+  },
+  userKeys: {
+    name: 'MFA_USER_KEYS',
+    subjects: ['mfa.key.user.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    maxMsgsPerSubject: 1,
+    description:
+      "Per-user data keys, wrapped with the master key; an erased user's key is overwritten on disk and replaced by a tombstone. Kept forever.",
   },
   deadLetters: {
     name: 'MFA_DEAD_LETTERS',
@@ -136,6 +164,22 @@ export const Consumers = {
     ackWaitSeconds: 30,
     description: 'Projects delivery outcomes into the sign-in report.',
   },
+  reportingAudit: {
+    stream: Streams.audit.name,
+    durable: 'reporting-audit',
+    filterSubject: EventSubjects.allAudit,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects the admin audit trail into Postgres for reports.audit.query.',
+  },
+  reportingErasures: {
+    stream: Streams.userSettings.name,
+    durable: 'reporting-erasures',
+    filterSubject: EventSubjects.allUsers,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: "Acts on UserErased: the user's report rows keep only a pseudonymous id.",
+  },
   reportingTenants: {
     stream: Streams.userSettings.name,
     durable: 'reporting-tenants',
@@ -155,6 +199,8 @@ export const Headers = {
   tracestate: 'tracestate',
   /** Unix time in ms after which the caller no longer waits for the reply (docs/api.md, "Transport"). */
   deadline: 'Mfa-Deadline',
+  /** On admin requests sent with the platform key (the console): the operator, JSON {sub, email?, name?}. */
+  operator: 'Mfa-Operator',
   deadLetterReason: 'Mfa-Dead-Letter-Reason',
   deadLetterStream: 'Mfa-Dead-Letter-Stream',
   deadLetterSequence: 'Mfa-Dead-Letter-Sequence',

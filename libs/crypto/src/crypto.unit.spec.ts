@@ -5,6 +5,7 @@ import { inspect } from 'node:util';
 import {
   base32Decode,
   base32Encode,
+  CursorError,
   hashCode,
   hotp,
   keyringFromMasterKey,
@@ -12,12 +13,15 @@ import {
   maskSecret,
   OATH_TEST_VECTORS,
   open,
+  openCursor,
   parseMasterKey,
   projectionUserKey,
   randomDigits,
   sameCode,
   seal,
+  sealCursor,
   SealContext,
+  SealError,
   totp,
   totpWindow,
   unmaskSecret,
@@ -36,9 +40,57 @@ describe('keyring', () => {
     assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: master.toString('hex') }).keyring.kid, ring.kid);
   });
 
+  describe('with NODE_ENV=production, refuses the public development key however it arrives', () => {
+    // The published development key (keyring.ts), recomputed here; its kid proves it is the same.
+    const developmentKey = createHash('sha256').update('open-mfa development key - never use in production').digest();
+    const production = { NODE_ENV: 'production' };
+    const forms = {
+      hex: developmentKey.toString('hex'),
+      'upper-case hex': developmentKey.toString('hex').toUpperCase(),
+      base64: developmentKey.toString('base64'),
+      base64url: developmentKey.toString('base64url'),
+      'base64 with spaces around': `  ${developmentKey.toString('base64')}\n`,
+    };
+
+    it('is the key development falls back to', () => {
+      assert.equal(keyringFromMasterKey(developmentKey).kid, loadKeyring({}).keyring.kid);
+    });
+
+    it('no key at all', () => {
+      assert.throws(() => loadKeyring(production), /MFA_ENCRYPTION_KEY is required when NODE_ENV=production/);
+      assert.throws(() => loadKeyring({ ...production, MFA_ENCRYPTION_KEY: '   ' }), /MFA_ENCRYPTION_KEY is required/);
+    });
+
+    for (const [form, text] of Object.entries(forms)) {
+      it(`the development key as MFA_ENCRYPTION_KEY, ${form}`, () => {
+        assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: text }).keyring.kid, loadKeyring({}).keyring.kid, 'development accepts it');
+        assert.throws(
+          () => loadKeyring({ ...production, MFA_ENCRYPTION_KEY: text }),
+          (error: Error) => /MFA_ENCRYPTION_KEY is the public development key/.test(error.message) && !error.message.includes(text.trim()),
+        );
+      });
+
+      it(`the development key among MFA_PREVIOUS_ENCRYPTION_KEYS, ${form}`, () => {
+        const previous = `${Buffer.alloc(32, 1).toString('base64')}, ${text.trim()}`;
+        assert.equal(loadKeyring({ MFA_ENCRYPTION_KEY: master.toString('base64'), MFA_PREVIOUS_ENCRYPTION_KEYS: previous }).keyring.previous.length, 2);
+        assert.throws(
+          () => loadKeyring({ ...production, MFA_ENCRYPTION_KEY: master.toString('base64'), MFA_PREVIOUS_ENCRYPTION_KEYS: previous }),
+          /MFA_PREVIOUS_ENCRYPTION_KEYS contains the public development key/,
+        );
+      });
+    }
+
+    it('but accepts a real key, with real previous keys', () => {
+      const loaded = loadKeyring({ ...production, MFA_ENCRYPTION_KEY: master.toString('hex'), MFA_PREVIOUS_ENCRYPTION_KEYS: Buffer.alloc(32, 1).toString('base64url') });
+      assert.equal(loaded.keyring.kid, ring.kid);
+      assert.equal(loaded.development, false);
+      assert.equal(loaded.keyring.previous[0]!.kid, keyringFromMasterKey(Buffer.alloc(32, 1)).kid);
+    });
+  });
+
   it('never shows key material when printed', () => {
     const printed = `${inspect(ring)} ${JSON.stringify(ring)}`;
-    for (const key of [ring.sealKey, ring.codeHashKey, ring.tagKey, ring.projectionKey]) {
+    for (const key of [ring.sealKey, ring.codeHashKey, ring.tagKey, ring.projectionKey, ring.cursorKey]) {
       const raw = key.export();
       assert.ok(!printed.includes(raw.toString('hex')) && !printed.includes(raw.toString('base64')));
     }
@@ -46,24 +98,147 @@ describe('keyring', () => {
 });
 
 describe('sealing secrets (AES-256-GCM)', () => {
-  it('opens what it sealed, only in the same context, and detects tampering', () => {
-    const aad = SealContext.totpSecret('t1', 'helga@contoso.com', 'tok');
-    const sealed = seal(ring, Buffer.from('top secret'), aad);
-    assert.match(sealed, /^v1\./);
-    assert.ok(!sealed.includes(Buffer.from('top secret').toString('base64url')));
-    assert.equal(open(ring, sealed, aad).toString(), 'top secret');
-    assert.throws(() => open(ring, sealed, SealContext.totpSecret('t2', 'helga@contoso.com', 'tok')));
+  const HOUR = 3_600_000;
+  const now = Date.parse('2026-03-01T10:20:00Z');
+  const totpScope = SealContext.totpSecret('t1', 'helga@contoso.com', 'tok');
+
+  /** Replaces part `index` of a sealed form. */
+  const withPart = (sealed: string, index: number, value: string) => {
     const parts = sealed.split('.');
-    parts[3] = Buffer.from('tampered!!').toString('base64url');
-    assert.throws(() => open(ring, parts.join('.'), aad));
-    assert.notEqual(seal(ring, Buffer.from('x'), aad), seal(ring, Buffer.from('x'), aad), 'fresh IV each time');
+    parts[index] = value;
+    return parts.join('.');
+  };
+
+  it('seals as v2 under a key of the purpose and the hour, and opens it again', () => {
+    const sealed = seal(ring, Buffer.from('top secret'), totpScope, now);
+    assert.match(sealed, /^v2\.[A-Za-z0-9_-]{8}\.\d+\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/);
+    const [, kid, hour] = sealed.split('.');
+    assert.equal(kid, ring.kid);
+    assert.equal(Number(hour), Math.floor(now / HOUR));
+    assert.ok(!sealed.includes(Buffer.from('top secret').toString('base64url')));
+    assert.equal(open(ring, sealed, totpScope).toString(), 'top secret');
+    assert.equal(open(ring, seal(ring, Buffer.from('x'), totpScope), totpScope).toString(), 'x', 'the clock by default');
+    assert.notEqual(seal(ring, Buffer.from('x'), totpScope, now), seal(ring, Buffer.from('x'), totpScope, now), 'fresh IV each time');
+  });
+
+  it('opens what was sealed in earlier hours, each under its own key', () => {
+    const earlier = seal(ring, Buffer.from('old'), totpScope, now - 5000 * HOUR);
+    const later = seal(ring, Buffer.from('new'), totpScope, now + HOUR);
+    assert.equal(open(ring, earlier, totpScope).toString(), 'old');
+    assert.equal(open(ring, later, totpScope).toString(), 'new');
+  });
+
+  it('binds to the hour: a sealed secret moved to another hour does not open', () => {
+    const sealed = seal(ring, Buffer.from('top secret'), totpScope, now);
+    const hour = Math.floor(now / HOUR);
+    for (const other of [hour - 1, hour + 1, 0]) {
+      assert.throws(() => open(ring, withPart(sealed, 2, String(other)), totpScope), /does not open/);
+    }
+    for (const malformed of ['', '-1', '01', '1.5', 'x', '12345678901']) {
+      assert.throws(() => open(ring, withPart(sealed, 2, malformed), totpScope), SealError, malformed);
+    }
+  });
+
+  it('binds to the purpose: an SMS code does not open as a TOTP secret, even with the same AAD', () => {
+    const sms = SealContext.smsCode('t1', 'ch-1');
+    const sealed = seal(ring, Buffer.from('483920'), sms, now);
+    assert.throws(() => open(ring, sealed, { purpose: 'totp-secret', aad: sms.aad }), /does not open/);
+    assert.equal(open(ring, sealed, sms).toString(), '483920');
+  });
+
+  it('binds to the key id: another known or an unknown kid does not open', () => {
+    const other = keyringFromMasterKey(Buffer.alloc(32, 9));
+    const both = keyringFromMasterKey(master, [other]);
+    const sealed = seal(both, Buffer.from('top secret'), totpScope, now);
+    assert.throws(() => open(both, withPart(sealed, 1, other.kid), totpScope), /does not open/);
+    assert.throws(() => open(both, withPart(sealed, 1, 'AAAAAAAA'), totpScope), /no key with id/);
+  });
+
+  it('binds to the record (AAD), and detects tampered, truncated or re-tagged parts', () => {
+    const sealed = seal(ring, Buffer.from('top secret'), totpScope, now);
+    assert.throws(() => open(ring, sealed, SealContext.totpSecret('t2', 'helga@contoso.com', 'tok')), /does not open/);
+    assert.throws(() => open(ring, sealed, SealContext.totpSecret('t1', 'helga@contoso.com', 'tok2')), /does not open/);
+    assert.throws(() => open(ring, withPart(sealed, 4, Buffer.from('tampered!!').toString('base64url')), totpScope), /does not open/);
+    const tag = Buffer.from(sealed.split('.')[5]!, 'base64url');
+    assert.throws(() => open(ring, withPart(sealed, 5, tag.subarray(0, 4).toString('base64url')), totpScope), SealError, 'short tag');
+    assert.throws(() => open(ring, withPart(sealed, 3, 'AAAA'), totpScope), SealError, 'short IV');
+    assert.throws(() => open(ring, `v3${sealed.slice(2)}`, totpScope), /not a sealed secret/);
+    assert.throws(() => open(ring, sealed.split('.').slice(0, 5).join('.'), totpScope), /not a sealed secret/);
+  });
+
+  it('still opens v1 secrets sealed before v2, with the current or a previous key, and binds them to their AAD', () => {
+    // Sealed by the v1 implementation with the master keys Buffer.alloc(32, 7) and Buffer.alloc(32, 1).
+    const totpV1 = 'v1.Y0PbS83U.iKasnUcxPBTl2jTm.yRM64xysd_i0ADuKdzyL_7LBDt8.yYFT-OnTKeu1E81TmAV7bw';
+    const smsV1 = 'v1.Y0PbS83U.w6nB-8wTvv6a5lQH.-TeimaBa.Fz7fFNSsDk57yVaV_HnfSw';
+    const oldKeyV1 = 'v1.BfnMLp0c.g-lIcFNJqy2FS7nh.ti0E4A.Q8DXE4u9ghaKWE5AaA98YA';
+    const totpV1Scope = SealContext.totpSecret('contoso', 'helga@contoso.com', 'tok-1');
+    assert.equal(open(ring, totpV1, totpV1Scope).toString(), '12345678901234567890');
+    assert.equal(open(ring, smsV1, SealContext.smsCode('contoso', 'ch-1')).toString(), '483920');
+    const rotated = keyringFromMasterKey(Buffer.alloc(32, 3), [ring, keyringFromMasterKey(Buffer.alloc(32, 1))]);
+    assert.equal(open(rotated, oldKeyV1, SealContext.totpSecret('contoso', 'helga@contoso.com', 'tok-0')).toString(), 'kept');
+    assert.throws(() => open(ring, totpV1, SealContext.totpSecret('contoso', 'helga@contoso.com', 'tok-2')), /does not open/);
+    assert.throws(() => open(ring, withPart(smsV1, 3, 'AAAA'), SealContext.smsCode('contoso', 'ch-1')), /does not open/);
   });
 
   it('opens secrets sealed with a previous key after rotation', () => {
     const old = keyringFromMasterKey(Buffer.alloc(32, 1));
     const rotated = keyringFromMasterKey(master, [old]);
-    const sealed = seal(old, Buffer.from('kept'), 'ctx');
-    assert.equal(open(rotated, sealed, 'ctx').toString(), 'kept');
+    const sealed = seal(old, Buffer.from('kept'), totpScope, now);
+    assert.equal(open(rotated, sealed, totpScope).toString(), 'kept');
+  });
+});
+
+describe('cursors (HMAC-SHA256, per tenant and query)', () => {
+  const scope = { tenantId: 'contoso', kind: 'reports.signins' };
+  const position = ['2025-06-01T12:00:00.123456Z', '4AMyj8Y3MFyBHY2VQWBJVQ.JHS0AdTszDuizkWaMLjVhQ'];
+  const refused = (cursor: string, where = scope, keyring = ring) =>
+    assert.throws(() => openCursor(keyring, where, cursor), (e: Error) => e instanceof CursorError && e.message === 'not a cursor this service issued');
+
+  it('opens what it issued, in the same scope, with any JSON payload', () => {
+    const cursor = sealCursor(ring, scope, position);
+    assert.match(cursor, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/);
+    assert.deepEqual(openCursor(ring, scope, cursor), position);
+    for (const payload of [{ at: 1, id: 'x' }, 'text', 42, null, ['Åsa', '\u0000']]) {
+      assert.deepEqual(openCursor(ring, scope, sealCursor(ring, scope, payload)), payload);
+    }
+  });
+
+  it("refuses another tenant's cursor, another query's, and one issued under another key", () => {
+    const cursor = sealCursor(ring, scope, position);
+    refused(cursor, { ...scope, tenantId: 'fabrikam' });
+    refused(cursor, { ...scope, kind: 'reports.audit' });
+    refused(sealCursor(ring, { tenantId: 'contos', kind: 'oreports.signins' }, position), { tenantId: 'contoso', kind: 'reports.signins' });
+    refused(cursor, scope, keyringFromMasterKey(Buffer.alloc(32, 9)));
+  });
+
+  it('still opens a cursor issued just before a key rotation', () => {
+    const old = keyringFromMasterKey(Buffer.alloc(32, 1));
+    const cursor = sealCursor(old, scope, position);
+    assert.deepEqual(openCursor(keyringFromMasterKey(master, [old]), scope, cursor), position);
+  });
+
+  it('refuses forged, truncated and tampered cursors', () => {
+    const cursor = sealCursor(ring, scope, position);
+    const [body, tag] = cursor.split('.') as [string, string];
+    const forgedBody = Buffer.from(JSON.stringify(['2030-01-01T00:00:00.000000Z', 'x'])).toString('base64url');
+    refused(Buffer.from(JSON.stringify(position)).toString('base64url'), scope); // the unsigned form issued before
+    refused(`${forgedBody}.${tag}`);
+    refused(`${forgedBody}.${'A'.repeat(22)}`);
+    refused(body);
+    refused(`${body}.`);
+    refused(cursor.slice(0, -1));
+    refused(`${body.slice(0, -2)}.${tag}`);
+    refused(`${body.slice(0, 5)}${body[5] === 'A' ? 'B' : 'A'}${body.slice(6)}.${tag}`);
+    refused(`${body}.${tag[0] === 'A' ? 'B' : 'A'}${tag.slice(1)}`);
+    // The last of 22 characters carries 2 bits of the tag and 4 padding bits: the same tag with a
+    // padding bit set decodes to the same bytes, and is refused all the same.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const nonCanonical = `${tag.slice(0, -1)}${alphabet[alphabet.indexOf(tag.at(-1)!) + 1]}`;
+    assert.deepEqual(Buffer.from(nonCanonical, 'base64url'), Buffer.from(tag, 'base64url'));
+    refused(`${body}.${nonCanonical}`);
+    refused(`${cursor}.${tag}`);
+    refused('');
+    refused('not a cursor!');
   });
 });
 

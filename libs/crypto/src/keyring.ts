@@ -16,6 +16,10 @@ export interface Keyring {
   readonly tagKey: KeyObject;
   /** HMAC key from which per-user keys for the Redis TOTP projection are derived. */
   readonly projectionKey: KeyObject;
+  /** HMAC key of the stored hashes of API keys. */
+  readonly apiKeyHashKey: KeyObject;
+  /** HMAC key that authenticates the pagination cursors the services issue (cursor.ts). */
+  readonly cursorKey: KeyObject;
   /** Older keyrings still accepted for opening sealed secrets (rotation). */
   readonly previous: readonly Keyring[];
 }
@@ -55,10 +59,12 @@ export function keyringFromMasterKey(master: Buffer, previous: readonly Keyring[
     codeHashKey: secretKey(master, 'code-hash'),
     tagKey: secretKey(master, 'redis-tag'),
     projectionKey: secretKey(master, 'redis-projection'),
+    apiKeyHashKey: secretKey(master, 'api-key-hash'),
+    cursorKey: secretKey(master, 'cursor'),
     previous,
   };
   // Keep key material out of console.log/JSON.stringify/util.inspect of the keyring.
-  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey'] as const) {
+  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey', 'apiKeyHashKey', 'cursorKey'] as const) {
     Object.defineProperty(ring, name, { enumerable: false });
   }
   Object.defineProperty(ring, Symbol.for('nodejs.util.inspect.custom'), {
@@ -74,21 +80,31 @@ interface KeyringEnv {
   NODE_ENV?: string | undefined;
 }
 
+const isDevelopmentKey = (key: Buffer): boolean => key.equals(DEVELOPMENT_MASTER_KEY);
+
 /**
  * Reads MFA_ENCRYPTION_KEY (and comma-separated MFA_PREVIOUS_ENCRYPTION_KEYS for rotation).
- * Without a key, development falls back to a published development key; production refuses.
+ * Without a key, development falls back to a published development key. Production refuses that
+ * key however it arrives: no key at all, or the development key itself, in any encoding, as the
+ * key or among the previous keys (keys are compared as bytes, not as text).
  */
 export function loadKeyring(env: KeyringEnv): { keyring: Keyring; development: boolean } {
-  const previous = (env.MFA_PREVIOUS_ENCRYPTION_KEYS ?? '')
+  const production = env.NODE_ENV === 'production';
+  const previousKeys = (env.MFA_PREVIOUS_ENCRYPTION_KEYS ?? '')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
-    .map((s) => keyringFromMasterKey(parseMasterKey(s)));
-  if (env.MFA_ENCRYPTION_KEY && env.MFA_ENCRYPTION_KEY.trim() !== '') {
-    return { keyring: keyringFromMasterKey(parseMasterKey(env.MFA_ENCRYPTION_KEY), previous), development: false };
+    .map(parseMasterKey);
+  if (production && previousKeys.some(isDevelopmentKey)) {
+    throw new KeyConfigurationError('MFA_PREVIOUS_ENCRYPTION_KEYS contains the public development key, which is refused when NODE_ENV=production');
   }
-  if (env.NODE_ENV === 'production') {
-    throw new KeyConfigurationError('MFA_ENCRYPTION_KEY is required when NODE_ENV=production');
+  const given = env.MFA_ENCRYPTION_KEY?.trim() ? parseMasterKey(env.MFA_ENCRYPTION_KEY) : undefined;
+  if (production && !given) throw new KeyConfigurationError('MFA_ENCRYPTION_KEY is required when NODE_ENV=production');
+  if (production && given && isDevelopmentKey(given)) {
+    throw new KeyConfigurationError(
+      'MFA_ENCRYPTION_KEY is the public development key, which is refused when NODE_ENV=production (generate one: openssl rand -base64 32)',
+    );
   }
-  return { keyring: keyringFromMasterKey(DEVELOPMENT_MASTER_KEY, previous), development: true };
+  const previous = previousKeys.map((key) => keyringFromMasterKey(key));
+  return { keyring: keyringFromMasterKey(given ?? DEVELOPMENT_MASTER_KEY, previous), development: !given };
 }

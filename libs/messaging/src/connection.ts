@@ -1,6 +1,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { skipSettledRequestErrors } from './request-completion.js';
+import { natsSecurityOptions, type NatsSecurity } from './security.js';
 
 export interface NatsClients {
   nc: NatsConnection;
@@ -8,13 +9,18 @@ export interface NatsClients {
   jsm: JetStreamManager;
 }
 
+/** `NATS_URL`: one server or several, comma-separated. */
+export const natsServers = (url: string): string[] => url.split(',').map((s) => s.trim()).filter(Boolean);
+
 /**
- * Connects to NATS and JetStream. Reconnects forever once connected; the first connect retries
- * for `connectTimeoutMs` so services can start before NATS is up (docker compose, CI).
+ * Connects to NATS and JetStream with the service's credentials, TLS and inbox prefix. Reconnects
+ * forever once connected; the first connect retries for `connectTimeoutMs` so services can start
+ * before NATS is up (docker compose, CI).
  */
 export async function connectNats(options: {
   url: string;
   name: string;
+  security?: NatsSecurity;
   connectTimeoutMs?: number;
 }): Promise<NatsClients> {
   skipSettledRequestErrors();
@@ -23,8 +29,11 @@ export async function connectNats(options: {
   while (Date.now() < deadline) {
     try {
       const nc = await connect({
-        servers: options.url.split(',').map((s) => s.trim()),
+        servers: natsServers(options.url),
         name: options.name,
+        ...natsSecurityOptions(options.security ?? {}),
+        // One attempt (TCP, TLS, authentication) never outlasts the whole connect timeout.
+        timeout: Math.max(500, Math.min(20_000, deadline - Date.now())),
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
         pingInterval: 10_000,

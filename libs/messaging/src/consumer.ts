@@ -5,6 +5,16 @@ import { contextFromCarrier, counter, SpanKind, withSpan, type Logger } from '@m
 import { isTransientDependencyError } from './transient.js';
 
 /** Thrown by a handler for a message that can never succeed: it goes to the dead-letter subject. */
+/** How long one pull request stays open on the server. */
+const PULL_EXPIRES_MS = 5_000;
+/**
+ * Delay of the nak that returns buffered messages at stop. The server keeps sending to a pull
+ * request until it expires (nats-server 2.9 cannot cancel one), so a message redelivered at once
+ * could go back to this stopping instance's dead pull and then wait a whole ack wait; after the
+ * pull has expired it goes to another instance.
+ */
+const RETURN_DELAY_MS = PULL_EXPIRES_MS + 500;
+
 export class PoisonMessageError extends Error {
   override name = 'PoisonMessageError';
 }
@@ -73,8 +83,13 @@ export class EventConsumer {
       max_messages: Math.max(64, this.batchSize * this.concurrency * 2),
       // Short pull expiry: missed heartbeats are noticed within seconds, so a consumer that was
       // deleted and recreated (e.g. to replay a projection) is picked up again quickly.
-      expires: 5_000,
+      expires: PULL_EXPIRES_MS,
       callback: (msg) => {
+        // A message the server sent before it saw the pull close: straight back.
+        if (this.stopped) {
+          msg.nak(RETURN_DELAY_MS);
+          return;
+        }
         this.buffer.push(msg);
         this.pump();
       },
@@ -96,7 +111,7 @@ export class EventConsumer {
       this.inFlight++;
       void this.process(batch).finally(() => {
         this.inFlight--;
-        if (this.inFlight === 0 && this.buffer.length === 0) this.idle.splice(0).forEach((r) => r());
+        if (this.inFlight === 0 && (this.buffer.length === 0 || this.stopped)) this.idle.splice(0).forEach((r) => r());
         this.pump();
       });
     }
@@ -209,12 +224,18 @@ export class EventConsumer {
     consumed.inc({ consumer: this.name, outcome: 'dead_letter' });
   }
 
-  /** Stops pulling, lets in-flight batches finish (and ack), returns buffered ones to the server. */
+  /**
+   * Stops pulling and starts no new batch; messages buffered but not started are nak'ed at once,
+   * so another instance takes them instead of waiting for them behind slow work here; batches in
+   * flight finish (and ack).
+   */
   async stop(): Promise<void> {
-    await this.messages?.close().catch(() => undefined);
-    this.pump(true);
-    if (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
     this.stopped = true;
-    for (const msg of this.buffer.splice(0)) msg.nak();
+    clearTimeout(this.waitTimer);
+    await this.messages?.close().catch(() => undefined);
+    for (const msg of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);
+    if (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
+    // Anything that arrived while the pull closed.
+    for (const msg of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);
   }
 }

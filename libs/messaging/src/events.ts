@@ -2,22 +2,23 @@ import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
-import { carrierFromContext, histogram } from '@mfa/telemetry';
+import { carrierFromContext, histogram, type Logger } from '@mfa/telemetry';
 
 const publishDuration = histogram('mfa_event_publish_duration_seconds', 'JetStream publish until its ack, by outcome', ['outcome']);
 
-type DataOf<T extends EventType> = Extract<AnyEvent, { type: T }>['data'];
 type VersionOf<T extends EventType> = Extract<AnyEvent, { type: T }>['version'];
+/** The data of one version of a type: a type stored in two versions takes the shape of the one named. */
+type DataOf<T extends EventType, V extends number> = Extract<AnyEvent, { type: T; version: V }>['data'];
 
 /**
  * Builds an event envelope. `now` comes from the caller (decisions never read the clock
  * themselves); the trace context is taken from the active span unless given.
  */
-export function createEvent<T extends EventType>(
+export function createEvent<T extends EventType, V extends VersionOf<T>>(
   type: T,
-  version: VersionOf<T>,
-  input: { tenantId: string; aggregateId: string; now: Date; data: DataOf<T>; metadata?: EventMetadata; id?: string },
-): Extract<AnyEvent, { type: T }> {
+  version: V,
+  input: { tenantId: string; aggregateId: string; now: Date; data: DataOf<T, V>; metadata?: EventMetadata; id?: string },
+): Extract<AnyEvent, { type: T; version: V }> {
   const metadata: EventMetadata = { ...carrierFromContext(), ...input.metadata };
   return {
     id: input.id ?? randomUUID(),
@@ -28,7 +29,7 @@ export function createEvent<T extends EventType>(
     occurredAt: input.now.toISOString(),
     metadata,
     data: input.data,
-  } as Extract<AnyEvent, { type: T }>;
+  } as Extract<AnyEvent, { type: T; version: V }>;
 }
 
 export class ConcurrencyError extends Error {
@@ -110,7 +111,8 @@ export async function publishWithRetry(
   }
 }
 
-function isWrongLastSequence(error: unknown): boolean {
+/** Whether a publish failed its `expect.lastSubjectSequence` (someone else wrote the subject first). */
+export function isWrongLastSequence(error: unknown): boolean {
   if (error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)) return true;
   return /wrong last sequence/i.test(String((error as Error)?.message));
 }
@@ -121,19 +123,41 @@ interface StoredEvent {
   event: AnyEvent;
 }
 
+interface StoredAggregate {
+  events: StoredEvent[];
+  /** Stream sequence of the subject's last message, skipped ones included (the next append expects it); 0 when none. */
+  lastSeq: number;
+}
+
 /**
  * Reads back all events of one aggregate subject, in order, with direct gets (next message for
  * the subject after a sequence): an aggregate holds a handful of events, and the server finds
- * the next one through its per-subject index.
+ * the next one through its per-subject index. A message that is not an event this code knows
+ * (unknown type, bad shape, not JSON) is logged as an error and skipped: it must not make the
+ * aggregate unreadable and fail every later command on it.
  */
-export async function readAggregate(jsm: JetStreamManager, stream: string, subject: string): Promise<StoredEvent[]> {
-  const out: StoredEvent[] = [];
-  let seq = 1;
+export async function readAggregate(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  log: Logger,
+  /** Read only events after this stream sequence (a snapshot's); 0 reads them all. */
+  afterSeq = 0,
+): Promise<StoredAggregate> {
+  const events: StoredEvent[] = [];
+  let lastSeq = afterSeq;
   for (;;) {
-    const msg = await jsm.direct.getMessage(stream, { seq, next_by_subj: subject });
+    const msg = await jsm.direct.getMessage(stream, { seq: lastSeq + 1, next_by_subj: subject });
     if (!msg) break;
-    out.push({ seq: msg.seq, subject: msg.subject, event: parseEvent(msg.json()) });
-    seq = msg.seq + 1;
+    lastSeq = msg.seq;
+    let event: AnyEvent;
+    try {
+      event = parseEvent(msg.json());
+    } catch (error) {
+      log.error('unreadable event skipped while loading an aggregate', { stream, subject, seq: msg.seq, error });
+      continue;
+    }
+    events.push({ seq: msg.seq, subject: msg.subject, event });
   }
-  return out;
+  return { events, lastSeq };
 }

@@ -2,7 +2,7 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
-import { itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
+import { eventually, itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
 import {
   ConcurrencyError,
@@ -62,9 +62,10 @@ describe('messaging against a real nats-server', () => {
     assert.equal(again.seq, a.seq);
     await assert.rejects(publisher.publish(subject, tenantEvent('t1'), { expectedLastSubjectSequence: 0 }), ConcurrencyError);
     const b = await publisher.publish(subject, tenantEvent('t1'), { expectedLastSubjectSequence: a.seq });
-    const stored = await readAggregate(nats.jsm, stream.name, subject);
-    assert.deepEqual(stored.map((s) => s.seq), [a.seq, b.seq]);
-    assert.equal(stored[0]!.event.id, first.id);
+    const stored = await readAggregate(nats.jsm, stream.name, subject, log);
+    assert.deepEqual(stored.events.map((s) => s.seq), [a.seq, b.seq]);
+    assert.equal(stored.events[0]!.event.id, first.id);
+    assert.equal(stored.lastSeq, b.seq);
   });
 
   itWith({ real: ['nats'] }, 'acks what succeeds, retries what fails, and dead-letters poison and exhausted messages with the reason', async () => {
@@ -88,6 +89,7 @@ describe('messaging against a real nats-server', () => {
     await worker.start();
     for (const e of [flaky, poison, hopeless, fine]) await publisher.publish(`test.${run}.work`, e);
     await nats.nc.publish(`test.${run}.work`, '{ not an event');
+    await nats.nc.publish(`test.${run}.work`, JSON.stringify({ ...tenantEvent('proto'), type: 'constructor' }));
     const deadline = Date.now() + 15_000;
     let dead: Array<{ reason: string; deliveries: string; data: string }> = [];
     while (Date.now() < deadline) {
@@ -102,20 +104,42 @@ describe('messaging against a real nats-server', () => {
         });
         seq = msg.seq + 1;
       }
-      if (dead.length >= 3 && handled.has('flaky') && handled.has('fine')) break;
+      if (dead.length >= 4 && handled.has('flaky') && handled.has('fine')) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     await worker.stop();
     assert.ok(handled.has('fine'), 'a good neighbour of poison messages is processed');
     assert.ok(handled.has('flaky'), 'a transient failure is retried');
     assert.equal(seen.get('flaky'), 2);
-    assert.equal(dead.length, 3, JSON.stringify(dead));
+    assert.equal(dead.length, 4, JSON.stringify(dead));
     assert.ok(dead.some((d) => d.reason.startsWith('poison: cannot ever work') && d.data.includes('"poison"')));
     assert.ok(dead.some((d) => d.reason.startsWith('failed 3 deliveries') && d.deliveries === '3' && d.data.includes('"hopeless"')));
     assert.ok(dead.some((d) => d.reason.startsWith('unparseable event') && d.data === '{ not an event'));
+    assert.ok(dead.some((d) => d.reason === 'unparseable event: unknown event type "constructor"' && d.data.includes('"proto"')));
     const info = await nats.jsm.consumers.info(stream.name, consumer.durable);
     assert.equal(info.num_ack_pending, 0, 'nothing left unacknowledged');
     assert.equal(info.num_pending, 0);
+  });
+
+  itWith({ real: ['nats'] }, 'reads an aggregate past events it cannot read, logging each, and counts them in its last sequence', async () => {
+    const subject = `test.${run}.unreadable`;
+    const errors: Array<{ msg: string; fields: Record<string, unknown> | undefined }> = [];
+    const recording = { ...log, error: (msg: string, fields?: Record<string, unknown>) => void errors.push({ msg, fields }) };
+    const good = tenantEvent('t2');
+    const a = await publisher.publish(subject, good, { expectedLastSubjectSequence: 0 });
+    const raw = (body: unknown) => nats.js.publish(subject, typeof body === 'string' ? body : JSON.stringify(body));
+    const constructor = await raw({ ...tenantEvent('t2'), type: 'constructor' });
+    const unknown = await raw({ ...tenantEvent('t2'), type: 'TenantRenamed' });
+    const b = await publisher.publish(subject, tenantEvent('t2'), { expectedLastSubjectSequence: unknown.seq });
+    const garbage = await raw('{ not json');
+
+    const stored = await readAggregate(nats.jsm, stream.name, subject, recording);
+    assert.deepEqual(stored.events.map((s) => s.seq), [a.seq, b.seq]);
+    assert.equal(stored.lastSeq, garbage.seq, 'the next append must expect the last message, even an unreadable one');
+    assert.deepEqual(errors.map((e) => e.fields?.seq), [constructor.seq, unknown.seq, garbage.seq]);
+    assert.ok(errors.every((e) => e.msg === 'unreadable event skipped while loading an aggregate' && e.fields?.subject === subject));
+    assert.match(String((errors[0]!.fields?.error as Error).message), /unknown event type "constructor"/);
+    await publisher.publish(subject, tenantEvent('t2'), { expectedLastSubjectSequence: stored.lastSeq });
   });
 
   itWith({ real: ['nats'] }, 'completes requests as nats.js does: answers, acks, timeouts and no responders', async () => {
@@ -135,5 +159,38 @@ describe('messaging against a real nats-server', () => {
     await assert.rejects(nats.nc.request(`testreq.${run}.nobody`, 'x', { timeout: 2_000 }), (e: Error) => /no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message}`));
     sub.unsubscribe();
   });
-});
 
+  itWith({ real: ['nats'] }, 'stop() finishes the batch in flight and hands buffered messages straight back (nak), starting nothing new', async () => {
+    const slow: ConsumerDefinition = { ...consumer, durable: `test-stop-${run}`, filterSubject: `test.${run}.stop`, ackWaitSeconds: 30 };
+    await ensureConsumer(nats.jsm, slow, 100);
+    for (let i = 0; i < 5; i++) await publisher.publish(`test.${run}.stop`, tenantEvent(`stop-${i}`));
+    let release: () => void = () => undefined;
+    const started: string[] = [];
+    const first = new EventConsumer({
+      js: nats.js,
+      definition: slow,
+      log,
+      batchSize: 1,
+      handle: async (deliveries) => {
+        started.push(deliveries[0]!.event.tenantId);
+        await new Promise<void>((r) => (release = r));
+      },
+    });
+    await first.start();
+    await eventually(async () => (started.length === 1 ? true : undefined), 5_000, 'first message taken');
+    const stopping = first.stop();
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    await stopping;
+    assert.deepEqual(started, ['stop-0'], 'no new batch after stop()');
+    // The other four come back at once to another consumer, not after the 30 s ack wait.
+    const handled: string[] = [];
+    const second = new EventConsumer({ js: nats.js, definition: slow, log, handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)) });
+    const t0 = Date.now();
+    await second.start();
+    await eventually(async () => (new Set(handled).size >= 4 ? true : undefined), 10_000, 'buffered messages redelivered');
+    await second.stop();
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.deepEqual([...new Set(handled)].sort(), ['stop-1', 'stop-2', 'stop-3', 'stop-4']);
+  });
+});

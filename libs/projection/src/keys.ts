@@ -4,7 +4,8 @@
  * script can read and change them together. A challenge id embeds the tag, which is how any
  * instance finds the slot of a challenge from its id alone.
  *
- *   mfa:{tag}:user         HASH  projection of the user aggregate (written by user-settings)
+ *   mfa:{tag}:user         HASH  projection of the user aggregate (written by user-settings); only
+ *                                `seq` once the user is erased (a tombstone older snapshots cannot pass)
  *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
@@ -18,9 +19,10 @@
 export const RedisKeys = {
   /**
    * Set once the user projection exists in this Redis. Missing at boot means Redis lost its data
-   * (or is new): user-settings then replays the whole event log into it.
+   * (or is new), or holds an older layout: user-settings then replays the whole event log into it.
+   * The version suffix is that layout (v2: snapshots carry the user's wrapped data key).
    */
-  userProjectionMarker: 'mfa:projection:users',
+  userProjectionMarker: 'mfa:projection:users:v2',
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
@@ -43,6 +45,11 @@ export const UserFields = {
   /** Comma-separated methods the user can use now, e.g. "sms,totp". */
   methods: 'methods',
   defaultMethod: 'defaultMethod',
+  /**
+   * The user's data key as `<gen>:<wrapped>`, still sealed with the master keyring (@mfa/crypto
+   * data-keys.ts): auth-challenge unwraps it to seal the personal data of challenge events.
+   */
+  dataKey: 'dataKey',
 } as const;
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;

@@ -15,19 +15,24 @@ export interface UserSnapshot {
   language?: string | undefined;
   methods: string[];
   defaultMethod?: string | undefined;
+  /** The user's data key, wrapped with the master keyring, as `<gen>:<wrapped>` (see UserFields.dataKey). */
+  dataKey?: string | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
   totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; activatedStep: number }>;
 }
 
 // KEYS: user, totp, totpSteps.
-// ARGV: seq, then n profile field/value pairs count, pairs..., then token count, per token: id, spec, step.
-// Applies only when seq is newer than the stored one; keeps the larger of stored and new step.
+// ARGV: seq, data key ('' = none), then n profile field/value pairs count, pairs..., then token
+// count, per token: id, spec, step.
+// Applies only when seq is newer than the stored one, or the same snapshot now brings the data key
+// an older layout lacked; keeps the larger of stored and new step.
 const APPLY_SNAPSHOT = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
-if stored >= seq then return 0 end
+if stored > seq then return 0 end
+if stored == seq and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-local i = 2
+local i = 3
 local nfields = tonumber(ARGV[i]); i = i + 1
 local fields = {'seq', ARGV[1]}
 for _ = 1, nfields do
@@ -44,6 +49,18 @@ end
 return 1
 `;
 
+// KEYS: user, totp, totpSteps. ARGV: seq of the erasure.
+// The user hash keeps only the sequence: a snapshot from before the erasure can never bring the
+// user back, one from a later registration can.
+const ERASE_USER = `
+local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
+local seq = tonumber(ARGV[1])
+if stored > seq then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1])
+return 1
+`;
+
 /**
  * Writes user snapshots into Redis for auth-challenge. Idempotent and monotonic (a snapshot older
  * than the stored one is ignored), so the synchronous write after a command and the projector
@@ -56,6 +73,7 @@ export class UserProjectionWriter {
     private readonly keyring: Keyring,
   ) {
     redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 3, lua: APPLY_SNAPSHOT });
+    redis.defineCommand('mfaEraseUser', { numberOfKeys: 3, lua: ERASE_USER });
   }
 
   async apply(snapshot: UserSnapshot): Promise<boolean> {
@@ -70,9 +88,10 @@ export class UserProjectionWriter {
       [UserFields.language, snapshot.language],
       [UserFields.methods, snapshot.methods.join(',')],
       [UserFields.defaultMethod, snapshot.defaultMethod],
+      [UserFields.dataKey, snapshot.dataKey],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
-    const args: Array<string | number> = [snapshot.seq, present.length];
+    const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', present.length];
     for (const [k, v] of present) args.push(k, v);
     args.push(snapshot.totpTokens.length);
     for (const t of snapshot.totpTokens) {
@@ -84,5 +103,21 @@ export class UserProjectionWriter {
       this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }
     ).mfaApplyUserSnapshot(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), ...args);
     return applied === 1;
+  }
+
+  /**
+   * Erases the user's projection (users.delete): profile, methods, TOTP tokens and their steps
+   * go; the user hash keeps only `seq`, the stream sequence of the erasure, so a snapshot taken
+   * before it cannot resurrect the user. False when a later snapshot is already there.
+   */
+  async erase(tenantId: string, userId: string, seq: number): Promise<boolean> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    const erased = await (this.redis as unknown as { mfaEraseUser: (...a: Array<string | number>) => Promise<number> }).mfaEraseUser(
+      RedisKeys.user(tag),
+      RedisKeys.totp(tag),
+      RedisKeys.totpSteps(tag),
+      seq,
+    );
+    return erased === 1;
   }
 }

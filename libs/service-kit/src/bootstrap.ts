@@ -3,7 +3,9 @@ import { NestFactory } from '@nestjs/core';
 import type { DynamicModule, INestApplication } from '@nestjs/common';
 import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
-import type { BaseConfig } from './config.js';
+import { AuditTrail } from './auth/audit-trail.js';
+import type { BaseConfig, KeyringConfig } from './config.js';
+import { KeyringModule } from './keyring-check.js';
 import { NatsTransport } from './nats/nats.transport.js';
 import { NestJsonLogger } from './nest-logger.js';
 import { NATS } from './tokens.js';
@@ -20,26 +22,38 @@ export const serviceLogger = (name: string, config: Pick<BaseConfig, 'LOG_LEVEL'
   createLogger(name, { level: config.LOG_LEVEL, fields: { instance: config.INSTANCE_NAME } });
 
 /**
- * Boots a service: metrics, the Nest application (streams, consumers and caches in the init
- * hooks), then the NATS transport (its @MessagePattern and @JetStreamConsumer handlers), then
- * HTTP for /health and /metrics on HTTP_HOST:HTTP_PORT. stop() reverses it: the transport stops
- * taking work and lets what it took finish, then the adapters close, then spans are flushed.
- * Telemetry itself is started earlier, by main.ts, before Nest is imported.
+ * Boots a service: metrics, the Nest application (the master key check, then streams, consumers
+ * and caches in the init hooks), then the NATS transport (its @MessagePattern and
+ * @JetStreamConsumer handlers), then HTTP for /health and /metrics on HTTP_HOST:HTTP_PORT. stop()
+ * reverses it: the transport stops taking work and lets what it took finish, then the adapters
+ * close, then spans are flushed. Telemetry itself is started earlier, by main.ts, before Nest is
+ * imported. A boot that fails (a master key that differs from the running services', a
+ * dependency that does not answer) closes what it opened and throws.
  */
 export async function runService(options: {
   name: string;
   module: DynamicModule;
-  config: Pick<BaseConfig, 'HTTP_HOST' | 'HTTP_PORT'>;
+  config: Pick<BaseConfig, 'HTTP_HOST' | 'HTTP_PORT' | 'INSTANCE_NAME'> & Pick<KeyringConfig, 'keyring'>;
   log: Logger;
 }): Promise<RunningService> {
   const { name, log, config } = options;
   startMetrics(name);
-  const app = await NestFactory.create(options.module, { logger: new NestJsonLogger(log), abortOnError: false });
-  const transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), queue: name, log });
-  app.connectMicroservice({ strategy: transport });
-  // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
-  // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
-  await app.init();
+  // Every service gets its keyring as KEYRING and checks it against the running services first.
+  const keyring = KeyringModule.forRoot({ keyring: config.keyring, service: name, instance: config.INSTANCE_NAME, log });
+  const module: DynamicModule = { ...options.module, imports: [keyring, ...(options.module.imports ?? [])] };
+  const app = await NestFactory.create(module, { logger: new NestJsonLogger(log), abortOnError: false });
+  let transport: NatsTransport;
+  try {
+    transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log });
+    app.connectMicroservice({ strategy: transport });
+    // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
+    // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
+    await app.init();
+  } catch (error) {
+    // The connections opened so far (NATS at least) must not keep a failed process alive.
+    await app.close().catch(() => undefined);
+    throw error;
+  }
   await app.startAllMicroservices();
   await app.listen(config.HTTP_PORT, config.HTTP_HOST);
   const address = app.getHttpServer().address() as { port: number } | string;

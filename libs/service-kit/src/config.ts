@@ -1,11 +1,22 @@
 import { z } from 'zod';
 import { hostname } from 'node:os';
 import { loadKeyring, type Keyring } from '@mfa/crypto';
+import { readNatsSecurity } from '@mfa/messaging';
 
 /** Environment shared by every service; names are part of the contract (docs/operations.md, "Configuration"). */
 export const BaseConfig = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
+  // Credentials, TLS and inbox prefix of the NATS connection (docs/operations.md, "NATS
+  // credentials and permissions"). Checked together, files included, by loadConfig.
+  NATS_USER: z.string().optional(),
+  NATS_PASSWORD: z.string().optional(),
+  NATS_TOKEN: z.string().optional(),
+  NATS_CREDS: z.string().optional(),
+  NATS_TLS_CA: z.string().optional(),
+  NATS_TLS_CERT: z.string().optional(),
+  NATS_TLS_KEY: z.string().optional(),
+  NATS_INBOX_PREFIX: z.string().optional(),
   HTTP_HOST: z.string().default('127.0.0.1'),
   /** 0 picks a free port (two instances on one host); the chosen one is printed. */
   HTTP_PORT: z.coerce.number().int().min(0).max(65535),
@@ -14,6 +25,10 @@ export const BaseConfig = z.object({
   STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
 });
 export type BaseConfig = z.infer<typeof BaseConfig>;
+
+/** What MessagingModule needs of the configuration to connect. */
+export type NatsConfig = Pick<BaseConfig, 'NATS_URL'> &
+  Partial<Pick<BaseConfig, 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS' | 'NATS_TLS_CA' | 'NATS_TLS_CERT' | 'NATS_TLS_KEY' | 'NATS_INBOX_PREFIX'>>;
 
 export const RedisConfig = z.object({ REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379') });
 export const DatabaseConfig = z.object({
@@ -30,6 +45,13 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'env'}: ${i.message}`).join('; ');
     throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  // The NATS_* settings depend on each other and on files, so they are checked here rather than in
+  // BaseConfig: a refined object schema could no longer be extended with a service's own defaults.
+  // A schema without them (not built on BaseConfig) has stripped them and passes.
+  if (typeof parsed.data === 'object' && parsed.data !== null) {
+    const { problems } = readNatsSecurity(parsed.data as Record<string, string | undefined>);
+    if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   return parsed.data;
 }

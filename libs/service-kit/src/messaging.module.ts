@@ -1,13 +1,15 @@
 import { Global, Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { StreamDefinition } from '@mfa/contracts';
-import { connectNats, ensureStreams, EventPublisher, type NatsClients } from '@mfa/messaging';
+import { connectNats, ensureStreams, EventPublisher, natsSecurityFromEnv, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
+import type { NatsConfig } from './config.js';
 import type { HealthCheck } from './health.js';
 import { LOGGER, NATS } from './tokens.js';
 
 interface MessagingOptions {
   serviceName: string;
-  natsUrl: string;
+  /** NATS_URL and the NATS_* credentials, TLS and inbox prefix: the service's validated configuration. */
+  nats: NatsConfig;
   log: Logger;
   /** Streams the service writes to or reads from, created or updated at boot (STREAM_REPLICAS). */
   streams: readonly StreamDefinition[];
@@ -67,7 +69,10 @@ export class MessagingModule {
       providers: [
         { provide: TOPOLOGY, useValue: options },
         { provide: LOGGER, useValue: options.log },
-        { provide: NATS, useFactory: () => connectNats({ url: options.natsUrl, name: options.serviceName }) },
+        {
+          provide: NATS,
+          useFactory: () => connectNats({ url: options.nats.NATS_URL, name: options.serviceName, security: natsSecurityFromEnv(options.nats) }),
+        },
         { provide: EventPublisher, useFactory: (nats: NatsClients) => new EventPublisher(nats.js), inject: [NATS] },
         NatsHealth,
         JetStreamTopology,

@@ -3,8 +3,8 @@ import {
   DEFAULT_CODE_LIFETIME_SECONDS,
   DEFAULT_MAX_ATTEMPTS,
   defaultTenantSettings,
-  type EventOf,
   type EventType,
+  type EventVersion,
   type Method,
   type TenantSettings,
 } from '@mfa/contracts';
@@ -20,12 +20,19 @@ import { challengeId as joinChallengeId } from '@mfa/projection';
 /** When default events happen; a time, not the clock, so expectations can be written down. */
 const DEFAULT_OCCURRED_AT = '2025-06-01T12:00:00.000Z';
 
-type Profile = EventOf<'UserProfileChanged'>['data'];
-type Server = EventOf<'ChallengeStarted'>['data']['server'];
+/**
+ * Every fixture is version 1 unless its name says otherwise: types stored in two versions
+ * (personal data in clear in v1, sealed under the user's data key in v2) get a `…V2` builder
+ * that takes the sealed `pii`, which only a real data key can produce.
+ */
+type V1<T extends EventType> = EventVersion<T, 1>;
+
+type Profile = V1<'UserProfileChanged'>['data'];
+type Server = V1<'ChallengeStarted'>['data']['server'];
 
 /** Envelope fields to replace, and data fields to replace one by one (a shallow merge). */
-type EventOverrides<T extends EventType> = Partial<Omit<EventOf<T>, 'type' | 'version' | 'data'>> & {
-  data?: Partial<EventOf<T>['data']>;
+type EventOverrides<T extends EventType> = Partial<Omit<V1<T>, 'type' | 'version' | 'data'>> & {
+  data?: Partial<V1<T>['data']>;
 };
 
 interface TestTenant {
@@ -100,7 +107,7 @@ export function fakeSealedSecret(payload = 'secret'): string {
 
 // ---- envelopes -------------------------------------------------------------------------------
 
-type Data<T extends EventType> = EventOf<T>['data'];
+type Data<T extends EventType> = V1<T>['data'];
 
 /** Where an event belongs: its tenant, its aggregate and, by default, when it happened. */
 interface Origin {
@@ -111,13 +118,17 @@ interface Origin {
 
 /**
  * An envelope as createEvent builds one, then the overrides. `data` is checked against the
- * event's schema type at every call; all event types are at version 1 (factories.unit.spec.ts
- * parses each built event, so a version bump shows up there).
+ * event's schema type at every call (factories.unit.spec.ts parses each built event).
  */
-function envelope<T extends EventType>(type: T, origin: Origin, data: Data<T>, overrides: EventOverrides<T>): EventOf<T> {
+function envelope<T extends EventType>(type: T, origin: Origin, data: Data<T>, overrides: EventOverrides<T>): V1<T> {
   const { data: changes, ...fields } = overrides;
   const event = { id: randomUUID(), type, version: 1, ...origin, metadata: {}, ...fields, data: { ...data, ...changes } };
-  return event as EventOf<T>;
+  return event as V1<T>;
+}
+
+/** A version-2 envelope of a type stored in two versions. */
+function envelopeV2<T extends EventType>(type: T, origin: Origin, data: EventVersion<T, 2>['data']): EventVersion<T, 2> {
+  return { id: randomUUID(), type, version: 2, ...origin, metadata: {}, data } as EventVersion<T, 2>;
 }
 
 const ofTenant = (t: TestTenant): Origin => ({ tenantId: t.tenantId, aggregateId: t.tenantId, occurredAt: DEFAULT_OCCURRED_AT });
@@ -134,18 +145,18 @@ const ofChallenge = (c: TestChallenge, occurredAt = c.startedAt): Origin => ({
 
 // ---- tenant and user aggregates ----------------------------------------------------------------
 
-export function tenantCreated(tenant = testTenant(), overrides: EventOverrides<'TenantCreated'> = {}): EventOf<'TenantCreated'> {
+export function tenantCreated(tenant = testTenant(), overrides: EventOverrides<'TenantCreated'> = {}): V1<'TenantCreated'> {
   return envelope('TenantCreated', ofTenant(tenant), { settings: tenant.settings }, overrides);
 }
 
 export function tenantSettingsChanged(
   tenant = testTenant(),
   overrides: EventOverrides<'TenantSettingsChanged'> = {},
-): EventOf<'TenantSettingsChanged'> {
+): V1<'TenantSettingsChanged'> {
   return envelope('TenantSettingsChanged', ofTenant(tenant), { settings: tenant.settings }, overrides);
 }
 
-export function userRegistered(user = testUser(), overrides: EventOverrides<'UserRegistered'> = {}): EventOf<'UserRegistered'> {
+export function userRegistered(user = testUser(), overrides: EventOverrides<'UserRegistered'> = {}): V1<'UserRegistered'> {
   return envelope('UserRegistered', ofUser(user), { userId: user.userId, ...user.profile }, overrides);
 }
 
@@ -156,16 +167,30 @@ export function userRegistered(user = testUser(), overrides: EventOverrides<'Use
 export function userProfileChanged(
   user = testUser(),
   overrides: EventOverrides<'UserProfileChanged'> = {},
-): EventOf<'UserProfileChanged'> {
+): V1<'UserProfileChanged'> {
   const { data = { ...user.profile }, ...fields } = overrides;
   return envelope('UserProfileChanged', ofUser(user), data, fields);
+}
+
+/** v2: the personal data sealed in `pii` (under the user's data key), the language in clear. */
+export function userRegisteredV2(user = testUser(), pii?: string): EventVersion<'UserRegistered', 2> {
+  const { language } = user.profile;
+  return envelopeV2('UserRegistered', ofUser(user), {
+    userId: user.userId,
+    ...(language !== undefined ? { language } : {}),
+    ...(pii !== undefined ? { pii } : {}),
+  });
+}
+
+export function userErased(user = testUser(), gen = 1, occurredAt = DEFAULT_OCCURRED_AT): V1<'UserErased'> {
+  return envelope('UserErased', ofUser(user, occurredAt), { userId: user.userId, gen }, {});
 }
 
 /** A new random token unless `data.tokenId` is given; its sealed secret is a placeholder. */
 export function totpTokenEnrolled(
   user = testUser(),
   overrides: EventOverrides<'TotpTokenEnrolled'> = {},
-): EventOf<'TotpTokenEnrolled'> {
+): V1<'TotpTokenEnrolled'> {
   const tokenId = overrides.data?.tokenId ?? randomUUID();
   const data: Data<'TotpTokenEnrolled'> = {
     tokenId,
@@ -182,7 +207,7 @@ export function totpTokenEnrolled(
 export function totpTokenActivated(
   user = testUser(),
   overrides: EventOverrides<'TotpTokenActivated'> = {},
-): EventOf<'TotpTokenActivated'> {
+): V1<'TotpTokenActivated'> {
   const origin = ofUser(user, overrides.occurredAt);
   const step = Math.floor(Date.parse(origin.occurredAt) / 30_000);
   return envelope('TotpTokenActivated', origin, { tokenId: randomUUID(), step }, overrides);
@@ -210,7 +235,7 @@ function outcome(c: TestChallenge) {
 export function challengeStarted(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeStarted'> = {},
-): EventOf<'ChallengeStarted'> {
+): V1<'ChallengeStarted'> {
   const { phoneNumber: to, language } = c.profile;
   const data: Data<'ChallengeStarted'> = { ...context(c), method: c.method, expiresAt: c.expiresAt, maxAttempts: c.maxAttempts };
   if (c.method === 'sms' && to) {
@@ -220,11 +245,28 @@ export function challengeStarted(
   return envelope('ChallengeStarted', ofChallenge(c), data, overrides);
 }
 
+/** v2 of challengeStarted: the profile sealed in `pii`, the phone of an SMS delivery only there. */
+export function challengeStartedV2(c = testChallenge(), pii?: string): EventVersion<'ChallengeStarted', 2> {
+  const { profile: _inClear, ...common } = context(c);
+  const data: EventVersion<'ChallengeStarted', 2>['data'] = {
+    ...common,
+    ...(pii !== undefined ? { pii } : {}),
+    method: c.method,
+    expiresAt: c.expiresAt,
+    maxAttempts: c.maxAttempts,
+  };
+  if (c.method === 'sms') {
+    const { language } = c.profile;
+    data.delivery = { channel: 'sms', sealedCode: fakeSealedSecret('314159'), ...(language !== undefined ? { language } : {}) };
+  }
+  return envelopeV2('ChallengeStarted', ofChallenge(c), data);
+}
+
 /** By default the user has no method at all (and so none was chosen). */
 export function challengeRegistrationRequired(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeRegistrationRequired'> = {},
-): EventOf<'ChallengeRegistrationRequired'> {
+): V1<'ChallengeRegistrationRequired'> {
   const data: Data<'ChallengeRegistrationRequired'> = { ...context(c), method: null, reason: 'no_method_registered' };
   return envelope('ChallengeRegistrationRequired', ofChallenge(c), data, overrides);
 }
@@ -232,7 +274,7 @@ export function challengeRegistrationRequired(
 export function challengeApproved(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeApproved'> = {},
-): EventOf<'ChallengeApproved'> {
+): V1<'ChallengeApproved'> {
   return envelope('ChallengeApproved', ofChallenge(c), outcome(c), overrides);
 }
 
@@ -240,7 +282,7 @@ export function challengeApproved(
 export function challengeCodeRejected(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeCodeRejected'> = {},
-): EventOf<'ChallengeCodeRejected'> {
+): V1<'ChallengeCodeRejected'> {
   const attempt = overrides.data?.attempt ?? 1;
   const attemptsRemaining = Math.max(0, c.maxAttempts - attempt);
   const data: Data<'ChallengeCodeRejected'> = { ...outcome(c), attempt, attemptsRemaining, cause: 'mismatch' };
@@ -250,7 +292,7 @@ export function challengeCodeRejected(
 export function challengeAttemptsExhausted(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeAttemptsExhausted'> = {},
-): EventOf<'ChallengeAttemptsExhausted'> {
+): V1<'ChallengeAttemptsExhausted'> {
   const data: Data<'ChallengeAttemptsExhausted'> = { ...outcome(c), attempts: c.maxAttempts, lastCause: 'mismatch' };
   return envelope('ChallengeAttemptsExhausted', ofChallenge(c), data, overrides);
 }
@@ -259,14 +301,14 @@ export function challengeAttemptsExhausted(
 export function challengeExpired(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeExpired'> = {},
-): EventOf<'ChallengeExpired'> {
+): V1<'ChallengeExpired'> {
   return envelope('ChallengeExpired', ofChallenge(c, c.expiresAt), outcome(c), overrides);
 }
 
 // ---- dispatch ----------------------------------------------------------------------------------
 
 /** Sent by Twilio on the first attempt, with a unique Twilio-style message SID. */
-export function smsSent(c = testChallenge(), overrides: EventOverrides<'SmsSent'> = {}): EventOf<'SmsSent'> {
+export function smsSent(c = testChallenge(), overrides: EventOverrides<'SmsSent'> = {}): V1<'SmsSent'> {
   const providerMessageId = `SM${randomUUID().replaceAll('-', '')}`;
   const data: Data<'SmsSent'> = { challengeId: c.challengeId, provider: 'twilio', providerMessageId, attempts: 1 };
   return envelope('SmsSent', ofChallenge(c), data, overrides);
@@ -276,7 +318,7 @@ export function smsSent(c = testChallenge(), overrides: EventOverrides<'SmsSent'
 export function smsDeliveryFailed(
   c = testChallenge(),
   overrides: EventOverrides<'SmsDeliveryFailed'> = {},
-): EventOf<'SmsDeliveryFailed'> {
+): V1<'SmsDeliveryFailed'> {
   const failures = overrides.data?.failures ?? [{ provider: 'twilio', error: 'twilio 503', transient: true }];
   const data: Data<'SmsDeliveryFailed'> = { challengeId: c.challengeId, attempts: Math.max(1, failures.length), failures };
   return envelope('SmsDeliveryFailed', ofChallenge(c), data, overrides);

@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { createServer } from 'node:net';
 
 /** A port that was free a moment ago (the OS picks it), so readiness never depends on log output. */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { networkInterfaces } from 'node:os';
 import { Streams } from '@mfa/contracts';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, RedisHealth, RedisModule, AuthModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
 import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
@@ -39,13 +39,14 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'auth-challenge',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
           // The tenant cache reads the first, the decisions are recorded on the second.
           streams: [Streams.userSettings, Streams.challenges, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, ChallengeController],
       providers: [

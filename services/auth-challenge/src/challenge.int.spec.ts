@@ -5,8 +5,24 @@ import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, Streams, Subjects } from '@mfa/contracts';
-import { base32Encode, hashCode, hotp, loadKeyring, open, SealContext, projectionUserKey, totpStep, userTag } from '@mfa/crypto';
-import { EventPublisher, requestJson } from '@mfa/messaging';
+import {
+  base32Encode,
+  formatWrappedDataKey,
+  hashCode,
+  hotp,
+  loadKeyring,
+  maskSecret,
+  OATH_TEST_VECTORS,
+  open,
+  parseWrappedDataKey,
+  SealContext,
+  projectionUserKey,
+  totpStep,
+  unwrapDataKey,
+  userTag,
+} from '@mfa/crypto';
+import { openPersonalData, UserDataKeys } from '@mfa/service-kit';
+import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
@@ -40,6 +56,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     jsm = await jetstreamManager(nc);
     redis = new Redis(testEnv.redisUrl);
     writer = new UserProjectionWriter(redis, keyring);
+    await ensureStream(jsm, Streams.userKeys);
   });
 
   after(async () => {
@@ -50,10 +67,13 @@ describe('auth-challenge against real NATS and Redis', () => {
 
   async function projectUser(userId: string, opts: { phone?: string; totp?: Buffer[]; tenantId?: string } = {}) {
     const methods = [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms'] : [])];
+    // A real key, as user-settings creates it: dispatch (sharing this NATS) can open what start seals.
+    const key = await new UserDataKeys({ js: jetstream(nc), jsm }, keyring).getOrCreate(opts.tenantId ?? tenant, userId);
     await writer.apply({
       tenantId: opts.tenantId ?? tenant,
       userId,
       seq: seq++,
+      dataKey: formatWrappedDataKey(key.gen, key.wrapped),
       displayName: 'Helga Test',
       email: 'helga@contoso.example',
       phoneNumber: opts.phone,
@@ -221,6 +241,32 @@ describe('auth-challenge against real NATS and Redis', () => {
     await redis.del(RedisKeys.failures(parseChallengeId(ids[2]!)!.tag));
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: ids[2], code: third })).status, 'approved');
     assert.equal(await redis.exists(RedisKeys.failures(parseChallengeId(ids[2]!)!.tag)), 0);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'seals the personal data of ChallengeStarted under the user’s data key from the projection (v2)', async () => {
+    const user = uniqueUser();
+    const phone = '+14155550177';
+    await projectUser(user, { phone });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const msg = await eventually(async () => {
+      const m = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested });
+      return m && m.json<{ data: { challengeId: string } }>().data.challengeId === start.challengeId ? m : undefined;
+    }, 5000, 'the ChallengeStarted event');
+    const raw = Buffer.from(msg.data).toString('utf8');
+    for (const personal of [phone, 'Helga Test', 'helga@contoso.example']) assert.ok(!raw.includes(personal), `${personal} in clear`);
+    const event = msg.json<{ version: number; data: { pii: string; delivery: Record<string, unknown>; profile?: unknown } }>();
+    assert.equal(event.version, 2);
+    assert.equal(event.data.profile, undefined);
+    assert.equal(event.data.delivery.to, undefined);
+    const field = parseWrappedDataKey(String(await redis.hget(RedisKeys.user(parseChallengeId(String(start.challengeId))!.tag), 'dataKey')))!;
+    const dataKey = unwrapDataKey(keyring, tenant, user, field.gen, field.wrapped);
+    assert.deepEqual(openPersonalData(dataKey, { tenantId: tenant, userId: user, purpose: 'challenge' }, event.data.pii), {
+      displayName: 'Helga Test',
+      email: 'helga@contoso.example',
+      phoneNumber: phone,
+    });
+    // Bound to its purpose: the same value does not open as a profile.
+    assert.throws(() => openPersonalData(dataKey, { tenantId: tenant, userId: user, purpose: 'profile' }, event.data.pii));
   });
 
   itWith({ real: ['nats', 'redis'] }, 'Redis never receives a typed code, a TOTP secret or the key that unmasks it (MONITOR)', async () => {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BaseConfig, loadConfig, loadKeyringConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 
 const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3001),
@@ -23,9 +23,10 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
    */
   MFA_MAX_CONSECUTIVE_FAILURES: z.coerce.number().int().min(1).max(100).default(100),
 });
-export type AuthChallengeConfig = z.infer<typeof AuthChallengeEnv> & KeyringConfig;
+export type AuthChallengeConfig = z.infer<typeof AuthChallengeEnv> & KeyringConfig & { auth: AuthConfig };
 
 export const loadAuthChallengeConfig = (env: NodeJS.ProcessEnv = process.env): AuthChallengeConfig => ({
   ...loadConfig(AuthChallengeEnv, env),
   ...loadKeyringConfig(env),
+  auth: loadAuthConfig(env),
 });

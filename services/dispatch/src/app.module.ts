@@ -1,7 +1,7 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import { Streams } from '@mfa/contracts';
-import { EventPublisher } from '@mfa/messaging';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
+import { EventPublisher, type NatsClients } from '@mfa/messaging';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { SmsProvider } from './adapters/sms/sms-provider.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
@@ -18,27 +18,30 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'dispatch',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.state, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.userKeys, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, SmsRequestsController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
+        { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[]) =>
+          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys) =>
             new SmsDeliveryService({
               keyring: config.keyring,
+              keys,
               providers: smsProviders,
               attemptsPerProvider: config.SMS_SEND_ATTEMPTS,
               retryBaseMs: config.SMS_RETRY_BASE_MS,
               publisher,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth) => [nats], inject: [NatsHealth] },
       ],

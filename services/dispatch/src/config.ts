@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BaseConfig, loadConfig, loadKeyringConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
 const optionalText = z
   .string()
@@ -20,9 +20,10 @@ export const DispatchEnv = BaseConfig.extend({
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });
-export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig;
+export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig & { auth: AuthConfig };
 
 export const loadDispatchConfig = (env: NodeJS.ProcessEnv = process.env): DispatchConfig => ({
   ...loadConfig(DispatchEnv, env),
   ...loadKeyringConfig(env),
+  auth: loadAuthConfig(env),
 });

@@ -4,9 +4,10 @@ import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { Consumers, EventSubjects, Headers, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { loadKeyring, seal, SealContext } from '@mfa/crypto';
 import { connectNats, EventPublisher, type NatsClients } from '@mfa/messaging';
-import type { RunningService } from '@mfa/service-kit';
+import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
-import { challengeStarted, eventually, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
+import { challengeStarted, challengeStartedV2, eventually, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
+import { USER_ERASED } from './application/sms-delivery.service.js';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
 
@@ -246,6 +247,33 @@ describe('dispatch with Twilio', () => {
       { provider: 'none', error: 'challenge expired before delivery', transient: false },
     ]);
     assert.equal(fake.messagesTo(to).length, 0);
+  });
+
+  itWith({ real: ['nats'], fake: ['twilio'] }, 'reads the phone of a v2 request from its sealed personal data, and sends nothing once the user is erased', async () => {
+    await backlogHandled(fake);
+    const keys = new UserDataKeys(nats, keyring);
+    const request = async () => {
+      const to = uniquePhone();
+      const user = testUser({ tenantId, userId: `v2.${randomUUID()}@contoso.example`, profile: { phoneNumber: to } });
+      const now = new Date();
+      const challenge = testChallenge(user, { startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 300_000).toISOString() });
+      const key = await keys.getOrCreate(tenantId, user.userId);
+      const event = challengeStartedV2(challenge, sealPersonalData(key, { tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
+      event.data.delivery!.sealedCode = seal(keyring, Buffer.from('161803'), SealContext.smsCode(tenantId, challenge.challengeId));
+      return { event, to, user };
+    };
+    const kept = await request();
+    await publisher.publish(EventSubjects.smsRequested, kept.event);
+    assert.equal(FakeTwilio.codeOf(await fake.waitFor((m) => m.to === kept.to)), '161803');
+    assert.equal((await outcomeOf(kept.event.data.challengeId)).event.type, 'SmsSent');
+
+    const erased = await request();
+    await keys.erase(tenantId, erased.user.userId, 1, new Date());
+    await publisher.publish(EventSubjects.smsRequested, erased.event);
+    const { subject, event } = await outcomeOf(erased.event.data.challengeId);
+    assert.equal(subject, EventSubjects.smsFailed);
+    assert.deepEqual((event as EventOf<'SmsDeliveryFailed'>).data.failures, [{ provider: 'none', error: USER_ERASED, transient: false }]);
+    assert.equal(fake.messagesTo(erased.to).length, 0);
   });
 
   itWith({ real: ['nats'], fake: ['twilio'] }, 'records one outcome for a request that is delivered twice', async () => {

@@ -1,9 +1,13 @@
 import type { z } from 'zod';
-import { BaseConfig, loadConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
-export const FraudConfig = BaseConfig.extend({
+const FraudEnv = BaseConfig.extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3003),
 });
-export type FraudConfig = z.infer<typeof FraudConfig>;
+export type FraudConfig = z.infer<typeof FraudEnv> & KeyringConfig & { auth: AuthConfig };
 
-export const loadFraudConfig = (env: NodeJS.ProcessEnv = process.env) => loadConfig(FraudConfig, env);
+export const loadFraudConfig = (env: NodeJS.ProcessEnv = process.env): FraudConfig => ({
+  ...loadConfig(FraudEnv, env),
+  ...loadKeyringConfig(env),
+  auth: loadAuthConfig(env),
+});

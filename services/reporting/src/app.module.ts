@@ -1,12 +1,18 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
 import type pg from 'pg';
 import { Streams } from '@mfa/contracts';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController } from '@mfa/service-kit';
+import type { NatsClients } from '@mfa/messaging';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { createPool, PostgresHealth } from './adapters/database.js';
+import { AuditRepository } from './adapters/audit.repository.js';
+import { ErasuresRepository } from './adapters/erasures.repository.js';
 import { SigninsRepository } from './adapters/signins.repository.js';
+import { AuditController } from './api/audit.controller.js';
+import { AuditReportService } from './application/audit-report.service.js';
 import { ReportEventsController } from './api/report-events.controller.js';
 import { SigninsController } from './api/signins.controller.js';
+import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import { SigninReportService } from './application/signin-report.service.js';
 import type { ReportingConfig } from './config.js';
@@ -23,7 +29,7 @@ class PoolLifecycle implements OnApplicationShutdown {
 
 /**
  * reporting: projects challenge, delivery and tenant events into the Postgres sign-in report
- * and answers the report query.
+ * (erased users by pseudonym) and answers the report query.
  */
 @Module({})
 export class AppModule {
@@ -33,19 +39,33 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'reporting',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.state, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.userKeys, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, ReportEventsController, SigninsController],
+      controllers: [OpsController, ReportEventsController, SigninsController, AuditController],
       providers: [
         { provide: PG_POOL, useFactory: () => createPool(config.DATABASE_URL, log) },
         PoolLifecycle,
         { provide: SigninsRepository, useFactory: (pool: pg.Pool) => new SigninsRepository(pool), inject: [PG_POOL] },
-        { provide: ReportProjection, useFactory: (repo: SigninsRepository) => new ReportProjection(repo), inject: [SigninsRepository] },
+        { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
+        { provide: ErasuresRepository, useFactory: (pool: pg.Pool) => new ErasuresRepository(pool), inject: [PG_POOL] },
+        {
+          provide: ReportProjection,
+          useFactory: (repo: SigninsRepository, keys: UserDataKeys, erasures: ErasuresRepository) =>
+            new ReportProjection(repo, keys, pseudonymizer(config.keyring), erasures),
+          inject: [SigninsRepository, UserDataKeys, ErasuresRepository],
+        },
         { provide: SigninReportService, useFactory: (repo: SigninsRepository) => new SigninReportService(repo), inject: [SigninsRepository] },
+        { provide: AuditRepository, useFactory: (pool: pg.Pool) => new AuditRepository(pool), inject: [PG_POOL] },
+        {
+          provide: AuditReportService,
+          useFactory: (repo: AuditRepository) => new AuditReportService(repo, pseudonymizer(config.keyring)),
+          inject: [AuditRepository],
+        },
         { provide: PostgresHealth, useFactory: (pool: pg.Pool) => new PostgresHealth(pool), inject: [PG_POOL] },
         {
           provide: HEALTH_CHECKS,

@@ -13,10 +13,12 @@ import {
   type ChallengeEvent,
   type DispatchEvent,
   type SigninItem,
+  type EventVersion,
   type TenantEvent,
 } from '@mfa/contracts';
+import { loadKeyring } from '@mfa/crypto';
 import { connectNats, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
-import type { RunningService } from '@mfa/service-kit';
+import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import {
   challengeApproved,
   challengeAttemptsExhausted,
@@ -24,6 +26,7 @@ import {
   challengeExpired,
   challengeRegistrationRequired,
   challengeStarted,
+  challengeStartedV2,
   eventually,
   itWith,
   smsDeliveryFailed,
@@ -35,10 +38,13 @@ import {
   testUser,
   uniqueTenant,
   uniqueUser,
+  userErased,
   type TestChallenge,
 } from '@mfa/testing';
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
+import { AuditReportService } from './application/audit-report.service.js';
+import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import type { Sequenced } from './domain/signin-projection.js';
 
@@ -340,6 +346,47 @@ describe('reporting service (real NATS and Postgres)', () => {
     assert.equal(exact.nextCursor, undefined, 'no cursor when nothing follows');
   });
 
+  itWith({ real: ['nats', 'postgres'] }, 'takes only the cursors it issued, for this tenant: forged, truncated, tampered or foreign ones are invalid_request', async () => {
+    const tenantId = await newTenant();
+    const otherTenant = await newTenant();
+    const userId = uniqueUser();
+    for (const t of [tenantId, otherTenant]) {
+      const starts = [0, 10, 20, 30].map((o) => challenge({ tenantId: t, userId, at: at(o), challengeId: randomUUID() }));
+      await projection.projectChallenges(sequence<ChallengeEvent>(starts.flatMap((c) => [started(c), approved(c)])));
+    }
+    const first = await page({ tenantId, limit: 2 });
+    const cursor = first.nextCursor!;
+    assert.ok(cursor);
+    const second = await page({ tenantId, limit: 2, cursor });
+    assert.deepEqual(
+      [...first.items, ...second.items].map((i) => i.occurredAt),
+      [at(30), at(20), at(10), at(0)].map((d) => d.toISOString()),
+      'an issued cursor continues where the page ended',
+    );
+
+    const [body, tag] = cursor.split('.') as [string, string];
+    const last = first.items.at(-1)!;
+    const position = [`${last.occurredAt.slice(0, -1)}000Z`, last.challengeId];
+    // The unsigned form this report issued before its cursors were authenticated.
+    await expectError({ tenantId, limit: 2, cursor: Buffer.from(JSON.stringify(position)).toString('base64url') }, 'invalid_request');
+    // Forged: a position of the attacker's choosing, with the tag of another.
+    const forged = Buffer.from(JSON.stringify(['2030-01-01T00:00:00.000000Z', last.challengeId])).toString('base64url');
+    await expectError({ tenantId, limit: 2, cursor: `${forged}.${tag}` }, 'invalid_request');
+    // Truncated.
+    await expectError({ tenantId, limit: 2, cursor: cursor.slice(0, -1) }, 'invalid_request');
+    await expectError({ tenantId, limit: 2, cursor: body }, 'invalid_request');
+    // Tampered.
+    await expectError({ tenantId, limit: 2, cursor: `${body}.${tag[0] === 'A' ? 'B' : 'A'}${tag.slice(1)}` }, 'invalid_request');
+    await expectError({ tenantId, limit: 2, cursor: `${body.slice(0, -1)}${body.endsWith('A') ? 'B' : 'A'}.${tag}` }, 'invalid_request');
+    // Another tenant's.
+    await expectError({ tenantId: otherTenant, limit: 2, cursor }, 'invalid_request');
+    const foreign = await query({ tenantId: otherTenant, cursor });
+    assert.deepEqual(foreign, { error: { code: 'invalid_request', message: 'cursor: not a cursor this report issued' } });
+    // The other tenant's own cursors still work for it.
+    const other = await page({ tenantId: otherTenant, limit: 3 });
+    assert.equal((await page({ tenantId: otherTenant, limit: 3, cursor: other.nextCursor! })).items.length, 1);
+  });
+
   itWith({ real: ['nats', 'postgres'] }, 'filters by user, result and time range (from inclusive, to exclusive)', async () => {
     const tenantId = await newTenant();
     const helga = uniqueUser('helga');
@@ -425,5 +472,144 @@ describe('reporting service (real NATS and Postgres)', () => {
     assert.equal(items.length, 1);
     assert.equal(items[0]?.challengeId, start.challengeId);
     assert.equal(items[0]?.result, 'success');
+  });
+
+  describe('erased users', () => {
+    const keyring = loadKeyring({}).keyring;
+    const pseudonymOf = pseudonymizer(keyring);
+    let keys: UserDataKeys;
+    const personalValues = ['Helga Nordin', 'helga.nordin@contoso.com', '+14155550123'];
+
+    before(() => {
+      keys = new UserDataKeys(nats, keyring);
+    });
+
+    /** A v2 start, its personal data sealed under the user's current data key, as auth-challenge records it. */
+    async function startedV2(c: TestChallenge): Promise<EventVersion<'ChallengeStarted', 2>> {
+      const key = await keys.getOrCreate(c.tenantId, c.userId);
+      return parsed(challengeStartedV2(c, sealPersonalData(key, { tenantId: c.tenantId, userId: c.userId, purpose: 'challenge' }, c.profile)));
+    }
+    const erasedAt = (offsetSeconds: number) => at(offsetSeconds).toISOString();
+    async function rowsOf(tenantId: string): Promise<Array<Record<string, unknown>>> {
+      const { rows } = await pool.query('SELECT challenge_id, user_id, display_name, email, phone_number, user_gen FROM signins WHERE tenant_id = $1', [tenantId]);
+      return rows;
+    }
+    const noPersonalData = (rows: Array<Record<string, unknown>>) =>
+      rows.every((r) => r.display_name === null && r.email === null && r.phone_number === null);
+
+    itWith({ real: ['nats', 'postgres'] }, 'opens the sealed personal data of v2 starts with the user’s data key', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser();
+      const start = challenge({ tenantId, userId, method: 'sms' });
+      await projection.projectChallenges(sequence<ChallengeEvent>([await startedV2(start), approved(start)]));
+      const [item] = (await page({ tenantId })).items;
+      assert.deepEqual([item?.userId, item?.displayName, item?.email, item?.phoneNumber], [userId, ...personalValues]);
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'keeps only the pseudonym in the rows of an erased user, also in rows projected afterwards', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('gone');
+      const other = uniqueUser('stays');
+      const pseudonym = pseudonymOf(tenantId, userId);
+      assert.match(pseudonym, /^erased:[A-Za-z0-9_-]{16}$/);
+      const v1 = challenge({ tenantId, userId, at: at(0) });
+      const v2 = challenge({ tenantId, userId, at: at(10), method: 'sms' });
+      const late = challenge({ tenantId, userId, at: at(20) });
+      const lateOutcomeFirst = challenge({ tenantId, userId, at: at(30) });
+      const theirs = challenge({ tenantId, userId: other, at: at(40) });
+      await projection.projectChallenges(sequence<ChallengeEvent>([started(v1), approved(v1), await startedV2(v2), approved(v2), started(theirs)]));
+      const lateStart = await startedV2(late);
+
+      // users.delete: the key is destroyed, then reporting handles UserErased.
+      await keys.erase(tenantId, userId, 1, at(35));
+      await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
+      const rows = await rowsOf(tenantId);
+      const erased = rows.filter((r) => r.challenge_id !== theirs.challengeId);
+      assert.equal(erased.length, 2);
+      assert.ok(erased.every((r) => r.user_id === pseudonym) && noPersonalData(erased));
+      const kept = rows.find((r) => r.challenge_id === theirs.challengeId)!;
+      assert.deepEqual([kept.user_id, kept.display_name], [other, 'Helga Nordin'], 'another user keeps everything');
+
+      // Events of the erased user projected afterwards: a v2 start (its key is gone), a v1 start
+      // with the profile in clear, an outcome ahead of its start.
+      await projection.projectChallenges(sequence<ChallengeEvent>([lateStart, approved(late), approved(lateOutcomeFirst), started(lateOutcomeFirst)]));
+      const after = (await rowsOf(tenantId)).filter((r) => r.challenge_id !== theirs.challengeId);
+      assert.equal(after.length, 4);
+      assert.ok(after.every((r) => r.user_id === pseudonym) && noPersonalData(after), JSON.stringify(after));
+      // The report answers by pseudonym; the user id finds nothing.
+      assert.equal((await page({ tenantId, userId })).items.length, 0);
+      assert.equal((await page({ tenantId, userId: pseudonym })).items.length, 4);
+
+      // The same user id registered again is a new user (key generation 2): reported in full.
+      const again = challenge({ tenantId, userId, at: at(50) });
+      const renewed = await startedV2(again);
+      assert.match(renewed.data.pii!, /^d1\.2\./);
+      await projection.projectChallenges(sequence<ChallengeEvent>([renewed]));
+      const row = (await rowsOf(tenantId)).find((r) => r.challenge_id === again.challengeId)!;
+      assert.deepEqual([row.user_id, row.display_name, row.user_gen], [userId, 'Helga Nordin', 2]);
+      // Replaying the old erasure changes nothing of the new user.
+      await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
+      assert.equal((await rowsOf(tenantId)).find((r) => r.challenge_id === again.challengeId)!.user_id, userId);
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'leaves no row behind when an erasure runs while batches of that user are projected', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('race');
+      const batches = Array.from({ length: 20 }, (_, i) => {
+        const c = challenge({ tenantId, userId, at: at(i) });
+        return sequence<ChallengeEvent>([started(c), approved(c)]);
+      });
+      const erasure = parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(600)));
+      await Promise.all([
+        ...batches.map((b, i) => new Promise((r) => setTimeout(r, i * 2)).then(() => projection.projectChallenges(b))),
+        new Promise((r) => setTimeout(r, 15)).then(() => projection.projectErasures(sequence([erasure]))),
+      ]);
+      const rows = await rowsOf(tenantId);
+      assert.equal(rows.length, 20);
+      assert.ok(rows.every((r) => r.user_id === pseudonymOf(tenantId, userId)) && noPersonalData(rows));
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'keeps only the pseudonym as the target user of audited actions before the erasure', async () => {
+      const tenantId = uniqueTenant('rep-audit');
+      const userId = uniqueUser('audited');
+      const action = (subject: string, occurredAt: string) =>
+        parsed({
+          id: randomUUID(),
+          type: 'AdminActionRecorded',
+          version: 1,
+          tenantId,
+          aggregateId: tenantId,
+          occurredAt,
+          metadata: {},
+          data: { subject, clientId: 'platform', userId, outcome: 'ok' },
+        } as const);
+      const audit = service.app.get(AuditReportService);
+      await audit.project(sequence([action(Subjects.usersUnblock, erasedAt(10))]));
+      await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(20)))]));
+      // The audit record of users.delete itself arrives after the erasure, with the erasure's time.
+      await audit.project(sequence([action(Subjects.usersDelete, erasedAt(20)), action(Subjects.usersUnblock, erasedAt(30))]));
+      const { rows } = await pool.query('SELECT subject, user_id FROM audit_log WHERE tenant_id = $1 ORDER BY occurred_at, subject', [tenantId]);
+      assert.deepEqual(
+        rows.map((r) => [r.subject, r.user_id]),
+        [
+          [Subjects.usersUnblock, pseudonymOf(tenantId, userId)],
+          [Subjects.usersDelete, pseudonymOf(tenantId, userId)],
+          [Subjects.usersUnblock, userId],
+        ],
+      );
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'acts on UserErased through its durable consumer on the user subjects', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('js');
+      const c = challenge({ tenantId, userId });
+      await projection.projectChallenges(sequence<ChallengeEvent>([started(c), approved(c)]));
+      await new EventPublisher(nats.js).publish(EventSubjects.user(tenantId, userId), parsed(userErased(testUser({ tenantId, userId }), 1, new Date().toISOString())));
+      const rows = await eventually(async () => {
+        const r = await rowsOf(tenantId);
+        return r[0]?.user_id === pseudonymOf(tenantId, userId) ? r : undefined;
+      }, 30_000, 'the erasure projected');
+      assert.ok(noPersonalData(rows));
+    });
   });
 });

@@ -4,12 +4,27 @@ import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import {
+  HEALTH_CHECKS,
+  MessagingModule,
+  NATS,
+  NatsHealth,
+  OpsController,
+  REDIS,
+  RedisHealth,
+  RedisModule,
+  ApiClientDirectory,
+  AuthModule,
+  UserDataKeys,
+} from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
+import { Lockouts } from './adapters/lockouts.js';
+import { SnapshotStore } from './adapters/snapshot-store.js';
 import { EventStore } from './adapters/event-store.js';
 import { UserProjectorController } from './api/user-projector.controller.js';
 import { UserSettingsController } from './api/user-settings.controller.js';
+import { ApiClientsService } from './application/api-clients.service.js';
 import { ProjectionRecovery } from './application/projection-recovery.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
@@ -18,9 +33,10 @@ import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
 import { KEYRING } from './tokens.js';
 
 /**
- * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), their public
- * API (users.register, users.totp.enroll/activate, tenants.configure) and the Redis user
- * projection that auth-challenge reads.
+ * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), the users'
+ * data keys (MFA_USER_KEYS), their public API (users.register, users.delete,
+ * users.totp.enroll/activate, tenants.configure) and the Redis user projection that
+ * auth-challenge reads.
  */
 @Module({})
 export class AppModule {
@@ -30,19 +46,21 @@ export class AppModule {
       imports: [
         MessagingModule.forRoot({
           serviceName: 'user-settings',
-          natsUrl: config.NATS_URL,
+          nats: config,
           log,
-          streams: [Streams.userSettings, Streams.state, Streams.deadLetters],
+          streams: [Streams.userSettings, Streams.userKeys, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
+        AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, UserSettingsController, UserProjectorController],
       providers: [
         { provide: KEYRING, useValue: config.keyring },
+        { provide: UserDataKeys, useFactory: (nats: NatsClients, keyring: Keyring) => new UserDataKeys(nats, keyring), inject: [NATS, KEYRING] },
         {
           provide: EventStore,
-          useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher),
+          useFactory: (nats: NatsClients, publisher: EventPublisher) => new EventStore(nats.jsm, publisher, Streams.userSettings.name, log),
           inject: [NATS, EventPublisher],
         },
         {
@@ -55,24 +73,51 @@ export class AppModule {
           useFactory: (redis: Redis, keyring: Keyring) => new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
           inject: [REDIS, KEYRING],
         },
+        { provide: SnapshotStore, useFactory: (nats: NatsClients) => new SnapshotStore(nats.js, nats.jsm), inject: [NATS] },
+        { provide: Lockouts, useFactory: (redis: Redis, keyring: Keyring) => new Lockouts(redis, keyring), inject: [REDIS, KEYRING] },
         {
           provide: UserSettingsService,
-          useFactory: (store: EventStore, projection: UserProjectionWriter, keyring: Keyring, activationAttempts: ActivationAttempts) =>
+          useFactory: (
+            store: EventStore,
+            projection: UserProjectionWriter,
+            keyring: Keyring,
+            activationAttempts: ActivationAttempts,
+            lockouts: Lockouts,
+            snapshots: SnapshotStore,
+            keys: UserDataKeys,
+          ) =>
             new UserSettingsService({
               store,
               projection,
               keyring,
+              keys,
               log,
-              autoCreateTenants: config.MFA_TENANT_AUTO_CREATE,
+              // With MFA_AUTH=required only the platform key creates tenants (tenants.configure).
+              autoCreateTenants: config.MFA_TENANT_AUTO_CREATE && config.auth.mode === 'off',
               totpIssuer: config.MFA_TOTP_ISSUER,
               activationAttempts,
+              lockouts,
+              snapshots,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts, SnapshotStore, UserDataKeys],
+        },
+        {
+          provide: ApiClientsService,
+          useFactory: (publisher: EventPublisher, directory: ApiClientDirectory, keyring: Keyring, users: UserSettingsService) =>
+            new ApiClientsService({
+              publisher,
+              directory,
+              keyring,
+              log,
+              requireTenant: (tenantId, now) => users.requireExistingTenant(tenantId, now),
+            }),
+          inject: [EventPublisher, ApiClientDirectory, KEYRING, UserSettingsService],
         },
         {
           provide: UserProjector,
-          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring) => new UserProjector(store, writer, keyring),
-          inject: [EventStore, UserProjectionWriter, KEYRING],
+          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, keys: UserDataKeys, snapshots: SnapshotStore) =>
+            new UserProjector(store, writer, keyring, keys, snapshots),
+          inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys, SnapshotStore],
         },
         ProjectionRecovery,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

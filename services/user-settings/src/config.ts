@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BaseConfig, loadConfig, loadKeyringConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 
 const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3004),
@@ -14,9 +14,10 @@ const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
   MFA_TENANT_AUTO_CREATE: z.stringbool().default(true),
 });
 
-export type UserSettingsConfig = z.infer<typeof UserSettingsEnv> & KeyringConfig;
+export type UserSettingsConfig = z.infer<typeof UserSettingsEnv> & KeyringConfig & { auth: AuthConfig };
 
 export const loadUserSettingsConfig = (env: NodeJS.ProcessEnv = process.env): UserSettingsConfig => ({
   ...loadConfig(UserSettingsEnv, env),
   ...loadKeyringConfig(env),
+  auth: loadAuthConfig(env),
 });

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import {
+  defaultTenantSettings,
   Consumers,
   EventSubjects,
   parseEvent,
@@ -15,6 +16,7 @@ import {
 } from '@mfa/contracts';
 import {
   base32Decode,
+  dataKeyGeneration,
   maskSecret,
   open,
   projectionUserKey,
@@ -26,13 +28,15 @@ import {
 } from '@mfa/crypto';
 import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
-import { runService, type RunningService } from '@mfa/service-kit';
+import { openPersonalData, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { EventStore } from './adapters/event-store.js';
 import { AppModule } from './app.module.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
+import { SNAPSHOT_EVERY, USER_SNAPSHOT_VERSION } from './application/aggregate-loader.js';
+import { SnapshotStore } from './adapters/snapshot-store.js';
 import { loadUserSettingsConfig, type UserSettingsConfig } from './config.js';
 
 // Quiet service logs unless asked for (loggers read it when they are created, in before()).
@@ -64,6 +68,15 @@ async function storedMessages(subject: string): Promise<Array<{ raw: Uint8Array;
   }
 }
 const typesOf = async (subject: string) => (await storedMessages(subject)).map((m) => m.event.type);
+
+/** An event's data with its `pii` opened under the user's data key, as the deciders see it. */
+async function inClear(event: AnyEvent): Promise<Record<string, unknown>> {
+  const { pii, ...plain } = event.data as { pii?: string };
+  if (!pii) return plain;
+  const key = await service.app.get(UserDataKeys).get(event.tenantId, event.aggregateId, dataKeyGeneration(pii)!);
+  assert.ok(key && key !== 'erased', 'the data key of a stored event');
+  return { ...plain, ...openPersonalData(key, { tenantId: event.tenantId, userId: event.aggregateId, purpose: 'profile' }, pii) };
+}
 
 function codeFor(secretBase32: string): string {
   // oathtool is an independent implementation; without it, @mfa/crypto's RFC 6238 code.
@@ -145,10 +158,10 @@ describe('user-settings over NATS', () => {
     await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga N.' });
     const stored = await storedMessages(EventSubjects.user(tenantId, userId));
     assert.deepEqual(
-      stored.map((m) => [m.event.type, m.event.data]),
+      await Promise.all(stored.map(async (m) => [m.event.type, m.event.version, await inClear(m.event)])),
       [
-        ['UserRegistered', { userId, displayName: 'Helga Nordin', email: 'helga@contoso.com', phoneNumber: '+46701234567', language: 'sv-SE' }],
-        ['UserProfileChanged', { displayName: 'Helga N.' }],
+        ['UserRegistered', 2, { userId, displayName: 'Helga Nordin', email: 'helga@contoso.com', phoneNumber: '+46701234567', language: 'sv-SE' }],
+        ['UserProfileChanged', 2, { displayName: 'Helga N.' }],
       ],
     );
     assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'displayName'), 'Helga N.');
@@ -304,20 +317,41 @@ describe('user-settings over NATS', () => {
     assert.equal(blocked.error?.code, 'rate_limited');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'counts activation attempts atomically: 10 concurrent guesses get 5 checks', async () => {
+    const other = `race.${Date.now()}@contoso.example`;
+    await request(Subjects.usersRegister, { tenantId, userId: other });
+    const token = (await request(Subjects.totpEnroll, { tenantId, userId: other })) as { tokenId: string; secret: string };
+    const right = codeFor(token.secret);
+    const wrong = String((Number(right) + 500_000) % 1_000_000).padStart(6, '0');
+    const replies = (await Promise.all(
+      Array.from({ length: 10 }, () => request(Subjects.totpActivate, { tenantId, userId: other, tokenId: token.tokenId, code: wrong })),
+    )) as Array<{ active?: boolean; error?: { code: string } }>;
+    assert.equal(replies.filter((r) => r.active === false).length, 5);
+    assert.equal(replies.filter((r) => r.error?.code === 'rate_limited').length, 5);
+    const after = (await request(Subjects.totpActivate, { tenantId, userId: other, tokenId: token.tokenId, code: right })) as { error?: { code: string } };
+    assert.equal(after.error?.code, 'rate_limited');
+  });
+
   // Tenant commands are stored events only; nothing of a tenant is projected into Redis.
   itWith({ real: ['nats'] }, 'configures tenant settings as a partial update', async () => {
     const tenant = uniqueTenant('cfg');
     const first = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAttempts: 3 } });
-    assert.deepEqual(first, {
-      tenantId: tenant,
-      settings: { codeLifetimeSeconds: 180, maxAttempts: 3, enabledMethods: ['sms', 'voice', 'push', 'totp'] },
-    });
-    const second = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
-    assert.deepEqual(second, {
-      tenantId: tenant,
-      settings: { codeLifetimeSeconds: 300, maxAttempts: 3, enabledMethods: ['sms', 'voice', 'push', 'totp'] },
-    });
+    assert.deepEqual(first, { tenantId: tenant, settings: { ...defaultTenantSettings(), maxAttempts: 3 } });
+    const second = await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300, lockout: { threshold: 4 } } });
+    const expected = { ...defaultTenantSettings(), codeLifetimeSeconds: 300, maxAttempts: 3, lockout: { threshold: 4, counterResetMinutes: 15, autoUnblockMinutes: 15 } };
+    assert.deepEqual(second, { tenantId: tenant, settings: expected });
     await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
+    assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated', 'TenantSettingsChanged']);
+    // tenants.get answers every setting, defaults included.
+    assert.deepEqual(await request(Subjects.tenantsGet, { tenantId: tenant }), { tenantId: tenant, settings: expected });
+    assert.equal((await request(Subjects.tenantsGet, { tenantId: uniqueTenant('none') }) as { error: { code: string } }).error.code, 'not_found');
+    // An unknown or misspelled setting is refused by name and changes nothing.
+    const refused = (await request(Subjects.tenantsConfigure, { tenantId: tenant, settings: { maxAtempts: 2, trustedIps: { range: [] } } })) as {
+      error: { code: string; message: string };
+    };
+    assert.equal(refused.error.code, 'invalid_request');
+    assert.match(refused.error.message, /maxAtempts/);
+    assert.match(refused.error.message, /range/);
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated', 'TenantSettingsChanged']);
   });
 
@@ -329,6 +363,106 @@ describe('user-settings over NATS', () => {
     for (const reply of replies) assert.deepEqual(reply, { userId: user, methods: ['sms'] });
     assert.deepEqual(await typesOf(EventSubjects.user(tenant, user)), ['UserRegistered']);
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated']);
+  });
+});
+
+describe('users.delete: crypto-shredding', () => {
+  const tenantId = uniqueTenant('erase');
+  const userId = uniqueUser('erase');
+  const personal = { displayName: 'Ingrid Bergström', email: 'ingrid.bergstrom@fabrikam.example', phoneNumber: '+46709876543' };
+  const keysStore = () => service.app.get(UserDataKeys);
+  let firstKey: { gen: number; wrapped: string };
+
+  /** Whether any of the personal values appears in `bytes`, in clear. */
+  const leaks = (bytes: Uint8Array) => {
+    const text = Buffer.from(bytes).toString('latin1');
+    return Object.values(personal).filter((v) => text.includes(v) || text.includes(JSON.stringify(v).slice(1, -1)));
+  };
+
+  itWith({ real: ['nats', 'redis'] }, 'answers not_found for an unknown tenant or user, and records nothing', async () => {
+    await expectError(Subjects.usersDelete, { tenantId: uniqueTenant('ghost'), userId }, 'not_found');
+    await request(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    await expectError(Subjects.usersDelete, { tenantId, userId: 'nobody@contoso.example' }, 'not_found');
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, 'nobody@contoso.example')), []);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'seals the personal data of user events under the user’s data key', async () => {
+    await request(Subjects.usersRegister, { tenantId, userId, ...personal, language: 'sv-SE' });
+    await request(Subjects.totpEnroll, { tenantId, userId, label: 'work phone' });
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(stored.map((m) => [m.event.type, m.event.version]), [['UserRegistered', 2], ['TotpTokenEnrolled', 1]]);
+    for (const { raw } of stored) assert.deepEqual(leaks(raw), []);
+    assert.deepEqual(await inClear(stored[0]!.event), { userId, ...personal, language: 'sv-SE' });
+    const current = await keysStore().current(tenantId, userId);
+    assert.equal(current?.kind, 'key');
+    firstKey = { gen: current!.gen, wrapped: (current as { dataKey: { wrapped: string } }).dataKey.wrapped };
+    assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'dataKey'), `${firstKey.gen}:${firstKey.wrapped}`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'erases: UserErased, the key destroyed, the Redis projection reduced to a tombstone', async () => {
+    const pii = (await storedMessages(EventSubjects.user(tenantId, userId)))[0]!.event.data as { pii: string };
+    assert.deepEqual(await request(Subjects.usersDelete, { tenantId, userId }), { userId, deleted: true });
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(stored.map((m) => m.event.type), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased']);
+    assert.deepEqual(stored[2]!.event.data, { userId, gen: firstKey.gen });
+    // The log is unchanged, and what it holds of the user no longer opens.
+    assert.equal(await new UserDataKeys(nats, keyring).get(tenantId, userId, dataKeyGeneration(pii.pii)!), 'erased');
+    const entry = await keysStore().current(tenantId, userId);
+    assert.deepEqual([entry?.kind, entry?.gen], ['erased', firstKey.gen]);
+    // Redis: nothing of the user but the sequence of the erasure.
+    const keys = keysOf(tenantId, userId);
+    const seqOfErasure = (await jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) }))!.seq;
+    assert.deepEqual(await redis.hgetall(keys.user), { seq: String(seqOfErasure) });
+    assert.equal(await redis.exists(keys.totp, keys.steps), 0);
+    // A snapshot from before the erasure cannot bring the user back.
+    const writer = service.app.get(UserProjectionWriter);
+    assert.equal(await writer.apply({ tenantId, userId, seq: seqOfErasure - 1, methods: ['sms'], phoneNumber: personal.phoneNumber, totpTokens: [] }), false);
+    assert.deepEqual(await redis.hgetall(keys.user), { seq: String(seqOfErasure) });
+    // The user is gone for every command.
+    await expectError(Subjects.totpEnroll, { tenantId, userId }, 'not_found');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'answers deleted again for an erased user, recording nothing new', async () => {
+    assert.deepEqual(await request(Subjects.usersDelete, { tenantId, userId }), { userId, deleted: true });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'registers the same user id again as a new user, with a new data key', async () => {
+    const reply = await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Ingrid B.' });
+    assert.deepEqual(reply, { userId, methods: [] }, 'no phone and no token from before');
+    const stored = await storedMessages(EventSubjects.user(tenantId, userId));
+    assert.deepEqual(stored.map((m) => m.event.type), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased', 'UserRegistered']);
+    const renewed = stored[3]!.event;
+    assert.deepEqual(await inClear(renewed), { userId, displayName: 'Ingrid B.' });
+    assert.equal(dataKeyGeneration((renewed.data as { pii: string }).pii), firstKey.gen + 1);
+    const dataKey = await redis.hget(keysOf(tenantId, userId).user, 'dataKey');
+    assert.match(String(dataKey), new RegExp(`^${firstKey.gen + 1}:`));
+    assert.notEqual(dataKey, `${firstKey.gen}:${firstKey.wrapped}`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'completes an erasure that was recorded but not carried out (the projector shreds on UserErased)', async () => {
+    const other = uniqueUser('crash');
+    await request(Subjects.usersRegister, { tenantId, userId: other, ...personal });
+    // A service whose shredding fails after UserErased was appended, as if it crashed there.
+    class FailingKeys extends UserDataKeys {
+      override async erase(): Promise<void> {
+        throw new Error('crashed before shredding');
+      }
+    }
+    const crashing = new UserSettingsService({
+      store: service.app.get(EventStore),
+      projection: service.app.get(UserProjectionWriter),
+      keyring,
+      keys: new FailingKeys(nats, keyring),
+      log: createLogger('user-settings-test'),
+      autoCreateTenants: false,
+      totpIssuer: 'Open MFA',
+    });
+    await assert.rejects(crashing.delete({ tenantId, userId: other }, new Date()), { code: 'unavailable' });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, other)), ['UserRegistered', 'UserErased']);
+    // The service's durable projector handles UserErased and finishes the job.
+    await eventually(async () => ((await keysStore().current(tenantId, other))?.kind === 'erased' ? true : undefined), 10_000, 'the key destroyed');
+    await eventually(async () => (Object.keys(await redis.hgetall(keysOf(tenantId, other).user)).join() === 'seq' ? true : undefined), 10_000, 'the Redis tombstone');
   });
 });
 
@@ -405,14 +539,14 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
   });
 
   const withConfig = (autoCreateTenants: boolean) =>
-    new UserSettingsService({ store, projection: writer, keyring, log, autoCreateTenants, totpIssuer: 'Contoso MFA' });
+    new UserSettingsService({ store, projection: writer, keyring, keys: service.app.get(UserDataKeys), log, autoCreateTenants, totpIssuer: 'Contoso MFA' });
 
   itWith({ real: ['nats', 'redis'] }, 'answers not_found for an unknown tenant when auto-create is off', async () => {
     const strict = withConfig(false);
     const tenantId = uniqueTenant('strict');
     await assert.rejects(strict.register({ tenantId, userId: 'u1' }, new Date()), { code: 'not_found', message: 'unknown tenant' });
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenantId)), []);
-    await strict.configureTenant({ tenantId, settings: {} }, new Date());
+    await strict.configureTenant({ tenantId, settings: {} }, new Date(), { mayCreateTenant: true });
     assert.deepEqual(await strict.register({ tenantId, userId: 'u1' }, new Date()), { userId: 'u1', methods: [] });
   });
 
@@ -438,6 +572,37 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
       await redis.hget(keysOf(tenantId, userId).steps, enrolled.tokenId),
       String(totpStep(inTime.getTime())),
     );
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'loads a long user from its snapshot and a tenant from its last event (aggregates that grow stay fast)', async () => {
+    const snapshots = service.app.get(SnapshotStore);
+    const reads: number[] = [];
+    const counting = Object.create(store) as EventStore;
+    counting.load = async (subject: string, afterSeq = 0) => {
+      const loaded = await store.load(subject, afterSeq);
+      reads.push(loaded.events.length);
+      return loaded;
+    };
+    const svc = new UserSettingsService({ store: counting, projection: writer, keyring, keys: service.app.get(UserDataKeys), log, autoCreateTenants: true, totpIssuer: 'Contoso MFA', snapshots });
+    const tenantId = uniqueTenant('long');
+    const userId = uniqueUser('long');
+    const now = new Date();
+    for (let i = 0; i < 60; i++) {
+      await svc.register({ tenantId, userId, displayName: `Name ${i}`, phoneNumber: `+1415555${String(1000 + i)}` }, now);
+    }
+    const snapshot = await snapshots.get<{ profile: { displayName?: string } }>(EventSubjects.user(tenantId, userId), USER_SNAPSHOT_VERSION);
+    assert.ok(snapshot, 'a snapshot was written');
+    reads.length = 0;
+    assert.deepEqual(await svc.register({ tenantId, userId, displayName: 'Name 59', phoneNumber: '+14155551059' }, now), { userId, methods: ['sms'] });
+    assert.ok(reads[0]! < SNAPSHOT_EVERY, `read ${reads[0]} events after the snapshot, not 60`);
+    // The state from snapshot + events equals the state folded from every event.
+    const full = await store.load(EventSubjects.user(tenantId, userId));
+    assert.equal(full.events.length, 60);
+    // A tenant configured many times is read from its last event only.
+    for (let i = 0; i < 30; i++) await svc.configureTenant({ tenantId, settings: { codeLifetimeSeconds: 60 + i } }, now, { mayCreateTenant: true });
+    reads.length = 0;
+    assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 89);
+    assert.deepEqual(reads, [], 'the tenant was not read event by event');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'decides again on fresh state when another writer appended first', async () => {
@@ -469,6 +634,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
       store: new RacingStore(jsm, service.app.get(EventPublisher)),
       projection: writer,
       keyring,
+      keys: service.app.get(UserDataKeys),
       log,
       autoCreateTenants: true,
       totpIssuer: 'Open MFA',

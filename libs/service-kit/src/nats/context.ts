@@ -1,12 +1,18 @@
 import { BaseRpcContext } from '@nestjs/microservices';
 import type { MsgHdrs } from '@nats-io/nats-core';
-import type { ConsumerDefinition } from '@mfa/contracts';
+import type { ConsumerDefinition, Operator } from '@mfa/contracts';
+import type { Principal } from '../auth/authenticator.js';
 
 /**
  * What a request handler gets with `@Ctx()`: the subject, the NATS headers, when the request
  * arrived (handlers pass it on instead of reading the clock) and the caller's deadline, if any.
  */
 export class NatsRequestContext extends BaseRpcContext<[subject: string, headers: MsgHdrs | undefined]> {
+  /** Who called, set by ApiKeyGuard before validation. */
+  principal: Principal | undefined;
+  /** The operator named by the platform key (the console), set by ApiKeyGuard. */
+  operator: Operator | undefined;
+
   constructor(
     readonly subject: string,
     readonly headers: MsgHdrs | undefined,

@@ -1,10 +1,15 @@
-import { applyDecorators, Controller, UseFilters } from '@nestjs/common';
+import { applyDecorators, Controller, UseFilters, UseGuards } from '@nestjs/common';
 import { EventPattern } from '@nestjs/microservices';
 import type { ConsumerDefinition } from '@mfa/contracts';
+import { ApiKeyGuard } from '../auth/api-key.guard.js';
 import { ContractErrorFilter } from './contract-error.filter.js';
 
-/** A controller of NATS handlers: `@MessagePattern` requests and `@JetStreamConsumer` events, errors mapped by ContractErrorFilter. */
-export const NatsController = (): ClassDecorator => applyDecorators(Controller(), UseFilters(ContractErrorFilter));
+/**
+ * A controller of NATS handlers: `@MessagePattern` requests, authorized by ApiKeyGuard (key, scope,
+ * tenant), and `@JetStreamConsumer` events; errors mapped by ContractErrorFilter.
+ */
+export const NatsController = (): ClassDecorator =>
+  applyDecorators(Controller(), UseGuards(ApiKeyGuard), UseFilters(ContractErrorFilter));
 
 export interface JetStreamConsumerOptions {
   /** Largest batch handed to the handler (1 = one message at a time). */

@@ -1,17 +1,19 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Module } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { keyringFromMasterKey } from '@mfa/crypto';
 import { createEvent, EventPublisher, requestJson, type Delivery } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, testEnv } from '@mfa/testing';
 import { runService, type RunningService } from '../bootstrap.js';
+import { AuthModule } from '../auth/auth.module.js';
 import { MessagingModule } from '../messaging.module.js';
 import { ContractPipe } from './contract.pipe.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
@@ -68,16 +70,19 @@ class TestController {
 }
 
 const log = createLogger('transport-test', { level: 'error' });
+const keyring = keyringFromMasterKey(randomBytes(32));
+const config = { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0, INSTANCE_NAME: `transport-test-${run}`, keyring };
 
 @Module({
   imports: [
     MessagingModule.forRoot({
       serviceName: `transport-test-${run}`,
-      natsUrl: testEnv.natsUrl,
+      nats: { NATS_URL: testEnv.natsUrl },
       log,
-      streams: [stream, Streams.deadLetters],
+      streams: [stream, Streams.userSettings, Streams.state, Streams.deadLetters],
       replicas: 1,
     }),
+    AuthModule.forRoot({ auth: { mode: 'off', platformKey: undefined }, keyring }),
   ],
   controllers: [TestController],
 })
@@ -91,7 +96,7 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     requestJson<Reply>(nc, subject, body, { timeoutMs: 2_000, ...(headers ? { headers } : {}) });
 
   before(async () => {
-    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config: { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0 }, log });
+    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config, log });
     nc = await connect({ servers: testEnv.natsUrl });
   });
 
@@ -123,6 +128,16 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
   });
 
+  itWith({ real: ['nats'] }, 'drops a request whose reply subject is not an inbox: nothing is published there', async () => {
+    const jsm = await jetstreamManager(nc);
+    const before = (await jsm.streams.info(stream.name)).state.last_seq;
+    // A reply subject inside the test stream: an answer would be stored there.
+    nc.publish(subject, JSON.stringify({ tenantId: 't', n: 5 }), { reply: `testevt.${run}.reply` });
+    assert.deepEqual(await ask({ tenantId: 't', n: 5 }), { double: 10 });
+    await sleep(100);
+    assert.equal((await jsm.streams.info(stream.name)).state.last_seq, before);
+  });
+
   itWith({ real: ['nats'] }, 'feeds @JetStreamConsumer handlers from the durable consumer; a handler error naks', async () => {
     const publisher = new EventPublisher(jetstream(nc));
     for (const tenantId of [`${run}-flaky`, `${run}-a`, `${run}-b`]) {
@@ -140,7 +155,7 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     const second = await runService({
       name: `transport-test-${run}`,
       module: { module: TestModule },
-      config: { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0 },
+      config,
       log,
     });
     // Both instances share the queue group; send enough that the second takes some, then stop it.

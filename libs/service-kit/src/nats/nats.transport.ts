@@ -7,6 +7,8 @@ import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withS
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras } from './decorators.js';
+import type { AuditTrail } from '../auth/audit-trail.js';
+import { isReplySubject } from './reply-subject.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
 const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswered, by reason', ['subject', 'reason']);
@@ -15,6 +17,8 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 
 interface NatsTransportOptions {
   nats: NatsClients;
+  /** Records admin requests (AuthModule); none in tests of the transport alone. */
+  audit?: AuditTrail | undefined;
   /** Queue group of every request subscription: instances of one service share the load. */
   queue: string;
   log: Logger;
@@ -28,7 +32,8 @@ interface NatsTransportOptions {
  * format is the contract's plain JSON. Every request gets exactly one reply: the handler's value,
  * or `{"error":{code,message}}` (oversized or malformed bodies here, everything else through
  * ContractPipe and ContractErrorFilter). A request whose `Mfa-Deadline` has passed is dropped
- * before any work is done for it: nobody waits for its answer.
+ * before any work is done for it: nobody waits for its answer. So is one whose reply subject is not
+ * an inbox (isReplySubject): answering it would publish with the service's permissions.
  *
  * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
  * consumers, created or updated here first (libs/messaging EventConsumer: batches, ack, nak with
@@ -44,6 +49,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly stopping = new AbortController();
   private closing: Promise<void> | undefined;
+  private lastReplySubjectWarning = 0;
 
   constructor(private readonly options: NatsTransportOptions) {
     super();
@@ -69,6 +75,11 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
           this.options.log.error('subscription error', { subject, error });
           return;
         }
+        if (msg.reply && !isReplySubject(msg.reply)) {
+          dropped.inc({ subject, reason: 'reply_subject' });
+          this.warnOfReplySubject(subject, msg.reply);
+          return;
+        }
         const deadline = deadlineOf(msg);
         if (deadline !== undefined && deadline <= Date.now()) {
           dropped.inc({ subject, reason: 'deadline' });
@@ -80,6 +91,16 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       },
     });
     this.subscriptions.push(sub);
+  }
+
+  /** A caller probing the services: worth a line, but a flood of requests must not flood the log. */
+  private warnOfReplySubject(subject: string, reply: string): void {
+    if (Date.now() - this.lastReplySubjectWarning < 60_000) return;
+    this.lastReplySubjectWarning = Date.now();
+    this.options.log.warn('request dropped: its reply subject is not an inbox (one line a minute at most; mfa_requests_dropped_total counts them all)', {
+      subject,
+      reply: reply.slice(0, 120),
+    });
   }
 
   private async handle(subject: string, handler: MessageHandler, msg: Msg, deadline: number | undefined): Promise<void> {
@@ -95,13 +116,15 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
         subject,
         { kind: SpanKind.SERVER, parent, attributes: { 'messaging.system': 'nats', 'messaging.destination.name': subject } },
         async (span) => {
-          const result = await this.invoke(subject, handler, msg, context);
+          const { result, body } = await this.invoke(subject, handler, msg, context);
           const code = errorCodeOf(result);
           if (code) {
             outcome = code;
             span.setAttribute('mfa.error.code', code);
             if (code === 'internal') span.setStatus({ code: SpanStatusCode.ERROR });
           }
+          const audit = this.options.audit;
+          if (audit?.covers(subject)) await audit.record(context, body, code ?? 'ok');
           return result;
         },
       );
@@ -120,12 +143,19 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   }
 
   /** Body checks, then the Nest pipeline (guards, pipes, handler, filters). */
-  private async invoke(subject: string, handler: MessageHandler, msg: Msg, context: NatsRequestContext): Promise<unknown> {
+  private async invoke(
+    subject: string,
+    handler: MessageHandler,
+    msg: Msg,
+    context: NatsRequestContext,
+  ): Promise<{ result: unknown; body: Record<string, unknown> | undefined }> {
+    let body: Record<string, unknown> | undefined;
     try {
-      const result: unknown = await handler(parseBody(msg), context);
-      return isObservable(result) ? await lastValueFrom(result) : result;
+      body = parseBody(msg);
+      const result: unknown = await handler(body, context);
+      return { result: isObservable(result) ? await lastValueFrom(result) : result, body };
     } catch (error) {
-      return errorReplyOf(error, this.options.log, subject);
+      return { result: errorReplyOf(error, this.options.log, subject), body };
     }
   }
 

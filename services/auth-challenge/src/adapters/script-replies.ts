@@ -28,17 +28,24 @@ function profileOf(raw: readonly string[]): Profile {
   return p;
 }
 
-/** start's reply: {status, method, reason, displayName, email, phoneNumber, language} or a refusal. */
+/** The user's wrapped data key, when the projection carries one (it does from layout v2 on). */
+const dataKeyOf = (raw: readonly string[]) => {
+  const dataKey = text(raw[7]);
+  return dataKey ? { dataKey } : {};
+};
+
+/** start's reply: {status, method, reason, displayName, email, phoneNumber, language, dataKey} or a refusal. */
 export function parseStartVerdict(raw: readonly string[]): StartVerdict {
   switch (raw[0]) {
     case 'pending':
-      return { kind: 'pending', method: method(raw[1]), profile: profileOf(raw) };
+      return { kind: 'pending', method: method(raw[1]), profile: profileOf(raw), ...dataKeyOf(raw) };
     case 'registration_required':
       return {
         kind: 'registration_required',
         method: methodOf(raw[1] ?? '') ?? null,
         reason: (text(raw[2]) ?? 'no_method_registered') as ChallengeReason,
         profile: profileOf(raw),
+        ...dataKeyOf(raw),
       };
     case 'unknown_tenant':
       return { kind: 'unknown_tenant' };

@@ -8,10 +8,22 @@ import {
   type ChallengeVerifyReply,
   type ChallengeVerifyRequest,
 } from '@mfa/contracts';
-import { hashCode, projectionUserKey, seal, SealContext, unmaskSecret, userTag, type Keyring } from '@mfa/crypto';
+import {
+  hashCode,
+  parseWrappedDataKey,
+  projectionUserKey,
+  seal,
+  SealContext,
+  SealError,
+  unmaskSecret,
+  unwrapDataKey,
+  userTag,
+  type DataKey,
+  type Keyring,
+} from '@mfa/crypto';
 import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
 import { challengeId as formatChallengeId, parseChallengeId } from '@mfa/projection';
-import { LOGGER } from '@mfa/service-kit';
+import { LOGGER, sealPersonalData } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
 import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
@@ -22,6 +34,10 @@ import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
+
+/** Unwrapped data keys kept for repeat sign-ins (an unwrap costs about as much as the sealing itself). */
+const DATA_KEY_CACHE_SIZE = 10_000;
+const DATA_KEY_CACHE_MS = 5 * 60_000;
 
 /** Where a decision was taken, for the report (server name and IP). */
 interface ServerIdentity {
@@ -40,6 +56,8 @@ interface ServerIdentity {
 @Injectable()
 export class ChallengeService {
   private readonly keyring: Keyring;
+  /** By tenant, user and wrapped key: a user erased or registered anew has another (or no) wrapped key. */
+  private readonly dataKeys = new Map<string, { dataKey: DataKey; expiresAt: number }>();
   private readonly lockout: LockoutPolicy;
 
   constructor(
@@ -94,6 +112,7 @@ export class ChallengeService {
       application: req.application,
       requestId: req.requestId,
       sealedSmsCode: () => seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId)),
+      sealedPersonalData: (profile, dataKey) => this.sealPersonalData(req.tenantId, req.userId, profile, dataKey),
     });
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
     if (outcome.event) await this.record(req.tenantId, challengeId, now, outcome.event);
@@ -135,9 +154,32 @@ export class ChallengeService {
     return decideStatus(req.challengeId, record, now);
   }
 
+  /**
+   * The personal data of a challenge event, sealed under the user's data key, which the start
+   * script read (still wrapped with the master keyring) from the user's projection: no round trip.
+   */
+  private sealPersonalData(tenantId: string, userId: string, profile: Parameters<typeof sealPersonalData>[2], field: string): string | undefined {
+    return sealPersonalData(this.dataKeyOf(tenantId, userId, field), { tenantId, userId, purpose: 'challenge' }, profile);
+  }
+
+  private dataKeyOf(tenantId: string, userId: string, field: string): DataKey {
+    const id = `${tenantId}\u0000${userId}\u0000${field}`;
+    const now = Date.now();
+    const hit = this.dataKeys.get(id);
+    if (hit && hit.expiresAt > now) return hit.dataKey;
+    const wrapped = parseWrappedDataKey(field);
+    if (!wrapped) throw new SealError('the user projection holds no readable data key');
+    const dataKey = unwrapDataKey(this.keyring, tenantId, userId, wrapped.gen, wrapped.wrapped);
+    this.dataKeys.delete(id);
+    this.dataKeys.set(id, { dataKey, expiresAt: now + DATA_KEY_CACHE_MS });
+    if (this.dataKeys.size > DATA_KEY_CACHE_SIZE) this.dataKeys.delete(this.dataKeys.keys().next().value!);
+    return dataKey;
+  }
+
   /** Appends the decision's event; the same envelope is tried twice (Nats-Msg-Id de-duplicates it). */
   private async record(tenantId: string, challengeId: string, now: Date, pending: PendingEvent): Promise<void> {
-    const event = createEvent(pending.type, 1, { tenantId, aggregateId: challengeId, now, data: pending.data as never });
+    const version = 'version' in pending ? pending.version : 1;
+    const event = createEvent(pending.type, version, { tenantId, aggregateId: challengeId, now, data: pending.data as never });
     try {
       await publishWithRetry(this.publisher, subjectOf(pending), event, { attempts: 2 });
     } catch (error) {

@@ -7,6 +7,7 @@ import {
   type ChallengeStartReply,
   type ChallengeVerifyReply,
   type EventOf,
+  type EventVersion,
   type Method,
   EventSubjects,
 } from '@mfa/contracts';
@@ -25,9 +26,14 @@ export interface Profile {
   language?: string;
 }
 
+/**
+ * `dataKey`: the user's data key, still wrapped, from the projection; the personal data of the
+ * event is sealed under it. Absent only for unknown users (nothing personal to seal) and for
+ * projections written before data keys, which user-settings re-projects at its first boot.
+ */
 export type StartVerdict =
-  | { kind: 'pending'; method: Method; profile: Profile }
-  | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile }
+  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string }
+  | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
@@ -67,8 +73,11 @@ export class VerdictError extends Error {
 
 /** An event to record, before it gets its envelope (id, time, trace) from the caller. */
 export type PendingEvent =
-  | { type: 'ChallengeStarted'; data: EventOf<'ChallengeStarted'>['data'] }
-  | { type: 'ChallengeRegistrationRequired'; data: EventOf<'ChallengeRegistrationRequired'>['data'] }
+  | { type: 'ChallengeStarted'; version: 2; data: EventVersion<'ChallengeStarted', 2>['data'] }
+  | { type: 'ChallengeRegistrationRequired'; version: 2; data: EventVersion<'ChallengeRegistrationRequired', 2>['data'] }
+  // Only while a user's projection has no data key yet (see StartVerdict): the profile in clear.
+  | { type: 'ChallengeStarted'; version: 1; data: EventVersion<'ChallengeStarted', 1>['data'] }
+  | { type: 'ChallengeRegistrationRequired'; version: 1; data: EventVersion<'ChallengeRegistrationRequired', 1>['data'] }
   | { type: 'ChallengeApproved'; data: EventOf<'ChallengeApproved'>['data'] }
   | { type: 'ChallengeCodeRejected'; data: EventOf<'ChallengeCodeRejected'>['data'] }
   | { type: 'ChallengeAttemptsExhausted'; data: EventOf<'ChallengeAttemptsExhausted'>['data'] }
@@ -85,6 +94,8 @@ export interface StartContext {
   requestId?: string | undefined;
   /** The SMS code sealed for dispatch; only used when the verdict's method is sms. */
   sealedSmsCode: () => string;
+  /** Display name, e-mail and phone sealed under the user's (wrapped) data key; undefined when there are none. */
+  sealedPersonalData: (profile: Profile, dataKey: string) => string | undefined;
 }
 
 interface Outcome<R> {
@@ -104,28 +115,47 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
   const expiresAt = ctx.expiresAt.toISOString();
   switch (verdict.kind) {
     case 'pending': {
-      const data: EventOf<'ChallengeStarted'>['data'] = {
-        ...base,
-        profile: verdict.profile,
-        method: verdict.method,
-        expiresAt,
-        maxAttempts: ctx.maxAttempts,
-      };
-      if (verdict.method === 'sms') {
-        if (!verdict.profile.phoneNumber) throw new VerdictError('sms challenge for a user without a phone number');
-        data.delivery = {
-          channel: 'sms',
-          to: verdict.profile.phoneNumber,
-          sealedCode: ctx.sealedSmsCode(),
-          ...(verdict.profile.language ? { language: verdict.profile.language } : {}),
-        };
-      }
-      return {
-        reply: { challengeId: ctx.challengeId, status: 'pending', method: verdict.method, expiresAt },
-        event: { type: 'ChallengeStarted', data },
-      };
+      const started = { method: verdict.method, expiresAt, maxAttempts: ctx.maxAttempts };
+      const { phoneNumber, language } = verdict.profile;
+      if (verdict.method === 'sms' && !phoneNumber) throw new VerdictError('sms challenge for a user without a phone number');
+      // Where to send is in the sealed personal data (v2) or, without a data key, in clear (v1).
+      const delivery = () => ({ channel: 'sms' as const, sealedCode: ctx.sealedSmsCode(), ...(language ? { language } : {}) });
+      const event: PendingEvent =
+        verdict.dataKey !== undefined
+          ? {
+              type: 'ChallengeStarted',
+              version: 2,
+              data: {
+                ...base,
+                ...sealed(ctx.sealedPersonalData(verdict.profile, verdict.dataKey)),
+                ...started,
+                ...(verdict.method === 'sms' ? { delivery: delivery() } : {}),
+              },
+            }
+          : {
+              type: 'ChallengeStarted',
+              version: 1,
+              data: {
+                ...base,
+                profile: verdict.profile,
+                ...started,
+                ...(verdict.method === 'sms' ? { delivery: { ...delivery(), to: phoneNumber! } } : {}),
+              },
+            };
+      return { reply: { challengeId: ctx.challengeId, status: 'pending', method: verdict.method, expiresAt }, event };
     }
-    case 'registration_required':
+    case 'registration_required': {
+      const required = { method: verdict.method, reason: verdict.reason };
+      const event: PendingEvent =
+        verdict.dataKey !== undefined
+          ? {
+              type: 'ChallengeRegistrationRequired',
+              version: 2,
+              data: { ...base, ...sealed(ctx.sealedPersonalData(verdict.profile, verdict.dataKey)), ...required },
+            }
+          : hasPersonalData(verdict.profile)
+            ? { type: 'ChallengeRegistrationRequired', version: 1, data: { ...base, profile: verdict.profile, ...required } }
+            : { type: 'ChallengeRegistrationRequired', version: 2, data: { ...base, ...required } };
       return {
         reply: {
           challengeId: ctx.challengeId,
@@ -134,11 +164,9 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
           expiresAt,
           reason: verdict.reason,
         },
-        event: {
-          type: 'ChallengeRegistrationRequired',
-          data: { ...base, profile: verdict.profile, method: verdict.method, reason: verdict.reason },
-        },
+        event,
       };
+    }
     case 'unknown_tenant':
       throw notFound('unknown tenant');
     case 'not_found':
@@ -151,6 +179,9 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       throw capped();
   }
 }
+
+const sealed = (pii: string | undefined) => (pii === undefined ? {} : { pii });
+const hasPersonalData = (p: Profile) => Boolean(p.displayName || p.email || p.phoneNumber);
 
 /** Too many wrong codes for this user across challenges: no guesses until the lockout ends. */
 const lockedOut = (seconds: number) =>

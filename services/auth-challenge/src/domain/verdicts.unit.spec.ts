@@ -14,6 +14,7 @@ const ctx = (over: Partial<StartContext> = {}): StartContext => ({
   server,
   clientIp: '203.0.113.9',
   sealedSmsCode: () => 'v1.sealed',
+  sealedPersonalData: (profile, dataKey) => `d1.sealed(${dataKey}:${[profile.displayName, profile.email, profile.phoneNumber].join('|')})`,
   ...over,
 });
 const code = (fn: () => unknown) => errorOf(fn)?.code ?? 'no-error';
@@ -27,7 +28,32 @@ const errorOf = (fn: () => unknown): { code: string; message: string } | undefin
 };
 
 describe('start decisions', () => {
-  it('given a pending SMS verdict, when deciding, then it answers pending and records the sealed code for dispatch', () => {
+  it('given a pending SMS verdict with the user’s data key, then the personal data is sealed (v2) and the phone is nowhere in clear', () => {
+    const verdict = parseStartVerdict(['pending', 'sms', '', 'Helga', 'h@contoso.com', '+14155550100', 'sv-SE', '3:v1.wrapped']);
+    const outcome = decideStart(verdict, ctx());
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z' });
+    assert.deepEqual([outcome.event?.type, (outcome.event as { version?: number }).version], ['ChallengeStarted', 2]);
+    const data = outcome.event?.data as Record<string, unknown>;
+    assert.equal(data.pii, 'd1.sealed(3:v1.wrapped:Helga|h@contoso.com|+14155550100)');
+    assert.deepEqual(data.delivery, { channel: 'sms', sealedCode: 'v1.sealed', language: 'sv-SE' });
+    assert.equal(data.profile, undefined);
+    assert.ok(!JSON.stringify(data).includes('"+14155550100"') && !JSON.stringify(data).includes('"Helga"'));
+  });
+
+  it('given registration_required, then v2 with sealed personal data, or without any for an unknown user', () => {
+    const known = decideStart(parseStartVerdict(['registration_required', '', 'no_method_registered', 'Helga', '', '', '', '1:v1.k']), ctx());
+    assert.deepEqual([(known.event as { version?: number }).version, (known.event?.data as { pii?: string }).pii], [2, 'd1.sealed(1:v1.k:Helga||)']);
+    let asked = false;
+    const unknown = decideStart(
+      parseStartVerdict(['registration_required', '', 'no_method_registered', '', '', '', '', '']),
+      ctx({ sealedPersonalData: () => ((asked = true), 'x') }),
+    );
+    assert.equal((unknown.event as { version?: number }).version, 2);
+    assert.equal((unknown.event?.data as { pii?: string }).pii, undefined);
+    assert.equal(asked, false, 'no key, nothing sealed');
+  });
+
+  it('given a projection without a data key yet (written before data keys), when deciding, then v1 carries the profile as before', () => {
     const verdict = parseStartVerdict(['pending', 'sms', '', 'Helga', 'h@contoso.com', '+14155550100', 'sv-SE']);
     const outcome = decideStart(verdict, ctx());
     assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z' });
@@ -38,9 +64,9 @@ describe('start decisions', () => {
     assert.equal(data.clientIp, '203.0.113.9');
   });
 
-  it('given a pending TOTP verdict, when deciding, then nothing is sealed and no delivery is requested', () => {
+  it('given a pending TOTP verdict, when deciding, then no code is sealed and no delivery is requested', () => {
     let sealed = false;
-    const outcome = decideStart(parseStartVerdict(['pending', 'totp', '', '', '', '', '']), ctx({ sealedSmsCode: () => ((sealed = true), 'x') }));
+    const outcome = decideStart(parseStartVerdict(['pending', 'totp', '', '', '', '', '', '2:v1.k']), ctx({ sealedSmsCode: () => ((sealed = true), 'x') }));
     assert.equal(sealed, false);
     assert.equal((outcome.event?.data as { delivery?: unknown }).delivery, undefined);
   });

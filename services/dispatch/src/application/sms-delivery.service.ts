@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EventSubjects, type DispatchEvent, type EventOf } from '@mfa/contracts';
-import { open, SealContext, type Keyring } from '@mfa/crypto';
+import { EventSubjects, type DispatchEvent, type EventOf, type EventVersion } from '@mfa/contracts';
+import { dataKeyGeneration, open, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
+import { openPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
@@ -11,6 +12,8 @@ import { smsProviderDuration, smsSends } from './metrics.js';
 
 interface SmsDeliveryOptions {
   keyring: Keyring;
+  /** The users' data keys: the phone number of a v2 request is sealed under its user's. */
+  keys: Pick<UserDataKeys, 'get'>;
   /** In failover order. */
   providers: readonly SmsProvider[];
   attemptsPerProvider: number;
@@ -28,6 +31,14 @@ export class DeliveryInterruptedError extends Error {
 
 /** Longest quiet stretch before telling JetStream we are still at it (ack wait is 60 s). */
 const WORKING_EVERY_MS = 5_000;
+
+/** Why an SMS of an erased user is not sent (in its SmsDeliveryFailed). */
+export const USER_ERASED = 'user erased: the phone number can no longer be read';
+
+/** The phone number's data key is not in MFA_USER_KEYS (yet): the request is tried again later. */
+export class DataKeyUnavailableError extends Error {
+  override name = 'DataKeyUnavailableError';
+}
 
 /**
  * Delivers the code of one SMS challenge: opens it, writes the message, walks the providers as
@@ -64,9 +75,10 @@ export class SmsDeliveryService {
       language: request.language,
     });
     const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId: event.data.challengeId });
-
     const failures: FailedAttempt[] = [];
     let outcome: DispatchEvent | undefined;
+    /** Looked up once, when there is something to send (an expired request needs no key). */
+    let to: string | undefined;
     while (!outcome) {
       const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
       if (step.type === 'GiveUp') {
@@ -82,13 +94,23 @@ export class SmsDeliveryService {
       }
       if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);
       if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next SMS attempt');
+      const recipient = to ?? (event.version === 1 ? event.data.delivery!.to : await this.phoneOf(event));
+      if (recipient === 'erased') {
+        // Erased since the challenge started: nothing to send to, and nothing to retry.
+        failures.push({ provider: 'none', error: USER_ERASED, transient: false });
+        smsSends.inc({ provider: 'none', outcome: 'erased' });
+        outcome = this.failed(event, { challengeId: event.data.challengeId, attempts: 1, failures: [...failures] });
+        log.warn('SMS not sent: the user was erased');
+        break;
+      }
+      to = recipient;
       // A retry restarts the ack-wait clock; the first attempt starts well within it.
       if (failures.length > 0) msg.working();
 
       const provider = this.byName.get(step.provider)!;
       const started = process.hrtime.bigint();
       try {
-        const { providerMessageId } = await provider.send({ to: request.to, body, trace: carrierFromContext() });
+        const { providerMessageId } = await provider.send({ to, body, trace: carrierFromContext() });
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
         const attempts = failures.length + 1;
         outcome = this.sent(event, { challengeId: event.data.challengeId, provider: provider.name, providerMessageId, attempts });
@@ -115,6 +137,27 @@ export class SmsDeliveryService {
     }
     if (!/^\d{6}$/.test(code)) throw new PoisonMessageError('the sealed SMS code is not six digits');
     return code;
+  }
+
+  /** The number to send to: in a v2 request, the phone in its personal data, sealed under the user's data key. */
+  private async phoneOf(event: EventVersion<'ChallengeStarted', 2>): Promise<string | 'erased'> {
+    const { tenantId } = event;
+    const { userId, pii } = event.data;
+    const gen = pii === undefined ? undefined : dataKeyGeneration(pii);
+    if (pii === undefined || gen === undefined) throw new PoisonMessageError('SMS request without a phone number');
+    const key = await this.options.keys.get(tenantId, userId, gen);
+    if (key === 'erased') return 'erased';
+    // Not visible yet, or the key store is behind: retried with back-off, then dead-lettered.
+    if (!key) throw new DataKeyUnavailableError(`no data key of generation ${gen} for the user of this SMS request`);
+    let phone: string | undefined;
+    try {
+      phone = openPersonalData(key, { tenantId, userId, purpose: 'challenge' }, pii).phoneNumber;
+    } catch (cause) {
+      if (cause instanceof SealError) throw new PoisonMessageError('the sealed personal data does not open', { cause });
+      throw cause;
+    }
+    if (!phone) throw new PoisonMessageError('SMS request without a phone number');
+    return phone;
   }
 
   private sent(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {

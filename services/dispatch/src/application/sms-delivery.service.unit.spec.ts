@@ -2,13 +2,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EventSubjects, type AnyEvent, type DispatchEvent, type EventOf } from '@mfa/contracts';
-import { keyringFromMasterKey, seal, SealContext } from '@mfa/crypto';
+import { generateDataKey, keyringFromMasterKey, seal, SealContext, type DataKey } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
-import { challengeExpired, challengeStarted, testChallenge, testChallengeId, testUser } from '@mfa/testing';
+import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
+import { challengeExpired, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
-import { DeliveryInterruptedError, SmsDeliveryService } from './sms-delivery.service.js';
+import { DataKeyUnavailableError, DeliveryInterruptedError, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
 
 // The service's own collaborators, scripted: providers, the publisher and the JetStream message
 // handle. Its JetStream and Twilio wiring is exercised for real by dispatch.int.spec.ts.
@@ -37,7 +38,17 @@ class ScriptedProvider implements SmsProvider {
   }
 }
 
-function harness(providers: SmsProvider[], options: { publishFailures?: number } = {}) {
+/** The data keys dispatch reads, scripted: each user's current key, or an erased generation. */
+class ScriptedKeys {
+  readonly keys = new Map<string, DataKey | 'erased'>();
+  async get(tenantId: string, userId: string, gen: number): Promise<DataKey | 'erased' | undefined> {
+    const entry = this.keys.get(`${tenantId}/${userId}`);
+    if (entry === 'erased') return 'erased';
+    return entry?.gen === gen ? entry : undefined;
+  }
+}
+
+function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys } = {}) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   let publishFailures = options.publishFailures ?? 0;
   const publisher = {
@@ -48,6 +59,7 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number }
   } as unknown as EventPublisher;
   const service = new SmsDeliveryService({
     keyring,
+    keys: (options.keys ?? new ScriptedKeys()) as unknown as UserDataKeys,
     providers,
     attemptsPerProvider: 3,
     retryBaseMs: 1,
@@ -81,6 +93,19 @@ function smsChallenge(
     },
   });
   return { event, code, challengeId, tenantId };
+}
+
+/** The same challenge as auth-challenge now records it (v2): the phone only in `pii`, sealed under the user's data key. */
+function smsChallengeV2(keys: ScriptedKeys, options: { sealFor?: string } = {}) {
+  const to = '+46701234567';
+  const user = testUser({ profile: { displayName: 'Helga Nordin', phoneNumber: to } });
+  const challenge = testChallenge(user, { startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 300_000).toISOString() });
+  const { dataKey } = generateDataKey(keyring, user.tenantId, user.userId, 1);
+  keys.keys.set(`${user.tenantId}/${user.userId}`, dataKey);
+  const pii = sealPersonalData(dataKey, { tenantId: user.tenantId, userId: options.sealFor ?? user.userId, purpose: 'challenge' }, user.profile)!;
+  const event = challengeStartedV2(challenge, pii);
+  event.data.delivery!.sealedCode = seal(keyring, Buffer.from('271828'), SealContext.smsCode(challenge.tenantId, challenge.challengeId));
+  return { event, user, to };
 }
 
 function delivery(event: AnyEvent): Delivery & { working: () => number } {
@@ -202,6 +227,43 @@ describe('SMS delivery', () => {
     const stopping = new AbortController();
     stopping.abort();
     await assert.rejects(service.deliver(delivery(smsChallenge().event), stopping.signal), DeliveryInterruptedError);
+    assert.equal(published.length, 0);
+  });
+
+  it('sends a v2 request to the phone sealed in its personal data, under the user’s data key', async () => {
+    const keys = new ScriptedKeys();
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio], { keys });
+    const { event, to } = smsChallengeV2(keys);
+    assert.ok(!JSON.stringify(event).includes(to), 'the request carries the number only sealed');
+    await service.deliver(delivery(event));
+    assert.equal(twilio.sent[0]!.to, to);
+    assert.match(twilio.sent[0]!.body, /^271828 /);
+    only(published, 'SmsSent');
+  });
+
+  it('does not send to an erased user: SmsDeliveryFailed says why, nothing is retried', async () => {
+    const keys = new ScriptedKeys();
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio], { keys });
+    const { event, user } = smsChallengeV2(keys);
+    keys.keys.set(`${user.tenantId}/${user.userId}`, 'erased');
+    await service.deliver(delivery(event));
+    assert.equal(twilio.calls, 0);
+    assert.equal(published[0]!.subject, EventSubjects.smsFailed);
+    assert.deepEqual(only(published, 'SmsDeliveryFailed').data.failures, [{ provider: 'none', error: USER_ERASED, transient: false }]);
+  });
+
+  it('tries a v2 request again later when its data key is not known yet, and declares poison personal data that does not open', async () => {
+    const keys = new ScriptedKeys();
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio], { keys });
+    const { event, user } = smsChallengeV2(keys);
+    keys.keys.delete(`${user.tenantId}/${user.userId}`);
+    await assert.rejects(service.deliver(delivery(event)), DataKeyUnavailableError);
+    const foreign = smsChallengeV2(keys, { sealFor: 'someone-else@contoso.com' }).event;
+    await assert.rejects(service.deliver(delivery(foreign)), (e: Error) => e instanceof PoisonMessageError && /does not open/.test(e.message));
+    assert.equal(twilio.calls, 0);
     assert.equal(published.length, 0);
   });
 

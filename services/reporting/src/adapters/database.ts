@@ -5,7 +5,7 @@ import type { HealthCheck } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 
 /** This service's migrations; each service keeps its own history table in the shared database. */
-const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
 export const MIGRATIONS_TABLE = 'pgmigrations_reporting';
 
 const DUPLICATE_DATABASE = '42P04';

@@ -32,6 +32,7 @@ const CONTEXT_COLUMNS = [
   'application',
   'request_id',
   'expires_at',
+  'user_gen',
   'context_seq',
 ] as const;
 // Columns an outcome owns: the first outcome (lowest sequence) wins, later ones change nothing.
@@ -46,16 +47,32 @@ const keepOrTake = (column: string, condition: string) =>
  * One statement per batch, so each batch is applied in one transaction. A single INSERT … SELECT
  * FROM unnest(arrays) carries the whole batch (one round trip however many events); the patches
  * hold at most one row per key because ON CONFLICT DO UPDATE may touch a row only once.
+ *
+ * A row of an erased user (erased_users, matched by pseudonym and data key generation) is written
+ * with the pseudonym and no personal data, whatever the batch carries: the erasure holds a lock
+ * that makes this check and its own update of older rows leave no gap (ErasuresRepository).
  */
 const UPSERT_SIGNINS = `
 INSERT INTO signins (
   tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
   auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq)
-SELECT * FROM unnest(
-  $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-  $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
-  $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[])
+  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, user_gen)
+SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
+       CASE WHEN e.pseudonym IS NULL THEN i.display_name END,
+       CASE WHEN e.pseudonym IS NULL THEN i.email END,
+       CASE WHEN e.pseudonym IS NULL THEN i.phone_number END,
+       i.device_token, i.auth_method, i.server_name, i.server_ip, i.client_ip, i.application, i.request_id,
+       i.expires_at, i.context_seq, i.result, i.result_detail, i.completed_at, i.result_seq, i.failed_attempts,
+       i.last_event_seq, i.user_gen
+  FROM unnest(
+    $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
+    $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[], $23::integer[], $24::text[])
+    AS i(tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
+         auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
+         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, user_gen, pseudonym)
+  LEFT JOIN erased_users e
+    ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   ${CONTEXT_COLUMNS.map((c) => keepOrTake(c, TAKE_CONTEXT)).join(',\n  ')},
   ${OUTCOME_COLUMNS.map((c) => keepOrTake(c, TAKE_OUTCOME)).join(',\n  ')},
@@ -107,7 +124,8 @@ interface SigninRecord {
 export class SigninsRepository {
   constructor(private readonly pool: pg.Pool) {}
 
-  async applySignins(patches: readonly SigninPatch[]): Promise<void> {
+  /** `pseudonym`: what the user id becomes if the user is (or gets) erased, see ErasuresRepository. */
+  async applySignins(patches: ReadonlyArray<SigninPatch & { pseudonym: string }>): Promise<void> {
     if (patches.length === 0) return;
     await this.pool.query(
       UPSERT_SIGNINS,
@@ -134,6 +152,8 @@ export class SigninsRepository {
         'resultSeq',
         'failedAttempts',
         'lastEventSeq',
+        'userGen',
+        'pseudonym',
       ]),
     );
   }
@@ -205,13 +225,17 @@ export class SigninsRepository {
     }));
   }
 
-  /** Reads answer contract errors: bad values are the caller's, a lost database is `unavailable`. */
-  private async read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    try {
-      return await this.pool.query<R>(sql, params);
-    } catch (error) {
-      throw toContractError(error);
-    }
+  private read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    return readReport<R>(this.pool, sql, params);
+  }
+}
+
+/** Report reads answer contract errors: bad values are the caller's, a lost database is `unavailable`. */
+export async function readReport<R extends pg.QueryResultRow>(pool: pg.Pool, sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+  try {
+    return await pool.query<R>(sql, params);
+  } catch (error) {
+    throw toContractError(error);
   }
 }
 

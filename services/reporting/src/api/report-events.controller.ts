@@ -1,6 +1,6 @@
 import { Inject } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
-import { Consumers, type AnyEvent, type ChallengeEvent, type DispatchEvent, type TenantEvent } from '@mfa/contracts';
+import { Consumers, type AnyEvent, type ChallengeEvent, type DispatchEvent, type EventOf, type TenantEvent } from '@mfa/contracts';
 import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, NatsController, type JetStreamConsumerOptions } from '@mfa/service-kit';
 import { ReportProjection } from '../application/report-projection.js';
@@ -41,6 +41,15 @@ export class ReportEventsController {
   @JetStreamConsumer(Consumers.reportingDispatch, BATCHES)
   dispatch(@Payload() deliveries: Delivery[]): Promise<void> {
     return this.projection.projectDispatch(sequenced<DispatchEvent>(deliveries, DISPATCH_EVENTS));
+  }
+
+  /** Every user event passes here; only UserErased concerns the report. */
+  @JetStreamConsumer(Consumers.reportingErasures, { batchSize: 100 })
+  erasures(@Payload() deliveries: Delivery[]): Promise<void> {
+    const erased = deliveries.flatMap(({ event, msg }) =>
+      event.type === 'UserErased' ? [{ event: event as EventOf<'UserErased'>, seq: msg.info.streamSequence }] : [],
+    );
+    return this.projection.projectErasures(erased);
   }
 
   @JetStreamConsumer(Consumers.reportingTenants, BATCHES)

@@ -1,14 +1,19 @@
 import { notFound, type SigninsQueryReply, type SigninsQueryRequest } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
 import type { SigninsRepository } from '../adapters/signins.repository.js';
-import { decodeCursor, toPage } from '../domain/signin-report.js';
+import { signinCursors, toPage } from '../domain/signin-report.js';
 
 /** `reports.signins.query`: one keyset page of a tenant's sign-in report. */
 export class SigninReportService {
   constructor(private readonly repository: SigninsRepository) {}
 
-  /** `now` decides which pending challenges have expired (and are reported as failures). */
-  async query(request: SigninsQueryRequest, now: Date): Promise<SigninsQueryReply> {
-    const after = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
+  /**
+   * `now` decides which pending challenges have expired (and are reported as failures); `keyring`
+   * authenticates the cursors, which are issued for one tenant and refused for any other.
+   */
+  async query(request: SigninsQueryRequest, now: Date, keyring: Keyring): Promise<SigninsQueryReply> {
+    const cursors = signinCursors(keyring, request.tenantId);
+    const after = request.cursor === undefined ? undefined : cursors.decode(request.cursor);
     if (!(await this.repository.tenantExists(request.tenantId))) throw notFound('unknown tenant');
     const rows = await this.repository.findSignins({
       tenantId: request.tenantId,
@@ -21,6 +26,6 @@ export class SigninReportService {
       // One more than asked: tells whether a next page may exist without counting.
       limit: request.limit + 1,
     });
-    return toPage(rows, request.limit);
+    return toPage(rows, request.limit, cursors);
   }
 }

@@ -1,4 +1,4 @@
-import { ResultDetail, type ChallengeEvent, type DispatchEvent, type SigninResult, type TenantEvent } from '@mfa/contracts';
+import { ResultDetail, type ChallengeEvent, type DispatchEvent, type PersonalData, type SigninResult, type TenantEvent } from '@mfa/contracts';
 import type { SigninDetails } from './signin-report.js';
 
 /**
@@ -17,6 +17,17 @@ export interface Sequenced<E> {
   event: E;
 }
 
+/**
+ * What the application read of the sealed personal data (`pii`) of a v2 start event: the fields,
+ * or, once the user's data key of that generation is destroyed (the user was erased), the
+ * pseudonym that stands for the user in the report from then on.
+ */
+export type OpenedPersonalData =
+  | { erased: false; gen: number; data: PersonalData }
+  | { erased: true; gen: number; pseudonym: string };
+/** The opened personal data of a v2 start event, by event id; undefined for events without `pii`. */
+export type PersonalDataOf = (eventId: string) => OpenedPersonalData | undefined;
+
 /** What a batch changes in one report row; the sequences decide which event's values win. */
 export interface SigninPatch extends SigninDetails {
   tenantId: string;
@@ -24,6 +35,8 @@ export interface SigninPatch extends SigninDetails {
   occurredAt: string;
   requestId: string | null;
   expiresAt: string | null;
+  /** Generation of the data key the row's personal data was sealed under (v2 starts); null otherwise. */
+  userGen: number | null;
   /**
    * Sequence of the event that carried the full context; null when this patch only saw outcome
    * events, whose identity fields stand in until the start is projected.
@@ -37,7 +50,7 @@ export interface SigninPatch extends SigninDetails {
   lastEventSeq: number;
 }
 
-type Context = SigninDetails & Pick<SigninPatch, 'occurredAt' | 'requestId' | 'expiresAt'>;
+type Context = SigninDetails & Pick<SigninPatch, 'occurredAt' | 'requestId' | 'expiresAt' | 'userGen'>;
 type Outcome = Pick<SigninPatch, 'result' | 'resultDetail' | 'completedAt'>;
 
 interface Effect {
@@ -48,17 +61,32 @@ interface Effect {
 
 const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
 
-/** The sign-in context both kinds of start events carry; the three fields that differ are given. */
-function contextOf(
-  occurredAt: string,
-  d: ChallengeStartData,
-  differing: Pick<Context, 'phoneNumber' | 'authMethod' | 'expiresAt'>,
-): Context {
+type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' }>;
+
+/**
+ * Who signed in, as a start event tells: v1 carries the profile in clear (and an SMS delivery its
+ * number); v2 seals it in `pii`, which the application opened, or found erased.
+ */
+function personOf(event: StartEvent, personalDataOf: PersonalDataOf): Pick<Context, 'userId' | 'displayName' | 'email' | 'phoneNumber' | 'userGen'> {
+  const d = event.data;
+  if (event.version === 1) {
+    const { profile } = event.data;
+    const to = event.type === 'ChallengeStarted' ? event.data.delivery?.to : undefined;
+    return { userId: d.userId, displayName: profile.displayName ?? null, email: profile.email ?? null, phoneNumber: profile.phoneNumber ?? to ?? null, userGen: null };
+  }
+  const opened = personalDataOf(event.id);
+  if (!opened) return { userId: d.userId, displayName: null, email: null, phoneNumber: null, userGen: null };
+  if (opened.erased) return { userId: opened.pseudonym, displayName: null, email: null, phoneNumber: null, userGen: opened.gen };
+  const { displayName, email, phoneNumber } = opened.data;
+  return { userId: d.userId, displayName: displayName ?? null, email: email ?? null, phoneNumber: phoneNumber ?? null, userGen: opened.gen };
+}
+
+/** The sign-in context both kinds of start events carry; the two fields that differ are given. */
+function contextOf(event: StartEvent, personalDataOf: PersonalDataOf, differing: Pick<Context, 'authMethod' | 'expiresAt'>): Context {
+  const d = event.data;
   return {
-    occurredAt,
-    userId: d.userId,
-    displayName: d.profile.displayName ?? null,
-    email: d.profile.email ?? null,
+    occurredAt: event.occurredAt,
+    ...personOf(event, personalDataOf),
     // Push (the only method with a device) is not delivered by this release.
     deviceToken: null,
     serverName: d.server.name,
@@ -69,26 +97,17 @@ function contextOf(
     ...differing,
   };
 }
-type ChallengeStartData = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' }>['data'];
 
 /** What one challenge event says about its report row. */
-function effectOf(event: ChallengeEvent): Effect {
+function effectOf(event: ChallengeEvent, personalDataOf: PersonalDataOf): Effect {
   switch (event.type) {
-    case 'ChallengeStarted': {
-      const d = event.data;
-      return {
-        context: contextOf(event.occurredAt, d, {
-          phoneNumber: d.profile.phoneNumber ?? d.delivery?.to ?? null,
-          authMethod: d.method,
-          expiresAt: d.expiresAt,
-        }),
-      };
-    }
+    case 'ChallengeStarted':
+      return { context: contextOf(event, personalDataOf, { authMethod: event.data.method, expiresAt: event.data.expiresAt }) };
     case 'ChallengeRegistrationRequired': {
       const d = event.data;
       const detail = d.reason === 'method_disabled' ? ResultDetail.methodDisabled : ResultDetail.registrationRequired;
       return {
-        context: contextOf(event.occurredAt, d, { phoneNumber: d.profile.phoneNumber ?? null, authMethod: d.method, expiresAt: null }),
+        context: contextOf(event, personalDataOf, { authMethod: d.method, expiresAt: null }),
         outcome: failure(detail, event.occurredAt),
       };
     }
@@ -128,6 +147,7 @@ function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
     application: null,
     requestId: null,
     expiresAt: null,
+    userGen: null,
     contextSeq: null,
     result: null,
     resultDetail: null,
@@ -144,9 +164,9 @@ const bySeq = <E>(a: Sequenced<E>, b: Sequenced<E>) => a.seq - b.seq;
 /**
  * Merges a batch of challenge events into one patch per (tenant, challenge), because one upsert
  * statement may touch each row only once. Events are applied in stream order whatever order
- * they arrived in.
+ * they arrived in. `personalDataOf` gives what the application opened of v2 start events.
  */
-export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[]): SigninPatch[] {
+export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[], personalDataOf: PersonalDataOf = () => undefined): SigninPatch[] {
   const patches = new Map<string, SigninPatch>();
   for (const item of [...items].sort(bySeq)) {
     const k = key(item.event.tenantId, item.event.data.challengeId);
@@ -155,7 +175,7 @@ export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[])
       patch = placeholder(item);
       patches.set(k, patch);
     }
-    const effect = effectOf(item.event);
+    const effect = effectOf(item.event, personalDataOf);
     if (effect.context && patch.contextSeq === null) Object.assign(patch, effect.context, { contextSeq: item.seq });
     if (effect.outcome && patch.resultSeq === null) Object.assign(patch, effect.outcome, { resultSeq: item.seq });
     if (effect.failedAttempts !== undefined) patch.failedAttempts = Math.max(patch.failedAttempts, effect.failedAttempts);

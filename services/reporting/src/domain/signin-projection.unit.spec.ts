@@ -8,6 +8,7 @@ import {
   challengeExpired,
   challengeRegistrationRequired,
   challengeStarted,
+  challengeStartedV2,
   smsDeliveryFailed,
   smsSent,
   tenantCreated,
@@ -58,6 +59,7 @@ describe('sign-in projection', () => {
       application: data.application,
       requestId: data.requestId,
       expiresAt: data.expiresAt,
+      userGen: null,
       contextSeq: 100,
       result: null,
       resultDetail: null,
@@ -66,6 +68,34 @@ describe('sign-in projection', () => {
       failedAttempts: 0,
       lastEventSeq: 100,
     });
+  });
+
+  it('given a v2 start, then the row holds the personal data the application opened, and the key generation', () => {
+    const start = challengeStartedV2(signin(), 'd1.3.sealed');
+    const opened = { erased: false as const, gen: 3, data: { displayName: 'Helga Nordin', phoneNumber: '+14155550123' } };
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(start), (id) => (id === start.id ? opened : undefined)));
+    assert.deepEqual(
+      [patch.userId, patch.displayName, patch.email, patch.phoneNumber, patch.userGen],
+      [helga.userId, 'Helga Nordin', null, '+14155550123', 3],
+    );
+    // Without what was opened (nothing sealed, or no resolver), no personal data.
+    const bare = only(foldChallengeEvents(seqd<ChallengeEvent>(start)));
+    assert.deepEqual([bare.userId, bare.displayName, bare.phoneNumber, bare.userGen], [helga.userId, null, null, null]);
+  });
+
+  it('given a v2 start of a user erased since, then the row keeps the pseudonym and no personal data', () => {
+    const c = signin();
+    const patch = only(
+      foldChallengeEvents(seqd<ChallengeEvent>(challengeStartedV2(c, 'd1.2.sealed'), challengeApproved(c)), () => ({
+        erased: true,
+        gen: 2,
+        pseudonym: 'erased:abcdefghijklmnop',
+      })),
+    );
+    assert.deepEqual(
+      [patch.userId, patch.displayName, patch.email, patch.phoneNumber, patch.userGen],
+      ['erased:abcdefghijklmnop', null, null, null, 2],
+    );
   });
 
   it('given start and approval in one batch, then one row, completed with success', () => {

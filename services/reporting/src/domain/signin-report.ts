@@ -1,3 +1,4 @@
+import { openCursor, sealCursor, type Keyring } from '@mfa/crypto';
 import {
   invalidRequest,
   ResultDetail,
@@ -88,37 +89,46 @@ function isRealInstant(iso: string): boolean {
   return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 23) === iso.slice(0, 23);
 }
 
-export function encodeCursor(position: ReportPosition): string {
-  return Buffer.from(JSON.stringify([position.occurredAt, position.challengeId]), 'utf8').toString('base64url');
-}
+/** The query kind report cursors are bound to (with the tenant): no other report takes them. */
+export const SIGNIN_CURSOR_KIND = 'reports.signins';
 
-/** The position in a cursor this service issued; anything else is `invalid_request`. */
-export function decodeCursor(cursor: string): ReportPosition {
+/**
+ * The cursors of one tenant's sign-in report: the position of the last row returned, sealed with
+ * the keyring (HMAC, see @mfa/crypto cursor.ts). A cursor that this report did not issue for this
+ * tenant, or whose content is not a position, is `invalid_request`.
+ */
+export function signinCursors(keyring: Keyring, tenantId: string) {
+  const scope = { tenantId, kind: SIGNIN_CURSOR_KIND };
   const bad = () => invalidRequest('cursor: not a cursor this report issued');
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw bad();
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
-  }
-  if (!Array.isArray(value) || value.length !== 2) throw bad();
-  const [occurredAt, challengeId] = value as unknown[];
-  if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt) || !isRealInstant(occurredAt)) throw bad();
-  if (typeof challengeId !== 'string' || challengeId.length === 0) throw bad();
-  return { occurredAt, challengeId };
+  return {
+    encode: (position: ReportPosition): string => sealCursor(keyring, scope, [position.occurredAt, position.challengeId]),
+    decode: (cursor: string): ReportPosition => {
+      let value: unknown;
+      try {
+        value = openCursor(keyring, scope, cursor);
+      } catch {
+        throw bad();
+      }
+      if (!Array.isArray(value) || value.length !== 2) throw bad();
+      const [occurredAt, challengeId] = value as unknown[];
+      if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt) || !isRealInstant(occurredAt)) throw bad();
+      if (typeof challengeId !== 'string' || challengeId.length === 0) throw bad();
+      return { occurredAt, challengeId };
+    },
+  };
 }
+export type SigninCursors = ReturnType<typeof signinCursors>;
 
 /**
  * One page from `limit + 1` rows read in report order: the extra row only tells that more may
  * follow, and the cursor points at the last row returned.
  */
-export function toPage(rows: readonly SigninRow[], limit: number): SigninsQueryReply {
+export function toPage(rows: readonly SigninRow[], limit: number, cursors: Pick<SigninCursors, 'encode'>): SigninsQueryReply {
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   const reply: SigninsQueryReply = { items: page.map(toSigninItem) };
   if (rows.length > limit && last) {
-    reply.nextCursor = encodeCursor({ occurredAt: last.position, challengeId: last.challengeId });
+    reply.nextCursor = cursors.encode({ occurredAt: last.position, challengeId: last.challengeId });
   }
   return reply;
 }

@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ContractError, ResultDetail, SigninItem } from '@mfa/contracts';
 import { testChallenge } from '@mfa/testing';
-import { decodeCursor, deriveOutcome, encodeCursor, toPage, toSigninItem, type SigninRow } from './signin-report.js';
+import { keyringFromMasterKey, sealCursor } from '@mfa/crypto';
+import { deriveOutcome, SIGNIN_CURSOR_KIND, signinCursors, toPage, toSigninItem, type SigninRow } from './signin-report.js';
 
 // The columns a row carries unchanged into its item, taken from one sign-in of the test data.
 const signin = testChallenge();
@@ -34,23 +35,48 @@ const invalid = (fn: () => unknown) =>
   assert.throws(fn, (e: unknown) => e instanceof ContractError && e.code === 'invalid_request');
 
 describe('cursor', () => {
+  const keyring = keyringFromMasterKey(Buffer.alloc(32, 7));
+  const cursors = signinCursors(keyring, 'contoso');
+  const position = { occurredAt: '2025-06-01T12:00:00.123456Z', challengeId: 'ch|"weird" id/é' };
+
   it('round-trips a position with microseconds and any challenge id', () => {
-    const position = { occurredAt: '2025-06-01T12:00:00.123456Z', challengeId: 'ch|"weird" id/é' };
-    const cursor = encodeCursor(position);
-    assert.match(cursor, /^[A-Za-z0-9_-]+$/, 'opaque base64url');
-    assert.deepEqual(decodeCursor(cursor), position);
+    const cursor = cursors.encode(position);
+    assert.match(cursor, /^[A-Za-z0-9_.-]+$/, 'opaque base64url');
+    assert.deepEqual(cursors.decode(cursor), position);
   });
 
-  it('rejects what this report did not issue', () => {
+  it('rejects forged cursors: the unsigned form, and any content without the key', () => {
     const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
-    invalid(() => decodeCursor('not a cursor!'));
-    invalid(() => decodeCursor(Buffer.from('{oops').toString('base64url')));
-    invalid(() => decodeCursor(b64({ occurredAt: '2025-06-01T12:00:00.123456Z', challengeId: 'x' })));
-    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00Z', 'x'])));
-    invalid(() => decodeCursor(b64(['2025-02-31T12:00:00.000000Z', 'x'])));
-    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00.123456Z', ''])));
-    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00.123456Z', 42])));
-    invalid(() => decodeCursor(b64(['2025-06-01T12:00:00.123456Z', 'x', 'extra'])));
+    invalid(() => cursors.decode('not a cursor!'));
+    invalid(() => cursors.decode(b64([position.occurredAt, position.challengeId])));
+    invalid(() => cursors.decode(`${b64([position.occurredAt, position.challengeId])}.${'A'.repeat(22)}`));
+    invalid(() => cursors.decode(sealCursor(keyringFromMasterKey(Buffer.alloc(32, 8)), { tenantId: 'contoso', kind: SIGNIN_CURSOR_KIND }, [position.occurredAt, position.challengeId])));
+  });
+
+  it('rejects truncated and tampered cursors', () => {
+    const cursor = cursors.encode(position);
+    const [body, tag] = cursor.split('.') as [string, string];
+    invalid(() => cursors.decode(cursor.slice(0, -1)));
+    invalid(() => cursors.decode(body));
+    invalid(() => cursors.decode(`${body.slice(4)}.${tag}`));
+    const later = Buffer.from(JSON.stringify(['2030-01-01T00:00:00.000000Z', position.challengeId])).toString('base64url');
+    invalid(() => cursors.decode(`${later}.${tag}`));
+    invalid(() => cursors.decode(`${body}.${tag.slice(0, -2)}${tag.endsWith('AA') ? 'QA' : 'AA'}`));
+  });
+
+  it("rejects another tenant's cursor and another report's", () => {
+    invalid(() => signinCursors(keyring, 'fabrikam').decode(cursors.encode(position)));
+    invalid(() => cursors.decode(sealCursor(keyring, { tenantId: 'contoso', kind: 'reports.audit' }, [position.occurredAt, position.challengeId])));
+  });
+
+  it('rejects an issued cursor whose content is not a position', () => {
+    const issued = (value: unknown) => sealCursor(keyring, { tenantId: 'contoso', kind: SIGNIN_CURSOR_KIND }, value);
+    invalid(() => cursors.decode(issued({ occurredAt: '2025-06-01T12:00:00.123456Z', challengeId: 'x' })));
+    invalid(() => cursors.decode(issued(['2025-06-01T12:00:00Z', 'x'])));
+    invalid(() => cursors.decode(issued(['2025-02-31T12:00:00.000000Z', 'x'])));
+    invalid(() => cursors.decode(issued(['2025-06-01T12:00:00.123456Z', ''])));
+    invalid(() => cursors.decode(issued(['2025-06-01T12:00:00.123456Z', 42])));
+    invalid(() => cursors.decode(issued(['2025-06-01T12:00:00.123456Z', 'x', 'extra'])));
   });
 });
 
@@ -110,21 +136,22 @@ describe('row to item', () => {
 });
 
 describe('page', () => {
+  const cursors = signinCursors(keyringFromMasterKey(Buffer.alloc(32, 7)), 'contoso');
   const rows = [1, 2, 3, 4].map((n) => row({ challengeId: `ch-${n}`, position: `2025-06-01T12:00:0${n}.000001Z` }));
 
   it('returns limit items and a cursor at the last one when an extra row was read', () => {
-    const page = toPage(rows, 3);
+    const page = toPage(rows, 3, cursors);
     assert.deepEqual(
       page.items.map((i) => i.challengeId),
       ['ch-1', 'ch-2', 'ch-3'],
     );
     assert.ok(page.nextCursor);
-    assert.deepEqual(decodeCursor(page.nextCursor), { occurredAt: '2025-06-01T12:00:03.000001Z', challengeId: 'ch-3' });
+    assert.deepEqual(cursors.decode(page.nextCursor), { occurredAt: '2025-06-01T12:00:03.000001Z', challengeId: 'ch-3' });
   });
 
   it('has no cursor on the last page', () => {
-    assert.equal(toPage(rows, 4).nextCursor, undefined);
-    assert.equal(toPage(rows, 10).nextCursor, undefined);
-    assert.deepEqual(toPage([], 5), { items: [] });
+    assert.equal(toPage(rows, 4, cursors).nextCursor, undefined);
+    assert.equal(toPage(rows, 10, cursors).nextCursor, undefined);
+    assert.deepEqual(toPage([], 5, cursors), { items: [] });
   });
 });

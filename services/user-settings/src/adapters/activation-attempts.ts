@@ -2,30 +2,46 @@ import type { Redis } from 'ioredis';
 import { userTag, type Keyring } from '@mfa/crypto';
 import { RedisKeys } from '@mfa/projection';
 
-/** Wrong codes one pending token may take before it must be enrolled again. */
-const MAX_ACTIVATION_FAILURES = 5;
+/** Codes one pending token may be tried with before it must be enrolled again. */
+export const MAX_ACTIVATION_ATTEMPTS = 5;
+
+// KEYS: the token's attempt counter. ARGV: window seconds. Counts the attempt and answers the count.
+const RESERVE = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+`;
 
 /**
- * Counts wrong activation codes per pending token in Redis (it expires with the enrolment), so
- * activation cannot be used to guess codes without limit.
+ * Limits activation attempts per pending token in Redis (the counter expires with the enrolment),
+ * so activation cannot be used to guess codes without limit. An attempt is counted atomically
+ * before its code is checked: concurrent requests cannot pass the limit together.
  */
 export class ActivationAttempts {
+  private readonly reserveScript: (key: string, windowSeconds: number) => Promise<number>;
+
   constructor(
     private readonly redis: Redis,
     private readonly keyring: Keyring,
     private readonly windowSeconds: number,
-  ) {}
+  ) {
+    redis.defineCommand('mfaReserveActivationAttempt', { numberOfKeys: 1, lua: RESERVE });
+    const r = redis as unknown as { mfaReserveActivationAttempt: (key: string, window: number) => Promise<number> };
+    this.reserveScript = r.mfaReserveActivationAttempt.bind(redis);
+  }
 
   private key(tenantId: string, userId: string, tokenId: string): string {
     return RedisKeys.activationFailures(userTag(this.keyring, tenantId, userId), tokenId);
   }
 
-  async exhausted(tenantId: string, userId: string, tokenId: string): Promise<boolean> {
-    return Number((await this.redis.get(this.key(tenantId, userId, tokenId))) ?? 0) >= MAX_ACTIVATION_FAILURES;
+  /** Counts one attempt; false when the token has had its MAX_ACTIVATION_ATTEMPTS already. */
+  async reserve(tenantId: string, userId: string, tokenId: string): Promise<boolean> {
+    const n = await this.reserveScript(this.key(tenantId, userId, tokenId), this.windowSeconds);
+    return n <= MAX_ACTIVATION_ATTEMPTS;
   }
 
-  async recordFailure(tenantId: string, userId: string, tokenId: string): Promise<void> {
-    const key = this.key(tenantId, userId, tokenId);
-    await this.redis.multi().incr(key).expire(key, this.windowSeconds).exec();
+  /** After a successful activation the counter has no use left. */
+  async clear(tenantId: string, userId: string, tokenId: string): Promise<void> {
+    await this.redis.del(this.key(tenantId, userId, tokenId));
   }
 }

@@ -1,6 +1,7 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
-import { Streams, type AnyEvent } from '@mfa/contracts';
+import { parseEvent, Streams, type AnyEvent } from '@mfa/contracts';
 import { readAggregate, type EventPublisher } from '@mfa/messaging';
+import { createLogger, type Logger } from '@mfa/telemetry';
 
 interface LoadedAggregate {
   events: AnyEvent[];
@@ -17,11 +18,32 @@ export class EventStore {
     private readonly jsm: JetStreamManager,
     private readonly publisher: EventPublisher,
     private readonly stream: string = Streams.userSettings.name,
+    /** Where an unreadable event skipped on load is reported. */
+    private readonly log: Logger = createLogger('user-settings'),
   ) {}
 
-  async load(subject: string): Promise<LoadedAggregate> {
-    const stored = await readAggregate(this.jsm, this.stream, subject);
-    return { events: stored.map((s) => s.event), lastSeq: stored.at(-1)?.seq ?? 0 };
+  /**
+   * The aggregate's events after `afterSeq` (a snapshot's sequence; 0 for all). An event this
+   * code cannot read is skipped (and logged), so the aggregate stays usable.
+   */
+  async load(subject: string, afterSeq = 0): Promise<LoadedAggregate> {
+    const { events, lastSeq } = await readAggregate(this.jsm, this.stream, subject, this.log, afterSeq);
+    return { events: events.map((s) => s.event), lastSeq };
+  }
+
+  /**
+   * Only the aggregate's last event, in one direct get: enough for an aggregate whose every event
+   * carries its whole state (the tenant's settings). Falls back to reading everything when the
+   * last message is not an event this code can read.
+   */
+  async loadLast(subject: string): Promise<LoadedAggregate> {
+    const last = await this.jsm.direct.getMessage(this.stream, { last_by_subj: subject });
+    if (!last) return { events: [], lastSeq: 0 };
+    try {
+      return { events: [parseEvent(last.json())], lastSeq: last.seq };
+    } catch {
+      return this.load(subject);
+    }
   }
 
   /**

@@ -1,23 +1,43 @@
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { Inject } from '@nestjs/common';
 import {
+  ClientsCreateRequest,
+  ClientsListRequest,
+  ClientsRevokeRequest,
   Subjects,
   TenantsConfigureRequest,
+  TenantsGetRequest,
   TotpActivateRequest,
   TotpEnrollRequest,
+  UsersDeleteRequest,
   UsersRegisterRequest,
+  UsersUnblockRequest,
+  type ClientsCreateReply,
+  type ClientsListReply,
+  type ClientsRevokeReply,
   type TenantsConfigureReply,
+  type TenantsGetReply,
   type TotpActivateReply,
   type TotpEnrollReply,
+  type UsersDeleteReply,
   type UsersRegisterReply,
+  type UsersUnblockReply,
 } from '@mfa/contracts';
-import { ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
+import { Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
+import { ApiClientsService } from '../application/api-clients.service.js';
 import { UserSettingsService } from '../application/user-settings.service.js';
 
-/** The public request/reply API of user-settings: validated by the contract's schemas, answered by the service. */
+/**
+ * The public request/reply API of user-settings: authorized by ApiKeyGuard (applied by
+ * @NatsController), validated by the contract's schemas, answered by the services.
+ */
 @NatsController()
 export class UserSettingsController {
-  constructor(@Inject(UserSettingsService) private readonly service: UserSettingsService) {}
+  constructor(
+    @Inject(UserSettingsService) private readonly service: UserSettingsService,
+    @Inject(ApiClientsService) private readonly clients: ApiClientsService,
+    @Inject(Authenticator) private readonly auth: Authenticator,
+  ) {}
 
   @MessagePattern(Subjects.usersRegister)
   register(@Payload(new ContractPipe(UsersRegisterRequest)) request: UsersRegisterRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersRegisterReply> {
@@ -34,12 +54,44 @@ export class UserSettingsController {
     return this.service.activateTotp(request, ctx.receivedAt);
   }
 
+  @MessagePattern(Subjects.usersUnblock)
+  unblock(@Payload(new ContractPipe(UsersUnblockRequest)) request: UsersUnblockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersUnblockReply> {
+    return this.service.unblock(request, ctx.receivedAt);
+  }
+
+  /** Admin: erases the user (crypto-shredding); audited by the transport like every admin subject. */
+  @MessagePattern(Subjects.usersDelete)
+  delete(@Payload(new ContractPipe(UsersDeleteRequest)) request: UsersDeleteRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersDeleteReply> {
+    return this.service.delete(request, ctx.receivedAt);
+  }
+
   /** Parsed without defaults filled in: omitted settings stay as they are. */
   @MessagePattern(Subjects.tenantsConfigure)
   configureTenant(
     @Payload(new ContractPipe(TenantsConfigureRequest)) request: TenantsConfigureRequest,
     @Ctx() ctx: NatsRequestContext,
   ): Promise<TenantsConfigureReply> {
-    return this.service.configureTenant(request, ctx.receivedAt);
+    const mayCreateTenant = this.auth.mode === 'off' || ctx.principal?.kind === 'platform';
+    return this.service.configureTenant(request, ctx.receivedAt, { mayCreateTenant });
+  }
+
+  @MessagePattern(Subjects.tenantsGet)
+  getTenant(@Payload(new ContractPipe(TenantsGetRequest)) request: TenantsGetRequest, @Ctx() ctx: NatsRequestContext): Promise<TenantsGetReply> {
+    return this.service.getTenant(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.clientsCreate)
+  createClient(@Payload(new ContractPipe(ClientsCreateRequest)) request: ClientsCreateRequest, @Ctx() ctx: NatsRequestContext): Promise<ClientsCreateReply> {
+    return this.clients.create(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.clientsList)
+  listClients(@Payload(new ContractPipe(ClientsListRequest)) request: ClientsListRequest, @Ctx() ctx: NatsRequestContext): Promise<ClientsListReply> {
+    return this.clients.list(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.clientsRevoke)
+  revokeClient(@Payload(new ContractPipe(ClientsRevokeRequest)) request: ClientsRevokeRequest, @Ctx() ctx: NatsRequestContext): Promise<ClientsRevokeReply> {
+    return this.clients.revoke(request, ctx.receivedAt);
   }
 }

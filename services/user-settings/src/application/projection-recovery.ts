@@ -8,10 +8,11 @@ import type { Logger } from '@mfa/telemetry';
 
 /**
  * A Redis without the projection marker has lost the user projection (flushed, replaced, no
- * persistence): the projector consumer is recreated from the start of the log so every user is
- * projected again, instead of every user answering registration_required. Only the instance that
- * sets the marker does it. Runs at init: the transport then creates the consumer anew (delivering
- * from the start of the log) before it pulls.
+ * persistence), or holds one of an older layout (the marker names its version): the projector
+ * consumer is recreated from the start of the log so every user is projected again, instead of
+ * every user answering registration_required. Only the instance that sets the marker does it.
+ * Runs at init: the transport then creates the consumer anew (delivering from the start of the
+ * log) before it pulls.
  */
 @Injectable()
 export class ProjectionRecovery implements OnModuleInit {
@@ -26,6 +27,6 @@ export class ProjectionRecovery implements OnModuleInit {
     if (claimed !== 'OK') return;
     const { stream, durable } = Consumers.userProjector;
     const existed = await this.nats.jsm.consumers.delete(stream, durable).catch(() => false);
-    if (existed) this.log.warn('Redis has no user projection: replaying the user event log into it', { consumer: durable });
+    if (existed) this.log.warn('Redis has no current user projection: replaying the user event log into it', { consumer: durable });
   }
 }

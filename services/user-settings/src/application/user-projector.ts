@@ -1,9 +1,13 @@
 import { EventSubjects, fromSubjectToken, UnknownEventError } from '@mfa/contracts';
-import { SealError, type Keyring } from '@mfa/crypto';
+import { formatWrappedDataKey, SealError, type Keyring } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
+import type { UserDataKeys } from '@mfa/service-kit';
 import type { EventStore } from '../adapters/event-store.js';
+import type { SnapshotStore } from '../adapters/snapshot-store.js';
+import { AggregateLoader } from './aggregate-loader.js';
 import { isUserEvent, userDecider } from '../domain/user.js';
+import { lastErasure, UserEventCodec } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
 /** Users rebuilt at once from one batch: enough overlap to hide round trips, bounded load. */
@@ -23,21 +27,41 @@ export function parseUserSubject(subject: string): { tenantId: string; userId: s
  * user changed": the projector re-reads the whole aggregate and writes a snapshot at its last
  * sequence. The writer ignores snapshots older than the stored one, so racing the synchronous
  * write of the command path, or replaying the stream after a Redis flush, is harmless.
+ *
+ * A user whose last word is UserErased is shredded again (data key destroyed, projection replaced
+ * by its tombstone): this is what completes an erasure whose command crashed after recording it.
  */
 export class UserProjector {
+  private readonly codec: UserEventCodec;
+  private readonly loader: AggregateLoader;
+
   constructor(
-    private readonly store: EventStore,
+    store: EventStore,
     private readonly writer: UserProjectionWriter,
     private readonly keyring: Keyring,
-  ) {}
+    private readonly keys: UserDataKeys,
+    snapshots?: SnapshotStore,
+  ) {
+    this.codec = new UserEventCodec(keys);
+    this.loader = new AggregateLoader(store, this.codec, keys, snapshots);
+  }
 
-  /** Writes the user's current snapshot; false when the user has no events or Redis had it already. */
+  /** Writes the user's current snapshot (or erasure); false when the user has no events or Redis had it already. */
   async rebuild(tenantId: string, userId: string): Promise<boolean> {
-    const { events, lastSeq } = await this.store.load(EventSubjects.user(tenantId, userId));
-    let state = userDecider.initialState();
-    for (const event of events) if (userDecider.accepts(event)) state = userDecider.evolve(state, event);
-    if (!state.registered) return false;
-    return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq));
+    const subject = EventSubjects.user(tenantId, userId);
+    const ref = { subject, tenantId, aggregateId: userId };
+    const loaded = await this.loader.loadUser(ref);
+    const { state, lastSeq } = loaded;
+    // A replay (Redis lost) rebuilds long users again and again: the first rebuild leaves a snapshot.
+    await this.loader.rememberUser(ref, loaded, state, lastSeq);
+    if (!state.registered) {
+      if (state.erasedGen === undefined) return false;
+      // The erasure's own time is in its event; a repair of a missed shredding needs only the generation.
+      await this.keys.erase(tenantId, userId, state.erasedGen, new Date());
+      return this.writer.erase(tenantId, userId, lastSeq);
+    }
+    const key = await this.keys.getOrCreate(tenantId, userId, { minGen: (state.erasedGen ?? 0) + 1 });
+    return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq, formatWrappedDataKey(key.gen, key.wrapped)));
   }
 
   /** EventConsumer handler: tenant events need nothing here; each user touched is rebuilt once. */

@@ -2,14 +2,20 @@ import { randomBytes } from 'node:crypto';
 import {
   conflict,
   ContractError,
+  forbidden,
   rateLimited,
   EventSubjects,
   notFound,
   unavailable,
   UnknownEventError,
-  type AnyEvent,
-  type TenantSettings,
   type TenantsConfigureReply,
+  type TenantsConfigureRequest,
+  type TenantsGetReply,
+  type TenantsGetRequest,
+  type UsersDeleteReply,
+  type UsersDeleteRequest,
+  type UsersUnblockReply,
+  type UsersUnblockRequest,
   type TotpActivateReply,
   type TotpActivateRequest,
   type TotpEnrollReply,
@@ -17,16 +23,21 @@ import {
   type UsersRegisterReply,
   type UsersRegisterRequest,
 } from '@mfa/contracts';
-import { base32Encode, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
-import { ConcurrencyError, createEvent } from '@mfa/messaging';
+import { base32Encode, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { ConcurrencyError } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
+import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
+import type { Lockouts } from '../adapters/lockouts.js';
+import type { SnapshotStore } from '../adapters/snapshot-store.js';
+import { AggregateLoader, type LoadedState } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
 import { otpauthUri } from '../domain/totp.js';
 import { activationCandidate, decideUser, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
 /** Appends lost to a concurrent writer are decided again on fresh state this many times. */
@@ -38,13 +49,19 @@ interface UserSettingsOptions {
   store: EventStore;
   projection: UserProjectionWriter;
   keyring: Keyring;
+  /** The users' data keys, under which their personal data is sealed in the log. */
+  keys: UserDataKeys;
   log: Logger;
-  /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE). */
+  /** Register creates unknown tenants with default settings (MFA_TENANT_AUTO_CREATE, and only with MFA_AUTH=off). */
   autoCreateTenants: boolean;
   /** Issuer shown by authenticator apps (MFA_TOTP_ISSUER). */
   totpIssuer: string;
   /** Wrong activation codes per pending token; without it activation is not limited (unit tests). */
   activationAttempts?: ActivationAttempts;
+  /** The users' lockout counters in Redis (users.unblock clears them). */
+  lockouts?: Lockouts;
+  /** User aggregate snapshots; without them every load reads the whole aggregate. */
+  snapshots?: SnapshotStore;
 }
 
 interface Outcome<S> {
@@ -55,10 +72,8 @@ interface Outcome<S> {
   seq: number;
 }
 
-interface AggregateRef {
-  subject: string;
-  tenantId: string;
-  aggregateId: string;
+interface AggregateRef extends CodecRef {
+  kind: 'tenant' | 'user';
 }
 
 /**
@@ -67,15 +82,77 @@ interface AggregateRef {
  * projection into Redis before answering, so the caller can start a challenge right away.
  */
 export class UserSettingsService {
-  constructor(private readonly options: UserSettingsOptions) {}
+  private readonly codec: UserEventCodec;
+  private readonly loader: AggregateLoader;
 
-  async configureTenant(
-    request: { tenantId: string; settings: Partial<TenantSettings> },
-    now: Date,
-  ): Promise<TenantsConfigureReply> {
-    const outcome = await this.executeTenant(request.tenantId, { type: 'ConfigureTenant', data: { settings: request.settings } }, now);
+  constructor(private readonly options: UserSettingsOptions) {
+    this.codec = new UserEventCodec(options.keys);
+    this.loader = new AggregateLoader(options.store, this.codec, options.keys, options.snapshots);
+  }
+
+  /**
+   * Patches the tenant's settings; on a tenant that does not exist yet, creates it, which only
+   * callers allowed to create tenants may do (the platform key, or anyone with MFA_AUTH=off).
+   */
+  async configureTenant(request: TenantsConfigureRequest, now: Date, caller: { mayCreateTenant: boolean }): Promise<TenantsConfigureReply> {
+    const outcome = await this.execute(tenantDecider, this.tenantRef(request.tenantId), now, (state) => {
+      if (!state.exists && !caller.mayCreateTenant) throw forbidden('only the platform key may create a tenant');
+      return tenantDecider.decide({ type: 'ConfigureTenant', data: { settings: request.settings } }, state, now);
+    });
     if (!outcome.state.exists) throw new Error('tenant missing after configure');
     return { tenantId: request.tenantId, settings: outcome.state.settings };
+  }
+
+  async getTenant(request: TenantsGetRequest, now: Date): Promise<TenantsGetReply> {
+    const outcome = await this.execute(tenantDecider, this.tenantRef(request.tenantId), now, () => []);
+    if (!outcome.state.exists) throw notFound('unknown tenant');
+    return { tenantId: request.tenantId, settings: outcome.state.settings };
+  }
+
+  /** Lifts the user's lockouts: the per-window counter and the consecutive-failure cap. */
+  async unblock(request: UsersUnblockRequest, now: Date): Promise<UsersUnblockReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    if (!outcome.state.registered) throw notFound('unknown user');
+    const lockouts = this.options.lockouts;
+    if (lockouts) {
+      try {
+        await lockouts.clear(tenantId, userId);
+      } catch (error) {
+        throw unavailable('lockout store unavailable; try again', error);
+      }
+    }
+    return { userId, unblocked: true };
+  }
+
+  /**
+   * Erases the user (crypto-shredding): records UserErased, destroys the user's data key, so the
+   * personal data sealed under it never opens again, and replaces the Redis projection with a
+   * tombstone. Deleting an erased user again shreds again (nothing left to do) and answers deleted.
+   */
+  async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, async (state) => {
+      // The key destroyed is the user's current one; a user registered before data keys existed
+      // has none, and erasing records the generation a key of theirs would have had.
+      const current = state.registered ? await this.options.keys.current(tenantId, userId) : undefined;
+      const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0);
+      return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
+    });
+    const gen = outcome.state.erasedGen;
+    if (gen === undefined) throw new Error('user not erased after users.delete');
+    try {
+      await this.options.keys.erase(tenantId, userId, gen, now);
+      await this.options.projection.erase(tenantId, userId, outcome.seq);
+    } catch (error) {
+      // UserErased is stored: the projector consumer shreds when it handles it. Until then the
+      // caller must not rely on the erasure, so it hears about the failure and may retry.
+      this.options.log.warn('erasure recorded but not carried out yet', { tenantId, error });
+      throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
+    }
+    return { userId, deleted: true };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {
@@ -130,8 +207,9 @@ export class UserSettingsService {
     const { tenantId, userId, tokenId, code } = request;
     await this.requireTenant(tenantId, now, false);
     const attempts = this.options.activationAttempts;
-    if (await attempts?.exhausted(tenantId, userId, tokenId)) {
-      throw rateLimited('too many wrong codes for this token; enroll it again');
+    // Counted before the code is checked, atomically: concurrent guesses cannot pass the limit together.
+    if (attempts && !(await this.store(() => attempts.reserve(tenantId, userId, tokenId)))) {
+      throw rateLimited('too many codes tried for this token; enroll it again');
     }
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       const token = activationCandidate(state, tokenId, now);
@@ -142,12 +220,15 @@ export class UserSettingsService {
         secret.fill(0);
       }
     });
-    if (!outcome.appended) {
-      await attempts?.recordFailure(tenantId, userId, tokenId);
-      return { tokenId, active: false };
-    }
+    if (!outcome.appended) return { tokenId, active: false };
     await this.project(tenantId, userId, outcome);
+    await attempts?.clear(tenantId, userId, tokenId).catch(() => undefined);
     return { tokenId, active: true };
+  }
+
+  /** Throws `not_found` when the tenant does not exist. */
+  async requireExistingTenant(tenantId: string, now: Date): Promise<void> {
+    await this.requireTenant(tenantId, now, false);
   }
 
   /** Every user command checks its tenant first: a user of an unknown tenant is not found. */
@@ -166,18 +247,28 @@ export class UserSettingsService {
     decider: Decider<C, S, E>,
     ref: AggregateRef,
     now: Date,
-    decide: (state: S) => E[],
+    decide: (state: S) => E[] | Promise<E[]>,
   ): Promise<Outcome<S>> {
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
-      const loaded = await this.store(() => this.options.store.load(ref.subject));
-      let state = decider.initialState();
-      for (const event of loaded.events) if (decider.accepts(event)) state = decider.evolve(state, event);
-      const decided = decide(state);
-      if (decided.length === 0) return { state, appended: false, seq: loaded.lastSeq };
-      const envelopes = decided.map((e) => toEnvelope(e, ref, now));
+      const loaded = await this.store(() =>
+        ref.kind === 'tenant'
+          ? this.loader.loadTenant(decider as Decider<unknown, S, TenantEvent>, ref.subject)
+          : (this.loader.loadUser(ref) as Promise<LoadedState<unknown>> as Promise<LoadedState<S>>),
+      );
+      const state = loaded.state;
+      const decided = await decide(state);
+      if (decided.length === 0) {
+        if (ref.kind === 'user') await this.loader.rememberUser(ref, loaded as LoadedState<unknown> as LoadedState<UserState>, state as UserState, loaded.lastSeq);
+        return { state, appended: false, seq: loaded.lastSeq };
+      }
+      // A registration after an erasure seals under a later generation than the one destroyed.
+      const minGen = ref.kind === 'user' ? ((state as UserState).erasedGen ?? 0) + 1 : 1;
+      const envelopes = await this.store(() => this.codec.seal(ref, decided, now, minGen));
       try {
         const seq = await this.store(() => this.options.store.append(ref.subject, envelopes, loaded.lastSeq));
-        return { state: decided.reduce(decider.evolve, state), appended: true, seq };
+        const next = decided.reduce(decider.evolve, state);
+        if (ref.kind === 'user') await this.loader.rememberUser(ref, loaded as LoadedState<unknown> as LoadedState<UserState>, next as UserState, seq);
+        return { state: next, appended: true, seq };
       } catch (error) {
         if (!(error instanceof ConcurrencyError)) throw error;
       }
@@ -190,7 +281,14 @@ export class UserSettingsService {
     try {
       return await call();
     } catch (error) {
-      if (error instanceof ConcurrencyError || error instanceof UnknownEventError || error instanceof ContractError) throw error;
+      if (
+        error instanceof ConcurrencyError ||
+        error instanceof UnknownEventError ||
+        error instanceof ContractError ||
+        error instanceof SealError
+      ) {
+        throw error;
+      }
       this.options.log.warn('event store call failed', { error });
       throw unavailable('event store unavailable', error);
     }
@@ -198,7 +296,9 @@ export class UserSettingsService {
 
   private async project(tenantId: string, userId: string, outcome: Outcome<UserState>): Promise<void> {
     if (outcome.seq === 0) return;
-    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq);
+    // The wrapped data key travels with the snapshot: auth-challenge seals challenge events with it.
+    const key = await this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 }));
+    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, formatWrappedDataKey(key.gen, key.wrapped));
     try {
       await this.options.projection.apply(snapshot);
     } catch (error) {
@@ -210,14 +310,10 @@ export class UserSettingsService {
   }
 
   private userRef(tenantId: string, userId: string): AggregateRef {
-    return { subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId };
+    return { kind: 'user', subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId };
   }
 
   private tenantRef(tenantId: string): AggregateRef {
-    return { subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
+    return { kind: 'tenant', subject: EventSubjects.tenant(tenantId), tenantId, aggregateId: tenantId };
   }
-}
-
-function toEnvelope(event: UserEvent | TenantEvent, ref: AggregateRef, now: Date): AnyEvent {
-  return createEvent(event.type, 1, { tenantId: ref.tenantId, aggregateId: ref.aggregateId, now, data: event.data });
 }

@@ -3,9 +3,10 @@ import type { UserSnapshot } from '@mfa/projection';
 import { activeTokens, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
 
 /**
- * What auth-challenge gets of a user: profile, methods and the active TOTP tokens with their
- * secrets opened (the projection writer masks them before they reach Redis). Pending tokens stay
- * out: they cannot be used to sign in until activated.
+ * What auth-challenge gets of a user: profile, methods, the data key (still wrapped) that seals
+ * their personal data in challenge events, and the active TOTP tokens with their secrets opened
+ * (the projection writer masks them before they reach Redis). Pending tokens stay out: they
+ * cannot be used to sign in until activated.
  */
 export function userSnapshot(
   keyring: Keyring,
@@ -13,12 +14,15 @@ export function userSnapshot(
   userId: string,
   state: UserState,
   seq: number,
+  /** The user's data key, wrapped, as `<gen>:<wrapped>`. */
+  dataKey: string,
 ): UserSnapshot {
   return {
     tenantId,
     userId,
     seq,
     ...state.profile,
+    dataKey,
     methods: methodsOf(state),
     defaultMethod: defaultMethodOf(state),
     totpTokens: activeTokens(state).map((t) => ({

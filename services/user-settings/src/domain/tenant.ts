@@ -1,4 +1,12 @@
-import { defaultTenantSettings, type TenantSettings } from '@mfa/contracts';
+import {
+  applySettingsPatch,
+  defaultTenantSettings,
+  invalidRequest,
+  sameSettings,
+  settingsProblems,
+  type TenantSettings,
+  type TenantSettingsPatch,
+} from '@mfa/contracts';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
 
 export type TenantState = { exists: false } | { exists: true; settings: TenantSettings };
@@ -7,7 +15,7 @@ export type TenantEvent = DomainEvent<'TenantCreated' | 'TenantSettingsChanged'>
 
 export type TenantCommand =
   /** Merges the given settings into the current ones (or the defaults, creating the tenant). */
-  | { type: 'ConfigureTenant'; data: { settings: Partial<TenantSettings> } }
+  | { type: 'ConfigureTenant'; data: { settings: TenantSettingsPatch } }
   /** Creates the tenant with default settings if it does not exist yet (auto-create on register). */
   | { type: 'ProvisionTenant'; data: Record<string, never> };
 
@@ -19,22 +27,12 @@ function isTenantEvent(event: { type: string }): event is TenantEvent {
 
 const initialTenantState = (): TenantState => ({ exists: false });
 
-function merge(current: TenantSettings, patch: Partial<TenantSettings>): TenantSettings {
-  const merged: TenantSettings = { ...current };
-  if (patch.codeLifetimeSeconds !== undefined) merged.codeLifetimeSeconds = patch.codeLifetimeSeconds;
-  if (patch.maxAttempts !== undefined) merged.maxAttempts = patch.maxAttempts;
-  // A method listed twice means nothing more than once; dropping repeats keeps "no change" detectable.
-  if (patch.enabledMethods !== undefined) merged.enabledMethods = [...new Set(patch.enabledMethods)];
+/** The patch applied, checked as a whole: rules across fields are refused with every problem named. */
+function merge(current: TenantSettings, patch: TenantSettingsPatch): TenantSettings {
+  const merged = applySettingsPatch(current, patch);
+  const problems = settingsProblems(merged);
+  if (problems.length > 0) throw invalidRequest(problems.join('; '));
   return merged;
-}
-
-function sameSettings(a: TenantSettings, b: TenantSettings): boolean {
-  return (
-    a.codeLifetimeSeconds === b.codeLifetimeSeconds &&
-    a.maxAttempts === b.maxAttempts &&
-    a.enabledMethods.length === b.enabledMethods.length &&
-    a.enabledMethods.every((m, i) => b.enabledMethods[i] === m)
-  );
 }
 
 function decideTenant(command: TenantCommand, state: TenantState, now: Date): TenantEvent[] {

@@ -5,7 +5,7 @@ import { tenantDecider } from './tenant.js';
 
 const spec = deciderSpec(tenantDecider);
 const now = new Date('2025-06-01T12:00:00.000Z');
-const tenant = testTenant({ settings: { codeLifetimeSeconds: 300, maxAttempts: 5, enabledMethods: ['sms', 'totp'] } });
+const tenant = testTenant({ settings: { ...defaultTenantSettings(), codeLifetimeSeconds: 300, enabledMethods: ['sms', 'totp'] } });
 const created = tenantCreated(tenant, { occurredAt: '2025-05-01T00:00:00.000Z' });
 
 describe('tenant decider: configure', () => {
@@ -23,7 +23,7 @@ describe('tenant decider: configure', () => {
       .then([
         {
           type: 'TenantSettingsChanged',
-          data: { settings: { codeLifetimeSeconds: 300, maxAttempts: 5, enabledMethods: ['totp'] } },
+          data: { settings: { ...tenant.settings, enabledMethods: ['totp'] } },
           occurredAt: now.toISOString(),
         },
       ]);
@@ -40,6 +40,57 @@ describe('tenant decider: configure', () => {
       data: { settings: { ...tenant.settings, codeLifetimeSeconds: 120 } },
     });
     spec.given([created, changed]).when({ type: 'ConfigureTenant', data: { settings: { codeLifetimeSeconds: 120 } } }, now).thenNothing();
+  });
+});
+
+describe('tenant decider: every setting of the contract', () => {
+  it('merges a section field by field and replaces arrays whole', () => {
+    spec
+      .given([created])
+      .when({ type: 'ConfigureTenant', data: { settings: { lockout: { threshold: 3 }, sms: { blockedCountries: ['KP'] } } } }, now)
+      .then([
+        {
+          type: 'TenantSettingsChanged',
+          data: {
+            settings: {
+              ...tenant.settings,
+              lockout: { threshold: 3, counterResetMinutes: 15, autoUnblockMinutes: 15 },
+              sms: { allowedCountries: null, blockedCountries: ['KP'] },
+            },
+          },
+          occurredAt: now.toISOString(),
+        },
+      ]);
+  });
+
+  it('refuses private trusted ranges unless on premises, naming the rule', () => {
+    spec
+      .given([created])
+      .when({ type: 'ConfigureTenant', data: { settings: { trustedIps: { ranges: ['10.1.0.0/16'] } } } }, now)
+      .thenThrows('invalid_request', /not public.*onPremises/);
+    // A wide public-looking range that contains private space is not public either.
+    spec
+      .given([created])
+      .when({ type: 'ConfigureTenant', data: { settings: { trustedIps: { ranges: ['8.0.0.0/4'] } } } }, now)
+      .thenThrows('invalid_request', /not public/);
+    spec
+      .given([created])
+      .when({ type: 'ConfigureTenant', data: { settings: { trustedIps: { ranges: ['10.1.0.0/16', '8.8.8.0/24'], onPremises: true } } } }, now)
+      .then([
+        {
+          type: 'TenantSettingsChanged',
+          data: { settings: { ...tenant.settings, trustedIps: { ranges: ['10.1.0.0/16', '8.8.8.0/24'], onPremises: true, federatedBypass: false } } },
+          occurredAt: now.toISOString(),
+        },
+      ]);
+  });
+
+  it('refuses named locations with the same name', () => {
+    const office = { name: 'Office', trusted: true, ranges: ['2001:db8::/32'] };
+    spec
+      .given([created])
+      .when({ type: 'ConfigureTenant', data: { settings: { namedLocations: [office, office] } } }, now)
+      .thenThrows('invalid_request', /names must be unique/);
   });
 });
 

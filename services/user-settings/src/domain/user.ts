@@ -35,20 +35,28 @@ export interface UserState {
   profile: Profile;
   /** In enrollment order. */
   tokens: readonly TotpToken[];
+  /**
+   * Set once the user was erased: the generation of the data key destroyed last. A registration
+   * after it is a new user, whose personal data is sealed under a later generation.
+   */
+  erasedGen?: number | undefined;
 }
 
-export type UserEvent = DomainEvent<'UserRegistered' | 'UserProfileChanged' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type UserEvent = DomainEvent<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
 
 type UserCommand =
   | { type: 'RegisterUser'; data: { userId: string } & Profile }
   /** The caller draws the token id and secret (randomness and keys stay out of the decider). */
   | { type: 'EnrollTotpToken'; data: { tokenId: string; label: string; sealedSecret: string } }
   /** `secret` is the opened secret of the token named by `tokenId` (see `activationCandidate`). */
-  | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } };
+  | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } }
+  /** `gen` is the generation of the user's data key, which the caller destroys after recording this. */
+  | { type: 'EraseUser'; data: { userId: string; gen: number } };
 
 const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserRegistered',
   'UserProfileChanged',
+  'UserErased',
   'TotpTokenEnrolled',
   'TotpTokenActivated',
 ]);
@@ -129,6 +137,16 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (step === undefined) return [];
       return [domainEvent('TotpTokenActivated', { tokenId: token.tokenId, step }, now)];
     }
+    case 'EraseUser': {
+      if (!state.registered) {
+        // Erased already: nothing more to record (the caller shreds again, which changes nothing).
+        if (state.erasedGen !== undefined) return [];
+        throw notFound('unknown user');
+      }
+      const { userId, gen } = command.data;
+      if (gen <= (state.erasedGen ?? 0)) throw new Error(`data key generation ${gen} was erased before`);
+      return [domainEvent('UserErased', { userId, gen }, now)];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -144,6 +162,9 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     }
     case 'UserProfileChanged':
       return { ...state, profile: { ...state.profile, ...pickProfile(event.data) } };
+    case 'UserErased':
+      // Everything of the user goes: profile, tokens; a register after it starts a new user.
+      return { ...initialUserState(), erasedGen: event.data.gen };
     case 'TotpTokenEnrolled': {
       const { tokenId, label, sealedSecret, digits, period } = event.data;
       const token: TotpToken = { tokenId, label, sealedSecret, digits, period, enrolledAtMs: Date.parse(event.occurredAt) };

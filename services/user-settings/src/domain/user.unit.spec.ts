@@ -7,6 +7,7 @@ import {
   testUser,
   totpTokenActivated,
   totpTokenEnrolled,
+  userErased,
   userProfileChanged,
   userRegistered,
 } from '@mfa/testing';
@@ -195,5 +196,40 @@ describe('user state: methods', () => {
     ]);
     assert.deepEqual(state.profile, { displayName: 'Helga', phoneNumber: '+14155550123', email: 'h@contoso.com' });
     assert.equal(state.tokens[0]?.activatedStep, 42);
+  });
+});
+
+describe('user decider: erase', () => {
+  const erase = (gen = 1) => ({ type: 'EraseUser', data: { userId: helga.userId, gen } }) as const;
+  const erased = (gen = 1) => userErased(helga, gen, minutesAgo(30));
+
+  it('records UserErased with the generation of the data key to destroy', () => {
+    spec
+      .given([registered(), enrolled('tok'), activated('tok')])
+      .when(erase(1), now)
+      .then([{ type: 'UserErased', data: { userId: helga.userId, gen: 1 }, occurredAt: now.toISOString() }]);
+  });
+
+  it('answers not_found for a user that never existed, and records nothing again for an erased one', () => {
+    spec.given([]).when(erase(), now).thenThrows('not_found', /unknown user/);
+    spec.given([registered(), erased()]).when(erase(), now).thenNothing();
+  });
+
+  it('forgets everything of the user: a register afterwards starts a new user, a later generation to erase', () => {
+    const fold = (events: UserEvent[]) => events.reduce(evolveUser, initialUserState());
+    const after = fold([registered(), enrolled('tok'), activated('tok'), erased(1)]);
+    assert.deepEqual(after, { ...initialUserState(), erasedGen: 1 });
+    assert.deepEqual(methodsOf(after), []);
+    spec.given([registered(), erased(1)]).when(enroll(), now).thenThrows('not_found');
+    spec
+      .given([registered(), erased(1)])
+      .when({ type: 'RegisterUser', data: { userId: helga.userId, displayName: 'Helga' } }, now)
+      .then([{ type: 'UserRegistered', data: { userId: helga.userId, displayName: 'Helga' }, occurredAt: now.toISOString() }]);
+    const again = fold([registered(), erased(1), registered()]);
+    assert.deepEqual([again.registered, again.erasedGen, again.tokens.length], [true, 1, 0]);
+    spec.given([registered(), erased(1), registered()]).when(erase(2), now).then([
+      { type: 'UserErased', data: { userId: helga.userId, gen: 2 }, occurredAt: now.toISOString() },
+    ]);
+    assert.throws(() => userDecider.decide(erase(1), again, now), /generation 1 was erased before/);
   });
 });

@@ -1,0 +1,61 @@
+import { Inject, Injectable, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { forbidden, Headers, invalidRequest, Operator, scopeAllows, SubjectScopes, type ApiSubject } from '@mfa/contracts';
+import { counter } from '@mfa/telemetry';
+import { NatsRequestContext } from '../nats/context.js';
+import { Authenticator } from './authenticator.js';
+
+const refusals = counter('mfa_auth_scope_refusals_total', 'Authenticated requests refused, by reason', ['reason']);
+const PUBLIC_PREFIX = 'mfa.v1.';
+
+/**
+ * Authorization of every public request, before validation and before any work: the caller's
+ * key (Authenticator), the scope the subject requires (SubjectScopes), and the tenant named in
+ * the body, which must be the key's own. Event handlers and internal subjects (protected by NATS
+ * permissions, deploy/nats) pass. The principal is left on the request context for the audit trail.
+ */
+@Injectable()
+export class ApiKeyGuard implements CanActivate {
+  constructor(@Inject(Authenticator) private readonly authenticator: Authenticator) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (context.getType() !== 'rpc') return true;
+    const rpc = context.switchToRpc();
+    const ctx = rpc.getContext<unknown>();
+    if (!(ctx instanceof NatsRequestContext)) return true;
+    const required = SubjectScopes[ctx.subject as ApiSubject];
+    if (required === undefined) {
+      if (!ctx.subject.startsWith(PUBLIC_PREFIX)) return true;
+      throw forbidden('this subject is not open to callers');
+    }
+    const principal = await this.authenticator.authenticate(ctx.headers, ctx.receivedAt.getTime());
+    ctx.principal = principal;
+    if (!scopeAllows(principal.scopes, required)) {
+      refusals.inc({ reason: 'scope' });
+      throw forbidden(`this API key lacks the scope "${required}"`);
+    }
+    const tenantId = (rpc.getData<Record<string, unknown>>() ?? {}).tenantId;
+    // A tenantId that is missing or not a string is left to validation (invalid_request).
+    if (principal.tenantId !== undefined && typeof tenantId === 'string' && tenantId !== principal.tenantId) {
+      refusals.inc({ reason: 'tenant' });
+      throw forbidden('this API key is not valid for that tenant');
+    }
+    const operator = ctx.headers?.get(Headers.operator);
+    if (operator) {
+      if (principal.kind !== 'platform') throw forbidden(`only the platform key may name an operator (${Headers.operator})`);
+      ctx.operator = parseOperator(operator);
+    }
+    return true;
+  }
+}
+
+function parseOperator(header: string): Operator {
+  let value: unknown;
+  try {
+    value = JSON.parse(header);
+  } catch {
+    throw invalidRequest(`${Headers.operator}: must be a JSON object {sub, email?, name?}`);
+  }
+  const parsed = Operator.safeParse(value);
+  if (!parsed.success) throw invalidRequest(`${Headers.operator}: must be a JSON object {sub, email?, name?}`);
+  return parsed.data;
+}

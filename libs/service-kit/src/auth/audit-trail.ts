@@ -1,0 +1,55 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { EventSubjects, SubjectScopes, TenantId, type ApiSubject } from '@mfa/contracts';
+import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
+import { counter, type Logger } from '@mfa/telemetry';
+import type { NatsRequestContext } from '../nats/context.js';
+import { LOGGER } from '../tokens.js';
+
+const failures = counter('mfa_audit_write_failures_total', 'Admin actions whose audit event could not be written', ['subject']);
+
+/**
+ * The admin audit trail: every request to a subject of the `admin` scope, answered or refused
+ * after the caller was identified, becomes an AdminActionRecorded event (MFA_AUDIT) naming the
+ * acting client, the operator when the console sent one, the target user and the outcome.
+ * Reporting projects it for reports.audit.query. Written before the reply is sent.
+ */
+@Injectable()
+export class AuditTrail {
+  constructor(
+    @Inject(EventPublisher) private readonly publisher: EventPublisher,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /** Whether requests to `subject` are audited. */
+  covers(subject: string): boolean {
+    return SubjectScopes[subject as ApiSubject] === 'admin';
+  }
+
+  async record(ctx: NatsRequestContext, body: Record<string, unknown> | undefined, outcome: string): Promise<void> {
+    const principal = ctx.principal;
+    // A tenant's key is recorded in its own tenant's trail, also when it named another tenant.
+    const tenant = TenantId.safeParse(principal?.tenantId ?? body?.tenantId);
+    // Without an identified caller or a valid tenant there is nothing to attribute the action to;
+    // such requests were refused and counted (mfa_auth_refusals_total) before any work.
+    if (!principal || !tenant.success) return;
+    const userId = typeof body?.userId === 'string' && body.userId.length <= 256 ? body.userId : undefined;
+    const event = createEvent('AdminActionRecorded', 1, {
+      tenantId: tenant.data,
+      aggregateId: tenant.data,
+      now: ctx.receivedAt,
+      data: {
+        subject: ctx.subject,
+        clientId: principal.clientId,
+        ...(ctx.operator ? { operator: ctx.operator } : {}),
+        ...(userId !== undefined ? { userId } : {}),
+        outcome,
+      },
+    });
+    try {
+      await publishWithRetry(this.publisher, EventSubjects.audit(tenant.data), event, { attempts: 3, delayMs: 100 });
+    } catch (error) {
+      failures.inc({ subject: ctx.subject });
+      this.log.error('audit event not written', { subject: ctx.subject, tenantId: tenant.data, clientId: principal.clientId, error });
+    }
+  }
+}

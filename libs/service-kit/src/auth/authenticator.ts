@@ -1,0 +1,77 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { MsgHdrs } from '@nats-io/nats-core';
+import { forbidden, SCOPES, type Scope } from '@mfa/contracts';
+import { apiKeyMatches, parseApiKey, platformKeyMatcher } from '@mfa/crypto';
+import { counter } from '@mfa/telemetry';
+import { ApiClientDirectory } from './api-client.directory.js';
+import type { AuthConfig } from './auth.config.js';
+import { AUTH_OPTIONS, type AuthOptions } from './auth.options.js';
+
+
+/** Who is calling: an API client of one tenant, the operator's platform key, or nobody (MFA_AUTH=off). */
+export interface Principal {
+  kind: 'client' | 'platform' | 'anonymous';
+  /** The client id; `platform` or `anonymous` for the other kinds. */
+  clientId: string;
+  /** The only tenant the principal may act on; undefined: every tenant. */
+  tenantId: string | undefined;
+  scopes: ReadonlySet<Scope>;
+}
+
+const refusals = counter('mfa_auth_refusals_total', 'Requests refused before any work, by reason', ['reason']);
+const ALL_SCOPES: ReadonlySet<Scope> = new Set(SCOPES);
+const ANONYMOUS: Principal = { kind: 'anonymous', clientId: 'anonymous', tenantId: undefined, scopes: ALL_SCOPES };
+const PLATFORM: Principal = { kind: 'platform', clientId: 'platform', tenantId: undefined, scopes: ALL_SCOPES };
+/** `Bearer <token>`: printable ASCII only, bounded; anything else is refused without a lookup. */
+const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/i;
+
+/** The one message for every bad key: whether a client, tenant or user exists is never told. */
+const invalidKey = (reason: string) => {
+  refusals.inc({ reason });
+  return forbidden('invalid API key');
+};
+
+/**
+ * Turns the `Authorization` header of a request into a principal (docs/api.md, "Callers, keys and
+ * scopes"). No network round trip for a known key: clients are in memory (ApiClientDirectory) and
+ * the keyed hash of the presented secret is compared in constant time.
+ */
+@Injectable()
+export class Authenticator {
+  private readonly isPlatformKey: (presented: string) => boolean;
+
+  constructor(
+    @Inject(AUTH_OPTIONS) private readonly options: AuthOptions,
+    @Inject(ApiClientDirectory) private readonly directory: ApiClientDirectory,
+  ) {
+    const { platformKey } = options.auth;
+    this.isPlatformKey = platformKey ? platformKeyMatcher(options.keyring, platformKey) : () => false;
+  }
+
+  get mode(): AuthConfig['mode'] {
+    return this.options.auth.mode;
+  }
+
+  async authenticate(headers: MsgHdrs | undefined, now: number): Promise<Principal> {
+    const values = headers?.values('Authorization') ?? [];
+    if (values.length === 0) {
+      if (this.options.auth.mode === 'off') return ANONYMOUS;
+      refusals.inc({ reason: 'missing' });
+      throw forbidden('missing API key: send the header "Authorization: Bearer <api key>"');
+    }
+    if (values.length > 1) throw invalidKey('repeated');
+    const match = BEARER.exec(values[0]!);
+    if (!match) throw invalidKey('malformed');
+    const token = match[1]!;
+    const parsed = parseApiKey(token);
+    if (!parsed) {
+      if (this.isPlatformKey(token)) return PLATFORM;
+      throw invalidKey('unknown');
+    }
+    const client = await this.directory.find(parsed.clientId);
+    if (!client || !apiKeyMatches(this.options.keyring, parsed.clientId, parsed.secret, client.keyHash)) throw invalidKey('unknown');
+    if (client.revokedAt !== undefined) throw invalidKey('revoked');
+    this.directory.markUsed(client.clientId, now);
+    return { kind: 'client', clientId: client.clientId, tenantId: client.tenantId, scopes: client.scopeSet };
+  }
+}

@@ -1,0 +1,99 @@
+import { dataKeyGeneration } from '@mfa/crypto';
+import { openPersonalData, personalDataOf, sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
+import type { EventStore } from '../adapters/event-store.js';
+import type { SnapshotStore } from '../adapters/snapshot-store.js';
+import type { Decider } from '../domain/events.js';
+import type { TenantEvent } from '../domain/tenant.js';
+import { userDecider, type UserState } from '../domain/user.js';
+import type { AggregateRef, UserEventCodec } from './user-events.codec.js';
+
+/** Events read past a snapshot before the next command writes a fresh one. */
+export const SNAPSHOT_EVERY = 25;
+/** Shape of the user state in snapshots; bump when UserState changes, and old snapshots are ignored. */
+export const USER_SNAPSHOT_VERSION = 2;
+
+export interface LoadedState<S> {
+  state: S;
+  /** Stream sequence of the aggregate's last event; 0 when it has none. */
+  lastSeq: number;
+  /** Events read and folded by this load: what a snapshot would have saved. */
+  eventsRead: number;
+}
+
+/** What a user snapshot holds: the state without personal data, which is sealed under the user's data key. */
+interface StoredUserState {
+  state: UserState;
+  pii?: string;
+}
+
+/**
+ * Loads aggregates in time independent of their length (security review 6g: a user registered
+ * again 10,000 times, or a tenant configured 10,000 times, must not slow its commands down):
+ * - a tenant's every event carries its complete settings, so its last event is its state (one
+ *   direct get, however often it was configured);
+ * - a user is folded from its latest snapshot (MFA_STATE) plus the events after it (opened by the
+ *   codec); a command that had to read SNAPSHOT_EVERY events or more writes a new snapshot.
+ * A snapshot keeps the user's personal data sealed under the user's data key, like the events:
+ * erasing the key makes every snapshot, on disk or in a backup, as unreadable as the log. A
+ * snapshot whose key is gone (erased) is ignored and the aggregate is read from its start.
+ */
+export class AggregateLoader {
+  constructor(
+    private readonly store: EventStore,
+    private readonly codec: UserEventCodec,
+    private readonly keys: UserDataKeys,
+    private readonly snapshots: SnapshotStore | undefined,
+  ) {}
+
+  async loadTenant<S>(decider: Decider<unknown, S, TenantEvent>, subject: string): Promise<LoadedState<S>> {
+    const loaded = await this.store.loadLast(subject);
+    return { ...fold(decider, decider.initialState(), loaded.events), lastSeq: loaded.lastSeq };
+  }
+
+  async loadUser(ref: AggregateRef): Promise<LoadedState<UserState>> {
+    const snapshot = await this.readSnapshot(ref).catch(() => undefined);
+    const loaded = await this.store.load(ref.subject, snapshot?.seq ?? 0);
+    const events = await this.codec.open(ref, loaded.events);
+    return { ...fold(userDecider, snapshot?.state ?? userDecider.initialState(), events), lastSeq: loaded.lastSeq };
+  }
+
+  /** Writes a snapshot of `state` at `seq` when the load that led to it read many events. Best effort. */
+  async rememberUser(ref: AggregateRef, loaded: LoadedState<UserState>, state: UserState, seq: number): Promise<void> {
+    if (!this.snapshots || loaded.eventsRead < SNAPSHOT_EVERY || seq === 0 || !state.registered) return;
+    try {
+      const key = await this.keys.getOrCreate(ref.tenantId, ref.aggregateId, { minGen: (state.erasedGen ?? 0) + 1 });
+      const { displayName: _d, email: _e, phoneNumber: _p, ...plain } = state.profile;
+      const pii = sealPersonalData(key, this.owner(ref), personalDataOf(state.profile));
+      const stored: StoredUserState = { state: { ...state, profile: plain }, ...(pii ? { pii } : {}) };
+      await this.snapshots.put(ref.subject, USER_SNAPSHOT_VERSION, { seq, state: stored });
+    } catch {
+      // A snapshot only saves reading; the next command tries again.
+    }
+  }
+
+  private async readSnapshot(ref: AggregateRef): Promise<{ seq: number; state: UserState } | undefined> {
+    const snapshot = await this.snapshots?.get<StoredUserState>(ref.subject, USER_SNAPSHOT_VERSION);
+    if (!snapshot) return undefined;
+    const { state, pii } = snapshot.state;
+    if (!pii) return { seq: snapshot.seq, state };
+    const gen = dataKeyGeneration(pii);
+    const key = gen === undefined ? undefined : await this.keys.get(ref.tenantId, ref.aggregateId, gen);
+    if (key === undefined || key === 'erased') return undefined;
+    const personal = personalDataOf(openPersonalData(key, this.owner(ref), pii));
+    return { seq: snapshot.seq, state: { ...state, profile: { ...state.profile, ...personal } } };
+  }
+
+  private owner(ref: AggregateRef) {
+    return { tenantId: ref.tenantId, userId: ref.aggregateId, purpose: 'profile' as const };
+  }
+}
+
+function fold<S, E extends { type: string }>(decider: Decider<unknown, S, E>, initial: S, events: readonly { type: string }[]) {
+  let state = initial;
+  let eventsRead = 0;
+  for (const event of events) {
+    eventsRead++;
+    if (decider.accepts(event)) state = decider.evolve(state, event);
+  }
+  return { state, eventsRead };
+}

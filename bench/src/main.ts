@@ -11,9 +11,10 @@ import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Subjects } from '@mfa/contracts';
-import { hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
+import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { sealPersonalData } from '@mfa/service-kit';
 import { FakeTwilio, repoRoot, startStack } from '@mfa/testing';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
@@ -52,6 +53,12 @@ const platformKey = process.env.BENCH_PLATFORM_API_KEY ?? randomBytes(32).toStri
 const tenantId = `bench-${Date.now().toString(36)}`;
 const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();
 const phoneOf = (i: number) => `+1555${String(i).padStart(7, '0')}`;
+/** What user-settings projects since data keys: the wrapped key and the personal data pre-sealed for challenge events. */
+const seededDataKey = (userId: string, displayName: string, phoneNumber: string | undefined) => {
+  const { dataKey, wrapped } = generateDataKey(keyring, tenantId, userId, 1);
+  const challengePii = sealPersonalData(dataKey, { tenantId, userId, purpose: 'challenge' }, { displayName, ...(phoneNumber ? { phoneNumber } : {}) });
+  return { dataKey: formatWrappedDataKey(1, wrapped), ...(challengePii ? { challengePii } : {}) };
+};
 
 if (scenarios.has('totp') || scenarios.has('sms')) {
   const twilio = await new FakeTwilio().start();
@@ -112,6 +119,9 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
             methods: [kind],
             defaultMethod: kind,
             totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
+            // As user-settings projects every user since data keys: start seals the user's
+            // personal data under it (the key is wrapped here only; nothing in the bench reads it back).
+            ...seededDataKey(`${kind}-${i}@bench.example`, `Bench ${kind} ${i}`, kind === 'sms' ? phoneOf(i) : undefined),
           }),
         );
       }

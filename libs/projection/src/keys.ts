@@ -50,6 +50,8 @@ export const UserFields = {
    * data-keys.ts): auth-challenge unwraps it to seal the personal data of challenge events.
    */
   dataKey: 'dataKey',
+  /** Display name, e-mail and phone sealed under the data key for challenge events, ready to copy. */
+  challengePii: 'challengePii',
 } as const;
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;

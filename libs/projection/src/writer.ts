@@ -17,6 +17,8 @@ export interface UserSnapshot {
   defaultMethod?: string | undefined;
   /** The user's data key, wrapped with the master keyring, as `<gen>:<wrapped>` (see UserFields.dataKey). */
   dataKey?: string | undefined;
+  /** The personal data sealed for challenge events (purpose `challenge`), copied by start as it is. */
+  challengePii?: string | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
   totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; activatedStep: number }>;
 }
@@ -89,6 +91,7 @@ export class UserProjectionWriter {
       [UserFields.methods, snapshot.methods.join(',')],
       [UserFields.defaultMethod, snapshot.defaultMethod],
       [UserFields.dataKey, snapshot.dataKey],
+      [UserFields.challengePii, snapshot.challengePii],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
     const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', present.length];

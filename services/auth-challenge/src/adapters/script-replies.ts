@@ -31,10 +31,11 @@ function profileOf(raw: readonly string[]): Profile {
 /** The user's wrapped data key, when the projection carries one (it does from layout v2 on). */
 const dataKeyOf = (raw: readonly string[]) => {
   const dataKey = text(raw[7]);
-  return dataKey ? { dataKey } : {};
+  const challengePii = text(raw[8]);
+  return { ...(dataKey ? { dataKey } : {}), ...(challengePii ? { challengePii } : {}) };
 };
 
-/** start's reply: {status, method, reason, displayName, email, phoneNumber, language, dataKey} or a refusal. */
+/** start's reply: {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii} or a refusal. */
 export function parseStartVerdict(raw: readonly string[]): StartVerdict {
   switch (raw[0]) {
     case 'pending':

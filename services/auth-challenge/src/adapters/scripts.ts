@@ -15,8 +15,9 @@
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
  * lockout threshold, consecutive failures cap.
- * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey} (the data key
- * still wrapped, '' when the projection has none)
+ * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
+ * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
+ * challenge events, '' when none)
  * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds} | {'locked', retryAfterSeconds}
  * | {'capped'}.
  */
@@ -25,7 +26,7 @@ if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
-local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey')
+local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii')
 local exists = u[1] ~= false
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
@@ -57,7 +58,7 @@ redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', re
   'reason', reason or '', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
 if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
 redis.call('EXPIRE', KEYS[2], ARGV[9])
-return {status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or ''}
+return {status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''}
 `;
 
 // The two verify scripts share their KEYS and first ARGV:

@@ -32,8 +32,8 @@ export interface Profile {
  * projections written before data keys, which user-settings re-projects at its first boot.
  */
 export type StartVerdict =
-  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string }
-  | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string }
+  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
+  | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
@@ -127,7 +127,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
               version: 2,
               data: {
                 ...base,
-                ...sealed(ctx.sealedPersonalData(verdict.profile, verdict.dataKey)),
+                ...sealed(verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)),
                 ...started,
                 ...(verdict.method === 'sms' ? { delivery: delivery() } : {}),
               },
@@ -151,7 +151,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
           ? {
               type: 'ChallengeRegistrationRequired',
               version: 2,
-              data: { ...base, ...sealed(ctx.sealedPersonalData(verdict.profile, verdict.dataKey)), ...required },
+              data: { ...base, ...sealed(verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)), ...required },
             }
           : hasPersonalData(verdict.profile)
             ? { type: 'ChallengeRegistrationRequired', version: 1, data: { ...base, profile: verdict.profile, ...required } }

@@ -61,7 +61,7 @@ export class UserProjector {
       return this.writer.erase(tenantId, userId, lastSeq);
     }
     const key = await this.keys.getOrCreate(tenantId, userId, { minGen: (state.erasedGen ?? 0) + 1 });
-    return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq, formatWrappedDataKey(key.gen, key.wrapped)));
+    return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq, key));
   }
 
   /** EventConsumer handler: tenant events need nothing here; each user touched is rebuilt once. */

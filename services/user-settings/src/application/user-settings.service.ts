@@ -298,7 +298,7 @@ export class UserSettingsService {
     if (outcome.seq === 0) return;
     // The wrapped data key travels with the snapshot: auth-challenge seals challenge events with it.
     const key = await this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 }));
-    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, formatWrappedDataKey(key.gen, key.wrapped));
+    const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, key);
     try {
       await this.options.projection.apply(snapshot);
     } catch (error) {

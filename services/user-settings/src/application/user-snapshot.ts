@@ -1,4 +1,5 @@
-import { open, SealContext, type Keyring } from '@mfa/crypto';
+import { formatWrappedDataKey, open, SealContext, type Keyring } from '@mfa/crypto';
+import { personalDataOf, sealPersonalData, type UserDataKey } from '@mfa/service-kit';
 import type { UserSnapshot } from '@mfa/projection';
 import { activeTokens, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
 
@@ -14,15 +15,19 @@ export function userSnapshot(
   userId: string,
   state: UserState,
   seq: number,
-  /** The user's data key, wrapped, as `<gen>:<wrapped>`. */
-  dataKey: string,
+  /** The user's current data key. */
+  key: UserDataKey,
 ): UserSnapshot {
+  // Sealed here, once per change of the user, rather than at every challenge.start: start copies it
+  // into ChallengeStarted/ChallengeRegistrationRequired (v2) with no cryptography on the hot path.
+  const challengePii = sealPersonalData(key, { tenantId, userId, purpose: 'challenge' }, personalDataOf(state.profile));
   return {
     tenantId,
     userId,
     seq,
     ...state.profile,
-    dataKey,
+    dataKey: formatWrappedDataKey(key.gen, key.wrapped),
+    ...(challengePii ? { challengePii } : {}),
     methods: methodsOf(state),
     defaultMethod: defaultMethodOf(state),
     totpTokens: activeTokens(state).map((t) => ({

@@ -2,6 +2,8 @@
 // Drives challenge+verify pairs at a fixed arrival rate against the real stack (processes, real
 // NATS/Redis/Postgres, SMS through a local fake Twilio) and against the raw floor pipeline, and
 // prints pairs/s, p50/p99/p99.9 per request type, report lag and row accounting.
+// BENCH_NO_DATA_KEYS=1 (diagnosis) seeds users without data keys, as a projection written before
+// them: challenge events then carry no sealed personal data and reporting looks up no keys.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -121,7 +123,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
             totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
             // As user-settings projects every user since data keys: start seals the user's
             // personal data under it (the key is wrapped here only; nothing in the bench reads it back).
-            ...seededDataKey(`${kind}-${i}@bench.example`, `Bench ${kind} ${i}`, kind === 'sms' ? phoneOf(i) : undefined),
+            ...(process.env.BENCH_NO_DATA_KEYS ? {} : seededDataKey(`${kind}-${i}@bench.example`, `Bench ${kind} ${i}`, kind === 'sms' ? phoneOf(i) : undefined)),
           }),
         );
       }

@@ -1,9 +1,21 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { matchTotpStep } from './oath.js';
+import { hotp, hotpCodes, matchTotpStep, OATH_TEST_VECTORS } from './oath.js';
 
 // RFC 6238 appendix B, SHA-1 seed.
 const rfcSecret = Buffer.from('12345678901234567890', 'ascii');
+
+describe('hotpCodes (native HMAC for sign-in)', () => {
+  it('gives the RFC 4226 vectors and the same codes as otplib, 6 and 8 digits, large counters', () => {
+    const secret = Buffer.from(OATH_TEST_VECTORS.secret, 'ascii');
+    assert.deepEqual(hotpCodes(secret, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]), OATH_TEST_VECTORS.hotp);
+    const random = Buffer.from('3132333435363738393031323334353637383930aabbccdd', 'hex');
+    const counters = [0, 1, 59_000_000, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 12345];
+    for (const digits of [6, 8] as const) {
+      assert.deepEqual(hotpCodes(random, counters, digits), counters.map((c) => hotp(random, c, digits)));
+    }
+  });
+});
 
 describe('TOTP code matching', () => {
   it('matches the RFC 6238 test vectors and returns their time step', () => {

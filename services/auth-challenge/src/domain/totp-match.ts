@@ -1,4 +1,4 @@
-import { hotp, sameCode, totpWindow } from '@mfa/crypto';
+import { hotpCodes, sameCode, totpWindow } from '@mfa/crypto';
 
 /** An active TOTP token of the user, its secret unmasked, with the last time step accepted for it. */
 export interface TotpToken {
@@ -27,8 +27,11 @@ export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMi
   let cause: 'mismatch' | 'reused' = 'mismatch';
   for (const token of tokens) {
     if (code.length !== token.digits) continue;
-    for (const step of totpWindow(unixMillis, token.period)) {
-      if (!sameCode(hotp(token.secret, step, token.digits), code)) continue;
+    const steps = totpWindow(unixMillis, token.period);
+    const codes = hotpCodes(token.secret, steps, token.digits);
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i]!;
+      if (!sameCode(codes[i]!, code)) continue;
       if (step > token.lastStep) return { matched: true, tokenId: token.tokenId, step };
       cause = 'reused';
     }

@@ -5,3 +5,4 @@ export * from './consumer.js';
 export * from './client.js';
 export * from './security.js';
 export * from './transient.js';
+export * from './follow.js';

@@ -1,7 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import { EventSubjects, parseEvent, Streams, type Scope } from '@mfa/contracts';
-import type { NatsClients } from '@mfa/messaging';
+import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { LOGGER, NATS } from '../tokens.js';
 import { AUTH_OPTIONS, type AuthOptions } from './auth.options.js';
@@ -127,34 +127,21 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
     return out;
   }
 
-  private async start(timeoutMs = 10_000): Promise<void> {
-    const consumer = await this.nats.js.consumers.get(Streams.userSettings.name, { filter_subjects: EventSubjects.allClients });
-    const info = await consumer.info();
-    let caughtUp: () => void = () => undefined;
-    const ready = new Promise<void>((resolve) => {
-      caughtUp = resolve;
-      if (info.num_pending === 0) resolve();
-    });
-    this.messages = await consumer.consume({
-      callback: (msg) => {
-        try {
-          this.apply(parseEvent(msg.json()), msg.seq);
-        } catch (error) {
-          this.log.error('unreadable API client event skipped', { seq: msg.seq, error });
+  private async start(): Promise<void> {
+    this.messages = await followSubjects(this.nats.js, Streams.userSettings.name, EventSubjects.allClients, (msg) => {
+      try {
+        this.apply(parseEvent(msg.json()), msg.seq);
+      } catch (error) {
+        this.log.error('unreadable API client event skipped', { seq: msg.seq, error });
+      }
+      this.processedSeq = Math.max(this.processedSeq, msg.seq);
+      for (const waiter of this.waiters) {
+        if (waiter.seq <= this.processedSeq) {
+          this.waiters.delete(waiter);
+          waiter.resolve();
         }
-        this.processedSeq = Math.max(this.processedSeq, msg.seq);
-        for (const waiter of this.waiters) {
-          if (waiter.seq <= this.processedSeq) {
-            this.waiters.delete(waiter);
-            waiter.resolve();
-          }
-        }
-        if (msg.info.pending === 0) caughtUp();
-      },
+      }
     });
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([ready, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-    clearTimeout(timer);
   }
 
   private apply(event: ReturnType<typeof parseEvent>, seq: number): void {

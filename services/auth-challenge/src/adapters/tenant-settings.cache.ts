@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
-import type { NatsClients } from '@mfa/messaging';
+import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { LOGGER, NATS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 
@@ -33,15 +33,11 @@ export class TenantSettingsCache {
 
   /** Resolves once the events present at start are folded in (or after `timeoutMs`). */
   async start(timeoutMs = 10_000): Promise<void> {
-    const consumer = await this.nats.js.consumers.get(Streams.userSettings.name, { filter_subjects: EventSubjects.allTenants });
-    const info = await consumer.info();
-    let caughtUp: () => void = () => undefined;
-    const ready = new Promise<void>((resolve) => {
-      caughtUp = resolve;
-      if (info.num_pending === 0) resolve();
-    });
-    this.messages = await consumer.consume({
-      callback: (msg) => {
+    this.messages = await followSubjects(
+      this.nats.js,
+      Streams.userSettings.name,
+      EventSubjects.allTenants,
+      (msg) => {
         try {
           const event = parseEvent(msg.json());
           if (event.type === 'TenantCreated' || event.type === 'TenantSettingsChanged') {
@@ -50,12 +46,9 @@ export class TenantSettingsCache {
         } catch (error) {
           this.log.error('unreadable tenant event skipped by the settings cache', { seq: msg.seq, error });
         }
-        if (msg.info.pending === 0) caughtUp();
       },
-    });
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([ready, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-    clearTimeout(timer);
+      timeoutMs,
+    );
   }
 
   async stop(): Promise<void> {

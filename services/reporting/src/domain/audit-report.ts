@@ -1,6 +1,7 @@
-import { invalidRequest, type AuditItem, type AuditQueryReply } from '@mfa/contracts';
-import { openCursor, sealCursor, type Keyring } from '@mfa/crypto';
+import type { AuditItem, AuditQueryReply } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
 import type { AuditRow } from '../adapters/audit.repository.js';
+import { keysetCursors } from './keyset-cursor.js';
 
 /** A point in the audit order (occurred_at DESC, event_id DESC): rows strictly after it. */
 export interface AuditPosition {
@@ -8,7 +9,6 @@ export interface AuditPosition {
   eventId: string;
 }
 
-const MICROSECOND_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export function toAuditItem(row: AuditRow): AuditItem {
@@ -25,28 +25,14 @@ export function toAuditItem(row: AuditRow): AuditItem {
 /** The query kind audit cursors are bound to (with the tenant): no other report takes them. */
 export const AUDIT_CURSOR_KIND = 'reports.audit';
 
-/**
- * The cursors of one tenant's audit trail: the position of the last row returned, sealed with
- * the keyring (HMAC, see @mfa/crypto cursor.ts). A cursor that this report did not issue for this
- * tenant, or whose content is not a position, is `invalid_request`.
- */
+/** The cursors of one tenant's audit trail (keyset-cursor.ts), positioned by event id. */
 export function auditCursors(keyring: Keyring, tenantId: string) {
-  const scope = { tenantId, kind: AUDIT_CURSOR_KIND };
-  const bad = () => invalidRequest('cursor: not a cursor this report issued');
+  const cursors = keysetCursors(keyring, tenantId, AUDIT_CURSOR_KIND, (id) => UUID.test(id));
   return {
-    encode: (position: AuditPosition): string => sealCursor(keyring, scope, [position.occurredAt, position.eventId]),
+    encode: (position: AuditPosition): string => cursors.encode({ occurredAt: position.occurredAt, id: position.eventId }),
     decode: (cursor: string): AuditPosition => {
-      let value: unknown;
-      try {
-        value = openCursor(keyring, scope, cursor);
-      } catch {
-        throw bad();
-      }
-      if (!Array.isArray(value) || value.length !== 2) throw bad();
-      const [occurredAt, eventId] = value as unknown[];
-      if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt)) throw bad();
-      if (typeof eventId !== 'string' || !UUID.test(eventId)) throw bad();
-      return { occurredAt, eventId };
+      const { occurredAt, id } = cursors.decode(cursor);
+      return { occurredAt, eventId: id };
     },
   };
 }

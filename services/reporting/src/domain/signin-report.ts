@@ -1,11 +1,11 @@
-import { openCursor, sealCursor, type Keyring } from '@mfa/crypto';
+import type { Keyring } from '@mfa/crypto';
 import {
-  invalidRequest,
   ResultDetail,
   type SigninItem,
   type SigninResult,
   type SigninsQueryReply,
 } from '@mfa/contracts';
+import { keysetCursors } from './keyset-cursor.js';
 
 /**
  * The sign-in report as the query returns it: which stored rows are reported, how a row that
@@ -81,39 +81,17 @@ export interface ReportPosition {
   challengeId: string;
 }
 
-const MICROSECOND_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-
-/** Rejects calendar overflow such as 31 February, which Date.parse silently rolls over. */
-function isRealInstant(iso: string): boolean {
-  const ms = Date.parse(iso);
-  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 23) === iso.slice(0, 23);
-}
-
 /** The query kind report cursors are bound to (with the tenant): no other report takes them. */
 export const SIGNIN_CURSOR_KIND = 'reports.signins';
 
-/**
- * The cursors of one tenant's sign-in report: the position of the last row returned, sealed with
- * the keyring (HMAC, see @mfa/crypto cursor.ts). A cursor that this report did not issue for this
- * tenant, or whose content is not a position, is `invalid_request`.
- */
+/** The cursors of one tenant's sign-in report (keyset-cursor.ts), positioned by challenge id. */
 export function signinCursors(keyring: Keyring, tenantId: string) {
-  const scope = { tenantId, kind: SIGNIN_CURSOR_KIND };
-  const bad = () => invalidRequest('cursor: not a cursor this report issued');
+  const cursors = keysetCursors(keyring, tenantId, SIGNIN_CURSOR_KIND, (id) => id.length > 0);
   return {
-    encode: (position: ReportPosition): string => sealCursor(keyring, scope, [position.occurredAt, position.challengeId]),
+    encode: (position: ReportPosition): string => cursors.encode({ occurredAt: position.occurredAt, id: position.challengeId }),
     decode: (cursor: string): ReportPosition => {
-      let value: unknown;
-      try {
-        value = openCursor(keyring, scope, cursor);
-      } catch {
-        throw bad();
-      }
-      if (!Array.isArray(value) || value.length !== 2) throw bad();
-      const [occurredAt, challengeId] = value as unknown[];
-      if (typeof occurredAt !== 'string' || !MICROSECOND_UTC.test(occurredAt) || !isRealInstant(occurredAt)) throw bad();
-      if (typeof challengeId !== 'string' || challengeId.length === 0) throw bad();
-      return { occurredAt, challengeId };
+      const { occurredAt, id } = cursors.decode(cursor);
+      return { occurredAt, challengeId: id };
     },
   };
 }

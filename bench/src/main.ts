@@ -37,7 +37,11 @@ const duration = Number(values.duration);
 const warmup = Number(values.warmup);
 const scenarios = new Set(values.scenarios!.split(','));
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_bench';
+// Each run reports into a database of its own, dropped at the end, so that the report's cost does
+// not depend on how many runs came before (a table grown past shared_buffers costs Postgres more).
+// BENCH_DATABASE_URL names one to use (and keep) instead.
+const ownDatabase = !process.env.BENCH_DATABASE_URL;
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? `postgres://postgres@127.0.0.1:5432/mfa_bench_${Date.now().toString(36)}`;
 const out = (line = '') => process.stdout.write(`${line}\n`);
 
 type Reply = { status?: string; challengeId?: string; error?: { code: string; message: string } };
@@ -223,6 +227,20 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     await db.end();
     await stack.stop();
     await twilio.stop();
+    if (ownDatabase) await dropDatabase(databaseUrl);
+  }
+}
+
+async function dropDatabase(url: string): Promise<void> {
+  const name = decodeURIComponent(new URL(url).pathname.slice(1));
+  const maintenance = new URL(url);
+  maintenance.pathname = '/postgres';
+  const admin = new pg.Client({ connectionString: maintenance.toString() });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+  } finally {
+    await admin.end();
   }
 }
 

@@ -150,6 +150,9 @@ describe('end to end: erasing a user (users.delete, crypto-shredding)', () => {
       return r.items?.[0]?.result === 'success' ? r.items : undefined;
     }, 15_000, 'the report row');
     assert.deepEqual([item!.userId, item!.displayName, item!.email, item!.phoneNumber], [userId, personal.displayName, personal.email, personal.phoneNumber]);
+    // The report opened them when read: the stored row holds them sealed only.
+    const { rows: stored } = await pool.query('SELECT * FROM signins WHERE tenant_id = $1', [tenantId]);
+    assert.ok(stored.length > 0 && stored.every((row) => personalIn(JSON.stringify(row)).length === 0), 'a stored row holds personal data in clear');
     // Before the erasure: the events are sealed, and open with the user's key of generation 1.
     const record = await keyRecord();
     assert.equal(record.gen, 1);

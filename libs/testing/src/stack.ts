@@ -61,7 +61,9 @@ export interface Stack {
 
 async function startOne(name: ServiceName, instance: number, options: StackOptions): Promise<ServiceProcess> {
   const port = options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : await freePort();
-  const child = spawn(process.execPath, ['--enable-source-maps', join(repoRoot, 'services', name, 'dist', 'main.js')], {
+  // STACK_NODE_ARGS: extra Node options for diagnosis, e.g. `--cpu-prof --cpu-prof-dir=prof`.
+  const nodeArgs = (process.env.STACK_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, ['--enable-source-maps', ...nodeArgs, join(repoRoot, 'services', name, 'dist', 'main.js')], {
     cwd: repoRoot,
     env: {
       ...process.env,

@@ -12,6 +12,7 @@ import { AuditController } from './api/audit.controller.js';
 import { AuditReportService } from './application/audit-report.service.js';
 import { ReportEventsController } from './api/report-events.controller.js';
 import { SigninsController } from './api/signins.controller.js';
+import { PersonalDataReader } from './application/personal-data.reader.js';
 import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import { SigninReportService } from './application/signin-report.service.js';
@@ -29,7 +30,8 @@ class PoolLifecycle implements OnApplicationShutdown {
 
 /**
  * reporting: projects challenge, delivery and tenant events into the Postgres sign-in report
- * (erased users by pseudonym) and answers the report query.
+ * (personal data kept sealed, erased users by pseudonym) and answers the report query, opening
+ * the personal data of the rows it returns.
  */
 @Module({})
 export class AppModule {
@@ -59,7 +61,12 @@ export class AppModule {
             new ReportProjection(repo, keys, pseudonymizer(config.keyring), erasures),
           inject: [SigninsRepository, UserDataKeys, ErasuresRepository],
         },
-        { provide: SigninReportService, useFactory: (repo: SigninsRepository) => new SigninReportService(repo), inject: [SigninsRepository] },
+        {
+          provide: SigninReportService,
+          useFactory: (repo: SigninsRepository, keys: UserDataKeys) =>
+            new SigninReportService(repo, new PersonalDataReader(keys, pseudonymizer(config.keyring), (m, f) => log.warn(m, f))),
+          inject: [SigninsRepository, UserDataKeys],
+        },
         { provide: AuditRepository, useFactory: (pool: pg.Pool) => new AuditRepository(pool), inject: [PG_POOL] },
         {
           provide: AuditReportService,

@@ -491,19 +491,53 @@ describe('reporting service (real NATS and Postgres)', () => {
     }
     const erasedAt = (offsetSeconds: number) => at(offsetSeconds).toISOString();
     async function rowsOf(tenantId: string): Promise<Array<Record<string, unknown>>> {
-      const { rows } = await pool.query('SELECT challenge_id, user_id, display_name, email, phone_number, user_gen FROM signins WHERE tenant_id = $1', [tenantId]);
+      const { rows } = await pool.query('SELECT challenge_id, user_id, display_name, email, phone_number, pii, user_gen FROM signins WHERE tenant_id = $1', [tenantId]);
       return rows;
     }
     const noPersonalData = (rows: Array<Record<string, unknown>>) =>
-      rows.every((r) => r.display_name === null && r.email === null && r.phone_number === null);
+      rows.every((r) => r.display_name === null && r.email === null && r.phone_number === null && r.pii === null);
 
-    itWith({ real: ['nats', 'postgres'] }, 'opens the sealed personal data of v2 starts with the user’s data key', async () => {
+    itWith({ real: ['nats', 'postgres'] }, 'stores the personal data of v2 starts sealed, and opens it with the user’s data key when the report is read', async () => {
       const tenantId = await newTenant();
       const userId = uniqueUser();
       const start = challenge({ tenantId, userId, method: 'sms' });
-      await projection.projectChallenges(sequence<ChallengeEvent>([await startedV2(start), approved(start)]));
+      const event = await startedV2(start);
+      await projection.projectChallenges(sequence<ChallengeEvent>([event, approved(start)]));
+      const [stored] = await rowsOf(tenantId);
+      assert.deepEqual([stored?.display_name, stored?.email, stored?.phone_number, stored?.pii, stored?.user_gen], [null, null, null, event.data.pii, 1]);
+      const { rows: clear } = await pool.query('SELECT 1 FROM signins WHERE tenant_id = $1 AND row_to_json(signins)::text ~ $2', [tenantId, 'Helga Nordin|helga.nordin@contoso.com|4155550123']);
+      assert.equal(clear.length, 0, 'nothing personal in clear in the stored row');
       const [item] = (await page({ tenantId })).items;
       assert.deepEqual([item?.userId, item?.displayName, item?.email, item?.phoneNumber], [userId, ...personalValues]);
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'reports a row whose key was destroyed before the erasure reached the report by pseudonym, without personal data', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('shredded');
+      const start = challenge({ tenantId, userId, method: 'sms' });
+      await projection.projectChallenges(sequence<ChallengeEvent>([await startedV2(start), approved(start)]));
+      // users.delete destroyed the key; its UserErased has not been projected yet.
+      await keys.erase(tenantId, userId, 1, at(5));
+      const [item] = (await page({ tenantId })).items;
+      assert.deepEqual([item?.userId, item?.displayName, item?.email, item?.phoneNumber], [pseudonymOf(tenantId, userId), null, null, null]);
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'reports a row whose sealed value does not open without its personal data, and the rest of the page in full', async () => {
+      const tenantId = await newTenant();
+      const [damaged, fine] = [challenge({ tenantId, userId: uniqueUser('damaged'), at: at(0) }), challenge({ tenantId, userId: uniqueUser('fine'), at: at(1) })];
+      const good = await startedV2(fine);
+      // Sealed for another user: it does not open under this user's key (the AAD names the user).
+      const foreign = await startedV2({ ...damaged, userId: fine.userId });
+      const misplaced = parsed({ ...(await startedV2(damaged)), data: { ...(await startedV2(damaged)).data, pii: foreign.data.pii } });
+      await projection.projectChallenges(sequence<ChallengeEvent>([misplaced, approved(damaged), good, approved(fine)]));
+      const items = (await page({ tenantId })).items;
+      assert.deepEqual(
+        items.map((i) => [i.userId, i.displayName]),
+        [
+          [fine.userId, 'Helga Nordin'],
+          [damaged.userId, null],
+        ],
+      );
     });
 
     itWith({ real: ['nats', 'postgres'] }, 'keeps only the pseudonym in the rows of an erased user, also in rows projected afterwards', async () => {
@@ -546,7 +580,9 @@ describe('reporting service (real NATS and Postgres)', () => {
       assert.match(renewed.data.pii!, /^d1\.2\./);
       await projection.projectChallenges(sequence<ChallengeEvent>([renewed]));
       const row = (await rowsOf(tenantId)).find((r) => r.challenge_id === again.challengeId)!;
-      assert.deepEqual([row.user_id, row.display_name, row.user_gen], [userId, 'Helga Nordin', 2]);
+      assert.deepEqual([row.user_id, row.pii, row.user_gen], [userId, renewed.data.pii, 2]);
+      const renewedItem = (await page({ tenantId, userId })).items.find((i) => i.challengeId === again.challengeId);
+      assert.equal(renewedItem?.displayName, 'Helga Nordin');
       // Replaying the old erasure changes nothing of the new user.
       await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
       assert.equal((await rowsOf(tenantId)).find((r) => r.challenge_id === again.challengeId)!.user_id, userId);

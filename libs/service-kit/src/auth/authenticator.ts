@@ -1,9 +1,10 @@
+import { timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { MsgHdrs } from '@nats-io/nats-core';
 import { forbidden, SCOPES, type Scope } from '@mfa/contracts';
 import { apiKeyMatches, parseApiKey, platformKeyMatcher } from '@mfa/crypto';
 import { counter } from '@mfa/telemetry';
-import { ApiClientDirectory } from './api-client.directory.js';
+import { ApiClientDirectory, type ApiClientRecord } from './api-client.directory.js';
 import type { AuthConfig } from './auth.config.js';
 import { AUTH_OPTIONS, type AuthOptions } from './auth.options.js';
 
@@ -34,11 +35,15 @@ const invalidKey = (reason: string) => {
 /**
  * Turns the `Authorization` header of a request into a principal (docs/api.md, "Callers, keys and
  * scopes"). No network round trip for a known key: clients are in memory (ApiClientDirectory) and
- * the keyed hash of the presented secret is compared in constant time.
+ * the keyed hash of the presented secret is compared in constant time. The secret that last
+ * matched a client's hash is kept in memory, so that an IdP's repeated requests are checked with a
+ * constant-time compare against it instead of a new HMAC each.
  */
 @Injectable()
 export class Authenticator {
   private readonly isPlatformKey: (presented: string) => boolean;
+  /** Per client: the secret that last matched, and the hash it matched (the entry holds while the hash is the same). */
+  private readonly verified = new Map<string, { keyHash: Buffer; secret: Buffer }>();
 
   constructor(
     @Inject(AUTH_OPTIONS) private readonly options: AuthOptions,
@@ -69,9 +74,18 @@ export class Authenticator {
       throw invalidKey('unknown');
     }
     const client = await this.directory.find(parsed.clientId);
-    if (!client || !apiKeyMatches(this.options.keyring, parsed.clientId, parsed.secret, client.keyHash)) throw invalidKey('unknown');
+    if (!client || !this.secretMatches(client, parsed.secret)) throw invalidKey('unknown');
     if (client.revokedAt !== undefined) throw invalidKey('revoked');
     this.directory.markUsed(client.clientId, now);
     return { kind: 'client', clientId: client.clientId, tenantId: client.tenantId, scopes: client.scopeSet };
+  }
+
+  private secretMatches(client: ApiClientRecord, secret: string): boolean {
+    const presented = Buffer.from(secret, 'latin1');
+    const last = this.verified.get(client.clientId);
+    if (last && last.keyHash === client.keyHash && last.secret.length === presented.length && timingSafeEqual(last.secret, presented)) return true;
+    if (!apiKeyMatches(this.options.keyring, client.clientId, secret, client.keyHash)) return false;
+    this.verified.set(client.clientId, { keyHash: client.keyHash, secret: presented });
+    return true;
   }
 }

@@ -1,4 +1,4 @@
-import { hotpCodes, sameCode, totpWindow } from '@mfa/crypto';
+import { hotpGenerator, sameCode, totpWindow } from '@mfa/crypto';
 
 /** An active TOTP token of the user, its secret unmasked, with the last time step accepted for it. */
 export interface TotpToken {
@@ -19,8 +19,9 @@ export type TotpMatch =
 /**
  * Which token and time step a presented code belongs to, among the user's tokens, for steps
  * t, t-1 and t+1 around `unixMillis`. A step not newer than the token's last accepted one never
- * matches again. Comparisons take constant time; the search stops at the first fresh match,
- * which tells an observer nothing since a match is answered as approved anyway.
+ * matches again. Comparisons take constant time; the search stops at the first fresh match (so a
+ * code of the current step, the usual case, costs one HMAC), which tells an observer nothing since
+ * a match is answered as approved anyway.
  * The store checks the step again when it records the outcome (another request may have spent it).
  */
 export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMillis: number): TotpMatch {
@@ -28,10 +29,9 @@ export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMi
   for (const token of tokens) {
     if (code.length !== token.digits) continue;
     const steps = totpWindow(unixMillis, token.period);
-    const codes = hotpCodes(token.secret, steps, token.digits);
-    for (let i = 0; i < steps.length; i++) {
-      const step = steps[i]!;
-      if (!sameCode(codes[i]!, code)) continue;
+    const codeAt = hotpGenerator(token.secret, token.digits);
+    for (const step of steps) {
+      if (!sameCode(codeAt(step), code)) continue;
       if (step > token.lastStep) return { matched: true, tokenId: token.tokenId, step };
       cause = 'reused';
     }

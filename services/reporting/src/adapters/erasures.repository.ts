@@ -12,7 +12,7 @@ export interface Erasure {
 
 // Rows of sign-ins at most `gen` (NULL: v1 rows, and rows only outcome events have written so far).
 const PSEUDONYMIZE_SIGNINS = `
-UPDATE signins SET user_id = $2, display_name = NULL, email = NULL, phone_number = NULL
+UPDATE signins SET user_id = $2, display_name = NULL, email = NULL, phone_number = NULL, pii = NULL
  WHERE tenant_id = $1 AND user_id = $3 AND (user_gen IS NULL OR user_gen <= $4)`;
 const PSEUDONYMIZE_AUDIT = `
 UPDATE audit_log SET user_id = $2 WHERE tenant_id = $1 AND user_id = $3 AND occurred_at <= $4`;

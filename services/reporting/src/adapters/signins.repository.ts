@@ -32,6 +32,7 @@ const CONTEXT_COLUMNS = [
   'application',
   'request_id',
   'expires_at',
+  'pii',
   'user_gen',
   'context_seq',
 ] as const;
@@ -56,21 +57,22 @@ const UPSERT_SIGNINS = `
 INSERT INTO signins (
   tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
   auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, user_gen)
+  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen)
 SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
        CASE WHEN e.pseudonym IS NULL THEN i.display_name END,
        CASE WHEN e.pseudonym IS NULL THEN i.email END,
        CASE WHEN e.pseudonym IS NULL THEN i.phone_number END,
        i.device_token, i.auth_method, i.server_name, i.server_ip, i.client_ip, i.application, i.request_id,
        i.expires_at, i.context_seq, i.result, i.result_detail, i.completed_at, i.result_seq, i.failed_attempts,
-       i.last_event_seq, i.user_gen
+       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen
   FROM unnest(
     $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
-    $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[], $23::integer[], $24::text[])
+    $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[], $23::text[], $24::integer[],
+    $25::text[])
     AS i(tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
          auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, user_gen, pseudonym)
+         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym)
   LEFT JOIN erased_users e
     ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
@@ -109,6 +111,8 @@ interface SigninRecord {
   display_name: string | null;
   email: string | null;
   phone_number: string | null;
+  pii: string | null;
+  user_gen: number | null;
   device_token: string | null;
   auth_method: string | null;
   server_name: string | null;
@@ -152,6 +156,7 @@ export class SigninsRepository {
         'resultSeq',
         'failedAttempts',
         'lastEventSeq',
+        'pii',
         'userGen',
         'pseudonym',
       ]),
@@ -196,7 +201,7 @@ export class SigninsRepository {
     const sql = `
       SELECT s.challenge_id, s.occurred_at,
              to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
-             s.user_id, s.display_name, s.email, s.phone_number, s.device_token, s.auth_method,
+             s.user_id, s.display_name, s.email, s.phone_number, s.pii, s.user_gen, s.device_token, s.auth_method,
              s.server_name, s.server_ip, s.client_ip, s.application, s.result, s.result_detail,
              d.status AS delivery_status
         FROM signins s
@@ -213,6 +218,7 @@ export class SigninsRepository {
       displayName: r.display_name,
       email: r.email,
       phoneNumber: r.phone_number,
+      pii: r.pii === null || r.user_gen === null ? null : { sealed: r.pii, gen: r.user_gen },
       deviceToken: r.device_token,
       authMethod: r.auth_method,
       serverName: r.server_name,

@@ -2,10 +2,14 @@ import { notFound, type SigninsQueryReply, type SigninsQueryRequest } from '@mfa
 import type { Keyring } from '@mfa/crypto';
 import type { SigninsRepository } from '../adapters/signins.repository.js';
 import { signinCursors, toPage } from '../domain/signin-report.js';
+import type { PersonalDataReader } from './personal-data.reader.js';
 
-/** `reports.signins.query`: one keyset page of a tenant's sign-in report. */
+/** `reports.signins.query`: one keyset page of a tenant's sign-in report, its personal data opened. */
 export class SigninReportService {
-  constructor(private readonly repository: SigninsRepository) {}
+  constructor(
+    private readonly repository: SigninsRepository,
+    private readonly personalData: Pick<PersonalDataReader, 'open'>,
+  ) {}
 
   /**
    * `now` decides which pending challenges have expired (and are reported as failures); `keyring`
@@ -26,6 +30,6 @@ export class SigninReportService {
       // One more than asked: tells whether a next page may exist without counting.
       limit: request.limit + 1,
     });
-    return toPage(rows, request.limit, cursors);
+    return toPage(await this.personalData.open(request.tenantId, rows), request.limit, cursors);
   }
 }

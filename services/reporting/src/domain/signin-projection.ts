@@ -1,4 +1,5 @@
-import { ResultDetail, type ChallengeEvent, type DispatchEvent, type PersonalData, type SigninResult, type TenantEvent } from '@mfa/contracts';
+import { ResultDetail, type ChallengeEvent, type DispatchEvent, type SigninResult, type TenantEvent } from '@mfa/contracts';
+import { dataKeyGeneration } from '@mfa/crypto';
 import type { SigninDetails } from './signin-report.js';
 
 /**
@@ -17,17 +18,6 @@ export interface Sequenced<E> {
   event: E;
 }
 
-/**
- * What the application read of the sealed personal data (`pii`) of a v2 start event: the fields,
- * or, once the user's data key of that generation is destroyed (the user was erased), the
- * pseudonym that stands for the user in the report from then on.
- */
-export type OpenedPersonalData =
-  | { erased: false; gen: number; data: PersonalData }
-  | { erased: true; gen: number; pseudonym: string };
-/** The opened personal data of a v2 start event, by event id; undefined for events without `pii`. */
-export type PersonalDataOf = (eventId: string) => OpenedPersonalData | undefined;
-
 /** What a batch changes in one report row; the sequences decide which event's values win. */
 export interface SigninPatch extends SigninDetails {
   tenantId: string;
@@ -35,7 +25,13 @@ export interface SigninPatch extends SigninDetails {
   occurredAt: string;
   requestId: string | null;
   expiresAt: string | null;
-  /** Generation of the data key the row's personal data was sealed under (v2 starts); null otherwise. */
+  /**
+   * The personal data of a v2 start as the event carried it: sealed under the user's data key,
+   * opened only when a report is read (so the projection needs no key, the store holds no
+   * personal data in clear, and destroying the key erases it here and in every backup).
+   */
+  pii: string | null;
+  /** Generation of the data key `pii` was sealed under; null otherwise. */
   userGen: number | null;
   /**
    * Sequence of the event that carried the full context; null when this patch only saw outcome
@@ -50,7 +46,7 @@ export interface SigninPatch extends SigninDetails {
   lastEventSeq: number;
 }
 
-type Context = SigninDetails & Pick<SigninPatch, 'occurredAt' | 'requestId' | 'expiresAt' | 'userGen'>;
+type Context = SigninDetails & Pick<SigninPatch, 'occurredAt' | 'requestId' | 'expiresAt' | 'pii' | 'userGen'>;
 type Outcome = Pick<SigninPatch, 'result' | 'resultDetail' | 'completedAt'>;
 
 interface Effect {
@@ -65,28 +61,25 @@ type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'Challeng
 
 /**
  * Who signed in, as a start event tells: v1 carries the profile in clear (and an SMS delivery its
- * number); v2 seals it in `pii`, which the application opened, or found erased.
+ * number); v2 seals it in `pii`, which the row keeps sealed.
  */
-function personOf(event: StartEvent, personalDataOf: PersonalDataOf): Pick<Context, 'userId' | 'displayName' | 'email' | 'phoneNumber' | 'userGen'> {
+function personOf(event: StartEvent): Pick<Context, 'userId' | 'displayName' | 'email' | 'phoneNumber' | 'pii' | 'userGen'> {
   const d = event.data;
   if (event.version === 1) {
     const { profile } = event.data;
     const to = event.type === 'ChallengeStarted' ? event.data.delivery?.to : undefined;
-    return { userId: d.userId, displayName: profile.displayName ?? null, email: profile.email ?? null, phoneNumber: profile.phoneNumber ?? to ?? null, userGen: null };
+    return { userId: d.userId, displayName: profile.displayName ?? null, email: profile.email ?? null, phoneNumber: profile.phoneNumber ?? to ?? null, pii: null, userGen: null };
   }
-  const opened = personalDataOf(event.id);
-  if (!opened) return { userId: d.userId, displayName: null, email: null, phoneNumber: null, userGen: null };
-  if (opened.erased) return { userId: opened.pseudonym, displayName: null, email: null, phoneNumber: null, userGen: opened.gen };
-  const { displayName, email, phoneNumber } = opened.data;
-  return { userId: d.userId, displayName: displayName ?? null, email: email ?? null, phoneNumber: phoneNumber ?? null, userGen: opened.gen };
+  const pii = event.data.pii ?? null;
+  return { userId: d.userId, displayName: null, email: null, phoneNumber: null, pii, userGen: pii === null ? null : (dataKeyGeneration(pii) ?? null) };
 }
 
 /** The sign-in context both kinds of start events carry; the two fields that differ are given. */
-function contextOf(event: StartEvent, personalDataOf: PersonalDataOf, differing: Pick<Context, 'authMethod' | 'expiresAt'>): Context {
+function contextOf(event: StartEvent, differing: Pick<Context, 'authMethod' | 'expiresAt'>): Context {
   const d = event.data;
   return {
     occurredAt: event.occurredAt,
-    ...personOf(event, personalDataOf),
+    ...personOf(event),
     // Push (the only method with a device) is not delivered by this release.
     deviceToken: null,
     serverName: d.server.name,
@@ -99,15 +92,15 @@ function contextOf(event: StartEvent, personalDataOf: PersonalDataOf, differing:
 }
 
 /** What one challenge event says about its report row. */
-function effectOf(event: ChallengeEvent, personalDataOf: PersonalDataOf): Effect {
+function effectOf(event: ChallengeEvent): Effect {
   switch (event.type) {
     case 'ChallengeStarted':
-      return { context: contextOf(event, personalDataOf, { authMethod: event.data.method, expiresAt: event.data.expiresAt }) };
+      return { context: contextOf(event, { authMethod: event.data.method, expiresAt: event.data.expiresAt }) };
     case 'ChallengeRegistrationRequired': {
       const d = event.data;
       const detail = d.reason === 'method_disabled' ? ResultDetail.methodDisabled : ResultDetail.registrationRequired;
       return {
-        context: contextOf(event, personalDataOf, { authMethod: d.method, expiresAt: null }),
+        context: contextOf(event, { authMethod: d.method, expiresAt: null }),
         outcome: failure(detail, event.occurredAt),
       };
     }
@@ -147,6 +140,7 @@ function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
     application: null,
     requestId: null,
     expiresAt: null,
+    pii: null,
     userGen: null,
     contextSeq: null,
     result: null,
@@ -164,9 +158,9 @@ const bySeq = <E>(a: Sequenced<E>, b: Sequenced<E>) => a.seq - b.seq;
 /**
  * Merges a batch of challenge events into one patch per (tenant, challenge), because one upsert
  * statement may touch each row only once. Events are applied in stream order whatever order
- * they arrived in. `personalDataOf` gives what the application opened of v2 start events.
+ * they arrived in.
  */
-export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[], personalDataOf: PersonalDataOf = () => undefined): SigninPatch[] {
+export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[]): SigninPatch[] {
   const patches = new Map<string, SigninPatch>();
   for (const item of [...items].sort(bySeq)) {
     const k = key(item.event.tenantId, item.event.data.challengeId);
@@ -175,7 +169,7 @@ export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[],
       patch = placeholder(item);
       patches.set(k, patch);
     }
-    const effect = effectOf(item.event, personalDataOf);
+    const effect = effectOf(item.event);
     if (effect.context && patch.contextSeq === null) Object.assign(patch, effect.context, { contextSeq: item.seq });
     if (effect.outcome && patch.resultSeq === null) Object.assign(patch, effect.outcome, { resultSeq: item.seq });
     if (effect.failedAttempts !== undefined) patch.failedAttempts = Math.max(patch.failedAttempts, effect.failedAttempts);

@@ -59,6 +59,7 @@ describe('sign-in projection', () => {
       application: data.application,
       requestId: data.requestId,
       expiresAt: data.expiresAt,
+      pii: null,
       userGen: null,
       contextSeq: 100,
       result: null,
@@ -70,32 +71,26 @@ describe('sign-in projection', () => {
     });
   });
 
-  it('given a v2 start, then the row holds the personal data the application opened, and the key generation', () => {
-    const start = challengeStartedV2(signin(), 'd1.3.sealed');
-    const opened = { erased: false as const, gen: 3, data: { displayName: 'Helga Nordin', phoneNumber: '+14155550123' } };
-    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(start), (id) => (id === start.id ? opened : undefined)));
+  it('given a v2 start, then the row keeps its personal data sealed, with the key generation, and nothing in clear', () => {
+    const start = challengeStartedV2(signin(), 'd1.3.iv.ct.tag');
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(start)));
     assert.deepEqual(
-      [patch.userId, patch.displayName, patch.email, patch.phoneNumber, patch.userGen],
-      [helga.userId, 'Helga Nordin', null, '+14155550123', 3],
+      [patch.userId, patch.displayName, patch.email, patch.phoneNumber, patch.pii, patch.userGen],
+      [helga.userId, null, null, null, 'd1.3.iv.ct.tag', 3],
     );
-    // Without what was opened (nothing sealed, or no resolver), no personal data.
-    const bare = only(foldChallengeEvents(seqd<ChallengeEvent>(start)));
-    assert.deepEqual([bare.userId, bare.displayName, bare.phoneNumber, bare.userGen], [helga.userId, null, null, null]);
   });
 
-  it('given a v2 start of a user erased since, then the row keeps the pseudonym and no personal data', () => {
+  it('given a v2 start without personal data, then the row has none, sealed or not', () => {
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStartedV2(signin(), undefined))));
+    assert.deepEqual([patch.userId, patch.displayName, patch.phoneNumber, patch.pii, patch.userGen], [helga.userId, null, null, null, null]);
+  });
+
+  it('given an outcome before its v2 start in a later batch, then the start still brings the sealed value', () => {
     const c = signin();
-    const patch = only(
-      foldChallengeEvents(seqd<ChallengeEvent>(challengeStartedV2(c, 'd1.2.sealed'), challengeApproved(c)), () => ({
-        erased: true,
-        gen: 2,
-        pseudonym: 'erased:abcdefghijklmnop',
-      })),
-    );
-    assert.deepEqual(
-      [patch.userId, patch.displayName, patch.email, patch.phoneNumber, patch.userGen],
-      ['erased:abcdefghijklmnop', null, null, null, 2],
-    );
+    const [first] = foldChallengeEvents([{ seq: 101, event: challengeApproved(c) }]);
+    assert.equal(first?.pii, null);
+    const [second] = foldChallengeEvents([{ seq: 100, event: challengeStartedV2(c, 'd1.1.iv.ct.tag') }]);
+    assert.deepEqual([second?.pii, second?.userGen, second?.contextSeq], ['d1.1.iv.ct.tag', 1, 100]);
   });
 
   it('given start and approval in one batch, then one row, completed with success', () => {

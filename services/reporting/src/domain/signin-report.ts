@@ -28,6 +28,12 @@ export interface SigninRow extends SigninDetails {
   occurredAt: Date;
   /** occurred_at with the store's full (microsecond) precision, for the cursor. */
   position: string;
+  /**
+   * The personal data as the start event sealed it, and the generation of the user's data key it
+   * was sealed under; null for rows written in clear (v1 events) or without personal data. The
+   * application opens it before the row becomes a reply item.
+   */
+  pii: { sealed: string; gen: number } | null;
   /** Null: the challenge never got an outcome event (the store only returns expired ones). */
   result: SigninResult | null;
   resultDetail: string | null;

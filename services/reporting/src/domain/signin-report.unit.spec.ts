@@ -24,6 +24,7 @@ const row = (overrides: Partial<SigninRow> = {}): SigninRow => ({
   challengeId: 'ch-1',
   occurredAt: new Date('2025-06-01T12:00:00.123Z'),
   position: '2025-06-01T12:00:00.123000Z',
+  pii: null,
   ...context,
   result: 'success',
   resultDetail: ResultDetail.success,

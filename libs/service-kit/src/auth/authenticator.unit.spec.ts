@@ -1,0 +1,67 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { headers as natsHeaders } from '@nats-io/nats-core';
+import { ContractError, type Scope } from '@mfa/contracts';
+import { issueApiKey, keyringFromMasterKey } from '@mfa/crypto';
+import type { ApiClientDirectory, ApiClientRecord } from './api-client.directory.js';
+import { Authenticator } from './authenticator.js';
+
+const keyring = keyringFromMasterKey(Buffer.alloc(32, 9));
+
+/** A directory holding the given clients (the real one follows the event log; not what is tested here). */
+function directoryOf(records: ApiClientRecord[]): ApiClientDirectory {
+  const byId = new Map(records.map((r) => [r.clientId, r]));
+  return { find: async (id: string) => byId.get(id), markUsed: () => undefined } as unknown as ApiClientDirectory;
+}
+
+function client(keyHash: string, overrides: Partial<ApiClientRecord> = {}): ApiClientRecord {
+  const scopes: Scope[] = ['challenges'];
+  return { clientId: '', tenantId: 'contoso', name: 'IdP', scopes, scopeSet: new Set(scopes), keyHash: Buffer.from(keyHash, 'base64url'), createdAt: '2026-11-30T00:00:00.000Z', seq: 1, ...overrides };
+}
+
+const bearer = (key: string) => {
+  const h = natsHeaders();
+  h.set('Authorization', `Bearer ${key}`);
+  return h;
+};
+
+const refused = async (promise: Promise<unknown>, message: RegExp) =>
+  assert.rejects(promise, (e: unknown) => e instanceof ContractError && e.code === 'forbidden' && message.test(e.message));
+
+describe('Authenticator', () => {
+  it('accepts a client’s key again and again, and never another secret for the same client after it', async () => {
+    const issued = issueApiKey(keyring);
+    const record = client(issued.keyHash, { clientId: issued.clientId });
+    const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record]));
+    for (let i = 0; i < 3; i++) {
+      const principal = await auth.authenticate(bearer(issued.apiKey), Date.now());
+      assert.deepEqual([principal.kind, principal.clientId, principal.tenantId], ['client', issued.clientId, 'contoso']);
+    }
+    // Same client id, other secrets: one character changed, and a whole other key's secret.
+    const [, , secret] = issued.apiKey.split('.');
+    const flipped = `${secret!.slice(0, -1)}${secret!.endsWith('A') ? 'B' : 'A'}`;
+    await refused(auth.authenticate(bearer(`mfak.${issued.clientId}.${flipped}`), Date.now()), /invalid API key/);
+    const other = issueApiKey(keyring).apiKey.split('.')[2]!;
+    await refused(auth.authenticate(bearer(`mfak.${issued.clientId}.${other}`), Date.now()), /invalid API key/);
+    // And the right one still works.
+    assert.equal((await auth.authenticate(bearer(issued.apiKey), Date.now())).clientId, issued.clientId);
+  });
+
+  it('refuses a key once its client is revoked, though it matched a moment before', async () => {
+    const issued = issueApiKey(keyring);
+    const record = client(issued.keyHash, { clientId: issued.clientId });
+    const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record]));
+    await auth.authenticate(bearer(issued.apiKey), Date.now());
+    record.revokedAt = new Date().toISOString();
+    await refused(auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+  });
+
+  it('checks a key against the client’s current hash: a secret that matched an earlier hash no longer passes', async () => {
+    const issued = issueApiKey(keyring);
+    const record = client(issued.keyHash, { clientId: issued.clientId });
+    const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record]));
+    await auth.authenticate(bearer(issued.apiKey), Date.now());
+    record.keyHash = Buffer.from(issueApiKey(keyring).keyHash, 'base64url');
+    await refused(auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+  });
+});

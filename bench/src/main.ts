@@ -1,4 +1,4 @@
-// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,floor]`
+// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,floor] [--auth off]`
 // Drives challenge+verify pairs at a fixed arrival rate against the real stack (processes, real
 // NATS/Redis/Postgres, SMS through a local fake Twilio) and against the raw floor pipeline, and
 // prints pairs/s, p50/p99/p99.9 per request type, report lag and row accounting.
@@ -29,9 +29,12 @@ const { values } = parseArgs({
     scenarios: { type: 'string', default: 'totp,sms,floor' },
     /** Diagnosis only: run a subset of the services (e.g. without reporting). */
     services: { type: 'string' },
+    /** `off`: MFA_AUTH=off and no Authorization header on the measured requests, to show what the key check costs. */
+    auth: { type: 'string', default: 'on' },
   },
 });
 const rate = Number(values.rate);
+const authOn = values.auth !== 'off';
 const withReporting = !values.services || values.services.split(',').includes('reporting');
 const duration = Number(values.duration);
 const warmup = Number(values.warmup);
@@ -75,10 +78,13 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
   const stack = await startStack({
     ...(values.services ? { services: values.services.split(',') as never } : {}),
     env: {
-      NODE_ENV: 'production',
+      // Production refuses MFA_AUTH=off; nothing else the services do depends on NODE_ENV but the
+      // key and auth checks at boot, so `--auth off` runs as development with the same keys.
+      NODE_ENV: authOn ? 'production' : 'development',
       LOG_LEVEL: 'warn',
       MFA_ENCRYPTION_KEY: masterKey.toString('base64'),
       MFA_PLATFORM_API_KEY: platformKey,
+      MFA_AUTH: authOn ? 'required' : 'off',
       DATABASE_URL: databaseUrl,
       SMS_MAX_SENDS_PER_WINDOW: '1000',
       ...twilio.env(),
@@ -100,7 +106,8 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     if (configured.error) throw new Error(`tenants.configure: ${configured.error.message}`);
     const client = (await ask(Subjects.clientsCreate, { tenantId, name: 'bench IdP', scopes: ['challenges'] })) as Reply & { apiKey?: string };
     if (!client.apiKey) throw new Error(`clients.create: ${client.error?.message}`);
-    auth.set('Authorization', `Bearer ${client.apiKey}`);
+    if (authOn) auth.set('Authorization', `Bearer ${client.apiKey}`);
+    else auth.delete('Authorization');
     for (let i = 0; ; i++) {
       const r = await ask(Subjects.challengeStart, { tenantId, userId: 'nobody-yet' });
       if (r.status === 'registration_required') break;

@@ -23,7 +23,8 @@ interface StartInput {
   now: Date;
   expiresAt: Date;
   maxAttempts: number;
-  codeHash: Buffer;
+  /** Keyed hash of the SMS code; undefined when the request asks for another method. */
+  codeHash: Buffer | undefined;
   ttlSeconds: number;
   smsMaxSends: number;
   smsWindowSeconds: number;
@@ -105,7 +106,7 @@ export class ChallengeStore {
       input.now.getTime(),
       input.expiresAt.getTime(),
       input.maxAttempts,
-      input.codeHash,
+      input.codeHash ?? '',
       input.ttlSeconds,
       input.smsMaxSends,
       input.smsWindowSeconds,

@@ -83,7 +83,9 @@ export class ChallengeService {
     const tag = userTag(this.keyring, req.tenantId, req.userId);
     const nonce = this.codes.challengeNonce();
     const challengeId = formatChallengeId(tag, nonce);
-    const code = this.codes.smsCode();
+    // A code is drawn only if the challenge may become an SMS one: the script never picks another
+    // method than the one requested.
+    const code = req.method === undefined || req.method === 'sms' ? this.codes.smsCode() : undefined;
     const expiresAt = new Date(now.getTime() + settings.codeLifetimeSeconds * 1000);
     const verdict = await this.store.startChallenge({
       tag,
@@ -95,7 +97,7 @@ export class ChallengeService {
       now,
       expiresAt,
       maxAttempts: settings.maxAttempts,
-      codeHash: hashCode(this.keyring, challengeId, code),
+      codeHash: code === undefined ? undefined : hashCode(this.keyring, challengeId, code),
       ttlSeconds: settings.codeLifetimeSeconds + this.config.CHALLENGE_RETENTION_SECONDS,
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
@@ -111,7 +113,10 @@ export class ChallengeService {
       clientIp: req.clientIp,
       application: req.application,
       requestId: req.requestId,
-      sealedSmsCode: () => seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId)),
+      sealedSmsCode: () => {
+        if (code === undefined) throw new Error(`an SMS challenge was started for a ${String(req.method)} request`);
+        return seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId));
+      },
       sealedPersonalData: (profile, dataKey) => this.sealPersonalData(req.tenantId, req.userId, profile, dataKey),
     });
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });

@@ -74,6 +74,11 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
     return [...this.clients.values()].filter((c) => c.tenantId === tenantId).sort((a, b) => a.seq - b.seq);
   }
 
+  /** The client if this instance holds it already (no lookup). */
+  known(clientId: string): ApiClientRecord | undefined {
+    return this.clients.get(clientId);
+  }
+
   /**
    * The client, looking it up in the log when it is not in memory yet (created a moment ago on
    * another instance). Lookups beyond LOOKUPS_PER_SECOND answer undefined without one.

@@ -2,7 +2,7 @@ import { Inject, Injectable, type CanActivate, type ExecutionContext } from '@ne
 import { forbidden, Headers, invalidRequest, Operator, scopeAllows, SubjectScopes, type ApiSubject } from '@mfa/contracts';
 import { counter } from '@mfa/telemetry';
 import { NatsRequestContext } from '../nats/context.js';
-import { Authenticator } from './authenticator.js';
+import { Authenticator, type Principal } from './authenticator.js';
 
 const refusals = counter('mfa_auth_scope_refusals_total', 'Authenticated requests refused, by reason', ['reason']);
 const PUBLIC_PREFIX = 'mfa.v1.';
@@ -17,7 +17,8 @@ const PUBLIC_PREFIX = 'mfa.v1.';
 export class ApiKeyGuard implements CanActivate {
   constructor(@Inject(Authenticator) private readonly authenticator: Authenticator) {}
 
-  async canActivate(context: ExecutionContext): Promise<boolean> {
+  /** Synchronous unless the key's client must first be looked up (Authenticator.authenticate). */
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     if (context.getType() !== 'rpc') return true;
     const rpc = context.switchToRpc();
     const ctx = rpc.getContext<unknown>();
@@ -27,13 +28,19 @@ export class ApiKeyGuard implements CanActivate {
       if (!ctx.subject.startsWith(PUBLIC_PREFIX)) return true;
       throw forbidden('this subject is not open to callers');
     }
-    const principal = await this.authenticator.authenticate(ctx.headers, ctx.receivedAt.getTime());
+    const principal = this.authenticator.authenticate(ctx.headers, ctx.receivedAt.getTime());
+    const tenantId = (rpc.getData<Record<string, unknown>>() ?? {}).tenantId;
+    return principal instanceof Promise
+      ? principal.then((p) => this.authorize(ctx, p, required, tenantId))
+      : this.authorize(ctx, principal, required, tenantId);
+  }
+
+  private authorize(ctx: NatsRequestContext, principal: Principal, required: (typeof SubjectScopes)[ApiSubject], tenantId: unknown): boolean {
     ctx.principal = principal;
     if (!scopeAllows(principal.scopes, required)) {
       refusals.inc({ reason: 'scope' });
       throw forbidden(`this API key lacks the scope "${required}"`);
     }
-    const tenantId = (rpc.getData<Record<string, unknown>>() ?? {}).tenantId;
     // A tenantId that is missing or not a string is left to validation (invalid_request).
     if (principal.tenantId !== undefined && typeof tenantId === 'string' && tenantId !== principal.tenantId) {
       refusals.inc({ reason: 'tenant' });

@@ -9,9 +9,14 @@ import { Authenticator } from './authenticator.js';
 const keyring = keyringFromMasterKey(Buffer.alloc(32, 9));
 
 /** A directory holding the given clients (the real one follows the event log; not what is tested here). */
-function directoryOf(records: ApiClientRecord[]): ApiClientDirectory {
+function directoryOf(records: ApiClientRecord[], options: { heldInMemory?: boolean } = {}): ApiClientDirectory {
   const byId = new Map(records.map((r) => [r.clientId, r]));
-  return { find: async (id: string) => byId.get(id), markUsed: () => undefined } as unknown as ApiClientDirectory;
+  const held = options.heldInMemory ?? true;
+  return {
+    known: (id: string) => (held ? byId.get(id) : undefined),
+    find: async (id: string) => byId.get(id),
+    markUsed: () => undefined,
+  } as unknown as ApiClientDirectory;
 }
 
 function client(keyHash: string, overrides: Partial<ApiClientRecord> = {}): ApiClientRecord {
@@ -25,8 +30,8 @@ const bearer = (key: string) => {
   return h;
 };
 
-const refused = async (promise: Promise<unknown>, message: RegExp) =>
-  assert.rejects(promise, (e: unknown) => e instanceof ContractError && e.code === 'forbidden' && message.test(e.message));
+const refused = async (call: () => unknown, message: RegExp) =>
+  assert.rejects(async () => call(), (e: unknown) => e instanceof ContractError && e.code === 'forbidden' && message.test(e.message));
 
 describe('Authenticator', () => {
   it('accepts a client’s key again and again, and never another secret for the same client after it', async () => {
@@ -40,9 +45,9 @@ describe('Authenticator', () => {
     // Same client id, other secrets: one character changed, and a whole other key's secret.
     const [, , secret] = issued.apiKey.split('.');
     const flipped = `${secret!.slice(0, -1)}${secret!.endsWith('A') ? 'B' : 'A'}`;
-    await refused(auth.authenticate(bearer(`mfak.${issued.clientId}.${flipped}`), Date.now()), /invalid API key/);
+    await refused(() => auth.authenticate(bearer(`mfak.${issued.clientId}.${flipped}`), Date.now()), /invalid API key/);
     const other = issueApiKey(keyring).apiKey.split('.')[2]!;
-    await refused(auth.authenticate(bearer(`mfak.${issued.clientId}.${other}`), Date.now()), /invalid API key/);
+    await refused(() => auth.authenticate(bearer(`mfak.${issued.clientId}.${other}`), Date.now()), /invalid API key/);
     // And the right one still works.
     assert.equal((await auth.authenticate(bearer(issued.apiKey), Date.now())).clientId, issued.clientId);
   });
@@ -53,7 +58,7 @@ describe('Authenticator', () => {
     const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record]));
     await auth.authenticate(bearer(issued.apiKey), Date.now());
     record.revokedAt = new Date().toISOString();
-    await refused(auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+    await refused(() => auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
   });
 
   it('checks a key against the client’s current hash: a secret that matched an earlier hash no longer passes', async () => {
@@ -62,6 +67,18 @@ describe('Authenticator', () => {
     const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record]));
     await auth.authenticate(bearer(issued.apiKey), Date.now());
     record.keyHash = Buffer.from(issueApiKey(keyring).keyHash, 'base64url');
-    await refused(auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+    await refused(() => auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+  });
+
+  it('answers at once for a client held in memory, and after a lookup for one created elsewhere a moment ago', async () => {
+    const issued = issueApiKey(keyring);
+    const record = client(issued.keyHash, { clientId: issued.clientId });
+    const held = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record]));
+    assert.ok(!(held.authenticate(bearer(issued.apiKey), Date.now()) instanceof Promise), 'no promise on the hot path');
+    const looked = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([record], { heldInMemory: false }));
+    const pending = looked.authenticate(bearer(issued.apiKey), Date.now());
+    assert.ok(pending instanceof Promise);
+    assert.equal((await pending).clientId, issued.clientId);
+    await refused(() => looked.authenticate(bearer(`mfak.${issued.clientId}.${'A'.repeat(43)}`), Date.now()), /invalid API key/);
   });
 });

@@ -3,7 +3,7 @@
 // NATS/Redis/Postgres, SMS through a local fake Twilio) and against the raw floor pipeline, and
 // prints pairs/s, p50/p99/p99.9 per request type, report lag and row accounting.
 // BENCH_NO_DATA_KEYS=1 (diagnosis) seeds users without data keys, as a projection written before
-// them: challenge events then carry no sealed personal data and reporting looks up no keys.
+// them: challenge events then carry no sealed personal data.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';

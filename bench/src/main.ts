@@ -111,7 +111,9 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     for (let i = 0; ; i++) {
       const r = await ask(Subjects.challengeStart, { tenantId, userId: 'nobody-yet' });
       if (r.status === 'registration_required') break;
-      if (i > 100) throw new Error(`tenant never became known: ${JSON.stringify(r)}`);
+      // user-settings first rebuilds the Redis projection from the log if Redis lacks it (answers
+      // are \`unavailable\` meanwhile): with a long log that takes a while.
+      if (i > 2_400) throw new Error(`tenant never became known: ${JSON.stringify(r)}`);
       await new Promise((res) => setTimeout(res, 50));
     }
     // Users are seeded straight into the Redis projection with the writer user-settings uses:

@@ -158,7 +158,15 @@ export const ChallengeRegistrationRequired = versions(
 );
 
 const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server });
-export const ChallengeApproved = envelope('ChallengeApproved', 1, Outcome.extend({ tokenId: z.string().optional() }));
+export const ChallengeApproved = envelope(
+  'ChallengeApproved',
+  1,
+  Outcome.extend({
+    tokenId: z.string().optional(),
+    /** TOTP: the RFC 6238 time step accepted, so a Redis rebuild restores the replay guard. */
+    step: z.int().nonnegative().optional(),
+  }),
+);
 export const ChallengeCodeRejected = envelope(
   'ChallengeCodeRejected',
   1,

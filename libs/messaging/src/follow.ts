@@ -1,4 +1,4 @@
-import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 
 /**
  * Follows every message of `filter` in `stream`, from the start and then live, through an ordered
@@ -31,4 +31,40 @@ export async function followSubjects(
   await Promise.race([ready, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
   clearTimeout(timer);
   return messages;
+}
+
+/**
+ * Reads the messages of `filter` that are in `stream` now, through an ordered consumer, and stops:
+ * for one-off passes over the log such as a rebuild. `deliver` chooses where to start (every
+ * message, the last one of each subject, or from a time); `headersOnly` leaves bodies on the
+ * server when the subjects are all that is needed. Resolves with the number of messages read.
+ */
+export async function readOnce(
+  js: JetStreamClient,
+  stream: string,
+  filter: string,
+  deliver: { policy: 'all' } | { policy: 'last_per_subject' } | { policy: 'since'; time: Date },
+  onMessage: (msg: JsMsg) => void | Promise<void>,
+  options: { headersOnly?: boolean } = {},
+): Promise<number> {
+  const consumer = await js.consumers.get(stream, {
+    filter_subjects: filter,
+    ...(deliver.policy === 'all' ? {} : deliver.policy === 'last_per_subject'
+      ? { deliver_policy: DeliverPolicy.LastPerSubject }
+      : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: deliver.time.toISOString() }),
+    ...(options.headersOnly ? { headers_only: true } : {}),
+  });
+  if ((await consumer.info()).num_pending === 0) return 0;
+  let read = 0;
+  const messages = await consumer.consume();
+  try {
+    for await (const msg of messages) {
+      await onMessage(msg);
+      read++;
+      if (msg.info.pending === 0) break;
+    }
+  } finally {
+    messages.stop();
+  }
+  return read;
 }

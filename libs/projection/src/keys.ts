@@ -1,3 +1,5 @@
+import calculateSlot from 'cluster-key-slot';
+
 /**
  * Redis layout. Every key of one user carries the user's hash tag `{tag}` (a keyed hash of
  * tenant and user, see @mfa/crypto userTag), so on Redis Cluster they share a slot and one Lua
@@ -15,6 +17,10 @@
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
  *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
+ *   mfa:{s}:projection     STRING one per hash slot (`s` a short string of that slot): set once the
+ *                          projection of every user of the slot is in this Redis (complete). A user
+ *                          missing while it is missing may exist: auth-challenge answers
+ *                          `unavailable` instead of `registration_required`.
  */
 export const RedisKeys = {
   /**
@@ -31,7 +37,39 @@ export const RedisKeys = {
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
+  /** The completeness marker of the user's hash slot (see the layout above). */
+  slotMarker: (tag: string) => slotMarkerKey(calculateSlot(tag)),
 } as const;
+
+/** Redis Cluster's hash slots. */
+export const HASH_SLOTS = 16_384;
+let slotTags: string[] | undefined;
+
+/**
+ * For each hash slot, the shortest base-36 counter string that hashes to it: the hash tag of the
+ * slot's marker, so that a script of any user of the slot can read it (same slot, as Redis Cluster
+ * requires). Built once, on first use (about 170,000 CRC16 of short strings).
+ */
+function slotTagOf(slot: number): string {
+  if (!slotTags) {
+    const table = new Array<string>(HASH_SLOTS);
+    for (let i = 0, found = 0; found < HASH_SLOTS; i++) {
+      const candidate = i.toString(36);
+      const s = calculateSlot(candidate);
+      if (table[s] === undefined) {
+        table[s] = candidate;
+        found++;
+      }
+    }
+    slotTags = table;
+  }
+  return slotTags[slot]!;
+}
+
+/** The marker key of one hash slot. */
+export function slotMarkerKey(slot: number): string {
+  return `mfa:{${slotTagOf(slot)}}:projection`;
+}
 
 /** Fields of `mfa:{tag}:user`. */
 export const UserFields = {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { maskSecret, projectionUserKey, userTag, type Keyring } from '@mfa/crypto';
-import { RedisKeys, UserFields } from './keys.js';
+import { HASH_SLOTS, RedisKeys, slotMarkerKey, UserFields } from './keys.js';
 import { randomBytes } from 'node:crypto';
 
 /** What auth-challenge needs of a user, as user-settings rebuilt it from the events. */
@@ -63,6 +63,16 @@ redis.call('HSET', KEYS[1], 'seq', ARGV[1])
 return 1
 `;
 
+// KEYS: totpSteps. ARGV: tokenId, step. Keeps the larger of stored and given step.
+const RESTORE_STEP = `
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return 1 end
+return 0
+`;
+
+/** Slot markers written at once: enough to fill pipelines, not so many that Redis stalls. */
+const MARKERS_IN_FLIGHT = 1_024;
+
 /**
  * Writes user snapshots into Redis for auth-challenge. Idempotent and monotonic (a snapshot older
  * than the stored one is ignored), so the synchronous write after a command and the projector
@@ -76,6 +86,35 @@ export class UserProjectionWriter {
   ) {
     redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 3, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 3, lua: ERASE_USER });
+    redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
+  }
+
+  /** Whether this Redis holds the complete user projection (the global marker of the current layout). */
+  async isComplete(): Promise<boolean> {
+    return (await this.redis.exists(RedisKeys.userProjectionMarker)) === 1;
+  }
+
+  /**
+   * Declares the projection complete: every slot's marker, then the global one. Only after a full
+   * rebuild (or on a Redis that never held users): a user missing from a slot with its marker is
+   * then a user that does not exist.
+   */
+  async markComplete(): Promise<void> {
+    for (let slot = 0; slot < HASH_SLOTS; slot += MARKERS_IN_FLIGHT) {
+      const batch: Promise<unknown>[] = [];
+      for (let s = slot; s < Math.min(HASH_SLOTS, slot + MARKERS_IN_FLIGHT); s++) batch.push(this.redis.set(slotMarkerKey(s), '1'));
+      await Promise.all(batch);
+    }
+    await this.redis.set(RedisKeys.userProjectionMarker, new Date().toISOString());
+  }
+
+  /** A TOTP time step accepted for the token (from a ChallengeApproved event): never accepted again. */
+  async restoreTotpStep(tenantId: string, userId: string, tokenId: string, step: number): Promise<boolean> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    const applied = await (
+      this.redis as unknown as { mfaRestoreTotpStep: (...a: Array<string | number>) => Promise<number> }
+    ).mfaRestoreTotpStep(RedisKeys.totpSteps(tag), tokenId, step);
+    return applied === 1;
   }
 
   async apply(snapshot: UserSnapshot): Promise<boolean> {

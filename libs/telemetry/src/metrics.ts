@@ -18,6 +18,10 @@ export function counter<L extends string>(name: string, help: string, labelNames
   return new client.Counter<L>({ name, help, labelNames, registers: [registry] });
 }
 
+export function gauge<L extends string>(name: string, help: string, labelNames: readonly L[] = []) {
+  return new client.Gauge<L>({ name, help, labelNames, registers: [registry] });
+}
+
 export function histogram<L extends string>(
   name: string,
   help: string,

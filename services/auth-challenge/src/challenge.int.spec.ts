@@ -56,6 +56,9 @@ describe('auth-challenge against real NATS and Redis', () => {
     jsm = await jetstreamManager(nc);
     redis = new Redis(testEnv.redisUrl);
     writer = new UserProjectionWriter(redis, keyring);
+    // Users are seeded straight into Redis here, with no user-settings to rebuild the projection:
+    // declare it complete, so a user missing is absent rather than not rebuilt yet.
+    await writer.markComplete();
     await ensureStream(jsm, Streams.userKeys);
   });
 

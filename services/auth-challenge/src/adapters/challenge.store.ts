@@ -83,7 +83,7 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 5, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 6, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 5, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 5, lua: VERIFY_TOTP_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
@@ -99,6 +99,7 @@ export class ChallengeStore {
       RedisKeys.smsSends(input.tag),
       RedisKeys.failures(input.tag),
       RedisKeys.consecutiveFailures(input.tag),
+      RedisKeys.slotMarker(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',

@@ -58,6 +58,8 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':
       return { kind: 'capped' };
+    case 'projection_missing':
+      return { kind: 'projection_missing' };
     default:
       throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
   }

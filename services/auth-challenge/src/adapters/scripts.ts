@@ -11,7 +11,7 @@
 
 /**
  * start. KEYS: user, challenge, sms sends window, user's failed verifications (window),
- * user's consecutive failed verifications.
+ * user's consecutive failed verifications, the completeness marker of the user's slot.
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
  * lockout threshold, consecutive failures cap.
@@ -19,7 +19,8 @@
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none)
  * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds} | {'locked', retryAfterSeconds}
- * | {'capped'}.
+ * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
+ * every user of the slot: lost, flushed or still being rebuilt).
  */
 export const START_SCRIPT = `
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
@@ -28,6 +29,7 @@ if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
 end
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii')
 local exists = u[1] ~= false
+if not exists and redis.call('EXISTS', KEYS[6]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
 local registered, regset, enabled = {}, {}, {}

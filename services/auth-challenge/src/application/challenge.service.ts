@@ -29,7 +29,7 @@ import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
-import { decideStart, decideStatus, decideVerify, subjectOf, type MaskedTotpToken, type PendingEvent } from '../domain/verdicts.js';
+import { decideStart, decideStatus, decideVerify, subjectOf, type MaskedTotpToken, type PendingEvent, type VerifyVerdict } from '../domain/verdicts.js';
 import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
@@ -129,10 +129,15 @@ export class ChallengeService {
     if (!id) throw notFound('unknown challenge');
     const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout };
     const check = await this.store.checkCode({ ...where, codeHash: hashCode(this.keyring, req.challengeId, req.code) });
-    const verdict =
-      check.kind === 'totp_check'
-        ? await this.store.recordTotpCheck({ ...where, match: this.matchTotp(id.tag, check.tokens, req.code, now) })
-        : check;
+    let verdict: VerifyVerdict;
+    if (check.kind === 'totp_check') {
+      const match = this.matchTotp(id.tag, check.tokens, req.code, now);
+      verdict = await this.store.recordTotpCheck({ ...where, match });
+      // The step goes into ChallengeApproved: a rebuild of Redis restores the replay guard from it.
+      if (verdict.kind === 'approved' && match.matched) verdict = { ...verdict, step: match.step };
+    } else {
+      verdict = check;
+    }
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
     if (outcome.event) await this.record(req.tenantId, req.challengeId, now, outcome.event);

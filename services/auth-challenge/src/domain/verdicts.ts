@@ -3,6 +3,7 @@ import {
   ContractError,
   notFound,
   rateLimited,
+  unavailable,
   type ChallengeReason,
   type ChallengeStartReply,
   type ChallengeVerifyReply,
@@ -38,10 +39,12 @@ export type StartVerdict =
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
   | { kind: 'locked'; retryAfterSeconds: number }
-  | { kind: 'capped' };
+  | { kind: 'capped' }
+  /** The user is not in Redis, and Redis does not hold the complete projection of the user's slot: unknown, not absent. */
+  | { kind: 'projection_missing' };
 
 export type VerifyVerdict =
-  | { kind: 'approved'; userId: string; method: Method; tokenId?: string }
+  | { kind: 'approved'; userId: string; method: Method; tokenId?: string; step?: number }
   | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused' }
   | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused' }
   | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
@@ -177,6 +180,10 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       throw lockedOut(verdict.retryAfterSeconds);
     case 'capped':
       throw capped();
+    case 'projection_missing':
+      // Never registration_required for a user who may exist: that would send them to register
+      // a new phone, with only a password behind it.
+      throw unavailable('the user directory is being rebuilt; try again in a few seconds');
   }
 }
 
@@ -210,6 +217,7 @@ export function decideVerify(
     case 'approved': {
       const data: EventOf<'ChallengeApproved'>['data'] = outcomeOf(verdict);
       if (verdict.tokenId) data.tokenId = verdict.tokenId;
+      if (verdict.step !== undefined) data.step = verdict.step;
       return { reply: { challengeId: id, status: 'approved' }, event: { type: 'ChallengeApproved', data } };
     }
     case 'rejected':

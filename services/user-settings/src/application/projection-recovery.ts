@@ -1,32 +1,151 @@
-import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
+import { hostname } from 'node:os';
+import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { Consumers } from '@mfa/contracts';
-import type { NatsClients } from '@mfa/messaging';
-import { RedisKeys } from '@mfa/projection';
+import { EventSubjects, parseEvent, Streams, UnknownEventError } from '@mfa/contracts';
+import { SealError } from '@mfa/crypto';
+import { readOnce, type NatsClients } from '@mfa/messaging';
+import { UserProjectionWriter } from '@mfa/projection';
 import { LOGGER, NATS, REDIS } from '@mfa/service-kit';
-import type { Logger } from '@mfa/telemetry';
+import { counter, gauge, type Logger } from '@mfa/telemetry';
+import { parseUserSubject, UserProjector } from './user-projector.js';
+
+/** How often every instance checks that Redis still holds the complete projection. */
+const CHECK_EVERY_MS = 1_000;
+/** The rebuild lease: one instance rebuilds; if it dies, another takes over once the lease lapses. */
+const LEASE_KEY = 'mfa:projection:rebuild';
+const LEASE_MS = 15_000;
+/** Users rebuilt at once: overlaps their round trips without flooding NATS or Redis. */
+const PARALLEL_USERS = 64;
+/**
+ * How far back accepted TOTP steps are restored. A step is accepted at most one step after its
+ * own (RFC 6238 drift window), so only approvals of the last few minutes can still be replayed;
+ * ten minutes covers 60-second tokens with room to spare.
+ */
+const STEP_HISTORY_MS = 10 * 60_000;
+
+const rebuilds = counter('mfa_projection_rebuilds_total', 'Rebuilds of the Redis user projection from the event log, by outcome', ['outcome']);
+const rebuildUsers = gauge('mfa_projection_rebuild_users', 'Users projected by the last rebuild of the Redis projection');
+const rebuildSeconds = gauge('mfa_projection_rebuild_seconds', 'Duration of the last rebuild of the Redis projection');
 
 /**
- * A Redis without the projection marker has lost the user projection (flushed, replaced, no
- * persistence), or holds one of an older layout (the marker names its version): the projector
- * consumer is recreated from the start of the log so every user is projected again, instead of
- * every user answering registration_required. Only the instance that sets the marker does it.
- * Runs at init: the transport then creates the consumer anew (delivering from the start of the
- * log) before it pulls.
+ * Keeps Redis a rebuildable cache of the event log, while the services run. Every second each
+ * instance checks the projection marker; a Redis without it has lost the projection (restarted
+ * empty, flushed, replaced) or never had it, and one instance (a lease in Redis) rebuilds it:
+ *
+ * 1. the TOTP time steps accepted in the last minutes, from ChallengeApproved events, so that a
+ *    code accepted before the loss is never accepted after it;
+ * 2. every user: the last event of each user subject names the user, whose aggregate is loaded
+ *    and written as a snapshot (UserProjector.rebuild; older snapshots never overwrite newer
+ *    ones, so the live projector consumer and commands can run meanwhile);
+ * 3. the markers: every hash slot's, then the global one.
+ *
+ * Until a slot's marker is back, auth-challenge answers `unavailable` for a user it does not find
+ * there, never `registration_required` (start script, `projection_missing`).
  */
 @Injectable()
-export class ProjectionRecovery implements OnModuleInit {
+export class ProjectionRecovery implements OnApplicationBootstrap, OnApplicationShutdown {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly owner = `${hostname()}:${process.pid}`;
+
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
     @Inject(REDIS) private readonly redis: Redis,
+    @Inject(UserProjectionWriter) private readonly writer: UserProjectionWriter,
+    @Inject(UserProjector) private readonly projector: UserProjector,
     @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
-  async onModuleInit(): Promise<void> {
-    const claimed = await this.redis.set(RedisKeys.userProjectionMarker, new Date().toISOString(), 'NX');
-    if (claimed !== 'OK') return;
-    const { stream, durable } = Consumers.userProjector;
-    const existed = await this.nats.jsm.consumers.delete(stream, durable).catch(() => false);
-    if (existed) this.log.warn('Redis has no current user projection: replaying the user event log into it', { consumer: durable });
+  onApplicationBootstrap(): void {
+    void this.check();
+    this.timer = setInterval(() => void this.check(), CHECK_EVERY_MS);
+    this.timer.unref();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** Starts a rebuild if the projection is missing and no other instance holds the lease. */
+  async check(): Promise<void> {
+    if (this.running) return this.running;
+    try {
+      if (await this.writer.isComplete()) return;
+      if ((await this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS, 'NX')) !== 'OK') return;
+    } catch {
+      return; // Redis unreachable: the next check tries again.
+    }
+    this.running = this.rebuild().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async rebuild(): Promise<void> {
+    const started = Date.now();
+    this.log.warn('Redis does not hold the user projection: rebuilding it from the event log');
+    const renew = setInterval(() => void this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS).catch(() => undefined), LEASE_MS / 3);
+    try {
+      const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS));
+      const users = await this.projectAllUsers();
+      await this.writer.markComplete();
+      const seconds = (Date.now() - started) / 1000;
+      rebuilds.inc({ outcome: 'done' });
+      rebuildUsers.set(users);
+      rebuildSeconds.set(seconds);
+      this.log.warn('user projection rebuilt', { users, totpSteps: steps, seconds, usersPerSecond: Math.round(users / Math.max(seconds, 0.001)) });
+    } catch (error) {
+      rebuilds.inc({ outcome: 'failed' });
+      this.log.error('rebuilding the user projection failed; retrying', { error });
+    } finally {
+      clearInterval(renew);
+      await this.redis.del(LEASE_KEY).catch(() => undefined);
+    }
+  }
+
+  private async restoreTotpSteps(since: Date): Promise<number> {
+    let restored = 0;
+    await readOnce(this.nats.js, Streams.challenges.name, EventSubjects.challengeApproved, { policy: 'since', time: since }, async (msg) => {
+      let event;
+      try {
+        event = parseEvent(msg.json());
+      } catch {
+        return; // Not for this pass: the reporting consumer dead-letters what does not parse.
+      }
+      if (event.type !== 'ChallengeApproved' || event.data.tokenId === undefined || event.data.step === undefined) return;
+      if (await this.writer.restoreTotpStep(event.tenantId, event.data.userId, event.data.tokenId, event.data.step)) restored++;
+    });
+    return restored;
+  }
+
+  private async projectAllUsers(): Promise<number> {
+    const users: Array<{ tenantId: string; userId: string }> = [];
+    await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allUsers, { policy: 'last_per_subject' }, (msg) => {
+      const ids = parseUserSubject(msg.subject);
+      if (ids) users.push(ids);
+    }, { headersOnly: true });
+    let next = 0;
+    let failed: unknown;
+    const worker = async () => {
+      while (next < users.length && failed === undefined) {
+        const { tenantId, userId } = users[next++]!;
+        try {
+          await this.projector.rebuild(tenantId, userId);
+        } catch (error) {
+          // A user whose events can never be read (the live projector dead-letters them the same
+          // way) must not keep every other user out. Anything else (NATS or Redis failing) fails
+          // the rebuild, which starts over: no marker while a user may be missing.
+          if (error instanceof UnknownEventError || error instanceof SealError) {
+            this.log.error('a user cannot be projected: their events do not read', { error });
+          } else {
+            failed = error;
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL_USERS }, worker));
+    if (failed !== undefined) throw failed;
+    return users.length;
   }
 }

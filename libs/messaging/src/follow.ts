@@ -1,4 +1,4 @@
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 
 /**
  * Follows every message of `filter` in `stream`, from the start and then live, through an ordered
@@ -37,7 +37,8 @@ export async function followSubjects(
  * Reads the messages of `filter` that are in `stream` now, through an ordered consumer, and stops:
  * for one-off passes over the log such as a rebuild. `deliver` chooses where to start (every
  * message, the last one of each subject, or from a time); `headersOnly` leaves bodies on the
- * server when the subjects are all that is needed. Resolves with the number of messages read.
+ * server when the subjects are all that is needed. Resolves with the number of messages read; a
+ * stream that does not exist yet holds none.
  */
 export async function readOnce(
   js: JetStreamClient,
@@ -47,14 +48,19 @@ export async function readOnce(
   onMessage: (msg: JsMsg) => void | Promise<void>,
   options: { headersOnly?: boolean } = {},
 ): Promise<number> {
-  const consumer = await js.consumers.get(stream, {
+  const consumer = await js.consumers
+    .get(stream, {
     filter_subjects: filter,
     ...(deliver.policy === 'all' ? {} : deliver.policy === 'last_per_subject'
       ? { deliver_policy: DeliverPolicy.LastPerSubject }
       : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: deliver.time.toISOString() }),
     ...(options.headersOnly ? { headers_only: true } : {}),
-  });
-  if ((await consumer.info()).num_pending === 0) return 0;
+  })
+    .catch((error: unknown) => {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      throw error;
+    });
+  if (!consumer || (await consumer.info()).num_pending === 0) return 0;
   let read = 0;
   const messages = await consumer.consume();
   try {

@@ -1,0 +1,107 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Subjects } from '@mfa/contracts';
+import { base32Decode, totp } from '@mfa/crypto';
+import { connectClient, requestJson } from '@mfa/messaging';
+import {
+  itWith,
+  startNatsServer,
+  startRedisServer,
+  startStack,
+  uniqueTenant,
+  uniqueUser,
+  type NatsServerProcess,
+  type RedisServerProcess,
+  type Stack,
+} from '@mfa/testing';
+
+type Reply = Record<string, unknown> & { status?: string; reason?: string; challengeId?: string; error?: { code: string; message: string } };
+
+/**
+ * Redis is a cache of the event log (issue 7): when it comes back empty, no existing user is sent
+ * to registration, a code accepted before is not accepted after, and sign-ins work again within
+ * seconds, without restarting anything. Its own nats-server and redis-server, so it can flush.
+ */
+describe('Redis lost while the services run', () => {
+  let nats: NatsServerProcess;
+  let redisServer: RedisServerProcess;
+  let stack: Stack;
+  let nc: NatsConnection;
+  let redis: Redis;
+  const tenantId = uniqueTenant('redis-loss');
+  const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000 });
+
+  before(async () => {
+    nats = await startNatsServer();
+    redisServer = await startRedisServer();
+    stack = await startStack({
+      services: ['user-settings', 'auth-challenge'],
+      instances: 2,
+      env: { NODE_ENV: 'test', MFA_AUTH: 'off', NATS_URL: nats.url, REDIS_URL: redisServer.url, LOG_LEVEL: 'warn' },
+      onLine: (service, line) => {
+        if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+      },
+      readyTimeoutMs: 90_000,
+    });
+    nc = await connectClient({ servers: nats.url, name: 'e2e-redis-loss' });
+    redis = new Redis(redisServer.url);
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
+  });
+
+  after(async () => {
+    await nc?.close();
+    redis?.disconnect();
+    await stack?.stop();
+    await redisServer?.stop();
+    await nats?.stop();
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'answers unavailable (never registration_required) until rebuilt, then refuses a code accepted before the loss', async () => {
+    const userId = uniqueUser('app');
+    const stranger = uniqueUser('never-registered');
+    await ask(Subjects.usersRegister, { tenantId, userId, displayName: 'Ingrid' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
+    const secret = base32Decode(String(enrolled.secret));
+    const now = Date.now();
+    assert.deepEqual(await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, now) }), {
+      tokenId: enrolled.tokenId,
+      active: true,
+    });
+    // A sign-in with the next step's code (the activation spent the current one).
+    const code = totp(secret, now + 30_000);
+    const first = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code })).status, 'approved');
+
+    await redis.flushall();
+    const lost = Date.now();
+    const answers: string[] = [];
+    let start: Reply | undefined;
+    for (;;) {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
+      answers.push(reply.status ?? reply.error?.code ?? 'none');
+      if (reply.status === 'pending') {
+        start = reply;
+        break;
+      }
+      assert.equal(reply.error?.code, 'unavailable', `while rebuilding: ${JSON.stringify(reply)}`);
+      assert.ok(Date.now() - lost < 15_000, `not rebuilt within 15 s: ${answers.join(',')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const recoveredMs = Date.now() - lost;
+    assert.ok(!answers.includes('registration_required'), answers.join(','));
+    // The code accepted before the loss, within its time window still: refused as reused.
+    const replay = await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code });
+    assert.deepEqual([replay.status, replay.reason], ['pending', 'invalid_code'], JSON.stringify(replay));
+    // A user who never registered: unknown while the markers are still being written, then absent.
+    for (;;) {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: stranger });
+      if (reply.status === 'registration_required') break;
+      assert.equal(reply.error?.code, 'unavailable', JSON.stringify(reply));
+      assert.ok(Date.now() - lost < 15_000, 'the projection never became complete');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.stdout.write(`# recovered ${recoveredMs} ms after FLUSHALL (${answers.length} starts tried)\n`);
+  });
+});

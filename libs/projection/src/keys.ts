@@ -41,6 +41,16 @@ export const RedisKeys = {
   slotMarker: (tag: string) => slotMarkerKey(calculateSlot(tag)),
 } as const;
 
+/**
+ * Core NATS subject (services only, deploy/nats) on which auth-challenge says that it answered
+ * `unavailable` for a user missing from a slot whose projection is not known complete. Body:
+ * `{"tenantId","userId"}`. user-settings projects that user at once, ahead of the rebuild.
+ */
+export const PROJECTION_MISSING_SUBJECT = 'mfa.int.projection.missing';
+
+/** Set in Redis once a rebuild has restored the accepted TOTP steps: single users may be projected from then on. */
+export const STEPS_RESTORED_KEY = 'mfa:projection:steps-restored';
+
 /** Redis Cluster's hash slots. */
 export const HASH_SLOTS = 16_384;
 let slotTags: string[] | undefined;

@@ -89,6 +89,11 @@ export class UserProjectionWriter {
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
   }
 
+  /** The user's hash tag under this writer's keyring. */
+  tagOf(tenantId: string, userId: string): string {
+    return userTag(this.keyring, tenantId, userId);
+  }
+
   /** Whether this Redis holds the complete user projection (the global marker of the current layout). */
   async isComplete(): Promise<boolean> {
     return (await this.redis.exists(RedisKeys.userProjectionMarker)) === 1;

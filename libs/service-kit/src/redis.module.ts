@@ -16,12 +16,19 @@ interface RedisOptions {
  * write (ioredis: about +35 % throughput), which is what the hot path's one-script-per-request
  * relies on. A command fails after a few reconnect attempts instead of queueing for long: the
  * request answers `unavailable`, a consumer naks and retries.
+ *
+ * A command already written when the connection dropped is never sent again
+ * (`autoResendUnfulfilledCommands: false`): Redis may have run it, and the state-changing scripts
+ * (a verify counting an attempt, a start drawing a challenge) must not run twice for one request.
+ * It fails instead, and the caller answers `unavailable`. Commands not yet written (the offline
+ * queue) are sent once the connection is back.
  */
 function createRedis(options: RedisOptions): Redis {
   const redis = new Redis(options.url, {
     enableAutoPipelining: true,
     connectionName: options.connectionName,
     maxRetriesPerRequest: 2,
+    autoResendUnfulfilledCommands: false,
   });
   let lastLogged = 0;
   redis.on('error', (error: Error) => {
@@ -33,6 +40,14 @@ function createRedis(options: RedisOptions): Redis {
   return redis;
 }
 
+/**
+ * Eviction policies under which Redis may drop keys that have no TTL: the user projection has
+ * none, and a user evicted would look absent. `noeviction` and the `volatile-*` policies (which
+ * evict only keys with a TTL: challenges, counters) are safe.
+ */
+const UNSAFE_EVICTION = /^allkeys-/;
+
+/** Redis answers PING, and its eviction policy cannot drop projected users (docs/operations.md, Redis). */
 @Injectable()
 export class RedisHealth implements HealthCheck {
   readonly name = 'redis';
@@ -40,6 +55,11 @@ export class RedisHealth implements HealthCheck {
   async check(): Promise<void> {
     const answer = await this.redis.ping();
     if (answer !== 'PONG') throw new Error(`unexpected PING answer ${answer}`);
+    // INFO rather than CONFIG GET: managed Redis services often disable CONFIG.
+    const policy = /^maxmemory_policy:(\S+)/m.exec(await this.redis.info('memory'))?.[1];
+    if (policy && UNSAFE_EVICTION.test(policy)) {
+      throw new Error(`maxmemory-policy ${policy} may evict projected users; use noeviction or a volatile-* policy`);
+    }
   }
 }
 

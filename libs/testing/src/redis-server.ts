@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { Redis } from 'ioredis';
+import { connect as tcpConnect } from 'node:net';
 import { freePort } from './stack.js';
 
 export interface RedisServerProcess {
@@ -32,22 +32,30 @@ export async function startRedisServer(port?: number): Promise<RedisServerProces
   };
   const url = `redis://127.0.0.1:${chosen}`;
   const deadline = Date.now() + 10_000;
-  for (;;) {
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => undefined);
-    try {
-      await probe.connect();
-      await probe.ping();
-      break;
-    } catch {
-      if (child.exitCode !== null || Date.now() > deadline) {
-        await stop();
-        throw new Error(`redis-server did not start on ${chosen}: ${output.trim()}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    } finally {
-      probe.disconnect();
+  while (!(await answersPing(chosen))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`redis-server did not start on ${chosen}: ${output.trim()}`);
     }
+    await new Promise((r) => setTimeout(r, 50));
   }
   return { url, port: chosen, pid: child.pid!, stop };
+}
+
+/** PING in Redis's protocol over a plain socket (this entry point loads no Redis client). */
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect(port, '127.0.0.1');
+    let reply = '';
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString();
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+    socket.once('error', () => done(false));
+  });
 }

@@ -1,7 +1,9 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { networkInterfaces } from 'node:os';
 import { Streams } from '@mfa/contracts';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, RedisHealth, RedisModule, AuthModule } from '@mfa/service-kit';
+import type { NatsClients } from '@mfa/messaging';
+import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, RedisHealth, RedisModule, AuthModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
 import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
@@ -9,7 +11,7 @@ import { TenantSettingsCache } from './adapters/tenant-settings.cache.js';
 import { ChallengeController } from './api/challenge.controller.js';
 import { ChallengeService } from './application/challenge.service.js';
 import type { AuthChallengeConfig } from './config.js';
-import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from './tokens.js';
+import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from './tokens.js';
 
 /** The tenant cache is filled before the transport takes the first request, and stopped after the last. */
 @Injectable()
@@ -53,6 +55,13 @@ export class AppModule {
         { provide: CONFIG, useValue: config },
         { provide: SERVER_IDENTITY, useValue: { name: config.INSTANCE_NAME, ip: serverIp() } },
         { provide: CODE_GENERATOR, useClass: CsprngCodeGenerator },
+        {
+          provide: PROJECTION_SIGNAL,
+          // Fire and forget on core NATS: the caller is answered `unavailable` either way.
+          useFactory: (nats: NatsClients) => (tenantId: string, userId: string) =>
+            nats.nc.publish(PROJECTION_MISSING_SUBJECT, JSON.stringify({ tenantId, userId })),
+          inject: [NATS],
+        },
         ChallengeStore,
         TenantSettingsCache,
         TenantCacheLifecycle,

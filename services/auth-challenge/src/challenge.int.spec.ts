@@ -24,6 +24,7 @@ import {
 import { openPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
@@ -202,6 +203,10 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(wantsTotp.reason, 'method_not_registered');
     const status = await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: wantsTotp.challengeId });
     assert.equal(status.status, 'registration_required');
+    // Such a record can never be verified: it lives a minute, not the code lifetime.
+    const id = parseChallengeId(String(r.challengeId))!;
+    const ttl = await redis.ttl(RedisKeys.challenge(id.tag, id.nonce));
+    assert.ok(ttl > 0 && ttl <= REGISTRATION_REQUIRED_TTL_SECONDS, `ttl ${ttl}`);
     const unknown = await ask(Subjects.challengeStart, { tenantId: uniqueTenant('nobody'), userId: stranger });
     assert.equal(unknown.error?.code, 'not_found');
   });

@@ -2,3 +2,5 @@
 export const CONFIG = Symbol('AUTH_CHALLENGE_CONFIG');
 export const SERVER_IDENTITY = Symbol('SERVER_IDENTITY');
 export const CODE_GENERATOR = Symbol('CODE_GENERATOR');
+/** `(tenantId, userId) => void`: tells user-settings that a user was missing from an incomplete projection. */
+export const PROJECTION_SIGNAL = Symbol('PROJECTION_SIGNAL');

@@ -22,6 +22,9 @@
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
  * every user of the slot: lost, flushed or still being rebuilt).
  */
+/** How long a registration_required challenge record stays in Redis (status queries only). */
+export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
+
 export const START_SCRIPT = `
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
@@ -59,7 +62,9 @@ local recorded = method or requested
 redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', recorded, 'status', status,
   'reason', reason or '', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
 if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
-redis.call('EXPIRE', KEYS[2], ARGV[9])
+-- A challenge that can never be verified (registration_required, including every start for an
+-- unknown user id) is kept only for status queries right after it: made-up user ids cost little.
+if method then redis.call('EXPIRE', KEYS[2], ARGV[9]) else redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS}) end
 return {status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''}
 `;
 

@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import {
   notFound,
   unavailable,
@@ -30,7 +30,7 @@ import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
 import { decideStart, decideStatus, decideVerify, subjectOf, type MaskedTotpToken, type PendingEvent, type VerifyVerdict } from '../domain/verdicts.js';
-import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from '../tokens.js';
+import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
@@ -68,6 +68,8 @@ export class ChallengeService {
     @Inject(CONFIG) private readonly config: AuthChallengeConfig,
     @Inject(SERVER_IDENTITY) private readonly server: ServerIdentity,
     @Inject(LOGGER) private readonly log: Logger,
+    /** Asks user-settings to project a user missing from an incomplete projection first. */
+    @Optional() @Inject(PROJECTION_SIGNAL) private readonly projectionMissing?: (tenantId: string, userId: string) => void,
   ) {
     this.keyring = config.keyring;
     this.lockout = {
@@ -104,6 +106,7 @@ export class ChallengeService {
       tenantKnown: this.tenants.has(req.tenantId),
       lockout: this.lockout,
     });
+    if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     const outcome = decideStart(verdict, {
       challengeId,
       userId: req.userId,

@@ -3,8 +3,9 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShut
 import type { Redis } from 'ioredis';
 import { EventSubjects, parseEvent, Streams, UnknownEventError } from '@mfa/contracts';
 import { SealError } from '@mfa/crypto';
+import type { Subscription } from '@nats-io/nats-core';
 import { readOnce, type NatsClients } from '@mfa/messaging';
-import { UserProjectionWriter } from '@mfa/projection';
+import { PROJECTION_MISSING_SUBJECT, RedisKeys, STEPS_RESTORED_KEY, UserProjectionWriter } from '@mfa/projection';
 import { LOGGER, NATS, REDIS } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
 import { parseUserSubject, UserProjector } from './user-projector.js';
@@ -21,7 +22,10 @@ const PARALLEL_USERS = 64;
  * own (RFC 6238 drift window), so only approvals of the last few minutes can still be replayed;
  * ten minutes covers 60-second tokens with room to spare.
  */
-const STEP_HISTORY_MS = 10 * 60_000;
+const STEP_HISTORY_MS = 3 * 60_000;
+/** Users projected on demand at once (signals from auth-challenge); more wait for the rebuild. */
+const ON_DEMAND_IN_FLIGHT = 32;
+const ID_MAX = 256;
 
 const rebuilds = counter('mfa_projection_rebuilds_total', 'Rebuilds of the Redis user projection from the event log, by outcome', ['outcome']);
 const rebuildUsers = gauge('mfa_projection_rebuild_users', 'Users projected by the last rebuild of the Redis projection');
@@ -33,20 +37,27 @@ const rebuildSeconds = gauge('mfa_projection_rebuild_seconds', 'Duration of the 
  * empty, flushed, replaced) or never had it, and one instance (a lease in Redis) rebuilds it:
  *
  * 1. the TOTP time steps accepted in the last minutes, from ChallengeApproved events, so that a
- *    code accepted before the loss is never accepted after it;
+ *    code accepted before the loss is never accepted after it (a code is accepted at most one
+ *    step after its own: two 60-second steps and some margin cover every token);
  * 2. every user: the last event of each user subject names the user, whose aggregate is loaded
  *    and written as a snapshot (UserProjector.rebuild; older snapshots never overwrite newer
  *    ones, so the live projector consumer and commands can run meanwhile);
  * 3. the markers: every hash slot's, then the global one.
  *
  * Until a slot's marker is back, auth-challenge answers `unavailable` for a user it does not find
- * there, never `registration_required` (start script, `projection_missing`).
+ * there, never `registration_required` (start script, `projection_missing`), and says so on
+ * PROJECTION_MISSING_SUBJECT: any instance then projects that user at once (once the steps are
+ * restored), so users signing in are back within a retry or two, however many users the rebuild
+ * still has to go. A signal for a slot whose marker is gone while the global marker stands (one
+ * node of a Redis Cluster came back empty) removes the global marker: the next check rebuilds.
  */
 @Injectable()
 export class ProjectionRecovery implements OnApplicationBootstrap, OnApplicationShutdown {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly owner = `${hostname()}:${process.pid}`;
+  private signals: Subscription | undefined;
+  private readonly onDemand = new Set<string>();
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
@@ -57,12 +68,19 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
   ) {}
 
   onApplicationBootstrap(): void {
+    this.signals = this.nats.nc.subscribe(PROJECTION_MISSING_SUBJECT, {
+      queue: 'user-settings',
+      callback: (error, msg) => {
+        if (!error) void this.projectOnDemand(msg.data);
+      },
+    });
     void this.check();
     this.timer = setInterval(() => void this.check(), CHECK_EVERY_MS);
     this.timer.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.signals?.unsubscribe();
     clearInterval(this.timer);
     await this.running?.catch(() => undefined);
   }
@@ -87,7 +105,9 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     this.log.warn('Redis does not hold the user projection: rebuilding it from the event log');
     const renew = setInterval(() => void this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS).catch(() => undefined), LEASE_MS / 3);
     try {
+      await this.redis.del(STEPS_RESTORED_KEY);
       const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS));
+      await this.redis.set(STEPS_RESTORED_KEY, '1');
       const users = await this.projectAllUsers();
       await this.writer.markComplete();
       const seconds = (Date.now() - started) / 1000;
@@ -101,6 +121,39 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     } finally {
       clearInterval(renew);
       await this.redis.del(LEASE_KEY).catch(() => undefined);
+    }
+  }
+
+  /** One user auth-challenge could not find, projected ahead of the rebuild (see the class comment). */
+  private async projectOnDemand(data: Uint8Array): Promise<void> {
+    let ids: { tenantId?: unknown; userId?: unknown };
+    try {
+      ids = JSON.parse(Buffer.from(data).toString('utf8')) as typeof ids;
+    } catch {
+      return;
+    }
+    const { tenantId, userId } = ids;
+    if (typeof tenantId !== 'string' || typeof userId !== 'string' || !tenantId || !userId || tenantId.length > ID_MAX || userId.length > ID_MAX) return;
+    const id = `${tenantId}\u0000${userId}`;
+    if (this.onDemand.has(id) || this.onDemand.size >= ON_DEMAND_IN_FLIGHT) return;
+    this.onDemand.add(id);
+    try {
+      const [stepsRestored, complete, slotComplete] = await Promise.all([
+        this.redis.exists(STEPS_RESTORED_KEY),
+        this.writer.isComplete(),
+        this.redis.exists(RedisKeys.slotMarker(this.writer.tagOf(tenantId, userId))),
+      ]);
+      if (complete && !slotComplete) {
+        this.log.warn('a hash slot lost its projection while the projection is marked complete: rebuilding');
+        await this.redis.del(RedisKeys.userProjectionMarker);
+        return;
+      }
+      // Before the steps are back, a user projected could replay a code accepted before the loss.
+      if (stepsRestored === 1) await this.projector.rebuild(tenantId, userId);
+    } catch (error) {
+      this.log.warn('projecting a user on demand failed; the rebuild will', { error });
+    } finally {
+      this.onDemand.delete(id);
     }
   }
 

@@ -29,7 +29,7 @@ const settings = defaultTenantSettings();
 const quiet = { error() {}, warn() {}, info() {}, debug() {} };
 const service = new ChallengeService(
   new ChallengeStore(redis),
-  { get: () => settings, has: () => true },
+  { get: () => settings, has: () => true, ready: true, lookup: async () => true },
   { publish: async () => ({ stream: 'stub', seq: 1, duplicate: false }) },
   { smsCode: () => '000000', challengeNonce: () => randomToken(16) },
   config,

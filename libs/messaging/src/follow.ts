@@ -5,7 +5,8 @@ import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerMessa
  * (ephemeral) consumer: for state each instance keeps whole in its own memory (tenant settings, API
  * clients), where a durable consumer would share the messages among instances. Resolves once the
  * messages present at the start have been handed to `onMessage` (or after `timeoutMs`); the
- * returned subscription keeps delivering until closed.
+ * returned subscription keeps delivering until closed. `onCaughtUp` is called once those messages
+ * are in, however long that takes: what a cache that must not answer from partial state waits for.
  */
 export async function followSubjects(
   js: JetStreamClient,
@@ -13,13 +14,21 @@ export async function followSubjects(
   filter: string,
   onMessage: (msg: JsMsg) => void,
   timeoutMs = 10_000,
+  onCaughtUp: () => void = () => undefined,
 ): Promise<ConsumerMessages> {
   const consumer = await js.consumers.get(stream, { filter_subjects: filter });
   const info = await consumer.info();
   let caughtUp: () => void = () => undefined;
+  let told = false;
   const ready = new Promise<void>((resolve) => {
-    caughtUp = resolve;
-    if (info.num_pending === 0) resolve();
+    caughtUp = () => {
+      resolve();
+      if (!told) {
+        told = true;
+        onCaughtUp();
+      }
+    };
+    if (info.num_pending === 0) caughtUp();
   });
   const messages = await consumer.consume({
     callback: (msg) => {

@@ -81,6 +81,10 @@ export class ChallengeService {
   }
 
   async start(req: ChallengeStartRequest, now: Date): Promise<ChallengeStartReply> {
+    // Never the defaults in place of a tenant's own settings: not before they are all loaded, and a
+    // tenant not in memory yet (created a moment ago elsewhere) is read from the log first.
+    if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
+    if (!this.tenants.has(req.tenantId)) await this.tenants.lookup(req.tenantId);
     const settings = this.tenants.get(req.tenantId);
     const tag = userTag(this.keyring, req.tenantId, req.userId);
     const nonce = this.codes.challengeNonce();

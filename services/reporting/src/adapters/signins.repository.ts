@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ContractError, invalidRequest, unavailable, type SigninResult } from '@mfa/contracts';
+import { isTransientDependencyError } from '@mfa/messaging';
 import type { DeliveryPatch, SigninPatch, TenantPatch } from '../domain/signin-projection.js';
 import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
 
@@ -250,15 +251,7 @@ function toContractError(error: unknown): unknown {
   const code = String((error as { code?: unknown })?.code ?? '');
   // Class 22 (data exception): e.g. a date Postgres cannot represent, such as year 0000.
   if (code.startsWith('22')) return invalidRequest('a value is out of the range the report can search', error);
-  // Connection failures, server shutting down, pool exhausted: try again later.
-  if (
-    code.startsWith('08') ||
-    code.startsWith('57P') ||
-    code === '53300' ||
-    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code) ||
-    /timeout exceeded when trying to connect|Connection terminated/i.test(String((error as Error)?.message))
-  ) {
-    return unavailable('the report store is unavailable', error);
-  }
+  // Connection failures, server shutting down, pool exhausted: the one classifier every service uses.
+  if (isTransientDependencyError(error)) return unavailable('the report store is unavailable', error);
   return error;
 }

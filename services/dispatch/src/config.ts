@@ -1,3 +1,4 @@
+import { Consumers } from '@mfa/contracts';
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
@@ -15,7 +16,9 @@ export const DispatchEnv = BaseConfig.extend({
   TWILIO_ACCOUNT_SID: optionalText,
   TWILIO_AUTH_TOKEN: optionalText,
   TWILIO_FROM_NUMBER: optionalText,
-  TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  // Total time of one provider call; at most half the dispatch-sms ack wait (60 s), so that a call
+  // always ends while JetStream still holds the message for this instance.
+  TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchSms.ackWaitSeconds * 500).default(10_000),
   /** Attempts per provider on transient errors before failing over to the next one. */
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),

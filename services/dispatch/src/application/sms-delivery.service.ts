@@ -104,8 +104,10 @@ export class SmsDeliveryService {
         break;
       }
       to = recipient;
-      // A retry restarts the ack-wait clock; the first attempt starts well within it.
-      if (failures.length > 0) msg.working();
+      // Every attempt, the first too, restarts the ack-wait clock: the provider's total timeout
+      // (TWILIO_TIMEOUT_MS, at most half the ack wait) then always ends before JetStream could
+      // hand the message to another instance, which would send a second SMS.
+      msg.working();
 
       const provider = this.byName.get(step.provider)!;
       const started = process.hrtime.bigint();

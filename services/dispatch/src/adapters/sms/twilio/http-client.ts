@@ -15,6 +15,12 @@ class HttpTimeoutError extends Error {
   override name = 'TimeoutError';
 }
 
+/**
+ * POSTs a form and reads the answer, all within `timeoutMs` in total: connecting, sending, waiting
+ * and reading (a socket idle timeout alone would let a provider that trickles bytes hold the
+ * message past the consumer's ack wait, and JetStream would hand it to another instance to send
+ * again).
+ */
 export function postForm(
   url: URL,
   headers: Record<string, string>,
@@ -26,7 +32,7 @@ export function postForm(
   return new Promise((resolve, reject) => {
     const req = transport.request(
       url,
-      { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) }, timeout: timeoutMs },
+      { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -36,12 +42,18 @@ export function postForm(
           if (size > 1_000_000) req.destroy(new Error('response larger than 1 MB'));
           else chunks.push(chunk);
         });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => {
+          clearTimeout(deadline);
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+        });
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new HttpTimeoutError(`no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
+    const deadline = setTimeout(() => req.destroy(new HttpTimeoutError(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (error) => {
+      clearTimeout(deadline);
+      reject(error);
+    });
     req.end(body);
   });
 }

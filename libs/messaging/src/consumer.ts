@@ -37,6 +37,11 @@ interface ConsumerOptions {
   /** Upper bound of the nak back-off. */
   maxBackoffMs?: number;
   /**
+   * Creates the durable consumer again (the transport's ensureConsumer): called when the server
+   * says it is gone (deleted by hand, or lost with a JetStream store), so consuming resumes.
+   */
+  recreate?: () => Promise<void>;
+  /**
    * How long a partial batch may wait for more messages (projections: fewer, larger
    * transactions under load, for a bounded added lag). 0 hands over whatever has arrived.
    */
@@ -44,6 +49,16 @@ interface ConsumerOptions {
 }
 
 const consumed = counter('mfa_events_consumed_total', 'Events consumed, by consumer and outcome', ['consumer', 'outcome']);
+const recreated = counter('mfa_consumers_recreated_total', 'Durable consumers found gone and created again, by consumer', ['consumer']);
+
+/**
+ * Durable consumers of this process that should be consuming and are not (the server lost or
+ * deleted them, and creating them again has not succeeded yet). Every service's NATS health check
+ * answers 503 while it is not empty.
+ */
+export const stalledConsumers = new Set<string>();
+/** How long to wait before trying again to create a consumer that could not be created. */
+const RECREATE_RETRY_MS = 1_000;
 
 /**
  * A durable pull consumer with explicit acks. Messages are handed over in batches (what arrived
@@ -79,7 +94,7 @@ export class EventConsumer {
   async start(): Promise<void> {
     const { js, definition } = this.options;
     const consumer = await js.consumers.get(definition.stream, definition.durable);
-    this.messages = await consumer.consume({
+    const messages = await consumer.consume({
       max_messages: Math.max(64, this.batchSize * this.concurrency * 2),
       // Short pull expiry: missed heartbeats are noticed within seconds, so a consumer that was
       // deleted and recreated (e.g. to replay a projection) is picked up again quickly.
@@ -94,6 +109,33 @@ export class EventConsumer {
         this.pump();
       },
     });
+    this.messages = messages;
+    stalledConsumers.delete(this.name);
+    void this.watch(messages);
+  }
+
+  /** Notices the server saying the consumer is gone: creates it again and consumes anew. */
+  private async watch(messages: ConsumerMessages): Promise<void> {
+    for await (const status of messages.status()) {
+      if (this.stopped || this.messages !== messages) return;
+      if (status.type !== 'consumer_deleted' && status.type !== 'consumer_not_found') continue;
+      stalledConsumers.add(this.name);
+      this.options.log.error('durable consumer gone: creating it again', { consumer: this.name, status: status.type });
+      await messages.close().catch(() => undefined);
+      while (!this.stopped) {
+        try {
+          await this.options.recreate?.();
+          await this.start();
+          recreated.inc({ consumer: this.name });
+          this.options.log.warn('durable consumer created again and consuming', { consumer: this.name });
+          return;
+        } catch (error) {
+          this.options.log.warn('durable consumer could not be created again yet', { consumer: this.name, error });
+          await new Promise((r) => setTimeout(r, RECREATE_RETRY_MS));
+        }
+      }
+      return;
+    }
   }
 
   private pump(flush = false): void {
@@ -231,6 +273,7 @@ export class EventConsumer {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    stalledConsumers.delete(this.name);
     clearTimeout(this.waitTimer);
     await this.messages?.close().catch(() => undefined);
     for (const msg of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);

@@ -13,6 +13,7 @@ import {
   EventPublisher,
   PoisonMessageError,
   readAggregate,
+  stalledConsumers,
   type Delivery,
   type NatsClients,
 } from './index.js';
@@ -158,6 +159,32 @@ describe('messaging against a real nats-server', () => {
     await assert.rejects(nats.nc.request(subject, '', { timeout: 200 }), (e: Error) => /timeout/i.test(`${e.name} ${e.message}`));
     await assert.rejects(nats.nc.request(`testreq.${run}.nobody`, 'x', { timeout: 2_000 }), (e: Error) => /no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message}`));
     sub.unsubscribe();
+  });
+
+  itWith({ real: ['nats'] }, 'creates a durable consumer again when the server deletes it, and consumes on', async () => {
+    const gone: ConsumerDefinition = { ...consumer, durable: `test-gone-${run}`, filterSubject: `test.${run}.gone` };
+    await ensureConsumer(nats.jsm, gone, 100);
+    const handled: string[] = [];
+    const worker = new EventConsumer({
+      js: nats.js,
+      definition: gone,
+      log,
+      recreate: () => ensureConsumer(nats.jsm, gone, 100),
+      handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)),
+    });
+    await worker.start();
+    try {
+      await publisher.publish(`test.${run}.gone`, tenantEvent('before'));
+      await eventually(async () => (handled.includes('before') ? true : undefined), 5_000, 'consumed before the deletion');
+      await nats.jsm.consumers.delete(gone.stream, gone.durable);
+      await eventually(async () => ((await nats.jsm.consumers.info(gone.stream, gone.durable).catch(() => null)) ? true : undefined), 15_000, 'the consumer created again');
+      await publisher.publish(`test.${run}.gone`, tenantEvent('after'));
+      await eventually(async () => (handled.includes('after') ? true : undefined), 15_000, 'consumed after the re-creation');
+      assert.ok(!stalledConsumers.has(gone.durable));
+    } finally {
+      await worker.stop();
+      await nats.jsm.consumers.delete(gone.stream, gone.durable).catch(() => undefined);
+    }
   });
 
   itWith({ real: ['nats'] }, 'stop() finishes the batch in flight and hands buffered messages straight back (nak), starting nothing new', async () => {

@@ -1,6 +1,6 @@
 import { Global, Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { StreamDefinition } from '@mfa/contracts';
-import { connectNats, ensureStreams, EventPublisher, natsSecurityFromEnv, type NatsClients } from '@mfa/messaging';
+import { connectNats, ensureStreams, EventPublisher, natsSecurityFromEnv, stalledConsumers, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import type { NatsConfig } from './config.js';
 import type { HealthCheck } from './health.js';
@@ -52,6 +52,7 @@ export class NatsHealth implements HealthCheck {
     if (this.nats.nc.isClosed()) throw new Error('connection closed');
     await this.nats.nc.flush();
     await this.nats.jsm.getAccountInfo();
+    if (stalledConsumers.size > 0) throw new Error(`not consuming: ${[...stalledConsumers].join(', ')} (being created again)`);
   }
 }
 

@@ -168,6 +168,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       js: this.options.nats.js,
       definition: extras.consumer,
       log: this.options.log,
+      recreate: () => ensureConsumer(this.options.nats.jsm, extras.consumer!, extras.maxAckPending),
       ...(extras.batchSize !== undefined ? { batchSize: extras.batchSize } : {}),
       ...(extras.concurrency !== undefined ? { concurrency: extras.concurrency } : {}),
       ...(extras.maxWaitMs !== undefined ? { maxWaitMs: extras.maxWaitMs } : {}),

@@ -21,3 +21,4 @@ export * from './auth/auth.module.js';
 export * from './auth/auth.options.js';
 export * from './privacy/user-data-keys.js';
 export * from './privacy/personal-data.js';
+export * from './lookup-budget.js';

@@ -13,9 +13,7 @@ import {
   loadKeyring,
   maskSecret,
   OATH_TEST_VECTORS,
-  open,
   parseWrappedDataKey,
-  SealContext,
   projectionUserKey,
   totpStep,
   unwrapDataKey,
@@ -28,6 +26,7 @@ import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
+import { smsCodeFromLog } from './sms-code.spec-support.js';
 import { loadAuthChallengeConfig } from './config.js';
 import { ChallengeStore, type LockoutPolicy } from './adapters/challenge.store.js';
 
@@ -87,14 +86,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     });
   }
 
-  async function smsCodeOf(challengeId: string): Promise<string> {
-    return eventually(async () => {
-      const msg = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested });
-      const event = msg?.json<{ tenantId: string; data: { challengeId: string; delivery: { sealedCode: string } } }>();
-      if (event?.data.challengeId !== challengeId) return undefined;
-      return open(keyring, event.data.delivery.sealedCode, SealContext.smsCode(event.tenantId, challengeId)).toString('utf8');
-    }, 5000, 'the SMS request event');
-  }
+  const smsCodeOf = (challengeId: string) => smsCodeFromLog(jsm, keyring, challengeId);
 
   itWith({ real: ['nats', 'redis'] }, 'SMS: a wrong code answers pending/invalid_code, the right one approves, a second verify is a conflict', async () => {
     const user = uniqueUser();

@@ -4,12 +4,13 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { EventSubjects, Streams, Subjects } from '@mfa/contracts';
-import { hotp, loadKeyring, open, SealContext, totpStep, userTag } from '@mfa/crypto';
+import { Subjects } from '@mfa/contracts';
+import { hotp, loadKeyring, totpStep, userTag } from '@mfa/crypto';
 import { requestJson } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { eventually, itWith, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { boot } from './boot.js';
+import { smsCodeFromLog } from './sms-code.spec-support.js';
 import { loadAuthChallengeConfig } from './config.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -56,14 +57,7 @@ describe('auth-challenge: the cap on consecutive wrong codes (MFA_MAX_CONSECUTIV
     return userTag(keyring, tenant, userId);
   }
 
-  async function smsCodeOf(challengeId: string): Promise<string> {
-    return eventually(async () => {
-      const msg = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested });
-      const event = msg?.json<{ tenantId: string; data: { challengeId: string; delivery: { sealedCode: string } } }>();
-      if (event?.data.challengeId !== challengeId) return undefined;
-      return open(keyring, event.data.delivery.sealedCode, SealContext.smsCode(event.tenantId, challengeId)).toString('utf8');
-    }, 5000, 'the SMS request event');
-  }
+  const smsCodeOf = (challengeId: string) => smsCodeFromLog(jsm, keyring, challengeId);
 
   const wrongFor = (code: string) => String((Number(code) + 500_000) % 1_000_000).padStart(6, '0');
   const verify = (challengeId: unknown, code: string) => ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });

@@ -3,6 +3,7 @@ import type { ConsumerMessages } from '@nats-io/jetstream';
 import { EventSubjects, parseEvent, Streams, type Scope } from '@mfa/contracts';
 import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
+import { LookupBudget } from '../lookup-budget.js';
 import { LOGGER, NATS } from '../tokens.js';
 import { AUTH_OPTIONS, type AuthOptions } from './auth.options.js';
 
@@ -45,7 +46,7 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
   private readonly waiters = new Set<{ seq: number; resolve: () => void }>();
   private readonly used = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | undefined;
-  private lookupWindow = { second: 0, count: 0 };
+  private readonly lookupBudget = new LookupBudget(LOOKUPS_PER_SECOND);
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
@@ -86,9 +87,7 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
   async find(clientId: string): Promise<ApiClientRecord | undefined> {
     const known = this.clients.get(clientId);
     if (known) return known;
-    const second = Math.floor(Date.now() / 1000);
-    if (this.lookupWindow.second !== second) this.lookupWindow = { second, count: 0 };
-    if (++this.lookupWindow.count > LOOKUPS_PER_SECOND) {
+    if (!this.lookupBudget.take()) {
       lookups.inc({ outcome: 'over_budget' });
       return undefined;
     }

@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type AnyEvent, type TenantSettings } from '@mfa/contracts';
 import { followSubjects, type NatsClients } from '@mfa/messaging';
-import { LOGGER, NATS } from '@mfa/service-kit';
+import { LookupBudget, LOGGER, NATS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 
 /** Lookups of tenants not in memory per second (a flood of made-up tenant ids costs at most this many gets). */
@@ -25,7 +25,7 @@ export class TenantSettingsCache {
   private messages: ConsumerMessages | undefined;
   private readonly defaults = defaultTenantSettings();
   private caughtUp = false;
-  private lookupWindow = { second: 0, count: 0 };
+  private readonly lookupBudget = new LookupBudget(LOOKUPS_PER_SECOND);
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
@@ -48,9 +48,7 @@ export class TenantSettingsCache {
   /** Reads a tenant not in memory from the log (its last event holds its settings); whether it exists. */
   async lookup(tenantId: string): Promise<boolean> {
     if (this.settings.has(tenantId)) return true;
-    const second = Math.floor(Date.now() / 1000);
-    if (this.lookupWindow.second !== second) this.lookupWindow = { second, count: 0 };
-    if (++this.lookupWindow.count > LOOKUPS_PER_SECOND) return false;
+    if (!this.lookupBudget.take()) return false;
     const last = await this.nats.jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) }).catch(() => null);
     // The consumer may have delivered a newer event meanwhile: it wins.
     if (last && !this.settings.has(tenantId)) this.fold(() => parseEvent(last.json()), last.seq);

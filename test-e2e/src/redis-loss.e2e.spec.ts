@@ -39,7 +39,15 @@ describe('Redis lost while the services run', () => {
     stack = await startStack({
       services: ['user-settings', 'auth-challenge'],
       instances: 2,
-      env: { NODE_ENV: 'test', MFA_AUTH: 'off', NATS_URL: nats.url, REDIS_URL: redisServer.url, LOG_LEVEL: 'warn' },
+      env: {
+        NODE_ENV: 'test',
+        MFA_AUTH: 'off',
+        NATS_URL: nats.url,
+        REDIS_URL: redisServer.url,
+        LOG_LEVEL: 'warn',
+        // Three wrong codes in the window lock the user (the lockout test below).
+        MFA_LOCKOUT_THRESHOLD: '3',
+      },
       onLine: (service, line) => {
         if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
       },
@@ -103,5 +111,44 @@ describe('Redis lost while the services run', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     process.stdout.write(`# recovered ${recoveredMs} ms after FLUSHALL (${answers.length} starts tried)\n`);
+  });
+
+  /** Starts until the rebuild lets the user through (anything but unavailable), within 15 s. */
+  const startAfterLoss = async (userId: string): Promise<Reply> => {
+    const lost = Date.now();
+    for (;;) {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
+      if (reply.error?.code !== 'unavailable') return reply;
+      assert.ok(Date.now() - lost < 15_000, 'not rebuilt within 15 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+
+  itWith({ real: ['nats', 'redis'] }, 'keeps a lockout across the loss, and an unblock before the loss stays lifted', async () => {
+    const locked = uniqueUser('locked');
+    const unblocked = uniqueUser('unblocked');
+    for (const userId of [locked, unblocked]) {
+      await ask(Subjects.usersRegister, { tenantId, userId });
+      const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
+      const secret = base32Decode(String(enrolled.secret));
+      await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, Date.now()) });
+      const started = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
+      // Codes of another secret: wrong. The third locks the user (MFA_LOCKOUT_THRESHOLD=3).
+      for (let n = 0; n < 3; n++) {
+        const wrong = totp(Buffer.alloc(20, n + 1), Date.now());
+        await ask(Subjects.challengeVerify, { tenantId, challengeId: started.challengeId, code: wrong });
+      }
+      const refused = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
+      assert.equal(refused.error?.code, 'rate_limited', JSON.stringify(refused));
+    }
+    const unblock = await ask(Subjects.usersUnblock, { tenantId, userId: unblocked, reason: "helpdesk call" });
+    assert.equal(unblock.unblocked, true, JSON.stringify(unblock));
+
+    await redis.flushall();
+    const stillLocked = await startAfterLoss(locked);
+    assert.equal(stillLocked.error?.code, 'rate_limited', `the lockout was lost with Redis: ${JSON.stringify(stillLocked)}`);
+    assert.match(String(stillLocked.error?.message), /locked/);
+    const free = await startAfterLoss(unblocked);
+    assert.equal(free.status, 'pending', `an unblocked user was locked again by the rebuild: ${JSON.stringify(free)}`);
   });
 });

@@ -87,6 +87,11 @@ export const UserProfileChanged = versions(UserProfileChangedV1, UserProfileChan
  * `gen` (and every older one) is destroyed, so the personal data sealed under it never opens again.
  */
 export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(), gen: z.int().positive() }));
+/**
+ * An administrator lifted the user's lockouts (users.unblock): the failure counters start over.
+ * Recorded so that a rebuild of Redis does not restore counters from failures before it.
+ */
+export const UserUnblocked = envelope('UserUnblocked', 1, z.object({ userId: z.string() }));
 export const TotpTokenEnrolled = envelope(
   'TotpTokenEnrolled',
   1,
@@ -158,6 +163,16 @@ export const ChallengeRegistrationRequired = versions(
 );
 
 const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server });
+/**
+ * The user's brute-force counters right after a wrong code, so that a rebuild of Redis restores
+ * them from the log: wrong codes in the lockout window (`failures`, the window or the lockout
+ * ending at `resetAt`, ms since the epoch) and wrong codes in a row (`consecutive`).
+ */
+const FailureGuard = z.object({
+  failures: z.int().nonnegative(),
+  resetAt: z.int().nonnegative(),
+  consecutive: z.int().nonnegative(),
+});
 export const ChallengeApproved = envelope(
   'ChallengeApproved',
   1,
@@ -175,12 +190,13 @@ export const ChallengeCodeRejected = envelope(
     attemptsRemaining: z.int().nonnegative(),
     /** `reused`: a TOTP code of a time step already accepted for this token (RFC 6238 §5.2). */
     cause: z.enum(['mismatch', 'reused']),
+    guard: FailureGuard.optional(),
   }),
 );
 export const ChallengeAttemptsExhausted = envelope(
   'ChallengeAttemptsExhausted',
   1,
-  Outcome.extend({ attempts: z.int().positive(), lastCause: z.enum(['mismatch', 'reused']) }),
+  Outcome.extend({ attempts: z.int().positive(), lastCause: z.enum(['mismatch', 'reused']), guard: FailureGuard.optional() }),
 );
 export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
 
@@ -240,6 +256,7 @@ export const EventSchemas = {
   UserRegistered,
   UserProfileChanged,
   UserErased,
+  UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
   ChallengeStarted,
@@ -261,7 +278,9 @@ export type EventVersion<T extends EventType, V extends EventOf<T>['version']> =
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
-export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type UserEvent = EventOf<
+  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserUnblocked' | 'TotpTokenEnrolled' | 'TotpTokenActivated'
+>;
 export type ChallengeEvent = EventOf<
   | 'ChallengeStarted'
   | 'ChallengeRegistrationRequired'

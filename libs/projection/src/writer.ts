@@ -70,6 +70,24 @@ if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]
 return 0
 `;
 
+/**
+ * A user's brute-force counters as the last wrong code left them (see ChallengeCodeRejected's
+ * guard), put back after a loss of Redis. Never lowers what is there (live traffic may have
+ * counted more since). KEYS: failures (window), consecutive. ARGV: failures, resetAt ms,
+ * consecutive, now ms.
+ */
+const RESTORE_GUARD = `
+local applied = 0
+local ttl = tonumber(ARGV[2]) - tonumber(ARGV[4])
+if tonumber(ARGV[1]) > 0 and ttl > 0 and tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl); applied = 1
+end
+if tonumber(ARGV[3]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[3]); applied = 1
+end
+return applied
+`;
+
 /** Slot markers written at once: enough to fill pipelines, not so many that Redis stalls. */
 const MARKERS_IN_FLIGHT = 1_024;
 
@@ -87,6 +105,7 @@ export class UserProjectionWriter {
     redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 3, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 3, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
+    redis.defineCommand('mfaRestoreFailureGuard', { numberOfKeys: 2, lua: RESTORE_GUARD });
   }
 
   /** The user's hash tag under this writer's keyring. */
@@ -119,6 +138,20 @@ export class UserProjectionWriter {
     const applied = await (
       this.redis as unknown as { mfaRestoreTotpStep: (...a: Array<string | number>) => Promise<number> }
     ).mfaRestoreTotpStep(RedisKeys.totpSteps(tag), tokenId, step);
+    return applied === 1;
+  }
+
+  /** Restores the user's failure counters as a wrong code recorded them (never lowers them); true if changed. */
+  async restoreFailureGuard(
+    tenantId: string,
+    userId: string,
+    guard: { failures: number; resetAt: number; consecutive: number },
+    now: Date,
+  ): Promise<boolean> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    const applied = await (
+      this.redis as unknown as { mfaRestoreFailureGuard: (...a: Array<string | number>) => Promise<number> }
+    ).mfaRestoreFailureGuard(RedisKeys.failures(tag), RedisKeys.consecutiveFailures(tag), guard.failures, guard.resetAt, guard.consecutive, now.getTime());
     return applied === 1;
   }
 

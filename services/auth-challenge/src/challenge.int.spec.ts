@@ -363,9 +363,14 @@ describe('auth-challenge against real NATS and Redis', () => {
     const check = await store.checkCode({ ...where, codeHash: hashCode(keyring, 'x', '123456') });
     assert.deepEqual(check.kind === 'totp_check' && check.tokens.map((t) => [t.tokenId, t.lastStep]), [['tok0', 0]]);
     // A token deleted since it was read, a step spent since it was read: wrong codes.
-    assert.deepEqual(await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'deleted', step: 99 } }), {
-      kind: 'rejected', userId: user, method: 'totp', attempts: 1, remaining: 4, cause: 'mismatch',
-    });
+    const first = await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'deleted', step: 99 } });
+    assert.ok(first.kind === 'rejected');
+    const { guard, ...rest } = first;
+    assert.deepEqual(rest, { kind: 'rejected', userId: user, method: 'totp', attempts: 1, remaining: 4, cause: 'mismatch' });
+    // The counters the event records: one failure, its window ending 900 s from now, one in a row.
+    assert.equal(guard.failures, 1);
+    assert.equal(guard.consecutive, 1);
+    assert.ok(Math.abs(guard.resetAt - (where.now.getTime() + 900_000)) < 5_000, `resetAt ${guard.resetAt}`);
     assert.equal((await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'tok0', step: 0 } })).kind, 'rejected');
     assert.equal((await store.recordTotpCheck({ ...where, match: { matched: false, cause: 'reused' } })).kind, 'rejected');
     assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '3');

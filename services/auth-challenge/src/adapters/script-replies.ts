@@ -2,6 +2,7 @@ import { methodOf, type ChallengeReason, type Method } from '@mfa/contracts';
 import {
   VerdictError,
   type CodeCheck,
+  type FailureGuard,
   type MaskedTotpToken,
   type Profile,
   type StartVerdict,
@@ -96,6 +97,15 @@ export function parseCodeCheck(raw: readonly string[]): CodeCheck {
   return { kind: 'totp_check', userId: raw[1]!, tokens };
 }
 
+/** The user's brute-force counters after a wrong code: failures, reset time (ms), failures in a row. */
+function guard(raw: readonly string[], at: number): FailureGuard {
+  const [failures, resetAt, consecutive] = [Number(raw[at]), Number(raw[at + 1]), Number(raw[at + 2])];
+  if (![failures, resetAt, consecutive].every((n) => Number.isSafeInteger(n) && n >= 0)) {
+    throw new VerdictError(`unexpected failure counters ${raw.slice(at).join(',')}`);
+  }
+  return { failures, resetAt, consecutive };
+}
+
 /** verify's reply, as VERIFY_SCRIPT and VERIFY_TOTP_SCRIPT document it. */
 export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
   switch (raw[0]) {
@@ -112,9 +122,10 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
         attempts: Number(raw[3]),
         remaining: Number(raw[4]),
         cause: cause(raw[5]),
+        guard: guard(raw, 6),
       };
     case 'exhausted':
-      return { kind: 'exhausted', userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]) };
+      return { kind: 'exhausted', userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]), guard: guard(raw, 5) };
     case 'expired':
     case 'expired_again':
       return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };

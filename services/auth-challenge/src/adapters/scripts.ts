@@ -112,13 +112,15 @@ end
 local fails = redis.call('INCR', KEYS[4])
 if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
 if fails >= tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
-redis.call('INCR', KEYS[5])
+local consecutive = redis.call('INCR', KEYS[5])
+-- The counters go into the event, so that a rebuild of Redis restores them from the log.
+local guard = {tostring(fails), tostring(tonumber(ARGV[2]) + redis.call('PTTL', KEYS[4])), tostring(consecutive)}
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if attempts >= max then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'too_many_attempts', 'completedAt', ARGV[2])
-  return {'exhausted', userId, method, tostring(attempts), cause}
+  return {'exhausted', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]}
 end
-return {'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause}
+return {'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3]}
 `;
 
 /**
@@ -129,7 +131,8 @@ return {'rejected', userId, method, tostring(attempts), tostring(max - attempts)
  * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token,
  * where spec is "digits:period:nonceHex:maskedSecretHex" (masked; the unmask key never reaches
  * Redis). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
- * attempts, remaining, cause} | {'exhausted', userId, method, attempts, cause} | {'expired',
+ * attempts, remaining, cause, ...guard} | {'exhausted', userId, method, attempts, cause, ...guard}
+ * (guard: failures in the window, when the window or lockout ends in ms, failures in a row) | {'expired',
  * userId, method} | {'expired_again', userId, method} | {'conflict', userId, method, status}
  * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */

@@ -45,13 +45,16 @@ export type StartVerdict =
 
 export type VerifyVerdict =
   | { kind: 'approved'; userId: string; method: Method; tokenId?: string; step?: number }
-  | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused' }
-  | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused' }
+  | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
+  | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
   | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
   | { kind: 'conflict'; status: string }
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   | { kind: 'not_found' };
+
+/** The user's brute-force counters right after a wrong code (recorded in the event; see @mfa/contracts). */
+export type FailureGuard = NonNullable<EventOf<'ChallengeCodeRejected'>['data']['guard']>;
 
 /** A TOTP token as the Redis projection holds it: the secret masked with the user's projection key. */
 export interface MaskedTotpToken {
@@ -225,13 +228,16 @@ export function decideVerify(
         reply: { challengeId: id, status: 'pending', reason: 'invalid_code' },
         event: {
           type: 'ChallengeCodeRejected',
-          data: { ...outcomeOf(verdict), attempt: verdict.attempts, attemptsRemaining: verdict.remaining, cause: verdict.cause },
+          data: { ...outcomeOf(verdict), attempt: verdict.attempts, attemptsRemaining: verdict.remaining, cause: verdict.cause, guard: verdict.guard },
         },
       };
     case 'exhausted':
       return {
         reply: { challengeId: id, status: 'denied', reason: 'too_many_attempts' },
-        event: { type: 'ChallengeAttemptsExhausted', data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause } },
+        event: {
+          type: 'ChallengeAttemptsExhausted',
+          data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard },
+        },
       };
     case 'expired': {
       const reply: ChallengeVerifyReply = { challengeId: id, status: 'denied', reason: 'expired' };

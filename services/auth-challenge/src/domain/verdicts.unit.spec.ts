@@ -113,26 +113,31 @@ describe('verify decisions', () => {
   });
 
   it('given a wrong code with attempts left, then pending/invalid_code and a rejection event', () => {
-    const outcome = decideVerify(parseVerifyVerdict(['rejected', 'u', 'sms', '2', '3', 'mismatch']), vctx);
+    const outcome = decideVerify(parseVerifyVerdict(['rejected', 'u', 'sms', '2', '3', 'mismatch', '4', '1700000900000', '7']), vctx);
     assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', reason: 'invalid_code' });
     assert.deepEqual(
-      { attempt: 2, attemptsRemaining: 3, cause: 'mismatch' },
-      (({ attempt, attemptsRemaining, cause }) => ({ attempt, attemptsRemaining, cause }))(
-        outcome.event?.data as { attempt: number; attemptsRemaining: number; cause: string },
+      { attempt: 2, attemptsRemaining: 3, cause: 'mismatch', guard: { failures: 4, resetAt: 1_700_000_900_000, consecutive: 7 } },
+      (({ attempt, attemptsRemaining, cause, guard }) => ({ attempt, attemptsRemaining, cause, guard }))(
+        outcome.event?.data as { attempt: number; attemptsRemaining: number; cause: string; guard: unknown },
       ),
     );
   });
 
   it('given a replayed TOTP step, then it is rejected like a wrong code, with the cause kept for audit', () => {
-    const outcome = decideVerify(parseVerifyVerdict(['rejected', 'u', 'totp', '1', '4', 'reused']), vctx);
+    const outcome = decideVerify(parseVerifyVerdict(['rejected', 'u', 'totp', '1', '4', 'reused', '1', '1700000900000', '1']), vctx);
     assert.equal(outcome.reply.reason, 'invalid_code');
     assert.equal((outcome.event?.data as { cause: string }).cause, 'reused');
   });
 
   it('given the last attempt fails, then denied/too_many_attempts', () => {
-    const outcome = decideVerify(parseVerifyVerdict(['exhausted', 'u', 'sms', '5', 'mismatch']), vctx);
+    const outcome = decideVerify(parseVerifyVerdict(['exhausted', 'u', 'sms', '5', 'mismatch', '10', '1700000900000', '12']), vctx);
     assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'denied', reason: 'too_many_attempts' });
     assert.equal(outcome.event?.type, 'ChallengeAttemptsExhausted');
+    assert.deepEqual((outcome.event?.data as { guard: unknown }).guard, { failures: 10, resetAt: 1_700_000_900_000, consecutive: 12 });
+  });
+
+  it('given a wrong code without readable failure counters, then the reply is refused as a script error', () => {
+    assert.throws(() => parseVerifyVerdict(['rejected', 'u', 'sms', '2', '3', 'mismatch']), /failure counters/);
   });
 
   it('given an expired challenge, then denied/expired, recorded only the first time', () => {

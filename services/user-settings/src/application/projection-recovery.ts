@@ -23,6 +23,12 @@ const PARALLEL_USERS = 64;
  * ten minutes covers 60-second tokens with room to spare.
  */
 const STEP_HISTORY_MS = 3 * 60_000;
+/**
+ * How far back wrong codes are read to restore the brute-force counters: the longest lockout
+ * window plus the longest lockout the configuration allows (a day each). The counters each wrong
+ * code left are in its event (ChallengeCodeRejected / ChallengeAttemptsExhausted `guard`).
+ */
+const FAILURE_HISTORY_MS = 2 * 86_400_000;
 /** Users projected on demand at once (signals from auth-challenge); more wait for the rebuild. */
 const ON_DEMAND_IN_FLIGHT = 32;
 const ID_MAX = 256;
@@ -38,7 +44,8 @@ const rebuildSeconds = gauge('mfa_projection_rebuild_seconds', 'Duration of the 
  *
  * 1. the TOTP time steps accepted in the last minutes, from ChallengeApproved events, so that a
  *    code accepted before the loss is never accepted after it (a code is accepted at most one
- *    step after its own: two 60-second steps and some margin cover every token);
+ *    step after its own: two 60-second steps and some margin cover every token), and the users'
+ *    lockout counters, from the counters each wrong code recorded in its event;
  * 2. every user: the last event of each user subject names the user, whose aggregate is loaded
  *    and written as a snapshot (UserProjector.rebuild; older snapshots never overwrite newer
  *    ones, so the live projector consumer and commands can run meanwhile);
@@ -106,7 +113,9 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     const renew = setInterval(() => void this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS).catch(() => undefined), LEASE_MS / 3);
     try {
       await this.redis.del(STEPS_RESTORED_KEY);
-      const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS));
+      const approvedAt = new Map<string, number>();
+      const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS), approvedAt);
+      const guards = await this.restoreFailureGuards(new Date(started), approvedAt);
       await this.redis.set(STEPS_RESTORED_KEY, '1');
       const users = await this.projectAllUsers();
       await this.writer.markComplete();
@@ -114,7 +123,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       rebuilds.inc({ outcome: 'done' });
       rebuildUsers.set(users);
       rebuildSeconds.set(seconds);
-      this.log.warn('user projection rebuilt', { users, totpSteps: steps, seconds, usersPerSecond: Math.round(users / Math.max(seconds, 0.001)) });
+      this.log.warn('user projection rebuilt', { users, totpSteps: steps, failureCounters: guards, seconds, usersPerSecond: Math.round(users / Math.max(seconds, 0.001)) });
     } catch (error) {
       rebuilds.inc({ outcome: 'failed' });
       this.log.error('rebuilding the user projection failed; retrying', { error });
@@ -157,7 +166,8 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     }
   }
 
-  private async restoreTotpSteps(since: Date): Promise<number> {
+  /** Also notes, in `approvedAt`, each user's last approval read (it resets their failure counters). */
+  private async restoreTotpSteps(since: Date, approvedAt: Map<string, number>): Promise<number> {
     let restored = 0;
     await readOnce(this.nats.js, Streams.challenges.name, EventSubjects.challengeApproved, { policy: 'since', time: since }, async (msg) => {
       let event;
@@ -166,9 +176,44 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       } catch {
         return; // Not for this pass: the reporting consumer dead-letters what does not parse.
       }
-      if (event.type !== 'ChallengeApproved' || event.data.tokenId === undefined || event.data.step === undefined) return;
+      if (event.type !== 'ChallengeApproved') return;
+      approvedAt.set(`${event.tenantId}\u0000${event.data.userId}`, Date.parse(event.occurredAt));
+      if (event.data.tokenId === undefined || event.data.step === undefined) return;
       if (await this.writer.restoreTotpStep(event.tenantId, event.data.userId, event.data.tokenId, event.data.step)) restored++;
     });
+    return restored;
+  }
+
+  /**
+   * The lockout counters as each user's last wrong code left them, unless an approval read by the
+   * steps pass, or an administrator's unblock, came after it. Approvals older than the steps pass
+   * are not read (they are most of the log): failures such a success had reset count again, which
+   * errs towards locking (the window counter still ends at its own time).
+   */
+  private async restoreFailureGuards(now: Date, approvedAt: ReadonlyMap<string, number>): Promise<number> {
+    const last = new Map<string, { tenantId: string; userId: string; at: number; guard: { failures: number; resetAt: number; consecutive: number } }>();
+    const since = new Date(now.getTime() - FAILURE_HISTORY_MS);
+    for (const subject of [EventSubjects.challengeCodeRejected, EventSubjects.challengeAttemptsExhausted]) {
+      await readOnce(this.nats.js, Streams.challenges.name, subject, { policy: 'since', time: since }, (msg) => {
+        let event;
+        try {
+          event = parseEvent(msg.json());
+        } catch {
+          return;
+        }
+        if ((event.type !== 'ChallengeCodeRejected' && event.type !== 'ChallengeAttemptsExhausted') || !event.data.guard) return;
+        const id = `${event.tenantId}\u0000${event.data.userId}`;
+        const at = Date.parse(event.occurredAt);
+        if ((last.get(id)?.at ?? -1) <= at) last.set(id, { tenantId: event.tenantId, userId: event.data.userId, at, guard: event.data.guard });
+      });
+    }
+    let restored = 0;
+    for (const [id, { tenantId, userId, at, guard }] of last) {
+      if ((approvedAt.get(id) ?? -1) >= at) continue;
+      if (guard.resetAt <= now.getTime() && guard.consecutive === 0) continue;
+      if ((await this.projector.unblockedAt(tenantId, userId) ?? -1) >= at) continue;
+      if (await this.writer.restoreFailureGuard(tenantId, userId, guard, now)) restored++;
+    }
     return restored;
   }
 

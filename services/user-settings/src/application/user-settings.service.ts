@@ -113,8 +113,10 @@ export class UserSettingsService {
   async unblock(request: UsersUnblockRequest, now: Date): Promise<UsersUnblockReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
-    if (!outcome.state.registered) throw notFound('unknown user');
+    // Recorded first: a rebuild of Redis then knows the failures before it no longer count.
+    await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      userDecider.decide({ type: 'UnblockUser', data: { userId } }, state, now),
+    );
     const lockouts = this.options.lockouts;
     if (lockouts) {
       try {

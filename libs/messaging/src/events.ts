@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
@@ -30,6 +30,20 @@ export function createEvent<T extends EventType, V extends VersionOf<T>>(
     metadata,
     data: input.data,
   } as Extract<AnyEvent, { type: T; version: V }>;
+}
+
+/**
+ * The event id (and so the Nats-Msg-Id) of an event whose identity is a name, e.g. one decision
+ * of one challenge: whoever builds that event (the instance that took the decision, or the
+ * outbox relay after it crashed) gives it the same id, so JetStream stores it once. An RFC 9562
+ * version 8 UUID made of the name's SHA-256.
+ */
+export function eventIdOf(name: string): string {
+  const b = createHash('sha256').update(name, 'utf8').digest().subarray(0, 16);
+  b[6] = (b[6]! & 0x0f) | 0x80;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const hex = b.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 export class ConcurrencyError extends Error {

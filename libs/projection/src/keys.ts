@@ -17,6 +17,9 @@ import calculateSlot from 'cluster-key-slot';
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
  *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
+ *   mfa:{s}:outbox         HASH  one per hash slot: "<challengeId>:<decision>[:<attempt>]" -> the
+ *                          decision's record (request context and script reply) until JetStream
+ *                          acknowledged its event; the relay publishes what stays (auth-challenge)
  *   mfa:{s}:projection     STRING one per hash slot (`s` a short string of that slot): set once the
  *                          projection of every user of the slot is in this Redis (complete). A user
  *                          missing while it is missing may exist: auth-challenge answers
@@ -39,6 +42,8 @@ export const RedisKeys = {
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
   /** The completeness marker of the user's hash slot (see the layout above). */
   slotMarker: (tag: string) => slotMarkerKey(calculateSlot(tag)),
+  /** The outbox of the user's hash slot: decisions whose event JetStream has not acknowledged yet. */
+  slotOutbox: (tag: string) => slotOutboxKey(calculateSlot(tag)),
 } as const;
 
 /**
@@ -79,6 +84,15 @@ function slotTagOf(slot: number): string {
 /** The marker key of one hash slot. */
 export function slotMarkerKey(slot: number): string {
   return `mfa:{${slotTagOf(slot)}}:projection`;
+}
+
+/**
+ * The outbox of one hash slot: HASH field -> record, one field per challenge decision whose event
+ * JetStream has not acknowledged yet (written by the script that takes the decision, removed
+ * once the event is stored; see auth-challenge's outbox).
+ */
+export function slotOutboxKey(slot: number): string {
+  return `mfa:{${slotTagOf(slot)}}:outbox`;
 }
 
 /** Fields of `mfa:{tag}:user`. */

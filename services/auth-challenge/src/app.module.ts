@@ -7,9 +7,11 @@ import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, RedisH
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
 import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
+import { Outbox } from './adapters/outbox.js';
 import { TenantSettingsCache } from './adapters/tenant-settings.cache.js';
 import { ChallengeController } from './api/challenge.controller.js';
 import { ChallengeService } from './application/challenge.service.js';
+import { OutboxRelay } from './application/outbox-relay.js';
 import type { AuthChallengeConfig } from './config.js';
 import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from './tokens.js';
 
@@ -63,6 +65,8 @@ export class AppModule {
           inject: [NATS],
         },
         ChallengeStore,
+        Outbox,
+        OutboxRelay,
         TenantSettingsCache,
         TenantCacheLifecycle,
         ChallengeService,

@@ -355,9 +355,10 @@ describe('auth-challenge against real NATS and Redis', () => {
         tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp'], now,
         expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
         smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown: true, lockout,
+        challengeId: `${tag}.${nonce}`, context: '{}',
       });
       assert.equal(started.kind, 'pending');
-      return { tag, nonce, tenantId: tenant, now: new Date(), lockout };
+      return { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}' };
     };
     const where = await startOne();
     const check = await store.checkCode({ ...where, codeHash: hashCode(keyring, 'x', '123456') });

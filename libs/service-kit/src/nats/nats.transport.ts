@@ -32,7 +32,8 @@ interface NatsTransportOptions {
  * format is the contract's plain JSON. Every request gets exactly one reply: the handler's value,
  * or `{"error":{code,message}}` (oversized or malformed bodies here, everything else through
  * ContractPipe and ContractErrorFilter). A request whose `Mfa-Deadline` has passed is dropped
- * before any work is done for it: nobody waits for its answer. So is one whose reply subject is not
+ * before any work is done for it: nobody waits for its answer; an answer ready only after the
+ * deadline is not sent either. So is one whose reply subject is not
  * an inbox (isReplySubject): answering it would publish with the service's permissions.
  *
  * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
@@ -132,7 +133,11 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       outcome = 'internal';
       reply = errorReplyOf(error, this.options.log, subject);
     }
-    if (msg.reply) {
+    if (deadline !== undefined && Date.now() > deadline) {
+      // The caller has certainly given up: a late answer could only mislead a client that reuses
+      // the inbox. What was decided is recorded all the same (auth-challenge's outbox).
+      dropped.inc({ subject, reason: 'deadline_passed' });
+    } else if (msg.reply) {
       try {
         msg.respond(encoder.encode(JSON.stringify(reply)));
       } catch (error) {

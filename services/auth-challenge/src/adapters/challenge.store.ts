@@ -30,6 +30,9 @@ interface StartInput {
   smsWindowSeconds: number;
   tenantKnown: boolean;
   lockout: LockoutPolicy;
+  challengeId: string;
+  /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
+  context: string;
 }
 
 /**
@@ -51,6 +54,9 @@ interface VerifyInput {
   tenantId: string;
   now: Date;
   lockout: LockoutPolicy;
+  challengeId: string;
+  /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
+  context: string;
 }
 
 /**
@@ -83,9 +89,9 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 6, lua: START_SCRIPT });
-    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 5, lua: VERIFY_SCRIPT });
-    redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 5, lua: VERIFY_TOTP_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 7, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 6, lua: VERIFY_SCRIPT });
+    redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 6, lua: VERIFY_TOTP_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
     this.verify = r.mfaChallengeVerify.bind(redis);
@@ -100,6 +106,7 @@ export class ChallengeStore {
       RedisKeys.failures(input.tag),
       RedisKeys.consecutiveFailures(input.tag),
       RedisKeys.slotMarker(input.tag),
+      RedisKeys.slotOutbox(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -114,6 +121,8 @@ export class ChallengeStore {
       input.tenantKnown ? '1' : '0',
       input.lockout.threshold,
       input.lockout.maxConsecutiveFailures,
+      input.challengeId,
+      input.context,
     ));
     return parseStartVerdict(raw);
   }
@@ -147,11 +156,12 @@ export class ChallengeStore {
       RedisKeys.totpSteps(input.tag),
       RedisKeys.failures(input.tag),
       RedisKeys.consecutiveFailures(input.tag),
+      RedisKeys.slotOutbox(input.tag),
     ];
   }
 
   private verifyArgs(input: VerifyInput): Array<string | number> {
-    return [input.tenantId, input.now.getTime(), ...lockoutArgs(input.lockout)];
+    return [input.tenantId, input.now.getTime(), ...lockoutArgs(input.lockout), input.challengeId, input.context];
   }
 
   async readChallenge(

@@ -11,10 +11,12 @@
 
 /**
  * start. KEYS: user, challenge, sms sends window, user's failed verifications (window),
- * user's consecutive failed verifications, the completeness marker of the user's slot.
+ * user's consecutive failed verifications, the completeness marker of the user's slot, the
+ * slot's outbox.
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
- * lockout threshold, consecutive failures cap.
+ * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON).
+ * A pending or registration_required reply is kept in the outbox (KEEP).
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none)
@@ -22,10 +24,26 @@
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
  * every user of the slot: lost, flushed or still being rebuilt).
  */
+
+/**
+ * Keeps a decision with the change that takes it: the reply goes into the slot's outbox with the
+ * request's context (an opaque JSON object from auth-challenge), under the decision's name
+ * "<challengeId>:<decision>[:<attempt>]". The event is built from this record by the instance
+ * that took the decision, or by the outbox relay if that instance could not publish it.
+ */
+const KEEP = (outbox: string, id: string, ctx: string) => `
+local function kept(reply)
+  local name = ${id} .. ':' .. reply[1]
+  if reply[1] == 'rejected' then name = name .. ':' .. reply[4] end
+  redis.call('HSET', ${outbox}, name, '{"c":' .. ${ctx} .. ',"r":' .. cjson.encode(reply) .. '}')
+  return reply
+end
+`;
+
 /** How long a registration_required challenge record stays in Redis (status queries only). */
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
-export const START_SCRIPT = `
+export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
@@ -65,19 +83,22 @@ if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
 -- A challenge that can never be verified (registration_required, including every start for an
 -- unknown user id) is kept only for status queries right after it: made-up user ids cost little.
 if method then redis.call('EXPIRE', KEYS[2], ARGV[9]) else redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS}) end
-return {status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''}
+return kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 `;
 
 // The two verify scripts share their KEYS and first ARGV:
 //   KEYS: challenge, totp tokens, totp last steps, user's failed verifications (window),
-//         user's consecutive failed verifications.
+//         user's consecutive failed verifications, the slot's outbox.
 //   ARGV: tenantId, now ms, lockout threshold, failure-counter window s, lockout duration s,
-//         consecutive failures cap, then the script's own arguments.
+//         consecutive failures cap, challenge id, the request's context (JSON), then the
+//         script's own arguments.
+// Every reply that records something (approved, rejected, exhausted, expired) is kept in the
+// outbox (KEEP).
 // CHECKS answers whatever needs no code: an unknown or finished challenge, a user locked out (no
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
 // ends by itself, the consecutive cap only with a success elsewhere or an admin unlock), an
 // expired challenge (recorded once).
-const CHECKS = `
+const CHECKS = `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status = ch[2], ch[3], ch[4]
@@ -91,7 +112,7 @@ if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[3]) then
 end
 if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'expired', 'completedAt', ARGV[2])
-  return {'expired', userId, method}
+  return kept({'expired', userId, method})
 end
 -- A pending challenge always has attempts left (the last one denies it); checked all the same.
 local max = tonumber(ch[6])
@@ -107,7 +128,7 @@ if matched then
   if tokenId ~= '' then redis.call('HSET', KEYS[3], tokenId, step) end
   redis.call('HSET', KEYS[1], 'status', 'approved', 'reason', '', 'completedAt', ARGV[2])
   redis.call('DEL', KEYS[4], KEYS[5])
-  return {'approved', userId, method, tokenId}
+  return kept({'approved', userId, method, tokenId})
 end
 local fails = redis.call('INCR', KEYS[4])
 if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
@@ -118,9 +139,9 @@ local guard = {tostring(fails), tostring(tonumber(ARGV[2]) + redis.call('PTTL', 
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if attempts >= max then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'too_many_attempts', 'completedAt', ARGV[2])
-  return {'exhausted', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]}
+  return kept({'exhausted', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]})
 end
-return {'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3]}
+return kept({'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3]})
 `;
 
 /**
@@ -153,7 +174,7 @@ local function ct_equal(a, b)
   for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
   return acc == 0
 end
-local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[7])
+local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[9])
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
 
@@ -167,7 +188,7 @@ ${OUTCOME}`;
  */
 export const VERIFY_TOTP_SCRIPT = `${CHECKS}
 if method ~= 'totp' then return redis.error_reply('not a totp challenge') end
-local tokenId, step, cause = ARGV[7], ARGV[8], ARGV[9]
+local tokenId, step, cause = ARGV[9], ARGV[10], ARGV[11]
 local matched = false
 if tokenId ~= '' then
   if redis.call('HEXISTS', KEYS[2], tokenId) == 0 then

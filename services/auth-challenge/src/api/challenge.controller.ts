@@ -20,7 +20,7 @@ export class ChallengeController {
     @Payload(new ContractPipe(ChallengeStartRequest)) request: ChallengeStartRequest,
     @Ctx() ctx: NatsRequestContext,
   ): Promise<ChallengeStartReply> {
-    return this.challenges.start(request, ctx.receivedAt);
+    return this.challenges.start(request, ctx.receivedAt, ctx.deadline);
   }
 
   @MessagePattern(Subjects.challengeVerify)
@@ -28,7 +28,7 @@ export class ChallengeController {
     @Payload(new ContractPipe(ChallengeVerifyRequest)) request: ChallengeVerifyRequest,
     @Ctx() ctx: NatsRequestContext,
   ): Promise<ChallengeVerifyReply> {
-    return this.challenges.verify(request, ctx.receivedAt);
+    return this.challenges.verify(request, ctx.receivedAt, ctx.deadline);
   }
 
   @MessagePattern(Subjects.challengeStatus)

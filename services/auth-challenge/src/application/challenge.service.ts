@@ -2,6 +2,7 @@ import { Inject, Injectable, Optional } from '@nestjs/common';
 import {
   notFound,
   unavailable,
+  type AnyEvent,
   type ChallengeStartReply,
   type ChallengeStartRequest,
   type ChallengeStatusRequest,
@@ -21,19 +22,41 @@ import {
   type DataKey,
   type Keyring,
 } from '@mfa/crypto';
-import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
+import { createEvent, eventIdOf, EventPublisher } from '@mfa/messaging';
 import { challengeId as formatChallengeId, parseChallengeId } from '@mfa/projection';
 import { LOGGER, sealPersonalData } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
 import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
+import { decisionName, Outbox, type DecisionRecord, type StartDecisionContext, type VerifyDecisionContext } from '../adapters/outbox.js';
+import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
-import { decideStart, decideStatus, decideVerify, subjectOf, type MaskedTotpToken, type PendingEvent, type VerifyVerdict } from '../domain/verdicts.js';
+import {
+  decideStart,
+  decideStatus,
+  decideVerify,
+  subjectOf,
+  type MaskedTotpToken,
+  type PendingEvent,
+  type StartVerdict,
+  type VerifyVerdict,
+} from '../domain/verdicts.js';
 import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
+const deferred = counter(
+  'mfa_outbox_deferred_total',
+  'Decisions answered whose event JetStream did not acknowledge before the caller\'s deadline: left in the outbox for the relay',
+);
+
+/** When the caller sent no Mfa-Deadline: how long an IdP waits at most (docs/api.md). */
+const DEFAULT_DEADLINE_MS = 5_000;
+/** Kept for the reply itself: the publish retries stop this long before the caller's deadline. */
+const REPLY_MARGIN_MS = 100;
+/** One publish attempt waits at most this long for its ack. */
+const PUBLISH_TIMEOUT_MS = 2_000;
 
 /** Unwrapped data keys kept for repeat sign-ins (an unwrap costs about as much as the sealing itself). */
 const DATA_KEY_CACHE_SIZE = 10_000;
@@ -62,6 +85,7 @@ export class ChallengeService {
 
   constructor(
     private readonly store: ChallengeStore,
+    private readonly outbox: Outbox,
     private readonly tenants: TenantSettingsCache,
     private readonly publisher: EventPublisher,
     @Inject(CODE_GENERATOR) private readonly codes: CodeGenerator,
@@ -80,7 +104,12 @@ export class ChallengeService {
     };
   }
 
-  async start(req: ChallengeStartRequest, now: Date): Promise<ChallengeStartReply> {
+  /**
+   * `deadline`: when the caller stops waiting (Mfa-Deadline, ms); the event's publish is retried
+   * until shortly before it. A decision is answered even when its event could not be published by
+   * then: the script kept it in the outbox, and the relay publishes it (no decision without its event).
+   */
+  async start(req: ChallengeStartRequest, now: Date, deadline?: number): Promise<ChallengeStartReply> {
     // Never the defaults in place of a tenant's own settings: not before they are all loaded, and a
     // tenant not in memory yet (created a moment ago elsewhere) is read from the log first.
     if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
@@ -90,9 +119,24 @@ export class ChallengeService {
     const nonce = this.codes.challengeNonce();
     const challengeId = formatChallengeId(tag, nonce);
     // A code is drawn only if the challenge may become an SMS one: the script never picks another
-    // method than the one requested.
+    // method than the one requested. It is sealed now, for the outbox record: Redis keeps only its
+    // keyed hash and the sealed code (whose key it never sees).
     const code = req.method === undefined || req.method === 'sms' ? this.codes.smsCode() : undefined;
     const expiresAt = new Date(now.getTime() + settings.codeLifetimeSeconds * 1000);
+    const context: StartDecisionContext = {
+      k: 'start',
+      t: req.tenantId,
+      u: req.userId,
+      id: challengeId,
+      n: now.getTime(),
+      e: expiresAt.getTime(),
+      m: settings.maxAttempts,
+      s: this.server,
+    };
+    if (req.clientIp) context.ip = req.clientIp;
+    if (req.application) context.app = req.application;
+    if (req.requestId) context.rq = req.requestId;
+    if (code !== undefined) context.code = seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId));
     const verdict = await this.store.startChallenge({
       tag,
       nonce,
@@ -109,46 +153,80 @@ export class ChallengeService {
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
       tenantKnown: this.tenants.has(req.tenantId),
       lockout: this.lockout,
+      challengeId,
+      context: JSON.stringify(context),
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
-    const outcome = decideStart(verdict, {
-      challengeId,
-      userId: req.userId,
-      expiresAt,
-      maxAttempts: settings.maxAttempts,
-      server: this.server,
-      clientIp: req.clientIp,
-      application: req.application,
-      requestId: req.requestId,
-      sealedSmsCode: () => {
-        if (code === undefined) throw new Error(`an SMS challenge was started for a ${String(req.method)} request`);
-        return seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId));
-      },
-      sealedPersonalData: (profile, dataKey) => this.sealPersonalData(req.tenantId, req.userId, profile, dataKey),
-    });
+    const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
-    if (outcome.event) await this.record(req.tenantId, challengeId, now, outcome.event);
+    if (outcome.event) await this.record(tag, decisionName(challengeId, [verdict.kind]), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     return outcome.reply;
   }
 
-  async verify(req: ChallengeVerifyRequest, now: Date): Promise<ChallengeVerifyReply> {
+  async verify(req: ChallengeVerifyRequest, now: Date, deadline?: number): Promise<ChallengeVerifyReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
-    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout };
-    const check = await this.store.checkCode({ ...where, codeHash: hashCode(this.keyring, req.challengeId, req.code) });
+    const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
+    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout, challengeId: req.challengeId };
+    const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });
     let verdict: VerifyVerdict;
     if (check.kind === 'totp_check') {
       const match = this.matchTotp(id.tag, check.tokens, req.code, now);
-      verdict = await this.store.recordTotpCheck({ ...where, match });
       // The step goes into ChallengeApproved: a rebuild of Redis restores the replay guard from it.
+      if (match.matched) context.st = match.step;
+      verdict = await this.store.recordTotpCheck({ ...where, context: JSON.stringify(context), match });
       if (verdict.kind === 'approved' && match.matched) verdict = { ...verdict, step: match.step };
     } else {
       verdict = check;
     }
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
-    if (outcome.event) await this.record(req.tenantId, req.challengeId, now, outcome.event);
+    if (outcome.event) {
+      const name = decisionName(req.challengeId, verdict.kind === 'rejected' ? ['rejected', '', '', String(verdict.attempts)] : [verdict.kind]);
+      await this.record(id.tag, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+    }
     return outcome.reply;
+  }
+
+  /**
+   * The event of a decision the outbox kept (the relay's side): the same pure decision as the
+   * request's own path, from the same context and script reply, so the same event and id.
+   */
+  eventOfRecord(record: DecisionRecord): { subject: string; event: AnyEvent } | undefined {
+    const c = record.c;
+    let pending: PendingEvent | undefined;
+    if (c.k === 'start') {
+      pending = this.decideStart(c, parseStartVerdict(record.r)).event;
+    } else {
+      let verdict = parseVerifyVerdict(record.r);
+      if (verdict.kind === 'approved' && c.st !== undefined) verdict = { ...verdict, step: c.st };
+      pending = decideVerify(verdict, { challengeId: c.id, server: c.s }).event;
+    }
+    if (!pending) return undefined;
+    return { subject: subjectOf(pending), event: this.envelope(decisionName(c.id, record.r), c, pending) };
+  }
+
+  private decideStart(c: StartDecisionContext, verdict: StartVerdict) {
+    return decideStart(verdict, {
+      challengeId: c.id,
+      userId: c.u,
+      expiresAt: new Date(c.e),
+      maxAttempts: c.m,
+      server: c.s,
+      clientIp: c.ip,
+      application: c.app,
+      requestId: c.rq,
+      sealedSmsCode: () => {
+        if (c.code === undefined) throw new SealError(`an SMS challenge was started without a sealed code (${c.id})`);
+        return c.code;
+      },
+      sealedPersonalData: (profile, dataKey) => this.sealPersonalData(c.t, c.u, profile, dataKey),
+    });
+  }
+
+  private envelope(name: string, c: StartDecisionContext | VerifyDecisionContext, pending: PendingEvent): AnyEvent {
+    const version = 'version' in pending ? pending.version : 1;
+    return createEvent(pending.type, version, { tenantId: c.t, aggregateId: c.id, now: new Date(c.n), data: pending.data as never, id: eventIdOf(name) });
   }
 
   /** Unmasks the user's TOTP secrets only for the comparison, then zeroes them. */
@@ -193,15 +271,27 @@ export class ChallengeService {
     return dataKey;
   }
 
-  /** Appends the decision's event; the same envelope is tried twice (Nats-Msg-Id de-duplicates it). */
-  private async record(tenantId: string, challengeId: string, now: Date, pending: PendingEvent): Promise<void> {
-    const version = 'version' in pending ? pending.version : 1;
-    const event = createEvent(pending.type, version, { tenantId, aggregateId: challengeId, now, data: pending.data as never });
-    try {
-      await publishWithRetry(this.publisher, subjectOf(pending), event, { attempts: 2 });
-    } catch (error) {
-      this.log.error('could not record challenge event', { eventType: event.type, challengeId, error });
-      throw unavailable('event log unavailable; try again', error);
+  /**
+   * Appends the decision's event, trying again until shortly before the caller's deadline (its
+   * id, derived from the decision's name, makes a repeat harmless). Once stored, the decision
+   * leaves the outbox; if the deadline comes first, the relay publishes it from there.
+   */
+  private async record(tag: string, name: string, c: StartDecisionContext | VerifyDecisionContext, pending: PendingEvent, deadline: number): Promise<void> {
+    const event = this.envelope(name, c, pending);
+    const subject = subjectOf(pending);
+    for (let attempt = 1; ; attempt++) {
+      const left = deadline - REPLY_MARGIN_MS - Date.now();
+      if (left <= 0) break;
+      try {
+        await this.publisher.publish(subject, event, { timeoutMs: Math.min(PUBLISH_TIMEOUT_MS, left) });
+        this.outbox.remove(tag, name);
+        return;
+      } catch (error) {
+        if (attempt === 1) this.log.warn('could not record a challenge event; retrying until the deadline', { eventType: event.type, challengeId: c.id, error });
+        await new Promise((resolve) => setTimeout(resolve, Math.min(50 * attempt, Math.max(0, deadline - REPLY_MARGIN_MS - Date.now()))));
+      }
     }
+    deferred.inc();
+    this.log.error('a challenge event was not acknowledged before the deadline: left to the outbox relay', { eventType: event.type, challengeId: c.id });
   }
 }

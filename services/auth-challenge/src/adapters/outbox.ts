@@ -1,0 +1,131 @@
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { HASH_SLOTS, RedisKeys, slotOutboxKey } from '@mfa/projection';
+import { LOGGER, REDIS } from '@mfa/service-kit';
+import type { Logger } from '@mfa/telemetry';
+
+/**
+ * What the scripts keep in the outbox of the user's hash slot for each decision (see KEEP in
+ * scripts.ts): the request's context, as auth-challenge passed it, and the script's reply. The
+ * event of the decision is a pure function of this record (ChallengeService.eventOfRecord), so the
+ * instance that took the decision and the relay build the same event, with the same id.
+ */
+export interface DecisionRecord {
+  c: DecisionContext;
+  r: string[];
+}
+
+export type DecisionContext = StartDecisionContext | VerifyDecisionContext;
+
+export interface StartDecisionContext {
+  k: 'start';
+  /** tenant, user, challenge id, now (ms), expiresAt (ms), max attempts, server. */
+  t: string;
+  u: string;
+  id: string;
+  n: number;
+  e: number;
+  m: number;
+  s: { name: string; ip: string };
+  ip?: string;
+  app?: string;
+  rq?: string;
+  /** The SMS code sealed for dispatch (only when the challenge may become an SMS one). */
+  code?: string;
+}
+
+export interface VerifyDecisionContext {
+  k: 'verify';
+  t: string;
+  id: string;
+  n: number;
+  s: { name: string; ip: string };
+  /** TOTP: the time step of the matching code. */
+  st?: number;
+}
+
+/** The name of a decision in the outbox, as the scripts write it: "<challengeId>:<decision>[:<attempt>]". */
+export function decisionName(challengeId: string, reply: readonly string[]): string {
+  const name = `${challengeId}:${reply[0]}`;
+  return reply[0] === 'rejected' ? `${name}:${reply[3]}` : name;
+}
+
+export function parseDecisionRecord(raw: string): DecisionRecord | undefined {
+  try {
+    const record = JSON.parse(raw) as DecisionRecord;
+    const c = record?.c;
+    if (!c || (c.k !== 'start' && c.k !== 'verify') || typeof c.t !== 'string' || typeof c.id !== 'string' || typeof c.n !== 'number') return undefined;
+    if (!Array.isArray(record.r) || !record.r.every((v) => typeof v === 'string')) return undefined;
+    return record;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Acknowledged decisions removed at once: one pipeline instead of one write per request. */
+const DONE_BATCH = 256;
+const DONE_EVERY_MS = 20;
+/** Slot outboxes looked at per round trip by a relay pass. */
+const SCAN_BATCH = 1_024;
+
+/**
+ * The slot outboxes in Redis. A decision whose event JetStream acknowledged is removed (batched,
+ * off the request's path); whatever stays is found by `pending` (every slot's outbox, a fixed
+ * 16,384 keys however many users there are) and published by the relay.
+ */
+@Injectable()
+export class Outbox implements OnApplicationShutdown {
+  private done: Array<[string, string]> = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /** The event of this decision is stored: its outbox entry can go. */
+  remove(tag: string, name: string): void {
+    this.done.push([RedisKeys.slotOutbox(tag), name]);
+    if (this.done.length >= DONE_BATCH) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), DONE_EVERY_MS);
+  }
+
+  async flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.done;
+    this.done = [];
+    if (batch.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const [key, name] of batch) pipeline.hdel(key, name);
+    // Left behind if Redis does not answer: the relay publishes them again, which JetStream
+    // de-duplicates within its window and the consumers by event id after it.
+    await pipeline.exec().catch((error: unknown) => this.log.warn('removing acknowledged decisions from the outbox failed; the relay will', { error }));
+  }
+
+  /** Removes one entry now (the relay, after publishing it). */
+  async removeNow(key: string, name: string): Promise<void> {
+    await this.redis.hdel(key, name);
+  }
+
+  /** Every entry of every slot's outbox, slot by slot. */
+  async *pending(): AsyncGenerator<{ key: string; name: string; raw: string }> {
+    for (let first = 0; first < HASH_SLOTS; first += SCAN_BATCH) {
+      const keys = Array.from({ length: Math.min(SCAN_BATCH, HASH_SLOTS - first) }, (_, i) => slotOutboxKey(first + i));
+      const pipeline = this.redis.pipeline();
+      for (const key of keys) pipeline.hlen(key);
+      const lengths = (await pipeline.exec()) ?? [];
+      for (let i = 0; i < keys.length; i++) {
+        const [error, length] = lengths[i] ?? [];
+        if (error) throw error;
+        if (Number(length) === 0) continue;
+        const entries = await this.redis.hgetall(keys[i]!);
+        for (const [name, raw] of Object.entries(entries)) yield { key: keys[i]!, name, raw };
+      }
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.flush();
+  }
+}

@@ -1,8 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
-import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
+import { type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
 import { carrierFromContext, histogram, type Logger } from '@mfa/telemetry';
+import { isWrongLastSequence } from './jetstream-errors.js';
 
 const publishDuration = histogram('mfa_event_publish_duration_seconds', 'JetStream publish until its ack, by outcome', ['outcome']);
 
@@ -123,12 +124,6 @@ export async function publishWithRetry(
       if (options.delayMs) await new Promise((resolve) => setTimeout(resolve, options.delayMs! * attempt));
     }
   }
-}
-
-/** Whether a publish failed its `expect.lastSubjectSequence` (someone else wrote the subject first). */
-export function isWrongLastSequence(error: unknown): boolean {
-  if (error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)) return true;
-  return /wrong last sequence/i.test(String((error as Error)?.message));
 }
 
 interface StoredEvent {

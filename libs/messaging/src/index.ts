@@ -6,3 +6,4 @@ export * from './client.js';
 export * from './security.js';
 export * from './transient.js';
 export * from './follow.js';
+export * from './jetstream-errors.js';

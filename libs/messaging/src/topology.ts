@@ -8,13 +8,10 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import type { ConsumerDefinition, StreamDefinition } from '@mfa/contracts';
+import { isStreamNameInUse, isStreamOrConsumerNotFound } from './jetstream-errors.js';
 
 const nanos = (seconds: number) => seconds * 1_000_000_000;
 
-function isNotFound(error: unknown): boolean {
-  const code = (error as { code?: number; api_error?: { err_code?: number } })?.api_error?.err_code;
-  return code === 10059 || code === 10014 || /not found/i.test(String((error as Error)?.message));
-}
 
 /** Creates the stream if missing, or brings its subjects and limits up to date. Idempotent. */
 export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition, replicas = 1): Promise<void> {
@@ -42,12 +39,12 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
       current.allow_direct === true;
     if (!same) await jsm.streams.update(def.name, { ...current, ...config });
   } catch (error) {
-    if (!isNotFound(error)) throw error;
+    if (!isStreamOrConsumerNotFound(error)) throw error;
     try {
       await jsm.streams.add(config);
     } catch (addError) {
       // Another instance created it between our info and add: fine.
-      if (!/already in use|exists/i.test(String((addError as Error).message))) throw addError;
+      if (!isStreamNameInUse(addError)) throw addError;
     }
   }
 }
@@ -83,7 +80,7 @@ export async function ensureConsumer(jsm: JetStreamManager, def: ConsumerDefinit
       });
     }
   } catch (error) {
-    if (!isNotFound(error)) throw error;
+    if (!isStreamOrConsumerNotFound(error)) throw error;
     await jsm.consumers.add(def.stream, config);
   }
 }

@@ -1,3 +1,5 @@
+import { isTransientJetStreamError } from './jetstream-errors.js';
+
 /**
  * Whether an error says "a dependency is unreachable right now" (database, cache, broker, network)
  * rather than "this message cannot be handled". A consumer retries the first kind for as long as
@@ -19,7 +21,8 @@ const NETWORK_CODES = new Set([
 // Postgres SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57P operator
 // intervention (shutdown, cannot connect now), 40001/40P01 serialization failure and deadlock.
 const SQLSTATE = /^(08|53|57P|40001$|40P01$)/;
-const MESSAGES = /connection (is closed|terminated|refused)|stream isn't writeable|timeout exceeded when trying to connect|connection error/i;
+// node-postgres' own connection errors carry no code; JetStream's are told by code (below).
+const MESSAGES = /connection (is closed|terminated|refused)|timeout exceeded when trying to connect|connection error/i;
 const NAMES = new Set(['MaxRetriesPerRequestError', 'TimeoutError', 'NoRespondersError', 'ConnectionError']);
 
 export function isTransientDependencyError(error: unknown): boolean {
@@ -28,6 +31,7 @@ export function isTransientDependencyError(error: unknown): boolean {
     if (typeof current !== 'object') return false;
     const e = current as { name?: unknown; code?: unknown; message?: unknown; cause?: unknown };
     if (e.name === 'ContractError' && e.code === 'unavailable') return true;
+    if (isTransientJetStreamError(current)) return true;
     if (typeof e.code === 'string' && (NETWORK_CODES.has(e.code) || SQLSTATE.test(e.code))) return true;
     if (typeof e.name === 'string' && NAMES.has(e.name)) return true;
     if (typeof e.message === 'string' && MESSAGES.test(e.message)) return true;

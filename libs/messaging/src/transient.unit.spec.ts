@@ -1,7 +1,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
+import { JetStreamApiError, JetStreamError } from '@nats-io/jetstream';
 import { isTransientDependencyError } from './transient.js';
+import { isNoMessageFound, isStreamNameInUse, isStreamOrConsumerNotFound, isWrongLastSequence, JetStreamCodes } from './jetstream-errors.js';
+
+/** An error as the client builds it from a JetStream API reply ({code, err_code, description}). */
+const apiError = (err_code: number, description: string, code = 503) => new JetStreamApiError({ code, err_code, description });
+/** A pull status (the client's JetStreamStatusError is a JetStreamError carrying the status code). */
+const statusError = (code: number) => Object.assign(new JetStreamError(`status ${code}`), { code });
 
 describe('transient dependency errors', () => {
   it('recognises outages of the database, cache, broker and network, also behind a cause', () => {
@@ -16,6 +23,12 @@ describe('transient dependency errors', () => {
       new Error('Connection is closed.'),
       new Error('Connection terminated unexpectedly'),
       new ContractError('unavailable', 'challenge store unavailable'),
+      apiError(JetStreamCodes.ClusterNotAvailable, 'JetStream system temporarily unavailable'),
+      apiError(JetStreamCodes.ClusterNotLeader, 'JetStream cluster can not handle request'),
+      apiError(JetStreamCodes.StreamOffline, 'stream is offline'),
+      new Error('publish failed', { cause: apiError(JetStreamCodes.ClusterNoPeers, 'no suitable peers for placement') }),
+      statusError(503),
+      statusError(409),
     ]) {
       assert.equal(isTransientDependencyError(error), true, String(error));
     }
@@ -27,10 +40,27 @@ describe('transient dependency errors', () => {
       Object.assign(new Error('duplicate key value violates unique constraint'), { code: '23505' }),
       Object.assign(new Error('invalid input syntax for type timestamp'), { code: '22007' }),
       new ContractError('invalid_request', 'bad'),
+      apiError(JetStreamCodes.StreamWrongLastSequence, 'wrong last sequence: 4', 400),
+      apiError(JetStreamCodes.StreamNotFound, 'stream not found', 404),
+      // A message that reads like an outage is not one when its code says otherwise.
+      apiError(10052, "stream isn't writeable (temporarily unavailable)", 500),
+      statusError(400),
       'a string',
       undefined,
     ]) {
       assert.equal(isTransientDependencyError(error), false, String(error));
     }
+  });
+
+  it('tells JetStream API errors apart by their codes, not their messages', () => {
+    assert.equal(isWrongLastSequence(apiError(JetStreamCodes.StreamWrongLastSequence, 'wrong last sequence: 7', 400)), true);
+    assert.equal(isWrongLastSequence(apiError(JetStreamCodes.StreamWrongLastSequenceUnknown, 'wrong last sequence', 400)), true);
+    assert.equal(isWrongLastSequence(new Error('wrong last sequence: 7')), false);
+    assert.equal(isStreamOrConsumerNotFound(apiError(JetStreamCodes.StreamNotFound, 'stream not found', 404)), true);
+    assert.equal(isStreamOrConsumerNotFound(apiError(JetStreamCodes.ConsumerNotFound, 'consumer not found', 404)), true);
+    assert.equal(isStreamOrConsumerNotFound(apiError(JetStreamCodes.NoMessageFound, 'no message found', 404)), false);
+    assert.equal(isNoMessageFound(apiError(JetStreamCodes.NoMessageFound, 'no message found', 404)), true);
+    assert.equal(isStreamNameInUse(apiError(JetStreamCodes.StreamNameExists, 'stream name already in use', 400)), true);
+    assert.equal(isStreamNameInUse(new Error('stream name already in use')), false);
   });
 });

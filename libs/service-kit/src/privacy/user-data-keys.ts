@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { EventSubjects, Streams } from '@mfa/contracts';
 import { generateDataKey, rewrapDataKey, unwrapDataKey, userTag, type DataKey, type Keyring } from '@mfa/crypto';
-import { isWrongLastSequence, type NatsClients } from '@mfa/messaging';
+import { isNoMessageFound, isWrongLastSequence, type NatsClients } from '@mfa/messaging';
 import { counter } from '@mfa/telemetry';
 
 const lookups = counter('mfa_data_key_lookups_total', 'Reads of users’ data keys from MFA_USER_KEYS (cache misses), by outcome', ['outcome']);
@@ -176,7 +176,7 @@ export class UserDataKeys {
   /** Deletes a message so that the server overwrites its stored bytes; one already gone is fine. */
   private async deleteErasing(seq: number): Promise<void> {
     await this.nats.jsm.streams.deleteMessage(Streams.userKeys.name, seq, true).catch((error: unknown) => {
-      if (!/no message found/i.test(String((error as Error)?.message))) throw error;
+      if (!isNoMessageFound(error)) throw error;
     });
   }
 

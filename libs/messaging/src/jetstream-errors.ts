@@ -1,0 +1,61 @@
+import { JetStreamApiCodes, JetStreamApiError, JetStreamError } from '@nats-io/jetstream';
+
+/**
+ * JetStream errors, told apart by the client's error classes and the server's API error codes
+ * (nats-server's errors.json), never by their messages, which change between releases.
+ */
+export const JetStreamCodes = {
+  ...JetStreamApiCodes,
+  /** JSClusterNoPeersErr: no server can take the stream or consumer right now. */
+  ClusterNoPeers: 10005,
+  /** JSClusterNotAvailErr: JetStream system temporarily unavailable. */
+  ClusterNotAvailable: 10008,
+  /** JSClusterNotLeaderErr: the stream or consumer has no leader (an election is under way). */
+  ClusterNotLeader: 10009,
+  /** JSStreamNameExistErr: a stream of that name exists (another instance created it first). */
+  StreamNameExists: 10058,
+  /** JSStreamOfflineErr: the stream's replicas are not available. */
+  StreamOffline: 10118,
+} as const;
+
+/** The server's API error code, when the error is a JetStream API error. */
+export function jetStreamApiCode(error: unknown): number | undefined {
+  return error instanceof JetStreamApiError ? error.code : undefined;
+}
+
+/** A conditional publish failed: the subject moved on since it was read (optimistic concurrency). */
+export function isWrongLastSequence(error: unknown): boolean {
+  const code = jetStreamApiCode(error);
+  return code === JetStreamCodes.StreamWrongLastSequence || code === JetStreamCodes.StreamWrongLastSequenceUnknown;
+}
+
+export function isStreamOrConsumerNotFound(error: unknown): boolean {
+  const code = jetStreamApiCode(error);
+  return code === JetStreamCodes.StreamNotFound || code === JetStreamCodes.ConsumerNotFound;
+}
+
+export function isNoMessageFound(error: unknown): boolean {
+  return jetStreamApiCode(error) === JetStreamCodes.NoMessageFound;
+}
+
+export function isStreamNameInUse(error: unknown): boolean {
+  return jetStreamApiCode(error) === JetStreamCodes.StreamNameExists;
+}
+
+const TRANSIENT_API_CODES: ReadonlySet<number> = new Set([
+  JetStreamCodes.ClusterNoPeers,
+  JetStreamCodes.ClusterNotAvailable,
+  JetStreamCodes.ClusterNotLeader,
+  JetStreamCodes.StreamOffline,
+]);
+/** Pull statuses that mean "not now": 408 request timeout, 409 leadership change, 503 no responders. */
+const TRANSIENT_STATUS_CODES: ReadonlySet<number> = new Set([408, 409, 503]);
+
+/** JetStream says it cannot serve right now (election, peers missing, no responders): try again later. */
+export function isTransientJetStreamError(error: unknown): boolean {
+  const code = jetStreamApiCode(error);
+  if (code !== undefined) return TRANSIENT_API_CODES.has(code);
+  // A JetStreamStatusError (a JetStreamError with the status code; the class itself is not exported).
+  const status = error instanceof JetStreamError ? (error as JetStreamError & { code?: unknown }).code : undefined;
+  return typeof status === 'number' && TRANSIENT_STATUS_CODES.has(status);
+}

@@ -16,7 +16,8 @@ import { Subjects } from '@mfa/contracts';
 import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
-import { sealPersonalData } from '@mfa/service-kit';
+import { sealPersonalData, UserDataKeys } from '@mfa/service-kit';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { FakeTwilio, repoRoot, startStack } from '@mfa/testing';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
@@ -63,10 +64,16 @@ const tenantId = `bench-${Date.now().toString(36)}`;
 const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();
 const phoneOf = (i: number) => `+1555${String(i).padStart(7, '0')}`;
 /** What user-settings projects since data keys: the wrapped key and the personal data pre-sealed for challenge events. */
-const seededDataKey = (userId: string, displayName: string, phoneNumber: string | undefined) => {
-  const { dataKey, wrapped } = generateDataKey(keyring, tenantId, userId, 1);
+/**
+ * A TOTP user's data key is only wrapped here (nothing reads it back); an SMS user's is created in
+ * MFA_USER_KEYS as user-settings does, since dispatch opens the phone number with it.
+ */
+const seededDataKey = async (keys: UserDataKeys, userId: string, displayName: string, phoneNumber: string | undefined) => {
+  const { dataKey, wrapped, gen } = phoneNumber
+    ? await keys.getOrCreate(tenantId, userId).then((k) => ({ dataKey: k, wrapped: k.wrapped, gen: k.gen }))
+    : { ...generateDataKey(keyring, tenantId, userId, 1), gen: 1 };
   const challengePii = sealPersonalData(dataKey, { tenantId, userId, purpose: 'challenge' }, { displayName, ...(phoneNumber ? { phoneNumber } : {}) });
-  return { dataKey: formatWrappedDataKey(1, wrapped), ...(challengePii ? { challengePii } : {}) };
+  return { dataKey: formatWrappedDataKey(gen, wrapped), ...(challengePii ? { challengePii } : {}) };
 };
 
 if (scenarios.has('totp') || scenarios.has('sms')) {
@@ -120,24 +127,29 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     // registration is not what this benchmark measures, and each TOTP user can sign in once per
     // time step (RFC 6238 replay rule), so a run needs one fresh user per pair.
     const writer = new UserProjectionWriter(redis, keyring);
+    const keys = new UserDataKeys({ js: jetstream(nc), jsm: await jetstreamManager(nc) }, keyring);
     out(`seeding ${usersNeeded} TOTP users and ${usersNeeded} SMS users …`);
     const seedBatch = async (from: number, to: number, kind: 'totp' | 'sms') => {
       const jobs: Promise<unknown>[] = [];
       for (let i = from; i < to; i++) {
+        const userId = `${kind}-${i}@bench.example`;
+        const phoneNumber = kind === 'sms' ? phoneOf(i) : undefined;
         jobs.push(
-          writer.apply({
-            tenantId,
-            userId: `${kind}-${i}@bench.example`,
-            seq: 1,
-            displayName: `Bench ${kind} ${i}`,
-            phoneNumber: kind === 'sms' ? phoneOf(i) : undefined,
-            methods: [kind],
-            defaultMethod: kind,
-            totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
-            // As user-settings projects every user since data keys: start seals the user's
-            // personal data under it (the key is wrapped here only; nothing in the bench reads it back).
-            ...(process.env.BENCH_NO_DATA_KEYS ? {} : seededDataKey(`${kind}-${i}@bench.example`, `Bench ${kind} ${i}`, kind === 'sms' ? phoneOf(i) : undefined)),
-          }),
+          // As user-settings projects every user since data keys: start copies the personal data
+          // sealed under the user's key into its events.
+          (process.env.BENCH_NO_DATA_KEYS ? Promise.resolve({}) : seededDataKey(keys, userId, `Bench ${kind} ${i}`, phoneNumber)).then((sealed) =>
+            writer.apply({
+              tenantId,
+              userId,
+              seq: 1,
+              displayName: `Bench ${kind} ${i}`,
+              phoneNumber,
+              methods: [kind],
+              defaultMethod: kind,
+              totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
+              ...sealed,
+            }),
+          ),
         );
       }
       await Promise.all(jobs);

@@ -56,6 +56,13 @@ interface StackOptions {
 export interface Stack {
   processes: ServiceProcess[];
   url(name: ServiceName, instance?: number): string;
+  /**
+   * Kills one instance by its process id (SIGKILL unless told otherwise: no shutdown, a crash) and
+   * waits for it to exit. It leaves `processes` until restarted.
+   */
+  kill(name: ServiceName, instance: number, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts that instance again (same name and instance number, new HTTP port) and waits until it is ready. */
+  restart(name: ServiceName, instance: number): Promise<ServiceProcess>;
   stop(): Promise<void>;
 }
 
@@ -96,7 +103,7 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
       url,
       child,
       async stop() {
-        if (child.exitCode !== null) return child.exitCode;
+        if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
         const done = once(child, 'exit');
         child.kill('SIGTERM');
         const [code] = (await done) as [number | null];
@@ -151,6 +158,22 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       const p = processes.find((x) => x.name === name && x.instance === instance);
       if (!p) throw new Error(`${name}#${instance} is not running`);
       return p.url;
+    },
+    async kill(name, instance, signal = 'SIGKILL') {
+      const index = processes.findIndex((x) => x.name === name && x.instance === instance);
+      if (index < 0) throw new Error(`${name}#${instance} is not running`);
+      const [p] = processes.splice(index, 1);
+      const { child } = p!;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = once(child, 'exit');
+      child.kill(signal);
+      await done;
+    },
+    async restart(name, instance) {
+      if (processes.some((x) => x.name === name && x.instance === instance)) throw new Error(`${name}#${instance} is running`);
+      const p = await startOne(name, instance, options);
+      processes.push(p);
+      return p;
     },
     stop,
   };

@@ -145,8 +145,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   try {
     for (const name of SERVICE_NAMES.filter((n) => wanted.includes(n))) {
       const count = options.instances ?? 1;
-      const started = await Promise.all(Array.from({ length: count }, (_, i) => startOne(name, i + 1, options)));
-      processes.push(...started);
+      // Every instance that did start is kept for stop(), also when another failed: an orphan
+      // would keep the test process alive.
+      const results = await Promise.allSettled(Array.from({ length: count }, (_, i) => startOne(name, i + 1, options)));
+      for (const r of results) if (r.status === 'fulfilled') processes.push(r.value);
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     }
   } catch (error) {
     await stop();

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect as tcpConnect } from 'node:net';
 import { freePort } from './stack.js';
@@ -6,7 +6,12 @@ import { freePort } from './stack.js';
 export interface RedisServerProcess {
   url: string;
   port: number;
-  pid: number;
+  /** The current server's process id (a restart changes it). */
+  readonly pid: number;
+  /** Kills the server by its process id (SIGKILL unless told otherwise) and waits for it to exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the server again on the same port: empty, since it keeps nothing on disk. */
+  restart(): Promise<void>;
   /** Stops this server by its process id. */
   stop(): Promise<void>;
 }
@@ -18,28 +23,45 @@ export interface RedisServerProcess {
  */
 export async function startRedisServer(port?: number): Promise<RedisServerProcess> {
   const chosen = port ?? (await freePort());
-  const child = spawn(process.env.REDIS_SERVER_BIN ?? 'redis-server', ['--bind', '127.0.0.1', '--port', String(chosen), '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  let child: ChildProcess;
+  let exited: Promise<unknown>;
   let output = '';
-  for (const stream of [child.stdout, child.stderr]) stream.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = once(child, 'exit');
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      child.kill(signal);
       await exited;
     }
   };
-  const url = `redis://127.0.0.1:${chosen}`;
-  const deadline = Date.now() + 10_000;
-  while (!(await answersPing(chosen))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`redis-server did not start on ${chosen}: ${output.trim()}`);
+  const launch = async () => {
+    output = '';
+    child = spawn(process.env.REDIS_SERVER_BIN ?? 'redis-server', ['--bind', '127.0.0.1', '--port', String(chosen), '--save', '', '--appendonly', 'no'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    exited = once(child, 'exit');
+    const deadline = Date.now() + 10_000;
+    while (!(await answersPing(chosen))) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        await kill('SIGKILL');
+        throw new Error(`redis-server did not start on ${chosen}: ${output.trim()}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url, port: chosen, pid: child.pid!, stop };
+  };
+  await launch();
+  return {
+    url: `redis://127.0.0.1:${chosen}`,
+    port: chosen,
+    get pid() {
+      return child.pid!;
+    },
+    kill,
+    async restart() {
+      await kill('SIGKILL');
+      await launch();
+    },
+    stop: () => kill('SIGTERM'),
+  };
 }
 
 /** PING in Redis's protocol over a plain socket (this entry point loads no Redis client). */

@@ -56,6 +56,13 @@ interface StackOptions {
 export interface Stack {
   processes: ServiceProcess[];
   url(name: ServiceName, instance?: number): string;
+  /**
+   * Kills one instance by its process id (SIGKILL unless told otherwise: no shutdown, a crash) and
+   * waits for it to exit. It leaves `processes` until restarted.
+   */
+  kill(name: ServiceName, instance: number, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts that instance again (same name and instance number, new HTTP port) and waits until it is ready. */
+  restart(name: ServiceName, instance: number): Promise<ServiceProcess>;
   stop(): Promise<void>;
 }
 
@@ -96,7 +103,7 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
       url,
       child,
       async stop() {
-        if (child.exitCode !== null) return child.exitCode;
+        if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
         const done = once(child, 'exit');
         child.kill('SIGTERM');
         const [code] = (await done) as [number | null];
@@ -138,8 +145,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   try {
     for (const name of SERVICE_NAMES.filter((n) => wanted.includes(n))) {
       const count = options.instances ?? 1;
-      const started = await Promise.all(Array.from({ length: count }, (_, i) => startOne(name, i + 1, options)));
-      processes.push(...started);
+      // Every instance that did start is kept for stop(), also when another failed: an orphan
+      // would keep the test process alive.
+      const results = await Promise.allSettled(Array.from({ length: count }, (_, i) => startOne(name, i + 1, options)));
+      for (const r of results) if (r.status === 'fulfilled') processes.push(r.value);
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     }
   } catch (error) {
     await stop();
@@ -151,6 +162,22 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       const p = processes.find((x) => x.name === name && x.instance === instance);
       if (!p) throw new Error(`${name}#${instance} is not running`);
       return p.url;
+    },
+    async kill(name, instance, signal = 'SIGKILL') {
+      const index = processes.findIndex((x) => x.name === name && x.instance === instance);
+      if (index < 0) throw new Error(`${name}#${instance} is not running`);
+      const [p] = processes.splice(index, 1);
+      const { child } = p!;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = once(child, 'exit');
+      child.kill(signal);
+      await done;
+    },
+    async restart(name, instance) {
+      if (processes.some((x) => x.name === name && x.instance === instance)) throw new Error(`${name}#${instance} is running`);
+      const p = await startOne(name, instance, options);
+      processes.push(p);
+      return p;
     },
     stop,
   };

@@ -27,8 +27,11 @@ const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { ena
 const config = loadAuthChallengeConfig({ NODE_ENV: 'development', LOG_LEVEL: 'error' });
 const settings = defaultTenantSettings();
 const quiet = { error() {}, warn() {}, info() {}, debug() {} };
+// Builds with the decision outbox (issue 7) take it as the second argument.
+const outbox = await load('services/auth-challenge/dist/adapters/outbox.js').then(({ Outbox }) => new Outbox(redis, quiet), () => undefined);
 const service = new ChallengeService(
   new ChallengeStore(redis),
+  ...(outbox ? [outbox] : []),
   { get: () => settings, has: () => true, ready: true, lookup: async () => true },
   { publish: async () => ({ stream: 'stub', seq: 1, duplicate: false }) },
   { smsCode: () => '000000', challengeNonce: () => randomToken(16) },
@@ -90,4 +93,5 @@ for (const id of challenges) {
   if (keys.length >= 400) await redis.unlink(...keys.splice(0));
 }
 if (keys.length) await redis.unlink(...keys);
+await outbox?.flush();
 await redis.quit();

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
@@ -40,7 +40,7 @@ export function createEvent<T extends EventType, V extends VersionOf<T>>(
  * version 8 UUID made of the name's SHA-256.
  */
 export function eventIdOf(name: string): string {
-  const b = createHash('sha256').update(name, 'utf8').digest().subarray(0, 16);
+  const b = hash('sha256', name, 'buffer').subarray(0, 16);
   b[6] = (b[6]! & 0x0f) | 0x80;
   b[8] = (b[8]! & 0x3f) | 0x80;
   const hex = b.toString('hex');

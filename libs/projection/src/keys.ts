@@ -12,6 +12,8 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
  *   mfa:{tag}:sms:sends    STRING SMS codes sent in the current window (throttling)
+ *   mfa:{tag}:sms:send:<nonce> STRING dispatch's claim on one challenge's SMS: `sending` during a
+ *                          provider call, then `sent <provider> <message id>` (written by dispatch)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
@@ -37,6 +39,8 @@ export const RedisKeys = {
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
   challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
   smsSends: (tag: string) => `mfa:{${tag}}:sms:sends`,
+  /** dispatch's claim on sending the SMS of one challenge (see dispatch's SendGuard). */
+  smsSend: (tag: string, nonce: string) => `mfa:{${tag}}:sms:send:${nonce}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
@@ -58,6 +62,11 @@ export const STEPS_RESTORED_KEY = 'mfa:projection:steps-restored';
 
 /** Redis Cluster's hash slots. */
 export const HASH_SLOTS = 16_384;
+
+/** The hash slot of a user's keys (CRC16 of the tag, as Redis Cluster computes it). */
+export function hashSlotOf(tag: string): number {
+  return calculateSlot(tag);
+}
 let slotTags: string[] | undefined;
 
 /**

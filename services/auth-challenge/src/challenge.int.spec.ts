@@ -21,7 +21,7 @@ import {
 } from '@mfa/crypto';
 import { openPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
-import { parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { hashSlotOf, parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
@@ -355,10 +355,10 @@ describe('auth-challenge against real NATS and Redis', () => {
         tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp'], now,
         expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
         smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown: true, lockout,
-        challengeId: `${tag}.${nonce}`, context: '{}',
+        challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
       });
       assert.equal(started.kind, 'pending');
-      return { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}' };
+      return { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag) };
     };
     const where = await startOne();
     const check = await store.checkCode({ ...where, codeHash: hashCode(keyring, 'x', '123456') });

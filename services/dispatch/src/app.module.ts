@@ -1,7 +1,9 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, UserDataKeys } from '@mfa/service-kit';
+import type { Redis } from 'ioredis';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
+import { SendGuard } from './adapters/send-guard.js';
 import type { Logger } from '@mfa/telemetry';
 import type { SmsProvider } from './adapters/sms/sms-provider.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
@@ -23,15 +25,17 @@ export class AppModule {
           streams: [Streams.challenges, Streams.dispatch, Streams.userKeys, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
+        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, SmsRequestsController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
+        { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys) =>
+          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard) =>
             new SmsDeliveryService({
               keyring: config.keyring,
               keys,
@@ -39,11 +43,14 @@ export class AppModule {
               attemptsPerProvider: config.SMS_SEND_ATTEMPTS,
               retryBaseMs: config.SMS_RETRY_BASE_MS,
               publisher,
+              guard,
+              // A claim outlives one provider call: the provider's total timeout and a margin.
+              claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard],
         },
-        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth) => [nats], inject: [NatsHealth] },
+        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],
     };
   }

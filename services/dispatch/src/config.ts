@@ -1,6 +1,6 @@
 import { Consumers } from '@mfa/contracts';
 import { z } from 'zod';
-import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
 const optionalText = z
   .string()
@@ -8,7 +8,7 @@ const optionalText = z
   .transform((s) => (s === '' ? undefined : s))
   .optional();
 
-export const DispatchEnv = BaseConfig.extend({
+export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3002),
   /** Ordered provider names, e.g. "twilio,console"; unset means "console" outside production. */
   SMS_PROVIDERS: optionalText,

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Redis, ReplyError } from 'ioredis';
 import { unavailable } from '@mfa/contracts';
-import { RedisKeys } from '@mfa/projection';
+import { RedisKeys, slotMarkerKey, slotOutboxKey } from '@mfa/projection';
 import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
@@ -33,6 +33,8 @@ interface StartInput {
   challengeId: string;
   /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
   context: string;
+  /** The hash slot of the user's keys (hashSlotOf(tag)): where the slot's marker and outbox are. */
+  slot: number;
 }
 
 /**
@@ -57,6 +59,8 @@ interface VerifyInput {
   challengeId: string;
   /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
   context: string;
+  /** The hash slot of the user's keys (hashSlotOf(tag)): where the slot's marker and outbox are. */
+  slot: number;
 }
 
 /**
@@ -105,8 +109,8 @@ export class ChallengeStore {
       RedisKeys.smsSends(input.tag),
       RedisKeys.failures(input.tag),
       RedisKeys.consecutiveFailures(input.tag),
-      RedisKeys.slotMarker(input.tag),
-      RedisKeys.slotOutbox(input.tag),
+      slotMarkerKey(input.slot),
+      slotOutboxKey(input.slot),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -156,7 +160,7 @@ export class ChallengeStore {
       RedisKeys.totpSteps(input.tag),
       RedisKeys.failures(input.tag),
       RedisKeys.consecutiveFailures(input.tag),
-      RedisKeys.slotOutbox(input.tag),
+      slotOutboxKey(input.slot),
     ];
   }
 

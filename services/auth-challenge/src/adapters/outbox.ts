@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { HASH_SLOTS, RedisKeys, slotOutboxKey } from '@mfa/projection';
+import { HASH_SLOTS, slotOutboxKey } from '@mfa/projection';
 import { LOGGER, REDIS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 
@@ -83,9 +83,9 @@ export class Outbox implements OnApplicationShutdown {
     @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
-  /** The event of this decision is stored: its outbox entry can go. */
-  remove(tag: string, name: string): void {
-    this.done.push([RedisKeys.slotOutbox(tag), name]);
+  /** The event of this decision is stored: its outbox entry (in the outbox of hash slot `slot`) can go. */
+  remove(slot: number, name: string): void {
+    this.done.push([slotOutboxKey(slot), name]);
     if (this.done.length >= DONE_BATCH) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), DONE_EVERY_MS);
   }

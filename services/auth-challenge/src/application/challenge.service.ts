@@ -23,7 +23,7 @@ import {
   type Keyring,
 } from '@mfa/crypto';
 import { createEvent, eventIdOf, EventPublisher } from '@mfa/messaging';
-import { challengeId as formatChallengeId, parseChallengeId } from '@mfa/projection';
+import { challengeId as formatChallengeId, hashSlotOf, parseChallengeId } from '@mfa/projection';
 import { LOGGER, sealPersonalData } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
 import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
@@ -118,6 +118,7 @@ export class ChallengeService {
     const tag = userTag(this.keyring, req.tenantId, req.userId);
     const nonce = this.codes.challengeNonce();
     const challengeId = formatChallengeId(tag, nonce);
+    const slot = hashSlotOf(tag);
     // A code is drawn only if the challenge may become an SMS one: the script never picks another
     // method than the one requested. It is sealed now, for the outbox record: Redis keeps only its
     // keyed hash and the sealed code (whose key it never sees).
@@ -155,11 +156,12 @@ export class ChallengeService {
       lockout: this.lockout,
       challengeId,
       context: JSON.stringify(context),
+      slot,
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
-    if (outcome.event) await this.record(tag, decisionName(challengeId, [verdict.kind]), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+    if (outcome.event) await this.record(slot, decisionName(challengeId, [verdict.kind]), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     return outcome.reply;
   }
 
@@ -167,7 +169,8 @@ export class ChallengeService {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
-    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout, challengeId: req.challengeId };
+    const slot = hashSlotOf(id.tag);
+    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout, challengeId: req.challengeId, slot };
     const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });
     let verdict: VerifyVerdict;
     if (check.kind === 'totp_check') {
@@ -183,7 +186,7 @@ export class ChallengeService {
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
     if (outcome.event) {
       const name = decisionName(req.challengeId, verdict.kind === 'rejected' ? ['rejected', '', '', String(verdict.attempts)] : [verdict.kind]);
-      await this.record(id.tag, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+      await this.record(slot, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     }
     return outcome.reply;
   }
@@ -276,7 +279,7 @@ export class ChallengeService {
    * id, derived from the decision's name, makes a repeat harmless). Once stored, the decision
    * leaves the outbox; if the deadline comes first, the relay publishes it from there.
    */
-  private async record(tag: string, name: string, c: StartDecisionContext | VerifyDecisionContext, pending: PendingEvent, deadline: number): Promise<void> {
+  private async record(slot: number, name: string, c: StartDecisionContext | VerifyDecisionContext, pending: PendingEvent, deadline: number): Promise<void> {
     const event = this.envelope(name, c, pending);
     const subject = subjectOf(pending);
     for (let attempt = 1; ; attempt++) {
@@ -284,7 +287,7 @@ export class ChallengeService {
       if (left <= 0) break;
       try {
         await this.publisher.publish(subject, event, { timeoutMs: Math.min(PUBLISH_TIMEOUT_MS, left) });
-        this.outbox.remove(tag, name);
+        this.outbox.remove(slot, name);
         return;
       } catch (error) {
         if (attempt === 1) this.log.warn('could not record a challenge event; retrying until the deadline', { eventType: event.type, challengeId: c.id, error });

@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EventSubjects, type DispatchEvent, type EventOf, type EventVersion } from '@mfa/contracts';
+import { EventSubjects, unavailable, type DispatchEvent, type EventOf, type EventVersion } from '@mfa/contracts';
 import { dataKeyGeneration, open, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
 import { openPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
+import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
@@ -19,6 +20,10 @@ interface SmsDeliveryOptions {
   attemptsPerProvider: number;
   retryBaseMs: number;
   publisher: EventPublisher;
+  /** At most one SMS per request (adapters/send-guard.ts). */
+  guard: Pick<SendGuard, 'claim' | 'sent' | 'release'>;
+  /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
+  claimTtlMs: number;
   log: Logger;
   clock?: () => Date;
   random?: () => number;
@@ -28,6 +33,9 @@ interface SmsDeliveryOptions {
 export class DeliveryInterruptedError extends Error {
   override name = 'DeliveryInterruptedError';
 }
+
+/** How long a `sent` claim outlives the challenge's expiry (a late redelivery still finds it). */
+const SENT_CLAIM_MARGIN_MS = 10 * 60_000;
 
 /** Longest quiet stretch before telling JetStream we are still at it (ack wait is 60 s). */
 const WORKING_EVERY_MS = 5_000;
@@ -104,6 +112,19 @@ export class SmsDeliveryService {
         break;
       }
       to = recipient;
+      const claim = await this.claim(event.data.challengeId);
+      if (claim.kind === 'sent') {
+        // Sent already by an earlier delivery of this request (JetStream lost its ack): never
+        // twice; its outcome is recorded again (same id: stored once).
+        smsSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
+        outcome = this.sent(event, { challengeId: event.data.challengeId, provider: claim.provider, providerMessageId: claim.providerMessageId, attempts: 1 });
+        log.warn('SMS request delivered again after it was sent: not sent twice', { provider: claim.provider, providerMessageId: claim.providerMessageId });
+        break;
+      }
+      if (claim.kind === 'in_progress') {
+        // Another delivery is calling a provider (or died doing it: its claim ends by itself).
+        throw unavailable('another delivery of this SMS request is under way; trying again later');
+      }
       // Every attempt, the first too, restarts the ack-wait clock: the provider's total timeout
       // (TWILIO_TIMEOUT_MS, at most half the ack wait) then always ends before JetStream could
       // hand the message to another instance, which would send a second SMS.
@@ -114,6 +135,9 @@ export class SmsDeliveryService {
       try {
         const { providerMessageId } = await provider.send({ to, body, trace: carrierFromContext() });
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
+        await this.options.guard
+          .sent(event.data.challengeId, provider.name, providerMessageId, expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS)
+          .catch((error: unknown) => log.warn('could not record that the SMS was sent; its claim ends by itself', { error }));
         const attempts = failures.length + 1;
         outcome = this.sent(event, { challengeId: event.data.challengeId, provider: provider.name, providerMessageId, attempts });
         log.info('SMS sent', { provider: provider.name, providerMessageId, attempts });
@@ -121,6 +145,9 @@ export class SmsDeliveryService {
         const failure = toProviderError(error, provider.name);
         smsSends.inc({ provider: provider.name, outcome: failure.transient ? 'transient_error' : 'permanent_error' });
         failures.push({ provider: provider.name, transient: failure.transient, error: failure.message });
+        await this.options.guard
+          .release(event.data.challengeId)
+          .catch((releaseError: unknown) => log.warn('could not release the SMS claim; it ends by itself', { error: releaseError }));
         log.warn('SMS attempt failed', { provider: provider.name, attempt: step.attempt, transient: failure.transient, error: failure });
       } finally {
         smsProviderDuration.observe({ provider: provider.name }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -128,6 +155,15 @@ export class SmsDeliveryService {
     }
     await this.publish(outcome, msg, log);
     return outcome;
+  }
+
+  private async claim(challengeId: string): Promise<SendClaim> {
+    try {
+      return await this.options.guard.claim(challengeId, this.options.claimTtlMs);
+    } catch (error) {
+      // Without the claim, a send could be a second one: wait for Redis (retried, never dead-lettered).
+      throw unavailable('the SMS send guard (Redis) is unavailable; trying again later', error);
+    }
   }
 
   private openCode(event: EventOf<'ChallengeStarted'>, sealedCode: string): string {

@@ -1,12 +1,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { EventSubjects, type AnyEvent, type DispatchEvent, type EventOf } from '@mfa/contracts';
+import { EventSubjects, type AnyEvent, type ContractError, type DispatchEvent, type EventOf } from '@mfa/contracts';
 import { generateDataKey, keyringFromMasterKey, seal, SealContext, type DataKey } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { challengeExpired, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
+import type { SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { DataKeyUnavailableError, DeliveryInterruptedError, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
@@ -48,7 +49,24 @@ class ScriptedKeys {
   }
 }
 
-function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys } = {}) {
+/** The send claims as Redis keeps them (adapters/send-guard.ts), scripted: one entry per challenge. */
+class ScriptedGuard {
+  readonly claims = new Map<string, SendClaim>();
+  async claim(challengeId: string): Promise<SendClaim> {
+    const held = this.claims.get(challengeId);
+    if (held) return held.kind === 'claimed' ? { kind: 'in_progress' } : held;
+    this.claims.set(challengeId, { kind: 'claimed' });
+    return { kind: 'claimed' };
+  }
+  async sent(challengeId: string, provider: string, providerMessageId: string): Promise<void> {
+    this.claims.set(challengeId, { kind: 'sent', provider, providerMessageId });
+  }
+  async release(challengeId: string): Promise<void> {
+    this.claims.delete(challengeId);
+  }
+}
+
+function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard } = {}) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   let publishFailures = options.publishFailures ?? 0;
   const publisher = {
@@ -64,6 +82,8 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number; 
     attemptsPerProvider: 3,
     retryBaseMs: 1,
     publisher,
+    guard: options.guard ?? new ScriptedGuard(),
+    claimTtlMs: 15_000,
     log,
     clock: () => now,
     random: () => 0.5,
@@ -137,6 +157,40 @@ describe('SMS delivery', () => {
     assert.equal(sent.aggregateId, challengeId);
     assert.equal(sent.metadata.causationId, event.id);
     assert.equal(sent.metadata.correlationId, 'req-1');
+  });
+
+  it('given a request delivered again after it was sent (acks lost with NATS), then no second SMS and the same outcome', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const guard = new ScriptedGuard();
+    const { service, published } = harness([twilio], { guard });
+    const { event, challengeId } = smsChallenge();
+    await service.deliver(delivery(event));
+    await service.deliver(delivery(event));
+    assert.equal(twilio.sent.length, 1, 'one SMS');
+    assert.equal(published.length, 2);
+    assert.deepEqual(published[1]!.event, { ...published[0]!.event, occurredAt: published[1]!.event.occurredAt, metadata: published[1]!.event.metadata });
+    assert.deepEqual((published[1]!.event as EventOf<'SmsSent'>).data, { challengeId, provider: 'twilio', providerMessageId: 'twilio-1', attempts: 1 });
+  });
+
+  it('given another delivery of the request calling a provider now, then nothing is sent and the message is tried again later', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const guard = new ScriptedGuard();
+    const { service, published } = harness([twilio], { guard });
+    const { event, challengeId } = smsChallenge();
+    guard.claims.set(challengeId, { kind: 'claimed' });
+    await assert.rejects(service.deliver(delivery(event)), (e: ContractError) => e.code === 'unavailable');
+    assert.equal(twilio.sent.length, 0);
+    assert.equal(published.length, 0);
+  });
+
+  it('releases the claim when a provider fails, so the next attempt may send', async () => {
+    const twilio = new ScriptedProvider('twilio', ['transient']);
+    const guard = new ScriptedGuard();
+    const { service } = harness([twilio], { guard });
+    const { event, challengeId } = smsChallenge();
+    await service.deliver(delivery(event));
+    assert.equal(twilio.sent.length, 1);
+    assert.equal(guard.claims.get(challengeId)?.kind, 'sent');
   });
 
   it('retries transient errors on the same provider, telling JetStream it is still working', async () => {

@@ -1,0 +1,48 @@
+import type { Redis } from 'ioredis';
+import { parseChallengeId, RedisKeys } from '@mfa/projection';
+
+export type SendClaim =
+  /** This instance may call the provider now. */
+  | { kind: 'claimed' }
+  /** A provider accepted this challenge's SMS already: never again. */
+  | { kind: 'sent'; provider: string; providerMessageId: string }
+  /** Another delivery of the same request is calling a provider right now (or died doing it). */
+  | { kind: 'in_progress' };
+
+const SENDING = 'sending';
+
+/**
+ * At most one SMS per request, whatever JetStream redelivers. A delivery claims the challenge's
+ * send in Redis (`SET NX`) before each provider call and records the provider's message id once
+ * the provider accepted it; a redelivered request then finds `sent` and sends nothing. The claim
+ * lives in Redis, not in the consumer's ack state, because a nats-server that dies right after a
+ * send can lose the acks of its last moments and deliver the request again once it is back.
+ */
+export class SendGuard {
+  constructor(private readonly redis: Redis) {}
+
+  private keyOf(challengeId: string): string {
+    const id = parseChallengeId(challengeId);
+    if (!id) throw new Error('an SMS request for a malformed challenge id');
+    return RedisKeys.smsSend(id.tag, id.nonce);
+  }
+
+  /** One round trip: `SET key sending NX PX ttl GET` answers what was there, if anything. */
+  async claim(challengeId: string, ttlMs: number): Promise<SendClaim> {
+    const previous = await this.redis.set(this.keyOf(challengeId), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
+    if (previous === null) return { kind: 'claimed' };
+    if (previous === SENDING) return { kind: 'in_progress' };
+    const [, provider = 'unknown', providerMessageId = ''] = previous.split(' ');
+    return { kind: 'sent', provider, providerMessageId };
+  }
+
+  /** The provider accepted the message: kept until well after the challenge can no longer be used. */
+  async sent(challengeId: string, provider: string, providerMessageId: string, ttlMs: number): Promise<void> {
+    await this.redis.set(this.keyOf(challengeId), `sent ${provider} ${providerMessageId}`, 'PX', Math.max(1, Math.ceil(ttlMs)));
+  }
+
+  /** The provider refused or failed: the next attempt (or delivery) may claim again. */
+  async release(challengeId: string): Promise<void> {
+    await this.redis.del(this.keyOf(challengeId));
+  }
+}

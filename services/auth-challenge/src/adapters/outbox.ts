@@ -65,8 +65,11 @@ export function parseDecisionRecord(raw: string): DecisionRecord | undefined {
 /** Acknowledged decisions removed at once: one pipeline instead of one write per request. */
 const DONE_BATCH = 256;
 const DONE_EVERY_MS = 20;
-/** Slot outboxes looked at per round trip by a relay pass. */
-const SCAN_BATCH = 1_024;
+/**
+ * Slot outboxes looked at per round trip by a full pass: small, so that the requests' own scripts
+ * interleave with the pass instead of waiting behind thousands of commands.
+ */
+const SCAN_BATCH = 64;
 
 /**
  * The slot outboxes in Redis. A decision whose event JetStream acknowledged is removed (batched,
@@ -77,6 +80,8 @@ const SCAN_BATCH = 1_024;
 export class Outbox implements OnApplicationShutdown {
   private done: Array<[string, string]> = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Decisions this instance answered without their event stored: the relay tries them first. */
+  readonly deferred = new Map<string, { key: string; name: string }>();
 
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
@@ -101,6 +106,17 @@ export class Outbox implements OnApplicationShutdown {
     // Left behind if Redis does not answer: the relay publishes them again, which JetStream
     // de-duplicates within its window and the consumers by event id after it.
     await pipeline.exec().catch((error: unknown) => this.log.warn('removing acknowledged decisions from the outbox failed; the relay will', { error }));
+  }
+
+  /** This instance answered a decision whose event is not stored yet. */
+  defer(slot: number, name: string): void {
+    const key = slotOutboxKey(slot);
+    this.deferred.set(`${key} ${name}`, { key, name });
+  }
+
+  /** One entry, or undefined once it is gone (published and removed by another instance). */
+  async read(key: string, name: string): Promise<string | undefined> {
+    return (await this.redis.hget(key, name)) ?? undefined;
   }
 
   /** Removes one entry now (the relay, after publishing it). */

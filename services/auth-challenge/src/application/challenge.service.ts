@@ -295,6 +295,7 @@ export class ChallengeService {
       }
     }
     deferred.inc();
+    this.outbox.defer(slot, name);
     this.log.error('a challenge event was not acknowledged before the deadline: left to the outbox relay', { eventType: event.type, challengeId: c.id });
   }
 }

@@ -7,30 +7,33 @@ import { counter, gauge, type Logger } from '@mfa/telemetry';
 import { Outbox, parseDecisionRecord } from '../adapters/outbox.js';
 import { ChallengeService } from './challenge.service.js';
 
-/** How often the relay looks at the outboxes (one instance at a time, under a lease). */
-const RELAY_EVERY_MS = 5_000;
+/** How often an instance publishes the events it answered without (JetStream did not take them in time). */
+const OWN_EVERY_MS = 2_000;
+/** How often one instance (under a lease) looks at every slot's outbox, for decisions of instances that died. */
+const FULL_PASS_EVERY_MS = 15_000;
 const LEASE_KEY = 'mfa:outbox:relay';
-const LEASE_MS = 30_000;
+const LEASE_MS = 60_000;
 /**
  * A decision younger than this may still be in the hands of the instance that took it (publishing,
- * retrying until the caller's deadline, or its removal batched): left to it.
+ * retrying until the caller's deadline, or its removal batched): a full pass leaves it alone.
  */
 const RELAY_AFTER_MS = 10_000;
 
 const relayed = counter('mfa_outbox_relayed_total', 'Challenge events published by the outbox relay, by outcome', ['outcome']);
-const pendingGauge = gauge('mfa_outbox_pending', 'Decisions in the outboxes at the last relay pass (events not acknowledged yet)');
+const pendingGauge = gauge('mfa_outbox_pending', 'Decisions in the outboxes at the last full relay pass (events not acknowledged yet)');
 
 /**
- * Publishes the events of decisions that stayed in the outbox: the instance that took them could
- * not publish them before its caller's deadline (JetStream unavailable), or died between the
- * script and the ack. Every instance runs it; a lease in Redis lets one pass run at a time, and
- * another instance takes over when the holder dies. The event is rebuilt from the record exactly
- * as the deciding instance built it (same id: JetStream de-duplicates a publish that did land).
+ * Publishes the events of decisions that stayed in the outbox. Every instance, every 2 s, the
+ * decisions it answered itself without their event (JetStream did not acknowledge in time). And
+ * every 15 s, one instance (a lease in Redis; another takes over when the holder dies) looks at
+ * every slot's outbox, a fixed 16,384 keys read 64 at a time, for decisions of instances that
+ * died between their script and their publish. The event is rebuilt from the record exactly as the
+ * deciding instance built it (same id: JetStream de-duplicates a publish that did land).
  */
 @Injectable()
 export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdown {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private running: Promise<unknown> | undefined;
   private readonly owner = `${hostname()}:${process.pid}`;
 
   constructor(
@@ -42,55 +45,85 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   ) {}
 
   onApplicationBootstrap(): void {
-    this.timer = setInterval(() => void this.pass(), RELAY_EVERY_MS);
-    this.timer.unref();
+    this.timers = [
+      setInterval(() => void this.exclusive(() => this.ownPass()), OWN_EVERY_MS),
+      setInterval(() => void this.exclusive(() => this.fullPass()), FULL_PASS_EVERY_MS),
+    ];
+    for (const timer of this.timers) timer.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
-    clearInterval(this.timer);
+    for (const timer of this.timers) clearInterval(timer);
     await this.running?.catch(() => undefined);
   }
 
-  /** One pass over every slot's outbox, if no other instance holds the lease. Returns the events published. */
-  async pass(now = Date.now): Promise<number> {
-    if (this.running) return 0;
-    let published = 0;
-    this.running = (async () => {
-      try {
-        if ((await this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS, 'NX')) !== 'OK') return;
-      } catch {
-        return; // Redis unreachable: the next pass tries again.
-      }
-      let seen = 0;
-      try {
-        for await (const { key, name, raw } of this.outbox.pending()) {
-          seen++;
-          const record = parseDecisionRecord(raw);
-          if (record && record.c.n > now() - RELAY_AFTER_MS) continue;
-          const built = record ? this.challenges.eventOfRecord(record) : undefined;
-          if (!built) {
-            // Never publishable: kept out of the way, and said loudly (an operator must look).
-            this.log.error('an outbox entry cannot be turned into an event: removed', { name: name.slice(0, 200) });
-            relayed.inc({ outcome: 'unreadable' });
-            await this.outbox.removeNow(key, name);
-            continue;
-          }
-          const ack = await this.publisher.publish(built.subject, built.event);
-          await this.outbox.removeNow(key, name);
-          relayed.inc({ outcome: ack.duplicate ? 'duplicate' : 'published' });
-          published++;
-        }
-        pendingGauge.set(seen);
-        if (published > 0) this.log.warn('the outbox relay published events the deciding instance had not', { published });
-      } catch (error) {
-        this.log.warn('outbox relay pass interrupted; the next one goes on', { error });
-      } finally {
-        await this.redis.del(LEASE_KEY).catch(() => undefined);
-      }
-    })().finally(() => {
+  /** One pass at a time per instance. */
+  private async exclusive<T>(pass: () => Promise<T>): Promise<T | undefined> {
+    if (this.running) return undefined;
+    const run = pass();
+    this.running = run.finally(() => {
       this.running = undefined;
     });
-    await this.running;
+    return run;
+  }
+
+  /** The decisions this instance answered without their event. Returns the events published. */
+  async ownPass(): Promise<number> {
+    let published = 0;
+    for (const [id, { key, name }] of this.outbox.deferred) {
+      try {
+        const raw = await this.outbox.read(key, name);
+        if (raw !== undefined && (await this.relay(key, name, raw))) published++;
+        this.outbox.deferred.delete(id);
+      } catch (error) {
+        this.log.warn('the outbox relay could not publish yet; trying again', { error });
+        break;
+      }
+    }
+    if (published > 0) this.log.warn('events published from the outbox after JetStream came back', { published });
     return published;
+  }
+
+  /** Every slot's outbox, if no other instance holds the lease. Returns the events published. */
+  async fullPass(now = Date.now): Promise<number> {
+    try {
+      if ((await this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS, 'NX')) !== 'OK') return 0;
+    } catch {
+      return 0; // Redis unreachable: the next pass tries again.
+    }
+    let published = 0;
+    let seen = 0;
+    try {
+      for await (const { key, name, raw } of this.outbox.pending()) {
+        seen++;
+        const record = parseDecisionRecord(raw);
+        if (record && record.c.n > now() - RELAY_AFTER_MS) continue;
+        if (await this.relay(key, name, raw)) published++;
+      }
+      pendingGauge.set(seen);
+      if (published > 0) this.log.warn('the outbox relay published events the deciding instance had not', { published });
+    } catch (error) {
+      this.log.warn('outbox relay pass interrupted; the next one goes on', { error });
+    } finally {
+      await this.redis.del(LEASE_KEY).catch(() => undefined);
+    }
+    return published;
+  }
+
+  /** Publishes one entry's event and removes the entry; false for an entry that can never become one. */
+  private async relay(key: string, name: string, raw: string): Promise<boolean> {
+    const record = parseDecisionRecord(raw);
+    const built = record ? this.challenges.eventOfRecord(record) : undefined;
+    if (!built) {
+      // Never publishable: kept out of the way, and said loudly (an operator must look).
+      this.log.error('an outbox entry cannot be turned into an event: removed', { name: name.slice(0, 200) });
+      relayed.inc({ outcome: 'unreadable' });
+      await this.outbox.removeNow(key, name);
+      return false;
+    }
+    const ack = await this.publisher.publish(built.subject, built.event);
+    await this.outbox.removeNow(key, name);
+    relayed.inc({ outcome: ack.duplicate ? 'duplicate' : 'published' });
+    return true;
   }
 }

@@ -165,7 +165,6 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
           DATABASE_URL: pg.url('mfa'),
           // One user signs in many times during the run: neither throttling nor lockout is under test.
           SMS_MAX_SENDS_PER_WINDOW: '1000',
-          MFA_LOCKOUT_THRESHOLD: '100',
           ...twilio.env(),
         },
         onLine: (service, line) => {
@@ -177,7 +176,10 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
         readyTimeoutMs: 120_000,
       });
       nc = await connectClient({ servers: nats.url, name: 'e2e-fault-idp', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-      const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: CODE_LIFETIME_S } });
+      const configured = await ask(Subjects.tenantsConfigure, {
+        tenantId,
+        settings: { codeLifetimeSeconds: CODE_LIFETIME_S, lockout: { threshold: 100 } },
+      });
       assert.equal(configured.error, undefined, JSON.stringify(configured));
 
       // Users: a TOTP code is accepted once per time step and token, so a TOTP user signs in at

@@ -45,8 +45,6 @@ describe('Redis lost while the services run', () => {
         NATS_URL: nats.url,
         REDIS_URL: redisServer.url,
         LOG_LEVEL: 'warn',
-        // Three wrong codes in the window lock the user (the lockout test below).
-        MFA_LOCKOUT_THRESHOLD: '3',
       },
       onLine: (service, line) => {
         if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
@@ -55,7 +53,8 @@ describe('Redis lost while the services run', () => {
     });
     nc = await connectClient({ servers: nats.url, name: 'e2e-redis-loss' });
     redis = new Redis(redisServer.url);
-    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
+    // Three wrong codes in the window lock a user (the lockout test below).
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { lockout: { threshold: 3 } } })).error, undefined);
   });
 
   after(async () => {
@@ -133,11 +132,13 @@ describe('Redis lost while the services run', () => {
       const secret = base32Decode(String(enrolled.secret));
       await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, Date.now()) });
       const started = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
-      // Codes of another secret: wrong. The third locks the user (MFA_LOCKOUT_THRESHOLD=3).
+      // Codes of another secret: wrong. The third locks the user (the tenant's lockout threshold is 3).
+      const replies: Reply[] = [];
       for (let n = 0; n < 3; n++) {
         const wrong = totp(Buffer.alloc(20, n + 1), Date.now());
-        await ask(Subjects.challengeVerify, { tenantId, challengeId: started.challengeId, code: wrong });
+        replies.push(await ask(Subjects.challengeVerify, { tenantId, challengeId: started.challengeId, code: wrong }));
       }
+      assert.deepEqual(replies.map((r) => [r.status, r.reason]), [['pending', 'invalid_code'], ['pending', 'invalid_code'], ['denied', 'locked_out']]);
       const refused = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
       assert.equal(refused.error?.code, 'rate_limited', JSON.stringify(refused));
     }

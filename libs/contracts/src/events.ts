@@ -196,7 +196,13 @@ export const ChallengeCodeRejected = envelope(
 export const ChallengeAttemptsExhausted = envelope(
   'ChallengeAttemptsExhausted',
   1,
-  Outcome.extend({ attempts: z.int().positive(), lastCause: z.enum(['mismatch', 'reused']), guard: FailureGuard.optional() }),
+  Outcome.extend({
+    attempts: z.int().positive(),
+    lastCause: z.enum(['mismatch', 'reused']),
+    guard: FailureGuard.optional(),
+    /** The last wrong code reached the tenant's lockout threshold: the user is locked out. */
+    lockedOut: z.literal(true).optional(),
+  }),
 );
 export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
 

@@ -82,6 +82,8 @@ export const CHALLENGE_REASONS = [
   'method_not_registered',
   'method_disabled',
   'delivery_failed',
+  /** The wrong code that reached the tenant's lockout threshold: the challenge ends, the user is locked. */
+  'locked_out',
 ] as const;
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;

@@ -7,6 +7,7 @@ export const ResultDetail = {
   invalidCode: 'MFA denied; invalid verification code',
   duplicateCode: 'MFA denied; duplicate authentication attempt',
   userBlocked: 'MFA denied; user is blocked',
+  lockedOut: 'MFA denied; account locked out after too many denied attempts',
   fraud: 'MFA denied; Fraud Code Entered',
   timedOut: 'MFA denied; verification timed out',
   registrationRequired: 'MFA denied; user must register for MFA',

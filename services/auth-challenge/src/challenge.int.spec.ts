@@ -230,9 +230,13 @@ describe('auth-challenge against real NATS and Redis', () => {
     for (let i = 0; i < 3; i++) ids.push(String((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).challengeId));
     const third = await smsCodeOf(ids[2]!);
     const wrong = third === '999999' ? '999998' : '999999';
+    const replies: Reply[] = [];
     for (const challengeId of ids.slice(0, 2)) {
-      for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code: wrong });
+      for (let i = 0; i < 5; i++) replies.push(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code: wrong }));
     }
+    // The first challenge runs out of attempts; the tenth wrong code (the default threshold) locks the user.
+    assert.deepEqual([replies[4]!.status, replies[4]!.reason], ['denied', 'too_many_attempts']);
+    assert.deepEqual([replies[9]!.status, replies[9]!.reason], ['denied', 'locked_out']);
     const locked = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: ids[2], code: third });
     assert.equal(locked.error?.code, 'rate_limited', 'even the right code is not checked while locked out');
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');

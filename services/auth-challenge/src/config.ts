@@ -8,14 +8,8 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   /** SMS codes sent per user per window (as Twilio Verify: 5 sends; by default 5 in 5 minutes). */
   SMS_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(1).max(1000).default(5),
   SMS_SEND_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(300),
-  /**
-   * Brute-force guard across challenges: after this many wrong codes for one user within the
-   * counter window, no code of that user is checked (start and verify answer rate_limited) for
-   * the lockout duration. NIST SP 800-63B allows at most 100; privacyIDEA uses 10.
-   */
-  MFA_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(100).default(10),
-  MFA_LOCKOUT_COUNTER_RESET_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
-  MFA_LOCKOUT_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
+  // The lockout across challenges (threshold, counter window, lockout duration) is a tenant
+  // setting (`lockout`); the cap below stays one for the whole service.
   /**
    * Cap on wrong codes in a row for one user, whatever the window (NIST SP 800-63B §5.2.2: at
    * most 100). Once reached, start and verify answer rate_limited until a success by another

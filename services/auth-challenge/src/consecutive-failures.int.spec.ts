@@ -27,7 +27,7 @@ describe('auth-challenge: the cap on consecutive wrong codes (MFA_MAX_CONSECUTIV
   const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 5000 });
 
   before(async () => {
-    const env = { ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test', MFA_MAX_CONSECUTIVE_FAILURES: '3', MFA_LOCKOUT_THRESHOLD: '50' };
+    const env = { ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test', MFA_MAX_CONSECUTIVE_FAILURES: '3' };
     service = await boot(loadAuthChallengeConfig(env));
     nc = await connect({ servers: testEnv.natsUrl });
     jsm = await jetstreamManager(nc);

@@ -125,7 +125,8 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
         guard: guard(raw, 6),
       };
     case 'exhausted':
-      return { kind: 'exhausted', userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]), guard: guard(raw, 5) };
+    case 'locked_out':
+      return { kind: raw[0], userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]), guard: guard(raw, 5) };
     case 'expired':
     case 'expired_again':
       return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };

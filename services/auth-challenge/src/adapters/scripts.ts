@@ -122,7 +122,8 @@ if tonumber(ch[9] or '0') >= max then return {'conflict', userId, method, status
 // OUTCOME records the decision held in matched (and, for TOTP, tokenId/step; cause otherwise).
 // A success spends the code (for TOTP: the step becomes the token's last accepted one) and
 // resets both failure counters; a wrong code counts towards the attempts of the challenge, the
-// window lockout and the consecutive cap.
+// window lockout and the consecutive cap. The wrong code that reaches the lockout threshold
+// (the tenant's `lockout`) ends the challenge as `locked_out`.
 const OUTCOME = `
 if matched then
   if tokenId ~= '' then redis.call('HSET', KEYS[3], tokenId, step) end
@@ -132,11 +133,17 @@ if matched then
 end
 local fails = redis.call('INCR', KEYS[4])
 if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
-if fails >= tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+local lockedOut = fails >= tonumber(ARGV[3])
+if lockedOut then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
 local consecutive = redis.call('INCR', KEYS[5])
 -- The counters go into the event, so that a rebuild of Redis restores them from the log.
 local guard = {tostring(fails), tostring(tonumber(ARGV[2]) + redis.call('PTTL', KEYS[4])), tostring(consecutive)}
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+-- The wrong code that locks the user out ends the challenge too: no code is checked while locked.
+if lockedOut then
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'locked_out', 'completedAt', ARGV[2])
+  return kept({'locked_out', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]})
+end
 if attempts >= max then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'too_many_attempts', 'completedAt', ARGV[2])
   return kept({'exhausted', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]})
@@ -152,7 +159,7 @@ return kept({'rejected', userId, method, tostring(attempts), tostring(max - atte
  * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token,
  * where spec is "digits:period:nonceHex:maskedSecretHex" (masked; the unmask key never reaches
  * Redis). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
- * attempts, remaining, cause, ...guard} | {'exhausted', userId, method, attempts, cause, ...guard}
+ * attempts, remaining, cause, ...guard} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard}
  * (guard: failures in the window, when the window or lockout ends in ms, failures in a row) | {'expired',
  * userId, method} | {'expired_again', userId, method} | {'conflict', userId, method, status}
  * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.

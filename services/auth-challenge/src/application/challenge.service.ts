@@ -3,6 +3,7 @@ import {
   notFound,
   unavailable,
   type AnyEvent,
+  type TenantSettings,
   type ChallengeStartReply,
   type ChallengeStartRequest,
   type ChallengeStatusRequest,
@@ -81,7 +82,8 @@ export class ChallengeService {
   private readonly keyring: Keyring;
   /** By tenant, user and wrapped key: a user erased or registered anew has another (or no) wrapped key. */
   private readonly dataKeys = new Map<string, { dataKey: DataKey; expiresAt: number }>();
-  private readonly lockout: LockoutPolicy;
+  /** Each tenant's lockout policy, built once per settings object (settings are replaced, never changed). */
+  private readonly lockouts = new WeakMap<TenantSettings, LockoutPolicy>();
 
   constructor(
     private readonly store: ChallengeStore,
@@ -96,12 +98,31 @@ export class ChallengeService {
     @Optional() @Inject(PROJECTION_SIGNAL) private readonly projectionMissing?: (tenantId: string, userId: string) => void,
   ) {
     this.keyring = config.keyring;
-    this.lockout = {
-      threshold: config.MFA_LOCKOUT_THRESHOLD,
-      windowSeconds: config.MFA_LOCKOUT_COUNTER_RESET_SECONDS,
-      lockoutSeconds: config.MFA_LOCKOUT_SECONDS,
-      maxConsecutiveFailures: config.MFA_MAX_CONSECUTIVE_FAILURES,
-    };
+  }
+
+  /**
+   * The tenant's settings. Never the defaults in place of a tenant's own: not before they are all
+   * loaded, and a tenant not in memory yet (created a moment ago elsewhere) is read from the log first.
+   */
+  private async settingsOf(tenantId: string): Promise<TenantSettings> {
+    if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
+    if (!this.tenants.has(tenantId)) await this.tenants.lookup(tenantId);
+    return this.tenants.get(tenantId);
+  }
+
+  /** The tenant's `lockout` settings, and the service-wide cap on consecutive wrong codes. */
+  private lockoutOf(settings: TenantSettings): LockoutPolicy {
+    let policy = this.lockouts.get(settings);
+    if (!policy) {
+      policy = {
+        threshold: settings.lockout.threshold,
+        windowSeconds: settings.lockout.counterResetMinutes * 60,
+        lockoutSeconds: settings.lockout.autoUnblockMinutes * 60,
+        maxConsecutiveFailures: this.config.MFA_MAX_CONSECUTIVE_FAILURES,
+      };
+      this.lockouts.set(settings, policy);
+    }
+    return policy;
   }
 
   /**
@@ -110,11 +131,7 @@ export class ChallengeService {
    * then: the script kept it in the outbox, and the relay publishes it (no decision without its event).
    */
   async start(req: ChallengeStartRequest, now: Date, deadline?: number): Promise<ChallengeStartReply> {
-    // Never the defaults in place of a tenant's own settings: not before they are all loaded, and a
-    // tenant not in memory yet (created a moment ago elsewhere) is read from the log first.
-    if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
-    if (!this.tenants.has(req.tenantId)) await this.tenants.lookup(req.tenantId);
-    const settings = this.tenants.get(req.tenantId);
+    const settings = await this.settingsOf(req.tenantId);
     const tag = userTag(this.keyring, req.tenantId, req.userId);
     const nonce = this.codes.challengeNonce();
     const challengeId = formatChallengeId(tag, nonce);
@@ -153,7 +170,7 @@ export class ChallengeService {
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
       tenantKnown: this.tenants.has(req.tenantId),
-      lockout: this.lockout,
+      lockout: this.lockoutOf(settings),
       challengeId,
       context: JSON.stringify(context),
       slot,
@@ -168,9 +185,10 @@ export class ChallengeService {
   async verify(req: ChallengeVerifyRequest, now: Date, deadline?: number): Promise<ChallengeVerifyReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
+    const lockout = this.lockoutOf(await this.settingsOf(req.tenantId));
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
-    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockout, challengeId: req.challengeId, slot };
+    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot };
     const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });
     let verdict: VerifyVerdict;
     if (check.kind === 'totp_check') {

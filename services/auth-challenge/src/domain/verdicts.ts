@@ -47,6 +47,8 @@ export type VerifyVerdict =
   | { kind: 'approved'; userId: string; method: Method; tokenId?: string; step?: number }
   | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
   | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
+  /** The wrong code reached the tenant's lockout threshold: the challenge ends and the user is locked out. */
+  | { kind: 'locked_out'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
   | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
   | { kind: 'conflict'; status: string }
   | { kind: 'locked'; retryAfterSeconds: number }
@@ -237,6 +239,14 @@ export function decideVerify(
         event: {
           type: 'ChallengeAttemptsExhausted',
           data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard },
+        },
+      };
+    case 'locked_out':
+      return {
+        reply: { challengeId: id, status: 'denied', reason: 'locked_out' },
+        event: {
+          type: 'ChallengeAttemptsExhausted',
+          data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard, lockedOut: true },
         },
       };
     case 'expired': {

@@ -136,6 +136,16 @@ describe('verify decisions', () => {
     assert.deepEqual((outcome.event?.data as { guard: unknown }).guard, { failures: 10, resetAt: 1_700_000_900_000, consecutive: 12 });
   });
 
+  it('given the wrong code that reaches the lockout threshold, then denied/locked_out, recorded as exhausted with lockedOut', () => {
+    const outcome = decideVerify(parseVerifyVerdict(['locked_out', 'u', 'totp', '2', 'mismatch', '3', '1700000900000', '3']), vctx);
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'denied', reason: 'locked_out' });
+    assert.equal(outcome.event?.type, 'ChallengeAttemptsExhausted');
+    assert.deepEqual(
+      (({ attempts, lastCause, lockedOut, guard }) => ({ attempts, lastCause, lockedOut, guard }))(outcome.event?.data as never),
+      { attempts: 2, lastCause: 'mismatch', lockedOut: true, guard: { failures: 3, resetAt: 1_700_000_900_000, consecutive: 3 } },
+    );
+  });
+
   it('given a wrong code without readable failure counters, then the reply is refused as a script error', () => {
     assert.throws(() => parseVerifyVerdict(['rejected', 'u', 'sms', '2', '3', 'mismatch']), /failure counters/);
   });

@@ -107,7 +107,11 @@ function effectOf(event: ChallengeEvent): Effect {
     case 'ChallengeApproved':
       return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
     case 'ChallengeAttemptsExhausted': {
-      const detail = event.data.lastCause === 'reused' ? ResultDetail.duplicateCode : ResultDetail.invalidCode;
+      const detail = event.data.lockedOut
+        ? ResultDetail.lockedOut
+        : event.data.lastCause === 'reused'
+          ? ResultDetail.duplicateCode
+          : ResultDetail.invalidCode;
       return { outcome: failure(detail, event.occurredAt), failedAttempts: event.data.attempts };
     }
     case 'ChallengeExpired':

@@ -143,6 +143,15 @@ describe('sign-in projection', () => {
     assert.equal(attempts.result, null);
   });
 
+  it('given the wrong code that locked the user out, then the detail says the account is locked out', () => {
+    const c = signin();
+    const locked = challengeAttemptsExhausted(c, { data: { attempts: 3, lastCause: 'mismatch', lockedOut: true } });
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), locked)));
+    assert.equal(patch.result, 'failure');
+    assert.equal(patch.resultDetail, ResultDetail.lockedOut);
+    assert.equal(patch.failedAttempts, 3);
+  });
+
   it('given expiry, then timed out', () => {
     const c = signin();
     const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeExpired(c))));

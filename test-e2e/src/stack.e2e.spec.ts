@@ -177,6 +177,40 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: again.challengeId, code: next })).reason, 'invalid_code');
   });
 
+  itWith({ real: wholeStack }, 'a tenant with lockout threshold 3: the third wrong code locks the user, the report says so, users.unblock lets the user in', async () => {
+    const tenantId = uniqueTenant('lockout');
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { lockout: { threshold: 3, autoUnblockMinutes: 30 } } })).error, undefined);
+    const user = uniqueUser('locked');
+    await ask(Subjects.usersRegister, { tenantId, userId: user });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId: user });
+    const secret = base32Decode(String(enrolled.secret));
+    const now = Date.now();
+    await ask(Subjects.totpActivate, { tenantId, userId: user, tokenId: enrolled.tokenId, code: totp(secret, now) });
+    // Wrong codes across two challenges (methods and challenges count together).
+    const first = await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'totp' });
+    const second = await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'totp' });
+    const wrong = (n: number) => totp(Buffer.alloc(20, n + 7), now);
+    const replies = [
+      await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code: wrong(1) }),
+      await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code: wrong(2) }),
+      await ask(Subjects.challengeVerify, { tenantId, challengeId: second.challengeId, code: wrong(3) }),
+    ];
+    assert.deepEqual(replies.map((r) => [r.status, r.reason]), [['pending', 'invalid_code'], ['pending', 'invalid_code'], ['denied', 'locked_out']]);
+    // Locked: even the right code of the first challenge is not checked, and no new challenge starts.
+    const right = totp(secret, now + 30_000);
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code: right })).error?.code, 'rate_limited');
+    const refused = await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'totp' });
+    assert.equal(refused.error?.code, 'rate_limited');
+    assert.match(String(refused.error?.message), /locked for (1[78]\d\d|1800) s/);
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: user, limit: 10 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === second.challengeId);
+    }, 20_000, 'the locked-out sign-in in the report');
+    assert.deepEqual([row.result, row.resultDetail], ['failure', 'MFA denied; account locked out after too many denied attempts']);
+    assert.equal((await ask(Subjects.usersUnblock, { tenantId, userId: user, reason: 'helpdesk: user confirmed by phone' })).unblocked, true);
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code: right })).status, 'approved');
+  });
+
   itWith({ real: wholeStack, fake: ['twilio', 'otlp-collector'] }, 'one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
     const user = uniqueUser('trace');
     const phone = '+14155550199';

@@ -53,7 +53,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
 
   before(async () => {
     stack = await startStack({
-      services: ['user-settings', 'auth-challenge', 'reporting'],
+      services: ['user-settings', 'auth-challenge', 'reporting', 'fraud'],
       instances: 2,
       env: {
         NODE_ENV: 'test',
@@ -116,6 +116,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA };
       case Subjects.totpActivate:
         return { tenantId, userId: userA, tokenId: 'tok', code: '123456' };
+      case Subjects.usersBlock:
       case Subjects.usersUnblock:
         return { tenantId, userId: userA, reason: 'matrix' };
       case Subjects.usersDelete:

@@ -211,6 +211,43 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code: right })).status, 'approved');
   });
 
+  itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
+    const user = uniqueUser('blocked');
+    await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenant, userId: user });
+    const secret = base32Decode(String(enrolled.secret));
+    const now = Date.now();
+    await ask(Subjects.totpActivate, { tenantId: tenant, userId: user, tokenId: enrolled.tokenId, code: totp(secret, now) });
+
+    const blocked = await ask(Subjects.usersBlock, { tenantId: tenant, userId: user, reason: 'phone reported stolen' });
+    const until = Date.parse(String(blocked.blockedUntil));
+    assert.ok(Math.abs(until - (now + 90 * 86_400_000)) < 60_000, `blocked until ${String(blocked.blockedUntil)}`);
+    assert.equal((await ask(Subjects.usersBlock, { tenantId: tenant, userId: user, reason: 'again' })).error?.code, 'conflict');
+    const denied = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp', clientIp: '198.51.100.23' });
+    assert.deepEqual([denied.status, denied.reason], ['denied', 'user_blocked'], JSON.stringify(denied));
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: denied.challengeId }), {
+      challengeId: denied.challengeId,
+      status: 'denied',
+      reason: 'user_blocked',
+    });
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId: tenant, userId: user, limit: 10 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === denied.challengeId);
+    }, 20_000, 'the blocked sign-in in the report');
+    assert.deepEqual([row.result, row.resultDetail, row.clientIp, row.displayName], ['failure', 'MFA denied; user is blocked', '198.51.100.23', 'Blocked User']);
+
+    assert.equal((await ask(Subjects.usersUnblock, { tenantId: tenant, userId: user, reason: 'phone found' })).unblocked, true);
+    assert.equal((await ask(Subjects.usersUnblock, { tenantId: tenant, userId: user, reason: 'twice' })).error?.code, 'conflict');
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    assert.equal(start.status, 'pending');
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: totp(secret, now + 30_000) })).status, 'approved');
+
+    assert.equal((await ask(Subjects.usersBlock, { tenantId: tenant, userId: user })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.usersBlock, { tenantId: tenant, userId: user, reason: '' })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.usersBlock, { tenantId: tenant, userId: uniqueUser('nobody'), reason: 'x' })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.usersBlock, { tenantId: uniqueTenant('none'), userId: user, reason: 'x' })).error?.code, 'not_found');
+  });
+
   itWith({ real: wholeStack, fake: ['twilio', 'otlp-collector'] }, 'one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
     const user = uniqueUser('trace');
     const phone = '+14155550199';

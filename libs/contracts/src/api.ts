@@ -33,6 +33,7 @@ export const Subjects = {
   challengeVerify: 'mfa.v1.challenge.verify',
   challengeStatus: 'mfa.v1.challenge.status',
   reportsSigninsQuery: 'mfa.v1.reports.signins.query',
+  usersBlock: 'mfa.v1.users.block',
   usersUnblock: 'mfa.v1.users.unblock',
   usersDelete: 'mfa.v1.users.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
@@ -126,7 +127,13 @@ export type UsersRegisterRequest = z.infer<typeof UsersRegisterRequest>;
 export const UsersRegisterReply = z.object({ userId: UserId, methods: z.array(Method) });
 export type UsersRegisterReply = z.infer<typeof UsersRegisterReply>;
 
-/** Admin: lifts the user's lockouts (the per-window one and the consecutive-failure cap). */
+/** Admin: blocks the user for 90 days (every start is denied, reason `user_blocked`). */
+export const UsersBlockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
+export type UsersBlockRequest = z.infer<typeof UsersBlockRequest>;
+export const UsersBlockReply = z.object({ userId: z.string(), blockedUntil: z.string() });
+export type UsersBlockReply = z.infer<typeof UsersBlockReply>;
+
+/** Admin: lifts the user's block and lockouts (the per-window one and the consecutive-failure cap). */
 export const UsersUnblockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
 export type UsersUnblockRequest = z.infer<typeof UsersUnblockRequest>;
 export const UsersUnblockReply = z.object({ userId: z.string(), unblocked: z.literal(true) });
@@ -293,6 +300,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersRegister]: 'users',
   [Subjects.totpEnroll]: 'users',
   [Subjects.totpActivate]: 'users',
+  [Subjects.usersBlock]: 'admin',
   [Subjects.usersUnblock]: 'admin',
   [Subjects.usersDelete]: 'admin',
   [Subjects.reportsSigninsQuery]: 'reports',
@@ -320,6 +328,7 @@ export const RequestSchemas = {
   [Subjects.reportsSigninsQuery]: SigninsQueryRequest,
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
   [Subjects.tenantsGet]: TenantsGetRequest,
+  [Subjects.usersBlock]: UsersBlockRequest,
   [Subjects.usersUnblock]: UsersUnblockRequest,
   [Subjects.usersDelete]: UsersDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,

@@ -46,6 +46,7 @@ describe('the public API contract', () => {
       'mfa.v1.reports.signins.query',
       'mfa.v1.tenants.configure',
       'mfa.v1.tenants.get',
+      'mfa.v1.users.block',
       'mfa.v1.users.delete',
       'mfa.v1.users.register',
       'mfa.v1.users.totp.activate',

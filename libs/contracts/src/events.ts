@@ -87,11 +87,7 @@ export const UserProfileChanged = versions(UserProfileChangedV1, UserProfileChan
  * `gen` (and every older one) is destroyed, so the personal data sealed under it never opens again.
  */
 export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(), gen: z.int().positive() }));
-/**
- * An administrator lifted the user's lockouts (users.unblock): the failure counters start over.
- * Recorded so that a rebuild of Redis does not restore counters from failures before it.
- */
-export const UserUnblocked = envelope('UserUnblocked', 1, z.object({ userId: z.string() }));
+
 export const TotpTokenEnrolled = envelope(
   'TotpTokenEnrolled',
   1,
@@ -205,6 +201,36 @@ export const ChallengeAttemptsExhausted = envelope(
   }),
 );
 export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
+/** A start refused for the user's state (blocked): a failed sign-in in the report. */
+export const ChallengeDenied = envelope(
+  'ChallengeDenied',
+  1,
+  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked']) }),
+);
+
+// ---- fraud (one subject per user: EventSubjects.fraudUser) --------------------------------------
+
+/** Who did it: an API client (its id) and, through the console, the operator; absent for the service itself. */
+const Actor = z.object({ clientId: z.string().max(128).optional(), operator: z.string().max(256).optional() });
+/**
+ * The user is blocked until `until` (90 days from the block): every start is denied. Each block
+ * event carries the whole state of the user's block.
+ */
+export const UserBlocked = envelope(
+  'UserBlocked',
+  1,
+  z.object({ userId: z.string(), reason: z.string().max(256), until: IsoDateTime, source: z.enum(['admin', 'fraud_report']), by: Actor.optional() }),
+);
+/**
+ * The user's block and lockouts are lifted: by an administrator (users.unblock, with a reason),
+ * or `automatic` at the block's end (recorded when the fraud service next runs, dated at the end).
+ * The lockout counters start over: a rebuild of Redis does not restore failures before it.
+ */
+export const UserUnblocked = envelope(
+  'UserUnblocked',
+  1,
+  z.object({ userId: z.string(), reason: z.string().max(256).optional(), automatic: z.literal(true).optional(), by: Actor.optional() }),
+);
 
 // ---- dispatch ---------------------------------------------------------------------------------
 
@@ -271,6 +297,8 @@ export const EventSchemas = {
   ChallengeCodeRejected,
   ChallengeAttemptsExhausted,
   ChallengeExpired,
+  ChallengeDenied,
+  UserBlocked,
   SmsSent,
   SmsDeliveryFailed,
   ApiClientCreated,
@@ -284,9 +312,8 @@ export type EventVersion<T extends EventType, V extends EventOf<T>['version']> =
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
-export type UserEvent = EventOf<
-  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserUnblocked' | 'TotpTokenEnrolled' | 'TotpTokenActivated'
->;
+export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type ChallengeEvent = EventOf<
   | 'ChallengeStarted'
   | 'ChallengeRegistrationRequired'
@@ -294,6 +321,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeCodeRejected'
   | 'ChallengeAttemptsExhausted'
   | 'ChallengeExpired'
+  | 'ChallengeDenied'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;

@@ -84,6 +84,8 @@ export const CHALLENGE_REASONS = [
   'delivery_failed',
   /** The wrong code that reached the tenant's lockout threshold: the challenge ends, the user is locked. */
   'locked_out',
+  /** The user is blocked (users.block, or a fraud report with auto-block): every start is denied. */
+  'user_blocked',
 ] as const;
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;

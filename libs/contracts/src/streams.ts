@@ -35,7 +35,11 @@ export const EventSubjects = {
   challengeCodeRejected: 'mfa.evt.challenge.code_rejected',
   challengeAttemptsExhausted: 'mfa.evt.challenge.attempts_exhausted',
   challengeExpired: 'mfa.evt.challenge.expired',
+  challengeDenied: 'mfa.evt.challenge.denied',
   allChallenges: 'mfa.evt.challenge.>',
+  /** The fraud service's aggregate of one user: blocks and unblocks (one subject per user). */
+  fraudUser: (tenantId: string, userId: string) => `mfa.evt.fraud.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
+  allFraudUsers: 'mfa.evt.fraud.user.>',
   smsSent: 'mfa.evt.dispatch.sms.sent',
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',
@@ -86,6 +90,13 @@ export const Streams = {
     maxAgeSeconds: 400 * DAY,
     duplicateWindowSeconds: 120,
     description: 'Delivery outcomes of SMS and calls (dispatch).',
+  },
+  fraud: {
+    name: 'MFA_FRAUD',
+    subjects: ['mfa.evt.fraud.>'],
+    maxAgeSeconds: 0,
+    duplicateWindowSeconds: 120,
+    description: 'Blocks and unblocks of users, fraud alerts (fraud). Kept forever: the blocked-user history.',
   },
   audit: {
     name: 'MFA_AUDIT',
@@ -139,6 +150,14 @@ export const Consumers = {
     maxDeliver: 20,
     ackWaitSeconds: 30,
     description: 'Keeps the Redis user and tenant projections that auth-challenge reads.',
+  },
+  fraudBlocks: {
+    stream: Streams.fraud.name,
+    durable: 'fraud-block-projector',
+    filterSubject: EventSubjects.allFraudUsers,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: "Keeps the users' blocks in Redis (checked by the start script) and lifts lockouts on an unblock.",
   },
   dispatchSms: {
     stream: Streams.challenges.name,

@@ -18,6 +18,8 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
  *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
+ *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
+ *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
  *   mfa:{s}:outbox         HASH  one per hash slot: "<challengeId>:<decision>[:<attempt>]" -> the
  *                          decision's record (request context and script reply) until JetStream
@@ -43,6 +45,8 @@ export const RedisKeys = {
   smsSend: (tag: string, nonce: string) => `mfa:{${tag}}:sms:send:${nonce}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
+  /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
+  blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
   /** The completeness marker of the user's hash slot (see the layout above). */
   slotMarker: (tag: string) => slotMarkerKey(calculateSlot(tag)),

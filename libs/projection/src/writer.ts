@@ -141,6 +141,30 @@ export class UserProjectionWriter {
     return applied === 1;
   }
 
+  /** The user is blocked until `untilMs` (UserBlocked): the key expires at that time by itself. */
+  async block(tenantId: string, userId: string, untilMs: number): Promise<void> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    await this.redis.set(RedisKeys.blocked(tag), String(untilMs), 'PXAT', untilMs);
+  }
+
+  /** The user's block is lifted (UserUnblocked), or was never there. */
+  async unblock(tenantId: string, userId: string): Promise<void> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    await this.redis.del(RedisKeys.blocked(tag));
+  }
+
+  /** Lifts the user's lockouts: the window counter and the count of wrong codes in a row (one DEL, one slot). */
+  async clearLockouts(tenantId: string, userId: string): Promise<number> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    return this.redis.del(RedisKeys.failures(tag), RedisKeys.consecutiveFailures(tag));
+  }
+
+  /** Whether the user has lockout counters (an unblock has something to lift). */
+  async hasLockouts(tenantId: string, userId: string): Promise<boolean> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    return (await this.redis.exists(RedisKeys.failures(tag), RedisKeys.consecutiveFailures(tag))) > 0;
+  }
+
   /** Restores the user's failure counters as a wrong code recorded them (never lowers them); true if changed. */
   async restoreFailureGuard(
     tenantId: string,

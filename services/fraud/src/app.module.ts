@@ -1,12 +1,22 @@
 import { Module, type DynamicModule } from '@nestjs/common';
+import type { Redis } from 'ioredis';
 import { Streams } from '@mfa/contracts';
+import { EventPublisher, type NatsClients } from '@mfa/messaging';
+import { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
-import { HEALTH_CHECKS, MessagingModule, NatsHealth, OpsController, AuthModule } from '@mfa/service-kit';
+import { AuthModule, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { FraudLog } from './adapters/fraud-log.js';
+import { UserDirectory } from './adapters/user-directory.js';
+import { BlockProjectorController } from './api/block-projector.controller.js';
+import { BlocksController } from './api/blocks.controller.js';
+import { AutoUnblock } from './application/auto-unblock.js';
+import { BlocksService } from './application/blocks.service.js';
 import type { FraudConfig } from './config.js';
 
 /**
- * fraud: runs with health and metrics; fraud alerts, auto-block and admin notifications arrive
- * in a later release and will consume the challenge events from here.
+ * fraud: owns the users' blocks (users.block, users.unblock, the automatic unblock at a block's
+ * end) as an event-sourced aggregate per user in MFA_FRAUD, and projects them into Redis for
+ * auth-challenge's start script. Fraud alerts and notifications come next (issue 8).
  */
 @Module({})
 export class AppModule {
@@ -14,11 +24,28 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [
-        MessagingModule.forRoot({ serviceName: 'fraud', nats: config, log, streams: [Streams.userSettings, Streams.state], replicas: config.STREAM_REPLICAS }),
+        MessagingModule.forRoot({
+          serviceName: 'fraud',
+          nats: config,
+          log,
+          // Users and tenants are read from the first; blocks are recorded on the second.
+          streams: [Streams.userSettings, Streams.fraud, Streams.audit, Streams.state, Streams.deadLetters],
+          replicas: config.STREAM_REPLICAS,
+        }),
+        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'fraud', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController],
-      providers: [{ provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth) => [nats], inject: [NatsHealth] }],
+      controllers: [OpsController, BlocksController, BlockProjectorController],
+      providers: [
+        {
+          provide: BlocksService,
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis) =>
+            new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, config.keyring), nats, log),
+          inject: [NATS, EventPublisher, REDIS],
+        },
+        AutoUnblock,
+        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
+      ],
     };
   }
 }

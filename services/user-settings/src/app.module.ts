@@ -19,7 +19,6 @@ import {
 } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
-import { Lockouts } from './adapters/lockouts.js';
 import { SnapshotStore } from './adapters/snapshot-store.js';
 import { EventStore } from './adapters/event-store.js';
 import { UserProjectorController } from './api/user-projector.controller.js';
@@ -74,7 +73,6 @@ export class AppModule {
           inject: [REDIS, KEYRING],
         },
         { provide: SnapshotStore, useFactory: (nats: NatsClients) => new SnapshotStore(nats.js, nats.jsm), inject: [NATS] },
-        { provide: Lockouts, useFactory: (redis: Redis, keyring: Keyring) => new Lockouts(redis, keyring), inject: [REDIS, KEYRING] },
         {
           provide: UserSettingsService,
           useFactory: (
@@ -82,7 +80,6 @@ export class AppModule {
             projection: UserProjectionWriter,
             keyring: Keyring,
             activationAttempts: ActivationAttempts,
-            lockouts: Lockouts,
             snapshots: SnapshotStore,
             keys: UserDataKeys,
           ) =>
@@ -96,10 +93,9 @@ export class AppModule {
               autoCreateTenants: config.MFA_TENANT_AUTO_CREATE && config.auth.mode === 'off',
               totpIssuer: config.MFA_TOTP_ISSUER,
               activationAttempts,
-              lockouts,
               snapshots,
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, Lockouts, SnapshotStore, UserDataKeys],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys],
         },
         {
           provide: ApiClientsService,

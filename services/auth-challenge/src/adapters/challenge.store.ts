@@ -93,7 +93,7 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 7, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 8, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 6, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 6, lua: VERIFY_TOTP_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
@@ -111,6 +111,7 @@ export class ChallengeStore {
       RedisKeys.consecutiveFailures(input.tag),
       slotMarkerKey(input.slot),
       slotOutboxKey(input.slot),
+      RedisKeys.blocked(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',

@@ -49,6 +49,8 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
         profile: profileOf(raw),
         ...dataKeyOf(raw),
       };
+    case 'blocked':
+      return { kind: 'blocked', method: methodOf(raw[1] ?? '') ?? null, profile: profileOf(raw), ...dataKeyOf(raw) };
     case 'unknown_tenant':
       return { kind: 'unknown_tenant' };
     case 'not_found':

@@ -12,11 +12,12 @@
 /**
  * start. KEYS: user, challenge, sms sends window, user's failed verifications (window),
  * user's consecutive failed verifications, the completeness marker of the user's slot, the
- * slot's outbox.
+ * slot's outbox, the user's block (fraud's projection).
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
  * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON).
- * A pending or registration_required reply is kept in the outbox (KEEP).
+ * A pending, registration_required or blocked reply is kept in the outbox (KEEP); a blocked user
+ * answers {'blocked', requested method, 'user_blocked', profile and key fields as pending}.
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none)
@@ -44,12 +45,19 @@ end
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
 export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}
+local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii')
+local exists = u[1] ~= false
+-- A blocked user is denied, and the sign-in recorded (kept only for status queries, as below).
+if exists and u[1] == ARGV[1] and u[2] == ARGV[2] and redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
+    'reason', 'user_blocked', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
+  return kept({'blocked', ARGV[3], 'user_blocked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+end
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
-local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii')
-local exists = u[1] ~= false
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end

@@ -35,6 +35,8 @@ export interface Profile {
 export type StartVerdict =
   | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
+  /** The user is blocked (users.block, or a fraud report): denied, and recorded. */
+  | { kind: 'blocked'; method: Method | null; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
@@ -89,7 +91,8 @@ export type PendingEvent =
   | { type: 'ChallengeApproved'; data: EventOf<'ChallengeApproved'>['data'] }
   | { type: 'ChallengeCodeRejected'; data: EventOf<'ChallengeCodeRejected'>['data'] }
   | { type: 'ChallengeAttemptsExhausted'; data: EventOf<'ChallengeAttemptsExhausted'>['data'] }
-  | { type: 'ChallengeExpired'; data: EventOf<'ChallengeExpired'>['data'] };
+  | { type: 'ChallengeExpired'; data: EventOf<'ChallengeExpired'>['data'] }
+  | { type: 'ChallengeDenied'; data: EventOf<'ChallengeDenied'>['data'] };
 
 export interface StartContext {
   challengeId: string;
@@ -173,6 +176,15 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
           reason: verdict.reason,
         },
         event,
+      };
+    }
+    case 'blocked': {
+      // Without a data key (a projection before data keys) nothing personal is copied: the report
+      // still has the user id.
+      const pii = verdict.dataKey !== undefined ? (verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)) : undefined;
+      return {
+        reply: { challengeId: ctx.challengeId, status: 'denied', method: verdict.method, expiresAt, reason: 'user_blocked' },
+        event: { type: 'ChallengeDenied', data: { ...base, ...sealed(pii), method: verdict.method, reason: 'user_blocked' } },
       };
     }
     case 'unknown_tenant':
@@ -298,5 +310,7 @@ export function subjectOf(event: PendingEvent): string {
       return EventSubjects.challengeAttemptsExhausted;
     case 'ChallengeExpired':
       return EventSubjects.challengeExpired;
+    case 'ChallengeDenied':
+      return EventSubjects.challengeDenied;
   }
 }

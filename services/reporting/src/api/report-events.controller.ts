@@ -13,6 +13,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeCodeRejected',
   'ChallengeAttemptsExhausted',
   'ChallengeExpired',
+  'ChallengeDenied',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed'] satisfies DispatchEvent['type'][]);
 const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);

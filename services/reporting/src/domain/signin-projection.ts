@@ -57,7 +57,7 @@ interface Effect {
 
 const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
 
-type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' }>;
+type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' | 'ChallengeDenied' }>;
 
 /**
  * Who signed in, as a start event tells: v1 carries the profile in clear (and an SMS delivery its
@@ -65,7 +65,7 @@ type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'Challeng
  */
 function personOf(event: StartEvent): Pick<Context, 'userId' | 'displayName' | 'email' | 'phoneNumber' | 'pii' | 'userGen'> {
   const d = event.data;
-  if (event.version === 1) {
+  if (event.version === 1 && event.type !== 'ChallengeDenied') {
     const { profile } = event.data;
     const to = event.type === 'ChallengeStarted' ? event.data.delivery?.to : undefined;
     return { userId: d.userId, displayName: profile.displayName ?? null, email: profile.email ?? null, phoneNumber: profile.phoneNumber ?? to ?? null, pii: null, userGen: null };
@@ -104,6 +104,11 @@ function effectOf(event: ChallengeEvent): Effect {
         outcome: failure(detail, event.occurredAt),
       };
     }
+    case 'ChallengeDenied':
+      return {
+        context: contextOf(event, { authMethod: event.data.method, expiresAt: null }),
+        outcome: failure(ResultDetail.userBlocked, event.occurredAt),
+      };
     case 'ChallengeApproved':
       return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
     case 'ChallengeAttemptsExhausted': {

@@ -11,7 +11,6 @@ import {
   TotpEnrollRequest,
   UsersDeleteRequest,
   UsersRegisterRequest,
-  UsersUnblockRequest,
   type ClientsCreateReply,
   type ClientsListReply,
   type ClientsRevokeReply,
@@ -21,7 +20,6 @@ import {
   type TotpEnrollReply,
   type UsersDeleteReply,
   type UsersRegisterReply,
-  type UsersUnblockReply,
 } from '@mfa/contracts';
 import { Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
 import { ApiClientsService } from '../application/api-clients.service.js';
@@ -52,11 +50,6 @@ export class UserSettingsController {
   @MessagePattern(Subjects.totpActivate)
   activateTotp(@Payload(new ContractPipe(TotpActivateRequest)) request: TotpActivateRequest, @Ctx() ctx: NatsRequestContext): Promise<TotpActivateReply> {
     return this.service.activateTotp(request, ctx.receivedAt);
-  }
-
-  @MessagePattern(Subjects.usersUnblock)
-  unblock(@Payload(new ContractPipe(UsersUnblockRequest)) request: UsersUnblockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersUnblockReply> {
-    return this.service.unblock(request, ctx.receivedAt);
   }
 
   /** Admin: erases the user (crypto-shredding); audited by the transport like every admin subject. */

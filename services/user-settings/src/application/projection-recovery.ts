@@ -44,8 +44,9 @@ const rebuildSeconds = gauge('mfa_projection_rebuild_seconds', 'Duration of the 
  *
  * 1. the TOTP time steps accepted in the last minutes, from ChallengeApproved events, so that a
  *    code accepted before the loss is never accepted after it (a code is accepted at most one
- *    step after its own: two 60-second steps and some margin cover every token), and the users'
- *    lockout counters, from the counters each wrong code recorded in its event;
+ *    step after its own: two 60-second steps and some margin cover every token), the blocks in
+ *    force (the fraud service's events), and the users' lockout counters, from the counters each
+ *    wrong code recorded in its event;
  * 2. every user: the last event of each user subject names the user, whose aggregate is loaded
  *    and written as a snapshot (UserProjector.rebuild; older snapshots never overwrite newer
  *    ones, so the live projector consumer and commands can run meanwhile);
@@ -115,7 +116,8 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       await this.redis.del(STEPS_RESTORED_KEY);
       const approvedAt = new Map<string, number>();
       const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS), approvedAt);
-      const guards = await this.restoreFailureGuards(new Date(started), approvedAt);
+      const { blocks, unblockedAt } = await this.restoreBlocks(new Date(started));
+      const guards = await this.restoreFailureGuards(new Date(started), approvedAt, unblockedAt);
       await this.redis.set(STEPS_RESTORED_KEY, '1');
       const users = await this.projectAllUsers();
       await this.writer.markComplete();
@@ -123,7 +125,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       rebuilds.inc({ outcome: 'done' });
       rebuildUsers.set(users);
       rebuildSeconds.set(seconds);
-      this.log.warn('user projection rebuilt', { users, totpSteps: steps, failureCounters: guards, seconds, usersPerSecond: Math.round(users / Math.max(seconds, 0.001)) });
+      this.log.warn('user projection rebuilt', { users, totpSteps: steps, blocks, failureCounters: guards, seconds, usersPerSecond: Math.round(users / Math.max(seconds, 0.001)) });
     } catch (error) {
       rebuilds.inc({ outcome: 'failed' });
       this.log.error('rebuilding the user projection failed; retrying', { error });
@@ -190,7 +192,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
    * are not read (they are most of the log): failures such a success had reset count again, which
    * errs towards locking (the window counter still ends at its own time).
    */
-  private async restoreFailureGuards(now: Date, approvedAt: ReadonlyMap<string, number>): Promise<number> {
+  private async restoreFailureGuards(now: Date, approvedAt: ReadonlyMap<string, number>, unblockedAt: ReadonlyMap<string, number>): Promise<number> {
     const last = new Map<string, { tenantId: string; userId: string; at: number; guard: { failures: number; resetAt: number; consecutive: number } }>();
     const since = new Date(now.getTime() - FAILURE_HISTORY_MS);
     for (const subject of [EventSubjects.challengeCodeRejected, EventSubjects.challengeAttemptsExhausted]) {
@@ -211,10 +213,42 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     for (const [id, { tenantId, userId, at, guard }] of last) {
       if ((approvedAt.get(id) ?? -1) >= at) continue;
       if (guard.resetAt <= now.getTime() && guard.consecutive === 0) continue;
-      if ((await this.projector.unblockedAt(tenantId, userId) ?? -1) >= at) continue;
+      if ((unblockedAt.get(id) ?? -1) >= at) continue;
       if (await this.writer.restoreFailureGuard(tenantId, userId, guard, now)) restored++;
     }
     return restored;
+  }
+
+  /**
+   * The blocks in force (the fraud service's UserBlocked, the last event of each user's fraud
+   * subject), and when each user was last unblocked (UserUnblocked: lockouts lifted too). A block
+   * lifted while this pass wrote it is looked up again and removed, so a stale read never blocks
+   * anyone who is not.
+   */
+  private async restoreBlocks(now: Date): Promise<{ blocks: number; unblockedAt: Map<string, number> }> {
+    const unblockedAt = new Map<string, number>();
+    const blocked: Array<{ tenantId: string; userId: string; until: number; seq: number }> = [];
+    await readOnce(this.nats.js, Streams.fraud.name, EventSubjects.allFraudUsers, { policy: 'last_per_subject' }, (msg) => {
+      let event;
+      try {
+        event = parseEvent(msg.json());
+      } catch {
+        return;
+      }
+      if (event.type === 'UserUnblocked') unblockedAt.set(`${event.tenantId}\u0000${event.data.userId}`, Date.parse(event.occurredAt));
+      if (event.type === 'UserBlocked' && Date.parse(event.data.until) > now.getTime()) {
+        blocked.push({ tenantId: event.tenantId, userId: event.data.userId, until: Date.parse(event.data.until), seq: msg.seq });
+      }
+    });
+    for (const b of blocked) await this.writer.block(b.tenantId, b.userId, b.until);
+    for (const b of blocked) {
+      const last = await this.nats.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(b.tenantId, b.userId) });
+      if (last && last.seq !== b.seq) {
+        const event = parseEvent(last.json());
+        if (event.type === 'UserUnblocked') await this.writer.unblock(b.tenantId, b.userId);
+      }
+    }
+    return { blocks: blocked.length, unblockedAt };
   }
 
   private async projectAllUsers(): Promise<number> {

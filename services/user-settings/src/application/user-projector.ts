@@ -64,12 +64,6 @@ export class UserProjector {
     return this.writer.apply(userSnapshot(this.keyring, tenantId, userId, state, lastSeq, key));
   }
 
-  /** When an administrator last lifted the user's lockouts (users.unblock), from the user's events. */
-  async unblockedAt(tenantId: string, userId: string): Promise<number | undefined> {
-    const loaded = await this.loader.loadUser({ subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId });
-    return loaded.state.unblockedAtMs;
-  }
-
   /** EventConsumer handler: tenant events need nothing here; each user touched is rebuilt once. */
   async handle(deliveries: Delivery[]): Promise<void> {
     const users = new Map<string, { tenantId: string; userId: string }>();

@@ -14,8 +14,6 @@ import {
   type TenantsGetRequest,
   type UsersDeleteReply,
   type UsersDeleteRequest,
-  type UsersUnblockReply,
-  type UsersUnblockRequest,
   type TotpActivateReply,
   type TotpActivateRequest,
   type TotpEnrollReply,
@@ -29,7 +27,6 @@ import type { UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
-import type { Lockouts } from '../adapters/lockouts.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader, type LoadedState } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
@@ -58,8 +55,6 @@ interface UserSettingsOptions {
   totpIssuer: string;
   /** Wrong activation codes per pending token; without it activation is not limited (unit tests). */
   activationAttempts?: ActivationAttempts;
-  /** The users' lockout counters in Redis (users.unblock clears them). */
-  lockouts?: Lockouts;
   /** User aggregate snapshots; without them every load reads the whole aggregate. */
   snapshots?: SnapshotStore;
 }
@@ -107,25 +102,6 @@ export class UserSettingsService {
     const outcome = await this.execute(tenantDecider, this.tenantRef(request.tenantId), now, () => []);
     if (!outcome.state.exists) throw notFound('unknown tenant');
     return { tenantId: request.tenantId, settings: outcome.state.settings };
-  }
-
-  /** Lifts the user's lockouts: the per-window counter and the consecutive-failure cap. */
-  async unblock(request: UsersUnblockRequest, now: Date): Promise<UsersUnblockReply> {
-    const { tenantId, userId } = request;
-    await this.requireTenant(tenantId, now, false);
-    // Recorded first: a rebuild of Redis then knows the failures before it no longer count.
-    await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
-      userDecider.decide({ type: 'UnblockUser', data: { userId } }, state, now),
-    );
-    const lockouts = this.options.lockouts;
-    if (lockouts) {
-      try {
-        await lockouts.clear(tenantId, userId);
-      } catch (error) {
-        throw unavailable('lockout store unavailable; try again', error);
-      }
-    }
-    return { userId, unblocked: true };
   }
 
   /**

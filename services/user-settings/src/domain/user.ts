@@ -40,13 +40,9 @@ export interface UserState {
    * after it is a new user, whose personal data is sealed under a later generation.
    */
   erasedGen?: number | undefined;
-  /** When an administrator last lifted the user's lockouts (ms since the epoch). */
-  unblockedAtMs?: number | undefined;
 }
 
-export type UserEvent = DomainEvent<
-  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserUnblocked' | 'TotpTokenEnrolled' | 'TotpTokenActivated'
->;
+export type UserEvent = DomainEvent<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
 
 type UserCommand =
   | { type: 'RegisterUser'; data: { userId: string } & Profile }
@@ -55,14 +51,12 @@ type UserCommand =
   /** `secret` is the opened secret of the token named by `tokenId` (see `activationCandidate`). */
   | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } }
   /** `gen` is the generation of the user's data key, which the caller destroys after recording this. */
-  | { type: 'EraseUser'; data: { userId: string; gen: number } }
-  | { type: 'UnblockUser'; data: { userId: string } };
+  | { type: 'EraseUser'; data: { userId: string; gen: number } };
 
 const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserRegistered',
   'UserProfileChanged',
   'UserErased',
-  'UserUnblocked',
   'TotpTokenEnrolled',
   'TotpTokenActivated',
 ]);
@@ -153,9 +147,6 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (gen <= (state.erasedGen ?? 0)) throw new Error(`data key generation ${gen} was erased before`);
       return [domainEvent('UserErased', { userId, gen }, now)];
     }
-    case 'UnblockUser':
-      requireRegistered(state);
-      return [domainEvent('UserUnblocked', { userId: command.data.userId }, now)];
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -174,8 +165,6 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserErased':
       // Everything of the user goes: profile, tokens; a register after it starts a new user.
       return { ...initialUserState(), erasedGen: event.data.gen };
-    case 'UserUnblocked':
-      return { ...state, unblockedAtMs: Date.parse(event.occurredAt) };
     case 'TotpTokenEnrolled': {
       const { tokenId, label, sealedSecret, digits, period } = event.data;
       const token: TotpToken = { tokenId, label, sealedSecret, digits, period, enrolledAtMs: Date.parse(event.occurredAt) };

@@ -1,0 +1,36 @@
+import type { JetStreamManager } from '@nats-io/jetstream';
+import { EventSubjects, parseEvent, Streams, type FraudUserEvent } from '@mfa/contracts';
+import { createEvent, type EventPublisher } from '@mfa/messaging';
+import { evolveBlock, initialBlockState, type BlockState, type Decided } from '../domain/user-block.js';
+
+/**
+ * The fraud service's event log of one user (MFA_FRAUD, one subject per user). Every event
+ * carries the user's whole block state, so loading is one direct get of the subject's last
+ * message; appending is conditional on that message (optimistic concurrency).
+ */
+export class FraudLog {
+  constructor(
+    private readonly jsm: JetStreamManager,
+    private readonly publisher: EventPublisher,
+  ) {}
+
+  async load(tenantId: string, userId: string): Promise<{ state: BlockState; lastSeq: number }> {
+    const last = await this.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(tenantId, userId) });
+    if (!last) return { state: initialBlockState(), lastSeq: 0 };
+    const event = parseEvent(last.json()) as FraudUserEvent;
+    return { state: evolveBlock(initialBlockState(), event), lastSeq: last.seq };
+  }
+
+  /** Appends what was decided; a ConcurrencyError when the user's subject moved on since `expectedLastSeq`. */
+  async append(tenantId: string, userId: string, decided: readonly Decided[], expectedLastSeq: number): Promise<FraudUserEvent[]> {
+    const appended: FraudUserEvent[] = [];
+    let expected = expectedLastSeq;
+    for (const { event, at } of decided) {
+      const envelope = createEvent(event.type, 1, { tenantId, aggregateId: userId, now: at, data: event.data as never }) as FraudUserEvent;
+      const ack = await this.publisher.publish(EventSubjects.fraudUser(tenantId, userId), envelope, { expectedLastSubjectSequence: expected });
+      expected = ack.seq;
+      appended.push(envelope);
+    }
+    return appended;
+  }
+}

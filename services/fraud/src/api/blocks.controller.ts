@@ -1,0 +1,30 @@
+import { Inject } from '@nestjs/common';
+import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import { Subjects, UsersBlockRequest, UsersUnblockRequest, type UsersBlockReply, type UsersUnblockReply } from '@mfa/contracts';
+import { ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
+import { BlocksService } from '../application/blocks.service.js';
+import type { Actor } from '../domain/user-block.js';
+
+/** Who acts: the calling API client and, through the console, the operator. */
+function actorOf(ctx: NatsRequestContext): Actor | undefined {
+  const actor: Actor = {};
+  if (ctx.principal?.clientId) actor.clientId = ctx.principal.clientId;
+  if (ctx.operator?.sub) actor.operator = ctx.operator.sub;
+  return Object.keys(actor).length > 0 ? actor : undefined;
+}
+
+/** users.block and users.unblock (admin scope; audited by the transport like every admin subject). */
+@NatsController()
+export class BlocksController {
+  constructor(@Inject(BlocksService) private readonly blocks: BlocksService) {}
+
+  @MessagePattern(Subjects.usersBlock)
+  block(@Payload(new ContractPipe(UsersBlockRequest)) request: UsersBlockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersBlockReply> {
+    return this.blocks.block(request, ctx.receivedAt, actorOf(ctx));
+  }
+
+  @MessagePattern(Subjects.usersUnblock)
+  unblock(@Payload(new ContractPipe(UsersUnblockRequest)) request: UsersUnblockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersUnblockReply> {
+    return this.blocks.unblock(request, ctx.receivedAt, actorOf(ctx));
+  }
+}

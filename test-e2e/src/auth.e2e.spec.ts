@@ -265,15 +265,17 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
   itWith({ real: wholeStack }, 'records every admin action with the acting client and the target user', async () => {
     const { clientId, apiKey } = await createClient(tenantA, ['admin'], keys.admin);
     await ask(Subjects.tenantsConfigure, { tenantId: tenantA, settings: { lockout: { threshold: 7 } } }, apiKey);
-    await ask(Subjects.usersUnblock, { tenantId: tenantA, userId: userA, reason: 'called the help desk' }, apiKey);
+    await ask(Subjects.usersBlock, { tenantId: tenantA, userId: userA, reason: 'called the help desk' }, apiKey);
+    await ask(Subjects.usersUnblock, { tenantId: tenantA, userId: userA, reason: 'identity confirmed' }, apiKey);
     const items = await eventually(async () => {
       const page = (await ask(Subjects.reportsAuditQuery, { tenantId: tenantA, clientId }, keys.reports)) as { items: AuditItem[] };
-      return page.items.length >= 2 ? page.items : undefined;
+      return page.items.length >= 3 ? page.items : undefined;
     }, 10_000, 'audit rows');
     assert.deepEqual(
       items.map((i) => [i.subject, i.clientId, i.userId, i.outcome]),
       [
         [Subjects.usersUnblock, clientId, userA, 'ok'],
+        [Subjects.usersBlock, clientId, userA, 'ok'],
         [Subjects.tenantsConfigure, clientId, undefined, 'ok'],
       ],
     );

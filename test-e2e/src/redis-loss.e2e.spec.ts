@@ -37,7 +37,7 @@ describe('Redis lost while the services run', () => {
     nats = await startNatsServer();
     redisServer = await startRedisServer();
     stack = await startStack({
-      services: ['user-settings', 'auth-challenge'],
+      services: ['user-settings', 'auth-challenge', 'fraud'],
       instances: 2,
       env: {
         NODE_ENV: 'test',
@@ -123,9 +123,12 @@ describe('Redis lost while the services run', () => {
     }
   };
 
-  itWith({ real: ['nats', 'redis'] }, 'keeps a lockout across the loss, and an unblock before the loss stays lifted', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'keeps a lockout and a block across the loss, and an unblock before the loss stays lifted', async () => {
     const locked = uniqueUser('locked');
     const unblocked = uniqueUser('unblocked');
+    const blocked = uniqueUser('blocked');
+    await ask(Subjects.usersRegister, { tenantId, userId: blocked });
+    assert.ok((await ask(Subjects.usersBlock, { tenantId, userId: blocked, reason: 'account takeover suspected' })).blockedUntil);
     for (const userId of [locked, unblocked]) {
       await ask(Subjects.usersRegister, { tenantId, userId });
       const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
@@ -151,5 +154,7 @@ describe('Redis lost while the services run', () => {
     assert.match(String(stillLocked.error?.message), /locked/);
     const free = await startAfterLoss(unblocked);
     assert.equal(free.status, 'pending', `an unblocked user was locked again by the rebuild: ${JSON.stringify(free)}`);
+    const stillBlocked = await startAfterLoss(blocked);
+    assert.deepEqual([stillBlocked.status, stillBlocked.reason], ['denied', 'user_blocked'], `the block was lost with Redis: ${JSON.stringify(stillBlocked)}`);
   });
 });

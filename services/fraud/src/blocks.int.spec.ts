@@ -1,0 +1,106 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { EventSubjects, parseEvent, Streams, type EventOf } from '@mfa/contracts';
+import { loadKeyring, userTag } from '@mfa/crypto';
+import { connectNats, createEvent, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
+import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { createLogger } from '@mfa/telemetry';
+import { itWith, tenantCreated, testEnv, testTenant, testUser, uniqueTenant, uniqueUser, userRegistered } from '@mfa/testing';
+import { FraudLog } from './adapters/fraud-log.js';
+import { UserDirectory } from './adapters/user-directory.js';
+import { BlocksService } from './application/blocks.service.js';
+
+/** The fraud service's blocks against the real NATS and Redis: the record, the Redis projection, the automatic unblock. */
+describe('fraud: blocks on the real NATS and Redis', () => {
+  const { keyring } = loadKeyring({});
+  const tenantId = uniqueTenant('fraud');
+  let nats: NatsClients;
+  let redis: Redis;
+  let publisher: EventPublisher;
+  let blocks: BlocksService;
+
+  before(async () => {
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'fraud-test' });
+    for (const stream of [Streams.userSettings, Streams.fraud]) await ensureStream(nats.jsm, stream);
+    redis = new Redis(testEnv.redisUrl);
+    publisher = new EventPublisher(nats.js);
+    blocks = new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, keyring), nats, createLogger('fraud-test', { level: 'error' }));
+    await publisher.publish(EventSubjects.tenant(tenantId), tenantCreated(testTenant({ tenantId })));
+  });
+
+  after(async () => {
+    await nats.nc.drain();
+    await redis.quit();
+  });
+
+  const register = async () => {
+    const userId = uniqueUser('fraud');
+    await publisher.publish(EventSubjects.user(tenantId, userId), userRegistered(testUser({ tenantId, userId })));
+    return userId;
+  };
+  const history = async (userId: string) => {
+    const out: Array<EventOf<'UserBlocked' | 'UserUnblocked'>> = [];
+    for (let seq = 0; ; ) {
+      const msg = await nats.jsm.direct.getMessage(Streams.fraud.name, { seq: seq + 1, next_by_subj: EventSubjects.fraudUser(tenantId, userId) });
+      if (!msg) return out;
+      seq = msg.seq;
+      out.push(parseEvent(msg.json()) as EventOf<'UserBlocked' | 'UserUnblocked'>);
+    }
+  };
+  const blockedKey = (userId: string) => RedisKeys.blocked(userTag(keyring, tenantId, userId));
+
+  itWith({ real: ['nats', 'redis'] }, 'records a block with reason and actor, projects it to expire at its end, and an unblock lifts it and the lockouts', async () => {
+    const userId = await register();
+    const now = new Date();
+    const { blockedUntil } = await blocks.block({ tenantId, userId, reason: 'stolen phone' }, now, { clientId: 'client-1' });
+    const until = Date.parse(blockedUntil);
+    assert.equal(until, now.getTime() + 90 * 86_400_000);
+    assert.equal(await redis.get(blockedKey(userId)), String(until));
+    const expiresAt = await redis.call('PEXPIRETIME', blockedKey(userId));
+    assert.equal(Number(expiresAt), until);
+    const tag = userTag(keyring, tenantId, userId);
+    await redis.set(RedisKeys.consecutiveFailures(tag), '7');
+    await blocks.unblock({ tenantId, userId, reason: 'phone found' }, new Date(), { clientId: 'client-2' });
+    assert.equal(await redis.exists(blockedKey(userId), RedisKeys.consecutiveFailures(tag)), 0);
+    assert.deepEqual(
+      (await history(userId)).map((e) => [e.type, e.data.reason, e.data.by?.clientId]),
+      [['UserBlocked', 'stolen phone', 'client-1'], ['UserUnblocked', 'phone found', 'client-2']],
+    );
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'records the automatic unblock of a block past its end, dated at that end, once', async () => {
+    const userId = await register();
+    const end = new Date(Date.now() - 5 * 60_000);
+    // A block whose 90 days ended while no fraud instance ran.
+    const ended = createEvent('UserBlocked', 1, {
+      tenantId,
+      aggregateId: userId,
+      now: new Date(end.getTime() - 90 * 86_400_000),
+      data: { userId, reason: 'fraud reported', until: end.toISOString(), source: 'fraud_report' },
+    });
+    await publisher.publish(EventSubjects.fraudUser(tenantId, userId), ended);
+    assert.ok((await blocks.expireDue(new Date())) >= 1);
+    assert.equal(await blocks.expireDue(new Date()), 0, 'recorded once');
+    const [, unblocked] = await history(userId);
+    assert.deepEqual([unblocked?.type, unblocked?.occurredAt, (unblocked as EventOf<'UserUnblocked'>).data.automatic], ['UserUnblocked', end.toISOString(), true]);
+    // A block in force is left alone.
+    const other = await register();
+    await blocks.block({ tenantId, userId: other, reason: 'x' }, new Date());
+    await blocks.expireDue(new Date());
+    assert.equal((await history(other)).length, 1);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'refuses what cannot be done: unknown tenant or user, an erased user, a second block, an unblock of someone neither blocked nor locked', async () => {
+    const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: { code?: string }) => e.code);
+    assert.equal(await code(blocks.block({ tenantId: uniqueTenant('none'), userId: 'u', reason: 'x' }, new Date())), 'not_found');
+    assert.equal(await code(blocks.block({ tenantId, userId: uniqueUser('none'), reason: 'x' }, new Date())), 'not_found');
+    const userId = await register();
+    assert.equal(await code(blocks.unblock({ tenantId, userId, reason: 'x' }, new Date())), 'conflict');
+    await blocks.block({ tenantId, userId, reason: 'x' }, new Date());
+    assert.equal(await code(blocks.block({ tenantId, userId, reason: 'again' }, new Date())), 'conflict');
+    const erased = await register();
+    await publisher.publish(EventSubjects.user(tenantId, erased), createEvent('UserErased', 1, { tenantId, aggregateId: erased, now: new Date(), data: { userId: erased, gen: 1 } }));
+    assert.equal(await code(blocks.block({ tenantId, userId: erased, reason: 'x' }, new Date())), 'not_found');
+  });
+});

@@ -127,6 +127,8 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, challengeId, code: '000000' };
       case Subjects.challengeStatus:
         return { tenantId, challengeId };
+      case Subjects.fraudReport:
+        return { tenantId, userId: userA, challengeId, source: 'idp' };
       case Subjects.reportsSigninsQuery:
       case Subjects.reportsAuditQuery:
       case Subjects.tenantsGet:

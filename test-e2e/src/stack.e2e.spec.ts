@@ -248,6 +248,45 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.usersBlock, { tenantId: uniqueTenant('none'), userId: user, reason: 'x' })).error?.code, 'not_found');
   });
 
+  itWith({ real: wholeStack }, 'a fraud report denies the pending challenge, blocks the user (auto-block), is idempotent, and is refused when the tenant turned alerts off', async () => {
+    const user = uniqueUser('fraud');
+    await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Fraud Target' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenant, userId: user });
+    await ask(Subjects.totpActivate, { tenantId: tenant, userId: user, tokenId: enrolled.tokenId, code: totp(base32Decode(String(enrolled.secret)), Date.now()) });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const body = { tenantId: tenant, userId: user, challengeId: start.challengeId, source: 'idp', comment: 'user says this was not them' };
+    const reported = await ask(Subjects.fraudReport, body);
+    assert.equal(reported.challengeDenied, true, JSON.stringify(reported));
+    assert.equal(reported.blocked, true);
+    assert.ok(Date.parse(String(reported.blockedUntil)) > Date.now() + 89 * 86_400_000);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: start.challengeId }), {
+      challengeId: start.challengeId,
+      status: 'denied',
+      reason: 'fraud_reported',
+    });
+    // A retry changes nothing more: the same alert, the challenge already denied, the block standing.
+    assert.deepEqual(await ask(Subjects.fraudReport, body), reported);
+    const next = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    assert.deepEqual([next.status, next.reason], ['denied', 'user_blocked']);
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId: tenant, userId: user, limit: 10 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === start.challengeId && i.resultDetail !== 'MFA denied; verification timed out');
+    }, 20_000, 'the reported sign-in in the report');
+    assert.deepEqual([row.result, row.resultDetail], ['failure', 'MFA denied; Fraud Code Entered']);
+    // Another user's challenge is unknown to this report.
+    const other = uniqueUser('other');
+    await ask(Subjects.usersRegister, { tenantId: tenant, userId: other });
+    assert.equal((await ask(Subjects.fraudReport, { ...body, userId: other })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.fraudReport, { ...body, source: 'email' })).error?.code, 'invalid_request');
+
+    const quiet = uniqueTenant('no-alerts');
+    await ask(Subjects.tenantsConfigure, { tenantId: quiet, settings: { fraudAlert: { enabled: false } } });
+    await ask(Subjects.usersRegister, { tenantId: quiet, userId: user });
+    const refused = await ask(Subjects.fraudReport, { tenantId: quiet, userId: user, source: 'idp' });
+    assert.equal(refused.error?.code, 'forbidden');
+    assert.match(String(refused.error?.message), /fraudAlert\.enabled/);
+  });
+
   itWith({ real: wholeStack, fake: ['twilio', 'otlp-collector'] }, 'one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
     const user = uniqueUser('trace');
     const phone = '+14155550199';

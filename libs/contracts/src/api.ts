@@ -34,6 +34,7 @@ export const Subjects = {
   challengeStatus: 'mfa.v1.challenge.status',
   reportsSigninsQuery: 'mfa.v1.reports.signins.query',
   usersBlock: 'mfa.v1.users.block',
+  fraudReport: 'mfa.v1.fraud.report',
   usersUnblock: 'mfa.v1.users.unblock',
   usersDelete: 'mfa.v1.users.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
@@ -126,6 +127,27 @@ export const UsersRegisterRequest = z.object({
 export type UsersRegisterRequest = z.infer<typeof UsersRegisterRequest>;
 export const UsersRegisterReply = z.object({ userId: UserId, methods: z.array(Method) });
 export type UsersRegisterReply = z.infer<typeof UsersRegisterReply>;
+
+/**
+ * A user (from the app or a phone call) or the IdP reports a sign-in as fraudulent: the pending
+ * challenge named is denied (`fraud_reported`) and, with the tenant's `fraudAlert.autoBlock`, the
+ * user is blocked for 90 days.
+ */
+export const FraudReportRequest = z.object({
+  tenantId: TenantId,
+  userId: UserId,
+  challengeId: OpaqueId.optional(),
+  source: z.enum(['app', 'phone', 'idp']),
+  comment: DisplayName.optional(),
+});
+export type FraudReportRequest = z.infer<typeof FraudReportRequest>;
+export const FraudReportReply = z.object({
+  alertId: z.string(),
+  challengeDenied: z.boolean(),
+  blocked: z.boolean(),
+  blockedUntil: z.string().optional(),
+});
+export type FraudReportReply = z.infer<typeof FraudReportReply>;
 
 /** Admin: blocks the user for 90 days (every start is denied, reason `user_blocked`). */
 export const UsersBlockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
@@ -301,6 +323,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.totpEnroll]: 'users',
   [Subjects.totpActivate]: 'users',
   [Subjects.usersBlock]: 'admin',
+  [Subjects.fraudReport]: 'challenges',
   [Subjects.usersUnblock]: 'admin',
   [Subjects.usersDelete]: 'admin',
   [Subjects.reportsSigninsQuery]: 'reports',
@@ -329,6 +352,7 @@ export const RequestSchemas = {
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
   [Subjects.tenantsGet]: TenantsGetRequest,
   [Subjects.usersBlock]: UsersBlockRequest,
+  [Subjects.fraudReport]: FraudReportRequest,
   [Subjects.usersUnblock]: UsersUnblockRequest,
   [Subjects.usersDelete]: UsersDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,

@@ -42,6 +42,7 @@ describe('the public API contract', () => {
       'mfa.v1.clients.create',
       'mfa.v1.clients.list',
       'mfa.v1.clients.revoke',
+      'mfa.v1.fraud.report',
       'mfa.v1.reports.audit.query',
       'mfa.v1.reports.signins.query',
       'mfa.v1.tenants.configure',

@@ -208,6 +208,9 @@ export const ChallengeDenied = envelope(
   ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked']) }),
 );
 
+/** A pending challenge the user (or the IdP) reported as fraud (fraud.report): denied. Written by fraud. */
+export const ChallengeFraudReported = envelope('ChallengeFraudReported', 1, Outcome.extend({ alertId: z.string() }));
+
 // ---- fraud (one subject per user: EventSubjects.fraudUser) --------------------------------------
 
 /** Who did it: an API client (its id) and, through the console, the operator; absent for the service itself. */
@@ -220,6 +223,24 @@ export const UserBlocked = envelope(
   'UserBlocked',
   1,
   z.object({ userId: z.string(), reason: z.string().max(256), until: IsoDateTime, source: z.enum(['admin', 'fraud_report']), by: Actor.optional() }),
+);
+/**
+ * A fraud alert (fraud.report): what was reported, from where, and what was done about it (the
+ * pending challenge denied, the user blocked by the tenant's auto-block).
+ */
+export const FraudReported = envelope(
+  'FraudReported',
+  1,
+  z.object({
+    userId: z.string(),
+    alertId: z.string(),
+    challengeId: z.string().optional(),
+    source: z.enum(['app', 'phone', 'idp']),
+    comment: z.string().max(256).optional(),
+    challengeDenied: z.boolean(),
+    blocked: z.boolean(),
+    by: Actor.optional(),
+  }),
 );
 /**
  * The user's block and lockouts are lifted: by an administrator (users.unblock, with a reason),
@@ -298,7 +319,9 @@ export const EventSchemas = {
   ChallengeAttemptsExhausted,
   ChallengeExpired,
   ChallengeDenied,
+  ChallengeFraudReported,
   UserBlocked,
+  FraudReported,
   SmsSent,
   SmsDeliveryFailed,
   ApiClientCreated,
@@ -322,6 +345,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeAttemptsExhausted'
   | 'ChallengeExpired'
   | 'ChallengeDenied'
+  | 'ChallengeFraudReported'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;

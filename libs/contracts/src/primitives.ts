@@ -86,6 +86,8 @@ export const CHALLENGE_REASONS = [
   'locked_out',
   /** The user is blocked (users.block, or a fraud report with auto-block): every start is denied. */
   'user_blocked',
+  /** The user (or the IdP) reported the sign-in as fraud (fraud.report): the challenge is denied. */
+  'fraud_reported',
 ] as const;
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;

@@ -36,10 +36,14 @@ export const EventSubjects = {
   challengeAttemptsExhausted: 'mfa.evt.challenge.attempts_exhausted',
   challengeExpired: 'mfa.evt.challenge.expired',
   challengeDenied: 'mfa.evt.challenge.denied',
+  challengeFraudReported: 'mfa.evt.challenge.fraud_reported',
   allChallenges: 'mfa.evt.challenge.>',
   /** The fraud service's aggregate of one user: blocks and unblocks (one subject per user). */
   fraudUser: (tenantId: string, userId: string) => `mfa.evt.fraud.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
   allFraudUsers: 'mfa.evt.fraud.user.>',
+  /** Fraud alerts about one user (FraudReported), apart from the block aggregate. */
+  fraudAlert: (tenantId: string, userId: string) => `mfa.evt.fraud.alert.${subjectToken(tenantId)}.${subjectToken(userId)}`,
+  allFraudAlerts: 'mfa.evt.fraud.alert.>',
   smsSent: 'mfa.evt.dispatch.sms.sent',
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',

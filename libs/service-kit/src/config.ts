@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { loadKeyring, type Keyring } from '@mfa/crypto';
 import { readNatsSecurity } from '@mfa/messaging';
 
@@ -70,4 +70,12 @@ export function loadKeyringConfig(env: NodeJS.ProcessEnv = process.env): Keyring
   } catch (error) {
     throw new ConfigError(`invalid configuration: ${(error as Error).message}`, { cause: error });
   }
+}
+
+/** The first non-internal IPv4 address of this host (the server IP that reports show), else loopback. */
+export function serverIp(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) if (i.family === 'IPv4' && !i.internal) return i.address;
+  }
+  return '127.0.0.1';
 }

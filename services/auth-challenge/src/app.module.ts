@@ -1,9 +1,8 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { networkInterfaces } from 'node:os';
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, RedisHealth, RedisModule, AuthModule } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, RedisHealth, RedisModule, AuthModule, serverIp } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
 import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
@@ -25,13 +24,6 @@ class TenantCacheLifecycle implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     await this.tenants.stop();
   }
-}
-
-function serverIp(): string {
-  for (const list of Object.values(networkInterfaces())) {
-    for (const i of list ?? []) if (i.family === 'IPv4' && !i.internal) return i.address;
-  }
-  return '127.0.0.1';
 }
 
 /** auth-challenge: challenge.start / verify / status on Redis (one script each) and MFA_CHALLENGES. */

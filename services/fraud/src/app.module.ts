@@ -4,7 +4,10 @@ import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
-import { AuthModule, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { AuthModule, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, serverIp } from '@mfa/service-kit';
+import { ChallengeDenial } from './adapters/challenge-denial.js';
+import { TenantSettingsReader } from './adapters/tenant-settings.reader.js';
+import { FraudAlertsService } from './application/fraud-alerts.service.js';
 import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { BlockProjectorController } from './api/block-projector.controller.js';
@@ -16,7 +19,8 @@ import type { FraudConfig } from './config.js';
 /**
  * fraud: owns the users' blocks (users.block, users.unblock, the automatic unblock at a block's
  * end) as an event-sourced aggregate per user in MFA_FRAUD, and projects them into Redis for
- * auth-challenge's start script. Fraud alerts and notifications come next (issue 8).
+ * auth-challenge's start script; takes fraud reports (fraud.report: the challenge denied, the
+ * tenant's auto-block). IP lockout and notifications come next (issue 8).
  */
 @Module({})
 export class AppModule {
@@ -28,8 +32,9 @@ export class AppModule {
           serviceName: 'fraud',
           nats: config,
           log,
-          // Users and tenants are read from the first; blocks are recorded on the second.
-          streams: [Streams.userSettings, Streams.fraud, Streams.audit, Streams.state, Streams.deadLetters],
+          // Users and tenants are read from the first; blocks and alerts are recorded on the second,
+          // the challenge a fraud report denies on the third.
+          streams: [Streams.userSettings, Streams.fraud, Streams.challenges, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'fraud', log }),
@@ -42,6 +47,15 @@ export class AppModule {
           useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis) =>
             new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, config.keyring), nats, log),
           inject: [NATS, EventPublisher, REDIS],
+        },
+        {
+          provide: FraudAlertsService,
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
+            new FraudAlertsService(new TenantSettingsReader(nats.jsm), blocks, new ChallengeDenial(redis), publisher, config.keyring, {
+              name: config.INSTANCE_NAME,
+              ip: serverIp(),
+            }),
+          inject: [NATS, EventPublisher, REDIS, BlocksService],
         },
         AutoUnblock,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

@@ -1,8 +1,17 @@
 import { Inject } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
-import { Subjects, UsersBlockRequest, UsersUnblockRequest, type UsersBlockReply, type UsersUnblockReply } from '@mfa/contracts';
+import {
+  FraudReportRequest,
+  Subjects,
+  UsersBlockRequest,
+  UsersUnblockRequest,
+  type FraudReportReply,
+  type UsersBlockReply,
+  type UsersUnblockReply,
+} from '@mfa/contracts';
 import { ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
 import { BlocksService } from '../application/blocks.service.js';
+import { FraudAlertsService } from '../application/fraud-alerts.service.js';
 import type { Actor } from '../domain/user-block.js';
 
 /** Who acts: the calling API client and, through the console, the operator. */
@@ -13,10 +22,21 @@ function actorOf(ctx: NatsRequestContext): Actor | undefined {
   return Object.keys(actor).length > 0 ? actor : undefined;
 }
 
-/** users.block and users.unblock (admin scope; audited by the transport like every admin subject). */
+/**
+ * users.block and users.unblock (admin scope; audited by the transport like every admin subject),
+ * and fraud.report (challenges scope: what an IdP's key may send for its users).
+ */
 @NatsController()
 export class BlocksController {
-  constructor(@Inject(BlocksService) private readonly blocks: BlocksService) {}
+  constructor(
+    @Inject(BlocksService) private readonly blocks: BlocksService,
+    @Inject(FraudAlertsService) private readonly alerts: FraudAlertsService,
+  ) {}
+
+  @MessagePattern(Subjects.fraudReport)
+  report(@Payload(new ContractPipe(FraudReportRequest)) request: FraudReportRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
+    return this.alerts.report(request, ctx.receivedAt, actorOf(ctx));
+  }
 
   @MessagePattern(Subjects.usersBlock)
   block(@Payload(new ContractPipe(UsersBlockRequest)) request: UsersBlockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersBlockReply> {

@@ -1,4 +1,5 @@
 import {
+  ContractError,
   notFound,
   conflict,
   unavailable,
@@ -44,6 +45,28 @@ export class BlocksService {
     }));
     if (event?.type !== 'UserBlocked') throw new Error('a block recorded no UserBlocked');
     return { userId: request.userId, blockedUntil: event.data.until };
+  }
+
+  /**
+   * The tenant's auto-block after a fraud report: blocked for 90 days with the reason "fraud
+   * reported", unless a block is already in force (then that one stands). The user exists.
+   */
+  async blockForFraud(tenantId: string, userId: string, now: Date, by?: Actor): Promise<{ until: string }> {
+    for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
+      const { state } = await this.dependency(() => this.log.load(tenantId, userId));
+      if (state.blocked && state.until > now.getTime()) return { until: new Date(state.until).toISOString() };
+      try {
+        const [event] = await this.execute(tenantId, userId, now, () => ({
+          type: 'Block',
+          data: { userId, reason: 'fraud reported', source: 'fraud_report', ...(by ? { by } : {}) },
+        }));
+        if (event?.type === 'UserBlocked') return { until: event.data.until };
+      } catch (error) {
+        // Blocked by someone else meanwhile: that block stands (read again).
+        if (!(error instanceof ContractError && error.code === 'conflict')) throw error;
+      }
+    }
+    throw conflict('the user changed concurrently too often; try again');
   }
 
   async unblock(request: UsersUnblockRequest, now: Date, by?: Actor): Promise<UsersUnblockReply> {
@@ -122,13 +145,13 @@ export class BlocksService {
     throw conflict('the user changed concurrently too often; try again');
   }
 
-  private async requireUser(tenantId: string, userId: string): Promise<void> {
+  async requireUser(tenantId: string, userId: string): Promise<void> {
     if (!(await this.dependency(() => this.directory.tenantExists(tenantId)))) throw notFound('unknown tenant');
     if (!(await this.dependency(() => this.directory.userRegistered(tenantId, userId)))) throw notFound('unknown user');
   }
 
   /** A dependency that cannot be reached is `unavailable` to the caller (try again). */
-  private async dependency<T>(call: () => Promise<T>): Promise<T> {
+  async dependency<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (error) {

@@ -14,6 +14,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeAttemptsExhausted',
   'ChallengeExpired',
   'ChallengeDenied',
+  'ChallengeFraudReported',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed'] satisfies DispatchEvent['type'][]);
 const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);

@@ -109,6 +109,8 @@ function effectOf(event: ChallengeEvent): Effect {
         context: contextOf(event, { authMethod: event.data.method, expiresAt: null }),
         outcome: failure(ResultDetail.userBlocked, event.occurredAt),
       };
+    case 'ChallengeFraudReported':
+      return { outcome: failure(ResultDetail.fraud, event.occurredAt) };
     case 'ChallengeApproved':
       return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
     case 'ChallengeAttemptsExhausted': {

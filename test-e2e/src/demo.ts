@@ -119,10 +119,23 @@ export async function runDemo(options: {
     for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId, challengeId: wrong.challengeId, code: '000000' });
     out('IdP → five wrong codes on a third sign-in → denied');
 
+    // A sign-in the user did not start: the IdP reports it, the challenge is denied and the user blocked.
+    const suspicious = await ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId, userId, method: 'totp', clientIp: '203.0.113.66', application: 'VPN' });
+    const alert = await ask<{ challengeDenied: boolean; blocked: boolean; blockedUntil?: string }>(Subjects.fraudReport, {
+      tenantId,
+      userId,
+      challengeId: suspicious.challengeId,
+      source: 'idp',
+      comment: 'Helga says this sign-in was not hers',
+    });
+    out(`IdP → mfa.v1.fraud.report        challenge denied: ${alert.challengeDenied}, user blocked until ${alert.blockedUntil ?? '-'}`);
+    const afterBlock = await ask<{ status: string; reason?: string }>(Subjects.challengeStart, { tenantId, userId, clientIp: '203.0.113.66', application: 'VPN' });
+    out(`IdP → mfa.v1.challenge.start     → ${afterBlock.status} (${afterBlock.reason ?? ''})`);
+
     const report = await eventually(
       async () => {
         const r = await ask<{ items: SigninItem[] }>(Subjects.reportsSigninsQuery, { tenantId, limit: 10 });
-        return r.items.length >= 3 ? r.items : undefined;
+        return r.items.length >= 5 ? r.items : undefined;
       },
       15_000,
       'the sign-in report',
@@ -134,7 +147,8 @@ export async function runDemo(options: {
           `  client ${item.clientIp ?? '-'}  app ${item.application ?? '-'}  server ${item.serverName ?? '-'}`,
       );
     }
-    return smsResult.status === 'approved' && appResult.status === 'approved' ? 0 : 1;
+    const ok = smsResult.status === 'approved' && appResult.status === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
+    return ok ? 0 : 1;
   } catch (error) {
     out(`demo failed: ${(error as Error).message}`);
     return 1;

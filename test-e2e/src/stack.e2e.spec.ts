@@ -347,13 +347,16 @@ describe('end to end: two instances of every service', () => {
     }
   });
 
-  itWith({ real: wholeStack }, 'the demo IdP signs a user in by SMS and by app and prints the report', async () => {
+  itWith({ real: wholeStack }, 'the demo IdP signs a user in by SMS and by app, reports a fraud that blocks the user, and prints the report', async () => {
     const lines: string[] = [];
     const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo') });
     assert.equal(code, 0, lines.join('\n'));
     const report = lines.join('\n');
     assert.match(report, /MFA successfully completed/);
     assert.match(report, /MFA denied; invalid verification code/);
+    assert.match(report, /mfa\.v1\.fraud\.report .*challenge denied: true, user blocked until/);
+    assert.match(report, /MFA denied; Fraud Code Entered/);
+    assert.match(report, /MFA denied; user is blocked/);
   });
 
   itWith({ real: wholeStack, fake: ['twilio'] }, 'never writes a TOTP secret, an SMS code or an SMS body to the logs', async () => {

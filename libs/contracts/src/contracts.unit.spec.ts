@@ -63,7 +63,7 @@ describe('the public API contract', () => {
     for (const [subject, scope] of Object.entries(SubjectScopes)) {
       const expected = /\.(tenants|clients)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject)
         ? 'admin'
-        : subject.includes('.challenge.') ? 'challenges' : subject.includes('.reports.') ? 'reports' : 'users';
+        : subject.includes('.challenge.') || subject.endsWith('.fraud.report') ? 'challenges' : subject.includes('.reports.') ? 'reports' : 'users';
       assert.equal(scope, expected, subject);
       assert.ok(scopeAllows(all, scope));
     }

@@ -91,6 +91,18 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     assert.equal((await history(other)).length, 1);
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'a replayed old unblock lifts no lockout counters set since', async () => {
+    const userId = await register();
+    const tag = userTag(keyring, tenantId, userId);
+    await redis.set(RedisKeys.consecutiveFailures(tag), '4');
+    const old = createEvent('UserUnblocked', 1, { tenantId, aggregateId: userId, now: new Date(Date.now() - 86_400_000), data: { userId, reason: 'long ago' } });
+    await blocks.project(tenantId, [old]);
+    assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '4');
+    const fresh = createEvent('UserUnblocked', 1, { tenantId, aggregateId: userId, now: new Date(), data: { userId, reason: 'now' } });
+    await blocks.project(tenantId, [fresh]);
+    assert.equal(await redis.exists(RedisKeys.consecutiveFailures(tag)), 0);
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'refuses what cannot be done: unknown tenant or user, an erased user, a second block, an unblock of someone neither blocked nor locked', async () => {
     const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: { code?: string }) => e.code);
     assert.equal(await code(blocks.block({ tenantId: uniqueTenant('none'), userId: 'u', reason: 'x' }, new Date())), 'not_found');

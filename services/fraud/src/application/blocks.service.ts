@@ -20,6 +20,8 @@ import type { UserDirectory } from '../adapters/user-directory.js';
 import { decideBlock, evolveBlock, initialBlockState, type Actor, type BlockCommand } from '../domain/user-block.js';
 
 const MAX_APPEND_ATTEMPTS = 5;
+/** How recent an unblock must be for the projection to lift lockouts (see `project`). */
+const UNBLOCK_NEWS_MS = 5 * 60_000;
 const autoUnblocks = counter('mfa_auto_unblocks_total', 'Blocks that reached their end and were recorded as automatic unblocks');
 
 /**
@@ -113,16 +115,20 @@ export class BlocksService {
     return recorded;
   }
 
-  /** Applies one user's events to the Redis projection (the consumer and the command path). */
-  async project(tenantId: string, events: readonly FraudUserEvent[]): Promise<void> {
+  /**
+   * Applies one user's events to the Redis projection (the consumer and the command path). An
+   * unblock lifts the lockout counters only when it is news (recorded in the last minutes): a
+   * consumer replaying the log must not wipe counters that wrong codes set after an old unblock.
+   */
+  async project(tenantId: string, events: readonly FraudUserEvent[], now = Date.now()): Promise<void> {
     for (const event of events) {
       if (event.type === 'UserBlocked') {
         const until = Date.parse(event.data.until);
-        if (until > Date.now()) await this.projection.block(tenantId, event.data.userId, until);
+        if (until > now) await this.projection.block(tenantId, event.data.userId, until);
         else await this.projection.unblock(tenantId, event.data.userId);
       } else {
         await this.projection.unblock(tenantId, event.data.userId);
-        await this.projection.clearLockouts(tenantId, event.data.userId);
+        if (now - Date.parse(event.occurredAt) < UNBLOCK_NEWS_MS) await this.projection.clearLockouts(tenantId, event.data.userId);
       }
     }
   }

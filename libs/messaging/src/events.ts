@@ -36,12 +36,13 @@ export function createEvent<T extends EventType, V extends VersionOf<T>>(
 /**
  * The event id (and so the Nats-Msg-Id) of an event whose identity is a name, e.g. one decision
  * of one challenge: whoever builds that event (the instance that took the decision, or the
- * outbox relay after it crashed) gives it the same id, so JetStream stores it once. An RFC 9562
- * version 8 UUID made of the name's SHA-256.
+ * outbox relay after it crashed) gives it the same id, so JetStream stores it once. A UUID made
+ * of the name's SHA-256 with the RFC 9562 version bits given (8, "custom", unless an id format
+ * already stored says otherwise) and the variant bits set, so envelope validation accepts it.
  */
-export function eventIdOf(name: string): string {
+export function eventIdOf(name: string, version: 4 | 8 = 8): string {
   const b = hash('sha256', name, 'buffer').subarray(0, 16);
-  b[6] = (b[6]! & 0x0f) | 0x80;
+  b[6] = (b[6]! & 0x0f) | (version << 4);
   b[8] = (b[8]! & 0x3f) | 0x80;
   const hex = b.toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;

@@ -22,3 +22,4 @@ export * from './auth/auth.options.js';
 export * from './privacy/user-data-keys.js';
 export * from './privacy/personal-data.js';
 export * from './lookup-budget.js';
+export * from './redis-lease.js';

@@ -6,7 +6,6 @@ import { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
 import { AuthModule, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, serverIp } from '@mfa/service-kit';
 import { ChallengeDenial } from './adapters/challenge-denial.js';
-import { TenantSettingsReader } from './adapters/tenant-settings.reader.js';
 import { FraudAlertsService } from './application/fraud-alerts.service.js';
 import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
@@ -51,7 +50,7 @@ export class AppModule {
         {
           provide: FraudAlertsService,
           useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
-            new FraudAlertsService(new TenantSettingsReader(nats.jsm), blocks, new ChallengeDenial(redis), publisher, config.keyring, {
+            new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, config.keyring, {
               name: config.INSTANCE_NAME,
               ip: serverIp(),
             }),

@@ -44,11 +44,16 @@ export interface VerifyDecisionContext {
   st?: number;
 }
 
-/** The name of a decision in the outbox, as the scripts write it: "<challengeId>:<decision>[:<attempt>]". */
-export function decisionName(challengeId: string, reply: readonly string[]): string {
-  const name = `${challengeId}:${reply[0]}`;
-  return reply[0] === 'rejected' ? `${name}:${reply[3]}` : name;
+/**
+ * The name of a decision in the outbox, as the scripts write it: "<challengeId>:<decision>", and
+ * for a rejected code ":<attempt>" (a challenge has several).
+ */
+export function decisionName(challengeId: string, decision: string, attempt?: number | string): string {
+  return decision === 'rejected' ? `${challengeId}:${decision}:${attempt}` : `${challengeId}:${decision}`;
 }
+
+/** The name of the decision a script reply records (the attempt of a rejection is its 4th field). */
+export const decisionNameOfReply = (challengeId: string, reply: readonly string[]): string => decisionName(challengeId, reply[0] ?? '', reply[3]);
 
 export function parseDecisionRecord(raw: string): DecisionRecord | undefined {
   try {

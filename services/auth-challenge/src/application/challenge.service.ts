@@ -28,7 +28,7 @@ import { challengeId as formatChallengeId, hashSlotOf, parseChallengeId } from '
 import { LOGGER, sealPersonalData } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
 import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
-import { decisionName, Outbox, type DecisionRecord, type StartDecisionContext, type VerifyDecisionContext } from '../adapters/outbox.js';
+import { decisionName, decisionNameOfReply, Outbox, type DecisionRecord, type StartDecisionContext, type VerifyDecisionContext } from '../adapters/outbox.js';
 import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
@@ -102,12 +102,13 @@ export class ChallengeService {
 
   /**
    * The tenant's settings. Never the defaults in place of a tenant's own: not before they are all
-   * loaded, and a tenant not in memory yet (created a moment ago elsewhere) is read from the log first.
+   * loaded, and a tenant not in memory yet (created a moment ago elsewhere) is read from the log
+   * first. A tenant in memory costs no promise (the usual case, on every request).
    */
-  private async settingsOf(tenantId: string): Promise<TenantSettings> {
+  private settingsOf(tenantId: string): TenantSettings | Promise<TenantSettings> {
     if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
-    if (!this.tenants.has(tenantId)) await this.tenants.lookup(tenantId);
-    return this.tenants.get(tenantId);
+    if (this.tenants.has(tenantId)) return this.tenants.get(tenantId);
+    return this.tenants.lookup(tenantId).then(() => this.tenants.get(tenantId));
   }
 
   /** The tenant's `lockout` settings, and the service-wide cap on consecutive wrong codes. */
@@ -131,7 +132,8 @@ export class ChallengeService {
    * then: the script kept it in the outbox, and the relay publishes it (no decision without its event).
    */
   async start(req: ChallengeStartRequest, now: Date, deadline?: number): Promise<ChallengeStartReply> {
-    const settings = await this.settingsOf(req.tenantId);
+    const known = this.settingsOf(req.tenantId);
+    const settings = known instanceof Promise ? await known : known;
     const tag = userTag(this.keyring, req.tenantId, req.userId);
     const nonce = this.codes.challengeNonce();
     const challengeId = formatChallengeId(tag, nonce);
@@ -178,14 +180,15 @@ export class ChallengeService {
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
-    if (outcome.event) await this.record(slot, decisionName(challengeId, [verdict.kind]), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+    if (outcome.event) await this.record(slot, decisionName(challengeId, verdict.kind), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     return outcome.reply;
   }
 
   async verify(req: ChallengeVerifyRequest, now: Date, deadline?: number): Promise<ChallengeVerifyReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
-    const lockout = this.lockoutOf(await this.settingsOf(req.tenantId));
+    const known = this.settingsOf(req.tenantId);
+    const lockout = this.lockoutOf(known instanceof Promise ? await known : known);
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
     const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot };
@@ -203,7 +206,7 @@ export class ChallengeService {
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
     if (outcome.event) {
-      const name = decisionName(req.challengeId, verdict.kind === 'rejected' ? ['rejected', '', '', String(verdict.attempts)] : [verdict.kind]);
+      const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
       await this.record(slot, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     }
     return outcome.reply;
@@ -224,7 +227,7 @@ export class ChallengeService {
       pending = decideVerify(verdict, { challengeId: c.id, server: c.s }).event;
     }
     if (!pending) return undefined;
-    return { subject: subjectOf(pending), event: this.envelope(decisionName(c.id, record.r), c, pending) };
+    return { subject: subjectOf(pending), event: this.envelope(decisionNameOfReply(c.id, record.r), c, pending) };
   }
 
   private decideStart(c: StartDecisionContext, verdict: StartVerdict) {

@@ -1,8 +1,7 @@
-import { hostname } from 'node:os';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { EventPublisher } from '@mfa/messaging';
-import { LOGGER, REDIS } from '@mfa/service-kit';
+import { LOGGER, REDIS, RedisLease } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
 import { Outbox, parseDecisionRecord } from '../adapters/outbox.js';
 import { ChallengeService } from './challenge.service.js';
@@ -34,15 +33,17 @@ const pendingGauge = gauge('mfa_outbox_pending', 'Decisions in the outboxes at t
 export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdown {
   private timers: NodeJS.Timeout[] = [];
   private running: Promise<unknown> | undefined;
-  private readonly owner = `${hostname()}:${process.pid}`;
+  private readonly lease: RedisLease;
 
   constructor(
     @Inject(Outbox) private readonly outbox: Outbox,
     @Inject(ChallengeService) private readonly challenges: ChallengeService,
     @Inject(EventPublisher) private readonly publisher: EventPublisher,
-    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(REDIS) redis: Redis,
     @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+  ) {
+    this.lease = new RedisLease(redis, LEASE_KEY, LEASE_MS);
+  }
 
   onApplicationBootstrap(): void {
     this.timers = [
@@ -86,11 +87,12 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** Every slot's outbox, if no other instance holds the lease. Returns the events published. */
   async fullPass(now = Date.now): Promise<number> {
-    try {
-      if ((await this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS, 'NX')) !== 'OK') return 0;
-    } catch {
-      return 0; // Redis unreachable: the next pass tries again.
-    }
+    // Redis unreachable or another instance at it: the next pass tries again.
+    if (!(await this.lease.acquire())) return 0;
+    return this.lease.hold(() => this.relayAll(now));
+  }
+
+  private async relayAll(now: () => number): Promise<number> {
     let published = 0;
     let seen = 0;
     try {
@@ -104,8 +106,6 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
       if (published > 0) this.log.warn('the outbox relay published events the deciding instance had not', { published });
     } catch (error) {
       this.log.warn('outbox relay pass interrupted; the next one goes on', { error });
-    } finally {
-      await this.redis.del(LEASE_KEY).catch(() => undefined);
     }
     return published;
   }

@@ -11,6 +11,7 @@ import {
   parseEvent,
   Streams,
   type FraudUserEvent,
+  type TenantSettings,
 } from '@mfa/contracts';
 import { ConcurrencyError, isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
@@ -54,21 +55,20 @@ export class BlocksService {
    * reported", unless a block is already in force (then that one stands). The user exists.
    */
   async blockForFraud(tenantId: string, userId: string, now: Date, by?: Actor): Promise<{ until: string }> {
-    for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
+    try {
+      const [event] = await this.execute(tenantId, userId, now, () => ({
+        type: 'Block',
+        data: { userId, reason: 'fraud reported', source: 'fraud_report', ...(by ? { by } : {}) },
+      }));
+      if (event?.type !== 'UserBlocked') throw new Error('a block recorded no UserBlocked');
+      return { until: event.data.until };
+    } catch (error) {
+      // Already blocked (the decider's conflict): that block stands.
+      if (!(error instanceof ContractError && error.code === 'conflict')) throw error;
       const { state } = await this.dependency(() => this.log.load(tenantId, userId));
-      if (state.blocked && state.until > now.getTime()) return { until: new Date(state.until).toISOString() };
-      try {
-        const [event] = await this.execute(tenantId, userId, now, () => ({
-          type: 'Block',
-          data: { userId, reason: 'fraud reported', source: 'fraud_report', ...(by ? { by } : {}) },
-        }));
-        if (event?.type === 'UserBlocked') return { until: event.data.until };
-      } catch (error) {
-        // Blocked by someone else meanwhile: that block stands (read again).
-        if (!(error instanceof ContractError && error.code === 'conflict')) throw error;
-      }
+      if (!state.blocked) throw error;
+      return { until: new Date(state.until).toISOString() };
     }
-    throw conflict('the user changed concurrently too often; try again');
   }
 
   async unblock(request: UsersUnblockRequest, now: Date, by?: Actor): Promise<UsersUnblockReply> {
@@ -151,9 +151,20 @@ export class BlocksService {
     throw conflict('the user changed concurrently too often; try again');
   }
 
-  async requireUser(tenantId: string, userId: string): Promise<void> {
-    if (!(await this.dependency(() => this.directory.tenantExists(tenantId)))) throw notFound('unknown tenant');
+  /** The tenant's settings, or not_found for an unknown tenant. */
+  async requireTenant(tenantId: string): Promise<TenantSettings> {
+    const settings = await this.dependency(() => this.directory.tenantSettings(tenantId));
+    if (!settings) throw notFound('unknown tenant');
+    return settings;
+  }
+
+  async requireRegistered(tenantId: string, userId: string): Promise<void> {
     if (!(await this.dependency(() => this.directory.userRegistered(tenantId, userId)))) throw notFound('unknown user');
+  }
+
+  private async requireUser(tenantId: string, userId: string): Promise<void> {
+    await this.requireTenant(tenantId);
+    await this.requireRegistered(tenantId, userId);
   }
 
   /** A dependency that cannot be reached is `unavailable` to the caller (try again). */

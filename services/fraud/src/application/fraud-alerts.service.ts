@@ -12,7 +12,6 @@ import { createEvent, eventIdOf, publishWithRetry, type EventPublisher } from '@
 import { parseChallengeId } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 import type { ChallengeDenial } from '../adapters/challenge-denial.js';
-import type { TenantSettingsReader } from '../adapters/tenant-settings.reader.js';
 import type { Actor } from '../domain/user-block.js';
 import type { BlocksService } from './blocks.service.js';
 
@@ -28,7 +27,6 @@ const alerts = counter('mfa_fraud_alerts_total', 'Fraud alerts by source and wha
  */
 export class FraudAlertsService {
   constructor(
-    private readonly settings: TenantSettingsReader,
     private readonly blocks: BlocksService,
     private readonly denial: ChallengeDenial,
     private readonly publisher: EventPublisher,
@@ -38,10 +36,9 @@ export class FraudAlertsService {
 
   async report(request: FraudReportRequest, now: Date, by?: Actor): Promise<FraudReportReply> {
     const { tenantId, userId } = request;
-    const settings = await this.blocks.dependency(() => this.settings.get(tenantId));
-    if (!settings) throw notFound('unknown tenant');
+    const settings = await this.blocks.requireTenant(tenantId);
     if (!settings.fraudAlert.enabled) throw forbidden('fraud alerts are turned off for this tenant (fraudAlert.enabled)');
-    await this.blocks.requireUser(tenantId, userId);
+    await this.blocks.requireRegistered(tenantId, userId);
 
     let denied: { method: string } | undefined;
     if (request.challengeId !== undefined) {

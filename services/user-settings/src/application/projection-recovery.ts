@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { EventSubjects, parseEvent, Streams, UnknownEventError } from '@mfa/contracts';
@@ -6,7 +5,7 @@ import { SealError } from '@mfa/crypto';
 import type { Subscription } from '@nats-io/nats-core';
 import { readOnce, type NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT, RedisKeys, STEPS_RESTORED_KEY, UserProjectionWriter } from '@mfa/projection';
-import { LOGGER, NATS, REDIS } from '@mfa/service-kit';
+import { LOGGER, NATS, REDIS, RedisLease } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
 import { parseUserSubject, UserProjector } from './user-projector.js';
 
@@ -63,7 +62,7 @@ const rebuildSeconds = gauge('mfa_projection_rebuild_seconds', 'Duration of the 
 export class ProjectionRecovery implements OnApplicationBootstrap, OnApplicationShutdown {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
-  private readonly owner = `${hostname()}:${process.pid}`;
+  private readonly lease: RedisLease;
   private signals: Subscription | undefined;
   private readonly onDemand = new Set<string>();
 
@@ -73,7 +72,9 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     @Inject(UserProjectionWriter) private readonly writer: UserProjectionWriter,
     @Inject(UserProjector) private readonly projector: UserProjector,
     @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+  ) {
+    this.lease = new RedisLease(redis, LEASE_KEY, LEASE_MS);
+  }
 
   onApplicationBootstrap(): void {
     this.signals = this.nats.nc.subscribe(PROJECTION_MISSING_SUBJECT, {
@@ -98,11 +99,11 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     if (this.running) return this.running;
     try {
       if (await this.writer.isComplete()) return;
-      if ((await this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS, 'NX')) !== 'OK') return;
     } catch {
       return; // Redis unreachable: the next check tries again.
     }
-    this.running = this.rebuild().finally(() => {
+    if (!(await this.lease.acquire())) return;
+    this.running = this.lease.hold(() => this.rebuild()).finally(() => {
       this.running = undefined;
     });
     return this.running;
@@ -111,7 +112,6 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
   private async rebuild(): Promise<void> {
     const started = Date.now();
     this.log.warn('Redis does not hold the user projection: rebuilding it from the event log');
-    const renew = setInterval(() => void this.redis.set(LEASE_KEY, this.owner, 'PX', LEASE_MS).catch(() => undefined), LEASE_MS / 3);
     try {
       await this.redis.del(STEPS_RESTORED_KEY);
       const approvedAt = new Map<string, number>();
@@ -129,9 +129,6 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     } catch (error) {
       rebuilds.inc({ outcome: 'failed' });
       this.log.error('rebuilding the user projection failed; retrying', { error });
-    } finally {
-      clearInterval(renew);
-      await this.redis.del(LEASE_KEY).catch(() => undefined);
     }
   }
 

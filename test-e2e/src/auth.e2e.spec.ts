@@ -129,8 +129,11 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, challengeId };
       case Subjects.fraudReport:
         return { tenantId, userId: userA, challengeId, source: 'idp' };
+      case Subjects.fraudIpsUnlock:
+        return { tenantId, ip: '198.51.100.7', reason: 'matrix' };
       case Subjects.reportsSigninsQuery:
       case Subjects.reportsAuditQuery:
+      case Subjects.fraudIpsList:
       case Subjects.tenantsGet:
       case Subjects.clientsList:
         return { tenantId };

@@ -211,6 +211,65 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code: right })).status, 'approved');
   });
 
+  itWith({ real: wholeStack }, 'password spraying: one wrong code each for 50 users from one IP locks that IP, not a user signing in from elsewhere; listed, unlocked, dry run', async () => {
+    const tenantId = uniqueTenant('spray');
+    const attacker = '203.0.113.77';
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { ipLockout: { threshold: 50, windowMinutes: 10, durationMinutes: 30 } } })).error, undefined);
+    const users = Array.from({ length: 51 }, (_, n) => uniqueUser(`sprayed-${n}`));
+    await Promise.all(users.map((userId, n) => ask(Subjects.usersRegister, { tenantId, userId, phoneNumber: `+1415555${String(1000 + n).padStart(4, '0')}` })));
+    // One wrong code per user: far below each user's own lockout threshold (10).
+    for (const userId of users.slice(0, 50)) {
+      const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'sms', clientIp: attacker });
+      assert.equal(start.status, 'pending', JSON.stringify(start));
+      assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code: '000000' })).reason, 'invalid_code');
+    }
+    const last = users[50]!;
+    const denied = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: last, method: 'sms', clientIp: attacker });
+      return reply.status === 'denied' ? reply : undefined;
+    }, 20_000, 'a start from the locked IP denied');
+    assert.equal(denied.reason, 'ip_locked');
+    // The same user, from elsewhere, signs in (an IPv6 address too).
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: last, method: 'sms', clientIp: '198.51.100.8' })).status, 'pending');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: last, method: 'sms', clientIp: '2001:db8::8' })).status, 'pending');
+    const listed = (await ask(Subjects.fraudIpsList, { tenantId })) as Reply & { items: Array<Record<string, unknown>> };
+    assert.equal(listed.items.length, 1, JSON.stringify(listed));
+    assert.deepEqual([listed.items[0]!.ip, listed.items[0]!.failures, listed.items[0]!.users, listed.items[0]!.dryRun], [attacker, 50, 50, false]);
+    assert.ok(Math.abs(Date.parse(String(listed.items[0]!.until)) - (Date.now() + 30 * 60_000)) < 60_000);
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: last, limit: 10 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === denied.challengeId);
+    }, 20_000, 'the denied sign-in in the report');
+    assert.deepEqual([row.result, row.resultDetail, row.clientIp], ['failure', 'MFA denied; client IP is locked after too many denied attempts', attacker]);
+    // Bad unlocks, then the operator's unlock lets the address in again.
+    assert.equal((await ask(Subjects.fraudIpsUnlock, { tenantId, ip: attacker })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.fraudIpsUnlock, { tenantId, ip: '198.51.100.8', reason: 'not locked' })).error?.code, 'conflict');
+    assert.equal((await ask(Subjects.fraudIpsUnlock, { tenantId, ip: 'not-an-ip', reason: 'x' })).error?.code, 'invalid_request');
+    assert.deepEqual(await ask(Subjects.fraudIpsUnlock, { tenantId, ip: attacker, reason: 'pen test finished' }), { ip: attacker });
+    await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: last, method: 'sms', clientIp: attacker });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 20_000, 'the unlocked IP let in again');
+
+    // A dry run records the lock and locks nothing; a never-block range is never locked.
+    const dry = uniqueTenant('spray-dry');
+    await ask(Subjects.tenantsConfigure, { tenantId: dry, settings: { ipLockout: { threshold: 5, dryRun: true, neverBlock: ['192.0.2.0/24'] } } });
+    for (const [n, ip] of [...Array.from({ length: 5 }, () => '203.0.113.78'), ...Array.from({ length: 5 }, () => '192.0.2.10')].entries()) {
+      const userId = uniqueUser(`dry-${n}`);
+      await ask(Subjects.usersRegister, { tenantId: dry, userId, phoneNumber: `+1415556${String(1000 + n).padStart(4, '0')}` });
+      const start = await ask(Subjects.challengeStart, { tenantId: dry, userId, method: 'sms', clientIp: ip });
+      await ask(Subjects.challengeVerify, { tenantId: dry, challengeId: start.challengeId, code: '000000' });
+    }
+    const recorded = await eventually(async () => {
+      const reply = (await ask(Subjects.fraudIpsList, { tenantId: dry })) as Reply & { items: Array<Record<string, unknown>> };
+      return reply.items.length > 0 ? reply.items : undefined;
+    }, 20_000, 'the dry-run lock recorded');
+    assert.deepEqual(recorded.map((i) => [i.ip, i.dryRun]), [['203.0.113.78', true]]);
+    const someone = uniqueUser('dry-after');
+    await ask(Subjects.usersRegister, { tenantId: dry, userId: someone, phoneNumber: '+14155569999' });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: dry, userId: someone, method: 'sms', clientIp: '203.0.113.78' })).status, 'pending');
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

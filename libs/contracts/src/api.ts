@@ -43,6 +43,8 @@ export const Subjects = {
   clientsList: 'mfa.v1.clients.list',
   clientsRevoke: 'mfa.v1.clients.revoke',
   reportsAuditQuery: 'mfa.v1.reports.audit.query',
+  fraudIpsList: 'mfa.v1.fraud.ips.list',
+  fraudIpsUnlock: 'mfa.v1.fraud.ips.unlock',
 } as const;
 export type ApiSubject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -148,6 +150,26 @@ export const FraudReportReply = z.object({
   blockedUntil: z.string().optional(),
 });
 export type FraudReportReply = z.infer<typeof FraudReportReply>;
+
+/** The client addresses the tenant's per-IP lockout holds now (dry-run ones with `dryRun: true`). */
+export const FraudIpsListRequest = z.object({ tenantId: TenantId });
+export type FraudIpsListRequest = z.infer<typeof FraudIpsListRequest>;
+export const LockedIp = z.object({
+  /** An IPv4 address, or the /64 of an IPv6 one. */
+  ip: z.string(),
+  lockedAt: z.string(),
+  until: z.string(),
+  failures: z.number(),
+  users: z.number(),
+  dryRun: z.boolean(),
+});
+export const FraudIpsListReply = z.object({ items: z.array(LockedIp) });
+export type FraudIpsListReply = z.infer<typeof FraudIpsListReply>;
+/** Admin: lifts the lock of an address (of its /64 for IPv6) before its end; the reason is required. */
+export const FraudIpsUnlockRequest = z.object({ tenantId: TenantId, ip: IpAddress, reason: Reason });
+export type FraudIpsUnlockRequest = z.infer<typeof FraudIpsUnlockRequest>;
+export const FraudIpsUnlockReply = z.object({ ip: z.string() });
+export type FraudIpsUnlockReply = z.infer<typeof FraudIpsUnlockReply>;
 
 /** Admin: blocks the user for 90 days (every start is denied, reason `user_blocked`). */
 export const UsersBlockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
@@ -333,6 +355,8 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.clientsCreate]: 'admin',
   [Subjects.clientsList]: 'admin',
   [Subjects.clientsRevoke]: 'admin',
+  [Subjects.fraudIpsList]: 'reports',
+  [Subjects.fraudIpsUnlock]: 'admin',
 };
 
 /** Whether a key with `granted` scopes may call a subject that requires `required`. */
@@ -359,4 +383,6 @@ export const RequestSchemas = {
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,
   [Subjects.reportsAuditQuery]: AuditQueryRequest,
+  [Subjects.fraudIpsList]: FraudIpsListRequest,
+  [Subjects.fraudIpsUnlock]: FraudIpsUnlockRequest,
 } as const satisfies Record<ApiSubject, z.ZodType>;

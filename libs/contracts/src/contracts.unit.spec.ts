@@ -42,6 +42,8 @@ describe('the public API contract', () => {
       'mfa.v1.clients.create',
       'mfa.v1.clients.list',
       'mfa.v1.clients.revoke',
+      'mfa.v1.fraud.ips.list',
+      'mfa.v1.fraud.ips.unlock',
       'mfa.v1.fraud.report',
       'mfa.v1.reports.audit.query',
       'mfa.v1.reports.signins.query',
@@ -61,9 +63,10 @@ describe('the public API contract', () => {
   it('gives each scope what MISSION.md says, and admin everything users may do', () => {
     const all = new Set(SCOPES);
     for (const [subject, scope] of Object.entries(SubjectScopes)) {
-      const expected = /\.(tenants|clients)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject)
+      // fraud.ips.* are ours (MISSION.md leaves per-IP lockout's subjects open): unlocking is admin, listing a report.
+      const expected = /\.(tenants|clients)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject) || subject.endsWith('.fraud.ips.unlock')
         ? 'admin'
-        : subject.includes('.challenge.') || subject.endsWith('.fraud.report') ? 'challenges' : subject.includes('.reports.') ? 'reports' : 'users';
+        : subject.includes('.challenge.') || subject.endsWith('.fraud.report') ? 'challenges' : /\.reports\.|\.fraud\.ips\.list$/.test(subject) ? 'reports' : 'users';
       assert.equal(scope, expected, subject);
       assert.ok(scopeAllows(all, scope));
     }
@@ -85,6 +88,9 @@ describe('the public API contract', () => {
       { rememberMfa: { days: 0 } },
       { rememberMfa: { days: 366 } },
       { fraudAlert: { code: '12' } },
+      { ipLockout: { threshold: 4 } },
+      { ipLockout: { neverBlock: ['10.0.0.0/33'] } },
+      { ipLockout: { dryrun: true } },
       { voice: { callerId: '+46701234567' } },
       { sms: { allowedCountries: ['XX'] } },
       { sms: { blockedCountries: ['fr'] } },
@@ -132,6 +138,7 @@ describe('the public API contract', () => {
       enabledMethods: ['sms', 'voice', 'push', 'totp'],
       securityDefaults: false,
       lockout: { threshold: 10, counterResetMinutes: 15, autoUnblockMinutes: 15 },
+      ipLockout: { enabled: true, threshold: 50, windowMinutes: 15, durationMinutes: 60, neverBlock: [], dryRun: false },
       fraudAlert: { enabled: true, autoBlock: true, code: '0' },
       notificationEmails: [],
       trustedIps: { ranges: [], onPremises: false, federatedBypass: false },

@@ -158,7 +158,11 @@ export const ChallengeRegistrationRequired = versions(
   envelope('ChallengeRegistrationRequired', 2, ChallengeContextV2.extend(RegistrationRequired)),
 );
 
-const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server });
+/**
+ * `clientIp`: the address the challenge was started from, on the outcomes of wrong codes and
+ * expiries (what per-IP lockout counts); absent on challenges started before it was kept.
+ */
+const Outcome = z.object({ challengeId: z.string(), userId: z.string(), method: Method, server: Server, clientIp: z.string().max(64).optional() });
 /**
  * The user's brute-force counters right after a wrong code, so that a rebuild of Redis restores
  * them from the log: wrong codes in the lockout window (`failures`, the window or the lockout
@@ -201,11 +205,11 @@ export const ChallengeAttemptsExhausted = envelope(
   }),
 );
 export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
-/** A start refused for the user's state (blocked): a failed sign-in in the report. */
+/** A start refused for the user's state (blocked) or its client IP's (locked): a failed sign-in in the report. */
 export const ChallengeDenied = envelope(
   'ChallengeDenied',
   1,
-  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked']) }),
+  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked']) }),
 );
 
 /** A pending challenge the user (or the IdP) reported as fraud (fraud.report): denied. Written by fraud. */
@@ -251,6 +255,34 @@ export const UserUnblocked = envelope(
   'UserUnblocked',
   1,
   z.object({ userId: z.string(), reason: z.string().max(256).optional(), automatic: z.literal(true).optional(), by: Actor.optional() }),
+);
+
+// ---- fraud: per-IP lockout (one subject per tenant and address: EventSubjects.fraudIp) ----------
+
+/**
+ * Denials from one client address (`ip`: an IPv4 address, or an IPv6 /64 as "2001:db8:1:2::/64")
+ * reached the tenant's `ipLockout.threshold` within its window: starts from it are denied until
+ * `until`. `dryRun`: the tenant's dry run was on, so nothing was locked; the event records what
+ * would have been. Each event carries the whole state of the address's lock.
+ */
+export const IpLocked = envelope(
+  'IpLocked',
+  1,
+  z.object({
+    ip: z.string().max(64),
+    until: IsoDateTime,
+    failures: z.int().positive(),
+    /** Distinct users among those failures. */
+    users: z.int().nonnegative(),
+    windowMinutes: z.int().positive(),
+    dryRun: z.boolean(),
+  }),
+);
+/** An administrator lifted an address's lock before its end (fraud.ips.unlock). */
+export const IpUnlocked = envelope(
+  'IpUnlocked',
+  1,
+  z.object({ ip: z.string().max(64), reason: z.string().max(256), by: Actor.optional() }),
 );
 
 // ---- dispatch ---------------------------------------------------------------------------------
@@ -322,6 +354,8 @@ export const EventSchemas = {
   ChallengeFraudReported,
   UserBlocked,
   FraudReported,
+  IpLocked,
+  IpUnlocked,
   SmsSent,
   SmsDeliveryFailed,
   ApiClientCreated,
@@ -337,6 +371,7 @@ export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
 export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
+export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;
 export type ChallengeEvent = EventOf<
   | 'ChallengeStarted'
   | 'ChallengeRegistrationRequired'

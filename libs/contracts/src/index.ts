@@ -5,3 +5,4 @@ export * from './api.js';
 export * from './events.js';
 export * from './streams.js';
 export * from './report.js';
+export * from './ip.js';

@@ -88,6 +88,8 @@ export const CHALLENGE_REASONS = [
   'user_blocked',
   /** The user (or the IdP) reported the sign-in as fraud (fraud.report): the challenge is denied. */
   'fraud_reported',
+  /** The client IP is locked (the tenant's `ipLockout`: too many denials from it across users): every start from it is denied. */
+  'ip_locked',
 ] as const;
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;

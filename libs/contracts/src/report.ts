@@ -13,5 +13,7 @@ export const ResultDetail = {
   registrationRequired: 'MFA denied; user must register for MFA',
   methodDisabled: 'MFA denied; authentication method disabled by the administrator',
   smsNotDelivered: 'MFA denied; SMS could not be delivered',
+  /** Ours (per-IP lockout has no Entra equivalent), worded like the others. */
+  ipLocked: 'MFA denied; client IP is locked after too many denied attempts',
 } as const;
 export type ResultDetail = (typeof ResultDetail)[keyof typeof ResultDetail];

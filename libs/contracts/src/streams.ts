@@ -44,6 +44,10 @@ export const EventSubjects = {
   /** Fraud alerts about one user (FraudReported), apart from the block aggregate. */
   fraudAlert: (tenantId: string, userId: string) => `mfa.evt.fraud.alert.${subjectToken(tenantId)}.${subjectToken(userId)}`,
   allFraudAlerts: 'mfa.evt.fraud.alert.>',
+  /** Per-IP lockout: one subject per tenant and address (its lock key, see ipLockKey). */
+  fraudIp: (tenantId: string, ipKey: string) => `mfa.evt.fraud.ip.${subjectToken(tenantId)}.${subjectToken(ipKey)}`,
+  fraudIpsOfTenant: (tenantId: string) => `mfa.evt.fraud.ip.${subjectToken(tenantId)}.>`,
+  allFraudIps: 'mfa.evt.fraud.ip.>',
   smsSent: 'mfa.evt.dispatch.sms.sent',
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',
@@ -146,6 +150,17 @@ export interface ConsumerDefinition {
   description: string;
 }
 
+function ipWatch(filterSubject: string, durable: string): ConsumerDefinition {
+  return {
+    stream: Streams.challenges.name,
+    durable,
+    filterSubject,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Counts denials per client IP across users for the per-IP lockout (fraud).',
+  };
+}
+
 export const Consumers = {
   userProjector: {
     stream: Streams.userSettings.name,
@@ -163,6 +178,11 @@ export const Consumers = {
     ackWaitSeconds: 30,
     description: "Keeps the users' blocks in Redis (checked by the start script) and lifts lockouts on an unblock.",
   },
+  // Per-IP lockout counts wrong codes and expired challenges; nats-server 2.9 takes one filter
+  // subject per consumer, so one consumer per kind (low volume, unlike starts and approvals).
+  fraudIpCodeRejected: ipWatch(EventSubjects.challengeCodeRejected, 'fraud-ip-code-rejected'),
+  fraudIpAttemptsExhausted: ipWatch(EventSubjects.challengeAttemptsExhausted, 'fraud-ip-attempts-exhausted'),
+  fraudIpExpired: ipWatch(EventSubjects.challengeExpired, 'fraud-ip-expired'),
   dispatchSms: {
     stream: Streams.challenges.name,
     durable: 'dispatch-sms',

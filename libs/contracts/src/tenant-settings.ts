@@ -18,6 +18,7 @@ export const MAX_TRUSTED_IP_RANGES = 50;
 export const MAX_NAMED_LOCATIONS = 200;
 export const MAX_RANGES_PER_LOCATION = 200;
 export const MAX_NOTIFICATION_EMAILS = 20;
+export const MAX_NEVER_BLOCK_RANGES = 200;
 
 const regionNames = new Intl.DisplayNames(['en'], { type: 'region', fallback: 'none' });
 /** ISO 3166-1 alpha-2, as ICU knows them ("ZZ", unknown region, is not a country). */
@@ -41,6 +42,20 @@ const lockout = {
   threshold: z.int().min(1).max(100),
   counterResetMinutes: z.int().min(1).max(1440),
   autoUnblockMinutes: z.int().min(1).max(1440),
+};
+/**
+ * Lockout per client IP across users (password spraying, MFA bombing): denials from one address
+ * (an IPv6 address counts by its /64) within `windowMinutes` reaching `threshold` refuse every start
+ * from it for `durationMinutes`, whoever the user. Addresses in `neverBlock` are never locked (the
+ * tenant's own egress, a VPN concentrator); `dryRun` records what would be locked and locks nothing.
+ */
+const ipLockout = {
+  enabled: z.boolean(),
+  threshold: z.int().min(5).max(10_000),
+  windowMinutes: z.int().min(1).max(1440),
+  durationMinutes: z.int().min(1).max(10_080),
+  neverBlock: z.array(IpCidr).max(MAX_NEVER_BLOCK_RANGES, `at most ${MAX_NEVER_BLOCK_RANGES} ranges`),
+  dryRun: z.boolean(),
 };
 const fraudAlert = {
   enabled: z.boolean(),
@@ -75,6 +90,7 @@ export const DEFAULT_TENANT_SETTINGS = Object.freeze({
   enabledMethods: ['sms', 'voice', 'push', 'totp'] as Method[],
   securityDefaults: false,
   lockout: { threshold: 10, counterResetMinutes: 15, autoUnblockMinutes: 15 },
+  ipLockout: { enabled: true, threshold: 50, windowMinutes: 15, durationMinutes: 60, neverBlock: [] as string[], dryRun: false },
   fraudAlert: { enabled: true, autoBlock: true, code: '0' },
   notificationEmails: [] as string[],
   trustedIps: { ranges: [] as string[], onPremises: false, federatedBypass: false },
@@ -104,6 +120,7 @@ export const TenantSettings = z.object({
   /** When true only push and totp may be used, whatever else is enabled. */
   securityDefaults: z.boolean().default(D.securityDefaults),
   lockout: section(lockout, D.lockout),
+  ipLockout: section(ipLockout, { ...D.ipLockout, neverBlock: [] }),
   fraudAlert: section(fraudAlert, D.fraudAlert),
   notificationEmails: z.array(Email).max(MAX_NOTIFICATION_EMAILS).default(() => []),
   trustedIps: section(trustedIps, { ...D.trustedIps, ranges: [] }),
@@ -132,6 +149,7 @@ export const TenantSettingsPatch = z.strictObject({
   enabledMethods: TenantSettings.shape.enabledMethods.unwrap().optional(),
   securityDefaults: z.boolean().optional(),
   lockout: partialSection(lockout).optional(),
+  ipLockout: partialSection(ipLockout).optional(),
   fraudAlert: partialSection(fraudAlert).optional(),
   notificationEmails: TenantSettings.shape.notificationEmails.unwrap().optional(),
   trustedIps: partialSection(trustedIps).optional(),
@@ -143,7 +161,7 @@ export const TenantSettingsPatch = z.strictObject({
 });
 export type TenantSettingsPatch = z.infer<typeof TenantSettingsPatch>;
 
-const SECTIONS = ['lockout', 'fraudAlert', 'trustedIps', 'rememberMfa', 'appPasswords', 'voice', 'sms'] as const;
+const SECTIONS = ['lockout', 'ipLockout', 'fraudAlert', 'trustedIps', 'rememberMfa', 'appPasswords', 'voice', 'sms'] as const;
 
 /** `current` with `patch` applied: sections merge field by field, everything else is replaced. */
 export function applySettingsPatch(current: TenantSettings, patch: TenantSettingsPatch): TenantSettings {

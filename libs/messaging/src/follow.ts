@@ -7,6 +7,8 @@ import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerMessa
  * messages present at the start have been handed to `onMessage` (or after `timeoutMs`); the
  * returned subscription keeps delivering until closed. `onCaughtUp` is called once those messages
  * are in, however long that takes: what a cache that must not answer from partial state waits for.
+ * `lastPerSubject`: only the last message of each subject, then live (aggregates whose every event
+ * carries their whole state).
  */
 export async function followSubjects(
   js: JetStreamClient,
@@ -15,8 +17,12 @@ export async function followSubjects(
   onMessage: (msg: JsMsg) => void,
   timeoutMs = 10_000,
   onCaughtUp: () => void = () => undefined,
+  options: { lastPerSubject?: boolean } = {},
 ): Promise<ConsumerMessages> {
-  const consumer = await js.consumers.get(stream, { filter_subjects: filter });
+  const consumer = await js.consumers.get(stream, {
+    filter_subjects: filter,
+    ...(options.lastPerSubject ? { deliver_policy: DeliverPolicy.LastPerSubject } : {}),
+  });
   const info = await consumer.info();
   let caughtUp: () => void = () => undefined;
   let told = false;

@@ -6,6 +6,7 @@ import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, RedisH
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
 import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
+import { IpLocks } from './adapters/ip-locks.js';
 import { Outbox } from './adapters/outbox.js';
 import { TenantSettingsCache } from './adapters/tenant-settings.cache.js';
 import { ChallengeController } from './api/challenge.controller.js';
@@ -14,15 +15,18 @@ import { OutboxRelay } from './application/outbox-relay.js';
 import type { AuthChallengeConfig } from './config.js';
 import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from './tokens.js';
 
-/** The tenant cache is filled before the transport takes the first request, and stopped after the last. */
+/** The tenant cache and the per-IP locks are filled before the transport takes the first request, and stopped after the last. */
 @Injectable()
 class TenantCacheLifecycle implements OnModuleInit, OnApplicationShutdown {
-  constructor(@Inject(TenantSettingsCache) private readonly tenants: TenantSettingsCache) {}
+  constructor(
+    @Inject(TenantSettingsCache) private readonly tenants: TenantSettingsCache,
+    @Inject(IpLocks) private readonly ipLocks: IpLocks,
+  ) {}
   async onModuleInit(): Promise<void> {
-    await this.tenants.start();
+    await Promise.all([this.tenants.start(), this.ipLocks.start()]);
   }
   async onApplicationShutdown(): Promise<void> {
-    await this.tenants.stop();
+    await Promise.all([this.tenants.stop(), this.ipLocks.stop()]);
   }
 }
 
@@ -37,8 +41,9 @@ export class AppModule {
           serviceName: 'auth-challenge',
           nats: config,
           log,
-          // The tenant cache reads the first, the decisions are recorded on the second.
-          streams: [Streams.userSettings, Streams.challenges, Streams.state, Streams.deadLetters],
+          // The tenant cache reads the first, the decisions are recorded on the second, the per-IP
+          // locks are read from MFA_FRAUD.
+          streams: [Streams.userSettings, Streams.challenges, Streams.fraud, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),
@@ -60,6 +65,7 @@ export class AppModule {
         Outbox,
         OutboxRelay,
         TenantSettingsCache,
+        IpLocks,
         TenantCacheLifecycle,
         ChallengeService,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

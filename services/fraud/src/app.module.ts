@@ -9,7 +9,10 @@ import { ChallengeDenial } from './adapters/challenge-denial.js';
 import { FraudAlertsService } from './application/fraud-alerts.service.js';
 import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
+import { IpCounters } from './adapters/ip-counters.js';
 import { BlockProjectorController } from './api/block-projector.controller.js';
+import { IpDenialsController } from './api/ip-denials.controller.js';
+import { IpLockoutService } from './application/ip-lockout.service.js';
 import { BlocksController } from './api/blocks.controller.js';
 import { AutoUnblock } from './application/auto-unblock.js';
 import { BlocksService } from './application/blocks.service.js';
@@ -19,7 +22,8 @@ import type { FraudConfig } from './config.js';
  * fraud: owns the users' blocks (users.block, users.unblock, the automatic unblock at a block's
  * end) as an event-sourced aggregate per user in MFA_FRAUD, and projects them into Redis for
  * auth-challenge's start script; takes fraud reports (fraud.report: the challenge denied, the
- * tenant's auto-block). IP lockout and notifications come next (issue 8).
+ * tenant's auto-block); counts denials per client address across users and locks addresses
+ * (per-IP lockout, its own aggregate per address, held in memory by auth-challenge).
  */
 @Module({})
 export class AppModule {
@@ -39,7 +43,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'fraud', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, BlocksController, BlockProjectorController],
+      controllers: [OpsController, BlocksController, BlockProjectorController, IpDenialsController],
       providers: [
         {
           provide: BlocksService,
@@ -54,6 +58,12 @@ export class AppModule {
               name: config.INSTANCE_NAME,
               ip: serverIp(),
             }),
+          inject: [NATS, EventPublisher, REDIS, BlocksService],
+        },
+        {
+          provide: IpLockoutService,
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
+            new IpLockoutService(new FraudLog(nats.jsm, publisher), new IpCounters(redis), new UserDirectory(nats.jsm), blocks, nats, config.keyring, log),
           inject: [NATS, EventPublisher, REDIS, BlocksService],
         },
         AutoUnblock,

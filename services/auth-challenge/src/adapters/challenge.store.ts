@@ -35,6 +35,10 @@ interface StartInput {
   context: string;
   /** The hash slot of the user's keys (hashSlotOf(tag)): where the slot's marker and outbox are. */
   slot: number;
+  clientIp?: string | undefined;
+  application?: string | undefined;
+  /** The client IP is locked by the tenant's per-IP lockout (IpLocks): the start is denied. */
+  ipLocked?: boolean;
 }
 
 /**
@@ -128,6 +132,9 @@ export class ChallengeStore {
       input.lockout.maxConsecutiveFailures,
       input.challengeId,
       input.context,
+      input.clientIp ?? '',
+      input.application ?? '',
+      input.ipLocked ? '1' : '0',
     ));
     return parseStartVerdict(raw);
   }

@@ -50,7 +50,13 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
         ...dataKeyOf(raw),
       };
     case 'blocked':
-      return { kind: 'blocked', method: methodOf(raw[1] ?? '') ?? null, profile: profileOf(raw), ...dataKeyOf(raw) };
+      return {
+        kind: 'blocked',
+        method: methodOf(raw[1] ?? '') ?? null,
+        reason: raw[2] === 'ip_locked' ? 'ip_locked' : 'user_blocked',
+        profile: profileOf(raw),
+        ...dataKeyOf(raw),
+      };
     case 'unknown_tenant':
       return { kind: 'unknown_tenant' };
     case 'not_found':
@@ -108,6 +114,12 @@ function guard(raw: readonly string[], at: number): FailureGuard {
   return { failures, resetAt, consecutive };
 }
 
+/** The client IP a denial ends with (absent in replies kept before it was). */
+const clientIpAt = (raw: readonly string[], at: number) => {
+  const ip = text(raw[at]);
+  return ip ? { clientIp: ip } : {};
+};
+
 /** verify's reply, as VERIFY_SCRIPT and VERIFY_TOTP_SCRIPT document it. */
 export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
   switch (raw[0]) {
@@ -125,13 +137,22 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
         remaining: Number(raw[4]),
         cause: cause(raw[5]),
         guard: guard(raw, 6),
+        ...clientIpAt(raw, 9),
       };
     case 'exhausted':
     case 'locked_out':
-      return { kind: raw[0], userId: raw[1]!, method: method(raw[2]), attempts: Number(raw[3]), cause: cause(raw[4]), guard: guard(raw, 5) };
+      return {
+        kind: raw[0],
+        userId: raw[1]!,
+        method: method(raw[2]),
+        attempts: Number(raw[3]),
+        cause: cause(raw[4]),
+        guard: guard(raw, 5),
+        ...clientIpAt(raw, 8),
+      };
     case 'expired':
     case 'expired_again':
-      return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired' };
+      return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired', ...clientIpAt(raw, 3) };
     case 'conflict':
       return { kind: 'conflict', status: raw[3] ?? 'completed' };
     case 'locked':

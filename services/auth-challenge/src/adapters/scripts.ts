@@ -15,9 +15,13 @@
  * slot's outbox, the user's block (fraud's projection).
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
- * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON).
+ * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON), client
+ * IP ('' = none), application ('' = none), client IP locked '1'/'0' (auth-challenge's in-memory
+ * copy of fraud's per-IP locks). The client IP and application stay with the challenge (verify's
+ * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required or blocked reply is kept in the outbox (KEEP); a blocked user
- * answers {'blocked', requested method, 'user_blocked', profile and key fields as pending}.
+ * (or any start from a locked client IP) answers {'blocked', requested method, 'user_blocked' or
+ * 'ip_locked', profile and key fields as pending}.
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none)
@@ -61,6 +65,12 @@ end
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
+if ARGV[19] == '1' then
+  redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
+    'reason', 'ip_locked', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
+  return kept({'blocked', ARGV[3], 'ip_locked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+end
 local registered, regset, enabled = {}, {}, {}
 if exists and u[3] then for m in string.gmatch(u[3], '[^,]+') do registered[#registered + 1] = m; regset[m] = true end end
 for m in string.gmatch(ARGV[4], '[^,]+') do enabled[m] = true end
@@ -88,6 +98,8 @@ local recorded = method or requested
 redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', recorded, 'status', status,
   'reason', reason or '', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
 if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
+if ARGV[17] ~= '' then redis.call('HSET', KEYS[2], 'ip', ARGV[17]) end
+if ARGV[18] ~= '' then redis.call('HSET', KEYS[2], 'app', ARGV[18]) end
 -- A challenge that can never be verified (registration_required, including every start for an
 -- unknown user id) is kept only for status queries right after it: made-up user ids cost little.
 if method then redis.call('EXPIRE', KEYS[2], ARGV[9]) else redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS}) end
@@ -101,15 +113,16 @@ return kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '',
 //         consecutive failures cap, challenge id, the request's context (JSON), then the
 //         script's own arguments.
 // Every reply that records something (approved, rejected, exhausted, expired) is kept in the
-// outbox (KEEP).
+// outbox (KEEP). Denials (rejected, exhausted, locked_out, expired) end with the challenge's
+// client IP ('' = none): per-IP lockout counts them.
 // CHECKS answers whatever needs no code: an unknown or finished challenge, a user locked out (no
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
 // ends by itself, the consecutive cap only with a success elsewhere or an admin unlock), an
 // expired challenge (recorded once).
 const CHECKS = `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
-local userId, method, status = ch[2], ch[3], ch[4]
+local userId, method, status, ip = ch[2], ch[3], ch[4], ch[10] or ''
 if status ~= 'pending' then
   if status == 'denied' and ch[5] == 'expired' then return {'expired_again', userId, method} end
   return {'conflict', userId, method, status}
@@ -120,7 +133,7 @@ if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[3]) then
 end
 if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'expired', 'completedAt', ARGV[2])
-  return kept({'expired', userId, method})
+  return kept({'expired', userId, method, ip})
 end
 -- A pending challenge always has attempts left (the last one denies it); checked all the same.
 local max = tonumber(ch[6])
@@ -150,13 +163,13 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 -- The wrong code that locks the user out ends the challenge too: no code is checked while locked.
 if lockedOut then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'locked_out', 'completedAt', ARGV[2])
-  return kept({'locked_out', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]})
+  return kept({'locked_out', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3], ip})
 end
 if attempts >= max then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'too_many_attempts', 'completedAt', ARGV[2])
-  return kept({'exhausted', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3]})
+  return kept({'exhausted', userId, method, tostring(attempts), cause, guard[1], guard[2], guard[3], ip})
 end
-return kept({'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3]})
+return kept({'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3], ip})
 `;
 
 /**
@@ -167,9 +180,9 @@ return kept({'rejected', userId, method, tostring(attempts), tostring(max - atte
  * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token,
  * where spec is "digits:period:nonceHex:maskedSecretHex" (masked; the unmask key never reaches
  * Redis). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
- * attempts, remaining, cause, ...guard} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard}
+ * attempts, remaining, cause, ...guard, ip} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard, ip}
  * (guard: failures in the window, when the window or lockout ends in ms, failures in a row) | {'expired',
- * userId, method} | {'expired_again', userId, method} | {'conflict', userId, method, status}
+ * userId, method, ip} | {'expired_again', userId, method} | {'conflict', userId, method, status}
  * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */
 export const VERIFY_SCRIPT = `${CHECKS}

@@ -30,6 +30,7 @@ import { counter, type Logger } from '@mfa/telemetry';
 import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
 import { decisionName, decisionNameOfReply, Outbox, type DecisionRecord, type StartDecisionContext, type VerifyDecisionContext } from '../adapters/outbox.js';
 import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import { IpLocks } from '../adapters/ip-locks.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
@@ -89,6 +90,7 @@ export class ChallengeService {
     private readonly store: ChallengeStore,
     private readonly outbox: Outbox,
     private readonly tenants: TenantSettingsCache,
+    private readonly ipLocks: IpLocks,
     private readonly publisher: EventPublisher,
     @Inject(CODE_GENERATOR) private readonly codes: CodeGenerator,
     @Inject(CONFIG) private readonly config: AuthChallengeConfig,
@@ -176,6 +178,9 @@ export class ChallengeService {
       challengeId,
       context: JSON.stringify(context),
       slot,
+      clientIp: req.clientIp,
+      application: req.application,
+      ipLocked: this.ipLocks.locked(req.tenantId, settings, req.clientIp, now.getTime()),
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     const outcome = this.decideStart(context, verdict);

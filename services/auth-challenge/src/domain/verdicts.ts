@@ -35,8 +35,8 @@ export interface Profile {
 export type StartVerdict =
   | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
-  /** The user is blocked (users.block, or a fraud report): denied, and recorded. */
-  | { kind: 'blocked'; method: Method | null; profile: Profile; dataKey?: string; challengePii?: string }
+  /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
+  | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked'; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
@@ -47,11 +47,11 @@ export type StartVerdict =
 
 export type VerifyVerdict =
   | { kind: 'approved'; userId: string; method: Method; tokenId?: string; step?: number }
-  | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
-  | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
+  | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused'; guard: FailureGuard; clientIp?: string }
+  | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard; clientIp?: string }
   /** The wrong code reached the tenant's lockout threshold: the challenge ends and the user is locked out. */
-  | { kind: 'locked_out'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard }
-  | { kind: 'expired'; userId: string; method: Method; firstTime: boolean }
+  | { kind: 'locked_out'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard; clientIp?: string }
+  | { kind: 'expired'; userId: string; method: Method; firstTime: boolean; clientIp?: string }
   | { kind: 'conflict'; status: string }
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
@@ -183,8 +183,8 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       // still has the user id.
       const pii = verdict.dataKey !== undefined ? (verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)) : undefined;
       return {
-        reply: { challengeId: ctx.challengeId, status: 'denied', method: verdict.method, expiresAt, reason: 'user_blocked' },
-        event: { type: 'ChallengeDenied', data: { ...base, ...sealed(pii), method: verdict.method, reason: 'user_blocked' } },
+        reply: { challengeId: ctx.challengeId, status: 'denied', method: verdict.method, expiresAt, reason: verdict.reason },
+        event: { type: 'ChallengeDenied', data: { ...base, ...sealed(pii), method: verdict.method, reason: verdict.reason } },
       };
     }
     case 'unknown_tenant':
@@ -223,12 +223,13 @@ export function decideVerify(
   ctx: { challengeId: string; server: { name: string; ip: string } },
 ): Outcome<ChallengeVerifyReply> {
   const id = ctx.challengeId;
-  /** What every outcome event of the challenge records: whose challenge, which method, where decided. */
-  const outcomeOf = (v: { userId: string; method: Method }): EventOf<'ChallengeExpired'>['data'] => ({
+  /** What every outcome event of the challenge records: whose challenge, which method, where decided (and, for denials, from where it was started). */
+  const outcomeOf = (v: { userId: string; method: Method; clientIp?: string }): EventOf<'ChallengeExpired'>['data'] => ({
     challengeId: id,
     userId: v.userId,
     method: v.method,
     server: ctx.server,
+    ...(v.clientIp ? { clientIp: v.clientIp } : {}),
   });
   switch (verdict.kind) {
     case 'approved': {

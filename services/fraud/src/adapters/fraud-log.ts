@@ -1,12 +1,13 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
-import { EventSubjects, parseEvent, Streams, type FraudUserEvent } from '@mfa/contracts';
+import { EventSubjects, parseEvent, Streams, type FraudIpEvent, type FraudUserEvent } from '@mfa/contracts';
 import { createEvent, type EventPublisher } from '@mfa/messaging';
+import { evolveIpLock, initialIpLockState, type IpLockState } from '../domain/ip-lockout.js';
 import { evolveBlock, initialBlockState, type BlockState, type Decided } from '../domain/user-block.js';
 
 /**
- * The fraud service's event log of one user (MFA_FRAUD, one subject per user). Every event
- * carries the user's whole block state, so loading is one direct get of the subject's last
- * message; appending is conditional on that message (optimistic concurrency).
+ * The fraud service's event log of one user, and of one client address (MFA_FRAUD, one subject
+ * each). Every event carries the aggregate's whole state, so loading is one direct get of the
+ * subject's last message; appending is conditional on that message (optimistic concurrency).
  */
 export class FraudLog {
   constructor(
@@ -32,5 +33,18 @@ export class FraudLog {
       appended.push(envelope);
     }
     return appended;
+  }
+
+  async loadIp(tenantId: string, ip: string): Promise<{ state: IpLockState; lastSeq: number }> {
+    const last = await this.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudIp(tenantId, ip) });
+    if (!last) return { state: initialIpLockState(), lastSeq: 0 };
+    return { state: evolveIpLock(initialIpLockState(), parseEvent(last.json()) as FraudIpEvent), lastSeq: last.seq };
+  }
+
+  /** Appends an address's event; a ConcurrencyError when its subject moved on since `expectedLastSeq`. */
+  async appendIp(tenantId: string, ip: string, event: Pick<FraudIpEvent, 'type' | 'data'>, at: Date, expectedLastSeq: number): Promise<FraudIpEvent> {
+    const envelope = createEvent(event.type, 1, { tenantId, aggregateId: ip, now: at, data: event.data as never }) as FraudIpEvent;
+    await this.publisher.publish(EventSubjects.fraudIp(tenantId, ip), envelope, { expectedLastSubjectSequence: expectedLastSeq });
+    return envelope;
   }
 }

@@ -1,10 +1,14 @@
 import { Inject } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import {
+  FraudIpsListRequest,
+  FraudIpsUnlockRequest,
   FraudReportRequest,
   Subjects,
   UsersBlockRequest,
   UsersUnblockRequest,
+  type FraudIpsListReply,
+  type FraudIpsUnlockReply,
   type FraudReportReply,
   type UsersBlockReply,
   type UsersUnblockReply,
@@ -12,6 +16,7 @@ import {
 import { ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
 import { BlocksService } from '../application/blocks.service.js';
 import { FraudAlertsService } from '../application/fraud-alerts.service.js';
+import { IpLockoutService } from '../application/ip-lockout.service.js';
 import type { Actor } from '../domain/user-block.js';
 
 /** Who acts: the calling API client and, through the console, the operator. */
@@ -23,15 +28,27 @@ function actorOf(ctx: NatsRequestContext): Actor | undefined {
 }
 
 /**
- * users.block and users.unblock (admin scope; audited by the transport like every admin subject),
- * and fraud.report (challenges scope: what an IdP's key may send for its users).
+ * users.block, users.unblock and fraud.ips.unlock (admin scope; audited by the transport like
+ * every admin subject), fraud.report (challenges scope: what an IdP's key may send for its
+ * users) and fraud.ips.list (reports scope).
  */
 @NatsController()
 export class BlocksController {
   constructor(
     @Inject(BlocksService) private readonly blocks: BlocksService,
     @Inject(FraudAlertsService) private readonly alerts: FraudAlertsService,
+    @Inject(IpLockoutService) private readonly ips: IpLockoutService,
   ) {}
+
+  @MessagePattern(Subjects.fraudIpsList)
+  listIps(@Payload(new ContractPipe(FraudIpsListRequest)) request: FraudIpsListRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudIpsListReply> {
+    return this.ips.list(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.fraudIpsUnlock)
+  unlockIp(@Payload(new ContractPipe(FraudIpsUnlockRequest)) request: FraudIpsUnlockRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudIpsUnlockReply> {
+    return this.ips.unlock(request, ctx.receivedAt, actorOf(ctx));
+  }
 
   @MessagePattern(Subjects.fraudReport)
   report(@Payload(new ContractPipe(FraudReportRequest)) request: FraudReportRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {

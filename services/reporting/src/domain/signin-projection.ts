@@ -107,7 +107,7 @@ function effectOf(event: ChallengeEvent): Effect {
     case 'ChallengeDenied':
       return {
         context: contextOf(event, { authMethod: event.data.method, expiresAt: null }),
-        outcome: failure(ResultDetail.userBlocked, event.occurredAt),
+        outcome: failure(event.data.reason === 'ip_locked' ? ResultDetail.ipLocked : ResultDetail.userBlocked, event.occurredAt),
       };
     case 'ChallengeFraudReported':
       return { outcome: failure(ResultDetail.fraud, event.occurredAt) };

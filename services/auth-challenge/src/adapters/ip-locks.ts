@@ -1,0 +1,96 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { ConsumerMessages } from '@nats-io/jetstream';
+import { EventSubjects, ipLockKey, lockKeyInRanges, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
+import { followSubjects, type NatsClients } from '@mfa/messaging';
+import { LOGGER, NATS } from '@mfa/service-kit';
+import { counter, type Logger } from '@mfa/telemetry';
+
+const dryRunStarts = counter('mfa_ip_lockout_dry_run_starts_total', 'Starts from a client address that per-IP lockout would have denied, had the dry run been off');
+
+interface Lock {
+  until: number;
+  dryRun: boolean;
+}
+
+/**
+ * The fraud service's per-IP locks, held in memory by every instance from MFA_FRAUD (an ordered
+ * consumer, last event of each address, then live), so that start checks a client IP without a
+ * round trip. Not in Redis next to the user's keys: an address's lock concerns every user, and a
+ * script may only touch keys of one hash slot (Redis Cluster). The locks present at boot are read
+ * before the first request; one recorded later reaches every instance within milliseconds.
+ */
+@Injectable()
+export class IpLocks {
+  /** By tenant, then by lock key (ipLockKey). */
+  private readonly locks = new Map<string, Map<string, Lock>>();
+  private messages: ConsumerMessages | undefined;
+
+  constructor(
+    @Inject(NATS) private readonly nats: NatsClients,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /**
+   * Whether a start from `clientIp` must be denied: a lock of the address in force, the tenant's
+   * lockout on and out of dry run, and the address not on its never-block list (as the settings
+   * say now, not when the lock was recorded). A tenant without locks costs one map lookup.
+   */
+  locked(tenantId: string, settings: TenantSettings, clientIp: string | undefined, now: number): boolean {
+    const tenant = this.locks.get(tenantId);
+    if (!tenant || !clientIp || !settings.ipLockout.enabled) return false;
+    const key = ipLockKey(clientIp);
+    const lock = key === undefined ? undefined : tenant.get(key);
+    if (!lock || lock.until <= now) return false;
+    if (lockKeyInRanges(key!, settings.ipLockout.neverBlock)) return false;
+    if (lock.dryRun || settings.ipLockout.dryRun) {
+      dryRunStarts.inc();
+      return false;
+    }
+    return true;
+  }
+
+  private fold(raw: unknown, seq: number): void {
+    try {
+      const event = parseEvent(raw);
+      if (event.type !== 'IpLocked' && event.type !== 'IpUnlocked') return;
+      let tenant = this.locks.get(event.tenantId);
+      if (event.type === 'IpLocked') {
+        if (!tenant) this.locks.set(event.tenantId, (tenant = new Map()));
+        tenant.set(event.data.ip, { until: Date.parse(event.data.until), dryRun: event.data.dryRun });
+      } else {
+        tenant?.delete(event.data.ip);
+        if (tenant?.size === 0) this.locks.delete(event.tenantId);
+      }
+      this.prune(Date.now());
+    } catch (error) {
+      this.log.error('unreadable per-IP lock event skipped', { seq, error });
+    }
+  }
+
+  /** Drops locks that have ended (at most every minute), so memory holds only those in force. */
+  private prunedAt = 0;
+  private prune(now: number): void {
+    if (now - this.prunedAt < 60_000) return;
+    this.prunedAt = now;
+    for (const [tenantId, tenant] of this.locks) {
+      for (const [key, lock] of tenant) if (lock.until <= now) tenant.delete(key);
+      if (tenant.size === 0) this.locks.delete(tenantId);
+    }
+  }
+
+  async start(timeoutMs = 10_000): Promise<void> {
+    this.messages = await followSubjects(
+      this.nats.js,
+      Streams.fraud.name,
+      EventSubjects.allFraudIps,
+      (msg) => this.fold(msg.json(), msg.seq),
+      timeoutMs,
+      undefined,
+      { lastPerSubject: true },
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.messages?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,63 @@
+import type { Redis } from 'ioredis';
+import { subjectToken } from '@mfa/contracts';
+import type { IpWindow } from '../domain/ip-lockout.js';
+
+/** Entries kept per window at most: more than any threshold (10,000), so an attack cannot grow a key without bound. */
+const MAX_ENTRIES = 10_001;
+
+/**
+ * The sliding window of denials from one client address, per tenant, and the distinct users
+ * among them. Both keys of an address share its hash tag `{ip:<tenant>:<address>}` (one slot on
+ * Redis Cluster). Each denial is an event id (ZADD NX: a redelivered event counts once) scored by
+ * when it happened; what is older than the window is dropped on every count.
+ * KEYS: denials, users. ARGV: event id, user tag, event time ms, now ms, window ms.
+ * Returns {denials, distinct users} in the window.
+ */
+const COUNT_SCRIPT = `
+local since = tonumber(ARGV[4]) - tonumber(ARGV[5])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[2])
+local counts = {}
+for n = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[n], '-inf', '(' .. since)
+  local size = redis.call('ZCARD', KEYS[n])
+  if size > ${MAX_ENTRIES} then redis.call('ZREMRANGEBYRANK', KEYS[n], 0, size - ${MAX_ENTRIES} - 1); size = ${MAX_ENTRIES} end
+  redis.call('PEXPIRE', KEYS[n], ARGV[5])
+  counts[n] = size
+end
+return counts
+`;
+
+const tagOf = (tenantId: string, ip: string) => `{ip:${subjectToken(tenantId)}:${subjectToken(ip)}}`;
+export const IpCounterKeys = {
+  denials: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:denials`,
+  users: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:users`,
+};
+
+export class IpCounters {
+  private readonly count: (...args: Array<string | number>) => Promise<[number, number]>;
+
+  constructor(private readonly redis: Redis) {
+    redis.defineCommand('mfaFraudCountIpDenial', { numberOfKeys: 2, lua: COUNT_SCRIPT });
+    this.count = (redis as unknown as { mfaFraudCountIpDenial: (...a: Array<string | number>) => Promise<[number, number]> }).mfaFraudCountIpDenial.bind(redis);
+  }
+
+  /** Counts one denial (idempotent per event id) and answers the window after it. */
+  async countDenial(tenantId: string, ip: string, eventId: string, userTag: string, at: Date, now: Date, windowMinutes: number): Promise<IpWindow> {
+    const [failures, users] = await this.count(
+      IpCounterKeys.denials(tenantId, ip),
+      IpCounterKeys.users(tenantId, ip),
+      eventId,
+      userTag,
+      at.getTime(),
+      now.getTime(),
+      windowMinutes * 60_000,
+    );
+    return { failures, users };
+  }
+
+  /** An unlock starts the address's window over. */
+  async reset(tenantId: string, ip: string): Promise<void> {
+    await this.redis.del(IpCounterKeys.denials(tenantId, ip), IpCounterKeys.users(tenantId, ip));
+  }
+}

@@ -16,16 +16,17 @@ other=${1:?usage: bench/side-by-side.sh OTHER_CHECKOUT|none [rate]}
 rate=${2:-1500}
 here=$(cd "$(dirname "$0")/.." && pwd)
 key=$(head -c 32 /dev/urandom | base64)
+platform=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 out=$(mktemp -d)
 port=${SIDE_BY_SIDE_PORT:-3991}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 
 cd "$here"
-BENCH_MASTER_KEY=$key node_modules/.bin/node bench/dist/main.js --rate "$rate" --duration 20 --warmup 3 --scenarios totp >"$out/bench.txt" 2>&1 &
+BENCH_MASTER_KEY=$key BENCH_PLATFORM_API_KEY=$platform node_modules/.bin/node bench/dist/main.js --rate "$rate" --duration 20 --warmup 3 --scenarios totp >"$out/bench.txt" 2>&1 &
 bench=$!
 until grep -q "seeding" "$out/bench.txt"; do sleep 0.1; done
 if [ "$other" != none ]; then
-  (cd "$other" && MFA_ENCRYPTION_KEY=$key NODE_ENV=production LOG_LEVEL=warn HTTP_PORT=$port INSTANCE_NAME=other \
+  (cd "$other" && MFA_ENCRYPTION_KEY=$key MFA_PLATFORM_API_KEY=$platform NODE_ENV=production LOG_LEVEL=warn HTTP_PORT=$port INSTANCE_NAME=other \
     exec node_modules/node/bin/node services/auth-challenge/dist/main.js >"$out/other.log" 2>&1) &
   other_pid=$!
 fi

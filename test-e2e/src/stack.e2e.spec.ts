@@ -9,6 +9,7 @@ import {
   eventually,
   FakeTwilio,
   hasOathtool,
+  SmtpSink,
   itWith,
   oathtoolTotp,
   OtlpReceiver,
@@ -35,6 +36,7 @@ const wholeStack = ['nats', 'redis', 'postgres'] as const;
 describe('end to end: two instances of every service', () => {
   const twilio = new FakeTwilio();
   const otlp = new OtlpReceiver();
+  const smtp = new SmtpSink();
   let stack: Stack;
   let nc: NatsConnection;
   let js: JetStreamClient;
@@ -49,6 +51,7 @@ describe('end to end: two instances of every service', () => {
   before(async () => {
     await twilio.start();
     await otlp.start();
+    await smtp.start();
     stack = await startStack({
       instances: 2,
       env: {
@@ -59,6 +62,7 @@ describe('end to end: two instances of every service', () => {
         REDIS_URL: testEnv.redisUrl,
         ...twilio.env(),
         ...otlp.env(),
+        ...smtp.env(),
       },
       onLine: (service, line) => {
         logLines.push(line);
@@ -75,6 +79,7 @@ describe('end to end: two instances of every service', () => {
     await stack?.stop();
     await twilio.stop();
     await otlp.stop();
+    await smtp.stop();
   });
 
   async function eventsSince(filter: string): Promise<AnyEvent[]> {
@@ -307,12 +312,14 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.usersBlock, { tenantId: uniqueTenant('none'), userId: user, reason: 'x' })).error?.code, 'not_found');
   });
 
-  itWith({ real: wholeStack }, 'a fraud report denies the pending challenge, blocks the user (auto-block), is idempotent, and is refused when the tenant turned alerts off', async () => {
+  itWith({ real: wholeStack, fake: ['smtp-server'] }, 'a fraud report denies the pending challenge, blocks the user (auto-block), mails every address, is idempotent, and is refused when the tenant turned alerts off', async () => {
+    const admins = [`soc-${randomBytes(4).toString('hex')}@contoso.example`, `helpdesk-${randomBytes(4).toString('hex')}@contoso.example`];
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenant, settings: { notificationEmails: admins } })).error, undefined);
     const user = uniqueUser('fraud');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Fraud Target' });
     const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenant, userId: user });
     await ask(Subjects.totpActivate, { tenantId: tenant, userId: user, tokenId: enrolled.tokenId, code: totp(base32Decode(String(enrolled.secret)), Date.now()) });
-    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp', clientIp: '198.51.100.66', application: 'Contoso VPN' });
     const body = { tenantId: tenant, userId: user, challengeId: start.challengeId, source: 'idp', comment: 'user says this was not them' };
     const reported = await ask(Subjects.fraudReport, body);
     assert.equal(reported.challengeDenied, true, JSON.stringify(reported));
@@ -323,7 +330,14 @@ describe('end to end: two instances of every service', () => {
       status: 'denied',
       reason: 'fraud_reported',
     });
-    // A retry changes nothing more: the same alert, the challenge already denied, the block standing.
+    // One e-mail to every address, naming the user, time, client IP, application and source.
+    const mails = await eventually(async () => {
+      const found = smtp.messages.filter((m) => m.text.includes(String(reported.alertId)));
+      return found.length >= admins.length ? found : undefined;
+    }, 20_000, 'the alert e-mails');
+    assert.deepEqual(mails.map((m) => m.to.join(',')).sort(), [...admins].sort());
+    for (const text of ['198.51.100.66', 'Contoso VPN', user, 'the identity provider']) assert.ok(mails[0]!.text.includes(text), `${text} in the e-mail`);
+    // A retry changes nothing more: the same alert, the challenge already denied, the block standing, no second e-mail.
     assert.deepEqual(await ask(Subjects.fraudReport, body), reported);
     const next = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
     assert.deepEqual([next.status, next.reason], ['denied', 'user_blocked']);
@@ -332,6 +346,7 @@ describe('end to end: two instances of every service', () => {
       return report.items?.find((i) => i.challengeId === start.challengeId && i.resultDetail !== 'MFA denied; verification timed out');
     }, 20_000, 'the reported sign-in in the report');
     assert.deepEqual([row.result, row.resultDetail], ['failure', 'MFA denied; Fraud Code Entered']);
+    assert.equal(smtp.messages.filter((m) => m.text.includes(String(reported.alertId))).length, admins.length, 'the retried report mailed nobody again');
     // Another user's challenge is unknown to this report.
     const other = uniqueUser('other');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: other });

@@ -241,10 +241,30 @@ export const FraudReported = envelope(
     challengeId: z.string().optional(),
     source: z.enum(['app', 'phone', 'idp']),
     comment: z.string().max(256).optional(),
+    /** Where the reported sign-in came from (its challenge's client IP and application), when known. */
+    clientIp: z.string().max(64).optional(),
+    application: StoredText(256).optional(),
     challengeDenied: z.boolean(),
     blocked: z.boolean(),
+    /** When the block (the tenant's auto-block, or one already in force) ends. */
+    blockedUntil: IsoDateTime.optional(),
     by: Actor.optional(),
   }),
+);
+/**
+ * A fraud alert's e-mail to one address of the tenant's `notificationEmails` (EventSubjects.fraudMail):
+ * accepted by the SMTP server (`messageId`), or given up after `attempts` with the last error.
+ * `logged`: no SMTP server is configured (development), the message went to the log instead.
+ */
+export const FraudNotificationSent = envelope(
+  'FraudNotificationSent',
+  1,
+  z.object({ alertId: z.string(), userId: z.string(), to: z.string().max(320), messageId: z.string().max(998), attempts: z.int().positive(), logged: z.literal(true).optional() }),
+);
+export const FraudNotificationFailed = envelope(
+  'FraudNotificationFailed',
+  1,
+  z.object({ alertId: z.string(), userId: z.string(), to: z.string().max(320), error: z.string().max(1000), attempts: z.int().positive() }),
 );
 /**
  * The user's block and lockouts are lifted: by an administrator (users.unblock, with a reason),
@@ -356,6 +376,8 @@ export const EventSchemas = {
   FraudReported,
   IpLocked,
   IpUnlocked,
+  FraudNotificationSent,
+  FraudNotificationFailed,
   SmsSent,
   SmsDeliveryFailed,
   ApiClientCreated,

@@ -48,6 +48,9 @@ export const EventSubjects = {
   fraudIp: (tenantId: string, ipKey: string) => `mfa.evt.fraud.ip.${subjectToken(tenantId)}.${subjectToken(ipKey)}`,
   fraudIpsOfTenant: (tenantId: string) => `mfa.evt.fraud.ip.${subjectToken(tenantId)}.>`,
   allFraudIps: 'mfa.evt.fraud.ip.>',
+  /** The outcomes of fraud alerts' e-mails, per tenant. */
+  fraudMail: (tenantId: string) => `mfa.evt.fraud.mail.${subjectToken(tenantId)}`,
+  allFraudMail: 'mfa.evt.fraud.mail.>',
   smsSent: 'mfa.evt.dispatch.sms.sent',
   smsFailed: 'mfa.evt.dispatch.sms.failed',
   allDispatch: 'mfa.evt.dispatch.>',
@@ -183,6 +186,16 @@ export const Consumers = {
   fraudIpCodeRejected: ipWatch(EventSubjects.challengeCodeRejected, 'fraud-ip-code-rejected'),
   fraudIpAttemptsExhausted: ipWatch(EventSubjects.challengeAttemptsExhausted, 'fraud-ip-attempts-exhausted'),
   fraudIpExpired: ipWatch(EventSubjects.challengeExpired, 'fraud-ip-expired'),
+  fraudNotifier: {
+    stream: Streams.fraud.name,
+    durable: 'fraud-notifier',
+    filterSubject: EventSubjects.allFraudAlerts,
+    // The notifier gives up (and records it) after SMTP_MAX_ATTEMPTS itself; this only bounds a bug.
+    maxDeliver: 50,
+    // Three SMTP timeouts (connection, greeting, socket) per address fit in it.
+    ackWaitSeconds: 120,
+    description: "Sends each fraud alert's e-mail to the tenant's notificationEmails over SMTP.",
+  },
   dispatchSms: {
     stream: Streams.challenges.name,
     durable: 'dispatch-sms',

@@ -10,3 +10,4 @@ export * from './otlp-receiver.js';
 export * from './factories.js';
 export * from './decider-spec.js';
 export * from './adapters.js';
+export * from './smtp-sink.js';

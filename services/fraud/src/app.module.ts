@@ -1,4 +1,4 @@
-import { Module, type DynamicModule } from '@nestjs/common';
+import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
@@ -10,6 +10,10 @@ import { FraudAlertsService } from './application/fraud-alerts.service.js';
 import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { IpCounters } from './adapters/ip-counters.js';
+import { MailLedger } from './adapters/mail-ledger.js';
+import { LogMailer, SmtpMailer, type Mailer } from './adapters/mailer.js';
+import { NotifierController } from './api/notifier.controller.js';
+import { NotifierService } from './application/notifier.service.js';
 import { BlockProjectorController } from './api/block-projector.controller.js';
 import { IpDenialsController } from './api/ip-denials.controller.js';
 import { IpLockoutService } from './application/ip-lockout.service.js';
@@ -18,12 +22,24 @@ import { AutoUnblock } from './application/auto-unblock.js';
 import { BlocksService } from './application/blocks.service.js';
 import type { FraudConfig } from './config.js';
 
+const MAILER = Symbol('MAILER');
+
+/** The SMTP pool is closed after the last alert is handled. */
+@Injectable()
+class MailerLifecycle implements OnApplicationShutdown {
+  constructor(@Inject(MAILER) private readonly mailer: Mailer) {}
+  onApplicationShutdown(): void {
+    this.mailer.close();
+  }
+}
+
 /**
  * fraud: owns the users' blocks (users.block, users.unblock, the automatic unblock at a block's
  * end) as an event-sourced aggregate per user in MFA_FRAUD, and projects them into Redis for
  * auth-challenge's start script; takes fraud reports (fraud.report: the challenge denied, the
  * tenant's auto-block); counts denials per client address across users and locks addresses
- * (per-IP lockout, its own aggregate per address, held in memory by auth-challenge).
+ * (per-IP lockout, its own aggregate per address, held in memory by auth-challenge); e-mails
+ * every fraud alert to the tenant's notificationEmails over SMTP.
  */
 @Module({})
 export class AppModule {
@@ -43,7 +59,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'fraud', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, BlocksController, BlockProjectorController, IpDenialsController],
+      controllers: [OpsController, BlocksController, BlockProjectorController, IpDenialsController, NotifierController],
       providers: [
         {
           provide: BlocksService,
@@ -54,10 +70,14 @@ export class AppModule {
         {
           provide: FraudAlertsService,
           useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
-            new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, config.keyring, {
-              name: config.INSTANCE_NAME,
-              ip: serverIp(),
-            }),
+            new FraudAlertsService(
+              blocks,
+              new ChallengeDenial(redis),
+              publisher,
+              config.keyring,
+              { name: config.INSTANCE_NAME, ip: serverIp() },
+              config.SMTP_URL !== undefined || config.NODE_ENV !== 'production',
+            ),
           inject: [NATS, EventPublisher, REDIS, BlocksService],
         },
         {
@@ -65,6 +85,18 @@ export class AppModule {
           useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
             new IpLockoutService(new FraudLog(nats.jsm, publisher), new IpCounters(redis), new UserDirectory(nats.jsm), blocks, nats, config.keyring, log),
           inject: [NATS, EventPublisher, REDIS, BlocksService],
+        },
+        {
+          provide: MAILER,
+          useFactory: (): Mailer =>
+            config.SMTP_URL ? new SmtpMailer(config.SMTP_URL, config.SMTP_FROM, config.SMTP_TIMEOUT_SECONDS) : new LogMailer(config.SMTP_FROM, log),
+        },
+        MailerLifecycle,
+        {
+          provide: NotifierService,
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, mailer: Mailer) =>
+            new NotifierService(mailer, new MailLedger(redis), new UserDirectory(nats.jsm), publisher, config.SMTP_MAX_ATTEMPTS, log),
+          inject: [NATS, EventPublisher, REDIS, MAILER],
         },
         AutoUnblock,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

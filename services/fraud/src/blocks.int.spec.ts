@@ -6,10 +6,13 @@ import { loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, createEvent, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { createLogger } from '@mfa/telemetry';
+import { defaultTenantSettings } from '@mfa/contracts';
 import { itWith, tenantCreated, testEnv, testTenant, testUser, uniqueTenant, uniqueUser, userRegistered } from '@mfa/testing';
 import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
+import { ChallengeDenial } from './adapters/challenge-denial.js';
 import { BlocksService } from './application/blocks.service.js';
+import { FraudAlertsService } from './application/fraud-alerts.service.js';
 
 /** The fraud service's blocks against the real NATS and Redis: the record, the Redis projection, the automatic unblock. */
 describe('fraud: blocks on the real NATS and Redis', () => {
@@ -114,5 +117,17 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     const erased = await register();
     await publisher.publish(EventSubjects.user(tenantId, erased), createEvent('UserErased', 1, { tenantId, aggregateId: erased, now: new Date(), data: { userId: erased, gen: 1 } }));
     assert.equal(await code(blocks.block({ tenantId, userId: erased, reason: 'x' }, new Date())), 'not_found');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'without an SMTP server in production, refuses a fraud report that should be mailed, and takes one that should not', async () => {
+    const noSmtp = new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, keyring, { name: 't', ip: '127.0.0.1' }, false);
+    const mailed = uniqueTenant('mailed');
+    await publisher.publish(EventSubjects.tenant(mailed), tenantCreated(testTenant({ tenantId: mailed, settings: { ...defaultTenantSettings(), notificationEmails: ['soc@contoso.example'] } })));
+    const userId = uniqueUser('fraud');
+    await publisher.publish(EventSubjects.user(mailed, userId), userRegistered(testUser({ tenantId: mailed, userId })));
+    await assert.rejects(noSmtp.report({ tenantId: mailed, userId, source: 'idp' }, new Date()), (e: { code?: string; message?: string }) =>
+      e.code === 'unavailable' && /SMTP_URL/.test(e.message ?? ''));
+    const quiet = await register();
+    assert.equal((await noSmtp.report({ tenantId, userId: quiet, source: 'idp' }, new Date())).blocked, true);
   });
 });

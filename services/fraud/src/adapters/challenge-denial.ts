@@ -5,19 +5,29 @@ import { RedisKeys } from '@mfa/projection';
  * Denies a pending challenge that its user reported as fraud, in Redis where auth-challenge keeps
  * it: atomically, and only a pending challenge of that tenant and user (one key, the challenge's
  * slot). KEYS: the challenge. ARGV: tenantId, userId, now ms.
- * Returns {'denied', method} | {'already', method} (denied for fraud before: a retry) |
- * {'completed', status} | {'not_found'}.
+ * Returns {'denied', method, ip, app} | {'already', method, ip, app} (denied for fraud before: a
+ * retry) | {'completed', status, ip, app} | {'not_found'}; ip and app are the challenge's client IP
+ * and application ('' when the start named none).
  */
 const DENY_SCRIPT = `
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app')
 if not ch[1] or ch[1] ~= ARGV[1] or ch[2] ~= ARGV[2] then return {'not_found'} end
-if ch[4] == 'denied' and ch[5] == 'fraud_reported' then return {'already', ch[3]} end
-if ch[4] ~= 'pending' then return {'completed', ch[4]} end
+local ip, app = ch[6] or '', ch[7] or ''
+if ch[4] == 'denied' and ch[5] == 'fraud_reported' then return {'already', ch[3], ip, app} end
+if ch[4] ~= 'pending' then return {'completed', ch[4], ip, app} end
 redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'fraud_reported', 'completedAt', ARGV[3])
-return {'denied', ch[3]}
+return {'denied', ch[3], ip, app}
 `;
 
-export type Denial = { kind: 'denied' | 'already'; method: string } | { kind: 'completed'; status: string } | { kind: 'not_found' };
+/** Where the challenge came from (absent when its start named none). */
+export interface ChallengeOrigin {
+  clientIp?: string;
+  application?: string;
+}
+export type Denial =
+  | ({ kind: 'denied' | 'already'; method: string } & ChallengeOrigin)
+  | ({ kind: 'completed'; status: string } & ChallengeOrigin)
+  | { kind: 'not_found' };
 
 export class ChallengeDenial {
   private readonly deny: (...args: Array<string | number>) => Promise<string[]>;
@@ -28,9 +38,10 @@ export class ChallengeDenial {
   }
 
   async denyPending(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<Denial> {
-    const [kind, value] = await this.deny(RedisKeys.challenge(tag, nonce), tenantId, userId, now.getTime());
-    if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '' };
-    if (kind === 'completed') return { kind, status: value ?? '' };
+    const [kind, value, ip, app] = await this.deny(RedisKeys.challenge(tag, nonce), tenantId, userId, now.getTime());
+    const origin: ChallengeOrigin = { ...(ip ? { clientIp: ip } : {}), ...(app ? { application: app } : {}) };
+    if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', ...origin };
+    if (kind === 'completed') return { kind, status: value ?? '', ...origin };
     return { kind: 'not_found' };
   }
 }

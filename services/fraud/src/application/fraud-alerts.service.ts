@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   EventSubjects,
   forbidden,
+  unavailable,
   methodOf,
   notFound,
   type FraudReportReply,
@@ -11,7 +12,7 @@ import { userTag, type Keyring } from '@mfa/crypto';
 import { createEvent, eventIdOf, publishWithRetry, type EventPublisher } from '@mfa/messaging';
 import { parseChallengeId } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
-import type { ChallengeDenial } from '../adapters/challenge-denial.js';
+import type { ChallengeDenial, ChallengeOrigin } from '../adapters/challenge-denial.js';
 import type { Actor } from '../domain/user-block.js';
 import type { BlocksService } from './blocks.service.js';
 
@@ -32,15 +33,21 @@ export class FraudAlertsService {
     private readonly publisher: EventPublisher,
     private readonly keyring: Keyring,
     private readonly server: { name: string; ip: string },
+    /** false in production without SMTP_URL: an alert that should be mailed is refused rather than lost. */
+    private readonly canMail: boolean,
   ) {}
 
   async report(request: FraudReportRequest, now: Date, by?: Actor): Promise<FraudReportReply> {
     const { tenantId, userId } = request;
     const settings = await this.blocks.requireTenant(tenantId);
     if (!settings.fraudAlert.enabled) throw forbidden('fraud alerts are turned off for this tenant (fraudAlert.enabled)');
+    if (!this.canMail && settings.notificationEmails.length > 0) {
+      throw unavailable('fraud alerts of this tenant are e-mailed (notificationEmails), but no SMTP server is configured (SMTP_URL)');
+    }
     await this.blocks.requireRegistered(tenantId, userId);
 
     let denied: { method: string } | undefined;
+    let origin: ChallengeOrigin = {};
     if (request.challengeId !== undefined) {
       const id = parseChallengeId(request.challengeId);
       // A challenge of another user (or tenant) is unknown here, as everywhere.
@@ -48,6 +55,7 @@ export class FraudAlertsService {
       const outcome = await this.blocks.dependency(() => this.denial.denyPending(id.tag, id.nonce, tenantId, userId, now));
       if (outcome.kind === 'not_found') throw notFound('unknown challenge');
       if (outcome.kind !== 'completed') denied = { method: outcome.method };
+      origin = { ...(outcome.clientIp ? { clientIp: outcome.clientIp } : {}), ...(outcome.application ? { application: outcome.application } : {}) };
     }
     const alertId = request.challengeId !== undefined ? eventIdOf(`${request.challengeId}:fraud`) : randomUUID();
     const block = settings.fraudAlert.autoBlock ? await this.blocks.blockForFraud(tenantId, userId, now, by) : undefined;
@@ -63,8 +71,10 @@ export class FraudAlertsService {
         ...(request.challengeId !== undefined ? { challengeId: request.challengeId } : {}),
         source: request.source,
         ...(request.comment !== undefined ? { comment: request.comment } : {}),
+        ...origin,
         challengeDenied: denied !== undefined,
         blocked: block !== undefined,
+        ...(block ? { blockedUntil: block.until } : {}),
         ...(by ? { by } : {}),
       },
     });

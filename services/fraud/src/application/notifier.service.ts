@@ -1,0 +1,83 @@
+import { EventSubjects, type AnyEvent, type EventOf } from '@mfa/contracts';
+import { createEvent, eventIdOf, type EventPublisher } from '@mfa/messaging';
+import { counter, type Logger } from '@mfa/telemetry';
+import type { MailLedger, MailOutcome } from '../adapters/mail-ledger.js';
+import type { Mailer } from '../adapters/mailer.js';
+import type { UserDirectory } from '../adapters/user-directory.js';
+import { alertMail } from '../domain/alert-mail.js';
+
+const notifications = counter('mfa_fraud_notifications_total', "Fraud alerts' e-mails by outcome (sent, logged, failed, retried)", ['outcome']);
+
+/** Thrown while some addresses failed and tries remain: the consumer naks the alert with back-off. */
+export class MailRetry extends Error {
+  override name = 'MailRetry';
+}
+
+/**
+ * One e-mail per fraud alert to every address of the tenant's `notificationEmails` (as they are
+ * when the alert is handled). Each address is tried on every delivery of the alert until it is
+ * sent, or until `maxAttempts` deliveries, when the failure is recorded; either outcome is an
+ * event (FraudNotificationSent, FraudNotificationFailed) whose id derives from the alert and the
+ * address, and an address already sent to is never sent to again (MailLedger).
+ */
+export class NotifierService {
+  constructor(
+    private readonly mailer: Mailer,
+    private readonly ledger: MailLedger,
+    private readonly directory: UserDirectory,
+    private readonly publisher: EventPublisher,
+    private readonly maxAttempts: number,
+    private readonly log: Logger,
+  ) {}
+
+  async notify(event: EventOf<'FraudReported'>, delivery: number): Promise<void> {
+    const settings = await this.directory.tenantSettings(event.tenantId);
+    const addresses = settings?.notificationEmails ?? [];
+    if (addresses.length === 0) return;
+    const known = await this.ledger.outcomes(event.data.alertId);
+    const mail = alertMail(event);
+    const failed: string[] = [];
+    for (const to of addresses) {
+      let outcome = known.get(to.toLowerCase());
+      if (!outcome) {
+        try {
+          const { messageId } = await this.mailer.send({ to, ...mail });
+          outcome = { to, sent: true, detail: messageId, attempts: delivery, ...(this.mailer.kind === 'log' ? { logged: true as const } : {}) };
+        } catch (error) {
+          const reason = describe(error);
+          if (delivery < this.maxAttempts) {
+            failed.push(to);
+            notifications.inc({ outcome: 'retried' });
+            this.log.warn('a fraud alert e-mail could not be sent; will try again', { alertId: event.data.alertId, attempt: delivery, of: this.maxAttempts, error: reason });
+            continue;
+          }
+          outcome = { to, sent: false, detail: reason, attempts: delivery };
+          this.log.error('a fraud alert e-mail could not be sent; giving up', { alertId: event.data.alertId, attempts: delivery, error: reason });
+        }
+        await this.ledger.record(event.data.alertId, outcome);
+        notifications.inc({ outcome: outcome.sent ? (outcome.logged ? 'logged' : 'sent') : 'failed' });
+      }
+      // Recorded again on a redelivery (the same id): a failure to publish it never loses it.
+      await this.publisher.publish(EventSubjects.fraudMail(event.tenantId), this.outcomeEvent(event, outcome));
+    }
+    if (failed.length > 0) throw new MailRetry(`${failed.length} of ${addresses.length} fraud alert e-mails not sent yet`);
+  }
+
+  private outcomeEvent(event: EventOf<'FraudReported'>, outcome: MailOutcome): AnyEvent {
+    const { alertId, userId } = event.data;
+    const base = { tenantId: event.tenantId, aggregateId: alertId, now: new Date(), id: eventIdOf(`${alertId}:mail:${outcome.to.toLowerCase()}`) };
+    return outcome.sent
+      ? createEvent('FraudNotificationSent', 1, {
+          ...base,
+          data: { alertId, userId, to: outcome.to, messageId: outcome.detail, attempts: outcome.attempts, ...(outcome.logged ? { logged: true as const } : {}) },
+        })
+      : createEvent('FraudNotificationFailed', 1, { ...base, data: { alertId, userId, to: outcome.to, error: outcome.detail, attempts: outcome.attempts } });
+  }
+}
+
+/** An SMTP error as the server said it (code and response), never longer than an event holds. */
+function describe(error: unknown): string {
+  const e = error as { message?: string; code?: string; responseCode?: number; response?: string };
+  const parts = [e.code, e.responseCode, e.response ?? e.message].filter((p) => p !== undefined && p !== '');
+  return (parts.length > 0 ? parts.join(' ') : String(error)).slice(0, 1000);
+}

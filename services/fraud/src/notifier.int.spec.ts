@@ -1,0 +1,123 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
+import { connectNats, createEvent, ensureStream, EventPublisher, readOnce, type NatsClients } from '@mfa/messaging';
+import { createLogger } from '@mfa/telemetry';
+import { itWith, SmtpSink, tenantCreated, testEnv, testTenant, uniqueTenant } from '@mfa/testing';
+import { MailLedger } from './adapters/mail-ledger.js';
+import { SmtpMailer } from './adapters/mailer.js';
+import { UserDirectory } from './adapters/user-directory.js';
+import { MailRetry, NotifierService } from './application/notifier.service.js';
+
+/** Fraud alerts' e-mails over real SMTP (smtp-server on a local port), outcomes recorded on the real NATS, the ledger in the real Redis. */
+describe('fraud: alert e-mails over real SMTP', () => {
+  const smtp = new SmtpSink();
+  const tenantId = uniqueTenant('mail');
+  const addresses = ['soc@contoso.example', 'Helpdesk@contoso.example'];
+  let nats: NatsClients;
+  let redis: Redis;
+  let publisher: EventPublisher;
+  let mailer: SmtpMailer;
+  let notifier: NotifierService;
+  let alerts = 0;
+
+  before(async () => {
+    await smtp.start();
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'fraud-mail-test' });
+    for (const stream of [Streams.userSettings, Streams.fraud]) await ensureStream(nats.jsm, stream);
+    redis = new Redis(testEnv.redisUrl);
+    publisher = new EventPublisher(nats.js);
+    mailer = new SmtpMailer(smtp.url, 'MFA alerts <alerts@mfa.example>', 1);
+    notifier = new NotifierService(mailer, new MailLedger(redis), new UserDirectory(nats.jsm), publisher, 3, createLogger('fraud-test', { level: 'error' }));
+    await publisher.publish(EventSubjects.tenant(tenantId), tenantCreated(testTenant({ tenantId, settings: { ...defaultTenantSettings(), notificationEmails: addresses } })));
+  });
+
+  after(async () => {
+    mailer.close();
+    await smtp.stop();
+    await nats.nc.drain();
+    await redis.quit();
+  });
+
+  const alert = (): EventOf<'FraudReported'> => {
+    const alertId = `alert-${++alerts}-${tenantId}`;
+    return createEvent('FraudReported', 1, {
+      tenantId,
+      aggregateId: 'helga@contoso.com',
+      now: new Date('2026-11-30T09:15:00.000Z'),
+      id: alertId,
+      data: {
+        userId: 'helga@contoso.com',
+        alertId,
+        challengeId: 'abc.def',
+        source: 'idp',
+        comment: 'not me\r\nBcc: attacker@evil.example',
+        clientIp: '203.0.113.9',
+        application: 'Contoso VPN',
+        challengeDenied: true,
+        blocked: true,
+        blockedUntil: '2027-02-28T09:15:00.000Z',
+      },
+    }) as EventOf<'FraudReported'>;
+  };
+  const outcomes = async (alertId: string) => {
+    const out: AnyEvent[] = [];
+    await readOnce(nats.js, Streams.fraud.name, EventSubjects.fraudMail(tenantId), { policy: 'all' }, (msg) => {
+      const event = parseEvent(msg.json());
+      if ('alertId' in event.data && event.data.alertId === alertId) out.push(event);
+    });
+    return out;
+  };
+
+  itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'sends one message per address naming user, time, client IP, application and source; a redelivery sends nothing twice', async () => {
+    smtp.mode = { kind: 'accept' };
+    const event = alert();
+    const before = smtp.messages.length;
+    await notifier.notify(event, 1);
+    const mails = smtp.messages.slice(before);
+    assert.deepEqual(mails.map((m) => m.to.join(',')).sort(), ['Helpdesk@contoso.example', 'soc@contoso.example']);
+    for (const mail of mails) {
+      assert.equal(mail.from, 'alerts@mfa.example');
+      assert.match(mail.subject, /helga@contoso\.com/);
+      for (const expected of ['helga@contoso.com', '2026-11-30T09:15:00.000Z', '203.0.113.9', 'Contoso VPN', 'the identity provider', 'the pending sign-in was denied', 'blocked until 2027-02-28T09:15:00.000Z']) {
+        assert.ok(mail.text.includes(expected), `${expected} in\n${mail.text}`);
+      }
+      // A requester's line breaks never make a header or a line of their own.
+      assert.ok(mail.text.includes('not me\\u000d\\u000aBcc: attacker@evil.example'));
+      assert.equal(mail.to.length, 1);
+    }
+    await notifier.notify(event, 2);
+    assert.equal(smtp.messages.length, before + 2, 'nothing sent twice');
+    const recorded = await outcomes(event.data.alertId);
+    assert.deepEqual(recorded.map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent'], 'each outcome once (same ids on redelivery)');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'a server that refuses is tried again with each delivery, then the failure is recorded', async () => {
+    smtp.mode = { kind: 'refuse' };
+    const event = alert();
+    await assert.rejects(notifier.notify(event, 1), MailRetry);
+    await assert.rejects(notifier.notify(event, 2), MailRetry);
+    await notifier.notify(event, 3);
+    const recorded = (await outcomes(event.data.alertId)) as Array<EventOf<'FraudNotificationFailed'>>;
+    assert.deepEqual(recorded.map((e) => [e.type, e.data.attempts]), [['FraudNotificationFailed', 3], ['FraudNotificationFailed', 3]]);
+    assert.match(recorded[0]!.data.error, /550/);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'a server that hangs fails the try within the timeout; a temporary failure is retried; both end sent', async () => {
+    smtp.mode = { kind: 'hang' };
+    const event = alert();
+    const started = Date.now();
+    await assert.rejects(notifier.notify(event, 1), MailRetry);
+    assert.ok(Date.now() - started < 10_000, `gave up on the hung server after ${Date.now() - started} ms`);
+    smtp.mode = { kind: 'tempfail', n: 1 };
+    const before = smtp.messages.length;
+    await assert.rejects(notifier.notify(event, 2), MailRetry);
+    assert.equal(smtp.messages.length, before + 1, 'the address not refused was sent to');
+    await notifier.notify(event, 3);
+    assert.equal(smtp.messages.length, before + 2);
+    const recorded = (await outcomes(event.data.alertId)) as Array<EventOf<'FraudNotificationSent'>>;
+    assert.deepEqual(recorded.map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent']);
+    assert.deepEqual(recorded.map((e) => e.data.attempts).sort(), [2, 3]);
+  });
+});

@@ -131,8 +131,12 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA, challengeId, source: 'idp' };
       case Subjects.fraudIpsUnlock:
         return { tenantId, ip: '198.51.100.7', reason: 'matrix' };
+      case Subjects.reportsUsageQuery:
+        return { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-12-01T00:00:00Z', granularity: 'day' };
       case Subjects.reportsSigninsQuery:
       case Subjects.reportsAuditQuery:
+      case Subjects.reportsFraudQuery:
+      case Subjects.reportsBlockedQuery:
       case Subjects.fraudIpsList:
       case Subjects.tenantsGet:
       case Subjects.clientsList:

@@ -43,6 +43,9 @@ export const Subjects = {
   clientsList: 'mfa.v1.clients.list',
   clientsRevoke: 'mfa.v1.clients.revoke',
   reportsAuditQuery: 'mfa.v1.reports.audit.query',
+  reportsFraudQuery: 'mfa.v1.reports.fraud.query',
+  reportsBlockedQuery: 'mfa.v1.reports.blocked.query',
+  reportsUsageQuery: 'mfa.v1.reports.usage.query',
   fraudIpsList: 'mfa.v1.fraud.ips.list',
   fraudIpsUnlock: 'mfa.v1.fraud.ips.unlock',
 } as const;
@@ -308,6 +311,111 @@ export const AuditQueryRequest = z
   });
 export type AuditQueryRequest = z.infer<typeof AuditQueryRequest>;
 
+/** Filters every keyset report takes: a time range (from inclusive, to exclusive), a page size and a cursor. */
+const reportPage = {
+  from: IsoDateTime.optional(),
+  to: IsoDateTime.optional(),
+  limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
+  cursor: z.string().min(1).max(512).optional(),
+};
+const fromBeforeTo = <T extends { from?: string | undefined; to?: string | undefined }>(q: T) =>
+  q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to);
+
+export const FRAUD_SOURCES = ['app', 'phone', 'idp'] as const;
+/** reports.fraud.query: the fraud alerts, newest first. */
+export const FraudQueryRequest = z
+  .object({ tenantId: TenantId, userId: UserId.optional(), source: z.enum(FRAUD_SOURCES).optional(), ...reportPage })
+  .refine(fromBeforeTo, { message: 'from must not be after to', path: ['from'] });
+export type FraudQueryRequest = z.infer<typeof FraudQueryRequest>;
+export const FraudItem = z.object({
+  alertId: z.string(),
+  occurredAt: IsoDateTime,
+  userId: z.string(),
+  /** From the reported sign-in's row (null without a challenge, or when the tenant leaves them out). */
+  displayName: z.string().nullable(),
+  email: z.string().nullable(),
+  phoneNumber: z.string().nullable(),
+  source: z.enum(FRAUD_SOURCES),
+  clientIp: z.string().nullable(),
+  application: z.string().nullable(),
+  challengeId: z.string().nullable(),
+  comment: z.string().nullable(),
+  /** What was done: the pending challenge denied, the user blocked (until when). */
+  challengeDenied: z.boolean(),
+  blocked: z.boolean(),
+  blockedUntil: IsoDateTime.nullable(),
+  /** The API client that reported it, when known. */
+  reportedBy: z.string().nullable(),
+  /** The alert's e-mails: sent, and given up after every try. */
+  notifications: z.object({ sent: z.number(), failed: z.number() }),
+});
+export type FraudItem = z.infer<typeof FraudItem>;
+export const FraudQueryReply = z.object({ items: z.array(FraudItem), nextCursor: z.string().optional() });
+export type FraudQueryReply = z.infer<typeof FraudQueryReply>;
+
+export const BLOCK_ACTIONS = ['block', 'unblock', 'auto_unblock', 'ip_lock', 'ip_unlock'] as const;
+/** reports.blocked.query: the history of blocks (users) and locks (client addresses), newest first. */
+export const BlockedQueryRequest = z
+  .object({
+    tenantId: TenantId,
+    userId: UserId.optional(),
+    /** An address, or an IPv6 /64 as the per-IP lockout records it ("2001:db8:1:2::/64"). */
+    ip: z.string().min(2).max(64).optional(),
+    action: z.enum(BLOCK_ACTIONS).optional(),
+    ...reportPage,
+  })
+  .refine(fromBeforeTo, { message: 'from must not be after to', path: ['from'] });
+export type BlockedQueryRequest = z.infer<typeof BlockedQueryRequest>;
+export const BlockedItem = z.object({
+  occurredAt: IsoDateTime,
+  action: z.enum(BLOCK_ACTIONS),
+  userId: z.string().nullable(),
+  ip: z.string().nullable(),
+  reason: z.string().nullable(),
+  /** What blocked: `admin` (users.block), `fraud_report` (auto-block), `ip_lockout`; null for unblocks. */
+  source: z.enum(['admin', 'fraud_report', 'ip_lockout']).nullable(),
+  /** Who acted (API client, console operator); null for the service itself. */
+  actor: z.object({ clientId: z.string().optional(), operator: z.string().optional() }).nullable(),
+  /** When a block or lock ends. */
+  until: IsoDateTime.nullable(),
+  /** An IP lock recorded by the dry run: nothing was locked. */
+  dryRun: z.boolean(),
+});
+export type BlockedItem = z.infer<typeof BlockedItem>;
+export const BlockedQueryReply = z.object({ items: z.array(BlockedItem), nextCursor: z.string().optional() });
+export type BlockedQueryReply = z.infer<typeof BlockedQueryReply>;
+
+/** Periods a usage query may span at most: two years of days, or 20 years of months. */
+export const MAX_USAGE_PERIODS = 731;
+/** reports.usage.query: per day or month (UTC) in [from, to), oldest first. */
+export const UsageQueryRequest = z
+  .object({
+    tenantId: TenantId,
+    from: IsoDateTime,
+    to: IsoDateTime,
+    granularity: z.enum(['day', 'month']),
+    limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
+    cursor: z.string().min(1).max(512).optional(),
+  })
+  .refine((q) => Date.parse(q.from) < Date.parse(q.to), { message: 'from must be before to', path: ['from'] })
+  .refine((q) => (Date.parse(q.to) - Date.parse(q.from)) / 86_400_000 <= (q.granularity === 'day' ? MAX_USAGE_PERIODS : MAX_USAGE_PERIODS * 10), {
+    message: `at most ${MAX_USAGE_PERIODS} days (granularity day) or 20 years (month) per query`,
+    path: ['to'],
+  });
+export type UsageQueryRequest = z.infer<typeof UsageQueryRequest>;
+export const UsageItem = z.object({
+  /** The period's first day (UTC), e.g. 2026-11-01 for November with granularity month. */
+  period: z.string(),
+  /** Authentications (sign-ins with a result) in the period: the per-authentication billing figure. */
+  authentications: z.object({ total: z.number(), success: z.number(), failure: z.number() }),
+  byMethod: z.array(z.object({ method: z.string(), success: z.number(), failure: z.number() })),
+  /** Users registered for MFA at any time in the period: the per-enabled-user billing figure. */
+  enabledUsers: z.number(),
+});
+export type UsageItem = z.infer<typeof UsageItem>;
+export const UsageQueryReply = z.object({ items: z.array(UsageItem), nextCursor: z.string().optional() });
+export type UsageQueryReply = z.infer<typeof UsageQueryReply>;
+
 /** The person behind an admin request of the console: same text rules as every identifier. */
 export const Operator = z.object({
   sub: DisplayName,
@@ -355,6 +463,9 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.clientsCreate]: 'admin',
   [Subjects.clientsList]: 'admin',
   [Subjects.clientsRevoke]: 'admin',
+  [Subjects.reportsFraudQuery]: 'reports',
+  [Subjects.reportsBlockedQuery]: 'reports',
+  [Subjects.reportsUsageQuery]: 'reports',
   [Subjects.fraudIpsList]: 'reports',
   [Subjects.fraudIpsUnlock]: 'admin',
 };
@@ -383,6 +494,9 @@ export const RequestSchemas = {
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,
   [Subjects.reportsAuditQuery]: AuditQueryRequest,
+  [Subjects.reportsFraudQuery]: FraudQueryRequest,
+  [Subjects.reportsBlockedQuery]: BlockedQueryRequest,
+  [Subjects.reportsUsageQuery]: UsageQueryRequest,
   [Subjects.fraudIpsList]: FraudIpsListRequest,
   [Subjects.fraudIpsUnlock]: FraudIpsUnlockRequest,
 } as const satisfies Record<ApiSubject, z.ZodType>;

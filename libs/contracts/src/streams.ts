@@ -220,6 +220,22 @@ export const Consumers = {
     ackWaitSeconds: 30,
     description: 'Projects delivery outcomes into the sign-in report.',
   },
+  reportingFraud: {
+    stream: Streams.fraud.name,
+    durable: 'reporting-fraud',
+    filterSubject: 'mfa.evt.fraud.>',
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects fraud alerts, their e-mails, blocks and IP locks into Postgres (reports.fraud.query, reports.blocked.query).',
+  },
+  reportingUsers: {
+    stream: Streams.userSettings.name,
+    durable: 'reporting-users',
+    filterSubject: EventSubjects.allUsers,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Projects when each user was registered and erased, for the enabled-users figure of reports.usage.query.',
+  },
   reportingAudit: {
     stream: Streams.audit.name,
     durable: 'reporting-audit',

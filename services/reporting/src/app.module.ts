@@ -7,6 +7,10 @@ import type { Logger } from '@mfa/telemetry';
 import { createPool, PostgresHealth } from './adapters/database.js';
 import { AuditRepository } from './adapters/audit.repository.js';
 import { ErasuresRepository } from './adapters/erasures.repository.js';
+import { FraudReportRepository } from './adapters/fraud-report.repository.js';
+import { UsageRepository } from './adapters/usage.repository.js';
+import { FraudReportController } from './api/fraud-report.controller.js';
+import { FraudReportService } from './application/fraud-report.service.js';
 import { SigninsRepository } from './adapters/signins.repository.js';
 import { AuditController } from './api/audit.controller.js';
 import { AuditReportService } from './application/audit-report.service.js';
@@ -30,8 +34,9 @@ class PoolLifecycle implements OnApplicationShutdown {
 
 /**
  * reporting: projects challenge, delivery and tenant events into the Postgres sign-in report
- * (personal data kept sealed, erased users by pseudonym) and answers the report query, opening
- * the personal data of the rows it returns.
+ * (personal data kept sealed, erased users by pseudonym), the admin audit trail, fraud alerts,
+ * blocks and IP locks, and users' lifetimes; answers the report queries (sign-ins, audit, fraud,
+ * blocked, usage), opening the personal data of the rows it returns.
  */
 @Module({})
 export class AppModule {
@@ -43,12 +48,12 @@ export class AppModule {
           serviceName: 'reporting',
           nats: config,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.userKeys, Streams.audit, Streams.state, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.userSettings, Streams.userKeys, Streams.audit, Streams.fraud, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, ReportEventsController, SigninsController, AuditController],
+      controllers: [OpsController, ReportEventsController, SigninsController, AuditController, FraudReportController],
       providers: [
         { provide: PG_POOL, useFactory: () => createPool(config.DATABASE_URL, log) },
         PoolLifecycle,
@@ -72,6 +77,19 @@ export class AppModule {
           provide: AuditReportService,
           useFactory: (repo: AuditRepository) => new AuditReportService(repo, pseudonymizer(config.keyring)),
           inject: [AuditRepository],
+        },
+        {
+          provide: FraudReportService,
+          useFactory: (pool: pg.Pool, signins: SigninsRepository, keys: UserDataKeys) =>
+            new FraudReportService(
+              new FraudReportRepository(pool),
+              new UsageRepository(pool),
+              signins,
+              new PersonalDataReader(keys, pseudonymizer(config.keyring), (m, f) => log.warn(m, f)),
+              pseudonymizer(config.keyring),
+              config.keyring,
+            ),
+          inject: [PG_POOL, SigninsRepository, UserDataKeys],
         },
         { provide: PostgresHealth, useFactory: (pool: pg.Pool) => new PostgresHealth(pool), inject: [PG_POOL] },
         {

@@ -13,6 +13,9 @@ const unreadable = counter(
 
 type UserKey = Awaited<ReturnType<UserDataKeys['get']>>;
 
+/** A report row with the personal data of a sign-in: a sign-in's own, or a fraud alert's (from its sign-in). */
+export type PersonalRow = Pick<SigninRow, 'userId' | 'displayName' | 'email' | 'phoneNumber' | 'pii'> & { challengeId?: string | null };
+
 /**
  * Opens the sealed personal data of report rows when a report is read. The rows keep what the
  * start event sealed under the user's data key, so the projection never reads a key (it keeps up
@@ -30,7 +33,7 @@ export class PersonalDataReader {
     private readonly warn: (message: string, fields: Record<string, unknown>) => void = () => undefined,
   ) {}
 
-  async open(tenantId: string, rows: readonly SigninRow[]): Promise<SigninRow[]> {
+  async open<R extends PersonalRow>(tenantId: string, rows: readonly R[]): Promise<R[]> {
     const lookups = new Map<string, Promise<UserKey>>();
     const keyOf = (userId: string, gen: number): Promise<UserKey> => {
       const id = `${userId}\u0000${gen}`;

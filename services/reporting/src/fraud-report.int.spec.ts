@@ -1,0 +1,214 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import {
+  parseEvent,
+  Subjects,
+  type AnyEvent,
+  type BlockedQueryReply,
+  type ChallengeEvent,
+  type EventOf,
+  type FraudQueryReply,
+  type TenantEvent,
+  type UsageQueryReply,
+} from '@mfa/contracts';
+import { loadKeyring } from '@mfa/crypto';
+import { connectNats, createEvent, requestJson, type NatsClients } from '@mfa/messaging';
+import type { RunningService } from '@mfa/service-kit';
+import {
+  challengeApproved,
+  challengeCodeRejected,
+  challengeStarted,
+  itWith,
+  tenantCreated,
+  testChallenge,
+  testEnv,
+  testTenant,
+  testUser,
+  uniqueTenant,
+  uniqueUser,
+  userErased,
+  userRegistered,
+} from '@mfa/testing';
+import { boot } from './boot.js';
+import { loadReportingConfig } from './config.js';
+import { FraudReportService } from './application/fraud-report.service.js';
+import { pseudonymizer } from './application/pseudonyms.js';
+import { ReportProjection } from './application/report-projection.js';
+import type { FraudStreamEvent } from './domain/fraud-projection.js';
+import type { Sequenced } from './domain/signin-projection.js';
+
+process.env.LOG_LEVEL ??= 'warn';
+
+/** reports.fraud.query, reports.blocked.query and reports.usage.query on the real NATS and Postgres. */
+describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)', () => {
+  let service: RunningService;
+  let projection: ReportProjection;
+  let reports: FraudReportService;
+  let nats: NatsClients;
+  let seq = 1;
+  const sequence = <E>(events: E[]): Sequenced<E>[] => events.map((event) => ({ event, seq: seq++ }));
+  const parsed = <E extends AnyEvent>(event: E) => parseEvent(event) as E;
+  const ask = <R>(subject: string, body: unknown) => requestJson<R & { error?: { code: string } }>(nats.nc, subject, body);
+
+  before(async () => {
+    service = await boot(loadReportingConfig({ ...process.env, NATS_URL: testEnv.natsUrl, DATABASE_URL: testEnv.databaseUrl, HTTP_PORT: '0', NODE_ENV: 'test' }));
+    projection = service.app.get(ReportProjection);
+    reports = service.app.get(FraudReportService);
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'reporting-fraud-test' });
+  });
+
+  after(async () => {
+    await service?.stop();
+    await nats?.nc.close();
+  });
+
+  async function newTenant(): Promise<string> {
+    const tenantId = uniqueTenant('frep');
+    await projection.projectTenants(sequence<TenantEvent>([parsed(tenantCreated(testTenant({ tenantId })))]));
+    return tenantId;
+  }
+  const fraudEvent = <T extends FraudStreamEvent['type']>(type: T, tenantId: string, at: string, data: EventOf<T>['data'], id = randomUUID()) =>
+    parsed(createEvent(type as 'FraudReported', 1, { tenantId, aggregateId: 'x', now: new Date(at), id, data: data as never }) as AnyEvent) as FraudStreamEvent;
+
+  itWith({ real: ['nats', 'postgres'] }, 'fraud alerts: user, time, source, phone, client IP, action and e-mails; idempotent under replay; filters and cursors', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser('victim');
+    const c = testChallenge(testUser({ tenantId, userId }), { method: 'sms', startedAt: '2026-11-30T09:00:00.000Z' });
+    await projection.projectChallenges(sequence<ChallengeEvent>([parsed(challengeStarted(c))]));
+    const alertIds = [randomUUID(), randomUUID(), randomUUID()];
+    const batch = sequence([
+      fraudEvent('FraudReported', tenantId, '2026-11-30T09:01:00.000Z', {
+        userId, alertId: alertIds[0]!, challengeId: c.challengeId, source: 'phone', clientIp: '203.0.113.7', application: 'VPN',
+        challengeDenied: true, blocked: true, blockedUntil: '2027-02-28T09:01:00.000Z', by: { clientId: 'idp-1' },
+      }),
+      fraudEvent('FraudNotificationSent', tenantId, '2026-11-30T09:01:01.000Z', { alertId: alertIds[0]!, userId, to: 'soc@x.example', messageId: '<1@x>', attempts: 1 }),
+      fraudEvent('FraudNotificationFailed', tenantId, '2026-11-30T09:02:00.000Z', { alertId: alertIds[0]!, userId, to: 'old@x.example', error: '550 no', attempts: 10 }),
+      fraudEvent('FraudReported', tenantId, '2026-11-30T10:00:00.000Z', { userId, alertId: alertIds[1]!, source: 'idp', challengeDenied: false, blocked: false }),
+      fraudEvent('FraudReported', tenantId, '2026-11-30T11:00:00.000Z', { userId: uniqueUser('other'), alertId: alertIds[2]!, source: 'app', challengeDenied: false, blocked: true }),
+    ]);
+    await reports.project(batch);
+    await reports.project(batch); // a replay
+
+    const all = await ask<FraudQueryReply>(Subjects.reportsFraudQuery, { tenantId });
+    assert.deepEqual(all.items.map((i) => i.alertId), [alertIds[2], alertIds[1], alertIds[0]]);
+    assert.deepEqual(all.items[2], {
+      alertId: alertIds[0],
+      occurredAt: '2026-11-30T09:01:00.000Z',
+      userId,
+      displayName: 'Helga Nordin',
+      email: 'helga.nordin@contoso.com',
+      phoneNumber: '+14155550123',
+      source: 'phone',
+      clientIp: '203.0.113.7',
+      application: 'VPN',
+      challengeId: c.challengeId,
+      comment: null,
+      challengeDenied: true,
+      blocked: true,
+      blockedUntil: '2027-02-28T09:01:00.000Z',
+      reportedBy: 'idp-1',
+      notifications: { sent: 1, failed: 1 },
+    });
+    assert.deepEqual((await ask<FraudQueryReply>(Subjects.reportsFraudQuery, { tenantId, userId })).items.length, 2);
+    assert.deepEqual((await ask<FraudQueryReply>(Subjects.reportsFraudQuery, { tenantId, source: 'idp' })).items.map((i) => i.alertId), [alertIds[1]]);
+    assert.deepEqual((await ask<FraudQueryReply>(Subjects.reportsFraudQuery, { tenantId, from: '2026-11-30T09:30:00Z', to: '2026-11-30T10:30:00Z' })).items.map((i) => i.alertId), [alertIds[1]]);
+    const first = await ask<FraudQueryReply>(Subjects.reportsFraudQuery, { tenantId, limit: 2 });
+    assert.equal(first.items.length, 2);
+    const second = await ask<FraudQueryReply>(Subjects.reportsFraudQuery, { tenantId, limit: 2, cursor: first.nextCursor });
+    assert.deepEqual(second.items.map((i) => i.alertId), [alertIds[0]]);
+    assert.equal(second.nextCursor, undefined);
+    // Bad input: unknown tenant, another tenant's cursor, a bad source.
+    assert.equal((await ask(Subjects.reportsFraudQuery, { tenantId: uniqueTenant('none') })).error?.code, 'not_found');
+    const other = await newTenant();
+    assert.equal((await ask(Subjects.reportsFraudQuery, { tenantId: other, cursor: first.nextCursor })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.reportsFraudQuery, { tenantId, source: 'email' })).error?.code, 'invalid_request');
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'blocked history: blocks, unblocks, automatic unblocks and IP locks with reason, actor and end; filters; an erased user by pseudonym', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser('blocked');
+    await reports.project(
+      sequence([
+        fraudEvent('UserBlocked', tenantId, '2026-11-01T08:00:00.000Z', { userId, reason: 'stolen phone', until: '2027-01-30T08:00:00.000Z', source: 'admin', by: { clientId: 'c1', operator: 'ops@x' } }),
+        fraudEvent('UserUnblocked', tenantId, '2026-11-02T08:00:00.000Z', { userId, reason: 'found it', by: { clientId: 'c1' } }),
+        fraudEvent('UserBlocked', tenantId, '2026-11-03T08:00:00.000Z', { userId, reason: 'fraud reported', until: '2026-11-04T08:00:00.000Z', source: 'fraud_report' }),
+        fraudEvent('UserUnblocked', tenantId, '2026-11-04T08:00:00.000Z', { userId, automatic: true }),
+        fraudEvent('IpLocked', tenantId, '2026-11-05T08:00:00.000Z', { ip: '198.51.100.4', until: '2026-11-05T09:00:00.000Z', failures: 50, users: 48, windowMinutes: 15, dryRun: true }),
+        fraudEvent('IpUnlocked', tenantId, '2026-11-05T08:30:00.000Z', { ip: '198.51.100.4', reason: 'office NAT', by: { clientId: 'c2' } }),
+      ]),
+    );
+    const history = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId });
+    assert.deepEqual(history.items.map((i) => [i.action, i.userId ?? i.ip, i.reason, i.source, i.until, i.dryRun]), [
+      ['ip_unlock', '198.51.100.4', 'office NAT', null, null, false],
+      ['ip_lock', '198.51.100.4', '50 denials from 48 users within 15 min', 'ip_lockout', '2026-11-05T09:00:00.000Z', true],
+      ['auto_unblock', userId, 'the block ended', null, null, false],
+      ['block', userId, 'fraud reported', 'fraud_report', '2026-11-04T08:00:00.000Z', false],
+      ['unblock', userId, 'found it', null, null, false],
+      ['block', userId, 'stolen phone', 'admin', '2027-01-30T08:00:00.000Z', false],
+    ]);
+    assert.deepEqual(history.items[5]!.actor, { clientId: 'c1', operator: 'ops@x' });
+    assert.deepEqual((await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, action: 'block' })).items.length, 2);
+    assert.deepEqual((await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, ip: '198.51.100.4' })).items.length, 2);
+    const paged = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, userId, limit: 3 });
+    const rest = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, userId, limit: 3, cursor: paged.nextCursor });
+    assert.deepEqual([paged.items.length, rest.items.length, rest.nextCursor], [3, 1, undefined]);
+    assert.equal((await ask(Subjects.reportsBlockedQuery, { tenantId, action: 'ban' })).error?.code, 'invalid_request');
+
+    // Erased: the rows keep the pseudonym, not the admin's free text about the user.
+    await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, '2026-11-10T00:00:00.000Z'))]));
+    const after = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, action: 'block' });
+    const pseudonym = pseudonymizer(loadKeyring({}).keyring)(tenantId, userId);
+    assert.deepEqual(after.items.map((i) => [i.userId, i.reason]), [[pseudonym, null], [pseudonym, null]]);
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'usage per day and month: authentications per method and result, enabled users; partial periods; cursors', async () => {
+    const tenantId = await newTenant();
+    const users = [uniqueUser('u1'), uniqueUser('u2'), uniqueUser('u3')];
+    const registered = (userId: string, at: string) => parsed(userRegistered(testUser({ tenantId, userId }), { occurredAt: at }));
+    await reports.projectUsers(
+      sequence([
+        registered(users[0]!, '2026-10-20T00:00:00.000Z'),
+        registered(users[1]!, '2026-11-02T12:00:00.000Z'),
+        registered(users[2]!, '2026-11-02T13:00:00.000Z'),
+        parsed(userErased(testUser({ tenantId, userId: users[2]! }), 1, '2026-11-02T18:00:00.000Z')),
+      ]) as Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[],
+    );
+    const sms = testChallenge(testUser({ tenantId, userId: users[0]! }), { method: 'sms', startedAt: '2026-11-01T10:00:00.000Z' });
+    const totp = testChallenge(testUser({ tenantId, userId: users[1]! }), { method: 'totp', startedAt: '2026-11-02T12:30:00.000Z' });
+    const failed = testChallenge(testUser({ tenantId, userId: users[1]! }), { method: 'totp', startedAt: '2026-11-02T14:00:00.000Z' });
+    await projection.projectChallenges(
+      sequence<ChallengeEvent>([
+        parsed(challengeStarted(sms)),
+        parsed(challengeApproved(sms, { occurredAt: '2026-11-01T10:00:20.000Z' })),
+        parsed(challengeStarted(totp)),
+        parsed(challengeApproved(totp, { occurredAt: '2026-11-02T12:30:10.000Z' })),
+        parsed(challengeStarted(failed)),
+        parsed(challengeCodeRejected(failed, { occurredAt: '2026-11-02T14:00:10.000Z', data: { attempt: 1 } })),
+      ]),
+    );
+    const days = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-04T00:00:00Z', granularity: 'day' });
+    assert.deepEqual(days.items, [
+      { period: '2026-11-01', authentications: { total: 1, success: 1, failure: 0 }, byMethod: [{ method: 'sms', success: 1, failure: 0 }], enabledUsers: 1 },
+      {
+        period: '2026-11-02',
+        // The rejected code leaves its challenge pending; past its expiry it is a failure, as the sign-in report says.
+        authentications: { total: 2, success: 1, failure: 1 },
+        byMethod: [{ method: 'totp', success: 1, failure: 1 }],
+        enabledUsers: 3,
+      },
+      { period: '2026-11-03', authentications: { total: 0, success: 0, failure: 0 }, byMethod: [], enabledUsers: 2 },
+    ]);
+    const months = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-10-15T00:00:00Z', to: '2026-12-01T00:00:00Z', granularity: 'month' });
+    assert.deepEqual(months.items.map((i) => [i.period, i.authentications.total, i.enabledUsers]), [['2026-10-01', 0, 1], ['2026-11-01', 3, 3]]);
+    const page1 = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-04T00:00:00Z', granularity: 'day', limit: 2 });
+    const page2 = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-04T00:00:00Z', granularity: 'day', limit: 2, cursor: page1.nextCursor });
+    assert.deepEqual([...page1.items, ...page2.items], days.items);
+    assert.equal(page2.nextCursor, undefined);
+    // Bad input: no range, a range backwards or too long, another granularity's cursor.
+    assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, granularity: 'day' })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-04T00:00:00Z', to: '2026-11-01T00:00:00Z', granularity: 'day' })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2020-01-01T00:00:00Z', to: '2026-11-01T00:00:00Z', granularity: 'day' })).error?.code, 'invalid_request');
+    assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-04T00:00:00Z', granularity: 'month', cursor: page1.nextCursor })).error?.code, 'invalid_request');
+  });
+});

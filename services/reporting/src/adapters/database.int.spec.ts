@@ -41,7 +41,7 @@ describe('prepareDatabase (real Postgres)', () => {
       );
       assert.deepEqual(
         tables.rows.map((r) => r.table_name),
-        ['audit_log', 'deliveries', 'erased_users', MIGRATIONS_TABLE, 'signins', 'tenants'],
+        ['audit_log', 'block_history', 'deliveries', 'erased_users', 'fraud_alerts', 'fraud_notifications', MIGRATIONS_TABLE, 'signins', 'tenants', 'user_lifetimes'],
       );
       const applied = await c.query(`SELECT name FROM ${MIGRATIONS_TABLE}`);
       assert.equal(applied.rowCount, readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql')).length, 'each migration recorded once');

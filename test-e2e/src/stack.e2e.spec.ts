@@ -361,6 +361,43 @@ describe('end to end: two instances of every service', () => {
     assert.match(String(refused.error?.message), /fraudAlert\.enabled/);
   });
 
+  itWith({ real: wholeStack }, 'reports: the fraud alert, the block history, usage per day, and a tenant that keeps names and e-mail out of its reports', async () => {
+    const tenantId = uniqueTenant('reports');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { reportFields: { displayName: false, email: false } } });
+    const user = uniqueUser('reported');
+    await ask(Subjects.usersRegister, { tenantId, userId: user, displayName: 'Kept Out', email: 'kept.out@contoso.example', phoneNumber: '+14155550142' });
+    const start = await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'sms', clientIp: '198.51.100.70', application: 'Payroll' });
+    const reported = await ask(Subjects.fraudReport, { tenantId, userId: user, challengeId: start.challengeId, source: 'idp' });
+    assert.equal(reported.blocked, true);
+    const signin = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: user })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === start.challengeId && i.resultDetail === 'MFA denied; Fraud Code Entered');
+    }, 20_000, 'the reported sign-in');
+    assert.deepEqual([signin.displayName, signin.email, signin.phoneNumber], [null, null, '+14155550142']);
+    const alert = await eventually(async () => {
+      const report = (await ask(Subjects.reportsFraudQuery, { tenantId })) as Reply & { items?: Array<Record<string, unknown>> };
+      return report.items?.[0];
+    }, 20_000, 'the alert in the fraud report');
+    assert.deepEqual(
+      [alert.alertId, alert.userId, alert.source, alert.phoneNumber, alert.displayName, alert.clientIp, alert.application, alert.challengeDenied, alert.blocked],
+      [reported.alertId, user, 'idp', '+14155550142', null, '198.51.100.70', 'Payroll', true, true],
+    );
+    await ask(Subjects.usersUnblock, { tenantId, userId: user, reason: 'confirmed with the user' });
+    const history = await eventually(async () => {
+      const report = (await ask(Subjects.reportsBlockedQuery, { tenantId, userId: user })) as Reply & { items?: Array<Record<string, unknown>> };
+      return report.items && report.items.length >= 2 ? report.items : undefined;
+    }, 20_000, 'the block history');
+    assert.deepEqual(history.map((i) => [i.action, i.reason, i.source]), [['unblock', 'confirmed with the user', null], ['block', 'fraud reported', 'fraud_report']]);
+    const today = new Date().toISOString().slice(0, 10);
+    const usage = (await ask(Subjects.reportsUsageQuery, {
+      tenantId,
+      from: `${today}T00:00:00Z`,
+      to: new Date(Date.parse(`${today}T00:00:00Z`) + 86_400_000).toISOString(),
+      granularity: 'day',
+    })) as Reply & { items: Array<{ period: string; authentications: { total: number }; enabledUsers: number }> };
+    assert.deepEqual(usage.items.map((i) => [i.period, i.authentications.total, i.enabledUsers]), [[today, 1, 1]]);
+  });
+
   itWith({ real: wholeStack, fake: ['twilio', 'otlp-collector'] }, 'one trace spans IdP request → auth-challenge → dispatch → provider call → reporting', async () => {
     const user = uniqueUser('trace');
     const phone = '+14155550199';

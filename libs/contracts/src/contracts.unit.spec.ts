@@ -144,6 +144,7 @@ describe('the public API contract', () => {
       ipLockout: { enabled: true, threshold: 50, windowMinutes: 15, durationMinutes: 60, neverBlock: [], dryRun: false },
       fraudAlert: { enabled: true, autoBlock: true, code: '0' },
       notificationEmails: [],
+      reportFields: { displayName: true, email: true },
       trustedIps: { ranges: [], onPremises: false, federatedBypass: false },
       namedLocations: [],
       rememberMfa: { enabled: false, days: 90 },

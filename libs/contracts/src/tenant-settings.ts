@@ -63,6 +63,13 @@ const fraudAlert = {
   /** The digit a user presses in a call to report fraud. */
   code: z.string().regex(/^\d$/, 'must be one digit'),
 };
+/**
+ * The optional fields of the reports (MFA Server's report settings): false leaves the user's name,
+ * or e-mail, out of every sign-in recorded from then on (the challenge events and the report rows
+ * built from them; fraud alerts show what their sign-in's row holds). The phone number stays: it is
+ * where codes go.
+ */
+const reportFields = { displayName: z.boolean(), email: z.boolean() };
 const trustedIps = {
   ranges: z.array(Ipv4Cidr).max(MAX_TRUSTED_IP_RANGES, `at most ${MAX_TRUSTED_IP_RANGES} ranges`),
   /** false: only public ranges may be listed; true: private ranges too (MFA Server on premises). */
@@ -93,6 +100,7 @@ export const DEFAULT_TENANT_SETTINGS = Object.freeze({
   ipLockout: { enabled: true, threshold: 50, windowMinutes: 15, durationMinutes: 60, neverBlock: [] as string[], dryRun: false },
   fraudAlert: { enabled: true, autoBlock: true, code: '0' },
   notificationEmails: [] as string[],
+  reportFields: { displayName: true, email: true },
   trustedIps: { ranges: [] as string[], onPremises: false, federatedBypass: false },
   namedLocations: [] as Array<z.infer<typeof NamedLocation>>,
   rememberMfa: { enabled: false, days: 90 },
@@ -123,6 +131,7 @@ export const TenantSettings = z.object({
   ipLockout: section(ipLockout, { ...D.ipLockout, neverBlock: [] }),
   fraudAlert: section(fraudAlert, D.fraudAlert),
   notificationEmails: z.array(Email).max(MAX_NOTIFICATION_EMAILS).default(() => []),
+  reportFields: section(reportFields, D.reportFields),
   trustedIps: section(trustedIps, { ...D.trustedIps, ranges: [] }),
   namedLocations: z.array(NamedLocation).max(MAX_NAMED_LOCATIONS).default(() => []),
   rememberMfa: section(rememberMfa, D.rememberMfa),
@@ -152,6 +161,7 @@ export const TenantSettingsPatch = z.strictObject({
   ipLockout: partialSection(ipLockout).optional(),
   fraudAlert: partialSection(fraudAlert).optional(),
   notificationEmails: TenantSettings.shape.notificationEmails.unwrap().optional(),
+  reportFields: partialSection(reportFields).optional(),
   trustedIps: partialSection(trustedIps).optional(),
   namedLocations: TenantSettings.shape.namedLocations.unwrap().optional(),
   rememberMfa: partialSection(rememberMfa).optional(),
@@ -161,7 +171,7 @@ export const TenantSettingsPatch = z.strictObject({
 });
 export type TenantSettingsPatch = z.infer<typeof TenantSettingsPatch>;
 
-const SECTIONS = ['lockout', 'ipLockout', 'fraudAlert', 'trustedIps', 'rememberMfa', 'appPasswords', 'voice', 'sms'] as const;
+const SECTIONS = ['lockout', 'ipLockout', 'fraudAlert', 'reportFields', 'trustedIps', 'rememberMfa', 'appPasswords', 'voice', 'sms'] as const;
 
 /** `current` with `patch` applied: sections merge field by field, everything else is replaced. */
 export function applySettingsPatch(current: TenantSettings, patch: TenantSettingsPatch): TenantSettings {

@@ -32,6 +32,8 @@ export interface StartDecisionContext {
   rq?: string;
   /** The SMS code sealed for dispatch (only when the challenge may become an SMS one). */
   code?: string;
+  /** Personal data the tenant leaves out of reports (`reportFields`): 'd' display name, 'e' e-mail. */
+  om?: string;
 }
 
 export interface VerifyDecisionContext {

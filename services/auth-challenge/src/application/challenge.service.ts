@@ -158,6 +158,8 @@ export class ChallengeService {
     if (req.clientIp) context.ip = req.clientIp;
     if (req.application) context.app = req.application;
     if (req.requestId) context.rq = req.requestId;
+    const omitted = (settings.reportFields.displayName ? '' : 'd') + (settings.reportFields.email ? '' : 'e');
+    if (omitted) context.om = omitted;
     if (code !== undefined) context.code = seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId));
     const verdict = await this.store.startChallenge({
       tag,
@@ -250,6 +252,7 @@ export class ChallengeService {
         return c.code;
       },
       sealedPersonalData: (profile, dataKey) => this.sealPersonalData(c.t, c.u, profile, dataKey),
+      ...(c.om ? { omitted: { displayName: c.om.includes('d'), email: c.om.includes('e') } } : {}),
     });
   }
 

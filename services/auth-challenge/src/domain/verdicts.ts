@@ -107,6 +107,18 @@ export interface StartContext {
   sealedSmsCode: () => string;
   /** Display name, e-mail and phone sealed under the user's (wrapped) data key; undefined when there are none. */
   sealedPersonalData: (profile: Profile, dataKey: string) => string | undefined;
+  /**
+   * The tenant's `reportFields` set to false: left out of the event's personal data (then sealed
+   * here rather than copied from the projection's pre-sealed `challengePii`, which holds them all).
+   */
+  omitted?: { displayName?: boolean; email?: boolean } | undefined;
+}
+
+/** The profile as the tenant's report keeps it. */
+function reported(profile: Profile, omitted: StartContext['omitted']): Profile {
+  if (!omitted?.displayName && !omitted?.email) return profile;
+  const { displayName, email, ...rest } = profile;
+  return { ...rest, ...(displayName && !omitted.displayName ? { displayName } : {}), ...(email && !omitted.email ? { email } : {}) };
 }
 
 interface Outcome<R> {
@@ -124,6 +136,10 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
     ...(ctx.requestId ? { requestId: ctx.requestId } : {}),
   };
   const expiresAt = ctx.expiresAt.toISOString();
+  const omitting = Boolean(ctx.omitted?.displayName || ctx.omitted?.email);
+  /** The event's sealed personal data: the projection's pre-sealed copy, unless the tenant leaves fields out. */
+  const piiOf = (v: { profile: Profile; challengePii?: string | undefined }, dataKey: string) =>
+    omitting ? ctx.sealedPersonalData(reported(v.profile, ctx.omitted), dataKey) : (v.challengePii ?? ctx.sealedPersonalData(v.profile, dataKey));
   switch (verdict.kind) {
     case 'pending': {
       const started = { method: verdict.method, expiresAt, maxAttempts: ctx.maxAttempts };
@@ -138,7 +154,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
               version: 2,
               data: {
                 ...base,
-                ...sealed(verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)),
+                ...sealed(piiOf(verdict, verdict.dataKey)),
                 ...started,
                 ...(verdict.method === 'sms' ? { delivery: delivery() } : {}),
               },
@@ -148,7 +164,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
               version: 1,
               data: {
                 ...base,
-                profile: verdict.profile,
+                profile: reported(verdict.profile, ctx.omitted),
                 ...started,
                 ...(verdict.method === 'sms' ? { delivery: { ...delivery(), to: phoneNumber! } } : {}),
               },
@@ -162,10 +178,10 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
           ? {
               type: 'ChallengeRegistrationRequired',
               version: 2,
-              data: { ...base, ...sealed(verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)), ...required },
+              data: { ...base, ...sealed(piiOf(verdict, verdict.dataKey)), ...required },
             }
-          : hasPersonalData(verdict.profile)
-            ? { type: 'ChallengeRegistrationRequired', version: 1, data: { ...base, profile: verdict.profile, ...required } }
+          : hasPersonalData(reported(verdict.profile, ctx.omitted))
+            ? { type: 'ChallengeRegistrationRequired', version: 1, data: { ...base, profile: reported(verdict.profile, ctx.omitted), ...required } }
             : { type: 'ChallengeRegistrationRequired', version: 2, data: { ...base, ...required } };
       return {
         reply: {
@@ -181,7 +197,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
     case 'blocked': {
       // Without a data key (a projection before data keys) nothing personal is copied: the report
       // still has the user id.
-      const pii = verdict.dataKey !== undefined ? (verdict.challengePii ?? ctx.sealedPersonalData(verdict.profile, verdict.dataKey)) : undefined;
+      const pii = verdict.dataKey !== undefined ? piiOf(verdict, verdict.dataKey) : undefined;
       return {
         reply: { challengeId: ctx.challengeId, status: 'denied', method: verdict.method, expiresAt, reason: verdict.reason },
         event: { type: 'ChallengeDenied', data: { ...base, ...sealed(pii), method: verdict.method, reason: verdict.reason } },

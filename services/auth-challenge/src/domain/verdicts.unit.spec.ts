@@ -40,6 +40,17 @@ describe('start decisions', () => {
     assert.ok(!JSON.stringify(data).includes('"+14155550100"') && !JSON.stringify(data).includes('"Helga"'));
   });
 
+  it('given a tenant that leaves names or e-mail out of reports, then the event seals only what it keeps, whatever the projection pre-sealed', () => {
+    const raw = ['pending', 'sms', '', 'Helga', 'h@contoso.com', '+14155550100', 'sv-SE', '3:v1.wrapped', 'd1.presealed-with-everything'];
+    const pii = (omitted?: StartContext['omitted']) => (decideStart(parseStartVerdict(raw), ctx(omitted ? { omitted } : {})).event?.data as { pii?: string }).pii;
+    assert.equal(pii(), 'd1.presealed-with-everything');
+    assert.equal(pii({ displayName: true }), 'd1.sealed(3:v1.wrapped:|h@contoso.com|+14155550100)');
+    assert.equal(pii({ displayName: true, email: true }), 'd1.sealed(3:v1.wrapped:||+14155550100)');
+    // Without a data key yet (v1), the clear profile loses them too.
+    const v1 = decideStart(parseStartVerdict(raw.slice(0, 7)), ctx({ omitted: { email: true } }));
+    assert.deepEqual((v1.event?.data as { profile?: unknown }).profile, { displayName: 'Helga', phoneNumber: '+14155550100', language: 'sv-SE' });
+  });
+
   it('given registration_required, then v2 with sealed personal data, or without any for an unknown user', () => {
     const known = decideStart(parseStartVerdict(['registration_required', '', 'no_method_registered', 'Helga', '', '', '', '1:v1.k']), ctx());
     assert.deepEqual([(known.event as { version?: number }).version, (known.event?.data as { pii?: string }).pii], [2, 'd1.sealed(1:v1.k:Helga||)']);

@@ -120,6 +120,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
       case Subjects.usersUnblock:
         return { tenantId, userId: userA, reason: 'matrix' };
       case Subjects.usersDelete:
+      case Subjects.usersGet:
         return { tenantId, userId: userA };
       case Subjects.challengeStart:
         return { tenantId, userId: userA };

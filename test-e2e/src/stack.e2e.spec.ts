@@ -287,6 +287,7 @@ describe('end to end: two instances of every service', () => {
     const until = Date.parse(String(blocked.blockedUntil));
     assert.ok(Math.abs(until - (now + 90 * 86_400_000)) < 60_000, `blocked until ${String(blocked.blockedUntil)}`);
     assert.equal((await ask(Subjects.usersBlock, { tenantId: tenant, userId: user, reason: 'again' })).error?.code, 'conflict');
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenant, userId: user })).blocked, { until: blocked.blockedUntil, reason: 'phone reported stolen' });
     const denied = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp', clientIp: '198.51.100.23' });
     assert.deepEqual([denied.status, denied.reason], ['denied', 'user_blocked'], JSON.stringify(denied));
     assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: denied.challengeId }), {
@@ -302,6 +303,12 @@ describe('end to end: two instances of every service', () => {
 
     assert.equal((await ask(Subjects.usersUnblock, { tenantId: tenant, userId: user, reason: 'phone found' })).unblocked, true);
     assert.equal((await ask(Subjects.usersUnblock, { tenantId: tenant, userId: user, reason: 'twice' })).error?.code, 'conflict');
+    const shown = await ask(Subjects.usersGet, { tenantId: tenant, userId: user });
+    assert.deepEqual(
+      [shown.blocked, shown.displayName, shown.methods, (shown.tokens as Array<Record<string, unknown>>).map((t) => [t.kind, t.state])],
+      [null, 'Blocked User', ['totp'], [['app', 'active']]],
+    );
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenant, userId: uniqueUser('nobody') })).error?.code, 'not_found');
     const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
     assert.equal(start.status, 'pending');
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: totp(secret, now + 30_000) })).status, 'approved');

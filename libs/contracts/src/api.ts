@@ -37,6 +37,7 @@ export const Subjects = {
   fraudReport: 'mfa.v1.fraud.report',
   usersUnblock: 'mfa.v1.users.unblock',
   usersDelete: 'mfa.v1.users.delete',
+  usersGet: 'mfa.v1.users.get',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
   clientsCreate: 'mfa.v1.clients.create',
@@ -173,6 +174,33 @@ export const FraudIpsUnlockRequest = z.object({ tenantId: TenantId, ip: IpAddres
 export type FraudIpsUnlockRequest = z.infer<typeof FraudIpsUnlockRequest>;
 export const FraudIpsUnlockReply = z.object({ ip: z.string() });
 export type FraudIpsUnlockReply = z.infer<typeof FraudIpsUnlockReply>;
+
+/** A user as the tenant's administrators see it: profile, methods, tokens, devices, block. */
+export const UsersGetRequest = z.object({ tenantId: TenantId, userId: UserId });
+export type UsersGetRequest = z.infer<typeof UsersGetRequest>;
+export const UsersGetReply = z.object({
+  userId: z.string(),
+  displayName: z.string().nullable(),
+  email: z.string().nullable(),
+  phoneNumber: z.string().nullable(),
+  language: z.string().nullable(),
+  methods: z.array(Method),
+  defaultMethod: Method.nullable(),
+  tokens: z.array(
+    z.object({
+      tokenId: z.string(),
+      kind: z.enum(['app', 'hardware']),
+      label: z.string(),
+      serialNumber: z.string().optional(),
+      state: z.enum(['pending', 'active']),
+    }),
+  ),
+  devices: z.array(z.object({ deviceId: z.string(), name: z.string(), platform: z.string(), state: z.string() })),
+  /** The block in force (users.block, or a fraud report's auto-block), or null. */
+  blocked: z.object({ until: IsoDateTime, reason: z.string() }).nullable(),
+  appPasswords: z.number(),
+});
+export type UsersGetReply = z.infer<typeof UsersGetReply>;
 
 /** Admin: blocks the user for 90 days (every start is denied, reason `user_blocked`). */
 export const UsersBlockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
@@ -456,6 +484,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.fraudReport]: 'challenges',
   [Subjects.usersUnblock]: 'admin',
   [Subjects.usersDelete]: 'admin',
+  [Subjects.usersGet]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
   [Subjects.tenantsConfigure]: 'admin',
@@ -490,6 +519,7 @@ export const RequestSchemas = {
   [Subjects.fraudReport]: FraudReportRequest,
   [Subjects.usersUnblock]: UsersUnblockRequest,
   [Subjects.usersDelete]: UsersDeleteRequest,
+  [Subjects.usersGet]: UsersGetRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,

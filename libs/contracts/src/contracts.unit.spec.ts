@@ -54,6 +54,7 @@ describe('the public API contract', () => {
       'mfa.v1.tenants.get',
       'mfa.v1.users.block',
       'mfa.v1.users.delete',
+      'mfa.v1.users.get',
       'mfa.v1.users.register',
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',

@@ -29,11 +29,12 @@ import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 import type { UserSettingsConfig } from './config.js';
 import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
+import { FraudBlocks } from './adapters/fraud-blocks.js';
 import { KEYRING } from './tokens.js';
 
 /**
  * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), the users'
- * data keys (MFA_USER_KEYS), their public API (users.register, users.delete,
+ * data keys (MFA_USER_KEYS), their public API (users.register, users.get, users.delete,
  * users.totp.enroll/activate, tenants.configure) and the Redis user projection that
  * auth-challenge reads.
  */
@@ -82,6 +83,7 @@ export class AppModule {
             activationAttempts: ActivationAttempts,
             snapshots: SnapshotStore,
             keys: UserDataKeys,
+            nats: NatsClients,
           ) =>
             new UserSettingsService({
               store,
@@ -94,8 +96,9 @@ export class AppModule {
               totpIssuer: config.MFA_TOTP_ISSUER,
               activationAttempts,
               snapshots,
+              blocks: new FraudBlocks(nats.jsm),
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys, NATS],
         },
         {
           provide: ApiClientsService,

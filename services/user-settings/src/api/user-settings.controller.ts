@@ -10,6 +10,7 @@ import {
   TotpActivateRequest,
   TotpEnrollRequest,
   UsersDeleteRequest,
+  UsersGetRequest,
   UsersRegisterRequest,
   type ClientsCreateReply,
   type ClientsListReply,
@@ -19,6 +20,7 @@ import {
   type TotpActivateReply,
   type TotpEnrollReply,
   type UsersDeleteReply,
+  type UsersGetReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
 import { Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
@@ -40,6 +42,11 @@ export class UserSettingsController {
   @MessagePattern(Subjects.usersRegister)
   register(@Payload(new ContractPipe(UsersRegisterRequest)) request: UsersRegisterRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersRegisterReply> {
     return this.service.register(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersGet)
+  get(@Payload(new ContractPipe(UsersGetRequest)) request: UsersGetRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersGetReply> {
+    return this.service.get(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.totpEnroll)

@@ -14,6 +14,8 @@ import {
   type TenantsGetRequest,
   type UsersDeleteReply,
   type UsersDeleteRequest,
+  type UsersGetReply,
+  type UsersGetRequest,
   type TotpActivateReply,
   type TotpActivateRequest,
   type TotpEnrollReply,
@@ -27,13 +29,14 @@ import type { UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
+import type { FraudBlocks } from '../adapters/fraud-blocks.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader, type LoadedState } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
 import { otpauthUri } from '../domain/totp.js';
-import { activationCandidate, decideUser, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { activationCandidate, decideUser, defaultMethodOf, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
 import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
@@ -57,6 +60,8 @@ interface UserSettingsOptions {
   activationAttempts?: ActivationAttempts;
   /** User aggregate snapshots; without them every load reads the whole aggregate. */
   snapshots?: SnapshotStore;
+  /** The users' blocks, which the fraud service owns (users.get shows them); none without it. */
+  blocks?: Pick<FraudBlocks, 'of'>;
 }
 
 interface Outcome<S> {
@@ -131,6 +136,32 @@ export class UserSettingsService {
       throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
     }
     return { userId, deleted: true };
+  }
+
+  /** The user as administrators see it; an erased or never registered user is `not_found`. */
+  async get(request: UsersGetRequest, now: Date): Promise<UsersGetReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const [outcome, blocked] = await Promise.all([
+      this.execute(userDecider, this.userRef(tenantId, userId), now, () => []),
+      this.store(() => this.options.blocks?.of(tenantId, userId, now) ?? Promise.resolve(null)),
+    ]);
+    const state = outcome.state;
+    if (!state.registered) throw notFound('unknown user');
+    const { displayName, email, phoneNumber, language } = state.profile;
+    return {
+      userId,
+      displayName: displayName ?? null,
+      email: email ?? null,
+      phoneNumber: phoneNumber ?? null,
+      language: language ?? null,
+      methods: methodsOf(state),
+      defaultMethod: defaultMethodOf(state) ?? null,
+      tokens: state.tokens.map((t) => ({ tokenId: t.tokenId, kind: 'app' as const, label: t.label, state: t.activatedStep === undefined ? ('pending' as const) : ('active' as const) })),
+      devices: [],
+      blocked,
+      appPasswords: 0,
+    };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {

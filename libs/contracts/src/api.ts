@@ -287,20 +287,24 @@ export type SigninResult = z.infer<typeof SigninResult>;
 export const MAX_REPORT_PAGE = 500;
 export const DEFAULT_REPORT_PAGE = 50;
 
-export const SigninsQueryRequest = z
-  .object({
-    tenantId: TenantId,
-    userId: UserId.optional(),
-    from: IsoDateTime.optional(),
-    to: IsoDateTime.optional(),
-    result: SigninResult.optional(),
-    limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
-    cursor: z.string().min(1).max(512).optional(),
-  })
-  .refine((q) => q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to), {
-    message: 'from must not be after to',
-    path: ['from'],
-  });
+/** Filters every keyset report takes: a time range (from inclusive, to exclusive), a page size and a cursor. */
+const reportPage = {
+  from: IsoDateTime.optional(),
+  to: IsoDateTime.optional(),
+  limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
+  cursor: z.string().min(1).max(512).optional(),
+};
+/** A report query whose page and range are `reportPage`'s, with the range checked. */
+const reportQuery = <S extends z.ZodRawShape>(shape: S) =>
+  z.object({ ...shape, ...reportPage }).refine(
+    (q) => {
+      const { from, to } = q as { from?: string; to?: string };
+      return from === undefined || to === undefined || Date.parse(from) <= Date.parse(to);
+    },
+    { message: 'from must not be after to', path: ['from'] },
+  );
+
+export const SigninsQueryRequest = reportQuery({ tenantId: TenantId, userId: UserId.optional(), result: SigninResult.optional() });
 export type SigninsQueryRequest = z.infer<typeof SigninsQueryRequest>;
 
 export const SigninItem = z.object({
@@ -323,37 +327,12 @@ export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });
 export type SigninsQueryReply = z.infer<typeof SigninsQueryReply>;
 
-export const AuditQueryRequest = z
-  .object({
-    tenantId: TenantId,
-    clientId: OpaqueId.optional(),
-    userId: UserId.optional(),
-    from: IsoDateTime.optional(),
-    to: IsoDateTime.optional(),
-    limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
-    cursor: z.string().min(1).max(512).optional(),
-  })
-  .refine((q) => q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to), {
-    message: 'from must not be after to',
-    path: ['from'],
-  });
+export const AuditQueryRequest = reportQuery({ tenantId: TenantId, clientId: OpaqueId.optional(), userId: UserId.optional() });
 export type AuditQueryRequest = z.infer<typeof AuditQueryRequest>;
-
-/** Filters every keyset report takes: a time range (from inclusive, to exclusive), a page size and a cursor. */
-const reportPage = {
-  from: IsoDateTime.optional(),
-  to: IsoDateTime.optional(),
-  limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
-  cursor: z.string().min(1).max(512).optional(),
-};
-const fromBeforeTo = <T extends { from?: string | undefined; to?: string | undefined }>(q: T) =>
-  q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to);
 
 export const FRAUD_SOURCES = ['app', 'phone', 'idp'] as const;
 /** reports.fraud.query: the fraud alerts, newest first. */
-export const FraudQueryRequest = z
-  .object({ tenantId: TenantId, userId: UserId.optional(), source: z.enum(FRAUD_SOURCES).optional(), ...reportPage })
-  .refine(fromBeforeTo, { message: 'from must not be after to', path: ['from'] });
+export const FraudQueryRequest = reportQuery({ tenantId: TenantId, userId: UserId.optional(), source: z.enum(FRAUD_SOURCES).optional() });
 export type FraudQueryRequest = z.infer<typeof FraudQueryRequest>;
 export const FraudItem = z.object({
   alertId: z.string(),
@@ -383,16 +362,13 @@ export type FraudQueryReply = z.infer<typeof FraudQueryReply>;
 
 export const BLOCK_ACTIONS = ['block', 'unblock', 'auto_unblock', 'ip_lock', 'ip_unlock'] as const;
 /** reports.blocked.query: the history of blocks (users) and locks (client addresses), newest first. */
-export const BlockedQueryRequest = z
-  .object({
-    tenantId: TenantId,
-    userId: UserId.optional(),
-    /** An address, or an IPv6 /64 as the per-IP lockout records it ("2001:db8:1:2::/64"). */
-    ip: z.string().min(2).max(64).optional(),
-    action: z.enum(BLOCK_ACTIONS).optional(),
-    ...reportPage,
-  })
-  .refine(fromBeforeTo, { message: 'from must not be after to', path: ['from'] });
+export const BlockedQueryRequest = reportQuery({
+  tenantId: TenantId,
+  userId: UserId.optional(),
+  /** An address, or an IPv6 /64 as the per-IP lockout records it ("2001:db8:1:2::/64"). */
+  ip: z.string().min(2).max(64).optional(),
+  action: z.enum(BLOCK_ACTIONS).optional(),
+});
 export type BlockedQueryRequest = z.infer<typeof BlockedQueryRequest>;
 export const BlockedItem = z.object({
   occurredAt: IsoDateTime,

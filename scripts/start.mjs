@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm start`: builds the workspace and runs all five services against NATS, Redis and Postgres
+// `npm start`: builds the workspace and runs the five services and the operators' console against NATS, Redis and Postgres
 // (NATS_URL, REDIS_URL, DATABASE_URL; defaults are the local servers). Each service creates what
 // it needs if missing: streams and consumers (all), the database and its migrations (reporting).
 // Ctrl-C or SIGTERM stops every service cleanly.
@@ -30,6 +30,9 @@ function show(service, line) {
 }
 
 const env = { NODE_ENV: process.env.NODE_ENV ?? 'development' };
+// A first run has no identity provider: outside production the console offers its development
+// sign-in until OIDC_ISSUER_URL is set (docs/operations.md, "Console").
+if (env.NODE_ENV !== 'production' && !process.env.OIDC_ISSUER_URL && process.env.CONSOLE_DEV_LOGIN === undefined) env.CONSOLE_DEV_LOGIN = 'true';
 let stack;
 let stopping = false;
 async function stop(signal) {
@@ -44,7 +47,7 @@ process.on('SIGINT', () => void stop('SIGINT'));
 process.on('SIGTERM', () => void stop('SIGTERM'));
 
 try {
-  stack = await startStack({ env, fixedPorts: true, onLine: show, readyTimeoutMs: 90_000 });
+  stack = await startStack({ env, services: SERVICE_NAMES, fixedPorts: true, onLine: show, readyTimeoutMs: 90_000 });
 } catch (error) {
   console.error(`\ncould not start the stack: ${error.message}`);
   console.error('Are NATS (with JetStream), Redis and PostgreSQL running? See README.md, "Quick start".');
@@ -55,4 +58,5 @@ console.log('\nOpen MFA is running. NATS API at', process.env.NATS_URL ?? 'nats:
 for (const p of stack.processes) {
   console.log(`  ${p.name.padEnd(pad)}  ${p.url}   health ${p.url}/health   metrics ${p.url}/metrics`);
 }
+console.log(`\nConsole for operators: ${stack.url('console')}${env.CONSOLE_DEV_LOGIN === 'true' ? '   (development sign-in: any name, role platform-operator)' : ''}`);
 console.log('Try it: npm run demo   (in another terminal). Stop: Ctrl-C.\n');

@@ -13,7 +13,7 @@ import { connectClient, requestJson } from '@mfa/messaging';
 import {
   FakeTwilio,
   itWith,
-  SERVICE_NAMES,
+  CORE_SERVICE_NAMES,
   startNatsServer,
   startPostgresServer,
   startRedisServer,
@@ -384,7 +384,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
         enter('baseline', 'baseline');
         await sleep(BASELINE_MS);
 
-        for (const [i, name] of SERVICE_NAMES.entries()) {
+        for (const [i, name] of CORE_SERVICE_NAMES.entries()) {
           const instance = (i % 2) + 1;
           const phase = enter(`kill -9 ${name}#${instance}`, 'instance');
           await stack!.kill(name, instance);

@@ -304,7 +304,13 @@ const reportQuery = <S extends z.ZodRawShape>(shape: S) =>
     { message: 'from must not be after to', path: ['from'] },
   );
 
-export const SigninsQueryRequest = reportQuery({ tenantId: TenantId, userId: UserId.optional(), result: SigninResult.optional() });
+export const SigninsQueryRequest = reportQuery({
+  tenantId: TenantId,
+  userId: UserId.optional(),
+  /** One sign-in (its detail). */
+  challengeId: OpaqueId.optional(),
+  result: SigninResult.optional(),
+});
 export type SigninsQueryRequest = z.infer<typeof SigninsQueryRequest>;
 
 export const SigninItem = z.object({
@@ -389,26 +395,35 @@ export type BlockedItem = z.infer<typeof BlockedItem>;
 export const BlockedQueryReply = z.object({ items: z.array(BlockedItem), nextCursor: z.string().optional() });
 export type BlockedQueryReply = z.infer<typeof BlockedQueryReply>;
 
-/** Periods a usage query may span at most: two years of days, or 20 years of months. */
-export const MAX_USAGE_PERIODS = 731;
-/** reports.usage.query: per day or month (UTC) in [from, to), oldest first. */
+/**
+ * Periods a usage query may span at most, per granularity: two years of days, 20 years of months;
+ * the console's overview also reads the last day by minute and the last month by hour.
+ */
+export const USAGE_GRANULARITIES = ['minute', 'hour', 'day', 'month'] as const;
+export const MAX_USAGE_SPAN_MS: Record<(typeof USAGE_GRANULARITIES)[number], number> = {
+  minute: 1_440 * 60_000,
+  hour: 744 * 3_600_000,
+  day: 731 * 86_400_000,
+  month: 7_305 * 86_400_000,
+};
+/** reports.usage.query: per minute, hour, day or month (UTC) in [from, to), oldest first. */
 export const UsageQueryRequest = z
   .object({
     tenantId: TenantId,
     from: IsoDateTime,
     to: IsoDateTime,
-    granularity: z.enum(['day', 'month']),
+    granularity: z.enum(USAGE_GRANULARITIES),
     limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
     cursor: z.string().min(1).max(512).optional(),
   })
   .refine((q) => Date.parse(q.from) < Date.parse(q.to), { message: 'from must be before to', path: ['from'] })
-  .refine((q) => (Date.parse(q.to) - Date.parse(q.from)) / 86_400_000 <= (q.granularity === 'day' ? MAX_USAGE_PERIODS : MAX_USAGE_PERIODS * 10), {
-    message: `at most ${MAX_USAGE_PERIODS} days (granularity day) or 20 years (month) per query`,
+  .refine((q) => Date.parse(q.to) - Date.parse(q.from) <= MAX_USAGE_SPAN_MS[q.granularity], {
+    message: 'at most 1,440 minutes, 744 hours, 731 days or 20 years per query',
     path: ['to'],
   });
 export type UsageQueryRequest = z.infer<typeof UsageQueryRequest>;
 export const UsageItem = z.object({
-  /** The period's first day (UTC), e.g. 2026-11-01 for November with granularity month. */
+  /** The period's first day (UTC), e.g. 2026-11-01 for November with granularity month; its first instant for minute and hour. */
   period: z.string(),
   /** Authentications (sign-ins with a result) in the period: the per-authentication billing figure. */
   authentications: z.object({ total: z.number(), success: z.number(), failure: z.number() }),

@@ -19,10 +19,13 @@ export async function freePort(): Promise<number> {
  * use): each gets its own environment, its output is passed to `onLine`, readiness is its
  * /health answering 200, and stop() sends SIGTERM and waits for a clean exit.
  */
-export const SERVICE_NAMES = ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'] as const;
-type ServiceName = (typeof SERVICE_NAMES)[number];
+export const SERVICE_NAMES = ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting', 'console'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+/** What a stack runs unless told otherwise: every service but the operators' console (npm start adds it). */
+export const CORE_SERVICE_NAMES: readonly ServiceName[] = SERVICE_NAMES.filter((s) => s !== 'console');
 
 const DEFAULT_PORTS: Record<ServiceName, number> = {
+  console: 3000,
   'auth-challenge': 3001,
   dispatch: 3002,
   fraud: 3003,
@@ -77,6 +80,8 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
       ...options.env,
       ...options.serviceEnv?.[name],
       HTTP_PORT: String(port),
+      // The console serves its pages, /health and /metrics on CONSOLE_PORT.
+      ...(name === 'console' ? { CONSOLE_PORT: String(port) } : {}),
       INSTANCE_NAME: `${name}-${instance}`,
       OTEL_SERVICE_NAME: name,
     } as NodeJS.ProcessEnv,
@@ -138,7 +143,7 @@ async function waitHealthy(url: string, timeoutMs: number): Promise<void> {
  */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const processes: ServiceProcess[] = [];
-  const wanted = options.services ?? SERVICE_NAMES;
+  const wanted = options.services ?? CORE_SERVICE_NAMES;
   const stop = async () => {
     await Promise.all(processes.splice(0).map((p) => p.stop()));
   };

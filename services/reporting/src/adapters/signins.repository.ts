@@ -7,6 +7,7 @@ import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
 interface SigninFilter {
   tenantId: string;
   userId?: string | undefined;
+  challengeId?: string | undefined;
   /** Inclusive. */
   from?: string | undefined;
   /** Exclusive. */
@@ -191,6 +192,7 @@ export class SigninsRepository {
     const param = (value: unknown) => `$${params.push(value)}`;
     const where = ['s.tenant_id = $1', '(s.result IS NOT NULL OR s.expires_at < $2::timestamptz)'];
     if (filter.userId !== undefined) where.push(`s.user_id = ${param(filter.userId)}`);
+    if (filter.challengeId !== undefined) where.push(`s.challenge_id = ${param(filter.challengeId)}`);
     if (filter.from !== undefined) where.push(`s.occurred_at >= ${param(filter.from)}::timestamptz`);
     if (filter.to !== undefined) where.push(`s.occurred_at < ${param(filter.to)}::timestamptz`);
     if (filter.result !== undefined) where.push(`COALESCE(s.result, 'failure') = ${param(filter.result)}`);

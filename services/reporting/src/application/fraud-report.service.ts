@@ -93,7 +93,7 @@ export class FraudReportService {
     const first = new Date(Math.max(page[0]!.getTime(), Date.parse(request.from)));
     const end = periods.length > request.limit ? periods[request.limit]! : to;
     const counts = await this.usage.counts(request.tenantId, first, end < to ? end : to, request.granularity, new Date(now.getTime() - OUTCOME_GRACE_MS));
-    return toUsagePage(page, counts, periods.length > request.limit, cursors);
+    return toUsagePage(page, counts, periods.length > request.limit, cursors, request.granularity);
   }
 
   private async requireTenant(tenantId: string): Promise<void> {

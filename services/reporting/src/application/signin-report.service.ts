@@ -29,6 +29,7 @@ export class SigninReportService {
     const rows = await this.repository.findSignins({
       tenantId: request.tenantId,
       userId: request.userId,
+      challengeId: request.challengeId,
       from: request.from,
       to: request.to,
       result: request.result,

@@ -2,16 +2,22 @@ import type { Keyring } from '@mfa/crypto';
 import type { UsageItem, UsageQueryReply } from '@mfa/contracts';
 import { keysetCursors } from './keyset-cursor.js';
 
-export type Granularity = 'day' | 'month';
+export type Granularity = 'minute' | 'hour' | 'day' | 'month';
 
-/** The first instant (UTC) of the day or month holding `at`. */
+const FIXED_MS: Partial<Record<Granularity, number>> = { minute: 60_000, hour: 3_600_000 };
+
+/** The first instant (UTC) of the minute, hour, day or month holding `at`. */
 export function periodStart(at: Date, granularity: Granularity): Date {
+  const fixed = FIXED_MS[granularity];
+  if (fixed) return new Date(Math.floor(at.getTime() / fixed) * fixed);
   return granularity === 'day'
     ? new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate()))
     : new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
 }
 
 export function nextPeriod(start: Date, granularity: Granularity): Date {
+  const fixed = FIXED_MS[granularity];
+  if (fixed) return new Date(start.getTime() + fixed);
   return granularity === 'day'
     ? new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), start.getUTCDate() + 1))
     : new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1));
@@ -41,7 +47,13 @@ export interface UsageCounts {
  * not erased before its start: registered before the first period plus registered in each period
  * so far, less those erased before it.
  */
-export function toUsagePage(periods: readonly Date[], counts: UsageCounts, hasMore: boolean, cursors: Pick<UsageCursors, 'encode'>): UsageQueryReply {
+export function toUsagePage(
+  periods: readonly Date[],
+  counts: UsageCounts,
+  hasMore: boolean,
+  cursors: Pick<UsageCursors, 'encode'>,
+  granularity: Granularity = 'day',
+): UsageQueryReply {
   let registered = counts.registeredBefore;
   let erased = counts.erasedBefore;
   const items: UsageItem[] = periods.map((start) => {
@@ -53,7 +65,7 @@ export function toUsagePage(periods: readonly Date[], counts: UsageCounts, hasMo
     const success = rows.reduce((n, r) => n + r.success, 0);
     const failure = rows.reduce((n, r) => n + r.failure, 0);
     return {
-      period: start.toISOString().slice(0, 10),
+      period: granularity === 'minute' || granularity === 'hour' ? start.toISOString() : start.toISOString().slice(0, 10),
       authentications: { total: success + failure, success, failure },
       byMethod: rows
         .map((r) => ({ method: r.method ?? 'none', success: r.success, failure: r.failure }))

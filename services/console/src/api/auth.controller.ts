@@ -1,0 +1,112 @@
+import { Body, Controller, Get, Inject, Post, Query, Req, Res } from '@nestjs/common';
+import type { Response } from 'express';
+import { DisplayName, Email } from '@mfa/contracts';
+import type { Logger } from '@mfa/telemetry';
+import type { OidcProvider } from '../adapters/oidc.js';
+import type { Sessions } from '../adapters/sessions.js';
+import { accessFromRoles, rolesOf } from '../domain/roles.js';
+import { CONSOLE_CONFIG, LOGGER_TOKEN, OIDC, SESSIONS, VIEWS, type ConsoleRuntime } from '../tokens.js';
+import { cookieNames, setCookie, type WebRequest } from './web.js';
+import type { Views } from './views.js';
+
+/** Only paths of this console may follow a sign-in (no open redirect). */
+const safeReturn = (value: unknown) => (typeof value === 'string' && /^\/[A-Za-z0-9/_.:?=&%-]*$/.test(value) && !value.startsWith('//') ? value : '/');
+
+/** The operator as sessions and the audit trail name them: fields the contract would refuse are left out. */
+function operatorOf(identity: { sub: string; email?: string; name?: string }) {
+  const sub = DisplayName.safeParse(identity.sub);
+  if (!sub.success) return undefined;
+  const email = identity.email !== undefined && Email.safeParse(identity.email).success ? { email: identity.email } : {};
+  const name = identity.name !== undefined && DisplayName.safeParse(identity.name).success ? { name: identity.name } : {};
+  return { sub: sub.data, ...email, ...name };
+}
+
+/**
+ * Operator sign-in: OpenID Connect (authorization code with PKCE) against the operator's identity
+ * provider, or the development form when CONSOLE_DEV_LOGIN is on (never in production).
+ */
+@Controller('auth')
+export class AuthController {
+  private readonly names: ReturnType<typeof cookieNames>;
+
+  constructor(
+    @Inject(CONSOLE_CONFIG) private readonly runtime: ConsoleRuntime,
+    @Inject(SESSIONS) private readonly sessions: Sessions,
+    @Inject(VIEWS) private readonly views: Views,
+    @Inject(LOGGER_TOKEN) private readonly log: Logger,
+    @Inject(OIDC) private readonly oidc: OidcProvider | undefined,
+  ) {
+    this.names = cookieNames(runtime.secure);
+  }
+
+  @Get('login')
+  async login(@Req() req: WebRequest, @Res() res: Response, @Query('returnTo') returnTo?: string): Promise<void> {
+    if (!this.oidc) {
+      this.views.send(res, 'login.njk', { devLogin: this.runtime.devLogin, returnTo: safeReturn(returnTo) });
+      return;
+    }
+    try {
+      const start = await this.oidc.begin();
+      const id = await this.sessions.beginLogin({ state: start.state, nonce: start.nonce, verifier: start.verifier, returnTo: safeReturn(returnTo) });
+      setCookie(res, this.names.login, id, this.runtime.secure, 600);
+      res.redirect(303, start.url.href);
+    } catch (error) {
+      this.log.error('the identity provider cannot be reached', { error });
+      this.views.send(res, 'error.njk', { code: 'unavailable', message: 'the identity provider cannot be reached; try again' }, 503);
+    }
+    void req;
+  }
+
+  @Get('callback')
+  async callback(@Req() req: WebRequest, @Res() res: Response): Promise<void> {
+    const pending = await this.sessions.takeLogin(req.cookiesParsed[this.names.login]);
+    setCookie(res, this.names.login, '', this.runtime.secure, 0);
+    if (!this.oidc || !pending) {
+      this.views.send(res, 'error.njk', { code: 'forbidden', message: 'this sign-in is unknown or expired; sign in again' }, 403);
+      return;
+    }
+    let identity;
+    try {
+      identity = await this.oidc.complete(new URL(req.originalUrl, this.runtime.publicUrl), pending);
+    } catch (error) {
+      this.log.warn('an operator sign-in failed', { error: (error as Error).message });
+      this.views.send(res, 'error.njk', { code: 'forbidden', message: 'the sign-in could not be completed; sign in again' }, 403);
+      return;
+    }
+    await this.signIn(res, identity, identity.roles, 'oidc', pending.returnTo);
+  }
+
+  /** Development only: sign in as anyone with any roles (refused at boot in production). */
+  @Post('dev')
+  async dev(@Res() res: Response, @Body() body: Record<string, unknown>): Promise<void> {
+    if (!this.runtime.devLogin) {
+      this.views.send(res, 'error.njk', { code: 'forbidden', message: 'the development sign-in is off (CONSOLE_DEV_LOGIN)' }, 403);
+      return;
+    }
+    const roles = String(body.roles ?? '')
+      .split(/[\s,]+/)
+      .filter(Boolean);
+    await this.signIn(res, { sub: String(body.sub ?? '') || 'developer' }, roles, 'dev', safeReturn(body.returnTo));
+  }
+
+  @Post('logout')
+  async logout(@Req() req: WebRequest, @Res() res: Response): Promise<void> {
+    await this.sessions.destroy(req.cookiesParsed[this.names.session]);
+    setCookie(res, this.names.session, '', this.runtime.secure, 0);
+    res.redirect(303, '/auth/login');
+  }
+
+  private async signIn(res: Response, identity: { sub: string; email?: string; name?: string }, roles: unknown, via: 'oidc' | 'dev', returnTo: string): Promise<void> {
+    const access = accessFromRoles(roles);
+    const operator = operatorOf(identity);
+    if (!access || !operator) {
+      this.log.warn('an operator without a console role was refused', { sub: identity.sub.slice(0, 256) });
+      this.views.send(res, 'error.njk', { code: 'forbidden', message: 'your account has no role in this console (platform-operator, tenant-admin:<tenant> or tenant-reader:<tenant>)' }, 403);
+      return;
+    }
+    const id = await this.sessions.create({ operator, roles: rolesOf(access), via }, Date.now());
+    setCookie(res, this.names.session, id, this.runtime.secure);
+    this.log.info('operator signed in', { sub: operator.sub, via, roles: rolesOf(access) });
+    res.redirect(303, returnTo);
+  }
+}

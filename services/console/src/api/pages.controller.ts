@@ -1,0 +1,380 @@
+import { Body, Controller, Get, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
+import type { Response } from 'express';
+import { stringify } from 'csv-stringify/sync';
+import {
+  ContractError,
+  invalidRequest,
+  SCOPES,
+  Subjects,
+  type AuditQueryReply,
+  type BlockedQueryReply,
+  type ClientsCreateReply,
+  type ClientsListReply,
+  type FraudIpsListReply,
+  type FraudQueryReply,
+  type SigninsQueryReply,
+  type TenantsGetReply,
+  type UsageQueryReply,
+  type UsersGetReply,
+} from '@mfa/contracts';
+import type { Logger } from '@mfa/telemetry';
+import type { MfaApi } from '../adapters/mfa-api.js';
+import { canChange, canRead, type Access } from '../domain/roles.js';
+import { FormError, formValues, patchFromForm, SETTING_FIELDS } from '../domain/settings-form.js';
+import { LOGGER_TOKEN, MFA_API, VIEWS } from '../tokens.js';
+import type { Views } from './views.js';
+import type { WebRequest } from './web.js';
+
+/** Rows a CSV export holds at most (pages of 500 read one after the other). */
+const CSV_MAX_ROWS = 100_000;
+/** Query-string filters are bounded before they reach the contract (which checks them again). */
+const text = (value: unknown, max = 256) => (typeof value === 'string' && value.trim() !== '' ? value.trim().slice(0, max) : undefined);
+const isoOrUndefined = (value: unknown) => {
+  const t = text(value, 40);
+  if (t === undefined) return undefined;
+  const ms = Date.parse(t.length === 10 ? `${t}T00:00:00Z` : t);
+  if (Number.isNaN(ms)) throw invalidRequest(`not a date: ${t.slice(0, 40)}`);
+  return new Date(ms).toISOString();
+};
+
+interface Page {
+  req: WebRequest;
+  res: Response;
+  tenantId: string;
+  access: Access;
+  operator: NonNullable<WebRequest['session']>['operator'];
+}
+
+/**
+ * The console's pages. Each checks the operator's role for the tenant first (read, or change for
+ * every POST), then asks the services through the public NATS API with the operator named, so
+ * every change is in the audit trail with who made it.
+ */
+@Controller()
+export class PagesController {
+  constructor(
+    @Inject(MFA_API) private readonly api: MfaApi,
+    @Inject(VIEWS) private readonly views: Views,
+    @Inject(LOGGER_TOKEN) private readonly log: Logger,
+  ) {}
+
+  /** The signed-in operator allowed to read (or change) this tenant; otherwise answered here and undefined. */
+  private page(req: WebRequest, res: Response, tenantId: string, change = false): Page | undefined {
+    if (!req.session || !req.access) {
+      if (req.method === 'GET') res.redirect(303, `/auth/login?returnTo=${encodeURIComponent(req.originalUrl)}`);
+      else this.views.send(res, 'error.njk', { code: 'forbidden', message: 'your session has ended; sign in again' }, 403);
+      return undefined;
+    }
+    const allowed = change ? canChange(req.access, tenantId) : canRead(req.access, tenantId);
+    if (!allowed) {
+      this.views.send(res, 'error.njk', { ...this.chrome(req, tenantId), code: 'forbidden', message: change ? 'your role may not change this tenant' : 'your role does not include this tenant' }, 403);
+      return undefined;
+    }
+    return { req, res, tenantId, access: req.access, operator: req.session.operator };
+  }
+
+  /** What every page's layout shows: who is signed in, the tenant, what they may do. */
+  private chrome(req: WebRequest, tenantId?: string) {
+    const access = req.access;
+    return {
+      operator: req.session?.operator,
+      csrf: req.session?.csrf,
+      tenantId,
+      canChange: access && tenantId ? canChange(access, tenantId) : false,
+      tenants: access ? [...access.tenants.keys()] : [],
+      platform: access?.platform ?? false,
+    };
+  }
+
+  private async run(p: Page, view: string, active: string, work: () => Promise<Record<string, unknown>>): Promise<void> {
+    const context = { ...this.chrome(p.req, p.tenantId), active };
+    try {
+      this.views.send(p.res, view, { ...context, ...(await work()) });
+    } catch (error) {
+      if (!(error instanceof ContractError)) this.log.error('console page failed', { view, error });
+      this.views.error(p.res, error, context);
+    }
+  }
+
+  private call<T>(p: Page, subject: string, body: Record<string, unknown>): Promise<T> {
+    return this.api.call<T>(subject, { tenantId: p.tenantId, ...body }, p.operator);
+  }
+
+  @Get()
+  home(@Req() req: WebRequest, @Res() res: Response): void {
+    if (!req.access) return res.redirect(303, '/auth/login');
+    const first = [...req.access.tenants.keys()][0];
+    res.redirect(303, req.access.platform || !first ? '/tenants' : `/t/${encodeURIComponent(first)}/overview`);
+  }
+
+  @Get('tenants')
+  tenants(@Req() req: WebRequest, @Res() res: Response, @Query('tenantId') tenantId?: string): void {
+    if (!req.access) return res.redirect(303, '/auth/login?returnTo=/tenants');
+    const chosen = text(tenantId, 128);
+    if (chosen) return res.redirect(303, `/t/${encodeURIComponent(chosen)}/overview`);
+    this.views.send(res, 'tenants.njk', { ...this.chrome(req), active: 'tenants' });
+  }
+
+  /**
+   * The overview: sign-ins per minute over the last hour, outcomes per hour and the method mix
+   * over the last day, fraud alerts and blocks of the last 30 days. Three report queries in
+   * parallel, each bounded.
+   */
+  @Get('t/:tenant/overview')
+  async overview(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'overview.njk', 'overview', async () => {
+      const now = Date.now();
+      const minute = 60_000;
+      const hour = 60 * minute;
+      const nextMinute = new Date(Math.floor(now / minute) * minute + minute).toISOString();
+      const nextHour = new Date(Math.floor(now / hour) * hour + hour).toISOString();
+      const since30d = new Date(now - 30 * 24 * hour).toISOString();
+      const [perMinute, perHour, alerts, blocks] = await Promise.all([
+        this.call<UsageQueryReply>(p, Subjects.reportsUsageQuery, { granularity: 'minute', from: new Date(Date.parse(nextMinute) - 60 * minute).toISOString(), to: nextMinute, limit: 60 }),
+        this.call<UsageQueryReply>(p, Subjects.reportsUsageQuery, { granularity: 'hour', from: new Date(Date.parse(nextHour) - 24 * hour).toISOString(), to: nextHour, limit: 24 }),
+        this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { from: since30d, limit: 500 }),
+        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { from: since30d, action: 'block', limit: 500 }),
+      ]);
+      const day = perHour.items.reduce((t, i) => ({ success: t.success + i.authentications.success, failure: t.failure + i.authentications.failure }), { success: 0, failure: 0 });
+      const methods = new Map<string, number>();
+      for (const item of perHour.items) for (const m of item.byMethod) methods.set(m.method, (methods.get(m.method) ?? 0) + m.success + m.failure);
+      return {
+        kpis: {
+          signins24h: day.success + day.failure,
+          successRate: day.success + day.failure > 0 ? Math.round((1000 * day.success) / (day.success + day.failure)) / 10 : null,
+          alerts30d: alerts.items.length + (alerts.nextCursor ? '+' : ''),
+          blocks30d: blocks.items.length + (blocks.nextCursor ? '+' : ''),
+          enabledUsers: perHour.items.at(-1)?.enabledUsers ?? 0,
+        },
+        charts: {
+          perMinute: { labels: perMinute.items.map((i) => i.period.slice(11, 16)), success: perMinute.items.map((i) => i.authentications.success), failure: perMinute.items.map((i) => i.authentications.failure) },
+          perHour: { labels: perHour.items.map((i) => i.period.slice(11, 16)), success: perHour.items.map((i) => i.authentications.success), failure: perHour.items.map((i) => i.authentications.failure) },
+          methods: { labels: [...methods.keys()], values: [...methods.values()] },
+          alerts: alerts.items.slice(0, 10),
+        },
+      };
+    });
+  }
+
+  @Get('t/:tenant/signins')
+  async signins(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    const filters = {
+      ...(text(q.userId) ? { userId: text(q.userId) } : {}),
+      ...(q.result === 'success' || q.result === 'failure' ? { result: q.result } : {}),
+      ...(isoOrUndefinedSafe(q.from) ? { from: isoOrUndefinedSafe(q.from) } : {}),
+      ...(isoOrUndefinedSafe(q.to) ? { to: isoOrUndefinedSafe(q.to) } : {}),
+    };
+    if (q.format === 'csv') return this.signinsCsv(p, filters);
+    await this.run(p, 'signins.njk', 'signins', async () => {
+      const reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) });
+      return { filters: { ...filters, from: text(q.from), to: text(q.to) }, items: reply.items, nextCursor: reply.nextCursor, query: new URLSearchParams(filters as Record<string, string>).toString() };
+    });
+  }
+
+  /** Every row the filters select (at most CSV_MAX_ROWS), as CSV, read page by page. */
+  private async signinsCsv(p: Page, filters: Record<string, unknown>): Promise<void> {
+    const columns = ['occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId'] as const;
+    try {
+      let cursor: string | undefined;
+      let rows = 0;
+      const first = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 500 });
+      p.res.status(200).type('text/csv; charset=utf-8').setHeader('Content-Disposition', `attachment; filename="signins-${p.tenantId.replace(/[^A-Za-z0-9_.-]/g, '_')}.csv"`);
+      p.res.write(stringify([columns as unknown as string[]]));
+      for (let reply = first; ; ) {
+        // A cell starting with = + - @ would be a formula in a spreadsheet: such text is prefixed with a quote.
+        p.res.write(stringify(reply.items.map((item) => columns.map((c) => neutralized(item[c])))));
+        rows += reply.items.length;
+        cursor = reply.nextCursor;
+        if (!cursor || rows >= CSV_MAX_ROWS) break;
+        reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 500, cursor });
+      }
+      p.res.end();
+    } catch (error) {
+      if (p.res.headersSent) {
+        this.log.error('CSV export cut short', { error });
+        p.res.end();
+        return;
+      }
+      this.views.error(p.res, error, this.chrome(p.req, p.tenantId));
+    }
+  }
+
+  @Get('t/:tenant/signins/:challengeId')
+  async signin(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('challengeId') challengeId: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'signin.njk', 'signins', async () => {
+      const reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { challengeId: challengeId.slice(0, 128), limit: 1 });
+      const item = reply.items[0];
+      if (!item) throw new ContractError('not_found', 'no such sign-in in this tenant’s report');
+      return { item };
+    });
+  }
+
+  @Get('t/:tenant/users')
+  async users(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query('userId') userId?: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'users.njk', 'users', async () => {
+      const id = text(userId);
+      if (!id) return {};
+      const [user, history] = await Promise.all([
+        this.call<UsersGetReply>(p, Subjects.usersGet, { userId: id }),
+        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId: id, limit: 20 }),
+      ]);
+      return { userId: id, user, history: history.items };
+    });
+  }
+
+  @Post('t/:tenant/users/:action')
+  async userAction(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('action') action: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    const userId = text(body.userId) ?? '';
+    const subject = action === 'block' ? Subjects.usersBlock : action === 'unblock' ? Subjects.usersUnblock : undefined;
+    await this.run(p, 'users.njk', 'users', async () => {
+      if (!subject) throw new ContractError('not_found', 'no such action');
+      await this.call(p, subject, { userId, reason: typeof body.reason === 'string' ? body.reason : '' });
+      const [user, history] = await Promise.all([
+        this.call<UsersGetReply>(p, Subjects.usersGet, { userId }),
+        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId, limit: 20 }),
+      ]);
+      return { userId, user, history: history.items, notice: action === 'block' ? 'The user is blocked.' : 'The user is unblocked.' };
+    });
+  }
+
+  @Get('t/:tenant/fraud')
+  async fraud(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'fraud.njk', 'fraud', async () => {
+      const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) });
+      return { items: reply.items, nextCursor: reply.nextCursor };
+    });
+  }
+
+  @Get('t/:tenant/blocked')
+  async blocked(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'blocked.njk', 'blocked', async () => {
+      const [history, ips] = await Promise.all([
+        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) }),
+        this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
+      ]);
+      return { items: history.items, nextCursor: history.nextCursor, ips: ips.items };
+    });
+  }
+
+  @Post('t/:tenant/ips/unlock')
+  async unlockIp(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'blocked.njk', 'blocked', async () => {
+      await this.call(p, Subjects.fraudIpsUnlock, { ip: text(body.ip, 64) ?? '', reason: typeof body.reason === 'string' ? body.reason : '' });
+      const [history, ips] = await Promise.all([
+        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50 }),
+        this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
+      ]);
+      return { items: history.items, nextCursor: history.nextCursor, ips: ips.items, notice: 'The address is unlocked.' };
+    });
+  }
+
+  @Get('t/:tenant/usage')
+  async usage(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'usage.njk', 'usage', async () => {
+      const now = new Date();
+      const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 11, 1)).toISOString();
+      const to = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
+      const reply = await this.call<UsageQueryReply>(p, Subjects.reportsUsageQuery, { from, to, granularity: 'month', limit: 12 });
+      return { items: [...reply.items].reverse() };
+    });
+  }
+
+  @Get('t/:tenant/settings')
+  async settings(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'settings.njk', 'settings', async () => {
+      const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
+      return { fields: SETTING_FIELDS, values: formValues(reply.settings) };
+    });
+  }
+
+  @Post('t/:tenant/settings')
+  async saveSettings(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    const context = { ...this.chrome(req, tenant), active: 'settings', fields: SETTING_FIELDS };
+    try {
+      const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings: patchFromForm(body) });
+      this.views.send(res, 'settings.njk', { ...context, values: formValues(reply.settings), notice: 'Settings saved. They apply to challenges started from now on.' });
+    } catch (error) {
+      if (!(error instanceof ContractError || error instanceof FormError)) {
+        this.views.error(res, error, context);
+        return;
+      }
+      // The form as the operator filled it, with what was refused.
+      const values = Object.fromEntries(SETTING_FIELDS.map((f) => [f.path, f.kind === 'bool' ? body[f.path] === 'on' : String(body[f.path] ?? '')]));
+      this.views.send(res, 'settings.njk', { ...context, values, problem: error.message }, error instanceof FormError ? 400 : 400);
+    }
+  }
+
+  @Get('t/:tenant/clients')
+  async clients(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'clients.njk', 'clients', async () => ({ items: (await this.call<ClientsListReply>(p, Subjects.clientsList, {})).items, scopes: SCOPES }));
+  }
+
+  @Post('t/:tenant/clients')
+  async createClient(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'clients.njk', 'clients', async () => {
+      const scopes = SCOPES.filter((s) => body[`scope_${s}`] === 'on');
+      const created = await this.call<ClientsCreateReply>(p, Subjects.clientsCreate, { name: typeof body.name === 'string' ? body.name : '', scopes });
+      return { created, items: (await this.call<ClientsListReply>(p, Subjects.clientsList, {})).items, scopes: SCOPES };
+    });
+  }
+
+  @Post('t/:tenant/clients/:clientId/revoke')
+  async revokeClient(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('clientId') clientId: string): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'clients.njk', 'clients', async () => {
+      await this.call(p, Subjects.clientsRevoke, { clientId: clientId.slice(0, 128) });
+      return { notice: 'The key is revoked.', items: (await this.call<ClientsListReply>(p, Subjects.clientsList, {})).items, scopes: SCOPES };
+    });
+  }
+
+  @Get('t/:tenant/audit')
+  async audit(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'audit.njk', 'audit', async () => {
+      const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) });
+      return { items: reply.items, nextCursor: reply.nextCursor };
+    });
+  }
+}
+
+/** A filter date that does not parse is dropped here and refused by the page (see isoOrUndefined). */
+function isoOrUndefinedSafe(value: unknown): string | undefined {
+  try {
+    return isoOrUndefined(value);
+  } catch {
+    return undefined;
+  }
+}
+
+function neutralized(value: unknown): string {
+  const s = value === null || value === undefined ? '' : String(value);
+  return /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+}

@@ -1,0 +1,48 @@
+import { Module, type DynamicModule } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import type { NatsClients } from '@mfa/messaging';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import type { Logger } from '@mfa/telemetry';
+import { MfaApi } from './adapters/mfa-api.js';
+import { OidcProvider } from './adapters/oidc.js';
+import { Sessions } from './adapters/sessions.js';
+import { AuthController } from './api/auth.controller.js';
+import { PagesController } from './api/pages.controller.js';
+import { Views } from './api/views.js';
+import type { ConsoleConfig } from './config.js';
+import { CONSOLE_CONFIG, LOGGER_TOKEN, MFA_API, OIDC, SESSIONS, VIEWS, type ConsoleRuntime } from './tokens.js';
+
+/**
+ * console: the operators' web console. Pages and their forms on one origin (CONSOLE_PORT), operator
+ * sign-in with OpenID Connect, sessions in Redis; every read and change goes through the public
+ * NATS API with the platform key, naming the operator (MISSION, "Console").
+ */
+@Module({})
+export class AppModule {
+  static forRoot(config: ConsoleConfig, log: Logger): DynamicModule {
+    const runtime: ConsoleRuntime = { publicUrl: config.publicUrl, secure: config.publicUrl.protocol === 'https:', devLogin: config.CONSOLE_DEV_LOGIN };
+    return {
+      module: AppModule,
+      imports: [
+        // A client of the API: no streams of its own.
+        MessagingModule.forRoot({ serviceName: 'console', nats: config, log, streams: [], replicas: 1 }),
+        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'console', log }),
+      ],
+      controllers: [OpsController, AuthController, PagesController],
+      providers: [
+        { provide: CONSOLE_CONFIG, useValue: runtime },
+        { provide: LOGGER_TOKEN, useValue: log },
+        { provide: VIEWS, useValue: new Views() },
+        { provide: SESSIONS, useFactory: (redis: Redis) => new Sessions(redis, config.CONSOLE_SESSION_IDLE_MINUTES * 60), inject: [REDIS] },
+        { provide: MFA_API, useFactory: (nats: NatsClients) => new MfaApi(nats.nc, config.auth.platformKey), inject: [NATS] },
+        {
+          provide: OIDC,
+          useValue: config.oidc
+            ? new OidcProvider(config.oidc.issuer, config.oidc.clientId, config.oidc.clientSecret, new URL('/auth/callback', config.publicUrl), config.OIDC_ROLES_CLAIM)
+            : undefined,
+        },
+        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
+      ],
+    };
+  }
+}

@@ -1,0 +1,57 @@
+import 'reflect-metadata';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import express from 'express';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
+import { flushTelemetry, shutdownTelemetry, startMetrics } from '@mfa/telemetry';
+import type { Sessions } from './adapters/sessions.js';
+import { PUBLIC_DIR } from './api/views.js';
+import { cookieNames, csrfCheck, securityHeaders, sessionLoader } from './api/web.js';
+import { AppModule } from './app.module.js';
+import type { ConsoleConfig } from './config.js';
+import { SESSIONS } from './tokens.js';
+
+const require = createRequire(import.meta.url);
+/** Chart.js's own build, served from the lock file's copy: nothing is fetched from another origin. */
+const CHART_JS_DIR = dirname(require.resolve('chart.js')); // its dist/, where chart.umd.min.js is
+
+export async function boot(config: ConsoleConfig): Promise<RunningService> {
+  const log = serviceLogger('console', config);
+  startMetrics('console');
+  if (config.CONSOLE_DEV_LOGIN) log.warn('CONSOLE_DEV_LOGIN is on: anyone who reaches the console can sign in with any role (development only)');
+  if (!config.oidc && !config.CONSOLE_DEV_LOGIN) log.warn('no OIDC_ISSUER_URL and no CONSOLE_DEV_LOGIN: nobody can sign in');
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, log), { logger: new NestJsonLogger(log), abortOnError: false });
+  try {
+    app.disable('x-powered-by');
+    app.set('trust proxy', false);
+    app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
+    const sessions = app.get<Sessions>(SESSIONS);
+    const names = cookieNames(config.publicUrl.protocol === 'https:');
+    app.use(securityHeaders);
+    app.use('/static/chart', express.static(CHART_JS_DIR, { index: false, maxAge: '1h' }));
+    app.use('/static', express.static(PUBLIC_DIR, { index: false, maxAge: '1h' }));
+    app.use(sessionLoader(sessions, names));
+    app.use(csrfCheck(config.publicUrl.origin));
+    await app.init();
+  } catch (error) {
+    await app.close().catch(() => undefined);
+    throw error;
+  }
+  await app.listen(config.CONSOLE_PORT, config.HTTP_HOST);
+  const address = app.getHttpServer().address() as { port: number } | string;
+  const port = typeof address === 'string' ? config.CONSOLE_PORT : address.port;
+  const url = `http://${config.HTTP_HOST}:${port}`;
+  log.info('console ready', { http: url, console: config.CONSOLE_PUBLIC_URL ?? url, health: `${url}/health`, pid: process.pid });
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      log.info('console stopping');
+      await app.close();
+      await flushTelemetry();
+      await shutdownTelemetry();
+      log.info('console stopped');
+    })());
+  return { app, url, log, stop };
+}

@@ -1,0 +1,61 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { BaseConfig, ConfigError, loadAuthConfig, loadConfig, RedisConfig, type AuthConfig } from '@mfa/service-kit';
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/** Every console setting (docs/operations.md, "Console"); the names are the contract's. */
+const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
+  .extend(RedisConfig.shape)
+  .extend({
+    /** Pages, their HTTP API, /health and /metrics, on one origin. */
+    CONSOLE_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    /** The origin people reach (behind a proxy it differs): redirect URI and cookie security follow it. */
+    CONSOLE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+    OIDC_ISSUER_URL: z.url({ protocol: /^https?$/ }).optional(),
+    OIDC_CLIENT_ID: z.string().min(1).optional(),
+    OIDC_CLIENT_SECRET: z.string().min(1).optional(),
+    /** The ID token claim holding the operator's roles (platform-operator, tenant-admin:<t>, tenant-reader:<t>). */
+    OIDC_ROLES_CLAIM: z.string().min(1).default('roles'),
+    /**
+     * A sign-in form that takes any roles, for a first run without an identity provider.
+     * Refused in production.
+     */
+    CONSOLE_DEV_LOGIN: z
+      .enum(['true', 'false', '1', '0'])
+      .default('false')
+      .transform((v) => v === 'true' || v === '1'),
+    /** An operator's session ends after this long idle, and after 12 hours in any case. */
+    CONSOLE_SESSION_IDLE_MINUTES: z.coerce.number().int().min(5).max(720).default(60),
+  });
+
+export type ConsoleConfig = z.infer<typeof ConsoleEnv> & {
+  auth: AuthConfig;
+  publicUrl: URL;
+  oidc?: { issuer: URL; clientId: string; clientSecret: string };
+};
+
+export function loadConsoleConfig(env: NodeJS.ProcessEnv = process.env): ConsoleConfig {
+  const config = loadConfig(ConsoleEnv, { ...env, INSTANCE_NAME: env.INSTANCE_NAME || hostname() });
+  const auth = loadAuthConfig(env);
+  const production = config.NODE_ENV === 'production';
+  const publicUrl = new URL(config.CONSOLE_PUBLIC_URL ?? `http://127.0.0.1:${config.CONSOLE_PORT}`);
+  const problems: string[] = [];
+  const oidcSet = [config.OIDC_ISSUER_URL, config.OIDC_CLIENT_ID, config.OIDC_CLIENT_SECRET].filter((v) => v !== undefined).length;
+  if (oidcSet !== 0 && oidcSet !== 3) problems.push('OIDC_ISSUER_URL, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET go together');
+  if (config.OIDC_ISSUER_URL) {
+    const issuer = new URL(config.OIDC_ISSUER_URL);
+    if (issuer.protocol !== 'https:' && !LOOPBACK.test(issuer.hostname)) problems.push('OIDC_ISSUER_URL must be https (plain http only on a loopback address)');
+  }
+  if (production && config.CONSOLE_DEV_LOGIN) problems.push('CONSOLE_DEV_LOGIN is refused when NODE_ENV=production');
+  if (production && oidcSet === 0) problems.push('OIDC_ISSUER_URL, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are required when NODE_ENV=production');
+  if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  return {
+    ...config,
+    auth,
+    publicUrl,
+    ...(config.OIDC_ISSUER_URL
+      ? { oidc: { issuer: new URL(config.OIDC_ISSUER_URL), clientId: config.OIDC_CLIENT_ID!, clientSecret: config.OIDC_CLIENT_SECRET! } }
+      : {}),
+  };
+}

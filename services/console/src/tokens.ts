@@ -1,0 +1,14 @@
+export const CONSOLE_CONFIG = Symbol('CONSOLE_CONFIG');
+export const SESSIONS = Symbol('SESSIONS');
+export const VIEWS = Symbol('VIEWS');
+export const OIDC = Symbol('OIDC');
+export const MFA_API = Symbol('MFA_API');
+export const LOGGER_TOKEN = Symbol('LOGGER');
+
+/** What the handlers need of the configuration. */
+export interface ConsoleRuntime {
+  publicUrl: URL;
+  /** Cookies are Secure (and __Host- prefixed) when the console is reached over https. */
+  secure: boolean;
+  devLogin: boolean;
+}

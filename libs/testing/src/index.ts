@@ -11,3 +11,4 @@ export * from './factories.js';
 export * from './decider-spec.js';
 export * from './adapters.js';
 export * from './smtp-sink.js';
+export * from './oidc-provider.js';

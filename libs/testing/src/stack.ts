@@ -70,7 +70,9 @@ export interface Stack {
 }
 
 async function startOne(name: ServiceName, instance: number, options: StackOptions): Promise<ServiceProcess> {
-  const port = options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : await freePort();
+  // A test may fix a service's port (the console's, which its identity provider must know first).
+  const requested = options.serviceEnv?.[name]?.[name === 'console' ? 'CONSOLE_PORT' : 'HTTP_PORT'];
+  const port = requested && instance === 1 ? Number(requested) : options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : await freePort();
   // STACK_NODE_ARGS: extra Node options for diagnosis, e.g. `--cpu-prof --cpu-prof-dir=prof`.
   const nodeArgs = (process.env.STACK_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const child = spawn(process.execPath, ['--enable-source-maps', ...nodeArgs, join(repoRoot, 'services', name, 'dist', 'main.js')], {

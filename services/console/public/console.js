@@ -26,7 +26,7 @@
       new Chart(canvas, {
         type: 'doughnut',
         data: { labels: series.labels, datasets: [{ data: series.values, backgroundColor: colors.mix }] },
-        options: { animation: false, responsive: true },
+        options: { animation: false, responsive: true, aspectRatio: 2 },
       });
     }
   }

@@ -1,0 +1,240 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Subjects } from '@mfa/contracts';
+import { requestJson } from '@mfa/messaging';
+import { base32Decode, totp } from '@mfa/crypto';
+import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'];
+/** UPDATE_SCREENSHOTS=1 writes the pages' screenshots into docs/screenshots (committed); otherwise a temporary folder. */
+const SHOTS = process.env.UPDATE_SCREENSHOTS === '1' ? join(repoRoot, 'docs', 'screenshots') : mkdtempSync(join(tmpdir(), 'console-shots-'));
+
+/**
+ * The operators' console in a real browser (Debian's Chromium driven by playwright-core), signed
+ * in through a real OpenID provider (oidc-provider), against the whole stack with API keys on.
+ */
+describe('console: the operators’ web console in a real browser', { skip: !existsSync(CHROMIUM) && !process.env.CI ? 'no Chromium (apt-get install chromium)' : false }, () => {
+  const platformKey = randomBytes(36).toString('base64url');
+  const tenantA = uniqueTenant('console-a');
+  const tenantB = uniqueTenant('console-b');
+  let consoleUrl: string;
+  let oidc: TestOidcProvider;
+  let stack: Stack;
+  let nc: NatsConnection;
+  let browser: Browser;
+  const ask = (subject: string, body: unknown) =>
+    requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${platformKey}` } });
+  const userA = uniqueUser('alice');
+  const hostile = `<script>alert("x")</script><img src=x onerror=alert(1)>`;
+  let secretA: Uint8Array;
+
+  before(async () => {
+    const port = await freePort();
+    consoleUrl = `http://127.0.0.1:${port}`;
+    oidc = new TestOidcProvider(`${consoleUrl}/auth/callback`, {
+      ops: { name: 'Olga Operator', email: 'olga@ops.example', roles: ['platform-operator'] },
+      'admin-a': { name: 'Anna Admin', roles: [`tenant-admin:${tenantA}`] },
+      'reader-a': { name: 'Rolf Reader', roles: [`tenant-reader:${tenantA}`] },
+      nobody: { roles: ['something-else'] },
+    });
+    await oidc.start();
+    stack = await startStack({
+      services: ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting', 'console'],
+      env: {
+        NODE_ENV: 'test',
+        MFA_AUTH: 'required',
+        MFA_PLATFORM_API_KEY: platformKey,
+        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        NATS_URL: testEnv.natsUrl,
+        REDIS_URL: testEnv.redisUrl,
+        ...oidc.env(),
+      },
+      serviceEnv: { console: { CONSOLE_PORT: String(port) } },
+      onLine: (service, line) => {
+        if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+      },
+      readyTimeoutMs: 90_000,
+    });
+    nc = await connect({ servers: testEnv.natsUrl, name: 'e2e-console' });
+    for (const tenantId of [tenantA, tenantB]) assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
+    // Tenant A's data: a user with an authenticator app and sign-ins, a hostile display name, a fraud alert.
+    await ask(Subjects.usersRegister, { tenantId: tenantA, userId: userA, displayName: hostile, phoneNumber: '+14155550111' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenantA, userId: userA });
+    secretA = base32Decode(String(enrolled.secret));
+    await ask(Subjects.totpActivate, { tenantId: tenantA, userId: userA, tokenId: enrolled.tokenId, code: totp(secretA, Date.now()) });
+    // Two sign-ins in the report: one approved (the next time step: activation used this one), one
+    // denied after its five wrong codes. (A challenge still pending is not reported until it expires.)
+    const approved = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN' });
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: approved.challengeId, code: totp(secretA, Date.now() + 30_000) })).status, 'approved');
+    const denied = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN' });
+    for (let n = 0; n < 5; n++) await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: denied.challengeId, code: `00000${n}` });
+    const victim = uniqueUser('victim');
+    await ask(Subjects.usersRegister, { tenantId: tenantA, userId: victim, phoneNumber: '+14155550112' });
+    await ask(Subjects.fraudReport, { tenantId: tenantA, userId: victim, source: 'idp', comment: hostile });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await nc?.drain();
+    await stack?.stop();
+    await oidc?.stop();
+  });
+
+  /** Signs in through the identity provider's own login and consent pages. */
+  async function signIn(login: string): Promise<{ context: BrowserContext; page: Page }> {
+    const context = await browser.newContext({ acceptDownloads: true });
+    const page = await context.newPage();
+    page.on('dialog', () => assert.fail('a script ran from user-supplied text'));
+    await page.goto(`${consoleUrl}/`);
+    await page.waitForURL((url) => url.origin === new URL(oidc.issuer).origin);
+    await page.fill('input[name=login]', login);
+    await page.fill('input[name=password]', 'any');
+    await page.click('button[type=submit]');
+    // Consent, the first time this account meets the console.
+    if (new URL(page.url()).origin === new URL(oidc.issuer).origin) await page.click('button[type=submit]');
+    await page.waitForURL((url) => url.origin === consoleUrl || url.origin === new URL(oidc.issuer).origin, { waitUntil: 'load' });
+    return { context, page };
+  }
+
+  const tenantPage = (page: Page, tenantId: string, path: string) => page.goto(`${consoleUrl}/t/${encodeURIComponent(tenantId)}/${path}`);
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a platform operator signs in, opens every page, blocks and unblocks a user, changes a setting that then applies, exports a CSV', async () => {
+    const { context, page } = await signIn('ops');
+    assert.equal(new URL(page.url()).pathname, '/tenants');
+    await page.fill('input[name=tenantId]', tenantA);
+    await page.click('main form button[type=submit]');
+    await page.waitForURL(/\/overview$/);
+    assert.match(await page.textContent('h1') ?? '', /Overview/);
+    await page.screenshot({ path: join(SHOTS, 'overview.png'), fullPage: true });
+
+    // Every page answers, with its heading.
+    const pages: Array<[string, RegExp]> = [
+      ['signins', /Sign-ins/], ['users', /Users/], ['fraud', /Fraud alerts/], ['blocked', /Blocked users and addresses/],
+      ['usage', /Usage and billing/], ['settings', /Tenant settings/], ['clients', /API clients/], ['audit', /Audit log/],
+    ];
+    for (const [path, heading] of pages) {
+      const response = await tenantPage(page, tenantA, path);
+      assert.equal(response?.status(), 200, path);
+      assert.match(await page.textContent('h1') ?? '', heading, path);
+    }
+
+    // The sign-in report: rows, a detail view; hostile text shown as text.
+    await tenantPage(page, tenantA, 'signins');
+    await eventually(async () => ((await page.reload(), await page.locator('table.report tbody tr td a').count()) >= 2 ? true : undefined), 20_000, 'two sign-ins in the report');
+    await page.screenshot({ path: join(SHOTS, 'signins.png'), fullPage: true });
+    assert.ok((await page.content()).includes('&lt;script&gt;alert("x")&lt;/script&gt;'), 'the display name is escaped');
+    await page.click('table.report tbody tr:first-child td:first-child a');
+    assert.match(await page.textContent('h1') ?? '', new RegExp(`Sign-in of ${userA}`));
+
+    // CSV export: the same rows.
+    await tenantPage(page, tenantA, `signins?userId=${encodeURIComponent(userA)}`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('a[download]')]);
+    const csv = readFileSync((await download.path())!, 'utf8').trim().split('\n');
+    assert.equal(csv[0], 'occurredAt,userId,displayName,email,phoneNumber,authMethod,result,resultDetail,clientIp,application,serverName,serverIp,challengeId');
+    assert.equal(csv.length - 1, 2);
+    assert.ok(csv.slice(1).every((row) => row.includes(userA) && row.includes('198.51.100.9') && row.includes('VPN')));
+    assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed')));
+    assert.ok(csv.slice(1).some((row) => row.includes('MFA denied; invalid verification code')));
+
+    // Block, see the start denied; unblock, see it pending.
+    await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
+    await page.screenshot({ path: join(SHOTS, 'user.png'), fullPage: true });
+    await page.fill('input[name=reason]', 'phone reported stolen <b>');
+    await page.click('form[action$="/users/block"] button[type=submit]');
+    assert.match(await page.textContent('#block-status') ?? '', /Blocked/);
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp' })).reason, 'user_blocked');
+    await page.fill('input[name=reason]', 'found it');
+    await page.click('form[action$="/users/unblock"] button[type=submit]');
+    assert.match(await page.textContent('#block-status') ?? '', /Not blocked/);
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp' })).status, 'pending');
+
+    // A setting changed on the page applies to the next challenge: one attempt per challenge.
+    await tenantPage(page, tenantA, 'settings');
+    await page.screenshot({ path: join(SHOTS, 'settings.png'), fullPage: true });
+    await page.fill('input[name=maxAttempts]', '1');
+    await page.click('form.settings button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /Settings saved/);
+    const reply = await eventually(async () => {
+      const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp' });
+      const verified = await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: start.challengeId, code: '000000' });
+      return verified.status === 'denied' ? verified : undefined;
+    }, 10_000, 'the new attempt limit in force');
+    assert.equal(reply.reason, 'too_many_attempts');
+    // A value the contract refuses is shown, not saved.
+    await page.fill('input[name=maxAttempts]', '99');
+    await page.click('form.settings button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /maxAttempts/);
+
+    // Fraud alerts and the blocked history show what happened; the hostile comment as text.
+    await tenantPage(page, tenantA, 'fraud');
+    assert.equal(await page.locator('table.report tbody tr').count(), 1);
+    await page.screenshot({ path: join(SHOTS, 'fraud.png'), fullPage: true });
+    await tenantPage(page, tenantA, 'blocked');
+    await eventually(async () => ((await page.reload(), (await page.textContent('main')) ?? '').includes('found it') ? true : undefined), 20_000, 'the unblock in the history');
+    await page.screenshot({ path: join(SHOTS, 'blocked.png'), fullPage: true });
+
+    // An API key created on the page is shown once; the audit log names the operator.
+    await tenantPage(page, tenantA, 'clients');
+    await page.fill('input[name=name]', 'console test');
+    await page.check('input[name=scope_reports]');
+    await page.click('main form.row button[type=submit]');
+    assert.match(await page.textContent('#new-api-key') ?? '', /^mfak\./);
+    await tenantPage(page, tenantA, 'audit');
+    await eventually(async () => ((await page.reload(), (await page.textContent('main')) ?? '').includes('Olga Operator') ? true : undefined), 20_000, 'the operator in the audit log');
+    assert.ok((await page.textContent('main'))!.includes('users.block'));
+    await page.screenshot({ path: join(SHOTS, 'audit.png'), fullPage: true });
+    await context.close();
+  }, { timeout: 180_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant reader cannot change anything, a tenant admin sees only their tenant, an account without a role is refused', async () => {
+    const reader = await signIn('reader-a');
+    await tenantPage(reader.page, tenantA, 'settings');
+    assert.equal(await reader.page.locator('form.settings button[type=submit]').count(), 0, 'no save button');
+    assert.match(await reader.page.textContent('header') ?? '', /read only/);
+    await tenantPage(reader.page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
+    assert.equal(await reader.page.locator('form[action*="/users/"]').count(), 0, 'no block form');
+    // Posting anyway (with the session's CSRF token) is refused, and nothing changes.
+    const csrf = await reader.page.inputValue('form[action="/auth/logout"] input[name=_csrf]');
+    const posted = await reader.page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/users/block`, { form: { _csrf: csrf, userId: userA, reason: 'x' }, maxRedirects: 0 });
+    assert.equal(posted.status(), 403);
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).blocked, null);
+    assert.equal((await tenantPage(reader.page, tenantA, 'clients'))?.status(), 403);
+    await reader.context.close();
+
+    const admin = await signIn('admin-a');
+    assert.match(new URL(admin.page.url()).pathname, new RegExp(`/t/${tenantA}/overview`));
+    assert.equal((await tenantPage(admin.page, tenantB, 'signins'))?.status(), 403);
+    assert.equal((await tenantPage(admin.page, tenantB, 'settings'))?.status(), 403);
+    // No CSRF token: refused. A cross-origin form: refused.
+    const noToken = await admin.page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/users/block`, { form: { userId: userA, reason: 'x' }, maxRedirects: 0 });
+    assert.equal(noToken.status(), 403);
+    const crossOrigin = await admin.page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/users/block`, { form: { userId: userA, reason: 'x' }, headers: { Origin: 'http://evil.example' }, maxRedirects: 0 });
+    assert.equal(crossOrigin.status(), 403);
+    // A huge or malformed filter is an error page, not a crash.
+    assert.equal((await tenantPage(admin.page, tenantA, `signins?from=${'9'.repeat(5000)}`))?.status(), 200);
+    assert.equal((await tenantPage(admin.page, tenantA, 'signins?cursor=forged'))?.status(), 400);
+    await admin.context.close();
+
+    const nobody = await signIn('nobody');
+    assert.match(await nobody.page.textContent('main') ?? '', /no role in this console/);
+    await nobody.context.close();
+
+    // A forged session cookie is no session.
+    const forged = await browser.newContext();
+    await forged.addCookies([{ name: 'mfa-console', value: 'A'.repeat(43), url: consoleUrl }]);
+    const page = await forged.newPage();
+    await page.goto(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/settings`);
+    await page.waitForURL((url) => url.origin === new URL(oidc.issuer).origin);
+    await forged.close();
+  }, { timeout: 120_000 });
+});

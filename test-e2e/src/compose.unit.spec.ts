@@ -102,6 +102,8 @@ interface Expected {
   /** Infrastructure the service cannot work without: depends_on with condition service_healthy. */
   needs: string[];
   env: string[];
+  /** The variable of its HTTP port (the console's is CONSOLE_PORT). */
+  portVariable?: string;
 }
 
 const everywhere = ['NATS_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'HTTP_PORT'];
@@ -114,6 +116,11 @@ const expected: Record<string, Expected> = {
   fraud: { needs: ['nats'], env: [...everywhere, ...keyring] },
   'user-settings': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
   reporting: { needs: ['nats', 'postgres'], env: [...everywhere, ...keyring, 'DATABASE_URL'] },
+  console: {
+    needs: ['nats', 'redis'],
+    env: ['NATS_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'CONSOLE_PORT', 'CONSOLE_PUBLIC_URL', 'MFA_AUTH', 'MFA_PLATFORM_API_KEY', 'REDIS_URL', 'OIDC_ISSUER_URL', 'OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET'],
+    portVariable: 'CONSOLE_PORT',
+  },
 };
 const loopback = new Set(['127.0.0.1', 'localhost', '::1']);
 
@@ -257,7 +264,8 @@ describe('docker-compose.yml', () => {
       });
 
       it('uses the HTTP port its config defaults to, published on loopback', (t) => {
-        const port = env.get('HTTP_PORT');
+        const variable = wanted.portVariable ?? 'HTTP_PORT';
+        const port = env.get(variable);
         assert.match(port ?? '', /^\d+$/);
         assert.ok(
           portsOf(svc).some((p) => p.target === port && p.published === port && p.hostIp === '127.0.0.1'),
@@ -268,8 +276,8 @@ describe('docker-compose.yml', () => {
           t.skip(`services/${name}/src/config.ts does not exist yet`);
           return;
         }
-        const defaultPort = /HTTP_PORT[^\n]{0,160}?\.default\(\s*(\d+)\s*\)/.exec(readFileSync(configPath, 'utf8'))?.[1];
-        assert.ok(defaultPort, `${name}: no .default(<port>) for HTTP_PORT in config.ts`);
+        const defaultPort = new RegExp(`${variable}[^\\n]{0,160}?\\.default\\(\\s*(\\d+)\\s*\\)`).exec(readFileSync(configPath, 'utf8'))?.[1];
+        assert.ok(defaultPort, `${name}: no .default(<port>) for ${variable} in config.ts`);
         assert.equal(port, defaultPort);
       });
     });

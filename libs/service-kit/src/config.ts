@@ -26,6 +26,9 @@ export const BaseConfig = z.object({
 });
 export type BaseConfig = z.infer<typeof BaseConfig>;
 
+/** docker-compose passes `${VAR:-}`: an empty variable is an unset one. */
+export const unsetWhenEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
+
 /** What MessagingModule needs of the configuration to connect. */
 export type NatsConfig = Pick<BaseConfig, 'NATS_URL'> &
   Partial<Pick<BaseConfig, 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS' | 'NATS_TLS_CA' | 'NATS_TLS_CERT' | 'NATS_TLS_KEY' | 'NATS_INBOX_PREFIX'>>;

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { BaseConfig, ConfigError, loadAuthConfig, loadConfig, RedisConfig, type AuthConfig } from '@mfa/service-kit';
+import { BaseConfig, ConfigError, loadAuthConfig, loadConfig, RedisConfig, unsetWhenEmpty, type AuthConfig } from '@mfa/service-kit';
 
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
@@ -11,20 +11,22 @@ const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
     /** Pages, their HTTP API, /health and /metrics, on one origin. */
     CONSOLE_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
     /** The origin people reach (behind a proxy it differs): redirect URI and cookie security follow it. */
-    CONSOLE_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
-    OIDC_ISSUER_URL: z.url({ protocol: /^https?$/ }).optional(),
-    OIDC_CLIENT_ID: z.string().min(1).optional(),
-    OIDC_CLIENT_SECRET: z.string().min(1).optional(),
+    CONSOLE_PUBLIC_URL: unsetWhenEmpty(z.url({ protocol: /^https?$/ }).optional()),
+    OIDC_ISSUER_URL: unsetWhenEmpty(z.url({ protocol: /^https?$/ }).optional()),
+    OIDC_CLIENT_ID: unsetWhenEmpty(z.string().min(1).optional()),
+    OIDC_CLIENT_SECRET: unsetWhenEmpty(z.string().min(1).optional()),
     /** The ID token claim holding the operator's roles (platform-operator, tenant-admin:<t>, tenant-reader:<t>). */
     OIDC_ROLES_CLAIM: z.string().min(1).default('roles'),
     /**
      * A sign-in form that takes any roles, for a first run without an identity provider.
      * Refused in production.
      */
-    CONSOLE_DEV_LOGIN: z
-      .enum(['true', 'false', '1', '0'])
-      .default('false')
-      .transform((v) => v === 'true' || v === '1'),
+    CONSOLE_DEV_LOGIN: unsetWhenEmpty(
+      z
+        .enum(['true', 'false', '1', '0'])
+        .default('false')
+        .transform((v) => v === 'true' || v === '1'),
+    ),
     /** An operator's session ends after this long idle, and after 12 hours in any case. */
     CONSOLE_SESSION_IDLE_MINUTES: z.coerce.number().int().min(5).max(720).default(60),
   });

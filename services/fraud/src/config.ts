@@ -1,8 +1,5 @@
 import { z } from 'zod';
-import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
-
-/** docker-compose passes `${SMTP_URL:-}`: an empty variable is an unset one. */
-const unsetWhenEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, unsetWhenEmpty, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
 const FraudEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3003),

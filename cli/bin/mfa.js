@@ -1,0 +1,10 @@
+#!/usr/bin/env node
+// The `mfa` command (npx mfa …): the compiled CLI, built by `npm start`, `npm test` or `npx tsc -b`.
+import { existsSync } from 'node:fs';
+
+const main = new URL('../dist/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('mfa: not built yet; run `npx tsc -b` (or npm start / npm test) first\n');
+  process.exit(1);
+}
+await import(main.href);

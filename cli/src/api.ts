@@ -1,0 +1,51 @@
+import type { NatsConnection } from '@nats-io/nats-core';
+import { connectClient, requestJson } from '@mfa/messaging';
+
+/** A contract error answered by a service, or the service not reachable: printed, exit code 1. */
+export class CliError extends Error {
+  override name = 'CliError';
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+/**
+ * The public NATS API as a client sees it: NATS_URL and the NATS_* credentials like every
+ * service, the API key from --api-key or MFA_API_KEY (a tenant's key, or the platform key).
+ */
+export class Api {
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly apiKey: string | undefined,
+    private readonly timeoutMs: number,
+  ) {}
+
+  static async connect(options: { natsUrl?: string; apiKey?: string; timeoutMs?: number }): Promise<Api> {
+    const env = { ...process.env, ...(options.natsUrl ? { NATS_URL: options.natsUrl } : {}) };
+    try {
+      return new Api(await connectClient({ name: 'mfa-cli' }, env), options.apiKey, options.timeoutMs ?? 10_000);
+    } catch (error) {
+      throw new CliError(`cannot connect to NATS at ${env.NATS_URL ?? 'nats://127.0.0.1:4222'}: ${(error as Error).message}`, 'unavailable');
+    }
+  }
+
+  async call<T = Reply>(subject: string, body: unknown): Promise<T> {
+    let reply: Reply;
+    try {
+      reply = await requestJson<Reply>(this.nc, subject, body, { timeoutMs: this.timeoutMs, headers: this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {} });
+    } catch (error) {
+      throw new CliError(`${subject}: no answer (${(error as Error).message}); is the stack running?`, 'unavailable');
+    }
+    if (reply.error) throw new CliError(`${reply.error.code}: ${reply.error.message}`, reply.error.code);
+    return reply as T;
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => undefined);
+  }
+}

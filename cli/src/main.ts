@@ -1,0 +1,293 @@
+import { Command, Option } from 'commander';
+import { Subjects } from '@mfa/contracts';
+import { Api, CliError } from './api.js';
+import { render, type Format } from './output.js';
+
+/**
+ * `mfa`: the public NATS API from a terminal, for operators (tenants, API clients, users, reports)
+ * and for integrators (challenges: what an IdP sends). Every command is one or more requests of
+ * the contract (docs/api.md); nothing here reaches past it.
+ */
+const program = new Command()
+  .name('mfa')
+  .description('Open MFA from the command line: tenants, API clients, users, challenges and reports over the NATS API')
+  .option('--nats-url <url>', 'NATS server(s), comma-separated (default: NATS_URL or nats://127.0.0.1:4222; NATS_* credentials as the services read them)')
+  .option('--api-key <key>', 'an API key of the tenant, or the platform key (default: MFA_API_KEY); not needed when the stack runs with MFA_AUTH=off')
+  .addOption(new Option('--format <format>', 'output of reports and lists').choices(['table', 'json', 'csv']).default('table'))
+  .option('--timeout <ms>', 'how long to wait for each answer', '10000')
+  .showHelpAfterError('(mfa <command> --help for its options)');
+
+interface Globals {
+  natsUrl?: string;
+  apiKey?: string;
+  format: Format;
+  timeout: string;
+}
+
+/** Runs one command against the API and prints what it returns; contract errors become exit code 1. */
+async function withApi(work: (api: Api, globals: Globals) => Promise<void>): Promise<void> {
+  const globals = program.opts<Globals>();
+  const api = await Api.connect({
+    ...(globals.natsUrl ? { natsUrl: globals.natsUrl } : {}),
+    ...((globals.apiKey ?? process.env.MFA_API_KEY) ? { apiKey: globals.apiKey ?? process.env.MFA_API_KEY } : {}),
+    timeoutMs: Number(globals.timeout) || 10_000,
+  });
+  try {
+    await work(api, globals);
+  } finally {
+    await api.close();
+  }
+}
+
+const print = (value: unknown): void => {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+};
+const list = (value: string) => value.split(',').map((v) => v.trim()).filter(Boolean);
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** `path=value` pairs as a settings patch; a value that reads as JSON (5, true, ["totp"]) is taken as such. */
+export function patchFromPairs(pairs: readonly string[]): Record<string, unknown> {
+  const patch: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new CliError(`--set ${pair}: expected path=value, e.g. lockout.threshold=5`, 'invalid_request');
+    const path = pair.slice(0, at).split('.');
+    const raw = pair.slice(at + 1);
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      // plain text
+    }
+    let target = patch;
+    for (const key of path.slice(0, -1)) target = (target[key] ??= {}) as Record<string, unknown>;
+    target[path.at(-1)!] = value;
+  }
+  return patch;
+}
+
+/** Every page of a report (--all), or the first. */
+async function pages<T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(api: Api, subject: string, body: Record<string, unknown>, all: boolean): Promise<Array<Record<string, unknown>>> {
+  const items: Array<Record<string, unknown>> = [];
+  let cursor: string | undefined;
+  do {
+    const reply = await api.call<T>(subject, { ...body, ...(cursor ? { cursor } : {}) });
+    items.push(...reply.items);
+    cursor = all ? reply.nextCursor : undefined;
+  } while (cursor);
+  return items;
+}
+
+// ---- tenants -----------------------------------------------------------------------------------
+const tenants = program.command('tenants').description('tenant settings (admin scope)');
+tenants
+  .command('get <tenant>')
+  .description('print every setting of the tenant')
+  .action((tenantId: string) => withApi(async (api) => print(await api.call(Subjects.tenantsGet, { tenantId }))));
+tenants
+  .command('configure <tenant>')
+  .description('change settings (only those given), creating the tenant with the platform key')
+  .option('--set <path=value>', 'a setting, e.g. --set lockout.threshold=5 --set enabledMethods=\'["totp","sms"]\' (repeatable)', collect, [])
+  .option('--json <patch>', 'the settings patch as JSON, e.g. \'{"maxAttempts":3}\'')
+  .action((tenantId: string, o: { set: string[]; json?: string }) =>
+    withApi(async (api) => {
+      let settings: Record<string, unknown> = patchFromPairs(o.set);
+      if (o.json) {
+        try {
+          settings = { ...settings, ...(JSON.parse(o.json) as Record<string, unknown>) };
+        } catch {
+          throw new CliError('--json: not valid JSON', 'invalid_request');
+        }
+      }
+      print(await api.call(Subjects.tenantsConfigure, { tenantId, settings }));
+    }),
+  );
+
+// ---- clients -----------------------------------------------------------------------------------
+const clients = program.command('clients').description('API keys of a tenant (admin scope)');
+clients
+  .command('create <tenant>')
+  .description('create an API key; it is printed once')
+  .requiredOption('--name <name>', 'what the key is for')
+  .requiredOption('--scopes <scopes>', 'comma-separated: challenges, users, reports, admin', list)
+  .action((tenantId: string, o: { name: string; scopes: string[] }) => withApi(async (api) => print(await api.call(Subjects.clientsCreate, { tenantId, name: o.name, scopes: o.scopes }))));
+clients
+  .command('list <tenant>')
+  .description('the tenant\'s API clients')
+  .action((tenantId: string) =>
+    withApi(async (api, g) => {
+      const reply = await api.call<{ items: Array<Record<string, unknown>> }>(Subjects.clientsList, { tenantId });
+      process.stdout.write(render(reply.items, ['clientId', 'name', 'scopes', 'createdAt', 'lastUsedAt', 'revokedAt'], g.format));
+    }),
+  );
+clients
+  .command('revoke <tenant> <clientId>')
+  .description('revoke an API key at once')
+  .action((tenantId: string, clientId: string) => withApi(async (api) => print(await api.call(Subjects.clientsRevoke, { tenantId, clientId }))));
+
+// ---- users -------------------------------------------------------------------------------------
+const users = program.command('users').description('users of a tenant');
+users
+  .command('get <tenant> <user>')
+  .description('profile, methods, tokens and block')
+  .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersGet, { tenantId, userId }))));
+users
+  .command('register <tenant> <user>')
+  .description('create or update a user')
+  .option('--name <displayName>')
+  .option('--email <email>')
+  .option('--phone <e164>', 'phone number in E.164, e.g. +14155550100')
+  .option('--language <tag>', 'e.g. sv-SE')
+  .action((tenantId: string, userId: string, o: { name?: string; email?: string; phone?: string; language?: string }) =>
+    withApi(async (api) =>
+      print(
+        await api.call(Subjects.usersRegister, {
+          tenantId,
+          userId,
+          ...(o.name ? { displayName: o.name } : {}),
+          ...(o.email ? { email: o.email } : {}),
+          ...(o.phone ? { phoneNumber: o.phone } : {}),
+          ...(o.language ? { language: o.language } : {}),
+        }),
+      ),
+    ),
+  );
+users
+  .command('block <tenant> <user>')
+  .description('block for 90 days (admin scope)')
+  .requiredOption('--reason <reason>', 'why (kept in the blocked-user history)')
+  .action((tenantId: string, userId: string, o: { reason: string }) => withApi(async (api) => print(await api.call(Subjects.usersBlock, { tenantId, userId, reason: o.reason }))));
+users
+  .command('unblock <tenant> <user>')
+  .description('lift a block and code lockouts (admin scope)')
+  .requiredOption('--reason <reason>', 'why (kept in the blocked-user history)')
+  .action((tenantId: string, userId: string, o: { reason: string }) => withApi(async (api) => print(await api.call(Subjects.usersUnblock, { tenantId, userId, reason: o.reason }))));
+users
+  .command('delete <tenant> <user>')
+  .description('erase the user: personal data becomes unreadable everywhere (admin scope)')
+  .requiredOption('--yes', 'confirm: this cannot be undone')
+  .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersDelete, { tenantId, userId }))));
+
+// ---- challenges (what an IdP sends) -------------------------------------------------------------
+const challenges = program.command('challenges').description('challenge a user as an IdP does (challenges scope)');
+challenges
+  .command('start <tenant> <user>')
+  .description('start a challenge; prints its id and status')
+  .addOption(new Option('--method <method>', 'the method; the user\'s default when omitted').choices(['sms', 'voice', 'push', 'totp']))
+  .option('--ip <address>', 'the sign-in\'s client IP')
+  .option('--app <application>', 'the application signed in to')
+  .action((tenantId: string, userId: string, o: { method?: string; ip?: string; app?: string }) =>
+    withApi(async (api) =>
+      print(
+        await api.call(Subjects.challengeStart, {
+          tenantId,
+          userId,
+          ...(o.method ? { method: o.method } : {}),
+          ...(o.ip ? { clientIp: o.ip } : {}),
+          ...(o.app ? { application: o.app } : {}),
+        }),
+      ),
+    ),
+  );
+challenges
+  .command('verify <tenant> <challengeId> <code>')
+  .description('check the code the user typed')
+  .action((tenantId: string, challengeId: string, code: string) => withApi(async (api) => print(await api.call(Subjects.challengeVerify, { tenantId, challengeId, code }))));
+challenges
+  .command('status <tenant> <challengeId>')
+  .description('where a challenge stands')
+  .action((tenantId: string, challengeId: string) => withApi(async (api) => print(await api.call(Subjects.challengeStatus, { tenantId, challengeId }))));
+
+// ---- fraud -------------------------------------------------------------------------------------
+const fraud = program.command('fraud').description('fraud alerts and per-IP lockout');
+fraud
+  .command('report <tenant> <user>')
+  .description('report a sign-in as fraud (challenges scope)')
+  .addOption(new Option('--source <source>', 'who reports it').choices(['app', 'phone', 'idp']).default('idp'))
+  .option('--challenge <challengeId>', 'the sign-in reported (denied if still pending)')
+  .option('--comment <text>')
+  .action((tenantId: string, userId: string, o: { source: string; challenge?: string; comment?: string }) =>
+    withApi(async (api) =>
+      print(await api.call(Subjects.fraudReport, { tenantId, userId, source: o.source, ...(o.challenge ? { challengeId: o.challenge } : {}), ...(o.comment ? { comment: o.comment } : {}) })),
+    ),
+  );
+fraud
+  .command('ips <tenant>')
+  .description('client addresses locked now (reports scope)')
+  .action((tenantId: string) =>
+    withApi(async (api, g) => {
+      const reply = await api.call<{ items: Array<Record<string, unknown>> }>(Subjects.fraudIpsList, { tenantId });
+      process.stdout.write(render(reply.items, ['ip', 'lockedAt', 'until', 'failures', 'users', 'dryRun'], g.format));
+    }),
+  );
+fraud
+  .command('unlock-ip <tenant> <ip>')
+  .description('lift an address\'s lock (admin scope)')
+  .requiredOption('--reason <reason>')
+  .action((tenantId: string, ip: string, o: { reason: string }) => withApi(async (api) => print(await api.call(Subjects.fraudIpsUnlock, { tenantId, ip, reason: o.reason }))));
+
+// ---- reports -----------------------------------------------------------------------------------
+const reports = program.command('reports').description('reports (reports scope); --format table, json or csv');
+const range = (c: Command) => c.option('--from <iso>', 'from (inclusive), e.g. 2026-11-01T00:00:00Z').option('--to <iso>', 'to (exclusive)').option('--limit <n>', 'rows per page (1–500)', '50').option('--all', 'every page, not only the first');
+const filters = (o: Record<string, unknown>, names: Record<string, string>) =>
+  Object.fromEntries([...Object.entries(names).filter(([flag]) => o[flag] !== undefined).map(([flag, field]) => [field, o[flag]]), ['limit', Number(o.limit) || 50]]);
+
+range(reports.command('signins <tenant>').description('the sign-in report, newest first'))
+  .option('--user <userId>')
+  .addOption(new Option('--result <result>').choices(['success', 'failure']))
+  .action((tenantId: string, o: Record<string, unknown>) =>
+    withApi(async (api, g) => {
+      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', result: 'result', from: 'from', to: 'to' }) }, Boolean(o.all));
+      process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'challengeId'], g.format));
+    }),
+  );
+range(reports.command('fraud <tenant>').description('fraud alerts, newest first'))
+  .option('--user <userId>')
+  .addOption(new Option('--source <source>').choices(['app', 'phone', 'idp']))
+  .action((tenantId: string, o: Record<string, unknown>) =>
+    withApi(async (api, g) => {
+      const rows = await pages(api, Subjects.reportsFraudQuery, { tenantId, ...filters(o, { user: 'userId', source: 'source', from: 'from', to: 'to' }) }, Boolean(o.all));
+      process.stdout.write(render(rows, ['occurredAt', 'userId', 'phoneNumber', 'source', 'clientIp', 'application', 'challengeDenied', 'blocked', 'blockedUntil', 'notifications'], g.format));
+    }),
+  );
+range(reports.command('blocked <tenant>').description('blocks, unblocks and IP locks, newest first'))
+  .option('--user <userId>')
+  .option('--ip <address>')
+  .addOption(new Option('--action <action>').choices(['block', 'unblock', 'auto_unblock', 'ip_lock', 'ip_unlock']))
+  .action((tenantId: string, o: Record<string, unknown>) =>
+    withApi(async (api, g) => {
+      const rows = await pages(api, Subjects.reportsBlockedQuery, { tenantId, ...filters(o, { user: 'userId', ip: 'ip', action: 'action', from: 'from', to: 'to' }) }, Boolean(o.all));
+      process.stdout.write(render(rows, ['occurredAt', 'action', 'userId', 'ip', 'reason', 'source', 'actor', 'until', 'dryRun'], g.format));
+    }),
+  );
+reports
+  .command('usage <tenant>')
+  .description('authentications and enabled users per period, oldest first')
+  .requiredOption('--from <iso>', 'from (inclusive)')
+  .requiredOption('--to <iso>', 'to (exclusive)')
+  .addOption(new Option('--granularity <g>').choices(['minute', 'hour', 'day', 'month']).default('day'))
+  .option('--all', 'every page')
+  .action((tenantId: string, o: { from: string; to: string; granularity: string; all?: boolean }) =>
+    withApi(async (api, g) => {
+      const rows = await pages(api, Subjects.reportsUsageQuery, { tenantId, from: o.from, to: o.to, granularity: o.granularity, limit: 500 }, Boolean(o.all));
+      const flat = rows.map((r) => {
+        const a = r.authentications as { total: number; success: number; failure: number };
+        return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, byMethod: r.byMethod };
+      });
+      process.stdout.write(render(g.format === 'json' ? rows : flat, g.format === 'json' ? [] : ['period', 'authentications', 'success', 'failure', 'enabledUsers', 'byMethod'], g.format));
+    }),
+  );
+range(reports.command('audit <tenant>').description('admin actions, newest first'))
+  .option('--user <userId>')
+  .option('--client <clientId>')
+  .action((tenantId: string, o: Record<string, unknown>) =>
+    withApi(async (api, g) => {
+      const rows = await pages(api, Subjects.reportsAuditQuery, { tenantId, ...filters(o, { user: 'userId', client: 'clientId', from: 'from', to: 'to' }) }, Boolean(o.all));
+      process.stdout.write(render(rows, ['occurredAt', 'clientId', 'operator', 'subject', 'userId', 'outcome'], g.format));
+    }),
+  );
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  process.stderr.write(`mfa: ${error instanceof CliError ? error.message : (error as Error).message}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,145 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Subjects } from '@mfa/contracts';
+import { requestJson } from '@mfa/messaging';
+import { base32Decode, totp } from '@mfa/crypto';
+import { eventually, itWith, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+
+const run = promisify(execFile);
+const MFA = join(repoRoot, 'cli', 'bin', 'mfa.js');
+
+/** `npx mfa …` against the whole stack with API keys on, as an operator and as an IdP would use it. */
+describe('the mfa command line', () => {
+  const platformKey = randomBytes(36).toString('base64url');
+  const tenantId = uniqueTenant('cli');
+  let stack: Stack;
+  let nc: NatsConnection;
+
+  /** Runs the CLI; resolves with its exit code and output (never rejects on a non-zero exit). */
+  async function mfa(args: string[], apiKey = platformKey): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await run(process.execPath, [MFA, ...args], { env: { ...process.env, NATS_URL: testEnv.natsUrl, MFA_API_KEY: apiKey }, timeout: 30_000 });
+      return { code: 0, stdout, stderr };
+    } catch (error) {
+      const e = error as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    }
+  }
+  const json = async (args: string[], apiKey?: string) => {
+    const result = await mfa(args, apiKey);
+    assert.equal(result.code, 0, `mfa ${args.join(' ')}: ${result.stderr}`);
+    return JSON.parse(result.stdout) as Record<string, unknown>;
+  };
+
+  before(async () => {
+    stack = await startStack({
+      env: {
+        NODE_ENV: 'test',
+        MFA_AUTH: 'required',
+        MFA_PLATFORM_API_KEY: platformKey,
+        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        NATS_URL: testEnv.natsUrl,
+        REDIS_URL: testEnv.redisUrl,
+      },
+      readyTimeoutMs: 90_000,
+    });
+    nc = await connect({ servers: testEnv.natsUrl, name: 'e2e-cli' });
+  });
+
+  after(async () => {
+    await nc?.drain();
+    await stack?.stop();
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'has --help on every command', async () => {
+    const top = await mfa(['--help']);
+    assert.equal(top.code, 0);
+    for (const group of ['tenants', 'clients', 'users', 'challenges', 'fraud', 'reports']) {
+      assert.match(top.stdout, new RegExp(`\\b${group}\\b`));
+      const help = await mfa([group, '--help']);
+      assert.equal(help.code, 0, group);
+      const commands = [...help.stdout.matchAll(/^ {2}([a-z-]+)(?: \[options\])? ?(?:<|\[|$)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+      assert.ok(commands.length > 0, `${group} lists its commands`);
+      for (const command of commands) {
+        const sub = await mfa([group, command, '--help']);
+        assert.equal(sub.code, 0, `${group} ${command} --help`);
+        assert.match(sub.stdout, /^Usage: mfa /m);
+      }
+    }
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'an operator configures a tenant, creates a key, manages a user; an integrator signs the user in; the reports come out as table, JSON and CSV', async () => {
+    const configured = await json(['tenants', 'configure', tenantId, '--set', 'maxAttempts=3', '--set', 'lockout.threshold=7', '--json', '{"codeLifetimeSeconds":240}']);
+    assert.deepEqual([(configured.settings as Record<string, unknown>).maxAttempts, ((configured.settings as Record<string, Record<string, unknown>>).lockout)!.threshold, (configured.settings as Record<string, unknown>).codeLifetimeSeconds], [3, 7, 240]);
+    assert.equal(((await json(['tenants', 'get', tenantId])).settings as Record<string, unknown>).maxAttempts, 3);
+
+    const idp = await json(['clients', 'create', tenantId, '--name', 'cli idp', '--scopes', 'challenges,users,reports']);
+    const idpKey = String(idp.apiKey);
+    assert.match(idpKey, /^mfak\./);
+    const listed = await mfa(['clients', 'list', tenantId]);
+    assert.match(listed.stdout, /cli idp/);
+
+    const userId = uniqueUser('cli');
+    await json(['users', 'register', tenantId, userId, '--name', 'Cli User', '--phone', '+14155550133'], idpKey);
+    const enrolled = await requestJson<Record<string, unknown>>(nc, Subjects.totpEnroll, { tenantId, userId }, { headers: { Authorization: `Bearer ${idpKey}` } });
+    const secret = base32Decode(String(enrolled.secret));
+    await requestJson(nc, Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, Date.now()) }, { headers: { Authorization: `Bearer ${idpKey}` } });
+    const user = await json(['users', 'get', tenantId, userId], idpKey);
+    assert.deepEqual([user.displayName, user.methods, user.blocked], ['Cli User', ['totp', 'sms'], null]);
+
+    // The IdP simulation: start, verify, status.
+    const started = await json(['challenges', 'start', tenantId, userId, '--method', 'totp', '--ip', '198.51.100.3', '--app', 'CLI'], idpKey);
+    assert.equal(started.status, 'pending');
+    const verified = await json(['challenges', 'verify', tenantId, String(started.challengeId), totp(secret, Date.now() + 30_000)], idpKey);
+    assert.equal(verified.status, 'approved');
+    assert.equal((await json(['challenges', 'status', tenantId, String(started.challengeId)], idpKey)).status, 'approved');
+
+    // Block and unblock (admin: the platform key).
+    assert.ok((await json(['users', 'block', tenantId, userId, '--reason', 'cli test'])).blockedUntil);
+    assert.equal((await json(['challenges', 'start', tenantId, userId], idpKey)).reason, 'user_blocked');
+    assert.equal((await json(['users', 'unblock', tenantId, userId, '--reason', 'done'])).unblocked, true);
+
+    // Reports in three formats.
+    const csv = await eventually(async () => {
+      const out = await mfa(['--format', 'csv', 'reports', 'signins', tenantId, '--user', userId, '--all'], idpKey);
+      return out.stdout.split('\n').filter(Boolean).length >= 3 ? out.stdout : undefined;
+    }, 20_000, 'the sign-ins in the report');
+    const lines = csv.trim().split('\n');
+    assert.equal(lines[0], 'occurredAt,userId,displayName,authMethod,result,resultDetail,clientIp,application,challengeId');
+    assert.ok(lines.some((l) => l.includes('MFA successfully completed') && l.includes('198.51.100.3') && l.includes('CLI')));
+    assert.ok(lines.some((l) => l.includes('MFA denied; user is blocked')));
+    const asJson = JSON.parse((await mfa(['--format', 'json', 'reports', 'signins', tenantId, '--user', userId], idpKey)).stdout) as unknown[];
+    assert.equal(asJson.length, lines.length - 1);
+    const table = await mfa(['reports', 'blocked', tenantId, '--user', userId], idpKey);
+    assert.match(table.stdout, /^occurredAt\s+action\s+userId/m);
+    assert.match(table.stdout, /unblock\s+/);
+    const today = new Date().toISOString().slice(0, 10);
+    const usage = await mfa(['reports', 'usage', tenantId, '--from', `${today}T00:00:00Z`, '--to', new Date(Date.parse(`${today}T00:00:00Z`) + 86_400_000).toISOString()], idpKey);
+    assert.match(usage.stdout, new RegExp(`^${today}\\s+2\\s+1\\s+1\\s+1\\b`, 'm'));
+    assert.equal((await mfa(['clients', 'revoke', tenantId, String(idp.clientId)])).code, 0);
+    assert.match((await mfa(['users', 'get', tenantId, userId], idpKey)).stderr, /forbidden/);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'says clearly what is wrong, with exit code 1', async () => {
+    const unknown = await mfa(['tenants', 'get', uniqueTenant('none')]);
+    assert.deepEqual([unknown.code, /not_found/.test(unknown.stderr)], [1, true]);
+    const badSet = await mfa(['tenants', 'configure', tenantId, '--set', 'novalue']);
+    assert.deepEqual([badSet.code, /expected path=value/.test(badSet.stderr)], [1, true]);
+    const refused = await mfa(['tenants', 'configure', tenantId, '--set', 'maxAttempts=99']);
+    assert.deepEqual([refused.code, /invalid_request: .*maxAttempts/.test(refused.stderr)], [1, true]);
+    const missing = await mfa(['users', 'block', tenantId, 'someone']);
+    assert.deepEqual([missing.code, /--reason/.test(missing.stderr)], [1, true]);
+    const badChoice = await mfa(['challenges', 'start', tenantId, 'someone', '--method', 'carrier-pigeon']);
+    assert.equal(badChoice.code, 1);
+    const noKey = await mfa(['tenants', 'get', tenantId], '');
+    assert.deepEqual([noKey.code, /forbidden/.test(noKey.stderr)], [1, true]);
+    const noServer = await run(process.execPath, [MFA, '--nats-url', 'nats://127.0.0.1:1', '--timeout', '2000', 'tenants', 'get', tenantId]).catch((e: { code: number; stderr: string }) => e);
+    assert.equal((noServer as { code: number }).code, 1);
+    assert.match((noServer as { stderr: string }).stderr, /cannot connect to NATS/);
+  });
+});

@@ -1,7 +1,7 @@
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type ConsumerDefinition, EventSubjects } from '@mfa/contracts';
-import { contextFromCarrier, counter, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
+import { contextFromCarrier, counter, gauge, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
 import { isTransientDependencyError } from './transient.js';
 
 /** Thrown by a handler for a message that can never succeed: it goes to the dead-letter subject. */
@@ -49,6 +49,11 @@ interface ConsumerOptions {
 }
 
 const consumed = counter('mfa_events_consumed_total', 'Events consumed, by consumer and outcome', ['consumer', 'outcome']);
+const pending = gauge(
+  'mfa_consumer_pending_messages',
+  "Messages of a durable consumer's stream not delivered yet, as the last delivery said (the consumer's lag)",
+  ['consumer'],
+);
 const recreated = counter('mfa_consumers_recreated_total', 'Durable consumers found gone and created again, by consumer', ['consumer']);
 
 /**
@@ -160,6 +165,8 @@ export class EventConsumer {
   }
 
   private async process(batch: JsMsg[]): Promise<void> {
+    const last = batch.at(-1);
+    if (last) pending.set({ consumer: this.name }, last.info.pending);
     const deliveries: Delivery[] = [];
     for (const msg of batch) {
       try {

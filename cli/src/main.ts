@@ -132,6 +132,18 @@ users
   .description('profile, methods, tokens and block')
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersGet, { tenantId, userId }))));
 users
+  .command('list <tenant>')
+  .description('find users by the start of their id, name or phone number, or list them all')
+  .option('--query <prefix>', 'the start of a user id, display name or phone number')
+  .option('--blocked', 'only users blocked now')
+  .option('--all', 'every page, not only the first')
+  .action((tenantId: string, o: { query?: string; blocked?: boolean; all?: boolean }) =>
+    withApi(async (api, g) => {
+      const rows = await pages(api, Subjects.usersList, { tenantId, limit: 500, ...(o.query ? { query: o.query } : {}), ...(o.blocked ? { blocked: true } : {}) }, Boolean(o.all));
+      process.stdout.write(render(rows, ['userId', 'displayName', 'methods', 'blocked'], g.format));
+    }),
+  );
+users
   .command('register <tenant> <user>')
   .description('create or update a user')
   .option('--name <displayName>')

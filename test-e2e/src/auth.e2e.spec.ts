@@ -134,6 +134,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, ip: '198.51.100.7', reason: 'matrix' };
       case Subjects.reportsUsageQuery:
         return { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-12-01T00:00:00Z', granularity: 'day' };
+      case Subjects.usersList:
       case Subjects.reportsSigninsQuery:
       case Subjects.reportsAuditQuery:
       case Subjects.reportsFraudQuery:

@@ -92,6 +92,10 @@ describe('the mfa command line', () => {
     const user = await json(['users', 'get', tenantId, userId], idpKey);
     assert.deepEqual([user.displayName, user.methods, user.blocked], ['Cli User', ['totp', 'sms'], null]);
 
+    const found = await mfa(['--format', 'json', 'users', 'list', tenantId, '--query', 'cli user'], idpKey);
+    assert.deepEqual((JSON.parse(found.stdout) as Array<Record<string, unknown>>).map((u) => [u.userId, u.displayName]), [[userId, 'Cli User']]);
+    const byPhone = await mfa(['users', 'list', tenantId, '--query', '+1415555013'], idpKey);
+    assert.match(byPhone.stdout, new RegExp(userId.replace(/[.]/g, '\\.')));
     // The IdP simulation: start, verify, status.
     const started = await json(['challenges', 'start', tenantId, userId, '--method', 'totp', '--ip', '198.51.100.3', '--app', 'CLI'], idpKey);
     assert.equal(started.status, 'pending');

@@ -146,6 +146,12 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed')));
     assert.ok(csv.slice(1).some((row) => row.includes('MFA denied; invalid verification code')));
 
+    // Find the user by the start of their id, then open them.
+    await tenantPage(page, tenantA, 'users');
+    await page.fill('#user-search input[name=q]', userA.slice(0, 8).toUpperCase());
+    await page.click('#user-search button[type=submit]');
+    await page.click(`#users-found a:text-is("${userA}")`);
+    assert.match(await page.textContent('h2') ?? '', /script/);
     // Block, see the start denied; unblock, see it pending.
     await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
     await page.screenshot({ path: join(SHOTS, 'user.png'), fullPage: true });

@@ -38,6 +38,7 @@ export const Subjects = {
   usersUnblock: 'mfa.v1.users.unblock',
   usersDelete: 'mfa.v1.users.delete',
   usersGet: 'mfa.v1.users.get',
+  usersList: 'mfa.v1.users.list',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
   clientsCreate: 'mfa.v1.clients.create',
@@ -51,6 +52,10 @@ export const Subjects = {
   fraudIpsUnlock: 'mfa.v1.fraud.ips.unlock',
 } as const;
 export type ApiSubject = (typeof Subjects)[keyof typeof Subjects];
+
+/** Rows of a report or listing page: at most, and when the request does not say. */
+export const MAX_REPORT_PAGE = 500;
+export const DEFAULT_REPORT_PAGE = 50;
 
 /** Largest request body any subject accepts; larger ones answer `invalid_request`. */
 export const MAX_REQUEST_BYTES = 16 * 1024;
@@ -202,6 +207,24 @@ export const UsersGetReply = z.object({
 });
 export type UsersGetReply = z.infer<typeof UsersGetReply>;
 
+/**
+ * Finds users: those whose user id, display name or phone number starts with `query`
+ * (case-insensitive), or every user; ordered by user id, keyset pages.
+ */
+export const UsersListRequest = z.object({
+  tenantId: TenantId,
+  query: z.string().min(1).max(256).optional(),
+  blocked: z.boolean().optional(),
+  limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
+  cursor: z.string().min(1).max(512).optional(),
+});
+export type UsersListRequest = z.infer<typeof UsersListRequest>;
+export const UsersListReply = z.object({
+  items: z.array(z.object({ userId: z.string(), displayName: z.string().nullable(), blocked: z.boolean(), methods: z.array(z.string()) })),
+  nextCursor: z.string().optional(),
+});
+export type UsersListReply = z.infer<typeof UsersListReply>;
+
 /** Admin: blocks the user for 90 days (every start is denied, reason `user_blocked`). */
 export const UsersBlockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
 export type UsersBlockRequest = z.infer<typeof UsersBlockRequest>;
@@ -284,8 +307,6 @@ export type ChallengeStatusReply = ChallengeVerifyReply;
 export const SIGNIN_RESULTS = ['success', 'failure'] as const;
 export const SigninResult = z.enum(SIGNIN_RESULTS);
 export type SigninResult = z.infer<typeof SigninResult>;
-export const MAX_REPORT_PAGE = 500;
-export const DEFAULT_REPORT_PAGE = 50;
 
 /** Filters every keyset report takes: a time range (from inclusive, to exclusive), a page size and a cursor. */
 const reportPage = {
@@ -476,6 +497,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersUnblock]: 'admin',
   [Subjects.usersDelete]: 'admin',
   [Subjects.usersGet]: 'users',
+  [Subjects.usersList]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
   [Subjects.tenantsConfigure]: 'admin',
@@ -511,6 +533,7 @@ export const RequestSchemas = {
   [Subjects.usersUnblock]: UsersUnblockRequest,
   [Subjects.usersDelete]: UsersDeleteRequest,
   [Subjects.usersGet]: UsersGetRequest,
+  [Subjects.usersList]: UsersListRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,

@@ -55,6 +55,7 @@ describe('the public API contract', () => {
       'mfa.v1.users.block',
       'mfa.v1.users.delete',
       'mfa.v1.users.get',
+      'mfa.v1.users.list',
       'mfa.v1.users.register',
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',

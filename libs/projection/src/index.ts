@@ -1,2 +1,3 @@
 export * from './keys.js';
 export * from './writer.js';
+export * from './user-index.js';

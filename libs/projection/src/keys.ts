@@ -21,6 +21,8 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
+ *   mfa:{users:<tenant>}:index ZSET users.list's search terms of one tenant, `<kind>\0<term>\0<userId>`
+ *   mfa:{users:<tenant>}:terms HASH userId -> that user's terms (replaced on every change, removed on erasure)
  *   mfa:{s}:outbox         HASH  one per hash slot: "<challengeId>:<decision>[:<attempt>]" -> the
  *                          decision's record (request context and script reply) until JetStream
  *                          acknowledged its event; the relay publishes what stays (auth-challenge)
@@ -33,9 +35,10 @@ export const RedisKeys = {
   /**
    * Set once the user projection exists in this Redis. Missing at boot means Redis lost its data
    * (or is new), or holds an older layout: user-settings then replays the whole event log into it.
-   * The version suffix is that layout (v2: snapshots carry the user's wrapped data key).
+   * The version suffix is that layout (v2: snapshots carry the user's wrapped data key; v3: with
+   * users.list's search index, which a first boot of v3 fills by replaying the log).
    */
-  userProjectionMarker: 'mfa:projection:users:v2',
+  userProjectionMarker: 'mfa:projection:users:v3',
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
@@ -48,6 +51,9 @@ export const RedisKeys = {
   /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
+  /** users.list's search terms of one tenant (see UserIndex), and each user's current terms. */
+  userIndex: (tenantId: string) => `mfa:{users:${Buffer.from(tenantId, 'utf8').toString('base64url')}}:index`,
+  userIndexTerms: (tenantId: string) => `mfa:{users:${Buffer.from(tenantId, 'utf8').toString('base64url')}}:terms`,
   /** The completeness marker of the user's hash slot (see the layout above). */
   slotMarker: (tag: string) => slotMarkerKey(calculateSlot(tag)),
   /** The outbox of the user's hash slot: decisions whose event JetStream has not acknowledged yet. */

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { maskSecret, projectionUserKey, userTag, type Keyring } from '@mfa/crypto';
 import { HASH_SLOTS, RedisKeys, slotMarkerKey, UserFields } from './keys.js';
+import { UserIndex } from './user-index.js';
 import { randomBytes } from 'node:crypto';
 
 /** What auth-challenge needs of a user, as user-settings rebuilt it from the events. */
@@ -28,10 +29,11 @@ export interface UserSnapshot {
 // count, per token: id, spec, step.
 // Applies only when seq is newer than the stored one, or the same snapshot now brings the data key
 // an older layout lacked; keeps the larger of stored and new step.
+// Returns 1 applied, 0 the same snapshot again (nothing to change), -1 an older one (ignored).
 const APPLY_SNAPSHOT = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
-if stored > seq then return 0 end
+if stored > seq then return -1 end
 if stored == seq and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 local i = 3
@@ -98,10 +100,13 @@ const MARKERS_IN_FLIGHT = 1_024;
  * keystream from a per-user key that only the services hold (see @mfa/crypto).
  */
 export class UserProjectionWriter {
+  private readonly index: UserIndex;
+
   constructor(
     private readonly redis: Redis,
     private readonly keyring: Keyring,
   ) {
+    this.index = new UserIndex(redis, keyring);
     redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 3, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 3, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
@@ -206,6 +211,9 @@ export class UserProjectionWriter {
     const applied = await (
       this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }
     ).mfaApplyUserSnapshot(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), ...args);
+    // The search index follows the current snapshot (also when it was already there: a rebuild
+    // into a Redis that has the projection but not the index fills it).
+    if (applied >= 0) await this.index.put(snapshot.tenantId, snapshot.userId, snapshot);
     return applied === 1;
   }
 
@@ -222,6 +230,7 @@ export class UserProjectionWriter {
       RedisKeys.totpSteps(tag),
       seq,
     );
+    if (erased === 1) await this.index.put(tenantId, userId, undefined);
     return erased === 1;
   }
 }

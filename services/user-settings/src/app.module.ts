@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
-import { UserProjectionWriter } from '@mfa/projection';
+import { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import {
   HEALTH_CHECKS,
   MessagingModule,
@@ -84,6 +84,7 @@ export class AppModule {
             snapshots: SnapshotStore,
             keys: UserDataKeys,
             nats: NatsClients,
+            redis: Redis,
           ) =>
             new UserSettingsService({
               store,
@@ -97,8 +98,9 @@ export class AppModule {
               activationAttempts,
               snapshots,
               blocks: new FraudBlocks(nats.jsm),
+              index: new UserIndex(redis, keyring),
             }),
-          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys, NATS],
+          inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys, NATS, REDIS],
         },
         {
           provide: ApiClientsService,

@@ -16,6 +16,7 @@ import {
   type TenantsGetReply,
   type UsageQueryReply,
   type UsersGetReply,
+  type UsersListReply,
 } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
@@ -216,12 +217,24 @@ export class PagesController {
   }
 
   @Get('t/:tenant/users')
-  async users(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query('userId') userId?: string): Promise<void> {
+  async users(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
     await this.run(p, 'users.njk', 'users', async () => {
-      const id = text(userId);
-      if (!id) return {};
+      const id = text(q.userId);
+      if (!id) {
+        // The search: a prefix of user id, name or phone; blocked users only if asked.
+        const query = text(q.q);
+        const blocked = q.blocked === 'yes' ? true : undefined;
+        const found = await this.call<UsersListReply>(p, Subjects.usersList, {
+          ...(query ? { query } : {}),
+          ...(blocked !== undefined ? { blocked } : {}),
+          limit: 50,
+          ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}),
+        });
+        const params = new URLSearchParams({ ...(query ? { q: query } : {}), ...(blocked ? { blocked: 'yes' } : {}) }).toString();
+        return { search: { q: query, blocked: blocked === true }, found: found.items, nextCursor: found.nextCursor, params };
+      }
       const [user, history] = await Promise.all([
         this.call<UsersGetReply>(p, Subjects.usersGet, { userId: id }),
         this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId: id, limit: 20 }),

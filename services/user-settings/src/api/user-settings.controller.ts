@@ -11,6 +11,7 @@ import {
   TotpEnrollRequest,
   UsersDeleteRequest,
   UsersGetRequest,
+  UsersListRequest,
   UsersRegisterRequest,
   type ClientsCreateReply,
   type ClientsListReply,
@@ -21,6 +22,7 @@ import {
   type TotpEnrollReply,
   type UsersDeleteReply,
   type UsersGetReply,
+  type UsersListReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
 import { Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
@@ -47,6 +49,11 @@ export class UserSettingsController {
   @MessagePattern(Subjects.usersGet)
   get(@Payload(new ContractPipe(UsersGetRequest)) request: UsersGetRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersGetReply> {
     return this.service.get(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersList)
+  list(@Payload(new ContractPipe(UsersListRequest)) request: UsersListRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersListReply> {
+    return this.service.list(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.totpEnroll)

@@ -16,6 +16,9 @@ import {
   type UsersDeleteRequest,
   type UsersGetReply,
   type UsersGetRequest,
+  type UsersListReply,
+  type UsersListRequest,
+  invalidRequest,
   type TotpActivateReply,
   type TotpActivateRequest,
   type TotpEnrollReply,
@@ -23,9 +26,9 @@ import {
   type UsersRegisterReply,
   type UsersRegisterRequest,
 } from '@mfa/contracts';
-import { base32Encode, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { base32Encode, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
-import type { UserProjectionWriter } from '@mfa/projection';
+import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
@@ -62,6 +65,8 @@ interface UserSettingsOptions {
   snapshots?: SnapshotStore;
   /** The users' blocks, which the fraud service owns (users.get shows them); none without it. */
   blocks?: Pick<FraudBlocks, 'of'>;
+  /** users.list's search index (Redis, kept with the projection). */
+  index?: Pick<UserIndex, 'list'>;
 }
 
 interface Outcome<S> {
@@ -162,6 +167,37 @@ export class UserSettingsService {
       blocked,
       appPasswords: 0,
     };
+  }
+
+  /**
+   * Finds users by a prefix of their id, display name or phone number (or lists them all), by
+   * user id; the cursor is sealed and bound to the tenant and the query.
+   */
+  async list(request: UsersListRequest, now: Date): Promise<UsersListReply> {
+    const { tenantId } = request;
+    await this.requireTenant(tenantId, now, false);
+    if (!this.options.index) throw unavailable('the user directory is not available');
+    const scope = { tenantId, kind: `users.list:${request.query ?? ''}:${request.blocked ?? ''}` };
+    let after: string | undefined;
+    if (request.cursor !== undefined) {
+      let value: unknown;
+      try {
+        value = openCursor(this.options.keyring, scope, request.cursor);
+      } catch {
+        throw invalidRequest('cursor: not a cursor this listing issued');
+      }
+      if (typeof value !== 'string') throw invalidRequest('cursor: not a cursor this listing issued');
+      after = value;
+    }
+    const page = await this.store(() =>
+      this.options.index!.list(tenantId, {
+        ...(request.query !== undefined ? { query: request.query } : {}),
+        ...(request.blocked !== undefined ? { blocked: request.blocked } : {}),
+        limit: request.limit,
+        ...(after !== undefined ? { after } : {}),
+      }),
+    );
+    return { items: page.items, ...(page.next !== undefined ? { nextCursor: sealCursor(this.options.keyring, scope, page.next) } : {}) };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {

@@ -1,0 +1,116 @@
+import type { Redis } from 'ioredis';
+import { userTag, type Keyring } from '@mfa/crypto';
+import { RedisKeys, UserFields } from './keys.js';
+
+/**
+ * users.list's search: per tenant, a sorted set of search terms (all scores 0, so ordered by the
+ * term's bytes and searched by prefix with ZRANGEBYLEX), one per user id, display name and phone
+ * number, each `<kind>\0<term, lower case>\0<user id>`, and a hash of each user's current terms so
+ * a change replaces them. Both keys share the tenant's hash tag (one slot on Redis Cluster). The
+ * index follows the user projection (written with it, rebuilt with it, emptied on erasure); it
+ * holds what the projection already holds in clear.
+ */
+const KIND = { id: 'i', name: 'n', phone: 'p' } as const;
+const SEP = '\u0000';
+/** Candidates read per term kind for one search page: bounds what a short prefix costs. */
+const SEARCH_WINDOW = 1_000;
+
+// KEYS: index, terms. ARGV: user id, then the user's new terms (none: the user is gone).
+const REPLACE_TERMS = `
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  for term in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', KEYS[1], term) end
+end
+if #ARGV == 1 then redis.call('HDEL', KEYS[2], ARGV[1]); return 0 end
+local terms = {}
+for n = 2, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[n]); terms[#terms + 1] = ARGV[n] end
+redis.call('HSET', KEYS[2], ARGV[1], table.concat(terms, '\\n'))
+return #terms
+`;
+
+const normalized = (text: string) => text.normalize('NFKC').toLowerCase().replace(/[\n\u0000]/g, ' ').trim();
+
+export interface UserListItem {
+  userId: string;
+  displayName: string | null;
+  blocked: boolean;
+  methods: string[];
+}
+
+export class UserIndex {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keyring: Keyring,
+  ) {
+    redis.defineCommand('mfaReplaceUserTerms', { numberOfKeys: 2, lua: REPLACE_TERMS });
+  }
+
+  /** The user's terms now (none once erased); replaces what the index held for them. */
+  async put(tenantId: string, userId: string, profile: { displayName?: string | undefined; phoneNumber?: string | undefined } | undefined): Promise<void> {
+    const terms = profile
+      ? [
+          `${KIND.id}${SEP}${normalized(userId)}${SEP}${userId}`,
+          ...(profile.displayName ? [`${KIND.name}${SEP}${normalized(profile.displayName)}${SEP}${userId}`] : []),
+          ...(profile.phoneNumber ? [`${KIND.phone}${SEP}${normalized(profile.phoneNumber)}${SEP}${userId}`] : []),
+        ]
+      : [];
+    await (this.redis as unknown as { mfaReplaceUserTerms: (...a: string[]) => Promise<number> }).mfaReplaceUserTerms(
+      RedisKeys.userIndex(tenantId),
+      RedisKeys.userIndexTerms(tenantId),
+      userId,
+      ...terms,
+    );
+  }
+
+  /**
+   * One page of the tenant's users, ordered by user id, after `after` (a user id): those whose id,
+   * display name or phone number starts with `query` (case-insensitive), or all of them; with
+   * `blocked`, only users blocked (or not) now.
+   */
+  async list(tenantId: string, options: { query?: string; blocked?: boolean; limit: number; after?: string }): Promise<{ items: UserListItem[]; next?: string }> {
+    const index = RedisKeys.userIndex(tenantId);
+    let ids: string[];
+    let more: boolean;
+    if (options.query === undefined) {
+      // Every user, by id: the id terms from the cursor on.
+      const from = options.after === undefined ? `[${KIND.id}${SEP}` : `(${KIND.id}${SEP}${normalized(options.after)}${SEP}${options.after}`;
+      const members = await this.redis.zrangebylex(index, from, `[${KIND.id}${SEP}\u00ff`, 'LIMIT', 0, options.limit + 1);
+      ids = members.map((m) => m.slice(m.lastIndexOf(SEP) + 1));
+      more = ids.length > options.limit;
+    } else {
+      const q = normalized(options.query);
+      const windows = await Promise.all(
+        Object.values(KIND).map((kind) => this.redis.zrangebylex(index, `[${kind}${SEP}${q}`, `[${kind}${SEP}${q}\u00ff`, 'LIMIT', 0, SEARCH_WINDOW)),
+      );
+      const matched = [...new Set(windows.flat().map((m) => m.slice(m.lastIndexOf(SEP) + 1)))]
+        .filter((id) => options.after === undefined || id > options.after)
+        .sort();
+      ids = matched;
+      more = matched.length > options.limit;
+    }
+    // Profiles and blocks of the candidates, each user's keys in its own slot, all at once.
+    const candidates = ids.slice(0, options.blocked === undefined ? options.limit : ids.length);
+    const rows = await Promise.all(
+      candidates.map(async (userId) => {
+        const tag = userTag(this.keyring, tenantId, userId);
+        const [[, fields], [, blockedCount]] = (await this.redis
+          .multi()
+          .hmget(RedisKeys.user(tag), UserFields.displayName, UserFields.methods)
+          .exists(RedisKeys.blocked(tag))
+          .exec()) as [[null, Array<string | null>], [null, number]];
+        return { userId, displayName: fields[0] ?? null, blocked: blockedCount === 1, methods: fields[1] ? fields[1].split(',').filter(Boolean) : [] };
+      }),
+    );
+    const items: UserListItem[] = [];
+    let last: string | undefined;
+    for (const row of rows) {
+      if (items.length === options.limit) break;
+      last = row.userId;
+      if (options.blocked !== undefined && options.blocked !== row.blocked) continue;
+      items.push(row);
+    }
+    // More may follow when candidates were left unexamined, or the window had more than a page.
+    const examinedAll = last === undefined || last === ids.at(-1);
+    return { items, next: more || !examinedAll ? last : undefined };
+  }
+}

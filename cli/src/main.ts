@@ -175,6 +175,14 @@ users
   .requiredOption('--reason <reason>', 'why (kept in the blocked-user history)')
   .action((tenantId: string, userId: string, o: { reason: string }) => withApi(async (api) => print(await api.call(Subjects.usersUnblock, { tenantId, userId, reason: o.reason }))));
 users
+  .command('reset <tenant> <user>')
+  .description('clear every method of the user (tokens, phone): they must register again (admin scope)')
+  .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersReset, { tenantId, userId }))));
+users
+  .command('delete-token <tenant> <user> <tokenId>')
+  .description('remove one of the user\'s tokens')
+  .action((tenantId: string, userId: string, tokenId: string) => withApi(async (api) => print(await api.call(Subjects.usersTokensDelete, { tenantId, userId, tokenId }))));
+users
   .command('delete <tenant> <user>')
   .description('erase the user: personal data becomes unreadable everywhere (admin scope)')
   .requiredOption('--yes', 'confirm: this cannot be undone')

@@ -114,6 +114,8 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA, displayName: 'Changed By Attacker', phoneNumber: '+14155550199' };
       case Subjects.totpEnroll:
         return { tenantId, userId: userA };
+      case Subjects.usersTokensDelete:
+        return { tenantId, userId: userA, tokenId: 'tok' };
       case Subjects.totpActivate:
         return { tenantId, userId: userA, tokenId: 'tok', code: '123456' };
       case Subjects.usersBlock:
@@ -121,6 +123,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA, reason: 'matrix' };
       case Subjects.usersDelete:
       case Subjects.usersGet:
+      case Subjects.usersReset:
         return { tenantId, userId: userA };
       case Subjects.challengeStart:
         return { tenantId, userId: userA };

@@ -88,7 +88,9 @@ describe('the mfa command line', () => {
     await json(['users', 'register', tenantId, userId, '--name', 'Cli User', '--phone', '+14155550133'], idpKey);
     const enrolled = await requestJson<Record<string, unknown>>(nc, Subjects.totpEnroll, { tenantId, userId }, { headers: { Authorization: `Bearer ${idpKey}` } });
     const secret = base32Decode(String(enrolled.secret));
-    await requestJson(nc, Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, Date.now()) }, { headers: { Authorization: `Bearer ${idpKey}` } });
+    // One reference time: the approval below uses the step after the activation's, whatever the clock does meanwhile.
+    const t0 = Date.now();
+    await requestJson(nc, Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, t0) }, { headers: { Authorization: `Bearer ${idpKey}` } });
     const user = await json(['users', 'get', tenantId, userId], idpKey);
     assert.deepEqual([user.displayName, user.methods, user.blocked], ['Cli User', ['totp', 'sms'], null]);
 
@@ -99,7 +101,7 @@ describe('the mfa command line', () => {
     // The IdP simulation: start, verify, status.
     const started = await json(['challenges', 'start', tenantId, userId, '--method', 'totp', '--ip', '198.51.100.3', '--app', 'CLI'], idpKey);
     assert.equal(started.status, 'pending');
-    const verified = await json(['challenges', 'verify', tenantId, String(started.challengeId), totp(secret, Date.now() + 30_000)], idpKey);
+    const verified = await json(['challenges', 'verify', tenantId, String(started.challengeId), totp(secret, t0 + 30_000)], idpKey);
     assert.equal(verified.status, 'approved');
     assert.equal((await json(['challenges', 'status', tenantId, String(started.challengeId)], idpKey)).status, 'approved');
 
@@ -125,6 +127,16 @@ describe('the mfa command line', () => {
     const today = new Date().toISOString().slice(0, 10);
     const usage = await mfa(['reports', 'usage', tenantId, '--from', `${today}T00:00:00Z`, '--to', new Date(Date.parse(`${today}T00:00:00Z`) + 86_400_000).toISOString()], idpKey);
     assert.match(usage.stdout, new RegExp(`^${today}\\s+2\\s+1\\s+1\\s+1\\b`, 'm'));
+    // A lost phone: the token goes, then every method; the next sign-in asks to register again.
+    const tokenId = String(((await json(['users', 'get', tenantId, userId], idpKey)).tokens as Array<Record<string, unknown>>)[0]!.tokenId);
+    assert.equal((await json(['users', 'delete-token', tenantId, userId, tokenId], idpKey)).deleted, true);
+    assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, ['sms']);
+    assert.match((await mfa(['users', 'reset', tenantId, userId], idpKey)).stderr, /forbidden/, 'reset is admin');
+    assert.equal((await json(['users', 'reset', tenantId, userId])).reset, true);
+    assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, []);
+    const again = await json(['challenges', 'start', tenantId, userId], idpKey);
+    assert.deepEqual([again.status, again.reason], ['registration_required', 'no_method_registered']);
+    assert.match((await mfa(['users', 'delete-token', tenantId, userId, tokenId], idpKey)).stderr, /not_found/);
     assert.equal((await mfa(['clients', 'revoke', tenantId, String(idp.clientId)])).code, 0);
     assert.match((await mfa(['users', 'get', tenantId, userId], idpKey)).stderr, /forbidden/);
   });

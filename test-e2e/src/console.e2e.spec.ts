@@ -70,11 +70,13 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await ask(Subjects.usersRegister, { tenantId: tenantA, userId: userA, displayName: hostile, phoneNumber: '+14155550111' });
     const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenantA, userId: userA });
     secretA = base32Decode(String(enrolled.secret));
-    await ask(Subjects.totpActivate, { tenantId: tenantA, userId: userA, tokenId: enrolled.tokenId, code: totp(secretA, Date.now()) });
+    // One reference time: the approval below uses the step after the activation's, whatever the clock does meanwhile.
+    const t0 = Date.now();
+    await ask(Subjects.totpActivate, { tenantId: tenantA, userId: userA, tokenId: enrolled.tokenId, code: totp(secretA, t0) });
     // Two sign-ins in the report: one approved (the next time step: activation used this one), one
     // denied after its five wrong codes. (A challenge still pending is not reported until it expires.)
     const approved = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN' });
-    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: approved.challengeId, code: totp(secretA, Date.now() + 30_000) })).status, 'approved');
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: approved.challengeId, code: totp(secretA, t0 + 30_000) })).status, 'approved');
     const denied = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN' });
     for (let n = 0; n < 5; n++) await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: denied.challengeId, code: `00000${n}` });
     const victim = uniqueUser('victim');
@@ -164,6 +166,11 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.match(await page.textContent('#block-status') ?? '', /Not blocked/);
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp' })).status, 'pending');
 
+    // Reset MFA on the page: the user must register again; then back as it was for the rest.
+    await page.click('#reset-mfa button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /must register again/);
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).methods, []);
+    await ask(Subjects.usersRegister, { tenantId: tenantA, userId: userA, phoneNumber: '+14155550111' });
     // A setting changed on the page applies to the next challenge: one attempt per challenge.
     await tenantPage(page, tenantA, 'settings');
     await page.screenshot({ path: join(SHOTS, 'settings.png'), fullPage: true });
@@ -171,7 +178,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.click('form.settings button[type=submit]');
     assert.match(await page.textContent('.notice') ?? '', /Settings saved/);
     const reply = await eventually(async () => {
-      const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp' });
+      const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'sms' });
       const verified = await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: start.challengeId, code: '000000' });
       return verified.status === 'denied' ? verified : undefined;
     }, 10_000, 'the new attempt limit in force');

@@ -39,6 +39,8 @@ export const Subjects = {
   usersDelete: 'mfa.v1.users.delete',
   usersGet: 'mfa.v1.users.get',
   usersList: 'mfa.v1.users.list',
+  usersReset: 'mfa.v1.users.reset',
+  usersTokensDelete: 'mfa.v1.users.tokens.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
   clientsCreate: 'mfa.v1.clients.create',
@@ -224,6 +226,17 @@ export const UsersListReply = z.object({
   nextCursor: z.string().optional(),
 });
 export type UsersListReply = z.infer<typeof UsersListReply>;
+
+/** Admin: clears every method of the user (tokens, phone; later devices, app passwords, remembered browsers): they must register again. */
+export const UsersResetRequest = z.object({ tenantId: TenantId, userId: UserId });
+export type UsersResetRequest = z.infer<typeof UsersResetRequest>;
+export const UsersResetReply = z.object({ userId: z.string(), reset: z.literal(true) });
+export type UsersResetReply = z.infer<typeof UsersResetReply>;
+/** Removes one of the user's tokens (pending or active). */
+export const UsersTokensDeleteRequest = z.object({ tenantId: TenantId, userId: UserId, tokenId: OpaqueId });
+export type UsersTokensDeleteRequest = z.infer<typeof UsersTokensDeleteRequest>;
+export const UsersTokensDeleteReply = z.object({ userId: z.string(), tokenId: z.string(), deleted: z.literal(true) });
+export type UsersTokensDeleteReply = z.infer<typeof UsersTokensDeleteReply>;
 
 /** Admin: blocks the user for 90 days (every start is denied, reason `user_blocked`). */
 export const UsersBlockRequest = z.object({ tenantId: TenantId, userId: UserId, reason: Reason });
@@ -498,6 +511,8 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersDelete]: 'admin',
   [Subjects.usersGet]: 'users',
   [Subjects.usersList]: 'users',
+  [Subjects.usersReset]: 'admin',
+  [Subjects.usersTokensDelete]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
   [Subjects.tenantsConfigure]: 'admin',
@@ -534,6 +549,8 @@ export const RequestSchemas = {
   [Subjects.usersDelete]: UsersDeleteRequest,
   [Subjects.usersGet]: UsersGetRequest,
   [Subjects.usersList]: UsersListRequest,
+  [Subjects.usersReset]: UsersResetRequest,
+  [Subjects.usersTokensDelete]: UsersTokensDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,

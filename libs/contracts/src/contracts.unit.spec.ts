@@ -57,6 +57,8 @@ describe('the public API contract', () => {
       'mfa.v1.users.get',
       'mfa.v1.users.list',
       'mfa.v1.users.register',
+      'mfa.v1.users.reset',
+      'mfa.v1.users.tokens.delete',
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',
       'mfa.v1.users.unblock',

@@ -87,6 +87,14 @@ export const UserProfileChanged = versions(UserProfileChangedV1, UserProfileChan
  * `gen` (and every older one) is destroyed, so the personal data sealed under it never opens again.
  */
 export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(), gen: z.int().positive() }));
+/**
+ * users.reset: every method of the user is cleared (TOTP tokens, the phone number; devices, app
+ * passwords and remembered browsers once they exist): the user must register again. The profile's
+ * name, e-mail and language stay.
+ */
+export const UserMfaReset = envelope('UserMfaReset', 1, z.object({ userId: z.string() }));
+/** users.tokens.delete: one TOTP token is gone (pending or active). */
+export const TotpTokenDeleted = envelope('TotpTokenDeleted', 1, z.object({ tokenId: z.string() }));
 
 export const TotpTokenEnrolled = envelope(
   'TotpTokenEnrolled',
@@ -361,6 +369,8 @@ export const EventSchemas = {
   UserRegistered,
   UserProfileChanged,
   UserErased,
+  UserMfaReset,
+  TotpTokenDeleted,
   UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
@@ -391,7 +401,9 @@ export type EventVersion<T extends EventType, V extends EventOf<T>['version']> =
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
-export type UserEvent = EventOf<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type UserEvent = EventOf<
+  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserMfaReset' | 'TotpTokenEnrolled' | 'TotpTokenActivated' | 'TotpTokenDeleted'
+>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;
 export type ChallengeEvent = EventOf<

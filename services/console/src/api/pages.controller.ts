@@ -248,15 +248,22 @@ export class PagesController {
     const p = this.page(req, res, tenant, true);
     if (!p) return;
     const userId = text(body.userId) ?? '';
-    const subject = action === 'block' ? Subjects.usersBlock : action === 'unblock' ? Subjects.usersUnblock : undefined;
+    const reason = typeof body.reason === 'string' ? body.reason : '';
+    const actions: Record<string, { subject: string; body: Record<string, unknown>; notice: string }> = {
+      block: { subject: Subjects.usersBlock, body: { userId, reason }, notice: 'The user is blocked.' },
+      unblock: { subject: Subjects.usersUnblock, body: { userId, reason }, notice: 'The user is unblocked.' },
+      reset: { subject: Subjects.usersReset, body: { userId }, notice: 'Every method of the user is cleared: they must register again.' },
+      'delete-token': { subject: Subjects.usersTokensDelete, body: { userId, tokenId: text(body.tokenId, 128) ?? '' }, notice: 'The token is deleted.' },
+    };
     await this.run(p, 'users.njk', 'users', async () => {
-      if (!subject) throw new ContractError('not_found', 'no such action');
-      await this.call(p, subject, { userId, reason: typeof body.reason === 'string' ? body.reason : '' });
+      const chosen = Object.hasOwn(actions, action) ? actions[action] : undefined;
+      if (!chosen) throw new ContractError('not_found', 'no such action');
+      await this.call(p, chosen.subject, chosen.body);
       const [user, history] = await Promise.all([
         this.call<UsersGetReply>(p, Subjects.usersGet, { userId }),
         this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId, limit: 20 }),
       ]);
-      return { userId, user, history: history.items, notice: action === 'block' ? 'The user is blocked.' : 'The user is unblocked.' };
+      return { userId, user, history: history.items, notice: chosen.notice };
     });
   }
 

@@ -12,6 +12,8 @@ import {
   UsersDeleteRequest,
   UsersGetRequest,
   UsersListRequest,
+  UsersResetRequest,
+  UsersTokensDeleteRequest,
   UsersRegisterRequest,
   type ClientsCreateReply,
   type ClientsListReply,
@@ -23,6 +25,8 @@ import {
   type UsersDeleteReply,
   type UsersGetReply,
   type UsersListReply,
+  type UsersResetReply,
+  type UsersTokensDeleteReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
 import { Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
@@ -54,6 +58,17 @@ export class UserSettingsController {
   @MessagePattern(Subjects.usersList)
   list(@Payload(new ContractPipe(UsersListRequest)) request: UsersListRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersListReply> {
     return this.service.list(request, ctx.receivedAt);
+  }
+
+  /** Admin: every method cleared; audited by the transport like every admin subject. */
+  @MessagePattern(Subjects.usersReset)
+  reset(@Payload(new ContractPipe(UsersResetRequest)) request: UsersResetRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersResetReply> {
+    return this.service.reset(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersTokensDelete)
+  deleteToken(@Payload(new ContractPipe(UsersTokensDeleteRequest)) request: UsersTokensDeleteRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersTokensDeleteReply> {
+    return this.service.deleteToken(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.totpEnroll)

@@ -18,6 +18,10 @@ import {
   type UsersGetRequest,
   type UsersListReply,
   type UsersListRequest,
+  type UsersResetReply,
+  type UsersResetRequest,
+  type UsersTokensDeleteReply,
+  type UsersTokensDeleteRequest,
   invalidRequest,
   type TotpActivateReply,
   type TotpActivateRequest,
@@ -198,6 +202,25 @@ export class UserSettingsService {
       }),
     );
     return { items: page.items, ...(page.next !== undefined ? { nextCursor: sealCursor(this.options.keyring, scope, page.next) } : {}) };
+  }
+
+  /** Clears every method of the user: they must register again (admin). */
+  async reset(request: UsersResetRequest, now: Date): Promise<UsersResetReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'ResetMfa', data: { userId } }, state, now));
+    await this.project(tenantId, userId, outcome);
+    return { userId, reset: true };
+  }
+
+  async deleteToken(request: UsersTokensDeleteRequest, now: Date): Promise<UsersTokensDeleteReply> {
+    const { tenantId, userId, tokenId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser({ type: 'DeleteTotpToken', data: { tokenId } }, state, now),
+    );
+    await this.project(tenantId, userId, outcome);
+    return { userId, tokenId, deleted: true };
   }
 
   async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {

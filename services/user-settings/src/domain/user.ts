@@ -42,7 +42,9 @@ export interface UserState {
   erasedGen?: number | undefined;
 }
 
-export type UserEvent = DomainEvent<'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'TotpTokenEnrolled' | 'TotpTokenActivated'>;
+export type UserEvent = DomainEvent<
+  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserMfaReset' | 'TotpTokenEnrolled' | 'TotpTokenActivated' | 'TotpTokenDeleted'
+>;
 
 type UserCommand =
   | { type: 'RegisterUser'; data: { userId: string } & Profile }
@@ -51,7 +53,9 @@ type UserCommand =
   /** `secret` is the opened secret of the token named by `tokenId` (see `activationCandidate`). */
   | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } }
   /** `gen` is the generation of the user's data key, which the caller destroys after recording this. */
-  | { type: 'EraseUser'; data: { userId: string; gen: number } };
+  | { type: 'EraseUser'; data: { userId: string; gen: number } }
+  | { type: 'ResetMfa'; data: { userId: string } }
+  | { type: 'DeleteTotpToken'; data: { tokenId: string } };
 
 const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserRegistered',
@@ -59,6 +63,8 @@ const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserErased',
   'TotpTokenEnrolled',
   'TotpTokenActivated',
+  'UserMfaReset',
+  'TotpTokenDeleted',
 ]);
 
 export function isUserEvent(event: { type: string }): event is UserEvent {
@@ -147,6 +153,17 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (gen <= (state.erasedGen ?? 0)) throw new Error(`data key generation ${gen} was erased before`);
       return [domainEvent('UserErased', { userId, gen }, now)];
     }
+    case 'ResetMfa': {
+      requireRegistered(state);
+      // Nothing to clear: nothing to record (a repeated reset is free).
+      if (state.tokens.length === 0 && !state.profile.phoneNumber) return [];
+      return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
+    }
+    case 'DeleteTotpToken': {
+      requireRegistered(state);
+      if (!state.tokens.some((t) => t.tokenId === command.data.tokenId)) throw notFound('unknown token');
+      return [domainEvent('TotpTokenDeleted', { tokenId: command.data.tokenId }, now)];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -175,6 +192,13 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
         ...state,
         tokens: state.tokens.map((t) => (t.tokenId === event.data.tokenId ? { ...t, activatedStep: event.data.step } : t)),
       };
+    case 'TotpTokenDeleted':
+      return { ...state, tokens: state.tokens.filter((t) => t.tokenId !== event.data.tokenId) };
+    case 'UserMfaReset': {
+      // Every method goes: tokens and the phone; name, e-mail and language stay.
+      const { phoneNumber: _phone, ...profile } = state.profile;
+      return { ...state, profile, tokens: [] };
+    }
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

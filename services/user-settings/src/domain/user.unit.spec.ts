@@ -233,3 +233,26 @@ describe('user decider: erase', () => {
     assert.throws(() => userDecider.decide(erase(1), again, now), /generation 1 was erased before/);
   });
 });
+
+describe('user decider: reset and token deletion', () => {
+  it('given a user with a token and a phone, when reset, then every method is cleared and the profile stays', () => {
+    spec.given([registered(), enrolled('a'), activated('a')]).when({ type: 'ResetMfa', data: { userId: helga.userId } }, now).then([
+      { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: now.toISOString() },
+    ]);
+    const state = [registered(), enrolled('a'), activated('a')].reduce((s, e) => evolveUser(s, e as UserEvent), initialUserState());
+    const reset = evolveUser(state, { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: now.toISOString() });
+    assert.deepEqual([methodsOf(reset), reset.tokens, reset.profile.displayName, reset.profile.phoneNumber], [[], [], 'Helga', undefined]);
+  });
+
+  it('given nothing to clear, when reset again, then nothing is recorded; an unknown user is not_found', () => {
+    spec.given([userRegistered(testUser({ profile: { displayName: 'No Methods' } }))]).when({ type: 'ResetMfa', data: { userId: helga.userId } }, now).thenNothing();
+    spec.given([]).when({ type: 'ResetMfa', data: { userId: helga.userId } }, now).thenThrows('not_found');
+  });
+
+  it('given a token, when deleted, then it is gone; an unknown token is not_found', () => {
+    spec.given([registered(), enrolled('a'), enrolled('b')]).when({ type: 'DeleteTotpToken', data: { tokenId: 'a' } }, now).then([
+      { type: 'TotpTokenDeleted', data: { tokenId: 'a' }, occurredAt: now.toISOString() },
+    ]);
+    spec.given([registered()]).when({ type: 'DeleteTotpToken', data: { tokenId: 'nope' } }, now).thenThrows('not_found', /unknown token/);
+  });
+});

@@ -179,6 +179,10 @@ users
   .description('clear every method of the user (tokens, phone): they must register again (admin scope)')
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersReset, { tenantId, userId }))));
 users
+  .command('default-method <tenant> <user> <method>')
+  .description('the method a sign-in without one uses (one the user has registered)')
+  .action((tenantId: string, userId: string, method: string) => withApi(async (api) => print(await api.call(Subjects.usersMethodsDefault, { tenantId, userId, method }))));
+users
   .command('delete-token <tenant> <user> <tokenId>')
   .description('remove one of the user\'s tokens')
   .action((tenantId: string, userId: string, tokenId: string) => withApi(async (api) => print(await api.call(Subjects.usersTokensDelete, { tenantId, userId, tokenId }))));

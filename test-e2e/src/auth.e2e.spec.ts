@@ -116,6 +116,8 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA };
       case Subjects.usersTokensDelete:
         return { tenantId, userId: userA, tokenId: 'tok' };
+      case Subjects.usersMethodsDefault:
+        return { tenantId, userId: userA, method: 'sms' };
       case Subjects.totpActivate:
         return { tenantId, userId: userA, tokenId: 'tok', code: '123456' };
       case Subjects.usersBlock:

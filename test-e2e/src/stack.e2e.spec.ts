@@ -275,6 +275,31 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeStart, { tenantId: dry, userId: someone, method: 'sms', clientIp: '203.0.113.78' })).status, 'pending');
   });
 
+  itWith({ real: wholeStack }, 'methods: the user’s chosen default, and security defaults that leave only the app', async () => {
+    const tenantId = uniqueTenant('methods');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const both = uniqueUser('both');
+    await ask(Subjects.usersRegister, { tenantId, userId: both, phoneNumber: '+14155550161' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId: both });
+    await ask(Subjects.totpActivate, { tenantId, userId: both, tokenId: enrolled.tokenId, code: totp(base32Decode(String(enrolled.secret)), Date.now()) });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: both })).method, 'totp', 'the strongest by default');
+    assert.deepEqual(await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'sms' }), { userId: both, defaultMethod: 'sms' });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: both })).method, 'sms', 'the chosen default');
+    assert.equal((await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'voice' })).error?.code, 'conflict');
+    assert.equal((await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'fax' })).error?.code, 'invalid_request');
+
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { securityDefaults: true } });
+    const smsOnly = uniqueUser('sms-only');
+    await ask(Subjects.usersRegister, { tenantId, userId: smsOnly, phoneNumber: '+14155550162' });
+    const refused = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: smsOnly });
+      return reply.status === 'registration_required' ? reply : undefined;
+    }, 10_000, 'security defaults in force');
+    assert.equal(refused.reason, 'method_disabled');
+    const fallback = await ask(Subjects.challengeStart, { tenantId, userId: both });
+    assert.deepEqual([fallback.status, fallback.method], ['pending', 'totp'], 'the default (sms) is not allowed: the app instead');
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

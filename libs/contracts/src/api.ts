@@ -40,6 +40,7 @@ export const Subjects = {
   usersGet: 'mfa.v1.users.get',
   usersList: 'mfa.v1.users.list',
   usersReset: 'mfa.v1.users.reset',
+  usersMethodsDefault: 'mfa.v1.users.methods.default',
   usersTokensDelete: 'mfa.v1.users.tokens.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
@@ -232,6 +233,11 @@ export const UsersResetRequest = z.object({ tenantId: TenantId, userId: UserId }
 export type UsersResetRequest = z.infer<typeof UsersResetRequest>;
 export const UsersResetReply = z.object({ userId: z.string(), reset: z.literal(true) });
 export type UsersResetReply = z.infer<typeof UsersResetReply>;
+/** Chooses the method a start without one uses (it must be one the user has registered). */
+export const UsersMethodsDefaultRequest = z.object({ tenantId: TenantId, userId: UserId, method: Method });
+export type UsersMethodsDefaultRequest = z.infer<typeof UsersMethodsDefaultRequest>;
+export const UsersMethodsDefaultReply = z.object({ userId: z.string(), defaultMethod: Method });
+export type UsersMethodsDefaultReply = z.infer<typeof UsersMethodsDefaultReply>;
 /** Removes one of the user's tokens (pending or active). */
 export const UsersTokensDeleteRequest = z.object({ tenantId: TenantId, userId: UserId, tokenId: OpaqueId });
 export type UsersTokensDeleteRequest = z.infer<typeof UsersTokensDeleteRequest>;
@@ -512,6 +518,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersGet]: 'users',
   [Subjects.usersList]: 'users',
   [Subjects.usersReset]: 'admin',
+  [Subjects.usersMethodsDefault]: 'users',
   [Subjects.usersTokensDelete]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
@@ -550,6 +557,7 @@ export const RequestSchemas = {
   [Subjects.usersGet]: UsersGetRequest,
   [Subjects.usersList]: UsersListRequest,
   [Subjects.usersReset]: UsersResetRequest,
+  [Subjects.usersMethodsDefault]: UsersMethodsDefaultRequest,
   [Subjects.usersTokensDelete]: UsersTokensDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,

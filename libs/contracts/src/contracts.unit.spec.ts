@@ -56,6 +56,7 @@ describe('the public API contract', () => {
       'mfa.v1.users.delete',
       'mfa.v1.users.get',
       'mfa.v1.users.list',
+      'mfa.v1.users.methods.default',
       'mfa.v1.users.register',
       'mfa.v1.users.reset',
       'mfa.v1.users.tokens.delete',

@@ -93,6 +93,8 @@ export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(
  * name, e-mail and language stay.
  */
 export const UserMfaReset = envelope('UserMfaReset', 1, z.object({ userId: z.string() }));
+/** users.methods.default: the method a start without one uses, while it stays usable. */
+export const DefaultMethodChosen = envelope('DefaultMethodChosen', 1, z.object({ method: Method }));
 /** users.tokens.delete: one TOTP token is gone (pending or active). */
 export const TotpTokenDeleted = envelope('TotpTokenDeleted', 1, z.object({ tokenId: z.string() }));
 
@@ -371,6 +373,7 @@ export const EventSchemas = {
   UserErased,
   UserMfaReset,
   TotpTokenDeleted,
+  DefaultMethodChosen,
   UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
@@ -402,7 +405,14 @@ export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
 export type UserEvent = EventOf<
-  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserMfaReset' | 'TotpTokenEnrolled' | 'TotpTokenActivated' | 'TotpTokenDeleted'
+  | 'UserRegistered'
+  | 'UserProfileChanged'
+  | 'UserErased'
+  | 'UserMfaReset'
+  | 'TotpTokenEnrolled'
+  | 'TotpTokenActivated'
+  | 'TotpTokenDeleted'
+  | 'DefaultMethodChosen'
 >;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;

@@ -85,6 +85,8 @@ export class ChallengeService {
   private readonly dataKeys = new Map<string, { dataKey: DataKey; expiresAt: number }>();
   /** Each tenant's lockout policy, built once per settings object (settings are replaced, never changed). */
   private readonly lockouts = new WeakMap<TenantSettings, LockoutPolicy>();
+  /** Each tenant's usable methods: `enabledMethods`, only push and totp of them under `securityDefaults`. */
+  private readonly usable = new WeakMap<TenantSettings, readonly string[]>();
 
   constructor(
     private readonly store: ChallengeStore,
@@ -128,6 +130,15 @@ export class ChallengeService {
     return policy;
   }
 
+  private usableMethods(settings: TenantSettings): readonly string[] {
+    let methods = this.usable.get(settings);
+    if (!methods) {
+      methods = settings.securityDefaults ? settings.enabledMethods.filter((m) => m === 'push' || m === 'totp') : settings.enabledMethods;
+      this.usable.set(settings, methods);
+    }
+    return methods;
+  }
+
   /**
    * `deadline`: when the caller stops waiting (Mfa-Deadline, ms); the event's publish is retried
    * until shortly before it. A decision is answered even when its event could not be published by
@@ -167,7 +178,7 @@ export class ChallengeService {
       tenantId: req.tenantId,
       userId: req.userId,
       requestedMethod: req.method,
-      enabledMethods: settings.enabledMethods,
+      enabledMethods: this.usableMethods(settings),
       now,
       expiresAt,
       maxAttempts: settings.maxAttempts,

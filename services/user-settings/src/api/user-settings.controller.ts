@@ -13,6 +13,7 @@ import {
   UsersGetRequest,
   UsersListRequest,
   UsersResetRequest,
+  UsersMethodsDefaultRequest,
   UsersTokensDeleteRequest,
   UsersRegisterRequest,
   type ClientsCreateReply,
@@ -26,6 +27,7 @@ import {
   type UsersGetReply,
   type UsersListReply,
   type UsersResetReply,
+  type UsersMethodsDefaultReply,
   type UsersTokensDeleteReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
@@ -64,6 +66,14 @@ export class UserSettingsController {
   @MessagePattern(Subjects.usersReset)
   reset(@Payload(new ContractPipe(UsersResetRequest)) request: UsersResetRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersResetReply> {
     return this.service.reset(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersMethodsDefault)
+  chooseDefaultMethod(
+    @Payload(new ContractPipe(UsersMethodsDefaultRequest)) request: UsersMethodsDefaultRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<UsersMethodsDefaultReply> {
+    return this.service.chooseDefaultMethod(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.usersTokensDelete)

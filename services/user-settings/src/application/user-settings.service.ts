@@ -20,6 +20,8 @@ import {
   type UsersListRequest,
   type UsersResetReply,
   type UsersResetRequest,
+  type UsersMethodsDefaultReply,
+  type UsersMethodsDefaultRequest,
   type UsersTokensDeleteReply,
   type UsersTokensDeleteRequest,
   invalidRequest,
@@ -211,6 +213,17 @@ export class UserSettingsService {
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'ResetMfa', data: { userId } }, state, now));
     await this.project(tenantId, userId, outcome);
     return { userId, reset: true };
+  }
+
+  /** The method a start without one uses (users.methods.default). */
+  async chooseDefaultMethod(request: UsersMethodsDefaultRequest, now: Date): Promise<UsersMethodsDefaultReply> {
+    const { tenantId, userId, method } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser({ type: 'ChooseDefaultMethod', data: { method } }, state, now),
+    );
+    await this.project(tenantId, userId, outcome);
+    return { userId, defaultMethod: method };
   }
 
   async deleteToken(request: UsersTokensDeleteRequest, now: Date): Promise<UsersTokensDeleteReply> {

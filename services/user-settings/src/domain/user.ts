@@ -40,10 +40,19 @@ export interface UserState {
    * after it is a new user, whose personal data is sealed under a later generation.
    */
   erasedGen?: number | undefined;
+  /** users.methods.default: used while the user still has that method. */
+  chosenDefault?: Method | undefined;
 }
 
 export type UserEvent = DomainEvent<
-  'UserRegistered' | 'UserProfileChanged' | 'UserErased' | 'UserMfaReset' | 'TotpTokenEnrolled' | 'TotpTokenActivated' | 'TotpTokenDeleted'
+  | 'UserRegistered'
+  | 'UserProfileChanged'
+  | 'UserErased'
+  | 'UserMfaReset'
+  | 'TotpTokenEnrolled'
+  | 'TotpTokenActivated'
+  | 'TotpTokenDeleted'
+  | 'DefaultMethodChosen'
 >;
 
 type UserCommand =
@@ -55,7 +64,8 @@ type UserCommand =
   /** `gen` is the generation of the user's data key, which the caller destroys after recording this. */
   | { type: 'EraseUser'; data: { userId: string; gen: number } }
   | { type: 'ResetMfa'; data: { userId: string } }
-  | { type: 'DeleteTotpToken'; data: { tokenId: string } };
+  | { type: 'DeleteTotpToken'; data: { tokenId: string } }
+  | { type: 'ChooseDefaultMethod'; data: { method: Method } };
 
 const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserRegistered',
@@ -65,6 +75,7 @@ const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'TotpTokenActivated',
   'UserMfaReset',
   'TotpTokenDeleted',
+  'DefaultMethodChosen',
 ]);
 
 export function isUserEvent(event: { type: string }): event is UserEvent {
@@ -88,7 +99,11 @@ export function methodsOf(state: UserState): Method[] {
   return methods;
 }
 
-export const defaultMethodOf = (state: UserState): Method | undefined => methodsOf(state)[0];
+/** The user's chosen default while they still have it, else their strongest method. */
+export function defaultMethodOf(state: UserState): Method | undefined {
+  const methods = methodsOf(state);
+  return state.chosenDefault && methods.includes(state.chosenDefault) ? state.chosenDefault : methods[0];
+}
 
 function requireRegistered(state: UserState): void {
   if (!state.registered) throw notFound('unknown user');
@@ -164,6 +179,13 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (!state.tokens.some((t) => t.tokenId === command.data.tokenId)) throw notFound('unknown token');
       return [domainEvent('TotpTokenDeleted', { tokenId: command.data.tokenId }, now)];
     }
+    case 'ChooseDefaultMethod': {
+      requireRegistered(state);
+      const { method } = command.data;
+      if (!methodsOf(state).includes(method)) throw conflict(`the user has not registered ${method}`);
+      if (defaultMethodOf(state) === method && state.chosenDefault === method) return [];
+      return [domainEvent('DefaultMethodChosen', { method }, now)];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -197,8 +219,10 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone; name, e-mail and language stay.
       const { phoneNumber: _phone, ...profile } = state.profile;
-      return { ...state, profile, tokens: [] };
+      return { ...state, profile, tokens: [], chosenDefault: undefined };
     }
+    case 'DefaultMethodChosen':
+      return { ...state, chosenDefault: event.data.method };
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

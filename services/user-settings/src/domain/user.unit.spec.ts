@@ -256,3 +256,22 @@ describe('user decider: reset and token deletion', () => {
     spec.given([registered()]).when({ type: 'DeleteTotpToken', data: { tokenId: 'nope' } }, now).thenThrows('not_found', /unknown token/);
   });
 });
+
+describe('user decider: default method', () => {
+  const state = (events: Parameters<typeof evolveUser>[1][]) => events.reduce((s, e) => evolveUser(s, e), initialUserState());
+  it('given a user with a token and a phone, when sms is chosen, then sms is the default until the phone goes', () => {
+    const given = [registered(), enrolled('a'), activated('a')] as UserEvent[];
+    assert.equal(defaultMethodOf(state(given)), 'totp');
+    spec.given(given).when({ type: 'ChooseDefaultMethod', data: { method: 'sms' } }, now).then([
+      { type: 'DefaultMethodChosen', data: { method: 'sms' }, occurredAt: now.toISOString() },
+    ]);
+    const chosen = [...given, { type: 'DefaultMethodChosen', data: { method: 'sms' }, occurredAt: now.toISOString() }] as UserEvent[];
+    assert.equal(defaultMethodOf(state(chosen)), 'sms');
+    spec.given(chosen).when({ type: 'ChooseDefaultMethod', data: { method: 'sms' } }, now).thenNothing();
+    assert.equal(defaultMethodOf(state([...chosen, { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: now.toISOString() }])), undefined);
+  });
+
+  it('given a method the user has not registered, when chosen, then conflict', () => {
+    spec.given([registered()]).when({ type: 'ChooseDefaultMethod', data: { method: 'totp' } }, now).thenThrows('conflict', /not registered totp/);
+  });
+});

@@ -300,6 +300,46 @@ describe('end to end: two instances of every service', () => {
     assert.deepEqual([fallback.status, fallback.method], ['pending', 'totp'], 'the default (sms) is not allowed: the app instead');
   });
 
+  itWith({ real: wholeStack }, 'bypasses: a trusted IPv4 range, a trusted IPv6 named location and the corporate network approve at start; a block still denies; bad ranges are refused', async () => {
+    const tenantId = uniqueTenant('trusted');
+    const configured = await ask(Subjects.tenantsConfigure, {
+      tenantId,
+      settings: {
+        trustedIps: { ranges: ['8.8.4.0/24'], federatedBypass: true },
+        namedLocations: [{ name: 'Stockholm office', trusted: true, ranges: ['2001:db8:77::/48'] }, { name: 'Guest Wi-Fi', trusted: false, ranges: ['2001:db8:78::/48'] }],
+      },
+    });
+    assert.equal(configured.error, undefined, JSON.stringify(configured.error));
+    const user = uniqueUser('office');
+    await ask(Subjects.usersRegister, { tenantId, userId: user, displayName: 'Office Worker', phoneNumber: '+14155550171' });
+    const start = (body: Record<string, unknown>) => eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'sms', ...body });
+      return reply.status === 'approved' || body.expect === 'pending' ? reply : undefined;
+    }, 10_000, 'the settings in force');
+    const v4 = await start({ clientIp: '8.8.4.20' });
+    assert.deepEqual([v4.status, v4.reason, v4.method], ['approved', 'trusted_ip', null]);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: v4.challengeId }), { challengeId: v4.challengeId, status: 'approved', reason: 'trusted_ip' });
+    assert.equal((await start({ clientIp: '2001:db8:77:1::5' })).reason, 'trusted_ip');
+    assert.equal((await start({ clientIp: '198.51.100.1', context: { insideCorporateNetwork: true } })).reason, 'corporate_network');
+    // Outside every trusted range (an untrusted named location too): a code as usual.
+    for (const clientIp of ['8.8.5.20', '2001:db8:78::1']) assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'sms', clientIp })).status, 'pending', clientIp);
+    // A user unknown here is not approved from a trusted IP: they must register.
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: uniqueUser('stranger'), clientIp: '8.8.4.20' })).status, 'registration_required');
+    // A block comes first.
+    await ask(Subjects.usersBlock, { tenantId, userId: user, reason: 'left the company' });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: user, clientIp: '8.8.4.20' })).reason, 'user_blocked');
+    await ask(Subjects.usersUnblock, { tenantId, userId: user, reason: 'back' });
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: user, limit: 20 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === v4.challengeId);
+    }, 20_000, 'the bypass in the report');
+    assert.deepEqual([row.result, row.resultDetail, row.clientIp, row.authMethod], ['success', 'MFA requirement skipped due to trusted IP', '8.8.4.20', null]);
+    // Ranges the contract refuses: IPv6 in trustedIps, private space in the cloud, 51 ranges, a malformed one.
+    for (const ranges of [['2001:db8::/32'], ['10.0.0.0/8'], Array.from({ length: 51 }, (_, i) => `8.8.${i}.0/24`), ['8.8.4.0/33']]) {
+      assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { trustedIps: { ranges } } })).error?.code, 'invalid_request', ranges[0]);
+    }
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

@@ -290,6 +290,19 @@ export type TotpActivateReply = z.infer<typeof TotpActivateReply>;
 
 // ---- challenges ------------------------------------------------------------------------------
 
+/** What the IdP knows of the sign-in besides the user (MISSION, "Challenges (additions)"). */
+export const ChallengeContext = z.strictObject({
+  /** A federated claim: the user signs in from inside the corporate network (trustedIps.federatedBypass). */
+  insideCorporateNetwork: z.boolean().optional(),
+  /** The token a verify returned for this browser (rememberMfa). */
+  rememberToken: z.string().min(1).max(256).optional(),
+  /** Ask for a remember token when this challenge is approved. */
+  rememberDevice: z.boolean().optional(),
+  /** A client that cannot show an MFA prompt (IMAP, old Office): app passwords and last-MFA rules apply. */
+  legacyClient: z.boolean().optional(),
+});
+export type ChallengeContext = z.infer<typeof ChallengeContext>;
+
 export const ChallengeStartRequest = z.object({
   tenantId: TenantId,
   userId: UserId,
@@ -297,6 +310,7 @@ export const ChallengeStartRequest = z.object({
   clientIp: IpAddress.optional(),
   application: Application.optional(),
   requestId: RequestId.optional(),
+  context: ChallengeContext.optional(),
 });
 export type ChallengeStartRequest = z.infer<typeof ChallengeStartRequest>;
 export const ChallengeStartReply = z.object({

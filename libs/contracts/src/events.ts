@@ -222,6 +222,13 @@ export const ChallengeDenied = envelope(
   ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked']) }),
 );
 
+/** A start that needed no second factor (a bypass): approved at once, and recorded for the report. */
+export const ChallengeBypassed = envelope(
+  'ChallengeBypassed',
+  1,
+  ChallengeContextV2.extend({ reason: z.enum(['trusted_ip', 'remembered_device', 'corporate_network']) }),
+);
+
 /** A pending challenge the user (or the IdP) reported as fraud (fraud.report): denied. Written by fraud. */
 export const ChallengeFraudReported = envelope('ChallengeFraudReported', 1, Outcome.extend({ alertId: z.string() }));
 
@@ -384,6 +391,7 @@ export const EventSchemas = {
   ChallengeAttemptsExhausted,
   ChallengeExpired,
   ChallengeDenied,
+  ChallengeBypassed,
   ChallengeFraudReported,
   UserBlocked,
   FraudReported,
@@ -424,6 +432,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeAttemptsExhausted'
   | 'ChallengeExpired'
   | 'ChallengeDenied'
+  | 'ChallengeBypassed'
   | 'ChallengeFraudReported'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;

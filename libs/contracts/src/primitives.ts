@@ -90,6 +90,12 @@ export const CHALLENGE_REASONS = [
   'fraud_reported',
   /** The client IP is locked (the tenant's `ipLockout`: too many denials from it across users): every start from it is denied. */
   'ip_locked',
+  /** Bypasses, with `approved` at start: the client IP is in a trusted range (trustedIps, a trusted named location). */
+  'trusted_ip',
+  /** The browser presented a valid remember token (rememberMfa). */
+  'remembered_device',
+  /** A federated user the IdP says is inside the corporate network (trustedIps.federatedBypass). */
+  'corporate_network',
 ] as const;
 export const ChallengeReason = z.enum(CHALLENGE_REASONS);
 export type ChallengeReason = z.infer<typeof ChallengeReason>;

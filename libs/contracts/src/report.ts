@@ -15,5 +15,9 @@ export const ResultDetail = {
   smsNotDelivered: 'MFA denied; SMS could not be delivered',
   /** Ours (per-IP lockout has no Entra equivalent), worded like the others. */
   ipLocked: 'MFA denied; client IP is locked after too many denied attempts',
+  /** Bypasses: a success without a second factor, and why. */
+  trustedIp: 'MFA requirement skipped due to trusted IP',
+  rememberedDevice: 'MFA requirement skipped due to remembered device',
+  corporateNetwork: 'MFA requirement satisfied by claim in the token',
 } as const;
 export type ResultDetail = (typeof ResultDetail)[keyof typeof ResultDetail];

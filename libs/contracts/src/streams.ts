@@ -36,6 +36,7 @@ export const EventSubjects = {
   challengeAttemptsExhausted: 'mfa.evt.challenge.attempts_exhausted',
   challengeExpired: 'mfa.evt.challenge.expired',
   challengeDenied: 'mfa.evt.challenge.denied',
+  challengeBypassed: 'mfa.evt.challenge.bypassed',
   challengeFraudReported: 'mfa.evt.challenge.fraud_reported',
   allChallenges: 'mfa.evt.challenge.>',
   /** The fraud service's aggregate of one user: blocks and unblocks (one subject per user). */

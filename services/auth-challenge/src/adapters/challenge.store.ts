@@ -39,6 +39,8 @@ interface StartInput {
   application?: string | undefined;
   /** The client IP is locked by the tenant's per-IP lockout (IpLocks): the start is denied. */
   ipLocked?: boolean;
+  /** A bypass the tenant's settings grant this sign-in: a known user is approved at once. */
+  bypass?: 'trusted_ip' | 'corporate_network' | 'remembered_device' | undefined;
 }
 
 /**
@@ -135,6 +137,7 @@ export class ChallengeStore {
       input.clientIp ?? '',
       input.application ?? '',
       input.ipLocked ? '1' : '0',
+      input.bypass ?? '',
     ));
     return parseStartVerdict(raw);
   }

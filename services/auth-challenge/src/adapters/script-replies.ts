@@ -57,6 +57,10 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
         profile: profileOf(raw),
         ...dataKeyOf(raw),
       };
+    case 'bypassed': {
+      const reason = raw[2] === 'remembered_device' || raw[2] === 'corporate_network' ? raw[2] : 'trusted_ip';
+      return { kind: 'bypassed', reason, profile: profileOf(raw), ...dataKeyOf(raw) };
+    }
     case 'unknown_tenant':
       return { kind: 'unknown_tenant' };
     case 'not_found':

@@ -17,9 +17,11 @@
  * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
  * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON), client
  * IP ('' = none), application ('' = none), client IP locked '1'/'0' (auth-challenge's in-memory
- * copy of fraud's per-IP locks). The client IP and application stay with the challenge (verify's
+ * copy of fraud's per-IP locks), bypass reason ('' = none; trusted_ip, corporate_network, decided
+ * by auth-challenge from the tenant's settings: a known user is approved at once with it). The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
- * A pending, registration_required or blocked reply is kept in the outbox (KEEP); a blocked user
+ * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
+ * is kept in the outbox (KEEP); a blocked user
  * (or any start from a locked client IP) answers {'blocked', requested method, 'user_blocked' or
  * 'ip_locked', profile and key fields as pending}.
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
@@ -70,6 +72,13 @@ if ARGV[19] == '1' then
     'reason', 'ip_locked', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
   return kept({'blocked', ARGV[3], 'ip_locked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+end
+-- A bypass (trusted IP, corporate network) approves a known user at once, after blocks and locks.
+if ARGV[20] ~= '' and exists then
+  redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', '', 'status', 'approved',
+    'reason', ARGV[20], 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5], 'completedAt', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
+  return kept({'bypassed', '', ARGV[20], u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 end
 local registered, regset, enabled = {}, {}, {}
 if exists and u[3] then for m in string.gmatch(u[3], '[^,]+') do registered[#registered + 1] = m; regset[m] = true end end

@@ -33,6 +33,7 @@ import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replie
 import { IpLocks } from '../adapters/ip-locks.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
+import { compileRanges, type RangeSet } from '../domain/ip-ranges.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
 import {
   decideStart,
@@ -87,6 +88,8 @@ export class ChallengeService {
   private readonly lockouts = new WeakMap<TenantSettings, LockoutPolicy>();
   /** Each tenant's usable methods: `enabledMethods`, only push and totp of them under `securityDefaults`. */
   private readonly usable = new WeakMap<TenantSettings, readonly string[]>();
+  /** Each tenant's trusted ranges (trustedIps and trusted named locations), compiled once. */
+  private readonly trusted = new WeakMap<TenantSettings, RangeSet>();
 
   constructor(
     private readonly store: ChallengeStore,
@@ -128,6 +131,22 @@ export class ChallengeService {
       this.lockouts.set(settings, policy);
     }
     return policy;
+  }
+
+  /**
+   * The bypass this sign-in gets from the tenant's settings, if any: a federated user inside the
+   * corporate network (trustedIps.federatedBypass), or a client IP in a trusted range. Blocks and
+   * locks still come first (the start script checks them before a bypass).
+   */
+  private bypassOf(settings: TenantSettings, req: ChallengeStartRequest): 'corporate_network' | 'trusted_ip' | undefined {
+    if (settings.trustedIps.federatedBypass && req.context?.insideCorporateNetwork === true) return 'corporate_network';
+    if (!req.clientIp) return undefined;
+    let ranges = this.trusted.get(settings);
+    if (!ranges) {
+      ranges = compileRanges([...settings.trustedIps.ranges, ...settings.namedLocations.filter((l) => l.trusted).flatMap((l) => l.ranges)]);
+      this.trusted.set(settings, ranges);
+    }
+    return ranges.size > 0 && ranges.has(req.clientIp) ? 'trusted_ip' : undefined;
   }
 
   private usableMethods(settings: TenantSettings): readonly string[] {
@@ -194,6 +213,7 @@ export class ChallengeService {
       clientIp: req.clientIp,
       application: req.application,
       ipLocked: this.ipLocks.locked(req.tenantId, settings, req.clientIp, now.getTime()),
+      bypass: this.bypassOf(settings, req),
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     const outcome = this.decideStart(context, verdict);

@@ -37,6 +37,8 @@ export type StartVerdict =
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
   | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked'; profile: Profile; dataKey?: string; challengePii?: string }
+  /** No second factor needed (trusted IP, corporate network, remembered browser): approved at start. */
+  | { kind: 'bypassed'; reason: 'trusted_ip' | 'remembered_device' | 'corporate_network'; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
   | { kind: 'rate_limited'; retryAfterSeconds: number }
@@ -92,7 +94,8 @@ export type PendingEvent =
   | { type: 'ChallengeCodeRejected'; data: EventOf<'ChallengeCodeRejected'>['data'] }
   | { type: 'ChallengeAttemptsExhausted'; data: EventOf<'ChallengeAttemptsExhausted'>['data'] }
   | { type: 'ChallengeExpired'; data: EventOf<'ChallengeExpired'>['data'] }
-  | { type: 'ChallengeDenied'; data: EventOf<'ChallengeDenied'>['data'] };
+  | { type: 'ChallengeDenied'; data: EventOf<'ChallengeDenied'>['data'] }
+  | { type: 'ChallengeBypassed'; data: EventOf<'ChallengeBypassed'>['data'] };
 
 export interface StartContext {
   challengeId: string;
@@ -201,6 +204,13 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       return {
         reply: { challengeId: ctx.challengeId, status: 'denied', method: verdict.method, expiresAt, reason: verdict.reason },
         event: { type: 'ChallengeDenied', data: { ...base, ...sealed(pii), method: verdict.method, reason: verdict.reason } },
+      };
+    }
+    case 'bypassed': {
+      const pii = verdict.dataKey !== undefined ? piiOf(verdict, verdict.dataKey) : undefined;
+      return {
+        reply: { challengeId: ctx.challengeId, status: 'approved', method: null, expiresAt, reason: verdict.reason },
+        event: { type: 'ChallengeBypassed', data: { ...base, ...sealed(pii), reason: verdict.reason } },
       };
     }
     case 'unknown_tenant':
@@ -329,5 +339,7 @@ export function subjectOf(event: PendingEvent): string {
       return EventSubjects.challengeExpired;
     case 'ChallengeDenied':
       return EventSubjects.challengeDenied;
+    case 'ChallengeBypassed':
+      return EventSubjects.challengeBypassed;
   }
 }

@@ -14,6 +14,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeAttemptsExhausted',
   'ChallengeExpired',
   'ChallengeDenied',
+  'ChallengeBypassed',
   'ChallengeFraudReported',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed'] satisfies DispatchEvent['type'][]);

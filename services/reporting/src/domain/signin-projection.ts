@@ -57,7 +57,7 @@ interface Effect {
 
 const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
 
-type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' | 'ChallengeDenied' }>;
+type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' | 'ChallengeDenied' | 'ChallengeBypassed' }>;
 
 /**
  * Who signed in, as a start event tells: v1 carries the profile in clear (and an SMS delivery its
@@ -65,7 +65,7 @@ type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'Challeng
  */
 function personOf(event: StartEvent): Pick<Context, 'userId' | 'displayName' | 'email' | 'phoneNumber' | 'pii' | 'userGen'> {
   const d = event.data;
-  if (event.version === 1 && event.type !== 'ChallengeDenied') {
+  if (event.version === 1 && event.type !== 'ChallengeDenied' && event.type !== 'ChallengeBypassed') {
     const { profile } = event.data;
     const to = event.type === 'ChallengeStarted' ? event.data.delivery?.to : undefined;
     return { userId: d.userId, displayName: profile.displayName ?? null, email: profile.email ?? null, phoneNumber: profile.phoneNumber ?? to ?? null, pii: null, userGen: null };
@@ -109,6 +109,14 @@ function effectOf(event: ChallengeEvent): Effect {
         context: contextOf(event, { authMethod: event.data.method, expiresAt: null }),
         outcome: failure(event.data.reason === 'ip_locked' ? ResultDetail.ipLocked : ResultDetail.userBlocked, event.occurredAt),
       };
+    case 'ChallengeBypassed': {
+      const reason = event.data.reason;
+      const detail = reason === 'trusted_ip' ? ResultDetail.trustedIp : reason === 'remembered_device' ? ResultDetail.rememberedDevice : ResultDetail.corporateNetwork;
+      return {
+        context: contextOf(event, { authMethod: null, expiresAt: null }),
+        outcome: { result: 'success', resultDetail: detail, completedAt: event.occurredAt },
+      };
+    }
     case 'ChallengeFraudReported':
       return { outcome: failure(ResultDetail.fraud, event.occurredAt) };
     case 'ChallengeApproved':
@@ -144,7 +152,7 @@ function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
     email: null,
     phoneNumber: null,
     deviceToken: null,
-    authMethod: event.data.method,
+    authMethod: 'method' in event.data ? event.data.method : null,
     serverName: event.data.server.name,
     serverIp: event.data.server.ip,
     clientIp: null,

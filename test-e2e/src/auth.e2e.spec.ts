@@ -126,6 +126,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
       case Subjects.usersDelete:
       case Subjects.usersGet:
       case Subjects.usersReset:
+      case Subjects.usersRememberedRevoke:
         return { tenantId, userId: userA };
       case Subjects.challengeStart:
         return { tenantId, userId: userA };

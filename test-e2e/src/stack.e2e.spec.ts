@@ -340,6 +340,56 @@ describe('end to end: two instances of every service', () => {
     }
   });
 
+  itWith({ real: wholeStack }, 'remember MFA: a remembered browser and a legacy client skip MFA; another user’s or a forged token does not; revoked one by one', async () => {
+    const tenantId = uniqueTenant('remember');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { rememberMfa: { enabled: true, days: 30 } } });
+    const enrol = async (userId: string) => {
+      await ask(Subjects.usersRegister, { tenantId, userId, displayName: userId });
+      const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
+      const secret = base32Decode(String(enrolled.secret));
+      const t0 = Date.now();
+      await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, t0) });
+      return { secret, t0 };
+    };
+    const alice = uniqueUser('alice');
+    const bob = uniqueUser('bob');
+    const a = await enrol(alice);
+    await enrol(bob);
+    const start = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: alice, method: 'totp', context: { rememberDevice: true } });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'the tenant known');
+    const verified = await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code: totp(a.secret, a.t0 + 30_000) });
+    assert.equal(verified.status, 'approved');
+    assert.match(String(verified.rememberToken), /^mfar\.[A-Za-z0-9_-]{43}$/);
+    assert.ok(Math.abs(Date.parse(String(verified.rememberUntil)) - (Date.now() + 30 * 86_400_000)) < 60_000);
+    const token = String(verified.rememberToken);
+
+    const remembered = await ask(Subjects.challengeStart, { tenantId, userId: alice, context: { rememberToken: token } });
+    assert.deepEqual([remembered.status, remembered.reason], ['approved', 'remembered_device']);
+    // Alice's token for Bob, or a forged one: a challenge as usual.
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: bob, method: 'totp', context: { rememberToken: token } })).status, 'pending');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, method: 'totp', context: { rememberToken: `mfar.${'A'.repeat(43)}` } })).status, 'pending');
+    // A legacy client: Alice completed MFA moments ago, Bob never did.
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, context: { legacyClient: true } })).reason, 'remembered_device');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: bob, method: 'totp', context: { legacyClient: true } })).status, 'pending');
+
+    const shown = await ask(Subjects.usersGet, { tenantId, userId: alice });
+    const browsers = shown.rememberedBrowsers as Array<{ rememberId: string }>;
+    assert.equal(browsers.length, 1);
+    assert.ok(!JSON.stringify(shown).includes(token.slice(5)), 'the token itself is never shown');
+    assert.deepEqual(await ask(Subjects.usersRememberedRevoke, { tenantId, userId: alice, rememberId: browsers[0]!.rememberId }), { userId: alice, revoked: 1 });
+    assert.equal((await ask(Subjects.usersRememberedRevoke, { tenantId, userId: alice, rememberId: browsers[0]!.rememberId })).error?.code, 'not_found');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, method: 'totp', context: { rememberToken: token } })).status, 'pending');
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: alice, limit: 20 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === remembered.challengeId);
+    }, 20_000, 'the remembered sign-in in the report');
+    assert.equal(row.resultDetail, 'MFA requirement skipped due to remembered device');
+    // Unknown context keys are refused.
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, context: { trustMe: true } })).error?.code, 'invalid_request');
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

@@ -41,6 +41,7 @@ export const Subjects = {
   usersList: 'mfa.v1.users.list',
   usersReset: 'mfa.v1.users.reset',
   usersMethodsDefault: 'mfa.v1.users.methods.default',
+  usersRememberedRevoke: 'mfa.v1.users.remembered.revoke',
   usersTokensDelete: 'mfa.v1.users.tokens.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
@@ -207,6 +208,8 @@ export const UsersGetReply = z.object({
   /** The block in force (users.block, or a fraud report's auto-block), or null. */
   blocked: z.object({ until: IsoDateTime, reason: z.string() }).nullable(),
   appPasswords: z.number(),
+  /** Browsers remembered (rememberMfa) and not expired, newest first: users.remembered.revoke takes their id. */
+  rememberedBrowsers: z.array(z.object({ rememberId: z.string(), createdAt: IsoDateTime, until: IsoDateTime })),
 });
 export type UsersGetReply = z.infer<typeof UsersGetReply>;
 
@@ -238,6 +241,11 @@ export const UsersMethodsDefaultRequest = z.object({ tenantId: TenantId, userId:
 export type UsersMethodsDefaultRequest = z.infer<typeof UsersMethodsDefaultRequest>;
 export const UsersMethodsDefaultReply = z.object({ userId: z.string(), defaultMethod: Method });
 export type UsersMethodsDefaultReply = z.infer<typeof UsersMethodsDefaultReply>;
+/** Forgets one remembered browser of the user, or all of them when `rememberId` is omitted. */
+export const UsersRememberedRevokeRequest = z.object({ tenantId: TenantId, userId: UserId, rememberId: OpaqueId.optional() });
+export type UsersRememberedRevokeRequest = z.infer<typeof UsersRememberedRevokeRequest>;
+export const UsersRememberedRevokeReply = z.object({ userId: z.string(), revoked: z.number() });
+export type UsersRememberedRevokeReply = z.infer<typeof UsersRememberedRevokeReply>;
 /** Removes one of the user's tokens (pending or active). */
 export const UsersTokensDeleteRequest = z.object({ tenantId: TenantId, userId: UserId, tokenId: OpaqueId });
 export type UsersTokensDeleteRequest = z.infer<typeof UsersTokensDeleteRequest>;
@@ -330,6 +338,9 @@ export const ChallengeVerifyReply = z.object({
   challengeId: z.string(),
   status: ChallengeStatus,
   reason: ChallengeReason.optional(),
+  /** With an approval of a start that asked `context.rememberDevice` (and the tenant's rememberMfa): give it back at the next start. */
+  rememberToken: z.string().optional(),
+  rememberUntil: IsoDateTime.optional(),
 });
 export type ChallengeVerifyReply = z.infer<typeof ChallengeVerifyReply>;
 export const ChallengeStatusReply = ChallengeVerifyReply;
@@ -533,6 +544,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersList]: 'users',
   [Subjects.usersReset]: 'admin',
   [Subjects.usersMethodsDefault]: 'users',
+  [Subjects.usersRememberedRevoke]: 'users',
   [Subjects.usersTokensDelete]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
@@ -572,6 +584,7 @@ export const RequestSchemas = {
   [Subjects.usersList]: UsersListRequest,
   [Subjects.usersReset]: UsersResetRequest,
   [Subjects.usersMethodsDefault]: UsersMethodsDefaultRequest,
+  [Subjects.usersRememberedRevoke]: UsersRememberedRevokeRequest,
   [Subjects.usersTokensDelete]: UsersTokensDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,

@@ -58,6 +58,7 @@ describe('the public API contract', () => {
       'mfa.v1.users.list',
       'mfa.v1.users.methods.default',
       'mfa.v1.users.register',
+      'mfa.v1.users.remembered.revoke',
       'mfa.v1.users.reset',
       'mfa.v1.users.tokens.delete',
       'mfa.v1.users.totp.activate',

@@ -49,6 +49,16 @@ export function hashCode(keyring: Keyring, challengeId: string, code: string): B
 }
 
 /**
+ * The id under which a remember-MFA token is kept (rememberMfa): a keyed hash of the token bound to
+ * the user's tag (tenant and user), so a token presented for another user, or forged, finds
+ * nothing, and what Redis and users.get show cannot be turned back into the token.
+ * 22 base64url characters = 132 bits.
+ */
+export function rememberTokenId(keyring: Keyring, tag: string, token: string): string {
+  return createHmac('sha256', keyring.codeHashKey).update('remember\u0000').update(tag).update('\u0000').update(token).digest('base64url').slice(0, 22);
+}
+
+/**
  * The Redis Cluster hash tag of a user: every key of the user (profile, tokens, challenges)
  * carries it, so one Lua script can touch them all. Keyed, so it reveals nothing about the user.
  * 22 base64url characters = 132 bits.

@@ -18,6 +18,9 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
  *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
+ *   mfa:{tag}:remember     HASH  rememberId -> `<until ms>:<created ms>`: the user's remembered browsers (rememberMfa;
+ *                          auth-challenge writes on an approval that asked for it, user-settings revokes)
+ *   mfa:{tag}:lastmfa      STRING when the user last completed MFA (ms): legacy clients within rememberMfa.days
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
@@ -48,6 +51,10 @@ export const RedisKeys = {
   smsSend: (tag: string, nonce: string) => `mfa:{${tag}}:sms:send:${nonce}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
+  /** The user's remembered browsers (rememberMfa): rememberId -> `<until ms>:<created ms>`. */
+  remembered: (tag: string) => `mfa:{${tag}}:remember`,
+  /** When the user last completed MFA (ms): legacy clients within rememberMfa.days need none. */
+  lastMfa: (tag: string) => `mfa:{${tag}}:lastmfa`,
   /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,

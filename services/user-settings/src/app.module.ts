@@ -30,6 +30,7 @@ import { UserSettingsService } from './application/user-settings.service.js';
 import type { UserSettingsConfig } from './config.js';
 import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
 import { FraudBlocks } from './adapters/fraud-blocks.js';
+import { RememberedBrowsers } from './adapters/remembered-browsers.js';
 import { KEYRING } from './tokens.js';
 
 /**
@@ -99,6 +100,7 @@ export class AppModule {
               snapshots,
               blocks: new FraudBlocks(nats.jsm),
               index: new UserIndex(redis, keyring),
+              remembered: new RememberedBrowsers(redis),
             }),
           inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys, NATS, REDIS],
         },

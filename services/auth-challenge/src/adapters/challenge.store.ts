@@ -41,6 +41,12 @@ interface StartInput {
   ipLocked?: boolean;
   /** A bypass the tenant's settings grant this sign-in: a known user is approved at once. */
   bypass?: 'trusted_ip' | 'corporate_network' | 'remembered_device' | undefined;
+  /** The id of the remember token the browser presented (rememberTokenId), if the tenant remembers browsers. */
+  rememberId?: string | undefined;
+  /** A legacy client of a tenant that remembers: its user needs no MFA if they completed one since (ms). */
+  legacySince?: number | undefined;
+  /** An approval of this challenge remembers the browser (the start asked, the tenant allows). */
+  rememberDevice?: boolean;
 }
 
 /**
@@ -67,6 +73,8 @@ interface VerifyInput {
   context: string;
   /** The hash slot of the user's keys (hashSlotOf(tag)): where the slot's marker and outbox are. */
   slot: number;
+  /** A new remember token's id and end (ms), kept if this verify approves a challenge that asked for it. */
+  remember?: { id: string; until: number } | undefined;
 }
 
 /**
@@ -99,9 +107,9 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 8, lua: START_SCRIPT });
-    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 6, lua: VERIFY_SCRIPT });
-    redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 6, lua: VERIFY_TOTP_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 10, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
+    redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
     this.verify = r.mfaChallengeVerify.bind(redis);
@@ -118,6 +126,8 @@ export class ChallengeStore {
       slotMarkerKey(input.slot),
       slotOutboxKey(input.slot),
       RedisKeys.blocked(input.tag),
+      RedisKeys.remembered(input.tag),
+      RedisKeys.lastMfa(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -138,6 +148,9 @@ export class ChallengeStore {
       input.application ?? '',
       input.ipLocked ? '1' : '0',
       input.bypass ?? '',
+      input.rememberId ?? '',
+      input.legacySince ?? '',
+      input.rememberDevice ? '1' : '0',
     ));
     return parseStartVerdict(raw);
   }
@@ -172,11 +185,13 @@ export class ChallengeStore {
       RedisKeys.failures(input.tag),
       RedisKeys.consecutiveFailures(input.tag),
       slotOutboxKey(input.slot),
+      RedisKeys.remembered(input.tag),
+      RedisKeys.lastMfa(input.tag),
     ];
   }
 
   private verifyArgs(input: VerifyInput): Array<string | number> {
-    return [input.tenantId, input.now.getTime(), ...lockoutArgs(input.lockout), input.challengeId, input.context];
+    return [input.tenantId, input.now.getTime(), ...lockoutArgs(input.lockout), input.challengeId, input.context, input.remember?.id ?? '', input.remember?.until ?? 0];
   }
 
   async readChallenge(

@@ -130,6 +130,7 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
     case 'approved': {
       const v: VerifyVerdict = { kind: 'approved', userId: raw[1]!, method: method(raw[2]) };
       if (text(raw[3])) v.tokenId = raw[3]!;
+      if (raw[4] === '1') v.remembered = true;
       return v;
     }
     case 'rejected':

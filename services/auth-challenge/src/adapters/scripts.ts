@@ -18,7 +18,10 @@
  * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON), client
  * IP ('' = none), application ('' = none), client IP locked '1'/'0' (auth-challenge's in-memory
  * copy of fraud's per-IP locks), bypass reason ('' = none; trusted_ip, corporate_network, decided
- * by auth-challenge from the tenant's settings: a known user is approved at once with it). The client IP and application stay with the challenge (verify's
+ * by auth-challenge from the tenant's settings: a known user is approved at once with it), the id
+ * of the remember token presented ('' = none), the time since which a legacy client's user needs no
+ * MFA ('' = not a legacy client or remember MFA off), '1' when an approval should remember the
+ * browser (kept as `rd` on the challenge). KEYS 9 and 10: the user's remembered browsers, last MFA. The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -73,12 +76,20 @@ if ARGV[19] == '1' then
   redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
   return kept({'blocked', ARGV[3], 'ip_locked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 end
--- A bypass (trusted IP, corporate network) approves a known user at once, after blocks and locks.
-if ARGV[20] ~= '' and exists then
+-- A bypass approves a known user at once, after blocks and locks: a trusted IP or the corporate
+-- network (decided by auth-challenge), else a remembered browser (its token's id, unexpired), else a
+-- legacy client whose user completed MFA since the given time.
+local bypass = ARGV[20]
+if bypass == '' and ARGV[21] ~= '' then
+  local remembered = redis.call('HGET', KEYS[9], ARGV[21])
+  if remembered and tonumber(string.match(remembered, '^(%d+)')) > tonumber(ARGV[5]) then bypass = 'remembered_device' end
+end
+if bypass == '' and ARGV[22] ~= '' and tonumber(redis.call('GET', KEYS[10]) or '0') >= tonumber(ARGV[22]) then bypass = 'remembered_device' end
+if bypass ~= '' and exists then
   redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', '', 'status', 'approved',
-    'reason', ARGV[20], 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5], 'completedAt', ARGV[5])
+    'reason', bypass, 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5], 'completedAt', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
-  return kept({'bypassed', '', ARGV[20], u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+  return kept({'bypassed', '', bypass, u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 end
 local registered, regset, enabled = {}, {}, {}
 if exists and u[3] then for m in string.gmatch(u[3], '[^,]+') do registered[#registered + 1] = m; regset[m] = true end end
@@ -109,6 +120,7 @@ redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', re
 if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
 if ARGV[17] ~= '' then redis.call('HSET', KEYS[2], 'ip', ARGV[17]) end
 if ARGV[18] ~= '' then redis.call('HSET', KEYS[2], 'app', ARGV[18]) end
+if ARGV[23] == '1' then redis.call('HSET', KEYS[2], 'rd', '1') end
 -- A challenge that can never be verified (registration_required, including every start for an
 -- unknown user id) is kept only for status queries right after it: made-up user ids cost little.
 if method then redis.call('EXPIRE', KEYS[2], ARGV[9]) else redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS}) end
@@ -118,8 +130,10 @@ return kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '',
 // The two verify scripts share their KEYS and first ARGV:
 //   KEYS: challenge, totp tokens, totp last steps, user's failed verifications (window),
 //         user's consecutive failed verifications, the slot's outbox.
+//   KEYS (cont.): the user's remembered browsers, when the user last completed MFA.
 //   ARGV: tenantId, now ms, lockout threshold, failure-counter window s, lockout duration s,
-//         consecutive failures cap, challenge id, the request's context (JSON), then the
+//         consecutive failures cap, challenge id, the request's context (JSON), the id of a new
+//         remember token ('' = the tenant does not remember browsers) and its end (ms), then the
 //         script's own arguments.
 // Every reply that records something (approved, rejected, exhausted, expired) is kept in the
 // outbox (KEEP). Denials (rejected, exhausted, locked_out, expired) end with the challenge's
@@ -129,7 +143,7 @@ return kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '',
 // ends by itself, the consecutive cap only with a success elsewhere or an admin unlock), an
 // expired challenge (recorded once).
 const CHECKS = `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status, ip = ch[2], ch[3], ch[4], ch[10] or ''
 if status ~= 'pending' then
@@ -159,7 +173,20 @@ if matched then
   if tokenId ~= '' then redis.call('HSET', KEYS[3], tokenId, step) end
   redis.call('HSET', KEYS[1], 'status', 'approved', 'reason', '', 'completedAt', ARGV[2])
   redis.call('DEL', KEYS[4], KEYS[5])
-  return kept({'approved', userId, method, tokenId})
+  redis.call('SET', KEYS[8], ARGV[2], 'EX', 31622400)
+  -- The browser is remembered when the start asked for it and the tenant allows it: a new token's
+  -- id with its end; ended ones are dropped, so the hash holds only browsers still remembered.
+  local remembered = ''
+  if ch[11] == '1' and ARGV[9] ~= '' then
+    local all = redis.call('HGETALL', KEYS[7])
+    for n = 1, #all, 2 do
+      if tonumber(string.match(all[n + 1], '^(%d+)')) <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[7], all[n]) end
+    end
+    redis.call('HSET', KEYS[7], ARGV[9], ARGV[10] .. ':' .. ARGV[2])
+    if redis.call('PTTL', KEYS[7]) < tonumber(ARGV[10]) - tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[7], ARGV[10]) end
+    remembered = '1'
+  end
+  return kept({'approved', userId, method, tokenId, remembered})
 end
 local fails = redis.call('INCR', KEYS[4])
 if fails == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
@@ -211,7 +238,7 @@ local function ct_equal(a, b)
   for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
   return acc == 0
 end
-local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[9])
+local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[11])
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
 
@@ -225,7 +252,7 @@ ${OUTCOME}`;
  */
 export const VERIFY_TOTP_SCRIPT = `${CHECKS}
 if method ~= 'totp' then return redis.error_reply('not a totp challenge') end
-local tokenId, step, cause = ARGV[9], ARGV[10], ARGV[11]
+local tokenId, step, cause = ARGV[11], ARGV[12], ARGV[13]
 local matched = false
 if tokenId ~= '' then
   if redis.call('HEXISTS', KEYS[2], tokenId) == 0 then

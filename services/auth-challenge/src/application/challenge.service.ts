@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import {
   notFound,
@@ -14,6 +15,7 @@ import {
   hashCode,
   parseWrappedDataKey,
   projectionUserKey,
+  rememberTokenId,
   seal,
   SealContext,
   SealError,
@@ -54,6 +56,7 @@ const deferred = counter(
   'Decisions answered whose event JetStream did not acknowledge before the caller\'s deadline: left in the outbox for the relay',
 );
 
+const DAY_MS = 86_400_000;
 /** When the caller sent no Mfa-Deadline: how long an IdP waits at most (docs/api.md). */
 const DEFAULT_DEADLINE_MS = 5_000;
 /** Kept for the reply itself: the publish retries stop this long before the caller's deadline. */
@@ -149,6 +152,21 @@ export class ChallengeService {
     return ranges.size > 0 && ranges.has(req.clientIp) ? 'trusted_ip' : undefined;
   }
 
+  /**
+   * Remember MFA at start (the tenant's rememberMfa): the id of a presented remember token (bound
+   * to this user's tag: another user's token finds nothing), the time since which a legacy client's
+   * user needs no MFA, and whether an approval should remember this browser.
+   */
+  private rememberOf(settings: TenantSettings, req: ChallengeStartRequest, tag: string, now: Date) {
+    if (!settings.rememberMfa.enabled || !req.context) return {};
+    const { rememberToken, legacyClient, rememberDevice } = req.context;
+    return {
+      ...(rememberToken ? { rememberId: rememberTokenId(this.keyring, tag, rememberToken) } : {}),
+      ...(legacyClient ? { legacySince: now.getTime() - settings.rememberMfa.days * DAY_MS } : {}),
+      ...(rememberDevice ? { rememberDevice: true } : {}),
+    };
+  }
+
   private usableMethods(settings: TenantSettings): readonly string[] {
     let methods = this.usable.get(settings);
     if (!methods) {
@@ -214,6 +232,7 @@ export class ChallengeService {
       application: req.application,
       ipLocked: this.ipLocks.locked(req.tenantId, settings, req.clientIp, now.getTime()),
       bypass: this.bypassOf(settings, req),
+      ...this.rememberOf(settings, req, tag, now),
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     const outcome = this.decideStart(context, verdict);
@@ -226,10 +245,15 @@ export class ChallengeService {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
     const known = this.settingsOf(req.tenantId);
-    const lockout = this.lockoutOf(known instanceof Promise ? await known : known);
+    const settings = known instanceof Promise ? await known : known;
+    const lockout = this.lockoutOf(settings);
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
-    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot };
+    // A remember token is drawn before the script, kept (as its id) only if the verify approves a
+    // challenge whose start asked for it: no round trip of its own.
+    const token = settings.rememberMfa.enabled ? `mfar.${randomBytes(32).toString('base64url')}` : undefined;
+    const remember = token ? { id: rememberTokenId(this.keyring, id.tag, token), until: now.getTime() + settings.rememberMfa.days * DAY_MS } : undefined;
+    const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot, remember };
     const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });
     let verdict: VerifyVerdict;
     if (check.kind === 'totp_check') {
@@ -242,6 +266,9 @@ export class ChallengeService {
       verdict = check;
     }
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
+    if (verdict.kind === 'approved' && verdict.remembered && token && remember) {
+      outcome.reply = { ...outcome.reply, rememberToken: token, rememberUntil: new Date(remember.until).toISOString() };
+    }
     outcomes.inc({ kind: verdict.kind, method: 'method' in verdict ? verdict.method : 'none' });
     if (outcome.event) {
       const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);

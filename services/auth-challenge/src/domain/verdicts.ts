@@ -48,7 +48,8 @@ export type StartVerdict =
   | { kind: 'projection_missing' };
 
 export type VerifyVerdict =
-  | { kind: 'approved'; userId: string; method: Method; tokenId?: string; step?: number }
+  /** `remembered`: the browser is remembered (the start asked, the tenant allows): the reply carries the token. */
+  | { kind: 'approved'; userId: string; method: Method; tokenId?: string; step?: number; remembered?: boolean }
   | { kind: 'rejected'; userId: string; method: Method; attempts: number; remaining: number; cause: 'mismatch' | 'reused'; guard: FailureGuard; clientIp?: string }
   | { kind: 'exhausted'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard; clientIp?: string }
   /** The wrong code reached the tenant's lockout threshold: the challenge ends and the user is locked out. */

@@ -14,6 +14,7 @@ import {
   UsersListRequest,
   UsersResetRequest,
   UsersMethodsDefaultRequest,
+  UsersRememberedRevokeRequest,
   UsersTokensDeleteRequest,
   UsersRegisterRequest,
   type ClientsCreateReply,
@@ -28,6 +29,7 @@ import {
   type UsersListReply,
   type UsersResetReply,
   type UsersMethodsDefaultReply,
+  type UsersRememberedRevokeReply,
   type UsersTokensDeleteReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
@@ -74,6 +76,14 @@ export class UserSettingsController {
     @Ctx() ctx: NatsRequestContext,
   ): Promise<UsersMethodsDefaultReply> {
     return this.service.chooseDefaultMethod(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersRememberedRevoke)
+  revokeRemembered(
+    @Payload(new ContractPipe(UsersRememberedRevokeRequest)) request: UsersRememberedRevokeRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<UsersRememberedRevokeReply> {
+    return this.service.revokeRemembered(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.usersTokensDelete)

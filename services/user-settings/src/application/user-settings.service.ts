@@ -22,6 +22,8 @@ import {
   type UsersResetRequest,
   type UsersMethodsDefaultReply,
   type UsersMethodsDefaultRequest,
+  type UsersRememberedRevokeReply,
+  type UsersRememberedRevokeRequest,
   type UsersTokensDeleteReply,
   type UsersTokensDeleteRequest,
   invalidRequest,
@@ -39,6 +41,7 @@ import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { FraudBlocks } from '../adapters/fraud-blocks.js';
+import type { RememberedBrowsers } from '../adapters/remembered-browsers.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader, type LoadedState } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
@@ -73,6 +76,8 @@ interface UserSettingsOptions {
   blocks?: Pick<FraudBlocks, 'of'>;
   /** users.list's search index (Redis, kept with the projection). */
   index?: Pick<UserIndex, 'list'>;
+  /** The user's remembered browsers (Redis, written by auth-challenge). */
+  remembered?: Pick<RememberedBrowsers, 'list' | 'revoke' | 'clear'>;
 }
 
 interface Outcome<S> {
@@ -153,9 +158,11 @@ export class UserSettingsService {
   async get(request: UsersGetRequest, now: Date): Promise<UsersGetReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
-    const [outcome, blocked] = await Promise.all([
+    const tag = this.options.projection.tagOf(tenantId, userId);
+    const [outcome, blocked, remembered] = await Promise.all([
       this.execute(userDecider, this.userRef(tenantId, userId), now, () => []),
       this.store(() => this.options.blocks?.of(tenantId, userId, now) ?? Promise.resolve(null)),
+      this.store(() => this.options.remembered?.list(tag, now) ?? Promise.resolve([])),
     ]);
     const state = outcome.state;
     if (!state.registered) throw notFound('unknown user');
@@ -172,6 +179,7 @@ export class UserSettingsService {
       devices: [],
       blocked,
       appPasswords: 0,
+      rememberedBrowsers: remembered,
     };
   }
 
@@ -212,7 +220,20 @@ export class UserSettingsService {
     await this.requireTenant(tenantId, now, false);
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'ResetMfa', data: { userId } }, state, now));
     await this.project(tenantId, userId, outcome);
+    await this.store(() => this.options.remembered?.clear(this.options.projection.tagOf(tenantId, userId)) ?? Promise.resolve());
     return { userId, reset: true };
+  }
+
+  /** Forgets one remembered browser of the user, or all of them: their next sign-in asks for MFA again. */
+  async revokeRemembered(request: UsersRememberedRevokeRequest, now: Date): Promise<UsersRememberedRevokeReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    if (!outcome.state.registered) throw notFound('unknown user');
+    const tag = this.options.projection.tagOf(tenantId, userId);
+    const revoked = await this.store(() => this.options.remembered?.revoke(tag, request.rememberId) ?? Promise.resolve(0));
+    if (request.rememberId !== undefined && revoked === 0) throw notFound('no such remembered browser');
+    return { userId, revoked };
   }
 
   /** The method a start without one uses (users.methods.default). */

@@ -183,6 +183,11 @@ users
   .description('the method a sign-in without one uses (one the user has registered)')
   .action((tenantId: string, userId: string, method: string) => withApi(async (api) => print(await api.call(Subjects.usersMethodsDefault, { tenantId, userId, method }))));
 users
+  .command('forget-browsers <tenant> <user>')
+  .description('forget remembered browsers (rememberMfa): one with --id, else all')
+  .option('--id <rememberId>', 'one browser, as users get lists it')
+  .action((tenantId: string, userId: string, o: { id?: string }) => withApi(async (api) => print(await api.call(Subjects.usersRememberedRevoke, { tenantId, userId, ...(o.id ? { rememberId: o.id } : {}) }))));
+users
   .command('delete-token <tenant> <user> <tokenId>')
   .description('remove one of the user\'s tokens')
   .action((tenantId: string, userId: string, tokenId: string) => withApi(async (api) => print(await api.call(Subjects.usersTokensDelete, { tenantId, userId, tokenId }))));

@@ -254,6 +254,12 @@ export class PagesController {
       unblock: { subject: Subjects.usersUnblock, body: { userId, reason }, notice: 'The user is unblocked.' },
       reset: { subject: Subjects.usersReset, body: { userId }, notice: 'Every method of the user is cleared: they must register again.' },
       'delete-token': { subject: Subjects.usersTokensDelete, body: { userId, tokenId: text(body.tokenId, 128) ?? '' }, notice: 'The token is deleted.' },
+      'revoke-remembered': {
+        subject: Subjects.usersRememberedRevoke,
+        body: { userId, ...(text(body.rememberId, 128) ? { rememberId: text(body.rememberId, 128) } : {}) },
+        notice: 'The browser is forgotten: its next sign-in asks for MFA.',
+      },
+      'default-method': { subject: Subjects.usersMethodsDefault, body: { userId, method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
     };
     await this.run(p, 'users.njk', 'users', async () => {
       const chosen = Object.hasOwn(actions, action) ? actions[action] : undefined;

@@ -9,7 +9,8 @@
 # OTHER `none` runs this checkout alone, which is how Redis's cost of one build is measured.
 #
 #   bench/side-by-side.sh ../other-checkout|none [rate pairs/s, default 1500]
-#   (REDIS_URL, NATS_URL and BENCH_DATABASE_URL are passed on; SIDE_BY_SIDE_PORT [3991] is OTHER's HTTP port)
+#   (REDIS_URL, NATS_URL and BENCH_DATABASE_URL are passed on; SIDE_BY_SIDE_PORT [3991] is OTHER's HTTP port;
+#   SIDE_BY_SIDE_POLICY=on runs the bench with --policy on: 50 trusted ranges, remember MFA)
 set -euo pipefail
 other=${1:?usage: bench/side-by-side.sh OTHER_CHECKOUT|none [rate]}
 [ "$other" = none ] || other=$(cd "$other" && pwd)
@@ -22,7 +23,7 @@ port=${SIDE_BY_SIDE_PORT:-3991}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 
 cd "$here"
-BENCH_MASTER_KEY=$key BENCH_PLATFORM_API_KEY=$platform node_modules/.bin/node bench/dist/main.js --rate "$rate" --duration 20 --warmup 3 --scenarios totp >"$out/bench.txt" 2>&1 &
+BENCH_MASTER_KEY=$key BENCH_PLATFORM_API_KEY=$platform node_modules/.bin/node bench/dist/main.js --rate "$rate" --duration 20 --warmup 3 --scenarios totp --policy "${SIDE_BY_SIDE_POLICY:-off}" >"$out/bench.txt" 2>&1 &
 bench=$!
 until grep -q "seeding" "$out/bench.txt"; do sleep 0.1; done
 if [ "$other" != none ]; then

@@ -32,6 +32,11 @@ const { values } = parseArgs({
     services: { type: 'string' },
     /** `off`: MFA_AUTH=off and no Authorization header on the measured requests, to show what the key check costs. */
     auth: { type: 'string', default: 'on' },
+    /**
+     * `on`: the tenant has 50 trusted ranges (none of them the bench's client IP) and remember MFA on,
+     * and every start asks to remember the browser: what the sign-in policy costs (issue 10).
+     */
+    policy: { type: 'string', default: 'off' },
   },
 });
 const rate = Number(values.rate);
@@ -109,7 +114,10 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     (await nc.request(subject, JSON.stringify(body), { timeout: 10_000, headers: auth })).json<Reply>();
   const usersNeeded = Math.ceil(rate * (duration + warmup) * 1.05) + 10;
   try {
-    const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } });
+    const policy = values.policy === 'on'
+      ? { trustedIps: { ranges: Array.from({ length: 50 }, (_, n) => `8.8.${n}.0/24`) }, rememberMfa: { enabled: true, days: 30 } }
+      : {};
+    const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300, ...policy } });
     if (configured.error) throw new Error(`tenants.configure: ${configured.error.message}`);
     const client = (await ask(Subjects.clientsCreate, { tenantId, name: 'bench IdP', scopes: ['challenges'] })) as Reply & { apiKey?: string };
     if (!client.apiKey) throw new Error(`clients.create: ${client.error?.message}`);
@@ -183,7 +191,13 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
       const i = userCursor.totp++;
       const userId = `totp-${i}@bench.example`;
-      const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp', clientIp: '198.51.100.7' });
+      const start = await ask(Subjects.challengeStart, {
+        tenantId,
+        userId,
+        method: 'totp',
+        clientIp: '198.51.100.7',
+        ...(values.policy === 'on' ? { context: { rememberDevice: true } } : {}),
+      });
       record('totp start', performance.now() - due);
       if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
       await verifyPair('totp', i, start.challengeId!, hotp(secretOf(i), totpStep(Date.now())), record);

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import {
   notFound,
@@ -15,6 +14,7 @@ import {
   hashCode,
   parseWrappedDataKey,
   projectionUserKey,
+  randomToken,
   rememberTokenId,
   seal,
   SealContext,
@@ -251,7 +251,7 @@ export class ChallengeService {
     const slot = hashSlotOf(id.tag);
     // A remember token is drawn before the script, kept (as its id) only if the verify approves a
     // challenge whose start asked for it: no round trip of its own.
-    const token = settings.rememberMfa.enabled ? `mfar.${randomBytes(32).toString('base64url')}` : undefined;
+    const token = settings.rememberMfa.enabled ? `mfar.${randomToken(32)}` : undefined;
     const remember = token ? { id: rememberTokenId(this.keyring, id.tag, token), until: now.getTime() + settings.rememberMfa.days * DAY_MS } : undefined;
     const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot, remember };
     const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });

@@ -11,7 +11,7 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
- *   mfa:{tag}:sms:sends    STRING SMS codes sent in the current window (throttling)
+ *   mfa:{tag}:otp:sends    ZSET  SMS and voice challenges of the user in the sliding window (challenge id -> ms; throttling)
  *   mfa:{tag}:sms:send:<nonce> STRING dispatch's claim on one challenge's SMS: `sending` during a
  *                          provider call, then `sent <provider> <message id>` (written by dispatch)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
@@ -46,7 +46,8 @@ export const RedisKeys = {
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
   challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
-  smsSends: (tag: string) => `mfa:{${tag}}:sms:sends`,
+  /** The user's SMS and voice challenges in the sliding send window (a sorted set by time). */
+  smsSends: (tag: string) => `mfa:{${tag}}:otp:sends`,
   /** dispatch's claim on sending the SMS of one challenge (see dispatch's SendGuard). */
   smsSend: (tag: string, nonce: string) => `mfa:{${tag}}:sms:send:${nonce}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,

@@ -214,12 +214,20 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code })).status, 'approved');
   });
 
-  itWith({ real: ['nats', 'redis'] }, 'rate-limits SMS sends per user (5 per window)', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'rate-limits SMS sends per user: the 6th in 5 minutes waits until the oldest leaves the sliding window', async () => {
     const user = uniqueUser();
     await projectUser(user, { phone: '+14155550106' });
     for (let i = 0; i < 5; i++) {
       assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).status, 'pending');
     }
+    const sixth = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    assert.equal(sixth.error?.code, 'rate_limited');
+    assert.match(String(sixth.error?.message), /try again in (29\d|300) s/);
+    // The oldest send moved out of the window (as if 5 minutes had passed for it): one more fits, not two.
+    const key = RedisKeys.smsSends(userTag(keyring, tenant, user));
+    const [oldest] = await redis.zrange(key, 0, 0);
+    await redis.zadd(key, Date.now() - 301_000, oldest!);
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).status, 'pending');
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');
   });
 

@@ -10,7 +10,7 @@
  */
 
 /**
- * start. KEYS: user, challenge, sms sends window, user's failed verifications (window),
+ * start. KEYS: user, challenge, SMS and voice sends (sliding window), user's failed verifications (window),
  * user's consecutive failed verifications, the completeness marker of the user's slot, the
  * slot's outbox, the user's block (fraud's projection).
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
@@ -107,10 +107,18 @@ else
     if #registered == 0 then reason = 'no_method_registered' else reason = 'method_disabled' end
   end
 end
-if method == 'sms' then
-  local sent = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if sent >= tonumber(ARGV[10]) then return {'rate_limited', tostring(redis.call('TTL', KEYS[3]))} end
-  if redis.call('INCR', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[11]) end
+-- Telephony throttle: at most ARGV[10] SMS or voice challenges of the user in any ARGV[11] seconds
+-- (a sliding window: each send is remembered by its challenge id until it leaves the window).
+if method == 'sms' or method == 'voice' then
+  local window = tonumber(ARGV[11]) * 1000
+  local now = tonumber(ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - window))
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) then
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2])
+    return {'rate_limited', tostring(math.max(1, math.ceil((oldest + window - now) / 1000)))}
+  end
+  redis.call('ZADD', KEYS[3], now, ARGV[15])
+  redis.call('PEXPIRE', KEYS[3], window)
 end
 local status = 'registration_required'
 if method then status = 'pending' end

@@ -390,6 +390,31 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, context: { trustMe: true } })).error?.code, 'invalid_request');
   });
 
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'fallback: an SMS no provider delivers makes status say so and name the app; the next start without a method takes the app', async () => {
+    const tenantId = uniqueTenant('fallback');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const user = uniqueUser('fallback');
+    await ask(Subjects.usersRegister, { tenantId, userId: user, phoneNumber: '+14155550181' });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId: user });
+    await ask(Subjects.totpActivate, { tenantId, userId: user, tokenId: enrolled.tokenId, code: totp(base32Decode(String(enrolled.secret)), Date.now()) });
+    await ask(Subjects.usersMethodsDefault, { tenantId, userId: user, method: 'sms' });
+    twilio.failNext({ status: 400, code: 21211, message: "The 'To' number is not a valid phone number." });
+    const start = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId: user });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'the tenant known');
+    assert.equal(start.method, 'sms');
+    const status = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId });
+      return reply.status === 'denied' ? reply : undefined;
+    }, 20_000, 'the failed delivery in the status');
+    assert.deepEqual(status, { challengeId: start.challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods: ['totp'] });
+    const next = await ask(Subjects.challengeStart, { tenantId, userId: user });
+    assert.deepEqual([next.status, next.method], ['pending', 'totp'], 'the next start takes the app');
+    // Asked for by name, SMS is still tried.
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'sms' })).method, 'sms');
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

@@ -343,8 +343,14 @@ export const ChallengeVerifyReply = z.object({
   rememberUntil: IsoDateTime.optional(),
 });
 export type ChallengeVerifyReply = z.infer<typeof ChallengeVerifyReply>;
-export const ChallengeStatusReply = ChallengeVerifyReply;
-export type ChallengeStatusReply = ChallengeVerifyReply;
+export const ChallengeStatusReply = ChallengeVerifyReply.extend({
+  /**
+   * With `denied` / `delivery_failed` (no provider delivered the SMS): the user's other methods the
+   * tenant allows. A new start without a method takes one of them.
+   */
+  fallbackMethods: z.array(Method).optional(),
+});
+export type ChallengeStatusReply = z.infer<typeof ChallengeStatusReply>;
 
 // ---- reports ---------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
  *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
+ *   mfa:{tag}:failed       HASH  method -> until ms: a method that failed the user lately (dispatch); a start without
+ *                          a method takes another one meanwhile, and challenge.status names the others
  *   mfa:{tag}:remember     HASH  rememberId -> `<until ms>:<created ms>`: the user's remembered browsers (rememberMfa;
  *                          auth-challenge writes on an approval that asked for it, user-settings revokes)
  *   mfa:{tag}:lastmfa      STRING when the user last completed MFA (ms): legacy clients within rememberMfa.days
@@ -52,6 +54,8 @@ export const RedisKeys = {
   smsSend: (tag: string, nonce: string) => `mfa:{${tag}}:sms:send:${nonce}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
+  /** Methods that failed the user lately (an SMS no provider delivered): method -> until ms. */
+  failedMethods: (tag: string) => `mfa:{${tag}}:failed`,
   /** The user's remembered browsers (rememberMfa): rememberId -> `<until ms>:<created ms>`. */
   remembered: (tag: string) => `mfa:{${tag}}:remember`,
   /** When the user last completed MFA (ms): legacy clients within rememberMfa.days need none. */

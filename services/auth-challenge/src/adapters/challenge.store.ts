@@ -6,7 +6,7 @@ import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
 import type { CodeCheck, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
-import { START_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT } from './scripts.js';
+import { START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT } from './scripts.js';
 import { parseCodeCheck, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
@@ -107,7 +107,8 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 10, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 11, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
@@ -128,6 +129,7 @@ export class ChallengeStore {
       RedisKeys.blocked(input.tag),
       RedisKeys.remembered(input.tag),
       RedisKeys.lastMfa(input.tag),
+      RedisKeys.failedMethods(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -197,15 +199,20 @@ export class ChallengeStore {
   async readChallenge(
     tag: string,
     nonce: string,
-  ): Promise<{ tenantId: string; status: string; reason: string; expiresAt: number } | undefined> {
-    const [tenantId, status, reason, expiresAt] = await reach('status', () => this.redis.hmget(
-      RedisKeys.challenge(tag, nonce),
-      'tenantId',
-      'status',
-      'reason',
-      'expiresAt',
-    ));
+  ): Promise<{ tenantId: string; status: string; reason: string; expiresAt: number; method: string; deliveryFailed: boolean; userMethods: string[] } | undefined> {
+    const raw = await reach('status', () =>
+      (this.redis as unknown as { mfaChallengeStatus: ScriptFn }).mfaChallengeStatus(RedisKeys.challenge(tag, nonce), RedisKeys.user(tag)),
+    );
+    const [tenantId, status, reason, expiresAt, method, delivery, methods] = raw;
     if (!tenantId || !status || !expiresAt) return undefined;
-    return { tenantId, status, reason: reason ?? '', expiresAt: Number(expiresAt) };
+    return {
+      tenantId,
+      status,
+      reason: reason ?? '',
+      expiresAt: Number(expiresAt),
+      method: method ?? '',
+      deliveryFailed: delivery === 'failed',
+      userMethods: methods ? methods.split(',').filter(Boolean) : [],
+    };
   }
 }

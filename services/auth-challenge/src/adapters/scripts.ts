@@ -21,7 +21,8 @@
  * by auth-challenge from the tenant's settings: a known user is approved at once with it), the id
  * of the remember token presented ('' = none), the time since which a legacy client's user needs no
  * MFA ('' = not a legacy client or remember MFA off), '1' when an approval should remember the
- * browser (kept as `rd` on the challenge). KEYS 9 and 10: the user's remembered browsers, last MFA. The client IP and application stay with the challenge (verify's
+ * browser (kept as `rd` on the challenge). KEYS 9, 10 and 11: the user's remembered browsers, last
+ * MFA, methods that failed lately (dispatch). The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -100,9 +101,17 @@ if requested ~= '' then
   elseif not enabled[requested] then reason = 'method_disabled'
   else method = requested end
 else
+  -- The default, else the first registered method the tenant allows; a method that failed the
+  -- user lately (an undelivered SMS) gives way to another one while there is one.
+  local failed = {}
+  local marks = redis.call('HGETALL', KEYS[11])
+  for n = 1, #marks, 2 do if tonumber(marks[n + 1]) > tonumber(ARGV[5]) then failed[marks[n]] = true end end
+  local candidates = {}
   local d = u[4]
-  if d and regset[d] and enabled[d] then method = d
-  else for _, m in ipairs(registered) do if enabled[m] then method = m; break end end end
+  if d and regset[d] then candidates[1] = d end
+  for _, m in ipairs(registered) do if m ~= d then candidates[#candidates + 1] = m end end
+  for _, m in ipairs(candidates) do if enabled[m] and not failed[m] then method = m; break end end
+  if not method then for _, m in ipairs(candidates) do if enabled[m] then method = m; break end end end
   if not method then
     if #registered == 0 then reason = 'no_method_registered' else reason = 'method_disabled' end
   end
@@ -258,6 +267,19 @@ ${OUTCOME}`;
  * left), the lockouts, the token (still active) and the replay guard (the step must be newer
  * than the token's last accepted one, else the code counts as reused). Replies as VERIFY_SCRIPT.
  */
+/**
+ * status: the challenge and, for the fallback of an undelivered SMS, the user's methods (one slot).
+ * KEYS: challenge, user. Returns {tenantId, status, reason, expiresAt, method, delivery, methods csv}
+ * or {} for an unknown challenge.
+ */
+export const STATUS_SCRIPT = `
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'status', 'reason', 'expiresAt', 'method', 'delivery')
+if not ch[1] then return {} end
+local methods = ''
+if ch[6] == 'failed' then methods = redis.call('HGET', KEYS[2], 'methods') or '' end
+return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', methods}
+`;
+
 export const VERIFY_TOTP_SCRIPT = `${CHECKS}
 if method ~= 'totp' then return redis.error_reply('not a totp challenge') end
 local tokenId, step, cause = ARGV[11], ARGV[12], ARGV[13]

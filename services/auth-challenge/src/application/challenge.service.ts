@@ -6,6 +6,7 @@ import {
   type TenantSettings,
   type ChallengeStartReply,
   type ChallengeStartRequest,
+  type ChallengeStatusReply,
   type ChallengeStatusRequest,
   type ChallengeVerifyReply,
   type ChallengeVerifyRequest,
@@ -331,12 +332,13 @@ export class ChallengeService {
     }
   }
 
-  async status(req: ChallengeStatusRequest, now: Date): Promise<ChallengeVerifyReply> {
+  async status(req: ChallengeStatusRequest, now: Date): Promise<ChallengeStatusReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
     const record = await this.store.readChallenge(id.tag, id.nonce);
     if (!record || record.tenantId !== req.tenantId) throw notFound('unknown challenge');
-    return decideStatus(req.challengeId, record, now);
+    const usable = record.deliveryFailed ? this.usableMethods(await this.settingsOf(req.tenantId)) : [];
+    return decideStatus(req.challengeId, record, now, usable);
   }
 
   /**

@@ -6,6 +6,7 @@ import {
   unavailable,
   type ChallengeReason,
   type ChallengeStartReply,
+  type ChallengeStatusReply,
   type ChallengeVerifyReply,
   type EventOf,
   type EventVersion,
@@ -308,9 +309,15 @@ export function decideVerify(
 /** challenge.status: read-only; a pending challenge past its lifetime reads as denied/expired. */
 export function decideStatus(
   challengeId: string,
-  record: { status: string; reason: string; expiresAt: number },
+  record: { status: string; reason: string; expiresAt: number; method?: string; deliveryFailed?: boolean; userMethods?: readonly string[] },
   now: Date,
-): ChallengeVerifyReply {
+  usable: readonly string[] = [],
+): ChallengeStatusReply {
+  if (record.status === 'pending' && record.deliveryFailed) {
+    // No provider delivered the SMS: this challenge cannot succeed; the user's other methods can.
+    const fallbackMethods = (record.userMethods ?? []).filter((m): m is Method => m !== record.method && usable.includes(m));
+    return { challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods };
+  }
   if (record.status === 'pending' && now.getTime() >= record.expiresAt) {
     return { challengeId, status: 'denied', reason: 'expired' };
   }

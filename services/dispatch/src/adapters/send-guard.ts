@@ -12,6 +12,19 @@ export type SendClaim =
 const SENDING = 'sending';
 
 /**
+ * No provider delivered the challenge's SMS: the challenge says so (status answers
+ * `delivery_failed` and the user's other methods) and the user's SMS is marked failed until `ARGV[2]`
+ * (a start without a method takes another one meanwhile). KEYS: challenge, the user's failed
+ * methods (one slot). ARGV: now ms, until ms.
+ */
+const UNDELIVERABLE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivery', 'failed') end
+redis.call('HSET', KEYS[2], 'sms', ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+return 1
+`;
+
+/**
  * At most one SMS per request, whatever JetStream redelivers. A delivery claims the challenge's
  * send in Redis (`SET NX`) before each provider call and records the provider's message id once
  * the provider accepted it; a redelivered request then finds `sent` and sends nothing. The claim
@@ -19,7 +32,21 @@ const SENDING = 'sending';
  * send can lose the acks of its last moments and deliver the request again once it is back.
  */
 export class SendGuard {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: Redis) {
+    redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
+  }
+
+  /** No provider could deliver this challenge's SMS: recorded on the challenge and the user until `untilMs`. */
+  async undeliverable(challengeId: string, now: number, untilMs: number): Promise<void> {
+    const id = parseChallengeId(challengeId);
+    if (!id) return;
+    await (this.redis as unknown as { mfaSmsUndeliverable: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliverable(
+      RedisKeys.challenge(id.tag, id.nonce),
+      RedisKeys.failedMethods(id.tag),
+      now,
+      untilMs,
+    );
+  }
 
   private keyOf(challengeId: string): string {
     const id = parseChallengeId(challengeId);

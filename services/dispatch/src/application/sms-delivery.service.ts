@@ -21,7 +21,7 @@ interface SmsDeliveryOptions {
   retryBaseMs: number;
   publisher: EventPublisher;
   /** At most one SMS per request (adapters/send-guard.ts). */
-  guard: Pick<SendGuard, 'claim' | 'sent' | 'release'>;
+  guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
   claimTtlMs: number;
   log: Logger;
@@ -53,6 +53,9 @@ export class DataKeyUnavailableError extends Error {
  * the delivery policy says, and publishes the outcome (SmsSent or SmsDeliveryFailed) with an id
  * derived from the request, so processing a redelivered request again cannot record two outcomes.
  */
+/** How long a start without a method avoids SMS for a user after an SMS could not be delivered. */
+const FAILED_METHOD_MS = 10 * 60_000;
+
 export class SmsDeliveryService {
   private readonly byName: Map<string, SmsProvider>;
   private readonly policy: DeliveryPolicy;
@@ -98,6 +101,11 @@ export class SmsDeliveryService {
         const attempts = Math.max(1, failures.filter((f) => f.provider !== 'none').length);
         outcome = this.failed(event, { challengeId: event.data.challengeId, attempts, failures: [...failures] });
         log.warn('SMS not delivered', { attempts, failures });
+        // The IdP polling status learns it, with the user's other methods; a new start takes one of them.
+        const now = this.clock().getTime();
+        await this.options.guard
+          .undeliverable(event.data.challengeId, now, now + FAILED_METHOD_MS)
+          .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }
       if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);

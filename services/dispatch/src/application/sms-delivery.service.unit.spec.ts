@@ -64,6 +64,10 @@ class ScriptedGuard {
   async release(challengeId: string): Promise<void> {
     this.claims.delete(challengeId);
   }
+  readonly undelivered: string[] = [];
+  async undeliverable(challengeId: string): Promise<void> {
+    this.undelivered.push(challengeId);
+  }
 }
 
 function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard } = {}) {

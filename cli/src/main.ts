@@ -197,6 +197,23 @@ users
   .requiredOption('--yes', 'confirm: this cannot be undone')
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersDelete, { tenantId, userId }))));
 
+// ---- app passwords -----------------------------------------------------------------------------
+const appPasswords = program.command('apppasswords').description('app passwords of legacy clients (the tenant\'s appPasswords.allowed)');
+appPasswords
+  .command('create <tenant> <user>')
+  .description('create one; the password is printed once')
+  .option('--name <name>', 'what it is for, e.g. "Outlook 2010"')
+  .action((tenantId: string, userId: string, o: { name?: string }) => withApi(async (api) => print(await api.call(Subjects.usersAppPasswordsCreate, { tenantId, userId, ...(o.name ? { name: o.name } : {}) }))));
+appPasswords
+  .command('delete <tenant> <user>')
+  .description('delete one (--id) or all of the user\'s app passwords')
+  .option('--id <appPasswordId>')
+  .action((tenantId: string, userId: string, o: { id?: string }) => withApi(async (api) => print(await api.call(Subjects.usersAppPasswordsDelete, { tenantId, userId, ...(o.id ? { appPasswordId: o.id } : {}) }))));
+appPasswords
+  .command('verify <tenant> <user> <password>')
+  .description('check a legacy client\'s password, as an IdP does (challenges scope)')
+  .action((tenantId: string, userId: string, password: string) => withApi(async (api) => print(await api.call(Subjects.appPasswordsVerify, { tenantId, userId, password }))));
+
 // ---- challenges (what an IdP sends) -------------------------------------------------------------
 const challenges = program.command('challenges').description('challenge a user as an IdP does (challenges scope)');
 challenges

@@ -118,6 +118,11 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA, tokenId: 'tok' };
       case Subjects.usersMethodsDefault:
         return { tenantId, userId: userA, method: 'sms' };
+      case Subjects.usersAppPasswordsCreate:
+      case Subjects.usersAppPasswordsDelete:
+        return { tenantId, userId: userA };
+      case Subjects.appPasswordsVerify:
+        return { tenantId, userId: userA, password: 'abcdabcdabcdabcdabcdabcd' };
       case Subjects.totpActivate:
         return { tenantId, userId: userA, tokenId: 'tok', code: '123456' };
       case Subjects.usersBlock:

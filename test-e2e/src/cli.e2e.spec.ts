@@ -59,7 +59,7 @@ describe('the mfa command line', () => {
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'has --help on every command', async () => {
     const top = await mfa(['--help']);
     assert.equal(top.code, 0);
-    for (const group of ['tenants', 'clients', 'users', 'challenges', 'fraud', 'reports']) {
+    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports']) {
       assert.match(top.stdout, new RegExp(`\\b${group}\\b`));
       const help = await mfa([group, '--help']);
       assert.equal(help.code, 0, group);

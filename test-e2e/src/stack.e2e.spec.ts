@@ -415,6 +415,36 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'sms' })).method, 'sms');
   });
 
+  itWith({ real: wholeStack }, 'app passwords: refused until the tenant allows them; created once, checked, bound to the tenant, deleted, rate-limited', async () => {
+    const tenantId = uniqueTenant('apppw');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const user = uniqueUser('legacy');
+    await ask(Subjects.usersRegister, { tenantId, userId: user, phoneNumber: '+14155550191' });
+    assert.equal((await ask(Subjects.usersAppPasswordsCreate, { tenantId, userId: user })).error?.code, 'forbidden');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { appPasswords: { allowed: true } } });
+    const created = await ask(Subjects.usersAppPasswordsCreate, { tenantId, userId: user, name: 'Outlook 2010' });
+    assert.match(String(created.password), /^[a-z2-7]{24}$/);
+    assert.equal((await ask(Subjects.usersGet, { tenantId, userId: user })).appPasswords, 1);
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password: created.password }), { valid: true });
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password: String(created.password).toUpperCase() }), { valid: true }, 'case-insensitive');
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password: 'a'.repeat(24) }), { valid: false });
+    // The same user id in another tenant has none of them.
+    const other = uniqueTenant('apppw-other');
+    await ask(Subjects.tenantsConfigure, { tenantId: other, settings: { appPasswords: { allowed: true } } });
+    await ask(Subjects.usersRegister, { tenantId: other, userId: user });
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId: other, userId: user, password: created.password }), { valid: false });
+    // A lost phone: every app password deleted.
+    assert.deepEqual(await ask(Subjects.usersAppPasswordsDelete, { tenantId, userId: user }), { userId: user, deleted: 1 });
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password: created.password }), { valid: false });
+    // Guessing: the 10th wrong password in 15 minutes is the last checked.
+    let refused: Reply | undefined;
+    for (let n = 0; n < 12 && !refused; n++) {
+      const reply = await ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password: `guess${n}` });
+      if (reply.error) refused = reply;
+    }
+    assert.equal(refused?.error?.code, 'rate_limited');
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

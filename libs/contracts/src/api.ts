@@ -42,6 +42,9 @@ export const Subjects = {
   usersReset: 'mfa.v1.users.reset',
   usersMethodsDefault: 'mfa.v1.users.methods.default',
   usersRememberedRevoke: 'mfa.v1.users.remembered.revoke',
+  usersAppPasswordsCreate: 'mfa.v1.users.apppasswords.create',
+  usersAppPasswordsDelete: 'mfa.v1.users.apppasswords.delete',
+  appPasswordsVerify: 'mfa.v1.apppasswords.verify',
   usersTokensDelete: 'mfa.v1.users.tokens.delete',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
@@ -241,6 +244,21 @@ export const UsersMethodsDefaultRequest = z.object({ tenantId: TenantId, userId:
 export type UsersMethodsDefaultRequest = z.infer<typeof UsersMethodsDefaultRequest>;
 export const UsersMethodsDefaultReply = z.object({ userId: z.string(), defaultMethod: Method });
 export type UsersMethodsDefaultReply = z.infer<typeof UsersMethodsDefaultReply>;
+/** A password for a legacy client of the user (shown once); the tenant's appPasswords.allowed must be on. */
+export const UsersAppPasswordsCreateRequest = z.object({ tenantId: TenantId, userId: UserId, name: Label.optional() });
+export type UsersAppPasswordsCreateRequest = z.infer<typeof UsersAppPasswordsCreateRequest>;
+export const UsersAppPasswordsCreateReply = z.object({ appPasswordId: z.string(), password: z.string() });
+export type UsersAppPasswordsCreateReply = z.infer<typeof UsersAppPasswordsCreateReply>;
+export const UsersAppPasswordsDeleteRequest = z.object({ tenantId: TenantId, userId: UserId, appPasswordId: OpaqueId.optional() });
+export type UsersAppPasswordsDeleteRequest = z.infer<typeof UsersAppPasswordsDeleteRequest>;
+export const UsersAppPasswordsDeleteReply = z.object({ userId: z.string(), deleted: z.number() });
+export type UsersAppPasswordsDeleteReply = z.infer<typeof UsersAppPasswordsDeleteReply>;
+/** Whether a legacy client's password is one of the user's app passwords (rate-limited). */
+export const AppPasswordsVerifyRequest = z.object({ tenantId: TenantId, userId: UserId, password: z.string().min(1).max(256) });
+export type AppPasswordsVerifyRequest = z.infer<typeof AppPasswordsVerifyRequest>;
+export const AppPasswordsVerifyReply = z.object({ valid: z.boolean() });
+export type AppPasswordsVerifyReply = z.infer<typeof AppPasswordsVerifyReply>;
+
 /** Forgets one remembered browser of the user, or all of them when `rememberId` is omitted. */
 export const UsersRememberedRevokeRequest = z.object({ tenantId: TenantId, userId: UserId, rememberId: OpaqueId.optional() });
 export type UsersRememberedRevokeRequest = z.infer<typeof UsersRememberedRevokeRequest>;
@@ -551,6 +569,9 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersReset]: 'admin',
   [Subjects.usersMethodsDefault]: 'users',
   [Subjects.usersRememberedRevoke]: 'users',
+  [Subjects.usersAppPasswordsCreate]: 'users',
+  [Subjects.usersAppPasswordsDelete]: 'users',
+  [Subjects.appPasswordsVerify]: 'challenges',
   [Subjects.usersTokensDelete]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
@@ -591,6 +612,9 @@ export const RequestSchemas = {
   [Subjects.usersReset]: UsersResetRequest,
   [Subjects.usersMethodsDefault]: UsersMethodsDefaultRequest,
   [Subjects.usersRememberedRevoke]: UsersRememberedRevokeRequest,
+  [Subjects.usersAppPasswordsCreate]: UsersAppPasswordsCreateRequest,
+  [Subjects.usersAppPasswordsDelete]: UsersAppPasswordsDeleteRequest,
+  [Subjects.appPasswordsVerify]: AppPasswordsVerifyRequest,
   [Subjects.usersTokensDelete]: UsersTokensDeleteRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,

@@ -36,6 +36,7 @@ function createEnvelopeForTest() {
 describe('the public API contract', () => {
   it('names the subjects of MISSION.md implemented so far, each with a schema and a scope', () => {
     assert.deepEqual(Object.values(Subjects).sort(), [
+      'mfa.v1.apppasswords.verify',
       'mfa.v1.challenge.start',
       'mfa.v1.challenge.status',
       'mfa.v1.challenge.verify',
@@ -52,6 +53,8 @@ describe('the public API contract', () => {
       'mfa.v1.reports.usage.query',
       'mfa.v1.tenants.configure',
       'mfa.v1.tenants.get',
+      'mfa.v1.users.apppasswords.create',
+      'mfa.v1.users.apppasswords.delete',
       'mfa.v1.users.block',
       'mfa.v1.users.delete',
       'mfa.v1.users.get',
@@ -75,7 +78,7 @@ describe('the public API contract', () => {
       // fraud.ips.* are ours (MISSION.md leaves per-IP lockout's subjects open): unlocking is admin, listing a report.
       const expected = /\.(tenants|clients)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject) || subject.endsWith('.fraud.ips.unlock')
         ? 'admin'
-        : subject.includes('.challenge.') || subject.endsWith('.fraud.report') ? 'challenges' : /\.reports\.|\.fraud\.ips\.list$/.test(subject) ? 'reports' : 'users';
+        : subject.includes('.challenge.') || subject.endsWith('.fraud.report') || subject.endsWith('.apppasswords.verify') ? 'challenges' : /\.reports\.|\.fraud\.ips\.list$/.test(subject) ? 'reports' : 'users';
       assert.equal(scope, expected, subject);
       assert.ok(scopeAllows(all, scope));
     }

@@ -95,6 +95,17 @@ export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(
 export const UserMfaReset = envelope('UserMfaReset', 1, z.object({ userId: z.string() }));
 /** users.methods.default: the method a start without one uses, while it stays usable. */
 export const DefaultMethodChosen = envelope('DefaultMethodChosen', 1, z.object({ method: Method }));
+/**
+ * users.apppasswords.create: a password for a legacy client, kept only as a slow salted hash
+ * (scrypt, `scrypt$<N>$<r>$<p>$<salt>$<hash>`, base64url parts).
+ */
+export const AppPasswordCreated = envelope(
+  'AppPasswordCreated',
+  1,
+  z.object({ appPasswordId: z.string(), name: z.string().max(64).optional(), hash: z.string().max(512) }),
+);
+/** users.apppasswords.delete: one app password, or all of them (`appPasswordId` absent). */
+export const AppPasswordDeleted = envelope('AppPasswordDeleted', 1, z.object({ appPasswordId: z.string().optional() }));
 /** users.tokens.delete: one TOTP token is gone (pending or active). */
 export const TotpTokenDeleted = envelope('TotpTokenDeleted', 1, z.object({ tokenId: z.string() }));
 
@@ -381,6 +392,8 @@ export const EventSchemas = {
   UserMfaReset,
   TotpTokenDeleted,
   DefaultMethodChosen,
+  AppPasswordCreated,
+  AppPasswordDeleted,
   UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
@@ -421,6 +434,8 @@ export type UserEvent = EventOf<
   | 'TotpTokenActivated'
   | 'TotpTokenDeleted'
   | 'DefaultMethodChosen'
+  | 'AppPasswordCreated'
+  | 'AppPasswordDeleted'
 >;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;

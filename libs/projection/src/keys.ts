@@ -56,6 +56,8 @@ export const RedisKeys = {
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
   /** Methods that failed the user lately (an SMS no provider delivered): method -> until ms. */
   failedMethods: (tag: string) => `mfa:{${tag}}:failed`,
+  /** Wrong app passwords of the user in the last 15 minutes (apppasswords.verify's rate limit). */
+  appPasswordFailures: (tag: string) => `mfa:{${tag}}:apppw:fails`,
   /** The user's remembered browsers (rememberMfa): rememberId -> `<until ms>:<created ms>`. */
   remembered: (tag: string) => `mfa:{${tag}}:remember`,
   /** When the user last completed MFA (ms): legacy clients within rememberMfa.days need none. */

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
-import { UserIndex, UserProjectionWriter } from '@mfa/projection';
+import { RedisKeys, UserIndex, UserProjectionWriter } from '@mfa/projection';
 import {
   HEALTH_CHECKS,
   MessagingModule,
@@ -31,6 +31,7 @@ import type { UserSettingsConfig } from './config.js';
 import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
 import { FraudBlocks } from './adapters/fraud-blocks.js';
 import { RememberedBrowsers } from './adapters/remembered-browsers.js';
+import { AppPasswordHasher } from './adapters/app-password-hasher.js';
 import { KEYRING } from './tokens.js';
 
 /**
@@ -101,6 +102,13 @@ export class AppModule {
               blocks: new FraudBlocks(nats.jsm),
               index: new UserIndex(redis, keyring),
               remembered: new RememberedBrowsers(redis),
+              appPasswords: new AppPasswordHasher(),
+              appPasswordFailures: {
+                count: async (tag: string) => Number((await redis.get(RedisKeys.appPasswordFailures(tag))) ?? 0),
+                fail: async (tag: string) => {
+                  await redis.multi().incr(RedisKeys.appPasswordFailures(tag)).expire(RedisKeys.appPasswordFailures(tag), 900, 'NX').exec();
+                },
+              },
             }),
           inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys, NATS, REDIS],
         },

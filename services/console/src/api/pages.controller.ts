@@ -259,6 +259,7 @@ export class PagesController {
         body: { userId, ...(text(body.rememberId, 128) ? { rememberId: text(body.rememberId, 128) } : {}) },
         notice: 'The browser is forgotten: its next sign-in asks for MFA.',
       },
+      'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: { userId }, notice: 'Every app password of the user is deleted.' },
       'default-method': { subject: Subjects.usersMethodsDefault, body: { userId, method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
     };
     await this.run(p, 'users.njk', 'users', async () => {

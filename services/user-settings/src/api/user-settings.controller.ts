@@ -15,6 +15,9 @@ import {
   UsersResetRequest,
   UsersMethodsDefaultRequest,
   UsersRememberedRevokeRequest,
+  UsersAppPasswordsCreateRequest,
+  UsersAppPasswordsDeleteRequest,
+  AppPasswordsVerifyRequest,
   UsersTokensDeleteRequest,
   UsersRegisterRequest,
   type ClientsCreateReply,
@@ -30,6 +33,9 @@ import {
   type UsersResetReply,
   type UsersMethodsDefaultReply,
   type UsersRememberedRevokeReply,
+  type UsersAppPasswordsCreateReply,
+  type UsersAppPasswordsDeleteReply,
+  type AppPasswordsVerifyReply,
   type UsersTokensDeleteReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
@@ -84,6 +90,27 @@ export class UserSettingsController {
     @Ctx() ctx: NatsRequestContext,
   ): Promise<UsersRememberedRevokeReply> {
     return this.service.revokeRemembered(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersAppPasswordsCreate)
+  createAppPassword(
+    @Payload(new ContractPipe(UsersAppPasswordsCreateRequest)) request: UsersAppPasswordsCreateRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<UsersAppPasswordsCreateReply> {
+    return this.service.createAppPassword(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersAppPasswordsDelete)
+  deleteAppPasswords(
+    @Payload(new ContractPipe(UsersAppPasswordsDeleteRequest)) request: UsersAppPasswordsDeleteRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<UsersAppPasswordsDeleteReply> {
+    return this.service.deleteAppPasswords(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.appPasswordsVerify)
+  verifyAppPassword(@Payload(new ContractPipe(AppPasswordsVerifyRequest)) request: AppPasswordsVerifyRequest, @Ctx() ctx: NatsRequestContext): Promise<AppPasswordsVerifyReply> {
+    return this.service.verifyAppPassword(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.usersTokensDelete)

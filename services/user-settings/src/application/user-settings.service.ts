@@ -24,6 +24,12 @@ import {
   type UsersMethodsDefaultRequest,
   type UsersRememberedRevokeReply,
   type UsersRememberedRevokeRequest,
+  type UsersAppPasswordsCreateReply,
+  type UsersAppPasswordsCreateRequest,
+  type UsersAppPasswordsDeleteReply,
+  type UsersAppPasswordsDeleteRequest,
+  type AppPasswordsVerifyReply,
+  type AppPasswordsVerifyRequest,
   type UsersTokensDeleteReply,
   type UsersTokensDeleteRequest,
   invalidRequest,
@@ -42,6 +48,7 @@ import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { FraudBlocks } from '../adapters/fraud-blocks.js';
 import type { RememberedBrowsers } from '../adapters/remembered-browsers.js';
+import type { AppPasswordHasher } from '../adapters/app-password-hasher.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader, type LoadedState } from './aggregate-loader.js';
 import type { EventStore } from '../adapters/event-store.js';
@@ -52,6 +59,8 @@ import { activationCandidate, decideUser, defaultMethodOf, methodsOf, userDecide
 import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
+/** Wrong app passwords per user within 15 minutes before apppasswords.verify answers rate_limited. */
+const APP_PASSWORD_FAILURES = 10;
 /** Appends lost to a concurrent writer are decided again on fresh state this many times. */
 const MAX_APPEND_ATTEMPTS = 5;
 const TOTP_SECRET_BYTES = 20;
@@ -78,6 +87,10 @@ interface UserSettingsOptions {
   index?: Pick<UserIndex, 'list'>;
   /** The user's remembered browsers (Redis, written by auth-challenge). */
   remembered?: Pick<RememberedBrowsers, 'list' | 'revoke' | 'clear'>;
+  /** App passwords: drawn, hashed (scrypt), checked. */
+  appPasswords?: AppPasswordHasher;
+  /** Failed app password checks per user, for the rate limit of apppasswords.verify. */
+  appPasswordFailures?: { count(tag: string): Promise<number>; fail(tag: string): Promise<void> };
 }
 
 interface Outcome<S> {
@@ -178,7 +191,7 @@ export class UserSettingsService {
       tokens: state.tokens.map((t) => ({ tokenId: t.tokenId, kind: 'app' as const, label: t.label, state: t.activatedStep === undefined ? ('pending' as const) : ('active' as const) })),
       devices: [],
       blocked,
-      appPasswords: 0,
+      appPasswords: (state.appPasswords ?? []).length,
       rememberedBrowsers: remembered,
     };
   }
@@ -222,6 +235,66 @@ export class UserSettingsService {
     await this.project(tenantId, userId, outcome);
     await this.store(() => this.options.remembered?.clear(this.options.projection.tagOf(tenantId, userId)) ?? Promise.resolve());
     return { userId, reset: true };
+  }
+
+  /** The tenant's settings, or not_found. */
+  private async settingsOf(tenantId: string, now: Date) {
+    const outcome = await this.execute(tenantDecider, this.tenantRef(tenantId), now, () => []);
+    if (!outcome.state.exists) throw notFound('unknown tenant');
+    return outcome.state.settings;
+  }
+
+  /** A password for a legacy client (shown once, kept as a scrypt hash), if the tenant allows them. */
+  async createAppPassword(request: UsersAppPasswordsCreateRequest, now: Date): Promise<UsersAppPasswordsCreateReply> {
+    const { tenantId, userId } = request;
+    const settings = await this.settingsOf(tenantId, now);
+    if (!settings.appPasswords.allowed) throw forbidden('app passwords are not allowed for this tenant (appPasswords.allowed)');
+    const hasher = this.appPasswordHasher();
+    const password = hasher.newPassword();
+    const hash = await hasher.hash(password);
+    const appPasswordId = randomToken(12);
+    await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser({ type: 'CreateAppPassword', data: { appPasswordId, ...(request.name ? { name: request.name } : {}), hash } }, state, now),
+    );
+    return { appPasswordId, password };
+  }
+
+  /** Deletes one app password, or all of them (a lost phone). */
+  async deleteAppPasswords(request: UsersAppPasswordsDeleteRequest, now: Date): Promise<UsersAppPasswordsDeleteReply> {
+    const { tenantId, userId, appPasswordId } = request;
+    await this.requireTenant(tenantId, now, false);
+    let before = 0;
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
+      before = (state.appPasswords ?? []).length;
+      return decideUser({ type: 'DeleteAppPasswords', data: { appPasswordId } }, state, now);
+    });
+    return { userId, deleted: before - (outcome.state.appPasswords ?? []).length };
+  }
+
+  /**
+   * Whether a legacy client's password is one of the user's app passwords: every stored hash is
+   * checked (constant time in what matches); a user with 10 failed checks in 15 minutes gets
+   * rate_limited until they age out. An unknown user, or none allowed, is simply not valid.
+   */
+  async verifyAppPassword(request: AppPasswordsVerifyRequest, now: Date): Promise<AppPasswordsVerifyReply> {
+    const { tenantId, userId, password } = request;
+    const settings = await this.settingsOf(tenantId, now);
+    if (!settings.appPasswords.allowed) throw forbidden('app passwords are not allowed for this tenant (appPasswords.allowed)');
+    const tag = this.options.projection.tagOf(tenantId, userId);
+    const failures = this.options.appPasswordFailures;
+    if (failures && (await this.store(() => failures.count(tag))) >= APP_PASSWORD_FAILURES) {
+      throw rateLimited('too many wrong app passwords for this user; try again in 15 minutes');
+    }
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    const hashes = outcome.state.registered ? (outcome.state.appPasswords ?? []).map((p) => p.hash) : [];
+    const valid = await this.appPasswordHasher().matchesAny(password, hashes);
+    if (!valid && failures) await this.store(() => failures.fail(tag));
+    return { valid };
+  }
+
+  private appPasswordHasher(): AppPasswordHasher {
+    if (!this.options.appPasswords) throw unavailable('app passwords are not available');
+    return this.options.appPasswords;
   }
 
   /** Forgets one remembered browser of the user, or all of them: their next sign-in asks for MFA again. */

@@ -42,6 +42,8 @@ export interface UserState {
   erasedGen?: number | undefined;
   /** users.methods.default: used while the user still has that method. */
   chosenDefault?: Method | undefined;
+  /** App passwords (their slow salted hashes), in creation order. */
+  appPasswords?: ReadonlyArray<{ appPasswordId: string; name?: string | undefined; hash: string }>;
 }
 
 export type UserEvent = DomainEvent<
@@ -53,6 +55,8 @@ export type UserEvent = DomainEvent<
   | 'TotpTokenActivated'
   | 'TotpTokenDeleted'
   | 'DefaultMethodChosen'
+  | 'AppPasswordCreated'
+  | 'AppPasswordDeleted'
 >;
 
 type UserCommand =
@@ -65,7 +69,10 @@ type UserCommand =
   | { type: 'EraseUser'; data: { userId: string; gen: number } }
   | { type: 'ResetMfa'; data: { userId: string } }
   | { type: 'DeleteTotpToken'; data: { tokenId: string } }
-  | { type: 'ChooseDefaultMethod'; data: { method: Method } };
+  | { type: 'ChooseDefaultMethod'; data: { method: Method } }
+  /** The caller draws the id and the password and hashes it (randomness and scrypt stay out of the decider). */
+  | { type: 'CreateAppPassword'; data: { appPasswordId: string; name?: string | undefined; hash: string } }
+  | { type: 'DeleteAppPasswords'; data: { appPasswordId?: string | undefined } };
 
 const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserRegistered',
@@ -76,6 +83,8 @@ const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
   'UserMfaReset',
   'TotpTokenDeleted',
   'DefaultMethodChosen',
+  'AppPasswordCreated',
+  'AppPasswordDeleted',
 ]);
 
 export function isUserEvent(event: { type: string }): event is UserEvent {
@@ -83,6 +92,9 @@ export function isUserEvent(event: { type: string }): event is UserEvent {
 }
 
 export const initialUserState = (): UserState => ({ registered: false, profile: {}, tokens: [] });
+
+/** App passwords per user at most: a legacy mail client or two per device, not a bank of guesses. */
+export const MAX_APP_PASSWORDS = 10;
 
 const isActive = (token: TotpToken): boolean => token.activatedStep !== undefined;
 
@@ -171,7 +183,7 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     case 'ResetMfa': {
       requireRegistered(state);
       // Nothing to clear: nothing to record (a repeated reset is free).
-      if (state.tokens.length === 0 && !state.profile.phoneNumber) return [];
+      if (state.tokens.length === 0 && !state.profile.phoneNumber && (state.appPasswords ?? []).length === 0) return [];
       return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
     }
     case 'DeleteTotpToken': {
@@ -185,6 +197,20 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (!methodsOf(state).includes(method)) throw conflict(`the user has not registered ${method}`);
       if (defaultMethodOf(state) === method && state.chosenDefault === method) return [];
       return [domainEvent('DefaultMethodChosen', { method }, now)];
+    }
+    case 'CreateAppPassword': {
+      requireRegistered(state);
+      if ((state.appPasswords ?? []).length >= MAX_APP_PASSWORDS) throw conflict(`a user may have at most ${MAX_APP_PASSWORDS} app passwords`);
+      const { appPasswordId, name, hash } = command.data;
+      return [domainEvent('AppPasswordCreated', { appPasswordId, ...(name ? { name } : {}), hash }, now)];
+    }
+    case 'DeleteAppPasswords': {
+      requireRegistered(state);
+      const { appPasswordId } = command.data;
+      const all = state.appPasswords ?? [];
+      if (appPasswordId === undefined) return all.length === 0 ? [] : [domainEvent('AppPasswordDeleted', {}, now)];
+      if (!all.some((p) => p.appPasswordId === appPasswordId)) throw notFound('unknown app password');
+      return [domainEvent('AppPasswordDeleted', { appPasswordId }, now)];
     }
     default: {
       const unknown: never = command;
@@ -219,10 +245,18 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone; name, e-mail and language stay.
       const { phoneNumber: _phone, ...profile } = state.profile;
-      return { ...state, profile, tokens: [], chosenDefault: undefined };
+      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [] };
     }
     case 'DefaultMethodChosen':
       return { ...state, chosenDefault: event.data.method };
+    case 'AppPasswordCreated': {
+      const { appPasswordId, name, hash } = event.data;
+      return { ...state, appPasswords: [...(state.appPasswords ?? []), { appPasswordId, ...(name ? { name } : {}), hash }] };
+    }
+    case 'AppPasswordDeleted': {
+      const id = event.data.appPasswordId;
+      return { ...state, appPasswords: id === undefined ? [] : (state.appPasswords ?? []).filter((p) => p.appPasswordId !== id) };
+    }
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

@@ -275,3 +275,27 @@ describe('user decider: default method', () => {
     spec.given([registered()]).when({ type: 'ChooseDefaultMethod', data: { method: 'totp' } }, now).thenThrows('conflict', /not registered totp/);
   });
 });
+
+describe('user decider: app passwords', () => {
+  const created = (appPasswordId: string) => ({ type: 'AppPasswordCreated', data: { appPasswordId, hash: `scrypt$h-${appPasswordId}` }, occurredAt: now.toISOString() }) as UserEvent;
+  it('given a user, when an app password is created, then its hash is recorded; a reset clears them all', () => {
+    spec.given([registered()]).when({ type: 'CreateAppPassword', data: { appPasswordId: 'p1', name: 'mail', hash: 'scrypt$x' } }, now).then([
+      { type: 'AppPasswordCreated', data: { appPasswordId: 'p1', name: 'mail', hash: 'scrypt$x' }, occurredAt: now.toISOString() },
+    ]);
+    const state = [registered(), created('p1'), { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: now.toISOString() } as UserEvent].reduce((s, e) => evolveUser(s, e), initialUserState());
+    assert.deepEqual(state.appPasswords, []);
+  });
+
+  it('given app passwords, when one is deleted, then it is gone; when all are, then all; an unknown one is not_found; none left, nothing recorded', () => {
+    spec.given([registered(), created('p1'), created('p2')]).when({ type: 'DeleteAppPasswords', data: { appPasswordId: 'p1' } }, now).then([
+      { type: 'AppPasswordDeleted', data: { appPasswordId: 'p1' }, occurredAt: now.toISOString() },
+    ]);
+    spec.given([registered(), created('p1')]).when({ type: 'DeleteAppPasswords', data: {} }, now).then([{ type: 'AppPasswordDeleted', data: {}, occurredAt: now.toISOString() }]);
+    spec.given([registered(), created('p1')]).when({ type: 'DeleteAppPasswords', data: { appPasswordId: 'nope' } }, now).thenThrows('not_found');
+    spec.given([registered()]).when({ type: 'DeleteAppPasswords', data: {} }, now).thenNothing();
+  });
+
+  it('given 10 app passwords, when an 11th is created, then conflict', () => {
+    spec.given([registered(), ...Array.from({ length: 10 }, (_, n) => created(`p${n}`))]).when({ type: 'CreateAppPassword', data: { appPasswordId: 'p11', hash: 'scrypt$x' } }, now).thenThrows('conflict');
+  });
+});

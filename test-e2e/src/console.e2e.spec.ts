@@ -166,6 +166,16 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.match(await page.textContent('#block-status') ?? '', /Not blocked/);
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp' })).status, 'pending');
 
+    // The default method, chosen on the page; app passwords, deleted on the page.
+    await page.selectOption('#default-method select[name=method]', 'sms');
+    await page.click('#default-method button[type=submit]');
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).defaultMethod, 'sms');
+    await ask(Subjects.tenantsConfigure, { tenantId: tenantA, settings: { appPasswords: { allowed: true } } });
+    await ask(Subjects.usersAppPasswordsCreate, { tenantId: tenantA, userId: userA, name: 'old mail client' });
+    await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
+    await page.click('form[action$="/users/delete-app-passwords"] button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /app password/);
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).appPasswords, 0);
     // Reset MFA on the page: the user must register again; then back as it was for the rest.
     await page.click('#reset-mfa button[type=submit]');
     assert.match(await page.textContent('.notice') ?? '', /must register again/);

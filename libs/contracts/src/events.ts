@@ -425,18 +425,20 @@ export type EventVersion<T extends EventType, V extends EventOf<T>['version']> =
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
-export type UserEvent = EventOf<
-  | 'UserRegistered'
-  | 'UserProfileChanged'
-  | 'UserErased'
-  | 'UserMfaReset'
-  | 'TotpTokenEnrolled'
-  | 'TotpTokenActivated'
-  | 'TotpTokenDeleted'
-  | 'DefaultMethodChosen'
-  | 'AppPasswordCreated'
-  | 'AppPasswordDeleted'
->;
+/** The events of a user aggregate (one subject per user), the decider's and the projector's. */
+export const USER_EVENT_TYPES = [
+  'UserRegistered',
+  'UserProfileChanged',
+  'UserErased',
+  'UserMfaReset',
+  'TotpTokenEnrolled',
+  'TotpTokenActivated',
+  'TotpTokenDeleted',
+  'DefaultMethodChosen',
+  'AppPasswordCreated',
+  'AppPasswordDeleted',
+] as const satisfies readonly EventType[];
+export type UserEvent = EventOf<(typeof USER_EVENT_TYPES)[number]>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;
 export type ChallengeEvent = EventOf<

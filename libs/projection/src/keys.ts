@@ -22,7 +22,7 @@ import calculateSlot from 'cluster-key-slot';
  *                          a method takes another one meanwhile, and challenge.status names the others
  *   mfa:{tag}:remember     HASH  rememberId -> `<until ms>:<created ms>`: the user's remembered browsers (rememberMfa;
  *                          auth-challenge writes on an approval that asked for it, user-settings revokes)
- *   mfa:{tag}:lastmfa      STRING when the user last completed MFA (ms): legacy clients within rememberMfa.days
+ *   mfa:{tag}:lastmfa      STRING when the user last completed MFA (ms), for tenants that remember (rememberMfa.days)
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)

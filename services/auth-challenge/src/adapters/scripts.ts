@@ -190,10 +190,11 @@ if matched then
   if tokenId ~= '' then redis.call('HSET', KEYS[3], tokenId, step) end
   redis.call('HSET', KEYS[1], 'status', 'approved', 'reason', '', 'completedAt', ARGV[2])
   redis.call('DEL', KEYS[4], KEYS[5])
-  redis.call('SET', KEYS[8], ARGV[2], 'EX', 31622400)
-  -- The browser is remembered when the start asked for it and the tenant allows it: a new token's
-  -- id with its end; ended ones are dropped, so the hash holds only browsers still remembered.
+  -- A tenant that remembers (a token id given): the time of this MFA, for its legacy clients, kept
+  -- as long as it can matter (rememberMfa.days); and the browser, when the start asked: a new
+  -- token's id with its end; ended ones are dropped, so the hash holds only browsers still remembered.
   local remembered = ''
+  if ARGV[9] ~= '' then redis.call('SET', KEYS[8], ARGV[2], 'PX', tonumber(ARGV[10]) - tonumber(ARGV[2])) end
   if ch[11] == '1' and ARGV[9] ~= '' then
     local all = redis.call('HGETALL', KEYS[7])
     for n = 1, #all, 2 do

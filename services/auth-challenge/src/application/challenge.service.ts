@@ -1,7 +1,9 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import {
+  compileRanges,
   notFound,
   unavailable,
+  type RangeSet,
   type AnyEvent,
   type TenantSettings,
   type ChallengeStartReply,
@@ -36,7 +38,6 @@ import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replie
 import { IpLocks } from '../adapters/ip-locks.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
-import { compileRanges, type RangeSet } from '../domain/ip-ranges.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
 import {
   decideStart,

@@ -3,7 +3,6 @@ import type { Response } from 'express';
 import { stringify } from 'csv-stringify/sync';
 import {
   ContractError,
-  invalidRequest,
   SCOPES,
   Subjects,
   type AuditQueryReply,
@@ -30,13 +29,14 @@ import type { WebRequest } from './web.js';
 const CSV_MAX_ROWS = 100_000;
 /** Query-string filters are bounded before they reach the contract (which checks them again). */
 const text = (value: unknown, max = 256) => (typeof value === 'string' && value.trim() !== '' ? value.trim().slice(0, max) : undefined);
-const isoOrUndefined = (value: unknown) => {
+/** A date filter (`2026-11-01` or a date-time) as ISO 8601; one that does not parse is left out. */
+const isoDate = (value: unknown) => {
   const t = text(value, 40);
   if (t === undefined) return undefined;
   const ms = Date.parse(t.length === 10 ? `${t}T00:00:00Z` : t);
-  if (Number.isNaN(ms)) throw invalidRequest(`not a date: ${t.slice(0, 40)}`);
-  return new Date(ms).toISOString();
+  return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 };
+const cursorOf = (q: Record<string, unknown>) => (text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {});
 
 interface Page {
   req: WebRequest;
@@ -163,15 +163,16 @@ export class PagesController {
   async signins(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
+    const [from, to] = [isoDate(q.from), isoDate(q.to)];
     const filters = {
       ...(text(q.userId) ? { userId: text(q.userId) } : {}),
       ...(q.result === 'success' || q.result === 'failure' ? { result: q.result } : {}),
-      ...(isoOrUndefinedSafe(q.from) ? { from: isoOrUndefinedSafe(q.from) } : {}),
-      ...(isoOrUndefinedSafe(q.to) ? { to: isoOrUndefinedSafe(q.to) } : {}),
+      ...(from ? { from } : {}),
+      ...(to ? { to } : {}),
     };
     if (q.format === 'csv') return this.signinsCsv(p, filters);
     await this.run(p, 'signins.njk', 'signins', async () => {
-      const reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) });
+      const reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 50, ...cursorOf(q) });
       return { filters: { ...filters, from: text(q.from), to: text(q.to) }, items: reply.items, nextCursor: reply.nextCursor, query: new URLSearchParams(filters as Record<string, string>).toString() };
     });
   }
@@ -230,17 +231,31 @@ export class PagesController {
           ...(query ? { query } : {}),
           ...(blocked !== undefined ? { blocked } : {}),
           limit: 50,
-          ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}),
+          ...cursorOf(q),
         });
         const params = new URLSearchParams({ ...(query ? { q: query } : {}), ...(blocked ? { blocked: 'yes' } : {}) }).toString();
         return { search: { q: query, blocked: blocked === true }, found: found.items, nextCursor: found.nextCursor, params };
       }
-      const [user, history] = await Promise.all([
-        this.call<UsersGetReply>(p, Subjects.usersGet, { userId: id }),
-        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId: id, limit: 20 }),
-      ]);
-      return { userId: id, user, history: history.items };
+      return this.userView(p, id);
     });
+  }
+
+  /** One user's page: the user and their block history. */
+  private async userView(p: Page, userId: string) {
+    const [user, history] = await Promise.all([
+      this.call<UsersGetReply>(p, Subjects.usersGet, { userId }),
+      this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId, limit: 20 }),
+    ]);
+    return { userId, user, history: history.items };
+  }
+
+  /** The blocked page: the history (a page of it) and the addresses locked now. */
+  private async blockedView(p: Page, cursor: { cursor?: string | undefined }) {
+    const [history, ips] = await Promise.all([
+      this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50, ...cursor }),
+      this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
+    ]);
+    return { items: history.items, nextCursor: history.nextCursor, ips: ips.items };
   }
 
   @Post('t/:tenant/users/:action')
@@ -266,11 +281,7 @@ export class PagesController {
       const chosen = Object.hasOwn(actions, action) ? actions[action] : undefined;
       if (!chosen) throw new ContractError('not_found', 'no such action');
       await this.call(p, chosen.subject, chosen.body);
-      const [user, history] = await Promise.all([
-        this.call<UsersGetReply>(p, Subjects.usersGet, { userId }),
-        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { userId, limit: 20 }),
-      ]);
-      return { userId, user, history: history.items, notice: chosen.notice };
+      return { ...(await this.userView(p, userId)), notice: chosen.notice };
     });
   }
 
@@ -279,7 +290,7 @@ export class PagesController {
     const p = this.page(req, res, tenant);
     if (!p) return;
     await this.run(p, 'fraud.njk', 'fraud', async () => {
-      const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) });
+      const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { limit: 50, ...cursorOf(q) });
       return { items: reply.items, nextCursor: reply.nextCursor };
     });
   }
@@ -288,13 +299,7 @@ export class PagesController {
   async blocked(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
-    await this.run(p, 'blocked.njk', 'blocked', async () => {
-      const [history, ips] = await Promise.all([
-        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) }),
-        this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
-      ]);
-      return { items: history.items, nextCursor: history.nextCursor, ips: ips.items };
-    });
+    await this.run(p, 'blocked.njk', 'blocked', () => this.blockedView(p, cursorOf(q)));
   }
 
   @Post('t/:tenant/ips/unlock')
@@ -303,11 +308,7 @@ export class PagesController {
     if (!p) return;
     await this.run(p, 'blocked.njk', 'blocked', async () => {
       await this.call(p, Subjects.fraudIpsUnlock, { ip: text(body.ip, 64) ?? '', reason: typeof body.reason === 'string' ? body.reason : '' });
-      const [history, ips] = await Promise.all([
-        this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50 }),
-        this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
-      ]);
-      return { items: history.items, nextCursor: history.nextCursor, ips: ips.items, notice: 'The address is unlocked.' };
+      return { ...(await this.blockedView(p, {})), notice: 'The address is unlocked.' };
     });
   }
 
@@ -349,7 +350,7 @@ export class PagesController {
       }
       // The form as the operator filled it, with what was refused.
       const values = Object.fromEntries(SETTING_FIELDS.map((f) => [f.path, f.kind === 'bool' ? body[f.path] === 'on' : String(body[f.path] ?? '')]));
-      this.views.send(res, 'settings.njk', { ...context, values, problem: error.message }, error instanceof FormError ? 400 : 400);
+      this.views.send(res, 'settings.njk', { ...context, values, problem: error.message }, 400);
     }
   }
 
@@ -386,18 +387,9 @@ export class PagesController {
     const p = this.page(req, res, tenant);
     if (!p) return;
     await this.run(p, 'audit.njk', 'audit', async () => {
-      const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { limit: 50, ...(text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {}) });
+      const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { limit: 50, ...cursorOf(q) });
       return { items: reply.items, nextCursor: reply.nextCursor };
     });
-  }
-}
-
-/** A filter date that does not parse is dropped here and refused by the page (see isoOrUndefined). */
-function isoOrUndefinedSafe(value: unknown): string | undefined {
-  try {
-    return isoOrUndefined(value);
-  } catch {
-    return undefined;
   }
 }
 

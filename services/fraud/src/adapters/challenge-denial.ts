@@ -25,8 +25,8 @@ export interface ChallengeOrigin {
   application?: string;
 }
 export type Denial =
-  | ({ kind: 'denied' | 'already'; method: string } & ChallengeOrigin)
-  | ({ kind: 'completed'; status: string } & ChallengeOrigin)
+  | { kind: 'denied' | 'already'; method: string; origin: ChallengeOrigin }
+  | { kind: 'completed'; status: string; origin: ChallengeOrigin }
   | { kind: 'not_found' };
 
 export class ChallengeDenial {
@@ -40,8 +40,8 @@ export class ChallengeDenial {
   async denyPending(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<Denial> {
     const [kind, value, ip, app] = await this.deny(RedisKeys.challenge(tag, nonce), tenantId, userId, now.getTime());
     const origin: ChallengeOrigin = { ...(ip ? { clientIp: ip } : {}), ...(app ? { application: app } : {}) };
-    if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', ...origin };
-    if (kind === 'completed') return { kind, status: value ?? '', ...origin };
+    if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', origin };
+    if (kind === 'completed') return { kind, status: value ?? '', origin };
     return { kind: 'not_found' };
   }
 }

@@ -55,7 +55,7 @@ export class FraudAlertsService {
       const outcome = await this.blocks.dependency(() => this.denial.denyPending(id.tag, id.nonce, tenantId, userId, now));
       if (outcome.kind === 'not_found') throw notFound('unknown challenge');
       if (outcome.kind !== 'completed') denied = { method: outcome.method };
-      origin = { ...(outcome.clientIp ? { clientIp: outcome.clientIp } : {}), ...(outcome.application ? { application: outcome.application } : {}) };
+      origin = outcome.origin;
     }
     const alertId = request.challengeId !== undefined ? eventIdOf(`${request.challengeId}:fraud`) : randomUUID();
     const block = settings.fraudAlert.autoBlock ? await this.blocks.blockForFraud(tenantId, userId, now, by) : undefined;

@@ -91,8 +91,9 @@ export class FraudReportService {
     if (page.length === 0) return { items: [] };
     // The first and last periods may be partial: only [from, to) is counted.
     const first = new Date(Math.max(page[0]!.getTime(), Date.parse(request.from)));
+    // Up to the next page's first period, or the end of the range.
     const end = periods.length > request.limit ? periods[request.limit]! : to;
-    const counts = await this.usage.counts(request.tenantId, first, end < to ? end : to, request.granularity, new Date(now.getTime() - OUTCOME_GRACE_MS));
+    const counts = await this.usage.counts(request.tenantId, first, end, request.granularity, new Date(now.getTime() - OUTCOME_GRACE_MS));
     return toUsagePage(page, counts, periods.length > request.limit, cursors, request.granularity);
   }
 

@@ -1,4 +1,4 @@
-import { conflict, notFound, rateLimited, type Method } from '@mfa/contracts';
+import { conflict, notFound, rateLimited, USER_EVENT_TYPES, type Method } from '@mfa/contracts';
 import { matchTotpStep } from '@mfa/crypto';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
 
@@ -46,18 +46,7 @@ export interface UserState {
   appPasswords?: ReadonlyArray<{ appPasswordId: string; name?: string | undefined; hash: string }>;
 }
 
-export type UserEvent = DomainEvent<
-  | 'UserRegistered'
-  | 'UserProfileChanged'
-  | 'UserErased'
-  | 'UserMfaReset'
-  | 'TotpTokenEnrolled'
-  | 'TotpTokenActivated'
-  | 'TotpTokenDeleted'
-  | 'DefaultMethodChosen'
-  | 'AppPasswordCreated'
-  | 'AppPasswordDeleted'
->;
+export type UserEvent = DomainEvent<(typeof USER_EVENT_TYPES)[number]>;
 
 type UserCommand =
   | { type: 'RegisterUser'; data: { userId: string } & Profile }
@@ -74,21 +63,10 @@ type UserCommand =
   | { type: 'CreateAppPassword'; data: { appPasswordId: string; name?: string | undefined; hash: string } }
   | { type: 'DeleteAppPasswords'; data: { appPasswordId?: string | undefined } };
 
-const USER_EVENT_TYPES: ReadonlySet<string> = new Set<UserEvent['type']>([
-  'UserRegistered',
-  'UserProfileChanged',
-  'UserErased',
-  'TotpTokenEnrolled',
-  'TotpTokenActivated',
-  'UserMfaReset',
-  'TotpTokenDeleted',
-  'DefaultMethodChosen',
-  'AppPasswordCreated',
-  'AppPasswordDeleted',
-]);
+const USER_EVENTS: ReadonlySet<string> = new Set(USER_EVENT_TYPES);
 
 export function isUserEvent(event: { type: string }): event is UserEvent {
-  return USER_EVENT_TYPES.has(event.type);
+  return USER_EVENTS.has(event.type);
 }
 
 export const initialUserState = (): UserState => ({ registered: false, profile: {}, tokens: [] });

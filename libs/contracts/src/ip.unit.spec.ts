@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileRanges } from './ip-ranges.js';
+import { compileRanges } from './ip.js';
 
 describe('trusted ranges', () => {
   it('matches IPv4 and IPv6 addresses inside the ranges, and nothing else', () => {

@@ -16,6 +16,8 @@ export const ErrorReplySchema = z.object({
   error: z.object({
     code: z.enum(ERROR_CODES),
     message: z.string(),
+    /** rate_limited only, when waiting helps: whole seconds until a retry can succeed. */
+    retryAfterSeconds: z.int().positive().optional(),
   }),
 });
 export type ErrorReply = z.infer<typeof ErrorReplySchema>;
@@ -26,12 +28,15 @@ export type ErrorReply = z.infer<typeof ErrorReplySchema>;
  * else that escapes a handler becomes `internal` with a generic message.
  */
 export class ContractError extends Error {
+  /** rate_limited: when a retry can succeed (seconds), if waiting helps. */
+  readonly retryAfterSeconds?: number;
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { retryAfterSeconds?: number },
   ) {
     super(message, options);
+    if (options?.retryAfterSeconds !== undefined) this.retryAfterSeconds = Math.max(1, Math.ceil(options.retryAfterSeconds));
     this.name = 'ContractError';
   }
 }
@@ -41,7 +46,8 @@ export const invalidRequest = (message: string, cause?: unknown) =>
 export const notFound = (message: string) => new ContractError('not_found', message);
 export const conflict = (message: string) => new ContractError('conflict', message);
 export const forbidden = (message: string) => new ContractError('forbidden', message);
-export const rateLimited = (message: string) => new ContractError('rate_limited', message);
+export const rateLimited = (message: string, retryAfterSeconds?: number) =>
+  new ContractError('rate_limited', message, retryAfterSeconds === undefined ? undefined : { retryAfterSeconds });
 export const unavailable = (message: string, cause?: unknown) =>
   new ContractError('unavailable', message, { cause });
 

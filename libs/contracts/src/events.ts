@@ -333,6 +333,25 @@ export const IpUnlocked = envelope(
   z.object({ ip: z.string().max(64), reason: z.string().max(256), by: Actor.optional() }),
 );
 
+// ---- fraud: per-IP throttling (MFA_THROTTLES, one subject per tenant and address: EventSubjects.ipThrottle)
+
+/**
+ * Starts that send something (SMS, voice, push) from one client address (`ip`, its lock key as
+ * IpLocked's) reached the operator's limit (`IP_MAX_STARTS_PER_WINDOW` in any
+ * `IP_START_WINDOW_SECONDS`): such starts from it answer rate_limited until `until`, when the
+ * oldest of them leaves the sliding window. Short-lived state, not a lock: no unlock, it ends by itself.
+ */
+export const IpThrottled = envelope(
+  'IpThrottled',
+  1,
+  z.object({
+    ip: z.string().max(64),
+    until: IsoDateTime,
+    starts: z.int().positive(),
+    windowSeconds: z.int().positive(),
+  }),
+);
+
 // ---- dispatch ---------------------------------------------------------------------------------
 
 export const SmsSent = envelope(
@@ -410,6 +429,7 @@ export const EventSchemas = {
   FraudReported,
   IpLocked,
   IpUnlocked,
+  IpThrottled,
   FraudNotificationSent,
   FraudNotificationFailed,
   SmsSent,

@@ -49,6 +49,9 @@ export const EventSubjects = {
   fraudIp: (tenantId: string, ipKey: string) => `mfa.evt.fraud.ip.${subjectToken(tenantId)}.${subjectToken(ipKey)}`,
   fraudIpsOfTenant: (tenantId: string) => `mfa.evt.fraud.ip.${subjectToken(tenantId)}.>`,
   allFraudIps: 'mfa.evt.fraud.ip.>',
+  /** Per-IP throttling of starts that send something (MFA_THROTTLES): one subject per tenant and address (its lock key). */
+  ipThrottle: (tenantId: string, ipKey: string) => `mfa.evt.throttle.ip.${subjectToken(tenantId)}.${subjectToken(ipKey)}`,
+  allIpThrottles: 'mfa.evt.throttle.ip.>',
   /** The outcomes of fraud alerts' e-mails, per tenant. */
   fraudMail: (tenantId: string) => `mfa.evt.fraud.mail.${subjectToken(tenantId)}`,
   allFraudMail: 'mfa.evt.fraud.mail.>',
@@ -135,6 +138,14 @@ export const Streams = {
     description:
       "Per-user data keys, wrapped with the master key; an erased user's key is overwritten on disk and replaced by a tombstone. Kept forever.",
   },
+  throttles: {
+    name: 'MFA_THROTTLES',
+    subjects: ['mfa.evt.throttle.>'],
+    // A throttle lasts at most its window (a day at most): older events say nothing any more.
+    maxAgeSeconds: DAY,
+    duplicateWindowSeconds: 120,
+    description: 'Throttles across users that auth-challenge holds in memory: per client IP (fraud). Short-lived state, kept a day.',
+  },
   deadLetters: {
     name: 'MFA_DEAD_LETTERS',
     subjects: ['mfa.dlq.>'],
@@ -165,6 +176,17 @@ function ipWatch(filterSubject: string, durable: string): ConsumerDefinition {
   };
 }
 
+function ipStarts(method: 'sms' | 'voice' | 'push'): ConsumerDefinition {
+  return {
+    stream: Streams.challenges.name,
+    durable: `fraud-ip-started-${method}`,
+    filterSubject: EventSubjects.challengeStarted(method),
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description: 'Counts the starts that send something per client IP across users for per-IP throttling (fraud).',
+  };
+}
+
 export const Consumers = {
   userProjector: {
     stream: Streams.userSettings.name,
@@ -187,6 +209,11 @@ export const Consumers = {
   fraudIpCodeRejected: ipWatch(EventSubjects.challengeCodeRejected, 'fraud-ip-code-rejected'),
   fraudIpAttemptsExhausted: ipWatch(EventSubjects.challengeAttemptsExhausted, 'fraud-ip-attempts-exhausted'),
   fraudIpExpired: ipWatch(EventSubjects.challengeExpired, 'fraud-ip-expired'),
+  // Per-IP throttling counts the starts that send something (SMS, voice, push), one consumer per
+  // method for the same reason; TOTP starts, the bulk of the traffic, are not read at all.
+  fraudIpStartedSms: ipStarts('sms'),
+  fraudIpStartedVoice: ipStarts('voice'),
+  fraudIpStartedPush: ipStarts('push'),
   fraudNotifier: {
     stream: Streams.fraud.name,
     durable: 'fraud-notifier',

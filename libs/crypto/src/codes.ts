@@ -73,6 +73,21 @@ export function userTag(keyring: Keyring, tenantId: string, userId: string): str
 }
 
 /**
+ * The keyed hash that names one phone number of a tenant in Redis (per-phone throttling), so no
+ * key name shows a number. Same key as userTag, kept apart by its prefix: a phone tag is never a
+ * user's tag.
+ */
+export function phoneTag(keyring: Keyring, tenantId: string, phoneNumber: string): string {
+  return createHmac('sha256', keyring.tagKey)
+    .update('phone\u0000')
+    .update(tenantId)
+    .update('\u0000')
+    .update(phoneNumber)
+    .digest('base64url')
+    .slice(0, 22);
+}
+
+/**
  * Per-user key for the TOTP projection in Redis. Only the services hold it (derived from the
  * keyring, never sent to Redis); Redis keeps only secrets masked with a keystream derived from it.
  */

@@ -23,6 +23,11 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:remember     HASH  rememberId -> `<until ms>:<created ms>`: the user's remembered browsers (rememberMfa;
  *                          auth-challenge writes on an approval that asked for it, user-settings revokes)
  *   mfa:{tag}:lastmfa      STRING when the user last completed MFA (ms), for tenants that remember (rememberMfa.days)
+ *   mfa:{tag}:throttle:phone STRING the user's phone number took its share of SMS and voice sends across
+ *                          users until <ms> (dispatch's copy into every slot whose user has that number);
+ *                          expires then: an SMS or voice start answers rate_limited meanwhile
+ *   mfa:{phone:<tenant>:<hash>}:sends ZSET sends to one phone number of a tenant in the sliding window
+ *                          (challenge id -> ms; dispatch), the number as a keyed hash (phoneTag)
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
@@ -62,6 +67,10 @@ export const RedisKeys = {
   remembered: (tag: string) => `mfa:{${tag}}:remember`,
   /** When the user last completed MFA (ms): legacy clients within rememberMfa.days need none. */
   lastMfa: (tag: string) => `mfa:{${tag}}:lastmfa`,
+  /** The user's phone number is throttled across users until `<ms>` (written by dispatch, see PhoneThrottle). */
+  phoneThrottle: (tag: string) => `mfa:{${tag}}:throttle:phone`,
+  /** Sends to one phone number of a tenant in the sliding window (dispatch); `phone` is phoneTag's keyed hash. */
+  phoneSends: (tenantId: string, phone: string) => `mfa:{phone:${Buffer.from(tenantId, 'utf8').toString('base64url')}:${phone}}:sends`,
   /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,

@@ -62,6 +62,14 @@ export class UserIndex {
     );
   }
 
+  /** The users of the tenant whose phone number is exactly `phoneNumber` (E.164), at most `limit` of them. */
+  async usersWithPhone(tenantId: string, phoneNumber: string, limit: number): Promise<string[]> {
+    const prefix = `${KIND.phone}${SEP}${normalized(phoneNumber)}${SEP}`;
+    // Every term of this number sorts between the prefix and the prefix with its separator raised by one.
+    const members = await this.redis.zrangebylex(RedisKeys.userIndex(tenantId), `[${prefix}`, `(${prefix.slice(0, -1)}\u0001`, 'LIMIT', 0, limit);
+    return members.map((m) => m.slice(prefix.length));
+  }
+
   /**
    * One page of the tenant's users, ordered by user id, after `after` (a user id): those whose id,
    * display name or phone number starts with `query` (case-insensitive), or all of them; with

@@ -42,8 +42,8 @@ export class AppModule {
           nats: config,
           log,
           // The tenant cache reads the first, the decisions are recorded on the second, the per-IP
-          // locks are read from MFA_FRAUD.
-          streams: [Streams.userSettings, Streams.challenges, Streams.fraud, Streams.state, Streams.deadLetters],
+          // locks are read from MFA_FRAUD, its per-IP throttles from MFA_THROTTLES.
+          streams: [Streams.userSettings, Streams.challenges, Streams.fraud, Streams.throttles, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),

@@ -1,6 +1,6 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -222,13 +222,56 @@ describe('auth-challenge against real NATS and Redis', () => {
     }
     const sixth = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
     assert.equal(sixth.error?.code, 'rate_limited');
-    assert.match(String(sixth.error?.message), /try again in (29\d|300) s/);
+    assert.match(String(sixth.error?.message), /too many codes sent to this user; try again in (29\d|300) s/);
+    const retry = (sixth.error as { retryAfterSeconds?: number }).retryAfterSeconds!;
+    assert.ok(retry >= 290 && retry <= 300, `retryAfterSeconds ${retry}`);
     // The oldest send moved out of the window (as if 5 minutes had passed for it): one more fits, not two.
     const key = RedisKeys.smsSends(userTag(keyring, tenant, user));
     const [oldest] = await redis.zrange(key, 0, 0);
     await redis.zadd(key, Date.now() - 301_000, oldest!);
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).status, 'pending');
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).error?.code, 'rate_limited');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "throttles across users: a phone number's throttle (dispatch's) stops SMS starts of its users, TOTP goes on", async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550107', totp: [randomBytes(20)] });
+    const tag = userTag(keyring, tenant, user);
+    await redis.set(RedisKeys.phoneThrottle(tag), String(Date.now() + 120_000), 'PX', 120_000);
+    const sms = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    assert.equal(sms.error?.code, 'rate_limited');
+    assert.match(String(sms.error?.message), /phone number; try again in (11\d|120) s/);
+    assert.ok((sms.error as { retryAfterSeconds?: number }).retryAfterSeconds! > 110);
+    assert.equal(await redis.zcard(RedisKeys.smsSends(tag)), 0, 'a refused start counts for nothing');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' })).status, 'pending');
+    await redis.del(RedisKeys.phoneThrottle(tag));
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' })).status, 'pending');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "throttles across users: a client IP's throttle (fraud's IpThrottled) reaches start within moments, for what sends something only", async () => {
+    const user = uniqueUser();
+    await projectUser(user, { phone: '+14155550108', totp: [randomBytes(20)] });
+    const ip = '198.51.100.77';
+    const until = new Date(Date.now() + 60_000);
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.ipThrottle(tenant, ip), {
+      id: randomUUID(),
+      type: 'IpThrottled',
+      version: 1,
+      tenantId: tenant,
+      aggregateId: ip,
+      occurredAt: new Date().toISOString(),
+      metadata: {},
+      data: { ip, until: until.toISOString(), starts: 300, windowSeconds: 300 },
+    });
+    await eventually(async () => {
+      const sms = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms', clientIp: ip });
+      assert.equal(sms.error?.code, 'rate_limited');
+      assert.match(String(sms.error?.message), /from this client IP; try again in \d+ s/);
+      assert.ok((sms.error as { retryAfterSeconds?: number }).retryAfterSeconds! <= 60);
+      return true;
+    });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp', clientIp: ip })).status, 'pending');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms', clientIp: '198.51.100.78' })).status, 'pending');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {

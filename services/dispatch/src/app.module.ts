@@ -3,6 +3,7 @@ import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Redis } from 'ioredis';
 import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
+import { PhoneThrottle } from './adapters/phone-throttle.js';
 import { SendGuard } from './adapters/send-guard.js';
 import type { Logger } from '@mfa/telemetry';
 import type { SmsProvider } from './adapters/sms/sms-provider.js';
@@ -35,7 +36,7 @@ export class AppModule {
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard) =>
+          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, redis: Redis) =>
             new SmsDeliveryService({
               keyring: config.keyring,
               keys,
@@ -44,11 +45,12 @@ export class AppModule {
               retryBaseMs: config.SMS_RETRY_BASE_MS,
               publisher,
               guard,
+              phoneThrottle: new PhoneThrottle(redis, config.keyring, { maxSends: config.PHONE_MAX_SENDS_PER_WINDOW, windowSeconds: config.PHONE_SEND_WINDOW_SECONDS }),
               // A claim outlives one provider call: the provider's total timeout and a margin.
               claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, REDIS],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],

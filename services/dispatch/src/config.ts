@@ -22,6 +22,13 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   /** Attempts per provider on transient errors before failing over to the next one. */
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
+  /**
+   * Per-phone-number throttling across users: sends (SMS, calls) to one number of a tenant in any
+   * PHONE_SEND_WINDOW_SECONDS; beyond that nothing is sent, and the users with that number answer
+   * rate_limited until the oldest send leaves the window. 0 turns it off.
+   */
+  PHONE_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(0).max(10_000).default(10),
+  PHONE_SEND_WINDOW_SECONDS: z.coerce.number().int().min(60).max(86_400).default(3600),
 });
 export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig & { auth: AuthConfig };
 

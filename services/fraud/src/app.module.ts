@@ -17,6 +17,7 @@ import { NotifierService } from './application/notifier.service.js';
 import { BlockProjectorController } from './api/block-projector.controller.js';
 import { IpDenialsController } from './api/ip-denials.controller.js';
 import { IpLockoutService } from './application/ip-lockout.service.js';
+import { IpThrottleService } from './application/ip-throttle.service.js';
 import { BlocksController } from './api/blocks.controller.js';
 import { AutoUnblock } from './application/auto-unblock.js';
 import { BlocksService } from './application/blocks.service.js';
@@ -38,7 +39,8 @@ class MailerLifecycle implements OnApplicationShutdown {
  * end) as an event-sourced aggregate per user in MFA_FRAUD, and projects them into Redis for
  * auth-challenge's start script; takes fraud reports (fraud.report: the challenge denied, the
  * tenant's auto-block); counts denials per client address across users and locks addresses
- * (per-IP lockout, its own aggregate per address, held in memory by auth-challenge); e-mails
+ * (per-IP lockout, its own aggregate per address, held in memory by auth-challenge); counts the
+ * starts that send something per client address and throttles addresses (IpThrottled); e-mails
  * every fraud alert to the tenant's notificationEmails over SMTP.
  */
 @Module({})
@@ -52,8 +54,8 @@ export class AppModule {
           nats: config,
           log,
           // Users and tenants are read from the first; blocks and alerts are recorded on the second,
-          // the challenge a fraud report denies on the third.
-          streams: [Streams.userSettings, Streams.fraud, Streams.challenges, Streams.audit, Streams.state, Streams.deadLetters],
+          // the challenge a fraud report denies on the third, per-IP throttles on MFA_THROTTLES.
+          streams: [Streams.userSettings, Streams.fraud, Streams.challenges, Streams.throttles, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'fraud', log }),
@@ -85,6 +87,18 @@ export class AppModule {
           useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
             new IpLockoutService(new FraudLog(nats.jsm, publisher), new IpCounters(redis), new UserDirectory(nats.jsm), blocks, nats, config.keyring, log),
           inject: [NATS, EventPublisher, REDIS, BlocksService],
+        },
+        {
+          provide: IpThrottleService,
+          useFactory: (publisher: EventPublisher, redis: Redis, lockout: IpLockoutService) =>
+            new IpThrottleService(
+              { maxStarts: config.IP_MAX_STARTS_PER_WINDOW, windowSeconds: config.IP_START_WINDOW_SECONDS },
+              new IpCounters(redis),
+              lockout,
+              publisher,
+              log,
+            ),
+          inject: [EventPublisher, REDIS, IpLockoutService],
         },
         {
           provide: MAILER,

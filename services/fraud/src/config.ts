@@ -26,6 +26,14 @@ const FraudEnv = BaseConfig.extend(RedisConfig.shape).extend({
   SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(40).default(10),
   /** Connection, greeting and socket timeout of one SMTP exchange: a server that hangs fails the try instead of holding it. */
   SMTP_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(120).default(10),
+  /**
+   * Per-IP throttling across users: starts that send something (SMS, voice,
+   * push) from one client address of a tenant in any IP_START_WINDOW_SECONDS; the next answer
+   * rate_limited until the oldest leaves the window. 0 turns it off. Trusted IPs bypass MFA before
+   * any throttle; a tenant's ipLockout.neverBlock ranges are never throttled.
+   */
+  IP_MAX_STARTS_PER_WINDOW: z.coerce.number().int().min(0).max(100_000).default(300),
+  IP_START_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(300),
 });
 export type FraudConfig = z.infer<typeof FraudEnv> & KeyringConfig & { auth: AuthConfig };
 

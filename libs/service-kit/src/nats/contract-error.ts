@@ -6,7 +6,10 @@ import type { Logger } from '@mfa/telemetry';
  * code and message; anything else is logged and answered as `internal` without internals.
  */
 export function errorReplyOf(error: unknown, log: Logger, subject: string): ErrorReply {
-  if (error instanceof ContractError) return { error: { code: error.code, message: error.message } };
+  if (error instanceof ContractError) {
+    const retry = error.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: error.retryAfterSeconds };
+    return { error: { code: error.code, message: error.message, ...retry } };
+  }
   log.error('unexpected error while handling request', { subject, error });
   return { error: { code: 'internal', message: 'internal error' } };
 }

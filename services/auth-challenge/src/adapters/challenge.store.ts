@@ -47,6 +47,8 @@ interface StartInput {
   legacySince?: number | undefined;
   /** An approval of this challenge remembers the browser (the start asked, the tenant allows). */
   rememberDevice?: boolean;
+  /** The client IP's starts that send something are throttled until then (ms; IpLocks' copy of fraud's IpThrottled). */
+  ipThrottledUntil?: number | undefined;
 }
 
 /**
@@ -107,7 +109,7 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 11, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 12, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
@@ -130,6 +132,7 @@ export class ChallengeStore {
       RedisKeys.remembered(input.tag),
       RedisKeys.lastMfa(input.tag),
       RedisKeys.failedMethods(input.tag),
+      RedisKeys.phoneThrottle(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -153,6 +156,7 @@ export class ChallengeStore {
       input.rememberId ?? '',
       input.legacySince ?? '',
       input.rememberDevice ? '1' : '0',
+      input.ipThrottledUntil ?? '',
     ));
     return parseStartVerdict(raw);
   }

@@ -12,6 +12,9 @@ interface Lock {
   dryRun: boolean;
 }
 
+/** Throttles end by themselves within a window (minutes): a tenant's map never holds more than its busy addresses. */
+type Throttles = Map<string, Map<string, number>>;
+
 /**
  * The fraud service's per-IP locks, held in memory by every instance from MFA_FRAUD (an ordered
  * consumer, last event of each address, then live), so that start checks a client IP without a
@@ -23,7 +26,10 @@ interface Lock {
 export class IpLocks {
   /** By tenant, then by lock key (ipLockKey). */
   private readonly locks = new Map<string, Map<string, Lock>>();
+  /** fraud's per-IP throttles (IpThrottled): by tenant, then by lock key, the end (ms). */
+  private readonly throttles: Throttles = new Map();
   private messages: ConsumerMessages | undefined;
+  private throttleMessages: ConsumerMessages | undefined;
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
@@ -47,6 +53,35 @@ export class IpLocks {
       return false;
     }
     return true;
+  }
+
+  /**
+   * Until when starts that send something from `clientIp` answer rate_limited (ms), or undefined:
+   * fraud's throttle of the address in force, unless the address is on the tenant's never-block list.
+   */
+  throttledUntil(tenantId: string, settings: TenantSettings, clientIp: string | undefined, now: number): number | undefined {
+    const tenant = this.throttles.get(tenantId);
+    if (!tenant || !clientIp) return undefined;
+    const key = ipLockKey(clientIp);
+    const until = key === undefined ? undefined : tenant.get(key);
+    if (until === undefined || until <= now) return undefined;
+    if (lockKeyInRanges(key!, settings.ipLockout.neverBlock)) return undefined;
+    return until;
+  }
+
+  private foldThrottle(raw: unknown, seq: number): void {
+    try {
+      const event = parseEvent(raw);
+      if (event.type !== 'IpThrottled') return;
+      let tenant = this.throttles.get(event.tenantId);
+      if (!tenant) this.throttles.set(event.tenantId, (tenant = new Map()));
+      const until = Date.parse(event.data.until);
+      // Events of one address arrive in order; an older end never shortens a later one.
+      if ((tenant.get(event.data.ip) ?? 0) < until) tenant.set(event.data.ip, until);
+      this.prune(Date.now());
+    } catch (error) {
+      this.log.error('unreadable per-IP throttle event skipped', { seq, error });
+    }
   }
 
   private fold(raw: unknown, seq: number): void {
@@ -76,6 +111,10 @@ export class IpLocks {
       for (const [key, lock] of tenant) if (lock.until <= now) tenant.delete(key);
       if (tenant.size === 0) this.locks.delete(tenantId);
     }
+    for (const [tenantId, tenant] of this.throttles) {
+      for (const [key, until] of tenant) if (until <= now) tenant.delete(key);
+      if (tenant.size === 0) this.throttles.delete(tenantId);
+    }
   }
 
   async start(timeoutMs = 10_000): Promise<void> {
@@ -88,9 +127,19 @@ export class IpLocks {
       undefined,
       { lastPerSubject: true },
     );
+    this.throttleMessages = await followSubjects(
+      this.nats.js,
+      Streams.throttles.name,
+      EventSubjects.allIpThrottles,
+      (msg) => this.foldThrottle(msg.json(), msg.seq),
+      timeoutMs,
+      undefined,
+      { lastPerSubject: true },
+    );
   }
 
   async stop(): Promise<void> {
     await this.messages?.close().catch(() => undefined);
+    await this.throttleMessages?.close().catch(() => undefined);
   }
 }

@@ -66,7 +66,7 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
     case 'not_found':
       return { kind: 'not_found' };
     case 'rate_limited':
-      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1), scope: raw[2] === 'phone' || raw[2] === 'ip' ? raw[2] : 'user' };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':

@@ -22,7 +22,9 @@
  * of the remember token presented ('' = none), the time since which a legacy client's user needs no
  * MFA ('' = not a legacy client or remember MFA off), '1' when an approval should remember the
  * browser (kept as `rd` on the challenge). KEYS 9, 10 and 11: the user's remembered browsers, last
- * MFA, methods that failed lately (dispatch). The client IP and application stay with the challenge (verify's
+ * MFA, methods that failed lately (dispatch); KEYS 12: the user's phone number throttled across users
+ * until (dispatch); ARGV 24: the client IP's starts that send something throttled until ms ('' = not;
+ * IpLocks' copy of fraud's IpThrottled). The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -31,7 +33,7 @@
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none)
- * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds} | {'locked', retryAfterSeconds}
+ * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds, 'user' | 'phone' | 'ip'} | {'locked', retryAfterSeconds}
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
  * every user of the slot: lost, flushed or still being rebuilt).
  */
@@ -116,15 +118,24 @@ else
     if #registered == 0 then reason = 'no_method_registered' else reason = 'method_disabled' end
   end
 end
--- Telephony throttle: at most ARGV[10] SMS or voice challenges of the user in any ARGV[11] seconds
--- (a sliding window: each send is remembered by its challenge id until it leaves the window).
+-- Throttles, on what sends something: the client IP's starts (fraud counts them across users,
+-- auth-challenge passes when its throttle ends), the phone number's sends across users (dispatch
+-- counts them and copies the end into the slot of every user with that number), and the user's own
+-- SMS and voice challenges: at most ARGV[10] in any ARGV[11] seconds (a sliding window: each send is
+-- remembered by its challenge id until it leaves the window).
+local now = tonumber(ARGV[5])
+local function wait(untilMs) return tostring(math.max(1, math.ceil((untilMs - now) / 1000))) end
+if (method == 'sms' or method == 'voice' or method == 'push') and ARGV[24] ~= '' and tonumber(ARGV[24]) > now then
+  return {'rate_limited', wait(tonumber(ARGV[24])), 'ip'}
+end
 if method == 'sms' or method == 'voice' then
+  local phoneUntil = tonumber(redis.call('GET', KEYS[12]) or '0')
+  if phoneUntil > now then return {'rate_limited', wait(phoneUntil), 'phone'} end
   local window = tonumber(ARGV[11]) * 1000
-  local now = tonumber(ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - window))
   if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) then
     local oldest = tonumber(redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2])
-    return {'rate_limited', tostring(math.max(1, math.ceil((oldest + window - now) / 1000)))}
+    return {'rate_limited', wait(oldest + window), 'user'}
   end
   redis.call('ZADD', KEYS[3], now, ARGV[15])
   redis.call('PEXPIRE', KEYS[3], window)

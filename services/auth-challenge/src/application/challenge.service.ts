@@ -233,6 +233,7 @@ export class ChallengeService {
       clientIp: req.clientIp,
       application: req.application,
       ipLocked: this.ipLocks.locked(req.tenantId, settings, req.clientIp, now.getTime()),
+      ipThrottledUntil: this.ipLocks.throttledUntil(req.tenantId, settings, req.clientIp, now.getTime()),
       bypass: this.bypassOf(settings, req),
       ...this.rememberOf(settings, req, tag, now),
     });

@@ -33,6 +33,8 @@ export interface Profile {
  * event is sealed under it. Absent only for unknown users (nothing personal to seal) and for
  * projections written before data keys, which user-settings re-projects at its first boot.
  */
+export type ThrottleScope = 'user' | 'phone' | 'ip';
+
 export type StartVerdict =
   | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
@@ -42,7 +44,11 @@ export type StartVerdict =
   | { kind: 'bypassed'; reason: 'trusted_ip' | 'remembered_device' | 'corporate_network'; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }
   | { kind: 'not_found' }
-  | { kind: 'rate_limited'; retryAfterSeconds: number }
+  /**
+   * A throttle: the user's own SMS and voice sends, their phone number's (sends to it across users,
+   * counted by dispatch), or the client IP's starts that send something (counted by fraud).
+   */
+  | { kind: 'rate_limited'; retryAfterSeconds: number; scope: ThrottleScope }
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   /** The user is not in Redis, and Redis does not hold the complete projection of the user's slot: unknown, not absent. */
@@ -220,7 +226,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
     case 'not_found':
       throw notFound('unknown user');
     case 'rate_limited':
-      throw rateLimited(`too many codes sent to this user; try again in ${verdict.retryAfterSeconds} s`);
+      throw rateLimited(`${THROTTLED[verdict.scope]}; try again in ${verdict.retryAfterSeconds} s`, verdict.retryAfterSeconds);
     case 'locked':
       throw lockedOut(verdict.retryAfterSeconds);
     case 'capped':
@@ -232,12 +238,18 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
   }
 }
 
+const THROTTLED: Record<ThrottleScope, string> = {
+  user: 'too many codes sent to this user',
+  phone: "too many codes sent to this user's phone number",
+  ip: 'too many sign-ins sending codes or notifications from this client IP',
+};
+
 const sealed = (pii: string | undefined) => (pii === undefined ? {} : { pii });
 const hasPersonalData = (p: Profile) => Boolean(p.displayName || p.email || p.phoneNumber);
 
 /** Too many wrong codes for this user across challenges: no guesses until the lockout ends. */
 const lockedOut = (seconds: number) =>
-  rateLimited(`too many wrong codes for this user; locked for ${seconds} s`);
+  rateLimited(`too many wrong codes for this user; locked for ${seconds} s`, seconds);
 
 /**
  * The cap on consecutive wrong codes (NIST SP 800-63B §5.2.2) is reached: no guesses until a

@@ -4,6 +4,7 @@ import { dataKeyGeneration, open, SealContext, SealError, type Keyring } from '@
 import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
 import { openPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
+import type { PhoneThrottle } from '../adapters/phone-throttle.js';
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
@@ -22,6 +23,8 @@ interface SmsDeliveryOptions {
   publisher: EventPublisher;
   /** At most one SMS per request (adapters/send-guard.ts). */
   guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
+  /** Per-phone-number throttling across users (adapters/phone-throttle.ts). */
+  phoneThrottle: Pick<PhoneThrottle, 'admit'>;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
   claimTtlMs: number;
   log: Logger;
@@ -42,6 +45,9 @@ const WORKING_EVERY_MS = 5_000;
 
 /** Why an SMS of an erased user is not sent (in its SmsDeliveryFailed). */
 export const USER_ERASED = 'user erased: the phone number can no longer be read';
+
+/** Why an SMS to a number that reached its limit across users is not sent (in its SmsDeliveryFailed). */
+export const PHONE_THROTTLED = 'phone number throttled: too many codes sent to it across users';
 
 /** The phone number's data key is not in MFA_USER_KEYS (yet): the request is tried again later. */
 export class DataKeyUnavailableError extends Error {
@@ -120,6 +126,21 @@ export class SmsDeliveryService {
         break;
       }
       to = recipient;
+      const admission = await this.admit(event.tenantId, to, event.data.challengeId);
+      if (!admission.admitted) {
+        // The number took its share of sends across the tenant's users: nothing leaves; the IdP
+        // learns it from status (delivery_failed, with the user's other methods).
+        const retryInSeconds = Math.max(1, Math.ceil((admission.untilMs - this.clock().getTime()) / 1000));
+        failures.push({ provider: 'none', error: `${PHONE_THROTTLED} (for ${retryInSeconds} s)`, transient: false });
+        smsSends.inc({ provider: 'none', outcome: 'phone_throttled' });
+        outcome = this.failed(event, { challengeId: event.data.challengeId, attempts: 1, failures: [...failures] });
+        log.warn('SMS not sent: the phone number reached its limit of sends across users', { retryInSeconds });
+        const now = this.clock().getTime();
+        await this.options.guard
+          .undeliverable(event.data.challengeId, now, Math.min(admission.untilMs, now + FAILED_METHOD_MS))
+          .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
+        break;
+      }
       const claim = await this.claim(event.data.challengeId);
       if (claim.kind === 'sent') {
         // Sent already by an earlier delivery of this request (JetStream lost its ack): never
@@ -163,6 +184,15 @@ export class SmsDeliveryService {
     }
     await this.publish(outcome, msg, log);
     return outcome;
+  }
+
+  private async admit(tenantId: string, to: string, challengeId: string): ReturnType<PhoneThrottle['admit']> {
+    try {
+      return await this.options.phoneThrottle.admit(tenantId, to, challengeId, this.clock().getTime());
+    } catch (error) {
+      // Unthrottled sends are what the limit exists to prevent: wait for Redis (retried, never dead-lettered).
+      throw unavailable('the per-phone throttle (Redis) is unavailable; trying again later', error);
+    }
   }
 
   private async claim(challengeId: string): Promise<SendClaim> {

@@ -7,10 +7,11 @@ import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/mes
 import type { Logger } from '@mfa/telemetry';
 import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { challengeExpired, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
+import type { Admission } from '../adapters/phone-throttle.js';
 import type { SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
-import { DataKeyUnavailableError, DeliveryInterruptedError, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
+import { DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
 
 // The service's own collaborators, scripted: providers, the publisher and the JetStream message
 // handle. Its JetStream and Twilio wiring is exercised for real by dispatch.int.spec.ts.
@@ -70,7 +71,18 @@ class ScriptedGuard {
   }
 }
 
-function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard } = {}) {
+/** Per-phone throttling (adapters/phone-throttle.ts), scripted: the sends it admitted, and a number it refuses from then on. */
+class ScriptedThrottle {
+  readonly admitted: Array<{ tenantId: string; to: string; challengeId: string }> = [];
+  refuseUntil: number | undefined;
+  async admit(tenantId: string, to: string, challengeId: string): Promise<Admission> {
+    if (this.refuseUntil !== undefined) return { admitted: false, untilMs: this.refuseUntil };
+    this.admitted.push({ tenantId, to, challengeId });
+    return { admitted: true };
+  }
+}
+
+function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard; throttle?: ScriptedThrottle } = {}) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   let publishFailures = options.publishFailures ?? 0;
   const publisher = {
@@ -87,6 +99,7 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number; 
     retryBaseMs: 1,
     publisher,
     guard: options.guard ?? new ScriptedGuard(),
+    phoneThrottle: options.throttle ?? new ScriptedThrottle(),
     claimTtlMs: 15_000,
     log,
     clock: () => now,
@@ -185,6 +198,31 @@ describe('SMS delivery', () => {
     await assert.rejects(service.deliver(delivery(event)), (e: ContractError) => e.code === 'unavailable');
     assert.equal(twilio.sent.length, 0);
     assert.equal(published.length, 0);
+  });
+
+  it('given a phone number that took its share of sends across users, then nothing is sent, the outcome says why and the method is marked failed', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const guard = new ScriptedGuard();
+    const throttle = new ScriptedThrottle();
+    throttle.refuseUntil = now.getTime() + 90_500;
+    const { service, published } = harness([twilio], { guard, throttle });
+    const { event, challengeId } = smsChallenge();
+    await service.deliver(delivery(event));
+    assert.equal(twilio.sent.length, 0, 'no SMS');
+    const failed = only(published, 'SmsDeliveryFailed');
+    assert.deepEqual(failed.data.failures, [{ provider: 'none', error: `${PHONE_THROTTLED} (for 91 s)`, transient: false }]);
+    assert.deepEqual(guard.undelivered, [challengeId], 'status answers delivery_failed; a start without a method takes another one');
+    assert.equal(guard.claims.size, 0, 'never claimed: no provider call was about to happen');
+  });
+
+  it('admits every send against its number before calling a provider', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const throttle = new ScriptedThrottle();
+    const { service } = harness([twilio], { throttle });
+    const { event, challengeId, tenantId } = smsChallenge();
+    await service.deliver(delivery(event));
+    assert.deepEqual(throttle.admitted, [{ tenantId, to: '+46701234567', challengeId }]);
+    assert.equal(twilio.sent.length, 1);
   });
 
   it('releases the claim when a provider fails, so the next attempt may send', async () => {

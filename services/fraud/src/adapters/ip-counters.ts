@@ -28,10 +28,27 @@ end
 return counts
 `;
 
+/**
+ * The sliding window of starts that send something from one client address (per-IP throttling):
+ * each start is its event id (ZADD NX: a redelivered event counts once) scored by its time.
+ * KEYS: starts. ARGV: event id, event time ms, now ms, window ms.
+ * Returns {starts in the window, time of the oldest (ms)}.
+ */
+const COUNT_START_SCRIPT = `
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[3]) - tonumber(ARGV[4])))
+local size = redis.call('ZCARD', KEYS[1])
+if size > ${MAX_ENTRIES} then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - ${MAX_ENTRIES} - 1); size = ${MAX_ENTRIES} end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[2]
+return {size, oldest}
+`;
+
 const tagOf = (tenantId: string, ip: string) => `{ip:${subjectToken(tenantId)}:${subjectToken(ip)}}`;
 export const IpCounterKeys = {
   denials: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:denials`,
   users: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:users`,
+  starts: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:starts`,
 };
 
 export class IpCounters {
@@ -39,7 +56,18 @@ export class IpCounters {
 
   constructor(private readonly redis: Redis) {
     redis.defineCommand('mfaFraudCountIpDenial', { numberOfKeys: 2, lua: COUNT_SCRIPT });
-    this.count = (redis as unknown as { mfaFraudCountIpDenial: (...a: Array<string | number>) => Promise<[number, number]> }).mfaFraudCountIpDenial.bind(redis);
+    redis.defineCommand('mfaFraudCountIpStart', { numberOfKeys: 1, lua: COUNT_START_SCRIPT });
+    const r = redis as unknown as Record<'mfaFraudCountIpDenial' | 'mfaFraudCountIpStart', (...a: Array<string | number>) => Promise<[number, number]>>;
+    this.count = r.mfaFraudCountIpDenial.bind(redis);
+    this.countStartScript = r.mfaFraudCountIpStart.bind(redis);
+  }
+
+  private readonly countStartScript: (...args: Array<string | number>) => Promise<[number, number | string]>;
+
+  /** Counts one start that sends something (idempotent per event id): the starts in the window and when the oldest of them happened. */
+  async countStart(tenantId: string, ip: string, eventId: string, at: Date, now: Date, windowSeconds: number): Promise<{ starts: number; oldestMs: number }> {
+    const [starts, oldest] = await this.countStartScript(IpCounterKeys.starts(tenantId, ip), eventId, at.getTime(), now.getTime(), windowSeconds * 1000);
+    return { starts, oldestMs: Number(oldest) };
   }
 
   /** Counts one denial (idempotent per event id) and answers the window after it. */

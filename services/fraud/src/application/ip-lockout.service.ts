@@ -129,7 +129,8 @@ export class IpLockoutService {
     return [];
   }
 
-  private async tenantSettings(tenantId: string, now: Date): Promise<TenantSettings | undefined> {
+  /** The tenant's settings, reused for a few seconds (an attack brings thousands of events a second). */
+  async tenantSettings(tenantId: string, now: Date): Promise<TenantSettings | undefined> {
     const hit = this.settings.get(tenantId);
     if (hit && hit.until > now.getTime()) return hit.settings;
     const settings = await this.blocks.dependency(() => this.directory.tenantSettings(tenantId));

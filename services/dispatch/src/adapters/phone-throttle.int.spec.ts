@@ -1,0 +1,67 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { loadKeyring, phoneTag, userTag } from '@mfa/crypto';
+import { challengeId, RedisKeys, UserIndex } from '@mfa/projection';
+import { itWith, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { PhoneThrottle } from './phone-throttle.js';
+
+const id = () => challengeId(randomBytes(16).toString('base64url').slice(0, 22), randomBytes(16).toString('base64url').slice(0, 22));
+
+describe('PhoneThrottle against a real Redis', () => {
+  const { keyring } = loadKeyring({});
+  let redis: Redis;
+  let index: UserIndex;
+
+  before(() => {
+    redis = new Redis(testEnv.redisUrl);
+    index = new UserIndex(redis, keyring);
+  });
+
+  after(async () => {
+    await redis.quit();
+  });
+
+  itWith({ real: ['redis'] }, "admits 3 sends to a number in the window across its users, refuses the 4th, and copies the throttle into every user of that number's slot", async () => {
+    const tenant = uniqueTenant();
+    const [alice, bob, carol] = [uniqueUser(), uniqueUser(), uniqueUser()];
+    const shared = '+14155550142';
+    await index.put(tenant, alice, { displayName: 'Alice', phoneNumber: shared });
+    await index.put(tenant, bob, { displayName: 'Bob', phoneNumber: shared });
+    await index.put(tenant, carol, { displayName: 'Carol', phoneNumber: '+14155550143' });
+    const throttle = new PhoneThrottle(redis, keyring, { maxSends: 3, windowSeconds: 600 });
+    const now = Date.now();
+    const first = id();
+    assert.deepEqual(await throttle.admit(tenant, shared, first, now), { admitted: true });
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 1000), { admitted: true });
+    assert.equal(await redis.exists(RedisKeys.phoneThrottle(userTag(keyring, tenant, alice))), 0, 'not full yet: nobody throttled');
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 2000), { admitted: true });
+    // The third filled the window: both users of the number are throttled until the first leaves it.
+    for (const user of [alice, bob]) {
+      assert.equal(await redis.get(RedisKeys.phoneThrottle(userTag(keyring, tenant, user))), String(now + 600_000));
+    }
+    assert.equal(await redis.exists(RedisKeys.phoneThrottle(userTag(keyring, tenant, carol))), 0, 'another number is not');
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 3000), { admitted: false, untilMs: now + 600_000 });
+    // A redelivered request already admitted is admitted again, and counted once.
+    assert.deepEqual(await throttle.admit(tenant, shared, first, now + 4000), { admitted: true });
+    const key = RedisKeys.phoneSends(tenant, phoneTag(keyring, tenant, shared));
+    assert.equal(await redis.zcard(key), 3);
+    assert.ok(!key.includes('4155550142'), 'no number in key names');
+    // Another tenant's users of the same number are counted apart.
+    assert.deepEqual(await throttle.admit(uniqueTenant(), shared, id(), now), { admitted: true });
+    // The window slides: once the first send is older than it, one more fits.
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 600_001), { admitted: true });
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 600_002), { admitted: false, untilMs: now + 601_000 });
+  });
+
+  itWith({ real: ['redis'] }, 'keeps its window in one hash slot per number, and does nothing when turned off', async () => {
+    const tenant = uniqueTenant();
+    const key = RedisKeys.phoneSends(tenant, phoneTag(keyring, tenant, '+14155550144'));
+    // One hash tag, so the script's one key is in one slot on Redis Cluster whatever the number.
+    assert.match(key, /^mfa:\{phone:[A-Za-z0-9_-]+:[A-Za-z0-9_-]{22}\}:sends$/);
+    const off = new PhoneThrottle(redis, keyring, { maxSends: 0, windowSeconds: 600 });
+    for (let i = 0; i < 5; i++) assert.deepEqual(await off.admit(tenant, '+14155550144', id(), Date.now()), { admitted: true });
+    assert.equal(await redis.exists(key), 0);
+  });
+});

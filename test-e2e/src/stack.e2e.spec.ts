@@ -445,6 +445,38 @@ describe('end to end: two instances of every service', () => {
     assert.equal(refused?.error?.code, 'rate_limited');
   });
 
+  itWith({ real: wholeStack }, 'legacy clients: from a trusted IP no app password is needed until the user has one; once used, one stays required, even with none left, until a reset', async () => {
+    const tenantId = uniqueTenant('legacy');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { trustedIps: { ranges: ['8.8.4.0/24'] }, appPasswords: { allowed: true } } });
+    const user = uniqueUser('legacy');
+    await ask(Subjects.usersRegister, { tenantId, userId: user, phoneNumber: '+14155550192' });
+    const legacy = () => ask(Subjects.challengeStart, { tenantId, userId: user, clientIp: '8.8.4.4', context: { legacyClient: true } });
+    const settled = (want: string) =>
+      eventually(async () => {
+        const reply = await legacy();
+        return `${String(reply.status)}/${String(reply.reason)}` === want ? reply : undefined;
+      }, 10_000, want);
+    await settled('approved/trusted_ip');
+    const created = await ask(Subjects.usersAppPasswordsCreate, { tenantId, userId: user, name: 'Thunderbird' });
+    const denied = await settled('denied/app_password_required');
+    // A browser from the same trusted address is not concerned; nor is a legacy client of a user without app passwords.
+    const browser = await ask(Subjects.challengeStart, { tenantId, userId: user, clientIp: '8.8.4.4' });
+    assert.deepEqual([browser.status, browser.reason], ['approved', 'trusted_ip']);
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password: created.password }), { valid: true });
+    assert.deepEqual(await ask(Subjects.usersAppPasswordsDelete, { tenantId, userId: user }), { userId: user, deleted: 1 });
+    // Used once: still required with none left (the user creates a new one), never back to the bypass.
+    const after = await legacy();
+    assert.deepEqual([after.status, after.reason], ['denied', 'app_password_required']);
+    assert.deepEqual(await ask(Subjects.usersReset, { tenantId, userId: user }), { userId: user, reset: true });
+    await settled('approved/trusted_ip');
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: user, limit: 20 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === denied.challengeId);
+    }, 20_000, 'the denied legacy sign-in in the report');
+    assert.equal(row.resultDetail, 'MFA denied; app password required for this legacy client');
+    assert.equal(row.result, 'failure');
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

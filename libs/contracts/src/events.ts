@@ -106,6 +106,12 @@ export const AppPasswordCreated = envelope(
 );
 /** users.apppasswords.delete: one app password, or all of them (`appPasswordId` absent). */
 export const AppPasswordDeleted = envelope('AppPasswordDeleted', 1, z.object({ appPasswordId: z.string().optional() }));
+/**
+ * The user signed a legacy client in with an app password for the first time: from now on only an
+ * app password signs their legacy clients in (a legacy start answers denied, app_password_required),
+ * even once every app password is deleted, until users.reset. Recorded once per user.
+ */
+export const AppPasswordUsed = envelope('AppPasswordUsed', 1, z.object({ appPasswordId: z.string() }));
 /** users.tokens.delete: one TOTP token is gone (pending or active). */
 export const TotpTokenDeleted = envelope('TotpTokenDeleted', 1, z.object({ tokenId: z.string() }));
 
@@ -230,7 +236,7 @@ export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
 export const ChallengeDenied = envelope(
   'ChallengeDenied',
   1,
-  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked']) }),
+  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked', 'app_password_required']) }),
 );
 
 /** A start that needed no second factor (a bypass): approved at once, and recorded for the report. */
@@ -413,6 +419,7 @@ export const EventSchemas = {
   DefaultMethodChosen,
   AppPasswordCreated,
   AppPasswordDeleted,
+  AppPasswordUsed,
   UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
@@ -457,6 +464,7 @@ export const USER_EVENT_TYPES = [
   'DefaultMethodChosen',
   'AppPasswordCreated',
   'AppPasswordDeleted',
+  'AppPasswordUsed',
 ] as const satisfies readonly EventType[];
 export type UserEvent = EventOf<(typeof USER_EVENT_TYPES)[number]>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;

@@ -90,6 +90,11 @@ export const CHALLENGE_REASONS = [
   'fraud_reported',
   /** The client IP is locked (the tenant's `ipLockout`: too many denials from it across users): every start from it is denied. */
   'ip_locked',
+  /**
+   * A legacy client (`context.legacyClient`) of a user who has an app password, or once used one,
+   * with the tenant's appPasswords allowed: only an app password signs it in (apppasswords.verify).
+   */
+  'app_password_required',
   /** Bypasses, with `approved` at start: the client IP is in a trusted range (trustedIps, a trusted named location). */
   'trusted_ip',
   /** The browser presented a valid remember token (rememberMfa). */

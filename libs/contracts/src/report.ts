@@ -15,6 +15,8 @@ export const ResultDetail = {
   smsNotDelivered: 'MFA denied; SMS could not be delivered',
   /** Ours (per-IP lockout has no Entra equivalent), worded like the others. */
   ipLocked: 'MFA denied; client IP is locked after too many denied attempts',
+  /** Ours: a legacy client of a user whose legacy clients sign in with app passwords only. */
+  appPasswordRequired: 'MFA denied; app password required for this legacy client',
   /** Bypasses: a success without a second factor, and why. */
   trustedIp: 'MFA requirement skipped due to trusted IP',
   rememberedDevice: 'MFA requirement skipped due to remembered device',

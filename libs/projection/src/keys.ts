@@ -46,9 +46,10 @@ export const RedisKeys = {
    * Set once the user projection exists in this Redis. Missing at boot means Redis lost its data
    * (or is new), or holds an older layout: user-settings then replays the whole event log into it.
    * The version suffix is that layout (v2: snapshots carry the user's wrapped data key; v3: with
-   * users.list's search index, which a first boot of v3 fills by replaying the log).
+   * users.list's search index, which a first boot of v3 fills by replaying the log; v4: with the
+   * appPassword field of users who have or once used an app password).
    */
-  userProjectionMarker: 'mfa:projection:users:v3',
+  userProjectionMarker: 'mfa:projection:users:v4',
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
@@ -156,6 +157,8 @@ export const UserFields = {
   dataKey: 'dataKey',
   /** Display name, e-mail and phone sealed under the data key for challenge events, ready to copy. */
   challengePii: 'challengePii',
+  /** '1': only an app password signs the user's legacy clients in (appPasswords); absent otherwise. */
+  appPassword: 'appPassword',
 } as const;
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;

@@ -20,6 +20,8 @@ export interface UserSnapshot {
   dataKey?: string | undefined;
   /** The personal data sealed for challenge events (purpose `challenge`), copied by start as it is. */
   challengePii?: string | undefined;
+  /** Only an app password signs the user's legacy clients in (they have one, or once used one). */
+  appPasswordRequired?: boolean | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
   totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; activatedStep: number }>;
 }
@@ -198,6 +200,7 @@ export class UserProjectionWriter {
       [UserFields.defaultMethod, snapshot.defaultMethod],
       [UserFields.dataKey, snapshot.dataKey],
       [UserFields.challengePii, snapshot.challengePii],
+      [UserFields.appPassword, snapshot.appPasswordRequired ? '1' : undefined],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
     const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', present.length];

@@ -49,6 +49,8 @@ interface StartInput {
   rememberDevice?: boolean;
   /** The client IP's starts that send something are throttled until then (ms; IpLocks' copy of fraud's IpThrottled). */
   ipThrottledUntil?: number | undefined;
+  /** A legacy client, and the tenant allows app passwords: a user who has (or once used) one is denied app_password_required. */
+  legacyAppPasswords?: boolean;
 }
 
 /**
@@ -157,6 +159,7 @@ export class ChallengeStore {
       input.legacySince ?? '',
       input.rememberDevice ? '1' : '0',
       input.ipThrottledUntil ?? '',
+      input.legacyAppPasswords ? '1' : '0',
     ));
     return parseStartVerdict(raw);
   }

@@ -24,7 +24,9 @@
  * browser (kept as `rd` on the challenge). KEYS 9, 10 and 11: the user's remembered browsers, last
  * MFA, methods that failed lately (dispatch); KEYS 12: the user's phone number throttled across users
  * until (dispatch); ARGV 24: the client IP's starts that send something throttled until ms ('' = not;
- * IpLocks' copy of fraud's IpThrottled). The client IP and application stay with the challenge (verify's
+ * IpLocks' copy of fraud's IpThrottled); ARGV 25: '1' for a legacy client of a tenant that allows app
+ * passwords (a user who has or once used one, `appPassword` in the projection, is denied
+ * app_password_required before any bypass). The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -57,7 +59,7 @@ end
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
 export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}
-local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii')
+local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword')
 local exists = u[1] ~= false
 -- A blocked user is denied, and the sign-in recorded (kept only for status queries, as below).
 if exists and u[1] == ARGV[1] and u[2] == ARGV[2] and redis.call('EXISTS', KEYS[8]) == 1 then
@@ -78,6 +80,14 @@ if ARGV[19] == '1' then
     'reason', 'ip_locked', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
   return kept({'blocked', ARGV[3], 'ip_locked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+end
+-- A legacy client of a user who has an app password, or once used one (the tenant allowing them):
+-- only an app password signs it in (apppasswords.verify), so no bypass either; recorded as denied.
+if ARGV[25] == '1' and exists and u[11] == '1' then
+  redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
+    'reason', 'app_password_required', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
+  return kept({'blocked', ARGV[3], 'app_password_required', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 end
 -- A bypass approves a known user at once, after blocks and locks: a trusted IP or the corporate
 -- network (decided by auth-challenge), else a remembered browser (its token's id, unexpired), else a

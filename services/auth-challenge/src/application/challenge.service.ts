@@ -234,6 +234,8 @@ export class ChallengeService {
       application: req.application,
       ipLocked: this.ipLocks.locked(req.tenantId, settings, req.clientIp, now.getTime()),
       ipThrottledUntil: this.ipLocks.throttledUntil(req.tenantId, settings, req.clientIp, now.getTime()),
+      // A legacy client of a tenant with app passwords: its user's app passwords, if any, come first.
+      legacyAppPasswords: settings.appPasswords.allowed && req.context?.legacyClient === true,
       bypass: this.bypassOf(settings, req),
       ...this.rememberOf(settings, req, tag, now),
     });

@@ -1,4 +1,4 @@
-import { ResultDetail, type ChallengeEvent, type DispatchEvent, type SigninResult, type TenantEvent } from '@mfa/contracts';
+import { ResultDetail, type ChallengeEvent, type DispatchEvent, type EventOf, type SigninResult, type TenantEvent } from '@mfa/contracts';
 import { dataKeyGeneration } from '@mfa/crypto';
 import type { SigninDetails } from './signin-report.js';
 
@@ -57,6 +57,13 @@ interface Effect {
 
 const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
 
+/** Why a start was refused, as the report words it. */
+const DENIED_DETAIL: Record<EventOf<'ChallengeDenied'>['data']['reason'], ResultDetail> = {
+  user_blocked: ResultDetail.userBlocked,
+  ip_locked: ResultDetail.ipLocked,
+  app_password_required: ResultDetail.appPasswordRequired,
+};
+
 type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' | 'ChallengeDenied' | 'ChallengeBypassed' }>;
 
 /**
@@ -107,7 +114,7 @@ function effectOf(event: ChallengeEvent): Effect {
     case 'ChallengeDenied':
       return {
         context: contextOf(event, { authMethod: event.data.method, expiresAt: null }),
-        outcome: failure(event.data.reason === 'ip_locked' ? ResultDetail.ipLocked : ResultDetail.userBlocked, event.occurredAt),
+        outcome: failure(DENIED_DETAIL[event.data.reason], event.occurredAt),
       };
     case 'ChallengeBypassed': {
       const reason = event.data.reason;

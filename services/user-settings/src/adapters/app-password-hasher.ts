@@ -29,14 +29,19 @@ export class AppPasswordHasher {
 
   /** Whether `password` is one of `hashes`; every hash is derived whatever matches, so the time says nothing. */
   async matchesAny(password: string, hashes: readonly string[]): Promise<boolean> {
+    return (await this.matchIndex(password, hashes)) >= 0;
+  }
+
+  /** Which of `hashes` `password` is (its index), or -1; every hash is derived whatever matches. */
+  async matchIndex(password: string, hashes: readonly string[]): Promise<number> {
     const candidate = password.replace(/[\s-]/g, '').toLowerCase();
-    let found = false;
-    for (const stored of hashes) {
+    let found = -1;
+    for (const [index, stored] of hashes.entries()) {
       const [scheme, n, r, p, salt, key] = stored.split('$');
       if (scheme !== 'scrypt' || !salt || !key) continue;
       const expected = Buffer.from(key, 'base64url');
       const derived = await derive(candidate, Buffer.from(salt, 'base64url'), { N: Number(n), r: Number(r), p: Number(p) });
-      if (derived.length === expected.length && timingSafeEqual(derived, expected)) found = true;
+      if (derived.length === expected.length && timingSafeEqual(derived, expected)) found = index;
     }
     return found;
   }

@@ -286,10 +286,19 @@ export class UserSettingsService {
       throw rateLimited('too many wrong app passwords for this user; try again in 15 minutes');
     }
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
-    const hashes = outcome.state.registered ? (outcome.state.appPasswords ?? []).map((p) => p.hash) : [];
-    const valid = await this.appPasswordHasher().matchesAny(password, hashes);
-    if (!valid && failures) await this.store(() => failures.fail(tag));
-    return { valid };
+    const stored = outcome.state.registered ? (outcome.state.appPasswords ?? []) : [];
+    const matched = stored[await this.appPasswordHasher().matchIndex(password, stored.map((p) => p.hash))];
+    if (!matched) {
+      if (failures) await this.store(() => failures.fail(tag));
+      return { valid: false };
+    }
+    // The first use makes app passwords required for the user's legacy clients from now on.
+    if (!outcome.state.appPasswordUsed) {
+      await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+        decideUser({ type: 'RecordAppPasswordUse', data: { appPasswordId: matched.appPasswordId } }, state, now),
+      );
+    }
+    return { valid: true };
   }
 
   private appPasswordHasher(): AppPasswordHasher {

@@ -1,7 +1,7 @@
 import { formatWrappedDataKey, open, SealContext, type Keyring } from '@mfa/crypto';
 import { personalDataOf, sealPersonalData, type UserDataKey } from '@mfa/service-kit';
 import type { UserSnapshot } from '@mfa/projection';
-import { activeTokens, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
+import { activeTokens, appPasswordRequired, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
 
 /**
  * What auth-challenge gets of a user: profile, methods, the data key (still wrapped) that seals
@@ -30,6 +30,7 @@ export function userSnapshot(
     ...(challengePii ? { challengePii } : {}),
     methods: methodsOf(state),
     defaultMethod: defaultMethodOf(state),
+    appPasswordRequired: appPasswordRequired(state),
     totpTokens: activeTokens(state).map((t) => ({
       tokenId: t.tokenId,
       secret: open(keyring, t.sealedSecret, SealContext.totpSecret(tenantId, userId, t.tokenId)),

@@ -44,7 +44,12 @@ export interface UserState {
   chosenDefault?: Method | undefined;
   /** App passwords (their slow salted hashes), in creation order. */
   appPasswords?: ReadonlyArray<{ appPasswordId: string; name?: string | undefined; hash: string }>;
+  /** The user signed a legacy client in with an app password once: app passwords stay required for them (until a reset). */
+  appPasswordUsed?: boolean | undefined;
 }
+
+/** Whether only an app password signs the user's legacy clients in: they have one, or once used one. */
+export const appPasswordRequired = (state: UserState): boolean => (state.appPasswords ?? []).length > 0 || state.appPasswordUsed === true;
 
 export type UserEvent = DomainEvent<(typeof USER_EVENT_TYPES)[number]>;
 
@@ -61,7 +66,9 @@ type UserCommand =
   | { type: 'ChooseDefaultMethod'; data: { method: Method } }
   /** The caller draws the id and the password and hashes it (randomness and scrypt stay out of the decider). */
   | { type: 'CreateAppPassword'; data: { appPasswordId: string; name?: string | undefined; hash: string } }
-  | { type: 'DeleteAppPasswords'; data: { appPasswordId?: string | undefined } };
+  | { type: 'DeleteAppPasswords'; data: { appPasswordId?: string | undefined } }
+  /** apppasswords.verify found this app password: the first use is recorded, later ones are not. */
+  | { type: 'RecordAppPasswordUse'; data: { appPasswordId: string } };
 
 const USER_EVENTS: ReadonlySet<string> = new Set(USER_EVENT_TYPES);
 
@@ -161,7 +168,7 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     case 'ResetMfa': {
       requireRegistered(state);
       // Nothing to clear: nothing to record (a repeated reset is free).
-      if (state.tokens.length === 0 && !state.profile.phoneNumber && (state.appPasswords ?? []).length === 0) return [];
+      if (state.tokens.length === 0 && !state.profile.phoneNumber && !appPasswordRequired(state)) return [];
       return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
     }
     case 'DeleteTotpToken': {
@@ -189,6 +196,12 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (appPasswordId === undefined) return all.length === 0 ? [] : [domainEvent('AppPasswordDeleted', {}, now)];
       if (!all.some((p) => p.appPasswordId === appPasswordId)) throw notFound('unknown app password');
       return [domainEvent('AppPasswordDeleted', { appPasswordId }, now)];
+    }
+    case 'RecordAppPasswordUse': {
+      requireRegistered(state);
+      if (state.appPasswordUsed) return [];
+      if (!(state.appPasswords ?? []).some((p) => p.appPasswordId === command.data.appPasswordId)) return [];
+      return [domainEvent('AppPasswordUsed', { appPasswordId: command.data.appPasswordId }, now)];
     }
     default: {
       const unknown: never = command;
@@ -223,7 +236,7 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone; name, e-mail and language stay.
       const { phoneNumber: _phone, ...profile } = state.profile;
-      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [] };
+      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined };
     }
     case 'DefaultMethodChosen':
       return { ...state, chosenDefault: event.data.method };
@@ -235,6 +248,8 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
       const id = event.data.appPasswordId;
       return { ...state, appPasswords: id === undefined ? [] : (state.appPasswords ?? []).filter((p) => p.appPasswordId !== id) };
     }
+    case 'AppPasswordUsed':
+      return { ...state, appPasswordUsed: true };
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

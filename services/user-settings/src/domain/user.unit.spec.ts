@@ -12,6 +12,7 @@ import {
   userRegistered,
 } from '@mfa/testing';
 import {
+  appPasswordRequired,
   defaultMethodOf,
   evolveUser,
   initialUserState,
@@ -297,5 +298,26 @@ describe('user decider: app passwords', () => {
 
   it('given 10 app passwords, when an 11th is created, then conflict', () => {
     spec.given([registered(), ...Array.from({ length: 10 }, (_, n) => created(`p${n}`))]).when({ type: 'CreateAppPassword', data: { appPasswordId: 'p11', hash: 'scrypt$x' } }, now).thenThrows('conflict');
+  });
+
+  const used = (appPasswordId: string) => ({ type: 'AppPasswordUsed', data: { appPasswordId }, occurredAt: now.toISOString() }) as UserEvent;
+  it('given an app password, when it is used the first time, then AppPasswordUsed; later uses and unknown ids record nothing', () => {
+    spec.given([registered(), created('p1')]).when({ type: 'RecordAppPasswordUse', data: { appPasswordId: 'p1' } }, now).then([used('p1')]);
+    spec.given([registered(), created('p1'), created('p2'), used('p1')]).when({ type: 'RecordAppPasswordUse', data: { appPasswordId: 'p2' } }, now).thenNothing();
+    spec.given([registered(), created('p1')]).when({ type: 'RecordAppPasswordUse', data: { appPasswordId: 'gone' } }, now).thenNothing();
+  });
+
+  it('app passwords are required for legacy clients while the user has one, and once used, even with none left; a reset ends it', () => {
+    const fold = (events: UserEvent[]) => events.reduce(evolveUser, initialUserState());
+    assert.equal(appPasswordRequired(fold([registered()])), false);
+    assert.equal(appPasswordRequired(fold([registered(), created('p1')])), true);
+    assert.equal(appPasswordRequired(fold([registered(), created('p1'), { type: 'AppPasswordDeleted', data: {}, occurredAt: now.toISOString() } as UserEvent])), false);
+    const usedThenDeleted = fold([registered(), created('p1'), used('p1'), { type: 'AppPasswordDeleted', data: {}, occurredAt: now.toISOString() } as UserEvent]);
+    assert.equal(appPasswordRequired(usedThenDeleted), true);
+    // A reset has something to clear (the requirement) and clears it.
+    spec.given([registered(), created('p1'), used('p1'), { type: 'AppPasswordDeleted', data: {}, occurredAt: now.toISOString() } as UserEvent])
+      .when({ type: 'ResetMfa', data: { userId: usedThenDeleted.userId! } }, now)
+      .then([{ type: 'UserMfaReset', data: { userId: usedThenDeleted.userId! }, occurredAt: now.toISOString() }]);
+    assert.equal(appPasswordRequired(evolveUser(usedThenDeleted, { type: 'UserMfaReset', data: { userId: usedThenDeleted.userId! }, occurredAt: now.toISOString() } as UserEvent)), false);
   });
 });

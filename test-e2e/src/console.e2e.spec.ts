@@ -36,6 +36,8 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
   const userA = uniqueUser('alice');
   const hostile = `<script>alert("x")</script><img src=x onerror=alert(1)>`;
   let secretA: Uint8Array;
+  /** The time of the last TOTP step tenant A's user signed in with (a step is accepted once). */
+  let lastStepA = 0;
 
   before(async () => {
     const port = await freePort();
@@ -72,6 +74,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     secretA = base32Decode(String(enrolled.secret));
     // One reference time: the approval below uses the step after the activation's, whatever the clock does meanwhile.
     const t0 = Date.now();
+    lastStepA = t0 + 30_000;
     await ask(Subjects.totpActivate, { tenantId: tenantA, userId: userA, tokenId: enrolled.tokenId, code: totp(secretA, t0) });
     // Two sign-ins in the report: one approved (the next time step: activation used this one), one
     // denied after its five wrong codes. (A challenge still pending is not reported until it expires.)
@@ -176,6 +179,29 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.click('form[action$="/users/delete-app-passwords"] button[type=submit]');
     assert.match(await page.textContent('.notice') ?? '', /app password/);
     assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).appPasswords, 0);
+    // A remembered browser, shown on the page and forgotten there: its token no longer skips MFA.
+    await ask(Subjects.tenantsConfigure, { tenantId: tenantA, settings: { rememberMfa: { enabled: true, days: 30 } } });
+    const remembering = await eventually(async () => {
+      const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', context: { rememberDevice: true } });
+      return start.status === 'pending' ? start : undefined;
+    }, 10_000, 'a pending start');
+    // A time step after every one used so far (the approval in the set-up used the step after t0's).
+    const at = Math.max(Date.now(), lastStepA + 30_000);
+    const approvedRemembering = await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: remembering.challengeId, code: totp(secretA, at) });
+    assert.equal(approvedRemembering.status, 'approved', JSON.stringify(approvedRemembering));
+    const rememberToken = String(approvedRemembering.rememberToken);
+    await eventually(async () => {
+      const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, context: { rememberToken } });
+      return start.reason === 'remembered_device' ? true : undefined;
+    }, 10_000, 'the browser remembered');
+    await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
+    assert.equal(await page.locator('#remembered tbody tr form').count(), 1);
+    await page.click('#remembered tbody tr form button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /browser is forgotten/);
+    assert.equal(await page.locator('#remembered tbody tr form').count(), 0);
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).rememberedBrowsers, []);
+    const forgotten = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, context: { rememberToken } });
+    assert.equal(forgotten.status, 'pending', 'the forgotten browser asks for MFA again');
     // Reset MFA on the page: the user must register again; then back as it was for the rest.
     await page.click('#reset-mfa button[type=submit]');
     assert.match(await page.textContent('.notice') ?? '', /must register again/);

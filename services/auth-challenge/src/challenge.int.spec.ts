@@ -15,6 +15,7 @@ import {
   OATH_TEST_VECTORS,
   parseWrappedDataKey,
   projectionUserKey,
+  rememberTokenId,
   totpStep,
   unwrapDataKey,
   userTag,
@@ -272,6 +273,28 @@ describe('auth-challenge against real NATS and Redis', () => {
     });
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp', clientIp: ip })).status, 'pending');
     assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms', clientIp: '198.51.100.78' })).status, 'pending');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'remember MFA: a token is good until its end, for its own user only; an ended one asks for MFA', async () => {
+    const remembering = uniqueTenant('remember');
+    const settings = { ...defaultTenantSettings(), rememberMfa: { enabled: true, days: 30 } };
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.tenant(remembering), tenantCreated(testTenant({ tenantId: remembering, settings })));
+    const [alice, bob] = [uniqueUser('alice'), uniqueUser('bob')];
+    await projectUser(alice, { tenantId: remembering, totp: [randomBytes(20)] });
+    await projectUser(bob, { tenantId: remembering, totp: [randomBytes(20)] });
+    const token = `mfar.${randomBytes(32).toString('base64url')}`;
+    const aliceTag = userTag(keyring, remembering, alice);
+    const remember = (until: number) => redis.hset(RedisKeys.remembered(aliceTag), rememberTokenId(keyring, aliceTag, token), `${until}:${Date.now() - 1000}`);
+    const startWith = (userId: string) => ask(Subjects.challengeStart, { tenantId: remembering, userId, method: 'totp', context: { rememberToken: token } });
+    await remember(Date.now() + 60_000);
+    const approved = await eventually(async () => {
+      const reply = await startWith(alice);
+      return reply.status === 'approved' ? reply : undefined;
+    }, 5000, 'the tenant known, the browser remembered');
+    assert.equal(approved.reason, 'remembered_device');
+    assert.equal((await startWith(bob)).status, 'pending', "alice's token does nothing for bob");
+    await remember(Date.now() - 1);
+    assert.equal((await startWith(alice)).status, 'pending', 'an ended token asks for MFA');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {

@@ -61,13 +61,15 @@ export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword')
 local exists = u[1] ~= false
--- A blocked user is denied, and the sign-in recorded (kept only for status queries, as below).
-if exists and u[1] == ARGV[1] and u[2] == ARGV[2] and redis.call('EXISTS', KEYS[8]) == 1 then
+-- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
+-- only for status queries (as a registration_required one, below).
+local function deny(reason)
   redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
-    'reason', 'user_blocked', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
+    'reason', reason, 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
-  return kept({'blocked', ARGV[3], 'user_blocked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+  return kept({'blocked', ARGV[3], reason, u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 end
+if exists and u[1] == ARGV[1] and u[2] == ARGV[2] and redis.call('EXISTS', KEYS[8]) == 1 then return deny('user_blocked') end
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
@@ -75,20 +77,10 @@ end
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
-if ARGV[19] == '1' then
-  redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
-    'reason', 'ip_locked', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
-  return kept({'blocked', ARGV[3], 'ip_locked', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
-end
+if ARGV[19] == '1' then return deny('ip_locked') end
 -- A legacy client of a user who has an app password, or once used one (the tenant allowing them):
 -- only an app password signs it in (apppasswords.verify), so no bypass either; recorded as denied.
-if ARGV[25] == '1' and exists and u[11] == '1' then
-  redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
-    'reason', 'app_password_required', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
-  return kept({'blocked', ARGV[3], 'app_password_required', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
-end
+if ARGV[25] == '1' and exists and u[11] == '1' then return deny('app_password_required') end
 -- A bypass approves a known user at once, after blocks and locks: a trusted IP or the corporate
 -- network (decided by auth-challenge), else a remembered browser (its token's id, unexpired), else a
 -- legacy client whose user completed MFA since the given time.

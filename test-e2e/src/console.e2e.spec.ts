@@ -202,6 +202,13 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).rememberedBrowsers, []);
     const forgotten = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, context: { rememberToken } });
     assert.equal(forgotten.status, 'pending', 'the forgotten browser asks for MFA again');
+    // A token deleted on the page: a second one, still pending, goes; the active one stays.
+    const pending = await ask(Subjects.totpEnroll, { tenantId: tenantA, userId: userA, label: 'spare <i>' });
+    await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
+    await page.click(`tr:has(code:text-is("${String(pending.tokenId)}")) form[action$="/users/delete-token"] button[type=submit]`);
+    assert.match(await page.textContent('.notice') ?? '', /token is deleted/);
+    const tokens = (await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).tokens as Array<{ tokenId: string; state: string }>;
+    assert.deepEqual(tokens.map((t) => t.state), ['active']);
     // Reset MFA on the page: the user must register again; then back as it was for the rest.
     await page.click('#reset-mfa button[type=submit]');
     assert.match(await page.textContent('.notice') ?? '', /must register again/);
@@ -219,6 +226,18 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
       return verified.status === 'denied' ? verified : undefined;
     }, 10_000, 'the new attempt limit in force');
     assert.equal(reply.reason, 'too_many_attempts');
+    // Trusted IPs set on the page: a sign-in from them skips MFA; a private range in cloud mode is refused.
+    await page.fill('textarea[name="trustedIps.ranges"]', '8.8.4.0/24');
+    await page.click('form.settings button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /Settings saved/);
+    const bypassed = await eventually(async () => {
+      const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, clientIp: '8.8.4.4' });
+      return start.status === 'approved' ? start : undefined;
+    }, 10_000, 'the trusted range in force');
+    assert.equal(bypassed.reason, 'trusted_ip');
+    await page.fill('textarea[name="trustedIps.ranges"]', '10.0.0.0/8');
+    await page.click('form.settings button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /trustedIps/);
     // A value the contract refuses is shown, not saved.
     await page.fill('input[name=maxAttempts]', '99');
     await page.click('form.settings button[type=submit]');

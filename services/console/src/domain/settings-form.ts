@@ -41,7 +41,7 @@ export const SETTING_FIELDS: readonly SettingField[] = [
   { path: 'namedLocations', label: 'Named locations', kind: 'json', help: 'JSON array of {"name", "trusted", "ranges": [CIDRs]} (at most 200).' },
   { path: 'rememberMfa.enabled', label: 'Remember MFA', kind: 'bool', help: 'Let users skip MFA on a browser they trust, for the days below.' },
   { path: 'rememberMfa.days', label: 'Remember MFA: days', kind: 'int', help: '1–365 days.' },
-  { path: 'appPasswords.allowed', label: 'App passwords', kind: 'bool', help: 'Let users create passwords for apps that cannot do MFA.' },
+  { path: 'appPasswords.allowed', label: 'App passwords', kind: 'bool', help: 'Let users create passwords for apps that cannot do MFA (legacy clients). From trusted IPs a legacy client needs none until the user creates one; once a user has used one, their legacy clients always need one (until a reset).' },
   { path: 'voice.callerId', label: 'Caller ID', kind: 'text', help: 'The number phone calls come from: a US number in E.164, e.g. +18665394191.' },
   { path: 'voice.pinMode', label: 'Voice PIN mode', kind: 'bool', help: 'Users enter their PIN then # instead of just #.' },
   { path: 'sms.allowedCountries', label: 'SMS: allowed countries', kind: 'nullableLines', help: 'ISO codes, one per line (e.g. SE); empty allows every country.' },

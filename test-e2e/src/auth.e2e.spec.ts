@@ -92,7 +92,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
     otherTenantKey = (await createClient(tenantB, [...SCOPES])).apiKey;
 
     const registered = await ask(Subjects.usersRegister, { tenantId: tenantA, userId: userA, phoneNumber: '+14155550100' }, keys.users);
-    assert.deepEqual(registered, { userId: userA, methods: ['sms'] });
+    assert.deepEqual(registered, { userId: userA, methods: ['sms', 'voice'] });
     const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenantA, userId: userA }, keys.users);
     assert.equal(enrolled.error, undefined);
     const started = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'sms' }, keys.challenges);
@@ -116,6 +116,8 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA };
       case Subjects.usersTokensDelete:
         return { tenantId, userId: userA, tokenId: 'tok' };
+      case Subjects.usersPinSet:
+        return { tenantId, userId: userA, pin: '2468' };
       case Subjects.usersMethodsDefault:
         return { tenantId, userId: userA, method: 'sms' };
       case Subjects.usersAppPasswordsCreate:

@@ -92,7 +92,7 @@ describe('the mfa command line', () => {
     const t0 = Date.now();
     await requestJson(nc, Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, t0) }, { headers: { Authorization: `Bearer ${idpKey}` } });
     const user = await json(['users', 'get', tenantId, userId], idpKey);
-    assert.deepEqual([user.displayName, user.methods, user.blocked], ['Cli User', ['totp', 'sms'], null]);
+    assert.deepEqual([user.displayName, user.methods, user.blocked], ['Cli User', ['totp', 'sms', 'voice'], null]);
 
     const found = await mfa(['--format', 'json', 'users', 'list', tenantId, '--query', 'cli user'], idpKey);
     assert.deepEqual((JSON.parse(found.stdout) as Array<Record<string, unknown>>).map((u) => [u.userId, u.displayName]), [[userId, 'Cli User']]);
@@ -130,7 +130,7 @@ describe('the mfa command line', () => {
     // A lost phone: the token goes, then every method; the next sign-in asks to register again.
     const tokenId = String(((await json(['users', 'get', tenantId, userId], idpKey)).tokens as Array<Record<string, unknown>>)[0]!.tokenId);
     assert.equal((await json(['users', 'delete-token', tenantId, userId, tokenId], idpKey)).deleted, true);
-    assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, ['sms']);
+    assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, ['sms', 'voice']);
     assert.match((await mfa(['users', 'reset', tenantId, userId], idpKey)).stderr, /forbidden/, 'reset is admin');
     assert.equal((await json(['users', 'reset', tenantId, userId])).reset, true);
     assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, []);

@@ -92,7 +92,7 @@ describe('NATS permissions (deploy/nats): what an IdP with NATS credentials can 
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['twilio'] }, 'an IdP registers a user, signs them in by SMS and reads the report over mfa.v1.>, its replies arriving under its own inbox prefix', async () => {
     const userId = uniqueUser('wall');
     const phoneNumber = '+14155550142';
-    assert.deepEqual(await ask(Subjects.usersRegister, { tenantId: tenant, userId, phoneNumber }), { userId, methods: ['sms'] });
+    assert.deepEqual(await ask(Subjects.usersRegister, { tenantId: tenant, userId, phoneNumber }), { userId, methods: ['sms', 'voice'] });
     const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId, method: 'sms' });
     assert.equal(start.status, 'pending', JSON.stringify(start));
     // dispatch consumed the request from JetStream and sent the SMS, all as the services' user.

@@ -137,7 +137,7 @@ describe('end to end: erasing a user (users.delete, crypto-shredding)', () => {
   });
 
   itWith({ real: wholeStack, fake: ['twilio'] }, 'a user with phone, e-mail and display name registers and signs in by SMS', async () => {
-    assert.deepEqual(await ask(Subjects.usersRegister, { tenantId, userId, ...personal, language: 'sv-SE' }, idpKey), { userId, methods: ['sms'] });
+    assert.deepEqual(await ask(Subjects.usersRegister, { tenantId, userId, ...personal, language: 'sv-SE' }, idpKey), { userId, methods: ['sms', 'voice'] });
     const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'sms', clientIp: '198.51.100.7', application: 'VPN' }, idpKey);
     assert.equal(start.status, 'pending', JSON.stringify(start));
     challengeId = String(start.challengeId);
@@ -237,7 +237,7 @@ describe('end to end: erasing a user (users.delete, crypto-shredding)', () => {
   itWith({ real: wholeStack, fake: ['twilio'] }, 'the same user id registers again as a new user, with a new data key', async () => {
     assert.deepEqual(await ask(Subjects.usersRegister, { tenantId, userId, displayName: 'Ingrid again', phoneNumber: personal.phoneNumber }, idpKey), {
       userId,
-      methods: ['sms'],
+      methods: ['sms', 'voice'],
     });
     const record = await keyRecord();
     assert.equal(record.gen, 2);

@@ -105,7 +105,7 @@ describe('end to end: two instances of every service', () => {
     const user = uniqueUser();
     const phone = `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
     const registered = await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Helga Larsson', email: user, phoneNumber: phone });
-    assert.deepEqual(registered, { userId: user, methods: ['sms'] });
+    assert.deepEqual(registered, { userId: user, methods: ['sms', 'voice'] });
     await ask(Subjects.tenantsConfigure, { tenantId: tenant, settings: { codeLifetimeSeconds: 300 } });
     const challengeIds: string[] = [];
     for (let i = 0; i < 12; i++) {

@@ -57,7 +57,7 @@ describe('end to end: throttles across users', () => {
     const users: string[] = [];
     for (const phoneNumber of phones) {
       const userId = uniqueUser(prefix);
-      assert.deepEqual(await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber }), { userId, methods: ['sms'] });
+      assert.deepEqual(await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber }), { userId, methods: ['sms', 'voice'] });
       users.push(userId);
     }
     // The tenant and its users reach auth-challenge through their projections.

@@ -46,6 +46,7 @@ export const Subjects = {
   usersAppPasswordsDelete: 'mfa.v1.users.apppasswords.delete',
   appPasswordsVerify: 'mfa.v1.apppasswords.verify',
   usersTokensDelete: 'mfa.v1.users.tokens.delete',
+  usersPinSet: 'mfa.v1.users.pin.set',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
   clientsCreate: 'mfa.v1.clients.create',
@@ -258,6 +259,11 @@ export const AppPasswordsVerifyRequest = z.object({ tenantId: TenantId, userId: 
 export type AppPasswordsVerifyRequest = z.infer<typeof AppPasswordsVerifyRequest>;
 export const AppPasswordsVerifyReply = z.object({ valid: z.boolean() });
 export type AppPasswordsVerifyReply = z.infer<typeof AppPasswordsVerifyReply>;
+/** The PIN of voice PIN mode: 4 to 8 digits, kept only as a slow salted hash (sealed). */
+export const UsersPinSetRequest = z.object({ tenantId: TenantId, userId: UserId, pin: z.string().regex(/^\d{4,8}$/, 'must be 4 to 8 digits') });
+export type UsersPinSetRequest = z.infer<typeof UsersPinSetRequest>;
+export const UsersPinSetReply = z.object({ userId: z.string(), pinSet: z.literal(true) });
+export type UsersPinSetReply = z.infer<typeof UsersPinSetReply>;
 
 /** Forgets one remembered browser of the user, or all of them when `rememberId` is omitted. */
 export const UsersRememberedRevokeRequest = z.object({ tenantId: TenantId, userId: UserId, rememberId: OpaqueId.optional() });
@@ -573,6 +579,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.usersAppPasswordsDelete]: 'users',
   [Subjects.appPasswordsVerify]: 'challenges',
   [Subjects.usersTokensDelete]: 'users',
+  [Subjects.usersPinSet]: 'users',
   [Subjects.reportsSigninsQuery]: 'reports',
   [Subjects.reportsAuditQuery]: 'reports',
   [Subjects.tenantsConfigure]: 'admin',
@@ -616,6 +623,7 @@ export const RequestSchemas = {
   [Subjects.usersAppPasswordsDelete]: UsersAppPasswordsDeleteRequest,
   [Subjects.appPasswordsVerify]: AppPasswordsVerifyRequest,
   [Subjects.usersTokensDelete]: UsersTokensDeleteRequest,
+  [Subjects.usersPinSet]: UsersPinSetRequest,
   [Subjects.clientsCreate]: ClientsCreateRequest,
   [Subjects.clientsList]: ClientsListRequest,
   [Subjects.clientsRevoke]: ClientsRevokeRequest,

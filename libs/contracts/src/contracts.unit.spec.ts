@@ -60,6 +60,7 @@ describe('the public API contract', () => {
       'mfa.v1.users.get',
       'mfa.v1.users.list',
       'mfa.v1.users.methods.default',
+      'mfa.v1.users.pin.set',
       'mfa.v1.users.register',
       'mfa.v1.users.remembered.revoke',
       'mfa.v1.users.reset',

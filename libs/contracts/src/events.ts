@@ -95,6 +95,8 @@ export const UserErased = envelope('UserErased', 1, z.object({ userId: z.string(
 export const UserMfaReset = envelope('UserMfaReset', 1, z.object({ userId: z.string() }));
 /** users.methods.default: the method a start without one uses, while it stays usable. */
 export const DefaultMethodChosen = envelope('DefaultMethodChosen', 1, z.object({ method: Method }));
+/** users.pin.set: the voice PIN's scrypt hash, sealed (SealContext.pinHash); users.reset clears it. */
+export const UserPinSet = envelope('UserPinSet', 1, z.object({ sealedHash: SealedSecret }));
 /**
  * users.apppasswords.create: a password for a legacy client, kept only as a slow salted hash
  * (scrypt, `scrypt$<N>$<r>$<p>$<salt>$<hash>`, base64url parts).
@@ -420,6 +422,7 @@ export const EventSchemas = {
   AppPasswordCreated,
   AppPasswordDeleted,
   AppPasswordUsed,
+  UserPinSet,
   UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
@@ -465,6 +468,7 @@ export const USER_EVENT_TYPES = [
   'AppPasswordCreated',
   'AppPasswordDeleted',
   'AppPasswordUsed',
+  'UserPinSet',
 ] as const satisfies readonly EventType[];
 export type UserEvent = EventOf<(typeof USER_EVENT_TYPES)[number]>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;

@@ -6,3 +6,4 @@ export * from './events.js';
 export * from './streams.js';
 export * from './report.js';
 export * from './ip.js';
+export * from './internal.js';

@@ -23,7 +23,7 @@ export class SealError extends Error {
 }
 
 /** What a secret is sealed for; each purpose has its own keys. */
-export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key';
+export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key' | 'pin-hash';
 
 /** Where a sealed secret belongs: its purpose (which keys) and its AAD (which record). */
 export interface SealScope {
@@ -40,6 +40,11 @@ export const SealContext = {
   smsCode: (tenantId: string, challengeId: string): SealScope => ({
     purpose: 'sms-code',
     aad: `sms-code\u0000${tenantId}\u0000${challengeId}`,
+  }),
+  /** The scrypt hash of a user's voice PIN, sealed in UserPinSet: even the slow hash of a short PIN stays unreadable at rest. */
+  pinHash: (tenantId: string, userId: string): SealScope => ({
+    purpose: 'pin-hash',
+    aad: `pin-hash\u0000${tenantId}\u0000${userId}`,
   }),
   userDataKey: (tenantId: string, userId: string, gen: number): SealScope => ({
     purpose: 'user-data-key',

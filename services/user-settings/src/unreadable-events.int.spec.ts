@@ -119,7 +119,7 @@ describe('events user-settings cannot read, in real aggregates', () => {
     const tenantId = uniqueTenant('unread');
     const userId = uniqueUser('helga');
     const subject = EventSubjects.user(tenantId, userId);
-    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+46701234567' }), { userId, methods: ['sms'] });
+    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+46701234567' }), { userId, methods: ['sms', 'voice'] });
 
     const constructorSeq = await appendRaw(subject, rawEvent('constructor', tenantId, userId));
     const unknownSeq = await appendRaw(subject, rawEvent('UserRenamed', tenantId, userId));
@@ -127,7 +127,7 @@ describe('events user-settings cannot read, in real aggregates', () => {
     let enrollment: TotpEnrollReply | undefined;
     const stderr = await stderrDuring(async () => {
       // The unreadable events are the aggregate's last: the append after them must expect them.
-      assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga Nordin' }), { userId, methods: ['sms'] });
+      assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga Nordin' }), { userId, methods: ['sms', 'voice'] });
       enrollment = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
       assert.match(enrollment.secret ?? '', /^[A-Z2-7]{32}$/, JSON.stringify(enrollment));
       const code = totp(base32Decode(enrollment.secret), Date.now());

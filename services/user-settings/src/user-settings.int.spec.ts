@@ -143,7 +143,7 @@ describe('user-settings over NATS', () => {
       phoneNumber: '+46701234567',
       language: 'sv-SE',
     });
-    assert.deepEqual(reply, { userId, methods: ['sms'] });
+    assert.deepEqual(reply, { userId, methods: ['sms', 'voice'] });
     const user = await redis.hgetall(keysOf(tenantId, userId).user);
     assert.equal(user.tenantId, tenantId);
     assert.equal(user.userId, userId);
@@ -159,7 +159,7 @@ describe('user-settings over NATS', () => {
   });
 
   itWith({ real: ['nats', 'redis'] }, 'is idempotent on the same profile and records only changed fields', async () => {
-    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, email: 'helga@contoso.com' }), { userId, methods: ['sms'] });
+    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, email: 'helga@contoso.com' }), { userId, methods: ['sms', 'voice'] });
     assert.deepEqual(await typesOf(EventSubjects.user(tenantId, userId)), ['UserRegistered']);
     await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Helga N.' });
     const stored = await storedMessages(EventSubjects.user(tenantId, userId));
@@ -360,7 +360,7 @@ describe('user-settings over NATS', () => {
     const user = uniqueUser('race');
     const body = { tenantId: tenant, userId: user, phoneNumber: '+14155550123' };
     const replies = await Promise.all([1, 2, 3].map(() => request(Subjects.usersRegister, body)));
-    for (const reply of replies) assert.deepEqual(reply, { userId: user, methods: ['sms'] });
+    for (const reply of replies) assert.deepEqual(reply, { userId: user, methods: ['sms', 'voice'] });
     assert.deepEqual(await typesOf(EventSubjects.user(tenant, user)), ['UserRegistered']);
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenant)), ['TenantCreated']);
   });
@@ -522,7 +522,7 @@ describe('user-settings bad input', () => {
   });
 
   itWith({ real: ['nats', 'redis'] }, 'keeps answering valid requests afterwards', async () => {
-    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+14155550199' }), { userId, methods: ['sms'] });
+    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+14155550199' }), { userId, methods: ['sms', 'voice'] });
     const reply = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
     assert.ok(reply.tokenId);
   });
@@ -593,7 +593,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     const snapshot = await snapshots.get<{ profile: { displayName?: string } }>(EventSubjects.user(tenantId, userId), USER_SNAPSHOT_VERSION);
     assert.ok(snapshot, 'a snapshot was written');
     reads.length = 0;
-    assert.deepEqual(await svc.register({ tenantId, userId, displayName: 'Name 59', phoneNumber: '+14155551059' }, now), { userId, methods: ['sms'] });
+    assert.deepEqual(await svc.register({ tenantId, userId, displayName: 'Name 59', phoneNumber: '+14155551059' }, now), { userId, methods: ['sms', 'voice'] });
     assert.ok(reads[0]! < SNAPSHOT_EVERY, `read ${reads[0]} events after the snapshot, not 60`);
     // The state from snapshot + events equals the state folded from every event.
     const full = await store.load(EventSubjects.user(tenantId, userId));

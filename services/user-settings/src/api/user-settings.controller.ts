@@ -20,6 +20,11 @@ import {
   AppPasswordsVerifyRequest,
   UsersTokensDeleteRequest,
   UsersRegisterRequest,
+  UsersPinSetRequest,
+  PinVerifyRequest,
+  InternalSubjects,
+  type UsersPinSetReply,
+  type PinVerifyReply,
   type ClientsCreateReply,
   type ClientsListReply,
   type ClientsRevokeReply,
@@ -111,6 +116,17 @@ export class UserSettingsController {
   @MessagePattern(Subjects.appPasswordsVerify)
   verifyAppPassword(@Payload(new ContractPipe(AppPasswordsVerifyRequest)) request: AppPasswordsVerifyRequest, @Ctx() ctx: NatsRequestContext): Promise<AppPasswordsVerifyReply> {
     return this.service.verifyAppPassword(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersPinSet)
+  setPin(@Payload(new ContractPipe(UsersPinSetRequest)) request: UsersPinSetRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersPinSetReply> {
+    return this.service.setPin(request, ctx.receivedAt);
+  }
+
+  /** dispatch, during a voice call in PIN mode (internal: NATS permissions keep callers out). */
+  @MessagePattern(InternalSubjects.pinVerify)
+  verifyPin(@Payload(new ContractPipe(PinVerifyRequest)) request: PinVerifyRequest, @Ctx() ctx: NatsRequestContext): Promise<PinVerifyReply> {
+    return this.service.verifyPin(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.usersTokensDelete)

@@ -39,6 +39,10 @@ import {
   type TotpEnrollRequest,
   type UsersRegisterReply,
   type UsersRegisterRequest,
+  type UsersPinSetReply,
+  type UsersPinSetRequest,
+  type PinVerifyReply,
+  type PinVerifyRequest,
 } from '@mfa/contracts';
 import { base32Encode, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
@@ -299,6 +303,26 @@ export class UserSettingsService {
       );
     }
     return { valid: true };
+  }
+
+  /** The voice PIN (PIN mode): scrypt-hashed, the hash sealed, recorded in the user's events. */
+  async setPin(request: UsersPinSetRequest, now: Date): Promise<UsersPinSetReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const hash = await this.appPasswordHasher().hash(request.pin);
+    const sealedHash = seal(this.options.keyring, Buffer.from(hash, 'utf8'), SealContext.pinHash(tenantId, userId));
+    await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'SetPin', data: { sealedHash } }, state, now));
+    return { userId, pinSet: true };
+  }
+
+  /** Whether `pin` is the user's voice PIN (dispatch asks during a call); slow on purpose (scrypt). */
+  async verifyPin(request: PinVerifyRequest, now: Date): Promise<PinVerifyReply> {
+    const { tenantId, userId } = request;
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    const sealed = outcome.state.registered ? outcome.state.sealedPinHash : undefined;
+    if (!sealed) return { valid: false, pinSet: false };
+    const hash = open(this.options.keyring, sealed, SealContext.pinHash(tenantId, userId)).toString('utf8');
+    return { valid: /^\d{4,8}$/.test(request.pin) && (await this.appPasswordHasher().matchIndex(request.pin, [hash])) === 0, pinSet: true };
   }
 
   private appPasswordHasher(): AppPasswordHasher {

@@ -46,6 +46,8 @@ export interface UserState {
   appPasswords?: ReadonlyArray<{ appPasswordId: string; name?: string | undefined; hash: string }>;
   /** The user signed a legacy client in with an app password once: app passwords stay required for them (until a reset). */
   appPasswordUsed?: boolean | undefined;
+  /** The voice PIN's scrypt hash, sealed (users.pin.set); a reset clears it. */
+  sealedPinHash?: string | undefined;
 }
 
 /** Whether only an app password signs the user's legacy clients in: they have one, or once used one. */
@@ -68,7 +70,9 @@ type UserCommand =
   | { type: 'CreateAppPassword'; data: { appPasswordId: string; name?: string | undefined; hash: string } }
   | { type: 'DeleteAppPasswords'; data: { appPasswordId?: string | undefined } }
   /** apppasswords.verify found this app password: the first use is recorded, later ones are not. */
-  | { type: 'RecordAppPasswordUse'; data: { appPasswordId: string } };
+  | { type: 'RecordAppPasswordUse'; data: { appPasswordId: string } }
+  /** The caller hashes (scrypt) and seals the PIN: randomness and keys stay out of the decider. */
+  | { type: 'SetPin'; data: { sealedHash: string } };
 
 const USER_EVENTS: ReadonlySet<string> = new Set(USER_EVENT_TYPES);
 
@@ -92,7 +96,8 @@ export const activeTokens = (state: UserState): TotpToken[] => state.tokens.filt
 export function methodsOf(state: UserState): Method[] {
   const methods: Method[] = [];
   if (activeTokens(state).length > 0) methods.push('totp');
-  if (state.profile.phoneNumber) methods.push('sms');
+  // A phone number gives both phone methods: a code by SMS, and a call to answer.
+  if (state.profile.phoneNumber) methods.push('sms', 'voice');
   return methods;
 }
 
@@ -168,7 +173,7 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     case 'ResetMfa': {
       requireRegistered(state);
       // Nothing to clear: nothing to record (a repeated reset is free).
-      if (state.tokens.length === 0 && !state.profile.phoneNumber && !appPasswordRequired(state)) return [];
+      if (state.tokens.length === 0 && !state.profile.phoneNumber && !appPasswordRequired(state) && !state.sealedPinHash) return [];
       return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
     }
     case 'DeleteTotpToken': {
@@ -203,6 +208,10 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (!(state.appPasswords ?? []).some((p) => p.appPasswordId === command.data.appPasswordId)) return [];
       return [domainEvent('AppPasswordUsed', { appPasswordId: command.data.appPasswordId }, now)];
     }
+    case 'SetPin': {
+      requireRegistered(state);
+      return [domainEvent('UserPinSet', { sealedHash: command.data.sealedHash }, now)];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -236,7 +245,7 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone; name, e-mail and language stay.
       const { phoneNumber: _phone, ...profile } = state.profile;
-      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined };
+      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined, sealedPinHash: undefined };
     }
     case 'DefaultMethodChosen':
       return { ...state, chosenDefault: event.data.method };
@@ -250,6 +259,8 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     }
     case 'AppPasswordUsed':
       return { ...state, appPasswordUsed: true };
+    case 'UserPinSet':
+      return { ...state, sealedPinHash: event.data.sealedHash };
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

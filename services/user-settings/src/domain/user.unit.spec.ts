@@ -175,10 +175,10 @@ describe('user state: methods', () => {
   const fold = (events: UserEvent[]) => events.reduce(evolveUser, initialUserState());
 
   it('offers sms with a phone number, totp once a token is active, totp first', () => {
-    assert.deepEqual(methodsOf(fold([registered()])), ['sms']);
-    assert.deepEqual(methodsOf(fold([registered(), enrolled('tok')])), ['sms']);
+    assert.deepEqual(methodsOf(fold([registered()])), ['sms', 'voice']);
+    assert.deepEqual(methodsOf(fold([registered(), enrolled('tok')])), ['sms', 'voice']);
     const both = fold([registered(), enrolled('tok'), activated('tok')]);
-    assert.deepEqual(methodsOf(both), ['totp', 'sms']);
+    assert.deepEqual(methodsOf(both), ['totp', 'sms', 'voice']);
     assert.equal(defaultMethodOf(both), 'totp');
   });
 

@@ -1,0 +1,31 @@
+import { z } from 'zod';
+import { ChallengeStatus, TenantId, UserId } from './primitives.js';
+
+/**
+ * Requests between the services, on core NATS subjects under `mfa.int.`: never open to callers
+ * (NATS permissions give IdPs `mfa.v1.>` only, deploy/nats), so they carry no API key. Bodies are
+ * validated like public ones.
+ */
+export const InternalSubjects = {
+  /** dispatch → user-settings: is this the user's voice PIN? */
+  pinVerify: 'mfa.int.users.pin.verify',
+  /** dispatch → auth-challenge: the user answered a voice challenge's call (# pressed, or a PIN checked). */
+  voiceOutcome: 'mfa.int.challenge.voice',
+  /** dispatch → fraud: the user entered the fraud code during a call. */
+  fraudFromCall: 'mfa.int.fraud.call',
+} as const;
+
+export const PinVerifyRequest = z.object({ tenantId: TenantId, userId: UserId, pin: z.string().max(16) });
+export type PinVerifyRequest = z.infer<typeof PinVerifyRequest>;
+/** `pinSet` false: the user has no PIN (PIN mode cannot approve them). */
+export const PinVerifyReply = z.object({ valid: z.boolean(), pinSet: z.boolean() });
+export type PinVerifyReply = z.infer<typeof PinVerifyReply>;
+
+/** `approved` false: a wrong PIN, counted like a wrong code (attempts of the challenge, the user's lockout). */
+export const VoiceOutcomeRequest = z.object({ tenantId: TenantId, challengeId: z.string().max(128), approved: z.boolean() });
+export type VoiceOutcomeRequest = z.infer<typeof VoiceOutcomeRequest>;
+export const VoiceOutcomeReply = z.object({ status: ChallengeStatus, reason: z.string().optional() });
+export type VoiceOutcomeReply = z.infer<typeof VoiceOutcomeReply>;
+
+export const FraudFromCallRequest = z.object({ tenantId: TenantId, userId: UserId, challengeId: z.string().max(128) });
+export type FraudFromCallRequest = z.infer<typeof FraudFromCallRequest>;

@@ -176,8 +176,23 @@ export const ChallengeStartedV2 = envelope(
   2,
   ChallengeContextV2.extend({
     ...Started,
-    /** The SMS code sealed for dispatch only; the number to send it to is the phone in `pii`. */
-    delivery: z.object({ channel: z.literal('sms'), sealedCode: SealedSecret, language: z.string().optional() }).optional(),
+    /**
+     * sms: the code sealed for dispatch only. voice: how the call goes, as the tenant's settings
+     * said at start (caller ID, PIN mode, the fraud code or null when fraud alerts are off). The
+     * number to send or call is the phone in `pii`.
+     */
+    delivery: z
+      .discriminatedUnion('channel', [
+        z.object({ channel: z.literal('sms'), sealedCode: SealedSecret, language: z.string().optional() }),
+        z.object({
+          channel: z.literal('voice'),
+          language: z.string().optional(),
+          callerId: PhoneNumber,
+          pinMode: z.boolean(),
+          fraudCode: z.string().regex(/^\d$/).nullable(),
+        }),
+      ])
+      .optional(),
   }),
 );
 export const ChallengeStarted = versions(ChallengeStartedV1, ChallengeStartedV2);

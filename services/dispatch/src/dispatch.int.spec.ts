@@ -259,7 +259,7 @@ describe('dispatch with Twilio', () => {
       const challenge = testChallenge(user, { startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 300_000).toISOString() });
       const key = await keys.getOrCreate(tenantId, user.userId);
       const event = challengeStartedV2(challenge, sealPersonalData(key, { tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
-      event.data.delivery!.sealedCode = seal(keyring, Buffer.from('161803'), SealContext.smsCode(tenantId, challenge.challengeId));
+      event.data.delivery = { channel: 'sms', sealedCode: seal(keyring, Buffer.from('161803'), SealContext.smsCode(tenantId, challenge.challengeId)) };
       return { event, to, user };
     };
     const kept = await request();

@@ -6,7 +6,7 @@ import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
 import type { CodeCheck, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
-import { START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT } from './scripts.js';
+import { START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
 import { parseCodeCheck, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
@@ -115,6 +115,7 @@ export class ChallengeStore {
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
+    redis.defineCommand('mfaChallengeVoiceOutcome', { numberOfKeys: 8, lua: VOICE_OUTCOME_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
     this.verify = r.mfaChallengeVerify.bind(redis);
@@ -171,6 +172,13 @@ export class ChallengeStore {
   async checkCode(input: VerifyInput & { codeHash: Buffer }): Promise<CodeCheck> {
     const raw = await reach('verify', () => this.verify(...this.verifyKeys(input), ...this.verifyArgs(input), input.codeHash));
     return parseCodeCheck(raw);
+  }
+
+  /** The answer of a voice challenge's call (dispatch): approved, or a wrong PIN counted like a wrong code. */
+  async recordVoiceOutcome(input: VerifyInput & { approved: boolean }): Promise<VerifyVerdict> {
+    const script = (this.redis as unknown as { mfaChallengeVoiceOutcome: ScriptFn }).mfaChallengeVoiceOutcome.bind(this.redis);
+    const raw = await reach('voice_outcome', () => script(...this.verifyKeys(input), ...this.verifyArgs(input), input.approved ? '1' : '0'));
+    return parseVerifyVerdict(raw);
   }
 
   /** Second verify call of a TOTP challenge: checks the match again atomically and records the outcome. */

@@ -34,6 +34,8 @@ export interface StartDecisionContext {
   code?: string;
   /** Personal data the tenant leaves out of reports (`reportFields`): 'd' display name, 'e' e-mail. */
   om?: string;
+  /** The tenant's voice settings at start, when voice is enabled: caller ID, PIN mode (1/0), fraud code ('' = alerts off). */
+  vo?: [string, number, string];
 }
 
 export interface VerifyDecisionContext {

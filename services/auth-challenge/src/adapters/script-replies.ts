@@ -160,6 +160,8 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
       return { kind: 'expired', userId: raw[1]!, method: method(raw[2]), firstTime: raw[0] === 'expired', ...clientIpAt(raw, 3) };
     case 'conflict':
       return { kind: 'conflict', status: raw[3] ?? 'completed' };
+    case 'elsewhere':
+      return { kind: 'elsewhere', method: method(raw[2]) };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':

@@ -253,6 +253,8 @@ return kept({'rejected', userId, method, tostring(attempts), tostring(max - atte
  * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */
 export const VERIFY_SCRIPT = `${CHECKS}
+-- A call (or a push) is answered on the phone, not with a code: nothing is compared or counted.
+if method == 'voice' or method == 'push' then return {'elsewhere', userId, method} end
 if method == 'totp' then
   local reply = {'totp', userId}
   local tokens = redis.call('HGETALL', KEYS[2])
@@ -293,6 +295,17 @@ local methods = ''
 if ch[6] == 'failed' then methods = redis.call('HGET', KEYS[2], 'methods') or '' end
 return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', methods}
 `;
+
+/**
+ * The answer of a voice challenge's call (dispatch): # pressed, or a PIN checked right (own ARGV
+ * '1'), or a wrong PIN ('0'), counted like a wrong code. Keys, arguments and replies as
+ * VERIFY_SCRIPT; the same checks first (an expired challenge, a user locked out).
+ */
+export const VOICE_OUTCOME_SCRIPT = `${CHECKS}
+if method ~= 'voice' then return redis.error_reply('not a voice challenge') end
+local matched = ARGV[11] == '1'
+local tokenId, step, cause = '', '', 'mismatch'
+${OUTCOME}`;
 
 export const VERIFY_TOTP_SCRIPT = `${CHECKS}
 if method ~= 'totp' then return redis.error_reply('not a totp challenge') end

@@ -3,7 +3,10 @@ import {
   ChallengeStartRequest,
   ChallengeStatusRequest,
   ChallengeVerifyRequest,
+  InternalSubjects,
   Subjects,
+  VoiceOutcomeRequest,
+  type VoiceOutcomeReply,
   type ChallengeStartReply,
   type ChallengeVerifyReply,
 } from '@mfa/contracts';
@@ -29,6 +32,12 @@ export class ChallengeController {
     @Ctx() ctx: NatsRequestContext,
   ): Promise<ChallengeVerifyReply> {
     return this.challenges.verify(request, ctx.receivedAt, ctx.deadline);
+  }
+
+  /** dispatch: the answer of a voice challenge's call (internal: NATS permissions keep callers out). */
+  @MessagePattern(InternalSubjects.voiceOutcome)
+  voiceOutcome(@Payload(new ContractPipe(VoiceOutcomeRequest)) request: VoiceOutcomeRequest, @Ctx() ctx: NatsRequestContext): Promise<VoiceOutcomeReply> {
+    return this.challenges.voiceOutcome(request, ctx.receivedAt, ctx.deadline);
   }
 
   @MessagePattern(Subjects.challengeStatus)

@@ -11,6 +11,8 @@ import {
   type ChallengeStatusReply,
   type ChallengeStatusRequest,
   type ChallengeVerifyReply,
+  type VoiceOutcomeReply,
+  type VoiceOutcomeRequest,
   type ChallengeVerifyRequest,
 } from '@mfa/contracts';
 import {
@@ -210,6 +212,9 @@ export class ChallengeService {
     if (req.requestId) context.rq = req.requestId;
     const omitted = (settings.reportFields.displayName ? '' : 'd') + (settings.reportFields.email ? '' : 'e');
     if (omitted) context.om = omitted;
+    if (settings.enabledMethods.includes('voice')) {
+      context.vo = [settings.voice.callerId, settings.voice.pinMode ? 1 : 0, settings.fraudAlert.enabled ? settings.fraudAlert.code : ''];
+    }
     if (code !== undefined) context.code = seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId));
     const verdict = await this.store.startChallenge({
       tag,
@@ -283,6 +288,39 @@ export class ChallengeService {
   }
 
   /**
+   * The answer of a voice challenge's call, from dispatch: approved (# pressed, or the PIN right),
+   * or a wrong PIN, which counts like a wrong code (the challenge's attempts, the user's lockout).
+   * Recorded like a verify: the same script outcome, the same events (method voice).
+   */
+  async voiceOutcome(req: VoiceOutcomeRequest, now: Date, deadline?: number): Promise<VoiceOutcomeReply> {
+    const id = parseChallengeId(req.challengeId);
+    if (!id) throw notFound('unknown challenge');
+    const known = this.settingsOf(req.tenantId);
+    const settings = known instanceof Promise ? await known : known;
+    const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
+    const slot = hashSlotOf(id.tag);
+    const verdict = await this.store.recordVoiceOutcome({
+      tag: id.tag,
+      nonce: id.nonce,
+      tenantId: req.tenantId,
+      now,
+      lockout: this.lockoutOf(settings),
+      challengeId: req.challengeId,
+      slot,
+      context: JSON.stringify(context),
+      approved: req.approved,
+    });
+    const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
+    outcomes.inc({ kind: verdict.kind, method: 'voice' });
+    if (outcome.event) {
+      const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
+      await this.record(slot, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+    }
+    const { status, reason } = outcome.reply;
+    return { status, ...(reason ? { reason } : {}) };
+  }
+
+  /**
    * The event of a decision the outbox kept (the relay's side): the same pure decision as the
    * request's own path, from the same context and script reply, so the same event and id.
    */
@@ -315,6 +353,7 @@ export class ChallengeService {
         return c.code;
       },
       sealedPersonalData: (profile, dataKey) => this.sealPersonalData(c.t, c.u, profile, dataKey),
+      ...(c.vo ? { voice: { callerId: c.vo[0], pinMode: c.vo[1] === 1, fraudCode: c.vo[2] === '' ? null : c.vo[2] } } : {}),
       ...(c.om ? { omitted: { displayName: c.om.includes('d'), email: c.om.includes('e') } } : {}),
     });
   }

@@ -63,6 +63,8 @@ export type VerifyVerdict =
   | { kind: 'locked_out'; userId: string; method: Method; attempts: number; cause: 'mismatch' | 'reused'; guard: FailureGuard; clientIp?: string }
   | { kind: 'expired'; userId: string; method: Method; firstTime: boolean; clientIp?: string }
   | { kind: 'conflict'; status: string }
+  /** A voice (or push) challenge: answered on the phone, never with a code. */
+  | { kind: 'elsewhere'; method: Method }
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   | { kind: 'not_found' };
@@ -116,6 +118,8 @@ export interface StartContext {
   requestId?: string | undefined;
   /** The SMS code sealed for dispatch; only used when the verdict's method is sms. */
   sealedSmsCode: () => string;
+  /** How a voice challenge's call goes (the tenant's settings at start); only used when the verdict's method is voice. */
+  voice?: { callerId: string; pinMode: boolean; fraudCode: string | null } | undefined;
   /** Display name, e-mail and phone sealed under the user's (wrapped) data key; undefined when there are none. */
   sealedPersonalData: (profile: Profile, dataKey: string) => string | undefined;
   /**
@@ -155,7 +159,8 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
     case 'pending': {
       const started = { method: verdict.method, expiresAt, maxAttempts: ctx.maxAttempts };
       const { phoneNumber, language } = verdict.profile;
-      if (verdict.method === 'sms' && !phoneNumber) throw new VerdictError('sms challenge for a user without a phone number');
+      if ((verdict.method === 'sms' || verdict.method === 'voice') && !phoneNumber) throw new VerdictError(`${verdict.method} challenge for a user without a phone number`);
+      if (verdict.method === 'voice' && (!ctx.voice || verdict.dataKey === undefined)) throw new VerdictError('voice challenge without the tenant’s voice settings or the user’s data key');
       // Where to send is in the sealed personal data (v2) or, without a data key, in clear (v1).
       const delivery = () => ({ channel: 'sms' as const, sealedCode: ctx.sealedSmsCode(), ...(language ? { language } : {}) });
       const event: PendingEvent =
@@ -168,6 +173,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
                 ...sealed(piiOf(verdict, verdict.dataKey)),
                 ...started,
                 ...(verdict.method === 'sms' ? { delivery: delivery() } : {}),
+                ...(verdict.method === 'voice' ? { delivery: { channel: 'voice' as const, ...(language ? { language } : {}), ...ctx.voice! } } : {}),
               },
             }
           : {
@@ -309,6 +315,8 @@ export function decideVerify(
     }
     case 'conflict':
       throw conflict(`challenge already completed (${verdict.status})`);
+    case 'elsewhere':
+      throw conflict(`a ${verdict.method} challenge is answered on the phone, not with a code: poll challenge.status`);
     case 'locked':
       throw lockedOut(verdict.retryAfterSeconds);
     case 'capped':

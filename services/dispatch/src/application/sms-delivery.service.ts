@@ -83,7 +83,7 @@ export class SmsDeliveryService {
   async deliver({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent> {
     if (event.type !== 'ChallengeStarted') throw new PoisonMessageError(`expected ChallengeStarted, got ${event.type}`);
     const request = event.data.delivery;
-    if (!request) throw new PoisonMessageError('ChallengeStarted without delivery on the SMS subject');
+    if (!request || request.channel !== 'sms') throw new PoisonMessageError('ChallengeStarted without an SMS delivery on the SMS subject');
     const expiresAt = new Date(event.data.expiresAt);
     const body = smsBody({
       code: this.openCode(event, request.sealedCode),

@@ -141,7 +141,7 @@ function smsChallengeV2(keys: ScriptedKeys, options: { sealFor?: string } = {}) 
   keys.keys.set(`${user.tenantId}/${user.userId}`, dataKey);
   const pii = sealPersonalData(dataKey, { tenantId: user.tenantId, userId: options.sealFor ?? user.userId, purpose: 'challenge' }, user.profile)!;
   const event = challengeStartedV2(challenge, pii);
-  event.data.delivery!.sealedCode = seal(keyring, Buffer.from('271828'), SealContext.smsCode(challenge.tenantId, challenge.challengeId));
+  event.data.delivery = { channel: 'sms', sealedCode: seal(keyring, Buffer.from('271828'), SealContext.smsCode(challenge.tenantId, challenge.challengeId)) };
   return { event, user, to };
 }
 
@@ -306,7 +306,7 @@ describe('SMS delivery', () => {
     const expired = challengeExpired(testChallenge());
     const cases: Array<[string, AnyEvent, RegExp]> = [
       ['another event type', expired, /expected ChallengeStarted/],
-      ['no delivery', smsChallenge({ delivery: false }).event, /without delivery/],
+      ['no delivery', smsChallenge({ delivery: false }).event, /without an SMS delivery/],
       ['a code sealed for another challenge', smsChallenge({ sealFor: testChallengeId() }).event, /does not open/],
       ['a code that is not six digits', smsChallenge({ code: '12345678' }).event, /not six digits/],
     ];

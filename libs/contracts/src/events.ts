@@ -397,6 +397,27 @@ export const SmsDeliveryFailed = envelope(
   }),
 );
 
+/** A voice challenge's call was placed (Twilio accepted it): `providerCallId` is its CallSid. */
+export const VoiceCallPlaced = envelope(
+  'VoiceCallPlaced',
+  1,
+  z.object({ challengeId: z.string(), provider: z.string(), providerCallId: z.string(), attempts: z.int().positive() }),
+);
+/**
+ * A voice challenge's call did not reach an answer: never placed (the provider refused, the number
+ * throttled), or ended busy, unanswered, failed, or hung up (or silent) before the user answered.
+ * The challenge's status then says delivery_failed, with the user's other methods.
+ */
+export const VoiceCallFailed = envelope(
+  'VoiceCallFailed',
+  1,
+  z.object({
+    challengeId: z.string(),
+    attempts: z.int().positive(),
+    failures: z.array(z.object({ provider: z.string(), error: z.string(), transient: z.boolean() })),
+  }),
+);
+
 // ---- user-settings: API clients; every service: the admin audit trail -------------------------------
 
 export const ApiClientCreated = envelope(
@@ -459,6 +480,8 @@ export const EventSchemas = {
   FraudNotificationFailed,
   SmsSent,
   SmsDeliveryFailed,
+  VoiceCallPlaced,
+  VoiceCallFailed,
   ApiClientCreated,
   ApiClientRevoked,
   AdminActionRecorded,
@@ -499,7 +522,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeBypassed'
   | 'ChallengeFraudReported'
 >;
-export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed'>;
+export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;
 
 /**

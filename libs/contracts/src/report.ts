@@ -13,6 +13,8 @@ export const ResultDetail = {
   registrationRequired: 'MFA denied; user must register for MFA',
   methodDisabled: 'MFA denied; authentication method disabled by the administrator',
   smsNotDelivered: 'MFA denied; SMS could not be delivered',
+  /** Ours, worded like the SMS one: the call was busy, unanswered, failed, or ended before the user answered. */
+  callNotAnswered: 'MFA denied; phone call not answered',
   /** Ours (per-IP lockout has no Entra equivalent), worded like the others. */
   ipLocked: 'MFA denied; client IP is locked after too many denied attempts',
   /** Ours: a legacy client of a user whose legacy clients sign in with app passwords only. */

@@ -57,6 +57,8 @@ export const EventSubjects = {
   allFraudMail: 'mfa.evt.fraud.mail.>',
   smsSent: 'mfa.evt.dispatch.sms.sent',
   smsFailed: 'mfa.evt.dispatch.sms.failed',
+  voicePlaced: 'mfa.evt.dispatch.voice.placed',
+  voiceFailed: 'mfa.evt.dispatch.voice.failed',
   allDispatch: 'mfa.evt.dispatch.>',
   deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
   /** MFA_STATE: when an API client was last used (coalesced, written about once a minute). */
@@ -231,6 +233,14 @@ export const Consumers = {
     maxDeliver: 10,
     ackWaitSeconds: 60,
     description: 'Sends SMS codes through the configured providers.',
+  },
+  dispatchVoice: {
+    stream: Streams.challenges.name,
+    durable: 'dispatch-voice',
+    filterSubject: 'mfa.evt.challenge.started.voice',
+    maxDeliver: 10,
+    ackWaitSeconds: 60,
+    description: 'Places the calls of voice challenges through Twilio Programmable Voice.',
   },
   reportingChallenges: {
     stream: Streams.challenges.name,

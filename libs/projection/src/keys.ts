@@ -28,6 +28,8 @@ import calculateSlot from 'cluster-key-slot';
  *                          expires then: an SMS or voice start answers rate_limited meanwhile
  *   mfa:{phone:<tenant>:<hash>}:sends ZSET sends to one phone number of a tenant in the sliding window
  *                          (challenge id -> ms; dispatch), the number as a keyed hash (phoneTag)
+ *   mfa:{tag}:call:<nonce> HASH one voice challenge's call (dispatch): tenant, user, language, PIN mode, fraud
+ *                          code, CallSid, each prompt's answer (once), the outcome (once)
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
@@ -72,6 +74,8 @@ export const RedisKeys = {
   phoneThrottle: (tag: string) => `mfa:{${tag}}:throttle:phone`,
   /** Sends to one phone number of a tenant in the sliding window (dispatch); `phone` is phoneTag's keyed hash. */
   phoneSends: (tenantId: string, phone: string) => `mfa:{phone:${Buffer.from(tenantId, 'utf8').toString('base64url')}:${phone}}:sends`,
+  /** The call of one voice challenge (dispatch): what its webhooks need, each prompt's answer, the outcome. */
+  call: (tag: string, nonce: string) => `mfa:{${tag}}:call:${nonce}`,
   /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,

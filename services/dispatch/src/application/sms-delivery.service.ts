@@ -1,14 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EventSubjects, unavailable, type DispatchEvent, type EventOf, type EventVersion } from '@mfa/contracts';
-import { dataKeyGeneration, open, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { EventSubjects, unavailable, type DispatchEvent, type EventOf } from '@mfa/contracts';
+import { open, SealContext, type Keyring } from '@mfa/crypto';
 import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
-import { openPersonalData, type UserDataKeys } from '@mfa/service-kit';
+import type { UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import type { PhoneThrottle } from '../adapters/phone-throttle.js';
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
+import { phoneOfChallenge } from './recipient.js';
+export { DataKeyUnavailableError } from './recipient.js';
 import { smsBody } from '../domain/sms-body.js';
 import { smsProviderDuration, smsSends } from './metrics.js';
 
@@ -49,10 +51,6 @@ export const USER_ERASED = 'user erased: the phone number can no longer be read'
 /** Why an SMS to a number that reached its limit across users is not sent (in its SmsDeliveryFailed). */
 export const PHONE_THROTTLED = 'phone number throttled: too many codes sent to it across users';
 
-/** The phone number's data key is not in MFA_USER_KEYS (yet): the request is tried again later. */
-export class DataKeyUnavailableError extends Error {
-  override name = 'DataKeyUnavailableError';
-}
 
 /**
  * Delivers the code of one SMS challenge: opens it, writes the message, walks the providers as
@@ -116,7 +114,7 @@ export class SmsDeliveryService {
       }
       if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);
       if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next SMS attempt');
-      const recipient = to ?? (event.version === 1 ? event.data.delivery!.to : await this.phoneOf(event));
+      const recipient = to ?? (event.version === 1 ? event.data.delivery!.to : await phoneOfChallenge(this.options.keys, event));
       if (recipient === 'erased') {
         // Erased since the challenge started: nothing to send to, and nothing to retry.
         failures.push({ provider: 'none', error: USER_ERASED, transient: false });
@@ -213,27 +211,6 @@ export class SmsDeliveryService {
     }
     if (!/^\d{6}$/.test(code)) throw new PoisonMessageError('the sealed SMS code is not six digits');
     return code;
-  }
-
-  /** The number to send to: in a v2 request, the phone in its personal data, sealed under the user's data key. */
-  private async phoneOf(event: EventVersion<'ChallengeStarted', 2>): Promise<string | 'erased'> {
-    const { tenantId } = event;
-    const { userId, pii } = event.data;
-    const gen = pii === undefined ? undefined : dataKeyGeneration(pii);
-    if (pii === undefined || gen === undefined) throw new PoisonMessageError('SMS request without a phone number');
-    const key = await this.options.keys.get(tenantId, userId, gen);
-    if (key === 'erased') return 'erased';
-    // Not visible yet, or the key store is behind: retried with back-off, then dead-lettered.
-    if (!key) throw new DataKeyUnavailableError(`no data key of generation ${gen} for the user of this SMS request`);
-    let phone: string | undefined;
-    try {
-      phone = openPersonalData(key, { tenantId, userId, purpose: 'challenge' }, pii).phoneNumber;
-    } catch (cause) {
-      if (cause instanceof SealError) throw new PoisonMessageError('the sealed personal data does not open', { cause });
-      throw cause;
-    }
-    if (!phone) throw new PoisonMessageError('SMS request without a phone number');
-    return phone;
   }
 
   private sent(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {

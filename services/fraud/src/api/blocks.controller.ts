@@ -1,6 +1,8 @@
 import { Inject } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import {
+  FraudFromCallRequest,
+  InternalSubjects,
   FraudIpsListRequest,
   FraudIpsUnlockRequest,
   FraudReportRequest,
@@ -53,6 +55,12 @@ export class BlocksController {
   @MessagePattern(Subjects.fraudReport)
   report(@Payload(new ContractPipe(FraudReportRequest)) request: FraudReportRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
     return this.alerts.report(request, ctx.receivedAt, actorOf(ctx));
+  }
+
+  /** dispatch: the user entered the fraud code during a voice challenge's call (internal: NATS permissions keep callers out). */
+  @MessagePattern(InternalSubjects.fraudFromCall)
+  reportFromCall(@Payload(new ContractPipe(FraudFromCallRequest)) request: FraudFromCallRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
+    return this.alerts.report({ ...request, source: 'phone' }, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.usersBlock)

@@ -229,7 +229,9 @@ export function foldDispatchEvents(items: readonly Sequenced<DispatchEvent>[]): 
     const patch: DeliveryPatch =
       event.type === 'SmsSent'
         ? { ...common, status: 'sent', provider: event.data.provider, messageId: event.data.providerMessageId }
-        : { ...common, status: 'failed', provider: event.data.failures.at(-1)?.provider ?? null, messageId: null };
+        : event.type === 'VoiceCallPlaced'
+          ? { ...common, status: 'sent', provider: event.data.provider, messageId: event.data.providerCallId }
+          : { ...common, status: 'failed', provider: event.data.failures.at(-1)?.provider ?? null, messageId: null };
     latest.set(key(patch.tenantId, patch.challengeId), patch);
   }
   return [...latest.values()];

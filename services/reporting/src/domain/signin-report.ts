@@ -47,16 +47,17 @@ export interface SigninRow extends SigninDetails {
  * the expiry event has been projected yet, so the detail does not change under the reader.
  * The store filters on the same rule: an unfinished row reported is a failure.
  */
-export function deriveOutcome(row: Pick<SigninRow, 'result' | 'resultDetail' | 'deliveryStatus'>): {
+export function deriveOutcome(row: Pick<SigninRow, 'result' | 'resultDetail' | 'deliveryStatus'> & { authMethod?: string | null }): {
   result: SigninResult;
   resultDetail: string;
 } {
   const undelivered = row.deliveryStatus === 'failed';
+  const notDelivered = row.authMethod === 'voice' ? ResultDetail.callNotAnswered : ResultDetail.smsNotDelivered;
   if (row.result === null || row.resultDetail === null) {
-    return { result: 'failure', resultDetail: undelivered ? ResultDetail.smsNotDelivered : ResultDetail.timedOut };
+    return { result: 'failure', resultDetail: undelivered ? notDelivered : ResultDetail.timedOut };
   }
   if (row.result === 'failure' && row.resultDetail === ResultDetail.timedOut && undelivered) {
-    return { result: 'failure', resultDetail: ResultDetail.smsNotDelivered };
+    return { result: 'failure', resultDetail: notDelivered };
   }
   return { result: row.result, resultDetail: row.resultDetail };
 }

@@ -1,0 +1,67 @@
+import type { Redis } from 'ioredis';
+import { parseChallengeId, RedisKeys } from '@mfa/projection';
+
+/** What the webhooks of a call need to know, written when the call is placed. */
+export interface CallState {
+  tenantId: string;
+  userId: string;
+  language?: string | undefined;
+  pinMode: boolean;
+  fraudCode: string | null;
+  /** Twilio's CallSid, once Twilio accepted the call. */
+  callSid?: string | undefined;
+  /** How the call ended for the challenge, once it did: approved, denied (wrong PINs), fraud, unanswered. */
+  outcome?: string | undefined;
+}
+
+/**
+ * The state of each voice challenge's call in Redis, in the challenge's slot
+ * (`mfa:{tag}:call:<nonce>`, a hash), kept until well after the challenge can no longer be used.
+ * Each prompt's answer is recorded once per call and prompt (HSETNX), so a webhook Twilio sends
+ * again (a retry, a replay) gets the same TwiML and changes nothing twice; the outcome too.
+ */
+export class CallStore {
+  constructor(private readonly redis: Redis) {}
+
+  private key(challengeId: string): string | undefined {
+    const id = parseChallengeId(challengeId);
+    return id ? RedisKeys.call(id.tag, id.nonce) : undefined;
+  }
+
+  async create(challengeId: string, state: CallState, ttlMs: number): Promise<void> {
+    const key = this.key(challengeId);
+    if (!key) throw new Error('a call for a malformed challenge id');
+    await this.redis
+      .multi()
+      .hset(key, { t: state.tenantId, u: state.userId, l: state.language ?? '', p: state.pinMode ? '1' : '0', f: state.fraudCode ?? '' })
+      .pexpire(key, Math.max(1, Math.ceil(ttlMs)))
+      .exec();
+  }
+
+  async read(challengeId: string): Promise<CallState | undefined> {
+    const key = this.key(challengeId);
+    if (!key) return undefined;
+    const [t, u, l, p, f, sid, o] = await this.redis.hmget(key, 't', 'u', 'l', 'p', 'f', 'sid', 'o');
+    if (!t || !u) return undefined;
+    return { tenantId: t, userId: u, language: l || undefined, pinMode: p === '1', fraudCode: f ? f : null, callSid: sid ?? undefined, outcome: o ?? undefined };
+  }
+
+  /** The call's CallSid, as Twilio answered the placement (or as its first webhook names it). */
+  async setCallSid(challengeId: string, callSid: string): Promise<void> {
+    const key = this.key(challengeId);
+    if (key) await this.redis.hsetnx(key, 'sid', callSid);
+  }
+
+  /** Records the answer to one prompt once; answers what was recorded first (this one, or an earlier delivery's). */
+  async answerOnce(challengeId: string, prompt: number, answer: string): Promise<string> {
+    const key = this.key(challengeId)!;
+    const replies = (await this.redis.multi().hsetnx(key, `g${prompt}`, answer).hget(key, `g${prompt}`).exec()) as Array<[Error | null, unknown]>;
+    return String(replies[1]![1]);
+  }
+
+  /** Records how the call ended for the challenge, once; true the first time. */
+  async finish(challengeId: string, outcome: string): Promise<boolean> {
+    const key = this.key(challengeId);
+    return key ? (await this.redis.hsetnx(key, 'o', outcome)) === 1 : false;
+  }
+}

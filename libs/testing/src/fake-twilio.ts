@@ -1,10 +1,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import { XMLParser } from 'fast-xml-parser';
 import type { AddressInfo } from 'node:net';
 
 /**
- * A stand-in for Twilio's Programmable Messaging REST API, speaking its wire protocol so the real
- * adapter runs unchanged: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded
+ * A stand-in for Twilio's Programmable Messaging and Voice REST APIs, speaking their wire protocol so
+ * the real adapters run unchanged. Voice: `POST …/Calls.json` answers a Call resource ("CA…"), then
+ * the call happens as Twilio's would: the TwiML is fetched from `Url` with a valid
+ * X-Twilio-Signature, `<Say>` is heard, `<Gather>` collects the keys the test scripted for that
+ * phone (finishOnKey, numDigits, actionOnEmptyResult as Twilio applies them) and posts them to its
+ * action, `<Redirect>` is followed, and the final status goes to `StatusCallback`. Messaging: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded
  * To/From/Body, HTTP Basic auth AccountSid:AuthToken, 201 with a Message resource (sid "SM…"),
  * errors as Twilio's JSON error body {code, message, more_info, status}. It records what it
  * accepted and can be told to fail, so retries and failover can be tested.
@@ -23,6 +28,76 @@ type FakeTwilioFailure =
   | { status: 500 | 502 | 503; code?: number }
   | { status: 429; code?: number }
   | { status: 400; code: number; message?: string };
+
+/** `hold`: the call is accepted and nothing more happens: the test plays Twilio's webhooks itself. */
+export type CallBehaviour = { answer: 'busy' | 'no-answer' | 'failed' | 'hold' } | { answer: 'answer'; presses?: string[] };
+
+export interface FakeTwilioCall {
+  sid: string;
+  to: string;
+  from: string;
+  url: string;
+  status: string;
+  /** Everything the callee heard, in order (each `<Say>`). */
+  heard: string[];
+  /** The keys pressed at each prompt. */
+  pressed: string[];
+  /** The HTTP status of each TwiML request. */
+  webhookStatuses: number[];
+  /** The status callback's HTTP status. */
+  statusAnswer?: number;
+  ended: boolean;
+}
+
+interface TwimlVerb {
+  name: string;
+  text: string;
+  attributes: Record<string, string>;
+  children: TwimlVerb[];
+}
+
+type XmlNode = Record<string, unknown> & { ':@'?: Record<string, string> };
+
+function toVerb(node: XmlNode): TwimlVerb | undefined {
+  const name = Object.keys(node).find((k) => k !== ':@');
+  if (!name || name === '#text') return undefined;
+  const content = (node[name] as XmlNode[]) ?? [];
+  const text = content.map((c) => (typeof c['#text'] === 'string' || typeof c['#text'] === 'number' ? String(c['#text']) : '')).join('').trim();
+  return { name, text, attributes: node[':@'] ?? {}, children: content.map(toVerb).filter((v): v is TwimlVerb => v !== undefined) };
+}
+
+/** The verbs of a TwiML document, in order (XML parsed with entities decoded). */
+function twimlVerbs(xml: string): TwimlVerb[] {
+  const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '', preserveOrder: true, processEntities: true, parseTagValue: false }).parse(xml) as XmlNode[];
+  const response = doc.map(toVerb).find((v) => v?.name === 'Response');
+  return response?.children ?? [];
+}
+
+/**
+ * Twilio's `<Gather>` semantics: keys are collected until `finishOnKey` (not part of `Digits`) or
+ * `numDigits` keys; a prompt with no key times out. Twilio requests `action` with what was
+ * collected, except when nothing was: then only with `actionOnEmptyResult="true"` (Digits empty,
+ * and `FinishedOnKey` saying which key ended it, if one did); otherwise the call falls through to
+ * the next verb.
+ */
+function gather(attributes: Record<string, string>, keys: string): { post: boolean; params: Record<string, string>; pressed: string } {
+  const finishOnKey = attributes.finishOnKey ?? '#';
+  const numDigits = attributes.numDigits ? Number(attributes.numDigits) : Infinity;
+  let digits = '';
+  let finished = '';
+  for (const key of keys) {
+    if (finishOnKey !== '' && key === finishOnKey) {
+      finished = key;
+      break;
+    }
+    digits += key;
+    if (digits.length >= numDigits) break;
+  }
+  const params: Record<string, string> = { Digits: digits };
+  if (finished) params.FinishedOnKey = finished;
+  const empty = digits === '';
+  return { post: !empty || attributes.actionOnEmptyResult === 'true', params, pressed: keys };
+}
 
 export class FakeTwilio {
   readonly messages: FakeTwilioMessage[] = [];
@@ -104,11 +179,138 @@ export class FakeTwilio {
     return match[1]!;
   }
 
+  // ---- Programmable Voice -------------------------------------------------------------------------
+
+  /** Every call placed (Calls.json), with what it did. */
+  readonly calls: FakeTwilioCall[] = [];
+  private readonly behaviours = new Map<string, CallBehaviour>();
+  private callWaiters: Array<{ predicate: (c: FakeTwilioCall) => boolean; resolve: (c: FakeTwilioCall) => void }> = [];
+
+  /**
+   * How the phone at `to` behaves on the next calls: it does not answer (`busy`, `no-answer`,
+   * `failed`), or it answers and, at each `<Gather>`, presses the given keys ('#', '1234#', '0#', or
+   * '' for silence: the prompt times out), then hangs up when the TwiML ends or says so.
+   */
+  phone(to: string, behaviour: CallBehaviour): void {
+    this.behaviours.set(to, behaviour);
+  }
+
+  /** Resolves once a call to `to` has ended (its status callback answered). */
+  waitForCall(to: string, timeoutMs = 20_000): Promise<FakeTwilioCall> {
+    const done = (c: FakeTwilioCall) => c.to === to && c.ended;
+    const found = this.calls.find(done);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const waiter = { predicate: done, resolve };
+      this.callWaiters.push(waiter);
+      setTimeout(() => {
+        this.callWaiters = this.callWaiters.filter((w) => w !== waiter);
+        reject(new Error(`fake Twilio: no call to ${to} ended within ${timeoutMs} ms`));
+      }, timeoutMs).unref();
+    });
+  }
+
+  /** Twilio's request signature, computed independently of the service: HMAC-SHA1 over the URL and the sorted parameters. */
+  signature(url: string, params: Record<string, string>): string {
+    const data = Object.keys(params)
+      .sort()
+      .reduce((text, key) => text + key + params[key], url);
+    return createHmac('sha1', this.authToken).update(data, 'utf8').digest('base64');
+  }
+
+  /** POSTs a signed webhook as Twilio does; answers the status and body. */
+  async webhook(url: string, params: Record<string, string>, signature = this.signature(url, params)): Promise<{ status: number; body: string }> {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': signature, 'user-agent': 'TwilioProxy/1.1' },
+      body: new URLSearchParams(params).toString(),
+    });
+    return { status: response.status, body: await response.text() };
+  }
+
+  private async runCall(call: FakeTwilioCall, behaviour: CallBehaviour, url: string, statusCallback: string): Promise<void> {
+    const base = { CallSid: call.sid, AccountSid: this.accountSid, From: call.from, To: call.to, Direction: 'outbound-api', ApiVersion: '2010-04-01' };
+    const end = async (status: string) => {
+      call.status = status;
+      const answer = await this.webhook(statusCallback, { ...base, CallStatus: status, CallDuration: status === 'completed' ? '12' : '0' }).catch(() => ({ status: 0, body: '' }));
+      call.statusAnswer = answer.status;
+      call.ended = true;
+      for (const waiter of [...this.callWaiters]) {
+        if (waiter.predicate(call)) {
+          this.callWaiters = this.callWaiters.filter((w) => w !== waiter);
+          waiter.resolve(call);
+        }
+      }
+    };
+    if (behaviour.answer === 'hold') {
+      call.ended = true;
+      for (const waiter of [...this.callWaiters]) if (waiter.predicate(call)) waiter.resolve(call);
+      return;
+    }
+    if (behaviour.answer !== 'answer') return end(behaviour.answer);
+    const presses = [...(behaviour.presses ?? [])];
+    let next: { url: string; params: Record<string, string> } | undefined = { url, params: { ...base, CallStatus: 'in-progress' } };
+    for (let requests = 0; next && requests < 20; requests++) {
+      const current: string = next.url;
+      const answer = await this.webhook(next.url, next.params);
+      call.webhookStatuses.push(answer.status);
+      next = undefined;
+      if (answer.status !== 200) break;
+      const verbs = twimlVerbs(answer.body);
+      for (const verb of verbs) {
+        if (verb.name === 'Say') call.heard.push(verb.text);
+        else if (verb.name === 'Hangup') break;
+        else if (verb.name === 'Redirect') {
+          next = { url: verb.text, params: { ...base, CallStatus: 'in-progress' } };
+          break;
+        } else if (verb.name === 'Gather') {
+          for (const said of verb.children) if (said.name === 'Say') call.heard.push(said.text);
+          const gathered = gather(verb.attributes, presses.shift() ?? '');
+          call.pressed.push(gathered.pressed);
+          if (gathered.post) {
+            // Without an action, Twilio posts to the document's own URL.
+            next = { url: verb.attributes.action ?? current, params: { ...base, CallStatus: 'in-progress', ...gathered.params } };
+            break;
+          }
+        }
+      }
+    }
+    await end('completed');
+  }
+
+  private async handleCall(req: IncomingMessage, res: ServerResponse, accountSid: string, form: URLSearchParams): Promise<void> {
+    const to = form.get('To') ?? '';
+    const from = form.get('From') ?? '';
+    const url = form.get('Url') ?? '';
+    const statusCallback = form.get('StatusCallback') ?? '';
+    if (!to) return this.error(res, 400, 21201, "No 'To' number is specified");
+    if (!from) return this.error(res, 400, 21213, "No 'From' number is specified");
+    if (!url) return this.error(res, 400, 21205, 'Url parameter is required.');
+    if (!/^\+[1-9]\d{7,14}$/.test(to)) return this.error(res, 400, 21211, `Invalid 'To' Phone Number: ${to}`);
+    const failure = this.failures.shift();
+    if (failure) return this.error(res, failure.status, failure.code ?? 20500, 'message' in failure && failure.message ? failure.message : `Simulated failure ${failure.status}`);
+    const call: FakeTwilioCall = { sid: `CA${randomBytes(16).toString('hex')}`, to, from, url, status: 'queued', heard: [], pressed: [], webhookStatuses: [], ended: false };
+    this.calls.push(call);
+    const behaviour = this.behaviours.get(to) ?? { answer: 'no-answer' };
+    res.writeHead(201, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ account_sid: accountSid, sid: call.sid, to, from, status: 'queued', direction: 'outbound-api', api_version: '2010-04-01' }));
+    // The call goes on after Twilio answered the request, as the real one does.
+    setTimeout(() => void this.runCall(call, behaviour, url, statusCallback), 20);
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requests++;
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    const callMatch = /^\/2010-04-01\/Accounts\/([^/]+)\/Calls\.json$/.exec(req.url ?? '');
+    if (req.method === 'POST' && callMatch) {
+      const auth = req.headers.authorization ?? '';
+      if (auth !== `Basic ${Buffer.from(`${this.accountSid}:${this.authToken}`).toString('base64')}` || decodeURIComponent(callMatch[1]!) !== this.accountSid) {
+        return this.error(res, 401, 20003, 'Authenticate');
+      }
+      return this.handleCall(req, res, this.accountSid, new URLSearchParams(Buffer.concat(chunks).toString('utf8')));
+    }
     const match = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(req.url ?? '');
     if (req.method !== 'POST' || !match) return this.error(res, 404, 20404, 'The requested resource was not found');
     const accountSid = decodeURIComponent(match[1]!);

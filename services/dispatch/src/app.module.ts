@@ -10,9 +10,16 @@ import type { SmsProvider } from './adapters/sms/sms-provider.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
 import { SmsDeliveryService } from './application/sms-delivery.service.js';
 import type { DispatchConfig } from './config.js';
-import { SMS_PROVIDERS } from './tokens.js';
+import { SMS_PROVIDERS, VOICE_WEBHOOK_BASE } from './tokens.js';
+import { CallStore } from './adapters/voice/call-store.js';
+import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
+import { VoiceRequestsController, VoiceWebhooksController } from './api/voice.controller.js';
+import { VoiceCallService } from './application/voice-call.service.js';
 
-/** dispatch: delivers SMS codes of challenges through the configured providers, with failover. */
+/**
+ * dispatch: delivers SMS codes of challenges through the configured providers, with failover; places
+ * the calls of voice challenges through Twilio and answers their webhooks (TwiML, keys, status).
+ */
 @Module({})
 export class AppModule {
   static forRoot(config: DispatchConfig, log: Logger, providers: readonly SmsProvider[]): DynamicModule {
@@ -29,14 +36,37 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, SmsRequestsController],
+      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
+        { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
+        { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, { maxSends: config.PHONE_MAX_SENDS_PER_WINDOW, windowSeconds: config.PHONE_SEND_WINDOW_SECONDS }), inject: [REDIS] },
+        {
+          provide: VoiceCallService,
+          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle) =>
+            new VoiceCallService({
+              keys,
+              provider:
+                config.TWILIO_ACCOUNT_SID && config.TWILIO_AUTH_TOKEN
+                  ? new TwilioVoiceProvider({ apiUrl: config.TWILIO_API_URL, accountSid: config.TWILIO_ACCOUNT_SID, authToken: config.TWILIO_AUTH_TOKEN, timeoutMs: config.TWILIO_TIMEOUT_MS })
+                  : undefined,
+              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
+              authToken: config.TWILIO_AUTH_TOKEN,
+              ringSeconds: config.VOICE_RING_SECONDS,
+              publisher,
+              guard,
+              phoneThrottle,
+              calls: new CallStore(redis),
+              nc: nats.nc,
+              log,
+            }),
+          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle],
+        },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, redis: Redis) =>
+          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, phoneThrottle: PhoneThrottle) =>
             new SmsDeliveryService({
               keyring: config.keyring,
               keys,
@@ -45,12 +75,12 @@ export class AppModule {
               retryBaseMs: config.SMS_RETRY_BASE_MS,
               publisher,
               guard,
-              phoneThrottle: new PhoneThrottle(redis, config.keyring, { maxSends: config.PHONE_MAX_SENDS_PER_WINDOW, windowSeconds: config.PHONE_SEND_WINDOW_SECONDS }),
+              phoneThrottle,
               // A claim outlives one provider call: the provider's total timeout and a margin.
               claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, REDIS],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],

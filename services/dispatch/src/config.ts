@@ -29,6 +29,16 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
    */
   PHONE_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(0).max(10_000).default(10),
   PHONE_SEND_WINDOW_SECONDS: z.coerce.number().int().min(60).max(86_400).default(3600),
+  /**
+   * The public base URL Twilio reaches this service's voice webhooks on (HTTPS in production), e.g.
+   * https://mfa.example.com/hooks: Twilio fetches <base>/voice/twiml/<challenge>, posts keys to
+   * <base>/voice/gather/… and the call's end to <base>/voice/status/…; a reverse proxy forwards
+   * <base>/voice/ to this service's HTTP port. Without it (or Twilio's credentials), voice
+   * challenges cannot be called: their status says delivery_failed and the IdP falls back.
+   */
+  VOICE_WEBHOOK_BASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  /** Seconds a call rings before Twilio gives up (no-answer). */
+  VOICE_RING_SECONDS: z.coerce.number().int().min(5).max(60).default(30),
 });
 export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig & { auth: AuthConfig };
 

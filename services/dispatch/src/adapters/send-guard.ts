@@ -13,13 +13,13 @@ const SENDING = 'sending';
 
 /**
  * No provider delivered the challenge's SMS: the challenge says so (status answers
- * `delivery_failed` and the user's other methods) and the user's SMS is marked failed until `ARGV[2]`
+ * `delivery_failed` and the user's other methods) and the user's method (SMS, or voice for an unanswered call) is marked failed until `ARGV[2]`
  * (a start without a method takes another one meanwhile). KEYS: challenge, the user's failed
- * methods (one slot). ARGV: now ms, until ms.
+ * methods (one slot). ARGV: now ms, until ms, the method.
  */
 const UNDELIVERABLE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivery', 'failed') end
-redis.call('HSET', KEYS[2], 'sms', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
 return 1
 `;
@@ -37,7 +37,7 @@ export class SendGuard {
   }
 
   /** No provider could deliver this challenge's SMS: recorded on the challenge and the user until `untilMs`. */
-  async undeliverable(challengeId: string, now: number, untilMs: number): Promise<void> {
+  async undeliverable(challengeId: string, now: number, untilMs: number, method: 'sms' | 'voice' = 'sms'): Promise<void> {
     const id = parseChallengeId(challengeId);
     if (!id) return;
     await (this.redis as unknown as { mfaSmsUndeliverable: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliverable(
@@ -45,6 +45,7 @@ export class SendGuard {
       RedisKeys.failedMethods(id.tag),
       now,
       untilMs,
+      method,
     );
   }
 

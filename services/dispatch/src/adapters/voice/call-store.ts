@@ -52,11 +52,10 @@ export class CallStore {
     if (key) await this.redis.hsetnx(key, 'sid', callSid);
   }
 
-  /** Records the answer to one prompt once; answers what was recorded first (this one, or an earlier delivery's). */
-  async answerOnce(challengeId: string, prompt: number, answer: string): Promise<string> {
-    const key = this.key(challengeId)!;
-    const replies = (await this.redis.multi().hsetnx(key, `g${prompt}`, answer).hget(key, `g${prompt}`).exec()) as Array<[Error | null, unknown]>;
-    return String(replies[1]![1]);
+  /** Records the answer to one prompt; false when that prompt was answered before (a webhook delivered again). */
+  async answerOnce(challengeId: string, prompt: number, answer: string): Promise<boolean> {
+    const key = this.key(challengeId);
+    return key ? (await this.redis.hsetnx(key, `g${prompt}`, answer)) === 1 : false;
   }
 
   /** Records how the call ended for the challenge, once; true the first time. */

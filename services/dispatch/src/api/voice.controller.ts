@@ -1,0 +1,73 @@
+import { Controller, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { Payload } from '@nestjs/microservices';
+import type { Request, Response } from 'express';
+import { Consumers } from '@mfa/contracts';
+import type { Delivery } from '@mfa/messaging';
+import { JetStreamConsumer, NatsController } from '@mfa/service-kit';
+import { VoiceCallService, type WebhookAnswer, type WebhookRequest } from '../application/voice-call.service.js';
+import { VOICE_WEBHOOK_BASE } from '../tokens.js';
+
+/** Calls are placed one at a time per message, many at once. */
+const CALL_CONCURRENCY = 32;
+
+/** The voice requests (ChallengeStarted on mfa.evt.challenge.started.voice): each places one call. */
+@NatsController()
+export class VoiceRequestsController {
+  constructor(@Inject(VoiceCallService) private readonly voice: VoiceCallService) {}
+
+  @JetStreamConsumer(Consumers.dispatchVoice, { batchSize: 1, concurrency: CALL_CONCURRENCY, maxAckPending: CALL_CONCURRENCY })
+  async place(@Payload() deliveries: Delivery[]): Promise<void> {
+    for (const delivery of deliveries) await this.voice.place(delivery);
+  }
+}
+
+/**
+ * Twilio's webhooks of voice challenges, on this service's HTTP port (published to Twilio as
+ * VOICE_WEBHOOK_BASE_URL, e.g. behind a reverse proxy that forwards <base>/voice/ here): the TwiML
+ * of an answered call, the keys pressed at each prompt, the final status. Form-encoded POSTs,
+ * each checked against X-Twilio-Signature over the public URL and the parameters.
+ */
+@Controller('voice')
+export class VoiceWebhooksController {
+  constructor(
+    @Inject(VoiceCallService) private readonly voice: VoiceCallService,
+    @Inject(VOICE_WEBHOOK_BASE) private readonly base: string | undefined,
+  ) {}
+
+  @Post('twiml/:challengeId')
+  async twiml(@Param('challengeId') challengeId: string, @Req() req: Request, @Res() res: Response): Promise<void> {
+    this.send(res, await this.voice.twiml(this.requestOf(challengeId, req)));
+  }
+
+  @Post('gather/:challengeId')
+  async gather(@Param('challengeId') challengeId: string, @Query('prompt') prompt: string | undefined, @Req() req: Request, @Res() res: Response): Promise<void> {
+    const n = Number(prompt);
+    this.send(res, await this.voice.gather({ ...this.requestOf(challengeId, req), prompt: Number.isInteger(n) && n >= 1 && n <= 10 ? n : 1 }));
+  }
+
+  @Post('status/:challengeId')
+  async status(@Param('challengeId') challengeId: string, @Req() req: Request, @Res() res: Response): Promise<void> {
+    this.send(res, await this.voice.status(this.requestOf(challengeId, req)));
+  }
+
+  private requestOf(challengeId: string, req: Request): WebhookRequest {
+    const params: Record<string, string> = {};
+    const body = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
+    for (const [key, value] of Object.entries(body)) if (typeof value === 'string') params[key] = value;
+    const signature = req.header('x-twilio-signature');
+    return {
+      challengeId: challengeId.slice(0, 128),
+      url: `${(this.base ?? '').replace(/\/+$/, '')}${req.originalUrl}`,
+      signature: signature ?? undefined,
+      params,
+    };
+  }
+
+  private send(res: Response, answer: WebhookAnswer): void {
+    if (answer.status === 204) {
+      res.status(204).end();
+      return;
+    }
+    res.status(answer.status).type('text/xml').send(answer.twiml);
+  }
+}

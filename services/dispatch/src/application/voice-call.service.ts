@@ -1,0 +1,328 @@
+import twilio from 'twilio';
+import {
+  EventSubjects,
+  InternalSubjects,
+  unavailable,
+  type EventOf,
+  type FraudFromCallRequest,
+  type PinVerifyReply,
+  type PinVerifyRequest,
+  type VoiceOutcomeReply,
+  type VoiceOutcomeRequest,
+} from '@mfa/contracts';
+import { createEvent, PoisonMessageError, publishWithRetry, requestJson, type Delivery, type EventPublisher } from '@mfa/messaging';
+import type { UserDataKeys } from '@mfa/service-kit';
+import { counter, type Logger } from '@mfa/telemetry';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { CallStore, CallState } from '../adapters/voice/call-store.js';
+import type { PhoneThrottle } from '../adapters/phone-throttle.js';
+import type { SendGuard } from '../adapters/send-guard.js';
+import { SmsProviderError } from '../adapters/sms/sms-provider.js';
+import type { TwilioVoiceProvider } from '../adapters/voice/twilio-voice.js';
+import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../domain/call-flow.js';
+import { outcomeEventId } from '../domain/outcome-id.js';
+import { voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
+import { phoneOfChallenge } from './recipient.js';
+
+const calls = counter('mfa_voice_calls_total', 'Voice challenges by how their call went', ['outcome']);
+
+/** How long a call's state outlives its challenge (late status callbacks still find it). */
+const CALL_STATE_MARGIN_MS = 10 * 60_000;
+/** How long a start without a method avoids voice for a user whose call went unanswered. */
+const FAILED_METHOD_MS = 10 * 60_000;
+/** Seconds Twilio waits for keys at each prompt. */
+const GATHER_TIMEOUT_SECONDS = 8;
+/** Requests to the other services from a webhook: Twilio waits 15 s for TwiML. */
+const INTERNAL_TIMEOUT_MS = 5_000;
+
+export interface VoiceOptions {
+  keys: Pick<UserDataKeys, 'get'>;
+  /** undefined: voice is not configured (TWILIO_* or VOICE_WEBHOOK_BASE_URL missing): calls fail, the IdP falls back. */
+  provider: Pick<TwilioVoiceProvider, 'placeCall' | 'name'> | undefined;
+  /** The public base URL Twilio reaches this service's webhooks on (VOICE_WEBHOOK_BASE_URL). */
+  webhookBaseUrl: string | undefined;
+  /** The Twilio auth token every webhook's X-Twilio-Signature is checked with. */
+  authToken: string | undefined;
+  ringSeconds: number;
+  publisher: EventPublisher;
+  guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
+  phoneThrottle: Pick<PhoneThrottle, 'admit'>;
+  calls: CallStore;
+  nc: NatsConnection;
+  log: Logger;
+  clock?: () => Date;
+}
+
+export interface WebhookRequest {
+  challengeId: string;
+  /** The full URL Twilio requested (VOICE_WEBHOOK_BASE_URL and the path with its query), as it signed it. */
+  url: string;
+  signature: string | undefined;
+  params: Record<string, string>;
+  /** The prompt this answers (gather only). */
+  prompt?: number;
+}
+
+export type WebhookAnswer = { status: 200; twiml: string } | { status: 204 } | { status: 403 | 404; twiml: string };
+
+const HANG_UP = (() => {
+  const response = new twilio.twiml.VoiceResponse();
+  response.hangup();
+  return response.toString();
+})();
+
+/**
+ * Voice challenges: places the call (the same guards as an SMS: the per-number throttle, one call
+ * per challenge whatever JetStream redelivers), then answers Twilio's webhooks: the TwiML of each
+ * prompt, the keys the user pressed, the call's final status. Every webhook must carry a valid
+ * X-Twilio-Signature (403 otherwise, nothing changed); each prompt's answer and the call's outcome
+ * are recorded once, so a webhook delivered twice changes nothing twice.
+ */
+export class VoiceCallService {
+  private readonly clock: () => Date;
+
+  constructor(private readonly options: VoiceOptions) {
+    this.clock = options.clock ?? (() => new Date());
+    Object.defineProperty(this, 'options', { enumerable: false });
+  }
+
+  // ---- placing the call (the dispatch-voice consumer) --------------------------------------------
+
+  async place({ event, msg }: Delivery): Promise<void> {
+    if (event.type !== 'ChallengeStarted' || event.version !== 2) throw new PoisonMessageError(`expected ChallengeStarted v2, got ${event.type} v${event.version}`);
+    const delivery = event.data.delivery;
+    if (!delivery || delivery.channel !== 'voice') throw new PoisonMessageError('ChallengeStarted without a voice delivery on the voice subject');
+    const { challengeId } = event.data;
+    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId });
+    const now = this.clock().getTime();
+    const expiresAt = Date.parse(event.data.expiresAt);
+    const fail = async (error: string, transient = false) => {
+      calls.inc({ outcome: 'not_placed' });
+      log.warn('voice call not placed', { error });
+      await this.markUnanswered(challengeId, now);
+      await this.publish(this.failed(event, [{ provider: this.options.provider?.name ?? 'none', error, transient }]), msg);
+    };
+    if (now >= expiresAt) return fail('challenge expired before the call');
+    const { provider, webhookBaseUrl } = this.options;
+    if (!provider || !webhookBaseUrl) return fail('voice is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, VOICE_WEBHOOK_BASE_URL)');
+    const to = await phoneOfChallenge(this.options.keys, event);
+    if (to === 'erased') return fail('user erased: the phone number can no longer be read');
+    const admission = await this.options.phoneThrottle.admit(event.tenantId, to, challengeId, now).catch((error: unknown) => {
+      throw unavailable('the per-phone throttle (Redis) is unavailable; trying again later', error);
+    });
+    if (!admission.admitted) return fail(`phone number throttled: too many codes and calls to it across users (for ${Math.ceil((admission.untilMs - now) / 1000)} s)`);
+    const claim = await this.options.guard.claim(challengeId, 30_000);
+    if (claim.kind === 'sent') {
+      await this.publish(this.placed(event, claim.providerMessageId), msg);
+      return;
+    }
+    if (claim.kind === 'in_progress') throw unavailable('another delivery of this call request is under way; trying again later');
+    msg.working();
+    await this.options.calls.create(
+      challengeId,
+      { tenantId: event.tenantId, userId: event.data.userId, language: delivery.language, pinMode: delivery.pinMode, fraudCode: delivery.fraudCode },
+      expiresAt - now + CALL_STATE_MARGIN_MS,
+    );
+    const base = webhookBaseUrl.replace(/\/+$/, '');
+    const path = encodeURIComponent(challengeId);
+    try {
+      const { callSid } = await provider.placeCall({
+        to,
+        from: delivery.callerId,
+        url: `${base}/voice/twiml/${path}`,
+        statusCallback: `${base}/voice/status/${path}`,
+        ringSeconds: this.options.ringSeconds,
+      });
+      await this.options.calls.setCallSid(challengeId, callSid);
+      await this.options.guard.sent(challengeId, provider.name, callSid, expiresAt - now + CALL_STATE_MARGIN_MS).catch(() => undefined);
+      calls.inc({ outcome: 'placed' });
+      log.info('voice call placed', { callSid });
+      await this.publish(this.placed(event, callSid), msg);
+    } catch (error) {
+      await this.options.guard.release(challengeId).catch(() => undefined);
+      if (error instanceof SmsProviderError && error.transient) throw unavailable(`Twilio failed for now: ${error.message}`, error);
+      await fail(error instanceof Error ? error.message : 'the call could not be placed');
+    }
+  }
+
+  // ---- the webhooks ------------------------------------------------------------------------------
+
+  /** Whether Twilio signed this request with the account's auth token (constant-time, in the SDK). */
+  private signed(req: WebhookRequest): boolean {
+    const token = this.options.authToken;
+    return token !== undefined && req.signature !== undefined && twilio.validateRequest(token, req.signature, req.url, req.params);
+  }
+
+  /** The call of a known challenge, from Twilio, for this call (its CallSid, once known). */
+  private async callOf(req: WebhookRequest): Promise<{ state: CallState } | { refused: WebhookAnswer }> {
+    if (!this.signed(req)) return { refused: { status: 403, twiml: HANG_UP } };
+    const state = await this.options.calls.read(req.challengeId);
+    if (!state) return { refused: { status: 404, twiml: HANG_UP } };
+    const sid = req.params.CallSid;
+    if (state.callSid !== undefined && sid !== state.callSid) return { refused: { status: 404, twiml: HANG_UP } };
+    if (state.callSid === undefined && sid) await this.options.calls.setCallSid(req.challengeId, sid);
+    return { state };
+  }
+
+  /** The call was answered: the greeting, in a prompt for keys. */
+  async twiml(req: WebhookRequest): Promise<WebhookAnswer> {
+    const call = await this.callOf(req);
+    if ('refused' in call) return call.refused;
+    if (call.state.outcome) return { status: 200, twiml: this.say(call.state, 'authenticationDenied') };
+    return { status: 200, twiml: this.prompt(req, call.state, 1) };
+  }
+
+  /** The keys pressed at one prompt: decided once per call and prompt. */
+  async gather(req: WebhookRequest): Promise<WebhookAnswer> {
+    const call = await this.callOf(req);
+    if ('refused' in call) return call.refused;
+    const { state } = call;
+    if (state.outcome) return { status: 200, twiml: this.ending(state, state.outcome) };
+    const prompt = req.prompt ?? 1;
+    const settings: CallSettings = { pinMode: state.pinMode, fraudCode: state.fraudCode };
+    const step = callStep(settings, { digits: req.params.Digits ?? '', finishedOnKey: req.params.FinishedOnKey ?? '', prompt });
+    // A prompt is answered once: a webhook delivered again changes nothing and hears where the call is.
+    if (!(await this.options.calls.answerOnce(req.challengeId, prompt, step.kind))) {
+      const now = await this.options.calls.read(req.challengeId);
+      if (now?.outcome) return { status: 200, twiml: this.ending(state, now.outcome) };
+      if (prompt >= MAX_PROMPTS) return { status: 200, twiml: this.say(state, 'authenticationDenied') };
+      return { status: 200, twiml: this.prompt(req, state, prompt + 1, step.kind === 'check_pin' ? 'authenticationDeniedRetry' : undefined) };
+    }
+    switch (step.kind) {
+      case 'approve':
+        return { status: 200, twiml: await this.answer(req, state, true, prompt) };
+      case 'check_pin': {
+        const pin = await this.internal<PinVerifyReply>(InternalSubjects.pinVerify, { tenantId: state.tenantId, userId: state.userId, pin: step.pin } satisfies PinVerifyRequest);
+        return { status: 200, twiml: await this.answer(req, state, pin.valid, prompt) };
+      }
+      case 'fraud': {
+        await this.internal(InternalSubjects.fraudFromCall, { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest);
+        await this.options.calls.finish(req.challengeId, 'fraud');
+        calls.inc({ outcome: 'fraud_reported' });
+        return { status: 200, twiml: this.say(state, 'fraudConfirmation') };
+      }
+      case 'prompt_again':
+        return { status: 200, twiml: this.prompt(req, state, step.prompt) };
+      case 'give_up':
+        await this.unanswered(req.challengeId, state, 'no keys pressed at any prompt');
+        return { status: 200, twiml: this.say(state, 'authenticationDenied') };
+    }
+  }
+
+  /** The call's final status: a call that ended without an answer lets the IdP fall back. */
+  async status(req: WebhookRequest): Promise<WebhookAnswer> {
+    const call = await this.callOf(req);
+    if ('refused' in call) return call.refused;
+    const status = req.params.CallStatus ?? '';
+    if (!call.state.outcome && ['busy', 'no-answer', 'failed', 'canceled', 'completed'].includes(status)) {
+      await this.unanswered(req.challengeId, call.state, status === 'completed' ? 'hung up before answering' : status);
+    }
+    return { status: 204 };
+  }
+
+  /** # or a PIN: the challenge's outcome from auth-challenge, and what the caller hears. */
+  private async answer(req: WebhookRequest, state: CallState, approved: boolean, prompt: number): Promise<string> {
+    const reply = await this.internal<VoiceOutcomeReply>(InternalSubjects.voiceOutcome, { tenantId: state.tenantId, challengeId: req.challengeId, approved } satisfies VoiceOutcomeRequest);
+    if (reply.status === 'approved') {
+      await this.options.calls.finish(req.challengeId, 'approved');
+      calls.inc({ outcome: 'approved' });
+      return this.say(state, 'authenticationSuccessful');
+    }
+    if (reply.status === 'pending' && prompt < MAX_PROMPTS) {
+      // A wrong PIN with attempts left: denied, then asked again.
+      return this.prompt(req, state, prompt + 1, 'authenticationDeniedRetry');
+    }
+    await this.options.calls.finish(req.challengeId, 'denied');
+    calls.inc({ outcome: 'denied' });
+    return this.say(state, 'authenticationDenied');
+  }
+
+  private async unanswered(challengeId: string, state: CallState, why: string): Promise<void> {
+    if (!(await this.options.calls.finish(challengeId, 'unanswered'))) return;
+    calls.inc({ outcome: 'unanswered' });
+    const now = this.clock().getTime();
+    await this.markUnanswered(challengeId, now);
+    const event = createEvent('VoiceCallFailed', 1, {
+      id: outcomeEventId(`${challengeId}:voice-unanswered`),
+      tenantId: state.tenantId,
+      aggregateId: challengeId,
+      now: new Date(now),
+      data: { challengeId, attempts: 1, failures: [{ provider: this.options.provider?.name ?? 'twilio', error: why, transient: false }] },
+    });
+    await publishWithRetry(this.options.publisher, EventSubjects.voiceFailed, event, { attempts: 3, delayMs: 250 });
+  }
+
+  private async markUnanswered(challengeId: string, now: number): Promise<void> {
+    await this.options.guard.undeliverable(challengeId, now, now + FAILED_METHOD_MS, 'voice').catch((error: unknown) => this.options.log.warn('could not mark the call unanswered in Redis', { error }));
+  }
+
+  private async internal<T>(subject: string, body: unknown): Promise<T> {
+    const reply = await requestJson<T & { error?: { code: string; message: string } }>(this.options.nc, subject, body, { timeoutMs: INTERNAL_TIMEOUT_MS });
+    if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
+    return reply;
+  }
+
+  // ---- TwiML -------------------------------------------------------------------------------------
+
+  private prompt(req: WebhookRequest, state: CallState, prompt: number, before?: VoiceMessageType): string {
+    const response = new twilio.twiml.VoiceResponse();
+    const settings: CallSettings = { pinMode: state.pinMode, fraudCode: state.fraudCode };
+    if (before) this.sayInto(response, state, before);
+    const base = (this.options.webhookBaseUrl ?? '').replace(/\/+$/, '');
+    const gather = response.gather({
+      input: ['dtmf'],
+      finishOnKey: '#',
+      timeout: GATHER_TIMEOUT_SECONDS,
+      actionOnEmptyResult: true,
+      method: 'POST',
+      action: `${base}/voice/gather/${encodeURIComponent(req.challengeId)}?prompt=${prompt}`,
+    });
+    const message = voiceMessage(promptMessage(settings, prompt), state.language, state.fraudCode);
+    gather.say({ language: message.language as never }, message.text);
+    return response.toString();
+  }
+
+  private say(state: CallState, type: VoiceMessageType): string {
+    const response = new twilio.twiml.VoiceResponse();
+    this.sayInto(response, state, type);
+    response.hangup();
+    return response.toString();
+  }
+
+  private sayInto(response: InstanceType<typeof twilio.twiml.VoiceResponse>, state: CallState, type: VoiceMessageType): void {
+    const message = voiceMessage(type, state.language, state.fraudCode);
+    response.say({ language: message.language as never }, message.text);
+  }
+
+  private ending(state: CallState, outcome: string): string {
+    return this.say(state, outcome === 'approved' ? 'authenticationSuccessful' : outcome === 'fraud' ? 'fraudConfirmation' : 'authenticationDenied');
+  }
+
+  // ---- events ------------------------------------------------------------------------------------
+
+  private placed(source: EventOf<'ChallengeStarted'>, callSid: string): EventOf<'VoiceCallPlaced'> {
+    return createEvent('VoiceCallPlaced', 1, {
+      ...this.envelopeFor(source),
+      data: { challengeId: source.data.challengeId, provider: this.options.provider?.name ?? 'twilio', providerCallId: callSid, attempts: 1 },
+    });
+  }
+
+  private failed(source: EventOf<'ChallengeStarted'>, failures: EventOf<'VoiceCallFailed'>['data']['failures']): EventOf<'VoiceCallFailed'> {
+    return createEvent('VoiceCallFailed', 1, { ...this.envelopeFor(source), data: { challengeId: source.data.challengeId, attempts: 1, failures } });
+  }
+
+  private envelopeFor(source: EventOf<'ChallengeStarted'>) {
+    return {
+      id: outcomeEventId(source.id),
+      tenantId: source.tenantId,
+      aggregateId: source.data.challengeId,
+      now: this.clock(),
+      metadata: { causationId: source.id, ...(source.metadata.correlationId ? { correlationId: source.metadata.correlationId } : {}) },
+    };
+  }
+
+  private async publish(event: EventOf<'VoiceCallPlaced' | 'VoiceCallFailed'>, msg: Delivery['msg']): Promise<void> {
+    const subject = event.type === 'VoiceCallPlaced' ? EventSubjects.voicePlaced : EventSubjects.voiceFailed;
+    await publishWithRetry(this.options.publisher, subject, event, { attempts: 3, delayMs: 250, beforeRetry: () => msg.working() });
+  }
+}

@@ -192,6 +192,21 @@ users
   .description('remove one of the user\'s tokens')
   .action((tenantId: string, userId: string, tokenId: string) => withApi(async (api) => print(await api.call(Subjects.usersTokensDelete, { tenantId, userId, tokenId }))));
 users
+  .command('set-pin <tenant> <user>')
+  .description('the PIN of voice PIN mode (4–8 digits), from MFA_PIN or else standard input, so it stays out of the shell history')
+  .action((tenantId: string, userId: string) =>
+    withApi(async (api) => {
+      let pin = process.env.MFA_PIN;
+      if (pin === undefined) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+        pin = Buffer.concat(chunks).toString('utf8');
+      }
+      pin = pin.trim();
+      print(await api.call(Subjects.usersPinSet, { tenantId, userId, pin }));
+    }),
+  );
+users
   .command('delete <tenant> <user>')
   .description('erase the user: personal data becomes unreadable everywhere (admin scope)')
   .requiredOption('--yes', 'confirm: this cannot be undone')

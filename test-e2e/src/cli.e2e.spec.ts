@@ -21,9 +21,9 @@ describe('the mfa command line', () => {
   let nc: NatsConnection;
 
   /** Runs the CLI; resolves with its exit code and output (never rejects on a non-zero exit). */
-  async function mfa(args: string[], apiKey = platformKey): Promise<{ code: number; stdout: string; stderr: string }> {
+  async function mfa(args: string[], apiKey = platformKey, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
     try {
-      const { stdout, stderr } = await run(process.execPath, [MFA, ...args], { env: { ...process.env, NATS_URL: testEnv.natsUrl, MFA_API_KEY: apiKey }, timeout: 30_000 });
+      const { stdout, stderr } = await run(process.execPath, [MFA, ...args], { env: { ...process.env, NATS_URL: testEnv.natsUrl, MFA_API_KEY: apiKey, ...env }, timeout: 30_000 });
       return { code: 0, stdout, stderr };
     } catch (error) {
       const e = error as { code?: number; stdout?: string; stderr?: string };
@@ -131,6 +131,11 @@ describe('the mfa command line', () => {
     const tokenId = String(((await json(['users', 'get', tenantId, userId], idpKey)).tokens as Array<Record<string, unknown>>)[0]!.tokenId);
     assert.equal((await json(['users', 'delete-token', tenantId, userId, tokenId], idpKey)).deleted, true);
     assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, ['sms', 'voice']);
+    // The PIN of voice PIN mode, kept out of the command line.
+    const pinSet = await mfa(['users', 'set-pin', tenantId, userId], idpKey, { MFA_PIN: '2468' });
+    assert.equal(pinSet.code, 0, pinSet.stderr);
+    assert.equal(JSON.parse(pinSet.stdout).pinSet, true);
+    assert.match((await mfa(['users', 'set-pin', tenantId, userId], idpKey, { MFA_PIN: '12' })).stderr, /invalid_request/);
     assert.match((await mfa(['users', 'reset', tenantId, userId], idpKey)).stderr, /forbidden/, 'reset is admin');
     assert.equal((await json(['users', 'reset', tenantId, userId])).reset, true);
     assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, []);

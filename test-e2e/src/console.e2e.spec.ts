@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { Subjects } from '@mfa/contracts';
+import { InternalSubjects, Subjects } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { base32Decode, totp } from '@mfa/crypto';
 import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
@@ -202,6 +202,12 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).rememberedBrowsers, []);
     const forgotten = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, context: { rememberToken } });
     assert.equal(forgotten.status, 'pending', 'the forgotten browser asks for MFA again');
+    // A voice PIN set on the page: kept as a hash, checked as a call would check it.
+    await page.fill('#set-pin input[name=pin]', '8642');
+    await page.click('#set-pin button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /voice PIN is set/);
+    assert.deepEqual(await ask(InternalSubjects.pinVerify, { tenantId: tenantA, userId: userA, pin: '8642' }), { valid: true, pinSet: true });
+    assert.ok(!(await page.content()).includes('8642'), 'the PIN is never shown back');
     // A token deleted on the page: a second one, still pending, goes; the active one stays.
     const pending = await ask(Subjects.totpEnroll, { tenantId: tenantA, userId: userA, label: 'spare <i>' });
     await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);

@@ -274,6 +274,7 @@ export class PagesController {
         body: { userId, ...(text(body.rememberId, 128) ? { rememberId: text(body.rememberId, 128) } : {}) },
         notice: 'The browser is forgotten: its next sign-in asks for MFA.',
       },
+      'set-pin': { subject: Subjects.usersPinSet, body: { userId, pin: text(body.pin, 16) ?? '' }, notice: 'The voice PIN is set.' },
       'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: { userId }, notice: 'Every app password of the user is deleted.' },
       'default-method': { subject: Subjects.usersMethodsDefault, body: { userId, method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
     };

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { UserPhoneNumber } from './phone.js';
 import { TenantSettings, TenantSettingsPatch } from './tenant-settings.js';
 import {
   Application,
@@ -140,7 +141,7 @@ export const UsersRegisterRequest = z.object({
   userId: UserId,
   displayName: DisplayName.optional(),
   email: Email.optional(),
-  phoneNumber: PhoneNumber.optional(),
+  phoneNumber: UserPhoneNumber.optional(),
   language: Language.optional(),
 });
 export type UsersRegisterRequest = z.infer<typeof UsersRegisterRequest>;

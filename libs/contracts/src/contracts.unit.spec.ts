@@ -17,6 +17,7 @@ import {
   Subjects,
   TenantSettings,
   UsersRegisterRequest,
+  phoneNumberInfo,
 } from './index.js';
 
 /** A valid stored event, to mutate. */
@@ -34,6 +35,16 @@ function createEnvelopeForTest() {
 }
 
 describe('the public API contract', () => {
+  it('refuses premium-rate and shared-cost numbers at registration, and knows a number\'s country', () => {
+    const register = (phoneNumber: string) => UsersRegisterRequest.safeParse({ tenantId: 'contoso', userId: 'helga', phoneNumber });
+    assert.equal(register('+19005550100').success, false, 'US premium rate');
+    assert.equal(register('+33890123456').success, false, 'French premium rate');
+    assert.equal(register('+14155550123').success, true);
+    assert.equal(register('+46812345678').success, true, 'a fixed line takes calls');
+    assert.deepEqual(phoneNumberInfo('+14165550123'), { country: 'CA', type: 'FIXED_LINE_OR_MOBILE' });
+    assert.equal(phoneNumberInfo('+46701234567').country, 'SE');
+  });
+
   it('names the subjects of MISSION.md implemented so far, each with a schema and a scope', () => {
     assert.deepEqual(Object.values(Subjects).sort(), [
       'mfa.v1.apppasswords.verify',

@@ -7,3 +7,4 @@ export * from './streams.js';
 export * from './report.js';
 export * from './ip.js';
 export * from './internal.js';
+export * from './phone.js';

@@ -81,6 +81,8 @@ export const CHALLENGE_REASONS = [
   'no_method_registered',
   'method_not_registered',
   'method_disabled',
+  /** The user's phone is in a country the tenant's SMS country rules exclude (sms.allowedCountries / blockedCountries): no SMS, no call. */
+  'country_not_allowed',
   'delivery_failed',
   /** The wrong code that reached the tenant's lockout threshold: the challenge ends, the user is locked. */
   'locked_out',

@@ -12,6 +12,8 @@ export const ResultDetail = {
   timedOut: 'MFA denied; verification timed out',
   registrationRequired: 'MFA denied; user must register for MFA',
   methodDisabled: 'MFA denied; authentication method disabled by the administrator',
+  /** Ours: the phone's country is excluded by the tenant's SMS country rules. */
+  countryNotAllowed: "MFA denied; the phone number's country is not allowed by the administrator",
   smsNotDelivered: 'MFA denied; SMS could not be delivered',
   /** Ours, worded like the SMS one: the call was busy, unanswered, failed, or ended before the user answered. */
   callNotAnswered: 'MFA denied; phone call not answered',

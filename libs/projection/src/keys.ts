@@ -49,9 +49,9 @@ export const RedisKeys = {
    * (or is new), or holds an older layout: user-settings then replays the whole event log into it.
    * The version suffix is that layout (v2: snapshots carry the user's wrapped data key; v3: with
    * users.list's search index, which a first boot of v3 fills by replaying the log; v4: with the
-   * appPassword field of users who have or once used an app password).
+   * appPassword field of users who have or once used an app password; v5: the phone's country).
    */
-  userProjectionMarker: 'mfa:projection:users:v4',
+  userProjectionMarker: 'mfa:projection:users:v5',
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
@@ -163,6 +163,8 @@ export const UserFields = {
   challengePii: 'challengePii',
   /** '1': only an app password signs the user's legacy clients in (appPasswords); absent otherwise. */
   appPassword: 'appPassword',
+  /** The country of the user's phone number (ISO 3166-1 alpha-2; absent when none or unknown): the tenant's SMS country rules. */
+  phoneCountry: 'phoneCountry',
 } as const;
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;

@@ -20,6 +20,8 @@ export interface UserSnapshot {
   dataKey?: string | undefined;
   /** The personal data sealed for challenge events (purpose `challenge`), copied by start as it is. */
   challengePii?: string | undefined;
+  /** The country of the user's phone number (ISO 3166-1 alpha-2), when known: the tenant's SMS country rules. */
+  phoneCountry?: string | undefined;
   /** Only an app password signs the user's legacy clients in (they have one, or once used one). */
   appPasswordRequired?: boolean | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
@@ -201,6 +203,7 @@ export class UserProjectionWriter {
       [UserFields.dataKey, snapshot.dataKey],
       [UserFields.challengePii, snapshot.challengePii],
       [UserFields.appPassword, snapshot.appPasswordRequired ? '1' : undefined],
+      [UserFields.phoneCountry, snapshot.phoneCountry],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
     const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', present.length];

@@ -69,8 +69,8 @@ describe('auth-challenge against real NATS and Redis', () => {
     await redis.quit();
   });
 
-  async function projectUser(userId: string, opts: { phone?: string; totp?: Buffer[]; tenantId?: string } = {}) {
-    const methods = [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms'] : [])];
+  async function projectUser(userId: string, opts: { phone?: string; totp?: Buffer[]; tenantId?: string; phoneCountry?: string } = {}) {
+    const methods = [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms', 'voice'] : [])];
     // A real key, as user-settings creates it: dispatch (sharing this NATS) can open what start seals.
     const key = await new UserDataKeys({ js: jetstream(nc), jsm }, keyring).getOrCreate(opts.tenantId ?? tenant, userId);
     await writer.apply({
@@ -81,6 +81,7 @@ describe('auth-challenge against real NATS and Redis', () => {
       displayName: 'Helga Test',
       email: 'helga@contoso.example',
       phoneNumber: opts.phone,
+      phoneCountry: opts.phoneCountry,
       methods,
       defaultMethod: methods[0],
       totpTokens: (opts.totp ?? []).map((secret, i) => ({ tokenId: `tok${i}`, secret, digits: 6, period: 30, activatedStep: 0 })),
@@ -295,6 +296,43 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await startWith(bob)).status, 'pending', "alice's token does nothing for bob");
     await remember(Date.now() - 1);
     assert.equal((await startWith(alice)).status, 'pending', 'an ended token asks for MFA');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "SMS country rules: a phone in a blocked country, or outside the allowed ones, gets no SMS or call; the app still works", async () => {
+    const js = jetstream(nc);
+    const blocking = uniqueTenant('countries');
+    const settings = { ...defaultTenantSettings(), sms: { allowedCountries: null, blockedCountries: ['SE'] } };
+    await new EventPublisher(js).publish(EventSubjects.tenant(blocking), tenantCreated(testTenant({ tenantId: blocking, settings })));
+    const swede = uniqueUser('swede');
+    const american = uniqueUser('american');
+    await projectUser(swede, { tenantId: blocking, phone: '+46701234567', phoneCountry: 'SE', totp: [randomBytes(20)] });
+    await projectUser(american, { tenantId: blocking, phone: '+14155550123', phoneCountry: 'US' });
+    const refused = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: blocking, userId: swede, method: 'sms' });
+      return reply.status === 'registration_required' ? reply : undefined;
+    }, 5000, 'the tenant known');
+    assert.equal(refused.reason, 'country_not_allowed');
+    assert.deepEqual([(await ask(Subjects.challengeStart, { tenantId: blocking, userId: swede })).method], ['totp'], 'a start without a method takes the app');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: blocking, userId: american, method: 'sms' })).status, 'pending');
+    // Only some countries allowed: the others, and a phone of unknown country, are refused.
+    const allowing = uniqueTenant('countries');
+    await new EventPublisher(js).publish(
+      EventSubjects.tenant(allowing),
+      tenantCreated(testTenant({ tenantId: allowing, settings: { ...defaultTenantSettings(), sms: { allowedCountries: ['US', 'CA'], blockedCountries: [] } } })),
+    );
+    const unknownCountry = uniqueUser('unknown');
+    await projectUser(american, { tenantId: allowing, phone: '+14155550123', phoneCountry: 'US' });
+    await projectUser(swede, { tenantId: allowing, phone: '+46701234567', phoneCountry: 'SE' });
+    await projectUser(unknownCountry, { tenantId: allowing, phone: '+88212345678' });
+    const ok = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: allowing, userId: american, method: 'voice' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 5000, 'the second tenant known');
+    assert.equal(ok.method, 'voice');
+    for (const userId of [swede, unknownCountry]) {
+      const reply = await ask(Subjects.challengeStart, { tenantId: allowing, userId });
+      assert.deepEqual([reply.status, reply.reason], ['registration_required', 'country_not_allowed'], userId);
+    }
   });
 
   itWith({ real: ['nats', 'redis'] }, 'locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {

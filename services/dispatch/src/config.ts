@@ -19,6 +19,17 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   // Total time of one provider call; at most half the dispatch-sms ack wait (60 s), so that a call
   // always ends while JetStream still holds the message for this instance.
   TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchSms.ackWaitSeconds * 500).default(10_000),
+  /**
+   * The sender of SMS per destination country: `US=97671,CA=759731,*=+15005550006` (short codes
+   * where a country has them, a long number elsewhere; `*` for every other country). A country
+   * missing with no `*` uses TWILIO_FROM_NUMBER.
+   */
+  SMS_SENDERS: optionalText.pipe(
+    z
+      .string()
+      .regex(/^(?:[A-Z]{2}|\*)=(?:\d{3,8}|\+[1-9]\d{7,14})(?:,(?:[A-Z]{2}|\*)=(?:\d{3,8}|\+[1-9]\d{7,14}))*$/, 'must be COUNTRY=sender pairs such as US=97671,CA=759731,*=+15005550006')
+      .optional(),
+  ),
   /** Attempts per provider on transient errors before failing over to the next one. */
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),

@@ -51,6 +51,8 @@ interface StartInput {
   ipThrottledUntil?: number | undefined;
   /** A legacy client, and the tenant allows app passwords: a user who has (or once used) one is denied app_password_required. */
   legacyAppPasswords?: boolean;
+  /** The tenant's SMS country rules for phone methods: allowed ('*' = all, else a csv) and blocked (a csv). */
+  phoneCountries?: { allowed: string; blocked: string } | undefined;
 }
 
 /**
@@ -161,6 +163,8 @@ export class ChallengeStore {
       input.rememberDevice ? '1' : '0',
       input.ipThrottledUntil ?? '',
       input.legacyAppPasswords ? '1' : '0',
+      input.phoneCountries?.allowed ?? '*',
+      input.phoneCountries?.blocked ?? '',
     ));
     return parseStartVerdict(raw);
   }

@@ -26,7 +26,9 @@
  * until (dispatch); ARGV 24: the client IP's starts that send something throttled until ms ('' = not;
  * IpLocks' copy of fraud's IpThrottled); ARGV 25: '1' for a legacy client of a tenant that allows app
  * passwords (a user who has or once used one, `appPassword` in the projection, is denied
- * app_password_required before any bypass). The client IP and application stay with the challenge (verify's
+ * app_password_required before any bypass); ARGV 26, 27: the tenant's SMS country rules for phone
+ * methods, allowed ('*' = all, else a csv) and blocked (csv), checked against the user's
+ * `phoneCountry`. The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -59,7 +61,7 @@ end
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
 export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}
-local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword')
+local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry')
 local exists = u[1] ~= false
 -- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
 -- only for status queries (as a registration_required one, below).
@@ -99,10 +101,23 @@ end
 local registered, regset, enabled = {}, {}, {}
 if exists and u[3] then for m in string.gmatch(u[3], '[^,]+') do registered[#registered + 1] = m; regset[m] = true end end
 for m in string.gmatch(ARGV[4], '[^,]+') do enabled[m] = true end
+-- The tenant's country rules for phone methods (sms.allowedCountries, '*' = all; blockedCountries):
+-- a phone in a country they exclude (or of unknown country, when only some are allowed) is not called or texted.
+local phoneBlocked = false
+if (ARGV[26] ~= '*' or ARGV[27] ~= '') and (regset['sms'] or regset['voice']) then
+  local country = u[12] or ''
+  local listed = function(csv) return country ~= '' and string.find(',' .. csv .. ',', ',' .. country .. ',', 1, true) ~= nil end
+  if (ARGV[26] ~= '*' and not listed(ARGV[26])) or listed(ARGV[27]) then
+    phoneBlocked = true
+    enabled['sms'] = nil
+    enabled['voice'] = nil
+  end
+end
 local requested, method, reason = ARGV[3], nil, nil
 if requested ~= '' then
   if not regset[requested] then reason = 'method_not_registered'
-  elseif not enabled[requested] then reason = 'method_disabled'
+  elseif not enabled[requested] then
+    if phoneBlocked and (requested == 'sms' or requested == 'voice') then reason = 'country_not_allowed' else reason = 'method_disabled' end
   else method = requested end
 else
   -- The default, else the first registered method the tenant allows; a method that failed the
@@ -117,7 +132,7 @@ else
   for _, m in ipairs(candidates) do if enabled[m] and not failed[m] then method = m; break end end
   if not method then for _, m in ipairs(candidates) do if enabled[m] then method = m; break end end end
   if not method then
-    if #registered == 0 then reason = 'no_method_registered' else reason = 'method_disabled' end
+    if #registered == 0 then reason = 'no_method_registered' elseif phoneBlocked then reason = 'country_not_allowed' else reason = 'method_disabled' end
   end
 end
 -- Throttles, on what sends something: the client IP's starts (fraud counts them across users,

@@ -171,6 +171,17 @@ export class ChallengeService {
     };
   }
 
+  /** The tenant's SMS country rules as the start script takes them (once per settings change). */
+  private phoneCountriesOf(settings: TenantSettings): { allowed: string; blocked: string } {
+    let rules = this.countryRules.get(settings);
+    if (!rules) {
+      rules = { allowed: settings.sms.allowedCountries === null ? '*' : settings.sms.allowedCountries.join(','), blocked: settings.sms.blockedCountries.join(',') };
+      this.countryRules.set(settings, rules);
+    }
+    return rules;
+  }
+  private readonly countryRules = new WeakMap<TenantSettings, { allowed: string; blocked: string }>();
+
   private usableMethods(settings: TenantSettings): readonly string[] {
     let methods = this.usable.get(settings);
     if (!methods) {
@@ -241,6 +252,7 @@ export class ChallengeService {
       ipThrottledUntil: this.ipLocks.throttledUntil(req.tenantId, settings, req.clientIp, now.getTime()),
       // A legacy client of a tenant with app passwords: its user's app passwords, if any, come first.
       legacyAppPasswords: settings.appPasswords.allowed && req.context?.legacyClient === true,
+      phoneCountries: this.phoneCountriesOf(settings),
       bypass: this.bypassOf(settings, req),
       ...this.rememberOf(settings, req, tag, now),
     });

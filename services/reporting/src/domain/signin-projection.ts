@@ -105,7 +105,8 @@ function effectOf(event: ChallengeEvent): Effect {
       return { context: contextOf(event, { authMethod: event.data.method, expiresAt: event.data.expiresAt }) };
     case 'ChallengeRegistrationRequired': {
       const d = event.data;
-      const detail = d.reason === 'method_disabled' ? ResultDetail.methodDisabled : ResultDetail.registrationRequired;
+      const detail =
+        d.reason === 'method_disabled' ? ResultDetail.methodDisabled : d.reason === 'country_not_allowed' ? ResultDetail.countryNotAllowed : ResultDetail.registrationRequired;
       return {
         context: contextOf(event, { authMethod: d.method, expiresAt: null }),
         outcome: failure(detail, event.occurredAt),

@@ -1,3 +1,4 @@
+import { phoneNumberInfo } from '@mfa/contracts';
 import { formatWrappedDataKey, open, SealContext, type Keyring } from '@mfa/crypto';
 import { personalDataOf, sealPersonalData, type UserDataKey } from '@mfa/service-kit';
 import type { UserSnapshot } from '@mfa/projection';
@@ -31,6 +32,7 @@ export function userSnapshot(
     methods: methodsOf(state),
     defaultMethod: defaultMethodOf(state),
     appPasswordRequired: appPasswordRequired(state),
+    ...(state.profile.phoneNumber ? { phoneCountry: phoneNumberInfo(state.profile.phoneNumber).country } : {}),
     totpTokens: activeTokens(state).map((t) => ({
       tokenId: t.tokenId,
       secret: open(keyring, t.sealedSecret, SealContext.totpSecret(tenantId, userId, t.tokenId)),

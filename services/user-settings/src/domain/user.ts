@@ -1,4 +1,4 @@
-import { conflict, notFound, rateLimited, USER_EVENT_TYPES, type Method } from '@mfa/contracts';
+import { conflict, notFound, rateLimited, smsCapable, USER_EVENT_TYPES, type Method } from '@mfa/contracts';
 import { matchTotpStep } from '@mfa/crypto';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
 
@@ -96,8 +96,9 @@ export const activeTokens = (state: UserState): TotpToken[] => state.tokens.filt
 export function methodsOf(state: UserState): Method[] {
   const methods: Method[] = [];
   if (activeTokens(state).length > 0) methods.push('totp');
-  // A phone number gives both phone methods: a code by SMS, and a call to answer.
-  if (state.profile.phoneNumber) methods.push('sms', 'voice');
+  // A phone number gives both phone methods: a code by SMS (not to a number known to be a fixed
+  // line), and a call to answer.
+  if (state.profile.phoneNumber) methods.push(...(smsCapable(state.profile.phoneNumber) ? (['sms', 'voice'] as const) : (['voice'] as const)));
   return methods;
 }
 

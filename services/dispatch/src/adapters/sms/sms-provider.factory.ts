@@ -13,17 +13,33 @@ type SmsProviderConfig = Pick<
   | 'TWILIO_AUTH_TOKEN'
   | 'TWILIO_FROM_NUMBER'
   | 'TWILIO_TIMEOUT_MS'
+  | 'SMS_SENDERS'
 >;
+
+/** SMS_SENDERS as a map: country (or '*') → sender. */
+export function parseSenders(text: string | undefined): ReadonlyMap<string, string> {
+  const senders = new Map<string, string>();
+  for (const pair of (text ?? '').split(',').filter(Boolean)) {
+    const [country, sender] = pair.split('=') as [string, string];
+    if (senders.has(country)) throw new ConfigError(`SMS_SENDERS: ${country} listed twice`);
+    senders.set(country, sender);
+  }
+  return senders;
+}
 
 const BUILDERS: Record<string, (config: SmsProviderConfig) => SmsProvider> = {
   twilio: (config) => {
-    const missing = (['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER'] as const).filter((name) => !config[name]);
+    const senders = parseSenders(config.SMS_SENDERS);
+    // A sender for every other country: TWILIO_FROM_NUMBER, or SMS_SENDERS' `*`.
+    const required = senders.has('*') ? (['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN'] as const) : (['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER'] as const);
+    const missing = required.filter((name) => !config[name]);
     if (missing.length > 0) throw new ConfigError(`SMS provider twilio needs ${missing.join(', ')}`);
     return new TwilioSmsProvider({
       apiUrl: config.TWILIO_API_URL,
       accountSid: config.TWILIO_ACCOUNT_SID!,
       authToken: config.TWILIO_AUTH_TOKEN!,
-      fromNumber: config.TWILIO_FROM_NUMBER!,
+      fromNumber: senders.get('*') ?? config.TWILIO_FROM_NUMBER!,
+      senders,
       timeoutMs: config.TWILIO_TIMEOUT_MS,
     });
   },

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { ConfigError } from '@mfa/service-kit';
 import { DispatchEnv } from '../../config.js';
 import { createSmsProviders } from './sms-provider.factory.js';
+import type { TwilioSmsProvider } from './twilio/twilio.provider.js';
 
 const twilio = { TWILIO_ACCOUNT_SID: 'AC00000000000000000000000000000000', TWILIO_AUTH_TOKEN: 'not-a-real-token', TWILIO_FROM_NUMBER: '+15005550006' };
 
@@ -61,6 +62,21 @@ describe('SMS provider factory', () => {
       );
     }
     assert.throws(() => names({ SMS_PROVIDERS: 'twilio', ...twilio, TWILIO_AUTH_TOKEN: '  ' }), /TWILIO_AUTH_TOKEN/);
+  });
+
+  it('sends from the sender of the destination country (SMS_SENDERS): short codes in the US and Canada, a long number elsewhere', () => {
+    const [provider] = createSmsProviders(configFrom({ SMS_PROVIDERS: 'twilio', ...twilio, SMS_SENDERS: 'US=97671,CA=759731,*=+15005550007' })) as [TwilioSmsProvider];
+    assert.equal(provider.senderFor('+14155550123'), '97671');
+    assert.equal(provider.senderFor('+14165550123'), '759731', 'Toronto is +1 too: the country comes from the number, not its prefix');
+    assert.equal(provider.senderFor('+46701234567'), '+15005550007');
+    const [fallback] = createSmsProviders(configFrom({ SMS_PROVIDERS: 'twilio', ...twilio, SMS_SENDERS: 'US=97671' })) as [TwilioSmsProvider];
+    assert.equal(fallback.senderFor('+46701234567'), twilio.TWILIO_FROM_NUMBER);
+    // With `*`, TWILIO_FROM_NUMBER is not needed.
+    const { TWILIO_FROM_NUMBER: _from, ...noFrom } = twilio;
+    assert.deepEqual(names({ SMS_PROVIDERS: 'twilio', ...noFrom, SMS_SENDERS: 'US=97671,*=+15005550007' }), ['twilio']);
+    for (const bad of ['us=97671', 'US=97', 'US=97671,US=69829', 'US:97671', 'US=+0123']) {
+      assert.throws(() => names({ SMS_PROVIDERS: 'twilio', ...twilio, SMS_SENDERS: bad }), /SMS_SENDERS/, bad);
+    }
   });
 
   it('does not show the Twilio credentials when the provider is printed', () => {

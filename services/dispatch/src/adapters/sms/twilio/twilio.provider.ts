@@ -1,3 +1,4 @@
+import { phoneNumberInfo } from '@mfa/contracts';
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
 import { postForm } from './http-client.js';
@@ -8,6 +9,8 @@ interface TwilioOptions {
   accountSid: string;
   authToken: string;
   fromNumber: string;
+  /** Senders per destination country (SMS_SENDERS); others get `fromNumber`. */
+  senders?: ReadonlyMap<string, string>;
   timeoutMs: number;
 }
 
@@ -60,6 +63,12 @@ export class TwilioSmsProvider implements SmsProvider {
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
+  /** The sender for a destination: its country's (short code or long number), else the default. */
+  senderFor(to: string): string {
+    const country = this.options.senders?.size ? phoneNumberInfo(to).country : undefined;
+    return (country !== undefined ? this.options.senders?.get(country) : undefined) ?? this.options.fromNumber;
+  }
+
   send(message: SmsMessage): Promise<{ providerMessageId: string }> {
     const url = this.endpoint;
     return withSpan(
@@ -88,7 +97,7 @@ export class TwilioSmsProvider implements SmsProvider {
         let status: number;
         let text: string;
         try {
-          const body = new URLSearchParams({ To: message.to, From: this.options.fromNumber, Body: message.body }).toString();
+          const body = new URLSearchParams({ To: message.to, From: this.senderFor(message.to), Body: message.body }).toString();
           ({ status, text } = await postForm(this.endpoint, headers, body, this.options.timeoutMs));
         } catch (cause) {
           throw twilioNetworkError(cause, this.options.timeoutMs);

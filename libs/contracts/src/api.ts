@@ -424,6 +424,14 @@ export const SigninItem = z.object({
   serverIp: z.string().nullable(),
   clientIp: z.string().nullable(),
   application: z.string().nullable(),
+  /**
+   * SMS and calls: how far the code or call got, as the provider told (`sent`: accepted by it;
+   * `delivered` / `undelivered`: the handset's receipt; `failed`: never accepted), with the
+   * provider's error when it gave one. Absent for methods that send nothing.
+   */
+  delivery: z
+    .object({ status: z.enum(['sent', 'delivered', 'undelivered', 'failed']), provider: z.string().nullable(), error: z.string().nullable() })
+    .optional(),
 });
 export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });

@@ -397,6 +397,22 @@ export const SmsDeliveryFailed = envelope(
   }),
 );
 
+/**
+ * A delivery receipt of an SMS (Twilio's signed status callback): the handset got it
+ * (`delivered`), or the network gave up (`undelivered`, with the provider's error code when it
+ * says). An undelivered SMS makes the challenge's status delivery_failed.
+ */
+export const SmsDeliveryReported = envelope(
+  'SmsDeliveryReported',
+  1,
+  z.object({
+    challengeId: z.string(),
+    provider: z.string(),
+    providerMessageId: z.string(),
+    status: z.enum(['delivered', 'undelivered']),
+    errorCode: z.string().max(16).optional(),
+  }),
+);
 /** A voice challenge's call was placed (Twilio accepted it): `providerCallId` is its CallSid. */
 export const VoiceCallPlaced = envelope(
   'VoiceCallPlaced',
@@ -482,6 +498,7 @@ export const EventSchemas = {
   SmsDeliveryFailed,
   VoiceCallPlaced,
   VoiceCallFailed,
+  SmsDeliveryReported,
   ApiClientCreated,
   ApiClientRevoked,
   AdminActionRecorded,
@@ -522,7 +539,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeBypassed'
   | 'ChallengeFraudReported'
 >;
-export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed'>;
+export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed' | 'SmsDeliveryReported'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;
 
 /**

@@ -57,6 +57,7 @@ export const EventSubjects = {
   allFraudMail: 'mfa.evt.fraud.mail.>',
   smsSent: 'mfa.evt.dispatch.sms.sent',
   smsFailed: 'mfa.evt.dispatch.sms.failed',
+  smsReceipt: 'mfa.evt.dispatch.sms.receipt',
   voicePlaced: 'mfa.evt.dispatch.voice.placed',
   voiceFailed: 'mfa.evt.dispatch.voice.failed',
   allDispatch: 'mfa.evt.dispatch.>',

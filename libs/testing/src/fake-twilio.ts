@@ -181,6 +181,17 @@ export class FakeTwilio {
 
   // ---- Programmable Voice -------------------------------------------------------------------------
 
+  /** The delivery receipt a message to `to` gets (status callback), when not `delivered`. */
+  private readonly receipts = new Map<string, { status: 'undelivered' | 'failed'; errorCode: string }>();
+
+  /** Messages to `to` are not delivered: their receipt says so, with Twilio's error code (30003 unreachable, 30005 unknown…). */
+  undeliverable(to: string, errorCode = '30003'): void {
+    this.receipts.set(to, { status: 'undelivered', errorCode });
+  }
+
+  /** Status callbacks of messages posted (their HTTP statuses), in order. */
+  readonly receiptStatuses: number[] = [];
+
   /** Every call placed (Calls.json), with what it did. */
   readonly calls: FakeTwilioCall[] = [];
   private readonly behaviours = new Map<string, CallBehaviour>();
@@ -344,6 +355,20 @@ export class FakeTwilio {
       receivedAt: new Date(),
     };
     if (this.record) this.messages.push(message);
+    const statusCallback = form.get('StatusCallback');
+    if (statusCallback) {
+      // The handset's receipt a moment later, as Twilio reports it: sent, then delivered or undelivered.
+      const receipt = this.receipts.get(to);
+      const base = { MessageSid: message.sid, SmsSid: message.sid, AccountSid: accountSid, From: from, To: to, ApiVersion: '2010-04-01' };
+      setTimeout(() => {
+        void (async () => {
+          await this.webhook(statusCallback, { ...base, MessageStatus: 'sent', SmsStatus: 'sent' }).catch(() => undefined);
+          const final: Record<string, string> = receipt ? { MessageStatus: receipt.status, SmsStatus: receipt.status, ErrorCode: receipt.errorCode } : { MessageStatus: 'delivered', SmsStatus: 'delivered' };
+          const answer = await this.webhook(statusCallback, { ...base, ...final }).catch(() => ({ status: 0 }));
+          this.receiptStatuses.push(answer.status);
+        })();
+      }, 20);
+    }
     this.onMessage?.(message);
     for (const waiter of [...this.waiters]) {
       if (waiter.predicate(message)) {

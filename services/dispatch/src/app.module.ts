@@ -13,7 +13,8 @@ import type { DispatchConfig } from './config.js';
 import { SMS_PROVIDERS, VOICE_WEBHOOK_BASE } from './tokens.js';
 import { CallStore } from './adapters/voice/call-store.js';
 import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
-import { VoiceRequestsController, VoiceWebhooksController } from './api/voice.controller.js';
+import { SmsWebhooksController, VoiceRequestsController, VoiceWebhooksController } from './api/twilio.controller.js';
+import { SmsReceiptsService } from './application/sms-receipts.service.js';
 import { VoiceCallService } from './application/voice-call.service.js';
 
 /**
@@ -36,11 +37,17 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController],
+      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
         { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
         { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, { maxSends: config.PHONE_MAX_SENDS_PER_WINDOW, windowSeconds: config.PHONE_SEND_WINDOW_SECONDS }), inject: [REDIS] },
+        {
+          provide: SmsReceiptsService,
+          useFactory: (publisher: EventPublisher, guard: SendGuard) =>
+            new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), publisher, guard, log }),
+          inject: [EventPublisher, SendGuard],
+        },
         {
           provide: VoiceCallService,
           useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle) =>
@@ -76,6 +83,7 @@ export class AppModule {
               publisher,
               guard,
               phoneThrottle,
+              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
               // A claim outlives one provider call: the provider's total timeout and a margin.
               claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
               log,

@@ -185,6 +185,7 @@ describe('reporting service (real NATS and Postgres)', () => {
           serverIp: '10.0.0.5',
           clientIp: '203.0.113.7',
           application: 'VPN',
+          delivery: { status: 'sent', provider: 'twilio', error: null },
         },
       ],
     });

@@ -49,6 +49,13 @@ export class SendGuard {
     );
   }
 
+  /** The tenant of a challenge still in Redis (a receipt names only the challenge). */
+  async tenantOf(challengeId: string): Promise<string | undefined> {
+    const id = parseChallengeId(challengeId);
+    if (!id) return undefined;
+    return (await this.redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId')) ?? undefined;
+  }
+
   private keyOf(challengeId: string): string {
     const id = parseChallengeId(challengeId);
     if (!id) throw new Error('an SMS request for a malformed challenge id');

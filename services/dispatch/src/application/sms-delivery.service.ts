@@ -25,6 +25,8 @@ interface SmsDeliveryOptions {
   publisher: EventPublisher;
   /** At most one SMS per request (adapters/send-guard.ts). */
   guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
+  /** The public base URL of this service's webhooks (VOICE_WEBHOOK_BASE_URL): SMS receipts are asked for when set. */
+  webhookBaseUrl?: string | undefined;
   /** Per-phone-number throttling across users (adapters/phone-throttle.ts). */
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
@@ -160,7 +162,10 @@ export class SmsDeliveryService {
       const provider = this.byName.get(step.provider)!;
       const started = process.hrtime.bigint();
       try {
-        const { providerMessageId } = await provider.send({ to, body, trace: carrierFromContext() });
+        const statusCallback = this.options.webhookBaseUrl
+          ? `${this.options.webhookBaseUrl.replace(/\/+$/, '')}/sms/status/${encodeURIComponent(event.data.challengeId)}`
+          : undefined;
+        const { providerMessageId } = await provider.send({ to, body, trace: carrierFromContext(), statusCallback });
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
         await this.options.guard
           .sent(event.data.challengeId, provider.name, providerMessageId, expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS)

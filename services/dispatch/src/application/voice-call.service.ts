@@ -23,6 +23,7 @@ import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../doma
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
 import { phoneOfChallenge } from './recipient.js';
+import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
 const calls = counter('mfa_voice_calls_total', 'Voice challenges by how their call went', ['outcome']);
 
@@ -147,15 +148,9 @@ export class VoiceCallService {
 
   // ---- the webhooks ------------------------------------------------------------------------------
 
-  /** Whether Twilio signed this request with the account's auth token (constant-time, in the SDK). */
-  private signed(req: WebhookRequest): boolean {
-    const token = this.options.authToken;
-    return token !== undefined && req.signature !== undefined && twilio.validateRequest(token, req.signature, req.url, req.params);
-  }
-
   /** The call of a known challenge, from Twilio, for this call (its CallSid, once known). */
   private async callOf(req: WebhookRequest): Promise<{ state: CallState } | { refused: WebhookAnswer }> {
-    if (!this.signed(req)) return { refused: { status: 403, twiml: HANG_UP } };
+    if (!signedByTwilio(this.options.authToken, req)) return { refused: { status: 403, twiml: HANG_UP } };
     const state = await this.options.calls.read(req.challengeId);
     if (!state) return { refused: { status: 404, twiml: HANG_UP } };
     const sid = req.params.CallSid;

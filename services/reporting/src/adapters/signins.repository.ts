@@ -84,13 +84,14 @@ ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   last_event_seq = GREATEST(signins.last_event_seq, excluded.last_event_seq)`;
 
 const UPSERT_DELIVERIES = `
-INSERT INTO deliveries (tenant_id, challenge_id, status, provider, message_id, attempts, occurred_at, event_seq)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::bigint[])
+INSERT INTO deliveries (tenant_id, challenge_id, status, provider, message_id, attempts, occurred_at, event_seq, error)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::bigint[], $9::text[])
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   status = excluded.status,
   provider = excluded.provider,
   message_id = excluded.message_id,
-  attempts = excluded.attempts,
+  attempts = GREATEST(deliveries.attempts, excluded.attempts),
+  error = excluded.error,
   occurred_at = excluded.occurred_at,
   event_seq = excluded.event_seq
 WHERE deliveries.event_seq < excluded.event_seq`;
@@ -123,7 +124,9 @@ interface SigninRecord {
   application: string | null;
   result: SigninResult | null;
   result_detail: string | null;
-  delivery_status: 'sent' | 'failed' | null;
+  delivery_status: 'sent' | 'failed' | 'delivered' | 'undelivered' | null;
+  delivery_provider: string | null;
+  delivery_error: string | null;
 }
 
 /** The sign-in report in Postgres: projection writes and report reads. */
@@ -169,7 +172,7 @@ export class SigninsRepository {
     if (patches.length === 0) return;
     await this.pool.query(
       UPSERT_DELIVERIES,
-      columnsOf(patches, ['tenantId', 'challengeId', 'status', 'provider', 'messageId', 'attempts', 'occurredAt', 'seq']),
+      columnsOf(patches, ['tenantId', 'challengeId', 'status', 'provider', 'messageId', 'attempts', 'occurredAt', 'seq', 'error']),
     );
   }
 
@@ -206,7 +209,7 @@ export class SigninsRepository {
              to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
              s.user_id, s.display_name, s.email, s.phone_number, s.pii, s.user_gen, s.device_token, s.auth_method,
              s.server_name, s.server_ip, s.client_ip, s.application, s.result, s.result_detail,
-             d.status AS delivery_status
+             d.status AS delivery_status, d.provider AS delivery_provider, d.error AS delivery_error
         FROM signins s
         LEFT JOIN deliveries d ON d.tenant_id = s.tenant_id AND d.challenge_id = s.challenge_id
        WHERE ${where.join(' AND ')}
@@ -231,6 +234,8 @@ export class SigninsRepository {
       result: r.result,
       resultDetail: r.result_detail,
       deliveryStatus: r.delivery_status,
+      deliveryProvider: r.delivery_provider,
+      deliveryError: r.delivery_error,
     }));
   }
 

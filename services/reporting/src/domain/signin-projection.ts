@@ -208,9 +208,11 @@ export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[])
 export interface DeliveryPatch {
   tenantId: string;
   challengeId: string;
-  status: 'sent' | 'failed';
+  status: 'sent' | 'failed' | 'delivered' | 'undelivered';
   provider: string | null;
   messageId: string | null;
+  /** The provider's error: the last failure of a send that failed, the code of an undelivered receipt. */
+  error: string | null;
   attempts: number;
   occurredAt: string;
   seq: number;
@@ -223,19 +225,29 @@ export function foldDispatchEvents(items: readonly Sequenced<DispatchEvent>[]): 
     const common = {
       tenantId: event.tenantId,
       challengeId: event.data.challengeId,
-      attempts: event.data.attempts,
       occurredAt: event.occurredAt,
       seq,
     };
-    const patch: DeliveryPatch =
-      event.type === 'SmsSent'
-        ? { ...common, status: 'sent', provider: event.data.provider, messageId: event.data.providerMessageId }
-        : event.type === 'VoiceCallPlaced'
-          ? { ...common, status: 'sent', provider: event.data.provider, messageId: event.data.providerCallId }
-          : { ...common, status: 'failed', provider: event.data.failures.at(-1)?.provider ?? null, messageId: null };
+    const patch: DeliveryPatch = deliveryPatch(event, common);
     latest.set(key(patch.tenantId, patch.challengeId), patch);
   }
   return [...latest.values()];
+}
+
+function deliveryPatch(event: DispatchEvent, common: Pick<DeliveryPatch, 'tenantId' | 'challengeId' | 'occurredAt' | 'seq'>): DeliveryPatch {
+  switch (event.type) {
+    case 'SmsSent':
+      return { ...common, attempts: event.data.attempts, status: 'sent', provider: event.data.provider, messageId: event.data.providerMessageId, error: null };
+    case 'VoiceCallPlaced':
+      return { ...common, attempts: event.data.attempts, status: 'sent', provider: event.data.provider, messageId: event.data.providerCallId, error: null };
+    case 'SmsDeliveryReported':
+      return { ...common, attempts: 1, status: event.data.status, provider: event.data.provider, messageId: event.data.providerMessageId, error: event.data.errorCode ?? null };
+    case 'SmsDeliveryFailed':
+    case 'VoiceCallFailed': {
+      const last = event.data.failures.at(-1);
+      return { ...common, attempts: event.data.attempts, status: 'failed', provider: last?.provider ?? null, messageId: null, error: last?.error.slice(0, 200) ?? null };
+    }
+  }
 }
 
 export interface TenantPatch {

@@ -1,4 +1,5 @@
 import { describe, it } from 'node:test';
+import { randomUUID } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { ResultDetail, type ChallengeEvent, type DispatchEvent, type TenantEvent } from '@mfa/contracts';
 import {
@@ -210,10 +211,27 @@ describe('delivery projection', () => {
       attempts: 1,
       occurredAt: sent.occurredAt,
       seq: 101,
+      error: null,
     });
     assert.equal(byId.get(c2.challengeId)?.status, 'failed');
     assert.equal(byId.get(c2.challengeId)?.provider, 'console', 'the last provider tried');
     assert.equal(byId.get(c2.challengeId)?.messageId, null);
+  });
+
+  it("given a receipt after the send, then the handset's answer with the provider's error", () => {
+    const c = signin();
+    const sent = smsSent(c);
+    const receipt = {
+      ...sent,
+      id: randomUUID(),
+      type: 'SmsDeliveryReported',
+      version: 1,
+      data: { challengeId: c.challengeId, provider: 'twilio', providerMessageId: sent.data.providerMessageId, status: 'undelivered', errorCode: '30005' },
+    } as DispatchEvent;
+    const [patch, ...more] = foldDispatchEvents(seqd<DispatchEvent>(sent, receipt));
+    assert.equal(more.length, 0);
+    assert.ok(patch);
+    assert.deepEqual([patch.status, patch.error, patch.messageId], ['undelivered', '30005', sent.data.providerMessageId]);
   });
 });
 

@@ -37,7 +37,9 @@ export interface SigninRow extends SigninDetails {
   /** Null: the challenge never got an outcome event (the store only returns expired ones). */
   result: SigninResult | null;
   resultDetail: string | null;
-  deliveryStatus: 'sent' | 'failed' | null;
+  deliveryStatus: 'sent' | 'failed' | 'delivered' | 'undelivered' | null;
+  deliveryProvider?: string | null;
+  deliveryError?: string | null;
 }
 
 /**
@@ -51,7 +53,7 @@ export function deriveOutcome(row: Pick<SigninRow, 'result' | 'resultDetail' | '
   result: SigninResult;
   resultDetail: string;
 } {
-  const undelivered = row.deliveryStatus === 'failed';
+  const undelivered = row.deliveryStatus === 'failed' || row.deliveryStatus === 'undelivered';
   const notDelivered = row.authMethod === 'voice' ? ResultDetail.callNotAnswered : ResultDetail.smsNotDelivered;
   if (row.result === null || row.resultDetail === null) {
     return { result: 'failure', resultDetail: undelivered ? notDelivered : ResultDetail.timedOut };
@@ -79,6 +81,7 @@ export function toSigninItem(row: SigninRow): SigninItem {
     serverIp: row.serverIp,
     clientIp: row.clientIp,
     application: row.application,
+    ...(row.deliveryStatus ? { delivery: { status: row.deliveryStatus, provider: row.deliveryProvider ?? null, error: row.deliveryError ?? null } } : {}),
   };
 }
 

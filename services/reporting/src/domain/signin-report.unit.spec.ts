@@ -124,8 +124,11 @@ describe('row to item', () => {
       application: null,
       result: 'success',
       resultDetail: ResultDetail.success,
+      delivery: { status: 'sent', provider: null, error: null },
     });
     assert.deepEqual(Object.keys(item).sort(), Object.keys(SigninItem.shape).sort());
+    // A method that sends nothing has no delivery.
+    assert.equal('delivery' in toSigninItem(row({ deliveryStatus: null })), false);
     SigninItem.strict().parse(item);
   });
 

@@ -7,6 +7,8 @@ export interface SmsMessage {
   readonly body: string;
   /** Trace context of the caller, continued by the provider's span and sent on to the vendor. */
   readonly trace?: TraceCarrier;
+  /** Where the provider posts the message's delivery receipts, when this service has a public webhook URL. */
+  readonly statusCallback?: string | undefined;
 }
 
 /** One SMS vendor. Implementations throw `SmsProviderError` and nothing else. */

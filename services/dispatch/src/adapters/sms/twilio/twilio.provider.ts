@@ -97,7 +97,9 @@ export class TwilioSmsProvider implements SmsProvider {
         let status: number;
         let text: string;
         try {
-          const body = new URLSearchParams({ To: message.to, From: this.senderFor(message.to), Body: message.body }).toString();
+          const form: Record<string, string> = { To: message.to, From: this.senderFor(message.to), Body: message.body };
+          if (message.statusCallback) form.StatusCallback = message.statusCallback;
+          const body = new URLSearchParams(form).toString();
           ({ status, text } = await postForm(this.endpoint, headers, body, this.options.timeoutMs));
         } catch (cause) {
           throw twilioNetworkError(cause, this.options.timeoutMs);

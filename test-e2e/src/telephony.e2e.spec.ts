@@ -16,7 +16,7 @@ const wholeStack = ['nats', 'redis', 'postgres'] as const;
  * presses the keys the test scripted at each <Gather>, follows the action URLs, and posts the
  * final status. The IdP polls challenge.status, as it does for a call.
  */
-describe('end to end: voice challenges on Twilio Programmable Voice', () => {
+describe('end to end: telephony on Twilio (voice challenges, SMS receipts)', () => {
   const twilio = new FakeTwilio();
   let stack: Stack;
   let nc: NatsConnection;
@@ -132,6 +132,34 @@ describe('end to end: voice challenges on Twilio Programmable Voice', () => {
       const next = await ask(Subjects.challengeStart, { tenantId, userId });
       assert.equal(next.method, 'sms', 'the next start without a method takes SMS');
     }
+  });
+
+  itWith({ real: wholeStack, fake: ['twilio'] }, "SMS delivery receipts: a delivered SMS shows in the report as delivered; an undelivered one makes the status delivery_failed at once", async () => {
+    const { tenantId, userId, phone } = await userWithPhone();
+    const start = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'sms' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'the tenant known');
+    const message = await twilio.waitFor((m) => m.to === phone);
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code: FakeTwilio.codeOf(message) })).status, 'approved');
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId, limit: 5 })) as Reply & { items?: SigninItem[] };
+      const item = report.items?.find((i) => i.challengeId === start.challengeId);
+      return item?.delivery?.status === 'delivered' ? item : undefined;
+    }, 20_000, 'the receipt in the report');
+    assert.deepEqual(row.delivery, { status: 'delivered', provider: 'twilio', error: null });
+
+    const other = await userWithPhone();
+    twilio.undeliverable(other.phone, '30005');
+    const lost = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: other.tenantId, userId: other.userId, method: 'sms' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'the other tenant known');
+    assert.deepEqual(await settled(other.tenantId, lost.challengeId), { challengeId: lost.challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods: ['voice'] });
+    // A receipt without a valid signature is refused and changes nothing.
+    const receiptUrl = `${webhookBase}/sms/status/${encodeURIComponent(String(start.challengeId))}`;
+    assert.equal((await twilio.webhook(receiptUrl, { MessageSid: message.sid, MessageStatus: 'undelivered' }, 'Zm9yZ2Vk')).status, 403);
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId })).status, 'approved');
   });
 
   itWith({ real: wholeStack, fake: ['twilio'] }, 'webhooks: a bad or missing signature is refused with 403 and changes nothing; an unknown call is 404; a replayed prompt counts once', async () => {

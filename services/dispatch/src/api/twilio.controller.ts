@@ -4,8 +4,36 @@ import type { Request, Response } from 'express';
 import { Consumers } from '@mfa/contracts';
 import type { Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, NatsController } from '@mfa/service-kit';
+import { SmsReceiptsService } from '../application/sms-receipts.service.js';
 import { VoiceCallService, type WebhookAnswer, type WebhookRequest } from '../application/voice-call.service.js';
 import { VOICE_WEBHOOK_BASE } from '../tokens.js';
+
+/**
+ * A Twilio webhook as the services see it: the URL Twilio requested (the public base and the path
+ * with its query, as it signed it), the signature, the form parameters (strings only).
+ */
+function webhookRequestOf(base: string | undefined, challengeId: string, req: Request): WebhookRequest {
+  const params: Record<string, string> = {};
+  const body = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
+  for (const [key, value] of Object.entries(body)) if (typeof value === 'string') params[key] = value;
+  const signature = req.header('x-twilio-signature');
+  return { challengeId: challengeId.slice(0, 128), url: `${(base ?? '').replace(/\/+$/, '')}${req.originalUrl}`, signature: signature ?? undefined, params };
+}
+
+/** Twilio's delivery receipts of SMS (`StatusCallback` of each message), signed like the voice webhooks. */
+@Controller('sms')
+export class SmsWebhooksController {
+  constructor(
+    @Inject(SmsReceiptsService) private readonly receipts: SmsReceiptsService,
+    @Inject(VOICE_WEBHOOK_BASE) private readonly base: string | undefined,
+  ) {}
+
+  @Post('status/:challengeId')
+  async status(@Param('challengeId') challengeId: string, @Req() req: Request, @Res() res: Response): Promise<void> {
+    const { status } = await this.receipts.receipt(webhookRequestOf(this.base, challengeId, req));
+    res.status(status).end();
+  }
+}
 
 /** Calls are placed one at a time per message, many at once. */
 const CALL_CONCURRENCY = 32;
@@ -51,16 +79,7 @@ export class VoiceWebhooksController {
   }
 
   private requestOf(challengeId: string, req: Request): WebhookRequest {
-    const params: Record<string, string> = {};
-    const body = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : {};
-    for (const [key, value] of Object.entries(body)) if (typeof value === 'string') params[key] = value;
-    const signature = req.header('x-twilio-signature');
-    return {
-      challengeId: challengeId.slice(0, 128),
-      url: `${(this.base ?? '').replace(/\/+$/, '')}${req.originalUrl}`,
-      signature: signature ?? undefined,
-      params,
-    };
+    return webhookRequestOf(this.base, challengeId, req);
   }
 
   private send(res: Response, answer: WebhookAnswer): void {

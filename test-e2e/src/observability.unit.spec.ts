@@ -59,6 +59,23 @@ describe('deploy/prometheus and deploy/grafana', () => {
     }
   });
 
+  it('loads alerting rules that query only metrics and labels the services export', () => {
+    const prometheus = parse(readFileSync(join(root, 'deploy', 'prometheus', 'prometheus.yml'), 'utf8')) as { rule_files?: string[] };
+    assert.deepEqual(prometheus.rule_files, ['alerts.yml']);
+    const rules = parse(readFileSync(join(root, 'deploy', 'prometheus', 'alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> };
+    const all = rules.groups.flatMap((g) => g.rules);
+    assert.ok(all.some((r) => r.alert === 'SmsPumpingSuspected'));
+    for (const { alert, expr } of all) {
+      const names = [...expr.matchAll(/\bmfa_[a-z0-9_]+/g)].map((m) => m[0]);
+      assert.ok(names.length > 0, alert);
+      for (const name of names) {
+        const metric = metrics.get(name);
+        assert.ok(metric, `${alert}: ${name} is not exported by any service`);
+        for (const [, label] of expr.matchAll(new RegExp(`${name}\\{([a-z_]+)[=!~]`, 'g'))) assert.ok(metric.labels.has(label!), `${alert}: ${name} has no label ${label}`);
+      }
+    }
+  });
+
   it('provisions Prometheus as the data source every panel uses', () => {
     const datasources = parse(readFileSync(join(root, 'deploy', 'grafana', 'provisioning', 'datasources', 'prometheus.yml'), 'utf8')) as { datasources: Array<{ uid: string; url: string }> };
     const uids = new Set(datasources.datasources.map((d) => d.uid));

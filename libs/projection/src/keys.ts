@@ -30,6 +30,8 @@ import calculateSlot from 'cluster-key-slot';
  *                          (challenge id -> ms; dispatch), the number as a keyed hash (phoneTag)
  *   mfa:{tag}:call:<nonce> HASH one voice challenge's call (dispatch): tenant, user, language, PIN mode, fraud
  *                          code, CallSid, each prompt's answer (once), the outcome (once)
+ *   mfa:{prefix:<tenant or *>:<hash>}:sends ZSET sends to one block of 10,000 numbers (the number without its last
+ *                          4 digits), per tenant and across tenants (dispatch; SMS pumping)
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
@@ -76,6 +78,8 @@ export const RedisKeys = {
   phoneSends: (tenantId: string, phone: string) => `mfa:{phone:${Buffer.from(tenantId, 'utf8').toString('base64url')}:${phone}}:sends`,
   /** The call of one voice challenge (dispatch): what its webhooks need, each prompt's answer, the outcome. */
   call: (tag: string, nonce: string) => `mfa:{${tag}}:call:${nonce}`,
+  /** Sends to one block of 10,000 numbers (dispatch), per tenant or ('*') across tenants; `block` is phoneTag's keyed hash of it. */
+  prefixSends: (tenantId: string, block: string) => `mfa:{prefix:${tenantId === '*' ? '*' : Buffer.from(tenantId, 'utf8').toString('base64url')}:${block}}:sends`,
   /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,

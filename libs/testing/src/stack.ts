@@ -82,6 +82,8 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
       // Tests sign the same few phone numbers and addresses in many times: the throttles across
       // users are on only where a test turns them on (throttling.e2e).
       PHONE_MAX_SENDS_PER_WINDOW: '0',
+      PREFIX_MAX_SENDS_PER_WINDOW: '0',
+      PREFIX_GLOBAL_MAX_SENDS_PER_WINDOW: '0',
       IP_MAX_STARTS_PER_WINDOW: '0',
       ...options.env,
       ...options.serviceEnv?.[name],

@@ -41,7 +41,13 @@ export class AppModule {
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
         { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
-        { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, { maxSends: config.PHONE_MAX_SENDS_PER_WINDOW, windowSeconds: config.PHONE_SEND_WINDOW_SECONDS }), inject: [REDIS] },
+        { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
+              maxSends: config.PHONE_MAX_SENDS_PER_WINDOW,
+              windowSeconds: config.PHONE_SEND_WINDOW_SECONDS,
+              prefixMaxSends: config.PREFIX_MAX_SENDS_PER_WINDOW,
+              prefixGlobalMaxSends: config.PREFIX_GLOBAL_MAX_SENDS_PER_WINDOW,
+              prefixWindowSeconds: config.PREFIX_SEND_WINDOW_SECONDS,
+            }), inject: [REDIS] },
         {
           provide: SmsReceiptsService,
           useFactory: (publisher: EventPublisher, guard: SendGuard) =>

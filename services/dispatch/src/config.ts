@@ -41,6 +41,14 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   PHONE_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(0).max(10_000).default(10),
   PHONE_SEND_WINDOW_SECONDS: z.coerce.number().int().min(60).max(86_400).default(3600),
   /**
+   * SMS pumping: sends to one block of 10,000 numbers (the number without its last 4 digits) per
+   * tenant, and across tenants, in any PREFIX_SEND_WINDOW_SECONDS; beyond it nothing is sent to the
+   * block (the challenge's status says delivery_failed). 0 turns either off.
+   */
+  PREFIX_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(0).max(1_000_000).default(200),
+  PREFIX_GLOBAL_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(0).max(1_000_000).default(1000),
+  PREFIX_SEND_WINDOW_SECONDS: z.coerce.number().int().min(60).max(86_400).default(3600),
+  /**
    * The public base URL Twilio reaches this service's voice webhooks on (HTTPS in production), e.g.
    * https://mfa.example.com/hooks: Twilio fetches <base>/voice/twiml/<challenge>, posts keys to
    * <base>/voice/gather/… and the call's end to <base>/voice/status/…; a reverse proxy forwards

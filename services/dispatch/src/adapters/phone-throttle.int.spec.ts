@@ -42,7 +42,7 @@ describe('PhoneThrottle against a real Redis', () => {
       assert.equal(await redis.get(RedisKeys.phoneThrottle(userTag(keyring, tenant, user))), String(now + 600_000));
     }
     assert.equal(await redis.exists(RedisKeys.phoneThrottle(userTag(keyring, tenant, carol))), 0, 'another number is not');
-    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 3000), { admitted: false, untilMs: now + 600_000 });
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 3000), { admitted: false, untilMs: now + 600_000, scope: 'number' });
     // A redelivered request already admitted is admitted again, and counted once.
     assert.deepEqual(await throttle.admit(tenant, shared, first, now + 4000), { admitted: true });
     const key = RedisKeys.phoneSends(tenant, phoneTag(keyring, tenant, shared));
@@ -52,7 +52,24 @@ describe('PhoneThrottle against a real Redis', () => {
     assert.deepEqual(await throttle.admit(uniqueTenant(), shared, id(), now), { admitted: true });
     // The window slides: once the first send is older than it, one more fits.
     assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 600_001), { admitted: true });
-    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 600_002), { admitted: false, untilMs: now + 601_000 });
+    assert.deepEqual(await throttle.admit(tenant, shared, id(), now + 600_002), { admitted: false, untilMs: now + 601_000, scope: 'number' });
+  });
+
+  itWith({ real: ['redis'] }, 'SMS pumping: sends spread over many numbers of one range stop at the range limit, per tenant and across tenants; other ranges go on', async () => {
+    const range = `+88216${String(Math.floor(Math.random() * 1e4)).padStart(4, '0')}`;
+    const numbers = Array.from({ length: 8 }, (_, n) => `${range}${String(1000 + n)}`);
+    const throttle = new PhoneThrottle(redis, keyring, { maxSends: 10, windowSeconds: 600, prefixMaxSends: 3, prefixGlobalMaxSends: 5, prefixWindowSeconds: 600 });
+    const now = Date.now();
+    const [a, b] = [uniqueTenant(), uniqueTenant()];
+    for (const n of numbers.slice(0, 3)) assert.deepEqual(await throttle.admit(a, n, id(), now), { admitted: true });
+    const refused = await throttle.admit(a, numbers[3]!, id(), now);
+    assert.deepEqual(refused, { admitted: false, untilMs: now + 600_000, scope: 'prefix' });
+    // Another tenant's sends count against the range across tenants: 2 more fit, then none.
+    for (const n of numbers.slice(4, 6)) assert.deepEqual(await throttle.admit(b, n, id(), now), { admitted: true });
+    const across = await throttle.admit(b, numbers[6]!, id(), now);
+    assert.equal(across.admitted ? 'admitted' : across.scope, 'prefix_global');
+    // Another range is not concerned.
+    assert.deepEqual(await throttle.admit(a, '+14155550177', id(), now), { admitted: true });
   });
 
   itWith({ real: ['redis'] }, 'keeps its window in one hash slot per number, and does nothing when turned off', async () => {

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { phoneTag, userTag, type Keyring } from '@mfa/crypto';
 import { RedisKeys, UserIndex } from '@mfa/projection';
+import { counter } from '@mfa/telemetry';
 
 /**
  * The sliding window of sends to one phone number of a tenant: admits a send unless the window
@@ -28,9 +29,24 @@ export interface PhoneThrottlePolicy {
   /** Sends (SMS, calls) to one number of a tenant in any window, across its users; 0: off. */
   maxSends: number;
   windowSeconds: number;
+  /**
+   * Sends to one block of numbers (the number without its last 4 digits: 10,000 numbers), per
+   * tenant and across tenants, in any `prefixWindowSeconds`; 0: off. SMS pumping spreads its sends
+   * over many numbers of a few premium or foreign ranges: each number stays under its own limit,
+   * the range does not.
+   */
+  prefixMaxSends?: number;
+  prefixGlobalMaxSends?: number;
+  prefixWindowSeconds?: number;
 }
 
-export type Admission = { admitted: true } | { admitted: false; untilMs: number };
+export type ThrottleScope = 'number' | 'prefix' | 'prefix_global';
+export type Admission = { admitted: true } | { admitted: false; untilMs: number; scope: ThrottleScope };
+
+const throttled = counter('mfa_send_throttled_total', 'SMS and calls not sent: a number or a block of numbers reached its limit (scope number, prefix per tenant, prefix_global)', ['scope']);
+
+/** The block of 10,000 numbers a number belongs to (what SMS pumping sprays). */
+export const numberBlock = (e164: string): string => e164.slice(0, -4);
 
 /**
  * Per-phone-number throttling across users (SMS pumping, a number shared to harass its owner):
@@ -55,15 +71,36 @@ export class PhoneThrottle {
     Object.defineProperty(this, 'keyring', { enumerable: false });
   }
 
+  /**
+   * One send to `phoneNumber`: admitted against the number's window, then its block's (the
+   * tenant's, then every tenant's). A refusal by any of them sends nothing.
+   */
   async admit(tenantId: string, phoneNumber: string, challengeId: string, now: number): Promise<Admission> {
-    const { maxSends, windowSeconds } = this.policy;
-    if (maxSends === 0) return { admitted: true };
-    const windowMs = windowSeconds * 1000;
-    const key = RedisKeys.phoneSends(tenantId, phoneTag(this.keyring, tenantId, phoneNumber));
-    const [admitted, sends, oldest] = await this.admitScript(key, challengeId, now, windowMs, maxSends);
-    const untilMs = Number(oldest) + windowMs;
-    if (sends >= maxSends) await this.project(tenantId, phoneNumber, untilMs, now);
-    return admitted === 1 ? { admitted: true } : { admitted: false, untilMs };
+    const { maxSends, windowSeconds, prefixMaxSends = 0, prefixGlobalMaxSends = 0, prefixWindowSeconds = 3600 } = this.policy;
+    if (maxSends > 0) {
+      const windowMs = windowSeconds * 1000;
+      const key = RedisKeys.phoneSends(tenantId, phoneTag(this.keyring, tenantId, phoneNumber));
+      const [admitted, sends, oldest] = await this.admitScript(key, challengeId, now, windowMs, maxSends);
+      const untilMs = Number(oldest) + windowMs;
+      if (sends >= maxSends) await this.project(tenantId, phoneNumber, untilMs, now);
+      if (admitted !== 1) return this.refused('number', untilMs);
+    }
+    const block = phoneTag(this.keyring, '*', numberBlock(phoneNumber));
+    for (const [scope, max, key] of [
+      ['prefix', prefixMaxSends, RedisKeys.prefixSends(tenantId, block)],
+      ['prefix_global', prefixGlobalMaxSends, RedisKeys.prefixSends('*', block)],
+    ] as const) {
+      if (max === 0) continue;
+      const windowMs = prefixWindowSeconds * 1000;
+      const [admitted, , oldest] = await this.admitScript(key, challengeId, now, windowMs, max);
+      if (admitted !== 1) return this.refused(scope, Number(oldest) + windowMs);
+    }
+    return { admitted: true };
+  }
+
+  private refused(scope: ThrottleScope, untilMs: number): Admission {
+    throttled.inc({ scope });
+    return { admitted: false, untilMs, scope };
   }
 
   /** The throttle's end, into the slot of every user with this number (each key in its own slot). */

@@ -53,6 +53,12 @@ export const USER_ERASED = 'user erased: the phone number can no longer be read'
 /** Why an SMS to a number that reached its limit across users is not sent (in its SmsDeliveryFailed). */
 export const PHONE_THROTTLED = 'phone number throttled: too many codes sent to it across users';
 
+/** Why a send refused by a limit across users did not happen (in its SmsDeliveryFailed or VoiceCallFailed). */
+export function throttledReason(scope: 'number' | 'prefix' | 'prefix_global'): string {
+  if (scope === 'number') return PHONE_THROTTLED;
+  return `number range throttled: too many codes sent to numbers of this range${scope === 'prefix' ? ' for this tenant' : ' across tenants'} (SMS pumping defence)`;
+}
+
 
 /**
  * Delivers the code of one SMS challenge: opens it, writes the message, walks the providers as
@@ -131,10 +137,10 @@ export class SmsDeliveryService {
         // The number took its share of sends across the tenant's users: nothing leaves; the IdP
         // learns it from status (delivery_failed, with the user's other methods).
         const retryInSeconds = Math.max(1, Math.ceil((admission.untilMs - this.clock().getTime()) / 1000));
-        failures.push({ provider: 'none', error: `${PHONE_THROTTLED} (for ${retryInSeconds} s)`, transient: false });
-        smsSends.inc({ provider: 'none', outcome: 'phone_throttled' });
+        failures.push({ provider: 'none', error: `${throttledReason(admission.scope)} (for ${retryInSeconds} s)`, transient: false });
+        smsSends.inc({ provider: 'none', outcome: admission.scope === 'number' ? 'phone_throttled' : 'prefix_throttled' });
         outcome = this.failed(event, { challengeId: event.data.challengeId, attempts: 1, failures: [...failures] });
-        log.warn('SMS not sent: the phone number reached its limit of sends across users', { retryInSeconds });
+        log.warn('SMS not sent: a send limit across users was reached', { scope: admission.scope, retryInSeconds });
         const now = this.clock().getTime();
         await this.options.guard
           .undeliverable(event.data.challengeId, now, Math.min(admission.untilMs, now + FAILED_METHOD_MS))

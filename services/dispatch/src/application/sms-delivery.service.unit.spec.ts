@@ -76,7 +76,7 @@ class ScriptedThrottle {
   readonly admitted: Array<{ tenantId: string; to: string; challengeId: string }> = [];
   refuseUntil: number | undefined;
   async admit(tenantId: string, to: string, challengeId: string): Promise<Admission> {
-    if (this.refuseUntil !== undefined) return { admitted: false, untilMs: this.refuseUntil };
+    if (this.refuseUntil !== undefined) return { admitted: false, untilMs: this.refuseUntil, scope: 'number' };
     this.admitted.push({ tenantId, to, challengeId });
     return { admitted: true };
   }

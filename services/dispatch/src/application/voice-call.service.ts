@@ -23,6 +23,7 @@ import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../doma
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
 import { phoneOfChallenge } from './recipient.js';
+import { throttledReason } from './sms-delivery.service.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
 const calls = counter('mfa_voice_calls_total', 'Voice challenges by how their call went', ['outcome']);
@@ -111,7 +112,7 @@ export class VoiceCallService {
     const admission = await this.options.phoneThrottle.admit(event.tenantId, to, challengeId, now).catch((error: unknown) => {
       throw unavailable('the per-phone throttle (Redis) is unavailable; trying again later', error);
     });
-    if (!admission.admitted) return fail(`phone number throttled: too many codes and calls to it across users (for ${Math.ceil((admission.untilMs - now) / 1000)} s)`);
+    if (!admission.admitted) return fail(`${throttledReason(admission.scope)} (for ${Math.ceil((admission.untilMs - now) / 1000)} s)`);
     const claim = await this.options.guard.claim(challengeId, 30_000);
     if (claim.kind === 'sent') {
       await this.publish(this.placed(event, claim.providerMessageId), msg);

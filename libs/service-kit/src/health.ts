@@ -6,6 +6,8 @@ import { HEALTH_CHECKS } from './tokens.js';
 /** A dependency the service needs to be ready: resolves when reachable, throws otherwise. */
 export interface HealthCheck {
   readonly name: string;
+  /** Shown in /health, never making the service unready (a degraded but working dependency). */
+  readonly informational?: boolean;
   check(): Promise<void>;
 }
 
@@ -41,7 +43,8 @@ export class OpsController {
         }
       }),
     );
-    const ready = Object.values(results).every((r) => r === 'ok');
+    const required = new Set((this.checks ?? []).filter((c) => !c.informational).map((c) => c.name));
+    const ready = Object.entries(results).every(([name, r]) => r === 'ok' || !required.has(name));
     res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', checks: results });
   }
 

@@ -1,4 +1,14 @@
-import { Module, type DynamicModule } from '@nestjs/common';
+import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { ProviderBreakers } from './adapters/sms/circuit-breakers.js';
+
+/** The breakers' timers stop with the service. */
+@Injectable()
+class BreakersLifecycle implements OnApplicationShutdown {
+  constructor(@Inject(ProviderBreakers) private readonly breakers: ProviderBreakers) {}
+  onApplicationShutdown(): void {
+    this.breakers.shutdown();
+  }
+}
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Redis } from 'ioredis';
@@ -40,6 +50,17 @@ export class AppModule {
       controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
+        {
+          provide: ProviderBreakers,
+          useFactory: () =>
+            new ProviderBreakers(providers, {
+              errorThresholdPercentage: config.PROVIDER_BREAKER_ERROR_PERCENT,
+              volumeThreshold: config.PROVIDER_BREAKER_MIN_CALLS,
+              windowSeconds: config.PROVIDER_BREAKER_WINDOW_SECONDS,
+              resetSeconds: config.PROVIDER_BREAKER_RESET_SECONDS,
+            }),
+        },
+        BreakersLifecycle,
         { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
         { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
               maxSends: config.PHONE_MAX_SENDS_PER_WINDOW,
@@ -79,7 +100,7 @@ export class AppModule {
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, phoneThrottle: PhoneThrottle) =>
+          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, phoneThrottle: PhoneThrottle, breakers: ProviderBreakers) =>
             new SmsDeliveryService({
               keyring: config.keyring,
               keys,
@@ -89,14 +110,19 @@ export class AppModule {
               publisher,
               guard,
               phoneThrottle,
+              breakers,
               webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
               // A claim outlives one provider call: the provider's total timeout and a margin.
               claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers],
         },
-        { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
+        {
+          provide: HEALTH_CHECKS,
+          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers) => [nats, redis, breakers.healthCheck()],
+          inject: [NatsHealth, RedisHealth, ProviderBreakers],
+        },
       ],
     };
   }

@@ -30,6 +30,16 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
       .regex(/^(?:[A-Z]{2}|\*)=(?:\d{3,8}|\+[1-9]\d{7,14})(?:,(?:[A-Z]{2}|\*)=(?:\d{3,8}|\+[1-9]\d{7,14}))*$/, 'must be COUNTRY=sender pairs such as US=97671,CA=759731,*=+15005550006')
       .optional(),
   ),
+  /**
+   * Circuit breaker per SMS provider: transient failures (5xx, 429, network errors, timeouts) in
+   * percent of the calls of the last PROVIDER_BREAKER_WINDOW_SECONDS, once at least
+   * PROVIDER_BREAKER_MIN_CALLS were made, open the provider's circuit: it is skipped (the next
+   * provider is used at once) until one probe after PROVIDER_BREAKER_RESET_SECONDS succeeds.
+   */
+  PROVIDER_BREAKER_ERROR_PERCENT: z.coerce.number().int().min(1).max(100).default(50),
+  PROVIDER_BREAKER_MIN_CALLS: z.coerce.number().int().min(1).max(10_000).default(10),
+  PROVIDER_BREAKER_WINDOW_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  PROVIDER_BREAKER_RESET_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   /** Attempts per provider on transient errors before failing over to the next one. */
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),

@@ -5,6 +5,7 @@ import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type 
 import type { UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import type { PhoneThrottle } from '../adapters/phone-throttle.js';
+import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
@@ -27,6 +28,8 @@ interface SmsDeliveryOptions {
   guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
   /** The public base URL of this service's webhooks (VOICE_WEBHOOK_BASE_URL): SMS receipts are asked for when set. */
   webhookBaseUrl?: string | undefined;
+  /** A circuit breaker per provider (adapters/sms/circuit-breakers.ts): an open one is skipped at once. */
+  breakers?: Pick<ProviderBreakers, 'send'>;
   /** Per-phone-number throttling across users (adapters/phone-throttle.ts). */
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
@@ -171,7 +174,8 @@ export class SmsDeliveryService {
         const statusCallback = this.options.webhookBaseUrl
           ? `${this.options.webhookBaseUrl.replace(/\/+$/, '')}/sms/status/${encodeURIComponent(event.data.challengeId)}`
           : undefined;
-        const { providerMessageId } = await provider.send({ to, body, trace: carrierFromContext(), statusCallback });
+        const message = { to, body, trace: carrierFromContext(), statusCallback };
+        const { providerMessageId } = await (this.options.breakers ? this.options.breakers.send(provider, message) : provider.send(message));
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
         await this.options.guard
           .sent(event.data.challengeId, provider.name, providerMessageId, expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS)
@@ -181,7 +185,7 @@ export class SmsDeliveryService {
         log.info('SMS sent', { provider: provider.name, providerMessageId, attempts });
       } catch (error) {
         const failure = toProviderError(error, provider.name);
-        smsSends.inc({ provider: provider.name, outcome: failure.transient ? 'transient_error' : 'permanent_error' });
+        smsSends.inc({ provider: provider.name, outcome: failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.transient ? 'transient_error' : 'permanent_error' });
         failures.push({ provider: provider.name, transient: failure.transient, error: failure.message });
         await this.options.guard
           .release(event.data.challengeId)

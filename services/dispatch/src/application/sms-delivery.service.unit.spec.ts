@@ -8,6 +8,7 @@ import type { Logger } from '@mfa/telemetry';
 import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { challengeExpired, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import type { Admission } from '../adapters/phone-throttle.js';
+import { ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
 import type { SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
@@ -82,7 +83,7 @@ class ScriptedThrottle {
   }
 }
 
-function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard; throttle?: ScriptedThrottle } = {}) {
+function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard; throttle?: ScriptedThrottle; breakers?: ProviderBreakers } = {}) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   let publishFailures = options.publishFailures ?? 0;
   const publisher = {
@@ -100,6 +101,7 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number; 
     publisher,
     guard: options.guard ?? new ScriptedGuard(),
     phoneThrottle: options.throttle ?? new ScriptedThrottle(),
+    ...(options.breakers ? { breakers: options.breakers } : {}),
     claimTtlMs: 15_000,
     log,
     clock: () => now,
@@ -258,6 +260,24 @@ describe('SMS delivery', () => {
     const sent = only(published, 'SmsSent');
     assert.equal(sent.data.provider, 'console');
     assert.equal(sent.data.attempts, 2);
+  });
+
+  it('given a provider whose circuit is open, then it is not called: the next provider sends at once, without retries', async () => {
+    const twilio = new ScriptedProvider('twilio', ['transient', 'transient', 'transient', 'transient', 'transient', 'transient']);
+    const console = new ScriptedProvider('console');
+    const breakers = new ProviderBreakers([twilio, console], { errorThresholdPercentage: 50, volumeThreshold: 3, resetSeconds: 60, windowSeconds: 60 });
+    try {
+      const { service, published } = harness([twilio, console], { breakers });
+      await service.deliver(delivery(smsChallenge().event));
+      assert.equal(twilio.calls, 3, 'three transient failures open the circuit');
+      published.length = 0;
+      await service.deliver(delivery(smsChallenge().event));
+      assert.equal(twilio.calls, 3, 'skipped while open');
+      const sent = only(published, 'SmsSent');
+      assert.deepEqual([sent.data.provider, sent.data.attempts], ['console', 2]);
+    } finally {
+      breakers.shutdown();
+    }
   });
 
   it('treats a provider that throws something unexpected as a permanent failure and fails over', async () => {

@@ -9,7 +9,7 @@ import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/sms/circuit-bre
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
-import { outcomeEventId } from '../domain/outcome-id.js';
+import { outcomeEnvelope } from '../domain/outcome-id.js';
 import { phoneOfChallenge } from './recipient.js';
 export { DataKeyUnavailableError } from './recipient.js';
 import { smsBody } from '../domain/sms-body.js';
@@ -229,26 +229,13 @@ export class SmsDeliveryService {
   }
 
   private sent(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {
-    return createEvent('SmsSent', 1, { ...this.envelopeFor(source), data });
+    return createEvent('SmsSent', 1, { ...outcomeEnvelope(source, this.clock()), data });
   }
 
   private failed(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsDeliveryFailed'>['data']): EventOf<'SmsDeliveryFailed'> {
-    return createEvent('SmsDeliveryFailed', 1, { ...this.envelopeFor(source), data });
+    return createEvent('SmsDeliveryFailed', 1, { ...outcomeEnvelope(source, this.clock()), data });
   }
 
-  /** Called inside the processing span, so createEvent stamps the outcome with its trace context. */
-  private envelopeFor(source: EventOf<'ChallengeStarted'>) {
-    return {
-      id: outcomeEventId(source.id),
-      tenantId: source.tenantId,
-      aggregateId: source.data.challengeId,
-      now: this.clock(),
-      metadata: {
-        causationId: source.id,
-        ...(source.metadata.correlationId ? { correlationId: source.metadata.correlationId } : {}),
-      },
-    };
-  }
 
   /**
    * The SMS has gone (or never will): a failed publish now would mean a redelivery and a second

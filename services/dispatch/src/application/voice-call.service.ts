@@ -20,7 +20,7 @@ import type { SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError } from '../adapters/sms/sms-provider.js';
 import type { TwilioVoiceProvider } from '../adapters/voice/twilio-voice.js';
 import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../domain/call-flow.js';
-import { outcomeEventId } from '../domain/outcome-id.js';
+import { outcomeEnvelope, outcomeEventId } from '../domain/outcome-id.js';
 import { voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
 import { phoneOfChallenge } from './recipient.js';
 import { throttledReason } from './sms-delivery.service.js';
@@ -298,24 +298,15 @@ export class VoiceCallService {
 
   private placed(source: EventOf<'ChallengeStarted'>, callSid: string): EventOf<'VoiceCallPlaced'> {
     return createEvent('VoiceCallPlaced', 1, {
-      ...this.envelopeFor(source),
+      ...outcomeEnvelope(source, this.clock()),
       data: { challengeId: source.data.challengeId, provider: this.options.provider?.name ?? 'twilio', providerCallId: callSid, attempts: 1 },
     });
   }
 
   private failed(source: EventOf<'ChallengeStarted'>, failures: EventOf<'VoiceCallFailed'>['data']['failures']): EventOf<'VoiceCallFailed'> {
-    return createEvent('VoiceCallFailed', 1, { ...this.envelopeFor(source), data: { challengeId: source.data.challengeId, attempts: 1, failures } });
+    return createEvent('VoiceCallFailed', 1, { ...outcomeEnvelope(source, this.clock()), data: { challengeId: source.data.challengeId, attempts: 1, failures } });
   }
 
-  private envelopeFor(source: EventOf<'ChallengeStarted'>) {
-    return {
-      id: outcomeEventId(source.id),
-      tenantId: source.tenantId,
-      aggregateId: source.data.challengeId,
-      now: this.clock(),
-      metadata: { causationId: source.id, ...(source.metadata.correlationId ? { correlationId: source.metadata.correlationId } : {}) },
-    };
-  }
 
   private async publish(event: EventOf<'VoiceCallPlaced' | 'VoiceCallFailed'>, msg: Delivery['msg']): Promise<void> {
     const subject = event.type === 'VoiceCallPlaced' ? EventSubjects.voicePlaced : EventSubjects.voiceFailed;

@@ -1,3 +1,4 @@
+import type { EventOf } from '@mfa/contracts';
 import { eventIdOf } from '@mfa/messaging';
 
 /**
@@ -8,4 +9,19 @@ import { eventIdOf } from '@mfa/messaging';
  */
 export function outcomeEventId(sourceEventId: string): string {
   return eventIdOf(`${sourceEventId}:sms-outcome`, 4);
+}
+
+/**
+ * The envelope of a request's outcome (SmsSent, SmsDeliveryFailed, VoiceCallPlaced, VoiceCallFailed):
+ * its derived id, the challenge as aggregate, caused by the request and in its correlation.
+ * Called inside the processing span, so createEvent stamps the outcome with its trace context.
+ */
+export function outcomeEnvelope(source: EventOf<'ChallengeStarted'>, now: Date) {
+  return {
+    id: outcomeEventId(source.id),
+    tenantId: source.tenantId,
+    aggregateId: source.data.challengeId,
+    now,
+    metadata: { causationId: source.id, ...(source.metadata.correlationId ? { correlationId: source.metadata.correlationId } : {}) },
+  };
 }

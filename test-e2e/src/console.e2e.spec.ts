@@ -185,7 +185,9 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
       const start = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', context: { rememberDevice: true } });
       return start.status === 'pending' ? start : undefined;
     }, 10_000, 'a pending start');
-    // A time step after every one used so far (the approval in the set-up used the step after t0's).
+    // A time step after every one used so far (the approval in the set-up used the step after t0's),
+    // and at most one ahead of the clock's (the code window): wait for the clock to reach the used one.
+    while (Math.floor(Date.now() / 30_000) < Math.floor(lastStepA / 30_000)) await new Promise((r) => setTimeout(r, 500));
     const at = Math.max(Date.now(), lastStepA + 30_000);
     const approvedRemembering = await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: remembering.challengeId, code: totp(secretA, at) });
     assert.equal(approvedRemembering.status, 'approved', JSON.stringify(approvedRemembering));

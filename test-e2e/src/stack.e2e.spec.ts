@@ -285,7 +285,7 @@ describe('end to end: two instances of every service', () => {
     assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: both })).method, 'totp', 'the strongest by default');
     assert.deepEqual(await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'sms' }), { userId: both, defaultMethod: 'sms' });
     assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: both })).method, 'sms', 'the chosen default');
-    assert.equal((await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'voice' })).error?.code, 'conflict');
+    assert.equal((await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'push' })).error?.code, 'conflict', 'not registered');
     assert.equal((await ask(Subjects.usersMethodsDefault, { tenantId, userId: both, method: 'fax' })).error?.code, 'invalid_request');
 
     await ask(Subjects.tenantsConfigure, { tenantId, settings: { securityDefaults: true } });
@@ -408,7 +408,7 @@ describe('end to end: two instances of every service', () => {
       const reply = await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId });
       return reply.status === 'denied' ? reply : undefined;
     }, 20_000, 'the failed delivery in the status');
-    assert.deepEqual(status, { challengeId: start.challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods: ['totp'] });
+    assert.deepEqual(status, { challengeId: start.challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods: ['totp', 'voice'] });
     const next = await ask(Subjects.challengeStart, { tenantId, userId: user });
     assert.deepEqual([next.status, next.method], ['pending', 'totp'], 'the next start takes the app');
     // Asked for by name, SMS is still tried.

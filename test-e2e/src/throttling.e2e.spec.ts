@@ -97,7 +97,7 @@ describe('end to end: throttles across users', () => {
         const reply = await ask(Subjects.challengeStatus, { tenantId, challengeId: late.challengeId });
         return reply.status === 'denied' ? reply : undefined;
       }, 20_000, 'the refused delivery in the status');
-      assert.deepEqual(status, { challengeId: late.challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods: [] });
+      assert.deepEqual(status, { challengeId: late.challengeId, status: 'denied', reason: 'delivery_failed', fallbackMethods: ['voice'] });
     }
     assert.equal(sentTo(shared), 3, 'never a fourth code to the number');
   });

@@ -333,7 +333,7 @@ describe('dispatch with Twilio', () => {
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'answers health with NATS up and counts sends in /metrics', async () => {
     const health = await fetch(`${running.url}/health`);
     assert.equal(health.status, 200);
-    assert.deepEqual(await health.json(), { status: 'ok', checks: { nats: 'ok', redis: 'ok' } });
+    assert.deepEqual(await health.json(), { status: 'ok', checks: { nats: 'ok', redis: 'ok', sms_providers: 'ok' } });
     const metrics = await (await fetch(`${running.url}/metrics`)).text();
     assert.match(metrics, /mfa_sms_send_total\{[^}]*provider="twilio"[^}]*outcome="sent"[^}]*\} [1-9]/);
     assert.match(metrics, /mfa_sms_send_total\{[^}]*provider="twilio"[^}]*outcome="transient_error"/);

@@ -174,7 +174,7 @@ describe('events user-settings cannot read, in real aggregates', () => {
     assert.equal((await projectorDeadLetters(subject)).length, 2, 'no readable event of the user was dead-lettered');
     const user = await redis.hgetall(RedisKeys.user(userTag(config.keyring, tenantId, userId)));
     assert.equal(user.displayName, 'Helga Nordin');
-    assert.equal(user.methods, 'totp,sms');
+    assert.equal(user.methods, 'totp,sms,voice');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'leave the tenant usable: tenants.configure and registering its users work', async () => {

@@ -151,7 +151,7 @@ describe('user-settings over NATS', () => {
     assert.equal(user.email, 'helga@contoso.com');
     assert.equal(user.phoneNumber, '+46701234567');
     assert.equal(user.language, 'sv-SE');
-    assert.equal(user.methods, 'sms');
+    assert.equal(user.methods, 'sms,voice');
     assert.equal(user.defaultMethod, 'sms');
     assert.ok(Number(user.seq) > 0);
     assert.deepEqual(await typesOf(EventSubjects.tenant(tenantId)), ['TenantCreated']);
@@ -209,7 +209,7 @@ describe('user-settings over NATS', () => {
 
     const keys = keysOf(tenantId, userId);
     const user = await redis.hgetall(keys.user);
-    assert.equal(user.methods, 'totp,sms');
+    assert.equal(user.methods, 'totp,sms,voice');
     assert.equal(user.defaultMethod, 'totp');
     const spec = await redis.hget(keys.totp, enrollment.tokenId);
     assert.ok(spec, 'token projected');
@@ -655,7 +655,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     await projectorCaughtUp();
     await redis.del(keys.user);
     assert.equal(await projector.rebuild(tenantId, userId), true);
-    assert.equal(await redis.hget(keys.user, 'methods'), 'sms');
+    assert.equal(await redis.hget(keys.user, 'methods'), 'sms,voice');
     // Monotonic: the same snapshot again is not applied twice.
     assert.equal(await projector.rebuild(tenantId, userId), false);
   });

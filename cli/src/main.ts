@@ -149,8 +149,9 @@ users
   .option('--name <displayName>')
   .option('--email <email>')
   .option('--phone <e164>', 'phone number in E.164, e.g. +14155550100')
+  .option('--extension <digits>', 'the phone\'s extension (an office phone): calls dial it')
   .option('--language <tag>', 'e.g. sv-SE')
-  .action((tenantId: string, userId: string, o: { name?: string; email?: string; phone?: string; language?: string }) =>
+  .action((tenantId: string, userId: string, o: { name?: string; email?: string; phone?: string; extension?: string; language?: string }) =>
     withApi(async (api) =>
       print(
         await api.call(Subjects.usersRegister, {
@@ -159,6 +160,7 @@ users
           ...(o.name ? { displayName: o.name } : {}),
           ...(o.email ? { email: o.email } : {}),
           ...(o.phone ? { phoneNumber: o.phone } : {}),
+          ...(o.extension ? { phoneExtension: o.extension } : {}),
           ...(o.language ? { language: o.language } : {}),
         }),
       ),

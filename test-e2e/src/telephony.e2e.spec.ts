@@ -93,6 +93,25 @@ describe('end to end: telephony on Twilio (voice challenges, SMS receipts)', () 
     assert.equal(row.resultDetail, 'MFA successfully completed');
   });
 
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'an office phone with an extension: the call dials it, asks to be put through, then greets the user', async () => {
+    const tenantId = uniqueTenant('voice-ext');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const userId = uniqueUser('desk');
+    const phone = randomPhone();
+    await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber: phone, phoneExtension: '4711' });
+    assert.equal((await ask(Subjects.usersGet, { tenantId, userId })).phoneExtension, '4711');
+    assert.equal((await ask(Subjects.usersRegister, { tenantId, userId: uniqueUser('bad'), phoneNumber: phone, phoneExtension: '47-11' })).error?.code, 'invalid_request');
+    // Silence at the extension prompt first (still being put through), then # there, then # to approve.
+    twilio.phone(phone, { answer: 'answer', presses: ['', '#', '#'] });
+    const start = await startVoice(tenantId, userId);
+    assert.deepEqual(await settled(tenantId, start.challengeId), { challengeId: start.challengeId, status: 'approved' });
+    const call = await twilio.waitForCall(phone);
+    assert.equal(call.sendDigits, 'wwww4711');
+    assert.match(call.heard[0]!, /transfer this call to the extension\. 4 7 1 1\./);
+    assert.match(call.heard[1]!, /If already at this extension, press the pound key to continue/);
+    assert.match(call.heard.at(-1)!, /successfully verified/);
+  });
+
   itWith({ real: wholeStack, fake: ['twilio'] }, 'PIN mode: a wrong PIN is denied and asked again, the right one then # approves', async () => {
     const { tenantId, userId, phone } = await userWithPhone({ voice: { pinMode: true } });
     assert.deepEqual(await ask(Subjects.usersPinSet, { tenantId, userId, pin: '2468' }), { userId, pinSet: true });

@@ -142,6 +142,8 @@ export const UsersRegisterRequest = z.object({
   displayName: DisplayName.optional(),
   email: Email.optional(),
   phoneNumber: UserPhoneNumber.optional(),
+  /** An office phone's extension (1–10 digits): a call dials it once connected. */
+  phoneExtension: z.string().regex(/^\d{1,10}$/, 'must be 1 to 10 digits').optional(),
   language: Language.optional(),
 });
 export type UsersRegisterRequest = z.infer<typeof UsersRegisterRequest>;
@@ -197,6 +199,8 @@ export const UsersGetReply = z.object({
   displayName: z.string().nullable(),
   email: z.string().nullable(),
   phoneNumber: z.string().nullable(),
+  /** Present when the user's phone has an extension. */
+  phoneExtension: z.string().optional(),
   language: z.string().nullable(),
   methods: z.array(Method),
   defaultMethod: Method.nullable(),

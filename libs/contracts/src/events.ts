@@ -40,6 +40,8 @@ const Profile = z.object({
   displayName: z.string().optional(),
   email: z.string().optional(),
   phoneNumber: PhoneNumber.optional(),
+  /** An office phone's extension, dialled once the call connects (E.164 has none). */
+  phoneExtension: z.string().regex(/^\d{1,10}$/).optional(),
   language: z.string().optional(),
 });
 const Server = z.object({ name: z.string(), ip: z.string() });
@@ -54,7 +56,7 @@ export const SealedPii = z
   .max(4096)
   .regex(/^d1\.[1-9]\d{0,8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{22}$/, 'must be sealed personal data');
 /** What `SealedPii` holds once opened. */
-export const PersonalData = Profile.pick({ displayName: true, email: true, phoneNumber: true });
+export const PersonalData = Profile.pick({ displayName: true, email: true, phoneNumber: true, phoneExtension: true });
 export type PersonalData = z.infer<typeof PersonalData>;
 
 /** A type stored in two versions: one schema per version, told apart by `version`. */

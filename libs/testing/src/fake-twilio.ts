@@ -37,6 +37,8 @@ export interface FakeTwilioCall {
   to: string;
   from: string;
   url: string;
+  /** SendDigits of the request: keys sent once the call connects (an extension). */
+  sendDigits?: string | undefined;
   status: string;
   /** Everything the callee heard, in order (each `<Say>`). */
   heard: string[];
@@ -300,7 +302,18 @@ export class FakeTwilio {
     if (!/^\+[1-9]\d{7,14}$/.test(to)) return this.error(res, 400, 21211, `Invalid 'To' Phone Number: ${to}`);
     const failure = this.failures.shift();
     if (failure) return this.error(res, failure.status, failure.code ?? 20500, 'message' in failure && failure.message ? failure.message : `Simulated failure ${failure.status}`);
-    const call: FakeTwilioCall = { sid: `CA${randomBytes(16).toString('hex')}`, to, from, url, status: 'queued', heard: [], pressed: [], webhookStatuses: [], ended: false };
+    const call: FakeTwilioCall = {
+      sid: `CA${randomBytes(16).toString('hex')}`,
+      to,
+      from,
+      url,
+      sendDigits: form.get('SendDigits') ?? undefined,
+      status: 'queued',
+      heard: [],
+      pressed: [],
+      webhookStatuses: [],
+      ended: false,
+    };
     this.calls.push(call);
     const behaviour = this.behaviours.get(to) ?? { answer: 'no-answer' };
     res.writeHead(201, { 'Content-Type': 'application/json' });

@@ -16,11 +16,12 @@ export interface PersonalDataOwner {
 }
 
 /** The personal fields present in `source`, and nothing else (no language, no methods). */
-export function personalDataOf(source: { displayName?: string | undefined; email?: string | undefined; phoneNumber?: string | undefined }): PersonalData {
+export function personalDataOf(source: { displayName?: string | undefined; email?: string | undefined; phoneNumber?: string | undefined; phoneExtension?: string | undefined }): PersonalData {
   const data: PersonalData = {};
   if (source.displayName) data.displayName = source.displayName;
   if (source.email) data.email = source.email;
   if (source.phoneNumber) data.phoneNumber = source.phoneNumber;
+  if (source.phoneExtension) data.phoneExtension = source.phoneExtension;
   return data;
 }
 

@@ -68,9 +68,19 @@ export class VoiceWebhooksController {
   }
 
   @Post('gather/:challengeId')
-  async gather(@Param('challengeId') challengeId: string, @Query('prompt') prompt: string | undefined, @Req() req: Request, @Res() res: Response): Promise<void> {
-    const n = Number(prompt);
-    this.send(res, await this.voice.gather({ ...this.requestOf(challengeId, req), prompt: Number.isInteger(n) && n >= 1 && n <= 10 ? n : 1 }));
+  async gather(
+    @Param('challengeId') challengeId: string,
+    @Query('prompt') prompt: string | undefined,
+    @Query('ext') ext: string | undefined,
+    @Req() req: Request,
+    @Res() res: Response,
+  ): Promise<void> {
+    const counted = (value: string | undefined) => {
+      const n = Number(value);
+      return Number.isInteger(n) && n >= 1 && n <= 10 ? n : undefined;
+    };
+    const extensionPrompt = ext === undefined ? undefined : (counted(ext) ?? 1);
+    this.send(res, await this.voice.gather({ ...this.requestOf(challengeId, req), prompt: counted(prompt) ?? 1, ...(extensionPrompt !== undefined ? { extensionPrompt } : {}) }));
   }
 
   @Post('status/:challengeId')

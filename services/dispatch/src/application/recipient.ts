@@ -13,6 +13,12 @@ export class DataKeyUnavailableError extends Error {
  * user's data key; 'erased' once the user is erased (nothing to send to, nothing to retry).
  */
 export async function phoneOfChallenge(keys: Pick<UserDataKeys, 'get'>, event: EventVersion<'ChallengeStarted', 2>): Promise<string | 'erased'> {
+  const recipient = await recipientOfChallenge(keys, event);
+  return recipient === 'erased' ? 'erased' : recipient.phone;
+}
+
+/** The phone of a v2 challenge and its extension, if the user's phone has one (a call dials it). */
+export async function recipientOfChallenge(keys: Pick<UserDataKeys, 'get'>, event: EventVersion<'ChallengeStarted', 2>): Promise<{ phone: string; extension?: string | undefined } | 'erased'> {
   const { tenantId } = event;
   const { userId, pii } = event.data;
   const gen = pii === undefined ? undefined : dataKeyGeneration(pii);
@@ -21,13 +27,13 @@ export async function phoneOfChallenge(keys: Pick<UserDataKeys, 'get'>, event: E
   if (key === 'erased') return 'erased';
   // Not visible yet, or the key store is behind: retried with back-off, then dead-lettered.
   if (!key) throw new DataKeyUnavailableError(`no data key of generation ${gen} for the user of this ${event.data.method} request`);
-  let phone: string | undefined;
+  let personal: ReturnType<typeof openPersonalData>;
   try {
-    phone = openPersonalData(key, { tenantId, userId, purpose: 'challenge' }, pii).phoneNumber;
+    personal = openPersonalData(key, { tenantId, userId, purpose: 'challenge' }, pii);
   } catch (cause) {
     if (cause instanceof SealError) throw new PoisonMessageError('the sealed personal data does not open', { cause });
     throw cause;
   }
-  if (!phone) throw new PoisonMessageError(`${event.data.method} request without a phone number`);
-  return phone;
+  if (!personal.phoneNumber) throw new PoisonMessageError(`${event.data.method} request without a phone number`);
+  return { phone: personal.phoneNumber, extension: personal.phoneExtension };
 }

@@ -22,7 +22,7 @@ import type { TwilioVoiceProvider } from '../adapters/voice/twilio-voice.js';
 import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../domain/call-flow.js';
 import { outcomeEnvelope, outcomeEventId } from '../domain/outcome-id.js';
 import { voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
-import { phoneOfChallenge } from './recipient.js';
+import { recipientOfChallenge } from './recipient.js';
 import { throttledReason } from './sms-delivery.service.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
@@ -32,6 +32,8 @@ const calls = counter('mfa_voice_calls_total', 'Voice challenges by how their ca
 const CALL_STATE_MARGIN_MS = 10 * 60_000;
 /** How long a start without a method avoids voice for a user whose call went unanswered. */
 const FAILED_METHOD_MS = 10 * 60_000;
+/** Seconds the extension prompt waits for the call to be put through and # pressed. */
+const EXTENSION_TIMEOUT_SECONDS = 15;
 /** Seconds Twilio waits for keys at each prompt. */
 const GATHER_TIMEOUT_SECONDS = 8;
 /** Requests to the other services from a webhook: Twilio waits 15 s for TwiML. */
@@ -63,6 +65,8 @@ export interface WebhookRequest {
   params: Record<string, string>;
   /** The prompt this answers (gather only). */
   prompt?: number;
+  /** The extension prompt this answers (gather only, for a phone with an extension). */
+  extensionPrompt?: number;
 }
 
 export type WebhookAnswer = { status: 200; twiml: string } | { status: 204 } | { status: 403 | 404; twiml: string };
@@ -107,8 +111,9 @@ export class VoiceCallService {
     if (now >= expiresAt) return fail('challenge expired before the call');
     const { provider, webhookBaseUrl } = this.options;
     if (!provider || !webhookBaseUrl) return fail('voice is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, VOICE_WEBHOOK_BASE_URL)');
-    const to = await phoneOfChallenge(this.options.keys, event);
-    if (to === 'erased') return fail('user erased: the phone number can no longer be read');
+    const recipient = await recipientOfChallenge(this.options.keys, event);
+    if (recipient === 'erased') return fail('user erased: the phone number can no longer be read');
+    const { phone: to, extension } = recipient;
     const admission = await this.options.phoneThrottle.admit(event.tenantId, to, challengeId, now).catch((error: unknown) => {
       throw unavailable('the per-phone throttle (Redis) is unavailable; trying again later', error);
     });
@@ -122,7 +127,7 @@ export class VoiceCallService {
     msg.working();
     await this.options.calls.create(
       challengeId,
-      { tenantId: event.tenantId, userId: event.data.userId, language: delivery.language, pinMode: delivery.pinMode, fraudCode: delivery.fraudCode },
+      { tenantId: event.tenantId, userId: event.data.userId, language: delivery.language, pinMode: delivery.pinMode, fraudCode: delivery.fraudCode, extension },
       expiresAt - now + CALL_STATE_MARGIN_MS,
     );
     const base = webhookBaseUrl.replace(/\/+$/, '');
@@ -134,6 +139,8 @@ export class VoiceCallService {
         url: `${base}/voice/twiml/${path}`,
         statusCallback: `${base}/voice/status/${path}`,
         ringSeconds: this.options.ringSeconds,
+        // An office phone's extension: two seconds for the switchboard to answer, then its digits.
+        ...(extension ? { sendDigits: `wwww${extension}` } : {}),
       });
       await this.options.calls.setCallSid(challengeId, callSid);
       await this.options.guard.sent(challengeId, provider.name, callSid, expiresAt - now + CALL_STATE_MARGIN_MS).catch(() => undefined);
@@ -165,6 +172,8 @@ export class VoiceCallService {
     const call = await this.callOf(req);
     if ('refused' in call) return call.refused;
     if (call.state.outcome) return { status: 200, twiml: this.say(call.state, 'authenticationDenied') };
+    // An office phone: whoever answers is asked to put the call through to the extension first.
+    if (call.state.extension) return { status: 200, twiml: this.extensionPrompt(req, call.state, 1) };
     return { status: 200, twiml: this.prompt(req, call.state, 1) };
   }
 
@@ -174,6 +183,7 @@ export class VoiceCallService {
     if ('refused' in call) return call.refused;
     const { state } = call;
     if (state.outcome) return { status: 200, twiml: this.ending(state, state.outcome) };
+    if (req.extensionPrompt !== undefined) return this.atExtension(req, state, req.extensionPrompt);
     const prompt = req.prompt ?? 1;
     const settings: CallSettings = { pinMode: state.pinMode, fraudCode: state.fraudCode };
     const step = callStep(settings, { digits: req.params.Digits ?? '', finishedOnKey: req.params.FinishedOnKey ?? '', prompt });
@@ -203,6 +213,15 @@ export class VoiceCallService {
         await this.unanswered(req.challengeId, state, 'no keys pressed at any prompt');
         return { status: 200, twiml: this.say(state, 'authenticationDenied') };
     }
+  }
+
+  /** The answer to an extension prompt: # means the user is at the extension, then the greeting. */
+  private async atExtension(req: WebhookRequest, state: CallState, prompt: number): Promise<WebhookAnswer> {
+    // Nothing is decided here (a webhook delivered again gets the same TwiML): only giving up is recorded, once.
+    if (req.params.FinishedOnKey === '#') return { status: 200, twiml: this.prompt(req, state, 1) };
+    if (prompt < MAX_PROMPTS) return { status: 200, twiml: this.extensionPrompt(req, state, prompt + 1) };
+    await this.unanswered(req.challengeId, state, 'nobody at the extension');
+    return { status: 200, twiml: this.say(state, 'authenticationDenied') };
   }
 
   /** The call's final status: a call that ended without an answer lets the IdP fall back. */
@@ -275,6 +294,25 @@ export class VoiceCallService {
     });
     const message = voiceMessage(promptMessage(settings, prompt), state.language, state.fraudCode);
     gather.say({ language: message.language as never }, message.text);
+    return response.toString();
+  }
+
+  /** "Please transfer this call to the extension 1 2 3 4. If already at this extension, press the pound key to continue." */
+  private extensionPrompt(req: WebhookRequest, state: CallState, prompt: number): string {
+    const response = new twilio.twiml.VoiceResponse();
+    const base = (this.options.webhookBaseUrl ?? '').replace(/\/+$/, '');
+    const gather = response.gather({
+      input: ['dtmf'],
+      finishOnKey: '#',
+      timeout: EXTENSION_TIMEOUT_SECONDS,
+      actionOnEmptyResult: true,
+      method: 'POST',
+      action: `${base}/voice/gather/${encodeURIComponent(req.challengeId)}?ext=${prompt}`,
+    });
+    const before = voiceMessage('extensionPromptBeforeDigits', state.language, state.fraudCode);
+    const after = voiceMessage('extensionPromptAfterDigits', state.language, state.fraudCode);
+    gather.say({ language: before.language as never }, `${before.text} ${[...(state.extension ?? '')].join(' ')}.`);
+    gather.say({ language: after.language as never }, after.text);
     return response.toString();
   }
 

@@ -62,7 +62,7 @@ export class AggregateLoader {
     if (!this.snapshots || loaded.eventsRead < SNAPSHOT_EVERY || seq === 0 || !state.registered) return;
     try {
       const key = await this.keys.getOrCreate(ref.tenantId, ref.aggregateId, { minGen: (state.erasedGen ?? 0) + 1 });
-      const { displayName: _d, email: _e, phoneNumber: _p, ...plain } = state.profile;
+      const { displayName: _d, email: _e, phoneNumber: _p, phoneExtension: _x, ...plain } = state.profile;
       const pii = sealPersonalData(key, this.owner(ref), personalDataOf(state.profile));
       const stored: StoredUserState = { state: { ...state, profile: plain }, ...(pii ? { pii } : {}) };
       await this.snapshots.put(ref.subject, USER_SNAPSHOT_VERSION, { seq, state: stored });

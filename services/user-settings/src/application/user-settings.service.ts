@@ -183,12 +183,13 @@ export class UserSettingsService {
     ]);
     const state = outcome.state;
     if (!state.registered) throw notFound('unknown user');
-    const { displayName, email, phoneNumber, language } = state.profile;
+    const { displayName, email, phoneNumber, phoneExtension, language } = state.profile;
     return {
       userId,
       displayName: displayName ?? null,
       email: email ?? null,
       phoneNumber: phoneNumber ?? null,
+      ...(phoneExtension ? { phoneExtension } : {}),
       language: language ?? null,
       methods: methodsOf(state),
       defaultMethod: defaultMethodOf(state) ?? null,
@@ -373,6 +374,7 @@ export class UserSettingsService {
         displayName: request.displayName,
         email: request.email,
         phoneNumber: request.phoneNumber,
+        phoneExtension: request.phoneExtension,
         language: request.language,
       },
     } as const;

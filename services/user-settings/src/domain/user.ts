@@ -14,7 +14,7 @@ export const PENDING_TOKEN_LIFETIME_MS = 10 * 60 * 1000;
 export const MAX_ENROLMENTS_PER_DAY = 10;
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'language'] as const;
+const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'phoneExtension', 'language'] as const;
 type ProfileField = (typeof PROFILE_FIELDS)[number];
 type Profile = Partial<Record<ProfileField, string>>;
 

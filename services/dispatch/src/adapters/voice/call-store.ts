@@ -8,6 +8,8 @@ export interface CallState {
   language?: string | undefined;
   pinMode: boolean;
   fraudCode: string | null;
+  /** The extension dialled after connecting: the call first asks to be put through to it. */
+  extension?: string | undefined;
   /** Twilio's CallSid, once Twilio accepted the call. */
   callSid?: string | undefined;
   /** How the call ended for the challenge, once it did: approved, denied (wrong PINs), fraud, unanswered. */
@@ -33,7 +35,7 @@ export class CallStore {
     if (!key) throw new Error('a call for a malformed challenge id');
     await this.redis
       .multi()
-      .hset(key, { t: state.tenantId, u: state.userId, l: state.language ?? '', p: state.pinMode ? '1' : '0', f: state.fraudCode ?? '' })
+      .hset(key, { t: state.tenantId, u: state.userId, l: state.language ?? '', p: state.pinMode ? '1' : '0', f: state.fraudCode ?? '', x: state.extension ?? '' })
       .pexpire(key, Math.max(1, Math.ceil(ttlMs)))
       .exec();
   }
@@ -41,9 +43,9 @@ export class CallStore {
   async read(challengeId: string): Promise<CallState | undefined> {
     const key = this.key(challengeId);
     if (!key) return undefined;
-    const [t, u, l, p, f, sid, o] = await this.redis.hmget(key, 't', 'u', 'l', 'p', 'f', 'sid', 'o');
+    const [t, u, l, p, f, sid, o, x] = await this.redis.hmget(key, 't', 'u', 'l', 'p', 'f', 'sid', 'o', 'x');
     if (!t || !u) return undefined;
-    return { tenantId: t, userId: u, language: l || undefined, pinMode: p === '1', fraudCode: f ? f : null, callSid: sid ?? undefined, outcome: o ?? undefined };
+    return { tenantId: t, userId: u, language: l || undefined, pinMode: p === '1', fraudCode: f ? f : null, extension: x || undefined, callSid: sid ?? undefined, outcome: o ?? undefined };
   }
 
   /** The call's CallSid, as Twilio answered the placement (or as its first webhook names it). */

@@ -12,6 +12,8 @@ export interface CallRequest {
   statusCallback: string;
   /** Seconds to let the phone ring before Twilio gives up (no-answer). */
   ringSeconds: number;
+  /** Keys to send once the call connects (an extension: `ww1234`, each w half a second). */
+  sendDigits?: string | undefined;
 }
 
 /**
@@ -41,6 +43,7 @@ export class TwilioVoiceProvider {
         StatusCallback: call.statusCallback,
         StatusCallbackMethod: 'POST',
         Timeout: String(call.ringSeconds),
+        ...(call.sendDigits ? { SendDigits: call.sendDigits } : {}),
       }).toString();
       let answer: { status: number; text: string };
       try {

@@ -118,7 +118,10 @@ export class VoiceCallService {
       throw unavailable('the per-phone throttle (Redis) is unavailable; trying again later', error);
     });
     if (!admission.admitted) return fail(`${throttledReason(admission.scope)} (for ${Math.ceil((admission.untilMs - now) / 1000)} s)`);
-    const claim = await this.options.guard.claim(challengeId, 30_000);
+    const claim = await this.options.guard.claim(challengeId, 30_000).catch((error: unknown) => {
+      // Without the claim, a call could be a second one: wait for Redis (retried, never dead-lettered).
+      throw unavailable('the call guard (Redis) is unavailable; trying again later', error);
+    });
     if (claim.kind === 'sent') {
       await this.publish(this.placed(event, claim.providerMessageId), msg);
       return;

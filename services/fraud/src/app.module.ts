@@ -82,23 +82,19 @@ export class AppModule {
             ),
           inject: [NATS, EventPublisher, REDIS, BlocksService],
         },
+        // One set of per-address counters (denials for the lockout, starts for the throttle).
+        { provide: IpCounters, useFactory: (redis: Redis) => new IpCounters(redis), inject: [REDIS] },
         {
           provide: IpLockoutService,
-          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
-            new IpLockoutService(new FraudLog(nats.jsm, publisher), new IpCounters(redis), new UserDirectory(nats.jsm), blocks, nats, config.keyring, log),
-          inject: [NATS, EventPublisher, REDIS, BlocksService],
+          useFactory: (nats: NatsClients, publisher: EventPublisher, counters: IpCounters, blocks: BlocksService) =>
+            new IpLockoutService(new FraudLog(nats.jsm, publisher), counters, new UserDirectory(nats.jsm), blocks, nats, config.keyring, log),
+          inject: [NATS, EventPublisher, IpCounters, BlocksService],
         },
         {
           provide: IpThrottleService,
-          useFactory: (publisher: EventPublisher, redis: Redis, lockout: IpLockoutService) =>
-            new IpThrottleService(
-              { maxStarts: config.IP_MAX_STARTS_PER_WINDOW, windowSeconds: config.IP_START_WINDOW_SECONDS },
-              new IpCounters(redis),
-              lockout,
-              publisher,
-              log,
-            ),
-          inject: [EventPublisher, REDIS, IpLockoutService],
+          useFactory: (publisher: EventPublisher, counters: IpCounters, lockout: IpLockoutService) =>
+            new IpThrottleService({ maxStarts: config.IP_MAX_STARTS_PER_WINDOW, windowSeconds: config.IP_START_WINDOW_SECONDS }, counters, lockout, publisher, log),
+          inject: [EventPublisher, IpCounters, IpLockoutService],
         },
         {
           provide: MAILER,

@@ -11,6 +11,9 @@ export type SendClaim =
 
 const SENDING = 'sending';
 
+/** How long a start without a method avoids a method that just failed the user (an SMS undelivered, a call unanswered). */
+export const FAILED_METHOD_MS = 10 * 60_000;
+
 /**
  * No provider delivered the challenge's SMS: the challenge says so (status answers
  * `delivery_failed` and the user's other methods) and the user's method (SMS, or voice for an unanswered call) is marked failed until `ARGV[2]`
@@ -36,15 +39,18 @@ export class SendGuard {
     redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
   }
 
-  /** No provider could deliver this challenge's SMS: recorded on the challenge and the user until `untilMs`. */
-  async undeliverable(challengeId: string, now: number, untilMs: number, method: 'sms' | 'voice' = 'sms'): Promise<void> {
+  /**
+   * The challenge's SMS (or call) did not reach the user: recorded on the challenge, and the method
+   * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner).
+   */
+  async undeliverable(challengeId: string, now: number, method: 'sms' | 'voice' = 'sms', untilMs = now + FAILED_METHOD_MS): Promise<void> {
     const id = parseChallengeId(challengeId);
     if (!id) return;
     await (this.redis as unknown as { mfaSmsUndeliverable: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliverable(
       RedisKeys.challenge(id.tag, id.nonce),
       RedisKeys.failedMethods(id.tag),
       now,
-      untilMs,
+      Math.min(untilMs, now + FAILED_METHOD_MS),
       method,
     );
   }

@@ -68,8 +68,6 @@ export function throttledReason(scope: 'number' | 'prefix' | 'prefix_global'): s
  * the delivery policy says, and publishes the outcome (SmsSent or SmsDeliveryFailed) with an id
  * derived from the request, so processing a redelivered request again cannot record two outcomes.
  */
-/** How long a start without a method avoids SMS for a user after an SMS could not be delivered. */
-const FAILED_METHOD_MS = 10 * 60_000;
 
 export class SmsDeliveryService {
   private readonly byName: Map<string, SmsProvider>;
@@ -119,7 +117,7 @@ export class SmsDeliveryService {
         // The IdP polling status learns it, with the user's other methods; a new start takes one of them.
         const now = this.clock().getTime();
         await this.options.guard
-          .undeliverable(event.data.challengeId, now, now + FAILED_METHOD_MS)
+          .undeliverable(event.data.challengeId, now)
           .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }
@@ -146,7 +144,7 @@ export class SmsDeliveryService {
         log.warn('SMS not sent: a send limit across users was reached', { scope: admission.scope, retryInSeconds });
         const now = this.clock().getTime();
         await this.options.guard
-          .undeliverable(event.data.challengeId, now, Math.min(admission.untilMs, now + FAILED_METHOD_MS))
+          .undeliverable(event.data.challengeId, now, 'sms', admission.untilMs)
           .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }

@@ -7,8 +7,6 @@ import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
 const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by status', ['status']);
 
-/** How long a start without a method avoids SMS for a user whose SMS the network could not deliver. */
-const FAILED_METHOD_MS = 10 * 60_000;
 
 export interface ReceiptRequest {
   challengeId: string;
@@ -56,7 +54,7 @@ export class SmsReceiptsService {
     await publishWithRetry(this.options.publisher, EventSubjects.smsReceipt, event, { attempts: 3, delayMs: 250 });
     if (final === 'undelivered') {
       const now = Date.now();
-      await this.options.guard.undeliverable(req.challengeId, now, now + FAILED_METHOD_MS, 'sms');
+      await this.options.guard.undeliverable(req.challengeId, now, 'sms');
       this.options.log.warn('SMS undelivered (receipt)', { challengeId: req.challengeId, errorCode });
     }
     return { status: 204 };

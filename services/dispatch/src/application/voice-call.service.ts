@@ -30,8 +30,6 @@ const calls = counter('mfa_voice_calls_total', 'Voice challenges by how their ca
 
 /** How long a call's state outlives its challenge (late status callbacks still find it). */
 const CALL_STATE_MARGIN_MS = 10 * 60_000;
-/** How long a start without a method avoids voice for a user whose call went unanswered. */
-const FAILED_METHOD_MS = 10 * 60_000;
 /** Seconds the extension prompt waits for the call to be put through and # pressed. */
 const EXTENSION_TIMEOUT_SECONDS = 15;
 /** Seconds Twilio waits for keys at each prompt. */
@@ -271,7 +269,7 @@ export class VoiceCallService {
   }
 
   private async markUnanswered(challengeId: string, now: number): Promise<void> {
-    await this.options.guard.undeliverable(challengeId, now, now + FAILED_METHOD_MS, 'voice').catch((error: unknown) => this.options.log.warn('could not mark the call unanswered in Redis', { error }));
+    await this.options.guard.undeliverable(challengeId, now, 'voice').catch((error: unknown) => this.options.log.warn('could not mark the call unanswered in Redis', { error }));
   }
 
   private async internal<T>(subject: string, body: unknown): Promise<T> {

@@ -1,5 +1,6 @@
 export * from './env.js';
 export * from './fake-twilio.js';
+export * from './fake-smsc.js';
 export * from './stack.js';
 export * from './nats-server.js';
 export * from './redis-server.js';

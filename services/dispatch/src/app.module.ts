@@ -1,22 +1,37 @@
-import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { ProviderBreakers } from './adapters/sms/circuit-breakers.js';
 
-/** The breakers' timers stop with the service. */
+/**
+ * The providers with a session of their own (SMPP) bind when the service starts and unbind when it
+ * stops; their receipts go to SmsReceiptsService. The breakers' timers stop with the service.
+ */
 @Injectable()
-class BreakersLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(ProviderBreakers) private readonly breakers: ProviderBreakers) {}
-  onApplicationShutdown(): void {
+class SmsProvidersLifecycle implements OnApplicationBootstrap, OnApplicationShutdown {
+  constructor(
+    @Inject(SMS_PROVIDERS) private readonly providers: readonly SmsProvider[],
+    @Inject(ProviderBreakers) private readonly breakers: ProviderBreakers,
+    @Inject(SmsReceiptsService) private readonly receipts: SmsReceiptsService,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    for (const provider of this.providers.filter(hasSession)) provider.start({ log: this.log, onReceipt: (receipt) => this.receipts.reported(receipt) });
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all(this.providers.filter(hasSession).map((provider) => provider.stop()));
     this.breakers.shutdown();
   }
 }
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Redis } from 'ioredis';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
+import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
 import { PhoneThrottle } from './adapters/phone-throttle.js';
 import { SendGuard } from './adapters/send-guard.js';
 import type { Logger } from '@mfa/telemetry';
-import type { SmsProvider } from './adapters/sms/sms-provider.js';
+import { hasSession, type SmsProvider } from './adapters/sms/sms-provider.js';
+import { ReceiptRoutes } from './adapters/receipt-routes.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
 import { SmsDeliveryService } from './application/sms-delivery.service.js';
 import type { DispatchConfig } from './config.js';
@@ -60,7 +75,8 @@ export class AppModule {
               resetSeconds: config.PROVIDER_BREAKER_RESET_SECONDS,
             }),
         },
-        BreakersLifecycle,
+        SmsProvidersLifecycle,
+        { provide: ReceiptRoutes, useFactory: (redis: Redis) => new ReceiptRoutes(redis), inject: [REDIS] },
         { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
         { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
               maxSends: config.PHONE_MAX_SENDS_PER_WINDOW,
@@ -71,9 +87,9 @@ export class AppModule {
             }), inject: [REDIS] },
         {
           provide: SmsReceiptsService,
-          useFactory: (publisher: EventPublisher, guard: SendGuard) =>
-            new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), publisher, guard, log }),
-          inject: [EventPublisher, SendGuard],
+          useFactory: (publisher: EventPublisher, guard: SendGuard, routes: ReceiptRoutes) =>
+            new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), routes, publisher, guard, log }),
+          inject: [EventPublisher, SendGuard, ReceiptRoutes],
         },
         {
           provide: VoiceCallService,
@@ -100,7 +116,15 @@ export class AppModule {
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, phoneThrottle: PhoneThrottle, breakers: ProviderBreakers) =>
+          useFactory: (
+            publisher: EventPublisher,
+            smsProviders: readonly SmsProvider[],
+            keys: UserDataKeys,
+            guard: SendGuard,
+            phoneThrottle: PhoneThrottle,
+            breakers: ProviderBreakers,
+            receiptRoutes: ReceiptRoutes,
+          ) =>
             new SmsDeliveryService({
               keyring: config.keyring,
               keys,
@@ -111,16 +135,22 @@ export class AppModule {
               guard,
               phoneThrottle,
               breakers,
+              receiptRoutes,
               webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
-              // A claim outlives one provider call: the provider's total timeout and a margin.
-              claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
+              // A claim outlives one provider call: the longest provider's total timeout and a margin.
+              claimTtlMs: Math.max(config.TWILIO_TIMEOUT_MS, config.SMPP_TIMEOUT_MS) + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers, ReceiptRoutes],
         },
         {
           provide: HEALTH_CHECKS,
-          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers) => [nats, redis, breakers.healthCheck()],
+          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers) => [
+            nats,
+            redis,
+            breakers.healthCheck(),
+            ...providers.filter(hasSession).map((provider) => provider.healthCheck()),
+          ],
           inject: [NatsHealth, RedisHealth, ProviderBreakers],
         },
       ],

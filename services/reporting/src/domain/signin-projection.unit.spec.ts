@@ -233,6 +233,23 @@ describe('delivery projection', () => {
     assert.ok(patch);
     assert.deepEqual([patch.status, patch.error, patch.messageId], ['undelivered', '30005', sent.data.providerMessageId]);
   });
+
+  it('given a receipt recorded before the SmsSent of its message (an SMSC answers at once), then the receipt stands; a send of another message replaces it', () => {
+    const c = signin();
+    const sent = smsSent(c);
+    const receipt = {
+      ...sent,
+      id: randomUUID(),
+      type: 'SmsDeliveryReported',
+      version: 1,
+      data: { challengeId: c.challengeId, provider: 'smpp', providerMessageId: sent.data.providerMessageId, status: 'delivered' },
+    } as DispatchEvent;
+    const [patch] = foldDispatchEvents(seqd<DispatchEvent>(receipt, sent));
+    assert.deepEqual([patch?.status, patch?.provider, patch?.messageId], ['delivered', 'smpp', sent.data.providerMessageId]);
+    const another = { ...sent, id: randomUUID(), data: { ...sent.data, providerMessageId: 'another-message' } } as DispatchEvent;
+    const [resent] = foldDispatchEvents(seqd<DispatchEvent>(receipt, another));
+    assert.deepEqual([resent?.status, resent?.messageId], ['sent', 'another-message']);
+  });
 });
 
 describe('tenant projection', () => {

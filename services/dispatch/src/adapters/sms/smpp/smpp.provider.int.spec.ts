@@ -1,6 +1,10 @@
 import { after, afterEach, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import smpp from 'smpp';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, FakeSmsc, itWith } from '@mfa/testing';
@@ -202,5 +206,49 @@ describe('SMPP provider against an SMSC', () => {
     await p.stop();
     await eventually(async () => (fake.sessions === 0 ? true : undefined), 5_000, 'the session unbound');
     await assert.rejects(p.healthCheck().check(), /not bound: stopped/);
+  });
+});
+
+describe('SMPP provider over TLS (smpps://)', () => {
+  // A self-signed certificate for 127.0.0.1, made by openssl for this run.
+  const dir = mkdtempSync(join(tmpdir(), 'smpps-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=fake-smsc', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+  const cert = readFileSync(join(dir, 'cert.pem'));
+  const fake = new FakeSmsc('mfa-tls', 'tls-pass', { key: readFileSync(join(dir, 'key.pem')), cert });
+  const providers: SmppSmsProvider[] = [];
+
+  before(async () => {
+    await fake.start();
+  });
+  after(async () => {
+    await Promise.all(providers.map((p) => p.stop()));
+    await fake.stop();
+  });
+
+  const start = (tlsOptions: SmppOptions['tlsOptions']) => {
+    const p = new SmppSmsProvider({ target: parseSmppUrl(fake.url()), sourceAddr: '+15005550006', window: 10, timeoutMs: 2_000, enquireLinkMs: 30_000, reconnect: { baseMs: 50, maxMs: 200 }, tlsOptions });
+    providers.push(p);
+    p.start({ log, onReceipt: async () => undefined });
+    return p;
+  };
+
+  itWith({ real: [], fake: smsc }, 'binds and submits over TLS to an SMSC whose certificate it trusts, and refuses one it does not', async () => {
+    assert.match(fake.url(), /^smpps:\/\//);
+    const trusted = start({ ca: cert });
+    await eventually(() => trusted.healthCheck().check().then(() => true), 5_000, 'bound over TLS');
+    const to = uniquePhone();
+    const { providerMessageId } = await trusted.send({ to, body: body() });
+    assert.equal(fake.messagesTo(to)[0]?.messageId, providerMessageId);
+
+    const untrusted = start(undefined);
+    const reason = await eventually(
+      () => untrusted.healthCheck().check().then(
+        () => assert.fail('bound to an SMSC with an untrusted certificate'),
+        (e: Error) => (/certificate/i.test(e.message) ? e.message : undefined),
+      ),
+      5_000,
+      'the TLS refusal',
+    );
+    assert.match(reason, /^(binding|not bound): connection error: .*certificate/i);
   });
 });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import smpp, { type PDU, type Session } from 'smpp';
 import type { HealthCheck } from '@mfa/service-kit';
@@ -125,6 +126,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
     const session = this.session;
     if (!session) {
       this.state = 'stopped';
+      this.lastError = 'stopped';
       return;
     }
     if (this.state === 'bound') {
@@ -134,6 +136,8 @@ export class SmppSmsProvider implements SessionSmsProvider {
       });
     }
     this.lost(session, 'stopped');
+    // Whatever ended the session first (the SMSC closing after unbind_resp), it was the stop.
+    this.lastError = 'stopped';
   }
 
   healthCheck(): HealthCheck {
@@ -158,10 +162,13 @@ export class SmppSmsProvider implements SessionSmsProvider {
       { kind: SpanKind.CLIENT, parent: contextFromCarrier(message.trace), attributes: { 'server.address': host, 'server.port': port, 'mfa.sms.provider': this.name } },
       async (span) => {
         const deadline = Date.now() + this.options.timeoutMs;
-        const session = await this.boundSession(deadline);
+        await this.boundSession(deadline);
         await this.takeSlot(deadline);
         let response: PDU;
+        // The session bound now: the one seen before waiting for a slot may have been lost meanwhile.
+        const session = this.state === 'bound' ? this.session : undefined;
         try {
+          if (!session) throw transientError(`SMPP session not bound: ${this.lastError}`);
           response = await this.submit(session, message, deadline);
         } finally {
           this.releaseSlot();
@@ -258,7 +265,8 @@ export class SmppSmsProvider implements SessionSmsProvider {
     if (!this.running) return;
     this.state = 'connecting';
     const { tls, host, port } = this.options.target;
-    const session = smpp.connect({ host, port, tls, ...(tls ? { servername: host, ...this.options.tlsOptions } : {}) });
+    // SNI names a host, never an address (RFC 6066); the certificate is checked against either.
+    const session = smpp.connect({ host, port, tls, ...(tls ? { ...(isIP(host) ? {} : { servername: host }), ...this.options.tlsOptions } : {}) });
     this.session = session;
     session.on(tls ? 'secureConnect' : 'connect', () => this.bind(session));
     // Every error ends in `lost`, which ignores a session that is not the current one; the

@@ -26,6 +26,10 @@ import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
 import { SmsWebhooksController, VoiceRequestsController, VoiceWebhooksController } from './api/twilio.controller.js';
 import { SmsReceiptsService } from './application/sms-receipts.service.js';
 import { VoiceCallService } from './application/voice-call.service.js';
+import { RecordingStore } from './adapters/voice/recording-store.js';
+import { VoiceRecordingsService } from './application/voice-recordings.service.js';
+import { RecordingFetchController, VoiceRecordingsController } from './api/voice-recordings.controller.js';
+import { tenantSettingsOf } from '@mfa/messaging';
 
 /**
  * dispatch: delivers SMS codes of challenges through the configured providers, with failover; places
@@ -47,7 +51,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController],
+      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController, VoiceRecordingsController, RecordingFetchController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
         {
@@ -75,9 +79,22 @@ export class AppModule {
             new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), publisher, guard, log }),
           inject: [EventPublisher, SendGuard],
         },
+        { provide: RecordingStore, useFactory: (nats: NatsClients) => RecordingStore.open(nats.nc, config.STREAM_REPLICAS), inject: [NATS] },
+        {
+          provide: VoiceRecordingsService,
+          useFactory: (store: RecordingStore, nats: NatsClients) =>
+            new VoiceRecordingsService({
+              store,
+              keyring: config.keyring,
+              tenantExists: async (tenantId) => (await tenantSettingsOf(nats.jsm, tenantId)) !== undefined,
+              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
+              log,
+            }),
+          inject: [RecordingStore, NATS],
+        },
         {
           provide: VoiceCallService,
-          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle) =>
+          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
             new VoiceCallService({
               keys,
               provider:
@@ -91,10 +108,11 @@ export class AppModule {
               guard,
               phoneThrottle,
               calls: new CallStore(redis),
+              recordings,
               nc: nats.nc,
               log,
             }),
-          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle],
+          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle, VoiceRecordingsService],
         },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },

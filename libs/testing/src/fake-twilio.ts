@@ -214,8 +214,8 @@ export class FakeTwilio {
   }
 
   /** Resolves once a call to `to` has ended (its status callback answered). */
-  waitForCall(to: string, timeoutMs = 20_000): Promise<FakeTwilioCall> {
-    const done = (c: FakeTwilioCall) => c.to === to && c.ended;
+  waitForCall(to: string, where: (call: FakeTwilioCall) => boolean = () => true, timeoutMs = 20_000): Promise<FakeTwilioCall> {
+    const done = (c: FakeTwilioCall) => c.to === to && c.ended && where(c);
     const found = this.calls.find(done);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {

@@ -319,9 +319,8 @@ export class VoiceCallService {
       method: 'POST',
       action: `${base}/voice/gather/${encodeURIComponent(req.challengeId)}?ext=${prompt}`,
     });
-    // The digits are always spoken (a recording cannot know them), in the language of the message before them.
-    const spoken = await this.speak(gather, state, 'extensionPromptBeforeDigits');
-    gather.say({ language: spoken as never }, `${[...(state.extension ?? '')].join(' ')}.`);
+    // The digits are always spoken (a recording cannot know them).
+    await this.speak(gather, state, 'extensionPromptBeforeDigits', `${[...(state.extension ?? '')].join(' ')}.`);
     await this.speak(gather, state, 'extensionPromptAfterDigits');
     return response.toString();
   }
@@ -335,10 +334,10 @@ export class VoiceCallService {
 
   /**
    * One message into the TwiML: the tenant's recording (`<Play>` of a signed URL) or our script
-   * (`<Say>`), as chooseVoiceMessage decides. Returns the `<Say>` language of the user's language.
-   * A recording store that cannot be reached leaves our script: the call goes on.
+   * (`<Say>`), as chooseVoiceMessage decides; `spokenAfter` is said after it (in the same `<Say>` as
+   * our script). A recording store that cannot be reached leaves our script: the call goes on.
    */
-  private async speak(into: Speaker, state: CallState, type: VoiceMessageType): Promise<string> {
+  private async speak(into: Speaker, state: CallState, type: VoiceMessageType, spokenAfter?: string): Promise<void> {
     const recordings = new Map<string, Recording>();
     const recorded = async (language: string) => {
       const recording = await this.options.recordings.recorded(state.tenantId, type, language).catch((error: unknown) => {
@@ -349,10 +348,12 @@ export class VoiceCallService {
       return recording !== undefined;
     };
     const choice = await chooseVoiceMessage(type, state.language, state.fraudCode, recorded);
-    const sayLanguage = voiceMessage(type, state.language, state.fraudCode).language;
-    if (choice.kind === 'play') into.play({}, this.options.recordings.playUrl(state.tenantId, type, choice.language, recordings.get(choice.language)!));
-    else into.say({ language: choice.language as never }, choice.text);
-    return sayLanguage;
+    if (choice.kind === 'say') {
+      into.say({ language: choice.language as never }, spokenAfter ? `${choice.text} ${spokenAfter}` : choice.text);
+      return;
+    }
+    into.play({}, this.options.recordings.playUrl(state.tenantId, type, choice.language, recordings.get(choice.language)!));
+    if (spokenAfter) into.say({ language: voiceMessage(type, state.language, state.fraudCode).language as never }, spokenAfter);
   }
 
   private async ending(state: CallState, outcome: string): Promise<string> {

@@ -107,3 +107,10 @@ export const VoiceMessagesDeleteRequest = z.strictObject({ tenantId: TenantId, t
 export type VoiceMessagesDeleteRequest = z.infer<typeof VoiceMessagesDeleteRequest>;
 export const VoiceMessagesDeleteReply = z.object({ type: VoiceMessageType, language: z.string(), deleted: z.boolean() });
 export type VoiceMessagesDeleteReply = z.infer<typeof VoiceMessagesDeleteReply>;
+
+/**
+ * The token the development voice provider (dispatch's VOICE_PROVIDER=console, refused in
+ * production) checks its webhooks' X-Twilio-Signature with, in place of a Twilio auth token. Public:
+ * anyone may play the phone of a development stack.
+ */
+export const DEVELOPMENT_VOICE_WEBHOOK_TOKEN = 'open-mfa development voice webhooks - never in production';

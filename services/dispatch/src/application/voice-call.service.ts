@@ -42,7 +42,7 @@ const INTERNAL_TIMEOUT_MS = 5_000;
 export interface VoiceOptions {
   keys: Pick<UserDataKeys, 'get'>;
   /** undefined: voice is not configured (TWILIO_* or VOICE_WEBHOOK_BASE_URL missing): calls fail, the IdP falls back. */
-  provider: Pick<TwilioVoiceProvider, 'placeCall' | 'name'> | undefined;
+  provider: { readonly name: string; placeCall: TwilioVoiceProvider['placeCall'] } | undefined;
   /** The public base URL Twilio reaches this service's webhooks on (VOICE_WEBHOOK_BASE_URL). */
   webhookBaseUrl: string | undefined;
   /** The Twilio auth token every webhook's X-Twilio-Signature is checked with. */

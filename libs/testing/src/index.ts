@@ -10,6 +10,7 @@ export * from './otlp-receiver.js';
 // telemetry at import (index.unit.spec.ts checks).
 export * from './factories.js';
 export * from './decider-spec.js';
+export * from './recordings.js';
 export * from './adapters.js';
 export * from './smtp-sink.js';
 export * from './oidc-provider.js';

@@ -40,7 +40,35 @@ import { CallStore } from './adapters/voice/call-store.js';
 import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
 import { SmsWebhooksController, VoiceRequestsController, VoiceWebhooksController } from './api/twilio.controller.js';
 import { SmsReceiptsService } from './application/sms-receipts.service.js';
-import { VoiceCallService } from './application/voice-call.service.js';
+import { VoiceCallService, type VoiceOptions } from './application/voice-call.service.js';
+import { ConsoleVoiceProvider } from './adapters/voice/console-voice.js';
+import { ConfigError } from '@mfa/service-kit';
+import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN } from '@mfa/contracts';
+import { RecordingStore } from './adapters/voice/recording-store.js';
+import { VoiceRecordingsService } from './application/voice-recordings.service.js';
+import { RecordingFetchController, VoiceRecordingsController } from './api/voice-recordings.controller.js';
+import { tenantSettingsOf } from '@mfa/messaging';
+
+/**
+ * Who places calls, where their webhooks are, and what signs them: Twilio (with its auth token), or
+ * in development the console provider (its public token, this service's own address by default).
+ */
+function voiceProvider(config: DispatchConfig): Pick<VoiceOptions, 'provider' | 'webhookBaseUrl' | 'authToken'> {
+  if (config.VOICE_PROVIDER === 'console') {
+    if (config.NODE_ENV === 'production') throw new ConfigError('VOICE_PROVIDER=console is for development only; refused when NODE_ENV=production');
+    const host = config.HTTP_HOST === '0.0.0.0' || config.HTTP_HOST === '::' ? '127.0.0.1' : config.HTTP_HOST;
+    return { provider: new ConsoleVoiceProvider(), webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL ?? `http://${host}:${config.HTTP_PORT}`, authToken: DEVELOPMENT_VOICE_WEBHOOK_TOKEN };
+  }
+  const twilio = config.TWILIO_ACCOUNT_SID && config.TWILIO_AUTH_TOKEN;
+  if (config.VOICE_PROVIDER === 'twilio' && !twilio) throw new ConfigError('VOICE_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN');
+  return {
+    provider: twilio
+      ? new TwilioVoiceProvider({ apiUrl: config.TWILIO_API_URL, accountSid: config.TWILIO_ACCOUNT_SID!, authToken: config.TWILIO_AUTH_TOKEN!, timeoutMs: config.TWILIO_TIMEOUT_MS })
+      : undefined,
+    webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
+    authToken: config.TWILIO_AUTH_TOKEN,
+  };
+}
 
 /**
  * dispatch: delivers SMS codes of challenges through the configured providers, with failover; places
@@ -49,6 +77,7 @@ import { VoiceCallService } from './application/voice-call.service.js';
 @Module({})
 export class AppModule {
   static forRoot(config: DispatchConfig, log: Logger, providers: readonly SmsProvider[]): DynamicModule {
+    const voice = voiceProvider(config);
     return {
       module: AppModule,
       imports: [
@@ -62,7 +91,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController],
+      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController, VoiceRecordingsController, RecordingFetchController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
         {
@@ -77,7 +106,7 @@ export class AppModule {
         },
         SmsProvidersLifecycle,
         { provide: ReceiptRoutes, useFactory: (redis: Redis) => new ReceiptRoutes(redis), inject: [REDIS] },
-        { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
+        { provide: VOICE_WEBHOOK_BASE, useValue: voice.webhookBaseUrl },
         { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
               maxSends: config.PHONE_MAX_SENDS_PER_WINDOW,
               windowSeconds: config.PHONE_SEND_WINDOW_SECONDS,
@@ -91,26 +120,35 @@ export class AppModule {
             new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), routes, publisher, guard, log }),
           inject: [EventPublisher, SendGuard, ReceiptRoutes],
         },
+        { provide: RecordingStore, useFactory: (nats: NatsClients) => RecordingStore.open(nats.nc, config.STREAM_REPLICAS), inject: [NATS] },
+        {
+          provide: VoiceRecordingsService,
+          useFactory: (store: RecordingStore, nats: NatsClients) =>
+            new VoiceRecordingsService({
+              store,
+              keyring: config.keyring,
+              tenantExists: async (tenantId) => (await tenantSettingsOf(nats.jsm, tenantId)) !== undefined,
+              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
+              log,
+            }),
+          inject: [RecordingStore, NATS],
+        },
         {
           provide: VoiceCallService,
-          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle) =>
+          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
             new VoiceCallService({
               keys,
-              provider:
-                config.TWILIO_ACCOUNT_SID && config.TWILIO_AUTH_TOKEN
-                  ? new TwilioVoiceProvider({ apiUrl: config.TWILIO_API_URL, accountSid: config.TWILIO_ACCOUNT_SID, authToken: config.TWILIO_AUTH_TOKEN, timeoutMs: config.TWILIO_TIMEOUT_MS })
-                  : undefined,
-              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
-              authToken: config.TWILIO_AUTH_TOKEN,
+              ...voice,
               ringSeconds: config.VOICE_RING_SECONDS,
               publisher,
               guard,
               phoneThrottle,
               calls: new CallStore(redis),
+              recordings,
               nc: nats.nc,
               log,
             }),
-          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle],
+          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle, VoiceRecordingsService],
         },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },

@@ -87,6 +87,13 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
    * challenges cannot be called: their status says delivery_failed and the IdP falls back.
    */
   VOICE_WEBHOOK_BASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  /**
+   * Who places voice calls: `twilio` (the default when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are
+   * set), or `console` (development only, refused in production): no call is placed, the call is
+   * printed, and whoever plays the phone (`npm run demo`, curl) answers the webhooks signed with
+   * the public DEVELOPMENT_VOICE_WEBHOOK_TOKEN. `npm start` picks `console` when Twilio is not set.
+   */
+  VOICE_PROVIDER: z.enum(['twilio', 'console']).optional(),
   /** Seconds a call rings before Twilio gives up (no-answer). */
   VOICE_RING_SECONDS: z.coerce.number().int().min(5).max(60).default(30),
 });

@@ -53,7 +53,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
 
   before(async () => {
     stack = await startStack({
-      services: ['user-settings', 'auth-challenge', 'reporting', 'fraud'],
+      services: ['user-settings', 'auth-challenge', 'reporting', 'fraud', 'dispatch'],
       instances: 2,
       env: {
         NODE_ENV: 'test',

@@ -198,7 +198,11 @@ async function playVoiceSignIn(o: { ask: Ask; jsm: JetStreamManager; out: (line:
     },
     15_000,
     'the call placed or refused',
-  );
+  ).catch(() => undefined);
+  if (!outcome) {
+    o.out('📞 no call: dispatch did not take the voice request (is it running?)');
+    return 'skipped';
+  }
   if (outcome.type === 'VoiceCallFailed') {
     o.out(`📞 no call: ${outcome.data.failures[0]?.error ?? 'not placed'} (npm start uses the development voice provider when Twilio is not set)`);
     return 'skipped';

@@ -53,6 +53,9 @@ const WORKING_EVERY_MS = 5_000;
 /** Why an SMS of an erased user is not sent (in its SmsDeliveryFailed). */
 export const USER_ERASED = 'user erased: the phone number can no longer be read';
 
+/** Why a code was not sent: its challenge expired first (no provider was called). */
+const EXPIRED_BEFORE_DELIVERY = 'challenge expired before delivery';
+
 /** Why an SMS to a number that reached its limit across users is not sent (in its SmsDeliveryFailed). */
 export const PHONE_THROTTLED = 'phone number throttled: too many codes sent to it across users';
 
@@ -130,7 +133,7 @@ export class SmsDeliveryService {
       const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
       if (step.type === 'GiveUp') {
         if (step.reason === 'expired') {
-          const error = failures.length === 0 ? 'challenge expired before delivery' : 'challenge expired during delivery';
+          const error = failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : 'challenge expired during delivery';
           failures.push({ provider: 'none', error, transient: false });
           smsSends.inc({ provider: 'none', outcome: 'expired' });
         }
@@ -264,7 +267,7 @@ export class SmsDeliveryService {
    */
   async expiredBeforeResend(job: Pick<SmsSendJob, 'cause' | 'resend'>, msg: Delivery['msg']): Promise<DispatchEvent> {
     smsSends.inc({ provider: 'none', outcome: 'expired' });
-    const outcome = this.failed(job, { challengeId: job.cause.data.challengeId, attempts: 1, failures: [{ provider: 'none', error: 'challenge expired before delivery', transient: false }] });
+    const outcome = this.failed(job, { challengeId: job.cause.data.challengeId, attempts: 1, failures: [{ provider: 'none', error: EXPIRED_BEFORE_DELIVERY, transient: false }] });
     await this.publish(outcome, msg, this.options.log.child({ eventId: job.cause.id, challengeId: job.cause.data.challengeId }));
     return outcome;
   }

@@ -117,8 +117,8 @@ async function outcomesOf(challengeId: string): Promise<AnyEvent[]> {
 }
 
 /**
- * Everything queued before a scripted failure (other suites' SMS requests) is handled, so it
- * cannot take the failure meant for our request. Unacknowledged messages alone do not count
+ * Everything queued before a scripted failure (other suites' SMS requests and resends) is handled,
+ * so it cannot take the failure meant for our request. Unacknowledged messages alone do not count
  * once the fake has gone quiet: a dead-lettered message stays unacknowledged on servers that
  * ignore the reason of a +TERM (nats-server 2.9), and those never reach Twilio.
  */
@@ -127,13 +127,13 @@ async function backlogHandled(fake: FakeTwilio): Promise<void> {
   let quietSince = Date.now();
   await eventually(
     async () => {
-      const info = await nats.jsm.consumers.info(Consumers.dispatchSms.stream, Consumers.dispatchSms.durable);
+      const infos = await Promise.all([Consumers.dispatchSms, Consumers.dispatchSmsResend].map((c) => nats.jsm.consumers.info(c.stream, c.durable)));
       if (fake.requests !== seenRequests) {
         seenRequests = fake.requests;
         quietSince = Date.now();
       }
-      if (info.num_pending > 0) return undefined;
-      return info.num_ack_pending === 0 || Date.now() - quietSince >= 500 ? true : undefined;
+      if (infos.some((info) => info.num_pending > 0)) return undefined;
+      return infos.every((info) => info.num_ack_pending === 0) || Date.now() - quietSince >= 500 ? true : undefined;
     },
     60_000,
     'the SMS request backlog to be handled',

@@ -22,7 +22,7 @@ function show(service, line) {
     const { time, level, msg, service: _s, instance: _i, ...rest } = JSON.parse(line);
     const extra = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : '';
     text = `${String(time).slice(11, 23)} ${level.padEnd(5)} ${msg}${extra}`;
-    if (quiet && level === 'info' && !/ready|stopp|console SMS/i.test(msg)) return;
+    if (quiet && level === 'info' && !/ready|stopp|console SMS|console call/i.test(msg)) return;
   } catch {
     // not JSON: print as it is
   }
@@ -33,6 +33,8 @@ const env = { NODE_ENV: process.env.NODE_ENV ?? 'development' };
 // A first run has no identity provider: outside production the console offers its development
 // sign-in until OIDC_ISSUER_URL is set (docs/operations.md, "Console").
 if (env.NODE_ENV !== 'production' && !process.env.OIDC_ISSUER_URL && process.env.CONSOLE_DEV_LOGIN === undefined) env.CONSOLE_DEV_LOGIN = 'true';
+// Without Twilio, calls go to the development voice provider: printed, and answered by `npm run demo`.
+if (env.NODE_ENV !== 'production' && !process.env.TWILIO_ACCOUNT_SID && process.env.VOICE_PROVIDER === undefined) env.VOICE_PROVIDER = 'console';
 let stack;
 let stopping = false;
 async function stop(signal) {

@@ -1,4 +1,5 @@
 import type { NatsConnection } from '@nats-io/nats-core';
+import { Objm } from '@nats-io/obj';
 import { connectClient, requestJson } from '@mfa/messaging';
 
 /** A contract error answered by a service, or the service not reachable: printed, exit code 1. */
@@ -43,6 +44,18 @@ export class Api {
     }
     if (reply.error) throw new CliError(`${reply.error.code}: ${reply.error.message}`, reply.error.code);
     return reply as T;
+  }
+
+  /**
+   * Puts a file into a JetStream object store bucket (what the API cannot carry in one request,
+   * such as a voice recording): needs NATS credentials that may use JetStream.
+   */
+  async putObject(bucket: string, name: string, bytes: Uint8Array): Promise<void> {
+    try {
+      await (await new Objm(this.nc).open(bucket)).putBlob({ name }, bytes);
+    } catch (error) {
+      throw new CliError(`cannot put ${name} into ${bucket}: ${(error as Error).message} (the NATS user needs JetStream access to the bucket; is the stack running?)`, 'unavailable');
+    }
   }
 
   async close(): Promise<void> {

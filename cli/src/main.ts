@@ -1,5 +1,7 @@
 import { Command, Option } from 'commander';
-import { Subjects } from '@mfa/contracts';
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { MAX_VOICE_MESSAGE_BYTES, Subjects, VoiceMessageBuckets } from '@mfa/contracts';
 import { Api, CliError } from './api.js';
 import { render, type Format } from './output.js';
 
@@ -215,6 +217,35 @@ users
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersDelete, { tenantId, userId }))));
 
 // ---- app passwords -----------------------------------------------------------------------------
+const voice = program.command('voice-messages').description("the tenant's own recordings of the call's messages (admin scope)");
+voice
+  .command('upload <tenant> <type> <language> <file>')
+  .description('a WAV or MP3 of at most 1 MB (checked by its content) for one message type (e.g. greetingStandard) and language (e.g. fr); replaces the one before')
+  .action((tenantId: string, type: string, language: string, file: string) =>
+    withApi(async (api) => {
+      const bytes = await readFile(file).catch((error: Error) => {
+        throw new CliError(`cannot read ${file}: ${error.message}`, 'invalid_request');
+      });
+      if (bytes.length > MAX_VOICE_MESSAGE_BYTES) throw new CliError(`${file} is larger than 1 MB`, 'invalid_request');
+      const object = `${tenantId}/${randomUUID()}`;
+      await api.putObject(VoiceMessageBuckets.uploads, object, bytes);
+      print(await api.call(Subjects.voiceMessagesUpload, { tenantId, type, language, object }));
+    }),
+  );
+voice
+  .command('list <tenant>')
+  .description('the recordings of the tenant, by type and language')
+  .action((tenantId: string) =>
+    withApi(async (api, globals) => {
+      const reply = await api.call<{ messages: Array<Record<string, unknown>> }>(Subjects.voiceMessagesList, { tenantId });
+      process.stdout.write(render(reply.messages, ['type', 'language', 'format', 'bytes', 'durationSeconds', 'uploadedAt'], globals.format));
+    }),
+  );
+voice
+  .command('delete <tenant> <type> <language>')
+  .description('back to the default script for that type and language')
+  .action((tenantId: string, type: string, language: string) => withApi(async (api) => print(await api.call(Subjects.voiceMessagesDelete, { tenantId, type, language }))));
+
 const appPasswords = program.command('apppasswords').description('app passwords of legacy clients (the tenant\'s appPasswords.allowed)');
 appPasswords
   .command('create <tenant> <user>')

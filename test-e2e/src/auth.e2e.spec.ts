@@ -163,6 +163,12 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, name: 'intruder', scopes: ['admin'] };
       case Subjects.clientsRevoke:
         return { tenantId, clientId: clientOfA };
+      case Subjects.voiceMessagesUpload:
+        return { tenantId, type: 'greetingStandard', language: 'en', object: `${tenantId}/matrix.wav` };
+      case Subjects.voiceMessagesList:
+        return { tenantId };
+      case Subjects.voiceMessagesDelete:
+        return { tenantId, type: 'greetingStandard', language: 'en' };
     }
   }
 

@@ -2,13 +2,15 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Subjects } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { base32Decode, totp } from '@mfa/crypto';
-import { eventually, itWith, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, itWith, repoRoot, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 const run = promisify(execFile);
 const MFA = join(repoRoot, 'cli', 'bin', 'mfa.js');
@@ -59,7 +61,7 @@ describe('the mfa command line', () => {
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'has --help on every command', async () => {
     const top = await mfa(['--help']);
     assert.equal(top.code, 0);
-    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports']) {
+    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports', 'voice-messages']) {
       assert.match(top.stdout, new RegExp(`\\b${group}\\b`));
       const help = await mfa([group, '--help']);
       assert.equal(help.code, 0, group);
@@ -138,6 +140,17 @@ describe('the mfa command line', () => {
     assert.equal(pinSet.code, 0, pinSet.stderr);
     assert.equal(JSON.parse(pinSet.stdout).pinSet, true);
     assert.match((await mfa(['users', 'set-pin', tenantId, userId], idpKey, { MFA_PIN: '12' })).stderr, /invalid_request/);
+    // A recording of a call's message: uploaded from a file, listed, refused when it is not audio, deleted.
+    const folder = mkdtempSync(join(tmpdir(), 'mfa-cli-'));
+    writeFileSync(join(folder, 'greeting.wav'), toneWav(1));
+    writeFileSync(join(folder, 'greeting.mp3'), 'this is text, whatever the name says');
+    const uploaded = await json(['voice-messages', 'upload', tenantId, 'greetingPin', 'sv', join(folder, 'greeting.wav')]);
+    assert.deepEqual([uploaded.type, uploaded.language, uploaded.format, uploaded.durationSeconds], ['greetingPin', 'sv', 'wav', 1]);
+    assert.match((await mfa(['voice-messages', 'upload', tenantId, 'greetingPin', 'sv', join(folder, 'greeting.mp3')])).stderr, /invalid_request: the file is not a WAV or MP3/);
+    assert.match((await mfa(['voice-messages', 'list', tenantId])).stdout, /^greetingPin\s+sv\s+wav\s+16044\s+1\s/m);
+    assert.match((await mfa(['voice-messages', 'list', tenantId], idpKey)).stderr, /forbidden/, 'recordings are admin');
+    assert.equal((await json(['voice-messages', 'delete', tenantId, 'greetingPin', 'sv'])).deleted, true);
+    assert.match((await mfa(['voice-messages', 'list', tenantId])).stdout, /\(none\)/);
     assert.match((await mfa(['users', 'reset', tenantId, userId], idpKey)).stderr, /forbidden/, 'reset is admin');
     assert.equal((await json(['users', 'reset', tenantId, userId])).reset, true);
     assert.deepEqual((await json(['users', 'get', tenantId, userId], idpKey)).methods, []);

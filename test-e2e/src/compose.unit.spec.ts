@@ -108,11 +108,11 @@ interface Expected {
 
 const everywhere = ['NATS_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'HTTP_PORT'];
 const keyring = ['MFA_ENCRYPTION_KEY', 'MFA_AUTH', 'MFA_PLATFORM_API_KEY'];
-const twilio = ['SMS_PROVIDERS', 'TWILIO_API_URL', 'TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER'];
+const smsProviders = ['SMS_PROVIDERS', 'TWILIO_API_URL', 'TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER', 'SMPP_URL', 'SMPP_SOURCE_ADDR'];
 
 const expected: Record<string, Expected> = {
   'auth-challenge': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
-  dispatch: { needs: ['nats'], env: [...everywhere, ...keyring, ...twilio] },
+  dispatch: { needs: ['nats'], env: [...everywhere, ...keyring, ...smsProviders] },
   fraud: { needs: ['nats'], env: [...everywhere, ...keyring] },
   'user-settings': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
   reporting: { needs: ['nats', 'postgres'], env: [...everywhere, ...keyring, 'DATABASE_URL'] },

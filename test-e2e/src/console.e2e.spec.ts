@@ -9,7 +9,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { InternalSubjects, Subjects } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { base32Decode, totp } from '@mfa/crypto';
-import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -271,6 +271,76 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.screenshot({ path: join(SHOTS, 'audit.png'), fullPage: true });
     await context.close();
   }, { timeout: 180_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'telephony on the pages: caller ID, PIN mode and SMS country rules apply; a recording uploads with progress, plays back, is refused when it lies, and is deleted', async () => {
+    const { context, page } = await signIn('ops');
+    await tenantPage(page, tenantB, 'settings');
+    // A caller ID outside the US is refused; a US one is saved. PIN mode on. SMS only to Sweden.
+    await page.fill('input[name="voice.callerId"]', '+46701234567');
+    await page.click('form.settings button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /callerId/);
+    await page.fill('input[name="voice.callerId"]', '+18553308653');
+    await page.check('input[name="voice.pinMode"]');
+    await page.fill('textarea[name="sms.allowedCountries"]', 'SE');
+    await page.click('form.settings button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /Settings saved/);
+    const settings = (await ask(Subjects.tenantsGet, { tenantId: tenantB })).settings as { voice: { callerId: string; pinMode: boolean }; sms: { allowedCountries: string[] } };
+    assert.deepEqual([settings.voice.callerId, settings.voice.pinMode, settings.sms.allowedCountries], ['+18553308653', true, ['SE']]);
+    const caller = uniqueUser('caller');
+    await ask(Subjects.usersRegister, { tenantId: tenantB, userId: caller, phoneNumber: '+14155550113' });
+    const refusedStart = await eventually(async () => {
+      const start = await ask(Subjects.challengeStart, { tenantId: tenantB, userId: caller, method: 'sms' });
+      return start.reason === 'country_not_allowed' ? start : undefined;
+    }, 10_000, 'the country rule in force');
+    assert.equal(refusedStart.status, 'registration_required');
+
+    // Voice messages: a WAV uploaded through the page, with its progress bar.
+    await tenantPage(page, tenantB, 'voice');
+    assert.match(await page.textContent('h1') ?? '', /Voice messages/);
+    assert.equal(await page.locator('#recordings-none').count(), 1);
+    const wav = toneWav(1.5);
+    await page.selectOption('#voice-upload select[name=type]', 'greetingPin');
+    await page.fill('#voice-upload input[name=language]', 'sv');
+    await page.setInputFiles('#voice-upload input[name=file]', { name: 'hälsning.wav', mimeType: 'audio/wav', buffer: wav });
+    await page.click('#voice-upload button[type=submit]');
+    await page.waitForSelector('#upload-result.notice');
+    assert.match(await page.textContent('#upload-result') ?? '', /Saved: greetingPin in sv, wav, 1\.5 s/);
+    assert.equal(await page.getAttribute('#upload-progress', 'value'), '100');
+    await page.waitForSelector('#recordings tr[data-type="greetingPin"][data-language="sv"]');
+    await page.screenshot({ path: join(SHOTS, 'voice.png'), fullPage: true });
+    // It plays back: the browser loads the audio and reads its length.
+    const duration = await page.$eval('#recordings tr[data-type="greetingPin"] audio', (audio) =>
+      new Promise<number>((resolve, reject) => {
+        // The page's <audio> element (the DOM's types are not in this project's compilation).
+        const a = audio as unknown as { readyState: number; duration: number; error: { code: number } | null; load(): void; addEventListener(type: string, listener: () => void): void };
+        if (a.readyState >= 1) return resolve(a.duration);
+        a.addEventListener('loadedmetadata', () => resolve(a.duration));
+        a.addEventListener('error', () => reject(new Error(`audio error ${a.error?.code}`)));
+        a.load();
+      }),
+    );
+    assert.ok(Math.abs(duration - 1.5) < 0.05, `the browser reads ${duration} s`);
+    const played = await page.request.get(`${consoleUrl}/t/${encodeURIComponent(tenantB)}/voice/play/greetingPin/sv`);
+    assert.equal(played.headers()['content-type'], 'audio/wav');
+    assert.deepEqual(Buffer.from(await played.body()), wav);
+    assert.deepEqual(((await ask(Subjects.voiceMessagesList, { tenantId: tenantB })).messages as Array<{ type: string }>).map((m) => m.type), ['greetingPin']);
+    // A file that lies about its type: refused, shown, nothing saved.
+    await page.selectOption('#voice-upload select[name=type]', 'retryPin');
+    await page.setInputFiles('#voice-upload input[name=file]', { name: 'retry.mp3', mimeType: 'audio/mpeg', buffer: Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"/>') });
+    await page.click('#voice-upload button[type=submit]');
+    await page.waitForSelector('#upload-result.problem');
+    assert.match(await page.textContent('#upload-result') ?? '', /not a WAV or MP3 recording/);
+    // Tenant A's admin cannot hear tenant B's recordings.
+    const admin = await signIn('admin-a');
+    assert.equal((await admin.page.request.get(`${consoleUrl}/t/${encodeURIComponent(tenantB)}/voice/play/greetingPin/sv`)).status(), 403);
+    await admin.context.close();
+    // Deleted on the page.
+    await page.click('#recordings tr[data-type="greetingPin"] form button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /recording is deleted/);
+    assert.equal(await page.locator('#recordings-none').count(), 1);
+    assert.deepEqual((await ask(Subjects.voiceMessagesList, { tenantId: tenantB })).messages, []);
+    await context.close();
+  }, { timeout: 120_000 });
 
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant reader cannot change anything, a tenant admin sees only their tenant, an account without a role is refused', async () => {
     const reader = await signIn('reader-a');

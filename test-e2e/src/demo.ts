@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { EventSubjects, Streams, Subjects, type SigninItem } from '@mfa/contracts';
+import { createHmac } from 'node:crypto';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN, EventSubjects, parseEvent, Streams, Subjects, type AnyEvent, type SigninItem } from '@mfa/contracts';
 import { base32Decode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { eventually } from '@mfa/testing';
@@ -10,8 +11,9 @@ import { eventually } from '@mfa/testing';
  * and prints the sign-in report, all over the public NATS API of a running stack (npm start).
  *
  * Two stand-ins play the user's devices: the "phone" reads the SMS code from the delivery request
- * event, opening it with the stack's key (the development key unless MFA_ENCRYPTION_KEY is set);
- * the "authenticator app" computes TOTP codes from the enrolled secret.
+ * event, opening it with the stack's key (the development key unless MFA_ENCRYPTION_KEY is set),
+ * and answers a call of the development voice provider the way Twilio would (fetches the TwiML,
+ * presses #); the "authenticator app" computes TOTP codes from the enrolled secret.
  */
 export async function runDemo(options: {
   out: (line: string) => void;
@@ -20,6 +22,8 @@ export async function runDemo(options: {
   env?: NodeJS.ProcessEnv;
   /** The stack's MFA_PLATFORM_API_KEY, when it runs with MFA_AUTH=required. */
   platformKey?: string;
+  /** Where dispatch's voice webhooks are (default VOICE_WEBHOOK_BASE_URL, else npm start's dispatch). */
+  dispatchUrl?: string;
 }): Promise<number> {
   const out = options.out;
   // NATS_URL and the NATS_* credentials, as the services read them (docs/operations.md). The
@@ -97,6 +101,10 @@ export async function runDemo(options: {
     const smsResult = await ask<{ status: string }>(Subjects.challengeVerify, { tenantId, challengeId: sms.challengeId, code });
     out(`IdP → mfa.v1.challenge.verify    ${code} → ${smsResult.status}`);
 
+    // Phone-call sign-in: with the development voice provider (npm start without Twilio) no phone
+    // rings, so the demo plays the phone against dispatch's webhooks, as Twilio would.
+    const voice = await playVoiceSignIn({ ask, jsm, out, tenantId, userId, dispatchUrl: options.dispatchUrl ?? env.VOICE_WEBHOOK_BASE_URL ?? 'http://127.0.0.1:3002' });
+
     // Authenticator-app sign-in.
     const enrolled = await ask<{ tokenId: string; secret: string; otpauthUri: string }>(Subjects.totpEnroll, { tenantId, userId });
     out(`IdP → mfa.v1.users.totp.enroll   ${enrolled.otpauthUri.replace(/secret=[^&]+/, 'secret=…')}`);
@@ -135,7 +143,7 @@ export async function runDemo(options: {
     const report = await eventually(
       async () => {
         const r = await ask<{ items: SigninItem[] }>(Subjects.reportsSigninsQuery, { tenantId, limit: 10 });
-        return r.items.length >= 5 ? r.items : undefined;
+        return r.items.length >= (voice === 'skipped' ? 5 : 6) ? r.items : undefined;
       },
       15_000,
       'the sign-in report',
@@ -147,7 +155,7 @@ export async function runDemo(options: {
           `  client ${item.clientIp ?? '-'}  app ${item.application ?? '-'}  server ${item.serverName ?? '-'}`,
       );
     }
-    const ok = smsResult.status === 'approved' && appResult.status === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
+    const ok = smsResult.status === 'approved' && voice !== 'denied' && appResult.status === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
     return ok ? 0 : 1;
   } catch (error) {
     out(`demo failed: ${(error as Error).message}`);
@@ -155,4 +163,68 @@ export async function runDemo(options: {
   } finally {
     await nc.drain();
   }
+}
+
+type Ask = <T>(subject: string, body: unknown) => Promise<T>;
+
+/** X-Twilio-Signature: HMAC-SHA1 of the URL and the parameters sorted by name, base64. */
+function twilioSignature(token: string, url: string, params: Record<string, string>): string {
+  const data = Object.keys(params)
+    .sort()
+    .reduce((text, key) => text + key + params[key], url);
+  return createHmac('sha1', token).update(data).digest('base64');
+}
+
+const xmlText = (text: string) => text.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+
+/**
+ * A voice sign-in. When dispatch placed the call through the development provider, the demo is
+ * the phone: it fetches the TwiML (signed with the development token), says what it hears, presses
+ * # at the prompt. With Twilio, a real phone rings and the demo does not wait for it; with no voice
+ * provider the call is not placed and the IdP would fall back. Answers the challenge's outcome, or
+ * `skipped`.
+ */
+async function playVoiceSignIn(o: { ask: Ask; jsm: JetStreamManager; out: (line: string) => void; tenantId: string; userId: string; dispatchUrl: string }): Promise<string> {
+  const start = await o.ask<{ challengeId: string; status: string }>(Subjects.challengeStart, { tenantId: o.tenantId, userId: o.userId, method: 'voice', clientIp: '198.51.100.23', application: 'VPN' });
+  o.out(`IdP → mfa.v1.challenge.start     voice → ${start.status}`);
+  const outcome = await eventually(
+    async () => {
+      for (const subject of [EventSubjects.voicePlaced, EventSubjects.voiceFailed]) {
+        const msg = await o.jsm.direct.getMessage(Streams.dispatch.name, { last_by_subj: subject });
+        const event = msg ? (parseEvent(msg.json()) as AnyEvent) : undefined;
+        if ((event?.type === 'VoiceCallPlaced' || event?.type === 'VoiceCallFailed') && event.data.challengeId === start.challengeId) return event;
+      }
+      return undefined;
+    },
+    15_000,
+    'the call placed or refused',
+  );
+  if (outcome.type === 'VoiceCallFailed') {
+    o.out(`📞 no call: ${outcome.data.failures[0]?.error ?? 'not placed'} (npm start uses the development voice provider when Twilio is not set)`);
+    return 'skipped';
+  }
+  if (outcome.data.provider !== 'console') {
+    o.out(`📞 ${outcome.data.provider} is calling the user's phone (call ${outcome.data.providerCallId}); the demo does not wait for it`);
+    return 'skipped';
+  }
+  let url = `${o.dispatchUrl.replace(/\/+$/, '')}/voice/twiml/${encodeURIComponent(start.challengeId)}`;
+  let params: Record<string, string> = { CallSid: outcome.data.providerCallId, AccountSid: 'ACdevelopment', CallStatus: 'in-progress' };
+  for (let prompt = 0; prompt < 4; prompt++) {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Twilio-Signature': twilioSignature(DEVELOPMENT_VOICE_WEBHOOK_TOKEN, url, params) },
+      body: new URLSearchParams(params),
+    });
+    const twiml = await response.text();
+    if (response.status !== 200) throw new Error(`the voice webhook answered ${response.status}`);
+    for (const said of twiml.matchAll(/<Say[^>]*>([^<]*)<\/Say>/g)) o.out(`📞 phone hears: “${xmlText(said[1]!)}”`);
+    const action = /<Gather[^>]*action="([^"]+)"/.exec(twiml);
+    if (!action) break;
+    url = xmlText(action[1]!);
+    params = { ...params, Digits: '', FinishedOnKey: '#' };
+    o.out('📞 phone presses #');
+  }
+  const status = await o.ask<{ status: string }>(Subjects.challengeStatus, { tenantId: o.tenantId, challengeId: start.challengeId });
+  o.out(`IdP → mfa.v1.challenge.status    → ${status.status}`);
+  return status.status === 'approved' ? 'approved' : 'denied';
 }

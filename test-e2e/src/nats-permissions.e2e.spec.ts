@@ -4,7 +4,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { errors, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { EventSubjects, Streams, Subjects } from '@mfa/contracts';
+import { Objm } from '@nats-io/obj';
+import { EventSubjects, Streams, Subjects, VoiceMessageBuckets } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { eventually, FakeTwilio, itWith, repoRoot, startNatsServer, startStack, testEnv, uniqueTenant, uniqueUser, type NatsServerProcess, type Stack } from '@mfa/testing';
 import { runDemo } from './demo.js';
@@ -171,6 +172,12 @@ describe('NATS permissions (deploy/nats): what an IdP with NATS credentials can 
     assert.ok(names.includes(Streams.challenges.name));
     assert.ok(await serviceJsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested }));
     assert.ok((await streamLastSeq(Streams.challenges.name)) > 0, 'nothing was purged');
+    // Nor the object stores: an IdP cannot put a recording where dispatch takes uploads from; the services' user can.
+    await assert.rejects(new Objm(idp).open(VoiceMessageBuckets.uploads), /Permissions Violation for Publish to "\$JS\.API\./);
+    const uploads = await new Objm(service).open(VoiceMessageBuckets.uploads);
+    const name = `${tenant}/permissions-${Date.now()}`;
+    assert.equal((await uploads.putBlob({ name }, new Uint8Array(64))).size, 64);
+    await uploads.delete(name);
   });
 
   itWith({ real: ['nats'] }, 'an IdP cannot subscribe to another IdP’s inbox prefix, nor to the services’ inboxes', async () => {

@@ -64,6 +64,8 @@ describe('end to end: two instances of every service', () => {
         ...otlp.env(),
         ...smtp.env(),
       },
+      // Calls go to the development voice provider: the demo below plays the phone.
+      serviceEnv: { dispatch: { VOICE_PROVIDER: 'console' } },
       onLine: (service, line) => {
         logLines.push(line);
         if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
@@ -667,11 +669,16 @@ describe('end to end: two instances of every service', () => {
     }
   });
 
-  itWith({ real: wholeStack }, 'the demo IdP signs a user in by SMS and by app, reports a fraud that blocks the user, and prints the report', async () => {
+  itWith({ real: wholeStack }, 'the demo IdP signs a user in by SMS, by phone call and by app, reports a fraud that blocks the user, and prints the report', async () => {
     const lines: string[] = [];
-    const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo') });
+    const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo'), dispatchUrl: stack.url('dispatch') });
     assert.equal(code, 0, lines.join('\n'));
     const report = lines.join('\n');
+    // The phone call: the demo hears the Swedish greeting, presses #, and the call approves.
+    assert.match(report, /phone hears: “Tack för att du använder systemet för inloggningsverifiering\./);
+    assert.match(report, /phone hears: “Din inloggning har verifierats\. Hej då\.”/);
+    assert.match(report, /mfa\.v1\.challenge\.status {4}→ approved/);
+    assert.match(report, / voice success +MFA successfully completed/);
     assert.match(report, /MFA successfully completed/);
     assert.match(report, /MFA denied; invalid verification code/);
     assert.match(report, /mfa\.v1\.fraud\.report .*challenge denied: true, user blocked until/);

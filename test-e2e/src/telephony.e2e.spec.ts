@@ -1,9 +1,11 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Subjects, type SigninItem } from '@mfa/contracts';
+import { Objm } from '@nats-io/obj';
+import { Subjects, VoiceMessageBuckets, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, freePort, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, freePort, itWith, silentMp3, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -91,6 +93,58 @@ describe('end to end: telephony on Twilio (voice challenges, SMS receipts)', () 
     }, 20_000, 'the approved call in the report');
     assert.equal(row.authMethod, 'voice');
     assert.equal(row.resultDetail, 'MFA successfully completed');
+  });
+
+  itWith({ real: wholeStack, fake: ['twilio'] }, "custom voice messages: the tenant's recording in the user's language is played, else our script in it, else the English recording", async () => {
+    const { tenantId, userId, phone } = await userWithPhone({}, 'fr-FR');
+    const german = uniqueUser('deutsch');
+    const germanPhone = randomPhone();
+    await ask(Subjects.usersRegister, { tenantId, userId: german, phoneNumber: germanPhone, language: 'de-DE' });
+    const uploads = await new Objm(nc).open(VoiceMessageBuckets.uploads);
+    const upload = async (type: string, language: string, bytes: Buffer) => {
+      const object = `${tenantId}/${type}-${language}-${Date.now()}`;
+      await uploads.putBlob({ name: object }, bytes);
+      return ask(Subjects.voiceMessagesUpload, { tenantId, type, language, object });
+    };
+    const sha = (bytes: Buffer) => `play:${createHash('sha256').update(bytes).digest('hex')}`;
+    const greetingFr = toneWav(2);
+    const successEn = silentMp3(2);
+    // Fraud alerts are on by default: the greeting is the one with the fraud sentence.
+    assert.equal((await upload('fraudGreetingStandard', 'fr', greetingFr)).format, 'wav');
+    assert.equal((await upload('authenticationSuccessful', 'en', successEn)).format, 'mp3');
+    // A file that lies about its type is refused through the contract, and the list does not change.
+    const lie = await upload('fraudGreetingStandard', 'en', Buffer.from('<html>not audio</html>'));
+    assert.equal(lie.error?.code, 'invalid_request', JSON.stringify(lie));
+    const listed = (await ask(Subjects.voiceMessagesList, { tenantId })) as Reply & { messages: Array<{ type: string; language: string }> };
+    assert.deepEqual(listed.messages.map((m) => `${m.type}/${m.language}`), ['authenticationSuccessful/en', 'fraudGreetingStandard/fr']);
+
+    // French: the French greeting recording; the success message has no French recording, so our French script.
+    twilio.phone(phone, { answer: 'answer', presses: ['#'] });
+    const start = await startVoice(tenantId, userId);
+    assert.equal((await settled(tenantId, start.challengeId)).status, 'approved');
+    const call = await twilio.waitForCall(phone);
+    assert.equal(call.heard[0], sha(greetingFr), call.heard.join(' | '));
+    assert.match(call.heard.at(-1)!, /Votre connexion a bien été vérifiée/);
+    assert.equal(call.played[0]!.contentType, 'audio/wav');
+    // German: no German recording nor script: English, the tenant's English recording where there is one.
+    twilio.phone(germanPhone, { answer: 'answer', presses: ['#'] });
+    const germanStart = await startVoice(tenantId, german);
+    assert.equal((await settled(tenantId, germanStart.challengeId)).status, 'approved');
+    const germanCall = await twilio.waitForCall(germanPhone);
+    assert.match(germanCall.heard[0]!, /Please press the pound key/);
+    assert.equal(germanCall.heard.at(-1), sha(successEn));
+    // The URL is the recording's own: an edited one, or another tenant's path, finds nothing.
+    const url = call.played[0]!.url;
+    assert.equal((await fetch(url.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')))).status, 404);
+    assert.equal((await fetch(url.replace(`/${tenantId}/`, `/${uniqueTenant('other')}/`))).status, 404);
+    // Deleted: the next call speaks our script again.
+    assert.deepEqual(await ask(Subjects.voiceMessagesDelete, { tenantId, type: 'fraudGreetingStandard', language: 'fr' }), { type: 'fraudGreetingStandard', language: 'fr', deleted: true });
+    assert.equal((await fetch(url)).status, 404);
+    twilio.phone(phone, { answer: 'answer', presses: ['#'] });
+    const again = await startVoice(tenantId, userId);
+    assert.equal((await settled(tenantId, again.challengeId)).status, 'approved');
+    const secondCall = await twilio.waitForCall(phone, (c) => c.sid !== call.sid);
+    assert.match(secondCall.heard[0]!, /Appuyez sur la touche dièse/);
   });
 
   itWith({ real: wholeStack, fake: ['twilio'] }, 'an office phone with an extension: the call dials it, asks to be put through, then greets the user', async () => {

@@ -19,6 +19,7 @@ import {
   TenantId,
   UserId,
 } from './primitives.js';
+import { VoiceMessagesDeleteRequest, VoiceMessagesListRequest, VoiceMessagesUploadRequest } from './voice-messages.js';
 
 /**
  * The public NATS API, version 1 (docs/api.md). Subject names are fixed:
@@ -60,6 +61,9 @@ export const Subjects = {
   reportsUsageQuery: 'mfa.v1.reports.usage.query',
   fraudIpsList: 'mfa.v1.fraud.ips.list',
   fraudIpsUnlock: 'mfa.v1.fraud.ips.unlock',
+  voiceMessagesUpload: 'mfa.v1.voice.messages.upload',
+  voiceMessagesList: 'mfa.v1.voice.messages.list',
+  voiceMessagesDelete: 'mfa.v1.voice.messages.delete',
 } as const;
 export type ApiSubject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -620,6 +624,9 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.reportsUsageQuery]: 'reports',
   [Subjects.fraudIpsList]: 'reports',
   [Subjects.fraudIpsUnlock]: 'admin',
+  [Subjects.voiceMessagesUpload]: 'admin',
+  [Subjects.voiceMessagesList]: 'admin',
+  [Subjects.voiceMessagesDelete]: 'admin',
 };
 
 /** Whether a key with `granted` scopes may call a subject that requires `required`. */
@@ -662,4 +669,7 @@ export const RequestSchemas = {
   [Subjects.reportsUsageQuery]: UsageQueryRequest,
   [Subjects.fraudIpsList]: FraudIpsListRequest,
   [Subjects.fraudIpsUnlock]: FraudIpsUnlockRequest,
+  [Subjects.voiceMessagesUpload]: VoiceMessagesUploadRequest,
+  [Subjects.voiceMessagesList]: VoiceMessagesListRequest,
+  [Subjects.voiceMessagesDelete]: VoiceMessagesDeleteRequest,
 } as const satisfies Record<ApiSubject, z.ZodType>;

@@ -80,6 +80,9 @@ describe('the public API contract', () => {
       'mfa.v1.users.totp.activate',
       'mfa.v1.users.totp.enroll',
       'mfa.v1.users.unblock',
+      'mfa.v1.voice.messages.delete',
+      'mfa.v1.voice.messages.list',
+      'mfa.v1.voice.messages.upload',
     ]);
     assert.deepEqual(Object.keys(RequestSchemas).sort(), Object.values(Subjects).sort());
     assert.deepEqual(Object.keys(SubjectScopes).sort(), Object.values(Subjects).sort());
@@ -89,7 +92,8 @@ describe('the public API contract', () => {
     const all = new Set(SCOPES);
     for (const [subject, scope] of Object.entries(SubjectScopes)) {
       // fraud.ips.* are ours (MISSION.md leaves per-IP lockout's subjects open): unlocking is admin, listing a report.
-      const expected = /\.(tenants|clients)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject) || subject.endsWith('.fraud.ips.unlock')
+      // voice.messages.* are ours too: a tenant's recordings are its settings (admin).
+      const expected = /\.(tenants|clients|voice)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject) || subject.endsWith('.fraud.ips.unlock')
         ? 'admin'
         : subject.includes('.challenge.') || subject.endsWith('.fraud.report') || subject.endsWith('.apppasswords.verify') ? 'challenges' : /\.reports\.|\.fraud\.ips\.list$/.test(subject) ? 'reports' : 'users';
       assert.equal(scope, expected, subject);

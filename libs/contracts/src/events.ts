@@ -415,7 +415,7 @@ export const SmsDeliveryFailed = envelope(
 );
 
 /**
- * A delivery receipt of an SMS (Twilio's signed status callback): the handset got it
+ * A delivery receipt of an SMS (Twilio's signed status callback, an SMSC's deliver_sm): the handset got it
  * (`delivered`), or the network gave up (`undelivered`, with the provider's error code when it
  * says). An undelivered SMS makes the challenge's status delivery_failed.
  */

@@ -8,3 +8,4 @@ export * from './report.js';
 export * from './ip.js';
 export * from './internal.js';
 export * from './phone.js';
+export * from './voice-messages.js';

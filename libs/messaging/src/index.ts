@@ -7,3 +7,4 @@ export * from './security.js';
 export * from './transient.js';
 export * from './follow.js';
 export * from './jetstream-errors.js';
+export * from './tenant-settings.js';

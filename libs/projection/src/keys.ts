@@ -35,6 +35,8 @@ import calculateSlot from 'cluster-key-slot';
  *                          code, CallSid, each prompt's answer (once), the outcome (once)
  *   mfa:{prefix:<tenant or *>:<hash>}:sends ZSET sends to one block of 10,000 numbers (the number without its last
  *                          4 digits), per tenant and across tenants (dispatch; SMS pumping)
+ *   mfa:{sms:<provider>:<message id>}:route STRING `{tenantId, challengeId}` of an SMS whose receipts
+ *                          name only the provider's message id (SMPP), one key per message (dispatch)
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
@@ -84,6 +86,8 @@ export const RedisKeys = {
   /** Sends to one block of 10,000 numbers (dispatch), per tenant or ('*') across tenants; `block` is phoneTag's keyed hash of it. */
   prefixSends: (tenantId: string, block: string) => `mfa:{prefix:${tenantId === '*' ? '*' : Buffer.from(tenantId, 'utf8').toString('base64url')}:${block}}:sends`,
   /** The user's block (written by fraud): `<until ms>`, expiring at the block's end. */
+  /** Which challenge an SMS a provider accepted belongs to, by the provider's message id (base64url: SMSCs choose its characters). */
+  smsReceiptRoute: (provider: string, messageId: string) => `mfa:{sms:${provider}:${Buffer.from(messageId, 'utf8').toString('base64url')}}:route`,
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
   /** users.list's search terms of one tenant (see UserIndex), and each user's current terms. */

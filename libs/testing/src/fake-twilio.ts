@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { XMLParser } from 'fast-xml-parser';
 import type { AddressInfo } from 'node:net';
 
@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
  * A stand-in for Twilio's Programmable Messaging and Voice REST APIs, speaking their wire protocol so
  * the real adapters run unchanged. Voice: `POST …/Calls.json` answers a Call resource ("CA…"), then
  * the call happens as Twilio's would: the TwiML is fetched from `Url` with a valid
- * X-Twilio-Signature, `<Say>` is heard, `<Gather>` collects the keys the test scripted for that
+ * X-Twilio-Signature, `<Say>` is heard, `<Play>` fetches its URL (GET) and plays what came back, `<Gather>` collects the keys the test scripted for that
  * phone (finishOnKey, numDigits, actionOnEmptyResult as Twilio applies them) and posts them to its
  * action, `<Redirect>` is followed, and the final status goes to `StatusCallback`. Messaging: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded
  * To/From/Body, HTTP Basic auth AccountSid:AuthToken, 201 with a Message resource (sid "SM…"),
@@ -40,8 +40,13 @@ export interface FakeTwilioCall {
   /** SendDigits of the request: keys sent once the call connects (an extension). */
   sendDigits?: string | undefined;
   status: string;
-  /** Everything the callee heard, in order (each `<Say>`). */
+  /**
+   * Everything the callee heard, in order: each `<Say>`'s text, and for each `<Play>`
+   * `play:<sha256 hex of the audio>` (or `play-failed:<HTTP status>` when its URL did not answer 200).
+   */
   heard: string[];
+  /** Each `<Play>`: its URL, the answer's status and content type. */
+  played: Array<{ url: string; status: number; contentType: string | null }>;
   /** The keys pressed at each prompt. */
   pressed: string[];
   /** The HTTP status of each TwiML request. */
@@ -209,8 +214,8 @@ export class FakeTwilio {
   }
 
   /** Resolves once a call to `to` has ended (its status callback answered). */
-  waitForCall(to: string, timeoutMs = 20_000): Promise<FakeTwilioCall> {
-    const done = (c: FakeTwilioCall) => c.to === to && c.ended;
+  waitForCall(to: string, where: (call: FakeTwilioCall) => boolean = () => true, timeoutMs = 20_000): Promise<FakeTwilioCall> {
+    const done = (c: FakeTwilioCall) => c.to === to && c.ended && where(c);
     const found = this.calls.find(done);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
@@ -272,12 +277,16 @@ export class FakeTwilio {
       const verbs = twimlVerbs(answer.body);
       for (const verb of verbs) {
         if (verb.name === 'Say') call.heard.push(verb.text);
+        else if (verb.name === 'Play') await this.play(call, verb.text);
         else if (verb.name === 'Hangup') break;
         else if (verb.name === 'Redirect') {
           next = { url: verb.text, params: { ...base, CallStatus: 'in-progress' } };
           break;
         } else if (verb.name === 'Gather') {
-          for (const said of verb.children) if (said.name === 'Say') call.heard.push(said.text);
+          for (const said of verb.children) {
+            if (said.name === 'Say') call.heard.push(said.text);
+            else if (said.name === 'Play') await this.play(call, said.text);
+          }
           const gathered = gather(verb.attributes, presses.shift() ?? '');
           call.pressed.push(gathered.pressed);
           if (gathered.post) {
@@ -289,6 +298,19 @@ export class FakeTwilio {
       }
     }
     await end('completed');
+  }
+
+  /** `<Play>`: Twilio fetches the URL with a GET (no signature: the URL is the application's own) and plays it. */
+  private async play(call: FakeTwilioCall, url: string): Promise<void> {
+    try {
+      const response = await fetch(url);
+      const audio = Buffer.from(await response.arrayBuffer());
+      call.played.push({ url, status: response.status, contentType: response.headers.get('content-type') });
+      call.heard.push(response.status === 200 ? `play:${createHash('sha256').update(audio).digest('hex')}` : `play-failed:${response.status}`);
+    } catch {
+      call.played.push({ url, status: 0, contentType: null });
+      call.heard.push('play-failed:0');
+    }
   }
 
   private async handleCall(req: IncomingMessage, res: ServerResponse, accountSid: string, form: URLSearchParams): Promise<void> {
@@ -310,6 +332,7 @@ export class FakeTwilio {
       sendDigits: form.get('SendDigits') ?? undefined,
       status: 'queued',
       heard: [],
+      played: [],
       pressed: [],
       webhookStatuses: [],
       ended: false,

@@ -1,5 +1,6 @@
 export * from './env.js';
 export * from './fake-twilio.js';
+export * from './fake-smsc.js';
 export * from './stack.js';
 export * from './nats-server.js';
 export * from './redis-server.js';
@@ -9,6 +10,7 @@ export * from './otlp-receiver.js';
 // telemetry at import (index.unit.spec.ts checks).
 export * from './factories.js';
 export * from './decider-spec.js';
+export * from './recordings.js';
 export * from './adapters.js';
 export * from './smtp-sink.js';
 export * from './oidc-provider.js';

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import express from 'express';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import { MAX_VOICE_MESSAGE_BYTES } from '@mfa/contracts';
 import { serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
 import { flushTelemetry, shutdownTelemetry, startMetrics } from '@mfa/telemetry';
 import type { Sessions } from './adapters/sessions.js';
@@ -27,6 +28,8 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     app.disable('x-powered-by');
     app.set('trust proxy', false);
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
+    // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413).
+    app.useBodyParser('raw', { type: 'application/octet-stream', limit: MAX_VOICE_MESSAGE_BYTES });
     const sessions = app.get<Sessions>(SESSIONS);
     const names = cookieNames(config.publicUrl.protocol === 'https:');
     app.use(securityHeaders);

@@ -1,22 +1,37 @@
-import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { ProviderBreakers } from './adapters/sms/circuit-breakers.js';
 
-/** The breakers' timers stop with the service. */
+/**
+ * The providers with a session of their own (SMPP) bind when the service starts and unbind when it
+ * stops; their receipts go to SmsReceiptsService. The breakers' timers stop with the service.
+ */
 @Injectable()
-class BreakersLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(ProviderBreakers) private readonly breakers: ProviderBreakers) {}
-  onApplicationShutdown(): void {
+class SmsProvidersLifecycle implements OnApplicationBootstrap, OnApplicationShutdown {
+  constructor(
+    @Inject(SMS_PROVIDERS) private readonly providers: readonly SmsProvider[],
+    @Inject(ProviderBreakers) private readonly breakers: ProviderBreakers,
+    @Inject(SmsReceiptsService) private readonly receipts: SmsReceiptsService,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    for (const provider of this.providers.filter(hasSession)) provider.start({ log: this.log, onReceipt: (receipt) => this.receipts.reported(receipt) });
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all(this.providers.filter(hasSession).map((provider) => provider.stop()));
     this.breakers.shutdown();
   }
 }
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Redis } from 'ioredis';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
+import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
 import { PhoneThrottle } from './adapters/phone-throttle.js';
 import { SendGuard } from './adapters/send-guard.js';
 import type { Logger } from '@mfa/telemetry';
-import type { SmsProvider } from './adapters/sms/sms-provider.js';
+import { hasSession, type SmsProvider } from './adapters/sms/sms-provider.js';
+import { ReceiptRoutes } from './adapters/receipt-routes.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
 import { SmsDeliveryService } from './application/sms-delivery.service.js';
 import { SmsResendService } from './application/sms-resend.service.js';
@@ -27,7 +42,35 @@ import { CallStore } from './adapters/voice/call-store.js';
 import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
 import { SmsWebhooksController, VoiceRequestsController, VoiceWebhooksController } from './api/twilio.controller.js';
 import { SmsReceiptsService } from './application/sms-receipts.service.js';
-import { VoiceCallService } from './application/voice-call.service.js';
+import { VoiceCallService, type VoiceOptions } from './application/voice-call.service.js';
+import { ConsoleVoiceProvider } from './adapters/voice/console-voice.js';
+import { ConfigError } from '@mfa/service-kit';
+import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN } from '@mfa/contracts';
+import { RecordingStore } from './adapters/voice/recording-store.js';
+import { VoiceRecordingsService } from './application/voice-recordings.service.js';
+import { RecordingFetchController, VoiceRecordingsController } from './api/voice-recordings.controller.js';
+import { tenantSettingsOf } from '@mfa/messaging';
+
+/**
+ * Who places calls, where their webhooks are, and what signs them: Twilio (with its auth token), or
+ * in development the console provider (its public token, this service's own address by default).
+ */
+function voiceProvider(config: DispatchConfig): Pick<VoiceOptions, 'provider' | 'webhookBaseUrl' | 'authToken'> {
+  if (config.VOICE_PROVIDER === 'console') {
+    if (config.NODE_ENV === 'production') throw new ConfigError('VOICE_PROVIDER=console is for development only; refused when NODE_ENV=production');
+    const host = config.HTTP_HOST === '0.0.0.0' || config.HTTP_HOST === '::' ? '127.0.0.1' : config.HTTP_HOST;
+    return { provider: new ConsoleVoiceProvider(), webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL ?? `http://${host}:${config.HTTP_PORT}`, authToken: DEVELOPMENT_VOICE_WEBHOOK_TOKEN };
+  }
+  const twilio = config.TWILIO_ACCOUNT_SID && config.TWILIO_AUTH_TOKEN;
+  if (config.VOICE_PROVIDER === 'twilio' && !twilio) throw new ConfigError('VOICE_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN');
+  return {
+    provider: twilio
+      ? new TwilioVoiceProvider({ apiUrl: config.TWILIO_API_URL, accountSid: config.TWILIO_ACCOUNT_SID!, authToken: config.TWILIO_AUTH_TOKEN!, timeoutMs: config.TWILIO_TIMEOUT_MS })
+      : undefined,
+    webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
+    authToken: config.TWILIO_AUTH_TOKEN,
+  };
+}
 
 /**
  * dispatch: delivers SMS codes of challenges through the configured providers, with failover; places
@@ -36,6 +79,7 @@ import { VoiceCallService } from './application/voice-call.service.js';
 @Module({})
 export class AppModule {
   static forRoot(config: DispatchConfig, log: Logger, providers: readonly SmsProvider[]): DynamicModule {
+    const voice = voiceProvider(config);
     return {
       module: AppModule,
       imports: [
@@ -49,7 +93,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController],
+      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController, VoiceRecordingsController, RecordingFetchController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
         {
@@ -62,8 +106,9 @@ export class AppModule {
               resetSeconds: config.PROVIDER_BREAKER_RESET_SECONDS,
             }),
         },
-        BreakersLifecycle,
-        { provide: VOICE_WEBHOOK_BASE, useValue: config.VOICE_WEBHOOK_BASE_URL },
+        SmsProvidersLifecycle,
+        { provide: ReceiptRoutes, useFactory: (redis: Redis) => new ReceiptRoutes(redis), inject: [REDIS] },
+        { provide: VOICE_WEBHOOK_BASE, useValue: voice.webhookBaseUrl },
         { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
               maxSends: config.PHONE_MAX_SENDS_PER_WINDOW,
               windowSeconds: config.PHONE_SEND_WINDOW_SECONDS,
@@ -73,36 +118,53 @@ export class AppModule {
             }), inject: [REDIS] },
         {
           provide: SmsReceiptsService,
-          useFactory: (publisher: EventPublisher, guard: SendGuard) =>
-            new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), publisher, guard, log }),
-          inject: [EventPublisher, SendGuard],
+          useFactory: (publisher: EventPublisher, guard: SendGuard, routes: ReceiptRoutes) =>
+            new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), routes, publisher, guard, log }),
+          inject: [EventPublisher, SendGuard, ReceiptRoutes],
+        },
+        { provide: RecordingStore, useFactory: (nats: NatsClients) => RecordingStore.open(nats.nc, config.STREAM_REPLICAS), inject: [NATS] },
+        {
+          provide: VoiceRecordingsService,
+          useFactory: (store: RecordingStore, nats: NatsClients) =>
+            new VoiceRecordingsService({
+              store,
+              keyring: config.keyring,
+              tenantExists: async (tenantId) => (await tenantSettingsOf(nats.jsm, tenantId)) !== undefined,
+              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
+              log,
+            }),
+          inject: [RecordingStore, NATS],
         },
         {
           provide: VoiceCallService,
-          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle) =>
+          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
             new VoiceCallService({
               keys,
-              provider:
-                config.TWILIO_ACCOUNT_SID && config.TWILIO_AUTH_TOKEN
-                  ? new TwilioVoiceProvider({ apiUrl: config.TWILIO_API_URL, accountSid: config.TWILIO_ACCOUNT_SID, authToken: config.TWILIO_AUTH_TOKEN, timeoutMs: config.TWILIO_TIMEOUT_MS })
-                  : undefined,
-              webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
-              authToken: config.TWILIO_AUTH_TOKEN,
+              ...voice,
               ringSeconds: config.VOICE_RING_SECONDS,
               publisher,
               guard,
               phoneThrottle,
               calls: new CallStore(redis),
+              recordings,
               nc: nats.nc,
               log,
             }),
-          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle],
+          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle, VoiceRecordingsService],
         },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
-          useFactory: (publisher: EventPublisher, smsProviders: readonly SmsProvider[], keys: UserDataKeys, guard: SendGuard, phoneThrottle: PhoneThrottle, breakers: ProviderBreakers) =>
+          useFactory: (
+            publisher: EventPublisher,
+            smsProviders: readonly SmsProvider[],
+            keys: UserDataKeys,
+            guard: SendGuard,
+            phoneThrottle: PhoneThrottle,
+            breakers: ProviderBreakers,
+            receiptRoutes: ReceiptRoutes,
+          ) =>
             new SmsDeliveryService({
               keyring: config.keyring,
               keys,
@@ -113,12 +175,13 @@ export class AppModule {
               guard,
               phoneThrottle,
               breakers,
+              receiptRoutes,
               webhookBaseUrl: config.VOICE_WEBHOOK_BASE_URL,
-              // A claim outlives one provider call: the provider's total timeout and a margin.
-              claimTtlMs: config.TWILIO_TIMEOUT_MS + 5_000,
+              // A claim outlives one provider call: the longest provider's total timeout and a margin.
+              claimTtlMs: Math.max(config.TWILIO_TIMEOUT_MS, config.SMPP_TIMEOUT_MS) + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers, ReceiptRoutes],
         },
         {
           provide: SmsResendService,
@@ -135,7 +198,12 @@ export class AppModule {
         },
         {
           provide: HEALTH_CHECKS,
-          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers) => [nats, redis, breakers.healthCheck()],
+          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers) => [
+            nats,
+            redis,
+            breakers.healthCheck(),
+            ...providers.filter(hasSession).map((provider) => provider.healthCheck()),
+          ],
           inject: [NatsHealth, RedisHealth, ProviderBreakers],
         },
       ],

@@ -20,6 +20,27 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   // always ends while JetStream still holds the message for this instance.
   TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchSms.ackWaitSeconds * 500).default(10_000),
   /**
+   * SMPP v3.4 (SMS_PROVIDERS=smpp): the SMSC and the account, smpp://system_id:password@host:port
+   * (2775 by default), or smpps:// for SMPP over TLS (3550 by default). Characters of the
+   * password that a URL reserves are percent-encoded.
+   */
+  SMPP_URL: optionalText.pipe(z.url({ protocol: /^smpps?$/, error: 'must be smpp://system_id:password@host:port or smpps://…' }).optional()),
+  /**
+   * The sender (source_addr) where SMS_SENDERS names none: an E.164 number, a short code, or an
+   * alphanumeric sender ID of at most 11 characters where the destination's networks allow one.
+   */
+  SMPP_SOURCE_ADDR: optionalText.pipe(
+    z
+      .string()
+      .regex(/^(?:\+[1-9]\d{6,14}|\d{3,8}|(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11})$/, 'must be an E.164 number, a short code or an alphanumeric sender ID of at most 11 characters')
+      .optional(),
+  ),
+  /** submit_sm awaiting their response at most (the window the SMSC grants this account). */
+  SMPP_WINDOW: z.coerce.number().int().min(1).max(1000).default(10),
+  // Like TWILIO_TIMEOUT_MS: a send ends while JetStream still holds the request for this instance.
+  SMPP_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchSms.ackWaitSeconds * 500).default(10_000),
+  SMPP_ENQUIRE_LINK_SECONDS: z.coerce.number().int().min(5).max(600).default(30),
+  /**
    * The sender of SMS per destination country: `US=97671,CA=759731,*=+15005550006` (short codes
    * where a country has them, a long number elsewhere; `*` for every other country). A country
    * missing with no `*` uses TWILIO_FROM_NUMBER.
@@ -66,6 +87,13 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
    * challenges cannot be called: their status says delivery_failed and the IdP falls back.
    */
   VOICE_WEBHOOK_BASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),
+  /**
+   * Who places voice calls: `twilio` (the default when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are
+   * set), or `console` (development only, refused in production): no call is placed, the call is
+   * printed, and whoever plays the phone (`npm run demo`, curl) answers the webhooks signed with
+   * the public DEVELOPMENT_VOICE_WEBHOOK_TOKEN. `npm start` picks `console` when Twilio is not set.
+   */
+  VOICE_PROVIDER: z.enum(['twilio', 'console']).optional(),
   /** Seconds a call rings before Twilio gives up (no-answer). */
   VOICE_RING_SECONDS: z.coerce.number().int().min(5).max(60).default(30),
 });

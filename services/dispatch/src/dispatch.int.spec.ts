@@ -7,8 +7,8 @@ import { connectNats, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
 import { Redis } from 'ioredis';
-import { RedisKeys } from '@mfa/projection';
-import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
+import { parseChallengeId, RedisKeys } from '@mfa/projection';
+import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
 import { USER_ERASED } from './application/sms-delivery.service.js';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
@@ -417,5 +417,78 @@ describe('dispatch failing over from Twilio to the console', () => {
     assert.equal(sent.data.attempts, 2);
     assert.ok(fake.requests > requestsBefore, 'Twilio was tried first');
     assert.equal(fake.messagesTo(to).length, 0);
+  });
+});
+
+describe('dispatch with SMPP', () => {
+  const smsc = new FakeSmsc();
+  let running: RunningService;
+  let redis: Redis;
+
+  before(async () => {
+    await smsc.start();
+    redis = new Redis(testEnv.redisUrl);
+    running = await startDispatch({ ...smsc.env(), REDIS_URL: testEnv.redisUrl });
+    outcomes = new StreamReader(Streams.dispatch.name, EventSubjects.allDispatch, (await lastSeq(Streams.dispatch.name)) + 1);
+    // /health is ready without the bind (it is informational); the sends below want it.
+    await eventually(async () => ((await (await fetch(`${running.url}/health`)).json()) as { checks: Record<string, string> }).checks.smpp === 'ok' || undefined, 10_000, 'the SMPP session bound');
+  });
+
+  after(async () => {
+    await running?.app.close();
+    redis?.disconnect();
+    await smsc.stop();
+  });
+
+  const receiptsOf = async (challengeId: string) => (await outcomesOf(challengeId)).filter((e): e is EventOf<'SmsDeliveryReported'> => e.type === 'SmsDeliveryReported');
+
+  itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, 'sends the code over SMPP, records SmsSent with the SMSC message id, and its receipt once as delivered', async () => {
+    const to = uniquePhone();
+    const { challengeId, code } = await requestSms({ to });
+    const sms = await smsc.waitFor((m) => m.destinationAddr === to.slice(1));
+    assert.equal(FakeSmsc.codeOf(sms), code);
+    assert.equal(sms.sourceAddr, '15005550006');
+    const { event } = await outcomeOf(challengeId);
+    assert.deepEqual((event as EventOf<'SmsSent'>).data, { challengeId, provider: 'smpp', providerMessageId: sms.messageId, attempts: 1 });
+
+    const [receipt] = await eventually(async () => ((await receiptsOf(challengeId)).length > 0 ? receiptsOf(challengeId) : undefined), 10_000, 'the receipt');
+    assert.equal(receipt?.tenantId, tenantId);
+    assert.deepEqual(receipt?.data, { challengeId, provider: 'smpp', providerMessageId: sms.messageId, status: 'delivered' });
+    // The SMSC sends it again (it missed our answer): acknowledged, stored once.
+    assert.equal(await smsc.sendReceipt(sms, { state: 'DELIVRD' }), 0);
+    assert.equal((await receiptsOf(challengeId)).length, 1);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, "an undelivered receipt records the SMSC's error and marks the challenge's SMS failed", async () => {
+    const to = uniquePhone();
+    smsc.receiptFor(to, { state: 'UNDELIV', err: '001' });
+    const { challengeId, event: request } = await requestSms({ to });
+    const id = parseChallengeId(challengeId)!;
+    // The challenge as auth-challenge keeps it, so the failure can be written on it.
+    await redis.hset(RedisKeys.challenge(id.tag, id.nonce), { tenantId: request.tenantId, status: 'pending' });
+    await redis.pexpire(RedisKeys.challenge(id.tag, id.nonce), 60_000);
+    const [receipt] = await eventually(async () => ((await receiptsOf(challengeId)).length > 0 ? receiptsOf(challengeId) : undefined), 10_000, 'the receipt');
+    assert.deepEqual(receipt?.data, { challengeId, provider: 'smpp', providerMessageId: smsc.messagesTo(to)[0]!.messageId, status: 'undelivered', errorCode: '001' });
+    assert.equal(await redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), 'failed');
+    assert.ok(await redis.hget(RedisKeys.failedMethods(id.tag), 'sms'));
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, 'a receipt of a message it never sent is acknowledged and records nothing', async () => {
+    const unmatched = async () => (await registry.getSingleMetric('mfa_sms_receipts_total')?.get())?.values.find((v) => v.labels.provider === 'smpp' && v.labels.status === 'unmatched')?.value ?? 0;
+    const before = await unmatched();
+    const stranger = { ...smsc.messages[0]!, messageId: `never-sent-${randomUUID()}` };
+    assert.equal(await smsc.sendReceipt(stranger, { state: 'DELIVRD' }), 0);
+    assert.equal(await unmatched(), before + 1);
+    await outcomes.poll();
+    assert.ok(!outcomes.seen.some((m) => new TextDecoder().decode(m.data).includes(stranger.messageId)));
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, 'shows the bind in /health and /metrics', async () => {
+    const health = await fetch(`${running.url}/health`);
+    assert.deepEqual(await health.json(), { status: 'ok', checks: { nats: 'ok', redis: 'ok', sms_providers: 'ok', smpp: 'ok' } });
+    const metrics = await (await fetch(`${running.url}/metrics`)).text();
+    assert.match(metrics, /mfa_smpp_bound\{[^}]*\} 1/);
+    assert.match(metrics, /mfa_smpp_binds_total\{[^}]*outcome="bound"[^}]*\} [1-9]/);
+    assert.match(metrics, /mfa_sms_receipts_total\{[^}]*provider="smpp"[^}]*status="delivered"[^}]*\} [1-9]/);
   });
 });

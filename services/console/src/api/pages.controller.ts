@@ -16,6 +16,11 @@ import {
   type UsageQueryReply,
   type UsersGetReply,
   type UsersListReply,
+  MAX_VOICE_MESSAGE_BYTES,
+  VOICE_MESSAGE_TYPES,
+  VoiceMessageType,
+  type VoiceMessagesListReply,
+  type VoiceMessagesUploadReply,
 } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
@@ -353,6 +358,65 @@ export class PagesController {
       const values = Object.fromEntries(SETTING_FIELDS.map((f) => [f.path, f.kind === 'bool' ? body[f.path] === 'on' : String(body[f.path] ?? '')]));
       this.views.send(res, 'settings.njk', { ...context, values, problem: error.message }, 400);
     }
+  }
+
+  @Get('t/:tenant/voice')
+  async voice(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'voice.njk', 'voice', () => this.voiceView(p));
+  }
+
+  private async voiceView(p: Page): Promise<Record<string, unknown>> {
+    const reply = await this.call<VoiceMessagesListReply>(p, Subjects.voiceMessagesList, {});
+    return { recordings: reply.messages, types: VOICE_MESSAGE_TYPES, maxBytes: MAX_VOICE_MESSAGE_BYTES };
+  }
+
+  /**
+   * An upload from the page's script: the file as the request body (at most 1 MB: the body parser
+   * refuses more with 413), its type and language in the query, the CSRF token in a header. Answered
+   * in JSON for the script to show.
+   */
+  @Post('t/:tenant/voice/upload')
+  async uploadRecording(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    const bytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    try {
+      if (bytes.length === 0) throw new ContractError('invalid_request', 'choose a .wav or .mp3 file');
+      const object = await this.api.putUpload(tenant, bytes);
+      const saved = await this.call<VoiceMessagesUploadReply>(p, Subjects.voiceMessagesUpload, { type: text(q.type, 64) ?? '', language: text(q.language, 8) ?? '', object });
+      res.status(200).json(saved);
+    } catch (error) {
+      if (!(error instanceof ContractError)) this.log.error('recording upload failed', { error });
+      const code = error instanceof ContractError ? error.code : 'internal';
+      res.status(code === 'invalid_request' ? 400 : code === 'unavailable' ? 503 : 500).json({ error: { code, message: error instanceof ContractError ? error.message : 'something went wrong; the console logged it' } });
+    }
+  }
+
+  /** The tenant's recording, to play it back on the page. */
+  @Get('t/:tenant/voice/play/:type/:language')
+  async playRecording(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('type') type: string, @Param('language') language: string): Promise<void> {
+    if (!this.page(req, res, tenant)) return;
+    const parsed = VoiceMessageType.safeParse(type);
+    const found = parsed.success && /^[a-z]{2,3}$/.test(language) ? await this.api.recording(tenant, parsed.data, language).catch(() => undefined) : undefined;
+    if (!found) {
+      res.status(404).type('text/plain').send('no such recording');
+      return;
+    }
+    res.status(200).set({ 'Content-Type': found.contentType, 'Content-Length': String(found.size) });
+    found.body.on('error', () => res.destroy());
+    found.body.pipe(res);
+  }
+
+  @Post('t/:tenant/voice/delete')
+  async deleteRecording(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'voice.njk', 'voice', async () => {
+      await this.call(p, Subjects.voiceMessagesDelete, { type: text(body.type, 64) ?? '', language: text(body.language, 8) ?? '' });
+      return { ...(await this.voiceView(p)), notice: 'The recording is deleted: calls speak the default message again.' };
+    });
   }
 
   @Get('t/:tenant/clients')

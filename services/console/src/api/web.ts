@@ -19,7 +19,7 @@ export interface WebRequest extends Request {
 export function securityHeaders(_req: Request, res: Response, next: NextFunction): void {
   res.setHeader(
     'Content-Security-Policy',
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   );
   res.setHeader('X-Content-Type-Options', 'nosniff');
   res.setHeader('Referrer-Policy', 'same-origin');
@@ -77,7 +77,9 @@ export function csrfCheck(origin: string) {
     }
     // The sign-in forms have no session yet: the development form is guarded by its own origin check above.
     if (req.path === '/auth/dev') return next();
-    const token = typeof req.body?._csrf === 'string' ? req.body._csrf : '';
+    // Forms carry it in a field; the page scripts that post files, in a header.
+    const header = req.headers['x-csrf-token'];
+    const token = typeof req.body?._csrf === 'string' ? req.body._csrf : typeof header === 'string' ? header : '';
     const expected = web.session?.csrf ?? '';
     const ok = token.length > 0 && token.length === expected.length && timingSafeEqual(Buffer.from(token), Buffer.from(expected));
     if (!ok) {

@@ -7,7 +7,8 @@ import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import type { PhoneThrottle } from '../adapters/phone-throttle.js';
 import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
-import { SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
+import type { ReceiptRoutes } from '../adapters/receipt-routes.js';
+import { hasSession, SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope, type OutcomeCause } from '../domain/outcome-id.js';
 import { phoneOfChallenge } from './recipient.js';
@@ -30,6 +31,8 @@ interface SmsDeliveryOptions {
   webhookBaseUrl?: string | undefined;
   /** A circuit breaker per provider (adapters/sms/circuit-breakers.ts): an open one is skipped at once. */
   breakers?: Pick<ProviderBreakers, 'send'>;
+  /** Where receipts that name only the provider's message id (SMPP) find their challenge. */
+  receiptRoutes?: Pick<ReceiptRoutes, 'remember'>;
   /** Per-phone-number throttling across users (adapters/phone-throttle.ts). */
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
@@ -202,6 +205,12 @@ export class SmsDeliveryService {
         const message = { to, body, trace: carrierFromContext(), statusCallback };
         const { providerMessageId } = await (this.options.breakers ? this.options.breakers.send(provider, message) : provider.send(message));
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
+        if (hasSession(provider) && this.options.receiptRoutes) {
+          // Before anything else: the receipt may follow within milliseconds.
+          await this.options.receiptRoutes
+            .remember(provider.name, providerMessageId, { tenantId: event.tenantId, challengeId: event.data.challengeId })
+            .catch((error: unknown) => log.warn("could not record the SMS's message id; its receipt will not be matched", { error }));
+        }
         await this.options.guard
           .sent(challengeId, provider.name, providerMessageId, expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS, { seq: job.startedSeq, resend })
           .catch((error: unknown) => log.warn('could not record that the SMS was sent; its claim ends by itself', { error }));

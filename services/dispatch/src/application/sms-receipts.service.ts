@@ -1,12 +1,20 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSubjects } from '@mfa/contracts';
 import { createEvent, eventIdOf, publishWithRetry, type EventPublisher } from '@mfa/messaging';
 import { parseChallengeId } from '@mfa/projection';
 import { counter, type Logger } from '@mfa/telemetry';
+import type { ReceiptRoutes } from '../adapters/receipt-routes.js';
 import type { SendGuard } from '../adapters/send-guard.js';
+import type { SmsReceipt } from '../adapters/sms/sms-provider.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
-const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by status', ['status']);
+const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id)', ['provider', 'status']);
 
+/**
+ * A receipt can overtake the record of its message: the SMSC may send it right after
+ * submit_sm_resp, before the route is written. It looks again after these pauses.
+ */
+const ROUTE_WAITS_MS = [250, 1_000];
 
 export interface ReceiptRequest {
   challengeId: string;
@@ -16,17 +24,18 @@ export interface ReceiptRequest {
 }
 
 /**
- * SMS delivery receipts: Twilio's status callback of a message (signed, else 403 and nothing
- * changes). `delivered` and `undelivered`/`failed` become SmsDeliveryReported (an id derived from
- * the message and status: a callback delivered again is stored once); an undelivered SMS makes the
- * challenge's status delivery_failed, with the user's other methods, as a send that failed does.
- * Intermediate statuses (queued, sending, sent) are acknowledged and not recorded.
+ * SMS delivery receipts, from Twilio's status callbacks (signed, else 403 and nothing changes) and
+ * from providers' sessions (SMPP deliver_sm). `delivered` and `undelivered` become
+ * SmsDeliveryReported, with an id derived from the message and status, so a receipt delivered
+ * again is stored once; an undelivered SMS makes the challenge's status delivery_failed, with the
+ * user's other methods, as a send that failed does. Intermediate statuses are not recorded.
  */
 export class SmsReceiptsService {
   constructor(
     private readonly options: {
       authToken: string | undefined;
       tenantOf: (challengeId: string) => Promise<string | undefined>;
+      routes: Pick<ReceiptRoutes, 'find'>;
       publisher: EventPublisher;
       guard: Pick<SendGuard, 'undeliverable'>;
       log: Logger;
@@ -35,6 +44,7 @@ export class SmsReceiptsService {
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
+  /** Twilio's status callback of a message, which names its challenge in the URL. */
   async receipt(req: ReceiptRequest): Promise<{ status: 204 | 403 | 404 }> {
     if (!signedByTwilio(this.options.authToken, req)) return { status: 403 };
     const { MessageSid: sid, MessageStatus: status, ErrorCode: errorCode } = req.params;
@@ -43,20 +53,47 @@ export class SmsReceiptsService {
     if (!final) return { status: 204 };
     const tenantId = await this.options.tenantOf(req.challengeId);
     if (!tenantId) return { status: 404 };
-    receipts.inc({ status: final });
+    // Twilio's message sids are unique across all its accounts.
+    await this.record({ tenantId, challengeId: req.challengeId, provider: 'twilio', providerMessageId: sid, status: final, errorCode }, `sms-receipt:${sid}:${final}`);
+    return { status: 204 };
+  }
+
+  /**
+   * A final receipt from a provider's session, which names only the provider's message id: its
+   * challenge is found through the route recorded at sending. A receipt of no known message is
+   * logged and dropped; a failure (Redis, NATS) is thrown, so the provider has it sent again.
+   */
+  async reported(receipt: SmsReceipt): Promise<void> {
+    const { provider, providerMessageId } = receipt;
+    let route = await this.options.routes.find(provider, providerMessageId);
+    for (const waitMs of ROUTE_WAITS_MS) {
+      if (route) break;
+      await sleep(waitMs);
+      route = await this.options.routes.find(provider, providerMessageId);
+    }
+    if (!route) {
+      receipts.inc({ provider, status: 'unmatched' });
+      this.options.log.info('SMS receipt of an unknown message ignored (sent by another system, or its record expired)', { provider, providerMessageId });
+      return;
+    }
+    // An SMSC's message ids are unique only for a while and only at that SMSC: the challenge makes the event id unique.
+    await this.record({ ...receipt, ...route }, `sms-receipt:${provider}:${route.challengeId}:${providerMessageId}:${receipt.status}`);
+  }
+
+  private async record(receipt: SmsReceipt & { tenantId: string; challengeId: string }, idSeed: string): Promise<void> {
+    const { tenantId, challengeId, provider, providerMessageId, status, errorCode } = receipt;
+    receipts.inc({ provider, status });
     const event = createEvent('SmsDeliveryReported', 1, {
-      id: eventIdOf(`sms-receipt:${sid}:${final}`, 4),
+      id: eventIdOf(idSeed, 4),
       tenantId,
-      aggregateId: req.challengeId,
+      aggregateId: challengeId,
       now: new Date(),
-      data: { challengeId: req.challengeId, provider: 'twilio', providerMessageId: sid, status: final, ...(errorCode ? { errorCode: errorCode.slice(0, 16) } : {}) },
+      data: { challengeId, provider, providerMessageId, status, ...(errorCode ? { errorCode: errorCode.slice(0, 16) } : {}) },
     });
     await publishWithRetry(this.options.publisher, EventSubjects.smsReceipt, event, { attempts: 3, delayMs: 250 });
-    if (final === 'undelivered') {
-      const now = Date.now();
-      await this.options.guard.undeliverable(req.challengeId, now, 'sms');
-      this.options.log.warn('SMS undelivered (receipt)', { challengeId: req.challengeId, errorCode });
+    if (status === 'undelivered') {
+      await this.options.guard.undeliverable(challengeId, Date.now(), 'sms');
+      this.options.log.warn('SMS undelivered (receipt)', { challengeId, provider, errorCode });
     }
-    return { status: 204 };
   }
 }

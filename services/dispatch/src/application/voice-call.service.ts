@@ -21,7 +21,9 @@ import { SmsProviderError } from '../adapters/sms/sms-provider.js';
 import type { TwilioVoiceProvider } from '../adapters/voice/twilio-voice.js';
 import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../domain/call-flow.js';
 import { outcomeEnvelope, outcomeEventId } from '../domain/outcome-id.js';
-import { voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
+import { chooseVoiceMessage, voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
+import type { Recording } from '../adapters/voice/recording-store.js';
+import type { VoiceRecordingsService } from './voice-recordings.service.js';
 import { recipientOfChallenge } from './recipient.js';
 import { throttledReason } from './sms-delivery.service.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
@@ -40,7 +42,7 @@ const INTERNAL_TIMEOUT_MS = 5_000;
 export interface VoiceOptions {
   keys: Pick<UserDataKeys, 'get'>;
   /** undefined: voice is not configured (TWILIO_* or VOICE_WEBHOOK_BASE_URL missing): calls fail, the IdP falls back. */
-  provider: Pick<TwilioVoiceProvider, 'placeCall' | 'name'> | undefined;
+  provider: { readonly name: string; placeCall: TwilioVoiceProvider['placeCall'] } | undefined;
   /** The public base URL Twilio reaches this service's webhooks on (VOICE_WEBHOOK_BASE_URL). */
   webhookBaseUrl: string | undefined;
   /** The Twilio auth token every webhook's X-Twilio-Signature is checked with. */
@@ -50,6 +52,8 @@ export interface VoiceOptions {
   guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
   calls: CallStore;
+  /** The tenant's own recordings, played instead of our scripts where they exist. */
+  recordings: Pick<VoiceRecordingsService, 'recorded' | 'playUrl'>;
   nc: NatsConnection;
   log: Logger;
   clock?: () => Date;
@@ -68,6 +72,12 @@ export interface WebhookRequest {
 }
 
 export type WebhookAnswer = { status: 200; twiml: string } | { status: 204 } | { status: 403 | 404; twiml: string };
+
+/** Where a message goes: the response itself, or a `<Gather>` (which plays while it listens). */
+interface Speaker {
+  say(attributes: { language?: never }, text: string): unknown;
+  play(attributes: object, url: string): unknown;
+}
 
 const HANG_UP = (() => {
   const response = new twilio.twiml.VoiceResponse();
@@ -172,10 +182,10 @@ export class VoiceCallService {
   async twiml(req: WebhookRequest): Promise<WebhookAnswer> {
     const call = await this.callOf(req);
     if ('refused' in call) return call.refused;
-    if (call.state.outcome) return { status: 200, twiml: this.say(call.state, 'authenticationDenied') };
+    if (call.state.outcome) return { status: 200, twiml: await this.say(call.state, 'authenticationDenied') };
     // An office phone: whoever answers is asked to put the call through to the extension first.
-    if (call.state.extension) return { status: 200, twiml: this.extensionPrompt(req, call.state, 1) };
-    return { status: 200, twiml: this.prompt(req, call.state, 1) };
+    if (call.state.extension) return { status: 200, twiml: await this.extensionPrompt(req, call.state, 1) };
+    return { status: 200, twiml: await this.prompt(req, call.state, 1) };
   }
 
   /** The keys pressed at one prompt: decided once per call and prompt. */
@@ -183,7 +193,7 @@ export class VoiceCallService {
     const call = await this.callOf(req);
     if ('refused' in call) return call.refused;
     const { state } = call;
-    if (state.outcome) return { status: 200, twiml: this.ending(state, state.outcome) };
+    if (state.outcome) return { status: 200, twiml: await this.ending(state, state.outcome) };
     if (req.extensionPrompt !== undefined) return this.atExtension(req, state, req.extensionPrompt);
     const prompt = req.prompt ?? 1;
     const settings: CallSettings = { pinMode: state.pinMode, fraudCode: state.fraudCode };
@@ -191,9 +201,9 @@ export class VoiceCallService {
     // A prompt is answered once: a webhook delivered again changes nothing and hears where the call is.
     if (!(await this.options.calls.answerOnce(req.challengeId, prompt, step.kind))) {
       const now = await this.options.calls.read(req.challengeId);
-      if (now?.outcome) return { status: 200, twiml: this.ending(state, now.outcome) };
-      if (prompt >= MAX_PROMPTS) return { status: 200, twiml: this.say(state, 'authenticationDenied') };
-      return { status: 200, twiml: this.prompt(req, state, prompt + 1, step.kind === 'check_pin' ? 'authenticationDeniedRetry' : undefined) };
+      if (now?.outcome) return { status: 200, twiml: await this.ending(state, now.outcome) };
+      if (prompt >= MAX_PROMPTS) return { status: 200, twiml: await this.say(state, 'authenticationDenied') };
+      return { status: 200, twiml: await this.prompt(req, state, prompt + 1, step.kind === 'check_pin' ? 'authenticationDeniedRetry' : undefined) };
     }
     switch (step.kind) {
       case 'approve':
@@ -206,23 +216,23 @@ export class VoiceCallService {
         await this.internal(InternalSubjects.fraudFromCall, { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest);
         await this.options.calls.finish(req.challengeId, 'fraud');
         calls.inc({ outcome: 'fraud_reported' });
-        return { status: 200, twiml: this.say(state, 'fraudConfirmation') };
+        return { status: 200, twiml: await this.say(state, 'fraudConfirmation') };
       }
       case 'prompt_again':
-        return { status: 200, twiml: this.prompt(req, state, step.prompt) };
+        return { status: 200, twiml: await this.prompt(req, state, step.prompt) };
       case 'give_up':
         await this.unanswered(req.challengeId, state, 'no keys pressed at any prompt');
-        return { status: 200, twiml: this.say(state, 'authenticationDenied') };
+        return { status: 200, twiml: await this.say(state, 'authenticationDenied') };
     }
   }
 
   /** The answer to an extension prompt: # means the user is at the extension, then the greeting. */
   private async atExtension(req: WebhookRequest, state: CallState, prompt: number): Promise<WebhookAnswer> {
     // Nothing is decided here (a webhook delivered again gets the same TwiML): only giving up is recorded, once.
-    if (req.params.FinishedOnKey === '#') return { status: 200, twiml: this.prompt(req, state, 1) };
-    if (prompt < MAX_PROMPTS) return { status: 200, twiml: this.extensionPrompt(req, state, prompt + 1) };
+    if (req.params.FinishedOnKey === '#') return { status: 200, twiml: await this.prompt(req, state, 1) };
+    if (prompt < MAX_PROMPTS) return { status: 200, twiml: await this.extensionPrompt(req, state, prompt + 1) };
     await this.unanswered(req.challengeId, state, 'nobody at the extension');
-    return { status: 200, twiml: this.say(state, 'authenticationDenied') };
+    return { status: 200, twiml: await this.say(state, 'authenticationDenied') };
   }
 
   /** The call's final status: a call that ended without an answer lets the IdP fall back. */
@@ -242,15 +252,15 @@ export class VoiceCallService {
     if (reply.status === 'approved') {
       await this.options.calls.finish(req.challengeId, 'approved');
       calls.inc({ outcome: 'approved' });
-      return this.say(state, 'authenticationSuccessful');
+      return await this.say(state, 'authenticationSuccessful');
     }
     if (reply.status === 'pending' && prompt < MAX_PROMPTS) {
       // A wrong PIN with attempts left: denied, then asked again.
-      return this.prompt(req, state, prompt + 1, 'authenticationDeniedRetry');
+      return await this.prompt(req, state, prompt + 1, 'authenticationDeniedRetry');
     }
     await this.options.calls.finish(req.challengeId, 'denied');
     calls.inc({ outcome: 'denied' });
-    return this.say(state, 'authenticationDenied');
+    return await this.say(state, 'authenticationDenied');
   }
 
   private async unanswered(challengeId: string, state: CallState, why: string): Promise<void> {
@@ -278,12 +288,12 @@ export class VoiceCallService {
     return reply;
   }
 
-  // ---- TwiML -------------------------------------------------------------------------------------
+  // ---- TwiML ----------------------------------------------------------------------------------
 
-  private prompt(req: WebhookRequest, state: CallState, prompt: number, before?: VoiceMessageType): string {
+  private async prompt(req: WebhookRequest, state: CallState, prompt: number, before?: VoiceMessageType): Promise<string> {
     const response = new twilio.twiml.VoiceResponse();
     const settings: CallSettings = { pinMode: state.pinMode, fraudCode: state.fraudCode };
-    if (before) this.sayInto(response, state, before);
+    if (before) await this.speak(response, state, before);
     const base = (this.options.webhookBaseUrl ?? '').replace(/\/+$/, '');
     const gather = response.gather({
       input: ['dtmf'],
@@ -293,13 +303,12 @@ export class VoiceCallService {
       method: 'POST',
       action: `${base}/voice/gather/${encodeURIComponent(req.challengeId)}?prompt=${prompt}`,
     });
-    const message = voiceMessage(promptMessage(settings, prompt), state.language, state.fraudCode);
-    gather.say({ language: message.language as never }, message.text);
+    await this.speak(gather, state, promptMessage(settings, prompt));
     return response.toString();
   }
 
   /** "Please transfer this call to the extension 1 2 3 4. If already at this extension, press the pound key to continue." */
-  private extensionPrompt(req: WebhookRequest, state: CallState, prompt: number): string {
+  private async extensionPrompt(req: WebhookRequest, state: CallState, prompt: number): Promise<string> {
     const response = new twilio.twiml.VoiceResponse();
     const base = (this.options.webhookBaseUrl ?? '').replace(/\/+$/, '');
     const gather = response.gather({
@@ -310,26 +319,44 @@ export class VoiceCallService {
       method: 'POST',
       action: `${base}/voice/gather/${encodeURIComponent(req.challengeId)}?ext=${prompt}`,
     });
-    const before = voiceMessage('extensionPromptBeforeDigits', state.language, state.fraudCode);
-    const after = voiceMessage('extensionPromptAfterDigits', state.language, state.fraudCode);
-    gather.say({ language: before.language as never }, `${before.text} ${[...(state.extension ?? '')].join(' ')}.`);
-    gather.say({ language: after.language as never }, after.text);
+    // The digits are always spoken (a recording cannot know them).
+    await this.speak(gather, state, 'extensionPromptBeforeDigits', `${[...(state.extension ?? '')].join(' ')}.`);
+    await this.speak(gather, state, 'extensionPromptAfterDigits');
     return response.toString();
   }
 
-  private say(state: CallState, type: VoiceMessageType): string {
+  private async say(state: CallState, type: VoiceMessageType): Promise<string> {
     const response = new twilio.twiml.VoiceResponse();
-    this.sayInto(response, state, type);
+    await this.speak(response, state, type);
     response.hangup();
     return response.toString();
   }
 
-  private sayInto(response: InstanceType<typeof twilio.twiml.VoiceResponse>, state: CallState, type: VoiceMessageType): void {
-    const message = voiceMessage(type, state.language, state.fraudCode);
-    response.say({ language: message.language as never }, message.text);
+  /**
+   * One message into the TwiML: the tenant's recording (`<Play>` of a signed URL) or our script
+   * (`<Say>`), as chooseVoiceMessage decides; `spokenAfter` is said after it (in the same `<Say>` as
+   * our script). A recording store that cannot be reached leaves our script: the call goes on.
+   */
+  private async speak(into: Speaker, state: CallState, type: VoiceMessageType, spokenAfter?: string): Promise<void> {
+    const recordings = new Map<string, Recording>();
+    const recorded = async (language: string) => {
+      const recording = await this.options.recordings.recorded(state.tenantId, type, language).catch((error: unknown) => {
+        this.options.log.warn('the recording store is unavailable; speaking the default message', { error });
+        return undefined;
+      });
+      if (recording) recordings.set(language, recording);
+      return recording !== undefined;
+    };
+    const choice = await chooseVoiceMessage(type, state.language, state.fraudCode, recorded);
+    if (choice.kind === 'say') {
+      into.say({ language: choice.language as never }, spokenAfter ? `${choice.text} ${spokenAfter}` : choice.text);
+      return;
+    }
+    into.play({}, this.options.recordings.playUrl(state.tenantId, type, choice.language, recordings.get(choice.language)!));
+    if (spokenAfter) into.say({ language: voiceMessage(type, state.language, state.fraudCode).language as never }, spokenAfter);
   }
 
-  private ending(state: CallState, outcome: string): string {
+  private async ending(state: CallState, outcome: string): Promise<string> {
     return this.say(state, outcome === 'approved' ? 'authenticationSuccessful' : outcome === 'fraud' ? 'fraudConfirmation' : 'authenticationDenied');
   }
 

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { callStep, MAX_PROMPTS, promptMessage } from './call-flow.js';
-import { VOICE_MESSAGE_TYPES, voiceLanguage, voiceMessage } from './voice-messages.js';
+import { chooseVoiceMessage, VOICE_MESSAGE_TYPES, voiceLanguage, voiceMessage } from './voice-messages.js';
 
 const standard = { pinMode: false, fraudCode: '0' };
 const pin = { pinMode: true, fraudCode: '0' };
@@ -60,5 +60,24 @@ describe('voice messages', () => {
     assert.match(voiceMessage('fraudGreetingStandard', 'en-GB', '7').text, /press seven pound/);
     assert.match(voiceMessage('fraudGreetingStandard', 'fr-FR', '0').text, /appuyer sur zéro puis sur dièse/);
     assert.match(voiceMessage('fraudGreetingPin', 'sv-SE', '3').text, /Tryck tre och fyrkant/);
+  });
+});
+
+describe('the choice of a message: the tenant’s recording in the user’s language, our script in it, else English', () => {
+  const has = (...languages: string[]) => async (language: string) => languages.includes(language);
+  it('plays the recording in the user’s language first, whatever the language', async () => {
+    assert.deepEqual(await chooseVoiceMessage('greetingStandard', 'fr-CA', '0', has('fr', 'en')), { kind: 'play', language: 'fr' });
+    assert.deepEqual(await chooseVoiceMessage('greetingStandard', 'de-DE', '0', has('de')), { kind: 'play', language: 'de' });
+  });
+  it('speaks our script in the user’s language before any English recording', async () => {
+    const choice = await chooseVoiceMessage('greetingStandard', 'sv-SE', '0', has('en'));
+    assert.equal(choice.kind, 'say');
+    assert.equal(choice.language, 'sv-SE');
+  });
+  it('falls back to English: the tenant’s English recording, else our English script', async () => {
+    assert.deepEqual(await chooseVoiceMessage('greetingStandard', 'de-DE', '0', has('en')), { kind: 'play', language: 'en' });
+    const spoken = await chooseVoiceMessage('greetingStandard', 'de-DE', '0', has());
+    assert.deepEqual(spoken, { kind: 'say', ...voiceMessage('greetingStandard', 'en', '0') });
+    assert.deepEqual(await chooseVoiceMessage('greetingStandard', undefined, '0', has('en')), { kind: 'play', language: 'en' });
   });
 });

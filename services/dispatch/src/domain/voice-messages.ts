@@ -1,30 +1,13 @@
+import { VOICE_MESSAGE_TYPES, type VoiceMessageType } from '@mfa/contracts';
+
+export { VOICE_MESSAGE_TYPES, type VoiceMessageType };
+
 /**
- * The spoken messages of a voice challenge's call: the 18 message types of Azure MFA's phone call
- * settings, with default scripts in English, French and Swedish (the English and French from the
- * seeds, neutral of any vendor name; the fraud code is said as the tenant set it, where the seed's
- * recordings always say "zero"). A tenant's own recordings (custom messages) take precedence.
+ * The default scripts of the 18 message types of a voice challenge's call, in English, French and
+ * Swedish (the English and French from the seeds, neutral of any vendor name; the fraud code is said
+ * as the tenant set it, where the seed's recordings always say "zero"). A tenant's own recordings
+ * take precedence (chooseVoiceMessage).
  */
-export const VOICE_MESSAGE_TYPES = [
-  'authenticationSuccessful',
-  'extensionPrompt',
-  'fraudConfirmation',
-  'fraudGreetingStandard',
-  'fraudReported',
-  'activation',
-  'authenticationDeniedRetry',
-  'retryStandard',
-  'greetingStandard',
-  'greetingPin',
-  'fraudGreetingPin',
-  'retryPin',
-  'extensionPromptAfterDigits',
-  'authenticationDenied',
-  'activationGreetingStandard',
-  'activationRetryStandard',
-  'activationGreetingPin',
-  'extensionPromptBeforeDigits',
-] as const;
-export type VoiceMessageType = (typeof VOICE_MESSAGE_TYPES)[number];
 
 type Language = 'en' | 'fr' | 'sv';
 /** The language `<Say>` is asked to speak (Twilio's voice languages). */
@@ -117,6 +100,33 @@ const SCRIPTS: Record<VoiceMessageType, Record<Language, (fraudDigit: string) =>
 export function voiceLanguage(bcp47: string | undefined): Language {
   const primary = (bcp47 ?? '').toLowerCase().split('-')[0];
   return primary === 'fr' || primary === 'sv' ? primary : 'en';
+}
+
+/** The primary language subtag of the user's language (`fr` of `fr-CA`), lower case; English when none is known. */
+export function primaryLanguage(bcp47: string | undefined): string {
+  const primary = (bcp47 ?? '').toLowerCase().split('-')[0] ?? '';
+  return /^[a-z]{2,3}$/.test(primary) ? primary : 'en';
+}
+
+/** A message as the caller hears it: the tenant's recording (played) or our script (spoken). */
+export type VoiceChoice = { kind: 'play'; language: string } | { kind: 'say'; text: string; language: string };
+
+/**
+ * The seeds' choice order: the tenant's recording in the user's language; else our script in the
+ * user's language; else English (the tenant's English recording, else our English script).
+ * `recorded(language)` says whether the tenant has a recording of this type in that language.
+ */
+export async function chooseVoiceMessage(
+  type: VoiceMessageType,
+  bcp47: string | undefined,
+  fraudCode: string | null,
+  recorded: (language: string) => Promise<boolean>,
+): Promise<VoiceChoice> {
+  const primary = primaryLanguage(bcp47);
+  if (await recorded(primary)) return { kind: 'play', language: primary };
+  if (primary !== 'en' && voiceLanguage(primary) === primary) return { kind: 'say', ...voiceMessage(type, primary, fraudCode) };
+  if (primary !== 'en' && (await recorded('en'))) return { kind: 'play', language: 'en' };
+  return { kind: 'say', ...voiceMessage(type, 'en', fraudCode) };
 }
 
 /** What to say for a message type, in the user's language (English when we have none), and the `<Say>` language. */

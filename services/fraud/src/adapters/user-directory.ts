@@ -1,5 +1,6 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
-import { EventSubjects, Headers, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
+import { EventSubjects, Headers, Streams, type TenantSettings } from '@mfa/contracts';
+import { tenantSettingsOf } from '@mfa/messaging';
 
 /**
  * What fraud needs to know of tenants and users (user-settings owns them), from the last event of
@@ -8,13 +9,9 @@ import { EventSubjects, Headers, parseEvent, Streams, type TenantSettings } from
 export class UserDirectory {
   constructor(private readonly jsm: JetStreamManager) {}
 
-  /** The tenant's current settings (every tenant event carries them all), or undefined for an unknown tenant. */
-  async tenantSettings(tenantId: string): Promise<TenantSettings | undefined> {
-    const last = await this.jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) });
-    if (!last) return undefined;
-    const event = parseEvent(last.json());
-    if (event.type !== 'TenantCreated' && event.type !== 'TenantSettingsChanged') throw new Error(`unexpected ${event.type} on a tenant subject`);
-    return event.data.settings;
+  /** The tenant's current settings, or undefined for an unknown tenant. */
+  tenantSettings(tenantId: string): Promise<TenantSettings | undefined> {
+    return tenantSettingsOf(this.jsm, tenantId);
   }
 
   /** Registered and not erased since. */

@@ -95,7 +95,9 @@ ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   error = excluded.error,
   occurred_at = excluded.occurred_at,
   event_seq = excluded.event_seq
-WHERE deliveries.event_seq < excluded.event_seq`;
+WHERE deliveries.event_seq < excluded.event_seq
+  -- receiptOverrides (domain/signin-projection.ts): a receipt stands against its own message's later SmsSent
+  AND NOT (excluded.status = 'sent' AND deliveries.status IN ('delivered', 'undelivered') AND deliveries.message_id IS NOT DISTINCT FROM excluded.message_id)`;
 
 const INSERT_TENANTS = `
 INSERT INTO tenants (tenant_id, created_at)

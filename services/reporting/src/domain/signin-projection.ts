@@ -236,9 +236,20 @@ export function foldDispatchEvents(items: readonly Sequenced<DispatchEvent>[]): 
       seq,
     };
     const patch: DeliveryPatch = deliveryPatch(event, common);
+    const previous = latest.get(key(patch.tenantId, patch.challengeId));
+    if (previous && receiptOverrides(previous, patch)) continue;
     latest.set(key(patch.tenantId, patch.challengeId), patch);
   }
   return [...latest.values()];
+}
+
+/**
+ * A receipt can be recorded before the SmsSent of its own message (an SMSC may answer within
+ * milliseconds of accepting it): `sent` never replaces what a receipt said about the same message.
+ * The repository's upsert applies the same rule across batches.
+ */
+export function receiptOverrides(current: Pick<DeliveryPatch, 'status' | 'messageId'>, next: Pick<DeliveryPatch, 'status' | 'messageId'>): boolean {
+  return next.status === 'sent' && (current.status === 'delivered' || current.status === 'undelivered') && current.messageId === next.messageId;
 }
 
 function deliveryPatch(event: DispatchEvent, common: Pick<DeliveryPatch, 'tenantId' | 'challengeId' | 'occurredAt' | 'seq'>): DeliveryPatch {

@@ -231,20 +231,35 @@ describe('delivery projection', () => {
     assert.equal(byId.get(c2.challengeId)?.messageId, null);
   });
 
-  it("given a receipt after the send, then the handset's answer with the provider's error", () => {
-    const c = signin();
-    const sent = smsSent(c);
-    const receipt = {
+  /** The handset's receipt of a sent SMS. */
+  const receiptOf = (sent: ReturnType<typeof smsSent>, data: { provider: string; status: 'delivered' | 'undelivered'; errorCode?: string }) =>
+    ({
       ...sent,
       id: randomUUID(),
       type: 'SmsDeliveryReported',
       version: 1,
-      data: { challengeId: c.challengeId, provider: 'twilio', providerMessageId: sent.data.providerMessageId, status: 'undelivered', errorCode: '30005' },
-    } as DispatchEvent;
+      data: { challengeId: sent.data.challengeId, providerMessageId: sent.data.providerMessageId, ...data },
+    }) as DispatchEvent;
+
+  it("given a receipt after the send, then the handset's answer with the provider's error", () => {
+    const c = signin();
+    const sent = smsSent(c);
+    const receipt = receiptOf(sent, { provider: 'twilio', status: 'undelivered', errorCode: '30005' });
     const [patch, ...more] = foldDispatchEvents(seqd<DispatchEvent>(sent, receipt));
     assert.equal(more.length, 0);
     assert.ok(patch);
     assert.deepEqual([patch.status, patch.error, patch.messageId], ['undelivered', '30005', sent.data.providerMessageId]);
+  });
+
+  it('given a receipt recorded before the SmsSent of its message (an SMSC answers at once), then the receipt stands; a send of another message replaces it', () => {
+    const c = signin();
+    const sent = smsSent(c);
+    const receipt = receiptOf(sent, { provider: 'smpp', status: 'delivered' });
+    const [patch] = foldDispatchEvents(seqd<DispatchEvent>(receipt, sent));
+    assert.deepEqual([patch?.status, patch?.provider, patch?.messageId], ['delivered', 'smpp', sent.data.providerMessageId]);
+    const another = { ...sent, id: randomUUID(), data: { ...sent.data, providerMessageId: 'another-message' } } as DispatchEvent;
+    const [resent] = foldDispatchEvents(seqd<DispatchEvent>(receipt, another));
+    assert.deepEqual([resent?.status, resent?.messageId], ['sent', 'another-message']);
   });
 });
 

@@ -1,6 +1,8 @@
 import { ConfigError } from '@mfa/service-kit';
 import type { DispatchConfig } from '../../config.js';
 import { ConsoleSmsProvider } from './console/console.provider.js';
+import { parseSenders } from './senders.js';
+import { parseSmppUrl, SmppSmsProvider, type SmppTarget } from './smpp/smpp.provider.js';
 import type { SmsProvider } from './sms-provider.js';
 import { TwilioSmsProvider } from './twilio/twilio.provider.js';
 
@@ -14,18 +16,12 @@ type SmsProviderConfig = Pick<
   | 'TWILIO_FROM_NUMBER'
   | 'TWILIO_TIMEOUT_MS'
   | 'SMS_SENDERS'
+  | 'SMPP_URL'
+  | 'SMPP_SOURCE_ADDR'
+  | 'SMPP_WINDOW'
+  | 'SMPP_TIMEOUT_MS'
+  | 'SMPP_ENQUIRE_LINK_SECONDS'
 >;
-
-/** SMS_SENDERS as a map: country (or '*') → sender. */
-export function parseSenders(text: string | undefined): ReadonlyMap<string, string> {
-  const senders = new Map<string, string>();
-  for (const pair of (text ?? '').split(',').filter(Boolean)) {
-    const [country, sender] = pair.split('=') as [string, string];
-    if (senders.has(country)) throw new ConfigError(`SMS_SENDERS: ${country} listed twice`);
-    senders.set(country, sender);
-  }
-  return senders;
-}
 
 const BUILDERS: Record<string, (config: SmsProviderConfig) => SmsProvider> = {
   twilio: (config) => {
@@ -41,6 +37,26 @@ const BUILDERS: Record<string, (config: SmsProviderConfig) => SmsProvider> = {
       fromNumber: senders.get('*') ?? config.TWILIO_FROM_NUMBER!,
       senders,
       timeoutMs: config.TWILIO_TIMEOUT_MS,
+    });
+  },
+  smpp: (config) => {
+    const senders = parseSenders(config.SMS_SENDERS);
+    const required = senders.has('*') ? (['SMPP_URL'] as const) : (['SMPP_URL', 'SMPP_SOURCE_ADDR'] as const);
+    const missing = required.filter((name) => !config[name]);
+    if (missing.length > 0) throw new ConfigError(`SMS provider smpp needs ${missing.join(', ')}`);
+    let target: SmppTarget;
+    try {
+      target = parseSmppUrl(config.SMPP_URL!);
+    } catch (error) {
+      throw new ConfigError(`SMPP_URL: ${(error as Error).message}`);
+    }
+    return new SmppSmsProvider({
+      target,
+      sourceAddr: senders.get('*') ?? config.SMPP_SOURCE_ADDR!,
+      senders,
+      window: config.SMPP_WINDOW,
+      timeoutMs: config.SMPP_TIMEOUT_MS,
+      enquireLinkMs: config.SMPP_ENQUIRE_LINK_SECONDS * 1000,
     });
   },
   console: (config) => {

@@ -84,4 +84,30 @@ describe('SMS provider factory', () => {
     assert.ok(!JSON.stringify(provider).includes(twilio.TWILIO_AUTH_TOKEN));
     assert.ok(!JSON.stringify(provider).includes(Buffer.from(`${twilio.TWILIO_ACCOUNT_SID}:${twilio.TWILIO_AUTH_TOKEN}`).toString('base64')));
   });
+
+  const smppEnv = { SMPP_URL: 'smpp://mfa-esme:s3cr%40t@smsc.example.net:2775', SMPP_SOURCE_ADDR: '+15005550006' };
+
+  it('builds smpp from SMPP_URL and SMPP_SOURCE_ADDR, alone or with twilio in a failover list, without connecting', () => {
+    assert.deepEqual(names({ NODE_ENV: 'production', SMS_PROVIDERS: 'smpp', ...smppEnv }), ['smpp']);
+    assert.deepEqual(names({ SMS_PROVIDERS: 'smpp,twilio', ...smppEnv, ...twilio }), ['smpp', 'twilio']);
+    assert.deepEqual(names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_SOURCE_ADDR: 'Contoso' }), ['smpp']);
+    // With SMS_SENDERS' `*`, no SMPP_SOURCE_ADDR is needed.
+    assert.deepEqual(names({ SMS_PROVIDERS: 'smpp', SMPP_URL: smppEnv.SMPP_URL, SMS_SENDERS: 'US=97671,*=+15005550007' }), ['smpp']);
+  });
+
+  it('refuses smpp without SMPP_URL or a sender, or with a URL or sender it cannot use', () => {
+    assert.throws(() => names({ SMS_PROVIDERS: 'smpp', SMPP_SOURCE_ADDR: '+15005550006' }), (e: Error) => e instanceof ConfigError && /smpp needs SMPP_URL/.test(e.message));
+    assert.throws(() => names({ SMS_PROVIDERS: 'smpp', SMPP_URL: smppEnv.SMPP_URL }), (e: Error) => e instanceof ConfigError && /SMPP_SOURCE_ADDR/.test(e.message));
+    assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_URL: 'https://smsc.example.net' }), /SMPP_URL/);
+    assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_URL: 'smpp://smsc.example.net:2775' }), (e: Error) => e instanceof ConfigError && /SMPP_URL: .*system_id/.test(e.message));
+    for (const bad of ['Contoso Bank Ltd', '+0123', '12', 'ab$']) {
+      assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_SOURCE_ADDR: bad }), /SMPP_SOURCE_ADDR/, bad);
+    }
+    assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_WINDOW: '0' }), /SMPP_WINDOW/);
+  });
+
+  it('does not show the SMPP password when the provider is printed', () => {
+    const [provider] = createSmsProviders(configFrom({ SMS_PROVIDERS: 'smpp', ...smppEnv }));
+    assert.ok(!JSON.stringify(provider).includes('s3cr'));
+  });
 });

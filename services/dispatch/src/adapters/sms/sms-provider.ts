@@ -1,4 +1,5 @@
-import type { TraceCarrier } from '@mfa/telemetry';
+import type { HealthCheck } from '@mfa/service-kit';
+import type { Logger, TraceCarrier } from '@mfa/telemetry';
 
 export interface SmsMessage {
   /** E.164. */
@@ -15,6 +16,32 @@ export interface SmsMessage {
 export interface SmsProvider {
   readonly name: string;
   send(message: SmsMessage): Promise<{ providerMessageId: string }>;
+}
+
+/** A final delivery receipt, as a provider's session reports it: only the provider's message id names the SMS. */
+export interface SmsReceipt {
+  provider: string;
+  providerMessageId: string;
+  status: 'delivered' | 'undelivered';
+  /** The network's or SMSC's error, when it gave one. */
+  errorCode?: string | undefined;
+}
+
+/**
+ * A provider that holds a connection of its own (SMPP): started and stopped with the service,
+ * shown in /health, and its delivery receipts arrive on that connection naming only its message
+ * id, so the id of every message it accepts is recorded with the challenge (ReceiptRoutes).
+ */
+export interface SessionSmsProvider extends SmsProvider {
+  /** Connects, and keeps connecting. A rejected `onReceipt` is answered so that the SMSC tries the receipt again later. */
+  start(context: { log: Logger; onReceipt: (receipt: SmsReceipt) => Promise<void> }): void;
+  stop(): Promise<void>;
+  /** Informational: a provider that is down leaves the others. */
+  healthCheck(): HealthCheck;
+}
+
+export function hasSession(provider: SmsProvider): provider is SessionSmsProvider {
+  return typeof (provider as Partial<SessionSmsProvider>).start === 'function';
 }
 
 interface SmsProviderErrorDetails {

@@ -1,5 +1,5 @@
-import { phoneNumberInfo } from '@mfa/contracts';
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
+import { Senders } from '../senders.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
 import { postForm } from './http-client.js';
 
@@ -54,8 +54,10 @@ export class TwilioSmsProvider implements SmsProvider {
   readonly name = 'twilio';
   private readonly endpoint: URL;
   private readonly authorization: string;
+  private readonly senders: Senders;
 
   constructor(private readonly options: TwilioOptions) {
+    this.senders = new Senders(options.senders ?? new Map(), options.fromNumber);
     this.endpoint = new URL(`${options.apiUrl.replace(/\/+$/, '')}/2010-04-01/Accounts/${encodeURIComponent(options.accountSid)}/Messages.json`);
     this.authorization = `Basic ${Buffer.from(`${options.accountSid}:${options.authToken}`).toString('base64')}`;
     // The credentials must never show up in logs of this object.
@@ -65,8 +67,7 @@ export class TwilioSmsProvider implements SmsProvider {
 
   /** The sender for a destination: its country's (short code or long number), else the default. */
   senderFor(to: string): string {
-    const country = this.options.senders?.size ? phoneNumberInfo(to).country : undefined;
-    return (country !== undefined ? this.options.senders?.get(country) : undefined) ?? this.options.fromNumber;
+    return this.senders.for(to);
   }
 
   send(message: SmsMessage): Promise<{ providerMessageId: string }> {

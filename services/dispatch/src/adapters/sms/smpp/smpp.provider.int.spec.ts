@@ -1,0 +1,254 @@
+import { after, afterEach, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import smpp from 'smpp';
+import { createLogger } from '@mfa/telemetry';
+import { eventually, FakeSmsc, itWith } from '@mfa/testing';
+import { SmsProviderError, type SmsReceipt } from '../sms-provider.js';
+import { parseSmppUrl, SmppSmsProvider, type SmppOptions } from './smpp.provider.js';
+
+// The real SMPP provider against an SMSC speaking SMPP v3.4 over TCP (the `smpp` package's server
+// side, in libs/testing): binds, submits, receipts, the window, reconnects and a broken SMSC.
+
+process.env.LOG_LEVEL ??= 'warn';
+const log = createLogger('dispatch-smpp-test', { level: process.env.LOG_LEVEL as 'warn' });
+const uniquePhone = () => `+1415${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
+const body = (code = '123456') => `${code} is your verification code. It expires in 3 minutes.`;
+const smsc = ['smsc'];
+
+describe('SMPP provider against an SMSC', () => {
+  const fake = new FakeSmsc();
+  const started: SmppSmsProvider[] = [];
+  let receipts: SmsReceipt[];
+  let onReceipt: (receipt: SmsReceipt) => Promise<void>;
+
+  before(async () => {
+    await fake.start();
+  });
+  after(async () => {
+    await fake.stop();
+  });
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((p) => p.stop()));
+    fake.release();
+    fake.autoReceipts = true;
+  });
+
+  /** A provider bound to the fake (or trying to, with other credentials). */
+  async function provider(options: Partial<SmppOptions> & { credentials?: { password?: string }; bound?: boolean } = {}): Promise<SmppSmsProvider> {
+    receipts = [];
+    onReceipt = async (receipt) => void receipts.push(receipt);
+    const p = new SmppSmsProvider({
+      target: parseSmppUrl(fake.url(options.credentials)),
+      sourceAddr: '+15005550006',
+      window: 10,
+      timeoutMs: 2_000,
+      enquireLinkMs: 30_000,
+      reconnect: { baseMs: 20, maxMs: 200 },
+      ...options,
+    });
+    started.push(p);
+    p.start({ log, onReceipt: (receipt) => onReceipt(receipt) });
+    if (options.bound !== false) await eventually(() => p.healthCheck().check().then(() => true), 5_000, 'the session bound');
+    return p;
+  }
+
+  itWith({ real: [], fake: smsc }, 'binds as an SMPP v3.4 transceiver and submits: GSM 03.38 or UCS-2 text, international numbers, a receipt asked for', async () => {
+    const p = await provider({ senders: new Map([['CA', '759731']]) });
+    const bind = fake.binds.at(-1)!;
+    assert.deepEqual(bind, { command: 'bind_transceiver', systemId: fake.systemId, interfaceVersion: 0x34, accepted: true });
+
+    const to = uniquePhone();
+    const { providerMessageId } = await p.send({ to, body: body() });
+    const [sms] = fake.messagesTo(to);
+    assert.ok(sms, 'the SMSC got it');
+    assert.equal(sms.messageId, providerMessageId);
+    assert.equal(sms.text, body());
+    assert.equal(sms.dataCoding, 0, 'GSM 03.38, the SMSC default alphabet');
+    assert.equal(sms.destinationAddr, to.slice(1));
+    assert.equal(sms.destAddrTon, 1, 'international');
+    assert.equal(sms.sourceAddr, '15005550006');
+    assert.equal(sms.registeredDelivery & 0x01, 1, 'a receipt of the final outcome asked for');
+
+    // French and Swedish letters are GSM characters; Cyrillic needs UCS-2. SMS_SENDERS picks a
+    // Canadian short code for Toronto.
+    const toronto = `+1416${String(randomInt(2_000_000, 10_000_000))}`;
+    await p.send({ to: toronto, body: '123456 är din kod, réessayez' });
+    await p.send({ to, body: '123456 — ваш код' });
+    const [swedish] = fake.messagesTo(toronto);
+    assert.deepEqual([swedish?.dataCoding, swedish?.text, swedish?.sourceAddr, swedish?.sourceAddrTon], [0, '123456 är din kod, réessayez', '759731', 3]);
+    const cyrillic = fake.messagesTo(to)[1];
+    assert.deepEqual([cyrillic?.dataCoding, cyrillic?.text], [8, '123456 — ваш код']);
+  });
+
+  itWith({ real: [], fake: smsc }, 'receipts: final states reach onReceipt (TLVs or the text alone) and are answered; others are acknowledged and ignored', async () => {
+    const p = await provider();
+    const delivered = uniquePhone();
+    const lost = uniquePhone();
+    fake.receiptFor(lost, { state: 'UNDELIV', err: '034', textOnly: true });
+    const first = await p.send({ to: delivered, body: body() });
+    const second = await p.send({ to: lost, body: body() });
+    await eventually(async () => (receipts.length >= 2 ? true : undefined), 5_000, 'two receipts');
+    assert.deepEqual(
+      receipts.sort((a, b) => a.status.localeCompare(b.status)),
+      [
+        { provider: 'smpp', providerMessageId: first.providerMessageId, status: 'delivered', errorCode: undefined },
+        { provider: 'smpp', providerMessageId: second.providerMessageId, status: 'undelivered', errorCode: '034' },
+      ],
+    );
+    assert.deepEqual(fake.receiptAnswers.slice(-2).map((a) => a.status), [0, 0]);
+
+    // Not final, not readable, not a receipt: acknowledged (no redelivery), nothing reported.
+    const [sms] = fake.messagesTo(delivered);
+    assert.equal(await fake.sendReceipt(sms!, { state: 'ENROUTE' }), 0);
+    assert.equal(await fake.deliver({ esm_class: 0x04, short_message: 'sub:001 dlvrd:001 stat:DELIVRD' }), 0);
+    assert.equal(await fake.deliver({ esm_class: 0x04, receipted_message_id: 'ab}{c\u0001', message_state: 2 }), 0);
+    assert.equal(await fake.deliver({ esm_class: 0x00, source_addr: delivered.slice(1), short_message: 'STOP' }), 0);
+    assert.equal(receipts.length, 2);
+
+    // A receipt that cannot be recorded now is answered ESME_RX_T_APPN: the SMSC sends it again.
+    onReceipt = async () => {
+      throw new Error('Redis is away');
+    };
+    assert.equal(await fake.sendReceipt(sms!, { state: 'DELIVRD' }), smpp.errors.ESME_RX_T_APPN);
+  });
+
+  itWith({ real: [], fake: smsc }, 'refusals: throttled and a full queue are transient, an invalid destination is permanent; an unanswered submit times out as transient', async () => {
+    const p = await provider({ timeoutMs: 300 });
+    const refused = async () => {
+      const error = await p.send({ to: uniquePhone(), body: body() }).then(
+        () => assert.fail('sent'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof SmsProviderError);
+      return { transient: error.transient, code: error.code, message: error.message };
+    };
+    fake.failNext(smpp.errors.ESME_RTHROTTLED!, smpp.errors.ESME_RMSGQFUL!, smpp.errors.ESME_RINVDSTADR!);
+    assert.deepEqual(await refused(), { transient: true, code: 'ESME_RTHROTTLED', message: 'SMPP submit_sm refused: ESME_RTHROTTLED' });
+    assert.deepEqual(await refused(), { transient: true, code: 'ESME_RMSGQFUL', message: 'SMPP submit_sm refused: ESME_RMSGQFUL' });
+    assert.deepEqual(await refused(), { transient: false, code: 'ESME_RINVDSTADR', message: 'SMPP submit_sm refused: ESME_RINVDSTADR' });
+    fake.hold();
+    const timedOut = await refused();
+    assert.equal(timedOut.transient, true);
+    assert.match(timedOut.message, /not answered within 300 ms/);
+    fake.release();
+    assert.ok((await p.send({ to: uniquePhone(), body: body() })).providerMessageId);
+  });
+
+  itWith({ real: [], fake: smsc }, 'never has more submit_sm unanswered than the window; the others wait for a slot', async () => {
+    const p = await provider({ window: 2, timeoutMs: 10_000 });
+    fake.maxOutstanding = 0;
+    fake.hold();
+    const sends = Array.from({ length: 5 }, () => p.send({ to: uniquePhone(), body: body() }));
+    await eventually(async () => (fake.heldCount === 2 && p.windowState().waiting === 3 ? true : undefined), 5_000, 'two submitted, three waiting');
+    assert.equal(fake.heldCount, 2);
+    fake.release();
+    const ids = await Promise.all(sends);
+    assert.equal(new Set(ids.map((r) => r.providerMessageId)).size, 5);
+    assert.equal(fake.maxOutstanding, 2);
+    assert.deepEqual(p.windowState(), { inFlight: 0, waiting: 0 });
+  });
+
+  itWith({ real: [], fake: smsc }, 'binds again after the SMSC drops the connection, failing what was in flight as transient', async () => {
+    const p = await provider();
+    const binds = fake.binds.length;
+    fake.hold();
+    const inFlight = p.send({ to: uniquePhone(), body: body() });
+    await eventually(async () => (fake.heldCount === 1 ? true : undefined), 5_000, 'the submit held');
+    fake.dropConnections();
+    await assert.rejects(inFlight, (e: unknown) => e instanceof SmsProviderError && e.transient && /connection lost/.test(e.message));
+    fake.release();
+    await eventually(() => p.healthCheck().check().then(() => true), 5_000, 'bound again');
+    assert.equal(fake.binds.length, binds + 1);
+    assert.ok((await p.send({ to: uniquePhone(), body: body() })).providerMessageId);
+  });
+
+  itWith({ real: [], fake: smsc }, 'a wrong password: the bind is refused, /health says why, sends fail at once as transient, binds are tried again', async () => {
+    const binds = fake.binds.length;
+    const p = await provider({ credentials: { password: 'wrong' }, bound: false });
+    const reason = await eventually(
+      () => p.healthCheck().check().then(
+        () => assert.fail('bound with a wrong password'),
+        (e: Error) => (/ESME_RINVPASWD/.test(e.message) ? e.message : undefined),
+      ),
+      5_000,
+      'the refusal in the health check',
+    );
+    assert.match(reason, /not bound: bind refused: ESME_RINVPASWD, wrong password/);
+    await assert.rejects(p.send({ to: uniquePhone(), body: body() }), (e: unknown) => e instanceof SmsProviderError && e.transient && /not bound/.test(e.message));
+    await eventually(async () => (fake.binds.length >= binds + 2 ? true : undefined), 5_000, 'a second bind after the back-off');
+    assert.ok(fake.binds.slice(binds).every((b) => !b.accepted));
+  });
+
+  itWith({ real: [], fake: smsc }, 'a broken SMSC: an unknown command is answered generic_nack; an undecodable PDU ends the connection, which binds again; nothing crashes', async () => {
+    const p = await provider();
+    const binds = fake.binds.length;
+    const sequence = fake.sendUnknownCommand();
+    await eventually(async () => fake.nacks.find((n) => n.sequence === sequence), 5_000, 'the generic_nack');
+    assert.deepEqual(fake.nacks.find((n) => n.sequence === sequence), { sequence, status: smpp.errors.ESME_RINVCMDID });
+    assert.ok((await p.send({ to: uniquePhone(), body: body() })).providerMessageId, 'still bound');
+    assert.equal(fake.binds.length, binds);
+
+    fake.sendOversizedPdu();
+    await eventually(async () => (fake.binds.length === binds + 1 && fake.sessions === 1 ? true : undefined), 5_000, 'a new session');
+    await eventually(() => p.healthCheck().check().then(() => true), 5_000, 'bound again');
+    assert.ok((await p.send({ to: uniquePhone(), body: body() })).providerMessageId);
+  });
+
+  itWith({ real: [], fake: smsc }, 'checks the link with enquire_link, and unbinds when stopped', async () => {
+    const enquired = fake.enquireLinks;
+    const p = await provider({ enquireLinkMs: 50 });
+    await eventually(async () => (fake.enquireLinks >= enquired + 2 ? true : undefined), 5_000, 'enquire_link twice');
+    await p.stop();
+    await eventually(async () => (fake.sessions === 0 ? true : undefined), 5_000, 'the session unbound');
+    await assert.rejects(p.healthCheck().check(), /not bound: stopped/);
+  });
+});
+
+describe('SMPP provider over TLS (smpps://)', () => {
+  // A self-signed certificate for 127.0.0.1, made by openssl for this run.
+  const dir = mkdtempSync(join(tmpdir(), 'smpps-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=fake-smsc', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+  const cert = readFileSync(join(dir, 'cert.pem'));
+  const fake = new FakeSmsc('mfa-tls', 'tls-pass', { key: readFileSync(join(dir, 'key.pem')), cert });
+  const providers: SmppSmsProvider[] = [];
+
+  before(async () => {
+    await fake.start();
+  });
+  after(async () => {
+    await Promise.all(providers.map((p) => p.stop()));
+    await fake.stop();
+  });
+
+  const start = (tlsOptions: SmppOptions['tlsOptions']) => {
+    const p = new SmppSmsProvider({ target: parseSmppUrl(fake.url()), sourceAddr: '+15005550006', window: 10, timeoutMs: 2_000, enquireLinkMs: 30_000, reconnect: { baseMs: 50, maxMs: 200 }, tlsOptions });
+    providers.push(p);
+    p.start({ log, onReceipt: async () => undefined });
+    return p;
+  };
+
+  itWith({ real: [], fake: smsc }, 'binds and submits over TLS to an SMSC whose certificate it trusts, and refuses one it does not', async () => {
+    assert.match(fake.url(), /^smpps:\/\//);
+    const trusted = start({ ca: cert });
+    await eventually(() => trusted.healthCheck().check().then(() => true), 5_000, 'bound over TLS');
+    const to = uniquePhone();
+    const { providerMessageId } = await trusted.send({ to, body: body() });
+    assert.equal(fake.messagesTo(to)[0]?.messageId, providerMessageId);
+
+    const untrusted = start(undefined);
+    const reason = await eventually(
+      () => untrusted.healthCheck().check().then(
+        () => assert.fail('bound to an SMSC with an untrusted certificate'),
+        (e: Error) => (/certificate/i.test(e.message) ? e.message : undefined),
+      ),
+      5_000,
+      'the TLS refusal',
+    );
+    assert.match(reason, /^(binding|not bound): connection error: .*certificate/i);
+  });
+});

@@ -291,6 +291,10 @@ challenges
   .command('status <tenant> <challengeId>')
   .description('where a challenge stands')
   .action((tenantId: string, challengeId: string) => withApi(async (api) => print(await api.call(Subjects.challengeStatus, { tenantId, challengeId }))));
+challenges
+  .command('resend <tenant> <challengeId>')
+  .description('send a pending SMS challenge\'s code again (the same code); prints how many resends are left')
+  .action((tenantId: string, challengeId: string) => withApi(async (api) => print(await api.call(Subjects.challengeResend, { tenantId, challengeId }))));
 
 // ---- fraud -------------------------------------------------------------------------------------
 const fraud = program.command('fraud').description('fraud alerts and per-IP lockout');

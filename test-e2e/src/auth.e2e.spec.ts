@@ -140,6 +140,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
       case Subjects.challengeVerify:
         return { tenantId, challengeId, code: '000000' };
       case Subjects.challengeStatus:
+      case Subjects.challengeResend:
         return { tenantId, challengeId };
       case Subjects.fraudReport:
         return { tenantId, userId: userA, challengeId, source: 'idp' };

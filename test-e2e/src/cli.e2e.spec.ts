@@ -106,6 +106,8 @@ describe('the mfa command line', () => {
     const verified = await json(['challenges', 'verify', tenantId, String(started.challengeId), totp(secret, t0 + 30_000)], idpKey);
     assert.equal(verified.status, 'approved');
     assert.equal((await json(['challenges', 'status', tenantId, String(started.challengeId)], idpKey)).status, 'approved');
+    // A resend reaches auth-challenge with the IdP's key (challenges scope): an app's code is not sent.
+    assert.match((await mfa(['challenges', 'resend', tenantId, String(started.challengeId)], idpKey)).stderr, /conflict: only an SMS challenge's code can be sent again \(this one is totp\)/);
 
     // Block and unblock (admin: the platform key).
     assert.ok((await json(['users', 'block', tenantId, userId, '--reason', 'cli test'])).blockedUntil);

@@ -34,6 +34,7 @@ export const Subjects = {
   challengeStart: 'mfa.v1.challenge.start',
   challengeVerify: 'mfa.v1.challenge.verify',
   challengeStatus: 'mfa.v1.challenge.status',
+  challengeResend: 'mfa.v1.challenge.resend',
   reportsSigninsQuery: 'mfa.v1.reports.signins.query',
   usersBlock: 'mfa.v1.users.block',
   fraudReport: 'mfa.v1.fraud.report',
@@ -385,6 +386,17 @@ export const ChallengeStatusReply = ChallengeVerifyReply.extend({
 });
 export type ChallengeStatusReply = z.infer<typeof ChallengeStatusReply>;
 
+/** Sends the code of a pending SMS challenge again: the same code, through the next healthy provider. */
+export const ChallengeResendRequest = z.object({ tenantId: TenantId, challengeId: OpaqueId });
+export type ChallengeResendRequest = z.infer<typeof ChallengeResendRequest>;
+export const ChallengeResendReply = z.object({
+  challengeId: z.string(),
+  status: z.literal('pending'),
+  /** Further resends this challenge allows (its sends are capped, the start's included). */
+  resendsRemaining: z.int().nonnegative(),
+});
+export type ChallengeResendReply = z.infer<typeof ChallengeResendReply>;
+
 // ---- reports ---------------------------------------------------------------------------------
 
 export const SIGNIN_RESULTS = ['success', 'failure'] as const;
@@ -440,6 +452,8 @@ export const SigninItem = z.object({
   delivery: z
     .object({ status: z.enum(['sent', 'delivered', 'undelivered', 'failed']), provider: z.string().nullable(), error: z.string().nullable() })
     .optional(),
+  /** SMS: how many times the code was sent again (challenge.resend); absent when never. */
+  resends: z.int().positive().optional(),
 });
 export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });
@@ -580,6 +594,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.challengeStart]: 'challenges',
   [Subjects.challengeVerify]: 'challenges',
   [Subjects.challengeStatus]: 'challenges',
+  [Subjects.challengeResend]: 'challenges',
   [Subjects.usersRegister]: 'users',
   [Subjects.totpEnroll]: 'users',
   [Subjects.totpActivate]: 'users',
@@ -627,6 +642,7 @@ export const RequestSchemas = {
   [Subjects.challengeStart]: ChallengeStartRequest,
   [Subjects.challengeVerify]: ChallengeVerifyRequest,
   [Subjects.challengeStatus]: ChallengeStatusRequest,
+  [Subjects.challengeResend]: ChallengeResendRequest,
   [Subjects.reportsSigninsQuery]: SigninsQueryRequest,
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
   [Subjects.tenantsGet]: TenantsGetRequest,

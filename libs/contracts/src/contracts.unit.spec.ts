@@ -48,6 +48,7 @@ describe('the public API contract', () => {
   it('names the subjects of MISSION.md implemented so far, each with a schema and a scope', () => {
     assert.deepEqual(Object.values(Subjects).sort(), [
       'mfa.v1.apppasswords.verify',
+      'mfa.v1.challenge.resend',
       'mfa.v1.challenge.start',
       'mfa.v1.challenge.status',
       'mfa.v1.challenge.verify',

@@ -265,6 +265,18 @@ export const ChallengeBypassed = envelope(
   ChallengeContextV2.extend({ reason: z.enum(['trusted_ip', 'remembered_device', 'corporate_network']) }),
 );
 
+/**
+ * challenge.resend was accepted for a pending SMS challenge: dispatch sends the same code again
+ * (read back from the challenge's ChallengeStarted on this stream, the only place it exists) through
+ * the next healthy provider. `resend` counts from 1 for the challenge; the id derives from it, so
+ * the decision is recorded once however often its publish is retried.
+ */
+export const ChallengeResendRequested = envelope(
+  'ChallengeResendRequested',
+  1,
+  z.object({ challengeId: z.string(), userId: z.string(), method: z.literal('sms'), server: Server, resend: z.int().positive(), expiresAt: IsoDateTime }),
+);
+
 /** A pending challenge the user (or the IdP) reported as fraud (fraud.report): denied. Written by fraud. */
 export const ChallengeFraudReported = envelope('ChallengeFraudReported', 1, Outcome.extend({ alertId: z.string() }));
 
@@ -387,6 +399,8 @@ export const SmsSent = envelope(
     provider: z.string(),
     providerMessageId: z.string(),
     attempts: z.int().positive(),
+    /** The outcome of a resend (ChallengeResendRequested.resend); absent for the start's send. */
+    resend: z.int().positive().optional(),
   }),
 );
 export const SmsDeliveryFailed = envelope(
@@ -396,6 +410,7 @@ export const SmsDeliveryFailed = envelope(
     challengeId: z.string(),
     attempts: z.int().positive(),
     failures: z.array(z.object({ provider: z.string(), error: z.string(), transient: z.boolean() })),
+    resend: z.int().positive().optional(),
   }),
 );
 
@@ -489,6 +504,7 @@ export const EventSchemas = {
   ChallengeDenied,
   ChallengeBypassed,
   ChallengeFraudReported,
+  ChallengeResendRequested,
   UserBlocked,
   FraudReported,
   IpLocked,
@@ -540,6 +556,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeDenied'
   | 'ChallengeBypassed'
   | 'ChallengeFraudReported'
+  | 'ChallengeResendRequested'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed' | 'SmsDeliveryReported'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;

@@ -38,6 +38,7 @@ export const EventSubjects = {
   challengeDenied: 'mfa.evt.challenge.denied',
   challengeBypassed: 'mfa.evt.challenge.bypassed',
   challengeFraudReported: 'mfa.evt.challenge.fraud_reported',
+  challengeResendRequested: 'mfa.evt.challenge.resend_requested',
   allChallenges: 'mfa.evt.challenge.>',
   /** The fraud service's aggregate of one user: blocks and unblocks (one subject per user). */
   fraudUser: (tenantId: string, userId: string) => `mfa.evt.fraud.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
@@ -234,6 +235,14 @@ export const Consumers = {
     maxDeliver: 10,
     ackWaitSeconds: 60,
     description: 'Sends SMS codes through the configured providers.',
+  },
+  dispatchSmsResend: {
+    stream: Streams.challenges.name,
+    durable: 'dispatch-sms-resend',
+    filterSubject: EventSubjects.challengeResendRequested,
+    maxDeliver: 10,
+    ackWaitSeconds: 60,
+    description: 'Sends the code of a pending SMS challenge again (challenge.resend) through the next healthy provider.',
   },
   dispatchVoice: {
     stream: Streams.challenges.name,

@@ -10,10 +10,13 @@ import calculateSlot from 'cluster-key-slot';
  *                                `seq` once the user is erased (a tombstone older snapshots cannot pass)
  *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
- *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL
- *   mfa:{tag}:otp:sends    ZSET  SMS and voice challenges of the user in the sliding window (challenge id -> ms; throttling)
- *   mfa:{tag}:sms:send:<nonce> STRING dispatch's claim on one challenge's SMS: `sending` during a
- *                          provider call, then `sent <provider> <message id>` (written by dispatch)
+ *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL; dispatch adds
+ *                                `delivery` (failed) and, for an SMS no provider took, `smsSeq` (where its start is)
+ *   mfa:{tag}:otp:sends    ZSET  SMS and voice challenges of the user in the sliding window (challenge id, or
+ *                                `<challenge id>:r<n>` for a resend -> ms; throttling)
+ *   mfa:{tag}:sms:send:<nonce>[:r<n>] STRING dispatch's claim on one challenge's SMS (or on its resend n):
+ *                          `sending` during a provider call, then `sent <provider> <message id> <seq>`, seq
+ *                          being where the challenge's ChallengeStarted is in MFA_CHALLENGES (written by dispatch)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
@@ -62,8 +65,8 @@ export const RedisKeys = {
   challenge: (tag: string, nonce: string) => `mfa:{${tag}}:ch:${nonce}`,
   /** The user's SMS and voice challenges in the sliding send window (a sorted set by time). */
   smsSends: (tag: string) => `mfa:{${tag}}:otp:sends`,
-  /** dispatch's claim on sending the SMS of one challenge (see dispatch's SendGuard). */
-  smsSend: (tag: string, nonce: string) => `mfa:{${tag}}:sms:send:${nonce}`,
+  /** dispatch's claim on sending the SMS of one challenge, or (`resend` ≥ 1) of its resend (see dispatch's SendGuard). */
+  smsSend: (tag: string, nonce: string, resend?: number) => `mfa:{${tag}}:sms:send:${nonce}${resend ? `:r${resend}` : ''}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
   /** Methods that failed the user lately (an SMS no provider delivered): method -> until ms. */

@@ -305,6 +305,15 @@ export function challengeExpired(
   return envelope('ChallengeExpired', ofChallenge(c, c.expiresAt), outcome(c), overrides);
 }
 
+/** The first resend of the challenge's code unless `data.resend` says otherwise. */
+export function challengeResendRequested(
+  c = testChallenge(),
+  overrides: EventOverrides<'ChallengeResendRequested'> = {},
+): V1<'ChallengeResendRequested'> {
+  const data: Data<'ChallengeResendRequested'> = { challengeId: c.challengeId, userId: c.userId, method: 'sms', server: c.server, resend: 1, expiresAt: c.expiresAt };
+  return envelope('ChallengeResendRequested', ofChallenge(c), data, overrides);
+}
+
 // ---- dispatch ----------------------------------------------------------------------------------
 
 /** Sent by Twilio on the first attempt, with a unique Twilio-style message SID. */

@@ -505,7 +505,7 @@ describe('auth-challenge against real NATS and Redis', () => {
 
   itWith({ real: ['nats', 'redis'] }, 'answers bad input on every subject with a contract error and keeps serving', async () => {
     const bodies: Array<[string, string | Uint8Array, string]> = [];
-    for (const subject of [Subjects.challengeStart, Subjects.challengeVerify, Subjects.challengeStatus]) {
+    for (const subject of [Subjects.challengeStart, Subjects.challengeVerify, Subjects.challengeStatus, Subjects.challengeResend]) {
       bodies.push([subject, '{not json', 'invalid_request']);
       bodies.push([subject, '[]', 'invalid_request']);
       bodies.push([subject, JSON.stringify({ tenantId: 42 }), 'invalid_request']);
@@ -519,6 +519,10 @@ describe('auth-challenge against real NATS and Redis', () => {
     bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: `${'A'.repeat(22)}.${'B'.repeat(22)}`, code: '123456' }), 'not_found']);
     bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: 'x', code: 123456 }), 'invalid_request']);
     bodies.push([Subjects.challengeStatus, JSON.stringify({ tenantId: tenant, challengeId: 'nope' }), 'not_found']);
+    bodies.push([Subjects.challengeResend, JSON.stringify({ tenantId: tenant, challengeId: 'nope' }), 'not_found']);
+    bodies.push([Subjects.challengeResend, JSON.stringify({ tenantId: tenant, challengeId: `${'A'.repeat(22)}.${'B'.repeat(22)}` }), 'not_found']);
+    bodies.push([Subjects.challengeResend, JSON.stringify({ tenantId: tenant, challengeId: 42 }), 'invalid_request']);
+    bodies.push([Subjects.challengeResend, JSON.stringify({ tenantId: tenant }), 'invalid_request']);
     for (const [subject, body, code] of bodies) {
       const msg = await nc.request(subject, body, { timeout: 5000 });
       const reply = msg.json<Reply>();

@@ -8,6 +8,10 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   /** SMS codes sent per user per window (as Twilio Verify: 5 sends; by default 5 in 5 minutes). */
   SMS_MAX_SENDS_PER_WINDOW: z.coerce.number().int().min(1).max(1000).default(5),
   SMS_SEND_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(300),
+  /** Sends of one SMS challenge's code in all, the start's and challenge.resend's (Twilio Verify: 5); 1 turns resends off. */
+  SMS_MAX_SENDS_PER_CHALLENGE: z.coerce.number().int().min(1).max(10).default(5),
+  /** The least time between two sends of one challenge's code (Okta: one SMS per 30 s). */
+  SMS_RESEND_MIN_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(600).default(30),
   // The lockout across challenges (threshold, counter window, lockout duration) is a tenant
   // setting (`lockout`); the cap below stays one for the whole service.
   /**

@@ -34,6 +34,8 @@ import { hasSession, type SmsProvider } from './adapters/sms/sms-provider.js';
 import { ReceiptRoutes } from './adapters/receipt-routes.js';
 import { SmsRequestsController } from './api/sms-requests.controller.js';
 import { SmsDeliveryService } from './application/sms-delivery.service.js';
+import { SmsResendService } from './application/sms-resend.service.js';
+import { ChallengeStarts } from './adapters/challenge-starts.js';
 import type { DispatchConfig } from './config.js';
 import { SMS_PROVIDERS, VOICE_WEBHOOK_BASE } from './tokens.js';
 import { CallStore } from './adapters/voice/call-store.js';
@@ -180,6 +182,19 @@ export class AppModule {
               log,
             }),
           inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers, ReceiptRoutes],
+        },
+        {
+          provide: SmsResendService,
+          useFactory: (nats: NatsClients, guard: SendGuard, delivery: SmsDeliveryService, smsProviders: readonly SmsProvider[], breakers: ProviderBreakers) =>
+            new SmsResendService({
+              starts: new ChallengeStarts(nats.jsm),
+              guard,
+              delivery,
+              providers: smsProviders.map((p) => p.name),
+              breakers,
+              log,
+            }),
+          inject: [NATS, SendGuard, SmsDeliveryService, SMS_PROVIDERS, ProviderBreakers],
         },
         {
           provide: HEALTH_CHECKS,

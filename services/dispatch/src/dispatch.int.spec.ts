@@ -8,7 +8,7 @@ import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/servic
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
 import { Redis } from 'ioredis';
 import { parseChallengeId, RedisKeys } from '@mfa/projection';
-import { challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
+import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
 import { USER_ERASED } from './application/sms-delivery.service.js';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
@@ -56,7 +56,7 @@ async function requestSms(options: { to: string; code?: string; lifetimeSeconds?
     data: { delivery: { channel: 'sms', to: options.to, sealedCode } },
   });
   const ack = await publisher.publish(EventSubjects.smsRequested, event);
-  return { event, challengeId, code, seq: ack.seq };
+  return { event, challengeId, code, seq: ack.seq, challenge };
 }
 
 /** Reads a stream forward from a sequence, keeping what it has seen. */
@@ -82,10 +82,10 @@ class StreamReader {
   }
 }
 
-/** Messages the consumer of this process has acknowledged (its own counter, in this process's registry). */
-async function acknowledged(): Promise<number> {
+/** Messages a consumer of this process has acknowledged (its own counter, in this process's registry). */
+async function acknowledged(durable: string = Consumers.dispatchSms.durable): Promise<number> {
   const metric = await registry.getSingleMetric('mfa_events_consumed_total')?.get();
-  return metric?.values.find((v) => v.labels.consumer === Consumers.dispatchSms.durable && v.labels.outcome === 'ack')?.value ?? 0;
+  return metric?.values.find((v) => v.labels.consumer === durable && v.labels.outcome === 'ack')?.value ?? 0;
 }
 
 async function lastSeq(stream: string): Promise<number> {
@@ -117,8 +117,8 @@ async function outcomesOf(challengeId: string): Promise<AnyEvent[]> {
 }
 
 /**
- * Everything queued before a scripted failure (other suites' SMS requests) is handled, so it
- * cannot take the failure meant for our request. Unacknowledged messages alone do not count
+ * Everything queued before a scripted failure (other suites' SMS requests and resends) is handled,
+ * so it cannot take the failure meant for our request. Unacknowledged messages alone do not count
  * once the fake has gone quiet: a dead-lettered message stays unacknowledged on servers that
  * ignore the reason of a +TERM (nats-server 2.9), and those never reach Twilio.
  */
@@ -127,13 +127,13 @@ async function backlogHandled(fake: FakeTwilio): Promise<void> {
   let quietSince = Date.now();
   await eventually(
     async () => {
-      const info = await nats.jsm.consumers.info(Consumers.dispatchSms.stream, Consumers.dispatchSms.durable);
+      const infos = await Promise.all([Consumers.dispatchSms, Consumers.dispatchSmsResend].map((c) => nats.jsm.consumers.info(c.stream, c.durable)));
       if (fake.requests !== seenRequests) {
         seenRequests = fake.requests;
         quietSince = Date.now();
       }
-      if (info.num_pending > 0) return undefined;
-      return info.num_ack_pending === 0 || Date.now() - quietSince >= 500 ? true : undefined;
+      if (infos.some((info) => info.num_pending > 0)) return undefined;
+      return infos.every((info) => info.num_ack_pending === 0) || Date.now() - quietSince >= 500 ? true : undefined;
     },
     60_000,
     'the SMS request backlog to be handled',
@@ -292,6 +292,53 @@ describe('dispatch with Twilio', () => {
     assert.equal(recorded.length, 1);
     assert.equal(recorded[0]!.type, 'SmsSent');
     assert.equal(fake.messagesTo(to)[0]!.sid, (recorded[0] as EventOf<'SmsSent'>).data.providerMessageId);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'resends the same code, read back from the start in the stream, once however often the resend is delivered', async () => {
+    const to = uniquePhone();
+    const first = await requestSms({ to });
+    assert.equal((await outcomeOf(first.challengeId)).event.type, 'SmsSent');
+    const acksBefore = await acknowledged(Consumers.dispatchSmsResend.durable);
+    const resend = challengeResendRequested(first.challenge, { data: { resend: 1 } });
+    await publisher.publish(EventSubjects.challengeResendRequested, resend);
+    // The same resend again under another message id, as after a NATS crash that lost the ack.
+    await nats.js.publish(EventSubjects.challengeResendRequested, JSON.stringify(resend), { msgID: randomUUID() });
+    await eventually(async () => ((await acknowledged(Consumers.dispatchSmsResend.durable)) >= acksBefore + 2 ? true : undefined), 20_000, 'both resends handled');
+    const messages = fake.messagesTo(to);
+    assert.equal(messages.length, 2, 'the start and one resend');
+    assert.deepEqual(messages.map((m) => FakeTwilio.codeOf(m)), [first.code, first.code]);
+    const resent = (await outcomesOf(first.challengeId)).filter((e): e is EventOf<'SmsSent'> => e.type === 'SmsSent' && e.data.resend === 1);
+    assert.equal(resent.length, 1);
+    assert.deepEqual(resent[0]!.data, { challengeId: first.challengeId, provider: 'twilio', providerMessageId: messages[1]!.sid, attempts: 1, resend: 1 });
+    assert.equal(resent[0]!.metadata.causationId, resend.id);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'dead-letters a resend whose recorded start is another challenge\'s, sending nothing', async () => {
+    const redis = new Redis(testEnv.redisUrl);
+    try {
+      const other = await requestSms({ to: uniquePhone() });
+      const to = uniquePhone();
+      const victim = await requestSms({ to });
+      await outcomeOf(victim.challengeId);
+      await outcomeOf(other.challengeId);
+      // A send record pointing at another challenge's start (a bug, or Redis written by someone else).
+      const [tag, nonce] = victim.challengeId.split('.') as [string, string];
+      await redis.set(RedisKeys.smsSend(tag, nonce), `sent twilio SMforged ${other.seq}`, 'PX', 60_000);
+      const resendDeadLetters = new StreamReader(Streams.deadLetters.name, EventSubjects.deadLetter(Consumers.dispatchSmsResend.durable), (await lastSeq(Streams.deadLetters.name)) + 1);
+      const ack = await publisher.publish(EventSubjects.challengeResendRequested, challengeResendRequested(victim.challenge, { data: { resend: 1 } }));
+      const dead = await eventually(
+        async () => {
+          await resendDeadLetters.poll();
+          return resendDeadLetters.seen.find((m) => m.headers.get(Headers.deadLetterSequence) === String(ack.seq));
+        },
+        20_000,
+        'the dead letter',
+      );
+      assert.match(dead.headers.get(Headers.deadLetterReason) ?? '', /^poison: the message at sequence \d+ is not the start of this challenge/);
+      assert.equal(fake.messagesTo(to).length, 1, 'the start only');
+    } finally {
+      await redis.quit();
+    }
   });
 
   itWith({ real: ['nats'], fake: ['twilio'] }, 'dead-letters an unparseable request with the reason, and keeps working', async () => {

@@ -5,9 +5,9 @@ import { RedisKeys, slotMarkerKey, slotOutboxKey } from '@mfa/projection';
 import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
-import type { CodeCheck, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
-import { START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
-import { parseCodeCheck, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
+import type { CodeCheck, ResendVerdict, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
+import { RESEND_SCRIPT, START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
+import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
 
@@ -83,6 +83,25 @@ interface VerifyInput {
   remember?: { id: string; until: number } | undefined;
 }
 
+interface ResendInput {
+  tag: string;
+  nonce: string;
+  tenantId: string;
+  now: Date;
+  lockout: LockoutPolicy;
+  /** Sends one challenge may have in all, the start's included (SMS_MAX_SENDS_PER_CHALLENGE). */
+  maxSends: number;
+  /** The least time between two sends of one challenge (SMS_RESEND_MIN_INTERVAL_SECONDS). */
+  minIntervalSeconds: number;
+  /** The user's sliding window of SMS and voice sends, as start counts them. */
+  smsMaxSends: number;
+  smsWindowSeconds: number;
+  challengeId: string;
+  /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
+  context: string;
+  slot: number;
+}
+
 /**
  * A Redis that cannot be reached is `unavailable` to the caller (try again); an error Redis
  * answered with (a script bug) stays an internal error.
@@ -118,6 +137,7 @@ export class ChallengeStore {
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
     redis.defineCommand('mfaChallengeVoiceOutcome', { numberOfKeys: 8, lua: VOICE_OUTCOME_SCRIPT });
+    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 6, lua: RESEND_SCRIPT });
     const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
     this.verify = r.mfaChallengeVerify.bind(redis);
@@ -196,6 +216,30 @@ export class ChallengeStore {
       m.matched ? '' : m.cause,
     ));
     return parseVerifyVerdict(raw);
+  }
+
+  /** challenge.resend: checks and counts the resend atomically, and keeps the decision in the outbox. */
+  async resend(input: ResendInput): Promise<ResendVerdict> {
+    const script = (this.redis as unknown as { mfaChallengeResend: ScriptFn }).mfaChallengeResend.bind(this.redis);
+    const raw = await reach('resend', () => script(
+      RedisKeys.challenge(input.tag, input.nonce),
+      RedisKeys.smsSends(input.tag),
+      RedisKeys.failures(input.tag),
+      RedisKeys.consecutiveFailures(input.tag),
+      RedisKeys.phoneThrottle(input.tag),
+      slotOutboxKey(input.slot),
+      input.tenantId,
+      input.now.getTime(),
+      input.maxSends,
+      input.minIntervalSeconds * 1000,
+      input.smsMaxSends,
+      input.smsWindowSeconds,
+      input.lockout.threshold,
+      input.lockout.maxConsecutiveFailures,
+      input.challengeId,
+      input.context,
+    ));
+    return parseResendVerdict(raw);
   }
 
   private verifyKeys(input: VerifyInput): string[] {

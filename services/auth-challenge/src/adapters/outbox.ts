@@ -15,7 +15,7 @@ export interface DecisionRecord {
   r: string[];
 }
 
-export type DecisionContext = StartDecisionContext | VerifyDecisionContext;
+export type DecisionContext = StartDecisionContext | VerifyDecisionContext | ResendDecisionContext;
 
 export interface StartDecisionContext {
   k: 'start';
@@ -48,22 +48,31 @@ export interface VerifyDecisionContext {
   st?: number;
 }
 
-/**
- * The name of a decision in the outbox, as the scripts write it: "<challengeId>:<decision>", and
- * for a rejected code ":<attempt>" (a challenge has several).
- */
-export function decisionName(challengeId: string, decision: string, attempt?: number | string): string {
-  return decision === 'rejected' ? `${challengeId}:${decision}:${attempt}` : `${challengeId}:${decision}`;
+/** challenge.resend: tenant, challenge id, now (ms), server. */
+export interface ResendDecisionContext {
+  k: 'resend';
+  t: string;
+  id: string;
+  n: number;
+  s: { name: string; ip: string };
 }
 
-/** The name of the decision a script reply records (the attempt of a rejection is its 4th field). */
+/**
+ * The name of a decision in the outbox, as the scripts write it: "<challengeId>:<decision>", and
+ * for a rejected code ":<attempt>", for a resend ":<its number>" (a challenge has several).
+ */
+export function decisionName(challengeId: string, decision: string, attempt?: number | string): string {
+  return decision === 'rejected' || decision === 'resent' ? `${challengeId}:${decision}:${attempt}` : `${challengeId}:${decision}`;
+}
+
+/** The name of the decision a script reply records (the attempt of a rejection, the number of a resend: its 4th field). */
 export const decisionNameOfReply = (challengeId: string, reply: readonly string[]): string => decisionName(challengeId, reply[0] ?? '', reply[3]);
 
 export function parseDecisionRecord(raw: string): DecisionRecord | undefined {
   try {
     const record = JSON.parse(raw) as DecisionRecord;
     const c = record?.c;
-    if (!c || (c.k !== 'start' && c.k !== 'verify') || typeof c.t !== 'string' || typeof c.id !== 'string' || typeof c.n !== 'number') return undefined;
+    if (!c || (c.k !== 'start' && c.k !== 'verify' && c.k !== 'resend') || typeof c.t !== 'string' || typeof c.id !== 'string' || typeof c.n !== 'number') return undefined;
     if (!Array.isArray(record.r) || !record.r.every((v) => typeof v === 'string')) return undefined;
     return record;
   } catch {

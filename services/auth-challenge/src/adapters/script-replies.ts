@@ -5,6 +5,7 @@ import {
   type FailureGuard,
   type MaskedTotpToken,
   type Profile,
+  type ResendVerdict,
   type StartVerdict,
   type VerifyVerdict,
 } from '../domain/verdicts.js';
@@ -170,5 +171,27 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
       return { kind: 'not_found' };
     default:
       throw new VerdictError(`unexpected verify verdict ${String(raw[0])}`);
+  }
+}
+
+/** resend's reply, as RESEND_SCRIPT documents it. */
+export function parseResendVerdict(raw: readonly string[]): ResendVerdict {
+  switch (raw[0]) {
+    case 'resent':
+      return { kind: 'resent', userId: raw[1]!, resend: Number(raw[3]), remaining: Math.max(0, Number(raw[4]) || 0), expiresAt: Number(raw[5]) };
+    case 'not_found':
+      return { kind: 'not_found' };
+    case 'conflict':
+      return raw[1] === 'method' ? { kind: 'conflict', method: raw[2] ?? '' } : { kind: 'conflict', status: raw[2] ?? 'completed' };
+    case 'exhausted':
+      return { kind: 'exhausted', maxSends: Number(raw[1]) };
+    case 'rate_limited':
+      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1), scope: raw[2] === 'phone' || raw[2] === 'user' ? raw[2] : 'interval' };
+    case 'locked':
+      return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
+    case 'capped':
+      return { kind: 'capped' };
+    default:
+      throw new VerdictError(`unexpected resend verdict ${String(raw[0])}`);
   }
 }

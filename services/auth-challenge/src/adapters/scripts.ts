@@ -45,13 +45,15 @@
 /**
  * Keeps a decision with the change that takes it: the reply goes into the slot's outbox with the
  * request's context (an opaque JSON object from auth-challenge), under the decision's name
- * "<challengeId>:<decision>[:<attempt>]". The event is built from this record by the instance
- * that took the decision, or by the outbox relay if that instance could not publish it.
+ * "<challengeId>:<decision>[:<n>]", where n (the reply's 4th field) tells apart the decisions a
+ * challenge takes several of: `numbered` says which (a rejected code's attempt; a resend's number).
+ * The event is built from this record by the instance that took the decision, or by the outbox
+ * relay if that instance could not publish it.
  */
-const KEEP = (outbox: string, id: string, ctx: string) => `
+const KEEP = (outbox: string, id: string, ctx: string, numbered = `reply[1] == 'rejected'`) => `
 local function kept(reply)
   local name = ${id} .. ':' .. reply[1]
-  if reply[1] == 'rejected' then name = name .. ':' .. reply[4] end
+  if ${numbered} then name = name .. ':' .. reply[4] end
   redis.call('HSET', ${outbox}, name, '{"c":' .. ${ctx} .. ',"r":' .. cjson.encode(reply) .. '}')
   return reply
 end
@@ -336,3 +338,52 @@ if tokenId ~= '' then
   end
 end
 ${OUTCOME}`;
+
+/**
+ * resend: the code of a pending SMS challenge goes out again (dispatch reads it back from the
+ * challenge's start event; Redis never had it). Counted like a start against the user's SMS and
+ * voice sends (the same sliding window, one member per resend) and refused while the user's phone
+ * number is throttled across users; at most ARGV[3] sends per challenge, the start's included, and
+ * ARGV[4] ms at least since the last one. The same checks as a verify first (tenant, still pending
+ * and unexpired, the lockouts): a code that could not be checked is not worth sending. Accepting a
+ * resend clears a failed delivery (status reads pending again until the resend's own outcome).
+ * KEYS: challenge, user's SMS and voice sends (window), user's failed verifications (window), user's
+ * consecutive failed verifications, the user's phone number throttled until (dispatch), the slot's outbox.
+ * ARGV: tenantId, now ms, max sends per challenge, min interval ms, user's max sends, user's window s,
+ * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON).
+ * Returns {'resent', userId, 'sms', resend number, resends remaining, expiresAt ms} (kept in the
+ * outbox as "<challengeId>:resent:<n>") | {'not_found'} | {'conflict', 'method' | 'status', what it is}
+ * | {'exhausted', max sends} | {'rate_limited', retryAfterSeconds, 'interval' | 'phone' | 'user'}
+ * | {'locked', retryAfterSeconds} | {'capped'}.
+ */
+export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt')
+if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
+local now = tonumber(ARGV[2])
+if ch[3] ~= 'sms' then return {'conflict', 'method', ch[3] or ''} end
+if ch[4] ~= 'pending' then return {'conflict', 'status', ch[4] or ''} end
+if now >= tonumber(ch[5]) then return {'conflict', 'status', 'expired'} end
+if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[8]) then return {'capped'} end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[7]) then
+  return {'locked', tostring(redis.call('TTL', KEYS[3]))}
+end
+local resends = tonumber(ch[7] or '0')
+if resends + 1 >= tonumber(ARGV[3]) then return {'exhausted', ARGV[3]} end
+local function wait(untilMs) return tostring(math.max(1, math.ceil((untilMs - now) / 1000))) end
+local nextAt = tonumber(ch[8] or ch[6]) + tonumber(ARGV[4])
+if nextAt > now then return {'rate_limited', wait(nextAt), 'interval'} end
+local phoneUntil = tonumber(redis.call('GET', KEYS[5]) or '0')
+if phoneUntil > now then return {'rate_limited', wait(phoneUntil), 'phone'} end
+local window = tonumber(ARGV[6]) * 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - window))
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
+  return {'rate_limited', wait(oldest + window), 'user'}
+end
+local n = resends + 1
+redis.call('ZADD', KEYS[2], now, ARGV[9] .. ':r' .. n)
+redis.call('PEXPIRE', KEYS[2], window)
+redis.call('HSET', KEYS[1], 'resends', n, 'resentAt', now)
+redis.call('HDEL', KEYS[1], 'delivery')
+return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1 - n), ch[5]})
+`;

@@ -1,5 +1,6 @@
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import {
+  ChallengeResendRequest,
   ChallengeStartRequest,
   ChallengeStatusRequest,
   ChallengeVerifyRequest,
@@ -7,13 +8,14 @@ import {
   Subjects,
   VoiceOutcomeRequest,
   type VoiceOutcomeReply,
+  type ChallengeResendReply,
   type ChallengeStartReply,
   type ChallengeVerifyReply,
 } from '@mfa/contracts';
 import { ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
 import { ChallengeService } from '../application/challenge.service.js';
 
-/** challenge.start / verify / status: validated by the contract's schemas, answered by ChallengeService. */
+/** challenge.start / verify / status / resend: validated by the contract's schemas, answered by ChallengeService. */
 @NatsController()
 export class ChallengeController {
   constructor(private readonly challenges: ChallengeService) {}
@@ -32,6 +34,14 @@ export class ChallengeController {
     @Ctx() ctx: NatsRequestContext,
   ): Promise<ChallengeVerifyReply> {
     return this.challenges.verify(request, ctx.receivedAt, ctx.deadline);
+  }
+
+  @MessagePattern(Subjects.challengeResend)
+  resend(
+    @Payload(new ContractPipe(ChallengeResendRequest)) request: ChallengeResendRequest,
+    @Ctx() ctx: NatsRequestContext,
+  ): Promise<ChallengeResendReply> {
+    return this.challenges.resend(request, ctx.receivedAt, ctx.deadline);
   }
 
   /** dispatch: the answer of a voice challenge's call (internal: NATS permissions keep callers out). */

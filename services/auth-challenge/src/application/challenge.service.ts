@@ -6,6 +6,8 @@ import {
   type RangeSet,
   type AnyEvent,
   type TenantSettings,
+  type ChallengeResendReply,
+  type ChallengeResendRequest,
   type ChallengeStartReply,
   type ChallengeStartRequest,
   type ChallengeStatusReply,
@@ -35,13 +37,23 @@ import { challengeId as formatChallengeId, hashSlotOf, parseChallengeId } from '
 import { LOGGER, sealPersonalData } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
 import { ChallengeStore, type LockoutPolicy } from '../adapters/challenge.store.js';
-import { decisionName, decisionNameOfReply, Outbox, type DecisionRecord, type StartDecisionContext, type VerifyDecisionContext } from '../adapters/outbox.js';
-import { parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import {
+  decisionName,
+  decisionNameOfReply,
+  Outbox,
+  type DecisionContext,
+  type DecisionRecord,
+  type ResendDecisionContext,
+  type StartDecisionContext,
+  type VerifyDecisionContext,
+} from '../adapters/outbox.js';
+import { parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
 import { IpLocks } from '../adapters/ip-locks.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { matchTotpCode, type TotpMatch } from '../domain/totp-match.js';
 import {
+  decideResend,
   decideStart,
   decideStatus,
   decideVerify,
@@ -333,6 +345,45 @@ export class ChallengeService {
   }
 
   /**
+   * challenge.resend: one script checks the challenge (this tenant's, SMS, pending, unexpired), the
+   * user's lockouts and the send limits, counts the send and keeps the decision; its event has
+   * dispatch send the start's code again. No code is drawn: the user gets the one they may be
+   * typing already.
+   */
+  async resend(req: ChallengeResendRequest, now: Date, deadline?: number): Promise<ChallengeResendReply> {
+    const id = parseChallengeId(req.challengeId);
+    if (!id) throw notFound('unknown challenge');
+    const known = this.settingsOf(req.tenantId);
+    const settings = known instanceof Promise ? await known : known;
+    const context: ResendDecisionContext = { k: 'resend', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
+    const slot = hashSlotOf(id.tag);
+    const verdict = await this.store.resend({
+      tag: id.tag,
+      nonce: id.nonce,
+      tenantId: req.tenantId,
+      now,
+      lockout: this.lockoutOf(settings),
+      maxSends: this.config.SMS_MAX_SENDS_PER_CHALLENGE,
+      minIntervalSeconds: this.config.SMS_RESEND_MIN_INTERVAL_SECONDS,
+      smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
+      smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
+      challengeId: req.challengeId,
+      context: JSON.stringify(context),
+      slot,
+    });
+    const outcome = this.decideResend(context, verdict);
+    outcomes.inc({ kind: verdict.kind, method: 'sms' });
+    if (outcome.event && verdict.kind === 'resent') {
+      await this.record(slot, decisionName(req.challengeId, 'resent', verdict.resend), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+    }
+    return outcome.reply;
+  }
+
+  private decideResend(c: ResendDecisionContext, verdict: ReturnType<typeof parseResendVerdict>) {
+    return decideResend(verdict, { challengeId: c.id, server: c.s, minIntervalSeconds: this.config.SMS_RESEND_MIN_INTERVAL_SECONDS });
+  }
+
+  /**
    * The event of a decision the outbox kept (the relay's side): the same pure decision as the
    * request's own path, from the same context and script reply, so the same event and id.
    */
@@ -341,6 +392,8 @@ export class ChallengeService {
     let pending: PendingEvent | undefined;
     if (c.k === 'start') {
       pending = this.decideStart(c, parseStartVerdict(record.r)).event;
+    } else if (c.k === 'resend') {
+      pending = this.decideResend(c, parseResendVerdict(record.r)).event;
     } else {
       let verdict = parseVerifyVerdict(record.r);
       if (verdict.kind === 'approved' && c.st !== undefined) verdict = { ...verdict, step: c.st };
@@ -370,7 +423,7 @@ export class ChallengeService {
     });
   }
 
-  private envelope(name: string, c: StartDecisionContext | VerifyDecisionContext, pending: PendingEvent): AnyEvent {
+  private envelope(name: string, c: DecisionContext, pending: PendingEvent): AnyEvent {
     const version = 'version' in pending ? pending.version : 1;
     return createEvent(pending.type, version, { tenantId: c.t, aggregateId: c.id, now: new Date(c.n), data: pending.data as never, id: eventIdOf(name) });
   }
@@ -423,7 +476,7 @@ export class ChallengeService {
    * id, derived from the decision's name, makes a repeat harmless). Once stored, the decision
    * leaves the outbox; if the deadline comes first, the relay publishes it from there.
    */
-  private async record(slot: number, name: string, c: StartDecisionContext | VerifyDecisionContext, pending: PendingEvent, deadline: number): Promise<void> {
+  private async record(slot: number, name: string, c: DecisionContext, pending: PendingEvent, deadline: number): Promise<void> {
     const event = this.envelope(name, c, pending);
     const subject = subjectOf(pending);
     for (let attempt = 1; ; attempt++) {

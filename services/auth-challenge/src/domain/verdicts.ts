@@ -5,6 +5,7 @@ import {
   rateLimited,
   unavailable,
   type ChallengeReason,
+  type ChallengeResendReply,
   type ChallengeStartReply,
   type ChallengeStatusReply,
   type ChallengeVerifyReply,
@@ -69,6 +70,20 @@ export type VerifyVerdict =
   | { kind: 'capped' }
   | { kind: 'not_found' };
 
+/** What the resend script decided (adapters/scripts.ts, RESEND_SCRIPT). */
+export type ResendVerdict =
+  /** `resend`: its number for the challenge, from 1; `expiresAt`: the challenge's (ms). */
+  | { kind: 'resent'; userId: string; resend: number; remaining: number; expiresAt: number }
+  | { kind: 'not_found' }
+  /** Not an SMS challenge (`method`), or no longer pending or past its expiry (`status`). */
+  | { kind: 'conflict'; method?: string; status?: string }
+  /** The challenge's sends (the start's included) reached `maxSends`: waiting does not help, a new start does. */
+  | { kind: 'exhausted'; maxSends: number }
+  /** Too soon after the last send (`interval`), the phone number's sends across users, or the user's own. */
+  | { kind: 'rate_limited'; retryAfterSeconds: number; scope: 'interval' | 'phone' | 'user' }
+  | { kind: 'locked'; retryAfterSeconds: number }
+  | { kind: 'capped' };
+
 /** The user's brute-force counters right after a wrong code (recorded in the event; see @mfa/contracts). */
 export type FailureGuard = NonNullable<EventOf<'ChallengeCodeRejected'>['data']['guard']>;
 
@@ -105,7 +120,8 @@ export type PendingEvent =
   | { type: 'ChallengeAttemptsExhausted'; data: EventOf<'ChallengeAttemptsExhausted'>['data'] }
   | { type: 'ChallengeExpired'; data: EventOf<'ChallengeExpired'>['data'] }
   | { type: 'ChallengeDenied'; data: EventOf<'ChallengeDenied'>['data'] }
-  | { type: 'ChallengeBypassed'; data: EventOf<'ChallengeBypassed'>['data'] };
+  | { type: 'ChallengeBypassed'; data: EventOf<'ChallengeBypassed'>['data'] }
+  | { type: 'ChallengeResendRequested'; data: EventOf<'ChallengeResendRequested'>['data'] };
 
 export interface StartContext {
   challengeId: string;
@@ -326,6 +342,49 @@ export function decideVerify(
   }
 }
 
+/**
+ * challenge.resend: the challenge stays pending and its code goes out again; dispatch sends it on
+ * ChallengeResendRequested. Refusals change nothing and record nothing.
+ */
+export function decideResend(
+  verdict: ResendVerdict,
+  ctx: { challengeId: string; server: { name: string; ip: string }; minIntervalSeconds: number },
+): Outcome<ChallengeResendReply> {
+  switch (verdict.kind) {
+    case 'resent':
+      return {
+        reply: { challengeId: ctx.challengeId, status: 'pending', resendsRemaining: verdict.remaining },
+        event: {
+          type: 'ChallengeResendRequested',
+          data: {
+            challengeId: ctx.challengeId,
+            userId: verdict.userId,
+            method: 'sms',
+            server: ctx.server,
+            resend: verdict.resend,
+            expiresAt: new Date(verdict.expiresAt).toISOString(),
+          },
+        },
+      };
+    case 'not_found':
+      throw notFound('unknown challenge');
+    case 'conflict':
+      if (verdict.method !== undefined) throw conflict(`only an SMS challenge's code can be sent again${verdict.method ? ` (this one is ${verdict.method})` : ''}`);
+      if (verdict.status === 'expired') throw conflict('the challenge has expired; start a new one');
+      throw conflict(`challenge already completed (${verdict.status ?? 'completed'})`);
+    case 'exhausted':
+      throw rateLimited(`this challenge's code was sent ${verdict.maxSends} times already; start a new challenge`);
+    case 'rate_limited': {
+      const why = verdict.scope === 'interval' ? `the code was sent less than ${ctx.minIntervalSeconds} s ago` : THROTTLED[verdict.scope];
+      throw rateLimited(`${why}; try again in ${verdict.retryAfterSeconds} s`, verdict.retryAfterSeconds);
+    }
+    case 'locked':
+      throw lockedOut(verdict.retryAfterSeconds);
+    case 'capped':
+      throw capped();
+  }
+}
+
 /** challenge.status: read-only; a pending challenge past its lifetime reads as denied/expired. */
 export function decideStatus(
   challengeId: string,
@@ -369,5 +428,7 @@ export function subjectOf(event: PendingEvent): string {
       return EventSubjects.challengeDenied;
     case 'ChallengeBypassed':
       return EventSubjects.challengeBypassed;
+    case 'ChallengeResendRequested':
+      return EventSubjects.challengeResendRequested;
   }
 }

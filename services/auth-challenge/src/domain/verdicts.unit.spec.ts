@@ -2,8 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
 // Verdicts are built the way the store adapter builds them from the scripts' replies.
-import { parseCodeCheck, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
-import { decideStart, decideStatus, decideVerify, type StartContext } from './verdicts.js';
+import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import { decideResend, decideStart, decideStatus, decideVerify, type StartContext } from './verdicts.js';
 
 const server = { name: 'node-a', ip: '10.0.0.5' };
 const ctx = (over: Partial<StartContext> = {}): StartContext => ({
@@ -195,6 +195,43 @@ describe('first verify call', () => {
   it('given an SMS challenge, then the first call already holds the verdict', () => {
     assert.deepEqual(parseCodeCheck(['approved', 'u', 'sms', '']), { kind: 'approved', userId: 'u', method: 'sms' });
     assert.deepEqual(parseCodeCheck(['capped']), { kind: 'capped' });
+  });
+});
+
+describe('resend decisions', () => {
+  const resend = (raw: string[]) => decideResend(parseResendVerdict(raw), { challengeId: 'tag.nonce', server, minIntervalSeconds: 30 });
+
+  it('given a resend the script counted, then pending with the resends left, and an event asking for resend n of the code', () => {
+    const outcome = resend(['resent', 'helga@contoso.com', 'sms', '2', '2', String(Date.parse('2026-01-01T00:03:00Z'))]);
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', resendsRemaining: 2 });
+    assert.deepEqual(outcome.event, {
+      type: 'ChallengeResendRequested',
+      data: { challengeId: 'tag.nonce', userId: 'helga@contoso.com', method: 'sms', server, resend: 2, expiresAt: '2026-01-01T00:03:00.000Z' },
+    });
+  });
+
+  it('given a challenge of another tenant or none, another method, or one no longer pending, then not_found or conflict', () => {
+    assert.equal(code(() => resend(['not_found'])), 'not_found');
+    assert.deepEqual(errorOf(() => resend(['conflict', 'method', 'totp'])), { code: 'conflict', message: "only an SMS challenge's code can be sent again (this one is totp)" });
+    assert.deepEqual(errorOf(() => resend(['conflict', 'status', 'approved'])), { code: 'conflict', message: 'challenge already completed (approved)' });
+    assert.deepEqual(errorOf(() => resend(['conflict', 'status', 'expired'])), { code: 'conflict', message: 'the challenge has expired; start a new one' });
+  });
+
+  it('given a limit reached, then rate_limited: with the wait for the interval and the throttles, without one when a new start is needed', () => {
+    const limited = (raw: string[]) => {
+      try {
+        resend(raw);
+      } catch (error) {
+        if (error instanceof ContractError) return { code: error.code, message: error.message, retryAfterSeconds: error.retryAfterSeconds };
+      }
+      return undefined;
+    };
+    assert.deepEqual(limited(['rate_limited', '12', 'interval']), { code: 'rate_limited', message: 'the code was sent less than 30 s ago; try again in 12 s', retryAfterSeconds: 12 });
+    assert.deepEqual(limited(['rate_limited', '240', 'user']), { code: 'rate_limited', message: 'too many codes sent to this user; try again in 240 s', retryAfterSeconds: 240 });
+    assert.equal(limited(['rate_limited', '60', 'phone'])?.message, "too many codes sent to this user's phone number; try again in 60 s");
+    assert.deepEqual(limited(['exhausted', '5']), { code: 'rate_limited', message: "this challenge's code was sent 5 times already; start a new challenge", retryAfterSeconds: undefined });
+    assert.equal(limited(['locked', '600'])?.retryAfterSeconds, 600);
+    assert.equal(limited(['capped'])?.retryAfterSeconds, undefined);
   });
 });
 

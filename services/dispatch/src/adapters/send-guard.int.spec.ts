@@ -34,6 +34,25 @@ describe('SendGuard against a real Redis', () => {
     assert.ok(ttl > 50_000 && ttl <= 60_000, `sent claim ttl ${ttl}`);
   });
 
+  itWith({ real: ['redis'] }, 'keeps each resend\'s claim apart, and tells a resend what the earlier sends left: providers and where the start is', async () => {
+    const challenge = id();
+    const [tag, nonce] = challenge.split('.') as [string, string];
+    await redis.hset(RedisKeys.challenge(tag, nonce), 'tenantId', 'contoso');
+    assert.deepEqual(await guard.sendsBefore(challenge, 1), { sends: [undefined], failedSeq: undefined });
+    // The start's send found no provider: its sequence stays on the challenge.
+    await guard.undeliverable(challenge, Date.now(), 'sms', undefined, 4711);
+    assert.deepEqual(await guard.sendsBefore(challenge, 1), { sends: [undefined], failedSeq: 4711 });
+    assert.deepEqual(await guard.claim(challenge, 10_000, 1), { kind: 'claimed' });
+    assert.deepEqual(await guard.claim(challenge, 10_000), { kind: 'claimed' }, 'the start\'s claim is another one');
+    await guard.sent(challenge, 'console', 'console-1', 60_000, { seq: 4711, resend: 1 });
+    assert.deepEqual(await guard.claim(challenge, 10_000, 1), { kind: 'sent', provider: 'console', providerMessageId: 'console-1', seq: 4711 });
+    assert.deepEqual(await guard.sendsBefore(challenge, 3), {
+      sends: [{ kind: 'in_progress' }, { kind: 'sent', provider: 'console', providerMessageId: 'console-1', seq: 4711 }, undefined],
+      failedSeq: 4711,
+    });
+    assert.equal(await redis.get(RedisKeys.smsSend(tag, nonce, 1)), 'sent console console-1 4711');
+  });
+
   itWith({ real: ['redis'] }, 'a claim whose holder died ends by itself', async () => {
     const challenge = id();
     assert.deepEqual(await guard.claim(challenge, 50), { kind: 'claimed' });

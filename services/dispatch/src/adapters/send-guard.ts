@@ -4,8 +4,12 @@ import { parseChallengeId, RedisKeys } from '@mfa/projection';
 export type SendClaim =
   /** This instance may call the provider now. */
   | { kind: 'claimed' }
-  /** A provider accepted this challenge's SMS already: never again. */
-  | { kind: 'sent'; provider: string; providerMessageId: string }
+  /**
+   * A provider accepted this challenge's SMS already: never again. `seq`: the stream sequence of
+   * the challenge's ChallengeStarted, which a resend reads the code from (absent in records
+   * written before resends existed, and for calls).
+   */
+  | { kind: 'sent'; provider: string; providerMessageId: string; seq?: number }
   /** Another delivery of the same request is calling a provider right now (or died doing it). */
   | { kind: 'in_progress' };
 
@@ -18,10 +22,15 @@ export const FAILED_METHOD_MS = 10 * 60_000;
  * No provider delivered the challenge's SMS: the challenge says so (status answers
  * `delivery_failed` and the user's other methods) and the user's method (SMS, or voice for an unanswered call) is marked failed until `ARGV[2]`
  * (a start without a method takes another one meanwhile). KEYS: challenge, the user's failed
- * methods (one slot). ARGV: now ms, until ms, the method.
+ * methods (one slot). ARGV: now ms, until ms, the method, and for an SMS the stream sequence of
+ * the challenge's ChallengeStarted (`smsSeq` on the challenge: a resend reads the code from it
+ * when no send succeeded).
  */
 const UNDELIVERABLE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivery', 'failed') end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'delivery', 'failed')
+  if ARGV[4] then redis.call('HSET', KEYS[1], 'smsSeq', ARGV[4]) end
+end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
 return 1
@@ -41,9 +50,10 @@ export class SendGuard {
 
   /**
    * The challenge's SMS (or call) did not reach the user: recorded on the challenge, and the method
-   * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner).
+   * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner). `startedSeq`:
+   * where the challenge's ChallengeStarted is in its stream, for resends.
    */
-  async undeliverable(challengeId: string, now: number, method: 'sms' | 'voice' = 'sms', untilMs = now + FAILED_METHOD_MS): Promise<void> {
+  async undeliverable(challengeId: string, now: number, method: 'sms' | 'voice' = 'sms', untilMs = now + FAILED_METHOD_MS, startedSeq?: number): Promise<void> {
     const id = parseChallengeId(challengeId);
     if (!id) return;
     await (this.redis as unknown as { mfaSmsUndeliverable: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliverable(
@@ -52,7 +62,24 @@ export class SendGuard {
       now,
       Math.min(untilMs, now + FAILED_METHOD_MS),
       method,
+      ...(startedSeq === undefined ? [] : [startedSeq]),
     );
+  }
+
+  /**
+   * What became of the sends of a challenge before its resend `resend`: the start's (index 0) and
+   * the earlier resends' claims, and the sequence of its ChallengeStarted that a failed send left on
+   * the challenge. One round trip (one slot).
+   */
+  async sendsBefore(challengeId: string, resend: number): Promise<{ sends: Array<SendClaim | undefined>; failedSeq: number | undefined }> {
+    const id = this.idOf(challengeId);
+    const keys = Array.from({ length: resend }, (_, n) => RedisKeys.smsSend(id.tag, id.nonce, n));
+    const [[claimsError, claims], [seqError, seq]] = (await this.redis.pipeline().mget(...keys).hget(RedisKeys.challenge(id.tag, id.nonce), 'smsSeq').exec()) as [
+      [Error | null, Array<string | null>],
+      [Error | null, string | null],
+    ];
+    if (claimsError || seqError) throw claimsError ?? seqError;
+    return { sends: claims.map((value) => (value === null ? undefined : claimOf(value))), failedSeq: seq === null ? undefined : Number(seq) };
   }
 
   /** The tenant of a challenge still in Redis (a receipt names only the challenge). */
@@ -62,28 +89,42 @@ export class SendGuard {
     return (await this.redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId')) ?? undefined;
   }
 
-  private keyOf(challengeId: string): string {
+  private idOf(challengeId: string): { tag: string; nonce: string } {
     const id = parseChallengeId(challengeId);
     if (!id) throw new Error('an SMS request for a malformed challenge id');
-    return RedisKeys.smsSend(id.tag, id.nonce);
+    return id;
+  }
+
+  /** The claim on the start's send, or on resend `resend` of the challenge (each is sent once). */
+  private keyOf(challengeId: string, resend?: number): string {
+    const id = this.idOf(challengeId);
+    return RedisKeys.smsSend(id.tag, id.nonce, resend);
   }
 
   /** One round trip: `SET key sending NX PX ttl GET` answers what was there, if anything. */
-  async claim(challengeId: string, ttlMs: number): Promise<SendClaim> {
-    const previous = await this.redis.set(this.keyOf(challengeId), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
-    if (previous === null) return { kind: 'claimed' };
-    if (previous === SENDING) return { kind: 'in_progress' };
-    const [, provider = 'unknown', providerMessageId = ''] = previous.split(' ');
-    return { kind: 'sent', provider, providerMessageId };
+  async claim(challengeId: string, ttlMs: number, resend?: number): Promise<SendClaim> {
+    const previous = await this.redis.set(this.keyOf(challengeId, resend), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
+    return previous === null ? { kind: 'claimed' } : claimOf(previous);
   }
 
-  /** The provider accepted the message: kept until well after the challenge can no longer be used. */
-  async sent(challengeId: string, provider: string, providerMessageId: string, ttlMs: number): Promise<void> {
-    await this.redis.set(this.keyOf(challengeId), `sent ${provider} ${providerMessageId}`, 'PX', Math.max(1, Math.ceil(ttlMs)));
+  /**
+   * The provider accepted the message: kept until well after the challenge can no longer be used,
+   * with the stream sequence of the challenge's ChallengeStarted (`source.seq`) for its resends.
+   */
+  async sent(challengeId: string, provider: string, providerMessageId: string, ttlMs: number, source?: { seq: number; resend?: number | undefined }): Promise<void> {
+    const value = `sent ${provider} ${providerMessageId}${source ? ` ${source.seq}` : ''}`;
+    await this.redis.set(this.keyOf(challengeId, source?.resend), value, 'PX', Math.max(1, Math.ceil(ttlMs)));
   }
 
   /** The provider refused or failed: the next attempt (or delivery) may claim again. */
-  async release(challengeId: string): Promise<void> {
-    await this.redis.del(this.keyOf(challengeId));
+  async release(challengeId: string, resend?: number): Promise<void> {
+    await this.redis.del(this.keyOf(challengeId, resend));
   }
+}
+
+/** A claim's value: `sending`, or `sent <provider> <message id>[ <seq>]`. */
+function claimOf(value: string): SendClaim {
+  if (value === SENDING) return { kind: 'in_progress' };
+  const [, provider = 'unknown', providerMessageId = '', seq] = value.split(' ');
+  return { kind: 'sent', provider, providerMessageId, ...(seq && /^\d+$/.test(seq) ? { seq: Number(seq) } : {}) };
 }

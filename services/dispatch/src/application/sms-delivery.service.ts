@@ -10,7 +10,7 @@ import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import type { ReceiptRoutes } from '../adapters/receipt-routes.js';
 import { hasSession, SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
-import { outcomeEnvelope } from '../domain/outcome-id.js';
+import { outcomeEnvelope, type OutcomeCause } from '../domain/outcome-id.js';
 import { phoneOfChallenge } from './recipient.js';
 export { DataKeyUnavailableError } from './recipient.js';
 import { smsBody } from '../domain/sms-body.js';
@@ -56,6 +56,9 @@ const WORKING_EVERY_MS = 5_000;
 /** Why an SMS of an erased user is not sent (in its SmsDeliveryFailed). */
 export const USER_ERASED = 'user erased: the phone number can no longer be read';
 
+/** Why a code was not sent: its challenge expired first (no provider was called). */
+const EXPIRED_BEFORE_DELIVERY = 'challenge expired before delivery';
+
 /** Why an SMS to a number that reached its limit across users is not sent (in its SmsDeliveryFailed). */
 export const PHONE_THROTTLED = 'phone number throttled: too many codes sent to it across users';
 
@@ -66,10 +69,26 @@ export function throttledReason(scope: 'number' | 'prefix' | 'prefix_global'): s
 }
 
 
+/** One send of a challenge's code: the start's, or one of its resends (challenge.resend). */
+export interface SmsSendJob {
+  /** The challenge's start: the sealed code, the number, the language, the expiry. */
+  started: EventOf<'ChallengeStarted'>;
+  /** Where it is in MFA_CHALLENGES, kept with the send: a resend reads the code back from there. */
+  startedSeq: number;
+  /** The request this send answers (the start, or the resend's event): the outcome's id derives from it. */
+  cause: OutcomeCause;
+  /** The resend's number (from 1); absent for the start's send. */
+  resend?: number | undefined;
+  /** The providers to walk, in order: SMS_PROVIDERS', or a resend's rotation of them. */
+  providers: readonly string[];
+}
+
 /**
  * Delivers the code of one SMS challenge: opens it, writes the message, walks the providers as
  * the delivery policy says, and publishes the outcome (SmsSent or SmsDeliveryFailed) with an id
  * derived from the request, so processing a redelivered request again cannot record two outcomes.
+ * A resend (SmsResendService) is the same walk with its own claim, per-number admission and
+ * outcome id, through its own order of providers.
  */
 
 export class SmsDeliveryService {
@@ -92,6 +111,13 @@ export class SmsDeliveryService {
 
   async deliver({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent> {
     if (event.type !== 'ChallengeStarted') throw new PoisonMessageError(`expected ChallengeStarted, got ${event.type}`);
+    return this.send({ started: event, startedSeq: msg.seq, cause: event, providers: this.policy.providers }, msg, signal);
+  }
+
+  async send(job: SmsSendJob, msg: Delivery['msg'], signal?: AbortSignal): Promise<DispatchEvent> {
+    const { started: event, resend } = job;
+    const { challengeId } = event.data;
+    const policy = job.providers === this.policy.providers ? this.policy : { ...this.policy, providers: job.providers };
     const request = event.data.delivery;
     if (!request || request.channel !== 'sms') throw new PoisonMessageError('ChallengeStarted without an SMS delivery on the SMS subject');
     const expiresAt = new Date(event.data.expiresAt);
@@ -101,26 +127,26 @@ export class SmsDeliveryService {
       expiresAt,
       language: request.language,
     });
-    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId: event.data.challengeId });
+    const log = this.options.log.child({ eventId: job.cause.id, tenantId: event.tenantId, challengeId, ...(resend ? { resend } : {}) });
     const failures: FailedAttempt[] = [];
     let outcome: DispatchEvent | undefined;
     /** Looked up once, when there is something to send (an expired request needs no key). */
     let to: string | undefined;
     while (!outcome) {
-      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
+      const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
       if (step.type === 'GiveUp') {
         if (step.reason === 'expired') {
-          const error = failures.length === 0 ? 'challenge expired before delivery' : 'challenge expired during delivery';
+          const error = failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : 'challenge expired during delivery';
           failures.push({ provider: 'none', error, transient: false });
           smsSends.inc({ provider: 'none', outcome: 'expired' });
         }
         const attempts = Math.max(1, failures.filter((f) => f.provider !== 'none').length);
-        outcome = this.failed(event, { challengeId: event.data.challengeId, attempts, failures: [...failures] });
+        outcome = this.failed(job, { challengeId, attempts, failures: [...failures] });
         log.warn('SMS not delivered', { attempts, failures });
         // The IdP polling status learns it, with the user's other methods; a new start takes one of them.
         const now = this.clock().getTime();
         await this.options.guard
-          .undeliverable(event.data.challengeId, now)
+          .undeliverable(challengeId, now, 'sms', undefined, job.startedSeq)
           .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }
@@ -131,32 +157,33 @@ export class SmsDeliveryService {
         // Erased since the challenge started: nothing to send to, and nothing to retry.
         failures.push({ provider: 'none', error: USER_ERASED, transient: false });
         smsSends.inc({ provider: 'none', outcome: 'erased' });
-        outcome = this.failed(event, { challengeId: event.data.challengeId, attempts: 1, failures: [...failures] });
+        outcome = this.failed(job, { challengeId, attempts: 1, failures: [...failures] });
         log.warn('SMS not sent: the user was erased');
         break;
       }
       to = recipient;
-      const admission = await this.admit(event.tenantId, to, event.data.challengeId);
+      // Each send counts for the number once: the start's by the challenge id, a resend by its own.
+      const admission = await this.admit(event.tenantId, to, resend ? `${challengeId}:r${resend}` : challengeId);
       if (!admission.admitted) {
         // The number took its share of sends across the tenant's users: nothing leaves; the IdP
         // learns it from status (delivery_failed, with the user's other methods).
         const retryInSeconds = Math.max(1, Math.ceil((admission.untilMs - this.clock().getTime()) / 1000));
         failures.push({ provider: 'none', error: `${throttledReason(admission.scope)} (for ${retryInSeconds} s)`, transient: false });
         smsSends.inc({ provider: 'none', outcome: admission.scope === 'number' ? 'phone_throttled' : 'prefix_throttled' });
-        outcome = this.failed(event, { challengeId: event.data.challengeId, attempts: 1, failures: [...failures] });
+        outcome = this.failed(job, { challengeId, attempts: 1, failures: [...failures] });
         log.warn('SMS not sent: a send limit across users was reached', { scope: admission.scope, retryInSeconds });
         const now = this.clock().getTime();
         await this.options.guard
-          .undeliverable(event.data.challengeId, now, 'sms', admission.untilMs)
+          .undeliverable(challengeId, now, 'sms', admission.untilMs, job.startedSeq)
           .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }
-      const claim = await this.claim(event.data.challengeId);
+      const claim = await this.claim(challengeId, resend);
       if (claim.kind === 'sent') {
         // Sent already by an earlier delivery of this request (JetStream lost its ack): never
         // twice; its outcome is recorded again (same id: stored once).
         smsSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
-        outcome = this.sent(event, { challengeId: event.data.challengeId, provider: claim.provider, providerMessageId: claim.providerMessageId, attempts: 1 });
+        outcome = this.sent(job, { challengeId, provider: claim.provider, providerMessageId: claim.providerMessageId, attempts: 1 });
         log.warn('SMS request delivered again after it was sent: not sent twice', { provider: claim.provider, providerMessageId: claim.providerMessageId });
         break;
       }
@@ -173,7 +200,7 @@ export class SmsDeliveryService {
       const started = process.hrtime.bigint();
       try {
         const statusCallback = this.options.webhookBaseUrl
-          ? `${this.options.webhookBaseUrl.replace(/\/+$/, '')}/sms/status/${encodeURIComponent(event.data.challengeId)}`
+          ? `${this.options.webhookBaseUrl.replace(/\/+$/, '')}/sms/status/${encodeURIComponent(challengeId)}`
           : undefined;
         const message = { to, body, trace: carrierFromContext(), statusCallback };
         const { providerMessageId } = await (this.options.breakers ? this.options.breakers.send(provider, message) : provider.send(message));
@@ -185,17 +212,17 @@ export class SmsDeliveryService {
             .catch((error: unknown) => log.warn("could not record the SMS's message id; its receipt will not be matched", { error }));
         }
         await this.options.guard
-          .sent(event.data.challengeId, provider.name, providerMessageId, expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS)
+          .sent(challengeId, provider.name, providerMessageId, expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS, { seq: job.startedSeq, resend })
           .catch((error: unknown) => log.warn('could not record that the SMS was sent; its claim ends by itself', { error }));
         const attempts = failures.length + 1;
-        outcome = this.sent(event, { challengeId: event.data.challengeId, provider: provider.name, providerMessageId, attempts });
+        outcome = this.sent(job, { challengeId, provider: provider.name, providerMessageId, attempts });
         log.info('SMS sent', { provider: provider.name, providerMessageId, attempts });
       } catch (error) {
         const failure = toProviderError(error, provider.name);
         smsSends.inc({ provider: provider.name, outcome: failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.transient ? 'transient_error' : 'permanent_error' });
         failures.push({ provider: provider.name, transient: failure.transient, error: failure.message });
         await this.options.guard
-          .release(event.data.challengeId)
+          .release(challengeId, resend)
           .catch((releaseError: unknown) => log.warn('could not release the SMS claim; it ends by itself', { error: releaseError }));
         log.warn('SMS attempt failed', { provider: provider.name, attempt: step.attempt, transient: failure.transient, error: failure });
       } finally {
@@ -215,9 +242,9 @@ export class SmsDeliveryService {
     }
   }
 
-  private async claim(challengeId: string): Promise<SendClaim> {
+  private async claim(challengeId: string, resend: number | undefined): Promise<SendClaim> {
     try {
-      return await this.options.guard.claim(challengeId, this.options.claimTtlMs);
+      return await this.options.guard.claim(challengeId, this.options.claimTtlMs, resend);
     } catch (error) {
       // Without the claim, a send could be a second one: wait for Redis (retried, never dead-lettered).
       throw unavailable('the SMS send guard (Redis) is unavailable; trying again later', error);
@@ -235,12 +262,23 @@ export class SmsDeliveryService {
     return code;
   }
 
-  private sent(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {
-    return createEvent('SmsSent', 1, { ...outcomeEnvelope(source, this.clock()), data });
+  private sent(job: Pick<SmsSendJob, 'cause' | 'resend'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {
+    return createEvent('SmsSent', 1, { ...outcomeEnvelope(job.cause, this.clock()), data: { ...data, ...(job.resend ? { resend: job.resend } : {}) } });
   }
 
-  private failed(source: EventOf<'ChallengeStarted'>, data: EventOf<'SmsDeliveryFailed'>['data']): EventOf<'SmsDeliveryFailed'> {
-    return createEvent('SmsDeliveryFailed', 1, { ...outcomeEnvelope(source, this.clock()), data });
+  private failed(job: Pick<SmsSendJob, 'cause' | 'resend'>, data: EventOf<'SmsDeliveryFailed'>['data']): EventOf<'SmsDeliveryFailed'> {
+    return createEvent('SmsDeliveryFailed', 1, { ...outcomeEnvelope(job.cause, this.clock()), data: { ...data, ...(job.resend ? { resend: job.resend } : {}) } });
+  }
+
+  /**
+   * A resend whose code was never found before its challenge expired (the start's send still
+   * unsettled): recorded as not sent, as a start that expired before delivery is.
+   */
+  async expiredBeforeResend(job: Pick<SmsSendJob, 'cause' | 'resend'>, msg: Delivery['msg']): Promise<DispatchEvent> {
+    smsSends.inc({ provider: 'none', outcome: 'expired' });
+    const outcome = this.failed(job, { challengeId: job.cause.data.challengeId, attempts: 1, failures: [{ provider: 'none', error: EXPIRED_BEFORE_DELIVERY, transient: false }] });
+    await this.publish(outcome, msg, this.options.log.child({ eventId: job.cause.id, challengeId: job.cause.data.challengeId }));
+    return outcome;
   }
 
 

@@ -6,13 +6,14 @@ import { generateDataKey, keyringFromMasterKey, seal, SealContext, type DataKey 
 import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
-import { challengeExpired, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
+import { challengeExpired, challengeResendRequested, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import type { Admission } from '../adapters/phone-throttle.js';
 import { ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
 import type { SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
+import { SmsResendService } from './sms-resend.service.js';
 
 // The service's own collaborators, scripted: providers, the publisher and the JetStream message
 // handle. Its JetStream and Twilio wiring is exercised for real by dispatch.int.spec.ts.
@@ -51,24 +52,35 @@ class ScriptedKeys {
   }
 }
 
-/** The send claims as Redis keeps them (adapters/send-guard.ts), scripted: one entry per challenge. */
+/**
+ * The send claims as Redis keeps them (adapters/send-guard.ts), scripted: one entry per challenge
+ * ("<challenge id>") and per resend ("<challenge id>:r<n>").
+ */
 class ScriptedGuard {
   readonly claims = new Map<string, SendClaim>();
-  async claim(challengeId: string): Promise<SendClaim> {
-    const held = this.claims.get(challengeId);
+  /** The stream sequence of a start no provider took, as undeliverable leaves it on the challenge. */
+  readonly failedSeqs = new Map<string, number>();
+  private key = (challengeId: string, resend?: number) => (resend ? `${challengeId}:r${resend}` : challengeId);
+  async claim(challengeId: string, _ttlMs: number, resend?: number): Promise<SendClaim> {
+    const held = this.claims.get(this.key(challengeId, resend));
     if (held) return held.kind === 'claimed' ? { kind: 'in_progress' } : held;
-    this.claims.set(challengeId, { kind: 'claimed' });
+    this.claims.set(this.key(challengeId, resend), { kind: 'claimed' });
     return { kind: 'claimed' };
   }
-  async sent(challengeId: string, provider: string, providerMessageId: string): Promise<void> {
-    this.claims.set(challengeId, { kind: 'sent', provider, providerMessageId });
+  async sent(challengeId: string, provider: string, providerMessageId: string, _ttlMs: number, source?: { seq: number; resend?: number }): Promise<void> {
+    this.claims.set(this.key(challengeId, source?.resend), { kind: 'sent', provider, providerMessageId, ...(source ? { seq: source.seq } : {}) });
   }
-  async release(challengeId: string): Promise<void> {
-    this.claims.delete(challengeId);
+  async release(challengeId: string, resend?: number): Promise<void> {
+    this.claims.delete(this.key(challengeId, resend));
   }
   readonly undelivered: string[] = [];
-  async undeliverable(challengeId: string): Promise<void> {
+  async undeliverable(challengeId: string, _now: number, _method?: string, _until?: number, startedSeq?: number): Promise<void> {
     this.undelivered.push(challengeId);
+    if (startedSeq !== undefined) this.failedSeqs.set(challengeId, startedSeq);
+  }
+  async sendsBefore(challengeId: string, resend: number) {
+    const sends = Array.from({ length: resend }, (_, n) => this.claims.get(this.key(challengeId, n)));
+    return { sends, failedSeq: this.failedSeqs.get(challengeId) };
   }
 }
 
@@ -131,7 +143,7 @@ function smsChallenge(
           : { channel: 'sms', to, sealedCode, ...(options.language ? { language: options.language } : {}) },
     },
   });
-  return { event, code, challengeId, tenantId };
+  return { event, code, challengeId, tenantId, challenge };
 }
 
 /** The same challenge as auth-challenge now records it (v2): the phone only in `pii`, sealed under the user's data key. */
@@ -147,9 +159,10 @@ function smsChallengeV2(keys: ScriptedKeys, options: { sealFor?: string } = {}) 
   return { event, user, to };
 }
 
-function delivery(event: AnyEvent): Delivery & { working: () => number } {
+/** A message as the consumer hands it over; `seq` is its stream sequence. */
+function delivery(event: AnyEvent, seq = 42): Delivery & { working: () => number } {
   let working = 0;
-  const msg = { working: () => void working++ } as unknown as Delivery['msg'];
+  const msg = { seq, working: () => void working++ } as unknown as Delivery['msg'];
   return { event, msg, working: () => working };
 }
 
@@ -389,5 +402,133 @@ describe('SMS delivery', () => {
     await service.deliver(delivery(smsChallenge().event));
     assert.equal(twilio.calls, 1);
     assert.equal(only(published, 'SmsSent').data.attempts, 1);
+  });
+});
+
+/** The starts dispatch reads back by stream sequence (adapters/challenge-starts.ts), scripted. */
+class ScriptedStarts {
+  readonly bySeq = new Map<number, EventOf<'ChallengeStarted'>>();
+  async read(seq: number): Promise<EventOf<'ChallengeStarted'>> {
+    const event = this.bySeq.get(seq);
+    if (!event) throw new PoisonMessageError(`no message at sequence ${seq}`);
+    return event;
+  }
+}
+
+/** A delivery service and the resend service on top of it, sharing the scripted guard, throttle and published outcomes. */
+function resendHarness(providers: ScriptedProvider[], options: { open?: string[] } = {}) {
+  const guard = new ScriptedGuard();
+  const throttle = new ScriptedThrottle();
+  const starts = new ScriptedStarts();
+  const { service, published } = harness(providers, { guard, throttle });
+  const states = Object.fromEntries(providers.map((p) => [p.name, options.open?.includes(p.name) ? ('open' as const) : ('closed' as const)]));
+  const resends = new SmsResendService({ starts, guard, delivery: service, providers: providers.map((p) => p.name), breakers: { states: () => states }, log, clock: () => now });
+  return { service, resends, published, guard, throttle, starts };
+}
+
+describe('SMS resend', () => {
+  /** An SMS challenge whose start is at stream sequence 42, its start's send done (or not). */
+  async function startedChallenge(h: ReturnType<typeof resendHarness>, options: { expiresInSeconds?: number; send?: boolean } = {}) {
+    const c = smsChallenge({ ...(options.expiresInSeconds === undefined ? {} : { expiresInSeconds: options.expiresInSeconds }) });
+    h.starts.bySeq.set(42, c.event);
+    if (options.send !== false) await h.service.deliver(delivery(c.event, 42));
+    return c;
+  }
+  const resendOf = (c: { challenge: ReturnType<typeof testChallenge> }, resend: number) => challengeResendRequested(c.challenge, { data: { resend } });
+  const last = (published: Array<{ event: AnyEvent }>) => published.at(-1)!.event;
+
+  it('sends the same code again through the next provider, wrapping round; each resend admitted, claimed and recorded on its own', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const console = new ScriptedProvider('console');
+    const h = resendHarness([twilio, console]);
+    const c = await startedChallenge(h);
+    const first = resendOf(c, 1);
+    await h.resends.resend(delivery(first, 50));
+    assert.equal(console.sent.length, 1, 'the provider after the one that sent');
+    assert.equal(console.sent[0]!.body, twilio.sent[0]!.body, 'the same code, the same words');
+    assert.equal(console.sent[0]!.to, twilio.sent[0]!.to);
+    const sent = last(h.published) as EventOf<'SmsSent'>;
+    assert.equal(h.published.at(-1)!.subject, EventSubjects.smsSent);
+    assert.deepEqual(sent.data, { challengeId: c.challengeId, provider: 'console', providerMessageId: 'console-1', attempts: 1, resend: 1 });
+    assert.equal(sent.id, outcomeEventId(first.id));
+    assert.equal(sent.metadata.causationId, first.id);
+    assert.deepEqual(h.throttle.admitted.map((a) => a.challengeId), [c.challengeId, `${c.challengeId}:r1`], 'each send counts for the number once');
+    assert.deepEqual(h.guard.claims.get(`${c.challengeId}:r1`), { kind: 'sent', provider: 'console', providerMessageId: 'console-1', seq: 42 });
+    await h.resends.resend(delivery(resendOf(c, 2), 51));
+    assert.equal(twilio.sent.length, 2, 'wrapped round to the first');
+    assert.equal(twilio.sent[1]!.body, twilio.sent[0]!.body);
+    assert.equal((last(h.published) as EventOf<'SmsSent'>).data.resend, 2);
+  });
+
+  it('given one provider, sends through it again', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const h = resendHarness([twilio]);
+    const c = await startedChallenge(h);
+    await h.resends.resend(delivery(resendOf(c, 1)));
+    assert.deepEqual(twilio.sent.map((m) => m.body), [twilio.sent[0]!.body, twilio.sent[0]!.body]);
+  });
+
+  it('skips a provider whose circuit is open', async () => {
+    const providers = [new ScriptedProvider('twilio'), new ScriptedProvider('console'), new ScriptedProvider('backup')];
+    const h = resendHarness(providers, { open: ['console'] });
+    const c = await startedChallenge(h);
+    await h.resends.resend(delivery(resendOf(c, 1)));
+    assert.deepEqual(providers.map((p) => p.calls), [1, 0, 1]);
+    assert.equal((last(h.published) as EventOf<'SmsSent'>).data.provider, 'backup');
+  });
+
+  it('fails over as a start does when the chosen provider fails', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const console = new ScriptedProvider('console', ['permanent']);
+    const h = resendHarness([twilio, console]);
+    const c = await startedChallenge(h);
+    await h.resends.resend(delivery(resendOf(c, 1)));
+    const sent = last(h.published) as EventOf<'SmsSent'>;
+    assert.deepEqual([sent.data.provider, sent.data.attempts, sent.data.resend], ['twilio', 2, 1]);
+  });
+
+  it('given a resend delivered again after it was sent, then no second SMS and the same outcome', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const h = resendHarness([twilio]);
+    const c = await startedChallenge(h);
+    const first = resendOf(c, 1);
+    await h.resends.resend(delivery(first));
+    await h.resends.resend(delivery(first));
+    assert.equal(twilio.sent.length, 2, 'the start and one resend');
+    const [a, b] = h.published.slice(-2).map((p) => p.event as EventOf<'SmsSent'>);
+    assert.equal(b!.id, a!.id);
+    assert.deepEqual(b!.data, a!.data);
+  });
+
+  it('given a start no provider took, finds the code through the sequence it left on the challenge and starts from the first provider', async () => {
+    const twilio = new ScriptedProvider('twilio', ['permanent']);
+    const console = new ScriptedProvider('console', ['permanent']);
+    const h = resendHarness([twilio, console]);
+    const c = await startedChallenge(h);
+    assert.equal(last(h.published).type, 'SmsDeliveryFailed');
+    await h.resends.resend(delivery(resendOf(c, 1)));
+    const sent = last(h.published) as EventOf<'SmsSent'>;
+    assert.deepEqual([sent.type, sent.data.provider, sent.data.resend], ['SmsSent', 'twilio', 1]);
+    assert.match(twilio.sent[0]!.body, /^314159 /);
+  });
+
+  it('given the start not sent yet, tries again later; once the challenge has expired, records the resend as not sent', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const h = resendHarness([twilio]);
+    const pending = await startedChallenge(h, { send: false });
+    await assert.rejects(h.resends.resend(delivery(resendOf(pending, 1))), (e: ContractError) => e.code === 'unavailable');
+    assert.equal(h.published.length, 0);
+    const expired = await startedChallenge(h, { send: false, expiresInSeconds: 0 });
+    const resend = resendOf(expired, 1);
+    await h.resends.resend(delivery(resend));
+    const failed = only(h.published, 'SmsDeliveryFailed');
+    assert.deepEqual(failed.data, { challengeId: expired.challengeId, attempts: 1, failures: [{ provider: 'none', error: 'challenge expired before delivery', transient: false }], resend: 1 });
+    assert.equal(failed.id, outcomeEventId(resend.id));
+    assert.equal(twilio.calls, 0);
+  });
+
+  it('declares poison an event that is not a resend', async () => {
+    const h = resendHarness([new ScriptedProvider('twilio')]);
+    await assert.rejects(h.resends.resend(delivery(smsChallenge().event)), (e: Error) => e instanceof PoisonMessageError && /expected ChallengeResendRequested/.test(e.message));
   });
 });

@@ -11,12 +11,15 @@ export function outcomeEventId(sourceEventId: string): string {
   return eventIdOf(`${sourceEventId}:sms-outcome`, 4);
 }
 
+/** The request an outcome answers: a challenge's start, or a resend of its code (challenge.resend). */
+export type OutcomeCause = Pick<EventOf<'ChallengeStarted' | 'ChallengeResendRequested'>, 'id' | 'tenantId' | 'metadata'> & { data: { challengeId: string } };
+
 /**
  * The envelope of a request's outcome (SmsSent, SmsDeliveryFailed, VoiceCallPlaced, VoiceCallFailed):
  * its derived id, the challenge as aggregate, caused by the request and in its correlation.
  * Called inside the processing span, so createEvent stamps the outcome with its trace context.
  */
-export function outcomeEnvelope(source: EventOf<'ChallengeStarted'>, now: Date) {
+export function outcomeEnvelope(source: OutcomeCause, now: Date) {
   return {
     id: outcomeEventId(source.id),
     tenantId: source.tenantId,

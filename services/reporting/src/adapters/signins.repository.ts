@@ -59,28 +59,29 @@ const UPSERT_SIGNINS = `
 INSERT INTO signins (
   tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
   auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen)
+  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, resends)
 SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
        CASE WHEN e.pseudonym IS NULL THEN i.display_name END,
        CASE WHEN e.pseudonym IS NULL THEN i.email END,
        CASE WHEN e.pseudonym IS NULL THEN i.phone_number END,
        i.device_token, i.auth_method, i.server_name, i.server_ip, i.client_ip, i.application, i.request_id,
        i.expires_at, i.context_seq, i.result, i.result_detail, i.completed_at, i.result_seq, i.failed_attempts,
-       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen
+       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen, i.resends
   FROM unnest(
     $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
     $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[], $23::text[], $24::integer[],
-    $25::text[])
+    $25::text[], $26::integer[])
     AS i(tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
          auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym)
+         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends)
   LEFT JOIN erased_users e
     ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   ${CONTEXT_COLUMNS.map((c) => keepOrTake(c, TAKE_CONTEXT)).join(',\n  ')},
   ${OUTCOME_COLUMNS.map((c) => keepOrTake(c, TAKE_OUTCOME)).join(',\n  ')},
   failed_attempts = GREATEST(signins.failed_attempts, excluded.failed_attempts),
+  resends = GREATEST(signins.resends, excluded.resends),
   last_event_seq = GREATEST(signins.last_event_seq, excluded.last_event_seq)`;
 
 const UPSERT_DELIVERIES = `
@@ -129,6 +130,7 @@ interface SigninRecord {
   delivery_status: 'sent' | 'failed' | 'delivered' | 'undelivered' | null;
   delivery_provider: string | null;
   delivery_error: string | null;
+  resends: number;
 }
 
 /** The sign-in report in Postgres: projection writes and report reads. */
@@ -166,6 +168,7 @@ export class SigninsRepository {
         'pii',
         'userGen',
         'pseudonym',
+        'resends',
       ]),
     );
   }
@@ -210,7 +213,7 @@ export class SigninsRepository {
       SELECT s.challenge_id, s.occurred_at,
              to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
              s.user_id, s.display_name, s.email, s.phone_number, s.pii, s.user_gen, s.device_token, s.auth_method,
-             s.server_name, s.server_ip, s.client_ip, s.application, s.result, s.result_detail,
+             s.server_name, s.server_ip, s.client_ip, s.application, s.result, s.result_detail, s.resends,
              d.status AS delivery_status, d.provider AS delivery_provider, d.error AS delivery_error
         FROM signins s
         LEFT JOIN deliveries d ON d.tenant_id = s.tenant_id AND d.challenge_id = s.challenge_id
@@ -238,6 +241,7 @@ export class SigninsRepository {
       deliveryStatus: r.delivery_status,
       deliveryProvider: r.delivery_provider,
       deliveryError: r.delivery_error,
+      resends: r.resends,
     }));
   }
 

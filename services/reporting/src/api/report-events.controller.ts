@@ -16,6 +16,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeDenied',
   'ChallengeBypassed',
   'ChallengeFraudReported',
+  'ChallengeResendRequested',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed', 'VoiceCallPlaced', 'VoiceCallFailed', 'SmsDeliveryReported'] satisfies DispatchEvent['type'][]);
 const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);

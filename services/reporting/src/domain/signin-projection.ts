@@ -9,7 +9,7 @@ import type { SigninDetails } from './signin-report.js';
  * were split into batches, re-delivered or replayed.
  *
  * Precedence, by stream sequence: the first context (start) wins, the first outcome wins, failed
- * attempts only grow, the latest delivery outcome wins.
+ * attempts and resends only grow, the latest delivery outcome wins.
  */
 
 /** An event with its stream sequence, which orders events of one stream. */
@@ -43,6 +43,8 @@ export interface SigninPatch extends SigninDetails {
   completedAt: string | null;
   resultSeq: number | null;
   failedAttempts: number;
+  /** Times the code was sent again: the highest resend number seen (a resend event carries its number). */
+  resends: number;
   lastEventSeq: number;
 }
 
@@ -53,6 +55,7 @@ interface Effect {
   context?: Context;
   outcome?: Outcome;
   failedAttempts?: number;
+  resends?: number;
 }
 
 const failure = (detail: ResultDetail, at: string): Outcome => ({ result: 'failure', resultDetail: detail, completedAt: at });
@@ -141,6 +144,8 @@ function effectOf(event: ChallengeEvent): Effect {
       return { outcome: failure(ResultDetail.timedOut, event.occurredAt) };
     case 'ChallengeCodeRejected':
       return { failedAttempts: event.data.attempt };
+    case 'ChallengeResendRequested':
+      return { resends: event.data.resend };
     default: {
       const unknown: never = event;
       throw new Error(`unhandled challenge event ${(unknown as { type: string }).type}`);
@@ -175,6 +180,7 @@ function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
     completedAt: null,
     resultSeq: null,
     failedAttempts: 0,
+    resends: 0,
     lastEventSeq: seq,
   };
 }
@@ -200,6 +206,7 @@ export function foldChallengeEvents(items: readonly Sequenced<ChallengeEvent>[])
     if (effect.context && patch.contextSeq === null) Object.assign(patch, effect.context, { contextSeq: item.seq });
     if (effect.outcome && patch.resultSeq === null) Object.assign(patch, effect.outcome, { resultSeq: item.seq });
     if (effect.failedAttempts !== undefined) patch.failedAttempts = Math.max(patch.failedAttempts, effect.failedAttempts);
+    if (effect.resends !== undefined) patch.resends = Math.max(patch.resends, effect.resends);
     patch.lastEventSeq = Math.max(patch.lastEventSeq, item.seq);
   }
   return [...patches.values()];

@@ -8,6 +8,7 @@ import {
   challengeCodeRejected,
   challengeExpired,
   challengeRegistrationRequired,
+  challengeResendRequested,
   challengeStarted,
   challengeStartedV2,
   smsDeliveryFailed,
@@ -68,6 +69,7 @@ describe('sign-in projection', () => {
       completedAt: null,
       resultSeq: null,
       failedAttempts: 0,
+      resends: 0,
       lastEventSeq: 100,
     });
   });
@@ -142,6 +144,17 @@ describe('sign-in projection', () => {
     const attempts = only(foldChallengeEvents(seqd<ChallengeEvent>(wrong(c3, 3), wrong(c3, 2))));
     assert.equal(attempts.failedAttempts, 3);
     assert.equal(attempts.result, null);
+  });
+
+  it('given resends of the code, then the row counts the highest resend number seen, whatever the order and repeats', () => {
+    const c = signin();
+    const resent = (resend: number) => challengeResendRequested(c, { data: { resend } });
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), resent(2), resent(1), resent(2), challengeApproved(c))));
+    assert.equal(patch.resends, 2);
+    assert.equal(patch.result, 'success');
+    assert.equal(patch.authMethod, 'sms');
+    // A resend alone (its start in a later batch) keeps the count on the placeholder row.
+    assert.equal(only(foldChallengeEvents(seqd<ChallengeEvent>(resent(3)))).resends, 3);
   });
 
   it('given the wrong code that locked the user out, then the detail says the account is locked out', () => {

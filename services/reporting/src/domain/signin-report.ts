@@ -40,6 +40,8 @@ export interface SigninRow extends SigninDetails {
   deliveryStatus: 'sent' | 'failed' | 'delivered' | 'undelivered' | null;
   deliveryProvider?: string | null;
   deliveryError?: string | null;
+  /** Times the SMS code was sent again (challenge.resend). */
+  resends?: number;
 }
 
 /**
@@ -82,6 +84,7 @@ export function toSigninItem(row: SigninRow): SigninItem {
     clientIp: row.clientIp,
     application: row.application,
     ...(row.deliveryStatus ? { delivery: { status: row.deliveryStatus, provider: row.deliveryProvider ?? null, error: row.deliveryError ?? null } } : {}),
+    ...(row.resends ? { resends: row.resends } : {}),
   };
 }
 

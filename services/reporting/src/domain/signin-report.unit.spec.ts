@@ -114,7 +114,7 @@ describe('derived result', () => {
 
 describe('row to item', () => {
   it('has exactly the contract fields, nulls for absent values', () => {
-    const item = toSigninItem(row({ displayName: null, email: null, application: null }));
+    const item = toSigninItem(row({ displayName: null, email: null, application: null, resends: 2 }));
     assert.deepEqual(item, {
       challengeId: 'ch-1',
       occurredAt: '2025-06-01T12:00:00.123Z',
@@ -125,10 +125,12 @@ describe('row to item', () => {
       result: 'success',
       resultDetail: ResultDetail.success,
       delivery: { status: 'sent', provider: null, error: null },
+      resends: 2,
     });
     assert.deepEqual(Object.keys(item).sort(), Object.keys(SigninItem.shape).sort());
-    // A method that sends nothing has no delivery.
+    // A method that sends nothing has no delivery; a code never sent again, no resends.
     assert.equal('delivery' in toSigninItem(row({ deliveryStatus: null })), false);
+    assert.equal('resends' in toSigninItem(row({ resends: 0 })), false);
     SigninItem.strict().parse(item);
   });
 

@@ -167,6 +167,10 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, type: 'greetingStandard', language: 'en', object: `${tenantId}/matrix.wav` };
       case Subjects.voiceMessagesList:
         return { tenantId };
+      case Subjects.usersPushEnroll:
+        return { tenantId, userId: userA };
+      case Subjects.usersDevicesDelete:
+        return { tenantId, userId: userA, deviceId: 'device' };
       case Subjects.voiceMessagesDelete:
         return { tenantId, type: 'greetingStandard', language: 'en' };
     }

@@ -19,6 +19,7 @@ import {
   TenantId,
   UserId,
 } from './primitives.js';
+import { UsersDevicesDeleteRequest, UsersPushEnrollRequest } from './push.js';
 import { VoiceMessagesDeleteRequest, VoiceMessagesListRequest, VoiceMessagesUploadRequest } from './voice-messages.js';
 
 /**
@@ -64,6 +65,8 @@ export const Subjects = {
   voiceMessagesUpload: 'mfa.v1.voice.messages.upload',
   voiceMessagesList: 'mfa.v1.voice.messages.list',
   voiceMessagesDelete: 'mfa.v1.voice.messages.delete',
+  usersPushEnroll: 'mfa.v1.users.push.enroll',
+  usersDevicesDelete: 'mfa.v1.users.devices.delete',
 } as const;
 export type ApiSubject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -627,6 +630,8 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.voiceMessagesUpload]: 'admin',
   [Subjects.voiceMessagesList]: 'admin',
   [Subjects.voiceMessagesDelete]: 'admin',
+  [Subjects.usersPushEnroll]: 'users',
+  [Subjects.usersDevicesDelete]: 'users',
 };
 
 /** Whether a key with `granted` scopes may call a subject that requires `required`. */
@@ -672,4 +677,6 @@ export const RequestSchemas = {
   [Subjects.voiceMessagesUpload]: VoiceMessagesUploadRequest,
   [Subjects.voiceMessagesList]: VoiceMessagesListRequest,
   [Subjects.voiceMessagesDelete]: VoiceMessagesDeleteRequest,
+  [Subjects.usersPushEnroll]: UsersPushEnrollRequest,
+  [Subjects.usersDevicesDelete]: UsersDevicesDeleteRequest,
 } as const satisfies Record<ApiSubject, z.ZodType>;

@@ -117,6 +117,32 @@ export const AppPasswordDeleted = envelope('AppPasswordDeleted', 1, z.object({ a
  */
 export const AppPasswordUsed = envelope('AppPasswordUsed', 1, z.object({ appPasswordId: z.string() }));
 /** users.tokens.delete: one TOTP token is gone (pending or active). */
+/**
+ * An authenticator app activated on the user's account with a one-time code: its public key (the
+ * private key never left the device), the platform and its push token (sealed: only dispatch opens
+ * it), the name shown to people.
+ */
+export const PushDeviceActivated = envelope(
+  'PushDeviceActivated',
+  1,
+  z.object({
+    deviceId: z.string(),
+    name: z.string(),
+    platform: z.enum(['ios', 'android', 'none']),
+    algorithm: z.enum(['ES256', 'Ed25519']),
+    publicKey: z.string(),
+    sealedPushToken: SealedSecret.optional(),
+  }),
+);
+/** The device is no longer the user's: deleted by an administrator or the user, or replaced. */
+export const PushDeviceDeleted = envelope('PushDeviceDeleted', 1, z.object({ deviceId: z.string() }));
+/** A push provider refused the device's token: it must activate again before push reaches it. */
+export const PushDeviceNeedsRegistration = envelope(
+  'PushDeviceNeedsRegistration',
+  1,
+  z.object({ deviceId: z.string(), provider: z.string(), error: z.string() }),
+);
+
 export const TotpTokenDeleted = envelope('TotpTokenDeleted', 1, z.object({ tokenId: z.string() }));
 
 export const TotpTokenEnrolled = envelope(
@@ -186,6 +212,8 @@ export const ChallengeStartedV2 = envelope(
     delivery: z
       .discriminatedUnion('channel', [
         z.object({ channel: z.literal('sms'), sealedCode: SealedSecret, language: z.string().optional() }),
+        // push: nothing but the channel (the notification carries no secret; the app asks the device API).
+        z.object({ channel: z.literal('push') }),
         z.object({
           channel: z.literal('voice'),
           language: z.string().optional(),
@@ -451,6 +479,27 @@ export const VoiceCallFailed = envelope(
   }),
 );
 
+/** A push notification went out to the user's devices (dispatch): one per device and provider that took it. */
+export const PushSent = envelope(
+  'PushSent',
+  1,
+  z.object({
+    challengeId: z.string(),
+    sent: z.array(z.object({ deviceId: z.string(), provider: z.string(), providerMessageId: z.string() })),
+    /** Devices with no provider (platform none, or none configured): they poll the device API. */
+    polling: z.array(z.string()),
+  }),
+);
+/** No notification could go out; poll-only devices may still answer (dispatch). */
+export const PushDeliveryFailed = envelope(
+  'PushDeliveryFailed',
+  1,
+  z.object({
+    challengeId: z.string(),
+    failures: z.array(z.object({ deviceId: z.string(), provider: z.string(), error: z.string(), transient: z.boolean() })),
+  }),
+);
+
 // ---- user-settings: API clients; every service: the admin audit trail -------------------------------
 
 export const ApiClientCreated = envelope(
@@ -517,6 +566,11 @@ export const EventSchemas = {
   VoiceCallPlaced,
   VoiceCallFailed,
   SmsDeliveryReported,
+  PushSent,
+  PushDeliveryFailed,
+  PushDeviceActivated,
+  PushDeviceDeleted,
+  PushDeviceNeedsRegistration,
   ApiClientCreated,
   ApiClientRevoked,
   AdminActionRecorded,
@@ -530,6 +584,9 @@ export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
 /** The events of a user aggregate (one subject per user), the decider's and the projector's. */
 export const USER_EVENT_TYPES = [
+  'PushDeviceActivated',
+  'PushDeviceDeleted',
+  'PushDeviceNeedsRegistration',
   'UserRegistered',
   'UserProfileChanged',
   'UserErased',

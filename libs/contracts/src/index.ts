@@ -9,3 +9,4 @@ export * from './ip.js';
 export * from './internal.js';
 export * from './phone.js';
 export * from './voice-messages.js';
+export * from './push.js';

@@ -13,6 +13,12 @@ export const InternalSubjects = {
   voiceOutcome: 'mfa.int.challenge.voice',
   /** dispatch → fraud: the user entered the fraud code during a call. */
   fraudFromCall: 'mfa.int.fraud.call',
+  /** auth-challenge (device API) → user-settings: activate a device with its activation code. */
+  deviceActivate: 'mfa.int.devices.activate',
+  /** dispatch → user-settings: a push provider refused a device's token; the device must register again. */
+  deviceReregister: 'mfa.int.devices.reregister',
+  /** auth-challenge (device API) → fraud: the user reported a push sign-in as fraud in the app. */
+  fraudFromApp: 'mfa.int.fraud.app',
 } as const;
 
 export const PinVerifyRequest = z.object({ tenantId: TenantId, userId: UserId, pin: z.string().max(16) });

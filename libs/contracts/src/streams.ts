@@ -61,6 +61,8 @@ export const EventSubjects = {
   smsReceipt: 'mfa.evt.dispatch.sms.receipt',
   voicePlaced: 'mfa.evt.dispatch.voice.placed',
   voiceFailed: 'mfa.evt.dispatch.voice.failed',
+  pushSent: 'mfa.evt.dispatch.push.sent',
+  pushFailed: 'mfa.evt.dispatch.push.failed',
   allDispatch: 'mfa.evt.dispatch.>',
   deadLetter: (consumer: string) => `mfa.dlq.${consumer}`,
   /** MFA_STATE: when an API client was last used (coalesced, written about once a minute). */
@@ -251,6 +253,14 @@ export const Consumers = {
     maxDeliver: 10,
     ackWaitSeconds: 60,
     description: 'Places the calls of voice challenges through Twilio Programmable Voice.',
+  },
+  dispatchPush: {
+    stream: Streams.challenges.name,
+    durable: 'dispatch-push',
+    filterSubject: 'mfa.evt.challenge.started.push',
+    maxDeliver: 10,
+    ackWaitSeconds: 60,
+    description: "Sends the push notifications of push challenges to the user's devices (FCM, APNs).",
   },
   reportingChallenges: {
     stream: Streams.challenges.name,

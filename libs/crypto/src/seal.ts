@@ -23,7 +23,7 @@ export class SealError extends Error {
 }
 
 /** What a secret is sealed for; each purpose has its own keys. */
-export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key' | 'pin-hash';
+export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key' | 'pin-hash' | 'push-token';
 
 /** Where a sealed secret belongs: its purpose (which keys) and its AAD (which record). */
 export interface SealScope {
@@ -45,6 +45,11 @@ export const SealContext = {
   pinHash: (tenantId: string, userId: string): SealScope => ({
     purpose: 'pin-hash',
     aad: `pin-hash\u0000${tenantId}\u0000${userId}`,
+  }),
+  /** A device's push token (FCM or APNs), sealed in PushDeviceActivated and the Redis projection; dispatch opens it. */
+  pushToken: (tenantId: string, userId: string, deviceId: string): SealScope => ({
+    purpose: 'push-token',
+    aad: `push-token\u0000${tenantId}\u0000${userId}\u0000${deviceId}`,
   }),
   userDataKey: (tenantId: string, userId: string, gen: number): SealScope => ({
     purpose: 'user-data-key',

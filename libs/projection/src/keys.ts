@@ -89,6 +89,24 @@ export const RedisKeys = {
   /** Which challenge an SMS a provider accepted belongs to, by the provider's message id (base64url: SMSCs choose its characters). */
   smsReceiptRoute: (provider: string, messageId: string) => `mfa:{sms:${provider}:${Buffer.from(messageId, 'utf8').toString('base64url')}}:route`,
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
+  /**
+   * The user's authenticator apps (user-settings): device nonce -> JSON {state (active or reregister),
+   * algorithm, publicKey, platform, name, sealedPushToken?, activatedAt}. dispatch reads the push
+   * tokens, the device API the keys.
+   */
+  devices: (tag: string) => `mfa:{${tag}}:devices`,
+  /** Nonces of signed device requests seen in the last 2 minutes (the device API's replay guard). */
+  deviceNonce: (tag: string, deviceNonce: string, nonce: string) => `mfa:{${tag}}:dn:${deviceNonce}:${nonce}`,
+  /** An activation code's pending enrolment (user-settings): {tenantId, userId, expiresAt}; taken once. */
+  activation: (codeHash: string) => `mfa:{act:${codeHash}}:activation`,
+  /** The user's pending push challenge (one at a time): its challenge id, expiring with it. */
+  pendingPush: (tag: string) => `mfa:{${tag}}:push:pending`,
+  /** The user's push challenges in the sliding window (push rate limit): challenge id -> ms. */
+  pushStarts: (tag: string) => `mfa:{${tag}}:push:starts`,
+  /** Push denials and ignored pushes of the user in the window: challenge id -> ms (fatigue). */
+  pushRefusals: (tag: string) => `mfa:{${tag}}:push:refusals`,
+  /** Push is suspended for the user until <ms> (too many denials or ignored pushes: MFA fatigue). */
+  pushSuspended: (tag: string) => `mfa:{${tag}}:push:suspended`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
   /** users.list's search terms of one tenant (see UserIndex), and each user's current terms. */
   userIndex: (tenantId: string) => `mfa:{users:${Buffer.from(tenantId, 'utf8').toString('base64url')}}:index`,

@@ -48,7 +48,24 @@ export interface UserState {
   appPasswordUsed?: boolean | undefined;
   /** The voice PIN's scrypt hash, sealed (users.pin.set); a reset clears it. */
   sealedPinHash?: string | undefined;
+  /** Authenticator apps activated for push, in activation order; a reset clears them. */
+  devices?: readonly PushDevice[];
 }
+
+export interface PushDevice {
+  deviceId: string;
+  name: string;
+  platform: 'ios' | 'android' | 'none';
+  algorithm: 'ES256' | 'Ed25519';
+  publicKey: string;
+  sealedPushToken?: string | undefined;
+  activatedAtMs: number;
+  /** reregister: its push provider refused its token; push does not reach it until it activates again. */
+  state: 'active' | 'reregister';
+}
+
+/** Authenticator apps per user at most (the seeds: five apps or tokens). */
+export const MAX_PUSH_DEVICES = 5;
 
 /** Whether only an app password signs the user's legacy clients in: they have one, or once used one. */
 export const appPasswordRequired = (state: UserState): boolean => (state.appPasswords ?? []).length > 0 || state.appPasswordUsed === true;
@@ -72,7 +89,11 @@ type UserCommand =
   /** apppasswords.verify found this app password: the first use is recorded, later ones are not. */
   | { type: 'RecordAppPasswordUse'; data: { appPasswordId: string } }
   /** The caller hashes (scrypt) and seals the PIN: randomness and keys stay out of the decider. */
-  | { type: 'SetPin'; data: { sealedHash: string } };
+  | { type: 'SetPin'; data: { sealedHash: string } }
+  /** The caller took the activation code and checked the key's proof; the device id is drawn by it. */
+  | { type: 'ActivatePushDevice'; data: Omit<PushDevice, 'activatedAtMs' | 'state'> }
+  | { type: 'DeletePushDevice'; data: { deviceId: string } }
+  | { type: 'MarkDeviceForRegistration'; data: { deviceId: string; provider: string; error: string } };
 
 const USER_EVENTS: ReadonlySet<string> = new Set(USER_EVENT_TYPES);
 
@@ -95,6 +116,8 @@ export const activeTokens = (state: UserState): TotpToken[] => state.tokens.filt
 /** Methods the user has registered, strongest first: what register replies and challenges offer. */
 export function methodsOf(state: UserState): Method[] {
   const methods: Method[] = [];
+  // Push needs a device it can reach or that polls: one whose token was refused does not count.
+  if ((state.devices ?? []).some((d) => d.state === 'active')) methods.push('push');
   if (activeTokens(state).length > 0) methods.push('totp');
   // A phone number gives both phone methods: a code by SMS (not to a number known to be a fixed
   // line), and a call to answer.
@@ -174,7 +197,7 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     case 'ResetMfa': {
       requireRegistered(state);
       // Nothing to clear: nothing to record (a repeated reset is free).
-      if (state.tokens.length === 0 && !state.profile.phoneNumber && !appPasswordRequired(state) && !state.sealedPinHash) return [];
+      if (state.tokens.length === 0 && !state.profile.phoneNumber && !appPasswordRequired(state) && !state.sealedPinHash && (state.devices ?? []).length === 0) return [];
       return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
     }
     case 'DeleteTotpToken': {
@@ -213,6 +236,25 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       requireRegistered(state);
       return [domainEvent('UserPinSet', { sealedHash: command.data.sealedHash }, now)];
     }
+    case 'ActivatePushDevice': {
+      requireRegistered(state);
+      const devices = state.devices ?? [];
+      if (devices.some((d) => d.deviceId === command.data.deviceId)) throw conflict('device id already in use');
+      if (devices.length >= MAX_PUSH_DEVICES) throw conflict(`a user may have at most ${MAX_PUSH_DEVICES} authenticator apps; delete one first`);
+      const { sealedPushToken, ...device } = command.data;
+      return [domainEvent('PushDeviceActivated', { ...device, ...(sealedPushToken ? { sealedPushToken } : {}) }, now)];
+    }
+    case 'DeletePushDevice': {
+      requireRegistered(state);
+      if (!(state.devices ?? []).some((d) => d.deviceId === command.data.deviceId)) throw notFound('unknown device');
+      return [domainEvent('PushDeviceDeleted', { deviceId: command.data.deviceId }, now)];
+    }
+    case 'MarkDeviceForRegistration': {
+      const device = (state.devices ?? []).find((d) => d.deviceId === command.data.deviceId);
+      // Deleted meanwhile, or marked already: nothing to record (providers report every send).
+      if (!state.registered || !device || device.state === 'reregister') return [];
+      return [domainEvent('PushDeviceNeedsRegistration', command.data, now)];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -246,7 +288,7 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone; name, e-mail and language stay.
       const { phoneNumber: _phone, ...profile } = state.profile;
-      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined, sealedPinHash: undefined };
+      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined, sealedPinHash: undefined, devices: [] };
     }
     case 'DefaultMethodChosen':
       return { ...state, chosenDefault: event.data.method };
@@ -262,6 +304,14 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
       return { ...state, appPasswordUsed: true };
     case 'UserPinSet':
       return { ...state, sealedPinHash: event.data.sealedHash };
+    case 'PushDeviceActivated': {
+      const device: PushDevice = { ...event.data, activatedAtMs: Date.parse(event.occurredAt), state: 'active' };
+      return { ...state, devices: [...(state.devices ?? []), device] };
+    }
+    case 'PushDeviceDeleted':
+      return { ...state, devices: (state.devices ?? []).filter((d) => d.deviceId !== event.data.deviceId) };
+    case 'PushDeviceNeedsRegistration':
+      return { ...state, devices: (state.devices ?? []).map((d) => (d.deviceId === event.data.deviceId ? { ...d, state: 'reregister' as const } : d)) };
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

@@ -1,5 +1,5 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { ProviderBreakers } from './adapters/sms/circuit-breakers.js';
+import { ProviderBreakers } from './adapters/circuit-breakers.js';
 
 /**
  * The providers with a session of their own (SMPP) bind when the service starts and unbind when it

@@ -5,7 +5,7 @@ import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type 
 import type { UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import type { PhoneThrottle } from '../adapters/phone-throttle.js';
-import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
+import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/circuit-breakers.js';
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import type { ReceiptRoutes } from '../adapters/receipt-routes.js';
 import { hasSession, SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
@@ -29,7 +29,7 @@ interface SmsDeliveryOptions {
   guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
   /** The public base URL of this service's webhooks (VOICE_WEBHOOK_BASE_URL): SMS receipts are asked for when set. */
   webhookBaseUrl?: string | undefined;
-  /** A circuit breaker per provider (adapters/sms/circuit-breakers.ts): an open one is skipped at once. */
+  /** A circuit breaker per provider (adapters/circuit-breakers.ts): an open one is skipped at once. */
   breakers?: Pick<ProviderBreakers, 'send'>;
   /** Where receipts that name only the provider's message id (SMPP) find their challenge. */
   receiptRoutes?: Pick<ReceiptRoutes, 'remember'>;

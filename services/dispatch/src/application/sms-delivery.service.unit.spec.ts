@@ -8,7 +8,7 @@ import type { Logger } from '@mfa/telemetry';
 import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { challengeExpired, challengeResendRequested, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import type { Admission } from '../adapters/phone-throttle.js';
-import { ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
+import { ProviderBreakers } from '../adapters/circuit-breakers.js';
 import type { SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';

@@ -3,7 +3,7 @@ import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import type { ChallengeStarts } from '../adapters/challenge-starts.js';
 import type { SendGuard } from '../adapters/send-guard.js';
-import type { ProviderBreakers } from '../adapters/sms/circuit-breakers.js';
+import type { ProviderBreakers } from '../adapters/circuit-breakers.js';
 import { resendProviders, resendSource } from '../domain/resend-policy.js';
 import type { SmsDeliveryService } from './sms-delivery.service.js';
 

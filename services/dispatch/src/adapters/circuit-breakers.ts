@@ -1,10 +1,10 @@
 import CircuitBreaker from 'opossum';
 import { gauge, counter } from '@mfa/telemetry';
 import type { HealthCheck } from '@mfa/service-kit';
-import { SmsProviderError, type SmsMessage, type SmsProvider } from './sms-provider.js';
+import { SmsProviderError, type SmsMessage } from './sms/sms-provider.js';
 
-const state = gauge('mfa_provider_circuit_state', 'Circuit breaker of each SMS provider: 0 closed, 1 half-open (probing), 2 open (skipped)', ['provider']);
-const transitions = counter('mfa_provider_circuit_transitions_total', 'Circuit breaker state changes per SMS provider', ['provider', 'to']);
+const state = gauge('mfa_provider_circuit_state', 'Circuit breaker of each provider (SMS, push): 0 closed, 1 half-open (probing), 2 open (skipped)', ['provider']);
+const transitions = counter('mfa_provider_circuit_transitions_total', 'Circuit breaker state changes per provider (SMS, push)', ['provider', 'to']);
 
 export interface BreakerPolicy {
   /** Failures (transient errors and timeouts) in percent of the calls in the rolling window that open the circuit. */
@@ -20,27 +20,52 @@ export interface BreakerPolicy {
 /** The circuit is open: the provider is skipped, the next one tried at once. */
 export const CIRCUIT_OPEN = 'circuit open: the provider failed too often lately and is skipped';
 
-/**
- * A circuit breaker per SMS provider (opossum): transient failures (5xx, 429, network errors,
- * calls that outlast TWILIO_TIMEOUT_MS) in the rolling window open it, and while it is open the
- * provider is not called at all: the delivery fails over to the next one at once, so users do not
- * wait for a provider that is down. After `resetSeconds` one call probes it (half-open): success
- * closes the circuit, failure opens it again. Permanent errors (an invalid number) say nothing of
- * the provider's health and do not count. State per instance, in metrics and /health.
- */
-export class ProviderBreakers {
-  private readonly breakers = new Map<string, CircuitBreaker<[SmsMessage], { providerMessageId: string }>>();
+/** Anything that sends through a vendor: an SMS provider, a push provider. */
+export interface BreakerTarget<M, R> {
+  readonly name: string;
+  send(message: M): Promise<R>;
+}
 
-  constructor(providers: readonly SmsProvider[], policy: BreakerPolicy) {
+/** What differs between the kinds of provider behind breakers. */
+export interface BreakerKind {
+  /** The name of the /health check. */
+  readonly check: string;
+  /** What a call to an open circuit throws: the kind's provider error, permanent for this message. */
+  circuitOpen(provider: string): Error;
+}
+
+export const SMS_BREAKERS: BreakerKind = {
+  check: 'sms_providers',
+  circuitOpen: (provider) => new SmsProviderError(CIRCUIT_OPEN, { provider, transient: false }),
+};
+
+/**
+ * A circuit breaker per provider (opossum): transient failures (5xx, 429, network errors, calls
+ * that outlast the provider's timeout) in the rolling window open it, and while it is open the
+ * provider is not called at all: the delivery fails over to the next one at once (or, for push,
+ * gives the device up to polling), so users do not wait for a provider that is down. After
+ * `resetSeconds` one call probes it (half-open): success closes the circuit, failure opens it
+ * again. Permanent errors (an invalid number, a push token the vendor no longer knows) say nothing
+ * of the provider's health and do not count: provider errors carry `transient`. State per
+ * instance, in metrics and /health.
+ */
+export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }> {
+  private readonly breakers = new Map<string, CircuitBreaker<[M], R>>();
+
+  constructor(
+    providers: readonly BreakerTarget<M, R>[],
+    policy: BreakerPolicy,
+    private readonly kind: BreakerKind = SMS_BREAKERS,
+  ) {
     for (const provider of providers) {
-      const breaker = new CircuitBreaker((message: SmsMessage) => provider.send(message), {
+      const breaker = new CircuitBreaker((message: M) => provider.send(message), {
         timeout: false,
         errorThresholdPercentage: policy.errorThresholdPercentage,
         volumeThreshold: policy.volumeThreshold,
         resetTimeout: policy.resetSeconds * 1000,
         rollingCountTimeout: policy.windowSeconds * 1000,
         // A permanent error is about the message, not the provider.
-        errorFilter: (error: unknown) => error instanceof SmsProviderError && !error.transient,
+        errorFilter: (error: unknown) => (error as { transient?: unknown } | undefined)?.transient === false,
       });
       state.set({ provider: provider.name }, 0);
       breaker.on('open', () => this.moved(provider.name, 2, 'open'));
@@ -56,13 +81,13 @@ export class ProviderBreakers {
   }
 
   /** Sends through the provider's breaker; an open circuit is a permanent failure for this message (fail over). */
-  async send(provider: SmsProvider, message: SmsMessage): Promise<{ providerMessageId: string }> {
+  async send(provider: BreakerTarget<M, R>, message: M): Promise<R> {
     const breaker = this.breakers.get(provider.name);
     if (!breaker) return provider.send(message);
     try {
       return await breaker.fire(message);
     } catch (error) {
-      if ((error as { code?: string }).code === 'EOPENBREAKER') throw new SmsProviderError(CIRCUIT_OPEN, { provider: provider.name, transient: false });
+      if ((error as { code?: string }).code === 'EOPENBREAKER') throw this.kind.circuitOpen(provider.name);
       throw error;
     }
   }
@@ -77,7 +102,7 @@ export class ProviderBreakers {
   /** /health detail: shown, never failing readiness (one provider down leaves the others, and calls). */
   healthCheck(): HealthCheck {
     return {
-      name: 'sms_providers',
+      name: this.kind.check,
       informational: true,
       check: async () => {
         const open = Object.entries(this.states()).filter(([, s]) => s !== 'closed');

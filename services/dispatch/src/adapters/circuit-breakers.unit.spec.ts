@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CIRCUIT_OPEN, ProviderBreakers } from './circuit-breakers.js';
-import { SmsProviderError, type SmsMessage, type SmsProvider } from './sms-provider.js';
+import { SmsProviderError, type SmsMessage, type SmsProvider } from './sms/sms-provider.js';
 
 /** A provider that fails as scripted: 'transient', 'permanent', or answers. */
 class Scripted implements SmsProvider {

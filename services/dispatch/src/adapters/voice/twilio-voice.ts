@@ -1,6 +1,6 @@
 import { SpanKind, withSpan } from '@mfa/telemetry';
 import { SmsProviderError } from '../sms/sms-provider.js';
-import { postForm } from '../sms/twilio/http-client.js';
+import { postBody } from '../http-client.js';
 import { classifyTwilioResponse, twilioNetworkError } from '../sms/twilio/twilio.provider.js';
 
 export interface CallRequest {
@@ -47,7 +47,7 @@ export class TwilioVoiceProvider {
       }).toString();
       let answer: { status: number; text: string };
       try {
-        answer = await postForm(this.endpoint, { authorization: this.authorization, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body, this.options.timeoutMs);
+        answer = await postBody(this.endpoint, { authorization: this.authorization, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body, this.options.timeoutMs);
       } catch (cause) {
         throw twilioNetworkError(cause, this.options.timeoutMs);
       }

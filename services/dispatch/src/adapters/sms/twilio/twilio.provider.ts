@@ -1,7 +1,7 @@
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { Senders } from '../senders.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
-import { postForm } from './http-client.js';
+import { postBody } from '../../http-client.js';
 
 interface TwilioOptions {
   /** Base URL, https://api.twilio.com unless pointed at a compatible API (or a test fake). */
@@ -101,7 +101,7 @@ export class TwilioSmsProvider implements SmsProvider {
           const form: Record<string, string> = { To: message.to, From: this.senderFor(message.to), Body: message.body };
           if (message.statusCallback) form.StatusCallback = message.statusCallback;
           const body = new URLSearchParams(form).toString();
-          ({ status, text } = await postForm(this.endpoint, headers, body, this.options.timeoutMs));
+          ({ status, text } = await postBody(this.endpoint, headers, body, this.options.timeoutMs));
         } catch (cause) {
           throw twilioNetworkError(cause, this.options.timeoutMs);
         }

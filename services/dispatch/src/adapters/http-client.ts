@@ -2,9 +2,9 @@ import http from 'node:http';
 import https from 'node:https';
 
 /**
- * A keep-alive HTTP client for the provider's REST API. node:http rather than fetch: per request
- * it costs a fraction of fetch's CPU (no web streams, no per-call dispatcher setup), which is what
- * bounds SMS throughput. Connections are reused across sends.
+ * A keep-alive HTTP client for the providers' REST APIs (Twilio, FCM). node:http rather than fetch:
+ * per request it costs a fraction of fetch's CPU (no web streams, no per-call dispatcher setup),
+ * which is what bounds SMS throughput. Connections are reused across sends.
  */
 const agents = {
   'http:': new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 64 }),
@@ -16,12 +16,12 @@ class HttpTimeoutError extends Error {
 }
 
 /**
- * POSTs a form and reads the answer, all within `timeoutMs` in total: connecting, sending, waiting
+ * POSTs a body (a form, JSON) and reads the answer, all within `timeoutMs` in total: connecting, sending, waiting
  * and reading (a socket idle timeout alone would let a provider that trickles bytes hold the
  * message past the consumer's ack wait, and JetStream would hand it to another instance to send
  * again).
  */
-export function postForm(
+export function postBody(
   url: URL,
   headers: Record<string, string>,
   body: string,

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { postForm } from './http-client.js';
+import { postBody } from './http-client.js';
 
 // A provider that answers, but a byte every 100 ms: an idle timeout would never fire.
 describe('provider HTTP client', () => {
@@ -29,7 +29,7 @@ describe('provider HTTP client', () => {
 
   it('gives up after its total timeout, however the provider trickles its answer', async () => {
     const started = Date.now();
-    await assert.rejects(postForm(url, {}, 'To=%2B14155550100', 400), (e: unknown) => (e as Error).name === 'TimeoutError');
+    await assert.rejects(postBody(url, {}, 'To=%2B14155550100', 400), (e: unknown) => (e as Error).name === 'TimeoutError');
     // The answer never ends: only the total timeout can have ended the call, and not before it was due.
     assert.ok(Date.now() - started >= 390);
   });

@@ -52,7 +52,7 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
       .optional(),
   ),
   /**
-   * Circuit breaker per SMS provider: transient failures (5xx, 429, network errors, timeouts) in
+   * Circuit breaker per SMS and push provider: transient failures (5xx, 429, network errors, timeouts) in
    * percent of the calls of the last PROVIDER_BREAKER_WINDOW_SECONDS, once at least
    * PROVIDER_BREAKER_MIN_CALLS were made, open the provider's circuit: it is skipped (the next
    * provider is used at once) until one probe after PROVIDER_BREAKER_RESET_SECONDS succeeds.
@@ -96,6 +96,32 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   VOICE_PROVIDER: z.enum(['twilio', 'console']).optional(),
   /** Seconds a call rings before Twilio gives up (no-answer). */
   VOICE_RING_SECONDS: z.coerce.number().int().min(5).max(60).default(30),
+  /**
+   * FCM HTTP v1, for Android devices: the Firebase project's service-account key file (JSON), as
+   * its content or its path (one of the two). The project is the file's project_id, the OAuth2
+   * token endpoint its token_uri. Neither set: Android devices are poll-only.
+   */
+  FCM_SERVICE_ACCOUNT_JSON: optionalText,
+  FCM_SERVICE_ACCOUNT_FILE: optionalText,
+  FCM_API_URL: z.url({ protocol: /^https?$/ }).default('https://fcm.googleapis.com'),
+  /**
+   * APNs with token-based authentication, for iOS devices: the .p8 signing key (its path, or its
+   * PEM content), its key id, the team id, and the app's bundle id (the topic); all or none. None:
+   * iOS devices are poll-only. APNS_URL: https://api.sandbox.push.apple.com for development builds.
+   * APNS_CA_FILE: a CA trusted besides the system's (a test server, a TLS-inspecting proxy).
+   */
+  APNS_KEY_FILE: optionalText,
+  APNS_KEY: optionalText,
+  APNS_KEY_ID: optionalText.pipe(z.string().regex(/^[A-Z0-9]{10}$/, 'must be the 10-character key id of the .p8 key').optional()),
+  APNS_TEAM_ID: optionalText.pipe(z.string().regex(/^[A-Z0-9]{10}$/, 'must be the 10-character team id').optional()),
+  APNS_TOPIC: optionalText.pipe(z.string().regex(/^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$/, "must be the app's bundle id, e.g. com.example.authenticator").optional()),
+  APNS_URL: z.url({ protocol: /^https$/ }).default('https://api.push.apple.com'),
+  APNS_CA_FILE: optionalText,
+  // Like TWILIO_TIMEOUT_MS: a push ends while JetStream still holds the request for this instance.
+  PUSH_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchPush.ackWaitSeconds * 500).default(10_000),
+  /** Attempts per device on transient errors (429, 5xx, network) before giving the device up. */
+  PUSH_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
+  PUSH_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });
 export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig & { auth: AuthConfig };
 

@@ -1,0 +1,264 @@
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { randomUUID, type KeyObject } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
+import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
+import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, type PushNotification, type PushProvider } from '../push-provider.js';
+import { ApnsProviderTokens } from './provider-tokens.js';
+
+interface ApnsOptions {
+  /** https://api.push.apple.com (apps from the App Store, TestFlight), https://api.sandbox.push.apple.com (development builds), or a test fake. */
+  url: string;
+  /** The .p8 signing key of the Apple developer account (ECDSA P-256). */
+  key: KeyObject;
+  keyId: string;
+  teamId: string;
+  /** The app's bundle id. */
+  topic: string;
+  /** Trusted in addition to the system's roots (a test fake, a TLS-inspecting proxy). */
+  ca?: string | undefined;
+  /** Total time of one request. */
+  timeoutMs: number;
+  clock?: () => number;
+}
+
+/** What the user sees on the lock screen: no detail of the sign-in (the app fetches it over the device API). */
+export const APNS_ALERT = { title: 'Sign-in request', body: 'Open the app to approve or deny it.' } as const;
+
+/** An APNs device token: hex (32 bytes today; Apple says the length may change). Checked before it goes into a path. */
+const DEVICE_TOKEN = /^[0-9A-Fa-f]{16,400}$/;
+
+/** The request's headers and JSON body (developer.apple.com: Sending notification requests to APNs). */
+export function apnsRequest(notification: PushNotification, topic: string, providerToken: string, apnsId: string): { headers: OutgoingHttpHeaders; body: string } {
+  return {
+    headers: {
+      ':method': 'POST',
+      ':path': `/3/device/${notification.token}`,
+      authorization: `bearer ${providerToken}`,
+      'apns-id': apnsId,
+      'apns-topic': topic,
+      'apns-push-type': 'alert',
+      'apns-priority': '10',
+      // Stored and retried by APNs until the challenge expires, not after.
+      'apns-expiration': String(Math.floor(notification.expiresAt.getTime() / 1000)),
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({ aps: { alert: APNS_ALERT, 'content-available': 1 }, type: PUSH_DATA_TYPE, challengeId: notification.challengeId }),
+  };
+}
+
+type ApnsResult =
+  | { ok: true }
+  | { ok: false; transient: boolean; invalidToken: boolean; expiredProviderToken: boolean; reason: string | undefined; message: string };
+
+/** The reasons that say the device token is no use for this app: the app must register again. */
+const INVALID_TOKEN_REASONS = new Set(['BadDeviceToken', 'DeviceTokenNotForTopic', 'Unregistered', 'ExpiredToken']);
+
+/**
+ * What an APNs answer means (developer.apple.com: Handling notification responses from APNs): 410
+ * (Unregistered, ExpiredToken) and 400 BadDeviceToken or DeviceTokenNotForTopic: the token is
+ * invalid; 403 ExpiredProviderToken: our provider token is stale; 429 (TooManyRequests,
+ * TooManyProviderTokenUpdates) and 5xx: later; anything else (InvalidProviderToken, BadTopic,
+ * PayloadTooLarge, …) will not mend by itself.
+ */
+export function classifyApnsResponse(status: number, body: unknown): ApnsResult {
+  if (status === 200) return { ok: true };
+  const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+  const reason = typeof fields.reason === 'string' ? fields.reason.slice(0, 64) : undefined;
+  const invalidToken = status === 410 || (reason !== undefined && INVALID_TOKEN_REASONS.has(reason));
+  return {
+    ok: false,
+    transient: !invalidToken && (status === 429 || status >= 500),
+    invalidToken,
+    expiredProviderToken: status === 403 && reason === 'ExpiredProviderToken',
+    reason,
+    message: `APNs ${status}${reason ? ` ${reason}` : ''}`,
+  };
+}
+
+class HttpTimeoutError extends Error {
+  override name = 'TimeoutError';
+}
+
+/**
+ * The server did not process the request (HTTP/2 REFUSED_STREAM, or the connection was already
+ * going away): safe to make again, on a new connection.
+ */
+class RefusedStreamError extends Error {
+  override name = 'RefusedStreamError';
+}
+
+/**
+ * Apple Push Notification service over HTTP/2 with token-based authentication, for iOS devices.
+ * One HTTP/2 connection, opened on first use and again after APNs closes it (GOAWAY, idle), carries
+ * every request as its own stream.
+ */
+export class ApnsPushProvider implements PushProvider {
+  readonly name = 'apns';
+  readonly platform = 'ios';
+  private readonly tokens: ApnsProviderTokens;
+  private readonly origin: string;
+  private session: ClientHttp2Session | undefined;
+
+  constructor(private readonly options: ApnsOptions) {
+    this.origin = new URL(options.url).origin;
+    this.tokens = new ApnsProviderTokens({ key: options.key, keyId: options.keyId, teamId: options.teamId, clock: options.clock });
+    Object.defineProperty(this, 'options', { enumerable: false });
+  }
+
+  send(notification: PushNotification): Promise<{ providerMessageId: string }> {
+    return withSpan(
+      'apns send',
+      {
+        kind: SpanKind.CLIENT,
+        parent: contextFromCarrier(notification.trace),
+        attributes: { 'http.request.method': 'POST', 'server.address': new URL(this.origin).hostname, 'mfa.push.provider': this.name },
+      },
+      async (span) => {
+        if (!DEVICE_TOKEN.test(notification.token)) {
+          throw new PushProviderError('APNs device token is not hex: not sent', { provider: this.name, transient: false, invalidToken: true, code: 'BadDeviceToken' });
+        }
+        let providerToken = await this.providerToken();
+        // A stale provider token is replaced once (APNs: ExpiredProviderToken), and a request that a
+        // closing connection refused is made once more on a new one.
+        let renewed = false;
+        let reconnected = false;
+        for (;;) {
+          const apnsId = randomUUID();
+          const { headers, body } = apnsRequest(notification, this.options.topic, providerToken, apnsId);
+          const carrier = carrierFromContext();
+          if (carrier.traceparent) headers.traceparent = carrier.traceparent;
+          let answer: { status: number; headers: IncomingHttpHeaders; text: string };
+          try {
+            answer = await this.request(headers, body);
+          } catch (cause) {
+            if (cause instanceof RefusedStreamError && !reconnected) {
+              reconnected = true;
+              continue;
+            }
+            throw pushNetworkError(this.name, 'APNs', cause, this.options.timeoutMs);
+          }
+          span.setAttribute('http.response.status_code', answer.status);
+          let parsed: unknown;
+          try {
+            parsed = answer.text ? JSON.parse(answer.text) : undefined;
+          } catch {
+            parsed = undefined;
+          }
+          const result = classifyApnsResponse(answer.status, parsed);
+          if (result.ok) return { providerMessageId: typeof answer.headers['apns-id'] === 'string' ? answer.headers['apns-id'] : apnsId };
+          if (result.reason) span.setAttribute('mfa.push.provider_error_code', result.reason);
+          if (result.expiredProviderToken && !renewed) {
+            renewed = true;
+            const next = await this.tokens.renew(providerToken);
+            if (next) {
+              providerToken = next;
+              continue;
+            }
+            const age = Math.round((this.tokens.ageMs() ?? 0) / 60_000);
+            throw new PushProviderError(`APNs 403 ExpiredProviderToken for a provider token ${age} min old: is this host's clock right?`, {
+              provider: this.name,
+              transient: false,
+              code: result.reason,
+              status: answer.status,
+            });
+          }
+          throw new PushProviderError(result.message, { provider: this.name, transient: result.transient, invalidToken: result.invalidToken, code: result.reason, status: answer.status });
+        }
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    const session = this.session;
+    this.session = undefined;
+    if (!session || session.closed) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        session.destroy();
+        resolve();
+      }, 2_000);
+      session.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private async providerToken(): Promise<string> {
+    try {
+      return await this.tokens.get();
+    } catch (cause) {
+      throw new PushProviderError('could not sign the APNs provider token', { provider: this.name, transient: false, cause });
+    }
+  }
+
+  /** A connection that refused a stream is going away: the next request opens another. */
+  private dropSession(session: ClientHttp2Session | undefined): void {
+    if (this.session === session) this.session = undefined;
+    session?.destroy();
+  }
+
+  private connect(): ClientHttp2Session {
+    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
+    const session = http2.connect(this.origin, this.options.ca ? { ca: [...rootCertificates, this.options.ca] } : {});
+    const forget = () => {
+      if (this.session === session) this.session = undefined;
+    };
+    // A failed or closing connection fails its streams (they report it); the next send connects again.
+    session.on('error', forget);
+    session.on('goaway', forget);
+    session.on('close', forget);
+    // An idle connection must not keep the process alive.
+    session.unref();
+    this.session = session;
+    return session;
+  }
+
+  /** One stream, answered within the timeout in total (connecting, sending, reading). */
+  private request(headers: OutgoingHttpHeaders, body: string): Promise<{ status: number; headers: IncomingHttpHeaders; text: string }> {
+    return new Promise((resolve, reject) => {
+      let session: ClientHttp2Session | undefined;
+      let stream: http2.ClientHttp2Stream;
+      try {
+        session = this.connect();
+        stream = session.request(headers);
+      } catch (error) {
+        // The connection was closing (ERR_HTTP2_INVALID_SESSION, ERR_HTTP2_GOAWAY_SESSION): nothing was sent.
+        this.dropSession(session);
+        reject(new RefusedStreamError((error as Error).message, { cause: error }));
+        return;
+      }
+      let settled = false;
+      const settle = (error: Error | undefined, status?: number) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(deadline);
+        if (error) reject(error);
+        else resolve({ status: status ?? 0, headers: response, text: Buffer.concat(chunks).toString('utf8') });
+      };
+      const deadline = setTimeout(() => stream.destroy(new HttpTimeoutError(`no complete answer within ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
+      let response: IncomingHttpHeaders = {};
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('response', (h) => (response = h));
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        // An APNs answer is a small JSON object; refuse to buffer an unbounded one.
+        if (size > 64 * 1024) stream.destroy(new Error('response larger than 64 KiB'));
+        else chunks.push(chunk);
+      });
+      stream.on('end', () => settle(undefined, Number(response[':status'] ?? 0)));
+      const refused = () => stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+      stream.on('error', (error) => {
+        if (refused()) this.dropSession(session);
+        settle(refused() ? new RefusedStreamError(error.message, { cause: error }) : error);
+      });
+      // Reset by the server (or its connection gone) without an answer or an error of its own.
+      stream.on('close', () => {
+        if (refused()) this.dropSession(session);
+        settle(refused() ? new RefusedStreamError('stream refused') : new Error(`stream closed before an answer (code ${stream.rstCode ?? 'none'})`));
+      });
+      stream.end(body);
+    });
+  }
+}

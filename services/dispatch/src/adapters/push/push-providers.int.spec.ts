@@ -1,0 +1,180 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { FakeApns, FakeFcm } from '@mfa/testing';
+import { CIRCUIT_OPEN, ProviderBreakers } from '../circuit-breakers.js';
+import { loadDispatchConfig } from '../../config.js';
+import { ApnsPushProvider } from './apns/apns.provider.js';
+import { PushProviderError, type PushNotification, type PushProvider } from './push-provider.js';
+import { createPushProviders } from './push-provider.factory.js';
+
+// The real FCM and APNs adapters against local fakes that speak each vendor's wire protocol: FCM's
+// OAuth2 token exchange and messages:send over HTTP, APNs over HTTP/2 and TLS.
+
+const providerOf = (env: Record<string, string>): PushProvider => {
+  const [provider] = createPushProviders(loadDispatchConfig({ HTTP_PORT: '0', PUSH_TIMEOUT_MS: '2000', ...env }));
+  assert.ok(provider);
+  return provider;
+};
+const notification = (token: string): PushNotification => ({ token, challengeId: `tag.${randomBytes(8).toString('hex')}`, expiresAt: new Date(Date.now() + 180_000) });
+const rejectsWith = (promise: Promise<unknown>, check: (e: PushProviderError) => boolean) =>
+  assert.rejects(promise, (e: unknown) => e instanceof PushProviderError && check(e));
+const breakerPolicy = { errorThresholdPercentage: 50, volumeThreshold: 3, resetSeconds: 60, windowSeconds: 60 };
+const pushBreakers = (provider: PushProvider) =>
+  new ProviderBreakers<PushNotification>([provider], breakerPolicy, { check: 'push_providers', circuitOpen: (name) => new PushProviderError(CIRCUIT_OPEN, { provider: name, transient: false }) });
+
+describe('FCM provider against a fake FCM', () => {
+  const fake = new FakeFcm();
+  let fcm: PushProvider;
+
+  before(async () => {
+    await fake.start();
+    fcm = providerOf(fake.env());
+  });
+  after(() => fake.stop());
+
+  it('exchanges the service account assertion for an access token once, and sends data messages with it', async () => {
+    const first = notification('fcm-token-1');
+    const { providerMessageId } = await fcm.send(first);
+    const message = fake.messagesTo('fcm-token-1')[0]!;
+    assert.equal(providerMessageId, message.name);
+    assert.deepEqual(message.data, { type: 'mfa.challenge', challengeId: first.challengeId });
+    assert.equal(message.android?.priority, 'HIGH');
+    assert.match(String(message.android?.ttl), /^1[78]\ds$/);
+    assert.deepEqual(message.extra, [], 'no notification block: the app words its own');
+    await fcm.send(notification('fcm-token-2'));
+    assert.equal(fake.tokensIssued, 1, 'the access token is cached');
+  });
+
+  it('gets a new access token once when FCM refuses the current one (401)', async () => {
+    const issued = fake.tokensIssued;
+    fake.revokeAccessTokens();
+    await fcm.send(notification('fcm-token-3'));
+    assert.equal(fake.tokensIssued, issued + 1);
+    assert.equal(fake.messagesTo('fcm-token-3').length, 1);
+  });
+
+  it('reports an unregistered or invalid token as invalid, an outage as transient', async () => {
+    fake.unregister('fcm-gone');
+    await rejectsWith(fcm.send(notification('fcm-gone')), (e) => e.invalidToken && !e.transient && e.code === 'UNREGISTERED' && e.status === 404);
+    fake.invalidate('fcm-garbage');
+    await rejectsWith(fcm.send(notification('fcm-garbage')), (e) => e.invalidToken && e.code === 'INVALID_ARGUMENT');
+    fake.failNext({ status: 503 }, { status: 429 });
+    await rejectsWith(fcm.send(notification('fcm-token-4')), (e) => e.transient && !e.invalidToken && e.code === 'UNAVAILABLE');
+    await rejectsWith(fcm.send(notification('fcm-token-4')), (e) => e.transient && e.code === 'QUOTA_EXCEEDED');
+    await fcm.send(notification('fcm-token-4'));
+  });
+
+  it('opens its circuit after transient failures and then skips FCM without calling it', async () => {
+    const breakers = pushBreakers(fcm);
+    try {
+      fake.failNext({ status: 503 }, { status: 503 }, { status: 503 });
+      for (let n = 0; n < 3; n++) await rejectsWith(breakers.send(fcm, notification('fcm-token-5')), (e) => e.transient);
+      const requests = fake.sendRequests;
+      await rejectsWith(breakers.send(fcm, notification('fcm-token-5')), (e) => e.message === CIRCUIT_OPEN && !e.transient);
+      assert.equal(fake.sendRequests, requests, 'not called while open');
+      assert.deepEqual(breakers.states(), { fcm: 'open' });
+      await assert.rejects(breakers.healthCheck().check(), /fcm open/);
+    } finally {
+      breakers.shutdown();
+    }
+  });
+
+  it('a service account the token endpoint does not know is a permanent failure', async () => {
+    const stranger = JSON.parse(fake.serviceAccountJson()) as Record<string, string>;
+    stranger.private_key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const refused = fake.tokensRefused;
+    const impostor = providerOf({ FCM_SERVICE_ACCOUNT_JSON: JSON.stringify(stranger), FCM_API_URL: fake.url });
+    await rejectsWith(impostor.send(notification('fcm-token-6')), (e) => !e.transient && !e.invalidToken && e.code === 'invalid_grant');
+    assert.equal(fake.tokensRefused, refused + 1);
+    assert.equal(fake.messagesTo('fcm-token-6').length, 0);
+  });
+});
+
+describe('APNs provider against a fake APNs', () => {
+  const fake = new FakeApns();
+  let apns: PushProvider;
+  const deviceToken = () => randomBytes(32).toString('hex');
+
+  before(async () => {
+    await fake.start();
+    apns = providerOf(fake.env());
+  });
+  after(async () => {
+    await apns?.close?.();
+    await fake.stop();
+  });
+
+  it('sends an alert over HTTP/2 with the provider token, the topic, priority 10 and the challenge expiry', async () => {
+    const token = deviceToken();
+    const sent = notification(token);
+    const { providerMessageId } = await apns.send(sent);
+    const received = fake.notificationsTo(token)[0]!;
+    assert.equal(providerMessageId, received.apnsId);
+    assert.equal(received.topic, fake.topic);
+    assert.equal(received.pushType, 'alert');
+    assert.equal(received.priority, '10');
+    assert.equal(received.expiration, String(Math.floor(sent.expiresAt.getTime() / 1000)));
+    assert.deepEqual(received.payload, { aps: { alert: { title: 'Sign-in request', body: 'Open the app to approve or deny it.' }, 'content-available': 1 }, type: 'mfa.challenge', challengeId: sent.challengeId });
+    await apns.send(notification(deviceToken()));
+    assert.equal(fake.providerTokens.size, 1, 'one provider token for both');
+  });
+
+  it('connects again after APNs closed the connection', async () => {
+    fake.dropConnections();
+    const token = deviceToken();
+    await apns.send(notification(token));
+    assert.equal(fake.notificationsTo(token).length, 1);
+  });
+
+  it('reports an unregistered token as invalid, rate limits and outages as transient', async () => {
+    const gone = deviceToken();
+    fake.unregister(gone);
+    await rejectsWith(apns.send(notification(gone)), (e) => e.invalidToken && !e.transient && e.code === 'Unregistered' && e.status === 410);
+    fake.failNext({ status: 503 }, { status: 429 });
+    await rejectsWith(apns.send(notification(deviceToken())), (e) => e.transient && e.code === 'ServiceUnavailable');
+    await rejectsWith(apns.send(notification(deviceToken())), (e) => e.transient && e.code === 'TooManyRequests');
+  });
+
+  it('replaces a provider token APNs calls expired, once it is 20 minutes old, and sends again', async () => {
+    let now = Date.now();
+    const env = fake.env();
+    const provider = new ApnsPushProvider({
+      url: env.APNS_URL!,
+      key: createPrivateKey(readFileSync(env.APNS_KEY_FILE!)),
+      keyId: fake.keyId,
+      teamId: fake.teamId,
+      topic: fake.topic,
+      ca: readFileSync(env.APNS_CA_FILE!, 'utf8'),
+      timeoutMs: 2000,
+      clock: () => now,
+    });
+    try {
+      await provider.send(notification(deviceToken()));
+      const issuedAt = Math.floor(now / 1000);
+      fake.expireProviderTokensIssuedBefore(issuedAt + 1);
+      now += 5 * 60_000;
+      await rejectsWith(provider.send(notification(deviceToken())), (e) => !e.transient && e.code === 'ExpiredProviderToken' && /5 min old: is this host's clock right/.test(e.message));
+      now += 20 * 60_000;
+      const token = deviceToken();
+      await provider.send(notification(token));
+      assert.ok(fake.notificationsTo(token)[0]!.providerTokenIssuedAt > issuedAt, 'sent with a new provider token');
+    } finally {
+      fake.expireProviderTokensIssuedBefore(0);
+      await provider.close();
+    }
+  });
+
+  it('does not trust a server whose certificate it was not told to trust', async () => {
+    const { APNS_CA_FILE: _ca, ...untrusted } = fake.env();
+    const stranger = providerOf(untrusted);
+    try {
+      const requests = fake.requests;
+      await rejectsWith(stranger.send(notification(deviceToken())), (e) => e.transient && /certificate/i.test(e.message));
+      assert.equal(fake.requests, requests);
+    } finally {
+      await stranger.close?.();
+    }
+  });
+});

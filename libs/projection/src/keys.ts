@@ -17,6 +17,8 @@ import calculateSlot from 'cluster-key-slot';
  *   mfa:{tag}:sms:send:<nonce>[:r<n>] STRING dispatch's claim on one challenge's SMS (or on its resend n):
  *                          `sending` during a provider call, then `sent <provider> <message id> <seq>`, seq
  *                          being where the challenge's ChallengeStarted is in MFA_CHALLENGES (written by dispatch)
+ *   mfa:{tag}:push:send:<nonce>:<device nonce> STRING dispatch's claim on one challenge's push to one device:
+ *                          `sending` during a provider call, then `sent <provider> <message id>` (written by dispatch)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
@@ -67,6 +69,8 @@ export const RedisKeys = {
   smsSends: (tag: string) => `mfa:{${tag}}:otp:sends`,
   /** dispatch's claim on sending the SMS of one challenge, or (`resend` ≥ 1) of its resend (see dispatch's SendGuard). */
   smsSend: (tag: string, nonce: string, resend?: number) => `mfa:{${tag}}:sms:send:${nonce}${resend ? `:r${resend}` : ''}`,
+  /** dispatch's claim on pushing one challenge to one of the user's devices (see dispatch's SendGuard). */
+  pushSend: (tag: string, nonce: string, deviceNonce: string) => `mfa:{${tag}}:push:send:${nonce}:${deviceNonce}`,
   failures: (tag: string) => `mfa:{${tag}}:fails`,
   consecutiveFailures: (tag: string) => `mfa:{${tag}}:fails:consecutive`,
   /** Methods that failed the user lately (an SMS no provider delivered): method -> until ms. */

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { ProviderBreakers } from './adapters/circuit-breakers.js';
+import { PushProviderError, type PushNotification, type PushProvider } from './adapters/push/push-provider.js';
 
 /**
  * The providers with a session of their own (SMPP) bind when the service starts and unbind when it
@@ -23,6 +24,20 @@ class SmsProvidersLifecycle implements OnApplicationBootstrap, OnApplicationShut
     this.breakers.shutdown();
   }
 }
+
+/** The push providers' connections (APNs' HTTP/2 session) close, and their breakers' timers stop, with the service. */
+@Injectable()
+class PushProvidersLifecycle implements OnApplicationShutdown {
+  constructor(
+    @Inject(PUSH_PROVIDERS) private readonly providers: readonly PushProvider[],
+    @Inject(PUSH_BREAKERS) private readonly breakers: ProviderBreakers<PushNotification>,
+  ) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    this.breakers.shutdown();
+    await Promise.all(this.providers.map((provider) => provider.close?.()));
+  }
+}
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { Redis } from 'ioredis';
@@ -37,7 +52,13 @@ import { SmsDeliveryService } from './application/sms-delivery.service.js';
 import { SmsResendService } from './application/sms-resend.service.js';
 import { ChallengeStarts } from './adapters/challenge-starts.js';
 import type { DispatchConfig } from './config.js';
-import { SMS_PROVIDERS, VOICE_WEBHOOK_BASE } from './tokens.js';
+import { PUSH_BREAKERS, PUSH_PROVIDERS, SMS_PROVIDERS, VOICE_WEBHOOK_BASE } from './tokens.js';
+import { CIRCUIT_OPEN } from './adapters/circuit-breakers.js';
+import { DeviceDirectory } from './adapters/push/devices.js';
+import { PushRequestsController } from './api/push-requests.controller.js';
+import { PushDeliveryService } from './application/push-delivery.service.js';
+import { InternalSubjects, type DeviceReregisterRequest } from '@mfa/contracts';
+import { requestJson } from '@mfa/messaging';
 import { CallStore } from './adapters/voice/call-store.js';
 import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
 import { SmsWebhooksController, VoiceRequestsController, VoiceWebhooksController } from './api/twilio.controller.js';
@@ -72,14 +93,24 @@ function voiceProvider(config: DispatchConfig): Pick<VoiceOptions, 'provider' | 
   };
 }
 
+/** user-settings answers a reregister request quickly; a push outcome should not wait long for it. */
+const REREGISTER_TIMEOUT_MS = 5_000;
+
 /**
  * dispatch: delivers SMS codes of challenges through the configured providers, with failover; places
- * the calls of voice challenges through Twilio and answers their webhooks (TwiML, keys, status).
+ * the calls of voice challenges through Twilio and answers their webhooks (TwiML, keys, status);
+ * pushes push challenges to the user's devices through FCM and APNs.
  */
 @Module({})
 export class AppModule {
-  static forRoot(config: DispatchConfig, log: Logger, providers: readonly SmsProvider[]): DynamicModule {
+  static forRoot(config: DispatchConfig, log: Logger, providers: readonly SmsProvider[], pushProviders: readonly PushProvider[] = []): DynamicModule {
     const voice = voiceProvider(config);
+    const breakerPolicy = {
+      errorThresholdPercentage: config.PROVIDER_BREAKER_ERROR_PERCENT,
+      volumeThreshold: config.PROVIDER_BREAKER_MIN_CALLS,
+      windowSeconds: config.PROVIDER_BREAKER_WINDOW_SECONDS,
+      resetSeconds: config.PROVIDER_BREAKER_RESET_SECONDS,
+    };
     return {
       module: AppModule,
       imports: [
@@ -93,20 +124,42 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, SmsRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController, VoiceRecordingsController, RecordingFetchController],
+      controllers: [OpsController, SmsRequestsController, PushRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController, VoiceRecordingsController, RecordingFetchController],
       providers: [
         { provide: SMS_PROVIDERS, useValue: providers },
+        { provide: ProviderBreakers, useFactory: () => new ProviderBreakers(providers, breakerPolicy) },
+        SmsProvidersLifecycle,
+        { provide: PUSH_PROVIDERS, useValue: pushProviders },
         {
-          provide: ProviderBreakers,
+          provide: PUSH_BREAKERS,
           useFactory: () =>
-            new ProviderBreakers(providers, {
-              errorThresholdPercentage: config.PROVIDER_BREAKER_ERROR_PERCENT,
-              volumeThreshold: config.PROVIDER_BREAKER_MIN_CALLS,
-              windowSeconds: config.PROVIDER_BREAKER_WINDOW_SECONDS,
-              resetSeconds: config.PROVIDER_BREAKER_RESET_SECONDS,
+            new ProviderBreakers<PushNotification>(pushProviders, breakerPolicy, {
+              check: 'push_providers',
+              circuitOpen: (provider) => new PushProviderError(CIRCUIT_OPEN, { provider, transient: false }),
             }),
         },
-        SmsProvidersLifecycle,
+        PushProvidersLifecycle,
+        {
+          provide: PushDeliveryService,
+          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: Redis, nats: NatsClients, breakers: ProviderBreakers<PushNotification>) =>
+            new PushDeliveryService({
+              keyring: config.keyring,
+              providers: pushProviders,
+              attemptsPerProvider: config.PUSH_SEND_ATTEMPTS,
+              retryBaseMs: config.PUSH_RETRY_BASE_MS,
+              publisher,
+              devices: new DeviceDirectory(redis),
+              guard,
+              breakers,
+              reregister: async (request: DeviceReregisterRequest) => {
+                const reply = await requestJson<{ error?: { code: string; message: string } }>(nats.nc, InternalSubjects.deviceReregister, request, { timeoutMs: REREGISTER_TIMEOUT_MS });
+                if (reply.error) throw new Error(`${InternalSubjects.deviceReregister}: ${reply.error.code}: ${reply.error.message}`);
+              },
+              claimTtlMs: config.PUSH_TIMEOUT_MS + 5_000,
+              log,
+            }),
+          inject: [EventPublisher, SendGuard, REDIS, NATS, PUSH_BREAKERS],
+        },
         { provide: ReceiptRoutes, useFactory: (redis: Redis) => new ReceiptRoutes(redis), inject: [REDIS] },
         { provide: VOICE_WEBHOOK_BASE, useValue: voice.webhookBaseUrl },
         { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
@@ -198,13 +251,15 @@ export class AppModule {
         },
         {
           provide: HEALTH_CHECKS,
-          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers) => [
+          useFactory: (nats: NatsHealth, redis: RedisHealth, breakers: ProviderBreakers, pushBreakers: ProviderBreakers<PushNotification>) => [
             nats,
             redis,
             breakers.healthCheck(),
             ...providers.filter(hasSession).map((provider) => provider.healthCheck()),
+            // Only where push has a provider: a poll-only deployment has no breaker to show.
+            ...(pushProviders.length > 0 ? [pushBreakers.healthCheck()] : []),
           ],
-          inject: [NatsHealth, RedisHealth, ProviderBreakers],
+          inject: [NatsHealth, RedisHealth, ProviderBreakers, PUSH_BREAKERS],
         },
       ],
     };

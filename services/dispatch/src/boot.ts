@@ -1,9 +1,11 @@
 import { runService, serviceLogger, type RunningService } from '@mfa/service-kit';
+import { DEVICE_PLATFORMS } from '@mfa/contracts';
+import { createPushProviders } from './adapters/push/push-provider.factory.js';
 import { createSmsProviders } from './adapters/sms/sms-provider.factory.js';
 import { AppModule } from './app.module.js';
 import type { DispatchConfig } from './config.js';
 
-/** Provider problems (unknown names, missing credentials) fail here, before any connection. */
+/** Provider problems (unknown names, missing credentials, unreadable keys) fail here, before any connection. */
 export async function boot(config: DispatchConfig): Promise<RunningService> {
   const log = serviceLogger('dispatch', config);
   if (config.developmentKey) log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key');
@@ -12,5 +14,10 @@ export async function boot(config: DispatchConfig): Promise<RunningService> {
   if (config.NODE_ENV === 'production' && providers.some((p) => p.name === 'smpp') && config.SMPP_URL?.startsWith('smpp:')) {
     log.warn('SMPP_URL is smpp:// (no TLS): the SMPP password and every code cross the network in clear unless the link is private; prefer smpps://');
   }
-  return runService({ name: 'dispatch', module: AppModule.forRoot(config, log, providers), config, log });
+  const pushProviders = createPushProviders(config);
+  // Devices of a platform without a provider still sign in, by polling the device API (docs/operations.md, "Push providers").
+  const pollOnly = DEVICE_PLATFORMS.filter((platform) => platform !== 'none' && !pushProviders.some((p) => p.platform === platform));
+  log.info('push providers', { providers: pushProviders.map((p) => `${p.name} (${p.platform})`), pollOnly });
+  if (config.NODE_ENV === 'production' && pollOnly.length > 0) log.warn(`no push provider for ${pollOnly.join(' or ')}: those devices are poll-only`);
+  return runService({ name: 'dispatch', module: AppModule.forRoot(config, log, providers, pushProviders), config, log });
 }

@@ -53,6 +53,23 @@ describe('SendGuard against a real Redis', () => {
     assert.equal(await redis.get(RedisKeys.smsSend(tag, nonce, 1)), 'sent console console-1 4711');
   });
 
+  itWith({ real: ['redis'] }, "claims a challenge's push per device in one round trip: a device pushed to stays so, the others can be claimed again", async () => {
+    const challenge = id();
+    const [tag, nonce] = challenge.split('.') as [string, string];
+    assert.deepEqual(await guard.claimPush(challenge, ['pixel', 'iphone'], 10_000), [{ kind: 'claimed' }, { kind: 'claimed' }]);
+    await guard.pushSent(challenge, 'pixel', 'fcm', 'projects/p/messages/0:1', 60_000);
+    await guard.releasePush(challenge, ['iphone']);
+    assert.deepEqual(await guard.claimPush(challenge, ['pixel', 'iphone', 'tablet'], 10_000), [
+      { kind: 'sent', provider: 'fcm', providerMessageId: 'projects/p/messages/0:1' },
+      { kind: 'claimed' },
+      { kind: 'claimed' },
+    ]);
+    assert.deepEqual(await guard.claimPush(challenge, ['tablet'], 10_000), [{ kind: 'in_progress' }]);
+    assert.equal(await redis.get(RedisKeys.pushSend(tag, nonce, 'pixel')), 'sent fcm projects/p/messages/0:1');
+    assert.equal(await guard.claim(challenge, 10_000).then((c) => c.kind), 'claimed', "an SMS claim is another one");
+    assert.deepEqual(await guard.claimPush(challenge, [], 10_000), []);
+  });
+
   itWith({ real: ['redis'] }, 'a claim whose holder died ends by itself', async () => {
     const challenge = id();
     assert.deepEqual(await guard.claim(challenge, 50), { kind: 'claimed' });

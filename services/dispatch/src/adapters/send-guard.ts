@@ -53,7 +53,7 @@ export class SendGuard {
    * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner). `startedSeq`:
    * where the challenge's ChallengeStarted is in its stream, for resends.
    */
-  async undeliverable(challengeId: string, now: number, method: 'sms' | 'voice' = 'sms', untilMs = now + FAILED_METHOD_MS, startedSeq?: number): Promise<void> {
+  async undeliverable(challengeId: string, now: number, method: 'sms' | 'voice' | 'push' = 'sms', untilMs = now + FAILED_METHOD_MS, startedSeq?: number): Promise<void> {
     const id = parseChallengeId(challengeId);
     if (!id) return;
     await (this.redis as unknown as { mfaSmsUndeliverable: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliverable(
@@ -119,6 +119,36 @@ export class SendGuard {
   /** The provider refused or failed: the next attempt (or delivery) may claim again. */
   async release(challengeId: string, resend?: number): Promise<void> {
     await this.redis.del(this.keyOf(challengeId, resend));
+  }
+
+  // A push goes to each of the user's devices: one claim per device, so a delivery that stopped
+  // half-way sends, when redelivered, to the devices it had not reached and to no other.
+
+  /** Claims on pushing the challenge to each device (by its nonce), in one round trip. */
+  async claimPush(challengeId: string, deviceNonces: readonly string[], ttlMs: number): Promise<SendClaim[]> {
+    if (deviceNonces.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const device of deviceNonces) pipeline.set(this.pushKeyOf(challengeId, device), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
+    const results = (await pipeline.exec()) as Array<[Error | null, string | null]>;
+    return results.map(([error, previous]) => {
+      if (error) throw error;
+      return previous === null ? { kind: 'claimed' } : claimOf(previous);
+    });
+  }
+
+  /** The provider accepted the push to the device: kept until well after the challenge can no longer be used. */
+  async pushSent(challengeId: string, deviceNonce: string, provider: string, providerMessageId: string, ttlMs: number): Promise<void> {
+    await this.redis.set(this.pushKeyOf(challengeId, deviceNonce), `sent ${provider} ${providerMessageId}`, 'PX', Math.max(1, Math.ceil(ttlMs)));
+  }
+
+  /** Not sent to the device (refused, failed, or claimed by a delivery that stops): the next delivery may claim again. */
+  async releasePush(challengeId: string, deviceNonces: readonly string[]): Promise<void> {
+    if (deviceNonces.length > 0) await this.redis.del(...deviceNonces.map((device) => this.pushKeyOf(challengeId, device)));
+  }
+
+  private pushKeyOf(challengeId: string, deviceNonce: string): string {
+    const id = this.idOf(challengeId);
+    return RedisKeys.pushSend(id.tag, id.nonce, deviceNonce);
   }
 }
 

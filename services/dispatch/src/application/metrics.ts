@@ -9,3 +9,18 @@ export const smsProviderDuration = histogram(
   ['provider'],
   [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
 );
+
+/**
+ * One per device and attempt: outcome `sent`, `transient_error`, `permanent_error`,
+ * `invalid_token` (the device must activate again), `circuit_open`, `duplicate_suppressed`; with
+ * provider `none`: `polling` (a device no provider reaches: it polls), `expired`, `skipped` (a
+ * device waiting to activate again, or whose token does not open).
+ */
+export const pushSends = counter('mfa_push_send_total', 'Push notifications to devices, by provider and outcome', ['provider', 'outcome']);
+
+export const pushProviderDuration = histogram(
+  'mfa_push_provider_duration_seconds',
+  'Time a push provider took to accept or refuse a notification',
+  ['provider'],
+  [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+);

@@ -1,8 +1,8 @@
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { FakeApns, FakeFcm } from '@mfa/testing';
+import { FakeApns, FakeFcm, itWith } from '@mfa/testing';
 import { CIRCUIT_OPEN, ProviderBreakers } from '../circuit-breakers.js';
 import { loadDispatchConfig } from '../../config.js';
 import { ApnsPushProvider } from './apns/apns.provider.js';
@@ -34,7 +34,7 @@ describe('FCM provider against a fake FCM', () => {
   });
   after(() => fake.stop());
 
-  it('exchanges the service account assertion for an access token once, and sends data messages with it', async () => {
+  itWith({ real: [], fake: ['fcm'] }, 'exchanges the service account assertion for an access token once, and sends data messages with it', async () => {
     const first = notification('fcm-token-1');
     const { providerMessageId } = await fcm.send(first);
     const message = fake.messagesTo('fcm-token-1')[0]!;
@@ -47,7 +47,7 @@ describe('FCM provider against a fake FCM', () => {
     assert.equal(fake.tokensIssued, 1, 'the access token is cached');
   });
 
-  it('gets a new access token once when FCM refuses the current one (401)', async () => {
+  itWith({ real: [], fake: ['fcm'] }, 'gets a new access token once when FCM refuses the current one (401)', async () => {
     const issued = fake.tokensIssued;
     fake.revokeAccessTokens();
     await fcm.send(notification('fcm-token-3'));
@@ -55,7 +55,7 @@ describe('FCM provider against a fake FCM', () => {
     assert.equal(fake.messagesTo('fcm-token-3').length, 1);
   });
 
-  it('reports an unregistered or invalid token as invalid, an outage as transient', async () => {
+  itWith({ real: [], fake: ['fcm'] }, 'reports an unregistered or invalid token as invalid, an outage as transient', async () => {
     fake.unregister('fcm-gone');
     await rejectsWith(fcm.send(notification('fcm-gone')), (e) => e.invalidToken && !e.transient && e.code === 'UNREGISTERED' && e.status === 404);
     fake.invalidate('fcm-garbage');
@@ -66,7 +66,7 @@ describe('FCM provider against a fake FCM', () => {
     await fcm.send(notification('fcm-token-4'));
   });
 
-  it('opens its circuit after transient failures and then skips FCM without calling it', async () => {
+  itWith({ real: [], fake: ['fcm'] }, 'opens its circuit after transient failures and then skips FCM without calling it', async () => {
     const breakers = pushBreakers(fcm);
     try {
       fake.failNext({ status: 503 }, { status: 503 }, { status: 503 });
@@ -81,7 +81,7 @@ describe('FCM provider against a fake FCM', () => {
     }
   });
 
-  it('a service account the token endpoint does not know is a permanent failure', async () => {
+  itWith({ real: [], fake: ['fcm'] }, 'a service account the token endpoint does not know is a permanent failure', async () => {
     const stranger = JSON.parse(fake.serviceAccountJson()) as Record<string, string>;
     stranger.private_key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
     const refused = fake.tokensRefused;
@@ -106,7 +106,7 @@ describe('APNs provider against a fake APNs', () => {
     await fake.stop();
   });
 
-  it('sends an alert over HTTP/2 with the provider token, the topic, priority 10 and the challenge expiry', async () => {
+  itWith({ real: [], fake: ['apns'] }, 'sends an alert over HTTP/2 with the provider token, the topic, priority 10 and the challenge expiry', async () => {
     const token = deviceToken();
     const sent = notification(token);
     const { providerMessageId } = await apns.send(sent);
@@ -121,14 +121,14 @@ describe('APNs provider against a fake APNs', () => {
     assert.equal(fake.providerTokens.size, 1, 'one provider token for both');
   });
 
-  it('connects again after APNs closed the connection', async () => {
+  itWith({ real: [], fake: ['apns'] }, 'connects again after APNs closed the connection', async () => {
     fake.dropConnections();
     const token = deviceToken();
     await apns.send(notification(token));
     assert.equal(fake.notificationsTo(token).length, 1);
   });
 
-  it('reports an unregistered token as invalid, rate limits and outages as transient', async () => {
+  itWith({ real: [], fake: ['apns'] }, 'reports an unregistered token as invalid, rate limits and outages as transient', async () => {
     const gone = deviceToken();
     fake.unregister(gone);
     await rejectsWith(apns.send(notification(gone)), (e) => e.invalidToken && !e.transient && e.code === 'Unregistered' && e.status === 410);
@@ -137,7 +137,7 @@ describe('APNs provider against a fake APNs', () => {
     await rejectsWith(apns.send(notification(deviceToken())), (e) => e.transient && e.code === 'TooManyRequests');
   });
 
-  it('replaces a provider token APNs calls expired, once it is 20 minutes old, and sends again', async () => {
+  itWith({ real: [], fake: ['apns'] }, 'replaces a provider token APNs calls expired, once it is 20 minutes old, and sends again', async () => {
     let now = Date.now();
     const env = fake.env();
     const provider = new ApnsPushProvider({
@@ -166,7 +166,7 @@ describe('APNs provider against a fake APNs', () => {
     }
   });
 
-  it('does not trust a server whose certificate it was not told to trust', async () => {
+  itWith({ real: [], fake: ['apns'] }, 'does not trust a server whose certificate it was not told to trust', async () => {
     const { APNS_CA_FILE: _ca, ...untrusted } = fake.env();
     const stranger = providerOf(untrusted);
     try {

@@ -109,10 +109,11 @@ interface Expected {
 const everywhere = ['NATS_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'HTTP_PORT'];
 const keyring = ['MFA_ENCRYPTION_KEY', 'MFA_AUTH', 'MFA_PLATFORM_API_KEY'];
 const smsProviders = ['SMS_PROVIDERS', 'TWILIO_API_URL', 'TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_FROM_NUMBER', 'SMPP_URL', 'SMPP_SOURCE_ADDR'];
+const pushProviders = ['FCM_SERVICE_ACCOUNT_JSON', 'FCM_SERVICE_ACCOUNT_FILE', 'APNS_KEY', 'APNS_KEY_FILE', 'APNS_KEY_ID', 'APNS_TEAM_ID', 'APNS_TOPIC', 'APNS_URL'];
 
 const expected: Record<string, Expected> = {
   'auth-challenge': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
-  dispatch: { needs: ['nats'], env: [...everywhere, ...keyring, ...smsProviders] },
+  dispatch: { needs: ['nats'], env: [...everywhere, ...keyring, ...smsProviders, ...pushProviders] },
   fraud: { needs: ['nats'], env: [...everywhere, ...keyring] },
   'user-settings': { needs: ['nats', 'redis'], env: [...everywhere, ...keyring, 'REDIS_URL'] },
   reporting: { needs: ['nats', 'postgres'], env: [...everywhere, ...keyring, 'DATABASE_URL'] },

@@ -20,7 +20,7 @@ export const FAILED_METHOD_MS = 10 * 60_000;
 
 /**
  * No provider delivered the challenge's SMS: the challenge says so (status answers
- * `delivery_failed` and the user's other methods) and the user's method (SMS, or voice for an unanswered call) is marked failed until `ARGV[2]`
+ * `delivery_failed` and the user's other methods) and the user's method (SMS, voice for an unanswered call, push when no device could be reached) is marked failed until `ARGV[2]`
  * (a start without a method takes another one meanwhile). KEYS: challenge, the user's failed
  * methods (one slot). ARGV: now ms, until ms, the method, and for an SMS the stream sequence of
  * the challenge's ChallengeStarted (`smsSeq` on the challenge: a resend reads the code from it
@@ -49,7 +49,7 @@ export class SendGuard {
   }
 
   /**
-   * The challenge's SMS (or call) did not reach the user: recorded on the challenge, and the method
+   * The challenge's SMS (or call, or push) did not reach the user: recorded on the challenge, and the method
    * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner). `startedSeq`:
    * where the challenge's ChallengeStarted is in its stream, for resends.
    */

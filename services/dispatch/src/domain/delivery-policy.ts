@@ -1,5 +1,5 @@
 /**
- * What to do next with an SMS, given what has happened so far: retry the same provider after a
+ * What to do next with an SMS (or a push to one device), given what has happened so far: retry the same provider after a
  * back-off (transient error, attempts left), fail over to the next provider in the configured
  * order (permanent error or attempts used up), or give up (no provider left, or the challenge
  * expires before the next attempt could be made). Pure: time and randomness are passed in.

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSubjects, unavailable, type DeviceReregisterRequest, type EventOf } from '@mfa/contracts';
 import { open, SealContext, type Keyring } from '@mfa/crypto';
 import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
@@ -10,7 +9,7 @@ import { PushProviderError, type PushNotification, type PushProvider } from '../
 import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope } from '../domain/outcome-id.js';
-import { DeliveryInterruptedError } from './sms-delivery.service.js';
+import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
 import { pushProviderDuration, pushSends } from './metrics.js';
 
 interface PushDeliveryOptions {
@@ -40,8 +39,6 @@ type Failure = EventOf<'PushDeliveryFailed'>['data']['failures'][number];
 
 /** How long a `sent` claim outlives the challenge's expiry (a late redelivery still finds it). */
 const SENT_CLAIM_MARGIN_MS = 10 * 60_000;
-/** Longest quiet stretch before telling JetStream we are still at it (ack wait is 60 s). */
-const WORKING_EVERY_MS = 5_000;
 
 export const EXPIRED_BEFORE_PUSH = 'challenge expired before delivery';
 export const NO_ACTIVE_DEVICE = 'the user has no activated device';
@@ -182,7 +179,7 @@ export class PushDeliveryService {
         return { ok: false, failure: { provider: last?.provider ?? 'none', error: error.slice(0, 300), transient: last?.transient ?? false }, invalidToken: false };
       }
       try {
-        if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);
+        if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'a push');
         if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next push attempt');
       } catch (error) {
         // The request goes back to JetStream: the next delivery may push to this device.
@@ -276,17 +273,6 @@ export class PushDeliveryService {
         ),
       ),
     );
-  }
-
-  private async pause(ms: number, msg: Delivery['msg'], signal: AbortSignal | undefined): Promise<void> {
-    for (let left = ms; left > 0; left -= WORKING_EVERY_MS) {
-      try {
-        await sleep(Math.min(left, WORKING_EVERY_MS), undefined, signal ? { signal } : undefined);
-      } catch (cause) {
-        throw new DeliveryInterruptedError('stopping while waiting to retry a push', { cause });
-      }
-      msg.working();
-    }
   }
 }
 

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSubjects, unavailable, type DispatchEvent, type EventOf } from '@mfa/contracts';
 import { open, SealContext, type Keyring } from '@mfa/crypto';
 import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
@@ -13,8 +12,10 @@ import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../do
 import { outcomeEnvelope, type OutcomeCause } from '../domain/outcome-id.js';
 import { phoneOfChallenge } from './recipient.js';
 export { DataKeyUnavailableError } from './recipient.js';
+export { DeliveryInterruptedError } from './retry-pause.js';
 import { smsBody } from '../domain/sms-body.js';
 import { smsProviderDuration, smsSends } from './metrics.js';
+import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
 
 interface SmsDeliveryOptions {
   keyring: Keyring;
@@ -42,16 +43,8 @@ interface SmsDeliveryOptions {
   random?: () => number;
 }
 
-/** The service is stopping: the message goes back to JetStream for another instance. */
-export class DeliveryInterruptedError extends Error {
-  override name = 'DeliveryInterruptedError';
-}
-
 /** How long a `sent` claim outlives the challenge's expiry (a late redelivery still finds it). */
 const SENT_CLAIM_MARGIN_MS = 10 * 60_000;
-
-/** Longest quiet stretch before telling JetStream we are still at it (ack wait is 60 s). */
-const WORKING_EVERY_MS = 5_000;
 
 /** Why an SMS of an erased user is not sent (in its SmsDeliveryFailed). */
 export const USER_ERASED = 'user erased: the phone number can no longer be read';
@@ -150,7 +143,7 @@ export class SmsDeliveryService {
           .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }
-      if (step.delayMs > 0) await this.pause(step.delayMs, msg, signal);
+      if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'an SMS');
       if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next SMS attempt');
       const recipient = to ?? (event.version === 1 ? event.data.delivery!.to : await phoneOfChallenge(this.options.keys, event));
       if (recipient === 'erased') {
@@ -293,17 +286,6 @@ export class SmsDeliveryService {
     } catch (error) {
       log.error('publishing the SMS outcome failed; the request will be redelivered', { outcomeType: outcome.type, error });
       throw error;
-    }
-  }
-
-  private async pause(ms: number, msg: Delivery['msg'], signal: AbortSignal | undefined): Promise<void> {
-    for (let left = ms; left > 0; left -= WORKING_EVERY_MS) {
-      try {
-        await sleep(Math.min(left, WORKING_EVERY_MS), undefined, signal ? { signal } : undefined);
-      } catch (cause) {
-        throw new DeliveryInterruptedError('stopping while waiting to retry an SMS', { cause });
-      }
-      msg.working();
     }
   }
 }

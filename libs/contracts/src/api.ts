@@ -19,7 +19,7 @@ import {
   TenantId,
   UserId,
 } from './primitives.js';
-import { UsersDevicesDeleteRequest, UsersPushEnrollRequest } from './push.js';
+import { DeviceItem, UsersDevicesDeleteRequest, UsersPushEnrollRequest } from './push.js';
 import { VoiceMessagesDeleteRequest, VoiceMessagesListRequest, VoiceMessagesUploadRequest } from './voice-messages.js';
 
 /**
@@ -221,7 +221,7 @@ export const UsersGetReply = z.object({
       state: z.enum(['pending', 'active']),
     }),
   ),
-  devices: z.array(z.object({ deviceId: z.string(), name: z.string(), platform: z.string(), state: z.string() })),
+  devices: z.array(DeviceItem),
   /** The block in force (users.block, or a fraud report's auto-block), or null. */
   blocked: z.object({ until: IsoDateTime, reason: z.string() }).nullable(),
   appPasswords: z.number(),

@@ -199,6 +199,10 @@ export const UserFields = {
 const TAG = /^[A-Za-z0-9_-]{22}$/;
 const NONCE = /^[A-Za-z0-9_-]{22}$/;
 
+/** Device ids have the challenge ids' form, `<tag>.<nonce>`: a device request finds its user's slot. */
+export const deviceId = (tag: string, nonce: string): string => challengeId(tag, nonce);
+export const parseDeviceId = (id: string): { tag: string; nonce: string } | undefined => parseChallengeId(id);
+
 /** Challenge ids are `<tag>.<nonce>`: the slot and a 128-bit CSPRNG nonce. */
 export function challengeId(tag: string, nonce: string): string {
   return `${tag}.${nonce}`;

@@ -364,6 +364,8 @@ export const ChallengeStartReply = z.object({
   method: Method.nullable(),
   expiresAt: IsoDateTime,
   reason: ChallengeReason.optional(),
+  /** With a pending push: the two digits the sign-in page shows; the user types them in the app. */
+  numberMatch: z.string().optional(),
 });
 export type ChallengeStartReply = z.infer<typeof ChallengeStartReply>;
 

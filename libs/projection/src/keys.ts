@@ -105,6 +105,8 @@ export const RedisKeys = {
   pushStarts: (tag: string) => `mfa:{${tag}}:push:starts`,
   /** Push denials and ignored pushes of the user in the window: challenge id -> ms (fatigue). */
   pushRefusals: (tag: string) => `mfa:{${tag}}:push:refusals`,
+  /** When each of the user's devices last answered a push: device nonce -> ms (auth-challenge). */
+  devicesUsed: (tag: string) => `mfa:{${tag}}:devices:used`,
   /** Push is suspended for the user until <ms> (too many denials or ignored pushes: MFA fatigue). */
   pushSuspended: (tag: string) => `mfa:{${tag}}:push:suspended`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,

@@ -106,6 +106,7 @@ export class AppModule {
               appPasswords: new AppPasswordHasher(),
               activationCodes: new ActivationCodes(redis, keyring),
               deviceApiUrl: config.DEVICE_API_PUBLIC_URL,
+              devicesUsed: (tag: string) => redis.hgetall(RedisKeys.devicesUsed(tag)),
               appPasswordFailures: {
                 count: async (tag: string) => Number((await redis.get(RedisKeys.appPasswordFailures(tag))) ?? 0),
                 fail: async (tag: string) => {

@@ -54,7 +54,7 @@ import {
   type UsersPushEnrollRequest,
 } from '@mfa/contracts';
 import QRCode from 'qrcode';
-import { deviceId as joinDeviceId } from '@mfa/projection';
+import { deviceId as joinDeviceId, parseDeviceId } from '@mfa/projection';
 import type { ActivationCodes } from '../adapters/activation-codes.js';
 import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
@@ -111,6 +111,13 @@ interface UserSettingsOptions {
   activationCodes?: ActivationCodes;
   /** The device API's public base (DEVICE_API_PUBLIC_URL): activation URLs are built from it. */
   deviceApiUrl?: string;
+  /** When the user's devices last answered a push (Redis, written by auth-challenge): device nonce -> ms. */
+  devicesUsed?: (tag: string) => Promise<Record<string, string>>;
+}
+
+function lastUse(used: Record<string, string>, deviceId: string): string | null {
+  const ms = Number(used[parseDeviceId(deviceId)?.nonce ?? '']);
+  return ms > 0 ? new Date(ms).toISOString() : null;
 }
 
 interface Outcome<S> {
@@ -192,10 +199,12 @@ export class UserSettingsService {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
     const tag = this.options.projection.tagOf(tenantId, userId);
-    const [outcome, blocked, remembered] = await Promise.all([
+    const [outcome, blocked, remembered, devicesUsed] = await Promise.all([
       this.execute(userDecider, this.userRef(tenantId, userId), now, () => []),
       this.store(() => this.options.blocks?.of(tenantId, userId, now) ?? Promise.resolve(null)),
       this.store(() => this.options.remembered?.list(tag, now) ?? Promise.resolve([])),
+      // When each device last answered a push (auth-challenge writes it): device nonce -> ms.
+      this.store(() => this.options.devicesUsed?.(tag) ?? Promise.resolve({} as Record<string, string>)),
     ]);
     const state = outcome.state;
     if (!state.registered) throw notFound('unknown user');
@@ -216,7 +225,7 @@ export class UserSettingsService {
         platform: d.platform,
         state: d.state,
         activatedAt: new Date(d.activatedAtMs).toISOString(),
-        lastUsedAt: null,
+        lastUsedAt: lastUse(devicesUsed, d.deviceId),
       })),
       blocked,
       appPasswords: (state.appPasswords ?? []).length,

@@ -10,14 +10,17 @@ import { DeviceActivateReply, DeviceKeyAlgorithm, DevicePlatform, DeviceSigned, 
 
 // ---- what the server answers ----------------------------------------------------------------------
 // libs/contracts has the request bodies and the activation reply; these are the other replies as
-// docs/device-api.md describes them. Unknown fields are ignored so a newer server does not break an app.
+// docs/device-api.md describes them. Fields the app does not know are kept (--json shows them) and
+// never make a reply invalid, so a newer server does not break an older app.
 
 const Nullable = z.string().nullable();
-export const PendingChallenge = z.object({
+/** Approximate; a country-level GeoIP database knows no region or city. */
+export const PendingLocation = z.looseObject({ country: Nullable, region: Nullable.optional(), city: Nullable.optional() });
+export const PendingChallenge = z.looseObject({
   challengeId: z.string().min(1),
   application: Nullable,
   clientIp: Nullable,
-  location: z.object({ country: Nullable, region: Nullable, city: Nullable }).nullable(),
+  location: PendingLocation.nullable(),
   startedAt: z.string(),
   expiresAt: z.string(),
 });

@@ -241,6 +241,11 @@ describe('replies', () => {
     const unknown = { ...challenge, application: null, clientIp: null, location: null };
     assert.deepEqual(await device([{ status: 200, body: { challenge: unknown } }]).pending(), unknown);
   });
+
+  it('fields the app does not know are kept, and a location may be a country alone', async () => {
+    const countryOnly = { ...challenge, location: { country: 'SE', countryName: 'Sweden' }, riskScore: 3 };
+    assert.deepEqual(await device([{ status: 200, body: { challenge: countryOnly } }]).pending(), countryOnly);
+  });
 });
 
 describe('waiting for a sign-in (poll-only)', () => {

@@ -54,6 +54,8 @@ function canonical(input: Schema): Schema {
   }
   const out: Schema = { type: [schema.type].flat().filter(Boolean).sort() };
   for (const keyword of COMPARED) if (schema[keyword] !== undefined) out[keyword] = schema[keyword];
+  // Open to other properties is JSON Schema's default: `{}` and `true` say nothing more.
+  if (out.additionalProperties === true || (typeof out.additionalProperties === 'object' && Object.keys(out.additionalProperties as Schema).length === 0)) delete out.additionalProperties;
   if (schema.required) out.required = [...(schema.required as string[])].sort();
   if (schema.properties) out.properties = Object.fromEntries(Object.entries(schema.properties as Record<string, Schema>).map(([name, s]) => [name, canonical(s)]));
   return out;

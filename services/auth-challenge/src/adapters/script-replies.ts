@@ -54,7 +54,7 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       return {
         kind: 'blocked',
         method: methodOf(raw[1] ?? '') ?? null,
-        reason: raw[2] === 'ip_locked' || raw[2] === 'app_password_required' ? raw[2] : 'user_blocked',
+        reason: raw[2] === 'ip_locked' || raw[2] === 'app_password_required' || raw[2] === 'push_suspended' ? raw[2] : 'user_blocked',
         profile: profileOf(raw),
         ...dataKeyOf(raw),
       };

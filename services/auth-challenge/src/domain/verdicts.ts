@@ -40,7 +40,7 @@ export type StartVerdict =
   | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
-  | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked' | 'app_password_required'; profile: Profile; dataKey?: string; challengePii?: string }
+  | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked' | 'app_password_required' | 'push_suspended'; profile: Profile; dataKey?: string; challengePii?: string }
   /** No second factor needed (trusted IP, corporate network, remembered browser): approved at start. */
   | { kind: 'bypassed'; reason: 'trusted_ip' | 'remembered_device' | 'corporate_network'; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }

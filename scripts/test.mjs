@@ -24,7 +24,7 @@ if (tsc.status !== 0) {
 
 const files = [];
 for (const tier of run) {
-  const patterns = [`libs/*/dist/**/*.${tier}.spec.js`, `services/*/dist/**/*.${tier}.spec.js`, `test-e2e/dist/**/*.${tier}.spec.js`];
+  const patterns = [`libs/*/dist/**/*.${tier}.spec.js`, `services/*/dist/**/*.${tier}.spec.js`, `authenticator/dist/**/*.${tier}.spec.js`, `test-e2e/dist/**/*.${tier}.spec.js`];
   for (const pattern of patterns) files.push(...globSync(pattern, { cwd: root }).sort());
 }
 // Compiled specs whose source was moved or deleted stay in dist/ until a clean build: never run them.

@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import QRCode from 'qrcode';
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { MAX_VOICE_MESSAGE_BYTES, Subjects, VoiceMessageBuckets } from '@mfa/contracts';
@@ -210,6 +211,22 @@ users
       print(await api.call(Subjects.usersPinSet, { tenantId, userId, pin }));
     }),
   );
+users
+  .command('push-enroll <tenant> <user>')
+  .description('a one-time activation code for the user\'s authenticator app (10 minutes), with its URL as a QR code to scan from the terminal')
+  .option('--json', 'print the reply as JSON (the QR code as a PNG data URL)')
+  .action((tenantId: string, userId: string, options: { json?: boolean }) =>
+    withApi(async (api) => {
+      const reply = await api.call<{ activationCode: string; activationUrl: string; expiresAt: string; qrCode: string }>(Subjects.usersPushEnroll, { tenantId, userId });
+      if (options.json) return print(reply);
+      process.stdout.write(`${await QRCode.toString(reply.activationUrl, { type: 'terminal', small: true })}\n`);
+      process.stdout.write(`activation code  ${reply.activationCode}\nactivation URL   ${reply.activationUrl}\ngood once, until ${reply.expiresAt}\n`);
+    }),
+  );
+users
+  .command('delete-device <tenant> <user> <deviceId>')
+  .description('revoke one of the user\'s authenticator apps (users get lists them)')
+  .action((tenantId: string, userId: string, deviceId: string) => withApi(async (api) => print(await api.call(Subjects.usersDevicesDelete, { tenantId, userId, deviceId }))));
 users
   .command('delete <tenant> <user>')
   .description('erase the user: personal data becomes unreadable everywhere (admin scope)')

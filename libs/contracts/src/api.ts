@@ -19,7 +19,7 @@ import {
   TenantId,
   UserId,
 } from './primitives.js';
-import { UsersDevicesDeleteRequest, UsersPushEnrollRequest } from './push.js';
+import { DeviceItem, UsersDevicesDeleteRequest, UsersPushEnrollRequest } from './push.js';
 import { VoiceMessagesDeleteRequest, VoiceMessagesListRequest, VoiceMessagesUploadRequest } from './voice-messages.js';
 
 /**
@@ -221,7 +221,7 @@ export const UsersGetReply = z.object({
       state: z.enum(['pending', 'active']),
     }),
   ),
-  devices: z.array(z.object({ deviceId: z.string(), name: z.string(), platform: z.string(), state: z.string() })),
+  devices: z.array(DeviceItem),
   /** The block in force (users.block, or a fraud report's auto-block), or null. */
   blocked: z.object({ until: IsoDateTime, reason: z.string() }).nullable(),
   appPasswords: z.number(),
@@ -364,6 +364,8 @@ export const ChallengeStartReply = z.object({
   method: Method.nullable(),
   expiresAt: IsoDateTime,
   reason: ChallengeReason.optional(),
+  /** With a pending push: the two digits the sign-in page shows; the user types them in the app. */
+  numberMatch: z.string().optional(),
 });
 export type ChallengeStartReply = z.infer<typeof ChallengeStartReply>;
 

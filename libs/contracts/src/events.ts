@@ -283,8 +283,10 @@ export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
 export const ChallengeDenied = envelope(
   'ChallengeDenied',
   1,
-  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked', 'app_password_required']) }),
+  ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked', 'app_password_required', 'push_suspended']) }),
 );
+/** The user denied a push in the app (its device signed the answer): the challenge is denied. */
+export const ChallengeDeniedByUser = envelope('ChallengeDeniedByUser', 1, Outcome);
 
 /** A start that needed no second factor (a bypass): approved at once, and recorded for the report. */
 export const ChallengeBypassed = envelope(
@@ -554,6 +556,7 @@ export const EventSchemas = {
   ChallengeBypassed,
   ChallengeFraudReported,
   ChallengeResendRequested,
+  ChallengeDeniedByUser,
   UserBlocked,
   FraudReported,
   IpLocked,
@@ -614,8 +617,9 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeBypassed'
   | 'ChallengeFraudReported'
   | 'ChallengeResendRequested'
+  | 'ChallengeDeniedByUser'
 >;
-export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed' | 'SmsDeliveryReported'>;
+export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed' | 'SmsDeliveryReported' | 'PushSent' | 'PushDeliveryFailed'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;
 
 /**

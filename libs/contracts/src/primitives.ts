@@ -90,6 +90,10 @@ export const CHALLENGE_REASONS = [
   'user_blocked',
   /** The user (or the IdP) reported the sign-in as fraud (fraud.report): the challenge is denied. */
   'fraud_reported',
+  /** The user denied the push in the authenticator app. */
+  'denied_by_user',
+  /** Push is suspended for the user after repeated denied or ignored pushes (MFA fatigue): use another method. */
+  'push_suspended',
   /** The client IP is locked (the tenant's `ipLockout`: too many denials from it across users): every start from it is denied. */
   'ip_locked',
   /**

@@ -21,6 +21,10 @@ export const ResultDetail = {
   ipLocked: 'MFA denied; client IP is locked after too many denied attempts',
   /** Ours: a legacy client of a user whose legacy clients sign in with app passwords only. */
   appPasswordRequired: 'MFA denied; app password required for this legacy client',
+  /** The user denied the push in the authenticator app (Entra's wording). */
+  deniedByUser: 'MFA denied; user declined the authentication',
+  /** Ours: push suspended for the user after repeated denied or ignored notifications (MFA fatigue). */
+  pushSuspended: 'MFA denied; push suspended after repeated denied or ignored notifications',
   /** Bypasses: a success without a second factor, and why. */
   trustedIp: 'MFA requirement skipped due to trusted IP',
   rememberedDevice: 'MFA requirement skipped due to remembered device',

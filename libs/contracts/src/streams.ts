@@ -36,6 +36,8 @@ export const EventSubjects = {
   challengeAttemptsExhausted: 'mfa.evt.challenge.attempts_exhausted',
   challengeExpired: 'mfa.evt.challenge.expired',
   challengeDenied: 'mfa.evt.challenge.denied',
+  /** A push the user denied in the app. */
+  challengeDeniedByUser: 'mfa.evt.challenge.denied_by_user',
   challengeBypassed: 'mfa.evt.challenge.bypassed',
   challengeFraudReported: 'mfa.evt.challenge.fraud_reported',
   challengeResendRequested: 'mfa.evt.challenge.resend_requested',

@@ -5,3 +5,4 @@ export * from './codes.js';
 export * from './oath.js';
 export * from './api-keys.js';
 export * from './cursor.js';
+export * from './device-keys.js';

@@ -109,6 +109,8 @@ export const RedisKeys = {
   pushStarts: (tag: string) => `mfa:{${tag}}:push:starts`,
   /** Push denials and ignored pushes of the user in the window: challenge id -> ms (fatigue). */
   pushRefusals: (tag: string) => `mfa:{${tag}}:push:refusals`,
+  /** When each of the user's devices last answered a push: device nonce -> ms (auth-challenge). */
+  devicesUsed: (tag: string) => `mfa:{${tag}}:devices:used`,
   /** Push is suspended for the user until <ms> (too many denials or ignored pushes: MFA fatigue). */
   pushSuspended: (tag: string) => `mfa:{${tag}}:push:suspended`,
   activationFailures: (tag: string, tokenId: string) => `mfa:{${tag}}:activate:${tokenId}`,
@@ -202,6 +204,10 @@ export const UserFields = {
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;
 const NONCE = /^[A-Za-z0-9_-]{22}$/;
+
+/** Device ids have the challenge ids' form, `<tag>.<nonce>`: a device request finds its user's slot. */
+export const deviceId = (tag: string, nonce: string): string => challengeId(tag, nonce);
+export const parseDeviceId = (id: string): { tag: string; nonce: string } | undefined => parseChallengeId(id);
 
 /** Challenge ids are `<tag>.<nonce>`: the slot and a 128-bit CSPRNG nonce. */
 export function challengeId(tag: string, nonce: string): string {

@@ -26,11 +26,26 @@ export interface UserSnapshot {
   appPasswordRequired?: boolean | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
   totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; activatedStep: number }>;
+  /** The user's authenticator apps: device nonce -> what the device API and dispatch need (RedisKeys.devices). */
+  devices?: Array<{ nonce: string; device: ProjectedDevice }>;
 }
 
-// KEYS: user, totp, totpSteps.
+/** One device in `mfa:{tag}:devices` (JSON). */
+export interface ProjectedDevice {
+  state: 'active' | 'reregister';
+  algorithm: 'ES256' | 'Ed25519';
+  /** DER SubjectPublicKeyInfo, base64url. */
+  publicKey: string;
+  platform: 'ios' | 'android' | 'none';
+  name: string;
+  /** The push token sealed with SealContext.pushToken (dispatch opens it). */
+  sealedPushToken?: string | undefined;
+  activatedAt: string;
+}
+
+// KEYS: user, totp, totpSteps, devices.
 // ARGV: seq, data key ('' = none), then n profile field/value pairs count, pairs..., then token
-// count, per token: id, spec, step.
+// count, per token: id, spec, step, then device count, per device: nonce, JSON.
 // Applies only when seq is newer than the stored one, or the same snapshot now brings the data key
 // an older layout lacked; keeps the larger of stored and new step.
 // Returns 1 applied, 0 the same snapshot again (nothing to change), -1 an older one (ignored).
@@ -39,7 +54,7 @@ local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
 if stored > seq then return -1 end
 if stored == seq and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 local i = 3
 local nfields = tonumber(ARGV[i]); i = i + 1
 local fields = {'seq', ARGV[1]}
@@ -54,17 +69,21 @@ for _ = 1, ntokens do
   local current = tonumber(redis.call('HGET', KEYS[3], id) or '-1')
   if step > current then redis.call('HSET', KEYS[3], id, step) end
 end
+local ndevices = tonumber(ARGV[i] or '0'); i = i + 1
+for _ = 1, ndevices do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
+end
 return 1
 `;
 
-// KEYS: user, totp, totpSteps. ARGV: seq of the erasure.
+// KEYS: user, totp, totpSteps, devices. ARGV: seq of the erasure.
 // The user hash keeps only the sequence: a snapshot from before the erasure can never bring the
 // user back, one from a later registration can.
 const ERASE_USER = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
 if stored > seq then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'seq', ARGV[1])
 return 1
 `;
@@ -111,8 +130,8 @@ export class UserProjectionWriter {
     private readonly keyring: Keyring,
   ) {
     this.index = new UserIndex(redis, keyring);
-    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 3, lua: APPLY_SNAPSHOT });
-    redis.defineCommand('mfaEraseUser', { numberOfKeys: 3, lua: ERASE_USER });
+    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 4, lua: APPLY_SNAPSHOT });
+    redis.defineCommand('mfaEraseUser', { numberOfKeys: 4, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
     redis.defineCommand('mfaRestoreFailureGuard', { numberOfKeys: 2, lua: RESTORE_GUARD });
   }
@@ -214,9 +233,12 @@ export class UserProjectionWriter {
       const masked = maskSecret(userKey, nonce, t.secret);
       args.push(t.tokenId, `${t.digits}:${t.period}:${nonce.toString('hex')}:${masked.toString('hex')}`, t.activatedStep);
     }
+    const devices = snapshot.devices ?? [];
+    args.push(devices.length);
+    for (const d of devices) args.push(d.nonce, JSON.stringify(d.device));
     const applied = await (
       this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }
-    ).mfaApplyUserSnapshot(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), ...args);
+    ).mfaApplyUserSnapshot(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), ...args);
     // The search index follows the current snapshot (also when it was already there: a rebuild
     // into a Redis that has the projection but not the index fills it).
     if (applied >= 0) await this.index.put(snapshot.tenantId, snapshot.userId, snapshot);
@@ -234,6 +256,7 @@ export class UserProjectionWriter {
       RedisKeys.user(tag),
       RedisKeys.totp(tag),
       RedisKeys.totpSteps(tag),
+      RedisKeys.devices(tag),
       seq,
     );
     if (erased === 1) await this.index.put(tenantId, userId, undefined);

@@ -41,7 +41,8 @@ export async function runService(options: {
   // Every service gets its keyring as KEYRING and checks it against the running services first.
   const keyring = KeyringModule.forRoot({ keyring: config.keyring, service: name, instance: config.INSTANCE_NAME, log });
   const module: DynamicModule = { ...options.module, imports: [keyring, ...(options.module.imports ?? [])] };
-  const app = await NestFactory.create(module, { logger: new NestJsonLogger(log), abortOnError: false });
+  // rawBody: the device API checks signatures over the exact bytes a device sent.
+  const app = await NestFactory.create(module, { logger: new NestJsonLogger(log), abortOnError: false, rawBody: true });
   let transport: NatsTransport;
   try {
     transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log });

@@ -2,7 +2,10 @@ import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutd
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, RedisHealth, RedisModule, AuthModule, serverIp } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, AuthModule, serverIp } from '@mfa/service-kit';
+import type { Redis } from 'ioredis';
+import { DeviceApiController } from './api/device-api.controller.js';
+import { DeviceApiService } from './application/device-api.service.js';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeStore } from './adapters/challenge.store.js';
 import { CsprngCodeGenerator } from './adapters/csprng-code-generator.js';
@@ -49,7 +52,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, ChallengeController],
+      controllers: [OpsController, ChallengeController, DeviceApiController],
       providers: [
         { provide: CONFIG, useValue: config },
         { provide: SERVER_IDENTITY, useValue: { name: config.INSTANCE_NAME, ip: serverIp() } },
@@ -68,6 +71,11 @@ export class AppModule {
         IpLocks,
         TenantCacheLifecycle,
         ChallengeService,
+        {
+          provide: DeviceApiService,
+          useFactory: (redis: Redis, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, nats.nc, challenges),
+          inject: [REDIS, NATS, ChallengeService],
+        },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],
     };

@@ -12,6 +12,12 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   SMS_MAX_SENDS_PER_CHALLENGE: z.coerce.number().int().min(1).max(10).default(5),
   /** The least time between two sends of one challenge's code (Okta: one SMS per 30 s). */
   SMS_RESEND_MIN_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(600).default(30),
+  /** Push challenges per user per window (MFA fatigue), and the window, which also counts denied and ignored pushes. */
+  PUSH_MAX_PER_WINDOW: z.coerce.number().int().min(1).max(100).default(5),
+  PUSH_WINDOW_SECONDS: z.coerce.number().int().min(60).max(86_400).default(900),
+  /** Denied or ignored pushes within the window that suspend push for the user (the IdP must use another method). */
+  PUSH_REFUSALS_TO_SUSPEND: z.coerce.number().int().min(1).max(100).default(3),
+  PUSH_SUSPEND_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
   // The lockout across challenges (threshold, counter window, lockout duration) is a tenant
   // setting (`lockout`); the cap below stays one for the whole service.
   /**

@@ -26,6 +26,7 @@ import { UserSettingsController } from './api/user-settings.controller.js';
 import { ApiClientsService } from './application/api-clients.service.js';
 import { ProjectionRecovery } from './application/projection-recovery.js';
 import { UserProjector } from './application/user-projector.js';
+import { ActivationCodes } from './adapters/activation-codes.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 import type { UserSettingsConfig } from './config.js';
 import { PENDING_TOKEN_LIFETIME_MS } from './domain/user.js';
@@ -103,6 +104,9 @@ export class AppModule {
               index: new UserIndex(redis, keyring),
               remembered: new RememberedBrowsers(redis),
               appPasswords: new AppPasswordHasher(),
+              activationCodes: new ActivationCodes(redis, keyring),
+              deviceApiUrl: config.DEVICE_API_PUBLIC_URL,
+              devicesUsed: (tag: string) => redis.hgetall(RedisKeys.devicesUsed(tag)),
               appPasswordFailures: {
                 count: async (tag: string) => Number((await redis.get(RedisKeys.appPasswordFailures(tag))) ?? 0),
                 fail: async (tag: string) => {

@@ -10,6 +10,11 @@ const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
     .max(64)
     .regex(/^[^:\u0000-\u001f\u007f]+$/, 'must not contain ":" or control characters')
     .default('Open MFA'),
+  /**
+   * The public base URL of the device API (served by auth-challenge under /device/): push enrolment's
+   * activation URLs are `<it>/v1/activate?code=…`. Behind a proxy, e.g. https://mfa.example.com/device.
+   */
+  DEVICE_API_PUBLIC_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3001/device'),
   /** Register creates an unknown tenant with default settings; "false" answers not_found instead. */
   MFA_TENANT_AUTO_CREATE: z.stringbool().default(true),
 });

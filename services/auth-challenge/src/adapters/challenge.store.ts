@@ -6,7 +6,7 @@ import { REDIS } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
 import type { CodeCheck, ResendVerdict, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
-import { RESEND_SCRIPT, START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
+import { PUSH_ANSWER_SCRIPT, RESEND_SCRIPT, START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
 import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
@@ -53,6 +53,20 @@ interface StartInput {
   legacyAppPasswords?: boolean;
   /** The tenant's SMS country rules for phone methods: allowed ('*' = all, else a csv) and blocked (a csv). */
   phoneCountries?: { allowed: string; blocked: string } | undefined;
+  /** Keyed hash of the push's number; undefined when the request asks for another method. */
+  numberHash?: Buffer | undefined;
+  /** Default: the PUSH_* settings' defaults. */
+  push?: PushLimits;
+}
+
+export const DEFAULT_PUSH_LIMITS: PushLimits = { maxPerWindow: 5, windowSeconds: 900, refusalsToSuspend: 3, suspendSeconds: 3600 };
+
+/** MFA-fatigue limits of push, per user (PUSH_* settings). */
+export interface PushLimits {
+  maxPerWindow: number;
+  windowSeconds: number;
+  refusalsToSuspend: number;
+  suspendSeconds: number;
 }
 
 /**
@@ -132,7 +146,8 @@ export class ChallengeStore {
   private readonly verifyTotp: ScriptFn;
 
   constructor(@Inject(REDIS) private readonly redis: Redis) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 12, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 16, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengePushAnswer', { numberOfKeys: 11, lua: PUSH_ANSWER_SCRIPT });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
     redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
@@ -158,6 +173,10 @@ export class ChallengeStore {
       RedisKeys.lastMfa(input.tag),
       RedisKeys.failedMethods(input.tag),
       RedisKeys.phoneThrottle(input.tag),
+      RedisKeys.pendingPush(input.tag),
+      RedisKeys.pushStarts(input.tag),
+      RedisKeys.pushRefusals(input.tag),
+      RedisKeys.pushSuspended(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -185,6 +204,11 @@ export class ChallengeStore {
       input.legacyAppPasswords ? '1' : '0',
       input.phoneCountries?.allowed ?? '*',
       input.phoneCountries?.blocked ?? '',
+      input.numberHash ?? '',
+      (input.push ?? DEFAULT_PUSH_LIMITS).maxPerWindow,
+      (input.push ?? DEFAULT_PUSH_LIMITS).windowSeconds,
+      (input.push ?? DEFAULT_PUSH_LIMITS).refusalsToSuspend,
+      (input.push ?? DEFAULT_PUSH_LIMITS).suspendSeconds * 1000,
     ));
     return parseStartVerdict(raw);
   }
@@ -202,6 +226,27 @@ export class ChallengeStore {
   async recordVoiceOutcome(input: VerifyInput & { approved: boolean }): Promise<VerifyVerdict> {
     const script = (this.redis as unknown as { mfaChallengeVoiceOutcome: ScriptFn }).mfaChallengeVoiceOutcome.bind(this.redis);
     const raw = await reach('voice_outcome', () => script(...this.verifyKeys(input), ...this.verifyArgs(input), input.approved ? '1' : '0'));
+    return parseVerifyVerdict(raw);
+  }
+
+  /**
+   * A device's answer to a push challenge: approve with the typed number's keyed hash, or deny
+   * (`numberHash` undefined). The device's signatures are checked before.
+   */
+  async recordPushAnswer(input: VerifyInput & { numberHash: Buffer | undefined; fatigueWindowSeconds: number; deviceNonce: string }): Promise<VerifyVerdict> {
+    const script = (this.redis as unknown as { mfaChallengePushAnswer: ScriptFn }).mfaChallengePushAnswer.bind(this.redis);
+    const raw = await reach('push_answer', () =>
+      script(
+        ...this.verifyKeys(input),
+        RedisKeys.pendingPush(input.tag),
+        RedisKeys.pushRefusals(input.tag),
+        RedisKeys.devicesUsed(input.tag),
+        ...this.verifyArgs(input),
+        input.numberHash ?? '',
+        input.fatigueWindowSeconds,
+        input.deviceNonce,
+      ),
+    );
     return parseVerifyVerdict(raw);
   }
 

@@ -54,7 +54,7 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       return {
         kind: 'blocked',
         method: methodOf(raw[1] ?? '') ?? null,
-        reason: raw[2] === 'ip_locked' || raw[2] === 'app_password_required' ? raw[2] : 'user_blocked',
+        reason: raw[2] === 'ip_locked' || raw[2] === 'app_password_required' || raw[2] === 'push_suspended' ? raw[2] : 'user_blocked',
         profile: profileOf(raw),
         ...dataKeyOf(raw),
       };
@@ -67,7 +67,7 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
     case 'not_found':
       return { kind: 'not_found' };
     case 'rate_limited':
-      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1), scope: raw[2] === 'phone' || raw[2] === 'ip' ? raw[2] : 'user' };
+      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1), scope: raw[2] === 'phone' || raw[2] === 'ip' || raw[2] === 'push' ? raw[2] : 'user' };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':
@@ -163,6 +163,10 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
       return { kind: 'conflict', status: raw[3] ?? 'completed' };
     case 'elsewhere':
       return { kind: 'elsewhere', method: method(raw[2]) };
+    case 'denied_by_user':
+      return { kind: 'denied_by_user', userId: raw[1]!, method: method(raw[2]), ...clientIpAt(raw, 3) };
+    case 'not_push':
+      return { kind: 'not_push', method: raw[2] ?? '' };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':

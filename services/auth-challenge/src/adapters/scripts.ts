@@ -28,7 +28,9 @@
  * passwords (a user who has or once used one, `appPassword` in the projection, is denied
  * app_password_required before any bypass); ARGV 26, 27: the tenant's SMS country rules for phone
  * methods, allowed ('*' = all, else a csv) and blocked (csv), checked against the user's
- * `phoneCountry`. The client IP and application stay with the challenge (verify's
+ * `phoneCountry`. KEYS 13-16 and ARGV 28-32: push (the pending push, push starts, denied and
+ * ignored pushes, suspended until; the number's keyed hash, the push rate limit and window s, the
+ * refusals that suspend push, the suspension ms). The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -159,12 +161,46 @@ if method == 'sms' or method == 'voice' then
   redis.call('ZADD', KEYS[3], now, ARGV[15])
   redis.call('PEXPIRE', KEYS[3], window)
 end
+-- Push, against MFA fatigue: push suspended for the user (too many denied or ignored pushes lately:
+-- the IdP must use another method); one pending push at a time (a push still waiting answers
+-- rate_limited; one that expired unanswered counts as ignored); at most ARGV[29] pushes in any
+-- ARGV[30] seconds. KEYS 13-16: the pending push, the push starts (window), denied and ignored
+-- pushes (window), suspended until.
+if method == 'push' then
+  if tonumber(redis.call('GET', KEYS[16]) or '0') > now then return deny('push_suspended') end
+  local window = tonumber(ARGV[30]) * 1000
+  local pending = redis.call('GET', KEYS[13])
+  if pending then
+    local sep = string.find(pending, '|', 1, true)
+    local pendingUntil = tonumber(string.sub(pending, sep + 1))
+    if pendingUntil > now then return {'rate_limited', wait(pendingUntil), 'push'} end
+    redis.call('ZADD', KEYS[15], now, string.sub(pending, 1, sep - 1))
+    redis.call('PEXPIRE', KEYS[15], window)
+    redis.call('DEL', KEYS[13])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', '(' .. (now - window))
+  if redis.call('ZCARD', KEYS[15]) >= tonumber(ARGV[31]) then
+    redis.call('SET', KEYS[16], tostring(now + tonumber(ARGV[32])), 'PX', ARGV[32])
+    redis.call('DEL', KEYS[15])
+    return deny('push_suspended')
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[14], '-inf', '(' .. (now - window))
+  if redis.call('ZCARD', KEYS[14]) >= tonumber(ARGV[29]) then
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[14], 0, 0, 'WITHSCORES')[2])
+    return {'rate_limited', wait(oldest + window), 'push'}
+  end
+  redis.call('ZADD', KEYS[14], now, ARGV[15])
+  redis.call('PEXPIRE', KEYS[14], window)
+  redis.call('SET', KEYS[13], ARGV[15] .. '|' .. ARGV[6], 'PX', tonumber(ARGV[6]) - now + window)
+end
 local status = 'registration_required'
 if method then status = 'pending' end
 local recorded = method or requested
 redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', recorded, 'status', status,
   'reason', reason or '', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
 if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
+-- A push is answered once in the app: the number's keyed hash, and one attempt (a wrong number denies).
+if method == 'push' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[28], 'maxAttempts', 1) end
 if ARGV[17] ~= '' then redis.call('HSET', KEYS[2], 'ip', ARGV[17]) end
 if ARGV[18] ~= '' then redis.call('HSET', KEYS[2], 'app', ARGV[18]) end
 if ARGV[23] == '1' then redis.call('HSET', KEYS[2], 'rd', '1') end
@@ -256,6 +292,14 @@ end
 return kept({'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3], ip})
 `;
 
+/** Compares two keyed hashes in constant time (XOR accumulated over the whole digest). */
+const CT_EQUAL = `local function ct_equal(a, b)
+  if #a ~= #b then return false end
+  local x, y, acc = {string.byte(a, 1, -1)}, {string.byte(b, 1, -1)}, 0
+  for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
+  return acc == 0
+end`;
+
 /**
  * verify, first call. Own ARGV: the keyed hash of the presented code (never the code).
  * An SMS challenge is decided here: the stored hash is compared in constant time (XOR accumulate
@@ -282,12 +326,7 @@ if method == 'totp' then
   end
   return reply
 end
-local function ct_equal(a, b)
-  if #a ~= #b then return false end
-  local x, y, acc = {string.byte(a, 1, -1)}, {string.byte(b, 1, -1)}, 0
-  for n = 1, #x do acc = bit.bor(acc, bit.bxor(x[n], y[n])) end
-  return acc == 0
-end
+${CT_EQUAL}
 local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[11])
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
@@ -387,3 +426,33 @@ redis.call('HSET', KEYS[1], 'resends', n, 'resentAt', now)
 redis.call('HDEL', KEYS[1], 'delivery')
 return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1 - n), ch[5]})
 `;
+
+/**
+ * The answer of a push challenge from the user's device (the device API checked the device's
+ * signatures): approve with the number the user typed (its keyed hash, ARGV[11]; compared in
+ * constant time, a wrong one denies: one attempt), or deny (ARGV[11] = ''). Either way the push is
+ * no longer pending for the user, and the device was used now. A denial, and a wrong number, count
+ * towards push fatigue (KEYS[10]); a wrong number counts like a wrong code too. Keys and arguments
+ * as VERIFY_SCRIPT, then KEYS 9-11: the user's pending push, denied and ignored pushes, the devices'
+ * last use; ARGV 11: the number's hash ('' = deny), 12: the fatigue window s, 13: the device nonce.
+ * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}.
+ */
+export const PUSH_ANSWER_SCRIPT = `${CHECKS}
+if method ~= 'push' then return {'not_push', userId, method} end
+${CT_EQUAL}
+local pending = redis.call('GET', KEYS[9])
+if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[9]) end
+redis.call('HSET', KEYS[11], ARGV[13], ARGV[2])
+local function refused()
+  redis.call('ZADD', KEYS[10], ARGV[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[10], tonumber(ARGV[12]) * 1000)
+end
+if ARGV[11] == '' then
+  refused()
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'denied_by_user', 'completedAt', ARGV[2])
+  return kept({'denied_by_user', userId, method, ip})
+end
+local matched = ct_equal(ch[8] or '', ARGV[11])
+if not matched then refused() end
+local tokenId, step, cause = '', '', 'mismatch'
+${OUTCOME}`;

@@ -48,6 +48,7 @@ import {
   type VerifyDecisionContext,
 } from '../adapters/outbox.js';
 import { parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import type { PushLimits } from '../adapters/challenge.store.js';
 import { IpLocks } from '../adapters/ip-locks.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
 import type { AuthChallengeConfig } from '../config.js';
@@ -124,7 +125,16 @@ export class ChallengeService {
     @Optional() @Inject(PROJECTION_SIGNAL) private readonly projectionMissing?: (tenantId: string, userId: string) => void,
   ) {
     this.keyring = config.keyring;
+    this.pushLimits = {
+      maxPerWindow: config.PUSH_MAX_PER_WINDOW,
+      windowSeconds: config.PUSH_WINDOW_SECONDS,
+      refusalsToSuspend: config.PUSH_REFUSALS_TO_SUSPEND,
+      suspendSeconds: config.PUSH_SUSPEND_SECONDS,
+    };
   }
+
+  /** The MFA-fatigue limits of push (PUSH_* settings). */
+  private readonly pushLimits: PushLimits;
 
   /**
    * The tenant's settings. Never the defaults in place of a tenant's own: not before they are all
@@ -219,6 +229,8 @@ export class ChallengeService {
     // method than the one requested. It is sealed now, for the outbox record: Redis keeps only its
     // keyed hash and the sealed code (whose key it never sees).
     const code = req.method === undefined || req.method === 'sms' ? this.codes.smsCode() : undefined;
+    // Likewise the number of a push: Redis keeps its keyed hash; the IdP's sign-in page shows it.
+    const number = req.method === undefined || req.method === 'push' ? this.codes.numberMatch() : undefined;
     const expiresAt = new Date(now.getTime() + settings.codeLifetimeSeconds * 1000);
     const context: StartDecisionContext = {
       k: 'start',
@@ -250,6 +262,8 @@ export class ChallengeService {
       expiresAt,
       maxAttempts: settings.maxAttempts,
       codeHash: code === undefined ? undefined : hashCode(this.keyring, challengeId, code),
+      numberHash: number === undefined ? undefined : hashCode(this.keyring, challengeId, number),
+      push: this.pushLimits,
       ttlSeconds: settings.codeLifetimeSeconds + this.config.CHALLENGE_RETENTION_SECONDS,
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
@@ -272,7 +286,46 @@ export class ChallengeService {
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
     if (outcome.event) await this.record(slot, decisionName(challengeId, verdict.kind), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
+    if (outcome.reply.status === 'pending' && outcome.reply.method === 'push' && number !== undefined) return { ...outcome.reply, numberMatch: number };
     return outcome.reply;
+  }
+
+  /**
+   * A device's answer to a push challenge (the device API checked its signatures): approve with
+   * the number the user typed, or deny. Recorded like a verify: a wrong number counts like a wrong
+   * code and ends the push (one attempt); a denial ends it as denied_by_user. Both count towards
+   * push fatigue.
+   */
+  async pushAnswer(
+    req: { tenantId: string; challengeId: string; deviceNonce: string; decision: 'approve' | 'deny'; number?: string | undefined },
+    now: Date,
+  ): Promise<{ verdict: VerifyVerdict; reply: ChallengeVerifyReply }> {
+    const id = parseChallengeId(req.challengeId);
+    if (!id) throw notFound('unknown challenge');
+    const known = this.settingsOf(req.tenantId);
+    const settings = known instanceof Promise ? await known : known;
+    const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
+    const slot = hashSlotOf(id.tag);
+    const verdict = await this.store.recordPushAnswer({
+      tag: id.tag,
+      nonce: id.nonce,
+      tenantId: req.tenantId,
+      now,
+      lockout: this.lockoutOf(settings),
+      challengeId: req.challengeId,
+      slot,
+      context: JSON.stringify(context),
+      numberHash: req.decision === 'approve' && req.number !== undefined ? hashCode(this.keyring, req.challengeId, req.number) : undefined,
+      fatigueWindowSeconds: this.pushLimits.windowSeconds,
+      deviceNonce: req.deviceNonce,
+    });
+    const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
+    outcomes.inc({ kind: verdict.kind, method: 'push' });
+    if (outcome.event) {
+      const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
+      await this.record(slot, name, context, outcome.event, now.getTime() + DEFAULT_DEADLINE_MS);
+    }
+    return { verdict, reply: outcome.reply };
   }
 
   async verify(req: ChallengeVerifyRequest, now: Date, deadline?: number): Promise<ChallengeVerifyReply> {

@@ -34,13 +34,13 @@ export interface Profile {
  * event is sealed under it. Absent only for unknown users (nothing personal to seal) and for
  * projections written before data keys, which user-settings re-projects at its first boot.
  */
-export type ThrottleScope = 'user' | 'phone' | 'ip';
+export type ThrottleScope = 'user' | 'phone' | 'ip' | 'push';
 
 export type StartVerdict =
   | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
-  | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked' | 'app_password_required'; profile: Profile; dataKey?: string; challengePii?: string }
+  | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked' | 'app_password_required' | 'push_suspended'; profile: Profile; dataKey?: string; challengePii?: string }
   /** No second factor needed (trusted IP, corporate network, remembered browser): approved at start. */
   | { kind: 'bypassed'; reason: 'trusted_ip' | 'remembered_device' | 'corporate_network'; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }
@@ -66,6 +66,10 @@ export type VerifyVerdict =
   | { kind: 'conflict'; status: string }
   /** A voice (or push) challenge: answered on the phone, never with a code. */
   | { kind: 'elsewhere'; method: Method }
+  /** The user denied the push in the app. */
+  | { kind: 'denied_by_user'; userId: string; method: Method; clientIp?: string }
+  /** A device answered a challenge that is not a push. */
+  | { kind: 'not_push'; method: string }
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   | { kind: 'not_found' };
@@ -121,7 +125,8 @@ export type PendingEvent =
   | { type: 'ChallengeExpired'; data: EventOf<'ChallengeExpired'>['data'] }
   | { type: 'ChallengeDenied'; data: EventOf<'ChallengeDenied'>['data'] }
   | { type: 'ChallengeBypassed'; data: EventOf<'ChallengeBypassed'>['data'] }
-  | { type: 'ChallengeResendRequested'; data: EventOf<'ChallengeResendRequested'>['data'] };
+  | { type: 'ChallengeResendRequested'; data: EventOf<'ChallengeResendRequested'>['data'] }
+  | { type: 'ChallengeDeniedByUser'; data: EventOf<'ChallengeDeniedByUser'>['data'] };
 
 export interface StartContext {
   challengeId: string;
@@ -190,6 +195,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
                 ...started,
                 ...(verdict.method === 'sms' ? { delivery: delivery() } : {}),
                 ...(verdict.method === 'voice' ? { delivery: { channel: 'voice' as const, ...(language ? { language } : {}), ...ctx.voice! } } : {}),
+                ...(verdict.method === 'push' ? { delivery: { channel: 'push' as const } } : {}),
               },
             }
           : {
@@ -264,6 +270,7 @@ const THROTTLED: Record<ThrottleScope, string> = {
   user: 'too many codes sent to this user',
   phone: "too many codes sent to this user's phone number",
   ip: 'too many sign-ins sending codes or notifications from this client IP',
+  push: 'a push to this user is still waiting for an answer, or too many were sent lately',
 };
 
 const sealed = (pii: string | undefined) => (pii === undefined ? {} : { pii });
@@ -332,7 +339,11 @@ export function decideVerify(
     case 'conflict':
       throw conflict(`challenge already completed (${verdict.status})`);
     case 'elsewhere':
-      throw conflict(`a ${verdict.method} challenge is answered on the phone, not with a code: poll challenge.status`);
+      throw conflict(`a ${verdict.method} challenge is answered on the ${verdict.method === 'push' ? "user's device" : 'phone'}, not with a code: poll challenge.status`);
+    case 'denied_by_user':
+      return { reply: { challengeId: id, status: 'denied', reason: 'denied_by_user' }, event: { type: 'ChallengeDeniedByUser', data: outcomeOf(verdict) } };
+    case 'not_push':
+      throw notFound('unknown challenge');
     case 'locked':
       throw lockedOut(verdict.retryAfterSeconds);
     case 'capped':
@@ -430,5 +441,7 @@ export function subjectOf(event: PendingEvent): string {
       return EventSubjects.challengeBypassed;
     case 'ChallengeResendRequested':
       return EventSubjects.challengeResendRequested;
+    case 'ChallengeDeniedByUser':
+      return EventSubjects.challengeDeniedByUser;
   }
 }

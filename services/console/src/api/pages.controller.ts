@@ -282,12 +282,14 @@ export class PagesController {
       'set-pin': { subject: Subjects.usersPinSet, body: { userId, pin: text(body.pin, 16) ?? '' }, notice: 'The voice PIN is set.' },
       'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: { userId }, notice: 'Every app password of the user is deleted.' },
       'default-method': { subject: Subjects.usersMethodsDefault, body: { userId, method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
+      'delete-device': { subject: Subjects.usersDevicesDelete, body: { userId, deviceId: text(body.deviceId, 128) ?? '' }, notice: 'The authenticator app is revoked: it can no longer answer sign-ins.' },
+      'push-enroll': { subject: Subjects.usersPushEnroll, body: { userId }, notice: 'An activation code is ready: the user scans it with the authenticator app.' },
     };
     await this.run(p, 'users.njk', 'users', async () => {
       const chosen = Object.hasOwn(actions, action) ? actions[action] : undefined;
       if (!chosen) throw new ContractError('not_found', 'no such action');
-      await this.call(p, chosen.subject, chosen.body);
-      return { ...(await this.userView(p, userId)), notice: chosen.notice };
+      const done = await this.call<Record<string, unknown>>(p, chosen.subject, chosen.body);
+      return { ...(await this.userView(p, userId)), notice: chosen.notice, ...(action === 'push-enroll' ? { enrolment: done } : {}) };
     });
   }
 

@@ -63,6 +63,12 @@ export class BlocksController {
     return this.alerts.report({ ...request, source: 'phone' }, ctx.receivedAt);
   }
 
+  /** auth-challenge's device API: the user reported a push as fraud in the authenticator app (internal). */
+  @MessagePattern(InternalSubjects.fraudFromApp)
+  reportFromApp(@Payload(new ContractPipe(FraudFromCallRequest)) request: FraudFromCallRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
+    return this.alerts.report({ ...request, source: 'app' }, ctx.receivedAt);
+  }
+
   @MessagePattern(Subjects.usersBlock)
   block(@Payload(new ContractPipe(UsersBlockRequest)) request: UsersBlockRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersBlockReply> {
     return this.blocks.block(request, ctx.receivedAt, actorOf(ctx));

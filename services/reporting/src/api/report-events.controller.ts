@@ -17,8 +17,9 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeBypassed',
   'ChallengeFraudReported',
   'ChallengeResendRequested',
+  'ChallengeDeniedByUser',
 ] satisfies ChallengeEvent['type'][]);
-const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed', 'VoiceCallPlaced', 'VoiceCallFailed', 'SmsDeliveryReported'] satisfies DispatchEvent['type'][]);
+const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed', 'VoiceCallPlaced', 'VoiceCallFailed', 'SmsDeliveryReported', 'PushSent', 'PushDeliveryFailed'] satisfies DispatchEvent['type'][]);
 const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);
 
 /** What arrives together is projected together: fewer, larger transactions under load, for ≤ 50 ms of added lag. */

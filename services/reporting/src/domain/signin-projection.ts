@@ -65,6 +65,7 @@ const DENIED_DETAIL: Record<EventOf<'ChallengeDenied'>['data']['reason'], Result
   user_blocked: ResultDetail.userBlocked,
   ip_locked: ResultDetail.ipLocked,
   app_password_required: ResultDetail.appPasswordRequired,
+  push_suspended: ResultDetail.pushSuspended,
 };
 
 type StartEvent = Extract<ChallengeEvent, { type: 'ChallengeStarted' | 'ChallengeRegistrationRequired' | 'ChallengeDenied' | 'ChallengeBypassed' }>;
@@ -130,6 +131,8 @@ function effectOf(event: ChallengeEvent): Effect {
     }
     case 'ChallengeFraudReported':
       return { outcome: failure(ResultDetail.fraud, event.occurredAt) };
+    case 'ChallengeDeniedByUser':
+      return { outcome: failure(ResultDetail.deniedByUser, event.occurredAt) };
     case 'ChallengeApproved':
       return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
     case 'ChallengeAttemptsExhausted': {
@@ -260,6 +263,14 @@ function deliveryPatch(event: DispatchEvent, common: Pick<DeliveryPatch, 'tenant
       return { ...common, attempts: event.data.attempts, status: 'sent', provider: event.data.provider, messageId: event.data.providerCallId, error: null };
     case 'SmsDeliveryReported':
       return { ...common, attempts: 1, status: event.data.status, provider: event.data.provider, messageId: event.data.providerMessageId, error: event.data.errorCode ?? null };
+    case 'PushSent': {
+      const first = event.data.sent[0];
+      return { ...common, attempts: 1, status: 'sent', provider: first?.provider ?? 'poll', messageId: first?.providerMessageId ?? null, error: null };
+    }
+    case 'PushDeliveryFailed': {
+      const last = event.data.failures.at(-1);
+      return { ...common, attempts: 1, status: 'failed', provider: last?.provider ?? null, messageId: null, error: last?.error.slice(0, 200) ?? null };
+    }
     case 'SmsDeliveryFailed':
     case 'VoiceCallFailed': {
       const last = event.data.failures.at(-1);

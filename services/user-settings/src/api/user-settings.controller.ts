@@ -23,6 +23,13 @@ import {
   UsersPinSetRequest,
   PinVerifyRequest,
   InternalSubjects,
+  DeviceActivateRequest,
+  DeviceReregisterRequest,
+  UsersDevicesDeleteRequest,
+  UsersPushEnrollRequest,
+  type DeviceActivateReply,
+  type UsersDevicesDeleteReply,
+  type UsersPushEnrollReply,
   type UsersPinSetReply,
   type PinVerifyReply,
   type ClientsCreateReply,
@@ -127,6 +134,28 @@ export class UserSettingsController {
   @MessagePattern(InternalSubjects.pinVerify)
   verifyPin(@Payload(new ContractPipe(PinVerifyRequest)) request: PinVerifyRequest, @Ctx() ctx: NatsRequestContext): Promise<PinVerifyReply> {
     return this.service.verifyPin(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersPushEnroll)
+  enrollPush(@Payload(new ContractPipe(UsersPushEnrollRequest)) request: UsersPushEnrollRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersPushEnrollReply> {
+    return this.service.enrollPush(request, ctx.receivedAt);
+  }
+
+  @MessagePattern(Subjects.usersDevicesDelete)
+  deleteDevice(@Payload(new ContractPipe(UsersDevicesDeleteRequest)) request: UsersDevicesDeleteRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersDevicesDeleteReply> {
+    return this.service.deleteDevice(request, ctx.receivedAt);
+  }
+
+  /** auth-challenge's device API: an authenticator app activates with its code (internal). */
+  @MessagePattern(InternalSubjects.deviceActivate)
+  activateDevice(@Payload(new ContractPipe(DeviceActivateRequest)) request: DeviceActivateRequest, @Ctx() ctx: NatsRequestContext): Promise<DeviceActivateReply> {
+    return this.service.activateDevice(request, ctx.receivedAt);
+  }
+
+  /** dispatch: a push provider refused a device's token (internal). */
+  @MessagePattern(InternalSubjects.deviceReregister)
+  reregisterDevice(@Payload(new ContractPipe(DeviceReregisterRequest)) request: DeviceReregisterRequest, @Ctx() ctx: NatsRequestContext): Promise<{ recorded: boolean }> {
+    return this.service.reregisterDevice(request, ctx.receivedAt);
   }
 
   @MessagePattern(Subjects.usersTokensDelete)

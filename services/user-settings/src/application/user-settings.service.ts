@@ -43,8 +43,20 @@ import {
   type UsersPinSetRequest,
   type PinVerifyReply,
   type PinVerifyRequest,
+  DEVICE_POLL_SECONDS,
+  DeviceSigned,
+  type DeviceActivateReply,
+  type DeviceActivateRequest,
+  type DeviceReregisterRequest,
+  type UsersDevicesDeleteReply,
+  type UsersDevicesDeleteRequest,
+  type UsersPushEnrollReply,
+  type UsersPushEnrollRequest,
 } from '@mfa/contracts';
-import { base32Encode, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import QRCode from 'qrcode';
+import { deviceId as joinDeviceId, parseDeviceId } from '@mfa/projection';
+import type { ActivationCodes } from '../adapters/activation-codes.js';
+import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
 import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
@@ -95,6 +107,17 @@ interface UserSettingsOptions {
   appPasswords?: AppPasswordHasher;
   /** Failed app password checks per user, for the rate limit of apppasswords.verify. */
   appPasswordFailures?: { count(tag: string): Promise<number>; fail(tag: string): Promise<void> };
+  /** Push enrolment's one-time activation codes (Redis). */
+  activationCodes?: ActivationCodes;
+  /** The device API's public base (DEVICE_API_PUBLIC_URL): activation URLs are built from it. */
+  deviceApiUrl?: string;
+  /** When the user's devices last answered a push (Redis, written by auth-challenge): device nonce -> ms. */
+  devicesUsed?: (tag: string) => Promise<Record<string, string>>;
+}
+
+function lastUse(used: Record<string, string>, deviceId: string): string | null {
+  const ms = Number(used[parseDeviceId(deviceId)?.nonce ?? '']);
+  return ms > 0 ? new Date(ms).toISOString() : null;
 }
 
 interface Outcome<S> {
@@ -176,10 +199,12 @@ export class UserSettingsService {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
     const tag = this.options.projection.tagOf(tenantId, userId);
-    const [outcome, blocked, remembered] = await Promise.all([
+    const [outcome, blocked, remembered, devicesUsed] = await Promise.all([
       this.execute(userDecider, this.userRef(tenantId, userId), now, () => []),
       this.store(() => this.options.blocks?.of(tenantId, userId, now) ?? Promise.resolve(null)),
       this.store(() => this.options.remembered?.list(tag, now) ?? Promise.resolve([])),
+      // When each device last answered a push (auth-challenge writes it): device nonce -> ms.
+      this.store(() => this.options.devicesUsed?.(tag) ?? Promise.resolve({} as Record<string, string>)),
     ]);
     const state = outcome.state;
     if (!state.registered) throw notFound('unknown user');
@@ -194,7 +219,14 @@ export class UserSettingsService {
       methods: methodsOf(state),
       defaultMethod: defaultMethodOf(state) ?? null,
       tokens: state.tokens.map((t) => ({ tokenId: t.tokenId, kind: 'app' as const, label: t.label, state: t.activatedStep === undefined ? ('pending' as const) : ('active' as const) })),
-      devices: [],
+      devices: (state.devices ?? []).map((d) => ({
+        deviceId: d.deviceId,
+        name: d.name,
+        platform: d.platform,
+        state: d.state,
+        activatedAt: new Date(d.activatedAtMs).toISOString(),
+        lastUsedAt: lastUse(devicesUsed, d.deviceId),
+      })),
       blocked,
       appPasswords: (state.appPasswords ?? []).length,
       rememberedBrowsers: remembered,
@@ -411,6 +443,80 @@ export class UserSettingsService {
     } finally {
       secret.fill(0);
     }
+  }
+
+  /**
+   * Push enrolment: a one-time activation code (10 minutes) for the user's authenticator app, with
+   * the device API's URL holding it and that URL as a QR code. Nothing is recorded until a device
+   * activates with it.
+   */
+  async enrollPush(request: UsersPushEnrollRequest, now: Date): Promise<UsersPushEnrollReply> {
+    const { tenantId, userId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    if (!outcome.state.registered) throw notFound('unknown user');
+    const codes = this.activationCodes();
+    const { code, expiresAt } = await this.store(() => codes.issue(tenantId, userId, randomBytes));
+    const activationUrl = `${(this.options.deviceApiUrl ?? '').replace(/\/+$/, '')}/v1/activate?code=${code}`;
+    return { activationCode: code, activationUrl, qrCode: await QRCode.toDataURL(activationUrl, { errorCorrectionLevel: 'M', margin: 2, width: 256 }), expiresAt: expiresAt.toISOString() };
+  }
+
+  /**
+   * A device activates with its code (the device API asks): its key must be what the algorithm says
+   * and have signed the proof, before the code is taken (a bad request does not burn it); the code is
+   * then taken once, and the device recorded with its push token sealed.
+   */
+  async activateDevice(request: DeviceActivateRequest, now: Date): Promise<DeviceActivateReply> {
+    try {
+      const key = devicePublicKey(request.algorithm, request.publicKey);
+      if (!deviceSignatureValid(request.algorithm, key, DeviceSigned.activation(request.code, request.publicKey), request.proof)) {
+        throw invalidRequest('proof: not the signature of this key over the activation string');
+      }
+    } catch (error) {
+      if (error instanceof DeviceKeyError) throw invalidRequest(error.message);
+      throw error;
+    }
+    const enrolment = await this.store(() => this.activationCodes().take(request.code));
+    if (!enrolment) throw notFound('unknown or expired activation code');
+    const { tenantId, userId } = enrolment;
+    const tag = this.options.projection.tagOf(tenantId, userId);
+    const deviceId = joinDeviceId(tag, randomToken(16));
+    const sealedPushToken = request.pushToken ? seal(this.options.keyring, Buffer.from(request.pushToken, 'utf8'), SealContext.pushToken(tenantId, userId, deviceId)) : undefined;
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser(
+        {
+          type: 'ActivatePushDevice',
+          data: { deviceId, name: request.name ?? request.platform, platform: request.platform, algorithm: request.algorithm, publicKey: request.publicKey, sealedPushToken },
+        },
+        state,
+        now,
+      ),
+    );
+    await this.project(tenantId, userId, outcome);
+    return { deviceId, tenantId, userId, pollSeconds: DEVICE_POLL_SECONDS };
+  }
+
+  async deleteDevice(request: UsersDevicesDeleteRequest, now: Date): Promise<UsersDevicesDeleteReply> {
+    const { tenantId, userId, deviceId } = request;
+    await this.requireTenant(tenantId, now, false);
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'DeletePushDevice', data: { deviceId } }, state, now));
+    await this.project(tenantId, userId, outcome);
+    return { userId, deviceId, deleted: true };
+  }
+
+  /** A push provider refused the device's token (dispatch says): push skips it until it activates again. */
+  async reregisterDevice(request: DeviceReregisterRequest, now: Date): Promise<{ recorded: boolean }> {
+    const { tenantId, userId, deviceId, provider, error } = request;
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser({ type: 'MarkDeviceForRegistration', data: { deviceId, provider, error } }, state, now),
+    );
+    if (outcome.appended) await this.project(tenantId, userId, outcome);
+    return { recorded: outcome.appended };
+  }
+
+  private activationCodes(): ActivationCodes {
+    if (!this.options.activationCodes) throw unavailable('push enrolment is not available');
+    return this.options.activationCodes;
   }
 
   async activateTotp(request: TotpActivateRequest, now: Date): Promise<TotpActivateReply> {

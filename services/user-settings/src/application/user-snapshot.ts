@@ -1,7 +1,7 @@
 import { phoneNumberInfo } from '@mfa/contracts';
 import { formatWrappedDataKey, open, SealContext, type Keyring } from '@mfa/crypto';
 import { personalDataOf, sealPersonalData, type UserDataKey } from '@mfa/service-kit';
-import type { UserSnapshot } from '@mfa/projection';
+import { parseDeviceId, type UserSnapshot } from '@mfa/projection';
 import { activeTokens, appPasswordRequired, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
 
 /**
@@ -39,6 +39,18 @@ export function userSnapshot(
       digits: t.digits,
       period: t.period,
       activatedStep: t.activatedStep ?? 0,
+    })),
+    devices: (state.devices ?? []).map((d) => ({
+      nonce: parseDeviceId(d.deviceId)?.nonce ?? d.deviceId,
+      device: {
+        state: d.state,
+        algorithm: d.algorithm,
+        publicKey: d.publicKey,
+        platform: d.platform,
+        name: d.name,
+        ...(d.sealedPushToken ? { sealedPushToken: d.sealedPushToken } : {}),
+        activatedAt: new Date(d.activatedAtMs).toISOString(),
+      },
     })),
   };
 }

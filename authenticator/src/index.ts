@@ -1,0 +1,2 @@
+export * from './device-client.js';
+export * from './state.js';

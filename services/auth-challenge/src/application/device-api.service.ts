@@ -1,0 +1,231 @@
+import { createHash, type KeyObject } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { NatsConnection } from '@nats-io/nats-core';
+import {
+  ContractError,
+  DeviceActivateBody,
+  DeviceAnswerBody,
+  DeviceSigned,
+  describeIssues,
+  InternalSubjects,
+  type DeviceActivateReply,
+  type FraudFromCallRequest,
+} from '@mfa/contracts';
+import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
+import { requestJson } from '@mfa/messaging';
+import { parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
+import { counter } from '@mfa/telemetry';
+import type { ChallengeService } from './challenge.service.js';
+
+const requests = counter('mfa_device_api_requests_total', 'Device API requests by route and outcome', ['route', 'outcome']);
+
+/** How far a device's clock may be from ours (docs/device-api.md). */
+export const DEVICE_CLOCK_SKEW_MS = 60_000;
+/** How long a nonce is remembered: longer than the skew either way, so a replay is always seen. */
+const NONCE_TTL_MS = 2 * DEVICE_CLOCK_SKEW_MS;
+const INTERNAL_TIMEOUT_MS = 5_000;
+
+/** A device API error: the HTTP status and the contract's error body. */
+export class DeviceApiError extends Error {
+  override name = 'DeviceApiError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const NOT_ACTIVATED = 'Authentication request is not for an activated account';
+
+export interface SignedRequest {
+  method: string;
+  /** The path with its query, as the device sent it. */
+  path: string;
+  body: Buffer;
+  headers: Record<string, string | undefined>;
+}
+
+interface Device {
+  tag: string;
+  nonce: string;
+  deviceId: string;
+  device: ProjectedDevice;
+  key: KeyObject;
+}
+
+/**
+ * The device API (docs/device-api.md): activation (handed to user-settings, which owns devices),
+ * and the signed requests of activated devices: the push waiting for the user, and its answer.
+ * Every signed request is checked before anything else is read: the device is activated (its key
+ * is in the user's slot, projected by user-settings), the timestamp is within a minute, the nonce
+ * is new (SET NX, two minutes), and the signature covers method, path, time, nonce and body.
+ */
+export class DeviceApiService {
+  /** Public keys parsed once (a device's key never changes: a new one is a new device). */
+  private readonly keys = new Map<string, KeyObject>();
+  private geo: Promise<{ lookup(ip: string): { country: string; name: string } | null }> | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly nc: NatsConnection,
+    private readonly challenges: Pick<ChallengeService, 'pushAnswer'>,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  async activate(body: unknown): Promise<DeviceActivateReply> {
+    const parsed = DeviceActivateBody.safeParse(body);
+    if (!parsed.success) throw new DeviceApiError(400, 'invalid_request', describeIssues(parsed.error.issues));
+    const reply = await requestJson<DeviceActivateReply & { error?: { code: string; message: string } }>(this.nc, InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
+      throw new DeviceApiError(503, 'unavailable', 'activation is not available right now; try again');
+    });
+    if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
+    requests.inc({ route: 'activate', outcome: 'ok' });
+    return reply;
+  }
+
+  /** The push waiting for the device's user, with what the app shows; null when none is. */
+  async pending(request: SignedRequest): Promise<{ challenge: PendingView | null }> {
+    const device = await this.authenticate(request);
+    const pending = await this.redis.get(RedisKeys.pendingPush(device.tag));
+    const challengeId = pending?.split('|')[0];
+    const id = challengeId ? parseChallengeId(challengeId) : undefined;
+    if (!challengeId || !id) return { challenge: null };
+    const [tenantId, status, method, expiresAt, createdAt, ip, app] = await this.redis.hmget(
+      RedisKeys.challenge(id.tag, id.nonce),
+      'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app',
+    );
+    if (!tenantId || status !== 'pending' || method !== 'push' || Number(expiresAt) <= this.clock().getTime()) return { challenge: null };
+    requests.inc({ route: 'pending', outcome: 'ok' });
+    return {
+      challenge: {
+        challengeId,
+        application: app || null,
+        clientIp: ip || null,
+        location: ip ? await this.locate(ip) : null,
+        startedAt: new Date(Number(createdAt)).toISOString(),
+        expiresAt: new Date(Number(expiresAt)).toISOString(),
+      },
+    };
+  }
+
+  /** The user's answer, signed twice: the request, and the answer itself (kept with the decision). */
+  async answer(request: SignedRequest, challengeId: string): Promise<{ status: 'approved' } | { status: 'denied'; reason: string }> {
+    const device = await this.authenticate(request);
+    let body: unknown;
+    try {
+      body = JSON.parse(request.body.toString('utf8'));
+    } catch {
+      throw new DeviceApiError(400, 'invalid_request', 'the body is not JSON');
+    }
+    const parsed = DeviceAnswerBody.safeParse(body);
+    if (!parsed.success) throw new DeviceApiError(400, 'invalid_request', describeIssues(parsed.error.issues));
+    const answer = parsed.data;
+    if (!deviceSignatureValid(device.device.algorithm, device.key, DeviceSigned.answer(challengeId, answer.decision, answer.number), answer.signature)) {
+      requests.inc({ route: 'answer', outcome: 'bad_signature' });
+      throw new DeviceApiError(401, 'unauthenticated', 'signature: not the device key’s signature over this answer');
+    }
+    // Only a challenge of the device's own user: same slot tag, and its record names a push.
+    const id = parseChallengeId(challengeId);
+    if (!id || id.tag !== device.tag) throw new DeviceApiError(404, 'not_found', 'unknown challenge');
+    const [tenantId, userId] = await this.redis.hmget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId', 'userId');
+    if (!tenantId || !userId) throw new DeviceApiError(404, 'not_found', 'unknown challenge');
+    if (answer.decision === 'fraud') return this.fraud(device, { tenantId, userId, challengeId });
+    try {
+      const { verdict, reply } = await this.challenges.pushAnswer(
+        { tenantId, challengeId, deviceNonce: device.nonce, decision: answer.decision, number: answer.number },
+        this.clock(),
+      );
+      requests.inc({ route: 'answer', outcome: verdict.kind });
+      if (reply.status === 'approved') return { status: 'approved' };
+      // Push allows one attempt: a wrong number ends it.
+      if (verdict.kind === 'exhausted' && verdict.cause === 'mismatch') return { status: 'denied', reason: 'wrong_number' };
+      if (reply.status === 'denied') return { status: 'denied', reason: reply.reason ?? 'denied' };
+      throw new DeviceApiError(409, 'conflict', 'the challenge is not waiting for an answer');
+    } catch (error) {
+      if (error instanceof ContractError) throw new DeviceApiError(statusOf(error.code), error.code, error.message);
+      throw error;
+    }
+  }
+
+  /** The user did not start this sign-in: the fraud service denies it, blocks and mails as the tenant says. */
+  private async fraud(device: Device, target: FraudFromCallRequest): Promise<{ status: 'denied'; reason: string }> {
+    const reply = await requestJson<{ error?: { code: string; message: string } }>(this.nc, InternalSubjects.fraudFromApp, target, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
+      throw new DeviceApiError(503, 'unavailable', 'the fraud report could not be recorded; try again');
+    });
+    if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
+    // No longer waiting for the user: a new push may start (if the user is not blocked).
+    const pending = await this.redis.get(RedisKeys.pendingPush(device.tag));
+    if (pending?.startsWith(`${target.challengeId}|`)) await this.redis.del(RedisKeys.pendingPush(device.tag));
+    await this.redis.hset(RedisKeys.devicesUsed(device.tag), device.nonce, String(this.clock().getTime()));
+    requests.inc({ route: 'answer', outcome: 'fraud' });
+    return { status: 'denied', reason: 'fraud_reported' };
+  }
+
+  /** The activated device that signed this request, or the error to answer. */
+  private async authenticate(request: SignedRequest): Promise<Device> {
+    const deviceId = request.headers['mfa-device'];
+    const timestamp = request.headers['mfa-timestamp'];
+    const nonce = request.headers['mfa-nonce'];
+    const signature = request.headers['mfa-signature'];
+    if (!deviceId || !timestamp || !nonce || !signature) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Device, Mfa-Timestamp, Mfa-Nonce and Mfa-Signature are required');
+    const id = parseDeviceId(deviceId);
+    if (!id) throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
+    const stored = await this.redis.hget(RedisKeys.devices(id.tag), id.nonce);
+    if (!stored) {
+      requests.inc({ route: 'auth', outcome: 'not_activated' });
+      throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
+    }
+    const device = JSON.parse(stored) as ProjectedDevice;
+    if (!/^\d{1,16}$/.test(timestamp) || Math.abs(Number(timestamp) - this.clock().getTime()) > DEVICE_CLOCK_SKEW_MS) {
+      requests.inc({ route: 'auth', outcome: 'clock' });
+      throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Timestamp is more than 60 s from the server’s clock');
+    }
+    if (!/^[A-Za-z0-9_-]{16,64}$/.test(nonce)) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce must be 16 to 64 base64url characters');
+    const key = this.keyOf(device.algorithm, device.publicKey);
+    const signed = DeviceSigned.request(request.method, request.path, timestamp, nonce, createHash('sha256').update(request.body).digest('base64url'));
+    if (!deviceSignatureValid(device.algorithm, key, signed, signature)) {
+      requests.inc({ route: 'auth', outcome: 'bad_signature' });
+      throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Signature is not the device key’s signature over this request');
+    }
+    // After the signature: only the device can burn its own nonces.
+    const fresh = await this.redis.set(RedisKeys.deviceNonce(id.tag, id.nonce, nonce), '1', 'PX', NONCE_TTL_MS, 'NX');
+    if (fresh !== 'OK') {
+      requests.inc({ route: 'auth', outcome: 'replay' });
+      throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce was used already: a replayed request');
+    }
+    return { tag: id.tag, nonce: id.nonce, deviceId, device, key };
+  }
+
+  private keyOf(algorithm: DeviceAlgorithm, publicKey: string): KeyObject {
+    let key = this.keys.get(publicKey);
+    if (!key) {
+      key = devicePublicKey(algorithm, publicKey);
+      if (this.keys.size > 10_000) this.keys.clear();
+      this.keys.set(publicKey, key);
+    }
+    return key;
+  }
+
+  /** The client IP's country, from the offline database geoip-country ships (loaded at first use). */
+  private async locate(ip: string): Promise<{ country: string; countryName: string } | null> {
+    this.geo ??= import('geoip-country').then((m) => m.default);
+    const found = (await this.geo).lookup(ip);
+    return found ? { country: found.country, countryName: found.name } : null;
+  }
+}
+
+export interface PendingView {
+  challengeId: string;
+  application: string | null;
+  clientIp: string | null;
+  location: { country: string; countryName: string } | null;
+  startedAt: string;
+  expiresAt: string;
+}
+
+function statusOf(code: string): number {
+  return { invalid_request: 400, not_found: 404, conflict: 409, forbidden: 403, rate_limited: 429, unavailable: 503 }[code] ?? 500;
+}
+

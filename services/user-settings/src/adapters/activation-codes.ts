@@ -1,0 +1,45 @@
+import { createHmac } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { ACTIVATION_CODE_SECONDS } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
+import { RedisKeys } from '@mfa/projection';
+
+/** Crockford's base32 without I, L, O, U: nothing to misread when typed from a screen. */
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/** The code as compared: upper case, without the dashes and spaces people type. */
+export const normalizedCode = (code: string): string => code.toUpperCase().replace(/[\s-]/g, '');
+
+/**
+ * One-time activation codes of push enrolment, in Redis for ACTIVATION_CODE_SECONDS: only a keyed
+ * hash of the code names the key (a Redis dump holds no usable code), and taking it is one GETDEL,
+ * so a code activates one device at most, whichever instance is asked.
+ */
+export class ActivationCodes {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keyring: Keyring,
+  ) {}
+
+  /** A new code for the user (16 characters, 80 bits from the CSPRNG), shown grouped: K7QX-M2PA-9VZD-4HTE. */
+  async issue(tenantId: string, userId: string, random: (bytes: number) => Buffer): Promise<{ code: string; expiresAt: Date }> {
+    const bytes = random(16);
+    const code = [...bytes].map((b) => ALPHABET[b % 32]).join('');
+    const expiresAt = new Date(Date.now() + ACTIVATION_CODE_SECONDS * 1000);
+    await this.redis.set(this.key(code), JSON.stringify({ tenantId, userId }), 'EX', ACTIVATION_CODE_SECONDS);
+    return { code: code.match(/.{4}/g)!.join('-'), expiresAt };
+  }
+
+  /** The enrolment of a code, taken (it will not activate again); undefined for an unknown or expired one. */
+  async take(code: string): Promise<{ tenantId: string; userId: string } | undefined> {
+    const normalized = normalizedCode(code);
+    if (!/^[0-9A-Z]{16}$/.test(normalized)) return undefined;
+    const found = await this.redis.getdel(this.key(normalized));
+    return found ? (JSON.parse(found) as { tenantId: string; userId: string }) : undefined;
+  }
+
+  private key(normalized: string): string {
+    // The code-hash key, bound to this purpose: never the same hash as an SMS code's.
+    return RedisKeys.activation(createHmac('sha256', this.keyring.codeHashKey).update(`push-activation\u0000${normalized}`).digest('base64url'));
+  }
+}

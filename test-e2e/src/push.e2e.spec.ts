@@ -1,0 +1,230 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { DeviceSigned, Subjects, type SigninItem } from '@mfa/contracts';
+import { connectClient, requestJson } from '@mfa/messaging';
+import { eventually, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+const wholeStack = ['nats', 'redis', 'postgres'] as const;
+
+/** An authenticator app as docs/device-api.md describes it: its key, and its signed requests. */
+class TestDevice {
+  deviceId = '';
+  readonly privateKey: KeyObject;
+  readonly publicKey: string;
+  constructor(
+    readonly base: string,
+    readonly algorithm: 'ES256' | 'Ed25519' = 'ES256',
+  ) {
+    const pair = algorithm === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+    this.privateKey = pair.privateKey;
+    this.publicKey = pair.publicKey.export({ format: 'der', type: 'spki' }).toString('base64url');
+  }
+  sign(data: string): string {
+    return (this.algorithm === 'ES256' ? sign('sha256', Buffer.from(data), { key: this.privateKey, dsaEncoding: 'ieee-p1363' }) : sign(null, Buffer.from(data), this.privateKey)).toString('base64url');
+  }
+  async activate(code: string, extra: Record<string, unknown> = {}): Promise<{ status: number; body: Reply }> {
+    const body = { code, algorithm: this.algorithm, publicKey: this.publicKey, proof: this.sign(DeviceSigned.activation(code, this.publicKey)), platform: 'none', name: 'test phone', ...extra };
+    const res = await fetch(`${this.base}/device/v1/activate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const reply = (await res.json()) as Reply;
+    if (res.status === 201) this.deviceId = String(reply.deviceId);
+    return { status: res.status, body: reply };
+  }
+  /** A signed request; `tamper` changes it after signing. */
+  async request(method: string, path: string, body?: unknown, tamper: { nonce?: string; timestamp?: number; signatureOf?: string } = {}): Promise<{ status: number; body: Reply }> {
+    const raw = body === undefined ? '' : JSON.stringify(body);
+    const timestamp = String(tamper.timestamp ?? Date.now());
+    const nonce = tamper.nonce ?? randomBytes(16).toString('base64url');
+    const digest = createHash('sha256').update(raw).digest('base64url');
+    const signature = this.sign(tamper.signatureOf ?? DeviceSigned.request(method, path, timestamp, nonce, digest));
+    const res = await fetch(`${this.base}${path}`, {
+      method,
+      headers: { 'content-type': 'application/json', 'mfa-device': this.deviceId, 'mfa-timestamp': timestamp, 'mfa-nonce': nonce, 'mfa-signature': signature },
+      ...(body === undefined ? {} : { body: raw }),
+    });
+    return { status: res.status, body: (await res.json()) as Reply };
+  }
+  pending() {
+    return this.request('GET', '/device/v1/challenges/pending');
+  }
+  answer(challengeId: string, decision: 'approve' | 'deny' | 'fraud', number?: string) {
+    const signature = this.sign(DeviceSigned.answer(challengeId, decision, number));
+    return this.request('POST', `/device/v1/challenges/${encodeURIComponent(challengeId)}/answer`, { decision, ...(number ? { number } : {}), signature });
+  }
+}
+
+/**
+ * Push sign-ins through the whole stack and the device API, with a device that signs as
+ * docs/device-api.md says: activation with a one-time code, number matching, signed and
+ * replay-proof answers, and the MFA-fatigue limits.
+ */
+describe('end to end: push to the authenticator app', () => {
+  let stack: Stack;
+  let nc: NatsConnection;
+  let base: string;
+  const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000 });
+
+  before(async () => {
+    stack = await startStack({
+      services: ['user-settings', 'auth-challenge', 'fraud', 'reporting'],
+      env: {
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'warn',
+        NATS_URL: testEnv.natsUrl,
+        REDIS_URL: testEnv.redisUrl,
+        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        PUSH_REFUSALS_TO_SUSPEND: '3',
+      },
+      onLine: (service, line) => {
+        if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+      },
+      readyTimeoutMs: 90_000,
+    });
+    base = stack.url('auth-challenge');
+    nc = await connectClient({ servers: testEnv.natsUrl, name: 'e2e-push' });
+  });
+
+  after(async () => {
+    await nc?.drain();
+    await stack?.stop();
+  });
+
+  async function enrolledUser(algorithm: 'ES256' | 'Ed25519' = 'ES256') {
+    const tenantId = uniqueTenant('push');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const userId = uniqueUser('app');
+    await ask(Subjects.usersRegister, { tenantId, userId, displayName: 'Push User' });
+    const enrolled = await ask(Subjects.usersPushEnroll, { tenantId, userId });
+    const device = new TestDevice(base, algorithm);
+    const activated = await device.activate(String(enrolled.activationCode));
+    assert.equal(activated.status, 201, JSON.stringify(activated.body));
+    return { tenantId, userId, device, enrolled };
+  }
+  const startPush = (tenantId: string, userId: string, clientIp = '8.8.8.8') =>
+    eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', clientIp, application: 'VPN' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'a pending push');
+
+  itWith({ real: wholeStack }, 'enrol, activate once, then a push approved with the number the sign-in page shows; the report has it', async () => {
+    const { tenantId, userId, device, enrolled } = await enrolledUser();
+    assert.match(String(enrolled.activationCode), /^[0-9A-Z]{4}(-[0-9A-Z]{4}){3}$/);
+    assert.match(String(enrolled.activationUrl), /\/device\/v1\/activate\?code=/);
+    assert.match(String(enrolled.qrCode), /^data:image\/png;base64,/);
+    // The code is good once.
+    assert.equal((await new TestDevice(base).activate(String(enrolled.activationCode))).status, 404);
+    const user = await ask(Subjects.usersGet, { tenantId, userId });
+    assert.deepEqual(user.methods, ['push']);
+    assert.deepEqual((user.devices as Array<{ deviceId: string; platform: string; state: string; name: string }>).map((d) => [d.deviceId, d.platform, d.state, d.name]), [[device.deviceId, 'none', 'active', 'test phone']]);
+
+    const start = await startPush(tenantId, userId);
+    assert.equal(start.method, 'push');
+    assert.match(String(start.numberMatch), /^[1-9]\d$/);
+    const pending = await device.pending();
+    assert.equal(pending.status, 200);
+    const challenge = pending.body.challenge as Record<string, unknown>;
+    assert.equal(challenge.challengeId, start.challengeId);
+    assert.equal(challenge.application, 'VPN');
+    assert.equal(challenge.clientIp, '8.8.8.8');
+    assert.deepEqual(challenge.location, { country: 'US', countryName: 'United States' });
+    assert.ok(!JSON.stringify(pending.body).includes(`"${String(start.numberMatch)}"`), 'the number is not given to the device');
+    const approved = await device.answer(String(start.challengeId), 'approve', String(start.numberMatch));
+    assert.deepEqual(approved, { status: 200, body: { status: 'approved' } });
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId }), { challengeId: start.challengeId, status: 'approved' });
+    assert.deepEqual((await device.pending()).body, { challenge: null });
+    // Answered once: a second answer is refused.
+    assert.equal((await device.answer(String(start.challengeId), 'approve', String(start.numberMatch))).status, 409);
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId, limit: 5 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === start.challengeId && i.result === 'success');
+    }, 20_000, 'the push in the report');
+    assert.equal(row.authMethod, 'push');
+  });
+
+  itWith({ real: wholeStack }, 'a wrong number denies, a denial is denied_by_user, a fraud report denies and blocks; Ed25519 devices too', async () => {
+    const { tenantId, userId, device } = await enrolledUser('Ed25519');
+    const first = await startPush(tenantId, userId);
+    const wrong = String((Number(first.numberMatch) % 89) + 10);
+    assert.deepEqual((await device.answer(String(first.challengeId), 'approve', wrong)).body, { status: 'denied', reason: 'wrong_number' });
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: first.challengeId })).status, 'denied');
+    const second = await startPush(tenantId, userId);
+    assert.deepEqual((await device.answer(String(second.challengeId), 'deny')).body, { status: 'denied', reason: 'denied_by_user' });
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: second.challengeId }), { challengeId: second.challengeId, status: 'denied', reason: 'denied_by_user' });
+    const third = await startPush(tenantId, userId);
+    assert.deepEqual((await device.answer(String(third.challengeId), 'fraud')).body, { status: 'denied', reason: 'fraud_reported' });
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: third.challengeId })).reason, 'fraud_reported');
+    await eventually(async () => ((await ask(Subjects.usersGet, { tenantId, userId })).blocked ? true : undefined), 10_000, 'the user blocked');
+    const details = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId, limit: 10 })) as Reply & { items?: SigninItem[] };
+      const found = report.items?.find((i) => i.challengeId === second.challengeId);
+      return found?.result === 'failure' ? found : undefined;
+    }, 20_000, 'the denial in the report');
+    assert.equal(details.resultDetail, 'MFA denied; user declined the authentication');
+  });
+
+  itWith({ real: wholeStack }, 'the device API refuses replays, forged and stale signatures, unknown devices, other users’ challenges and bad bodies', async () => {
+    const { tenantId, userId, device } = await enrolledUser();
+    const other = await enrolledUser();
+    const start = await startPush(tenantId, userId);
+    const nonce = randomBytes(16).toString('base64url');
+    assert.equal((await device.request('GET', '/device/v1/challenges/pending', undefined, { nonce })).status, 200);
+    const replay = await device.request('GET', '/device/v1/challenges/pending', undefined, { nonce });
+    assert.deepEqual([replay.status, replay.body.error?.code], [401, 'unauthenticated']);
+    assert.equal((await device.request('GET', '/device/v1/challenges/pending', undefined, { timestamp: Date.now() - 5 * 60_000 })).status, 401);
+    assert.equal((await device.request('GET', '/device/v1/challenges/pending', undefined, { signatureOf: 'something else' })).status, 401);
+    // Another device's key over this device's request.
+    const impostor = new TestDevice(base);
+    impostor.deviceId = device.deviceId;
+    assert.equal((await impostor.pending()).status, 401);
+    // An answer signed over another decision: refused, and the challenge still waits.
+    const forged = await device.request('POST', `/device/v1/challenges/${encodeURIComponent(String(start.challengeId))}/answer`, {
+      decision: 'approve',
+      number: String(start.numberMatch),
+      signature: device.sign(DeviceSigned.answer(String(start.challengeId), 'deny', undefined)),
+    });
+    assert.equal(forged.status, 401);
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId })).status, 'pending');
+    // Another user's device cannot see or answer it.
+    assert.deepEqual((await other.device.pending()).body, { challenge: null });
+    assert.equal((await other.device.answer(String(start.challengeId), 'approve', String(start.numberMatch))).status, 404);
+    // Unknown and deleted devices.
+    const stranger = new TestDevice(base);
+    stranger.deviceId = `${device.deviceId.split('.')[0]}.${randomBytes(16).toString('base64url')}`;
+    assert.deepEqual(await stranger.pending(), { status: 403, body: { error: { code: 'not_activated', message: 'Authentication request is not for an activated account' } } });
+    // Bad bodies.
+    for (const body of [{ decision: 'approve', signature: 'x' }, { decision: 'maybe', signature: 'x' }, { decision: 'deny', number: '12', signature: 'x' }]) {
+      assert.equal((await device.request('POST', `/device/v1/challenges/${encodeURIComponent(String(start.challengeId))}/answer`, body)).status, 400, JSON.stringify(body));
+    }
+    const bad = await fetch(`${base}/device/v1/activate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"code": 1' });
+    assert.equal(bad.status, 400);
+    const badKey = await new TestDevice(base).activate('ABCD-EFGH-JKMN-PQRS', { publicKey: Buffer.from('not a key').toString('base64url') });
+    assert.equal(badKey.status, 400);
+    const huge = await fetch(`${base}/device/v1/activate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'x'.repeat(20_000) }) });
+    assert.equal(huge.status, 413);
+    // Deleted: the device is no longer activated.
+    assert.equal((await ask(Subjects.usersDevicesDelete, { tenantId, userId, deviceId: device.deviceId })).deleted, true);
+    assert.equal((await device.pending()).status, 403);
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId, userId })).methods, []);
+  });
+
+  itWith({ real: wholeStack }, 'MFA fatigue: one pending push at a time, and repeated denials suspend push for the user', async () => {
+    const { tenantId, userId, device } = await enrolledUser();
+    const first = await startPush(tenantId, userId);
+    const second = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push' });
+    assert.equal(second.error?.code, 'rate_limited', JSON.stringify(second));
+    await device.answer(String(first.challengeId), 'deny');
+    for (let n = 0; n < 2; n++) {
+      const next = await startPush(tenantId, userId);
+      await device.answer(String(next.challengeId), 'deny');
+    }
+    const suspended = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push' });
+    assert.deepEqual([suspended.status, suspended.reason], ['denied', 'push_suspended']);
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId, limit: 10 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === suspended.challengeId);
+    }, 20_000, 'the suspension in the report');
+    assert.equal(row.resultDetail, 'MFA denied; push suspended after repeated denied or ignored notifications');
+  });
+});

@@ -60,6 +60,8 @@ export class FakeFcm {
   sendRequests = 0;
   /** expires_in of the access tokens it issues. */
   accessTokenSeconds = 3599;
+  /** Artificial latency of every answer, ms. */
+  delayMs = 0;
 
   get messages(): FakeFcmMessage[] {
     return this.received.items;
@@ -140,6 +142,7 @@ export class FakeFcm {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
+    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     const path = new URL(req.url ?? '/', 'http://fake').pathname;
     if (req.method === 'POST' && path === '/token') return this.token(body, res);
     if (req.method === 'POST' && path === `/v1/projects/${this.projectId}/messages:send`) return this.send(req, body, res);

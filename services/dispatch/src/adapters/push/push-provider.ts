@@ -73,3 +73,38 @@ export function pushNetworkError(provider: string, label: string, cause: unknown
   const message = timedOut ? `${label} did not answer within ${timeoutMs} ms` : `${label} request failed: ${String((cause as Error | undefined)?.message ?? cause).slice(0, 200)}`;
   return new PushProviderError(message, { provider, transient: true, cause });
 }
+
+/**
+ * The time one send may take in all, whatever requests it makes (an access token first, the send
+ * again after a refused credential, a new connection): each request gets what is left, so a send
+ * always ends within PUSH_TIMEOUT_MS, while JetStream still holds the message for this instance.
+ */
+export class SendDeadline {
+  private readonly at: number;
+
+  constructor(private readonly timeoutMs: number) {
+    this.at = Date.now() + timeoutMs;
+  }
+
+  /** Milliseconds left; a TimeoutError when none are. */
+  left(): number {
+    const ms = this.at - Date.now();
+    if (ms <= 0) throw this.timeout();
+    return ms;
+  }
+
+  /** What `promise` resolves to, or a TimeoutError once the time is up (the promise may still settle, for others). */
+  async within<T>(promise: Promise<T>): Promise<T> {
+    const ms = this.left();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(this.timeout()), ms)))]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private timeout(): Error {
+    return Object.assign(new Error(`no complete answer within ${this.timeoutMs} ms`), { name: 'TimeoutError' });
+  }
+}

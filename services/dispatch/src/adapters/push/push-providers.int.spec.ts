@@ -81,6 +81,18 @@ describe('FCM provider against a fake FCM', () => {
     }
   });
 
+  itWith({ real: [], fake: ['fcm'] }, 'ends a send within PUSH_TIMEOUT_MS in all, the token exchange included', async () => {
+    const slow = providerOf({ ...fake.env(), PUSH_TIMEOUT_MS: '300' });
+    fake.delayMs = 200;
+    try {
+      const started = Date.now();
+      await rejectsWith(slow.send(notification('fcm-token-7')), (e) => e.transient && /FCM did not answer within 300 ms/.test(e.message));
+      assert.ok(Date.now() - started < 450, `took ${Date.now() - started} ms`);
+    } finally {
+      fake.delayMs = 0;
+    }
+  });
+
   itWith({ real: [], fake: ['fcm'] }, 'a service account the token endpoint does not know is a permanent failure', async () => {
     const stranger = JSON.parse(fake.serviceAccountJson()) as Record<string, string>;
     stranger.private_key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;

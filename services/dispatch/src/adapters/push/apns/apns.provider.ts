@@ -2,7 +2,7 @@ import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type Outgoing
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
-import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, type PushNotification, type PushProvider } from '../push-provider.js';
+import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, SendDeadline, type PushNotification, type PushProvider } from '../push-provider.js';
 import { ApnsProviderTokens } from './provider-tokens.js';
 
 interface ApnsOptions {
@@ -16,7 +16,7 @@ interface ApnsOptions {
   topic: string;
   /** Trusted in addition to the system's roots (a test fake, a TLS-inspecting proxy). */
   ca?: string | undefined;
-  /** Total time of one request. */
+  /** Total time of one send, a new connection and a new provider token included. */
   timeoutMs: number;
   clock?: () => number;
 }
@@ -117,6 +117,7 @@ export class ApnsPushProvider implements PushProvider {
         if (!DEVICE_TOKEN.test(notification.token)) {
           throw new PushProviderError('APNs device token is not hex: not sent', { provider: this.name, transient: false, invalidToken: true, code: 'BadDeviceToken' });
         }
+        const deadline = new SendDeadline(this.options.timeoutMs);
         let providerToken = await this.providerToken();
         // A stale provider token is replaced once (APNs: ExpiredProviderToken), and a request that a
         // closing connection refused is made once more on a new one.
@@ -129,7 +130,7 @@ export class ApnsPushProvider implements PushProvider {
           if (carrier.traceparent) headers.traceparent = carrier.traceparent;
           let answer: { status: number; headers: IncomingHttpHeaders; text: string };
           try {
-            answer = await this.request(headers, body);
+            answer = await this.request(headers, body, deadline.left());
           } catch (cause) {
             if (cause instanceof RefusedStreamError && !reconnected) {
               reconnected = true;
@@ -215,7 +216,7 @@ export class ApnsPushProvider implements PushProvider {
   }
 
   /** One stream, answered within the timeout in total (connecting, sending, reading). */
-  private request(headers: OutgoingHttpHeaders, body: string): Promise<{ status: number; headers: IncomingHttpHeaders; text: string }> {
+  private request(headers: OutgoingHttpHeaders, body: string, timeoutMs: number): Promise<{ status: number; headers: IncomingHttpHeaders; text: string }> {
     return new Promise((resolve, reject) => {
       let session: ClientHttp2Session | undefined;
       let stream: http2.ClientHttp2Stream;
@@ -232,11 +233,11 @@ export class ApnsPushProvider implements PushProvider {
       const settle = (error: Error | undefined, status?: number) => {
         if (settled) return;
         settled = true;
-        clearTimeout(deadline);
+        clearTimeout(timer);
         if (error) reject(error);
         else resolve({ status: status ?? 0, headers: response, text: Buffer.concat(chunks).toString('utf8') });
       };
-      const deadline = setTimeout(() => stream.destroy(new HttpTimeoutError(`no complete answer within ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
+      const timer = setTimeout(() => stream.destroy(new HttpTimeoutError(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
       let response: IncomingHttpHeaders = {};
       const chunks: Buffer[] = [];
       let size = 0;

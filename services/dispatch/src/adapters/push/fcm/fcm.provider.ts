@@ -1,6 +1,6 @@
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { postBody } from '../../http-client.js';
-import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, type PushNotification, type PushProvider } from '../push-provider.js';
+import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, SendDeadline, type PushNotification, type PushProvider } from '../push-provider.js';
 import { GoogleAccessTokens } from './access-tokens.js';
 import type { ServiceAccount } from './service-account.js';
 
@@ -8,7 +8,7 @@ interface FcmOptions {
   account: ServiceAccount;
   /** https://fcm.googleapis.com unless pointed at a test fake. */
   apiUrl: string;
-  /** Total time of one request (token exchange and send each). */
+  /** Total time of one send, the token exchange it may need included. */
   timeoutMs: number;
   clock?: () => number;
 }
@@ -100,15 +100,22 @@ export class FcmPushProvider implements PushProvider {
       },
       async (span) => {
         const body = JSON.stringify(fcmMessage(notification, this.clock()));
+        const deadline = new SendDeadline(this.options.timeoutMs);
         // A refused access token is replaced once: it may have been revoked or expired early.
         for (let attempt = 1; ; attempt++) {
-          const accessToken = await this.tokens.get();
+          let accessToken: string;
+          try {
+            accessToken = await deadline.within(this.tokens.get());
+          } catch (cause) {
+            if (cause instanceof PushProviderError) throw cause;
+            throw pushNetworkError(this.name, 'the OAuth2 token endpoint', cause, this.options.timeoutMs);
+          }
           const headers: Record<string, string> = { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json; charset=utf-8', accept: 'application/json' };
           const carrier = carrierFromContext();
           if (carrier.traceparent) headers.traceparent = carrier.traceparent;
           let answer: { status: number; text: string };
           try {
-            answer = await postBody(url, headers, body, this.options.timeoutMs);
+            answer = await postBody(url, headers, body, deadline.left());
           } catch (cause) {
             throw pushNetworkError(this.name, 'FCM', cause, this.options.timeoutMs);
           }

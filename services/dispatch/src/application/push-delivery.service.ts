@@ -133,8 +133,6 @@ export class PushDeliveryService {
     });
 
     if (toSend.length > 0) {
-      // Every send restarts the ack-wait clock (the providers' timeouts are at most half of it).
-      msg.working();
       const trace = carrierFromContext();
       const results = await Promise.allSettled(toSend.map((target) => this.push(target, { challengeId, expiresAt, trace }, msg, signal, log)));
       const invalid: Array<{ deviceId: string; provider: string; error: string }> = [];
@@ -154,7 +152,11 @@ export class PushDeliveryService {
     return this.finish(event, msg, log, sent, polling, failures);
   }
 
-  /** Walks the device's providers until one takes the notification, the policy gives up, or the token is refused. */
+  /**
+   * Walks the device's providers until one takes the notification, the policy gives up, or the
+   * token is refused. Like an SMS, each attempt holds the device's claim only while it calls a
+   * provider (the first one's was taken with the others): a back-off never outlives it.
+   */
   private async push(
     target: { device: Device; token: string; providers: PushProvider[] },
     context: { challengeId: string; expiresAt: Date; trace: PushNotification['trace'] },
@@ -166,8 +168,12 @@ export class PushDeliveryService {
     const policy: DeliveryPolicy = { providers: providers.map((p) => p.name), attemptsPerProvider: this.options.attemptsPerProvider, retryBaseMs: this.options.retryBaseMs };
     const history: FailedAttempt[] = [];
     const notification: PushNotification = { token: target.token, challengeId: context.challengeId, expiresAt: context.expiresAt, trace: context.trace };
-    const release = () =>
-      this.options.guard.releasePush(context.challengeId, [device.nonce]).catch((error: unknown) => log.warn('could not release the push claim; it ends by itself', { error }));
+    let holding = true;
+    const release = async () => {
+      if (!holding) return;
+      holding = false;
+      await this.options.guard.releasePush(context.challengeId, [device.nonce]).catch((error: unknown) => log.warn('could not release the push claim; it ends by itself', { error }));
+    };
     for (;;) {
       const step = nextDeliveryStep(policy, history, { now: this.clock(), expiresAt: context.expiresAt, jitter: this.random() });
       if (step.type === 'GiveUp') {
@@ -186,11 +192,23 @@ export class PushDeliveryService {
         await release();
         throw error;
       }
+      if (!holding) {
+        const [claim] = await this.claim(context.challengeId, [device.nonce]);
+        if (claim!.kind === 'sent') {
+          pushSends.inc({ provider: claim!.provider, outcome: 'duplicate_suppressed' });
+          return { ok: true, sent: { provider: claim!.provider, providerMessageId: claim!.providerMessageId } };
+        }
+        if (claim!.kind === 'in_progress') throw unavailable('another delivery of this push request is under way; trying again later');
+        holding = true;
+      }
+      // Every attempt restarts the ack-wait clock (a provider's send ends within PUSH_TIMEOUT_MS, at most half of it).
+      msg.working();
       const provider = providers.find((p) => p.name === step.provider)!;
       const started = process.hrtime.bigint();
       try {
         const { providerMessageId } = await (this.options.breakers ? this.options.breakers.send(provider, notification) : provider.send(notification));
         pushSends.inc({ provider: provider.name, outcome: 'sent' });
+        holding = false;
         await this.options.guard
           .pushSent(context.challengeId, device.nonce, provider.name, providerMessageId, context.expiresAt.getTime() - this.clock().getTime() + SENT_CLAIM_MARGIN_MS)
           .catch((error: unknown) => log.warn('could not record that the push was sent; its claim ends by itself', { error }));
@@ -200,11 +218,9 @@ export class PushDeliveryService {
         const outcome = failure.invalidToken ? 'invalid_token' : failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.transient ? 'transient_error' : 'permanent_error';
         pushSends.inc({ provider: provider.name, outcome });
         log.warn('push attempt failed', { deviceId: device.deviceId, provider: provider.name, attempt: step.attempt, transient: failure.transient, error: failure });
-        if (failure.invalidToken) {
-          // Another provider would not know this token either: the app must register again.
-          await release();
-          return { ok: false, failure: { provider: provider.name, error: failure.message, transient: false }, invalidToken: true };
-        }
+        await release();
+        // Another provider would not know this token either: the app must register again.
+        if (failure.invalidToken) return { ok: false, failure: { provider: provider.name, error: failure.message, transient: false }, invalidToken: true };
         history.push({ provider: provider.name, transient: failure.transient, error: failure.message });
       } finally {
         pushProviderDuration.observe({ provider: provider.name }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -212,9 +228,10 @@ export class PushDeliveryService {
     }
   }
 
+
   /** Outcome, the challenge marked undeliverable when no device can answer, and the publish. */
   private async finish(event: EventOf<'ChallengeStarted'>, msg: Delivery['msg'], log: Logger, sent: Sent[], polling: string[], failures: Failure[]): Promise<PushOutcome> {
-    const envelope = { ...outcomeEnvelope(event, this.clock()) };
+    const envelope = outcomeEnvelope(event, this.clock());
     const { challengeId } = event.data;
     let outcome: PushOutcome;
     if (sent.length > 0 || polling.length > 0) {

@@ -209,6 +209,23 @@ describe('push delivery', () => {
     assert.ok(d.working() >= 3, `working() called ${d.working()} times`);
   });
 
+  it('given another delivery that pushed to the device while this one waited to retry, then it pushes no more and records that push', async () => {
+    const fcm = new ScriptedProvider('fcm', 'android', ['transient']);
+    const { event, challengeId, device } = pushChallenge();
+    // The claim let go after the failed attempt is taken, and used, by another delivery of the request.
+    const guard = new (class extends ScriptedGuard {
+      override async releasePush(challengeId: string, devices: readonly string[]): Promise<void> {
+        await super.releasePush(challengeId, devices);
+        for (const d of devices) await this.pushSent(challengeId, d, 'fcm', 'fcm-other');
+      }
+    })();
+    const { service, published } = harness([fcm], [device('a-pixel', 'android')], { guard });
+    await service.deliver(delivery(event));
+    assert.equal(fcm.calls, 1);
+    assert.deepEqual(only(published, 'PushSent').data.sent.map((s) => s.providerMessageId), ['fcm-other']);
+    assert.deepEqual(guard.claims.get(`${challengeId}/a-pixel`), { kind: 'sent', provider: 'fcm', providerMessageId: 'fcm-other' });
+  });
+
   it('a token the provider refuses: user-settings is asked to mark the device, and with no other device the challenge is undeliverable', async () => {
     const apns = new ScriptedProvider('apns', 'ios', ['invalid']);
     const { event, user, challengeId, device } = pushChallenge();

@@ -1,18 +1,18 @@
-// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,floor] [--auth off]`
+// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,push,floor] [--auth off]`
 // Drives challenge+verify pairs at a fixed arrival rate against the real stack (processes, real
 // NATS/Redis/Postgres, SMS through a local fake Twilio) and against the raw floor pipeline, and
 // prints pairs/s, p50/p99/p99.9 per request type, report lag and row accounting.
 // BENCH_NO_DATA_KEYS=1 (diagnosis) seeds users without data keys, as a projection written before
 // them: challenge events then carry no sealed personal data.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { Subjects } from '@mfa/contracts';
+import { DeviceSigned, Subjects } from '@mfa/contracts';
 import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
@@ -27,7 +27,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '1000' },
     duration: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '3' },
-    scenarios: { type: 'string', default: 'totp,sms,floor' },
+    scenarios: { type: 'string', default: 'totp,sms,push,floor' },
     /** Diagnosis only: run a subset of the services (e.g. without reporting). */
     services: { type: 'string' },
     /** `off`: MFA_AUTH=off and no Authorization header on the measured requests, to show what the key check costs. */
@@ -53,7 +53,7 @@ const ownDatabase = !process.env.BENCH_DATABASE_URL;
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? `postgres://postgres@127.0.0.1:5432/mfa_bench_${Date.now().toString(36)}`;
 const out = (line = '') => process.stdout.write(`${line}\n`);
 
-type Reply = { status?: string; challengeId?: string; error?: { code: string; message: string } };
+type Reply = { status?: string; challengeId?: string; numberMatch?: string; error?: { code: string; message: string } };
 const results: ScenarioResult[] = [];
 const reportLag = new Samples();
 const rowChecks: Record<string, unknown> = {};
@@ -68,6 +68,11 @@ const platformKey = process.env.BENCH_PLATFORM_API_KEY ?? randomBytes(32).toStri
 const tenantId = `bench-${Date.now().toString(36)}`;
 const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();
 const phoneOf = (i: number) => `+1555${String(i).padStart(7, '0')}`;
+/** The push scenario's devices: one ES256 key and one device nonce for every seeded user. */
+const DEVICE_NONCE = 'benchbenchbenchbench00';
+const deviceKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const devicePublicKey = deviceKeys.publicKey.export({ format: 'der', type: 'spki' }).toString('base64url');
+const deviceSign = (data: string) => sign('sha256', Buffer.from(data), { key: deviceKeys.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url');
 /** What user-settings projects since data keys: the wrapped key and the personal data pre-sealed for challenge events. */
 /**
  * A TOTP user's data key is only wrapped here (nothing reads it back); an SMS user's is created in
@@ -81,7 +86,7 @@ const seededDataKey = async (keys: UserDataKeys, userId: string, displayName: st
   return { dataKey: formatWrappedDataKey(gen, wrapped), ...(challengePii ? { challengePii } : {}) };
 };
 
-if (scenarios.has('totp') || scenarios.has('sms')) {
+if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
   const twilio = await new FakeTwilio().start();
   twilio.record = false;
   const codeWaiters = new Map<string, (code: string) => void>();
@@ -137,7 +142,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     const writer = new UserProjectionWriter(redis, keyring);
     const keys = new UserDataKeys({ js: jetstream(nc), jsm: await jetstreamManager(nc) }, keyring);
     out(`seeding ${usersNeeded} TOTP users and ${usersNeeded} SMS users …`);
-    const seedBatch = async (from: number, to: number, kind: 'totp' | 'sms') => {
+    const seedBatch = async (from: number, to: number, kind: 'totp' | 'sms' | 'push') => {
       const jobs: Promise<unknown>[] = [];
       for (let i = from; i < to; i++) {
         const userId = `${kind}-${i}@bench.example`;
@@ -155,6 +160,10 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
               methods: [kind],
               defaultMethod: kind,
               totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
+              // One poll-only app per push user, all with the bench's one key (signing is the device's cost, not ours).
+              ...(kind === 'push'
+                ? { devices: [{ nonce: DEVICE_NONCE, device: { state: 'active' as const, algorithm: 'ES256' as const, publicKey: devicePublicKey, platform: 'none' as const, name: 'bench', activatedAt: new Date().toISOString() } }] }
+                : {}),
               ...sealed,
             }),
           ),
@@ -162,12 +171,13 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       }
       await Promise.all(jobs);
     };
-    for (const kind of ['totp', 'sms'] as const) {
+    for (const kind of ['totp', 'sms', 'push'] as const) {
       if (!scenarios.has(kind)) continue;
       for (let i = 0; i < usersNeeded; i += 1000) await seedBatch(i, Math.min(usersNeeded, i + 1000), kind);
     }
 
-    let userCursor = { totp: 0, sms: 0 };
+    let userCursor = { totp: 0, sms: 0, push: 0 };
+    const deviceApi = stack.url('auth-challenge');
     const sampleLag = async (challengeId: string, approvedAt: number) => {
       for (let polls = 0; polls < 400; polls++) {
         const { rows } = await db.query('SELECT 1 FROM signins WHERE tenant_id = $1 AND challenge_id = $2 AND result IS NOT NULL', [tenantId, challengeId]);
@@ -217,10 +227,44 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
       record('sms delivery (start reply → provider)', performance.now() - started);
       await verifyPair('sms', i, start.challengeId!, code, record);
     };
+    /** A push: start (the number comes back), the device's signed answer over HTTP, the IdP's status poll. */
+    const pushPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
+      const i = userCursor.push++;
+      const userId = `push-${i}@bench.example`;
+      const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', clientIp: '198.51.100.7', application: 'bench' });
+      record('push start', performance.now() - due);
+      if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
+      const challengeId = start.challengeId!;
+      const number = String(start.numberMatch);
+      const path = `/device/v1/challenges/${encodeURIComponent(challengeId)}/answer`;
+      const body = JSON.stringify({ decision: 'approve', number, signature: deviceSign(DeviceSigned.answer(challengeId, 'approve', number)) });
+      const timestamp = String(Date.now());
+      const nonce = randomBytes(16).toString('base64url');
+      const answered = performance.now();
+      const res = await fetch(`${deviceApi}${path}`, {
+        method: 'POST',
+        body,
+        headers: {
+          'content-type': 'application/json',
+          'mfa-device': `${userTag(keyring, tenantId, userId)}.${DEVICE_NONCE}`,
+          'mfa-timestamp': timestamp,
+          'mfa-nonce': nonce,
+          'mfa-signature': deviceSign(DeviceSigned.request('POST', path, timestamp, nonce, createHash('sha256').update(body).digest('base64url'))),
+        },
+      });
+      const reply = (await res.json()) as { status?: string };
+      record('push answer (device API)', performance.now() - answered);
+      if (reply.status !== 'approved') throw new Error(`answer: ${res.status} ${JSON.stringify(reply)}`);
+      const polled = performance.now();
+      const status = await ask(Subjects.challengeStatus, { tenantId, challengeId });
+      record('push status', performance.now() - polled);
+      if (status.status !== 'approved') throw new Error(`status: ${JSON.stringify(status)}`);
+    };
     let pairsStarted = 0;
     for (const [kind, pair] of [
       ['totp', totpPair],
       ['sms', smsPair],
+      ['push', pushPair],
     ] as const) {
       if (!scenarios.has(kind)) continue;
       out(`${kind}: warm-up ${warmup} s at ${rate} pairs/s …`);
@@ -234,7 +278,7 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     await Promise.all(lagJobs);
     // Every started challenge must be in the report exactly once, and complete.
     // Plus the one probe start that answered registration_required (it is a report row too).
-    const expected = userCursor.totp + userCursor.sms + 1;
+    const expected = userCursor.totp + userCursor.sms + userCursor.push + 1;
     let rows = { total: 0, completed: 0 };
     for (let i = 0; i < (withReporting ? 100 : 0); i++) {
       const { rows: r } = await db.query<{ total: string; completed: string }>(
@@ -248,11 +292,11 @@ if (scenarios.has('totp') || scenarios.has('sms')) {
     if (withReporting) Object.assign(rowChecks, { challengesStarted: expected, pairsStarted, reportRows: rows.total, completedRows: rows.completed });
   } finally {
     // The seeded users are this run's only: remove them (challenges expire by themselves).
-    for (const kind of ['totp', 'sms'] as const) {
+    for (const kind of ['totp', 'sms', 'push'] as const) {
       const keys: string[] = [];
       for (let i = 0; i < usersNeeded; i++) {
         const tag = userTag(keyring, tenantId, `${kind}-${i}@bench.example`);
-        keys.push(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.smsSends(tag));
+        keys.push(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.smsSends(tag), RedisKeys.devices(tag), RedisKeys.pushStarts(tag), RedisKeys.devicesUsed(tag));
         if (keys.length >= 400) await redis.unlink(...keys.splice(0));
       }
       if (keys.length > 0) await redis.unlink(...keys);

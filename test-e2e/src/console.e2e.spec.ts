@@ -8,6 +8,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { InternalSubjects, Subjects } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
+import { DeviceClient } from '@mfa/authenticator';
 import { base32Decode, totp } from '@mfa/crypto';
 import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
@@ -42,6 +43,8 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
   before(async () => {
     const port = await freePort();
     consoleUrl = `http://127.0.0.1:${port}`;
+    // The device API where user-settings says it is: enrolment's QR codes lead to it.
+    const devicePort = await freePort();
     oidc = new TestOidcProvider(`${consoleUrl}/auth/callback`, {
       ops: { name: 'Olga Operator', email: 'olga@ops.example', roles: ['platform-operator'] },
       'admin-a': { name: 'Anna Admin', roles: [`tenant-admin:${tenantA}`] },
@@ -60,7 +63,11 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
         REDIS_URL: testEnv.redisUrl,
         ...oidc.env(),
       },
-      serviceEnv: { console: { CONSOLE_PORT: String(port) } },
+      serviceEnv: {
+        console: { CONSOLE_PORT: String(port) },
+        'auth-challenge': { HTTP_PORT: String(devicePort) },
+        'user-settings': { DEVICE_API_PUBLIC_URL: `http://127.0.0.1:${devicePort}/device` },
+      },
       onLine: (service, line) => {
         if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
       },
@@ -339,6 +346,38 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.match(await page.textContent('.notice') ?? '', /recording is deleted/);
     assert.equal(await page.locator('#recordings-none').count(), 1);
     assert.deepEqual((await ask(Subjects.voiceMessagesList, { tenantId: tenantB })).messages, []);
+    await context.close();
+  }, { timeout: 120_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium', 'authenticator'] }, "a user's authenticator apps: enrolled from the page with a QR code, activated by the reference authenticator, listed with their last use, revoked", async () => {
+    const { context, page } = await signIn('ops');
+    const userId = uniqueUser('pushy');
+    await ask(Subjects.usersRegister, { tenantId: tenantB, userId, displayName: 'Pushy' });
+    await tenantPage(page, tenantB, `users?userId=${encodeURIComponent(userId)}`);
+    assert.match(await page.textContent('#devices') ?? '', /No authenticator app/);
+    await page.click('#push-enroll button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /activation code is ready/);
+    // The QR code is an image the browser decodes (a PNG data URL the CSP allows).
+    const width = await page.$eval('#push-enrolment img', (img) => (img as unknown as { naturalWidth: number }).naturalWidth);
+    assert.ok(width > 100, `the QR code is drawn (${width} px)`);
+    const url = (await page.textContent('#activation-url')) ?? '';
+    assert.match(url, /\/device\/v1\/activate\?code=[0-9A-Z-]{19}$/);
+    await page.screenshot({ path: join(SHOTS, 'push-enrolment.png'), fullPage: true });
+    // The reference authenticator scans it (the URL), activates, and answers a push.
+    const app = await DeviceClient.activate(url, { name: 'Pixel of Pushy', algorithm: 'Ed25519' });
+    const start = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: tenantB, userId, method: 'push', application: 'Console test' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'a pending push');
+    assert.equal((await app.answer(String(start.challengeId), 'approve', String(start.numberMatch))).status, 'approved');
+    await tenantPage(page, tenantB, `users?userId=${encodeURIComponent(userId)}`);
+    const row = page.locator(`#devices tr[data-device="${app.identity.deviceId}"]`);
+    assert.match(await row.textContent() ?? '', /Pixel of Pushy\s*none\s*active/);
+    assert.doesNotMatch(await row.locator('td:nth-child(5)').textContent() ?? '', /—/, 'its last use is shown');
+    await row.locator('form button[type=submit]').click();
+    assert.match(await page.textContent('.notice') ?? '', /authenticator app is revoked/);
+    assert.match(await page.textContent('#devices') ?? '', /No authenticator app/);
+    await assert.rejects(app.pending(), /not for an activated account/);
     await context.close();
   }, { timeout: 120_000 });
 

@@ -5,6 +5,7 @@ import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN, EventSubjects, parseEvent, Streams, Su
 import { base32Decode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { eventually } from '@mfa/testing';
+import { DeviceClient } from '@mfa/authenticator';
 
 /**
  * The demo identity provider: registers a user, signs them in by SMS and by authenticator app,
@@ -24,6 +25,8 @@ export async function runDemo(options: {
   platformKey?: string;
   /** Where dispatch's voice webhooks are (default VOICE_WEBHOOK_BASE_URL, else npm start's dispatch). */
   dispatchUrl?: string;
+  /** The device API's base, when not where user-settings' activation URLs say (a test stack's port). */
+  deviceApiUrl?: string;
 }): Promise<number> {
   const out = options.out;
   // NATS_URL and the NATS_* credentials, as the services read them (docs/operations.md). The
@@ -127,6 +130,10 @@ export async function runDemo(options: {
     for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId, challengeId: wrong.challengeId, code: '000000' });
     out('IdP → five wrong codes on a third sign-in → denied');
 
+    // Push sign-in: the reference authenticator app activates with the enrolment's code and
+    // answers with the number the sign-in page shows.
+    const push = await playPushSignIn({ ask, out, tenantId, userId, ...(options.deviceApiUrl ? { deviceApiUrl: options.deviceApiUrl } : {}) });
+
     // A sign-in the user did not start: the IdP reports it, the challenge is denied and the user blocked.
     const suspicious = await ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId, userId, method: 'totp', clientIp: '203.0.113.66', application: 'VPN' });
     const alert = await ask<{ challengeDenied: boolean; blocked: boolean; blockedUntil?: string }>(Subjects.fraudReport, {
@@ -143,7 +150,7 @@ export async function runDemo(options: {
     const report = await eventually(
       async () => {
         const r = await ask<{ items: SigninItem[] }>(Subjects.reportsSigninsQuery, { tenantId, limit: 10 });
-        return r.items.length >= (voice === 'skipped' ? 5 : 6) ? r.items : undefined;
+        return r.items.length >= 5 + (voice === 'skipped' ? 0 : 1) + (push === 'skipped' ? 0 : 1) ? r.items : undefined;
       },
       15_000,
       'the sign-in report',
@@ -155,7 +162,7 @@ export async function runDemo(options: {
           `  client ${item.clientIp ?? '-'}  app ${item.application ?? '-'}  server ${item.serverName ?? '-'}`,
       );
     }
-    const ok = smsResult.status === 'approved' && voice !== 'denied' && appResult.status === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
+    const ok = smsResult.status === 'approved' && voice !== 'denied' && push !== 'denied' && appResult.status === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
     return ok ? 0 : 1;
   } catch (error) {
     out(`demo failed: ${(error as Error).message}`);
@@ -228,6 +235,41 @@ async function playVoiceSignIn(o: { ask: Ask; jsm: JetStreamManager; out: (line:
     params = { ...params, Digits: '', FinishedOnKey: '#' };
     o.out('📞 phone presses #');
   }
+  const status = await o.ask<{ status: string }>(Subjects.challengeStatus, { tenantId: o.tenantId, challengeId: start.challengeId });
+  o.out(`IdP → mfa.v1.challenge.status    → ${status.status}`);
+  return status.status === 'approved' ? 'approved' : 'denied';
+}
+
+/**
+ * A push sign-in with the reference authenticator (@mfa/authenticator): enrol, activate with the
+ * code, start a push, read the pending sign-in as the app shows it, approve with the number.
+ * `skipped` when the device API cannot be reached (a stack without auth-challenge's HTTP port).
+ */
+async function playPushSignIn(o: { ask: Ask; out: (line: string) => void; tenantId: string; userId: string; deviceApiUrl?: string }): Promise<string> {
+  const enrolled = await o.ask<{ activationCode: string; activationUrl: string }>(Subjects.usersPushEnroll, { tenantId: o.tenantId, userId: o.userId });
+  o.out(`IdP → mfa.v1.users.push.enroll   activation code ${enrolled.activationCode} (also a QR code of ${enrolled.activationUrl})`);
+  const url = o.deviceApiUrl ? `${o.deviceApiUrl.replace(/\/+$/, '')}/v1/activate?code=${enrolled.activationCode}` : enrolled.activationUrl;
+  let app: DeviceClient;
+  try {
+    app = await DeviceClient.activate(url, { name: "Helga's phone" });
+  } catch (error) {
+    o.out(`📲 the app could not reach the device API (${(error as Error).message}): push skipped`);
+    return 'skipped';
+  }
+  o.out(`📲 app activated: device ${app.identity.deviceId}, key ES256 kept on the phone`);
+  const start = await o.ask<{ challengeId: string; status: string; numberMatch?: string }>(Subjects.challengeStart, {
+    tenantId: o.tenantId,
+    userId: o.userId,
+    method: 'push',
+    clientIp: '81.2.69.142',
+    application: 'VPN',
+  });
+  o.out(`IdP → mfa.v1.challenge.start     push → ${start.status}; the sign-in page shows ${start.numberMatch}`);
+  const pending = await app.pending();
+  if (!pending) throw new Error('the app found no pending sign-in');
+  o.out(`📲 app shows: ${pending.application ?? '?'} from ${pending.clientIp ?? '?'} (${pending.location?.country ?? '?'}); the user types ${start.numberMatch}`);
+  const answered = await app.answer(start.challengeId, 'approve', start.numberMatch);
+  o.out(`📲 app → answer approve ${start.numberMatch} (signed) → ${answered.status}`);
   const status = await o.ask<{ status: string }>(Subjects.challengeStatus, { tenantId: o.tenantId, challengeId: start.challengeId });
   o.out(`IdP → mfa.v1.challenge.status    → ${status.status}`);
   return status.status === 'approved' ? 'approved' : 'denied';

@@ -4,7 +4,15 @@ import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } fr
 import type { NatsConnection } from '@nats-io/transport-node';
 import { DeviceSigned, Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { eventually, freePort, itWith, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+
+const run = promisify(execFile);
+const AUTHENTICATOR = join(repoRoot, 'authenticator', 'bin', 'mfa-authenticator.js');
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 const wholeStack = ['nats', 'redis', 'postgres'] as const;
@@ -67,6 +75,7 @@ describe('end to end: push to the authenticator app', () => {
   const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000 });
 
   before(async () => {
+    const devicePort = await freePort();
     stack = await startStack({
       services: ['user-settings', 'auth-challenge', 'fraud', 'reporting'],
       env: {
@@ -76,6 +85,11 @@ describe('end to end: push to the authenticator app', () => {
         REDIS_URL: testEnv.redisUrl,
         DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
         PUSH_REFUSALS_TO_SUSPEND: '3',
+      },
+      // The device API where user-settings says it is: activation URLs lead to it.
+      serviceEnv: {
+        'auth-challenge': { HTTP_PORT: String(devicePort) },
+        'user-settings': { DEVICE_API_PUBLIC_URL: `http://127.0.0.1:${devicePort}/device` },
       },
       onLine: (service, line) => {
         if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
@@ -107,6 +121,32 @@ describe('end to end: push to the authenticator app', () => {
       const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', clientIp, application: 'VPN' });
       return reply.status === 'pending' ? reply : undefined;
     }, 10_000, 'a pending push');
+
+  itWith({ real: wholeStack, fake: ['authenticator'] }, 'the reference authenticator (npx mfa-authenticator) activates from the URL, shows the pending sign-in, approves with the number', async () => {
+    const tenantId = uniqueTenant('push-cli');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const userId = uniqueUser('cli');
+    await ask(Subjects.usersRegister, { tenantId, userId });
+    const enrolled = await ask(Subjects.usersPushEnroll, { tenantId, userId });
+    const state = join(mkdtempSync(join(tmpdir(), 'mfa-authenticator-')), 'device.json');
+    const app = (...args: string[]) => run(process.execPath, [AUTHENTICATOR, '--state', state, ...args], { timeout: 30_000 });
+    const activated = await app('activate', String(enrolled.activationUrl), '--name', 'terminal');
+    assert.match(activated.stdout.trim(), /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}$/);
+    assert.equal(statSync(state).mode & 0o777, 0o600, 'the key file is private');
+    assert.match((await app('pending')).stdout, /no sign-in is waiting/);
+    const start = await startPush(tenantId, userId, '81.2.69.142');
+    const pending = (JSON.parse((await app('pending', '--json')).stdout) as { challenge: { challengeId: string; clientIp: string; location: { country: string } } }).challenge;
+    assert.deepEqual([pending.challengeId, pending.clientIp, pending.location.country], [start.challengeId, '81.2.69.142', 'GB']);
+    const approved = await app('approve', String(start.numberMatch));
+    assert.match(approved.stdout, /approved/);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId }), { challengeId: start.challengeId, status: 'approved' });
+    // Denied by the user from the terminal, and a revoked device's answer refused with the seeds' words.
+    const next = await startPush(tenantId, userId);
+    assert.match((await app('deny')).stdout, /denied/);
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: next.challengeId })).reason, 'denied_by_user');
+    await ask(Subjects.usersDevicesDelete, { tenantId, userId, deviceId: activated.stdout.trim() });
+    await assert.rejects(app('pending'), (error: { code?: number; stderr?: string }) => error.code === 1 && /Authentication request is not for an activated account/.test(error.stderr ?? ''));
+  });
 
   itWith({ real: wholeStack }, 'enrol, activate once, then a push approved with the number the sign-in page shows; the report has it', async () => {
     const { tenantId, userId, device, enrolled } = await enrolledUser();

@@ -671,7 +671,7 @@ describe('end to end: two instances of every service', () => {
 
   itWith({ real: wholeStack }, 'the demo IdP signs a user in by SMS, by phone call and by app, reports a fraud that blocks the user, and prints the report', async () => {
     const lines: string[] = [];
-    const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo'), dispatchUrl: stack.url('dispatch') });
+    const code = await runDemo({ out: (l) => lines.push(l), natsUrl: testEnv.natsUrl, tenantId: uniqueTenant('demo'), dispatchUrl: stack.url('dispatch'), deviceApiUrl: `${stack.url('auth-challenge')}/device` });
     assert.equal(code, 0, lines.join('\n'));
     const report = lines.join('\n');
     // The phone call: the demo hears the Swedish greeting, presses #, and the call approves.
@@ -679,6 +679,10 @@ describe('end to end: two instances of every service', () => {
     assert.match(report, /phone hears: “Din inloggning har verifierats\. Hej då\.”/);
     assert.match(report, /mfa\.v1\.challenge\.status {4}→ approved/);
     assert.match(report, / voice success +MFA successfully completed/);
+    // The push: the reference authenticator activates, sees the sign-in, approves with the number.
+    assert.match(report, /app shows: VPN from 81\.2\.69\.142 \(GB\); the user types (\d\d)/);
+    assert.match(report, /app → answer approve \d\d \(signed\) → approved/);
+    assert.match(report, / push  success +MFA successfully completed/);
     assert.match(report, /MFA successfully completed/);
     assert.match(report, /MFA denied; invalid verification code/);
     assert.match(report, /mfa\.v1\.fraud\.report .*challenge denied: true, user blocked until/);

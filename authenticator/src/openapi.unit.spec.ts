@@ -134,7 +134,7 @@ describe('docs/device-api.openapi.yaml', () => {
     assert.ok(described('AnswerBody', 'signature').includes(`\`${escaped(DeviceSigned.answer('<challengeId>', '<decision>', '<number or empty>'))}\``));
     assert.ok(prose.includes(`\`${escaped(DeviceSigned.activation('<code as sent>', '<publicKey>'))}\``), 'docs/device-api.md, the proof');
     assert.ok(prose.includes(`\`${escaped(DeviceSigned.answer('<challengeId>', '<decision>', '<number or empty>'))}\``), 'docs/device-api.md, the answer');
-    const lines = ['<METHOD, upper case>', '<path, as sent, with its query, e.g. /device/v1/challenges/pending>', '<Mfa-Timestamp>', '<Mfa-Nonce>', '<SHA-256 of the request body, base64url; of zero bytes when there is none>'];
+    const lines = ['<METHOD, upper case>', '<path, as the server receives it, with its query, e.g. /device/v1/challenges/pending>', '<Mfa-Timestamp>', '<Mfa-Nonce>', '<SHA-256 of the request body, base64url; of zero bytes when there is none>'];
     assert.equal(DeviceSigned.request('get', 'P', 'T', 'N', 'B'), 'GET\nP\nT\nN\nB');
     const block = () => lines.map((l) => ` {4,8}${l.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`).join('\n');
     assert.match(String(at(openapi, 'info').description), new RegExp(block()));

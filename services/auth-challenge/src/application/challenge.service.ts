@@ -68,6 +68,8 @@ import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from '../t
 import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
+/** MFA fatigue: pushes refused at start (one still pending or too many lately), suspensions, and the users' refusals. */
+const pushFatigue = counter('mfa_push_fatigue_total', 'Push MFA-fatigue events: refused_pending_or_rate, suspended, denied_by_user, wrong_number', ['event']);
 const deferred = counter(
   'mfa_outbox_deferred_total',
   'Decisions answered whose event JetStream did not acknowledge before the caller\'s deadline: left in the outbox for the relay',
@@ -283,6 +285,8 @@ export class ChallengeService {
       ...this.rememberOf(settings, req, tag, now),
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
+    if (verdict.kind === 'rate_limited' && verdict.scope === 'push') pushFatigue.inc({ event: 'refused_pending_or_rate' });
+    if (verdict.kind === 'blocked' && verdict.reason === 'push_suspended') pushFatigue.inc({ event: 'suspended' });
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
     if (outcome.event) await this.record(slot, decisionName(challengeId, verdict.kind), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
@@ -321,6 +325,8 @@ export class ChallengeService {
     });
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method: 'push' });
+    if (verdict.kind === 'denied_by_user') pushFatigue.inc({ event: 'denied_by_user' });
+    if ((verdict.kind === 'exhausted' || verdict.kind === 'locked_out') && verdict.cause === 'mismatch') pushFatigue.inc({ event: 'wrong_number' });
     if (outcome.event) {
       const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
       await this.record(slot, name, context, outcome.event, now.getTime() + DEFAULT_DEADLINE_MS);

@@ -304,32 +304,42 @@ export class ChallengeService {
     req: { tenantId: string; challengeId: string; deviceNonce: string; decision: 'approve' | 'deny'; number?: string | undefined },
     now: Date,
   ): Promise<{ verdict: VerifyVerdict; reply: ChallengeVerifyReply }> {
+    const { verdict, reply } = await this.answeredElsewhere('push', req, now, undefined, (where) =>
+      this.store.recordPushAnswer({
+        ...where,
+        numberHash: req.decision === 'approve' && req.number !== undefined ? hashCode(this.keyring, req.challengeId, req.number) : undefined,
+        fatigueWindowSeconds: this.pushLimits.windowSeconds,
+        deviceNonce: req.deviceNonce,
+      }),
+    );
+    if (verdict.kind === 'denied_by_user') pushFatigue.inc({ event: 'denied_by_user' });
+    if ((verdict.kind === 'exhausted' || verdict.kind === 'locked_out') && verdict.cause === 'mismatch') pushFatigue.inc({ event: 'wrong_number' });
+    return { verdict, reply };
+  }
+
+  /**
+   * A challenge answered outside verify (a call's keys, a device's answer): its script, then the
+   * same decision, events and counters as a verify.
+   */
+  private async answeredElsewhere(
+    method: 'voice' | 'push',
+    req: { tenantId: string; challengeId: string },
+    now: Date,
+    deadline: number | undefined,
+    script: (where: Omit<Parameters<ChallengeStore['recordVoiceOutcome']>[0], 'approved'>) => Promise<VerifyVerdict>,
+  ): Promise<{ verdict: VerifyVerdict; reply: ChallengeVerifyReply }> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
     const known = this.settingsOf(req.tenantId);
     const settings = known instanceof Promise ? await known : known;
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
-    const verdict = await this.store.recordPushAnswer({
-      tag: id.tag,
-      nonce: id.nonce,
-      tenantId: req.tenantId,
-      now,
-      lockout: this.lockoutOf(settings),
-      challengeId: req.challengeId,
-      slot,
-      context: JSON.stringify(context),
-      numberHash: req.decision === 'approve' && req.number !== undefined ? hashCode(this.keyring, req.challengeId, req.number) : undefined,
-      fatigueWindowSeconds: this.pushLimits.windowSeconds,
-      deviceNonce: req.deviceNonce,
-    });
+    const verdict = await script({ tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockoutOf(settings), challengeId: req.challengeId, slot, context: JSON.stringify(context) });
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
-    outcomes.inc({ kind: verdict.kind, method: 'push' });
-    if (verdict.kind === 'denied_by_user') pushFatigue.inc({ event: 'denied_by_user' });
-    if ((verdict.kind === 'exhausted' || verdict.kind === 'locked_out') && verdict.cause === 'mismatch') pushFatigue.inc({ event: 'wrong_number' });
+    outcomes.inc({ kind: verdict.kind, method });
     if (outcome.event) {
       const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
-      await this.record(slot, name, context, outcome.event, now.getTime() + DEFAULT_DEADLINE_MS);
+      await this.record(slot, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     }
     return { verdict, reply: outcome.reply };
   }
@@ -376,30 +386,8 @@ export class ChallengeService {
    * Recorded like a verify: the same script outcome, the same events (method voice).
    */
   async voiceOutcome(req: VoiceOutcomeRequest, now: Date, deadline?: number): Promise<VoiceOutcomeReply> {
-    const id = parseChallengeId(req.challengeId);
-    if (!id) throw notFound('unknown challenge');
-    const known = this.settingsOf(req.tenantId);
-    const settings = known instanceof Promise ? await known : known;
-    const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
-    const slot = hashSlotOf(id.tag);
-    const verdict = await this.store.recordVoiceOutcome({
-      tag: id.tag,
-      nonce: id.nonce,
-      tenantId: req.tenantId,
-      now,
-      lockout: this.lockoutOf(settings),
-      challengeId: req.challengeId,
-      slot,
-      context: JSON.stringify(context),
-      approved: req.approved,
-    });
-    const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
-    outcomes.inc({ kind: verdict.kind, method: 'voice' });
-    if (outcome.event) {
-      const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
-      await this.record(slot, name, context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
-    }
-    const { status, reason } = outcome.reply;
+    const { reply } = await this.answeredElsewhere('voice', req, now, deadline, (where) => this.store.recordVoiceOutcome({ ...where, approved: req.approved }));
+    const { status, reason } = reply;
     return { status, ...(reason ? { reason } : {}) };
   }
 

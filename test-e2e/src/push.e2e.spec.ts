@@ -249,6 +249,22 @@ describe('end to end: push to the authenticator app', () => {
     assert.deepEqual((await ask(Subjects.usersGet, { tenantId, userId })).methods, []);
   });
 
+  itWith({ real: wholeStack }, 'an answer after the push expired is refused and approves nothing; the next push may start', async () => {
+    const tenantId = uniqueTenant('push-late');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 30 } });
+    const userId = uniqueUser('late');
+    await ask(Subjects.usersRegister, { tenantId, userId });
+    const device = new TestDevice(base);
+    assert.equal((await device.activate(String((await ask(Subjects.usersPushEnroll, { tenantId, userId })).activationCode))).status, 201);
+    const start = await startPush(tenantId, userId);
+    await new Promise((r) => setTimeout(r, 31_000));
+    assert.deepEqual((await device.pending()).body, { challenge: null }, 'an expired push is no longer shown');
+    const late = await device.answer(String(start.challengeId), 'approve', String(start.numberMatch));
+    assert.deepEqual([late.status, late.body.error?.code], [409, 'conflict']);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId }), { challengeId: start.challengeId, status: 'denied', reason: 'expired' });
+    assert.equal((await startPush(tenantId, userId)).status, 'pending', 'the expired push no longer blocks a new one');
+  }, { timeout: 90_000 });
+
   itWith({ real: wholeStack }, 'MFA fatigue: one pending push at a time, and repeated denials suspend push for the user', async () => {
     const { tenantId, userId, device } = await enrolledUser();
     const first = await startPush(tenantId, userId);

@@ -139,6 +139,7 @@ export class DeviceApiService {
       );
       requests.inc({ route: 'answer', outcome: verdict.kind });
       if (reply.status === 'approved') return { status: 'approved' };
+      if (verdict.kind === 'expired') throw new DeviceApiError(409, 'conflict', 'the sign-in expired before the answer');
       // Push allows one attempt: a wrong number ends it.
       if (verdict.kind === 'exhausted' && verdict.cause === 'mismatch') return { status: 'denied', reason: 'wrong_number' };
       if (reply.status === 'denied') return { status: 'denied', reason: reply.reason ?? 'denied' };

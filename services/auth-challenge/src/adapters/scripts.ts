@@ -64,7 +64,23 @@ end
 /** How long a registration_required challenge record stays in Redis (status queries only). */
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
-export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}
+/**
+ * A sliding window of at most `max` members in the last `window` ms (members by time): `member`
+ * joins it now, or, when it is full, nothing changes and the answer is when its oldest leaves (ms).
+ */
+const SLIDING_WINDOW = `
+local function admit(key, max, window, now, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - window))
+  if redis.call('ZCARD', key) >= max then
+    return tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + window
+  end
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, window)
+  return nil
+end
+`;
+
+export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry')
 local exists = u[1] ~= false
 -- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
@@ -152,14 +168,8 @@ end
 if method == 'sms' or method == 'voice' then
   local phoneUntil = tonumber(redis.call('GET', KEYS[12]) or '0')
   if phoneUntil > now then return {'rate_limited', wait(phoneUntil), 'phone'} end
-  local window = tonumber(ARGV[11]) * 1000
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - window))
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) then
-    local oldest = tonumber(redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2])
-    return {'rate_limited', wait(oldest + window), 'user'}
-  end
-  redis.call('ZADD', KEYS[3], now, ARGV[15])
-  redis.call('PEXPIRE', KEYS[3], window)
+  local full = admit(KEYS[3], tonumber(ARGV[10]), tonumber(ARGV[11]) * 1000, now, ARGV[15])
+  if full then return {'rate_limited', wait(full), 'user'} end
 end
 -- Push, against MFA fatigue: push suspended for the user (too many denied or ignored pushes lately:
 -- the IdP must use another method); one pending push at a time (a push still waiting answers
@@ -184,13 +194,8 @@ if method == 'push' then
     redis.call('DEL', KEYS[15])
     return deny('push_suspended')
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[14], '-inf', '(' .. (now - window))
-  if redis.call('ZCARD', KEYS[14]) >= tonumber(ARGV[29]) then
-    local oldest = tonumber(redis.call('ZRANGE', KEYS[14], 0, 0, 'WITHSCORES')[2])
-    return {'rate_limited', wait(oldest + window), 'push'}
-  end
-  redis.call('ZADD', KEYS[14], now, ARGV[15])
-  redis.call('PEXPIRE', KEYS[14], window)
+  local full = admit(KEYS[14], tonumber(ARGV[29]), window, now, ARGV[15])
+  if full then return {'rate_limited', wait(full), 'push'} end
   redis.call('SET', KEYS[13], ARGV[15] .. '|' .. ARGV[6], 'PX', tonumber(ARGV[6]) - now + window)
 end
 local status = 'registration_required'
@@ -395,7 +400,7 @@ ${OUTCOME}`;
  * | {'exhausted', max sends} | {'rate_limited', retryAfterSeconds, 'interval' | 'phone' | 'user'}
  * | {'locked', retryAfterSeconds} | {'capped'}.
  */
-export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}
+export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local now = tonumber(ARGV[2])
@@ -413,15 +418,9 @@ local nextAt = tonumber(ch[8] or ch[6]) + tonumber(ARGV[4])
 if nextAt > now then return {'rate_limited', wait(nextAt), 'interval'} end
 local phoneUntil = tonumber(redis.call('GET', KEYS[5]) or '0')
 if phoneUntil > now then return {'rate_limited', wait(phoneUntil), 'phone'} end
-local window = tonumber(ARGV[6]) * 1000
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - window))
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
-  local oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
-  return {'rate_limited', wait(oldest + window), 'user'}
-end
 local n = resends + 1
-redis.call('ZADD', KEYS[2], now, ARGV[9] .. ':r' .. n)
-redis.call('PEXPIRE', KEYS[2], window)
+local full = admit(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]) * 1000, now, ARGV[9] .. ':r' .. n)
+if full then return {'rate_limited', wait(full), 'user'} end
 redis.call('HSET', KEYS[1], 'resends', n, 'resentAt', now)
 redis.call('HDEL', KEYS[1], 'delivery')
 return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1 - n), ch[5]})

@@ -553,7 +553,7 @@ export class UserSettingsService {
     const attempts = this.options.activationAttempts;
     // Counted before the code is checked, atomically: concurrent guesses cannot pass the limit together.
     if (attempts && !(await this.store(() => attempts.reserve(tenantId, userId, tokenId)))) {
-      throw rateLimited('too many codes tried for this token; enroll it again');
+      throw rateLimited('too many codes tried for this token; try again in 10 minutes, or enroll it again');
     }
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       const token = activationCandidate(state, tokenId, now);

@@ -48,14 +48,17 @@ export async function runDemo(options: {
   // (development, MFA_AUTH=off) requests carry no key.
   const platformKey = options.platformKey ?? env.MFA_PLATFORM_API_KEY;
   let apiKey = platformKey;
-  const ask = async <T>(subject: string, body: unknown): Promise<T> => {
+  const askWith = async <T>(key: string | undefined, subject: string, body: unknown): Promise<T> => {
     const reply = await requestJson<T & { error?: { code: string; message: string } }>(nc, subject, body, {
       timeoutMs: 10_000,
-      ...(apiKey ? { headers: { Authorization: `Bearer ${apiKey}` } } : {}),
+      ...(key ? { headers: { Authorization: `Bearer ${key}` } } : {}),
     });
     if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
     return reply;
   };
+  const ask = <T>(subject: string, body: unknown): Promise<T> => askWith<T>(apiKey, subject, body);
+  // The tenant's administrator (hardware token imports need the admin scope the IdP's key lacks).
+  const admin = <T>(subject: string, body: unknown): Promise<T> => askWith<T>(platformKey, subject, body);
   try {
     const tenantId = options.tenantId ?? `demo-${Date.now().toString(36)}`;
     const userId = 'helga@contoso.com';
@@ -128,7 +131,7 @@ export async function runDemo(options: {
     out(`IdP → mfa.v1.challenge.verify    ${appCode} → ${appResult.status}`);
     // A hardware token: the administrator imports the vendor's CSV, the user activates the token
     // with the code it shows, then signs in with it like with the app.
-    const hardware = await playHardwareToken({ ask, out, tenantId, userId });
+    const hardware = await playHardwareToken({ ask, admin, out, tenantId, userId });
 
     const wrong = await ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId, userId, method: 'totp', application: 'VPN' });
     for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId, challengeId: wrong.challengeId, code: '000000' });
@@ -183,19 +186,19 @@ type Ask = <T>(subject: string, body: unknown) => Promise<T>;
  * one left in the inventory), the import job followed to its end, the token activated with the code
  * it shows (computed here from its secret, as the token would), and a sign-in with its next code.
  */
-async function playHardwareToken(o: { ask: Ask; out: (line: string) => void; tenantId: string; userId: string }): Promise<string> {
+async function playHardwareToken(o: { ask: Ask; admin: Ask; out: (line: string) => void; tenantId: string; userId: string }): Promise<string> {
   const secret = randomBytes(20);
   const serial = `DEMO-${randomBytes(3).toString('hex').toUpperCase()}`;
   const csv = [OATH_CSV_HEADER, `${o.userId},${serial},${base32Encode(secret)},60,Contoso,HardwareKey`, `,${serial}-SPARE,${base32Encode(randomBytes(20))},30,Contoso,HardwareKey`].join('\n');
-  const { jobId } = await o.ask<{ jobId: string }>(Subjects.oathImport, { tenantId: o.tenantId, format: 'csv', content: csv });
+  const { jobId } = await o.admin<{ jobId: string }>(Subjects.oathImport, { tenantId: o.tenantId, format: 'csv', content: csv });
   const job = await eventually(async () => {
-    const s = await o.ask<{ state: string; imported: number; failed: number; total: number }>(Subjects.oathImportStatus, { tenantId: o.tenantId, jobId });
+    const s = await o.admin<{ state: string; imported: number; failed: number; total: number }>(Subjects.oathImportStatus, { tenantId: o.tenantId, jobId });
     return s.state === 'completed' || s.state === 'failed' ? s : undefined;
   }, 30_000, 'the import job');
-  o.out(`IdP → mfa.v1.oath.import         2 hardware tokens → ${job.state}: ${job.imported} imported, ${job.failed} failed`);
+  o.out(`admin → mfa.v1.oath.import         2 hardware tokens → ${job.state}: ${job.imported} imported, ${job.failed} failed`);
   const now = Date.now();
-  const activated = await o.ask<{ active: boolean }>(Subjects.oathTokensActivate, { tenantId: o.tenantId, serialNumber: serial, code: totp(secret, now, { period: 60 }) });
-  o.out(`IdP → mfa.v1.oath.tokens.activate ${serial} → ${activated.active ? 'active' : 'refused'}`);
+  const activated = await o.admin<{ active: boolean }>(Subjects.oathTokensActivate, { tenantId: o.tenantId, serialNumber: serial, code: totp(secret, now, { period: 60 }) });
+  o.out(`admin → mfa.v1.oath.tokens.activate ${serial} → ${activated.active ? 'active' : 'refused'}`);
   const start = await o.ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId: o.tenantId, userId: o.userId, method: 'totp', application: 'VPN' });
   const code = totp(secret, now + 60_000, { period: 60 });
   const result = await o.ask<{ status: string }>(Subjects.challengeVerify, { tenantId: o.tenantId, challengeId: start.challengeId, code });

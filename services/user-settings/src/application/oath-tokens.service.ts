@@ -2,7 +2,6 @@ import {
   conflict,
   ContractError,
   EventSubjects,
-  invalidRequest,
   notFound,
   unavailable,
   UnknownEventError,
@@ -14,7 +13,8 @@ import {
   type OathTokensListReply,
   type OathTokensListRequest,
 } from '@mfa/contracts';
-import { openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { cursorAfter, nextCursor } from './keyset-cursor.js';
 import { ConcurrencyError, createEvent } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import type { EventStore } from '../adapters/event-store.js';
@@ -59,19 +59,9 @@ export class OathTokensService {
     const { tenantId } = request;
     await this.options.users.requireExistingTenant(tenantId, now);
     const scope = { tenantId, kind: `oath.tokens.list:${request.state ?? ''}` };
-    let after: string | undefined;
-    if (request.cursor !== undefined) {
-      let value: unknown;
-      try {
-        value = openCursor(this.options.keyring, scope, request.cursor);
-      } catch {
-        throw invalidRequest('cursor: not a cursor this listing issued');
-      }
-      if (typeof value !== 'string') throw invalidRequest('cursor: not a cursor this listing issued');
-      after = value;
-    }
+    const after = cursorAfter(this.options.keyring, scope, request.cursor);
     const page = await this.infra(() => this.options.inventory.list(tenantId, { state: request.state, after, limit: request.limit }));
-    return { items: page.items, ...(page.next !== undefined ? { nextCursor: sealCursor(this.options.keyring, scope, page.next) } : {}) };
+    return { items: page.items, ...nextCursor(this.options.keyring, scope, page.next) };
   }
 
   async assign(request: OathTokensAssignRequest, now: Date): Promise<OathTokensAssignReply> {

@@ -56,7 +56,7 @@ import {
 import QRCode from 'qrcode';
 import { deviceId as joinDeviceId, parseDeviceId } from '@mfa/projection';
 import type { ActivationCodes } from '../adapters/activation-codes.js';
-import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
 import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
@@ -75,6 +75,7 @@ import { activationCandidate, countedTokens, decideUser, defaultMethodOf, MAX_TO
 import type { ImportedToken } from '../domain/oath-token.js';
 import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { secretContext, userSnapshot } from './user-snapshot.js';
+import { cursorAfter, nextCursor } from './keyset-cursor.js';
 
 /** Wrong app passwords per user within 15 minutes before apppasswords.verify answers rate_limited. */
 const APP_PASSWORD_FAILURES = 10;
@@ -262,17 +263,7 @@ export class UserSettingsService {
     await this.requireTenant(tenantId, now, false);
     if (!this.options.index) throw unavailable('the user directory is not available');
     const scope = { tenantId, kind: `users.list:${request.query ?? ''}:${request.blocked ?? ''}` };
-    let after: string | undefined;
-    if (request.cursor !== undefined) {
-      let value: unknown;
-      try {
-        value = openCursor(this.options.keyring, scope, request.cursor);
-      } catch {
-        throw invalidRequest('cursor: not a cursor this listing issued');
-      }
-      if (typeof value !== 'string') throw invalidRequest('cursor: not a cursor this listing issued');
-      after = value;
-    }
+    const after = cursorAfter(this.options.keyring, scope, request.cursor);
     const page = await this.store(() =>
       this.options.index!.list(tenantId, {
         ...(request.query !== undefined ? { query: request.query } : {}),
@@ -281,7 +272,7 @@ export class UserSettingsService {
         ...(after !== undefined ? { after } : {}),
       }),
     );
-    return { items: page.items, ...(page.next !== undefined ? { nextCursor: sealCursor(this.options.keyring, scope, page.next) } : {}) };
+    return { items: page.items, ...nextCursor(this.options.keyring, scope, page.next) };
   }
 
   /** Clears every method of the user: they must register again (admin). */

@@ -1,15 +1,15 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { InternalSubjects, Subjects } from '@mfa/contracts';
+import { InternalSubjects, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { DeviceClient } from '@mfa/authenticator';
-import { base32Decode, totp } from '@mfa/crypto';
+import { base32Decode, base32Encode, totp } from '@mfa/crypto';
 import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -18,6 +18,41 @@ const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'];
 /** UPDATE_SCREENSHOTS=1 writes the pages' screenshots into docs/screenshots (committed); otherwise a temporary folder. */
 const SHOTS = process.env.UPDATE_SCREENSHOTS === '1' ? join(repoRoot, 'docs', 'screenshots') : mkdtempSync(join(tmpdir(), 'console-shots-'));
+
+/**
+ * A PSKC file (RFC 6030) of one TOTP key encrypted with a password (§6.2: PBKDF2-SHA1, AES-128-CBC
+ * with the IV first), `padding` bytes of XML comment in front of it (a vendor's file of many MB).
+ */
+function passwordPskc(serial: string, secret: Buffer, password: string, padding = 0): string {
+  const salt = randomBytes(16);
+  const key = pbkdf2Sync(password, salt, 1000, 16, 'sha1');
+  const iv = randomBytes(16);
+  const cipher = createCipheriv('aes-128-cbc', key, iv);
+  const value = Buffer.concat([iv, cipher.update(secret), cipher.final()]).toString('base64');
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<!--${' '.repeat(padding)}-->
+<pskc:KeyContainer Version="1.0" xmlns:pskc="urn:ietf:params:xml:ns:keyprov:pskc" xmlns:xenc="http://www.w3.org/2001/04/xmlenc#"
+    xmlns:xenc11="http://www.w3.org/2009/xmlenc11#" xmlns:pkcs5="http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#">
+  <pskc:EncryptionKey>
+    <xenc11:DerivedKey>
+      <xenc11:KeyDerivationMethod Algorithm="http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#pbkdf2">
+        <pkcs5:PBKDF2-params><Salt><Specified>${salt.toString('base64')}</Specified></Salt><IterationCount>1000</IterationCount><KeyLength>16</KeyLength></pkcs5:PBKDF2-params>
+      </xenc11:KeyDerivationMethod>
+    </xenc11:DerivedKey>
+  </pskc:EncryptionKey>
+  <pskc:KeyPackage>
+    <pskc:DeviceInfo><pskc:Manufacturer>Acme</pskc:Manufacturer><pskc:SerialNo>${serial}</pskc:SerialNo><pskc:Model>Card 8</pskc:Model></pskc:DeviceInfo>
+    <pskc:Key Id="${serial}" Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:totp">
+      <pskc:AlgorithmParameters><pskc:Suite>HMAC-SHA256</pskc:Suite><pskc:ResponseFormat Length="8" Encoding="DECIMAL"/></pskc:AlgorithmParameters>
+      <pskc:Data>
+        <pskc:Secret><pskc:EncryptedValue><xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/><xenc:CipherData><xenc:CipherValue>${value}</xenc:CipherValue></xenc:CipherData></pskc:EncryptedValue></pskc:Secret>
+        <pskc:TimeInterval><pskc:PlainValue>60</pskc:PlainValue></pskc:TimeInterval>
+      </pskc:Data>
+    </pskc:Key>
+  </pskc:KeyPackage>
+</pskc:KeyContainer>
+`;
+}
 
 /**
  * The operators' console in a real browser (Debian's Chromium driven by playwright-core), signed
@@ -421,5 +456,158 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.goto(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/settings`);
     await page.waitForURL((url) => url.origin === new URL(oidc.issuer).origin);
     await forged.close();
+  }, { timeout: 120_000 });
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'hardware tokens: a tenant admin imports a CSV on the page, follows the job to its end, downloads the refused rows, assigns and activates tokens; the user has them', async () => {
+    const { context, page } = await signIn('admin-a');
+    const holder = uniqueUser('fob');
+    assert.equal((await ask(Subjects.usersRegister, { tenantId: tenantA, userId: holder, displayName: 'Fob Holder' })).error, undefined);
+    const [assignedSecret, spareSecret] = [randomBytes(20), randomBytes(20)];
+    const csv = [
+      OATH_CSV_HEADER,
+      `${holder},FOB-1,${base32Encode(assignedSecret)},30,Contoso,Key 30`,
+      `,FOB-2,${base32Encode(spareSecret)},30,Contoso,Card`,
+      // The seeds' own example: its secret is not Base32 (it has a 1).
+      `${holder},FOB-3,1234567abcdef1234567abcdef,30,Contoso,Key 30`,
+    ].join('\r\n');
+
+    // The page, from the tenant's navigation; empty at first.
+    await tenantPage(page, tenantA, 'overview');
+    await page.click('nav a:text-is("Hardware tokens")');
+    assert.match(await page.textContent('h1') ?? '', /Hardware tokens/);
+    assert.match(await page.textContent('#oath-tokens') ?? '', /No hardware tokens/);
+    // The import: the format follows the file's name; the file goes up, the job page opens.
+    await page.click('#oath-import-link');
+    assert.match(await page.textContent('h1') ?? '', /Import hardware tokens/);
+    await page.selectOption('#oath-import select[name=format]', 'pskc');
+    await page.setInputFiles('#oath-import input[name=file]', { name: 'fobs.csv', mimeType: 'text/csv', buffer: Buffer.from(csv, 'utf8') });
+    assert.equal(await page.inputValue('#oath-import select[name=format]'), 'csv');
+    assert.equal(await page.isVisible('#oath-import input[name=password]'), false, 'no password for a CSV file');
+    await page.click('#oath-import button[type=submit]');
+    await page.waitForURL(/\/oath\/jobs\/[A-Za-z0-9_-]+$/);
+    const jobUrl = page.url();
+    // The page follows the job (its script polls the console every second) until it ends.
+    await page.waitForSelector('#oath-job[data-state="completed"]', { timeout: 60_000 });
+    await page.screenshot({ path: join(SHOTS, 'oath-job.png'), fullPage: true });
+    assert.deepEqual(
+      [await page.getAttribute('#job-progress', 'max'), await page.getAttribute('#job-progress', 'value')],
+      ['3', '3'],
+      'the progress bar is full',
+    );
+    assert.equal((await page.textContent('#job-count'))?.trim(), '3 of 3 tokens');
+    assert.deepEqual([(await page.textContent('#job-imported'))?.trim(), (await page.textContent('#job-failed'))?.trim()], ['2', '1']);
+    assert.equal(await page.locator('#job-error').count(), 0);
+    const status = await page.request.get(`${jobUrl}.json`);
+    assert.deepEqual(await status.json(), { ...(await status.json()), state: 'completed', total: 3, processed: 3, imported: 2, failed: 1, errors: true });
+    // The refused rows, as a CSV download from the imports store.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#job-errors')]);
+    const errors = readFileSync((await download.path())!, 'utf8').trim().split(/\r?\n/);
+    assert.equal(errors[0], OATH_ERRORS_CSV_HEADER);
+    assert.equal(errors.length, 2);
+    assert.match(errors[1]!, new RegExp(`^3,${holder.replace(/[.]/g, '\\.')},FOB-3,.*secret key`, 'i'));
+    const served = await page.request.get(`${jobUrl}/errors.csv`);
+    assert.equal(served.headers()['content-type'], 'text/csv; charset=utf-8');
+    assert.match(served.headers()['content-disposition'] ?? '', /^attachment; filename=".+\.csv"$/);
+    assert.ok(!(await served.text()).includes('1234567abcdef'), 'no secret in the error file');
+
+    // The inventory, filtered to the unassigned token: assigned to the user on the page.
+    await tenantPage(page, tenantA, 'oath');
+    await page.selectOption('#oath-filter select[name=state]', 'unassigned');
+    await page.click('#oath-filter button[type=submit]');
+    await page.waitForURL(/[?&]state=unassigned/);
+    assert.deepEqual(await page.locator('#oath-tokens tbody tr[data-serial]').evaluateAll((rows) => rows.map((r) => (r as unknown as { dataset: Record<string, string> }).dataset.serial)), ['FOB-2']);
+    await page.screenshot({ path: join(SHOTS, 'oath-tokens.png'), fullPage: true });
+    await page.fill('tr[data-serial="FOB-2"] form.oath-assign input[name=userId]', holder);
+    await page.click('tr[data-serial="FOB-2"] form.oath-assign button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /FOB-2 is assigned/);
+    assert.equal(await page.locator('#oath-tokens tbody tr[data-serial]').count(), 0, 'no unassigned token is left');
+    // FOB-1 came assigned from the file: a wrong code changes nothing, the code it shows activates it.
+    await tenantPage(page, tenantA, 'oath?state=assigned');
+    assert.equal(await page.locator('#oath-tokens tbody tr[data-serial]').count(), 2);
+    await page.fill('tr[data-serial="FOB-1"] form.oath-activate input[name=code]', totp(assignedSecret, Date.now()) === '000000' ? '111111' : '000000');
+    await page.click('tr[data-serial="FOB-1"] form.oath-activate button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /not the code token FOB-1 shows/);
+    await page.fill('tr[data-serial="FOB-1"] form.oath-activate input[name=code]', totp(assignedSecret, Date.now()));
+    await page.click('tr[data-serial="FOB-1"] form.oath-activate button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /FOB-1 is active/);
+    await tenantPage(page, tenantA, 'oath');
+    const row = page.locator('tr[data-serial="FOB-1"]');
+    assert.equal(await row.getAttribute('data-state'), 'active');
+    assert.match(await row.textContent() ?? '', new RegExp(`active\\s*${holder.replace(/[.]/g, '\\.')}\\s*Contoso / Key 30\\s*SHA1, 6 digits, 30 s`));
+    assert.doesNotMatch(await row.locator('td:nth-child(7)').textContent() ?? '', /—/, 'its activation time is shown');
+    const listed = (await ask(Subjects.oathTokensList, { tenantId: tenantA, limit: 50 })).items as OathTokenItem[];
+    assert.deepEqual(listed.map((t) => [t.serialNumber, t.state, t.userId]).sort(), [['FOB-1', 'active', holder], ['FOB-2', 'assigned', holder]]);
+
+    // The user's page shows both: the active one and the one waiting for its first code.
+    await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(holder)}`);
+    const hardware = page.locator('tr[data-kind="hardware"]');
+    assert.equal(await hardware.count(), 2);
+    assert.match(await page.textContent('tr[data-kind="hardware"]:has(code:text-is("FOB-1"))') ?? '', /Contoso Key 30\s*hardware, serial FOB-1\s*active/);
+    assert.match(await page.textContent('tr[data-kind="hardware"]:has(code:text-is("FOB-2"))') ?? '', /pending/);
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenantA, userId: holder })).methods, ['totp']);
+    await context.close();
+
+    // A reader sees the inventory and the job, and changes nothing.
+    const reader = await signIn('reader-a');
+    await tenantPage(reader.page, tenantA, 'oath');
+    assert.equal(await reader.page.locator('#oath-tokens tbody tr[data-serial]').count(), 2);
+    assert.equal(await reader.page.locator('#oath-tokens form, #oath-import-link').count(), 0, 'no forms, no import');
+    assert.equal((await tenantPage(reader.page, tenantA, 'oath/import'))?.status(), 403);
+    assert.equal((await reader.page.goto(jobUrl))?.status(), 200);
+    const csrf = await reader.page.inputValue('form[action="/auth/logout"] input[name=_csrf]');
+    const posted = await reader.page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/activate`, { form: { _csrf: csrf, serialNumber: 'FOB-2', code: '123456' }, maxRedirects: 0 });
+    assert.equal(posted.status(), 403);
+    await reader.context.close();
+  }, { timeout: 120_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'hardware tokens: a PSKC file of several MB uploads through the object store; without its password the job fails and says why, with it the token is imported; the password is never shown', async () => {
+    const { context, page } = await signIn('admin-a');
+    const secret = randomBytes(32);
+    const password = `pässword-${randomBytes(6).toString('hex')}`;
+    // Three MB: far beyond what one request to the API may carry (~1000 KiB).
+    const file = Buffer.from(passwordPskc('CARD-8', secret, password, 3 * 1024 * 1024), 'utf8');
+    const importIt = async (withPassword: boolean) => {
+      await tenantPage(page, tenantA, 'oath/import');
+      await page.setInputFiles('#oath-import input[name=file]', { name: 'vendor.pskc', mimeType: 'application/octet-stream', buffer: file });
+      assert.equal(await page.inputValue('#oath-import select[name=format]'), 'pskc');
+      if (withPassword) {
+        await page.fill('#oath-import input[name=password]', password);
+        await page.screenshot({ path: join(SHOTS, 'oath-import.png'), fullPage: true });
+      }
+      await page.click('#oath-import button[type=submit]');
+      await page.waitForURL(/\/oath\/jobs\/[A-Za-z0-9_-]+$/);
+      await page.waitForSelector('#oath-job[data-state="completed"], #oath-job[data-state="failed"]', { timeout: 60_000 });
+      assert.ok(!(await page.content()).includes(password), 'the password is never shown back');
+    };
+    await importIt(false);
+    assert.equal(await page.getAttribute('#oath-job', 'data-state'), 'failed');
+    assert.match(await page.textContent('#job-error') ?? '', /encrypted with a password: give password/);
+    assert.equal(await page.locator('#job-errors').count(), 0, 'no error file: no row was read');
+    await importIt(true);
+    assert.equal(await page.getAttribute('#oath-job', 'data-state'), 'completed');
+    assert.deepEqual([(await page.textContent('#job-imported'))?.trim(), (await page.textContent('#job-failed'))?.trim()], ['1', '0']);
+    await tenantPage(page, tenantA, 'oath?state=unassigned');
+    assert.match(await page.textContent('tr[data-serial="CARD-8"]') ?? '', /unassigned\s*—\s*Acme \/ Card 8\s*SHA256, 8 digits, 60 s/);
+    // A pre-shared key that is not one is refused before anything is uploaded.
+    await tenantPage(page, tenantA, 'oath/import');
+    await page.setInputFiles('#oath-import input[name=file]', { name: 'vendor.xml', mimeType: 'application/xml', buffer: Buffer.from(passwordPskc('CARD-9', secret, password), 'utf8') });
+    await page.fill('#oath-import input[name=psk]', 'not hex');
+    await page.click('#oath-import button[type=submit]');
+    assert.match(await page.textContent('#import-result.problem') ?? '', /pre-shared key must be an AES key in hex/);
+    // The API refuses what the page would not send: a password for a CSV file; the upload is dropped.
+    const csrf = await page.inputValue('form[action="/auth/logout"] input[name=_csrf]');
+    const uploaded = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/upload`, { headers: { 'Content-Type': 'application/octet-stream', 'X-CSRF-Token': csrf }, data: Buffer.from(`${OATH_CSV_HEADER}\r\n`) });
+    assert.equal(uploaded.status(), 200);
+    const { object } = (await uploaded.json()) as { object: string };
+    assert.match(object, new RegExp(`^${tenantA}/console-[0-9a-f-]{36}$`));
+    const refused = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/import`, { headers: { 'X-CSRF-Token': csrf }, form: { format: 'csv', object, password } });
+    assert.equal(refused.status(), 400);
+    assert.ok(!(await refused.text()).includes(password));
+    const again = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/import`, { headers: { 'X-CSRF-Token': csrf }, form: { format: 'csv', object } });
+    assert.equal(again.status(), 404, 'the refused upload is gone');
+    // Only this console's uploads of this tenant can be named; without the CSRF token, nothing at all.
+    const foreign = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/import`, { headers: { 'X-CSRF-Token': csrf }, form: { format: 'csv', object: `${tenantB}/console-${'0'.repeat(8)}-0000-0000-0000-${'0'.repeat(12)}` } });
+    assert.equal(foreign.status(), 400);
+    assert.equal((await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/upload`, { headers: { 'Content-Type': 'application/octet-stream' }, data: Buffer.from(OATH_CSV_HEADER) })).status(), 403);
+    await context.close();
   }, { timeout: 120_000 });
 });

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import type { IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import express from 'express';
@@ -15,6 +16,8 @@ import type { ConsoleConfig } from './config.js';
 import { SESSIONS } from './tokens.js';
 
 const require = createRequire(import.meta.url);
+/** The import page's upload of a token file (PagesController.uploadOathFile). */
+const TOKEN_FILE_UPLOAD = /^\/t\/[^/?]+\/oath\/upload(?:\?|$)/;
 /** Chart.js's own build, served from the lock file's copy: nothing is fetched from another origin. */
 const CHART_JS_DIR = dirname(require.resolve('chart.js')); // its dist/, where chart.umd.min.js is
 
@@ -28,8 +31,13 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     app.disable('x-powered-by');
     app.set('trust proxy', false);
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
-    // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413).
-    app.useBodyParser('raw', { type: 'application/octet-stream', limit: MAX_VOICE_MESSAGE_BYTES });
+    // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413). Token
+    // files for the hardware token import are not parsed here: their handler streams them on to
+    // the object store, whatever their size.
+    app.useBodyParser('raw', {
+      type: (req: IncomingMessage) => /^application\/octet-stream\b/i.test(req.headers['content-type'] ?? '') && !TOKEN_FILE_UPLOAD.test(req.url ?? ''),
+      limit: MAX_VOICE_MESSAGE_BYTES,
+    });
     const sessions = app.get<Sessions>(SESSIONS);
     const names = cookieNames(config.publicUrl.protocol === 'https:');
     app.use(securityHeaders);

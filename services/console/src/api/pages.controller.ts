@@ -17,6 +17,14 @@ import {
   type UsersGetReply,
   type UsersListReply,
   MAX_VOICE_MESSAGE_BYTES,
+  OATH_TOKEN_STATES,
+  OathImportFormat,
+  OathJobId,
+  OathTokenState,
+  type OathImportReply,
+  type OathImportStatusReply,
+  type OathTokensActivateReply,
+  type OathTokensListReply,
   VOICE_MESSAGE_TYPES,
   VoiceMessageType,
   type VoiceMessagesListReply,
@@ -42,6 +50,16 @@ const isoDate = (value: unknown) => {
   return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 };
 const cursorOf = (q: Record<string, unknown>) => (text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {});
+/**
+ * The largest token file the import page takes (streamed into MFA_IMPORTS, never held whole): room
+ * for 200,000 tokens, the import's limit, even in a verbose encrypted PSKC file (~1–2 KB a key).
+ */
+export const MAX_IMPORT_FILE_BYTES = 512 * 1024 * 1024;
+/** What the import page's script uploads to: `<tenant>/console-<uuid>`, the only objects it may name. */
+const consoleUpload = (tenantId: string, value: unknown) =>
+  typeof value === 'string' && value.startsWith(`${tenantId}/console-`) && /^[0-9a-f-]{36}$/.test(value.slice(tenantId.length + 9)) ? value : undefined;
+/** A contract error as the page scripts' JSON: its code decides the status. */
+const STATUS_OF: Record<string, number> = { invalid_request: 400, not_found: 404, conflict: 409, forbidden: 403, rate_limited: 429, unavailable: 503 };
 
 interface Page {
   req: WebRequest;
@@ -421,6 +439,187 @@ export class PagesController {
     });
   }
 
+  // ---- hardware OATH tokens ---------------------------------------------------------------------
+
+  /** The inventory: a page of the tenant's tokens (one state, or all), in the service's order. */
+  @Get('t/:tenant/oath')
+  async oathTokens(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    await this.run(p, 'oath.njk', 'oath', () => this.oathView(p, stateOf(q.state), cursorOf(q)));
+  }
+
+  private async oathView(p: Page, state: OathTokenState | undefined, cursor: { cursor?: string | undefined }): Promise<Record<string, unknown>> {
+    const reply = await this.call<OathTokensListReply>(p, Subjects.oathTokensList, { ...(state ? { state } : {}), limit: 50, ...cursor });
+    return { items: reply.items, nextCursor: reply.nextCursor, state, states: OATH_TOKEN_STATES, params: new URLSearchParams(state ? { state } : {}).toString(), paged: cursor.cursor !== undefined };
+  }
+
+  /** Gives an unassigned token to a user (who then activates it with its first code). */
+  @Post('t/:tenant/oath/assign')
+  async assignOathToken(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'oath.njk', 'oath', async () => {
+      const serialNumber = text(body.serialNumber, 64) ?? '';
+      const userId = text(body.userId) ?? '';
+      await this.call(p, Subjects.oathTokensAssign, { serialNumber, userId });
+      return { ...(await this.oathView(p, stateOf(body.filter), {})), notice: `Token ${serialNumber} is assigned to ${userId}: it becomes a sign-in method once activated with the code it shows.` };
+    });
+  }
+
+  /** Activates an assigned token with the code it shows now: from then on the user signs in with it. */
+  @Post('t/:tenant/oath/activate')
+  async activateOathToken(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    await this.run(p, 'oath.njk', 'oath', async () => {
+      const serialNumber = text(body.serialNumber, 64) ?? '';
+      const reply = await this.call<OathTokensActivateReply>(p, Subjects.oathTokensActivate, { serialNumber, code: text(body.code, 16)?.replace(/\s+/g, '') ?? '' });
+      const view = await this.oathView(p, stateOf(body.filter), {});
+      return reply.active
+        ? { ...view, notice: `Token ${serialNumber} is active: ${reply.userId} signs in with its codes.` }
+        : { ...view, problem: `That is not the code token ${serialNumber} shows now: nothing changed. Enter the code on its display (a fresh one if it just changed).` };
+    });
+  }
+
+  /** The import form (the page's script uploads the file, then starts the job). */
+  @Get('t/:tenant/oath/import')
+  oathImportPage(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): void {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    this.views.send(res, 'oath-import.njk', { ...this.chrome(req, tenant), active: 'oath', maxBytes: MAX_IMPORT_FILE_BYTES });
+  }
+
+  /**
+   * A token file from the import page's script, as the request body (the CSRF token in a header):
+   * streamed into MFA_IMPORTS as `<tenant>/console-<uuid>`, never kept in the console. Answers the
+   * object's name in JSON; the script then starts the import with it. The file holds the tokens'
+   * secrets: nothing of it is logged or echoed.
+   */
+  @Post('t/:tenant/oath/upload')
+  async uploadOathFile(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    try {
+      const declared = Number(req.headers['content-length'] ?? NaN);
+      if (declared > MAX_IMPORT_FILE_BYTES) {
+        res.setHeader('Connection', 'close');
+        res.status(413).json({ error: { code: 'invalid_request', message: `the file is larger than ${MAX_IMPORT_FILE_BYTES / (1024 * 1024)} MiB` } });
+        return;
+      }
+      if (declared === 0) throw new ContractError('invalid_request', 'choose a CSV or PSKC file');
+      const { object, size } = await this.api.putImport(tenant, req, MAX_IMPORT_FILE_BYTES);
+      if (size === 0) {
+        await this.api.deleteImport(object);
+        throw new ContractError('invalid_request', 'the file is empty');
+      }
+      res.status(200).json({ object, bytes: size });
+    } catch (error) {
+      this.jsonError(res, error, 'token file upload failed');
+    }
+  }
+
+  /**
+   * Starts the import of an uploaded file (the script's second request, a form body: the PSKC
+   * password or key travel only in it, and go only to oath.import). Answers the job page's address;
+   * a refused import deletes the upload.
+   */
+  @Post('t/:tenant/oath/import')
+  async startOathImport(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    const object = consoleUpload(tenant, body.object);
+    try {
+      if (!object) throw new ContractError('invalid_request', 'upload the file first (object: not an upload of this console)');
+      const format = OathImportFormat.safeParse(body.format);
+      if (!format.success) throw new ContractError('invalid_request', 'format: choose CSV or PSKC');
+      const password = typeof body.password === 'string' && body.password !== '' ? body.password : undefined;
+      const psk = typeof body.psk === 'string' && body.psk.trim() !== '' ? body.psk.replace(/[\s:]/g, '') : undefined;
+      const reply = await this.call<OathImportReply>(p, Subjects.oathImport, {
+        format: format.data,
+        object,
+        ...(password !== undefined ? { password } : {}),
+        ...(psk !== undefined ? { psk } : {}),
+        ...(body.replace === 'on' || body.replace === 'true' ? { replace: true } : {}),
+      });
+      res.status(200).json({ jobId: reply.jobId, location: `/t/${encodeURIComponent(tenant)}/oath/jobs/${encodeURIComponent(reply.jobId)}` });
+    } catch (error) {
+      // Refused: no job reads the upload. (Unanswered: a job may have started with it; it stays.)
+      if (object && !(error instanceof ContractError && error.code === 'unavailable')) await this.api.deleteImport(object).catch(() => undefined);
+      this.jsonError(res, error, 'token import failed');
+    }
+  }
+
+  /**
+   * An import job: its page (a progress bar the page's script refreshes while the job is queued or
+   * running), or with `.json` its state for that script.
+   */
+  @Get('t/:tenant/oath/jobs/:job')
+  async oathJob(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('job') job: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    const json = job.endsWith('.json');
+    const jobId = json ? job.slice(0, -5) : job;
+    if (json) {
+      try {
+        const status = await this.jobStatus(p, jobId);
+        res.status(200).json({
+          state: status.state,
+          total: status.total,
+          processed: status.processed,
+          imported: status.imported,
+          failed: status.failed,
+          ...(status.error ? { error: status.error } : {}),
+          errors: status.errorsObject !== undefined,
+          ...(status.finishedAt ? { finishedAt: status.finishedAt } : {}),
+        });
+      } catch (error) {
+        this.jsonError(res, error, 'import job status failed');
+      }
+      return;
+    }
+    await this.run(p, 'oath-job.njk', 'oath', async () => ({ jobId, job: await this.jobStatus(p, jobId) }));
+  }
+
+  /** The whole error file of a job (rows refused, with why), from MFA_IMPORTS, as a download. */
+  @Get('t/:tenant/oath/jobs/:job/errors.csv')
+  async oathJobErrors(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('job') jobId: string): Promise<void> {
+    const p = this.page(req, res, tenant);
+    if (!p) return;
+    try {
+      const status = await this.jobStatus(p, jobId);
+      const object = status.errorsObject;
+      const file = object && object.startsWith(`${tenant}/`) ? await this.api.importFile(object) : undefined;
+      if (!file) throw new ContractError('not_found', 'this job has no error file (no row failed, or it is older than 7 days)');
+      res.status(200).set({
+        'Content-Type': 'text/csv; charset=utf-8',
+        'Content-Length': String(file.size),
+        'Content-Disposition': `attachment; filename="oath-import-errors-${jobId}.csv"`,
+      });
+      file.body.on('error', (error) => {
+        this.log.error('error file download cut short', { error });
+        res.destroy();
+      });
+      file.body.pipe(res);
+    } catch (error) {
+      if (!(error instanceof ContractError)) this.log.error('error file download failed', { error });
+      this.views.error(res, error, { ...this.chrome(req, tenant), active: 'oath' });
+    }
+  }
+
+  private jobStatus(p: Page, jobId: string): Promise<OathImportStatusReply> {
+    if (!OathJobId.safeParse(jobId).success) return Promise.reject(new ContractError('not_found', 'unknown import job'));
+    return this.call<OathImportStatusReply>(p, Subjects.oathImportStatus, { jobId });
+  }
+
+  /** A failure answered to a page script as `{error: {code, message}}`. */
+  private jsonError(res: Response, error: unknown, what: string): void {
+    if (!(error instanceof ContractError)) this.log.error(what, { error });
+    const code = error instanceof ContractError ? error.code : 'internal';
+    if (res.headersSent) return void res.end();
+    res.status(STATUS_OF[code] ?? 500).json({ error: { code, message: error instanceof ContractError ? error.message : 'something went wrong; the console logged it' } });
+  }
+
   @Get('t/:tenant/clients')
   async clients(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
     const p = this.page(req, res, tenant, true);
@@ -458,6 +657,12 @@ export class PagesController {
       return { items: reply.items, nextCursor: reply.nextCursor };
     });
   }
+}
+
+/** A state filter of the inventory, or undefined for all. */
+function stateOf(value: unknown): OathTokenState | undefined {
+  const parsed = OathTokenState.safeParse(value);
+  return parsed.success ? parsed.data : undefined;
 }
 
 function neutralized(value: unknown): string {

@@ -13,7 +13,7 @@ export class CliError extends Error {
   }
 }
 
-type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } | string };
 
 /**
  * The public NATS API as a client sees it: NATS_URL and the NATS_* credentials like every
@@ -42,7 +42,8 @@ export class Api {
     } catch (error) {
       throw new CliError(`${subject}: no answer (${(error as Error).message}); is the stack running?`, 'unavailable');
     }
-    if (reply.error) throw new CliError(`${reply.error.code}: ${reply.error.message}`, reply.error.code);
+    // An error reply's `error` is an object; a text `error` is part of an answer (a failed import job's reason).
+    if (typeof reply.error === 'object' && reply.error !== null) throw new CliError(`${reply.error.code}: ${reply.error.message}`, reply.error.code);
     return reply as T;
   }
 
@@ -56,6 +57,33 @@ export class Api {
     } catch (error) {
       throw new CliError(`cannot put ${name} into ${bucket}: ${(error as Error).message} (the NATS user needs JetStream access to the bucket; is the stack running?)`, 'unavailable');
     }
+  }
+
+  /** Streams a file into a bucket (files of any size: never read whole into memory). */
+  async putObjectStream(bucket: string, name: string, stream: ReadableStream<Uint8Array>): Promise<void> {
+    try {
+      await (await new Objm(this.nc).open(bucket)).put({ name }, stream);
+    } catch (error) {
+      throw new CliError(`cannot put ${name} into ${bucket}: ${(error as Error).message} (the NATS user needs JetStream access to the bucket; is the stack running?)`, 'unavailable');
+    }
+  }
+
+  /** An object of a bucket as a stream, or undefined when there is none by that name. */
+  async getObject(bucket: string, name: string): Promise<ReadableStream<Uint8Array> | undefined> {
+    try {
+      const result = await (await new Objm(this.nc).open(bucket)).get(name);
+      return result && !result.info.deleted ? result.data : undefined;
+    } catch (error) {
+      throw new CliError(`cannot read ${name} from ${bucket}: ${(error as Error).message} (the NATS user needs JetStream access to the bucket; is the stack running?)`, 'unavailable');
+    }
+  }
+
+  /** Removes an object (an upload nothing will read); a failure is ignored. */
+  async deleteObject(bucket: string, name: string): Promise<void> {
+    await new Objm(this.nc)
+      .open(bucket)
+      .then((store) => store.delete(name))
+      .catch(() => undefined);
   }
 
   async close(): Promise<void> {

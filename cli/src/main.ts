@@ -1,8 +1,21 @@
 import { Command, Option } from 'commander';
 import QRCode from 'qrcode';
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { MAX_VOICE_MESSAGE_BYTES, Subjects, VoiceMessageBuckets } from '@mfa/contracts';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  IMPORTS_BUCKET,
+  MAX_IMPORT_REQUEST_BYTES,
+  MAX_VOICE_MESSAGE_BYTES,
+  OATH_TOKEN_STATES,
+  Subjects,
+  VoiceMessageBuckets,
+  type OathImportStatusReply,
+  type OathTokensActivateReply,
+  type OathTokensListReply,
+} from '@mfa/contracts';
 import { Api, CliError } from './api.js';
 import { render, type Format } from './output.js';
 
@@ -233,7 +246,7 @@ users
   .requiredOption('--yes', 'confirm: this cannot be undone')
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersDelete, { tenantId, userId }))));
 
-// ---- app passwords -----------------------------------------------------------------------------
+// ---- voice messages ----------------------------------------------------------------------------
 const voice = program.command('voice-messages').description("the tenant's own recordings of the call's messages (admin scope)");
 voice
   .command('upload <tenant> <type> <language> <file>')
@@ -263,6 +276,170 @@ voice
   .description('back to the default script for that type and language')
   .action((tenantId: string, type: string, language: string) => withApi(async (api) => print(await api.call(Subjects.voiceMessagesDelete, { tenantId, type, language }))));
 
+// ---- hardware OATH tokens ----------------------------------------------------------------------
+/** Standard input, whole (a password or key piped in: it stays out of the command line and the shell history). */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** A token file's format: as given, else from its extension. */
+export function importFormatOf(file: string, given?: string): 'csv' | 'pskc' {
+  if (given === 'csv' || given === 'pskc') return given;
+  if (/\.csv$/i.test(file)) return 'csv';
+  if (/\.(pskc|xml)$/i.test(file)) return 'pskc';
+  throw new CliError(`${file}: cannot tell the format from the name; give --format csv or --format pskc`, 'invalid_request');
+}
+
+/** The job's state as one line: how far it got. */
+const progressLine = (s: OathImportStatusReply) =>
+  s.total > 0 ? `${s.state}: ${s.processed} of ${s.total} tokens (${s.imported} imported, ${s.failed} refused)` : `${s.state}${s.state === 'queued' || s.state === 'running' ? ': reading the file' : ''}`;
+
+/** Writes a finished job's whole error file (from MFA_IMPORTS) to `file`; says so on standard error. */
+async function writeErrors(api: Api, status: OathImportStatusReply, file: string): Promise<void> {
+  if (!status.errorsObject) {
+    const ended = status.state === 'completed' || status.state === 'failed';
+    process.stderr.write(`mfa: ${ended ? 'no row was refused: no error file' : 'the job has not ended: its error file is written when it does'}; ${file} not written\n`);
+    if (!ended) process.exitCode = 1;
+    return;
+  }
+  const stream = await api.getObject(IMPORTS_BUCKET, status.errorsObject);
+  if (!stream) throw new CliError(`the error file ${status.errorsObject} is gone (kept 7 days)`, 'not_found');
+  await pipeline(Readable.fromWeb(stream as Parameters<typeof Readable.fromWeb>[0]), createWriteStream(file)).catch((error: Error) => {
+    throw new CliError(`cannot write ${file}: ${error.message}`, 'unavailable');
+  });
+  process.stderr.write(`mfa: ${status.failed} refused row(s) written to ${file}\n`);
+}
+
+/** Polls the job until it ends, showing its progress on standard error. */
+async function follow(api: Api, tenantId: string, jobId: string): Promise<OathImportStatusReply> {
+  const tty = process.stderr.isTTY === true;
+  let last = '';
+  for (;;) {
+    const status = await api.call<OathImportStatusReply>(Subjects.oathImportStatus, { tenantId, jobId });
+    const line = progressLine(status);
+    const ended = status.state === 'completed' || status.state === 'failed';
+    if (line !== last) process.stderr.write(tty ? `\r\x1b[K${line}${ended ? '\n' : ''}` : `${line}\n`);
+    else if (ended && tty) process.stderr.write('\n');
+    last = line;
+    if (ended) return status;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+const oath = program.command('oath').description("hardware OATH tokens: import a vendor's file (CSV or PSKC), the inventory, assignment and activation (admin scope)");
+oath
+  .command('import <tenant> <file>')
+  .description(
+    "import a vendor's file of TOTP tokens as a background job and print its id; a file larger than one request carries (~1000 KiB) goes through the MFA_IMPORTS object store",
+  )
+  .addOption(new Option('--format <format>', 'the file\'s format (default: from its extension: .csv, or .pskc and .xml)').choices(['csv', 'pskc']))
+  .option('--password-stdin', "read an encrypted PSKC file's password from standard input (or set MFA_PSKC_PASSWORD)")
+  .option('--psk-hex-stdin', "read an encrypted PSKC file's pre-shared AES key, in hex, from standard input (or set MFA_PSKC_PSK)")
+  .option('--replace', 'a serial number already in the inventory gets the new token (whoever held the old one loses it); without it such rows are refused')
+  .option('--wait', 'follow the job to its end, its progress on standard error, then print its status; exit code 1 if the job failed or any row was refused')
+  .option('--errors <file>', 'with --wait: write the rows the job refused, as CSV, to this file')
+  .action((tenantId: string, file: string, o: { format?: string; passwordStdin?: boolean; pskHexStdin?: boolean; replace?: boolean; wait?: boolean; errors?: string }) =>
+    withApi(async (api) => {
+      const format = importFormatOf(file, o.format);
+      if (o.errors && !o.wait) throw new CliError('--errors needs --wait (or use `mfa oath status <tenant> <jobId> --errors <file>` later)', 'invalid_request');
+      if (o.passwordStdin && o.pskHexStdin) throw new CliError('give --password-stdin or --psk-hex-stdin, not both', 'invalid_request');
+      // Secrets come from standard input or the environment, never from the command line.
+      const password = o.passwordStdin ? (await readStdin()).replace(/\r?\n$/, '') : o.pskHexStdin ? undefined : process.env.MFA_PSKC_PASSWORD || undefined;
+      const psk = o.pskHexStdin ? (await readStdin()).replace(/[\s:]/g, '') : o.passwordStdin ? undefined : process.env.MFA_PSKC_PSK?.replace(/[\s:]/g, '') || undefined;
+      if (password !== undefined && psk !== undefined) throw new CliError('MFA_PSKC_PASSWORD and MFA_PSKC_PSK are both set: give the password or the key, not both', 'invalid_request');
+      if ((password !== undefined || psk !== undefined) && format !== 'pskc') throw new CliError('a password or pre-shared key is only for PSKC files', 'invalid_request');
+      const size = await stat(file).then(
+        (s) => s.size,
+        (error: Error) => {
+          throw new CliError(`cannot read ${file}: ${error.message}`, 'invalid_request');
+        },
+      );
+      if (size === 0) throw new CliError(`${file} is empty`, 'invalid_request');
+      const options = { tenantId, format, ...(password !== undefined ? { password } : {}), ...(psk !== undefined ? { psk } : {}), ...(o.replace ? { replace: true } : {}) };
+      // Inline when the whole request fits (text as it is, other bytes as base64); else through the object store.
+      let inline: Record<string, unknown> | undefined;
+      if (size <= MAX_IMPORT_REQUEST_BYTES) {
+        const bytes = await readFile(file);
+        let content: Record<string, unknown>;
+        try {
+          content = { content: new TextDecoder('utf-8', { fatal: true }).decode(bytes) };
+        } catch {
+          content = { content: bytes.toString('base64'), encoding: 'base64' };
+        }
+        const body = { ...options, ...content };
+        if (Buffer.byteLength(JSON.stringify(body), 'utf8') <= MAX_IMPORT_REQUEST_BYTES) inline = body;
+      }
+      let object: string | undefined;
+      if (!inline) {
+        object = `${tenantId}/cli-${randomUUID()}`;
+        await api.putObjectStream(IMPORTS_BUCKET, object, Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>);
+      }
+      let jobId: string;
+      try {
+        jobId = (await api.call<{ jobId: string }>(Subjects.oathImport, inline ?? { ...options, object })).jobId;
+      } catch (error) {
+        // Refused: nothing will read the upload.
+        if (object && error instanceof CliError && error.code !== 'unavailable') await api.deleteObject(IMPORTS_BUCKET, object);
+        throw error;
+      }
+      if (!o.wait) return print({ jobId });
+      const status = await follow(api, tenantId, jobId);
+      const { errorsCsv: _csv, errorsTruncated: _truncated, ...summary } = status;
+      print(summary);
+      if (status.state === 'failed') process.stderr.write(`mfa: the import failed: ${status.error ?? 'no reason given'}\n`);
+      if (o.errors) await writeErrors(api, status, o.errors);
+      else if (status.failed > 0) process.stderr.write(`mfa: ${status.failed} row(s) refused; \`mfa oath status ${tenantId} ${jobId} --errors errors.csv\` writes them with why\n`);
+      if (status.state === 'failed' || status.failed > 0) process.exitCode = 1;
+    }),
+  );
+oath
+  .command('status <tenant> <jobId>')
+  .description("an import job's state and counts; --errors writes its whole error file (row, user, serial, failure reason)")
+  .option('--errors <file>', 'write the rows the job refused, as CSV, to this file (once the job has ended)')
+  .action((tenantId: string, jobId: string, o: { errors?: string }) =>
+    withApi(async (api) => {
+      const status = await api.call<OathImportStatusReply>(Subjects.oathImportStatus, { tenantId, jobId });
+      if (!o.errors) return print(status);
+      const { errorsCsv: _csv, errorsTruncated: _truncated, ...summary } = status;
+      print(summary);
+      await writeErrors(api, status, o.errors);
+    }),
+  );
+const oathTokens = oath.command('tokens').description("the tenant's hardware tokens: list, assign to a user, activate");
+oathTokens
+  .command('list <tenant>')
+  .description('the inventory, a page at a time (the next page\'s --cursor is printed on standard error)')
+  .addOption(new Option('--state <state>', 'only tokens in this state').choices([...OATH_TOKEN_STATES]))
+  .option('--limit <n>', 'tokens per page (1–500)', '50')
+  .option('--cursor <cursor>', 'the page after the one that printed it')
+  .action((tenantId: string, o: { state?: string; limit: string; cursor?: string }) =>
+    withApi(async (api, g) => {
+      const reply = await api.call<OathTokensListReply>(Subjects.oathTokensList, { tenantId, limit: Number(o.limit) || 50, ...(o.state ? { state: o.state } : {}), ...(o.cursor ? { cursor: o.cursor } : {}) });
+      process.stdout.write(render(reply.items, ['serialNumber', 'state', 'userId', 'manufacturer', 'model', 'algorithm', 'digits', 'period', 'importedAt', 'activatedAt'], g.format));
+      if (reply.nextCursor) process.stderr.write(`more: --cursor ${reply.nextCursor}\n`);
+    }),
+  );
+oathTokens
+  .command('assign <tenant> <serial> <user>')
+  .description('give an unassigned token to a user; it becomes a sign-in method once activated')
+  .action((tenantId: string, serialNumber: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.oathTokensAssign, { tenantId, serialNumber, userId }))));
+oathTokens
+  .command('activate <tenant> <serial> <code>')
+  .description('activate an assigned token with the code it shows now; exit code 1 when the code is not right')
+  .action((tenantId: string, serialNumber: string, code: string) =>
+    withApi(async (api) => {
+      const reply = await api.call<OathTokensActivateReply>(Subjects.oathTokensActivate, { tenantId, serialNumber, code });
+      print(reply);
+      if (!reply.active) {
+        process.stderr.write(`mfa: not the code ${serialNumber} shows now; nothing changed\n`);
+        process.exitCode = 1;
+      }
+    }),
+  );
+
+// ---- app passwords -----------------------------------------------------------------------------
 const appPasswords = program.command('apppasswords').description('app passwords of legacy clients (the tenant\'s appPasswords.allowed)');
 appPasswords
   .command('create <tenant> <user>')

@@ -1,19 +1,40 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { Subjects } from '@mfa/contracts';
+import { MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
-import { base32Decode, totp } from '@mfa/crypto';
+import { base32Decode, base32Encode, totp } from '@mfa/crypto';
 import { eventually, itWith, repoRoot, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 const run = promisify(execFile);
 const MFA = join(repoRoot, 'cli', 'bin', 'mfa.js');
+
+/** A PSKC file (RFC 6030 §6.1) of one TOTP key encrypted with a pre-shared AES-128 key (CBC, the IV first). */
+function pskPskc(serial: string, secret: Buffer, psk: Buffer): string {
+  const iv = randomBytes(16);
+  const cipher = createCipheriv('aes-128-cbc', psk, iv);
+  const value = Buffer.concat([iv, cipher.update(secret), cipher.final()]).toString('base64');
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<pskc:KeyContainer Version="1.0" xmlns:pskc="urn:ietf:params:xml:ns:keyprov:pskc" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:xenc="http://www.w3.org/2001/04/xmlenc#">
+  <pskc:EncryptionKey><ds:KeyName>Pre-shared-key</ds:KeyName></pskc:EncryptionKey>
+  <pskc:KeyPackage>
+    <pskc:DeviceInfo><pskc:Manufacturer>Acme</pskc:Manufacturer><pskc:SerialNo>${serial}</pskc:SerialNo></pskc:DeviceInfo>
+    <pskc:Key Id="${serial}" Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:totp">
+      <pskc:AlgorithmParameters><pskc:ResponseFormat Length="6" Encoding="DECIMAL"/></pskc:AlgorithmParameters>
+      <pskc:Data>
+        <pskc:Secret><pskc:EncryptedValue><xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/><xenc:CipherData><xenc:CipherValue>${value}</xenc:CipherValue></xenc:CipherData></pskc:EncryptedValue></pskc:Secret>
+      </pskc:Data>
+    </pskc:Key>
+  </pskc:KeyPackage>
+</pskc:KeyContainer>
+`;
+}
 
 /** `npx mfa …` against the whole stack with API keys on, as an operator and as an IdP would use it. */
 describe('the mfa command line', () => {
@@ -23,9 +44,11 @@ describe('the mfa command line', () => {
   let nc: NatsConnection;
 
   /** Runs the CLI; resolves with its exit code and output (never rejects on a non-zero exit). */
-  async function mfa(args: string[], apiKey = platformKey, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  async function mfa(args: string[], apiKey = platformKey, env: Record<string, string> = {}, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
     try {
-      const { stdout, stderr } = await run(process.execPath, [MFA, ...args], { env: { ...process.env, NATS_URL: testEnv.natsUrl, MFA_API_KEY: apiKey, ...env }, timeout: 30_000 });
+      const running = run(process.execPath, [MFA, ...args], { env: { ...process.env, NATS_URL: testEnv.natsUrl, MFA_API_KEY: apiKey, ...env }, timeout: 60_000 });
+      if (input !== undefined) running.child.stdin?.end(input);
+      const { stdout, stderr } = await running;
       return { code: 0, stdout, stderr };
     } catch (error) {
       const e = error as { code?: number; stdout?: string; stderr?: string };
@@ -61,7 +84,7 @@ describe('the mfa command line', () => {
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'has --help on every command', async () => {
     const top = await mfa(['--help']);
     assert.equal(top.code, 0);
-    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports', 'voice-messages']) {
+    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports', 'voice-messages', 'oath']) {
       assert.match(top.stdout, new RegExp(`\\b${group}\\b`));
       const help = await mfa([group, '--help']);
       assert.equal(help.code, 0, group);
@@ -178,4 +201,76 @@ describe('the mfa command line', () => {
     assert.equal((noServer as { code: number }).code, 1);
     assert.match((noServer as { stderr: string }).stderr, /cannot connect to NATS/);
   });
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'hardware tokens: imports a file too large for one request through the object store and follows the job, writes the refused rows, lists, assigns and activates; a PSKC key comes from standard input', async () => {
+    const tenant = uniqueTenant('cli-oath');
+    await json(['tenants', 'configure', tenant]);
+    const holder = uniqueUser('fob');
+    await json(['users', 'register', tenant, holder]);
+    const [keyed, spare] = [randomBytes(20), randomBytes(20)];
+    const folder = mkdtempSync(join(tmpdir(), 'mfa-cli-oath-'));
+    // Three rows, then blank lines (the parser skips them) past what one request may carry.
+    const csv = `${[
+      OATH_CSV_HEADER,
+      `${holder},CLI-1,${base32Encode(keyed)},30,Contoso,Key`,
+      `,CLI-2,${base32Encode(spare)},60,Contoso,Card`,
+      `${holder},CLI-3,1234567abcdef1234567abcdef,30,Contoso,Key`,
+    ].join('\r\n')}${'\r\n'.repeat(600_000)}`;
+    assert.ok(csv.length > MAX_IMPORT_REQUEST_BYTES);
+    writeFileSync(join(folder, 'tokens.csv'), csv);
+    const importErrors = join(folder, 'import-errors.csv');
+    const imported = await mfa(['oath', 'import', tenant, join(folder, 'tokens.csv'), '--wait', '--errors', importErrors]);
+    assert.equal(imported.code, 1, `a refused row is exit code 1: ${imported.stderr}`);
+    const status = JSON.parse(imported.stdout) as Record<string, unknown>;
+    assert.deepEqual([status.state, status.format, status.total, status.processed, status.imported, status.failed], ['completed', 'csv', 3, 3, 2, 1]);
+    assert.equal(status.errorsCsv, undefined, 'the summary leaves the rows to --errors');
+    assert.match(imported.stderr, /^completed: 3 of 3 tokens \(2 imported, 1 refused\)$/m);
+    assert.match(imported.stderr, /1 refused row\(s\) written to .*import-errors\.csv/);
+    // The whole error file, from the object store (as the import wrote it too).
+    const errorsFile = join(folder, 'errors.csv');
+    const written = await mfa(['oath', 'status', tenant, String(status.jobId), '--errors', errorsFile]);
+    assert.equal(written.code, 0, written.stderr);
+    const errors = readFileSync(errorsFile, 'utf8').trim().split(/\r?\n/);
+    assert.equal(errors[0], OATH_ERRORS_CSV_HEADER);
+    assert.match(errors[1]!, /^3,[^,]+,CLI-3,.*secret key/i);
+    assert.equal(errors.length, 2);
+    assert.equal(readFileSync(importErrors, 'utf8'), readFileSync(errorsFile, 'utf8'));
+    assert.equal((JSON.parse((await mfa(['oath', 'status', tenant, String(status.jobId)])).stdout) as Record<string, unknown>).errorsObject, status.errorsObject);
+
+    // The inventory: the unassigned one, assigned to the user; the other activated with the code it shows.
+    const unassigned = await mfa(['oath', 'tokens', 'list', tenant, '--state', 'unassigned']);
+    assert.match(unassigned.stdout, /^serialNumber\s+state\s+userId\s+manufacturer\s+model\s+algorithm\s+digits\s+period\s+importedAt\s+activatedAt$/m);
+    assert.match(unassigned.stdout, /^CLI-2\s+unassigned\s+Contoso\s+Card\s+SHA1\s+6\s+60\s+\d{4}-/m);
+    assert.equal(unassigned.stdout.trim().split('\n').length, 3);
+    const assigned = await json(['oath', 'tokens', 'assign', tenant, 'CLI-2', holder]);
+    assert.deepEqual([assigned.serialNumber, assigned.state, assigned.userId], ['CLI-2', 'assigned', holder]);
+    const wrong = await mfa(['oath', 'tokens', 'activate', tenant, 'CLI-1', totp(keyed, Date.now()) === '000000' ? '111111' : '000000']);
+    assert.deepEqual([wrong.code, (JSON.parse(wrong.stdout) as Record<string, unknown>).active], [1, false]);
+    assert.equal((await json(['oath', 'tokens', 'activate', tenant, 'CLI-1', totp(keyed, Date.now())])).active, true);
+    const all = JSON.parse((await mfa(['--format', 'json', 'oath', 'tokens', 'list', tenant])).stdout) as OathTokenItem[];
+    assert.deepEqual(all.map((t) => [t.serialNumber, t.state, t.userId]).sort(), [['CLI-1', 'active', holder], ['CLI-2', 'assigned', holder]]);
+    // A page at a time: the next page's cursor on standard error.
+    const first = await mfa(['--format', 'json', 'oath', 'tokens', 'list', tenant, '--limit', '1']);
+    const cursor = /^more: --cursor (\S+)$/m.exec(first.stderr)?.[1];
+    assert.ok(cursor, first.stderr);
+    const second = await mfa(['--format', 'json', 'oath', 'tokens', 'list', tenant, '--limit', '1', '--cursor', cursor]);
+    assert.deepEqual([...(JSON.parse(first.stdout) as OathTokenItem[]), ...(JSON.parse(second.stdout) as OathTokenItem[])].map((t) => t.serialNumber).sort(), ['CLI-1', 'CLI-2']);
+    assert.doesNotMatch(second.stderr, /more:/);
+
+    // An encrypted PSKC file (small: inline): without its key the job fails and says why; the key from standard input.
+    const psk = randomBytes(16);
+    writeFileSync(join(folder, 'vendor.xml'), pskPskc('CLI-P', randomBytes(20), psk));
+    const keyless = await mfa(['oath', 'import', tenant, join(folder, 'vendor.xml'), '--wait']);
+    assert.equal(keyless.code, 1);
+    assert.equal((JSON.parse(keyless.stdout) as Record<string, unknown>).state, 'failed');
+    assert.match(keyless.stderr, /the import failed: the file's keys are encrypted with a pre-shared key/);
+    assert.match((await mfa(['oath', 'status', tenant, String((JSON.parse(keyless.stdout) as Record<string, unknown>).jobId), '--errors', join(folder, 'none.csv')])).stderr, /no row was refused: no error file/);
+    const keyedImport = await mfa(['oath', 'import', tenant, join(folder, 'vendor.xml'), '--psk-hex-stdin', '--wait'], platformKey, {}, `${psk.toString('hex')}\n`);
+    assert.equal(keyedImport.code, 0, keyedImport.stderr);
+    assert.deepEqual((({ state, format, imported, failed }) => [state, format, imported, failed])(JSON.parse(keyedImport.stdout) as Record<string, unknown>), ['completed', 'pskc', 1, 0]);
+    assert.ok(!`${keyedImport.stdout}${keyedImport.stderr}`.includes(psk.toString('hex')), 'the key is never printed');
+    // Refused before anything is sent: a format the name does not tell, a key for a CSV file.
+    assert.match((await mfa(['oath', 'import', tenant, join(folder, 'errors.txt')])).stderr, /give --format csv or --format pskc/);
+    assert.match((await mfa(['oath', 'import', tenant, join(folder, 'tokens.csv')], platformKey, { MFA_PSKC_PASSWORD: 'secret' })).stderr, /only for PSKC files/);
+    assert.match((await mfa(['oath', 'tokens', 'list', tenant], (await json(['clients', 'create', tenant, '--name', 'idp', '--scopes', 'challenges,users'])).apiKey as string)).stderr, /forbidden/, 'hardware tokens are admin');
+  }, { timeout: 120_000 });
 });

@@ -17,6 +17,8 @@ export const IMPORT_RETENTION_SECONDS = 7 * 24 * 3600;
  * object store.
  */
 export const MAX_IMPORT_REQUEST_BYTES = 1000 * 1024;
+/** Largest file an import takes through the object store (200,000 PSKC key packages fit with room to spare). */
+export const MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024;
 /** The CSV header a file must start with (the seeds'); manufacturer and model may be left out. */
 export const OATH_CSV_HEADER = 'upn,serial number,secret key,time interval,manufacturer,model';
 /** The error file's header: field names differ from the upload's on purpose (the seeds), so it cannot be re-imported by mistake. */

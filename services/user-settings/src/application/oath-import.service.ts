@@ -4,6 +4,7 @@ import { stringify } from 'csv-stringify/sync';
 import {
   ContractError,
   invalidRequest,
+  MAX_IMPORT_FILE_BYTES,
   MAX_INLINE_ERRORS_BYTES,
   notFound,
   OATH_ERRORS_CSV_HEADER,
@@ -97,6 +98,7 @@ export class OathImportService {
     } else {
       const size = await this.infra(() => this.options.jobs.size(request.object!));
       if (size === undefined) throw notFound(`object: no ${request.object} in the imports bucket`);
+      if (size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
       source = { object: request.object!, sealed: false };
     }
     const keys: PskcKeys = { ...(request.password ? { password: request.password } : {}), ...(request.psk ? { psk: request.psk } : {}) };

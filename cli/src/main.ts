@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   IMPORTS_BUCKET,
+  MAX_IMPORT_FILE_BYTES,
   MAX_IMPORT_REQUEST_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
   OATH_TOKEN_STATES,
@@ -357,6 +358,7 @@ oath
         },
       );
       if (size === 0) throw new CliError(`${file} is empty`, 'invalid_request');
+      if (size > MAX_IMPORT_FILE_BYTES) throw new CliError(`${file} is larger than ${MAX_IMPORT_FILE_BYTES / (1024 * 1024)} MiB: split it`, 'invalid_request');
       const options = { tenantId, format, ...(password !== undefined ? { password } : {}), ...(psk !== undefined ? { psk } : {}), ...(o.replace ? { replace: true } : {}) };
       // Inline when the whole request fits (text as it is, other bytes as base64); else through the object store.
       let inline: Record<string, unknown> | undefined;

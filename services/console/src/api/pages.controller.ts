@@ -16,6 +16,7 @@ import {
   type UsageQueryReply,
   type UsersGetReply,
   type UsersListReply,
+  MAX_IMPORT_FILE_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
   OATH_TOKEN_STATES,
   OathImportFormat,
@@ -50,11 +51,6 @@ const isoDate = (value: unknown) => {
   return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 };
 const cursorOf = (q: Record<string, unknown>) => (text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {});
-/**
- * The largest token file the import page takes (streamed into MFA_IMPORTS, never held whole): room
- * for 200,000 tokens, the import's limit, even in a verbose encrypted PSKC file (~1–2 KB a key).
- */
-export const MAX_IMPORT_FILE_BYTES = 512 * 1024 * 1024;
 /** What the import page's script uploads to: `<tenant>/console-<uuid>`, the only objects it may name. */
 const consoleUpload = (tenantId: string, value: unknown) =>
   typeof value === 'string' && value.startsWith(`${tenantId}/console-`) && /^[0-9a-f-]{36}$/.test(value.slice(tenantId.length + 9)) ? value : undefined;

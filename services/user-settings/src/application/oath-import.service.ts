@@ -84,7 +84,8 @@ export class OathImportService {
   async request(request: OathImportRequest, now: Date, clientId?: string): Promise<OathImportReply> {
     const { tenantId } = request;
     await this.options.requireTenant(tenantId, now);
-    const jobId = randomBytes(12).toString('base64url');
+    // Hex: never a leading '-' that a command line would take for an option.
+    const jobId = randomBytes(12).toString('hex');
     const objects = jobObjects(tenantId, jobId);
     let source: ImportJob['source'];
     if (request.content !== undefined) {

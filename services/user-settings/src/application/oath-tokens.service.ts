@@ -107,11 +107,12 @@ export class OathTokensService {
         ...(parsed.manufacturer ? { manufacturer: parsed.manufacturer } : {}),
         ...(parsed.model ? { model: parsed.model } : {}),
       };
-      const before = await this.executeToken(tenantId, serialNumber, now, () => []);
-      const previous = before.state;
-      // Replacing a token someone holds: they lose the old one first (its secret is no longer good).
-      if (job.replace && previous.exists && previous.jobId !== job.jobId && previous.userId !== undefined && previous.tokenId !== undefined) {
-        await this.options.users.takeHardwareToken(tenantId, previous.userId, previous.tokenId, now);
+      if (job.replace) {
+        // Replacing a token someone holds: they lose the old one first (its secret is no longer good).
+        const previous = (await this.executeToken(tenantId, serialNumber, now, () => [])).state;
+        if (previous.exists && previous.jobId !== job.jobId && previous.userId !== undefined && previous.tokenId !== undefined) {
+          await this.options.users.takeHardwareToken(tenantId, previous.userId, previous.tokenId, now);
+        }
       }
       await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'ImportToken', data: { token: fresh, jobId: job.jobId, replace: job.replace } }, state, now));
     } catch (error) {
@@ -120,7 +121,8 @@ export class OathTokensService {
     }
     if (userId === undefined) return { imported: true };
     try {
-      await this.assignToUser(tenantId, serialNumber, userId, now);
+      // The user's room was checked just before (the user's decider checks it again when giving).
+      await this.assignToUser(tenantId, serialNumber, userId, now, { checked: true });
       return { imported: true };
     } catch (error) {
       if (error instanceof ContractError && error.code !== 'unavailable') {
@@ -142,16 +144,28 @@ export class OathTokensService {
     await this.executeToken(tenantId, serialNumber, now, () => [], true);
   }
 
-  private async assignToUser(tenantId: string, serialNumber: string, userId: string, now: Date): Promise<OathTokenState> {
-    const current = await this.executeToken(tenantId, serialNumber, now, () => []);
-    const { tokenId, userId: holder } = current.state;
-    if (!current.state.exists || tokenId === undefined) throw notFound('unknown serial number');
-    await this.options.users.checkCanTakeToken(tenantId, userId, tokenId, now);
-    // The inventory may name a holder who lost the token in a step that did not finish: the
-    // holder's own record decides.
-    const takeOver = holder !== undefined && holder !== userId && !(await this.options.users.holdsToken(tenantId, holder, tokenId, now));
-    const claimed = await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'AssignToken', data: { userId, takeOver } }, state, now));
-    if (claimed.state.tokenId !== tokenId) throw conflict('the token was replaced meanwhile; try again');
+  private async assignToUser(tenantId: string, serialNumber: string, userId: string, now: Date, options: { checked?: boolean } = {}): Promise<OathTokenState> {
+    let expected: string | undefined;
+    if (!options.checked) {
+      const current = await this.executeToken(tenantId, serialNumber, now, () => []);
+      if (!current.state.exists || current.state.tokenId === undefined) throw notFound('unknown serial number');
+      expected = current.state.tokenId;
+      await this.options.users.checkCanTakeToken(tenantId, userId, expected, now);
+    }
+    // Claimed at once when free; when the inventory names another holder, that holder's own record
+    // decides (a step that did not finish may have left the name behind).
+    let heldBy: string | undefined;
+    let claimed = await this.executeToken(tenantId, serialNumber, now, (state) => {
+      heldBy = state.userId !== undefined && state.userId !== userId ? state.userId : undefined;
+      return heldBy !== undefined ? [] : decide({ type: 'AssignToken', data: { userId } }, state, now);
+    });
+    if (heldBy !== undefined) {
+      const holder = heldBy;
+      if (await this.options.users.holdsToken(tenantId, holder, claimed.state.tokenId!, now)) throw conflict('the token is assigned to another user; delete it from that user first');
+      claimed = await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'AssignToken', data: { userId, takeOver: state.userId === holder } }, state, now));
+    }
+    const tokenId = claimed.state.tokenId!;
+    if (expected !== undefined && tokenId !== expected) throw conflict('the token was replaced meanwhile; try again');
     try {
       await this.options.users.giveHardwareToken(tenantId, userId, importedOf(claimed.state), now);
     } catch (error) {

@@ -344,7 +344,7 @@ oath
   .action((tenantId: string, file: string, o: { format?: string; passwordStdin?: boolean; pskHexStdin?: boolean; replace?: boolean; wait?: boolean; errors?: string }) =>
     withApi(async (api) => {
       const format = importFormatOf(file, o.format);
-      if (o.errors && !o.wait) throw new CliError('--errors needs --wait (or later: `mfa oath status --errors <file> <tenant> -- <jobId>`)', 'invalid_request');
+      if (o.errors && !o.wait) throw new CliError('--errors needs --wait (or later: `mfa oath status <tenant> <jobId> --errors <file>`)', 'invalid_request');
       if (o.passwordStdin && o.pskHexStdin) throw new CliError('give --password-stdin or --psk-hex-stdin, not both', 'invalid_request');
       // Secrets come from standard input or the environment, never from the command line.
       const password = o.passwordStdin ? (await readStdin()).replace(/\r?\n$/, '') : o.pskHexStdin ? undefined : process.env.MFA_PSKC_PASSWORD || undefined;
@@ -392,13 +392,13 @@ oath
       print(summary);
       if (status.state === 'failed') process.stderr.write(`mfa: the import failed: ${status.error ?? 'no reason given'}\n`);
       if (o.errors) await writeErrors(api, status, o.errors);
-      else if (status.failed > 0) process.stderr.write(`mfa: ${status.failed} row(s) refused; \`mfa oath status --errors errors.csv ${tenantId} -- ${jobId}\` writes them with why\n`);
+      else if (status.failed > 0) process.stderr.write(`mfa: ${status.failed} row(s) refused; \`mfa oath status ${tenantId} ${jobId} --errors errors.csv\` writes them with why\n`);
       if (status.state === 'failed' || status.failed > 0) process.exitCode = 1;
     }),
   );
 oath
   .command('status <tenant> <jobId>')
-  .description("an import job's state and counts; --errors writes its whole error file (row, user, serial, failure reason). A job id may start with -: put -- before it")
+  .description("an import job's state and counts; --errors writes its whole error file (row, user, serial, failure reason)")
   .option('--errors <file>', 'write the rows the job refused, as CSV, to this file (once the job has ended)')
   .action((tenantId: string, jobId: string, o: { errors?: string }) =>
     withApi(async (api) => {

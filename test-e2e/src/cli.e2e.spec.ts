@@ -227,14 +227,14 @@ describe('the mfa command line', () => {
     assert.match(imported.stderr, /1 refused row\(s\) written to .*import-errors\.csv/);
     // The whole error file, from the object store (as the import wrote it too).
     const errorsFile = join(folder, 'errors.csv');
-    const written = await mfa(['oath', 'status', '--errors', errorsFile, tenant, '--', String(status.jobId)]);
+    const written = await mfa(['oath', 'status', tenant, String(status.jobId), '--errors', errorsFile]);
     assert.equal(written.code, 0, written.stderr);
     const errors = readFileSync(errorsFile, 'utf8').trim().split(/\r?\n/);
     assert.equal(errors[0], OATH_ERRORS_CSV_HEADER);
     assert.match(errors[1]!, /^3,[^,]+,CLI-3,.*secret key/i);
     assert.equal(errors.length, 2);
     assert.equal(readFileSync(importErrors, 'utf8'), readFileSync(errorsFile, 'utf8'));
-    assert.equal((JSON.parse((await mfa(['oath', 'status', tenant, '--', String(status.jobId)])).stdout) as Record<string, unknown>).errorsObject, status.errorsObject);
+    assert.equal((JSON.parse((await mfa(['oath', 'status', tenant, String(status.jobId)])).stdout) as Record<string, unknown>).errorsObject, status.errorsObject);
 
     // The inventory: the unassigned one, assigned to the user; the other activated with the code it shows.
     const unassigned = await mfa(['oath', 'tokens', 'list', tenant, '--state', 'unassigned']);
@@ -263,7 +263,7 @@ describe('the mfa command line', () => {
     assert.equal(keyless.code, 1);
     assert.equal((JSON.parse(keyless.stdout) as Record<string, unknown>).state, 'failed');
     assert.match(keyless.stderr, /the import failed: the file's keys are encrypted with a pre-shared key/);
-    assert.match((await mfa(['oath', 'status', '--errors', join(folder, 'none.csv'), tenant, '--', String((JSON.parse(keyless.stdout) as Record<string, unknown>).jobId)])).stderr, /no row was refused: no error file/);
+    assert.match((await mfa(['oath', 'status', tenant, String((JSON.parse(keyless.stdout) as Record<string, unknown>).jobId), '--errors', join(folder, 'none.csv')])).stderr, /no row was refused: no error file/);
     const keyedImport = await mfa(['oath', 'import', tenant, join(folder, 'vendor.xml'), '--psk-hex-stdin', '--wait'], platformKey, {}, `${psk.toString('hex')}\n`);
     assert.equal(keyedImport.code, 0, keyedImport.stderr);
     assert.deepEqual((({ state, format, imported, failed }) => [state, format, imported, failed])(JSON.parse(keyedImport.stdout) as Record<string, unknown>), ['completed', 'pskc', 1, 0]);

@@ -33,7 +33,7 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
     // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413). Token
     // files for the hardware token import are not parsed here: their handler streams them on to
-    // the object store, whatever their size.
+    // the object store (up to MAX_IMPORT_FILE_BYTES, counted as they arrive).
     app.useBodyParser('raw', {
       type: (req: IncomingMessage) => /^application\/octet-stream\b/i.test(req.headers['content-type'] ?? '') && !TOKEN_FILE_UPLOAD.test(req.url ?? ''),
       limit: MAX_VOICE_MESSAGE_BYTES,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MAX_CSV_LINE_BYTES, parseCsv, quotingProblem } from './csv.js';
-import { ImportFileError, type ParsedRow, type ParsedToken, type RejectedRow } from './types.js';
+import { ImportFileError, MAX_IMPORT_TOKENS, type ParsedRow, type ParsedToken, type RejectedRow } from './types.js';
 
 const HEADER = 'upn,serial number,secret key,time interval,manufacturer,model';
 /** "12345678901234567890" (RFC 4226's test secret) in Base32. */
@@ -205,6 +205,22 @@ describe('CSV seed file', () => {
       rows.map((r) => (r.ok ? r.token.row : -r.rejected.row)),
       [-1, -2, -3, -4, -5, -6, 7],
     );
+  });
+
+  it(`fails a file of more than ${MAX_IMPORT_TOKENS} rows`, async () => {
+    async function* many(count: number): AsyncGenerator<Buffer> {
+      yield Buffer.from(`${HEADER}\n`);
+      const block = Buffer.from(',,,,,\n'.repeat(1000));
+      for (let i = 0; i < count / 1000; i++) yield block;
+    }
+    let rows = 0;
+    await assert.rejects(
+      async () => {
+        for await (const _ of parseCsv(many(MAX_IMPORT_TOKENS + 1000))) rows++;
+      },
+      (error: unknown) => error instanceof ImportFileError && /more than 200000 rows/.test(error.message),
+    );
+    assert.equal(rows, MAX_IMPORT_TOKENS);
   });
 
   it('checks quoting exactly as RFC 4180 has it', () => {

@@ -173,6 +173,16 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         return { tenantId, userId: userA, deviceId: 'device' };
       case Subjects.voiceMessagesDelete:
         return { tenantId, type: 'greetingStandard', language: 'en' };
+      case Subjects.oathImport:
+        return { tenantId, format: 'csv', content: `upn,serial number,secret key,time interval,manufacturer,model\n${userA},M-1,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30,Acme,K1\n` };
+      case Subjects.oathImportStatus:
+        return { tenantId, jobId: 'job' };
+      case Subjects.oathTokensList:
+        return { tenantId };
+      case Subjects.oathTokensAssign:
+        return { tenantId, serialNumber: 'M-1', userId: userA };
+      case Subjects.oathTokensActivate:
+        return { tenantId, serialNumber: 'M-1', code: '123456' };
     }
   }
 

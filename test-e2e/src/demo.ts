@@ -1,8 +1,8 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN, EventSubjects, parseEvent, Streams, Subjects, type AnyEvent, type SigninItem } from '@mfa/contracts';
-import { base32Decode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
+import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN, EventSubjects, OATH_CSV_HEADER, parseEvent, Streams, Subjects, type AnyEvent, type SigninItem } from '@mfa/contracts';
+import { base32Decode, base32Encode, loadKeyring, open, SealContext, totp } from '@mfa/crypto';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { eventually } from '@mfa/testing';
 import { DeviceClient } from '@mfa/authenticator';
@@ -48,14 +48,17 @@ export async function runDemo(options: {
   // (development, MFA_AUTH=off) requests carry no key.
   const platformKey = options.platformKey ?? env.MFA_PLATFORM_API_KEY;
   let apiKey = platformKey;
-  const ask = async <T>(subject: string, body: unknown): Promise<T> => {
+  const askWith = async <T>(key: string | undefined, subject: string, body: unknown): Promise<T> => {
     const reply = await requestJson<T & { error?: { code: string; message: string } }>(nc, subject, body, {
       timeoutMs: 10_000,
-      ...(apiKey ? { headers: { Authorization: `Bearer ${apiKey}` } } : {}),
+      ...(key ? { headers: { Authorization: `Bearer ${key}` } } : {}),
     });
     if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
     return reply;
   };
+  const ask = <T>(subject: string, body: unknown): Promise<T> => askWith<T>(apiKey, subject, body);
+  // The tenant's administrator (hardware token imports need the admin scope the IdP's key lacks).
+  const admin = <T>(subject: string, body: unknown): Promise<T> => askWith<T>(platformKey, subject, body);
   try {
     const tenantId = options.tenantId ?? `demo-${Date.now().toString(36)}`;
     const userId = 'helga@contoso.com';
@@ -126,6 +129,10 @@ export async function runDemo(options: {
     const appCode = totp(secret, now + 30_000);
     const appResult = await ask<{ status: string }>(Subjects.challengeVerify, { tenantId, challengeId: app.challengeId, code: appCode });
     out(`IdP → mfa.v1.challenge.verify    ${appCode} → ${appResult.status}`);
+    // A hardware token: the administrator imports the vendor's CSV, the user activates the token
+    // with the code it shows, then signs in with it like with the app.
+    const hardware = await playHardwareToken({ ask, admin, out, tenantId, userId });
+
     const wrong = await ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId, userId, method: 'totp', application: 'VPN' });
     for (let i = 0; i < 5; i++) await ask(Subjects.challengeVerify, { tenantId, challengeId: wrong.challengeId, code: '000000' });
     out('IdP → five wrong codes on a third sign-in → denied');
@@ -162,7 +169,7 @@ export async function runDemo(options: {
           `  client ${item.clientIp ?? '-'}  app ${item.application ?? '-'}  server ${item.serverName ?? '-'}`,
       );
     }
-    const ok = smsResult.status === 'approved' && voice !== 'denied' && push !== 'denied' && appResult.status === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
+    const ok = smsResult.status === 'approved' && voice !== 'denied' && push !== 'denied' && appResult.status === 'approved' && hardware === 'approved' && alert.blocked && afterBlock.reason === 'user_blocked';
     return ok ? 0 : 1;
   } catch (error) {
     out(`demo failed: ${(error as Error).message}`);
@@ -173,6 +180,31 @@ export async function runDemo(options: {
 }
 
 type Ask = <T>(subject: string, body: unknown) => Promise<T>;
+
+/**
+ * Hardware tokens: a small CSV in the seeds' format (one token for the user, a 60-second one, and
+ * one left in the inventory), the import job followed to its end, the token activated with the code
+ * it shows (computed here from its secret, as the token would), and a sign-in with its next code.
+ */
+async function playHardwareToken(o: { ask: Ask; admin: Ask; out: (line: string) => void; tenantId: string; userId: string }): Promise<string> {
+  const secret = randomBytes(20);
+  const serial = `DEMO-${randomBytes(3).toString('hex').toUpperCase()}`;
+  const csv = [OATH_CSV_HEADER, `${o.userId},${serial},${base32Encode(secret)},60,Contoso,HardwareKey`, `,${serial}-SPARE,${base32Encode(randomBytes(20))},30,Contoso,HardwareKey`].join('\n');
+  const { jobId } = await o.admin<{ jobId: string }>(Subjects.oathImport, { tenantId: o.tenantId, format: 'csv', content: csv });
+  const job = await eventually(async () => {
+    const s = await o.admin<{ state: string; imported: number; failed: number; total: number }>(Subjects.oathImportStatus, { tenantId: o.tenantId, jobId });
+    return s.state === 'completed' || s.state === 'failed' ? s : undefined;
+  }, 30_000, 'the import job');
+  o.out(`admin → mfa.v1.oath.import         2 hardware tokens → ${job.state}: ${job.imported} imported, ${job.failed} failed`);
+  const now = Date.now();
+  const activated = await o.admin<{ active: boolean }>(Subjects.oathTokensActivate, { tenantId: o.tenantId, serialNumber: serial, code: totp(secret, now, { period: 60 }) });
+  o.out(`admin → mfa.v1.oath.tokens.activate ${serial} → ${activated.active ? 'active' : 'refused'}`);
+  const start = await o.ask<{ challengeId: string }>(Subjects.challengeStart, { tenantId: o.tenantId, userId: o.userId, method: 'totp', application: 'VPN' });
+  const code = totp(secret, now + 60_000, { period: 60 });
+  const result = await o.ask<{ status: string }>(Subjects.challengeVerify, { tenantId: o.tenantId, challengeId: start.challengeId, code });
+  o.out(`IdP → mfa.v1.challenge.verify    ${code} (hardware token) → ${result.status}`);
+  return result.status;
+}
 
 /** X-Twilio-Signature: HMAC-SHA1 of the URL and the parameters sorted by name, base64. */
 function twilioSignature(token: string, url: string, params: Record<string, string>): string {

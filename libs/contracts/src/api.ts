@@ -21,6 +21,7 @@ import {
 } from './primitives.js';
 import { DeviceItem, UsersDevicesDeleteRequest, UsersPushEnrollRequest } from './push.js';
 import { VoiceMessagesDeleteRequest, VoiceMessagesListRequest, VoiceMessagesUploadRequest } from './voice-messages.js';
+import { MAX_IMPORT_REQUEST_BYTES, OathImportRequest, OathImportStatusRequest, OathTokensActivateRequest, OathTokensAssignRequest, OathTokensListRequest } from './oath.js';
 
 /**
  * The public NATS API, version 1 (docs/api.md). Subject names are fixed:
@@ -67,6 +68,11 @@ export const Subjects = {
   voiceMessagesDelete: 'mfa.v1.voice.messages.delete',
   usersPushEnroll: 'mfa.v1.users.push.enroll',
   usersDevicesDelete: 'mfa.v1.users.devices.delete',
+  oathImport: 'mfa.v1.oath.import',
+  oathImportStatus: 'mfa.v1.oath.import.status',
+  oathTokensList: 'mfa.v1.oath.tokens.list',
+  oathTokensAssign: 'mfa.v1.oath.tokens.assign',
+  oathTokensActivate: 'mfa.v1.oath.tokens.activate',
 } as const;
 export type ApiSubject = (typeof Subjects)[keyof typeof Subjects];
 
@@ -76,6 +82,15 @@ export const DEFAULT_REPORT_PAGE = 50;
 
 /** Largest request body any subject accepts; larger ones answer `invalid_request`. */
 export const MAX_REQUEST_BYTES = 16 * 1024;
+
+/** Subjects that carry a file inline and so accept a larger body than MAX_REQUEST_BYTES. */
+export const LARGE_REQUEST_BYTES: Readonly<Record<string, number>> = {
+  'mfa.v1.oath.import': MAX_IMPORT_REQUEST_BYTES,
+};
+/** The largest body `subject` accepts. */
+export function maxRequestBytes(subject: string): number {
+  return LARGE_REQUEST_BYTES[subject] ?? MAX_REQUEST_BYTES;
+}
 
 // ---- tenants ---------------------------------------------------------------------------------
 
@@ -634,6 +649,11 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.voiceMessagesDelete]: 'admin',
   [Subjects.usersPushEnroll]: 'users',
   [Subjects.usersDevicesDelete]: 'users',
+  [Subjects.oathImport]: 'admin',
+  [Subjects.oathImportStatus]: 'admin',
+  [Subjects.oathTokensList]: 'admin',
+  [Subjects.oathTokensAssign]: 'admin',
+  [Subjects.oathTokensActivate]: 'admin',
 };
 
 /** Whether a key with `granted` scopes may call a subject that requires `required`. */
@@ -681,4 +701,9 @@ export const RequestSchemas = {
   [Subjects.voiceMessagesDelete]: VoiceMessagesDeleteRequest,
   [Subjects.usersPushEnroll]: UsersPushEnrollRequest,
   [Subjects.usersDevicesDelete]: UsersDevicesDeleteRequest,
+  [Subjects.oathImport]: OathImportRequest,
+  [Subjects.oathImportStatus]: OathImportStatusRequest,
+  [Subjects.oathTokensList]: OathTokensListRequest,
+  [Subjects.oathTokensAssign]: OathTokensAssignRequest,
+  [Subjects.oathTokensActivate]: OathTokensActivateRequest,
 } as const satisfies Record<ApiSubject, z.ZodType>;

@@ -58,6 +58,11 @@ describe('the public API contract', () => {
       'mfa.v1.fraud.ips.list',
       'mfa.v1.fraud.ips.unlock',
       'mfa.v1.fraud.report',
+      'mfa.v1.oath.import',
+      'mfa.v1.oath.import.status',
+      'mfa.v1.oath.tokens.activate',
+      'mfa.v1.oath.tokens.assign',
+      'mfa.v1.oath.tokens.list',
       'mfa.v1.reports.audit.query',
       'mfa.v1.reports.blocked.query',
       'mfa.v1.reports.fraud.query',
@@ -95,7 +100,8 @@ describe('the public API contract', () => {
     for (const [subject, scope] of Object.entries(SubjectScopes)) {
       // fraud.ips.* are ours (MISSION.md leaves per-IP lockout's subjects open): unlocking is admin, listing a report.
       // voice.messages.* are ours too: a tenant's recordings are its settings (admin).
-      const expected = /\.(tenants|clients|voice)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject) || subject.endsWith('.fraud.ips.unlock')
+      // oath.* is admin (MISSION.md, part 2).
+      const expected = /\.(tenants|clients|voice|oath)\./.test(subject) || /users\.(block|unblock|reset|delete)$/.test(subject) || subject.endsWith('.fraud.ips.unlock')
         ? 'admin'
         : subject.includes('.challenge.') || subject.endsWith('.fraud.report') || subject.endsWith('.apppasswords.verify') ? 'challenges' : /\.reports\.|\.fraud\.ips\.list$/.test(subject) ? 'reports' : 'users';
       assert.equal(scope, expected, subject);

@@ -5,6 +5,7 @@ import {
   ChallengeReason,
   IsoDateTime,
   Method,
+  OathAlgorithm,
   PhoneNumber,
   SealedSecret,
   TenantId,
@@ -164,6 +165,39 @@ export const TotpTokenActivated = envelope(
   /** `step` is the RFC 6238 time step of the activation code: it can never be accepted again. */
   z.object({ tokenId: z.string(), step: z.int().nonnegative() }),
 );
+
+const HardwareTokenFields = z.object({
+  tokenId: z.string(),
+  serialNumber: z.string().max(64),
+  /** The secret, sealed with AES-256-GCM bound to tenant and token (SealContext.hardwareSecret). */
+  sealedSecret: SealedSecret,
+  digits: z.union([z.literal(6), z.literal(8)]),
+  period: z.union([z.literal(30), z.literal(60)]),
+  algorithm: OathAlgorithm,
+  manufacturer: z.string().max(64).optional(),
+  model: z.string().max(64).optional(),
+});
+
+/** A hardware token was given to the user (oath.import with a upn, or oath.tokens.assign): pending until activated by its code. */
+export const HardwareTokenAssigned = envelope('HardwareTokenAssigned', 1, HardwareTokenFields);
+
+// ---- hardware token inventory (one aggregate per tenant and serial number) ----------------------
+
+/**
+ * A hardware token entered the tenant's inventory (oath.import). A serial number is unique per
+ * tenant: its aggregate's first event is appended only on an empty subject; a later one replaces
+ * the token (the import asked `replace`).
+ */
+export const OathTokenImported = envelope(
+  'OathTokenImported',
+  1,
+  HardwareTokenFields.extend({ jobId: z.string().max(64), replaced: z.boolean().optional() }),
+);
+export const OathTokenAssigned = envelope('OathTokenAssigned', 1, z.object({ tokenId: z.string(), userId: z.string().max(256) }));
+/** The token went back to the inventory: deleted from its user, the user reset or erased, or an assignment undone. */
+export const OathTokenUnassigned = envelope('OathTokenUnassigned', 1, z.object({ tokenId: z.string(), userId: z.string().max(256), reason: z.string().max(200) }));
+/** The user typed the code the token shows (oath.tokens.activate); `step` is that code's time step. */
+export const OathTokenActivated = envelope('OathTokenActivated', 1, z.object({ tokenId: z.string(), userId: z.string().max(256), step: z.int().nonnegative() }));
 
 // ---- auth-challenge ----------------------------------------------------------------------------
 
@@ -546,6 +580,11 @@ export const EventSchemas = {
   UserUnblocked,
   TotpTokenEnrolled,
   TotpTokenActivated,
+  HardwareTokenAssigned,
+  OathTokenImported,
+  OathTokenAssigned,
+  OathTokenUnassigned,
+  OathTokenActivated,
   ChallengeStarted,
   ChallengeRegistrationRequired,
   ChallengeApproved,
@@ -597,6 +636,7 @@ export const USER_EVENT_TYPES = [
   'TotpTokenEnrolled',
   'TotpTokenActivated',
   'TotpTokenDeleted',
+  'HardwareTokenAssigned',
   'DefaultMethodChosen',
   'AppPasswordCreated',
   'AppPasswordDeleted',
@@ -604,6 +644,9 @@ export const USER_EVENT_TYPES = [
   'UserPinSet',
 ] as const satisfies readonly EventType[];
 export type UserEvent = EventOf<(typeof USER_EVENT_TYPES)[number]>;
+/** The events of a hardware token's inventory aggregate (one subject per tenant and serial number). */
+export const OATH_TOKEN_EVENT_TYPES = ['OathTokenImported', 'OathTokenAssigned', 'OathTokenUnassigned', 'OathTokenActivated'] as const satisfies readonly EventType[];
+export type OathTokenEvent = EventOf<(typeof OATH_TOKEN_EVENT_TYPES)[number]>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;
 export type ChallengeEvent = EventOf<

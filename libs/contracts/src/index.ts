@@ -10,3 +10,4 @@ export * from './internal.js';
 export * from './phone.js';
 export * from './voice-messages.js';
 export * from './push.js';
+export * from './oath.js';

@@ -14,7 +14,7 @@ const REFUSED_CHARACTERS: ReadonlyArray<readonly [RegExp, string]> = [
   [/[\u2028\u2029]/u, 'must not contain line or paragraph separators (U+2028, U+2029)'],
 ];
 
-const safeText = (max: number) => {
+export const safeText = (max: number) => {
   let schema = z
     .string()
     .min(1, 'must not be empty')
@@ -56,6 +56,9 @@ export const RequestId = safeText(128);
 export const OpaqueId = z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters');
 /** Codes are digits; how many depends on the method (SMS 6, TOTP 6 or 8). */
 export const OtpCode = z.string().regex(/^\d{4,10}$/, 'must be 4 to 10 digits');
+/** Hash function of an OATH token's HMAC: SHA-1 (apps, most hardware) or SHA-256 (some hardware tokens). */
+export const OathAlgorithm = z.enum(['SHA1', 'SHA256']);
+export type OathAlgorithm = z.infer<typeof OathAlgorithm>;
 export const IsoDateTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });
 
 export const METHODS = ['sms', 'voice', 'push', 'totp'] as const;

@@ -23,6 +23,9 @@ export const EventSubjects = {
   allTenants: 'mfa.evt.tenant.>',
   user: (tenantId: string, userId: string) => `mfa.evt.user.${subjectToken(tenantId)}.${subjectToken(userId)}`,
   allUsers: 'mfa.evt.user.>',
+  /** A hardware OATH token of the tenant's inventory, by serial number (its aggregate). */
+  oathToken: (tenantId: string, serialNumber: string) => `mfa.evt.oath.${subjectToken(tenantId)}.${subjectToken(serialNumber)}`,
+  allOathTokens: 'mfa.evt.oath.>',
   /** API clients have globally unique ids; one subject per client (its aggregate). */
   client: (clientId: string) => `mfa.evt.client.${clientId}`,
   allClients: 'mfa.evt.client.>',
@@ -95,10 +98,10 @@ const DAY = 24 * 60 * 60;
 export const Streams = {
   userSettings: {
     name: 'MFA_USER_SETTINGS',
-    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>', 'mfa.evt.client.>'],
+    subjects: ['mfa.evt.tenant.>', 'mfa.evt.user.>', 'mfa.evt.client.>', 'mfa.evt.oath.>'],
     maxAgeSeconds: 0,
     duplicateWindowSeconds: 120,
-    description: 'Event log of the tenant, user and API client aggregates (user-settings). Kept forever.',
+    description: 'Event log of the tenant, user, API client and hardware token aggregates (user-settings). Kept forever.',
   },
   challenges: {
     name: 'MFA_CHALLENGES',

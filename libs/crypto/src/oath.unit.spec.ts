@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { hotp, hotpCodes, matchTotpStep, OATH_TEST_VECTORS } from './oath.js';
+import { hotp, hotpCodes, hotpGenerator, matchTotpStep, OATH_TEST_VECTORS, totp, totpStep } from './oath.js';
 
 // RFC 6238 appendix B, SHA-1 seed.
 const rfcSecret = Buffer.from('12345678901234567890', 'ascii');
@@ -13,6 +13,19 @@ describe('hotpCodes (native HMAC for sign-in)', () => {
     const counters = [0, 1, 59_000_000, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 12345];
     for (const digits of [6, 8] as const) {
       assert.deepEqual(hotpCodes(random, counters, digits), counters.map((c) => hotp(random, c, digits)));
+    }
+  });
+});
+
+describe('SHA-256 tokens (some hardware tokens, PSKC imports)', () => {
+  it('give the RFC 6238 SHA-256 vectors, natively and through otplib, and match them', () => {
+    const secret = Buffer.from(OATH_TEST_VECTORS.sha256Secret, 'ascii');
+    for (const [seconds, code] of OATH_TEST_VECTORS.totpSha256) {
+      assert.equal(hotpGenerator(secret, 8, 'SHA256')(totpStep(seconds * 1000)), code);
+      assert.equal(totp(secret, seconds * 1000, { digits: 8, algorithm: 'SHA256' }), code);
+      assert.equal(matchTotpStep(secret, code, seconds * 1000, { digits: 8, period: 30, algorithm: 'SHA256' }), totpStep(seconds * 1000));
+      // The same code is not what SHA-1 gives.
+      assert.equal(matchTotpStep(secret, code, seconds * 1000, { digits: 8, period: 30 }), undefined);
     }
   });
 });

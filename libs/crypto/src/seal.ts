@@ -23,7 +23,7 @@ export class SealError extends Error {
 }
 
 /** What a secret is sealed for; each purpose has its own keys. */
-export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key' | 'pin-hash' | 'push-token';
+export type SealPurpose = 'totp-secret' | 'sms-code' | 'user-data-key' | 'pin-hash' | 'push-token' | 'import-file';
 
 /** Where a sealed secret belongs: its purpose (which keys) and its AAD (which record). */
 export interface SealScope {
@@ -36,6 +36,16 @@ export const SealContext = {
   totpSecret: (tenantId: string, userId: string, tokenId: string): SealScope => ({
     purpose: 'totp-secret',
     aad: `totp\u0000${tenantId}\u0000${userId}\u0000${tokenId}`,
+  }),
+  /** A hardware token's secret: bound to the tenant and the token (not to a user: it moves from the inventory to one). */
+  hardwareSecret: (tenantId: string, tokenId: string): SealScope => ({
+    purpose: 'totp-secret',
+    aad: `hardware-totp\u0000${tenantId}\u0000${tokenId}`,
+  }),
+  /** An import job's file and its PSKC password or pre-shared key, while the job runs. */
+  importFile: (tenantId: string, jobId: string, part: 'file' | 'keys'): SealScope => ({
+    purpose: 'import-file',
+    aad: `import-file\u0000${tenantId}\u0000${jobId}\u0000${part}`,
   }),
   smsCode: (tenantId: string, challengeId: string): SealScope => ({
     purpose: 'sms-code',

@@ -25,7 +25,7 @@ export interface UserSnapshot {
   /** Only an app password signs the user's legacy clients in (they have one, or once used one). */
   appPasswordRequired?: boolean | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
-  totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; activatedStep: number }>;
+  totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; algorithm?: 'SHA1' | 'SHA256' | undefined; activatedStep: number }>;
   /** The user's authenticator apps: device nonce -> what the device API and dispatch need (RedisKeys.devices). */
   devices?: Array<{ nonce: string; device: ProjectedDevice }>;
 }
@@ -231,7 +231,9 @@ export class UserProjectionWriter {
     for (const t of snapshot.totpTokens) {
       const nonce = randomBytes(12);
       const masked = maskSecret(userKey, nonce, t.secret);
-      args.push(t.tokenId, `${t.digits}:${t.period}:${nonce.toString('hex')}:${masked.toString('hex')}`, t.activatedStep);
+      // SHA-1 tokens keep the original spec; SHA-256 ones add a suffix that older readers skip.
+      const hash = t.algorithm === 'SHA256' ? ':sha256' : '';
+      args.push(t.tokenId, `${t.digits}:${t.period}:${nonce.toString('hex')}:${masked.toString('hex')}${hash}`, t.activatedStep);
     }
     const devices = snapshot.devices ?? [];
     args.push(devices.length);

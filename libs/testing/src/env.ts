@@ -23,8 +23,8 @@ export function uniqueUser(prefix = 'user'): string {
 }
 
 /** TOTP code from oathtool, an independent implementation (apt package oathtool). */
-export function oathtoolTotp(base32Secret: string, options: { at?: Date; digits?: number; period?: number } = {}): string {
-  const args = ['--totp', '--base32', `--digits=${options.digits ?? 6}`, `--time-step-size=${options.period ?? 30}s`];
+export function oathtoolTotp(base32Secret: string, options: { at?: Date; digits?: number; period?: number; algorithm?: 'SHA1' | 'SHA256' } = {}): string {
+  const args = [options.algorithm === 'SHA256' ? '--totp=sha256' : '--totp', '--base32', `--digits=${options.digits ?? 6}`, `--time-step-size=${options.period ?? 30}s`];
   if (options.at) args.push(`--now=${options.at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
   args.push(base32Secret);
   return execFileSync('oathtool', args, { encoding: 'utf8' }).trim();

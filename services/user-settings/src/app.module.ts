@@ -34,6 +34,11 @@ import { FraudBlocks } from './adapters/fraud-blocks.js';
 import { RememberedBrowsers } from './adapters/remembered-browsers.js';
 import { AppPasswordHasher } from './adapters/app-password-hasher.js';
 import { KEYRING } from './tokens.js';
+import { OathInventory } from './adapters/oath-inventory.js';
+import { ImportJobs } from './adapters/import-jobs.js';
+import { OathTokensService } from './application/oath-tokens.service.js';
+import { OathImportService } from './application/oath-import.service.js';
+import { OathController, OathImportWorkers } from './api/oath.controller.js';
 
 /**
  * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), the users'
@@ -57,7 +62,7 @@ export class AppModule {
         RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, UserSettingsController, UserProjectorController],
+      controllers: [OpsController, UserSettingsController, UserProjectorController, OathController],
       providers: [
         { provide: KEYRING, useValue: config.keyring },
         { provide: UserDataKeys, useFactory: (nats: NatsClients, keyring: Keyring) => new UserDataKeys(nats, keyring), inject: [NATS, KEYRING] },
@@ -134,6 +139,20 @@ export class AppModule {
             new UserProjector(store, writer, keyring, keys, snapshots),
           inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys, SnapshotStore],
         },
+        { provide: OathInventory, useFactory: (redis: Redis) => new OathInventory(redis), inject: [REDIS] },
+        { provide: ImportJobs, useFactory: (nats: NatsClients) => ImportJobs.open(nats.nc, config.STREAM_REPLICAS), inject: [NATS] },
+        {
+          provide: OathTokensService,
+          useFactory: (store: EventStore, users: UserSettingsService, inventory: OathInventory, keyring: Keyring) => new OathTokensService({ store, users, inventory, keyring, log }),
+          inject: [EventStore, UserSettingsService, OathInventory, KEYRING],
+        },
+        {
+          provide: OathImportService,
+          useFactory: (jobs: ImportJobs, tokens: OathTokensService, keyring: Keyring, users: UserSettingsService) =>
+            new OathImportService({ jobs, tokens, keyring, log, requireTenant: (tenantId, now) => users.requireExistingTenant(tenantId, now) }),
+          inject: [ImportJobs, OathTokensService, KEYRING, UserSettingsService],
+        },
+        OathImportWorkers,
         ProjectionRecovery,
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],

@@ -1,7 +1,7 @@
 import { Server, type CustomTransportStrategy, type MessageHandler } from '@nestjs/microservices';
 import type { Msg, Subscription } from '@nats-io/nats-core';
 import { isObservable, lastValueFrom } from 'rxjs';
-import { ContractError, Headers, MAX_REQUEST_BYTES, type ErrorCode } from '@mfa/contracts';
+import { ContractError, Headers, maxRequestBytes, type ErrorCode } from '@mfa/contracts';
 import { ensureConsumer, EventConsumer, type NatsClients } from '@mfa/messaging';
 import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
@@ -156,7 +156,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   ): Promise<{ result: unknown; body: Record<string, unknown> | undefined }> {
     let body: Record<string, unknown> | undefined;
     try {
-      body = parseBody(msg);
+      body = parseBody(msg, maxRequestBytes(subject));
       const result: unknown = await handler(body, context);
       return { result: isObservable(result) ? await lastValueFrom(result) : result, body };
     } catch (error) {
@@ -216,9 +216,9 @@ function deadlineOf(msg: Msg): number | undefined {
 }
 
 /** Size, encoding and shape of a request body; the contract's schema is applied by ContractPipe. */
-function parseBody(msg: Msg): Record<string, unknown> {
-  if (msg.data.length > MAX_REQUEST_BYTES) {
-    throw new ContractError('invalid_request', `request body is larger than ${MAX_REQUEST_BYTES} bytes`);
+function parseBody(msg: Msg, maxBytes: number): Record<string, unknown> {
+  if (msg.data.length > maxBytes) {
+    throw new ContractError('invalid_request', `request body is larger than ${maxBytes} bytes`);
   }
   let body: unknown;
   try {

@@ -79,11 +79,11 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
   }
 }
 
-const TOKEN_SPEC = /^(6|8):(\d{1,4}):([0-9a-f]{2,}):([0-9a-f]{2,})$/;
+const TOKEN_SPEC = /^(6|8):(\d{1,4}):([0-9a-f]{2,}):([0-9a-f]{2,})(:sha256)?$/;
 
 /**
- * A token of the projection, "digits:period:nonceHex:maskedSecretHex" (see @mfa/projection's
- * writer), or undefined for an entry this version cannot use (it can never match).
+ * A token of the projection, "digits:period:nonceHex:maskedSecretHex[:sha256]" (see
+ * @mfa/projection's writer), or undefined for an entry this version cannot use (it can never match).
  */
 function maskedToken(tokenId: string, spec: string, lastStep: string): MaskedTotpToken | undefined {
   const m = TOKEN_SPEC.exec(spec);
@@ -93,6 +93,7 @@ function maskedToken(tokenId: string, spec: string, lastStep: string): MaskedTot
     tokenId,
     digits: m[1] === '8' ? 8 : 6,
     period,
+    algorithm: m[5] ? 'SHA256' : 'SHA1',
     nonce: Buffer.from(m[3]!, 'hex'),
     masked: Buffer.from(m[4]!, 'hex'),
     lastStep: Number.isSafeInteger(Number(lastStep)) ? Number(lastStep) : -1,

@@ -7,6 +7,7 @@ export interface TotpToken {
   digits: 6 | 8;
   /** Seconds per time step: 30 (apps) or 60 (some hardware tokens). */
   period: number;
+  algorithm: 'SHA1' | 'SHA256';
   /** -1 when no code of this token was ever accepted. */
   lastStep: number;
 }
@@ -29,7 +30,7 @@ export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMi
   for (const token of tokens) {
     if (code.length !== token.digits) continue;
     const steps = totpWindow(unixMillis, token.period);
-    const codeAt = hotpGenerator(token.secret, token.digits);
+    const codeAt = hotpGenerator(token.secret, token.digits, token.algorithm);
     for (const step of steps) {
       if (!sameCode(codeAt(step), code)) continue;
       if (step > token.lastStep) return { matched: true, tokenId: token.tokenId, step };

@@ -6,7 +6,7 @@ import { matchTotpCode, type TotpToken } from './totp-match.js';
 // The RFC 6238 appendix B seed (SHA-1) and its published codes: the check that used to run on the
 // Lua HOTP inside Redis now runs where codes are compared.
 const secret = Buffer.from(OATH_TEST_VECTORS.secret);
-const token = (over: Partial<TotpToken> = {}): TotpToken => ({ tokenId: 'app', secret, digits: 6, period: 30, lastStep: -1, ...over });
+const token = (over: Partial<TotpToken> = {}): TotpToken => ({ tokenId: 'app', secret, digits: 6, period: 30, algorithm: 'SHA1', lastStep: -1, ...over });
 const at = (unixSeconds: number) => unixSeconds * 1000;
 
 describe('TOTP code matching', () => {
@@ -25,6 +25,14 @@ describe('TOTP code matching', () => {
     const code = hotp(secret, step, 8);
     assert.deepEqual(matchTotpCode([token({ digits: 8, period: 60 })], code, at(1_111_111_109)), { matched: true, tokenId: 'app', step });
     assert.deepEqual(matchTotpCode([token({ digits: 8, period: 30 })], code, at(1_111_111_109)), { matched: false, cause: 'mismatch' });
+  });
+
+  it('given a SHA-256 hardware token, when each RFC 6238 SHA-256 vector is presented, then only the SHA-256 token matches', () => {
+    const sha256 = Buffer.from(OATH_TEST_VECTORS.sha256Secret);
+    for (const [t, code] of OATH_TEST_VECTORS.totpSha256) {
+      assert.deepEqual(matchTotpCode([token({ secret: sha256, digits: 8, algorithm: 'SHA256' })], code, at(t)), { matched: true, tokenId: 'app', step: Math.floor(t / 30) });
+      assert.equal(matchTotpCode([token({ secret: sha256, digits: 8 })], code, at(t)).matched, false);
+    }
   });
 
   it('given clock drift, then one step either side matches and two steps do not', () => {

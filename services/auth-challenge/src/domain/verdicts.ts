@@ -96,6 +96,8 @@ export interface MaskedTotpToken {
   tokenId: string;
   digits: 6 | 8;
   period: number;
+  /** The HMAC's hash (SHA-256 for some hardware tokens). */
+  algorithm: 'SHA1' | 'SHA256';
   nonce: Uint8Array;
   masked: Uint8Array;
   lastStep: number;

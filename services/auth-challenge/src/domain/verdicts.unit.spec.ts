@@ -178,15 +178,16 @@ describe('verify decisions', () => {
 
 describe('first verify call', () => {
   it('given a pending TOTP challenge, then the user\'s masked tokens come back to be checked outside Redis', () => {
-    const check = parseCodeCheck(['totp', 'u', 'app', '6:30:0a0b:c0ffee', '-1', 'hw', '8:60:0c0d:beef', '55', 'odd', 'garbage', '1']);
+    const check = parseCodeCheck(['totp', 'u', 'app', '6:30:0a0b:c0ffee', '-1', 'hw', '8:60:0c0d:beef', '55', 'h256', '6:30:0e0f:abcd:sha256', '7', 'odd', 'garbage', '1', 'h512', '6:30:0e0f:abcd:sha512', '1']);
     assert.equal(check.kind, 'totp_check');
     if (check.kind !== 'totp_check') return;
     assert.equal(check.userId, 'u');
     assert.deepEqual(
       check.tokens.map((t) => ({ ...t, nonce: Buffer.from(t.nonce).toString('hex'), masked: Buffer.from(t.masked).toString('hex') })),
       [
-        { tokenId: 'app', digits: 6, period: 30, nonce: '0a0b', masked: 'c0ffee', lastStep: -1 },
-        { tokenId: 'hw', digits: 8, period: 60, nonce: '0c0d', masked: 'beef', lastStep: 55 },
+        { tokenId: 'app', digits: 6, period: 30, algorithm: 'SHA1', nonce: '0a0b', masked: 'c0ffee', lastStep: -1 },
+        { tokenId: 'hw', digits: 8, period: 60, algorithm: 'SHA1', nonce: '0c0d', masked: 'beef', lastStep: 55 },
+        { tokenId: 'h256', digits: 6, period: 30, algorithm: 'SHA256', nonce: '0e0f', masked: 'abcd', lastStep: 7 },
       ],
       'an entry this version cannot read is left out: it can never match',
     );

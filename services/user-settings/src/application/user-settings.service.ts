@@ -56,7 +56,7 @@ import {
 import QRCode from 'qrcode';
 import { deviceId as joinDeviceId, parseDeviceId } from '@mfa/projection';
 import type { ActivationCodes } from '../adapters/activation-codes.js';
-import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, openCursor, randomToken, seal, sealCursor, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
 import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
@@ -71,9 +71,11 @@ import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
 import { otpauthUri } from '../domain/totp.js';
-import { activationCandidate, decideUser, defaultMethodOf, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { activationCandidate, countedTokens, decideUser, defaultMethodOf, MAX_TOTP_TOKENS, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import type { ImportedToken } from '../domain/oath-token.js';
 import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
-import { userSnapshot } from './user-snapshot.js';
+import { secretContext, userSnapshot } from './user-snapshot.js';
+import { cursorAfter, nextCursor } from './keyset-cursor.js';
 
 /** Wrong app passwords per user within 15 minutes before apppasswords.verify answers rate_limited. */
 const APP_PASSWORD_FAILURES = 10;
@@ -114,6 +116,16 @@ interface UserSettingsOptions {
   /** When the user's devices last answered a push (Redis, written by auth-challenge): device nonce -> ms. */
   devicesUsed?: (tag: string) => Promise<Record<string, string>>;
 }
+
+/** A hardware token a user holds: what the inventory needs to take it back. */
+export interface HeldHardwareToken {
+  tokenId: string;
+  serialNumber: string;
+}
+export type HardwareRelease = (tenantId: string, userId: string, tokens: HeldHardwareToken[], reason: string, now: Date) => Promise<void>;
+
+const hardwareTokensOf = (state: UserState): HeldHardwareToken[] =>
+  state.registered ? state.tokens.flatMap((t) => (t.hardware ? [{ tokenId: t.tokenId, serialNumber: t.hardware.serialNumber }] : [])) : [];
 
 function lastUse(used: Record<string, string>, deviceId: string): string | null {
   const ms = Number(used[parseDeviceId(deviceId)?.nonce ?? '']);
@@ -173,7 +185,9 @@ export class UserSettingsService {
   async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
+    let released: HeldHardwareToken[] = [];
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, async (state) => {
+      released = hardwareTokensOf(state);
       // The key destroyed is the user's current one; a user registered before data keys existed
       // has none, and erasing records the generation a key of theirs would have had.
       const current = state.registered ? await this.options.keys.current(tenantId, userId) : undefined;
@@ -191,6 +205,7 @@ export class UserSettingsService {
       this.options.log.warn('erasure recorded but not carried out yet', { tenantId, error });
       throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
     }
+    if (outcome.appended) await this.release(tenantId, userId, released, 'user erased', now);
     return { userId, deleted: true };
   }
 
@@ -218,7 +233,13 @@ export class UserSettingsService {
       language: language ?? null,
       methods: methodsOf(state),
       defaultMethod: defaultMethodOf(state) ?? null,
-      tokens: state.tokens.map((t) => ({ tokenId: t.tokenId, kind: 'app' as const, label: t.label, state: t.activatedStep === undefined ? ('pending' as const) : ('active' as const) })),
+      tokens: state.tokens.map((t) => ({
+        tokenId: t.tokenId,
+        kind: t.hardware ? ('hardware' as const) : ('app' as const),
+        label: t.label,
+        ...(t.hardware ? { serialNumber: t.hardware.serialNumber } : {}),
+        state: t.activatedStep === undefined ? ('pending' as const) : ('active' as const),
+      })),
       devices: (state.devices ?? []).map((d) => ({
         deviceId: d.deviceId,
         name: d.name,
@@ -242,17 +263,7 @@ export class UserSettingsService {
     await this.requireTenant(tenantId, now, false);
     if (!this.options.index) throw unavailable('the user directory is not available');
     const scope = { tenantId, kind: `users.list:${request.query ?? ''}:${request.blocked ?? ''}` };
-    let after: string | undefined;
-    if (request.cursor !== undefined) {
-      let value: unknown;
-      try {
-        value = openCursor(this.options.keyring, scope, request.cursor);
-      } catch {
-        throw invalidRequest('cursor: not a cursor this listing issued');
-      }
-      if (typeof value !== 'string') throw invalidRequest('cursor: not a cursor this listing issued');
-      after = value;
-    }
+    const after = cursorAfter(this.options.keyring, scope, request.cursor);
     const page = await this.store(() =>
       this.options.index!.list(tenantId, {
         ...(request.query !== undefined ? { query: request.query } : {}),
@@ -261,15 +272,20 @@ export class UserSettingsService {
         ...(after !== undefined ? { after } : {}),
       }),
     );
-    return { items: page.items, ...(page.next !== undefined ? { nextCursor: sealCursor(this.options.keyring, scope, page.next) } : {}) };
+    return { items: page.items, ...nextCursor(this.options.keyring, scope, page.next) };
   }
 
   /** Clears every method of the user: they must register again (admin). */
   async reset(request: UsersResetRequest, now: Date): Promise<UsersResetReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'ResetMfa', data: { userId } }, state, now));
+    let released: HeldHardwareToken[] = [];
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
+      released = hardwareTokensOf(state);
+      return decideUser({ type: 'ResetMfa', data: { userId } }, state, now);
+    });
     await this.project(tenantId, userId, outcome);
+    if (outcome.appended) await this.release(tenantId, userId, released, 'MFA reset', now);
     await this.store(() => this.options.remembered?.clear(this.options.projection.tagOf(tenantId, userId)) ?? Promise.resolve());
     return { userId, reset: true };
   }
@@ -389,10 +405,13 @@ export class UserSettingsService {
   async deleteToken(request: UsersTokensDeleteRequest, now: Date): Promise<UsersTokensDeleteReply> {
     const { tenantId, userId, tokenId } = request;
     await this.requireTenant(tenantId, now, false);
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
-      decideUser({ type: 'DeleteTotpToken', data: { tokenId } }, state, now),
-    );
+    let released: HeldHardwareToken[] = [];
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
+      released = hardwareTokensOf(state).filter((t) => t.tokenId === tokenId);
+      return decideUser({ type: 'DeleteTotpToken', data: { tokenId } }, state, now);
+    });
     await this.project(tenantId, userId, outcome);
+    if (outcome.appended) await this.release(tenantId, userId, released, 'deleted from the user', now);
     return { userId, tokenId, deleted: true };
   }
 
@@ -525,11 +544,11 @@ export class UserSettingsService {
     const attempts = this.options.activationAttempts;
     // Counted before the code is checked, atomically: concurrent guesses cannot pass the limit together.
     if (attempts && !(await this.store(() => attempts.reserve(tenantId, userId, tokenId)))) {
-      throw rateLimited('too many codes tried for this token; enroll it again');
+      throw rateLimited('too many codes tried for this token; try again in 10 minutes, or enroll it again');
     }
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       const token = activationCandidate(state, tokenId, now);
-      const secret = open(this.options.keyring, token.sealedSecret, SealContext.totpSecret(tenantId, userId, tokenId));
+      const secret = open(this.options.keyring, token.sealedSecret, secretContext(tenantId, userId, token));
       try {
         return decideUser({ type: 'ActivateTotpToken', data: { tokenId, code, secret } }, state, now);
       } finally {
@@ -540,6 +559,67 @@ export class UserSettingsService {
     await this.project(tenantId, userId, outcome);
     await attempts?.clear(tenantId, userId, tokenId).catch(() => undefined);
     return { tokenId, active: true };
+  }
+
+  // ---- hardware tokens: the user's side of OathTokensService's steps ------------------------------
+
+  private releaseHardware?: HardwareRelease;
+
+  /** Who puts hardware tokens back into the inventory when a user loses them (OathTokensService). */
+  onHardwareReleased(release: HardwareRelease): void {
+    this.releaseHardware = release;
+  }
+
+  /**
+   * Best effort, after the user's change is stored: a token the inventory still shows with a user
+   * who no longer holds it is put right the next time it is assigned (OathTokensService checks).
+   */
+  private async release(tenantId: string, userId: string, tokens: HeldHardwareToken[], reason: string, now: Date): Promise<void> {
+    if (tokens.length === 0 || !this.releaseHardware) return;
+    try {
+      await this.releaseHardware(tenantId, userId, tokens, reason, now);
+    } catch (error) {
+      this.options.log.warn('hardware tokens not released to the inventory yet', { tenantId, error });
+    }
+  }
+
+  /** Whether the user holds the token (a hardware token the inventory says they have). */
+  async holdsToken(tenantId: string, userId: string, tokenId: string, now: Date): Promise<boolean> {
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    return outcome.state.registered && outcome.state.tokens.some((t) => t.tokenId === tokenId);
+  }
+
+  /** Throws what giving the user one more token would answer: unknown user, or at the token limit. */
+  async checkCanTakeToken(tenantId: string, userId: string, tokenId: string, now: Date): Promise<void> {
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    if (!outcome.state.registered) throw notFound('unknown user');
+    if (outcome.state.tokens.some((t) => t.tokenId === tokenId)) return;
+    if (countedTokens(outcome.state, now) >= MAX_TOTP_TOKENS) throw conflict(`the user has ${MAX_TOTP_TOKENS} OATH tokens already (apps and hardware)`);
+  }
+
+  /** Gives the user a token of the inventory (pending until its code is typed); nothing when they have it. */
+  async giveHardwareToken(tenantId: string, userId: string, token: ImportedToken, now: Date): Promise<void> {
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'AssignHardwareToken', data: token }, state, now));
+    if (outcome.appended) await this.project(tenantId, userId, outcome);
+  }
+
+  /** Takes a token away from the user (its serial number was replaced by a new import); nothing when they do not have it. */
+  async takeHardwareToken(tenantId: string, userId: string, tokenId: string, now: Date): Promise<void> {
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      state.registered && state.tokens.some((t) => t.tokenId === tokenId) ? decideUser({ type: 'DeleteTotpToken', data: { tokenId } }, state, now) : [],
+    );
+    if (outcome.appended) await this.project(tenantId, userId, outcome);
+  }
+
+  /**
+   * Activates the user's hardware token by the code it shows (±1 step of its own period), with the
+   * same attempt limit as app tokens; the time step of the code when it matched, else undefined.
+   */
+  async activateHardwareToken(tenantId: string, userId: string, tokenId: string, code: string, now: Date): Promise<number | undefined> {
+    const reply = await this.activateTotp({ tenantId, userId, tokenId, code }, now);
+    if (!reply.active) return undefined;
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    return outcome.state.tokens.find((t) => t.tokenId === tokenId)?.activatedStep;
   }
 
   /** Throws `not_found` when the tenant does not exist. */

@@ -2,7 +2,12 @@ import { phoneNumberInfo } from '@mfa/contracts';
 import { formatWrappedDataKey, open, SealContext, type Keyring } from '@mfa/crypto';
 import { personalDataOf, sealPersonalData, type UserDataKey } from '@mfa/service-kit';
 import { parseDeviceId, type UserSnapshot } from '@mfa/projection';
-import { activeTokens, appPasswordRequired, defaultMethodOf, methodsOf, type UserState } from '../domain/user.js';
+import { activeTokens, appPasswordRequired, defaultMethodOf, methodsOf, type TotpToken, type UserState } from '../domain/user.js';
+
+/** Where a token's secret was sealed: an app's to its user, a hardware token's to the tenant's inventory. */
+export function secretContext(tenantId: string, userId: string, token: Pick<TotpToken, 'tokenId' | 'hardware'>) {
+  return token.hardware ? SealContext.hardwareSecret(tenantId, token.tokenId) : SealContext.totpSecret(tenantId, userId, token.tokenId);
+}
 
 /**
  * What auth-challenge gets of a user: profile, methods, the data key (still wrapped) that seals
@@ -35,9 +40,10 @@ export function userSnapshot(
     ...(state.profile.phoneNumber ? { phoneCountry: phoneNumberInfo(state.profile.phoneNumber).country } : {}),
     totpTokens: activeTokens(state).map((t) => ({
       tokenId: t.tokenId,
-      secret: open(keyring, t.sealedSecret, SealContext.totpSecret(tenantId, userId, t.tokenId)),
+      secret: open(keyring, t.sealedSecret, secretContext(tenantId, userId, t)),
       digits: t.digits,
       period: t.period,
+      algorithm: t.algorithm ?? 'SHA1',
       activatedStep: t.activatedStep ?? 0,
     })),
     devices: (state.devices ?? []).map((d) => ({

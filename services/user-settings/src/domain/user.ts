@@ -18,12 +18,18 @@ const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'phoneExtension',
 type ProfileField = (typeof PROFILE_FIELDS)[number];
 type Profile = Partial<Record<ProfileField, string>>;
 
-interface TotpToken {
+export interface TotpToken {
   tokenId: string;
   label: string;
+  /** App tokens: sealed with SealContext.totpSecret (tenant, user, token); hardware: SealContext.hardwareSecret (tenant, token). */
   sealedSecret: string;
   digits: 6 | 8;
   period: 30 | 60;
+  /** Hardware tokens may use SHA-256; apps always SHA-1. */
+  algorithm?: 'SHA1' | 'SHA256' | undefined;
+  /** Set for a hardware token of the tenant's inventory (oath.import): it never expires while pending. */
+  hardware?: { serialNumber: string; manufacturer?: string | undefined; model?: string | undefined } | undefined;
+  /** When it was enrolled (app) or assigned (hardware). */
   enrolledAtMs: number;
   /** Set once activated: the time step of the activation code, never to be accepted again. */
   activatedStep?: number | undefined;
@@ -82,6 +88,20 @@ type UserCommand =
   | { type: 'EraseUser'; data: { userId: string; gen: number } }
   | { type: 'ResetMfa'; data: { userId: string } }
   | { type: 'DeleteTotpToken'; data: { tokenId: string } }
+  /** A token of the inventory given to the user (its aggregate was claimed for them first). */
+  | {
+      type: 'AssignHardwareToken';
+      data: {
+        tokenId: string;
+        serialNumber: string;
+        sealedSecret: string;
+        digits: 6 | 8;
+        period: 30 | 60;
+        algorithm: 'SHA1' | 'SHA256';
+        manufacturer?: string | undefined;
+        model?: string | undefined;
+      };
+    }
   | { type: 'ChooseDefaultMethod'; data: { method: Method } }
   /** The caller draws the id and the password and hashes it (randomness and scrypt stay out of the decider). */
   | { type: 'CreateAppPassword'; data: { appPasswordId: string; name?: string | undefined; hash: string } }
@@ -108,8 +128,14 @@ export const MAX_APP_PASSWORDS = 10;
 
 const isActive = (token: TotpToken): boolean => token.activatedStep !== undefined;
 
+// A hardware token waits for its first code as long as it takes: the device is in the user's hands.
 const isPendingExpired = (token: TotpToken, now: Date): boolean =>
-  !isActive(token) && now.getTime() - token.enrolledAtMs >= PENDING_TOKEN_LIFETIME_MS;
+  !isActive(token) && token.hardware === undefined && now.getTime() - token.enrolledAtMs >= PENDING_TOKEN_LIFETIME_MS;
+
+/** Tokens that count towards MAX_TOTP_TOKENS: active ones, and pending ones not abandoned. */
+export const countedTokens = (state: UserState, now: Date): number => state.tokens.filter((t) => isActive(t) || !isPendingExpired(t, now)).length;
+
+const tooManyTokens = () => conflict(`a user may have at most ${MAX_TOTP_TOKENS} OATH tokens (apps and hardware, active or pending)`);
 
 export const activeTokens = (state: UserState): TotpToken[] => state.tokens.filter(isActive);
 
@@ -165,11 +191,8 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       requireRegistered(state);
       const { tokenId, label, sealedSecret } = command.data;
       if (state.tokens.some((t) => t.tokenId === tokenId)) throw conflict('token id already in use');
-      const counted = state.tokens.filter((t) => isActive(t) || !isPendingExpired(t, now)).length;
-      if (counted >= MAX_TOTP_TOKENS) {
-        throw conflict(`a user may have at most ${MAX_TOTP_TOKENS} TOTP tokens (active or pending)`);
-      }
-      const today = state.tokens.filter((t) => now.getTime() - t.enrolledAtMs < DAY_MS).length;
+      if (countedTokens(state, now) >= MAX_TOTP_TOKENS) throw tooManyTokens();
+      const today = state.tokens.filter((t) => t.hardware === undefined && now.getTime() - t.enrolledAtMs < DAY_MS).length;
       if (today >= MAX_ENROLMENTS_PER_DAY) {
         throw rateLimited(`at most ${MAX_ENROLMENTS_PER_DAY} TOTP enrolments per user per day`);
       }
@@ -177,9 +200,18 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
         domainEvent('TotpTokenEnrolled', { tokenId, label, sealedSecret, digits: 6, period: 30, algorithm: 'SHA1' }, now),
       ];
     }
+    case 'AssignHardwareToken': {
+      requireRegistered(state);
+      const { manufacturer, model, ...token } = command.data;
+      const held = state.tokens.find((t) => t.tokenId === token.tokenId);
+      // Given already (an assignment retried, or resumed after a crash): nothing more to record.
+      if (held) return [];
+      if (countedTokens(state, now) >= MAX_TOTP_TOKENS) throw tooManyTokens();
+      return [domainEvent('HardwareTokenAssigned', { ...token, ...(manufacturer ? { manufacturer } : {}), ...(model ? { model } : {}) }, now)];
+    }
     case 'ActivateTotpToken': {
       const token = activationCandidate(state, command.data.tokenId, now);
-      const step = matchTotpStep(command.data.secret, command.data.code, now.getTime(), token);
+      const step = matchTotpStep(command.data.secret, command.data.code, now.getTime(), { digits: token.digits, period: token.period, algorithm: token.algorithm ?? 'SHA1' });
       // A wrong code is an ordinary outcome, not a state change: the caller answers active=false.
       if (step === undefined) return [];
       return [domainEvent('TotpTokenActivated', { tokenId: token.tokenId, step }, now)];
@@ -276,6 +308,20 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'TotpTokenEnrolled': {
       const { tokenId, label, sealedSecret, digits, period } = event.data;
       const token: TotpToken = { tokenId, label, sealedSecret, digits, period, enrolledAtMs: Date.parse(event.occurredAt) };
+      return { ...state, tokens: [...state.tokens, token] };
+    }
+    case 'HardwareTokenAssigned': {
+      const { tokenId, serialNumber, sealedSecret, digits, period, algorithm, manufacturer, model } = event.data;
+      const token: TotpToken = {
+        tokenId,
+        label: [manufacturer, model].filter(Boolean).join(' ') || `Hardware token ${serialNumber}`,
+        sealedSecret,
+        digits,
+        period,
+        algorithm,
+        hardware: { serialNumber, ...(manufacturer ? { manufacturer } : {}), ...(model ? { model } : {}) },
+        enrolledAtMs: Date.parse(event.occurredAt),
+      };
       return { ...state, tokens: [...state.tokens, token] };
     }
     case 'TotpTokenActivated':

@@ -10,9 +10,10 @@
  * chunk's good lines in one call, one record per line. A quoted field never spans lines here:
  * no column may contain a line break anyway.
  */
+import { OATH_CSV_HEADER } from '@mfa/contracts';
 import { base32Decode } from '@mfa/crypto';
 import { parse } from 'csv-parse/sync';
-import { checkLabel, checkSerial, SerialRegister, textProblem, type Checked } from './fields.js';
+import { checkLabel, checkSerial, checkUserId, SerialRegister } from './fields.js';
 import { chunksOf } from './input.js';
 import {
   ImportFileError,
@@ -25,10 +26,8 @@ import {
 
 /** Longest line (record) read, in bytes; a longer one is refused without being kept in memory. */
 export const MAX_CSV_LINE_BYTES = 4096;
-/** Longest user name in the `upn` column. */
-export const MAX_UPN_LENGTH = 256;
 
-const COLUMNS = ['upn', 'serial number', 'secret key', 'time interval', 'manufacturer', 'model'];
+const COLUMNS = OATH_CSV_HEADER.split(',');
 const REQUIRED_COLUMNS = 4;
 const EXPECTED_HEADER = 'the first row must be "upn,serial number,secret key,time interval", optionally followed by ",manufacturer" and ",model"';
 
@@ -131,13 +130,6 @@ function checkHeader(fields: readonly string[]): number {
   return names.length;
 }
 
-function checkUpn(raw: string): Checked {
-  const value = raw.trim();
-  if (value === '') return { ok: true, value: undefined };
-  const problem = textProblem(value, MAX_UPN_LENGTH);
-  return problem ? { ok: false, reason: `upn: ${problem}` } : { ok: true, value };
-}
-
 const BASE32 = /^[A-Za-z2-7]+=*$/;
 /** Lengths (mod 8) a Base32 text without padding can have: 0, 2, 4, 5 or 7 characters of a last group. */
 const BASE32_GROUP_ENDS = new Set([0, 2, 4, 5, 7]);
@@ -180,7 +172,7 @@ export function readRow(row: number, fields: readonly string[], columns: number)
   if (fields.length !== columns) {
     return { ok: false, rejected: { row, reason: `wrong number of columns: ${fields.length} instead of ${columns}` } };
   }
-  const upn = checkUpn(fields[0]!);
+  const upn = checkUserId(fields[0]);
   const serial = checkSerial(fields[1]);
   // What could be read of the row, for the error file: valid fields only.
   const known = {

@@ -139,30 +139,32 @@ describe('CSV seed file', () => {
       const rows = await parse(file(huge, `,SN2,${SECRET},30,,`, `,SN3,${SECRET},30,${'m'.repeat(65)},`), chunkBytes);
       assert.deepEqual(
         rows.map((r) => (r.ok ? r.token.serialNumber : `${r.rejected.row}: ${r.rejected.reason}`)),
-        [`1: row longer than ${MAX_CSV_LINE_BYTES} bytes`, 'SN2', '3: manufacturer: longer than 64 characters'],
+        [`1: row longer than ${MAX_CSV_LINE_BYTES} bytes`, 'SN2', '3: manufacturer: must be at most 64 characters'],
       );
     }
     // The limit itself is fine (a long model is refused by its own rule, not the line's).
     const atLimit = `,SN1,${SECRET},30,,`;
     const padded = atLimit + 'y'.repeat(MAX_CSV_LINE_BYTES - atLimit.length);
-    assert.equal((await onlyRejection(padded)).reason, 'model: longer than 64 characters');
+    assert.equal((await onlyRejection(padded)).reason, 'model: must be at most 64 characters');
     assert.equal((await onlyRejection(padded + 'y')).reason, `row longer than ${MAX_CSV_LINE_BYTES} bytes`);
   });
 
   it('refuses long and hostile text fields by column', async () => {
     const cases: Array<[string, string]> = [
-      [`${'u'.repeat(257)},SN1,${SECRET},30,,`, 'upn: longer than 256 characters'],
-      [`ali\u0000ce,SN1,${SECRET},30,,`, 'upn: contains control or invisible formatting characters'],
-      [`ali\u202Ece,SN1,${SECRET},30,,`, 'upn: contains control or invisible formatting characters'],
-      [`,SN\u20661\u2069,${SECRET},30,,`, 'serial number: contains control or invisible formatting characters'],
-      [`,SN\u200B1,${SECRET},30,,`, 'serial number: contains control or invisible formatting characters'],
-      [`,"SN\r1",${SECRET},30,,`, 'serial number: contains control or invisible formatting characters'],
-      [`,SN\u001b[31m,${SECRET},30,,`, 'serial number: contains control or invisible formatting characters'],
-      [`,${'S'.repeat(65)},${SECRET},30,,`, 'serial number: longer than 64 characters'],
+      [`${'u'.repeat(257)},SN1,${SECRET},30,,`, 'upn: must be at most 256 characters'],
+      [`ali\u0000ce,SN1,${SECRET},30,,`, 'upn: must not contain control characters'],
+      [`ali\u202Ece,SN1,${SECRET},30,,`, 'upn: must not contain bidirectional override or isolate characters (U+202A to U+202E, U+2066 to U+2069)'],
+      [`,SN\u20661\u2069,${SECRET},30,,`, 'serial number: must not contain bidirectional override or isolate characters (U+202A to U+202E, U+2066 to U+2069)'],
+      [`,SN\u200F1,${SECRET},30,,`, 'serial number: must not contain bidirectional marks (U+200E, U+200F, U+061C)'],
+      [`,SN\u200B1,${SECRET},30,,`, 'serial number: must not contain zero-width characters (U+200B to U+200D, U+2060, U+FEFF)'],
+      [`,"SN\r1",${SECRET},30,,`, 'serial number: must not contain control characters'],
+      [`,SN\u001b[31m,${SECRET},30,,`, 'serial number: must not contain control characters'],
+      [`,SN\u20281,${SECRET},30,,`, 'serial number: must not contain line or paragraph separators (U+2028, U+2029)'],
+      [`,${'S'.repeat(65)},${SECRET},30,,`, 'serial number: must be at most 64 characters'],
       [`,  ,${SECRET},30,,`, 'serial number: missing'],
-      [`,SN1,${SECRET},30,Acme\u0085,`, 'manufacturer: contains control or invisible formatting characters'],
-      [`,SN1,${SECRET},30,,M\uFEFFX`, 'model: contains control or invisible formatting characters'],
-      [`,SN1,${SECRET},30,,${'m'.repeat(65)}`, 'model: longer than 64 characters'],
+      [`,SN1,${SECRET},30,Acme\u0085,`, 'manufacturer: must not contain control characters'],
+      [`,SN1,${SECRET},30,,M\uFEFFX`, 'model: must not contain zero-width characters (U+200B to U+200D, U+2060, U+FEFF)'],
+      [`,SN1,${SECRET},30,,${'m'.repeat(65)}`, 'model: must be at most 64 characters'],
     ];
     for (const [row, reason] of cases) {
       const refusal = await onlyRejection(row);
@@ -171,7 +173,7 @@ describe('CSV seed file', () => {
       if (reason.startsWith('serial number')) assert.equal(refusal.serialNumber, undefined);
       if (reason.startsWith('upn')) assert.equal(refusal.userId, undefined);
     }
-    // Letters beyond ASCII are not hostile; 64 of them fit.
+    // Letters beyond ASCII are not hostile; 64 of them fit (64 UTF-16 code units, as the API counts).
     assert.equal(tokens(await parse(file(`jürgen@exämple.de,${'é'.repeat(64)},${SECRET},30,Ærø,`)))[0]?.userId, 'jürgen@exämple.de');
   });
 

@@ -2,46 +2,38 @@
  * Checks both import formats share: the text fields an administrator reads back (serial numbers,
  * user names, manufacturer and model), strict base64, and the serial numbers already seen.
  */
-import { MAX_LABEL_FIELD_LENGTH, MAX_SERIAL_LENGTH } from './types.js';
+import { Label, SerialNumber, UserId } from '@mfa/contracts';
+import type { z } from 'zod';
 
-/**
- * Characters no imported text may carry: controls (C0, C1, DEL), format characters (the bidi
- * embeddings, overrides and isolates, zero-width joiners, the BOM), line and paragraph
- * separators, private-use, unassigned and lone surrogate code points. They either break the
- * lists and error files the text ends up in, or make one serial number look like another.
- */
-const HOSTILE = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}]/u;
-
-/** Characters counted as code points, so a serial number of 64 accented letters fits. */
-const codePoints = (text: string): number => {
-  let count = 0;
-  for (const _ of text) count++;
-  return count;
-};
-
-/** Why `value` (already trimmed) cannot be stored as a text of at most `max` characters; undefined when it can. */
-export function textProblem(value: string, max: number): string | undefined {
-  if (codePoints(value) > max) return `longer than ${max} characters`;
-  if (HOSTILE.test(value)) return 'contains control or invisible formatting characters';
-  return undefined;
+/** A field as the service's own schema reads it: the value, or the reason naming the column (never the value). */
+function checked(column: string, schema: z.ZodType<string>, value: string): Checked {
+  const result = schema.safeParse(value);
+  return result.success ? { ok: true, value: result.data } : { ok: false, reason: `${column}: ${result.error.issues[0]?.message ?? 'invalid'}` };
 }
 
 export type Checked = { ok: true; value: string | undefined } | { ok: false; reason: string };
 
-/** A required serial number: 1 to MAX_SERIAL_LENGTH printable characters, surrounding spaces trimmed. */
+/**
+ * A required serial number, surrounding spaces trimmed: what `oath.tokens.assign` and the rest of
+ * the API accept (SerialNumber: at most 64 characters, no control, bidi or zero-width characters),
+ * so that every imported token can be named again.
+ */
 export function checkSerial(raw: string | undefined): Checked {
   const value = raw?.trim() ?? '';
   if (value === '') return { ok: false, reason: 'serial number: missing' };
-  const problem = textProblem(value, MAX_SERIAL_LENGTH);
-  return problem ? { ok: false, reason: `serial number: ${problem}` } : { ok: true, value };
+  return checked('serial number', SerialNumber, value);
+}
+
+/** An optional user id (the CSV's `upn`): empty or absent means none. */
+export function checkUserId(raw: string | undefined): Checked {
+  const value = raw?.trim() ?? '';
+  return value === '' ? { ok: true, value: undefined } : checked('upn', UserId, value);
 }
 
 /** An optional label (manufacturer, model): empty or absent means none. */
 export function checkLabel(column: string, raw: string | undefined): Checked {
   const value = raw?.trim() ?? '';
-  if (value === '') return { ok: true, value: undefined };
-  const problem = textProblem(value, MAX_LABEL_FIELD_LENGTH);
-  return problem ? { ok: false, reason: `${column}: ${problem}` } : { ok: true, value };
+  return value === '' ? { ok: true, value: undefined } : checked(column, Label, value);
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;

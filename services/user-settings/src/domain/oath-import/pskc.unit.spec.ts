@@ -492,9 +492,9 @@ describe('PSKC: what a key must be', () => {
       '1 DEV-1',
       '2 KEY-2',
       '3 serial number: missing (no DeviceInfo SerialNo and no Key Id)',
-      '4 serial number: contains control or invisible formatting characters',
-      '5 serial number: longer than 64 characters',
-      '6 model: longer than 64 characters',
+      '4 serial number: must not contain bidirectional override or isolate characters (U+202A to U+202E, U+2066 to U+2069)',
+      '5 serial number: must be at most 64 characters',
+      '6 model: must be at most 64 characters',
     ]);
     assert.equal(rejected(rows)[1]?.serialNumber, undefined);
   });

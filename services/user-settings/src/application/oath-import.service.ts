@@ -1,0 +1,389 @@
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { stringify } from 'csv-stringify/sync';
+import {
+  ContractError,
+  invalidRequest,
+  MAX_IMPORT_FILE_BYTES,
+  MAX_INLINE_ERRORS_BYTES,
+  notFound,
+  OATH_ERRORS_CSV_HEADER,
+  unavailable,
+  type OathImportReply,
+  type OathImportRequest,
+  type OathImportStatusReply,
+  type OathImportStatusRequest,
+} from '@mfa/contracts';
+import { open, seal, SealContext, type Keyring } from '@mfa/crypto';
+import type { Logger } from '@mfa/telemetry';
+import { jobObjects, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
+import { parseCsv } from '../domain/oath-import/csv.js';
+import { parsePskc } from '../domain/oath-import/pskc.js';
+import { ImportFileError, type ParsedRow, type RejectedRow } from '../domain/oath-import/types.js';
+import type { OathTokensService, RowOutcome } from './oath-tokens.service.js';
+
+/** Rows per checkpoint: a crash redoes at most this many (each of them idempotent). */
+export const IMPORT_BATCH = 500;
+/** Rows of one batch worked on at once; rows of one user always go to the same lane, in file order. */
+const LANES = 16;
+/** How long a worker's claim on a job lasts unless renewed; another instance takes over after it. */
+export const IMPORT_LEASE_MS = 30_000;
+const HEARTBEAT_MS = 5_000;
+/** How often workers look for jobs nobody runs (new ones, or ones whose worker died). */
+const SCAN_MS = 2_000;
+
+interface PskcKeys {
+  password?: string;
+  psk?: string;
+}
+
+class LeaseLost extends Error {
+  override name = 'LeaseLost';
+}
+
+/**
+ * Import jobs of hardware tokens (oath.import): the request stores the file and a queued job and
+ * answers at once; any instance's worker claims the job (a compare-and-set lease in MFA_IMPORT_JOBS)
+ * and imports it in batches, recording after each batch how far it got. A worker that dies leaves
+ * its lease to expire; another one (or the same after a restart) resumes at the last checkpoint.
+ * Rows of the batch that was cut short are done again, which is harmless: a token this job already
+ * imported is recognised by its aggregate (the job id is in its event) and not imported twice.
+ */
+export class OathImportService {
+  private readonly owner = `${process.pid}-${randomBytes(6).toString('base64url')}`;
+  private running: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private scanning = false;
+
+  constructor(
+    private readonly options: {
+      jobs: ImportJobs;
+      tokens: OathTokensService;
+      keyring: Keyring;
+      log: Logger;
+      /** The tenant exists, else not_found. */
+      requireTenant: (tenantId: string, now: Date) => Promise<void>;
+    },
+  ) {}
+
+  /** Starts looking for jobs to run. */
+  start(): void {
+    this.timer = setInterval(() => void this.scan(), SCAN_MS);
+    this.timer.unref();
+    void this.scan();
+  }
+
+  /** Stops taking jobs and waits for the one running to reach a checkpoint (its lease then expires). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  async request(request: OathImportRequest, now: Date, clientId?: string): Promise<OathImportReply> {
+    const { tenantId } = request;
+    await this.options.requireTenant(tenantId, now);
+    // Hex: never a leading '-' that a command line would take for an option.
+    const jobId = randomBytes(12).toString('hex');
+    const objects = jobObjects(tenantId, jobId);
+    let source: ImportJob['source'];
+    if (request.content !== undefined) {
+      const bytes = request.encoding === 'base64' ? Buffer.from(request.content, 'base64') : Buffer.from(request.content, 'utf8');
+      if (bytes.length === 0) throw invalidRequest('content: the file is empty');
+      // The file holds the tokens' secrets: only its sealed form is stored, until the job ends.
+      const sealed = seal(this.options.keyring, bytes, SealContext.importFile(tenantId, jobId, 'file'));
+      bytes.fill(0);
+      await this.infra(() => this.options.jobs.putObject(objects.source, Buffer.from(sealed, 'utf8')));
+      source = { object: objects.source, sealed: true };
+    } else {
+      const size = await this.infra(() => this.options.jobs.size(request.object!));
+      if (size === undefined) throw notFound(`object: no ${request.object} in the imports bucket`);
+      if (size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
+      source = { object: request.object!, sealed: false };
+    }
+    const keys: PskcKeys = { ...(request.password ? { password: request.password } : {}), ...(request.psk ? { psk: request.psk } : {}) };
+    const at = now.toISOString();
+    const job: ImportJob = {
+      jobId,
+      tenantId,
+      format: request.format,
+      source,
+      ...(Object.keys(keys).length > 0 ? { sealedKeys: seal(this.options.keyring, Buffer.from(JSON.stringify(keys), 'utf8'), SealContext.importFile(tenantId, jobId, 'keys')) } : {}),
+      replace: request.replace === true,
+      ...(clientId ? { clientId } : {}),
+      state: 'queued',
+      total: 0,
+      processed: 0,
+      imported: 0,
+      failed: 0,
+      errorChunks: [],
+      createdAt: at,
+      updatedAt: at,
+    };
+    await this.infra(() => this.options.jobs.create(job));
+    void this.scan();
+    return { jobId };
+  }
+
+  async status(request: OathImportStatusRequest, now: Date): Promise<OathImportStatusReply> {
+    const { tenantId, jobId } = request;
+    await this.options.requireTenant(tenantId, now);
+    const found = await this.infra(() => this.options.jobs.get(tenantId, jobId));
+    if (!found) throw notFound('unknown import job');
+    const { job } = found;
+    let errors: { errorsCsv: string; errorsTruncated?: true } | undefined;
+    if (job.errorsObject) {
+      const bytes = await this.infra(() => this.options.jobs.getObject(job.errorsObject!));
+      if (bytes) {
+        const text = Buffer.from(bytes).toString('utf8');
+        errors = bytes.length <= MAX_INLINE_ERRORS_BYTES ? { errorsCsv: text } : { errorsCsv: truncateCsv(text, MAX_INLINE_ERRORS_BYTES), errorsTruncated: true };
+      }
+    }
+    return {
+      jobId,
+      format: job.format,
+      state: job.state,
+      total: job.total,
+      processed: job.processed,
+      imported: job.imported,
+      failed: job.failed,
+      ...(job.error ? { error: job.error } : {}),
+      ...(errors ?? {}),
+      ...(job.errorsObject ? { errorsObject: job.errorsObject } : {}),
+      createdAt: job.createdAt,
+      updatedAt: job.updatedAt,
+      ...(job.finishedAt ? { finishedAt: job.finishedAt } : {}),
+    };
+  }
+
+  /** Claims and runs one job nobody runs, if there is one and this worker is idle. */
+  private async scan(): Promise<void> {
+    if (this.stopped || this.running || this.scanning) return;
+    this.scanning = true;
+    try {
+      const now = Date.now();
+      const candidates = (await this.options.jobs.all())
+        .filter(({ job }) => (job.state === 'queued' || job.state === 'running') && (job.lease === undefined || job.lease.until < now))
+        .sort((a, b) => a.job.createdAt.localeCompare(b.job.createdAt));
+      for (const candidate of candidates) {
+        const claimed = await this.claim(candidate);
+        if (!claimed) continue;
+        this.running = this.run(claimed).finally(() => {
+          this.running = undefined;
+          void this.scan();
+        });
+        return;
+      }
+    } catch (error) {
+      this.options.log.warn('import job scan failed', { error });
+    } finally {
+      this.scanning = false;
+    }
+  }
+
+  private async claim({ job, revision }: StoredJob): Promise<StoredJob | undefined> {
+    const next: ImportJob = { ...job, state: 'running', lease: { owner: this.owner, until: Date.now() + IMPORT_LEASE_MS }, updatedAt: new Date().toISOString() };
+    try {
+      return { job: next, revision: await this.options.jobs.update(next, revision) };
+    } catch {
+      return undefined; // another worker was quicker
+    }
+  }
+
+  private async run(claimed: StoredJob): Promise<void> {
+    let current = claimed;
+    const { tenantId, jobId } = current.job;
+    const log = this.options.log;
+    // Every write of the job goes through this chain: the heartbeat and the checkpoints never race.
+    let writes: Promise<unknown> = Promise.resolve();
+    const write = (change: (job: ImportJob) => ImportJob): Promise<void> => {
+      const next = writes.then(async () => {
+        const job = { ...change(current.job), lease: { owner: this.owner, until: Date.now() + IMPORT_LEASE_MS }, updatedAt: new Date().toISOString() };
+        try {
+          current = { job, revision: await this.options.jobs.update(job, current.revision) };
+        } catch (error) {
+          throw new LeaseLost(`lost the lease of import job ${jobId}`, { cause: error });
+        }
+      });
+      writes = next.catch(() => undefined);
+      return next;
+    };
+    const heartbeat = setInterval(() => void write((job) => job).catch(() => undefined), HEARTBEAT_MS);
+    heartbeat.unref();
+    log.info('import job running', { tenantId, jobId, format: current.job.format, resumedAt: current.job.processed });
+    try {
+      const keys = this.keysOf(current.job);
+      if (current.job.total === 0) {
+        let total = 0;
+        for await (const row of await this.rows(current.job, keys)) {
+          total++;
+          if (row.ok) row.token.secret.fill(0);
+        }
+        await write((job) => ({ ...job, total }));
+      }
+      let batch: Array<{ index: number; row: ParsedRow }> = [];
+      let index = 0;
+      const skip = current.job.processed;
+      for await (const row of await this.rows(current.job, keys)) {
+        index++;
+        if (index <= skip) continue;
+        batch.push({ index, row });
+        if (batch.length === IMPORT_BATCH) {
+          await this.runBatch(current.job, batch, write);
+          batch = [];
+          if (this.stopped) return;
+        }
+      }
+      if (batch.length > 0) await this.runBatch(current.job, batch, write);
+      await this.finish(current.job, write, undefined);
+      log.info('import job completed', { tenantId, jobId, imported: current.job.imported, failed: current.job.failed });
+    } catch (error) {
+      if (error instanceof LeaseLost) {
+        log.warn('import job taken over by another worker', { tenantId, jobId });
+        return;
+      }
+      if (error instanceof ImportFileError || error instanceof ContractError) {
+        await this.finish(current.job, write, error.message).catch((e: unknown) => log.warn('import job not closed', { tenantId, jobId, error: e }));
+        log.info('import job failed', { tenantId, jobId, reason: error.message });
+        return;
+      }
+      // Infrastructure trouble: the lease runs out and a worker (maybe this one) resumes later.
+      log.warn('import job interrupted; it resumes from its last checkpoint', { tenantId, jobId, error });
+    } finally {
+      clearInterval(heartbeat);
+      await writes;
+    }
+  }
+
+  /** One batch: its rows through the lanes, its rejected rows into an error chunk, then the checkpoint. */
+  private async runBatch(job: ImportJob, batch: Array<{ index: number; row: ParsedRow }>, write: (change: (job: ImportJob) => ImportJob) => Promise<void>): Promise<void> {
+    const lanes: Array<typeof batch> = Array.from({ length: LANES }, () => []);
+    for (const item of batch) {
+      const key = item.row.ok ? (item.row.token.userId ?? item.row.token.serialNumber) : String(item.index);
+      lanes[laneOf(key)]!.push(item);
+    }
+    const outcomes = new Map<number, { row: ParsedRow; outcome: RowOutcome }>();
+    const now = () => new Date();
+    await Promise.all(
+      lanes.map(async (lane) => {
+        for (const { index, row } of lane) {
+          if (!row.ok) {
+            outcomes.set(index, { row, outcome: { imported: false, reason: row.rejected.reason } });
+            continue;
+          }
+          try {
+            outcomes.set(index, { row, outcome: await this.options.tokens.importToken(job, row.token, now()) });
+          } finally {
+            row.token.secret.fill(0);
+          }
+        }
+      }),
+    );
+    const rejected: RejectedRow[] = [];
+    let imported = 0;
+    for (const { index } of batch) {
+      const { row, outcome } = outcomes.get(index)!;
+      if (outcome.imported) {
+        imported++;
+        continue;
+      }
+      const seen = row.ok ? { serialNumber: row.token.serialNumber, ...(row.token.userId ? { userId: row.token.userId } : {}) } : row.rejected;
+      rejected.push({ row: index, ...(seen.serialNumber ? { serialNumber: seen.serialNumber } : {}), ...(seen.userId ? { userId: seen.userId } : {}), reason: outcome.imported ? '' : outcome.reason });
+    }
+    const chunk = Math.floor((batch[0]!.index - 1) / IMPORT_BATCH);
+    if (rejected.length > 0) await this.infra(() => this.options.jobs.putObject(jobObjects(job.tenantId, job.jobId).errorChunk(chunk), Buffer.from(errorLines(rejected), 'utf8')));
+    await write((j) => ({
+      ...j,
+      processed: j.processed + batch.length,
+      imported: j.imported + imported,
+      failed: j.failed + rejected.length,
+      errorChunks: rejected.length > 0 && !j.errorChunks.includes(chunk) ? [...j.errorChunks, chunk] : j.errorChunks,
+    }));
+  }
+
+  /** The error file from the chunks, the file and keys dropped, the job closed (completed, or failed with `error`). */
+  private async finish(job: ImportJob, write: (change: (job: ImportJob) => ImportJob) => Promise<void>, error: string | undefined): Promise<void> {
+    const objects = jobObjects(job.tenantId, job.jobId);
+    let errorsObject: string | undefined;
+    if (job.errorChunks.length > 0) {
+      const parts: Buffer[] = [Buffer.from(`${OATH_ERRORS_CSV_HEADER}\r\n`, 'utf8')];
+      for (const chunk of [...job.errorChunks].sort((a, b) => a - b)) {
+        const bytes = await this.infra(() => this.options.jobs.getObject(objects.errorChunk(chunk)));
+        if (bytes) parts.push(Buffer.from(bytes));
+      }
+      await this.infra(() => this.options.jobs.putObject(objects.errors, Buffer.concat(parts)));
+      for (const chunk of job.errorChunks) await this.options.jobs.deleteObject(objects.errorChunk(chunk));
+      errorsObject = objects.errors;
+    }
+    await this.options.jobs.deleteObject(job.source.object);
+    await write((j) => {
+      const { sealedKeys: _keys, lease: _lease, ...rest } = j;
+      return {
+        ...rest,
+        state: error === undefined ? 'completed' : 'failed',
+        ...(error !== undefined ? { error } : {}),
+        ...(errorsObject ? { errorsObject } : {}),
+        finishedAt: new Date().toISOString(),
+      };
+    });
+    // The lease written by `write` is harmless on a finished job: nobody claims those.
+  }
+
+  private keysOf(job: ImportJob): PskcKeys {
+    if (!job.sealedKeys) return {};
+    return JSON.parse(open(this.options.keyring, job.sealedKeys, SealContext.importFile(job.tenantId, job.jobId, 'keys')).toString('utf8')) as PskcKeys;
+  }
+
+  /** The job's file, parsed from the start. */
+  private async rows(job: ImportJob, keys: PskcKeys): Promise<AsyncIterable<ParsedRow>> {
+    let input: Buffer | Readable;
+    if (job.source.sealed) {
+      const sealed = await this.infra(() => this.options.jobs.getObject(job.source.object));
+      if (!sealed) throw new ImportFileError('the file of this job is gone');
+      input = open(this.options.keyring, Buffer.from(sealed).toString('utf8'), SealContext.importFile(job.tenantId, job.jobId, 'file'));
+    } else {
+      const stream = await this.infra(() => this.options.jobs.readObject(job.source.object));
+      if (!stream) throw new ImportFileError(`the file ${job.source.object} is no longer in the imports bucket`);
+      input = stream;
+    }
+    if (job.format === 'csv') return parseCsv(input);
+    return parsePskc(input, { ...(keys.password ? { password: keys.password } : {}), ...(keys.psk ? { psk: Buffer.from(keys.psk, 'hex') } : {}) });
+  }
+
+  private async infra<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof ContractError || error instanceof ImportFileError) throw error;
+      this.options.log.warn('imports store call failed', { error });
+      throw unavailable('imports store unavailable', error);
+    }
+  }
+}
+
+function laneOf(key: string): number {
+  let h = 0;
+  for (let i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) | 0;
+  return Math.abs(h) % LANES;
+}
+
+/** Rows of the error file (no header): row, user, serial, failure reason; spreadsheet formulas defused. */
+function errorLines(rows: readonly RejectedRow[]): string {
+  return stringify(
+    rows.map((r) => [String(r.row), defuse(r.userId ?? ''), defuse(r.serialNumber ?? ''), defuse(r.reason)]),
+    { record_delimiter: '\r\n' },
+  );
+}
+
+/** A cell a spreadsheet would read as a formula gets a leading apostrophe (OWASP CSV injection). */
+function defuse(cell: string): string {
+  return /^[=+\-@\t\r]/.test(cell) ? `'${cell}` : cell;
+}
+
+/** The first whole lines of `csv` within `max` bytes. */
+function truncateCsv(csv: string, max: number): string {
+  const cut = Buffer.from(csv, 'utf8').subarray(0, max).toString('utf8');
+  const end = cut.lastIndexOf('\r\n');
+  return end > 0 ? cut.slice(0, end + 2) : cut;
+}

@@ -1,0 +1,265 @@
+import {
+  conflict,
+  ContractError,
+  EventSubjects,
+  notFound,
+  unavailable,
+  UnknownEventError,
+  type OathTokenItem,
+  type OathTokensActivateReply,
+  type OathTokensActivateRequest,
+  type OathTokensAssignReply,
+  type OathTokensAssignRequest,
+  type OathTokensListReply,
+  type OathTokensListRequest,
+} from '@mfa/contracts';
+import { randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { cursorAfter, nextCursor } from './keyset-cursor.js';
+import { ConcurrencyError, createEvent } from '@mfa/messaging';
+import type { Logger } from '@mfa/telemetry';
+import type { EventStore } from '../adapters/event-store.js';
+import type { OathInventory } from '../adapters/oath-inventory.js';
+import { inventoryState, oathTokenDecider, type ImportedToken, type OathTokenCommand, type OathTokenState } from '../domain/oath-token.js';
+import type { ParsedToken } from '../domain/oath-import/types.js';
+import type { HeldHardwareToken, UserSettingsService } from './user-settings.service.js';
+
+const MAX_APPEND_ATTEMPTS = 5;
+const TOKEN_ID_BYTES = 12;
+
+interface TokenOutcome {
+  state: OathTokenState;
+  seq: number;
+  appended: boolean;
+}
+
+/** What one row of an import came to. */
+export type RowOutcome = { imported: true } | { imported: false; reason: string };
+
+/**
+ * The tenant's hardware token inventory: tokens come in by import (one aggregate per serial
+ * number), wait unassigned or go to a user, and are activated by the code they show. Each step
+ * that touches a token and its user is done token first, then user; a step that crashed between
+ * the two is completed (or undone) the next time the token is touched, since each side is
+ * idempotent and the user's side is checked before the token is taken from a holder.
+ */
+export class OathTokensService {
+  constructor(
+    private readonly options: {
+      store: EventStore;
+      users: UserSettingsService;
+      inventory: OathInventory;
+      keyring: Keyring;
+      log: Logger;
+    },
+  ) {
+    options.users.onHardwareReleased((tenantId, userId, tokens, reason, now) => this.release(tenantId, userId, tokens, reason, now));
+  }
+
+  async list(request: OathTokensListRequest, now: Date): Promise<OathTokensListReply> {
+    const { tenantId } = request;
+    await this.options.users.requireExistingTenant(tenantId, now);
+    const scope = { tenantId, kind: `oath.tokens.list:${request.state ?? ''}` };
+    const after = cursorAfter(this.options.keyring, scope, request.cursor);
+    const page = await this.infra(() => this.options.inventory.list(tenantId, { state: request.state, after, limit: request.limit }));
+    return { items: page.items, ...nextCursor(this.options.keyring, scope, page.next) };
+  }
+
+  async assign(request: OathTokensAssignRequest, now: Date): Promise<OathTokensAssignReply> {
+    const { tenantId, serialNumber, userId } = request;
+    await this.options.users.requireExistingTenant(tenantId, now);
+    const state = await this.assignToUser(tenantId, serialNumber, userId, now);
+    return { serialNumber, tokenId: state.tokenId!, userId, state: inventoryState(state) };
+  }
+
+  async activate(request: OathTokensActivateRequest, now: Date): Promise<OathTokensActivateReply> {
+    const { tenantId, serialNumber, code } = request;
+    await this.options.users.requireExistingTenant(tenantId, now);
+    const token = await this.executeToken(tenantId, serialNumber, now, () => []);
+    const { tokenId, userId } = token.state;
+    if (!token.state.exists || tokenId === undefined) throw notFound('unknown serial number');
+    if (userId === undefined) throw conflict('the token is not assigned to a user: assign it first (oath.tokens.assign)');
+    if (token.state.activatedStep !== undefined) throw conflict('token is already active');
+    // The user's side of the assignment, if a crash left it undone.
+    await this.options.users.giveHardwareToken(tenantId, userId, importedOf(token.state), now);
+    const step = await this.options.users.activateHardwareToken(tenantId, userId, tokenId, code, now);
+    if (step === undefined) return { serialNumber, tokenId, userId, active: false };
+    await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step } }, state, now));
+    return { serialNumber, tokenId, userId, active: true };
+  }
+
+  /**
+   * One token of an import job. Rows whose user cannot take one more token are refused before
+   * anything is stored; a row whose token went in but could not be given to its user says so.
+   */
+  async importToken(job: { tenantId: string; jobId: string; replace: boolean }, parsed: ParsedToken, now: Date): Promise<RowOutcome> {
+    const { tenantId } = job;
+    const { serialNumber, userId } = parsed;
+    try {
+      if (userId !== undefined) await this.options.users.checkCanTakeToken(tenantId, userId, '', now);
+      const tokenId = randomToken(TOKEN_ID_BYTES);
+      const fresh: ImportedToken = {
+        tokenId,
+        serialNumber,
+        sealedSecret: seal(this.options.keyring, parsed.secret, SealContext.hardwareSecret(tenantId, tokenId)),
+        digits: parsed.digits,
+        period: parsed.period,
+        algorithm: parsed.algorithm,
+        ...(parsed.manufacturer ? { manufacturer: parsed.manufacturer } : {}),
+        ...(parsed.model ? { model: parsed.model } : {}),
+      };
+      if (job.replace) {
+        // Replacing a token someone holds: they lose the old one first (its secret is no longer good).
+        const previous = (await this.executeToken(tenantId, serialNumber, now, () => [])).state;
+        if (previous.exists && previous.jobId !== job.jobId && previous.userId !== undefined && previous.tokenId !== undefined) {
+          await this.options.users.takeHardwareToken(tenantId, previous.userId, previous.tokenId, now);
+        }
+      }
+      await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'ImportToken', data: { token: fresh, jobId: job.jobId, replace: job.replace } }, state, now));
+    } catch (error) {
+      if (error instanceof ContractError && error.code !== 'unavailable') return { imported: false, reason: error.message };
+      throw error;
+    }
+    if (userId === undefined) return { imported: true };
+    try {
+      // The user's room was checked just before (the user's decider checks it again when giving).
+      await this.assignToUser(tenantId, serialNumber, userId, now, { checked: true });
+      return { imported: true };
+    } catch (error) {
+      if (error instanceof ContractError && error.code !== 'unavailable') {
+        return { imported: false, reason: `imported into the inventory unassigned, not given to the user: ${error.message}` };
+      }
+      throw error;
+    }
+  }
+
+  /** Puts tokens a user lost (deleted, reset, erased) back into the inventory, unassigned. */
+  async release(tenantId: string, userId: string, tokens: readonly HeldHardwareToken[], reason: string, now: Date): Promise<void> {
+    for (const { tokenId, serialNumber } of tokens) {
+      await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'UnassignToken', data: { tokenId, userId, reason } }, state, now));
+    }
+  }
+
+  /** Rewrites the inventory entry of one token from its events (the projector, after a crash or a Redis loss). */
+  async reindex(tenantId: string, serialNumber: string, now: Date): Promise<void> {
+    await this.executeToken(tenantId, serialNumber, now, () => [], true);
+  }
+
+  private async assignToUser(tenantId: string, serialNumber: string, userId: string, now: Date, options: { checked?: boolean } = {}): Promise<OathTokenState> {
+    let expected: string | undefined;
+    if (!options.checked) {
+      const current = await this.executeToken(tenantId, serialNumber, now, () => []);
+      if (!current.state.exists || current.state.tokenId === undefined) throw notFound('unknown serial number');
+      expected = current.state.tokenId;
+      await this.options.users.checkCanTakeToken(tenantId, userId, expected, now);
+    }
+    // Claimed at once when free; when the inventory names another holder, that holder's own record
+    // decides (a step that did not finish may have left the name behind).
+    let heldBy: string | undefined;
+    let claimed = await this.executeToken(tenantId, serialNumber, now, (state) => {
+      heldBy = state.userId !== undefined && state.userId !== userId ? state.userId : undefined;
+      return heldBy !== undefined ? [] : decide({ type: 'AssignToken', data: { userId } }, state, now);
+    });
+    if (heldBy !== undefined) {
+      const holder = heldBy;
+      if (await this.options.users.holdsToken(tenantId, holder, claimed.state.tokenId!, now)) throw conflict('the token is assigned to another user; delete it from that user first');
+      claimed = await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'AssignToken', data: { userId, takeOver: state.userId === holder } }, state, now));
+    }
+    const tokenId = claimed.state.tokenId!;
+    if (expected !== undefined && tokenId !== expected) throw conflict('the token was replaced meanwhile; try again');
+    try {
+      await this.options.users.giveHardwareToken(tenantId, userId, importedOf(claimed.state), now);
+    } catch (error) {
+      if (error instanceof ContractError && error.code !== 'unavailable') {
+        await this.executeToken(tenantId, serialNumber, now, (state) =>
+          decide({ type: 'UnassignToken', data: { tokenId, userId, reason: `assignment undone: ${error.message}` } }, state, now),
+        );
+      }
+      throw error;
+    }
+    return claimed.state;
+  }
+
+  /**
+   * Loads the token's aggregate, decides, appends with optimistic concurrency (deciding again on a
+   * conflict) and writes the inventory entry when something changed (or `reindex` asks).
+   */
+  private async executeToken(
+    tenantId: string,
+    serialNumber: string,
+    now: Date,
+    decideOn: (state: OathTokenState) => ReturnType<typeof decide>,
+    reindex = false,
+  ): Promise<TokenOutcome> {
+    const subject = EventSubjects.oathToken(tenantId, serialNumber);
+    for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
+      const loaded = await this.infra(() => this.options.store.load(subject));
+      let state = oathTokenDecider.initialState();
+      for (const event of loaded.events) if (oathTokenDecider.accepts(event)) state = oathTokenDecider.evolve(state, event);
+      const decided = decideOn(state);
+      if (decided.length === 0) {
+        if (reindex && state.exists) await this.index(tenantId, state, loaded.lastSeq);
+        return { state, seq: loaded.lastSeq, appended: false };
+      }
+      const envelopes = decided.map((event) => createEvent(event.type, 1, { tenantId, aggregateId: serialNumber, now, data: event.data as never }));
+      try {
+        const seq = await this.infra(() => this.options.store.append(subject, envelopes, loaded.lastSeq));
+        const next = decided.reduce(oathTokenDecider.evolve, state);
+        await this.index(tenantId, next, seq);
+        return { state: next, seq, appended: true };
+      } catch (error) {
+        if (!(error instanceof ConcurrencyError)) throw error;
+      }
+    }
+    throw conflict('the token changed concurrently too often; try again');
+  }
+
+  private async index(tenantId: string, state: OathTokenState, seq: number): Promise<void> {
+    try {
+      await this.options.inventory.put(tenantId, itemOf(state), seq);
+    } catch (error) {
+      // The events are stored; the projector writes the entry again from them.
+      this.options.log.warn('oath inventory write failed', { tenantId, error });
+    }
+  }
+
+  private async infra<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof ConcurrencyError || error instanceof UnknownEventError || error instanceof ContractError || error instanceof SealError) throw error;
+      this.options.log.warn('hardware token store call failed', { error });
+      throw unavailable('event store unavailable', error);
+    }
+  }
+}
+
+const decide = (command: OathTokenCommand, state: OathTokenState, now: Date) => oathTokenDecider.decide(command, state, now);
+
+function importedOf(state: OathTokenState): ImportedToken {
+  return {
+    tokenId: state.tokenId!,
+    serialNumber: state.serialNumber!,
+    sealedSecret: state.sealedSecret!,
+    digits: state.digits!,
+    period: state.period!,
+    algorithm: state.algorithm!,
+    ...(state.manufacturer ? { manufacturer: state.manufacturer } : {}),
+    ...(state.model ? { model: state.model } : {}),
+  };
+}
+
+export function itemOf(state: OathTokenState): OathTokenItem {
+  return {
+    serialNumber: state.serialNumber!,
+    tokenId: state.tokenId!,
+    state: inventoryState(state),
+    ...(state.userId !== undefined ? { userId: state.userId } : {}),
+    ...(state.manufacturer ? { manufacturer: state.manufacturer } : {}),
+    ...(state.model ? { model: state.model } : {}),
+    algorithm: state.algorithm!,
+    digits: state.digits!,
+    period: state.period!,
+    importedAt: new Date(state.importedAtMs!).toISOString(),
+    ...(state.activatedAtMs !== undefined ? { activatedAt: new Date(state.activatedAtMs).toISOString() } : {}),
+  };
+}

@@ -1,0 +1,130 @@
+import { conflict, notFound, OATH_TOKEN_EVENT_TYPES, type OathTokenState as InventoryState } from '@mfa/contracts';
+import { domainEvent, type Decider, type DomainEvent } from './events.js';
+
+/**
+ * A hardware OATH token of a tenant's inventory: one aggregate per tenant and serial number, so a
+ * serial number is unique per tenant by construction (its first event is appended only on an empty
+ * subject). The token's secret and parameters are here; the user who holds it also records it in
+ * their own aggregate (HardwareTokenAssigned), which is what sign-in reads.
+ *
+ * The two aggregates are kept in step by the application (OathTokensService): the token is claimed
+ * here first, then given to the user; what the inventory says of a user who no longer holds the
+ * token (a step that crashed half-way) is repaired the next time the token is touched.
+ */
+export interface OathTokenState {
+  exists: boolean;
+  tokenId?: string;
+  serialNumber?: string;
+  sealedSecret?: string;
+  digits?: 6 | 8;
+  period?: 30 | 60;
+  algorithm?: 'SHA1' | 'SHA256';
+  manufacturer?: string | undefined;
+  model?: string | undefined;
+  /** The import job that brought the current token in. */
+  jobId?: string;
+  importedAtMs?: number;
+  /** Who holds it, if anyone. */
+  userId?: string | undefined;
+  /** Set once the holder typed its code (oath.tokens.activate). */
+  activatedStep?: number | undefined;
+  activatedAtMs?: number | undefined;
+}
+
+export type OathTokenEvent = DomainEvent<(typeof OATH_TOKEN_EVENT_TYPES)[number]>;
+
+export interface ImportedToken {
+  tokenId: string;
+  serialNumber: string;
+  sealedSecret: string;
+  digits: 6 | 8;
+  period: 30 | 60;
+  algorithm: 'SHA1' | 'SHA256';
+  manufacturer?: string | undefined;
+  model?: string | undefined;
+}
+
+export type OathTokenCommand =
+  /** `replace`: a serial number already in the inventory gets the new token (the import asked for it). */
+  | { type: 'ImportToken'; data: { token: ImportedToken; jobId: string; replace: boolean } }
+  /** `takeOver`: the current holder was checked and no longer holds the token (a half-done step). */
+  | { type: 'AssignToken'; data: { userId: string; takeOver?: boolean } }
+  | { type: 'UnassignToken'; data: { tokenId: string; userId: string; reason: string } }
+  | { type: 'RecordActivation'; data: { tokenId: string; userId: string; step: number } };
+
+const EVENTS: ReadonlySet<string> = new Set(OATH_TOKEN_EVENT_TYPES);
+
+export const initialOathTokenState = (): OathTokenState => ({ exists: false });
+
+/** The token's place in the inventory. */
+export function inventoryState(state: OathTokenState): InventoryState {
+  if (state.userId === undefined) return 'unassigned';
+  return state.activatedStep === undefined ? 'assigned' : 'active';
+}
+
+export function decideOathToken(command: OathTokenCommand, state: OathTokenState, now: Date): OathTokenEvent[] {
+  switch (command.type) {
+    case 'ImportToken': {
+      const { token, jobId, replace } = command.data;
+      // The same job again (resumed after a crash): the token is in already.
+      if (state.exists && state.jobId === jobId) return [];
+      if (state.exists && !replace) throw conflict('serial number already in the inventory (import with replace to replace it)');
+      const { manufacturer, model, ...rest } = token;
+      return [
+        domainEvent(
+          'OathTokenImported',
+          { ...rest, ...(manufacturer ? { manufacturer } : {}), ...(model ? { model } : {}), jobId, ...(state.exists ? { replaced: true } : {}) },
+          now,
+        ),
+      ];
+    }
+    case 'AssignToken': {
+      if (!state.exists || state.tokenId === undefined) throw notFound('unknown serial number');
+      const { userId, takeOver } = command.data;
+      if (state.userId === userId) return [];
+      if (state.userId !== undefined && !takeOver) throw conflict('the token is assigned to another user; delete it from that user first');
+      return [domainEvent('OathTokenAssigned', { tokenId: state.tokenId, userId }, now)];
+    }
+    case 'UnassignToken': {
+      const { tokenId, userId, reason } = command.data;
+      // Replaced or given to someone else since: nothing of this holder to undo.
+      if (state.tokenId !== tokenId || state.userId !== userId) return [];
+      return [domainEvent('OathTokenUnassigned', { tokenId, userId, reason }, now)];
+    }
+    case 'RecordActivation': {
+      const { tokenId, userId, step } = command.data;
+      if (state.tokenId !== tokenId || state.userId !== userId || state.activatedStep !== undefined) return [];
+      return [domainEvent('OathTokenActivated', { tokenId, userId, step }, now)];
+    }
+    default: {
+      const unknown: never = command;
+      throw new Error(`unknown command ${(unknown as { type: string }).type}`);
+    }
+  }
+}
+
+export function evolveOathToken(state: OathTokenState, event: OathTokenEvent): OathTokenState {
+  switch (event.type) {
+    case 'OathTokenImported': {
+      const { replaced: _replaced, ...token } = event.data;
+      return { exists: true, ...token, importedAtMs: Date.parse(event.occurredAt) };
+    }
+    case 'OathTokenAssigned':
+      return { ...state, userId: event.data.userId, activatedStep: undefined, activatedAtMs: undefined };
+    case 'OathTokenUnassigned':
+      return { ...state, userId: undefined, activatedStep: undefined, activatedAtMs: undefined };
+    case 'OathTokenActivated':
+      return { ...state, activatedStep: event.data.step, activatedAtMs: Date.parse(event.occurredAt) };
+    default: {
+      const unknown: never = event;
+      throw new Error(`unknown event ${(unknown as { type: string }).type}`);
+    }
+  }
+}
+
+export const oathTokenDecider: Decider<OathTokenCommand, OathTokenState, OathTokenEvent> = {
+  decide: decideOathToken,
+  evolve: evolveOathToken,
+  initialState: initialOathTokenState,
+  accepts: (event): event is OathTokenEvent => EVENTS.has(event.type),
+};

@@ -1,348 +1,451 @@
-import { createDecipheriv, createHmac, pbkdf2Sync, timingSafeEqual } from 'node:crypto';
-import { SaxesParser, type SaxesTagNS } from 'saxes';
-import { ImportFileError, MAX_IMPORT_TOKENS, MIN_SECRET_BYTES, type OathAlgorithm, type ParsedRow } from './types.js';
+/**
+ * Hardware OATH tokens from a Portable Symmetric Key Container (PSKC, RFC 6030), the format token
+ * vendors ship seed files in. pskc-xml.ts finds the values of each KeyPackage; this file decides
+ * what they mean: one ParsedRow per KeyPackage, in file order.
+ *
+ * Only time-based tokens (TOTP, RFC 6238) are imported: HMAC-SHA1 or HMAC-SHA256, 6 or 8 decimal
+ * digits, 30 or 60 seconds, T0 = 0. Anything else (HOTP among it: event tokens have a counter our
+ * verification does not keep) refuses that key only, as does a damaged or unverifiable value.
+ *
+ * Protection (RFC 6030 §6): secrets in EncryptedValue under AES-CBC (IV ‖ ciphertext), with a key
+ * given as a pre-shared key (EncryptionKey/KeyName, or an EncryptionKey naming nothing) or derived
+ * from a password with PBKDF2 (EncryptionKey/DerivedKey). With a MACMethod, each value's ValueMAC
+ * (HMAC over IV ‖ ciphertext under the MAC key, itself encrypted in MACMethod/MACKey) is checked,
+ * in constant time, before anything is decrypted. A file without a MACMethod (RFC 6030 makes it
+ * optional) is accepted: its values are decrypted with only their padding checked, which notices
+ * a wrong key in 255 cases out of 256 but does not protect their integrity.
+ *
+ * The whole file fails (ImportFileError) when it cannot be read at all: not PSKC 1.0, a DOCTYPE,
+ * encrypted without the psk or password it needs, a wrong one (the MAC key does not decrypt, or no
+ * encrypted value checks out), unusable PBKDF2 parameters, more than MAX_IMPORT_TOKENS keys.
+ */
+import { createDecipheriv, createHmac, createSecretKey, pbkdf2, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
+import { checkLabel, checkSerial, decodeBase64, SerialRegister } from './fields.js';
+import { chunksOf } from './input.js';
+import { describePath, HEADER, PACKAGE, PskcReader, type Found, type RawPackage } from './pskc-xml.js';
+import {
+  ImportFileError,
+  MAX_SECRET_BASE32,
+  MIN_SECRET_BYTES,
+  type OathAlgorithm,
+  type ParsedRow,
+  type ParsedToken,
+  type RejectedRow,
+} from './types.js';
+
+const pbkdf2Async = promisify(pbkdf2);
+
+/** Longest secret accepted: what the longest Base32 secret of a CSV file decodes to. */
+export const MAX_SECRET_BYTES = Math.floor((MAX_SECRET_BASE32 * 5) / 8);
+/** PBKDF2 iterations at most: above this a file could hold the import for minutes with one number. */
+export const MAX_PBKDF2_ITERATIONS = 10_000_000;
+/**
+ * When no encrypted value has checked out yet, this many failing in a row mean the psk or password
+ * is wrong (or the file is damaged throughout); the rows waiting meanwhile are capped too.
+ */
+const WRONG_KEY_FAILURES = 32;
+const MAX_WAITING_ROWS = 1024;
+
+const WRONG_KEY = 'wrong password or pre-shared key: the file\'s encrypted values do not check out with it';
+const PSK_NEEDED = "the file's keys are encrypted with a pre-shared key: give psk";
+const PASSWORD_NEEDED = "the file's keys are encrypted with a key derived from a password (PBKDF2): give password";
+
+interface Cipher {
+  name: string;
+  keyBytes: number;
+}
+
+/** XML Encryption's block ciphers (RFC 6030 §6.1 names AES-128-CBC; the longer keys are the same scheme). */
+const CIPHERS = new Map<string, Cipher>([
+  ['http://www.w3.org/2001/04/xmlenc#aes128-cbc', { name: 'aes-128-cbc', keyBytes: 16 }],
+  ['http://www.w3.org/2001/04/xmlenc#aes192-cbc', { name: 'aes-192-cbc', keyBytes: 24 }],
+  ['http://www.w3.org/2001/04/xmlenc#aes256-cbc', { name: 'aes-256-cbc', keyBytes: 32 }],
+]);
+const AES_BLOCK = 16;
+
+/** The hash of an HMAC algorithm URI (xmldsig#hmac-sha1, xmldsig-more#hmac-sha256, ...), or undefined. */
+function hmacHash(uri: string | undefined): string | undefined {
+  const match = /^http:\/\/www\.w3\.org\/(?:2000\/09\/xmldsig|2001\/04\/xmldsig-more)#hmac-(sha1|sha224|sha256|sha384|sha512)$/.exec(uri?.trim() ?? '');
+  return match?.[1];
+}
 
 /**
- * PSKC, the Portable Symmetric Key Container (RFC 6030), read as a stream with saxes, so a file of
- * 100,000 keys takes the memory of one key package, not of the document. What is read:
- * - DeviceInfo (Manufacturer, SerialNo, Model) and Key (Id, Algorithm) of each KeyPackage; the
- *   serial number is SerialNo, else the key's Id;
- * - TOTP keys only (`urn:ietf:params:xml:ns:keyprov:pskc:totp`): event-based HOTP keys are refused
- *   one by one, since this service verifies time-based codes;
- * - AlgorithmParameters: Suite (HMAC-SHA1 by default, or HMAC-SHA256), ResponseFormat Length 6 or 8
- *   with DECIMAL encoding; Data: Secret, TimeInterval (30 by default, or 60), Time (T0, must be 0);
- *   Policy ExpiryDate (an expired key is refused);
- * - encryption (RFC 6030 §6): AES-CBC (128, 192 or 256) under a pre-shared key (§6.1, EncryptionKey
- *   /KeyName) or a PBKDF2 key from a password (§6.2, EncryptionKey/DerivedKey); with a MACMethod
- *   (HMAC-SHA1 or HMAC-SHA256, its MACKey itself encrypted), each encrypted value's ValueMAC over
- *   IV ‖ ciphertext is checked in constant time before the value is decrypted.
- * Element names are matched by local name within the PSKC, XML Encryption, XML Signature and
- * PKCS #5 namespaces; anything else is ignored. A DOCTYPE is refused outright: no entity is ever
- * declared, so none is expanded (billion laughs, external entities).
+ * AES-CBC over IV ‖ ciphertext: the plaintext without its PKCS #7 padding, or undefined when the
+ * padding is wrong (a wrong key, or a damaged value). The caller zeroes the result.
  */
-
-const NAMESPACES: ReadonlySet<string> = new Set([
-  'urn:ietf:params:xml:ns:keyprov:pskc',
-  'http://www.w3.org/2001/04/xmlenc#',
-  'http://www.w3.org/2000/09/xmldsig#',
-  'http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#',
-  'http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5#',
-  'http://www.w3.org/2009/xmlenc11#',
-  // Writers put the PBKDF2 parameters (Salt, IterationCount...) in no namespace (python-pskc does).
-  '',
-]);
-/** Longest text of one element: a secret is tens of bytes; a huge node is a hostile file's. */
-const MAX_TEXT = 64 * 1024;
-/** PBKDF2 iterations at most (a file could otherwise make every read of it take hours). */
-const MAX_ITERATIONS = 2_000_000;
-
-const CIPHERS: Readonly<Record<string, { name: string; keyBytes: number }>> = {
-  'http://www.w3.org/2001/04/xmlenc#aes128-cbc': { name: 'aes-128-cbc', keyBytes: 16 },
-  'http://www.w3.org/2001/04/xmlenc#aes192-cbc': { name: 'aes-192-cbc', keyBytes: 24 },
-  'http://www.w3.org/2001/04/xmlenc#aes256-cbc': { name: 'aes-256-cbc', keyBytes: 32 },
-};
-const MACS: Readonly<Record<string, 'sha1' | 'sha256'>> = {
-  'http://www.w3.org/2000/09/xmldsig#hmac-sha1': 'sha1',
-  'http://www.w3.org/2001/04/xmldsig-more#hmac-sha256': 'sha256',
-};
-const PRFS: Readonly<Record<string, 'sha1' | 'sha256' | 'sha512'>> = {
-  'http://www.w3.org/2000/09/xmldsig#hmac-sha1': 'sha1',
-  'http://www.w3.org/2001/04/xmldsig-more#hmac-sha256': 'sha256',
-  'http://www.w3.org/2001/04/xmldsig-more#hmac-sha512': 'sha512',
-};
-
-interface Encrypted {
-  algorithm?: string;
-  cipherValue?: string;
+export function decryptCbc(cipher: Cipher, key: KeyObject, data: Buffer): Buffer | undefined {
+  const decipher = createDecipheriv(cipher.name, key, data.subarray(0, AES_BLOCK)).setAutoPadding(false);
+  const head = decipher.update(data.subarray(AES_BLOCK));
+  const tail = decipher.final();
+  const padded = tail.length === 0 ? head : Buffer.concat([head, tail]);
+  if (padded !== head) head.fill(0);
+  const pad = padded[padded.length - 1] ?? 0;
+  let valid = pad >= 1 && pad <= AES_BLOCK;
+  for (let i = 1; valid && i <= pad; i++) valid = padded[padded.length - i] === pad;
+  const plain = valid ? Buffer.from(padded.subarray(0, padded.length - pad)) : undefined;
+  padded.fill(0);
+  return plain;
 }
 
-/** What is collected of one KeyPackage while it is read. */
-interface KeyPackage {
-  manufacturer?: string;
-  serialNo?: string;
-  model?: string;
-  keyId?: string;
-  algorithm?: string;
-  suite?: string;
-  length?: string;
-  encoding?: string;
-  plainSecret?: string;
-  encryptedSecret?: Encrypted;
-  valueMac?: string;
-  timeInterval?: string;
-  time?: string;
-  expiryDate?: string;
+/** IV ‖ ciphertext of at least one block, whole blocks only. */
+const cbcShaped = (data: Buffer): boolean => data.length >= 2 * AES_BLOCK && data.length % AES_BLOCK === 0;
+
+interface Pbkdf2Params {
+  salt: Buffer;
+  iterations: number;
+  keyLength: number | undefined;
+  hash: string;
 }
 
-/** The file's key material: declared in its header, derived at the first encrypted value. */
-interface Header {
-  keyName?: string;
-  derivation?: string;
-  salt?: string;
-  iterations?: string;
-  keyLength?: string;
-  prf?: string;
-  macAlgorithm?: string;
-  macKey: Encrypted;
+/** PBKDF2-params of the header (RFC 8018 §A.2 as RFC 6030 figure 7 writes them); unusable ones fail the file. */
+function readPbkdf2(header: Map<string, string>): Pbkdf2Params {
+  const algorithm = header.get(`${HEADER.derivation}@Algorithm`)?.trim();
+  if (algorithm !== 'http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#pbkdf2') {
+    throw new ImportFileError('the key derivation is not PBKDF2 (http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#pbkdf2)');
+  }
+  const salt = decodeBase64(header.get(HEADER.salt) ?? '');
+  if (salt === undefined) throw new ImportFileError('PBKDF2: Salt/Specified is missing or not base64');
+  const iterations = Number((header.get(HEADER.iterations) ?? '').trim());
+  if (!Number.isSafeInteger(iterations) || iterations < 1 || iterations > MAX_PBKDF2_ITERATIONS) {
+    throw new ImportFileError(`PBKDF2: IterationCount must be a whole number from 1 to ${MAX_PBKDF2_ITERATIONS}`);
+  }
+  const lengthText = header.get(HEADER.keyLength)?.trim();
+  const keyLength = lengthText === undefined ? undefined : Number(lengthText);
+  if (keyLength !== undefined && ![16, 24, 32].includes(keyLength)) throw new ImportFileError('PBKDF2: KeyLength must be 16, 24 or 32 (bytes of an AES key)');
+  // No PRF: PKCS #5's default, HMAC-SHA1.
+  const prf = header.get(`${HEADER.prf}@Algorithm`) ?? header.get(HEADER.prf);
+  const hash = prf === undefined || prf.trim() === '' ? 'sha1' : hmacHash(prf);
+  if (hash === undefined) throw new ImportFileError('PBKDF2: the PRF is not an HMAC with SHA-1 or SHA-2');
+  return { salt, iterations, keyLength, hash };
 }
 
+/**
+ * The keys of one file: the encryption key (the psk, or derived from the password once per key
+ * length) and the MAC key. They are held as KeyObjects, built once: node keeps its own copy of
+ * the bytes (as it would for every cipher made from a Buffer), and building one per value would
+ * cost more than the decryption itself. The buffers they were made from are zeroed at once.
+ */
+class FileKeys {
+  private pbkdf2: Pbkdf2Params | undefined;
+  private psk: KeyObject | undefined;
+  private readonly derived = new Map<number, KeyObject>();
+  private mac: { hash: string; key: KeyObject | undefined } | undefined;
+  private ready = false;
+
+  constructor(private readonly given: { password?: string; psk?: Buffer }) {}
+
+  /** Reads the header's protection once: fails the file when the psk or password it needs is missing, or the MAC key does not decrypt. */
+  async prepare(header: Found): Promise<void> {
+    if (this.ready) return;
+    this.ready = true;
+    const values = header.values;
+    if (header.repeated !== undefined) throw new ImportFileError(`the file's ${describePath(header.repeated)} appears more than once`);
+    if (values.has(HEADER.derivedKey)) {
+      if (this.given.password === undefined || this.given.password === '') throw new ImportFileError(PASSWORD_NEEDED);
+      this.pbkdf2 = readPbkdf2(values);
+    } else if (values.has(HEADER.encryptionKey) && this.given.psk === undefined) {
+      throw new ImportFileError(PSK_NEEDED);
+    }
+    if (!values.has(HEADER.macMethod)) return;
+    const hash = hmacHash(values.get(`${HEADER.macMethod}@Algorithm`));
+    if (hash === undefined) throw new ImportFileError('MACMethod: the algorithm is not an HMAC with SHA-1 or SHA-2');
+    // Without a MACKey, the encryption key is the MAC key (as in the drafts before RFC 6030; python-pskc reads them so).
+    this.mac = { hash, key: values.has(HEADER.macKey) ? await this.openMacKey(values) : undefined };
+  }
+
+  private async openMacKey(values: Map<string, string>): Promise<KeyObject> {
+    const cipher = CIPHERS.get(values.get(`${HEADER.macKeyMethod}@Algorithm`)?.trim() ?? '');
+    if (cipher === undefined) throw new ImportFileError('MACKey: the encryption method is not AES-CBC');
+    const data = decodeBase64(values.get(HEADER.macKeyCipher) ?? '');
+    if (data === undefined || !cbcShaped(data)) throw new ImportFileError('MACKey: CipherValue is missing or not an AES-CBC value');
+    const bytes = decryptCbc(cipher, await this.encryptionKey(cipher), data);
+    if (bytes === undefined || bytes.length === 0) throw new ImportFileError("wrong password or pre-shared key: the file's MAC key does not decrypt with it");
+    return secretKey(bytes);
+  }
+
+  /** The key that decrypts values under `cipher`. */
+  async encryptionKey(cipher: Cipher): Promise<KeyObject> {
+    if (this.pbkdf2 !== undefined) return this.derive(this.pbkdf2, cipher);
+    const psk = this.given.psk;
+    if (psk === undefined) throw new ImportFileError(PSK_NEEDED);
+    if (psk.length !== cipher.keyBytes) {
+      throw new ImportFileError(`the pre-shared key has ${psk.length} bytes; the file's ${cipher.name} needs ${cipher.keyBytes}`);
+    }
+    // The caller's buffer: not ours to zero.
+    this.psk ??= createSecretKey(psk);
+    return this.psk;
+  }
+
+  private async derive(params: Pbkdf2Params, cipher: Cipher): Promise<KeyObject> {
+    const length = params.keyLength ?? cipher.keyBytes;
+    if (length !== cipher.keyBytes) throw new ImportFileError(`PBKDF2: KeyLength ${length} does not fit the file's ${cipher.name}`);
+    let key = this.derived.get(length);
+    if (key === undefined) {
+      key = secretKey(await pbkdf2Async(this.given.password!, params.salt, params.iterations, length, params.hash));
+      this.derived.set(length, key);
+    }
+    return key;
+  }
+
+  /** The MAC of the file, if it names a MACMethod: its hash and the key for values under `cipher`. */
+  async macFor(cipher: Cipher): Promise<{ hash: string; key: KeyObject } | undefined> {
+    if (this.mac === undefined) return undefined;
+    return { hash: this.mac.hash, key: this.mac.key ?? (await this.encryptionKey(cipher)) };
+  }
+}
+
+/** A KeyObject of `bytes`, which are zeroed. */
+function secretKey(bytes: Buffer): KeyObject {
+  const key = createSecretKey(bytes);
+  bytes.fill(0);
+  return key;
+}
+
+/** How a key's secret bears on whether the psk or password is right: it checked out, it failed, or it says nothing (plain, or refused before any check). */
+type Evidence = 'ok' | 'bad' | 'none';
+
+type SecretRead = { ok: true; secret: Buffer; evidence: Evidence } | { ok: false; reason: string; evidence: Evidence };
+
+/** The Secret of a KeyPackage: base64 PlainValue, or EncryptedValue checked against its ValueMAC first. */
+async function readSecret(values: Map<string, string>, keys: FileKeys): Promise<SecretRead> {
+  const paths = PACKAGE.secret;
+  const plain = values.get(paths.plain);
+  const encrypted = values.has(paths.encrypted);
+  if (plain === undefined && !encrypted) return { ok: false, reason: 'secret: missing', evidence: 'none' };
+  if (plain !== undefined && encrypted) return { ok: false, reason: 'secret: has both a PlainValue and an EncryptedValue', evidence: 'none' };
+  if (plain !== undefined) {
+    const secret = decodeBase64(plain);
+    return secret ? { ok: true, secret, evidence: 'none' } : { ok: false, reason: 'secret: PlainValue is not valid base64', evidence: 'none' };
+  }
+  const cipher = CIPHERS.get(values.get(`${paths.method}@Algorithm`)?.trim() ?? '');
+  if (cipher === undefined) return { ok: false, reason: 'secret: the encryption method is not AES-CBC (aes128-cbc, aes192-cbc or aes256-cbc)', evidence: 'none' };
+  const data = decodeBase64(values.get(paths.cipher) ?? '');
+  if (data === undefined) return { ok: false, reason: 'secret: CipherValue is missing or not valid base64', evidence: 'none' };
+  if (!cbcShaped(data)) return { ok: false, reason: 'secret: CipherValue is not an IV and whole AES blocks', evidence: 'none' };
+  const key = await keys.encryptionKey(cipher);
+  const mac = await keys.macFor(cipher);
+  const valueMac = values.get(paths.mac);
+  if (mac === undefined && valueMac !== undefined) return { ok: false, reason: 'secret: has a ValueMAC but the file names no MACMethod', evidence: 'none' };
+  if (mac !== undefined) {
+    if (valueMac === undefined) return { ok: false, reason: 'secret: no ValueMAC although the file names a MACMethod', evidence: 'none' };
+    const given = decodeBase64(valueMac);
+    if (given === undefined) return { ok: false, reason: 'secret: ValueMAC is not valid base64', evidence: 'none' };
+    const expected = createHmac(mac.hash, mac.key).update(data).digest();
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'secret: MAC check failed', evidence: 'bad' };
+  }
+  const secret = decryptCbc(cipher, key, data);
+  // After a good MAC, the key is right: a bad padding is the value's fault, not the key's.
+  const evidence: Evidence = mac !== undefined ? 'ok' : secret ? 'ok' : 'bad';
+  return secret ? { ok: true, secret, evidence } : { ok: false, reason: 'secret: does not decrypt (its padding is wrong)', evidence };
+}
+
+/** TOTP, or the reason the key's Algorithm is refused. */
+function checkAlgorithm(uri: string | undefined): string | undefined {
+  if (uri === undefined || uri.trim() === '') return 'algorithm: missing (the Key has no Algorithm)';
+  const kind = /^(?:urn:ietf:params:xml:ns:keyprov:pskc[:#])?(hotp|totp)$/i.exec(uri.trim())?.[1]?.toLowerCase();
+  if (kind === 'totp') return undefined;
+  if (kind === 'hotp') return 'algorithm: HOTP (event/counter-based) tokens are not supported; only time-based (TOTP) tokens are';
+  return 'algorithm: not supported; only time-based tokens (urn:ietf:params:xml:ns:keyprov:pskc:totp) are';
+}
+
+/** The HMAC of AlgorithmParameters/Suite (HMAC-SHA1 when absent). */
+function checkSuite(text: string | undefined): { ok: true; algorithm: OathAlgorithm } | { ok: false; reason: string } {
+  const name = (text ?? '').trim().replace(/^.*#/, '').toUpperCase().replace(/^HMAC/, '').replace(/-/g, '');
+  if (name === '' || name === 'SHA1') return { ok: true, algorithm: 'SHA1' };
+  if (name === 'SHA256') return { ok: true, algorithm: 'SHA256' };
+  if (name === 'SHA512') return { ok: false, reason: 'suite: HMAC-SHA512 is not supported (only HMAC-SHA1 and HMAC-SHA256)' };
+  return { ok: false, reason: 'suite: not supported (only HMAC-SHA1 and HMAC-SHA256)' };
+}
+
+/** Digits of AlgorithmParameters/ResponseFormat; 6 when the file leaves the format out (RFC 6238's usual length). */
+function checkResponseFormat(values: Map<string, string>): { ok: true; digits: 6 | 8 } | { ok: false; reason: string } {
+  const path = PACKAGE.responseFormat;
+  if (!values.has(path)) return { ok: true, digits: 6 };
+  const encoding = values.get(`${path}@Encoding`)?.trim().toUpperCase();
+  if (encoding !== undefined && encoding !== 'DECIMAL') return { ok: false, reason: 'response format: Encoding must be DECIMAL' };
+  const checkDigits = values.get(`${path}@CheckDigits`)?.trim();
+  if (checkDigits === 'true' || checkDigits === '1') return { ok: false, reason: 'response format: check digits are not supported' };
+  const length = values.get(`${path}@Length`)?.trim();
+  if (length === '6') return { ok: true, digits: 6 };
+  if (length === '8') return { ok: true, digits: 8 };
+  return { ok: false, reason: 'response format: Length must be 6 or 8' };
+}
+
+/** A Data value that must be a plain integer (TimeInterval, Time): its trimmed text, absent, or the reason it cannot be read. */
+function plainInteger(values: Map<string, string>, which: 'time' | 'timeInterval', label: string): { ok: true; text: string | undefined } | { ok: false; reason: string } {
+  const paths = PACKAGE[which];
+  if (!values.has(paths.element)) return { ok: true, text: undefined };
+  if (values.has(paths.encrypted)) return { ok: false, reason: `${label}: encrypted values are not supported` };
+  const text = values.get(paths.plain)?.trim();
+  if (text === undefined || !/^\d+$/.test(text)) return { ok: false, reason: `${label}: PlainValue must be a whole number` };
+  return { ok: true, text };
+}
+
+function checkPeriod(values: Map<string, string>): { ok: true; period: 30 | 60 } | { ok: false; reason: string } {
+  const read = plainInteger(values, 'timeInterval', 'time interval');
+  if (!read.ok) return read;
+  if (read.text === undefined) return { ok: true, period: 30 };
+  const seconds = Number(read.text);
+  if (seconds === 30 || seconds === 60) return { ok: true, period: seconds };
+  return { ok: false, reason: 'time interval: must be 30 or 60 seconds' };
+}
+
+function checkT0(values: Map<string, string>): string | undefined {
+  const read = plainInteger(values, 'time', 'time');
+  if (!read.ok) return read.reason;
+  return read.text === undefined || Number(read.text) === 0 ? undefined : 'time: T0 must be 0 (a token counting from another epoch is not supported)';
+}
+
+const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$/;
+
+/**
+ * Refuses a key whose Policy/ExpiryDate or DeviceInfo/ExpiryDate has passed. StartDate is not
+ * checked: a token imported before its start is only assigned and used later.
+ */
+function checkExpiry(values: Map<string, string>, now: number): string | undefined {
+  for (const path of [PACKAGE.keyExpiry, PACKAGE.deviceExpiry]) {
+    const text = values.get(path)?.trim();
+    if (text === undefined) continue;
+    const at = DATE_TIME.test(text) ? Date.parse(text) : Number.NaN;
+    if (Number.isNaN(at)) return `expiry date: ${describePath(path)} is not a date and time (xs:dateTime)`;
+    if (at <= now) return `expiry date: the key expired on ${new Date(at).toISOString().slice(0, 10)}`;
+  }
+  return undefined;
+}
+
+/** What may go into the error file of a refused key: its serial number when that one is valid. */
+function serialOf(values: Map<string, string>): { serial: ReturnType<typeof checkSerial>; known: Pick<RejectedRow, 'serialNumber'> } {
+  const fromDevice = values.get(PACKAGE.serialNo);
+  const raw = fromDevice !== undefined && fromDevice.trim() !== '' ? fromDevice : values.get(`${PACKAGE.key}@Id`);
+  const serial = raw === undefined ? ({ ok: false, reason: 'serial number: missing (no DeviceInfo SerialNo and no Key Id)' } as const) : checkSerial(raw);
+  return { serial, known: serial.ok ? { serialNumber: serial.value! } : {} };
+}
+
+/** One KeyPackage as a token or a refusal, with what its secret says about the psk or password. */
+async function readPackage(raw: RawPackage, keys: FileKeys, now: number): Promise<{ parsed: ParsedRow; evidence: Evidence }> {
+  const { row, values } = raw;
+  const { serial, known } = serialOf(values);
+  const refuse = (reason: string, evidence: Evidence = 'none') => ({ parsed: { ok: false, rejected: { row, ...known, reason } } as ParsedRow, evidence });
+  if (!values.has(PACKAGE.key)) return refuse('the KeyPackage has no Key');
+  if (raw.repeated === PACKAGE.key) return refuse('the KeyPackage has more than one Key');
+  if (raw.repeated !== undefined) return refuse(`${describePath(raw.repeated)} appears more than once`);
+  if (!serial.ok) return refuse(serial.reason);
+  const manufacturer = checkLabel('manufacturer', values.get(PACKAGE.manufacturer));
+  if (!manufacturer.ok) return refuse(manufacturer.reason);
+  const model = checkLabel('model', values.get(PACKAGE.model));
+  if (!model.ok) return refuse(model.reason);
+
+  // The secret comes before the other checks so that every encrypted key tells whether the psk or password is right.
+  const secret = await readSecret(values, keys);
+  if (!secret.ok) return refuse(secret.reason, secret.evidence);
+  const drop = (reason: string) => {
+    secret.secret.fill(0);
+    return refuse(reason, secret.evidence);
+  };
+  const problem = secretLengthProblem(secret.secret) ?? checkAlgorithm(values.get(`${PACKAGE.key}@Algorithm`));
+  if (problem !== undefined) return drop(problem);
+  const suite = checkSuite(values.get(PACKAGE.suite));
+  if (!suite.ok) return drop(suite.reason);
+  const format = checkResponseFormat(values);
+  if (!format.ok) return drop(format.reason);
+  const period = checkPeriod(values);
+  if (!period.ok) return drop(period.reason);
+  const timing = checkT0(values) ?? checkExpiry(values, now);
+  if (timing !== undefined) return drop(timing);
+  const token: ParsedToken = {
+    row,
+    serialNumber: serial.value!,
+    secret: secret.secret,
+    algorithm: suite.algorithm,
+    digits: format.digits,
+    period: period.period,
+    ...(manufacturer.value !== undefined ? { manufacturer: manufacturer.value } : {}),
+    ...(model.value !== undefined ? { model: model.value } : {}),
+  };
+  return { parsed: { ok: true, token }, evidence: secret.evidence };
+}
+
+function secretLengthProblem(secret: Buffer): string | undefined {
+  if (secret.length < MIN_SECRET_BYTES) return `secret: shorter than ${MIN_SECRET_BYTES} bytes`;
+  if (secret.length > MAX_SECRET_BYTES) return `secret: longer than ${MAX_SECRET_BYTES} bytes`;
+  return undefined;
+}
+
+/**
+ * Holds rows back while the psk or password is in doubt: once an encrypted value has failed and
+ * none has checked out yet. The first value that checks out lets the held rows through; too many
+ * failures in a row, or the end of the file without one success, fail the file instead, so a
+ * wrong password ends as one clear error rather than a refusal per key.
+ */
+class WrongKeyGate {
+  private verified = false;
+  private failures = 0;
+  private held: ParsedRow[] = [];
+
+  pass(parsed: ParsedRow, evidence: Evidence): ParsedRow[] {
+    if (evidence === 'ok') this.verified = true;
+    if (this.verified || (evidence === 'none' && this.held.length === 0)) return this.release(parsed);
+    if (evidence === 'bad') this.failures++;
+    this.held.push(parsed);
+    if (this.failures >= WRONG_KEY_FAILURES || this.held.length > MAX_WAITING_ROWS) throw new ImportFileError(WRONG_KEY);
+    return [];
+  }
+
+  end(): ParsedRow[] {
+    if (!this.verified && this.failures > 0) throw new ImportFileError(WRONG_KEY);
+    return this.release();
+  }
+
+  /** Zeroes the secrets of rows that were never handed out. */
+  zero(): void {
+    for (const row of this.held) if (row.ok) row.token.secret.fill(0);
+    this.held = [];
+  }
+
+  private release(parsed?: ParsedRow): ParsedRow[] {
+    const out = this.held;
+    this.held = [];
+    if (parsed) out.push(parsed);
+    return out;
+  }
+}
+
+/**
+ * The keys of a PSKC file, one row per KeyPackage in file order. `keys` holds what the file's
+ * protection needs: the pre-shared key (16, 24 or 32 bytes, by the file's cipher) or the password.
+ */
 export async function* parsePskc(input: AsyncIterable<Buffer> | Buffer, keys: { password?: string; psk?: Buffer }): AsyncGenerator<ParsedRow> {
-  const parser = new SaxesParser({ xmlns: true, position: false });
-  const path: string[] = [];
-  const ready: ParsedRow[] = [];
-  const header: Header = { macKey: {} };
-  const seen = new Map<string, number>();
-  let text = '';
-  let current: KeyPackage | undefined;
-  let row = 0;
-  let encryptionKey: Buffer | undefined;
-  let macKey: Buffer | undefined | null;
-  let sawContainer = false;
-  let failure: Error | undefined;
-
-  const fail = (error: Error) => {
-    failure ??= error;
+  const reader = new PskcReader();
+  const fileKeys = new FileKeys(keys);
+  const gate = new WrongKeyGate();
+  const serials = new SerialRegister();
+  const now = Date.now();
+  const readAll = async function* (packages: RawPackage[]): AsyncGenerator<ParsedRow> {
+    for (const raw of packages) {
+      await fileKeys.prepare(reader.header);
+      const { parsed, evidence } = await readPackage(raw, fileKeys, now);
+      yield* gate.pass(unique(parsed, serials), evidence);
+    }
   };
-  const keyOf = (): Buffer => (encryptionKey ??= deriveKey(header, keys));
-  const macKeyOf = (): Buffer | null => {
-    if (macKey !== undefined) return macKey;
-    if (!header.macAlgorithm) return (macKey = null);
-    if (!MACS[header.macAlgorithm]) throw new ImportFileError(`MACMethod ${header.macAlgorithm} is not supported (HMAC-SHA1 or HMAC-SHA256)`);
-    const opened = decrypt(header.macKey, keyOf());
-    if (opened === undefined) throw new ImportFileError('wrong password or pre-shared key (the MAC key does not decrypt)');
-    return (macKey = opened);
-  };
-
-  parser.on('doctype', () => fail(new ImportFileError('a DOCTYPE is not allowed in a PSKC file')));
-  parser.on('error', (error) => fail(new ImportFileError(`not a readable XML file (${error.message.split('\n')[0]?.slice(0, 120)})`)));
-  parser.on('opentag', (tag: SaxesTagNS) => {
-    if (failure) return;
-    const name = NAMESPACES.has(tag.uri) ? tag.local : `?${tag.local}`;
-    path.push(name);
-    text = '';
-    const attr = (local: string) => {
-      const a = tag.attributes[local];
-      return a && typeof a === 'object' ? a.value : undefined;
-    };
-    if (name === 'KeyContainer' && path.length === 1) {
-      sawContainer = true;
-      const version = attr('Version');
-      if (version !== undefined && version !== '1.0') fail(new ImportFileError(`PSKC version ${version} is not supported (1.0)`));
-    }
-    if (name === 'KeyPackage') {
-      current = {};
-      if (++row > MAX_IMPORT_TOKENS) fail(new ImportFileError(`more than ${MAX_IMPORT_TOKENS} keys in one file: split it`));
-    }
-    if (current && name === 'Key') {
-      const id = attr('Id');
-      const algorithm = attr('Algorithm');
-      if (id !== undefined) current.keyId = id;
-      if (algorithm !== undefined) current.algorithm = algorithm;
-    }
-    if (current && name === 'ResponseFormat') {
-      const length = attr('Length');
-      const encoding = attr('Encoding');
-      if (length !== undefined) current.length = length;
-      if (encoding !== undefined) current.encoding = encoding;
-    }
-    if (name === 'EncryptionMethod') {
-      const algorithm = attr('Algorithm');
-      if (algorithm !== undefined) {
-        if (current && path.includes('Secret')) (current.encryptedSecret ??= {}).algorithm = algorithm;
-        else if (path.includes('MACKey')) header.macKey.algorithm = algorithm;
-      }
-    }
-    if (!current && name === 'MACMethod') {
-      const algorithm = attr('Algorithm');
-      if (algorithm !== undefined) header.macAlgorithm = algorithm;
-    }
-    if (!current && name === 'KeyDerivationMethod') {
-      const algorithm = attr('Algorithm');
-      if (algorithm !== undefined) header.derivation = algorithm;
-    }
-    if (!current && name === 'PRF') {
-      const algorithm = attr('Algorithm');
-      if (algorithm !== undefined) header.prf = algorithm;
-    }
-  });
-  parser.on('text', (chunk) => {
-    if (failure || path.length === 0) return;
-    text += chunk;
-    if (text.length > MAX_TEXT) fail(new ImportFileError(`an element holds more than ${MAX_TEXT} characters of text`));
-  });
-  parser.on('closetag', () => {
-    if (failure) return;
-    const name = path.at(-1)!;
-    const value = text.trim();
-    const inside = (ancestor: string) => path.includes(ancestor);
-    if (current) {
-      if (name === 'Manufacturer' && inside('DeviceInfo')) current.manufacturer = value;
-      else if (name === 'SerialNo' && inside('DeviceInfo')) current.serialNo = value;
-      else if (name === 'Model' && inside('DeviceInfo')) current.model = value;
-      else if (name === 'Suite' && inside('AlgorithmParameters')) current.suite = value;
-      else if (name === 'PlainValue' && inside('Secret')) current.plainSecret = value;
-      else if (name === 'CipherValue' && inside('Secret')) (current.encryptedSecret ??= {}).cipherValue = value;
-      else if (name === 'ValueMAC' && inside('Secret')) current.valueMac = value;
-      else if (name === 'PlainValue' && inside('TimeInterval')) current.timeInterval = value;
-      else if (name === 'PlainValue' && inside('Time')) current.time = value;
-      else if (name === 'ExpiryDate' && inside('Policy')) current.expiryDate = value;
-      else if (name === 'KeyPackage') {
-        try {
-          ready.push(packageRow(row, current, { keyOf, macKeyOf, macHash: () => MACS[header.macAlgorithm ?? ''] ?? 'sha1', seen }));
-        } catch (error) {
-          fail(error instanceof Error ? error : new Error(String(error)));
-        }
-        current = undefined;
-      }
-    } else if (inside('EncryptionKey')) {
-      if (name === 'KeyName') header.keyName = value;
-      else if (name === 'Specified' && inside('Salt')) header.salt = value;
-      else if (name === 'IterationCount') header.iterations = value;
-      else if (name === 'KeyLength') header.keyLength = value;
-    } else if (inside('MACKey') && name === 'CipherValue') {
-      header.macKey.cipherValue = value;
-    }
-    path.pop();
-    text = '';
-  });
-
-  const chunks = Buffer.isBuffer(input) ? [input] : input;
-  const decoder = new TextDecoder('utf-8', { fatal: true });
-  for await (const chunk of chunks) {
-    try {
-      parser.write(decoder.decode(chunk, { stream: true }));
-    } catch (error) {
-      fail(error instanceof ImportFileError ? error : new ImportFileError(`not a readable XML file (${(error as Error).message.split('\n')[0]?.slice(0, 120)})`));
-    }
-    if (failure) throw failure;
-    yield* ready.splice(0);
-  }
   try {
-    parser.close();
-  } catch (error) {
-    fail(new ImportFileError(`not a readable XML file (${(error as Error).message.split('\n')[0]?.slice(0, 120)})`));
-  }
-  if (failure) throw failure;
-  if (!sawContainer) throw new ImportFileError('not a PSKC file: no KeyContainer (urn:ietf:params:xml:ns:keyprov:pskc)');
-  yield* ready.splice(0);
-  encryptionKey?.fill(0);
-  macKey?.fill(0);
-}
-
-function packageRow(
-  row: number,
-  p: KeyPackage,
-  ctx: { keyOf: () => Buffer; macKeyOf: () => Buffer | null; macHash: () => 'sha1' | 'sha256'; seen: Map<string, number> },
-): ParsedRow {
-  const serialNumber = (p.serialNo || p.keyId || '').trim();
-  const reject = (reason: string): ParsedRow => ({ ok: false, rejected: { row, ...(serialNumber ? { serialNumber } : {}), reason } });
-  if (!serialNumber) return reject('no serial number (DeviceInfo/SerialNo) and no key Id');
-  if (serialNumber.length > 64 || /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/u.test(serialNumber)) return reject('serial number: at most 64 printable characters');
-  const first = ctx.seen.get(serialNumber);
-  if (first !== undefined) return reject(`duplicate serial number (first at key package ${first})`);
-  ctx.seen.set(serialNumber, row);
-  const algorithm = p.algorithm ?? '';
-  if (/:hotp$/i.test(algorithm)) return reject('HOTP (event-based) keys are not supported: only time-based (TOTP) tokens');
-  if (!/:totp$/i.test(algorithm)) return reject(`key algorithm ${algorithm.slice(0, 80) || '(none)'} is not supported: only urn:ietf:params:xml:ns:keyprov:pskc:totp`);
-  let hash: OathAlgorithm;
-  const suite = (p.suite ?? 'HMAC-SHA1').toUpperCase().replace(/^HMAC-/, '');
-  if (suite === 'SHA1' || suite === 'SHA-1') hash = 'SHA1';
-  else if (suite === 'SHA256' || suite === 'SHA-256') hash = 'SHA256';
-  else return reject(`suite ${p.suite?.slice(0, 40)} is not supported (HMAC-SHA1 or HMAC-SHA256)`);
-  const length = p.length ?? '6';
-  if (length !== '6' && length !== '8') return reject(`response length ${length.slice(0, 10)} is not supported (6 or 8 digits)`);
-  if (p.encoding !== undefined && p.encoding.toUpperCase() !== 'DECIMAL') return reject(`response encoding ${p.encoding.slice(0, 20)} is not supported (DECIMAL)`);
-  const interval = p.timeInterval ?? '30';
-  if (interval !== '30' && interval !== '60') return reject('time interval: must be 30 or 60 (seconds)');
-  if (p.time !== undefined && p.time !== '0') return reject('time origin (Data/Time) other than 0 is not supported');
-  if (p.expiryDate !== undefined) {
-    const expiry = Date.parse(p.expiryDate);
-    if (Number.isNaN(expiry)) return reject('ExpiryDate: not a date');
-    if (expiry <= Date.now()) return reject(`the key expired on ${p.expiryDate.slice(0, 40)}`);
-  }
-  let secret: Buffer;
-  if (p.plainSecret !== undefined) {
-    const decoded = strictBase64(p.plainSecret);
-    if (!decoded) return reject('secret: not valid base64');
-    secret = decoded;
-  } else if (p.encryptedSecret?.cipherValue !== undefined) {
-    const macKey = ctx.macKeyOf();
-    const cipher = strictBase64(p.encryptedSecret.cipherValue);
-    if (!cipher) return reject('secret: the encrypted value is not valid base64');
-    if (macKey) {
-      const mac = p.valueMac !== undefined ? strictBase64(p.valueMac) : undefined;
-      if (!mac) return reject('secret: ValueMAC missing or not base64 (the file declares a MACMethod)');
-      const expected = createHmac(ctx.macHash(), macKey).update(cipher).digest();
-      if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) return reject('secret: MAC check failed (the file was altered, or the password or key is wrong)');
+    for await (const chunk of chunksOf(input)) {
+      reader.write(chunk);
+      yield* readAll(reader.drain());
     }
-    const opened = decrypt({ ...p.encryptedSecret }, ctx.keyOf());
-    if (opened === undefined) {
-      if (!macKey && row === 1) throw new ImportFileError('wrong password or pre-shared key (the first secret does not decrypt)');
-      return reject('secret: does not decrypt (wrong password or key, or a damaged value)');
-    }
-    secret = opened;
-  } else {
-    return reject('no secret (Data/Secret)');
-  }
-  if (secret.length < MIN_SECRET_BYTES) {
-    secret.fill(0);
-    return reject(`secret: shorter than ${MIN_SECRET_BYTES} bytes`);
-  }
-  const text = (value: string | undefined) => (value && value.length <= 64 && !/[\u0000-\u001f\u007f-\u009f]/.test(value) ? value : undefined);
-  const manufacturer = text(p.manufacturer);
-  const model = text(p.model);
-  return {
-    ok: true,
-    token: {
-      row,
-      serialNumber,
-      secret,
-      algorithm: hash,
-      digits: length === '8' ? 8 : 6,
-      period: interval === '60' ? 60 : 30,
-      ...(manufacturer ? { manufacturer } : {}),
-      ...(model ? { model } : {}),
-    },
-  };
-}
-
-/** The file's encryption key: the pre-shared key given, or PBKDF2 of the password with the file's parameters. */
-function deriveKey(header: Header, keys: { password?: string; psk?: Buffer }): Buffer {
-  if (header.derivation !== undefined) {
-    if (!/pkcs-5v2-0#pbkdf2$/.test(header.derivation)) throw new ImportFileError(`key derivation ${header.derivation.slice(0, 80)} is not supported (PBKDF2)`);
-    if (keys.password === undefined) throw new ImportFileError("the file's keys are encrypted with a password: give password");
-    const salt = header.salt !== undefined ? strictBase64(header.salt) : undefined;
-    const iterations = Number(header.iterations);
-    const length = Number(header.keyLength ?? '16');
-    if (!salt) throw new ImportFileError('PBKDF2: no salt (Salt/Specified)');
-    if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) throw new ImportFileError(`PBKDF2: the iteration count must be 1 to ${MAX_ITERATIONS}`);
-    if (![16, 24, 32].includes(length)) throw new ImportFileError('PBKDF2: the key length must be 16, 24 or 32 bytes');
-    const prf = header.prf === undefined ? 'sha1' : PRFS[header.prf];
-    if (!prf) throw new ImportFileError(`PBKDF2: PRF ${header.prf?.slice(0, 80)} is not supported`);
-    return pbkdf2Sync(Buffer.from(keys.password, 'utf8'), salt, iterations, length, prf);
-  }
-  if (keys.psk === undefined) throw new ImportFileError("the file's keys are encrypted with a pre-shared key: give psk");
-  return Buffer.from(keys.psk);
-}
-
-/** AES-CBC with the IV first (XML Encryption), PKCS #7 padding checked; undefined when it does not decrypt. */
-function decrypt(value: Encrypted, key: Buffer): Buffer | undefined {
-  const cipher = CIPHERS[value.algorithm ?? ''];
-  if (!cipher) throw new ImportFileError(`encryption ${String(value.algorithm).slice(0, 80)} is not supported (AES-128/192/256-CBC)`);
-  if (key.length !== cipher.keyBytes) throw new ImportFileError(`the key is ${key.length} bytes; ${value.algorithm} needs ${cipher.keyBytes}`);
-  const bytes = value.cipherValue !== undefined ? strictBase64(value.cipherValue) : undefined;
-  if (!bytes || bytes.length < 32 || bytes.length % 16 !== 0) return undefined;
-  try {
-    const decipher = createDecipheriv(cipher.name, key, bytes.subarray(0, 16));
-    return Buffer.concat([decipher.update(bytes.subarray(16)), decipher.final()]);
-  } catch {
-    return undefined;
+    reader.end();
+    yield* readAll(reader.drain());
+    yield* gate.end();
+  } finally {
+    gate.zero();
   }
 }
 
-/** Base64 with whitespace allowed between characters, the length a multiple of 4: no truncated values. */
-function strictBase64(text: string): Buffer | undefined {
-  const clean = text.replace(/\s+/g, '');
-  if (clean.length === 0 || clean.length % 4 !== 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(clean)) return undefined;
-  return Buffer.from(clean, 'base64');
+/** A later key with a serial number an earlier imported key has is refused. */
+function unique(parsed: ParsedRow, serials: SerialRegister): ParsedRow {
+  if (!parsed.ok) return parsed;
+  const duplicate = serials.claim(parsed.token.serialNumber, parsed.token.row);
+  if (duplicate === undefined) return parsed;
+  parsed.token.secret.fill(0);
+  return { ok: false, rejected: { row: parsed.token.row, serialNumber: parsed.token.serialNumber, reason: duplicate } };
 }

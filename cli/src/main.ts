@@ -390,7 +390,7 @@ oath
       const status = await follow(api, tenantId, jobId);
       const { errorsCsv: _csv, errorsTruncated: _truncated, ...summary } = status;
       print(summary);
-      if (status.state === 'failed') process.stderr.write(`mfa: the import failed: ${status.error ?? 'no reason given'}\n`);
+      if (status.state === 'failed') process.stderr.write(`mfa: the import failed: ${status.reason ?? 'no reason given'}\n`);
       if (o.errors) await writeErrors(api, status, o.errors);
       else if (status.failed > 0) process.stderr.write(`mfa: ${status.failed} row(s) refused; \`mfa oath status ${tenantId} ${jobId} --errors errors.csv\` writes them with why\n`);
       if (status.state === 'failed' || status.failed > 0) process.exitCode = 1;

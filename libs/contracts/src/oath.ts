@@ -79,8 +79,11 @@ export const OathImportStatusReply = z.object({
   processed: z.number(),
   imported: z.number(),
   failed: z.number(),
-  /** Why a `failed` job could not read its file (wrong password, not a PSKC file...). */
-  error: z.string().optional(),
+  /**
+   * Why a `failed` job could not read its file (wrong password, not a PSKC file...). Not named
+   * `error`: a reply's `error` is always the error object of a refused request.
+   */
+  reason: z.string().optional(),
   /** The rejected rows, `row,user,serial,failure reason` (OATH_ERRORS_CSV_HEADER), when some failed. */
   errorsCsv: z.string().optional(),
   /** True when errorsCsv was cut at MAX_INLINE_ERRORS_BYTES: read errorsObject for all of it. */

@@ -565,7 +565,7 @@ export class PagesController {
           processed: status.processed,
           imported: status.imported,
           failed: status.failed,
-          ...(status.error ? { error: status.error } : {}),
+          ...(status.reason ? { reason: status.reason } : {}),
           errors: status.errorsObject !== undefined,
           ...(status.finishedAt ? { finishedAt: status.finishedAt } : {}),
         });

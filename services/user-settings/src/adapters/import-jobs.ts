@@ -88,7 +88,31 @@ export class ImportJobs {
     return this.kv.update(this.key(job.tenantId, job.jobId), JSON.stringify(job), revision);
   }
 
-  /** Every job still stored (for the workers' scan). */
+  /**
+   * Follows the bucket: `seen` gets every stored job once, then each change as it is written (an
+   * ordered consumer, which nats.js restarts after a reconnect); a deleted or unreadable entry
+   * comes as undefined. The workers keep the unfinished jobs from it instead of re-reading the
+   * bucket at every scan.
+   */
+  async follow(seen: (key: string, stored: StoredJob | undefined) => void): Promise<{ stop(): void }> {
+    const entries = await this.kv.watch();
+    void (async () => {
+      for await (const entry of entries) {
+        let stored: StoredJob | undefined;
+        if (entry.operation === 'PUT' && entry.length > 0) {
+          try {
+            stored = { job: entry.json<ImportJob>(), revision: entry.revision };
+          } catch {
+            stored = undefined;
+          }
+        }
+        seen(entry.key, stored);
+      }
+    })().catch(() => undefined);
+    return { stop: () => entries.stop() };
+  }
+
+  /** Every job still stored (the workers' scan when following the bucket is not possible). */
   async all(): Promise<StoredJob[]> {
     const keys: string[] = [];
     for await (const key of await this.kv.keys()) keys.push(key);

@@ -55,6 +55,9 @@ export class OathImportService {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private scanning = false;
+  /** The unfinished jobs, as the bucket's watch last said (undefined: not following, read the bucket). */
+  private unfinished: Map<string, StoredJob> | undefined;
+  private following: { stop(): void } | undefined;
 
   constructor(
     private readonly options: {
@@ -71,6 +74,18 @@ export class OathImportService {
   start(): void {
     this.timer = setInterval(() => void this.scan(), SCAN_MS);
     this.timer.unref();
+    const unfinished = new Map<string, StoredJob>();
+    this.options.jobs
+      .follow((key, stored) => {
+        if (stored && (stored.job.state === 'queued' || stored.job.state === 'running')) unfinished.set(key, stored);
+        else unfinished.delete(key);
+      })
+      .then((following) => {
+        this.following = following;
+        this.unfinished = unfinished;
+        if (this.stopped) following.stop();
+      })
+      .catch((error: unknown) => this.options.log.warn('import jobs not followed; workers read the bucket at each scan', { error }));
     void this.scan();
   }
 
@@ -78,6 +93,7 @@ export class OathImportService {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.following?.stop();
     await this.running?.catch(() => undefined);
   }
 
@@ -121,7 +137,9 @@ export class OathImportService {
       createdAt: at,
       updatedAt: at,
     };
-    await this.infra(() => this.options.jobs.create(job));
+    const revision = await this.infra(() => this.options.jobs.create(job));
+    // Known here at once (the watch brings it a moment later): this worker may start it now.
+    this.unfinished?.set(`${tenantId}.${jobId}`, { job, revision });
     void this.scan();
     return { jobId };
   }
@@ -148,7 +166,7 @@ export class OathImportService {
       processed: job.processed,
       imported: job.imported,
       failed: job.failed,
-      ...(job.error ? { error: job.error } : {}),
+      ...(job.error ? { reason: job.error } : {}),
       ...(errors ?? {}),
       ...(job.errorsObject ? { errorsObject: job.errorsObject } : {}),
       createdAt: job.createdAt,
@@ -163,7 +181,8 @@ export class OathImportService {
     this.scanning = true;
     try {
       const now = Date.now();
-      const candidates = (await this.options.jobs.all())
+      const jobs = this.unfinished ? [...this.unfinished.values()] : await this.options.jobs.all();
+      const candidates = jobs
         .filter(({ job }) => (job.state === 'queued' || job.state === 'running') && (job.lease === undefined || job.lease.until < now))
         .sort((a, b) => a.job.createdAt.localeCompare(b.job.createdAt));
       for (const candidate of candidates) {

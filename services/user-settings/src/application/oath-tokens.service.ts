@@ -3,8 +3,6 @@ import {
   ContractError,
   EventSubjects,
   notFound,
-  unavailable,
-  UnknownEventError,
   type OathTokenItem,
   type OathTokensActivateReply,
   type OathTokensActivateRequest,
@@ -13,7 +11,7 @@ import {
   type OathTokensListReply,
   type OathTokensListRequest,
 } from '@mfa/contracts';
-import { randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
 import { cursorAfter, nextCursor } from './keyset-cursor.js';
 import { ConcurrencyError, createEvent } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
@@ -22,8 +20,8 @@ import type { OathInventory } from '../adapters/oath-inventory.js';
 import { inventoryState, oathTokenDecider, type ImportedToken, type OathTokenCommand, type OathTokenState } from '../domain/oath-token.js';
 import type { ParsedToken } from '../domain/oath-import/types.js';
 import type { HeldHardwareToken, UserSettingsService } from './user-settings.service.js';
+import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
 
-const MAX_APPEND_ATTEMPTS = 5;
 const TOKEN_ID_BYTES = 12;
 
 interface TokenOutcome {
@@ -222,14 +220,8 @@ export class OathTokensService {
     }
   }
 
-  private async infra<T>(call: () => Promise<T>): Promise<T> {
-    try {
-      return await call();
-    } catch (error) {
-      if (error instanceof ConcurrencyError || error instanceof UnknownEventError || error instanceof ContractError || error instanceof SealError) throw error;
-      this.options.log.warn('hardware token store call failed', { error });
-      throw unavailable('event store unavailable', error);
-    }
+  private infra<T>(call: () => Promise<T>): Promise<T> {
+    return storeCall(this.options.log, call);
   }
 }
 

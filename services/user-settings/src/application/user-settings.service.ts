@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import {
   conflict,
-  ContractError,
   forbidden,
   rateLimited,
   EventSubjects,
   notFound,
   unavailable,
-  UnknownEventError,
   type TenantsConfigureReply,
   type TenantsConfigureRequest,
   type TenantsGetReply,
@@ -56,7 +54,7 @@ import {
 import QRCode from 'qrcode';
 import { deviceId as joinDeviceId, parseDeviceId } from '@mfa/projection';
 import type { ActivationCodes } from '../adapters/activation-codes.js';
-import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, randomToken, seal, SealContext, SealError, type Keyring } from '@mfa/crypto';
+import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
 import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
@@ -76,11 +74,10 @@ import type { ImportedToken } from '../domain/oath-token.js';
 import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { secretContext, userSnapshot } from './user-snapshot.js';
 import { cursorAfter, nextCursor } from './keyset-cursor.js';
+import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
 
 /** Wrong app passwords per user within 15 minutes before apppasswords.verify answers rate_limited. */
 const APP_PASSWORD_FAILURES = 10;
-/** Appends lost to a concurrent writer are decided again on fresh state this many times. */
-const MAX_APPEND_ATTEMPTS = 5;
 const TOTP_SECRET_BYTES = 20;
 const TOTP_TOKEN_ID_BYTES = 12;
 
@@ -673,21 +670,8 @@ export class UserSettingsService {
   }
 
   /** Infrastructure failures answer `unavailable`; conflicts and corrupt events pass through. */
-  private async store<T>(call: () => Promise<T>): Promise<T> {
-    try {
-      return await call();
-    } catch (error) {
-      if (
-        error instanceof ConcurrencyError ||
-        error instanceof UnknownEventError ||
-        error instanceof ContractError ||
-        error instanceof SealError
-      ) {
-        throw error;
-      }
-      this.options.log.warn('event store call failed', { error });
-      throw unavailable('event store unavailable', error);
-    }
+  private store<T>(call: () => Promise<T>): Promise<T> {
+    return storeCall(this.options.log, call);
   }
 
   private async project(tenantId: string, userId: string, outcome: Outcome<UserState>): Promise<void> {

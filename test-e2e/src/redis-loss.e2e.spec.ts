@@ -2,10 +2,12 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Subjects } from '@mfa/contracts';
-import { base32Decode, totp } from '@mfa/crypto';
+import { randomBytes } from 'node:crypto';
+import { OATH_CSV_HEADER, Subjects } from '@mfa/contracts';
+import { base32Decode, base32Encode, totp } from '@mfa/crypto';
 import { connectClient, requestJson } from '@mfa/messaging';
 import {
+  eventually,
   itWith,
   startNatsServer,
   startRedisServer,
@@ -81,6 +83,11 @@ describe('Redis lost while the services run', () => {
     const first = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
     assert.equal((await ask(Subjects.challengeVerify, { tenantId, challengeId: first.challengeId, code })).status, 'approved');
 
+    // A hardware token in the inventory: the index oath.tokens.list reads is Redis too.
+    const serialNumber = `HW-${Date.now().toString(36)}`;
+    const imported = await ask(Subjects.oathImport, { tenantId, format: 'csv', content: `${OATH_CSV_HEADER}\n,${serialNumber},${base32Encode(randomBytes(20))},30,Acme,K\n` });
+    await eventually(async () => ((await ask(Subjects.oathImportStatus, { tenantId, jobId: imported.jobId })).state === 'completed' ? true : undefined), 30_000, 'the import');
+
     await redis.flushall();
     const lost = Date.now();
     const answers: string[] = [];
@@ -110,6 +117,9 @@ describe('Redis lost while the services run', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     process.stdout.write(`# recovered ${recoveredMs} ms after FLUSHALL (${answers.length} starts tried)\n`);
+    // The projection is complete again: the inventory with it.
+    const listed = await ask(Subjects.oathTokensList, { tenantId });
+    assert.deepEqual((listed.items as Array<{ serialNumber: string; state: string }>).map((t) => [t.serialNumber, t.state]), [[serialNumber, 'unassigned']]);
   });
 
   /** Starts until the rebuild lets the user through (anything but unavailable), within 15 s. */

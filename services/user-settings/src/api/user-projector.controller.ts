@@ -1,21 +1,12 @@
 import { Inject } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
-import { Consumers, EventSubjects, fromSubjectToken, OATH_TOKEN_EVENT_TYPES } from '@mfa/contracts';
+import { Consumers, OATH_TOKEN_EVENT_TYPES } from '@mfa/contracts';
 import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, NatsController } from '@mfa/service-kit';
-import { OathTokensService } from '../application/oath-tokens.service.js';
+import { OathTokensService, parseOathSubject } from '../application/oath-tokens.service.js';
 import { UserProjector } from '../application/user-projector.js';
 
 const OATH_EVENTS: ReadonlySet<string> = new Set(OATH_TOKEN_EVENT_TYPES);
-const OATH_SUBJECT_PREFIX = EventSubjects.allOathTokens.slice(0, -1); // 'mfa.evt.oath.'
-
-/** `mfa.evt.oath.<tenant>.<serial>` back to the ids (see EventSubjects.oathToken). */
-export function parseOathSubject(subject: string): { tenantId: string; serialNumber: string } | undefined {
-  if (!subject.startsWith(OATH_SUBJECT_PREFIX)) return undefined;
-  const tokens = subject.slice(OATH_SUBJECT_PREFIX.length).split('.');
-  if (tokens.length !== 2 || !tokens[0] || !tokens[1]) return undefined;
-  return { tenantId: fromSubjectToken(tokens[0]), serialNumber: fromSubjectToken(tokens[1]) };
-}
 
 /**
  * The durable projector: every user event, from this instance or any other, from now or replayed

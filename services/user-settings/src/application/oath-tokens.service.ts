@@ -2,6 +2,7 @@ import {
   conflict,
   ContractError,
   EventSubjects,
+  fromSubjectToken,
   notFound,
   type OathTokenItem,
   type OathTokensActivateReply,
@@ -23,6 +24,15 @@ import type { HeldHardwareToken, UserSettingsService } from './user-settings.ser
 import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
 
 const TOKEN_ID_BYTES = 12;
+const OATH_SUBJECT_PREFIX = EventSubjects.allOathTokens.slice(0, -1); // 'mfa.evt.oath.'
+
+/** `mfa.evt.oath.<tenant>.<serial>` back to the ids (see EventSubjects.oathToken). */
+export function parseOathSubject(subject: string): { tenantId: string; serialNumber: string } | undefined {
+  if (!subject.startsWith(OATH_SUBJECT_PREFIX)) return undefined;
+  const tokens = subject.slice(OATH_SUBJECT_PREFIX.length).split('.');
+  if (tokens.length !== 2 || !tokens[0] || !tokens[1]) return undefined;
+  return { tenantId: fromSubjectToken(tokens[0]), serialNumber: fromSubjectToken(tokens[1]) };
+}
 
 interface TokenOutcome {
   state: OathTokenState;

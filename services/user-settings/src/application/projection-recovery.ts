@@ -8,6 +8,7 @@ import { PROJECTION_MISSING_SUBJECT, RedisKeys, STEPS_RESTORED_KEY, UserProjecti
 import { LOGGER, NATS, REDIS, RedisLease } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
 import { parseUserSubject, UserProjector } from './user-projector.js';
+import { OathTokensService, parseOathSubject } from './oath-tokens.service.js';
 
 /** How often every instance checks that Redis still holds the complete projection. */
 const CHECK_EVERY_MS = 1_000;
@@ -71,6 +72,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(UserProjectionWriter) private readonly writer: UserProjectionWriter,
     @Inject(UserProjector) private readonly projector: UserProjector,
+    @Inject(OathTokensService) private readonly tokens: OathTokensService,
     @Inject(LOGGER) private readonly log: Logger,
   ) {
     this.lease = new RedisLease(redis, LEASE_KEY, LEASE_MS);
@@ -120,6 +122,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       const guards = await this.restoreFailureGuards(new Date(started), approvedAt, unblockedAt);
       await this.redis.set(STEPS_RESTORED_KEY, '1');
       const users = await this.projectAllUsers();
+      await this.reindexOathTokens();
       await this.writer.markComplete();
       const seconds = (Date.now() - started) / 1000;
       rebuilds.inc({ outcome: 'done' });
@@ -246,6 +249,24 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       }
     }
     return { blocks: blocked.length, unblockedAt };
+  }
+
+  /** The hardware token inventory index (oath.tokens.list), from each token's aggregate. */
+  private async reindexOathTokens(): Promise<void> {
+    const tokens: Array<{ tenantId: string; serialNumber: string }> = [];
+    await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allOathTokens, { policy: 'last_per_subject' }, (msg) => {
+      const ids = parseOathSubject(msg.subject);
+      if (ids) tokens.push(ids);
+    }, { headersOnly: true });
+    const now = new Date();
+    let next = 0;
+    const worker = async () => {
+      while (next < tokens.length) {
+        const { tenantId, serialNumber } = tokens[next++]!;
+        await this.tokens.reindex(tenantId, serialNumber, now);
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL_USERS }, worker));
   }
 
   private async projectAllUsers(): Promise<number> {

@@ -25,8 +25,19 @@ function takeFromPool(bytes: number): number {
   return offset;
 }
 
-/** An opaque random identifier: `bytes` from the CSPRNG, base64url. */
+/**
+ * An opaque random identifier: `bytes` from the CSPRNG, base64url, never starting with `-` (drawn
+ * again, 1 time in 64): ids are typed into command lines (`mfa users delete-token … <tokenId>`),
+ * which would take a leading `-` for an option.
+ */
 export function randomToken(bytes = 16): string {
+  for (;;) {
+    const token = drawToken(bytes);
+    if (!token.startsWith('-')) return token;
+  }
+}
+
+function drawToken(bytes: number): string {
   if (bytes > 256) return randomBytes(bytes).toString('base64url');
   const offset = takeFromPool(bytes);
   const token = pool.toString('base64url', offset, offset + bytes);

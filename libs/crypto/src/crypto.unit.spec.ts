@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import {
+  randomToken,
   base32Decode,
   base32Encode,
   CursorError,
@@ -310,5 +311,13 @@ describe('OATH (RFC 4226 / RFC 6238 test vectors)', () => {
     assert.equal(base32Encode(secret), 'GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ');
     assert.deepEqual(base32Decode('gezd gnbv gy3t qojq gezd gnbv gy3t qojq'), secret);
     assert.deepEqual(base32Decode('MZXW6==='), Buffer.from('foo'));
+  });
+});
+
+describe('randomToken', () => {
+  it('never starts with "-", which a command line would take for an option, and keeps its length', () => {
+    const tokens = Array.from({ length: 5000 }, () => randomToken(12));
+    assert.ok(tokens.every((t) => !t.startsWith('-') && t.length === 16 && /^[A-Za-z0-9_-]+$/.test(t)));
+    assert.equal(new Set(tokens).size, tokens.length);
   });
 });

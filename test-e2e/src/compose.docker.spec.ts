@@ -83,9 +83,14 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
       } catch (error) {
         process.stderr.write(`compose down failed: ${(error as { stderr?: string }).stderr ?? String(error)}\n`);
       }
-      const left = execFileSync('/usr/bin/docker', ['ps', '-aq'], { env: env(), encoding: 'utf8' }).trim();
+      const list = (args: string[]) => execFileSync('/usr/bin/docker', args, { env: env(), encoding: 'utf8' }).trim();
+      const left = {
+        containers: list(['ps', '-aq']),
+        volumes: list(['volume', 'ls', '-q', '--filter', `name=${PROJECT}`]),
+        networks: list(['network', 'ls', '-q', '--filter', `name=${PROJECT}`]),
+      };
       await daemon.stop();
-      assert.equal(left, '', 'no container left behind');
+      assert.deepEqual(left, { containers: '', volumes: '', networks: '' }, 'nothing of the stack left behind');
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
     process.stdout.write(`# phases: ${phases.map(([n, s]) => `${n} ${s.toFixed(1)} s`).join(', ')}\n`);

@@ -25,6 +25,8 @@ export const DERIVATION_CHANGES = [
   'hostnames nats, redis, postgres and jaeger become 127.0.0.1, and every port moves clear of the machine\'s own NATS, Redis and Postgres and of npm start\'s services',
   'written as YAML 1.1 (docker-compose v1 reads `no` as false), and images nats, redis, postgres and jaeger become stand-ins built from Debian packages (no registry is reachable); the services are built FROM a Node 24 stand-in (build arg NODE_IMAGE)',
   'jaeger becomes an OTLP sink that answers its three ports (tracing is best effort; no Jaeger package exists in Debian)',
+  'the healthchecks of nats, redis, postgres and jaeger name the moved ports; nats gets -a/-p/-m, redis its command line, postgres PGPORT',
+  'the x- extension blocks are written out merged (YAML anchors resolved); prometheus and grafana (profile observability) are left out',
 ] as const;
 
 /** The derived compose file (YAML) from the real one. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { IsoDateTime, OathAlgorithm, OtpCode, safeText, TenantId, UserId } from './primitives.js';
+import { IsoDateTime, OathAlgorithm, ObjectName, OtpCode, safeText, TenantId, UserId } from './primitives.js';
 
 /**
  * Hardware OATH tokens (docs/api.md, "Hardware OATH tokens"): import jobs from CSV or PSKC
@@ -31,13 +31,6 @@ export const SerialNumber = safeText(64);
 export const OathImportFormat = z.enum(['csv', 'pskc']);
 export type OathImportFormat = z.infer<typeof OathImportFormat>;
 
-/** A name in MFA_IMPORTS: the tenant's own prefix, then printable ASCII. */
-const ImportObjectName = z
-  .string()
-  .min(1, 'must not be empty')
-  .max(256, 'must be at most 256 characters')
-  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
-
 export const OathImportRequest = z
   .strictObject({
     tenantId: TenantId,
@@ -46,7 +39,7 @@ export const OathImportRequest = z
     content: z.string().min(1, 'must not be empty').max(MAX_IMPORT_REQUEST_BYTES).optional(),
     encoding: z.literal('base64').optional(),
     /** Instead of `content`: the file's name in MFA_IMPORTS, `<tenantId>/` and anything after. */
-    object: ImportObjectName.optional(),
+    object: ObjectName.optional(),
     /** PSKC keys encrypted with a password (PBKDF2). */
     password: z.string().min(1).max(256).optional(),
     /** PSKC keys encrypted with a pre-shared AES key (hex: 16, 24 or 32 bytes). */

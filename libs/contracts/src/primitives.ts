@@ -59,6 +59,15 @@ export const OtpCode = z.string().regex(/^\d{4,10}$/, 'must be 4 to 10 digits');
 /** Hash function of an OATH token's HMAC: SHA-1 (apps, most hardware) or SHA-256 (some hardware tokens). */
 export const OathAlgorithm = z.enum(['SHA1', 'SHA256']);
 export type OathAlgorithm = z.infer<typeof OathAlgorithm>;
+/**
+ * A name in a JetStream object store that uploaders write (MFA_VOICE_UPLOADS, MFA_IMPORTS):
+ * printable ASCII; each request checks that it starts with its tenant's prefix.
+ */
+export const ObjectName = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(256, 'must be at most 256 characters')
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
 export const IsoDateTime = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });
 
 export const METHODS = ['sms', 'voice', 'push', 'totp'] as const;

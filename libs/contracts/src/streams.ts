@@ -18,6 +18,14 @@ export function fromSubjectToken(token: string): string {
   return Buffer.from(token, 'base64url').toString('utf8');
 }
 
+/** The two ids of `<prefix><b64url a>.<b64url b>` (a user's or a hardware token's subject), or undefined. */
+export function subjectIds(prefix: string, subject: string): [string, string] | undefined {
+  if (!subject.startsWith(prefix)) return undefined;
+  const tokens = subject.slice(prefix.length).split('.');
+  if (tokens.length !== 2 || !tokens[0] || !tokens[1]) return undefined;
+  return [fromSubjectToken(tokens[0]), fromSubjectToken(tokens[1])];
+}
+
 export const EventSubjects = {
   tenant: (tenantId: string) => `mfa.evt.tenant.${subjectToken(tenantId)}`,
   allTenants: 'mfa.evt.tenant.>',

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TenantId } from './primitives.js';
+import { ObjectName, TenantId } from './primitives.js';
 
 /**
  * The spoken messages of a voice challenge's call: the 18 message types of Azure MFA's phone call
@@ -61,20 +61,13 @@ export function voiceMessageObjectName(tenantId: string, type: VoiceMessageType,
   return `${tenantId}/${type}/${language}`;
 }
 
-/** An object name in MFA_VOICE_UPLOADS: the tenant's own prefix, then anything printable. */
-const UploadObjectName = z
-  .string()
-  .min(1, 'must not be empty')
-  .max(256, 'must be at most 256 characters')
-  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
-
 export const VoiceMessagesUploadRequest = z
   .strictObject({
     tenantId: TenantId,
     type: VoiceMessageType,
     language: VoiceMessageLanguage,
     /** The recording's name in MFA_VOICE_UPLOADS: `<tenantId>/` and anything after. */
-    object: UploadObjectName,
+    object: ObjectName,
   })
   .refine((r) => r.object.startsWith(`${r.tenantId}/`), { message: 'must start with the tenant id and a slash', path: ['object'] });
 export type VoiceMessagesUploadRequest = z.infer<typeof VoiceMessagesUploadRequest>;

@@ -2,7 +2,7 @@ import {
   conflict,
   ContractError,
   EventSubjects,
-  fromSubjectToken,
+  subjectIds,
   notFound,
   type OathTokenItem,
   type OathTokensActivateReply,
@@ -28,10 +28,8 @@ const OATH_SUBJECT_PREFIX = EventSubjects.allOathTokens.slice(0, -1); // 'mfa.ev
 
 /** `mfa.evt.oath.<tenant>.<serial>` back to the ids (see EventSubjects.oathToken). */
 export function parseOathSubject(subject: string): { tenantId: string; serialNumber: string } | undefined {
-  if (!subject.startsWith(OATH_SUBJECT_PREFIX)) return undefined;
-  const tokens = subject.slice(OATH_SUBJECT_PREFIX.length).split('.');
-  if (tokens.length !== 2 || !tokens[0] || !tokens[1]) return undefined;
-  return { tenantId: fromSubjectToken(tokens[0]), serialNumber: fromSubjectToken(tokens[1]) };
+  const ids = subjectIds(OATH_SUBJECT_PREFIX, subject);
+  return ids && { tenantId: ids[0], serialNumber: ids[1] };
 }
 
 interface TokenOutcome {

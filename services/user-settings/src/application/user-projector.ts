@@ -1,4 +1,4 @@
-import { EventSubjects, fromSubjectToken, UnknownEventError } from '@mfa/contracts';
+import { EventSubjects, subjectIds, UnknownEventError } from '@mfa/contracts';
 import { formatWrappedDataKey, SealError, type Keyring } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery } from '@mfa/messaging';
 import type { UserProjectionWriter } from '@mfa/projection';
@@ -16,10 +16,8 @@ const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1); // 'mfa.evt.use
 
 /** `mfa.evt.user.<tenant>.<user>` back to the ids (see EventSubjects.user). */
 export function parseUserSubject(subject: string): { tenantId: string; userId: string } | undefined {
-  if (!subject.startsWith(USER_SUBJECT_PREFIX)) return undefined;
-  const tokens = subject.slice(USER_SUBJECT_PREFIX.length).split('.');
-  if (tokens.length !== 2 || !tokens[0] || !tokens[1]) return undefined;
-  return { tenantId: fromSubjectToken(tokens[0]), userId: fromSubjectToken(tokens[1]) };
+  const ids = subjectIds(USER_SUBJECT_PREFIX, subject);
+  return ids && { tenantId: ids[0], userId: ids[1] };
 }
 
 /**

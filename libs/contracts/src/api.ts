@@ -360,6 +360,19 @@ export const ChallengeContext = z.strictObject({
   rememberDevice: z.boolean().optional(),
   /** A client that cannot show an MFA prompt (IMAP, old Office): app passwords and last-MFA rules apply. */
   legacyClient: z.boolean().optional(),
+  /**
+   * Sent by the RADIUS front: the RADIUS client the request came through (its configured name, or
+   * its CIDR) and the address of the NAS that sent it. The sign-in is recorded with this server and
+   * `via: "radius"`. `passwordMode: "otp"`: the client cannot answer an Access-Challenge, so the
+   * start never picks SMS (the user could not type its code back).
+   */
+  radius: z
+    .strictObject({
+      serverName: Label,
+      serverIp: IpAddress,
+      passwordMode: z.enum(['challenge', 'otp']).optional(),
+    })
+    .optional(),
 });
 export type ChallengeContext = z.infer<typeof ChallengeContext>;
 
@@ -381,6 +394,8 @@ export const ChallengeStartReply = z.object({
   reason: ChallengeReason.optional(),
   /** With a pending push: the two digits the sign-in page shows; the user types them in the app. */
   numberMatch: z.string().optional(),
+  /** With a pending sms or voice challenge: the phone number used, masked (`+*********78`: only the last two digits shown). */
+  sentTo: z.string().optional(),
 });
 export type ChallengeStartReply = z.infer<typeof ChallengeStartReply>;
 

@@ -159,6 +159,14 @@ describe('the public API contract', () => {
     assert.ok(ChallengeStartRequest.safeParse({ tenantId: 't', userId: 'u', method: 'totp', clientIp: '2001:db8::1' }).success);
     assert.equal(ChallengeStartRequest.safeParse({ tenantId: 't', userId: 'u', method: 'fax' }).success, false);
     assert.equal(ChallengeStartRequest.safeParse({ tenantId: 't', userId: 'u', clientIp: '999.1.1.1' }).success, false);
+    // The RADIUS front's context: the client's name (or CIDR) and the NAS's address, strictly.
+    const radius = (r: Record<string, unknown>) => ChallengeStartRequest.safeParse({ tenantId: 't', userId: 'u', context: { radius: r } }).success;
+    assert.ok(radius({ serverName: '10.0.0.0/8', serverIp: '10.1.2.3' }));
+    assert.ok(radius({ serverName: 'vpn', serverIp: '2001:db8::1', passwordMode: 'otp' }));
+    assert.equal(radius({ serverName: 'vpn', serverIp: 'vpn.example' }), false);
+    assert.equal(radius({ serverName: 'vpn', serverIp: '10.1.2.3', passwordMode: 'pap' }), false);
+    assert.equal(radius({ serverName: 'vpn', serverIp: '10.1.2.3', secret: 'x' }), false);
+    assert.equal(radius({ serverName: 'v\u202epn', serverIp: '10.1.2.3' }), false);
   });
 
   it('bounds report queries', () => {

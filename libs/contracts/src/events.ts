@@ -8,6 +8,7 @@ import {
   OathAlgorithm,
   PhoneNumber,
   SealedSecret,
+  SigninVia,
   TenantId,
 } from './primitives.js';
 
@@ -213,6 +214,8 @@ const ChallengeContextV1 = z.object({
   requestId: StoredText(128).optional(),
   profile: Profile,
   server: Server,
+  /** `radius`: started by the RADIUS front, `server` is then the RADIUS client and its NAS. Absent: `nats`. */
+  via: SigninVia.optional(),
 });
 /** v2: the user's personal data sealed in `pii` under the user's data key, instead of `profile`. */
 const ChallengeContextV2 = ChallengeContextV1.omit({ profile: true }).extend({ pii: SealedPii.optional() });

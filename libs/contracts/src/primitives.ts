@@ -77,6 +77,14 @@ export type Method = z.infer<typeof Method>;
 /** Methods this release can deliver; the rest answer `registration_required`. */
 export const SUPPORTED_METHODS = ['sms', 'totp'] as const satisfies readonly Method[];
 
+/**
+ * How a sign-in reached the service: `nats` (an IdP calling the NATS API) or `radius` (the RADIUS
+ * front, for VPNs and RADIUS servers). Start events without the field came over NATS.
+ */
+export const SIGNIN_VIAS = ['nats', 'radius'] as const;
+export const SigninVia = z.enum(SIGNIN_VIAS);
+export type SigninVia = z.infer<typeof SigninVia>;
+
 export const CHALLENGE_STATUSES = ['pending', 'approved', 'denied', 'registration_required'] as const;
 export const ChallengeStatus = z.enum(CHALLENGE_STATUSES);
 export type ChallengeStatus = z.infer<typeof ChallengeStatus>;

@@ -54,6 +54,8 @@ export interface TestChallenge {
   profile: Profile;
   method: Method;
   server: Server;
+  /** `radius`: started by the RADIUS front (its start events say so); absent: over NATS. */
+  via?: 'radius';
   clientIp?: string;
   application?: string;
   requestId?: string;
@@ -224,6 +226,7 @@ function context(c: TestChallenge) {
     ...(c.requestId !== undefined ? { requestId: c.requestId } : {}),
     profile: c.profile,
     server: c.server,
+    ...(c.via !== undefined ? { via: c.via } : {}),
   };
 }
 

@@ -22,7 +22,7 @@ import {
 } from '@mfa/crypto';
 import { openPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
-import { hashSlotOf, parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { hashSlotOf, parseChallengeId, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
 import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
@@ -30,6 +30,8 @@ import { boot } from './boot.js';
 import { smsCodeFromLog } from './sms-code.spec-support.js';
 import { loadAuthChallengeConfig } from './config.js';
 import { ChallengeStore, type LockoutPolicy } from './adapters/challenge.store.js';
+import { Outbox, parseDecisionRecord } from './adapters/outbox.js';
+import { ChallengeService } from './application/challenge.service.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -69,8 +71,11 @@ describe('auth-challenge against real NATS and Redis', () => {
     await redis.quit();
   });
 
-  async function projectUser(userId: string, opts: { phone?: string; totp?: Buffer[]; tenantId?: string; phoneCountry?: string } = {}) {
-    const methods = [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms', 'voice'] : [])];
+  async function projectUser(
+    userId: string,
+    opts: { phone?: string; totp?: Buffer[]; tenantId?: string; phoneCountry?: string; methods?: string[]; defaultMethod?: string } = {},
+  ) {
+    const methods = opts.methods ?? [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms', 'voice'] : [])];
     // A real key, as user-settings creates it: dispatch (sharing this NATS) can open what start seals.
     const key = await new UserDataKeys({ js: jetstream(nc), jsm }, keyring).getOrCreate(opts.tenantId ?? tenant, userId);
     await writer.apply({
@@ -83,7 +88,7 @@ describe('auth-challenge against real NATS and Redis', () => {
       phoneNumber: opts.phone,
       phoneCountry: opts.phoneCountry,
       methods,
-      defaultMethod: methods[0],
+      defaultMethod: opts.defaultMethod ?? methods[0],
       totpTokens: (opts.totp ?? []).map((secret, i) => ({ tokenId: `tok${i}`, secret, digits: 6, period: 30, activatedStep: 0 })),
     });
   }
@@ -503,6 +508,81 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(replay.kind === 'rejected' && replay.cause, 'reused');
   });
 
+  /** The last event recorded on `subject`, once it is the one of `challengeId`. */
+  const lastEventOf = (subject: string, challengeId: unknown) =>
+    eventually(async () => {
+      const m = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: subject });
+      const event = m?.json<{ id: string; type: string; data: Record<string, unknown> & { challengeId: string } }>();
+      return event?.data.challengeId === challengeId ? event : undefined;
+    }, 5000, `the event of ${String(challengeId)} on ${subject}`);
+
+  itWith({ real: ['nats', 'redis'] }, 'RADIUS: a start with context.radius is recorded via radius, decided by the RADIUS client; the relay rebuilds the same event; the reply masks the phone', async () => {
+    const user = uniqueUser('radius');
+    await projectUser(user, { phone: '+14155550178' });
+    const radius = { serverName: 'vpn-gateway', serverIp: '192.0.2.10' };
+    // Keep the decisions in the outbox (as if JetStream had not acknowledged), to rebuild their events as the relay does.
+    const outbox = service.app.get(Outbox);
+    const remove = outbox.remove.bind(outbox);
+    outbox.remove = () => undefined;
+    let start: Reply;
+    try {
+      start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, clientIp: '198.51.100.20', context: { radius } });
+    } finally {
+      outbox.remove = remove;
+    }
+    assert.deepEqual([start.status, start.method, start.sentTo], ['pending', 'sms', '+*********78']);
+    const event = await lastEventOf(EventSubjects.smsRequested, start.challengeId);
+    assert.equal(event.type, 'ChallengeStarted');
+    assert.deepEqual([event.data.via, event.data.server, event.data.clientIp], ['radius', { name: 'vpn-gateway', ip: '192.0.2.10' }, '198.51.100.20']);
+    const challengeId = String(start.challengeId);
+    const slot = hashSlotOf(parseChallengeId(challengeId)!.tag);
+    const raw = await redis.hget(slotOutboxKey(slot), `${challengeId}:pending`);
+    const record = parseDecisionRecord(raw!);
+    assert.equal(record?.c.k === 'start' && record.c.v, 'radius');
+    const rebuilt = service.app.get(ChallengeService).eventOfRecord(record!);
+    await redis.hdel(slotOutboxKey(slot), `${challengeId}:pending`);
+    assert.equal(rebuilt?.subject, EventSubjects.smsRequested);
+    // The same event, same id (de-duplicated), but for the trace context and `pii`: this test's
+    // projection holds no pre-sealed copy, so each build seals the personal data with a fresh IV.
+    const comparable = (e: { metadata?: unknown; data: Record<string, unknown> }) => {
+      const { metadata: _trace, data, ...envelope } = e;
+      const { pii: _pii, ...rest } = data;
+      return { ...envelope, data: rest };
+    };
+    assert.deepEqual(comparable(rebuilt!.event as never), comparable(event));
+
+    // Without context.radius nothing changes: no via, this instance as the server.
+    const plain = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const over = await lastEventOf(EventSubjects.smsRequested, plain.challengeId);
+    assert.equal('via' in over.data, false);
+    assert.notDeepEqual(over.data.server, event.data.server);
+    assert.equal(plain.sentTo, '+*********78');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'RADIUS in OTP password mode: never SMS; an SMS-only user gets method_disabled and nothing is sent, an SMS-default user with a TOTP token gets TOTP', async () => {
+    const radius = { serverName: '192.0.2.0/24', serverIp: '192.0.2.11', passwordMode: 'otp' };
+    const smsOnly = uniqueUser('radius-sms');
+    await projectUser(smsOnly, { phone: '+14155550179', methods: ['sms'] });
+    for (const method of [undefined, 'sms']) {
+      const refused = await ask(Subjects.challengeStart, { tenantId: tenant, userId: smsOnly, ...(method ? { method } : {}), context: { radius } });
+      assert.deepEqual([refused.status, refused.reason, refused.sentTo], ['registration_required', 'method_disabled', undefined], `method ${method}`);
+      const recorded = await lastEventOf(EventSubjects.challengeRegistrationRequired, refused.challengeId);
+      assert.deepEqual([recorded.data.via, recorded.data.server], ['radius', { name: '192.0.2.0/24', ip: '192.0.2.11' }]);
+    }
+    assert.equal(await redis.zcard(RedisKeys.smsSends(userTag(keyring, tenant, smsOnly))), 0, 'no SMS counted, so none sent');
+    // The same user in challenge mode (or over NATS) gets the SMS.
+    const challengeMode = await ask(Subjects.challengeStart, { tenantId: tenant, userId: smsOnly, context: { radius: { ...radius, passwordMode: 'challenge' } } });
+    assert.deepEqual([challengeMode.status, challengeMode.method], ['pending', 'sms']);
+
+    const both = uniqueUser('radius-both');
+    await projectUser(both, { phone: '+14155550180', totp: [randomBytes(20)], methods: ['totp', 'sms'], defaultMethod: 'sms' });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: both })).method, 'sms', 'the default over NATS');
+    const otp = await ask(Subjects.challengeStart, { tenantId: tenant, userId: both, context: { radius } });
+    assert.deepEqual([otp.status, otp.method, otp.sentTo], ['pending', 'totp', undefined]);
+    const started = await lastEventOf(EventSubjects.challengeStarted('totp'), otp.challengeId);
+    assert.equal(started.data.via, 'radius');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'answers bad input on every subject with a contract error and keeps serving', async () => {
     const bodies: Array<[string, string | Uint8Array, string]> = [];
     for (const subject of [Subjects.challengeStart, Subjects.challengeVerify, Subjects.challengeStatus, Subjects.challengeResend]) {
@@ -515,6 +595,8 @@ describe('auth-challenge against real NATS and Redis', () => {
     bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: tenant, userId: 'u', method: 'carrier-pigeon' }), 'invalid_request']);
     bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: '../../etc', userId: 'u' }), 'invalid_request']);
     bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: tenant, userId: 'u\u0000' }), 'invalid_request']);
+    bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: tenant, userId: 'u', context: { radius: { serverName: 'vpn', serverIp: 'vpn.example' } } }), 'invalid_request']);
+    bodies.push([Subjects.challengeStart, JSON.stringify({ tenantId: tenant, userId: 'u', context: { radius: { serverName: 'vpn', serverIp: '192.0.2.1', secret: 'x' } } }), 'invalid_request']);
     bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: 'nope', code: '123456' }), 'not_found']);
     bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: `${'A'.repeat(22)}.${'B'.repeat(22)}`, code: '123456' }), 'not_found']);
     bodies.push([Subjects.challengeVerify, JSON.stringify({ tenantId: tenant, challengeId: 'x', code: 123456 }), 'invalid_request']);

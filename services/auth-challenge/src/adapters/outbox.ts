@@ -19,7 +19,7 @@ export type DecisionContext = StartDecisionContext | VerifyDecisionContext | Res
 
 export interface StartDecisionContext {
   k: 'start';
-  /** tenant, user, challenge id, now (ms), expiresAt (ms), max attempts, server. */
+  /** tenant, user, challenge id, now (ms), expiresAt (ms), max attempts, server (the RADIUS client's for a RADIUS sign-in). */
   t: string;
   u: string;
   id: string;
@@ -36,6 +36,8 @@ export interface StartDecisionContext {
   om?: string;
   /** The tenant's voice settings at start, when voice is enabled: caller ID, PIN mode (1/0), fraud code ('' = alerts off). */
   vo?: [string, number, string];
+  /** 'radius': started by the RADIUS front (context.radius); absent for the NATS API. */
+  v?: 'radius';
 }
 
 export interface VerifyDecisionContext {

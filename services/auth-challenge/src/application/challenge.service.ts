@@ -215,6 +215,17 @@ export class ChallengeService {
     return methods;
   }
 
+  /** The usable methods but SMS, for a RADIUS client in OTP password mode (once per settings change). */
+  private usableMethodsWithoutSms(settings: TenantSettings): readonly string[] {
+    let methods = this.usableButSms.get(settings);
+    if (!methods) {
+      methods = this.usableMethods(settings).filter((m) => m !== 'sms');
+      this.usableButSms.set(settings, methods);
+    }
+    return methods;
+  }
+  private readonly usableButSms = new WeakMap<TenantSettings, readonly string[]>();
+
   /**
    * `deadline`: when the caller stops waiting (Mfa-Deadline, ms); the event's publish is retried
    * until shortly before it. A decision is answered even when its event could not be published by
@@ -227,10 +238,13 @@ export class ChallengeService {
     const nonce = this.codes.challengeNonce();
     const challengeId = formatChallengeId(tag, nonce);
     const slot = hashSlotOf(tag);
+    const radius = req.context?.radius;
+    // A RADIUS client that sends the code as the password cannot answer an Access-Challenge: no SMS.
+    const noSms = radius?.passwordMode === 'otp';
     // A code is drawn only if the challenge may become an SMS one: the script never picks another
     // method than the one requested. It is sealed now, for the outbox record: Redis keeps only its
     // keyed hash and the sealed code (whose key it never sees).
-    const code = req.method === undefined || req.method === 'sms' ? this.codes.smsCode() : undefined;
+    const code = !noSms && (req.method === undefined || req.method === 'sms') ? this.codes.smsCode() : undefined;
     // Likewise the number of a push: Redis keeps its keyed hash; the IdP's sign-in page shows it.
     const number = req.method === undefined || req.method === 'push' ? this.codes.numberMatch() : undefined;
     const expiresAt = new Date(now.getTime() + settings.codeLifetimeSeconds * 1000);
@@ -242,8 +256,10 @@ export class ChallengeService {
       n: now.getTime(),
       e: expiresAt.getTime(),
       m: settings.maxAttempts,
-      s: this.server,
+      // A RADIUS sign-in is recorded as decided by its RADIUS client (and NAS), not by this instance.
+      s: radius ? { name: radius.serverName, ip: radius.serverIp } : this.server,
     };
+    if (radius) context.v = 'radius';
     if (req.clientIp) context.ip = req.clientIp;
     if (req.application) context.app = req.application;
     if (req.requestId) context.rq = req.requestId;
@@ -259,7 +275,7 @@ export class ChallengeService {
       tenantId: req.tenantId,
       userId: req.userId,
       requestedMethod: req.method,
-      enabledMethods: this.usableMethods(settings),
+      enabledMethods: noSms ? this.usableMethodsWithoutSms(settings) : this.usableMethods(settings),
       now,
       expiresAt,
       maxAttempts: settings.maxAttempts,
@@ -457,6 +473,7 @@ export class ChallengeService {
       expiresAt: new Date(c.e),
       maxAttempts: c.m,
       server: c.s,
+      via: c.v,
       clientIp: c.ip,
       application: c.app,
       requestId: c.rq,

@@ -135,7 +135,10 @@ export interface StartContext {
   userId: string;
   expiresAt: Date;
   maxAttempts: number;
+  /** The instance's own identity, or for a RADIUS sign-in the RADIUS client and its NAS. */
   server: { name: string; ip: string };
+  /** `radius`: started by the RADIUS front (the start events say so); undefined for the NATS API. */
+  via?: 'radius' | undefined;
   clientIp?: string | undefined;
   application?: string | undefined;
   requestId?: string | undefined;
@@ -169,6 +172,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
     challengeId: ctx.challengeId,
     userId: ctx.userId,
     server: ctx.server,
+    ...(ctx.via ? { via: ctx.via } : {}),
     ...(ctx.clientIp ? { clientIp: ctx.clientIp } : {}),
     ...(ctx.application ? { application: ctx.application } : {}),
     ...(ctx.requestId ? { requestId: ctx.requestId } : {}),
@@ -210,7 +214,9 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
                 ...(verdict.method === 'sms' ? { delivery: { ...delivery(), to: phoneNumber! } } : {}),
               },
             };
-      return { reply: { challengeId: ctx.challengeId, status: 'pending', method: verdict.method, expiresAt }, event };
+      const reply: ChallengeStartReply = { challengeId: ctx.challengeId, status: 'pending', method: verdict.method, expiresAt };
+      if (verdict.method === 'sms' || verdict.method === 'voice') reply.sentTo = maskPhoneNumber(phoneNumber!);
+      return { reply, event };
     }
     case 'registration_required': {
       const required = { method: verdict.method, reason: verdict.reason };
@@ -274,6 +280,22 @@ const THROTTLED: Record<ThrottleScope, string> = {
   ip: 'too many sign-ins sending codes or notifications from this client IP',
   push: 'a push to this user is still waiting for an answer, or too many were sent lately',
 };
+
+/**
+ * Where a code or call goes, as the sign-in page (or a RADIUS Reply-Message) may show it: every
+ * digit but the last two replaced by `*`, anything else (the leading `+`) kept.
+ */
+export function maskPhoneNumber(phoneNumber: string): string {
+  let shown = 2;
+  const out = phoneNumber.split('');
+  for (let i = out.length - 1; i >= 0; i--) {
+    const c = out[i]!;
+    if (c < '0' || c > '9') continue;
+    if (shown > 0) shown--;
+    else out[i] = '*';
+  }
+  return out.join('');
+}
 
 const sealed = (pii: string | undefined) => (pii === undefined ? {} : { pii });
 const hasPersonalData = (p: Profile) => Boolean(p.displayName || p.email || p.phoneNumber);

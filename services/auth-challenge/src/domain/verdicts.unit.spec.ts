@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
 // Verdicts are built the way the store adapter builds them from the scripts' replies.
 import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
-import { decideResend, decideStart, decideStatus, decideVerify, type StartContext } from './verdicts.js';
+import { decideResend, decideStart, decideStatus, decideVerify, maskPhoneNumber, type StartContext } from './verdicts.js';
 
 const server = { name: 'node-a', ip: '10.0.0.5' };
 const ctx = (over: Partial<StartContext> = {}): StartContext => ({
@@ -31,7 +31,7 @@ describe('start decisions', () => {
   it('given a pending SMS verdict with the user’s data key, then the personal data is sealed (v2) and the phone is nowhere in clear', () => {
     const verdict = parseStartVerdict(['pending', 'sms', '', 'Helga', 'h@contoso.com', '+14155550100', 'sv-SE', '3:v1.wrapped']);
     const outcome = decideStart(verdict, ctx());
-    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z' });
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z', sentTo: '+*********00' });
     assert.deepEqual([outcome.event?.type, (outcome.event as { version?: number }).version], ['ChallengeStarted', 2]);
     const data = outcome.event?.data as Record<string, unknown>;
     assert.equal(data.pii, 'd1.sealed(3:v1.wrapped:Helga|h@contoso.com|+14155550100)');
@@ -67,7 +67,7 @@ describe('start decisions', () => {
   it('given a projection without a data key yet (written before data keys), when deciding, then v1 carries the profile as before', () => {
     const verdict = parseStartVerdict(['pending', 'sms', '', 'Helga', 'h@contoso.com', '+14155550100', 'sv-SE']);
     const outcome = decideStart(verdict, ctx());
-    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z' });
+    assert.deepEqual(outcome.reply, { challengeId: 'tag.nonce', status: 'pending', method: 'sms', expiresAt: '2026-01-01T00:03:00.000Z', sentTo: '+*********00' });
     assert.equal(outcome.event?.type, 'ChallengeStarted');
     const data = outcome.event?.data as { delivery?: unknown; profile: unknown; clientIp?: string };
     assert.deepEqual(data.delivery, { channel: 'sms', to: '+14155550100', sealedCode: 'v1.sealed', language: 'sv-SE' });
@@ -109,6 +109,60 @@ describe('start decisions', () => {
       assert.equal(error?.code, 'rate_limited');
       assert.match(error?.message ?? '', /administrator must unlock/);
       assert.doesNotMatch(error?.message ?? '', /\d+ s/, 'no time to wait: waiting does not end it');
+    }
+  });
+});
+
+describe('where a code goes (sentTo)', () => {
+  it('given a phone number, then every digit but the last two is masked and the + kept', () => {
+    assert.equal(maskPhoneNumber('+14155550178'), '+*********78');
+    assert.equal(maskPhoneNumber('+46701234567'), '+*********67');
+    assert.equal(maskPhoneNumber('+3531234'), '+*****34');
+    assert.equal(maskPhoneNumber('12'), '12');
+  });
+
+  it('given a pending sms or voice challenge, then the reply says where (masked); never for other methods, and never the code', () => {
+    const voiceCtx = ctx({ voice: { callerId: '+14155550000', pinMode: false, fraudCode: '0' } });
+    const sms = decideStart(parseStartVerdict(['pending', 'sms', '', 'Helga', '', '+14155550178', '', '2:v1.k']), ctx({ sealedSmsCode: () => 'v1.sealed-314159' }));
+    const voice = decideStart(parseStartVerdict(['pending', 'voice', '', '', '', '+46701234567', '', '2:v1.k']), voiceCtx);
+    assert.equal(sms.reply.sentTo, '+*********78');
+    assert.equal(voice.reply.sentTo, '+*********67');
+    assert.ok(!JSON.stringify(sms.reply).includes('314159') && !JSON.stringify(sms.reply).includes('5550178'));
+    for (const method of ['totp', 'push']) {
+      const reply = decideStart(parseStartVerdict(['pending', method, '', '', '', '+14155550178', '', '2:v1.k']), ctx()).reply;
+      assert.equal('sentTo' in reply, false, method);
+    }
+    const required = decideStart(parseStartVerdict(['registration_required', '', 'method_disabled', '', '', '+14155550178', '', '2:v1.k']), ctx()).reply;
+    assert.equal('sentTo' in required, false);
+  });
+});
+
+describe('how a sign-in came (via) and who decided it (server)', () => {
+  const radius = { name: 'vpn-gateway', ip: '192.0.2.10' };
+  const raw: Record<string, string[]> = {
+    ChallengeStarted: ['pending', 'totp', '', '', '', '', '', '2:v1.k'],
+    ChallengeRegistrationRequired: ['registration_required', '', 'method_disabled', '', '', '', '', '2:v1.k'],
+    ChallengeDenied: ['blocked', '', 'user_blocked', '', '', '', '', '2:v1.k'],
+    ChallengeBypassed: ['bypassed', '', 'trusted_ip', '', '', '', '', '2:v1.k'],
+  };
+
+  it('given a RADIUS start, then every start event says via radius with the RADIUS client as its server', () => {
+    for (const [type, reply] of Object.entries(raw)) {
+      const event = decideStart(parseStartVerdict(reply), ctx({ server: radius, via: 'radius' })).event;
+      assert.equal(event?.type, type);
+      const data = event?.data as { via?: string; server?: unknown };
+      assert.deepEqual([data.via, data.server], ['radius', radius], type);
+    }
+    // v1 (a projection without a data key yet) too.
+    const v1 = decideStart(parseStartVerdict(['pending', 'sms', '', 'Helga', '', '+14155550178', '']), ctx({ server: radius, via: 'radius' })).event;
+    assert.deepEqual([(v1 as { version?: number }).version, (v1?.data as { via?: string }).via], [1, 'radius']);
+  });
+
+  it('given a start over NATS, then the events carry no via and the instance as their server', () => {
+    for (const [type, reply] of Object.entries(raw)) {
+      const data = decideStart(parseStartVerdict(reply), ctx()).event?.data as Record<string, unknown>;
+      assert.equal('via' in data, false, type);
+      assert.deepEqual(data.server, server, type);
     }
   });
 });

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { base32Encode } from '@mfa/crypto';
+import { base32Decode, base32Encode, hotp, totpStep } from '@mfa/crypto';
 import { Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { Attr, Code } from '@mfa/radius/packet';
-import { eventually, FakeTwilio, itWith, oathtoolTotp, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, freePort, itWith, oathtoolTotp, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 import { codeName, CraftedClient, radclient, type Answer } from './radius/client.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -40,6 +40,8 @@ describe('end to end: the RADIUS front', () => {
   const secrets = { a: `secret-a-${randomBytes(8).toString('hex')}`, b: `secret-b-${randomBytes(8).toString('hex')}`, otp: `secret-otp-${randomBytes(8).toString('hex')}` };
   const tenantA = uniqueTenant('rad-a');
   const tenantB = uniqueTenant('rad-b');
+  /** The otp-mode client's tenant: no voice, so a user with a phone number has SMS only. */
+  const tenantC = uniqueTenant('rad-c');
   const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${PLATFORM_KEY}` } });
   const clients: CraftedClient[] = [];
   const crafted = async (secret: string, source = '127.0.0.1') => {
@@ -63,17 +65,31 @@ describe('end to end: the RADIUS front', () => {
     const onLine = (service: string, line: string) => {
       if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     };
-    core = await startStack({ services: ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'], env, onLine, readyTimeoutMs: 90_000 });
+    // Calls go through the fake Twilio, whose webhooks reach dispatch on a known port.
+    const dispatchPort = await freePort();
+    core = await startStack({
+      services: ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'],
+      env,
+      serviceEnv: { dispatch: { HTTP_PORT: String(dispatchPort), VOICE_WEBHOOK_BASE_URL: `http://127.0.0.1:${dispatchPort}` } },
+      onLine,
+      readyTimeoutMs: 90_000,
+    });
     nc = await connectClient({ servers: testEnv.natsUrl, name: 'e2e-radius' });
-    await ask(Subjects.tenantsConfigure, { tenantId: tenantA, settings: { trustedIps: { ranges: ['203.0.113.0/24'] }, lockout: { threshold: 3 } } });
-    await ask(Subjects.tenantsConfigure, { tenantId: tenantB, settings: {} });
+    for (const [tenantId, settings] of [
+      [tenantA, { trustedIps: { ranges: ['81.2.69.0/24'] }, lockout: { threshold: 3 } }],
+      [tenantB, {}],
+      [tenantC, { enabledMethods: ['sms', 'push', 'totp'] }],
+    ] as const) {
+      const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings });
+      assert.equal(configured.error, undefined, JSON.stringify(configured));
+    }
     const key = await ask(Subjects.clientsCreate, { tenantId: tenantB, name: 'radius front', scopes: ['challenges'] });
     assert.equal(typeof key.apiKey, 'string', JSON.stringify(key));
     port = await freeUdpPort();
     const radiusClients = [
       { cidr: '127.0.0.1/32', secret: secrets.a, tenantId: tenantA, name: 'vpn-a' },
       { cidr: '127.0.0.2', secret: secrets.b, tenantId: tenantB, apiKey: key.apiKey },
-      { cidr: '127.0.0.3/32', secret: secrets.otp, tenantId: tenantA, name: 'otp-vpn', passwordMode: 'otp' },
+      { cidr: '127.0.0.3/32', secret: secrets.otp, tenantId: tenantC, name: 'otp-vpn', passwordMode: 'otp' },
     ];
     front = await startStack({
       services: ['radius'],
@@ -94,7 +110,11 @@ describe('end to end: the RADIUS front', () => {
 
   const register = async (tenantId: string, body: Record<string, unknown> = {}) => {
     const userId = uniqueUser('rad');
-    const reply = await ask(Subjects.usersRegister, { tenantId, userId, ...body });
+    // The tenant is known to user-settings a moment after tenants.configure.
+    const reply = await eventually(async () => {
+      const r = await ask(Subjects.usersRegister, { tenantId, userId, ...body });
+      return r.error?.message === 'unknown tenant' ? undefined : r;
+    }, 10_000, 'the tenant known');
     assert.equal(reply.error, undefined, JSON.stringify(reply));
     return userId;
   };
@@ -105,7 +125,12 @@ describe('end to end: the RADIUS front', () => {
     const secret = String(enrolled.secret);
     const activated = await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: oathtoolTotp(secret) });
     assert.equal(activated.active, true, JSON.stringify(activated));
-    return { userId, next: () => oathtoolTotp(secret, { at: new Date(Date.now() + 30_000) }) };
+    return {
+      userId,
+      next: () => oathtoolTotp(secret, { at: new Date(Date.now() + 30_000) }),
+      /** The next step's code, computed here rather than by oathtool: no process spawned while timing. */
+      nextHere: () => hotp(base32Decode(secret), totpStep(Date.now()) + 1),
+    };
   };
   /** radclient until the user is known everywhere (projections are asynchronous). */
   const firstAnswer = (attributes: string[], want: (a: Awaited<ReturnType<typeof radclient>>) => boolean, secret = secrets.a) =>
@@ -194,7 +219,7 @@ describe('end to end: the RADIUS front', () => {
 
   itWith({ real: wholeStack }, 'radclient: a trusted Calling-Station-Id bypasses at once (reported); blocked, unknown, unregistered and locked-out users are rejected saying why; CHAP is refused; Status-Server is accepted', async () => {
     const app = await totpUser(tenantA);
-    const bypass = await firstAnswer([`User-Name = "${app.userId}"`, 'Calling-Station-Id = "203.0.113.9[4500]"'], (a) => a!.code === 'Access-Accept');
+    const bypass = await firstAnswer([`User-Name = "${app.userId}"`, 'Calling-Station-Id = "81.2.69.9[4500]"'], (a) => a!.code === 'Access-Accept');
     assert.equal(bypass.code, 'Access-Accept');
     const rows = await eventually(async () => {
       const items = await signins(tenantA, app.userId);
@@ -241,18 +266,18 @@ describe('end to end: the RADIUS front', () => {
 
   itWith({ real: wholeStack, fake: ['twilio'] }, 'otp mode: the password is the code (app tokens), a wrong one rejects, and an SMS-only user is rejected without an SMS', async () => {
     const otp = await crafted(secrets.otp, '127.0.0.3');
-    const app = await totpUser(tenantA);
+    const app = await totpUser(tenantC);
     const ok = await eventually(async () => {
       const a = await otp.send({ user: app.userId, password: app.next() });
       return a?.packet.code === Code.AccessAccept ? a : undefined;
     }, 15_000, 'accepted');
     assert.ok(ok.authentic && ok.messageAuthenticatorFirst);
-    const wrong = await otp.send({ user: (await totpUser(tenantA)).userId, password: '000000' });
+    const wrong = await otp.send({ user: (await totpUser(tenantC)).userId, password: '000000' });
     assert.equal(codeName(wrong!.packet.code), 'Access-Reject');
 
     const phone = randomPhone();
-    const smsOnly = await register(tenantA, { phoneNumber: phone });
-    await ask(Subjects.usersMethodsDefault, { tenantId: tenantA, userId: smsOnly, method: 'sms' });
+    const smsOnly = await register(tenantC, { phoneNumber: phone });
+    await ask(Subjects.usersMethodsDefault, { tenantId: tenantC, userId: smsOnly, method: 'sms' });
     const refused = await otp.send({ user: smsOnly, password: '123456' });
     assert.equal(codeName(refused!.packet.code), 'Access-Reject');
     assert.match(refused!.replyMessage ?? '', /challenge mode/);
@@ -359,13 +384,14 @@ describe('end to end: the RADIUS front', () => {
       const r = await sockets[0]!.send({ user: users[199]!.userId });
       return r?.packet.code === Code.AccessChallenge ? r : undefined;
     }, 20_000, 'the last user known');
+    const codes = users.map((u) => u.nextHere());
     const times: number[] = [];
     const results = await Promise.all(
       users.map(async (u, i) => {
         const socket = sockets[i % sockets.length]!;
         const challenge = await socket.send({ user: u.userId });
         if (challenge?.packet.code !== Code.AccessChallenge) return `start ${challenge ? codeName(challenge.packet.code) : 'no answer'}`;
-        const accepted = await socket.send({ user: u.userId, password: u.next(), state: challenge.state! });
+        const accepted = await socket.send({ user: u.userId, password: codes[i]!, state: challenge.state! });
         times.push(challenge.ms, accepted?.ms ?? Infinity);
         return accepted?.packet.code === Code.AccessAccept ? 'ok' : `verify ${accepted ? codeName(accepted.packet.code) : 'no answer'}`;
       }),

@@ -27,7 +27,7 @@ export const codeName = (code: number) => ({ [Code.AccessAccept]: 'Access-Accept
 export class CraftedClient {
   private socket: Socket | undefined;
   private nextId = 0;
-  private readonly waiting = new Map<string, (bytes: Buffer) => void>();
+  private readonly waiting = new Map<string, Array<(bytes: Buffer) => void>>();
 
   constructor(
     private readonly port: number,
@@ -39,11 +39,12 @@ export class CraftedClient {
     const socket = createSocket('udp4');
     socket.on('message', (bytes) => {
       // Answers are matched to requests by Identifier (the socket's own port is the same for all).
+      // Every request still waiting under that Identifier gets it (a retransmission waits too).
       const key = String(bytes[1]);
-      const resolve = this.waiting.get(key);
-      if (resolve) {
+      const waiters = this.waiting.get(key);
+      if (waiters) {
         this.waiting.delete(key);
-        resolve(bytes);
+        for (const resolve of waiters) resolve(bytes);
       }
     });
     await new Promise<void>((resolve) => socket.bind(0, this.source, resolve));
@@ -79,14 +80,17 @@ export class CraftedClient {
     const key = String(identifier);
     const began = performance.now();
     const answer = new Promise<Buffer | undefined>((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(key);
-        resolve(undefined);
-      }, timeoutMs);
-      this.waiting.set(key, (b) => {
+      const waiter = (b: Buffer) => {
         clearTimeout(timer);
         resolve(b);
-      });
+      };
+      const timer = setTimeout(() => {
+        const rest = (this.waiting.get(key) ?? []).filter((w) => w !== waiter);
+        if (rest.length > 0) this.waiting.set(key, rest);
+        else this.waiting.delete(key);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiting.set(key, [...(this.waiting.get(key) ?? []), waiter]);
     });
     this.socket!.send(bytes, this.port, '127.0.0.1');
     const got = await answer;

@@ -128,12 +128,12 @@ export function createProgram(io: CliIo): Command {
   const challengeOption = () => new Option('--challenge <id>', 'the sign-in to answer (default: the one pending)');
 
   program
-    .command('approve <number>')
-    .description('approve the sign-in with the two digits its sign-in page shows')
+    .command('approve [number]')
+    .description('approve the sign-in with the two digits its sign-in page shows (no number for a sign-in without a page, such as a VPN over RADIUS)')
     .addOption(challengeOption())
     .option('--json', 'print the reply as JSON')
-    .action(async (number: string, o: { challenge?: string; json?: boolean }) => {
-      if (!/^\d{2}$/.test(number)) throw new UsageError('the number is the two digits the sign-in page shows, e.g. 42');
+    .action(async (number: string | undefined, o: { challenge?: string; json?: boolean }) => {
+      if (number !== undefined && !/^\d{2}$/.test(number)) throw new UsageError('the number is the two digits the sign-in page shows, e.g. 42');
       await answer('approve', number)(o);
     });
   program
@@ -167,10 +167,13 @@ export function describeChallenge(challenge: PendingChallenge): string {
     ['started', challenge.startedAt],
     ['expires', challenge.expiresAt],
   ];
+  const numberless = challenge.numberMatch === false;
   return [
     `sign-in waiting: ${printable(challenge.challengeId)}`,
     ...rows.map(([label, value]) => `  ${label.padEnd(12)} ${printable(value)}`),
-    'approve with the number its sign-in page shows (mfa-authenticator approve <number>), or deny, or report fraud',
+    numberless
+      ? 'no number to type (a sign-in without a page, such as a VPN): approve (mfa-authenticator approve), or deny, or report fraud'
+      : 'approve with the number its sign-in page shows (mfa-authenticator approve <number>), or deny, or report fraud',
     '',
   ].join('\n');
 }

@@ -168,9 +168,13 @@ describe('mfa-authenticator approve, deny, fraud', () => {
       assert.match(result.stderr, /the number is the two digits the sign-in page shows/);
       assert.deepEqual(result.sent, []);
     }
-    const missing = await run(['approve', '--state', file]);
-    assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /missing required argument 'number'/);
+  });
+
+  it('approve without a number answers a sign-in that has none (a VPN over RADIUS)', async () => {
+    const file = await deviceFile();
+    const result = await run(['approve', '--state', file], [{ status: 200, body: { challenge: { ...challenge, numberMatch: false } } }, { status: 200, body: { status: 'approved' } }]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual([result.sent[1]!.body!.decision, result.sent[1]!.body!.number], ['approve', undefined]);
   });
 
   it('deny and fraud with --challenge answer that one without asking for the pending one; a denial exits 0', async () => {
@@ -203,7 +207,7 @@ describe('mfa-authenticator --help', () => {
   it('lists the commands and exits 0', async () => {
     const result = await run(['--help']);
     assert.equal(result.code, 0);
-    for (const command of ['activate [options] <url>', 'pending', 'approve [options] <number>', 'deny', 'fraud']) assert.ok(result.stdout.includes(command), command);
+    for (const command of ['activate [options] <url>', 'pending', 'approve [options] [number]', 'deny', 'fraud']) assert.ok(result.stdout.includes(command), command);
   });
 
   it('an unknown command is a usage error', async () => {

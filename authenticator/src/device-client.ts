@@ -23,6 +23,8 @@ export const PendingChallenge = z.looseObject({
   location: PendingLocation.nullable(),
   startedAt: z.string(),
   expiresAt: z.string(),
+  /** false: the sign-in has no page showing a number (a VPN over RADIUS); approve without one. Absent from older servers: true. */
+  numberMatch: z.boolean().optional(),
 });
 export type PendingChallenge = z.infer<typeof PendingChallenge>;
 export const DevicePendingReply = z.object({ challenge: PendingChallenge.nullable() });

@@ -100,7 +100,10 @@ describe('docs/device-api.openapi.yaml', () => {
     const op = operation(ANSWER, 'post');
     assert.deepEqual(canonical(jsonBody(op)), fromZod(DeviceAnswerBody));
     const body = deref(jsonBody(op));
-    assert.deepEqual([body.if, body.then, body.else], [{ properties: { decision: { const: 'approve' } } }, { required: ['number'] }, { not: { required: ['number'] } }]);
+    // A number goes only with approve (and only for a sign-in that shows one: the server decides that).
+    assert.deepEqual([body.if, body.then, body.else], [{ properties: { decision: { enum: ['deny', 'fraud'] } } }, { not: { required: ['number'] } }, undefined]);
+    assert.equal(DeviceAnswerBody.safeParse({ decision: 'deny', number: '42', signature: 'x' }).success, false);
+    assert.equal(DeviceAnswerBody.safeParse({ decision: 'approve', signature: 'x' }).success, true);
     const reply = canonical(jsonReply(op, '200'));
     assert.deepEqual(reply, {
       oneOf: [

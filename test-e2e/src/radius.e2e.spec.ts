@@ -1,18 +1,25 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { base32Decode, base32Encode, hotp, totpStep } from '@mfa/crypto';
 import { Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { Attr, Code } from '@mfa/radius/packet';
-import { eventually, FakeTwilio, freePort, itWith, oathtoolTotp, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, freePort, itWith, oathtoolTotp, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 import { codeName, CraftedClient, radclient, type Answer } from './radius/client.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 const wholeStack = ['nats', 'redis', 'postgres'] as const;
 const PLATFORM_KEY = `radius-e2e-platform-${randomBytes(16).toString('hex')}`;
+const run = promisify(execFile);
+const AUTHENTICATOR = join(repoRoot, 'authenticator', 'bin', 'mfa-authenticator.js');
 const randomPhone = () => `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
 
 async function freeUdpPort(): Promise<number> {
@@ -65,12 +72,17 @@ describe('end to end: the RADIUS front', () => {
     const onLine = (service: string, line: string) => {
       if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     };
-    // Calls go through the fake Twilio, whose webhooks reach dispatch on a known port.
-    const dispatchPort = await freePort();
+    // Calls go through the fake Twilio, whose webhooks reach dispatch on a known port; the
+    // authenticator app reaches the device API where user-settings says it is.
+    const [dispatchPort, devicePort] = [await freePort(), await freePort()];
     core = await startStack({
       services: ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'],
       env,
-      serviceEnv: { dispatch: { HTTP_PORT: String(dispatchPort), VOICE_WEBHOOK_BASE_URL: `http://127.0.0.1:${dispatchPort}` } },
+      serviceEnv: {
+        dispatch: { HTTP_PORT: String(dispatchPort), VOICE_WEBHOOK_BASE_URL: `http://127.0.0.1:${dispatchPort}` },
+        'auth-challenge': { HTTP_PORT: String(devicePort) },
+        'user-settings': { DEVICE_API_PUBLIC_URL: `http://127.0.0.1:${devicePort}/device` },
+      },
       onLine,
       readyTimeoutMs: 90_000,
     });
@@ -216,6 +228,31 @@ describe('end to end: the RADIUS front', () => {
     const rejected = await firstAnswer([`User-Name = "${user2}"`], (a) => !/Unknown user/.test(a!.replyMessage ?? ''));
     assert.equal(rejected.code, 'Access-Reject', rejected.output);
   });
+
+  itWith({ real: wholeStack, fake: ['authenticator'] }, 'radclient, push: the answer waits for the app, which shows no number to type (there is no sign-in page); approved accepts, denied rejects', async () => {
+    const userId = await register(tenantA);
+    const enrolled = await ask(Subjects.usersPushEnroll, { tenantId: tenantA, userId });
+    assert.equal(typeof enrolled.activationUrl, 'string', JSON.stringify(enrolled));
+    const state = join(mkdtempSync(join(tmpdir(), 'mfa-authenticator-')), 'device.json');
+    const app = (...args: string[]) => run(process.execPath, [AUTHENTICATOR, '--state', state, ...args], { timeout: 30_000 });
+    await app('activate', String(enrolled.activationUrl), '--name', 'radius phone');
+    const signIn = async (decision: 'approve' | 'deny') => {
+      const answer = eventually(async () => {
+        const a = await radclient(port, secrets.a, [`User-Name = "${userId}"`, 'NAS-Identifier = "vpn-gw"'], 'auth', 30);
+        return a && !/Unknown user|No MFA method/.test(a.replyMessage ?? '') ? a : undefined;
+      }, 40_000, 'the push answered');
+      const pending = JSON.parse((await app('pending', '--json', '--wait', '15')).stdout) as { challenge: { numberMatch?: boolean; application: string } };
+      assert.equal(pending.challenge.numberMatch, false, 'nothing to type');
+      assert.equal(pending.challenge.application, 'vpn-gw');
+      assert.match((await app(decision)).stdout, decision === 'approve' ? /approved/ : /denied/);
+      return answer;
+    };
+    const accepted = await signIn('approve');
+    assert.equal(accepted.code, 'Access-Accept', accepted.output);
+    const rejected = await signIn('deny');
+    assert.equal(rejected.code, 'Access-Reject', rejected.output);
+    assert.match(rejected.replyMessage ?? '', /denied in the app/);
+  }, { timeout: 120_000 });
 
   itWith({ real: wholeStack }, 'radclient: a trusted Calling-Station-Id bypasses at once (reported); blocked, unknown, unregistered and locked-out users are rejected saying why; CHAP is refused; Status-Server is accepted', async () => {
     const app = await totpUser(tenantA);

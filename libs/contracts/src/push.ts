@@ -71,7 +71,7 @@ export const DeviceAnswerBody = z.strictObject({
   decision: z.enum(['approve', 'deny', 'fraud']),
   number: z.string().regex(/^\d{2}$/, 'must be the two digits the sign-in page shows').optional(),
   signature: Base64Url(256),
-}).refine((b) => (b.decision === 'approve') === (b.number !== undefined), { message: 'number is required with approve, and absent otherwise', path: ['number'] });
+}).refine((b) => b.decision === 'approve' || b.number === undefined, { message: 'number goes only with approve', path: ['number'] });
 export type DeviceAnswerBody = z.infer<typeof DeviceAnswerBody>;
 
 /** What a device signs (docs/device-api.md): the proof of its key at activation, and each answer. */

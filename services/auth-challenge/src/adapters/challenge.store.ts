@@ -230,10 +230,11 @@ export class ChallengeStore {
   }
 
   /**
-   * A device's answer to a push challenge: approve with the typed number's keyed hash, or deny
+   * A device's answer to a push challenge: approve with the typed number's keyed hash, approve
+   * without a number (`'none'`: only a push started without one, over RADIUS, takes it), or deny
    * (`numberHash` undefined). The device's signatures are checked before.
    */
-  async recordPushAnswer(input: VerifyInput & { numberHash: Buffer | undefined; fatigueWindowSeconds: number; deviceNonce: string }): Promise<VerifyVerdict> {
+  async recordPushAnswer(input: VerifyInput & { numberHash: Buffer | 'none' | undefined; fatigueWindowSeconds: number; deviceNonce: string }): Promise<VerifyVerdict> {
     const script = (this.redis as unknown as { mfaChallengePushAnswer: ScriptFn }).mfaChallengePushAnswer.bind(this.redis);
     const raw = await reach('push_answer', () =>
       script(

@@ -429,7 +429,9 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
 /**
  * The answer of a push challenge from the user's device (the device API checked the device's
  * signatures): approve with the number the user typed (its keyed hash, ARGV[11]; compared in
- * constant time, a wrong one denies: one attempt), or deny (ARGV[11] = ''). Either way the push is
+ * constant time, a wrong one denies: one attempt), approve without a number (ARGV[11] = 'none':
+ * right only for a push started without one, a RADIUS sign-in, whose `codeHash` is empty; a number
+ * for such a push, or none for a push with one, is a wrong number), or deny (ARGV[11] = ''). Either way the push is
  * no longer pending for the user, and the device was used now. A denial, and a wrong number, count
  * towards push fatigue (KEYS[10]); a wrong number counts like a wrong code too. Keys and arguments
  * as VERIFY_SCRIPT, then KEYS 9-11: the user's pending push, denied and ignored pushes, the devices'
@@ -451,7 +453,8 @@ if ARGV[11] == '' then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'denied_by_user', 'completedAt', ARGV[2])
   return kept({'denied_by_user', userId, method, ip})
 end
-local matched = ct_equal(ch[8] or '', ARGV[11])
+local matched
+if (ch[8] or '') == '' then matched = ARGV[11] == 'none' else matched = ct_equal(ch[8], ARGV[11]) end
 if not matched then refused() end
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;

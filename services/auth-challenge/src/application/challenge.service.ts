@@ -246,7 +246,8 @@ export class ChallengeService {
     // keyed hash and the sealed code (whose key it never sees).
     const code = !noSms && (req.method === undefined || req.method === 'sms') ? this.codes.smsCode() : undefined;
     // Likewise the number of a push: Redis keeps its keyed hash; the IdP's sign-in page shows it.
-    const number = req.method === undefined || req.method === 'push' ? this.codes.numberMatch() : undefined;
+    // A RADIUS sign-in has no page to show it on: its push is approved or denied without one.
+    const number = (req.method === undefined || req.method === 'push') && !req.context?.radius ? this.codes.numberMatch() : undefined;
     const expiresAt = new Date(now.getTime() + settings.codeLifetimeSeconds * 1000);
     const context: StartDecisionContext = {
       k: 'start',
@@ -323,7 +324,7 @@ export class ChallengeService {
     const { verdict, reply } = await this.answeredElsewhere('push', req, now, undefined, (where) =>
       this.store.recordPushAnswer({
         ...where,
-        numberHash: req.decision === 'approve' && req.number !== undefined ? hashCode(this.keyring, req.challengeId, req.number) : undefined,
+        numberHash: req.decision !== 'approve' ? undefined : req.number !== undefined ? hashCode(this.keyring, req.challengeId, req.number) : 'none',
         fatigueWindowSeconds: this.pushLimits.windowSeconds,
         deviceNonce: req.deviceNonce,
       }),

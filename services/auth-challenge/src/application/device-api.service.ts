@@ -92,9 +92,9 @@ export class DeviceApiService {
     const challengeId = pending?.split('|')[0];
     const id = challengeId ? parseChallengeId(challengeId) : undefined;
     if (!challengeId || !id) return { challenge: null };
-    const [tenantId, status, method, expiresAt, createdAt, ip, app] = await this.redis.hmget(
+    const [tenantId, status, method, expiresAt, createdAt, ip, app, numberHash] = await this.redis.hmget(
       RedisKeys.challenge(id.tag, id.nonce),
-      'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app',
+      'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app', 'codeHash',
     );
     if (!tenantId || status !== 'pending' || method !== 'push' || Number(expiresAt) <= this.clock().getTime()) return { challenge: null };
     requests.inc({ route: 'pending', outcome: 'ok' });
@@ -106,6 +106,8 @@ export class DeviceApiService {
         location: ip ? await this.locate(ip) : null,
         startedAt: new Date(Number(createdAt)).toISOString(),
         expiresAt: new Date(Number(expiresAt)).toISOString(),
+        // false for a sign-in without a page to show the number (RADIUS): approve without one.
+        numberMatch: Boolean(numberHash),
       },
     };
   }
@@ -224,6 +226,8 @@ export interface PendingView {
   location: { country: string; countryName: string } | null;
   startedAt: string;
   expiresAt: string;
+  /** Whether approving needs the number the sign-in page shows. */
+  numberMatch: boolean;
 }
 
 function statusOf(code: string): number {

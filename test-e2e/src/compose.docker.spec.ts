@@ -4,10 +4,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Code } from '@mfa/radius/packet';
 import { repoRoot } from '@mfa/testing';
 import { cannotRun, ensureBaseImage, ensurePackages, ensureStandIns, startDaemon, type Daemon } from './compose/harness.js';
 import { DERIVATION_CHANGES, deriveCompose, type ComposePorts } from './compose/derive.js';
 import { runDemo } from './demo.js';
+import { CraftedClient } from './radius/client.js';
 
 /**
  * The product's docker-compose.yml, run for real (issue 14): its own Docker daemon, images built
@@ -25,8 +27,11 @@ const PORTS: ComposePorts = {
   otlp: 24305,
   jaegerUi: 24306,
   jaegerAdmin: 24307,
-  services: { console: 24310, 'auth-challenge': 24311, dispatch: 24312, fraud: 24313, 'user-settings': 24314, reporting: 24315 },
+  services: { console: 24310, 'auth-challenge': 24311, dispatch: 24312, fraud: 24313, 'user-settings': 24314, reporting: 24315, radius: 24316 },
+  radius: 24317,
 };
+/** The RADIUS front answers this host (the test) for a tenant of its own. */
+const radiusSecret = `radius-${Date.now().toString(36)}-secret`;
 const PROJECT = 'open-mfa-test';
 const passwords = { services: `svc${Date.now().toString(36)}Pass1`, idp: `idp${Date.now().toString(36)}Pass1` };
 const platformKey = `platform-${'k'.repeat(40)}`;
@@ -56,6 +61,7 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
     MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp,
     MFA_AUTH: 'required',
     MFA_PLATFORM_API_KEY: platformKey,
+    RADIUS_CLIENTS: JSON.stringify([{ cidr: '127.0.0.1/32', secret: radiusSecret, tenantId: 'compose-radius', name: 'compose-vpn' }]),
   });
   const compose = (args: string[]) =>
     execFileSync('/usr/bin/docker-compose', ['-p', PROJECT, '-f', file, '--project-directory', repoRoot, '--profile', 'app', ...args], {
@@ -106,7 +112,7 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
       const deadline = Date.now() + 240_000;
       for (;;) {
         const ps = execFileSync('/usr/bin/docker', ['ps', '-a', '--format', '{{.Names}}\t{{.Status}}'], { env: env(), encoding: 'utf8' }).trim().split('\n');
-        if (ps.length >= 10 && ps.every((line) => line.includes('(healthy)'))) return;
+        if (ps.length >= 11 && ps.every((line) => line.includes('(healthy)'))) return;
         assert.ok(Date.now() < deadline, `not every container became healthy:\n${ps.join('\n')}\n${compose(['logs', '--tail', '20']).slice(-6000)}`);
         await new Promise((resolve) => setTimeout(resolve, 2000));
       }
@@ -127,6 +133,17 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
     // it queried (reports.signins.query) lists the SMS and TOTP sign-ins.
     const report = lines.slice(lines.findIndex((l) => l.includes('reports.signins.query')));
     assert.ok(report.some((l) => /\bsms\s/.test(l)) && report.some((l) => /\btotp\s/.test(l)), `the report lists the SMS and TOTP sign-ins:\n${lines.join('\n')}`);
+    // The RADIUS front in its container: a Status-Server signed with the client's secret is answered
+    // (Access-Accept, authentic); one with another secret is not.
+    const radius = await new CraftedClient(PORTS.radius, radiusSecret).open();
+    try {
+      const status = await radius.send({ code: Code.StatusServer }, 5_000);
+      assert.equal(status?.packet.code, Code.AccessAccept, 'Status-Server answered');
+      assert.ok(status.authentic && status.messageAuthenticatorFirst);
+      assert.equal(await radius.send({ code: Code.StatusServer, secret: 'not-the-secret-of-this-client' }, 1_500), undefined);
+    } finally {
+      radius.close();
+    }
     for (const [service, port] of Object.entries(PORTS.services)) {
       const health = await fetch(`http://127.0.0.1:${port}/health`);
       assert.equal(health.status, 200, `${service} /health`);

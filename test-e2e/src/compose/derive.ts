@@ -10,7 +10,9 @@ export interface ComposePorts {
   otlp: number;
   jaegerUi: number;
   jaegerAdmin: number;
-  services: Record<'auth-challenge' | 'dispatch' | 'fraud' | 'user-settings' | 'reporting' | 'console', number>;
+  services: Record<'auth-challenge' | 'dispatch' | 'fraud' | 'user-settings' | 'reporting' | 'radius' | 'console', number>;
+  /** The RADIUS front's UDP port. */
+  radius: number;
 }
 
 type Service = Record<string, unknown> & { environment?: Record<string, string>; command?: string[]; ports?: unknown; healthcheck?: { test: string[] } };
@@ -49,6 +51,7 @@ export function deriveCompose(realYaml: string, ports: ComposePorts): string {
     if (port !== undefined && service.environment) {
       if ('HTTP_PORT' in service.environment) service.environment.HTTP_PORT = String(port);
       if ('CONSOLE_PORT' in service.environment) service.environment.CONSOLE_PORT = String(port);
+      if ('RADIUS_PORT' in service.environment) service.environment.RADIUS_PORT = String(ports.radius);
     }
     const build = service.build as { args?: Record<string, string>; network?: string } | undefined;
     if (build) {

@@ -4,7 +4,7 @@ import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
 import type { PendingCode, StateStore } from '../adapters/state-store.js';
 import { afterError, afterStart, afterVerify, afterWait, promptFor, waitedTooLong, type Decision } from '../domain/answers.js';
 import { clientIpOf } from '../domain/calling-station.js';
-import { normalizeAddress, type ClientDirectory, type RadiusClient } from '../domain/clients.js';
+import { normalizedText, type ClientDirectory, type RadiusClient } from '../domain/clients.js';
 import {
   Attr,
   attributeOf,
@@ -166,7 +166,7 @@ export class RadiusService {
       ...(clientIp ? { clientIp } : {}),
       ...(application && Application.safeParse(application).success ? { application } : {}),
       context: {
-        radius: { serverName: client.name, serverIp: normalizeAddress(d.address)?.toString() ?? d.address, ...(otp ? { passwordMode: 'otp' as const } : {}) },
+        radius: { serverName: client.name, serverIp: normalizedText(d.address) ?? d.address, ...(otp ? { passwordMode: 'otp' as const } : {}) },
       },
     });
     const decision = this.decided(started, (reply) => afterStart(reply, otp));

@@ -1,4 +1,4 @@
-import { normalizeAddress } from './clients.js';
+import { normalizedText } from './clients.js';
 
 /**
  * The client's IP address from Calling-Station-Id, when the NAS put one there: VPNs write the
@@ -23,8 +23,8 @@ export function clientIpOf(callingStationId: string | undefined): string | undef
     // Only the canonical written forms: ipaddr also reads "0x7f.1" or "127.1", which no NAS writes.
     if (!/^[0-9a-fA-F:.]+$/.test(candidate)) continue;
     if (!candidate.includes(':') && !/^\d{1,3}(?:\.\d{1,3}){3}$/.test(candidate)) continue;
-    const address = normalizeAddress(candidate);
-    if (address) return address.toString();
+    const address = normalizedText(candidate);
+    if (address) return address;
   }
   return undefined;
 }

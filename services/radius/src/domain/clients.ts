@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { Label, TenantId } from '@mfa/contracts';
@@ -83,6 +84,12 @@ export function normalizeAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | unde
   } catch {
     return undefined;
   }
+}
+
+/** The address as text, normalized as normalizeAddress does; a plain IPv4 address (the usual case) without parsing. */
+export function normalizedText(text: string): string | undefined {
+  if (isIPv4(text)) return text;
+  return normalizeAddress(text)?.toString();
 }
 
 /**

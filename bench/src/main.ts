@@ -1,4 +1,4 @@
-// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,push,floor] [--auth off]`
+// `npm run bench [-- --rate 1000 --duration 15 --scenarios totp,sms,push,radius,floor] [--auth off]`
 // Drives challenge+verify pairs at a fixed arrival rate against the real stack (processes, real
 // NATS/Redis/Postgres, SMS through a local fake Twilio) and against the raw floor pipeline, and
 // prints pairs/s, p50/p99/p99.9 per request type, report lag and row accounting.
@@ -18,7 +18,9 @@ import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { FakeTwilio, repoRoot, startStack } from '@mfa/testing';
+import { CORE_SERVICE_NAMES, FakeTwilio, repoRoot, startStack } from '@mfa/testing';
+import { createSocket } from 'node:dgram';
+import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
 
@@ -27,7 +29,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '1000' },
     duration: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '3' },
-    scenarios: { type: 'string', default: 'totp,sms,push,floor' },
+    scenarios: { type: 'string', default: 'totp,sms,push,radius,floor' },
     /** Diagnosis only: run a subset of the services (e.g. without reporting). */
     services: { type: 'string' },
     /** `off`: MFA_AUTH=off and no Authorization header on the measured requests, to show what the key check costs. */
@@ -86,14 +88,26 @@ const seededDataKey = async (keys: UserDataKeys, userId: string, displayName: st
   return { dataKey: formatWrappedDataKey(gen, wrapped), ...(challengePii ? { challengePii } : {}) };
 };
 
-if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
+const kinds = ['totp', 'sms', 'push', 'radius'] as const;
+type Kind = (typeof kinds)[number];
+/** The RADIUS scenario's client: one VPN on 127.0.0.1 acting for the bench tenant (the platform key acts for it). */
+const radiusSecret = randomBytes(24).toString('base64url');
+if (kinds.some((k) => scenarios.has(k))) {
   const twilio = await new FakeTwilio().start();
   twilio.record = false;
   const codeWaiters = new Map<string, (code: string) => void>();
   twilio.onMessage = (m) => codeWaiters.get(m.to)?.(FakeTwilio.codeOf(m));
-  out(`starting the stack (5 services) …`);
+  const radiusPort = await freeUdpPort();
+  const services = values.services ? (values.services.split(',') as never[]) : scenarios.has('radius') ? [...CORE_SERVICE_NAMES, 'radius' as const] : undefined;
+  out(`starting the stack (${services?.length ?? CORE_SERVICE_NAMES.length} services) …`);
   const stack = await startStack({
-    ...(values.services ? { services: values.services.split(',') as never } : {}),
+    ...(services ? { services } : {}),
+    serviceEnv: {
+      radius: {
+        RADIUS_PORT: String(radiusPort),
+        RADIUS_CLIENTS: JSON.stringify([{ cidr: '127.0.0.1/32', secret: radiusSecret, tenantId, name: 'bench-vpn' }]),
+      },
+    },
     env: {
       // Production refuses MFA_AUTH=off; nothing else the services do depends on NODE_ENV but the
       // key and auth checks at boot, so `--auth off` runs as development with the same keys.
@@ -142,11 +156,13 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
     const writer = new UserProjectionWriter(redis, keyring);
     const keys = new UserDataKeys({ js: jetstream(nc), jsm: await jetstreamManager(nc) }, keyring);
     out(`seeding ${usersNeeded} TOTP users and ${usersNeeded} SMS users …`);
-    const seedBatch = async (from: number, to: number, kind: 'totp' | 'sms' | 'push') => {
+    const seedBatch = async (from: number, to: number, kind: Kind) => {
       const jobs: Promise<unknown>[] = [];
       for (let i = from; i < to; i++) {
         const userId = `${kind}-${i}@bench.example`;
         const phoneNumber = kind === 'sms' ? phoneOf(i) : undefined;
+        // RADIUS users sign in with an app, like the TOTP scenario's.
+        const method = kind === 'radius' ? 'totp' : kind;
         jobs.push(
           // As user-settings projects every user since data keys: start copies the personal data
           // sealed under the user's key into its events.
@@ -157,9 +173,9 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
               seq: 1,
               displayName: `Bench ${kind} ${i}`,
               phoneNumber,
-              methods: [kind],
-              defaultMethod: kind,
-              totpTokens: kind === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
+              methods: [method],
+              defaultMethod: method,
+              totpTokens: method === 'totp' ? [{ tokenId: 'app', secret: secretOf(i), digits: 6, period: 30, activatedStep: 0 }] : [],
               // One poll-only app per push user, all with the bench's one key (signing is the device's cost, not ours).
               ...(kind === 'push'
                 ? { devices: [{ nonce: DEVICE_NONCE, device: { state: 'active' as const, algorithm: 'ES256' as const, publicKey: devicePublicKey, platform: 'none' as const, name: 'bench', activatedAt: new Date().toISOString() } }] }
@@ -171,12 +187,13 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
       }
       await Promise.all(jobs);
     };
-    for (const kind of ['totp', 'sms', 'push'] as const) {
+    for (const kind of kinds) {
       if (!scenarios.has(kind)) continue;
       for (let i = 0; i < usersNeeded; i += 1000) await seedBatch(i, Math.min(usersNeeded, i + 1000), kind);
     }
 
-    let userCursor = { totp: 0, sms: 0, push: 0 };
+    let userCursor = { totp: 0, sms: 0, push: 0, radius: 0 };
+    const radius = scenarios.has('radius') ? await new RadiusLoadClient(radiusPort, Buffer.from(radiusSecret)).open(16) : undefined;
     const deviceApi = stack.url('auth-challenge');
     const sampleLag = async (challengeId: string, approvedAt: number) => {
       for (let polls = 0; polls < 400; polls++) {
@@ -260,11 +277,30 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
       record('push status', performance.now() - polled);
       if (status.status !== 'approved') throw new Error(`status: ${JSON.stringify(status)}`);
     };
+    /**
+     * A VPN sign-in over RADIUS (challenge mode, TOTP): Access-Request → Access-Challenge with a
+     * State, then the code with the State → Access-Accept. Each through the RADIUS front, which
+     * asks challenge.start / challenge.verify over NATS.
+     */
+    const radiusPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
+      const i = userCursor.radius++;
+      const userId = `radius-${i}@bench.example`;
+      const challenge = await radius!.request(userId);
+      record('radius Access-Challenge', performance.now() - due);
+      const state = stateOf(challenge);
+      if (!isCode(challenge, 'challenge') || !state) throw new Error(`radius: code ${challenge.code} instead of Access-Challenge`);
+      const sent = performance.now();
+      const accepted = await radius!.request(userId, hotp(secretOf(i), totpStep(Date.now())), state);
+      const done = performance.now();
+      record('radius Access-Accept', done - sent);
+      if (!isCode(accepted, 'accept')) throw new Error(`radius: code ${accepted.code} instead of Access-Accept`);
+    };
     let pairsStarted = 0;
     for (const [kind, pair] of [
       ['totp', totpPair],
       ['sms', smsPair],
       ['push', pushPair],
+      ['radius', radiusPair],
     ] as const) {
       if (!scenarios.has(kind)) continue;
       out(`${kind}: warm-up ${warmup} s at ${rate} pairs/s …`);
@@ -278,7 +314,8 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
     await Promise.all(lagJobs);
     // Every started challenge must be in the report exactly once, and complete.
     // Plus the one probe start that answered registration_required (it is a report row too).
-    const expected = userCursor.totp + userCursor.sms + userCursor.push + 1;
+    radius?.close();
+    const expected = userCursor.totp + userCursor.sms + userCursor.push + userCursor.radius + 1;
     let rows = { total: 0, completed: 0 };
     for (let i = 0; i < (withReporting ? 100 : 0); i++) {
       const { rows: r } = await db.query<{ total: string; completed: string }>(
@@ -292,7 +329,7 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
     if (withReporting) Object.assign(rowChecks, { challengesStarted: expected, pairsStarted, reportRows: rows.total, completedRows: rows.completed });
   } finally {
     // The seeded users are this run's only: remove them (challenges expire by themselves).
-    for (const kind of ['totp', 'sms', 'push'] as const) {
+    for (const kind of kinds) {
       const keys: string[] = [];
       for (let i = 0; i < usersNeeded; i++) {
         const tag = userTag(keyring, tenantId, `${kind}-${i}@bench.example`);
@@ -308,6 +345,14 @@ if (scenarios.has('totp') || scenarios.has('sms') || scenarios.has('push')) {
     await twilio.stop();
     if (ownDatabase) await dropDatabase(databaseUrl);
   }
+}
+
+async function freeUdpPort(): Promise<number> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
 }
 
 async function dropDatabase(url: string): Promise<void> {

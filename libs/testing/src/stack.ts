@@ -19,10 +19,13 @@ export async function freePort(): Promise<number> {
  * use): each gets its own environment, its output is passed to `onLine`, readiness is its
  * /health answering 200, and stop() sends SIGTERM and waits for a clean exit.
  */
-export const SERVICE_NAMES = ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting', 'console'] as const;
+export const SERVICE_NAMES = ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting', 'radius', 'console'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
-/** What a stack runs unless told otherwise: every service but the operators' console (npm start adds it). */
-export const CORE_SERVICE_NAMES: readonly ServiceName[] = SERVICE_NAMES.filter((s) => s !== 'console');
+/**
+ * What a stack runs unless told otherwise: every service but the fronts, the operators' console and
+ * the RADIUS front (npm start adds them; their tests ask for them).
+ */
+export const CORE_SERVICE_NAMES: readonly ServiceName[] = SERVICE_NAMES.filter((s) => s !== 'console' && s !== 'radius');
 
 const DEFAULT_PORTS: Record<ServiceName, number> = {
   console: 3000,
@@ -31,6 +34,7 @@ const DEFAULT_PORTS: Record<ServiceName, number> = {
   fraud: 3003,
   'user-settings': 3004,
   reporting: 3005,
+  radius: 3006,
 };
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -1,0 +1,69 @@
+import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
+import {
+  ERROR_CODES,
+  Headers,
+  Subjects,
+  type ChallengeStartRequest,
+  type ChallengeStartReply,
+  type ChallengeStatusReply,
+  type ChallengeVerifyReply,
+  type ErrorCode,
+} from '@mfa/contracts';
+import type { RadiusClient } from '../domain/clients.js';
+
+/** A reply of the challenge API: the answer, a contract error, or nothing (no responder, timeout, not JSON). */
+export type ApiResult<T> = { ok: T } | { error: ErrorCode; message: string; retryAfterSeconds?: number } | { unreachable: string };
+
+/** How long one request may take: the IdPs' budget (docs/api.md, "Deadlines"). */
+const REQUEST_MS = 5_000;
+
+/**
+ * The public challenge API over NATS, called as the RADIUS client's tenant: with the client's own
+ * API key, or the platform key acting for that tenant (the tenant id always comes from the
+ * client's entry, never from the packet). Every request carries Mfa-Deadline, so a service that
+ * takes it up too late drops it untouched.
+ */
+export class ChallengeApi {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly platformKey: string | undefined,
+  ) {}
+
+  start(client: RadiusClient, body: ChallengeStartRequest): Promise<ApiResult<ChallengeStartReply & { sentTo?: string }>> {
+    return this.call(client, Subjects.challengeStart, body);
+  }
+
+  verify(client: RadiusClient, challengeId: string, code: string): Promise<ApiResult<ChallengeVerifyReply>> {
+    return this.call(client, Subjects.challengeVerify, { tenantId: client.tenantId, challengeId, code });
+  }
+
+  status(client: RadiusClient, challengeId: string): Promise<ApiResult<ChallengeStatusReply>> {
+    return this.call(client, Subjects.challengeStatus, { tenantId: client.tenantId, challengeId });
+  }
+
+  private async call<T>(client: RadiusClient, subject: string, body: unknown): Promise<ApiResult<T>> {
+    const h = natsHeaders();
+    const key = client.apiKey ?? this.platformKey;
+    if (key) h.set('Authorization', `Bearer ${key}`);
+    h.set(Headers.deadline, String(Date.now() + REQUEST_MS));
+    let reply: unknown;
+    try {
+      const msg = await this.nc.request(subject, JSON.stringify(body), { timeout: REQUEST_MS, headers: h });
+      reply = msg.json();
+    } catch (error) {
+      return { unreachable: (error as Error).message };
+    }
+    if (typeof reply !== 'object' || reply === null) return { unreachable: 'the reply is not a JSON object' };
+    const failure = (reply as { error?: unknown }).error;
+    if (typeof failure === 'object' && failure !== null) {
+      const { code, message, retryAfterSeconds } = failure as { code?: unknown; message?: unknown; retryAfterSeconds?: unknown };
+      const known = (ERROR_CODES as readonly unknown[]).includes(code) ? (code as ErrorCode) : 'internal';
+      return {
+        error: known,
+        message: typeof message === 'string' ? message : '',
+        ...(typeof retryAfterSeconds === 'number' ? { retryAfterSeconds } : {}),
+      };
+    }
+    return { ok: reply as T };
+  }
+}

@@ -1,0 +1,75 @@
+import { createSocket, type Socket } from 'node:dgram';
+import type { Logger } from '@mfa/telemetry';
+import type { HealthCheck } from '@mfa/service-kit';
+import type { RadiusService } from '../application/radius.service.js';
+
+/**
+ * The UDP socket RADIUS arrives on (RADIUS_BIND, RADIUS_PORT). Each datagram is handed to the
+ * RADIUS front; its answer, when there is one, goes back to the address and port it came from.
+ * Stopping closes the socket to new datagrams only after the answers under way were sent (up to
+ * `drainMs`), so a rolling restart loses no sign-in that was already decided.
+ */
+export class RadiusListener implements HealthCheck {
+  readonly name = 'radius';
+  private socket: Socket | undefined;
+  private accepting = false;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly service: RadiusService,
+    private readonly bind: { address: string; port: number },
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<{ address: string; port: number }> {
+    const socket = createSocket({ type: this.bind.address.includes(':') ? 'udp6' : 'udp4', reuseAddr: false });
+    socket.on('message', (bytes, remote) => this.onDatagram(socket, bytes, remote.address, remote.port));
+    socket.on('error', (error) => this.log.error('radius socket error', { error }));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(this.bind.port, this.bind.address, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    this.socket = socket;
+    this.accepting = true;
+    const address = socket.address();
+    return { address: address.address, port: address.port };
+  }
+
+  private onDatagram(socket: Socket, bytes: Buffer, address: string, port: number): void {
+    if (!this.accepting) return;
+    let answer: Promise<Buffer | undefined> | undefined;
+    try {
+      answer = this.service.receive({ bytes, address, port });
+    } catch (error) {
+      this.log.error('radius datagram failed', { error });
+      return;
+    }
+    if (!answer) return;
+    const sent = answer
+      .then((reply) => {
+        if (reply) socket.send(reply, port, address, (error) => error && this.log.warn('radius answer not sent', { error, to: address }));
+      })
+      .catch((error: unknown) => this.log.error('radius answer failed', { error }))
+      .finally(() => this.inFlight.delete(sent));
+    this.inFlight.add(sent);
+  }
+
+  async check(): Promise<void> {
+    if (!this.socket || !this.accepting) throw new Error('not listening');
+    this.socket.address();
+  }
+
+  async stop(drainMs: number): Promise<void> {
+    this.accepting = false;
+    const socket = this.socket;
+    this.socket = undefined;
+    if (!socket) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((resolve) => (timer = setTimeout(resolve, drainMs)))]);
+    clearTimeout(timer);
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
+  }
+}

@@ -1,0 +1,81 @@
+import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import type { Keyring } from '@mfa/crypto';
+import type { NatsClients } from '@mfa/messaging';
+import { HEALTH_CHECKS, KEYRING, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import type { Logger } from '@mfa/telemetry';
+import { ChallengeApi } from './adapters/challenge-api.js';
+import { StateStore } from './adapters/state-store.js';
+import { RadiusListener } from './api/radius.listener.js';
+import { DuplicateCache } from './application/duplicate-cache.js';
+import { RadiusService } from './application/radius.service.js';
+import { ClientDirectory } from './domain/clients.js';
+import type { RadiusConfig } from './config.js';
+
+/** How often a push or call being waited for is asked about. */
+const POLL_MS = 500;
+
+/** Opens the RADIUS socket once everything it needs is up, and closes it first on the way down. */
+@Injectable()
+class ListenerLifecycle implements OnApplicationBootstrap, OnApplicationShutdown {
+  constructor(
+    @Inject(RadiusListener) private readonly listener: RadiusListener,
+    @Inject(DuplicateCache) private readonly cache: DuplicateCache,
+    @Inject('RADIUS_LOG') private readonly log: Logger,
+    @Inject('RADIUS_CLIENT_COUNT') private readonly clients: number,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    const bound = await this.listener.start();
+    if (this.clients === 0) this.log.warn('no RADIUS_CLIENTS: the RADIUS port is open but every datagram is dropped');
+    this.log.info('radius listening', { ...bound, clients: this.clients });
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.listener.stop(10_000);
+    this.cache.close();
+  }
+}
+
+/**
+ * radius: the RADIUS front (RFC 2865 over UDP). VPNs, Wi-Fi controllers and RADIUS servers ask it
+ * to sign users in; it answers through the public challenge API over NATS as each client's
+ * tenant, and keeps the States of its Access-Challenges in Redis.
+ */
+@Module({})
+export class AppModule {
+  static forRoot(config: RadiusConfig, log: Logger): DynamicModule {
+    const clients = new ClientDirectory(config.RADIUS_CLIENTS, config.RADIUS_PASSWORD_MODE);
+    return {
+      module: AppModule,
+      imports: [
+        // A client of the API: no streams of its own.
+        MessagingModule.forRoot({ serviceName: 'radius', nats: config, log, streams: [], replicas: config.STREAM_REPLICAS }),
+        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'radius', log }),
+      ],
+      controllers: [OpsController],
+      providers: [
+        { provide: 'RADIUS_LOG', useValue: log },
+        { provide: 'RADIUS_CLIENT_COUNT', useValue: clients.size },
+        { provide: DuplicateCache, useFactory: () => new DuplicateCache() },
+        {
+          provide: RadiusService,
+          useFactory: (nats: NatsClients, redis: Redis, keyring: Keyring, cache: DuplicateCache) =>
+            new RadiusService(clients, new ChallengeApi(nats.nc, config.auth.platformKey), new StateStore(redis, keyring), cache, { waitMs: config.RADIUS_WAIT_SECONDS * 1000, pollMs: POLL_MS }, log),
+          inject: [NATS, REDIS, KEYRING, DuplicateCache],
+        },
+        {
+          provide: RadiusListener,
+          useFactory: (service: RadiusService) => new RadiusListener(service, { address: config.RADIUS_BIND, port: config.RADIUS_PORT }, log),
+          inject: [RadiusService],
+        },
+        ListenerLifecycle,
+        {
+          provide: HEALTH_CHECKS,
+          useFactory: (nats: NatsHealth, redis: RedisHealth, listener: RadiusListener) => [nats, redis, listener],
+          inject: [NatsHealth, RedisHealth, RadiusListener],
+        },
+      ],
+    };
+  }
+}

@@ -1,0 +1,290 @@
+import { Application, UserId } from '@mfa/contracts';
+import type { Logger } from '@mfa/telemetry';
+import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
+import type { PendingCode, StateStore } from '../adapters/state-store.js';
+import { afterError, afterStart, afterVerify, afterWait, promptFor, waitedTooLong, type Decision } from '../domain/answers.js';
+import { clientIpOf } from '../domain/calling-station.js';
+import { normalizeAddress, type ClientDirectory, type RadiusClient } from '../domain/clients.js';
+import {
+  Attr,
+  attributeOf,
+  attributesOf,
+  checkRequestAuthenticator,
+  Code,
+  decodePacket,
+  encodeResponse,
+  PacketError,
+  revealPassword,
+  textAttributes,
+  type Attribute,
+  type Packet,
+} from '../domain/packet.js';
+import { DuplicateCache } from './duplicate-cache.js';
+import { answers, drops, latency, requests, retransmissions, waiting } from './metrics.js';
+
+export interface Datagram {
+  bytes: Buffer;
+  address: string;
+  port: number;
+}
+
+export interface RadiusOptions {
+  /** RADIUS_WAIT_SECONDS, in ms: how long a push or a call is waited for. */
+  waitMs: number;
+  /** How often a waited-for challenge's status is asked. */
+  pollMs: number;
+}
+
+/** Microsoft's vendor id: its Vendor-Specific attributes carry MS-CHAP (RFC 2548). */
+const MICROSOFT = 311;
+const MS_CHAP_TYPES = new Set([1, 11, 25]); // MS-CHAP-Response, MS-CHAP-Challenge, MS-CHAP2-Response
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
+/** What is answered: Access-Accept, Access-Reject or Access-Challenge (with its State), or nothing. */
+type Answer = { code: number; message?: string | undefined; state?: Buffer; sessionTimeout?: number } | undefined;
+
+/**
+ * The RADIUS front: a datagram in, an answer (or silence) out. Checks come first and cost no
+ * I/O: a source address no RADIUS_CLIENTS entry covers, a malformed packet, or a missing or
+ * wrong Message-Authenticator (the BlastRADIUS defence) gets no answer. Then a retransmission
+ * is answered from the duplicate cache; anything else is a new request, decided through the
+ * public challenge API as the client's tenant.
+ */
+export class RadiusService {
+  private readonly dropLog = new Map<string, number>();
+
+  constructor(
+    private readonly clients: ClientDirectory,
+    private readonly api: ChallengeApi,
+    private readonly states: StateStore,
+    private readonly cache: DuplicateCache,
+    private readonly options: RadiusOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** The bytes to send back to the datagram's source, or undefined for none. Never throws. */
+  receive(d: Datagram): Promise<Buffer | undefined> | undefined {
+    const client = this.clients.match(d.address);
+    if (!client) return this.drop('unknown_client', d);
+    let packet: Packet;
+    try {
+      packet = decodePacket(d.bytes);
+    } catch (error) {
+      if (error instanceof PacketError) return this.drop('malformed', d, { problem: error.problem, client: client.name });
+      throw error;
+    }
+    if (packet.code !== Code.AccessRequest && packet.code !== Code.StatusServer) return this.drop('unsupported_code', d, { code: packet.code, client: client.name });
+    const check = checkRequestAuthenticator(d.bytes, client.secret);
+    if (check === 'missing') return this.drop('no_message_authenticator', d, { client: client.name });
+    if (check === 'invalid') return this.drop('bad_message_authenticator', d, { client: client.name });
+    const key = DuplicateCache.keyOf(d.address, d.port, packet.identifier, packet.authenticator);
+    const previous = this.cache.get(key);
+    if (previous) {
+      retransmissions.inc({ client: client.name });
+      return previous;
+    }
+    if (this.cache.full) return this.drop('overloaded', d, { client: client.name });
+    const type = packet.code === Code.StatusServer ? 'status' : 'access';
+    requests.inc({ client: client.name, type });
+    const began = performance.now();
+    const answer = this.decide(client, packet, d).then(
+      (a) => this.encode(client, packet, a, began),
+      (error: unknown) => {
+        this.log.error('radius request failed', { client: client.name, error });
+        drops.inc({ reason: 'internal' });
+        return undefined;
+      },
+    );
+    this.cache.put(key, answer);
+    return answer;
+  }
+
+  private encode(client: RadiusClient, request: Packet, answer: Answer, began: number): Buffer | undefined {
+    if (!answer) {
+      latency.observe({ answer: 'none' }, (performance.now() - began) / 1000);
+      return undefined;
+    }
+    const attributes: Attribute[] = [];
+    if (answer.message) attributes.push(...textAttributes(Attr.ReplyMessage, answer.message));
+    if (answer.state) attributes.push({ type: Attr.State, value: answer.state });
+    if (answer.sessionTimeout) {
+      const value = Buffer.alloc(4);
+      value.writeUInt32BE(answer.sessionTimeout);
+      attributes.push({ type: SESSION_TIMEOUT, value });
+    }
+    // RFC 2865 §5.33: every Proxy-State of the request, in order, unmodified.
+    for (const value of attributesOf(request, Attr.ProxyState)) attributes.push({ type: Attr.ProxyState, value });
+    const bytes = encodeResponse({ code: answer.code, identifier: request.identifier, requestAuthenticator: request.authenticator, attributes, secret: client.secret });
+    const kind = answer.code === Code.AccessAccept ? 'accept' : answer.code === Code.AccessReject ? 'reject' : 'challenge';
+    answers.inc({ client: client.name, answer: kind });
+    latency.observe({ answer: kind }, (performance.now() - began) / 1000);
+    return bytes;
+  }
+
+  private async decide(client: RadiusClient, packet: Packet, d: Datagram): Promise<Answer> {
+    // RFC 5997: Status-Server sent to the authentication port is answered with Access-Accept.
+    if (packet.code === Code.StatusServer) return { code: Code.AccessAccept };
+    if (attributeOf(packet, Attr.ChapPassword) || attributeOf(packet, Attr.EapMessage) || hasMsChap(packet)) {
+      return reject('Only PAP is supported: CHAP, MS-CHAP and EAP requests are refused. Configure the VPN to send PAP.');
+    }
+    const rawName = attributeOf(packet, Attr.UserName);
+    if (!rawName) return reject('The request has no User-Name.');
+    let userId: string;
+    try {
+      userId = utf8.decode(rawName).trim();
+    } catch {
+      this.log.warn('radius request refused: User-Name is not UTF-8', { client: client.name, source: d.address });
+      return reject('The user name is not valid UTF-8.');
+    }
+    if (!UserId.safeParse(userId).success) return reject('The user name is not valid.');
+    let password: string | undefined;
+    const hidden = attributeOf(packet, Attr.UserPassword);
+    if (hidden) {
+      try {
+        // A code is digits; anything else (or invalid UTF-8) is simply not a code.
+        password = revealPassword(hidden, client.secret, packet.authenticator).toString('latin1');
+      } catch {
+        return reject('The User-Password attribute is malformed.');
+      }
+    }
+    const state = attributeOf(packet, Attr.State);
+    const decision = state ? await this.answerCode(client, state, userId, password) : await this.begin(client, userId, password, packet, d);
+    return this.toAnswer(client, userId, decision);
+  }
+
+  /** A first request: a challenge starts with the user's default method. */
+  private async begin(client: RadiusClient, userId: string, password: string | undefined, packet: Packet, d: Datagram): Promise<Decision> {
+    const otp = client.passwordMode === 'otp';
+    const callingStation = attributeOf(packet, Attr.CallingStationId);
+    const clientIp = clientIpOf(callingStation ? callingStation.toString('latin1') : undefined);
+    const nasIdentifier = attributeOf(packet, Attr.NasIdentifier);
+    const application = nasIdentifier ? textOf(nasIdentifier) : undefined;
+    const started = await this.api.start(client, {
+      tenantId: client.tenantId,
+      userId,
+      ...(clientIp ? { clientIp } : {}),
+      ...(application && Application.safeParse(application).success ? { application } : {}),
+      context: {
+        radius: { serverName: client.name, serverIp: normalizeAddress(d.address)?.toString() ?? d.address, ...(otp ? { passwordMode: 'otp' as const } : {}) },
+      },
+    });
+    const decision = this.decided(started, (reply) => afterStart(reply, otp));
+    if (decision.kind === 'verify') {
+      const code = codeOf(password);
+      if (!code) return { kind: 'reject', message: 'Type the code from your authenticator app or hardware token as the password.' };
+      const verified = await this.api.verify(client, decision.challengeId, code);
+      return this.decided(verified, (reply) => afterVerify(reply, { challengeId: decision.challengeId, method: 'totp', expiresAt: '' }, true));
+    }
+    if (decision.kind === 'wait') return this.waitFor(client, decision.challengeId, decision.method);
+    return decision;
+  }
+
+  /** An answer to an Access-Challenge: the State names the challenge, User-Password holds the code. */
+  private async answerCode(client: RadiusClient, state: Buffer, userId: string, password: string | undefined): Promise<Decision> {
+    const pending = await this.states.take(state);
+    if (!pending) return { kind: 'reject', message: 'This sign-in expired or was already answered. Sign in again.' };
+    if (pending.tenantId !== client.tenantId || pending.client !== client.cidr || pending.userId !== userId) {
+      this.log.warn('radius State refused: it was given to another client or user', { client: client.name, issuedTo: pending.client });
+      return { kind: 'reject', message: 'This answer does not belong to this sign-in. Sign in again.' };
+    }
+    const code = codeOf(password);
+    if (!code) return { kind: 'challenge', challengeId: pending.challengeId, method: pending.method, expiresAt: pending.expiresAt, message: `The code is digits only. ${promptFor(pending.method, undefined)}` };
+    const verified = await this.api.verify(client, pending.challengeId, code);
+    const decision = this.decided(verified, (reply) => afterVerify(reply, pending, false));
+    // Undecided (the API did not answer): the State stays good for the user's next try.
+    if (decision.kind === 'silent') await this.states.restore(state, pending, Date.now());
+    return decision;
+  }
+
+  /** Push and calls: the status is asked until the user answers or RADIUS_WAIT_SECONDS pass. */
+  private async waitFor(client: RadiusClient, challengeId: string, method: 'push' | 'voice' | 'sms' | 'totp'): Promise<Decision> {
+    const until = Date.now() + this.options.waitMs;
+    let last: Decision | undefined;
+    waiting.inc();
+    try {
+      while (Date.now() + this.options.pollMs <= until) {
+        await sleep(this.options.pollMs);
+        const status = await this.api.status(client, challengeId);
+        last = this.decided(status, (reply) => afterWait(reply) ?? { kind: 'wait', challengeId, method });
+        if (last.kind !== 'wait' && last.kind !== 'silent') return last;
+      }
+    } finally {
+      waiting.dec();
+    }
+    // Still pending when the time ran out; silent only if the API never answered at the end.
+    return last?.kind === 'silent' ? last : waitedTooLong(method);
+  }
+
+  private decided<T>(result: ApiResult<T>, then: (reply: T) => Decision): Decision {
+    if ('ok' in result) return then(result.ok);
+    if ('error' in result) return afterError(result.error, result.retryAfterSeconds);
+    return { kind: 'silent', why: result.unreachable };
+  }
+
+  private async toAnswer(client: RadiusClient, userId: string, decision: Decision): Promise<Answer> {
+    switch (decision.kind) {
+      case 'accept':
+        return { code: Code.AccessAccept, message: decision.message };
+      case 'reject':
+        return reject(decision.message);
+      case 'challenge': {
+        const now = Date.now();
+        const pending: PendingCode = {
+          tenantId: client.tenantId,
+          client: client.cidr,
+          userId,
+          challengeId: decision.challengeId,
+          method: decision.method,
+          expiresAt: decision.expiresAt,
+        };
+        const state = await this.states.issue(pending, now);
+        if (!state) return reject('The code expired. Sign in again.');
+        return { code: Code.AccessChallenge, message: decision.message, state, sessionTimeout: Math.max(1, Math.ceil((Date.parse(decision.expiresAt) - now) / 1000)) };
+      }
+      case 'silent':
+        this.log.warn('radius request left unanswered: the challenge API did not answer', { client: client.name, why: decision.why });
+        drops.inc({ reason: 'api_unavailable' });
+        return undefined;
+      case 'wait':
+      case 'verify':
+        throw new Error(`undecided ${decision.kind}`);
+    }
+  }
+
+  /** Counts a dropped datagram and logs it, at most once a minute per reason and source address. */
+  private drop(reason: string, d: Datagram, fields: Record<string, unknown> = {}): undefined {
+    drops.inc({ reason });
+    const key = `${reason}|${d.address}`;
+    const now = Date.now();
+    if ((this.dropLog.get(key) ?? 0) > now) return undefined;
+    if (this.dropLog.size >= 10_000) this.dropLog.clear();
+    this.dropLog.set(key, now + 60_000);
+    this.log.warn('radius datagram dropped', { reason, source: d.address, port: d.port, ...fields });
+    return undefined;
+  }
+}
+
+const SESSION_TIMEOUT = 27;
+
+function reject(message: string): Answer {
+  return { code: Code.AccessReject, message };
+}
+
+/** The code typed as a password: digits, spaces ignored ("123 456"); anything else is no code. */
+function codeOf(password: string | undefined): string | undefined {
+  const code = password?.replace(/\s+/g, '');
+  return code && /^\d{4,10}$/.test(code) ? code : undefined;
+}
+
+function textOf(value: Buffer): string | undefined {
+  try {
+    return utf8.decode(value).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function hasMsChap(packet: Packet): boolean {
+  return attributesOf(packet, Attr.VendorSpecific).some((v) => v.length >= 6 && v.readUInt32BE(0) === MICROSOFT && MS_CHAP_TYPES.has(v[4]!));
+}

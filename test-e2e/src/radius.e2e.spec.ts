@@ -1,0 +1,405 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { base32Decode, base32Encode, hotp, totpStep } from '@mfa/crypto';
+import { Subjects, type SigninItem } from '@mfa/contracts';
+import { connectClient, requestJson } from '@mfa/messaging';
+import { Attr, Code } from '@mfa/radius/packet';
+import { eventually, FakeTwilio, freePort, itWith, oathtoolTotp, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { codeName, CraftedClient, radclient, type Answer } from './radius/client.js';
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+const wholeStack = ['nats', 'redis', 'postgres'] as const;
+const PLATFORM_KEY = `radius-e2e-platform-${randomBytes(16).toString('hex')}`;
+const randomPhone = () => `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
+
+async function freeUdpPort(): Promise<number> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
+}
+
+/**
+ * The RADIUS front through the whole stack, with auth on: FreeRADIUS's radclient for every flow
+ * it can send (PAP with Access-Challenge for SMS, app and hardware tokens; voice waited for;
+ * bypass; rejections; Status-Server), and crafted datagrams for what it cannot (no or a wrong
+ * Message-Authenticator, retransmissions, another source address, broken packets, a State
+ * carried to another user or client). Three clients: the platform key acting for tenant A on
+ * 127.0.0.1; tenant B's own API key on 127.0.0.2; otp mode for tenant A on 127.0.0.3.
+ */
+describe('end to end: the RADIUS front', () => {
+  const twilio = new FakeTwilio();
+  let core: Stack;
+  let front: Stack;
+  let nc: NatsConnection;
+  let port: number;
+  const secrets = { a: `secret-a-${randomBytes(8).toString('hex')}`, b: `secret-b-${randomBytes(8).toString('hex')}`, otp: `secret-otp-${randomBytes(8).toString('hex')}` };
+  const tenantA = uniqueTenant('rad-a');
+  const tenantB = uniqueTenant('rad-b');
+  /** The otp-mode client's tenant: no voice, so a user with a phone number has SMS only. */
+  const tenantC = uniqueTenant('rad-c');
+  const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${PLATFORM_KEY}` } });
+  const clients: CraftedClient[] = [];
+  const crafted = async (secret: string, source = '127.0.0.1') => {
+    const c = await new CraftedClient(port, secret, source).open();
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    await twilio.start();
+    const env = {
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'warn',
+      NATS_URL: testEnv.natsUrl,
+      REDIS_URL: testEnv.redisUrl,
+      DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+      MFA_AUTH: 'required',
+      MFA_PLATFORM_API_KEY: PLATFORM_KEY,
+      ...twilio.env(),
+    };
+    const onLine = (service: string, line: string) => {
+      if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+    };
+    // Calls go through the fake Twilio, whose webhooks reach dispatch on a known port.
+    const dispatchPort = await freePort();
+    core = await startStack({
+      services: ['user-settings', 'auth-challenge', 'dispatch', 'fraud', 'reporting'],
+      env,
+      serviceEnv: { dispatch: { HTTP_PORT: String(dispatchPort), VOICE_WEBHOOK_BASE_URL: `http://127.0.0.1:${dispatchPort}` } },
+      onLine,
+      readyTimeoutMs: 90_000,
+    });
+    nc = await connectClient({ servers: testEnv.natsUrl, name: 'e2e-radius' });
+    for (const [tenantId, settings] of [
+      [tenantA, { trustedIps: { ranges: ['81.2.69.0/24'] }, lockout: { threshold: 3 } }],
+      [tenantB, {}],
+      [tenantC, { enabledMethods: ['sms', 'push', 'totp'] }],
+    ] as const) {
+      const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings });
+      assert.equal(configured.error, undefined, JSON.stringify(configured));
+    }
+    const key = await ask(Subjects.clientsCreate, { tenantId: tenantB, name: 'radius front', scopes: ['challenges'] });
+    assert.equal(typeof key.apiKey, 'string', JSON.stringify(key));
+    port = await freeUdpPort();
+    const radiusClients = [
+      { cidr: '127.0.0.1/32', secret: secrets.a, tenantId: tenantA, name: 'vpn-a' },
+      { cidr: '127.0.0.2', secret: secrets.b, tenantId: tenantB, apiKey: key.apiKey },
+      { cidr: '127.0.0.3/32', secret: secrets.otp, tenantId: tenantC, name: 'otp-vpn', passwordMode: 'otp' },
+    ];
+    front = await startStack({
+      services: ['radius'],
+      env,
+      serviceEnv: { radius: { RADIUS_PORT: String(port), RADIUS_CLIENTS: JSON.stringify(radiusClients), RADIUS_WAIT_SECONDS: '20' } },
+      onLine,
+      readyTimeoutMs: 60_000,
+    });
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await nc?.drain();
+    await front?.stop();
+    await core?.stop();
+    await twilio.stop();
+  });
+
+  const register = async (tenantId: string, body: Record<string, unknown> = {}) => {
+    const userId = uniqueUser('rad');
+    // The tenant is known to user-settings a moment after tenants.configure.
+    const reply = await eventually(async () => {
+      const r = await ask(Subjects.usersRegister, { tenantId, userId, ...body });
+      return r.error?.message === 'unknown tenant' ? undefined : r;
+    }, 10_000, 'the tenant known');
+    assert.equal(reply.error, undefined, JSON.stringify(reply));
+    return userId;
+  };
+  /** A user with an active TOTP app; the activation spent the current step, so sign-ins use the next. */
+  const totpUser = async (tenantId: string) => {
+    const userId = await register(tenantId);
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
+    const secret = String(enrolled.secret);
+    const activated = await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: oathtoolTotp(secret) });
+    assert.equal(activated.active, true, JSON.stringify(activated));
+    return {
+      userId,
+      next: () => oathtoolTotp(secret, { at: new Date(Date.now() + 30_000) }),
+      /** The next step's code, computed here rather than by oathtool: no process spawned while timing. */
+      nextHere: () => hotp(base32Decode(secret), totpStep(Date.now()) + 1),
+    };
+  };
+  /** radclient until the user is known everywhere (projections are asynchronous). */
+  const firstAnswer = (attributes: string[], want: (a: Awaited<ReturnType<typeof radclient>>) => boolean, secret = secrets.a) =>
+    eventually(async () => {
+      const a = await radclient(port, secret, attributes);
+      return a && want(a) ? a : undefined;
+    }, 15_000, 'the RADIUS answer');
+  const signins = async (tenantId: string, userId: string) =>
+    ((await ask(Subjects.reportsSigninsQuery, { tenantId, userId, limit: 20 })) as Reply & { items: SigninItem[] }).items;
+
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'radclient, SMS: Access-Challenge with the masked number, a wrong code asks again with a new State, an old State is refused, the code accepts, and the report says RADIUS', async () => {
+    const phone = randomPhone();
+    const userId = await register(tenantA, { phoneNumber: phone });
+    const seen = twilio.messagesTo(phone).length;
+    const first = await firstAnswer([`User-Name = "  ${userId} "`, 'User-Password = "vpn-password"', 'Calling-Station-Id = "198.51.100.7:51234"', 'NAS-Identifier = "openvpn-gw"'], (a) => a!.code === 'Access-Challenge');
+    assert.ok(first.state, first.output);
+    assert.match(first.replyMessage ?? '', new RegExp(`SMS to \\+\\*+${phone.slice(-2)}\\.`), 'the masked number, its last two digits only');
+    const sms = await twilio.waitFor((m) => m.to === phone && twilio.messagesTo(phone).length > seen);
+    const code = FakeTwilio.codeOf(sms);
+    assert.ok(!first.output.includes(code), 'the code is never in an answer');
+
+    const wrong = await radclient(port, secrets.a, [`User-Name = "${userId}"`, `User-Password = "${code === '000000' ? '111111' : '000000'}"`, `State = ${first.state}`]);
+    assert.equal(wrong?.code, 'Access-Challenge', wrong?.output);
+    assert.match(wrong!.replyMessage ?? '', /Wrong code/);
+    assert.notEqual(wrong!.state, first.state, 'a new State');
+    const reused = await radclient(port, secrets.a, [`User-Name = "${userId}"`, `User-Password = "${code}"`, `State = ${first.state}`]);
+    assert.equal(reused?.code, 'Access-Reject', 'a State is single-use');
+    const accepted = await radclient(port, secrets.a, [`User-Name = "${userId}"`, `User-Password = "${code.slice(0, 3)} ${code.slice(3)}"`, `State = ${wrong!.state}`]);
+    assert.equal(accepted?.code, 'Access-Accept', accepted?.output);
+    assert.equal(twilio.messagesTo(phone).length, seen + 1, 'one SMS');
+
+    const rows = await eventually(async () => {
+      const items = await signins(tenantA, userId);
+      return items.some((i) => i.result === 'success') ? items : undefined;
+    }, 15_000, 'the sign-in reported');
+    const row = rows.find((i) => i.result === 'success')!;
+    assert.equal((row as SigninItem & { via?: string }).via, 'radius');
+    assert.equal(row.serverName, 'vpn-a');
+    assert.equal(row.serverIp, '127.0.0.1');
+    assert.equal(row.clientIp, '198.51.100.7', 'the Calling-Station-Id, not the VPN');
+    assert.equal(row.application, 'openvpn-gw');
+  });
+
+  itWith({ real: wholeStack }, 'radclient, TOTP app and hardware token: Access-Challenge, then the code accepts once', async () => {
+    const app = await totpUser(tenantA);
+    const challenge = await firstAnswer([`User-Name = "${app.userId}"`, 'User-Password = "x"'], (a) => a!.code === 'Access-Challenge');
+    assert.match(challenge.replyMessage ?? '', /authenticator app or hardware token/);
+    const code = app.next();
+    const accepted = await radclient(port, secrets.a, [`User-Name = "${app.userId}"`, `User-Password = "${code}"`, `State = ${challenge.state}`]);
+    assert.equal(accepted?.code, 'Access-Accept', accepted?.output);
+    // The same code again, in a new sign-in: an accepted TOTP code is never accepted again.
+    const again = await radclient(port, secrets.a, [`User-Name = "${app.userId}"`, 'User-Password = "x"']);
+    const replay = await radclient(port, secrets.a, [`User-Name = "${app.userId}"`, `User-Password = "${code}"`, `State = ${again!.state}`]);
+    assert.notEqual(replay?.code, 'Access-Accept', 'a TOTP code is accepted once');
+
+    const hw = await register(tenantA);
+    const secret = base32Encode(randomBytes(20));
+    const csv = `upn,serial number,secret key,time interval,manufacturer,model\n${hw},RAD-${randomBytes(4).toString('hex')},${secret},60,Contoso,HardwareKey\n`;
+    const job = await ask(Subjects.oathImport, { tenantId: tenantA, format: 'csv', content: csv });
+    assert.equal(typeof job.jobId, 'string', JSON.stringify(job));
+    const serial = csv.split('\n')[1]!.split(',')[1]!;
+    await eventually(async () => ((await ask(Subjects.oathImportStatus, { tenantId: tenantA, jobId: job.jobId })).state === 'completed' ? true : undefined), 30_000, 'the import');
+    const activated = await ask(Subjects.oathTokensActivate, { tenantId: tenantA, serialNumber: serial, code: oathtoolTotp(secret, { period: 60 }) });
+    assert.equal(activated.active, true, JSON.stringify(activated));
+    const hwChallenge = await firstAnswer([`User-Name = "${hw}"`], (a) => a!.code === 'Access-Challenge');
+    const hwAccepted = await radclient(port, secrets.a, [`User-Name = "${hw}"`, `User-Password = "${oathtoolTotp(secret, { period: 60, at: new Date(Date.now() + 60_000) })}"`, `State = ${hwChallenge.state}`]);
+    assert.equal(hwAccepted?.code, 'Access-Accept', hwAccepted?.output);
+  });
+
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'radclient, voice: the answer waits for the call; answered with # accepts, not answered rejects', async () => {
+    const phone = randomPhone();
+    const userId = await register(tenantA, { phoneNumber: phone });
+    assert.equal((await ask(Subjects.usersMethodsDefault, { tenantId: tenantA, userId, method: 'voice' })).defaultMethod, 'voice');
+    twilio.phone(phone, { answer: 'answer', presses: ['#'] });
+    const accepted = await firstAnswer([`User-Name = "${userId}"`], (a) => a!.code !== 'Access-Reject' || !/Unknown user/.test(a!.replyMessage ?? ''));
+    assert.equal(accepted.code, 'Access-Accept', accepted.output);
+    assert.equal(twilio.calls.filter((c) => c.to === phone).length, 1);
+
+    const phone2 = randomPhone();
+    const user2 = await register(tenantA, { phoneNumber: phone2 });
+    await ask(Subjects.usersMethodsDefault, { tenantId: tenantA, userId: user2, method: 'voice' });
+    twilio.phone(phone2, { answer: 'no-answer' });
+    const rejected = await firstAnswer([`User-Name = "${user2}"`], (a) => !/Unknown user/.test(a!.replyMessage ?? ''));
+    assert.equal(rejected.code, 'Access-Reject', rejected.output);
+  });
+
+  itWith({ real: wholeStack }, 'radclient: a trusted Calling-Station-Id bypasses at once (reported); blocked, unknown, unregistered and locked-out users are rejected saying why; CHAP is refused; Status-Server is accepted', async () => {
+    const app = await totpUser(tenantA);
+    const bypass = await firstAnswer([`User-Name = "${app.userId}"`, 'Calling-Station-Id = "81.2.69.9[4500]"'], (a) => a!.code === 'Access-Accept');
+    assert.equal(bypass.code, 'Access-Accept');
+    const rows = await eventually(async () => {
+      const items = await signins(tenantA, app.userId);
+      return items.length > 0 ? items : undefined;
+    }, 15_000, 'the bypass reported');
+    assert.equal(rows[0]!.result, 'success');
+    assert.equal((rows[0] as SigninItem & { via?: string }).via, 'radius');
+
+    const unknown = await radclient(port, secrets.a, [`User-Name = "nobody-${randomBytes(4).toString('hex')}@contoso.example"`]);
+    assert.equal(unknown?.code, 'Access-Reject');
+    assert.match(unknown!.replyMessage ?? '', /Unknown user|No MFA method/);
+
+    const bare = await register(tenantA);
+    const unregistered = await firstAnswer([`User-Name = "${bare}"`], (a) => !/Unknown user/.test(a!.replyMessage ?? ''));
+    assert.equal(unregistered.code, 'Access-Reject');
+    assert.match(unregistered.replyMessage ?? '', /No MFA method is registered/);
+
+    const blocked = await totpUser(tenantA);
+    assert.equal((await ask(Subjects.usersBlock, { tenantId: tenantA, userId: blocked.userId, reason: 'radius e2e' })).error, undefined);
+    const refused = await firstAnswer([`User-Name = "${blocked.userId}"`], (a) => a!.code === 'Access-Reject');
+    assert.match(refused.replyMessage ?? '', /blocked/);
+
+    // Lockout threshold 3 (tenant A): three wrong codes lock the user out.
+    const locked = await totpUser(tenantA);
+    let last: Awaited<ReturnType<typeof radclient>>;
+    let state = (await firstAnswer([`User-Name = "${locked.userId}"`], (a) => a!.code === 'Access-Challenge')).state;
+    for (let i = 0; i < 3; i++) {
+      last = await radclient(port, secrets.a, [`User-Name = "${locked.userId}"`, 'User-Password = "000000"', `State = ${state}`]);
+      state = last?.state;
+    }
+    assert.equal(last!?.code, 'Access-Reject', last!?.output);
+    assert.match(last!.replyMessage ?? '', /locked out/);
+    const later = await radclient(port, secrets.a, [`User-Name = "${locked.userId}"`]);
+    assert.equal(later?.code, 'Access-Reject');
+    assert.match(later!.replyMessage ?? '', /locked|Too many/i);
+
+    const chap = await radclient(port, secrets.a, [`User-Name = "${app.userId}"`, 'CHAP-Password = "hello"']);
+    assert.equal(chap?.code, 'Access-Reject');
+    assert.match(chap!.replyMessage ?? '', /Only PAP/);
+
+    const status = await radclient(port, secrets.a, [], 'status');
+    assert.equal(status?.code, 'Access-Accept', status?.output);
+  });
+
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'otp mode: the password is the code (app tokens), a wrong one rejects, and an SMS-only user is rejected without an SMS', async () => {
+    const otp = await crafted(secrets.otp, '127.0.0.3');
+    const app = await totpUser(tenantC);
+    const ok = await eventually(async () => {
+      const a = await otp.send({ user: app.userId, password: app.next() });
+      return a?.packet.code === Code.AccessAccept ? a : undefined;
+    }, 15_000, 'accepted');
+    assert.ok(ok.authentic && ok.messageAuthenticatorFirst);
+    const wrong = await otp.send({ user: (await totpUser(tenantC)).userId, password: '000000' });
+    assert.equal(codeName(wrong!.packet.code), 'Access-Reject');
+
+    const phone = randomPhone();
+    const smsOnly = await register(tenantC, { phoneNumber: phone });
+    await ask(Subjects.usersMethodsDefault, { tenantId: tenantC, userId: smsOnly, method: 'sms' });
+    const refused = await otp.send({ user: smsOnly, password: '123456' });
+    assert.equal(codeName(refused!.packet.code), 'Access-Reject');
+    assert.match(refused!.replyMessage ?? '', /challenge mode/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(twilio.messagesTo(phone).length, 0, 'no SMS in otp mode');
+  });
+
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'crafted: no answer without a Message-Authenticator, with a wrong one, with a wrong secret or from an unknown address; retransmissions get the same bytes and one SMS; Proxy-State echoed in order', async () => {
+    const a = await crafted(secrets.a);
+    const phone = randomPhone();
+    const userId = await register(tenantA, { phoneNumber: phone });
+    await eventually(async () => ((await ask(Subjects.usersGet, { tenantId: tenantA, userId })).userId ? true : undefined), 10_000, 'registered');
+    assert.equal(await a.send({ user: userId, messageAuthenticator: false }, 1_500), undefined, 'no Message-Authenticator: dropped (BlastRADIUS)');
+    const forged = a.request({ user: userId });
+    const tampered = Buffer.from(forged.bytes);
+    tampered[tampered.length - 1]! ^= 0x01; // the Message-Authenticator's last octet
+    assert.equal(await a.sendRaw(tampered, forged.identifier, forged.authenticator, 1_500), undefined, 'wrong Message-Authenticator: dropped');
+    assert.equal(await a.send({ user: userId, secret: 'a-wrong-secret-of-enough-length' }, 1_500), undefined, 'wrong secret: dropped');
+    const stranger = await crafted(secrets.a, '127.0.0.9');
+    assert.equal(await stranger.send({ user: userId }, 1_500), undefined, 'unknown client: dropped');
+    assert.equal(twilio.messagesTo(phone).length, 0, 'nothing dropped started anything');
+
+    const proxyStates = [Buffer.from('first proxy'), Buffer.from([0, 1, 2, 255])];
+    const request = a.request({ user: userId, extra: proxyStates.map((value) => ({ type: Attr.ProxyState, value })) });
+    const [one, two] = await Promise.all([
+      a.sendRaw(request.bytes, request.identifier, request.authenticator, 5_000),
+      new Promise<Answer | undefined>((resolve) => setTimeout(() => resolve(a.sendRaw(request.bytes, request.identifier, request.authenticator, 5_000)), 5)),
+    ]);
+    assert.equal(codeName(one!.packet.code), 'Access-Challenge');
+    assert.ok(one!.authentic, 'Response Authenticator and Message-Authenticator right');
+    assert.ok(one!.messageAuthenticatorFirst);
+    assert.deepEqual(
+      one!.packet.attributes.filter((x) => x.type === Attr.ProxyState).map((x) => x.value),
+      proxyStates,
+    );
+    assert.ok(two, 'the retransmission is answered');
+    const three = await a.sendRaw(request.bytes, request.identifier, request.authenticator, 3_000);
+    assert.deepEqual(three!.bytes, one!.bytes, 'a later retransmission: the same bytes');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(twilio.messagesTo(phone).length, 1, 'one SMS for the three datagrams');
+    // The same Identifier with a new authenticator is a new request.
+    const fresh = await a.send({ user: userId, identifier: request.identifier }, 5_000);
+    assert.equal(codeName(fresh!.packet.code), 'Access-Challenge');
+    assert.notDeepEqual(fresh!.state, one!.state);
+
+    const metrics = await (await fetch(`${front.url('radius')}/metrics`)).text();
+    for (const reason of ['no_message_authenticator', 'bad_message_authenticator', 'unknown_client']) assert.match(metrics, new RegExp(`radius_drops_total\\{[^}]*reason="${reason}"[^}]*\\} [1-9]`));
+    assert.match(metrics, /radius_retransmissions_total\{[^}]*\} [1-9]/);
+    assert.match(metrics, /radius_answers_total\{[^}]*answer="challenge"[^}]*\} [1-9]/);
+  });
+
+  itWith({ real: wholeStack }, 'crafted: broken packets are dropped and nothing crashes; a non-UTF-8 User-Name and a State from another user or client are rejected; a client acts for its own tenant only', async () => {
+    const a = await crafted(secrets.a);
+    const b = await crafted(secrets.b, '127.0.0.2');
+    const app = await totpUser(tenantA);
+    const good = a.request({ user: app.userId });
+    const broken: Buffer[] = [
+      Buffer.alloc(0),
+      good.bytes.subarray(0, 19),
+      Buffer.concat([good.bytes.subarray(0, 2), Buffer.from([0xff, 0xff]), good.bytes.subarray(4)]), // Length past the datagram
+      Buffer.concat([good.bytes.subarray(0, 2), Buffer.from([0x00, 0x10]), good.bytes.subarray(4)]), // Length < 20
+      Buffer.alloc(5000, 1),
+      Buffer.concat([good.bytes.subarray(0, 20), Buffer.from([1, 1, 0])]),
+    ];
+    for (const bytes of broken) assert.equal(await a.sendRaw(bytes, bytes[1] ?? 0, Buffer.alloc(16), 300), undefined);
+    // An unknown attribute type is ignored; the request is answered.
+    const unknownAttr = await eventually(async () => {
+      const r = await a.send({ user: app.userId, extra: [{ type: 240, value: Buffer.from('x') }] });
+      return r?.packet.code === Code.AccessChallenge ? r : undefined;
+    }, 15_000, 'a challenge');
+    const notUtf8 = await a.send({ user: Buffer.from([0x61, 0xff, 0xfe, 0x62]) });
+    assert.equal(codeName(notUtf8!.packet.code), 'Access-Reject');
+    assert.match(notUtf8!.replyMessage ?? '', /UTF-8/);
+
+    const other = await totpUser(tenantA);
+    const stolen = await a.send({ user: other.userId, password: app.next(), state: unknownAttr.state! });
+    assert.equal(codeName(stolen!.packet.code), 'Access-Reject', "another user's State");
+    const again = await a.send({ user: app.userId });
+    const crossClient = await b.send({ user: app.userId, password: app.next(), state: again!.state! });
+    assert.equal(codeName(crossClient!.packet.code), 'Access-Reject', "another client's State");
+    const afterAll = await a.send({ user: app.userId, password: app.next(), state: again!.state! });
+    assert.equal(codeName(afterAll!.packet.code), 'Access-Reject', 'a State presented elsewhere is spent');
+
+    // Client B acts for tenant B with its own key: tenant A's user is unknown there.
+    const foreign = await b.send({ user: app.userId });
+    assert.equal(codeName(foreign!.packet.code), 'Access-Reject');
+    assert.match(foreign!.replyMessage ?? '', /Unknown user|No MFA method/);
+    const own = await totpUser(tenantB);
+    const ownChallenge = await eventually(async () => {
+      const r = await b.send({ user: own.userId });
+      return r?.packet.code === Code.AccessChallenge ? r : undefined;
+    }, 15_000, "tenant B's challenge");
+    const ownAccepted = await b.send({ user: own.userId, password: own.next(), state: ownChallenge.state! });
+    assert.equal(codeName(ownAccepted!.packet.code), 'Access-Accept');
+    const health = await fetch(`${front.url('radius')}/health`);
+    assert.equal(health.status, 200, 'still healthy');
+  });
+
+  itWith({ real: wholeStack }, '200 concurrent TOTP sign-ins from one client: every one accepted, each answer within 1 s (a VPN times out at 3 s)', async () => {
+    const users = await Promise.all(Array.from({ length: 200 }, () => totpUser(tenantA)));
+    // Each socket has its own 256 Identifiers: 200 sign-ins from four source ports.
+    const sockets = await Promise.all(Array.from({ length: 4 }, () => crafted(secrets.a)));
+    await eventually(async () => {
+      const r = await sockets[0]!.send({ user: users[199]!.userId });
+      return r?.packet.code === Code.AccessChallenge ? r : undefined;
+    }, 20_000, 'the last user known');
+    const codes = users.map((u) => u.nextHere());
+    const times: number[] = [];
+    const results = await Promise.all(
+      users.map(async (u, i) => {
+        const socket = sockets[i % sockets.length]!;
+        const challenge = await socket.send({ user: u.userId });
+        if (challenge?.packet.code !== Code.AccessChallenge) return `start ${challenge ? codeName(challenge.packet.code) : 'no answer'}`;
+        const accepted = await socket.send({ user: u.userId, password: codes[i]!, state: challenge.state! });
+        times.push(challenge.ms, accepted?.ms ?? Infinity);
+        return accepted?.packet.code === Code.AccessAccept ? 'ok' : `verify ${accepted ? codeName(accepted.packet.code) : 'no answer'}`;
+      }),
+    );
+    const failed = results.filter((r) => r !== 'ok');
+    assert.deepEqual(failed, [], `${failed.length} failed`);
+    times.sort((x, y) => x - y);
+    process.stdout.write(`# 200 RADIUS sign-ins: answer p50 ${times[Math.floor(times.length / 2)]!.toFixed(0)} ms, max ${times.at(-1)!.toFixed(0)} ms\n`);
+    assert.ok(times.at(-1)! < 1_000, `slowest answer ${times.at(-1)!.toFixed(0)} ms`);
+  }, { timeout: 180_000 });
+});

@@ -529,10 +529,11 @@ const filters = (o: Record<string, unknown>, names: Record<string, string>) =>
 range(reports.command('signins <tenant>').description('the sign-in report, newest first'))
   .option('--user <userId>')
   .addOption(new Option('--result <result>').choices(['success', 'failure']))
+  .addOption(new Option('--via <via>', 'how the sign-in came').choices(['nats', 'radius']))
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', result: 'result', from: 'from', to: 'to' }) }, Boolean(o.all));
-      process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'challengeId'], g.format));
+      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', result: 'result', via: 'via', from: 'from', to: 'to' }) }, Boolean(o.all));
+      process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'via', 'serverName', 'challengeId'], g.format));
     }),
   );
 range(reports.command('fraud <tenant>').description('fraud alerts, newest first'))

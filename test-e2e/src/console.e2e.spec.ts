@@ -118,10 +118,12 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     lastStepA = t0 + 30_000;
     await ask(Subjects.totpActivate, { tenantId: tenantA, userId: userA, tokenId: enrolled.tokenId, code: totp(secretA, t0) });
     // Two sign-ins in the report: one approved (the next time step: activation used this one), one
-    // denied after its five wrong codes. (A challenge still pending is not reported until it expires.)
+    // through the RADIUS front denied after its five wrong codes. (A challenge still pending is not
+    // reported until it expires.)
     const approved = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN' });
     assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: approved.challengeId, code: totp(secretA, t0 + 30_000) })).status, 'approved');
-    const denied = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN' });
+    const radius = { serverName: 'vpn-gateway', serverIp: '192.0.2.10' };
+    const denied = await ask(Subjects.challengeStart, { tenantId: tenantA, userId: userA, method: 'totp', clientIp: '198.51.100.9', application: 'VPN', context: { radius } });
     for (let n = 0; n < 5; n++) await ask(Subjects.challengeVerify, { tenantId: tenantA, challengeId: denied.challengeId, code: `00000${n}` });
     const victim = uniqueUser('victim');
     await ask(Subjects.usersRegister, { tenantId: tenantA, userId: victim, phoneNumber: '+14155550112' });
@@ -179,6 +181,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await eventually(async () => ((await page.reload(), await page.locator('table.report tbody tr td a').count()) >= 2 ? true : undefined), 20_000, 'two sign-ins in the report');
     await page.screenshot({ path: join(SHOTS, 'signins.png'), fullPage: true });
     assert.ok((await page.content()).includes('&lt;script&gt;alert("x")&lt;/script&gt;'), 'the display name is escaped');
+    assert.deepEqual((await page.locator('table.report tbody td.via').allTextContents()).map((t) => t.trim()).sort(), ['', 'RADIUS vpn-gateway'], 'the RADIUS sign-in says so');
     await page.click('table.report tbody tr:first-child td:first-child a');
     assert.match(await page.textContent('h1') ?? '', new RegExp(`Sign-in of ${userA}`));
 
@@ -186,11 +189,12 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await tenantPage(page, tenantA, `signins?userId=${encodeURIComponent(userA)}`);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('a[download]')]);
     const csv = readFileSync((await download.path())!, 'utf8').trim().split('\n');
-    assert.equal(csv[0], 'occurredAt,userId,displayName,email,phoneNumber,authMethod,result,resultDetail,clientIp,application,serverName,serverIp,challengeId');
+    assert.equal(csv[0], 'occurredAt,userId,displayName,email,phoneNumber,authMethod,result,resultDetail,clientIp,application,serverName,serverIp,challengeId,via');
     assert.equal(csv.length - 1, 2);
     assert.ok(csv.slice(1).every((row) => row.includes(userA) && row.includes('198.51.100.9') && row.includes('VPN')));
     assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed')));
-    assert.ok(csv.slice(1).some((row) => row.includes('MFA denied; invalid verification code')));
+    assert.ok(csv.slice(1).some((row) => row.includes('MFA denied; invalid verification code') && row.includes(',vpn-gateway,192.0.2.10,') && row.endsWith(',radius')));
+    assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed') && row.endsWith(',nats')));
 
     // Find the user by the start of their id, then open them.
     await tenantPage(page, tenantA, 'users');

@@ -16,6 +16,7 @@ import {
   OtpCode,
   PhoneNumber,
   RequestId,
+  SigninVia,
   TenantId,
   UserId,
 } from './primitives.js';
@@ -461,6 +462,8 @@ export const SigninsQueryRequest = reportQuery({
   /** One sign-in (its detail). */
   challengeId: OpaqueId.optional(),
   result: SigninResult.optional(),
+  /** Only the sign-ins that came this way (`radius`: through the RADIUS front). */
+  via: SigninVia.optional(),
 });
 export type SigninsQueryRequest = z.infer<typeof SigninsQueryRequest>;
 
@@ -479,6 +482,8 @@ export const SigninItem = z.object({
   serverIp: z.string().nullable(),
   clientIp: z.string().nullable(),
   application: z.string().nullable(),
+  /** How the sign-in came: `radius` (the RADIUS front; `serverName`/`serverIp` are then the RADIUS client and its NAS) or `nats`. */
+  via: SigninVia,
   /**
    * SMS and calls: how far the code or call got, as the provider told (`sent`: accepted by it;
    * `delivered` / `undelivered`: the handset's receipt; `failed`: never accepted), with the

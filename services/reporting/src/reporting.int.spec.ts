@@ -183,6 +183,7 @@ describe('reporting service (real NATS and Postgres)', () => {
           resultDetail: ResultDetail.success,
           serverName: 'mfa-1',
           serverIp: '10.0.0.5',
+          via: 'nats',
           clientIp: '203.0.113.7',
           application: 'VPN',
           delivery: { status: 'sent', provider: 'twilio', error: null },
@@ -418,6 +419,31 @@ describe('reporting service (real NATS and Postgres)', () => {
     assert.deepEqual(await ids({ from: '2025-06-01T14:01:00+02:00' }), [id(s2), id(s1), id(h2)], 'offsets are honoured');
     assert.deepEqual(await ids({ to: at(0).toISOString() }), []);
     assert.deepEqual(await ids({ userId: 'nobody@contoso.example' }), []);
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'reports RADIUS sign-ins via radius with the RADIUS client as server, whatever order the events come in, and filters on via', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const radius: TestChallenge = { ...challenge({ tenantId, userId, at: at(0) }), server: { name: 'vpn-gateway', ip: '192.0.2.10' }, via: 'radius' };
+    const overNats = challenge({ tenantId, userId, at: at(10) });
+    // The approval was decided by an auth-challenge instance, and is projected before the start.
+    const decidedHere = parsed(challengeApproved({ ...radius, server: { name: 'auth-challenge-1', ip: '10.0.0.5' } }, { occurredAt: later(radius, 20) }));
+    const [approval, start] = sequence<ChallengeEvent>([decidedHere, started(radius)]);
+    await projection.projectChallenges([approval!]);
+    await projection.projectChallenges([start!]);
+    await projection.projectChallenges(sequence<ChallengeEvent>([started(overNats), approved(overNats)]));
+
+    const items = await all({ tenantId });
+    const byId = new Map(items.map((i) => [i.challengeId, i]));
+    const r = byId.get(radius.challengeId)!;
+    assert.deepEqual([r.via, r.serverName, r.serverIp, r.result, r.clientIp], ['radius', 'vpn-gateway', '192.0.2.10', 'success', '203.0.113.7']);
+    assert.deepEqual([byId.get(overNats.challengeId)?.via, byId.get(overNats.challengeId)?.serverName], ['nats', 'mfa-1']);
+    const stored = await pool.query('SELECT via, server_name FROM signins WHERE tenant_id = $1 AND challenge_id = $2', [tenantId, radius.challengeId]);
+    assert.deepEqual(stored.rows, [{ via: 'radius', server_name: 'vpn-gateway' }]);
+
+    assert.deepEqual((await all({ tenantId, via: 'radius' })).map((i) => i.challengeId), [radius.challengeId]);
+    assert.deepEqual((await all({ tenantId, via: 'nats' })).map((i) => i.challengeId), [overNats.challengeId]);
+    await expectError({ tenantId, via: 'ldap' }, 'invalid_request');
   });
 
   itWith({ real: ['nats', 'postgres'] }, 'answers not_found for an unknown tenant', async () => {

@@ -186,6 +186,7 @@ export class PagesController {
     const filters = {
       ...(text(q.userId) ? { userId: text(q.userId) } : {}),
       ...(q.result === 'success' || q.result === 'failure' ? { result: q.result } : {}),
+      ...(q.via === 'nats' || q.via === 'radius' ? { via: q.via } : {}),
       ...(from ? { from } : {}),
       ...(to ? { to } : {}),
     };
@@ -198,7 +199,7 @@ export class PagesController {
 
   /** Every row the filters select (at most CSV_MAX_ROWS), as CSV, read page by page. */
   private async signinsCsv(p: Page, filters: Record<string, unknown>): Promise<void> {
-    const columns = ['occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId'] as const;
+    const columns = ['occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId', 'via'] as const;
     try {
       let cursor: string | undefined;
       let rows = 0;

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ContractError, invalidRequest, unavailable, type SigninResult } from '@mfa/contracts';
+import { ContractError, invalidRequest, unavailable, type SigninResult, type SigninVia } from '@mfa/contracts';
 import { isTransientDependencyError } from '@mfa/messaging';
 import type { DeliveryPatch, SigninPatch, TenantPatch } from '../domain/signin-projection.js';
 import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
@@ -13,6 +13,7 @@ interface SigninFilter {
   /** Exclusive. */
   to?: string | undefined;
   result?: SigninResult | undefined;
+  via?: SigninVia | undefined;
   after?: ReportPosition | undefined;
   /** Pending challenges that expired before this are reported; later ones are still in progress. */
   now: Date;
@@ -30,6 +31,7 @@ const CONTEXT_COLUMNS = [
   'auth_method',
   'server_name',
   'server_ip',
+  'via',
   'client_ip',
   'application',
   'request_id',
@@ -59,22 +61,22 @@ const UPSERT_SIGNINS = `
 INSERT INTO signins (
   tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
   auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, resends)
+  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, resends, via)
 SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
        CASE WHEN e.pseudonym IS NULL THEN i.display_name END,
        CASE WHEN e.pseudonym IS NULL THEN i.email END,
        CASE WHEN e.pseudonym IS NULL THEN i.phone_number END,
        i.device_token, i.auth_method, i.server_name, i.server_ip, i.client_ip, i.application, i.request_id,
        i.expires_at, i.context_seq, i.result, i.result_detail, i.completed_at, i.result_seq, i.failed_attempts,
-       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen, i.resends
+       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen, i.resends, i.via
   FROM unnest(
     $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
     $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[], $23::text[], $24::integer[],
-    $25::text[], $26::integer[])
+    $25::text[], $26::integer[], $27::text[])
     AS i(tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
          auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends)
+         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends, via)
   LEFT JOIN erased_users e
     ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
@@ -123,6 +125,7 @@ interface SigninRecord {
   auth_method: string | null;
   server_name: string | null;
   server_ip: string | null;
+  via: SigninVia;
   client_ip: string | null;
   application: string | null;
   result: SigninResult | null;
@@ -169,6 +172,7 @@ export class SigninsRepository {
         'userGen',
         'pseudonym',
         'resends',
+        'via',
       ]),
     );
   }
@@ -204,6 +208,7 @@ export class SigninsRepository {
     if (filter.from !== undefined) where.push(`s.occurred_at >= ${param(filter.from)}::timestamptz`);
     if (filter.to !== undefined) where.push(`s.occurred_at < ${param(filter.to)}::timestamptz`);
     if (filter.result !== undefined) where.push(`COALESCE(s.result, 'failure') = ${param(filter.result)}`);
+    if (filter.via !== undefined) where.push(`s.via = ${param(filter.via)}`);
     if (filter.after !== undefined) {
       where.push(
         `(s.occurred_at, s.challenge_id) < (${param(filter.after.occurredAt)}::timestamptz, ${param(filter.after.challengeId)}::text)`,
@@ -213,7 +218,7 @@ export class SigninsRepository {
       SELECT s.challenge_id, s.occurred_at,
              to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
              s.user_id, s.display_name, s.email, s.phone_number, s.pii, s.user_gen, s.device_token, s.auth_method,
-             s.server_name, s.server_ip, s.client_ip, s.application, s.result, s.result_detail, s.resends,
+             s.server_name, s.server_ip, s.via, s.client_ip, s.application, s.result, s.result_detail, s.resends,
              d.status AS delivery_status, d.provider AS delivery_provider, d.error AS delivery_error
         FROM signins s
         LEFT JOIN deliveries d ON d.tenant_id = s.tenant_id AND d.challenge_id = s.challenge_id
@@ -234,6 +239,7 @@ export class SigninsRepository {
       authMethod: r.auth_method,
       serverName: r.server_name,
       serverIp: r.server_ip,
+      via: r.via,
       clientIp: r.client_ip,
       application: r.application,
       result: r.result,

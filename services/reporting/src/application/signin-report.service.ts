@@ -33,6 +33,7 @@ export class SigninReportService {
       from: request.from,
       to: request.to,
       result: request.result,
+      via: request.via,
       after,
       now: new Date(now.getTime() - OUTCOME_GRACE_MS),
       // One more than asked: tells whether a next page may exist without counting.

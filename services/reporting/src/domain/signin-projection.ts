@@ -95,6 +95,7 @@ function contextOf(event: StartEvent, differing: Pick<Context, 'authMethod' | 'e
     deviceToken: null,
     serverName: d.server.name,
     serverIp: d.server.ip,
+    via: d.via ?? 'nats',
     clientIp: d.clientIp ?? null,
     application: d.application ?? null,
     requestId: d.requestId ?? null,
@@ -171,6 +172,8 @@ function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
     authMethod: 'method' in event.data ? event.data.method : null,
     serverName: event.data.server.name,
     serverIp: event.data.server.ip,
+    // Outcome events do not say; the start's context replaces it.
+    via: 'nats',
     clientIp: null,
     application: null,
     requestId: null,

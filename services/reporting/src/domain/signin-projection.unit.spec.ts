@@ -57,6 +57,7 @@ describe('sign-in projection', () => {
       authMethod: 'sms',
       serverName: data.server.name,
       serverIp: data.server.ip,
+      via: 'nats',
       clientIp: data.clientIp,
       application: data.application,
       requestId: data.requestId,
@@ -125,6 +126,34 @@ describe('sign-in projection', () => {
     assert.equal(patch.authMethod, 'sms');
     assert.equal(patch.displayName, null);
     assert.equal(patch.result, 'success');
+  });
+
+  it('given a RADIUS start (v1 or v2, registration required, bypassed), then the row says radius with the RADIUS client as its server, whatever the outcome carries', () => {
+    const radius = { name: 'vpn-gateway', ip: '192.0.2.10' };
+    const c = testChallenge(helga, { server: radius, via: 'radius' });
+    // The verify was decided by an auth-challenge instance: its outcome names that instance.
+    const approvedHere = challengeApproved({ ...c, server: { name: 'auth-challenge-1', ip: '10.0.0.5' } });
+    for (const items of [seqd<ChallengeEvent>(challengeStarted(c), approvedHere), seqd<ChallengeEvent>(approvedHere, challengeStartedV2(c, 'd1.1.iv.ct.tag'))]) {
+      const patch = only(foldChallengeEvents(items));
+      assert.deepEqual([patch.via, patch.serverName, patch.serverIp, patch.result], ['radius', 'vpn-gateway', '192.0.2.10', 'success']);
+    }
+    // Until its start is projected, a row is taken for one over NATS.
+    assert.equal(only(foldChallengeEvents(seqd<ChallengeEvent>(approvedHere))).via, 'nats');
+    const required = challengeRegistrationRequired(c, { data: { method: null, reason: 'method_disabled' } });
+    assert.equal(only(foldChallengeEvents(seqd<ChallengeEvent>(required))).via, 'radius');
+    const { id, tenantId: t, aggregateId, occurredAt, metadata } = challengeStartedV2(c);
+    const bypassed: ChallengeEvent = {
+      id,
+      tenantId: t,
+      aggregateId,
+      occurredAt,
+      metadata,
+      type: 'ChallengeBypassed',
+      version: 1,
+      data: { challengeId: c.challengeId, userId: c.userId, server: radius, via: 'radius', clientIp: '198.51.100.4', reason: 'trusted_ip' },
+    };
+    const bypass = only(foldChallengeEvents(seqd(bypassed)));
+    assert.deepEqual([bypass.via, bypass.serverName, bypass.result, bypass.resultDetail], ['radius', 'vpn-gateway', 'success', ResultDetail.trustedIp]);
   });
 
   it('given wrong codes then exhaustion, then failed attempts is the highest seen and the detail says why', () => {

@@ -14,12 +14,12 @@ import { keysetCursors } from './keyset-cursor.js';
 
 /**
  * What a report row tells of one sign-in besides its time and outcome: who, by which method,
- * through which server, from where. The projection stores these fields and the reply item
+ * through which server (and which front: NATS or RADIUS), from where. The projection stores these fields and the reply item
  * carries them as they are.
  */
 export type SigninDetails = Pick<
   SigninItem,
-  'userId' | 'displayName' | 'email' | 'phoneNumber' | 'deviceToken' | 'authMethod' | 'serverName' | 'serverIp' | 'clientIp' | 'application'
+  'userId' | 'displayName' | 'email' | 'phoneNumber' | 'deviceToken' | 'authMethod' | 'serverName' | 'serverIp' | 'clientIp' | 'application' | 'via'
 >;
 
 /** A report row as read from the store, before it is turned into a reply item. */
@@ -83,6 +83,7 @@ export function toSigninItem(row: SigninRow): SigninItem {
     serverIp: row.serverIp,
     clientIp: row.clientIp,
     application: row.application,
+    via: row.via,
     ...(row.deliveryStatus ? { delivery: { status: row.deliveryStatus, provider: row.deliveryProvider ?? null, error: row.deliveryError ?? null } } : {}),
     ...(row.resends ? { resends: row.resends } : {}),
   };

@@ -16,6 +16,7 @@ const context = {
   authMethod: signin.method,
   serverName: signin.server.name,
   serverIp: signin.server.ip,
+  via: signin.via ?? ('nats' as const),
   clientIp: signin.clientIp ?? null,
   application: signin.application ?? null,
 };

@@ -17,7 +17,10 @@ import {
   type OathTokensActivateReply,
   type OathTokensListReply,
 } from '@mfa/contracts';
+import { createInterface } from 'node:readline/promises';
 import { Api, CliError } from './api.js';
+import { Attr, Code } from '@mfa/radius/packet';
+import { parseServer, radiusRequest, type RadiusAnswer, type RadiusTarget } from './radius.js';
 import { render, type Format } from './output.js';
 
 /**
@@ -491,6 +494,61 @@ challenges
   .command('resend <tenant> <challengeId>')
   .description('send a pending SMS challenge\'s code again (the same code); prints how many resends are left')
   .action((tenantId: string, challengeId: string) => withApi(async (api) => print(await api.call(Subjects.challengeResend, { tenantId, challengeId }))));
+
+// ---- radius ------------------------------------------------------------------------------------
+/**
+ * The RADIUS front from a terminal, as a VPN asks it (docs/radius.md): to check a deployment
+ * without radclient. The shared secret comes from the environment, never the command line.
+ */
+const radius = program.command('radius').description("ask the RADIUS front as a VPN does: a sign-in, or a Status-Server (the client's shared secret from --secret-env)");
+const radiusTarget = (server: string, o: { secretEnv: string; wait: string }): RadiusTarget => {
+  const secret = process.env[o.secretEnv];
+  if (!secret) throw new CliError(`set ${o.secretEnv} to the RADIUS client's shared secret (as in RADIUS_CLIENTS)`, 'invalid_request');
+  const { host, port } = parseServer(server);
+  return { host, port, secret: Buffer.from(secret, 'utf8'), timeoutMs: Math.max(1, Number(o.wait) || 30) * 1000 };
+};
+const describeAnswer = (a: RadiusAnswer) => `${a.code}${a.message ? `: ${a.message}` : ''} (${a.ms.toFixed(0)} ms)\n`;
+radius
+  .command('status <server>')
+  .description('a Status-Server (RFC 5997): Access-Accept when the front is up and the secret is right')
+  .option('--secret-env <name>', 'the environment variable holding the shared secret', 'RADIUS_SECRET')
+  .option('--wait <seconds>', 'how long to wait for the answer', '5')
+  .action(async (server: string, o: { secretEnv: string; wait: string }) => {
+    const answer = await radiusRequest(radiusTarget(server, o), { code: Code.StatusServer });
+    process.stdout.write(describeAnswer(answer));
+    if (answer.code !== 'Access-Accept') process.exitCode = 1;
+  });
+radius
+  .command('signin <server> <user>')
+  .description('an Access-Request for the user (server: host or host:port); answers each Access-Challenge with the code typed (or --code); exit 0 on Access-Accept')
+  .option('--secret-env <name>', 'the environment variable holding the shared secret', 'RADIUS_SECRET')
+  .option('--password <text>', "the first request's User-Password (otp mode: the code itself)")
+  .option('--code <digits>', 'the answer to an Access-Challenge, instead of asking for it')
+  .option('--calling-station <id>', 'Calling-Station-Id: the client\'s address as a VPN reports it, e.g. 203.0.113.7:51234')
+  .option('--nas-identifier <name>', 'NAS-Identifier: shown in the report as the application')
+  .option('--wait <seconds>', 'how long to wait for each answer (push and calls wait for the user)', '30')
+  .action(async (server: string, user: string, o: { secretEnv: string; password?: string; code?: string; callingStation?: string; nasIdentifier?: string; wait: string }) => {
+    const target = radiusTarget(server, o);
+    const attributes = [
+      ...(o.callingStation ? [{ type: Attr.CallingStationId, value: Buffer.from(o.callingStation, 'utf8') }] : []),
+      ...(o.nasIdentifier ? [{ type: Attr.NasIdentifier, value: Buffer.from(o.nasIdentifier, 'utf8') }] : []),
+    ];
+    let answer = await radiusRequest(target, { user, ...(o.password !== undefined ? { password: o.password } : {}), attributes });
+    process.stdout.write(describeAnswer(answer));
+    // An Access-Challenge asks again until the server accepts or rejects (a wrong code asks again).
+    for (let round = 0; answer.code === 'Access-Challenge' && round < 10; round++) {
+      let code = round === 0 ? o.code : undefined;
+      if (code === undefined) {
+        if (!process.stdin.isTTY && round > 0) break;
+        const rl = createInterface({ input: process.stdin, output: process.stderr });
+        code = (await rl.question('code: ')).trim();
+        rl.close();
+      }
+      answer = await radiusRequest(target, { user, password: code, ...(answer.state ? { state: answer.state } : {}), attributes });
+      process.stdout.write(describeAnswer(answer));
+    }
+    if (answer.code !== 'Access-Accept') process.exitCode = 1;
+  });
 
 // ---- fraud -------------------------------------------------------------------------------------
 const fraud = program.command('fraud').description('fraud alerts and per-IP lockout');

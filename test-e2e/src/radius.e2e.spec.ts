@@ -413,6 +413,26 @@ describe('end to end: the RADIUS front', () => {
     assert.equal(health.status, 200, 'still healthy');
   });
 
+  itWith({ real: wholeStack }, 'the mfa command: radius status and radius signin answer an Access-Challenge with --code; a wrong secret gets no answer', async () => {
+    const mfa = (args: string[], secret: string) =>
+      run(process.execPath, [join(repoRoot, 'cli', 'bin', 'mfa.js'), 'radius', ...args], { env: { ...process.env, RADIUS_SECRET: secret }, timeout: 30_000 }).then(
+        (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
+      );
+    const status = await mfa(['status', `127.0.0.1:${port}`], secrets.a);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /^Access-Accept \(\d+ ms\)/);
+    const wrong = await mfa(['status', `127.0.0.1:${port}`, '--wait', '2'], 'not-the-secret-of-vpn-a');
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /no answer .* within 2 s/);
+
+    const app = await totpUser(tenantA);
+    await firstAnswer([`User-Name = "${app.userId}"`], (a) => a!.code === 'Access-Challenge');
+    const signin = await mfa(['signin', `127.0.0.1:${port}`, app.userId, '--code', app.nextHere(), '--calling-station', '198.51.100.9:4444'], secrets.a);
+    assert.equal(signin.code, 0, `${signin.stdout}${signin.stderr}`);
+    assert.match(signin.stdout, /^Access-Challenge: Enter the code from your authenticator app or hardware token\. \(\d+ ms\)\nAccess-Accept \(\d+ ms\)\n$/);
+  });
+
   itWith({ real: wholeStack }, '200 concurrent TOTP sign-ins from one client: every one accepted, each answer within 1 s (a VPN times out at 3 s)', async () => {
     const users = await Promise.all(Array.from({ length: 200 }, () => totpUser(tenantA)));
     // Each socket has its own 256 Identifiers: 200 sign-ins from four source ports.

@@ -361,9 +361,9 @@ describe('end to end: the RADIUS front', () => {
     assert.notDeepEqual(fresh!.state, one!.state);
 
     const metrics = await (await fetch(`${front.url('radius')}/metrics`)).text();
-    for (const reason of ['no_message_authenticator', 'bad_message_authenticator', 'unknown_client']) assert.match(metrics, new RegExp(`radius_drops_total\\{[^}]*reason="${reason}"[^}]*\\} [1-9]`));
-    assert.match(metrics, /radius_retransmissions_total\{[^}]*\} [1-9]/);
-    assert.match(metrics, /radius_answers_total\{[^}]*answer="challenge"[^}]*\} [1-9]/);
+    for (const reason of ['no_message_authenticator', 'bad_message_authenticator', 'unknown_client']) assert.match(metrics, new RegExp(`mfa_radius_drops_total\\{[^}]*reason="${reason}"[^}]*\\} [1-9]`));
+    assert.match(metrics, /mfa_radius_retransmissions_total\{[^}]*\} [1-9]/);
+    assert.match(metrics, /mfa_radius_answers_total\{[^}]*answer="challenge"[^}]*\} [1-9]/);
   });
 
   itWith({ real: wholeStack }, 'crafted: broken packets are dropped and nothing crashes; a non-UTF-8 User-Name and a State from another user or client are rejected; a client acts for its own tenant only', async () => {

@@ -1,4 +1,4 @@
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { Label, TenantId } from '@mfa/contracts';
@@ -86,9 +86,14 @@ export function normalizeAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | unde
   }
 }
 
-/** The address as text, normalized as normalizeAddress does; a plain IPv4 address (the usual case) without parsing. */
+/**
+ * The address as text, normalized as normalizeAddress does, or undefined when it is none. Plain
+ * IPv4 (the usual case) is not parsed, and nothing that is not an address reaches ipaddr, whose
+ * refusal is an exception (costly on a path taken for every request).
+ */
 export function normalizedText(text: string): string | undefined {
   if (isIPv4(text)) return text;
+  if (!isIPv6(text)) return undefined;
   return normalizeAddress(text)?.toString();
 }
 

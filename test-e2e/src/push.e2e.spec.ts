@@ -183,6 +183,27 @@ describe('end to end: push to the authenticator app', () => {
     assert.equal(row.authMethod, 'push');
   });
 
+  itWith({ real: wholeStack }, 'number matching cannot be skipped: no number for a push that has one is a wrong number; a RADIUS push has none, says so, and takes no number', async () => {
+    const { tenantId, userId, device } = await enrolledUser();
+    const first = await startPush(tenantId, userId);
+    assert.equal(((await device.pending()).body.challenge as { numberMatch: boolean }).numberMatch, true);
+    assert.deepEqual((await device.answer(String(first.challengeId), 'approve')).body, { status: 'denied', reason: 'wrong_number' });
+    const radius = { serverName: 'vpn-1', serverIp: '192.0.2.10' };
+    const numberless = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', clientIp: '8.8.8.8', application: 'VPN', context: { radius } });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'a pending RADIUS push');
+    assert.equal(numberless.numberMatch, undefined, 'no number for a sign-in without a page');
+    assert.equal(((await device.pending()).body.challenge as { numberMatch: boolean }).numberMatch, false);
+    assert.deepEqual((await device.answer(String(numberless.challengeId), 'approve', '42')).body, { status: 'denied', reason: 'wrong_number' });
+    const second = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', context: { radius } });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'another RADIUS push');
+    assert.deepEqual((await device.answer(String(second.challengeId), 'approve')).body, { status: 'approved' });
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: second.challengeId })).status, 'approved');
+  });
+
   itWith({ real: wholeStack }, 'a wrong number denies, a denial is denied_by_user, a fraud report denies and blocks; Ed25519 devices too', async () => {
     const { tenantId, userId, device } = await enrolledUser('Ed25519');
     const first = await startPush(tenantId, userId);
@@ -234,7 +255,7 @@ describe('end to end: push to the authenticator app', () => {
     stranger.deviceId = `${device.deviceId.split('.')[0]}.${randomBytes(16).toString('base64url')}`;
     assert.deepEqual(await stranger.pending(), { status: 403, body: { error: { code: 'not_activated', message: 'Authentication request is not for an activated account' } } });
     // Bad bodies.
-    for (const body of [{ decision: 'approve', signature: 'x' }, { decision: 'maybe', signature: 'x' }, { decision: 'deny', number: '12', signature: 'x' }]) {
+    for (const body of [{ decision: 'maybe', signature: 'x' }, { decision: 'approve', number: '4', signature: 'x' }, { decision: 'deny', number: '12', signature: 'x' }]) {
       assert.equal((await device.request('POST', `/device/v1/challenges/${encodeURIComponent(String(start.challengeId))}/answer`, body)).status, 400, JSON.stringify(body));
     }
     const bad = await fetch(`${base}/device/v1/activate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"code": 1' });

@@ -18,8 +18,7 @@ import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { CORE_SERVICE_NAMES, FakeTwilio, repoRoot, startStack } from '@mfa/testing';
-import { createSocket } from 'node:dgram';
+import { CORE_SERVICE_NAMES, FakeTwilio, freeUdpPort, repoRoot, startStack } from '@mfa/testing';
 import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
@@ -345,14 +344,6 @@ if (kinds.some((k) => scenarios.has(k))) {
     await twilio.stop();
     if (ownDatabase) await dropDatabase(databaseUrl);
   }
-}
-
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
 }
 
 async function dropDatabase(url: string): Promise<void> {

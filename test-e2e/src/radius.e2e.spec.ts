@@ -1,6 +1,5 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
 import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +11,7 @@ import { base32Decode, base32Encode, hotp, totpStep } from '@mfa/crypto';
 import { Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { Attr, Code } from '@mfa/radius/packet';
-import { eventually, FakeTwilio, freePort, itWith, oathtoolTotp, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, freePort, freeUdpPort, itWith, oathtoolTotp, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 import { codeName, CraftedClient, radclient, type Answer } from './radius/client.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -21,14 +20,6 @@ const PLATFORM_KEY = `radius-e2e-platform-${randomBytes(16).toString('hex')}`;
 const run = promisify(execFile);
 const AUTHENTICATOR = join(repoRoot, 'authenticator', 'bin', 'mfa-authenticator.js');
 const randomPhone = () => `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
-
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
-}
 
 /**
  * The RADIUS front through the whole stack, with auth on: FreeRADIUS's radclient for every flow

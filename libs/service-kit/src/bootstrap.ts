@@ -35,6 +35,8 @@ export async function runService(options: {
   module: DynamicModule;
   config: Pick<BaseConfig, 'HTTP_HOST' | 'HTTP_PORT' | 'INSTANCE_NAME'> & Pick<KeyringConfig, 'keyring'>;
   log: Logger;
+  /** false for a front that serves no NATS subject (the RADIUS front): no transport is started. */
+  transport?: boolean;
 }): Promise<RunningService> {
   const { name, log, config } = options;
   startMetrics(name);
@@ -43,10 +45,12 @@ export async function runService(options: {
   const module: DynamicModule = { ...options.module, imports: [keyring, ...(options.module.imports ?? [])] };
   // rawBody: the device API checks signatures over the exact bytes a device sent.
   const app = await NestFactory.create(module, { logger: new NestJsonLogger(log), abortOnError: false, rawBody: true });
-  let transport: NatsTransport;
+  let transport: NatsTransport | undefined;
   try {
-    transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log });
-    app.connectMicroservice({ strategy: transport });
+    if (options.transport !== false) {
+      transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log });
+      app.connectMicroservice({ strategy: transport });
+    }
     // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
     // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
     await app.init();
@@ -65,7 +69,7 @@ export async function runService(options: {
   const stop = () =>
     (stopping ??= (async () => {
       log.info(`${name} stopping`);
-      await transport.close();
+      await transport?.close();
       await app.close();
       await flushTelemetry();
       await shutdownTelemetry();

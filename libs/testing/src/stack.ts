@@ -3,9 +3,19 @@ import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 
 /** A port that was free a moment ago (the OS picks it), so readiness never depends on log output. */
+/** A UDP port free on 127.0.0.1 now (the RADIUS front's, in tests and the benchmark). */
+export async function freeUdpPort(): Promise<number> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
+}
+
 export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -1,10 +1,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code } from '@mfa/radius/packet';
+import { parse } from 'yaml';
 import { repoRoot } from '@mfa/testing';
 import { cannotRun, ensureBaseImage, ensurePackages, ensureStandIns, startDaemon, type Daemon } from './compose/harness.js';
 import { DERIVATION_CHANGES, deriveCompose, type ComposePorts } from './compose/derive.js';
@@ -63,13 +64,37 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
     MFA_PLATFORM_API_KEY: platformKey,
     RADIUS_CLIENTS: JSON.stringify([{ cidr: '127.0.0.1/32', secret: radiusSecret, tenantId: 'compose-radius', name: 'compose-vpn' }]),
   });
-  const compose = (args: string[]) =>
+  const compose = (args: string[], timeoutMs?: number) =>
     execFileSync('/usr/bin/docker-compose', ['-p', PROJECT, '-f', file, '--project-directory', repoRoot, '--profile', 'app', ...args], {
       env: env(),
       encoding: 'utf8',
       maxBuffer: 256 * 1024 * 1024,
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(timeoutMs ? { timeout: timeoutMs, killSignal: 'SIGKILL' as const } : {}),
     });
+  /**
+   * The service images, one `compose build` each, under a time limit: BuildKit in docker.io 20.10
+   * was seen to hang for good while snapshotting a build's local context (its goroutines parked in
+   * localSourceHandler.Snapshot, no CPU used). Killing the client ends that build's session; the
+   * same build then goes through. A build that fails (rather than hangs) fails the test at once.
+   */
+  const buildImages = () => {
+    const derived = parse(readFileSync(file, 'utf8')) as { services: Record<string, { build?: unknown }> };
+    for (const service of Object.keys(derived.services).filter((name) => derived.services[name]!.build)) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          compose(['build', service], 600_000);
+          break;
+        } catch (error) {
+          const hung = (error as { signal?: string }).signal === 'SIGKILL';
+          if (!hung || attempt === 3) throw error;
+          process.stdout.write(`# build of ${service} hung for 10 minutes; killed, building it again (attempt ${attempt + 1})\n`);
+          // The killed client may leave a build child behind.
+          spawnSync('pkill', ['-9', '-f', `docker build .*--tag open-mfa/${service}:dev`]);
+        }
+      }
+    }
+  };
 
   before(async () => {
     await phase('packages', ensurePackages);
@@ -104,7 +129,8 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
 
   it('builds, starts healthy, signs in by SMS and TOTP with auth on, reports, and answers /health and /metrics', async () => {
     try {
-      await phase('up --build', () => compose(['up', '--build', '-d']));
+      await phase('build', buildImages);
+      await phase('up', () => compose(['up', '--no-build', '-d'], 600_000));
     } catch (error) {
       assert.fail(`compose up failed: ${((error as { stderr?: string }).stderr ?? String(error)).slice(-4000)}`);
     }

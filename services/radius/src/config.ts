@@ -5,13 +5,13 @@ import { PasswordMode, RadiusClients } from './domain/clients.js';
 const RadiusEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3006),
   /** The UDP port RADIUS requests arrive on (RFC 2865: 1812). */
-  RADIUS_PORT: z.coerce.number().int().min(0).max(65535).default(1812),
+  RADIUS_PORT: unsetWhenEmpty(z.coerce.number().int().min(0).max(65535).default(1812)),
   /** The address to listen on: 127.0.0.1 unless the VPNs are elsewhere (0.0.0.0 or :: for every interface). */
-  RADIUS_BIND: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address such as 0.0.0.0' }).default('127.0.0.1'),
+  RADIUS_BIND: unsetWhenEmpty(z.union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address such as 0.0.0.0' }).default('127.0.0.1')),
   /** Who may ask: a JSON array of {cidr, secret (≥ 16 characters), tenantId, name?, apiKey?, passwordMode?}. */
   RADIUS_CLIENTS: RadiusClients,
   /** How long a push or a call is waited for before the answer is Access-Reject. */
-  RADIUS_WAIT_SECONDS: z.coerce.number().int().min(1).max(120).default(25),
+  RADIUS_WAIT_SECONDS: unsetWhenEmpty(z.coerce.number().int().min(1).max(120).default(25)),
   /** challenge: the code answers an Access-Challenge; otp: the first request's password is the code. */
   RADIUS_PASSWORD_MODE: unsetWhenEmpty(PasswordMode.default('challenge')),
 });

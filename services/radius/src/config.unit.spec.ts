@@ -10,6 +10,11 @@ describe('radius configuration', () => {
     assert.deepEqual([config.RADIUS_CLIENTS, config.RADIUS_BIND, config.RADIUS_PORT, config.RADIUS_PASSWORD_MODE, config.RADIUS_WAIT_SECONDS, config.HTTP_PORT], [[], '127.0.0.1', 1812, 'challenge', 25, 3006]);
   });
 
+  it('takes empty variables (docker-compose passes ${VAR:-}) as unset', () => {
+    const config = loadRadiusConfig({ RADIUS_CLIENTS: '', RADIUS_WAIT_SECONDS: '', RADIUS_PASSWORD_MODE: '', RADIUS_PORT: '', RADIUS_BIND: '' });
+    assert.deepEqual([config.RADIUS_CLIENTS, config.RADIUS_WAIT_SECONDS, config.RADIUS_PASSWORD_MODE, config.RADIUS_PORT, config.RADIUS_BIND], [[], 25, 'challenge', 1812, '127.0.0.1']);
+  });
+
   it('reads the clients, IPv6 binds and otp mode', () => {
     const config = loadRadiusConfig({
       RADIUS_CLIENTS: JSON.stringify([{ cidr: '2001:db8::/48', secret, tenantId: 'contoso', name: 'vpn', passwordMode: 'otp' }]),

@@ -2,7 +2,7 @@ import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBoots
 import type { Redis } from 'ioredis';
 import type { Keyring } from '@mfa/crypto';
 import type { NatsClients } from '@mfa/messaging';
-import { HEALTH_CHECKS, KEYRING, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { HEALTH_CHECKS, KEYRING, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeApi } from './adapters/challenge-api.js';
 import { StateStore } from './adapters/state-store.js';
@@ -21,14 +21,14 @@ class ListenerLifecycle implements OnApplicationBootstrap, OnApplicationShutdown
   constructor(
     @Inject(RadiusListener) private readonly listener: RadiusListener,
     @Inject(DuplicateCache) private readonly cache: DuplicateCache,
-    @Inject('RADIUS_LOG') private readonly log: Logger,
-    @Inject('RADIUS_CLIENT_COUNT') private readonly clients: number,
+    @Inject(LOGGER) private readonly log: Logger,
+    @Inject(ClientDirectory) private readonly clients: ClientDirectory,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     const bound = await this.listener.start();
-    if (this.clients === 0) this.log.warn('no RADIUS_CLIENTS: the RADIUS port is open but every datagram is dropped');
-    this.log.info('radius listening', { ...bound, clients: this.clients });
+    if (this.clients.size === 0) this.log.warn('no RADIUS_CLIENTS: the RADIUS port is open but every datagram is dropped');
+    this.log.info('radius listening', { ...bound, clients: this.clients.size });
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -55,8 +55,7 @@ export class AppModule {
       ],
       controllers: [OpsController],
       providers: [
-        { provide: 'RADIUS_LOG', useValue: log },
-        { provide: 'RADIUS_CLIENT_COUNT', useValue: clients.size },
+        { provide: ClientDirectory, useValue: clients },
         { provide: DuplicateCache, useFactory: () => new DuplicateCache() },
         {
           provide: RadiusService,

@@ -247,7 +247,7 @@ export class ChallengeService {
     const code = !noSms && (req.method === undefined || req.method === 'sms') ? this.codes.smsCode() : undefined;
     // Likewise the number of a push: Redis keeps its keyed hash; the IdP's sign-in page shows it.
     // A RADIUS sign-in has no page to show it on: its push is approved or denied without one.
-    const number = (req.method === undefined || req.method === 'push') && !req.context?.radius ? this.codes.numberMatch() : undefined;
+    const number = (req.method === undefined || req.method === 'push') && !radius ? this.codes.numberMatch() : undefined;
     const expiresAt = new Date(now.getTime() + settings.codeLifetimeSeconds * 1000);
     const context: StartDecisionContext = {
       k: 'start',

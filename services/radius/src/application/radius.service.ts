@@ -111,7 +111,7 @@ export class RadiusService {
     if (answer.sessionTimeout) {
       const value = Buffer.alloc(4);
       value.writeUInt32BE(answer.sessionTimeout);
-      attributes.push({ type: SESSION_TIMEOUT, value });
+      attributes.push({ type: Attr.SessionTimeout, value });
     }
     // RFC 2865 §5.33: every Proxy-State of the request, in order, unmodified.
     for (const value of attributesOf(request, Attr.ProxyState)) attributes.push({ type: Attr.ProxyState, value });
@@ -264,8 +264,6 @@ export class RadiusService {
     return undefined;
   }
 }
-
-const SESSION_TIMEOUT = 27;
 
 function reject(message: string): Answer {
   return { code: Code.AccessReject, message };

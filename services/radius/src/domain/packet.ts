@@ -26,6 +26,7 @@ export const Attr = {
   ChapPassword: 3,
   NasIpAddress: 4,
   NasPort: 5,
+  SessionTimeout: 27,
   ReplyMessage: 18,
   State: 24,
   VendorSpecific: 26,

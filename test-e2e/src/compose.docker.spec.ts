@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,28 +73,56 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
       ...(timeoutMs ? { timeout: timeoutMs, killSignal: 'SIGKILL' as const } : {}),
     });
   /**
-   * The service images, one `compose build` each, under a time limit: BuildKit in docker.io 20.10
+   * One `compose build`, killed when it prints nothing for `idleMs`: BuildKit in docker.io 20.10
    * was seen to hang for good while snapshotting a build's local context (its goroutines parked in
-   * localSourceHandler.Snapshot, no CPU used), and a hung build keeps the lock that every later
-   * build of the daemon then waits for. So a build that hangs is killed, the daemon restarted (its
-   * data root, the image cache, stays), and the build run again. A build that fails (rather than
-   * hangs) fails the test at once.
+   * localSourceHandler.Snapshot, no CPU used). Every step of a healthy build prints within a minute.
+   */
+  const composeBuild = (service: string, idleMs: number) =>
+    new Promise<'built' | 'hung'>((resolve, reject) => {
+      const child = spawn('/usr/bin/docker-compose', ['-p', PROJECT, '-f', file, '--project-directory', repoRoot, '--profile', 'app', 'build', service], {
+        env: env(),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      let hung = false;
+      let timer = setTimeout(() => undefined, 0);
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          hung = true;
+          child.kill('SIGKILL');
+        }, idleMs);
+      };
+      const take = (chunk: Buffer) => {
+        output = (output + chunk.toString('utf8')).slice(-8000);
+        arm();
+      };
+      child.stdout.on('data', take);
+      child.stderr.on('data', take);
+      child.on('error', reject);
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        if (hung) resolve('hung');
+        else if (code === 0) resolve('built');
+        else reject(Object.assign(new Error(`compose build ${service} exited ${code}`), { stderr: output }));
+      });
+      arm();
+    });
+  /**
+   * The service images, one `compose build` each. A hung build keeps the lock that every later
+   * build of the daemon then waits for, so it is killed, the daemon restarted (its data root, the
+   * image cache, stays), and the build run again. A build that fails (rather than hangs) fails the
+   * test at once.
    */
   const buildImages = async () => {
     const derived = parse(readFileSync(file, 'utf8')) as { services: Record<string, { build?: unknown }> };
     for (const service of Object.keys(derived.services).filter((name) => derived.services[name]!.build)) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          compose(['build', service], 300_000);
-          break;
-        } catch (error) {
-          const hung = (error as { signal?: string }).signal === 'SIGKILL';
-          if (!hung || attempt === 3) throw error;
-          process.stdout.write(`# build of ${service} hung for 5 minutes; killed, daemon restarted, building it again (attempt ${attempt + 1})\n`);
-          spawnSync('pkill', ['-9', '-f', `docker build .*--tag open-mfa/${service}:dev`]);
-          await daemon!.stop();
-          daemon = await startDaemon();
-        }
+      for (let attempt = 1; (await composeBuild(service, 120_000)) === 'hung'; attempt++) {
+        if (attempt === 3) throw new Error(`the build of ${service} hung three times`);
+        process.stdout.write(`# build of ${service} printed nothing for 2 minutes; killed, daemon restarted, building it again (attempt ${attempt + 1})\n`);
+        spawnSync('pkill', ['-9', '-f', `docker build .*--tag open-mfa/${service}:dev`]);
+        await daemon!.stop();
+        daemon = await startDaemon();
       }
     }
   };

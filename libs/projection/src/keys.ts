@@ -140,6 +140,12 @@ export const HASH_SLOTS = 16_384;
 export function hashSlotOf(tag: string): number {
   return calculateSlot(tag);
 }
+
+/** The hash slot of a whole key (its `{tag}` when it has one), as Redis Cluster routes it. */
+export function keySlotOf(key: string): number {
+  return calculateSlot(key);
+}
+
 let slotTags: string[] | undefined;
 
 /**

@@ -16,6 +16,13 @@ export const RedisConfig = z.object({
   REDIS_SENTINEL_NAME: z.preprocess(unset, z.string().min(1).default('mymaster')),
   REDIS_PASSWORD: z.preprocess(unset, z.string().optional()),
   REDIS_SENTINEL_PASSWORD: z.preprocess(unset, z.string().optional()),
+  /**
+   * Replicas that must hold a decision (an accepted code) before it is answered: WAIT in the same
+   * round trip (replicated-writes.ts). Default: 1 in cluster and sentinel modes, 0 standalone.
+   */
+  REDIS_WAIT_REPLICAS: z.preprocess(unset, z.coerce.number().int().min(0).max(5).optional()),
+  /** How long a decision waits for them at most (ms). */
+  REDIS_WAIT_MS: z.preprocess(unset, z.coerce.number().int().min(1).max(1000).default(100)),
 });
 export type RedisConfig = z.infer<typeof RedisConfig>;
 
@@ -84,6 +91,11 @@ export function redisConnectionOf(config: RedisConfig): { connection?: RedisConn
       };
     }
   }
+}
+
+/** REDIS_WAIT_REPLICAS and REDIS_WAIT_MS, with the mode's default. */
+export function replicatedWritesOf(config: RedisConfig): { replicas: number; timeoutMs: number } {
+  return { replicas: config.REDIS_WAIT_REPLICAS ?? (config.REDIS_MODE === 'standalone' ? 0 : 1), timeoutMs: config.REDIS_WAIT_MS };
 }
 
 /** What the configuration's Redis variables name, for a log line (no password). */

@@ -5,6 +5,7 @@ import type { Logger } from '@mfa/telemetry';
 import { ConfigError } from './config.js';
 import type { HealthCheck } from './health.js';
 import { describeRedis, type RedisConnection } from './redis-connection.js';
+import { ReplicatedWrites, type ReplicatedWritesOptions } from './replicated-writes.js';
 import { REDIS } from './tokens.js';
 
 interface RedisModuleOptions {
@@ -15,6 +16,8 @@ interface RedisModuleOptions {
   log: Logger;
   /** How long a cluster or sentinel set-up may take to answer at boot; default 30 s. */
   readyTimeoutMs?: number;
+  /** REDIS_WAIT_REPLICAS and REDIS_WAIT_MS (replicatedWritesOf); none: decisions do not wait. */
+  wait?: ReplicatedWritesOptions;
 }
 
 /**
@@ -147,8 +150,12 @@ export class RedisHealth implements HealthCheck {
 /** Closes the connection after the transport stopped taking requests and events. */
 @Injectable()
 class RedisLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(REDIS) private readonly redis: RedisClient) {}
+  constructor(
+    @Inject(REDIS) private readonly redis: RedisClient,
+    private readonly writes: ReplicatedWrites,
+  ) {}
   async onApplicationShutdown(): Promise<void> {
+    await this.writes.stop();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 }
@@ -170,10 +177,22 @@ export class RedisModule {
             return redis;
           },
         },
+        {
+          provide: ReplicatedWrites,
+          useFactory: async (redis: RedisClient) => {
+            const wait = options.wait ?? { replicas: 0, timeoutMs: 100 };
+            if (wait.replicas === 0) return new ReplicatedWrites(redis, wait, options.log, false);
+            // A connection of its own: WAIT blocks the connection it is sent on.
+            const own = createRedis({ ...options, connectionName: `${options.connectionName}-decisions` });
+            await whenReady(own, options.connection, options.readyTimeoutMs ?? 30_000);
+            return new ReplicatedWrites(own, wait, options.log, true);
+          },
+          inject: [REDIS],
+        },
         RedisHealth,
         RedisLifecycle,
       ],
-      exports: [REDIS, RedisHealth],
+      exports: [REDIS, RedisHealth, ReplicatedWrites],
     };
   }
 }

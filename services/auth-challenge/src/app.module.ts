@@ -2,7 +2,7 @@ import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutd
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, AuthModule, serverIp } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
 import type { RedisClient } from '@mfa/projection';
 import { DeviceApiController } from './api/device-api.controller.js';
 import { DeviceApiService } from './application/device-api.service.js';
@@ -49,7 +49,7 @@ export class AppModule {
           streams: [Streams.userSettings, Streams.challenges, Streams.fraud, Streams.throttles, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
-        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'auth-challenge', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'auth-challenge', log, wait: replicatedWritesOf(config) }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, ChallengeController, DeviceApiController],

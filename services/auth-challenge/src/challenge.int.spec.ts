@@ -20,10 +20,11 @@ import {
   unwrapDataKey,
   userTag,
 } from '@mfa/crypto';
-import { openPersonalData, UserDataKeys } from '@mfa/service-kit';
+import { openPersonalData, ReplicatedWrites, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { hashSlotOf, parseChallengeId, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
 import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
+import { createLogger } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
@@ -464,7 +465,7 @@ describe('auth-challenge against real NATS and Redis', () => {
   });
 
   itWith({ real: ['redis'] }, 'the TOTP outcome script checks again what may have changed since the tokens were read', async () => {
-    const store = new ChallengeStore(redis);
+    const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
     const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
     const user = uniqueUser();
     const tag = userTag(keyring, tenant, user);

@@ -8,6 +8,8 @@ import { EventSubjects, Streams, Subjects, type EventOf } from '@mfa/contracts';
 import { hashCode, loadKeyring, userTag } from '@mfa/crypto';
 import { eventIdOf, requestJson } from '@mfa/messaging';
 import { hashSlotOf, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
+import { ReplicatedWrites } from '@mfa/service-kit';
+import { createLogger } from '@mfa/telemetry';
 import { itWith, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { ChallengeStore, type LockoutPolicy } from './adapters/challenge.store.js';
 import { boot } from './boot.js';
@@ -31,7 +33,7 @@ describe('challenge.resend against real Redis (and NATS)', () => {
 
   before(async () => {
     redis = new Redis(testEnv.redisUrl);
-    store = new ChallengeStore(redis);
+    store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
     writer = new UserProjectionWriter(redis, keyring);
     // Users are seeded straight into Redis: the projection of every slot is complete.
     await writer.markComplete();

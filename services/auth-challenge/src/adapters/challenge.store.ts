@@ -1,8 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { Redis, ReplyError } from 'ioredis';
+import { ReplyError } from 'ioredis';
 import { unavailable } from '@mfa/contracts';
-import { RedisKeys, slotMarkerKey, slotOutboxKey } from '@mfa/projection';
-import { REDIS } from '@mfa/service-kit';
+import { RedisKeys, slotMarkerKey, slotOutboxKey, type RedisClient } from '@mfa/projection';
+import { REDIS, ReplicatedWrites } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
 import type { CodeCheck, ResendVerdict, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
@@ -145,18 +145,27 @@ export class ChallengeStore {
   private readonly verify: ScriptFn;
   private readonly verifyTotp: ScriptFn;
 
-  constructor(@Inject(REDIS) private readonly redis: Redis) {
+  constructor(
+    @Inject(REDIS) private readonly redis: RedisClient,
+    /** The scripts that accept codes: answered once a replica holds them (REDIS_WAIT_REPLICAS). */
+    private readonly decisions: ReplicatedWrites,
+  ) {
     redis.defineCommand('mfaChallengeStart', { numberOfKeys: 16, lua: START_SCRIPT });
-    redis.defineCommand('mfaChallengePushAnswer', { numberOfKeys: 11, lua: PUSH_ANSWER_SCRIPT });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
-    redis.defineCommand('mfaChallengeVerify', { numberOfKeys: 8, lua: VERIFY_SCRIPT });
-    redis.defineCommand('mfaChallengeVerifyTotp', { numberOfKeys: 8, lua: VERIFY_TOTP_SCRIPT });
-    redis.defineCommand('mfaChallengeVoiceOutcome', { numberOfKeys: 8, lua: VOICE_OUTCOME_SCRIPT });
     redis.defineCommand('mfaChallengeResend', { numberOfKeys: 6, lua: RESEND_SCRIPT });
-    const r = redis as unknown as { mfaChallengeStart: ScriptFn; mfaChallengeVerify: ScriptFn; mfaChallengeVerifyTotp: ScriptFn };
+    for (const [name, numberOfKeys, lua] of [
+      ['mfaChallengePushAnswer', 11, PUSH_ANSWER_SCRIPT],
+      ['mfaChallengeVerify', 8, VERIFY_SCRIPT],
+      ['mfaChallengeVerifyTotp', 8, VERIFY_TOTP_SCRIPT],
+      ['mfaChallengeVoiceOutcome', 8, VOICE_OUTCOME_SCRIPT],
+    ] as const) {
+      redis.defineCommand(name, { numberOfKeys, lua });
+      decisions.define(name, { numberOfKeys, lua });
+    }
+    const r = redis as unknown as { mfaChallengeStart: ScriptFn };
     this.start = r.mfaChallengeStart.bind(redis);
-    this.verify = r.mfaChallengeVerify.bind(redis);
-    this.verifyTotp = r.mfaChallengeVerifyTotp.bind(redis);
+    this.verify = (...args) => decisions.run('mfaChallengeVerify', args);
+    this.verifyTotp = (...args) => decisions.run('mfaChallengeVerifyTotp', args);
   }
 
   async startChallenge(input: StartInput): Promise<StartVerdict> {
@@ -224,7 +233,7 @@ export class ChallengeStore {
 
   /** The answer of a voice challenge's call (dispatch): approved, or a wrong PIN counted like a wrong code. */
   async recordVoiceOutcome(input: VerifyInput & { approved: boolean }): Promise<VerifyVerdict> {
-    const script = (this.redis as unknown as { mfaChallengeVoiceOutcome: ScriptFn }).mfaChallengeVoiceOutcome.bind(this.redis);
+    const script: ScriptFn = (...args) => this.decisions.run('mfaChallengeVoiceOutcome', args);
     const raw = await reach('voice_outcome', () => script(...this.verifyKeys(input), ...this.verifyArgs(input), input.approved ? '1' : '0'));
     return parseVerifyVerdict(raw);
   }
@@ -235,7 +244,7 @@ export class ChallengeStore {
    * (`numberHash` undefined). The device's signatures are checked before.
    */
   async recordPushAnswer(input: VerifyInput & { numberHash: Buffer | 'none' | undefined; fatigueWindowSeconds: number; deviceNonce: string }): Promise<VerifyVerdict> {
-    const script = (this.redis as unknown as { mfaChallengePushAnswer: ScriptFn }).mfaChallengePushAnswer.bind(this.redis);
+    const script: ScriptFn = (...args) => this.decisions.run('mfaChallengePushAnswer', args);
     const raw = await reach('push_answer', () =>
       script(
         ...this.verifyKeys(input),

@@ -23,7 +23,8 @@ export interface RedisClusterNode {
   role(): Promise<'master' | 'replica'>;
   /**
    * Kills the server by its process id (SIGKILL unless told otherwise: a crash) and waits for it to
-   * exit. Just before, it notes which hash slots the node served, for waitForFailover.
+   * exit. Just before, it asks the node which hash slots it serves (giving up after 0.5 s), for
+   * waitForFailover.
    */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /**

@@ -13,6 +13,30 @@ export interface NatsClients {
 export const natsServers = (url: string): string[] => url.split(',').map((s) => s.trim()).filter(Boolean);
 
 /**
+ * What is wrong with a `NATS_URL`, naming the entry (without any password it holds): each server
+ * is `nats://host:port`, `tls://host:port` or `host:port` (the port defaults to 4222).
+ */
+export function natsUrlProblems(url: string): string[] {
+  const servers = natsServers(url);
+  if (servers.length === 0) return ['NATS_URL: names no server'];
+  const problems: string[] = [];
+  for (const server of servers) {
+    const withScheme = /^[a-z]+:\/\//i.test(server) ? server : `nats://${server}`;
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(withScheme);
+    } catch {
+      // reported below
+    }
+    if (!parsed || !['nats:', 'tls:'].includes(parsed.protocol) || !parsed.hostname || (parsed.pathname !== '' && parsed.pathname !== '/')) {
+      const shown = server.replace(/\/\/[^@/]*@/, '//***@').slice(0, 100);
+      problems.push(`NATS_URL: ${JSON.stringify(shown)} is not nats://host:port, tls://host:port or host:port`);
+    }
+  }
+  return problems;
+}
+
+/**
  * Connects to NATS and JetStream with the service's credentials, TLS and inbox prefix. Reconnects
  * forever once connected; the first connect retries for `connectTimeoutMs` so services can start
  * before NATS is up (docker compose, CI).
@@ -48,5 +72,6 @@ export async function connectNats(options: {
       await new Promise((r) => setTimeout(r, 500));
     }
   }
-  throw new Error(`cannot connect to NATS at ${options.url}`, { cause: lastError });
+  // Name the variable and the servers (never a password a URL may hold).
+  throw new Error(`NATS_URL: cannot connect to any of ${natsServers(options.url).map((s) => s.replace(/\/\/[^@/]*@/, '//***@')).join(', ')}`, { cause: lastError });
 }

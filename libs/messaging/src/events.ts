@@ -140,8 +140,8 @@ interface StoredAggregate {
 }
 
 /**
- * Reads back all events of one aggregate subject, in order, with direct gets (next message for
- * the subject after a sequence): an aggregate holds a handful of events, and the server finds
+ * Reads back all events of one aggregate subject, in order, one get each from the stream leader
+ * (next message for the subject after a sequence): an aggregate holds a handful of events, and the server finds
  * the next one through its per-subject index. A message that is not an event this code knows
  * (unknown type, bad shape, not JSON) is logged as an error and skipped: it must not make the
  * aggregate unreadable and fail every later command on it.
@@ -157,7 +157,11 @@ export async function readAggregate(
   const events: StoredEvent[] = [];
   let lastSeq = afterSeq;
   for (;;) {
-    const msg = await jsm.direct.getMessage(stream, { seq: lastSeq + 1, next_by_subj: subject });
+    // From the stream leader (STREAM.MSG.GET), never a direct get: on a replicated stream
+    // (STREAM_REPLICAS > 1) any replica may answer a direct get, and one that lags would hide the
+    // events acknowledged just before (a register followed at once by an enroll). The server takes
+    // next_by_subj here too (nats-server 2.9); the client's type names only seq and last_by_subj.
+    const msg = await jsm.streams.getMessage(stream, { seq: lastSeq + 1, next_by_subj: subject } as unknown as { seq: number });
     if (!msg) break;
     lastSeq = msg.seq;
     let event: AnyEvent;

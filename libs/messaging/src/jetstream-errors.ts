@@ -14,6 +14,10 @@ export const JetStreamCodes = {
   ClusterNotLeader: 10009,
   /** JSStreamNameExistErr: a stream of that name exists (another instance created it first). */
   StreamNameExists: 10058,
+  /** JSInsufficientResourcesErr: the servers lack the resources (or the peers) the stream asks for. */
+  InsufficientResources: 10023,
+  /** JSStreamReplicasNotSupportedErr: replicas > 1 on a server that is not clustered. */
+  ReplicasNotSupported: 10074,
   /** JSStreamOfflineErr: the stream's replicas are not available. */
   StreamOffline: 10118,
 } as const;
@@ -36,6 +40,12 @@ export function isStreamOrConsumerNotFound(error: unknown): boolean {
 
 export function isNoMessageFound(error: unknown): boolean {
   return jetStreamApiCode(error) === JetStreamCodes.NoMessageFound;
+}
+
+/** A stream cannot have the replicas asked for: no cluster, too few peers, no resources. */
+export function isReplicasUnavailable(error: unknown): boolean {
+  const code = jetStreamApiCode(error);
+  return code === JetStreamCodes.ClusterNoPeers || code === JetStreamCodes.InsufficientResources || code === JetStreamCodes.ReplicasNotSupported;
 }
 
 export function isStreamNameInUse(error: unknown): boolean {

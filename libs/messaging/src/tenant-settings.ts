@@ -7,7 +7,7 @@ import { EventSubjects, parseEvent, Streams, type TenantSettings } from '@mfa/co
  * tenant that does not exist. For the services that need to know a tenant without owning it.
  */
 export async function tenantSettingsOf(jsm: JetStreamManager, tenantId: string): Promise<TenantSettings | undefined> {
-  const last = await jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) });
+  const last = await jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) });
   if (!last) return undefined;
   const event = parseEvent(last.json());
   if (event.type !== 'TenantCreated' && event.type !== 'TenantSettingsChanged') throw new Error(`unexpected ${event.type} on a tenant subject`);

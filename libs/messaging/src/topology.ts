@@ -8,12 +8,33 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import type { ConsumerDefinition, StreamDefinition } from '@mfa/contracts';
-import { isStreamNameInUse, isStreamOrConsumerNotFound } from './jetstream-errors.js';
+import { isReplicasUnavailable, isStreamNameInUse, isStreamOrConsumerNotFound } from './jetstream-errors.js';
 
 const nanos = (seconds: number) => seconds * 1_000_000_000;
 
 
-/** Creates the stream if missing, or brings its subjects and limits up to date. Idempotent. */
+/** The boot stops, naming the variable, when the cluster cannot give a stream its replicas. */
+function replicasError(stream: string, replicas: number, error: unknown): Error {
+  return new Error(`STREAM_REPLICAS=${replicas}: stream ${stream} cannot get ${replicas} replicas (JetStream servers in the cluster: fewer than that, or out of resources): ${(error as Error)?.message ?? String(error)}`, { cause: error });
+}
+
+/**
+ * Gives an existing stream (a service's own, or the one under a key-value or object store bucket:
+ * `KV_<bucket>`, `OBJ_<bucket>`) at least `replicas` replicas: a stream created before the
+ * operator raised STREAM_REPLICAS is scaled up in place (the servers copy its data); one with
+ * more replicas is left alone (lowering is an operator's decision).
+ */
+export async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
+  const info = await jsm.streams.info(stream);
+  if (info.config.num_replicas >= replicas) return;
+  try {
+    await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
+  } catch (error) {
+    throw replicasError(stream, replicas, error);
+  }
+}
+
+/** Creates the stream if missing, or brings its subjects, limits and replicas up to date. Idempotent. */
 export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition, replicas = 1): Promise<void> {
   const config: Partial<StreamConfig> & { name: string } = {
     name: def.name,
@@ -37,14 +58,17 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
       current.duplicate_window === config.duplicate_window &&
       current.max_msgs_per_subject === config.max_msgs_per_subject &&
       current.allow_direct === true;
-    if (!same) await jsm.streams.update(def.name, { ...current, ...config });
+    if (!same) await jsm.streams.update(def.name, { ...current, ...config, num_replicas: Math.max(current.num_replicas, replicas) });
+    if (current.num_replicas < replicas) await ensureReplicas(jsm, def.name, replicas);
   } catch (error) {
     if (!isStreamOrConsumerNotFound(error)) throw error;
     try {
       await jsm.streams.add(config);
     } catch (addError) {
       // Another instance created it between our info and add: fine.
-      if (!isStreamNameInUse(addError)) throw addError;
+      if (isStreamNameInUse(addError)) return;
+      if (replicas > 1 && isReplicasUnavailable(addError)) throw replicasError(def.name, replicas, addError);
+      throw addError;
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { userTag, type Keyring } from '@mfa/crypto';
 import { RedisKeys, UserFields } from './keys.js';
 
@@ -39,7 +39,7 @@ export interface UserListItem {
 
 export class UserIndex {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyring: Keyring,
   ) {
     redis.defineCommand('mfaReplaceUserTerms', { numberOfKeys: 2, lua: REPLACE_TERMS });

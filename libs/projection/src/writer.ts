@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { maskSecret, projectionUserKey, userTag, type Keyring } from '@mfa/crypto';
 import { HASH_SLOTS, RedisKeys, slotMarkerKey, UserFields } from './keys.js';
 import { UserIndex } from './user-index.js';
@@ -126,7 +126,7 @@ export class UserProjectionWriter {
   private readonly index: UserIndex;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyring: Keyring,
   ) {
     this.index = new UserIndex(redis, keyring);

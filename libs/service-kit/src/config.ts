@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { hostname, networkInterfaces } from 'node:os';
 import { loadKeyring, type Keyring } from '@mfa/crypto';
-import { readNatsSecurity } from '@mfa/messaging';
+import { natsUrlProblems, readNatsSecurity } from '@mfa/messaging';
+import { redisConnectionOf, type RedisConfig, type RedisConnection } from './redis-connection.js';
 
 /** Environment shared by every service; names are part of the contract (docs/operations.md, "Configuration"). */
 export const BaseConfig = z.object({
@@ -33,9 +34,11 @@ export const unsetWhenEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((
 export type NatsConfig = Pick<BaseConfig, 'NATS_URL'> &
   Partial<Pick<BaseConfig, 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS' | 'NATS_TLS_CA' | 'NATS_TLS_CERT' | 'NATS_TLS_KEY' | 'NATS_INBOX_PREFIX'>>;
 
-export const RedisConfig = z.object({ REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379') });
 export const DatabaseConfig = z.object({
+  /** The primary: the projection writers and migrations. */
   DATABASE_URL: z.string().min(1).default('postgres://postgres@127.0.0.1:5432/mfa'),
+  /** A streaming replica that report queries read from (docs/operations.md, "Scale-out"); unset: the primary. */
+  DATABASE_READ_URL: unsetWhenEmpty(z.string().min(1).optional()),
 });
 
 export class ConfigError extends Error {
@@ -52,8 +55,15 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
   // The NATS_* settings depend on each other and on files, so they are checked here rather than in
   // BaseConfig: a refined object schema could no longer be extended with a service's own defaults.
   // A schema without them (not built on BaseConfig) has stripped them and passes.
+  // The Redis variables likewise depend on REDIS_MODE.
   if (typeof parsed.data === 'object' && parsed.data !== null) {
-    const { problems } = readNatsSecurity(parsed.data as Record<string, string | undefined>);
+    const data = parsed.data as Record<string, string | undefined>;
+    const { problems } = readNatsSecurity(data);
+    if (typeof data.NATS_URL === 'string') problems.push(...natsUrlProblems(data.NATS_URL));
+    if (typeof data.REDIS_MODE === 'string') problems.push(...redisConnectionOf(data as unknown as RedisConfig).problems);
+    for (const name of ['DATABASE_URL', 'DATABASE_READ_URL'] as const) {
+      if (typeof data[name] === 'string' && !/^postgres(ql)?:\/\//.test(data[name])) problems.push(`${name}: must start with postgres:// or postgresql://`);
+    }
     if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   return parsed.data;
@@ -81,4 +91,11 @@ export function serverIp(): string {
     for (const i of list ?? []) if (i.family === 'IPv4' && !i.internal) return i.address;
   }
   return '127.0.0.1';
+}
+
+/** The Redis connection a validated configuration names (loadConfig has checked it). */
+export function redisConnectionFrom(config: RedisConfig): RedisConnection {
+  const { connection, problems } = redisConnectionOf(config);
+  if (!connection) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  return connection;
 }

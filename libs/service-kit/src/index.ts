@@ -4,6 +4,7 @@ export * from './health.js';
 export * from './nest-logger.js';
 export * from './messaging.module.js';
 export * from './redis.module.js';
+export * from './redis-connection.js';
 export * from './nats/context.js';
 export * from './nats/contract.pipe.js';
 export * from './nats/contract-error.filter.js';

@@ -1,35 +1,82 @@
 import { Global, Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
+import { ConfigError } from './config.js';
 import type { HealthCheck } from './health.js';
+import { describeRedis, type RedisConnection } from './redis-connection.js';
 import { REDIS } from './tokens.js';
 
-interface RedisOptions {
-  url: string;
+interface RedisModuleOptions {
+  /** REDIS_MODE and its variables, checked (redisConnectionOf). */
+  connection: RedisConnection;
   /** Shown by CLIENT LIST: which service holds the connection. */
   connectionName: string;
   log: Logger;
+  /** How long a cluster or sentinel set-up may take to answer at boot; default 30 s. */
+  readyTimeoutMs?: number;
 }
 
 /**
- * The Redis client of a service. Auto-pipelining sends the commands of one event-loop tick as one
- * write (ioredis: about +35 % throughput), which is what the hot path's one-script-per-request
- * relies on. A command fails after a few reconnect attempts instead of queueing for long: the
- * request answers `unavailable`, a consumer naks and retries.
+ * The Redis client of a service, in the mode REDIS_MODE names. Auto-pipelining sends the commands
+ * of one event-loop tick as one write (ioredis: about +35 % throughput; in cluster mode one write
+ * per node), which is what the hot path's one-script-per-request relies on. A command fails after
+ * a few reconnect attempts instead of queueing for long: the request answers `unavailable`, a
+ * consumer naks and retries.
  *
- * A command already written when the connection dropped is never sent again
+ * A command already written when the connection dropped is not sent again by the connection
  * (`autoResendUnfulfilledCommands: false`): Redis may have run it, and the state-changing scripts
  * (a verify counting an attempt, a start drawing a challenge) must not run twice for one request.
- * It fails instead, and the caller answers `unavailable`. Commands not yet written (the offline
- * queue) are sent once the connection is back.
+ * Commands not yet written (the offline queue) are sent once the connection is back.
+ *
+ * Cluster: the seeds of REDIS_NODES find the others (CLUSTER SLOTS); reads and writes go to the
+ * masters only (a replica may lag); a command that meets a failover (CLUSTERDOWN, TRYAGAIN, a
+ * closed connection) is tried again every 100 ms, and MOVED follows the promoted replica.
+ * Sentinel: the master's address comes from the sentinels, the connection checks ROLE on every
+ * connect (an old master that comes back is not written to) and drops at once when a sentinel
+ * announces +switch-master (failoverDetector).
  */
-function createRedis(options: RedisOptions): Redis {
-  const redis = new Redis(options.url, {
-    enableAutoPipelining: true,
+export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>): RedisClient {
+  const { connection } = options;
+  const common: RedisOptions = {
     connectionName: options.connectionName,
     maxRetriesPerRequest: 2,
     autoResendUnfulfilledCommands: false,
-  });
+    ...(connection.password ? { password: connection.password } : {}),
+  };
+  let redis: RedisClient;
+  switch (connection.mode) {
+    case 'standalone':
+      redis = new Redis(connection.url, { ...common, enableAutoPipelining: true });
+      break;
+    case 'cluster':
+      redis = new Cluster(connection.nodes, {
+        enableAutoPipelining: true,
+        scaleReads: 'master',
+        redisOptions: common,
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        retryDelayOnTryAgain: 100,
+        retryDelayOnMoved: 50,
+        slotsRefreshTimeout: 2_000,
+        slotsRefreshInterval: 2_000,
+        clusterRetryStrategy: (times) => Math.min(100 * times, 1_000),
+      });
+      break;
+    case 'sentinel':
+      redis = new Redis({
+        ...common,
+        enableAutoPipelining: true,
+        sentinels: connection.sentinels,
+        name: connection.name,
+        role: 'master',
+        failoverDetector: true,
+        ...(connection.sentinelPassword ? { sentinelPassword: connection.sentinelPassword } : {}),
+        sentinelRetryStrategy: (times) => Math.min(100 * times, 1_000),
+        retryStrategy: (times) => Math.min(50 * times, 500),
+      });
+      break;
+  }
   let lastLogged = 0;
   redis.on('error', (error: Error) => {
     // ioredis emits one error per reconnect attempt; one line every 10 s is enough.
@@ -37,7 +84,36 @@ function createRedis(options: RedisOptions): Redis {
     lastLogged = Date.now();
     options.log.warn('redis connection error', { error });
   });
+  if (connection.mode === 'sentinel') redis.on('+switch-master', () => options.log.warn('redis: the sentinels switched master; reconnecting'));
   return redis;
+}
+
+/**
+ * A cluster or a sentinel set-up must answer at boot: a service never starts half-configured on
+ * seeds or sentinels that are wrong. Standalone keeps its lazy connect (a service may start
+ * before Redis, as under compose; its commands wait in the offline queue).
+ */
+async function whenReady(redis: RedisClient, connection: RedisConnection, timeoutMs: number): Promise<void> {
+  if (connection.mode === 'standalone' || redis.status === 'ready') return;
+  const variable = connection.mode === 'cluster' ? 'REDIS_NODES' : 'REDIS_SENTINELS';
+  await new Promise<void>((resolve, reject) => {
+    let lastError: unknown;
+    const onError = (error: unknown) => (lastError = error);
+    const timer = setTimeout(() => {
+      redis.off('ready', onReady);
+      redis.off('error', onError);
+      redis.disconnect();
+      const cause = lastError instanceof Error ? `: ${lastError.message}` : '';
+      reject(new ConfigError(`${variable}: Redis (${describeRedis(connection)}) not ready within ${timeoutMs / 1000} s${cause}`, { cause: lastError }));
+    }, timeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      redis.off('error', onError);
+      resolve();
+    };
+    redis.once('ready', onReady);
+    redis.on('error', onError);
+  });
 }
 
 /**
@@ -51,14 +127,19 @@ const UNSAFE_EVICTION = /^allkeys-/;
 @Injectable()
 export class RedisHealth implements HealthCheck {
   readonly name = 'redis';
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+  constructor(@Inject(REDIS) private readonly redis: RedisClient) {}
   async check(): Promise<void> {
-    const answer = await this.redis.ping();
-    if (answer !== 'PONG') throw new Error(`unexpected PING answer ${answer}`);
-    // INFO rather than CONFIG GET: managed Redis services often disable CONFIG.
-    const policy = /^maxmemory_policy:(\S+)/m.exec(await this.redis.info('memory'))?.[1];
-    if (policy && UNSAFE_EVICTION.test(policy)) {
-      throw new Error(`maxmemory-policy ${policy} may evict projected users; use noeviction or a volatile-* policy`);
+    // In a cluster, every master: each holds a share of the users.
+    const nodes = this.redis instanceof Cluster ? this.redis.nodes('master') : [this.redis];
+    if (nodes.length === 0) throw new Error('no master known');
+    for (const node of nodes) {
+      const answer = await node.ping();
+      if (answer !== 'PONG') throw new Error(`unexpected PING answer ${answer}`);
+      // INFO rather than CONFIG GET: managed Redis services often disable CONFIG.
+      const policy = /^maxmemory_policy:(\S+)/m.exec(await node.info('memory'))?.[1];
+      if (policy && UNSAFE_EVICTION.test(policy)) {
+        throw new Error(`maxmemory-policy ${policy} may evict projected users; use noeviction or a volatile-* policy`);
+      }
     }
   }
 }
@@ -66,7 +147,7 @@ export class RedisHealth implements HealthCheck {
 /** Closes the connection after the transport stopped taking requests and events. */
 @Injectable()
 class RedisLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+  constructor(@Inject(REDIS) private readonly redis: RedisClient) {}
   async onApplicationShutdown(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
@@ -76,10 +157,22 @@ class RedisLifecycle implements OnApplicationShutdown {
 @Global()
 @Module({})
 export class RedisModule {
-  static forRoot(options: RedisOptions): DynamicModule {
+  static forRoot(options: RedisModuleOptions): DynamicModule {
     return {
       module: RedisModule,
-      providers: [{ provide: REDIS, useFactory: () => createRedis(options) }, RedisHealth, RedisLifecycle],
+      providers: [
+        {
+          provide: REDIS,
+          useFactory: async () => {
+            const redis = createRedis(options);
+            await whenReady(redis, options.connection, options.readyTimeoutMs ?? 30_000);
+            options.log.info('redis', { mode: options.connection.mode, at: describeRedis(options.connection) });
+            return redis;
+          },
+        },
+        RedisHealth,
+        RedisLifecycle,
+      ],
       exports: [REDIS, RedisHealth],
     };
   }

@@ -2,8 +2,8 @@ import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutd
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, AuthModule, serverIp } from '@mfa/service-kit';
-import type { Redis } from 'ioredis';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, AuthModule, serverIp } from '@mfa/service-kit';
+import type { RedisClient } from '@mfa/projection';
 import { DeviceApiController } from './api/device-api.controller.js';
 import { DeviceApiService } from './application/device-api.service.js';
 import type { Logger } from '@mfa/telemetry';
@@ -49,7 +49,7 @@ export class AppModule {
           streams: [Streams.userSettings, Streams.challenges, Streams.fraud, Streams.throttles, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
-        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'auth-challenge', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'auth-challenge', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, ChallengeController, DeviceApiController],
@@ -73,7 +73,7 @@ export class AppModule {
         ChallengeService,
         {
           provide: DeviceApiService,
-          useFactory: (redis: Redis, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, nats.nc, challenges),
+          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, nats.nc, challenges),
           inject: [REDIS, NATS, ChallengeService],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

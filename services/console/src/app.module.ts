@@ -1,7 +1,7 @@
 import { Module, type DynamicModule } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import type { NatsClients } from '@mfa/messaging';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { MfaApi } from './adapters/mfa-api.js';
 import { OidcProvider } from './adapters/oidc.js';
@@ -26,14 +26,14 @@ export class AppModule {
       imports: [
         // A client of the API: no streams of its own.
         MessagingModule.forRoot({ serviceName: 'console', nats: config, log, streams: [], replicas: 1 }),
-        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'console', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'console', log }),
       ],
       controllers: [OpsController, AuthController, PagesController],
       providers: [
         { provide: CONSOLE_CONFIG, useValue: runtime },
         { provide: LOGGER_TOKEN, useValue: log },
         { provide: VIEWS, useValue: new Views() },
-        { provide: SESSIONS, useFactory: (redis: Redis) => new Sessions(redis, config.CONSOLE_SESSION_IDLE_MINUTES * 60), inject: [REDIS] },
+        { provide: SESSIONS, useFactory: (redis: RedisClient) => new Sessions(redis, config.CONSOLE_SESSION_IDLE_MINUTES * 60), inject: [REDIS] },
         { provide: MFA_API, useFactory: (nats: NatsClients) => new MfaApi(nats.nc, config.auth.platformKey), inject: [NATS] },
         {
           provide: OIDC,

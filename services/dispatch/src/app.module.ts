@@ -40,8 +40,8 @@ class PushProvidersLifecycle implements OnApplicationShutdown {
 }
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
-import type { Redis } from 'ioredis';
-import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, UserDataKeys } from '@mfa/service-kit';
+import type { RedisClient } from '@mfa/projection';
+import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, redisConnectionFrom, UserDataKeys } from '@mfa/service-kit';
 import { PhoneThrottle } from './adapters/phone-throttle.js';
 import { SendGuard } from './adapters/send-guard.js';
 import type { Logger } from '@mfa/telemetry';
@@ -121,7 +121,7 @@ export class AppModule {
           streams: [Streams.challenges, Streams.dispatch, Streams.userKeys, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
-        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'dispatch', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'dispatch', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, SmsRequestsController, PushRequestsController, VoiceRequestsController, VoiceWebhooksController, SmsWebhooksController, VoiceRecordingsController, RecordingFetchController],
@@ -141,7 +141,7 @@ export class AppModule {
         PushProvidersLifecycle,
         {
           provide: PushDeliveryService,
-          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: Redis, nats: NatsClients, breakers: ProviderBreakers<PushNotification>) =>
+          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: RedisClient, nats: NatsClients, breakers: ProviderBreakers<PushNotification>) =>
             new PushDeliveryService({
               keyring: config.keyring,
               providers: pushProviders,
@@ -160,9 +160,9 @@ export class AppModule {
             }),
           inject: [EventPublisher, SendGuard, REDIS, NATS, PUSH_BREAKERS],
         },
-        { provide: ReceiptRoutes, useFactory: (redis: Redis) => new ReceiptRoutes(redis), inject: [REDIS] },
+        { provide: ReceiptRoutes, useFactory: (redis: RedisClient) => new ReceiptRoutes(redis), inject: [REDIS] },
         { provide: VOICE_WEBHOOK_BASE, useValue: voice.webhookBaseUrl },
-        { provide: PhoneThrottle, useFactory: (redis: Redis) => new PhoneThrottle(redis, config.keyring, {
+        { provide: PhoneThrottle, useFactory: (redis: RedisClient) => new PhoneThrottle(redis, config.keyring, {
               maxSends: config.PHONE_MAX_SENDS_PER_WINDOW,
               windowSeconds: config.PHONE_SEND_WINDOW_SECONDS,
               prefixMaxSends: config.PREFIX_MAX_SENDS_PER_WINDOW,
@@ -175,7 +175,7 @@ export class AppModule {
             new SmsReceiptsService({ authToken: config.TWILIO_AUTH_TOKEN, tenantOf: (id) => guard.tenantOf(id), routes, publisher, guard, log }),
           inject: [EventPublisher, SendGuard, ReceiptRoutes],
         },
-        { provide: RecordingStore, useFactory: (nats: NatsClients) => RecordingStore.open(nats.nc, config.STREAM_REPLICAS), inject: [NATS] },
+        { provide: RecordingStore, useFactory: (nats: NatsClients) => RecordingStore.open(nats, config.STREAM_REPLICAS), inject: [NATS] },
         {
           provide: VoiceRecordingsService,
           useFactory: (store: RecordingStore, nats: NatsClients) =>
@@ -190,7 +190,7 @@ export class AppModule {
         },
         {
           provide: VoiceCallService,
-          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: Redis, nats: NatsClients, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
+          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: RedisClient, nats: NatsClients, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
             new VoiceCallService({
               keys,
               ...voice,
@@ -206,7 +206,7 @@ export class AppModule {
           inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle, VoiceRecordingsService],
         },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
-        { provide: SendGuard, useFactory: (redis: Redis) => new SendGuard(redis), inject: [REDIS] },
+        { provide: SendGuard, useFactory: (redis: RedisClient) => new SendGuard(redis), inject: [REDIS] },
         {
           provide: SmsDeliveryService,
           useFactory: (

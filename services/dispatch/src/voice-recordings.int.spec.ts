@@ -45,7 +45,7 @@ describe('voice recordings: upload, list, play by signed URL, delete', () => {
 
   before(async () => {
     nats = await connectNats({ url: testEnv.natsUrl, name: 'voice-recordings-int' });
-    store = await RecordingStore.open(nats.nc, 1);
+    store = await RecordingStore.open(nats, 1);
     service = new VoiceRecordingsService({
       store,
       keyring,

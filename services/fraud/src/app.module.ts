@@ -1,10 +1,10 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
 import type { Logger } from '@mfa/telemetry';
-import { AuthModule, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, serverIp } from '@mfa/service-kit';
+import { AuthModule, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, serverIp } from '@mfa/service-kit';
 import { ChallengeDenial } from './adapters/challenge-denial.js';
 import { FraudAlertsService } from './application/fraud-alerts.service.js';
 import { FraudLog } from './adapters/fraud-log.js';
@@ -58,20 +58,20 @@ export class AppModule {
           streams: [Streams.userSettings, Streams.fraud, Streams.challenges, Streams.throttles, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
-        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'fraud', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'fraud', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, BlocksController, BlockProjectorController, IpDenialsController, NotifierController],
       providers: [
         {
           provide: BlocksService,
-          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis) =>
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: RedisClient) =>
             new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, config.keyring), nats, log),
           inject: [NATS, EventPublisher, REDIS],
         },
         {
           provide: FraudAlertsService,
-          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, blocks: BlocksService) =>
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: RedisClient, blocks: BlocksService) =>
             new FraudAlertsService(
               blocks,
               new ChallengeDenial(redis),
@@ -83,7 +83,7 @@ export class AppModule {
           inject: [NATS, EventPublisher, REDIS, BlocksService],
         },
         // One set of per-address counters (denials for the lockout, starts for the throttle).
-        { provide: IpCounters, useFactory: (redis: Redis) => new IpCounters(redis), inject: [REDIS] },
+        { provide: IpCounters, useFactory: (redis: RedisClient) => new IpCounters(redis), inject: [REDIS] },
         {
           provide: IpLockoutService,
           useFactory: (nats: NatsClients, publisher: EventPublisher, counters: IpCounters, blocks: BlocksService) =>
@@ -104,7 +104,7 @@ export class AppModule {
         MailerLifecycle,
         {
           provide: NotifierService,
-          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: Redis, mailer: Mailer) =>
+          useFactory: (nats: NatsClients, publisher: EventPublisher, redis: RedisClient, mailer: Mailer) =>
             new NotifierService(mailer, new MailLedger(redis), new UserDirectory(nats.jsm), publisher, config.SMTP_MAX_ATTEMPTS, log),
           inject: [NATS, EventPublisher, REDIS, MAILER],
         },

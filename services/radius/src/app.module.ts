@@ -1,8 +1,8 @@
 import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import type { Keyring } from '@mfa/crypto';
 import type { NatsClients } from '@mfa/messaging';
-import { HEALTH_CHECKS, KEYRING, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
+import { HEALTH_CHECKS, KEYRING, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeApi } from './adapters/challenge-api.js';
 import { StateStore } from './adapters/state-store.js';
@@ -51,7 +51,7 @@ export class AppModule {
       imports: [
         // A client of the API: no streams of its own.
         MessagingModule.forRoot({ serviceName: 'radius', nats: config, log, streams: [], replicas: config.STREAM_REPLICAS }),
-        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'radius', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'radius', log }),
       ],
       controllers: [OpsController],
       providers: [
@@ -59,7 +59,7 @@ export class AppModule {
         { provide: DuplicateCache, useFactory: () => new DuplicateCache() },
         {
           provide: RadiusService,
-          useFactory: (nats: NatsClients, redis: Redis, keyring: Keyring, cache: DuplicateCache) =>
+          useFactory: (nats: NatsClients, redis: RedisClient, keyring: Keyring, cache: DuplicateCache) =>
             new RadiusService(clients, new ChallengeApi(nats.nc, config.auth.platformKey), new StateStore(redis, keyring), cache, { waitMs: config.RADIUS_WAIT_SECONDS * 1000, pollMs: POLL_MS }, log),
           inject: [NATS, REDIS, KEYRING, DuplicateCache],
         },

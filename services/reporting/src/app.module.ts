@@ -21,14 +21,17 @@ import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import { SigninReportService } from './application/signin-report.service.js';
 import type { ReportingConfig } from './config.js';
-import { PG_POOL } from './tokens.js';
+import { PG_POOL, PG_READ_POOL } from './tokens.js';
 
 /** Closes the pool after the transport stopped: in-flight batches commit, queries answer. */
 @Injectable()
 class PoolLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(PG_POOL) private readonly pool: pg.Pool) {}
+  constructor(
+    @Inject(PG_POOL) private readonly pool: pg.Pool,
+    @Inject(PG_READ_POOL) private readonly readPool: pg.Pool,
+  ) {}
   async onApplicationShutdown(): Promise<void> {
-    await this.pool.end().catch(() => undefined);
+    await Promise.all([this.pool, ...(this.readPool === this.pool ? [] : [this.readPool])].map((pool) => pool.end().catch(() => undefined)));
   }
 }
 
@@ -56,8 +59,14 @@ export class AppModule {
       controllers: [OpsController, ReportEventsController, SigninsController, AuditController, FraudReportController],
       providers: [
         { provide: PG_POOL, useFactory: () => createPool(config.DATABASE_URL, log) },
+        // Report queries go to the replica when DATABASE_READ_URL names one (docs/operations.md, "Scale-out").
+        {
+          provide: PG_READ_POOL,
+          useFactory: (pool: pg.Pool) => (config.DATABASE_READ_URL ? createPool(config.DATABASE_READ_URL, log) : pool),
+          inject: [PG_POOL],
+        },
         PoolLifecycle,
-        { provide: SigninsRepository, useFactory: (pool: pg.Pool) => new SigninsRepository(pool), inject: [PG_POOL] },
+        { provide: SigninsRepository, useFactory: (pool: pg.Pool, read: pg.Pool) => new SigninsRepository(pool, read), inject: [PG_POOL, PG_READ_POOL] },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: ErasuresRepository, useFactory: (pool: pg.Pool) => new ErasuresRepository(pool), inject: [PG_POOL] },
         {
@@ -72,7 +81,7 @@ export class AppModule {
             new SigninReportService(repo, new PersonalDataReader(keys, pseudonymizer(config.keyring), (m, f) => log.warn(m, f))),
           inject: [SigninsRepository, UserDataKeys],
         },
-        { provide: AuditRepository, useFactory: (pool: pg.Pool) => new AuditRepository(pool), inject: [PG_POOL] },
+        { provide: AuditRepository, useFactory: (pool: pg.Pool, read: pg.Pool) => new AuditRepository(pool, read), inject: [PG_POOL, PG_READ_POOL] },
         {
           provide: AuditReportService,
           useFactory: (repo: AuditRepository) => new AuditReportService(repo, pseudonymizer(config.keyring)),
@@ -80,16 +89,16 @@ export class AppModule {
         },
         {
           provide: FraudReportService,
-          useFactory: (pool: pg.Pool, signins: SigninsRepository, keys: UserDataKeys) =>
+          useFactory: (pool: pg.Pool, read: pg.Pool, signins: SigninsRepository, keys: UserDataKeys) =>
             new FraudReportService(
-              new FraudReportRepository(pool),
-              new UsageRepository(pool),
+              new FraudReportRepository(pool, read),
+              new UsageRepository(pool, read),
               signins,
               new PersonalDataReader(keys, pseudonymizer(config.keyring), (m, f) => log.warn(m, f)),
               pseudonymizer(config.keyring),
               config.keyring,
             ),
-          inject: [PG_POOL, SigninsRepository, UserDataKeys],
+          inject: [PG_POOL, PG_READ_POOL, SigninsRepository, UserDataKeys],
         },
         { provide: PostgresHealth, useFactory: (pool: pg.Pool) => new PostgresHealth(pool), inject: [PG_POOL] },
         {

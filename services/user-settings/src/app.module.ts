@@ -1,5 +1,5 @@
 import { Module, type DynamicModule } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { Streams } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
@@ -12,7 +12,7 @@ import {
   OpsController,
   REDIS,
   RedisHealth,
-  RedisModule,
+  RedisModule, redisConnectionFrom,
   ApiClientDirectory,
   AuthModule,
   UserDataKeys,
@@ -59,7 +59,7 @@ export class AppModule {
           streams: [Streams.userSettings, Streams.userKeys, Streams.audit, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
-        RedisModule.forRoot({ url: config.REDIS_URL, connectionName: 'user-settings', log }),
+        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'user-settings', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, UserSettingsController, UserProjectorController, OathController],
@@ -73,12 +73,12 @@ export class AppModule {
         },
         {
           provide: UserProjectionWriter,
-          useFactory: (redis: Redis, keyring: Keyring) => new UserProjectionWriter(redis, keyring),
+          useFactory: (redis: RedisClient, keyring: Keyring) => new UserProjectionWriter(redis, keyring),
           inject: [REDIS, KEYRING],
         },
         {
           provide: ActivationAttempts,
-          useFactory: (redis: Redis, keyring: Keyring) => new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
+          useFactory: (redis: RedisClient, keyring: Keyring) => new ActivationAttempts(redis, keyring, PENDING_TOKEN_LIFETIME_MS / 1000),
           inject: [REDIS, KEYRING],
         },
         { provide: SnapshotStore, useFactory: (nats: NatsClients) => new SnapshotStore(nats.js, nats.jsm), inject: [NATS] },
@@ -92,7 +92,7 @@ export class AppModule {
             snapshots: SnapshotStore,
             keys: UserDataKeys,
             nats: NatsClients,
-            redis: Redis,
+            redis: RedisClient,
           ) =>
             new UserSettingsService({
               store,
@@ -139,8 +139,8 @@ export class AppModule {
             new UserProjector(store, writer, keyring, keys, snapshots),
           inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys, SnapshotStore],
         },
-        { provide: OathInventory, useFactory: (redis: Redis) => new OathInventory(redis), inject: [REDIS] },
-        { provide: ImportJobs, useFactory: (nats: NatsClients) => ImportJobs.open(nats.nc, config.STREAM_REPLICAS), inject: [NATS] },
+        { provide: OathInventory, useFactory: (redis: RedisClient) => new OathInventory(redis), inject: [REDIS] },
+        { provide: ImportJobs, useFactory: (nats: NatsClients) => ImportJobs.open(nats, config.STREAM_REPLICAS), inject: [NATS] },
         {
           provide: OathTokensService,
           useFactory: (store: EventStore, users: UserSettingsService, inventory: OathInventory, keyring: Keyring) => new OathTokensService({ store, users, inventory, keyring, log }),

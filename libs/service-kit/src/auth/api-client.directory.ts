@@ -91,7 +91,7 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
       lookups.inc({ outcome: 'over_budget' });
       return undefined;
     }
-    const last = await this.nats.jsm.direct
+    const last = await this.nats.jsm.streams
       .getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.client(clientId) })
       .catch(() => null);
     lookups.inc({ outcome: last ? 'found' : 'absent' });

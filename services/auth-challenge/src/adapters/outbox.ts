@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { HASH_SLOTS, slotOutboxKey } from '@mfa/projection';
 import { LOGGER, REDIS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
@@ -104,7 +104,7 @@ export class Outbox implements OnApplicationShutdown {
   readonly deferred = new Map<string, { key: string; name: string }>();
 
   constructor(
-    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(REDIS) private readonly redis: RedisClient,
     @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
@@ -121,11 +121,15 @@ export class Outbox implements OnApplicationShutdown {
     const batch = this.done;
     this.done = [];
     if (batch.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    for (const [key, name] of batch) pipeline.hdel(key, name);
+    const byKey = new Map<string, string[]>();
+    for (const [key, name] of batch) byKey.set(key, [...(byKey.get(key) ?? []), name]);
+    // One HDEL per slot's outbox, all sent in one write per Redis node by auto-pipelining (the
+    // outboxes of a batch are in many slots: no explicit pipeline, which a cluster confines to one).
     // Left behind if Redis does not answer: the relay publishes them again, which JetStream
     // de-duplicates within its window and the consumers by event id after it.
-    await pipeline.exec().catch((error: unknown) => this.log.warn('removing acknowledged decisions from the outbox failed; the relay will', { error }));
+    await Promise.all([...byKey].map(([key, names]) => this.redis.hdel(key, ...names))).catch((error: unknown) =>
+      this.log.warn('removing acknowledged decisions from the outbox failed; the relay will', { error }),
+    );
   }
 
   /** This instance answered a decision whose event is not stored yet. */
@@ -148,13 +152,10 @@ export class Outbox implements OnApplicationShutdown {
   async *pending(): AsyncGenerator<{ key: string; name: string; raw: string }> {
     for (let first = 0; first < HASH_SLOTS; first += SCAN_BATCH) {
       const keys = Array.from({ length: Math.min(SCAN_BATCH, HASH_SLOTS - first) }, (_, i) => slotOutboxKey(first + i));
-      const pipeline = this.redis.pipeline();
-      for (const key of keys) pipeline.hlen(key);
-      const lengths = (await pipeline.exec()) ?? [];
+      // One HLEN per slot's outbox, in one write per Redis node (auto-pipelining; see flush).
+      const lengths = await Promise.all(keys.map((key) => this.redis.hlen(key)));
       for (let i = 0; i < keys.length; i++) {
-        const [error, length] = lengths[i] ?? [];
-        if (error) throw error;
-        if (Number(length) === 0) continue;
+        if (lengths[i] === 0) continue;
         const entries = await this.redis.hgetall(keys[i]!);
         for (const [name, raw] of Object.entries(entries)) yield { key: keys[i]!, name, raw };
       }

@@ -49,7 +49,7 @@ export class TenantSettingsCache {
   async lookup(tenantId: string): Promise<boolean> {
     if (this.settings.has(tenantId)) return true;
     if (!this.lookupBudget.take()) return false;
-    const last = await this.nats.jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) }).catch(() => null);
+    const last = await this.nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) }).catch(() => null);
     // The consumer may have delivered a newer event meanwhile: it wins.
     if (last && !this.settings.has(tenantId)) this.fold(() => parseEvent(last.json()), last.seq);
     return this.settings.has(tenantId);

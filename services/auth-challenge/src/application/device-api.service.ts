@@ -1,5 +1,5 @@
 import { createHash, type KeyObject } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import type { NatsConnection } from '@nats-io/nats-core';
 import {
   ContractError,
@@ -68,7 +68,7 @@ export class DeviceApiService {
   private geo: Promise<{ lookup(ip: string): { country: string; name: string } | null }> | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly nc: NatsConnection,
     private readonly challenges: Pick<ChallengeService, 'pushAnswer'>,
     private readonly clock: () => Date = () => new Date(),

@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { EventPublisher } from '@mfa/messaging';
 import { LOGGER, REDIS, RedisLease } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
@@ -39,7 +39,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     @Inject(Outbox) private readonly outbox: Outbox,
     @Inject(ChallengeService) private readonly challenges: ChallengeService,
     @Inject(EventPublisher) private readonly publisher: EventPublisher,
-    @Inject(REDIS) redis: Redis,
+    @Inject(REDIS) redis: RedisClient,
     @Inject(LOGGER) private readonly log: Logger,
   ) {
     this.lease = new RedisLease(redis, LEASE_KEY, LEASE_MS);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 
 /** The operator signed in: who, with which roles, and the CSRF token of their forms. */
 export interface Session {
@@ -29,7 +29,7 @@ const LOGIN_TTL_SECONDS = 600;
  */
 export class Sessions {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly idleSeconds: number,
   ) {}
 

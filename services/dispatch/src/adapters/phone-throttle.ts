@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { phoneTag, userTag, type Keyring } from '@mfa/crypto';
 import { RedisKeys, UserIndex } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
@@ -61,7 +61,7 @@ export class PhoneThrottle {
   private readonly index: UserIndex;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyring: Keyring,
     private readonly policy: PhoneThrottlePolicy,
   ) {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { RedisKeys } from '@mfa/projection';
 
 export interface ReceiptRoute {
@@ -16,7 +16,7 @@ export const RECEIPT_ROUTE_TTL_MS = 24 * 3600_000;
  * its own session, so the record is in Redis, not in memory.
  */
 export class ReceiptRoutes {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
 
   async remember(provider: string, messageId: string, route: ReceiptRoute, ttlMs = RECEIPT_ROUTE_TTL_MS): Promise<void> {
     await this.redis.set(RedisKeys.smsReceiptRoute(provider, messageId), JSON.stringify({ t: route.tenantId, c: route.challengeId }), 'PX', ttlMs);

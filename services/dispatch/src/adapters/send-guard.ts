@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { parseChallengeId, RedisKeys } from '@mfa/projection';
 
 export type SendClaim =
@@ -44,7 +44,7 @@ return 1
  * send can lose the acks of its last moments and deliver the request again once it is back.
  */
 export class SendGuard {
-  constructor(private readonly redis: Redis) {
+  constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
   }
 

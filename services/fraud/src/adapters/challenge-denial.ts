@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { RedisKeys } from '@mfa/projection';
 
 /**
@@ -32,7 +32,7 @@ export type Denial =
 export class ChallengeDenial {
   private readonly deny: (...args: Array<string | number>) => Promise<string[]>;
 
-  constructor(redis: Redis) {
+  constructor(redis: RedisClient) {
     redis.defineCommand('mfaFraudDenyChallenge', { numberOfKeys: 1, lua: DENY_SCRIPT });
     this.deny = (redis as unknown as { mfaFraudDenyChallenge: (...a: Array<string | number>) => Promise<string[]> }).mfaFraudDenyChallenge.bind(redis);
   }

@@ -16,7 +16,7 @@ export class FraudLog {
   ) {}
 
   async load(tenantId: string, userId: string): Promise<{ state: BlockState; lastSeq: number }> {
-    const last = await this.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(tenantId, userId) });
+    const last = await this.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(tenantId, userId) });
     if (!last) return { state: initialBlockState(), lastSeq: 0 };
     const event = parseEvent(last.json()) as FraudUserEvent;
     return { state: evolveBlock(initialBlockState(), event), lastSeq: last.seq };
@@ -36,7 +36,7 @@ export class FraudLog {
   }
 
   async loadIp(tenantId: string, ip: string): Promise<{ state: IpLockState; lastSeq: number }> {
-    const last = await this.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudIp(tenantId, ip) });
+    const last = await this.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudIp(tenantId, ip) });
     if (!last) return { state: initialIpLockState(), lastSeq: 0 };
     return { state: evolveIpLock(initialIpLockState(), parseEvent(last.json()) as FraudIpEvent), lastSeq: last.seq };
   }

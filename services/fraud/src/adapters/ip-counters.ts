@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { subjectToken } from '@mfa/contracts';
 import type { IpWindow } from '../domain/ip-lockout.js';
 
@@ -54,7 +54,7 @@ export const IpCounterKeys = {
 export class IpCounters {
   private readonly count: (...args: Array<string | number>) => Promise<[number, number]>;
 
-  constructor(private readonly redis: Redis) {
+  constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaFraudCountIpDenial', { numberOfKeys: 2, lua: COUNT_SCRIPT });
     redis.defineCommand('mfaFraudCountIpStart', { numberOfKeys: 1, lua: COUNT_START_SCRIPT });
     const r = redis as unknown as Record<'mfaFraudCountIpDenial' | 'mfaFraudCountIpStart', (...a: Array<string | number>) => Promise<[number, number]>>;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 
 /** How long an alert's e-mail outcomes are remembered: well past the last redelivery. */
 const LEDGER_TTL_SECONDS = 7 * 86_400;
@@ -18,7 +18,7 @@ export interface MailOutcome {
  * and the outcome event can be recorded again after a failure to publish it.
  */
 export class MailLedger {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
 
   private key(alertId: string): string {
     return `mfa:{alert:${alertId}}:mail`;

@@ -16,7 +16,7 @@ export class UserDirectory {
 
   /** Registered and not erased since. */
   async userRegistered(tenantId: string, userId: string): Promise<boolean> {
-    const last = await this.jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) });
+    const last = await this.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) });
     return last !== null && last.header?.get(Headers.eventType) !== 'UserErased';
   }
 }

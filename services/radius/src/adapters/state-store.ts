@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { randomBytes } from 'node:crypto';
 import { hashCode, type Keyring } from '@mfa/crypto';
 import type { Method } from '@mfa/contracts';
@@ -23,7 +23,7 @@ export interface PendingCode {
  */
 export class StateStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyring: Keyring,
   ) {}
 

@@ -36,7 +36,11 @@ ON CONFLICT (event_id) DO NOTHING`;
 
 /** The audit trail in Postgres: one insert per batch, keyset reads newest first. */
 export class AuditRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Report queries: DATABASE_READ_URL's replica when set, else the primary. */
+    private readonly readPool: pg.Pool = pool,
+  ) {}
 
   /** `pseudonymOf`: what a target user id becomes once that user is erased (ErasuresRepository). */
   async append(items: readonly Sequenced<EventOf<'AdminActionRecorded'>>[], pseudonymOf: (tenantId: string, userId: string) => string): Promise<void> {
@@ -79,7 +83,7 @@ export class AuditRepository {
       subject: string;
       user_id: string | null;
       outcome: string;
-    }>(this.pool, sql, params);
+    }>(this.readPool, sql, params);
     return rows.map((r) => ({
       eventId: r.event_id,
       occurredAt: r.occurred_at,

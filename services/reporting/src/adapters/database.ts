@@ -3,6 +3,7 @@ import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import type { HealthCheck } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
+import { hostUrls, locatePrimary, PrimaryPool } from './primary-pool.js';
 
 /** This service's migrations; each service keeps its own history table in the shared database. */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
@@ -22,6 +23,12 @@ const codeOf = (error: unknown) => (error as { code?: unknown })?.code;
  */
 export async function prepareDatabase(databaseUrl: string, log: Logger, options: { timeoutMs?: number } = {}): Promise<void> {
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  // DATABASE_URL with several hosts: the schema is made on the one that accepts writes.
+  if (hostUrls(databaseUrl).length > 1) {
+    let primary = '';
+    await retrying('find the primary', deadline, log, () => true, async () => void (primary = await locatePrimary(databaseUrl)));
+    databaseUrl = primary;
+  }
   await retrying('create database', deadline, log, isStarting, () => createDatabaseIfMissing(databaseUrl, log));
   await retrying('migrate', deadline, log, (e) => isStarting(e) || isLocked(e), () => migrate(databaseUrl, log));
 }
@@ -100,19 +107,22 @@ async function migrate(databaseUrl: string, log: Logger): Promise<void> {
   if (applied.length > 0) log.info('database migrated', { migrations: applied.map((m) => m.name) });
 }
 
-export function createPool(databaseUrl: string, log: Logger): pg.Pool {
-  const pool = new pg.Pool({
-    connectionString: databaseUrl,
+/**
+ * The pool of a DATABASE_URL (its primary among several hosts, following a failover: PrimaryPool)
+ * or of DATABASE_READ_URL (a replica).
+ */
+export async function createPool(databaseUrl: string, log: Logger): Promise<pg.Pool> {
+  const config = {
     max: 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     // A report query or projection batch never needs this long; a stuck one must not hold a slot.
     statement_timeout: 30_000,
     application_name: 'mfa-reporting',
-  });
-  // An idle client losing its connection must not crash the process; the pool replaces it.
-  pool.on('error', (error) => log.warn('idle database connection lost', { error }));
-  return pool;
+  };
+  // Several hosts: the one that accepts writes now (prepareDatabase has waited for one).
+  const first = hostUrls(databaseUrl).length > 1 ? await locatePrimary(databaseUrl).catch(() => hostUrls(databaseUrl)[0]!) : databaseUrl;
+  return new PrimaryPool(databaseUrl, config, log, first);
 }
 
 export class PostgresHealth implements HealthCheck {

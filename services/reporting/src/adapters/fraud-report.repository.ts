@@ -90,7 +90,11 @@ function where(filter: { tenantId: string; from?: string | undefined; to?: strin
 
 /** The fraud report and the blocked-user history in Postgres: one insert per table per batch, keyset reads newest first. */
 export class FraudReportRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Report queries: DATABASE_READ_URL's replica when set, else the primary. */
+    private readonly readPool: pg.Pool = pool,
+  ) {}
 
   async apply(rows: FraudRows, pseudonymOf: Pseudonymizer): Promise<void> {
     const { alerts, notifications, blocks } = rows;
@@ -131,7 +135,7 @@ export class FraudReportRepository {
        WHERE ${clauses.join(' AND ')}
        ORDER BY a.occurred_at DESC, a.alert_id DESC
        LIMIT ${param(filter.limit)}`;
-    const { rows } = await readReport<Record<string, unknown>>(this.pool, sql, params);
+    const { rows } = await readReport<Record<string, unknown>>(this.readPool, sql, params);
     return rows.map((r) => ({
       alertId: r.alert_id as string,
       occurredAt: r.occurred_at as Date,
@@ -166,7 +170,7 @@ export class FraudReportRepository {
        WHERE ${clauses.join(' AND ')}
        ORDER BY occurred_at DESC, event_id DESC
        LIMIT ${param(filter.limit)}`;
-    const { rows } = await readReport<Record<string, unknown>>(this.pool, sql, params);
+    const { rows } = await readReport<Record<string, unknown>>(this.readPool, sql, params);
     return rows.map((r) => ({
       eventId: r.event_id as string,
       occurredAt: r.occurred_at as Date,

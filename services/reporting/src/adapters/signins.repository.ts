@@ -138,7 +138,11 @@ interface SigninRecord {
 
 /** The sign-in report in Postgres: projection writes and report reads. */
 export class SigninsRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Report queries: DATABASE_READ_URL's replica when set, else the primary. */
+    private readonly readPool: pg.Pool = pool,
+  ) {}
 
   /** `pseudonym`: what the user id becomes if the user is (or gets) erased, see ErasuresRepository. */
   async applySignins(patches: ReadonlyArray<SigninPatch & { pseudonym: string }>): Promise<void> {
@@ -252,7 +256,7 @@ export class SigninsRepository {
   }
 
   private read<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    return readReport<R>(this.pool, sql, params);
+    return readReport<R>(this.readPool, sql, params);
   }
 }
 

@@ -23,7 +23,11 @@ export interface Lifetime {
 
 /** What the usage report counts: sign-ins of the report and users' lifetimes. */
 export class UsageRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Report queries: DATABASE_READ_URL's replica when set, else the primary. */
+    private readonly readPool: pg.Pool = pool,
+  ) {}
 
   /** Registrations (one insert per batch) then erasures of a batch: a replay writes the same values. */
   async applyLifetimes(registered: readonly Lifetime[], erased: readonly Lifetime[]): Promise<void> {
@@ -42,7 +46,7 @@ export class UsageRepository {
     const bucket = (column: string) => `(date_trunc('${granularity}', ${column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')`;
     const [signins, lifetimes] = await Promise.all([
       readReport<{ period: Date; method: string | null; success: string; failure: string }>(
-        this.pool,
+        this.readPool,
         `SELECT ${bucket('occurred_at')} AS period, auth_method AS method,
                 count(*) FILTER (WHERE result = 'success') AS success,
                 count(*) FILTER (WHERE result = 'failure' OR (result IS NULL AND expires_at < $4)) AS failure
@@ -52,7 +56,7 @@ export class UsageRepository {
         [tenantId, first, to, expiredBefore],
       ),
       readReport<{ kind: string; period: Date | null; n: string }>(
-        this.pool,
+        this.readPool,
         `SELECT 'registered' AS kind, CASE WHEN registered_at >= $2 THEN ${bucket('registered_at')} END AS period, count(*) AS n
            FROM user_lifetimes WHERE tenant_id = $1 AND registered_at < $3 GROUP BY 1, 2
          UNION ALL

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { userTag, type Keyring } from '@mfa/crypto';
 import { RedisKeys } from '@mfa/projection';
 
@@ -21,7 +21,7 @@ export class ActivationAttempts {
   private readonly reserveScript: (key: string, windowSeconds: number) => Promise<number>;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyring: Keyring,
     private readonly windowSeconds: number,
   ) {

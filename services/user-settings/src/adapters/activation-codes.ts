@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { ACTIVATION_CODE_SECONDS } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { RedisKeys } from '@mfa/projection';
@@ -17,7 +17,7 @@ export const normalizedCode = (code: string): string => code.toUpperCase().repla
  */
 export class ActivationCodes {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keyring: Keyring,
   ) {}
 

@@ -37,7 +37,7 @@ export class EventStore {
    * last message is not an event this code can read.
    */
   async loadLast(subject: string): Promise<LoadedAggregate> {
-    const last = await this.jsm.direct.getMessage(this.stream, { last_by_subj: subject });
+    const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
     if (!last) return { events: [], lastSeq: 0 };
     try {
       return { events: [parseEvent(last.json())], lastSeq: last.seq };

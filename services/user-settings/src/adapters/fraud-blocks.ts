@@ -9,7 +9,7 @@ export class FraudBlocks {
   constructor(private readonly jsm: JetStreamManager) {}
 
   async of(tenantId: string, userId: string, now: Date): Promise<{ until: string; reason: string } | null> {
-    const last = await this.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(tenantId, userId) }).catch((error: unknown) => {
+    const last = await this.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(tenantId, userId) }).catch((error: unknown) => {
       // A deployment whose fraud service never ran has no MFA_FRAUD stream: nobody is blocked.
       if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return null;
       throw error;

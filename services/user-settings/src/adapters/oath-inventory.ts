@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { OATH_TOKEN_STATES, type OathTokenItem, type OathTokenState } from '@mfa/contracts';
 
 /**
@@ -43,7 +43,7 @@ interface StoredItem extends OathTokenItem {
 }
 
 export class OathInventory {
-  constructor(private readonly redis: Redis) {
+  constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaPutOathToken', { numberOfKeys: 5, lua: PUT });
   }
 

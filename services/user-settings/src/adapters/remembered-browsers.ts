@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { RedisKeys } from '@mfa/projection';
 
 export interface RememberedBrowser {
@@ -14,7 +14,7 @@ export interface RememberedBrowser {
  * and the time of the last MFA that legacy clients rely on.
  */
 export class RememberedBrowsers {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
 
   async list(tag: string, now: Date): Promise<RememberedBrowser[]> {
     const all = await this.redis.hgetall(RedisKeys.remembered(tag));

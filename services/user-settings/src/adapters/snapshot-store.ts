@@ -20,7 +20,7 @@ export class SnapshotStore {
   ) {}
 
   async get<S>(aggregateSubject: string, version: number): Promise<Snapshot<S> | undefined> {
-    const msg = await this.jsm.direct.getMessage(this.stream, { last_by_subj: EventSubjects.snapshot(aggregateSubject) });
+    const msg = await this.jsm.streams.getMessage(this.stream, { last_by_subj: EventSubjects.snapshot(aggregateSubject) });
     if (!msg) return undefined;
     try {
       const value = msg.json<{ v?: unknown; seq?: unknown; state?: unknown }>();

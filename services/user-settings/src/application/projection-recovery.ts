@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { EventSubjects, parseEvent, Streams, UnknownEventError } from '@mfa/contracts';
 import { SealError } from '@mfa/crypto';
 import type { Subscription } from '@nats-io/nats-core';
@@ -69,7 +69,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
-    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(REDIS) private readonly redis: RedisClient,
     @Inject(UserProjectionWriter) private readonly writer: UserProjectionWriter,
     @Inject(UserProjector) private readonly projector: UserProjector,
     @Inject(OathTokensService) private readonly tokens: OathTokensService,
@@ -242,7 +242,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     });
     for (const b of blocked) await this.writer.block(b.tenantId, b.userId, b.until);
     for (const b of blocked) {
-      const last = await this.nats.jsm.direct.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(b.tenantId, b.userId) });
+      const last = await this.nats.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(b.tenantId, b.userId) });
       if (last && last.seq !== b.seq) {
         const event = parseEvent(last.json());
         if (event.type === 'UserUnblocked') await this.writer.unblock(b.tenantId, b.userId);

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { z } from 'zod';
 import { DevicePlatform } from '@mfa/contracts';
 import { challengeId as deviceIdOf, RedisKeys } from '@mfa/projection';
@@ -27,7 +27,7 @@ export interface Device {
  * devices still get their push.
  */
 export class DeviceDirectory {
-  constructor(private readonly redis: Pick<Redis, 'hgetall'>) {}
+  constructor(private readonly redis: Pick<RedisClient, 'hgetall'>) {}
 
   async of(tag: string): Promise<{ devices: Device[]; malformed: string[] }> {
     const entries = await this.redis.hgetall(RedisKeys.devices(tag));

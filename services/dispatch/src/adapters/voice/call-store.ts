@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mfa/projection';
 import { parseChallengeId, RedisKeys } from '@mfa/projection';
 
 /** What the webhooks of a call need to know, written when the call is placed. */
@@ -23,7 +23,7 @@ export interface CallState {
  * again (a retry, a replay) gets the same TwiML and changes nothing twice; the outcome too.
  */
 export class CallStore {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
 
   private key(challengeId: string): string | undefined {
     const id = parseChallengeId(challengeId);

@@ -1,10 +1,12 @@
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { alive, childPids } from './child-server.js';
+import { isReady, postgresBinDir, postgresUser } from './postgres-tools.js';
 import { freePort } from './stack.js';
 
 export interface PostgresServerProcess {
@@ -119,61 +121,4 @@ export async function startPostgresServer(options: { port?: number } = {}): Prom
     },
     stop,
   };
-}
-
-function postgresBinDir(): string {
-  if (process.env.PG_BIN_DIR) return process.env.PG_BIN_DIR;
-  const debian = '/usr/lib/postgresql';
-  if (existsSync(debian)) {
-    const versions = readdirSync(debian)
-      .filter((v) => existsSync(join(debian, v, 'bin', 'postgres')))
-      .sort((a, b) => Number(b) - Number(a));
-    if (versions[0]) return join(debian, versions[0], 'bin');
-  }
-  try {
-    return execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error('no Postgres binaries found: set PG_BIN_DIR');
-  }
-}
-
-function postgresUser(): { uid: number; gid: number } {
-  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
-  return { uid: id('-u'), gid: id('-g') };
-}
-
-/** pg_isready, without blocking the event loop (a test may drive load meanwhile). */
-async function isReady(bin: string, port: number): Promise<boolean> {
-  try {
-    await promisify(execFile)(join(bin, 'pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(port), '-t', '2']);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Process ids whose parent is `parent` (the postmaster's backends and helpers). */
-function childPids(parent: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      // Fields after the command name (which may hold spaces): state, ppid, …
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === parent) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

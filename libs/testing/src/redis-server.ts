@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { connect as tcpConnect } from 'node:net';
+import { answersPing } from './resp.js';
 import { freePort } from './stack.js';
 
 export interface RedisServerProcess {
@@ -62,22 +62,4 @@ export async function startRedisServer(port?: number): Promise<RedisServerProces
     },
     stop: () => kill('SIGTERM'),
   };
-}
-
-/** PING in Redis's protocol over a plain socket (this entry point loads no Redis client). */
-function answersPing(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect(port, '127.0.0.1');
-    let reply = '';
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk: Buffer) => {
-      reply += chunk.toString();
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
-    });
-    socket.once('error', () => done(false));
-  });
 }

@@ -35,9 +35,11 @@ interface RedisModuleOptions {
  * Cluster: the seeds of REDIS_NODES find the others (CLUSTER SLOTS); reads and writes go to the
  * masters only (a replica may lag); a command that meets a failover (CLUSTERDOWN, TRYAGAIN, a
  * closed connection) is tried again every 100 ms, and MOVED follows the promoted replica.
- * Sentinel: the master's address comes from the sentinels, the connection checks ROLE on every
- * connect (an old master that comes back is not written to) and drops at once when a sentinel
- * announces +switch-master (failoverDetector).
+ * Sentinel: the master's address comes from the sentinels, and the connection checks the role on
+ * every connect (an old master that comes back is not written to); a master demoted under an open
+ * connection answers READONLY, on which the connection asks the sentinels again. (ioredis's
+ * failoverDetector is not used: its sentinel subscriptions outlive disconnect() and keep
+ * reconnecting.)
  */
 export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>): RedisClient {
   const { connection } = options;
@@ -73,9 +75,12 @@ export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>)
         sentinels: connection.sentinels,
         name: connection.name,
         role: 'master',
-        failoverDetector: true,
         ...(connection.sentinelPassword ? { sentinelPassword: connection.sentinelPassword } : {}),
         sentinelRetryStrategy: (times) => Math.min(100 * times, 1_000),
+        // A master demoted while we are connected (a manual failover, or sentinel turning an old
+        // master that came back into a replica) refuses writes with READONLY: reconnect, which
+        // asks the sentinels again, and send the command anew (Redis refused it before running it).
+        reconnectOnError: (error) => (/^READONLY/.test(error.message) ? 2 : false),
         retryStrategy: (times) => Math.min(50 * times, 500),
       });
       break;
@@ -87,7 +92,6 @@ export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>)
     lastLogged = Date.now();
     options.log.warn('redis connection error', { error });
   });
-  if (connection.mode === 'sentinel') redis.on('+switch-master', () => options.log.warn('redis: the sentinels switched master; reconnecting'));
   return redis;
 }
 
@@ -96,7 +100,7 @@ export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>)
  * seeds or sentinels that are wrong. Standalone keeps its lazy connect (a service may start
  * before Redis, as under compose; its commands wait in the offline queue).
  */
-async function whenReady(redis: RedisClient, connection: RedisConnection, timeoutMs: number): Promise<void> {
+export async function whenRedisReady(redis: RedisClient, connection: RedisConnection, timeoutMs: number): Promise<void> {
   if (connection.mode === 'standalone' || redis.status === 'ready') return;
   const variable = connection.mode === 'cluster' ? 'REDIS_NODES' : 'REDIS_SENTINELS';
   await new Promise<void>((resolve, reject) => {
@@ -172,7 +176,7 @@ export class RedisModule {
           provide: REDIS,
           useFactory: async () => {
             const redis = createRedis(options);
-            await whenReady(redis, options.connection, options.readyTimeoutMs ?? 30_000);
+            await whenRedisReady(redis, options.connection, options.readyTimeoutMs ?? 30_000);
             options.log.info('redis', { mode: options.connection.mode, at: describeRedis(options.connection) });
             return redis;
           },
@@ -184,7 +188,7 @@ export class RedisModule {
             if (wait.replicas === 0) return new ReplicatedWrites(redis, wait, options.log, false);
             // A connection of its own: WAIT blocks the connection it is sent on.
             const own = createRedis({ ...options, connectionName: `${options.connectionName}-decisions` });
-            await whenReady(own, options.connection, options.readyTimeoutMs ?? 30_000);
+            await whenRedisReady(own, options.connection, options.readyTimeoutMs ?? 30_000);
             return new ReplicatedWrites(own, wait, options.log, true);
           },
           inject: [REDIS],

@@ -15,6 +15,13 @@ export function hostUrls(databaseUrl: string): string[] {
   return hosts.map((host) => `${match[1]}${match[2] ?? ''}${host}${match[4]}`);
 }
 
+/** The same server's `postgres` database (a single-host URL). */
+function maintenanceUrl(url: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = '/postgres';
+  return parsed.toString();
+}
+
 /** The URL without its password, for a log line. */
 const shown = (url: string) => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 
@@ -27,7 +34,8 @@ export async function locatePrimary(databaseUrl: string): Promise<string> {
   if (urls.length === 1) return urls[0]!;
   const problems: string[] = [];
   for (const url of urls) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
+    // The maintenance database: the service's own may not exist yet (prepareDatabase creates it).
+    const client = new pg.Client({ connectionString: maintenanceUrl(url), connectionTimeoutMillis: 3_000 });
     try {
       await client.connect();
       const { rows } = await client.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');

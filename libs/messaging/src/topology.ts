@@ -27,6 +27,9 @@ function replicasError(stream: string, replicas: number, error: unknown): Error 
 export async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
   const info = await jsm.streams.info(stream);
   if (info.config.num_replicas >= replicas) return;
+  // A server outside a cluster (no `cluster` in the stream's info) accepts the update without
+  // replicating anything (nats-server 2.9): refuse instead of pretending.
+  if (info.cluster === undefined) throw replicasError(stream, replicas, new Error('the server is not part of a JetStream cluster'));
   try {
     await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
   } catch (error) {
@@ -58,8 +61,9 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
       current.duplicate_window === config.duplicate_window &&
       current.max_msgs_per_subject === config.max_msgs_per_subject &&
       current.allow_direct === true;
-    if (!same) await jsm.streams.update(def.name, { ...current, ...config, num_replicas: Math.max(current.num_replicas, replicas) });
+    // Replicas first: a cluster that cannot give them stops the boot before anything else changes.
     if (current.num_replicas < replicas) await ensureReplicas(jsm, def.name, replicas);
+    if (!same) await jsm.streams.update(def.name, { ...current, ...config, num_replicas: Math.max(current.num_replicas, replicas) });
   } catch (error) {
     if (!isStreamOrConsumerNotFound(error)) throw error;
     try {

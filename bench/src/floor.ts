@@ -10,7 +10,7 @@ const VERIFY = `local c = redis.call('HGET', KEYS[1], 'code') if c == ARGV[1] th
 
 const nc = await connectClient({ name: 'bench-floor', noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
-await jsm.streams.add({ name: 'BENCH_FLOOR', subjects: ['bench.floor.evt.>'], storage: StorageType.File, retention: RetentionPolicy.Limits, max_age: 3600 * 1e9 }).catch(async () => {
+await jsm.streams.add({ name: 'BENCH_FLOOR', subjects: ['bench.floor.evt.>'], storage: StorageType.File, retention: RetentionPolicy.Limits, max_age: 3600 * 1e9, num_replicas: Number(process.env.STREAM_REPLICAS ?? 1) }).catch(async () => {
   await jsm.streams.purge('BENCH_FLOOR');
 });
 const js = jetstream(nc);

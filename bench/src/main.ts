@@ -10,15 +10,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { headers as natsHeaders } from '@nats-io/nats-core';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import pg from 'pg';
 import { DeviceSigned, Subjects } from '@mfa/contracts';
 import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
-import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { RedisKeys, UserProjectionWriter, type RedisClient } from '@mfa/projection';
 import { sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { CORE_SERVICE_NAMES, FakeTwilio, freeUdpPort, repoRoot, startStack } from '@mfa/testing';
+import { CORE_SERVICE_NAMES, FakeTwilio, freeUdpPort, repoRoot, startNatsCluster, startPostgresPrimaryWithReplica, startRedisCluster, startStack } from '@mfa/testing';
 import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
@@ -38,6 +38,12 @@ const { values } = parseArgs({
      * and every start asks to remember the browser: what the sign-in policy costs (issue 10).
      */
     policy: { type: 'string', default: 'off' },
+    /**
+     * Against distributed engines of the bench's own (issue 17): a 3-node NATS cluster with every
+     * stream in 3 replicas, a Redis Cluster of 3 masters and 3 replicas (decisions WAIT for one),
+     * and a Postgres primary with a streaming replica that report queries read.
+     */
+    cluster: { type: 'boolean', default: false },
   },
 });
 const rate = Number(values.rate);
@@ -46,12 +52,23 @@ const withReporting = !values.services || values.services.split(',').includes('r
 const duration = Number(values.duration);
 const warmup = Number(values.warmup);
 const scenarios = new Set(values.scenarios!.split(','));
+const clusters = values.cluster
+  ? await Promise.all([startNatsCluster({ nodes: 3 }), startRedisCluster({ masters: 3, replicasPerMaster: 1 }), startPostgresPrimaryWithReplica()])
+  : undefined;
+// The bench's own clients (the IdP's NATS connection) read NATS_URL as the services do.
+if (clusters) Object.assign(process.env, { NATS_URL: clusters[0].urls, STREAM_REPLICAS: '3' });
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** What the services and the bench's own Redis client are given: the Redis Cluster's seeds, or REDIS_URL. */
+const redisEnv: Record<string, string> = clusters
+  ? { REDIS_MODE: 'cluster', REDIS_NODES: clusters[1].nodes, STREAM_REPLICAS: '3', NATS_URL: clusters[0].urls, DATABASE_READ_URL: clusters[2].replica.url('mfa_bench') }
+  : {};
 // Each run reports into a database of its own, dropped at the end, so that the report's cost does
 // not depend on how many runs came before (a table grown past shared_buffers costs Postgres more).
 // BENCH_DATABASE_URL names one to use (and keep) instead.
 const ownDatabase = !process.env.BENCH_DATABASE_URL;
-const databaseUrl = process.env.BENCH_DATABASE_URL ?? `postgres://postgres@127.0.0.1:5432/mfa_bench_${Date.now().toString(36)}`;
+const databaseUrl = clusters
+  ? clusters[2].primary.url('mfa_bench')
+  : process.env.BENCH_DATABASE_URL ?? `postgres://postgres@127.0.0.1:5432/mfa_bench_${Date.now().toString(36)}`;
 const out = (line = '') => process.stdout.write(`${line}\n`);
 
 type Reply = { status?: string; challengeId?: string; numberMatch?: string; error?: { code: string; message: string } };
@@ -117,6 +134,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       MFA_AUTH: authOn ? 'required' : 'off',
       DATABASE_URL: databaseUrl,
       SMS_MAX_SENDS_PER_WINDOW: '1000',
+      ...redisEnv,
       ...twilio.env(),
     },
     onLine: (service, line) => {
@@ -124,7 +142,7 @@ if (kinds.some((k) => scenarios.has(k))) {
     },
   });
   const nc = await connectClient({ name: 'bench-idp', noAsyncTraces: true });
-  const redis = new Redis(redisUrl, { enableAutoPipelining: true });
+  const redis: RedisClient = clusters ? new Cluster(hostPortsOf(clusters[1].nodes), { enableAutoPipelining: true }) : new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const auth = natsHeaders();
   auth.set('Authorization', `Bearer ${platformKey}`);
@@ -333,17 +351,28 @@ if (kinds.some((k) => scenarios.has(k))) {
       for (let i = 0; i < usersNeeded; i++) {
         const tag = userTag(keyring, tenantId, `${kind}-${i}@bench.example`);
         keys.push(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.smsSends(tag), RedisKeys.devices(tag), RedisKeys.pushStarts(tag), RedisKeys.devicesUsed(tag));
-        if (keys.length >= 400) await redis.unlink(...keys.splice(0));
+        if (keys.length >= 400) await unlinkAll(redis, keys.splice(0));
       }
-      if (keys.length > 0) await redis.unlink(...keys);
+      if (keys.length > 0) await unlinkAll(redis, keys);
     }
     await nc.drain();
     await redis.quit();
     await db.end();
     await stack.stop();
     await twilio.stop();
-    if (ownDatabase) await dropDatabase(databaseUrl);
+    if (ownDatabase && !clusters) await dropDatabase(databaseUrl);
   }
+}
+
+/** `host:port,…` as ioredis's Cluster takes its seeds. */
+function hostPortsOf(list: string): Array<{ host: string; port: number }> {
+  return list.split(',').map((a) => ({ host: a.split(':')[0]!, port: Number(a.split(':')[1]) }));
+}
+
+/** UNLINK of keys in many slots: one per key in a cluster (auto-pipelined, one write per node). */
+async function unlinkAll(redis: RedisClient, keys: string[]): Promise<void> {
+  if (redis instanceof Cluster) await Promise.all(keys.map((k) => redis.unlink(k)));
+  else await redis.unlink(...keys);
 }
 
 async function dropDatabase(url: string): Promise<void> {
@@ -360,7 +389,7 @@ async function dropDatabase(url: string): Promise<void> {
 }
 
 if (scenarios.has('floor')) {
-  out('floor: starting the raw pipeline (one NATS request/reply, one Redis script, one JetStream publish with ack) …');
+  out(`floor: starting the raw pipeline (one NATS request/reply, one Redis script, one JetStream publish with ack) …${clusters ? ' (on the NATS cluster; its Redis is REDIS_URL\'s one server)' : ''}`);
   const floor = spawn(process.execPath, [join(repoRoot, 'bench/dist/floor.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     floor.stdout!.on('data', (d: Buffer) => d.toString().includes('floor ready') && resolve());
@@ -426,6 +455,8 @@ if (Object.keys(rowChecks).length > 0) {
   const ok = c.reportRows === c.challengesStarted && c.completedRows === c.challengesStarted;
   out(`report rows: ${c.reportRows} rows, ${c.completedRows} complete, for ${c.challengesStarted} challenges started → ${ok ? 'none lost, none duplicated' : 'MISMATCH'}`);
 }
+// The floor ran against the same NATS cluster (its Redis is REDIS_URL's one server).
+if (clusters) await Promise.all(clusters.map((c) => c.stop()));
 mkdirSync(join(repoRoot, 'bench/results'), { recursive: true });
 writeFileSync(
   join(repoRoot, 'bench/results/latest.json'),

@@ -38,6 +38,7 @@ interface Queued {
  */
 export class ReplicatedWrites {
   private queue: Queued[] = [];
+  private readonly scripts = new Map<string, { numberOfKeys: number; lua: string }>();
   private scheduled = false;
   /** Replicas connected to each master ("host:port"; "" for a single master), read every second. */
   private readonly replicasOf = new Map<string, number>();
@@ -61,6 +62,7 @@ export class ReplicatedWrites {
   /** Defines a script on this writer's connection (as ioredis's defineCommand does on another). */
   define(name: string, definition: { numberOfKeys: number; lua: string }): void {
     this.redis.defineCommand(name, definition);
+    this.scripts.set(name, definition);
   }
 
   /** Whether decisions wait for replicas at all (REDIS_WAIT_REPLICAS > 0). */
@@ -106,15 +108,11 @@ export class ReplicatedWrites {
     return groups;
   }
 
-  private async send(master: string, items: Queued[]): Promise<void> {
+  private async send(master: string, items: Queued[], attempt = 1, withText = false): Promise<void> {
     const replicas = Math.min(this.options.replicas, this.replicasOf.get(master) ?? this.options.replicas);
-    const pipeline = this.redis.pipeline();
-    const commands = pipeline as unknown as Record<string, (...args: Array<string | number | Buffer>) => unknown>;
-    for (const item of items) commands[item.script]!.apply(pipeline, item.args);
-    if (replicas > 0) pipeline.wait(replicas, this.options.timeoutMs);
     let replies: Array<[Error | null, unknown]>;
     try {
-      replies = ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>;
+      replies = await this.pipelined(items, replicas, withText);
     } catch (error) {
       for (const item of items) item.reject(error);
       return;
@@ -129,11 +127,45 @@ export class ReplicatedWrites {
         }
       }
     }
+    // Answers that say the script did not run, and where to send it instead:
+    // - NOSCRIPT: a master that has not seen the script (a replica just promoted: the script cache
+    //   is not replicated); it goes again with the script's text.
+    // - MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the slot moved or is moving (a failover); the slots are
+    //   read again and it goes to the new master, every 100 ms for up to 5 s (the IdP's deadline).
+    const again: Queued[] = [];
+    let moved = false;
+    let noScript = false;
     items.forEach((item, i) => {
       const [error, reply] = replies[i] ?? [new Error('no reply'), undefined];
-      if (error) item.reject(error);
+      const message = error?.message ?? '';
+      if (/^NOSCRIPT/.test(message) && !withText) {
+        noScript = true;
+        again.push(item);
+      } else if (/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)/.test(message) && attempt < 50) {
+        moved = true;
+        again.push(item);
+      } else if (error) item.reject(error);
       else item.resolve(reply as string[]);
     });
+    if (again.length === 0) return;
+    if (moved && this.redis instanceof Cluster) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise<void>((resolve) => (this.redis as Cluster).refreshSlotsCache(() => resolve()));
+    }
+    for (const [next, group] of this.byMaster(again)) void this.send(next, group, attempt + 1, noScript && !moved);
+  }
+
+  /** One pipeline: the items' scripts (by SHA, or by text with `withText`), then WAIT when asked. */
+  private async pipelined(items: Queued[], replicas: number, withText: boolean): Promise<Array<[Error | null, unknown]>> {
+    const pipeline = this.redis.pipeline();
+    const commands = pipeline as unknown as Record<string, (...args: Array<string | number | Buffer>) => unknown>;
+    for (const item of items) {
+      const script = this.scripts.get(item.script);
+      if (withText && script) pipeline.eval(script.lua, script.numberOfKeys, ...item.args);
+      else commands[item.script]!.apply(pipeline, item.args);
+    }
+    if (replicas > 0) pipeline.wait(replicas, this.options.timeoutMs);
+    return ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>;
   }
 
   /** connected_slaves of each master, from INFO replication. */

@@ -426,6 +426,11 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
           const jsm = await jetstreamManager(nc!, { timeout: 5_000 });
           return Promise.all(streams.map(async (name) => ({ name, ...(await jsm.streams.info(name)).state })));
         };
+        // Redis first: dispatch's send claims live in Redis, and an SMS request whose ack NATS lost
+        // comes again after the ack wait (60 s) and must find its claim there. Redis emptied within
+        // that window loses the claim and the request may send again (docs/operations.md, "Failure
+        // modes"): the two faults are not made to overlap.
+        await dependencyFault('redis', 'Redis (kill -9, back empty)', redis!, 2_000);
         const beforeKill = await streamState();
         // The worst moment for SMS: NATS dies just after the provider accepted a message, while
         // dispatch records the outcome and acknowledges the request.
@@ -443,7 +448,6 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
               : `JetStream: ${before.name} lost data in the NATS restart: before first/last seq ${before.first_seq}/${before.last_seq}, after ${now.first_seq}/${now.last_seq}`,
           );
         }
-        await dependencyFault('redis', 'Redis (kill -9, back empty)', redis!, 2_000);
         await dependencyFault('postgres', 'Postgres (kill -9 postmaster)', pg!, 5_000);
         enter('after', 'after');
         await sleep(4_000);

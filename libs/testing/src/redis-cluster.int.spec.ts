@@ -56,7 +56,7 @@ describe('startRedisCluster', () => {
 
     // The replica had the data: nothing written before the kill is lost (the writes were replicated
     // long before it).
-    for (const key of keys) assert.equal(await eventually(() => client.get(key).then((v) => v ?? undefined), 10_000, key), `value of ${key}`);
+    for (const key of keys) assert.equal(await eventually(() => client.get(key).then((v) => v ?? undefined), 30_000, key), `value of ${key}`);
     await client.set('key-7', 'after the failover');
     assert.equal(await client.get('key-7'), 'after the failover');
 

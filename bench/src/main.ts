@@ -16,7 +16,7 @@ import { DeviceSigned, Subjects } from '@mfa/contracts';
 import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter, type RedisClient } from '@mfa/projection';
-import { sealPersonalData, UserDataKeys } from '@mfa/service-kit';
+import { parseHostPorts, sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { CORE_SERVICE_NAMES, FakeTwilio, freeUdpPort, repoRoot, startNatsCluster, startPostgresPrimaryWithReplica, startRedisCluster, startStack } from '@mfa/testing';
 import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
@@ -142,7 +142,7 @@ if (kinds.some((k) => scenarios.has(k))) {
     },
   });
   const nc = await connectClient({ name: 'bench-idp', noAsyncTraces: true });
-  const redis: RedisClient = clusters ? new Cluster(hostPortsOf(clusters[1].nodes), { enableAutoPipelining: true }) : new Redis(redisUrl, { enableAutoPipelining: true });
+  const redis: RedisClient = clusters ? new Cluster(parseHostPorts('REDIS_NODES', clusters[1].nodes).addresses, { enableAutoPipelining: true }) : new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const auth = natsHeaders();
   auth.set('Authorization', `Bearer ${platformKey}`);
@@ -362,11 +362,6 @@ if (kinds.some((k) => scenarios.has(k))) {
     await twilio.stop();
     if (ownDatabase && !clusters) await dropDatabase(databaseUrl);
   }
-}
-
-/** `host:port,…` as ioredis's Cluster takes its seeds. */
-function hostPortsOf(list: string): Array<{ host: string; port: number }> {
-  return list.split(',').map((a) => ({ host: a.split(':')[0]!, port: Number(a.split(':')[1]) }));
 }
 
 /** UNLINK of keys in many slots: one per key in a cluster (auto-pipelined, one write per node). */

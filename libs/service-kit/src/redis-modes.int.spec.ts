@@ -6,7 +6,7 @@ import { eventually, startRedisCluster, startRedisSentinel, type RedisCluster, t
 import { createLogger } from '@mfa/telemetry';
 import { ConfigError } from './config.js';
 import { createRedis, whenRedisReady } from './redis.module.js';
-import type { RedisConnection } from './redis-connection.js';
+import { parseHostPorts, type RedisConnection } from './redis-connection.js';
 import { ReplicatedWrites } from './replicated-writes.js';
 
 /**
@@ -19,7 +19,7 @@ import { ReplicatedWrites } from './replicated-writes.js';
 const log = createLogger('redis-modes-test', { level: 'error' });
 /** A replay guard as the verify scripts keep one: the first use of a code is accepted, any later one refused. */
 const GUARD = "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {'accepted'} else return {'replayed'} end";
-const hostPorts = (list: string) => list.split(',').map((a) => ({ host: a.split(':')[0]!, port: Number(a.split(':')[1]) }));
+const hostPorts = (list: string) => parseHostPorts('REDIS_NODES', list).addresses;
 
 async function open(connection: RedisConnection, replicas: number): Promise<{ redis: RedisClient; writes: ReplicatedWrites }> {
   const redis = createRedis({ connection, connectionName: 'test', log });

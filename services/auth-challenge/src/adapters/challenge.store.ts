@@ -159,7 +159,7 @@ export class ChallengeStore {
       ['mfaChallengeVerifyTotp', 8, VERIFY_TOTP_SCRIPT],
       ['mfaChallengeVoiceOutcome', 8, VOICE_OUTCOME_SCRIPT],
     ] as const) {
-      redis.defineCommand(name, { numberOfKeys, lua });
+      // On the writer's connection only (the service's own when decisions do not wait).
       decisions.define(name, { numberOfKeys, lua });
     }
     const r = redis as unknown as { mfaChallengeStart: ScriptFn };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Cluster } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { eventually } from './env.js';
 import { startRedisCluster, type RedisCluster } from './redis-cluster.js';
 
@@ -43,6 +43,15 @@ describe('startRedisCluster', () => {
     assert.equal(await client.get('key-7'), 'value of key-7');
 
     const victim = await cluster.masterOf('key-7');
+    // Replication is asynchronous: the kill comes only once the victim's replica has every write.
+    const direct = new Redis(victim.url);
+    await eventually(async () => {
+      const info = await direct.info('replication');
+      const offset = /^master_repl_offset:(\d+)/m.exec(info)?.[1];
+      const replica = /^slave0:.*offset=(\d+)/m.exec(info)?.[1];
+      return offset !== undefined && replica === offset ? true : undefined;
+    }, 10_000, "the victim's replica caught up");
+    direct.disconnect();
     const victimPid = victim.pid;
     await victim.kill();
     assert.equal(victim.running(), false);
@@ -54,8 +63,7 @@ describe('startRedisCluster', () => {
     assert.equal(await promoted.role(), 'master');
     assert.equal(await cluster.masterOf('key-7'), promoted);
 
-    // The replica had the data: nothing written before the kill is lost (the writes were replicated
-    // long before it).
+    // The replica had the data: nothing written before the kill is lost.
     for (const key of keys) assert.equal(await eventually(() => client.get(key).then((v) => v ?? undefined), 30_000, key), `value of ${key}`);
     await client.set('key-7', 'after the failover');
     assert.equal(await client.get('key-7'), 'after the failover');

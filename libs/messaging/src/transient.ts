@@ -24,6 +24,13 @@ const SQLSTATE = /^(08|53|57P|40001$|40P01$)/;
 // node-postgres' own connection errors carry no code; JetStream's are told by code (below).
 const MESSAGES = /connection (is closed|terminated|refused)|timeout exceeded when trying to connect|connection error/i;
 const NAMES = new Set(['MaxRetriesPerRequestError', 'TimeoutError', 'NoRespondersError', 'ConnectionError']);
+/**
+ * Redis replies about the cluster's state, not the command: a slot moving or without a master
+ * during a failover (MOVED to a master that just died, ASK, TRYAGAIN, CLUSTERDOWN), a server
+ * loading its data or demoted under its client (LOADING, READONLY), a replica whose master is
+ * down (MASTERDOWN), too few replicas for a write (NOREPLICAS).
+ */
+const REDIS_STATE = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|LOADING|READONLY|MASTERDOWN|NOREPLICAS)\b/;
 
 export function isTransientDependencyError(error: unknown): boolean {
   let current: unknown = error;
@@ -34,7 +41,7 @@ export function isTransientDependencyError(error: unknown): boolean {
     if (isTransientJetStreamError(current)) return true;
     if (typeof e.code === 'string' && (NETWORK_CODES.has(e.code) || SQLSTATE.test(e.code))) return true;
     if (typeof e.name === 'string' && NAMES.has(e.name)) return true;
-    if (typeof e.message === 'string' && MESSAGES.test(e.message)) return true;
+    if (typeof e.message === 'string' && (MESSAGES.test(e.message) || REDIS_STATE.test(e.message))) return true;
     current = e.cause;
   }
   return false;

@@ -10,6 +10,9 @@ const apiError = (err_code: number, description: string, code = 503) => new JetS
 /** A pull status (the client's JetStreamStatusError is a JetStreamError carrying the status code). */
 const statusError = (code: number) => Object.assign(new JetStreamError(`status ${code}`), { code });
 
+/** An error Redis answered with, as ioredis gives it. */
+const redisReply = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });
+
 describe('transient dependency errors', () => {
   it('recognises outages of the database, cache, broker and network, also behind a cause', () => {
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
@@ -29,6 +32,14 @@ describe('transient dependency errors', () => {
       new Error('publish failed', { cause: apiError(JetStreamCodes.ClusterNoPeers, 'no suitable peers for placement') }),
       statusError(503),
       statusError(409),
+      // Redis answering about its own state during a failover.
+      redisReply('MOVED 8089 127.0.0.1:38075'),
+      redisReply('ASK 8089 127.0.0.1:38076'),
+      redisReply('CLUSTERDOWN The cluster is down'),
+      redisReply('TRYAGAIN Multiple keys request during rehashing of slot'),
+      redisReply("READONLY You can't write against a read only replica."),
+      redisReply('LOADING Redis is loading the dataset in memory'),
+      redisReply('MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to no'),
     ]) {
       assert.equal(isTransientDependencyError(error), true, String(error));
     }
@@ -40,6 +51,9 @@ describe('transient dependency errors', () => {
       Object.assign(new Error('duplicate key value violates unique constraint'), { code: '23505' }),
       Object.assign(new Error('invalid input syntax for type timestamp'), { code: '22007' }),
       new ContractError('invalid_request', 'bad'),
+      redisReply('ERR Error running script (call to f_0a1b): @user_script:3: attempt to compare nil with number'),
+      redisReply('WRONGTYPE Operation against a key holding the wrong kind of value'),
+      redisReply('CROSSSLOT Keys in request don\'t hash to the same slot'),
       apiError(JetStreamCodes.StreamWrongLastSequence, 'wrong last sequence: 4', 400),
       apiError(JetStreamCodes.StreamNotFound, 'stream not found', 404),
       // A message that reads like an outage is not one when its code says otherwise.

@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ReplyError } from 'ioredis';
 import { unavailable } from '@mfa/contracts';
+import { isTransientDependencyError } from '@mfa/messaging';
 import { RedisKeys, slotMarkerKey, slotOutboxKey, type RedisClient } from '@mfa/projection';
 import { REDIS, ReplicatedWrites } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
@@ -117,15 +118,16 @@ interface ResendInput {
 }
 
 /**
- * A Redis that cannot be reached is `unavailable` to the caller (try again); an error Redis
- * answered with (a script bug) stays an internal error.
+ * A Redis that cannot be reached, or that answers about its own state (a failover: MOVED to a dead
+ * master, CLUSTERDOWN, READONLY…), is `unavailable` to the caller (try again); any other error
+ * Redis answered with (a script bug) stays an internal error.
  */
 async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
   const started = performance.now();
   try {
     return await call();
   } catch (error) {
-    if (error instanceof ReplyError) throw error;
+    if (error instanceof ReplyError && !isTransientDependencyError(error)) throw error;
     throw unavailable('challenge store unavailable; try again', error);
   } finally {
     redisDuration.observe({ op }, (performance.now() - started) / 1000);

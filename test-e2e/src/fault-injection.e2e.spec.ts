@@ -7,8 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { Headers, Streams, Subjects, type SigninItem } from '@mfa/contracts';
-import { base32Decode, totp, totpStep } from '@mfa/crypto';
+import { Streams, Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
 import {
   FakeTwilio,
@@ -19,12 +18,12 @@ import {
   startRedisServer,
   startStack,
   uniqueTenant,
-  uniqueUser,
   type NatsServerProcess,
   type PostgresServerProcess,
   type RedisServerProcess,
   type Stack,
 } from '@mfa/testing';
+import { figuresTable, registerLoadUsers, SignInLoad, type FigureRow, type Phase, type Reply, type SmsUser, type TotpUser } from './load/sign-ins.js';
 
 /**
  * Fault injection (issue 7, item 8). Two instances of every service against a nats-server, a
@@ -76,32 +75,9 @@ const REPORT_RECOVERY_BOUND_MS = 30_000;
 /** After the load stops and the last challenge has expired: time for the report to catch up. */
 const REPORT_CATCH_UP_MS = 60_000;
 
-type Reply = Record<string, unknown> & { status?: string; reason?: string; challengeId?: string; error?: { code: string; message: string } };
 type Dependency = keyof typeof RECOVERY_BOUND_MS;
-
-interface SignIn {
-  n: number;
-  method: 'sms' | 'totp';
-  userId: string;
-  phase: string;
-  /** When the start request was sent, and when the sign-in ended (ms since the epoch). */
-  at: number;
-  end?: number;
-  challengeId?: string;
-  ok?: boolean;
-  /** Where it failed: `start:<error>`, `sms:not_received`, `verify:<error or status/reason>`. */
-  failure?: string;
-  /** SMS codes presented (the last one approved, when ok). */
-  codes: string[];
-  /** Whether a verify was ever sent (a challenge never verified cannot be a success). */
-  verified: boolean;
-}
-
-interface Phase {
-  name: string;
-  kind: 'baseline' | 'instance' | 'dependency-down' | 'dependency-up' | 'settle' | 'after';
-  from: number;
-  to?: number;
+/** What the test records about a phase (Phase.notes). */
+interface Notes {
   dependency?: Dependency;
   /** dependency-up: when the restarted server answered again. */
   restartedAt?: number;
@@ -110,20 +86,6 @@ interface Phase {
   /** dependency-up: how long the dependency was away. */
   outageMs?: number;
   reportRecoveryMs?: number | null;
-}
-
-interface TotpUser {
-  userId: string;
-  secret: Buffer;
-  lastStep: number;
-  busy: boolean;
-}
-interface SmsUser {
-  userId: string;
-  phone: string;
-  busy: boolean;
-  /** Not used again before this time (an SMS of a failed sign-in may still arrive). */
-  restUntil: number;
 }
 
 describe('fault injection: sign-ins while instances, NATS, Redis and Postgres are killed', () => {
@@ -142,8 +104,8 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
   const problemsLogged: Array<{ at: number; service: string; line: string }> = [];
   /** Every line the services printed (a few thousand), to quote those of one challenge. */
   const allLines: Array<{ at: number; service: string; line: string }> = [];
-  const totpUsers: TotpUser[] = [];
-  const smsUsers: SmsUser[] = [];
+  let totpUsers: TotpUser[] = [];
+  let smsUsers: SmsUser[] = [];
 
   const ask = (subject: string, body: unknown, timeoutMs = 10_000) => requestJson<Reply>(nc!, subject, body, { timeoutMs });
 
@@ -182,37 +144,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
       });
       assert.equal(configured.error, undefined, JSON.stringify(configured));
 
-      // Users: a TOTP code is accepted once per time step and token, so a TOTP user signs in at
-      // most once a step: RATE/2 a second × 30 s, and a margin. SMS users one sign-in at a time.
-      const totpCount = Math.ceil((RATE / 2) * 30 * 1.4);
-      const smsCount = Math.ceil((RATE / 2) * 25);
-      const inBatches = async <T>(count: number, make: (i: number) => Promise<T>): Promise<T[]> => {
-        const out: T[] = [];
-        for (let i = 0; i < count; i += 16) out.push(...(await Promise.all(Array.from({ length: Math.min(16, count - i) }, (_, j) => make(i + j)))));
-        return out;
-      };
-      totpUsers.push(
-        ...(await inBatches(totpCount, async () => {
-          const userId = uniqueUser('app');
-          const registered = await ask(Subjects.usersRegister, { tenantId, userId });
-          assert.equal(registered.error, undefined, JSON.stringify(registered));
-          const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
-          const secret = base32Decode(String(enrolled.secret));
-          const now = Date.now();
-          const activated = await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, now) });
-          assert.equal(activated.active, true, JSON.stringify(activated));
-          return { userId, secret, lastStep: totpStep(now), busy: false };
-        })),
-      );
-      smsUsers.push(
-        ...(await inBatches(smsCount, async (i) => {
-          const userId = uniqueUser('sms');
-          const phone = `+1555${String(i).padStart(7, '0')}`;
-          const registered = await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber: phone });
-          assert.equal(registered.error, undefined, JSON.stringify(registered));
-          return { userId, phone, busy: false, restUntil: 0 };
-        })),
-      );
+      ({ totpUsers, smsUsers } = await registerLoadUsers(ask, tenantId, RATE));
     },
     { timeout: 240_000 },
   );
@@ -244,140 +176,16 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
     'keeps signing users in while one instance of each service, then NATS, Redis and Postgres, are killed',
     async () => {
       const testStart = Date.now();
-      const signIns: SignIn[] = [];
-      const phases: Phase[] = [];
-      let skipped = 0;
+      const load = new SignInLoad(
+        { nc: () => nc!, tenantId, twilio, rate: RATE, requestTimeoutMs: REQUEST_TIMEOUT_MS, smsWaitMs: SMS_WAIT_MS, codeLifetimeS: CODE_LIFETIME_S, application: 'fault-injection' },
+        totpUsers,
+        smsUsers,
+      );
+      const { signIns, phases } = load;
+      const enter = (name: string, kind: string, notes: Notes = {}) => load.enter(name, kind, notes as Record<string, unknown>);
+      const notesOf = (phase: Phase) => phase.notes as Notes;
       const streamChecks: string[] = [];
-      const enter = (name: string, kind: Phase['kind'], extra: Partial<Phase> = {}) => {
-        const now = Date.now();
-        const previous = phases.at(-1);
-        if (previous && previous.to === undefined) previous.to = now;
-        const phase: Phase = { name, kind, from: now, ...extra };
-        phases.push(phase);
-        process.stdout.write(`# ${new Date(now).toISOString()} phase: ${name}\n`);
-        return phase;
-      };
-
-      // ---- the IdP ------------------------------------------------------------------------------
-      const call = async (subject: string, body: unknown): Promise<{ reply?: Reply; error?: string }> => {
-        try {
-          const reply = await requestJson<Reply>(nc!, subject, body, {
-            timeoutMs: REQUEST_TIMEOUT_MS,
-            headers: { [Headers.deadline]: String(Date.now() + REQUEST_TIMEOUT_MS) },
-          });
-          return reply.error ? { reply, error: reply.error.code } : { reply };
-        } catch (error) {
-          return { error: transportError(error) };
-        }
-      };
-      const finish = (s: SignIn, ok: boolean, failure?: string) => {
-        s.ok = ok;
-        s.end = Date.now();
-        if (failure) s.failure = failure;
-      };
-
-      let totpCursor = 0;
-      const signInTotp = async (s: SignIn, user: TotpUser) => {
-        const start = await call(Subjects.challengeStart, { tenantId, userId: user.userId, method: 'totp', application: 'fault-injection' });
-        if (start.error || start.reply?.status !== 'pending') return finish(s, false, `start:${start.error ?? start.reply?.status}`);
-        s.challengeId = String(start.reply.challengeId);
-        const now = totpStep(Date.now());
-        const step = Math.max(now, user.lastStep + 1);
-        user.lastStep = step;
-        s.verified = true;
-        const verify = await call(Subjects.challengeVerify, { tenantId, challengeId: s.challengeId, code: totp(user.secret, step * 30_000) });
-        if (verify.error) return finish(s, false, `verify:${verify.error}`);
-        if (verify.reply?.status !== 'approved') return finish(s, false, `verify:${verify.reply?.status}/${verify.reply?.reason}`);
-        finish(s, true);
-      };
-
-      const signInSms = async (s: SignIn, user: SmsUser) => {
-        const start = await call(Subjects.challengeStart, { tenantId, userId: user.userId, method: 'sms', application: 'fault-injection' });
-        if (start.error || start.reply?.status !== 'pending') return finish(s, false, `start:${start.error ?? start.reply?.status}`);
-        s.challengeId = String(start.reply.challengeId);
-        const waitUntil = s.at + SMS_WAIT_MS;
-        for (;;) {
-          // The first SMS to this phone since the start that has not been tried: a late SMS of an
-          // earlier sign-in of this user is answered invalid_code, and the next one is tried.
-          let sms;
-          try {
-            sms = await twilio.waitFor(
-              (m) => m.to === user.phone && m.receivedAt.getTime() >= s.at && !s.codes.includes(FakeTwilio.codeOf(m)),
-              Math.max(1, waitUntil - Date.now()),
-            );
-          } catch {
-            return finish(s, false, 'sms:not_received');
-          }
-          const code = FakeTwilio.codeOf(sms);
-          s.codes.push(code);
-          s.verified = true;
-          const verify = await call(Subjects.challengeVerify, { tenantId, challengeId: s.challengeId, code });
-          if (verify.error) return finish(s, false, `verify:${verify.error}`);
-          if (verify.reply?.status === 'approved') return finish(s, true);
-          if (verify.reply?.status !== 'pending' || verify.reply.reason !== 'invalid_code' || Date.now() >= waitUntil) {
-            return finish(s, false, `verify:${verify.reply?.status}/${verify.reply?.reason}`);
-          }
-        }
-      };
-
-      let smsCursor = 0;
-      const launch = (n: number): Promise<void> | undefined => {
-        const now = Date.now();
-        const phase = phases.at(-1)?.name ?? 'setup';
-        if (n % 2 === 0) {
-          const current = totpStep(now);
-          for (let i = 0; i < totpUsers.length; i++) {
-            const user = totpUsers[(totpCursor + i) % totpUsers.length]!;
-            // A step after the last one accepted, at most one ahead of now (the server takes ±1).
-            if (user.busy || Math.max(current, user.lastStep + 1) > current + 1) continue;
-            totpCursor = (totpCursor + i + 1) % totpUsers.length;
-            const s: SignIn = { n, method: 'totp', userId: user.userId, phase, at: now, codes: [], verified: false };
-            signIns.push(s);
-            user.busy = true;
-            return signInTotp(s, user).finally(() => (user.busy = false));
-          }
-        } else {
-          for (let i = 0; i < smsUsers.length; i++) {
-            const user = smsUsers[(smsCursor + i) % smsUsers.length]!;
-            if (user.busy || user.restUntil > now) continue;
-            smsCursor = (smsCursor + i + 1) % smsUsers.length;
-            const s: SignIn = { n, method: 'sms', userId: user.userId, phase, at: now, codes: [], verified: false };
-            signIns.push(s);
-            user.busy = true;
-            return signInSms(s, user).finally(() => {
-              user.busy = false;
-              // Anything but a clean approval may leave an SMS on its way to this phone.
-              if (!s.ok) user.restUntil = Date.now() + (CODE_LIFETIME_S + 10) * 1000;
-            });
-          }
-        }
-        skipped++;
-        return undefined;
-      };
-
-      let loading = true;
-      const inFlight = new Set<Promise<void>>();
-      const driver = (async () => {
-        const t0 = Date.now();
-        for (let n = 0; loading; n++) {
-          const due = t0 + (n * 1000) / RATE;
-          if (due > Date.now()) await sleep(due - Date.now());
-          if (!loading) break;
-          const p = launch(n);
-          if (p) {
-            inFlight.add(p);
-            void p.finally(() => inFlight.delete(p));
-          }
-        }
-      })();
-
-      const firstOkAfter = (since: number) =>
-        signIns.filter((s) => s.at >= since && s.ok).sort((a, b) => a.end! - b.end!)[0];
-      /** Waits until a sign-in started after `since` has succeeded (at most `boundMs` and a margin). */
-      const waitRecovered = async (since: number, boundMs: number) => {
-        const deadline = since + boundMs + 10_000;
-        while (!firstOkAfter(since) && Date.now() < deadline) await sleep(100);
-      };
+      load.start();
 
       // ---- the faults ---------------------------------------------------------------------------
       try {
@@ -391,7 +199,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
           await sleep(INSTANCE_DOWN_MS);
           const restarting = Date.now();
           await stack!.restart(name, instance);
-          phase.restartMs = Date.now() - restarting;
+          notesOf(phase).restartMs = Date.now() - restarting;
           enter(`${name}#${instance} back`, 'settle');
           await sleep(SETTLE_MS);
         }
@@ -412,10 +220,10 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
           const up = enter(`${label} restarted`, 'dependency-up', { dependency, restartedAt, outageMs: restartedAt - down.from });
           // Postgres: sign-ins do not need it, the report does; how soon one approved now is in it.
           const reportProbe = dependency === 'postgres' ? reportRecovery(restartedAt) : undefined;
-          await waitRecovered(restartedAt, RECOVERY_BOUND_MS[dependency]);
+          await load.waitRecovered(restartedAt, RECOVERY_BOUND_MS[dependency]);
           await sleep(OBSERVE_AFTER_RECOVERY_MS);
           // A gap before the next fault, so no sign-in of this phase is still running into it.
-          if (reportProbe) up.reportRecoveryMs = await reportProbe;
+          if (reportProbe) notesOf(up).reportRecoveryMs = await reportProbe;
           enter(`${label} settled`, 'settle');
           await sleep(SETTLE_MS);
           return up;
@@ -452,29 +260,10 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
         enter('after', 'after');
         await sleep(4_000);
       } finally {
-        loading = false;
-        await driver;
-        await Promise.allSettled([...inFlight]);
-        const last = phases.at(-1);
-        if (last && last.to === undefined) last.to = Date.now();
+        await load.stop();
       }
 
-      async function reportRecovery(since: number): Promise<number | null> {
-        const deadline = since + REPORT_RECOVERY_BOUND_MS + 15_000;
-        while (Date.now() < deadline) {
-          const approved = new Set(signIns.filter((s) => s.at >= since && s.ok).map((s) => s.challengeId));
-          if (approved.size > 0) {
-            try {
-              const page = await ask(Subjects.reportsSigninsQuery, { tenantId, from: new Date(since).toISOString(), limit: 500 }, REQUEST_TIMEOUT_MS);
-              if ((page.items as SigninItem[] | undefined)?.some((item) => approved.has(item.challengeId))) return Date.now() - since;
-            } catch {
-              // reporting not answering yet
-            }
-          }
-          await sleep(250);
-        }
-        return null;
-      }
+      const reportRecovery = (since: number) => load.reportRecovery(since, REPORT_RECOVERY_BOUND_MS);
 
       // ---- the report -------------------------------------------------------------------------
       // Failed challenges appear once expired: wait for the last one, then for the projection.
@@ -484,84 +273,49 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
       let rows: SigninItem[] = [];
       const catchUpStart = Date.now();
       for (;;) {
-        rows = await readReport(new Date(testStart).toISOString()).catch(() => rows);
+        rows = await load.readReport(new Date(testStart).toISOString()).catch(() => rows);
         const ids = new Set(rows.map((r) => r.challengeId));
         if (started.every((s) => ids.has(s.challengeId!)) || Date.now() - catchUpStart > REPORT_CATCH_UP_MS) break;
         await sleep(1_000);
       }
       const reportCatchUpMs = Date.now() - catchUpStart;
 
-      async function readReport(from: string): Promise<SigninItem[]> {
-        const out: SigninItem[] = [];
-        let cursor: string | undefined;
-        do {
-          const page = await ask(Subjects.reportsSigninsQuery, { tenantId, from, limit: 500, ...(cursor ? { cursor } : {}) });
-          if (page.error) throw new Error(`report: ${JSON.stringify(page.error)}`);
-          out.push(...(page.items as SigninItem[]));
-          cursor = page.nextCursor as string | undefined;
-        } while (cursor);
-        return out;
-      }
-
       // ---- figures ------------------------------------------------------------------------------
       const figures = phases.map((phase) => {
         const mine = signIns.filter((s) => s.phase === phase.name);
-        const ok = mine.filter((s) => s.ok).length;
-        const failures: Record<string, number> = {};
-        for (const s of mine.filter((x) => !x.ok)) failures[s.failure!] = (failures[s.failure!] ?? 0) + 1;
-        const row: Record<string, unknown> = {
-          phase: phase.name,
+        const notes = notesOf(phase);
+        const row: FigureRow & { kind: string; seconds: number; afterRecovery?: { signIns: number; ok: number } } = {
+          ...load.summarize(phase),
           kind: phase.kind,
           seconds: Math.round(((phase.to ?? Date.now()) - phase.from) / 100) / 10,
-          signIns: mine.length,
-          ok,
-          failed: mine.length - ok,
-          okPercent: mine.length ? Math.round((1000 * ok) / mine.length) / 10 : null,
-          failures,
+          notes: [],
         };
-        if (phase.restartMs !== undefined) row.instanceRestartMs = phase.restartMs;
+        if (notes.restartMs !== undefined) row.notes.push(`instance ready again after ${notes.restartMs} ms`);
         if (phase.kind === 'dependency-up') {
-          const first = firstOkAfter(phase.restartedAt!);
-          row.outageMs = phase.outageMs;
-          row.recoveryMs = first ? first.end! - phase.restartedAt! : null;
+          const first = load.firstOkAfter(notes.restartedAt!);
+          row.recoveryMs = first ? first.end! - notes.restartedAt! : null;
           // Sign-ins started once recovered (after the first success ended): the steady state.
           const steady = first ? mine.filter((s) => s.at >= first.end!) : [];
           row.afterRecovery = { signIns: steady.length, ok: steady.filter((s) => s.ok).length };
-          if (phase.reportRecoveryMs !== undefined) row.reportRecoveryMs = phase.reportRecoveryMs;
+          row.notes.push(`outage ${notes.outageMs} ms`, `after recovery ${row.afterRecovery.ok}/${row.afterRecovery.signIns} ok`);
+          if (notes.reportRecoveryMs !== undefined) row.notes.push(`report recovered after ${String(notes.reportRecoveryMs)} ms`);
         }
         return row;
       });
-      const smsMessages = twilio.messages;
-      const perPhoneCode = new Map<string, number>();
-      for (const m of smsMessages) perPhoneCode.set(`${m.to} ${FakeTwilio.codeOf(m)}`, (perPhoneCode.get(`${m.to} ${FakeTwilio.codeOf(m)}`) ?? 0) + 1);
-      const duplicateSms = [...perPhoneCode].filter(([, count]) => count > 1);
       const summary = {
         rate: RATE,
         runtimeSeconds: Math.round((Date.now() - testStart) / 1000),
         signIns: signIns.length,
         ok: signIns.filter((s) => s.ok).length,
-        skippedNoFreeUser: skipped,
+        skippedNoFreeUser: load.skipped,
         smsStartsAttempted: signIns.filter((s) => s.method === 'sms').length,
-        smsSent: smsMessages.length,
+        smsSent: twilio.messages.length,
         twilioRequests: twilio.requests,
         reportRows: rows.length,
         reportCatchUpMs,
         logFile: logPath,
       };
-      const table = [
-        '| phase | sign-ins | ok | failed | ok % | recovery ms | notes |',
-        '|---|---|---|---|---|---|---|',
-        ...figures.map((f) => {
-          const notes = [
-            Object.keys(f.failures as object).length ? `failures ${JSON.stringify(f.failures)}` : '',
-            f.instanceRestartMs !== undefined ? `instance ready again after ${String(f.instanceRestartMs)} ms` : '',
-            f.outageMs !== undefined ? `outage ${String(f.outageMs)} ms` : '',
-            f.afterRecovery ? `after recovery ${(f.afterRecovery as { ok: number }).ok}/${(f.afterRecovery as { signIns: number }).signIns} ok` : '',
-            f.reportRecoveryMs !== undefined ? `report recovered after ${String(f.reportRecoveryMs)} ms` : '',
-          ].filter(Boolean);
-          return `| ${String(f.phase)} | ${String(f.signIns)} | ${String(f.ok)} | ${String(f.failed)} | ${String(f.okPercent)} | ${f.recoveryMs === undefined ? '' : String(f.recoveryMs)} | ${notes.join('; ')} |`;
-        }),
-      ];
+      const table = figuresTable(figures);
       await writeFile(figuresPath, JSON.stringify({ summary, phases: figures, signIns }, null, 1));
       process.stdout.write(`${table.map((l) => `# ${l}`).join('\n')}\n# ${JSON.stringify(summary)}\n# figures: ${figuresPath}\n`);
 
@@ -580,20 +334,21 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
 
       for (const [i, phase] of phases.entries()) {
         const f = figures[i]!;
-        const total = f.signIns as number;
-        if (phase.kind === 'baseline' || phase.kind === 'instance' || (phase.kind === 'dependency-down' && phase.dependency === 'postgres')) {
+        const total = f.signIns;
+        const notes = notesOf(phase);
+        if (phase.kind === 'baseline' || phase.kind === 'instance' || (phase.kind === 'dependency-down' && notesOf(phase).dependency === 'postgres')) {
           check(total >= 20, () => `${phase.name}: only ${total} sign-ins, too few to judge`);
-          check((f.ok as number) >= MIN_SUCCESS * total, () => `${phase.name}: ${String(f.ok)}/${total} sign-ins ok (< 95 %), failures ${JSON.stringify(f.failures)}\n    ${logsBetween(phase.from, phase.to!)}`);
+          check(f.ok >= MIN_SUCCESS * total, () => `${phase.name}: ${String(f.ok)}/${total} sign-ins ok (< 95 %), failures ${JSON.stringify(f.failures)}\n    ${logsBetween(phase.from, phase.to!)}`);
         }
         if (phase.kind === 'dependency-up') {
-          const bound = RECOVERY_BOUND_MS[phase.dependency!];
-          check(f.recoveryMs !== null && (f.recoveryMs as number) <= bound, () =>
-            `${phase.name}: new sign-ins did not succeed within ${bound} ms of the restart (recovery ${String(f.recoveryMs)} ms), failures ${JSON.stringify(f.failures)}\n    ${logsBetween(phase.restartedAt!, phase.to!)}`,
+          const bound = RECOVERY_BOUND_MS[notes.dependency!];
+          check(f.recoveryMs !== null && f.recoveryMs! <= bound, () =>
+            `${phase.name}: new sign-ins did not succeed within ${bound} ms of the restart (recovery ${String(f.recoveryMs)} ms), failures ${JSON.stringify(f.failures)}\n    ${logsBetween(notes.restartedAt!, phase.to!)}`,
           );
-          const steady = f.afterRecovery as { signIns: number; ok: number };
-          check(steady.ok >= MIN_SUCCESS * steady.signIns, () => `${phase.name}: once recovered, only ${steady.ok}/${steady.signIns} sign-ins ok\n    ${logsBetween(phase.restartedAt!, phase.to!)}`);
-          if (phase.dependency === 'postgres') {
-            check(phase.reportRecoveryMs !== null && phase.reportRecoveryMs! <= REPORT_RECOVERY_BOUND_MS, () => `${phase.name}: a sign-in approved after the restart was not in the report within ${REPORT_RECOVERY_BOUND_MS} ms (${String(phase.reportRecoveryMs)})`);
+          const steady = f.afterRecovery!;
+          check(steady.ok >= MIN_SUCCESS * steady.signIns, () => `${phase.name}: once recovered, only ${steady.ok}/${steady.signIns} sign-ins ok\n    ${logsBetween(notes.restartedAt!, phase.to!)}`);
+          if (notes.dependency === 'postgres') {
+            check(notes.reportRecoveryMs !== null && notes.reportRecoveryMs! <= REPORT_RECOVERY_BOUND_MS, () => `${phase.name}: a sign-in approved after the restart was not in the report within ${REPORT_RECOVERY_BOUND_MS} ms (${String(notes.reportRecoveryMs)})`);
           }
         }
       }
@@ -601,52 +356,13 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
       check(streamChecks.length === 3, () => 'JetStream: the stream state around the NATS restart was not read');
       for (const problem of streamChecks.filter(Boolean)) check(false, () => problem);
 
-      const byId = new Map<string, SigninItem[]>();
-      for (const row of rows) byId.set(row.challengeId, [...(byId.get(row.challengeId) ?? []), row]);
-      const duplicates = [...byId].filter(([, list]) => list.length > 1);
-      check(duplicates.length === 0, () => `report: ${duplicates.length} challenges have more than one row, e.g. ${JSON.stringify(duplicates.slice(0, 3))}`);
-      const describeSignIn = (s: SignIn) => `${s.challengeId} (${s.method}, ${s.phase}, started ${new Date(s.at).toISOString()}, ${s.ok ? 'approved' : s.failure})`;
-      const approved = signIns.filter((s) => s.ok);
-      const approvedMissing = approved.filter((s) => !byId.has(s.challengeId!));
-      check(approvedMissing.length === 0, () => `report: ${approvedMissing.length} sign-ins approved at the IdP are missing, e.g. ${approvedMissing.slice(0, 5).map(describeSignIn).join(', ')}`);
-      const approvedNotSuccess = approved.filter((s) => byId.get(s.challengeId!)?.some((r) => r.result !== 'success'));
-      check(approvedNotSuccess.length === 0, () =>
-        `report: ${approvedNotSuccess.length} sign-ins approved at the IdP are reported as failures, e.g. ${approvedNotSuccess
-          .slice(0, 5)
-          .map((s) => `${describeSignIn(s)} → ${byId.get(s.challengeId!)![0]!.resultDetail}`)
-          .join(', ')}`,
-      );
-      const startedMissing = started.filter((s) => !byId.has(s.challengeId!));
-      check(startedMissing.length === 0, () => `report: ${startedMissing.length} started challenges are missing, e.g. ${startedMissing.slice(0, 5).map(describeSignIn).join(', ')}`);
-      const neverVerifiedSuccess = started.filter((s) => !s.verified && byId.get(s.challengeId!)?.some((r) => r.result === 'success'));
-      check(neverVerifiedSuccess.length === 0, () => `report: ${neverVerifiedSuccess.length} challenges never verified are reported as successes, e.g. ${neverVerifiedSuccess.slice(0, 5).map(describeSignIn).join(', ')}`);
-      check(duplicateSms.length === 0, () => {
-        const examples = duplicateSms.slice(0, 5).map(([key]) => {
-          const [to, code] = key.split(' ');
-          const owner = signIns.find((s) => s.codes.includes(code!) && smsUsers.some((u) => u.phone === to && u.userId === s.userId));
-          const times = smsMessages.filter((m) => m.to === to && FakeTwilio.codeOf(m) === code).map((m) => m.receivedAt.toISOString());
-          const lines = owner
-            ? allLines.filter((l) => l.line.includes(owner.challengeId!)).map((l) => `[${l.service}] ${l.line.slice(0, 300)}`)
-            : [];
-          const during = phases.filter((p) => times.some((t) => Date.parse(t) >= p.from && Date.parse(t) <= (p.to ?? Infinity))).map((p) => p.name);
-          return `${to} received one code ${times.length} times at ${times.join(', ')} (phases: ${during.join(' → ')})${owner ? ` for challenge ${describeSignIn(owner)}` : ''}\n    ${lines.join('\n    ')}`;
-        });
-        return `SMS: ${duplicateSms.length} codes were sent more than once: ${examples.join('; ')}`;
+      load.checkReport(rows, (problem) => failedChecks.push(problem), {
+        allStarted: true,
+        linesOf: (challengeId) => allLines.filter((l) => l.line.includes(challengeId)).map((l) => `[${l.service}] ${l.line.slice(0, 300)}`),
       });
-      check(smsMessages.length <= summary.smsStartsAttempted, () => `SMS: ${smsMessages.length} sent for ${summary.smsStartsAttempted} SMS starts`);
 
       assert.deepEqual(failedChecks, [], `fault injection found problems (services' log: ${logPath}; figures: ${figuresPath})`);
     },
     { timeout: 600_000 },
   );
 });
-
-/** A request that got no reply: the IdP's view (timeout, no responders, connection closed, …). */
-function transportError(error: unknown): string {
-  const chain: Error[] = [];
-  for (let e: unknown = error; e instanceof Error && chain.length < 3; e = e.cause) chain.push(e);
-  const named = (name: string) => chain.some((e) => e.name === name || e.constructor.name === name);
-  if (chain.some((e) => (e as { isNoResponders?: () => boolean }).isNoResponders?.() === true) || named('NoRespondersError')) return 'no_responders';
-  if (named('TimeoutError')) return 'timeout';
-  return chain.length ? `${chain[0]!.name}(${chain.at(-1)!.message.slice(0, 60)})` : 'error';
-}

@@ -233,7 +233,14 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
     try {
       await phase('cluster up', () => compose(['up', '--no-build', '-d'], 600_000));
     } catch (error) {
-      assert.fail(`compose up (cluster) failed: ${((error as { stderr?: string }).stderr ?? String(error)).slice(-4000)}`);
+      const logs = (() => {
+        try {
+          return compose(['logs', '--tail', '30', 'redis-cluster-init', 'nats', 'nats-2', 'nats-3', 'redis']).slice(-6000);
+        } catch {
+          return '';
+        }
+      })();
+      assert.fail(`compose up (cluster) failed: ${((error as { stderr?: string }).stderr ?? String(error)).slice(-4000)}\n${logs}`);
     }
     // nats, nats-2, nats-3, redis … redis-6, postgres, jaeger and the seven services; the cluster formed.
     await phase('cluster healthy', () => waitUntilHealthy(18, ['redis-cluster-init']));

@@ -133,7 +133,8 @@ export async function radclient(port: number, secret: string, attributes: string
   try {
     output = (await child).stdout;
   } catch (error) {
-    const e = error as { stdout?: string; stderr?: string };
+    const e = error as { code?: unknown; stdout?: string; stderr?: string };
+    if (e.code === 'ENOENT') throw new Error('radclient is not installed (Debian: apt-get install freeradius-utils)');
     output = `${e.stdout ?? ''}${e.stderr ?? ''}`;
     // radclient exits 1 on an Access-Reject as well as on no reply.
     if (!/Received /.test(output)) return undefined;

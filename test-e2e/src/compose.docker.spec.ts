@@ -268,6 +268,7 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
           assert.ok(stream.cluster?.leader, `${stream.config.name} has a leader`);
           assert.equal(stream.cluster?.replicas?.length, 2, `${stream.config.name}: a leader and 2 followers (${JSON.stringify(stream.cluster)})`);
         }
+        process.stdout.write(`# cluster: ${streams.length} streams and buckets, each with 3 replicas: ${streams.map((s) => `${s.config.name} (leader ${s.cluster?.leader})`).join(', ')}\n`);
       } finally {
         await nc.close();
       }
@@ -284,7 +285,9 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
           const myself = String(await redis.call('CLUSTER', 'NODES')).split('\n').find((l) => l.includes('myself'))!;
           if (/\bmaster\b/.test(myself)) {
             masters.push(node.port);
-            assert.ok(Number(await redis.dbsize()) > 0, `${name}, a master, holds some of the services' keys`);
+            const keys = Number(await redis.dbsize());
+            assert.ok(keys > 0, `${name}, a master, holds some of the services' keys`);
+            process.stdout.write(`# cluster: ${name} is a master with ${keys} keys\n`);
             const replicas = String(await redis.call('INFO', 'replication'));
             assert.match(replicas, /^connected_slaves:1\r?$/m, `${name}, a master, has its replica`);
           }

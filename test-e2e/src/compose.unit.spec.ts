@@ -6,6 +6,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { deriveClusterOverride, deriveCompose } from './compose/derive.js';
+import { images } from './compose/harness.js';
+import { CLUSTER, PORTS } from './compose/ports.js';
 
 // This file runs as test-e2e/dist/compose.unit.spec.js: the repository root is two levels up.
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -309,5 +312,174 @@ describe('.dockerignore', () => {
   it('keeps host dependencies and build output out of the build context', () => {
     const ignored = readFileSync(join(root, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
     for (const pattern of ['**/node_modules', '**/dist', '.git']) assert.ok(ignored.includes(pattern), `missing ${pattern}`);
+  });
+});
+
+// docker-compose.cluster.yml, read as compose merges it onto docker-compose.yml for the services
+// it changes (environment and depends_on are mappings, merged key by key).
+describe('docker-compose.cluster.yml', () => {
+  const clusterText = readFileSync(join(root, 'docker-compose.cluster.yml'), 'utf8');
+  const cluster = parse(clusterText, { merge: true }) as Json;
+  assert.ok(isObject(cluster), 'docker-compose.cluster.yml must be a mapping');
+  const clusterServices = objectAt(cluster, 'services', 'docker-compose.cluster.yml');
+  const node = (name: string) => objectAt(clusterServices, name, 'docker-compose.cluster.yml services');
+  const natsNodes = Object.keys(clusterServices).filter((name) => imageOf(node(name)).startsWith('nats:'));
+  const redisNodes = Object.keys(clusterServices).filter((name) => commandOf(node(name)).includes('--cluster-enabled'));
+  const flag = (command: string[], name: string) => command[command.indexOf(name) + 1];
+  const appServices = Object.keys(services).filter((name) => isObject(services[name]) && JSON.stringify(service(name).profiles) === '["app"]');
+  const usesRedis = (name: string) => environmentOf(service(name)).has('REDIS_URL');
+
+  it('is a project of its own, publishing nothing beyond docker-compose.yml', () => {
+    assert.equal(cluster.name, 'open-mfa-cluster');
+    assert.notEqual(cluster.name, compose.name);
+    for (const [name, svc] of Object.entries(clusterServices)) {
+      assert.ok(isObject(svc));
+      assert.deepEqual(portsOf(svc), [], `${name}: publishes no port of its own`);
+    }
+  });
+
+  it('turns nats into the first of 3 JetStream servers, routed to each other, each with its own store', () => {
+    assert.deepEqual(natsNodes, ['nats', 'nats-2', 'nats-3']);
+    const routes = natsNodes.map((name) => `nats://${name}:6222`).join(',');
+    const stores = new Set<string>();
+    for (const name of natsNodes) {
+      const command = commandOf(node(name));
+      assert.deepEqual(command.slice(0, 7), commandOf(service('nats')), `${name}: the single server's configuration, JetStream and store flags first`);
+      assert.equal(flag(command, '--server_name'), name);
+      assert.equal(flag(command, '--cluster_name'), 'open-mfa');
+      assert.equal(flag(command, '--cluster'), 'nats://0.0.0.0:6222');
+      assert.equal(flag(command, '--routes'), routes);
+      assert.match(healthcheckCommand(node(name), name), /\/healthz.*\/jsz.*"leader"/, `${name}: healthy once there is a meta leader`);
+      // nats keeps docker-compose.yml's volumes (the project, and so the volume, is another one).
+      const volumes = ((name === 'nats' ? service('nats') : node(name)).volumes as Json[]).map(String);
+      const store = volumes.find((v) => v.endsWith(':/data'))!;
+      stores.add(store.split(':')[0]!);
+      assert.ok(volumes.includes('./deploy/nats/nats-server.conf:/etc/nats/open-mfa.conf:ro'), `${name}: the users and permissions of deploy/nats`);
+      assert.deepEqual(environmentOf(node(name)), environmentOf(service('nats')), `${name}: the passwords the configuration reads`);
+    }
+    assert.equal(stores.size, 3, `a store volume per server: ${[...stores].join(', ')}`);
+  });
+
+  it('turns redis into the first of 6 Redis Cluster nodes, each at a fixed address of the network', () => {
+    assert.deepEqual(redisNodes, ['redis', 'redis-2', 'redis-3', 'redis-4', 'redis-5', 'redis-6']);
+    const ipam = objectAt(objectAt(objectAt(cluster, 'networks', 'docker-compose.cluster.yml'), 'default', 'networks'), 'ipam', 'networks.default');
+    const [range] = ipam.config as JsonObject[];
+    const prefix = /^\$\{MFA_CLUSTER_NETWORK:-(\d+\.\d+\.\d+)\}$/;
+    const subnet = prefix.exec(String(range!.subnet).replace(/\.0\/24$/, ''))?.[1];
+    assert.ok(subnet, `subnet: ${String(range!.subnet)}`);
+    assert.equal(range!.ip_range, '${MFA_CLUSTER_NETWORK:-' + subnet + '}.128/25', 'dynamic addresses in the upper half');
+    const addresses = new Set<string>();
+    for (const name of redisNodes) {
+      const svc = node(name);
+      assert.match(imageOf(svc), /^redis:7/);
+      assert.equal(flag(commandOf(svc), '--cluster-enabled'), 'yes');
+      assert.match(healthcheckCommand(svc, name), /redis-cli cluster info \| grep -q '\^cluster_state:ok'/);
+      const address = String(objectAt(objectAt(svc, 'networks', name), 'default', `${name}.networks`).ipv4_address);
+      const host = Number(/^\$\{MFA_CLUSTER_NETWORK:-[\d.]+\}\.(\d+)$/.exec(address)?.[1]);
+      assert.ok(host > 1 && host < 128, `${name}: ${address} is in the lower half, out of the dynamic range`);
+      addresses.add(address);
+    }
+    assert.equal(addresses.size, 6, 'six addresses');
+  });
+
+  it('forms the cluster with a one-shot that runs deploy/redis/cluster-init.sh once every node is up', () => {
+    const init = node('redis-cluster-init');
+    assert.equal(init.restart, 'no');
+    const volumes = (init.volumes as Json[]).map(String);
+    const script = volumes.map((v) => v.split(':')).find(([, target]) => commandOf(init).includes(target!));
+    assert.ok(script, 'the command runs the mounted script');
+    assert.equal(resolve(root, script[0]!), join(root, 'deploy', 'redis', 'cluster-init.sh'));
+    assert.equal(script[2], 'ro');
+    const text = readFileSync(join(root, 'deploy', 'redis', 'cluster-init.sh'), 'utf8');
+    assert.match(text, /redis-cli --cluster create \$addresses --cluster-replicas 1 --cluster-yes/);
+    assert.match(text, /cluster_slots_assigned:16384/, 'leaves a formed cluster alone');
+    assert.equal(environmentOf(init).get('REDIS_NODES'), redisNodes.map((name) => `${name}:6379`).join(','));
+    assert.deepEqual(Object.keys(objectAt(init, 'depends_on', 'redis-cluster-init')).sort(), [...redisNodes].sort());
+  });
+
+  for (const name of appServices) {
+    it(`${name} uses the clusters and waits for them`, () => {
+      const env = environmentOf(node(name));
+      assert.equal(env.get('NATS_URL'), natsNodes.map((n) => `nats://${n}:4222`).join(','));
+      assert.equal(env.get('STREAM_REPLICAS'), '3');
+      const dependsOn = { ...objectAt(service(name), 'depends_on', name), ...objectAt(node(name), 'depends_on', name) };
+      for (const dependency of natsNodes) assert.equal((dependsOn[dependency] as JsonObject | undefined)?.condition, 'service_healthy', `${name} waits for ${dependency}`);
+      if (usesRedis(name)) {
+        assert.equal(env.get('REDIS_MODE'), 'cluster');
+        assert.equal(env.get('REDIS_NODES'), environmentOf(node('redis-cluster-init')).get('REDIS_NODES'));
+        assert.equal((dependsOn['redis-cluster-init'] as JsonObject | undefined)?.condition, 'service_completed_successfully');
+        assert.equal((dependsOn.redis as JsonObject | undefined)?.condition, 'service_healthy');
+      } else {
+        assert.ok(!env.has('REDIS_MODE'), `${name} uses no Redis`);
+      }
+    });
+  }
+});
+
+describe('the compose test\'s derivation for this machine (test-e2e/src/compose/derive.ts)', () => {
+  const realCluster = readFileSync(join(root, 'docker-compose.cluster.yml'), 'utf8');
+  const base = parse(deriveCompose(composeText, PORTS)) as { services: Record<string, JsonObject> };
+  const derived = parse(deriveClusterOverride(realCluster, PORTS, CLUSTER)) as { name?: string; networks?: Json; services: Record<string, JsonObject> };
+  const command = (name: string) => commandOf(derived.services[name]!);
+  const last = (args: string[], name: string) => args[args.lastIndexOf(name) + 1];
+
+  it('puts every service of both files on the host network, publishing nothing, with no compose name or fixed address', () => {
+    assert.equal(derived.name, undefined);
+    assert.equal(derived.networks, undefined);
+    for (const file of [base, derived]) {
+      for (const [name, svc] of Object.entries(file.services)) {
+        assert.equal(svc.network_mode, 'host', name);
+        assert.equal(svc.ports, undefined, name);
+        assert.equal(svc.networks, undefined, name);
+      }
+    }
+  });
+
+  it('gives every NATS node its own ports and routes them to each other on 127.0.0.1', () => {
+    const routes = Object.values(CLUSTER.nats).map((n) => `nats://127.0.0.1:${n.route}`).join(',');
+    for (const [name, ports] of Object.entries(CLUSTER.nats)) {
+      const args = command(name);
+      assert.equal(last(args, '-p'), String(ports.client), name);
+      assert.equal(last(args, '-m'), String(ports.monitor), name);
+      assert.equal(last(args, '-a'), '127.0.0.1', name);
+      assert.equal(last(args, '--cluster'), `nats://127.0.0.1:${ports.route}`, name);
+      assert.equal(last(args, '--routes'), routes, name);
+      assert.match(healthcheckCommand(derived.services[name]!, name), new RegExp(`127\\.0\\.0\\.1:${ports.monitor}/jsz`));
+      assert.equal(derived.services[name]!.image, images.nats);
+    }
+  });
+
+  it('gives every Redis node its own port and bus port, and the one-shot the nodes\' addresses', () => {
+    for (const [name, ports] of Object.entries(CLUSTER.redis)) {
+      const args = command(name);
+      assert.equal(last(args, '--port'), String(ports.port), name);
+      assert.equal(last(args, '--cluster-port'), String(ports.bus), name);
+      assert.equal(last(args, '--bind'), '127.0.0.1', name);
+      assert.match(healthcheckCommand(derived.services[name]!, name), new RegExp(`redis-cli -p ${ports.port} cluster info`));
+    }
+    const nodes = Object.values(CLUSTER.redis).map((n) => `127.0.0.1:${n.port}`).join(',');
+    assert.equal(environmentOf(derived.services['redis-cluster-init']!).get('REDIS_NODES'), nodes);
+    assert.equal(derived.services['redis-cluster-init']!.image, images.redis);
+    assert.equal(environmentOf(derived.services['auth-challenge']!).get('REDIS_NODES'), nodes);
+    assert.equal(environmentOf(derived.services.reporting!).get('NATS_URL'), Object.values(CLUSTER.nats).map((n) => `nats://127.0.0.1:${n.client}`).join(','));
+  });
+
+  it('uses every port once, and none the real files name', () => {
+    const used = [
+      ...Object.values(PORTS.services),
+      ...[PORTS.nats, PORTS.natsMonitor, PORTS.redis, PORTS.postgres, PORTS.otlp, PORTS.jaegerUi, PORTS.jaegerAdmin, PORTS.radius],
+      ...Object.entries(CLUSTER.nats).flatMap(([name, n]) => (name === 'nats' ? [n.route] : [n.client, n.monitor, n.route])),
+      ...Object.entries(CLUSTER.redis).flatMap(([name, n]) => (name === 'redis' ? [n.bus] : [n.port, n.bus])),
+    ];
+    assert.equal(new Set(used).size, used.length, 'no port twice');
+    const text = `${JSON.stringify(base)}${JSON.stringify(derived)}`;
+    for (const address of [/\bnats(-\d)?:(4222|6222)\b/, /\bredis(-\d)?:6379\b/, /\b0\.0\.0\.0:/, /\bpostgres:5432\b/, /\bjaeger:4318\b/]) assert.doesNotMatch(text, address);
+  });
+
+  it('refuses a node it has no ports for', () => {
+    const { 'nats-3': _nats3, ...twoNats } = CLUSTER.nats;
+    assert.throws(() => deriveClusterOverride(realCluster, PORTS, { ...CLUSTER, nats: twoNats }), /no ports for the NATS node nats-3/);
+    const { 'redis-6': _redis6, ...fiveRedis } = CLUSTER.redis;
+    assert.throws(() => deriveClusterOverride(realCluster, PORTS, { ...CLUSTER, redis: fiveRedis }), /no ports for the Redis node redis-6/);
   });
 });

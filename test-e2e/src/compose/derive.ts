@@ -15,7 +15,19 @@ export interface ComposePorts {
   radius: number;
 }
 
+/**
+ * The ports of docker-compose.cluster.yml's nodes, by service name. The first nodes, nats and
+ * redis, keep the single servers' client ports (ComposePorts' nats, natsMonitor and redis).
+ */
+export interface ClusterPorts {
+  /** Each NATS node's client, monitoring and route port. */
+  nats: Record<string, { client: number; monitor: number; route: number }>;
+  /** Each Redis node's port and cluster bus port. */
+  redis: Record<string, { port: number; bus: number }>;
+}
+
 type Service = Record<string, unknown> & { environment?: Record<string, string>; command?: string[]; ports?: unknown; healthcheck?: { test: string[] } };
+type ComposeDoc = { name?: string; services: Record<string, Service>; volumes?: unknown; networks?: unknown } & Record<string, unknown>;
 
 /**
  * docker-compose.yml as this machine can run it, with as few changes as possible. Each change, and
@@ -31,20 +43,50 @@ export const DERIVATION_CHANGES = [
   'the x- extension blocks are written out merged (YAML anchors resolved); prometheus and grafana (profile observability) are left out',
 ] as const;
 
-/** The derived compose file (YAML) from the real one. */
-export function deriveCompose(realYaml: string, ports: ComposePorts): string {
-  const doc = parse(realYaml, { merge: true }) as { name?: string; services: Record<string, Service>; volumes?: unknown } & Record<string, unknown>;
+/** What deriveClusterOverride changes in docker-compose.cluster.yml besides the above. */
+export const CLUSTER_DERIVATION_CHANGES = [
+  'docker-compose.cluster.yml is derived the same way and given to docker-compose after the derived docker-compose.yml (-f twice, merged by compose itself)',
+  'its fixed subnet and the Redis nodes\' fixed addresses are left out: on the host\'s network every node is 127.0.0.1, each on ports of its own',
+  'every NATS node gets its own client, monitoring and route ports (-p, -m, --cluster, --routes); every Redis node its own port and cluster bus port (--port, --cluster-port) and, like the single Redis, no persistence; their healthchecks name those ports',
+] as const;
+
+/** `host:port` as the compose network names it → `127.0.0.1:<port>` of the derived stack. */
+type AddressMap = Map<string, string>;
+
+/** Every `name:port` of the map in `text`, rewritten (each occurrence; a longer name such as nats-2 is never taken for nats). */
+function rewriteAddresses(text: string, addresses: AddressMap): string {
+  let out = text;
+  for (const [from, to] of addresses) out = out.replace(new RegExp(`(?<![\\w.-])${from.replace(/[.]/g, '\\.')}(?!\\d)`, 'g'), to);
+  return out;
+}
+
+function baseAddresses(ports: ComposePorts): AddressMap {
+  return new Map([
+    ['nats:4222', `127.0.0.1:${ports.nats}`],
+    ['redis:6379', `127.0.0.1:${ports.redis}`],
+    ['postgres:5432', `127.0.0.1:${ports.postgres}`],
+    ['jaeger:4318', `127.0.0.1:${ports.otlp}`],
+  ]);
+}
+
+function clusterAddresses(ports: ComposePorts, cluster: ClusterPorts): AddressMap {
+  const map = baseAddresses(ports);
+  for (const [name, node] of Object.entries(cluster.nats)) {
+    map.set(`${name}:4222`, `127.0.0.1:${node.client}`);
+    map.set(`${name}:6222`, `127.0.0.1:${node.route}`);
+  }
+  for (const [name, node] of Object.entries(cluster.redis)) map.set(`${name}:6379`, `127.0.0.1:${node.port}`);
+  return map;
+}
+
+/** What every service of either file gets: host networking, no published ports, the moved addresses and ports. */
+function onHostNetwork(doc: ComposeDoc, ports: ComposePorts, addresses: AddressMap): void {
   delete doc.name;
   for (const key of Object.keys(doc)) if (key.startsWith('x-')) delete doc[key];
-  const local = (text: string) =>
-    text
-      .replace('nats://nats:4222', `nats://127.0.0.1:${ports.nats}`)
-      .replace('redis://redis:6379', `redis://127.0.0.1:${ports.redis}`)
-      .replace('@postgres:5432/', `@127.0.0.1:${ports.postgres}/`)
-      .replace('http://jaeger:4318', `http://127.0.0.1:${ports.otlp}`)
-      .replace('http://127.0.0.1:3000', `http://127.0.0.1:${ports.services.console}`);
+  const local = (text: string) => rewriteAddresses(text, addresses).replace('http://127.0.0.1:3000', `http://127.0.0.1:${ports.services.console}`);
   for (const [name, service] of Object.entries(doc.services)) {
     delete service.ports;
+    delete service.networks;
     service.network_mode = 'host';
     if (service.environment) for (const [k, v] of Object.entries(service.environment)) if (typeof v === 'string') service.environment[k] = local(v);
     const port = ports.services[name as keyof ComposePorts['services']];
@@ -59,6 +101,15 @@ export function deriveCompose(realYaml: string, ports: ComposePorts): string {
       build.network = 'host';
     }
   }
+}
+
+const write = (doc: ComposeDoc, from: string) =>
+  `# Derived by test-e2e for this machine from ${from}; see DERIVATION_CHANGES.\n${stringify(doc, { lineWidth: 0, version: '1.1' })}`;
+
+/** The derived compose file (YAML) from the real one. */
+export function deriveCompose(realYaml: string, ports: ComposePorts): string {
+  const doc = parse(realYaml, { merge: true }) as ComposeDoc;
+  onHostNetwork(doc, ports, baseAddresses(ports));
   const s = doc.services;
   s.nats!.image = images.nats;
   s.nats!.command = [...(s.nats!.command ?? []), '-a', '127.0.0.1', '-p', String(ports.nats), '-m', String(ports.natsMonitor)];
@@ -73,5 +124,42 @@ export function deriveCompose(realYaml: string, ports: ComposePorts): string {
   s.jaeger!.environment = { OTLP_PORT: String(ports.otlp), UI_PORT: String(ports.jaegerUi), ADMIN_PORT: String(ports.jaegerAdmin) };
   s.jaeger!.healthcheck!.test = ['CMD', 'wget', '-qO-', `http://127.0.0.1:${ports.jaegerAdmin}/`];
   for (const unused of ['prometheus', 'grafana']) delete s[unused];
-  return `# Derived by test-e2e for this machine from docker-compose.yml; see DERIVATION_CHANGES.\n${stringify(doc, { lineWidth: 0, version: '1.1' })}`;
+  return write(doc, 'docker-compose.yml');
+}
+
+/**
+ * The derived docker-compose.cluster.yml (YAML), given to docker-compose after deriveCompose's
+ * file. Every NATS node and every Redis node of the real file needs its ports in `cluster`.
+ */
+export function deriveClusterOverride(realYaml: string, ports: ComposePorts, cluster: ClusterPorts): string {
+  const first = { nats: cluster.nats.nats, redis: cluster.redis.redis };
+  if (first.nats?.client !== ports.nats || first.nats.monitor !== ports.natsMonitor) throw new Error('the first NATS node, nats, keeps the single server\'s client and monitoring ports');
+  if (first.redis?.port !== ports.redis) throw new Error('the first Redis node, redis, keeps the single server\'s port');
+  const doc = parse(realYaml, { merge: true }) as ComposeDoc;
+  const addresses = clusterAddresses(ports, cluster);
+  onHostNetwork(doc, ports, addresses);
+  delete doc.networks;
+  for (const [name, service] of Object.entries(doc.services)) {
+    const image = typeof service.image === 'string' ? service.image : '';
+    const command = service.command ?? [];
+    const healthcheck = service.healthcheck;
+    if (image.startsWith('nats:')) {
+      const node = cluster.nats[name];
+      if (!node) throw new Error(`no ports for the NATS node ${name}`);
+      service.image = images.nats;
+      service.command = [
+        ...command.map((arg) => rewriteAddresses(arg.replace('0.0.0.0:6222', `127.0.0.1:${node.route}`), addresses)),
+        ...['-a', '127.0.0.1', '-p', String(node.client), '-m', String(node.monitor)],
+      ];
+      if (healthcheck) healthcheck.test = healthcheck.test.map((part) => part.replaceAll('127.0.0.1:8222', `127.0.0.1:${node.monitor}`));
+    } else if (image.startsWith('redis:')) {
+      service.image = images.redis;
+      if (!command.includes('--cluster-enabled')) continue; // redis-cluster-init: a client of the nodes
+      const node = cluster.redis[name];
+      if (!node) throw new Error(`no ports for the Redis node ${name}`);
+      service.command = [...command, '--bind', '127.0.0.1', '--port', String(node.port), '--cluster-port', String(node.bus), '--save', '', '--appendonly', 'no'];
+      if (healthcheck) healthcheck.test = healthcheck.test.map((part) => part.replaceAll('redis-cli ', `redis-cli -p ${node.port} `));
+    }
+  }
+  return write(doc, 'docker-compose.cluster.yml');
 }

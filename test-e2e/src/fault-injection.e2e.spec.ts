@@ -185,6 +185,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
       const enter = (name: string, kind: string, notes: Notes = {}) => load.enter(name, kind, notes as Record<string, unknown>);
       const notesOf = (phase: Phase) => phase.notes as Notes;
       const streamChecks: string[] = [];
+      const reportRecovery = (since: number) => load.reportRecovery(since, REPORT_RECOVERY_BOUND_MS);
       load.start();
 
       // ---- the faults ---------------------------------------------------------------------------
@@ -263,7 +264,6 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
         await load.stop();
       }
 
-      const reportRecovery = (since: number) => load.reportRecovery(since, REPORT_RECOVERY_BOUND_MS);
 
       // ---- the report -------------------------------------------------------------------------
       // Failed challenges appear once expired: wait for the last one, then for the projection.

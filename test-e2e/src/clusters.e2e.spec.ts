@@ -1,9 +1,5 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -28,7 +24,7 @@ import {
   type RedisSentinelSetup,
   type Stack,
 } from '@mfa/testing';
-import { figuresTable, registerLoadUsers, SignInLoad, type FigureRow, type Phase, type Reply, type SmsUser, type TotpUser } from './load/sign-ins.js';
+import { registerLoadUsers, ServiceLines, SignInLoad, type FigureRow, type Phase, type Reply, type SmsUser, type TotpUser } from './load/sign-ins.js';
 
 /**
  * The services on distributed engines, losing one node after another (issue 17). Of the test's
@@ -94,12 +90,7 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
   let stack: Stack | undefined;
   let nc: NatsConnection | undefined;
   const tenantId = uniqueTenant('cluster');
-  const runStamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const logPath = join(tmpdir(), `mfa-clusters-${runStamp}.log`);
-  const figuresPath = join(tmpdir(), `mfa-clusters-${runStamp}.json`);
-  let log: WriteStream | undefined;
-  const problemsLogged: Array<{ at: number; service: string; line: string }> = [];
-  const allLines: Array<{ at: number; service: string; line: string }> = [];
+  const lines = new ServiceLines('clusters');
   let totpUsers: TotpUser[] = [];
   let smsUsers: SmsUser[] = [];
   /** Users outside the load: each signs in right before a Redis master dies, then replays the code. */
@@ -121,18 +112,12 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
     startStack({
       instances: 2,
       env: { ...baseEnv(), REDIS_URL: '', ...redisEnv },
-      onLine: (service, line) => {
-        const at = Date.now();
-        log?.write(`${new Date(at).toISOString()} [${service}] ${line}\n`);
-        allLines.push({ at, service, line });
-        if (/"level":"(warn|error)"/.test(line)) problemsLogged.push({ at, service, line });
-      },
+      onLine: lines.onLine,
       readyTimeoutMs: 240_000,
     });
 
   before(
     async () => {
-      log = createWriteStream(logPath);
       await twilio.start();
       [natsCluster, redisCluster, sentinel, pg] = await Promise.all([
         startNatsCluster({ nodes: 3 }),
@@ -170,7 +155,7 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
         ['redis cluster', () => redisCluster?.stop()],
         ['redis sentinel', () => sentinel?.stop()],
         ['nats', () => natsCluster?.stop()],
-        ['log', () => new Promise<void>((resolve) => (log ? log.end(() => resolve()) : resolve()))],
+        ['log', () => lines.close()],
       ];
       for (const [what, step] of steps) {
         await Promise.resolve()
@@ -343,7 +328,7 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
       }
       load.checkReport(rows, (problem) => failedChecks.push(problem), {
         allStarted: false,
-        linesOf: (challengeId) => allLines.filter((l) => l.line.includes(challengeId)).map((l) => `[${l.service}] ${l.line.slice(0, 300)}`),
+        linesOf: (challengeId) => lines.about(challengeId),
       });
 
       // ---- figures --------------------------------------------------------------------------------
@@ -364,28 +349,11 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
         if (notes.reportRecoveryMs !== undefined) row.notes.push(`a sign-in approved after the promotion in the report ${String(notes.reportRecoveryMs)} ms after it`);
         return row;
       });
-      const summary = {
-        rate: RATE,
-        runtimeSeconds: Math.round((Date.now() - testStart) / 1000),
-        signIns: signIns.length,
-        ok: signIns.filter((s) => s.ok).length,
-        skippedNoFreeUser: load.skipped,
-        smsStarts: signIns.filter((s) => s.method === 'sms').length,
-        smsSent: twilio.messages.length,
-        reportRows: rows.length,
-        reportCatchUpMs: Date.now() - catchUpStart,
-        logFile: logPath,
-      };
-      await writeFile(figuresPath, JSON.stringify({ summary, phases: figures, signIns }, null, 1));
-      process.stdout.write(`${figuresTable(figures).map((l) => `# ${l}`).join('\n')}\n# ${JSON.stringify(summary)}\n# figures: ${figuresPath}\n`);
+      const summary = { ...load.summary(testStart), reportRows: rows.length, reportCatchUpMs: Date.now() - catchUpStart };
+      await lines.printFigures(figures, summary, signIns);
 
       // ---- checks ---------------------------------------------------------------------------------
-      const logsBetween = (from: number, to: number) =>
-        problemsLogged
-          .filter((p) => p.at >= from && p.at <= to)
-          .slice(0, 8)
-          .map((p) => `[${p.service}] ${p.line.slice(0, 400)}`)
-          .join('\n    ');
+      const logsBetween = (from: number, to: number) => lines.problemsBetween(from, to);
       for (const [i, phase] of phases.entries()) {
         const f = figures[i]!;
         if (phase.kind === 'steady' || phase.kind === 'nats-down' || phase.kind === 'postgres') {
@@ -403,7 +371,7 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
         }
       }
       check(summary.skippedNoFreeUser === 0, () => `${summary.skippedNoFreeUser} arrivals found no free user: the load was lower than ${RATE}/s`);
-      assert.deepEqual(failedChecks, [], `clusters: problems found (services' log: ${logPath}; figures: ${figuresPath})`);
+      assert.deepEqual(failedChecks, [], `clusters: problems found (services' log: ${lines.logPath}; figures: ${lines.figuresPath})`);
     },
     { timeout: 900_000 },
   );

@@ -1,9 +1,5 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -23,7 +19,7 @@ import {
   type RedisServerProcess,
   type Stack,
 } from '@mfa/testing';
-import { figuresTable, registerLoadUsers, SignInLoad, type FigureRow, type Phase, type Reply, type SmsUser, type TotpUser } from './load/sign-ins.js';
+import { registerLoadUsers, ServiceLines, SignInLoad, type FigureRow, type Phase, type Reply, type SmsUser, type TotpUser } from './load/sign-ins.js';
 
 /**
  * Fault injection (issue 7, item 8). Two instances of every service against a nats-server, a
@@ -96,14 +92,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
   let stack: Stack | undefined;
   let nc: NatsConnection | undefined;
   const tenantId = uniqueTenant('fault');
-  const runStamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const logPath = join(tmpdir(), `mfa-fault-injection-${runStamp}.log`);
-  const figuresPath = join(tmpdir(), `mfa-fault-injection-${runStamp}.json`);
-  let log: WriteStream | undefined;
-  /** Warnings and errors of the services, for the evidence of a failed check. */
-  const problemsLogged: Array<{ at: number; service: string; line: string }> = [];
-  /** Every line the services printed (a few thousand), to quote those of one challenge. */
-  const allLines: Array<{ at: number; service: string; line: string }> = [];
+  const lines = new ServiceLines('fault-injection');
   let totpUsers: TotpUser[] = [];
   let smsUsers: SmsUser[] = [];
 
@@ -111,7 +100,6 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
 
   before(
     async () => {
-      log = createWriteStream(logPath);
       await twilio.start();
       nats = await startNatsServer();
       redis = await startRedisServer();
@@ -129,12 +117,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
           SMS_MAX_SENDS_PER_WINDOW: '1000',
           ...twilio.env(),
         },
-        onLine: (service, line) => {
-          const at = Date.now();
-          log?.write(`${new Date(at).toISOString()} [${service}] ${line}\n`);
-          allLines.push({ at, service, line });
-          if (/"level":"(warn|error)"/.test(line)) problemsLogged.push({ at, service, line });
-        },
+        onLine: lines.onLine,
         readyTimeoutMs: 120_000,
       });
       nc = await connectClient({ servers: nats.url, name: 'e2e-fault-idp', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
@@ -158,7 +141,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
         ['postgres', () => pg?.stop()],
         ['redis', () => redis?.stop()],
         ['nats', () => nats?.stop()],
-        ['log', () => new Promise<void>((resolve) => (log ? log.end(() => resolve()) : resolve()))],
+        ['log', () => lines.close()],
       ];
       for (const [what, step] of steps) {
         try {
@@ -302,22 +285,8 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
         }
         return row;
       });
-      const summary = {
-        rate: RATE,
-        runtimeSeconds: Math.round((Date.now() - testStart) / 1000),
-        signIns: signIns.length,
-        ok: signIns.filter((s) => s.ok).length,
-        skippedNoFreeUser: load.skipped,
-        smsStartsAttempted: signIns.filter((s) => s.method === 'sms').length,
-        smsSent: twilio.messages.length,
-        twilioRequests: twilio.requests,
-        reportRows: rows.length,
-        reportCatchUpMs,
-        logFile: logPath,
-      };
-      const table = figuresTable(figures);
-      await writeFile(figuresPath, JSON.stringify({ summary, phases: figures, signIns }, null, 1));
-      process.stdout.write(`${table.map((l) => `# ${l}`).join('\n')}\n# ${JSON.stringify(summary)}\n# figures: ${figuresPath}\n`);
+      const summary = { ...load.summary(testStart), reportRows: rows.length, reportCatchUpMs };
+      await lines.printFigures(figures, summary, signIns);
 
       // ---- checks -------------------------------------------------------------------------------
       // Every failed check is listed, with evidence, before the test fails.
@@ -325,12 +294,7 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
       const check = (ok: boolean, message: () => string) => {
         if (!ok) failedChecks.push(message());
       };
-      const logsBetween = (from: number, to: number) =>
-        problemsLogged
-          .filter((p) => p.at >= from && p.at <= to)
-          .slice(0, 8)
-          .map((p) => `[${p.service}] ${p.line.slice(0, 400)}`)
-          .join('\n    ');
+      const logsBetween = (from: number, to: number) => lines.problemsBetween(from, to);
 
       for (const [i, phase] of phases.entries()) {
         const f = figures[i]!;
@@ -358,10 +322,10 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
 
       load.checkReport(rows, (problem) => failedChecks.push(problem), {
         allStarted: true,
-        linesOf: (challengeId) => allLines.filter((l) => l.line.includes(challengeId)).map((l) => `[${l.service}] ${l.line.slice(0, 300)}`),
+        linesOf: (challengeId) => lines.about(challengeId),
       });
 
-      assert.deepEqual(failedChecks, [], `fault injection found problems (services' log: ${logPath}; figures: ${figuresPath})`);
+      assert.deepEqual(failedChecks, [], `fault injection found problems (services' log: ${lines.logPath}; figures: ${lines.figuresPath})`);
     },
     { timeout: 600_000 },
   );

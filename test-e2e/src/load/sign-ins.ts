@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Headers, Subjects, type SigninItem } from '@mfa/contracts';
@@ -121,6 +125,58 @@ export async function registerLoadUsers(
     return { userId, phone, busy: false, restUntil: 0 };
   });
   return { totpUsers, smsUsers };
+}
+
+/**
+ * What the services print during a fault test: every line to a file under the OS temp directory,
+ * and kept in memory to quote as evidence (warnings and errors of a time span, the lines about one
+ * challenge). `figuresPath` is where the test writes its figures, beside the log.
+ */
+export class ServiceLines {
+  readonly logPath: string;
+  readonly figuresPath: string;
+  private readonly file: WriteStream;
+  private readonly all: Array<{ at: number; service: string; line: string }> = [];
+  private readonly problems: Array<{ at: number; service: string; line: string }> = [];
+
+  constructor(name: string) {
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    this.logPath = join(tmpdir(), `mfa-${name}-${stamp}.log`);
+    this.figuresPath = join(tmpdir(), `mfa-${name}-${stamp}.json`);
+    this.file = createWriteStream(this.logPath);
+  }
+
+  /** For startStack's `onLine`. */
+  readonly onLine = (service: string, line: string): void => {
+    const at = Date.now();
+    this.file.write(`${new Date(at).toISOString()} [${service}] ${line}\n`);
+    this.all.push({ at, service, line });
+    if (/"level":"(warn|error)"/.test(line)) this.problems.push({ at, service, line });
+  };
+
+  /** The first warnings and errors logged between two instants, one per line. */
+  problemsBetween(from: number, to: number): string {
+    return this.problems
+      .filter((p) => p.at >= from && p.at <= to)
+      .slice(0, 8)
+      .map((p) => `[${p.service}] ${p.line.slice(0, 400)}`)
+      .join('\n    ');
+  }
+
+  /** Every line that names the challenge. */
+  about(challengeId: string): string[] {
+    return this.all.filter((l) => l.line.includes(challengeId)).map((l) => `[${l.service}] ${l.line.slice(0, 300)}`);
+  }
+
+  /** Prints the figures table and the summary, and writes them with every sign-in beside the log. */
+  async printFigures(figures: FigureRow[], summary: Record<string, unknown>, signIns: SignIn[]): Promise<void> {
+    await writeFile(this.figuresPath, JSON.stringify({ summary: { ...summary, logFile: this.logPath }, phases: figures, signIns }, null, 1));
+    process.stdout.write(`${figuresTable(figures).map((l) => `# ${l}`).join('\n')}\n# ${JSON.stringify(summary)}\n# figures: ${this.figuresPath}, services' log: ${this.logPath}\n`);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.file.end(() => resolve()));
+  }
 }
 
 /** One row of a fault test's figures table. */
@@ -267,6 +323,20 @@ export class SignInLoad {
       await sleep(250);
     }
     return null;
+  }
+
+  /** The run in figures: what was offered, what succeeded, what the fake Twilio was sent. */
+  summary(since: number): { rate: number; runtimeSeconds: number; signIns: number; ok: number; skippedNoFreeUser: number; smsStarts: number; smsSent: number; twilioRequests: number } {
+    return {
+      rate: this.options.rate,
+      runtimeSeconds: Math.round((Date.now() - since) / 1000),
+      signIns: this.signIns.length,
+      ok: this.signIns.filter((s) => s.ok).length,
+      skippedNoFreeUser: this.skipped,
+      smsStarts: this.signIns.filter((s) => s.method === 'sms').length,
+      smsSent: this.options.twilio.messages.length,
+      twilioRequests: this.options.twilio.requests,
+    };
   }
 
   /** Every row of the tenant's report since `from`, page by page. */

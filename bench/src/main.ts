@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Cluster, Redis } from 'ioredis';
 import pg from 'pg';
-import { DeviceSigned, Subjects } from '@mfa/contracts';
+import { DeviceSigned, Headers, Subjects } from '@mfa/contracts';
 import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter, type RedisClient } from '@mfa/projection';
@@ -70,6 +70,8 @@ const databaseUrl = clusters
   ? clusters[2].primary.url('mfa_bench')
   : process.env.BENCH_DATABASE_URL ?? `postgres://postgres@127.0.0.1:5432/mfa_bench_${Date.now().toString(36)}`;
 const out = (line = '') => process.stdout.write(`${line}\n`);
+/** What an IdP gives a request (docs/api.md, "Deadline"). */
+const IDP_TIMEOUT_MS = 5_000;
 
 type Reply = { status?: string; challengeId?: string; numberMatch?: string; error?: { code: string; message: string } };
 const results: ScenarioResult[] = [];
@@ -146,8 +148,18 @@ if (kinds.some((k) => scenarios.has(k))) {
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const auth = natsHeaders();
   auth.set('Authorization', `Bearer ${platformKey}`);
-  const ask = async (subject: string, body: unknown): Promise<Reply> =>
-    (await nc.request(subject, JSON.stringify(body), { timeout: 10_000, headers: auth })).json<Reply>();
+  /**
+   * A request as an IdP sends it: its API key, 5 s of patience and the deadline that says so
+   * (Mfa-Deadline: the services drop what they can no longer answer in time).
+   */
+  const ask = async (subject: string, body: unknown): Promise<Reply> => {
+    const headers = natsHeaders();
+    headers.set('Authorization', auth.get('Authorization'));
+    headers.set(Headers.deadline, String(Date.now() + IDP_TIMEOUT_MS));
+    return (await nc.request(subject, JSON.stringify(body), { timeout: IDP_TIMEOUT_MS, headers })).json<Reply>();
+  };
+  /** Sign-ins the IdP saw approved in time: the report must show no other success. */
+  let approvalsSeen = 0;
   const usersNeeded = Math.ceil(rate * (duration + warmup) * 1.05) + 10;
   try {
     const policy = values.policy === 'on'
@@ -230,6 +242,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       const done = performance.now();
       record(`${kind} verify`, done - sent);
       if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
+      approvalsSeen++;
       if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(challengeId, done));
     };
     const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
@@ -293,6 +306,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       const status = await ask(Subjects.challengeStatus, { tenantId, challengeId });
       record('push status', performance.now() - polled);
       if (status.status !== 'approved') throw new Error(`status: ${JSON.stringify(status)}`);
+      approvalsSeen++;
     };
     /**
      * A VPN sign-in over RADIUS (challenge mode, TOTP): Access-Request → Access-Challenge with a
@@ -311,6 +325,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       const done = performance.now();
       record('radius Access-Accept', done - sent);
       if (!isCode(accepted, 'accept')) throw new Error(`radius: code ${accepted.code} instead of Access-Accept`);
+      approvalsSeen++;
     };
     let pairsStarted = 0;
     for (const [kind, pair] of [
@@ -333,17 +348,19 @@ if (kinds.some((k) => scenarios.has(k))) {
     // Plus the one probe start that answered registration_required (it is a report row too).
     radius?.close();
     const expected = userCursor.totp + userCursor.sms + userCursor.push + userCursor.radius + 1;
-    let rows = { total: 0, completed: 0 };
+    let rows = { total: 0, completed: 0, successes: 0 };
     for (let i = 0; i < (withReporting ? 100 : 0); i++) {
-      const { rows: r } = await db.query<{ total: string; completed: string }>(
-        'SELECT count(*) AS total, count(result) AS completed FROM signins WHERE tenant_id = $1',
+      const { rows: r } = await db.query<{ total: string; completed: string; successes: string }>(
+        "SELECT count(*) AS total, count(result) AS completed, count(*) FILTER (WHERE result = 'success') AS successes FROM signins WHERE tenant_id = $1",
         [tenantId],
       );
-      rows = { total: Number(r[0]!.total), completed: Number(r[0]!.completed) };
+      rows = { total: Number(r[0]!.total), completed: Number(r[0]!.completed), successes: Number(r[0]!.successes) };
       if (rows.completed >= expected) break;
       await new Promise((res) => setTimeout(res, 100));
     }
-    if (withReporting) Object.assign(rowChecks, { challengesStarted: expected, pairsStarted, reportRows: rows.total, completedRows: rows.completed });
+    if (withReporting) {
+      Object.assign(rowChecks, { challengesStarted: expected, pairsStarted, reportRows: rows.total, completedRows: rows.completed, successRows: rows.successes, approvalsSeen });
+    }
   } finally {
     // The seeded users are this run's only: remove them (challenges expire by themselves).
     for (const kind of kinds) {
@@ -391,7 +408,7 @@ if (scenarios.has('floor')) {
     floor.once('exit', (code) => reject(new Error(`floor exited ${code}`)));
   });
   const nc = await connectClient({ name: 'bench-floor-idp', noAsyncTraces: true });
-  const ask = async (subject: string, body: unknown) => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+  const ask = async (subject: string, body: unknown) => (await nc.request(subject, JSON.stringify(body), { timeout: IDP_TIMEOUT_MS })).json<Reply>();
   const pair = async (i: number, due: number, record: (t: string, ms: number) => void) => {
     const id = `${i}-${randomBytes(6).toString('hex')}`;
     const code = String(100000 + (i % 900000));
@@ -446,9 +463,12 @@ if (reportLag.count > 0) {
   out(`report lag (verify reply → row complete in Postgres), ${lag.count} samples: p50 ${fmt(lag.p50)} ms, p99 ${fmt(lag.p99)} ms, max ${fmt(lag.max)} ms`);
 }
 if (Object.keys(rowChecks).length > 0) {
-  const c = rowChecks as { challengesStarted: number; reportRows: number; completedRows: number };
+  const c = rowChecks as { challengesStarted: number; reportRows: number; completedRows: number; successRows: number; approvalsSeen: number };
   const ok = c.reportRows === c.challengesStarted && c.completedRows === c.challengesStarted;
   out(`report rows: ${c.reportRows} rows, ${c.completedRows} complete, for ${c.challengesStarted} challenges started → ${ok ? 'none lost, none duplicated' : 'MISMATCH'}`);
+  // A success the IdP never saw: a sign-in decided after the IdP had given up (overload).
+  const unseen = c.successRows - c.approvalsSeen;
+  out(`report successes: ${c.successRows} for ${c.approvalsSeen} approvals the IdP saw in time → ${unseen === 0 ? 'none it did not see' : `${unseen} it never saw`}`);
 }
 // The floor ran against the same NATS cluster (its Redis is REDIS_URL's one server).
 if (clusters) await Promise.all(clusters.map((c) => c.stop()));

@@ -3,15 +3,30 @@ import type { Msg, Subscription } from '@nats-io/nats-core';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { ContractError, Headers, maxRequestBytes, type ErrorCode } from '@mfa/contracts';
 import { ensureConsumer, EventConsumer, type NatsClients } from '@mfa/messaging';
-import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
+import { contextFromCarrier, counter, gauge, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras } from './decorators.js';
 import type { AuditTrail } from '../auth/audit-trail.js';
 import { isReplySubject } from './reply-subject.js';
+import { RequestGate } from './request-gate.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
 const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswered, by reason', ['subject', 'reason']);
+/**
+ * Admission (RequestGate): requests handled at once by one process. A request takes a few
+ * milliseconds of CPU and waits on Redis and JetStream; 256 at once keep two cores busy, and past
+ * that more concurrency only makes every request slower (an overloaded event loop answers all of
+ * them late).
+ */
+const REQUEST_CONCURRENCY = 256;
+const waitingGauge = gauge('mfa_requests_waiting', 'Requests waiting for their turn (RequestGate): above 0 only when the process is saturated');
+/** Waiting requests kept at most: more than an IdP's 5 s could see served at this process's rate. */
+const MAX_WAITING = 20_000;
+/** The oldest waiting this long: the newest are served first (they have the most time left). */
+const LIFO_AFTER_MS = 100;
+/** Less time left than this when its turn comes: dropped, it could not be answered in time. */
+const MIN_TIME_LEFT_MS = 100;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -21,6 +36,8 @@ interface NatsTransportOptions {
   audit?: AuditTrail | undefined;
   /** Queue group of every request subscription: instances of one service share the load. */
   queue: string;
+  /** Requests handled at once (REQUEST_CONCURRENCY unless told). */
+  concurrency?: number;
   log: Logger;
 }
 
@@ -52,8 +69,14 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private closing: Promise<void> | undefined;
   private lastReplySubjectWarning = 0;
 
+  /** Requests handled at once; the others wait their turn, and are dropped when their deadline comes first. */
+  private readonly gate: RequestGate;
+
   constructor(private readonly options: NatsTransportOptions) {
     super();
+    this.gate = new RequestGate({ limit: options.concurrency ?? REQUEST_CONCURRENCY, maxWaiting: MAX_WAITING, lifoAfterMs: LIFO_AFTER_MS, minTimeLeftMs: MIN_TIME_LEFT_MS });
+    const gate = this.gate;
+    Object.assign(waitingGauge, { collect: () => waitingGauge.set(gate.waiting) });
   }
 
   listen(callback: (error?: unknown) => void): void {
@@ -86,9 +109,16 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
           dropped.inc({ subject, reason: 'deadline' });
           return;
         }
-        const handling = this.handle(subject, handler, msg, deadline);
-        this.inFlight.add(handling);
-        void handling.finally(() => this.inFlight.delete(handling));
+        this.gate.admit({
+          deadline,
+          run: () => {
+            const handling = this.handle(subject, handler, msg, deadline);
+            this.inFlight.add(handling);
+            void handling.finally(() => this.inFlight.delete(handling));
+            return handling;
+          },
+          drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }),
+        });
       },
     });
     this.subscriptions.push(sub);
@@ -194,6 +224,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
     return (this.closing ??= (async () => {
       this.stopping.abort();
       for (const sub of this.subscriptions.splice(0)) await sub.drain().catch(() => undefined);
+      await this.gate.idle();
       await Promise.allSettled([...this.inFlight]);
       await Promise.all(this.consumers.splice(0).map((c) => c.stop()));
     })());

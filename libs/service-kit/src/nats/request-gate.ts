@@ -1,0 +1,125 @@
+/**
+ * Admission of requests under overload (issue 18; MISSION.md part 3, "Deadlines"). At most
+ * `limit` requests of a process are handled at once; the others wait here, not half-done in the
+ * event loop. A waiting request whose deadline has come is dropped untouched when its turn
+ * comes: nobody waits for its answer, so no work is done for it.
+ *
+ * The order is first come, first served while the queue moves; once the oldest waiting request
+ * has waited `lifoAfterMs`, the newest is served first (adaptive LIFO): under a sustained
+ * overload, first come first served would have every request wait about as long as the queue is
+ * deep, until all of them miss their deadline, while the newest still have most of their time
+ * left. A burst that clears quickly keeps its order.
+ */
+export interface GatedRequest {
+  /** When the caller stops waiting (ms since the epoch), if it said. */
+  deadline: number | undefined;
+  /** Handles the request (its promise settles once answered). */
+  run: () => Promise<void>;
+  /** Called instead of `run` when the request is dropped. */
+  drop: (reason: 'deadline' | 'overload') => void;
+}
+
+interface Waiting {
+  request: GatedRequest;
+  since: number;
+}
+
+export interface RequestGateOptions {
+  /** Requests handled at once. */
+  limit: number;
+  /** Waiting requests kept at most; past it the oldest is dropped (it has the least time left). */
+  maxWaiting: number;
+  /** How long the oldest may wait before the newest are served first. */
+  lifoAfterMs: number;
+  /** A request with less time left than this when its turn comes is dropped: it could not be answered in time. */
+  minTimeLeftMs: number;
+  now?: () => number;
+}
+
+export class RequestGate {
+  private running = 0;
+  /** Waiting requests, oldest first, in `queue[head..]` (an array with a moving head: no O(n) shift). */
+  private queue: Waiting[] = [];
+  private head = 0;
+  private readonly now: () => number;
+  private readonly idlers: Array<() => void> = [];
+
+  constructor(private readonly options: RequestGateOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Requests being handled. */
+  get active(): number {
+    return this.running;
+  }
+
+  /** Requests waiting for their turn. */
+  get waiting(): number {
+    return this.queue.length - this.head;
+  }
+
+  admit(request: GatedRequest): void {
+    if (this.running < this.options.limit && this.waiting === 0) {
+      this.start(request);
+      return;
+    }
+    this.queue.push({ request, since: this.now() });
+    if (this.waiting > this.options.maxWaiting) this.take('oldest')!.request.drop('overload');
+    this.pump();
+  }
+
+  private start(request: GatedRequest): void {
+    this.running++;
+    let settled: Promise<void>;
+    try {
+      settled = request.run();
+    } catch (error) {
+      settled = Promise.reject(error);
+    }
+    void settled
+      .catch(() => undefined)
+      .finally(() => {
+        this.running--;
+        this.pump();
+      });
+  }
+
+  /** Resolves once nothing runs or waits (the transport's close()). */
+  idle(): Promise<void> {
+    if (this.running === 0 && this.waiting === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idlers.push(resolve));
+  }
+
+  private pump(): void {
+    while (this.running < this.options.limit && this.waiting > 0) {
+      const now = this.now();
+      // Requests whose time has run out leave from the head: they are dropped, never started.
+      const oldest = this.queue[this.head]!;
+      if (oldest.request.deadline !== undefined && oldest.request.deadline - now < this.options.minTimeLeftMs) {
+        this.take('oldest')!.request.drop('deadline');
+        continue;
+      }
+      const next = now - oldest.since >= this.options.lifoAfterMs ? this.take('newest')! : this.take('oldest')!;
+      const { deadline } = next.request;
+      if (deadline !== undefined && deadline - now < this.options.minTimeLeftMs) {
+        next.request.drop('deadline');
+        continue;
+      }
+      this.start(next.request);
+    }
+    if (this.running === 0 && this.waiting === 0) this.idlers.splice(0).forEach((resolve) => resolve());
+  }
+
+  private take(which: 'oldest' | 'newest'): Waiting | undefined {
+    if (this.waiting === 0) return undefined;
+    const item = which === 'oldest' ? this.queue[this.head++] : this.queue.pop();
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}

@@ -1,0 +1,95 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { RequestGate, type GatedRequest } from './request-gate.js';
+
+/** A request the test finishes by hand, recording what became of it. */
+function request(log: string[], name: string, deadline?: number): GatedRequest & { finish: () => Promise<void> } {
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  return {
+    deadline,
+    run: () => {
+      log.push(`run ${name}`);
+      return done;
+    },
+    drop: (reason) => log.push(`drop ${name} ${reason}`),
+    // Lets the gate's finally() run before the test looks.
+    finish: async () => {
+      finish();
+      await new Promise((resolve) => setImmediate(resolve));
+    },
+  };
+}
+
+describe('RequestGate: admission under overload', () => {
+  const options = { limit: 2, maxWaiting: 3, lifoAfterMs: 100, minTimeLeftMs: 50 };
+
+  it('runs at once below the limit, then serves the waiting first come first served while the queue moves', async () => {
+    let now = 1_000;
+    const gate = new RequestGate({ ...options, now: () => now });
+    const log: string[] = [];
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((n) => request(log, n));
+    for (const r of [a, b, c, d]) gate.admit(r!);
+    assert.deepEqual(log, ['run a', 'run b']);
+    assert.equal(gate.waiting, 2);
+    now += 10;
+    await a!.finish();
+    assert.deepEqual(log, ['run a', 'run b', 'run c']);
+    await b!.finish();
+    assert.deepEqual(log.at(-1), 'run d');
+    await c!.finish();
+    await d!.finish();
+    assert.equal(gate.active, 0);
+    await gate.idle();
+  });
+
+  it('serves the newest first once the oldest has waited long, and drops whatever ran out of time untouched', async () => {
+    let now = 1_000;
+    const gate = new RequestGate({ ...options, now: () => now });
+    const log: string[] = [];
+    const a = request(log, 'a');
+    const b = request(log, 'b');
+    gate.admit(a);
+    gate.admit(b);
+    const old = request(log, 'old', 1_300);
+    const fresh = request(log, 'fresh', 6_000);
+    gate.admit(old);
+    now += 20;
+    gate.admit(fresh);
+    now += 150; // the oldest has waited 170 ms
+    await a.finish();
+    assert.deepEqual(log.slice(2), ['run fresh'], 'the newest first');
+    now += 100; // `old` has 30 ms left: less than it needs
+    await b.finish();
+    assert.deepEqual(log.slice(3), ['drop old deadline'], 'never started');
+    await fresh.finish();
+    await gate.idle();
+  });
+
+  it('keeps at most maxWaiting requests waiting, dropping the oldest, and survives a handler that throws at once', async () => {
+    const gate = new RequestGate(options);
+    const log: string[] = [];
+    const running = [request(log, 'r1'), request(log, 'r2')];
+    running.forEach((r) => gate.admit(r));
+    const waiting = ['w1', 'w2', 'w3', 'w4'].map((n) => request(log, n));
+    waiting.forEach((r) => gate.admit(r));
+    assert.deepEqual(log.slice(2), ['drop w1 overload']);
+    assert.equal(gate.waiting, 3);
+    const throwing: GatedRequest = {
+      deadline: undefined,
+      run: () => {
+        throw new Error('boom');
+      },
+      drop: () => log.push('drop throwing'),
+    };
+    gate.admit(throwing);
+    assert.deepEqual(log.slice(3), ['drop w2 overload']);
+    for (const r of running) await r.finish();
+    for (const r of waiting.slice(2)) await r.finish();
+    // w3 and w4 ran, then the throwing one ran (and failed) without wedging the gate.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(gate.active, 0);
+    assert.equal(gate.waiting, 0);
+    await gate.idle();
+  });
+});

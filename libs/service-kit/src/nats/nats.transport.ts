@@ -109,16 +109,16 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
           dropped.inc({ subject, reason: 'deadline' });
           return;
         }
-        this.gate.admit({
-          deadline,
-          run: () => {
-            const handling = this.handle(subject, handler, msg, deadline);
-            this.inFlight.add(handling);
-            void handling.finally(() => this.inFlight.delete(handling));
-            return handling;
-          },
-          drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }),
-        });
+        const run = () => {
+          const handling = this.handle(subject, handler, msg, deadline);
+          this.inFlight.add(handling);
+          void handling.finally(() => {
+            this.inFlight.delete(handling);
+            this.gate.exit();
+          });
+        };
+        if (this.gate.tryEnter()) run();
+        else this.gate.enqueue({ deadline, run, drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }) });
       },
     });
     this.subscriptions.push(sub);

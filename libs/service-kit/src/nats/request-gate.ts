@@ -13,8 +13,8 @@
 export interface GatedRequest {
   /** When the caller stops waiting (ms since the epoch), if it said. */
   deadline: number | undefined;
-  /** Handles the request (its promise settles once answered). */
-  run: () => Promise<void>;
+  /** Starts handling the request; the caller calls exit() once it is answered. */
+  run: () => void;
   /** Called instead of `run` when the request is dropped. */
   drop: (reason: 'deadline' | 'overload') => void;
 }
@@ -58,30 +58,46 @@ export class RequestGate {
     return this.queue.length - this.head;
   }
 
-  admit(request: GatedRequest): void {
-    if (this.running < this.options.limit && this.waiting === 0) {
-      this.start(request);
-      return;
-    }
+  /**
+   * The common case, with nothing allocated: a slot is free and nobody waits, so the caller may
+   * start at once (and must call exit() when done). False: enqueue() the request instead.
+   */
+  tryEnter(): boolean {
+    if (this.running >= this.options.limit || this.waiting > 0) return false;
+    this.running++;
+    return true;
+  }
+
+  /** A request started by tryEnter() or run() from the queue is answered (or failed): the next may start. */
+  exit(): void {
+    this.running--;
+    if (this.waiting > 0 || this.idlers.length > 0) this.pump();
+  }
+
+  /** A request that found no free slot: it waits its turn (or is dropped). */
+  enqueue(request: GatedRequest): void {
     this.queue.push({ request, since: this.now() });
     if (this.waiting > this.options.maxWaiting) this.take('oldest')!.request.drop('overload');
     this.pump();
   }
 
+  /** tryEnter(), else enqueue(). */
+  admit(request: GatedRequest): void {
+    if (this.tryEnter()) this.run(request);
+    else this.enqueue(request);
+  }
+
+  private run(request: GatedRequest): void {
+    try {
+      request.run();
+    } catch {
+      this.exit();
+    }
+  }
+
   private start(request: GatedRequest): void {
     this.running++;
-    let settled: Promise<void>;
-    try {
-      settled = request.run();
-    } catch (error) {
-      settled = Promise.reject(error);
-    }
-    void settled
-      .catch(() => undefined)
-      .finally(() => {
-        this.running--;
-        this.pump();
-      });
+    this.run(request);
   }
 
   /** Resolves once nothing runs or waits (the transport's close()). */

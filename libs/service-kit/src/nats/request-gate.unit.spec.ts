@@ -2,20 +2,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { RequestGate, type GatedRequest } from './request-gate.js';
 
-/** A request the test finishes by hand, recording what became of it. */
-function request(log: string[], name: string, deadline?: number): GatedRequest & { finish: () => Promise<void> } {
-  let finish!: () => void;
-  const done = new Promise<void>((resolve) => (finish = resolve));
+/** A request the test finishes by hand (as the transport does: exit() once answered), recording what became of it. */
+function request(gate: () => RequestGate, log: string[], name: string, deadline?: number): GatedRequest & { finish: () => Promise<void> } {
   return {
     deadline,
-    run: () => {
-      log.push(`run ${name}`);
-      return done;
-    },
+    run: () => void log.push(`run ${name}`),
     drop: (reason) => log.push(`drop ${name} ${reason}`),
-    // Lets the gate's finally() run before the test looks.
     finish: async () => {
-      finish();
+      gate().exit();
       await new Promise((resolve) => setImmediate(resolve));
     },
   };
@@ -28,7 +22,7 @@ describe('RequestGate: admission under overload', () => {
     let now = 1_000;
     const gate = new RequestGate({ ...options, now: () => now });
     const log: string[] = [];
-    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((n) => request(log, n));
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((n) => request(() => gate, log, n));
     for (const r of [a, b, c, d]) gate.admit(r!);
     assert.deepEqual(log, ['run a', 'run b']);
     assert.equal(gate.waiting, 2);
@@ -47,12 +41,12 @@ describe('RequestGate: admission under overload', () => {
     let now = 1_000;
     const gate = new RequestGate({ ...options, now: () => now });
     const log: string[] = [];
-    const a = request(log, 'a');
-    const b = request(log, 'b');
+    const a = request(() => gate, log, 'a');
+    const b = request(() => gate, log, 'b');
     gate.admit(a);
     gate.admit(b);
-    const old = request(log, 'old', 1_300);
-    const fresh = request(log, 'fresh', 6_000);
+    const old = request(() => gate, log, 'old', 1_300);
+    const fresh = request(() => gate, log, 'fresh', 6_000);
     gate.admit(old);
     now += 20;
     gate.admit(fresh);
@@ -69,9 +63,9 @@ describe('RequestGate: admission under overload', () => {
   it('keeps at most maxWaiting requests waiting, dropping the oldest, and survives a handler that throws at once', async () => {
     const gate = new RequestGate(options);
     const log: string[] = [];
-    const running = [request(log, 'r1'), request(log, 'r2')];
+    const running = [request(() => gate, log, 'r1'), request(() => gate, log, 'r2')];
     running.forEach((r) => gate.admit(r));
-    const waiting = ['w1', 'w2', 'w3', 'w4'].map((n) => request(log, n));
+    const waiting = ['w1', 'w2', 'w3', 'w4'].map((n) => request(() => gate, log, n));
     waiting.forEach((r) => gate.admit(r));
     assert.deepEqual(log.slice(2), ['drop w1 overload']);
     assert.equal(gate.waiting, 3);

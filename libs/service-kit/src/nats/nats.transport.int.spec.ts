@@ -41,6 +41,8 @@ const consumer: ConsumerDefinition = {
 const EchoRequest = z.object({ tenantId: z.string(), n: z.int() });
 const received: Array<{ tenantId: string; deliveries: number; attempt: number; aborted: boolean }> = [];
 let failuresLeft = 1;
+/** For each slow request with a deadline the handler took up: how many ms it had left. */
+const slowStarted: number[] = [];
 
 @NatsController()
 class TestController {
@@ -53,7 +55,8 @@ class TestController {
   }
 
   @MessagePattern(slowSubject)
-  async slow(@Payload(new ContractPipe(EchoRequest)) req: z.infer<typeof EchoRequest>) {
+  async slow(@Payload(new ContractPipe(EchoRequest)) req: z.infer<typeof EchoRequest>, @Ctx() ctx: NatsRequestContext) {
+    if (ctx.deadline !== undefined) slowStarted.push(ctx.deadline - Date.now());
     await sleep(300);
     return { n: req.n };
   }
@@ -126,6 +129,22 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
   itWith({ real: ['nats'] }, 'drops a request whose Mfa-Deadline has passed, answers one whose deadline is ahead', async () => {
     await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() - 1) }), /timeout/i);
     assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
+  });
+
+  itWith({ real: ['nats'] }, 'under overload, handles a bounded number at once and drops untouched the waiting ones whose deadline comes too close', async () => {
+    // 400 requests of 300 ms each, all due within 350 ms: the first RequestGate admits (256)
+    // run at once; when they end, the others have under 100 ms left and are dropped unhandled.
+    slowStarted.length = 0;
+    const deadline = String(Date.now() + 350);
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 400 }, (_, n) => requestJson<Reply>(nc, slowSubject, { tenantId: 't', n }, { timeoutMs: 1_500, headers: { [Headers.deadline]: deadline } })),
+    );
+    const answered = outcomes.filter((o) => o.status === 'fulfilled').length;
+    assert.ok(slowStarted.length > 0 && slowStarted.length < 400, `${slowStarted.length} of 400 taken up`);
+    assert.ok(answered <= slowStarted.length, `${answered} answered, ${slowStarted.length} taken up: nothing answered that was not handled`);
+    assert.ok(Math.min(...slowStarted) >= 50, `every request taken up had time left (least: ${Math.min(...slowStarted)} ms)`);
+    // The service is not wedged: the next request is answered.
+    assert.deepEqual(await ask({ tenantId: 't', n: 6 }), { double: 12 });
   });
 
   itWith({ real: ['nats'] }, 'drops a request whose reply subject is not an inbox: nothing is published there', async () => {

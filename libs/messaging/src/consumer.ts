@@ -4,6 +4,7 @@ import { jetstream, type ConsumerMessages, type JetStreamClient, type JsMsg } fr
 import { Headers, parseEvent, type AnyEvent, type ConsumerDefinition, EventSubjects } from '@mfa/contracts';
 import { contextFromCarrier, counter, gauge, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
 import { isTransientDependencyError } from './transient.js';
+import { jetStreamApiCode, JetStreamCodes } from './jetstream-errors.js';
 
 /**
  * How long one pull request stays open on the server. The server sends an idle heartbeat every
@@ -171,7 +172,7 @@ export class EventConsumer {
         await this.start();
         return;
       } catch (error) {
-        if ((error as Error)?.message === 'consumer not found') {
+        if (jetStreamApiCode(error) === JetStreamCodes.ConsumerNotFound) {
           await this.recreateAndStart('consumer_not_found');
           return;
         }

@@ -36,8 +36,6 @@ interface NatsTransportOptions {
   audit?: AuditTrail | undefined;
   /** Queue group of every request subscription: instances of one service share the load. */
   queue: string;
-  /** Requests handled at once (REQUEST_CONCURRENCY unless told). */
-  concurrency?: number;
   log: Logger;
 }
 
@@ -74,7 +72,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
 
   constructor(private readonly options: NatsTransportOptions) {
     super();
-    this.gate = new RequestGate({ limit: options.concurrency ?? REQUEST_CONCURRENCY, maxWaiting: MAX_WAITING, lifoAfterMs: LIFO_AFTER_MS, minTimeLeftMs: MIN_TIME_LEFT_MS });
+    this.gate = new RequestGate({ limit: REQUEST_CONCURRENCY, maxWaiting: MAX_WAITING, lifoAfterMs: LIFO_AFTER_MS, minTimeLeftMs: MIN_TIME_LEFT_MS });
     const gate = this.gate;
     Object.assign(waitingGauge, { collect: () => waitingGauge.set(gate.waiting) });
   }

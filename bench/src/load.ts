@@ -1,3 +1,4 @@
+import { cpuBetween, cpuSnapshot } from './cpu.js';
 import { Samples } from './stats.js';
 
 export interface ScenarioResult {
@@ -9,6 +10,8 @@ export interface ScenarioResult {
   errors: number;
   errorSamples: string[];
   latency: Record<string, Samples>;
+  /** CPU seconds each process group used during the run (bench/src/cpu.ts). */
+  cpu: Map<string, number>;
 }
 
 export type Pair = (index: number, intendedStartMs: number, record: (type: string, ms: number) => void) => Promise<void>;
@@ -27,6 +30,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   let errors = 0;
   let completed = 0;
   const inflight = new Set<Promise<void>>();
+  const cpuBefore = cpuSnapshot();
   const t0 = performance.now() + 50;
   let next = 0;
   await new Promise<void>((resolve) => {
@@ -53,6 +57,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
     tick();
   });
   await Promise.all(inflight);
+  const cpu = cpuBetween(cpuBefore, cpuSnapshot());
   const elapsed = (performance.now() - t0) / 1000;
   return {
     name,
@@ -63,5 +68,6 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
     errors,
     errorSamples,
     latency,
+    cpu,
   };
 }

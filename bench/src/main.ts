@@ -1,4 +1,8 @@
-// `npm run bench [-- --rate 1000 | --rates 1000,2500,4000] [--duration 15 --scenarios totp,sms,push,floor[,radius]] [--auth off] [--check]`
+// `npm run bench [-- --rate 1000 | --rates 1000,2500,4000] [--duration 15 --scenarios totp,sms,push,floor[,radius]] [--check]`
+// Every feature is on by default (issue 18): production settings with API keys, tracing exported
+// with the production sampler, a tenant with trusted IPs, named locations, lockout and remember MFA,
+// and TOTP, SMS and RADIUS users registered through the API. `--auth off`, `--tracing off`,
+// `--policy off` and `--users seed` take one away, to show what it costs.
 // With several rates, ours and the floor alternate rate by rate (ours at a rate, then the floor at
 // it), so that a drift of the machine hits both. --check compares with issue 18's targets and
 // exits 1 when one is missed.
@@ -15,13 +19,13 @@ import { parseArgs } from 'node:util';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Cluster, Redis } from 'ioredis';
 import pg from 'pg';
-import { DeviceSigned, Headers, Subjects } from '@mfa/contracts';
-import { formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
+import { Consumers, DeviceSigned, Headers, Subjects } from '@mfa/contracts';
+import { base32Decode, formatWrappedDataKey, generateDataKey, hotp, keyringFromMasterKey, totpStep, userTag } from '@mfa/crypto';
 import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter, type RedisClient } from '@mfa/projection';
 import { parseHostPorts, sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { CORE_SERVICE_NAMES, FakeTwilio, freeUdpPort, repoRoot, startNatsCluster, startPostgresPrimaryWithReplica, startRedisCluster, startStack } from '@mfa/testing';
+import { CORE_SERVICE_NAMES, FakeTwilio, OtlpReceiver, freeUdpPort, repoRoot, startNatsCluster, startPostgresPrimaryWithReplica, startRedisCluster, startStack } from '@mfa/testing';
 import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
@@ -33,6 +37,11 @@ const { values } = parseArgs({
     rates: { type: 'string' },
     /** Compare with the targets (docs/performance.md) and exit 1 when one is missed. */
     check: { type: 'boolean', default: false },
+    /**
+     * After the ladder, TOTP offered 1.6× the highest rate it held (on with --check): completed
+     * pairs/s must stay ≥ 90 % of the held rate, and nothing the IdP gave up on may be decided.
+     */
+    overload: { type: 'boolean' },
     duration: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '3' },
     scenarios: { type: 'string', default: 'totp,sms,push,floor' },
@@ -41,10 +50,23 @@ const { values } = parseArgs({
     /** `off`: MFA_AUTH=off and no Authorization header on the measured requests, to show what the key check costs. */
     auth: { type: 'string', default: 'on' },
     /**
-     * `on`: the tenant has 50 trusted ranges (none of them the bench's client IP) and remember MFA on,
-     * and every start asks to remember the browser: what the sign-in policy costs (issue 10).
+     * `on`: the tenant has 50 trusted ranges and 20 named locations of 10 ranges each (none of them
+     * the bench's client IP), lockout configured and remember MFA on, and every start asks to
+     * remember the browser. `off`: the tenant's defaults (diagnosis: what the sign-in policy costs).
      */
-    policy: { type: 'string', default: 'off' },
+    policy: { type: 'string', default: 'on' },
+    /**
+     * `api`: TOTP, SMS and RADIUS users registered through the contract (users.register, then
+     * users.totp.enroll and .activate for an app), as an operator's would be; the registration rate
+     * is printed. `seed`: written straight into the Redis projection (faster to set up). Push users
+     * are always seeded: their devices' enrollment is a phone's HTTP exchange.
+     */
+    users: { type: 'string', default: 'api' },
+    /**
+     * `on`: the services export spans (OTLP/HTTP to a sink in the bench) sampled as in production,
+     * parent-based with a 1 % ratio for new traces (docs/operations.md, Tracing). `off`: no exporter.
+     */
+    tracing: { type: 'string', default: 'on' },
     /**
      * Against distributed engines of the bench's own (issue 17): a 3-node NATS cluster with every
      * stream in 3 replicas, a Redis Cluster of 3 masters and 3 replicas (decisions WAIT for one),
@@ -56,6 +78,12 @@ const { values } = parseArgs({
 const rates = (values.rates ?? values.rate!).split(',').map(Number);
 if (rates.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error(`--rate/--rates: positive numbers, not ${values.rates ?? values.rate}`);
 const authOn = values.auth !== 'off';
+const overloadRun = values.overload ?? values.check ?? false;
+/** The overload run offers this much more than the highest TOTP rate held. */
+const OVERLOAD_FACTOR = 1.6;
+const usersThroughApi = values.users !== 'seed';
+const policyOn = values.policy !== 'off';
+const tracingOn = values.tracing !== 'off';
 const withReporting = !values.services || values.services.split(',').includes('reporting');
 const duration = Number(values.duration);
 const warmup = Number(values.warmup);
@@ -83,9 +111,15 @@ const IDP_TIMEOUT_MS = 5_000;
 
 type Reply = { status?: string; challengeId?: string; numberMatch?: string; error?: { code: string; message: string } };
 const results: ScenarioResult[] = [];
+/** Pairs/s held: at least 99 % of the rate achieved, no error, p99 of every request under 250 ms. */
+function held(r: ScenarioResult): boolean {
+  return r.pairsPerSecond >= 0.99 * r.targetRate && r.errors === 0 && Object.values(r.latency).every((samples) => samples.summary().p99 < 250);
+}
 /** Verify reply → report row complete, by the rate it was measured at. */
 const reportLag = new Map<number, Samples>();
 const rowChecks: Record<string, unknown> = {};
+/** Users registered through the API, by scenario: how many and how long it took. */
+const registration: Record<string, { users?: number; events?: number; seconds: number }> = {};
 
 // A fixed key (base64) lets another instance join the benchmark's stack, e.g. to compare two
 // builds of a service side by side under the same load; otherwise each run has a fresh key.
@@ -96,7 +130,11 @@ const keyring = keyringFromMasterKey(masterKey);
 const platformKey = process.env.BENCH_PLATFORM_API_KEY ?? randomBytes(32).toString('base64url');
 const tenantId = `bench-${Date.now().toString(36)}`;
 const secretOf = (i: number) => createHash('sha1').update(`bench-secret-${i}`).digest();
-const phoneOf = (i: number) => `+1555${String(i).padStart(7, '0')}`;
+/** Valid Swedish mobile numbers (+46 70…): users.register checks numbers as an operator's would be. */
+const phoneOf = (i: number) => `+4670${String(i).padStart(7, '0')}`;
+/** TOTP secrets as users.totp.enroll returned them (users registered through the API), by kind and user. */
+const enrolledSecrets = { totp: [] as Buffer[], radius: [] as Buffer[] };
+const totpSecretOf = (kind: 'totp' | 'radius', i: number) => (usersThroughApi ? enrolledSecrets[kind][i]! : secretOf(i));
 /** The push scenario's devices: one ES256 key and one device nonce for every seeded user. */
 const DEVICE_NONCE = 'benchbenchbenchbench00';
 const deviceKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -163,6 +201,7 @@ if (kinds.some((k) => scenarios.has(k))) {
   const codeWaiters = new Map<string, (code: string) => void>();
   twilio.onMessage = (m) => codeWaiters.get(m.to)?.(FakeTwilio.codeOf(m));
   const radiusPort = await freeUdpPort();
+  const traces = tracingOn ? await new OtlpReceiver({ count: true }).start() : undefined;
   const services = values.services ? (values.services.split(',') as never[]) : scenarios.has('radius') ? [...CORE_SERVICE_NAMES, 'radius' as const] : undefined;
   out(`starting the stack (${services?.length ?? CORE_SERVICE_NAMES.length} services) …`);
   const stack = await startStack({
@@ -185,6 +224,8 @@ if (kinds.some((k) => scenarios.has(k))) {
       SMS_MAX_SENDS_PER_WINDOW: '1000',
       ...redisEnv,
       ...twilio.env(),
+      // Tracing as in production (docs/operations.md, Tracing): exported, new traces sampled at 1 %.
+      ...(traces ? { ...traces.env(), OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01' } : {}),
     },
     onLine: (service, line) => {
       if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
@@ -221,14 +262,25 @@ if (kinds.some((k) => scenarios.has(k))) {
       throw error;
     }
   };
-  const usersNeeded = rates.reduce((sum, rate) => sum + Math.ceil(rate * (duration + warmup) * 1.05), 0) + 10;
+  const usersNeeded =
+    [...rates, ...(overloadRun ? [OVERLOAD_FACTOR * Math.max(...rates)] : [])].reduce((sum, rate) => sum + Math.ceil(rate * (duration + warmup) * 1.05), 0) + 10;
   try {
-    const policy = values.policy === 'on'
-      ? { trustedIps: { ranges: Array.from({ length: 50 }, (_, n) => `8.8.${n}.0/24`) }, rememberMfa: { enabled: true, days: 30 } }
+    const policy = policyOn
+      ? {
+          trustedIps: { ranges: Array.from({ length: 50 }, (_, n) => `8.8.${n}.0/24`) },
+          namedLocations: Array.from({ length: 20 }, (_, n) => ({
+            name: `office ${n}`,
+            trusted: n % 2 === 0,
+            ranges: Array.from({ length: 10 }, (_, r) => (r % 2 === 0 ? `9.${n}.${r}.0/24` : `2001:db8:${n.toString(16)}:${r.toString(16)}::/64`)),
+          })),
+          lockout: { threshold: 10, counterResetMinutes: 15, autoUnblockMinutes: 15 },
+          rememberMfa: { enabled: true, days: 30 },
+        }
       : {};
     const configured = await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300, ...policy } });
     if (configured.error) throw new Error(`tenants.configure: ${configured.error.message}`);
-    const client = (await ask(Subjects.clientsCreate, { tenantId, name: 'bench IdP', scopes: ['challenges'] })) as Reply & { apiKey?: string };
+    // The IdP's key: it signs users in, and registers them when they enroll (users through the API).
+    const client = (await ask(Subjects.clientsCreate, { tenantId, name: 'bench IdP', scopes: ['challenges', 'users'] })) as Reply & { apiKey?: string };
     if (!client.apiKey) throw new Error(`clients.create: ${client.error?.message}`);
     if (authOn) auth.set('Authorization', `Bearer ${client.apiKey}`);
     else auth.delete('Authorization');
@@ -240,12 +292,39 @@ if (kinds.some((k) => scenarios.has(k))) {
       if (i > 2_400) throw new Error(`tenant never became known: ${JSON.stringify(r)}`);
       await new Promise((res) => setTimeout(res, 50));
     }
-    // Users are seeded straight into the Redis projection with the writer user-settings uses:
-    // registration is not what this benchmark measures, and each TOTP user can sign in once per
-    // time step (RFC 6238 replay rule), so a run needs one fresh user per pair.
+    // Each TOTP user can sign in once per time step (RFC 6238 replay rule), so a run needs one
+    // fresh user per pair. They are registered through the API (`--users api`, the default) or
+    // seeded straight into the Redis projection with the writer user-settings uses (`--users seed`,
+    // and push users always).
     const writer = new UserProjectionWriter(redis, keyring);
-    const keys = new UserDataKeys({ js: jetstream(nc), jsm: await jetstreamManager(nc) }, keyring);
-    out(`seeding ${usersNeeded} TOTP users and ${usersNeeded} SMS users …`);
+    const jsm = await jetstreamManager(nc);
+    const keys = new UserDataKeys({ js: jetstream(nc), jsm }, keyring);
+    /**
+     * Registers users [from, to) of a kind as an operator's provisioning would: users.register (with
+     * the phone number for SMS), and for an app users.totp.enroll, then users.totp.activate with the
+     * code of the previous time step (within the ±1 step window), so that the current step's code
+     * is still unused when the user signs in.
+     */
+    const registerThroughApi = async (kind: 'totp' | 'sms' | 'radius', from: number, to: number) => {
+      let next = from;
+      const one = async (i: number) => {
+        const userId = `${kind}-${i}@bench.example`;
+        const registered = await ask(Subjects.usersRegister, { tenantId, userId, displayName: `Bench ${kind} ${i}`, ...(kind === 'sms' ? { phoneNumber: phoneOf(i) } : {}) });
+        if (registered.error) throw new Error(`users.register ${userId}: ${registered.error.message}`);
+        if (kind === 'sms') return;
+        const enrolled = (await ask(Subjects.totpEnroll, { tenantId, userId })) as Reply & { tokenId?: string; secret?: string };
+        if (!enrolled.secret) throw new Error(`users.totp.enroll ${userId}: ${enrolled.error?.message}`);
+        const secret = base32Decode(enrolled.secret);
+        const activated = (await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: hotp(secret, totpStep(Date.now()) - 1) })) as Reply & { active?: boolean };
+        if (activated.active !== true) throw new Error(`users.totp.activate ${userId}: ${JSON.stringify(activated)}`);
+        enrolledSecrets[kind][i] = secret;
+      };
+      // 128 registrations in flight: a provisioning job's pace, not a flood.
+      await Promise.all(Array.from({ length: 128 }, async () => {
+        while (next < to) await one(next++);
+      }));
+    };
+    out(`${usersThroughApi ? 'registering through the API' : 'seeding'} ${usersNeeded} users per scenario …`);
     const seedBatch = async (from: number, to: number, kind: Kind) => {
       const jobs: Promise<unknown>[] = [];
       for (let i = from; i < to; i++) {
@@ -279,9 +358,24 @@ if (kinds.some((k) => scenarios.has(k))) {
     };
     for (const kind of kinds) {
       if (!scenarios.has(kind)) continue;
+      if (usersThroughApi && kind !== 'push') {
+        const began = performance.now();
+        await registerThroughApi(kind, 0, usersNeeded);
+        const seconds = (performance.now() - began) / 1000;
+        registration[kind] = { users: usersNeeded, seconds };
+        out(`  ${kind}: ${usersNeeded} users registered in ${seconds.toFixed(1)} s, ${(usersNeeded / seconds).toFixed(0)} users/s (${kind === 'sms' ? 1 : 3} requests per user)`);
+        continue;
+      }
       for (let i = 0; i < usersNeeded; i += 1000) await seedBatch(i, Math.min(usersNeeded, i + 1000), kind);
     }
 
+    // Projection catch-up: every durable consumer (user-settings' projector, the report's, fraud's)
+    // works through the registrations' events before anything is measured.
+    if (Object.keys(registration).length > 0) {
+      const caughtUp = await consumersCaughtUp(jsm);
+      registration.catchUp = caughtUp;
+      out(`  projections caught up ${caughtUp.seconds.toFixed(1)} s after the last registration (${caughtUp.events} events still to consume when it answered)`);
+    }
     let userCursor = { totp: 0, sms: 0, push: 0, radius: 0 };
     const radius = scenarios.has('radius') ? await new RadiusLoadClient(radiusPort, Buffer.from(radiusSecret)).open(16) : undefined;
     const deviceApi = stack.url('auth-challenge');
@@ -316,11 +410,11 @@ if (kinds.some((k) => scenarios.has(k))) {
         userId,
         method: 'totp',
         clientIp: '198.51.100.7',
-        ...(values.policy === 'on' ? { context: { rememberDevice: true } } : {}),
+        ...(policyOn ? { context: { rememberDevice: true } } : {}),
       });
       record('totp start', performance.now() - due);
       if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
-      await verifyPair('totp', i, start.challengeId!, hotp(secretOf(i), totpStep(Date.now())), record);
+      await verifyPair('totp', i, start.challengeId!, hotp(totpSecretOf('totp', i), totpStep(Date.now())), record);
     };
     const smsPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
       const i = userCursor.sms++;
@@ -387,7 +481,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       const state = stateOf(challenge);
       if (!isCode(challenge, 'challenge') || !state) throw new Error(`radius: code ${challenge.code} instead of Access-Challenge`);
       const sent = performance.now();
-      const accepted = await radius!.request(userId, hotp(secretOf(i), totpStep(Date.now())), state);
+      const accepted = await radius!.request(userId, hotp(totpSecretOf('radius', i), totpStep(Date.now())), state);
       const done = performance.now();
       record('radius Access-Accept', done - sent);
       if (!isCode(accepted, 'accept')) throw new Error(`radius: code ${accepted.code} instead of Access-Accept`);
@@ -413,6 +507,17 @@ if (kinds.some((k) => scenarios.has(k))) {
       }
       // The floor at the same rate, right after ours: the machine's drift hits both.
       if (floor) results.push(await floor.run(rate));
+    }
+    const heldTotp = Math.max(0, ...results.filter((r) => r.name === 'totp' && held(r)).map((r) => r.targetRate));
+    if (overloadRun && scenarios.has('totp') && heldTotp > 0) {
+      const rate = Math.round(OVERLOAD_FACTOR * heldTotp);
+      currentRate = rate;
+      out(`totp overload: ${OVERLOAD_FACTOR}× the highest rate held (${heldTotp}), warm-up ${warmup} s then ${duration} s at ${rate} pairs/s …`);
+      const w = await runAtFixedRate('totp warm-up', rate, warmup, totpPair);
+      pairsStarted += w.pairsCompleted + w.errors;
+      const r = await runAtFixedRate('totp overload', rate, duration, totpPair);
+      pairsStarted += r.pairsCompleted + r.errors;
+      results.push(r);
     }
     await Promise.all(lagJobs);
     // Every started challenge must be in the report exactly once, and complete.
@@ -443,13 +548,44 @@ if (kinds.some((k) => scenarios.has(k))) {
       }
       if (keys.length > 0) await unlinkAll(redis, keys);
     }
+    // Nothing left behind for the next run (or the tests) to consume.
+    await consumersCaughtUp(await jetstreamManager(nc)).catch((error: unknown) => out(`at the end: ${(error as Error).message}`));
     await nc.drain();
     await redis.quit();
     await db.end();
     await stack.stop();
     await twilio.stop();
+    if (traces) {
+      out(`tracing: ${traces.received} spans exported by the services (1 % of new traces sampled)`);
+      await traces.stop();
+    }
     if (ownDatabase && !clusters) await dropDatabase(databaseUrl);
   }
+}
+
+/**
+ * Waits until the services' durable consumers (contracts' Consumers; one not created in this run
+ * counts nothing) have nothing left to deliver or to ack. Throws when the backlog stops shrinking
+ * for 60 s: events the services cannot consume (say, left by a bench run that was killed, sealed
+ * under its own master key) would make every figure of the run wrong.
+ */
+async function consumersCaughtUp(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<{ events: number; seconds: number }> {
+  const backlog = async () =>
+    (
+      await Promise.all(
+        Object.values(Consumers).map((c) => jsm.consumers.info(c.stream, c.durable).then((i) => i.num_pending + i.num_ack_pending, () => 0)),
+      )
+    ).reduce((sum, n) => sum + n, 0);
+  const began = performance.now();
+  const events = await backlog();
+  let lowest = events;
+  let progressAt = began;
+  for (let left = events; left > 0; left = await backlog()) {
+    if (left < lowest) [lowest, progressAt] = [left, performance.now()];
+    if (performance.now() - progressAt > 60_000) throw new Error(`the services' consumers are stuck with ${left} events (check the dead letters and the services' logs)`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { events, seconds: (performance.now() - began) / 1000 };
 }
 
 /** UNLINK of keys in many slots: one per key in a cluster (auto-pipelined, one write per node). */
@@ -478,10 +614,7 @@ await floor?.stop();
 out('');
 out(`Benchmark: fixed arrival rate ${rates.join(', ')} pairs/s, ${duration} s measured per scenario (after ${warmup} s warm-up)${rates.length > 1 ? ', ours then the floor at each rate' : ''}`);
 out('latency in ms at the IdP (first request measured from its due time: no coordinated omission)');
-/** Pairs/s held: at least 99 % of the rate achieved, no error, p99 of every request under 250 ms. */
-const held = (r: ScenarioResult) =>
-  r.pairsPerSecond >= 0.99 * r.targetRate && r.errors === 0 && Object.values(r.latency).every((samples) => samples.summary().p99 < 250);
-for (const rate of rates) {
+for (const rate of new Set(results.map((r) => r.targetRate))) {
   const atRate = results.filter((r) => r.targetRate === rate);
   out('');
   out(`at ${rate} pairs/s`);
@@ -496,6 +629,11 @@ for (const rate of rates) {
       first = false;
     }
     for (const e of r.errorSamples) out(`          error: ${e}`);
+    // Where the machine's CPU went: cores used by each process during the run, and µs per pair.
+    const cpu = [...r.cpu].filter(([, s]) => s > 0.05).sort((a, b) => b[1] - a[1]);
+    const total = cpu.reduce((sum, [, s]) => sum + s, 0);
+    const pairs = Math.max(1, r.pairsCompleted);
+    out(`          CPU, cores (µs per pair): ${cpu.map(([g, s]) => `${g} ${(s / r.durationSeconds).toFixed(2)} (${((s * 1e6) / pairs).toFixed(0)})`).join(', ')}; total ${(total / r.durationSeconds).toFixed(2)} (${((total * 1e6) / pairs).toFixed(0)})`);
   }
   const floorResult = atRate.find((r) => r.name === 'floor');
   if (floorResult) {
@@ -520,7 +658,7 @@ for (const rate of rates) {
 if (rates.length > 1) {
   out('');
   out('highest rate held (≥ 99 % achieved, 0 errors, p99 < 250 ms)');
-  for (const name of new Set(results.map((r) => r.name))) {
+  for (const name of new Set(results.filter((r) => !r.name.endsWith('overload')).map((r) => r.name))) {
     const best = Math.max(0, ...results.filter((r) => r.name === name && held(r)).map((r) => r.targetRate));
     out(`  ${name.padEnd(6)} ${best > 0 ? `${best} pairs/s` : 'none of the rates'}`);
   }
@@ -547,9 +685,10 @@ writeFileSync(
       at: new Date().toISOString(),
       rates,
       duration,
-      results: results.map((r) => ({ ...r, latency: Object.fromEntries(Object.entries(r.latency).map(([k, v]) => [k, v.summary()])) })),
+      results: results.map((r) => ({ ...r, cpu: Object.fromEntries(r.cpu), latency: Object.fromEntries(Object.entries(r.latency).map(([k, v]) => [k, v.summary()])) })),
       reportLag: Object.fromEntries([...reportLag].map(([rate, samples]) => [rate, samples.summary()])),
       rowChecks,
+      registration,
     },
     null,
     2,
@@ -564,8 +703,8 @@ process.exit(missed.length === 0 ? 0 : 1);
 /**
  * Issue 18's targets, from what this run measured (docs/performance.md): TOTP at 2,500 pairs/s
  * with p99 start and verify each ≤ 1.5× the floor's and no error; the highest TOTP rate held
- * ≥ 0.95× the floor's; report lag p99 ≤ 1 s at every rate ours held; no report row lost or
- * duplicated, and no success the IdP did not see. A target the run's rates cannot judge is missed.
+ * ≥ 0.95× the floor's; offered 1.6× that rate, ≥ 90 % of it completed; report lag p99 ≤ 1 s at
+ * every rate ours held; no report row lost or duplicated, and no success the IdP did not see. A target the run's rates cannot judge is missed.
  */
 function checkTargets(): string[] {
   const out: string[] = [];
@@ -584,6 +723,11 @@ function checkTargets(): string[] {
   const best = (name: string) => Math.max(0, ...results.filter((r) => r.name === name && held(r)).map((r) => r.targetRate));
   if (best('floor') === 0) out.push('highest rate held: the floor held none of the rates');
   else if (best('totp') < 0.95 * best('floor')) out.push(`highest rate held: TOTP ${best('totp')} pairs/s, ${(best('totp') / best('floor')).toFixed(2)}× the floor's ${best('floor')} (target ≥ 0.95×)`);
+  const overload = results.find((r) => r.name === 'totp overload');
+  if (!overload) out.push(`overload: not measured (${best('totp') === 0 ? 'TOTP held none of the rates' : 'run with --overload'})`);
+  else if (overload.pairsPerSecond < 0.9 * best('totp')) {
+    out.push(`overload: offered ${overload.targetRate} pairs/s, ${overload.pairsPerSecond.toFixed(0)} completed, ${(overload.pairsPerSecond / best('totp')).toFixed(2)}× the ${best('totp')} held (target ≥ 0.90×)`);
+  }
   for (const r of results.filter((x) => x.name !== 'floor' && held(x))) {
     const lag = reportLag.get(r.targetRate)?.summary();
     if (lag && lag.p99 > 1_000) out.push(`report lag at ${r.targetRate} pairs/s: p99 ${fmt(lag.p99)} ms (target ≤ 1 s)`);

@@ -16,7 +16,12 @@ interface ReceivedSpan {
 
 export class OtlpReceiver {
   readonly spans: ReceivedSpan[] = [];
+  /** Spans received so far (kept in `spans` too unless the receiver only counts). */
+  received = 0;
   private server: Server | undefined;
+
+  /** `count: true`: only count the spans (a benchmark's sink, whose memory must not grow). */
+  constructor(private readonly options: { count?: boolean } = {}) {}
 
   get endpoint(): string {
     const address = this.server?.address() as AddressInfo | undefined;
@@ -58,6 +63,8 @@ export class OtlpReceiver {
     for (const rs of body.resourceSpans ?? []) {
       const service = rs.resource?.attributes?.find((a) => a.key === 'service.name')?.value.stringValue ?? 'unknown';
       for (const ss of rs.scopeSpans ?? []) {
+        this.received += ss.spans?.length ?? 0;
+        if (this.options.count) continue;
         for (const s of ss.spans ?? []) {
           this.spans.push({
             service,

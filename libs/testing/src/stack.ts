@@ -89,6 +89,8 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
   const port = requested && instance === 1 ? Number(requested) : options.fixedPorts && instance === 1 ? DEFAULT_PORTS[name] : await freePort();
   // STACK_NODE_ARGS: extra Node options for diagnosis, e.g. `--cpu-prof --cpu-prof-dir=prof`.
   const nodeArgs = (process.env.STACK_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // A profile named after its service, so that `node bench/profile-top.mjs prof/*` says whose it is.
+  if (nodeArgs.includes('--cpu-prof')) nodeArgs.push(`--cpu-prof-name=${name}-${instance}-${Date.now()}.cpuprofile`);
   const child = spawn(process.execPath, ['--enable-source-maps', ...nodeArgs, join(repoRoot, 'services', name, 'dist', 'main.js')], {
     cwd: repoRoot,
     env: {

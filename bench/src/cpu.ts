@@ -1,0 +1,49 @@
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** Jiffies per second of /proc/<pid>/stat's utime and stime (USER_HZ: 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * Every process's CPU time so far (seconds), by what it is: a service (`services/<name>/dist`),
+ * the floor, nats-server, redis-server, postgres (all its backends together), or this bench (the
+ * IdP). The difference of two snapshots is where the machine's CPU went in between.
+ */
+export function cpuSnapshot(): Map<string, number> {
+  const byGroup = new Map<string, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    let cmdline: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const group = groupOf(Number(entry), cmdline);
+    if (!group) continue;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const seconds = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+    byGroup.set(group, (byGroup.get(group) ?? 0) + seconds);
+  }
+  return byGroup;
+}
+
+function groupOf(pid: number, cmdline: string): string | undefined {
+  if (pid === process.pid) return 'bench (IdP)';
+  const service = /services\/([a-z-]+)\/dist\/main\.js/.exec(cmdline);
+  if (service) return service[1];
+  if (cmdline.includes('bench/dist/floor.js')) return 'floor';
+  if (/(^|\/)nats-server /.test(cmdline)) return 'nats-server';
+  if (/(^|\/)redis-server /.test(cmdline)) return 'redis-server';
+  if (/^postgres[: ]|\/postgres /.test(cmdline)) return 'postgres';
+  return undefined;
+}
+
+/** CPU seconds per group between two snapshots (a process started in between counts from 0). */
+export function cpuBetween(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
+  const used = new Map<string, number>();
+  for (const [group, seconds] of after) used.set(group, Math.max(0, seconds - (before.get(group) ?? 0)));
+  return used;
+}

@@ -9,7 +9,19 @@ const TICKS_PER_SECOND = 100;
  * IdP). The difference of two snapshots is where the machine's CPU went in between.
  */
 export function cpuSnapshot(): Map<string, number> {
+  return snapshot().cpu;
+}
+
+/** Resident memory (MiB) of every process group now: the services, the floor, the engines, the bench. */
+export function rssSnapshot(): Map<string, number> {
+  return snapshot().rss;
+}
+
+const PAGE_BYTES = 4096;
+
+function snapshot(): { cpu: Map<string, number>; rss: Map<string, number> } {
   const byGroup = new Map<string, number>();
+  const rss = new Map<string, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
@@ -26,8 +38,10 @@ export function cpuSnapshot(): Map<string, number> {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const seconds = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
     byGroup.set(group, (byGroup.get(group) ?? 0) + seconds);
+    // Field 24: resident set size in pages.
+    rss.set(group, (rss.get(group) ?? 0) + (Number(fields[21]) * PAGE_BYTES) / 2 ** 20);
   }
-  return byGroup;
+  return { cpu: byGroup, rss };
 }
 
 function groupOf(pid: number, cmdline: string): string | undefined {

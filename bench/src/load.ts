@@ -1,4 +1,4 @@
-import { cpuBetween, cpuSnapshot } from './cpu.js';
+import { cpuBetween, cpuSnapshot, rssSnapshot } from './cpu.js';
 import { Samples } from './stats.js';
 
 export interface ScenarioResult {
@@ -12,6 +12,8 @@ export interface ScenarioResult {
   latency: Record<string, Samples>;
   /** CPU seconds each process group used during the run (bench/src/cpu.ts). */
   cpu: Map<string, number>;
+  /** Resident memory (MiB) by process group, at the start and then every minute of the run. */
+  rss: Array<{ atSeconds: number; mib: Map<string, number> }>;
 }
 
 export type Pair = (index: number, intendedStartMs: number, record: (type: string, ms: number) => void) => Promise<void>;
@@ -32,6 +34,8 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   const inflight = new Set<Promise<void>>();
   const cpuBefore = cpuSnapshot();
   const t0 = performance.now() + 50;
+  const rss = [{ atSeconds: 0, mib: rssSnapshot() }];
+  const rssTimer = setInterval(() => rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: rssSnapshot() }), 60_000);
   let next = 0;
   await new Promise<void>((resolve) => {
     const tick = () => {
@@ -57,6 +61,8 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
     tick();
   });
   await Promise.all(inflight);
+  clearInterval(rssTimer);
+  rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: rssSnapshot() });
   const cpu = cpuBetween(cpuBefore, cpuSnapshot());
   const elapsed = (performance.now() - t0) / 1000;
   return {
@@ -69,5 +75,6 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
     errorSamples,
     latency,
     cpu,
+    rss,
   };
 }

@@ -59,8 +59,8 @@ interface ServiceProcess {
 
 interface StackOptions {
   services?: readonly ServiceName[];
-  /** Instances of each service (scale-out tests run two). */
-  instances?: number;
+  /** Instances of each service (scale-out tests run two), or per service (the others run one). */
+  instances?: number | Partial<Record<ServiceName, number>>;
   env?: Record<string, string | undefined>;
   /** Per-service extra environment. */
   serviceEnv?: Partial<Record<ServiceName, Record<string, string>>>;
@@ -111,7 +111,7 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
     } as NodeJS.ProcessEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const label = options.instances && options.instances > 1 ? `${name}#${instance}` : name;
+  const label = instancesOf(options, name) > 1 ? `${name}#${instance}` : name;
   const url = `http://127.0.0.1:${port}`;
   for (const stream of [child.stdout!, child.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => options.onLine?.(label, line));
@@ -161,6 +161,10 @@ async function waitHealthy(url: string, timeoutMs: number): Promise<void> {
   }
 }
 
+function instancesOf(options: StackOptions, name: ServiceName): number {
+  return typeof options.instances === 'number' ? options.instances : (options.instances?.[name] ?? 1);
+}
+
 /**
  * Starts the services in dependency order (user-settings first: it creates the tenant stream
  * auth-challenge reads), instances of one service in parallel.
@@ -173,7 +177,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
   try {
     for (const name of SERVICE_NAMES.filter((n) => wanted.includes(n))) {
-      const count = options.instances ?? 1;
+      const count = instancesOf(options, name);
       // Every instance that did start is kept for stop(), also when another failed: an orphan
       // would keep the test process alive.
       const results = await Promise.allSettled(Array.from({ length: count }, (_, i) => startOne(name, i + 1, options)));

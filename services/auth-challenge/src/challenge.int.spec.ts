@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { defaultTenantSettings, EventSubjects, Streams, Subjects } from '@mfa/contracts';
+import { defaultTenantSettings, EventSubjects, Headers, Streams, Subjects } from '@mfa/contracts';
 import {
   base32Encode,
   formatWrappedDataKey,
@@ -16,6 +16,7 @@ import {
   parseWrappedDataKey,
   projectionUserKey,
   rememberTokenId,
+  totp,
   totpStep,
   unwrapDataKey,
   userTag,
@@ -121,6 +122,24 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId }), { challengeId, status: 'approved' });
     const again = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
     assert.equal(again.error?.code, 'conflict');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'decides nothing with under 250 ms before the Mfa-Deadline: unavailable, and the challenge is untouched', async () => {
+    const user = uniqueUser();
+    const secret = randomBytes(20);
+    await projectUser(user, { totp: [secret] });
+    const soon = () => ({ [Headers.deadline]: String(Date.now() + 200) });
+    const early = await requestJson<Reply>(nc, Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' }, { timeoutMs: 5000, headers: soon() });
+    assert.equal(early.error?.code, 'unavailable', JSON.stringify(early));
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    assert.equal(start.status, 'pending');
+    const challengeId = String(start.challengeId);
+    const code = totp(secret, Date.now());
+    const late = await requestJson<Reply>(nc, Subjects.challengeVerify, { tenantId: tenant, challengeId, code }, { timeoutMs: 5000, headers: soon() });
+    assert.equal(late.error?.code, 'unavailable', JSON.stringify(late));
+    // Nothing was counted or used: the same code approves with time to spare.
+    const inTime = await requestJson<Reply>(nc, Subjects.challengeVerify, { tenantId: tenant, challengeId, code }, { timeoutMs: 5000, headers: { [Headers.deadline]: String(Date.now() + 5_000) } });
+    assert.deepEqual(inTime, { challengeId, status: 'approved' });
   });
 
   itWith({ real: ['nats', 'redis'] }, 'denies after 5 wrong codes and never accepts the right one afterwards', async () => {

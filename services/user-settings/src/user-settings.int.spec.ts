@@ -603,6 +603,13 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     reads.length = 0;
     assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 89);
     assert.deepEqual(reads, [], 'the tenant was not read event by event');
+    // Its last event is parsed once and kept while it is the last: a change is read at once.
+    assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 89);
+    await svc.configureTenant({ tenantId, settings: { codeLifetimeSeconds: 120 } }, now, { mayCreateTenant: true });
+    assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 120);
+    const other = new UserSettingsService({ store, projection: writer, keyring, keys: service.app.get(UserDataKeys), log, autoCreateTenants: true, totpIssuer: 'Contoso MFA', snapshots });
+    await other.configureTenant({ tenantId, settings: { codeLifetimeSeconds: 130 } }, now, { mayCreateTenant: true });
+    assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 130, 'a change written by another writer is seen');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'decides again on fresh state when another writer appended first', async () => {

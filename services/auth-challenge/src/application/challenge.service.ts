@@ -69,6 +69,10 @@ import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
 /** MFA fatigue: pushes refused at start (one still pending or too many lately), suspensions, and the users' refusals. */
+const declinedLate = counter(
+  'mfa_challenge_declined_late_total',
+  'Requests not decided because their Mfa-Deadline was too close (nothing changed; answered unavailable if still in time)',
+);
 const pushFatigue = counter('mfa_push_fatigue_total', 'Push MFA-fatigue events: refused_pending_or_rate, suspended, denied_by_user, wrong_number', ['event']);
 const deferred = counter(
   'mfa_outbox_deferred_total',
@@ -80,6 +84,12 @@ const DAY_MS = 86_400_000;
 const DEFAULT_DEADLINE_MS = 5_000;
 /** Kept for the reply itself: the publish retries stop this long before the caller's deadline. */
 const REPLY_MARGIN_MS = 100;
+/**
+ * A decision is taken only with this much time left before the caller's deadline: enough for the
+ * script, the event and the reply on a loaded instance. With less, nothing is checked or changed
+ * (the IdP is about to give up, and a decision it never sees would still be reported).
+ */
+const DECISION_MIN_MS = 250;
 /** One publish attempt waits at most this long for its ack. */
 const PUBLISH_TIMEOUT_MS = 2_000;
 
@@ -270,6 +280,7 @@ export class ChallengeService {
       context.vo = [settings.voice.callerId, settings.voice.pinMode ? 1 : 0, settings.fraudAlert.enabled ? settings.fraudAlert.code : ''];
     }
     if (code !== undefined) context.code = seal(this.keyring, Buffer.from(code, 'utf8'), SealContext.smsCode(req.tenantId, challengeId));
+    this.decideInTime(deadline);
     const verdict = await this.store.startChallenge({
       tag,
       nonce,
@@ -351,6 +362,7 @@ export class ChallengeService {
     const settings = known instanceof Promise ? await known : known;
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
+    this.decideInTime(deadline);
     const verdict = await script({ tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockoutOf(settings), challengeId: req.challengeId, slot, context: JSON.stringify(context) });
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method });
@@ -374,12 +386,14 @@ export class ChallengeService {
     const token = settings.rememberMfa.enabled ? `mfar.${randomToken(32)}` : undefined;
     const remember = token ? { id: rememberTokenId(this.keyring, id.tag, token), until: now.getTime() + settings.rememberMfa.days * DAY_MS } : undefined;
     const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot, remember };
+    this.decideInTime(deadline);
     const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });
     let verdict: VerifyVerdict;
     if (check.kind === 'totp_check') {
       const match = this.matchTotp(id.tag, check.tokens, req.code, now);
       // The step goes into ChallengeApproved: a rebuild of Redis restores the replay guard from it.
       if (match.matched) context.st = match.step;
+      this.decideInTime(deadline);
       verdict = await this.store.recordTotpCheck({ ...where, context: JSON.stringify(context), match });
       if (verdict.kind === 'approved' && match.matched) verdict = { ...verdict, step: match.step };
     } else {
@@ -421,6 +435,7 @@ export class ChallengeService {
     const settings = known instanceof Promise ? await known : known;
     const context: ResendDecisionContext = { k: 'resend', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
+    this.decideInTime(deadline);
     const verdict = await this.store.resend({
       tag: id.tag,
       nonce: id.nonce,
@@ -491,6 +506,13 @@ export class ChallengeService {
   private envelope(name: string, c: DecisionContext, pending: PendingEvent): AnyEvent {
     const version = 'version' in pending ? pending.version : 1;
     return createEvent(pending.type, version, { tenantId: c.t, aggregateId: c.id, now: new Date(c.n), data: pending.data as never, id: eventIdOf(name) });
+  }
+
+  /** Throws `unavailable` (nothing changed) when the caller's deadline is too close to decide in time. */
+  private decideInTime(deadline: number | undefined): void {
+    if (deadline === undefined || deadline - Date.now() >= DECISION_MIN_MS) return;
+    declinedLate.inc();
+    throw unavailable('too close to the request’s deadline to decide in time; nothing was changed, try again');
   }
 
   /** Unmasks the user's TOTP secrets only for the comparison, then zeroes them. */

@@ -3,6 +3,9 @@ import { parseEvent, Streams, type AnyEvent } from '@mfa/contracts';
 import { readAggregate, type EventPublisher } from '@mfa/messaging';
 import { createLogger, type Logger } from '@mfa/telemetry';
 
+/** Aggregates whose parsed last event is kept (tenants: a few hundred bytes to a few KB each). */
+const LAST_PARSED_MAX = 10_000;
+
 interface LoadedAggregate {
   events: AnyEvent[];
   /** Stream sequence of the aggregate's last event; 0 when it has none. */
@@ -14,6 +17,15 @@ interface LoadedAggregate {
  * and appended to with optimistic concurrency on the subject's last sequence.
  */
 export class EventStore {
+  /**
+   * The last event of each aggregate read with loadLast, parsed, by subject with its stream
+   * sequence: a tenant's every user command reads the tenant's last event, whose settings (up to
+   * 250 CIDRs of trusted IPs and named locations) cost more to validate than to fetch. The message
+   * at a sequence never changes, so a hit is the same event; the direct get still says which
+   * sequence is last.
+   */
+  private readonly lastParsed = new Map<string, { seq: number; event: AnyEvent }>();
+
   constructor(
     private readonly jsm: JetStreamManager,
     private readonly publisher: EventPublisher,
@@ -39,11 +51,18 @@ export class EventStore {
   async loadLast(subject: string): Promise<LoadedAggregate> {
     const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
     if (!last) return { events: [], lastSeq: 0 };
+    const cached = this.lastParsed.get(subject);
+    if (cached?.seq === last.seq) return { events: [cached.event], lastSeq: last.seq };
+    let event: AnyEvent;
     try {
-      return { events: [parseEvent(last.json())], lastSeq: last.seq };
+      event = parseEvent(last.json());
     } catch {
       return this.load(subject);
     }
+    this.lastParsed.delete(subject);
+    this.lastParsed.set(subject, { seq: last.seq, event });
+    if (this.lastParsed.size > LAST_PARSED_MAX) this.lastParsed.delete(this.lastParsed.keys().next().value!);
+    return { events: [event], lastSeq: last.seq };
   }
 
   /**

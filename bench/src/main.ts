@@ -258,18 +258,23 @@ if (kinds.some((k) => scenarios.has(k))) {
   /** Sign-ins the IdP saw approved in time: the report must show no other success. */
   let approvalsSeen = 0;
   /**
-   * Starts the IdP got no answer to in time: under overload the services drop a request they
-   * cannot answer before its deadline, and create no challenge for it, so the report has from 0
-   * to this many rows more than the starts answered.
+   * Starts the IdP got no answer to in time, or `unavailable` (too close to the deadline to
+   * decide): under overload the services drop a request they cannot answer before its deadline,
+   * and create no challenge for it, so the report has from 0 to this many rows more than the
+   * starts that created a challenge.
    */
   let startsUnanswered = 0;
   const startChallenge = async (body: Record<string, unknown>): Promise<Reply> => {
+    let reply: Reply;
     try {
-      return await ask(Subjects.challengeStart, body);
+      reply = await ask(Subjects.challengeStart, body);
     } catch (error) {
       startsUnanswered++;
       throw error;
     }
+    // Too close to its deadline to decide (docs/api.md, Deadline): no challenge either.
+    if (reply.error?.code === 'unavailable') startsUnanswered++;
+    return reply;
   };
   const usersNeeded =
     [...rates, ...(overloadRun ? [OVERLOAD_FACTOR * Math.max(...rates)] : [])].reduce((sum, rate) => sum + Math.ceil(rate * (duration + warmup) * 1.05), 0) + 10;

@@ -23,7 +23,10 @@ port=${SIDE_BY_SIDE_PORT:-3991}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 
 cd "$here"
-BENCH_MASTER_KEY=$key BENCH_PLATFORM_API_KEY=$platform node_modules/.bin/node bench/dist/main.js --rate "$rate" --duration 20 --warmup 3 --scenarios totp --policy "${SIDE_BY_SIDE_POLICY:-off}" >"$out/bench.txt" 2>&1 &
+# Both builds on one NATS (the bench would otherwise start its own), users seeded, no exporter
+# (OTHER runs without one): the two instances see the same load under the same settings.
+export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
+BENCH_NATS_URL=$NATS_URL BENCH_MASTER_KEY=$key BENCH_PLATFORM_API_KEY=$platform node_modules/.bin/node bench/dist/main.js --rate "$rate" --duration 20 --warmup 3 --scenarios totp --users seed --tracing off --policy "${SIDE_BY_SIDE_POLICY:-off}" >"$out/bench.txt" 2>&1 &
 bench=$!
 until grep -q "seeding" "$out/bench.txt"; do sleep 0.1; done
 if [ "$other" != none ]; then

@@ -97,10 +97,11 @@ const clusters = values.cluster
 // gives one: the run's streams start empty and grow only by what it registers and signs in, and
 // nothing it writes (users sealed under its own master key) is left in the machine's shared NATS,
 // where the tests' services would meet it.
-const ownNats = clusters ? undefined : await startNatsServer();
+// BENCH_NATS_URL names one to use instead (bench/side-by-side.sh: another build joins the stack).
+const ownNats = clusters || process.env.BENCH_NATS_URL ? undefined : await startNatsServer();
 // The bench's own clients (the IdP's, the floor's) read NATS_URL as the services do.
 if (clusters) Object.assign(process.env, { NATS_URL: clusters[0].urls, STREAM_REPLICAS: '3' });
-else process.env.NATS_URL = ownNats!.url;
+else process.env.NATS_URL = ownNats?.url ?? process.env.BENCH_NATS_URL;
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** What the services and the bench's own Redis client are given: the Redis Cluster's seeds, or REDIS_URL. */
 const redisEnv: Record<string, string> = clusters

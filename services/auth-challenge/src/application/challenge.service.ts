@@ -68,11 +68,12 @@ import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from '../t
 import type { CodeGenerator } from './code-generator.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
-/** MFA fatigue: pushes refused at start (one still pending or too many lately), suspensions, and the users' refusals. */
+/** Requests that came too close to their deadline to decide in time (see DECISION_MIN_MS). */
 const declinedLate = counter(
   'mfa_challenge_declined_late_total',
   'Requests not decided because their Mfa-Deadline was too close (nothing changed; answered unavailable if still in time)',
 );
+/** MFA fatigue: pushes refused at start (one still pending or too many lately), suspensions, and the users' refusals. */
 const pushFatigue = counter('mfa_push_fatigue_total', 'Push MFA-fatigue events: refused_pending_or_rate, suspended, denied_by_user, wrong_number', ['event']);
 const deferred = counter(
   'mfa_outbox_deferred_total',

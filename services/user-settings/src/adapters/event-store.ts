@@ -21,10 +21,10 @@ export class EventStore {
    * The last event of each aggregate read with loadLast, parsed, by subject with its stream
    * sequence: a tenant's every user command reads the tenant's last event, whose settings (up to
    * 250 CIDRs of trusted IPs and named locations) cost more to validate than to fetch. The message
-   * at a sequence never changes, so a hit is the same event; the direct get still says which
-   * sequence is last.
+   * at a sequence never changes, so a hit (same sequence, same server timestamp: a stream created
+   * anew numbers from 1 again) is the same event; the read still says which message is last.
    */
-  private readonly lastParsed = new Map<string, { seq: number; event: AnyEvent }>();
+  private readonly lastParsed = new Map<string, { seq: number; timestamp: string; event: AnyEvent }>();
 
   constructor(
     private readonly jsm: JetStreamManager,
@@ -52,7 +52,7 @@ export class EventStore {
     const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
     if (!last) return { events: [], lastSeq: 0 };
     const cached = this.lastParsed.get(subject);
-    if (cached?.seq === last.seq) return { events: [cached.event], lastSeq: last.seq };
+    if (cached?.seq === last.seq && cached.timestamp === last.timestamp) return { events: [cached.event], lastSeq: last.seq };
     let event: AnyEvent;
     try {
       event = parseEvent(last.json());
@@ -60,7 +60,7 @@ export class EventStore {
       return this.load(subject);
     }
     this.lastParsed.delete(subject);
-    this.lastParsed.set(subject, { seq: last.seq, event });
+    this.lastParsed.set(subject, { seq: last.seq, timestamp: last.timestamp, event });
     if (this.lastParsed.size > LAST_PARSED_MAX) this.lastParsed.delete(this.lastParsed.keys().next().value!);
     return { events: [event], lastSeq: last.seq };
   }

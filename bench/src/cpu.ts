@@ -3,23 +3,15 @@ import { readdirSync, readFileSync } from 'node:fs';
 /** Jiffies per second of /proc/<pid>/stat's utime and stime (USER_HZ: 100 on Linux). */
 const TICKS_PER_SECOND = 100;
 
-/**
- * Every process's CPU time so far (seconds), by what it is: a service (`services/<name>/dist`),
- * the floor, nats-server, redis-server, postgres (all its backends together), or this bench (the
- * IdP). The difference of two snapshots is where the machine's CPU went in between.
- */
-export function cpuSnapshot(): Map<string, number> {
-  return snapshot().cpu;
-}
-
-/** Resident memory (MiB) of every process group now: the services, the floor, the engines, the bench. */
-export function rssSnapshot(): Map<string, number> {
-  return snapshot().rss;
-}
-
 const PAGE_BYTES = 4096;
 
-function snapshot(): { cpu: Map<string, number>; rss: Map<string, number> } {
+/**
+ * Every process's CPU time so far (seconds) and resident memory now (MiB), by what it is: a service
+ * (`services/<name>/dist`), the floor, nats-server, redis-server, postgres (all its backends
+ * together), or this bench (the IdP). The difference of two CPU readings is where the machine's
+ * CPU went in between.
+ */
+export function processSnapshot(): { cpu: Map<string, number>; rss: Map<string, number> } {
   const byGroup = new Map<string, number>();
   const rss = new Map<string, number>();
   for (const entry of readdirSync('/proc')) {

@@ -1,4 +1,4 @@
-import { cpuBetween, cpuSnapshot, rssSnapshot } from './cpu.js';
+import { cpuBetween, processSnapshot } from './cpu.js';
 import { Samples } from './stats.js';
 
 export interface ScenarioResult {
@@ -32,10 +32,10 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   let errors = 0;
   let completed = 0;
   const inflight = new Set<Promise<void>>();
-  const cpuBefore = cpuSnapshot();
+  const before = processSnapshot();
   const t0 = performance.now() + 50;
-  const rss = [{ atSeconds: 0, mib: rssSnapshot() }];
-  const rssTimer = setInterval(() => rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: rssSnapshot() }), 60_000);
+  const rss = [{ atSeconds: 0, mib: before.rss }];
+  const rssTimer = setInterval(() => rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: processSnapshot().rss }), 60_000);
   let next = 0;
   await new Promise<void>((resolve) => {
     const tick = () => {
@@ -62,8 +62,9 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   });
   await Promise.all(inflight);
   clearInterval(rssTimer);
-  rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: rssSnapshot() });
-  const cpu = cpuBetween(cpuBefore, cpuSnapshot());
+  const after = processSnapshot();
+  rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: after.rss });
+  const cpu = cpuBetween(before.cpu, after.cpu);
   const elapsed = (performance.now() - t0) / 1000;
   return {
     name,

@@ -124,6 +124,10 @@ const results: ScenarioResult[] = [];
 function held(r: ScenarioResult): boolean {
   return r.pairsPerSecond >= 0.99 * r.targetRate && r.errors === 0 && Object.values(r.latency).every((samples) => samples.summary().p99 < 250);
 }
+/** The highest rate a scenario held so far (0: none). */
+function highestHeld(name: string): number {
+  return Math.max(0, ...results.filter((r) => r.name === name && held(r)).map((r) => r.targetRate));
+}
 /** Verify reply → report row complete, by the rate it was measured at. */
 const reportLag = new Map<number, Samples>();
 const rowChecks: Record<string, unknown> = {};
@@ -533,7 +537,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       // The floor at the same rate, right after ours: the machine's drift hits both.
       if (floor) results.push(await floor.run(rate));
     }
-    const heldTotp = Math.max(0, ...results.filter((r) => r.name === 'totp' && held(r)).map((r) => r.targetRate));
+    const heldTotp = highestHeld('totp');
     if (overloadRun && scenarios.has('totp') && heldTotp > 0) {
       const rate = Math.round(OVERLOAD_FACTOR * heldTotp);
       currentRate = rate;
@@ -695,7 +699,7 @@ if (rates.length > 1) {
   out('');
   out('highest rate held (≥ 99 % achieved, 0 errors, p99 < 250 ms)');
   for (const name of new Set(results.filter((r) => !r.name.endsWith('overload')).map((r) => r.name))) {
-    const best = Math.max(0, ...results.filter((r) => r.name === name && held(r)).map((r) => r.targetRate));
+    const best = highestHeld(name);
     out(`  ${name.padEnd(6)} ${best > 0 ? `${best} pairs/s` : 'none of the rates'}`);
   }
 }
@@ -757,7 +761,7 @@ function checkTargets(): string[] {
     }
     if (totp.errors > 0) out.push(`TOTP at 2,500: ${totp.errors} errors (target 0)`);
   }
-  const best = (name: string) => Math.max(0, ...results.filter((r) => r.name === name && held(r)).map((r) => r.targetRate));
+  const best = highestHeld;
   if (best('floor') === 0) out.push('highest rate held: the floor held none of the rates');
   else if (best('totp') < 0.95 * best('floor')) out.push(`highest rate held: TOTP ${best('totp')} pairs/s, ${(best('totp') / best('floor')).toFixed(2)}× the floor's ${best('floor')} (target ≥ 0.95×)`);
   const overload = results.find((r) => r.name === 'totp overload');

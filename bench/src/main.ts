@@ -25,7 +25,7 @@ import { connectClient } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter, type RedisClient } from '@mfa/projection';
 import { parseHostPorts, sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { CORE_SERVICE_NAMES, FakeTwilio, OtlpReceiver, startNatsServer, freeUdpPort, repoRoot, startNatsCluster, startPostgresPrimaryWithReplica, startRedisCluster, startStack } from '@mfa/testing';
+import { CORE_SERVICE_NAMES, FakeTwilio, OtlpReceiver, startNatsServer, freeUdpPort, repoRoot, startNatsCluster, startPostgresPrimaryWithReplica, startRedisCluster, startStack, startTogether } from '@mfa/testing';
 import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
@@ -91,7 +91,7 @@ const duration = Number(values.duration);
 const warmup = Number(values.warmup);
 const scenarios = new Set(values.scenarios!.split(','));
 const clusters = values.cluster
-  ? await Promise.all([startNatsCluster({ nodes: 3 }), startRedisCluster({ masters: 3, replicasPerMaster: 1 }), startPostgresPrimaryWithReplica()])
+  ? await startTogether([startNatsCluster({ nodes: 3 }), startRedisCluster({ masters: 3, replicasPerMaster: 1 }), startPostgresPrimaryWithReplica()])
   : undefined;
 // A NATS server of the run's own (JetStream in a new directory, gone at the end), unless --cluster
 // gives one: the run's streams start empty and grow only by what it registers and signs in, and

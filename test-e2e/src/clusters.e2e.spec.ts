@@ -16,6 +16,7 @@ import {
   startRedisCluster,
   startRedisSentinel,
   startStack,
+  startTogether,
   uniqueTenant,
   uniqueUser,
   type NatsCluster,
@@ -119,7 +120,7 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
   before(
     async () => {
       await twilio.start();
-      [natsCluster, redisCluster, sentinel, pg] = await Promise.all([
+      [natsCluster, redisCluster, sentinel, pg] = await startTogether([
         startNatsCluster({ nodes: 3 }),
         startRedisCluster({ masters: 3, replicasPerMaster: 1 }),
         startRedisSentinel({ replicas: 2, sentinels: 3, masterName: 'mymaster' }),

@@ -27,7 +27,7 @@ import {
 } from '@mfa/projection';
 import { createRedis, parseHostPorts, RedisLease, ReplicatedWrites, whenRedisReady, type RedisConnection } from '@mfa/service-kit';
 import { createLogger, type Logger } from '@mfa/telemetry';
-import { eventually, startNatsServer, startRedisCluster, type NatsServerProcess, type RedisCluster } from '@mfa/testing';
+import { eventually, startNatsServer, startRedisCluster, startTogether, type NatsServerProcess, type RedisCluster } from '@mfa/testing';
 import { ChallengeStore, type LockoutPolicy } from '@mfa/auth-challenge/dist/adapters/challenge.store.js';
 import { decisionName, Outbox } from '@mfa/auth-challenge/dist/adapters/outbox.js';
 import { DeviceApiService } from '@mfa/auth-challenge/dist/application/device-api.service.js';
@@ -167,7 +167,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
   let userMasters = 0;
 
   before(async () => {
-    [cluster, nats] = await Promise.all([startRedisCluster({ masters: 3, replicasPerMaster: 1 }), startNatsServer()]);
+    [cluster, nats] = await startTogether([startRedisCluster({ masters: 3, replicasPerMaster: 1 }), startNatsServer()]);
     const connection: RedisConnection = { mode: 'cluster', nodes: parseHostPorts('REDIS_NODES', cluster.nodes).addresses };
     raw = createRedis({ connection, connectionName: 'redis-scripts-walk', log: createLogger('redis-scripts-walk', { level: 'error' }) }) as Cluster;
     rawDecisions = createRedis({ connection, connectionName: 'redis-scripts-walk-decisions', log: createLogger('redis-scripts-walk', { level: 'error' }) }) as Cluster;

@@ -8,9 +8,34 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import type { ConsumerDefinition, StreamDefinition } from '@mfa/contracts';
-import { isReplicasUnavailable, isStreamNameInUse, isStreamOrConsumerNotFound } from './jetstream-errors.js';
+import { isReplicasUnavailable, isStreamNameInUse, isStreamOrConsumerNotFound, isTransientJetStreamError } from './jetstream-errors.js';
 
 const nanos = (seconds: number) => seconds * 1_000_000_000;
+
+/** How long a boot keeps trying a provisioning call that timed out or met an election. */
+export const PROVISIONING_PATIENCE_MS = 60_000;
+
+/**
+ * Runs an idempotent provisioning call (create or update a stream, a consumer, a bucket) again
+ * while JetStream cannot answer it yet: a request that timed out, or a cluster electing its
+ * leaders. A new cluster's meta leader answers slowly while it places replicated streams, and
+ * nats-server 2.9 may leave unanswered the second of two instances creating the same stream at
+ * once. What the call is refused for (a wrong configuration, too few servers for the replicas
+ * asked) is thrown at once. After `patienceMs` the last error is thrown, saying what was tried.
+ */
+export async function provision<T>(what: string, call: () => Promise<T>, patienceMs = PROVISIONING_PATIENCE_MS): Promise<T> {
+  const deadline = Date.now() + patienceMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      const retryable = (error as Error)?.name === 'TimeoutError' || (isTransientJetStreamError(error) && !isReplicasUnavailable(error));
+      if (!retryable) throw error;
+      if (Date.now() >= deadline) throw new Error(`${what}: JetStream did not answer within ${patienceMs} ms (${(error as Error)?.message ?? String(error)})`, { cause: error });
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+    }
+  }
+}
 
 
 /** The boot stops, naming the variable, when the cluster cannot give a stream its replicas. */
@@ -24,7 +49,11 @@ function replicasError(stream: string, replicas: number, error: unknown): Error 
  * operator raised STREAM_REPLICAS is scaled up in place (the servers copy its data); one with
  * more replicas is left alone (lowering is an operator's decision).
  */
-export async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
+export function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
+  return provision(`giving stream ${stream} ${replicas} replicas`, () => scaleUp(jsm, stream, replicas));
+}
+
+async function scaleUp(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
   const info = await jsm.streams.info(stream);
   if (info.config.num_replicas >= replicas) return;
   // A server outside a cluster (no `cluster` in the stream's info) accepts the update without
@@ -38,7 +67,11 @@ export async function ensureReplicas(jsm: JetStreamManager, stream: string, repl
 }
 
 /** Creates the stream if missing, or brings its subjects, limits and replicas up to date. Idempotent. */
-export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition, replicas = 1): Promise<void> {
+export function ensureStream(jsm: JetStreamManager, def: StreamDefinition, replicas = 1): Promise<void> {
+  return provision(`provisioning stream ${def.name}`, () => createOrUpdateStream(jsm, def, replicas));
+}
+
+async function createOrUpdateStream(jsm: JetStreamManager, def: StreamDefinition, replicas: number): Promise<void> {
   const config: Partial<StreamConfig> & { name: string } = {
     name: def.name,
     description: def.description,
@@ -62,7 +95,7 @@ export async function ensureStream(jsm: JetStreamManager, def: StreamDefinition,
       current.max_msgs_per_subject === config.max_msgs_per_subject &&
       current.allow_direct === true;
     // Replicas first: a cluster that cannot give them stops the boot before anything else changes.
-    if (current.num_replicas < replicas) await ensureReplicas(jsm, def.name, replicas);
+    if (current.num_replicas < replicas) await scaleUp(jsm, def.name, replicas);
     if (!same) await jsm.streams.update(def.name, { ...current, ...config, num_replicas: Math.max(current.num_replicas, replicas) });
   } catch (error) {
     if (!isStreamOrConsumerNotFound(error)) throw error;
@@ -83,7 +116,11 @@ export async function ensureStreams(jsm: JetStreamManager, defs: readonly Stream
 }
 
 /** Creates the durable pull consumer if missing, or updates what may change. Idempotent. */
-export async function ensureConsumer(jsm: JetStreamManager, def: ConsumerDefinition, maxAckPending = 1000): Promise<void> {
+export function ensureConsumer(jsm: JetStreamManager, def: ConsumerDefinition, maxAckPending = 1000): Promise<void> {
+  return provision(`provisioning consumer ${def.durable} on ${def.stream}`, () => createOrUpdateConsumer(jsm, def, maxAckPending));
+}
+
+async function createOrUpdateConsumer(jsm: JetStreamManager, def: ConsumerDefinition, maxAckPending: number): Promise<void> {
   const config = {
     durable_name: def.durable,
     description: def.description,

@@ -136,7 +136,7 @@ export function cleanUpOnExit(servers: () => readonly ChildServer[], dir: string
   return () => process.removeListener('exit', onExit);
 }
 
-/** `count` ports, each free a moment ago and all different (freePort alone may repeat one). */
+/** `count` different ports, each free a moment ago (freePort). */
 export async function freePorts(count: number): Promise<number[]> {
   const ports = new Set<number>();
   while (ports.size < count) ports.add(await freePort());

@@ -5,23 +5,93 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
 
-/** A port that was free a moment ago (the OS picks it), so readiness never depends on log output. */
-/** A UDP port free on 127.0.0.1 now (the RADIUS front's, in tests and the benchmark). */
-export async function freeUdpPort(): Promise<number> {
-  const socket = createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
+/**
+ * Ports for the servers a test or the benchmark starts. Each is chosen at random below the kernel's
+ * ephemeral range (where outgoing connections take their local ports, so a client connecting to
+ * NATS or Redis meanwhile cannot take it), checked free by binding it, and never handed out twice by
+ * this process (two harnesses started together cannot be given the same one).
+ */
+const handedOut = new Set<number>();
+const LOWEST_PORT = 10_000;
+
+function ephemeralRangeStart(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (Number.isInteger(low) && low > 0) return low;
+  } catch {
+    // not Linux: the IANA dynamic range begins here
+  }
+  return 49_152;
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+async function pickPort(kind: string, bindable: (port: number) => Promise<boolean>, osPort: () => Promise<number>): Promise<number> {
+  const top = ephemeralRangeStart() - 1;
+  // A kernel whose ephemeral range starts low leaves no room below it: take what the OS gives.
+  if (top - LOWEST_PORT < 1_000) return osPort();
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const port = LOWEST_PORT + randomInt(top - LOWEST_PORT + 1);
+    if (handedOut.has(port) || !(await bindable(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free ${kind} port found between ${LOWEST_PORT} and ${top}`);
+}
+
+function tcpBindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+function udpBindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    socket.once('error', () => {
+      socket.close();
+      resolve(false);
+    });
+    socket.bind({ port, address: '127.0.0.1', exclusive: true }, () => socket.close(() => resolve(true)));
+  });
+}
+
+/** A TCP port on 127.0.0.1 that is free now and that this process has not handed out before. */
+export function freePort(): Promise<number> {
+  return pickPort('TCP', tcpBindable, async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return port;
+  });
+}
+
+/** A UDP port free on 127.0.0.1 now (the RADIUS front's, in tests and the benchmark). */
+export function freeUdpPort(): Promise<number> {
+  return pickPort('UDP', udpBindable, async () => {
+    const socket = createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    const { port } = socket.address();
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
+    return port;
+  });
+}
+
+/**
+ * Starts servers together (a NATS cluster, a Redis Cluster, Postgres with its replica) and returns
+ * them in order. When one fails, those that did start are stopped before the error is thrown: a
+ * server left running would keep the test process alive.
+ */
+export async function startTogether<T extends Promise<{ stop(): Promise<unknown> }>[]>(starts: [...T]): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(starts);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (!failed) return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
+  await Promise.allSettled(results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.stop()] : [])));
+  throw failed.reason;
 }
 
 /**
@@ -113,11 +183,18 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
   });
   const label = instancesOf(options, name) > 1 ? `${name}#${instance}` : name;
   const url = `http://127.0.0.1:${port}`;
+  // The last lines it printed, for the error when it exits before it is ready.
+  const lastLines: string[] = [];
   for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => options.onLine?.(label, line));
+    createInterface({ input: stream }).on('line', (line) => {
+      lastLines.push(line);
+      if (lastLines.length > 15) lastLines.shift();
+      options.onLine?.(label, line);
+    });
   }
-  const exited = once(child, 'exit').then(([code]) => {
-    throw new Error(`${label} exited with code ${String(code)} before it was ready`);
+  // 'close' comes once its output is read to the end too: the last lines say why.
+  const exited = once(child, 'close').then(([code]) => {
+    throw new Error(`${label} exited with code ${String(code)} before it was ready; its last lines:\n${lastLines.join('\n')}`);
   });
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {

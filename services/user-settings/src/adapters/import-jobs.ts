@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { ensureReplicas, type NatsClients } from '@mfa/messaging';
+import { ensureReplicas, provision, type NatsClients } from '@mfa/messaging';
 import { StorageType } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
@@ -64,8 +64,12 @@ export class ImportJobs {
 
   static async open(nats: NatsClients, replicas: number): Promise<ImportJobs> {
     const { nc, jsm } = nats;
-    const kv = await new Kvm(nc).create(IMPORT_JOBS_BUCKET, { replicas, history: 1, ttl: IMPORT_RETENTION_SECONDS * 1000, storage: StorageType.File });
-    const objects = await new Objm(nc).create(IMPORTS_BUCKET, { replicas, storage: StorageType.File, ttl: IMPORT_RETENTION_SECONDS * 1_000_000_000 });
+    const kv = await provision(`provisioning bucket ${IMPORT_JOBS_BUCKET}`, () =>
+      new Kvm(nc).create(IMPORT_JOBS_BUCKET, { replicas, history: 1, ttl: IMPORT_RETENTION_SECONDS * 1000, storage: StorageType.File }),
+    );
+    const objects = await provision(`provisioning bucket ${IMPORTS_BUCKET}`, () =>
+      new Objm(nc).create(IMPORTS_BUCKET, { replicas, storage: StorageType.File, ttl: IMPORT_RETENTION_SECONDS * 1_000_000_000 }),
+    );
     // Buckets made before STREAM_REPLICAS was raised keep their replicas through create: scale them.
     await ensureReplicas(jsm, `KV_${IMPORT_JOBS_BUCKET}`, replicas);
     await ensureReplicas(jsm, `OBJ_${IMPORTS_BUCKET}`, replicas);

@@ -1,6 +1,6 @@
 import { StorageType } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/nats-core';
-import { ensureReplicas, type NatsClients } from '@mfa/messaging';
+import { ensureReplicas, provision, type NatsClients } from '@mfa/messaging';
 import { Objm, type ObjectInfo, type ObjectResult, type ObjectStore } from '@nats-io/obj';
 import { MAX_VOICE_MESSAGE_BYTES, VOICE_UPLOAD_TTL_SECONDS, VoiceMessageBuckets, voiceMessageObjectName, type VoiceMessageType } from '@mfa/contracts';
 
@@ -30,8 +30,10 @@ export class RecordingStore {
   /** Creates both buckets when they do not exist yet (as the other services create their streams). */
   static async open(nats: NatsClients, replicas: number): Promise<RecordingStore> {
     const objm = new Objm(nats.nc);
-    const uploads = await objm.create(VoiceMessageBuckets.uploads, { replicas, storage: StorageType.File, ttl: nanos(VOICE_UPLOAD_TTL_SECONDS * 1000) });
-    const messages = await objm.create(VoiceMessageBuckets.messages, { replicas, storage: StorageType.File });
+    const uploads = await provision(`provisioning bucket ${VoiceMessageBuckets.uploads}`, () =>
+      objm.create(VoiceMessageBuckets.uploads, { replicas, storage: StorageType.File, ttl: nanos(VOICE_UPLOAD_TTL_SECONDS * 1000) }),
+    );
+    const messages = await provision(`provisioning bucket ${VoiceMessageBuckets.messages}`, () => objm.create(VoiceMessageBuckets.messages, { replicas, storage: StorageType.File }));
     // Buckets made before STREAM_REPLICAS was raised keep their replicas through create: scale them.
     for (const bucket of [VoiceMessageBuckets.uploads, VoiceMessageBuckets.messages]) await ensureReplicas(nats.jsm, `OBJ_${bucket}`, replicas);
     return new RecordingStore(uploads, messages);

@@ -260,8 +260,12 @@ if (kinds.some((k) => scenarios.has(k))) {
     headers.set(Headers.deadline, String(Date.now() + IDP_TIMEOUT_MS));
     return (await nc.request(subject, JSON.stringify(body), { timeout: IDP_TIMEOUT_MS, headers })).json<Reply>();
   };
-  /** Sign-ins the IdP saw approved in time: the report must show no other success. */
-  let approvalsSeen = 0;
+  /**
+   * Sign-ins the IdP saw approved in time, by the report's auth_method (RADIUS users sign in with
+   * TOTP): the report must show no other success.
+   */
+  const approvalsByMethod: Record<string, number> = {};
+  const approved = (method: string) => (approvalsByMethod[method] = (approvalsByMethod[method] ?? 0) + 1);
   /**
    * Starts the IdP got no answer to in time, or `unavailable` (too close to the deadline to
    * decide): under overload the services drop a request they cannot answer before its deadline,
@@ -428,7 +432,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       const done = performance.now();
       record(`${kind} verify`, done - sent);
       if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
-      approvalsSeen++;
+      approved(kind);
       if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(challengeId, done));
     };
     const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
@@ -447,18 +451,30 @@ if (kinds.some((k) => scenarios.has(k))) {
     };
     const smsPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
       const i = userCursor.sms++;
+      let timer: NodeJS.Timeout | undefined;
       const codeArrived = new Promise<string>((resolve, reject) => {
         codeWaiters.set(phoneOf(i), resolve);
-        setTimeout(() => reject(new Error('SMS not delivered within 30 s')), 30_000).unref();
+        timer = setTimeout(() => reject(new Error('SMS not delivered within 30 s')), 30_000);
       });
-      const start = await startChallenge({ tenantId, userId: `sms-${i}@bench.example`, method: 'sms' });
-      const started = performance.now();
-      record('sms start', started - due);
-      if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
-      const code = await codeArrived;
-      codeWaiters.delete(phoneOf(i));
+      // A start that fails leaves the code unawaited: its timeout must not become an unhandled
+      // rejection that ends the run.
+      codeArrived.catch(() => undefined);
+      let code: string;
+      let started: number;
+      let challengeId: string;
+      try {
+        const start = await startChallenge({ tenantId, userId: `sms-${i}@bench.example`, method: 'sms' });
+        started = performance.now();
+        record('sms start', started - due);
+        if (start.status !== 'pending') throw new Error(`start: ${JSON.stringify(start)}`);
+        code = await codeArrived;
+        challengeId = start.challengeId!;
+      } finally {
+        clearTimeout(timer);
+        codeWaiters.delete(phoneOf(i));
+      }
       record('sms delivery (start reply → provider)', performance.now() - started);
-      await verifyPair('sms', i, start.challengeId!, code, record);
+      await verifyPair('sms', i, challengeId, code, record);
     };
     /** A push: start (the number comes back), the device's signed answer over HTTP, the IdP's status poll. */
     const pushPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
@@ -488,11 +504,14 @@ if (kinds.some((k) => scenarios.has(k))) {
       const reply = (await res.json()) as { status?: string };
       record('push answer (device API)', performance.now() - answered);
       if (reply.status !== 'approved') throw new Error(`answer: ${res.status} ${JSON.stringify(reply)}`);
+      // The device's answer is the decision, and the report's success is the user's approval: a
+      // status poll that then times out fails the pair, but an IdP polls again until the challenge
+      // expires, so the approval is not one it could not see.
+      approved('push');
       const polled = performance.now();
       const status = await ask(Subjects.challengeStatus, { tenantId, challengeId });
       record('push status', performance.now() - polled);
       if (status.status !== 'approved') throw new Error(`status: ${JSON.stringify(status)}`);
-      approvalsSeen++;
     };
     /**
      * A VPN sign-in over RADIUS (challenge mode, TOTP): Access-Request → Access-Challenge with a
@@ -514,7 +533,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       const done = performance.now();
       record('radius Access-Accept', done - sent);
       if (!isCode(accepted, 'accept')) throw new Error(`radius: code ${accepted.code} instead of Access-Accept`);
-      approvalsSeen++;
+      approved('totp');
     };
     let pairsStarted = 0;
     for (const rate of rates) {
@@ -554,17 +573,34 @@ if (kinds.some((k) => scenarios.has(k))) {
     radius?.close();
     const expected = userCursor.totp + userCursor.sms + userCursor.push + userCursor.radius + 1;
     let rows = { total: 0, completed: 0, successes: 0 };
+    let successesByMethod: Record<string, number> = {};
     for (let i = 0; i < (withReporting ? 100 : 0); i++) {
-      const { rows: r } = await db.query<{ total: string; completed: string; successes: string }>(
-        "SELECT count(*) AS total, count(result) AS completed, count(*) FILTER (WHERE result = 'success') AS successes FROM signins WHERE tenant_id = $1",
+      const { rows: r } = await db.query<{ method: string | null; total: string; completed: string; successes: string }>(
+        "SELECT auth_method AS method, count(*) AS total, count(result) AS completed, count(*) FILTER (WHERE result = 'success') AS successes FROM signins WHERE tenant_id = $1 GROUP BY auth_method",
         [tenantId],
       );
-      rows = { total: Number(r[0]!.total), completed: Number(r[0]!.completed), successes: Number(r[0]!.successes) };
+      rows = {
+        total: r.reduce((n, x) => n + Number(x.total), 0),
+        completed: r.reduce((n, x) => n + Number(x.completed), 0),
+        successes: r.reduce((n, x) => n + Number(x.successes), 0),
+      };
+      successesByMethod = Object.fromEntries(r.filter((x) => Number(x.successes) > 0).map((x) => [x.method ?? 'none', Number(x.successes)]));
       if (rows.completed >= expected) break;
       await new Promise((res) => setTimeout(res, 100));
     }
     if (withReporting) {
-      Object.assign(rowChecks, { challengesStarted: expected, startsUnanswered, pairsStarted, reportRows: rows.total, completedRows: rows.completed, successRows: rows.successes, approvalsSeen });
+      const approvalsSeen = Object.values(approvalsByMethod).reduce((n, x) => n + x, 0);
+      Object.assign(rowChecks, {
+        challengesStarted: expected,
+        startsUnanswered,
+        pairsStarted,
+        reportRows: rows.total,
+        completedRows: rows.completed,
+        successRows: rows.successes,
+        approvalsSeen,
+        successesByMethod,
+        approvalsByMethod,
+      });
     }
   } finally {
     // The seeded users are this run's only: remove them (challenges expire by themselves).
@@ -713,6 +749,12 @@ if (Object.keys(rowChecks).length > 0) {
   // A success the IdP never saw: a sign-in decided after the IdP had given up (overload).
   const unseen = c.successRows - c.approvalsSeen;
   out(`report successes: ${c.successRows} for ${c.approvalsSeen} approvals the IdP saw in time → ${unseen === 0 ? 'none it did not see' : `${unseen} it never saw`}`);
+  if (unseen !== 0) {
+    const { successesByMethod: rowsBy, approvalsByMethod: seenBy } = rowChecks as { successesByMethod: Record<string, number>; approvalsByMethod: Record<string, number> };
+    for (const method of new Set([...Object.keys(rowsBy), ...Object.keys(seenBy)])) {
+      out(`  ${method}: ${rowsBy[method] ?? 0} successes in the report, ${seenBy[method] ?? 0} approvals seen`);
+    }
+  }
 }
 // The floor ran against the same NATS cluster (its Redis is REDIS_URL's one server).
 if (clusters) await Promise.all(clusters.map((c) => c.stop()));

@@ -1,4 +1,4 @@
-// `npm run bench [-- --rate 1000 | --rates 1000,2500,4000] [--duration 15 --scenarios totp,sms,push,floor[,radius]] [--check]`
+// `npm run bench [-- --rate 1000 | --rates 1000,2500,4000] [--duration 15 --scenarios totp,sms,push,floor[,radius]] [--check] [--provider-latency 150]`
 // Every feature is on by default (issue 18): production settings with API keys, tracing exported
 // with the production sampler, a tenant with trusted IPs, named locations, lockout and remember MFA,
 // and TOTP, SMS and RADIUS users registered through the API. `--auth off`, `--tracing off`,
@@ -67,6 +67,8 @@ const { values } = parseArgs({
      * parent-based with a 1 % ratio for new traces (docs/operations.md, Tracing). `off`: no exporter.
      */
     tracing: { type: 'string', default: 'on' },
+    /** How long the fake Twilio takes to answer a send, ms (a real provider: 100–300). */
+    'provider-latency': { type: 'string', default: '0' },
     /** Instances of auth-challenge (in one queue group), to see how the hot path scales out. */
     instances: { type: 'string', default: '1' },
     /**
@@ -80,6 +82,8 @@ const { values } = parseArgs({
 const rates = (values.rates ?? values.rate!).split(',').map(Number);
 if (rates.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error(`--rate/--rates: positive numbers, not ${values.rates ?? values.rate}`);
 const authOn = values.auth !== 'off';
+const providerLatencyMs = Number(values['provider-latency']);
+if (!Number.isInteger(providerLatencyMs) || providerLatencyMs < 0) throw new Error(`--provider-latency: whole milliseconds, not ${values['provider-latency']}`);
 const overloadRun = values.overload ?? values.check ?? false;
 /** The overload run offers this much more than the highest TOTP rate held. */
 const OVERLOAD_FACTOR = 1.6;
@@ -210,6 +214,9 @@ type Kind = (typeof kinds)[number];
 const radiusSecret = randomBytes(24).toString('base64url');
 if (kinds.some((k) => scenarios.has(k))) {
   const twilio = await new FakeTwilio().start();
+  // A real provider answers a send in 100–300 ms: dispatch's throughput is then SMS_CONCURRENCY
+  // sends in flight divided by that, not its CPU.
+  twilio.delayMs = providerLatencyMs;
   twilio.record = false;
   const codeWaiters = new Map<string, (code: string) => void>();
   twilio.onMessage = (m) => codeWaiters.get(m.to)?.(FakeTwilio.codeOf(m));

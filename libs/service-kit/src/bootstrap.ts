@@ -7,6 +7,7 @@ import { AuditTrail } from './auth/audit-trail.js';
 import type { BaseConfig, KeyringConfig } from './config.js';
 import { KeyringModule } from './keyring-check.js';
 import { NatsTransport } from './nats/nats.transport.js';
+import type { JetStreamConsumerOptions } from './nats/decorators.js';
 import { NestJsonLogger } from './nest-logger.js';
 import { NATS } from './tokens.js';
 
@@ -37,6 +38,8 @@ export async function runService(options: {
   log: Logger;
   /** false for a front that serves no NATS subject (the RADIUS front): no transport is started. */
   transport?: boolean;
+  /** Consumer options the configuration sets over the declared ones, by durable name. */
+  consumers?: Readonly<Record<string, JetStreamConsumerOptions>>;
 }): Promise<RunningService> {
   const { name, log, config } = options;
   startMetrics(name);
@@ -48,7 +51,7 @@ export async function runService(options: {
   let transport: NatsTransport | undefined;
   try {
     if (options.transport !== false) {
-      transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log });
+      transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers });
       app.connectMicroservice({ strategy: transport });
     }
     // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same

@@ -1,5 +1,5 @@
 import { runService, serviceLogger, type RunningService } from '@mfa/service-kit';
-import { DEVICE_PLATFORMS } from '@mfa/contracts';
+import { Consumers, DEVICE_PLATFORMS } from '@mfa/contracts';
 import { createPushProviders } from './adapters/push/push-provider.factory.js';
 import { createSmsProviders } from './adapters/sms/sms-provider.factory.js';
 import { AppModule } from './app.module.js';
@@ -19,5 +19,12 @@ export async function boot(config: DispatchConfig): Promise<RunningService> {
   const pollOnly = DEVICE_PLATFORMS.filter((platform) => platform !== 'none' && !pushProviders.some((p) => p.platform === platform));
   log.info('push providers', { providers: pushProviders.map((p) => `${p.name} (${p.platform})`), pollOnly });
   if (config.NODE_ENV === 'production' && pollOnly.length > 0) log.warn(`no push provider for ${pollOnly.join(' or ')}: those devices are poll-only`);
-  return runService({ name: 'dispatch', module: AppModule.forRoot(config, log, providers, pushProviders), config, log });
+  // Sends wait on a provider, not on the CPU: how many are in flight is the operator's to set.
+  const sms = { concurrency: config.SMS_CONCURRENCY, maxAckPending: config.SMS_CONCURRENCY };
+  const consumers = {
+    [Consumers.dispatchSms.durable]: sms,
+    [Consumers.dispatchSmsResend.durable]: sms,
+    [Consumers.dispatchPush.durable]: { concurrency: config.PUSH_CONCURRENCY, maxAckPending: config.PUSH_CONCURRENCY },
+  };
+  return runService({ name: 'dispatch', module: AppModule.forRoot(config, log, providers, pushProviders), config, log, consumers });
 }

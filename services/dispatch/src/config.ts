@@ -62,6 +62,12 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   PROVIDER_BREAKER_WINDOW_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   PROVIDER_BREAKER_RESET_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   /** Attempts per provider on transient errors before failing over to the next one. */
+  /**
+   * SMS sends in flight at once per instance: its throughput is at most this many divided by the
+   * provider's answer time (64 at Twilio's ~150 ms: ~400 SMS/s). Keep the sum over the instances
+   * within the provider account's concurrency limit (Twilio: error 20429 beyond it).
+   */
+  SMS_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   /**
@@ -120,6 +126,8 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   // Like TWILIO_TIMEOUT_MS: a push ends while JetStream still holds the request for this instance.
   PUSH_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchPush.ackWaitSeconds * 500).default(10_000),
   /** Attempts per device on transient errors (429, 5xx, network) before giving the device up. */
+  /** Push notifications in flight at once per instance (as SMS_CONCURRENCY, for FCM and APNs). */
+  PUSH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
   PUSH_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   PUSH_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });

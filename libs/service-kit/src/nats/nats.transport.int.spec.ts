@@ -99,7 +99,8 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     requestJson<Reply>(nc, subject, body, { timeoutMs: 2_000, ...(headers ? { headers } : {}) });
 
   before(async () => {
-    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config, log });
+    // The configuration's word over the declaration (dispatch's SMS_CONCURRENCY works so).
+    service = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config, log, consumers: { [consumer.durable]: { maxAckPending: 7 } } });
     nc = await connect({ servers: testEnv.natsUrl });
   });
 
@@ -168,6 +169,8 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.ok(flaky && flaky.attempt >= 2, `the failed batch came back (${JSON.stringify(received)})`);
     assert.deepEqual(new Set(received.map((r) => r.tenantId)), new Set([`${run}-flaky`, `${run}-a`, `${run}-b`]));
     assert.ok(received.every((r) => !r.aborted));
+    const info = await (await jetstreamManager(nc)).consumers.info(stream.name, consumer.durable);
+    assert.equal(info.config.max_ack_pending, 7, 'the option the service was started with, not the default');
   });
 
   itWith({ real: ['nats'] }, 'stop() answers the requests it took before the connection closes', async () => {

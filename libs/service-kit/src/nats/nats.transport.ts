@@ -6,7 +6,7 @@ import { ensureConsumer, EventConsumer, type NatsClients } from '@mfa/messaging'
 import { contextFromCarrier, counter, gauge, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
-import type { JetStreamConsumerExtras } from './decorators.js';
+import type { JetStreamConsumerExtras, JetStreamConsumerOptions } from './decorators.js';
 import type { AuditTrail } from '../auth/audit-trail.js';
 import { isReplySubject } from './reply-subject.js';
 import { RequestGate } from './request-gate.js';
@@ -37,6 +37,11 @@ interface NatsTransportOptions {
   /** Queue group of every request subscription: instances of one service share the load. */
   queue: string;
   log: Logger;
+  /**
+   * What the service's configuration sets over a `@JetStreamConsumer`'s declared options, by
+   * durable name (dispatch: SMS_CONCURRENCY, PUSH_CONCURRENCY).
+   */
+  consumers?: Readonly<Record<string, JetStreamConsumerOptions>> | undefined;
 }
 
 /**
@@ -193,8 +198,9 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   }
 
   private async consume(pattern: string, handler: MessageHandler): Promise<void> {
-    const extras = handler.extras as JetStreamConsumerExtras | undefined;
-    if (!extras?.consumer) throw new Error(`event handler ${pattern} has no consumer: declare it with @JetStreamConsumer`);
+    const declared = handler.extras as JetStreamConsumerExtras | undefined;
+    if (!declared?.consumer) throw new Error(`event handler ${pattern} has no consumer: declare it with @JetStreamConsumer`);
+    const extras: JetStreamConsumerExtras = { ...declared, ...this.options.consumers?.[declared.consumer.durable] };
     await ensureConsumer(this.options.nats.jsm, extras.consumer, extras.maxAckPending);
     const context = new JetStreamContext(extras.consumer, this.stopping.signal);
     const consumer = new EventConsumer({

@@ -6,9 +6,11 @@ import https from 'node:https';
  * per request it costs a fraction of fetch's CPU (no web streams, no per-call dispatcher setup),
  * which is what bounds SMS throughput. Connections are reused across sends.
  */
+// Sockets per provider host: as many as sends may be in flight (SMS_CONCURRENCY and
+// PUSH_CONCURRENCY bound them), so that a send never queues for a socket behind the others.
 const agents = {
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 64 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 64 }),
+  'http:': new http.Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256 }),
+  'https:': new https.Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256 }),
 };
 
 class HttpTimeoutError extends Error {

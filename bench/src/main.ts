@@ -68,6 +68,11 @@ const { values } = parseArgs({
      * parent-based with a 1 % ratio for new traces (docs/operations.md, Tracing). `off`: no exporter.
      */
     tracing: { type: 'string', default: 'on' },
+    /**
+     * TOTP users projected in all (seeded, or registered with --users api), of whom the run signs
+     * in as many as it needs, spread over all of them: how latency depends on the number of users.
+     */
+    population: { type: 'string' },
     /** How long the fake Twilio takes to answer a send, ms (a real provider: 100–300). */
     'provider-latency': { type: 'string', default: '0' },
     /** Instances of auth-challenge (in one queue group), to see how the hot path scales out. */
@@ -314,6 +319,13 @@ if (kinds.some((k) => scenarios.has(k))) {
   };
   const usersNeeded =
     [...rates, ...(overloadRun ? [OVERLOAD_FACTOR * Math.max(...rates)] : [])].reduce((sum, rate) => sum + Math.ceil(rate * (duration + warmup) * 1.05), 0) + 10;
+  // With --population, the TOTP scenario's i-th sign-in is user (i × a prime) mod the population:
+  // every user at most once, spread over all of them. The prime must not divide the population.
+  const SPREAD = 7_919;
+  let population = Math.max(usersNeeded, Number(values.population ?? 0));
+  if (population > usersNeeded && population % SPREAD === 0) population++;
+  const usersOf = (kind: Kind) => (kind === 'totp' ? population : usersNeeded);
+  const totpUserAt = (n: number) => (population > usersNeeded ? (n * SPREAD) % population : n);
   try {
     const policy = policyOn
       ? {
@@ -378,7 +390,7 @@ if (kinds.some((k) => scenarios.has(k))) {
         while (next < to) await one(next++);
       }));
     };
-    out(`${usersThroughApi ? 'registering through the API' : 'seeding'} ${usersNeeded} users per scenario …`);
+    out(`${usersThroughApi ? 'registering through the API' : 'seeding'} ${usersNeeded} users per scenario${population > usersNeeded ? ` (${population} TOTP users)` : ''} …`);
     const seedBatch = async (from: number, to: number, kind: Kind) => {
       const jobs: Promise<unknown>[] = [];
       for (let i = from; i < to; i++) {
@@ -415,18 +427,20 @@ if (kinds.some((k) => scenarios.has(k))) {
       if (usersThroughApi && kind !== 'push') {
         const memoryBefore = await redisUsedMemory(redis);
         const began = performance.now();
-        await registerThroughApi(kind, 0, usersNeeded);
+        await registerThroughApi(kind, 0, usersOf(kind));
         const seconds = (performance.now() - began) / 1000;
         // What the users added to Redis (their projections; this run's challenges come later).
-        const bytesPerUser = memoryBefore === undefined ? undefined : ((await redisUsedMemory(redis))! - memoryBefore) / usersNeeded;
-        registration[kind] = { users: usersNeeded, seconds, ...(bytesPerUser === undefined ? {} : { redisBytesPerUser: Math.round(bytesPerUser) }) };
+        const bytesPerUser = memoryBefore === undefined ? undefined : ((await redisUsedMemory(redis))! - memoryBefore) / usersOf(kind);
+        registration[kind] = { users: usersOf(kind), seconds, ...(bytesPerUser === undefined ? {} : { redisBytesPerUser: Math.round(bytesPerUser) }) };
         out(
-          `  ${kind}: ${usersNeeded} users registered in ${seconds.toFixed(1)} s, ${(usersNeeded / seconds).toFixed(0)} users/s (${kind === 'sms' ? 1 : 3} requests per user)` +
+          `  ${kind}: ${usersOf(kind)} users registered in ${seconds.toFixed(1)} s, ${(usersOf(kind) / seconds).toFixed(0)} users/s (${kind === 'sms' ? 1 : 3} requests per user)` +
             (bytesPerUser === undefined ? '' : `, Redis ${bytesPerUser.toFixed(0)} bytes per user`),
         );
         continue;
       }
-      for (let i = 0; i < usersNeeded; i += 1000) await seedBatch(i, Math.min(usersNeeded, i + 1000), kind);
+      const seedStarted = performance.now();
+      for (let i = 0; i < usersOf(kind); i += 1000) await seedBatch(i, Math.min(usersOf(kind), i + 1000), kind);
+      if (usersOf(kind) > usersNeeded) out(`  ${kind}: ${usersOf(kind)} users seeded in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
     }
 
     // Projection catch-up: every durable consumer (user-settings' projector, the report's, fraud's)
@@ -463,7 +477,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(challengeId, done));
     };
     const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
-      const i = userCursor.totp++;
+      const i = totpUserAt(userCursor.totp++);
       const userId = `totp-${i}@bench.example`;
       const start = await startChallenge({
         tenantId,
@@ -630,7 +644,7 @@ if (kinds.some((k) => scenarios.has(k))) {
     // The seeded users are this run's only: remove them (challenges expire by themselves).
     for (const kind of kinds) {
       const keys: string[] = [];
-      for (let i = 0; i < usersNeeded; i++) {
+      for (let i = 0; i < usersOf(kind); i++) {
         const tag = userTag(keyring, tenantId, `${kind}-${i}@bench.example`);
         keys.push(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.smsSends(tag), RedisKeys.devices(tag), RedisKeys.pushStarts(tag), RedisKeys.devicesUsed(tag));
         if (keys.length >= 400) await unlinkAll(redis, keys.splice(0));

@@ -58,12 +58,27 @@ interface ConsumerOptions {
    * transactions under load, for a bounded added lag). 0 hands over whatever has arrived.
    */
   maxWaitMs?: number;
+  /**
+   * Waits for the server to confirm each ack, and acks again until it does (within the ack wait):
+   * for handlers with an outside effect (an SMS, a call, a push), where an ack lost with a NATS
+   * node would have the message handled a second time once the ack wait ends.
+   */
+  confirmAcks?: boolean;
 }
+
+/** One confirmation of an ack is waited for this long before the ack is sent again. */
+const ACK_CONFIRM_TIMEOUT_MS = 2_000;
+const ACK_BODY = '+ACK';
 
 const consumed = counter('mfa_events_consumed_total', 'Events consumed, by consumer and outcome', ['consumer', 'outcome']);
 const pending = gauge(
   'mfa_consumer_pending_messages',
   "Messages of a durable consumer's stream not delivered yet, as the last delivery said (the consumer's lag)",
+  ['consumer'],
+);
+const unconfirmedAcks = counter(
+  'mfa_consumer_acks_unconfirmed_total',
+  'Acks of consumers that confirm them (dispatch: SMS, calls, push) the server did not confirm within the ack wait: those messages may come again',
   ['consumer'],
 );
 const recreated = counter('mfa_consumers_recreated_total', 'Durable consumers found gone and created again, by consumer', ['consumer']);
@@ -99,12 +114,14 @@ export class EventConsumer {
   private waitTimer: NodeJS.Timeout | undefined;
   /** The JetStream client the consumer is looked up and pulled with: the service's, with short API timeouts. */
   private readonly lookup: JetStreamClient;
+  private readonly nc: NatsConnection;
 
   constructor(private readonly options: ConsumerOptions) {
     this.batchSize = options.batchSize ?? 1;
     this.concurrency = options.concurrency ?? 1;
     this.maxWaitMs = options.maxWaitMs ?? 0;
-    this.lookup = jetstream((options.js as unknown as { nc: NatsConnection }).nc, { ...options.js.getOptions(), timeout: LOOKUP_TIMEOUT_MS });
+    this.nc = (options.js as unknown as { nc: NatsConnection }).nc;
+    this.lookup = jetstream(this.nc, { ...options.js.getOptions(), timeout: LOOKUP_TIMEOUT_MS });
   }
 
   get name(): string {
@@ -233,7 +250,8 @@ export class EventConsumer {
     if (deliveries.length === 0) return;
     try {
       await this.runHandler(deliveries);
-      for (const d of deliveries) d.msg.ack();
+      if (this.options.confirmAcks) await Promise.all(deliveries.map((d) => this.confirmedAck(d.msg)));
+      else for (const d of deliveries) d.msg.ack();
       consumed.inc({ consumer: this.name, outcome: 'ack' }, deliveries.length);
     } catch (error) {
       if (deliveries.length > 1) {
@@ -247,10 +265,35 @@ export class EventConsumer {
   private async processOne(delivery: Delivery): Promise<void> {
     try {
       await this.runHandler([delivery]);
-      delivery.msg.ack();
+      if (this.options.confirmAcks) await this.confirmedAck(delivery.msg);
+      else delivery.msg.ack();
       consumed.inc({ consumer: this.name, outcome: 'ack' });
     } catch (error) {
       await this.fail(delivery, error);
+    }
+  }
+
+  /**
+   * Acks and waits for the server's confirmation; without one (the ack or its answer lost with a
+   * NATS node), acks again over the connection, which resends once it has reconnected, until
+   * shortly before the ack wait ends. Acking twice is harmless.
+   */
+  private async confirmedAck(msg: JsMsg): Promise<void> {
+    const until = Date.now() + this.options.definition.ackWaitSeconds * 1000 - ACK_CONFIRM_TIMEOUT_MS;
+    const reply = (msg as JsMsg & { reply?: string }).reply;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (attempt === 0) await msg.ackAck({ timeout: ACK_CONFIRM_TIMEOUT_MS });
+        else if (reply) await this.nc.request(reply, ACK_BODY, { timeout: ACK_CONFIRM_TIMEOUT_MS });
+        return;
+      } catch (error) {
+        if (this.stopped || !reply || Date.now() >= until) {
+          unconfirmedAcks.inc({ consumer: this.name });
+          this.options.log.warn('the server did not confirm an ack: the message may be delivered again', { consumer: this.name, attempts: attempt + 1, error });
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
     }
   }
 

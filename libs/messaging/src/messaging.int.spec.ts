@@ -187,6 +187,26 @@ describe('messaging against a real nats-server', () => {
     }
   });
 
+  itWith({ real: ['nats'] }, 'confirmAcks: each ack is confirmed by the server before the handler\'s slot is free; nothing comes again', async () => {
+    const confirmed: ConsumerDefinition = { ...consumer, durable: `test-confirm-${run}`, filterSubject: `test.${run}.confirm`, ackWaitSeconds: 30 };
+    await ensureConsumer(nats.jsm, confirmed, 100);
+    const handled: string[] = [];
+    const worker = new EventConsumer({ js: nats.js, definition: confirmed, log, confirmAcks: true, concurrency: 4, handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)) });
+    await worker.start();
+    try {
+      for (let i = 0; i < 20; i++) await publisher.publish(`test.${run}.confirm`, tenantEvent(`confirm-${i}`));
+      await eventually(async () => (handled.length >= 20 ? true : undefined), 10_000, 'all handled');
+      await eventually(async () => ((await nats.jsm.consumers.info(confirmed.stream, confirmed.durable)).num_ack_pending === 0 ? true : undefined), 5_000, 'every ack recorded by the server');
+      const info = await nats.jsm.consumers.info(confirmed.stream, confirmed.durable);
+      assert.equal(info.num_redelivered, 0);
+      assert.equal(info.ack_floor.stream_seq, info.delivered.stream_seq);
+      assert.equal(new Set(handled).size, 20, 'each once');
+    } finally {
+      await worker.stop();
+      await nats.jsm.consumers.delete(confirmed.stream, confirmed.durable).catch(() => undefined);
+    }
+  });
+
   itWith({ real: ['nats'] }, 'stop() finishes the batch in flight and hands buffered messages straight back (nak), starting nothing new', async () => {
     const slow: ConsumerDefinition = { ...consumer, durable: `test-stop-${run}`, filterSubject: `test.${run}.stop`, ackWaitSeconds: 30 };
     await ensureConsumer(nats.jsm, slow, 100);

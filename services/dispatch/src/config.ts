@@ -63,9 +63,10 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   PROVIDER_BREAKER_RESET_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   /** Attempts per provider on transient errors before failing over to the next one. */
   /**
-   * SMS sends in flight at once per instance: its throughput is at most this many divided by the
-   * provider's answer time (64 at Twilio's ~150 ms: ~400 SMS/s). Keep the sum over the instances
-   * within the provider account's concurrency limit (Twilio: error 20429 beyond it).
+   * SMS sends in flight at once, per instance and in total (the shared consumer's max ack
+   * pending): throughput is at most this many divided by the provider's answer time (64 at
+   * Twilio's ~150 ms: ~400 SMS/s). Keep it within the provider account's concurrency limit
+   * (Twilio: error 20429 beyond it), and alike on every instance.
    */
   SMS_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),

@@ -20,6 +20,8 @@ export interface JetStreamConsumerOptions {
   maxWaitMs?: number;
   /** Unacknowledged messages the server lets this consumer hold (default 1000). */
   maxAckPending?: number;
+  /** Acks confirmed by the server, sent again until they are (handlers with an outside effect). */
+  confirmAcks?: boolean;
 }
 
 /** Extras the transport reads off an event handler to run its durable consumer. */

@@ -211,6 +211,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       ...(extras.batchSize !== undefined ? { batchSize: extras.batchSize } : {}),
       ...(extras.concurrency !== undefined ? { concurrency: extras.concurrency } : {}),
       ...(extras.maxWaitMs !== undefined ? { maxWaitMs: extras.maxWaitMs } : {}),
+      ...(extras.confirmAcks ? { confirmAcks: true } : {}),
       handle: async (deliveries) => {
         const result: unknown = await handler(deliveries, context);
         if (isObservable(result)) await lastValueFrom(result, { defaultValue: undefined });

@@ -19,7 +19,7 @@ export class PushRequestsController {
 
   // As for SMS: no more unacknowledged messages than are being pushed, so none outlives its ack
   // wait in the local buffer and is delivered (and pushed) twice.
-  @JetStreamConsumer(Consumers.dispatchPush, { batchSize: 1, concurrency: PUSH_CONCURRENCY, maxAckPending: PUSH_CONCURRENCY })
+  @JetStreamConsumer(Consumers.dispatchPush, { batchSize: 1, concurrency: PUSH_CONCURRENCY, maxAckPending: PUSH_CONCURRENCY, confirmAcks: true })
   async deliver(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.delivery.deliver(delivery, ctx.signal);
   }

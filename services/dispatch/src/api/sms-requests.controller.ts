@@ -24,12 +24,12 @@ export class SmsRequestsController {
 
   // No more unacknowledged messages than are being sent: a message waiting in the local buffer
   // behind slow sends would outlive its ack wait and be delivered (and sent) twice.
-  @JetStreamConsumer(Consumers.dispatchSms, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY })
+  @JetStreamConsumer(Consumers.dispatchSms, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY, confirmAcks: true })
   async deliver(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.delivery.deliver(delivery, ctx.signal);
   }
 
-  @JetStreamConsumer(Consumers.dispatchSmsResend, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY })
+  @JetStreamConsumer(Consumers.dispatchSmsResend, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY, confirmAcks: true })
   async resend(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.resends.resend(delivery, ctx.signal);
   }

@@ -43,7 +43,7 @@ const CALL_CONCURRENCY = 32;
 export class VoiceRequestsController {
   constructor(@Inject(VoiceCallService) private readonly voice: VoiceCallService) {}
 
-  @JetStreamConsumer(Consumers.dispatchVoice, { batchSize: 1, concurrency: CALL_CONCURRENCY, maxAckPending: CALL_CONCURRENCY })
+  @JetStreamConsumer(Consumers.dispatchVoice, { batchSize: 1, concurrency: CALL_CONCURRENCY, maxAckPending: CALL_CONCURRENCY, confirmAcks: true })
   async place(@Payload() deliveries: Delivery[]): Promise<void> {
     for (const delivery of deliveries) await this.voice.place(delivery);
   }

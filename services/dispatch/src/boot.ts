@@ -20,11 +20,12 @@ export async function boot(config: DispatchConfig): Promise<RunningService> {
   log.info('push providers', { providers: pushProviders.map((p) => `${p.name} (${p.platform})`), pollOnly });
   if (config.NODE_ENV === 'production' && pollOnly.length > 0) log.warn(`no push provider for ${pollOnly.join(' or ')}: those devices are poll-only`);
   // Sends wait on a provider, not on the CPU: how many are in flight is the operator's to set.
-  const sms = { concurrency: config.SMS_CONCURRENCY, maxAckPending: config.SMS_CONCURRENCY };
+  // The shared consumer holds no more unacknowledged than an instance sends at once (operations.md).
+  const inFlight = (sends: number) => ({ concurrency: sends, maxAckPending: sends });
   const consumers = {
-    [Consumers.dispatchSms.durable]: sms,
-    [Consumers.dispatchSmsResend.durable]: sms,
-    [Consumers.dispatchPush.durable]: { concurrency: config.PUSH_CONCURRENCY, maxAckPending: config.PUSH_CONCURRENCY },
+    [Consumers.dispatchSms.durable]: inFlight(config.SMS_CONCURRENCY),
+    [Consumers.dispatchSmsResend.durable]: inFlight(config.SMS_CONCURRENCY),
+    [Consumers.dispatchPush.durable]: inFlight(config.PUSH_CONCURRENCY),
   };
   return runService({ name: 'dispatch', module: AppModule.forRoot(config, log, providers, pushProviders), config, log, consumers });
 }

@@ -2,6 +2,12 @@ import { Consumers } from '@mfa/contracts';
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
+
+/**
+ * SMS and push sends in flight at once unless SMS_CONCURRENCY / PUSH_CONCURRENCY say otherwise;
+ * also what the consumers declare (boot sets the configured number over it).
+ */
+export const DEFAULT_SEND_CONCURRENCY = 64;
 const optionalText = z
   .string()
   .trim()
@@ -68,7 +74,7 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
    * Twilio's ~150 ms: ~400 SMS/s). Keep it within the provider account's concurrency limit
    * (Twilio: error 20429 beyond it), and alike on every instance.
    */
-  SMS_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
+  SMS_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(DEFAULT_SEND_CONCURRENCY),
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   /**
@@ -127,8 +133,8 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   // Like TWILIO_TIMEOUT_MS: a push ends while JetStream still holds the request for this instance.
   PUSH_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchPush.ackWaitSeconds * 500).default(10_000),
   /** Attempts per device on transient errors (429, 5xx, network) before giving the device up. */
-  /** Push notifications in flight at once per instance (as SMS_CONCURRENCY, for FCM and APNs). */
-  PUSH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
+  /** Push notifications in flight at once (as SMS_CONCURRENCY, for FCM and APNs). */
+  PUSH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(DEFAULT_SEND_CONCURRENCY),
   PUSH_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   PUSH_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });

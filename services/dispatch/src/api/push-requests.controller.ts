@@ -4,9 +4,10 @@ import { Consumers } from '@mfa/contracts';
 import type { Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/service-kit';
 import { PushDeliveryService } from '../application/push-delivery.service.js';
+import { DEFAULT_SEND_CONCURRENCY } from '../config.js';
 
 /** Pushes are slow (a vendor round trip per device) and independent: many at once, one message each. */
-const PUSH_CONCURRENCY = 64;
+const PUSH_CONCURRENCY = DEFAULT_SEND_CONCURRENCY;
 
 /**
  * The push requests (ChallengeStarted on mfa.evt.challenge.started.push) through a shared durable

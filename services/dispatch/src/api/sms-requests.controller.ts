@@ -5,9 +5,10 @@ import type { Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/service-kit';
 import { SmsDeliveryService } from '../application/sms-delivery.service.js';
 import { SmsResendService } from '../application/sms-resend.service.js';
+import { DEFAULT_SEND_CONCURRENCY } from '../config.js';
 
 /** Sends are slow (a vendor round trip) and independent: many at once, one message each. */
-const SMS_CONCURRENCY = 64;
+const SMS_CONCURRENCY = DEFAULT_SEND_CONCURRENCY;
 
 /**
  * The SMS requests (ChallengeStarted on mfa.evt.challenge.started.sms, and resends of their codes:

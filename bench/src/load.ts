@@ -14,7 +14,24 @@ export interface ScenarioResult {
   cpu: Map<string, number>;
   /** Resident memory (MiB) by process group, at the start and then every minute of the run. */
   rss: Array<{ atSeconds: number; mib: Map<string, number> }>;
+  /**
+   * Each minute of a long run: pairs completed in it and the CPU seconds each process group used
+   * in it, so that a cost growing with the run's length shows which process it is in.
+   */
+  minutes: Array<{ atSeconds: number; pairs: number; cpu: Map<string, number> }>;
+  /**
+   * Ten-second windows of a long run in which a pair failed or a request took over a second: when,
+   * how many failed, the slowest request, and what the probe saw then (each service's longest
+   * event loop delay in the window), so that a stall can be told from a slow run and placed.
+   */
+  stalls: Array<{ atSeconds: number; failed: number; maxMs: number; probe: Record<string, number> }>;
 }
+
+/** Samples taken every ten seconds of a long run (e.g. each service's longest event loop delay since the last). */
+export type Probe = () => Promise<Record<string, number>>;
+
+const STALL_WINDOW_MS = 10_000;
+const STALL_LATENCY_MS = 1_000;
 
 export type Pair = (index: number, intendedStartMs: number, record: (type: string, ms: number) => void) => Promise<void>;
 
@@ -24,9 +41,13 @@ export type Pair = (index: number, intendedStartMs: number, record: (type: strin
  * stall shows up in the percentiles instead of silently lowering the offered load (no
  * coordinated omission).
  */
-export async function runAtFixedRate(name: string, rate: number, durationSeconds: number, pair: Pair): Promise<ScenarioResult> {
+export async function runAtFixedRate(name: string, rate: number, durationSeconds: number, pair: Pair, probe?: Probe): Promise<ScenarioResult> {
   const latency: Record<string, Samples> = {};
-  const record = (type: string, ms: number) => (latency[type] ??= new Samples()).add(ms);
+  let window = { failed: 0, maxMs: 0 };
+  const record = (type: string, ms: number) => {
+    (latency[type] ??= new Samples()).add(ms);
+    if (ms > window.maxMs) window.maxMs = ms;
+  };
   const total = Math.round(rate * durationSeconds);
   const errorSamples: string[] = [];
   let errors = 0;
@@ -35,7 +56,31 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   const before = processSnapshot();
   const t0 = performance.now() + 50;
   const rss = [{ atSeconds: 0, mib: before.rss }];
-  const rssTimer = setInterval(() => rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: processSnapshot().rss }), 60_000);
+  const minutes: ScenarioResult['minutes'] = [];
+  let minuteStart = { cpu: before.cpu, completed: 0 };
+  const rssTimer = setInterval(() => {
+    const atSeconds = Math.round((performance.now() - t0) / 1000);
+    const now = processSnapshot();
+    rss.push({ atSeconds, mib: now.rss });
+    minutes.push({ atSeconds, pairs: completed - minuteStart.completed, cpu: cpuBetween(minuteStart.cpu, now.cpu) });
+    minuteStart = { cpu: now.cpu, completed };
+  }, 60_000);
+  const stalls: ScenarioResult['stalls'] = [];
+  // Only long runs: a probe's scrape is work the machine does, left out of short measurements.
+  const stallTimer =
+    probe && durationSeconds >= 120
+      ? setInterval(() => {
+          const seen = window;
+          window = { failed: 0, maxMs: 0 };
+          const atSeconds = Math.round((performance.now() - t0) / 1000);
+          void probe().then(
+            (sample) => {
+              if (seen.failed > 0 || seen.maxMs > STALL_LATENCY_MS) stalls.push({ atSeconds, ...seen, probe: sample });
+            },
+            () => undefined,
+          );
+        }, STALL_WINDOW_MS)
+      : undefined;
   let next = 0;
   await new Promise<void>((resolve) => {
     const tick = () => {
@@ -48,6 +93,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
           },
           (error: unknown) => {
             errors++;
+            window.failed++;
             if (errorSamples.length < 5) errorSamples.push(String((error as Error)?.message ?? error));
           },
         );
@@ -62,6 +108,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   });
   await Promise.all(inflight);
   clearInterval(rssTimer);
+  clearInterval(stallTimer);
   const after = processSnapshot();
   rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: after.rss });
   const cpu = cpuBetween(before.cpu, after.cpu);
@@ -77,5 +124,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
     latency,
     cpu,
     rss,
+    minutes,
+    stalls,
   };
 }

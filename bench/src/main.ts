@@ -277,6 +277,18 @@ if (kinds.some((k) => scenarios.has(k))) {
       if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     },
   });
+  /** Each service's longest event loop delay (ms) since the last scrape: prom-client resets it on each. */
+  const eventLoopDelays = async (): Promise<Record<string, number>> => {
+    const sample: Record<string, number> = {};
+    await Promise.all(
+      stack.processes.map(async (p) => {
+        const text = await (await fetch(`${p.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+        const max = /^nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1];
+        if (max !== undefined) sample[`${p.name}${p.instance > 1 ? `#${p.instance}` : ''}`] = Math.round(Number(max) * 1000);
+      }),
+    );
+    return sample;
+  };
   const nc = await connectClient({ name: 'bench-idp', noAsyncTraces: true });
   const redis: RedisClient = clusters ? new Cluster(parseHostPorts('REDIS_NODES', clusters[1].nodes).addresses, { enableAutoPipelining: true }) : new Redis(redisUrl, { enableAutoPipelining: true });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4 });
@@ -587,7 +599,7 @@ if (kinds.some((k) => scenarios.has(k))) {
         const w = await runAtFixedRate(`${kind} warm-up`, rate, warmup, pair);
         pairsStarted += w.pairsCompleted + w.errors;
         out(`${kind}: measuring ${duration} s at ${rate} pairs/s …`);
-        const r = await runAtFixedRate(kind, rate, duration, pair);
+        const r = await runAtFixedRate(kind, rate, duration, pair, eventLoopDelays);
         pairsStarted += r.pairsCompleted + r.errors;
         results.push(r);
       }
@@ -746,6 +758,15 @@ for (const rate of new Set(results.map((r) => r.targetRate))) {
     if (r.rss.length > 2) {
       out(`          resident memory, MiB, at ${r.rss.map((x) => `${x.atSeconds} s`).join(' / ')}:`);
       for (const group of [...r.rss[0]!.mib.keys()].sort()) out(`            ${group.padEnd(15)} ${r.rss.map((x) => (x.mib.get(group) ?? 0).toFixed(0)).join(' / ')}`);
+      for (const st of r.stalls) {
+        out(`          stall: ${st.failed} failed, slowest ${st.maxMs.toFixed(0)} ms in the 10 s to ${st.atSeconds} s; longest event loop delay then, ms: ${Object.entries(st.probe).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      }
+      // And the CPU per pair completed in each minute: which process a growing cost is in.
+      out(`          CPU per pair completed in each minute, µs (pairs), minute ending at ${r.minutes.map((m) => `${m.atSeconds} s`).join(' / ')}:`);
+      out(`            ${'pairs'.padEnd(15)} ${r.minutes.map((m) => m.pairs).join(' / ')}`);
+      for (const group of [...r.cpu.keys()].sort()) {
+        out(`            ${group.padEnd(15)} ${r.minutes.map((m) => (((m.cpu.get(group) ?? 0) * 1e6) / Math.max(1, m.pairs)).toFixed(0)).join(' / ')}`);
+      }
     }
     out(`          CPU, cores (µs per pair): ${cpu.map(([g, s]) => `${g} ${(s / r.durationSeconds).toFixed(2)} (${((s * 1e6) / pairs).toFixed(0)})`).join(', ')}; total ${(total / r.durationSeconds).toFixed(2)} (${((total * 1e6) / pairs).toFixed(0)})`);
   }
@@ -806,7 +827,7 @@ writeFileSync(
       at: new Date().toISOString(),
       rates,
       duration,
-      results: results.map((r) => ({ ...r, cpu: Object.fromEntries(r.cpu), rss: r.rss.map((x) => ({ atSeconds: x.atSeconds, mib: Object.fromEntries(x.mib) })), latency: Object.fromEntries(Object.entries(r.latency).map(([k, v]) => [k, v.summary()])) })),
+      results: results.map((r) => ({ ...r, cpu: Object.fromEntries(r.cpu), rss: r.rss.map((x) => ({ atSeconds: x.atSeconds, mib: Object.fromEntries(x.mib) })), minutes: r.minutes.map((m) => ({ ...m, cpu: Object.fromEntries(m.cpu) })), latency: Object.fromEntries(Object.entries(r.latency).map(([k, v]) => [k, v.summary()])) })),
       reportLag: Object.fromEntries([...reportLag].map(([rate, samples]) => [rate, samples.summary()])),
       rowChecks,
       registration,

@@ -40,6 +40,8 @@ export async function runService(options: {
   transport?: boolean;
   /** Consumer options the configuration sets over the declared ones, by durable name. */
   consumers?: Readonly<Record<string, JetStreamConsumerOptions>>;
+  /** Subjects served first when the process is saturated (NatsTransport). */
+  firstServed?: readonly string[];
 }): Promise<RunningService> {
   const { name, log, config } = options;
   startMetrics(name);
@@ -51,7 +53,7 @@ export async function runService(options: {
   let transport: NatsTransport | undefined;
   try {
     if (options.transport !== false) {
-      transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers });
+      transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers, firstServed: options.firstServed });
       app.connectMicroservice({ strategy: transport });
     }
     // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same

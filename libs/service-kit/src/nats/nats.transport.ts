@@ -42,6 +42,11 @@ interface NatsTransportOptions {
    * durable name (dispatch: SMS_CONCURRENCY, PUSH_CONCURRENCY).
    */
   consumers?: Readonly<Record<string, JetStreamConsumerOptions>> | undefined;
+  /**
+   * Subjects whose waiting requests are served before the others' when the process is saturated
+   * (RequestGate): auth-challenge's verify and status, which finish sign-ins already started.
+   */
+  firstServed?: readonly string[] | undefined;
 }
 
 /**
@@ -95,6 +100,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
 
   private serve(subject: string, handler: MessageHandler): void {
     const { nc } = this.options.nats;
+    const first = this.options.firstServed?.includes(subject) ?? false;
     const sub = nc.subscribe(subject, {
       queue: this.options.queue,
       callback: (error, msg) => {
@@ -121,7 +127,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
           });
         };
         if (this.gate.tryEnter()) run();
-        else this.gate.enqueue({ deadline, run, drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }) });
+        else this.gate.enqueue({ deadline, first, run, drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }) });
       },
     });
     this.subscriptions.push(sub);

@@ -9,6 +9,11 @@
  * overload, first come first served would have every request wait about as long as the queue is
  * deep, until all of them miss their deadline, while the newest still have most of their time
  * left. A burst that clears quickly keeps its order.
+ *
+ * Requests marked `first` (auth-challenge: the verify and status that finish a sign-in already
+ * started) wait in a queue of their own that is served before the others: under overload the
+ * requests that are dropped are the new sign-ins, before any work was done for them, not the
+ * second half of sign-ins whose first half has been paid for and whose user holds a code.
  */
 export interface GatedRequest {
   /** When the caller stops waiting (ms since the epoch), if it said. */
@@ -17,6 +22,8 @@ export interface GatedRequest {
   run: () => void;
   /** Called instead of `run` when the request is dropped. */
   drop: (reason: 'deadline' | 'overload') => void;
+  /** Served before every waiting request without it. */
+  first?: boolean;
 }
 
 interface Waiting {
@@ -36,11 +43,42 @@ export interface RequestGateOptions {
   now?: () => number;
 }
 
+/** Waiting requests, oldest first, in `items[head..]` (an array with a moving head: no O(n) shift). */
+class WaitQueue {
+  private items: Waiting[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: Waiting): void {
+    this.items.push(item);
+  }
+
+  peekOldest(): Waiting | undefined {
+    return this.items[this.head];
+  }
+
+  take(which: 'oldest' | 'newest'): Waiting | undefined {
+    if (this.length === 0) return undefined;
+    const item = which === 'oldest' ? this.items[this.head++] : this.items.pop();
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
+
 export class RequestGate {
   private running = 0;
-  /** Waiting requests, oldest first, in `queue[head..]` (an array with a moving head: no O(n) shift). */
-  private queue: Waiting[] = [];
-  private head = 0;
+  /** Requests marked `first`, served before `others`. */
+  private readonly firsts = new WaitQueue();
+  private readonly others = new WaitQueue();
   private readonly now: () => number;
   private readonly idlers: Array<() => void> = [];
 
@@ -55,7 +93,7 @@ export class RequestGate {
 
   /** Requests waiting for their turn. */
   get waiting(): number {
-    return this.queue.length - this.head;
+    return this.firsts.length + this.others.length;
   }
 
   /**
@@ -76,8 +114,11 @@ export class RequestGate {
 
   /** A request that found no free slot: it waits its turn (or is dropped). */
   enqueue(request: GatedRequest): void {
-    this.queue.push({ request, since: this.now() });
-    if (this.waiting > this.options.maxWaiting) this.take('oldest')!.request.drop('overload');
+    (request.first ? this.firsts : this.others).push({ request, since: this.now() });
+    if (this.waiting > this.options.maxWaiting) {
+      // The oldest of those served last: it has the least time left of the least urgent.
+      (this.others.take('oldest') ?? this.firsts.take('oldest'))!.request.drop('overload');
+    }
     this.pump();
   }
 
@@ -108,14 +149,15 @@ export class RequestGate {
 
   private pump(): void {
     while (this.running < this.options.limit && this.waiting > 0) {
+      const queue = this.firsts.length > 0 ? this.firsts : this.others;
       const now = this.now();
       // Requests whose time has run out leave from the head: they are dropped, never started.
-      const oldest = this.queue[this.head]!;
+      const oldest = queue.peekOldest()!;
       if (oldest.request.deadline !== undefined && oldest.request.deadline - now < this.options.minTimeLeftMs) {
-        this.take('oldest')!.request.drop('deadline');
+        queue.take('oldest')!.request.drop('deadline');
         continue;
       }
-      const next = now - oldest.since >= this.options.lifoAfterMs ? this.take('newest')! : this.take('oldest')!;
+      const next = now - oldest.since >= this.options.lifoAfterMs ? queue.take('newest')! : queue.take('oldest')!;
       const { deadline } = next.request;
       if (deadline !== undefined && deadline - now < this.options.minTimeLeftMs) {
         next.request.drop('deadline');
@@ -124,18 +166,5 @@ export class RequestGate {
       this.start(next.request);
     }
     if (this.running === 0 && this.waiting === 0) this.idlers.splice(0).forEach((resolve) => resolve());
-  }
-
-  private take(which: 'oldest' | 'newest'): Waiting | undefined {
-    if (this.waiting === 0) return undefined;
-    const item = which === 'oldest' ? this.queue[this.head++] : this.queue.pop();
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
-    return item;
   }
 }

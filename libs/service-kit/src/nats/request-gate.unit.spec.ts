@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { RequestGate, type GatedRequest } from './request-gate.js';
 
 /** A request the test finishes by hand (as the transport does: exit() once answered), recording what became of it. */
-function request(gate: () => RequestGate, log: string[], name: string, deadline?: number): GatedRequest & { finish: () => Promise<void> } {
+function request(gate: () => RequestGate, log: string[], name: string, deadline?: number, first?: boolean): GatedRequest & { finish: () => Promise<void> } {
   return {
     deadline,
+    ...(first ? { first } : {}),
     run: () => void log.push(`run ${name}`),
     drop: (reason) => log.push(`drop ${name} ${reason}`),
     finish: async () => {
@@ -84,6 +85,30 @@ describe('RequestGate: admission under overload', () => {
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(gate.active, 0);
     assert.equal(gate.waiting, 0);
+    await gate.idle();
+  });
+
+  it('serves requests marked first before the others, and drops the others first when too many wait', async () => {
+    let now = 1_000;
+    const gate = new RequestGate({ ...options, now: () => now });
+    const log: string[] = [];
+    const running = [request(() => gate, log, 'r1'), request(() => gate, log, 'r2')];
+    running.forEach((r) => gate.admit(r));
+    const start1 = request(() => gate, log, 'start1', 6_000);
+    const start2 = request(() => gate, log, 'start2', 6_000);
+    const verify1 = request(() => gate, log, 'verify1', 6_000, true);
+    const verify2 = request(() => gate, log, 'verify2', 6_000, true);
+    for (const r of [start1, start2, verify1]) gate.admit(r);
+    now += 10;
+    gate.admit(verify2); // four waiting, one too many: the oldest start goes, the verifies stay
+    assert.deepEqual(log.slice(2), ['drop start1 overload']);
+    await running[0]!.finish();
+    await running[1]!.finish();
+    assert.deepEqual(log.slice(3), ['run verify1', 'run verify2'], 'the verifies first, in order');
+    await verify1.finish();
+    assert.deepEqual(log.slice(5), ['run start2']);
+    await verify2.finish();
+    await start2.finish();
     await gate.idle();
   });
 });

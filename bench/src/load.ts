@@ -73,12 +73,12 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
           const seen = window;
           window = { failed: 0, maxMs: 0 };
           const atSeconds = Math.round((performance.now() - t0) / 1000);
-          void probe().then(
-            (sample) => {
+          // A probe that fails (a service not answering its /metrics) still leaves the window's record.
+          void probe()
+            .catch(() => ({}))
+            .then((sample) => {
               if (seen.failed > 0 || seen.maxMs > STALL_LATENCY_MS) stalls.push({ atSeconds, ...seen, probe: sample });
-            },
-            () => undefined,
-          );
+            });
         }, STALL_WINDOW_MS)
       : undefined;
   let next = 0;

@@ -73,8 +73,8 @@ const { values } = parseArgs({
      */
     tracing: { type: 'string', default: 'on' },
     /**
-     * TOTP users projected in all (seeded, or registered with --users api), of whom the run signs
-     * in as many as it needs, spread over all of them: how latency depends on the number of users.
+     * TOTP users projected at least (seeded, or registered with --users api), the run's sign-ins
+     * spread over all of them: how latency depends on the number of users.
      */
     population: { type: 'string' },
     /** How long the fake Twilio takes to answer a send, ms (a real provider: 100–300). */

@@ -3,14 +3,14 @@ import { runService, serviceLogger, type RunningService } from '@mfa/service-kit
 import { AppModule } from './app.module.js';
 import type { AuthChallengeConfig } from './config.js';
 
-/** Replaced by the tenant setting `lockout` (threshold, counterResetMinutes, autoUnblockMinutes). */
 /**
  * Saturated, auth-challenge serves the requests that finish a sign-in (its code, or the IdP's poll
  * of a push) before new sign-ins: under overload new starts are shed untouched, not the second
- * half of sign-ins already paid for (docs/architecture.md, Admission).
+ * half of sign-ins already paid for (docs/api.md, Deadline).
  */
 const FIRST_SERVED = [Subjects.challengeVerify, Subjects.challengeStatus];
 
+/** Replaced by the tenant setting `lockout` (threshold, counterResetMinutes, autoUnblockMinutes). */
 const RETIRED_LOCKOUT_VARIABLES = ['MFA_LOCKOUT_THRESHOLD', 'MFA_LOCKOUT_COUNTER_RESET_SECONDS', 'MFA_LOCKOUT_SECONDS'];
 
 export async function boot(config: AuthChallengeConfig): Promise<RunningService> {

@@ -2,12 +2,14 @@ import { Consumers } from '@mfa/contracts';
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
 
-
 /**
  * SMS and push sends in flight at once unless SMS_CONCURRENCY / PUSH_CONCURRENCY say otherwise;
  * also what the consumers declare (boot sets the configured number over it).
  */
 export const DEFAULT_SEND_CONCURRENCY = 64;
+/** The most SMS_CONCURRENCY and PUSH_CONCURRENCY allow, and the sockets kept per provider host. */
+export const MAX_SEND_CONCURRENCY = 1024;
+
 const optionalText = z
   .string()
   .trim()
@@ -67,14 +69,14 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   PROVIDER_BREAKER_MIN_CALLS: z.coerce.number().int().min(1).max(10_000).default(10),
   PROVIDER_BREAKER_WINDOW_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   PROVIDER_BREAKER_RESET_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
-  /** Attempts per provider on transient errors before failing over to the next one. */
   /**
    * SMS sends in flight at once, per instance and in total (the shared consumer's max ack
    * pending): throughput is at most this many divided by the provider's answer time (64 at
    * Twilio's ~150 ms: ~400 SMS/s). Keep it within the provider account's concurrency limit
    * (Twilio: error 20429 beyond it), and alike on every instance.
    */
-  SMS_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(DEFAULT_SEND_CONCURRENCY),
+  SMS_CONCURRENCY: z.coerce.number().int().min(1).max(MAX_SEND_CONCURRENCY).default(DEFAULT_SEND_CONCURRENCY),
+  /** Attempts per provider on transient errors before failing over to the next one. */
   SMS_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   SMS_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
   /**
@@ -132,9 +134,9 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   APNS_CA_FILE: optionalText,
   // Like TWILIO_TIMEOUT_MS: a push ends while JetStream still holds the request for this instance.
   PUSH_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchPush.ackWaitSeconds * 500).default(10_000),
-  /** Attempts per device on transient errors (429, 5xx, network) before giving the device up. */
   /** Push notifications in flight at once (as SMS_CONCURRENCY, for FCM and APNs). */
-  PUSH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(DEFAULT_SEND_CONCURRENCY),
+  PUSH_CONCURRENCY: z.coerce.number().int().min(1).max(MAX_SEND_CONCURRENCY).default(DEFAULT_SEND_CONCURRENCY),
+  /** Attempts per device on transient errors (429, 5xx, network) before giving the device up. */
   PUSH_SEND_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
   PUSH_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import { MAX_SEND_CONCURRENCY } from '../config.js';
 
 /**
  * A keep-alive HTTP client for the providers' REST APIs (Twilio, FCM). node:http rather than fetch:
@@ -9,8 +10,8 @@ import https from 'node:https';
 // Sockets per provider host: as many as sends may be in flight (SMS_CONCURRENCY and
 // PUSH_CONCURRENCY bound them), so that a send never queues for a socket behind the others.
 const agents = {
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 256 }),
+  'http:': new http.Agent({ keepAlive: true, maxSockets: MAX_SEND_CONCURRENCY, maxFreeSockets: 256 }),
+  'https:': new https.Agent({ keepAlive: true, maxSockets: MAX_SEND_CONCURRENCY, maxFreeSockets: 256 }),
 };
 
 class HttpTimeoutError extends Error {

@@ -13,7 +13,7 @@
 // them: challenge events then carry no sealed personal data.
 import { spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -253,6 +253,9 @@ if (kinds.some((k) => scenarios.has(k))) {
   const traces = tracingOn ? await new OtlpReceiver({ count: true }).start() : undefined;
   const services = values.services ? (values.services.split(',') as never[]) : scenarios.has('radius') ? [...CORE_SERVICE_NAMES, 'radius' as const] : undefined;
   out(`starting the stack (${services?.length ?? CORE_SERVICE_NAMES.length} services) …`);
+  const serviceLogDir = process.env.BENCH_SERVICE_LOGS;
+  if (serviceLogDir) mkdirSync(serviceLogDir, { recursive: true });
+  const serviceLogs = new Map<string, WriteStream>();
   const stack = await startStack({
     ...(services ? { services } : {}),
     instances: { 'auth-challenge': Number(values.instances) },
@@ -279,6 +282,13 @@ if (kinds.some((k) => scenarios.has(k))) {
     },
     onLine: (service, line) => {
       if (/"level":"(error)"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+      // BENCH_SERVICE_LOGS=<dir> (diagnosis): every line each service prints, in <dir>/<service>.log,
+      // e.g. with STACK_NODE_ARGS=--trace-gc.
+      if (serviceLogDir) {
+        let log = serviceLogs.get(service);
+        if (!log) serviceLogs.set(service, (log = createWriteStream(join(serviceLogDir, `${service}.log`), { flags: 'a' })));
+        log.write(`${line}\n`);
+      }
     },
   });
   /** Each service's longest event loop delay (ms) since the last scrape: prom-client resets it on each. */

@@ -325,6 +325,12 @@ if (kinds.some((k) => scenarios.has(k))) {
   const approvalsByMethod: Record<string, number> = {};
   const approved = (method: string) => (approvalsByMethod[method] = (approvalsByMethod[method] ?? 0) + 1);
   /**
+   * Push challenges whose phone gave up waiting for the device API's answer: the approval may still
+   * have been taken after the phone's timeout, and an IdP polls the status until the challenge
+   * expires, so it sees such an approval. Their status is asked once the run is over.
+   */
+  const pushAnswersUnheard: string[] = [];
+  /**
    * Starts the IdP got no answer to in time, or `unavailable` (too close to the deadline to
    * decide): under overload the services drop a request they cannot answer before its deadline,
    * and create no challenge for it, so the report has from 0 to this many rows more than the
@@ -569,7 +575,10 @@ if (kinds.some((k) => scenarios.has(k))) {
         'mfa-signature': deviceSign(DeviceSigned.request('POST', path, timestamp, nonce, createHash('sha256').update(body).digest('base64url'))),
       };
       const answered = performance.now();
-      const res = await devicePost(new URL(path, deviceApi), headers, body);
+      const res = await devicePost(new URL(path, deviceApi), headers, body).catch((error: unknown) => {
+        pushAnswersUnheard.push(challengeId);
+        throw error;
+      });
       const reply = JSON.parse(res.text) as { status?: string };
       record('push answer (device API)', performance.now() - answered);
       if (reply.status !== 'approved') throw new Error(`answer: ${res.status} ${JSON.stringify(reply)}`);
@@ -658,6 +667,17 @@ if (kinds.some((k) => scenarios.has(k))) {
       await new Promise((res) => setTimeout(res, 100));
     }
     if (withReporting) {
+      // What the IdP's status polls see of the answers the phones gave up on (see pushAnswersUnheard).
+      let lateApprovals = 0;
+      for (let i = 0; i < pushAnswersUnheard.length; i += 64) {
+        const statuses = await Promise.all(pushAnswersUnheard.slice(i, i + 64).map((challengeId) => ask(Subjects.challengeStatus, { tenantId, challengeId }).catch(() => undefined)));
+        for (const status of statuses) {
+          if (status?.status !== 'approved') continue;
+          lateApprovals++;
+          approved('push');
+        }
+      }
+      if (pushAnswersUnheard.length) out(`push: ${pushAnswersUnheard.length} answers the phone gave up waiting for; the IdP's status poll found ${lateApprovals} of them approved`);
       const approvalsSeen = Object.values(approvalsByMethod).reduce((n, x) => n + x, 0);
       Object.assign(rowChecks, {
         challengesStarted: expected,

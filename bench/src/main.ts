@@ -351,7 +351,8 @@ if (kinds.some((k) => scenarios.has(k))) {
   };
   const usersNeeded =
     [...rates, ...(overloadRun ? [OVERLOAD_FACTOR * Math.max(...rates)] : [])].reduce((sum, rate) => sum + Math.ceil(rate * (duration + warmup) * 1.05), 0) + 10;
-  // The TOTP scenario's i-th sign-in is user (i × a prime) mod the population: each user once in
+  // The TOTP and RADIUS scenarios' i-th sign-in is user (i × a prime) mod the population (RADIUS
+  // users answer with a TOTP code too): each user once in
   // every `population` consecutive sign-ins, spread over all of them (the prime must not divide
   // the population). A user signs in again only after REUSE_AFTER_SECONDS at the highest rate
   // offered, so in a later time step (a step is never accepted twice for a token): a long warm-up
@@ -361,7 +362,7 @@ if (kinds.some((k) => scenarios.has(k))) {
   const highestOffered = Math.max(...rates) * (overloadRun ? OVERLOAD_FACTOR : 1);
   let population = Math.max(Math.min(usersNeeded, Math.ceil(highestOffered * REUSE_AFTER_SECONDS * 1.05) + 10), Number(values.population ?? 0));
   if (population % SPREAD === 0) population++;
-  const usersOf = (kind: Kind) => (kind === 'totp' ? population : usersNeeded);
+  const usersOf = (kind: Kind) => (kind === 'totp' || kind === 'radius' ? population : usersNeeded);
   const totpUserAt = (n: number) => (n * SPREAD) % population;
   try {
     const policy = policyOn
@@ -427,7 +428,7 @@ if (kinds.some((k) => scenarios.has(k))) {
         while (next < to) await one(next++);
       }));
     };
-    out(`${usersThroughApi ? 'registering through the API' : 'seeding'} ${usersNeeded} users per scenario${population !== usersNeeded ? ` (${population} TOTP users, each signing in at most once every ${REUSE_AFTER_SECONDS} s)` : ''} …`);
+    out(`${usersThroughApi ? 'registering through the API' : 'seeding'} ${usersNeeded} users per scenario${population !== usersNeeded ? ` (${population} TOTP and RADIUS users, each signing in at most once every ${REUSE_AFTER_SECONDS} s)` : ''} …`);
     const seedBatch = async (from: number, to: number, kind: Kind) => {
       const jobs: Promise<unknown>[] = [];
       for (let i = from; i < to; i++) {
@@ -485,7 +486,7 @@ if (kinds.some((k) => scenarios.has(k))) {
     if (Object.keys(registration).length > 0) {
       const caughtUp = await consumersCaughtUp(jsm);
       registration.catchUp = caughtUp;
-      out(`  projections caught up ${caughtUp.seconds.toFixed(1)} s after the last registration (${caughtUp.events} events still to consume when it answered)`);
+      out(`  projections caught up ${caughtUp.seconds.toFixed(1)} s after the last registration (${caughtUp.events} events still to consume when it answered${caughtUp.backlog ? `: ${caughtUp.backlog}` : ''})`);
     }
     let userCursor = { totp: 0, sms: 0, push: 0, radius: 0 };
     const radius = scenarios.has('radius') ? await new RadiusLoadClient(radiusPort, Buffer.from(radiusSecret)).open(16) : undefined;
@@ -597,7 +598,7 @@ if (kinds.some((k) => scenarios.has(k))) {
      * asks challenge.start / challenge.verify over NATS.
      */
     const radiusPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
-      const i = userCursor.radius++;
+      const i = totpUserAt(userCursor.radius++);
       const userId = `radius-${i}@bench.example`;
       const challenge = await radius!.request(userId).catch((error: unknown) => {
         startsUnanswered++;
@@ -723,23 +724,38 @@ if (kinds.some((k) => scenarios.has(k))) {
  * for 60 s: events the services cannot consume (say, left by a bench run that was killed, sealed
  * under its own master key) would make every figure of the run wrong.
  */
-async function consumersCaughtUp(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<{ events: number; seconds: number }> {
-  const backlog = async () =>
-    (
-      await Promise.all(
-        Object.values(Consumers).map((c) => jsm.consumers.info(c.stream, c.durable).then((i) => i.num_pending + i.num_ack_pending, () => 0)),
-      )
-    ).reduce((sum, n) => sum + n, 0);
+async function consumersCaughtUp(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<{ events: number; seconds: number; backlog: string }> {
+  const backlogs = () =>
+    Promise.all(
+      Object.values(Consumers).map((c) =>
+        jsm.consumers.info(c.stream, c.durable).then(
+          (i) => [c.durable, i.num_pending + i.num_ack_pending] as const,
+          () => [c.durable, 0] as const,
+        ),
+      ),
+    );
+  const sum = (b: ReadonlyArray<readonly [string, number]>) => b.reduce((n, [, left]) => n + left, 0);
   const began = performance.now();
-  const events = await backlog();
+  const first = await backlogs();
+  const events = sum(first);
+  // Each consumer's backlog at the start and when it was done: the last one done sets the time.
+  const doneAt = new Map<string, number>();
   let lowest = events;
   let progressAt = began;
-  for (let left = events; left > 0; left = await backlog()) {
+  for (let b = first; sum(b) > 0; b = await backlogs()) {
+    const left = sum(b);
+    for (const [name, n] of b) if (n === 0 && !doneAt.has(name)) doneAt.set(name, (performance.now() - began) / 1000);
     if (left < lowest) [lowest, progressAt] = [left, performance.now()];
     if (performance.now() - progressAt > 60_000) throw new Error(`the services' consumers are stuck with ${left} events (check the dead letters and the services' logs)`);
     await new Promise((r) => setTimeout(r, 200));
   }
-  return { events, seconds: (performance.now() - began) / 1000 };
+  const seconds = (performance.now() - began) / 1000;
+  const backlog = first
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, n]) => `${name} ${n} in ${(doneAt.get(name) ?? seconds).toFixed(0)} s`)
+    .join(', ');
+  return { events, seconds, backlog };
 }
 
 /** Redis's used_memory (one server; undefined on a cluster, whose memory is spread over its masters). */

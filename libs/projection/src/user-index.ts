@@ -62,6 +62,11 @@ export class UserIndex {
     );
   }
 
+  /** Whether the index holds the user's terms (written with their projection, gone on erasure). */
+  async has(tenantId: string, userId: string): Promise<boolean> {
+    return (await this.redis.hexists(RedisKeys.userIndexTerms(tenantId), userId)) === 1;
+  }
+
   /** The users of the tenant whose phone number is exactly `phoneNumber` (E.164), at most `limit` of them. */
   async usersWithPhone(tenantId: string, phoneNumber: string, limit: number): Promise<string[]> {
     const prefix = `${KIND.phone}${SEP}${normalized(phoneNumber)}${SEP}`;

@@ -207,6 +207,22 @@ export class UserProjectionWriter {
     return applied === 1;
   }
 
+  /**
+   * Where each user's projection stands, for a projector deciding whom to rebuild: the stream
+   * sequence it was written at (-1: none), and whether it is whole at that sequence, as `apply`
+   * leaves it: the data key there and the user in the search index (an erased user's tombstone,
+   * or a projection of an older layout, is not). One pipelined round trip for the lot.
+   */
+  async standing(users: ReadonlyArray<{ tenantId: string; userId: string }>): Promise<Array<{ seq: number; whole: boolean }>> {
+    return Promise.all(
+      users.map(async ({ tenantId, userId }) => {
+        const tag = userTag(this.keyring, tenantId, userId);
+        const [[seq, dataKey], indexed] = await Promise.all([this.redis.hmget(RedisKeys.user(tag), UserFields.seq, UserFields.dataKey), this.index.has(tenantId, userId)]);
+        return { seq: seq == null ? -1 : Number(seq), whole: dataKey != null && indexed };
+      }),
+    );
+  }
+
   async apply(snapshot: UserSnapshot): Promise<boolean> {
     const tag = userTag(this.keyring, snapshot.tenantId, snapshot.userId);
     const userKey = projectionUserKey(this.keyring, tag);

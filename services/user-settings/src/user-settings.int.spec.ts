@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/nats-core';
-import type { JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import {
   defaultTenantSettings,
   Consumers,
@@ -26,10 +26,10 @@ import {
   userTag,
   type Keyring,
 } from '@mfa/crypto';
-import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
+import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type Delivery, type NatsClients } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { openPersonalData, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { EventStore } from './adapters/event-store.js';
 import { AppModule } from './app.module.js';
@@ -285,6 +285,55 @@ describe('user-settings over NATS', () => {
     assert.deepEqual(withoutIv(await redis.hgetall(keys.user)), withoutIv(before.user));
     assert.deepEqual(await redis.hkeys(keys.totp), before.totp);
     assert.deepEqual(await redis.hgetall(keys.steps), before.steps);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'the projector rebuilds only the users Redis does not hold whole at their event', async () => {
+    await projectorCaughtUp();
+    const keys = keysOf(tenantId, userId);
+    const subject = EventSubjects.user(tenantId, userId);
+    // The user's events with their stream sequences, as the durable consumer hands them over.
+    const deliveries: Delivery[] = [];
+    for (let seq = 1; ; ) {
+      const msg = await jsm.direct.getMessage(Streams.userSettings.name, { seq, next_by_subj: subject });
+      if (!msg) break;
+      deliveries.push({ event: parseEvent(msg.json()), msg: { subject, info: { streamSequence: msg.seq } } as unknown as JsMsg });
+      seq = msg.seq + 1;
+    }
+    const last = deliveries.at(-1)!.msg.info.streamSequence;
+    assert.equal(await redis.hget(keys.user, 'seq'), String(last), 'the commands projected the user at their last event');
+    const projector = service.app.get(UserProjector);
+    // What the projector did with the users it was handed (the durable one is idle: caught up).
+    const handled = async () => {
+      const values = (await registry.getSingleMetric('mfa_user_projector_users_total')?.get())?.values ?? [];
+      const of = (outcome: string) => values.find((v) => v.labels.outcome === outcome)?.value ?? 0;
+      return { current: of('current'), rebuilt: of('rebuilt') };
+    };
+    // A field no snapshot writes: a rebuild that writes the hash takes it away.
+    const mark = 'test-mark';
+    try {
+      await redis.hset(keys.user, mark, '1');
+      let before = await handled();
+      await projector.handle(deliveries);
+      assert.deepEqual(await handled(), { current: before.current + 1, rebuilt: before.rebuilt }, 'a user already whole at the event is not rebuilt');
+      assert.equal(await redis.hget(keys.user, mark), '1');
+
+      // A command that stopped between its event and its write left an older snapshot: rebuilt.
+      await redis.hset(keys.user, 'seq', String(last - 1));
+      before = await handled();
+      await projector.handle(deliveries);
+      assert.deepEqual(await handled(), { current: before.current, rebuilt: before.rebuilt + 1 });
+      assert.equal(await redis.hget(keys.user, mark), null, 'rewritten');
+      assert.equal(await redis.hget(keys.user, 'seq'), String(last));
+
+      // Missing from users.list's index: rebuilt, back in it (the snapshot itself is the same one).
+      await redis.hdel(RedisKeys.userIndexTerms(tenantId), userId);
+      before = await handled();
+      await projector.handle(deliveries);
+      assert.deepEqual(await handled(), { current: before.current, rebuilt: before.rebuilt + 1 });
+      assert.equal(await redis.hexists(RedisKeys.userIndexTerms(tenantId), userId), 1, 'back in the index');
+    } finally {
+      await redis.hdel(keys.user, mark);
+    }
   });
 
   itWith({ real: ['nats', 'redis'] }, 'rebuilds a projection Redis lost while it runs, then marks it complete again', async () => {

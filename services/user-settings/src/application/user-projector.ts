@@ -13,7 +13,7 @@ import { userSnapshot } from './user-snapshot.js';
 
 const projected = counter(
   'mfa_user_projector_users_total',
-  "Users the durable projector was handed, by outcome: already current in Redis (their command wrote them), or rebuilt from the stream",
+  'Users the durable projector was handed, by outcome: already whole in Redis at their event (their command wrote them), or rebuilt from the stream',
   ['outcome'],
 );
 

@@ -19,8 +19,13 @@ export class SnapshotStore {
     private readonly stream: string = Streams.state.name,
   ) {}
 
+  /**
+   * A direct get, which any replica answers: a replica a little behind gives an older snapshot,
+   * which costs the load a few more events, never a wrong state. A new aggregate has none, the
+   * common case of a registration: answered as "not found" without an API error being built.
+   */
   async get<S>(aggregateSubject: string, version: number): Promise<Snapshot<S> | undefined> {
-    const msg = await this.jsm.streams.getMessage(this.stream, { last_by_subj: EventSubjects.snapshot(aggregateSubject) });
+    const msg = await this.jsm.direct.getMessage(this.stream, { last_by_subj: EventSubjects.snapshot(aggregateSubject) });
     if (!msg) return undefined;
     try {
       const value = msg.json<{ v?: unknown; seq?: unknown; state?: unknown }>();

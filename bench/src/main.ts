@@ -352,11 +352,11 @@ if (kinds.some((k) => scenarios.has(k))) {
   const usersNeeded =
     [...rates, ...(overloadRun ? [OVERLOAD_FACTOR * Math.max(...rates)] : [])].reduce((sum, rate) => sum + Math.ceil(rate * (duration + warmup) * 1.05), 0) + 10;
   // The TOTP and RADIUS scenarios' i-th sign-in is user (i × a prime) mod the population (RADIUS
-  // users answer with a TOTP code too): each user once in
-  // every `population` consecutive sign-ins, spread over all of them (the prime must not divide
-  // the population). A user signs in again only after REUSE_AFTER_SECONDS at the highest rate
-  // offered, so in a later time step (a step is never accepted twice for a token): a long warm-up
-  // does not need a user per sign-in registered through the API. --population sets more.
+  // users answer with a TOTP code too): each user once in every `population` consecutive sign-ins,
+  // spread over all of them (the prime must not divide the population). A user signs in again
+  // only after REUSE_AFTER_SECONDS at the highest rate offered, so in a later time step (a step is
+  // never accepted twice for a token): a long warm-up does not need a user per sign-in registered
+  // through the API. --population sets more.
   const SPREAD = 7_919;
   const REUSE_AFTER_SECONDS = 35;
   const highestOffered = Math.max(...rates) * (overloadRun ? OVERLOAD_FACTOR : 1);
@@ -709,6 +709,8 @@ if (kinds.some((k) => scenarios.has(k))) {
     await redis.quit();
     await db.end();
     await stack.stop();
+    // The services' last lines are in: the diagnosis logs are complete once flushed.
+    await Promise.all([...serviceLogs.values()].map((log) => new Promise((resolve) => log.end(resolve))));
     await twilio.stop();
     if (traces) {
       out(`tracing: ${traces.received} spans exported by the services (1 % of new traces sampled)`);

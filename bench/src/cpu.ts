@@ -47,6 +47,17 @@ function groupOf(pid: number, cmdline: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The seconds all CPUs of the machine were busy so far (/proc/stat's first line: every state but
+ * idle and iowait, guest time being inside user already). Against the groups' sum over the same
+ * window it shows what ran outside the stack: kernel threads, other processes, interrupts.
+ */
+export function machineBusySeconds(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number);
+  return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / TICKS_PER_SECOND;
+}
+
 /** CPU seconds per group between two snapshots (a process started in between counts from 0). */
 export function cpuBetween(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
   const used = new Map<string, number>();

@@ -1,4 +1,4 @@
-import { cpuBetween, processSnapshot } from './cpu.js';
+import { cpuBetween, machineBusySeconds, processSnapshot } from './cpu.js';
 import { Samples } from './stats.js';
 
 export interface ScenarioResult {
@@ -12,6 +12,8 @@ export interface ScenarioResult {
   latency: Record<string, Samples>;
   /** CPU seconds each process group used during the run (bench/src/cpu.ts). */
   cpu: Map<string, number>;
+  /** CPU seconds the whole machine was busy during the run, the stack's included. */
+  machineBusy: number;
   /** Resident memory (MiB) by process group, at the start and then every minute of the run. */
   rss: Array<{ atSeconds: number; mib: Map<string, number> }>;
   /**
@@ -54,6 +56,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   let completed = 0;
   const inflight = new Set<Promise<void>>();
   const before = processSnapshot();
+  const busyBefore = machineBusySeconds();
   const t0 = performance.now() + 50;
   const rss = [{ atSeconds: 0, mib: before.rss }];
   const minutes: ScenarioResult['minutes'] = [];
@@ -110,6 +113,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
   clearInterval(rssTimer);
   clearInterval(stallTimer);
   const after = processSnapshot();
+  const machineBusy = machineBusySeconds() - busyBefore;
   rss.push({ atSeconds: Math.round((performance.now() - t0) / 1000), mib: after.rss });
   const cpu = cpuBetween(before.cpu, after.cpu);
   const elapsed = (performance.now() - t0) / 1000;
@@ -123,6 +127,7 @@ export async function runAtFixedRate(name: string, rate: number, durationSeconds
     errorSamples,
     latency,
     cpu,
+    machineBusy,
     rss,
     minutes,
     stalls,

@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
 import http from 'node:http';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { headers as natsHeaders } from '@nats-io/nats-core';
@@ -826,6 +827,8 @@ for (const rate of new Set(results.map((r) => r.targetRate))) {
       }
     }
     out(`          CPU, cores (µs per pair): ${cpu.map(([g, s]) => `${g} ${(s / r.durationSeconds).toFixed(2)} (${((s * 1e6) / pairs).toFixed(0)})`).join(', ')}; total ${(total / r.durationSeconds).toFixed(2)} (${((total * 1e6) / pairs).toFixed(0)})`);
+    // What the machine did besides (kernel threads, other processes): the headroom the stack did not get.
+    out(`          machine: ${(r.machineBusy / r.durationSeconds).toFixed(2)} of ${availableParallelism()} cores busy, ${(Math.max(0, r.machineBusy - [...r.cpu.values()].reduce((a, b) => a + b, 0)) / r.durationSeconds).toFixed(2)} of them outside the stack and the bench`);
   }
   const floorResult = atRate.find((r) => r.name === 'floor');
   if (floorResult) {

@@ -9,6 +9,14 @@ import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig,
 export const DEFAULT_SEND_CONCURRENCY = 64;
 /** The most SMS_CONCURRENCY and PUSH_CONCURRENCY allow, and the sockets kept per provider host. */
 export const MAX_SEND_CONCURRENCY = 1024;
+/**
+ * The longest wait before a send request that failed (Redis or NATS unreachable: its claim could
+ * not be taken, or its outcome could not be published after the message went) comes again. Short,
+ * so that an outcome is recorded within seconds of an outage's end: until it is, only the claim in
+ * Redis says the message went, and a Redis lost meanwhile would let it go a second time. Retrying
+ * every 5 s costs little, the consumers holding at most their concurrency of messages.
+ */
+export const SEND_RETRY_MAX_BACKOFF_MS = 5_000;
 
 const optionalText = z
   .string()

@@ -22,6 +22,8 @@ export interface JetStreamConsumerOptions {
   maxAckPending?: number;
   /** Acks confirmed by the server, sent again until they are (handlers with an outside effect). */
   confirmAcks?: boolean;
+  /** Upper bound of the back-off between redeliveries of a failing message (default 30 s). */
+  maxBackoffMs?: number;
 }
 
 /** Extras the transport reads off an event handler to run its durable consumer. */

@@ -218,6 +218,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       ...(extras.concurrency !== undefined ? { concurrency: extras.concurrency } : {}),
       ...(extras.maxWaitMs !== undefined ? { maxWaitMs: extras.maxWaitMs } : {}),
       ...(extras.confirmAcks ? { confirmAcks: true } : {}),
+      ...(extras.maxBackoffMs !== undefined ? { maxBackoffMs: extras.maxBackoffMs } : {}),
       handle: async (deliveries) => {
         const result: unknown = await handler(deliveries, context);
         if (isObservable(result)) await lastValueFrom(result, { defaultValue: undefined });

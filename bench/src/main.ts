@@ -31,6 +31,7 @@ import { CORE_SERVICE_NAMES, FakeTwilio, OtlpReceiver, startNatsServer, freeUdpP
 import { isCode, RadiusLoadClient, stateOf } from './radius-client.js';
 import { runAtFixedRate, type ScenarioResult } from './load.js';
 import { fmt, Samples } from './stats.js';
+import { ReportLagProbe } from './lag-probe.js';
 
 const { values } = parseArgs({
   options: {
@@ -493,18 +494,9 @@ if (kinds.some((k) => scenarios.has(k))) {
     const radius = scenarios.has('radius') ? await new RadiusLoadClient(radiusPort, Buffer.from(radiusSecret)).open(16) : undefined;
     const deviceApi = stack.url('auth-challenge');
     let currentRate = rates[0]!;
-    const sampleLag = async (challengeId: string, approvedAt: number) => {
-      const samples = reportLag.get(currentRate) ?? reportLag.set(currentRate, new Samples()).get(currentRate)!;
-      for (let polls = 0; polls < 400; polls++) {
-        const { rows } = await db.query('SELECT 1 FROM signins WHERE tenant_id = $1 AND challenge_id = $2 AND result IS NOT NULL', [tenantId, challengeId]);
-        if (rows.length > 0) {
-          samples.add(performance.now() - approvedAt);
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
-    const lagJobs: Promise<void>[] = [];
+    const lagProbe = new ReportLagProbe(db, tenantId);
+    const sampleLag = (challengeId: string, approvedAt: number) =>
+      lagProbe.watch(challengeId, approvedAt, reportLag.get(currentRate) ?? reportLag.set(currentRate, new Samples()).get(currentRate)!);
     /** The second half of a pair: the code verified and timed; one pair in 50 also samples the report lag. */
     const verifyPair = async (kind: 'totp' | 'sms', i: number, challengeId: string, code: string, record: (t: string, ms: number) => void) => {
       const sent = performance.now();
@@ -513,7 +505,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       record(`${kind} verify`, done - sent);
       if (verify.status !== 'approved') throw new Error(`verify: ${JSON.stringify(verify)}`);
       approved(kind);
-      if (withReporting && i % 50 === 0) lagJobs.push(sampleLag(challengeId, done));
+      if (withReporting && i % 50 === 0) sampleLag(challengeId, done);
     };
     const totpPair = async (_i: number, due: number, record: (t: string, ms: number) => void) => {
       const i = totpUserAt(userCursor.totp++);
@@ -647,7 +639,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       pairsStarted += r.pairsCompleted + r.errors;
       results.push(r);
     }
-    await Promise.all(lagJobs);
+    await lagProbe.drained();
     // Every started challenge must be in the report exactly once, and complete.
     // Plus the one probe start that answered registration_required (it is a report row too).
     radius?.close();

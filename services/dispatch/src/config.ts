@@ -1,6 +1,6 @@
 import { Consumers } from '@mfa/contracts';
 import { z } from 'zod';
-import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, type AuthConfig, type JetStreamConsumerOptions, type KeyringConfig } from '@mfa/service-kit';
 
 /**
  * SMS and push sends in flight at once unless SMS_CONCURRENCY / PUSH_CONCURRENCY say otherwise;
@@ -17,6 +17,15 @@ export const MAX_SEND_CONCURRENCY = 1024;
  * every 5 s costs little, the consumers holding at most their concurrency of messages.
  */
 export const SEND_RETRY_MAX_BACKOFF_MS = 5_000;
+
+/**
+ * How every send consumer (SMS, resends, voice, push) takes its requests: one at a time per
+ * handler call, `concurrency` in flight (as many as JetStream lets this instance hold unacked), an
+ * ack confirmed before the next step, a failed request back within SEND_RETRY_MAX_BACKOFF_MS.
+ */
+export function sendConsumer(concurrency: number): JetStreamConsumerOptions {
+  return { batchSize: 1, concurrency, maxAckPending: concurrency, confirmAcks: true, maxBackoffMs: SEND_RETRY_MAX_BACKOFF_MS };
+}
 
 const optionalText = z
   .string()

@@ -4,7 +4,7 @@ import { Consumers } from '@mfa/contracts';
 import type { Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/service-kit';
 import { PushDeliveryService } from '../application/push-delivery.service.js';
-import { DEFAULT_SEND_CONCURRENCY, SEND_RETRY_MAX_BACKOFF_MS } from '../config.js';
+import { DEFAULT_SEND_CONCURRENCY, sendConsumer } from '../config.js';
 
 /** Pushes are slow (a vendor round trip per device) and independent: many at once, one message each. */
 const PUSH_CONCURRENCY = DEFAULT_SEND_CONCURRENCY;
@@ -20,7 +20,7 @@ export class PushRequestsController {
 
   // As for SMS: no more unacknowledged messages than are being pushed, so none outlives its ack
   // wait in the local buffer and is delivered (and pushed) twice.
-  @JetStreamConsumer(Consumers.dispatchPush, { batchSize: 1, concurrency: PUSH_CONCURRENCY, maxAckPending: PUSH_CONCURRENCY, confirmAcks: true, maxBackoffMs: SEND_RETRY_MAX_BACKOFF_MS })
+  @JetStreamConsumer(Consumers.dispatchPush, sendConsumer(PUSH_CONCURRENCY))
   async deliver(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.delivery.deliver(delivery, ctx.signal);
   }

@@ -5,7 +5,7 @@ import type { Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/service-kit';
 import { SmsDeliveryService } from '../application/sms-delivery.service.js';
 import { SmsResendService } from '../application/sms-resend.service.js';
-import { DEFAULT_SEND_CONCURRENCY, SEND_RETRY_MAX_BACKOFF_MS } from '../config.js';
+import { DEFAULT_SEND_CONCURRENCY, sendConsumer } from '../config.js';
 
 /** Sends are slow (a vendor round trip) and independent: many at once, one message each. */
 const SMS_CONCURRENCY = DEFAULT_SEND_CONCURRENCY;
@@ -25,12 +25,12 @@ export class SmsRequestsController {
 
   // No more unacknowledged messages than are being sent: a message waiting in the local buffer
   // behind slow sends would outlive its ack wait and be delivered (and sent) twice.
-  @JetStreamConsumer(Consumers.dispatchSms, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY, confirmAcks: true, maxBackoffMs: SEND_RETRY_MAX_BACKOFF_MS })
+  @JetStreamConsumer(Consumers.dispatchSms, sendConsumer(SMS_CONCURRENCY))
   async deliver(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.delivery.deliver(delivery, ctx.signal);
   }
 
-  @JetStreamConsumer(Consumers.dispatchSmsResend, { batchSize: 1, concurrency: SMS_CONCURRENCY, maxAckPending: SMS_CONCURRENCY, confirmAcks: true, maxBackoffMs: SEND_RETRY_MAX_BACKOFF_MS })
+  @JetStreamConsumer(Consumers.dispatchSmsResend, sendConsumer(SMS_CONCURRENCY))
   async resend(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
     for (const delivery of deliveries) await this.resends.resend(delivery, ctx.signal);
   }

@@ -6,7 +6,7 @@ import type { Delivery } from '@mfa/messaging';
 import { JetStreamConsumer, NatsController } from '@mfa/service-kit';
 import { SmsReceiptsService } from '../application/sms-receipts.service.js';
 import { VoiceCallService, type WebhookAnswer, type WebhookRequest } from '../application/voice-call.service.js';
-import { SEND_RETRY_MAX_BACKOFF_MS } from '../config.js';
+import { sendConsumer } from '../config.js';
 import { VOICE_WEBHOOK_BASE } from '../tokens.js';
 
 /**
@@ -44,7 +44,7 @@ const CALL_CONCURRENCY = 32;
 export class VoiceRequestsController {
   constructor(@Inject(VoiceCallService) private readonly voice: VoiceCallService) {}
 
-  @JetStreamConsumer(Consumers.dispatchVoice, { batchSize: 1, concurrency: CALL_CONCURRENCY, maxAckPending: CALL_CONCURRENCY, confirmAcks: true, maxBackoffMs: SEND_RETRY_MAX_BACKOFF_MS })
+  @JetStreamConsumer(Consumers.dispatchVoice, sendConsumer(CALL_CONCURRENCY))
   async place(@Payload() deliveries: Delivery[]): Promise<void> {
     for (const delivery of deliveries) await this.voice.place(delivery);
   }

@@ -32,7 +32,8 @@ export class ReportLagProbe {
   /** Starts timing one challenge's row from the moment its approval reached the IdP. */
   watch(challengeId: string, approvedAt: number, samples: Samples): void {
     this.waiting.set(challengeId, { approvedAt, samples });
-    this.timer ??= setTimeout(() => void this.poll(), POLL_MS);
+    // One lookup at a time: a lookup under way schedules the next when it ends.
+    if (!this.polling) this.timer ??= setTimeout(() => void this.poll(), POLL_MS);
   }
 
   /** Resolves once every challenge watched so far is timed or given up on; rejects if a lookup failed. */

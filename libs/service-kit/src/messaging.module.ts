@@ -21,17 +21,24 @@ const TOPOLOGY = Symbol('TOPOLOGY');
 /**
  * Streams, provisioned in onModuleInit: this module is imported by every AppModule, so this runs
  * before the service's own init hooks and before the transport creates its consumers and starts
- * pulling. Any instance may come first; provisioning is idempotent.
+ * pulling. Any instance may come first; provisioning is idempotent. Shared modules that read or
+ * write streams of their own (the API client directory, the audit trail) provision them through
+ * `ensure`, so that no service has to remember to list them.
  */
 @Injectable()
-class JetStreamTopology implements OnModuleInit {
+export class JetStreamTopology implements OnModuleInit {
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
     @Inject(TOPOLOGY) private readonly options: MessagingOptions,
   ) {}
 
   async onModuleInit(): Promise<void> {
-    await ensureStreams(this.nats.jsm, this.options.streams, this.options.replicas);
+    await this.ensure(this.options.streams);
+  }
+
+  /** Creates the streams if missing, with the service's STREAM_REPLICAS. */
+  ensure(streams: readonly StreamDefinition[]): Promise<void> {
+    return ensureStreams(this.nats.jsm, streams, this.options.replicas);
   }
 }
 
@@ -79,7 +86,7 @@ export class MessagingModule {
         JetStreamTopology,
         NatsLifecycle,
       ],
-      exports: [NATS, LOGGER, EventPublisher, NatsHealth],
+      exports: [NATS, LOGGER, EventPublisher, NatsHealth, JetStreamTopology],
     };
   }
 }

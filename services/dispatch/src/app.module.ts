@@ -118,7 +118,7 @@ export class AppModule {
           serviceName: 'dispatch',
           nats: config,
           log,
-          streams: [Streams.challenges, Streams.dispatch, Streams.userKeys, Streams.userSettings, Streams.state, Streams.deadLetters],
+          streams: [Streams.challenges, Streams.dispatch, Streams.userKeys, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
         RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'dispatch', log }),

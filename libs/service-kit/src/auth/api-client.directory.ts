@@ -4,8 +4,12 @@ import { EventSubjects, parseEvent, Streams, type Scope } from '@mfa/contracts';
 import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { LookupBudget } from '../lookup-budget.js';
+import { JetStreamTopology } from '../messaging.module.js';
 import { LOGGER, NATS } from '../tokens.js';
 import { AUTH_OPTIONS, type AuthOptions } from './auth.options.js';
+
+/** The streams the auth module uses in every service that imports it. */
+const AUTH_STREAMS = [Streams.userSettings, Streams.state, Streams.audit];
 
 const lookups = counter('mfa_api_client_lookups_total', 'Event-log lookups of API client ids not (yet) in memory', ['outcome']);
 
@@ -52,9 +56,13 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
     @Inject(NATS) private readonly nats: NatsClients,
     @Inject(LOGGER) private readonly log: Logger,
     @Inject(AUTH_OPTIONS) private readonly options: AuthOptions,
+    @Inject(JetStreamTopology) private readonly topology: JetStreamTopology,
   ) {}
 
   async onModuleInit(): Promise<void> {
+    // What this module reads and writes, whichever service it is in and whether or not that
+    // service uses these streams itself: the clients, their last use, the audit trail's events.
+    await this.topology.ensure(AUTH_STREAMS);
     await this.start();
     this.flushTimer = setInterval(() => void this.flushUsage(), this.options.auth.usageFlushMs ?? 30_000);
     this.flushTimer.unref();

@@ -29,10 +29,18 @@ const settings = defaultTenantSettings();
 const quiet = { error() {}, warn() {}, info() {}, debug() {} };
 // Builds with the decision outbox (issue 7) take it as the second argument.
 const outbox = await load('services/auth-challenge/dist/adapters/outbox.js').then(({ Outbox }) => new Outbox(redis, quiet), () => undefined);
+// Builds with replicated decisions (issue 17) take the writer as the store's second argument (no
+// WAIT here, as with one Redis), and per-IP locks (issue 8) after the tenants: none in force.
+const writes = await load('libs/service-kit/dist/replicated-writes.js').then(
+  ({ ReplicatedWrites }) => new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 0 }, quiet),
+  () => undefined,
+);
+const ipLocks = writes ? [{ locked: () => false, throttledUntil: () => undefined }] : [];
 const service = new ChallengeService(
-  new ChallengeStore(redis),
+  new ChallengeStore(redis, writes),
   ...(outbox ? [outbox] : []),
   { get: () => settings, has: () => true, ready: true, lookup: async () => true },
+  ...ipLocks,
   { publish: async () => ({ stream: 'stub', seq: 1, duplicate: false }) },
   { smsCode: () => '000000', challengeNonce: () => randomToken(16) },
   config,

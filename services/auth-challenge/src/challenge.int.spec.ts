@@ -21,11 +21,11 @@ import {
   unwrapDataKey,
   userTag,
 } from '@mfa/crypto';
-import { openPersonalData, ReplicatedWrites, UserDataKeys } from '@mfa/service-kit';
+import { LOGGER, openPersonalData, ReplicatedWrites, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { hashSlotOf, parseChallengeId, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
 import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
@@ -34,6 +34,10 @@ import { loadAuthChallengeConfig } from './config.js';
 import { ChallengeStore, type LockoutPolicy } from './adapters/challenge.store.js';
 import { Outbox, parseDecisionRecord } from './adapters/outbox.js';
 import { ChallengeService } from './application/challenge.service.js';
+import { maskedTokensOf, tokenSpecsOf } from './adapters/script-replies.js';
+import { TenantSettingsCache } from './adapters/tenant-settings.cache.js';
+import { IpLocks } from './adapters/ip-locks.js';
+import { CODE_GENERATOR, CONFIG, SERVER_IDENTITY } from './tokens.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -450,7 +454,7 @@ describe('auth-challenge against real NATS and Redis', () => {
       const key = RedisKeys.challenge(tag, parseChallengeId(String(challengeId))!.nonce);
       return seen.filter((args) => /^evalsha$|^eval$/i.test(args[0] ?? '') && args.includes(key)).length;
     };
-    assert.equal(scriptCallsOn(challenges.totp), 1 + 2 * 2, 'start, then two calls for each TOTP verify');
+    assert.equal(scriptCallsOn(challenges.totp), 1 + 2, 'start, then one call for each TOTP verify (checked with the tokens the start answered)');
     assert.equal(scriptCallsOn(challenges.sms), 1 + 2, 'start, then one call for each SMS verify');
     const forbidden: Array<[string, string]> = [
       ['secret (hex)', secret.toString('hex')],
@@ -503,7 +507,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     };
     const where = await startOne();
     const check = await store.checkCode({ ...where, codeHash: hashCode(keyring, 'x', '123456') });
-    assert.deepEqual(check.kind === 'totp_check' && check.tokens.map((t) => [t.tokenId, t.lastStep]), [['tok0', 0]]);
+    assert.deepEqual(check.kind === 'totp_check' && maskedTokensOf(check.tokens).map((t) => [t.tokenId, t.lastStep]), [['tok0', 0]]);
     // A token deleted since it was read, a step spent since it was read: wrong codes.
     const first = await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'deleted', step: 99 } });
     assert.ok(first.kind === 'rejected');
@@ -526,6 +530,95 @@ describe('auth-challenge against real NATS and Redis', () => {
     const next = await startOne();
     const replay = await store.recordTotpCheck({ ...next, match: { matched: true, tokenId: 'tok0', step: 99 } });
     assert.equal(replay.kind === 'rejected' && replay.cause, 'reused');
+  });
+
+  itWith({ real: ['redis'] }, 'TOTP in one call: the verify script decides with the tokens the start answered only while they are the user\'s', async () => {
+    const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
+    const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
+    const user = uniqueUser();
+    const tag = userTag(keyring, tenant, user);
+    await projectUser(user, { totp: [randomBytes(20)] });
+    const startOne = async () => {
+      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const now = new Date();
+      const started = await store.startChallenge({
+        tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp', 'sms'], now,
+        expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
+        smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown: true, lockout,
+        challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
+      });
+      assert.ok(started.kind === 'pending' && started.totp, 'a pending TOTP challenge answers the tokens');
+      const where = { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag), codeHash: hashCode(keyring, 'x', '123456') };
+      return { where, tokens: started.totp };
+    };
+    const attemptsOf = async (nonce: string) => redis.hget(RedisKeys.challenge(tag, nonce), 'attempts');
+
+    // The tokens as the projection holds them, with their last accepted step; never in the outbox.
+    const first = await startOne();
+    assert.deepEqual(maskedTokensOf(first.tokens).map((t) => [t.tokenId, t.lastStep]), [['tok0', 0]]);
+    const kept = await redis.hget(slotOutboxKey(hashSlotOf(tag)), `${first.where.challengeId}:pending`);
+    assert.ok(kept && !kept.includes(first.tokens[1]!), 'the kept reply holds no token');
+    // A wrong code, then the right one: each decided and recorded by the one call.
+    const wrong = await store.checkCode({ ...first.where, totp: { match: { matched: false, cause: 'mismatch' }, tokens: first.tokens } });
+    assert.ok(wrong.kind === 'rejected' && wrong.attempts === 1 && wrong.cause === 'mismatch', JSON.stringify(wrong));
+    assert.deepEqual(await store.checkCode({ ...first.where, totp: { match: { matched: true, tokenId: 'tok0', step: 50 }, tokens: first.tokens } }), {
+      kind: 'approved', userId: user, method: 'totp', tokenId: 'tok0',
+    });
+    assert.equal(await redis.hget(RedisKeys.totpSteps(tag), 'tok0'), '50');
+
+    // The start's tokens are stale: the step was spent since (by another challenge): reused.
+    const stale = await startOne();
+    const spent = await store.checkCode({ ...stale.where, totp: { match: { matched: true, tokenId: 'tok0', step: 50 }, tokens: first.tokens } });
+    assert.equal(spent.kind === 'rejected' && spent.cause, 'reused');
+
+    // A token added since the start (it might match): nothing decided, the current tokens answered.
+    const added = await startOne();
+    await projectUser(user, { totp: [randomBytes(20), randomBytes(20)] });
+    const recheck = await store.checkCode({ ...added.where, totp: { match: { matched: false, cause: 'mismatch' }, tokens: added.tokens } });
+    assert.ok(recheck.kind === 'totp_check');
+    assert.deepEqual(maskedTokensOf(recheck.tokens).map((t) => t.tokenId).sort(), ['tok0', 'tok1']);
+    assert.equal(await attemptsOf(added.where.nonce), '0', 'nothing counted');
+    // A token replaced under the same id (another secret): the same.
+    const replaced = await startOne();
+    await projectUser(user, { totp: [randomBytes(20), randomBytes(20)] });
+    const again = await store.checkCode({ ...replaced.where, totp: { match: { matched: true, tokenId: 'tok1', step: 60 }, tokens: replaced.tokens } });
+    assert.ok(again.kind === 'totp_check');
+    assert.notDeepEqual(tokenSpecsOf(again.tokens), tokenSpecsOf(replaced.tokens));
+    assert.equal(await attemptsOf(replaced.where.nonce), '0', 'nothing counted');
+    assert.equal(await redis.hget(RedisKeys.totpSteps(tag), 'tok1'), '0', 'nothing accepted');
+    // A token removed: its code no longer counts.
+    const removed = await startOne();
+    await projectUser(user, { totp: [randomBytes(20)] });
+    assert.equal((await store.checkCode({ ...removed.where, totp: { match: { matched: true, tokenId: 'tok1', step: 60 }, tokens: removed.tokens } })).kind, 'totp_check');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'TOTP: a verify on an instance that did not start the challenge checks the code with the tokens a first call reads', async () => {
+    const secret = randomBytes(20);
+    const user = uniqueUser();
+    await projectUser(user, { totp: [secret] });
+    const app = service.app;
+    // Another instance: its own memory, the same Redis and JetStream.
+    const other = new ChallengeService(
+      app.get(ChallengeStore), app.get(Outbox), app.get(TenantSettingsCache), app.get(IpLocks), app.get(EventPublisher),
+      app.get(CODE_GENERATOR), app.get(CONFIG), app.get(SERVER_IDENTITY), app.get(LOGGER),
+    );
+    const checks = async () => {
+      const values = (await registry.getSingleMetric('mfa_challenge_totp_checks_total')?.get())?.values ?? [];
+      return Object.fromEntries(values.map((v) => [v.labels.path, v.value]));
+    };
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const challengeId = String(start.challengeId);
+    const code = hotp(secret, totpStep(Date.now()));
+    const wrong = String((Number(code) + 500_000) % 1_000_000).padStart(6, '0');
+    const before = await checks();
+    assert.deepEqual(await other.verify({ tenantId: tenant, challengeId, code: wrong }, new Date()), { challengeId, status: 'pending', reason: 'invalid_code' });
+    const afterWrong = await checks();
+    assert.equal((afterWrong.two_calls ?? 0) - (before.two_calls ?? 0), 1);
+    // The tokens that first call read serve the next code on that instance: one call.
+    assert.deepEqual(await other.verify({ tenantId: tenant, challengeId, code }, new Date()), { challengeId, status: 'approved' });
+    const afterRight = await checks();
+    assert.equal((afterRight.one_call ?? 0) - (afterWrong.one_call ?? 0), 1);
+    assert.equal(await redis.get(RedisKeys.consecutiveFailures(userTag(keyring, tenant, user))), null, 'the success reset the counters');
   });
 
   /** The last event recorded on `subject`, once it is the one of `challengeId`. */

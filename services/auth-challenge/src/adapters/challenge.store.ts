@@ -6,9 +6,9 @@ import { RedisKeys, slotMarkerKey, slotOutboxKey, type RedisClient } from '@mfa/
 import { REDIS, ReplicatedWrites } from '@mfa/service-kit';
 import { histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
-import type { CodeCheck, ResendVerdict, StartVerdict, VerifyVerdict } from '../domain/verdicts.js';
+import type { CodeCheck, ResendVerdict, StartVerdict, TotpTokens, VerifyVerdict } from '../domain/verdicts.js';
 import { PUSH_ANSWER_SCRIPT, RESEND_SCRIPT, START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
-import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from './script-replies.js';
+import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict, tokenSpecsOf } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
 
@@ -134,11 +134,14 @@ async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A TOTP outcome as the verify scripts take it: the token's id ('' = none), its step, the cause when none. */
+const matchArgs = (m: TotpMatch) => (m.matched ? [m.tokenId, m.step, ''] : ['', '', m.cause]);
+
 const lockoutArgs = (p: LockoutPolicy) => [p.threshold, p.windowSeconds, p.lockoutSeconds, p.maxConsecutiveFailures];
 
 /**
- * Challenges in Redis: one script call per start, one per SMS verify and two per TOTP verify
- * (read the tokens, record the outcome), one HMGET per status. The scripts answer flat string
+ * Challenges in Redis: one script call per start, one per verify (two for a TOTP verify whose
+ * code could not be checked beforehand: read the tokens, record the outcome), one per status. The scripts answer flat string
  * arrays; this adapter turns them into the domain's verdicts.
  */
 @Injectable()
@@ -152,7 +155,7 @@ export class ChallengeStore {
     /** The scripts that accept codes: answered once a replica holds them (REDIS_WAIT_REPLICAS). */
     private readonly decisions: ReplicatedWrites,
   ) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 16, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 18, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeResend', { numberOfKeys: 6, lua: RESEND_SCRIPT });
     for (const [name, numberOfKeys, lua] of [
@@ -188,6 +191,8 @@ export class ChallengeStore {
       RedisKeys.pushStarts(input.tag),
       RedisKeys.pushRefusals(input.tag),
       RedisKeys.pushSuspended(input.tag),
+      RedisKeys.totp(input.tag),
+      RedisKeys.totpSteps(input.tag),
       input.tenantId,
       input.userId,
       input.requestedMethod ?? '',
@@ -225,11 +230,15 @@ export class ChallengeStore {
   }
 
   /**
-   * First verify call, with only the keyed hash of the presented code: decides an SMS challenge;
-   * for a pending TOTP challenge it changes nothing and answers the user's masked tokens.
+   * The verify script, with the keyed hash of the presented code: decides an SMS challenge, and a
+   * TOTP one whose code was checked beforehand (`totp`: the outcome found and the tokens it was
+   * found with) if those tokens are still the user's. Otherwise, for a pending TOTP challenge, it
+   * changes nothing and answers the user's masked tokens (then recordTotpCheck).
    */
-  async checkCode(input: VerifyInput & { codeHash: Buffer }): Promise<CodeCheck> {
-    const raw = await reach('verify', () => this.verify(...this.verifyKeys(input), ...this.verifyArgs(input), input.codeHash));
+  async checkCode(input: VerifyInput & { codeHash: Buffer; totp?: { match: TotpMatch; tokens: TotpTokens } }): Promise<CodeCheck> {
+    const args: Array<string | number | Buffer> = [...this.verifyKeys(input), ...this.verifyArgs(input), input.codeHash];
+    if (input.totp) args.push('1', ...matchArgs(input.totp.match), ...tokenSpecsOf(input.totp.tokens));
+    const raw = await reach('verify', () => this.verify(...args));
     return parseCodeCheck(raw);
   }
 
@@ -264,14 +273,7 @@ export class ChallengeStore {
 
   /** Second verify call of a TOTP challenge: checks the match again atomically and records the outcome. */
   async recordTotpCheck(input: VerifyInput & { match: TotpMatch }): Promise<VerifyVerdict> {
-    const m = input.match;
-    const raw = await reach('verify_totp', () => this.verifyTotp(
-      ...this.verifyKeys(input),
-      ...this.verifyArgs(input),
-      m.matched ? m.tokenId : '',
-      m.matched ? m.step : '',
-      m.matched ? '' : m.cause,
-    ));
+    const raw = await reach('verify_totp', () => this.verifyTotp(...this.verifyKeys(input), ...this.verifyArgs(input), ...matchArgs(input.match)));
     return parseVerifyVerdict(raw);
   }
 

@@ -7,6 +7,7 @@ import {
   type Profile,
   type ResendVerdict,
   type StartVerdict,
+  type TotpTokens,
   type VerifyVerdict,
 } from '../domain/verdicts.js';
 
@@ -37,11 +38,21 @@ const dataKeyOf = (raw: readonly string[]) => {
   return { ...(dataKey ? { dataKey } : {}), ...(challengePii ? { challengePii } : {}) };
 };
 
-/** start's reply: {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii} or a refusal. */
+/** The fields of start's reply before a TOTP challenge's tokens. */
+const START_FIELDS = 9;
+
+/**
+ * start's reply: {status, method, reason, displayName, email, phoneNumber, language, dataKey,
+ * challengePii}, then for a pending TOTP challenge (tokenId, spec, lastStep)*; or a refusal.
+ */
 export function parseStartVerdict(raw: readonly string[]): StartVerdict {
   switch (raw[0]) {
-    case 'pending':
-      return { kind: 'pending', method: method(raw[1]), profile: profileOf(raw), ...dataKeyOf(raw) };
+    case 'pending': {
+      const m = method(raw[1]);
+      // A TOTP challenge's tokens follow (the kept reply, which the outbox relay parses, has none).
+      const totp = m === 'totp' && raw.length > START_FIELDS ? { totp: raw.slice(START_FIELDS) } : {};
+      return { kind: 'pending', method: m, profile: profileOf(raw), ...dataKeyOf(raw), ...totp };
+    }
     case 'registration_required':
       return {
         kind: 'registration_required',
@@ -100,15 +111,27 @@ function maskedToken(tokenId: string, spec: string, lastStep: string): MaskedTot
   };
 }
 
-/** The first verify call's reply: a verdict, or {'totp', userId, (tokenId, spec, lastStep)*}. */
+/** The tokens of a TOTP challenge (the scripts' WITH_TOKENS) that this version can use. */
+export function maskedTokensOf(tokens: TotpTokens): MaskedTotpToken[] {
+  const usable: MaskedTotpToken[] = [];
+  for (let n = 0; n + 2 < tokens.length; n += 3) {
+    const token = maskedToken(tokens[n]!, tokens[n + 1]!, tokens[n + 2]!);
+    if (token) usable.push(token);
+  }
+  return usable;
+}
+
+/** (tokenId, spec)* of the tokens, as the verify script compares them with the user's current ones. */
+export function tokenSpecsOf(tokens: TotpTokens): string[] {
+  const specs: string[] = [];
+  for (let n = 0; n + 2 < tokens.length; n += 3) specs.push(tokens[n]!, tokens[n + 1]!);
+  return specs;
+}
+
+/** The verify script's reply: a verdict, or {'totp', userId, (tokenId, spec, lastStep)*}. */
 export function parseCodeCheck(raw: readonly string[]): CodeCheck {
   if (raw[0] !== 'totp') return parseVerifyVerdict(raw);
-  const tokens: MaskedTotpToken[] = [];
-  for (let n = 2; n + 2 < raw.length; n += 3) {
-    const token = maskedToken(raw[n]!, raw[n + 1]!, raw[n + 2]!);
-    if (token) tokens.push(token);
-  }
-  return { kind: 'totp_check', userId: raw[1]!, tokens };
+  return { kind: 'totp_check', userId: raw[1]!, tokens: raw.slice(2) };
 }
 
 /** The user's brute-force counters after a wrong code: failures, reset time (ms), failures in a row. */

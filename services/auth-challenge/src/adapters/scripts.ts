@@ -30,7 +30,8 @@
  * methods, allowed ('*' = all, else a csv) and blocked (csv), checked against the user's
  * `phoneCountry`. KEYS 13-16 and ARGV 28-32: push (the pending push, push starts, denied and
  * ignored pushes, suspended until; the number's keyed hash, the push rate limit and window s, the
- * refusals that suspend push, the suspension ms). The client IP and application stay with the challenge (verify's
+ * refusals that suspend push, the suspension ms). KEYS 17 and 18: the user's TOTP tokens and their
+ * last accepted steps. The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -38,7 +39,8 @@
  * 'ip_locked', profile and key fields as pending}.
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
- * challenge events, '' when none)
+ * challenge events, '' when none), which a pending TOTP challenge follows with the user's tokens
+ * as VERIFY_SCRIPT answers them (WITH_TOKENS; not in the kept reply)
  * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds, 'user' | 'phone' | 'ip'} | {'locked', retryAfterSeconds}
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
  * every user of the slot: lost, flushed or still being rebuilt).
@@ -57,6 +59,23 @@ local function kept(reply)
   local name = ${id} .. ':' .. reply[1]
   if ${numbered} then name = name .. ':' .. reply[4] end
   redis.call('HSET', ${outbox}, name, '{"c":' .. ${ctx} .. ',"r":' .. cjson.encode(reply) .. '}')
+  return reply
+end
+`;
+
+/**
+ * Appends the user's active TOTP tokens to a reply: (tokenId, spec, last accepted step or '-1')
+ * for each, where spec is "digits:period:nonceHex:maskedSecretHex[:sha256]" as the projection
+ * holds it (masked: the unmask key never reaches Redis).
+ */
+const WITH_TOKENS = `
+local function with_tokens(reply, tokens_key, steps_key)
+  local tokens = redis.call('HGETALL', tokens_key)
+  for n = 1, #tokens, 2 do
+    reply[#reply + 1] = tokens[n]
+    reply[#reply + 1] = tokens[n + 1]
+    reply[#reply + 1] = redis.call('HGET', steps_key, tokens[n]) or '-1'
+  end
   return reply
 end
 `;
@@ -80,7 +99,7 @@ local function admit(key, max, window, now, member)
 end
 `;
 
-export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}
+export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}${WITH_TOKENS}
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry')
 local exists = u[1] ~= false
 -- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
@@ -212,7 +231,11 @@ if ARGV[23] == '1' then redis.call('HSET', KEYS[2], 'rd', '1') end
 -- A challenge that can never be verified (registration_required, including every start for an
 -- unknown user id) is kept only for status queries right after it: made-up user ids cost little.
 if method then redis.call('EXPIRE', KEYS[2], ARGV[9]) else redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS}) end
-return kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+local reply = kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+-- A TOTP challenge: the user's masked tokens follow the reply (after KEEP: never in the outbox or
+-- an event), so that the instance can check the code of its verify before its one script call.
+if method == 'totp' then with_tokens(reply, KEYS[17], KEYS[18]) end
+return reply
 `;
 
 // The two verify scripts share their KEYS and first ARGV:
@@ -297,6 +320,22 @@ end
 return kept({'rejected', userId, method, tostring(attempts), tostring(max - attempts), cause, guard[1], guard[2], guard[3], ip})
 `;
 
+// TOTP_RECHECK: what auth-challenge found (tokenId, step; cause when no token matched) holds only
+// if the token is still active and the step newer than its last accepted one (else the code
+// counts as reused: another request spent it since). Sets matched.
+const TOTP_RECHECK = `
+local matched = false
+if tokenId ~= '' then
+  if redis.call('HEXISTS', KEYS[2], tokenId) == 0 then
+    tokenId = ''; cause = 'mismatch'
+  elseif tonumber(step) > tonumber(redis.call('HGET', KEYS[3], tokenId) or '-1') then
+    matched = true
+  else
+    tokenId = ''; cause = 'reused'
+  end
+end
+`;
+
 /** Compares two keyed hashes in constant time (XOR accumulated over the whole digest). */
 const CT_EQUAL = `local function ct_equal(a, b)
   if #a ~= #b then return false end
@@ -306,44 +345,46 @@ const CT_EQUAL = `local function ct_equal(a, b)
 end`;
 
 /**
- * verify, first call. Own ARGV: the keyed hash of the presented code (never the code).
+ * verify. Own ARGV: the keyed hash of the presented code (never the code); then, when
+ * auth-challenge checked a TOTP code itself with the tokens it holds from the challenge's start:
+ * '1', the matching token's id ('' = none), its time step, the cause when none matched, and each
+ * token it checked against as (tokenId, spec).
  * An SMS challenge is decided here: the stored hash is compared in constant time (XOR accumulate
- * over the whole digest), so an SMS verify is one round trip. A TOTP challenge changes nothing
- * here: the script answers what auth-challenge needs to check the code itself,
- * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token,
- * where spec is "digits:period:nonceHex:maskedSecretHex" (masked; the unmask key never reaches
- * Redis). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
+ * over the whole digest), so an SMS verify is one round trip. A TOTP challenge is decided here too
+ * when the tokens named are exactly the user's active ones (same ids, same specs): the outcome is
+ * re-checked (TOTP_RECHECK) and recorded, one round trip. Otherwise (no outcome given, or the
+ * tokens changed since the start) nothing changes: the script answers what auth-challenge needs
+ * to check the code and record the outcome with VERIFY_TOTP_SCRIPT,
+ * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token
+ * (WITH_TOKENS). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
  * attempts, remaining, cause, ...guard, ip} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard, ip}
  * (guard: failures in the window, when the window or lockout ends in ms, failures in a row) | {'expired',
  * userId, method, ip} | {'expired_again', userId, method} | {'conflict', userId, method, status}
  * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */
-export const VERIFY_SCRIPT = `${CHECKS}
+export const VERIFY_SCRIPT = `${CHECKS}${WITH_TOKENS}
 -- A call (or a push) is answered on the phone, not with a code: nothing is compared or counted.
 if method == 'voice' or method == 'push' then return {'elsewhere', userId, method} end
 if method == 'totp' then
-  local reply = {'totp', userId}
-  local tokens = redis.call('HGETALL', KEYS[2])
-  for n = 1, #tokens, 2 do
-    reply[#reply + 1] = tokens[n]
-    reply[#reply + 1] = tokens[n + 1]
-    reply[#reply + 1] = redis.call('HGET', KEYS[3], tokens[n]) or '-1'
+  -- The outcome auth-challenge found with the tokens it names holds only if they are still the
+  -- user's tokens, each with the same spec: else it checks again with the current ones.
+  local named = (#ARGV - 15) / 2
+  local current = ARGV[12] == '1' and redis.call('HLEN', KEYS[2]) == named
+  if current then
+    for n = 16, #ARGV, 2 do
+      if redis.call('HGET', KEYS[2], ARGV[n]) ~= ARGV[n + 1] then current = false; break end
+    end
   end
-  return reply
+  if not current then return with_tokens({'totp', userId}, KEYS[2], KEYS[3]) end
+  local tokenId, step, cause = ARGV[13], ARGV[14], ARGV[15]
+  ${TOTP_RECHECK}
+  ${OUTCOME}
 end
 ${CT_EQUAL}
 local matched = method == 'sms' and ct_equal(ch[8] or '', ARGV[11])
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
 
-/**
- * verify of a TOTP challenge, second call: records what auth-challenge found. Own ARGV: the id of
- * the token whose code matched ('' = none), its RFC 6238 time step, and the cause when none did
- * ('mismatch' or 'reused'). Everything is checked again atomically, since other requests may have
- * run since the first call: the challenge (still pending, not expired, same tenant, attempts
- * left), the lockouts, the token (still active) and the replay guard (the step must be newer
- * than the token's last accepted one, else the code counts as reused). Replies as VERIFY_SCRIPT.
- */
 /**
  * status: the challenge and, for the fallback of an undelivered SMS, the user's methods (one slot).
  * KEYS: challenge, user. Returns {tenantId, status, reason, expiresAt, method, delivery, methods csv}
@@ -368,19 +409,18 @@ local matched = ARGV[11] == '1'
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
 
+/**
+ * verify of a TOTP challenge, second call (after VERIFY_SCRIPT answered the tokens): records what
+ * auth-challenge found. Own ARGV: the id of the token whose code matched ('' = none), its RFC 6238
+ * time step, and the cause when none did ('mismatch' or 'reused'). Everything is checked again
+ * atomically, since other requests may have run since the first call: the challenge (still
+ * pending, not expired, same tenant, attempts left), the lockouts, the token (still active) and
+ * the replay guard (TOTP_RECHECK). Replies as VERIFY_SCRIPT.
+ */
 export const VERIFY_TOTP_SCRIPT = `${CHECKS}
 if method ~= 'totp' then return redis.error_reply('not a totp challenge') end
 local tokenId, step, cause = ARGV[11], ARGV[12], ARGV[13]
-local matched = false
-if tokenId ~= '' then
-  if redis.call('HEXISTS', KEYS[2], tokenId) == 0 then
-    tokenId = ''; cause = 'mismatch'
-  elseif tonumber(step) > tonumber(redis.call('HGET', KEYS[3], tokenId) or '-1') then
-    matched = true
-  else
-    tokenId = ''; cause = 'reused'
-  end
-end
+${TOTP_RECHECK}
 ${OUTCOME}`;
 
 /**

@@ -47,7 +47,7 @@ import {
   type StartDecisionContext,
   type VerifyDecisionContext,
 } from '../adapters/outbox.js';
-import { parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import { maskedTokensOf, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
 import type { PushLimits } from '../adapters/challenge.store.js';
 import { IpLocks } from '../adapters/ip-locks.js';
 import { TenantSettingsCache } from '../adapters/tenant-settings.cache.js';
@@ -59,13 +59,14 @@ import {
   decideStatus,
   decideVerify,
   subjectOf,
-  type MaskedTotpToken,
+  type TotpTokens,
   type PendingEvent,
   type StartVerdict,
   type VerifyVerdict,
 } from '../domain/verdicts.js';
 import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from '../tokens.js';
 import type { CodeGenerator } from './code-generator.js';
+import { TotpTokenCache } from './totp-token.cache.js';
 
 const outcomes = counter('mfa_challenge_outcomes_total', 'Challenge decisions by kind and method', ['kind', 'method']);
 /** Requests that came too close to their deadline to decide in time (see DECISION_MIN_MS). */
@@ -79,6 +80,13 @@ const deferred = counter(
   'mfa_outbox_deferred_total',
   'Decisions answered whose event JetStream did not acknowledge before the caller\'s deadline: left in the outbox for the relay',
 );
+
+/**
+ * TOTP verifies by how their code was checked: `one_call` with the tokens its start answered on
+ * this instance; `two_calls` with tokens read by a first call (the start ran on another instance,
+ * or long ago); `tokens_changed`, two calls because the tokens changed since the start.
+ */
+const totpChecks = counter('mfa_challenge_totp_checks_total', 'TOTP verifies by how the code was checked: one_call, two_calls, tokens_changed', ['path']);
 
 const DAY_MS = 86_400_000;
 /** When the caller sent no Mfa-Deadline: how long an IdP waits at most (docs/api.md). */
@@ -105,8 +113,8 @@ interface ServerIdentity {
 }
 
 /**
- * The challenge use cases. Each request costs one Redis round trip (a script, or an HMGET for
- * status; two scripts for a TOTP verify) and, when something happened, one JetStream publish
+ * The challenge use cases. Each request costs one Redis round trip (a script; two for a TOTP
+ * verify on an instance that did not start the challenge) and, when something happened, one JetStream publish
  * awaited for its ack: start draws the code, keeps only its keyed hash in Redis and seals it for
  * dispatch; the scripts decide atomically; the pure domain says what to answer and which event
  * records it. A TOTP code is checked here, never in Redis: Redis gets neither the code, nor the
@@ -123,6 +131,8 @@ export class ChallengeService {
   private readonly usable = new WeakMap<TenantSettings, readonly string[]>();
   /** Each tenant's trusted ranges (trustedIps and trusted named locations), compiled once. */
   private readonly trusted = new WeakMap<TenantSettings, RangeSet>();
+  /** The tokens of the TOTP challenges started here, for their verify's one call. */
+  private readonly totpTokens = new TotpTokenCache();
 
   constructor(
     private readonly store: ChallengeStore,
@@ -316,6 +326,7 @@ export class ChallengeService {
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
     if (verdict.kind === 'rate_limited' && verdict.scope === 'push') pushFatigue.inc({ event: 'refused_pending_or_rate' });
     if (verdict.kind === 'blocked' && verdict.reason === 'push_suspended') pushFatigue.inc({ event: 'suspended' });
+    if (verdict.kind === 'pending' && verdict.totp) this.totpTokens.set(challengeId, verdict.totp, expiresAt.getTime(), now.getTime());
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
     if (outcome.event) await this.record(slot, decisionName(challengeId, verdict.kind), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
@@ -388,18 +399,35 @@ export class ChallengeService {
     const remember = token ? { id: rememberTokenId(this.keyring, id.tag, token), until: now.getTime() + settings.rememberMfa.days * DAY_MS } : undefined;
     const where = { tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout, challengeId: req.challengeId, slot, remember };
     this.decideInTime(deadline);
-    const check = await this.store.checkCode({ ...where, context: JSON.stringify(context), codeHash: hashCode(this.keyring, req.challengeId, req.code) });
+    // A TOTP challenge this instance started: the code is checked against the tokens its start
+    // answered, and the script decides in the same call if they are still the user's.
+    const cached = this.totpTokens.get(req.challengeId, now.getTime());
+    let match = cached ? this.matchTotp(id.tag, cached, req.code, now) : undefined;
+    // The step goes into ChallengeApproved: a rebuild of Redis restores the replay guard from it.
+    if (match?.matched) context.st = match.step;
+    const check = await this.store.checkCode({
+      ...where,
+      context: JSON.stringify(context),
+      codeHash: hashCode(this.keyring, req.challengeId, req.code),
+      ...(cached && match ? { totp: { match, tokens: cached } } : {}),
+    });
+    if (cached) totpChecks.inc({ path: check.kind === 'totp_check' ? 'tokens_changed' : 'one_call' });
+    else if (check.kind === 'totp_check') totpChecks.inc({ path: 'two_calls' });
     let verdict: VerifyVerdict;
     if (check.kind === 'totp_check') {
-      const match = this.matchTotp(id.tag, check.tokens, req.code, now);
-      // The step goes into ChallengeApproved: a rebuild of Redis restores the replay guard from it.
+      // Not started here, or the tokens changed since: checked with the current ones, and recorded.
+      this.totpTokens.set(req.challengeId, check.tokens, now.getTime() + settings.codeLifetimeSeconds * 1000, now.getTime());
+      match = this.matchTotp(id.tag, check.tokens, req.code, now);
+      delete context.st;
       if (match.matched) context.st = match.step;
       this.decideInTime(deadline);
       verdict = await this.store.recordTotpCheck({ ...where, context: JSON.stringify(context), match });
-      if (verdict.kind === 'approved' && match.matched) verdict = { ...verdict, step: match.step };
     } else {
       verdict = check;
     }
+    if (verdict.kind === 'approved' && match?.matched) verdict = { ...verdict, step: match.step };
+    // Another code may follow only a wrong one.
+    if (verdict.kind !== 'rejected') this.totpTokens.delete(req.challengeId);
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     if (verdict.kind === 'approved' && verdict.remembered && token && remember) {
       outcome.reply = { ...outcome.reply, rememberToken: token, rememberUntil: new Date(remember.until).toISOString() };
@@ -517,9 +545,9 @@ export class ChallengeService {
   }
 
   /** Unmasks the user's TOTP secrets only for the comparison, then zeroes them. */
-  private matchTotp(tag: string, masked: readonly MaskedTotpToken[], code: string, now: Date): TotpMatch {
+  private matchTotp(tag: string, answered: TotpTokens, code: string, now: Date): TotpMatch {
     const userKey = projectionUserKey(this.keyring, tag);
-    const tokens = masked.map(({ nonce, masked: secret, ...token }) => ({ ...token, secret: unmaskSecret(userKey, nonce, secret) }));
+    const tokens = maskedTokensOf(answered).map(({ nonce, masked: secret, ...token }) => ({ ...token, secret: unmaskSecret(userKey, nonce, secret) }));
     try {
       return matchTotpCode(tokens, code, now.getTime());
     } finally {

@@ -19,13 +19,15 @@ export type TotpMatch =
 
 /**
  * Which token and time step a presented code belongs to, among the user's tokens, for steps
- * t, t-1 and t+1 around `unixMillis`. A step not newer than the token's last accepted one never
- * matches again. Comparisons take constant time; the search stops at the first fresh match (so a
- * code of the current step, the usual case, costs one HMAC), which tells an observer nothing since
- * a match is answered as approved anyway.
+ * t, t-1 and t+1 around `unixMillis` (the first fresh match in that order). A step not newer than
+ * the token's last accepted one never matches again. Comparisons take constant time, and every
+ * step of every token of the code's length is computed whatever matches: the code is checked
+ * before the script that may refuse it (a user locked out, an expired challenge), so the time it
+ * takes must not tell whether it was right.
  * The store checks the step again when it records the outcome (another request may have spent it).
  */
 export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMillis: number): TotpMatch {
+  let found: TotpMatch | undefined;
   let cause: 'mismatch' | 'reused' = 'mismatch';
   for (const token of tokens) {
     if (code.length !== token.digits) continue;
@@ -33,9 +35,9 @@ export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMi
     const codeAt = hotpGenerator(token.secret, token.digits, token.algorithm);
     for (const step of steps) {
       if (!sameCode(codeAt(step), code)) continue;
-      if (step > token.lastStep) return { matched: true, tokenId: token.tokenId, step };
-      cause = 'reused';
+      if (step <= token.lastStep) cause = 'reused';
+      else found ??= { matched: true, tokenId: token.tokenId, step };
     }
   }
-  return { matched: false, cause };
+  return found ?? { matched: false, cause };
 }

@@ -37,7 +37,8 @@ export interface Profile {
 export type ThrottleScope = 'user' | 'phone' | 'ip' | 'push';
 
 export type StartVerdict =
-  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string }
+  /** `totp`: a TOTP challenge's tokens, for its verify (see TotpTokens). */
+  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string; totp?: TotpTokens }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
   | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked' | 'app_password_required' | 'push_suspended'; profile: Profile; dataKey?: string; challengePii?: string }
@@ -104,11 +105,18 @@ export interface MaskedTotpToken {
 }
 
 /**
- * What the first verify call answers: a verdict, or, for a pending TOTP challenge, the user's
- * tokens, so that auth-challenge can check the code itself and record the outcome with a second
- * call (Redis never sees the code, the secret or the key that unmasks it).
+ * A user's active TOTP tokens as the scripts answer them, unparsed: (tokenId, spec, last accepted
+ * step)* (script-replies.ts reads them: maskedTokensOf, tokenSpecsOf).
  */
-export type CodeCheck = VerifyVerdict | { kind: 'totp_check'; userId: string; tokens: MaskedTotpToken[] };
+export type TotpTokens = readonly string[];
+
+/**
+ * What the verify script answers: a verdict, or, for a pending TOTP challenge whose code
+ * auth-challenge could not check beforehand with current tokens, the user's tokens, so that it
+ * checks the code and records the outcome with a second call (Redis never sees the code, the
+ * secret or the key that unmasks it).
+ */
+export type CodeCheck = VerifyVerdict | { kind: 'totp_check'; userId: string; tokens: TotpTokens };
 
 export class VerdictError extends Error {
   override name = 'VerdictError';

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
 // Verdicts are built the way the store adapter builds them from the scripts' replies.
-import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict } from '../adapters/script-replies.js';
+import { maskedTokensOf, parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict, tokenSpecsOf } from '../adapters/script-replies.js';
 import { decideResend, decideStart, decideStatus, decideVerify, maskPhoneNumber, type StartContext } from './verdicts.js';
 
 const server = { name: 'node-a', ip: '10.0.0.5' };
@@ -237,7 +237,7 @@ describe('first verify call', () => {
     if (check.kind !== 'totp_check') return;
     assert.equal(check.userId, 'u');
     assert.deepEqual(
-      check.tokens.map((t) => ({ ...t, nonce: Buffer.from(t.nonce).toString('hex'), masked: Buffer.from(t.masked).toString('hex') })),
+      maskedTokensOf(check.tokens).map((t) => ({ ...t, nonce: Buffer.from(t.nonce).toString('hex'), masked: Buffer.from(t.masked).toString('hex') })),
       [
         { tokenId: 'app', digits: 6, period: 30, algorithm: 'SHA1', nonce: '0a0b', masked: 'c0ffee', lastStep: -1 },
         { tokenId: 'hw', digits: 8, period: 60, algorithm: 'SHA1', nonce: '0c0d', masked: 'beef', lastStep: 55 },
@@ -245,6 +245,18 @@ describe('first verify call', () => {
       ],
       'an entry this version cannot read is left out: it can never match',
     );
+  });
+
+  it('given a pending TOTP start, then the user\'s tokens follow the reply, for the verify to check the code before its one call', () => {
+    const raw = ['pending', 'totp', '', 'Helga', '', '', '', '2:v1.k', '', 'app', '6:30:0a0b:c0ffee', '-1', 'hw', '8:60:0c0d:beef', '55'];
+    const verdict = parseStartVerdict(raw);
+    assert.ok(verdict.kind === 'pending');
+    assert.deepEqual(verdict.totp, raw.slice(9));
+    assert.deepEqual(tokenSpecsOf(verdict.totp!), ['app', '6:30:0a0b:c0ffee', 'hw', '8:60:0c0d:beef']);
+    assert.deepEqual(maskedTokensOf(verdict.totp!).map((t) => [t.tokenId, t.digits, t.period, t.lastStep]), [['app', 6, 30, -1], ['hw', 8, 60, 55]]);
+    // The reply the outbox keeps (the relay parses it) has no tokens, nor has any other method's.
+    assert.equal('totp' in parseStartVerdict(raw.slice(0, 9)), false);
+    assert.equal('totp' in parseStartVerdict(['pending', 'sms', '', '', '', '+14155550100', '', '2:v1.k', '']), false);
   });
 
   it('given an SMS challenge, then the first call already holds the verdict', () => {

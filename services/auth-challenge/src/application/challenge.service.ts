@@ -89,6 +89,8 @@ const deferred = counter(
 const totpChecks = counter('mfa_challenge_totp_checks_total', 'TOTP verifies by how the code was checked: one_call, two_calls, tokens_changed', ['path']);
 
 const DAY_MS = 86_400_000;
+/** The code hash a verify sends when the challenge is known to be TOTP (never compared). */
+const NO_CODE_HASH = Buffer.alloc(0);
 /** When the caller sent no Mfa-Deadline: how long an IdP waits at most (docs/api.md). */
 const DEFAULT_DEADLINE_MS = 5_000;
 /** Kept for the reply itself: the publish retries stop this long before the caller's deadline. */
@@ -408,7 +410,8 @@ export class ChallengeService {
     const check = await this.store.checkCode({
       ...where,
       context: JSON.stringify(context),
-      codeHash: hashCode(this.keyring, req.challengeId, req.code),
+      // Only an SMS challenge compares the code's keyed hash; a challenge with tokens kept is TOTP.
+      codeHash: cached ? NO_CODE_HASH : hashCode(this.keyring, req.challengeId, req.code),
       ...(cached && match ? { totp: { match, tokens: cached } } : {}),
     });
     if (cached) totpChecks.inc({ path: check.kind === 'totp_check' ? 'tokens_changed' : 'one_call' });

@@ -487,7 +487,11 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(replies.find((r) => r.status === 'pending')?.reason, 'invalid_code');
   });
 
-  itWith({ real: ['redis'] }, 'the TOTP outcome script checks again what may have changed since the tokens were read', async () => {
+  /**
+   * The challenge store alone (no service), for a new TOTP user: `startOne` starts a TOTP challenge
+   * and gives what its verify calls take, with the tokens the start answered.
+   */
+  async function totpStoreUser() {
     const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
     const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
     const user = uniqueUser();
@@ -497,15 +501,21 @@ describe('auth-challenge against real NATS and Redis', () => {
       const nonce = randomBytes(16).toString('base64url').slice(0, 22);
       const now = new Date();
       const started = await store.startChallenge({
-        tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp'], now,
+        tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp', 'sms'], now,
         expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
         smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown: true, lockout,
         challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
       });
-      assert.equal(started.kind, 'pending');
-      return { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag) };
+      assert.ok(started.kind === 'pending' && started.totp, 'a pending TOTP challenge answers the tokens');
+      const where = { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag) };
+      return { where, tokens: started.totp };
     };
-    const where = await startOne();
+    return { store, user, tag, startOne };
+  }
+
+  itWith({ real: ['redis'] }, 'the TOTP outcome script checks again what may have changed since the tokens were read', async () => {
+    const { store, user, tag, startOne } = await totpStoreUser();
+    const { where } = await startOne();
     const check = await store.checkCode({ ...where, codeHash: hashCode(keyring, 'x', '123456') });
     assert.deepEqual(check.kind === 'totp_check' && maskedTokensOf(check.tokens).map((t) => [t.tokenId, t.lastStep]), [['tok0', 0]]);
     // A token deleted since it was read, a step spent since it was read: wrong codes.
@@ -528,28 +538,16 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await store.recordTotpCheck({ ...where, match: { matched: true, tokenId: 'tok0', step: 100 } })).kind, 'conflict');
     // The replay guard holds across challenges.
     const next = await startOne();
-    const replay = await store.recordTotpCheck({ ...next, match: { matched: true, tokenId: 'tok0', step: 99 } });
+    const replay = await store.recordTotpCheck({ ...next.where, match: { matched: true, tokenId: 'tok0', step: 99 } });
     assert.equal(replay.kind === 'rejected' && replay.cause, 'reused');
   });
 
   itWith({ real: ['redis'] }, 'TOTP in one call: the verify script decides with the tokens the start answered only while they are the user\'s', async () => {
-    const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
-    const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
-    const user = uniqueUser();
-    const tag = userTag(keyring, tenant, user);
-    await projectUser(user, { totp: [randomBytes(20)] });
+    const { store, user, tag, startOne: start } = await totpStoreUser();
+    const codeHash = hashCode(keyring, 'x', '123456');
     const startOne = async () => {
-      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
-      const now = new Date();
-      const started = await store.startChallenge({
-        tag, nonce, tenantId: tenant, userId: user, requestedMethod: 'totp', enabledMethods: ['totp', 'sms'], now,
-        expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
-        smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown: true, lockout,
-        challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
-      });
-      assert.ok(started.kind === 'pending' && started.totp, 'a pending TOTP challenge answers the tokens');
-      const where = { tag, nonce, tenantId: tenant, now: new Date(), lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag), codeHash: hashCode(keyring, 'x', '123456') };
-      return { where, tokens: started.totp };
+      const { where, tokens } = await start();
+      return { where: { ...where, codeHash }, tokens };
     };
     const attemptsOf = async (nonce: string) => redis.hget(RedisKeys.challenge(tag, nonce), 'attempts');
 

@@ -404,15 +404,16 @@ export class ChallengeService {
     // A TOTP challenge this instance started: the code is checked against the tokens its start
     // answered, and the script decides in the same call if they are still the user's.
     const cached = this.totpTokens.get(req.challengeId, now.getTime());
-    let match = cached ? this.matchTotp(id.tag, cached, req.code, now) : undefined;
+    const presumed = cached && { match: this.matchTotp(id.tag, cached, req.code, now), tokens: cached };
+    let match = presumed?.match;
     // The step goes into ChallengeApproved: a rebuild of Redis restores the replay guard from it.
     if (match?.matched) context.st = match.step;
     const check = await this.store.checkCode({
       ...where,
       context: JSON.stringify(context),
       // Only an SMS challenge compares the code's keyed hash; a challenge with tokens kept is TOTP.
-      codeHash: cached ? NO_CODE_HASH : hashCode(this.keyring, req.challengeId, req.code),
-      ...(cached && match ? { totp: { match, tokens: cached } } : {}),
+      codeHash: presumed ? NO_CODE_HASH : hashCode(this.keyring, req.challengeId, req.code),
+      totp: presumed,
     });
     if (cached) totpChecks.inc({ path: check.kind === 'totp_check' ? 'tokens_changed' : 'one_call' });
     else if (check.kind === 'totp_check') totpChecks.inc({ path: 'two_calls' });

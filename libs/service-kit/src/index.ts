@@ -5,6 +5,7 @@ export * from './nest-logger.js';
 export * from './messaging.module.js';
 export * from './redis.module.js';
 export * from './redis-connection.js';
+export * from './redis-writes.js';
 export * from './replicated-writes.js';
 export * from './nats/context.js';
 export * from './nats/contract.pipe.js';

@@ -4,6 +4,7 @@
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
 import { connectClient } from '@mfa/messaging';
+import { coalesceWrites } from '@mfa/service-kit/redis-writes';
 
 const START = `redis.call('HSET', KEYS[1], 'code', ARGV[1], 'status', 'pending') redis.call('EXPIRE', KEYS[1], 600) return 'pending'`;
 const VERIFY = `local c = redis.call('HGET', KEYS[1], 'code') if c == ARGV[1] then redis.call('HSET', KEYS[1], 'status', 'approved') return 'approved' end return 'pending'`;
@@ -14,7 +15,9 @@ await jsm.streams.add({ name: 'BENCH_FLOOR', subjects: ['bench.floor.evt.>'], st
   await jsm.streams.purge('BENCH_FLOOR');
 });
 const js = jetstream(nc);
-const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableAutoPipelining: true });
+// Written as the services write: the commands of one turn in one write (coalesceWrites).
+const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+coalesceWrites(redis);
 redis.defineCommand('floorStart', { numberOfKeys: 1, lua: START });
 redis.defineCommand('floorVerify', { numberOfKeys: 1, lua: VERIFY });
 const r = redis as unknown as { floorStart(k: string, c: string): Promise<string>; floorVerify(k: string, c: string): Promise<string> };

@@ -2,17 +2,23 @@
 // The cost of the challenge service's own TOTP path, without NATS, Nest or JetStream: CPU of this
 // process and of Redis per start and per verify, for one build. It runs CHECKOUT's ChallengeService
 // in-process (a stub stands in for the event publisher) against REDIS_URL, for USERS TOTP users
-// (32 requests in flight, as auto-pipelining sees them in production). Redis figures come from
-// INFO cpu and commandstats, so they are only meaningful on a Redis that nothing else uses.
+// (IN_FLIGHT requests in flight, 32 unless set). Redis figures come from INFO cpu and
+// commandstats, so they are only meaningful on a Redis that nothing else uses.
 //
 //   node bench/verify-cost.mjs [CHECKOUT, default this one] [USERS, default 5000]
+//
+// VERIFY_COST_PAIRS=1 measures pairs instead: each user's start followed at once by its verify (the
+// code computed in the loop, one HMAC of the IdP's work counted here), as the stack sees them.
+// REDIS_WRITES chooses how the client writes: `corked` (coalesceWrites, what builds that have it
+// use), `auto-pipelining` (what builds before it used) or `per-command` (neither). Run it with
+// --trace-gc-nvp to see what the young generation keeps (docs/performance.md, ninth part).
 import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const checkout = resolve(process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), '..'));
 const users = Number(process.argv[3] ?? 5000);
-const inFlight = 32;
+const inFlight = Number(process.env.IN_FLIGHT ?? 32);
 const load = (path) => import(pathToFileURL(join(checkout, path)).href);
 
 const { ChallengeService } = await load('services/auth-challenge/dist/application/challenge.service.js');
@@ -23,7 +29,12 @@ const { hotp, totpStep, randomToken } = await load('libs/crypto/dist/index.js');
 const { defaultTenantSettings } = await load('libs/contracts/dist/index.js');
 const { Redis } = await load('node_modules/ioredis/built/index.js');
 
-const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableAutoPipelining: true });
+const coalesceWrites = await load('libs/service-kit/dist/redis-writes.js').then((m) => m.coalesceWrites, () => undefined);
+const redisWrites = process.env.REDIS_WRITES ?? (coalesceWrites ? 'corked' : 'auto-pipelining');
+if (!['corked', 'auto-pipelining', 'per-command'].includes(redisWrites)) throw new Error(`REDIS_WRITES: ${redisWrites}?`);
+if (redisWrites === 'corked' && !coalesceWrites) throw new Error(`${checkout} has no coalesceWrites`);
+const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableAutoPipelining: redisWrites === 'auto-pipelining' });
+if (redisWrites === 'corked') coalesceWrites(redis);
 const config = loadAuthChallengeConfig({ NODE_ENV: 'development', LOG_LEVEL: 'error' });
 const settings = defaultTenantSettings();
 const quiet = { error() {}, warn() {}, info() {}, debug() {} };
@@ -81,18 +92,29 @@ async function measure(request) {
 }
 
 const challenges = [];
-const start = await measure(async (i) => {
-  const reply = await service.start({ tenantId, userId: `u${i}` , method: 'totp' }, new Date());
-  if (reply.status !== 'pending') throw new Error(`start: ${JSON.stringify(reply)}`);
-  challenges[i] = reply.challengeId;
-});
-// The codes are computed before measuring: they are the IdP's work, not the service's.
-const codes = challenges.map((_, i) => hotp(secretOf(i), totpStep(Date.now())));
-const verify = await measure(async (i) => {
-  const reply = await service.verify({ tenantId, challengeId: challenges[i], code: codes[i] }, new Date());
-  if (reply.status !== 'approved') throw new Error(`verify: ${JSON.stringify(reply)}`);
-});
-console.log(`${checkout}\n  start:  ${start}\n  verify: ${verify}`);
+if (process.env.VERIFY_COST_PAIRS) {
+  const pairs = await measure(async (i) => {
+    const started = await service.start({ tenantId, userId: `u${i}`, method: 'totp' }, new Date());
+    if (started.status !== 'pending') throw new Error(`start: ${JSON.stringify(started)}`);
+    challenges[i] = started.challengeId;
+    const reply = await service.verify({ tenantId, challengeId: started.challengeId, code: hotp(secretOf(i), totpStep(Date.now())) }, new Date());
+    if (reply.status !== 'approved') throw new Error(`verify: ${JSON.stringify(reply)}`);
+  });
+  console.log(`${checkout} (${redisWrites}, ${inFlight} in flight)\n  pairs:  ${pairs}`);
+} else {
+  const start = await measure(async (i) => {
+    const reply = await service.start({ tenantId, userId: `u${i}` , method: 'totp' }, new Date());
+    if (reply.status !== 'pending') throw new Error(`start: ${JSON.stringify(reply)}`);
+    challenges[i] = reply.challengeId;
+  });
+  // The codes are computed before measuring: they are the IdP's work, not the service's.
+  const codes = challenges.map((_, i) => hotp(secretOf(i), totpStep(Date.now())));
+  const verify = await measure(async (i) => {
+    const reply = await service.verify({ tenantId, challengeId: challenges[i], code: codes[i] }, new Date());
+    if (reply.status !== 'approved') throw new Error(`verify: ${JSON.stringify(reply)}`);
+  });
+  console.log(`${checkout} (${redisWrites}, ${inFlight} in flight)\n  start:  ${start}\n  verify: ${verify}`);
+}
 
 const keys = [];
 for (const id of challenges) {

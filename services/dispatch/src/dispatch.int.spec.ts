@@ -9,7 +9,7 @@ import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOp
 import { Redis } from 'ioredis';
 import { parseChallengeId, RedisKeys } from '@mfa/projection';
 import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
-import { USER_ERASED } from './application/sms-delivery.service.js';
+import { CHALLENGE_GONE, USER_ERASED } from './application/sms-delivery.service.js';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
 
@@ -34,11 +34,20 @@ const tenantId = uniqueTenant('dispatch');
 const { keyring } = loadKeyring(process.env);
 let nats: NatsClients;
 let publisher: EventPublisher;
+/** Where the tests leave each challenge as auth-challenge does when it starts one. */
+let challenges: Redis;
+
+/** The challenge as auth-challenge keeps it in Redis: dispatch sends nothing for one Redis no longer holds. */
+async function challengeInRedis(challengeId: string): Promise<void> {
+  const id = parseChallengeId(challengeId)!;
+  await challenges.hset(RedisKeys.challenge(id.tag, id.nonce), { tenantId, status: 'pending' });
+  await challenges.pexpire(RedisKeys.challenge(id.tag, id.nonce), 600_000);
+}
 
 /** A number no other test uses, so the fake's messages to it are ours alone. */
 const uniquePhone = () => `+1555${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
 
-async function requestSms(options: { to: string; code?: string; lifetimeSeconds?: number; traceparent?: string; sealFor?: string }) {
+async function requestSms(options: { to: string; code?: string; lifetimeSeconds?: number; traceparent?: string; sealFor?: string; inRedis?: boolean }) {
   const code = options.code ?? String(randomInt(0, 1_000_000)).padStart(6, '0');
   const now = new Date();
   // Started now: the service checks the expiry against its clock and words the SMS from both
@@ -55,6 +64,7 @@ async function requestSms(options: { to: string; code?: string; lifetimeSeconds?
     ...(options.traceparent ? { metadata: { traceparent: options.traceparent } } : {}),
     data: { delivery: { channel: 'sms', to: options.to, sealedCode } },
   });
+  if (options.inRedis !== false) await challengeInRedis(challengeId);
   const ack = await publisher.publish(EventSubjects.smsRequested, event);
   return { event, challengeId, code, seq: ack.seq, challenge };
 }
@@ -157,9 +167,11 @@ async function startDispatch(env: Record<string, string>): Promise<RunningServic
 before(async () => {
   nats = await connectNats({ url: testEnv.natsUrl, name: 'dispatch-int-test', connectTimeoutMs: 5_000 });
   publisher = new EventPublisher(nats.js);
+  challenges = new Redis(testEnv.redisUrl);
 });
 
 after(async () => {
+  challenges?.disconnect();
   await nats.nc.close();
   await shutdownTelemetry();
 });
@@ -181,7 +193,7 @@ describe('dispatch with Twilio', () => {
     await fake.stop();
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'sends the code once through Twilio and records SmsSent with the Twilio sid, continuing the trace', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'sends the code once through Twilio and records SmsSent with the Twilio sid, continuing the trace', async () => {
     const traceId = randomBytes(16).toString('hex');
     const to = uniquePhone();
     const { challengeId, code } = await requestSms({ to, traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` });
@@ -207,7 +219,7 @@ describe('dispatch with Twilio', () => {
     assert.match(sent.metadata.traceparent ?? '', new RegExp(`^00-${traceId}-`));
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'retries transient Twilio errors (500, 503) and delivers once, in the third attempt', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'retries transient Twilio errors (500, 503) and delivers once, in the third attempt', async () => {
     await backlogHandled(fake);
     fake.failNext({ status: 500 }, { status: 503 });
     const to = uniquePhone();
@@ -222,7 +234,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(sent.data.providerMessageId, delivered[0]!.sid);
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'records SmsDeliveryFailed when Twilio refuses the message permanently and no provider is left', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'records SmsDeliveryFailed when Twilio refuses the message permanently and no provider is left', async () => {
     await backlogHandled(fake);
     fake.failNext({ status: 400, code: 21211, message: "The 'To' number is not a valid phone number." });
     const to = uniquePhone();
@@ -240,7 +252,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(fake.messagesTo(to).length, 0);
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'does not send a code whose challenge expired before delivery', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'does not send a code whose challenge expired before delivery', async () => {
     const to = uniquePhone();
     const { challengeId } = await requestSms({ to, lifetimeSeconds: -1 });
     const { event } = await outcomeOf(challengeId);
@@ -251,7 +263,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(fake.messagesTo(to).length, 0);
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'reads the phone of a v2 request from its sealed personal data, and sends nothing once the user is erased', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'reads the phone of a v2 request from its sealed personal data, and sends nothing once the user is erased', async () => {
     await backlogHandled(fake);
     const keys = new UserDataKeys(nats, keyring);
     const request = async () => {
@@ -265,17 +277,32 @@ describe('dispatch with Twilio', () => {
       return { event, to, user };
     };
     const kept = await request();
+    await challengeInRedis(kept.event.data.challengeId);
     await publisher.publish(EventSubjects.smsRequested, kept.event);
     assert.equal(FakeTwilio.codeOf(await fake.waitFor((m) => m.to === kept.to)), '161803');
     assert.equal((await outcomeOf(kept.event.data.challengeId)).event.type, 'SmsSent');
 
     const erased = await request();
+    await challengeInRedis(erased.event.data.challengeId);
     await keys.erase(tenantId, erased.user.userId, 1, new Date());
     await publisher.publish(EventSubjects.smsRequested, erased.event);
     const { subject, event } = await outcomeOf(erased.event.data.challengeId);
     assert.equal(subject, EventSubjects.smsFailed);
     assert.deepEqual((event as EventOf<'SmsDeliveryFailed'>).data.failures, [{ provider: 'none', error: USER_ERASED, transient: false }]);
     assert.equal(fake.messagesTo(erased.to).length, 0);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'sends nothing for a challenge Redis no longer holds (replaced or emptied since it started), however often the request comes', async () => {
+    const to = uniquePhone();
+    const first = await requestSms({ to, inRedis: false });
+    const { subject, event } = await outcomeOf(first.challengeId);
+    assert.equal(subject, EventSubjects.smsFailed);
+    assert.deepEqual((event as EventOf<'SmsDeliveryFailed'>).data.failures, [{ provider: 'none', error: CHALLENGE_GONE, transient: false }]);
+    // Delivered again (a redelivery that reached a restarted stack on an empty Redis): still nothing.
+    await nats.js.publish(EventSubjects.smsRequested, JSON.stringify(first.event), { msgID: randomUUID() });
+    await backlogHandled(fake);
+    assert.equal(fake.messagesTo(to).length, 0);
+    assert.equal((await outcomesOf(first.challengeId)).length, 1, 'one outcome (the same id both times)');
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'sends one SMS and records one outcome for a request that is delivered twice', async () => {
@@ -341,7 +368,7 @@ describe('dispatch with Twilio', () => {
     }
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'dead-letters an unparseable request with the reason, and keeps working', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'dead-letters an unparseable request with the reason, and keeps working', async () => {
     const ack = await nats.js.publish(EventSubjects.smsRequested, `{"not": "an event", "tenant": "${tenantId}"`, { msgID: randomUUID() });
     const dead = await eventually(
       async () => {
@@ -363,7 +390,7 @@ describe('dispatch with Twilio', () => {
     assert.equal((await outcomeOf(challengeId)).event.type, 'SmsSent');
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'dead-letters a request whose code does not open, without sending anything', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'dead-letters a request whose code does not open, without sending anything', async () => {
     const to = uniquePhone();
     const { seq, challengeId } = await requestSms({ to, sealFor: randomUUID() });
     const dead = await eventually(
@@ -405,7 +432,7 @@ describe('dispatch failing over from Twilio to the console', () => {
     await fake.stop();
   });
 
-  itWith({ real: ['nats'], fake: ['twilio'] }, 'delivers through the console when Twilio refuses permanently', async () => {
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'delivers through the console when Twilio refuses permanently', async () => {
     const to = uniquePhone();
     const requestsBefore = fake.requests;
     const { challengeId } = await requestSms({ to });
@@ -462,11 +489,9 @@ describe('dispatch with SMPP', () => {
   itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, "an undelivered receipt records the SMSC's error and marks the challenge's SMS failed", async () => {
     const to = uniquePhone();
     smsc.receiptFor(to, { state: 'UNDELIV', err: '001' });
-    const { challengeId, event: request } = await requestSms({ to });
+    // requestSms leaves the challenge in Redis as auth-challenge does, so the failure can be written on it.
+    const { challengeId } = await requestSms({ to });
     const id = parseChallengeId(challengeId)!;
-    // The challenge as auth-challenge keeps it, so the failure can be written on it.
-    await redis.hset(RedisKeys.challenge(id.tag, id.nonce), { tenantId: request.tenantId, status: 'pending' });
-    await redis.pexpire(RedisKeys.challenge(id.tag, id.nonce), 60_000);
     const [receipt] = await eventually(async () => ((await receiptsOf(challengeId)).length > 0 ? receiptsOf(challengeId) : undefined), 10_000, 'the receipt');
     assert.deepEqual(receipt?.data, { challengeId, provider: 'smpp', providerMessageId: smsc.messagesTo(to)[0]!.messageId, status: 'undelivered', errorCode: '001' });
     assert.equal(await redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), 'failed');

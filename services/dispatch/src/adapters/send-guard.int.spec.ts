@@ -21,8 +21,17 @@ describe('SendGuard against a real Redis', () => {
     await redis.quit();
   });
 
-  itWith({ real: ['redis'] }, 'one claim at a time, a sent SMS stays sent, a released claim can be taken again, in the challenge’s slot', async () => {
+  /** A challenge as auth-challenge leaves it in Redis when it starts. */
+  const live = async () => {
     const challenge = id();
+    const [tag, nonce] = challenge.split('.') as [string, string];
+    await redis.hset(RedisKeys.challenge(tag, nonce), { tenantId: 'contoso', status: 'pending' });
+    await redis.pexpire(RedisKeys.challenge(tag, nonce), 60_000);
+    return challenge;
+  };
+
+  itWith({ real: ['redis'] }, 'one claim at a time, a sent SMS stays sent, a released claim can be taken again, in the challenge’s slot', async () => {
+    const challenge = await live();
     assert.deepEqual(await guard.claim(challenge, 10_000), { kind: 'claimed' });
     assert.deepEqual(await guard.claim(challenge, 10_000), { kind: 'in_progress' });
     await guard.release(challenge);
@@ -35,9 +44,8 @@ describe('SendGuard against a real Redis', () => {
   });
 
   itWith({ real: ['redis'] }, 'keeps each resend\'s claim apart, and tells a resend what the earlier sends left: providers and where the start is', async () => {
-    const challenge = id();
+    const challenge = await live();
     const [tag, nonce] = challenge.split('.') as [string, string];
-    await redis.hset(RedisKeys.challenge(tag, nonce), 'tenantId', 'contoso');
     assert.deepEqual(await guard.sendsBefore(challenge, 1), { sends: [undefined], failedSeq: undefined });
     // The start's send found no provider: its sequence stays on the challenge.
     await guard.undeliverable(challenge, Date.now(), 'sms', undefined, 4711);
@@ -54,7 +62,7 @@ describe('SendGuard against a real Redis', () => {
   });
 
   itWith({ real: ['redis'] }, "claims a challenge's push per device in one round trip: a device pushed to stays so, the others can be claimed again", async () => {
-    const challenge = id();
+    const challenge = await live();
     const [tag, nonce] = challenge.split('.') as [string, string];
     assert.deepEqual(await guard.claimPush(challenge, ['pixel', 'iphone'], 10_000), [{ kind: 'claimed' }, { kind: 'claimed' }]);
     await guard.pushSent(challenge, 'pixel', 'fcm', 'projects/p/messages/0:1', 60_000);
@@ -70,8 +78,23 @@ describe('SendGuard against a real Redis', () => {
     assert.deepEqual(await guard.claimPush(challenge, [], 10_000), []);
   });
 
+  itWith({ real: ['redis'] }, 'a challenge Redis no longer holds is not claimed; a send recorded before still answers as sent', async () => {
+    const never = id();
+    assert.deepEqual(await guard.claim(never, 10_000), { kind: 'gone' });
+    assert.deepEqual(await guard.claim(never, 10_000, 1), { kind: 'gone' }, 'nor a resend of it');
+    const [neverTag, neverNonce] = never.split('.') as [string, string];
+    assert.equal(await redis.exists(RedisKeys.smsSend(neverTag, neverNonce)), 0, 'no claim left behind');
+
+    const challenge = await live();
+    const [tag, nonce] = challenge.split('.') as [string, string];
+    assert.deepEqual(await guard.claim(challenge, 10_000), { kind: 'claimed' });
+    await guard.sent(challenge, 'twilio', 'SM1', 60_000, { seq: 7 });
+    await redis.del(RedisKeys.challenge(tag, nonce));
+    assert.deepEqual(await guard.claim(challenge, 10_000), { kind: 'sent', provider: 'twilio', providerMessageId: 'SM1', seq: 7 }, 'the outcome is recorded again');
+  });
+
   itWith({ real: ['redis'] }, 'a claim whose holder died ends by itself', async () => {
-    const challenge = id();
+    const challenge = await live();
     assert.deepEqual(await guard.claim(challenge, 50), { kind: 'claimed' });
     await new Promise((r) => setTimeout(r, 120));
     assert.deepEqual(await guard.claim(challenge, 50), { kind: 'claimed' });

@@ -11,9 +11,38 @@ export type SendClaim =
    */
   | { kind: 'sent'; provider: string; providerMessageId: string; seq?: number }
   /** Another delivery of the same request is calling a provider right now (or died doing it). */
-  | { kind: 'in_progress' };
+  | { kind: 'in_progress' }
+  /**
+   * The challenge is no longer in Redis (Redis was replaced or emptied since it started, or it
+   * ended long ago) and no send of it is recorded: nothing may be sent. Its code could not be
+   * verified anyway, and the claim that recorded an earlier send may have gone with it.
+   */
+  | { kind: 'gone' };
+
+/** What a claim key can hold: a send under way, or done. */
+type StoredClaim = Extract<SendClaim, { kind: 'in_progress' | 'sent' }>;
+
+/**
+ * A claim read or taken without looking at the challenge: earlier sends (`sendsBefore`), and a
+ * push's claim on each device (a push for a challenge Redis lost is harmless: the app's answer finds no challenge).
+ */
+export type ClaimState = Exclude<SendClaim, { kind: 'gone' }>;
 
 const SENDING = 'sending';
+const GONE = 'gone';
+
+/**
+ * A send's claim (`SET NX`), taken only while its challenge exists. KEYS: the claim, the challenge
+ * (one slot). ARGV: the claim's lifetime in ms. Answers what was claimed before (`sending`, `sent …`),
+ * `gone` when neither the claim nor the challenge exists, or nil when this call claimed.
+ */
+const CLAIM = `
+local previous = redis.call('GET', KEYS[1])
+if previous then return previous end
+if redis.call('EXISTS', KEYS[2]) == 0 then return '${GONE}' end
+redis.call('SET', KEYS[1], '${SENDING}', 'PX', ARGV[1])
+return false
+`;
 
 /** How long a start without a method avoids a method that just failed the user (an SMS undelivered, a call unanswered). */
 export const FAILED_METHOD_MS = 10 * 60_000;
@@ -46,6 +75,7 @@ return 1
 export class SendGuard {
   constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
+    redis.defineCommand('mfaSendClaim', { numberOfKeys: 2, lua: CLAIM });
   }
 
   /**
@@ -71,7 +101,7 @@ export class SendGuard {
    * the earlier resends' claims, and the sequence of its ChallengeStarted that a failed send left on
    * the challenge. One round trip (one slot).
    */
-  async sendsBefore(challengeId: string, resend: number): Promise<{ sends: Array<SendClaim | undefined>; failedSeq: number | undefined }> {
+  async sendsBefore(challengeId: string, resend: number): Promise<{ sends: Array<ClaimState | undefined>; failedSeq: number | undefined }> {
     const id = this.idOf(challengeId);
     const keys = Array.from({ length: resend }, (_, n) => RedisKeys.smsSend(id.tag, id.nonce, n));
     const [[claimsError, claims], [seqError, seq]] = (await this.redis.pipeline().mget(...keys).hget(RedisKeys.challenge(id.tag, id.nonce), 'smsSeq').exec()) as [
@@ -101,10 +131,19 @@ export class SendGuard {
     return RedisKeys.smsSend(id.tag, id.nonce, resend);
   }
 
-  /** One round trip: `SET key sending NX PX ttl GET` answers what was there, if anything. */
+  /**
+   * One round trip (one script, one slot): claims the send unless it was claimed before (answered
+   * as it stands) or its challenge no longer exists in Redis (`gone`: never sent).
+   */
   async claim(challengeId: string, ttlMs: number, resend?: number): Promise<SendClaim> {
-    const previous = await this.redis.set(this.keyOf(challengeId, resend), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
-    return previous === null ? { kind: 'claimed' } : claimOf(previous);
+    const id = this.idOf(challengeId);
+    const previous = await (this.redis as unknown as { mfaSendClaim: (...a: Array<string | number>) => Promise<string | null> }).mfaSendClaim(
+      RedisKeys.smsSend(id.tag, id.nonce, resend),
+      RedisKeys.challenge(id.tag, id.nonce),
+      Math.max(1, Math.ceil(ttlMs)),
+    );
+    if (previous === null) return { kind: 'claimed' };
+    return previous === GONE ? { kind: 'gone' } : claimOf(previous);
   }
 
   /**
@@ -125,7 +164,7 @@ export class SendGuard {
   // half-way sends, when redelivered, to the devices it had not reached and to no other.
 
   /** Claims on pushing the challenge to each device (by its nonce), in one round trip. */
-  async claimPush(challengeId: string, deviceNonces: readonly string[], ttlMs: number): Promise<SendClaim[]> {
+  async claimPush(challengeId: string, deviceNonces: readonly string[], ttlMs: number): Promise<ClaimState[]> {
     if (deviceNonces.length === 0) return [];
     const pipeline = this.redis.pipeline();
     for (const device of deviceNonces) pipeline.set(this.pushKeyOf(challengeId, device), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
@@ -153,7 +192,7 @@ export class SendGuard {
 }
 
 /** A claim's value: `sending`, or `sent <provider> <message id>[ <seq>]`. */
-function claimOf(value: string): SendClaim {
+function claimOf(value: string): StoredClaim {
   if (value === SENDING) return { kind: 'in_progress' };
   const [, provider = 'unknown', providerMessageId = '', seq] = value.split(' ');
   return { kind: 'sent', provider, providerMessageId, ...(seq && /^\d+$/.test(seq) ? { seq: Number(seq) } : {}) };

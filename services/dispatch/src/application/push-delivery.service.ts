@@ -6,7 +6,7 @@ import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/circuit-breakers.js';
 import type { Device, DeviceDirectory } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
-import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
+import type { ClaimState, SendGuard } from '../adapters/send-guard.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope } from '../domain/outcome-id.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
@@ -257,7 +257,7 @@ export class PushDeliveryService {
     return outcome;
   }
 
-  private async claim(challengeId: string, deviceNonces: string[]): Promise<SendClaim[]> {
+  private async claim(challengeId: string, deviceNonces: string[]): Promise<ClaimState[]> {
     try {
       return await this.options.guard.claimPush(challengeId, deviceNonces, this.options.claimTtlMs);
     } catch (error) {

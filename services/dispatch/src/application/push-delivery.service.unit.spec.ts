@@ -9,7 +9,7 @@ import type { Logger } from '@mfa/telemetry';
 import { challengeStarted, challengeStartedV2, testChallenge, testUser } from '@mfa/testing';
 import type { Device } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
-import type { SendClaim } from '../adapters/send-guard.js';
+import type { ClaimState } from '../adapters/send-guard.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { DEVICE_NEEDS_REGISTRATION, EXPIRED_BEFORE_PUSH, NO_ACTIVE_DEVICE, PushDeliveryService } from './push-delivery.service.js';
 
@@ -43,9 +43,9 @@ class ScriptedProvider implements PushProvider {
 
 /** The push claims as Redis keeps them (one per challenge and device nonce). */
 class ScriptedGuard {
-  readonly claims = new Map<string, SendClaim>();
+  readonly claims = new Map<string, ClaimState>();
   readonly undelivered: Array<{ challengeId: string; method: string | undefined }> = [];
-  async claimPush(challengeId: string, devices: readonly string[]): Promise<SendClaim[]> {
+  async claimPush(challengeId: string, devices: readonly string[]): Promise<ClaimState[]> {
     return devices.map((device) => {
       const held = this.claims.get(`${challengeId}/${device}`);
       if (held) return held.kind === 'claimed' ? { kind: 'in_progress' } : held;

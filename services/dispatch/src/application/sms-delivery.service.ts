@@ -49,6 +49,12 @@ const SENT_CLAIM_MARGIN_MS = 10 * 60_000;
 /** Why an SMS of an erased user is not sent (in its SmsDeliveryFailed). */
 export const USER_ERASED = 'user erased: the phone number can no longer be read';
 
+/**
+ * Why a code was not sent: its challenge is no longer in Redis (Redis replaced or emptied since it
+ * started), so the code could not be verified, and an earlier send of it would not be known.
+ */
+export const CHALLENGE_GONE = 'challenge no longer in Redis: nothing sent';
+
 /** Why a code was not sent: its challenge expired first (no provider was called). */
 const EXPIRED_BEFORE_DELIVERY = 'challenge expired before delivery';
 
@@ -183,6 +189,15 @@ export class SmsDeliveryService {
       if (claim.kind === 'in_progress') {
         // Another delivery is calling a provider (or died doing it: its claim ends by itself).
         throw unavailable('another delivery of this SMS request is under way; trying again later');
+      }
+      if (claim.kind === 'gone') {
+        // Redis lost the challenge (and with it any record of an earlier send): a code that can no
+        // longer be verified is not sent, and a request delivered again after the loss sends nothing.
+        failures.push({ provider: 'none', error: CHALLENGE_GONE, transient: false });
+        smsSends.inc({ provider: 'none', outcome: 'challenge_gone' });
+        outcome = this.failed(job, { challengeId, attempts: 1, failures: [...failures] });
+        log.warn('SMS not sent: its challenge is no longer in Redis');
+        break;
       }
       // Every attempt, the first too, restarts the ack-wait clock: the provider's total timeout
       // (TWILIO_TIMEOUT_MS, at most half the ack wait) then always ends before JetStream could

@@ -9,10 +9,10 @@ import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { challengeExpired, challengeResendRequested, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import type { Admission } from '../adapters/phone-throttle.js';
 import { ProviderBreakers } from '../adapters/circuit-breakers.js';
-import type { SendClaim } from '../adapters/send-guard.js';
+import type { ClaimState, SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
-import { DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
+import { CHALLENGE_GONE, DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
 import { SmsResendService } from './sms-resend.service.js';
 
 // The service's own collaborators, scripted: providers, the publisher and the JetStream message
@@ -57,13 +57,16 @@ class ScriptedKeys {
  * ("<challenge id>") and per resend ("<challenge id>:r<n>").
  */
 class ScriptedGuard {
-  readonly claims = new Map<string, SendClaim>();
+  readonly claims = new Map<string, ClaimState>();
+  /** Challenges Redis no longer holds (replaced or emptied since they started). */
+  readonly lost = new Set<string>();
   /** The stream sequence of a start no provider took, as undeliverable leaves it on the challenge. */
   readonly failedSeqs = new Map<string, number>();
   private key = (challengeId: string, resend?: number) => (resend ? `${challengeId}:r${resend}` : challengeId);
   async claim(challengeId: string, _ttlMs: number, resend?: number): Promise<SendClaim> {
     const held = this.claims.get(this.key(challengeId, resend));
     if (held) return held.kind === 'claimed' ? { kind: 'in_progress' } : held;
+    if (this.lost.has(challengeId)) return { kind: 'gone' };
     this.claims.set(this.key(challengeId, resend), { kind: 'claimed' });
     return { kind: 'claimed' };
   }
@@ -213,6 +216,20 @@ describe('SMS delivery', () => {
     await assert.rejects(service.deliver(delivery(event)), (e: ContractError) => e.code === 'unavailable');
     assert.equal(twilio.sent.length, 0);
     assert.equal(published.length, 0);
+  });
+
+  it('given a challenge Redis no longer holds and no send recorded, then nothing is sent and the outcome says why', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const guard = new ScriptedGuard();
+    const { service, published } = harness([twilio], { guard });
+    const { event, challengeId } = smsChallenge();
+    guard.lost.add(challengeId);
+    await service.deliver(delivery(event));
+    assert.equal(twilio.sent.length, 0, 'no SMS');
+    const failed = only(published, 'SmsDeliveryFailed');
+    assert.deepEqual(failed.data.failures, [{ provider: 'none', error: CHALLENGE_GONE, transient: false }]);
+    assert.equal(failed.id, outcomeEventId(event.id), 'the same outcome id as a send would have had: one outcome per request');
+    assert.equal(guard.claims.size, 0);
   });
 
   it('given a phone number that took its share of sends across users, then nothing is sent, the outcome says why and the method is marked failed', async () => {

@@ -135,6 +135,13 @@ export class VoiceCallService {
       return;
     }
     if (claim.kind === 'in_progress') throw unavailable('another delivery of this call request is under way; trying again later');
+    if (claim.kind === 'gone') {
+      // Redis lost the challenge (and any record of an earlier call): nobody could answer it.
+      calls.inc({ outcome: 'not_placed' });
+      log.warn('voice call not placed: its challenge is no longer in Redis');
+      await this.publish(this.failed(event, [{ provider: 'none', error: 'challenge no longer in Redis: no call placed', transient: false }]), msg);
+      return;
+    }
     msg.working();
     await this.options.calls.create(
       challengeId,

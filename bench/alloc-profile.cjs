@@ -27,7 +27,15 @@ setTimeout(() => {
           () =>
             session.post('HeapProfiler.stopSampling', (error, result) => {
               if (error) process.stderr.write(`alloc-profile: ${error.message}\n`);
-              else fs.writeFileSync(path.join(dir, `alloc-${service}-${process.pid}.heapprofile`), JSON.stringify({ ...result.profile, durationMs: duration, keep }));
+              else {
+                // Never take the service down for a diagnosis: a directory missing is made, any other failure said.
+                try {
+                  fs.mkdirSync(dir, { recursive: true });
+                  fs.writeFileSync(path.join(dir, `alloc-${service}-${process.pid}.heapprofile`), JSON.stringify({ ...result.profile, durationMs: duration, keep }));
+                } catch (writeError) {
+                  process.stderr.write(`alloc-profile: ${writeError.message}\n`);
+                }
+              }
             }),
           duration,
         ).unref(),

@@ -9,7 +9,8 @@ export interface RecordedScript {
   /** The defineCommand name, or `eval <sha1, 8 hex>` for a text run with EVAL. */
   name: string;
   sha: string;
-  numberOfKeys: number;
+  /** Undefined for a command defined without it: its first argument says how many keys follow. */
+  numberOfKeys: number | undefined;
   via: 'defineCommand' | 'ReplicatedWrites.define' | 'eval';
   /** The product file that defined it (or ran the EVAL), as `services/…/src/….ts`; undefined when none is on the stack. */
   source: string | undefined;
@@ -97,7 +98,7 @@ export class RedisRecorder {
         if (typeof prop !== 'string' || typeof value !== 'function') return value;
         const fn = value as Fn;
         if (prop === 'defineCommand') {
-          return (name: string, definition: { numberOfKeys: number; lua: string }) => {
+          return (name: string, definition: { numberOfKeys?: number; lua: string }) => {
             this.define(name, definition, label, new Error().stack);
             return fn.call(object, name, definition);
           };
@@ -110,14 +111,14 @@ export class RedisRecorder {
         }
         if (prop === 'pipeline' || prop === 'multi') return (...args: unknown[]) => this.batch(label, prop, fn.apply(object, args) as object, commands);
         const script = this.scripts.get(prop);
-        if (script) return (...args: unknown[]) => this.call(label, prop, prop, args.slice(0, script.numberOfKeys), undefined, () => fn.apply(object, args));
+        if (script) return (...args: unknown[]) => this.call(label, prop, prop, scriptKeys(script, args), undefined, () => fn.apply(object, args));
         if (commands.has(prop.toLowerCase())) return (...args: unknown[]) => this.call(label, prop, undefined, keysOf(prop, args), undefined, () => fn.apply(object, args));
         return fn.bind(object);
       },
     });
   }
 
-  private define(name: string, definition: { numberOfKeys: number; lua: string }, client: string, stack: string | undefined): void {
+  private define(name: string, definition: { numberOfKeys?: number; lua: string }, client: string, stack: string | undefined): void {
     const sha = sha1(definition.lua);
     this.names.set(sha, name);
     if (this.scripts.has(name)) return;
@@ -187,7 +188,7 @@ export class RedisRecorder {
         let keys: (args: unknown[]) => unknown[];
         if (this.scripts.has(prop)) {
           script = prop;
-          keys = (args) => args.slice(0, this.scripts.get(prop)!.numberOfKeys);
+          keys = (args) => scriptKeys(this.scripts.get(prop)!, args);
         } else if (prop === 'eval') {
           keys = (args) => args.slice(2, 2 + Number(args[1]));
         } else if (commands.has(prop.toLowerCase())) {
@@ -238,4 +239,9 @@ function keysOf(name: string, args: unknown[]): string[] {
   } catch {
     return [];
   }
+}
+
+/** The keys of a call of a defined script: its first numberOfKeys arguments, or, defined without a count, the count its call gives first. */
+function scriptKeys(script: { numberOfKeys: number | undefined }, args: unknown[]): unknown[] {
+  return script.numberOfKeys === undefined ? args.slice(1, 1 + Number(args[0])) : args.slice(0, script.numberOfKeys);
 }

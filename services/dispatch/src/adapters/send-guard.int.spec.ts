@@ -78,7 +78,7 @@ describe('SendGuard against a real Redis', () => {
     assert.deepEqual(await guard.claimPush(challenge, [], 10_000), []);
   });
 
-  itWith({ real: ['redis'] }, 'a challenge Redis no longer holds is not claimed; a send recorded before still answers as sent', async () => {
+  itWith({ real: ['redis'] }, 'a challenge Redis no longer holds is not claimed, for an SMS, a call or a push; a send recorded before still answers as sent', async () => {
     const never = id();
     assert.deepEqual(await guard.claim(never, 10_000), { kind: 'gone' });
     assert.deepEqual(await guard.claim(never, 10_000, 1), { kind: 'gone' }, 'nor a resend of it');
@@ -91,6 +91,15 @@ describe('SendGuard against a real Redis', () => {
     await guard.sent(challenge, 'twilio', 'SM1', 60_000, { seq: 7 });
     await redis.del(RedisKeys.challenge(tag, nonce));
     assert.deepEqual(await guard.claim(challenge, 10_000), { kind: 'sent', provider: 'twilio', providerMessageId: 'SM1', seq: 7 }, 'the outcome is recorded again');
+
+    // A push: a device pushed to before the loss answers as pushed; the others are not claimed.
+    assert.deepEqual(await guard.claimPush(never, ['pixel'], 10_000), [{ kind: 'gone' }]);
+    assert.equal(await redis.exists(RedisKeys.pushSend(neverTag, neverNonce, 'pixel')), 0, 'no push claim left behind');
+    await guard.pushSent(challenge, 'pixel', 'fcm', 'projects/p/messages/0:7', 60_000);
+    assert.deepEqual(await guard.claimPush(challenge, ['pixel', 'iphone'], 10_000), [
+      { kind: 'sent', provider: 'fcm', providerMessageId: 'projects/p/messages/0:7' },
+      { kind: 'gone' },
+    ]);
   });
 
   itWith({ real: ['redis'] }, 'a claim whose holder died ends by itself', async () => {

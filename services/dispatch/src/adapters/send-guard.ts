@@ -22,10 +22,7 @@ export type SendClaim =
 /** What a claim key can hold: a send under way, or done. */
 type StoredClaim = Extract<SendClaim, { kind: 'in_progress' | 'sent' }>;
 
-/**
- * A claim read or taken without looking at the challenge: earlier sends (`sendsBefore`), and a
- * push's claim on each device (a push for a challenge Redis lost is harmless: the app's answer finds no challenge).
- */
+/** A claim as read without looking at the challenge (`sendsBefore`: a resend's earlier sends). */
 export type ClaimState = Exclude<SendClaim, { kind: 'gone' }>;
 
 const SENDING = 'sending';
@@ -42,6 +39,26 @@ if previous then return previous end
 if redis.call('EXISTS', KEYS[2]) == 0 then return '${GONE}' end
 redis.call('SET', KEYS[1], '${SENDING}', 'PX', ARGV[1])
 return false
+`;
+
+/**
+ * A push's claims, one per device, taken only while the challenge exists. KEYS: the challenge, then
+ * each device's claim (one slot). ARGV: the claims' lifetime in ms. Answers, per device, what was
+ * claimed before, `gone` (nothing recorded and no challenge), or '' when this call claimed.
+ */
+const CLAIM_PUSH = `
+local alive = redis.call('EXISTS', KEYS[1]) == 1
+local answers = {}
+for n = 2, #KEYS do
+  local previous = redis.call('GET', KEYS[n])
+  if previous then answers[#answers + 1] = previous
+  elseif not alive then answers[#answers + 1] = '${GONE}'
+  else
+    redis.call('SET', KEYS[n], '${SENDING}', 'PX', ARGV[1])
+    answers[#answers + 1] = ''
+  end
+end
+return answers
 `;
 
 /** How long a start without a method avoids a method that just failed the user (an SMS undelivered, a call unanswered). */
@@ -76,6 +93,7 @@ export class SendGuard {
   constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
     redis.defineCommand('mfaSendClaim', { numberOfKeys: 2, lua: CLAIM });
+    redis.defineCommand('mfaPushClaims', { lua: CLAIM_PUSH });
   }
 
   /**
@@ -163,16 +181,20 @@ export class SendGuard {
   // A push goes to each of the user's devices: one claim per device, so a delivery that stopped
   // half-way sends, when redelivered, to the devices it had not reached and to no other.
 
-  /** Claims on pushing the challenge to each device (by its nonce), in one round trip. */
-  async claimPush(challengeId: string, deviceNonces: readonly string[], ttlMs: number): Promise<ClaimState[]> {
+  /**
+   * Claims on pushing the challenge to each device (by its nonce), in one round trip (one script,
+   * one slot); `gone` for each device with no recorded push once the challenge is no longer in Redis.
+   */
+  async claimPush(challengeId: string, deviceNonces: readonly string[], ttlMs: number): Promise<SendClaim[]> {
     if (deviceNonces.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const device of deviceNonces) pipeline.set(this.pushKeyOf(challengeId, device), SENDING, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET');
-    const results = (await pipeline.exec()) as Array<[Error | null, string | null]>;
-    return results.map(([error, previous]) => {
-      if (error) throw error;
-      return previous === null ? { kind: 'claimed' } : claimOf(previous);
-    });
+    const id = this.idOf(challengeId);
+    const keys = [RedisKeys.challenge(id.tag, id.nonce), ...deviceNonces.map((device) => this.pushKeyOf(challengeId, device))];
+    const answers = await (this.redis as unknown as { mfaPushClaims: (keys: number, ...a: Array<string | number>) => Promise<string[]> }).mfaPushClaims(
+      keys.length,
+      ...keys,
+      Math.max(1, Math.ceil(ttlMs)),
+    );
+    return answers.map((previous) => (previous === '' ? { kind: 'claimed' } : previous === GONE ? { kind: 'gone' } : claimOf(previous)));
   }
 
   /** The provider accepted the push to the device: kept until well after the challenge can no longer be used. */

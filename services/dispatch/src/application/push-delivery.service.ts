@@ -6,7 +6,7 @@ import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/circuit-breakers.js';
 import type { Device, DeviceDirectory } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
-import type { ClaimState, SendGuard } from '../adapters/send-guard.js';
+import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope } from '../domain/outcome-id.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
@@ -43,6 +43,8 @@ const SENT_CLAIM_MARGIN_MS = 10 * 60_000;
 export const EXPIRED_BEFORE_PUSH = 'challenge expired before delivery';
 export const NO_ACTIVE_DEVICE = 'the user has no activated device';
 export const DEVICE_NEEDS_REGISTRATION = 'the device must activate again: its push token was refused';
+/** Why a device was not pushed to: the challenge is no longer in Redis (replaced or emptied since it started). */
+export const CHALLENGE_GONE_PUSH = 'challenge no longer in Redis: nothing pushed';
 
 /**
  * Delivers the push of one challenge: reads the user's devices, sends the notification (no secret
@@ -123,14 +125,21 @@ export class PushDeliveryService {
       throw unavailable('another delivery of this push request is under way; trying again later');
     }
     const toSend: typeof targets = [];
+    // Redis lost the challenge (and any record of pushes to the devices not listed as sent): a
+    // notification nobody could approve is not sent, and the method is not marked failed for the user.
+    const gone = claims.some((c) => c.kind === 'gone');
     targets.forEach((target, i) => {
       const claim = claims[i]!;
       if (claim.kind === 'sent') {
         // Pushed already by an earlier delivery of this request (JetStream lost its ack): never twice.
         pushSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
         sent.push({ deviceId: target.device.deviceId, provider: claim.provider, providerMessageId: claim.providerMessageId });
+      } else if (claim.kind === 'gone') {
+        pushSends.inc({ provider: 'none', outcome: 'challenge_gone' });
+        failures.push({ deviceId: target.device.deviceId, provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false });
       } else toSend.push(target);
     });
+    if (gone) log.warn('push not sent: its challenge is no longer in Redis');
 
     if (toSend.length > 0) {
       const trace = carrierFromContext();
@@ -149,7 +158,7 @@ export class PushDeliveryService {
       await this.reportInvalid(event.tenantId, userId, invalid, log);
       if (interrupted) throw interrupted.reason;
     }
-    return this.finish(event, msg, log, sent, polling, failures);
+    return this.finish(event, msg, log, sent, polling, failures, !gone);
   }
 
   /**
@@ -199,6 +208,10 @@ export class PushDeliveryService {
           return { ok: true, sent: { provider: claim!.provider, providerMessageId: claim!.providerMessageId } };
         }
         if (claim!.kind === 'in_progress') throw unavailable('another delivery of this push request is under way; trying again later');
+        if (claim!.kind === 'gone') {
+          pushSends.inc({ provider: 'none', outcome: 'challenge_gone' });
+          return { ok: false, failure: { provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false }, invalidToken: false };
+        }
         holding = true;
       }
       // Every attempt restarts the ack-wait clock (a provider's send ends within PUSH_TIMEOUT_MS, at most half of it).
@@ -229,8 +242,11 @@ export class PushDeliveryService {
   }
 
 
-  /** Outcome, the challenge marked undeliverable when no device can answer, and the publish. */
-  private async finish(event: EventOf<'ChallengeStarted'>, msg: Delivery['msg'], log: Logger, sent: Sent[], polling: string[], failures: Failure[]): Promise<PushOutcome> {
+  /**
+   * Outcome, the challenge marked undeliverable when no device can answer (`markUndeliverable`:
+   * not when Redis no longer holds the challenge), and the publish.
+   */
+  private async finish(event: EventOf<'ChallengeStarted'>, msg: Delivery['msg'], log: Logger, sent: Sent[], polling: string[], failures: Failure[], markUndeliverable = true): Promise<PushOutcome> {
     const envelope = outcomeEnvelope(event, this.clock());
     const { challengeId } = event.data;
     let outcome: PushOutcome;
@@ -242,9 +258,11 @@ export class PushDeliveryService {
       outcome = createEvent('PushDeliveryFailed', 1, { ...envelope, data: { challengeId, failures } });
       log.warn('push not delivered', { failures });
       // The IdP polling status learns it, with the user's other methods; a new start takes one of them.
-      await this.options.guard
-        .undeliverable(challengeId, this.clock().getTime(), 'push')
-        .catch((error: unknown) => log.warn('could not mark the push undelivered in Redis', { error }));
+      if (markUndeliverable) {
+        await this.options.guard
+          .undeliverable(challengeId, this.clock().getTime(), 'push')
+          .catch((error: unknown) => log.warn('could not mark the push undelivered in Redis', { error }));
+      }
     }
     const subject = outcome.type === 'PushSent' ? EventSubjects.pushSent : EventSubjects.pushFailed;
     try {
@@ -257,7 +275,7 @@ export class PushDeliveryService {
     return outcome;
   }
 
-  private async claim(challengeId: string, deviceNonces: string[]): Promise<ClaimState[]> {
+  private async claim(challengeId: string, deviceNonces: string[]): Promise<SendClaim[]> {
     try {
       return await this.options.guard.claimPush(challengeId, deviceNonces, this.options.claimTtlMs);
     } catch (error) {

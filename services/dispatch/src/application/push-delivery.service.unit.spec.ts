@@ -9,9 +9,9 @@ import type { Logger } from '@mfa/telemetry';
 import { challengeStarted, challengeStartedV2, testChallenge, testUser } from '@mfa/testing';
 import type { Device } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
-import type { ClaimState } from '../adapters/send-guard.js';
+import type { SendClaim } from '../adapters/send-guard.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
-import { DEVICE_NEEDS_REGISTRATION, EXPIRED_BEFORE_PUSH, NO_ACTIVE_DEVICE, PushDeliveryService } from './push-delivery.service.js';
+import { CHALLENGE_GONE_PUSH, DEVICE_NEEDS_REGISTRATION, EXPIRED_BEFORE_PUSH, NO_ACTIVE_DEVICE, PushDeliveryService } from './push-delivery.service.js';
 
 // The service's collaborators, scripted: providers, devices, claims, the publisher. The real
 // adapters, Redis and JetStream are exercised by push.int.spec.ts.
@@ -43,12 +43,15 @@ class ScriptedProvider implements PushProvider {
 
 /** The push claims as Redis keeps them (one per challenge and device nonce). */
 class ScriptedGuard {
-  readonly claims = new Map<string, ClaimState>();
+  readonly claims = new Map<string, SendClaim>();
   readonly undelivered: Array<{ challengeId: string; method: string | undefined }> = [];
-  async claimPush(challengeId: string, devices: readonly string[]): Promise<ClaimState[]> {
+  /** Challenges Redis no longer holds (replaced or emptied since they started). */
+  readonly lost = new Set<string>();
+  async claimPush(challengeId: string, devices: readonly string[]): Promise<SendClaim[]> {
     return devices.map((device) => {
       const held = this.claims.get(`${challengeId}/${device}`);
       if (held) return held.kind === 'claimed' ? { kind: 'in_progress' } : held;
+      if (this.lost.has(challengeId)) return { kind: 'gone' };
       this.claims.set(`${challengeId}/${device}`, { kind: 'claimed' });
       return { kind: 'claimed' };
     });
@@ -184,6 +187,23 @@ describe('push delivery', () => {
       only(published, 'PushSent').data.sent.map((s) => s.providerMessageId),
       ['fcm-earlier', 'fcm-1'],
     );
+  });
+
+  it('given a challenge Redis no longer holds, then it pushes to no device it had not reached, records why, and leaves push usable for the user', async () => {
+    const fcm = new ScriptedProvider('fcm', 'android');
+    const { event, challengeId, device } = pushChallenge();
+    const pixel = device('a-pixel', 'android');
+    const tablet = device('b-tablet', 'android');
+    const guard = new ScriptedGuard();
+    guard.lost.add(challengeId);
+    const { service, published } = harness([fcm], [pixel, tablet], { guard });
+    await service.deliver(delivery(event));
+    assert.equal(fcm.calls, 0, 'nothing pushed');
+    assert.deepEqual(only(published, 'PushDeliveryFailed').data.failures, [
+      { deviceId: pixel.deviceId, provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false },
+      { deviceId: tablet.deviceId, provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false },
+    ]);
+    assert.deepEqual(guard.undelivered, [], 'push is not marked failed for the user: the loss was Redis\'s');
   });
 
   it('given another delivery pushing right now, then it lets go of its own claims and asks to be tried later', async () => {

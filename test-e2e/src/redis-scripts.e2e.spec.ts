@@ -89,7 +89,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
     scripts: ['mfaChallengeStart', 'mfaChallengeStatus', 'mfaChallengeResend', 'mfaChallengePushAnswer', 'mfaChallengeVerify', 'mfaChallengeVerifyTotp', 'mfaChallengeVoiceOutcome'],
   },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
-  'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaim', 'mfaPushClaims'] },
+  'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims'] },
   'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },

@@ -19,34 +19,19 @@ export type SendClaim =
    */
   | { kind: 'gone' };
 
-/** What a claim key can hold: a send under way, or done. */
-type StoredClaim = Extract<SendClaim, { kind: 'in_progress' | 'sent' }>;
-
-/** A claim as read without looking at the challenge (`sendsBefore`: a resend's earlier sends). */
+/** A claim as read without looking at the challenge: what a claim key holds (`sendsBefore`: a resend's earlier sends), or taken. */
 export type ClaimState = Exclude<SendClaim, { kind: 'gone' }>;
 
 const SENDING = 'sending';
 const GONE = 'gone';
 
 /**
- * A send's claim (`SET NX`), taken only while its challenge exists. KEYS: the claim, the challenge
- * (one slot). ARGV: the claim's lifetime in ms. Answers what was claimed before (`sending`, `sent …`),
- * `gone` when neither the claim nor the challenge exists, or nil when this call claimed.
+ * Send claims (`SET NX`: an SMS's or a call's one, a push's one per device), taken only while the
+ * challenge exists. KEYS: the challenge, then each claim (one slot). ARGV: the claims' lifetime in
+ * ms. Answers, per claim, what was claimed before (`sending`, `sent …`), `gone` (nothing recorded
+ * and no challenge), or '' when this call claimed.
  */
 const CLAIM = `
-local previous = redis.call('GET', KEYS[1])
-if previous then return previous end
-if redis.call('EXISTS', KEYS[2]) == 0 then return '${GONE}' end
-redis.call('SET', KEYS[1], '${SENDING}', 'PX', ARGV[1])
-return false
-`;
-
-/**
- * A push's claims, one per device, taken only while the challenge exists. KEYS: the challenge, then
- * each device's claim (one slot). ARGV: the claims' lifetime in ms. Answers, per device, what was
- * claimed before, `gone` (nothing recorded and no challenge), or '' when this call claimed.
- */
-const CLAIM_PUSH = `
 local alive = redis.call('EXISTS', KEYS[1]) == 1
 local answers = {}
 for n = 2, #KEYS do
@@ -92,8 +77,7 @@ return 1
 export class SendGuard {
   constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
-    redis.defineCommand('mfaSendClaim', { numberOfKeys: 2, lua: CLAIM });
-    redis.defineCommand('mfaPushClaims', { lua: CLAIM_PUSH });
+    redis.defineCommand('mfaSendClaims', { lua: CLAIM });
   }
 
   /**
@@ -154,14 +138,8 @@ export class SendGuard {
    * as it stands) or its challenge no longer exists in Redis (`gone`: never sent).
    */
   async claim(challengeId: string, ttlMs: number, resend?: number): Promise<SendClaim> {
-    const id = this.idOf(challengeId);
-    const previous = await (this.redis as unknown as { mfaSendClaim: (...a: Array<string | number>) => Promise<string | null> }).mfaSendClaim(
-      RedisKeys.smsSend(id.tag, id.nonce, resend),
-      RedisKeys.challenge(id.tag, id.nonce),
-      Math.max(1, Math.ceil(ttlMs)),
-    );
-    if (previous === null) return { kind: 'claimed' };
-    return previous === GONE ? { kind: 'gone' } : claimOf(previous);
+    const [claim] = await this.claims(challengeId, [this.keyOf(challengeId, resend)], ttlMs);
+    return claim!;
   }
 
   /**
@@ -187,10 +165,15 @@ export class SendGuard {
    */
   async claimPush(challengeId: string, deviceNonces: readonly string[], ttlMs: number): Promise<SendClaim[]> {
     if (deviceNonces.length === 0) return [];
+    return this.claims(challengeId, deviceNonces.map((device) => this.pushKeyOf(challengeId, device)), ttlMs);
+  }
+
+  /** The claims `keys` of one challenge (CLAIM). */
+  private async claims(challengeId: string, keys: readonly string[], ttlMs: number): Promise<SendClaim[]> {
     const id = this.idOf(challengeId);
-    const keys = [RedisKeys.challenge(id.tag, id.nonce), ...deviceNonces.map((device) => this.pushKeyOf(challengeId, device))];
-    const answers = await (this.redis as unknown as { mfaPushClaims: (keys: number, ...a: Array<string | number>) => Promise<string[]> }).mfaPushClaims(
-      keys.length,
+    const answers = await (this.redis as unknown as { mfaSendClaims: (keys: number, ...a: Array<string | number>) => Promise<string[]> }).mfaSendClaims(
+      keys.length + 1,
+      RedisKeys.challenge(id.tag, id.nonce),
       ...keys,
       Math.max(1, Math.ceil(ttlMs)),
     );
@@ -214,7 +197,7 @@ export class SendGuard {
 }
 
 /** A claim's value: `sending`, or `sent <provider> <message id>[ <seq>]`. */
-function claimOf(value: string): StoredClaim {
+function claimOf(value: string): ClaimState {
   if (value === SENDING) return { kind: 'in_progress' };
   const [, provider = 'unknown', providerMessageId = '', seq] = value.split(' ');
   return { kind: 'sent', provider, providerMessageId, ...(seq && /^\d+$/.test(seq) ? { seq: Number(seq) } : {}) };

@@ -5,6 +5,7 @@ import { Headers, parseEvent, type AnyEvent, type ConsumerDefinition, EventSubje
 import { contextFromCarrier, counter, gauge, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
 import { isTransientDependencyError } from './transient.js';
 import { jetStreamApiCode, JetStreamCodes } from './jetstream-errors.js';
+import { provision } from './topology.js';
 
 /**
  * How long one pull request stays open on the server. The server sends an idle heartbeat every
@@ -128,7 +129,19 @@ export class EventConsumer {
     return this.options.definition.durable;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Starts consuming. At boot the consumer may have been created a moment ago on a cluster that
+   * is still electing its leader (a replicated consumer on a new cluster): its look-up then times
+   * out, so it is tried again, as the provisioning calls are, for PROVISIONING_PATIENCE_MS.
+   */
+  start(): Promise<void> {
+    const { definition } = this.options;
+    return provision(`starting consumer ${definition.durable} on ${definition.stream}`, () => this.open());
+  }
+
+  /** Looks the consumer up once and starts its pull. */
+  private async open(): Promise<void> {
+    if (this.stopped) return;
     const { definition } = this.options;
     const consumer = await this.lookup.consumers.get(definition.stream, definition.durable);
     const messages = await consumer.consume({
@@ -186,7 +199,7 @@ export class EventConsumer {
     this.options.log.info('no heartbeat from the consumer leader: pulling again once it answers', { consumer: this.name });
     while (!this.stopped) {
       try {
-        await this.start();
+        await this.open();
         return;
       } catch (error) {
         if (jetStreamApiCode(error) === JetStreamCodes.ConsumerNotFound) {
@@ -204,7 +217,7 @@ export class EventConsumer {
     while (!this.stopped) {
       try {
         await this.options.recreate?.();
-        await this.start();
+        await this.open();
         recreated.inc({ consumer: this.name });
         this.options.log.warn('durable consumer created again and consuming', { consumer: this.name });
         return;

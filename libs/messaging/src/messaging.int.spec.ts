@@ -1,6 +1,7 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { jetstream } from '@nats-io/jetstream';
 import { Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
 import { eventually, itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
@@ -184,6 +185,42 @@ describe('messaging against a real nats-server', () => {
     } finally {
       await worker.stop();
       await nats.jsm.consumers.delete(gone.stream, gone.durable).catch(() => undefined);
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'start() looks the consumer up again when JetStream does not answer at first (a new cluster electing its leader)', async () => {
+    const slow: ConsumerDefinition = { ...consumer, durable: `test-slow-${run}`, filterSubject: `test.${run}.slow` };
+    await ensureConsumer(nats.jsm, slow, 100);
+    // The consumer's JetStream API under a prefix of the test's own, forwarded to the server's:
+    // the first look-up is left unanswered, as a consumer with no leader yet leaves it.
+    const prefix = `$TESTJS.${run}`;
+    const lookups: string[] = [];
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        const api = msg.subject.slice(prefix.length + 1);
+        if (api.startsWith('CONSUMER.INFO.')) {
+          lookups.push(api);
+          if (lookups.length === 1) return;
+        }
+        nats.nc.publish(`$JS.API.${api}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    const handled: string[] = [];
+    const worker = new EventConsumer({
+      js: jetstream(nats.nc, { apiPrefix: prefix }),
+      definition: slow,
+      log,
+      handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)),
+    });
+    try {
+      await worker.start();
+      assert.deepEqual(lookups, [`CONSUMER.INFO.${slow.stream}.${slow.durable}`, `CONSUMER.INFO.${slow.stream}.${slow.durable}`], 'looked up twice: the first went unanswered');
+      await publisher.publish(`test.${run}.slow`, tenantEvent('after-a-slow-start'));
+      await eventually(async () => (handled.includes('after-a-slow-start') ? true : undefined), 5_000, 'consumed after the slow start');
+    } finally {
+      await worker.stop();
+      forward.unsubscribe();
+      await nats.jsm.consumers.delete(slow.stream, slow.durable).catch(() => undefined);
     }
   });
 

@@ -1,4 +1,5 @@
 import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { provision } from './topology.js';
 
 /**
  * Follows every message of `filter` in `stream`, from the start and then live, through an ordered
@@ -19,11 +20,14 @@ export async function followSubjects(
   onCaughtUp: () => void = () => undefined,
   options: { lastPerSubject?: boolean } = {},
 ): Promise<ConsumerMessages> {
-  const consumer = await js.consumers.get(stream, {
-    filter_subjects: filter,
-    ...(options.lastPerSubject ? { deliver_policy: DeliverPolicy.LastPerSubject } : {}),
+  // At boot on a new cluster JetStream may not answer yet: tried again as provisioning calls are.
+  const { consumer, info } = await provision(`following ${filter} on ${stream}`, async () => {
+    const ordered = await js.consumers.get(stream, {
+      filter_subjects: filter,
+      ...(options.lastPerSubject ? { deliver_policy: DeliverPolicy.LastPerSubject } : {}),
+    });
+    return { consumer: ordered, info: await ordered.info() };
   });
-  const info = await consumer.info();
   let caughtUp: () => void = () => undefined;
   let told = false;
   const ready = new Promise<void>((resolve) => {

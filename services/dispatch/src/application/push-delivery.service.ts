@@ -46,6 +46,12 @@ export const DEVICE_NEEDS_REGISTRATION = 'the device must activate again: its pu
 /** Why a device was not pushed to: the challenge is no longer in Redis (replaced or emptied since it started). */
 export const CHALLENGE_GONE_PUSH = 'challenge no longer in Redis: nothing pushed';
 
+/** A device not pushed to because Redis no longer holds the challenge: counted, and the failure it records. */
+function challengeGone(): Omit<Failure, 'deviceId'> {
+  pushSends.inc({ provider: 'none', outcome: 'challenge_gone' });
+  return { provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false };
+}
+
 /**
  * Delivers the push of one challenge: reads the user's devices, sends the notification (no secret
  * in it) to every active device a provider reaches, each with its own retries as the delivery
@@ -127,19 +133,16 @@ export class PushDeliveryService {
     const toSend: typeof targets = [];
     // Redis lost the challenge (and any record of pushes to the devices not listed as sent): a
     // notification nobody could approve is not sent, and the method is not marked failed for the user.
-    const gone = claims.some((c) => c.kind === 'gone');
     targets.forEach((target, i) => {
       const claim = claims[i]!;
       if (claim.kind === 'sent') {
         // Pushed already by an earlier delivery of this request (JetStream lost its ack): never twice.
         pushSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
         sent.push({ deviceId: target.device.deviceId, provider: claim.provider, providerMessageId: claim.providerMessageId });
-      } else if (claim.kind === 'gone') {
-        pushSends.inc({ provider: 'none', outcome: 'challenge_gone' });
-        failures.push({ deviceId: target.device.deviceId, provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false });
-      } else toSend.push(target);
+      } else if (claim.kind === 'gone') failures.push({ deviceId: target.device.deviceId, ...challengeGone() });
+      else toSend.push(target);
     });
-    if (gone) log.warn('push not sent: its challenge is no longer in Redis');
+    if (claims.some((c) => c.kind === 'gone')) log.warn('push not sent: its challenge is no longer in Redis');
 
     if (toSend.length > 0) {
       const trace = carrierFromContext();
@@ -158,7 +161,7 @@ export class PushDeliveryService {
       await this.reportInvalid(event.tenantId, userId, invalid, log);
       if (interrupted) throw interrupted.reason;
     }
-    return this.finish(event, msg, log, sent, polling, failures, !gone);
+    return this.finish(event, msg, log, sent, polling, failures);
   }
 
   /**
@@ -208,10 +211,7 @@ export class PushDeliveryService {
           return { ok: true, sent: { provider: claim!.provider, providerMessageId: claim!.providerMessageId } };
         }
         if (claim!.kind === 'in_progress') throw unavailable('another delivery of this push request is under way; trying again later');
-        if (claim!.kind === 'gone') {
-          pushSends.inc({ provider: 'none', outcome: 'challenge_gone' });
-          return { ok: false, failure: { provider: 'none', error: CHALLENGE_GONE_PUSH, transient: false }, invalidToken: false };
-        }
+        if (claim!.kind === 'gone') return { ok: false, failure: challengeGone(), invalidToken: false };
         holding = true;
       }
       // Every attempt restarts the ack-wait clock (a provider's send ends within PUSH_TIMEOUT_MS, at most half of it).
@@ -243,10 +243,10 @@ export class PushDeliveryService {
 
 
   /**
-   * Outcome, the challenge marked undeliverable when no device can answer (`markUndeliverable`:
-   * not when Redis no longer holds the challenge), and the publish.
+   * Outcome, the challenge marked undeliverable when no device can answer (not when Redis no
+   * longer holds the challenge: the loss was Redis's, not the method's), and the publish.
    */
-  private async finish(event: EventOf<'ChallengeStarted'>, msg: Delivery['msg'], log: Logger, sent: Sent[], polling: string[], failures: Failure[], markUndeliverable = true): Promise<PushOutcome> {
+  private async finish(event: EventOf<'ChallengeStarted'>, msg: Delivery['msg'], log: Logger, sent: Sent[], polling: string[], failures: Failure[]): Promise<PushOutcome> {
     const envelope = outcomeEnvelope(event, this.clock());
     const { challengeId } = event.data;
     let outcome: PushOutcome;
@@ -258,7 +258,7 @@ export class PushDeliveryService {
       outcome = createEvent('PushDeliveryFailed', 1, { ...envelope, data: { challengeId, failures } });
       log.warn('push not delivered', { failures });
       // The IdP polling status learns it, with the user's other methods; a new start takes one of them.
-      if (markUndeliverable) {
+      if (!failures.some((f) => f.error === CHALLENGE_GONE_PUSH)) {
         await this.options.guard
           .undeliverable(challengeId, this.clock().getTime(), 'push')
           .catch((error: unknown) => log.warn('could not mark the push undelivered in Redis', { error }));

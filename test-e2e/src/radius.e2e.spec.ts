@@ -1,6 +1,7 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -450,4 +451,38 @@ describe('end to end: the RADIUS front', () => {
     process.stdout.write(`# 200 RADIUS sign-ins: answer p50 ${times[Math.floor(times.length / 2)]!.toFixed(0)} ms, max ${times.at(-1)!.toFixed(0)} ms\n`);
     assert.ok(times.at(-1)! < 1_000, `slowest answer ${times.at(-1)!.toFixed(0)} ms`);
   }, { timeout: 180_000 });
+
+  itWith({ real: wholeStack }, 'a burst of 4,000 Status-Server datagrams sent at once is answered in full: the socket queues it (RADIUS_RECEIVE_BUFFER_BYTES) instead of the kernel dropping it, and /metrics counts kernel drops', async () => {
+    // Sixteen source ports, 250 Identifiers each, every datagram sent before the first answer is
+    // read: the kernel's default receive buffer (208 KiB, about 250 such datagrams) overflows here.
+    const perSocket = 250;
+    const sockets = await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        const socket = createSocket({ type: 'udp4', recvBufferSize: 8 * 1024 * 1024 });
+        const answered = new Set<number>();
+        socket.on('message', (bytes) => {
+          if (bytes[0] === Code.AccessAccept) answered.add(bytes[1]!);
+        });
+        await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+        return { socket, answered };
+      }),
+    );
+    try {
+      const shaper = new CraftedClient(port, secrets.a);
+      const datagrams = sockets.flatMap(({ socket }) =>
+        Array.from({ length: perSocket }, (_, identifier) => ({ socket, bytes: shaper.request({ code: Code.StatusServer, identifier }).bytes })),
+      );
+      for (const { socket, bytes } of datagrams) socket.send(bytes, port, '127.0.0.1');
+      const total = () => sockets.reduce((n, s) => n + s.answered.size, 0);
+      await eventually(async () => (total() === datagrams.length ? true : undefined), 10_000, `all ${datagrams.length} answered`).catch(() => undefined);
+      const unanswered = datagrams.length - total();
+      // What the kernel dropped is what went unanswered (none, with the buffer the service asks for).
+      const metrics = await (await fetch(`${front.url('radius')}/metrics`)).text();
+      const kernelDropped = /mfa_radius_drops_total\{[^}]*reason="receive_buffer_full"[^}]*\} (\d+)/.exec(metrics)?.[1];
+      assert.equal(Number(kernelDropped), unanswered, `receive_buffer_full drops counted: ${kernelDropped}`);
+      assert.equal(unanswered, 0, `${unanswered} of ${datagrams.length} Status-Server datagrams unanswered`);
+    } finally {
+      for (const { socket } of sockets) socket.close();
+    }
+  }, { timeout: 60_000 });
 });

@@ -65,7 +65,7 @@ export class AppModule {
         },
         {
           provide: RadiusListener,
-          useFactory: (service: RadiusService) => new RadiusListener(service, { address: config.RADIUS_BIND, port: config.RADIUS_PORT }, log),
+          useFactory: (service: RadiusService) => new RadiusListener(service, { address: config.RADIUS_BIND, port: config.RADIUS_PORT, receiveBufferBytes: config.RADIUS_RECEIVE_BUFFER_BYTES }, log),
           inject: [RadiusService],
         },
         ListenerLifecycle,

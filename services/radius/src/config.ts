@@ -10,6 +10,12 @@ const RadiusEnv = BaseConfig.extend(RedisConfig.shape).extend({
   RADIUS_BIND: unsetWhenEmpty(z.union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address such as 0.0.0.0' }).default('127.0.0.1')),
   /** Who may ask: a JSON array of {cidr, secret (≥ 16 characters), tenantId, name?, apiKey?, passwordMode?}. */
   RADIUS_CLIENTS: RadiusClients,
+  /**
+   * The UDP socket's receive buffer (SO_RCVBUF), bytes: what a burst of datagrams can queue while
+   * the process is busy or not scheduled, before the kernel drops the rest. The kernel caps it at
+   * net.core.rmem_max (the service warns at boot when it got less).
+   */
+  RADIUS_RECEIVE_BUFFER_BYTES: unsetWhenEmpty(z.coerce.number().int().min(65_536).max(268_435_456).default(4_194_304)),
   /** How long a push or a call is waited for before the answer is Access-Reject. */
   RADIUS_WAIT_SECONDS: unsetWhenEmpty(z.coerce.number().int().min(1).max(120).default(25)),
   /** challenge: the code answers an Access-Challenge; otp: the first request's password is the code. */

@@ -10,6 +10,12 @@ describe('radius configuration', () => {
     assert.deepEqual([config.RADIUS_CLIENTS, config.RADIUS_BIND, config.RADIUS_PORT, config.RADIUS_PASSWORD_MODE, config.RADIUS_WAIT_SECONDS, config.HTTP_PORT], [[], '127.0.0.1', 1812, 'challenge', 25, 3006]);
   });
 
+  it('asks the kernel for a 4 MiB receive buffer unless told otherwise', () => {
+    assert.equal(loadRadiusConfig({}).RADIUS_RECEIVE_BUFFER_BYTES, 4_194_304);
+    assert.equal(loadRadiusConfig({ RADIUS_RECEIVE_BUFFER_BYTES: '' }).RADIUS_RECEIVE_BUFFER_BYTES, 4_194_304);
+    assert.equal(loadRadiusConfig({ RADIUS_RECEIVE_BUFFER_BYTES: '16777216' }).RADIUS_RECEIVE_BUFFER_BYTES, 16_777_216);
+  });
+
   it('takes empty variables (docker-compose passes ${VAR:-}) as unset', () => {
     const config = loadRadiusConfig({ RADIUS_CLIENTS: '', RADIUS_WAIT_SECONDS: '', RADIUS_PASSWORD_MODE: '', RADIUS_PORT: '', RADIUS_BIND: '' });
     assert.deepEqual([config.RADIUS_CLIENTS, config.RADIUS_WAIT_SECONDS, config.RADIUS_PASSWORD_MODE, config.RADIUS_PORT, config.RADIUS_BIND], [[], 25, 'challenge', 1812, '127.0.0.1']);
@@ -42,5 +48,6 @@ describe('radius configuration', () => {
     assert.match(refused({ RADIUS_BIND: 'localhost' }), /RADIUS_BIND: must be an IPv4 or IPv6 address/);
     assert.match(refused({ RADIUS_WAIT_SECONDS: '0' }), /RADIUS_WAIT_SECONDS/);
     assert.match(refused({ RADIUS_PASSWORD_MODE: 'pap' }), /RADIUS_PASSWORD_MODE/);
+    assert.match(refused({ RADIUS_RECEIVE_BUFFER_BYTES: '4096' }), /RADIUS_RECEIVE_BUFFER_BYTES/);
   });
 });

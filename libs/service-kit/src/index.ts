@@ -26,3 +26,4 @@ export * from './privacy/user-data-keys.js';
 export * from './privacy/personal-data.js';
 export * from './lookup-budget.js';
 export * from './redis-lease.js';
+export * from './admission.js';

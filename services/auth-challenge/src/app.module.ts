@@ -1,8 +1,8 @@
-import { Inject, Injectable, Module, type DynamicModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Module, type DynamicModule, type MiddlewareConsumer, type NestModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
+import { admitHttpRequests, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
 import type { RedisClient } from '@mfa/projection';
 import { DeviceApiController } from './api/device-api.controller.js';
 import { DeviceApiService } from './application/device-api.service.js';
@@ -33,9 +33,24 @@ class TenantCacheLifecycle implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
+/**
+ * How long a phone's request to the device API may wait for a slot when the process is saturated:
+ * half the reference app's 10 s timeout, so a 503 (with Retry-After) still reaches it in time.
+ */
+const DEVICE_API_WAIT_MS = 5_000;
+
 /** auth-challenge: challenge.start / verify / status on Redis (one script each) and MFA_CHALLENGES. */
 @Module({})
-export class AppModule {
+export class AppModule implements NestModule {
+  /**
+   * The device API's requests take slots of the process's gate (admission.ts) with the verifies
+   * and status polls, and like them are served before new sign-ins: a phone's answer finishes a
+   * push sign-in already started.
+   */
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(admitHttpRequests({ route: 'device-api', first: true, waitMs: DEVICE_API_WAIT_MS })).forRoutes(DeviceApiController);
+  }
+
   static forRoot(config: AuthChallengeConfig, log: Logger): DynamicModule {
     return {
       module: AppModule,

@@ -3,30 +3,17 @@ import type { Msg, Subscription } from '@nats-io/nats-core';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { ContractError, Headers, maxRequestBytes, type ErrorCode } from '@mfa/contracts';
 import { ensureConsumer, EventConsumer, type NatsClients } from '@mfa/messaging';
-import { contextFromCarrier, counter, gauge, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
+import { contextFromCarrier, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras, JetStreamConsumerOptions } from './decorators.js';
 import type { AuditTrail } from '../auth/audit-trail.js';
 import { isReplySubject } from './reply-subject.js';
-import { RequestGate } from './request-gate.js';
+import type { RequestGate } from './request-gate.js';
+import { droppedRequests, processRequestGate } from '../admission.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
-const dropped = counter('mfa_requests_dropped_total', 'Requests dropped unanswered, by reason', ['subject', 'reason']);
-/**
- * Admission (RequestGate): requests handled at once by one process. A request takes a few
- * milliseconds of CPU and waits on Redis and JetStream; 256 at once keep two cores busy, and past
- * that more concurrency only makes every request slower (an overloaded event loop answers all of
- * them late).
- */
-const REQUEST_CONCURRENCY = 256;
-const waitingGauge = gauge('mfa_requests_waiting', 'Requests waiting for their turn (RequestGate): above 0 only when the process is saturated');
-/** Waiting requests kept at most: more than an IdP's 5 s could see served at this process's rate. */
-const MAX_WAITING = 20_000;
-/** The oldest waiting this long: the newest are served first (they have the most time left). */
-const LIFO_AFTER_MS = 100;
-/** Less time left than this when its turn comes: dropped, it could not be answered in time. */
-const MIN_TIME_LEFT_MS = 100;
+const dropped = droppedRequests;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -77,14 +64,14 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private closing: Promise<void> | undefined;
   private lastReplySubjectWarning = 0;
 
-  /** Requests handled at once; the others wait their turn, and are dropped when their deadline comes first. */
-  private readonly gate: RequestGate;
+  /**
+   * Requests handled at once; the others wait their turn, and are dropped when their deadline
+   * comes first. The process's gate (admission.ts), whose slots gated HTTP routes share.
+   */
+  private readonly gate: RequestGate = processRequestGate();
 
   constructor(private readonly options: NatsTransportOptions) {
     super();
-    this.gate = new RequestGate({ limit: REQUEST_CONCURRENCY, maxWaiting: MAX_WAITING, lifoAfterMs: LIFO_AFTER_MS, minTimeLeftMs: MIN_TIME_LEFT_MS });
-    const gate = this.gate;
-    Object.assign(waitingGauge, { collect: () => waitingGauge.set(gate.waiting) });
   }
 
   listen(callback: (error?: unknown) => void): void {

@@ -10,10 +10,9 @@ import type { JetStreamConsumerExtras, JetStreamConsumerOptions } from './decora
 import type { AuditTrail } from '../auth/audit-trail.js';
 import { isReplySubject } from './reply-subject.js';
 import type { RequestGate } from './request-gate.js';
-import { droppedRequests, processRequestGate } from '../admission.js';
+import { droppedRequests as dropped, processRequestGate } from '../admission.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
-const dropped = droppedRequests;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 

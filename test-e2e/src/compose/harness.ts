@@ -169,8 +169,8 @@ const APT = (packages: string) =>
  * Stand-ins for the official images the compose file names, each answering the same commands and
  * healthchecks: nats-server (Debian's 2.9), redis-server and redis-cli, Postgres with the official
  * image's POSTGRES_* variables and pg_isready, an OTLP sink where Jaeger was (the services' tracing
- * is best effort), and Node 26 (the npm registry's `node` binary and npm) with busybox wget for the
- * healthchecks and the `node` user.
+ * is best effort), and Node 26 (the npm registry's `node` binary, which needs libatomic1, and
+ * npm) with busybox wget for the healthchecks and the `node` user.
  */
 export function ensureStandIns(host: string, repoRoot: string): void {
   build(host, images.redis, `FROM ${images.base}\n${APT('redis-server')}\nCMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no"]\n`);
@@ -198,7 +198,7 @@ exec su postgres -c "exec postgres -D $PGDATA -c listen_addresses='*' \${PGPORT:
   build(
     host,
     images.node,
-    `FROM ${images.base}\n${APT('busybox ca-certificates')}\nRUN ln -s /bin/busybox /usr/local/bin/wget && useradd -m -u 1000 node\nCOPY host-ca.crt /etc/ssl/certs/host-ca.crt\nCOPY npmrc /usr/local/etc/npmrc\nCOPY node /usr/local/bin/node\nCOPY npm /usr/local/lib/node_modules/npm\nRUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx && node -v && npm -v\n`,
+    `FROM ${images.base}\n${APT('busybox ca-certificates libatomic1')}\nRUN ln -s /bin/busybox /usr/local/bin/wget && useradd -m -u 1000 node\nCOPY host-ca.crt /etc/ssl/certs/host-ca.crt\nCOPY npmrc /usr/local/etc/npmrc\nCOPY node /usr/local/bin/node\nCOPY npm /usr/local/lib/node_modules/npm\nRUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx && node -v && npm -v\n`,
     {},
     (context) => {
       // Node 26 from the npm registry, as the repository's own `node` dev dependency ships it.

@@ -4,7 +4,8 @@ import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { OATH_CSV_HEADER, Subjects } from '@mfa/contracts';
-import { base32Decode, base32Encode, totp } from '@mfa/crypto';
+import { base32Decode, base32Encode, loadKeyring, totp, userTag } from '@mfa/crypto';
+import { RedisKeys, STEPS_RESTORED_KEY } from '@mfa/projection';
 import { connectClient, requestJson } from '@mfa/messaging';
 import {
   eventually,
@@ -33,6 +34,7 @@ describe('Redis lost while the services run', () => {
   let nc: NatsConnection;
   let redis: Redis;
   const tenantId = uniqueTenant('redis-loss');
+  const { keyring } = loadKeyring(process.env);
   const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000 });
 
   before(async () => {
@@ -120,6 +122,49 @@ describe('Redis lost while the services run', () => {
     // The projection is complete again: the inventory with it.
     const listed = await ask(Subjects.oathTokensList, { tenantId });
     assert.deepEqual((listed.items as Array<{ serialNumber: string; state: string }>).map((t) => [t.serialNumber, t.state]), [[serialNumber, 'unassigned']]);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'before the bulk rebuild reaches them: a registered user is served, one the log does not know or erased is sent to registration', async () => {
+    const known = uniqueUser('known');
+    const erased = uniqueUser('erased');
+    const stranger = uniqueUser('stranger');
+    for (const userId of [known, erased]) {
+      assert.deepEqual((await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+14155550142' })).methods, ['sms', 'voice']);
+    }
+    assert.equal((await ask(Subjects.usersDelete, { tenantId, userId: erased })).deleted, true);
+
+    // Redis lost, and the bulk rebuild held back: another (dead) instance holds its lease (the
+    // `mfa:projection:rebuild` key, docs/operations.md) after restoring the TOTP steps, so only
+    // users looked up on demand are projected, and no slot marker comes back meanwhile.
+    const [flushed, leased, restored] = (await redis.multi().flushall().set('mfa:projection:rebuild', 'an instance that died', 'PX', 60_000).set(STEPS_RESTORED_KEY, '1').exec())!;
+    assert.deepEqual([flushed![1], leased![1], restored![1]], ['OK', 'OK', 'OK']);
+    try {
+      const after = async (userId: string, method?: string): Promise<Reply> => {
+        const answers: string[] = [];
+        for (;;) {
+          const reply = await ask(Subjects.challengeStart, { tenantId, userId, ...(method ? { method } : {}) });
+          if (reply.error?.code !== 'unavailable') return reply;
+          answers.push(reply.error.code);
+          assert.ok(answers.length < 100, `still unavailable after ${answers.length} starts`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      assert.deepEqual([(await after(known, 'sms')).status, (await after(known, 'sms')).method], ['pending', 'sms']);
+      for (const userId of [stranger, erased]) {
+        const reply = await after(userId);
+        assert.equal(reply.status, 'registration_required', `${userId}: ${JSON.stringify(reply)}`);
+      }
+      assert.equal(await redis.exists(RedisKeys.userProjectionMarker), 0, 'the bulk rebuild ran after all');
+      // What says "not registered" meanwhile: a user hash holding only seq 0, for a while.
+      assert.deepEqual(await redis.hgetall(RedisKeys.user(userTag(keyring, tenantId, stranger))), { seq: '0' });
+      assert.ok((await redis.ttl(RedisKeys.user(userTag(keyring, tenantId, stranger)))) > 0);
+    } finally {
+      await redis.del('mfa:projection:rebuild');
+    }
+    // The lease given back, the rebuild completes; the mark gives way to a registration.
+    await eventually(async () => ((await redis.exists(RedisKeys.userProjectionMarker)) === 1 ? true : undefined), 15_000, 'the rebuild');
+    assert.deepEqual((await ask(Subjects.usersRegister, { tenantId, userId: stranger, phoneNumber: '+14155550143' })).methods, ['sms', 'voice']);
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: stranger, method: 'sms' })).status, 'pending');
   });
 
   /** Starts until the rebuild lets the user through (anything but unavailable), within 15 s. */

@@ -94,7 +94,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },
   'services/user-settings/src/adapters/oath-inventory.ts': { scripts: ['mfaPutOathToken'] },
-  'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard'] },
+  'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard', 'mfaMarkUnregistered'] },
   'libs/projection/src/user-index.ts': { scripts: ['mfaReplaceUserTerms'] },
   'libs/service-kit/src/redis-lease.ts': { evals: 2 },
   'libs/service-kit/src/replicated-writes.ts': { runsDecisions: true },
@@ -405,6 +405,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       await attempts.clear(u.tenantId, u.userId, 'hw-1');
       const issued = await activationCodes.issue(u.tenantId, u.userId, randomBytes);
       assert.deepEqual(await activationCodes.take(issued.code), { tenantId: u.tenantId, userId: u.userId });
+      // A user the log holds no registration of, looked up during a rebuild: marked, never over a user hash.
+      assert.equal(await writer.markUnregistered(u.tenantId, `${u.userId}-unregistered`), true);
+      assert.equal(await writer.markUnregistered(u.tenantId, u.userId), false);
       assert.equal(await writer.restoreFailureGuard(u.tenantId, u.userId, { failures: 2, resetAt: Date.now() + 600_000, consecutive: 2 }, now()), true);
       assert.equal(await writer.hasLockouts(u.tenantId, u.userId), true);
       assert.equal(await writer.clearLockouts(u.tenantId, u.userId), 2);

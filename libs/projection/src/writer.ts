@@ -88,6 +88,22 @@ redis.call('HSET', KEYS[1], 'seq', ARGV[1])
 return 1
 `;
 
+// KEYS: user. ARGV: seconds to keep it. A user the event log does not know, looked up while the
+// slot's marker is missing: the hash holds `seq` 0 and nothing else (like a tombstone, which any
+// snapshot or erasure replaces, taking the expiry with it). Never over a hash that is there.
+const MARK_UNREGISTERED = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'seq', '0')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+`;
+
+/**
+ * How long the mark of a user the log does not know stays (markUnregistered). It answers the
+ * retries of a sign-in during a rebuild; a later one is looked up again.
+ */
+export const UNREGISTERED_MARK_SECONDS = 120;
+
 // KEYS: totpSteps. ARGV: tokenId, step. Keeps the larger of stored and given step.
 const RESTORE_STEP = `
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
@@ -133,6 +149,7 @@ export class UserProjectionWriter {
     redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 4, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 4, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
+    redis.defineCommand('mfaMarkUnregistered', { numberOfKeys: 1, lua: MARK_UNREGISTERED });
     redis.defineCommand('mfaRestoreFailureGuard', { numberOfKeys: 2, lua: RESTORE_GUARD });
   }
 
@@ -261,6 +278,22 @@ export class UserProjectionWriter {
     // into a Redis that has the projection but not the index fills it).
     if (applied >= 0) await this.index.put(snapshot.tenantId, snapshot.userId, snapshot);
     return applied === 1;
+  }
+
+  /**
+   * The event log holds no registration of the user (never registered, or no events at all): the
+   * user hash says so, with `seq` 0, for UNREGISTERED_MARK_SECONDS, unless it holds anything
+   * already. While its slot's marker is missing (Redis being rebuilt), the start script answers
+   * `registration_required` for such a user instead of `unavailable`: a user it knows nothing of
+   * could be a registered one not rebuilt yet, a marked one is known not to be. True if written.
+   */
+  async markUnregistered(tenantId: string, userId: string): Promise<boolean> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    const marked = await (this.redis as unknown as { mfaMarkUnregistered: (...a: Array<string | number>) => Promise<number> }).mfaMarkUnregistered(
+      RedisKeys.user(tag),
+      UNREGISTERED_MARK_SECONDS,
+    );
+    return marked === 1;
   }
 
   /**

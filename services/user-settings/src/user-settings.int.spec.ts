@@ -27,7 +27,7 @@ import {
   type Keyring,
 } from '@mfa/crypto';
 import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type Delivery, type NatsClients } from '@mfa/messaging';
-import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { RedisKeys, UNREGISTERED_MARK_SECONDS, UserProjectionWriter } from '@mfa/projection';
 import { openPersonalData, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
@@ -705,9 +705,15 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     const projector = service.app.get(UserProjector);
     const tenantId = uniqueTenant('rb');
     const userId = uniqueUser('rb');
-    assert.equal(await projector.rebuild(tenantId, userId), false);
-    await withConfig(true).register({ tenantId, userId, phoneNumber: '+14155550100' }, new Date());
     const keys = keysOf(tenantId, userId);
+    assert.equal(await projector.rebuild(tenantId, userId), false);
+    // The log holds no registration: a mark that says so for a while (start answers registration_required during a rebuild).
+    assert.deepEqual(await redis.hgetall(keys.user), { seq: '0' });
+    const ttl = await redis.ttl(keys.user);
+    assert.ok(ttl > 0 && ttl <= UNREGISTERED_MARK_SECONDS, `ttl ${ttl}`);
+    await withConfig(true).register({ tenantId, userId, phoneNumber: '+14155550100' }, new Date());
+    // The registration's snapshot replaces the mark, and its expiry with it.
+    assert.equal(await redis.ttl(keys.user), -1);
     await projectorCaughtUp();
     await redis.del(keys.user);
     assert.equal(await projector.rebuild(tenantId, userId), true);

@@ -43,7 +43,8 @@
  * as VERIFY_SCRIPT answers them (WITH_TOKENS; not in the kept reply)
  * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds, 'user' | 'phone' | 'ip'} | {'locked', retryAfterSeconds}
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
- * every user of the slot: lost, flushed or still being rebuilt).
+ * every user of the slot: lost, flushed or still being rebuilt; a user hash holding only `seq`, an
+ * erased user's tombstone or the mark of a user the event log does not know, is no such user).
  */
 
 /**
@@ -115,7 +116,10 @@ if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
-if not exists and redis.call('EXISTS', KEYS[6]) == 0 then return {'projection_missing'} end
+-- Not found, and the slot not known complete: unless the user hash is there all the same (a
+-- tombstone, or user-settings' mark that the log holds no registration of the user), the user may
+-- be a registered one not rebuilt yet.
+if not exists and redis.call('EXISTS', KEYS[6]) == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
 if ARGV[19] == '1' then return deny('ip_locked') end

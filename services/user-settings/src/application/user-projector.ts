@@ -51,7 +51,12 @@ export class UserProjector {
     this.loader = new AggregateLoader(store, this.codec, keys, snapshots);
   }
 
-  /** Writes the user's current snapshot (or erasure); false when the user has no events or Redis had it already. */
+  /**
+   * Writes the user's current snapshot (or erasure); false when Redis had it already, or when the
+   * log holds no registration of the user: the projection then says so for a while
+   * (markUnregistered), so that a sign-in during a rebuild of Redis is sent to registration
+   * rather than answered `unavailable` until the whole rebuild is done.
+   */
   async rebuild(tenantId: string, userId: string): Promise<boolean> {
     const subject = EventSubjects.user(tenantId, userId);
     const ref = { subject, tenantId, aggregateId: userId };
@@ -60,7 +65,10 @@ export class UserProjector {
     // A replay (Redis lost) rebuilds long users again and again: the first rebuild leaves a snapshot.
     await this.loader.rememberUser(ref, loaded, state, lastSeq);
     if (!state.registered) {
-      if (state.erasedGen === undefined) return false;
+      if (state.erasedGen === undefined) {
+        await this.writer.markUnregistered(tenantId, userId);
+        return false;
+      }
       // The erasure's own time is in its event; a repair of a missed shredding needs only the generation.
       await this.keys.erase(tenantId, userId, state.erasedGen, new Date());
       return this.writer.erase(tenantId, userId, lastSeq);

@@ -149,7 +149,8 @@ describe('Redis lost while the services run', () => {
           await new Promise((r) => setTimeout(r, 100));
         }
       };
-      assert.deepEqual([(await after(known, 'sms')).status, (await after(known, 'sms')).method], ['pending', 'sms']);
+      const served = await after(known, 'sms');
+      assert.deepEqual([served.status, served.method], ['pending', 'sms'], JSON.stringify(served));
       for (const userId of [stranger, erased]) {
         const reply = await after(userId);
         assert.equal(reply.status, 'registration_required', `${userId}: ${JSON.stringify(reply)}`);

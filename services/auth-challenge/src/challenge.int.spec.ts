@@ -434,14 +434,19 @@ describe('auth-challenge against real NATS and Redis', () => {
       challenges.totp = totpStart.challengeId;
       const code = hotp(secret, totpStep(Date.now()));
       const wrongTotp = String((Number(code) + 500_000) % 1_000_000).padStart(6, '0');
-      assert.equal((await verify(totpStart.challengeId, wrongTotp)).reason, 'invalid_code');
-      assert.equal((await verify(totpStart.challengeId, code)).status, 'approved');
+      // The replies in full on a failure: a wrong decision and an unavailable service look alike otherwise.
+      const wrongTotpReply = await verify(totpStart.challengeId, wrongTotp);
+      assert.equal(wrongTotpReply.reason, 'invalid_code', JSON.stringify({ totpStart, wrongTotpReply }));
+      const totpReply = await verify(totpStart.challengeId, code);
+      assert.equal(totpReply.status, 'approved', JSON.stringify(totpReply));
       const smsStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
       challenges.sms = smsStart.challengeId;
       const smsCode = await smsCodeOf(String(smsStart.challengeId));
       const wrongSms = String((Number(smsCode) + 500_000) % 1_000_000).padStart(6, '0');
-      assert.equal((await verify(smsStart.challengeId, wrongSms)).reason, 'invalid_code');
-      assert.equal((await verify(smsStart.challengeId, smsCode)).status, 'approved');
+      const wrongSmsReply = await verify(smsStart.challengeId, wrongSms);
+      assert.equal(wrongSmsReply.reason, 'invalid_code', JSON.stringify({ smsStart, wrongSmsReply }));
+      const smsReply = await verify(smsStart.challengeId, smsCode);
+      assert.equal(smsReply.status, 'approved', JSON.stringify(smsReply));
       // Everything sent before this marker has been seen by the monitor once the marker is.
       const marker = `mfa:monitor-test:${randomBytes(8).toString('hex')}`;
       await redis.get(marker);

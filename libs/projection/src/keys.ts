@@ -8,8 +8,8 @@ import calculateSlot from 'cluster-key-slot';
  *
  *   mfa:{tag}:user         HASH  projection of the user aggregate (written by user-settings); only
  *                                `seq` once the user is erased (a tombstone older snapshots cannot pass),
- *                                or `seq` 0 for a while, when the event log holds no registration of the
- *                                user (looked up during a rebuild: markUnregistered)
+ *                                or `seq` 0 for a while, when the event log holds nothing of the user
+ *                                (looked up during a rebuild: markUnregistered)
  *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL; dispatch adds

@@ -88,7 +88,7 @@ redis.call('HSET', KEYS[1], 'seq', ARGV[1])
 return 1
 `;
 
-// KEYS: user. ARGV: seconds to keep it. A user the event log does not know, looked up while the
+// KEYS: user. ARGV: seconds to keep it. A user the event log holds nothing of, looked up while the
 // slot's marker is missing: the hash holds `seq` 0 and nothing else (like a tombstone, which any
 // snapshot or erasure replaces, taking the expiry with it). Never over a hash that is there.
 const MARK_UNREGISTERED = `
@@ -281,9 +281,8 @@ export class UserProjectionWriter {
   }
 
   /**
-   * The event log holds no registration of the user (never registered, or no events at all): the
-   * user hash says so, with `seq` 0, for UNREGISTERED_MARK_SECONDS, unless it holds anything
-   * already. While its slot's marker is missing (Redis being rebuilt), the start script answers
+   * The event log holds nothing of the user (no event on the user's subject): the user hash says
+   * so, with `seq` 0, for UNREGISTERED_MARK_SECONDS, unless it holds anything already. While its slot's marker is missing (Redis being rebuilt), the start script answers
    * `registration_required` for such a user instead of `unavailable`: a user it knows nothing of
    * could be a registered one not rebuilt yet, a marked one is known not to be. True if written.
    */

@@ -701,7 +701,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     assert.deepEqual(await typesOf(userSubject), ['UserRegistered']);
   });
 
-  itWith({ real: ['nats', 'redis'] }, 'rebuilds one user on demand and skips users without events', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'rebuilds one user on demand, and marks a user without events as unregistered for a while', async () => {
     const projector = service.app.get(UserProjector);
     const tenantId = uniqueTenant('rb');
     const userId = uniqueUser('rb');
@@ -712,8 +712,14 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     const ttl = await redis.ttl(keys.user);
     assert.ok(ttl > 0 && ttl <= UNREGISTERED_MARK_SECONDS, `ttl ${ttl}`);
     await withConfig(true).register({ tenantId, userId, phoneNumber: '+14155550100' }, new Date());
-    // The registration's snapshot replaces the mark, and its expiry with it.
+    // The registration's snapshot replaces the mark, and its expiry with it; so does an erasure.
     assert.equal(await redis.ttl(keys.user), -1);
+    const other = uniqueUser('rb-erased');
+    assert.equal(await writer.markUnregistered(tenantId, other), true);
+    assert.equal(await writer.markUnregistered(tenantId, other), false, 'never over a user hash');
+    assert.equal(await writer.erase(tenantId, other, 7), true);
+    assert.deepEqual(await redis.hgetall(keysOf(tenantId, other).user), { seq: '7' });
+    assert.equal(await redis.ttl(keysOf(tenantId, other).user), -1);
     await projectorCaughtUp();
     await redis.del(keys.user);
     assert.equal(await projector.rebuild(tenantId, userId), true);

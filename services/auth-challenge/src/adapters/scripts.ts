@@ -117,7 +117,7 @@ if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[13]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
 -- Not found, and the slot not known complete: unless the user hash is there all the same (a
--- tombstone, or user-settings' mark that the log holds no registration of the user), the user may
+-- tombstone, or user-settings' mark that the log holds no event of the user), the user may
 -- be a registered one not rebuilt yet.
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end

@@ -53,9 +53,10 @@ export class UserProjector {
 
   /**
    * Writes the user's current snapshot (or erasure); false when Redis had it already, or when the
-   * log holds no registration of the user: the projection then says so for a while
-   * (markUnregistered), so that a sign-in during a rebuild of Redis is sent to registration
-   * rather than answered `unavailable` until the whole rebuild is done.
+   * user is not registered. A user whose subject holds no event at all (nor a snapshot) is marked
+   * as such for a while (markUnregistered), so that a sign-in during a rebuild of Redis is sent to
+   * registration rather than answered `unavailable` until the whole rebuild is done. Events that
+   * fold to no registration (the skipped, unreadable ones of a newer version, say) mark nothing.
    */
   async rebuild(tenantId: string, userId: string): Promise<boolean> {
     const subject = EventSubjects.user(tenantId, userId);
@@ -66,7 +67,7 @@ export class UserProjector {
     await this.loader.rememberUser(ref, loaded, state, lastSeq);
     if (!state.registered) {
       if (state.erasedGen === undefined) {
-        await this.writer.markUnregistered(tenantId, userId);
+        if (lastSeq === 0) await this.writer.markUnregistered(tenantId, userId);
         return false;
       }
       // The erasure's own time is in its event; a repair of a missed shredding needs only the generation.

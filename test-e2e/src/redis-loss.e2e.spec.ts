@@ -5,7 +5,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { OATH_CSV_HEADER, Subjects } from '@mfa/contracts';
 import { base32Decode, base32Encode, loadKeyring, totp, userTag } from '@mfa/crypto';
-import { RedisKeys, STEPS_RESTORED_KEY } from '@mfa/projection';
+import { PROJECTION_REBUILD_LEASE_KEY, RedisKeys, STEPS_RESTORED_KEY } from '@mfa/projection';
 import { connectClient, requestJson } from '@mfa/messaging';
 import {
   eventually,
@@ -136,10 +136,10 @@ describe('Redis lost while the services run', () => {
     // No rebuild of an earlier loss still running (it would write the markers after the flush below).
     await eventually(async () => ((await redis.exists(RedisKeys.userProjectionMarker)) === 1 ? true : undefined), 15_000, 'the projection complete');
 
-    // Redis lost, and the bulk rebuild held back: another (dead) instance holds its lease (the
-    // `mfa:projection:rebuild` key, docs/operations.md) after restoring the TOTP steps, so only
-    // users looked up on demand are projected, and no slot marker comes back meanwhile.
-    const [flushed, leased, restored] = (await redis.multi().flushall().set('mfa:projection:rebuild', 'an instance that died', 'PX', 60_000).set(STEPS_RESTORED_KEY, '1').exec())!;
+    // Redis lost, and the bulk rebuild held back: another (dead) instance holds its lease after
+    // restoring the TOTP steps, so only users looked up on demand are projected, and no slot
+    // marker comes back meanwhile.
+    const [flushed, leased, restored] = (await redis.multi().flushall().set(PROJECTION_REBUILD_LEASE_KEY, 'an instance that died', 'PX', 60_000).set(STEPS_RESTORED_KEY, '1').exec())!;
     assert.deepEqual([flushed![1], leased![1], restored![1]], ['OK', 'OK', 'OK']);
     try {
       const after = async (userId: string, method?: string): Promise<Reply> => {
@@ -160,10 +160,11 @@ describe('Redis lost while the services run', () => {
       }
       assert.equal(await redis.exists(RedisKeys.userProjectionMarker), 0, 'the bulk rebuild ran after all');
       // What says "not registered" meanwhile: a user hash holding only seq 0, for a while.
-      assert.deepEqual(await redis.hgetall(RedisKeys.user(userTag(keyring, tenantId, stranger))), { seq: '0' });
-      assert.ok((await redis.ttl(RedisKeys.user(userTag(keyring, tenantId, stranger)))) > 0);
+      const strangerKey = RedisKeys.user(userTag(keyring, tenantId, stranger));
+      assert.deepEqual(await redis.hgetall(strangerKey), { seq: '0' });
+      assert.ok((await redis.ttl(strangerKey)) > 0);
     } finally {
-      await redis.del('mfa:projection:rebuild');
+      await redis.del(PROJECTION_REBUILD_LEASE_KEY);
     }
     // The lease given back, the rebuild completes; the mark gives way to a registration.
     await eventually(async () => ((await redis.exists(RedisKeys.userProjectionMarker)) === 1 ? true : undefined), 15_000, 'the rebuild');

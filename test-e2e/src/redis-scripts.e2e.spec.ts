@@ -405,7 +405,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       await attempts.clear(u.tenantId, u.userId, 'hw-1');
       const issued = await activationCodes.issue(u.tenantId, u.userId, randomBytes);
       assert.deepEqual(await activationCodes.take(issued.code), { tenantId: u.tenantId, userId: u.userId });
-      // A user the log holds no registration of, looked up during a rebuild: marked, never over a user hash.
+      // A user the log holds nothing of, looked up during a rebuild: marked, never over a user hash.
       assert.equal(await writer.markUnregistered(u.tenantId, `${u.userId}-unregistered`), true);
       assert.equal(await writer.markUnregistered(u.tenantId, u.userId), false);
       assert.equal(await writer.restoreFailureGuard(u.tenantId, u.userId, { failures: 2, resetAt: Date.now() + 600_000, consecutive: 2 }, now()), true);

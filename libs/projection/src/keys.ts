@@ -132,6 +132,9 @@ export const RedisKeys = {
  */
 export const PROJECTION_MISSING_SUBJECT = 'mfa.int.projection.missing';
 
+/** The lease of the user-settings instance rebuilding the projection (one at a time; see RedisLease). */
+export const PROJECTION_REBUILD_LEASE_KEY = 'mfa:projection:rebuild';
+
 /** Set in Redis once a rebuild has restored the accepted TOTP steps: single users may be projected from then on. */
 export const STEPS_RESTORED_KEY = 'mfa:projection:steps-restored';
 

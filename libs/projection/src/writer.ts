@@ -99,7 +99,7 @@ return 1
 `;
 
 /**
- * How long the mark of a user the log does not know stays (markUnregistered). It answers the
+ * How long the mark of a user the log holds nothing of stays (markUnregistered). It answers the
  * retries of a sign-in during a rebuild; a later one is looked up again.
  */
 export const UNREGISTERED_MARK_SECONDS = 120;
@@ -282,7 +282,8 @@ export class UserProjectionWriter {
 
   /**
    * The event log holds nothing of the user (no event on the user's subject): the user hash says
-   * so, with `seq` 0, for UNREGISTERED_MARK_SECONDS, unless it holds anything already. While its slot's marker is missing (Redis being rebuilt), the start script answers
+   * so, with `seq` 0, for UNREGISTERED_MARK_SECONDS, unless it holds anything already. While its
+   * slot's marker is missing (Redis being rebuilt), the start script answers
    * `registration_required` for such a user instead of `unavailable`: a user it knows nothing of
    * could be a registered one not rebuilt yet, a marked one is known not to be. True if written.
    */

@@ -707,7 +707,7 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     const userId = uniqueUser('rb');
     const keys = keysOf(tenantId, userId);
     assert.equal(await projector.rebuild(tenantId, userId), false);
-    // The log holds no registration: a mark that says so for a while (start answers registration_required during a rebuild).
+    // The log holds no event of the user: a mark that says so for a while (start answers registration_required during a rebuild).
     assert.deepEqual(await redis.hgetall(keys.user), { seq: '0' });
     const ttl = await redis.ttl(keys.user);
     assert.ok(ttl > 0 && ttl <= UNREGISTERED_MARK_SECONDS, `ttl ${ttl}`);

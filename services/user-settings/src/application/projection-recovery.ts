@@ -4,7 +4,7 @@ import { EventSubjects, parseEvent, Streams, UnknownEventError } from '@mfa/cont
 import { SealError } from '@mfa/crypto';
 import type { Subscription } from '@nats-io/nats-core';
 import { readOnce, type NatsClients } from '@mfa/messaging';
-import { PROJECTION_MISSING_SUBJECT, RedisKeys, STEPS_RESTORED_KEY, UserProjectionWriter } from '@mfa/projection';
+import { PROJECTION_MISSING_SUBJECT, PROJECTION_REBUILD_LEASE_KEY, RedisKeys, STEPS_RESTORED_KEY, UserProjectionWriter } from '@mfa/projection';
 import { LOGGER, NATS, REDIS, RedisLease } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
 import { parseUserSubject, UserProjector } from './user-projector.js';
@@ -12,8 +12,7 @@ import { OathTokensService, parseOathSubject } from './oath-tokens.service.js';
 
 /** How often every instance checks that Redis still holds the complete projection. */
 const CHECK_EVERY_MS = 1_000;
-/** The rebuild lease: one instance rebuilds; if it dies, another takes over once the lease lapses. */
-const LEASE_KEY = 'mfa:projection:rebuild';
+/** The rebuild lease (PROJECTION_REBUILD_LEASE_KEY): one instance rebuilds; if it dies, another takes over once it lapses. */
 const LEASE_MS = 15_000;
 /** Users rebuilt at once: overlaps their round trips without flooding NATS or Redis. */
 const PARALLEL_USERS = 64;
@@ -75,7 +74,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     @Inject(OathTokensService) private readonly tokens: OathTokensService,
     @Inject(LOGGER) private readonly log: Logger,
   ) {
-    this.lease = new RedisLease(redis, LEASE_KEY, LEASE_MS);
+    this.lease = new RedisLease(redis, PROJECTION_REBUILD_LEASE_KEY, LEASE_MS);
   }
 
   onApplicationBootstrap(): void {

@@ -16,6 +16,14 @@ export type ApiResult<T> = { ok: T } | { error: ErrorCode; message: string; retr
 
 /** How long one request may take: the IdPs' budget (docs/api.md, "Deadlines"). */
 const REQUEST_MS = 5_000;
+/**
+ * How much longer than its deadline a reply is waited for. auth-challenge answers a decision up to
+ * 100 ms before the deadline, and a busy event loop here runs an expired timer before it reads the
+ * socket, so a reply that arrived in time could be thrown away: the sign-in decided (approved and
+ * reported) while the NAS heard nothing, and its retransmission got the same silence from the
+ * duplicate cache. Nothing is decided after the deadline, so the grace only lets such a reply in.
+ */
+const REPLY_GRACE_MS = 1_000;
 
 /**
  * The public challenge API over NATS, called as the RADIUS client's tenant: with the client's own
@@ -27,6 +35,8 @@ export class ChallengeApi {
   constructor(
     private readonly nc: NatsConnection,
     private readonly platformKey: string | undefined,
+    /** The deadline each request carries and the grace its reply has after it (tests shorten them). */
+    private readonly timing: { requestMs: number; replyGraceMs: number } = { requestMs: REQUEST_MS, replyGraceMs: REPLY_GRACE_MS },
   ) {}
 
   start(client: RadiusClient, body: ChallengeStartRequest): Promise<ApiResult<ChallengeStartReply & { sentTo?: string }>> {
@@ -45,10 +55,11 @@ export class ChallengeApi {
     const h = natsHeaders();
     const key = client.apiKey ?? this.platformKey;
     if (key) h.set('Authorization', `Bearer ${key}`);
-    h.set(Headers.deadline, String(Date.now() + REQUEST_MS));
+    const { requestMs, replyGraceMs } = this.timing;
+    h.set(Headers.deadline, String(Date.now() + requestMs));
     let reply: unknown;
     try {
-      const msg = await this.nc.request(subject, JSON.stringify(body), { timeout: REQUEST_MS, headers: h });
+      const msg = await this.nc.request(subject, JSON.stringify(body), { timeout: requestMs + replyGraceMs, headers: h });
       reply = msg.json();
     } catch (error) {
       return { unreachable: (error as Error).message };

@@ -4,8 +4,12 @@ import { Attr, attributeOf, checkResponse, Code, decodePacket, encodeRequest, hi
 
 /**
  * The benchmark's RADIUS client: like a busy VPN concentrator, several UDP sockets (each has only
- * 256 Identifiers in flight), every answer checked for its authenticators, no retransmission (a
- * lost answer is an error of the run).
+ * 256 Identifiers in flight), every answer checked for its authenticators. Like a NAS, it sends a
+ * request once more (the same bytes) when no answer came within the timeout, and gives up after
+ * that: the RADIUS front answers a retransmission from its duplicate cache, so an answer that was
+ * late for the first try (the front waits for the challenge API up to a second past the 5 s
+ * deadline it sends) still reaches the NAS, as it would a real one. Its latency is counted from
+ * the first try.
  */
 export class RadiusLoadClient {
   private readonly sockets: { socket: Socket; waiting: Map<number, { authenticator: Buffer; resolve: (p: Packet) => void; reject: (e: Error) => void }>; next: number }[] = [];
@@ -15,6 +19,7 @@ export class RadiusLoadClient {
     private readonly port: number,
     private readonly secret: Buffer,
     private readonly timeoutMs = 5_000,
+    private readonly retransmissions = 1,
   ) {}
 
   async open(count: number): Promise<this> {
@@ -50,16 +55,23 @@ export class RadiusLoadClient {
       entry.next = (identifier + 1) % 256;
       const bytes = encodeRequest({ code: Code.AccessRequest, identifier, authenticator, attributes, secret: this.secret });
       return new Promise<Packet>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          entry.waiting.delete(identifier);
-          reject(new Error(`no answer within ${this.timeoutMs} ms`));
-        }, this.timeoutMs);
+        let sends = 0;
+        let timer: NodeJS.Timeout;
+        const send = () => {
+          sends++;
+          entry.socket.send(bytes, this.port, '127.0.0.1');
+          timer = setTimeout(() => {
+            if (sends <= this.retransmissions) return send();
+            entry.waiting.delete(identifier);
+            reject(new Error(`no answer within ${this.timeoutMs} ms, ${sends} times`));
+          }, this.timeoutMs);
+        };
         entry.waiting.set(identifier, {
           authenticator,
           resolve: (p) => (clearTimeout(timer), resolve(p)),
           reject: (e) => (clearTimeout(timer), reject(e)),
         });
-        entry.socket.send(bytes, this.port, '127.0.0.1');
+        send();
       });
     }
     return Promise.reject(new Error('every Identifier of every socket is in flight'));

@@ -491,7 +491,7 @@ if (kinds.some((k) => scenarios.has(k))) {
       out(`  projections caught up ${caughtUp.seconds.toFixed(1)} s after the last registration (${caughtUp.events} events still to consume when it answered${caughtUp.backlog ? `: ${caughtUp.backlog}` : ''})`);
     }
     let userCursor = { totp: 0, sms: 0, push: 0, radius: 0 };
-    const radius = scenarios.has('radius') ? await new RadiusLoadClient(radiusPort, Buffer.from(radiusSecret)).open(32) : undefined;
+    const radius = scenarios.has('radius') ? await new RadiusLoadClient(radiusPort, Buffer.from(radiusSecret)).open(64) : undefined;
     const deviceApi = stack.url('auth-challenge');
     let currentRate = rates[0]!;
     const lagProbe = new ReportLagProbe(db, tenantId);

@@ -12,7 +12,7 @@ import { Attr, attributeOf, checkResponse, Code, decodePacket, encodeRequest, hi
  * the first try.
  */
 export class RadiusLoadClient {
-  private readonly sockets: { socket: Socket; waiting: Map<number, { authenticator: Buffer; resolve: (p: Packet) => void; reject: (e: Error) => void }>; next: number }[] = [];
+  private readonly sockets: { socket: Socket; waiting: Map<number, { authenticator: Buffer; resolve: (p: Packet) => void }>; next: number }[] = [];
   private turn = 0;
 
   constructor(
@@ -29,10 +29,12 @@ export class RadiusLoadClient {
       const entry = { socket, waiting: new Map(), next: 0 } as (typeof this.sockets)[number];
       socket.on('message', (bytes) => {
         const w = entry.waiting.get(bytes[1]!);
-        if (!w) return;
+        // An answer that does not authenticate against the request now waiting on its Identifier
+        // is discarded, as RFC 2865 has a NAS do: the second copy of an answer (one per retransmission)
+        // or a late one, for an earlier request whose Identifier is in use again.
+        if (!w || !checkResponse(bytes, w.authenticator, this.secret).authentic) return;
         entry.waiting.delete(bytes[1]!);
-        if (!checkResponse(bytes, w.authenticator, this.secret).authentic) w.reject(new Error('answer not authentic'));
-        else w.resolve(decodePacket(bytes));
+        w.resolve(decodePacket(bytes));
       });
       await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
       this.sockets.push(entry);
@@ -69,7 +71,6 @@ export class RadiusLoadClient {
         entry.waiting.set(identifier, {
           authenticator,
           resolve: (p) => (clearTimeout(timer), resolve(p)),
-          reject: (e) => (clearTimeout(timer), reject(e)),
         });
         send();
       });

@@ -159,8 +159,9 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       reply = errorReplyOf(error, this.options.log, subject);
     }
     if (deadline !== undefined && Date.now() > deadline) {
-      // The caller has certainly given up: a late answer could only mislead a client that reuses
-      // the inbox. What was decided is recorded all the same (auth-challenge's outbox).
+      // The caller no longer waits (Mfa-Deadline's meaning): a late answer could only mislead a
+      // client that reuses the inbox. What was decided is recorded all the same (auth-challenge's
+      // outbox). A caller that waits a little longer (the RADIUS front) still misses this one.
       dropped.inc({ subject, reason: 'deadline_passed' });
     } else if (msg.reply) {
       try {

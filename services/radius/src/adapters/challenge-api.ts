@@ -17,11 +17,12 @@ export type ApiResult<T> = { ok: T } | { error: ErrorCode; message: string; retr
 /** How long one request may take: the IdPs' budget (docs/api.md, "Deadlines"). */
 const REQUEST_MS = 5_000;
 /**
- * How much longer than its deadline a reply is waited for. auth-challenge answers a decision up to
- * 100 ms before the deadline, and a busy event loop here runs an expired timer before it reads the
- * socket, so a reply that arrived in time could be thrown away: the sign-in decided (approved and
- * reported) while the NAS heard nothing, and its retransmission got the same silence from the
- * duplicate cache. Nothing is decided after the deadline, so the grace only lets such a reply in.
+ * How much longer than its deadline a reply is waited for. auth-challenge takes up no decision with
+ * less than 250 ms left, stops retrying its event 100 ms before the deadline and sends no reply
+ * after it; but a busy event loop here runs an expired timer before it reads the socket, so a
+ * reply that arrived in time could be thrown away: the sign-in decided (approved and reported)
+ * while the NAS heard nothing, and its retransmission got the same silence from the duplicate
+ * cache. The grace lets in a reply sent before the deadline that this loop has not read yet.
  */
 const REPLY_GRACE_MS = 1_000;
 

@@ -124,7 +124,7 @@ describe('clusters: sign-ins while a NATS node, a stream leader, Redis masters a
         startNatsCluster({ nodes: 3 }),
         startRedisCluster({ masters: 3, replicasPerMaster: 1 }),
         startRedisSentinel({ replicas: 2, sentinels: 3, masterName: 'mymaster' }),
-        startPostgresPrimaryWithReplica(),
+        startPostgresPrimaryWithReplica({ synchronous: true }),
       ]);
       stack = await startServices({ REDIS_MODE: 'cluster', REDIS_NODES: redisCluster.nodes });
       nc = await connectClient({ servers: natsCluster.urls.split(','), name: 'e2e-cluster-idp', maxReconnectAttempts: -1, reconnectTimeWait: 250 });

@@ -67,3 +67,40 @@ describe('startPostgresPrimaryWithReplica', () => {
     console.log(`primary killed: the replica was promoted and writable after ${promoteMs} ms`);
   });
 });
+
+describe('startPostgresPrimaryWithReplica({ synchronous: true })', () => {
+  let pair: PostgresPrimaryWithReplica;
+
+  before(async () => {
+    pair = await startPostgresPrimaryWithReplica({ synchronous: true });
+  });
+
+  after(async () => {
+    await pair?.stop();
+  });
+
+  async function query(url: string, sql: string): Promise<pg.QueryResult> {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+    await client.connect();
+    try {
+      return await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  }
+
+  it('commits on the primary only with the replica as its synchronous standby; the promoted replica waits for none', { timeout: 60_000 }, async () => {
+    const standbys = await query(pair.primary.url(), 'SELECT sync_state FROM pg_stat_replication');
+    assert.deepEqual(standbys.rows, [{ sync_state: 'sync' }]);
+    await query(pair.primary.url(), 'CREATE TABLE notes (id int PRIMARY KEY)');
+    await query(pair.primary.url(), 'INSERT INTO notes VALUES (1)');
+    // Committed on the primary means the replica has it: no wait for replay before the crash.
+    await pair.primary.kill();
+    await pair.promoteReplica();
+    const setting = await query(pair.replica.url(), 'SHOW synchronous_standby_names');
+    assert.deepEqual(setting.rows, [{ synchronous_standby_names: '' }]);
+    await query(pair.replica.url(), 'INSERT INTO notes VALUES (2)');
+    const { rows } = await query(pair.replica.url(), 'SELECT id FROM notes ORDER BY id');
+    assert.deepEqual(rows.map((r) => r.id), [1, 2]);
+  });
+});

@@ -59,8 +59,14 @@ export interface PostgresPrimaryWithReplica {
  * replication slot, so the primary keeps the WAL the replica has not received, on a free port of
  * its own with hot_standby on. Both are postmasters this process started: a test kills either by
  * its process id and promotes the replica. Binaries as for startPostgresServer (`PG_BIN_DIR`).
+ *
+ * `synchronous`: the primary's commits wait until the replica has the WAL
+ * (`synchronous_standby_names = '*'`, set on the primary after the base backup, so a promoted
+ * replica waits for no standby), as docs/operations.md asks of a deployment whose report must
+ * keep every row across a failover. Do not kill the replica of such a pair while the primary
+ * takes writes: they wait for it.
  */
-export async function startPostgresPrimaryWithReplica(options: { slotName?: string } = {}): Promise<PostgresPrimaryWithReplica> {
+export async function startPostgresPrimaryWithReplica(options: { slotName?: string; synchronous?: boolean } = {}): Promise<PostgresPrimaryWithReplica> {
   const bin = postgresBinDir();
   const [primaryPort, replicaPort] = await freePorts(2);
   const dir = await mkdtemp(join(tmpdir(), 'mfa-pg-replica-'));
@@ -140,6 +146,15 @@ export async function startPostgresPrimaryWithReplica(options: { slotName?: stri
       30_000,
       () => replica.output().trim().split('\n').slice(-3).join(' | '),
     );
+    if (options.synchronous) {
+      await psql(bin, primary.port, `ALTER SYSTEM SET synchronous_standby_names = '*'`);
+      await psql(bin, primary.port, 'SELECT pg_reload_conf()');
+      await pollUntil(
+        'the replica to become the synchronous standby',
+        async () => ((await psql(bin, primary.port, `SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'`)) === '1' ? true : undefined),
+        30_000,
+      );
+    }
   } catch (error) {
     await stop();
     throw error;

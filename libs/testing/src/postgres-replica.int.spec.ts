@@ -3,6 +3,16 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { startPostgresPrimaryWithReplica, type PostgresPrimaryWithReplica } from './postgres-replica.js';
 
+async function query(url: string, sql: string, values: unknown[] = []): Promise<pg.QueryResult> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    return await client.query(sql, values);
+  } finally {
+    await client.end();
+  }
+}
+
 // The harness against real postmasters of its own (never the shared Postgres on 5432).
 describe('startPostgresPrimaryWithReplica', () => {
   let pair: PostgresPrimaryWithReplica;
@@ -14,16 +24,6 @@ describe('startPostgresPrimaryWithReplica', () => {
   after(async () => {
     await pair?.stop();
   });
-
-  async function query(url: string, sql: string, values: unknown[] = []): Promise<pg.QueryResult> {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
-    await client.connect();
-    try {
-      return await client.query(sql, values);
-    } finally {
-      await client.end();
-    }
-  }
 
   it('streams what the primary writes to a read-only replica on a port of its own', async () => {
     assert.notEqual(pair.primary.port, pair.replica.port);
@@ -78,16 +78,6 @@ describe('startPostgresPrimaryWithReplica({ synchronous: true })', () => {
   after(async () => {
     await pair?.stop();
   });
-
-  async function query(url: string, sql: string): Promise<pg.QueryResult> {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
-    await client.connect();
-    try {
-      return await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  }
 
   it('commits on the primary only with the replica as its synchronous standby; the promoted replica waits for none', { timeout: 60_000 }, async () => {
     const standbys = await query(pair.primary.url(), 'SELECT sync_state FROM pg_stat_replication');

@@ -49,9 +49,14 @@ describe('end to end: the RADIUS front', () => {
     return c;
   };
 
+  let env: Record<string, string | undefined>;
+  const onLine = (service: string, line: string) => {
+    if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+  };
+
   before(async () => {
     await twilio.start();
-    const env = {
+    env = {
       NODE_ENV: 'test',
       LOG_LEVEL: 'warn',
       NATS_URL: testEnv.natsUrl,
@@ -60,9 +65,6 @@ describe('end to end: the RADIUS front', () => {
       MFA_AUTH: 'required',
       MFA_PLATFORM_API_KEY: PLATFORM_KEY,
       ...twilio.env(),
-    };
-    const onLine = (service: string, line: string) => {
-      if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
     };
     // Calls go through the fake Twilio, whose webhooks reach dispatch on a known port; the
     // authenticator app reaches the device API where user-settings says it is.
@@ -221,13 +223,19 @@ describe('end to end: the RADIUS front', () => {
     assert.equal(rejected.code, 'Access-Reject', rejected.output);
   });
 
-  itWith({ real: wholeStack, fake: ['authenticator'] }, 'radclient, push: the answer waits for the app, which shows no number to type (there is no sign-in page); approved accepts, denied rejects', async () => {
+  /** A user of tenant A whose default method is push, with the authenticator app activated. */
+  const pushUser = async () => {
     const userId = await register(tenantA);
     const enrolled = await ask(Subjects.usersPushEnroll, { tenantId: tenantA, userId });
     assert.equal(typeof enrolled.activationUrl, 'string', JSON.stringify(enrolled));
     const state = join(mkdtempSync(join(tmpdir(), 'mfa-authenticator-')), 'device.json');
     const app = (...args: string[]) => run(process.execPath, [AUTHENTICATOR, '--state', state, ...args], { timeout: 30_000 });
     await app('activate', String(enrolled.activationUrl), '--name', 'radius phone');
+    return { userId, app };
+  };
+
+  itWith({ real: wholeStack, fake: ['authenticator'] }, 'radclient, push: the answer waits for the app, which shows no number to type (there is no sign-in page); approved accepts, denied rejects', async () => {
+    const { userId, app } = await pushUser();
     const signIn = async (decision: 'approve' | 'deny') => {
       const answer = eventually(async () => {
         const a = await radclient(port, secrets.a, [`User-Name = "${userId}"`, 'NAS-Identifier = "vpn-gw"'], 'auth', 30);
@@ -485,4 +493,37 @@ describe('end to end: the RADIUS front', () => {
       for (const { socket } of sockets) socket.close();
     }
   }, { timeout: 60_000 });
+
+  itWith({ real: wholeStack, fake: ['authenticator'] }, 'a shutdown waits for a push under way: approved 11 s after SIGTERM (past the 10 s an answer used to get), the NAS still gets Access-Accept, then the process exits cleanly', async () => {
+    const drainPort = await freeUdpPort();
+    const draining = await startStack({
+      services: ['radius'],
+      env,
+      serviceEnv: { radius: { RADIUS_PORT: String(drainPort), RADIUS_CLIENTS: JSON.stringify([{ cidr: '127.0.0.1/32', secret: secrets.a, tenantId: tenantA, name: 'vpn-a' }]), RADIUS_WAIT_SECONDS: '20' } },
+      onLine,
+      readyTimeoutMs: 60_000,
+    });
+    try {
+      const { userId, app } = await pushUser();
+      // A first sign-in, approved at once, shows the user is known to the front's API.
+      const first = eventually(async () => {
+        const a = await radclient(drainPort, secrets.a, [`User-Name = "${userId}"`], 'auth', 30);
+        return a && !/Unknown user|No MFA method/.test(a.replyMessage ?? '') ? a : undefined;
+      }, 40_000, 'the first push answered');
+      await app('pending', '--json', '--wait', '15');
+      await app('approve');
+      assert.equal((await first).code, 'Access-Accept');
+
+      const answer = radclient(drainPort, secrets.a, [`User-Name = "${userId}"`], 'auth', 30);
+      await app('pending', '--json', '--wait', '15');
+      const exited = draining.processes[0]!.stop();
+      await new Promise((resolve) => setTimeout(resolve, 11_000));
+      assert.match((await app('approve')).stdout, /approved/);
+      const accepted = await answer;
+      assert.equal(accepted?.code, 'Access-Accept', accepted?.output ?? 'no answer: the push was cut off by the shutdown');
+      assert.equal(await exited, 0, 'a clean exit once the answer was sent');
+    } finally {
+      await draining.stop();
+    }
+  }, { timeout: 120_000 });
 });

@@ -16,7 +16,12 @@ export interface RunningService {
   url: string;
   log: Logger;
   stop(): Promise<void>;
+  /** How long stop() may take before the process exits anyway; STOP_WITHIN_MS when not said. */
+  stopWithinMs?: number;
 }
+
+/** How long a service's shutdown may take (its in-flight requests, NATS's drain, the telemetry flush). */
+export const STOP_WITHIN_MS = 15_000;
 
 /** The logger of a service, at the level its validated configuration asks for. */
 export const serviceLogger = (name: string, config: Pick<BaseConfig, 'LOG_LEVEL' | 'INSTANCE_NAME'>): Logger =>
@@ -95,7 +100,7 @@ export async function main<C>(name: string, loadConfig: () => C, boot: (config: 
     const timer = setTimeout(() => {
       log.error('shutdown took too long; exiting');
       process.exit(1);
-    }, 15_000);
+    }, running?.stopWithinMs ?? STOP_WITHIN_MS);
     timer.unref();
     void (running?.stop() ?? Promise.resolve()).then(
       () => process.exit(0),

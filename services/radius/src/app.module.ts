@@ -14,6 +14,11 @@ import type { RadiusConfig } from './config.js';
 
 /** How often a push or call being waited for is asked about. */
 const POLL_MS = 500;
+/**
+ * How long a shutdown gives the answers under way: the longest one can take (RADIUS_WAIT_SECONDS
+ * and 1 s for a push or a call), and a second more for the Redis calls of States and the send.
+ */
+export const drainMsOf = (service: RadiusService): number => service.longestAnswerMs + 1_000;
 
 /** Opens the RADIUS socket once everything it needs is up, and closes it first on the way down. */
 @Injectable()
@@ -23,6 +28,7 @@ class ListenerLifecycle implements OnApplicationBootstrap, OnApplicationShutdown
     @Inject(DuplicateCache) private readonly cache: DuplicateCache,
     @Inject(LOGGER) private readonly log: Logger,
     @Inject(ClientDirectory) private readonly clients: ClientDirectory,
+    @Inject(RadiusService) private readonly service: RadiusService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -32,7 +38,7 @@ class ListenerLifecycle implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   async onApplicationShutdown(): Promise<void> {
-    await this.listener.stop(10_000);
+    await this.listener.stop(drainMsOf(this.service));
     this.cache.close();
   }
 }

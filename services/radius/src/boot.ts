@@ -1,5 +1,6 @@
-import { runService, serviceLogger, type RunningService } from '@mfa/service-kit';
-import { AppModule } from './app.module.js';
+import { runService, serviceLogger, STOP_WITHIN_MS, type RunningService } from '@mfa/service-kit';
+import { AppModule, drainMsOf } from './app.module.js';
+import { RadiusService } from './application/radius.service.js';
 import type { RadiusConfig } from './config.js';
 
 /**
@@ -9,5 +10,8 @@ import type { RadiusConfig } from './config.js';
  */
 export async function boot(config: RadiusConfig): Promise<RunningService> {
   const log = serviceLogger('radius', config);
-  return runService({ name: 'radius', module: AppModule.forRoot(config, log), config, log, transport: false });
+  const running = await runService({ name: 'radius', module: AppModule.forRoot(config, log), config, log, transport: false });
+  // A shutdown first waits for the answers under way (a push up to RADIUS_WAIT_SECONDS), then
+  // stops like any service.
+  return { ...running, stopWithinMs: drainMsOf(running.app.get(RadiusService)) + STOP_WITHIN_MS };
 }

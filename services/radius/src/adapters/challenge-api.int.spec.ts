@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { Subjects } from '@mfa/contracts';
+import { Headers, Subjects } from '@mfa/contracts';
 import { connectClient } from '@mfa/messaging';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import type { RadiusClient } from '../domain/clients.js';
@@ -116,5 +116,24 @@ describe('ChallengeApi: the reply to a request', () => {
     assert.ok('unreachable' in status, JSON.stringify(status));
     // Not given up at the deadline (300 ms): the grace is waited for too.
     assert.ok(performance.now() - sent >= 600, `given up after ${performance.now() - sent} ms`);
+  });
+
+  itWith({ real: ['nats'] }, 'a status poll given an earlier end of waiting carries it as its deadline, and gives up at it plus the grace', async () => {
+    const seen: (string | undefined)[] = [];
+    const sub = nc.subscribe(Subjects.challengeStatus, { callback: (_error, msg) => void seen.push(msg.headers?.get(Headers.deadline)) });
+    try {
+      await nc.flush();
+      const api = new ChallengeApi(nc, undefined, { requestMs: 5_000, replyGraceMs: 300 });
+      const until = Date.now() + 400;
+      const sent = performance.now();
+      const status = await api.status(client, 'c', until);
+      const took = performance.now() - sent;
+      assert.ok('unreachable' in status, JSON.stringify(status));
+      assert.deepEqual(seen, [String(until)]);
+      // Given up at the end of waiting and the grace (700 ms), not at the usual deadline (5 s).
+      assert.ok(took >= 650 && took < 3_000, `given up after ${took} ms`);
+    } finally {
+      sub.unsubscribe();
+    }
   });
 });

@@ -48,19 +48,32 @@ export class ChallengeApi {
     return this.call(client, Subjects.challengeVerify, { tenantId: client.tenantId, challengeId, code });
   }
 
-  status(client: RadiusClient, challengeId: string): Promise<ApiResult<ChallengeStatusReply>> {
-    return this.call(client, Subjects.challengeStatus, { tenantId: client.tenantId, challengeId });
+  /** `until` (Unix ms): the caller's own end of waiting, when it comes before the usual deadline. */
+  status(client: RadiusClient, challengeId: string, until?: number): Promise<ApiResult<ChallengeStatusReply>> {
+    return this.call(client, Subjects.challengeStatus, { tenantId: client.tenantId, challengeId }, until);
   }
 
-  private async call<T>(client: RadiusClient, subject: string, body: unknown): Promise<ApiResult<T>> {
+  /** The longest one request can take: its deadline and the grace of its reply. */
+  get longestCallMs(): number {
+    return this.timing.requestMs + this.timing.replyGraceMs;
+  }
+
+  /** How long after its deadline a reply is still taken. */
+  get replyGraceMs(): number {
+    return this.timing.replyGraceMs;
+  }
+
+  private async call<T>(client: RadiusClient, subject: string, body: unknown, until = Infinity): Promise<ApiResult<T>> {
     const h = natsHeaders();
     const key = client.apiKey ?? this.platformKey;
     if (key) h.set('Authorization', `Bearer ${key}`);
     const { requestMs, replyGraceMs } = this.timing;
-    h.set(Headers.deadline, String(Date.now() + requestMs));
+    const now = Date.now();
+    const deadline = Math.min(now + requestMs, until);
+    h.set(Headers.deadline, String(deadline));
     let reply: unknown;
     try {
-      const msg = await this.nc.request(subject, JSON.stringify(body), { timeout: requestMs + replyGraceMs, headers: h });
+      const msg = await this.nc.request(subject, JSON.stringify(body), { timeout: Math.max(1, deadline - now + replyGraceMs), headers: h });
       reply = msg.json();
     } catch (error) {
       return { unreachable: (error as Error).message };

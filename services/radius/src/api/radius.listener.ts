@@ -67,10 +67,19 @@ export class RadiusListener implements HealthCheck {
       return;
     }
     if (!answer) return;
+    // Settled once the answer has left (the send's callback), so a shutdown that waits for it does
+    // not close the socket under a datagram still queued.
     const sent = answer
-      .then((reply) => {
-        if (reply) socket.send(reply, port, address, (error) => error && this.log.warn('radius answer not sent', { error, to: address }));
-      })
+      .then(
+        (reply) =>
+          reply &&
+          new Promise<void>((resolve) =>
+            socket.send(reply, port, address, (error) => {
+              if (error) this.log.warn('radius answer not sent', { error, to: address });
+              resolve();
+            }),
+          ),
+      )
       .catch((error: unknown) => this.log.error('radius answer failed', { error }))
       .finally(() => this.inFlight.delete(sent));
     this.inFlight.add(sent);

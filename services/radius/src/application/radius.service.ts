@@ -29,7 +29,7 @@ export interface Datagram {
 }
 
 export interface RadiusOptions {
-  /** RADIUS_WAIT_SECONDS, in ms: how long a push or a call is waited for. */
+  /** RADIUS_WAIT_SECONDS, in ms: how long after the Access-Request's arrival a push or a call is waited for. */
   waitMs: number;
   /** How often a waited-for challenge's status is asked. */
   pollMs: number;
@@ -62,6 +62,16 @@ export class RadiusService {
     private readonly options: RadiusOptions,
     private readonly log: Logger,
   ) {}
+
+  /**
+   * The longest an answer can take, the short Redis calls for States aside: otp mode's start then
+   * verify, or a push or call waited for up to RADIUS_WAIT_SECONDS after the request's arrival
+   * (its last status poll's reply within the grace). A shutdown waits this long for the answers
+   * under way.
+   */
+  get longestAnswerMs(): number {
+    return Math.max(2 * this.api.longestCallMs, this.options.waitMs + this.api.replyGraceMs);
+  }
 
   /** The bytes to send back to the datagram's source, or undefined for none. Never throws. */
   receive(d: Datagram): Promise<Buffer | undefined> | undefined {
@@ -123,6 +133,7 @@ export class RadiusService {
   }
 
   private async decide(client: RadiusClient, packet: Packet, d: Datagram): Promise<Answer> {
+    const arrivedAt = Date.now();
     // RFC 5997: Status-Server sent to the authentication port is answered with Access-Accept.
     if (packet.code === Code.StatusServer) return { code: Code.AccessAccept };
     if (attributeOf(packet, Attr.ChapPassword) || attributeOf(packet, Attr.EapMessage) || hasMsChap(packet)) {
@@ -149,12 +160,12 @@ export class RadiusService {
       }
     }
     const state = attributeOf(packet, Attr.State);
-    const decision = state ? await this.answerCode(client, state, userId, password) : await this.begin(client, userId, password, packet, d);
+    const decision = state ? await this.answerCode(client, state, userId, password) : await this.begin(client, userId, password, packet, d, arrivedAt);
     return this.toAnswer(client, userId, decision);
   }
 
   /** A first request: a challenge starts with the user's default method. */
-  private async begin(client: RadiusClient, userId: string, password: string | undefined, packet: Packet, d: Datagram): Promise<Decision> {
+  private async begin(client: RadiusClient, userId: string, password: string | undefined, packet: Packet, d: Datagram, arrivedAt: number): Promise<Decision> {
     const otp = client.passwordMode === 'otp';
     const callingStation = attributeOf(packet, Attr.CallingStationId);
     const clientIp = clientIpOf(callingStation ? callingStation.toString('latin1') : undefined);
@@ -176,7 +187,7 @@ export class RadiusService {
       const verified = await this.api.verify(client, decision.challengeId, code);
       return this.decided(verified, (reply) => afterVerify(reply, { challengeId: decision.challengeId, method: 'totp', expiresAt: '' }, true));
     }
-    if (decision.kind === 'wait') return this.waitFor(client, decision.challengeId, decision.method);
+    if (decision.kind === 'wait') return this.waitFor(client, decision.challengeId, decision.method, arrivedAt + this.options.waitMs);
     return decision;
   }
 
@@ -197,15 +208,18 @@ export class RadiusService {
     return decision;
   }
 
-  /** Push and calls: the status is asked until the user answers or RADIUS_WAIT_SECONDS pass. */
-  private async waitFor(client: RadiusClient, challengeId: string, method: 'push' | 'voice' | 'sms' | 'totp'): Promise<Decision> {
-    const until = Date.now() + this.options.waitMs;
+  /**
+   * Push and calls: the status is asked until the user answers or `until` (RADIUS_WAIT_SECONDS after
+   * the request's arrival) passes. No poll's deadline goes beyond it, so the answer leaves by then
+   * (a slow last reply within its grace): a NAS whose timeout is above RADIUS_WAIT_SECONDS has it.
+   */
+  private async waitFor(client: RadiusClient, challengeId: string, method: 'push' | 'voice' | 'sms' | 'totp', until: number): Promise<Decision> {
     let last: Decision | undefined;
     waiting.inc();
     try {
       while (Date.now() + this.options.pollMs <= until) {
         await sleep(this.options.pollMs);
-        const status = await this.api.status(client, challengeId);
+        const status = await this.api.status(client, challengeId, until);
         last = this.decided(status, (reply) => afterWait(reply) ?? { kind: 'wait', challengeId, method });
         if (last.kind !== 'wait' && last.kind !== 'silent') return last;
       }

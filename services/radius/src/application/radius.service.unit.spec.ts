@@ -1,0 +1,93 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '@mfa/telemetry';
+import type { ChallengeStartReply, ChallengeStatusReply } from '@mfa/contracts';
+import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
+import type { StateStore } from '../adapters/state-store.js';
+import { ClientDirectory, RadiusClients } from '../domain/clients.js';
+import { Attr, checkResponse, Code, decodePacket, encodeRequest, textAttributes } from '../domain/packet.js';
+import { DuplicateCache } from './duplicate-cache.js';
+import { RadiusService } from './radius.service.js';
+
+const quiet = () => undefined;
+const log: Logger = { debug: quiet, info: quiet, warn: quiet, error: quiet, child: () => log };
+const SECRET = 'a-shared-secret-of-the-vpn';
+const clients = new ClientDirectory(RadiusClients.parse(JSON.stringify([{ cidr: '192.0.2.0/24', secret: SECRET, tenantId: 'tenant-a', name: 'vpn' }])), 'challenge');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The challenge API as a push user's sign-in meets it: the start answers `pending` (push) after
+ * `startMs`; every status poll answers `pending` after `pollReplyMs`, and the `until` each poll
+ * was given is kept.
+ */
+function pushApi(o: { startMs: number; pollReplyMs: number }) {
+  const untils: number[] = [];
+  const api = {
+    longestCallMs: 6_000,
+    replyGraceMs: 1_000,
+    async start(): Promise<ApiResult<ChallengeStartReply>> {
+      await sleep(o.startMs);
+      return { ok: { challengeId: 'ch-1', status: 'pending', method: 'push', expiresAt: new Date(Date.now() + 60_000).toISOString() } as ChallengeStartReply };
+    },
+    async status(_client: unknown, challengeId: string, until?: number): Promise<ApiResult<ChallengeStatusReply>> {
+      untils.push(until ?? Number.NaN);
+      await sleep(o.pollReplyMs);
+      return { ok: { challengeId, status: 'pending' } as ChallengeStatusReply };
+    },
+  };
+  return { api: api as unknown as ChallengeApi, untils };
+}
+
+function accessRequest(userName: string) {
+  const authenticator = randomBytes(16);
+  const bytes = encodeRequest({ code: Code.AccessRequest, identifier: 7, authenticator, attributes: textAttributes(Attr.UserName, userName), secret: Buffer.from(SECRET) });
+  return { bytes, authenticator };
+}
+
+describe('RadiusService: how long a push is waited for', () => {
+  it('counts RADIUS_WAIT_SECONDS from the request’s arrival, and caps every status poll’s deadline there: a slow start does not push the answer past the NAS’s timeout', async () => {
+    const { api, untils } = pushApi({ startMs: 300, pollReplyMs: 20 });
+    const cache = new DuplicateCache();
+    const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log);
+    // The service's own timers do not hold the process open (a shutdown does not wait for them).
+    const alive = setInterval(quiet, 1_000);
+    try {
+      const { bytes, authenticator } = accessRequest('alice@example.com');
+      const before = Date.now();
+      const answer = await service.receive({ bytes, address: '192.0.2.10', port: 40_000 });
+      assert.ok(answer, 'an answer');
+      assert.equal(checkResponse(answer, authenticator, Buffer.from(SECRET)).authentic, true);
+      const reply = decodePacket(answer);
+      assert.equal(reply.code, Code.AccessReject);
+      assert.match(textOf(reply), /not answered in time/);
+      assert.ok(untils.length > 0, 'the status was asked');
+      // Every poll ends where waiting ends: RADIUS_WAIT_SECONDS after the arrival, not after the
+      // start's reply (which came 300 ms later).
+      assert.deepEqual(new Set(untils).size, 1, `one end for every poll: ${untils.join(', ')}`);
+      const end = untils[0]! - before;
+      assert.ok(end >= 700 && end < 700 + 300, `waiting ends ${end} ms after the request was handed over`);
+    } finally {
+      clearInterval(alive);
+      cache.close();
+    }
+  });
+
+  it('gives a shutdown as long as the longest answer: otp mode’s two calls, or the wait and its last poll’s grace', () => {
+    const cache = new DuplicateCache();
+    try {
+      const { api } = pushApi({ startMs: 0, pollReplyMs: 0 });
+      assert.equal(new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 25_000, pollMs: 500 }, log).longestAnswerMs, 26_000);
+      assert.equal(new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 5_000, pollMs: 500 }, log).longestAnswerMs, 12_000);
+    } finally {
+      cache.close();
+    }
+  });
+});
+
+function textOf(packet: ReturnType<typeof decodePacket>): string {
+  return packet.attributes
+    .filter((a) => a.type === Attr.ReplyMessage)
+    .map((a) => a.value.toString('utf8'))
+    .join('');
+}

@@ -39,6 +39,8 @@ export interface RadiusOptions {
 const MICROSOFT = 311;
 const MS_CHAP_TYPES = new Set([1, 11, 25]); // MS-CHAP-Response, MS-CHAP-Challenge, MS-CHAP2-Response
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** The least time left for a status poll to be begun: auth-challenge drops a request with under 100 ms left when its turn comes. */
+const LAST_POLL_MS = 250;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /** What is answered: Access-Accept, Access-Reject or Access-Challenge (with its State), or nothing. */
@@ -211,23 +213,28 @@ export class RadiusService {
   /**
    * Push and calls: the status is asked until the user answers or `until` (RADIUS_WAIT_SECONDS after
    * the request's arrival) passes. No poll's deadline goes beyond it, so the answer leaves by then
-   * (a slow last reply within its grace): a NAS whose timeout is above RADIUS_WAIT_SECONDS has it.
+   * (a slow last reply within its grace), unless the start's own reply came later still. A poll is
+   * not begun with less than LAST_POLL_MS left: auth-challenge drops a request that reaches it
+   * too close to its deadline, and that silence would read as the API being down.
    */
   private async waitFor(client: RadiusClient, challengeId: string, method: 'push' | 'voice' | 'sms' | 'totp', until: number): Promise<Decision> {
     let last: Decision | undefined;
+    let answered = false;
     waiting.inc();
     try {
-      while (Date.now() + this.options.pollMs <= until) {
+      while (Date.now() + this.options.pollMs + LAST_POLL_MS <= until) {
         await sleep(this.options.pollMs);
         const status = await this.api.status(client, challengeId, until);
         last = this.decided(status, (reply) => afterWait(reply) ?? { kind: 'wait', challengeId, method });
         if (last.kind !== 'wait' && last.kind !== 'silent') return last;
+        answered ||= last.kind === 'wait';
       }
     } finally {
       waiting.dec();
     }
-    // Still pending when the time ran out; silent only if the API never answered at the end.
-    return last?.kind === 'silent' ? last : waitedTooLong(method);
+    // Still pending when the time ran out. Silent (so the NAS tries its next server) only when the
+    // API answered none of the polls; a last one unanswered is more likely just late.
+    return last?.kind === 'silent' && !answered ? last : waitedTooLong(method);
   }
 
   private decided<T>(result: ApiResult<T>, then: (reply: T) => Decision): Decision {

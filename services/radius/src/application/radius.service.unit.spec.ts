@@ -19,19 +19,24 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * The challenge API as a push user's sign-in meets it: the start answers `pending` (push) after
  * `startMs`; every status poll answers `pending` after `pollReplyMs`, and the `until` each poll
- * was given is kept.
+ * was given is kept. As auth-challenge's transport does, a poll with under 100 ms left to its
+ * deadline gets no reply; `down`: no poll gets one.
  */
-function pushApi(o: { startMs: number; pollReplyMs: number }) {
+function pushApi(o: { startMs: number | (() => number); pollReplyMs: number; down?: boolean }) {
   const untils: number[] = [];
   const api = {
     longestCallMs: 6_000,
     replyGraceMs: 1_000,
     async start(): Promise<ApiResult<ChallengeStartReply>> {
-      await sleep(o.startMs);
+      await sleep(typeof o.startMs === 'number' ? o.startMs : o.startMs());
       return { ok: { challengeId: 'ch-1', status: 'pending', method: 'push', expiresAt: new Date(Date.now() + 60_000).toISOString() } as ChallengeStartReply };
     },
     async status(_client: unknown, challengeId: string, until?: number): Promise<ApiResult<ChallengeStatusReply>> {
       untils.push(until ?? Number.NaN);
+      if (o.down || (until ?? Infinity) - Date.now() < 100) {
+        await sleep(Math.max(0, (until ?? Date.now()) - Date.now()));
+        return { unreachable: 'TIMEOUT' };
+      }
       await sleep(o.pollReplyMs);
       return { ok: { challengeId, status: 'pending' } as ChallengeStatusReply };
     },
@@ -67,6 +72,32 @@ describe('RadiusService: how long a push is waited for', () => {
       assert.deepEqual(new Set(untils).size, 1, `one end for every poll: ${untils.join(', ')}`);
       const end = untils[0]! - before;
       assert.ok(end >= 700 && end < 700 + 300, `waiting ends ${end} ms after the request was handed over`);
+    } finally {
+      clearInterval(alive);
+      cache.close();
+    }
+  });
+
+  it('answers a push still pending when the wait ends with Access-Reject, however little time its last poll had; with no poll answered at all, with silence', async () => {
+    const cache = new DuplicateCache();
+    const alive = setInterval(quiet, 1_000);
+    try {
+      // Starts of every length within a poll interval: the last poll begins anywhere in it.
+      const { api } = pushApi({ startMs: () => Math.random() * 100, pollReplyMs: 5 });
+      const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 600, pollMs: 100 }, log);
+      const answers = await Promise.all(
+        Array.from({ length: 60 }, (_, i) => service.receive({ bytes: accessRequest(`user-${i}@example.com`).bytes, address: '192.0.2.10', port: 40_000 + i })),
+      );
+      assert.deepEqual(
+        answers.map((a) => a && decodePacket(a).code),
+        answers.map(() => Code.AccessReject),
+        'every one rejected, none left unanswered',
+      );
+
+      const down = pushApi({ startMs: 0, pollReplyMs: 5, down: true });
+      const unreachable = new RadiusService(clients, down.api, {} as StateStore, cache, { waitMs: 600, pollMs: 100 }, log);
+      assert.equal(await unreachable.receive({ bytes: accessRequest('bob@example.com').bytes, address: '192.0.2.11', port: 41_000 }), undefined, 'no answer: the NAS tries its next server');
+      assert.ok(down.untils.length > 0);
     } finally {
       clearInterval(alive);
       cache.close();

@@ -233,14 +233,17 @@ describe('end to end: the RADIUS front', () => {
     await app('activate', String(enrolled.activationUrl), '--name', 'radius phone');
     return { userId, app };
   };
+  /** A push sign-in's answer, asked again while the new user is not yet known to the front's API. */
+  const pushAnswer = (radiusPort: number, userId: string, attributes: string[] = []) =>
+    eventually(async () => {
+      const a = await radclient(radiusPort, secrets.a, [`User-Name = "${userId}"`, ...attributes], 'auth', 30);
+      return a && !/Unknown user|No MFA method/.test(a.replyMessage ?? '') ? a : undefined;
+    }, 40_000, 'the push answered');
 
   itWith({ real: wholeStack, fake: ['authenticator'] }, 'radclient, push: the answer waits for the app, which shows no number to type (there is no sign-in page); approved accepts, denied rejects', async () => {
     const { userId, app } = await pushUser();
     const signIn = async (decision: 'approve' | 'deny') => {
-      const answer = eventually(async () => {
-        const a = await radclient(port, secrets.a, [`User-Name = "${userId}"`, 'NAS-Identifier = "vpn-gw"'], 'auth', 30);
-        return a && !/Unknown user|No MFA method/.test(a.replyMessage ?? '') ? a : undefined;
-      }, 40_000, 'the push answered');
+      const answer = pushAnswer(port, userId, ['NAS-Identifier = "vpn-gw"']);
       const pending = JSON.parse((await app('pending', '--json', '--wait', '15')).stdout) as { challenge: { numberMatch?: boolean; application: string } };
       assert.equal(pending.challenge.numberMatch, false, 'nothing to type');
       assert.equal(pending.challenge.application, 'vpn-gw');
@@ -506,10 +509,7 @@ describe('end to end: the RADIUS front', () => {
     try {
       const { userId, app } = await pushUser();
       // A first sign-in, approved at once, shows the user is known to the front's API.
-      const first = eventually(async () => {
-        const a = await radclient(drainPort, secrets.a, [`User-Name = "${userId}"`], 'auth', 30);
-        return a && !/Unknown user|No MFA method/.test(a.replyMessage ?? '') ? a : undefined;
-      }, 40_000, 'the first push answered');
+      const first = pushAnswer(drainPort, userId);
       await app('pending', '--json', '--wait', '15');
       await app('approve');
       assert.equal((await first).code, 'Access-Accept');

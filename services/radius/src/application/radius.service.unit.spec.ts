@@ -6,7 +6,7 @@ import type { ChallengeStartReply, ChallengeStatusReply } from '@mfa/contracts';
 import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
 import type { StateStore } from '../adapters/state-store.js';
 import { ClientDirectory, RadiusClients } from '../domain/clients.js';
-import { Attr, checkResponse, Code, decodePacket, encodeRequest, textAttributes } from '../domain/packet.js';
+import { Attr, attributesOf, checkResponse, Code, decodePacket, encodeRequest, textAttributes } from '../domain/packet.js';
 import { DuplicateCache } from './duplicate-cache.js';
 import { RadiusService } from './radius.service.js';
 
@@ -65,7 +65,7 @@ describe('RadiusService: how long a push is waited for', () => {
       assert.equal(checkResponse(answer, authenticator, Buffer.from(SECRET)).authentic, true);
       const reply = decodePacket(answer);
       assert.equal(reply.code, Code.AccessReject);
-      assert.match(textOf(reply), /not answered in time/);
+      assert.match(attributesOf(reply, Attr.ReplyMessage).map((v) => v.toString('utf8')).join(''), /not answered in time/);
       assert.ok(untils.length > 0, 'the status was asked');
       // Every poll ends where waiting ends: RADIUS_WAIT_SECONDS after the arrival, not after the
       // start's reply (which came 300 ms later).
@@ -115,10 +115,3 @@ describe('RadiusService: how long a push is waited for', () => {
     }
   });
 });
-
-function textOf(packet: ReturnType<typeof decodePacket>): string {
-  return packet.attributes
-    .filter((a) => a.type === Attr.ReplyMessage)
-    .map((a) => a.value.toString('utf8'))
-    .join('');
-}

@@ -12,6 +12,16 @@ export const MIGRATIONS_TABLE = 'pgmigrations_reporting';
 const DUPLICATE_DATABASE = '42P04';
 const UNIQUE_VIOLATION = '23505';
 const INVALID_CATALOG_NAME = '3D000';
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/**
+ * How long a migration's statement waits for a table lock before it gives up (and the whole
+ * migration is rolled back and tried again). While an ALTER TABLE waits for its lock, every query
+ * on that table queues behind it, so a migration stuck behind a long report query or a backup
+ * would stall the projection and the reports for as long: with this it stalls them for at most
+ * this long per attempt.
+ */
+export const MIGRATION_LOCK_TIMEOUT_MS = 1_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const codeOf = (error: unknown) => (error as { code?: unknown })?.code;
@@ -19,10 +29,13 @@ const codeOf = (error: unknown) => (error as { code?: unknown })?.code;
 /**
  * Creates the database if missing, then brings its schema up to date. Safe to run from several
  * instances at once: a lost CREATE DATABASE race is fine, and migrations wait for node-pg-migrate's
- * advisory lock. Retries while Postgres is still starting (containers start in any order).
+ * advisory lock. Retries while Postgres is still starting (containers start in any order), and
+ * while a migration cannot take a table's lock within `lockTimeoutMs` (another session holds the
+ * table), until `timeoutMs` has passed.
  */
-export async function prepareDatabase(databaseUrl: string, log: Logger, options: { timeoutMs?: number } = {}): Promise<void> {
+export async function prepareDatabase(databaseUrl: string, log: Logger, options: { timeoutMs?: number; lockTimeoutMs?: number } = {}): Promise<void> {
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  const lockTimeoutMs = options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS;
   // DATABASE_URL with several hosts: the schema is made on the one that accepts writes.
   if (hostUrls(databaseUrl).length > 1) {
     let primary = '';
@@ -30,7 +43,7 @@ export async function prepareDatabase(databaseUrl: string, log: Logger, options:
     databaseUrl = primary;
   }
   await retrying('create database', deadline, log, isStarting, () => createDatabaseIfMissing(databaseUrl, log));
-  await retrying('migrate', deadline, log, (e) => isStarting(e) || isLocked(e), () => migrate(databaseUrl, log));
+  await retrying('migrate', deadline, log, (e) => isStarting(e) || isLocked(e) || isLockTimeout(e), () => migrate(databaseUrl, log, lockTimeoutMs));
 }
 
 async function retrying(what: string, deadline: number, log: Logger, retryable: (e: unknown) => boolean, fn: () => Promise<void>) {
@@ -39,7 +52,10 @@ async function retrying(what: string, deadline: number, log: Logger, retryable: 
       return await fn();
     } catch (error) {
       if (!retryable(error) || Date.now() >= deadline) throw new Error(`database ${what} failed`, { cause: error });
-      log.debug(`database ${what}: retrying`, { attempt, error });
+      // Waiting for Postgres to start or for another instance is normal at boot; a table held by
+      // another session is something an operator may want to see (a long query, a backup).
+      if (isLockTimeout(error)) log.warn(`database ${what}: a table is held by another session; retrying`, { attempt, error: (error as Error).message });
+      else log.debug(`database ${what}: retrying`, { attempt, error });
       await sleep(Math.min(1_000, 50 * 2 ** attempt));
     }
   }
@@ -49,6 +65,17 @@ async function retrying(what: string, deadline: number, log: Logger, retryable: 
 function isStarting(error: unknown): boolean {
   const code = codeOf(error);
   return code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === '57P03';
+}
+
+/**
+ * A statement gave up waiting for a lock (lock_timeout). node-pg-migrate sometimes rethrows
+ * Postgres's error and sometimes a new one quoting its stack, so the message is read too.
+ */
+function isLockTimeout(error: unknown): boolean {
+  for (let e = error; e; e = (e as { cause?: unknown }).cause) {
+    if (codeOf(e) === LOCK_NOT_AVAILABLE || /canceling statement due to lock timeout/.test(String((e as Error).message))) return true;
+  }
+  return false;
 }
 
 /** Another instance (or another service's migrations) holds node-pg-migrate's lock. */
@@ -87,23 +114,35 @@ async function createDatabaseIfMissing(databaseUrl: string, log: Logger): Promis
   }
 }
 
-async function migrate(databaseUrl: string, log: Logger): Promise<void> {
-  const applied = await runner({
-    databaseUrl,
-    dir: MIGRATIONS_DIR,
-    migrationsTable: MIGRATIONS_TABLE,
-    direction: 'up',
-    // Every pending migration or none: a failed boot leaves the schema as it was.
-    singleTransaction: true,
-    checkOrder: true,
-    logger: {
-      debug: (msg) => log.debug(msg),
-      info: (msg) => log.debug(msg),
-      // A lost race for the lock also fails to release it; that is expected, not a warning.
-      warn: (msg) => (/release migration lock/.test(msg) ? log.debug(msg) : log.warn(msg)),
-      error: (msg) => log.error(msg),
-    },
-  });
+async function migrate(databaseUrl: string, log: Logger, lockTimeoutMs: number): Promise<void> {
+  // node-pg-migrate logs the failed statement as an error; an attempt that will be retried (a lock
+  // timeout) is reported once by retrying(), so its messages are only logged when it is not.
+  const failures: string[] = [];
+  let applied;
+  try {
+    applied = await runner({
+      // Every statement of the migration, the ALTERs included, gives up on a lock after lockTimeoutMs.
+      databaseUrl: { connectionString: databaseUrl, options: `-c lock_timeout=${lockTimeoutMs}` },
+      dir: MIGRATIONS_DIR,
+      migrationsTable: MIGRATIONS_TABLE,
+      direction: 'up',
+      // Every pending migration or none: a failed boot leaves the schema as it was.
+      singleTransaction: true,
+      checkOrder: true,
+      logger: {
+        debug: (msg) => log.debug(msg),
+        info: (msg) => log.debug(msg),
+        // A lost race for the lock also fails to release it, and a failed attempt is rolled back;
+        // both are expected, not warnings.
+        warn: (msg) => (/release migration lock|Rolling back attempted migration/.test(msg) ? log.debug(msg) : log.warn(msg)),
+        error: (msg) => failures.push(msg),
+      },
+    });
+  } catch (error) {
+    if (!isLockTimeout(error)) for (const msg of failures) log.error(msg);
+    throw error;
+  }
+  for (const msg of failures) log.error(msg);
   if (applied.length > 0) log.info('database migrated', { migrations: applied.map((m) => m.name) });
 }
 

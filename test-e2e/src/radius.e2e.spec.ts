@@ -497,7 +497,7 @@ describe('end to end: the RADIUS front', () => {
     }
   }, { timeout: 60_000 });
 
-  itWith({ real: wholeStack, fake: ['authenticator'] }, 'a shutdown waits for a push under way: approved 11 s after SIGTERM (past the 10 s an answer used to get), the NAS still gets Access-Accept, then the process exits cleanly', async () => {
+  itWith({ real: wholeStack, fake: ['authenticator'] }, 'a shutdown waits for a push under way: approved 11 s after SIGTERM (past the 10 s an answer used to get), the NAS still gets Access-Accept, then the process exits cleanly; meanwhile /health answers 503 and /metrics still answers', async () => {
     const drainPort = await freeUdpPort();
     const draining = await startStack({
       services: ['radius'],
@@ -517,6 +517,20 @@ describe('end to end: the RADIUS front', () => {
       const answer = radclient(drainPort, secrets.a, [`User-Name = "${userId}"`], 'auth', 30);
       await app('pending', '--json', '--wait', '15');
       const exited = draining.processes[0]!.stop();
+      const url = draining.url('radius');
+      // During the drain: not ready (a load balancer's health check takes the front out), alive,
+      // and still scraped.
+      let health: Response | undefined;
+      for (let i = 0; (health = await fetch(`${url}/health`)).status === 200; i++) {
+        assert.ok(i < 100, '/health still 200 5 s after SIGTERM');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(health.status, 503);
+      assert.match(((await health.json()) as { checks: Record<string, string> }).checks.radius ?? '', /shutting down/);
+      assert.equal((await fetch(`${url}/health/live`)).status, 200);
+      const metrics = await fetch(`${url}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /mfa_radius_/);
       await new Promise((resolve) => setTimeout(resolve, 11_000));
       assert.match((await app('approve')).stdout, /approved/);
       const accepted = await answer;

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Module, type BeforeApplicationShutdown, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { RedisClient } from '@mfa/projection';
 import type { Keyring } from '@mfa/crypto';
 import type { NatsClients } from '@mfa/messaging';
@@ -20,9 +20,14 @@ const POLL_MS = 500;
  */
 export const drainMsOf = (service: RadiusService): number => service.longestAnswerMs + 1_000;
 
-/** Opens the RADIUS socket once everything it needs is up, and closes it first on the way down. */
+/**
+ * Opens the RADIUS socket once everything it needs is up, and closes it first on the way down:
+ * before Nest closes HTTP (beforeApplicationShutdown), so that during the drain /health answers
+ * 503 (the front is leaving: a load balancer stops sending to it) and /metrics still counts the
+ * answers under way; NATS and Redis close after it (onApplicationShutdown).
+ */
 @Injectable()
-class ListenerLifecycle implements OnApplicationBootstrap, OnApplicationShutdown {
+class ListenerLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   constructor(
     @Inject(RadiusListener) private readonly listener: RadiusListener,
     @Inject(DuplicateCache) private readonly cache: DuplicateCache,
@@ -37,8 +42,11 @@ class ListenerLifecycle implements OnApplicationBootstrap, OnApplicationShutdown
     this.log.info('radius listening', { ...bound, clients: this.clients.size });
   }
 
-  async onApplicationShutdown(): Promise<void> {
+  async beforeApplicationShutdown(): Promise<void> {
     await this.listener.stop(drainMsOf(this.service));
+  }
+
+  onApplicationShutdown(): void {
     this.cache.close();
   }
 }

@@ -5,6 +5,7 @@ import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
 import { AuditTrail } from './auth/audit-trail.js';
 import type { BaseConfig, KeyringConfig } from './config.js';
+import { OpsController } from './health.js';
 import { KeyringModule } from './keyring-check.js';
 import { NatsTransport } from './nats/nats.transport.js';
 import type { JetStreamConsumerOptions } from './nats/decorators.js';
@@ -31,8 +32,8 @@ export const serviceLogger = (name: string, config: Pick<BaseConfig, 'LOG_LEVEL'
  * Boots a service: metrics, the Nest application (the master key check, then streams, consumers
  * and caches in the init hooks), then the NATS transport (its @MessagePattern and
  * @JetStreamConsumer handlers), then HTTP for /health and /metrics on HTTP_HOST:HTTP_PORT. stop()
- * reverses it: the transport stops taking work and lets what it took finish, then the adapters
- * close, then spans are flushed. Telemetry itself is started earlier, by main.ts, before Nest is
+ * reverses it: /health turns 503, the transport stops taking work and lets what it took finish,
+ * then HTTP and the adapters close, then spans are flushed. Telemetry itself is started earlier, by main.ts, before Nest is
  * imported. A boot that fails (a master key that differs from the running services', a
  * dependency that does not answer) closes what it opened and throws.
  */
@@ -79,6 +80,7 @@ export async function runService(options: {
   const stop = () =>
     (stopping ??= (async () => {
       log.info(`${name} stopping`);
+      opsOf(app)?.markStopping();
       await transport?.close();
       await app.close();
       await flushTelemetry();
@@ -86,6 +88,15 @@ export async function runService(options: {
       log.info(`${name} stopped`);
     })());
   return { app, url, log, stop };
+}
+
+/** The module's /health and /metrics, when it serves them (every service does; some tests do not). */
+function opsOf(app: INestApplication): OpsController | undefined {
+  try {
+    return app.get(OpsController, { strict: false });
+  } catch {
+    return undefined;
+  }
 }
 
 /**

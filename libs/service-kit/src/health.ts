@@ -27,11 +27,26 @@ async function within(ms: number, p: Promise<void>): Promise<void> {
 
 @Controller()
 export class OpsController {
+  private stopping = false;
+
   constructor(@Optional() @Inject(HEALTH_CHECKS) private readonly checks: HealthCheck[] = []) {}
+
+  /**
+   * From the start of a shutdown (runService's stop()): readiness answers 503, so a load balancer
+   * in front of the service's HTTP (the device API, the provider webhooks) stops
+   * sending to it while what it took finishes. Liveness and metrics answer until HTTP closes.
+   */
+  markStopping(): void {
+    this.stopping = true;
+  }
 
   /** Readiness: every dependency the service uses answers. 200 when ready, 503 otherwise. */
   @Get('health')
   async health(@Res() res: Response): Promise<void> {
+    if (this.stopping) {
+      res.status(503).json({ status: 'stopping', checks: {} });
+      return;
+    }
     const results: Record<string, string> = {};
     await Promise.all(
       (this.checks ?? []).map(async (c) => {

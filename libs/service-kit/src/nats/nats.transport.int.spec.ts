@@ -13,6 +13,7 @@ import { createEvent, EventPublisher, requestJson, type Delivery } from '@mfa/me
 import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, testEnv } from '@mfa/testing';
 import { runService, type RunningService } from '../bootstrap.js';
+import { OpsController } from '../health.js';
 import { AuthModule } from '../auth/auth.module.js';
 import { MessagingModule } from '../messaging.module.js';
 import { ContractPipe } from './contract.pipe.js';
@@ -87,7 +88,7 @@ const config = { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0, INSTANCE_NAME: `transport
     }),
     AuthModule.forRoot({ auth: { mode: 'off', platformKey: undefined }, keyring }),
   ],
-  controllers: [TestController],
+  controllers: [TestController, OpsController],
 })
 class TestModule {}
 
@@ -181,9 +182,19 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
       log,
     });
     // Both instances share the queue group; send enough that the second takes some, then stop it.
-    const replies = Array.from({ length: 6 }, (_, n) => requestJson<Reply>(nc, slowSubject, { tenantId: 't', n }, { timeoutMs: 3_000 }));
+    const replies = Array.from({ length: 12 }, (_, n) => requestJson<Reply>(nc, slowSubject, { tenantId: 't', n }, { timeoutMs: 3_000 }));
     await sleep(50);
-    await second.stop();
-    assert.deepEqual((await Promise.all(replies)).map((r) => r.n), [0, 1, 2, 3, 4, 5]);
+    const ready = await fetch(`${second.url}/health`);
+    assert.equal(ready.status, 200);
+    const stopped = second.stop();
+    // While what it took finishes, it is no longer ready (a load balancer in front of its HTTP
+    // stops sending to it), but it is alive and still scraped.
+    const health = await fetch(`${second.url}/health`);
+    assert.equal(health.status, 503);
+    assert.deepEqual(await health.json(), { status: 'stopping', checks: {} });
+    assert.equal((await fetch(`${second.url}/health/live`)).status, 200);
+    assert.equal((await fetch(`${second.url}/metrics`)).status, 200);
+    await stopped;
+    assert.deepEqual((await Promise.all(replies)).map((r) => r.n), [...Array(12).keys()]);
   });
 });

@@ -21,8 +21,6 @@ export class RadiusListener implements HealthCheck {
   readonly name = 'radius';
   private socket: Socket | undefined;
   private accepting = false;
-  /** Between stop() and the socket's close: /health says so (503) while the answers under way leave. */
-  private draining = false;
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(
@@ -88,7 +86,6 @@ export class RadiusListener implements HealthCheck {
   }
 
   async check(): Promise<void> {
-    if (this.draining) throw new Error('shutting down: answering the requests under way, taking no new ones');
     if (!this.socket || !this.accepting) throw new Error('not listening');
     this.socket.address();
   }
@@ -98,14 +95,9 @@ export class RadiusListener implements HealthCheck {
     const socket = this.socket;
     this.socket = undefined;
     if (!socket) return;
-    this.draining = true;
-    try {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((resolve) => (timer = setTimeout(resolve, drainMs)))]);
-      clearTimeout(timer);
-      await new Promise<void>((resolve) => socket.close(() => resolve()));
-    } finally {
-      this.draining = false;
-    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((resolve) => (timer = setTimeout(resolve, drainMs)))]);
+    clearTimeout(timer);
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 }

@@ -32,9 +32,9 @@ export class OpsController {
   constructor(@Optional() @Inject(HEALTH_CHECKS) private readonly checks: HealthCheck[] = []) {}
 
   /**
-   * From the start of a shutdown (runService's stop()): readiness answers 503, so a load balancer
-   * in front of the service's HTTP (the device API, the provider webhooks) stops
-   * sending to it while what it took finishes. Liveness and metrics answer until HTTP closes.
+   * From the start of a shutdown (runService's stop()): readiness answers 503 while what the
+   * service took finishes (the NATS drain, the RADIUS answers under way); liveness and metrics
+   * answer until HTTP closes.
    */
   markStopping(): void {
     this.stopping = true;

@@ -43,22 +43,46 @@ export async function prepareDatabase(databaseUrl: string, log: Logger, options:
     databaseUrl = primary;
   }
   await retrying('create database', deadline, log, isStarting, () => createDatabaseIfMissing(databaseUrl, log));
-  await retrying('migrate', deadline, log, (e) => isStarting(e) || isLocked(e) || isLockTimeout(e), () => migrate(databaseUrl, log, lockTimeoutMs));
+  // node-pg-migrate's error lines of the attempt under way (the failed statement among them).
+  const lines: string[] = [];
+  await retrying(
+    'migrate',
+    deadline,
+    log,
+    (e) => isStarting(e) || isLocked(e) || isLockTimeout(e),
+    () => migrate(databaseUrl, log, lockTimeoutMs, (lines.length = 0, lines)),
+    () => lines,
+  );
 }
 
-async function retrying(what: string, deadline: number, log: Logger, retryable: (e: unknown) => boolean, fn: () => Promise<void>) {
+async function retrying(what: string, deadline: number, log: Logger, retryable: (e: unknown) => boolean, fn: () => Promise<void>, errorLines: () => readonly string[] = () => []) {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
     } catch (error) {
-      if (!retryable(error) || Date.now() >= deadline) throw new Error(`database ${what} failed`, { cause: error });
+      if (!retryable(error) || Date.now() >= deadline) {
+        for (const line of errorLines()) log.error(line);
+        throw new Error(`database ${what} failed`, { cause: error });
+      }
       // Waiting for Postgres to start or for another instance is normal at boot; a table held by
       // another session is something an operator may want to see (a long query, a backup).
-      if (isLockTimeout(error)) log.warn(`database ${what}: a table is held by another session; retrying`, { attempt, error: (error as Error).message });
-      else log.debug(`database ${what}: retrying`, { attempt, error });
+      if (isLockTimeout(error)) {
+        log.warn(`database ${what}: a table is held by another session; retrying`, { attempt, error: (error as Error).message, statement: failedStatement(errorLines()) });
+      } else log.debug(`database ${what}: retrying`, { attempt, error });
       await sleep(Math.min(1_000, 50 * 2 ** attempt));
     }
   }
+}
+
+/** The first line of SQL in node-pg-migrate's "Error executing:" report (comments skipped). */
+function failedStatement(lines: readonly string[]): string | undefined {
+  for (const line of lines) {
+    const [head, ...rest] = line.split('\n');
+    if (!/^Error executing:/.test(head ?? '')) continue;
+    const sql = rest.map((l) => l.trim()).find((l) => l.length > 0 && !l.startsWith('--'));
+    if (sql) return sql.slice(0, 200);
+  }
+  return undefined;
 }
 
 /** Postgres not accepting connections yet. */
@@ -114,15 +138,16 @@ async function createDatabaseIfMissing(databaseUrl: string, log: Logger): Promis
   }
 }
 
-async function migrate(databaseUrl: string, log: Logger, lockTimeoutMs: number): Promise<void> {
-  // node-pg-migrate logs the failed statement as an error; an attempt that will be retried (a lock
-  // timeout) is reported once by retrying(), so its messages are only logged when it is not.
-  const failures: string[] = [];
-  let applied;
+async function migrate(databaseUrl: string, log: Logger, lockTimeoutMs: number, errorLines: string[]): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5_000, application_name: 'mfa-reporting-migrate' });
   try {
-    applied = await runner({
-      // Every statement of the migration, the ALTERs included, gives up on a lock after lockTimeoutMs.
-      databaseUrl: { connectionString: databaseUrl, options: `-c lock_timeout=${lockTimeoutMs}` },
+    await client.connect();
+    // Every statement of the migration, the ALTERs included, gives up on a lock after lockTimeoutMs.
+    // A SET rather than a startup option: a DATABASE_URL's own `options` (or PGOPTIONS) would
+    // override one silently, and PgBouncer refuses startup options it does not track.
+    await client.query(`SET lock_timeout = ${Math.trunc(lockTimeoutMs)}`);
+    const applied = await runner({
+      dbClient: client,
       dir: MIGRATIONS_DIR,
       migrationsTable: MIGRATIONS_TABLE,
       direction: 'up',
@@ -135,15 +160,14 @@ async function migrate(databaseUrl: string, log: Logger, lockTimeoutMs: number):
         // A lost race for the lock also fails to release it, and a failed attempt is rolled back;
         // both are expected, not warnings.
         warn: (msg) => (/release migration lock|Rolling back attempted migration/.test(msg) ? log.debug(msg) : log.warn(msg)),
-        error: (msg) => failures.push(msg),
+        // The failed statement: retrying() names it when it retries and logs it when it gives up.
+        error: (msg) => errorLines.push(msg),
       },
     });
-  } catch (error) {
-    if (!isLockTimeout(error)) for (const msg of failures) log.error(msg);
-    throw error;
+    if (applied.length > 0) log.info('database migrated', { migrations: applied.map((m) => m.name) });
+  } finally {
+    await client.end().catch(() => undefined);
   }
-  for (const msg of failures) log.error(msg);
-  if (applied.length > 0) log.info('database migrated', { migrations: applied.map((m) => m.name) });
 }
 
 /**

@@ -19,10 +19,21 @@ type TwilioResult =
   | { ok: false; transient: boolean; code?: number | string | undefined; message: string };
 
 /**
+ * Twilio's error texts may quote the destination ("The 'To' number +16632211116 is not a valid
+ * phone number."). The text goes into SmsDeliveryFailed / VoiceCallFailed events, the logs and the
+ * report's `deliveries.error`, none of which may hold a phone number in clear (it is sealed
+ * personal data, and an event cannot be erased), so any run of 7 or more digits, with the
+ * separators of a written number, becomes `[number]`. Twilio's own codes (5 digits) stay.
+ */
+export function withoutNumbers(text: string): string {
+  return text.replace(/\+?\d(?:[\s().\-]*\d){6,}/g, '[number]');
+}
+
+/**
  * What a Twilio answer means for us. 429 and 5xx may succeed later; every other 4xx (invalid
  * number 21211, unverified or blocked destination, bad credentials 20003, …) will not, so the
  * next provider gets the message at once. Error bodies are Twilio's `{code, message, more_info,
- * status}`; nothing of the request (credentials, body) is echoed.
+ * status}`; their text is kept without the numbers it quotes (withoutNumbers).
  */
 export function classifyTwilioResponse(status: number, body: unknown): TwilioResult {
   const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
@@ -32,7 +43,7 @@ export function classifyTwilioResponse(status: number, body: unknown): TwilioRes
     return { ok: false, transient: false, message: `Twilio answered ${status} without a message sid` };
   }
   const code = typeof fields.code === 'number' || typeof fields.code === 'string' ? fields.code : undefined;
-  const detail = typeof fields.message === 'string' && fields.message.length > 0 ? fields.message : 'no error message';
+  const detail = typeof fields.message === 'string' && fields.message.length > 0 ? withoutNumbers(fields.message) : 'no error message';
   const message = `Twilio ${status}${code !== undefined ? ` error ${code}` : ''}: ${detail}`.slice(0, 300);
   return { ok: false, transient: status === 429 || status >= 500, code, message };
 }

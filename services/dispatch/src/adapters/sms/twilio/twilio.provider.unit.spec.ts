@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { SmsProviderError } from '../sms-provider.js';
-import { classifyTwilioResponse, twilioNetworkError } from './twilio.provider.js';
+import { classifyTwilioResponse, twilioNetworkError, withoutNumbers } from './twilio.provider.js';
 
 const twilioError = (status: number, code: number, message: string) => ({
   code,
@@ -30,13 +30,20 @@ describe('Twilio answer classification', () => {
     }
   });
 
+  it('the numbers an error text quotes are cut out, however they are written; Twilio\'s codes and other numbers stay', () => {
+    for (const written of ['+16632211116', '16632211116', '+1 663 221 1116', '+1 (663) 221-1116', '+46.70.123.45.67', '0701234567']) {
+      assert.equal(withoutNumbers(`The 'To' number ${written} is not a valid phone number.`), "The 'To' number [number] is not a valid phone number.", written);
+    }
+    assert.equal(withoutNumbers('Error 21211 (HTTP 400), retry in 30 s, 123456 max'), 'Error 21211 (HTTP 400), retry in 30 s, 123456 max');
+  });
+
   it('other 4xx are permanent and carry Twilio\'s code and message', () => {
-    const result = classifyTwilioResponse(400, twilioError(400, 21211, "The 'To' number +1555 is not a valid phone number."));
+    const result = classifyTwilioResponse(400, twilioError(400, 21211, "The 'To' number +16632211116 is not a valid phone number."));
     assert.deepEqual(result, {
       ok: false,
       transient: false,
       code: 21211,
-      message: "Twilio 400 error 21211: The 'To' number +1555 is not a valid phone number.",
+      message: "Twilio 400 error 21211: The 'To' number [number] is not a valid phone number.",
     });
     for (const [status, code] of [
       [401, 20003],

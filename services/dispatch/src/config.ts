@@ -114,8 +114,9 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   /**
    * The public base URL Twilio reaches this service's voice webhooks on (HTTPS in production), e.g.
    * https://mfa.example.com/hooks: Twilio fetches <base>/voice/twiml/<challenge>, posts keys to
-   * <base>/voice/gather/… and the call's end to <base>/voice/status/…; a reverse proxy forwards
-   * <base>/voice/ to this service's HTTP port. Without it (or Twilio's credentials), voice
+   * <base>/voice/gather/… and the call's end to <base>/voice/status/…, and SMS delivery receipts to
+   * <base>/sms/status/…; a reverse proxy forwards <base>/voice/ and <base>/sms/status/ to this
+   * service's HTTP port. Without it (or Twilio's credentials), voice
    * challenges cannot be called: their status says delivery_failed and the IdP falls back.
    */
   VOICE_WEBHOOK_BASE_URL: optionalText.pipe(z.url({ protocol: /^https?$/ }).optional()),

@@ -213,6 +213,12 @@ describe('end to end: push to the authenticator app', () => {
     const second = await startPush(tenantId, userId);
     assert.deepEqual((await device.answer(String(second.challengeId), 'deny')).body, { status: 'denied', reason: 'denied_by_user' });
     assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: second.challengeId }), { challengeId: second.challengeId, status: 'denied', reason: 'denied_by_user' });
+    // A fraud report answers a push still waiting, like approve and deny: not one already decided
+    // (its outcome stays, and nobody is blocked for it).
+    const late = await device.answer(String(second.challengeId), 'fraud');
+    assert.deepEqual([late.status, (late.body as { error?: { code: string } }).error?.code], [409, 'conflict']);
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: second.challengeId })).reason, 'denied_by_user');
+    assert.ok(!(await ask(Subjects.usersGet, { tenantId, userId })).blocked, 'blocked for a report on a decided sign-in');
     const third = await startPush(tenantId, userId);
     assert.deepEqual((await device.answer(String(third.challengeId), 'fraud')).body, { status: 'denied', reason: 'fraud_reported' });
     assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: third.challengeId })).reason, 'fraud_reported');

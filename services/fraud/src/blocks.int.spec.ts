@@ -119,6 +119,27 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     assert.equal(await code(blocks.block({ tenantId, userId: erased, reason: 'x' }, new Date())), 'not_found');
   });
 
+  itWith({ real: ['redis'] }, 'a fraud report denies only a pending challenge before its expiry; a decided or expired one keeps its outcome', async () => {
+    const denial = new ChallengeDenial(redis);
+    const userId = uniqueUser('fraud');
+    const tag = userTag(keyring, tenantId, userId);
+    const now = Date.now();
+    const challenge = async (nonce: string, fields: Record<string, string | number>) => {
+      await redis.hset(RedisKeys.challenge(tag, nonce), { tenantId, userId, method: 'push', status: 'pending', ip: '192.0.2.1', app: 'VPN', ...fields });
+      await redis.pexpire(RedisKeys.challenge(tag, nonce), 60_000);
+    };
+    await challenge('live', { expiresAt: now + 30_000 });
+    await challenge('expired', { expiresAt: now - 1 });
+    await challenge('approved', { expiresAt: now + 30_000, status: 'approved' });
+    const origin = { clientIp: '192.0.2.1', application: 'VPN' };
+    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin });
+    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin });
+    assert.deepEqual(await denial.denyPending(tag, 'expired', tenantId, userId, new Date(now)), { kind: 'completed', status: 'expired', origin });
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, 'expired'), 'status'), 'pending', 'an expired challenge is not rewritten to a fraud denial');
+    assert.deepEqual(await denial.denyPending(tag, 'approved', tenantId, userId, new Date(now)), { kind: 'completed', status: 'approved', origin });
+    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, uniqueUser('other'), new Date(now)), { kind: 'not_found' });
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'without an SMTP server in production, refuses a fraud report that should be mailed, and takes one that should not', async () => {
     const noSmtp = new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, keyring, { name: 't', ip: '127.0.0.1' }, false);
     const mailed = uniqueTenant('mailed');

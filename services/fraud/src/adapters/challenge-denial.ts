@@ -3,18 +3,20 @@ import { RedisKeys } from '@mfa/projection';
 
 /**
  * Denies a pending challenge that its user reported as fraud, in Redis where auth-challenge keeps
- * it: atomically, and only a pending challenge of that tenant and user (one key, the challenge's
- * slot). KEYS: the challenge. ARGV: tenantId, userId, now ms.
+ * it: atomically, and only a pending, unexpired challenge of that tenant and user (one key, the
+ * challenge's slot). KEYS: the challenge. ARGV: tenantId, userId, now ms.
  * Returns {'denied', method, ip, app} | {'already', method, ip, app} (denied for fraud before: a
- * retry) | {'completed', status, ip, app} | {'not_found'}; ip and app are the challenge's client IP
- * and application ('' when the start named none).
+ * retry) | {'completed', status, ip, app} (decided, or 'expired': its outcome stays what it was) |
+ * {'not_found'}; ip and app are the challenge's client IP and application ('' when the start named
+ * none).
  */
 const DENY_SCRIPT = `
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt')
 if not ch[1] or ch[1] ~= ARGV[1] or ch[2] ~= ARGV[2] then return {'not_found'} end
 local ip, app = ch[6] or '', ch[7] or ''
 if ch[4] == 'denied' and ch[5] == 'fraud_reported' then return {'already', ch[3], ip, app} end
 if ch[4] ~= 'pending' then return {'completed', ch[4], ip, app} end
+if tonumber(ch[8] or '0') <= tonumber(ARGV[3]) then return {'completed', 'expired', ip, app} end
 redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'fraud_reported', 'completedAt', ARGV[3])
 return {'denied', ch[3], ip, app}
 `;

@@ -61,6 +61,21 @@ describe('SendGuard against a real Redis', () => {
     assert.equal(await redis.get(RedisKeys.smsSend(tag, nonce, 1)), 'sent console console-1 4711');
   });
 
+  itWith({ real: ['redis'] }, 'names the latest SMS send of a challenge: its last resend, or the start', async () => {
+    const challenge = await live();
+    assert.equal(await guard.latestSmsSend(challenge), undefined);
+    await guard.claim(challenge, 10_000);
+    assert.deepEqual(await guard.latestSmsSend(challenge), { kind: 'in_progress' });
+    await guard.sent(challenge, 'twilio', 'SM-start', 60_000, { seq: 7 });
+    assert.deepEqual(await guard.latestSmsSend(challenge), { kind: 'sent', provider: 'twilio', providerMessageId: 'SM-start', seq: 7 });
+    for (const resend of [1, 2, 9]) {
+      await guard.claim(challenge, 10_000, resend);
+      await guard.sent(challenge, 'twilio', `SM-r${resend}`, 60_000, { seq: 7, resend });
+      assert.deepEqual(await guard.latestSmsSend(challenge), { kind: 'sent', provider: 'twilio', providerMessageId: `SM-r${resend}`, seq: 7 });
+    }
+    assert.equal(await guard.latestSmsSend('not a challenge id'), undefined);
+  });
+
   itWith({ real: ['redis'] }, "claims a challenge's push per device in one round trip: a device pushed to stays so, the others can be claimed again", async () => {
     const challenge = await live();
     const [tag, nonce] = challenge.split('.') as [string, string];

@@ -46,6 +46,9 @@ end
 return answers
 `;
 
+/** The most SMS one challenge can have sent: the start and its resends (SMS_MAX_SENDS_PER_CHALLENGE at most). */
+const MAX_SMS_SENDS = 10;
+
 /** How long a start without a method avoids a method that just failed the user (an SMS undelivered, a call unanswered). */
 export const FAILED_METHOD_MS = 10 * 60_000;
 
@@ -112,6 +115,23 @@ export class SendGuard {
     ];
     if (claimsError || seqError) throw claimsError ?? seqError;
     return { sends: claims.map((value) => (value === null ? undefined : claimOf(value))), failedSeq: seq === null ? undefined : Number(seq) };
+  }
+
+  /**
+   * The challenge's latest SMS send: the claim of its last resend, or of the start when there was
+   * none (a receipt of an earlier send must not fail a challenge whose later send was delivered).
+   * One round trip (one slot).
+   */
+  async latestSmsSend(challengeId: string): Promise<ClaimState | undefined> {
+    const id = parseChallengeId(challengeId);
+    if (!id) return undefined;
+    const keys = Array.from({ length: MAX_SMS_SENDS }, (_, n) => RedisKeys.smsSend(id.tag, id.nonce, n));
+    const claims = await this.redis.mget(...keys);
+    for (let n = claims.length - 1; n >= 0; n--) {
+      const claim = claims[n];
+      if (claim !== null && claim !== undefined) return claimOf(claim);
+    }
+    return undefined;
   }
 
   /** The tenant of a challenge still in Redis (a receipt names only the challenge). */

@@ -8,7 +8,7 @@ import type { SendGuard } from '../adapters/send-guard.js';
 import type { SmsReceipt } from '../adapters/sms/sms-provider.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
-const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id)', ['provider', 'status']);
+const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id; superseded: an undelivered receipt of a send a resend replaced)', ['provider', 'status']);
 
 /**
  * A receipt can overtake the record of its message: the SMSC may send it right after
@@ -37,7 +37,7 @@ export class SmsReceiptsService {
       tenantOf: (challengeId: string) => Promise<string | undefined>;
       routes: Pick<ReceiptRoutes, 'find'>;
       publisher: EventPublisher;
-      guard: Pick<SendGuard, 'undeliverable'>;
+      guard: Pick<SendGuard, 'undeliverable' | 'latestSmsSend'>;
       log: Logger;
     },
   ) {
@@ -82,6 +82,16 @@ export class SmsReceiptsService {
 
   private async record(receipt: SmsReceipt & { tenantId: string; challengeId: string }, idSeed: string): Promise<void> {
     const { tenantId, challengeId, provider, providerMessageId, status, errorCode } = receipt;
+    if (status === 'undelivered') {
+      // A late receipt of an SMS that a resend has replaced says nothing of the code the user
+      // holds now: it neither fails the challenge nor becomes its delivery in the report.
+      const latest = await this.options.guard.latestSmsSend(challengeId);
+      if (latest?.kind === 'sent' && (latest.provider !== provider || latest.providerMessageId !== providerMessageId)) {
+        receipts.inc({ provider, status: 'superseded' });
+        this.options.log.info('SMS undelivered (receipt) of an earlier send: a later send replaced it; the challenge is left as it is', { challengeId, provider, errorCode });
+        return;
+      }
+    }
     receipts.inc({ provider, status });
     const event = createEvent('SmsDeliveryReported', 1, {
       id: eventIdOf(idSeed, 4),

@@ -1,0 +1,79 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import twilio from 'twilio';
+import { Streams } from '@mfa/contracts';
+import { connectNats, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
+import { challengeId, RedisKeys } from '@mfa/projection';
+import { createLogger } from '@mfa/telemetry';
+import { itWith, testEnv } from '@mfa/testing';
+import { SendGuard } from '../adapters/send-guard.js';
+import { SmsReceiptsService } from './sms-receipts.service.js';
+
+const authToken = randomBytes(16).toString('hex');
+const base = 'https://mfa.example.com/hooks';
+
+/** Twilio's receipts against the real Redis and NATS: which of a challenge's sends they speak of. */
+describe('SMS receipts of a challenge with resends (real Redis and NATS)', () => {
+  let nats: NatsClients;
+  let redis: Redis;
+  let guard: SendGuard;
+  let receipts: SmsReceiptsService;
+
+  before(async () => {
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'sms-receipts-test', connectTimeoutMs: 5_000 });
+    await ensureStream(nats.jsm, Streams.dispatch);
+    redis = new Redis(testEnv.redisUrl);
+    guard = new SendGuard(redis);
+    receipts = new SmsReceiptsService({
+      authToken,
+      tenantOf: (id) => guard.tenantOf(id),
+      routes: { find: async () => undefined },
+      publisher: new EventPublisher(nats.js),
+      guard,
+      log: createLogger('sms-receipts-test', { level: 'error' }),
+    });
+  });
+
+  after(async () => {
+    await nats.nc.drain();
+    await redis.quit();
+  });
+
+  const live = async () => {
+    const tag = randomBytes(16).toString('base64url').slice(0, 22);
+    const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+    await redis.hset(RedisKeys.challenge(tag, nonce), { tenantId: 'contoso', status: 'pending' });
+    await redis.pexpire(RedisKeys.challenge(tag, nonce), 60_000);
+    return { id: challengeId(tag, nonce), tag, nonce };
+  };
+  const receipt = (id: string, params: Record<string, string>) => {
+    const url = `${base}/sms/status/${encodeURIComponent(id)}`;
+    return receipts.receipt({ challengeId: id, url, signature: twilio.getExpectedTwilioSignature(authToken, url, params), params });
+  };
+
+  itWith({ real: ['nats', 'redis'] }, 'a late undelivered receipt of the SMS a resend replaced leaves the challenge as it is; one of the latest send fails it', async () => {
+    const { id, tag, nonce } = await live();
+    await guard.claim(id, 10_000);
+    await guard.sent(id, 'twilio', 'SM-first', 60_000, { seq: 1 });
+    await guard.claim(id, 10_000, 1);
+    await guard.sent(id, 'twilio', 'SM-resend', 60_000, { seq: 1, resend: 1 });
+    assert.deepEqual(await receipt(id, { MessageSid: 'SM-resend', MessageStatus: 'delivered' }), { status: 204 });
+    assert.deepEqual(await receipt(id, { MessageSid: 'SM-first', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), null, 'the challenge failed by the replaced SMS');
+    assert.equal(await redis.hget(RedisKeys.failedMethods(tag), 'sms'), null, 'SMS marked failed for the user');
+
+    assert.deepEqual(await receipt(id, { MessageSid: 'SM-resend', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), 'failed');
+    assert.ok(await redis.hget(RedisKeys.failedMethods(tag), 'sms'));
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'without a resend, an undelivered receipt of the start\'s SMS fails the challenge', async () => {
+    const { id, tag, nonce } = await live();
+    await guard.claim(id, 10_000);
+    await guard.sent(id, 'twilio', 'SM-only', 60_000, { seq: 1 });
+    assert.deepEqual(await receipt(id, { MessageSid: 'SM-only', MessageStatus: 'failed' }), { status: 204 });
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), 'failed');
+  });
+});

@@ -112,7 +112,7 @@ export class DeviceApiService {
     };
   }
 
-  /** The user's answer, signed twice: the request, and the answer itself (kept with the decision). */
+  /** The user's answer, signed twice: the request, and the answer itself (checked, not kept). */
   async answer(request: SignedRequest, challengeId: string): Promise<{ status: 'approved' } | { status: 'denied'; reason: string }> {
     const device = await this.authenticate(request);
     let body: unknown;

@@ -231,6 +231,23 @@ describe('end to end: push to the authenticator app', () => {
     assert.equal(details.resultDetail, 'MFA denied; user declined the authentication');
   });
 
+  itWith({ real: wholeStack }, 'an activation refused after its code was taken (five apps already) does not burn the code: it activates once a device is deleted', async () => {
+    const { tenantId, userId, device: first } = await enrolledUser();
+    for (let n = 2; n <= 5; n++) {
+      const { activationCode } = await ask(Subjects.usersPushEnroll, { tenantId, userId });
+      assert.equal((await new TestDevice(base).activate(String(activationCode))).status, 201);
+    }
+    const { activationCode } = await ask(Subjects.usersPushEnroll, { tenantId, userId });
+    const sixth = new TestDevice(base);
+    const refused = await sixth.activate(String(activationCode));
+    assert.deepEqual([refused.status, (refused.body as { error?: { code: string } }).error?.code], [409, 'conflict']);
+    await ask(Subjects.usersDevicesDelete, { tenantId, userId, deviceId: first.deviceId });
+    const activated = await sixth.activate(String(activationCode));
+    assert.equal(activated.status, 201, JSON.stringify(activated.body));
+    // Taken for good now.
+    assert.equal((await new TestDevice(base).activate(String(activationCode))).status, 404);
+  });
+
   itWith({ real: wholeStack }, 'the device API refuses replays, forged and stale signatures, unknown devices, other users’ challenges and bad bodies', async () => {
     const { tenantId, userId, device } = await enrolledUser();
     const other = await enrolledUser();

@@ -15,6 +15,15 @@ export const normalizedCode = (code: string): string => code.toUpperCase().repla
  * hash of the code names the key (a Redis dump holds no usable code), and taking it is one GETDEL,
  * so a code activates one device at most, whichever instance is asked.
  */
+/** A code taken by an activation: whose it was, and how long it had left. */
+export interface TakenCode {
+  tenantId: string;
+  userId: string;
+  /** The code, normalised (no dashes, upper case). */
+  code: string;
+  remainingMs: number;
+}
+
 export class ActivationCodes {
   constructor(
     private readonly redis: RedisClient,
@@ -30,12 +39,31 @@ export class ActivationCodes {
     return { code: code.match(/.{4}/g)!.join('-'), expiresAt };
   }
 
-  /** The enrolment of a code, taken (it will not activate again); undefined for an unknown or expired one. */
-  async take(code: string): Promise<{ tenantId: string; userId: string } | undefined> {
+  /**
+   * The enrolment of a code, taken (it will not activate again); undefined for an unknown or
+   * expired one. `remainingMs`: what was left of its life, for giveBack().
+   */
+  async take(code: string): Promise<TakenCode | undefined> {
     const normalized = normalizedCode(code);
     if (!/^[0-9A-Z]{16}$/.test(normalized)) return undefined;
-    const found = await this.redis.getdel(this.key(normalized));
-    return found ? (JSON.parse(found) as { tenantId: string; userId: string }) : undefined;
+    const key = this.key(normalized);
+    // One key, one transaction: the life left and the value, read as the code is taken.
+    const results = await this.redis.multi().pttl(key).getdel(key).exec();
+    if (!results) return undefined;
+    const [[ttlError, ttl], [getError, found]] = results as [[Error | null, number], [Error | null, string | null]];
+    if (ttlError || getError) throw ttlError ?? getError;
+    if (!found) return undefined;
+    return { ...(JSON.parse(found) as { tenantId: string; userId: string }), code: normalized, remainingMs: ttl };
+  }
+
+  /**
+   * A taken code whose device could not be recorded (the user has five apps already, the event
+   * store did not answer) is good again for what was left of its life: the refusal does not burn
+   * it. Never over a code that exists again, never with no life left.
+   */
+  async giveBack(taken: TakenCode): Promise<void> {
+    if (taken.remainingMs <= 0) return;
+    await this.redis.set(this.key(taken.code), JSON.stringify({ tenantId: taken.tenantId, userId: taken.userId }), 'PX', taken.remainingMs, 'NX');
   }
 
   private key(normalized: string): string {

@@ -480,7 +480,8 @@ export class UserSettingsService {
   /**
    * A device activates with its code (the device API asks): its key must be what the algorithm says
    * and have signed the proof, before the code is taken (a bad request does not burn it); the code is
-   * then taken once, and the device recorded with its push token sealed.
+   * then taken once, and the device recorded with its push token sealed. A refusal after the code
+   * was taken (five apps already, the event store unavailable) gives the code back.
    */
   async activateDevice(request: DeviceActivateRequest, now: Date): Promise<DeviceActivateReply> {
     try {
@@ -492,22 +493,31 @@ export class UserSettingsService {
       if (error instanceof DeviceKeyError) throw invalidRequest(error.message);
       throw error;
     }
-    const enrolment = await this.store(() => this.activationCodes().take(request.code));
+    const codes = this.activationCodes();
+    const enrolment = await this.store(() => codes.take(request.code));
     if (!enrolment) throw notFound('unknown or expired activation code');
     const { tenantId, userId } = enrolment;
     const tag = this.options.projection.tagOf(tenantId, userId);
     const deviceId = joinDeviceId(tag, randomToken(16));
     const sealedPushToken = request.pushToken ? seal(this.options.keyring, Buffer.from(request.pushToken, 'utf8'), SealContext.pushToken(tenantId, userId, deviceId)) : undefined;
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
-      decideUser(
-        {
-          type: 'ActivatePushDevice',
-          data: { deviceId, name: request.name ?? request.platform, platform: request.platform, algorithm: request.algorithm, publicKey: request.publicKey, sealedPushToken },
-        },
-        state,
-        now,
-      ),
-    );
+    let outcome;
+    try {
+      outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+        decideUser(
+          {
+            type: 'ActivatePushDevice',
+            data: { deviceId, name: request.name ?? request.platform, platform: request.platform, algorithm: request.algorithm, publicKey: request.publicKey, sealedPushToken },
+          },
+          state,
+          now,
+        ),
+      );
+    } catch (error) {
+      // Not recorded: the same code may try again (after a device is deleted, or once the store
+      // answers). A give-back that fails leaves the code taken, as before.
+      await codes.giveBack(enrolment).catch(() => undefined);
+      throw error;
+    }
     await this.project(tenantId, userId, outcome);
     return { deviceId, tenantId, userId, pollSeconds: DEVICE_POLL_SECONDS };
   }

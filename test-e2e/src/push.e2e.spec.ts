@@ -281,8 +281,20 @@ describe('end to end: push to the authenticator app', () => {
     for (const body of [{ decision: 'maybe', signature: 'x' }, { decision: 'approve', number: '4', signature: 'x' }, { decision: 'deny', number: '12', signature: 'x' }]) {
       assert.equal((await device.request('POST', `/device/v1/challenges/${encodeURIComponent(String(start.challengeId))}/answer`, body)).status, 400, JSON.stringify(body));
     }
-    const bad = await fetch(`${base}/device/v1/activate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"code": 1' });
-    assert.equal(bad.status, 400);
+    // What Express refuses before the handlers (the body parser, the router) answers in the
+    // device API's own shape too.
+    const refused = async (path: string, init: RequestInit, status: number, code: string) => {
+      const res = await fetch(`${base}${path}`, init);
+      assert.equal(res.status, status, path);
+      assert.equal(((await res.json()) as { error?: { code?: string } }).error?.code, code, path);
+    };
+    const json = { 'content-type': 'application/json' };
+    await refused('/device/v1/activate', { method: 'POST', headers: json, body: '{"code": 1' }, 400, 'invalid_request');
+    await refused('/device/v1/activate', { method: 'POST', headers: json, body: JSON.stringify({ code: 'x'.repeat(200_000) }) }, 413, 'invalid_request');
+    await refused('/device/v1/activate', { method: 'POST', headers: { ...json, 'content-encoding': 'gzip' }, body: '{"code": "x"}' }, 400, 'invalid_request');
+    await refused('/device/v1/activate', { method: 'POST', headers: { 'content-type': 'application/json; charset=utf-16' }, body: '{}' }, 400, 'invalid_request');
+    await refused('/device/v1/challenges/%E0%A4%A/answer', { method: 'POST', headers: json, body: '{}' }, 400, 'invalid_request');
+    await refused('/device/v1/nothing-here', { method: 'GET' }, 404, 'not_found');
     const badKey = await new TestDevice(base).activate('ABCD-EFGH-JKMN-PQRS', { publicKey: Buffer.from('not a key').toString('base64url') });
     assert.equal(badKey.status, 400);
     const huge = await fetch(`${base}/device/v1/activate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'x'.repeat(20_000) }) });

@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
-import type { DynamicModule, INestApplication } from '@nestjs/common';
+import type { DynamicModule, ExceptionFilter, INestApplication } from '@nestjs/common';
 import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
 import { AuditTrail } from './auth/audit-trail.js';
@@ -48,6 +48,8 @@ export async function runService(options: {
   consumers?: Readonly<Record<string, JetStreamConsumerOptions>>;
   /** Subjects served first when the process is saturated (NatsTransport). */
   firstServed?: readonly string[];
+  /** Exception filters of the HTTP routes (not of the NATS handlers), given the HTTP adapter. */
+  httpFilters?: (httpAdapter: ReturnType<INestApplication['getHttpAdapter']>) => ExceptionFilter[];
 }): Promise<RunningService> {
   const { name, log, config } = options;
   startMetrics(name);
@@ -62,6 +64,7 @@ export async function runService(options: {
       transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers, firstServed: options.firstServed });
       app.connectMicroservice({ strategy: transport });
     }
+    if (options.httpFilters) app.useGlobalFilters(...options.httpFilters(app.getHttpAdapter()));
     // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
     // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
     await app.init();

@@ -1,5 +1,6 @@
 import { Subjects } from '@mfa/contracts';
 import { runService, serviceLogger, type RunningService } from '@mfa/service-kit';
+import { DeviceApiErrors } from './api/device-api.errors.js';
 import { AppModule } from './app.module.js';
 import type { AuthChallengeConfig } from './config.js';
 
@@ -18,5 +19,12 @@ export async function boot(config: AuthChallengeConfig): Promise<RunningService>
   if (config.developmentKey) log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key (never in production)');
   const retired = RETIRED_LOCKOUT_VARIABLES.filter((name) => process.env[name] !== undefined);
   if (retired.length > 0) log.warn('lockout is a tenant setting now (tenants.configure `lockout`); these variables are ignored', { variables: retired });
-  return runService({ name: 'auth-challenge', module: AppModule.forRoot(config, log), config, log, firstServed: FIRST_SERVED });
+  return runService({
+    name: 'auth-challenge',
+    module: AppModule.forRoot(config, log),
+    config,
+    log,
+    firstServed: FIRST_SERVED,
+    httpFilters: (adapter) => [new DeviceApiErrors(adapter)],
+  });
 }

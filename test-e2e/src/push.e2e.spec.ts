@@ -293,6 +293,9 @@ describe('end to end: push to the authenticator app', () => {
     await refused('/device/v1/activate', { method: 'POST', headers: json, body: JSON.stringify({ code: 'x'.repeat(200_000) }) }, 413, 'invalid_request');
     await refused('/device/v1/activate', { method: 'POST', headers: { ...json, 'content-encoding': 'gzip' }, body: '{"code": "x"}' }, 400, 'invalid_request');
     await refused('/device/v1/activate', { method: 'POST', headers: { 'content-type': 'application/json; charset=utf-16' }, body: '{}' }, 400, 'invalid_request');
+    await refused('/device/v1/activate', { method: 'POST', headers: { ...json, 'content-encoding': 'compress' }, body: '{}' }, 415, 'invalid_request');
+    await refused('/device/v1/activate', { method: 'POST', headers: { 'content-type': 'application/json; charset=latin1' }, body: '{}' }, 415, 'invalid_request');
+    await refused('/Device/v1/activate', { method: 'POST', headers: json, body: '{"code": 1' }, 400, 'invalid_request');
     await refused('/device/v1/challenges/%E0%A4%A/answer', { method: 'POST', headers: json, body: '{}' }, 400, 'invalid_request');
     await refused('/device/v1/nothing-here', { method: 'GET' }, 404, 'not_found');
     const badKey = await new TestDevice(base).activate('ABCD-EFGH-JKMN-PQRS', { publicKey: Buffer.from('not a key').toString('base64url') });

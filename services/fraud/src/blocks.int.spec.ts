@@ -1,10 +1,11 @@
 import { after, before, describe } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { EventSubjects, parseEvent, Streams, type EventOf } from '@mfa/contracts';
 import { loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, createEvent, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
-import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { challengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { createLogger } from '@mfa/telemetry';
 import { defaultTenantSettings } from '@mfa/contracts';
 import { itWith, tenantCreated, testEnv, testTenant, testUser, uniqueTenant, uniqueUser, userRegistered } from '@mfa/testing';
@@ -138,6 +139,22 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     assert.equal(await redis.hget(RedisKeys.challenge(tag, 'expired'), 'status'), 'pending', 'an expired challenge is not rewritten to a fraud denial');
     assert.deepEqual(await denial.denyPending(tag, 'approved', tenantId, userId, new Date(now)), { kind: 'completed', status: 'approved', origin });
     assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, uniqueUser('other'), new Date(now)), { kind: 'not_found' });
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "the app's report on a push another device answered first is refused before anyone is blocked; an IdP's report after the fact still blocks", async () => {
+    const alerts = new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, keyring, { name: 't', ip: '127.0.0.1' }, false);
+    const userId = await register();
+    const tag = userTag(keyring, tenantId, userId);
+    const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+    await redis.hset(RedisKeys.challenge(tag, nonce), { tenantId, userId, method: 'push', status: 'approved', expiresAt: Date.now() + 30_000 });
+    await redis.pexpire(RedisKeys.challenge(tag, nonce), 60_000);
+    const id = challengeId(tag, nonce);
+    await assert.rejects(alerts.report({ tenantId, userId, challengeId: id, source: 'app' }, new Date()), (e: { code?: string }) => e.code === 'conflict');
+    assert.equal(await redis.exists(blockedKey(userId)), 0, 'blocked for a refused report');
+    assert.equal((await history(userId)).length, 0);
+    const after = await alerts.report({ tenantId, userId, challengeId: id, source: 'idp' }, new Date());
+    assert.equal(after.blocked, true);
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'status'), 'approved', 'the outcome stays');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'without an SMTP server in production, refuses a fraud report that should be mailed, and takes one that should not', async () => {

@@ -20,9 +20,13 @@ export class DeviceApiErrors extends BaseExceptionFilter {
   override catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const req = http.getRequest<Request | undefined>();
-    if (host.getType() !== 'http' || !req?.originalUrl?.startsWith(DEVICE_API)) return super.catch(exception, host);
+    // Express matches routes without regard to case: /Device/v1/… reaches the device API too.
+    if (host.getType() !== 'http' || !req?.originalUrl?.toLowerCase().startsWith(DEVICE_API)) return super.catch(exception, host);
     const res = http.getResponse<Response>();
-    if (res.headersSent) return;
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
     const status = statusOf(exception);
     if (status >= 500) {
       this.log.error('device API request failed', exception instanceof Error ? exception.stack : String(exception));
@@ -30,7 +34,13 @@ export class DeviceApiErrors extends BaseExceptionFilter {
       return;
     }
     const [code, message] =
-      status === 404 ? ['not_found', 'no such route'] : status === 413 ? ['invalid_request', 'the body is too large'] : ['invalid_request', 'the request could not be read (its body, encoding or path)'];
+      status === 404
+        ? ['not_found', 'no such route']
+        : status === 413
+          ? ['invalid_request', 'the body is too large']
+          : status === 415
+            ? ['invalid_request', 'a Content-Encoding or charset the service does not read']
+            : ['invalid_request', 'the request could not be read (its body, encoding or path)'];
     res.status(status).json({ error: { code, message } });
   }
 }

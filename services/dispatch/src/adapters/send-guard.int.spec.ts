@@ -61,19 +61,22 @@ describe('SendGuard against a real Redis', () => {
     assert.equal(await redis.get(RedisKeys.smsSend(tag, nonce, 1)), 'sent console console-1 4711');
   });
 
-  itWith({ real: ['redis'] }, 'names the latest SMS send of a challenge: its last resend, or the start', async () => {
+  itWith({ real: ['redis'] }, 'tells which send of a challenge a message id is, and the latest send the challenge accepted', async () => {
     const challenge = await live();
-    assert.equal(await guard.latestSmsSend(challenge), undefined);
+    const [tag, nonce] = challenge.split('.') as [string, string];
+    assert.deepEqual(await guard.smsSendOf(challenge, 'twilio', 'SM-start'), { index: undefined, latest: 0 });
     await guard.claim(challenge, 10_000);
-    assert.deepEqual(await guard.latestSmsSend(challenge), { kind: 'in_progress' });
     await guard.sent(challenge, 'twilio', 'SM-start', 60_000, { seq: 7 });
-    assert.deepEqual(await guard.latestSmsSend(challenge), { kind: 'sent', provider: 'twilio', providerMessageId: 'SM-start', seq: 7 });
-    for (const resend of [1, 2, 9]) {
-      await guard.claim(challenge, 10_000, resend);
-      await guard.sent(challenge, 'twilio', `SM-r${resend}`, 60_000, { seq: 7, resend });
-      assert.deepEqual(await guard.latestSmsSend(challenge), { kind: 'sent', provider: 'twilio', providerMessageId: `SM-r${resend}`, seq: 7 });
-    }
-    assert.equal(await guard.latestSmsSend('not a challenge id'), undefined);
+    assert.deepEqual(await guard.smsSendOf(challenge, 'twilio', 'SM-start'), { index: 0, latest: 0 });
+    // auth-challenge accepts a resend: counted before dispatch has sent it.
+    await redis.hset(RedisKeys.challenge(tag, nonce), 'resends', 1);
+    assert.deepEqual(await guard.smsSendOf(challenge, 'twilio', 'SM-start'), { index: 0, latest: 1 });
+    await guard.claim(challenge, 10_000, 1);
+    await guard.sent(challenge, 'smpp', 'id with space', 60_000, { seq: 7, resend: 1 });
+    assert.deepEqual(await guard.smsSendOf(challenge, 'smpp', 'id with space'), { index: 1, latest: 1 });
+    assert.deepEqual(await guard.smsSendOf(challenge, 'smpp', 'id with'), { index: undefined, latest: 1 });
+    assert.deepEqual(await guard.smsSendOf(challenge, 'twilio', 'id with space'), { index: undefined, latest: 1 }, 'another provider\'s id');
+    assert.deepEqual(await guard.smsSendOf('not a challenge id', 'twilio', 'SM-start'), { index: undefined, latest: 0 });
   });
 
   itWith({ real: ['redis'] }, "claims a challenge's push per device in one round trip: a device pushed to stays so, the others can be claimed again", async () => {

@@ -118,20 +118,26 @@ export class SendGuard {
   }
 
   /**
-   * The challenge's latest SMS send: the claim of its last resend, or of the start when there was
-   * none (a receipt of an earlier send must not fail a challenge whose later send was delivered).
+   * Which of a challenge's SMS sends a provider's message id is (0 the start's, n resend n; undefined
+   * when no claim records it as sent), and the latest send the challenge has accepted (its
+   * `resends`, counted by auth-challenge when it accepts a resend, before dispatch sends it). A
+   * receipt of a send older than the latest says nothing of the code the user holds now.
    * One round trip (one slot).
    */
-  async latestSmsSend(challengeId: string): Promise<ClaimState | undefined> {
+  async smsSendOf(challengeId: string, provider: string, providerMessageId: string): Promise<{ index: number | undefined; latest: number }> {
     const id = parseChallengeId(challengeId);
-    if (!id) return undefined;
+    if (!id) return { index: undefined, latest: 0 };
     const keys = Array.from({ length: MAX_SMS_SENDS }, (_, n) => RedisKeys.smsSend(id.tag, id.nonce, n));
-    const claims = await this.redis.mget(...keys);
-    for (let n = claims.length - 1; n >= 0; n--) {
-      const claim = claims[n];
-      if (claim !== null && claim !== undefined) return claimOf(claim);
-    }
-    return undefined;
+    const [[claimsError, claims], [resendsError, resends]] = (await this.redis.pipeline().mget(...keys).hget(RedisKeys.challenge(id.tag, id.nonce), 'resends').exec()) as [
+      [Error | null, Array<string | null>],
+      [Error | null, string | null],
+    ];
+    if (claimsError || resendsError) throw claimsError ?? resendsError;
+    // The claim's value is `sent <provider> <message id>[ <seq>]`; compared whole, so a message id
+    // with a space in it is still found.
+    const sent = `sent ${provider} ${providerMessageId}`;
+    const index = claims.findIndex((value) => value !== null && (value === sent || (value.startsWith(`${sent} `) && /^\d+$/.test(value.slice(sent.length + 1)))));
+    return { index: index === -1 ? undefined : index, latest: Number(resends ?? 0) || 0 };
   }
 
   /** The tenant of a challenge still in Redis (a receipt names only the challenge). */

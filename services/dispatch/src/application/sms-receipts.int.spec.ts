@@ -57,7 +57,12 @@ describe('SMS receipts of a challenge with resends (real Redis and NATS)', () =>
     const { id, tag, nonce } = await live();
     await guard.claim(id, 10_000);
     await guard.sent(id, 'twilio', 'SM-first', 60_000, { seq: 1 });
+    // auth-challenge accepts the resend; dispatch is still sending it when the first SMS's late
+    // receipt comes: the user will hold the resent code.
+    await redis.hset(RedisKeys.challenge(tag, nonce), 'resends', 1);
     await guard.claim(id, 10_000, 1);
+    assert.deepEqual(await receipt(id, { MessageSid: 'SM-first', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), null, 'failed by the replaced SMS while its resend was sent');
     await guard.sent(id, 'twilio', 'SM-resend', 60_000, { seq: 1, resend: 1 });
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-resend', MessageStatus: 'delivered' }), { status: 204 });
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-first', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });

@@ -37,7 +37,7 @@ export class SmsReceiptsService {
       tenantOf: (challengeId: string) => Promise<string | undefined>;
       routes: Pick<ReceiptRoutes, 'find'>;
       publisher: EventPublisher;
-      guard: Pick<SendGuard, 'undeliverable' | 'latestSmsSend'>;
+      guard: Pick<SendGuard, 'undeliverable' | 'smsSendOf'>;
       log: Logger;
     },
   ) {
@@ -85,8 +85,9 @@ export class SmsReceiptsService {
     if (status === 'undelivered') {
       // A late receipt of an SMS that a resend has replaced says nothing of the code the user
       // holds now: it neither fails the challenge nor becomes its delivery in the report.
-      const latest = await this.options.guard.latestSmsSend(challengeId);
-      if (latest?.kind === 'sent' && (latest.provider !== provider || latest.providerMessageId !== providerMessageId)) {
+      // Also while the resend is still being sent: auth-challenge counts it when it accepts it.
+      const { index, latest } = await this.options.guard.smsSendOf(challengeId, provider, providerMessageId);
+      if (index !== undefined && index < latest) {
         receipts.inc({ provider, status: 'superseded' });
         this.options.log.info('SMS undelivered (receipt) of an earlier send: a later send replaced it; the challenge is left as it is', { challengeId, provider, errorCode });
         return;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
+  conflict,
   EventSubjects,
   forbidden,
   unavailable,
@@ -54,6 +55,10 @@ export class FraudAlertsService {
       if (!id || id.tag !== userTag(this.keyring, tenantId, userId)) throw notFound('unknown challenge');
       const outcome = await this.blocks.dependency(() => this.denial.denyPending(id.tag, id.nonce, tenantId, userId, now));
       if (outcome.kind === 'not_found') throw notFound('unknown challenge');
+      // The authenticator app's report is an answer to a push still waiting (docs/device-api.md):
+      // one that another device answered first, or that expired, is refused before anything is
+      // recorded or anyone blocked. Other sources report a sign-in after the fact as well.
+      if (outcome.kind === 'completed' && request.source === 'app') throw conflict('the challenge is not waiting for an answer');
       if (outcome.kind !== 'completed') denied = { method: outcome.method };
       origin = outcome.origin;
     }

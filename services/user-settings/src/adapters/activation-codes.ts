@@ -10,20 +10,21 @@ const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 /** The code as compared: upper case, without the dashes and spaces people type. */
 export const normalizedCode = (code: string): string => code.toUpperCase().replace(/[\s-]/g, '');
 
-/**
- * One-time activation codes of push enrolment, in Redis for ACTIVATION_CODE_SECONDS: only a keyed
- * hash of the code names the key (a Redis dump holds no usable code), and taking it is one GETDEL,
- * so a code activates one device at most, whichever instance is asked.
- */
-/** A code taken by an activation: whose it was, and how long it had left. */
+/** A code taken by an activation: whose it was, and when it would have expired. */
 export interface TakenCode {
   tenantId: string;
   userId: string;
   /** The code, normalised (no dashes, upper case). */
   code: string;
-  remainingMs: number;
+  /** Its end (Unix ms): a code given back lives no longer than it would have. */
+  expiresAtMs: number;
 }
 
+/**
+ * One-time activation codes of push enrolment, in Redis for ACTIVATION_CODE_SECONDS: only a keyed
+ * hash of the code names the key (a Redis dump holds no usable code), and taking it is one GETDEL
+ * so a code activates one device at most, whichever instance is asked.
+ */
 export class ActivationCodes {
   constructor(
     private readonly redis: RedisClient,
@@ -41,7 +42,7 @@ export class ActivationCodes {
 
   /**
    * The enrolment of a code, taken (it will not activate again); undefined for an unknown or
-   * expired one. `remainingMs`: what was left of its life, for giveBack().
+   * expired one.
    */
   async take(code: string): Promise<TakenCode | undefined> {
     const normalized = normalizedCode(code);
@@ -53,17 +54,18 @@ export class ActivationCodes {
     const [[ttlError, ttl], [getError, found]] = results as [[Error | null, number], [Error | null, string | null]];
     if (ttlError || getError) throw ttlError ?? getError;
     if (!found) return undefined;
-    return { ...(JSON.parse(found) as { tenantId: string; userId: string }), code: normalized, remainingMs: ttl };
+    return { ...(JSON.parse(found) as { tenantId: string; userId: string }), code: normalized, expiresAtMs: Date.now() + Math.max(0, ttl) };
   }
 
   /**
-   * A taken code whose device could not be recorded (the user has five apps already, the event
-   * store did not answer) is good again for what was left of its life: the refusal does not burn
-   * it. Never over a code that exists again, never with no life left.
+   * A taken code whose device was refused before anything was recorded (the user has five apps
+   * already) is good again until it would have expired: the refusal does not burn it. Never over
+   * a code that exists again, never past its end.
    */
   async giveBack(taken: TakenCode): Promise<void> {
-    if (taken.remainingMs <= 0) return;
-    await this.redis.set(this.key(taken.code), JSON.stringify({ tenantId: taken.tenantId, userId: taken.userId }), 'PX', taken.remainingMs, 'NX');
+    const remainingMs = taken.expiresAtMs - Date.now();
+    if (remainingMs <= 0) return;
+    await this.redis.set(this.key(taken.code), JSON.stringify({ tenantId: taken.tenantId, userId: taken.userId }), 'PX', remainingMs, 'NX');
   }
 
   private key(normalized: string): string {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import {
+  ContractError,
   conflict,
   forbidden,
   rateLimited,
@@ -481,7 +482,7 @@ export class UserSettingsService {
    * A device activates with its code (the device API asks): its key must be what the algorithm says
    * and have signed the proof, before the code is taken (a bad request does not burn it); the code is
    * then taken once, and the device recorded with its push token sealed. A refusal after the code
-   * was taken (five apps already, the event store unavailable) gives the code back.
+   * was taken but before anything was recorded (five apps already) gives the code back.
    */
   async activateDevice(request: DeviceActivateRequest, now: Date): Promise<DeviceActivateReply> {
     try {
@@ -513,9 +514,11 @@ export class UserSettingsService {
         ),
       );
     } catch (error) {
-      // Not recorded: the same code may try again (after a device is deleted, or once the store
-      // answers). A give-back that fails leaves the code taken, as before.
-      await codes.giveBack(enrolment).catch(() => undefined);
+      // Refused before the append (five apps already, the record changing under it too often):
+      // nothing was recorded, so the same code may try again, after a device is deleted. Not after
+      // `unavailable`: an append that timed out may have been stored, and the code would then
+      // activate a second device. A give-back that fails leaves the code taken, as before.
+      if (error instanceof ContractError && error.code !== 'unavailable') await codes.giveBack(enrolment).catch(() => undefined);
       throw error;
     }
     await this.project(tenantId, userId, outcome);

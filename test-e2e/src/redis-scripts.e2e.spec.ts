@@ -354,6 +354,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal((await guard.claim(again.challengeId, 60_000, 1)).kind, 'claimed');
       const before = await guard.sendsBefore(again.challengeId, 2);
       assert.deepEqual(before.sends.map((s) => s?.kind), ['sent', 'in_progress']);
+      assert.deepEqual(await guard.smsSendOf(again.challengeId, 'twilio', `SM${i}`), { index: 0, latest: 1 });
       await guard.release(again.challengeId, 1);
       await guard.undeliverable(again.challengeId, Date.now(), 'sms', undefined, 7);
       assert.equal(await guard.tenantOf(again.challengeId), u.tenantId);
@@ -404,7 +405,10 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       await attempts.clear(u.tenantId, u.userId, 'hw-1');
       const issued = await activationCodes.issue(u.tenantId, u.userId, randomBytes);
-      assert.deepEqual(await activationCodes.take(issued.code), { tenantId: u.tenantId, userId: u.userId });
+      const taken = await activationCodes.take(issued.code);
+      assert.deepEqual([taken?.tenantId, taken?.userId], [u.tenantId, u.userId]);
+      await activationCodes.giveBack(taken!);
+      assert.equal((await activationCodes.take(issued.code))?.userId, u.userId, 'given back, taken again');
       // A user the log holds nothing of, looked up during a rebuild: marked, never over a user hash.
       assert.equal(await writer.markUnregistered(u.tenantId, `${u.userId}-unregistered`), true);
       assert.equal(await writer.markUnregistered(u.tenantId, u.userId), false);

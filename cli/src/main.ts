@@ -640,6 +640,15 @@ range(reports.command('audit <tenant>').description('admin actions, newest first
     }),
   );
 
+// Challenge and device ids are base64url and begin with '-' one time in 64 (a user's tag): an
+// argument that begins with '-' is taken as the argument it stands in for, not as an unknown
+// option. A mistyped option is still refused, as an argument too many.
+const takeDashedArguments = (command: Command): void => {
+  if (command.registeredArguments.length > 0) command.allowUnknownOption();
+  for (const sub of command.commands) takeDashedArguments(sub);
+};
+takeDashedArguments(program);
+
 program.parseAsync(process.argv).catch((error: unknown) => {
   process.stderr.write(`mfa: ${error instanceof CliError ? error.message : (error as Error).message}\n`);
   process.exitCode = 1;

@@ -195,6 +195,12 @@ describe('the mfa command line', () => {
     assert.deepEqual([missing.code, /--reason/.test(missing.stderr)], [1, true]);
     const badChoice = await mfa(['challenges', 'start', tenantId, 'someone', '--method', 'carrier-pigeon']);
     assert.equal(badChoice.code, 1);
+    // A challenge id may begin with '-' (base64url): an argument, not an unknown option; a
+    // mistyped option is still refused.
+    const dashed = await mfa(['challenges', 'status', tenantId, `-${'A'.repeat(21)}.${'B'.repeat(22)}`]);
+    assert.deepEqual([dashed.code, /not_found/.test(dashed.stderr), /unknown option/.test(dashed.stderr)], [1, true, false], dashed.stderr);
+    const typo = await mfa(['challenges', 'status', tenantId, `${'A'.repeat(22)}.${'B'.repeat(22)}`, '--jsn']);
+    assert.deepEqual([typo.code, /too many arguments/.test(typo.stderr)], [1, true], typo.stderr);
     const noKey = await mfa(['tenants', 'get', tenantId], '');
     assert.deepEqual([noKey.code, /forbidden/.test(noKey.stderr)], [1, true]);
     const noServer = await run(process.execPath, [MFA, '--nats-url', 'nats://127.0.0.1:1', '--timeout', '2000', 'tenants', 'get', tenantId]).catch((e: { code: number; stderr: string }) => e);

@@ -33,9 +33,9 @@ export const serviceLogger = (name: string, config: Pick<BaseConfig, 'LOG_LEVEL'
  * and caches in the init hooks), then the NATS transport (its @MessagePattern and
  * @JetStreamConsumer handlers), then HTTP for /health and /metrics on HTTP_HOST:HTTP_PORT. stop()
  * reverses it: /health turns 503, the transport stops taking work and lets what it took finish,
- * then HTTP and the adapters close, then spans are flushed. Telemetry itself is started earlier, by main.ts, before Nest is
- * imported. A boot that fails (a master key that differs from the running services', a
- * dependency that does not answer) closes what it opened and throws.
+ * then HTTP and the adapters close, then spans are flushed. Telemetry itself is started earlier,
+ * by main.ts, before Nest is imported. A boot that fails (a master key that differs from the
+ * running services', a dependency that does not answer) closes what it opened and throws.
  */
 export async function runService(options: {
   name: string;

@@ -23,8 +23,8 @@ export const drainMsOf = (service: RadiusService): number => service.longestAnsw
 /**
  * Opens the RADIUS socket once everything it needs is up, and closes it first on the way down:
  * before Nest closes HTTP (beforeApplicationShutdown), so that during the drain /health answers
- * 503 (the front is leaving: a load balancer stops sending to it) and /metrics still counts the
- * answers under way; NATS and Redis close after it (onApplicationShutdown).
+ * 503 and /metrics still counts the answers under way; NATS and Redis close after it
+ * (onApplicationShutdown).
  */
 @Injectable()
 class ListenerLifecycle implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {

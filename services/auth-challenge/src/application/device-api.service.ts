@@ -131,21 +131,14 @@ export class DeviceApiService {
     // Only a challenge of the device's own user: same slot tag, and its record names a push.
     const id = parseChallengeId(challengeId);
     if (!id || id.tag !== device.tag) throw new DeviceApiError(404, 'not_found', 'unknown challenge');
-    const [tenantId, userId, method, status, expiresAt, reason] = await this.redis.hmget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'reason');
+    const [tenantId, userId, method] = await this.redis.hmget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId', 'userId', 'method');
     if (!tenantId || !userId) throw new DeviceApiError(404, 'not_found', 'unknown challenge');
     if (answer.decision === 'fraud') {
-      // A report from the app is an answer to a push waiting for one, as approve and deny are: not
-      // to another method's challenge, nor to one already decided or expired (the app would say a
-      // sign-in was denied that went through, and the user would be blocked for it). Fraud's
-      // script checks the same again, atomically, for a race with another device's answer, and
-      // then refuses (409) before blocking. A report sent again (its answer lost) is answered
-      // as the first was.
+      // A report from the app answers a push, as approve and deny do. Whether it is still waiting
+      // is fraud's to say, atomically with the denial: one already decided or expired is refused
+      // (409) before anyone is blocked, and a report sent again (its answer lost) is answered as
+      // the first was.
       if (method !== 'push') throw new DeviceApiError(404, 'not_found', 'unknown challenge');
-      const retried = status === 'denied' && reason === 'fraud_reported';
-      if (!retried) {
-        if (status !== 'pending') throw new DeviceApiError(409, 'conflict', 'the challenge is not waiting for an answer');
-        if (Number(expiresAt) <= this.clock().getTime()) throw new DeviceApiError(409, 'conflict', 'the sign-in expired before the answer');
-      }
       return this.fraud(device, { tenantId, userId, challengeId });
     }
     try {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import twilio from 'twilio';
-import { Streams } from '@mfa/contracts';
+import { EventSubjects, Streams } from '@mfa/contracts';
 import { connectNats, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { challengeId, RedisKeys } from '@mfa/projection';
 import { createLogger } from '@mfa/telemetry';
@@ -53,12 +53,20 @@ describe('SMS receipts of a challenge with resends (real Redis and NATS)', () =>
     return receipts.receipt({ challengeId: id, url, signature: twilio.getExpectedTwilioSignature(authToken, url, params), params });
   };
 
-  itWith({ real: ['nats', 'redis'] }, 'a late undelivered receipt of the SMS a resend replaced leaves the challenge as it is; one of the latest send fails it', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'a late receipt of the SMS a resend replaced is not recorded and leaves the challenge as it is; one of the latest send fails it', async () => {
     const { id, tag, nonce } = await live();
     await guard.claim(id, 10_000);
     await guard.sent(id, 'twilio', 'SM-first', 60_000, { seq: 1 });
     // auth-challenge accepts the resend; dispatch is still sending it when the first SMS's late
     // receipt comes: the user will hold the resent code.
+    const recorded: string[] = [];
+    const sub = nats.nc.subscribe(EventSubjects.smsReceipt, {
+      callback: (_error, msg) => {
+        const data = (msg.json() as { data: { challengeId: string; providerMessageId: string; status: string } }).data;
+        if (data.challengeId === id) recorded.push(`${data.providerMessageId} ${data.status}`);
+      },
+    });
+    await nats.nc.flush();
     await redis.hset(RedisKeys.challenge(tag, nonce), 'resends', 1);
     await guard.claim(id, 10_000, 1);
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-first', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });
@@ -66,12 +74,17 @@ describe('SMS receipts of a challenge with resends (real Redis and NATS)', () =>
     await guard.sent(id, 'twilio', 'SM-resend', 60_000, { seq: 1, resend: 1 });
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-resend', MessageStatus: 'delivered' }), { status: 204 });
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-first', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });
+    // A late `delivered` of the replaced SMS does not become the report's delivery either.
+    assert.deepEqual(await receipt(id, { MessageSid: 'SM-first', MessageStatus: 'delivered' }), { status: 204 });
     assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), null, 'the challenge failed by the replaced SMS');
     assert.equal(await redis.hget(RedisKeys.failedMethods(tag), 'sms'), null, 'SMS marked failed for the user');
 
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-resend', MessageStatus: 'undelivered', ErrorCode: '30005' }), { status: 204 });
     assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), 'failed');
     assert.ok(await redis.hget(RedisKeys.failedMethods(tag), 'sms'));
+    await nats.nc.flush();
+    sub.unsubscribe();
+    assert.deepEqual(recorded, ['SM-resend delivered', 'SM-resend undelivered'], 'only the latest send\'s receipts are recorded');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'without a resend, an undelivered receipt of the start\'s SMS fails the challenge', async () => {

@@ -8,7 +8,7 @@ import type { SendGuard } from '../adapters/send-guard.js';
 import type { SmsReceipt } from '../adapters/sms/sms-provider.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
-const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id; superseded: an undelivered receipt of a send a resend replaced)', ['provider', 'status']);
+const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id; superseded: a receipt of a send a resend replaced)', ['provider', 'status']);
 
 /**
  * A receipt can overtake the record of its message: the SMSC may send it right after
@@ -82,16 +82,15 @@ export class SmsReceiptsService {
 
   private async record(receipt: SmsReceipt & { tenantId: string; challengeId: string }, idSeed: string): Promise<void> {
     const { tenantId, challengeId, provider, providerMessageId, status, errorCode } = receipt;
-    if (status === 'undelivered') {
-      // A late receipt of an SMS that a resend has replaced says nothing of the code the user
-      // holds now: it neither fails the challenge nor becomes its delivery in the report.
-      // Also while the resend is still being sent: auth-challenge counts it when it accepts it.
-      const { index, latest } = await this.options.guard.smsSendOf(challengeId, provider, providerMessageId);
-      if (index !== undefined && index < latest) {
-        receipts.inc({ provider, status: 'superseded' });
-        this.options.log.info('SMS undelivered (receipt) of an earlier send: a later send replaced it; the challenge is left as it is', { challengeId, provider, errorCode });
-        return;
-      }
+    // A late receipt of an SMS that a resend has replaced says nothing of the send the user
+    // waits for now: it neither fails the challenge nor becomes its delivery in the report (which
+    // shows the latest send's). Also while the resend is still being sent: auth-challenge counts
+    // it when it accepts it.
+    const { index, latest } = await this.options.guard.smsSendOf(challengeId, provider, providerMessageId);
+    if (index !== undefined && index < latest) {
+      receipts.inc({ provider, status: 'superseded' });
+      this.options.log.info(`SMS ${status} (receipt) of an earlier send: a later send replaced it; the challenge and its report are left as they are`, { challengeId, provider, errorCode });
+      return;
     }
     receipts.inc({ provider, status });
     const event = createEvent('SmsDeliveryReported', 1, {

@@ -76,14 +76,23 @@ end
 return 1
 `;
 
-// KEYS: user, totp, totpSteps, devices. ARGV: seq of the erasure.
-// The user hash keeps only the sequence: a snapshot from before the erasure can never bring the
-// user back, one from a later registration can.
+// KEYS: user, then the user's other keys that go with it (ERASED_WITH_USER). ARGV: seq of the
+// erasure. The user hash keeps only the sequence: a snapshot from before the erasure can never
+// bring the user back, one from a later registration can.
+/**
+ * What an erasure deletes besides the user's hash: the tokens, their replay guard and the devices,
+ * and what the user's sign-ins left that would otherwise pass to a user registered later under the
+ * same id (a recycled UPN): remembered browsers and the last MFA (each would let that user skip
+ * MFA), when each device last answered, the methods that failed lately. The brute-force counters,
+ * a block and a push suspension stay: they protect the account, not the person.
+ */
+const ERASED_WITH_USER = [RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.remembered, RedisKeys.lastMfa, RedisKeys.devicesUsed, RedisKeys.failedMethods] as const;
+
 const ERASE_USER = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
 if stored > seq then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', unpack(KEYS))
 redis.call('HSET', KEYS[1], 'seq', ARGV[1])
 return 1
 `;
@@ -147,7 +156,7 @@ export class UserProjectionWriter {
   ) {
     this.index = new UserIndex(redis, keyring);
     redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 4, lua: APPLY_SNAPSHOT });
-    redis.defineCommand('mfaEraseUser', { numberOfKeys: 4, lua: ERASE_USER });
+    redis.defineCommand('mfaEraseUser', { numberOfKeys: 1 + ERASED_WITH_USER.length, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
     redis.defineCommand('mfaMarkUnregistered', { numberOfKeys: 1, lua: MARK_UNREGISTERED });
     redis.defineCommand('mfaRestoreFailureGuard', { numberOfKeys: 2, lua: RESTORE_GUARD });
@@ -305,9 +314,7 @@ export class UserProjectionWriter {
     const tag = userTag(this.keyring, tenantId, userId);
     const erased = await (this.redis as unknown as { mfaEraseUser: (...a: Array<string | number>) => Promise<number> }).mfaEraseUser(
       RedisKeys.user(tag),
-      RedisKeys.totp(tag),
-      RedisKeys.totpSteps(tag),
-      RedisKeys.devices(tag),
+      ...ERASED_WITH_USER.map((keyOf) => keyOf(tag)),
       seq,
     );
     if (erased === 1) await this.index.put(tenantId, userId, undefined);

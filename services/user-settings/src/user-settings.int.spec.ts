@@ -450,6 +450,16 @@ describe('users.delete: crypto-shredding', () => {
 
   itWith({ real: ['nats', 'redis'] }, 'erases: UserErased, the key destroyed, the Redis projection reduced to a tombstone', async () => {
     const pii = (await storedMessages(EventSubjects.user(tenantId, userId)))[0]!.event.data as { pii: string };
+    // What the user's sign-ins left (auth-challenge and dispatch write these): a remembered
+    // browser and the last MFA would let a user registered later under this id skip MFA.
+    const { tag } = keysOf(tenantId, userId);
+    const signins = [RedisKeys.remembered(tag), RedisKeys.lastMfa(tag), RedisKeys.devicesUsed(tag), RedisKeys.failedMethods(tag)];
+    await redis.hset(RedisKeys.remembered(tag), 'rememberid', `${Date.now() + 86_400_000}:${Date.now()}`);
+    await redis.set(RedisKeys.lastMfa(tag), String(Date.now()));
+    await redis.hset(RedisKeys.devicesUsed(tag), 'devicenonce', String(Date.now()));
+    await redis.hset(RedisKeys.failedMethods(tag), 'sms', String(Date.now() + 600_000));
+    // Counters that protect the account stay.
+    await redis.set(RedisKeys.consecutiveFailures(tag), '3');
     assert.deepEqual(await request(Subjects.usersDelete, { tenantId, userId }), { userId, deleted: true });
     const stored = await storedMessages(EventSubjects.user(tenantId, userId));
     assert.deepEqual(stored.map((m) => m.event.type), ['UserRegistered', 'TotpTokenEnrolled', 'UserErased']);
@@ -463,6 +473,9 @@ describe('users.delete: crypto-shredding', () => {
     const seqOfErasure = (await jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) }))!.seq;
     assert.deepEqual(await redis.hgetall(keys.user), { seq: String(seqOfErasure) });
     assert.equal(await redis.exists(keys.totp, keys.steps), 0);
+    assert.equal(await redis.exists(...signins), 0, 'remembered browsers, the last MFA, device use and failed methods erased');
+    assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '3');
+    await redis.del(RedisKeys.consecutiveFailures(tag));
     // A snapshot from before the erasure cannot bring the user back.
     const writer = service.app.get(UserProjectionWriter);
     assert.equal(await writer.apply({ tenantId, userId, seq: seqOfErasure - 1, methods: ['sms'], phoneNumber: personal.phoneNumber, totpTokens: [] }), false);

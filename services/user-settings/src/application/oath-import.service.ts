@@ -262,7 +262,9 @@ export class OathImportService {
         log.warn('import job taken over by another worker', { tenantId, jobId });
         return;
       }
-      if (error instanceof ImportFileError || error instanceof ContractError) {
+      // A refusal fails the job; `unavailable` (a store that did not answer: a JetStream timeout,
+      // a leader election) is infrastructure trouble like any other, below.
+      if (error instanceof ImportFileError || (error instanceof ContractError && error.code !== 'unavailable')) {
         await this.finish(current.job, write, error.message).catch((e: unknown) => log.warn('import job not closed', { tenantId, jobId, error: e }));
         log.info('import job failed', { tenantId, jobId, reason: error.message });
         return;

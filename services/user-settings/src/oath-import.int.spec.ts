@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { after, before, describe } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { unavailable } from '@mfa/contracts';
+import { loadKeyring } from '@mfa/crypto';
+import { connectNats, type NatsClients } from '@mfa/messaging';
+import { createLogger } from '@mfa/telemetry';
+import { itWith, testEnv } from '@mfa/testing';
+import { ImportJobs, jobObjects } from './adapters/import-jobs.js';
+import { OathImportService } from './application/oath-import.service.js';
+import type { OathTokensService, RowOutcome } from './application/oath-tokens.service.js';
+
+/** Import jobs against the real JetStream buckets, with a token service that fails when told to. */
+describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
+  let nats: NatsClients;
+  let jobs: ImportJobs;
+  let service: OathImportService | undefined;
+  const tenantId = `import-${Date.now().toString(36)}`;
+
+  before(async () => {
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'oath-import-test', connectTimeoutMs: 5_000 });
+    jobs = await ImportJobs.open(nats, 1);
+  });
+
+  after(async () => {
+    await service?.stop();
+    await nats.nc.drain();
+  });
+
+  const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms = 20_000): Promise<T> => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const found = await probe();
+      if (found !== undefined) return found;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await jobs.all())}`.slice(0, 3000));
+      await sleep(100);
+    }
+  };
+
+  itWith({ real: ['nats'] }, 'an unavailable store interrupts a job, which resumes from its checkpoint with its file; it does not fail it', async () => {
+    let failures = 1;
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        if (failures > 0) {
+          failures--;
+          throw unavailable('event store unavailable');
+        }
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    service = new OathImportService({ jobs, tokens, keyring: loadKeyring({}).keyring, log: createLogger('oath-import-test', { level: 'error' }), requireTenant: async () => undefined });
+    service.start();
+    const csv = 'upn,serial number,secret key,time interval,manufacturer,model\r\n,SN-1,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30,Contoso,Key\r\n,SN-2,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30,Contoso,Key\r\n';
+    const { jobId } = await service.request({ tenantId, format: 'csv', content: csv } as never, new Date());
+
+    // The first row met an unavailable store: the job stays running (its lease will lapse), the file stays.
+    await until('the store to fail', async () => (failures === 0 ? true : undefined));
+    await sleep(500);
+    const stored = (await jobs.get(tenantId, jobId))!;
+    assert.equal(stored.job.state, 'running', `the job is ${stored.job.state} (${stored.job.error ?? ''})`);
+    assert.equal(stored.job.error, undefined);
+    assert.notEqual(await jobs.size(jobObjects(tenantId, jobId).source), undefined, 'the file is still there');
+
+    // Its lease lapses (as after IMPORT_LEASE_MS); a worker takes it up again and completes it.
+    await jobs.update({ ...stored.job, lease: { owner: stored.job.lease!.owner, until: 0 } }, stored.revision);
+    const done = await until('the job to complete', async () => {
+      const now = await jobs.get(tenantId, jobId);
+      return now && (now.job.state === 'completed' || now.job.state === 'failed') ? now.job : undefined;
+    });
+    assert.deepEqual([done.state, done.imported, done.failed, done.error], ['completed', 2, 0, undefined]);
+    // The batch cut short is done again (a row done twice is recognised by its aggregate).
+    assert.deepEqual([...new Set(imported)].sort(), ['SN-1', 'SN-2']);
+    assert.equal(await jobs.size(jobObjects(tenantId, jobId).source), undefined, 'the file is dropped once the job ends');
+  });
+});

@@ -324,6 +324,12 @@ export const ChallengeDenied = envelope(
 );
 /** The user denied a push in the app (its device signed the answer): the challenge is denied. */
 export const ChallengeDeniedByUser = envelope('ChallengeDeniedByUser', 1, Outcome);
+/**
+ * A pending challenge of a user blocked after its start (an administrator, a fraud report's
+ * automatic block): denied at its next verify, call answer or device answer, before any code is
+ * compared.
+ */
+export const ChallengeUserBlocked = envelope('ChallengeUserBlocked', 1, Outcome);
 
 /** A start that needed no second factor (a bypass): approved at once, and recorded for the report. */
 export const ChallengeBypassed = envelope(
@@ -599,6 +605,7 @@ export const EventSchemas = {
   ChallengeFraudReported,
   ChallengeResendRequested,
   ChallengeDeniedByUser,
+  ChallengeUserBlocked,
   UserBlocked,
   FraudReported,
   IpLocked,
@@ -664,6 +671,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeFraudReported'
   | 'ChallengeResendRequested'
   | 'ChallengeDeniedByUser'
+  | 'ChallengeUserBlocked'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed' | 'SmsDeliveryReported' | 'PushSent' | 'PushDeliveryFailed'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;

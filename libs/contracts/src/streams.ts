@@ -49,6 +49,8 @@ export const EventSubjects = {
   challengeDenied: 'mfa.evt.challenge.denied',
   /** A push the user denied in the app. */
   challengeDeniedByUser: 'mfa.evt.challenge.denied_by_user',
+  /** A pending challenge of a user blocked since it started, denied at its next answer. */
+  challengeUserBlocked: 'mfa.evt.challenge.user_blocked',
   challengeBypassed: 'mfa.evt.challenge.bypassed',
   challengeFraudReported: 'mfa.evt.challenge.fraud_reported',
   challengeResendRequested: 'mfa.evt.challenge.resend_requested',

@@ -301,6 +301,13 @@ export function challengeAttemptsExhausted(
 }
 
 /** Happens at the challenge's expiry unless `occurredAt` says otherwise. */
+export function challengeUserBlocked(
+  c = testChallenge(),
+  overrides: EventOverrides<'ChallengeUserBlocked'> = {},
+): V1<'ChallengeUserBlocked'> {
+  return envelope('ChallengeUserBlocked', ofChallenge(c), outcome(c), overrides);
+}
+
 export function challengeExpired(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeExpired'> = {},

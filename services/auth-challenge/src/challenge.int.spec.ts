@@ -128,6 +128,33 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal(again.error?.code, 'conflict');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'a user blocked after the start: the right code is denied (user_blocked, recorded once), a resend sends nothing', async () => {
+    const user = uniqueUser();
+    const secret = randomBytes(20);
+    await projectUser(user, { phone: '+14155550101', totp: [secret], methods: ['sms', 'totp'], defaultMethod: 'sms' });
+    const sms = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const totpStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const smsId = String(sms.challengeId);
+    const totpId = String(totpStart.challengeId);
+    const code = await smsCodeOf(smsId);
+    // fraud's projection of UserBlocked (an administrator, or a fraud report's automatic block).
+    const { tag } = parseChallengeId(smsId)!;
+    await redis.set(RedisKeys.blocked(tag), String(Date.now() + 60_000), 'PX', 60_000);
+    try {
+      const resend = await ask(Subjects.challengeResend, { tenantId: tenant, challengeId: smsId });
+      assert.equal(resend.error?.code, 'forbidden');
+      assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: smsId, code }), { challengeId: smsId, status: 'denied', reason: 'user_blocked' });
+      const recorded = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.challengeUserBlocked });
+      assert.deepEqual((recorded!.json() as { type: string; data: { challengeId: string } }).type, 'ChallengeUserBlocked');
+      assert.equal((recorded!.json() as { data: { challengeId: string } }).data.challengeId, smsId);
+      assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: smsId }), { challengeId: smsId, status: 'denied', reason: 'user_blocked' });
+      assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: smsId, code })).error?.code, 'conflict');
+      assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: totpId, code: totp(secret, Date.now()) }), { challengeId: totpId, status: 'denied', reason: 'user_blocked' });
+    } finally {
+      await redis.del(RedisKeys.blocked(tag));
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'decides nothing with under 250 ms before the Mfa-Deadline: unavailable, and the challenge is untouched', async () => {
     const user = uniqueUser();
     const secret = randomBytes(20);

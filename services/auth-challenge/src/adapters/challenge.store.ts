@@ -157,12 +157,12 @@ export class ChallengeStore {
   ) {
     redis.defineCommand('mfaChallengeStart', { numberOfKeys: 18, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
-    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 6, lua: RESEND_SCRIPT });
+    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 7, lua: RESEND_SCRIPT });
     for (const [name, numberOfKeys, lua] of [
-      ['mfaChallengePushAnswer', 11, PUSH_ANSWER_SCRIPT],
-      ['mfaChallengeVerify', 8, VERIFY_SCRIPT],
-      ['mfaChallengeVerifyTotp', 8, VERIFY_TOTP_SCRIPT],
-      ['mfaChallengeVoiceOutcome', 8, VOICE_OUTCOME_SCRIPT],
+      ['mfaChallengePushAnswer', 12, PUSH_ANSWER_SCRIPT],
+      ['mfaChallengeVerify', 9, VERIFY_SCRIPT],
+      ['mfaChallengeVerifyTotp', 9, VERIFY_TOTP_SCRIPT],
+      ['mfaChallengeVoiceOutcome', 9, VOICE_OUTCOME_SCRIPT],
     ] as const) {
       // On the writer's connection only (the service's own when decisions do not wait).
       decisions.define(name, { numberOfKeys, lua });
@@ -287,6 +287,7 @@ export class ChallengeStore {
       RedisKeys.consecutiveFailures(input.tag),
       RedisKeys.phoneThrottle(input.tag),
       slotOutboxKey(input.slot),
+      RedisKeys.blocked(input.tag),
       input.tenantId,
       input.now.getTime(),
       input.maxSends,
@@ -311,6 +312,7 @@ export class ChallengeStore {
       slotOutboxKey(input.slot),
       RedisKeys.remembered(input.tag),
       RedisKeys.lastMfa(input.tag),
+      RedisKeys.blocked(input.tag),
     ];
   }
 

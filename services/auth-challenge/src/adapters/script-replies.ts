@@ -188,7 +188,8 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
     case 'elsewhere':
       return { kind: 'elsewhere', method: method(raw[2]) };
     case 'denied_by_user':
-      return { kind: 'denied_by_user', userId: raw[1]!, method: method(raw[2]), ...clientIpAt(raw, 3) };
+    case 'user_blocked':
+      return { kind: raw[0], userId: raw[1]!, method: method(raw[2]), ...clientIpAt(raw, 3) };
     case 'not_push':
       return { kind: 'not_push', method: raw[2] ?? '' };
     case 'locked':
@@ -219,6 +220,8 @@ export function parseResendVerdict(raw: readonly string[]): ResendVerdict {
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':
       return { kind: 'capped' };
+    case 'user_blocked':
+      return { kind: 'user_blocked' };
     default:
       throw new VerdictError(`unexpected resend verdict ${String(raw[0])}`);
   }

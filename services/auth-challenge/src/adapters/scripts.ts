@@ -245,7 +245,8 @@ return reply
 // The two verify scripts share their KEYS and first ARGV:
 //   KEYS: challenge, totp tokens, totp last steps, user's failed verifications (window),
 //         user's consecutive failed verifications, the slot's outbox.
-//   KEYS (cont.): the user's remembered browsers, when the user last completed MFA.
+//   KEYS (cont.): the user's remembered browsers, when the user last completed MFA, the user's
+//         block (fraud's projection).
 //   ARGV: tenantId, now ms, lockout threshold, failure-counter window s, lockout duration s,
 //         consecutive failures cap, challenge id, the request's context (JSON), the id of a new
 //         remember token ('' = the tenant does not remember browsers) and its end (ms), then the
@@ -256,7 +257,8 @@ return reply
 // CHECKS answers whatever needs no code: an unknown or finished challenge, a user locked out (no
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
 // ends by itself, the consecutive cap only with a success elsewhere or an admin unlock), an
-// expired challenge (recorded once).
+// expired challenge (recorded once), a user blocked since the start (the challenge denied and
+// recorded once: a block denies every attempt, not only the next starts).
 const CHECKS = `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
@@ -272,6 +274,10 @@ end
 if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'expired', 'completedAt', ARGV[2])
   return kept({'expired', userId, method, ip})
+end
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'user_blocked', 'completedAt', ARGV[2])
+  return kept({'user_blocked', userId, method, ip})
 end
 -- A pending challenge always has attempts left (the last one denies it); checked all the same.
 local max = tonumber(ch[6])
@@ -363,8 +369,8 @@ end`;
  * (WITH_TOKENS). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
  * attempts, remaining, cause, ...guard, ip} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard, ip}
  * (guard: failures in the window, when the window or lockout ends in ms, failures in a row) | {'expired',
- * userId, method, ip} | {'expired_again', userId, method} | {'conflict', userId, method, status}
- * | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
+ * userId, method, ip} | {'expired_again', userId, method} | {'user_blocked', userId, method, ip}
+ * | {'conflict', userId, method, status} | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */
 export const VERIFY_SCRIPT = `${CHECKS}${WITH_TOKENS}
 -- A call (or a push) is answered on the phone, not with a code: nothing is compared or counted.
@@ -433,16 +439,19 @@ ${OUTCOME}`;
  * voice sends (the same sliding window, one member per resend) and refused while the user's phone
  * number is throttled across users; at most ARGV[3] sends per challenge, the start's included, and
  * ARGV[4] ms at least since the last one. The same checks as a verify first (tenant, still pending
- * and unexpired, the lockouts): a code that could not be checked is not worth sending. Accepting a
+ * and unexpired, the lockouts, the user's block): a code that could not be checked is not worth
+ * sending. Accepting a
  * resend clears a failed delivery (status reads pending again until the resend's own outcome).
  * KEYS: challenge, user's SMS and voice sends (window), user's failed verifications (window), user's
- * consecutive failed verifications, the user's phone number throttled until (dispatch), the slot's outbox.
+ * consecutive failed verifications, the user's phone number throttled until (dispatch), the slot's
+ * outbox, the user's block (fraud).
  * ARGV: tenantId, now ms, max sends per challenge, min interval ms, user's max sends, user's window s,
  * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON).
  * Returns {'resent', userId, 'sms', resend number, resends remaining, expiresAt ms} (kept in the
  * outbox as "<challengeId>:resent:<n>") | {'not_found'} | {'conflict', 'method' | 'status', what it is}
  * | {'exhausted', max sends} | {'rate_limited', retryAfterSeconds, 'interval' | 'phone' | 'user'}
- * | {'locked', retryAfterSeconds} | {'capped'}.
+ * | {'locked', retryAfterSeconds} | {'capped'} | {'user_blocked'} (nothing changes: the challenge is
+ * denied at its next verify).
  */
 export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt')
@@ -451,6 +460,7 @@ local now = tonumber(ARGV[2])
 if ch[3] ~= 'sms' then return {'conflict', 'method', ch[3] or ''} end
 if ch[4] ~= 'pending' then return {'conflict', 'status', ch[4] or ''} end
 if now >= tonumber(ch[5]) then return {'conflict', 'status', 'expired'} end
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'user_blocked'} end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[8]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[7]) then
   return {'locked', tostring(redis.call('TTL', KEYS[3]))}
@@ -477,20 +487,20 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
  * right only for a push started without one, a RADIUS sign-in, whose `codeHash` is empty; a number
  * for such a push, or none for a push with one, is a wrong number), or deny (ARGV[11] = ''). Either way the push is
  * no longer pending for the user, and the device was used now. A denial, and a wrong number, count
- * towards push fatigue (KEYS[10]); a wrong number counts like a wrong code too. Keys and arguments
- * as VERIFY_SCRIPT, then KEYS 9-11: the user's pending push, denied and ignored pushes, the devices'
+ * towards push fatigue (KEYS[11]); a wrong number counts like a wrong code too. Keys and arguments
+ * as VERIFY_SCRIPT, then KEYS 10-12: the user's pending push, denied and ignored pushes, the devices'
  * last use; ARGV 11: the number's hash ('' = deny), 12: the fatigue window s, 13: the device nonce.
  * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}.
  */
 export const PUSH_ANSWER_SCRIPT = `${CHECKS}
 if method ~= 'push' then return {'not_push', userId, method} end
 ${CT_EQUAL}
-local pending = redis.call('GET', KEYS[9])
-if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[9]) end
-redis.call('HSET', KEYS[11], ARGV[13], ARGV[2])
+local pending = redis.call('GET', KEYS[10])
+if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[10]) end
+redis.call('HSET', KEYS[12], ARGV[13], ARGV[2])
 local function refused()
-  redis.call('ZADD', KEYS[10], ARGV[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[10], tonumber(ARGV[12]) * 1000)
+  redis.call('ZADD', KEYS[11], ARGV[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[11], tonumber(ARGV[12]) * 1000)
 end
 if ARGV[11] == '' then
   refused()

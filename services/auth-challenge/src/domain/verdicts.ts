@@ -1,5 +1,6 @@
 import {
   conflict,
+  forbidden,
   ContractError,
   notFound,
   rateLimited,
@@ -69,6 +70,8 @@ export type VerifyVerdict =
   | { kind: 'elsewhere'; method: Method }
   /** The user denied the push in the app. */
   | { kind: 'denied_by_user'; userId: string; method: Method; clientIp?: string }
+  /** The user was blocked after the challenge started: denied without comparing anything. */
+  | { kind: 'user_blocked'; userId: string; method: Method; clientIp?: string }
   /** A device answered a challenge that is not a push. */
   | { kind: 'not_push'; method: string }
   | { kind: 'locked'; retryAfterSeconds: number }
@@ -87,7 +90,9 @@ export type ResendVerdict =
   /** Too soon after the last send (`interval`), the phone number's sends across users, or the user's own. */
   | { kind: 'rate_limited'; retryAfterSeconds: number; scope: 'interval' | 'phone' | 'user' }
   | { kind: 'locked'; retryAfterSeconds: number }
-  | { kind: 'capped' };
+  | { kind: 'capped' }
+  /** The user is blocked: nothing is sent (the challenge is denied at its next verify). */
+  | { kind: 'user_blocked' };
 
 /** The user's brute-force counters right after a wrong code (recorded in the event; see @mfa/contracts). */
 export type FailureGuard = NonNullable<EventOf<'ChallengeCodeRejected'>['data']['guard']>;
@@ -136,7 +141,8 @@ export type PendingEvent =
   | { type: 'ChallengeDenied'; data: EventOf<'ChallengeDenied'>['data'] }
   | { type: 'ChallengeBypassed'; data: EventOf<'ChallengeBypassed'>['data'] }
   | { type: 'ChallengeResendRequested'; data: EventOf<'ChallengeResendRequested'>['data'] }
-  | { type: 'ChallengeDeniedByUser'; data: EventOf<'ChallengeDeniedByUser'>['data'] };
+  | { type: 'ChallengeDeniedByUser'; data: EventOf<'ChallengeDeniedByUser'>['data'] }
+  | { type: 'ChallengeUserBlocked'; data: EventOf<'ChallengeUserBlocked'>['data'] };
 
 export interface StartContext {
   challengeId: string;
@@ -374,6 +380,8 @@ export function decideVerify(
       throw conflict(`a ${verdict.method} challenge is answered on the ${verdict.method === 'push' ? "user's device" : 'phone'}, not with a code: poll challenge.status`);
     case 'denied_by_user':
       return { reply: { challengeId: id, status: 'denied', reason: 'denied_by_user' }, event: { type: 'ChallengeDeniedByUser', data: outcomeOf(verdict) } };
+    case 'user_blocked':
+      return { reply: { challengeId: id, status: 'denied', reason: 'user_blocked' }, event: { type: 'ChallengeUserBlocked', data: outcomeOf(verdict) } };
     case 'not_push':
       throw notFound('unknown challenge');
     case 'locked':
@@ -425,6 +433,8 @@ export function decideResend(
       throw lockedOut(verdict.retryAfterSeconds);
     case 'capped':
       throw capped();
+    case 'user_blocked':
+      throw forbidden('the user is blocked: nothing is sent');
   }
 }
 
@@ -475,5 +485,7 @@ export function subjectOf(event: PendingEvent): string {
       return EventSubjects.challengeResendRequested;
     case 'ChallengeDeniedByUser':
       return EventSubjects.challengeDeniedByUser;
+    case 'ChallengeUserBlocked':
+      return EventSubjects.challengeUserBlocked;
   }
 }

@@ -18,6 +18,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeFraudReported',
   'ChallengeResendRequested',
   'ChallengeDeniedByUser',
+  'ChallengeUserBlocked',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed', 'VoiceCallPlaced', 'VoiceCallFailed', 'SmsDeliveryReported', 'PushSent', 'PushDeliveryFailed'] satisfies DispatchEvent['type'][]);
 const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);

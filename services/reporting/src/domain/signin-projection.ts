@@ -134,6 +134,8 @@ function effectOf(event: ChallengeEvent): Effect {
       return { outcome: failure(ResultDetail.fraud, event.occurredAt) };
     case 'ChallengeDeniedByUser':
       return { outcome: failure(ResultDetail.deniedByUser, event.occurredAt) };
+    case 'ChallengeUserBlocked':
+      return { outcome: failure(ResultDetail.userBlocked, event.occurredAt) };
     case 'ChallengeApproved':
       return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
     case 'ChallengeAttemptsExhausted': {

@@ -11,6 +11,7 @@ import {
   challengeResendRequested,
   challengeStarted,
   challengeStartedV2,
+  challengeUserBlocked,
   smsDeliveryFailed,
   smsSent,
   tenantCreated,
@@ -199,6 +200,13 @@ describe('sign-in projection', () => {
     const c = signin();
     const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeExpired(c))));
     assert.equal(patch.resultDetail, ResultDetail.timedOut);
+  });
+
+  it('given a block after the start, then denied as a blocked user', () => {
+    const c = signin();
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeUserBlocked(c))));
+    assert.equal(patch.result, 'failure');
+    assert.equal(patch.resultDetail, ResultDetail.userBlocked);
   });
 
   it('given registration required, then a complete failed row with the reason', () => {

@@ -308,7 +308,7 @@ describe('end to end: two instances of every service', () => {
       tenantId,
       settings: {
         trustedIps: { ranges: ['8.8.4.0/24'], federatedBypass: true },
-        namedLocations: [{ name: 'Stockholm office', trusted: true, ranges: ['2001:db8:77::/48'] }, { name: 'Guest Wi-Fi', trusted: false, ranges: ['2001:db8:78::/48'] }],
+        namedLocations: [{ name: 'Stockholm office', trusted: true, ranges: ['2a00:1450:4077::/48'] }, { name: 'Guest Wi-Fi', trusted: false, ranges: ['2001:db8:78::/48'] }],
       },
     });
     assert.equal(configured.error, undefined, JSON.stringify(configured.error));
@@ -321,7 +321,7 @@ describe('end to end: two instances of every service', () => {
     const v4 = await start({ clientIp: '8.8.4.20' });
     assert.deepEqual([v4.status, v4.reason, v4.method], ['approved', 'trusted_ip', null]);
     assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: v4.challengeId }), { challengeId: v4.challengeId, status: 'approved', reason: 'trusted_ip' });
-    assert.equal((await start({ clientIp: '2001:db8:77:1::5' })).reason, 'trusted_ip');
+    assert.equal((await start({ clientIp: '2a00:1450:4077:1::5' })).reason, 'trusted_ip');
     assert.equal((await start({ clientIp: '198.51.100.1', context: { insideCorporateNetwork: true } })).reason, 'corporate_network');
     // Outside every trusted range (an untrusted named location too): a code as usual.
     for (const clientIp of ['8.8.5.20', '2001:db8:78::1']) assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: user, method: 'sms', clientIp })).status, 'pending', clientIp);
@@ -339,6 +339,11 @@ describe('end to end: two instances of every service', () => {
     // Ranges the contract refuses: IPv6 in trustedIps, private space in the cloud, 51 ranges, a malformed one.
     for (const ranges of [['2001:db8::/32'], ['10.0.0.0/8'], Array.from({ length: 51 }, (_, i) => `8.8.${i}.0/24`), ['8.8.4.0/33']]) {
       assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { trustedIps: { ranges } } })).error?.code, 'invalid_request', ranges[0]);
+    }
+    // A trusted named location follows the same rule, IPv6 included.
+    for (const range of ['10.0.0.0/8', '::/0', 'fc00::/7']) {
+      const refused = await ask(Subjects.tenantsConfigure, { tenantId, settings: { namedLocations: [{ name: 'Everywhere', trusted: true, ranges: [range] }] } });
+      assert.equal(refused.error?.code, 'invalid_request', range);
     }
   });
 

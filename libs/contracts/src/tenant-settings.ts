@@ -208,6 +208,21 @@ function isPublicIpv4Range(cidr: string): boolean {
   }
   return true;
 }
+/**
+ * Global unicast IPv6 (2000::/3) outside the IETF's special blocks (Teredo, benchmarking, ORCHID),
+ * documentation space and 6to4 (which carries IPv4 space, private included).
+ */
+function isPublicIpv6Range(cidr: string): boolean {
+  const [address, prefix] = ipaddr.IPv6.parseCIDR(cidr);
+  if (prefix < 3 || !address.match(GLOBAL_UNICAST_IPV6, 3)) return false;
+  for (const [net, bits] of SPECIAL_IPV6) {
+    if (bits >= prefix ? net.match(address, prefix) : address.match(net, bits)) return false;
+  }
+  return true;
+}
+const GLOBAL_UNICAST_IPV6 = ipaddr.IPv6.parse('2000::');
+const SPECIAL_IPV6: Array<[ipaddr.IPv6, number]> = ['2001::/23', '2001:db8::/32', '2002::/16', '3fff::/20'].map((c) => ipaddr.IPv6.parseCIDR(c));
+
 const SPECIAL_IPV4: Array<[ipaddr.IPv4, number]> = [
   '0.0.0.0/8',
   '10.0.0.0/8',
@@ -237,6 +252,14 @@ export function settingsProblems(settings: TenantSettings): string[] {
     if (notPublic.length > 0) {
       problems.push(`settings.trustedIps.ranges: ${notPublic.length} range(s) are not public; only public ranges are allowed unless trustedIps.onPremises is true`);
     }
+    // A trusted named location bypasses MFA as trustedIps does: the same rule, in both families.
+    settings.namedLocations.forEach((location, n) => {
+      if (!location.trusted) return;
+      const notPublicHere = location.ranges.filter((r) => !(r.includes(':') ? isPublicIpv6Range(r) : isPublicIpv4Range(r)));
+      if (notPublicHere.length > 0) {
+        problems.push(`settings.namedLocations[${n}].ranges: ${notPublicHere.length} range(s) of a trusted location are not public; only public ranges are allowed unless trustedIps.onPremises is true`);
+      }
+    });
   }
   if (!unique(settings.namedLocations.map((l) => l.name))) problems.push('settings.namedLocations: names must be unique');
   if (!unique(settings.notificationEmails.map((e) => e.toLowerCase()))) problems.push('settings.notificationEmails: addresses must be unique');

@@ -85,8 +85,25 @@ describe('tenant decider: every setting of the contract', () => {
       ]);
   });
 
+  it('refuses private or special ranges in a trusted named location unless onPremises, in both families', () => {
+    for (const range of ['10.0.0.0/8', '0.0.0.0/0', '8.0.0.0/4', '198.51.100.0/24', '::/0', 'fc00::/7', 'fe80::/10', '2001:db8::/32', '2001:db8:77::/48', '2000::/3', '::ffff:10.0.0.0/104', '2002:a00::/24']) {
+      spec
+        .given([created])
+        .when({ type: 'ConfigureTenant', data: { settings: { namedLocations: [{ name: 'Office', trusted: true, ranges: ['8.8.8.0/24', range] }] } } }, now)
+        .thenThrows('invalid_request', /namedLocations\[0\]\.ranges: 1 range\(s\) of a trusted location are not public/);
+    }
+    const accepted = (settings: Record<string, unknown>) =>
+      spec.given([created]).when({ type: 'ConfigureTenant', data: { settings } }, now).then([
+        { type: 'TenantSettingsChanged', data: { settings: { ...tenant.settings, ...settings } }, occurredAt: now.toISOString() },
+      ]);
+    accepted({ namedLocations: [{ name: 'Office', trusted: true, ranges: ['8.8.8.0/24', '2a00:1450:4001::/48'] }] });
+    // Not trusted (a location only named in reports), or on premises: any range.
+    accepted({ namedLocations: [{ name: 'Guest Wi-Fi', trusted: false, ranges: ['10.0.0.0/8', 'fc00::/7'] }] });
+    accepted({ trustedIps: { ranges: [], onPremises: true, federatedBypass: false }, namedLocations: [{ name: 'LAN', trusted: true, ranges: ['10.0.0.0/8', 'fd00::/8'] }] });
+  });
+
   it('refuses named locations with the same name', () => {
-    const office = { name: 'Office', trusted: true, ranges: ['2001:db8::/32'] };
+    const office = { name: 'Office', trusted: true, ranges: ['2a00:1450:4001::/48'] };
     spec
       .given([created])
       .when({ type: 'ConfigureTenant', data: { settings: { namedLocations: [office, office] } } }, now)

@@ -388,6 +388,10 @@ describe('end to end: two instances of every service', () => {
     assert.deepEqual(await ask(Subjects.usersRememberedRevoke, { tenantId, userId: alice, rememberId: browsers[0]!.rememberId }), { userId: alice, revoked: 1 });
     assert.equal((await ask(Subjects.usersRememberedRevoke, { tenantId, userId: alice, rememberId: browsers[0]!.rememberId })).error?.code, 'not_found');
     assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, method: 'totp', context: { rememberToken: token } })).status, 'pending');
+    // Revoking all of them (a lost phone) ends the legacy clients' trust too.
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, context: { legacyClient: true } })).reason, 'remembered_device');
+    assert.deepEqual(await ask(Subjects.usersRememberedRevoke, { tenantId, userId: alice }), { userId: alice, revoked: 0 });
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: alice, method: 'totp', context: { legacyClient: true } })).status, 'pending');
     const row = await eventually(async () => {
       const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId: alice, limit: 20 })) as Reply & { items?: SigninItem[] };
       return report.items?.find((i) => i.challengeId === remembered.challengeId);

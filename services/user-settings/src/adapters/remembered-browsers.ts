@@ -10,8 +10,8 @@ export interface RememberedBrowser {
 /**
  * The browsers a user asked to remember (rememberMfa), as auth-challenge keeps them in the user's
  * hash slot: by the id of their token (never the token), with when they were remembered and until
- * when. users.get lists them, users.remembered.revoke forgets one or all, users.reset forgets all
- * and the time of the last MFA that legacy clients rely on.
+ * when. users.get lists them, users.remembered.revoke forgets one, or all of them and the time of
+ * the last MFA that legacy clients rely on (as users.reset does).
  */
 export class RememberedBrowsers {
   constructor(private readonly redis: RedisClient) {}
@@ -28,10 +28,16 @@ export class RememberedBrowsers {
       .map((b) => ({ rememberId: b.rememberId, createdAt: new Date(b.created).toISOString(), until: new Date(b.until).toISOString() }));
   }
 
-  /** Forgets one browser (true if it was remembered), or all of them when no id is given (how many). */
+  /**
+   * Forgets one browser (1 if it was remembered), or, when no id is given, all of them (how many)
+   * and the last MFA: no device of the user is trusted any more, legacy clients included.
+   */
   async revoke(tag: string, rememberId?: string): Promise<number> {
-    if (rememberId === undefined) return this.redis.del(RedisKeys.remembered(tag));
-    return this.redis.hdel(RedisKeys.remembered(tag), rememberId);
+    if (rememberId !== undefined) return this.redis.hdel(RedisKeys.remembered(tag), rememberId);
+    const replies = await this.redis.multi().hlen(RedisKeys.remembered(tag)).del(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag)).exec();
+    const [error, count] = replies?.[0] ?? [new Error('users.remembered.revoke: the transaction was not run'), 0];
+    if (error) throw error;
+    return Number(count);
   }
 
   /** users.reset: no browser remembered, no past MFA for legacy clients (one slot, one DEL). */

@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { defaultTenantSettings, EventSubjects, Headers, Streams, Subjects } from '@mfa/contracts';
+import { defaultTenantSettings, EventSubjects, Headers, InternalSubjects, Streams, Subjects } from '@mfa/contracts';
 import {
   base32Encode,
   formatWrappedDataKey,
@@ -352,6 +352,25 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await startWith(bob)).status, 'pending', "alice's token does nothing for bob");
     await remember(Date.now() - 1);
     assert.equal((await startWith(alice)).status, 'pending', 'an ended token asks for MFA');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'remember MFA: a call answered on the phone is the last MFA legacy clients rely on (no browser remembered)', async () => {
+    const remembering = uniqueTenant('remember-call');
+    const settings = { ...defaultTenantSettings(), rememberMfa: { enabled: true, days: 30 } };
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.tenant(remembering), tenantCreated(testTenant({ tenantId: remembering, settings })));
+    const carol = uniqueUser('carol');
+    await projectUser(carol, { tenantId: remembering, phone: '+14155550199', methods: ['voice'] });
+    const legacy = () => ask(Subjects.challengeStart, { tenantId: remembering, userId: carol, context: { legacyClient: true } });
+    const call = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: remembering, userId: carol, method: 'voice', context: { rememberDevice: true } });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 5000, 'the tenant known');
+    assert.equal((await legacy()).status, 'pending', 'no MFA completed yet');
+    const answered = await ask(InternalSubjects.voiceOutcome, { tenantId: remembering, challengeId: call.challengeId, approved: true });
+    assert.equal(answered.status, 'approved');
+    const bypassed = await legacy();
+    assert.deepEqual([bypassed.status, bypassed.reason], ['approved', 'remembered_device']);
+    assert.equal(await redis.exists(RedisKeys.remembered(userTag(keyring, remembering, carol))), 0, 'no browser remembered with a token nobody received');
   });
 
   itWith({ real: ['nats', 'redis'] }, "SMS country rules: a phone in a blocked country, or outside the allowed ones, gets no SMS or call; the app still works", async () => {

@@ -249,8 +249,8 @@ return reply
 //         block (fraud's projection).
 //   ARGV: tenantId, now ms, lockout threshold, failure-counter window s, lockout duration s,
 //         consecutive failures cap, challenge id, the request's context (JSON), the id of a new
-//         remember token ('' = the tenant does not remember browsers) and its end (ms), then the
-//         script's own arguments.
+//         remember token ('' = none) and the end of what an approval remembers (ms; 0 = the
+//         tenant does not remember), then the script's own arguments.
 // Every reply that records something (approved, rejected, exhausted, expired) is kept in the
 // outbox (KEEP). Denials (rejected, exhausted, locked_out, expired) end with the challenge's
 // client IP ('' = none): per-IP lockout counts them.
@@ -294,11 +294,13 @@ if matched then
   if tokenId ~= '' then redis.call('HSET', KEYS[3], tokenId, step) end
   redis.call('HSET', KEYS[1], 'status', 'approved', 'reason', '', 'completedAt', ARGV[2])
   redis.call('DEL', KEYS[4], KEYS[5])
-  -- A tenant that remembers (a token id given): the time of this MFA, for its legacy clients, kept
-  -- as long as it can matter (rememberMfa.days); and the browser, when the start asked: a new
-  -- token's id with its end; ended ones are dropped, so the hash holds only browsers still remembered.
+  -- A tenant that remembers (an end given): the time of this MFA, for its legacy clients, kept as
+  -- long as it can matter (rememberMfa.days); and the browser, when the start asked and a token id
+  -- is given (verify only: a push or call approval has no reply to the browser's IdP to carry a
+  -- token): a new token's id with its end; ended ones are dropped, so the hash holds only browsers
+  -- still remembered.
   local remembered = ''
-  if ARGV[9] ~= '' then redis.call('SET', KEYS[8], ARGV[2], 'PX', tonumber(ARGV[10]) - tonumber(ARGV[2])) end
+  if tonumber(ARGV[10]) > tonumber(ARGV[2]) then redis.call('SET', KEYS[8], ARGV[2], 'PX', tonumber(ARGV[10]) - tonumber(ARGV[2])) end
   if ch[11] == '1' and ARGV[9] ~= '' then
     local all = redis.call('HGETALL', KEYS[7])
     for n = 1, #all, 2 do

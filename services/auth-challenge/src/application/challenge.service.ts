@@ -377,7 +377,10 @@ export class ChallengeService {
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
     this.decideInTime(deadline);
-    const verdict = await script({ tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockoutOf(settings), challengeId: req.challengeId, slot, context: JSON.stringify(context) });
+    // A tenant that remembers: the approval is the user's last MFA for legacy clients (no browser
+    // token: nothing carries one back to the browser from a phone's answer).
+    const remember = settings.rememberMfa.enabled ? { id: '', until: now.getTime() + settings.rememberMfa.days * DAY_MS } : undefined;
+    const verdict = await script({ tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockoutOf(settings), challengeId: req.challengeId, slot, context: JSON.stringify(context), remember });
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     outcomes.inc({ kind: verdict.kind, method });
     if (outcome.event) {

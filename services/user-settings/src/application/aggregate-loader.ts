@@ -9,8 +9,11 @@ import type { AggregateRef, UserEventCodec } from './user-events.codec.js';
 
 /** Events read past a snapshot before the next command writes a fresh one. */
 export const SNAPSHOT_EVERY = 25;
-/** Shape of the user state in snapshots; bump when UserState changes, and old snapshots are ignored. */
-export const USER_SNAPSHOT_VERSION = 2;
+/**
+ * Shape of the user state in snapshots; bump when UserState or the fold changes, and old snapshots
+ * are ignored (3: a reset drops the phone's extension).
+ */
+export const USER_SNAPSHOT_VERSION = 3;
 
 export interface LoadedState<S> {
   state: S;

@@ -229,7 +229,7 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     case 'ResetMfa': {
       requireRegistered(state);
       // Nothing to clear: nothing to record (a repeated reset is free).
-      if (state.tokens.length === 0 && !state.profile.phoneNumber && !appPasswordRequired(state) && !state.sealedPinHash && (state.devices ?? []).length === 0) return [];
+      if (state.tokens.length === 0 && !state.profile.phoneNumber && !state.profile.phoneExtension && !appPasswordRequired(state) && !state.sealedPinHash && (state.devices ?? []).length === 0) return [];
       return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
     }
     case 'DeleteTotpToken': {
@@ -332,8 +332,8 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'TotpTokenDeleted':
       return { ...state, tokens: state.tokens.filter((t) => t.tokenId !== event.data.tokenId) };
     case 'UserMfaReset': {
-      // Every method goes: tokens and the phone; name, e-mail and language stay.
-      const { phoneNumber: _phone, ...profile } = state.profile;
+      // Every method goes: tokens and the phone with its extension; name, e-mail and language stay.
+      const { phoneNumber: _phone, phoneExtension: _extension, ...profile } = state.profile;
       return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined, sealedPinHash: undefined, devices: [] };
     }
     case 'DefaultMethodChosen':

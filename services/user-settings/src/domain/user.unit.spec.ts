@@ -247,6 +247,14 @@ describe('user decider: reset and token deletion', () => {
     assert.deepEqual([methodsOf(reset), reset.tokens, reset.profile.displayName, reset.profile.phoneNumber], [[], [], 'Helga', undefined]);
   });
 
+  it('given a phone with an extension, when reset, then the extension goes with the phone', () => {
+    const withExtension = userRegistered(testUser({ profile: { displayName: 'Desk', phoneNumber: '+14155550123', phoneExtension: '4711' } }));
+    const state = evolveUser(initialUserState(), withExtension as UserEvent);
+    assert.equal(state.profile.phoneExtension, '4711');
+    const reset = evolveUser(state, { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: now.toISOString() });
+    assert.deepEqual([reset.profile.phoneNumber, reset.profile.phoneExtension, reset.profile.displayName], [undefined, undefined, 'Desk']);
+  });
+
   it('given nothing to clear, when reset again, then nothing is recorded; an unknown user is not_found', () => {
     spec.given([userRegistered(testUser({ profile: { displayName: 'No Methods' } }))]).when({ type: 'ResetMfa', data: { userId: helga.userId } }, now).thenNothing();
     spec.given([]).when({ type: 'ResetMfa', data: { userId: helga.userId } }, now).thenThrows('not_found');

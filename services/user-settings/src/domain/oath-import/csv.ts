@@ -134,6 +134,20 @@ const BASE32 = /^[A-Za-z2-7]+=*$/;
 /** Lengths (mod 8) a Base32 text without padding can have: 0, 2, 4, 5 or 7 characters of a last group. */
 const BASE32_GROUP_ENDS = new Set([0, 2, 4, 5, 7]);
 
+const BASE32_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/**
+ * `body` with the bits of its last character beyond the last whole byte cleared. An encoder leaves
+ * them zero, but vendors' files do not always, and oathtool and Python's b32decode drop them: so
+ * do we, rather than refuse a secret they read.
+ */
+function withoutLeftoverBits(body: string): string {
+  const leftover = (body.length * 5) % 8;
+  if (leftover === 0) return body;
+  const last = BASE32_ALPHABET.indexOf(body[body.length - 1]!.toUpperCase());
+  return body.slice(0, -1) + BASE32_ALPHABET[last & ~((1 << leftover) - 1)];
+}
+
 /** The secret of the `secret key` column: RFC 4648 Base32, no spaces, at most MAX_SECRET_BASE32 characters. */
 export function decodeSecretKey(raw: string): { ok: true; secret: Buffer } | { ok: false; reason: string } {
   const text = raw.trim();
@@ -146,13 +160,7 @@ export function decodeSecretKey(raw: string): { ok: true; secret: Buffer } | { o
   if (!BASE32_GROUP_ENDS.has(groupEnd) || (padding > 0 && padding !== 8 - groupEnd)) {
     return { ok: false, reason: 'secret key: not Base32 (RFC 4648): its length or padding cannot end a Base32 text' };
   }
-  let secret: Buffer;
-  try {
-    secret = base32Decode(body);
-  } catch {
-    // The last character carries bits beyond the last byte: not the encoding of any secret.
-    return { ok: false, reason: 'secret key: not Base32 (RFC 4648): its last character does not end a Base32 text' };
-  }
+  const secret = base32Decode(withoutLeftoverBits(body));
   if (secret.length < MIN_SECRET_BYTES) {
     secret.fill(0);
     return { ok: false, reason: `secret key: shorter than ${MIN_SECRET_BYTES} bytes (${Math.ceil((MIN_SECRET_BYTES * 8) / 5)} Base32 characters)` };

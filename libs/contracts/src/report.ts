@@ -17,6 +17,8 @@ export const ResultDetail = {
   smsNotDelivered: 'MFA denied; SMS could not be delivered',
   /** Ours, worded like the SMS one: the call was busy, unanswered, failed, or ended before the user answered. */
   callNotAnswered: 'MFA denied; phone call not answered',
+  /** Ours, worded like the SMS one: no push service took the notification for any of the user's devices. */
+  pushNotDelivered: 'MFA denied; push notification could not be delivered',
   /** Ours (per-IP lockout has no Entra equivalent), worded like the others. */
   ipLocked: 'MFA denied; client IP is locked after too many denied attempts',
   /** Ours: a legacy client of a user whose legacy clients sign in with app passwords only. */

@@ -46,7 +46,8 @@ export interface SigninRow extends SigninDetails {
 
 /**
  * The reported result of a row. A challenge left without an outcome past its lifetime failed:
- * because its SMS never arrived when delivery failed, by timing out otherwise. A timed-out
+ * because its SMS, call or push never arrived when delivery failed (each method its own words),
+ * by timing out otherwise. A timed-out
  * challenge whose SMS could not be delivered is reported as the delivery failure whether or not
  * the expiry event has been projected yet, so the detail does not change under the reader.
  * The store filters on the same rule: an unfinished row reported is a failure.
@@ -56,7 +57,7 @@ export function deriveOutcome(row: Pick<SigninRow, 'result' | 'resultDetail' | '
   resultDetail: string;
 } {
   const undelivered = row.deliveryStatus === 'failed' || row.deliveryStatus === 'undelivered';
-  const notDelivered = row.authMethod === 'voice' ? ResultDetail.callNotAnswered : ResultDetail.smsNotDelivered;
+  const notDelivered = row.authMethod === 'voice' ? ResultDetail.callNotAnswered : row.authMethod === 'push' ? ResultDetail.pushNotDelivered : ResultDetail.smsNotDelivered;
   if (row.result === null || row.resultDetail === null) {
     return { result: 'failure', resultDetail: undelivered ? notDelivered : ResultDetail.timedOut };
   }

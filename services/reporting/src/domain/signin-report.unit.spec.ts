@@ -111,6 +111,13 @@ describe('derived result', () => {
       expected,
     );
   });
+
+  it('words a delivery failure by its method: a call not answered, a push not delivered', () => {
+    for (const [authMethod, resultDetail] of [['voice', ResultDetail.callNotAnswered], ['push', ResultDetail.pushNotDelivered], ['sms', ResultDetail.smsNotDelivered]] as const) {
+      assert.deepEqual(deriveOutcome({ authMethod, result: null, resultDetail: null, deliveryStatus: 'failed' }), { result: 'failure', resultDetail }, authMethod);
+      assert.deepEqual(deriveOutcome({ authMethod, result: 'failure', resultDetail: ResultDetail.timedOut, deliveryStatus: 'failed' }), { result: 'failure', resultDetail }, authMethod);
+    }
+  });
 });
 
 describe('row to item', () => {

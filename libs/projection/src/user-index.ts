@@ -87,13 +87,13 @@ export class UserIndex {
     if (options.query === undefined) {
       // Every user, by id: the id terms from the cursor on.
       const from = options.after === undefined ? `[${KIND.id}${SEP}` : `(${KIND.id}${SEP}${normalized(options.after)}${SEP}${options.after}`;
-      const members = await this.redis.zrangebylex(index, from, `[${KIND.id}${SEP}\u00ff`, 'LIMIT', 0, options.limit + 1);
+      const members = await this.redis.zrangebylex(index, from, above(`${KIND.id}${SEP}`), 'LIMIT', 0, options.limit + 1);
       ids = members.map((m) => m.slice(m.lastIndexOf(SEP) + 1));
       more = ids.length > options.limit;
     } else {
       const q = normalized(options.query);
       const windows = await Promise.all(
-        Object.values(KIND).map((kind) => this.redis.zrangebylex(index, `[${kind}${SEP}${q}`, `[${kind}${SEP}${q}\u00ff`, 'LIMIT', 0, SEARCH_WINDOW)),
+        Object.values(KIND).map((kind) => this.redis.zrangebylex(index, `[${kind}${SEP}${q}`, above(`${kind}${SEP}${q}`), 'LIMIT', 0, SEARCH_WINDOW)),
       );
       const matched = [...new Set(windows.flat().map((m) => m.slice(m.lastIndexOf(SEP) + 1)))]
         .filter((id) => options.after === undefined || id > options.after)
@@ -126,4 +126,12 @@ export class UserIndex {
     const examinedAll = last === undefined || last === ids.at(-1);
     return { items, next: more || !examinedAll ? last : undefined };
   }
+}
+
+/**
+ * The bound just above every term that starts with `prefix`: the prefix and a 0xFF byte, which
+ * UTF-8 never holds (the character U+00FF is two bytes, C3 BF, below every letter after it).
+ */
+function above(prefix: string): Buffer {
+  return Buffer.concat([Buffer.from(`[${prefix}`, 'utf8'), Buffer.from([0xff])]);
 }

@@ -443,9 +443,26 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.equal(noToken.status(), 403);
     const crossOrigin = await admin.page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/users/block`, { form: { userId: userA, reason: 'x' }, headers: { Origin: 'http://evil.example' }, maxRedirects: 0 });
     assert.equal(crossOrigin.status(), 403);
-    // A huge or malformed filter is an error page, not a crash.
-    assert.equal((await tenantPage(admin.page, tenantA, `signins?from=${'9'.repeat(5000)}`))?.status(), 200);
+    // A huge or malformed filter is an error on the page, not a crash, and not a filter left out.
+    assert.equal((await tenantPage(admin.page, tenantA, `signins?from=${'9'.repeat(5000)}`))?.status(), 400);
+    assert.match(await admin.page.textContent('main .problem') ?? '', /from: not a date/);
     assert.equal((await tenantPage(admin.page, tenantA, 'signins?cursor=forged'))?.status(), 400);
+    await tenantPage(admin.page, tenantA, 'signins');
+    await admin.page.fill('input[name=to]', '2026-02-30');
+    await admin.page.click('form.filters button[type=submit]');
+    assert.match(await admin.page.textContent('main .problem') ?? '', /to: not a date/);
+    assert.equal(await admin.page.locator('table.report').count(), 0, 'no rows for a filter that was not applied');
+    assert.equal(await admin.page.inputValue('input[name=to]'), '2026-02-30');
+    assert.equal((await admin.page.request.get(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/signins?to=2026-13-01&format=csv`)).status(), 400);
+    // A user id with a trailing space is another user: the console blocks that one, as it is spelled.
+    const twin = `${userA} `;
+    assert.equal((await ask(Subjects.usersRegister, { tenantId: tenantA, userId: twin, displayName: 'Twin' })).error, undefined);
+    await tenantPage(admin.page, tenantA, `users?userId=${encodeURIComponent(twin)}`);
+    await admin.page.fill('input[name=reason]', 'the twin only');
+    await admin.page.click('form[action$="/users/block"] button[type=submit]');
+    assert.match(await admin.page.textContent('#block-status') ?? '', /Blocked/);
+    assert.notEqual((await ask(Subjects.usersGet, { tenantId: tenantA, userId: twin })).blocked, null);
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).blocked, null);
     await admin.context.close();
 
     const nobody = await signIn('nobody');

@@ -41,14 +41,41 @@ import type { WebRequest } from './web.js';
 
 /** Rows a CSV export holds at most (pages of 500 read one after the other). */
 const CSV_MAX_ROWS = 100_000;
-/** Query-string filters are bounded before they reach the contract (which checks them again). */
+/** Query-string filters and free text are bounded (and trimmed) before they reach the contract (which checks them again). */
 const text = (value: unknown, max = 256) => (typeof value === 'string' && value.trim() !== '' ? value.trim().slice(0, max) : undefined);
-/** A date filter (`2026-11-01` or a date-time) as ISO 8601; one that does not parse is left out. */
-const isoDate = (value: unknown) => {
-  const t = text(value, 40);
-  if (t === undefined) return undefined;
-  const ms = Date.parse(t.length === 10 ? `${t}T00:00:00Z` : t);
-  return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
+/**
+ * A user id exactly as sent: never trimmed, since the contract's UserId keeps spaces and
+ * `alice@contoso.com ` is another user than `alice@contoso.com`. Blank is none; longer than the
+ * contract allows is refused, not cut (a cut id could name another user).
+ */
+const userIdOf = (value: unknown): string | undefined => {
+  if (typeof value !== 'string' || value.trim() === '') return undefined;
+  if (value.length > 256) throw new ContractError('invalid_request', 'userId: must be at most 256 characters');
+  return value;
+};
+/** `2026-11-01`, or a date-time to the minute, second or millisecond with an optional offset (`T`, or a space as the report's time column shows). */
+const DATE_FILTER = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|[+-]\d{2}:\d{2})?)?$/;
+/**
+ * A date filter as ISO 8601: a date is its day's start, and a time without an offset is UTC, as
+ * the page says (never the console host's zone). Anything else, or a day the calendar does not
+ * have (30 February), is refused: Date.parse would read `1.11.2026` as 10 January, and a filter
+ * left out would list rows the box seems to exclude.
+ */
+const isoDate = (name: string, value: unknown): string | undefined => {
+  if (value === undefined || (typeof value === 'string' && value.trim() === '')) return undefined;
+  const refused = new ContractError('invalid_request', `${name}: not a date; write 2026-11-01 or 2026-11-01T10:00 (UTC unless an offset such as +01:00 follows)`);
+  const match = typeof value === 'string' ? DATE_FILTER.exec(value.trim()) : null;
+  if (!match) throw refused;
+  const [, year, month, day, hour = '0', minute = '0', second = '0', fraction = '0', offset = 'Z'] = match;
+  const parts = [year, month, day, hour, minute, second].map(Number);
+  const at = new Date(0);
+  at.setUTCFullYear(parts[0]!, parts[1]! - 1, parts[2]);
+  at.setUTCHours(parts[3]!, parts[4], parts[5], Number(fraction.padEnd(3, '0')));
+  // Out-of-range parts roll over (31 April to 1 May, 24:00 to the next day): they must come back as written.
+  const back = [at.getUTCFullYear(), at.getUTCMonth() + 1, at.getUTCDate(), at.getUTCHours(), at.getUTCMinutes(), at.getUTCSeconds()];
+  const [offsetHours, offsetMinutes] = offset === 'Z' ? [0, 0] : [Number(offset.slice(1, 3)), Number(offset.slice(4))];
+  if (back.some((part, i) => part !== parts[i]) || offsetHours > 23 || offsetMinutes > 59) throw refused;
+  return new Date(at.getTime() - (offset.startsWith('-') ? -1 : 1) * (offsetHours * 60 + offsetMinutes) * 60_000).toISOString();
 };
 const cursorOf = (q: Record<string, unknown>) => (text(q.cursor, 512) ? { cursor: text(q.cursor, 512) } : {});
 /** What the import page's script uploads to: `<tenant>/console-<uuid>`, the only objects it may name. */
@@ -182,14 +209,22 @@ export class PagesController {
   async signins(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
-    const [from, to] = [isoDate(q.from), isoDate(q.to)];
-    const filters = {
-      ...(text(q.userId) ? { userId: text(q.userId) } : {}),
-      ...(q.result === 'success' || q.result === 'failure' ? { result: q.result } : {}),
-      ...(q.via === 'nats' || q.via === 'radius' ? { via: q.via } : {}),
-      ...(from ? { from } : {}),
-      ...(to ? { to } : {}),
-    };
+    let filters: Record<string, unknown>;
+    try {
+      const [userId, from, to] = [userIdOf(q.userId), isoDate('from', q.from), isoDate('to', q.to)];
+      filters = {
+        ...(userId ? { userId } : {}),
+        ...(q.result === 'success' || q.result === 'failure' ? { result: q.result } : {}),
+        ...(q.via === 'nats' || q.via === 'radius' ? { via: q.via } : {}),
+        ...(from ? { from } : {}),
+        ...(to ? { to } : {}),
+      };
+    } catch (error) {
+      // Refused, never left out: the rows (or the CSV) would not be the ones the boxes ask for.
+      if (q.format === 'csv') return this.views.error(res, error, this.chrome(req, tenant));
+      const typed = { userId: typeof q.userId === 'string' ? q.userId : undefined, result: q.result, via: q.via, from: text(q.from), to: text(q.to) };
+      return this.views.send(res, 'signins.njk', { ...this.chrome(req, tenant), active: 'signins', filters: typed, problem: (error as ContractError).message }, 400);
+    }
     if (q.format === 'csv') return this.signinsCsv(p, filters);
     await this.run(p, 'signins.njk', 'signins', async () => {
       const reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 50, ...cursorOf(q) });
@@ -217,8 +252,9 @@ export class PagesController {
       p.res.end();
     } catch (error) {
       if (p.res.headersSent) {
+        // Aborted, not ended: an ended response would be saved as a whole file that is not.
         this.log.error('CSV export cut short', { error });
-        p.res.end();
+        p.res.destroy();
         return;
       }
       this.views.error(p.res, error, this.chrome(p.req, p.tenantId));
@@ -242,7 +278,7 @@ export class PagesController {
     const p = this.page(req, res, tenant);
     if (!p) return;
     await this.run(p, 'users.njk', 'users', async () => {
-      const id = text(q.userId);
+      const id = userIdOf(q.userId);
       if (!id) {
         // The search: a prefix of user id, name or phone; blocked users only if asked.
         const query = text(q.q);
@@ -282,28 +318,29 @@ export class PagesController {
   async userAction(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Param('action') action: string, @Body() body: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant, true);
     if (!p) return;
-    const userId = text(body.userId) ?? '';
     const reason = typeof body.reason === 'string' ? body.reason : '';
+    // Each action's request is the user id and these.
     const actions: Record<string, { subject: string; body: Record<string, unknown>; notice: string }> = {
-      block: { subject: Subjects.usersBlock, body: { userId, reason }, notice: 'The user is blocked.' },
-      unblock: { subject: Subjects.usersUnblock, body: { userId, reason }, notice: 'The user is unblocked.' },
-      reset: { subject: Subjects.usersReset, body: { userId }, notice: 'Every method of the user is cleared: they must register again.' },
-      'delete-token': { subject: Subjects.usersTokensDelete, body: { userId, tokenId: text(body.tokenId, 128) ?? '' }, notice: 'The token is deleted.' },
+      block: { subject: Subjects.usersBlock, body: { reason }, notice: 'The user is blocked.' },
+      unblock: { subject: Subjects.usersUnblock, body: { reason }, notice: 'The user is unblocked.' },
+      reset: { subject: Subjects.usersReset, body: {}, notice: 'Every method of the user is cleared: they must register again.' },
+      'delete-token': { subject: Subjects.usersTokensDelete, body: { tokenId: text(body.tokenId, 128) ?? '' }, notice: 'The token is deleted.' },
       'revoke-remembered': {
         subject: Subjects.usersRememberedRevoke,
-        body: { userId, ...(text(body.rememberId, 128) ? { rememberId: text(body.rememberId, 128) } : {}) },
+        body: text(body.rememberId, 128) ? { rememberId: text(body.rememberId, 128) } : {},
         notice: 'The browser is forgotten: its next sign-in asks for MFA.',
       },
-      'set-pin': { subject: Subjects.usersPinSet, body: { userId, pin: text(body.pin, 16) ?? '' }, notice: 'The voice PIN is set.' },
-      'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: { userId }, notice: 'Every app password of the user is deleted.' },
-      'default-method': { subject: Subjects.usersMethodsDefault, body: { userId, method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
-      'delete-device': { subject: Subjects.usersDevicesDelete, body: { userId, deviceId: text(body.deviceId, 128) ?? '' }, notice: 'The authenticator app is revoked: it can no longer answer sign-ins.' },
-      'push-enroll': { subject: Subjects.usersPushEnroll, body: { userId }, notice: 'An activation code is ready: the user scans it with the authenticator app.' },
+      'set-pin': { subject: Subjects.usersPinSet, body: { pin: text(body.pin, 16) ?? '' }, notice: 'The voice PIN is set.' },
+      'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: {}, notice: 'Every app password of the user is deleted.' },
+      'default-method': { subject: Subjects.usersMethodsDefault, body: { method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
+      'delete-device': { subject: Subjects.usersDevicesDelete, body: { deviceId: text(body.deviceId, 128) ?? '' }, notice: 'The authenticator app is revoked: it can no longer answer sign-ins.' },
+      'push-enroll': { subject: Subjects.usersPushEnroll, body: {}, notice: 'An activation code is ready: the user scans it with the authenticator app.' },
     };
     await this.run(p, 'users.njk', 'users', async () => {
       const chosen = Object.hasOwn(actions, action) ? actions[action] : undefined;
       if (!chosen) throw new ContractError('not_found', 'no such action');
-      const done = await this.call<Record<string, unknown>>(p, chosen.subject, chosen.body);
+      const userId = userIdOf(body.userId) ?? '';
+      const done = await this.call<Record<string, unknown>>(p, chosen.subject, { userId, ...chosen.body });
       return { ...(await this.userView(p, userId)), notice: chosen.notice, ...(action === 'push-enroll' ? { enrolment: done } : {}) };
     });
   }
@@ -458,7 +495,7 @@ export class PagesController {
     if (!p) return;
     await this.run(p, 'oath.njk', 'oath', async () => {
       const serialNumber = text(body.serialNumber, 64) ?? '';
-      const userId = text(body.userId) ?? '';
+      const userId = userIdOf(body.userId) ?? '';
       await this.call(p, Subjects.oathTokensAssign, { serialNumber, userId });
       return { ...(await this.oathView(p, stateOf(body.filter), {})), notice: `Token ${serialNumber} is assigned to ${userId}: it becomes a sign-in method once activated with the code it shows.` };
     });

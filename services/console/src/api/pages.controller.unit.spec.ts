@@ -1,0 +1,192 @@
+import 'reflect-metadata';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { ContractError, Subjects } from '@mfa/contracts';
+import type { Logger } from '@mfa/telemetry';
+import type { MfaApi } from '../adapters/mfa-api.js';
+import { accessFromRoles } from '../domain/roles.js';
+import { PagesController } from './pages.controller.js';
+import { Views } from './views.js';
+import type { WebRequest } from './web.js';
+
+const tenant = 'contoso';
+const spaced = 'alice@contoso.com ';
+const row = { occurredAt: '2026-11-01T10:00:00.000Z', userId: 'alice@contoso.com', result: 'success', resultDetail: 'MFA successfully completed', challengeId: 'c1', via: 'nats' };
+
+/**
+ * The pages controller over real HTTP (Express, the real templates), signed in as a platform
+ * operator, with the NATS API stubbed: each test says what the services answer, and sees what the
+ * console asked them.
+ */
+describe('console pages', () => {
+  let server: Server;
+  let base: string;
+  let calls: Array<{ subject: string; body: Record<string, unknown> }>;
+  let answer: (subject: string, body: Record<string, unknown>) => Promise<unknown>;
+  let errors: string[];
+  const zone = process.env.TZ;
+
+  before(async () => {
+    // A host far from UTC: a time without an offset must still be read as UTC.
+    process.env.TZ = 'America/New_York';
+    const api = {
+      call: async (subject: string, body: Record<string, unknown>) => {
+        calls.push({ subject, body });
+        return answer(subject, body);
+      },
+    } as unknown as MfaApi;
+    const log = { error: (msg: string) => errors.push(msg), warn: () => undefined, info: () => undefined, debug: () => undefined } as unknown as Logger;
+    const pages = new PagesController(api, new Views(), log);
+    const app = express();
+    app.use(express.urlencoded({ extended: false }));
+    app.use((req, _res, next) => {
+      Object.assign(req, { session: { id: 's', operator: { sub: 'olga' }, roles: ['platform-operator'], csrf: 'x', createdAt: 0, via: 'dev' }, access: accessFromRoles(['platform-operator']) });
+      next();
+    });
+    const web = (req: express.Request) => req as WebRequest;
+    app.get('/t/:tenant/signins', (req, res) => void pages.signins(web(req), res, String(req.params.tenant), req.query));
+    app.get('/t/:tenant/users', (req, res) => void pages.users(web(req), res, String(req.params.tenant), req.query));
+    app.post('/t/:tenant/users/:action', (req, res) => void pages.userAction(web(req), res, String(req.params.tenant), String(req.params.action), req.body));
+    app.post('/t/:tenant/oath/assign', (req, res) => void pages.assignOathToken(web(req), res, String(req.params.tenant), req.body));
+    server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/t/${tenant}`;
+  });
+
+  after(async () => {
+    process.env.TZ = zone;
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  beforeEach(() => {
+    calls = [];
+    errors = [];
+    answer = async (subject, body) => (subject === Subjects.usersGet ? { userId: body.userId, methods: [], tokens: [], devices: [], rememberedBrowsers: [], blocked: null } : { items: [] });
+  });
+
+  const signinQueries = () => calls.filter((c) => c.subject === Subjects.reportsSigninsQuery).map((c) => c.body);
+  const post = (path: string, form: Record<string, string>) => fetch(`${base}/${path}`, { method: 'POST', body: new URLSearchParams(form) });
+
+  describe('CSV export of the sign-ins', () => {
+    it('sends every page, then ends the file', async () => {
+      answer = async (_subject, body) => (body.cursor ? { items: [row] } : { items: [row], nextCursor: 'page-2' });
+      const response = await fetch(`${base}/signins?format=csv`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('content-type'), 'text/csv; charset=utf-8');
+      assert.equal((await response.text()).trim().split('\n').length, 3);
+      assert.deepEqual(errors, []);
+    });
+
+    it('aborts the download when a later page fails, so the browser does not keep a cut file as whole', async () => {
+      answer = async (_subject, body) => {
+        if (!body.cursor) return { items: [row], nextCursor: 'page-2' };
+        // The reporting service does not answer in time (the first page went out meanwhile).
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        throw new ContractError('unavailable', 'the service did not answer; try again');
+      };
+      const response = await fetch(`${base}/signins?format=csv`);
+      assert.equal(response.status, 200);
+      await assert.rejects(response.text(), 'the body ends in an error, not as a complete file');
+      assert.deepEqual(signinQueries().map((q) => q.cursor), [undefined, 'page-2']);
+      assert.deepEqual(errors, ['CSV export cut short']);
+    });
+  });
+
+  describe('user ids are passed on exactly as given', () => {
+    it('to every user action and the user page after it', async () => {
+      for (const [action, form] of [['block', { reason: 'phone stolen' }], ['reset', {}], ['set-pin', { pin: '1234' }], ['delete-device', { deviceId: 'd1' }]] as const) {
+        calls = [];
+        const response = await post(`users/${action}`, { _csrf: 'x', userId: spaced, ...form });
+        assert.equal(response.status, 200, action);
+        assert.deepEqual(calls.map((c) => c.body.userId), [spaced, spaced, spaced], `${action}, then usersGet and the block history`);
+      }
+    });
+
+    it('to the sign-ins filter, its CSV link, the user page and a token assignment', async () => {
+      const page = await fetch(`${base}/signins?${new URLSearchParams({ userId: spaced })}`);
+      assert.equal(page.status, 200);
+      assert.equal(signinQueries()[0]?.userId, spaced);
+      assert.ok((await page.text()).includes(`?${new URLSearchParams({ userId: spaced })}&amp;format=csv`), 'the CSV link keeps the space');
+      await fetch(`${base}/signins?${new URLSearchParams({ userId: spaced, format: 'csv' })}`).then((r) => r.text());
+      assert.equal(signinQueries()[1]?.userId, spaced);
+
+      calls = [];
+      assert.equal((await fetch(`${base}/users?${new URLSearchParams({ userId: spaced })}`)).status, 200);
+      assert.deepEqual(calls.map((c) => c.body.userId), [spaced, spaced]);
+
+      calls = [];
+      assert.equal((await post('oath/assign', { _csrf: 'x', serialNumber: ' FOB-1 ', userId: spaced })).status, 200);
+      assert.deepEqual(calls[0], { subject: Subjects.oathTokensAssign, body: { tenantId: tenant, serialNumber: 'FOB-1', userId: spaced } });
+    });
+
+    it('refuses a user id longer than the contract allows instead of cutting it; a search is still trimmed', async () => {
+      const long = 'a'.repeat(257);
+      const refused = await post('users/block', { _csrf: 'x', userId: long, reason: 'x' });
+      assert.equal(refused.status, 400);
+      assert.match(await refused.text(), /userId: must be at most 256 characters/);
+      assert.equal((await fetch(`${base}/signins?${new URLSearchParams({ userId: long })}`)).status, 400);
+      assert.deepEqual(calls, []);
+
+      assert.equal((await fetch(`${base}/users?${new URLSearchParams({ userId: '  ', q: ' ali ' })}`)).status, 200);
+      assert.deepEqual(calls, [{ subject: Subjects.usersList, body: { tenantId: tenant, query: 'ali', limit: 50 } }]);
+    });
+  });
+
+  describe('sign-in date filters', () => {
+    it('reads a date as its day’s start and a time without an offset as UTC', async () => {
+      const accepted: Array<[string, string]> = [
+        ['2026-11-01', '2026-11-01T00:00:00.000Z'],
+        [' 2026-11-01 ', '2026-11-01T00:00:00.000Z'],
+        ['2024-02-29', '2024-02-29T00:00:00.000Z'],
+        ['2026-11-01T10:00', '2026-11-01T10:00:00.000Z'],
+        ['2026-11-01T10:00:30', '2026-11-01T10:00:30.000Z'],
+        ['2026-11-01T10:00:30.5', '2026-11-01T10:00:30.500Z'],
+        ['2026-11-01T10:00:30.123Z', '2026-11-01T10:00:30.123Z'],
+        ['2026-11-01T10:00Z', '2026-11-01T10:00:00.000Z'],
+        ['2026-11-01T10:00+01:00', '2026-11-01T09:00:00.000Z'],
+        ['2026-11-01T00:30-05:30', '2026-11-01T06:00:00.000Z'],
+        ['2026-11-01T00:00:00+14:00', '2026-10-31T10:00:00.000Z'],
+        // As the report's time column shows it.
+        ['2026-11-01 10:00:00Z', '2026-11-01T10:00:00.000Z'],
+      ];
+      for (const [typed, iso] of accepted) {
+        calls = [];
+        const response = await fetch(`${base}/signins?${new URLSearchParams({ from: typed })}`);
+        assert.equal(response.status, 200, typed);
+        assert.equal(signinQueries()[0]?.from, iso, typed);
+      }
+    });
+
+    it('sends `to` as the start of its day, as before (the report’s `to` is exclusive); an empty box is no filter', async () => {
+      await fetch(`${base}/signins?${new URLSearchParams({ from: '2026-11-01', to: '2026-12-01' })}`);
+      assert.deepEqual(signinQueries()[0], { tenantId: tenant, from: '2026-11-01T00:00:00.000Z', to: '2026-12-01T00:00:00.000Z', limit: 50 });
+      await fetch(`${base}/signins?from=&to=%20`);
+      assert.deepEqual(signinQueries()[1], { tenantId: tenant, limit: 50 });
+    });
+
+    it('refuses anything else on the page, and refuses its CSV with 400, without asking the report', async () => {
+      const refused = [
+        '2026-02-30', '2025-02-29', '2026-04-31', '2026-13-01', '2026-00-10', '1.11.2026', '2026-11-1', '11/01/2026', 'November 1, 2026', '2026',
+        '2026-11-01T10', '2026-11-01T24:00', '2026-11-01T10:60', '2026-11-01T10:00:60', '2026-11-01T10:00:00.1234Z',
+        '2026-11-01T10:00+0100', '2026-11-01T10:00+24:00', '2026-11-01T10:00+01:60', '2026-11-01T10:00 +01:00', '2026-11-01t10:00', '9'.repeat(5000),
+      ];
+      for (const typed of refused) {
+        const page = await fetch(`${base}/signins?${new URLSearchParams({ to: typed })}`);
+        assert.equal(page.status, 400, typed);
+        const html = await page.text();
+        assert.match(html, /class="problem" role="alert">to: not a date; write 2026-11-01 or 2026-11-01T10:00/, typed);
+        assert.ok(!html.includes('format=csv') && !html.includes('class="report"'), `${typed}: no rows and no CSV link`);
+        const csv = await fetch(`${base}/signins?${new URLSearchParams({ to: typed, format: 'csv' })}`);
+        assert.equal(csv.status, 400, typed);
+        assert.match(csv.headers.get('content-type') ?? '', /^text\/html/);
+      }
+      assert.deepEqual(calls, []);
+      // The box still shows what was typed.
+      const page = await (await fetch(`${base}/signins?${new URLSearchParams({ from: '2026-02-30', userId: spaced })}`)).text();
+      assert.ok(page.includes('name="from" value="2026-02-30"') && page.includes(`name="userId" value="${spaced}"`));
+    });
+  });
+});

@@ -304,9 +304,12 @@ export class UserSettingsService {
     const password = hasher.newPassword();
     const hash = await hasher.hash(password);
     const appPasswordId = randomToken(12);
-    await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
       decideUser({ type: 'CreateAppPassword', data: { appPasswordId, ...(request.name ? { name: request.name } : {}), hash } }, state, now),
     );
+    // Projected before the answer, as every change start reads: from now on the user's legacy
+    // clients need an app password (no trusted-IP or remembered bypass for them).
+    await this.project(tenantId, userId, outcome);
     return { appPasswordId, password };
   }
 
@@ -319,6 +322,7 @@ export class UserSettingsService {
       before = (state.appPasswords ?? []).length;
       return decideUser({ type: 'DeleteAppPasswords', data: { appPasswordId } }, state, now);
     });
+    if (outcome.appended) await this.project(tenantId, userId, outcome);
     return { userId, deleted: before - (outcome.state.appPasswords ?? []).length };
   }
 
@@ -345,9 +349,12 @@ export class UserSettingsService {
     }
     // The first use makes app passwords required for the user's legacy clients from now on.
     if (!outcome.state.appPasswordUsed) {
-      await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      const used = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
         decideUser({ type: 'RecordAppPasswordUse', data: { appPasswordId: matched.appPasswordId } }, state, now),
       );
+      // The password was right whatever Redis says: a projection that fails here is left to the
+      // projector consumer (the use is stored) rather than answered as unavailable.
+      if (used.appended) await this.project(tenantId, userId, used).catch((error: unknown) => this.options.log.warn('app password use recorded, not projected yet', { tenantId, error }));
     }
     return { valid: true };
   }

@@ -186,6 +186,20 @@ describe('end to end: hardware OATH tokens', () => {
     assert.deepEqual((await ask(Subjects.usersGet, { tenantId, userId: carol })).tokens, []);
   });
 
+  itWith({ real: wholeStack }, 'a hardware token the user activates with users.totp.activate is active in the inventory too', async () => {
+    const tenantId = await newTenant('hwself');
+    const dave = await register(tenantId);
+    const s = secret();
+    const status = await importFile(tenantId, { format: 'csv', content: [OATH_CSV_HEADER, `${dave},S-30,${s.base32},30,Contoso,HardwareKey`].join('\r\n') });
+    assert.deepEqual([status.state, status.imported], ['completed', 1]);
+    const [held] = (await ask(Subjects.usersGet, { tenantId, userId: dave })).tokens as Array<{ tokenId: string; kind: string; state: string }>;
+    assert.deepEqual([held?.kind, held?.state], ['hardware', 'pending']);
+    const activated = await ask(Subjects.totpActivate, { tenantId, userId: dave, tokenId: held!.tokenId, code: codeOf(s, {}) });
+    assert.equal(activated.active, true, JSON.stringify(activated));
+    assert.equal((await list(tenantId))[0]?.state, 'active');
+    assert.equal((await ask(Subjects.oathTokensActivate, { tenantId, serialNumber: 'S-30', code: codeOf(s, {}) })).error?.code, 'conflict', 'already active');
+  });
+
   itWith({ real: wholeStack }, 'holds every user to 5 OATH tokens, apps and hardware together, at import, assignment and enrolment', async () => {
     const tenantId = await newTenant('hwlimit');
     const dave = await register(tenantId);

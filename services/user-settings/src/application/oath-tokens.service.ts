@@ -59,6 +59,9 @@ export class OathTokensService {
     },
   ) {
     options.users.onHardwareReleased((tenantId, userId, tokens, reason, now) => this.release(tenantId, userId, tokens, reason, now));
+    options.users.onHardwareActivated(async (tenantId, userId, { serialNumber, tokenId, step }, now) => {
+      await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step } }, state, now));
+    });
   }
 
   async list(request: OathTokensListRequest, now: Date): Promise<OathTokensListReply> {
@@ -85,6 +88,13 @@ export class OathTokensService {
     if (!token.state.exists || tokenId === undefined) throw notFound('unknown serial number');
     if (userId === undefined) throw conflict('the token is not assigned to a user: assign it first (oath.tokens.assign)');
     if (token.state.activatedStep !== undefined) throw conflict('token is already active');
+    // Active for the user already (users.totp.activate, or an activation cut short before the
+    // inventory recorded it): the inventory follows, and the token needs no code.
+    const activatedStep = await this.options.users.activatedStepOf(tenantId, userId, tokenId, now);
+    if (activatedStep !== undefined) {
+      await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step: activatedStep } }, state, now));
+      throw conflict('token is already active');
+    }
     // The user's side of the assignment, if a crash left it undone.
     await this.options.users.giveHardwareToken(tenantId, userId, importedOf(token.state), now);
     const step = await this.options.users.activateHardwareToken(tenantId, userId, tokenId, code, now);

@@ -121,6 +121,8 @@ export interface HeldHardwareToken {
   serialNumber: string;
 }
 export type HardwareRelease = (tenantId: string, userId: string, tokens: HeldHardwareToken[], reason: string, now: Date) => Promise<void>;
+/** Records in the inventory that the user activated their hardware token (its serial) at `step`. */
+export type HardwareActivated = (tenantId: string, userId: string, token: { serialNumber: string; tokenId: string; step: number }, now: Date) => Promise<void>;
 
 const hardwareTokensOf = (state: UserState): HeldHardwareToken[] =>
   state.registered ? state.tokens.flatMap((t) => (t.hardware ? [{ tokenId: t.tokenId, serialNumber: t.hardware.serialNumber }] : [])) : [];
@@ -563,8 +565,10 @@ export class UserSettingsService {
     if (attempts && !(await this.store(() => attempts.reserve(tenantId, userId, tokenId)))) {
       throw rateLimited('too many codes tried for this token; try again in 10 minutes, or enroll it again');
     }
+    let serialNumber: string | undefined;
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       const token = activationCandidate(state, tokenId, now);
+      serialNumber = token.hardware?.serialNumber;
       const secret = open(this.options.keyring, token.sealedSecret, secretContext(tenantId, userId, token));
       try {
         return decideUser({ type: 'ActivateTotpToken', data: { tokenId, code, secret } }, state, now);
@@ -575,16 +579,30 @@ export class UserSettingsService {
     if (!outcome.appended) return { tokenId, active: false };
     await this.project(tenantId, userId, outcome);
     await attempts?.clear(tenantId, userId, tokenId).catch(() => undefined);
+    // A hardware token activated here (users.totp.activate) or through oath.tokens.activate: the
+    // inventory says so too. Best effort: oath.tokens.activate completes it when it is cut short.
+    const step = outcome.state.tokens.find((t) => t.tokenId === tokenId)?.activatedStep;
+    if (serialNumber !== undefined && step !== undefined && this.hardwareActivated) {
+      await this.hardwareActivated(tenantId, userId, { serialNumber, tokenId, step }, now).catch((error: unknown) =>
+        this.options.log.warn('hardware token activated for the user, not yet in the inventory', { tenantId, error }),
+      );
+    }
     return { tokenId, active: true };
   }
 
   // ---- hardware tokens: the user's side of OathTokensService's steps ------------------------------
 
   private releaseHardware?: HardwareRelease;
+  private hardwareActivated?: HardwareActivated;
 
   /** Who puts hardware tokens back into the inventory when a user loses them (OathTokensService). */
   onHardwareReleased(release: HardwareRelease): void {
     this.releaseHardware = release;
+  }
+
+  /** Who records a hardware token's activation in the inventory (OathTokensService). */
+  onHardwareActivated(record: HardwareActivated): void {
+    this.hardwareActivated = record;
   }
 
   /**
@@ -598,6 +616,12 @@ export class UserSettingsService {
     } catch (error) {
       this.options.log.warn('hardware tokens not released to the inventory yet', { tenantId, error });
     }
+  }
+
+  /** The step at which the user activated the token they hold, if they did. */
+  async activatedStepOf(tenantId: string, userId: string, tokenId: string, now: Date): Promise<number | undefined> {
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    return outcome.state.registered ? outcome.state.tokens.find((t) => t.tokenId === tokenId)?.activatedStep : undefined;
   }
 
   /** Whether the user holds the token (a hardware token the inventory says they have). */

@@ -118,6 +118,12 @@ describe('the public API contract', () => {
     const message = describeIssues(result.error!.issues);
     assert.match(message, /maxAtempts/);
     assert.match(message, /treshold/);
+    // A key that is not a plain name (control or bidirectional characters, a long one) is counted,
+    // never sent back; so is a path through a record's keys.
+    const hostile = '\u001b[2J\u202eEVIL';
+    const refused = describeIssues(ChallengeStartRequest.safeParse({ tenantId: 't', userId: 'u', context: { [hostile]: true, trustMe: true } }).error!.issues);
+    assert.equal(refused, 'context: Unrecognized keys: "trustMe", 1 more');
+    assert.ok(!refused.includes('EVIL'));
     assert.equal(TenantsConfigureRequest.safeParse({ tenantId: 't', settings: {}, extra: 1 }).success, false);
     for (const bad of [
       { trustedIps: { ranges: Array.from({ length: 51 }, (_, i) => `8.8.${i}.0/24`) } },

@@ -55,13 +55,27 @@ export function isErrorReply(value: unknown): value is ErrorReply {
   return ErrorReplySchema.safeParse(value).success;
 }
 
-/** Turns zod issues into one short, safe sentence (never echoes the offending value). */
+/**
+ * Turns zod issues into one short, safe sentence: never the offending value, and no key the caller
+ * chose (an unknown key is counted, a path segment that is not a plain name is shown as `[key]`),
+ * so control or bidirectional characters sent never come back in a reply or a log.
+ */
 export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
   return issues
     .slice(0, 5)
     .map((issue) => {
-      const path = issue.path.length > 0 ? issue.path.join('.') : 'body';
+      const path = issue.path.length > 0 ? issue.path.map(pathSegment).join('.') : 'body';
+      if (issue.code === 'unrecognized_keys') {
+        // A misspelt setting is named; a key that is not a plain name is only counted.
+        const named = issue.keys.filter(plainName).slice(0, 5);
+        const others = issue.keys.length - named.length;
+        const listed = [...named.map((k) => `"${k}"`), ...(others > 0 ? [`${others} more`] : [])];
+        return `${path}: Unrecognized key${issue.keys.length === 1 ? '' : 's'}: ${listed.join(', ')}`;
+      }
       return `${path}: ${issue.message}`;
     })
     .join('; ');
 }
+
+const plainName = (key: string) => /^[A-Za-z0-9_-]{1,64}$/.test(key);
+const pathSegment = (segment: PropertyKey): string => (typeof segment === 'number' || (typeof segment === 'string' && plainName(segment)) ? String(segment) : '[key]');

@@ -5,26 +5,33 @@ import { unavailable } from '@mfa/contracts';
 import { loadKeyring } from '@mfa/crypto';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
-import { itWith, testEnv } from '@mfa/testing';
+import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { ImportJobs, jobObjects } from './adapters/import-jobs.js';
 import { OathImportService } from './application/oath-import.service.js';
 import type { OathTokensService, RowOutcome } from './application/oath-tokens.service.js';
 
-/** Import jobs against the real JetStream buckets, with a token service that fails when told to. */
+/**
+ * Import jobs against real JetStream buckets, with a token service that fails when told to. On a
+ * nats-server of the test's own: the shared buckets may hold other runs' unfinished jobs, which
+ * this worker (with its fake token service) must not take up.
+ */
 describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
+  let server: NatsServerProcess;
   let nats: NatsClients;
   let jobs: ImportJobs;
   let service: OathImportService | undefined;
   const tenantId = `import-${Date.now().toString(36)}`;
 
   before(async () => {
-    nats = await connectNats({ url: testEnv.natsUrl, name: 'oath-import-test', connectTimeoutMs: 5_000 });
+    server = await startNatsServer();
+    nats = await connectNats({ url: server.url, name: 'oath-import-test', connectTimeoutMs: 5_000 });
     jobs = await ImportJobs.open(nats, 1);
   });
 
   after(async () => {
     await service?.stop();
     await nats.nc.drain();
+    await server.stop();
   });
 
   const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms = 20_000): Promise<T> => {

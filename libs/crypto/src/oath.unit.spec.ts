@@ -42,6 +42,21 @@ describe('TOTP code matching', () => {
     assert.equal(matchTotpStep(rfcSecret, '081804', t + 30_000, { digits: 6, period: 30 }), 37_037_036);
     assert.equal(matchTotpStep(rfcSecret, '081804', t - 30_000, { digits: 6, period: 30 }), 37_037_036);
     assert.equal(matchTotpStep(rfcSecret, '081804', t + 60_000, { digits: 6, period: 30 }), undefined);
+    // At step 0 there is no step before (RFC 4226's code for counter 0).
+    assert.equal(matchTotpStep(rfcSecret, '755224', 5_000, { digits: 6, period: 30 }), 0);
+  });
+
+  it('matches secrets longer than 64 bytes (imported hardware tokens: up to 80), as oathtool computes them', () => {
+    // Codes from oathtool 2.6.7: `oathtool --totp -N @1111111109 -w 2 <hex>` (t, t+1, t+2) and
+    // `oathtool --totp -N @1111111079 <hex>` (t-1); SHA-256: `--totp=sha256 -d 8 -s 60s`.
+    const secret = Buffer.alloc(80).map((_, i) => (i * 37 + 11) & 0xff);
+    const now = 1_111_111_109_000;
+    const t = totpStep(now);
+    for (const [code, step] of [['922013', t - 1], ['284565', t], ['364084', t + 1], ['994182', undefined]] as const) {
+      assert.equal(matchTotpStep(secret, code, now, { digits: 6, period: 30 }), step, code);
+    }
+    assert.equal(matchTotpStep(secret, '36682300', now, { digits: 8, period: 60, algorithm: 'SHA256' }), totpStep(now, 60) - 1);
+    assert.equal(matchTotpStep(secret, '97766756', now, { digits: 8, period: 60, algorithm: 'SHA256' }), totpStep(now, 60));
   });
 
   it('treats a code of the wrong length as wrong instead of failing', () => {

@@ -1,6 +1,7 @@
 /**
  * The seed file of hardware OATH tokens as CSV: a header row
- * `upn,serial number,secret key,time interval[,manufacturer[,model]]`, then one token per row.
+ * `upn,serial number,secret key,time interval[,manufacturer[,model]]`, or
+ * `serial number,secret key,time interval` for tokens left unassigned, then one token per row.
  * These files carry TOTP tokens with HMAC-SHA1 and 6 digits only; the secret is Base32.
  *
  * The file is read chunk by chunk. Lines are cut here rather than by csv-parse: csv-parse's own
@@ -29,7 +30,16 @@ export const MAX_CSV_LINE_BYTES = 4096;
 
 const COLUMNS = OATH_CSV_HEADER.split(',');
 const REQUIRED_COLUMNS = 4;
-const EXPECTED_HEADER = 'the first row must be "upn,serial number,secret key,time interval", optionally followed by ",manufacturer" and ",model"';
+/** The contract's three-column form: no upn (the tokens wait unassigned), no manufacturer or model. */
+const UNASSIGNED_COLUMNS = COLUMNS.slice(1, REQUIRED_COLUMNS);
+const EXPECTED_HEADER =
+  'the first row must be "upn,serial number,secret key,time interval", optionally followed by ",manufacturer" and ",model", or "serial number,secret key,time interval"';
+
+/** What the header says of the rows: how many columns, and whether the first is `upn`. */
+interface Layout {
+  columns: number;
+  upn: boolean;
+}
 
 /** One line of the file, without its line break; `oversize` when it was longer than MAX_CSV_LINE_BYTES (its bytes are dropped). */
 interface Line {
@@ -123,11 +133,12 @@ function splitFields(lines: readonly string[]): string[][] {
   return records;
 }
 
-function checkHeader(fields: readonly string[]): number {
+function checkHeader(fields: readonly string[]): Layout {
   const names = fields.map((name) => name.trim().toLowerCase());
+  if (names.length === UNASSIGNED_COLUMNS.length && names.every((name, i) => name === UNASSIGNED_COLUMNS[i])) return { columns: names.length, upn: false };
   const fits = names.length >= REQUIRED_COLUMNS && names.length <= COLUMNS.length && names.every((name, i) => name === COLUMNS[i]);
   if (!fits) throw new ImportFileError(`not the expected CSV header: ${EXPECTED_HEADER}`);
-  return names.length;
+  return { columns: names.length, upn: true };
 }
 
 const BASE32 = /^[A-Za-z2-7]+=*$/;
@@ -176,10 +187,12 @@ function checkInterval(raw: string): { ok: true; period: 30 | 60 } | { ok: false
 }
 
 /** One data row as a token or a refusal; the first problem in column order is the reason. */
-export function readRow(row: number, fields: readonly string[], columns: number): ParsedRow {
-  if (fields.length !== columns) {
-    return { ok: false, rejected: { row, reason: `wrong number of columns: ${fields.length} instead of ${columns}` } };
+export function readRow(row: number, given: readonly string[], layout: Layout): ParsedRow {
+  if (given.length !== layout.columns) {
+    return { ok: false, rejected: { row, reason: `wrong number of columns: ${given.length} instead of ${layout.columns}` } };
   }
+  // Without a upn column, a row reads as the seeds' form with an empty upn.
+  const fields = layout.upn ? given : ['', ...given];
   const upn = checkUserId(fields[0]);
   const serial = checkSerial(fields[1]);
   // What could be read of the row, for the error file: valid fields only.
@@ -218,9 +231,9 @@ type LineText = { kind: 'blank' } | { kind: 'oversize' } | { kind: 'not-utf8' } 
 /** A data row on its way: refused before csv-parse sees it, or its text for csv-parse. */
 type Pending = { row: number; reason: string } | { row: number; text: string };
 
-/** The file's state between chunks: the header's column count, rows so far and serial numbers taken. */
+/** The file's state between chunks: the header's layout, rows so far and serial numbers taken. */
 class CsvReader {
-  private columns = 0;
+  private layout: Layout | undefined;
   private rows = 0;
   private atStart = true;
   private readonly serials = new SerialRegister();
@@ -233,8 +246,8 @@ class CsvReader {
     for (const line of lines) {
       const read = this.decode(line);
       if (read.kind === 'blank') continue;
-      if (this.columns === 0) {
-        this.columns = this.header(read);
+      if (this.layout === undefined) {
+        this.layout = this.header(read);
         continue;
       }
       const row = ++this.rows;
@@ -245,13 +258,13 @@ class CsvReader {
     let next = 0;
     return pending.map((entry) => {
       if (!('text' in entry)) return { ok: false, rejected: { row: entry.row, reason: entry.reason } };
-      return this.unique(readRow(entry.row, records[next++]!, this.columns));
+      return this.unique(readRow(entry.row, records[next++]!, this.layout!));
     });
   }
 
   /** Throws when the file ended before a header. */
   end(): void {
-    if (this.columns === 0) throw new ImportFileError(`the file is empty: ${EXPECTED_HEADER}`);
+    if (this.layout === undefined) throw new ImportFileError(`the file is empty: ${EXPECTED_HEADER}`);
   }
 
   private decode(line: Line): LineText {
@@ -270,7 +283,7 @@ class CsvReader {
     return text.trim() === '' ? { kind: 'blank' } : { kind: 'text', text };
   }
 
-  private header(read: LineText): number {
+  private header(read: LineText): Layout {
     if (read.kind !== 'text' || quotingProblem(read.text) !== undefined) throw new ImportFileError(`not the expected CSV header: ${EXPECTED_HEADER}`);
     return checkHeader(splitFields([read.text])[0]!);
   }

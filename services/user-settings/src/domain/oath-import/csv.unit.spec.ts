@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MAX_CSV_LINE_BYTES, parseCsv, quotingProblem } from './csv.js';
+import { hotpGenerator, totpStep } from '@mfa/crypto';
+import { decodeSecretKey, MAX_CSV_LINE_BYTES, parseCsv, quotingProblem } from './csv.js';
 import { ImportFileError, MAX_IMPORT_TOKENS, type ParsedRow, type ParsedToken, type RejectedRow } from './types.js';
 
 const HEADER = 'upn,serial number,secret key,time interval,manufacturer,model';
@@ -67,9 +68,25 @@ describe('CSV seed file', () => {
     assert.equal(tokens(five)[0]?.manufacturer, 'Acme');
   });
 
+  it('takes the three-column form "serial number,secret key,time interval": tokens left unassigned', async () => {
+    const rows = await parse(`Serial Number, secret key ,TIME INTERVAL\r\n1234567,${SECRET},30\r\n"SN2",${SECRET.toLowerCase()},60\r\nSN3,${SECRET},30,\r\n,SN4,${SECRET},30\r\n`);
+    assert.deepEqual(tokens(rows), [
+      { row: 1, serialNumber: '1234567', secret: SECRET_BYTES, algorithm: 'SHA1', digits: 6, period: 30 },
+      { row: 2, serialNumber: 'SN2', secret: SECRET_BYTES, algorithm: 'SHA1', digits: 6, period: 60 },
+    ]);
+    assert.deepEqual(rejected(rows), [
+      { row: 3, reason: 'wrong number of columns: 4 instead of 3' },
+      { row: 4, reason: 'wrong number of columns: 4 instead of 3' },
+    ]);
+  });
+
   it('fails the file on a wrong or missing header, naming the expected one', async () => {
     for (const text of [
       `serial number,upn,secret key,time interval\n,SN1,${SECRET},30\n`,
+      // Without its header the three-column form is refused like the seeds' own.
+      `1234567,${SECRET},30\n`,
+      `serial number,secret key,time interval,manufacturer\nSN1,${SECRET},30,Acme\n`,
+      `secret key,serial number,time interval\n${SECRET},SN1,30\n`,
       `upn,serial number,secret key\n`,
       `upn,serial number,secret key,time interval,model\n`,
       `upn,serial number,secret key,time interval,manufacturer,model,extra\n`,
@@ -99,7 +116,6 @@ describe('CSV seed file', () => {
       [`MZXW6===`, /^secret key: shorter than 16 bytes/],
       [`GEZDGNBVGY3TQOJQGEZDGNBVG`, /^secret key: not Base32 \(RFC 4648\): its length/],
       [`GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGE=`, /^secret key: not Base32 \(RFC 4648\): its length or padding/],
-      [`GEZDGNBVGY3TQOJQGEZDGNBVGZ`, /^secret key: not Base32 \(RFC 4648\): its last character/],
       ['', /^secret key: missing$/],
       ['A'.repeat(129), /^secret key: longer than 128 characters$/],
     ];
@@ -107,6 +123,37 @@ describe('CSV seed file', () => {
     // 128 characters is the limit, and padding at the end is fine.
     assert.equal(tokens(await parse(file(`,SN1,${'A'.repeat(128)},30,,`)))[0]?.secret.length, 80);
     assert.deepEqual(tokens(await parse(file(`,SN1,${SECRET}GEZDG===,30,,`)))[0]?.secret, Buffer.concat([SECRET_BYTES, Buffer.from('123')]));
+  });
+
+  it('drops the bits of the last character beyond the last byte, as oathtool and Python do', async () => {
+    // Python's base64.b32decode of each and `oathtool --totp -b -N @1111111109 <secret>` (2.6.7), for
+    // texts whose last character carries 2, 4, 1 and 3 such bits, set.
+    const cases: Array<[string, string, string]> = [
+      ['GEZDGNBVGY3TQOJQGEZDGNBVGZ', '31323334353637383930313233343536', '383666'],
+      ['JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJB', '48656c6c6f21deadbeef48656c6c6f21deadbeef48', '241379'],
+      ['GEZDGNBVGY3TQOJQGEZDGNBVGY3T', '3132333435363738393031323334353637', '787285'],
+      ['GEZDGNBVGY3TQOJQGEZDGNBVGY3TR', '313233343536373839303132333435363738', '887763'],
+      ['gezdgnbvgy3tqojqgezdgnbvgy3tqoz=', '3132333435363738393031323334353637383b', '788109'],
+    ];
+    for (const [text, hex, code] of cases) {
+      const [token] = tokens(await parse(file(`,SN1,${text},30,,`)));
+      assert.equal(token?.secret.toString('hex'), hex, text);
+      assert.equal(hotpGenerator(token.secret)(totpStep(1_111_111_109_000)), code, text);
+    }
+    // Any text of a length that can end Base32 is a secret, the same as a plain bit-by-bit decoder gives.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+    let seed = 7;
+    const next = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31);
+    for (const length of [26, 28, 29, 31, 32, 34, 103]) {
+      for (let n = 0; n < 50; n++) {
+        const text = Array.from({ length }, () => alphabet[next() % 32]).join('');
+        const bits = [...text].map((c) => alphabet.indexOf(c).toString(2).padStart(5, '0')).join('');
+        const bytes = Buffer.from(Array.from({ length: Math.floor(bits.length / 8) }, (_, i) => parseInt(bits.slice(i * 8, i * 8 + 8), 2)));
+        const decoded = decodeSecretKey(text);
+        assert.ok(decoded.ok, text);
+        assert.deepEqual(decoded.secret, bytes, text);
+      }
+    }
   });
 
   it('takes 30 or 60 as the time interval, nothing else', async () => {

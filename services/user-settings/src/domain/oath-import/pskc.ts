@@ -7,17 +7,20 @@
  * digits, 30 or 60 seconds, T0 = 0. Anything else (HOTP among it: event tokens have a counter our
  * verification does not keep) refuses that key only, as does a damaged or unverifiable value.
  *
- * Protection (RFC 6030 §6): secrets in EncryptedValue under AES-CBC (IV ‖ ciphertext), with a key
- * given as a pre-shared key (EncryptionKey/KeyName, or an EncryptionKey naming nothing) or derived
- * from a password with PBKDF2 (EncryptionKey/DerivedKey). With a MACMethod, each value's ValueMAC
- * (HMAC over IV ‖ ciphertext under the MAC key, itself encrypted in MACMethod/MACKey) is checked,
- * in constant time, before anything is decrypted. A file without a MACMethod (RFC 6030 makes it
- * optional) is accepted: its values are decrypted with only their padding checked, which notices
- * a wrong key in 255 cases out of 256 but does not protect their integrity.
+ * Protection (RFC 6030 §6): secrets, time intervals and T0 in EncryptedValue under AES-CBC (IV ‖
+ * ciphertext), with a key given as a pre-shared key (EncryptionKey/KeyName, or an EncryptionKey
+ * naming nothing) or derived from a password with PBKDF2 (EncryptionKey/DerivedKey). With a
+ * MACMethod, each value's ValueMAC (HMAC over IV ‖ ciphertext under the MAC key, itself encrypted in
+ * MACMethod/MACKey) is checked, in constant time, before anything is decrypted. A file without a
+ * MACMethod (RFC 6030 makes it optional) is accepted: its values are decrypted with only their
+ * padding checked, which a wrong key passes once in 256 values, so such a file is only taken to be
+ * opened with the right key once many values in a row check out (WrongKeyGate); nothing protects
+ * the values' integrity.
  *
  * The whole file fails (ImportFileError) when it cannot be read at all: not PSKC 1.0, a DOCTYPE,
- * encrypted without the psk or password it needs, a wrong one (the MAC key does not decrypt, or no
- * encrypted value checks out), unusable PBKDF2 parameters, more than MAX_IMPORT_TOKENS keys.
+ * encrypted without the psk or password it needs, a wrong one (the MAC key does not decrypt, no
+ * encrypted value checks out, or, without a MAC, one fails before PROOF_WITHOUT_MAC have checked
+ * out), unusable PBKDF2 parameters, more than MAX_IMPORT_TOKENS keys.
  */
 import { createDecipheriv, createHmac, createSecretKey, pbkdf2, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -46,8 +49,15 @@ export const MAX_PBKDF2_ITERATIONS = 10_000_000;
  */
 const WRONG_KEY_FAILURES = 32;
 const MAX_WAITING_ROWS = 1024;
+/**
+ * In a file without a MAC, this many encrypted values decrypting, with none failing before, prove
+ * the psk or password: a wrong one does that once in 256^32.
+ */
+const PROOF_WITHOUT_MAC = 32;
 
 const WRONG_KEY = 'wrong password or pre-shared key: the file\'s encrypted values do not check out with it';
+const WRONG_KEY_NO_MAC = 'wrong password or pre-shared key, or a damaged file: an encrypted value does not decrypt with it (the file has no MAC to tell which)';
+const TOO_FEW_VALUES = `the file has no MAC, and fewer than ${PROOF_WITHOUT_MAC} encrypted values among its first ${MAX_WAITING_ROWS} keys: too few to tell whether the password or pre-shared key is right`;
 const PSK_NEEDED = "the file's keys are encrypted with a pre-shared key: give psk";
 const PASSWORD_NEEDED = "the file's keys are encrypted with a key derived from a password (PBKDF2): give password";
 
@@ -188,6 +198,11 @@ class FileKeys {
     return key;
   }
 
+  /** Whether the file names a MACMethod (known once `prepare` has run). */
+  get hasMac(): boolean {
+    return this.mac !== undefined;
+  }
+
   /** The MAC of the file, if it names a MACMethod: its hash and the key for values under `cipher`. */
   async macFor(cipher: Cipher): Promise<{ hash: string; key: KeyObject } | undefined> {
     if (this.mac === undefined) return undefined;
@@ -202,12 +217,49 @@ function secretKey(bytes: Buffer): KeyObject {
   return key;
 }
 
-/** How a key's secret bears on whether the psk or password is right: it checked out, it failed, or it says nothing (plain, or refused before any check). */
+/** How one encrypted value bears on whether the psk or password is right: it checked out, it failed, or it says nothing (plain, or refused before any check). */
 type Evidence = 'ok' | 'bad' | 'none';
+
+/** What a KeyPackage's values said: how many checked out, how many failed. */
+interface Tally {
+  ok: number;
+  bad: number;
+}
+
+type ValuePaths = (typeof PACKAGE)['secret'];
+
+type Decrypted = { ok: true; plain: Buffer; evidence: Evidence } | { ok: false; reason: string; evidence: Evidence };
+
+/**
+ * An EncryptedValue, checked against its ValueMAC first. Without a MAC, a good padding is only
+ * taken as a sign of the right key when the plaintext is `plausible` as well. The caller zeroes it.
+ */
+async function decryptValue(values: Map<string, string>, paths: ValuePaths, label: string, keys: FileKeys, plausible: (plain: Buffer) => boolean): Promise<Decrypted> {
+  const cipher = CIPHERS.get(values.get(`${paths.method}@Algorithm`)?.trim() ?? '');
+  if (cipher === undefined) return { ok: false, reason: `${label}: the encryption method is not AES-CBC (aes128-cbc, aes192-cbc or aes256-cbc)`, evidence: 'none' };
+  const data = decodeBase64(values.get(paths.cipher) ?? '');
+  if (data === undefined) return { ok: false, reason: `${label}: CipherValue is missing or not valid base64`, evidence: 'none' };
+  if (!cbcShaped(data)) return { ok: false, reason: `${label}: CipherValue is not an IV and whole AES blocks`, evidence: 'none' };
+  const key = await keys.encryptionKey(cipher);
+  const mac = await keys.macFor(cipher);
+  const valueMac = values.get(paths.mac);
+  if (mac === undefined && valueMac !== undefined) return { ok: false, reason: `${label}: has a ValueMAC but the file names no MACMethod`, evidence: 'none' };
+  if (mac !== undefined) {
+    if (valueMac === undefined) return { ok: false, reason: `${label}: no ValueMAC although the file names a MACMethod`, evidence: 'none' };
+    const given = decodeBase64(valueMac);
+    if (given === undefined) return { ok: false, reason: `${label}: ValueMAC is not valid base64`, evidence: 'none' };
+    const expected = createHmac(mac.hash, mac.key).update(data).digest();
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: `${label}: MAC check failed`, evidence: 'bad' };
+  }
+  const plain = decryptCbc(cipher, key, data);
+  // After a good MAC, the key is right: a bad padding or an odd value is the value's fault, not the key's.
+  if (plain === undefined) return { ok: false, reason: `${label}: does not decrypt (its padding is wrong)`, evidence: mac !== undefined ? 'ok' : 'bad' };
+  return { ok: true, plain, evidence: mac !== undefined || plausible(plain) ? 'ok' : 'bad' };
+}
 
 type SecretRead = { ok: true; secret: Buffer; evidence: Evidence } | { ok: false; reason: string; evidence: Evidence };
 
-/** The Secret of a KeyPackage: base64 PlainValue, or EncryptedValue checked against its ValueMAC first. */
+/** The Secret of a KeyPackage: base64 PlainValue, or EncryptedValue. */
 async function readSecret(values: Map<string, string>, keys: FileKeys): Promise<SecretRead> {
   const paths = PACKAGE.secret;
   const plain = values.get(paths.plain);
@@ -218,26 +270,44 @@ async function readSecret(values: Map<string, string>, keys: FileKeys): Promise<
     const secret = decodeBase64(plain);
     return secret ? { ok: true, secret, evidence: 'none' } : { ok: false, reason: 'secret: PlainValue is not valid base64', evidence: 'none' };
   }
-  const cipher = CIPHERS.get(values.get(`${paths.method}@Algorithm`)?.trim() ?? '');
-  if (cipher === undefined) return { ok: false, reason: 'secret: the encryption method is not AES-CBC (aes128-cbc, aes192-cbc or aes256-cbc)', evidence: 'none' };
-  const data = decodeBase64(values.get(paths.cipher) ?? '');
-  if (data === undefined) return { ok: false, reason: 'secret: CipherValue is missing or not valid base64', evidence: 'none' };
-  if (!cbcShaped(data)) return { ok: false, reason: 'secret: CipherValue is not an IV and whole AES blocks', evidence: 'none' };
-  const key = await keys.encryptionKey(cipher);
-  const mac = await keys.macFor(cipher);
-  const valueMac = values.get(paths.mac);
-  if (mac === undefined && valueMac !== undefined) return { ok: false, reason: 'secret: has a ValueMAC but the file names no MACMethod', evidence: 'none' };
-  if (mac !== undefined) {
-    if (valueMac === undefined) return { ok: false, reason: 'secret: no ValueMAC although the file names a MACMethod', evidence: 'none' };
-    const given = decodeBase64(valueMac);
-    if (given === undefined) return { ok: false, reason: 'secret: ValueMAC is not valid base64', evidence: 'none' };
-    const expected = createHmac(mac.hash, mac.key).update(data).digest();
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'secret: MAC check failed', evidence: 'bad' };
+  // No file holds an empty secret; a wrong key gives one when its padding happens to be a whole block.
+  const read = await decryptValue(values, paths, 'secret', keys, (secret) => secret.length > 0);
+  return read.ok ? { ok: true, secret: read.plain, evidence: read.evidence } : read;
+}
+
+/** Longest encrypted integer read: a big-endian unsigned long. */
+const MAX_INTEGER_BYTES = 8;
+
+/**
+ * An encrypted integer as python-pskc reads it: ASCII digits when that is all it holds, else a
+ * big-endian unsigned number (what python-pskc writes). Undefined when empty or over 64 bits.
+ */
+function decryptedInteger(plain: Buffer): number | undefined {
+  if (plain.length > 0 && plain.every((byte) => byte >= 0x30 && byte <= 0x39)) return Number(plain.toString('latin1'));
+  if (plain.length === 0 || plain.length > MAX_INTEGER_BYTES) return undefined;
+  const word = Buffer.alloc(MAX_INTEGER_BYTES);
+  plain.copy(word, MAX_INTEGER_BYTES - plain.length);
+  return Number(word.readBigUInt64BE());
+}
+
+type IntegerRead = { ok: true; value: number | undefined; evidence: Evidence } | { ok: false; reason: string; evidence: Evidence };
+
+/** A Data value that is an integer (TimeInterval, Time): absent, a whole-number PlainValue, or an EncryptedValue. */
+async function readInteger(values: Map<string, string>, which: 'time' | 'timeInterval', label: string, keys: FileKeys): Promise<IntegerRead> {
+  const paths = PACKAGE[which];
+  if (!values.has(paths.element)) return { ok: true, value: undefined, evidence: 'none' };
+  if (values.has(paths.encrypted)) {
+    if (values.has(paths.plain)) return { ok: false, reason: `${label}: has both a PlainValue and an EncryptedValue`, evidence: 'none' };
+    const read = await decryptValue(values, paths, label, keys, (plain) => decryptedInteger(plain) !== undefined);
+    if (!read.ok) return read;
+    const value = decryptedInteger(read.plain);
+    read.plain.fill(0);
+    if (value === undefined) return { ok: false, reason: `${label}: EncryptedValue is not a whole number (ASCII digits, or big-endian of at most ${MAX_INTEGER_BYTES} bytes)`, evidence: read.evidence };
+    return { ok: true, value, evidence: read.evidence };
   }
-  const secret = decryptCbc(cipher, key, data);
-  // After a good MAC, the key is right: a bad padding is the value's fault, not the key's.
-  const evidence: Evidence = mac !== undefined ? 'ok' : secret ? 'ok' : 'bad';
-  return secret ? { ok: true, secret, evidence } : { ok: false, reason: 'secret: does not decrypt (its padding is wrong)', evidence };
+  const text = values.get(paths.plain)?.trim();
+  if (text === undefined || !/^\d+$/.test(text)) return { ok: false, reason: `${label}: PlainValue must be a whole number`, evidence: 'none' };
+  return { ok: true, value: Number(text), evidence: 'none' };
 }
 
 /** TOTP, or the reason the key's Algorithm is refused. */
@@ -272,29 +342,16 @@ function checkResponseFormat(values: Map<string, string>): { ok: true; digits: 6
   return { ok: false, reason: 'response format: Length must be 6 or 8' };
 }
 
-/** A Data value that must be a plain integer (TimeInterval, Time): its trimmed text, absent, or the reason it cannot be read. */
-function plainInteger(values: Map<string, string>, which: 'time' | 'timeInterval', label: string): { ok: true; text: string | undefined } | { ok: false; reason: string } {
-  const paths = PACKAGE[which];
-  if (!values.has(paths.element)) return { ok: true, text: undefined };
-  if (values.has(paths.encrypted)) return { ok: false, reason: `${label}: encrypted values are not supported` };
-  const text = values.get(paths.plain)?.trim();
-  if (text === undefined || !/^\d+$/.test(text)) return { ok: false, reason: `${label}: PlainValue must be a whole number` };
-  return { ok: true, text };
-}
-
-function checkPeriod(values: Map<string, string>): { ok: true; period: 30 | 60 } | { ok: false; reason: string } {
-  const read = plainInteger(values, 'timeInterval', 'time interval');
+function checkPeriod(read: IntegerRead): { ok: true; period: 30 | 60 } | { ok: false; reason: string } {
   if (!read.ok) return read;
-  if (read.text === undefined) return { ok: true, period: 30 };
-  const seconds = Number(read.text);
-  if (seconds === 30 || seconds === 60) return { ok: true, period: seconds };
+  if (read.value === undefined) return { ok: true, period: 30 };
+  if (read.value === 30 || read.value === 60) return { ok: true, period: read.value };
   return { ok: false, reason: 'time interval: must be 30 or 60 seconds' };
 }
 
-function checkT0(values: Map<string, string>): string | undefined {
-  const read = plainInteger(values, 'time', 'time');
+function checkT0(read: IntegerRead): string | undefined {
   if (!read.ok) return read.reason;
-  return read.text === undefined || Number(read.text) === 0 ? undefined : 'time: T0 must be 0 (a token counting from another epoch is not supported)';
+  return read.value === undefined || read.value === 0 ? undefined : 'time: T0 must be 0 (a token counting from another epoch is not supported)';
 }
 
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$/;
@@ -322,11 +379,13 @@ function serialOf(values: Map<string, string>): { serial: ReturnType<typeof chec
   return { serial, known: serial.ok ? { serialNumber: serial.value! } : {} };
 }
 
-/** One KeyPackage as a token or a refusal, with what its secret says about the psk or password. */
-async function readPackage(raw: RawPackage, keys: FileKeys, now: number): Promise<{ parsed: ParsedRow; evidence: Evidence }> {
+const NO_EVIDENCE: Tally = { ok: 0, bad: 0 };
+
+/** One KeyPackage as a token or a refusal, with what its encrypted values say about the psk or password. */
+async function readPackage(raw: RawPackage, keys: FileKeys, now: number): Promise<{ parsed: ParsedRow; evidence: Tally }> {
   const { row, values } = raw;
   const { serial, known } = serialOf(values);
-  const refuse = (reason: string, evidence: Evidence = 'none') => ({ parsed: { ok: false, rejected: { row, ...known, reason } } as ParsedRow, evidence });
+  const refuse = (reason: string, evidence = NO_EVIDENCE) => ({ parsed: { ok: false, rejected: { row, ...known, reason } } as ParsedRow, evidence });
   if (!values.has(PACKAGE.key)) return refuse('the KeyPackage has no Key');
   if (raw.repeated === PACKAGE.key) return refuse('the KeyPackage has more than one Key');
   if (raw.repeated !== undefined) return refuse(`${describePath(raw.repeated)} appears more than once`);
@@ -336,12 +395,16 @@ async function readPackage(raw: RawPackage, keys: FileKeys, now: number): Promis
   const model = checkLabel('model', values.get(PACKAGE.model));
   if (!model.ok) return refuse(model.reason);
 
-  // The secret comes before the other checks so that every encrypted key tells whether the psk or password is right.
+  // Every encrypted value is opened before the other checks, so that each tells whether the psk or password is right.
   const secret = await readSecret(values, keys);
-  if (!secret.ok) return refuse(secret.reason, secret.evidence);
+  const interval = await readInteger(values, 'timeInterval', 'time interval', keys);
+  const t0 = await readInteger(values, 'time', 'time', keys);
+  const signs = [secret.evidence, interval.evidence, t0.evidence];
+  const evidence = { ok: signs.filter((sign) => sign === 'ok').length, bad: signs.filter((sign) => sign === 'bad').length };
+  if (!secret.ok) return refuse(secret.reason, evidence);
   const drop = (reason: string) => {
     secret.secret.fill(0);
-    return refuse(reason, secret.evidence);
+    return refuse(reason, evidence);
   };
   const problem = secretLengthProblem(secret.secret) ?? checkAlgorithm(values.get(`${PACKAGE.key}@Algorithm`));
   if (problem !== undefined) return drop(problem);
@@ -349,9 +412,9 @@ async function readPackage(raw: RawPackage, keys: FileKeys, now: number): Promis
   if (!suite.ok) return drop(suite.reason);
   const format = checkResponseFormat(values);
   if (!format.ok) return drop(format.reason);
-  const period = checkPeriod(values);
+  const period = checkPeriod(interval);
   if (!period.ok) return drop(period.reason);
-  const timing = checkT0(values) ?? checkExpiry(values, now);
+  const timing = checkT0(t0) ?? checkExpiry(values, now);
   if (timing !== undefined) return drop(timing);
   const token: ParsedToken = {
     row,
@@ -363,7 +426,7 @@ async function readPackage(raw: RawPackage, keys: FileKeys, now: number): Promis
     ...(manufacturer.value !== undefined ? { manufacturer: manufacturer.value } : {}),
     ...(model.value !== undefined ? { model: model.value } : {}),
   };
-  return { parsed: { ok: true, token }, evidence: secret.evidence };
+  return { parsed: { ok: true, token }, evidence };
 }
 
 function secretLengthProblem(secret: Buffer): string | undefined {
@@ -373,26 +436,40 @@ function secretLengthProblem(secret: Buffer): string | undefined {
 }
 
 /**
- * Holds rows back while the psk or password is in doubt: once an encrypted value has failed and
- * none has checked out yet. The first value that checks out lets the held rows through; too many
- * failures in a row, or the end of the file without one success, fail the file instead, so a
- * wrong password ends as one clear error rather than a refusal per key.
+ * Holds rows back while the psk or password is in doubt, so that a wrong one ends as one clear
+ * error, with nothing imported, rather than as a refusal per key.
+ *
+ * With a MAC, rows are held once an encrypted value has failed and none has checked out yet: the
+ * first that checks out proves the key and lets them through; WRONG_KEY_FAILURES failures, or the
+ * end of the file without a success, fail the file. Without a MAC, a good padding proves little
+ * (a wrong key finds one in 256 values): rows are held from the first encrypted value until
+ * PROOF_WITHOUT_MAC values have checked out, and any failure before that fails the file, as does
+ * the end of a file with fewer values unless every one checked out. Once the key is proven, a
+ * value that fails refuses its key only.
  */
 class WrongKeyGate {
   private verified = false;
+  private checkedOut = 0;
   private failures = 0;
   private held: ParsedRow[] = [];
 
-  pass(parsed: ParsedRow, evidence: Evidence): ParsedRow[] {
-    if (evidence === 'ok') this.verified = true;
-    if (this.verified || (evidence === 'none' && this.held.length === 0)) return this.release(parsed);
-    if (evidence === 'bad') this.failures++;
+  /** `mac`: whether the file has a MACMethod. */
+  pass(parsed: ParsedRow, evidence: Tally, mac: boolean): ParsedRow[] {
+    if (!this.verified) {
+      if (!mac && evidence.bad > 0) throw new ImportFileError(WRONG_KEY_NO_MAC);
+      this.checkedOut += evidence.ok;
+      this.failures += evidence.bad;
+      this.verified = this.checkedOut >= (mac ? 1 : PROOF_WITHOUT_MAC);
+    }
+    if (this.verified || (evidence.ok + evidence.bad === 0 && this.held.length === 0)) return this.release(parsed);
     this.held.push(parsed);
-    if (this.failures >= WRONG_KEY_FAILURES || this.held.length > MAX_WAITING_ROWS) throw new ImportFileError(WRONG_KEY);
+    if (this.failures >= WRONG_KEY_FAILURES) throw new ImportFileError(WRONG_KEY);
+    if (this.held.length > MAX_WAITING_ROWS) throw new ImportFileError(mac ? WRONG_KEY : TOO_FEW_VALUES);
     return [];
   }
 
   end(): ParsedRow[] {
+    // Without a MAC a failure has thrown already: the values held all checked out.
     if (!this.verified && this.failures > 0) throw new ImportFileError(WRONG_KEY);
     return this.release();
   }
@@ -425,7 +502,7 @@ export async function* parsePskc(input: AsyncIterable<Buffer> | Buffer, keys: { 
     for (const raw of packages) {
       await fileKeys.prepare(reader.header);
       const { parsed, evidence } = await readPackage(raw, fileKeys, now);
-      yield* gate.pass(unique(parsed, serials), evidence);
+      yield* gate.pass(unique(parsed, serials), evidence, fileKeys.hasMac);
     }
   };
   try {

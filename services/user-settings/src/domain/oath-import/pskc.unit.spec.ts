@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createCipheriv, createHmac, pbkdf2Sync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MAX_PBKDF2_ITERATIONS, parsePskc } from './pskc.js';
 import { MAX_XML_TEXT } from './pskc-xml.js';
@@ -240,17 +240,32 @@ interface KeySpec {
 }
 
 let ivCounter = 0;
-/** AES-CBC with PKCS #7 padding under a fixed-per-call IV (deterministic files, so deterministic tests). */
-function encrypt(bits: number, key: Buffer, plain: Buffer): Buffer {
+/**
+ * AES-CBC under a fixed-per-call IV (deterministic files, so deterministic tests), with PKCS #7
+ * padding; `padded` false encrypts whole blocks as they are (a damaged value, when the last byte is 0).
+ */
+function encrypt(bits: number, key: Buffer, plain: Buffer, padded = true): Buffer {
   const iv = Buffer.alloc(16, ++ivCounter);
-  const cipher = createCipheriv(`aes-${bits}-cbc`, key, iv);
+  const cipher = createCipheriv(`aes-${bits}-cbc`, key, iv).setAutoPadding(padded);
   return Buffer.concat([iv, cipher.update(plain), cipher.final()]);
+}
+
+/** Whether AES-128-CBC under `key` finds a valid PKCS #7 padding in IV ‖ ciphertext (node's own check). */
+function paddingChecksOut(key: Buffer, data: Buffer): boolean {
+  const decipher = createDecipheriv('aes-128-cbc', key, data.subarray(0, 16));
+  decipher.update(data.subarray(16));
+  try {
+    decipher.final();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const macUri = (hash: 'sha1' | 'sha256') => (hash === 'sha1' ? `${DS}hmac-sha1` : 'http://www.w3.org/2001/04/xmldsig-more#hmac-sha256');
 
-function encryptedValue(protection: Protection, plain: Buffer, wrongMac = false): string {
-  const data = encrypt(protection.cipher, protection.key, plain);
+function encryptedValue(protection: Protection, plain: Buffer, wrongMac = false, padded = true): string {
+  const data = encrypt(protection.cipher, protection.key, plain, padded);
   const method = `<xenc:EncryptionMethod Algorithm="${XENC}aes${protection.cipher}-cbc"/>`;
   let xml = `<EncryptedValue>${method}<xenc:CipherData><xenc:CipherValue>${data.toString('base64')}</xenc:CipherValue></xenc:CipherData></EncryptedValue>`;
   if (protection.mac) {
@@ -399,6 +414,84 @@ describe('PSKC: protected files built here', () => {
     // A ValueMAC with nothing to check it against is refused rather than ignored.
     const stray = container([keyPackage({ serial: 'NM3', secretXml: encryptedValue({ ...p, mac: { hash: 'sha1', key: Buffer.alloc(20) } }, SECRET) }, p)], p);
     assert.deepEqual(summary(await parse(stray, { psk })), ['1 secret: has a ValueMAC but the file names no MACMethod']);
+  });
+
+  it('without a MACMethod, lets no good padding vouch for a value that fails: the file fails', async () => {
+    const psk = Buffer.alloc(16, 0x21);
+    const p = pskProtection(128, psk);
+    const damaged = encryptedValue(p, Buffer.alloc(32), false, false);
+    // A value that does not decrypt, before or after one that does, fails the file: it could be a wrong key.
+    for (const packages of [
+      [keyPackage({ serial: 'B1', secretXml: damaged }, p), keyPackage({ serial: 'G1' }, p)],
+      [keyPackage({ serial: 'G1' }, p), keyPackage({ serial: 'B1', secretXml: damaged }, p), keyPackage({ serial: 'G2' }, p)],
+    ]) {
+      await fileError(container(packages, p), { psk }, /^wrong password or pre-shared key, or a damaged file/);
+    }
+    // 32 values that decrypted prove the key: a damaged value after them refuses its key only.
+    const proven = Array.from({ length: 32 }, (_, i) => keyPackage({ serial: `G${i}` }, p));
+    const rows = await parse(container([...proven, keyPackage({ serial: 'B1', secretXml: damaged }, p), keyPackage({ serial: 'G32' }, p)], p), { psk });
+    assert.deepEqual(summary(rows).slice(31), ['32 G31', '33 secret: does not decrypt (its padding is wrong)', '34 G32']);
+  });
+
+  it('without a MACMethod, fails the file for each of 500 wrong keys, with nothing imported, though some decrypt a value', async () => {
+    const p = pskProtection(128, Buffer.alloc(16, 0x21));
+    const secrets = Array.from({ length: 32 }, (_, i) => createHash('sha256').update(`secret ${i}`).digest().subarray(0, 20));
+    const xml = Buffer.from(container(secrets.map((secret, i) => keyPackage({ serial: `S${i}`, secret }, p)), p));
+    const values = [...xml.toString().matchAll(/<xenc:CipherValue>([^<]+)</g)].map((match) => Buffer.from(match[1]!, 'base64'));
+    let lucky = 0;
+    for (let i = 0; i < 500; i++) {
+      const psk = createHash('sha256').update(`wrong key ${i}`).digest().subarray(0, 16);
+      if (values.some((data) => paddingChecksOut(psk, data))) lucky++;
+      const seen: ParsedRow[] = [];
+      await assert.rejects(
+        async () => {
+          for await (const row of parsePskc(xml, { psk })) seen.push(row);
+        },
+        (error: unknown) => error instanceof ImportFileError && /^wrong password or pre-shared key/.test(error.message),
+      );
+      assert.deepEqual(seen, []);
+    }
+    // About one wrong key in eight finds a valid padding in one of 32 values: each of those used to import it.
+    assert.ok(lucky > 30, `${lucky} wrong keys decrypt a value`);
+  });
+
+  it('reads an encrypted TimeInterval and Time: big-endian (as python-pskc writes them) or ASCII digits, MAC checked', async () => {
+    const psk = Buffer.alloc(16, 9);
+    for (const p of [pskProtection(128, psk, 'sha1'), pskProtection(128, psk)]) {
+      const interval = (plain: Buffer, wrongMac = false) => `<TimeInterval>${encryptedValue(p, plain, wrongMac)}</TimeInterval>`;
+      const time = (plain: Buffer) => `<Time>${encryptedValue(p, plain)}</Time>`;
+      const packages = [
+        keyPackage({ serial: 'I60', data: interval(Buffer.from([60])) }, p),
+        keyPackage({ serial: 'I30', data: interval(Buffer.from([0, 0, 0, 30])) + time(Buffer.from([0])) }, p),
+        keyPackage({ serial: 'A60', data: interval(Buffer.from('60')) + time(Buffer.from('0')) }, p),
+        keyPackage({ serial: 'I45', data: interval(Buffer.from([45])) }, p),
+        keyPackage({ serial: 'T7', data: interval(Buffer.from([30])) + time(Buffer.from([7])) }, p),
+      ];
+      const rows = await parse(container(packages, p), { psk });
+      assert.deepEqual(
+        tokens(rows).map((t) => `${t.serialNumber} ${t.period}`),
+        ['I60 60', 'I30 30', 'A60 60'],
+      );
+      assert.deepEqual(summary(rows).slice(3), ['4 time interval: must be 30 or 60 seconds', '5 time: T0 must be 0 (a token counting from another epoch is not supported)']);
+    }
+    const p = pskProtection(128, psk, 'sha1');
+    const odd = container(
+      [
+        keyPackage({ serial: 'M1', data: `<TimeInterval>${encryptedValue(p, Buffer.from([30]), true)}</TimeInterval>` }, p),
+        keyPackage({ serial: 'M2', data: `<TimeInterval>${encryptedValue(p, Buffer.alloc(9, 1))}</TimeInterval>` }, p),
+        keyPackage({ serial: 'M3', data: `<TimeInterval><PlainValue>30</PlainValue>${encryptedValue(p, Buffer.from([30]))}</TimeInterval>` }, p),
+      ],
+      p,
+    );
+    assert.deepEqual(summary(await parse(odd, { psk })), [
+      '1 time interval: MAC check failed',
+      '2 time interval: EncryptedValue is not a whole number (ASCII digits, or big-endian of at most 8 bytes)',
+      '3 time interval: has both a PlainValue and an EncryptedValue',
+    ]);
+    // Without a MAC, a value that decrypts to no number counts against the key, as a bad padding does.
+    const noMac = pskProtection(128, psk);
+    const implausible = container([keyPackage({ serial: 'M2', data: `<TimeInterval>${encryptedValue(noMac, Buffer.alloc(9, 1))}</TimeInterval>` }, noMac)], noMac);
+    await fileError(implausible, { psk }, /^wrong password or pre-shared key, or a damaged file/);
   });
 
   it('derives the key with PBKDF2 as the file says (PRF HMAC-SHA256), and bounds the iteration count', async () => {

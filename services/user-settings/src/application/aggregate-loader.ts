@@ -11,7 +11,7 @@ import type { AggregateRef, UserEventCodec } from './user-events.codec.js';
 export const SNAPSHOT_EVERY = 25;
 /**
  * Shape of the user state in snapshots; bump when UserState or the fold changes, and old snapshots
- * are ignored (3: a reset drops the phone's extension).
+ * are ignored (3: a reset drops the phone's extension; the enrolments of the last day are kept).
  */
 export const USER_SNAPSHOT_VERSION = 3;
 

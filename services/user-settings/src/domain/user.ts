@@ -56,6 +56,11 @@ export interface UserState {
   sealedPinHash?: string | undefined;
   /** Authenticator apps activated for push, in activation order; a reset clears them. */
   devices?: readonly PushDevice[];
+  /**
+   * When the app tokens of the last 24 hours were enrolled (ms), deleted ones included: what the
+   * daily enrolment cap counts, so that enrolling and deleting in turn does not get round it.
+   */
+  recentEnrolmentsMs?: readonly number[];
 }
 
 export interface PushDevice {
@@ -192,7 +197,7 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       const { tokenId, label, sealedSecret } = command.data;
       if (state.tokens.some((t) => t.tokenId === tokenId)) throw conflict('token id already in use');
       if (countedTokens(state, now) >= MAX_TOTP_TOKENS) throw tooManyTokens();
-      const today = state.tokens.filter((t) => t.hardware === undefined && now.getTime() - t.enrolledAtMs < DAY_MS).length;
+      const today = (state.recentEnrolmentsMs ?? []).filter((at) => now.getTime() - at < DAY_MS).length;
       if (today >= MAX_ENROLMENTS_PER_DAY) {
         throw rateLimited(`at most ${MAX_ENROLMENTS_PER_DAY} TOTP enrolments per user per day`);
       }
@@ -307,8 +312,10 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
       return { ...initialUserState(), erasedGen: event.data.gen };
     case 'TotpTokenEnrolled': {
       const { tokenId, label, sealedSecret, digits, period } = event.data;
-      const token: TotpToken = { tokenId, label, sealedSecret, digits, period, enrolledAtMs: Date.parse(event.occurredAt) };
-      return { ...state, tokens: [...state.tokens, token] };
+      const enrolledAtMs = Date.parse(event.occurredAt);
+      const token: TotpToken = { tokenId, label, sealedSecret, digits, period, enrolledAtMs };
+      const recentEnrolmentsMs = [...(state.recentEnrolmentsMs ?? []).filter((at) => enrolledAtMs - at < DAY_MS), enrolledAtMs];
+      return { ...state, tokens: [...state.tokens, token], recentEnrolmentsMs };
     }
     case 'HardwareTokenAssigned': {
       const { tokenId, serialNumber, sealedSecret, digits, period, algorithm, manufacturer, model } = event.data;

@@ -129,6 +129,16 @@ describe('user decider: TOTP enrollment', () => {
     const [event] = userDecider.decide(enroll(), [registered(), ...yesterday].reduce(evolveUser, initialUserState()), now);
     assert.equal(event?.type, 'TotpTokenEnrolled');
   });
+
+  it('counts enrolments deleted since: enrolling and deleting in turn does not get round the cap', () => {
+    const churn = Array.from({ length: MAX_ENROLMENTS_PER_DAY }, (_, i) => [
+      enrolled(`z${i}`, minutesAgo(60 - i)),
+      { type: 'TotpTokenDeleted', data: { tokenId: `z${i}` }, occurredAt: minutesAgo(59 - i) } as UserEvent,
+    ]).flat();
+    const state = [registered(), ...churn].reduce(evolveUser, initialUserState());
+    assert.deepEqual(state.tokens, []);
+    spec.given([registered(), ...churn]).when(enroll(), now).thenThrows('rate_limited');
+  });
 });
 
 describe('user decider: TOTP activation', () => {

@@ -256,7 +256,7 @@ return reply
 // client IP ('' = none): per-IP lockout counts them.
 // CHECKS answers whatever needs no code: an unknown or finished challenge, a user locked out (no
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
-// ends by itself, the consecutive cap only with a success elsewhere or an admin unlock), an
+// ends by itself, the consecutive cap only with an admin unlock), an
 // expired challenge (recorded once), a user blocked since the start (the challenge denied and
 // recorded once: a block denies every attempt, not only the next starts).
 const CHECKS = `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}

@@ -31,7 +31,9 @@ export class Api {
     try {
       return new Api(await connectClient({ name: 'mfa-cli' }, env), options.apiKey, options.timeoutMs ?? 10_000);
     } catch (error) {
-      throw new CliError(`cannot connect to NATS at ${env.NATS_URL ?? 'nats://127.0.0.1:4222'}: ${(error as Error).message}`, 'unavailable');
+      // Never a password the URL holds (nats://user:password@host).
+      const servers = (env.NATS_URL ?? 'nats://127.0.0.1:4222').replace(/\/\/[^@/,]*@/g, '//***@');
+      throw new CliError(`cannot connect to NATS at ${servers}: ${(error as Error).message}`, 'unavailable');
     }
   }
 

@@ -293,7 +293,7 @@ export function importFormatOf(file: string, given?: string): 'csv' | 'pskc' {
   if (given === 'csv' || given === 'pskc') return given;
   if (/\.csv$/i.test(file)) return 'csv';
   if (/\.(pskc|xml)$/i.test(file)) return 'pskc';
-  throw new CliError(`${file}: cannot tell the format from the name; give --format csv or --format pskc`, 'invalid_request');
+  throw new CliError(`${file}: cannot tell the format from the name; give --file-format csv or --file-format pskc`, 'invalid_request');
 }
 
 /** The job's state as one line: how far it got. */
@@ -338,15 +338,15 @@ oath
   .description(
     "import a vendor's file of TOTP tokens as a background job and print its id; a file larger than one request carries (~1000 KiB) goes through the MFA_IMPORTS object store",
   )
-  .addOption(new Option('--format <format>', 'the file\'s format (default: from its extension: .csv, or .pskc and .xml)').choices(['csv', 'pskc']))
+  .addOption(new Option('--file-format <format>', 'the file\'s format (default: from its extension: .csv, or .pskc and .xml); not --format, which is the output\'s').choices(['csv', 'pskc']))
   .option('--password-stdin', "read an encrypted PSKC file's password from standard input (or set MFA_PSKC_PASSWORD)")
   .option('--psk-hex-stdin', "read an encrypted PSKC file's pre-shared AES key, in hex, from standard input (or set MFA_PSKC_PSK)")
   .option('--replace', 'a serial number already in the inventory gets the new token (whoever held the old one loses it); without it such rows are refused')
   .option('--wait', 'follow the job to its end, its progress on standard error, then print its status; exit code 1 if the job failed or any row was refused')
   .option('--errors <file>', 'with --wait: write the rows the job refused, as CSV, to this file')
-  .action((tenantId: string, file: string, o: { format?: string; passwordStdin?: boolean; pskHexStdin?: boolean; replace?: boolean; wait?: boolean; errors?: string }) =>
+  .action((tenantId: string, file: string, o: { fileFormat?: string; passwordStdin?: boolean; pskHexStdin?: boolean; replace?: boolean; wait?: boolean; errors?: string }) =>
     withApi(async (api) => {
-      const format = importFormatOf(file, o.format);
+      const format = importFormatOf(file, o.fileFormat);
       if (o.errors && !o.wait) throw new CliError('--errors needs --wait (or later: `mfa oath status <tenant> <jobId> --errors <file>`)', 'invalid_request');
       if (o.passwordStdin && o.pskHexStdin) throw new CliError('give --password-stdin or --psk-hex-stdin, not both', 'invalid_request');
       // Secrets come from standard input or the environment, never from the command line.
@@ -457,9 +457,14 @@ appPasswords
   .option('--id <appPasswordId>')
   .action((tenantId: string, userId: string, o: { id?: string }) => withApi(async (api) => print(await api.call(Subjects.usersAppPasswordsDelete, { tenantId, userId, ...(o.id ? { appPasswordId: o.id } : {}) }))));
 appPasswords
-  .command('verify <tenant> <user> <password>')
-  .description('check a legacy client\'s password, as an IdP does (challenges scope)')
-  .action((tenantId: string, userId: string, password: string) => withApi(async (api) => print(await api.call(Subjects.appPasswordsVerify, { tenantId, userId, password }))));
+  .command('verify <tenant> <user>')
+  .description('check a legacy client\'s password, as an IdP does (challenges scope); the password from MFA_APP_PASSWORD or else standard input, so it stays out of the command line and the shell history')
+  .action((tenantId: string, userId: string) =>
+    withApi(async (api) => {
+      const password = (process.env.MFA_APP_PASSWORD ?? (await readStdin())).replace(/\r?\n$/, '');
+      print(await api.call(Subjects.appPasswordsVerify, { tenantId, userId, password }));
+    }),
+  );
 
 // ---- challenges (what an IdP sends) -------------------------------------------------------------
 const challenges = program.command('challenges').description('challenge a user as an IdP does (challenges scope)');
@@ -541,8 +546,15 @@ radius
       if (code === undefined) {
         if (!process.stdin.isTTY && round > 0) break;
         const rl = createInterface({ input: process.stdin, output: process.stderr });
-        code = (await rl.question('code: ')).trim();
+        // Standard input closed (a pipe, CI): no code, so no sign-in (exit 1), not a silent exit 0.
+        const closed = new Promise<undefined>((resolve) => rl.once('close', () => resolve(undefined)));
+        const typed = await Promise.race([rl.question('code: '), closed]).catch(() => undefined);
         rl.close();
+        if (typed === undefined) {
+          process.stderr.write('no code: standard input is closed\n');
+          break;
+        }
+        code = typed.trim();
       }
       answer = await radiusRequest(target, { user, password: code, ...(answer.state ? { state: answer.state } : {}), attributes });
       process.stdout.write(describeAnswer(answer));

@@ -38,21 +38,26 @@ export async function radiusRequest(target: RadiusTarget, request: { code?: numb
   const began = performance.now();
   try {
     const answer = await new Promise<Packet>((resolve, reject) => {
-      const send = () => socket.send(bytes, target.port, target.host, (error) => error && reject(error));
-      const resend = setInterval(send, 1_000);
-      const timer = setTimeout(() => {
-        clearInterval(resend);
-        reject(new Error(`no answer from ${target.host}:${target.port} within ${target.timeoutMs / 1000} s (a wrong secret, an address not in RADIUS_CLIENTS, or no server: the service answers none of them)`));
-      }, target.timeoutMs);
-      socket.on('message', (reply) => {
-        if (reply[1] !== identifier) return;
+      // Every way out stops the resends first: one after the socket closed would throw.
+      const settle = (outcome: () => void) => {
         clearInterval(resend);
         clearTimeout(timer);
+        outcome();
+      };
+      const fail = (error: Error) => settle(() => reject(error));
+      const send = () => socket.send(bytes, target.port, target.host, (error) => error && fail(error));
+      const resend = setInterval(send, 1_000);
+      const timer = setTimeout(
+        () => fail(new Error(`no answer from ${target.host}:${target.port} within ${target.timeoutMs / 1000} s (a wrong secret, an address not in RADIUS_CLIENTS, or no server: the service answers none of them)`)),
+        target.timeoutMs,
+      );
+      socket.on('message', (reply) => {
+        if (reply[1] !== identifier) return;
         const check = checkResponse(reply, authenticator, target.secret);
-        if (!check.authentic) reject(new Error('the answer is not authentic: its authenticators do not match this secret'));
-        else resolve(decodePacket(reply));
+        if (!check.authentic) fail(new Error('the answer is not authentic: its authenticators do not match this secret'));
+        else settle(() => resolve(decodePacket(reply)));
       });
-      socket.on('error', reject);
+      socket.on('error', fail);
       send();
     });
     const messages = attributesOf(answer, Attr.ReplyMessage).map((v) => v.toString('utf8'));
@@ -70,8 +75,8 @@ export async function radiusRequest(target: RadiusTarget, request: { code?: numb
 /** "host" or "host:port" (IPv6 as "[::1]:1812"). */
 export function parseServer(text: string, defaultPort = 1812): { host: string; port: number } {
   const bracketed = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text);
-  if (bracketed) return { host: bracketed[1]!, port: Number(bracketed[2] ?? defaultPort) };
   const hostPort = /^([^:]+):(\d{1,5})$/.exec(text);
-  if (hostPort) return { host: hostPort[1]!, port: Number(hostPort[2]) };
-  return { host: text, port: defaultPort };
+  const [host, port] = bracketed ? [bracketed[1]!, Number(bracketed[2] ?? defaultPort)] : hostPort ? [hostPort[1]!, Number(hostPort[2])] : [text, defaultPort];
+  if (port < 1 || port > 65_535) throw new Error(`${text}: the port must be 1-65535`);
+  return { host, port };
 }

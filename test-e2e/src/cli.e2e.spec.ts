@@ -1,6 +1,7 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
+import { Attr, Code, decodePacket, encodeResponse } from '@mfa/radius/packet';
 import { base32Decode, base32Encode, totp } from '@mfa/crypto';
 import { eventually, itWith, repoRoot, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
@@ -203,9 +205,46 @@ describe('the mfa command line', () => {
     assert.deepEqual([typo.code, /too many arguments/.test(typo.stderr)], [1, true], typo.stderr);
     const noKey = await mfa(['tenants', 'get', tenantId], '');
     assert.deepEqual([noKey.code, /forbidden/.test(noKey.stderr)], [1, true]);
-    const noServer = await run(process.execPath, [MFA, '--nats-url', 'nats://127.0.0.1:1', '--timeout', '2000', 'tenants', 'get', tenantId]).catch((e: { code: number; stderr: string }) => e);
+    const noServer = await run(process.execPath, [MFA, '--nats-url', 'nats://operator:S3cretPass@127.0.0.1:1', '--timeout', '2000', 'tenants', 'get', tenantId]).catch((e: { code: number; stderr: string }) => e);
     assert.equal((noServer as { code: number }).code, 1);
-    assert.match((noServer as { stderr: string }).stderr, /cannot connect to NATS/);
+    assert.match((noServer as { stderr: string }).stderr, /cannot connect to NATS at nats:\/\/\*\*\*@127\.0\.0\.1:1/);
+    assert.ok(!(noServer as { stderr: string }).stderr.includes('S3cretPass'), 'the URL\'s password is never printed');
+    // An app password comes from standard input (or MFA_APP_PASSWORD), never from an argument.
+    // (The request is sent: this tenant allows none, which the service answers.)
+    const checked = await mfa(['apppasswords', 'verify', tenantId, uniqueUser('nobody')], platformKey, {}, 'not-a-password\n');
+    assert.deepEqual([checked.code, /forbidden: app passwords are not allowed/.test(checked.stderr)], [1, true], checked.stderr);
+    assert.equal((await mfa(['apppasswords', 'verify', tenantId, 'someone', 'in-the-clear'])).code, 1);
+    // RADIUS: a port out of range or a host that does not resolve is an error (exit 1), not a crash.
+    for (const server of ['127.0.0.1:99999', 'nosuchhost.invalid:1812']) {
+      const failed = await mfa(['radius', 'status', server, '--wait', '2'], platformKey, { RADIUS_SECRET: 'a-secret-of-some-length' });
+      assert.deepEqual([failed.code, /ERR_SOCKET|    at /.test(failed.stderr)], [1, false], failed.stderr);
+    }
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'radius signin: an Access-Challenge with standard input closed ends with exit code 1', async () => {
+    const secret = Buffer.from('a-secret-of-some-length');
+    const server = createSocket('udp4');
+    server.on('message', (datagram, from) => {
+      const request = decodePacket(datagram);
+      const answer = encodeResponse({
+        code: Code.AccessChallenge,
+        identifier: request.identifier,
+        requestAuthenticator: request.authenticator,
+        attributes: [{ type: Attr.ReplyMessage, value: Buffer.from('Enter the code') }, { type: Attr.State, value: randomBytes(16) }],
+        secret,
+      });
+      server.send(answer, from.port, from.address);
+    });
+    await new Promise<void>((resolve) => server.bind(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address();
+      const signin = await mfa(['radius', 'signin', `127.0.0.1:${port}`, 'alice@contoso.example', '--wait', '3'], platformKey, { RADIUS_SECRET: secret.toString() }, '');
+      assert.equal(signin.code, 1, signin.stdout + signin.stderr);
+      assert.match(signin.stdout, /Access-Challenge: Enter the code/);
+      assert.match(signin.stderr, /no code/);
+    } finally {
+      server.close();
+    }
   });
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'hardware tokens: imports a file too large for one request through the object store and follows the job, writes the refused rows, lists, assigns and activates; a PSKC key comes from standard input', async () => {
     const tenant = uniqueTenant('cli-oath');
@@ -275,7 +314,7 @@ describe('the mfa command line', () => {
     assert.deepEqual((({ state, format, imported, failed }) => [state, format, imported, failed])(JSON.parse(keyedImport.stdout) as Record<string, unknown>), ['completed', 'pskc', 1, 0]);
     assert.ok(!`${keyedImport.stdout}${keyedImport.stderr}`.includes(psk.toString('hex')), 'the key is never printed');
     // Refused before anything is sent: a format the name does not tell, a key for a CSV file.
-    assert.match((await mfa(['oath', 'import', tenant, join(folder, 'errors.txt')])).stderr, /give --format csv or --format pskc/);
+    assert.match((await mfa(['oath', 'import', tenant, join(folder, 'errors.txt')])).stderr, /give --file-format csv or --file-format pskc/);
     assert.match((await mfa(['oath', 'import', tenant, join(folder, 'tokens.csv')], platformKey, { MFA_PSKC_PASSWORD: 'secret' })).stderr, /only for PSKC files/);
     assert.match((await mfa(['oath', 'tokens', 'list', tenant], (await json(['clients', 'create', tenant, '--name', 'idp', '--scopes', 'challenges,users'])).apiKey as string)).stderr, /forbidden/, 'hardware tokens are admin');
   }, { timeout: 120_000 });

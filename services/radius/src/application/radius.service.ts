@@ -100,14 +100,15 @@ export class RadiusService {
     const type = packet.code === Code.StatusServer ? 'status' : 'access';
     requests.inc({ client: client.name, type });
     const began = performance.now();
-    const answer = this.decide(client, packet, d).then(
-      (a) => this.encode(client, packet, a, began),
-      (error: unknown) => {
+    // An answer that cannot be encoded (over 4096 octets: a request full of Proxy-State, each
+    // echoed) is dropped like a failure, counted and logged, never left as a rejected promise.
+    const answer = this.decide(client, packet, d)
+      .then((a) => this.encode(client, packet, a, began))
+      .catch((error: unknown) => {
         this.log.error('radius request failed', { client: client.name, error });
         drops.inc({ reason: 'internal' });
         return undefined;
-      },
-    );
+      });
     this.cache.put(key, answer);
     return answer;
   }
@@ -182,12 +183,12 @@ export class RadiusService {
         radius: { serverName: client.name, serverIp: normalizedText(d.address) ?? d.address, ...(otp ? { passwordMode: 'otp' as const } : {}) },
       },
     });
-    const decision = this.decided(started, (reply) => afterStart(reply, otp));
+    const decision = this.decided(client, started, (reply) => afterStart(reply, otp));
     if (decision.kind === 'verify') {
       const code = codeOf(password);
       if (!code) return { kind: 'reject', message: 'Type the code from your authenticator app or hardware token as the password.' };
       const verified = await this.api.verify(client, decision.challengeId, code);
-      return this.decided(verified, (reply) => afterVerify(reply, { challengeId: decision.challengeId, method: 'totp', expiresAt: '' }, true));
+      return this.decided(client, verified, (reply) => afterVerify(reply, { challengeId: decision.challengeId, method: 'totp', expiresAt: '' }, true));
     }
     if (decision.kind === 'wait') return this.waitFor(client, decision.challengeId, decision.method, arrivedAt + this.options.waitMs);
     return decision;
@@ -204,7 +205,7 @@ export class RadiusService {
     const code = codeOf(password);
     if (!code) return { kind: 'challenge', challengeId: pending.challengeId, method: pending.method, expiresAt: pending.expiresAt, message: `The code is digits only. ${promptFor(pending.method, undefined)}` };
     const verified = await this.api.verify(client, pending.challengeId, code);
-    const decision = this.decided(verified, (reply) => afterVerify(reply, pending, false));
+    const decision = this.decided(client, verified, (reply) => afterVerify(reply, pending, false));
     // Undecided (the API did not answer): the State stays good for the user's next try.
     if (decision.kind === 'silent') await this.states.restore(state, pending, Date.now());
     return decision;
@@ -225,7 +226,7 @@ export class RadiusService {
       while (Date.now() + this.options.pollMs + LAST_POLL_MS <= until) {
         await sleep(this.options.pollMs);
         const status = await this.api.status(client, challengeId, until);
-        last = this.decided(status, (reply) => afterWait(reply) ?? { kind: 'wait', challengeId, method });
+        last = this.decided(client, status, (reply) => afterWait(reply) ?? { kind: 'wait', challengeId, method });
         if (last.kind !== 'wait' && last.kind !== 'silent') return last;
         answered ||= last.kind === 'wait';
       }
@@ -237,9 +238,13 @@ export class RadiusService {
     return last?.kind === 'silent' && !answered ? last : waitedTooLong(method);
   }
 
-  private decided<T>(result: ApiResult<T>, then: (reply: T) => Decision): Decision {
+  private decided<T>(client: RadiusClient, result: ApiResult<T>, then: (reply: T) => Decision): Decision {
     if ('ok' in result) return then(result.ok);
-    if ('error' in result) return afterError(result.error, result.retryAfterSeconds);
+    if ('error' in result) {
+      // The client's API key is wrong, revoked or lacks the challenges scope: the operator's to mend.
+      if (result.error === 'forbidden') this.log.warn('radius client refused by the challenge API: check its apiKey and its scopes', { client: client.name, reason: result.message.slice(0, 200) });
+      return afterError(result.error, result.retryAfterSeconds);
+    }
     return { kind: 'silent', why: result.unreachable };
   }
 

@@ -115,3 +115,51 @@ describe('RadiusService: how long a push is waited for', () => {
     }
   });
 });
+
+describe('RadiusService: answers that cannot be given, and refusals the operator must see', () => {
+  const refusing = (error: 'forbidden' | 'not_found') =>
+    ({
+      longestCallMs: 6_000,
+      replyGraceMs: 1_000,
+      start: async () => ({ error, message: error === 'forbidden' ? 'the API key lacks the challenges scope' : 'unknown user' }),
+    }) as unknown as ChallengeApi;
+  const recording = () => {
+    const lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
+    const at = (level: string) => (message: string, fields: Record<string, unknown> = {}) => void lines.push({ level, message, fields });
+    const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
+    return { logger, lines };
+  };
+
+  it('drops, counts and logs an answer over 4096 octets (a request full of Proxy-State, each echoed), for the retransmission too', async () => {
+    const { logger, lines } = recording();
+    const cache = new DuplicateCache();
+    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+    try {
+      const authenticator = randomBytes(16);
+      // 4096 octets in all; the answer's Reply-Message is longer than the User-Name.
+      const proxyStates = [...Array.from({ length: 16 }, () => randomBytes(240)), randomBytes(181)].map((value) => ({ type: Attr.ProxyState, value }));
+      const bytes = encodeRequest({ code: Code.AccessRequest, identifier: 9, authenticator, attributes: [...textAttributes(Attr.UserName, 'a'), ...proxyStates], secret: Buffer.from(SECRET) });
+      assert.equal(bytes.length, 4096);
+      assert.equal(await service.receive({ bytes, address: '192.0.2.10', port: 40_001 }), undefined);
+      assert.equal(await service.receive({ bytes, address: '192.0.2.10', port: 40_001 }), undefined);
+      assert.equal(lines.filter((l) => l.level === 'error' && l.message === 'radius request failed').length, 1);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it('logs a refusal of the client by the challenge API (its key), with the client and the reason', async () => {
+    const { logger, lines } = recording();
+    const cache = new DuplicateCache();
+    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+    try {
+      const { bytes } = accessRequest('alice@example.com');
+      const answer = await service.receive({ bytes, address: '192.0.2.10', port: 40_002 });
+      assert.equal(decodePacket(answer!).code, Code.AccessReject);
+      const warned = lines.find((l) => l.level === 'warn' && /refused by the challenge API/.test(l.message));
+      assert.deepEqual([warned?.fields.client, warned?.fields.reason], ['vpn', 'the API key lacks the challenges scope']);
+    } finally {
+      cache.close();
+    }
+  });
+});

@@ -68,7 +68,9 @@ export const RadiusClients = z.preprocess(
     .superRefine((entries, ctx) => {
       const seen = new Map<string, number>();
       entries.forEach((e, i) => {
-        const key = `${e.cidr.address.kind()}:${e.cidr.address.toNormalizedString()}/${e.cidr.bits}`;
+        // The range as matched: 10.0.2.77/24 is 10.0.2.0/24, and so is ::ffff:10.0.2.0/120.
+        const { address, bits } = rangeOf(e.cidr.address, e.cidr.bits);
+        const key = `${address.kind()}:${address.toNormalizedString()}/${bits}`;
         const first = seen.get(key);
         if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'cidr'], message: `names the same range as entry ${first}` });
         else seen.set(key, i);
@@ -76,6 +78,18 @@ export const RadiusClients = z.preprocess(
     }),
 );
 export type RadiusClientEntries = z.infer<typeof RadiusClients>;
+
+/**
+ * A range as it matches: an IPv4-mapped IPv6 range is the IPv4 range, and the address is the
+ * range's first (host bits cleared).
+ */
+function rangeOf(written: ipaddr.IPv4 | ipaddr.IPv6, writtenBits: number): { address: ipaddr.IPv4 | ipaddr.IPv6; bits: number } {
+  const mapped = written.kind() === 'ipv6' && (written as ipaddr.IPv6).isIPv4MappedAddress() && writtenBits >= 96;
+  const address = mapped ? (written as ipaddr.IPv6).toIPv4Address() : written;
+  const bits = mapped ? writtenBits - 96 : writtenBits;
+  const bytes = address.toByteArray().map((byte, n) => (n * 8 >= bits ? 0 : n * 8 + 8 <= bits ? byte : byte & (0xff << (8 - (bits - n * 8))) & 0xff));
+  return { address: ipaddr.fromByteArray(bytes), bits };
+}
 
 /** IPv4-mapped IPv6 (::ffff:192.0.2.1, what a dual-stack socket reports) is the IPv4 address. */
 export function normalizeAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
@@ -108,11 +122,7 @@ export class ClientDirectory {
   constructor(entries: RadiusClientEntries, defaultPasswordMode: PasswordMode) {
     this.ranges = entries
       .map((e) => {
-        // A range written as an IPv4-mapped IPv6 address is the IPv4 range.
-        const { address: written, bits: writtenBits } = e.cidr;
-        const mapped = written.kind() === 'ipv6' && (written as ipaddr.IPv6).isIPv4MappedAddress() && writtenBits >= 96;
-        const address = mapped ? (written as ipaddr.IPv6).toIPv4Address() : written;
-        const bits = mapped ? writtenBits - 96 : writtenBits;
+        const { address, bits } = rangeOf(e.cidr.address, e.cidr.bits);
         return {
           address,
           bits,

@@ -29,6 +29,11 @@ describe('RADIUS_CLIENTS', () => {
     assert.match(problems(JSON.stringify([{ cidr: '192.0.2.1', secret, tenantId: 'bad tenant' }])), /0\.tenantId/);
     assert.match(problems(JSON.stringify([{ cidr: '192.0.2.1', secret, tenantId: 'c', passwordMode: 'pap' }])), /0\.passwordMode/);
     assert.match(problems(JSON.stringify([{ cidr: '192.0.2.1', secret, tenantId: 'a' }, { cidr: '192.0.2.1/32', secret, tenantId: 'b' }])), /1\.cidr: names the same range as entry 0/);
+    // The same range written otherwise: host bits set, or as IPv4-mapped IPv6.
+    assert.match(problems(JSON.stringify([{ cidr: '10.0.2.0/24', secret, tenantId: 'a' }, { cidr: '10.0.2.77/24', secret, tenantId: 'b' }])), /1\.cidr: names the same range as entry 0/);
+    assert.match(problems(JSON.stringify([{ cidr: '10.0.2.0/24', secret, tenantId: 'a' }, { cidr: '::ffff:10.0.2.0/120', secret, tenantId: 'b' }])), /1\.cidr: names the same range as entry 0/);
+    assert.match(problems(JSON.stringify([{ cidr: '2001:db8::/32', secret, tenantId: 'a' }, { cidr: '2001:db8:0:1::/32', secret, tenantId: 'b' }])), /1\.cidr: names the same range as entry 0/);
+    assert.equal(RadiusClients.safeParse(JSON.stringify([{ cidr: '10.0.2.0/24', secret, tenantId: 'a' }, { cidr: '10.0.2.0/25', secret, tenantId: 'b' }])).success, true, 'a narrower range is another range');
     // The secret never appears in a message.
     assert.ok(!problems(JSON.stringify([{ cidr: 'x', secret: 'tiny-secret', tenantId: 'c' }])).includes('tiny-secret'));
   });

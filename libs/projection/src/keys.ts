@@ -18,9 +18,10 @@ import calculateSlot from 'cluster-key-slot';
  *                                `<challenge id>:r<n>` for a resend -> ms; throttling)
  *   mfa:{tag}:sms:send:<nonce>[:r<n>] STRING dispatch's claim on one challenge's SMS (or on its resend n):
  *                          `sending` during a provider call, then `sent <provider> <message id> <seq>`, seq
- *                          being where the challenge's ChallengeStarted is in MFA_CHALLENGES (written by dispatch)
+ *                          being where the challenge's ChallengeStarted is in MFA_CHALLENGES (written by dispatch;
+ *                          the message id, which may hold spaces, is everything between provider and seq)
  *   mfa:{tag}:push:send:<nonce>:<device nonce> STRING dispatch's claim on one challenge's push to one device:
- *                          `sending` during a provider call, then `sent <provider> <message id>` (written by dispatch)
+ *                          `sending` during a provider call, then `sent <provider> <message id> -` (written by dispatch)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
  *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock

@@ -1,14 +1,14 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import { Consumers, EventSubjects, Headers, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
+import { Consumers, EventSubjects, Headers, InternalSubjects, parseEvent, Streams, type AnyEvent, type EventOf, type VoiceOutcomeRequest } from '@mfa/contracts';
 import { loadKeyring, seal, SealContext } from '@mfa/crypto';
 import { connectNats, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
 import { Redis } from 'ioredis';
 import { parseChallengeId, RedisKeys } from '@mfa/projection';
-import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
+import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, freePort, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
 import { CHALLENGE_GONE, USER_ERASED } from './application/sms-delivery.service.js';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
@@ -323,6 +323,22 @@ describe('dispatch with Twilio', () => {
     assert.equal(fake.messagesTo(to)[0]!.sid, (recorded[0] as EventOf<'SmsSent'>).data.providerMessageId);
   });
 
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'a request sent, then delivered again after its challenge expired, finds it sent: nothing more sent, and SMS not marked failed', async () => {
+    const to = uniquePhone();
+    const acksBefore = await acknowledged();
+    const first = await requestSms({ to, lifetimeSeconds: 2 });
+    assert.equal((await outcomeOf(first.challengeId)).event.type, 'SmsSent');
+    await new Promise((r) => setTimeout(r, Date.parse(first.challenge.expiresAt) - Date.now() + 100));
+    // The same request again under another message id, as after a NATS crash that lost the ack.
+    await nats.js.publish(EventSubjects.smsRequested, JSON.stringify(first.event), { msgID: randomUUID() });
+    await eventually(async () => ((await acknowledged()) >= acksBefore + 2 ? true : undefined), 20_000, 'both requests handled');
+    assert.equal(fake.messagesTo(to).length, 1);
+    const id = parseChallengeId(first.challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), null, 'status reads expired, not delivery_failed');
+    assert.equal(await challenges.hget(RedisKeys.failedMethods(id.tag), 'sms'), null, 'SMS not marked failed for the user');
+    assert.deepEqual((await outcomesOf(first.challengeId)).map((e) => e.type), ['SmsSent']);
+  });
+
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'resends the same code, read back from the start in the stream, once however often the resend is delivered', async () => {
     const to = uniquePhone();
     const first = await requestSms({ to });
@@ -446,6 +462,99 @@ describe('dispatch failing over from Twilio to the console', () => {
     assert.equal(sent.data.attempts, 2);
     assert.ok(fake.requests > requestsBefore, 'Twilio was tried first');
     assert.equal(fake.messagesTo(to).length, 0);
+  });
+});
+
+describe('dispatch placing calls through Twilio', () => {
+  const fake = new FakeTwilio();
+  let running: RunningService;
+  let base: string;
+  /** auth-challenge's and user-settings' answers to the call's keys, for this run's tenant: PINs are wrong, the challenge has attempts left. */
+  const outcomeRequests: VoiceOutcomeRequest[] = [];
+  const responders: Array<{ unsubscribe(): void }> = [];
+
+  before(async () => {
+    await fake.start();
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    running = await startDispatch({ ...fake.env(), REDIS_URL: testEnv.redisUrl, HTTP_PORT: String(port), VOICE_WEBHOOK_BASE_URL: base });
+    outcomes = new StreamReader(Streams.dispatch.name, EventSubjects.allDispatch, (await lastSeq(Streams.dispatch.name)) + 1);
+    const respond = (subject: string, answer: (body: { tenantId: string } & Record<string, unknown>) => unknown) =>
+      responders.push(
+        nats.nc.subscribe(subject, {
+          callback: (_error, msg) => {
+            const body = msg.json<{ tenantId: string } & Record<string, unknown>>();
+            if (body.tenantId === tenantId) msg.respond(JSON.stringify(answer(body)));
+          },
+        }),
+      );
+    respond(InternalSubjects.pinVerify, () => ({ valid: false }));
+    respond(InternalSubjects.voiceOutcome, (body) => {
+      outcomeRequests.push(body as unknown as VoiceOutcomeRequest);
+      return { status: 'pending' };
+    });
+  });
+
+  after(async () => {
+    for (const responder of responders) responder.unsubscribe();
+    await running?.app.close();
+    await fake.stop();
+  });
+
+  /** A voice challenge in PIN mode, as auth-challenge starts it: its phone sealed under the user's data key. */
+  async function requestCallTo(to: string, lifetimeSeconds = 300) {
+    const keys = new UserDataKeys(nats, keyring);
+    const user = testUser({ tenantId, userId: `voice.${randomUUID()}@contoso.example`, profile: { phoneNumber: to } });
+    const now = new Date();
+    const challenge = testChallenge(user, { method: 'voice', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + lifetimeSeconds * 1000).toISOString() });
+    const key = await keys.getOrCreate(tenantId, user.userId);
+    const event = challengeStartedV2(challenge, sealPersonalData(key, { tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
+    event.data.delivery = { channel: 'voice', callerId: '+15005550006', pinMode: true, fraudCode: null };
+    await challengeInRedis(challenge.challengeId);
+    await publisher.publish(EventSubjects.challengeStarted('voice'), event);
+    return { event, challengeId: challenge.challengeId, expiresAt: Date.parse(challenge.expiresAt) };
+  }
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'a call with a wrong PIN at every prompt, the challenge still pending, ends undeliverable at once, recorded once', async () => {
+    const keys = ['1111#', '2222#', '3333#'];
+    const to = uniquePhone();
+    fake.phone(to, { answer: 'answer', presses: keys });
+    const { challengeId } = await requestCallTo(to);
+    const call = await fake.waitForCall(to);
+    assert.equal(call.pressed.length, 3);
+    assert.match(call.heard.at(-1) ?? '', /cannot sign you in/);
+    assert.equal(call.statusAnswer, 204);
+    assert.deepEqual(outcomeRequests.filter((r) => r.challengeId === challengeId).map((r) => r.approved), [false, false, false]);
+    // Like a call nobody answered: status answers delivery_failed with the user's other methods, voice is avoided for a while.
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), 'failed');
+    assert.ok(await challenges.hget(RedisKeys.failedMethods(id.tag), 'voice'));
+    assert.equal(await challenges.hget(RedisKeys.call(id.tag, id.nonce), 'o'), 'unanswered');
+    const failed = await eventually(async () => (await outcomesOf(challengeId)).find((e): e is EventOf<'VoiceCallFailed'> => e.type === 'VoiceCallFailed'), 10_000, 'VoiceCallFailed');
+    assert.deepEqual(failed.data.failures, [{ provider: 'twilio', error: 'no right PIN at any prompt', transient: false }]);
+    // Twilio posts the last prompt's keys again: the same end, nothing asked or recorded twice.
+    const url = `${base}/voice/gather/${encodeURIComponent(challengeId)}?prompt=3`;
+    const again = await fake.webhook(url, { CallSid: call.sid, Digits: '3333', FinishedOnKey: '#' });
+    assert.equal(again.status, 200);
+    assert.match(again.body, /cannot sign you in[\s\S]*<Hangup\/>/);
+    assert.equal(outcomeRequests.filter((r) => r.challengeId === challengeId).length, 3);
+    assert.deepEqual((await outcomesOf(challengeId)).map((e) => e.type).sort(), ['VoiceCallFailed', 'VoiceCallPlaced']);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'a call request delivered again after its challenge expired finds the call placed: no second call, and voice not marked failed', async () => {
+    const to = uniquePhone();
+    fake.phone(to, { answer: 'hold' });
+    const acksBefore = await acknowledged(Consumers.dispatchVoice.durable);
+    const { event, challengeId, expiresAt } = await requestCallTo(to, 2);
+    assert.equal((await outcomeOf(challengeId)).event.type, 'VoiceCallPlaced');
+    await new Promise((r) => setTimeout(r, expiresAt - Date.now() + 100));
+    await nats.js.publish(EventSubjects.challengeStarted('voice'), JSON.stringify(event), { msgID: randomUUID() });
+    await eventually(async () => ((await acknowledged(Consumers.dispatchVoice.durable)) >= acksBefore + 2 ? true : undefined), 20_000, 'both requests handled');
+    assert.equal(fake.calls.filter((c) => c.to === to).length, 1);
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), null);
+    assert.equal(await challenges.hget(RedisKeys.failedMethods(id.tag), 'voice'), null);
+    assert.deepEqual((await outcomesOf(challengeId)).map((e) => e.type), ['VoiceCallPlaced']);
   });
 });
 

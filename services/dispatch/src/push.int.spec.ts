@@ -34,10 +34,10 @@ const reregisterRequests: DeviceReregisterRequest[] = [];
 type Platform = 'android' | 'ios' | 'none';
 
 /** A user with devices in Redis, and a push challenge of theirs published on the push subject. */
-async function pushChallengeFor(platforms: Platform[]) {
+async function pushChallengeFor(platforms: Platform[], lifetimeSeconds = 180) {
   const user = testUser({ tenantId, userId: `push.${randomUUID()}@contoso.example` });
   const now = new Date();
-  const challenge = testChallenge(user, { method: 'push', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 180_000).toISOString() });
+  const challenge = testChallenge(user, { method: 'push', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + lifetimeSeconds * 1000).toISOString() });
   const { tag } = parseChallengeId(challenge.challengeId)!;
   const devices = platforms.map((platform) => {
     const nonce = randomBytes(16).toString('base64url');
@@ -153,6 +153,22 @@ describe('dispatch pushing to devices', () => {
     assert.equal(fcm.messagesTo(pixel.token!).length, 1, 'the redelivered request pushed again');
     assert.equal(apns.notificationsTo(iphone.token!).length, 1, 'the redelivered request pushed again');
     assert.equal((await outcomesOf(challengeId)).length, 1, 'one outcome stored');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['fcm'] }, 'a request pushed, then delivered again after its challenge expired, finds it pushed: nothing more pushed, and push not marked failed', async () => {
+    const { challengeId, devices, publish, event, tag } = await pushChallengeFor(['android'], 2);
+    const [pixel] = devices as [(typeof devices)[0]];
+    const acksBefore = await acknowledged();
+    await publish();
+    assert.equal((await outcomeOf(challengeId)).type, 'PushSent');
+    await new Promise((r) => setTimeout(r, Date.parse(event.data.expiresAt) - Date.now() + 100));
+    await nats.js.publish(EventSubjects.challengeStarted('push'), JSON.stringify(event), { msgID: randomUUID() });
+    await eventually(async () => ((await acknowledged()) >= acksBefore + 2 ? true : undefined), 20_000, 'both requests handled');
+    assert.equal(fcm.messagesTo(pixel.token!).length, 1);
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), null, 'status reads expired, not delivery_failed');
+    assert.equal(await redis.hget(RedisKeys.failedMethods(tag), 'push'), null, 'push not marked failed for the user');
+    assert.deepEqual((await outcomesOf(challengeId)).map((e) => e.type), ['PushSent']);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['fcm'] }, 'a token FCM no longer knows: user-settings is asked to mark the device, and with no other device the challenge says delivery failed', async () => {

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { loadKeyring, phoneTag, userTag } from '@mfa/crypto';
 import { challengeId, RedisKeys, UserIndex } from '@mfa/projection';
 import { itWith, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
-import { PhoneThrottle } from './phone-throttle.js';
+import { numberBlock, PhoneThrottle } from './phone-throttle.js';
 
 const id = () => challengeId(randomBytes(16).toString('base64url').slice(0, 22), randomBytes(16).toString('base64url').slice(0, 22));
 
@@ -71,6 +71,36 @@ describe('PhoneThrottle against a real Redis', () => {
     // Another range is not concerned.
     // (A range of its own: the window across tenants outlives this test, in the Redis other runs share.)
     assert.deepEqual(await throttle.admit(a, `+88217${String(Math.floor(Math.random() * 1e8)).padStart(8, '0')}`, id(), now), { admitted: true });
+  });
+
+  itWith({ real: ['redis'] }, "a send a block's limit refuses counts in no window: pumping a block leaves its numbers' own windows, and the tenant's block window, free", async () => {
+    const range = `+88218${String(Math.floor(Math.random() * 1e4)).padStart(4, '0')}`;
+    const throttle = new PhoneThrottle(redis, keyring, { maxSends: 3, windowSeconds: 600, prefixMaxSends: 2, prefixGlobalMaxSends: 3, prefixWindowSeconds: 600 });
+    const now = Date.now();
+    const block = phoneTag(keyring, '*', numberBlock(`${range}0000`));
+    const numberKey = (tenant: string, n: string) => RedisKeys.phoneSends(tenant, phoneTag(keyring, tenant, n));
+    const [pump, other] = [uniqueTenant(), uniqueTenant()];
+    const legit = `${range}9999`;
+    const user = uniqueUser();
+    await index.put(pump, user, { displayName: 'Legit', phoneNumber: legit });
+    const first = id();
+    assert.deepEqual(await throttle.admit(pump, `${range}1000`, first, now), { admitted: true });
+    assert.deepEqual(await throttle.admit(pump, `${range}1001`, id(), now), { admitted: true });
+    // The tenant's block is full: the legitimate number's sends are refused, and none of them counts for it.
+    for (let i = 0; i < 4; i++) assert.deepEqual(await throttle.admit(pump, legit, id(), now + i), { admitted: false, untilMs: now + 600_000, scope: 'prefix' });
+    assert.equal(await redis.zcard(numberKey(pump, legit)), 0);
+    assert.equal(await redis.exists(RedisKeys.phoneThrottle(userTag(keyring, pump, user))), 0, 'its users are not throttled');
+    // A request admitted before is admitted again, and stays counted once everywhere.
+    assert.deepEqual(await throttle.admit(pump, `${range}1000`, first, now + 10), { admitted: true });
+    assert.equal(await redis.zcard(RedisKeys.prefixSends(pump, block)), 2);
+    // Another tenant fills the block across tenants (1 more); its next send, refused by that limit
+    // alone, counts neither in its number's window nor in its own block window.
+    assert.deepEqual(await throttle.admit(other, `${range}2000`, id(), now), { admitted: true });
+    const across = await throttle.admit(other, `${range}2001`, id(), now);
+    assert.equal(across.admitted ? 'admitted' : across.scope, 'prefix_global');
+    assert.equal(await redis.zcard(numberKey(other, `${range}2001`)), 0);
+    assert.equal(await redis.zcard(RedisKeys.prefixSends(other, block)), 1);
+    assert.equal(await redis.zcard(RedisKeys.prefixSends('*', block)), 3);
   });
 
   itWith({ real: ['redis'] }, 'keeps its window in one hash slot per number, and does nothing when turned off', async () => {

@@ -4,22 +4,23 @@ import { RedisKeys, UserIndex } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 
 /**
- * The sliding window of sends to one phone number of a tenant: admits a send unless the window
- * is full. Each send is its challenge id (ZADD NX: a redelivered request is admitted again
- * without counting twice), scored by when it was admitted.
+ * The sliding window of sends to one phone number of a tenant (or to one block of numbers): admits
+ * a send unless the window is full. Each send is its challenge id (ZADD NX: a redelivered request
+ * is admitted again without counting twice), scored by when it was admitted.
  * KEYS: sends. ARGV: challenge id, now ms, window ms, max.
- * Returns {admitted 1/0, sends in the window (this one included), the oldest's time ms}.
+ * Returns {admitted 1/0, sends in the window (this one included), the oldest's time ms, 1 when
+ * this call added the send (0: admitted before, or refused)}.
  */
 const ADMIT = `
 local now, window, max = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - window))
-local admitted = 1
+local admitted, added = 1, 0
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
-  if redis.call('ZCARD', KEYS[1]) >= max then admitted = 0 else redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+  if redis.call('ZCARD', KEYS[1]) >= max then admitted = 0 else redis.call('ZADD', KEYS[1], now, ARGV[1]); added = 1 end
 end
 redis.call('PEXPIRE', KEYS[1], window)
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[2]
-return {admitted, redis.call('ZCARD', KEYS[1]), oldest}
+return {admitted, redis.call('ZCARD', KEYS[1]), oldest, added}
 `;
 
 /** Users of one number whose slots receive its throttle, at most (a number shared by more is an abuse pattern of its own). */
@@ -57,7 +58,7 @@ export const numberBlock = (e164: string): string => e164.slice(0, -4);
  * at once, with the time to wait, in the start script's one round trip.
  */
 export class PhoneThrottle {
-  private readonly admitScript: (...args: Array<string | number>) => Promise<[number, number, string]>;
+  private readonly admitScript: (...args: Array<string | number>) => Promise<[number, number, string, number]>;
   private readonly index: UserIndex;
 
   constructor(
@@ -66,35 +67,45 @@ export class PhoneThrottle {
     private readonly policy: PhoneThrottlePolicy,
   ) {
     redis.defineCommand('mfaPhoneSendAdmit', { numberOfKeys: 1, lua: ADMIT });
-    this.admitScript = (redis as unknown as { mfaPhoneSendAdmit: (...a: Array<string | number>) => Promise<[number, number, string]> }).mfaPhoneSendAdmit.bind(redis);
+    this.admitScript = (redis as unknown as { mfaPhoneSendAdmit: (...a: Array<string | number>) => Promise<[number, number, string, number]> }).mfaPhoneSendAdmit.bind(redis);
     this.index = new UserIndex(redis, keyring);
     Object.defineProperty(this, 'keyring', { enumerable: false });
   }
 
   /**
    * One send to `phoneNumber`: admitted against the number's window, then its block's (the
-   * tenant's, then every tenant's). A refusal by any of them sends nothing.
+   * tenant's, then every tenant's). A refusal by any of them sends nothing, so the send counts in
+   * none: the windows that admitted it take it back (a pumped block does not fill its numbers'
+   * windows). The windows are in different hash slots, so no one script can check them all: each
+   * admits atomically (never past its limit), and a send taken back can at worst have made another
+   * see a window full a moment too soon.
    */
   async admit(tenantId: string, phoneNumber: string, challengeId: string, now: number): Promise<Admission> {
     const { maxSends, windowSeconds, prefixMaxSends = 0, prefixGlobalMaxSends = 0, prefixWindowSeconds = 3600 } = this.policy;
-    if (maxSends > 0) {
-      const windowMs = windowSeconds * 1000;
-      const key = RedisKeys.phoneSends(tenantId, phoneTag(this.keyring, tenantId, phoneNumber));
-      const [admitted, sends, oldest] = await this.admitScript(key, challengeId, now, windowMs, maxSends);
-      const untilMs = Number(oldest) + windowMs;
-      if (sends >= maxSends) await this.project(tenantId, phoneNumber, untilMs, now);
-      if (admitted !== 1) return this.refused('number', untilMs);
-    }
     const block = phoneTag(this.keyring, '*', numberBlock(phoneNumber));
-    for (const [scope, max, key] of [
-      ['prefix', prefixMaxSends, RedisKeys.prefixSends(tenantId, block)],
-      ['prefix_global', prefixGlobalMaxSends, RedisKeys.prefixSends('*', block)],
-    ] as const) {
+    const windows: Array<{ scope: ThrottleScope; max: number; windowMs: number; key: string }> = [
+      { scope: 'number', max: maxSends, windowMs: windowSeconds * 1000, key: RedisKeys.phoneSends(tenantId, phoneTag(this.keyring, tenantId, phoneNumber)) },
+      { scope: 'prefix', max: prefixMaxSends, windowMs: prefixWindowSeconds * 1000, key: RedisKeys.prefixSends(tenantId, block) },
+      { scope: 'prefix_global', max: prefixGlobalMaxSends, windowMs: prefixWindowSeconds * 1000, key: RedisKeys.prefixSends('*', block) },
+    ];
+    /** Windows this call added the send to. */
+    const added: string[] = [];
+    /** When the number's window, full with this send, lets the next one in. */
+    let numberFullUntil: number | undefined;
+    for (const { scope, max, windowMs, key } of windows) {
       if (max === 0) continue;
-      const windowMs = prefixWindowSeconds * 1000;
-      const [admitted, , oldest] = await this.admitScript(key, challengeId, now, windowMs, max);
-      if (admitted !== 1) return this.refused(scope, Number(oldest) + windowMs);
+      const [admitted, sends, oldest, isNew] = await this.admitScript(key, challengeId, now, windowMs, max);
+      const untilMs = Number(oldest) + windowMs;
+      if (admitted !== 1) {
+        await Promise.all(added.map((k) => this.redis.zrem(k, challengeId)));
+        // A number refused is full: its users' starts learn it (not when only its block is).
+        if (scope === 'number') await this.project(tenantId, phoneNumber, untilMs, now);
+        return this.refused(scope, untilMs);
+      }
+      if (isNew === 1) added.push(key);
+      if (scope === 'number' && sends >= max) numberFullUntil = untilMs;
     }
+    if (numberFullUntil !== undefined) await this.project(tenantId, phoneNumber, numberFullUntil, now);
     return { admitted: true };
   }
 

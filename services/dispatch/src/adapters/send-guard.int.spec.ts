@@ -79,6 +79,36 @@ describe('SendGuard against a real Redis', () => {
     assert.deepEqual(await guard.smsSendOf('not a challenge id', 'twilio', 'SM-start'), { index: undefined, latest: 0 });
   });
 
+  itWith({ real: ['redis'] }, 'reads a message id whole, spaces and words of digits in it, with or without a seq, and the claims written before', async () => {
+    const challenge = await live();
+    const [tag, nonce] = challenge.split('.') as [string, string];
+    for (const providerMessageId of ['3f2a9c', '0A1B 2C3D', 'msg 7', '42', 'two  spaces ']) {
+      await guard.sent(challenge, 'smpp', providerMessageId, 60_000, { seq: 42, resend: 1 });
+      assert.deepEqual(await guard.claim(challenge, 10_000, 1), { kind: 'sent', provider: 'smpp', providerMessageId, seq: 42 });
+      assert.deepEqual(await guard.sendsBefore(challenge, 2).then((s) => s.sends[1]), { kind: 'sent', provider: 'smpp', providerMessageId, seq: 42 });
+      assert.deepEqual(await guard.smsSendOf(challenge, 'smpp', providerMessageId), { index: 1, latest: 0 });
+      // Without a seq (a call): no word of the id is taken for one.
+      await guard.sent(challenge, 'twilio', providerMessageId, 60_000);
+      assert.deepEqual(await guard.recorded(challenge), { kind: 'sent', provider: 'twilio', providerMessageId });
+      await guard.pushSent(challenge, 'pixel', 'apns', providerMessageId, 60_000);
+      assert.deepEqual(await guard.recordedPushes(challenge, ['pixel']), [{ kind: 'sent', provider: 'apns', providerMessageId }]);
+    }
+    assert.deepEqual(await guard.smsSendOf(challenge, 'smpp', 'two  spaces'), { index: undefined, latest: 0 });
+    // Claims written before the last word was always there.
+    await redis.set(RedisKeys.smsSend(tag, nonce), 'sent twilio CA0123', 'PX', 60_000);
+    assert.deepEqual(await guard.recorded(challenge), { kind: 'sent', provider: 'twilio', providerMessageId: 'CA0123' });
+    await redis.set(RedisKeys.smsSend(tag, nonce), 'sent smpp 0A1B 2C3D 7', 'PX', 60_000);
+    assert.deepEqual(await guard.recorded(challenge), { kind: 'sent', provider: 'smpp', providerMessageId: '0A1B 2C3D', seq: 7 });
+    assert.deepEqual(await guard.smsSendOf(challenge, 'smpp', '0A1B 2C3D'), { index: 0, latest: 0 });
+    await redis.set(RedisKeys.pushSend(tag, nonce, 'pixel'), 'sent fcm projects/p/messages/0:1', 'PX', 60_000);
+    assert.deepEqual(await guard.recordedPushes(challenge, ['pixel', 'iphone']), [{ kind: 'sent', provider: 'fcm', providerMessageId: 'projects/p/messages/0:1' }, undefined]);
+    // Read, not claimed: nothing taken.
+    assert.equal(await guard.recorded(challenge, 2), undefined);
+    assert.equal(await redis.exists(RedisKeys.smsSend(tag, nonce, 2), RedisKeys.pushSend(tag, nonce, 'iphone')), 0);
+    await guard.claim(challenge, 10_000, 2);
+    assert.deepEqual(await guard.recorded(challenge, 2), { kind: 'in_progress' });
+  });
+
   itWith({ real: ['redis'] }, "claims a challenge's push per device in one round trip: a device pushed to stays so, the others can be claimed again", async () => {
     const challenge = await live();
     const [tag, nonce] = challenge.split('.') as [string, string];
@@ -91,7 +121,7 @@ describe('SendGuard against a real Redis', () => {
       { kind: 'claimed' },
     ]);
     assert.deepEqual(await guard.claimPush(challenge, ['tablet'], 10_000), [{ kind: 'in_progress' }]);
-    assert.equal(await redis.get(RedisKeys.pushSend(tag, nonce, 'pixel')), 'sent fcm projects/p/messages/0:1');
+    assert.equal(await redis.get(RedisKeys.pushSend(tag, nonce, 'pixel')), 'sent fcm projects/p/messages/0:1 -');
     assert.equal(await guard.claim(challenge, 10_000).then((c) => c.kind), 'claimed', "an SMS claim is another one");
     assert.deepEqual(await guard.claimPush(challenge, [], 10_000), []);
   });

@@ -24,6 +24,8 @@ export type ClaimState = Exclude<SendClaim, { kind: 'gone' }>;
 
 const SENDING = 'sending';
 const GONE = 'gone';
+/** The last word of a `sent` claim without a stream sequence (a call's, a push's). */
+const NO_SEQ = '-';
 
 /**
  * Send claims (`SET NX`: an SMS's or a call's one, a push's one per device), taken only while the
@@ -133,10 +135,10 @@ export class SendGuard {
       [Error | null, string | null],
     ];
     if (claimsError || resendsError) throw claimsError ?? resendsError;
-    // The claim's value is `sent <provider> <message id>[ <seq>]`; compared whole, so a message id
-    // with a space in it is still found.
-    const sent = `sent ${provider} ${providerMessageId}`;
-    const index = claims.findIndex((value) => value !== null && (value === sent || (value.startsWith(`${sent} `) && /^\d+$/.test(value.slice(sent.length + 1)))));
+    const index = claims.findIndex((value) => {
+      const claim = value === null ? undefined : claimOf(value);
+      return claim?.kind === 'sent' && claim.provider === provider && claim.providerMessageId === providerMessageId;
+    });
     return { index: index === -1 ? undefined : index, latest: Number(resends ?? 0) || 0 };
   }
 
@@ -169,12 +171,20 @@ export class SendGuard {
   }
 
   /**
+   * What the claim on the start's send (or on resend `resend`) holds, without claiming it: whether
+   * a request delivered after its challenge expired had been sent before (undefined: no claim).
+   */
+  async recorded(challengeId: string, resend?: number): Promise<ClaimState | undefined> {
+    const value = await this.redis.get(this.keyOf(challengeId, resend));
+    return value === null ? undefined : claimOf(value);
+  }
+
+  /**
    * The provider accepted the message: kept until well after the challenge can no longer be used,
    * with the stream sequence of the challenge's ChallengeStarted (`source.seq`) for its resends.
    */
   async sent(challengeId: string, provider: string, providerMessageId: string, ttlMs: number, source?: { seq: number; resend?: number | undefined }): Promise<void> {
-    const value = `sent ${provider} ${providerMessageId}${source ? ` ${source.seq}` : ''}`;
-    await this.redis.set(this.keyOf(challengeId, source?.resend), value, 'PX', Math.max(1, Math.ceil(ttlMs)));
+    await this.redis.set(this.keyOf(challengeId, source?.resend), sentValue(provider, providerMessageId, source?.seq), 'PX', Math.max(1, Math.ceil(ttlMs)));
   }
 
   /** The provider refused or failed: the next attempt (or delivery) may claim again. */
@@ -194,6 +204,13 @@ export class SendGuard {
     return this.claims(challengeId, deviceNonces.map((device) => this.pushKeyOf(challengeId, device)), ttlMs);
   }
 
+  /** What the claims on pushing the challenge to each device hold, without claiming them (undefined: no claim). One round trip (one slot). */
+  async recordedPushes(challengeId: string, deviceNonces: readonly string[]): Promise<Array<ClaimState | undefined>> {
+    if (deviceNonces.length === 0) return [];
+    const values = await this.redis.mget(...deviceNonces.map((device) => this.pushKeyOf(challengeId, device)));
+    return values.map((value) => (value === null ? undefined : claimOf(value)));
+  }
+
   /** The claims `keys` of one challenge (CLAIM). */
   private async claims(challengeId: string, keys: readonly string[], ttlMs: number): Promise<SendClaim[]> {
     const id = this.idOf(challengeId);
@@ -208,7 +225,7 @@ export class SendGuard {
 
   /** The provider accepted the push to the device: kept until well after the challenge can no longer be used. */
   async pushSent(challengeId: string, deviceNonce: string, provider: string, providerMessageId: string, ttlMs: number): Promise<void> {
-    await this.redis.set(this.pushKeyOf(challengeId, deviceNonce), `sent ${provider} ${providerMessageId}`, 'PX', Math.max(1, Math.ceil(ttlMs)));
+    await this.redis.set(this.pushKeyOf(challengeId, deviceNonce), sentValue(provider, providerMessageId), 'PX', Math.max(1, Math.ceil(ttlMs)));
   }
 
   /** Not sent to the device (refused, failed, or claimed by a delivery that stops): the next delivery may claim again. */
@@ -222,9 +239,24 @@ export class SendGuard {
   }
 }
 
-/** A claim's value: `sending`, or `sent <provider> <message id>[ <seq>]`. */
+/**
+ * A `sent` claim's value: `sent <provider> <message id> <seq>`, the last word `-` without a seq (a
+ * call, a push). The last word is always written, so a message id may hold spaces and words of
+ * digits (an SMPP id is the SMSC's free text) and still read back whole.
+ */
+function sentValue(provider: string, providerMessageId: string, seq?: number): string {
+  return `sent ${provider} ${providerMessageId} ${seq ?? NO_SEQ}`;
+}
+
+/**
+ * A claim's value: `sending`, or a `sent` one (sentValue). One written before the last word was
+ * always there (`sent <provider> <message id>`, a call's or a push's, whose ids hold no spaces)
+ * has one word after the provider, or a last word that is neither a seq nor `-`: all of it is the id.
+ */
 function claimOf(value: string): ClaimState {
   if (value === SENDING) return { kind: 'in_progress' };
-  const [, provider = 'unknown', providerMessageId = '', seq] = value.split(' ');
-  return { kind: 'sent', provider, providerMessageId, ...(seq && /^\d+$/.test(seq) ? { seq: Number(seq) } : {}) };
+  const [, provider = 'unknown', ...words] = value.split(' ');
+  const last = words.length > 1 ? words.at(-1)! : undefined;
+  const seq = last !== undefined && (last === NO_SEQ || /^\d+$/.test(last)) ? words.pop() : undefined;
+  return { kind: 'sent', provider, providerMessageId: words.join(' '), ...(seq && seq !== NO_SEQ ? { seq: Number(seq) } : {}) };
 }

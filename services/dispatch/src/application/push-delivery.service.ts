@@ -6,7 +6,7 @@ import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/circuit-breakers.js';
 import type { Device, DeviceDirectory } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
-import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
+import type { ClaimState, SendClaim, SendGuard } from '../adapters/send-guard.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope } from '../domain/outcome-id.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
@@ -21,7 +21,7 @@ interface PushDeliveryOptions {
   publisher: EventPublisher;
   devices: Pick<DeviceDirectory, 'of'>;
   /** At most one push per request and device (adapters/send-guard.ts). */
-  guard: Pick<SendGuard, 'claimPush' | 'pushSent' | 'releasePush' | 'undeliverable'>;
+  guard: Pick<SendGuard, 'claimPush' | 'recordedPushes' | 'pushSent' | 'releasePush' | 'undeliverable'>;
   /** A circuit breaker per provider: an open one is skipped at once. */
   breakers?: Pick<ProviderBreakers<PushNotification>, 'send'>;
   /** Asks user-settings to mark a device whose token a provider refused (InternalSubjects.deviceReregister). */
@@ -84,6 +84,10 @@ export class PushDeliveryService {
     const expiresAt = new Date(event.data.expiresAt);
 
     if (this.clock() >= expiresAt) {
+      // An earlier delivery may have pushed it before it expired (JetStream lost its ack): those
+      // pushes are recorded again, not a failure (which would mark push failed for the user).
+      const pushed = await this.pushedBefore(challengeId, id.tag);
+      if (pushed.length > 0) return this.finish(event, msg, log, pushed, [], []);
       pushSends.inc({ provider: 'none', outcome: 'expired' });
       return this.finish(event, msg, log, [], [], [{ deviceId: 'none', provider: 'none', error: EXPIRED_BEFORE_PUSH, transient: false }]);
     }
@@ -273,6 +277,25 @@ export class PushDeliveryService {
       throw error;
     }
     return outcome;
+  }
+
+  /** The user's devices an earlier delivery of the request pushed to, as their claims say; one pushing now is waited for. */
+  private async pushedBefore(challengeId: string, tag: string): Promise<Sent[]> {
+    let devices: Device[];
+    let claims: Array<ClaimState | undefined>;
+    try {
+      ({ devices } = await this.options.devices.of(tag));
+      claims = await this.options.guard.recordedPushes(challengeId, devices.map((d) => d.nonce));
+    } catch (error) {
+      throw unavailable('the push send records (Redis) could not be read; trying again later', error);
+    }
+    if (claims.some((c) => c?.kind === 'in_progress')) throw unavailable('another delivery of this push request is under way; trying again later');
+    return devices.flatMap((device, i) => {
+      const claim = claims[i];
+      if (claim?.kind !== 'sent') return [];
+      pushSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
+      return [{ deviceId: device.deviceId, provider: claim.provider, providerMessageId: claim.providerMessageId }];
+    });
   }
 
   private async claim(challengeId: string, deviceNonces: string[]): Promise<SendClaim[]> {

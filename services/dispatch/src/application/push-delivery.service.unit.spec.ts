@@ -9,7 +9,7 @@ import type { Logger } from '@mfa/telemetry';
 import { challengeStarted, challengeStartedV2, testChallenge, testUser } from '@mfa/testing';
 import type { Device } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
-import type { SendClaim } from '../adapters/send-guard.js';
+import type { ClaimState, SendClaim } from '../adapters/send-guard.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { CHALLENGE_GONE_PUSH, DEVICE_NEEDS_REGISTRATION, EXPIRED_BEFORE_PUSH, NO_ACTIVE_DEVICE, PushDeliveryService } from './push-delivery.service.js';
 
@@ -54,6 +54,12 @@ class ScriptedGuard {
       if (this.lost.has(challengeId)) return { kind: 'gone' };
       this.claims.set(`${challengeId}/${device}`, { kind: 'claimed' });
       return { kind: 'claimed' };
+    });
+  }
+  async recordedPushes(challengeId: string, devices: readonly string[]): Promise<Array<ClaimState | undefined>> {
+    return devices.map((device) => {
+      const held = this.claims.get(`${challengeId}/${device}`) as ClaimState | undefined;
+      return held?.kind === 'claimed' ? { kind: 'in_progress' } : held;
     });
   }
   async pushSent(challengeId: string, device: string, provider: string, providerMessageId: string): Promise<void> {
@@ -304,6 +310,23 @@ describe('push delivery', () => {
     await service.deliver(delivery(event));
     assert.equal(fcm.calls, 0);
     assert.deepEqual(only(published, 'PushDeliveryFailed').data.failures, [{ deviceId: 'none', provider: 'none', error: EXPIRED_BEFORE_PUSH, transient: false }]);
+  });
+
+  it('given a request pushed before its challenge expired and delivered again after, then no push, the same outcome, and push not marked failed', async () => {
+    const fcm = new ScriptedProvider('fcm', 'android');
+    const { event, challengeId, device } = pushChallenge({ expiresInSeconds: -1 });
+    const pixel = device('a-pixel', 'android');
+    const guard = new ScriptedGuard();
+    await guard.pushSent(challengeId, 'a-pixel', 'fcm', 'fcm-earlier');
+    const { service, published } = harness([fcm], [pixel, device('b-tablet', 'android')], { guard });
+    await service.deliver(delivery(event));
+    assert.equal(fcm.calls, 0);
+    assert.deepEqual(only(published, 'PushSent').data, { challengeId, sent: [{ deviceId: pixel.deviceId, provider: 'fcm', providerMessageId: 'fcm-earlier' }], polling: [] });
+    assert.deepEqual(guard.undelivered, []);
+    // Another delivery still pushing when it expired: its outcome is awaited.
+    guard.claims.set(`${challengeId}/b-tablet`, { kind: 'claimed' });
+    await assert.rejects(service.deliver(delivery(event)), (e: unknown) => (e as ContractError).code === 'unavailable');
+    assert.equal(published.length, 1);
   });
 
   it('dead-letters what is not a push request', async () => {

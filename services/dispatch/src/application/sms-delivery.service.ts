@@ -5,7 +5,7 @@ import type { UserDataKeys } from '@mfa/service-kit';
 import { carrierFromContext, type Logger } from '@mfa/telemetry';
 import type { PhoneThrottle } from '../adapters/phone-throttle.js';
 import { CIRCUIT_OPEN, type ProviderBreakers } from '../adapters/circuit-breakers.js';
-import type { SendClaim, SendGuard } from '../adapters/send-guard.js';
+import type { ClaimState, SendClaim, SendGuard } from '../adapters/send-guard.js';
 import type { ReceiptRoutes } from '../adapters/receipt-routes.js';
 import { hasSession, SmsProviderError, type SmsProvider } from '../adapters/sms/sms-provider.js';
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
@@ -27,7 +27,7 @@ interface SmsDeliveryOptions {
   retryBaseMs: number;
   publisher: EventPublisher;
   /** At most one SMS per request (adapters/send-guard.ts). */
-  guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
+  guard: Pick<SendGuard, 'claim' | 'recorded' | 'sent' | 'release' | 'undeliverable'>;
   /** The public base URL of this service's webhooks (VOICE_WEBHOOK_BASE_URL): SMS receipts are asked for when set. */
   webhookBaseUrl?: string | undefined;
   /** A circuit breaker per provider (adapters/circuit-breakers.ts): an open one is skipped at once. */
@@ -135,6 +135,16 @@ export class SmsDeliveryService {
       const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
       if (step.type === 'GiveUp') {
         if (step.reason === 'expired') {
+          if (failures.length === 0) {
+            // An earlier delivery may have sent it before it expired (JetStream lost its ack): that
+            // send is recorded again, not a failure (which would mark the SMS failed for the user).
+            const earlier = await this.guarded(this.options.guard.recorded(challengeId, resend));
+            if (earlier?.kind === 'in_progress') throw unavailable('another delivery of this SMS request is under way; trying again later');
+            if (earlier?.kind === 'sent') {
+              outcome = this.sentBefore(job, earlier, log);
+              break;
+            }
+          }
           const error = failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : 'challenge expired during delivery';
           failures.push({ provider: 'none', error, transient: false });
           smsSends.inc({ provider: 'none', outcome: 'expired' });
@@ -177,13 +187,9 @@ export class SmsDeliveryService {
           .catch((error: unknown) => log.warn('could not mark the SMS undelivered in Redis', { error }));
         break;
       }
-      const claim = await this.claim(challengeId, resend);
+      const claim = await this.guarded(this.options.guard.claim(challengeId, this.options.claimTtlMs, resend));
       if (claim.kind === 'sent') {
-        // Sent already by an earlier delivery of this request (JetStream lost its ack): never
-        // twice; its outcome is recorded again (same id: stored once).
-        smsSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
-        outcome = this.sent(job, { challengeId, provider: claim.provider, providerMessageId: claim.providerMessageId, attempts: 1 });
-        log.warn('SMS request delivered again after it was sent: not sent twice', { provider: claim.provider, providerMessageId: claim.providerMessageId });
+        outcome = this.sentBefore(job, claim, log);
         break;
       }
       if (claim.kind === 'in_progress') {
@@ -250,11 +256,13 @@ export class SmsDeliveryService {
     }
   }
 
-  private async claim(challengeId: string, resend: number | undefined): Promise<SendClaim> {
+  /** The send's claim, taken or read. */
+  private async guarded<T extends SendClaim | undefined>(claim: Promise<T>): Promise<T> {
     try {
-      return await this.options.guard.claim(challengeId, this.options.claimTtlMs, resend);
+      return await claim;
     } catch (error) {
-      // Without the claim, a send could be a second one: wait for Redis (retried, never dead-lettered).
+      // Without the claim, a send could be a second one, or one that went recorded as failed:
+      // wait for Redis (retried, never dead-lettered).
       throw unavailable('the SMS send guard (Redis) is unavailable; trying again later', error);
     }
   }
@@ -268,6 +276,16 @@ export class SmsDeliveryService {
     }
     if (!/^\d{6}$/.test(code)) throw new PoisonMessageError('the sealed SMS code is not six digits');
     return code;
+  }
+
+  /**
+   * Sent already by an earlier delivery of this request (JetStream lost its ack): never twice; its
+   * outcome is recorded again (same id: stored once).
+   */
+  private sentBefore(job: Pick<SmsSendJob, 'cause' | 'resend'>, claim: Extract<ClaimState, { kind: 'sent' }>, log: Logger): EventOf<'SmsSent'> {
+    smsSends.inc({ provider: claim.provider, outcome: 'duplicate_suppressed' });
+    log.warn('SMS request delivered again after it was sent: not sent twice', { provider: claim.provider, providerMessageId: claim.providerMessageId });
+    return this.sent(job, { challengeId: job.cause.data.challengeId, provider: claim.provider, providerMessageId: claim.providerMessageId, attempts: 1 });
   }
 
   private sent(job: Pick<SmsSendJob, 'cause' | 'resend'>, data: EventOf<'SmsSent'>['data']): EventOf<'SmsSent'> {

@@ -70,6 +70,10 @@ class ScriptedGuard {
     this.claims.set(this.key(challengeId, resend), { kind: 'claimed' });
     return { kind: 'claimed' };
   }
+  async recorded(challengeId: string, resend?: number): Promise<ClaimState | undefined> {
+    const held = this.claims.get(this.key(challengeId, resend));
+    return held?.kind === 'claimed' ? { kind: 'in_progress' } : held;
+  }
   async sent(challengeId: string, provider: string, providerMessageId: string, _ttlMs: number, source?: { seq: number; resend?: number }): Promise<void> {
     this.claims.set(this.key(challengeId, source?.resend), { kind: 'sent', provider, providerMessageId, ...(source ? { seq: source.seq } : {}) });
   }
@@ -205,6 +209,26 @@ describe('SMS delivery', () => {
     assert.equal(published.length, 2);
     assert.deepEqual(published[1]!.event, { ...published[0]!.event, occurredAt: published[1]!.event.occurredAt, metadata: published[1]!.event.metadata });
     assert.deepEqual((published[1]!.event as EventOf<'SmsSent'>).data, { challengeId, provider: 'twilio', providerMessageId: 'twilio-1', attempts: 1 });
+  });
+
+  it('given a request sent before its challenge expired and delivered again after, then no SMS, the same outcome, and SMS not marked failed', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const guard = new ScriptedGuard();
+    const { service, published } = harness([twilio], { guard });
+    const { event, challengeId } = smsChallenge({ expiresInSeconds: 0 });
+    await guard.sent(challengeId, 'smpp', '0A1B 2C3D', 60_000, { seq: 42 });
+    await service.deliver(delivery(event));
+    assert.equal(twilio.calls, 0);
+    const sent = only(published, 'SmsSent');
+    assert.deepEqual(sent.data, { challengeId, provider: 'smpp', providerMessageId: '0A1B 2C3D', attempts: 1 });
+    assert.equal(sent.id, outcomeEventId(event.id));
+    assert.deepEqual(guard.undelivered, []);
+    // Another delivery still calling a provider when it expired: its outcome is awaited.
+    const busy = smsChallenge({ expiresInSeconds: 0 });
+    guard.claims.set(busy.challengeId, { kind: 'claimed' });
+    await assert.rejects(service.deliver(delivery(busy.event)), (e: ContractError) => e.code === 'unavailable');
+    assert.equal(published.length, 1);
+    assert.deepEqual(guard.undelivered, []);
   });
 
   it('given another delivery of the request calling a provider now, then nothing is sent and the message is tried again later', async () => {

@@ -49,7 +49,7 @@ export interface VoiceOptions {
   authToken: string | undefined;
   ringSeconds: number;
   publisher: EventPublisher;
-  guard: Pick<SendGuard, 'claim' | 'sent' | 'release' | 'undeliverable'>;
+  guard: Pick<SendGuard, 'claim' | 'recorded' | 'sent' | 'release' | 'undeliverable'>;
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
   calls: CallStore;
   /** The tenant's own recordings, played instead of our scripts where they exist. */
@@ -116,7 +116,16 @@ export class VoiceCallService {
       await this.markUnanswered(challengeId, now);
       await this.publish(this.failed(event, [{ provider: this.options.provider?.name ?? 'none', error, transient }]), msg);
     };
-    if (now >= expiresAt) return fail('challenge expired before the call');
+    if (now >= expiresAt) {
+      // An earlier delivery may have placed the call before it expired (JetStream lost its ack): that
+      // call is recorded again, not a failure (which would mark voice failed for the user).
+      const earlier = await this.options.guard.recorded(challengeId).catch((error: unknown) => {
+        throw unavailable('the call guard (Redis) is unavailable; trying again later', error);
+      });
+      if (earlier?.kind === 'sent') return this.publish(this.placed(event, earlier.providerMessageId), msg);
+      if (earlier?.kind === 'in_progress') throw unavailable('another delivery of this call request is under way; trying again later');
+      return fail('challenge expired before the call');
+    }
     const { provider, webhookBaseUrl } = this.options;
     if (!provider || !webhookBaseUrl) return fail('voice is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, VOICE_WEBHOOK_BASE_URL)');
     const recipient = await recipientOfChallenge(this.options.keys, event);
@@ -264,6 +273,13 @@ export class VoiceCallService {
     if (reply.status === 'pending' && prompt < MAX_PROMPTS) {
       // A wrong PIN with attempts left: denied, then asked again.
       return await this.prompt(req, state, prompt + 1, 'authenticationDeniedRetry');
+    }
+    if (reply.status === 'pending') {
+      // The last prompt's PIN was wrong too, with attempts left: the call ends, but the challenge
+      // would wait until it expires. Like a call nobody answered, it is undeliverable: the IdP
+      // falls back at once.
+      await this.unanswered(req.challengeId, state, 'no right PIN at any prompt');
+      return await this.say(state, 'authenticationDenied');
     }
     await this.options.calls.finish(req.challengeId, 'denied');
     calls.inc({ outcome: 'denied' });

@@ -603,7 +603,7 @@ range(reports.command('signins <tenant>').description('the sign-in report, newes
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
       const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', result: 'result', via: 'via', from: 'from', to: 'to' }) }, Boolean(o.all));
-      process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'via', 'serverName', 'challengeId'], g.format));
+      process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'via', 'serverName', 'challengeId', 'deviceId'], g.format));
     }),
   );
 range(reports.command('fraud <tenant>').description('fraud alerts, newest first'))

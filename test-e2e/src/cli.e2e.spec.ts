@@ -145,7 +145,7 @@ describe('the mfa command line', () => {
       return out.stdout.split('\n').filter(Boolean).length >= 3 ? out.stdout : undefined;
     }, 20_000, 'the sign-ins in the report');
     const lines = csv.trim().split('\n');
-    assert.equal(lines[0], 'occurredAt,userId,displayName,authMethod,result,resultDetail,clientIp,application,via,serverName,challengeId');
+    assert.equal(lines[0], 'occurredAt,userId,displayName,authMethod,result,resultDetail,clientIp,application,via,serverName,challengeId,deviceId');
     assert.ok(lines.some((l) => l.includes('MFA successfully completed') && l.includes('198.51.100.3') && l.includes('CLI,nats,')));
     assert.ok(lines.some((l) => l.includes('MFA denied; user is blocked')));
     const asJson = JSON.parse((await mfa(['--format', 'json', 'reports', 'signins', tenantId, '--user', userId], idpKey)).stdout) as unknown[];

@@ -189,12 +189,12 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await tenantPage(page, tenantA, `signins?userId=${encodeURIComponent(userA)}`);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('a[download]')]);
     const csv = readFileSync((await download.path())!, 'utf8').trim().split('\n');
-    assert.equal(csv[0], 'occurredAt,userId,displayName,email,phoneNumber,authMethod,result,resultDetail,clientIp,application,serverName,serverIp,challengeId,via');
+    assert.equal(csv[0], 'occurredAt,userId,displayName,email,phoneNumber,authMethod,result,resultDetail,clientIp,application,serverName,serverIp,challengeId,via,deviceId');
     assert.equal(csv.length - 1, 2);
     assert.ok(csv.slice(1).every((row) => row.includes(userA) && row.includes('198.51.100.9') && row.includes('VPN')));
     assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed')));
-    assert.ok(csv.slice(1).some((row) => row.includes('MFA denied; invalid verification code') && row.includes(',vpn-gateway,192.0.2.10,') && row.endsWith(',radius')));
-    assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed') && row.endsWith(',nats')));
+    assert.ok(csv.slice(1).some((row) => row.includes('MFA denied; invalid verification code') && row.includes(',vpn-gateway,192.0.2.10,') && row.endsWith(',radius,')));
+    assert.ok(csv.slice(1).some((row) => row.includes('MFA successfully completed') && row.endsWith(',nats,')));
 
     // Find the user by the start of their id, then open them.
     await tenantPage(page, tenantA, 'users');
@@ -408,6 +408,12 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
       return reply.status === 'pending' ? reply : undefined;
     }, 10_000, 'a pending push');
     assert.equal((await app.answer(String(start.challengeId), 'approve', String(start.numberMatch))).status, 'approved');
+    // The sign-in's page names the app whose answer approved it.
+    await eventually(async () => {
+      await tenantPage(page, tenantB, `signins/${encodeURIComponent(String(start.challengeId))}`);
+      return (await page.locator('#device').count()) > 0 ? true : undefined;
+    }, 20_000, 'the approving app on the sign-in page');
+    assert.match(await page.textContent('#device') ?? '', new RegExp(app.identity.deviceId.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     await tenantPage(page, tenantB, `users?userId=${encodeURIComponent(userId)}`);
     const row = page.locator(`#devices tr[data-device="${app.identity.deviceId}"]`);
     assert.match(await row.textContent() ?? '', /Pixel of Pushy\s*none\s*active/);

@@ -181,6 +181,7 @@ describe('end to end: push to the authenticator app', () => {
       return report.items?.find((i) => i.challengeId === start.challengeId && i.result === 'success');
     }, 20_000, 'the push in the report');
     assert.equal(row.authMethod, 'push');
+    assert.equal(row.deviceId, device.deviceId, 'the report names the app that approved');
   });
 
   itWith({ real: wholeStack }, 'number matching cannot be skipped: no number for a push that has one is a wrong number; a RADIUS push has none, says so, and takes no number', async () => {
@@ -229,6 +230,7 @@ describe('end to end: push to the authenticator app', () => {
       return found?.result === 'failure' ? found : undefined;
     }, 20_000, 'the denial in the report');
     assert.equal(details.resultDetail, 'MFA denied; user declined the authentication');
+    assert.equal(details.deviceId, device.deviceId, 'and the app that denied');
   });
 
   itWith({ real: wholeStack }, 'an activation refused after its code was taken (five apps already) does not burn the code: it activates once a device is deleted', async () => {

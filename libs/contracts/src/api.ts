@@ -494,6 +494,8 @@ export const SigninItem = z.object({
     .optional(),
   /** SMS: how many times the code was sent again (challenge.resend); absent when never. */
   resends: z.int().positive().optional(),
+  /** Push: the authenticator app whose signed answer decided (approved, denied, a wrong number); absent otherwise. */
+  deviceId: z.string().optional(),
 });
 export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });

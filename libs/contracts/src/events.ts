@@ -291,6 +291,8 @@ export const ChallengeApproved = envelope(
     tokenId: z.string().optional(),
     /** TOTP: the RFC 6238 time step accepted, so a Redis rebuild restores the replay guard. */
     step: z.int().nonnegative().optional(),
+    /** Push: the authenticator app whose signed answer approved (its device id). */
+    deviceId: z.string().max(128).optional(),
   }),
 );
 export const ChallengeCodeRejected = envelope(
@@ -313,6 +315,8 @@ export const ChallengeAttemptsExhausted = envelope(
     guard: FailureGuard.optional(),
     /** The last wrong code reached the tenant's lockout threshold: the user is locked out. */
     lockedOut: z.literal(true).optional(),
+    /** Push: the authenticator app whose signed answer carried the wrong number. */
+    deviceId: z.string().max(128).optional(),
   }),
 );
 export const ChallengeExpired = envelope('ChallengeExpired', 1, Outcome);
@@ -323,7 +327,7 @@ export const ChallengeDenied = envelope(
   ChallengeContextV2.extend({ method: Method.nullable(), reason: z.enum(['user_blocked', 'ip_locked', 'app_password_required', 'push_suspended']) }),
 );
 /** The user denied a push in the app (its device signed the answer): the challenge is denied. */
-export const ChallengeDeniedByUser = envelope('ChallengeDeniedByUser', 1, Outcome);
+export const ChallengeDeniedByUser = envelope('ChallengeDeniedByUser', 1, Outcome.extend({ deviceId: z.string().max(128).optional() }));
 /**
  * A pending challenge of a user blocked after its start (an administrator, a fraud report's
  * automatic block): denied at its next verify, call answer or device answer, before any code is

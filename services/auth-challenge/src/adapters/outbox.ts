@@ -48,6 +48,8 @@ export interface VerifyDecisionContext {
   s: { name: string; ip: string };
   /** TOTP: the time step of the matching code. */
   st?: number;
+  /** Push: the device whose signed answer this is (its device id). */
+  dv?: string;
 }
 
 /** challenge.resend: tenant, challenge id, now (ms), server. */

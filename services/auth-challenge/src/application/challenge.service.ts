@@ -343,7 +343,7 @@ export class ChallengeService {
    * push fatigue.
    */
   async pushAnswer(
-    req: { tenantId: string; challengeId: string; deviceNonce: string; decision: 'approve' | 'deny'; number?: string | undefined },
+    req: { tenantId: string; challengeId: string; deviceId: string; deviceNonce: string; decision: 'approve' | 'deny'; number?: string | undefined },
     now: Date,
   ): Promise<{ verdict: VerifyVerdict; reply: ChallengeVerifyReply }> {
     const { verdict, reply } = await this.answeredElsewhere('push', req, now, undefined, (where) =>
@@ -365,7 +365,7 @@ export class ChallengeService {
    */
   private async answeredElsewhere(
     method: 'voice' | 'push',
-    req: { tenantId: string; challengeId: string },
+    req: { tenantId: string; challengeId: string; deviceId?: string },
     now: Date,
     deadline: number | undefined,
     script: (where: Omit<Parameters<ChallengeStore['recordVoiceOutcome']>[0], 'approved'>) => Promise<VerifyVerdict>,
@@ -374,14 +374,15 @@ export class ChallengeService {
     if (!id) throw notFound('unknown challenge');
     const known = this.settingsOf(req.tenantId);
     const settings = known instanceof Promise ? await known : known;
-    const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
+    // A device's answer names the device in its events (dv), also when the relay rebuilds them.
+    const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server, ...(req.deviceId ? { dv: req.deviceId } : {}) };
     const slot = hashSlotOf(id.tag);
     this.decideInTime(deadline);
     // A tenant that remembers: the approval is the user's last MFA for legacy clients (no browser
     // token: nothing carries one back to the browser from a phone's answer).
     const remember = settings.rememberMfa.enabled ? { id: '', until: now.getTime() + settings.rememberMfa.days * DAY_MS } : undefined;
     const verdict = await script({ tag: id.tag, nonce: id.nonce, tenantId: req.tenantId, now, lockout: this.lockoutOf(settings), challengeId: req.challengeId, slot, context: JSON.stringify(context), remember });
-    const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
+    const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server, deviceId: req.deviceId });
     outcomes.inc({ kind: verdict.kind, method });
     if (outcome.event) {
       const name = decisionName(req.challengeId, verdict.kind, verdict.kind === 'rejected' ? verdict.attempts : undefined);
@@ -512,7 +513,7 @@ export class ChallengeService {
     } else {
       let verdict = parseVerifyVerdict(record.r);
       if (verdict.kind === 'approved' && c.st !== undefined) verdict = { ...verdict, step: c.st };
-      pending = decideVerify(verdict, { challengeId: c.id, server: c.s }).event;
+      pending = decideVerify(verdict, { challengeId: c.id, server: c.s, deviceId: c.dv }).event;
     }
     if (!pending) return undefined;
     return { subject: subjectOf(pending), event: this.envelope(decisionNameOfReply(c.id, record.r), c, pending) };

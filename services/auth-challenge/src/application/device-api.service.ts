@@ -143,7 +143,7 @@ export class DeviceApiService {
     }
     try {
       const { verdict, reply } = await this.challenges.pushAnswer(
-        { tenantId, challengeId, deviceNonce: device.nonce, decision: answer.decision, number: answer.number },
+        { tenantId, challengeId, deviceId: device.deviceId, deviceNonce: device.nonce, decision: answer.decision, number: answer.number },
         this.clock(),
       );
       requests.inc({ route: 'answer', outcome: verdict.kind });

@@ -327,7 +327,7 @@ const capped = () =>
 
 export function decideVerify(
   verdict: VerifyVerdict,
-  ctx: { challengeId: string; server: { name: string; ip: string } },
+  ctx: { challengeId: string; server: { name: string; ip: string }; deviceId?: string | undefined },
 ): Outcome<ChallengeVerifyReply> {
   const id = ctx.challengeId;
   /** What every outcome event of the challenge records: whose challenge, which method, where decided (and, for denials, from where it was started). */
@@ -343,6 +343,7 @@ export function decideVerify(
       const data: EventOf<'ChallengeApproved'>['data'] = outcomeOf(verdict);
       if (verdict.tokenId) data.tokenId = verdict.tokenId;
       if (verdict.step !== undefined) data.step = verdict.step;
+      if (ctx.deviceId) data.deviceId = ctx.deviceId;
       return { reply: { challengeId: id, status: 'approved' }, event: { type: 'ChallengeApproved', data } };
     }
     case 'rejected':
@@ -358,7 +359,7 @@ export function decideVerify(
         reply: { challengeId: id, status: 'denied', reason: 'too_many_attempts' },
         event: {
           type: 'ChallengeAttemptsExhausted',
-          data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard },
+          data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard, ...(ctx.deviceId ? { deviceId: ctx.deviceId } : {}) },
         },
       };
     case 'locked_out':
@@ -366,7 +367,7 @@ export function decideVerify(
         reply: { challengeId: id, status: 'denied', reason: 'locked_out' },
         event: {
           type: 'ChallengeAttemptsExhausted',
-          data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard, lockedOut: true },
+          data: { ...outcomeOf(verdict), attempts: verdict.attempts, lastCause: verdict.cause, guard: verdict.guard, lockedOut: true, ...(ctx.deviceId ? { deviceId: ctx.deviceId } : {}) },
         },
       };
     case 'expired': {
@@ -379,7 +380,10 @@ export function decideVerify(
     case 'elsewhere':
       throw conflict(`a ${verdict.method} challenge is answered on the ${verdict.method === 'push' ? "user's device" : 'phone'}, not with a code: poll challenge.status`);
     case 'denied_by_user':
-      return { reply: { challengeId: id, status: 'denied', reason: 'denied_by_user' }, event: { type: 'ChallengeDeniedByUser', data: outcomeOf(verdict) } };
+      return {
+        reply: { challengeId: id, status: 'denied', reason: 'denied_by_user' },
+        event: { type: 'ChallengeDeniedByUser', data: { ...outcomeOf(verdict), ...(ctx.deviceId ? { deviceId: ctx.deviceId } : {}) } },
+      };
     case 'user_blocked':
       return { reply: { challengeId: id, status: 'denied', reason: 'user_blocked' }, event: { type: 'ChallengeUserBlocked', data: outcomeOf(verdict) } };
     case 'not_push':

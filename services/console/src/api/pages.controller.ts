@@ -234,7 +234,7 @@ export class PagesController {
 
   /** Every row the filters select (at most CSV_MAX_ROWS), as CSV, read page by page. */
   private async signinsCsv(p: Page, filters: Record<string, unknown>): Promise<void> {
-    const columns = ['occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId', 'via'] as const;
+    const columns = ['occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId', 'via', 'deviceId'] as const;
     try {
       let cursor: string | undefined;
       let rows = 0;

@@ -41,7 +41,7 @@ const CONTEXT_COLUMNS = [
   'context_seq',
 ] as const;
 // Columns an outcome owns: the first outcome (lowest sequence) wins, later ones change nothing.
-const OUTCOME_COLUMNS = ['result', 'result_detail', 'completed_at', 'result_seq'] as const;
+const OUTCOME_COLUMNS = ['result', 'result_detail', 'completed_at', 'result_seq', 'device_id'] as const;
 
 const TAKE_CONTEXT = 'excluded.context_seq < COALESCE(signins.context_seq, excluded.context_seq + 1)';
 const TAKE_OUTCOME = 'excluded.result_seq < COALESCE(signins.result_seq, excluded.result_seq + 1)';
@@ -61,22 +61,22 @@ const UPSERT_SIGNINS = `
 INSERT INTO signins (
   tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
   auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, resends, via)
+  result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, resends, via, device_id)
 SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
        CASE WHEN e.pseudonym IS NULL THEN i.display_name END,
        CASE WHEN e.pseudonym IS NULL THEN i.email END,
        CASE WHEN e.pseudonym IS NULL THEN i.phone_number END,
        i.device_token, i.auth_method, i.server_name, i.server_ip, i.client_ip, i.application, i.request_id,
        i.expires_at, i.context_seq, i.result, i.result_detail, i.completed_at, i.result_seq, i.failed_attempts,
-       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen, i.resends, i.via
+       i.last_event_seq, CASE WHEN e.pseudonym IS NULL THEN i.pii END, i.user_gen, i.resends, i.via, i.device_id
   FROM unnest(
     $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::bigint[],
     $17::text[], $18::text[], $19::timestamptz[], $20::bigint[], $21::integer[], $22::bigint[], $23::text[], $24::integer[],
-    $25::text[], $26::integer[], $27::text[])
+    $25::text[], $26::integer[], $27::text[], $28::text[])
     AS i(tenant_id, challenge_id, occurred_at, user_id, display_name, email, phone_number, device_token,
          auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
-         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends, via)
+         result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends, via, device_id)
   LEFT JOIN erased_users e
     ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
@@ -141,6 +141,7 @@ interface SigninRecord {
   delivery_provider: string | null;
   delivery_error: string | null;
   resends: number;
+  device_id: string | null;
 }
 
 /** The sign-in report in Postgres: projection writes and report reads. */
@@ -183,6 +184,7 @@ export class SigninsRepository {
         'pseudonym',
         'resends',
         'via',
+        'deviceId',
       ])),
     );
   }
@@ -227,7 +229,7 @@ export class SigninsRepository {
       SELECT s.challenge_id, s.occurred_at,
              to_char(s.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
              s.user_id, s.display_name, s.email, s.phone_number, s.pii, s.user_gen, s.device_token, s.auth_method,
-             s.server_name, s.server_ip, s.via, s.client_ip, s.application, s.result, s.result_detail, s.resends,
+             s.server_name, s.server_ip, s.via, s.client_ip, s.application, s.result, s.result_detail, s.resends, s.device_id,
              d.status AS delivery_status, d.provider AS delivery_provider, d.error AS delivery_error
         FROM signins s
         LEFT JOIN deliveries d ON d.tenant_id = s.tenant_id AND d.challenge_id = s.challenge_id
@@ -257,6 +259,7 @@ export class SigninsRepository {
       deliveryProvider: r.delivery_provider,
       deliveryError: r.delivery_error,
       resends: r.resends,
+      deviceId: r.device_id,
     }));
   }
 

@@ -42,6 +42,8 @@ export interface SigninPatch extends SigninDetails {
   resultDetail: ResultDetail | null;
   completedAt: string | null;
   resultSeq: number | null;
+  /** Push: the device whose signed answer is the outcome; null otherwise. */
+  deviceId: string | null;
   failedAttempts: number;
   /** Times the code was sent again: the highest resend number seen (a resend event carries its number). */
   resends: number;
@@ -49,7 +51,7 @@ export interface SigninPatch extends SigninDetails {
 }
 
 type Context = SigninDetails & Pick<SigninPatch, 'occurredAt' | 'requestId' | 'expiresAt' | 'pii' | 'userGen'>;
-type Outcome = Pick<SigninPatch, 'result' | 'resultDetail' | 'completedAt'>;
+type Outcome = Pick<SigninPatch, 'result' | 'resultDetail' | 'completedAt'> & Partial<Pick<SigninPatch, 'deviceId'>>;
 
 interface Effect {
   context?: Context;
@@ -133,18 +135,18 @@ function effectOf(event: ChallengeEvent): Effect {
     case 'ChallengeFraudReported':
       return { outcome: failure(ResultDetail.fraud, event.occurredAt) };
     case 'ChallengeDeniedByUser':
-      return { outcome: failure(ResultDetail.deniedByUser, event.occurredAt) };
+      return { outcome: { ...failure(ResultDetail.deniedByUser, event.occurredAt), ...deviceOf(event.data) } };
     case 'ChallengeUserBlocked':
       return { outcome: failure(ResultDetail.userBlocked, event.occurredAt) };
     case 'ChallengeApproved':
-      return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt } };
+      return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt, ...deviceOf(event.data) } };
     case 'ChallengeAttemptsExhausted': {
       const detail = event.data.lockedOut
         ? ResultDetail.lockedOut
         : event.data.lastCause === 'reused'
           ? ResultDetail.duplicateCode
           : ResultDetail.invalidCode;
-      return { outcome: failure(detail, event.occurredAt), failedAttempts: event.data.attempts };
+      return { outcome: { ...failure(detail, event.occurredAt), ...deviceOf(event.data) }, failedAttempts: event.data.attempts };
     }
     case 'ChallengeExpired':
       return { outcome: failure(ResultDetail.timedOut, event.occurredAt) };
@@ -158,6 +160,9 @@ function effectOf(event: ChallengeEvent): Effect {
     }
   }
 }
+
+/** The device of a push's outcome, when a device's signed answer decided it. */
+const deviceOf = (data: { deviceId?: string | undefined }): Pick<SigninPatch, 'deviceId'> | Record<string, never> => (data.deviceId ? { deviceId: data.deviceId } : {});
 
 /** A row started from an event that is not the start: its identity fields, nothing else. */
 function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
@@ -187,6 +192,7 @@ function placeholder(item: Sequenced<ChallengeEvent>): SigninPatch {
     resultDetail: null,
     completedAt: null,
     resultSeq: null,
+    deviceId: null,
     failedAttempts: 0,
     resends: 0,
     lastEventSeq: seq,

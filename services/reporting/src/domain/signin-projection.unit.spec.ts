@@ -70,6 +70,7 @@ describe('sign-in projection', () => {
       resultDetail: null,
       completedAt: null,
       resultSeq: null,
+      deviceId: null,
       failedAttempts: 0,
       resends: 0,
       lastEventSeq: 100,
@@ -200,6 +201,14 @@ describe('sign-in projection', () => {
     const c = signin();
     const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeExpired(c))));
     assert.equal(patch.resultDetail, ResultDetail.timedOut);
+  });
+
+  it('given a push decided by a device, then the row names the device with the outcome', () => {
+    const c = signin();
+    const approved = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeApproved(c, { data: { deviceId: 'dev-approving' } }))));
+    assert.deepEqual([approved.result, approved.deviceId], ['success', 'dev-approving']);
+    const code = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeApproved(c))));
+    assert.equal(code.deviceId, null, 'a code names no device');
   });
 
   it('given a block after the start, then denied as a blocked user', () => {

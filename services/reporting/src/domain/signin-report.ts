@@ -42,6 +42,8 @@ export interface SigninRow extends SigninDetails {
   deliveryError?: string | null;
   /** Times the SMS code was sent again (challenge.resend). */
   resends?: number;
+  /** Push: the device whose signed answer decided. */
+  deviceId?: string | null;
 }
 
 /**
@@ -87,6 +89,7 @@ export function toSigninItem(row: SigninRow): SigninItem {
     via: row.via,
     ...(row.deliveryStatus ? { delivery: { status: row.deliveryStatus, provider: row.deliveryProvider ?? null, error: row.deliveryError ?? null } } : {}),
     ...(row.resends ? { resends: row.resends } : {}),
+    ...(row.deviceId ? { deviceId: row.deviceId } : {}),
   };
 }
 

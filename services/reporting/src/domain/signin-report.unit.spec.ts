@@ -122,7 +122,7 @@ describe('derived result', () => {
 
 describe('row to item', () => {
   it('has exactly the contract fields, nulls for absent values', () => {
-    const item = toSigninItem(row({ displayName: null, email: null, application: null, resends: 2 }));
+    const item = toSigninItem(row({ displayName: null, email: null, application: null, resends: 2, deviceId: 'dev-1' }));
     assert.deepEqual(item, {
       challengeId: 'ch-1',
       occurredAt: '2025-06-01T12:00:00.123Z',
@@ -134,11 +134,13 @@ describe('row to item', () => {
       resultDetail: ResultDetail.success,
       delivery: { status: 'sent', provider: null, error: null },
       resends: 2,
+      deviceId: 'dev-1',
     });
     assert.deepEqual(Object.keys(item).sort(), Object.keys(SigninItem.shape).sort());
     // A method that sends nothing has no delivery; a code never sent again, no resends.
     assert.equal('delivery' in toSigninItem(row({ deliveryStatus: null })), false);
     assert.equal('resends' in toSigninItem(row({ resends: 0 })), false);
+    assert.equal('deviceId' in toSigninItem(row({ deviceId: null })), false, 'no device: not a push answered by one');
     SigninItem.strict().parse(item);
   });
 

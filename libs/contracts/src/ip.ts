@@ -26,12 +26,16 @@ export function ipLockKey(address: string): string | undefined {
 
 /**
  * A list of CIDR ranges compiled once: IPv4 and IPv6 intervals, merged and sorted, searched by
- * bisection. A lookup parses the address once and compares numbers: no CIDR is parsed per request,
+ * bisection. A lookup parses the address once and compares numbers: no range is parsed per request,
  * whatever the number of ranges (50 trusted IPs, hundreds of named locations, never-block lists).
+ * A range written as IPv4-mapped IPv6 (::ffff:203.0.113.0/120) is the IPv4 range, as an
+ * IPv4-mapped address is looked up as its IPv4.
  */
 export interface RangeSet {
   readonly size: number;
   has(address: string): boolean;
+  /** Whether some address lies both in the ranges and in `cidr` (a range inside it, holding it, or across its edge). */
+  overlaps(cidr: string): boolean;
 }
 
 type Interval<N> = [N, N];
@@ -48,41 +52,52 @@ function merge<N extends number | bigint>(intervals: Interval<N>[], one: N): Int
   return merged;
 }
 
-function within<N extends number | bigint>(intervals: readonly Interval<N>[], value: N): boolean {
+/** Whether one of the sorted, disjoint intervals shares a value with [start, end]: the first ending at or after `start` begins by `end`. */
+function meets<N extends number | bigint>(intervals: readonly Interval<N>[], start: N, end: N): boolean {
   let low = 0;
-  let high = intervals.length - 1;
-  while (low <= high) {
+  let high = intervals.length;
+  while (low < high) {
     const mid = (low + high) >> 1;
-    const [start, end] = intervals[mid]!;
-    if (value < start) high = mid - 1;
-    else if (value > end) low = mid + 1;
-    else return true;
+    if (intervals[mid]![1] < start) low = mid + 1;
+    else high = mid;
   }
-  return false;
+  return low < intervals.length && intervals[low]![0] <= end;
 }
 
 const v4 = (ip: ipaddr.IPv4): number => ip.octets.reduce((n, octet) => n * 256 + octet, 0);
 const v6 = (ip: ipaddr.IPv6): bigint => ip.parts.reduce((n, part) => (n << 16n) | BigInt(part), 0n);
 
+/** The addresses of a CIDR range, host bits ignored; an IPv4-mapped IPv6 range as its IPv4 range. */
+function intervalOf(cidr: string): { four: Interval<number> } | { six: Interval<bigint> } | undefined {
+  let address: ipaddr.IPv4 | ipaddr.IPv6;
+  let bits: number;
+  try {
+    [address, bits] = ipaddr.parseCIDR(cidr);
+  } catch {
+    return undefined;
+  }
+  if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
+    address = (address as ipaddr.IPv6).toIPv4Address();
+    bits -= 96;
+  }
+  if (address.kind() === 'ipv4') {
+    const size = 2 ** (32 - bits);
+    const start = v4(address as ipaddr.IPv4) - (v4(address as ipaddr.IPv4) % size);
+    return { four: [start, start + size - 1] };
+  }
+  const size = 1n << BigInt(128 - bits);
+  const start = v6(address as ipaddr.IPv6) & ~(size - 1n);
+  return { six: [start, start + size - 1n] };
+}
+
 export function compileRanges(cidrs: readonly string[]): RangeSet {
   const four: Interval<number>[] = [];
   const six: Interval<bigint>[] = [];
   for (const cidr of cidrs) {
-    let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
-    try {
-      parsed = ipaddr.parseCIDR(cidr);
-    } catch {
-      continue; // settings are validated; an unreadable range can only fail to match
-    }
-    const [address, bits] = parsed;
-    if (address.kind() === 'ipv4') {
-      const start = v4(ipaddr.IPv4.networkAddressFromCIDR(cidr));
-      four.push([start, start + 2 ** (32 - bits) - 1]);
-    } else {
-      const size = 1n << BigInt(128 - bits);
-      const start = v6(address as ipaddr.IPv6) & ~(size - 1n);
-      six.push([start, start + size - 1n]);
-    }
+    // Settings are validated; an unreadable range can only fail to match.
+    const range = intervalOf(cidr);
+    if (range && 'four' in range) four.push(range.four);
+    else if (range) six.push(range.six);
   }
   const fours = merge(four, 1);
   const sixes = merge(six, 1n);
@@ -92,7 +107,18 @@ export function compileRanges(cidrs: readonly string[]): RangeSet {
       if (fours.length + sixes.length === 0) return false;
       const ip = parseAddress(address);
       if (!ip) return false;
-      return ip.kind() === 'ipv4' ? within(fours, v4(ip as ipaddr.IPv4)) : within(sixes, v6(ip as ipaddr.IPv6));
+      if (ip.kind() === 'ipv4') {
+        const n = v4(ip as ipaddr.IPv4);
+        return meets(fours, n, n);
+      }
+      const n = v6(ip as ipaddr.IPv6);
+      return meets(sixes, n, n);
+    },
+    overlaps(cidr: string): boolean {
+      if (fours.length + sixes.length === 0) return false;
+      const range = intervalOf(cidr);
+      if (!range) return false;
+      return 'four' in range ? meets(fours, ...range.four) : meets(sixes, ...range.six);
     },
   };
 }
@@ -100,10 +126,25 @@ export function compileRanges(cidrs: readonly string[]): RangeSet {
 /** Ranges compiled per list (settings arrays are replaced, never changed). */
 const compiled = new WeakMap<readonly string[], RangeSet>();
 
-/** Whether a lock key (ipLockKey) lies in one of the CIDR ranges; a /64 key is in a range that holds its first address. */
-export function lockKeyInRanges(key: string, cidrs: readonly string[]): boolean {
-  if (cidrs.length === 0) return false;
+function rangesOf(cidrs: readonly string[]): RangeSet {
   let ranges = compiled.get(cidrs);
   if (!ranges) compiled.set(cidrs, (ranges = compileRanges(cidrs)));
-  return ranges.has(key.endsWith('/64') ? key.slice(0, -3) : key);
+  return ranges;
+}
+
+/**
+ * Whether a lock key (ipLockKey) is covered by the CIDR ranges: an IPv4 key lies in one; a /64 key
+ * shares an address with one (a range inside the /64, such as a gateway's /128, or holding it). The
+ * counts of a /64 do not tell its addresses apart, so a /64 holding a never-block address is never
+ * locked nor throttled: locking it would lock that address.
+ */
+export function lockKeyInRanges(key: string, cidrs: readonly string[]): boolean {
+  if (cidrs.length === 0) return false;
+  const ranges = rangesOf(cidrs);
+  return key.endsWith('/64') ? ranges.overlaps(key) : ranges.has(key);
+}
+
+/** Whether a client address lies in one of the CIDR ranges (compiled once per list, as lockKeyInRanges). */
+export function addressInRanges(address: string, cidrs: readonly string[]): boolean {
+  return cidrs.length > 0 && rangesOf(cidrs).has(address);
 }

@@ -241,7 +241,8 @@ export const Consumers = {
     filterSubject: EventSubjects.allFraudAlerts,
     // The notifier gives up (and records it) after SMTP_MAX_ATTEMPTS itself; this only bounds a bug.
     maxDeliver: 50,
-    // Three SMTP timeouts (connection, greeting, socket) per address fit in it.
+    // The notifier sends in-progress acks while it mails (and claims each address), so a slow
+    // relay and many addresses never reach it; it bounds an instance that died mid-run.
     ackWaitSeconds: 120,
     description: "Sends each fraud alert's e-mail to the tenant's notificationEmails over SMTP.",
   },

@@ -83,7 +83,7 @@ export class AppModule {
           inject: [NATS, EventPublisher, REDIS, BlocksService],
         },
         // One set of per-address counters (denials for the lockout, starts for the throttle).
-        { provide: IpCounters, useFactory: (redis: RedisClient) => new IpCounters(redis), inject: [REDIS] },
+        { provide: IpCounters, useFactory: (redis: RedisClient) => new IpCounters(redis, config.IP_MAX_STARTS_PER_WINDOW), inject: [REDIS] },
         {
           provide: IpLockoutService,
           useFactory: (nats: NatsClients, publisher: EventPublisher, counters: IpCounters, blocks: BlocksService) =>

@@ -5,7 +5,7 @@ import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type EventOf
 import { connectNats, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { challengeStarted, itWith, testChallenge, testEnv, testUser, uniqueTenant, uniqueUser } from '@mfa/testing';
-import { IpCounters } from './adapters/ip-counters.js';
+import { IpCounterKeys, IpCounters } from './adapters/ip-counters.js';
 import { IpThrottleService } from './application/ip-throttle.service.js';
 
 /** Per-IP throttling against the real NATS and Redis: the starts counted per address, IpThrottled recorded on MFA_THROTTLES. */
@@ -30,7 +30,7 @@ describe('fraud: per-IP throttling on the real NATS and Redis', () => {
   const service = (maxStarts: number) =>
     new IpThrottleService(
       { maxStarts, windowSeconds: 300 },
-      new IpCounters(redis),
+      new IpCounters(redis, maxStarts),
       { tenantSettings: async () => ({ ...defaultTenantSettings(), ipLockout: { ...defaultTenantSettings().ipLockout, neverBlock } }) },
       publisher,
       createLogger('fraud-test', { level: 'error' }),
@@ -84,5 +84,24 @@ describe('fraud: per-IP throttling on the real NATS and Redis', () => {
     for (let i = 0; i < 3; i++) await throttle.countStart(startFrom(tenantId, '198.51.100.22', new Date(now - 301_000)), new Date());
     assert.deepEqual(await throttlesOf(tenantId, '198.51.100.21'), []);
     assert.deepEqual(await throttlesOf(tenantId, '198.51.100.22'), []);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a limit above the 10,001 entries a window used to keep (IP_MAX_STARTS_PER_WINDOW allows 100,000) is reached', async () => {
+    const tenantId = uniqueTenant('throttle-many');
+    const ip = '198.51.100.30';
+    const maxStarts = 10_050;
+    const counters = new IpCounters(redis, maxStarts);
+    const t0 = Date.now() - 60_000;
+    // All but the last start counted straight into the window, a thousand at a time.
+    for (let i = 0; i < maxStarts - 1; i += 1000) {
+      const batch = Array.from({ length: Math.min(1000, maxStarts - 1 - i) }, (_, j) => i + j);
+      await Promise.all(batch.map((n) => counters.countStart(tenantId, ip, `start-${n}`, new Date(t0 + n), new Date(), 300)));
+    }
+    assert.deepEqual(await throttlesOf(tenantId, ip), [], 'one short of the limit');
+    await service(maxStarts).countStart(startFrom(tenantId, ip, new Date()), new Date());
+    const [recorded] = await throttlesOf(tenantId, ip);
+    assert.equal(recorded?.data.starts, maxStarts);
+    assert.equal(recorded?.data.until, new Date(t0 + 300_000).toISOString());
+    await redis.del(IpCounterKeys.starts(tenantId, ip));
   });
 });

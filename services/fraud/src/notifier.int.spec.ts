@@ -1,12 +1,13 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { connectNats, createEvent, ensureStream, EventPublisher, readOnce, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, SmtpSink, tenantCreated, testEnv, testTenant, uniqueTenant } from '@mfa/testing';
 import { MailLedger } from './adapters/mail-ledger.js';
-import { SmtpMailer } from './adapters/mailer.js';
+import { SmtpMailer, type Mailer } from './adapters/mailer.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { MailRetry, NotifierService } from './application/notifier.service.js';
 
@@ -119,5 +120,35 @@ describe('fraud: alert e-mails over real SMTP', () => {
     const recorded = (await outcomes(event.data.alertId)) as Array<EventOf<'FraudNotificationSent'>>;
     assert.deepEqual(recorded.map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent']);
     assert.deepEqual(recorded.map((e) => e.data.attempts).sort(), [2, 3]);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'two deliveries of one alert at once (redelivered while a slow relay held the first) mail each address once', async () => {
+    smtp.mode = { kind: 'accept' };
+    // A relay that takes its time over every message.
+    const slowRelay: Mailer = {
+      kind: 'smtp',
+      close: () => undefined,
+      send: async (mail) => {
+        await sleep(400);
+        return mailer.send(mail);
+      },
+    };
+    const slow = new NotifierService(slowRelay, new MailLedger(redis), new UserDirectory(nats.jsm), publisher, 3, createLogger('fraud-test', { level: 'error' }));
+    const event = alert();
+    const before = smtp.messages.length;
+    let working = 0;
+    const first = slow.notify(event, 1, () => working++);
+    await sleep(150);
+    const second = slow.notify(event, 2, () => working++);
+    for (const result of await Promise.allSettled([first, second])) {
+      // Each leaves to the other the address the other is mailing, and is retried until its outcome is recorded.
+      if (result.status === 'rejected') assert.ok(result.reason instanceof MailRetry, String(result.reason));
+    }
+    assert.deepEqual(smtp.messages.slice(before).map((m) => m.to.join(',')).sort(), ['Helpdesk@contoso.example', 'soc@contoso.example']);
+    assert.equal(working, 2, 'the delivery said to be in progress before each send');
+    await slow.notify(event, 3);
+    assert.equal(smtp.messages.length, before + 2, 'nothing sent twice');
+    const recorded = await outcomes(event.data.alertId);
+    assert.deepEqual(recorded.map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent']);
   });
 });

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { ConsumerMessages } from '@nats-io/jetstream';
-import { EventSubjects, ipLockKey, lockKeyInRanges, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
+import { addressInRanges, EventSubjects, ipLockKey, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
 import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { LOGGER, NATS } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
@@ -39,7 +39,10 @@ export class IpLocks {
   /**
    * Whether a start from `clientIp` must be denied: a lock of the address in force, the tenant's
    * lockout on and out of dry run, and the address not on its never-block list (as the settings
-   * say now, not when the lock was recorded). A tenant without locks costs one map lookup.
+   * say now, not when the lock was recorded). The list is matched against the client's own address,
+   * not its lock key: a never-block address is never refused, even by a lock of its /64 recorded
+   * before it was listed, while the rest of that /64 stays locked. A tenant without locks costs
+   * one map lookup; the list is read only for a lock in force.
    */
   locked(tenantId: string, settings: TenantSettings, clientIp: string | undefined, now: number): boolean {
     const tenant = this.locks.get(tenantId);
@@ -47,7 +50,7 @@ export class IpLocks {
     const key = ipLockKey(clientIp);
     const lock = key === undefined ? undefined : tenant.get(key);
     if (!lock || lock.until <= now) return false;
-    if (lockKeyInRanges(key!, settings.ipLockout.neverBlock)) return false;
+    if (addressInRanges(clientIp, settings.ipLockout.neverBlock)) return false;
     if (lock.dryRun || settings.ipLockout.dryRun) {
       dryRunStarts.inc();
       return false;
@@ -57,7 +60,8 @@ export class IpLocks {
 
   /**
    * Until when starts that send something from `clientIp` answer rate_limited (ms), or undefined:
-   * fraud's throttle of the address in force, unless the address is on the tenant's never-block list.
+   * fraud's throttle of the address in force, unless the address itself is on the tenant's
+   * never-block list (as for locks).
    */
   throttledUntil(tenantId: string, settings: TenantSettings, clientIp: string | undefined, now: number): number | undefined {
     const tenant = this.throttles.get(tenantId);
@@ -65,7 +69,7 @@ export class IpLocks {
     const key = ipLockKey(clientIp);
     const until = key === undefined ? undefined : tenant.get(key);
     if (until === undefined || until <= now) return undefined;
-    if (lockKeyInRanges(key!, settings.ipLockout.neverBlock)) return undefined;
+    if (addressInRanges(clientIp, settings.ipLockout.neverBlock)) return undefined;
     return until;
   }
 

@@ -2,7 +2,10 @@ import type { RedisClient } from '@mfa/projection';
 import { subjectToken } from '@mfa/contracts';
 import type { IpWindow } from '../domain/ip-lockout.js';
 
-/** Entries kept per window at most: more than any threshold (10,000), so an attack cannot grow a key without bound. */
+/**
+ * Entries kept per window at most: more than any threshold (10,000), so an attack cannot grow a key
+ * without bound. The starts' window keeps more when the operator's limit is higher (IpCounters).
+ */
 const MAX_ENTRIES = 10_001;
 
 /**
@@ -30,15 +33,17 @@ return counts
 
 /**
  * The sliding window of starts that send something from one client address (per-IP throttling):
- * each start is its event id (ZADD NX: a redelivered event counts once) scored by its time.
- * KEYS: starts. ARGV: event id, event time ms, now ms, window ms.
+ * each start is its event id (ZADD NX: a redelivered event counts once) scored by its time; beyond
+ * the most kept, the oldest go.
+ * KEYS: starts. ARGV: event id, event time ms, now ms, window ms, most kept.
  * Returns {starts in the window, time of the oldest (ms)}.
  */
 const COUNT_START_SCRIPT = `
 redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[3]) - tonumber(ARGV[4])))
 local size = redis.call('ZCARD', KEYS[1])
-if size > ${MAX_ENTRIES} then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - ${MAX_ENTRIES} - 1); size = ${MAX_ENTRIES} end
+local most = tonumber(ARGV[5])
+if size > most then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - most - 1); size = most end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[2]
 return {size, oldest}
@@ -53,8 +58,11 @@ export const IpCounterKeys = {
 
 export class IpCounters {
   private readonly count: (...args: Array<string | number>) => Promise<[number, number]>;
+  /** Starts kept per window: more than the throttle's limit (IP_MAX_STARTS_PER_WINDOW, up to 100,000), or it could never be reached. */
+  private readonly mostStarts: number;
 
-  constructor(private readonly redis: RedisClient) {
+  constructor(private readonly redis: RedisClient, maxStartsPerWindow = 0) {
+    this.mostStarts = Math.max(MAX_ENTRIES, maxStartsPerWindow + 1);
     redis.defineCommand('mfaFraudCountIpDenial', { numberOfKeys: 2, lua: COUNT_SCRIPT });
     redis.defineCommand('mfaFraudCountIpStart', { numberOfKeys: 1, lua: COUNT_START_SCRIPT });
     const r = redis as unknown as Record<'mfaFraudCountIpDenial' | 'mfaFraudCountIpStart', (...a: Array<string | number>) => Promise<[number, number]>>;
@@ -66,7 +74,7 @@ export class IpCounters {
 
   /** Counts one start that sends something (idempotent per event id): the starts in the window and when the oldest of them happened. */
   async countStart(tenantId: string, ip: string, eventId: string, at: Date, now: Date, windowSeconds: number): Promise<{ starts: number; oldestMs: number }> {
-    const [starts, oldest] = await this.countStartScript(IpCounterKeys.starts(tenantId, ip), eventId, at.getTime(), now.getTime(), windowSeconds * 1000);
+    const [starts, oldest] = await this.countStartScript(IpCounterKeys.starts(tenantId, ip), eventId, at.getTime(), now.getTime(), windowSeconds * 1000, this.mostStarts);
     return { starts, oldestMs: Number(oldest) };
   }
 

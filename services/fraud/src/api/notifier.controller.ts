@@ -14,7 +14,7 @@ export class NotifierController {
   async notify(@Payload() deliveries: Delivery[]): Promise<void> {
     for (const { event, msg } of deliveries) {
       if (event.type !== 'FraudReported') continue;
-      await this.notifier.notify(event as EventOf<'FraudReported'>, msg.info.deliveryCount);
+      await this.notifier.notify(event as EventOf<'FraudReported'>, msg.info.deliveryCount, () => msg.working());
     }
   }
 }

@@ -1,8 +1,8 @@
 import { EventSubjects, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { createEvent, eventIdOf, type EventPublisher } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
-import type { MailLedger, MailOutcome } from '../adapters/mail-ledger.js';
-import type { Mailer } from '../adapters/mailer.js';
+import { MAIL_CLAIM_MS, type MailLedger, type MailOutcome } from '../adapters/mail-ledger.js';
+import type { Mailer, OutgoingMail } from '../adapters/mailer.js';
 import type { UserDirectory } from '../adapters/user-directory.js';
 import { alertMail } from '../domain/alert-mail.js';
 
@@ -18,7 +18,9 @@ export class MailRetry extends Error {
  * when the alert is handled). Each address is tried on every delivery of the alert until it is
  * sent, or until `maxAttempts` deliveries, when the failure is recorded; either outcome is an
  * event (FraudNotificationSent, FraudNotificationFailed) whose id derives from the alert and the
- * address, and an address already sent to is never sent to again (MailLedger).
+ * address, and an address already sent to is never sent to again (MailLedger). An address is
+ * claimed while it is sent to: a delivery of the alert that overlaps another (redelivered while a
+ * slow relay held the first) leaves it to the other and is retried until its outcome is known.
  */
 export class NotifierService {
   constructor(
@@ -30,37 +32,75 @@ export class NotifierService {
     private readonly log: Logger,
   ) {}
 
-  async notify(event: EventOf<'FraudReported'>, delivery: number): Promise<void> {
+  /** `working`: tells JetStream the delivery is in progress (msg.working()), so it is not redelivered while a relay is slow. */
+  async notify(event: EventOf<'FraudReported'>, delivery: number, working: () => void = () => undefined): Promise<void> {
     const settings = await this.directory.tenantSettings(event.tenantId);
     const addresses = settings?.notificationEmails ?? [];
     if (addresses.length === 0) return;
-    const known = await this.ledger.outcomes(event.data.alertId);
+    const { alertId } = event.data;
+    const known = await this.ledger.outcomes(alertId);
     const mail = alertMail(event);
-    const failed: string[] = [];
+    const unsent: string[] = [];
     for (const to of addresses) {
       let outcome = known.get(to.toLowerCase());
       if (!outcome) {
-        try {
-          const { messageId } = await this.mailer.send({ to, ...mail });
-          outcome = { to, sent: true, detail: messageId, attempts: delivery, ...(this.mailer.kind === 'log' ? { logged: true as const } : {}) };
-        } catch (error) {
-          const reason = describe(error);
-          if (delivery < this.maxAttempts) {
-            failed.push(to);
-            notifications.inc({ outcome: 'retried' });
-            this.log.warn('a fraud alert e-mail could not be sent; will try again', { alertId: event.data.alertId, attempt: delivery, of: this.maxAttempts, error: reason });
-            continue;
-          }
-          outcome = { to, sent: false, detail: reason, attempts: delivery };
-          this.log.error('a fraud alert e-mail could not be sent; giving up', { alertId: event.data.alertId, attempts: delivery, error: reason });
+        const claim = await this.ledger.claim(alertId, to);
+        // Busy: another delivery is mailing it; this one is retried until its outcome is recorded.
+        outcome = claim === 'busy' ? undefined : claim === 'claimed' ? await this.send(alertId, { to, ...mail }, delivery, working) : claim.outcome;
+        if (!outcome) {
+          unsent.push(to);
+          continue;
         }
-        await this.ledger.record(event.data.alertId, outcome);
-        notifications.inc({ outcome: outcome.sent ? (outcome.logged ? 'logged' : 'sent') : 'failed' });
       }
       // Recorded again on a redelivery (the same id): a failure to publish it never loses it.
       await this.publisher.publish(EventSubjects.fraudMail(event.tenantId), this.outcomeEvent(event, outcome));
     }
-    if (failed.length > 0) throw new MailRetry(`${failed.length} of ${addresses.length} fraud alert e-mails not sent yet`);
+    if (unsent.length > 0) throw new MailRetry(`${unsent.length} of ${addresses.length} fraud alert e-mails not sent yet`);
+  }
+
+  /**
+   * Sends to a claimed address and records the outcome; undefined when it failed and tries remain.
+   * While the relay takes its time the claim is renewed and the delivery kept in progress; the
+   * claim is released after.
+   */
+  private async send(alertId: string, mail: OutgoingMail, delivery: number, working: () => void): Promise<MailOutcome | undefined> {
+    const { to } = mail;
+    const inProgress = () => {
+      try {
+        working();
+      } catch {
+        // NATS closing: a redelivery may come, and finds the address claimed.
+      }
+    };
+    inProgress();
+    const beating = setInterval(() => {
+      inProgress();
+      // One renewal lost to a Redis hiccup leaves two more before the claim lapses.
+      this.ledger.renew(alertId, to).catch(() => undefined);
+    }, MAIL_CLAIM_MS / 3);
+    try {
+      let outcome: MailOutcome;
+      try {
+        const { messageId } = await this.mailer.send(mail);
+        outcome = { to, sent: true, detail: messageId, attempts: delivery, ...(this.mailer.kind === 'log' ? { logged: true as const } : {}) };
+      } catch (error) {
+        const reason = describe(error);
+        if (delivery < this.maxAttempts) {
+          notifications.inc({ outcome: 'retried' });
+          this.log.warn('a fraud alert e-mail could not be sent; will try again', { alertId, attempt: delivery, of: this.maxAttempts, error: reason });
+          return undefined;
+        }
+        outcome = { to, sent: false, detail: reason, attempts: delivery };
+        this.log.error('a fraud alert e-mail could not be sent; giving up', { alertId, attempts: delivery, error: reason });
+      }
+      await this.ledger.record(alertId, outcome);
+      notifications.inc({ outcome: outcome.sent ? (outcome.logged ? 'logged' : 'sent') : 'failed' });
+      return outcome;
+    } finally {
+      clearInterval(beating);
+      // A claim not released (Redis unreachable) lapses by itself within MAIL_CLAIM_MS.
+      await this.ledger.release(alertId, to).catch(() => undefined);
+    }
   }
 
   private outcomeEvent(event: EventOf<'FraudReported'>, outcome: MailOutcome): AnyEvent {

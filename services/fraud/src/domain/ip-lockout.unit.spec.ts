@@ -35,6 +35,15 @@ describe('per-IP lockout decider', () => {
     assert.deepEqual(decideIp(count(1000), policy({ enabled: false }), initialIpLockState(), now), []);
     assert.deepEqual(decideIp(count(1000), policy({ neverBlock: ['203.0.113.0/24'] }), initialIpLockState(), now), []);
     assert.equal(decideIp(count(1000), policy({ neverBlock: ['198.51.100.0/24'] }), initialIpLockState(), now).length, 1);
+    assert.deepEqual(decideIp(count(1000), policy({ neverBlock: ['::ffff:203.0.113.0/120'] }), initialIpLockState(), now), [], 'written as IPv4-mapped');
+  });
+
+  it('given a never-block address or range inside an IPv6 /64, then that /64 is never locked: its counts cannot tell the address apart', () => {
+    const gateway = { type: 'CountDenial', data: { ip: ipLockKey('2001:db8:1:2::10')!, window: { failures: 1000, users: 1000 } } } as const;
+    for (const neverBlock of [['2001:db8:1:2::10/128'], ['2001:db8:1:2:8000::/65'], ['2001:db8::/32']]) {
+      assert.deepEqual(decideIp(gateway, policy({ neverBlock }), initialIpLockState(), now), [], neverBlock[0]);
+    }
+    assert.equal(decideIp(gateway, policy({ neverBlock: ['2001:db8:1:3::10/128'] }), initialIpLockState(), now).length, 1, 'another /64');
   });
 
   it('given a lock in force, when unlocked with a reason, then IpUnlocked; given none (or only a dry run), then conflict', () => {
@@ -62,6 +71,7 @@ describe('client addresses for per-IP lockout', () => {
     assert.equal(lockKeyInRanges('203.0.113.9', ['203.0.113.0/24']), true);
     assert.equal(lockKeyInRanges('203.0.114.9', ['203.0.113.0/24']), false);
     assert.equal(lockKeyInRanges('2001:db8:1:2::/64', ['2001:db8::/32']), true);
+    assert.equal(lockKeyInRanges('2001:db8:1:2::/64', ['2001:db8:1:2::10/128']), true);
     assert.equal(lockKeyInRanges('2001:db8:1:2::/64', ['203.0.113.0/24']), false);
     assert.equal(lockKeyInRanges('203.0.113.9', []), false);
   });

@@ -32,7 +32,7 @@ export type DevicePendingReply = z.infer<typeof DevicePendingReply>;
 
 export const DEVICE_ANSWER_DECISIONS = ['approve', 'deny', 'fraud'] as const;
 export type DeviceDecision = (typeof DEVICE_ANSWER_DECISIONS)[number];
-export const DENIAL_REASONS = ['denied_by_user', 'fraud_reported', 'wrong_number', 'too_many_attempts', 'locked_out'] as const;
+export const DENIAL_REASONS = ['denied_by_user', 'fraud_reported', 'wrong_number', 'too_many_attempts', 'locked_out', 'user_blocked'] as const;
 export const DeviceAnswerReply = z.discriminatedUnion('status', [
   z.object({ status: z.literal('approved') }),
   z.object({ status: z.literal('denied'), reason: z.string() }),

@@ -24,8 +24,8 @@ import calculateSlot from 'cluster-key-slot';
  *                          `sending` during a provider call, then `sent <provider> <message id> -` (written by dispatch)
  *   mfa:{tag}:fails        STRING wrong codes in the current window, across challenges (lockout)
  *   mfa:{tag}:fails:consecutive STRING wrong codes since the last success, across challenges and
- *                          windows; no TTL: at the cap only a success elsewhere or an admin unlock
- *                          (DEL of this key and `fails`) lets the user in again (NIST SP 800-63B)
+ *                          windows; no TTL: at the cap only an admin unlock (DEL of this key and
+ *                          `fails`) lets the user in again (NIST SP 800-63B)
  *   mfa:{tag}:failed       HASH  method -> until ms: a method that failed the user lately (dispatch); a start without
  *                          a method takes another one meanwhile, and challenge.status names the others
  *   mfa:{tag}:remember     HASH  rememberId -> `<until ms>:<created ms>`: the user's remembered browsers (rememberMfa;

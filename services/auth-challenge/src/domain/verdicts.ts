@@ -319,8 +319,8 @@ const lockedOut = (seconds: number) =>
   rateLimited(`too many wrong codes for this user; locked for ${seconds} s`, seconds);
 
 /**
- * The cap on consecutive wrong codes (NIST SP 800-63B §5.2.2) is reached: no guesses until a
- * success by another route or an administrator unlocks the user; waiting does not help.
+ * The cap on consecutive wrong codes (NIST SP 800-63B §5.2.2) is reached: no guesses until an
+ * administrator unlocks the user; waiting does not help.
  */
 const capped = () =>
   rateLimited('too many consecutive wrong codes for this user; an administrator must unlock the user');

@@ -371,6 +371,13 @@ describe('auth-challenge against real NATS and Redis', () => {
     const bypassed = await legacy();
     assert.deepEqual([bypassed.status, bypassed.reason], ['approved', 'remembered_device']);
     assert.equal(await redis.exists(RedisKeys.remembered(userTag(keyring, remembering, carol))), 0, 'no browser remembered with a token nobody received');
+    // A call answered after its user was erased remembers nothing for whoever takes the id next.
+    const late = await ask(Subjects.challengeStart, { tenantId: remembering, userId: carol, method: 'voice' });
+    const tag = userTag(keyring, remembering, carol);
+    assert.equal(await writer.erase(remembering, carol, seq++), true);
+    assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 0, 'the erasure forgot the last MFA');
+    assert.equal((await ask(InternalSubjects.voiceOutcome, { tenantId: remembering, challengeId: late.challengeId, approved: true })).status, 'approved');
+    assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 0, 'nor did the approval after it write it again');
   });
 
   itWith({ real: ['nats', 'redis'] }, "SMS country rules: a phone in a blocked country, or outside the allowed ones, gets no SMS or call; the app still works", async () => {

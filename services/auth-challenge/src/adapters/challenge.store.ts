@@ -159,10 +159,10 @@ export class ChallengeStore {
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeResend', { numberOfKeys: 7, lua: RESEND_SCRIPT });
     for (const [name, numberOfKeys, lua] of [
-      ['mfaChallengePushAnswer', 12, PUSH_ANSWER_SCRIPT],
-      ['mfaChallengeVerify', 9, VERIFY_SCRIPT],
-      ['mfaChallengeVerifyTotp', 9, VERIFY_TOTP_SCRIPT],
-      ['mfaChallengeVoiceOutcome', 9, VOICE_OUTCOME_SCRIPT],
+      ['mfaChallengePushAnswer', 13, PUSH_ANSWER_SCRIPT],
+      ['mfaChallengeVerify', 10, VERIFY_SCRIPT],
+      ['mfaChallengeVerifyTotp', 10, VERIFY_TOTP_SCRIPT],
+      ['mfaChallengeVoiceOutcome', 10, VOICE_OUTCOME_SCRIPT],
     ] as const) {
       // On the writer's connection only (the service's own when decisions do not wait).
       decisions.define(name, { numberOfKeys, lua });
@@ -313,6 +313,7 @@ export class ChallengeStore {
       RedisKeys.remembered(input.tag),
       RedisKeys.lastMfa(input.tag),
       RedisKeys.blocked(input.tag),
+      RedisKeys.user(input.tag),
     ];
   }
 

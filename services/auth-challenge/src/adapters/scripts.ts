@@ -246,7 +246,7 @@ return reply
 //   KEYS: challenge, totp tokens, totp last steps, user's failed verifications (window),
 //         user's consecutive failed verifications, the slot's outbox.
 //   KEYS (cont.): the user's remembered browsers, when the user last completed MFA, the user's
-//         block (fraud's projection).
+//         block (fraud's projection), the user's projection.
 //   ARGV: tenantId, now ms, lockout threshold, failure-counter window s, lockout duration s,
 //         consecutive failures cap, challenge id, the request's context (JSON), the id of a new
 //         remember token ('' = none) and the end of what an approval remembers (ms; 0 = the
@@ -299,9 +299,12 @@ if matched then
   -- is given (verify only: a push or call approval has no reply to the browser's IdP to carry a
   -- token): a new token's id with its end; ended ones are dropped, so the hash holds only browsers
   -- still remembered.
+  -- Only while the user is still the one the challenge was for: a challenge approved after its
+  -- user was erased must not leave a user registered later under the same id a way past MFA.
   local remembered = ''
-  if tonumber(ARGV[10]) > tonumber(ARGV[2]) then redis.call('SET', KEYS[8], ARGV[2], 'PX', tonumber(ARGV[10]) - tonumber(ARGV[2])) end
-  if ch[11] == '1' and ARGV[9] ~= '' then
+  local remembers = tonumber(ARGV[10]) > tonumber(ARGV[2]) and redis.call('HGET', KEYS[10], 'userId') == userId
+  if remembers then redis.call('SET', KEYS[8], ARGV[2], 'PX', tonumber(ARGV[10]) - tonumber(ARGV[2])) end
+  if remembers and ch[11] == '1' and ARGV[9] ~= '' then
     local all = redis.call('HGETALL', KEYS[7])
     for n = 1, #all, 2 do
       if tonumber(string.match(all[n + 1], '^(%d+)')) <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[7], all[n]) end
@@ -489,20 +492,20 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
  * right only for a push started without one, a RADIUS sign-in, whose `codeHash` is empty; a number
  * for such a push, or none for a push with one, is a wrong number), or deny (ARGV[11] = ''). Either way the push is
  * no longer pending for the user, and the device was used now. A denial, and a wrong number, count
- * towards push fatigue (KEYS[11]); a wrong number counts like a wrong code too. Keys and arguments
- * as VERIFY_SCRIPT, then KEYS 10-12: the user's pending push, denied and ignored pushes, the devices'
+ * towards push fatigue (KEYS[12]); a wrong number counts like a wrong code too. Keys and arguments
+ * as VERIFY_SCRIPT, then KEYS 11-13: the user's pending push, denied and ignored pushes, the devices'
  * last use; ARGV 11: the number's hash ('' = deny), 12: the fatigue window s, 13: the device nonce.
  * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}.
  */
 export const PUSH_ANSWER_SCRIPT = `${CHECKS}
 if method ~= 'push' then return {'not_push', userId, method} end
 ${CT_EQUAL}
-local pending = redis.call('GET', KEYS[10])
-if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[10]) end
-redis.call('HSET', KEYS[12], ARGV[13], ARGV[2])
+local pending = redis.call('GET', KEYS[11])
+if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[11]) end
+redis.call('HSET', KEYS[13], ARGV[13], ARGV[2])
 local function refused()
-  redis.call('ZADD', KEYS[11], ARGV[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[11], tonumber(ARGV[12]) * 1000)
+  redis.call('ZADD', KEYS[12], ARGV[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[12], tonumber(ARGV[12]) * 1000)
 end
 if ARGV[11] == '' then
   refused()

@@ -373,7 +373,7 @@ if (kinds.some((k) => scenarios.has(k))) {
           namedLocations: Array.from({ length: 20 }, (_, n) => ({
             name: `office ${n}`,
             trusted: n % 2 === 0,
-            ranges: Array.from({ length: 10 }, (_, r) => (r % 2 === 0 ? `9.${n}.${r}.0/24` : `2001:db8:${n.toString(16)}:${r.toString(16)}::/64`)),
+            ranges: Array.from({ length: 10 }, (_, r) => (r % 2 === 0 ? `9.${n}.${r}.0/24` : `2a00:${n.toString(16)}:${r.toString(16)}::/64`)),
           })),
           lockout: { threshold: 10, counterResetMinutes: 15, autoUnblockMinutes: 15 },
           rememberMfa: { enabled: true, days: 30 },

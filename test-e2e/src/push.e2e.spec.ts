@@ -344,4 +344,19 @@ describe('end to end: push to the authenticator app', () => {
     }, 20_000, 'the suspension in the report');
     assert.equal(row.resultDetail, 'MFA denied; push suspended after repeated denied or ignored notifications');
   });
+
+  itWith({ real: wholeStack }, 'a push answered after its user was blocked is denied user_blocked, and no longer waits: after the unblock the next push starts at once', async () => {
+    const { tenantId, userId, device } = await enrolledUser();
+    const first = await startPush(tenantId, userId);
+    assert.ok((await ask(Subjects.usersBlock, { tenantId, userId, reason: 'phone reported stolen' })).blockedUntil);
+    const answered = await device.answer(String(first.challengeId), 'approve', String(first.numberMatch));
+    assert.deepEqual(answered.body, { status: 'denied', reason: 'user_blocked' });
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: first.challengeId }), { challengeId: first.challengeId, status: 'denied', reason: 'user_blocked' });
+    assert.deepEqual((await device.pending()).body, { challenge: null });
+    assert.equal((await ask(Subjects.usersUnblock, { tenantId, userId, reason: 'phone found' })).unblocked, true);
+    // Not rate_limited until the first push's expiry (minutes), and not counted as ignored later.
+    const next = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', clientIp: '8.8.8.8' });
+    assert.equal(next.status, 'pending', JSON.stringify(next));
+    assert.deepEqual((await device.answer(String(next.challengeId), 'approve', String(next.numberMatch))).body, { status: 'approved' });
+  });
 });

@@ -258,8 +258,9 @@ return reply
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
 // ends by itself, the consecutive cap only with an admin unlock), an
 // expired challenge (recorded once), a user blocked since the start (the challenge denied and
-// recorded once: a block denies every attempt, not only the next starts).
-const CHECKS = `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
+// recorded once: a block denies every attempt, not only the next starts). onUserBlocked runs before
+// that denial is returned (the push answer's: the push no longer waits for the user).
+const checks = (onUserBlocked = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status, ip = ch[2], ch[3], ch[4], ch[10] or ''
@@ -276,13 +277,14 @@ if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   return kept({'expired', userId, method, ip})
 end
 if redis.call('EXISTS', KEYS[9]) == 1 then
-  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'user_blocked', 'completedAt', ARGV[2])
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'user_blocked', 'completedAt', ARGV[2])${onUserBlocked}
   return kept({'user_blocked', userId, method, ip})
 end
 -- A pending challenge always has attempts left (the last one denies it); checked all the same.
 local max = tonumber(ch[6])
 if tonumber(ch[9] or '0') >= max then return {'conflict', userId, method, status} end
 `;
+const CHECKS = checks();
 
 // OUTCOME records the decision held in matched (and, for TOTP, tokenId/step; cause otherwise).
 // A success spends the code (for TOTP: the step becomes the token's last accepted one) and
@@ -491,17 +493,19 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
  * constant time, a wrong one denies: one attempt), approve without a number (ARGV[11] = 'none':
  * right only for a push started without one, a RADIUS sign-in, whose `codeHash` is empty; a number
  * for such a push, or none for a push with one, is a wrong number), or deny (ARGV[11] = ''). Either way the push is
- * no longer pending for the user, and the device was used now. A denial, and a wrong number, count
+ * no longer pending for the user (also when a block denies it), and the device was used now. A denial, and a wrong number, count
  * towards push fatigue (KEYS[12]); a wrong number counts like a wrong code too. Keys and arguments
  * as VERIFY_SCRIPT, then KEYS 11-13: the user's pending push, denied and ignored pushes, the devices'
  * last use; ARGV 11: the number's hash ('' = deny), 12: the fatigue window s, 13: the device nonce.
  * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}.
  */
-export const PUSH_ANSWER_SCRIPT = `${CHECKS}
-if method ~= 'push' then return {'not_push', userId, method} end
-${CT_EQUAL}
+// The push no longer waits for the user (the marker, if it still names this challenge, goes).
+const END_PENDING_PUSH = `
 local pending = redis.call('GET', KEYS[11])
-if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[11]) end
+if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[11]) end`;
+export const PUSH_ANSWER_SCRIPT = `${checks(END_PENDING_PUSH)}
+if method ~= 'push' then return {'not_push', userId, method} end
+${CT_EQUAL}${END_PENDING_PUSH}
 redis.call('HSET', KEYS[13], ARGV[13], ARGV[2])
 local function refused()
   redis.call('ZADD', KEYS[12], ARGV[2], ARGV[7])

@@ -103,6 +103,30 @@ describe('PhoneThrottle against a real Redis', () => {
     assert.equal(await redis.zcard(RedisKeys.prefixSends('*', block)), 3);
   });
 
+  itWith({ real: ['redis'] }, "a send is never taken back from a number's window: a concurrent send cannot see the number full because of a send its block refused", async () => {
+    const range = `+88219${String(Math.floor(Math.random() * 1e4)).padStart(4, '0')}`;
+    const throttle = new PhoneThrottle(redis, keyring, { maxSends: 1, windowSeconds: 600, prefixMaxSends: 1, prefixGlobalMaxSends: 0, prefixWindowSeconds: 600 });
+    const tenant = uniqueTenant();
+    const numberKey = (n: string) => RedisKeys.phoneSends(tenant, phoneTag(keyring, tenant, n));
+    // Every write to a number's window, as the throttle issues it.
+    const seen: string[] = [];
+    const spy = new Proxy(redis, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver) as unknown;
+        if (property === 'zrem') return (key: string, ...rest: string[]) => (seen.push(key), target.zrem(key, ...rest));
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const spied = new PhoneThrottle(spy as Redis, keyring, { maxSends: 1, windowSeconds: 600, prefixMaxSends: 1, prefixGlobalMaxSends: 0, prefixWindowSeconds: 600 });
+    const now = Date.now();
+    assert.deepEqual(await throttle.admit(tenant, `${range}1000`, id(), now), { admitted: true });
+    // The block is full: a send to another of its numbers is refused before it reaches that number's window.
+    const victim = `${range}2000`;
+    assert.deepEqual(await spied.admit(tenant, victim, id(), now + 1), { admitted: false, untilMs: now + 600_000, scope: 'prefix' });
+    assert.deepEqual(seen.filter((k) => k === numberKey(victim)), [], 'the number window was written and taken back');
+    assert.equal(await redis.zcard(numberKey(victim)), 0);
+  });
+
   itWith({ real: ['redis'] }, 'keeps its window in one hash slot per number, and does nothing when turned off', async () => {
     const tenant = uniqueTenant();
     const key = RedisKeys.phoneSends(tenant, phoneTag(keyring, tenant, '+14155550144'));

@@ -73,20 +73,22 @@ export class PhoneThrottle {
   }
 
   /**
-   * One send to `phoneNumber`: admitted against the number's window, then its block's (the
-   * tenant's, then every tenant's). A refusal by any of them sends nothing, so the send counts in
+   * One send to `phoneNumber`: admitted against its block's windows (the tenant's, then every
+   * tenant's), then the number's. A refusal by any of them sends nothing, so the send counts in
    * none: the windows that admitted it take it back (a pumped block does not fill its numbers'
    * windows). The windows are in different hash slots, so no one script can check them all: each
    * admits atomically (never past its limit), and a send taken back can at worst have made another
-   * see a window full a moment too soon.
+   * see a window full a moment too soon. The number's own window comes last, so a send is never
+   * taken back from it: a number seen full is full (its users' starts are throttled for it), and
+   * only a block's window can be seen full too soon, which refuses that one send and throttles no one.
    */
   async admit(tenantId: string, phoneNumber: string, challengeId: string, now: number): Promise<Admission> {
     const { maxSends, windowSeconds, prefixMaxSends = 0, prefixGlobalMaxSends = 0, prefixWindowSeconds = 3600 } = this.policy;
     const block = phoneTag(this.keyring, '*', numberBlock(phoneNumber));
     const windows: Array<{ scope: ThrottleScope; max: number; windowMs: number; key: string }> = [
-      { scope: 'number', max: maxSends, windowMs: windowSeconds * 1000, key: RedisKeys.phoneSends(tenantId, phoneTag(this.keyring, tenantId, phoneNumber)) },
       { scope: 'prefix', max: prefixMaxSends, windowMs: prefixWindowSeconds * 1000, key: RedisKeys.prefixSends(tenantId, block) },
       { scope: 'prefix_global', max: prefixGlobalMaxSends, windowMs: prefixWindowSeconds * 1000, key: RedisKeys.prefixSends('*', block) },
+      { scope: 'number', max: maxSends, windowMs: windowSeconds * 1000, key: RedisKeys.phoneSends(tenantId, phoneTag(this.keyring, tenantId, phoneNumber)) },
     ];
     /** Windows this call added the send to. */
     const added: string[] = [];

@@ -250,6 +250,28 @@ describe('end to end: push to the authenticator app', () => {
     assert.equal((await new TestDevice(base).activate(String(activationCode))).status, 404);
   });
 
+  itWith({ real: wholeStack }, 'a reset revokes the activation codes issued before it, and so does an erasure for a user registered again under the same id', async () => {
+    const tenantId = uniqueTenant('push-codes');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const userId = uniqueUser('codes');
+    await ask(Subjects.usersRegister, { tenantId, userId });
+    const beforeReset = String((await ask(Subjects.usersPushEnroll, { tenantId, userId })).activationCode);
+    assert.equal((await ask(Subjects.usersReset, { tenantId, userId })).error, undefined);
+    const refused = await new TestDevice(base).activate(beforeReset);
+    assert.deepEqual([refused.status, (refused.body as { error?: { code: string } }).error?.code], [404, 'not_found']);
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId, userId })).devices, [], 'no device after the reset');
+    // A code issued after the reset activates.
+    const afterReset = String((await ask(Subjects.usersPushEnroll, { tenantId, userId })).activationCode);
+    assert.equal((await new TestDevice(base).activate(afterReset)).status, 201);
+
+    const beforeErasure = String((await ask(Subjects.usersPushEnroll, { tenantId, userId })).activationCode);
+    assert.equal((await ask(Subjects.usersDelete, { tenantId, userId })).error, undefined);
+    await ask(Subjects.usersRegister, { tenantId, userId, displayName: 'Someone else' });
+    const erased = await new TestDevice(base).activate(beforeErasure);
+    assert.deepEqual([erased.status, (erased.body as { error?: { code: string } }).error?.code], [404, 'not_found']);
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId, userId })).devices, [], 'the new user got the old code’s device');
+  });
+
   itWith({ real: wholeStack }, 'the device API refuses replays, forged and stale signatures, unknown devices, other users’ challenges and bad bodies', async () => {
     const { tenantId, userId, device } = await enrolledUser();
     const other = await enrolledUser();

@@ -404,7 +404,8 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       await attempts.clear(u.tenantId, u.userId, 'hw-1');
-      const issued = await activationCodes.issue(u.tenantId, u.userId, randomBytes);
+      const issued = await activationCodes.issue(u.tenantId, u.userId, u.tag, new Date(), randomBytes);
+      assert.equal(await activationCodes.outstanding(u.tag), true);
       const taken = await activationCodes.take(issued.code);
       assert.deepEqual([taken?.tenantId, taken?.userId], [u.tenantId, u.userId]);
       await activationCodes.giveBack(taken!);

@@ -106,6 +106,11 @@ export const RedisKeys = {
   deviceNonce: (tag: string, deviceNonce: string, nonce: string) => `mfa:{${tag}}:dn:${deviceNonce}:${nonce}`,
   /** An activation code's pending enrolment (user-settings): {tenantId, userId, expiresAt}; taken once. */
   activation: (codeHash: string) => `mfa:{act:${codeHash}}:activation`,
+  /**
+   * The user has push activation codes that may still be good: the last one's issue time (ms),
+   * expiring with it (user-settings; a reset with nothing else to clear is recorded all the same).
+   */
+  activationIssued: (tag: string) => `mfa:{${tag}}:push:codes`,
   /** The user's pending push challenge (one at a time): its challenge id, expiring with it. */
   pendingPush: (tag: string) => `mfa:{${tag}}:push:pending`,
   /** The user's push challenges in the sliding window (push rate limit): challenge id -> ms. */

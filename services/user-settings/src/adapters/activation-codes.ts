@@ -18,6 +18,15 @@ export interface TakenCode {
   code: string;
   /** Its end (Unix ms): a code given back lives no longer than it would have. */
   expiresAtMs: number;
+  /** When it was issued (Unix ms): a code issued before the user's reset or registration activates nothing. */
+  issuedAtMs: number;
+}
+
+interface StoredCode {
+  tenantId: string;
+  userId: string;
+  /** Absent in codes of an earlier version: then their end less their lifetime. */
+  issuedAtMs?: number;
 }
 
 /**
@@ -31,13 +40,23 @@ export class ActivationCodes {
     private readonly keyring: Keyring,
   ) {}
 
-  /** A new code for the user (16 characters, 80 bits from the CSPRNG), shown grouped: K7QX-M2PA-9VZD-4HTE. */
-  async issue(tenantId: string, userId: string, random: (bytes: number) => Buffer): Promise<{ code: string; expiresAt: Date }> {
+  /**
+   * A new code for the user (16 characters, 80 bits from the CSPRNG), shown grouped: K7QX-M2PA-9VZD-4HTE.
+   * The user's slot (`tag`) learns that a code may be good until then (see `outstanding`).
+   */
+  async issue(tenantId: string, userId: string, tag: string, now: Date, random: (bytes: number) => Buffer): Promise<{ code: string; expiresAt: Date }> {
     const bytes = random(16);
     const code = [...bytes].map((b) => ALPHABET[b % 32]).join('');
-    const expiresAt = new Date(Date.now() + ACTIVATION_CODE_SECONDS * 1000);
-    await this.redis.set(this.key(code), JSON.stringify({ tenantId, userId }), 'EX', ACTIVATION_CODE_SECONDS);
+    const issuedAtMs = now.getTime();
+    const expiresAt = new Date(issuedAtMs + ACTIVATION_CODE_SECONDS * 1000);
+    await this.redis.set(RedisKeys.activationIssued(tag), String(issuedAtMs), 'EX', ACTIVATION_CODE_SECONDS);
+    await this.redis.set(this.key(code), JSON.stringify({ tenantId, userId, issuedAtMs } satisfies StoredCode), 'EX', ACTIVATION_CODE_SECONDS);
     return { code: code.match(/.{4}/g)!.join('-'), expiresAt };
+  }
+
+  /** Whether a code issued to the user in the last ACTIVATION_CODE_SECONDS may still activate. */
+  async outstanding(tag: string): Promise<boolean> {
+    return (await this.redis.exists(RedisKeys.activationIssued(tag))) === 1;
   }
 
   /**
@@ -54,7 +73,9 @@ export class ActivationCodes {
     const [[ttlError, ttl], [getError, found]] = results as [[Error | null, number], [Error | null, string | null]];
     if (ttlError || getError) throw ttlError ?? getError;
     if (!found) return undefined;
-    return { ...(JSON.parse(found) as { tenantId: string; userId: string }), code: normalized, expiresAtMs: Date.now() + Math.max(0, ttl) };
+    const { tenantId, userId, issuedAtMs } = JSON.parse(found) as StoredCode;
+    const expiresAtMs = Date.now() + Math.max(0, ttl);
+    return { tenantId, userId, code: normalized, expiresAtMs, issuedAtMs: issuedAtMs ?? expiresAtMs - ACTIVATION_CODE_SECONDS * 1000 };
   }
 
   /**
@@ -65,7 +86,8 @@ export class ActivationCodes {
   async giveBack(taken: TakenCode): Promise<void> {
     const remainingMs = taken.expiresAtMs - Date.now();
     if (remainingMs <= 0) return;
-    await this.redis.set(this.key(taken.code), JSON.stringify({ tenantId: taken.tenantId, userId: taken.userId }), 'PX', remainingMs, 'NX');
+    const stored: StoredCode = { tenantId: taken.tenantId, userId: taken.userId, issuedAtMs: taken.issuedAtMs };
+    await this.redis.set(this.key(taken.code), JSON.stringify(stored), 'PX', remainingMs, 'NX');
   }
 
   private key(normalized: string): string {

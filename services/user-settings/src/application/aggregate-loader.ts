@@ -11,9 +11,10 @@ import type { AggregateRef, UserEventCodec } from './user-events.codec.js';
 export const SNAPSHOT_EVERY = 25;
 /**
  * Shape of the user state in snapshots; bump when UserState or the fold changes, and old snapshots
- * are ignored (3: a reset drops the phone's extension; the enrolments of the last day are kept).
+ * are ignored (3: a reset drops the phone's extension; the enrolments of the last day are kept;
+ * 4: when push activation codes start to count, set by a first registration and a reset).
  */
-export const USER_SNAPSHOT_VERSION = 3;
+export const USER_SNAPSHOT_VERSION = 4;
 
 export interface LoadedState<S> {
   state: S;

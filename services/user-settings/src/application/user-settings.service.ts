@@ -279,10 +279,13 @@ export class UserSettingsService {
   async reset(request: UsersResetRequest, now: Date): Promise<UsersResetReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
+    // Push activation codes issued lately revoke only with a recorded reset (codesValidFromMs).
+    const codes = this.options.activationCodes;
+    const codesOutstanding = codes ? await this.store(() => codes.outstanding(this.options.projection.tagOf(tenantId, userId))) : false;
     let released: HeldHardwareToken[] = [];
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
       released = hardwareTokensOf(state);
-      return decideUser({ type: 'ResetMfa', data: { userId } }, state, now);
+      return decideUser({ type: 'ResetMfa', data: { userId }, codesOutstanding }, state, now);
     });
     await this.project(tenantId, userId, outcome);
     if (outcome.appended) await this.release(tenantId, userId, released, 'MFA reset', now);
@@ -482,7 +485,7 @@ export class UserSettingsService {
     const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
     if (!outcome.state.registered) throw notFound('unknown user');
     const codes = this.activationCodes();
-    const { code, expiresAt } = await this.store(() => codes.issue(tenantId, userId, randomBytes));
+    const { code, expiresAt } = await this.store(() => codes.issue(tenantId, userId, this.options.projection.tagOf(tenantId, userId), now, randomBytes));
     const activationUrl = `${(this.options.deviceApiUrl ?? '').replace(/\/+$/, '')}/v1/activate?code=${code}`;
     return { activationCode: code, activationUrl, qrCode: await QRCode.toDataURL(activationUrl, { errorCorrectionLevel: 'M', margin: 2, width: 256 }), expiresAt: expiresAt.toISOString() };
   }
@@ -517,6 +520,7 @@ export class UserSettingsService {
           {
             type: 'ActivatePushDevice',
             data: { deviceId, name: request.name ?? request.platform, platform: request.platform, algorithm: request.algorithm, publicKey: request.publicKey, sealedPushToken },
+            codeIssuedAtMs: enrolment.issuedAtMs,
           },
           state,
           now,
@@ -526,8 +530,9 @@ export class UserSettingsService {
       // Refused before the append (five apps already, the record changing under it too often):
       // nothing was recorded, so the same code may try again, after a device is deleted. Not after
       // `unavailable`: an append that timed out may have been stored, and the code would then
-      // activate a second device. A give-back that fails leaves the code taken, as before.
-      if (error instanceof ContractError && error.code !== 'unavailable') await codes.giveBack(enrolment).catch(() => undefined);
+      // activate a second device; nor after `not_found` (the user erased, or reset since the code
+      // was issued): it will never activate. A give-back that fails leaves the code taken, as before.
+      if (error instanceof ContractError && error.code !== 'unavailable' && error.code !== 'not_found') await codes.giveBack(enrolment).catch(() => undefined);
       throw error;
     }
     await this.project(tenantId, userId, outcome);

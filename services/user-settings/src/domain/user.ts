@@ -61,6 +61,11 @@ export interface UserState {
    * daily enrolment cap counts, so that enrolling and deleting in turn does not get round it.
    */
   recentEnrolmentsMs?: readonly number[];
+  /**
+   * Push activation codes issued before this time (ms) activate nothing: when the user was
+   * registered (a new user, not a registration again) or last reset. A code outlives neither.
+   */
+  codesValidFromMs?: number | undefined;
 }
 
 export interface PushDevice {
@@ -91,7 +96,8 @@ type UserCommand =
   | { type: 'ActivateTotpToken'; data: { tokenId: string; code: string; secret: Uint8Array } }
   /** `gen` is the generation of the user's data key, which the caller destroys after recording this. */
   | { type: 'EraseUser'; data: { userId: string; gen: number } }
-  | { type: 'ResetMfa'; data: { userId: string } }
+  /** `codesOutstanding`: push activation codes issued lately may still activate (the reset revokes them). */
+  | { type: 'ResetMfa'; data: { userId: string }; codesOutstanding?: boolean }
   | { type: 'DeleteTotpToken'; data: { tokenId: string } }
   /** A token of the inventory given to the user (its aggregate was claimed for them first). */
   | {
@@ -115,8 +121,11 @@ type UserCommand =
   | { type: 'RecordAppPasswordUse'; data: { appPasswordId: string } }
   /** The caller hashes (scrypt) and seals the PIN: randomness and keys stay out of the decider. */
   | { type: 'SetPin'; data: { sealedHash: string } }
-  /** The caller took the activation code and checked the key's proof; the device id is drawn by it. */
-  | { type: 'ActivatePushDevice'; data: Omit<PushDevice, 'activatedAtMs' | 'state'> }
+  /**
+   * The caller took the activation code (issued at `codeIssuedAtMs`) and checked the key's proof;
+   * the device id is drawn by it.
+   */
+  | { type: 'ActivatePushDevice'; data: Omit<PushDevice, 'activatedAtMs' | 'state'>; codeIssuedAtMs: number }
   | { type: 'DeletePushDevice'; data: { deviceId: string } }
   | { type: 'MarkDeviceForRegistration'; data: { deviceId: string; provider: string; error: string } };
 
@@ -234,7 +243,8 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     case 'ResetMfa': {
       requireRegistered(state);
       // Nothing to clear: nothing to record (a repeated reset is free).
-      if (state.tokens.length === 0 && !state.profile.phoneNumber && !state.profile.phoneExtension && !appPasswordRequired(state) && !state.sealedPinHash && (state.devices ?? []).length === 0) return [];
+      const nothing = state.tokens.length === 0 && !state.profile.phoneNumber && !state.profile.phoneExtension && !appPasswordRequired(state) && !state.sealedPinHash && (state.devices ?? []).length === 0;
+      if (nothing && command.codesOutstanding !== true) return [];
       return [domainEvent('UserMfaReset', { userId: command.data.userId }, now)];
     }
     case 'DeleteTotpToken': {
@@ -275,6 +285,8 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
     }
     case 'ActivatePushDevice': {
       requireRegistered(state);
+      // A code of the user before a reset, or of an erased user whose id was registered again.
+      if (command.codeIssuedAtMs < (state.codesValidFromMs ?? 0)) throw notFound('unknown or expired activation code');
       const devices = state.devices ?? [];
       if (devices.some((d) => d.deviceId === command.data.deviceId)) throw conflict('device id already in use');
       if (devices.length >= MAX_PUSH_DEVICES) throw conflict(`a user may have at most ${MAX_PUSH_DEVICES} authenticator apps; delete one first`);
@@ -303,7 +315,8 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
   switch (event.type) {
     case 'UserRegistered': {
       const { userId, ...fields } = event.data;
-      return { ...state, registered: true, userId, profile: pickProfile(fields) };
+      const registeredAtMs = state.registered ? {} : { codesValidFromMs: Date.parse(event.occurredAt) };
+      return { ...state, ...registeredAtMs, registered: true, userId, profile: pickProfile(fields) };
     }
     case 'UserProfileChanged':
       return { ...state, profile: { ...state.profile, ...pickProfile(event.data) } };
@@ -341,7 +354,18 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone with its extension; name, e-mail and language stay.
       const { phoneNumber: _phone, phoneExtension: _extension, ...profile } = state.profile;
-      return { ...state, profile, tokens: [], chosenDefault: undefined, appPasswords: [], appPasswordUsed: undefined, sealedPinHash: undefined, devices: [] };
+      return {
+        ...state,
+        profile,
+        tokens: [],
+        chosenDefault: undefined,
+        appPasswords: [],
+        appPasswordUsed: undefined,
+        sealedPinHash: undefined,
+        devices: [],
+        // The push activation codes issued until now go too.
+        codesValidFromMs: Date.parse(event.occurredAt),
+      };
     }
     case 'DefaultMethodChosen':
       return { ...state, chosenDefault: event.data.method };

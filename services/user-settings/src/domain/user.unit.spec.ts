@@ -270,6 +270,28 @@ describe('user decider: reset and token deletion', () => {
     spec.given([]).when({ type: 'ResetMfa', data: { userId: helga.userId } }, now).thenThrows('not_found');
   });
 
+  it('given push activation codes issued before a reset or a new registration, when one activates, then not_found; later ones activate', () => {
+    const device = (codeIssuedAtMs: number) =>
+      ({ type: 'ActivatePushDevice', data: { deviceId: 'd1', name: 'phone', platform: 'ios', algorithm: 'ES256', publicKey: 'k' }, codeIssuedAtMs }) as const;
+    const resetAt = minutesAgo(2);
+    const reset = { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: resetAt } as UserEvent;
+    spec.given([registered(), reset]).when(device(Date.parse(resetAt) - 1), now).thenThrows('not_found');
+    assert.equal(userDecider.decide(device(Date.parse(resetAt)), [registered(), reset].reduce((st, e) => evolveUser(st, e as UserEvent), initialUserState()), now).length, 1);
+    // Erased, then the same id registered again: a new user, whose codes start at the registration.
+    const again = userRegistered(helga, { occurredAt: minutesAgo(1) });
+    spec.given([registered(minutesAgo(5)), userErased(helga, 1, minutesAgo(2)), again]).when(device(Date.parse(minutesAgo(3))), now).thenThrows('not_found');
+    // Registered again without an erasure (a profile sync): the codes stay good.
+    spec.given([registered(minutesAgo(5)), userRegistered(helga, { occurredAt: minutesAgo(1) })]).when(device(Date.parse(minutesAgo(3))), now).then([
+      { type: 'PushDeviceActivated', data: { deviceId: 'd1', name: 'phone', platform: 'ios', algorithm: 'ES256', publicKey: 'k' }, occurredAt: now.toISOString() },
+    ]);
+  });
+
+  it('given nothing to clear but push activation codes that may still be good, when reset, then the reset is recorded (it revokes them)', () => {
+    spec.given([userRegistered(testUser({ profile: { displayName: 'No Methods' } }))]).when({ type: 'ResetMfa', data: { userId: helga.userId }, codesOutstanding: true }, now).then([
+      { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: now.toISOString() },
+    ]);
+  });
+
   it('given a token, when deleted, then it is gone; an unknown token is not_found', () => {
     spec.given([registered(), enrolled('a'), enrolled('b')]).when({ type: 'DeleteTotpToken', data: { tokenId: 'a' } }, now).then([
       { type: 'TotpTokenDeleted', data: { tokenId: 'a' }, occurredAt: now.toISOString() },

@@ -332,6 +332,21 @@ describe('end to end: push to the authenticator app', () => {
     assert.deepEqual((await ask(Subjects.usersGet, { tenantId, userId })).methods, []);
   });
 
+  itWith({ real: wholeStack }, 'a device cannot answer (deny, approve, report) its own user’s challenge of another method: not_found, and it still waits', async () => {
+    const { tenantId, userId, device } = await enrolledUser();
+    await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber: '+14155550199' });
+    const sms = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId, userId, method: 'sms', clientIp: '8.8.8.8' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 10_000, 'a pending SMS challenge');
+    for (const decision of ['deny', 'approve', 'fraud'] as const) {
+      const answered = await device.answer(String(sms.challengeId), decision, decision === 'approve' ? '42' : undefined);
+      assert.deepEqual([answered.status, answered.body.error?.code], [404, 'not_found'], decision);
+    }
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId, challengeId: sms.challengeId })).status, 'pending');
+    assert.ok(!(await ask(Subjects.usersGet, { tenantId, userId })).blocked, 'blocked by a report on an SMS sign-in');
+  });
+
   itWith({ real: wholeStack }, 'an answer after the push expired is refused and approves nothing; the next push may start', async () => {
     const tenantId = uniqueTenant('push-late');
     await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 30 } });

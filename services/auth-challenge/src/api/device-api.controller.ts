@@ -1,6 +1,7 @@
-import { Controller, Get, HttpCode, Inject, Param, Post, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Logger, Param, Post, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { isTransientDependencyError } from '@mfa/messaging';
 import { DeviceApiError, DeviceApiService, type SignedRequest } from '../application/device-api.service.js';
 
 /** Largest device API body (docs/device-api.md). */
@@ -12,6 +13,8 @@ const MAX_BODY_BYTES = 8 * 1024;
  */
 @Controller('device/v1')
 export class DeviceApiController {
+  private readonly log = new Logger('DeviceApi');
+
   constructor(@Inject(DeviceApiService) private readonly devices: DeviceApiService) {}
 
   @Post('activate')
@@ -66,8 +69,14 @@ export class DeviceApiController {
         res.status(error.status).json({ error: { code: error.code, message: error.message } });
         return;
       }
+      // Not the client's fault: logged (the filter would see the answer sent and say nothing), and
+      // answered as documented: `unavailable` when a dependency (Redis, NATS) failed, to try again.
+      this.log.error('device API request failed', error instanceof Error ? error.stack : String(error));
+      if (isTransientDependencyError(error)) {
+        res.status(503).json({ error: { code: 'unavailable', message: 'the service could not answer right now; try again' } });
+        return;
+      }
       res.status(500).json({ error: { code: 'internal', message: 'something went wrong' } });
-      throw error;
     }
   }
 }

@@ -132,13 +132,13 @@ export class DeviceApiService {
     const id = parseChallengeId(challengeId);
     if (!id || id.tag !== device.tag) throw new DeviceApiError(404, 'not_found', 'unknown challenge');
     const [tenantId, userId, method] = await this.redis.hmget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId', 'userId', 'method');
-    if (!tenantId || !userId) throw new DeviceApiError(404, 'not_found', 'unknown challenge');
+    // An SMS, call or TOTP challenge of the same user is no push: the app neither sees nor decides it.
+    if (!tenantId || !userId || method !== 'push') throw new DeviceApiError(404, 'not_found', 'unknown challenge');
     if (answer.decision === 'fraud') {
       // A report from the app answers a push, as approve and deny do. Whether it is still waiting
       // is fraud's to say, atomically with the denial: one already decided or expired is refused
       // (409) before anyone is blocked, and a report sent again (its answer lost) is answered as
       // the first was.
-      if (method !== 'push') throw new DeviceApiError(404, 'not_found', 'unknown challenge');
       return this.fraud(device, { tenantId, userId, challengeId });
     }
     try {

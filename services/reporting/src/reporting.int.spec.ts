@@ -610,9 +610,19 @@ describe('reporting service (real NATS and Postgres)', () => {
       assert.deepEqual([row.user_id, row.pii, row.user_gen], [userId, renewed.data.pii, 2]);
       const renewedItem = (await page({ tenantId, userId })).items.find((i) => i.challengeId === again.challengeId);
       assert.equal(renewedItem?.displayName, 'Helga Nordin');
+      // A sign-in of the new user whose start sealed nothing (no key generation: a user without a
+      // name, e-mail or phone, or a tenant reporting none of them) is theirs too, by its time.
+      const bare = challenge({ tenantId, userId, at: at(60) });
+      await projection.projectChallenges(sequence<ChallengeEvent>([started(bare), approved(bare)]));
+      const bareRow = (await rowsOf(tenantId)).find((r) => r.challenge_id === bare.challengeId)!;
+      assert.deepEqual([bareRow.user_id, bareRow.user_gen], [userId, null]);
+      assert.deepEqual((await page({ tenantId, userId })).items.map((i) => i.challengeId).sort(), [again.challengeId, bare.challengeId].sort());
       // Replaying the old erasure changes nothing of the new user.
       await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
-      assert.equal((await rowsOf(tenantId)).find((r) => r.challenge_id === again.challengeId)!.user_id, userId);
+      assert.deepEqual(
+        (await rowsOf(tenantId)).filter((r) => r.challenge_id === again.challengeId || r.challenge_id === bare.challengeId).map((r) => r.user_id),
+        [userId, userId],
+      );
     });
 
     itWith({ real: ['nats', 'postgres'] }, 'leaves no row behind when an erasure runs while batches of that user are projected', async () => {

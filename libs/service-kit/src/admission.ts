@@ -14,6 +14,8 @@ import { RequestGate } from './nats/request-gate.js';
 export const REQUEST_CONCURRENCY = 256;
 /** Waiting requests kept at most: more than an IdP's 5 s could see served at this process's rate. */
 const MAX_WAITING = 20_000;
+/** Bytes of request bodies waiting at most (64 MiB): about 300,000 sign-in requests, or 64 imports. */
+const MAX_WAITING_BYTES = 64 * 1024 * 1024;
 /** The oldest waiting this long: the newest are served first (they have the most time left). */
 const LIFO_AFTER_MS = 100;
 /** Less time left than this when its turn comes: dropped, it could not be answered in time. */
@@ -28,7 +30,7 @@ let shared: RequestGate | undefined;
 /** The process's gate (created on first use). */
 export function processRequestGate(): RequestGate {
   if (!shared) {
-    const gate = new RequestGate({ limit: REQUEST_CONCURRENCY, maxWaiting: MAX_WAITING, lifoAfterMs: LIFO_AFTER_MS, minTimeLeftMs: MIN_TIME_LEFT_MS });
+    const gate = new RequestGate({ limit: REQUEST_CONCURRENCY, maxWaiting: MAX_WAITING, maxWaitingBytes: MAX_WAITING_BYTES, lifoAfterMs: LIFO_AFTER_MS, minTimeLeftMs: MIN_TIME_LEFT_MS });
     Object.assign(waitingGauge, { collect: () => waitingGauge.set(gate.waiting) });
     shared = gate;
   }

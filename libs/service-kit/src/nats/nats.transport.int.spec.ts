@@ -149,6 +149,30 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.deepEqual(await ask({ tenantId: 't', n: 6 }), { double: 12 });
   });
 
+  itWith({ real: ['nats'] }, 'refuses a request whose headers nats.js cannot read, and goes on reading its connection', async () => {
+    // A raw client: nats.js would not send a header name with a space, any client may.
+    const { connect: tcp } = await import('node:net');
+    const url = new URL(testEnv.natsUrl.replace(/^nats:/, 'http:'));
+    const socket = tcp({ host: url.hostname, port: Number(url.port || 4222) });
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('utf8')));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const inbox = `_INBOX.raw${run}`;
+    const headers = 'NATS/1.0\r\nBad Key: x\r\n\r\n';
+    const body = JSON.stringify({ tenantId: 't', n: 7 });
+    socket.write('CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n');
+    socket.write(`SUB ${inbox} 1\r\n`);
+    socket.write(`HPUB ${subject} ${inbox} ${headers.length} ${headers.length + body.length}\r\n${headers}${body}\r\nPING\r\n`);
+    try {
+      await eventually(async () => (received.includes('invalid_request') ? true : undefined), 2_000, 'the refusal');
+      assert.match(received, /the request headers could not be read/);
+      // The service still reads its connection: the next requests are answered at once.
+      for (let n = 8; n < 11; n++) assert.deepEqual(await ask({ tenantId: 't', n }), { double: n * 2 });
+    } finally {
+      socket.destroy();
+    }
+  });
+
   itWith({ real: ['nats'] }, 'drops a request whose reply subject is not an inbox: nothing is published there', async () => {
     const jsm = await jetstreamManager(nc);
     const before = (await jsm.streams.info(stream.name)).state.last_seq;

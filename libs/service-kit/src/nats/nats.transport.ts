@@ -87,36 +87,82 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private serve(subject: string, handler: MessageHandler): void {
     const { nc } = this.options.nats;
     const first = this.options.firstServed?.includes(subject) ?? false;
+    const maxBytes = maxRequestBytes(subject);
     const sub = nc.subscribe(subject, {
       queue: this.options.queue,
+      // nats.js runs this from its socket reader: anything thrown here would stop the connection
+      // reading (deaf until a ping timeout reconnects it). Nothing may escape.
       callback: (error, msg) => {
-        if (error) {
-          this.options.log.error('subscription error', { subject, error });
-          return;
+        try {
+          if (error) {
+            this.options.log.error('subscription error', { subject, error });
+            return;
+          }
+          this.arrive(subject, handler, msg, first, maxBytes);
+        } catch (failure) {
+          dropped.inc({ subject, reason: 'unreadable' });
+          this.options.log.error('request dropped: it could not be taken', { subject, error: failure });
         }
-        if (msg.reply && !isReplySubject(msg.reply)) {
-          dropped.inc({ subject, reason: 'reply_subject' });
-          this.warnOfReplySubject(subject, msg.reply);
-          return;
-        }
-        const deadline = deadlineOf(msg);
-        if (deadline !== undefined && deadline <= Date.now()) {
-          dropped.inc({ subject, reason: 'deadline' });
-          return;
-        }
-        const run = () => {
-          const handling = this.handle(subject, handler, msg, deadline);
-          this.inFlight.add(handling);
-          void handling.finally(() => {
-            this.inFlight.delete(handling);
-            this.gate.exit();
-          });
-        };
-        if (this.gate.tryEnter()) run();
-        else this.gate.enqueue({ deadline, first, run, drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }) });
       },
     });
     this.subscriptions.push(sub);
+  }
+
+  /** A request as it arrives: dropped, refused, started or queued, before any work is done for it. */
+  private arrive(subject: string, handler: MessageHandler, msg: Msg, first: boolean, maxBytes: number): void {
+    if (msg.reply && !isReplySubject(msg.reply)) {
+      dropped.inc({ subject, reason: 'reply_subject' });
+      this.warnOfReplySubject(subject, msg.reply);
+      return;
+    }
+    // nats.js decodes the headers when they are first read, and throws on a malformed one (a
+    // name with a space or a colon, a value with a bare line feed): such a request is refused.
+    let deadline: number | undefined;
+    try {
+      deadline = deadlineOf(msg);
+    } catch {
+      this.refuse(subject, msg, 'unreadable_headers', 'the request headers could not be read');
+      return;
+    }
+    if (deadline !== undefined && deadline <= Date.now()) {
+      dropped.inc({ subject, reason: 'deadline' });
+      return;
+    }
+    // Refused on arrival, not after waiting for a slot: a body that could only be refused must not
+    // sit in memory meanwhile.
+    if (msg.data.length > maxBytes) {
+      this.refuse(subject, msg, 'oversized', `request body is larger than ${maxBytes} bytes`);
+      return;
+    }
+    const run = () => {
+      const handling = this.handle(subject, handler, msg, deadline);
+      this.inFlight.add(handling);
+      void handling.finally(() => {
+        this.inFlight.delete(handling);
+        this.gate.exit();
+      });
+    };
+    if (this.gate.tryEnter()) run();
+    else {
+      this.gate.enqueue({
+        deadline,
+        first,
+        bytes: msg.data.length,
+        run,
+        drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }),
+      });
+    }
+  }
+
+  /** `invalid_request` at once, for a request that could never be handled. */
+  private refuse(subject: string, msg: Msg, reason: string, message: string): void {
+    dropped.inc({ subject, reason });
+    if (!msg.reply) return;
+    try {
+      msg.respond(encoder.encode(JSON.stringify({ error: { code: 'invalid_request', message } })));
+    } catch (error) {
+      this.options.log.warn('reply failed', { subject, error });
+    }
   }
 
   /** A caller probing the services: worth a line, but a flood of requests must not flood the log. */

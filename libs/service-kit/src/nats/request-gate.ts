@@ -24,6 +24,8 @@ export interface GatedRequest {
   drop: (reason: 'deadline' | 'overload') => void;
   /** Served before every waiting request without it. */
   first?: boolean;
+  /** What it holds in memory while it waits (its body), counted against `maxWaitingBytes`. */
+  bytes?: number;
 }
 
 interface Waiting {
@@ -36,6 +38,11 @@ export interface RequestGateOptions {
   limit: number;
   /** Waiting requests kept at most; past it the oldest is dropped (it has the least time left). */
   maxWaiting: number;
+  /**
+   * Bytes the waiting requests may hold at most (their bodies); a request that would go past it
+   * is dropped on arrival: a count alone would let large bodies fill the process's memory.
+   */
+  maxWaitingBytes?: number;
   /** How long the oldest may wait before the newest are served first. */
   lifoAfterMs: number;
   /** A request with less time left than this when its turn comes is dropped: it could not be answered in time. */
@@ -81,6 +88,7 @@ export class RequestGate {
   private readonly others = new WaitQueue();
   private readonly now: () => number;
   private readonly idlers: Array<() => void> = [];
+  private waitingBytes = 0;
 
   constructor(private readonly options: RequestGateOptions) {
     this.now = options.now ?? Date.now;
@@ -114,12 +122,29 @@ export class RequestGate {
 
   /** A request that found no free slot: it waits its turn (or is dropped). */
   enqueue(request: GatedRequest): void {
+    const bytes = request.bytes ?? 0;
+    if (this.options.maxWaitingBytes !== undefined && bytes > 0 && this.waitingBytes + bytes > this.options.maxWaitingBytes) {
+      request.drop('overload');
+      return;
+    }
+    this.waitingBytes += bytes;
     (request.first ? this.firsts : this.others).push({ request, since: this.now() });
     if (this.waiting > this.options.maxWaiting) {
       // The oldest of those served last: it has the least time left of the least urgent.
-      (this.others.take('oldest') ?? this.firsts.take('oldest'))!.request.drop('overload');
+      this.leave(this.others.take('oldest') ?? this.firsts.take('oldest'))!.request.drop('overload');
     }
     this.pump();
+  }
+
+  /** Bytes held by the requests waiting (see `maxWaitingBytes`). */
+  get bytesWaiting(): number {
+    return this.waitingBytes;
+  }
+
+  /** A request leaves the queue (to run or to be dropped): its bytes no longer wait. */
+  private leave(item: Waiting | undefined): Waiting | undefined {
+    if (item) this.waitingBytes -= item.request.bytes ?? 0;
+    return item;
   }
 
   /** tryEnter(), else enqueue(). */
@@ -154,10 +179,10 @@ export class RequestGate {
       // Requests whose time has run out leave from the head: they are dropped, never started.
       const oldest = queue.peekOldest()!;
       if (oldest.request.deadline !== undefined && oldest.request.deadline - now < this.options.minTimeLeftMs) {
-        queue.take('oldest')!.request.drop('deadline');
+        this.leave(queue.take('oldest'))!.request.drop('deadline');
         continue;
       }
-      const next = now - oldest.since >= this.options.lifoAfterMs ? queue.take('newest')! : queue.take('oldest')!;
+      const next = this.leave(now - oldest.since >= this.options.lifoAfterMs ? queue.take('newest') : queue.take('oldest'))!;
       const { deadline } = next.request;
       if (deadline !== undefined && deadline - now < this.options.minTimeLeftMs) {
         next.request.drop('deadline');

@@ -111,4 +111,24 @@ describe('RequestGate: admission under overload', () => {
     await start2.finish();
     await gate.idle();
   });
+  it('keeps at most maxWaitingBytes of bodies waiting: a request that would go past it is dropped on arrival, and bytes leave with their requests', async () => {
+    const gate = new RequestGate({ ...options, maxWaiting: 100, maxWaitingBytes: 1_000 });
+    const log: string[] = [];
+    const sized = (name: string, bytes: number) => ({ ...request(() => gate, log, name), bytes });
+    const [a, b] = [sized('a', 10), sized('b', 10)];
+    gate.admit(a);
+    gate.admit(b);
+    const [c, d, e] = [sized('c', 600), sized('d', 600), sized('e', 400)];
+    for (const r of [c, d, e]) gate.admit(r);
+    assert.deepEqual(log, ['run a', 'run b', 'drop d overload']);
+    assert.deepEqual([gate.waiting, gate.bytesWaiting], [2, 1_000]);
+    await a.finish();
+    assert.deepEqual([log.at(-1), gate.bytesWaiting], ['run c', 400]);
+    // Room again: the next large body waits.
+    const f = sized('f', 600);
+    gate.admit(f);
+    assert.deepEqual([gate.waiting, gate.bytesWaiting], [2, 1_000]);
+    for (const r of [b, c, e, f]) await r.finish();
+    assert.deepEqual([gate.active, gate.waiting, gate.bytesWaiting], [0, 0, 0]);
+  });
 });

@@ -35,10 +35,11 @@ interface Device {
 interface Challenge {
   challengeId: string;
   userId: string;
-  number: string;
+  /** null: a sign-in without a page to show a number (RADIUS). */
+  number: string | null;
   application: string | null;
   clientIp: string | null;
-  location: { country: string | null; region: string | null; city: string | null } | null;
+  location: { country: string; countryName: string } | null;
   startedAt: string;
   expiresAt: string;
   decided?: { status: 'approved' } | { status: 'denied'; reason: string };
@@ -92,7 +93,7 @@ class DeviceApiDouble {
   }
 
   /** What challenge.start with method push would do: a sign-in waiting for the user's device. */
-  startChallenge(userId: string, number = '42'): Challenge {
+  startChallenge(userId: string, number: string | null = '42'): Challenge {
     const now = Date.now();
     const challenge: Challenge = {
       challengeId: `${randomBytes(4).toString('hex')}.${randomBytes(8).toString('base64url')}`,
@@ -100,7 +101,7 @@ class DeviceApiDouble {
       number,
       application: 'VPN',
       clientIp: '198.51.100.23',
-      location: { country: 'SE', region: 'AB', city: 'Stockholm' },
+      location: { country: 'SE', countryName: 'Sweden' },
       startedAt: new Date(now).toISOString(),
       expiresAt: new Date(now + 180_000).toISOString(),
     };
@@ -178,7 +179,7 @@ class DeviceApiDouble {
     const waiting = [...this.challenges.values()].find((c) => c.userId === device.userId && !c.decided && Date.parse(c.expiresAt) > Date.now());
     if (!waiting) return null;
     const { challengeId, application, clientIp, location, startedAt, expiresAt } = waiting;
-    return { challengeId, application, clientIp, location, startedAt, expiresAt };
+    return { challengeId, application, clientIp, location, startedAt, expiresAt, numberMatch: waiting.number !== null };
   }
 
   private answer(device: Device, challengeId: string, raw: Buffer) {
@@ -193,7 +194,7 @@ class DeviceApiDouble {
     challenge.decided =
       decision === 'fraud' ? { status: 'denied', reason: 'fraud_reported' }
       : decision === 'deny' ? { status: 'denied', reason: 'denied_by_user' }
-      : number === challenge.number ? { status: 'approved' }
+      : (number ?? null) === challenge.number ? { status: 'approved' }
       : { status: 'denied', reason: 'wrong_number' };
     return challenge.decided;
   }
@@ -282,16 +283,16 @@ describe('mfa-authenticator against the device API', () => {
     const shown = await cli('pending', '--state', state);
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, new RegExp(`^sign-in waiting: ${challenge.challengeId.replace('.', '\\.')}\n`));
-    assert.match(shown.stdout, /application +VPN\n {2}client IP +198\.51\.100\.23\n {2}location +Stockholm, AB, SE\n/);
+    assert.match(shown.stdout, /application +VPN\n {2}client IP +198\.51\.100\.23\n {2}location +Sweden \(SE\)\n/);
     const json = await cli('pending', '--json', '--state', state);
-    assert.deepEqual(JSON.parse(json.stdout), { challenge: { challengeId: challenge.challengeId, application: 'VPN', clientIp: '198.51.100.23', location: challenge.location, startedAt: challenge.startedAt, expiresAt: challenge.expiresAt } });
+    assert.deepEqual(JSON.parse(json.stdout), { challenge: { challengeId: challenge.challengeId, application: 'VPN', clientIp: '198.51.100.23', location: challenge.location, startedAt: challenge.startedAt, expiresAt: challenge.expiresAt, numberMatch: true } });
   });
 
   for (const algorithm of ['ES256', 'Ed25519'] as const) {
     it(`approve with the number: a signed answer the server verifies (${algorithm})`, async () => {
       const { userId, state } = await activated(algorithm);
       const challenge = server.startChallenge(userId, '37');
-      const result = await cli('approve', '37', '--state', state);
+      const result = await cli('approve', '37', '--challenge', challenge.challengeId, '--state', state);
       assert.equal(result.code, 0, result.stderr);
       assert.equal(result.stdout, 'approved\n');
       assert.deepEqual(challenge.decided, { status: 'approved' });
@@ -299,15 +300,43 @@ describe('mfa-authenticator against the device API', () => {
     });
   }
 
+  it('the commands pending prints answer exactly the sign-in shown, with the number or without one', async () => {
+    for (const number of ['58', null]) {
+      const { userId, state } = await activated();
+      const challenge = server.startChallenge(userId, number);
+      const shown = await cli('pending', '--state', state);
+      const line = /^ {2}mfa-authenticator (.* approve .*)$/m.exec(shown.stdout);
+      assert.ok(line, shown.stdout);
+      const args = line[1]!.split(' ').map((word) => (word === '<number>' ? number! : word));
+      assert.equal(args.includes('--number'), number !== null, line[1]);
+      server.startChallenge(userId, '13'); // another sign-in arrives meanwhile
+      const result = await cli(...args);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, 'approved\n');
+      assert.deepEqual(challenge.decided, { status: 'approved' });
+    }
+  });
+
+  it('approve without the number its sign-in shows, or with one for a sign-in without: refused before any answer', async () => {
+    for (const [number, args] of [['42', []], [null, ['42']]] as const) {
+      const { userId, state } = await activated();
+      const challenge = server.startChallenge(userId, number);
+      const result = await cli('approve', ...args, '--challenge', challenge.challengeId, '--state', state);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, number ? /needs the two digits its sign-in page shows/ : /has no number to type/);
+      assert.equal(challenge.decided, undefined, 'still waiting');
+    }
+  });
+
   it('a wrong number is a denial; deny and fraud give their reasons; all exit 0', async () => {
     const { userId, state } = await activated();
     for (const [args, expected] of [
-      [['approve', '11'], 'denied: wrong_number\n'],
+      [['approve', '11', '--challenge'], 'denied: wrong_number\n'],
       [['deny'], 'denied: denied_by_user\n'],
-      [['fraud'], 'denied: fraud_reported\n'],
+      [['fraud', '--challenge'], 'denied: fraud_reported\n'],
     ] as const) {
-      server.startChallenge(userId, '42');
-      const result = await cli(...args, '--state', state);
+      const { challengeId } = server.startChallenge(userId, '42');
+      const result = await cli(...args, ...(args.at(-1) === '--challenge' ? [challengeId] : []), '--state', state);
       assert.equal(result.code, 0, result.stderr);
       assert.equal(result.stdout, expected);
     }
@@ -403,8 +432,8 @@ describe('the mfa-authenticator command', () => {
     const userId = 'process-user';
     const activation = await exec(['activate', server.enroll(userId)], env);
     assert.equal(activation.code, 0, activation.stderr);
-    server.startChallenge(userId, '64');
-    const approve = await exec(['approve', '64'], env);
+    const { challengeId } = server.startChallenge(userId, '64');
+    const approve = await exec(['approve', '64', '--challenge', challengeId], env);
     assert.deepEqual(approve, { code: 0, stdout: 'approved\n', stderr: '' });
   });
 

@@ -2,7 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { access, constants, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DEVICE_KEY_ALGORITHMS, DEVICE_PLATFORMS, type DeviceKeyAlgorithm, type DevicePlatform } from '@mfa/contracts';
-import { DeviceApiError, DeviceClient, type ClientOptions, type DeviceAnswerReply, type DeviceDecision, type PendingChallenge } from './device-client.js';
+import { DeviceApiError, DeviceClient, MAX_TIMEOUT_MS, type ClientOptions, type DeviceAnswerReply, type DeviceDecision, type PendingChallenge } from './device-client.js';
 import { loadState, saveState, stateExists, stateFilePath, StateFileError } from './state.js';
 
 /**
@@ -47,9 +47,10 @@ export class UsageError extends Error {
 
 /** One line for the user: the server's code and message, never a stack trace. */
 export function describeError(error: unknown): string {
-  if (error instanceof DeviceApiError) return `${error.message} (${error.code}${error.status ? `, HTTP ${error.status}` : ''})`;
-  if (error instanceof StateFileError) return error.message;
-  return error instanceof Error ? error.message : String(error);
+  // The code and message may be the server's (or quote a URL as given): escaped, never run by the terminal.
+  if (error instanceof DeviceApiError) return `${printable(error.message)} (${printable(error.code)}${error.status ? `, HTTP ${error.status}` : ''})`;
+  if (error instanceof StateFileError) return printable(error.message);
+  return printable(error instanceof Error ? error.message : String(error));
 }
 
 export function createProgram(io: CliIo): Command {
@@ -57,7 +58,7 @@ export function createProgram(io: CliIo): Command {
     .name('mfa-authenticator')
     .description('The reference authenticator app: activate on an account, see the sign-in waiting, approve it with the number shown, deny it or report fraud (docs/device-api.md)')
     .option('--state <file>', 'the device\'s key and identity (default: MFA_AUTHENTICATOR_STATE or ~/.mfa-authenticator/device.json)')
-    .option('--timeout <ms>', 'how long to wait for each answer of the server', positiveNumber, 10_000)
+    .option('--timeout <ms>', `how long to wait for each answer of the server, whole milliseconds up to ${MAX_TIMEOUT_MS}`, milliseconds, 10_000)
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError('(mfa-authenticator <command> --help for its options)');
@@ -66,7 +67,10 @@ export function createProgram(io: CliIo): Command {
   const clientOptions = (): ClientOptions => ({ timeoutMs: globals().timeout, ...io.client });
   const file = () => stateFilePath(globals().state, io.env);
   const client = async () => new DeviceClient(await loadState(file()), clientOptions());
-  const json = (value: unknown) => io.stdout(`${JSON.stringify(value, null, 2)}\n`);
+  // JSON.stringify escapes C0 controls in strings but not DEL and C1 (U+009B is a CSI to some terminals).
+  const json = (value: unknown) => io.stdout(`${JSON.stringify(value, null, 2).replace(/[\u007f-\u009f]/g, escapeChar)}\n`);
+  /** The command as typed again: with --state when it was given, since the answer must use the same device. */
+  const command = () => (globals().state !== undefined ? `mfa-authenticator --state ${shellWord(globals().state!)}` : 'mfa-authenticator');
 
   program
     .command('activate <url>')
@@ -76,8 +80,9 @@ export function createProgram(io: CliIo): Command {
     .option('--push-token <token>', 'the APNs device token or FCM registration token (ios, android)')
     .addOption(new Option('--algorithm <algorithm>', 'the key\'s algorithm').choices(DEVICE_KEY_ALGORITHMS).default('ES256'))
     .option('--force', 'replace a device already in the state file (its key is lost)')
+    .option('--insecure', 'accept a plain http:// URL to another host than this machine (localhost, 127.0.0.0/8, ::1): the sign-ins and answers then cross the network unprotected')
     .option('--json', 'print the activation as JSON')
-    .action(async (url: string, o: { name?: string; platform: DevicePlatform; pushToken?: string; algorithm: DeviceKeyAlgorithm; force?: boolean; json?: boolean }) => {
+    .action(async (url: string, o: { name?: string; platform: DevicePlatform; pushToken?: string; algorithm: DeviceKeyAlgorithm; force?: boolean; insecure?: boolean; json?: boolean }) => {
       if (o.platform === 'none' && o.pushToken !== undefined) throw new UsageError('--push-token goes with --platform ios or android');
       if (o.platform !== 'none' && o.pushToken === undefined) throw new UsageError(`--platform ${o.platform} needs --push-token`);
       const target = file();
@@ -91,13 +96,14 @@ export function createProgram(io: CliIo): Command {
         ...clientOptions(),
         algorithm: o.algorithm,
         platform: o.platform,
+        insecure: o.insecure ?? false,
         ...(o.pushToken !== undefined ? { pushToken: o.pushToken } : {}),
         ...(o.name !== undefined ? { name: o.name } : {}),
       });
       await saveState(target, device.identity);
       const { deviceId, tenantId, userId, pollSeconds } = device.identity;
       if (o.json) return json({ deviceId, tenantId, userId, pollSeconds, stateFile: target });
-      io.stdout(`${deviceId}\n`);
+      io.stdout(`${printable(deviceId)}\n`);
       io.stderr(`activated for user ${printable(userId)} of tenant ${printable(tenantId)}; key kept in ${target}\n`);
     });
 
@@ -110,44 +116,70 @@ export function createProgram(io: CliIo): Command {
       const device = await client();
       const challenge = o.wait !== undefined ? await device.waitForPending(o.wait * 1000) : await device.pending();
       if (o.json) return json({ challenge });
-      io.stdout(challenge ? describeChallenge(challenge) : 'no sign-in is waiting\n');
+      io.stdout(challenge ? describeChallenge(challenge, command()) : 'no sign-in is waiting\n');
     });
 
-  const answer = (decision: DeviceDecision, number?: string) => async (o: { challenge?: string; json?: boolean }) => {
-    const device = await client();
-    let challengeId = o.challenge;
-    if (challengeId === undefined) {
-      const pending = await device.pending();
-      if (!pending) throw new DeviceApiError('not_found', 'no sign-in is waiting for this device');
-      challengeId = pending.challengeId;
-    }
+  const answer = async (device: DeviceClient, challengeId: string, decision: DeviceDecision, number: string | undefined, o: { json?: boolean }) => {
     const reply = await device.answer(challengeId, decision, number);
     if (o.json) return json({ challengeId, ...reply });
     io.stdout(describeAnswer(reply));
   };
-  const challengeOption = () => new Option('--challenge <id>', 'the sign-in to answer (default: the one pending)');
+  // approve and fraud name the sign-in `pending` showed: whichever waits by the time the user types
+  // may be another one (someone else's, with a stolen password), and a sign-in without a number
+  // (RADIUS) would be approved with nothing to tell them apart.
+  const named = (decision: 'approve' | 'fraud', challengeId: string | undefined): string => {
+    if (challengeId !== undefined) return challengeId;
+    throw new UsageError(`${decision} needs --challenge <id>, the sign-in you were shown: mfa-authenticator pending prints it, with the command to type`);
+  };
 
   program
     .command('approve [number]')
-    .description('approve the sign-in with the two digits its sign-in page shows (no number for a sign-in without a page, such as a VPN over RADIUS)')
-    .addOption(challengeOption())
+    .description('approve the sign-in pending showed (--challenge <id>), with the two digits its sign-in page shows (no number for a sign-in without a page, such as a VPN over RADIUS)')
+    .addOption(new Option('--challenge <id>', 'the sign-in to approve, as pending shows it (required)'))
+    .option('--number <digits>', 'the two digits its sign-in page shows (or give them as the argument)')
     .option('--json', 'print the reply as JSON')
-    .action(async (number: string | undefined, o: { challenge?: string; json?: boolean }) => {
+    .action(async (argument: string | undefined, o: { challenge?: string; number?: string; json?: boolean }) => {
+      if (argument !== undefined && o.number !== undefined) throw new UsageError('give the number once: as the argument or with --number');
+      const number = o.number ?? argument;
       if (number !== undefined && !/^\d{2}$/.test(number)) throw new UsageError('the number is the two digits the sign-in page shows, e.g. 42');
-      await answer('approve', number)(o);
+      const challengeId = named('approve', o.challenge);
+      const device = await client();
+      // The server takes a number missing, or sent for a sign-in without one, as a wrong number and
+      // denies the sign-in: refused here instead while the view says which it is (one GET; a sign-in
+      // no longer pending is left to the server).
+      const view = await device.pending();
+      if (view?.challengeId === challengeId) {
+        const id = shellWord(challengeId);
+        if (view.numberMatch !== false && number === undefined) throw new UsageError(`sign-in ${id} needs the two digits its sign-in page shows: ${command()} approve --challenge ${id} --number <number>`);
+        if (view.numberMatch === false && number !== undefined) throw new UsageError(`sign-in ${id} has no number to type (a sign-in without a page, such as a VPN): ${command()} approve --challenge ${id}`);
+      }
+      await answer(device, challengeId, 'approve', number, o);
     });
   program
     .command('deny')
     .description('deny the sign-in')
-    .addOption(challengeOption())
+    .addOption(new Option('--challenge <id>', 'the sign-in to deny (default: the one pending)'))
     .option('--json', 'print the reply as JSON')
-    .action(answer('deny'));
+    .action(async (o: { challenge?: string; json?: boolean }) => {
+      const device = await client();
+      // Denying whichever waits is safe: at worst the user's own sign-in is denied and started again.
+      let challengeId = o.challenge;
+      if (challengeId === undefined) {
+        const pending = await device.pending();
+        if (!pending) throw new DeviceApiError('not_found', 'no sign-in is waiting for this device');
+        challengeId = pending.challengeId;
+      }
+      await answer(device, challengeId, 'deny', undefined, o);
+    });
   program
     .command('fraud')
-    .description('deny the sign-in and report it as fraud: you did not start it')
-    .addOption(challengeOption())
+    .description('deny the sign-in pending showed (--challenge <id>) and report it as fraud: you did not start it')
+    .addOption(new Option('--challenge <id>', 'the sign-in to report, as pending shows it (required)'))
     .option('--json', 'print the reply as JSON')
-    .action(answer('fraud'));
+    .action(async (o: { challenge?: string; json?: boolean }) => {
+      const challengeId = named('fraud', o.challenge);
+      await answer(await client(), challengeId, 'fraud', undefined, o);
+    });
 
   return program;
 }
@@ -158,22 +190,36 @@ function positiveNumber(value: string): number {
   return number;
 }
 
-export function describeChallenge(challenge: PendingChallenge): string {
-  const location = challenge.location ? [challenge.location.city, challenge.location.region, challenge.location.country].filter((part) => part).join(', ') : '';
+/** What AbortSignal.timeout takes; anything else would fail every request, reported as the network's fault. */
+function milliseconds(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1 || number > MAX_TIMEOUT_MS) throw new InvalidArgumentError(`must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
+  return number;
+}
+
+/**
+ * The sign-in and the commands that answer exactly it (`command`: how to call the app again), so
+ * the approval goes to the sign-in the user saw and not to whichever waits by then.
+ */
+export function describeChallenge(challenge: PendingChallenge, command = 'mfa-authenticator'): string {
+  const location = challenge.location ? `${challenge.location.countryName} (${challenge.location.country})` : 'unknown';
   const rows: Array<[string, string]> = [
     ['application', challenge.application ?? 'unknown'],
     ['client IP', challenge.clientIp ?? 'unknown'],
-    ['location', location || 'unknown'],
+    ['location', location],
     ['started', challenge.startedAt],
     ['expires', challenge.expiresAt],
   ];
+  const id = shellWord(challenge.challengeId);
   const numberless = challenge.numberMatch === false;
   return [
     `sign-in waiting: ${printable(challenge.challengeId)}`,
     ...rows.map(([label, value]) => `  ${label.padEnd(12)} ${printable(value)}`),
-    numberless
-      ? 'no number to type (a sign-in without a page, such as a VPN): approve (mfa-authenticator approve), or deny, or report fraud'
-      : 'approve with the number its sign-in page shows (mfa-authenticator approve <number>), or deny, or report fraud',
+    numberless ? 'no number to type (a sign-in without a page, such as a VPN); to approve it:' : 'to approve it, with the two digits its sign-in page shows:',
+    `  ${command} approve --challenge ${id}${numberless ? '' : ' --number <number>'}`,
+    'or to deny it, or report it as fraud (you did not start it):',
+    `  ${command} deny --challenge ${id}`,
+    `  ${command} fraud --challenge ${id}`,
     '',
   ].join('\n');
 }
@@ -182,5 +228,11 @@ export function describeAnswer(reply: DeviceAnswerReply): string {
   return reply.status === 'approved' ? 'approved\n' : `denied: ${printable(reply.reason)}\n`;
 }
 
+const escapeChar = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 /** Text from the server as the terminal shows it: control characters escaped, never interpreted. */
-const printable = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+const printable = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, escapeChar);
+/** A word the shell reads back as printed: as it is when plain, else single-quoted. */
+const shellWord = (text: string) => {
+  const shown = printable(text);
+  return /^[A-Za-z0-9._:/=@%+-]+$/.test(shown) ? shown : `'${shown.replaceAll("'", `'\\''`)}'`;
+};

@@ -14,8 +14,11 @@ import { DeviceActivateReply, DeviceKeyAlgorithm, DevicePlatform, DeviceSigned, 
 // never make a reply invalid, so a newer server does not break an older app.
 
 const Nullable = z.string().nullable();
-/** Approximate; a country-level GeoIP database knows no region or city. */
-export const PendingLocation = z.looseObject({ country: Nullable, region: Nullable.optional(), city: Nullable.optional() });
+/**
+ * The client IP's country as the server's offline GeoIP database knows it (ISO 3166-1 alpha-2 and its
+ * name); a country-level database knows no region or city. The whole location is null when unknown.
+ */
+export const PendingLocation = z.looseObject({ country: z.string(), countryName: z.string() });
 export const PendingChallenge = z.looseObject({
   challengeId: z.string().min(1),
   application: Nullable,
@@ -126,7 +129,7 @@ export function signRequest(input: SignRequestInput): Record<'Mfa-Device' | 'Mfa
  * The code and the device API's base URL from an activation URL: `https://mfa.example.com/device/v1/activate?code=…`
  * → `https://mfa.example.com/device`. The code is kept exactly as written (the proof signs it as sent).
  */
-export function parseActivationUrl(activationUrl: string): { baseUrl: string; code: string } {
+export function parseActivationUrl(activationUrl: string, options: { insecure?: boolean } = {}): { baseUrl: string; code: string } {
   let url: URL;
   try {
     url = new URL(activationUrl);
@@ -134,12 +137,23 @@ export function parseActivationUrl(activationUrl: string): { baseUrl: string; co
     throw new DeviceApiError('invalid_request', `not a URL: ${activationUrl}`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new DeviceApiError('invalid_request', `not an http(s) URL: ${activationUrl}`);
+  // Every later request goes to this base: over plain HTTP across a network, anyone on the way reads
+  // the sign-ins and the push token and can rewrite the sign-in the user is shown before approving.
+  if (url.protocol === 'http:' && !options.insecure && !isLoopbackHost(url.hostname)) {
+    throw new DeviceApiError('invalid_request', `plain http:// to ${url.host} would send the sign-ins shown, the push token and the answers unprotected over the network (anyone on the way could change what you are asked to approve); use the https:// URL, or --insecure (ActivateOptions.insecure) to accept that`);
+  }
   const code = url.searchParams.get('code')?.trim();
   if (!code) throw new DeviceApiError('invalid_request', 'the activation URL has no code (…/v1/activate?code=…)');
   const suffix = '/v1/activate';
   const path = url.pathname.replace(/\/+$/, '');
   if (!path.endsWith(suffix)) throw new DeviceApiError('invalid_request', `not an activation URL (its path must end with ${suffix}): ${activationUrl}`);
   return { baseUrl: `${url.origin}${path.slice(0, -suffix.length)}`, code };
+}
+
+/** This machine (localhost, 127.0.0.0/8, ::1): plain http:// there never crosses a network, as with `npm start`. */
+export function isLoopbackHost(hostname: string): boolean {
+  // URL has already made an IPv4 address dotted-decimal (127.1 → 127.0.0.1) and put IPv6 in brackets.
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 
 // ---- the client ------------------------------------------------------------------------------------
@@ -166,15 +180,20 @@ export interface ClientOptions {
   /** Milliseconds since the Unix epoch (tests move the clock). */
   now?: () => number;
   nonce?: () => string;
-  /** Per request; default 10 s. */
+  /** Per request, whole milliseconds from 1 to MAX_TIMEOUT_MS; default 10 s. */
   timeoutMs?: number;
 }
+
+/** The longest timer Node keeps (2^31 - 1 ms): AbortSignal.timeout fires at once beyond it. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 export interface ActivateOptions extends ClientOptions {
   algorithm?: DeviceKeyAlgorithm;
   platform?: DevicePlatform;
   pushToken?: string;
   name?: string;
+  /** Accept a plain http:// activation URL to another host than this machine (parseActivationUrl). */
+  insecure?: boolean;
 }
 
 export class DeviceClient {
@@ -196,7 +215,7 @@ export class DeviceClient {
 
   /** Generates a key, proves it and activates with the code of the URL ("Activation"). */
   static async activate(activationUrl: string, options: ActivateOptions = {}): Promise<DeviceClient> {
-    const { baseUrl, code } = parseActivationUrl(activationUrl);
+    const { baseUrl, code } = parseActivationUrl(activationUrl, { insecure: options.insecure ?? false });
     const platform = options.platform ?? 'none';
     const key = generateDeviceKey(options.algorithm ?? 'ES256');
     const body: DeviceActivateBody = {
@@ -224,7 +243,13 @@ export class DeviceClient {
       ...(options.name !== undefined ? { name: options.name } : {}),
       activatedAt: new Date((options.now ?? Date.now)()).toISOString(),
     };
-    return new DeviceClient(identity, options);
+    // The contracts' reply takes any pollSeconds and deviceId; checked as the state file is read, so
+    // an activation no later command could load is refused now instead of being kept.
+    const keepable = DeviceIdentity.safeParse(identity);
+    if (!keepable.success) {
+      throw new DeviceApiError('bad_response', `HTTP 201 with an activation the app cannot keep (${keepable.error.issues.map((i) => i.path.join('.')).join(', ')})`, 201, { cause: keepable.error });
+    }
+    return new DeviceClient(keepable.data, options);
   }
 
   /** The sign-in waiting for this device, or null. */
@@ -288,9 +313,12 @@ export interface RawReply {
 }
 
 async function send(fetcher: typeof fetch, url: string, init: RequestInit, timeoutMs: number): Promise<RawReply> {
+  // Outside the try: a timeout AbortSignal.timeout cannot keep is the caller's mistake, not the network's.
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS) throw new RangeError(`timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}: ${timeoutMs}`);
+  const signal = AbortSignal.timeout(timeoutMs);
   let response: Response;
   try {
-    response = await fetcher(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
+    response = await fetcher(url, { ...init, redirect: 'error', signal });
   } catch (error) {
     const reason = error instanceof Error && error.name === 'TimeoutError' ? `no answer in ${timeoutMs} ms` : describeCause(error);
     throw new DeviceApiError('network', `cannot reach ${new URL(url).origin}: ${reason}`, undefined, { cause: error });

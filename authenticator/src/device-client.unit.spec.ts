@@ -6,7 +6,9 @@ import {
   DeviceApiError,
   DeviceClient,
   generateDeviceKey,
+  isLoopbackHost,
   parseActivationUrl,
+  PendingLocation,
   signDeviceData,
   signRequest,
   type DeviceIdentity,
@@ -71,7 +73,7 @@ const challenge = {
   challengeId: 'a1b2.c3d4',
   application: 'VPN',
   clientIp: '198.51.100.23',
-  location: { country: 'SE', region: 'AB', city: 'Stockholm' },
+  location: { country: 'SE', countryName: 'Sweden' },
   startedAt: '2026-11-30T12:00:00.000Z',
   expiresAt: '2026-11-30T12:03:00.000Z',
 };
@@ -209,10 +211,57 @@ describe('activation URLs', () => {
     assert.deepEqual(parseActivationUrl('https://device.example.com/v1/activate?code=AB'), { baseUrl: 'https://device.example.com', code: 'AB' });
   });
 
+  it('take plain http:// only to this machine (localhost, 127.0.0.0/8, ::1), or anywhere when insecure', () => {
+    for (const host of ['localhost:3001', '127.0.0.1', '127.8.9.10:80', '127.1', '[::1]:3001', 'LOCALHOST']) {
+      assert.equal(parseActivationUrl(`http://${host}/device/v1/activate?code=A`).code, 'A', host);
+    }
+    for (const host of ['mfa.example.com', '10.0.0.1', '128.0.0.1', '[::2]', '[::ffff:7f00:1]', 'localhost.example.com', '127.0.0.1.nip.io']) {
+      const url = `http://${host}/device/v1/activate?code=A`;
+      assert.throws(() => parseActivationUrl(url), (e: unknown) => e instanceof DeviceApiError && e.code === 'invalid_request' && /plain http:\/\/ .*--insecure/.test(e.message), host);
+      assert.deepEqual(parseActivationUrl(url, { insecure: true }), { baseUrl: `${new URL(url).origin}/device`, code: 'A' }, host);
+    }
+    assert.equal(parseActivationUrl('https://mfa.example.com/device/v1/activate?code=A').code, 'A', 'https anywhere');
+    assert.deepEqual([isLoopbackHost('127.0.0.1'), isLoopbackHost('[::1]'), isLoopbackHost('localhost'), isLoopbackHost('example.com')], [true, true, true, false]);
+  });
+
+  it('activate refuses plain http:// to another host before sending anything, unless insecure', async () => {
+    const { fetcher, requests } = fakeFetch([activated]);
+    const url = 'http://mfa.example.com/device/v1/activate?code=A';
+    await assert.rejects(DeviceClient.activate(url, { fetch: fetcher }), { code: 'invalid_request' });
+    assert.equal(requests.length, 0);
+    assert.equal((await DeviceClient.activate(url, { fetch: fetcher, insecure: true })).identity.baseUrl, 'http://mfa.example.com/device');
+  });
+
   it('refuse what is not one', () => {
     for (const url of ['not a url', 'ftp://x/device/v1/activate?code=A', 'https://x/device/v1/activate', 'https://x/device/v1/activate?code=', 'https://x/device/v1/pending?code=A']) {
       assert.throws(() => parseActivationUrl(url), (e: unknown) => e instanceof DeviceApiError && e.code === 'invalid_request', url);
     }
+  });
+});
+
+describe('the activation reply', () => {
+  it('is refused (bad_response) when the app could not keep it, as a state file would be refused', async () => {
+    for (const reply of [{ pollSeconds: 0 }, { pollSeconds: -1 }, { deviceId: '' }]) {
+      const { fetcher } = fakeFetch([{ status: 201, body: { ...activated.body, ...reply } }]);
+      await assert.rejects(DeviceClient.activate('https://mfa.example.com/device/v1/activate?code=A', { fetch: fetcher }), (e: unknown) => {
+        assert.ok(e instanceof DeviceApiError, String(e));
+        assert.deepEqual([e.code, e.status], ['bad_response', 201]);
+        assert.match(e.message, /an activation the app cannot keep \((pollSeconds|deviceId)\)/);
+        return true;
+      }, JSON.stringify(reply));
+    }
+  });
+});
+
+describe('timeouts', () => {
+  it('one a timer cannot keep is the caller\'s RangeError, not a network error', async () => {
+    for (const timeoutMs of [1.5, 0, 2 ** 31]) {
+      const { fetcher, requests } = fakeFetch([{ status: 200, body: { challenge: null } }]);
+      await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: fetcher, timeoutMs }).pending(), (e: unknown) => e instanceof RangeError && !(e instanceof DeviceApiError), String(timeoutMs));
+      assert.equal(requests.length, 0);
+    }
+    const { fetcher } = fakeFetch([{ status: 200, body: { challenge: null } }]);
+    assert.equal(await new DeviceClient(identityFor('ES256'), { fetch: fetcher, timeoutMs: 2 ** 31 - 1 }).pending(), null);
   });
 });
 
@@ -242,9 +291,15 @@ describe('replies', () => {
     assert.deepEqual(await device([{ status: 200, body: { challenge: unknown } }]).pending(), unknown);
   });
 
-  it('fields the app does not know are kept, and a location may be a country alone', async () => {
-    const countryOnly = { ...challenge, location: { country: 'SE', countryName: 'Sweden' }, riskScore: 3 };
-    assert.deepEqual(await device([{ status: 200, body: { challenge: countryOnly } }]).pending(), countryOnly);
+  it('fields the app does not know are kept', async () => {
+    const more = { ...challenge, location: { country: 'SE', countryName: 'Sweden', continent: 'EU' }, riskScore: 3 };
+    assert.deepEqual(await device([{ status: 200, body: { challenge: more } }]).pending(), more);
+  });
+
+  it('a location is the country the server sends: its code and its name', () => {
+    assert.deepEqual(Object.keys(PendingLocation.shape).sort(), ['country', 'countryName']);
+    assert.equal(PendingLocation.safeParse({ country: 'SE', countryName: 'Sweden' }).success, true);
+    assert.equal(PendingLocation.safeParse({ country: 'SE' }).success, false, 'the server always names the country');
   });
 });
 

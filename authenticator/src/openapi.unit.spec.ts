@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parse } from 'yaml';
 import { DeviceActivateBody, DeviceActivateReply, DeviceAnswerBody, DeviceSigned } from '@mfa/contracts';
-import { DENIAL_REASONS, DEVICE_ERROR_CODES, DevicePendingReply } from './index.js';
+import { DENIAL_REASONS, DEVICE_ERROR_CODES, DevicePendingReply, PendingLocation } from './index.js';
 
 /**
  * docs/device-api.openapi.yaml against what it describes: the schemas of libs/contracts (the
@@ -94,6 +94,19 @@ describe('docs/device-api.openapi.yaml', () => {
 
   it('pending: 200 is the reply device-client.ts reads', () => {
     assert.deepEqual(canonical(jsonReply(operation(PENDING, 'get'), '200')), fromZod(DevicePendingReply));
+  });
+
+  it('pending: the examples of both files are such replies, with the location the server sends ({country, countryName})', () => {
+    const fromYaml = at(deref(at(operation(PENDING, 'get'), 'responses', '200')), 'content', 'application/json', 'example');
+    const block = /^ {4}\{\n {6}"challenge": \{\n[\s\S]*?\n {4}\}$/m.exec(prose);
+    assert.ok(block, 'docs/device-api.md, the pending reply');
+    const fromProse = JSON.parse(block[0]) as unknown;
+    for (const [where, example] of [['device-api.openapi.yaml', fromYaml], ['device-api.md', fromProse]] as const) {
+      const parsed = DevicePendingReply.safeParse(example);
+      assert.ok(parsed.success, `${where}: ${parsed.error?.message}`);
+      // The schema keeps fields it does not know: the example must have no others.
+      assert.deepEqual(Object.keys(parsed.data.challenge!.location!).sort(), Object.keys(PendingLocation.shape).sort(), where);
+    }
   });
 
   it('answer: the body is DeviceAnswerBody; 200 approved, or denied with a documented reason', () => {

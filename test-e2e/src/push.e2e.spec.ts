@@ -137,7 +137,10 @@ describe('end to end: push to the authenticator app', () => {
     const start = await startPush(tenantId, userId, '81.2.69.142');
     const pending = (JSON.parse((await app('pending', '--json')).stdout) as { challenge: { challengeId: string; clientIp: string; location: { country: string } } }).challenge;
     assert.deepEqual([pending.challengeId, pending.clientIp, pending.location.country], [start.challengeId, '81.2.69.142', 'GB']);
-    const approved = await app('approve', String(start.numberMatch));
+    // pending prints the command that answers this sign-in, by its id (the number is on the sign-in page, not in the app).
+    assert.ok((await app('pending')).stdout.includes(`approve --challenge ${String(start.challengeId)} --number <number>`));
+    await assert.rejects(app('approve', String(start.numberMatch)), (error: { code?: number; stderr?: string }) => error.code === 1 && /needs --challenge/.test(error.stderr ?? ''));
+    const approved = await app('approve', '--challenge', String(start.challengeId), '--number', String(start.numberMatch));
     assert.match(approved.stdout, /approved/);
     assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId }), { challengeId: start.challengeId, status: 'approved' });
     // Denied by the user from the terminal, and a revoked device's answer refused with the seeds' words.

@@ -244,10 +244,10 @@ describe('end to end: the RADIUS front', () => {
     const { userId, app } = await pushUser();
     const signIn = async (decision: 'approve' | 'deny') => {
       const answer = pushAnswer(port, userId, ['NAS-Identifier = "vpn-gw"']);
-      const pending = JSON.parse((await app('pending', '--json', '--wait', '15')).stdout) as { challenge: { numberMatch?: boolean; application: string } };
+      const pending = JSON.parse((await app('pending', '--json', '--wait', '15')).stdout) as { challenge: { challengeId: string; numberMatch?: boolean; application: string } };
       assert.equal(pending.challenge.numberMatch, false, 'nothing to type');
       assert.equal(pending.challenge.application, 'vpn-gw');
-      assert.match((await app(decision)).stdout, decision === 'approve' ? /approved/ : /denied/);
+      assert.match((await app(decision, '--challenge', pending.challenge.challengeId)).stdout, decision === 'approve' ? /approved/ : /denied/);
       return answer;
     };
     const accepted = await signIn('approve');
@@ -510,12 +510,12 @@ describe('end to end: the RADIUS front', () => {
       const { userId, app } = await pushUser();
       // A first sign-in, approved at once, shows the user is known to the front's API.
       const first = pushAnswer(drainPort, userId);
-      await app('pending', '--json', '--wait', '15');
-      await app('approve');
+      const firstId = (JSON.parse((await app('pending', '--json', '--wait', '15')).stdout) as { challenge: { challengeId: string } }).challenge.challengeId;
+      await app('approve', '--challenge', firstId);
       assert.equal((await first).code, 'Access-Accept');
 
       const answer = radclient(drainPort, secrets.a, [`User-Name = "${userId}"`], 'auth', 30);
-      await app('pending', '--json', '--wait', '15');
+      const secondId = (JSON.parse((await app('pending', '--json', '--wait', '15')).stdout) as { challenge: { challengeId: string } }).challenge.challengeId;
       const exited = draining.processes[0]!.stop();
       const url = draining.url('radius');
       // During the drain: not ready (a load balancer's health check takes the front out), alive,
@@ -532,7 +532,7 @@ describe('end to end: the RADIUS front', () => {
       assert.equal(metrics.status, 200);
       assert.match(await metrics.text(), /mfa_radius_/);
       await new Promise((resolve) => setTimeout(resolve, 11_000));
-      assert.match((await app('approve')).stdout, /approved/);
+      assert.match((await app('approve', '--challenge', secondId)).stdout, /approved/);
       const accepted = await answer;
       assert.equal(accepted?.code, 'Access-Accept', accepted?.output ?? 'no answer: the push was cut off by the shutdown');
       assert.equal(await exited, 0, 'a clean exit once the answer was sent');

@@ -49,7 +49,9 @@ process.on('SIGINT', () => void stop('SIGINT'));
 process.on('SIGTERM', () => void stop('SIGTERM'));
 
 try {
-  stack = await startStack({ env, services: SERVICE_NAMES, fixedPorts: true, onLine: show, readyTimeoutMs: 90_000 });
+  // testDefaults false: the throttles and INSTANCE_NAME come from the environment or the services'
+  // own defaults, not the tests' (which turn the throttles across users off).
+  stack = await startStack({ env, services: SERVICE_NAMES, fixedPorts: true, testDefaults: false, onLine: show, readyTimeoutMs: 90_000 });
 } catch (error) {
   console.error(`\ncould not start the stack: ${error.message}`);
   console.error('Are NATS (with JetStream), Redis and PostgreSQL running? See README.md, "Quick start".');

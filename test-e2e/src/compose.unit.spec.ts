@@ -306,6 +306,18 @@ describe('deploy/Dockerfile', () => {
     assert.match(dockerfile, /^USER (?!root\b)\S+/m);
     assert.match(dockerfile, /^HEALTHCHECK /m);
   });
+
+  // npm nests in a workspace's own node_modules the versions that differ from the root's (ipaddr.js 2
+  // for libs/contracts and services/radius, among others): without them the image resolves the root's.
+  it("ships each library's and the service's own node_modules, when present", () => {
+    assert.match(dockerfile, /cp -a "\$\{lib\}\/node_modules" "\/out\/\$\{lib\}\/"/);
+    assert.match(dockerfile, /for extra in [^;]*\bnode_modules\b[^;]*; do/);
+  });
+
+  it('leaves the test support library (libs/testing) out of the image', () => {
+    assert.match(dockerfile, /"\$\{lib\}" != libs\/testing/);
+    assert.match(dockerfile, /rm -f \/out\/node_modules\/@mfa\/testing/);
+  });
 });
 
 describe('.dockerignore', () => {

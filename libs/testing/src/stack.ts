@@ -138,7 +138,27 @@ interface StackOptions {
   fixedPorts?: boolean;
   onLine?: (service: string, line: string) => void;
   readyTimeoutMs?: number;
+  /**
+   * The tests' defaults (true unless set): the throttles across users off
+   * (PHONE_MAX_SENDS_PER_WINDOW, PREFIX_MAX_SENDS_PER_WINDOW, PREFIX_GLOBAL_MAX_SENDS_PER_WINDOW,
+   * IP_MAX_STARTS_PER_WINDOW are 0 unless `env` or `serviceEnv` set them) and INSTANCE_NAME always
+   * `<service>-<instance>`. npm start sets it to false: the services then take these from the
+   * environment, or their own defaults (throttles on), and INSTANCE_NAME is `<service>-<instance>`
+   * only where the environment does not set it.
+   */
+  testDefaults?: boolean;
 }
+
+/**
+ * Tests sign the same few phone numbers and addresses in many times: the throttles across users
+ * are on only where a test turns them on (throttling.e2e).
+ */
+const TEST_THROTTLES_OFF: Record<string, string> = {
+  PHONE_MAX_SENDS_PER_WINDOW: '0',
+  PREFIX_MAX_SENDS_PER_WINDOW: '0',
+  PREFIX_GLOBAL_MAX_SENDS_PER_WINDOW: '0',
+  IP_MAX_STARTS_PER_WINDOW: '0',
+};
 
 export interface Stack {
   processes: ServiceProcess[];
@@ -161,22 +181,21 @@ async function startOne(name: ServiceName, instance: number, options: StackOptio
   const nodeArgs = (process.env.STACK_NODE_ARGS ?? '').split(' ').filter(Boolean);
   // A profile named after its service, so that `node bench/profile-top.mjs prof/*` says whose it is.
   if (nodeArgs.includes('--cpu-prof')) nodeArgs.push(`--cpu-prof-name=${name}-${instance}-${Date.now()}.cpuprofile`);
+  const testDefaults = options.testDefaults ?? true;
+  const given: Record<string, string | undefined> = {
+    ...process.env,
+    ...(testDefaults ? TEST_THROTTLES_OFF : {}),
+    ...options.env,
+    ...options.serviceEnv?.[name],
+  };
   const child = spawn(process.execPath, ['--enable-source-maps', ...nodeArgs, join(repoRoot, 'services', name, 'dist', 'main.js')], {
     cwd: repoRoot,
     env: {
-      ...process.env,
-      // Tests sign the same few phone numbers and addresses in many times: the throttles across
-      // users are on only where a test turns them on (throttling.e2e).
-      PHONE_MAX_SENDS_PER_WINDOW: '0',
-      PREFIX_MAX_SENDS_PER_WINDOW: '0',
-      PREFIX_GLOBAL_MAX_SENDS_PER_WINDOW: '0',
-      IP_MAX_STARTS_PER_WINDOW: '0',
-      ...options.env,
-      ...options.serviceEnv?.[name],
+      ...given,
       HTTP_PORT: String(port),
       // The console serves its pages, /health and /metrics on CONSOLE_PORT.
       ...(name === 'console' ? { CONSOLE_PORT: String(port) } : {}),
-      INSTANCE_NAME: `${name}-${instance}`,
+      INSTANCE_NAME: (!testDefaults && given.INSTANCE_NAME) || `${name}-${instance}`,
       OTEL_SERVICE_NAME: name,
     } as NodeJS.ProcessEnv,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -43,7 +43,7 @@ export const DeviceAnswerReply = z.discriminatedUnion('status', [
 export type DeviceAnswerReply = z.infer<typeof DeviceAnswerReply>;
 
 /** The error codes of the device API ("Errors"). */
-export const DEVICE_ERROR_CODES = ['invalid_request', 'unauthenticated', 'not_activated', 'forbidden', 'not_found', 'conflict', 'rate_limited', 'unavailable'] as const;
+export const DEVICE_ERROR_CODES = ['invalid_request', 'unauthenticated', 'not_activated', 'forbidden', 'not_found', 'conflict', 'rate_limited', 'internal', 'unavailable'] as const;
 export const DeviceErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
 /**

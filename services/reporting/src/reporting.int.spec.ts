@@ -672,6 +672,25 @@ describe('reporting service (real NATS and Postgres)', () => {
       );
     });
 
+    itWith({ real: ['nats', 'postgres'] }, 'stores an audited action whose target user id holds a NUL (a refused request recorded by an older version), with the rest of its batch', async () => {
+      const tenantId = uniqueTenant('rep-audit-nul');
+      const action = (userId: string) =>
+        parsed({
+          id: randomUUID(),
+          type: 'AdminActionRecorded',
+          version: 1,
+          tenantId,
+          aggregateId: tenantId,
+          occurredAt: erasedAt(5),
+          metadata: {},
+          data: { subject: Subjects.usersBlock, clientId: 'platform', userId, outcome: 'forbidden' },
+        } as const);
+      const audit = service.app.get(AuditReportService);
+      await audit.project(sequence([action('x\u0000y'), action('plain')]));
+      const { rows } = await pool.query('SELECT user_id FROM audit_log WHERE tenant_id = $1 ORDER BY user_id', [tenantId]);
+      assert.deepEqual(rows.map((r) => r.user_id), ['plain', 'x\uFFFDy']);
+    });
+
     itWith({ real: ['nats', 'postgres'] }, 'acts on UserErased through its durable consumer on the user subjects', async () => {
       const tenantId = await newTenant();
       const userId = uniqueUser('js');

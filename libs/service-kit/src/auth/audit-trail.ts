@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { EventSubjects, SubjectScopes, TenantId, type ApiSubject } from '@mfa/contracts';
+import { EventSubjects, SubjectScopes, TenantId, UserId, type ApiSubject } from '@mfa/contracts';
 import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import type { NatsRequestContext } from '../nats/context.js';
@@ -32,7 +32,7 @@ export class AuditTrail {
     // Without an identified caller or a valid tenant there is nothing to attribute the action to;
     // such requests were refused and counted (mfa_auth_refusals_total) before any work.
     if (!principal || !tenant.success) return;
-    const userId = typeof body?.userId === 'string' && body.userId.length <= 256 ? body.userId : undefined;
+    const userId = auditedUserId(body?.userId);
     const event = createEvent('AdminActionRecorded', 1, {
       tenantId: tenant.data,
       aggregateId: tenant.data,
@@ -52,4 +52,17 @@ export class AuditTrail {
       this.log.error('audit event not written', { subject: ctx.subject, tenantId: tenant.data, clientId: principal.clientId, error });
     }
   }
+}
+
+/**
+ * The target user as the trail records it: a valid user id as sent; any other string (a refused
+ * request's, which any caller with a key can send) with its control, format and separator
+ * characters written as \u escapes, so that the report stores it (Postgres refuses NUL in text)
+ * and shows it without a bidi override or a terminal escape taking effect.
+ */
+export function auditedUserId(value: unknown): string | undefined {
+  if (typeof value !== 'string' || value.length === 0) return undefined;
+  if (UserId.safeParse(value).success) return value;
+  const escaped = value.replace(/[\p{C}\u2028\u2029]/gu, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`);
+  return escaped.slice(0, 256);
 }

@@ -34,6 +34,13 @@ SELECT i.event_id, i.tenant_id, i.occurred_at, i.client_id, i.operator, i.subjec
   LEFT JOIN erased_users e ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND i.occurred_at <= e.erased_at
 ON CONFLICT (event_id) DO NOTHING`;
 
+/**
+ * Postgres text and jsonb hold no NUL: one in a field of an event (older services recorded a refused
+ * request's user id as sent) would fail the whole batch, again on every redelivery, and the event
+ * would end a dead letter. It is stored as U+FFFD.
+ */
+const text = (value: string): string => (value.includes('\u0000') ? value.replaceAll('\u0000', '\uFFFD') : value);
+
 /** The audit trail in Postgres: one insert per batch, keyset reads newest first. */
 export class AuditRepository {
   constructor(
@@ -49,7 +56,7 @@ export class AuditRepository {
     for (const { event, seq } of items) {
       const d = event.data;
       const pseudonym = d.userId === undefined ? null : pseudonymOf(event.tenantId, d.userId);
-      const row = [event.id, event.tenantId, event.occurredAt, d.clientId, d.operator ? JSON.stringify(d.operator) : null, d.subject, d.userId ?? null, d.outcome, seq, pseudonym];
+      const row = [event.id, event.tenantId, event.occurredAt, text(d.clientId), d.operator ? JSON.stringify(d.operator, (_, v: unknown) => (typeof v === 'string' ? text(v) : v)) : null, text(d.subject), d.userId === undefined ? null : text(d.userId), text(d.outcome), seq, pseudonym];
       row.forEach((value, i) => columns[i]!.push(value));
     }
     await this.pool.query(INSERT_AUDIT, columns);

@@ -1,6 +1,7 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
 import {
   parseEvent,
   Subjects,
@@ -12,7 +13,7 @@ import {
   type TenantEvent,
   type UsageQueryReply,
 } from '@mfa/contracts';
-import { loadKeyring } from '@mfa/crypto';
+import { keyringFromMasterKey, loadKeyring } from '@mfa/crypto';
 import { connectNats, createEvent, requestJson, type NatsClients } from '@mfa/messaging';
 import type { RunningService } from '@mfa/service-kit';
 import {
@@ -33,6 +34,7 @@ import {
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
 import { FraudReportService } from './application/fraud-report.service.js';
+import { UsageRepository } from './adapters/usage.repository.js';
 import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import type { FraudStreamEvent } from './domain/fraud-projection.js';
@@ -210,5 +212,22 @@ describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)',
     assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-04T00:00:00Z', to: '2026-11-01T00:00:00Z', granularity: 'day' })).error?.code, 'invalid_request');
     assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2020-01-01T00:00:00Z', to: '2026-11-01T00:00:00Z', granularity: 'day' })).error?.code, 'invalid_request');
     assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-04T00:00:00Z', granularity: 'month', cursor: page1.nextCursor })).error?.code, 'invalid_request');
+  });
+  itWith({ real: ['nats', 'postgres'] }, 'usage: a user registered before a rotation of the master key and erased after it is no longer an enabled user', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser('rotated');
+    // Registered under the key the service runs with (the development key here)...
+    await reports.projectUsers(sequence([parsed(userRegistered(testUser({ tenantId, userId }), { occurredAt: '2026-04-10T00:00:00.000Z' }))]) as Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[]);
+    // ...erased by a reporting that runs with a new key, the old one among its previous keys.
+    const pool = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 1 });
+    try {
+      const rotated = keyringFromMasterKey(randomBytes(32), [loadKeyring({}).keyring]);
+      const afterRotation = new FraudReportService(undefined as never, new UsageRepository(pool), undefined as never, undefined as never, undefined as never, rotated);
+      await afterRotation.projectUsers(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, '2026-05-15T00:00:00.000Z'))]) as Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[]);
+    } finally {
+      await pool.end();
+    }
+    const months = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-04-01T00:00:00Z', to: '2026-07-01T00:00:00Z', granularity: 'month' });
+    assert.deepEqual(months.items.map((i) => [i.period, i.enabledUsers]), [['2026-04-01', 1], ['2026-05-01', 1], ['2026-06-01', 0]]);
   });
 });

@@ -7,18 +7,23 @@ const INSERT_REGISTERED = `
 INSERT INTO user_lifetimes (tenant_id, user_key, registered_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
 ON CONFLICT DO NOTHING`;
-// An erasure ends the registration it follows; applied again, it sets the same value.
+// An erasure ends the registration it follows, stored under any of the user's keys (the current
+// master key's hash, or a previous key's for a user registered before a rotation); applied again,
+// it sets the same value.
 const RECORD_ERASED = `
 UPDATE user_lifetimes u SET erased_at = $3
- WHERE u.tenant_id = $1 AND u.user_key = $2
-   AND u.registered_at = (SELECT max(registered_at) FROM user_lifetimes
-                           WHERE tenant_id = $1 AND user_key = $2 AND registered_at <= $3)`;
+ WHERE (u.tenant_id, u.user_key, u.registered_at) = (
+   SELECT tenant_id, user_key, registered_at FROM user_lifetimes
+    WHERE tenant_id = $1 AND user_key = ANY($2::text[]) AND registered_at <= $3
+    ORDER BY registered_at DESC LIMIT 1)`;
 
 export interface Lifetime {
   tenantId: string;
   /** A keyed hash of the user id: the usage report counts users and never names them. */
   userKey: string;
   at: string;
+  /** An erasure's: the user's keys under the previous master keys (MFA_PREVIOUS_ENCRYPTION_KEYS). */
+  previousKeys?: readonly string[];
 }
 
 /** What the usage report counts: sign-ins of the report and users' lifetimes. */
@@ -34,7 +39,7 @@ export class UsageRepository {
     if (registered.length > 0) {
       await this.pool.query(INSERT_REGISTERED, [registered.map((l) => l.tenantId), registered.map((l) => l.userKey), registered.map((l) => l.at)]);
     }
-    for (const l of erased) await this.pool.query(RECORD_ERASED, [l.tenantId, l.userKey, l.at]);
+    for (const l of erased) await this.pool.query(RECORD_ERASED, [l.tenantId, [l.userKey, ...(l.previousKeys ?? [])], l.at]);
   }
 
   /**

@@ -49,9 +49,15 @@ export class FraudReportService {
       userKey: userTag(this.keyring, event.tenantId, event.data.userId),
       at: event.occurredAt,
     });
+    // A user registered before a rotation of the master key is stored under the previous key's
+    // hash: an erasure looks for the registration under every key of the keyring.
+    const erasure = (event: EventOf<'UserRegistered' | 'UserErased'>) => ({
+      ...lifetime(event),
+      previousKeys: this.keyring.previous.map((keyring) => userTag(keyring, event.tenantId, event.data.userId)),
+    });
     return this.usage.applyLifetimes(
       items.filter(({ event }) => event.type === 'UserRegistered').map(({ event }) => lifetime(event)),
-      items.filter(({ event }) => event.type === 'UserErased').map(({ event }) => lifetime(event)),
+      items.filter(({ event }) => event.type === 'UserErased').map(({ event }) => erasure(event)),
     );
   }
 

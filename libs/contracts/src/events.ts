@@ -570,7 +570,8 @@ export const AdminActionRecorded = envelope(
   z.object({
     subject: z.string().max(128),
     clientId: z.string().max(128),
-    operator: Operator.optional(),
+    // As stored: events written when the operator's fields were plain strings still read.
+    operator: z.object({ sub: StoredText(256), email: StoredText(254).optional(), name: StoredText(256).optional() }).optional(),
     userId: z.string().max(256).optional(),
     /** `ok`, or the error code the request was answered with. */
     outcome: z.string().max(32),

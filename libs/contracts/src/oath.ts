@@ -32,7 +32,7 @@ export const OathImportFormat = z.enum(['csv', 'pskc']);
 export type OathImportFormat = z.infer<typeof OathImportFormat>;
 
 export const OathImportRequest = z
-  .strictObject({
+  .object({
     tenantId: TenantId,
     format: OathImportFormat,
     /** The file itself: text (CSV, XML) or base64 with `encoding: "base64"`. */
@@ -60,7 +60,7 @@ export const OathImportReply = z.object({ jobId: z.string() });
 export type OathImportReply = z.infer<typeof OathImportReply>;
 
 export const OathJobId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be a job id');
-export const OathImportStatusRequest = z.strictObject({ tenantId: TenantId, jobId: OathJobId });
+export const OathImportStatusRequest = z.object({ tenantId: TenantId, jobId: OathJobId });
 export type OathImportStatusRequest = z.infer<typeof OathImportStatusRequest>;
 export const OathImportState = z.enum(['queued', 'running', 'completed', 'failed']);
 export const OathImportStatusReply = z.object({
@@ -94,7 +94,7 @@ export const OATH_TOKEN_STATES = ['unassigned', 'assigned', 'active'] as const;
 export const OathTokenState = z.enum(OATH_TOKEN_STATES);
 export type OathTokenState = z.infer<typeof OathTokenState>;
 
-export const OathTokensListRequest = z.strictObject({
+export const OathTokensListRequest = z.object({
   tenantId: TenantId,
   state: OathTokenState.optional(),
   limit: z.int().min(1).max(500).default(50),
@@ -118,12 +118,12 @@ export type OathTokenItem = z.infer<typeof OathTokenItem>;
 export const OathTokensListReply = z.object({ items: z.array(OathTokenItem), nextCursor: z.string().optional() });
 export type OathTokensListReply = z.infer<typeof OathTokensListReply>;
 
-export const OathTokensAssignRequest = z.strictObject({ tenantId: TenantId, serialNumber: SerialNumber, userId: UserId });
+export const OathTokensAssignRequest = z.object({ tenantId: TenantId, serialNumber: SerialNumber, userId: UserId });
 export type OathTokensAssignRequest = z.infer<typeof OathTokensAssignRequest>;
 export const OathTokensAssignReply = z.object({ serialNumber: z.string(), tokenId: z.string(), userId: z.string(), state: OathTokenState });
 export type OathTokensAssignReply = z.infer<typeof OathTokensAssignReply>;
 
-export const OathTokensActivateRequest = z.strictObject({ tenantId: TenantId, serialNumber: SerialNumber, code: OtpCode });
+export const OathTokensActivateRequest = z.object({ tenantId: TenantId, serialNumber: SerialNumber, code: OtpCode });
 export type OathTokensActivateRequest = z.infer<typeof OathTokensActivateRequest>;
 export const OathTokensActivateReply = z.object({ serialNumber: z.string(), tokenId: z.string(), userId: z.string(), active: z.boolean() });
 export type OathTokensActivateReply = z.infer<typeof OathTokensActivateReply>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { IsoDateTime, TenantId, UserId } from './primitives.js';
+import { IsoDateTime, Label, TenantId, UserId } from './primitives.js';
 
 /**
  * Push to the authenticator app: enrolment (public API), the device API's bodies (docs/device-api.md),
@@ -25,7 +25,7 @@ const Base64Url = (max: number) => z.string().min(1).max(max).regex(/^[A-Za-z0-9
 
 // ---- public API --------------------------------------------------------------------------------
 
-export const UsersPushEnrollRequest = z.strictObject({ tenantId: TenantId, userId: UserId });
+export const UsersPushEnrollRequest = z.object({ tenantId: TenantId, userId: UserId });
 export type UsersPushEnrollRequest = z.infer<typeof UsersPushEnrollRequest>;
 export const UsersPushEnrollReply = z.object({
   /** 16 characters of Crockford-like base32 in groups of 4, e.g. K7QX-M2PA-9VZD-4HTE: good once, for minutes. */
@@ -38,7 +38,7 @@ export const UsersPushEnrollReply = z.object({
 });
 export type UsersPushEnrollReply = z.infer<typeof UsersPushEnrollReply>;
 
-export const UsersDevicesDeleteRequest = z.strictObject({ tenantId: TenantId, userId: UserId, deviceId: z.string().min(1).max(128) });
+export const UsersDevicesDeleteRequest = z.object({ tenantId: TenantId, userId: UserId, deviceId: z.string().min(1).max(128) });
 export type UsersDevicesDeleteRequest = z.infer<typeof UsersDevicesDeleteRequest>;
 export const UsersDevicesDeleteReply = z.object({ userId: z.string(), deviceId: z.string(), deleted: z.literal(true) });
 export type UsersDevicesDeleteReply = z.infer<typeof UsersDevicesDeleteReply>;
@@ -63,7 +63,8 @@ export const DeviceActivateBody = z.strictObject({
   proof: Base64Url(256),
   platform: DevicePlatform,
   pushToken: z.string().min(1).max(4096).optional(),
-  name: z.string().trim().min(1).max(64).optional(),
+  // Shown to administrators (users.get, the console, the CLI): the text rules of every other name.
+  name: Label.optional(),
 }).refine((b) => (b.platform === 'none') === (b.pushToken === undefined), { message: 'pushToken is required for ios and android, and absent for none', path: ['pushToken'] });
 export type DeviceActivateBody = z.infer<typeof DeviceActivateBody>;
 

@@ -1,5 +1,7 @@
 import ipaddr from 'ipaddr.js';
+import { getCountries } from 'libphonenumber-js/max';
 import { z } from 'zod';
+import { phoneNumberInfo } from './phone.js';
 import { Email, Label, Method } from './primitives.js';
 
 /**
@@ -9,7 +11,9 @@ import { Email, Label, Method } from './primitives.js';
  * setting's default. `TenantSettingsPatch` is what tenants.configure accepts: any subset, every
  * object strict, so a misspelled or unknown name is refused instead of silently ignored.
  * Rules that involve several fields (public ranges unless on premises, unique names) are checked
- * on the merged result by `settingsProblems`.
+ * on the merged result by `settingsProblems`. The patch's rules may be stricter than the record's:
+ * tenant events are read for ever, so a rule tightened later applies to new values (the patch)
+ * and never makes a stored setting unreadable.
  */
 
 export const DEFAULT_CODE_LIFETIME_SECONDS = 180;
@@ -32,6 +36,16 @@ export const IpCidr = z.union([z.cidrv4(), z.cidrv6()], { error: 'must be an IPv
 
 /** A North American (US) number in E.164: what Twilio accepts as a US caller ID. */
 export const UsPhoneNumber = z.string().regex(/^\+1[2-9]\d{2}[2-9]\d{6}$/, 'must be a US number in E.164 such as +18665394191');
+
+/**
+ * The country codes phone numbers have (libphonenumber's, which name each registered user's
+ * `phoneCountry`): ICU also knows regions no number belongs to (UK, EU, UN…), which a country rule
+ * would never match (a block that blocks nothing, an allow-list that refuses every GB number).
+ */
+const PHONE_COUNTRIES: ReadonlySet<string> = new Set(getCountries());
+const PhoneCountryCode = CountryCode.refine((code) => PHONE_COUNTRIES.has(code), 'must be the country code phone numbers have (GB for the United Kingdom, not UK)');
+/** Within the North American plan, a number of the US itself (not Canada or the Caribbean). */
+const UsCallerId = UsPhoneNumber.refine((n) => phoneNumberInfo(n).country === 'US', 'must be a US number in E.164 such as +18665394191 (not Canada or the Caribbean)');
 
 const unique = <T>(items: readonly T[]) => new Set(items).size === items.length;
 
@@ -77,19 +91,23 @@ const trustedIps = {
   /** Bypass MFA for federated users whose IdP says they are inside the corporate network. */
   federatedBypass: z.boolean(),
 };
-const NamedLocation = z.strictObject({
-  name: Label,
+const namedLocation = {
   trusted: z.boolean(),
   ranges: z.array(IpCidr).min(1).max(MAX_RANGES_PER_LOCATION, `at most ${MAX_RANGES_PER_LOCATION} ranges per location`),
-});
+};
+/** As stored (events written when the name's rule was looser still read); a new name is a Label. */
+const NamedLocation = z.strictObject({ name: z.string().min(1).max(64), ...namedLocation });
+const NamedLocationPatch = z.strictObject({ name: Label, ...namedLocation });
 const rememberMfa = { enabled: z.boolean(), days: z.int().min(1).max(365) };
 const appPasswords = { allowed: z.boolean() };
 const voice = { callerId: UsPhoneNumber, pinMode: z.boolean() };
+const voicePatch = { ...voice, callerId: UsCallerId };
 const sms = {
   /** null: every country; otherwise only these. */
   allowedCountries: z.array(CountryCode).max(250).nullable(),
   blockedCountries: z.array(CountryCode).max(250),
 };
+const smsPatch = { allowedCountries: z.array(PhoneCountryCode).max(250).nullable(), blockedCountries: z.array(PhoneCountryCode).max(250) };
 
 export const DEFAULT_TENANT_SETTINGS = Object.freeze({
   codeLifetimeSeconds: DEFAULT_CODE_LIFETIME_SECONDS,
@@ -163,11 +181,11 @@ export const TenantSettingsPatch = z.strictObject({
   notificationEmails: TenantSettings.shape.notificationEmails.unwrap().optional(),
   reportFields: partialSection(reportFields).optional(),
   trustedIps: partialSection(trustedIps).optional(),
-  namedLocations: TenantSettings.shape.namedLocations.unwrap().optional(),
+  namedLocations: z.array(NamedLocationPatch).max(MAX_NAMED_LOCATIONS).optional(),
   rememberMfa: partialSection(rememberMfa).optional(),
   appPasswords: partialSection(appPasswords).optional(),
-  voice: partialSection(voice).optional(),
-  sms: partialSection(sms).optional(),
+  voice: partialSection(voicePatch).optional(),
+  sms: partialSection(smsPatch).optional(),
 });
 export type TenantSettingsPatch = z.infer<typeof TenantSettingsPatch>;
 

@@ -62,7 +62,7 @@ export function voiceMessageObjectName(tenantId: string, type: VoiceMessageType,
 }
 
 export const VoiceMessagesUploadRequest = z
-  .strictObject({
+  .object({
     tenantId: TenantId,
     type: VoiceMessageType,
     language: VoiceMessageLanguage,
@@ -91,12 +91,12 @@ export const VoiceMessagesUploadReply = VoiceMessage.extend({
 });
 export type VoiceMessagesUploadReply = z.infer<typeof VoiceMessagesUploadReply>;
 
-export const VoiceMessagesListRequest = z.strictObject({ tenantId: TenantId });
+export const VoiceMessagesListRequest = z.object({ tenantId: TenantId });
 export type VoiceMessagesListRequest = z.infer<typeof VoiceMessagesListRequest>;
 export const VoiceMessagesListReply = z.object({ messages: z.array(VoiceMessage) });
 export type VoiceMessagesListReply = z.infer<typeof VoiceMessagesListReply>;
 
-export const VoiceMessagesDeleteRequest = z.strictObject({ tenantId: TenantId, type: VoiceMessageType, language: VoiceMessageLanguage });
+export const VoiceMessagesDeleteRequest = z.object({ tenantId: TenantId, type: VoiceMessageType, language: VoiceMessageLanguage });
 export type VoiceMessagesDeleteRequest = z.infer<typeof VoiceMessagesDeleteRequest>;
 export const VoiceMessagesDeleteReply = z.object({ type: VoiceMessageType, language: z.string(), deleted: z.boolean() });
 export type VoiceMessagesDeleteReply = z.infer<typeof VoiceMessagesDeleteReply>;

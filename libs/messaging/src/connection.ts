@@ -38,8 +38,10 @@ export function natsUrlProblems(url: string): string[] {
 
 /**
  * Connects to NATS and JetStream with the service's credentials, TLS and inbox prefix. Reconnects
- * forever once connected; the first connect retries for `connectTimeoutMs` so services can start
- * before NATS is up (docker compose, CI).
+ * forever once connected, refused credentials included; the first connect retries for
+ * `connectTimeoutMs` so services can start before NATS is up (docker compose, CI). What still
+ * closes the connection for good (a .creds file that cannot be read at a reconnect) resolves
+ * `nc.closed()`: runService watches it.
  */
 export async function connectNats(options: {
   url: string;
@@ -51,8 +53,9 @@ export async function connectNats(options: {
   const deadline = Date.now() + (options.connectTimeoutMs ?? 30_000);
   let lastError: unknown;
   while (Date.now() < deadline) {
+    let nc: NatsConnection | undefined;
     try {
-      const nc = await connect({
+      nc = await connect({
         servers: natsServers(options.url),
         name: options.name,
         ...natsSecurityOptions(options.security ?? {}),
@@ -60,6 +63,12 @@ export async function connectNats(options: {
         timeout: Math.max(500, Math.min(20_000, deadline - Date.now())),
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
+        // nats.js gives up reconnecting after two authorization errors in a row and closes the
+        // connection, which no service survives: a password changed on the server before the
+        // services' (a rotation), or a nats-server restarted with a file that lacks the user for a
+        // moment, would leave every service connected to nothing until restarted by hand. Keep
+        // trying instead; /health reports NATS down meanwhile.
+        ignoreAuthErrorAbort: true,
         pingInterval: 10_000,
         // No per-request Error objects for async stack traces: they cost more than the request.
         noAsyncTraces: true,
@@ -69,6 +78,9 @@ export async function connectNats(options: {
       return { nc, js, jsm };
     } catch (error) {
       lastError = error;
+      // Connected but JetStream did not answer: this connection is not returned, so it must not
+      // stay open (and reconnecting forever) while the next attempt opens another.
+      await nc?.close().catch(() => undefined);
       await new Promise((r) => setTimeout(r, 500));
     }
   }

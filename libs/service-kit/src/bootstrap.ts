@@ -19,6 +19,12 @@ export interface RunningService {
   stop(): Promise<void>;
   /** How long stop() may take before the process exits anyway; STOP_WITHIN_MS when not said. */
   stopWithinMs?: number;
+  /**
+   * Resolves, with the reason, if the service can no longer work however long it waits: its NATS
+   * connection closed for good without stop() (nats.js gave up: a .creds file it could not read
+   * at a reconnect). main() then stops the service and exits with 1, so that it is restarted.
+   */
+  failed?: Promise<Error>;
 }
 
 /** How long a service's shutdown may take (its in-flight requests, NATS's drain, the telemetry flush). */
@@ -59,9 +65,17 @@ export async function runService(options: {
   // rawBody: the device API checks signatures over the exact bytes a device sent.
   const app = await NestFactory.create(module, { logger: new NestJsonLogger(log), abortOnError: false, rawBody: true });
   let transport: NatsTransport | undefined;
+  let stopping: Promise<void> | undefined;
+  let failed: Promise<Error> | undefined;
   try {
+    // A closed connection never opens again: nothing would be served or consumed any more, while
+    // HTTP (and /health/live) went on answering. Only stop() closes it on purpose.
+    const nats = natsOf(app);
+    if (nats) {
+      failed = nats.nc.closed().then((error) => (stopping ? new Promise<Error>(() => undefined) : new Error('the NATS connection closed for good', { cause: error })));
+    }
     if (options.transport !== false) {
-      transport = new NatsTransport({ nats: app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers, firstServed: options.firstServed });
+      transport = new NatsTransport({ nats: nats ?? app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers, firstServed: options.firstServed });
       app.connectMicroservice({ strategy: transport });
     }
     if (options.httpFilters) app.useGlobalFilters(...options.httpFilters(app.getHttpAdapter()));
@@ -79,7 +93,6 @@ export async function runService(options: {
   const port = typeof address === 'string' ? config.HTTP_PORT : address.port;
   const url = `http://${config.HTTP_HOST}:${port}`;
   log.info(`${name} ready`, { http: url, health: `${url}/health`, metrics: `${url}/metrics`, pid: process.pid });
-  let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       log.info(`${name} stopping`);
@@ -90,7 +103,16 @@ export async function runService(options: {
       await shutdownTelemetry();
       log.info(`${name} stopped`);
     })());
-  return { app, url, log, stop };
+  return { app, url, log, stop, ...(failed ? { failed } : {}) };
+}
+
+/** The module's NATS connection, when it has one (the console has none). */
+function natsOf(app: INestApplication): NatsClients | undefined {
+  try {
+    return app.get<NatsClients>(NATS, { strict: false });
+  } catch {
+    return undefined;
+  }
 }
 
 /** The module's /health and /metrics, when it serves them (every service does; some tests do not). */
@@ -104,25 +126,33 @@ function opsOf(app: INestApplication): OpsController | undefined {
 
 /**
  * main.ts helper: loads the configuration, boots, and exits cleanly on SIGTERM/SIGINT, or with 1
- * when the configuration is invalid or the boot fails.
+ * when the configuration is invalid, the boot fails, or the service fails for good once running
+ * (RunningService.failed): stopped as on SIGTERM, then exit 1, so that the orchestrator restarts it.
  */
 export async function main<C>(name: string, loadConfig: () => C, boot: (config: C) => Promise<RunningService>): Promise<void> {
   const log = createLogger(name);
   let running: RunningService | undefined;
-  const onSignal = (signal: string) => {
-    log.info('signal received', { signal });
+  let exiting = false;
+  const shutdown = (code: 0 | 1) => {
+    // The first reason to stop decides the exit code (a SIGTERM during a failure's stop is not a clean exit).
+    if (exiting) return;
+    exiting = true;
     const timer = setTimeout(() => {
       log.error('shutdown took too long; exiting');
       process.exit(1);
     }, running?.stopWithinMs ?? STOP_WITHIN_MS);
     timer.unref();
     void (running?.stop() ?? Promise.resolve()).then(
-      () => process.exit(0),
+      () => process.exit(code),
       (error) => {
         log.error('shutdown failed', { error });
         process.exit(1);
       },
     );
+  };
+  const onSignal = (signal: string) => {
+    log.info('signal received', { signal });
+    shutdown(0);
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
@@ -133,4 +163,8 @@ export async function main<C>(name: string, loadConfig: () => C, boot: (config: 
     log.error(`${name} failed to start`, { error });
     process.exit(1);
   }
+  void running.failed?.then((error) => {
+    log.error(`${name} cannot work any more; stopping and exiting with 1 to be restarted`, { error });
+    shutdown(1);
+  });
 }

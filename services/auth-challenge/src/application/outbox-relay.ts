@@ -89,14 +89,16 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   async fullPass(now = Date.now): Promise<number> {
     // Redis unreachable or another instance at it: the next pass tries again.
     if (!(await this.lease.acquire())) return 0;
-    return this.lease.hold(() => this.relayAll(now));
+    return this.lease.hold((leased) => this.relayAll(now, leased));
   }
 
-  private async relayAll(now: () => number): Promise<number> {
+  /** Stops at the next entry once `leased` aborts: another instance may be running a pass by then. */
+  private async relayAll(now: () => number, leased: AbortSignal): Promise<number> {
     let published = 0;
     let seen = 0;
     try {
       for await (const { key, name, raw } of this.outbox.pending()) {
+        leased.throwIfAborted();
         seen++;
         const record = parseDecisionRecord(raw);
         if (record && record.c.n > now() - RELAY_AFTER_MS) continue;

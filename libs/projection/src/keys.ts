@@ -1,6 +1,13 @@
 import calculateSlot from 'cluster-key-slot';
 
 /**
+ * The layout of the user projection this code writes (see RedisKeys.userProjectionMarker). Each
+ * user hash holds it (UserFields.layout): a snapshot is written again over the same snapshot of
+ * another layout, so a rebuild to a new layout reaches users whose events did not change.
+ */
+export const PROJECTION_LAYOUT = 6;
+
+/**
  * Redis layout. Every key of one user carries the user's hash tag `{tag}` (a keyed hash of
  * tenant and user, see @mfa/crypto userTag), so on Redis Cluster they share a slot and one Lua
  * script can read and change them together. A challenge id embeds the tag, which is how any
@@ -46,7 +53,9 @@ import calculateSlot from 'cluster-key-slot';
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
  *   mfa:{users:<tenant>}:index ZSET users.list's search terms of one tenant, `<kind>\0<term>\0<userId>`
- *   mfa:{users:<tenant>}:terms HASH userId -> that user's terms (replaced on every change, removed on erasure)
+ *   mfa:{users:<tenant>}:terms HASH userId -> the sequence of the snapshot the user's terms come from, then
+ *                          those terms (replaced by a newer snapshot, never by an older one); an erased
+ *                          user's: the erasure's sequence alone (so a late write cannot put them back)
  *   mfa:{s}:outbox         HASH  one per hash slot: "<challengeId>:<decision>[:<attempt>]" -> the
  *                          decision's record (request context and script reply) until JetStream
  *                          acknowledged its event; the relay publishes what stays (auth-challenge)
@@ -54,6 +63,11 @@ import calculateSlot from 'cluster-key-slot';
  *                          projection of every user of the slot is in this Redis (complete). A user
  *                          missing while it is missing may exist: auth-challenge answers
  *                          `unavailable` instead of `registration_required`.
+ *   mfa:{s}:steps          STRING one per hash slot: a rebuild has put back the TOTP steps accepted
+ *                          before a loss of Redis (and the blocks and lockout counters) for the
+ *                          slot. Gone with the slot's data: until a rebuild writes it again (or the
+ *                          slot's projection marker), a snapshot that would make a TOTP token
+ *                          usable without its replay guard is not written (see the apply script).
  */
 export const RedisKeys = {
   /**
@@ -61,9 +75,12 @@ export const RedisKeys = {
    * (or is new), or holds an older layout: user-settings then replays the whole event log into it.
    * The version suffix is that layout (v2: snapshots carry the user's wrapped data key; v3: with
    * users.list's search index, which a first boot of v3 fills by replaying the log; v4: with the
-   * appPassword field of users who have or once used an app password; v5: the phone's country).
+   * appPassword field of users who have or once used an app password; v5: the phone's country;
+   * v6: each user hash names its layout (UserFields.layout) and each index entry its snapshot's
+   * sequence, so a rebuild to a new layout rewrites users whose events did not change, and the
+   * slots' steps markers).
    */
-  userProjectionMarker: 'mfa:projection:users:v5',
+  userProjectionMarker: `mfa:projection:users:v${PROJECTION_LAYOUT}`,
   user: (tag: string) => `mfa:{${tag}}:user`,
   totp: (tag: string) => `mfa:{${tag}}:totp`,
   totpSteps: (tag: string) => `mfa:{${tag}}:totp:step`,
@@ -127,6 +144,8 @@ export const RedisKeys = {
   userIndexTerms: (tenantId: string) => `mfa:{users:${Buffer.from(tenantId, 'utf8').toString('base64url')}}:terms`,
   /** The completeness marker of the user's hash slot (see the layout above). */
   slotMarker: (tag: string) => slotMarkerKey(calculateSlot(tag)),
+  /** The steps marker of the user's hash slot: the accepted TOTP steps are back after a loss (see the layout above). */
+  slotStepsMarker: (tag: string) => slotStepsMarkerKey(calculateSlot(tag)),
   /** The outbox of the user's hash slot: decisions whose event JetStream has not acknowledged yet. */
   slotOutbox: (tag: string) => slotOutboxKey(calculateSlot(tag)),
 } as const;
@@ -185,6 +204,11 @@ export function slotMarkerKey(slot: number): string {
   return `mfa:{${slotTagOf(slot)}}:projection`;
 }
 
+/** The steps marker of one hash slot (see the layout above). */
+export function slotStepsMarkerKey(slot: number): string {
+  return `mfa:{${slotTagOf(slot)}}:steps`;
+}
+
 /**
  * The outbox of one hash slot: HASH field -> record, one field per challenge decision whose event
  * JetStream has not acknowledged yet (written by the script that takes the decision, removed
@@ -217,6 +241,8 @@ export const UserFields = {
   appPassword: 'appPassword',
   /** The country of the user's phone number (ISO 3166-1 alpha-2; absent when none or unknown): the tenant's SMS country rules. */
   phoneCountry: 'phoneCountry',
+  /** The layout the hash was written in (PROJECTION_LAYOUT); absent in a tombstone and in hashes of layouts before v6. */
+  layout: 'layout',
 } as const;
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;

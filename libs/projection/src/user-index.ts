@@ -7,26 +7,43 @@ import { RedisKeys, UserFields } from './keys.js';
  * term's bytes and searched by prefix with ZRANGEBYLEX), one per user id, display name and phone
  * number, each `<kind>\0<term, lower case>\0<user id>`, and a hash of each user's current terms so
  * a change replaces them. Both keys share the tenant's hash tag (one slot on Redis Cluster). The
- * index follows the user projection (written with it, rebuilt with it, emptied on erasure); it
- * holds what the projection already holds in clear.
+ * index follows the user projection (written with it, rebuilt with it, emptied on erasure), in
+ * the order of the snapshots' stream sequences; it holds what the projection already holds in clear.
  */
 const KIND = { id: 'i', name: 'n', phone: 'p' } as const;
 const SEP = '\u0000';
 /** Candidates read per term kind for one search page: bounds what a short prefix costs. */
 const SEARCH_WINDOW = 1_000;
 
-// KEYS: index, terms. ARGV: user id, then the user's new terms (none: the user is gone).
+// KEYS: index, terms. ARGV: user id, the sequence of the snapshot (or erasure) they come from,
+// then the user's terms (none: the user is gone). The terms hash keeps `<seq>\n<term>\n...` per
+// user. The index is written after the user's projection script, in another slot, so two writers
+// may reach it in the other order: an entry older than the stored one is refused (-1), which also
+// keeps an erased user (an entry of the erasure's sequence alone) from coming back with a late
+// write of an earlier snapshot. Entries of layouts before v6 hold no sequence (-1: any replaces them).
 const REPLACE_TERMS = `
+local seq = tonumber(ARGV[2])
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if old then
-  for term in string.gmatch(old, '[^\\n]+') do redis.call('ZREM', KEYS[1], term) end
+  local stored = tonumber(string.match(old, '^(%d+)\\n') or string.match(old, '^(%d+)$') or '-1')
+  if stored > seq then return -1 end
+  for term in string.gmatch(old, '[^\\n]+') do
+    if not string.match(term, '^%d+$') then redis.call('ZREM', KEYS[1], term) end
+  end
 end
-if #ARGV == 1 then redis.call('HDEL', KEYS[2], ARGV[1]); return 0 end
-local terms = {}
-for n = 2, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[n]); terms[#terms + 1] = ARGV[n] end
-redis.call('HSET', KEYS[2], ARGV[1], table.concat(terms, '\\n'))
-return #terms
+local entry = {ARGV[2]}
+for n = 3, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[n]); entry[#entry + 1] = ARGV[n] end
+redis.call('HSET', KEYS[2], ARGV[1], table.concat(entry, '\\n'))
+return #entry - 1
 `;
+
+/** An entry of the terms hash: the sequence it was written at (-1 before v6), and whether it holds terms (not an erasure's). */
+function parseEntry(value: string | null): { seq: number; terms: boolean } | undefined {
+  if (value === null) return undefined;
+  const lines = value.split('\n');
+  const seq = /^\d+$/.test(lines[0]!) ? Number(lines.shift()) : -1;
+  return { seq, terms: lines.length > 0 };
+}
 
 const normalized = (text: string) => text.normalize('NFKC').toLowerCase().replace(/[\n\u0000]/g, ' ').trim();
 
@@ -45,8 +62,17 @@ export class UserIndex {
     redis.defineCommand('mfaReplaceUserTerms', { numberOfKeys: 2, lua: REPLACE_TERMS });
   }
 
-  /** The user's terms now (none once erased); replaces what the index held for them. */
-  async put(tenantId: string, userId: string, profile: { displayName?: string | undefined; phoneNumber?: string | undefined } | undefined): Promise<void> {
+  /**
+   * The user's terms as of the snapshot at stream sequence `seq` (none once erased: the erasure's
+   * sequence); replaces what the index held for them unless that is newer. False when it was.
+   * `seq` 0 (tests, tools) is replaced by any snapshot.
+   */
+  async put(
+    tenantId: string,
+    userId: string,
+    profile: { displayName?: string | undefined; phoneNumber?: string | undefined } | undefined,
+    seq = 0,
+  ): Promise<boolean> {
     const terms = profile
       ? [
           `${KIND.id}${SEP}${normalized(userId)}${SEP}${userId}`,
@@ -54,17 +80,24 @@ export class UserIndex {
           ...(profile.phoneNumber ? [`${KIND.phone}${SEP}${normalized(profile.phoneNumber)}${SEP}${userId}`] : []),
         ]
       : [];
-    await (this.redis as unknown as { mfaReplaceUserTerms: (...a: string[]) => Promise<number> }).mfaReplaceUserTerms(
+    const written = await (this.redis as unknown as { mfaReplaceUserTerms: (...a: Array<string | number>) => Promise<number> }).mfaReplaceUserTerms(
       RedisKeys.userIndex(tenantId),
       RedisKeys.userIndexTerms(tenantId),
       userId,
+      seq,
       ...terms,
     );
+    return written >= 0;
   }
 
-  /** Whether the index holds the user's terms (written with their projection, gone on erasure). */
+  /** Whether the index holds the user's terms (written with their projection; an erased user's entry holds none). */
   async has(tenantId: string, userId: string): Promise<boolean> {
-    return (await this.redis.hexists(RedisKeys.userIndexTerms(tenantId), userId)) === 1;
+    return (await this.entry(tenantId, userId))?.terms === true;
+  }
+
+  /** The user's entry: the sequence of the snapshot its terms come from (-1: written before v6), and whether it holds terms. */
+  async entry(tenantId: string, userId: string): Promise<{ seq: number; terms: boolean } | undefined> {
+    return parseEntry(await this.redis.hget(RedisKeys.userIndexTerms(tenantId), userId));
   }
 
   /** The users of the tenant whose phone number is exactly `phoneNumber` (E.164), at most `limit` of them. */

@@ -1,6 +1,7 @@
 import type { RedisClient } from '@mfa/projection';
 import { maskSecret, projectionUserKey, userTag, type Keyring } from '@mfa/crypto';
-import { HASH_SLOTS, RedisKeys, slotMarkerKey, UserFields } from './keys.js';
+import { unavailable } from '@mfa/contracts';
+import { HASH_SLOTS, PROJECTION_LAYOUT, RedisKeys, slotMarkerKey, slotStepsMarkerKey, UserFields } from './keys.js';
 import { UserIndex } from './user-index.js';
 import { randomBytes } from 'node:crypto';
 
@@ -43,26 +44,39 @@ export interface ProjectedDevice {
   activatedAt: string;
 }
 
-// KEYS: user, totp, totpSteps, devices.
-// ARGV: seq, data key ('' = none), then n profile field/value pairs count, pairs..., then token
-// count, per token: id, spec, step, then device count, per device: nonce, JSON.
+// KEYS: user, totp, totpSteps, devices, the slot's projection marker, the slot's steps marker.
+// ARGV: seq, data key ('' = none), layout, then n profile field/value pairs count, pairs..., then
+// token count, per token: id, spec, step, then device count, per device: nonce, JSON.
 // Applies only when seq is newer than the stored one, or the same snapshot now brings the data key
-// an older layout lacked; keeps the larger of stored and new step.
-// Returns 1 applied, 0 the same snapshot again (nothing to change), -1 an older one (ignored).
+// or the layout the stored one lacks (a rebuild to a new layout must reach users whose events did
+// not change since the last one); keeps the larger of stored and new step.
+// A token's step guard (totp:step) is only as good as the steps Redis still holds: after a loss of
+// Redis, a code accepted just before it is refused again only once the rebuild has put the steps of
+// the last minutes back. Until then (neither of the slot's markers is there: both are gone with
+// its data, and come back only after that restore), a snapshot whose tokens are not all guarded
+// already is not written at all (-2): written, it would make a code accepted before the loss good
+// again. A user without tokens, or whose every token has its step, is written as usual.
+// Returns 1 applied, 0 the same snapshot again (nothing to change), -1 an older one (ignored),
+// -2 not yet (the slot's steps are not restored).
 const APPLY_SNAPSHOT = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
 if stored > seq then return -1 end
-if stored == seq and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-local i = 3
+if stored == seq and redis.call('HGET', KEYS[1], 'layout') == ARGV[3] and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return 0 end
+local i = 4
 local nfields = tonumber(ARGV[i]); i = i + 1
-local fields = {'seq', ARGV[1]}
+local fields = {'seq', ARGV[1], 'layout', ARGV[3]}
 for _ = 1, nfields do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]; i = i + 2
 end
-redis.call('HSET', KEYS[1], unpack(fields))
 local ntokens = tonumber(ARGV[i]); i = i + 1
+if ntokens > 0 and redis.call('EXISTS', KEYS[5], KEYS[6]) == 0 then
+  for t = 0, ntokens - 1 do
+    if redis.call('HEXISTS', KEYS[3], ARGV[i + 3 * t]) == 0 then return -2 end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+redis.call('HSET', KEYS[1], unpack(fields))
 for _ = 1, ntokens do
   local id, spec, step = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]); i = i + 3
   redis.call('HSET', KEYS[2], id, spec)
@@ -75,6 +89,9 @@ for _ = 1, ndevices do
 end
 return 1
 `;
+
+/** How often a write that waits for the slot's steps (apply's `waitForStepsMs`) tries again. */
+const STEPS_POLL_MS = 100;
 
 // KEYS: user, then the user's other keys that go with it (ERASED_WITH_USER). ARGV: seq of the
 // erasure. The user hash keeps only the sequence: a snapshot from before the erasure can never
@@ -155,7 +172,7 @@ export class UserProjectionWriter {
     private readonly keyring: Keyring,
   ) {
     this.index = new UserIndex(redis, keyring);
-    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 4, lua: APPLY_SNAPSHOT });
+    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 6, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 1 + ERASED_WITH_USER.length, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
     redis.defineCommand('mfaMarkUnregistered', { numberOfKeys: 1, lua: MARK_UNREGISTERED });
@@ -178,12 +195,25 @@ export class UserProjectionWriter {
    * then a user that does not exist.
    */
   async markComplete(): Promise<void> {
+    await this.setSlotKeys(slotMarkerKey);
+    await this.redis.set(RedisKeys.userProjectionMarker, new Date().toISOString());
+  }
+
+  /**
+   * Declares the TOTP steps accepted before a loss of Redis (and the blocks and lockout counters)
+   * restored: every slot's steps marker. Only after a rebuild restored them (or on a Redis that
+   * never held users): from then on a snapshot may make a token usable again (see APPLY_SNAPSHOT).
+   */
+  async markStepsRestored(): Promise<void> {
+    await this.setSlotKeys(slotStepsMarkerKey);
+  }
+
+  private async setSlotKeys(keyOf: (slot: number) => string): Promise<void> {
     for (let slot = 0; slot < HASH_SLOTS; slot += MARKERS_IN_FLIGHT) {
       const batch: Promise<unknown>[] = [];
-      for (let s = slot; s < Math.min(HASH_SLOTS, slot + MARKERS_IN_FLIGHT); s++) batch.push(this.redis.set(slotMarkerKey(s), '1'));
+      for (let s = slot; s < Math.min(HASH_SLOTS, slot + MARKERS_IN_FLIGHT); s++) batch.push(this.redis.set(keyOf(s), '1'));
       await Promise.all(batch);
     }
-    await this.redis.set(RedisKeys.userProjectionMarker, new Date().toISOString());
   }
 
   /** A TOTP time step accepted for the token (from a ChallengeApproved event): never accepted again. */
@@ -236,20 +266,33 @@ export class UserProjectionWriter {
   /**
    * Where each user's projection stands, for a projector deciding whom to rebuild: the stream
    * sequence it was written at (-1: none), and whether it is whole at that sequence, as `apply`
-   * leaves it: the data key there and the user in the search index (an erased user's tombstone,
-   * or a projection of an older layout, is not). One pipelined round trip for the lot.
+   * leaves it: the data key there, in this layout, and the user's terms in the search index from
+   * that snapshot or a later one (an erased user's tombstone, a projection of an older layout, or
+   * an index a write did not reach, is not). One pipelined round trip for the lot.
    */
   async standing(users: ReadonlyArray<{ tenantId: string; userId: string }>): Promise<Array<{ seq: number; whole: boolean }>> {
     return Promise.all(
       users.map(async ({ tenantId, userId }) => {
         const tag = userTag(this.keyring, tenantId, userId);
-        const [[seq, dataKey], indexed] = await Promise.all([this.redis.hmget(RedisKeys.user(tag), UserFields.seq, UserFields.dataKey), this.index.has(tenantId, userId)]);
-        return { seq: seq == null ? -1 : Number(seq), whole: dataKey != null && indexed };
+        const [[seq, dataKey, layout], indexed] = await Promise.all([
+          this.redis.hmget(RedisKeys.user(tag), UserFields.seq, UserFields.dataKey, UserFields.layout),
+          this.index.entry(tenantId, userId),
+        ]);
+        const at = seq == null ? -1 : Number(seq);
+        const whole = dataKey != null && layout === String(PROJECTION_LAYOUT) && indexed?.terms === true && indexed.seq >= at;
+        return { seq: at, whole };
       }),
     );
   }
 
-  async apply(snapshot: UserSnapshot): Promise<boolean> {
+  /**
+   * Writes the snapshot unless a newer one (or the same one, in this layout) is there; true if
+   * written. Until a rebuild has restored the accepted TOTP steps of the user's slot (a Redis that
+   * lost its data), a snapshot with a token not guarded yet is not written: this waits up to
+   * `waitForStepsMs` for the restore (a command answering its caller), then throws `unavailable`
+   * (transient: a consumer tries the event again later; the rebuild writes the user anyway).
+   */
+  async apply(snapshot: UserSnapshot, options: { waitForStepsMs?: number } = {}): Promise<boolean> {
     const tag = userTag(this.keyring, snapshot.tenantId, snapshot.userId);
     const userKey = projectionUserKey(this.keyring, tag);
     const profile: Array<[string, string | undefined]> = [
@@ -267,7 +310,7 @@ export class UserProjectionWriter {
       [UserFields.phoneCountry, snapshot.phoneCountry],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
-    const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', present.length];
+    const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', PROJECTION_LAYOUT, present.length];
     for (const [k, v] of present) args.push(k, v);
     args.push(snapshot.totpTokens.length);
     for (const t of snapshot.totpTokens) {
@@ -280,12 +323,17 @@ export class UserProjectionWriter {
     const devices = snapshot.devices ?? [];
     args.push(devices.length);
     for (const d of devices) args.push(d.nonce, JSON.stringify(d.device));
-    const applied = await (
-      this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }
-    ).mfaApplyUserSnapshot(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), ...args);
+    const keys = [RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), RedisKeys.slotMarker(tag), RedisKeys.slotStepsMarker(tag)];
+    const run = () => (this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }).mfaApplyUserSnapshot(...keys, ...args);
+    let applied = await run();
+    for (const until = Date.now() + (options.waitForStepsMs ?? 0); applied === -2 && Date.now() < until; applied = await run()) {
+      await new Promise((resolve) => setTimeout(resolve, STEPS_POLL_MS));
+    }
+    if (applied === -2) throw unavailable('Redis is being rebuilt: the user is projected once the accepted TOTP steps are restored');
     // The search index follows the current snapshot (also when it was already there: a rebuild
-    // into a Redis that has the projection but not the index fills it).
-    if (applied >= 0) await this.index.put(snapshot.tenantId, snapshot.userId, snapshot);
+    // into a Redis that has the projection but not the index fills it). It is another slot, so
+    // another writer may get there first: the index keeps the terms of the newest sequence.
+    if (applied >= 0) await this.index.put(snapshot.tenantId, snapshot.userId, snapshot, snapshot.seq);
     return applied === 1;
   }
 
@@ -317,7 +365,8 @@ export class UserProjectionWriter {
       ...ERASED_WITH_USER.map((keyOf) => keyOf(tag)),
       seq,
     );
-    if (erased === 1) await this.index.put(tenantId, userId, undefined);
+    // An entry of the erasure's sequence: a late write of an earlier snapshot cannot put the user back.
+    if (erased === 1) await this.index.put(tenantId, userId, undefined, seq);
     return erased === 1;
   }
 }

@@ -155,7 +155,12 @@ export class OathTokensService {
     }
   }
 
-  /** Rewrites the inventory entry of one token from its events (the projector, after a crash or a Redis loss). */
+  /**
+   * Rewrites the inventory entry of one token from its events (the projector, after a crash or a
+   * Redis loss). A failed write is thrown: the projector's delivery is then tried again (an outage)
+   * or dead-lettered, the rebuild fails (an outage) or logs the token, rather than the event being
+   * acknowledged with the token missing from oath.tokens.list until the next full rebuild.
+   */
   async reindex(tenantId: string, serialNumber: string, now: Date): Promise<void> {
     await this.executeToken(tenantId, serialNumber, now, () => [], true);
   }
@@ -213,7 +218,7 @@ export class OathTokensService {
       for (const event of loaded.events) if (oathTokenDecider.accepts(event)) state = oathTokenDecider.evolve(state, event);
       const decided = decideOn(state);
       if (decided.length === 0) {
-        if (reindex && state.exists) await this.index(tenantId, state, loaded.lastSeq);
+        if (reindex && state.exists) await this.options.inventory.put(tenantId, itemOf(state), loaded.lastSeq);
         return { state, seq: loaded.lastSeq, appended: false };
       }
       const envelopes = decided.map((event) => createEvent(event.type, 1, { tenantId, aggregateId: serialNumber, now, data: event.data as never }));
@@ -229,11 +234,13 @@ export class OathTokensService {
     throw conflict('the token changed concurrently too often; try again');
   }
 
+  /** A command's write of the entry: best effort. */
   private async index(tenantId: string, state: OathTokenState, seq: number): Promise<void> {
     try {
       await this.options.inventory.put(tenantId, itemOf(state), seq);
     } catch (error) {
-      // The events are stored; the projector writes the entry again from them.
+      // The events are stored; the projector writes the entry again from them (reindex, which
+      // does not swallow its own failure).
       this.options.log.warn('oath inventory write failed', { tenantId, error });
     }
   }

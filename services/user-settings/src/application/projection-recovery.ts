@@ -1,13 +1,12 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { RedisClient } from '@mfa/projection';
-import { EventSubjects, parseEvent, Streams, UnknownEventError } from '@mfa/contracts';
-import { SealError } from '@mfa/crypto';
+import { EventSubjects, parseEvent, Streams } from '@mfa/contracts';
 import type { Subscription } from '@nats-io/nats-core';
-import { readOnce, type NatsClients } from '@mfa/messaging';
+import { isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT, PROJECTION_REBUILD_LEASE_KEY, RedisKeys, STEPS_RESTORED_KEY, UserProjectionWriter } from '@mfa/projection';
 import { LOGGER, NATS, REDIS, RedisLease } from '@mfa/service-kit';
 import { counter, gauge, type Logger } from '@mfa/telemetry';
-import { parseUserSubject, UserProjector } from './user-projector.js';
+import { parseUserSubject, UnprojectableUserError, UserProjector } from './user-projector.js';
 import { OathTokensService, parseOathSubject } from './oath-tokens.service.js';
 
 /** How often every instance checks that Redis still holds the complete projection. */
@@ -35,6 +34,11 @@ const ID_MAX = 256;
 const rebuilds = counter('mfa_projection_rebuilds_total', 'Rebuilds of the Redis user projection from the event log, by outcome', ['outcome']);
 const rebuildUsers = gauge('mfa_projection_rebuild_users', 'Users projected by the last rebuild of the Redis projection');
 const rebuildSeconds = gauge('mfa_projection_rebuild_seconds', 'Duration of the last rebuild of the Redis projection');
+const rebuildSkipped = gauge(
+  'mfa_projection_rebuild_skipped',
+  'Users and hardware tokens the last rebuild of the Redis projection could not project (their events or data key do not read; logged)',
+  ['kind'],
+);
 
 /**
  * Keeps Redis a rebuildable cache of the event log, while the services run. Every second each
@@ -104,33 +108,57 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       return; // Redis unreachable: the next check tries again.
     }
     if (!(await this.lease.acquire())) return;
-    this.running = this.lease.hold(() => this.rebuild()).finally(() => {
+    this.running = this.lease.hold((leased) => this.rebuild(leased)).finally(() => {
       this.running = undefined;
     });
     return this.running;
   }
 
-  private async rebuild(): Promise<void> {
+  /**
+   * `leased` aborts when this instance lost the lease (a pause past it, a Redis failover): another
+   * instance may be rebuilding by then, so every step and loop stops at its next turn, and above
+   * all no marker is written by an instance that no longer knows what the other one did.
+   */
+  private async rebuild(leased: AbortSignal): Promise<void> {
     const started = Date.now();
     this.log.warn('Redis does not hold the user projection: rebuilding it from the event log');
     try {
       await this.redis.del(STEPS_RESTORED_KEY);
       const approvedAt = new Map<string, number>();
-      const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS), approvedAt);
-      const { blocks, unblockedAt } = await this.restoreBlocks(new Date(started));
-      const guards = await this.restoreFailureGuards(new Date(started), approvedAt, unblockedAt);
+      const steps = await this.restoreTotpSteps(new Date(started - STEP_HISTORY_MS), approvedAt, leased);
+      const { blocks, unblockedAt } = await this.restoreBlocks(new Date(started), leased);
+      const guards = await this.restoreFailureGuards(new Date(started), approvedAt, unblockedAt, leased);
+      leased.throwIfAborted();
+      // Each slot's steps marker first: a user's snapshot is written with its tokens only once
+      // its slot's steps are back (the apply script reads the marker of the user's slot), so a
+      // command or the projector writing a user meanwhile cannot make a code accepted before the
+      // loss good again. Then the global key, which lets single users be projected on demand.
+      await this.writer.markStepsRestored();
       await this.redis.set(STEPS_RESTORED_KEY, '1');
-      const users = await this.projectAllUsers();
-      await this.reindexOathTokens();
+      const { users, skipped } = await this.projectAllUsers(leased);
+      const skippedTokens = await this.reindexOathTokens(leased);
+      leased.throwIfAborted();
       await this.writer.markComplete();
       const seconds = (Date.now() - started) / 1000;
       rebuilds.inc({ outcome: 'done' });
       rebuildUsers.set(users);
       rebuildSeconds.set(seconds);
-      this.log.warn('user projection rebuilt', { users, totpSteps: steps, blocks, failureCounters: guards, seconds, usersPerSecond: Math.round(users / Math.max(seconds, 0.001)) });
+      rebuildSkipped.set({ kind: 'user' }, skipped);
+      rebuildSkipped.set({ kind: 'oath_token' }, skippedTokens);
+      this.log.warn('user projection rebuilt', {
+        users,
+        skippedUsers: skipped,
+        skippedTokens,
+        totpSteps: steps,
+        blocks,
+        failureCounters: guards,
+        seconds,
+        usersPerSecond: Math.round(users / Math.max(seconds, 0.001)),
+      });
     } catch (error) {
       rebuilds.inc({ outcome: 'failed' });
-      this.log.error('rebuilding the user projection failed; retrying', { error });
+      if (leased.aborted) this.log.warn('rebuilding the user projection stopped: this instance lost the lease (another one may rebuild)', { error: leased.reason });
+      else this.log.error('rebuilding the user projection failed; retrying', { error });
     }
   }
 
@@ -168,9 +196,10 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
   }
 
   /** Also notes, in `approvedAt`, each user's last approval read (it resets their failure counters). */
-  private async restoreTotpSteps(since: Date, approvedAt: Map<string, number>): Promise<number> {
+  private async restoreTotpSteps(since: Date, approvedAt: Map<string, number>, leased: AbortSignal): Promise<number> {
     let restored = 0;
     await readOnce(this.nats.js, Streams.challenges.name, EventSubjects.challengeApproved, { policy: 'since', time: since }, async (msg) => {
+      leased.throwIfAborted();
       let event;
       try {
         event = parseEvent(msg.json());
@@ -191,11 +220,12 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
    * are not read (they are most of the log): failures such a success had reset count again, which
    * errs towards locking (the window counter still ends at its own time).
    */
-  private async restoreFailureGuards(now: Date, approvedAt: ReadonlyMap<string, number>, unblockedAt: ReadonlyMap<string, number>): Promise<number> {
+  private async restoreFailureGuards(now: Date, approvedAt: ReadonlyMap<string, number>, unblockedAt: ReadonlyMap<string, number>, leased: AbortSignal): Promise<number> {
     const last = new Map<string, { tenantId: string; userId: string; at: number; guard: { failures: number; resetAt: number; consecutive: number } }>();
     const since = new Date(now.getTime() - FAILURE_HISTORY_MS);
     for (const subject of [EventSubjects.challengeCodeRejected, EventSubjects.challengeAttemptsExhausted]) {
       await readOnce(this.nats.js, Streams.challenges.name, subject, { policy: 'since', time: since }, (msg) => {
+        leased.throwIfAborted();
         let event;
         try {
           event = parseEvent(msg.json());
@@ -210,6 +240,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     }
     let restored = 0;
     for (const [id, { tenantId, userId, at, guard }] of last) {
+      leased.throwIfAborted();
       if ((approvedAt.get(id) ?? -1) >= at) continue;
       if (guard.resetAt <= now.getTime() && guard.consecutive === 0) continue;
       if ((unblockedAt.get(id) ?? -1) >= at) continue;
@@ -224,10 +255,11 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
    * lifted while this pass wrote it is looked up again and removed, so a stale read never blocks
    * anyone who is not.
    */
-  private async restoreBlocks(now: Date): Promise<{ blocks: number; unblockedAt: Map<string, number> }> {
+  private async restoreBlocks(now: Date, leased: AbortSignal): Promise<{ blocks: number; unblockedAt: Map<string, number> }> {
     const unblockedAt = new Map<string, number>();
     const blocked: Array<{ tenantId: string; userId: string; until: number; seq: number }> = [];
     await readOnce(this.nats.js, Streams.fraud.name, EventSubjects.allFraudUsers, { policy: 'last_per_subject' }, (msg) => {
+      leased.throwIfAborted();
       let event;
       try {
         event = parseEvent(msg.json());
@@ -239,8 +271,12 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
         blocked.push({ tenantId: event.tenantId, userId: event.data.userId, until: Date.parse(event.data.until), seq: msg.seq });
       }
     });
-    for (const b of blocked) await this.writer.block(b.tenantId, b.userId, b.until);
     for (const b of blocked) {
+      leased.throwIfAborted();
+      await this.writer.block(b.tenantId, b.userId, b.until);
+    }
+    for (const b of blocked) {
+      leased.throwIfAborted();
       const last = await this.nats.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(b.tenantId, b.userId) });
       if (last && last.seq !== b.seq) {
         const event = parseEvent(last.json());
@@ -250,43 +286,68 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     return { blocks: blocked.length, unblockedAt };
   }
 
-  /** The hardware token inventory index (oath.tokens.list), from each token's aggregate. */
-  private async reindexOathTokens(): Promise<void> {
+  /**
+   * The hardware token inventory index (oath.tokens.list), from each token's aggregate. An outage
+   * fails the pass (no marker while a token may be missing); a token that fails otherwise is
+   * logged and skipped, as a user is. Returns the tokens skipped.
+   */
+  private async reindexOathTokens(leased: AbortSignal): Promise<number> {
     const tokens: Array<{ tenantId: string; serialNumber: string }> = [];
     await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allOathTokens, { policy: 'last_per_subject' }, (msg) => {
+      leased.throwIfAborted();
       const ids = parseOathSubject(msg.subject);
       if (ids) tokens.push(ids);
     }, { headersOnly: true });
     const now = new Date();
     let next = 0;
+    let skipped = 0;
+    let failed: unknown;
     const worker = async () => {
-      while (next < tokens.length) {
+      while (next < tokens.length && failed === undefined && !leased.aborted) {
         const { tenantId, serialNumber } = tokens[next++]!;
-        await this.tokens.reindex(tenantId, serialNumber, now);
+        try {
+          await this.tokens.reindex(tenantId, serialNumber, now);
+        } catch (error) {
+          if (isTransientDependencyError(error)) {
+            failed = error;
+          } else {
+            skipped++;
+            this.log.error('a hardware token cannot be indexed: skipped by the rebuild', { tenantId, error: describe(error) });
+          }
+        }
       }
     };
     await Promise.all(Array.from({ length: PARALLEL_USERS }, worker));
+    if (failed !== undefined) throw failed;
+    leased.throwIfAborted();
+    return skipped;
   }
 
-  private async projectAllUsers(): Promise<number> {
+  /** Every user of the log, each once: the users seen and those skipped (see UserProjector.rebuildOrGiveUp). */
+  private async projectAllUsers(leased: AbortSignal): Promise<{ users: number; skipped: number }> {
     const users: Array<{ tenantId: string; userId: string }> = [];
     await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allUsers, { policy: 'last_per_subject' }, (msg) => {
+      leased.throwIfAborted();
       const ids = parseUserSubject(msg.subject);
       if (ids) users.push(ids);
     }, { headersOnly: true });
     let next = 0;
+    let skipped = 0;
     let failed: unknown;
     const worker = async () => {
-      while (next < users.length && failed === undefined) {
+      while (next < users.length && failed === undefined && !leased.aborted) {
         const { tenantId, userId } = users[next++]!;
         try {
-          await this.projector.rebuild(tenantId, userId);
+          await this.projector.rebuildOrGiveUp(tenantId, userId);
         } catch (error) {
-          // A user whose events can never be read (the live projector dead-letters them the same
-          // way) must not keep every other user out. Anything else (NATS or Redis failing) fails
-          // the rebuild, which starts over: no marker while a user may be missing.
-          if (error instanceof UnknownEventError || error instanceof SealError) {
-            this.log.error('a user cannot be projected: their events do not read', { error });
+          // A user who cannot be read (the live projector dead-letters them the same way) must not
+          // keep every other user out: skipped, logged and counted; the rebuild completes without
+          // them (their sign-ins answer registration_required until they are fixed and replayed).
+          // An outage (NATS or Redis failing) fails the rebuild, which starts over: no marker while
+          // a user may be missing only because a dependency did not answer.
+          if (error instanceof UnprojectableUserError) {
+            skipped++;
+            this.log.error('a user cannot be projected: skipped by the rebuild', { tenantId, subject: EventSubjects.user(tenantId, userId), error: describe(error) });
           } else {
             failed = error;
           }
@@ -295,6 +356,12 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     };
     await Promise.all(Array.from({ length: PARALLEL_USERS }, worker));
     if (failed !== undefined) throw failed;
-    return users.length;
+    leased.throwIfAborted();
+    return { users: users.length, skipped };
   }
+}
+
+/** What a log line says of a failure: its kind and message, never its cause chain or the values it held. */
+function describe(error: unknown): { name: string; message: string } {
+  return error instanceof Error ? { name: error.name, message: error.message } : { name: typeof error, message: String(error) };
 }

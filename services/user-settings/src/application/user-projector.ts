@@ -1,6 +1,6 @@
-import { EventSubjects, subjectIds, UnknownEventError } from '@mfa/contracts';
-import { formatWrappedDataKey, SealError, type Keyring } from '@mfa/crypto';
-import { PoisonMessageError, type Delivery } from '@mfa/messaging';
+import { EventSubjects, subjectIds } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
+import { isTransientDependencyError, PoisonMessageError, type Delivery } from '@mfa/messaging';
 import { counter } from '@mfa/telemetry';
 import type { UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
@@ -8,7 +8,7 @@ import type { EventStore } from '../adapters/event-store.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader } from './aggregate-loader.js';
 import { isUserEvent, userDecider } from '../domain/user.js';
-import { lastErasure, UserEventCodec } from './user-events.codec.js';
+import { UserEventCodec } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
 const projected = counter(
@@ -19,6 +19,20 @@ const projected = counter(
 
 /** Users rebuilt at once from one batch: enough overlap to hide round trips, bounded load. */
 const PARALLEL_REBUILDS = 16;
+/** Tries of a user whose rebuild fails for a reason of its own (not an outage) before giving up on them. */
+const USER_ATTEMPTS = 3;
+/** Wait before trying such a user again, times the attempt. */
+const USER_RETRY_MS = 100;
+
+/**
+ * A user who cannot be projected for a reason of their own: an event or a secret that does not
+ * read, a data key missing from MFA_USER_KEYS (the key stream lost or restored from an older
+ * backup), anything that is not a dependency outage and did not pass on a second try. Its message
+ * names the cause only (no personal data, no secret).
+ */
+export class UnprojectableUserError extends Error {
+  override name = 'UnprojectableUserError';
+}
 const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1); // 'mfa.evt.user.'
 
 /** `mfa.evt.user.<tenant>.<user>` back to the ids (see EventSubjects.user). */
@@ -79,6 +93,29 @@ export class UserProjector {
   }
 
   /**
+   * rebuild, for passes over many users (the projector's batches, the rebuild of Redis): an outage
+   * (NATS, Redis or the key store unreachable, Redis being rebuilt) is thrown as it is, so the
+   * delivery or the pass is tried again. Any other failure is the user's own; it is tried again a
+   * couple of times (a data key changed concurrently too often passes later), then thrown as
+   * UnprojectableUserError, which the caller dead-letters (projector) or skips (rebuild): one user
+   * who cannot be read must never hold every other one back.
+   */
+  async rebuildOrGiveUp(tenantId: string, userId: string): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.rebuild(tenantId, userId);
+      } catch (error) {
+        if (isTransientDependencyError(error)) throw error;
+        if (attempt >= USER_ATTEMPTS) {
+          const cause = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+          throw new UnprojectableUserError(`the user cannot be projected: ${cause}`, { cause: error });
+        }
+        await new Promise((resolve) => setTimeout(resolve, USER_RETRY_MS * attempt));
+      }
+    }
+  }
+
+  /**
    * EventConsumer handler: tenant events need nothing here; each user touched is rebuilt once, and
    * only if Redis does not hold them whole at their last event of the batch or later. A command
    * writes its user's projection itself once its event is stored, so the projector's delivery of
@@ -113,13 +150,12 @@ export class UserProjector {
 
   private async rebuildOrPoison({ tenantId, userId }: { tenantId: string; userId: string }): Promise<void> {
     try {
-      await this.rebuild(tenantId, userId);
+      await this.rebuildOrGiveUp(tenantId, userId);
     } catch (error) {
-      // An event that does not parse, or a secret sealed with a key this instance does not hold,
-      // fails the same way on every delivery: dead-letter it (it can be replayed once fixed).
-      if (error instanceof UnknownEventError || error instanceof SealError) {
-        throw new PoisonMessageError(error.message, { cause: error });
-      }
+      // An event that does not parse, a secret sealed with a key this instance does not hold, a
+      // data key missing: it fails the same way on every delivery. Dead-letter it (it can be
+      // replayed once fixed) rather than retry it until the consumer's delivery limit.
+      if (error instanceof UnprojectableUserError) throw new PoisonMessageError(error.message, { cause: error });
       throw error;
     }
   }

@@ -81,6 +81,11 @@ import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
 const APP_PASSWORD_FAILURES = 10;
 const TOTP_SECRET_BYTES = 20;
 const TOTP_TOKEN_ID_BYTES = 12;
+/**
+ * How long a command waits, after a loss of Redis, for the rebuild to restore the accepted TOTP
+ * steps before it writes a user with tokens (UserProjectionWriter.apply); then `unavailable`.
+ */
+const STEPS_RESTORE_WAIT_MS = 2_000;
 
 interface UserSettingsOptions {
   store: EventStore;
@@ -729,7 +734,9 @@ export class UserSettingsService {
     const key = await this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 }));
     const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, key);
     try {
-      await this.options.projection.apply(snapshot);
+      // After a loss of Redis, a user with TOTP tokens is written only once the rebuild has put
+      // back the steps accepted before it (a second or two): waited for here, then `unavailable`.
+      await this.options.projection.apply(snapshot, { waitForStepsMs: STEPS_RESTORE_WAIT_MS });
     } catch (error) {
       // The events are stored; the projector consumer will write them. Until it does, the caller
       // cannot rely on the change, so it hears about the failure.

@@ -218,7 +218,15 @@ const ChallengeContextV1 = z.object({
   via: SigninVia.optional(),
 });
 /** v2: the user's personal data sealed in `pii` under the user's data key, instead of `profile`. */
-const ChallengeContextV2 = ChallengeContextV1.omit({ profile: true }).extend({ pii: SealedPii.optional() });
+const ChallengeContextV2 = ChallengeContextV1.omit({ profile: true }).extend({
+  pii: SealedPii.optional(),
+  /**
+   * The generation of the user's data key when there was nothing to seal (no name, e-mail or
+   * phone reported): which registration of the user id the sign-in belongs to, as `pii` says
+   * otherwise, so that an erasure never takes the sign-ins of the same id registered again.
+   */
+  keyGen: z.int().positive().optional(),
+});
 const Started = {
   method: Method,
   expiresAt: IsoDateTime,

@@ -512,8 +512,8 @@ describe('reporting service (real NATS and Postgres)', () => {
     });
 
     /** A v2 start, its personal data sealed under the user's current data key, as auth-challenge records it. */
-    async function startedV2(c: TestChallenge): Promise<EventVersion<'ChallengeStarted', 2>> {
-      const key = await keys.getOrCreate(c.tenantId, c.userId);
+    async function startedV2(c: TestChallenge, minGen = 1): Promise<EventVersion<'ChallengeStarted', 2>> {
+      const key = await keys.getOrCreate(c.tenantId, c.userId, { minGen });
       return parsed(challengeStartedV2(c, sealPersonalData(key, { tenantId: c.tenantId, userId: c.userId, purpose: 'challenge' }, c.profile)));
     }
     const erasedAt = (offsetSeconds: number) => at(offsetSeconds).toISOString();
@@ -603,19 +603,21 @@ describe('reporting service (real NATS and Postgres)', () => {
 
       // The same user id registered again is a new user (key generation 2): reported in full.
       const again = challenge({ tenantId, userId, at: at(50) });
-      const renewed = await startedV2(again);
+      const renewed = await startedV2(again, 2);
       assert.match(renewed.data.pii!, /^d1\.2\./);
       await projection.projectChallenges(sequence<ChallengeEvent>([renewed]));
       const row = (await rowsOf(tenantId)).find((r) => r.challenge_id === again.challengeId)!;
       assert.deepEqual([row.user_id, row.pii, row.user_gen], [userId, renewed.data.pii, 2]);
       const renewedItem = (await page({ tenantId, userId })).items.find((i) => i.challengeId === again.challengeId);
       assert.equal(renewedItem?.displayName, 'Helga Nordin');
-      // A sign-in of the new user whose start sealed nothing (no key generation: a user without a
-      // name, e-mail or phone, or a tenant reporting none of them) is theirs too, by its time.
+      // A sign-in of the new user whose start sealed nothing (a user without a name, e-mail or
+      // phone, or a tenant reporting none of them) is theirs too: its start names the key's generation.
       const bare = challenge({ tenantId, userId, at: at(60) });
-      await projection.projectChallenges(sequence<ChallengeEvent>([started(bare), approved(bare)]));
+      const bareStart = challengeStartedV2(bare);
+      bareStart.data.keyGen = 2;
+      await projection.projectChallenges(sequence<ChallengeEvent>([parsed(bareStart), approved(bare)]));
       const bareRow = (await rowsOf(tenantId)).find((r) => r.challenge_id === bare.challengeId)!;
-      assert.deepEqual([bareRow.user_id, bareRow.user_gen], [userId, null]);
+      assert.deepEqual([bareRow.user_id, bareRow.user_gen], [userId, 2]);
       assert.deepEqual((await page({ tenantId, userId })).items.map((i) => i.challengeId).sort(), [again.challengeId, bare.challengeId].sort());
       // Replaying the old erasure changes nothing of the new user.
       await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));

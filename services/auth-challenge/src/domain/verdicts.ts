@@ -15,6 +15,7 @@ import {
   type Method,
   EventSubjects,
 } from '@mfa/contracts';
+import { parseWrappedDataKey } from '@mfa/crypto';
 
 /**
  * The challenge decisions are taken atomically inside Redis (adapters/scripts.ts), except the
@@ -211,7 +212,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
               version: 2,
               data: {
                 ...base,
-                ...sealed(piiOf(verdict, verdict.dataKey)),
+                ...personOf(piiOf(verdict, verdict.dataKey), verdict.dataKey),
                 ...started,
                 ...(verdict.method === 'sms' ? { delivery: delivery() } : {}),
                 ...(verdict.method === 'voice' ? { delivery: { channel: 'voice' as const, ...(language ? { language } : {}), ...ctx.voice! } } : {}),
@@ -239,7 +240,7 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
           ? {
               type: 'ChallengeRegistrationRequired',
               version: 2,
-              data: { ...base, ...sealed(piiOf(verdict, verdict.dataKey)), ...required },
+              data: { ...base, ...personOf(piiOf(verdict, verdict.dataKey), verdict.dataKey), ...required },
             }
           : hasPersonalData(reported(verdict.profile, ctx.omitted))
             ? { type: 'ChallengeRegistrationRequired', version: 1, data: { ...base, profile: reported(verdict.profile, ctx.omitted), ...required } }
@@ -261,14 +262,14 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       const pii = verdict.dataKey !== undefined ? piiOf(verdict, verdict.dataKey) : undefined;
       return {
         reply: { challengeId: ctx.challengeId, status: 'denied', method: verdict.method, expiresAt, reason: verdict.reason },
-        event: { type: 'ChallengeDenied', data: { ...base, ...sealed(pii), method: verdict.method, reason: verdict.reason } },
+        event: { type: 'ChallengeDenied', data: { ...base, ...personOf(pii, verdict.dataKey), method: verdict.method, reason: verdict.reason } },
       };
     }
     case 'bypassed': {
       const pii = verdict.dataKey !== undefined ? piiOf(verdict, verdict.dataKey) : undefined;
       return {
         reply: { challengeId: ctx.challengeId, status: 'approved', method: null, expiresAt, reason: verdict.reason },
-        event: { type: 'ChallengeBypassed', data: { ...base, ...sealed(pii), reason: verdict.reason } },
+        event: { type: 'ChallengeBypassed', data: { ...base, ...personOf(pii, verdict.dataKey), reason: verdict.reason } },
       };
     }
     case 'unknown_tenant':
@@ -312,6 +313,12 @@ export function maskPhoneNumber(phoneNumber: string): string {
 }
 
 const sealed = (pii: string | undefined) => (pii === undefined ? {} : { pii });
+/** The sealed personal data, or with nothing to seal the data key's generation (see ChallengeContextV2.keyGen). */
+const personOf = (pii: string | undefined, dataKey: string | undefined) => {
+  if (pii !== undefined) return { pii };
+  const keyGen = dataKey === undefined ? undefined : parseWrappedDataKey(dataKey)?.gen;
+  return keyGen === undefined ? {} : { keyGen };
+};
 const hasPersonalData = (p: Profile) => Boolean(p.displayName || p.email || p.phoneNumber);
 
 /** Too many wrong codes for this user across challenges: no guesses until the lockout ends. */

@@ -75,6 +75,19 @@ describe('start decisions', () => {
     assert.equal(data.clientIp, '203.0.113.9');
   });
 
+  it('given a user with nothing personal to seal, then the start names the generation of their data key instead (the registration it belongs to)', () => {
+    const nothing = ctx({ sealedPersonalData: () => undefined });
+    const started = decideStart(parseStartVerdict(['pending', 'totp', '', '', '', '', '', '2:v1.k']), nothing);
+    assert.deepEqual([(started.event?.data as { pii?: string }).pii, (started.event?.data as { keyGen?: number }).keyGen], [undefined, 2]);
+    const bypassed = decideStart(parseStartVerdict(['bypassed', '', 'trusted_ip', '', '', '', '', '3:v1.k']), nothing);
+    assert.equal((bypassed.event?.data as { keyGen?: number }).keyGen, 3);
+    // With personal data sealed, the generation is in it: no keyGen. An unknown user has none.
+    const sealedStart = decideStart(parseStartVerdict(['pending', 'totp', '', 'Helga', '', '', '', '2:v1.k']), ctx());
+    assert.equal((sealedStart.event?.data as { keyGen?: number }).keyGen, undefined);
+    const unknown = decideStart(parseStartVerdict(['registration_required', '', 'no_method_registered', '', '', '', '', '']), nothing);
+    assert.equal((unknown.event?.data as { keyGen?: number }).keyGen, undefined);
+  });
+
   it('given a pending TOTP verdict, when deciding, then no code is sealed and no delivery is requested', () => {
     let sealed = false;
     const outcome = decideStart(parseStartVerdict(['pending', 'totp', '', '', '', '', '', '2:v1.k']), ctx({ sealedSmsCode: () => ((sealed = true), 'x') }));

@@ -10,12 +10,13 @@ export interface Erasure {
   erasedAt: string;
 }
 
-// Rows of sign-ins sealed under `gen` or an older one; a row without a generation (a v1 row, a start
-// with nothing to seal, a row only outcome events have written so far) by time, as the other tables:
-// the same id registered again is a new user, whose later sign-ins are not the erased one's.
+// Rows of sign-ins of registrations up to `gen` (the key generation their start names, in its sealed
+// data or as keyGen), and rows of no registration (a v1 row, a start for an unknown or erased user
+// id, a row only outcome events have written so far): the same id registered again is a new user,
+// whose sign-ins name a later generation.
 const PSEUDONYMIZE_SIGNINS = `
 UPDATE signins SET user_id = $2, display_name = NULL, email = NULL, phone_number = NULL, pii = NULL
- WHERE tenant_id = $1 AND user_id = $3 AND (user_gen <= $4 OR (user_gen IS NULL AND occurred_at <= $5))`;
+ WHERE tenant_id = $1 AND user_id = $3 AND (user_gen IS NULL OR user_gen <= $4)`;
 const PSEUDONYMIZE_AUDIT = `
 UPDATE audit_log SET user_id = $2 WHERE tenant_id = $1 AND user_id = $3 AND occurred_at <= $4`;
 // Fraud alerts keep no comment of an erased user, the history no reason (free text an admin typed about them).
@@ -48,7 +49,7 @@ export class ErasuresRepository {
       // SHARE ROW EXCLUSIVE: conflicts with the projections' writes (ROW EXCLUSIVE) and with itself.
       await client.query('LOCK TABLE signins, audit_log, fraud_alerts, block_history IN SHARE ROW EXCLUSIVE MODE');
       await client.query(RECORD_ERASURE, [tenantId, pseudonym, gen, erasedAt]);
-      await client.query(PSEUDONYMIZE_SIGNINS, [tenantId, pseudonym, userId, gen, erasedAt]);
+      await client.query(PSEUDONYMIZE_SIGNINS, [tenantId, pseudonym, userId, gen]);
       await client.query(PSEUDONYMIZE_AUDIT, [tenantId, pseudonym, userId, erasedAt]);
       await client.query(PSEUDONYMIZE_ALERTS, [tenantId, pseudonym, userId, erasedAt]);
       await client.query(PSEUDONYMIZE_BLOCKS, [tenantId, pseudonym, userId, erasedAt]);

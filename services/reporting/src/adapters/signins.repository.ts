@@ -78,8 +78,7 @@ SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_
          auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
          result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends, via, device_id)
   LEFT JOIN erased_users e
-    ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym
-   AND (i.user_gen <= e.gen OR (i.user_gen IS NULL AND i.occurred_at <= e.erased_at))
+    ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   ${CONTEXT_COLUMNS.map((c) => keepOrTake(c, TAKE_CONTEXT)).join(',\n  ')},
   ${OUTCOME_COLUMNS.map((c) => keepOrTake(c, TAKE_OUTCOME)).join(',\n  ')},

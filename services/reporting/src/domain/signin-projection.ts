@@ -84,7 +84,10 @@ function personOf(event: StartEvent): Pick<Context, 'userId' | 'displayName' | '
     return { userId: d.userId, displayName: profile.displayName ?? null, email: profile.email ?? null, phoneNumber: profile.phoneNumber ?? to ?? null, pii: null, userGen: null };
   }
   const pii = event.data.pii ?? null;
-  return { userId: d.userId, displayName: null, email: null, phoneNumber: null, pii, userGen: pii === null ? null : (dataKeyGeneration(pii) ?? null) };
+  // The registration the sign-in belongs to: the generation of the key its data is sealed under, or
+  // with nothing sealed the one the start names (keyGen); neither (a user unknown, a v1 start): null.
+  const userGen = pii === null ? (event.data.keyGen ?? null) : (dataKeyGeneration(pii) ?? null);
+  return { userId: d.userId, displayName: null, email: null, phoneNumber: null, pii, userGen };
 }
 
 /** The sign-in context both kinds of start events carry; the two fields that differ are given. */

@@ -4,10 +4,10 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EventSubjects, Streams } from '@mfa/contracts';
 import { keyringFromMasterKey, userTag } from '@mfa/crypto';
-import { connectNats, ensureStream, type NatsClients } from '@mfa/messaging';
+import { connectNats, ensureStream, isTransientDependencyError, type NatsClients } from '@mfa/messaging';
 import { eventually, itWith, startNatsServer, uniqueTenant, uniqueUser, type NatsServerProcess } from '@mfa/testing';
 import { openPersonalData, sealPersonalData } from './personal-data.js';
-import { UserDataKeys } from './user-data-keys.js';
+import { UserDataKeys, UserErasedMeanwhileError } from './user-data-keys.js';
 
 const keyring = keyringFromMasterKey(Buffer.alloc(32, 3));
 
@@ -76,7 +76,13 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     await keys.erase(tenantId, userId, 1, new Date());
     assert.equal((await keys.current(tenantId, userId))?.seq, entry?.seq);
 
-    const next = await keys.getOrCreate(tenantId, userId);
+    // A caller that loaded the user before the erasure (its minGen is still 1) gets no new key:
+    // the erasure, done already, would never destroy it.
+    await assert.rejects(keys.getOrCreate(tenantId, userId), (error) => error instanceof UserErasedMeanwhileError && error.code === 'unavailable' && isTransientDependencyError(error));
+    await assert.rejects(fresh().getOrCreate(tenantId, userId, { minGen: 1 }), UserErasedMeanwhileError);
+    assert.equal((await keys.current(tenantId, userId))?.kind, 'erased', 'and nothing was created');
+    // The user registered again (the aggregate recorded the erasure of generation 1).
+    const next = await keys.getOrCreate(tenantId, userId, { minGen: 2 });
     assert.equal(next.gen, 2);
     assert.notEqual(next.wrapped, key.wrapped);
     assert.equal(await fresh().get(tenantId, userId, 1), 'erased', 'the old generation stays erased');
@@ -116,7 +122,7 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     assert.ok(!(await diskBytes(server.storeDir)).includes(Buffer.from(before.wrapped)), 'the old copy overwritten');
     // Erasing after the rotation reaches it; creating after the rotation continues its generations.
     await new UserDataKeys(nats, rotated).erase(tenantId, userId, 1, new Date());
-    assert.equal((await new UserDataKeys(nats, rotated).getOrCreate(tenantId, userId)).gen, 2);
+    assert.equal((await new UserDataKeys(nats, rotated).getOrCreate(tenantId, userId, { minGen: 2 })).gen, 2);
   });
 
   itWith({ real: ['nats'] }, 'caches keys for a while, forgets one on evict, and answers undefined for keys it does not know', async () => {
@@ -131,7 +137,7 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     reader.evict(tenantId, userId);
     assert.equal(await reader.get(tenantId, userId, 1), 'erased');
     // A value sealed under a generation newer than the cached tombstone makes it read again.
-    const renewed = await fresh().getOrCreate(tenantId, userId);
+    const renewed = await fresh().getOrCreate(tenantId, userId, { minGen: 2 });
     assert.equal(((await reader.get(tenantId, userId, 2)) as { wrapped: string }).wrapped, renewed.wrapped);
     // Expiry.
     let now = 0;

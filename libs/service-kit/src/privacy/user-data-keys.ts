@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EventSubjects, Streams } from '@mfa/contracts';
+import { ContractError, EventSubjects, Streams } from '@mfa/contracts';
 import { generateDataKey, rewrapDataKey, unwrapDataKey, userTag, type DataKey, type Keyring } from '@mfa/crypto';
 import { isNoMessageFound, isWrongLastSequence, type NatsClients } from '@mfa/messaging';
 import { counter } from '@mfa/telemetry';
@@ -18,6 +18,18 @@ export type DataKeyEntry =
 
 const StoredKey = z.object({ gen: z.int().positive(), wrappedKey: z.string().min(1).max(1024) });
 const StoredTombstone = z.object({ gen: z.int().positive(), erasedAt: z.string().max(64) });
+
+/**
+ * The user was erased after the caller loaded them (the data key's subject holds the erasure's
+ * tombstone): the caller's view is stale, and trying again (a fresh load sees the erasure) answers.
+ * `unavailable`, so a consumer redelivers and a command's caller retries.
+ */
+export class UserErasedMeanwhileError extends ContractError {
+  // Its name stays ContractError's: what is transient is told by name and code (isTransientDependencyError).
+  constructor() {
+    super('unavailable', 'the user was erased meanwhile; try again');
+  }
+}
 
 export class DataKeyStoreError extends Error {
   override name = 'DataKeyStoreError';
@@ -85,6 +97,10 @@ export class UserDataKeys {
         await this.erase(tenantId, userId, minGen - 1, new Date(this.now()));
         continue;
       }
+      // Only a caller that has seen the erasure (its aggregate's minGen is past the tombstone) may
+      // create the next generation: a caller that loaded the user before the erasure would create
+      // a key that the erasure, already done, never destroys, and seal the erased user's data in it.
+      if (entry?.kind === 'erased' && entry.gen >= minGen) throw new UserErasedMeanwhileError();
       const gen = Math.max(minGen, entry ? entry.gen + 1 : 1);
       const { dataKey, wrapped } = generateDataKey(this.keyring, tenantId, userId, gen);
       try {

@@ -17,10 +17,11 @@ const LEASE_MS = 15_000;
 const PARALLEL_USERS = 64;
 /**
  * How far back accepted TOTP steps are restored. A step is accepted at most one step after its
- * own (RFC 6238 drift window), so only approvals of the last few minutes can still be replayed;
- * ten minutes covers 60-second tokens with room to spare.
+ * own (RFC 6238 drift window), so only approvals of the last few minutes can still be replayed:
+ * three periods of a 60-second token (180 s), with room for clocks apart between this host and
+ * the stream's leader (a step restored needlessly costs nothing: the guard only ever rises).
  */
-const STEP_HISTORY_MS = 3 * 60_000;
+const STEP_HISTORY_MS = 10 * 60_000;
 /**
  * How far back wrong codes are read to restore the brute-force counters: the longest lockout
  * window plus the longest lockout the configuration allows (a day each). The counters each wrong

@@ -644,20 +644,14 @@ describe('reporting service (real NATS and Postgres)', () => {
       assert.ok(rows.every((r) => r.user_id === pseudonymOf(tenantId, userId)) && noPersonalData(rows));
     });
 
+    /** An admin request as the audit trail records it, by the platform key. */
+    const adminAction = (tenantId: string, occurredAt: string, data: { subject: string; userId: string; outcome: string }) =>
+      parsed({ id: randomUUID(), type: 'AdminActionRecorded', version: 1, tenantId, aggregateId: tenantId, occurredAt, metadata: {}, data: { ...data, clientId: 'platform' } } as const);
+
     itWith({ real: ['nats', 'postgres'] }, 'keeps only the pseudonym as the target user of audited actions before the erasure', async () => {
       const tenantId = uniqueTenant('rep-audit');
       const userId = uniqueUser('audited');
-      const action = (subject: string, occurredAt: string) =>
-        parsed({
-          id: randomUUID(),
-          type: 'AdminActionRecorded',
-          version: 1,
-          tenantId,
-          aggregateId: tenantId,
-          occurredAt,
-          metadata: {},
-          data: { subject, clientId: 'platform', userId, outcome: 'ok' },
-        } as const);
+      const action = (subject: string, occurredAt: string) => adminAction(tenantId, occurredAt, { subject, userId, outcome: 'ok' });
       const audit = service.app.get(AuditReportService);
       await audit.project(sequence([action(Subjects.usersUnblock, erasedAt(10))]));
       await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(20)))]));
@@ -676,17 +670,7 @@ describe('reporting service (real NATS and Postgres)', () => {
 
     itWith({ real: ['nats', 'postgres'] }, 'stores an audited action whose target user id holds a NUL (a refused request recorded by an older version), with the rest of its batch', async () => {
       const tenantId = uniqueTenant('rep-audit-nul');
-      const action = (userId: string) =>
-        parsed({
-          id: randomUUID(),
-          type: 'AdminActionRecorded',
-          version: 1,
-          tenantId,
-          aggregateId: tenantId,
-          occurredAt: erasedAt(5),
-          metadata: {},
-          data: { subject: Subjects.usersBlock, clientId: 'platform', userId, outcome: 'forbidden' },
-        } as const);
+      const action = (userId: string) => adminAction(tenantId, erasedAt(5), { subject: Subjects.usersBlock, userId, outcome: 'forbidden' });
       const audit = service.app.get(AuditReportService);
       await audit.project(sequence([action('x\u0000y'), action('plain')]));
       const { rows } = await pool.query('SELECT user_id FROM audit_log WHERE tenant_id = $1 ORDER BY user_id', [tenantId]);

@@ -119,7 +119,7 @@ describe('voice recordings: upload, list, play by signed URL, delete', () => {
     assert.equal(await uploadsHas(`${tenant}/lies.wav`), false, 'a refused upload is discarded');
     await put(`${tenant}/huge.wav`, toneWav(70));
     await refused(service.upload({ tenantId: tenant, type: 'greetingPin', language: 'en', object: `${tenant}/huge.wav` }), 'invalid_request', /larger than 1 MB/);
-    await refused(service.upload({ tenantId: tenant, type: 'greetingPin', language: 'en', object: `${tenant}/never-uploaded.wav` }), 'not_found', /no upload named/);
+    await refused(service.upload({ tenantId: tenant, type: 'greetingPin', language: 'en', object: `${tenant}/never-uploaded.wav` }), 'not_found', /^object: no such upload \(uploads expire after an hour\)$/);
     await put(`nobody-${tenant}/x.wav`, toneWav(1));
     await refused(service.upload({ tenantId: `nobody-${tenant}`, type: 'greetingPin', language: 'en', object: `nobody-${tenant}/x.wav` }), 'not_found', /unknown tenant/);
     await refused(service.list({ tenantId: `nobody-${tenant}` }), 'not_found', /unknown tenant/);

@@ -11,7 +11,7 @@ import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { IpCounters } from './adapters/ip-counters.js';
 import { MailLedger } from './adapters/mail-ledger.js';
-import { LogMailer, SmtpMailer, type Mailer } from './adapters/mailer.js';
+import { LogMailer, SmtpMailer, UnconfiguredMailer, type Mailer } from './adapters/mailer.js';
 import { NotifierController } from './api/notifier.controller.js';
 import { NotifierService } from './application/notifier.service.js';
 import { BlockProjectorController } from './api/block-projector.controller.js';
@@ -24,6 +24,16 @@ import { BlocksService } from './application/blocks.service.js';
 import type { FraudConfig } from './config.js';
 
 const MAILER = Symbol('MAILER');
+
+/**
+ * SMTP when SMTP_URL is set. Without it, only development logs that an e-mail would have gone
+ * (LogMailer); production records each as failed (UnconfiguredMailer), so an alert's recipients,
+ * user and comment never reach its logs, whatever NotifierService finds when it handles the alert.
+ */
+export function mailerFor(config: Pick<FraudConfig, 'SMTP_URL' | 'SMTP_FROM' | 'SMTP_TIMEOUT_SECONDS' | 'NODE_ENV'>, log: Logger): Mailer {
+  if (config.SMTP_URL) return new SmtpMailer(config.SMTP_URL, config.SMTP_FROM, config.SMTP_TIMEOUT_SECONDS);
+  return config.NODE_ENV === 'production' ? new UnconfiguredMailer() : new LogMailer(config.SMTP_FROM, log);
+}
 
 /** The SMTP pool is closed after the last alert is handled. */
 @Injectable()
@@ -96,11 +106,7 @@ export class AppModule {
             new IpThrottleService({ maxStarts: config.IP_MAX_STARTS_PER_WINDOW, windowSeconds: config.IP_START_WINDOW_SECONDS }, counters, lockout, publisher, log),
           inject: [EventPublisher, IpCounters, IpLockoutService],
         },
-        {
-          provide: MAILER,
-          useFactory: (): Mailer =>
-            config.SMTP_URL ? new SmtpMailer(config.SMTP_URL, config.SMTP_FROM, config.SMTP_TIMEOUT_SECONDS) : new LogMailer(config.SMTP_FROM, log),
-        },
+        { provide: MAILER, useFactory: (): Mailer => mailerFor(config, log) },
         MailerLifecycle,
         {
           provide: NotifierService,

@@ -8,7 +8,7 @@ export async function boot(config: FraudConfig): Promise<RunningService> {
     log.warn(
       config.NODE_ENV === 'production'
         ? 'no SMTP_URL: fraud reports of tenants with notificationEmails are refused until one is set'
-        : 'no SMTP_URL: fraud alert e-mails are written to the log instead of sent',
+        : 'no SMTP_URL: fraud alert e-mails are not sent (each is recorded as logged; a log line names its alert)',
     );
   }
   return runService({ name: 'fraud', module: AppModule.forRoot(config, log), config, log });

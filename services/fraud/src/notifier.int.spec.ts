@@ -4,12 +4,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { connectNats, createEvent, ensureStream, EventPublisher, readOnce, type NatsClients } from '@mfa/messaging';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, type Logger } from '@mfa/telemetry';
 import { itWith, SmtpSink, tenantCreated, testEnv, testTenant, uniqueTenant } from '@mfa/testing';
 import { MailLedger } from './adapters/mail-ledger.js';
 import { SmtpMailer, type Mailer } from './adapters/mailer.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { MailRetry, NotifierService } from './application/notifier.service.js';
+import { mailerFor } from './app.module.js';
 
 /** Fraud alerts' e-mails over real SMTP (smtp-server on a local port), outcomes recorded on the real NATS, the ledger in the real Redis. */
 describe('fraud: alert e-mails over real SMTP', () => {
@@ -120,6 +121,52 @@ describe('fraud: alert e-mails over real SMTP', () => {
     const recorded = (await outcomes(event.data.alertId)) as Array<EventOf<'FraudNotificationSent'>>;
     assert.deepEqual(recorded.map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent']);
     assert.deepEqual(recorded.map((e) => e.data.attempts).sort(), [2, 3]);
+  });
+
+  /** A logger keeping its lines, and what of the alert must never be in them: recipients, user, client IP, application, comment. */
+  const recording = () => {
+    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const at = (message: string, fields: Record<string, unknown> = {}) => void lines.push({ message, fields });
+    const logger: Logger = { debug: at, info: at, warn: at, error: at, child: () => logger };
+    return { logger, lines };
+  };
+  const personal = ['contoso', 'helga', '203.0.113.9', 'not me', 'attacker', 'Contoso VPN'];
+  const noSmtp = (NODE_ENV: 'production' | 'development', log: Logger) =>
+    mailerFor({ NODE_ENV, SMTP_URL: undefined, SMTP_FROM: 'MFA alerts <alerts@mfa.example>', SMTP_TIMEOUT_SECONDS: 1 }, log);
+
+  itWith({ real: ['nats', 'redis'] }, 'in production without SMTP_URL, an alert whose tenant has notificationEmails (added after it was accepted) has each e-mail recorded as failed at once, and nothing of it logged', async () => {
+    const { logger, lines } = recording();
+    const mailer = noSmtp('production', logger);
+    assert.equal(mailer.kind, 'none');
+    const unconfigured = new NotifierService(mailer, new MailLedger(redis), new UserDirectory(nats.jsm), publisher, 3, logger);
+    const event = alert();
+    // Not retried: no try can succeed until SMTP_URL is set.
+    await unconfigured.notify(event, 1);
+    const recorded = (await outcomes(event.data.alertId)) as Array<EventOf<'FraudNotificationFailed'>>;
+    assert.deepEqual(recorded.map((e) => [e.type, e.data.attempts]), [['FraudNotificationFailed', 1], ['FraudNotificationFailed', 1]]);
+    assert.match(recorded[0]!.data.error, /no SMTP server is configured \(SMTP_URL\)/);
+    assert.ok(lines.length > 0, 'the failure is logged');
+    const logged = JSON.stringify(lines);
+    for (const value of personal) assert.ok(!logged.includes(value), `${value} in ${logged}`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'in development without SMTP_URL, each e-mail is recorded as sent (logged), and its log line names the alert, not the message', async () => {
+    const { logger, lines } = recording();
+    const mailer = noSmtp('development', logger);
+    assert.equal(mailer.kind, 'log');
+    try {
+      const logging = new NotifierService(mailer, new MailLedger(redis), new UserDirectory(nats.jsm), publisher, 3, logger);
+      const event = alert();
+      await logging.notify(event, 1);
+      const recorded = (await outcomes(event.data.alertId)) as Array<EventOf<'FraudNotificationSent'>>;
+      assert.deepEqual(recorded.map((e) => [e.type, e.data.logged]), [['FraudNotificationSent', true], ['FraudNotificationSent', true]]);
+      const mails = lines.filter((l) => /e-mail not sent \(no SMTP_URL\)/.test(l.message));
+      assert.deepEqual(mails.map((l) => [l.fields.alertId, l.fields.recipients]), [[event.data.alertId, 1], [event.data.alertId, 1]]);
+      const logged = JSON.stringify(lines);
+      for (const value of personal) assert.ok(!logged.includes(value), `${value} in ${logged}`);
+    } finally {
+      mailer.close();
+    }
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'two deliveries of one alert at once (redelivered while a slow relay held the first) mail each address once', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { unavailable } from '@mfa/contracts';
+import { ContractError, unavailable } from '@mfa/contracts';
 import { loadKeyring } from '@mfa/crypto';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
@@ -80,5 +80,13 @@ describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
     // The batch cut short is done again (a row done twice is recognised by its aggregate).
     assert.deepEqual([...new Set(imported)].sort(), ['SN-1', 'SN-2']);
     assert.equal(await jobs.size(jobObjects(tenantId, jobId).source), undefined, 'the file is dropped once the job ends');
+  });
+
+  itWith({ real: ['nats'] }, 'refuses an object not in the imports bucket with a message that does not echo its name', async () => {
+    const requester = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log: createLogger('oath-import-test', { level: 'error' }), requireTenant: async () => undefined });
+    await assert.rejects(
+      requester.request({ tenantId, format: 'csv', object: `${tenantId}/never-uploaded-Secret.csv` } as never, new Date()),
+      (e: unknown) => e instanceof ContractError && e.code === 'not_found' && e.message === 'object: no such file in the imports bucket',
+    );
   });
 });

@@ -52,7 +52,8 @@ export class VoiceRecordingsService {
   async upload(request: VoiceMessagesUploadRequest): Promise<VoiceMessagesUploadReply> {
     await this.requireTenant(request.tenantId);
     const bytes = await this.dependency(() => this.options.store.upload(request.object));
-    if (bytes === 'missing') throw notFound(`no upload named ${request.object} in the upload bucket (uploads expire after an hour)`);
+    // A fixed message: replies never echo what the caller sent (docs/api.md).
+    if (bytes === 'missing') throw notFound('object: no such upload (uploads expire after an hour)');
     if (bytes === 'too_large') {
       uploads.inc({ outcome: 'too_large' });
       await this.options.store.discardUpload(request.object);

@@ -2,7 +2,7 @@ import { EventSubjects, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { createEvent, eventIdOf, type EventPublisher } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { MAIL_CLAIM_MS, type MailLedger, type MailOutcome } from '../adapters/mail-ledger.js';
-import type { Mailer, OutgoingMail } from '../adapters/mailer.js';
+import { MailerNotConfigured, type Mailer, type OutgoingMail } from '../adapters/mailer.js';
 import type { UserDirectory } from '../adapters/user-directory.js';
 import { alertMail } from '../domain/alert-mail.js';
 
@@ -46,7 +46,7 @@ export class NotifierService {
       if (!outcome) {
         const claim = await this.ledger.claim(alertId, to);
         // Busy: another delivery is mailing it; this one is retried until its outcome is recorded.
-        outcome = claim === 'busy' ? undefined : claim === 'claimed' ? await this.send(alertId, { to, ...mail }, delivery, working) : claim.outcome;
+        outcome = claim === 'busy' ? undefined : claim === 'claimed' ? await this.send(alertId, { to, ...mail, alertId }, delivery, working) : claim.outcome;
         if (!outcome) {
           unsent.push(to);
           continue;
@@ -85,7 +85,8 @@ export class NotifierService {
         outcome = { to, sent: true, detail: messageId, attempts: delivery, ...(this.mailer.kind === 'log' ? { logged: true as const } : {}) };
       } catch (error) {
         const reason = describe(error);
-        if (delivery < this.maxAttempts) {
+        // No SMTP server (production without SMTP_URL): recorded as failed at once, no try can do better.
+        if (delivery < this.maxAttempts && !(error instanceof MailerNotConfigured)) {
           notifications.inc({ outcome: 'retried' });
           this.log.warn('a fraud alert e-mail could not be sent; will try again', { alertId, attempt: delivery, of: this.maxAttempts, error: reason });
           return undefined;

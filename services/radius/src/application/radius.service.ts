@@ -43,6 +43,17 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 const LAST_POLL_MS = 250;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
+/** Log lines about dropped datagrams, a minute, across all sources and reasons (the metric counts every drop). */
+const DROP_LINES_PER_MINUTE = 20;
+/** Sources whose last logged drop is remembered (a minute each); the oldest is forgotten first. */
+const DROP_SOURCES_REMEMBERED = 10_000;
+/** A minute of drop log lines: how many were written, and how many left out, by reason. */
+interface DropMinute {
+  endsAt: number;
+  lines: number;
+  suppressed: Map<string, number>;
+}
+
 /** What is answered: Access-Accept, Access-Reject or Access-Challenge (with its State), or nothing. */
 type Answer = { code: number; message?: string | undefined; state?: Buffer; sessionTimeout?: number } | undefined;
 
@@ -54,7 +65,10 @@ type Answer = { code: number; message?: string | undefined; state?: Buffer; sess
  * public challenge API as the client's tenant.
  */
 export class RadiusService {
+  /** `reason|source` → until when that source's drops for that reason are not logged again; oldest first. */
   private readonly dropLog = new Map<string, number>();
+  /** The minute under way of the log lines' global budget. */
+  private dropMinute: DropMinute = { endsAt: 0, lines: 0, suppressed: new Map() };
 
   constructor(
     private readonly clients: ClientDirectory,
@@ -278,16 +292,47 @@ export class RadiusService {
     }
   }
 
-  /** Counts a dropped datagram and logs it, at most once a minute per reason and source address. */
+  /**
+   * Counts a dropped datagram (every one: mfa_radius_drops_total) and logs it, at most once a
+   * minute per reason and source address, and at most DROP_LINES_PER_MINUTE lines a minute in all:
+   * a source address costs an attacker nothing (any address of an IPv6 /64, or spoofed), so a
+   * limit per source alone lets a flood write a line per datagram. Past the budget the lines left
+   * out are counted, and said in one line when the minute ends.
+   */
   private drop(reason: string, d: Datagram, fields: Record<string, unknown> = {}): undefined {
     drops.inc({ reason });
     const key = `${reason}|${d.address}`;
     const now = Date.now();
+    this.forgetDropSources(now);
     if ((this.dropLog.get(key) ?? 0) > now) return undefined;
-    if (this.dropLog.size >= 10_000) this.dropLog.clear();
+    if (now >= this.dropMinute.endsAt) this.dropMinute = { endsAt: now + 60_000, lines: 0, suppressed: new Map() };
+    const minute = this.dropMinute;
+    if (minute.lines >= DROP_LINES_PER_MINUTE) {
+      // Not remembered per source: the map grows no faster than the lines are written.
+      if (minute.suppressed.size === 0) setTimeout(() => this.sayDropsSuppressed(minute), minute.endsAt - now).unref();
+      minute.suppressed.set(reason, (minute.suppressed.get(reason) ?? 0) + 1);
+      return undefined;
+    }
+    minute.lines++;
+    // Deleted first: the map's order stays that of the entries' expiry, oldest first.
+    this.dropLog.delete(key);
     this.dropLog.set(key, now + 60_000);
     this.log.warn('radius datagram dropped', { reason, source: d.address, port: d.port, ...fields });
     return undefined;
+  }
+
+  /** Forgets the sources whose minute has passed, and the oldest ones beyond DROP_SOURCES_REMEMBERED (never all at once). */
+  private forgetDropSources(now: number): void {
+    for (const [key, until] of this.dropLog) {
+      if (until > now && this.dropLog.size < DROP_SOURCES_REMEMBERED) break;
+      this.dropLog.delete(key);
+    }
+  }
+
+  private sayDropsSuppressed(minute: DropMinute): void {
+    const byReason = Object.fromEntries(minute.suppressed);
+    const suppressed = Object.values(byReason).reduce((sum, n) => sum + n, 0);
+    this.log.warn('radius datagrams dropped: log lines left out', { suppressed, byReason, limit: `${DROP_LINES_PER_MINUTE} lines a minute`, metric: 'mfa_radius_drops_total' });
   }
 }
 

@@ -1,4 +1,4 @@
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '@mfa/telemetry';
@@ -8,6 +8,7 @@ import type { StateStore } from '../adapters/state-store.js';
 import { ClientDirectory, RadiusClients } from '../domain/clients.js';
 import { Attr, attributesOf, checkResponse, Code, decodePacket, encodeRequest, textAttributes } from '../domain/packet.js';
 import { DuplicateCache } from './duplicate-cache.js';
+import { drops } from './metrics.js';
 import { RadiusService } from './radius.service.js';
 
 const quiet = () => undefined;
@@ -159,6 +160,73 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
       const warned = lines.find((l) => l.level === 'warn' && /refused by the challenge API/.test(l.message));
       assert.deepEqual([warned?.fields.client, warned?.fields.reason], ['vpn', 'the API key lacks the challenges scope']);
     } finally {
+      cache.close();
+    }
+  });
+});
+
+describe('RadiusService: log lines about dropped datagrams', () => {
+  const recording = () => {
+    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const at = (message: string, fields: Record<string, unknown> = {}) => void lines.push({ message, fields });
+    const logger: Logger = { debug: quiet, info: quiet, warn: at, error: at, child: () => logger };
+    return { logger, lines };
+  };
+  const dropped = async (reason: string) => (await drops.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+  /** A source no RADIUS_CLIENTS entry covers: the `n`th address of an IPv6 /64. */
+  const stranger = (n: number) => `2001:db8:0:1::${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
+
+  it('writes at most 20 a minute however many sources a flood comes from, then one saying how many were left out; the metric counts every drop', async () => {
+    mock.timers.enable({ apis: ['Date', 'setTimeout'], now: Date.parse('2026-12-01T10:00:00Z') });
+    const cache = new DuplicateCache();
+    try {
+      const { logger, lines } = recording();
+      const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+      const bytes = accessRequest('alice@example.com').bytes;
+      const before = await dropped('unknown_client');
+      for (let n = 0; n < 50_000; n++) assert.equal(service.receive({ bytes, address: stranger(n), port: 1812 }), undefined);
+      assert.equal(await dropped('unknown_client'), before + 50_000, 'every drop counted');
+      assert.equal(lines.filter((l) => l.message === 'radius datagram dropped').length, 20);
+      assert.equal(lines.length, 20, 'nothing else yet');
+
+      mock.timers.tick(60_000);
+      assert.deepEqual(lines.slice(20).map((l) => [l.message, l.fields.suppressed, l.fields.byReason]), [
+        ['radius datagrams dropped: log lines left out', 49_980, { unknown_client: 49_980 }],
+      ]);
+
+      // The next minute has its budget again; a source already logged stays quiet for its minute.
+      for (let n = 50_000; n < 50_100; n++) service.receive({ bytes, address: stranger(n), port: 1812 });
+      assert.equal(lines.length, 41);
+      service.receive({ bytes, address: stranger(0), port: 1812 });
+      mock.timers.tick(60_000);
+      assert.equal(lines.length, 42);
+      assert.equal(lines[41]!.fields.suppressed, 81);
+    } finally {
+      mock.timers.reset();
+      cache.close();
+    }
+  });
+
+  it('logs a source once a minute per reason, and forgets no more than the sources whose minute has passed', () => {
+    mock.timers.enable({ apis: ['Date', 'setTimeout'], now: Date.parse('2026-12-01T10:00:00Z') });
+    const cache = new DuplicateCache();
+    try {
+      const { logger, lines } = recording();
+      const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+      const bytes = accessRequest('alice@example.com').bytes;
+      for (let i = 0; i < 100; i++) service.receive({ bytes, address: '198.51.100.7', port: 1812 + i });
+      assert.equal(lines.length, 1);
+      mock.timers.tick(30_000);
+      for (let n = 0; n < 5; n++) service.receive({ bytes, address: stranger(n), port: 1812 });
+      service.receive({ bytes, address: '198.51.100.7', port: 1812 });
+      assert.equal(lines.length, 6, 'the first source still within its minute');
+      mock.timers.tick(30_000);
+      service.receive({ bytes, address: '198.51.100.7', port: 1812 });
+      assert.equal(lines.length, 7, 'its minute passed');
+      for (let n = 0; n < 5; n++) service.receive({ bytes, address: stranger(n), port: 1812 });
+      assert.equal(lines.length, 7, 'the others remembered still');
+    } finally {
+      mock.timers.reset();
       cache.close();
     }
   });

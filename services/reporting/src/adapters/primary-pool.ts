@@ -22,8 +22,22 @@ function maintenanceUrl(url: string): string {
   return parsed.toString();
 }
 
-/** The URL without its password, for a log line. */
-const shown = (url: string) => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+/**
+ * A DATABASE_URL as a log line or an error may show it: the hosts, their ports and the database,
+ * nothing else. Built from the parts rather than by masking, since a password can hide in more
+ * places than `user:password@` (libpq and pg take `?password=` too, and any query parameter may
+ * carry one: `sslpassword`, a key file's path); the user name goes as well, as it helps no one
+ * reading the line about a host. A URL that does not parse shows as a placeholder, never as it is.
+ */
+export function shown(url: string): string {
+  // Userinfo ends at the last '@' before the path: a password's own '@', if not escaped, goes with it.
+  const match = /^(postgres(?:ql)?:\/\/)(?:[^/?#]*@)?([^/?#]*)(\/[^?#]*)?/.exec(url);
+  const hosts = match?.[2] ?? '';
+  const database = match?.[3] ?? '';
+  // Anything but host names, addresses, ports and a plain database name: not shown at all.
+  if (!match || !/^[\w.\-[\]:,%]*$/.test(hosts) || !/^(\/[\w.\-%$]*)?$/.test(database)) return '(DATABASE_URL not shown: it does not parse)';
+  return `${match[1]}${hosts}${database}`;
+}
 
 /**
  * The first host of `databaseUrl` that accepts writes (`pg_is_in_recovery()` false: a primary, or

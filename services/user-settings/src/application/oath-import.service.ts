@@ -114,7 +114,8 @@ export class OathImportService {
       source = { object: objects.source, sealed: true };
     } else {
       const size = await this.infra(() => this.options.jobs.size(request.object!));
-      if (size === undefined) throw notFound(`object: no ${request.object} in the imports bucket`);
+      // A fixed message: replies never echo what the caller sent (docs/api.md).
+      if (size === undefined) throw notFound('object: no such file in the imports bucket');
       if (size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
       source = { object: request.object!, sealed: false };
     }
@@ -365,7 +366,8 @@ export class OathImportService {
       input = open(this.options.keyring, Buffer.from(sealed).toString('utf8'), SealContext.importFile(job.tenantId, job.jobId, 'file'));
     } else {
       const stream = await this.infra(() => this.options.jobs.readObject(job.source.object));
-      if (!stream) throw new ImportFileError(`the file ${job.source.object} is no longer in the imports bucket`);
+      // The job's error is read back by whoever asks its status: it names no value the caller sent.
+      if (!stream) throw new ImportFileError('the file is no longer in the imports bucket');
       input = stream;
     }
     if (job.format === 'csv') return parseCsv(input);

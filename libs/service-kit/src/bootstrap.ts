@@ -4,6 +4,7 @@ import type { DynamicModule, ExceptionFilter, INestApplication } from '@nestjs/c
 import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
 import { AuditTrail } from './auth/audit-trail.js';
+import { HttpErrors } from './http-errors.js';
 import type { BaseConfig, KeyringConfig } from './config.js';
 import { OpsController } from './health.js';
 import { KeyringModule } from './keyring-check.js';
@@ -54,7 +55,11 @@ export async function runService(options: {
   consumers?: Readonly<Record<string, JetStreamConsumerOptions>>;
   /** Subjects served first when the process is saturated (NatsTransport). */
   firstServed?: readonly string[];
-  /** Exception filters of the HTTP routes (not of the NATS handlers), given the HTTP adapter. */
+  /**
+   * Exception filters of the HTTP routes (not of the NATS handlers), given the HTTP adapter. They
+   * are tried before HttpErrors, which every service has: one that catches everything should
+   * extend HttpErrors and call super.catch for what it does not answer itself.
+   */
   httpFilters?: (httpAdapter: ReturnType<INestApplication['getHttpAdapter']>) => ExceptionFilter[];
 }): Promise<RunningService> {
   const { name, log, config } = options;
@@ -78,7 +83,11 @@ export async function runService(options: {
       transport = new NatsTransport({ nats: nats ?? app.get<NatsClients>(NATS), audit: app.get(AuditTrail), queue: name, log, consumers: options.consumers, firstServed: options.firstServed });
       app.connectMicroservice({ strategy: transport });
     }
-    if (options.httpFilters) app.useGlobalFilters(...options.httpFilters(app.getHttpAdapter()));
+    // Nest tries the global filters last given first: a service's own before HttpErrors, which
+    // answers client errors (a body the parser refuses, on any port that faces the internet)
+    // without an error-level log line each.
+    const adapter = app.getHttpAdapter();
+    app.useGlobalFilters(new HttpErrors(adapter), ...(options.httpFilters?.(adapter) ?? []));
     // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
     // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
     await app.init();

@@ -15,6 +15,7 @@ export * from './nats/nats.transport.js';
 export * from './nats/reply-subject.js';
 export * from './keyring-check.js';
 export * from './bootstrap.js';
+export * from './http-errors.js';
 export * from './auth/auth.config.js';
 export * from './auth/api-client.directory.js';
 export * from './auth/authenticator.js';

@@ -7,7 +7,26 @@ import { trace } from '@opentelemetry/api';
  */
 type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-const SECRET_KEYS = /^(code|secret|sealed.*|.*secret|otp|password|token|authToken|auth_token|key|.*Key|authorization|pin)$/i;
+/**
+ * Field names that carry a secret or personal data, by their shape rather than a list, since the
+ * contracts keep adding them (activationCode, pushToken, rememberToken, appPassword, newPin, …):
+ * names ending in code, token, pin, password, passcode, passphrase, secret or key (and their
+ * plurals but for keys), sealed anything, anything about a phone, an email, an activation, a QR code or an
+ * otpauth URI, and the exact names otp, authorization and cookie.
+ */
+const SECRET_KEYS =
+  /(?:codes?|tokens?|pins?|passwords?|passcodes?|passphrases?|secrets?|key)$|^sealed|phone|e-?mail|^activation|^qr|otpauth|msisdn|^(?:otp|authorization|cookie|set-cookie)$/i;
+/**
+ * Names that match the above but are not secrets: identifiers (challengeId, tokenId, keyId, …),
+ * and codes that name an outcome, not a credential (a provider's errorCode, an HTTP statusCode).
+ */
+const NOT_SECRET = /(?:^id|Id|ID|_id)s?$|^(?:error|status|reason|exit|response|result|http|country|currency|language|locale)_?codes?$/i;
+/** Keys under which an object is an error, whose `code` is an error code (ECONNREFUSED, invalid_request). */
+const ERROR_KEYS = /^(?:error|err|cause|failure|reason)$/i;
+/** A URL with a scheme, cheap to test before parsing: only such strings may carry credentials. */
+const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\/\S*[@?]/i;
+
+const isSecret = (key: string): boolean => SECRET_KEYS.test(key) && !NOT_SECRET.test(key);
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -17,23 +36,56 @@ export interface Logger {
   child(fields: Record<string, unknown>): Logger;
 }
 
-function redact(value: unknown, depth = 0): unknown {
+function redact(value: unknown, depth = 0, errorLike = false): unknown {
   if (depth > 6) return '[depth]';
   if (value instanceof Error) {
     const out: Record<string, unknown> = { name: value.name, message: value.message };
-    if (value.cause !== undefined) out.cause = redact(value.cause, depth + 1);
+    // A system error's code (ECONNREFUSED) or a ContractError's (invalid_request) says what failed.
+    const code = (value as { code?: unknown }).code;
+    if (typeof code === 'string' || typeof code === 'number') out.code = code;
+    if (value.cause !== undefined) out.cause = redact(value.cause, depth + 1, true);
     return out;
   }
   if (Array.isArray(value)) return value.slice(0, 50).map((v) => redact(v, depth + 1));
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
-      out[k] = SECRET_KEYS.test(k) && k !== 'tokenId' ? '[redacted]' : redact(v, depth + 1);
+      const keep = errorLike && k === 'code' && (typeof v === 'string' || typeof v === 'number');
+      out[k] = !keep && isSecret(k) ? '[redacted]' : redact(v, depth + 1, ERROR_KEYS.test(k));
     }
     return out;
   }
-  if (typeof value === 'string' && value.length > 2000) return `${value.slice(0, 2000)}…`;
+  if (typeof value === 'string') {
+    const text = value.length > 2000 ? `${value.slice(0, 2000)}…` : value;
+    return URL_LIKE.test(text) ? maskUrl(text) : text;
+  }
   return value;
+}
+
+/**
+ * A URL's credentials masked: the password of its userinfo (or the user alone, which is how a NATS
+ * token is given), the query parameters named like a secret, and the whole of an otpauth URI
+ * (its secret is the TOTP seed). What does not parse is returned as it was.
+ */
+function maskUrl(text: string): string {
+  if (/^otpauth:/i.test(text)) return '[redacted]';
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return text;
+  }
+  let masked = false;
+  if (url.password) url.password = '***';
+  else if (url.username) url.username = '***';
+  masked = Boolean(url.username);
+  for (const name of [...url.searchParams.keys()]) {
+    if (!isSecret(name)) continue;
+    url.searchParams.set(name, '***');
+    masked = true;
+  }
+  // Unchanged, the text is left as written (URL's serialisation would re-encode and add slashes).
+  return masked ? url.toString() : text;
 }
 
 interface LoggerOptions {

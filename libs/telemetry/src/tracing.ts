@@ -1,5 +1,6 @@
 import {
   context,
+  diag,
   INVALID_SPAN_CONTEXT,
   propagation,
   SpanKind,
@@ -7,13 +8,26 @@ import {
   trace,
   type Attributes,
   type Context,
+  type Link,
   type Span,
   type Tracer,
 } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { AlwaysOffSampler, BatchSpanProcessor, NodeTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  NodeTracerProvider,
+  ParentBasedSampler,
+  RandomIdGenerator,
+  SamplingDecision,
+  TraceIdRatioBasedSampler,
+  type Sampler,
+  type SamplingResult,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { hostname } from 'node:os';
 
@@ -37,8 +51,10 @@ export interface TelemetryOptions {
  * Starts tracing. Call it first in main.ts, before Nest is imported, so every span of the
  * process has a provider. Spans are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set and OTEL_TRACES_EXPORTER is not "none"; sampling
- * follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parent-based, always on). With no
- * exporter and no extra processor, spans are not recorded; context still propagates.
+ * follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parent-based, always on), with a
+ * caller's sampled flag followed at most OTEL_REMOTE_SAMPLED_PER_SECOND times a second (see
+ * samplerFromEnv). With no exporter and no extra processor, spans are not recorded; context still
+ * propagates.
  */
 export function startTelemetry(options: TelemetryOptions): { exporting: boolean } {
   const env = options.env ?? process.env;
@@ -56,6 +72,7 @@ export function startTelemetry(options: TelemetryOptions): { exporting: boolean 
       'service.instance.id': `${hostname()}:${process.pid}`,
     }),
     spanProcessors: processors,
+    sampler: samplerFromEnv(env),
     // With nowhere to send spans, do not record them: trace context still propagates (ids and
     // traceparent flow through NATS headers and events), at a fraction of the per-request cost.
     ...(processors.length === 0 ? { sampler: new AlwaysOffSampler() } : {}),
@@ -64,6 +81,94 @@ export function startTelemetry(options: TelemetryOptions): { exporting: boolean 
   recording = processors.length > 0;
   serviceTracer = trace.getTracer(options.serviceName, options.serviceVersion ?? '0.1.0');
   return { exporting };
+}
+
+/** Traces a process follows a caller's sampled flag for, a second, when OTEL_REMOTE_SAMPLED_PER_SECOND is not set. */
+export const REMOTE_SAMPLED_PER_SECOND = 10;
+
+/**
+ * The sampler OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG name (the values and defaults of the
+ * OpenTelemetry SDK), read from `env` rather than process.env. The parent-based ones follow a
+ * remote parent's sampled flag only within a budget: the NATS transport takes the caller's
+ * `traceparent` as the parent before the caller is authenticated, so any client could otherwise
+ * have every one of its requests traced (and exported) whatever ratio the operator chose. Over
+ * OTEL_REMOTE_SAMPLED_PER_SECOND a second, such a request is sampled as a new trace would be.
+ */
+export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
+  const name = (env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on').toLowerCase();
+  const ratio = () => new TraceIdRatioBasedSampler(ratioFromEnv(env));
+  const parentBased = (root: Sampler) =>
+    new ParentBasedSampler({ root, remoteParentSampled: new RemoteSampledBudget(perSecondFromEnv(env), root) });
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return ratio();
+    case 'parentbased_always_off':
+      return parentBased(new AlwaysOffSampler());
+    case 'parentbased_traceidratio':
+      return parentBased(ratio());
+    case 'parentbased_always_on':
+      return parentBased(new AlwaysOnSampler());
+    default:
+      diag.error(`OTEL_TRACES_SAMPLER value "${name}" invalid, defaulting to "parentbased_always_on".`);
+      return parentBased(new AlwaysOnSampler());
+  }
+}
+
+function ratioFromEnv(env: NodeJS.ProcessEnv): number {
+  const raw = env.OTEL_TRACES_SAMPLER_ARG?.trim();
+  const ratio = raw ? Number(raw) : NaN;
+  if (Number.isFinite(ratio) && ratio >= 0 && ratio <= 1) return ratio;
+  diag.error(`OTEL_TRACES_SAMPLER_ARG=${raw ?? ''} is blank or out of [0..1], defaulting to 1.`);
+  return 1;
+}
+
+function perSecondFromEnv(env: NodeJS.ProcessEnv): number {
+  const raw = env.OTEL_REMOTE_SAMPLED_PER_SECOND?.trim();
+  if (!raw) return REMOTE_SAMPLED_PER_SECOND;
+  const perSecond = Number(raw);
+  if (Number.isFinite(perSecond) && perSecond >= 0) return perSecond;
+  diag.error(`OTEL_REMOTE_SAMPLED_PER_SECOND=${raw} is not a number of traces a second, defaulting to ${REMOTE_SAMPLED_PER_SECOND}.`);
+  return REMOTE_SAMPLED_PER_SECOND;
+}
+
+/**
+ * Samples a span whose remote parent is sampled while a token bucket of `perSecond` tokens (its
+ * burst too) has one; past that, asks `fallback` (the sampler of new traces) as if it were a new
+ * trace. The fallback is given a random trace id, not the caller's: TraceIdRatioBasedSampler
+ * decides by the trace id alone, and a caller choosing its ids could pick ones it always samples.
+ */
+export class RemoteSampledBudget implements Sampler {
+  private tokens: number;
+  private last: number;
+  private readonly ids = new RandomIdGenerator();
+
+  constructor(
+    private readonly perSecond: number,
+    private readonly fallback: Sampler,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.tokens = perSecond;
+    this.last = now();
+  }
+
+  shouldSample(ctx: Context, traceId: string, spanName: string, spanKind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
+    const now = this.now();
+    this.tokens = Math.min(this.perSecond, this.tokens + ((now - this.last) / 1000) * this.perSecond);
+    this.last = now;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return { decision: SamplingDecision.RECORD_AND_SAMPLED };
+    }
+    return this.fallback.shouldSample(ctx, this.ids.generateTraceId(), spanName, spanKind, attributes, links);
+  }
+
+  toString(): string {
+    return `RemoteSampledBudget{${this.perSecond}/s, then ${this.fallback.toString()}}`;
+  }
 }
 
 export async function shutdownTelemetry(): Promise<void> {

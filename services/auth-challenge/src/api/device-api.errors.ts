@@ -1,5 +1,5 @@
 import { Catch, HttpException, Logger, type ArgumentsHost } from '@nestjs/common';
-import { BaseExceptionFilter } from '@nestjs/core';
+import { HttpErrors } from '@mfa/service-kit';
 import type { Request, Response } from 'express';
 
 /** The device API's routes (DeviceApiController). */
@@ -11,10 +11,11 @@ const DEVICE_API = '/device/';
  * escape in the path, an unknown route) is answered in the device API's own shape,
  * `{"error": {"code", "message"}}` (docs/device-api.md), not Nest's; and, being the client's
  * fault, is not logged as an error of the service, which any anonymous caller could otherwise
- * fill the error log with. Every other route keeps Nest's handling.
+ * fill the error log with (counted in mfa_http_client_errors_total instead). Every other route
+ * gets the handling of every service's HTTP port (HttpErrors).
  */
 @Catch()
-export class DeviceApiErrors extends BaseExceptionFilter {
+export class DeviceApiErrors extends HttpErrors {
   private readonly log = new Logger('DeviceApi');
 
   override catch(exception: unknown, host: ArgumentsHost): void {
@@ -33,6 +34,7 @@ export class DeviceApiErrors extends BaseExceptionFilter {
       res.status(500).json({ error: { code: 'internal', message: 'something went wrong' } });
       return;
     }
+    this.countClientError(status);
     const [code, message] =
       status === 404
         ? ['not_found', 'no such route']

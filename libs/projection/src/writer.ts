@@ -326,6 +326,10 @@ export class UserProjectionWriter {
     const keys = [RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), RedisKeys.slotMarker(tag), RedisKeys.slotStepsMarker(tag)];
     const run = () => (this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }).mfaApplyUserSnapshot(...keys, ...args);
     let applied = await run();
+    // The slot lost its markers while the projection's own (global) one still stands, as when one
+    // node of a cluster came back empty: nothing would start the rebuild that writes them back
+    // until a sign-in there asked for it. Dropping the global marker starts it now (within a second).
+    if (applied === -2) await this.redis.del(RedisKeys.userProjectionMarker);
     for (const until = Date.now() + (options.waitForStepsMs ?? 0); applied === -2 && Date.now() < until; applied = await run()) {
       await new Promise((resolve) => setTimeout(resolve, STEPS_POLL_MS));
     }

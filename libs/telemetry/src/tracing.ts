@@ -136,9 +136,17 @@ function perSecondFromEnv(env: NodeJS.ProcessEnv): number {
 }
 
 /**
- * Samples a span whose remote parent is sampled while a token bucket of `perSecond` tokens (its
- * burst too) has one; past that, asks `fallback` (the sampler of new traces) as if it were a new
- * trace. The fallback is given a random trace id, not the caller's: TraceIdRatioBasedSampler
+ * Whether a span with a remote parent is where an outside caller's trace context enters: the
+ * server span of a request to the public API (the NATS subjects `mfa.v1.…`, which IdPs may send).
+ * The services' own hops (internal requests, event consumers) follow their parent as usual: a
+ * budget there would cut the traces the entry service kept into pieces.
+ */
+export const entersFromOutside = (spanName: string, spanKind: SpanKind): boolean => spanKind === SpanKind.SERVER && spanName.startsWith('mfa.v1.');
+
+/**
+ * Samples a span whose remote parent is sampled. Where an outside caller's context enters
+ * (`entersFromOutside`), only while a token bucket of `perSecond` tokens (its burst too) has one;
+ * past that, asks `fallback` (the sampler of new traces) as if it were a new trace. The fallback is given a random trace id, not the caller's: TraceIdRatioBasedSampler
  * decides by the trace id alone, and a caller choosing its ids could pick ones it always samples.
  */
 export class RemoteSampledBudget implements Sampler {
@@ -156,6 +164,7 @@ export class RemoteSampledBudget implements Sampler {
   }
 
   shouldSample(ctx: Context, traceId: string, spanName: string, spanKind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
+    if (!entersFromOutside(spanName, spanKind)) return { decision: SamplingDecision.RECORD_AND_SAMPLED };
     const now = this.now();
     this.tokens = Math.min(this.perSecond, this.tokens + ((now - this.last) / 1000) * this.perSecond);
     this.last = now;

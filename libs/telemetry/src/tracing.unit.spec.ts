@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ROOT_CONTEXT, trace, TraceFlags, type Context } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, trace, TraceFlags, type Context } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Sampler } from '@opentelemetry/sdk-trace-base';
 import { contextFromCarrier, RemoteSampledBudget, samplerFromEnv, shutdownTelemetry, startTelemetry, withSpan } from './tracing.js';
 
@@ -15,6 +15,10 @@ function tracerWith(sampler: Sampler) {
   return { tracer: provider.getTracer('test'), recorded: () => exporter.getFinishedSpans().length };
 }
 
+/** The server span of a public API request, where a caller's context enters. */
+const API = 'mfa.v1.challenge.start';
+const SERVER = { kind: SpanKind.SERVER };
+
 /** A context whose parent is a caller's span, flagged sampled, with a fresh trace id. */
 const remoteSampled = (traceId = randomBytes(16).toString('hex')): Context =>
   trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: randomBytes(8).toString('hex'), traceFlags: TraceFlags.SAMPLED, isRemote: true });
@@ -22,14 +26,14 @@ const remoteSampled = (traceId = randomBytes(16).toString('hex')): Context =>
 describe('sampling', () => {
   it('follows a remote sampled parent at most OTEL_REMOTE_SAMPLED_PER_SECOND times (a burst of 1000)', () => {
     const { tracer, recorded } = tracerWith(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0', OTEL_REMOTE_SAMPLED_PER_SECOND: '10' }));
-    for (let i = 0; i < 1000; i++) tracer.startSpan('mfa.challenge.start', {}, remoteSampled()).end();
+    for (let i = 0; i < 1000; i++) tracer.startSpan(API, SERVER, remoteSampled()).end();
     // 10 of the bucket, plus what refills while the loop runs (well under a second).
     assert.ok(recorded() >= 10 && recorded() <= 20, `recorded ${recorded()}`);
   });
 
   it('defaults to 10 a second (with OTEL_TRACES_SAMPLER=parentbased_always_off, a caller is all that samples)', () => {
     const { tracer, recorded } = tracerWith(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_always_off' }));
-    for (let i = 0; i < 1000; i++) tracer.startSpan('s', {}, remoteSampled()).end();
+    for (let i = 0; i < 1000; i++) tracer.startSpan(API, SERVER, remoteSampled()).end();
     assert.ok(recorded() >= 10 && recorded() <= 20, `recorded ${recorded()}`);
   });
 
@@ -37,14 +41,23 @@ describe('sampling', () => {
     // Ids a ratio sampler of 0.1 always samples (TraceIdRatioBasedSampler reads the low 32 bits).
     const chosen = () => `${randomBytes(12).toString('hex')}00000001`;
     const { tracer, recorded } = tracerWith(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1', OTEL_REMOTE_SAMPLED_PER_SECOND: '0' }));
-    for (let i = 0; i < 2000; i++) tracer.startSpan('s', {}, remoteSampled(chosen())).end();
+    for (let i = 0; i < 2000; i++) tracer.startSpan(API, SERVER, remoteSampled(chosen())).end();
     assert.ok(recorded() > 100 && recorded() < 320, `about 10 % of 2000, recorded ${recorded()}`);
+  });
+
+  it('follows a sampled parent without a budget in the services’ own hops: internal requests and event consumers', () => {
+    const { tracer, recorded } = tracerWith(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0', OTEL_REMOTE_SAMPLED_PER_SECOND: '1' }));
+    for (let i = 0; i < 300; i++) {
+      tracer.startSpan('mfa.int.voice.outcome', SERVER, remoteSampled()).end();
+      tracer.startSpan('reporting-challenges', { kind: SpanKind.CONSUMER }, remoteSampled()).end();
+    }
+    assert.equal(recorded(), 600);
   });
 
   it('refills the budget with time', () => {
     let now = 0;
     const budget = new RemoteSampledBudget(5, samplerFromEnv({ OTEL_TRACES_SAMPLER: 'always_off' }), () => now);
-    const sampled = () => budget.shouldSample(remoteSampled(), randomBytes(16).toString('hex'), 's', 0, {}, []).decision;
+    const sampled = () => budget.shouldSample(remoteSampled(), randomBytes(16).toString('hex'), API, SpanKind.SERVER, {}, []).decision;
     const count = (n: number) => Array.from({ length: n }, sampled).filter((d) => d !== 0).length;
     assert.equal(count(100), 5);
     now += 400;
@@ -81,7 +94,7 @@ describe('sampling', () => {
     try {
       for (let i = 0; i < 200; i++) {
         const parent = contextFromCarrier({ traceparent: `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01` });
-        await withSpan('mfa.challenge.start', { parent }, () => undefined);
+        await withSpan(API, { parent, kind: SpanKind.SERVER }, () => undefined);
       }
       const recorded = exporter.getFinishedSpans().length;
       assert.ok(recorded >= 3 && recorded <= 5, `recorded ${recorded}`);

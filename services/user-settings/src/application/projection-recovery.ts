@@ -149,7 +149,7 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       this.log.warn('user projection rebuilt', {
         users,
         skippedUsers: skipped,
-        skippedTokens,
+        hardwareTokensSkipped: skippedTokens,
         totpSteps: steps,
         blocks,
         failureCounters: guards,

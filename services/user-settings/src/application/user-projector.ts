@@ -3,7 +3,7 @@ import type { Keyring } from '@mfa/crypto';
 import { isTransientDependencyError, PoisonMessageError, type Delivery } from '@mfa/messaging';
 import { counter } from '@mfa/telemetry';
 import type { UserProjectionWriter } from '@mfa/projection';
-import type { UserDataKeys } from '@mfa/service-kit';
+import { UserErasedMeanwhileError, type UserDataKeys } from '@mfa/service-kit';
 import type { EventStore } from '../adapters/event-store.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader } from './aggregate-loader.js';
@@ -105,7 +105,15 @@ export class UserProjector {
       try {
         return await this.rebuild(tenantId, userId);
       } catch (error) {
-        if (isTransientDependencyError(error)) throw error;
+        // An outage is retried by the caller for as long as it lasts; a data key erased that the
+        // user's events never erased (the key stream restored from a later backup than the event
+        // log) says `unavailable` too, but no retry changes it: given up on like any other.
+        const erasedMeanwhile = error instanceof UserErasedMeanwhileError;
+        if (isTransientDependencyError(error) && !(erasedMeanwhile && attempt >= USER_ATTEMPTS)) {
+          if (!erasedMeanwhile) throw error;
+          await new Promise((resolve) => setTimeout(resolve, USER_RETRY_MS * attempt));
+          continue;
+        }
         if (attempt >= USER_ATTEMPTS) {
           const cause = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
           throw new UnprojectableUserError(`the user cannot be projected: ${cause}`, { cause: error });

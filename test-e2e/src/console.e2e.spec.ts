@@ -65,6 +65,8 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
   let oidc: TestOidcProvider;
   let stack: Stack;
   let nc: NatsConnection;
+  /** Error-level lines the console wrote. */
+  const consoleErrors: string[] = [];
   let browser: Browser;
   const ask = (subject: string, body: unknown) =>
     requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${platformKey}` } });
@@ -103,7 +105,10 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
         'user-settings': { DEVICE_API_PUBLIC_URL: `http://127.0.0.1:${devicePort}/device` },
       },
       onLine: (service, line) => {
-        if (/"level":"error"/.test(line)) process.stderr.write(`[${service}] ${line}\n`);
+        if (/"level":"error"/.test(line)) {
+          if (service === 'console') consoleErrors.push(line);
+          process.stderr.write(`[${service}] ${line}\n`);
+        }
       },
       readyTimeoutMs: 90_000,
     });
@@ -424,6 +429,19 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await assert.rejects(app.pending(), /not for an activated account/);
     await context.close();
   }, { timeout: 120_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'bodies the parsers refuse (a charset, an encoding, a recording over 1 MB) are answered 4xx and not logged as errors of the console', async () => {
+    const before = consoleErrors.length;
+    const post = (path: string, headers: Record<string, string>, body: string | Uint8Array) => fetch(`${consoleUrl}${path}`, { method: 'POST', headers, body, redirect: 'manual' });
+    const statuses = [
+      (await post(`/t/${tenantA}/settings`, { 'content-type': 'application/x-www-form-urlencoded; charset=foo' }, 'a=1')).status,
+      (await post(`/t/${tenantA}/settings`, { 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'bogus' }, 'a=1')).status,
+      (await post(`/t/${tenantA}/voice`, { 'content-type': 'application/octet-stream' }, new Uint8Array(1_100_000))).status,
+    ];
+    assert.deepEqual(statuses, [415, 415, 413]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(consoleErrors.slice(before), [], 'an error line for a client error');
+  });
 
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant reader cannot change anything, a tenant admin sees only their tenant, an account without a role is refused', async () => {
     const reader = await signIn('reader-a');

@@ -6,7 +6,7 @@ import express from 'express';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { MAX_VOICE_MESSAGE_BYTES } from '@mfa/contracts';
-import { serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
+import { HttpErrors, serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
 import { flushTelemetry, shutdownTelemetry, startMetrics } from '@mfa/telemetry';
 import type { Sessions } from './adapters/sessions.js';
 import { PUBLIC_DIR } from './api/views.js';
@@ -28,6 +28,9 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
   if (!config.oidc && !config.CONSOLE_DEV_LOGIN) log.warn('no OIDC_ISSUER_URL and no CONSOLE_DEV_LOGIN: nobody can sign in');
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, log), { logger: new NestJsonLogger(log), abortOnError: false });
   try {
+    // What the body parsers refuse (a charset, an encoding, a body over the limit) is the client's
+    // fault: answered and counted, not logged as an error of the console (as every service's port).
+    app.useGlobalFilters(new HttpErrors(app.getHttpAdapter()));
     app.disable('x-powered-by');
     app.set('trust proxy', false);
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });

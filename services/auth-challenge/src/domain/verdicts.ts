@@ -312,7 +312,6 @@ export function maskPhoneNumber(phoneNumber: string): string {
   return out.join('');
 }
 
-const sealed = (pii: string | undefined) => (pii === undefined ? {} : { pii });
 /** The sealed personal data, or with nothing to seal the data key's generation (see ChallengeContextV2.keyGen). */
 const personOf = (pii: string | undefined, dataKey: string | undefined) => {
   if (pii !== undefined) return { pii };

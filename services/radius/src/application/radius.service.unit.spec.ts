@@ -117,6 +117,14 @@ describe('RadiusService: how long a push is waited for', () => {
   });
 });
 
+/** A logger that keeps every line, with its level. */
+const recording = () => {
+  const lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
+  const at = (level: string) => (message: string, fields: Record<string, unknown> = {}) => void lines.push({ level, message, fields });
+  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
+  return { logger, lines };
+};
+
 describe('RadiusService: answers that cannot be given, and refusals the operator must see', () => {
   const refusing = (error: 'forbidden' | 'not_found') =>
     ({
@@ -124,12 +132,6 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
       replyGraceMs: 1_000,
       start: async () => ({ error, message: error === 'forbidden' ? 'the API key lacks the challenges scope' : 'unknown user' }),
     }) as unknown as ChallengeApi;
-  const recording = () => {
-    const lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
-    const at = (level: string) => (message: string, fields: Record<string, unknown> = {}) => void lines.push({ level, message, fields });
-    const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
-    return { logger, lines };
-  };
 
   it('drops, counts and logs an answer over 4096 octets (a request full of Proxy-State, each echoed), for the retransmission too', async () => {
     const { logger, lines } = recording();
@@ -166,23 +168,25 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
 });
 
 describe('RadiusService: log lines about dropped datagrams', () => {
-  const recording = () => {
-    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
-    const at = (message: string, fields: Record<string, unknown> = {}) => void lines.push({ message, fields });
-    const logger: Logger = { debug: quiet, info: quiet, warn: at, error: at, child: () => logger };
-    return { logger, lines };
-  };
-  const dropped = async (reason: string) => (await drops.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
-  /** A source no RADIUS_CLIENTS entry covers: the `n`th address of an IPv6 /64. */
-  const stranger = (n: number) => `2001:db8:0:1::${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
-
-  it('writes at most 20 a minute however many sources a flood comes from, then one saying how many were left out; the metric counts every drop', async () => {
+  /** A service, its log lines and a request's bytes, on a mocked clock from 10:00, for datagrams dropped before any request is made. */
+  const droppingService = async (test: (t: { service: RadiusService; lines: ReturnType<typeof recording>['lines']; bytes: Buffer }) => void | Promise<void>) => {
     mock.timers.enable({ apis: ['Date', 'setTimeout'], now: Date.parse('2026-12-01T10:00:00Z') });
     const cache = new DuplicateCache();
     try {
       const { logger, lines } = recording();
       const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
-      const bytes = accessRequest('alice@example.com').bytes;
+      await test({ service, lines, bytes: accessRequest('alice@example.com').bytes });
+    } finally {
+      mock.timers.reset();
+      cache.close();
+    }
+  };
+  const dropped = async (reason: string) => (await drops.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+  /** A source no RADIUS_CLIENTS entry covers: the `n`th address of an IPv6 /64. */
+  const stranger = (n: number) => `2001:db8:0:1::${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
+
+  it('writes at most 20 a minute however many sources a flood comes from, then one saying how many were left out; the metric counts every drop', () =>
+    droppingService(async ({ service, lines, bytes }) => {
       const before = await dropped('unknown_client');
       for (let n = 0; n < 50_000; n++) assert.equal(service.receive({ bytes, address: stranger(n), port: 1812 }), undefined);
       assert.equal(await dropped('unknown_client'), before + 50_000, 'every drop counted');
@@ -201,19 +205,10 @@ describe('RadiusService: log lines about dropped datagrams', () => {
       mock.timers.tick(60_000);
       assert.equal(lines.length, 42);
       assert.equal(lines[41]!.fields.suppressed, 81);
-    } finally {
-      mock.timers.reset();
-      cache.close();
-    }
-  });
+    }));
 
-  it('logs a source once a minute per reason, and forgets no more than the sources whose minute has passed', () => {
-    mock.timers.enable({ apis: ['Date', 'setTimeout'], now: Date.parse('2026-12-01T10:00:00Z') });
-    const cache = new DuplicateCache();
-    try {
-      const { logger, lines } = recording();
-      const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
-      const bytes = accessRequest('alice@example.com').bytes;
+  it('logs a source once a minute per reason, and forgets no more than the sources whose minute has passed', () =>
+    droppingService(({ service, lines, bytes }) => {
       for (let i = 0; i < 100; i++) service.receive({ bytes, address: '198.51.100.7', port: 1812 + i });
       assert.equal(lines.length, 1);
       mock.timers.tick(30_000);
@@ -225,9 +220,5 @@ describe('RadiusService: log lines about dropped datagrams', () => {
       assert.equal(lines.length, 7, 'its minute passed');
       for (let n = 0; n < 5; n++) service.receive({ bytes, address: stranger(n), port: 1812 });
       assert.equal(lines.length, 7, 'the others remembered still');
-    } finally {
-      mock.timers.reset();
-      cache.close();
-    }
-  });
+    }));
 });

@@ -108,12 +108,7 @@ export class UserProjector {
         // An outage is retried by the caller for as long as it lasts; a data key erased that the
         // user's events never erased (the key stream restored from a later backup than the event
         // log) says `unavailable` too, but no retry changes it: given up on like any other.
-        const erasedMeanwhile = error instanceof UserErasedMeanwhileError;
-        if (isTransientDependencyError(error) && !(erasedMeanwhile && attempt >= USER_ATTEMPTS)) {
-          if (!erasedMeanwhile) throw error;
-          await new Promise((resolve) => setTimeout(resolve, USER_RETRY_MS * attempt));
-          continue;
-        }
+        if (isTransientDependencyError(error) && !(error instanceof UserErasedMeanwhileError)) throw error;
         if (attempt >= USER_ATTEMPTS) {
           const cause = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
           throw new UnprojectableUserError(`the user cannot be projected: ${cause}`, { cause: error });

@@ -28,6 +28,11 @@ describe('tenants.configure request schema', () => {
       assert.equal(ok({ sms: { blockedCountries: [code] } }), false, code);
       assert.equal(ok({ sms: { allowedCountries: [code] } }), false, code);
     }
+    // Not even of a country code's shape: refused, never thrown (Intl.DisplayNames throws on them).
+    for (const code of ['', 'a', 'A1', 'frx', 'root', 'gb', '419', 'ZZ', '\u0000', '\ud800']) {
+      assert.equal(ok({ sms: { blockedCountries: [code] } }), false, JSON.stringify(code));
+      assert.equal(ok({ sms: { allowedCountries: [code] } }), false, JSON.stringify(code));
+    }
     assert.equal(ok({ voice: { callerId: '+18665394191' } }), true);
     assert.equal(ok({ voice: { callerId: '+14165550123' } }), false, 'a Canadian number');
     assert.equal(ok({ voice: { callerId: '+18762345678' } }), false, 'a Jamaican number');

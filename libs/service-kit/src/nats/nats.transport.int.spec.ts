@@ -131,6 +131,10 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
   itWith({ real: ['nats'] }, 'drops a request whose Mfa-Deadline has passed, answers one whose deadline is ahead', async () => {
     await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() - 1) }), /timeout/i);
     assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
+    // Not Unix milliseconds in decimal digits: not a deadline, so the request is handled.
+    for (const value of ['-1', '0x10', '1e3', '+5', '1.5', 'soon']) {
+      assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: value }), { double: 8 }, value);
+    }
   });
 
   itWith({ real: ['nats'] }, 'under overload, handles a bounded number at once and drops untouched the waiting ones whose deadline comes too close', async () => {

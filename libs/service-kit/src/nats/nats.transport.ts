@@ -284,11 +284,14 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   }
 }
 
+/**
+ * The caller's deadline: Unix time in milliseconds, written in decimal digits. Anything else is not
+ * a deadline and is ignored (docs/api.md): Number() would read "-1", "0x10", "1e3" or "" as times
+ * long past and drop the request.
+ */
 function deadlineOf(msg: Msg): number | undefined {
   const value = msg.headers?.get(Headers.deadline);
-  if (!value) return undefined;
-  const ms = Number(value);
-  return Number.isFinite(ms) ? ms : undefined;
+  return value !== undefined && /^\d{1,15}$/.test(value) ? Number(value) : undefined;
 }
 
 /** Size, encoding and shape of a request body; the contract's schema is applied by ContractPipe. */

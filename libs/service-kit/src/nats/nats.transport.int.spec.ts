@@ -131,8 +131,13 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
   itWith({ real: ['nats'] }, 'drops a request whose Mfa-Deadline has passed, answers one whose deadline is ahead', async () => {
     await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() - 1) }), /timeout/i);
     assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
-    // Not Unix milliseconds in decimal digits: not a deadline, so the request is handled.
-    for (const value of ['-1', '0x10', '1e3', '+5', '1.5', 'soon']) {
+    // Plain decimal milliseconds, however spelt, are a deadline; a past one drops the request.
+    for (const value of [`000${Date.now() - 1}`, `${Date.now() - 1}.5`, '0']) {
+      await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: value }), /timeout/i, value);
+    }
+    assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: `00${Date.now() + 5_000}.25` }), { double: 8 });
+    // Not a plain decimal number of milliseconds: not a deadline, so the request is handled.
+    for (const value of ['-1', '0x10', '1e3', '+5', '.5', '1.', 'soon', '9'.repeat(400)]) {
       assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: value }), { double: 8 }, value);
     }
   });

@@ -285,13 +285,17 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
 }
 
 /**
- * The caller's deadline: Unix time in milliseconds, written in decimal digits. Anything else is not
- * a deadline and is ignored (docs/api.md): Number() would read "-1", "0x10", "1e3" or "" as times
- * long past and drop the request.
+ * The caller's deadline: Unix time in milliseconds, a plain decimal number (digits, perhaps leading
+ * zeros and a fraction). Anything else is not a deadline and is ignored (docs/api.md): Number()
+ * would read "-1", "0x10", "1e3" or "" as times long past and drop the request.
  */
+const DEADLINE = /^\d+(?:\.\d+)?$/;
+
 function deadlineOf(msg: Msg): number | undefined {
   const value = msg.headers?.get(Headers.deadline);
-  return value !== undefined && /^\d{1,15}$/.test(value) ? Number(value) : undefined;
+  if (value === undefined || value.length > 40 || !DEADLINE.test(value)) return undefined;
+  const ms = Number(value);
+  return Number.isFinite(ms) ? ms : undefined;
 }
 
 /** Size, encoding and shape of a request body; the contract's schema is applied by ContractPipe. */

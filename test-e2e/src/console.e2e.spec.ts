@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
 import { InternalSubjects, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { DeviceClient } from '@mfa/authenticator';
@@ -439,8 +440,61 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
       (await post(`/t/${tenantA}/voice`, { 'content-type': 'application/octet-stream' }, new Uint8Array(1_100_000))).status,
     ];
     assert.deepEqual(statuses, [415, 415, 413]);
+    // Answered before any route: the security headers are there all the same.
+    const refused = await post(`/t/${tenantA}/settings`, { 'content-type': 'application/x-www-form-urlencoded' }, 'a='.repeat(40_000));
+    assert.equal(refused.status, 413);
+    assert.match(refused.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+    assert.equal(refused.headers.get('x-frame-options'), 'DENY');
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert.deepEqual(consoleErrors.slice(before), [], 'an error line for a client error');
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a sign-in begun stores nothing on the server and a forged one is refused; a form without a body is refused 4xx; signing in again ends the previous session', async () => {
+    const redis = new Redis(testEnv.redisUrl);
+    try {
+      const pendingKeys = async () => (await redis.keys('mfa:console:login:*')).length;
+      const keysBefore = await pendingKeys();
+      const cookies: string[] = [];
+      for (let n = 0; n < 20; n++) {
+        const begun = await fetch(`${consoleUrl}/auth/login`, { redirect: 'manual' });
+        assert.equal(begun.status, 303);
+        cookies.push(begun.headers.getSetCookie().find((c) => c.startsWith('mfa-console-login='))!.split(';')[0]!);
+      }
+      assert.equal(await pendingKeys(), keysBefore, 'anyone may begin a sign-in: it must cost the server nothing');
+      // A callback with a forged or altered pending sign-in is refused before the identity provider is asked.
+      const value = cookies[0]!.split('=')[1]!;
+      for (const forged of ['mfa-console-login=forged', `mfa-console-login=${value.slice(0, -3)}AAA`, 'mfa-console-login=']) {
+        const callback = await fetch(`${consoleUrl}/auth/callback?code=x&state=y`, { headers: { cookie: forged }, redirect: 'manual' });
+        assert.equal(callback.status, 403, forged);
+      }
+
+      const { context, page } = await signIn('ops');
+      await tenantPage(page, tenantA, 'overview');
+      const csrf = await page.inputValue('form[action="/auth/logout"] input[name=_csrf]');
+      const before = consoleErrors.length;
+      for (const headers of [{ 'x-csrf-token': csrf, 'content-type': 'text/plain' }, { 'x-csrf-token': csrf }] as Record<string, string>[]) {
+        for (const path of ['users/block', 'ips/unlock', 'settings']) {
+          const posted = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/${path}`, { headers, maxRedirects: 0 });
+          assert.ok(posted.status() >= 400 && posted.status() < 500, `${path}: ${posted.status()}`);
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(consoleErrors.slice(before), [], "a form without a body is the client's error");
+
+      const sessionOf = async () => (await context.cookies()).find((c) => c.name === 'mfa-console')!.value;
+      const first = await sessionOf();
+      await page.goto(`${consoleUrl}/auth/login`);
+      await page.waitForURL((url) => url.origin === consoleUrl, { waitUntil: 'load' });
+      const second = await sessionOf();
+      assert.notEqual(second, first);
+      const withFirst = await fetch(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/overview`, { headers: { cookie: `mfa-console=${first}` }, redirect: 'manual' });
+      assert.notEqual(withFirst.status, 200, 'the session before the new sign-in has ended');
+      const withSecond = await fetch(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/overview`, { headers: { cookie: `mfa-console=${second}` }, redirect: 'manual' });
+      assert.equal(withSecond.status, 200);
+      await context.close();
+    } finally {
+      redis.disconnect();
+    }
   });
 
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant reader cannot change anything, a tenant admin sees only their tenant, an account without a role is refused', async () => {

@@ -429,8 +429,6 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const session = await sessions.create({ operator: { sub: u.userId }, roles: [`tenant-admin:${u.tenantId}`], via: 'dev' }, Date.now());
       assert.equal((await sessions.load(session, Date.now()))?.operator.sub, u.userId);
       await sessions.destroy(session);
-      const login = await sessions.beginLogin({ state: randomNonce(), nonce: randomNonce(), verifier: randomNonce(), returnTo: '/' });
-      assert.equal((await sessions.takeLogin(login))?.returnTo, '/');
     }
 
     // Codes of every user accepted in one tick: ReplicatedWrites sends one pipeline per master.

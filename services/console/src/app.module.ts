@@ -5,12 +5,13 @@ import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS,
 import type { Logger } from '@mfa/telemetry';
 import { MfaApi } from './adapters/mfa-api.js';
 import { OidcProvider } from './adapters/oidc.js';
+import { PendingLogins } from './adapters/pending-login.js';
 import { Sessions } from './adapters/sessions.js';
 import { AuthController } from './api/auth.controller.js';
 import { PagesController } from './api/pages.controller.js';
 import { Views } from './api/views.js';
 import type { ConsoleConfig } from './config.js';
-import { CONSOLE_CONFIG, LOGGER_TOKEN, MFA_API, OIDC, SESSIONS, VIEWS, type ConsoleRuntime } from './tokens.js';
+import { CONSOLE_CONFIG, LOGGER_TOKEN, MFA_API, OIDC, PENDING_LOGINS, SESSIONS, VIEWS, type ConsoleRuntime } from './tokens.js';
 
 /**
  * console: the operators' web console. Pages and their forms on one origin (CONSOLE_PORT), operator
@@ -41,6 +42,7 @@ export class AppModule {
             ? new OidcProvider(config.oidc.issuer, config.oidc.clientId, config.oidc.clientSecret, new URL('/auth/callback', config.publicUrl), config.OIDC_ROLES_CLAIM)
             : undefined,
         },
+        { provide: PENDING_LOGINS, useValue: config.oidc ? new PendingLogins(config.oidc.clientSecret) : undefined },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],
     };

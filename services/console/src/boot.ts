@@ -10,20 +10,25 @@ import { HttpErrors, serviceLogger, NestJsonLogger, type RunningService } from '
 import { flushTelemetry, shutdownTelemetry, startMetrics } from '@mfa/telemetry';
 import type { Sessions } from './adapters/sessions.js';
 import { PUBLIC_DIR } from './api/views.js';
-import { cookieNames, csrfCheck, securityHeaders, sessionLoader } from './api/web.js';
+import { cookieNames, csrfCheck, emptyBodyAsForm, securityHeaders, sessionLoader } from './api/web.js';
 import { AppModule } from './app.module.js';
 import type { ConsoleConfig } from './config.js';
-import { SESSIONS } from './tokens.js';
+import { SESSIONS, VIEWS } from './tokens.js';
+import type { Views } from './api/views.js';
 
 const require = createRequire(import.meta.url);
-/** The import page's upload of a token file (PagesController.uploadOathFile). */
-const TOKEN_FILE_UPLOAD = /^\/t\/[^/?]+\/oath\/upload(?:\?|$)/;
+/**
+ * The import page's upload of a token file (PagesController.uploadOathFile), as Express routes it:
+ * whatever the case, with or without a trailing slash.
+ */
+const TOKEN_FILE_UPLOAD = /^\/t\/[^/?]+\/oath\/upload\/?(?:\?|$)/i;
 /** Chart.js's own build, served from the lock file's copy: nothing is fetched from another origin. */
 const CHART_JS_DIR = dirname(require.resolve('chart.js')); // its dist/, where chart.umd.min.js is
 
 export async function boot(config: ConsoleConfig): Promise<RunningService> {
   const log = serviceLogger('console', config);
   startMetrics('console');
+  if (config.devLoginIgnored) log.warn('CONSOLE_DEV_LOGIN is ignored: an identity provider is configured (OIDC_ISSUER_URL), so operators sign in through it only');
   if (config.CONSOLE_DEV_LOGIN) log.warn('CONSOLE_DEV_LOGIN is on: anyone who reaches the console can sign in with any role (development only)');
   if (!config.oidc && !config.CONSOLE_DEV_LOGIN) log.warn('no OIDC_ISSUER_URL and no CONSOLE_DEV_LOGIN: nobody can sign in');
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, log), { logger: new NestJsonLogger(log), abortOnError: false });
@@ -33,6 +38,9 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     app.useGlobalFilters(new HttpErrors(app.getHttpAdapter()));
     app.disable('x-powered-by');
     app.set('trust proxy', false);
+    const secure = config.publicUrl.protocol === 'https:';
+    // First, so that every answer has them, those to a body the parsers refuse included.
+    app.use(securityHeaders(secure));
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
     // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413). Token
     // files for the hardware token import are not parsed here: their handler streams them on to
@@ -41,12 +49,17 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
       type: (req: IncomingMessage) => /^application\/octet-stream\b/i.test(req.headers['content-type'] ?? '') && !TOKEN_FILE_UPLOAD.test(req.url ?? ''),
       limit: MAX_VOICE_MESSAGE_BYTES,
     });
+    app.use(emptyBodyAsForm);
     const sessions = app.get<Sessions>(SESSIONS);
-    const names = cookieNames(config.publicUrl.protocol === 'https:');
-    app.use(securityHeaders);
+    const views = app.get<Views>(VIEWS);
+    const names = cookieNames(secure);
     app.use('/static/chart', express.static(CHART_JS_DIR, { index: false, maxAge: '1h' }));
     app.use('/static', express.static(PUBLIC_DIR, { index: false, maxAge: '1h' }));
-    app.use(sessionLoader(sessions, names));
+    app.use(
+      sessionLoader(sessions, names, (res) =>
+        views.send(res, 'error.njk', { code: 'unavailable', message: 'the console cannot read sessions at the moment (its Redis); try again shortly' }, 503),
+      ),
+    );
     app.use(csrfCheck(config.publicUrl.origin));
     await app.init();
   } catch (error) {

@@ -19,7 +19,7 @@ const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
     OIDC_ROLES_CLAIM: z.string().min(1).default('roles'),
     /**
      * A sign-in form that takes any roles, for a first run without an identity provider.
-     * Refused in production.
+     * Refused in production; off whenever an identity provider is configured.
      */
     CONSOLE_DEV_LOGIN: unsetWhenEmpty(
       z
@@ -33,6 +33,8 @@ const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
 
 export type ConsoleConfig = z.infer<typeof ConsoleEnv> & {
   auth: AuthConfig;
+  /** CONSOLE_DEV_LOGIN was on but an identity provider is configured: the form stays off. */
+  devLoginIgnored: boolean;
   publicUrl: URL;
   oidc?: { issuer: URL; clientId: string; clientSecret: string };
 };
@@ -52,8 +54,13 @@ export function loadConsoleConfig(env: NodeJS.ProcessEnv = process.env): Console
   if (production && config.CONSOLE_DEV_LOGIN) problems.push('CONSOLE_DEV_LOGIN is refused when NODE_ENV=production');
   if (production && oidcSet === 0) problems.push('OIDC_ISSUER_URL, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are required when NODE_ENV=production');
   if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  // The development form is for a first run "until OIDC is set" (docker-compose.yml turns it on by
+  // default): once an identity provider is configured it would be a way in around it.
+  const devLoginIgnored = config.CONSOLE_DEV_LOGIN && oidcSet === 3;
   return {
     ...config,
+    CONSOLE_DEV_LOGIN: config.CONSOLE_DEV_LOGIN && !devLoginIgnored,
+    devLoginIgnored,
     auth,
     publicUrl,
     ...(config.OIDC_ISSUER_URL

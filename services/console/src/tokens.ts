@@ -2,6 +2,7 @@ export const CONSOLE_CONFIG = Symbol('CONSOLE_CONFIG');
 export const SESSIONS = Symbol('SESSIONS');
 export const VIEWS = Symbol('VIEWS');
 export const OIDC = Symbol('OIDC');
+export const PENDING_LOGINS = Symbol('PENDING_LOGINS');
 export const MFA_API = Symbol('MFA_API');
 export const LOGGER_TOKEN = Symbol('LOGGER');
 

@@ -36,10 +36,4 @@ describe('console sessions (real Redis)', () => {
     await new Promise((r) => setTimeout(r, 1_100));
     assert.equal(await short.load(idle, Date.now()), undefined);
   });
-
-  itWith({ real: ['redis'] }, 'takes a sign-in under way once: a replayed callback finds nothing', async () => {
-    const id = await sessions.beginLogin({ state: 's', nonce: 'n', verifier: 'v', returnTo: '/' });
-    assert.equal((await sessions.takeLogin(id))?.state, 's');
-    assert.equal(await sessions.takeLogin(id), undefined);
-  });
 });

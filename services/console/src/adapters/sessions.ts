@@ -11,16 +11,7 @@ export interface Session {
   via: 'oidc' | 'dev';
 }
 
-/** A sign-in under way (between the redirect to the provider and its callback). */
-export interface PendingLogin {
-  state: string;
-  nonce: string;
-  verifier: string;
-  returnTo: string;
-}
-
 const ABSOLUTE_MS = 12 * 3_600_000;
-const LOGIN_TTL_SECONDS = 600;
 
 /**
  * Operators' sessions in Redis, keyed by a SHA-256 of the session id (the cookie's value, 256 bits
@@ -33,21 +24,21 @@ export class Sessions {
     private readonly idleSeconds: number,
   ) {}
 
-  private key(kind: 'session' | 'login', id: string): string {
-    return `mfa:console:${kind}:${createHash('sha256').update(id).digest('base64url')}`;
+  private key(id: string): string {
+    return `mfa:console:session:${createHash('sha256').update(id).digest('base64url')}`;
   }
 
   async create(session: Omit<Session, 'csrf' | 'createdAt'>, now: number): Promise<string> {
     const id = randomBytes(32).toString('base64url');
     const record: Session = { ...session, csrf: randomBytes(32).toString('base64url'), createdAt: now };
-    await this.redis.set(this.key('session', id), JSON.stringify(record), 'EX', this.idleSeconds);
+    await this.redis.set(this.key(id), JSON.stringify(record), 'EX', this.idleSeconds);
     return id;
   }
 
   /** The session of this id, its idle time renewed; undefined when unknown, expired or malformed. */
   async load(id: string | undefined, now: number): Promise<Session | undefined> {
     if (!id || !/^[A-Za-z0-9_-]{43}$/.test(id)) return undefined;
-    const key = this.key('session', id);
+    const key = this.key(id);
     const raw = await this.redis.getex(key, 'EX', this.idleSeconds);
     if (!raw) return undefined;
     const session = JSON.parse(raw) as Session;
@@ -59,20 +50,6 @@ export class Sessions {
   }
 
   async destroy(id: string | undefined): Promise<void> {
-    if (id && /^[A-Za-z0-9_-]{43}$/.test(id)) await this.redis.del(this.key('session', id));
-  }
-
-  /** Keeps a sign-in under way for 10 minutes, under a random id the browser holds in a cookie. */
-  async beginLogin(login: PendingLogin): Promise<string> {
-    const id = randomBytes(32).toString('base64url');
-    await this.redis.set(this.key('login', id), JSON.stringify(login), 'EX', LOGIN_TTL_SECONDS);
-    return id;
-  }
-
-  /** The sign-in under way, once: a callback replayed finds nothing. */
-  async takeLogin(id: string | undefined): Promise<PendingLogin | undefined> {
-    if (!id || !/^[A-Za-z0-9_-]{43}$/.test(id)) return undefined;
-    const raw = await this.redis.getdel(this.key('login', id));
-    return raw ? (JSON.parse(raw) as PendingLogin) : undefined;
+    if (id && /^[A-Za-z0-9_-]{43}$/.test(id)) await this.redis.del(this.key(id));
   }
 }

@@ -3,14 +3,15 @@ import type { Response } from 'express';
 import { DisplayName, Email } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { OidcProvider } from '../adapters/oidc.js';
+import { PENDING_LOGIN_SECONDS, type PendingLogins } from '../adapters/pending-login.js';
 import type { Sessions } from '../adapters/sessions.js';
 import { accessFromRoles, rolesOf } from '../domain/roles.js';
-import { CONSOLE_CONFIG, LOGGER_TOKEN, OIDC, SESSIONS, VIEWS, type ConsoleRuntime } from '../tokens.js';
+import { CONSOLE_CONFIG, LOGGER_TOKEN, OIDC, PENDING_LOGINS, SESSIONS, VIEWS, type ConsoleRuntime } from '../tokens.js';
 import { cookieNames, setCookie, type WebRequest } from './web.js';
 import type { Views } from './views.js';
 
 /** Only paths of this console may follow a sign-in (no open redirect). */
-const safeReturn = (value: unknown) => (typeof value === 'string' && /^\/[A-Za-z0-9/_.:?=&%-]*$/.test(value) && !value.startsWith('//') ? value : '/');
+const safeReturn = (value: unknown) => (typeof value === 'string' && /^\/[A-Za-z0-9/_.:?=&%-]{0,1023}$/.test(value) && !value.startsWith('//') ? value : '/');
 
 /** The operator as sessions and the audit trail name them: fields the contract would refuse are left out. */
 function operatorOf(identity: { sub: string; email?: string; name?: string }) {
@@ -35,20 +36,22 @@ export class AuthController {
     @Inject(VIEWS) private readonly views: Views,
     @Inject(LOGGER_TOKEN) private readonly log: Logger,
     @Inject(OIDC) private readonly oidc: OidcProvider | undefined,
+    @Inject(PENDING_LOGINS) private readonly pendingLogins: PendingLogins | undefined,
   ) {
     this.names = cookieNames(runtime.secure);
   }
 
   @Get('login')
   async login(@Req() req: WebRequest, @Res() res: Response, @Query('returnTo') returnTo?: string): Promise<void> {
-    if (!this.oidc) {
+    if (!this.oidc || !this.pendingLogins) {
       this.views.send(res, 'login.njk', { devLogin: this.runtime.devLogin, returnTo: safeReturn(returnTo) });
       return;
     }
     try {
       const start = await this.oidc.begin();
-      const id = await this.sessions.beginLogin({ state: start.state, nonce: start.nonce, verifier: start.verifier, returnTo: safeReturn(returnTo) });
-      setCookie(res, this.names.login, id, this.runtime.secure, 600);
+      // Kept by the browser, sealed: beginning a sign-in stores nothing on the server.
+      const sealed = this.pendingLogins.seal({ state: start.state, nonce: start.nonce, verifier: start.verifier, returnTo: safeReturn(returnTo) }, Date.now());
+      setCookie(res, this.names.login, sealed, this.runtime.secure, PENDING_LOGIN_SECONDS);
       res.redirect(303, start.url.href);
     } catch (error) {
       this.log.error('the identity provider cannot be reached', { error });
@@ -59,7 +62,7 @@ export class AuthController {
 
   @Get('callback')
   async callback(@Req() req: WebRequest, @Res() res: Response): Promise<void> {
-    const pending = await this.sessions.takeLogin(req.cookiesParsed[this.names.login]);
+    const pending = this.pendingLogins?.open(req.cookiesParsed[this.names.login], Date.now());
     setCookie(res, this.names.login, '', this.runtime.secure, 0);
     if (!this.oidc || !pending) {
       this.views.send(res, 'error.njk', { code: 'forbidden', message: 'this sign-in is unknown or expired; sign in again' }, 403);
@@ -73,20 +76,20 @@ export class AuthController {
       this.views.send(res, 'error.njk', { code: 'forbidden', message: 'the sign-in could not be completed; sign in again' }, 403);
       return;
     }
-    await this.signIn(res, identity, identity.roles, 'oidc', pending.returnTo);
+    await this.signIn(req, res, identity, identity.roles, 'oidc', pending.returnTo);
   }
 
   /** Development only: sign in as anyone with any roles (refused at boot in production). */
   @Post('dev')
-  async dev(@Res() res: Response, @Body() body: Record<string, unknown>): Promise<void> {
+  async dev(@Req() req: WebRequest, @Res() res: Response, @Body() body: Record<string, unknown> | undefined): Promise<void> {
     if (!this.runtime.devLogin) {
       this.views.send(res, 'error.njk', { code: 'forbidden', message: 'the development sign-in is off (CONSOLE_DEV_LOGIN)' }, 403);
       return;
     }
-    const roles = String(body.roles ?? '')
+    const roles = String(body?.roles ?? '')
       .split(/[\s,]+/)
       .filter(Boolean);
-    await this.signIn(res, { sub: String(body.sub ?? '') || 'developer' }, roles, 'dev', safeReturn(body.returnTo));
+    await this.signIn(req, res, { sub: String(body?.sub ?? '') || 'developer' }, roles, 'dev', safeReturn(body?.returnTo));
   }
 
   @Post('logout')
@@ -96,7 +99,7 @@ export class AuthController {
     res.redirect(303, '/auth/login');
   }
 
-  private async signIn(res: Response, identity: { sub: string; email?: string; name?: string }, roles: unknown, via: 'oidc' | 'dev', returnTo: string): Promise<void> {
+  private async signIn(req: WebRequest, res: Response, identity: { sub: string; email?: string; name?: string }, roles: unknown, via: 'oidc' | 'dev', returnTo: string): Promise<void> {
     const access = accessFromRoles(roles);
     const operator = operatorOf(identity);
     if (!access || !operator) {
@@ -104,6 +107,8 @@ export class AuthController {
       this.views.send(res, 'error.njk', { code: 'forbidden', message: 'your account has no role in this console (platform-operator, tenant-admin:<tenant> or tenant-reader:<tenant>)' }, 403);
       return;
     }
+    // A session this browser held before ends: one sign-in, one session.
+    await this.sessions.destroy(req.cookiesParsed[this.names.session]);
     const id = await this.sessions.create({ operator, roles: rolesOf(access), via }, Date.now());
     setCookie(res, this.names.session, id, this.runtime.secure);
     this.log.info('operator signed in', { sub: operator.sub, via, roles: rolesOf(access) });

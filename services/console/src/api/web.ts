@@ -14,9 +14,18 @@ export interface WebRequest extends Request {
 /**
  * Headers of every answer: a strict Content Security Policy (no inline script or style, nothing
  * from another origin, no framing, forms only to this origin), no MIME sniffing, no referrer to
- * other sites, pages never cached.
+ * other sites, pages never cached; over https, Strict-Transport-Security. Installed before the body
+ * parsers, so an answer to a body they refuse has them too.
  */
-export function securityHeaders(_req: Request, res: Response, next: NextFunction): void {
+export function securityHeaders(secure: boolean) {
+  return (_req: Request, res: Response, next: NextFunction): void => {
+    setSecurityHeaders(res, secure);
+    next();
+  };
+}
+
+function setSecurityHeaders(res: Response, secure: boolean): void {
+  if (secure) res.setHeader('Strict-Transport-Security', 'max-age=31536000');
   res.setHeader(
     'Content-Security-Policy',
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -26,6 +35,14 @@ export function securityHeaders(_req: Request, res: Response, next: NextFunction
   res.setHeader('X-Frame-Options', 'DENY');
   res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
   res.setHeader('Cache-Control', 'no-store');
+}
+
+/**
+ * A form route reads fields of the body: a POST without one (no body, or a content type no parser
+ * takes) reads as an empty form, which the route refuses field by field, rather than failing.
+ */
+export function emptyBodyAsForm(req: Request, _res: Response, next: NextFunction): void {
+  req.body ??= {};
   next();
 }
 
@@ -42,22 +59,31 @@ export function setCookie(res: Response, name: string, value: string, secure: bo
   );
 }
 
-/** Loads the session named by the cookie (and the operator's access) into the request. */
-export function sessionLoader(sessions: Sessions, names: ReturnType<typeof cookieNames>) {
-  return (req: Request, _res: Response, next: NextFunction): void => {
+/** Paths that answer without a session: the probes must tell the truth when Redis is down. */
+const SESSIONLESS = /^\/(?:health(?:\/live)?|metrics)\/?$/;
+
+/**
+ * Loads the session named by the cookie (and the operator's access) into the request. When the
+ * session store (Redis) fails, the request is answered 503 and nothing else runs: no page is shown
+ * to someone whose session cannot be read, and the failure is not logged once per request (the
+ * health check reports Redis).
+ */
+export function sessionLoader(sessions: Sessions, names: ReturnType<typeof cookieNames>, onUnavailable: (res: Response) => void) {
+  return (req: Request, res: Response, next: NextFunction): void => {
     const web = req as WebRequest;
     web.cookiesParsed = parseCookies(req.headers.cookie ?? '');
     const id = web.cookiesParsed[names.session];
-    sessions
-      .load(id, Date.now())
-      .then((session) => {
-        if (session && id) {
+    if (id === undefined || SESSIONLESS.test(req.path)) return next();
+    sessions.load(id, Date.now()).then(
+      (session) => {
+        if (session) {
           web.session = { ...session, id };
           web.access = accessFromRoles(session.roles);
         }
         next();
-      })
-      .catch(next);
+      },
+      () => onUnavailable(res),
+    );
   };
 }
 

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Request, Response } from 'express';
+import type { Sessions } from '../adapters/sessions.js';
+import { cookieNames, emptyBodyAsForm, securityHeaders, sessionLoader } from './web.js';
+
+const request = (path: string, cookie?: string) => ({ path, headers: cookie ? { cookie } : {} }) as unknown as Request;
+const response = () => {
+  const headers = new Map<string, string>();
+  return { headers, res: { setHeader: (name: string, value: string) => headers.set(name, value) } as unknown as Response };
+};
+
+describe('console middleware', () => {
+  const names = cookieNames(false);
+  const id = 'A'.repeat(43);
+
+  it('answers 503 when the session store fails, and never lets the request through', async () => {
+    const failing = { load: () => Promise.reject(new Error('Redis is down')) } as unknown as Sessions;
+    const unavailable: Response[] = [];
+    let passed = 0;
+    const { res } = response();
+    sessionLoader(failing, names, (r) => unavailable.push(r))(request('/t/contoso/overview', `${names.session}=${id}`), res, () => passed++);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual([unavailable.length, passed], [1, 0]);
+  });
+
+  it('reads no session for the probes, nor without a cookie', async () => {
+    let loads = 0;
+    const counting = { load: () => (loads++, Promise.resolve(undefined)) } as unknown as Sessions;
+    let passed = 0;
+    const { res } = response();
+    for (const path of ['/health', '/health/live', '/metrics']) sessionLoader(counting, names, () => assert.fail())(request(path, `${names.session}=${id}`), res, () => passed++);
+    sessionLoader(counting, names, () => assert.fail())(request('/t/contoso/overview'), res, () => passed++);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual([loads, passed], [0, 4]);
+  });
+
+  it('sends Strict-Transport-Security only over https, the CSP always', () => {
+    for (const secure of [true, false]) {
+      const { headers, res } = response();
+      securityHeaders(secure)(request('/'), res, () => undefined);
+      assert.equal(headers.has('Strict-Transport-Security'), secure);
+      assert.match(headers.get('Content-Security-Policy') ?? '', /frame-ancestors 'none'/);
+    }
+  });
+
+  it('reads a POST without a body as an empty form', () => {
+    const req = { body: undefined } as unknown as Request;
+    emptyBodyAsForm(req, response().res, () => undefined);
+    assert.deepEqual(req.body, {});
+    const parsed = { body: { reason: 'x' } } as unknown as Request;
+    emptyBodyAsForm(parsed, response().res, () => undefined);
+    assert.deepEqual(parsed.body, { reason: 'x' });
+  });
+});

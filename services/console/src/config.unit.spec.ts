@@ -1,0 +1,23 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadConsoleConfig } from './config.js';
+
+describe('console configuration', () => {
+  const base = { NATS_URL: 'nats://127.0.0.1:4222', REDIS_URL: 'redis://127.0.0.1:6379' };
+  const production = { MFA_PLATFORM_API_KEY: 'p'.repeat(48) };
+  const oidc = { OIDC_ISSUER_URL: 'https://idp.example', OIDC_CLIENT_ID: 'console', OIDC_CLIENT_SECRET: 's3cret' };
+
+  it('offers the development sign-in only while no identity provider is configured', () => {
+    assert.equal(loadConsoleConfig({ ...base, NODE_ENV: 'development', CONSOLE_DEV_LOGIN: 'true' }).CONSOLE_DEV_LOGIN, true);
+    // docker-compose.yml turns it on by default: configuring OIDC must close it.
+    const both = loadConsoleConfig({ ...base, NODE_ENV: 'development', CONSOLE_DEV_LOGIN: 'true', ...oidc });
+    assert.equal(both.CONSOLE_DEV_LOGIN, false);
+    assert.equal(both.devLoginIgnored, true);
+    assert.equal(loadConsoleConfig({ ...base, NODE_ENV: 'development', ...oidc }).devLoginIgnored, false);
+  });
+
+  it('refuses the development sign-in in production, and production without an identity provider', () => {
+    assert.throws(() => loadConsoleConfig({ ...base, NODE_ENV: 'production', CONSOLE_DEV_LOGIN: 'true', ...oidc, ...production }), /CONSOLE_DEV_LOGIN is refused/);
+    assert.throws(() => loadConsoleConfig({ ...base, NODE_ENV: 'production', ...production }), /required when NODE_ENV=production/);
+  });
+});

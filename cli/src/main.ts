@@ -16,6 +16,8 @@ import {
   type OathImportStatusReply,
   type OathTokensActivateReply,
   type OathTokensListReply,
+  type TotpActivateReply,
+  type TotpEnrollReply,
 } from '@mfa/contracts';
 import { createInterface } from 'node:readline/promises';
 import { Api, CliError } from './api.js';
@@ -62,6 +64,8 @@ async function withApi(work: (api: Api, globals: Globals) => Promise<void>): Pro
 const print = (value: unknown): void => {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 };
+/** An argument as the shell reads it back: as it is when plain, else in single quotes. */
+const shellWord = (value: string): string => (/^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`);
 const list = (value: string) => value.split(',').map((v) => v.trim()).filter(Boolean);
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -86,17 +90,27 @@ export function patchFromPairs(pairs: readonly string[]): Record<string, unknown
   return patch;
 }
 
-/** Every page of a report (--all), or the first. */
-async function pages<T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(api: Api, subject: string, body: Record<string, unknown>, all: boolean): Promise<Array<Record<string, unknown>>> {
+/** Every page of a report (--all), or the first; `more`: pages were left out (the first only, and there are more). */
+async function paged<T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(
+  api: Api,
+  subject: string,
+  body: Record<string, unknown>,
+  all: boolean,
+): Promise<{ items: Array<Record<string, unknown>>; more: boolean }> {
   const items: Array<Record<string, unknown>> = [];
   let cursor: string | undefined;
+  let more = false;
   do {
     const reply = await api.call<T>(subject, { ...body, ...(cursor ? { cursor } : {}) });
     items.push(...reply.items);
+    more = reply.nextCursor !== undefined;
     cursor = all ? reply.nextCursor : undefined;
   } while (cursor);
-  return items;
+  return { items, more };
 }
+/** Every page of a report (--all), or the first. */
+const pages = async <T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(api: Api, subject: string, body: Record<string, unknown>, all: boolean) =>
+  (await paged<T>(api, subject, body, all)).items;
 
 // ---- tenants -----------------------------------------------------------------------------------
 const tenants = program.command('tenants').description('tenant settings (admin scope)');
@@ -198,7 +212,9 @@ users
   .action((tenantId: string, userId: string, o: { reason: string }) => withApi(async (api) => print(await api.call(Subjects.usersUnblock, { tenantId, userId, reason: o.reason }))));
 users
   .command('reset <tenant> <user>')
-  .description('clear every method of the user (tokens, phone): they must register again (admin scope)')
+  .description(
+    'clear every method of the user: TOTP tokens (hardware ones go back to the inventory), phone number, authenticator apps and unused activation codes, app passwords, voice PIN, remembered browsers; name, e-mail and language stay. They must register again (admin scope)',
+  )
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersReset, { tenantId, userId }))));
 users
   .command('default-method <tenant> <user> <method>')
@@ -226,6 +242,37 @@ users
       }
       pin = pin.trim();
       print(await api.call(Subjects.usersPinSet, { tenantId, userId, pin }));
+    }),
+  );
+users
+  .command('totp-enroll <tenant> <user>')
+  .description('add an authenticator app (TOTP): prints the pending token\'s id and its otpauth:// URI, as a QR code to scan from the terminal; activate it within 10 minutes with totp-activate')
+  .option('--label <name>', 'the account name the app shows (default: the user id)')
+  .option('--json', 'print the reply as JSON (as does --format json)')
+  .action((tenantId: string, userId: string, o: { label?: string; json?: boolean }) =>
+    withApi(async (api, g) => {
+      const reply = await api.call<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId, ...(o.label !== undefined ? { label: o.label } : {}) });
+      // The secret is in the URI (what the app scans): it is not printed a second time.
+      const { secret: _secret, ...shown } = reply;
+      if (o.json || g.format === 'json') print(shown);
+      else {
+        process.stdout.write(`${await QRCode.toString(reply.otpauthUri, { type: 'terminal', small: true })}\n`);
+        process.stdout.write(`token id     ${reply.tokenId}\notpauth URI  ${reply.otpauthUri}\npending: ${reply.digits} digits every ${reply.period} s (${reply.algorithm}); activate within 10 minutes\n`);
+      }
+      process.stderr.write(`next: mfa users totp-activate ${shellWord(tenantId)} ${shellWord(userId)} ${shellWord(reply.tokenId)} <code>\n`);
+    }),
+  );
+users
+  .command('totp-activate <tenant> <user> <tokenId> <code>')
+  .description('activate a pending TOTP token (totp-enroll) with the code the app shows now; exit code 1 when the code is not right')
+  .action((tenantId: string, userId: string, tokenId: string, code: string) =>
+    withApi(async (api) => {
+      const reply = await api.call<TotpActivateReply>(Subjects.totpActivate, { tenantId, userId, tokenId, code });
+      print(reply);
+      if (!reply.active) {
+        process.stderr.write(`mfa: not the code the app shows now; nothing changed (try the next one: five codes per enrollment)\n`);
+        process.exitCode = 1;
+      }
     }),
   );
 users
@@ -625,6 +672,16 @@ range(reports.command('blocked <tenant>').description('blocks, unblocks and IP l
       process.stdout.write(render(rows, ['occurredAt', 'action', 'userId', 'ip', 'reason', 'source', 'actor', 'until', 'dryRun'], g.format));
     }),
   );
+/** The start of the usage period after `period` (a day such as 2026-11-01, or an instant for minute and hour), as --from takes it. */
+function periodAfter(period: string, granularity: string): string | undefined {
+  const at = new Date(Date.parse(period));
+  if (Number.isNaN(at.getTime())) return undefined;
+  if (granularity === 'month') at.setUTCMonth(at.getUTCMonth() + 1);
+  else at.setTime(at.getTime() + ({ minute: 60_000, hour: 3_600_000, day: 86_400_000 }[granularity] ?? 86_400_000));
+  return at.toISOString().replace('.000Z', 'Z');
+}
+/** Periods per usage page: the most the API answers at once. */
+const USAGE_PAGE = 500;
 reports
   .command('usage <tenant>')
   .description('authentications and enabled users per period, oldest first')
@@ -634,12 +691,18 @@ reports
   .option('--all', 'every page')
   .action((tenantId: string, o: { from: string; to: string; granularity: string; all?: boolean }) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsUsageQuery, { tenantId, from: o.from, to: o.to, granularity: o.granularity, limit: 500 }, Boolean(o.all));
+      const { items: rows, more } = await paged(api, Subjects.reportsUsageQuery, { tenantId, from: o.from, to: o.to, granularity: o.granularity, limit: USAGE_PAGE }, Boolean(o.all));
       const flat = rows.map((r) => {
         const a = r.authentications as { total: number; success: number; failure: number };
         return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, byMethod: r.byMethod };
       });
       process.stdout.write(render(g.format === 'json' ? rows : flat, g.format === 'json' ? [] : ['period', 'authentications', 'success', 'failure', 'enabledUsers', 'byMethod'], g.format));
+      if (more) {
+        const rest = periodAfter(String(rows.at(-1)?.period), o.granularity);
+        process.stderr.write(
+          `mfa: truncated at ${rows.length} periods (one page): narrow --from/--to${rest ? ` (the rest begins at --from ${rest})` : ''}, take a coarser --granularity, or add --all for every period\n`,
+        );
+      }
     }),
   );
 range(reports.command('audit <tenant>').description('admin actions, newest first'))

@@ -12,7 +12,7 @@ import { MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subj
 import { requestJson } from '@mfa/messaging';
 import { Attr, Code, decodePacket, encodeResponse } from '@mfa/radius/packet';
 import { base32Decode, base32Encode, totp } from '@mfa/crypto';
-import { eventually, itWith, repoRoot, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, hasOathtool, itWith, oathtoolTotp, repoRoot, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 const run = promisify(execFile);
 const MFA = join(repoRoot, 'cli', 'bin', 'mfa.js');
@@ -98,6 +98,93 @@ describe('the mfa command line', () => {
         assert.match(sub.stdout, /^Usage: mfa /m);
       }
     }
+    const usersHelp = (await mfa(['users', '--help'])).stdout;
+    assert.match(usersHelp, /^ {2}totp-enroll \[options\] <tenant> <user>/m);
+    assert.match(usersHelp, /^ {2}totp-activate <tenant> <user> <tokenId> <code>/m);
+    // users reset says what the reset clears (docs/api.md, users.reset), and what stays.
+    const reset = (await mfa(['users', 'reset', '--help'])).stdout.replace(/\s+/g, ' ');
+    for (const cleared of ['TOTP tokens', 'hardware', 'phone number', 'authenticator apps', 'app passwords', 'voice PIN', 'remembered browsers', 'name, e-mail and language stay']) assert.ok(reset.includes(cleared), `users reset --help names ${cleared}: ${reset}`);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'totp-enroll prints the token id, the otpauth URI and its QR code; totp-activate activates the token with the code the app shows; a wrong code is exit code 1', async () => {
+    const tenant = uniqueTenant('cli-totp');
+    await json(['tenants', 'configure', tenant]);
+    const userId = uniqueUser('totp');
+    await json(['users', 'register', tenant, userId]);
+
+    const enrolled = await mfa(['users', 'totp-enroll', tenant, userId, '--label', 'Work phone']);
+    assert.equal(enrolled.code, 0, enrolled.stderr);
+    const tokenId = /^token id {5}(\S+)$/m.exec(enrolled.stdout)?.[1];
+    const uri = /^otpauth URI {2}(otpauth:\/\/totp\/\S+)$/m.exec(enrolled.stdout)?.[1];
+    assert.ok(tokenId && uri, enrolled.stdout);
+    assert.match(enrolled.stdout, /^\x1b\[47m\x1b\[30m[ ▀▄█]{20,}\x1b\[0m$/m, 'a QR code drawn in the terminal, as push-enroll draws it');
+    assert.match(enrolled.stdout, /^pending: 6 digits every 30 s \(SHA1\); activate within 10 minutes$/m);
+    assert.equal(enrolled.stderr, `next: mfa users totp-activate ${tenant} ${userId} ${tokenId} <code>\n`);
+    const params = new URL(uri).searchParams;
+    assert.match(uri, /^otpauth:\/\/totp\/[^?]*Work%20phone\?/);
+    assert.deepEqual([params.get('algorithm'), params.get('digits'), params.get('period')], ['SHA1', '6', '30']);
+    const secret = params.get('secret') ?? '';
+    assert.match(secret, /^[A-Z2-7]{32}$/);
+    assert.equal(enrolled.stdout.split(secret).length, 2, 'the secret is printed only inside the URI');
+    const pending = ((await json(['users', 'get', tenant, userId])).tokens as Array<Record<string, unknown>>).find((t) => t.tokenId === tokenId);
+    assert.equal(pending?.state, 'pending');
+
+    // The code the app shows now (oathtool: an independent implementation, when installed).
+    const codeAt = (at: number) => (hasOathtool() ? oathtoolTotp(secret, { at: new Date(at) }) : totp(base32Decode(secret), at));
+    const activated = await mfa(['users', 'totp-activate', tenant, userId, tokenId, codeAt(Date.now())]);
+    assert.equal(activated.code, 0, activated.stderr);
+    assert.deepEqual(JSON.parse(activated.stdout), { tokenId, active: true });
+    const user = await json(['users', 'get', tenant, userId]);
+    assert.equal((user.tokens as Array<Record<string, unknown>>).find((t) => t.tokenId === tokenId)?.state, 'active');
+    assert.deepEqual(user.methods, ['totp']);
+    const again = await mfa(['users', 'totp-activate', tenant, userId, tokenId, '000000']);
+    assert.deepEqual([again.code, again.stdout], [1, '']);
+    assert.match(again.stderr, /^mfa: conflict: token is already active$/m);
+
+    // As JSON (--format json): the reply without a second copy of the secret; a wrong code for a
+    // pending token answers active: false, exit code 1, and changes nothing.
+    const asJson = await mfa(['--format', 'json', 'users', 'totp-enroll', tenant, userId]);
+    assert.equal(asJson.code, 0, asJson.stderr);
+    const second = JSON.parse(asJson.stdout) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(second).sort(), ['algorithm', 'digits', 'otpauthUri', 'period', 'tokenId']);
+    const secondSecret = new URL(String(second.otpauthUri)).searchParams.get('secret') ?? '';
+    const shown = [-30_000, 0, 30_000].map((d) => codeAt(Date.now() + d));
+    const wrong = ['000000', '111111', '222222', '333333'].find((c) => !shown.includes(c))!;
+    const refused = await mfa(['users', 'totp-activate', tenant, userId, String(second.tokenId), wrong]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.deepEqual(JSON.parse(refused.stdout), { tokenId: second.tokenId, active: false });
+    assert.match(refused.stderr, /not the code the app shows now; nothing changed/);
+    assert.ok(!`${refused.stdout}${refused.stderr}${asJson.stderr}`.includes(secondSecret), 'the secret is never in a message');
+    assert.equal(((await json(['users', 'get', tenant, userId])).tokens as Array<Record<string, unknown>>).find((t) => t.tokenId === second.tokenId)?.state, 'pending');
+    // An unknown user: the contract's error, exit code 1.
+    const unknown = await mfa(['users', 'totp-enroll', tenant, uniqueUser('nobody')]);
+    assert.deepEqual([unknown.code, unknown.stdout], [1, '']);
+    assert.match(unknown.stderr, /^mfa: not_found: /m);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'reports usage says on standard error when it shows only the first page of periods', async () => {
+    const tenant = uniqueTenant('cli-usage');
+    await json(['tenants', 'configure', tenant]);
+    const from = '2026-11-02T00:00:00Z';
+    const to = '2026-11-03T00:00:00Z';
+    // 1440 minutes: one page of 500.
+    const truncated = await mfa(['reports', 'usage', tenant, '--from', from, '--to', to, '--granularity', 'minute']);
+    assert.equal(truncated.code, 0, truncated.stderr);
+    assert.equal(truncated.stdout.trim().split('\n').length, 2 + 500);
+    assert.equal(truncated.stderr, 'mfa: truncated at 500 periods (one page): narrow --from/--to (the rest begins at --from 2026-11-02T08:20:00Z), take a coarser --granularity, or add --all for every period\n');
+    const asJson = await mfa(['--format', 'json', 'reports', 'usage', tenant, '--from', from, '--to', to, '--granularity', 'minute']);
+    assert.equal((JSON.parse(asJson.stdout) as unknown[]).length, 500);
+    assert.match(asJson.stderr, /^mfa: truncated at 500 periods/);
+    // Every page, or a range that fits one page: nothing said.
+    const all = await mfa(['--format', 'json', 'reports', 'usage', tenant, '--from', from, '--to', to, '--granularity', 'minute', '--all']);
+    assert.deepEqual([all.code, (JSON.parse(all.stdout) as unknown[]).length, all.stderr], [0, 1440, '']);
+    // Where the hint says the rest begins, exactly one page (500 minutes): all of it, nothing said.
+    const next = await mfa(['reports', 'usage', tenant, '--from', '2026-11-02T08:20:00Z', '--to', '2026-11-02T16:40:00Z', '--granularity', 'minute']);
+    const nextRows = next.stdout.trim().split('\n');
+    assert.deepEqual([next.code, nextRows.length, next.stderr], [0, 2 + 500, '']);
+    assert.match(nextRows[2]!, /^2026-11-02T08:20:00\.000Z\s/);
+    const days = await mfa(['reports', 'usage', tenant, '--from', '2026-01-01T00:00:00Z', '--to', '2027-01-01T00:00:00Z']);
+    assert.deepEqual([days.code, days.stdout.trim().split('\n').length, days.stderr], [0, 2 + 365, '']);
   });
 
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'an operator configures a tenant, creates a key, manages a user; an integrator signs the user in; the reports come out as table, JSON and CSV', async () => {

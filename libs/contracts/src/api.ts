@@ -264,7 +264,7 @@ export const UsersListReply = z.object({
 });
 export type UsersListReply = z.infer<typeof UsersListReply>;
 
-/** Admin: clears every method of the user (tokens, phone; later devices, app passwords, remembered browsers): they must register again. */
+/** Admin: clears every method of the user (tokens, phone and PIN, devices and unused activation codes, app passwords, default method, remembered browsers): they must register again. */
 export const UsersResetRequest = z.object({ tenantId: TenantId, userId: UserId });
 export type UsersResetRequest = z.infer<typeof UsersResetRequest>;
 export const UsersResetReply = z.object({ userId: z.string(), reset: z.literal(true) });

@@ -42,7 +42,7 @@ export class AppModule {
             ? new OidcProvider(config.oidc.issuer, config.oidc.clientId, config.oidc.clientSecret, new URL('/auth/callback', config.publicUrl), config.OIDC_ROLES_CLAIM)
             : undefined,
         },
-        { provide: PENDING_LOGINS, useValue: config.oidc ? new PendingLogins(config.oidc.clientSecret) : undefined },
+        { provide: PENDING_LOGINS, useFactory: (redis: RedisClient) => (config.oidc ? new PendingLogins(redis) : undefined), inject: [REDIS] },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },
       ],
     };

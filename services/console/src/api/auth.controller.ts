@@ -3,7 +3,7 @@ import type { Response } from 'express';
 import { DisplayName, Email } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { OidcProvider } from '../adapters/oidc.js';
-import { PENDING_LOGIN_SECONDS, type PendingLogins } from '../adapters/pending-login.js';
+import { PENDING_LOGIN_SECONDS, type PendingLogin, type PendingLogins } from '../adapters/pending-login.js';
 import type { Sessions } from '../adapters/sessions.js';
 import { accessFromRoles, rolesOf } from '../domain/roles.js';
 import { CONSOLE_CONFIG, LOGGER_TOKEN, OIDC, PENDING_LOGINS, SESSIONS, VIEWS, type ConsoleRuntime } from '../tokens.js';
@@ -50,19 +50,26 @@ export class AuthController {
     try {
       const start = await this.oidc.begin();
       // Kept by the browser, sealed: beginning a sign-in stores nothing on the server.
-      const sealed = this.pendingLogins.seal({ state: start.state, nonce: start.nonce, verifier: start.verifier, returnTo: safeReturn(returnTo) }, Date.now());
+      const sealed = await this.pendingLogins.seal({ state: start.state, nonce: start.nonce, verifier: start.verifier, returnTo: safeReturn(returnTo) }, Date.now());
       setCookie(res, this.names.login, sealed, this.runtime.secure, PENDING_LOGIN_SECONDS);
       res.redirect(303, start.url.href);
     } catch (error) {
-      this.log.error('the identity provider cannot be reached', { error });
-      this.views.send(res, 'error.njk', { code: 'unavailable', message: 'the identity provider cannot be reached; try again' }, 503);
+      this.log.error('a sign-in cannot begin: the identity provider or Redis cannot be reached', { error });
+      this.views.send(res, 'error.njk', { code: 'unavailable', message: 'the sign-in cannot begin now; try again' }, 503);
     }
     void req;
   }
 
   @Get('callback')
   async callback(@Req() req: WebRequest, @Res() res: Response): Promise<void> {
-    const pending = this.pendingLogins?.open(req.cookiesParsed[this.names.login], Date.now());
+    let pending: PendingLogin | undefined;
+    try {
+      pending = await this.pendingLogins?.open(req.cookiesParsed[this.names.login], Date.now());
+    } catch (error) {
+      this.log.error('a sign-in cannot be completed: Redis cannot be reached', { error });
+      this.views.send(res, 'error.njk', { code: 'unavailable', message: 'the sign-in cannot be completed now; try again' }, 503);
+      return;
+    }
     setCookie(res, this.names.login, '', this.runtime.secure, 0);
     if (!this.oidc || !pending) {
       this.views.send(res, 'error.njk', { code: 'forbidden', message: 'this sign-in is unknown or expired; sign in again' }, 403);
@@ -76,7 +83,8 @@ export class AuthController {
       this.views.send(res, 'error.njk', { code: 'forbidden', message: 'the sign-in could not be completed; sign in again' }, 403);
       return;
     }
-    await this.signIn(req, res, identity, identity.roles, 'oidc', pending.returnTo);
+    // The path was checked when the sign-in began; checked again, so that no cookie can redirect elsewhere.
+    await this.signIn(req, res, identity, identity.roles, 'oidc', safeReturn(pending.returnTo));
   }
 
   /** Development only: sign in as anyone with any roles (refused at boot in production). */

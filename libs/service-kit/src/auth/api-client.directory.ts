@@ -144,7 +144,7 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
       try {
         this.apply(parseEvent(msg.json()), msg.seq);
       } catch (error) {
-        this.log.error('unreadable API client event skipped', { seq: msg.seq, error });
+        this.log.error('unreadable API client event skipped', { stream: Streams.userSettings.name, seq: msg.seq, error });
       }
       this.processedSeq = Math.max(this.processedSeq, msg.seq);
       for (const waiter of this.waiters) {

@@ -84,7 +84,7 @@ export class IpLocks {
       if ((tenant.get(event.data.ip) ?? 0) < until) tenant.set(event.data.ip, until);
       this.prune(Date.now());
     } catch (error) {
-      this.log.error('unreadable per-IP throttle event skipped', { seq, error });
+      this.log.error('unreadable per-IP throttle event skipped', { stream: Streams.throttles.name, seq, error });
     }
   }
 
@@ -102,7 +102,7 @@ export class IpLocks {
       }
       this.prune(Date.now());
     } catch (error) {
-      this.log.error('unreadable per-IP lock event skipped', { seq, error });
+      this.log.error('unreadable per-IP lock event skipped', { stream: Streams.fraud.name, seq, error });
     }
   }
 

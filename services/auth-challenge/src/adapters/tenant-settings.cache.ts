@@ -62,7 +62,7 @@ export class TenantSettingsCache {
         this.settings.set(event.tenantId, event.data.settings);
       }
     } catch (error) {
-      this.log.error('unreadable tenant event skipped by the settings cache', { seq, error });
+      this.log.error('unreadable tenant event skipped by the settings cache', { stream: Streams.userSettings.name, seq, error });
     }
   }
 

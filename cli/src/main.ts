@@ -64,8 +64,10 @@ async function withApi(work: (api: Api, globals: Globals) => Promise<void>): Pro
 const print = (value: unknown): void => {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 };
-/** An argument as the shell reads it back: as it is when plain, else in single quotes. */
-const shellWord = (value: string): string => (/^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`);
+/** An argument as the shell reads it back: as it is when plain, else in single quotes (zsh expands a leading `=`). */
+const shellWord = (value: string): string => (/^[\w@%+:,./-][\w@%+=:,./-]*$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`);
+/** Arguments after the options: `--` first when one starts with `-`, which would read as an option. */
+const shellArgs = (values: readonly string[]): string => `${values.some((v) => v.startsWith('-')) ? '-- ' : ''}${values.map(shellWord).join(' ')}`;
 const list = (value: string) => value.split(',').map((v) => v.trim()).filter(Boolean);
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -259,7 +261,7 @@ users
         process.stdout.write(`${await QRCode.toString(reply.otpauthUri, { type: 'terminal', small: true })}\n`);
         process.stdout.write(`token id     ${reply.tokenId}\notpauth URI  ${reply.otpauthUri}\npending: ${reply.digits} digits every ${reply.period} s (${reply.algorithm}); activate within 10 minutes\n`);
       }
-      process.stderr.write(`next: mfa users totp-activate ${shellWord(tenantId)} ${shellWord(userId)} ${shellWord(reply.tokenId)} <code>\n`);
+      process.stderr.write(`next: mfa users totp-activate ${shellArgs([tenantId, userId, reply.tokenId])} <code>\n`);
     }),
   );
 users

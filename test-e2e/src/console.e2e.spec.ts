@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { InternalSubjects, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { DeviceClient } from '@mfa/authenticator';
@@ -430,6 +431,50 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await assert.rejects(app.pending(), /not for an activated account/);
     await context.close();
   }, { timeout: 120_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a CSV export the browser cancels stops: no more pages are read from the reports', async () => {
+    // A tenant with 30,000 sign-ins in the report (60 pages of 500), written straight into reporting's tables.
+    const tenantC = uniqueTenant('console-csv');
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenantC, settings: {} })).error, undefined);
+    const db = new pg.Client({ connectionString: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e') });
+    await db.connect();
+    try {
+      await eventually(async () => ((await db.query('SELECT 1 FROM tenants WHERE tenant_id = $1', [tenantC])).rowCount === 1 ? true : undefined), 30_000, 'the tenant in the report');
+      await db.query(
+        `INSERT INTO signins (tenant_id, challenge_id, occurred_at, user_id, auth_method, result, result_detail, server_name, server_ip,
+                              client_ip, application, expires_at, completed_at, context_seq, result_seq, failed_attempts, last_event_seq)
+         SELECT $1, 'csv-' || n, now() - n * interval '1 second', 'user-' || (n % 100) || '@csv.example', 'totp', 'success',
+                'MFA successfully completed', 'mfa-1', '10.0.0.5', '198.51.100.' || (n % 250), 'VPN', now(), now(), n, n, 0, n
+           FROM generate_series(1, 30000) AS n`,
+        [tenantC],
+      );
+    } finally {
+      await db.end();
+    }
+    let queries = 0;
+    const watch = nc.subscribe(Subjects.reportsSigninsQuery, {
+      callback: (_error, msg) => {
+        if ((msg.json() as { tenantId?: string }).tenantId === tenantC) queries++;
+      },
+    });
+    const { context } = await signIn('ops');
+    const session = (await context.cookies()).find((c) => c.name === 'mfa-console')!.value;
+    await context.close();
+    const aborted = new AbortController();
+    const download = await fetch(`${consoleUrl}/t/${encodeURIComponent(tenantC)}/signins?format=csv`, { headers: { cookie: `mfa-console=${session}` }, signal: aborted.signal });
+    assert.equal(download.status, 200);
+    const first = await download.body!.getReader().read();
+    assert.ok(first.value && Buffer.from(first.value).toString().startsWith('occurredAt,userId,'));
+    aborted.abort();
+    // Settled: no query for two seconds.
+    let seen = -1;
+    while (seen !== queries) {
+      seen = queries;
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+    }
+    watch.unsubscribe();
+    assert.ok(queries < 10, `${queries} pages of 60 were read for a download cancelled after its first bytes`);
+  });
 
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'bodies the parsers refuse (a charset, an encoding, a recording over 1 MB) are answered 4xx and not logged as errors of the console', async () => {
     const before = consoleErrors.length;

@@ -41,6 +41,28 @@ import type { WebRequest } from './web.js';
 
 /** Rows a CSV export holds at most (pages of 500 read one after the other). */
 const CSV_MAX_ROWS = 100_000;
+
+/**
+ * Writes a chunk of a download and waits until the connection has taken it when its buffer is
+ * full; false once the browser has gone (closed, cancelled), so that a download nobody reads
+ * neither piles up in memory nor keeps asking the reports for pages.
+ */
+function sent(res: Response, chunk: string): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false);
+  if (res.write(chunk)) return Promise.resolve(true);
+  if (res.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (taken: boolean) => {
+      res.off('drain', drained);
+      res.off('close', closed);
+      resolve(taken);
+    };
+    const drained = () => done(true);
+    const closed = () => done(false);
+    res.on('drain', drained);
+    res.on('close', closed);
+  });
+}
 /** Query-string filters and free text are bounded (and trimmed) before they reach the contract (which checks them again). */
 const text = (value: unknown, max = 256) => (typeof value === 'string' && value.trim() !== '' ? value.trim().slice(0, max) : undefined);
 /**
@@ -240,10 +262,11 @@ export class PagesController {
       let rows = 0;
       const first = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 500 });
       p.res.status(200).type('text/csv; charset=utf-8').setHeader('Content-Disposition', `attachment; filename="signins-${p.tenantId.replace(/[^A-Za-z0-9_.-]/g, '_')}.csv"`);
-      p.res.write(stringify([columns as unknown as string[]]));
+      if (!(await sent(p.res, stringify([columns as unknown as string[]])))) return;
       for (let reply = first; ; ) {
         // A cell starting with = + - @ would be a formula in a spreadsheet: such text is prefixed with a quote.
-        p.res.write(stringify(reply.items.map((item) => columns.map((c) => neutralized(item[c])))));
+        // The next page is read only once the browser has taken this one, and not at all once it has gone.
+        if (!(await sent(p.res, stringify(reply.items.map((item) => columns.map((c) => neutralized(item[c]))))))) return;
         rows += reply.items.length;
         cursor = reply.nextCursor;
         if (!cursor || rows >= CSV_MAX_ROWS) break;

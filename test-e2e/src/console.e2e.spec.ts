@@ -2,6 +2,7 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -482,9 +483,23 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     const statuses = [
       (await post(`/t/${tenantA}/settings`, { 'content-type': 'application/x-www-form-urlencoded; charset=foo' }, 'a=1')).status,
       (await post(`/t/${tenantA}/settings`, { 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'bogus' }, 'a=1')).status,
+      // A recording is read only with a session and its CSRF token: without, refused before its body.
       (await post(`/t/${tenantA}/voice`, { 'content-type': 'application/octet-stream' }, new Uint8Array(1_100_000))).status,
     ];
-    assert.deepEqual(statuses, [415, 415, 413]);
+    assert.deepEqual(statuses, [415, 415, 403]);
+    // Answered at once, before the megabyte the request announces has come: nothing is held for it.
+    const early = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no answer before the body was sent: the console waits for it')), 5_000);
+      const req = httpRequest(`${consoleUrl}/t/${tenantA}/voice`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': '1000000' } }, (res) => {
+        clearTimeout(timer);
+        res.resume();
+        req.destroy();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', () => undefined);
+      req.write(Buffer.alloc(1_000));
+    });
+    assert.equal(early, 403);
     // Answered before any route: the security headers are there all the same.
     const refused = await post(`/t/${tenantA}/settings`, { 'content-type': 'application/x-www-form-urlencoded' }, 'a='.repeat(40_000));
     assert.equal(refused.status, 413);
@@ -523,8 +538,15 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
           assert.ok(posted.status() >= 400 && posted.status() < 500, `${path}: ${posted.status()}`);
         }
       }
+      // With the session and its token, a recording over 1 MB is read, and refused 413.
+      const large = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/voice`, {
+        headers: { 'x-csrf-token': csrf, 'content-type': 'application/octet-stream' },
+        data: Buffer.alloc(1_100_000),
+        maxRedirects: 0,
+      });
+      assert.equal(large.status(), 413);
       await new Promise((resolve) => setTimeout(resolve, 200));
-      assert.deepEqual(consoleErrors.slice(before), [], "a form without a body is the client's error");
+      assert.deepEqual(consoleErrors.slice(before), [], "a form without a body, or a recording too large, is the client's error");
 
       const sessionOf = async () => (await context.cookies()).find((c) => c.name === 'mfa-console')!.value;
       const first = await sessionOf();

@@ -41,15 +41,8 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     const secure = config.publicUrl.protocol === 'https:';
     // First, so that every answer has them, those to a body the parsers refuse included.
     app.use(securityHeaders(secure));
+    // Forms (the CSRF token of a form is a field of it): small, read before the CSRF check.
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
-    // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413). Token
-    // files for the hardware token import are not parsed here: their handler streams them on to
-    // the object store (up to MAX_IMPORT_FILE_BYTES, counted as they arrive).
-    app.useBodyParser('raw', {
-      type: (req: IncomingMessage) => /^application\/octet-stream\b/i.test(req.headers['content-type'] ?? '') && !TOKEN_FILE_UPLOAD.test(req.url ?? ''),
-      limit: MAX_VOICE_MESSAGE_BYTES,
-    });
-    app.use(emptyBodyAsForm);
     const sessions = app.get<Sessions>(SESSIONS);
     const views = app.get<Views>(VIEWS);
     const names = cookieNames(secure);
@@ -61,6 +54,16 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
       ),
     );
     app.use(csrfCheck(config.publicUrl.origin));
+    // Voice recordings from the page's script: the file itself, at most 1 MB (more is 413), read
+    // only once the session and its CSRF token (a header for these) have been checked, so that
+    // nobody without a session has the console hold a megabyte for them. Token files for the
+    // hardware token import are not parsed here: their handler streams them on to the object
+    // store (up to MAX_IMPORT_FILE_BYTES, counted as they arrive).
+    app.useBodyParser('raw', {
+      type: (req: IncomingMessage) => /^application\/octet-stream\b/i.test(req.headers['content-type'] ?? '') && !TOKEN_FILE_UPLOAD.test(req.url ?? ''),
+      limit: MAX_VOICE_MESSAGE_BYTES,
+    });
+    app.use(emptyBodyAsForm);
     await app.init();
   } catch (error) {
     await app.close().catch(() => undefined);

@@ -51,6 +51,11 @@ export function loadConsoleConfig(env: NodeJS.ProcessEnv = process.env): Console
     const issuer = new URL(config.OIDC_ISSUER_URL);
     if (issuer.protocol !== 'https:' && !LOOPBACK.test(issuer.hostname)) problems.push('OIDC_ISSUER_URL must be https (plain http only on a loopback address)');
   }
+  if (publicUrl.protocol !== 'https:' && publicUrl.protocol !== 'http:') problems.push('CONSOLE_PUBLIC_URL must be an http(s) URL');
+  // Over plain http the session cookie is not Secure and no Strict-Transport-Security is sent.
+  if (production && publicUrl.protocol !== 'https:' && !LOOPBACK.test(publicUrl.hostname)) {
+    problems.push('CONSOLE_PUBLIC_URL must be https when NODE_ENV=production (plain http only on a loopback address)');
+  }
   if (production && config.CONSOLE_DEV_LOGIN) problems.push('CONSOLE_DEV_LOGIN is refused when NODE_ENV=production');
   if (production && oidcSet === 0) problems.push('OIDC_ISSUER_URL, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are required when NODE_ENV=production');
   if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);

@@ -20,4 +20,13 @@ describe('console configuration', () => {
     assert.throws(() => loadConsoleConfig({ ...base, NODE_ENV: 'production', CONSOLE_DEV_LOGIN: 'true', ...oidc, ...production }), /CONSOLE_DEV_LOGIN is refused/);
     assert.throws(() => loadConsoleConfig({ ...base, NODE_ENV: 'production', ...production }), /required when NODE_ENV=production/);
   });
+
+  it('refuses a plain http public address in production, but on a loopback address', () => {
+    const prod = { ...base, NODE_ENV: 'production', ...oidc, ...production };
+    assert.throws(() => loadConsoleConfig({ ...prod, CONSOLE_PUBLIC_URL: 'http://console.contoso.example' }), /CONSOLE_PUBLIC_URL must be https/);
+    assert.equal(loadConsoleConfig({ ...prod, CONSOLE_PUBLIC_URL: 'https://console.contoso.example' }).publicUrl.origin, 'https://console.contoso.example');
+    assert.equal(loadConsoleConfig({ ...prod, CONSOLE_PUBLIC_URL: 'http://127.0.0.1:3000' }).publicUrl.protocol, 'http:');
+    assert.equal(loadConsoleConfig(prod).publicUrl.hostname, '127.0.0.1');
+    assert.equal(loadConsoleConfig({ ...base, NODE_ENV: 'development', CONSOLE_PUBLIC_URL: 'http://console.contoso.example' }).publicUrl.protocol, 'http:');
+  });
 });

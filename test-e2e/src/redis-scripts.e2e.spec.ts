@@ -33,6 +33,7 @@ import { decisionName, Outbox } from '@mfa/auth-challenge/dist/adapters/outbox.j
 import { DeviceApiService } from '@mfa/auth-challenge/dist/application/device-api.service.js';
 import { OutboxRelay } from '@mfa/auth-challenge/dist/application/outbox-relay.js';
 import { Sessions } from '@mfa/console/dist/adapters/sessions.js';
+import { PendingLogins } from '@mfa/console/dist/adapters/pending-login.js';
 import { PhoneThrottle } from '@mfa/dispatch/dist/adapters/phone-throttle.js';
 import { DeviceDirectory } from '@mfa/dispatch/dist/adapters/push/devices.js';
 import { ReceiptRoutes } from '@mfa/dispatch/dist/adapters/receipt-routes.js';
@@ -235,6 +236,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     const remembered = new RememberedBrowsers(redis);
     const states = new StateStore(redis, keyring);
     const sessions = new Sessions(redis, 900);
+    const pendingLogins = new PendingLogins(redis);
 
     // Two tenants whose tenant-wide keys (hardware tokens, users.list's index) are on different
     // masters, three users each on three masters, one phone number per tenant shared by its users.
@@ -429,6 +431,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const session = await sessions.create({ operator: { sub: u.userId }, roles: [`tenant-admin:${u.tenantId}`], via: 'dev' }, Date.now());
       assert.equal((await sessions.load(session, Date.now()))?.operator.sub, u.userId);
       await sessions.destroy(session);
+      // The console's key for sign-ins under way: one key, made by the first instance.
+      const login = { state: 's', nonce: 'n', verifier: 'v', returnTo: '/' };
+      assert.deepEqual(await pendingLogins.open(await pendingLogins.seal(login, Date.now()), Date.now()), login);
     }
 
     // Codes of every user accepted in one tick: ReplicatedWrites sends one pipeline per master.

@@ -28,10 +28,10 @@ const regionNames = new Intl.DisplayNames(['en'], { type: 'region', fallback: 'n
 /** ISO 3166-1 alpha-2, as ICU knows them ("ZZ", unknown region, is not a country). */
 export const CountryCode = z
   .string()
-  .regex(/^[A-Z]{2}$/, 'must be an ISO 3166-1 alpha-2 country code such as FR')
-  // zod runs a refinement even when the regex above failed, and Intl.DisplayNames throws a
-  // RangeError for what is not a region code ("", "a", "A1"): the regex is tested again here.
-  .refine((code) => /^[A-Z]{2}$/.test(code) && code !== 'ZZ' && regionNames.of(code) !== undefined, 'must be an ISO 3166-1 alpha-2 country code');
+  // abort: without it zod runs the refinement after a failed regex, and Intl.DisplayNames throws a
+  // RangeError for what is not a region code ("", "a", "A1").
+  .regex(/^[A-Z]{2}$/, { error: 'must be an ISO 3166-1 alpha-2 country code such as FR', abort: true })
+  .refine((code) => code !== 'ZZ' && regionNames.of(code) !== undefined, 'must be an ISO 3166-1 alpha-2 country code');
 
 export const Ipv4Cidr = z.cidrv4({ error: 'must be an IPv4 CIDR range such as 203.0.113.0/24' });
 export const IpCidr = z.union([z.cidrv4(), z.cidrv6()], { error: 'must be an IPv4 or IPv6 CIDR range' });

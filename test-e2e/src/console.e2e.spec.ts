@@ -1,6 +1,6 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createCipheriv, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -509,7 +509,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.deepEqual(consoleErrors.slice(before), [], 'an error line for a client error');
   });
 
-  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a sign-in begun stores nothing on the server and a forged one is refused; a form without a body is refused 4xx; signing in again ends the previous session', async () => {
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a sign-in begun stores nothing on the server and a forged one is refused; a form without a body is refused 4xx; a signed-in browser begins no sign-in; completing one ends the previous session', async () => {
     const redis = new Redis(testEnv.redisUrl);
     try {
       const pendingKeys = async () => (await redis.keys('mfa:console:login:*')).length;
@@ -548,17 +548,83 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.deepEqual(consoleErrors.slice(before), [], "a form without a body, or a recording too large, is the client's error");
 
-      const sessionOf = async () => (await context.cookies()).find((c) => c.name === 'mfa-console')!.value;
-      const first = await sessionOf();
+      const sessionOf = async () => (await context.cookies()).find((c) => c.name === 'mfa-console')?.value;
+      const first = (await sessionOf())!;
+      // Signed in, a link to the sign-in (from any site) begins nothing: the browser goes where it
+      // was to return to, with the same session, though the identity provider would sign it in silently.
+      const overview = `/t/${encodeURIComponent(tenantA)}/overview`;
+      const linked = await page.request.get(`${consoleUrl}/auth/login?returnTo=${encodeURIComponent(overview)}`, { maxRedirects: 0 });
+      assert.equal(linked.status(), 303);
+      assert.equal(linked.headers().location, overview);
+      assert.ok(!linked.headersArray().some((h) => h.name.toLowerCase() === 'set-cookie' && h.value.startsWith('mfa-console-login=')), 'no sign-in begun');
+      for (const elsewhere of ['//evil.example/x', 'https://evil.example/', '/\\evil.example']) {
+        const refused = await page.request.get(`${consoleUrl}/auth/login?returnTo=${encodeURIComponent(elsewhere)}`, { maxRedirects: 0 });
+        assert.equal(refused.headers().location, '/', elsewhere);
+      }
       await page.goto(`${consoleUrl}/auth/login`);
       await page.waitForURL((url) => url.origin === consoleUrl, { waitUntil: 'load' });
+      assert.equal(await sessionOf(), first, 'the session is the same');
+      // A sign-in begun without the session (another tab, before it) and completed with it ends it.
+      await context.clearCookies({ name: 'mfa-console' });
+      const begun = await page.request.get(`${consoleUrl}/auth/login`, { maxRedirects: 0 });
+      assert.equal(begun.status(), 303);
+      await context.addCookies([{ name: 'mfa-console', value: first, url: consoleUrl }]);
+      await page.goto(begun.headers().location!);
+      await page.waitForURL((url) => url.origin === consoleUrl, { waitUntil: 'load' });
       const second = await sessionOf();
-      assert.notEqual(second, first);
+      assert.ok(second !== undefined && second !== first, 'a new session');
       const withFirst = await fetch(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/overview`, { headers: { cookie: `mfa-console=${first}` }, redirect: 'manual' });
       assert.notEqual(withFirst.status, 200, 'the session before the new sign-in has ended');
       const withSecond = await fetch(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/overview`, { headers: { cookie: `mfa-console=${second}` }, redirect: 'manual' });
       assert.equal(withSecond.status, 200);
       await context.close();
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, "signing out ends the console's session and the identity provider's, also once the console's had ended: the next visit asks who you are", async () => {
+    const idp = new URL(oidc.issuer).origin;
+    const signOut = async (page: Page) => {
+      const answered = page.waitForResponse((r) => r.url() === `${consoleUrl}/auth/logout`);
+      await page.click('form[action="/auth/logout"] button[type=submit]');
+      const location = new URL((await answered).headers().location!);
+      // The identity provider asks whether to end its own session too (RP-initiated logout).
+      await page.waitForURL((url) => url.origin === idp);
+      await page.click('button[name=logout][value=yes]');
+      await page.waitForURL(`${consoleUrl}/auth/signed-out`);
+      assert.match((await page.textContent('h1')) ?? '', /Signed out/);
+      return location;
+    };
+    const redis = new Redis(testEnv.redisUrl);
+    try {
+      const { context, page } = await signIn('ops');
+      const session = (await context.cookies()).find((c) => c.name === 'mfa-console')!.value;
+      const location = await signOut(page);
+      assert.equal(location.origin, idp);
+      assert.equal(location.searchParams.get('post_logout_redirect_uri'), `${consoleUrl}/auth/signed-out`);
+      assert.ok(location.searchParams.get('id_token_hint'), 'the ID token as hint');
+      assert.equal((await context.cookies()).find((c) => c.name === 'mfa-console'), undefined, 'the cookie is gone');
+      const withOld = await fetch(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/overview`, { headers: { cookie: `mfa-console=${session}` }, redirect: 'manual' });
+      assert.equal(withOld.status, 303, "the console's session has ended");
+      // Not signed in again silently: the provider's own sign-in form.
+      await page.click('a[href="/auth/login"]');
+      await page.waitForURL((url) => url.origin === idp);
+      await page.waitForSelector('input[name=login]');
+      await context.close();
+
+      // The console's session ended (idle) while its page was open: Sign out still ends the provider's.
+      const idle = await signIn('ops');
+      await tenantPage(idle.page, tenantA, 'overview');
+      const id = (await idle.context.cookies()).find((c) => c.name === 'mfa-console')!.value;
+      assert.equal(await redis.del(`mfa:console:session:${createHash('sha256').update(id).digest('base64url')}`), 1);
+      const bare = await signOut(idle.page);
+      assert.equal(bare.searchParams.get('id_token_hint'), null, 'no session, no hint');
+      assert.equal(bare.searchParams.get('client_id'), oidc.clientId);
+      await idle.page.goto(`${consoleUrl}/`);
+      await idle.page.waitForURL((url) => url.origin === idp);
+      await idle.page.waitForSelector('input[name=login]');
+      await idle.context.close();
     } finally {
       redis.disconnect();
     }

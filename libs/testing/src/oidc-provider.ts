@@ -10,8 +10,8 @@ export interface TestAccount {
 /**
  * A real OpenID provider (the certified `oidc-provider` package) on a loopback port, for the
  * console's sign-in tests: authorization code with PKCE, signed ID tokens, its own login and
- * consent pages (development interactions: any login name, any password). The accounts' roles go
- * into the ID token under `roles`.
+ * consent pages (development interactions: any login name, any password), and RP-initiated logout
+ * back to the console's /auth/signed-out. The accounts' roles go into the ID token under `roles`.
  */
 export class TestOidcProvider {
   private server: Server | undefined;
@@ -41,7 +41,7 @@ export class TestOidcProvider {
     this.port = (probe.address() as AddressInfo).port;
     const accounts = this.accounts;
     const provider = new Provider(this.issuer, {
-      clients: [{ client_id: this.clientId, client_secret: this.clientSecret, redirect_uris: [this.redirectUri], grant_types: ['authorization_code'], response_types: ['code'] }],
+      clients: [{ client_id: this.clientId, client_secret: this.clientSecret, redirect_uris: [this.redirectUri], post_logout_redirect_uris: [new URL('/auth/signed-out', this.redirectUri).href], grant_types: ['authorization_code'], response_types: ['code'] }],
       // The roles are released with the openid scope, which the console always asks for.
       claims: { openid: ['sub', 'roles'], email: ['email'], profile: ['name'] },
       // The roles go into the ID token itself (not only the userinfo endpoint).

@@ -39,7 +39,14 @@ export class AppModule {
         {
           provide: OIDC,
           useValue: config.oidc
-            ? new OidcProvider(config.oidc.issuer, config.oidc.clientId, config.oidc.clientSecret, new URL('/auth/callback', config.publicUrl), config.OIDC_ROLES_CLAIM)
+            ? new OidcProvider(
+                config.oidc.issuer,
+                config.oidc.clientId,
+                config.oidc.clientSecret,
+                new URL('/auth/callback', config.publicUrl),
+                config.OIDC_ROLES_CLAIM,
+                config.OIDC_END_SESSION ? new URL('/auth/signed-out', config.publicUrl) : undefined,
+              )
             : undefined,
         },
         { provide: PENDING_LOGINS, useFactory: (redis: RedisClient) => (config.oidc ? new PendingLogins(redis) : undefined), inject: [REDIS] },

@@ -18,6 +18,17 @@ const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
     /** The ID token claim holding the operator's roles (platform-operator, tenant-admin:<t>, tenant-reader:<t>). */
     OIDC_ROLES_CLAIM: z.string().min(1).default('roles'),
     /**
+     * Signing out of the console also ends the operator's session at the identity provider
+     * (OpenID Connect RP-initiated logout, when it names an end_session_endpoint), which then
+     * sends the browser to <console origin>/auth/signed-out.
+     */
+    OIDC_END_SESSION: unsetWhenEmpty(
+      z
+        .enum(['true', 'false', '1', '0'])
+        .default('true')
+        .transform((v) => v === 'true' || v === '1'),
+    ),
+    /**
      * A sign-in form that takes any roles, for a first run without an identity provider.
      * Refused in production; off whenever an identity provider is configured.
      */

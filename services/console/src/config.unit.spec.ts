@@ -21,6 +21,14 @@ describe('console configuration', () => {
     assert.throws(() => loadConsoleConfig({ ...base, NODE_ENV: 'production', ...production }), /required when NODE_ENV=production/);
   });
 
+  it("ends the identity provider's session at sign-out unless OIDC_END_SESSION says not to", () => {
+    assert.equal(loadConsoleConfig({ ...base, ...oidc }).OIDC_END_SESSION, true);
+    assert.equal(loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: '' }).OIDC_END_SESSION, true);
+    assert.equal(loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: 'false' }).OIDC_END_SESSION, false);
+    assert.equal(loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: '0' }).OIDC_END_SESSION, false);
+    assert.throws(() => loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: 'maybe' }), /OIDC_END_SESSION/);
+  });
+
   it('refuses a plain http public address in production, but on a loopback address', () => {
     const prod = { ...base, NODE_ENV: 'production', ...oidc, ...production };
     assert.throws(() => loadConsoleConfig({ ...prod, CONSOLE_PUBLIC_URL: 'http://console.contoso.example' }), /CONSOLE_PUBLIC_URL must be https/);

@@ -1,4 +1,8 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import * as client from 'openid-client';
+
+/** How long a sign-out waits for the provider's discovery before it stays local. */
+const END_SESSION_DISCOVERY_MS = 3_000;
 
 /** A sign-in begun: where to send the browser, and what the callback must find again. */
 export interface LoginStart {
@@ -14,6 +18,8 @@ export interface OidcIdentity {
   email?: string;
   name?: string;
   roles: unknown;
+  /** The ID token as it came: the hint of a later sign-out at the provider. */
+  idToken: string;
 }
 
 /**
@@ -29,6 +35,8 @@ export class OidcProvider {
     private readonly clientSecret: string,
     private readonly redirectUri: URL,
     private readonly rolesClaim: string,
+    /** Where the provider sends the browser after signing the operator out there; undefined: sign-out stays local. */
+    private readonly postLogoutRedirectUri?: URL,
   ) {}
 
   /** Discovered once (and again after a failure): the provider may start after the console. */
@@ -68,12 +76,30 @@ export class OidcProvider {
       idTokenExpected: true,
     });
     const claims = tokens.claims();
-    if (!claims) throw new Error('the identity provider returned no ID token');
+    if (!claims || tokens.id_token === undefined) throw new Error('the identity provider returned no ID token');
     return {
+      idToken: tokens.id_token,
       sub: claims.sub,
       ...(typeof claims.email === 'string' ? { email: claims.email } : {}),
       ...(typeof claims.name === 'string' ? { name: claims.name } : {}),
       roles: claims[this.rolesClaim],
     };
+  }
+
+  /**
+   * Where to send the browser to end the operator's session at the provider too (RP-initiated
+   * logout, with the ID token as hint), or undefined: the provider names no end_session_endpoint
+   * or OIDC_END_SESSION is off. Throws when the provider cannot be discovered.
+   */
+  async endSessionUrl(idToken: string | undefined): Promise<URL | undefined> {
+    if (!this.postLogoutRedirectUri) return undefined;
+    // Discovered at the sign-in as a rule; if not, the operator waits a few seconds at most.
+    const config = await Promise.race([this.configuration(), delay(END_SESSION_DISCOVERY_MS, undefined, { ref: false })]);
+    if (config === undefined) throw new Error(`the identity provider's discovery did not answer within ${END_SESSION_DISCOVERY_MS} ms`);
+    if (!config.serverMetadata().end_session_endpoint) return undefined;
+    // The hint even once the token has expired: the provider should take it then too (RP-Initiated
+    // Logout 1.0, section 2). Without one (a session of before), the client id alone, and the
+    // provider asks the operator; openid-client adds the client id in any case.
+    return client.buildEndSessionUrl(config, { post_logout_redirect_uri: this.postLogoutRedirectUri.href, ...(idToken ? { id_token_hint: idToken } : {}) });
   }
 }

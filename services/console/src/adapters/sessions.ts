@@ -9,6 +9,8 @@ export interface Session {
   createdAt: number;
   /** How they signed in: the identity provider, or the development form. */
   via: 'oidc' | 'dev';
+  /** The identity provider's ID token, the hint of the sign-out there (OIDC_END_SESSION). */
+  idToken?: string;
 }
 
 const ABSOLUTE_MS = 12 * 3_600_000;

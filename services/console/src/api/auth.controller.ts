@@ -43,6 +43,13 @@ export class AuthController {
 
   @Get('login')
   async login(@Req() req: WebRequest, @Res() res: Response, @Query('returnTo') returnTo?: string): Promise<void> {
+    // Signed in already: no new sign-in begins. A link from any site could otherwise replace the
+    // operator's session through the identity provider's own (open forms would then fail their
+    // CSRF check). Signing in as someone else is signing out first.
+    if (req.access) {
+      res.redirect(303, safeReturn(returnTo));
+      return;
+    }
     if (!this.oidc || !this.pendingLogins) {
       this.views.send(res, 'login.njk', { devLogin: this.runtime.devLogin, returnTo: safeReturn(returnTo) });
       return;
@@ -57,7 +64,6 @@ export class AuthController {
       this.log.error('a sign-in cannot begin: the identity provider or Redis cannot be reached', { error });
       this.views.send(res, 'error.njk', { code: 'unavailable', message: 'the sign-in cannot begin now; try again' }, 503);
     }
-    void req;
   }
 
   @Get('callback')
@@ -84,7 +90,7 @@ export class AuthController {
       return;
     }
     // The path was checked when the sign-in began; checked again, so that no cookie can redirect elsewhere.
-    await this.signIn(req, res, identity, identity.roles, 'oidc', safeReturn(pending.returnTo));
+    await this.signIn(req, res, identity, identity.roles, 'oidc', safeReturn(pending.returnTo), identity.idToken);
   }
 
   /** Development only: sign in as anyone with any roles (refused at boot in production). */
@@ -100,14 +106,46 @@ export class AuthController {
     await this.signIn(req, res, { sub: String(body?.sub ?? '') || 'developer' }, roles, 'dev', safeReturn(body?.returnTo));
   }
 
+  /**
+   * Ends the console's session, then the identity provider's too when it can (OIDC_END_SESSION):
+   * otherwise the next visit would be signed in again by it without a question. Never back to the
+   * sign-in, which would begin one at once.
+   */
   @Post('logout')
   async logout(@Req() req: WebRequest, @Res() res: Response): Promise<void> {
     await this.sessions.destroy(req.cookiesParsed[this.names.session]);
     setCookie(res, this.names.session, '', this.runtime.secure, 0);
-    res.redirect(303, '/auth/login');
+    // A session of the development form has nothing at the provider; one that has ended may have.
+    let atProvider: URL | undefined;
+    if (this.oidc && req.session?.via !== 'dev') {
+      atProvider = await this.oidc.endSessionUrl(req.session?.idToken).catch((error: unknown) => {
+        this.log.warn("signed out of the console only: the identity provider's sign-out could not be reached", { error: (error as Error).message });
+        return undefined;
+      });
+    }
+    this.log.info('operator signed out', { sub: req.session?.operator.sub ?? null, atProvider: atProvider !== undefined });
+    res.redirect(303, atProvider?.href ?? '/auth/signed-out');
   }
 
-  private async signIn(req: WebRequest, res: Response, identity: { sub: string; email?: string; name?: string }, roles: unknown, via: 'oidc' | 'dev', returnTo: string): Promise<void> {
+  /** Where a sign-out ends (the identity provider sends the browser back here). */
+  @Get('signed-out')
+  signedOut(@Req() req: WebRequest, @Res() res: Response): void {
+    if (req.access) {
+      res.redirect(303, '/');
+      return;
+    }
+    this.views.send(res, 'signed-out.njk', {});
+  }
+
+  private async signIn(
+    req: WebRequest,
+    res: Response,
+    identity: { sub: string; email?: string; name?: string },
+    roles: unknown,
+    via: 'oidc' | 'dev',
+    returnTo: string,
+    idToken?: string,
+  ): Promise<void> {
     const access = accessFromRoles(roles);
     const operator = operatorOf(identity);
     if (!access || !operator) {
@@ -117,7 +155,7 @@ export class AuthController {
     }
     // A session this browser held before ends: one sign-in, one session.
     await this.sessions.destroy(req.cookiesParsed[this.names.session]);
-    const id = await this.sessions.create({ operator, roles: rolesOf(access), via }, Date.now());
+    const id = await this.sessions.create({ operator, roles: rolesOf(access), via, ...(idToken ? { idToken } : {}) }, Date.now());
     setCookie(res, this.names.session, id, this.runtime.secure);
     this.log.info('operator signed in', { sub: operator.sub, via, roles: rolesOf(access) });
     res.redirect(303, returnTo);

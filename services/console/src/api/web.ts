@@ -103,6 +103,9 @@ export function csrfCheck(origin: string) {
     }
     // The sign-in forms have no session yet: the development form is guarded by its own origin check above.
     if (req.path === '/auth/dev') return next();
+    // A sign-out without a session (it ended while the page was open) has nothing to protect; it
+    // still ends the identity provider's session, which asks the operator when it has no hint.
+    if (req.path === '/auth/logout' && web.session === undefined) return next();
     // Forms carry it in a field; the page scripts that post files, in a header.
     const header = req.headers['x-csrf-token'];
     const token = typeof req.body?._csrf === 'string' ? req.body._csrf : typeof header === 'string' ? header : '';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Request, Response } from 'express';
 import type { Sessions } from '../adapters/sessions.js';
-import { cookieNames, emptyBodyAsForm, securityHeaders, sessionLoader } from './web.js';
+import { cookieNames, csrfCheck, emptyBodyAsForm, securityHeaders, sessionLoader, type WebRequest } from './web.js';
 
 const request = (path: string, cookie?: string) => ({ path, headers: cookie ? { cookie } : {} }) as unknown as Request;
 const response = () => {
@@ -42,6 +42,24 @@ describe('console middleware', () => {
       assert.equal(headers.has('Strict-Transport-Security'), secure);
       assert.match(headers.get('Content-Security-Policy') ?? '', /frame-ancestors 'none'/);
     }
+  });
+
+  it('lets a sign-out without a session through the CSRF check, but not one of a session without its token, nor from another origin', () => {
+    const origin = 'https://console.example';
+    const refused: number[] = [];
+    const res = { status: (code: number) => (refused.push(code), { type: () => ({ send: () => undefined }) }) } as unknown as Response;
+    const post = (path: string, extra: Partial<WebRequest> & { headers?: Record<string, string> }) =>
+      ({ method: 'POST', path, headers: {}, body: {}, ...extra }) as unknown as Request;
+    const session = { csrf: 'c'.repeat(43) } as WebRequest['session'];
+    let passed = 0;
+    const check = csrfCheck(origin);
+    check(post('/auth/logout', {}), res, () => passed++);
+    check(post('/auth/logout', { session, body: { _csrf: session!.csrf } }), res, () => passed++);
+    assert.deepEqual([passed, refused], [2, []]);
+    check(post('/auth/logout', { session }), res, () => passed++);
+    check(post('/auth/logout', { headers: { origin: 'https://evil.example' } }), res, () => passed++);
+    check(post('/t/contoso/users/block', {}), res, () => passed++);
+    assert.deepEqual([passed, refused], [2, [403, 403, 403]]);
   });
 
   it('reads a POST without a body as an empty form', () => {

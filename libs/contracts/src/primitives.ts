@@ -74,9 +74,6 @@ export const METHODS = ['sms', 'voice', 'push', 'totp'] as const;
 export const Method = z.enum(METHODS);
 export type Method = z.infer<typeof Method>;
 
-/** Methods this release can deliver; the rest answer `registration_required`. */
-export const SUPPORTED_METHODS = ['sms', 'totp'] as const satisfies readonly Method[];
-
 /**
  * How a sign-in reached the service: `nats` (an IdP calling the NATS API) or `radius` (the RADIUS
  * front, for VPNs and RADIUS servers). Start events without the field came over NATS.

@@ -8,3 +8,4 @@ export * from './transient.js';
 export * from './follow.js';
 export * from './jetstream-errors.js';
 export * from './tenant-settings.js';
+export * from './reply-subject.js';

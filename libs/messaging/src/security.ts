@@ -1,5 +1,6 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { credsAuthenticator, type ConnectionOptions } from '@nats-io/nats-core';
+import { isReplySubject } from './reply-subject.js';
 
 /**
  * How a process proves who it is to NATS and protects the connection: the NATS_* variables of
@@ -33,6 +34,7 @@ export type NatsSecurityEnv = Partial<Record<(typeof NATS_SECURITY_VARIABLES)[nu
 
 // Tokens without wildcards or white space; the prefix may not end with a dot (the client adds one).
 const SUBJECT_PREFIX = /^[^.\s*>]+(\.[^.\s*>]+)*$/;
+
 
 /** Compose passes unset variables as empty strings: both mean "not set". */
 const setting = (value: string | undefined): string | undefined => (value === undefined || value === '' ? undefined : value);
@@ -77,8 +79,11 @@ export function readNatsSecurity(env: NatsSecurityEnv): { security: NatsSecurity
   }
   if (certFile !== undefined && keyFile === undefined) problems.push('NATS_TLS_KEY: required with NATS_TLS_CERT');
   if (keyFile !== undefined && certFile === undefined) problems.push('NATS_TLS_CERT: required with NATS_TLS_KEY');
-  if (inboxPrefix !== undefined && !SUBJECT_PREFIX.test(inboxPrefix)) {
-    problems.push('NATS_INBOX_PREFIX: must be a subject prefix such as _INBOX_<name> (no wildcards, spaces or trailing dot)');
+  // The inboxes made with it must be reply subjects the services answer (reply-subject.ts).
+  if (inboxPrefix !== undefined && !(SUBJECT_PREFIX.test(inboxPrefix) && inboxPrefix.startsWith('_INBOX') && isReplySubject(`${inboxPrefix}.x`))) {
+    problems.push(
+      'NATS_INBOX_PREFIX: must be _INBOX or _INBOX_<name>, optionally followed by more subject tokens (the services answer no other reply subjects), with no wildcards, spaces or trailing dot',
+    );
   }
 
   const security: NatsSecurity = {};

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nkeys, type Auth, type Authenticator } from '@nats-io/nats-core';
 import { natsClientOptions } from './client.js';
+import { isReplySubject } from './reply-subject.js';
 import { natsSecurityFromEnv, natsSecurityOptions, NatsSecurityError, readNatsSecurity } from './security.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mfa-nats-security-'));
@@ -72,11 +73,14 @@ describe('NATS credentials, TLS and inbox prefix from the environment', () => {
     assert.match(problemsOf({ NATS_TLS_CA: join(dir, 'nope.pem') }).join(), /NATS_TLS_CA: file not readable/);
   });
 
-  it('takes an inbox prefix that is a subject prefix', () => {
+  it('takes an inbox prefix the services answer: _INBOX or _INBOX_<name>, then any subject tokens', () => {
     assert.deepEqual(natsSecurityOptions(natsSecurityFromEnv({ NATS_INBOX_PREFIX: '_INBOX_idp-example' })), { inboxPrefix: '_INBOX_idp-example' });
-    assert.deepEqual(natsSecurityFromEnv({ NATS_INBOX_PREFIX: 'replies.idp1' }), { inboxPrefix: 'replies.idp1' });
-    for (const bad of ['_INBOX_idp.', '_INBOX.*', 'a..b', 'has space', '>']) {
-      assert.match(problemsOf({ NATS_INBOX_PREFIX: bad }).join(), /NATS_INBOX_PREFIX: must be a subject prefix/, bad);
+    for (const good of ['_INBOX', '_INBOX_idp1.replies', '_INBOX.idp1']) {
+      assert.deepEqual(natsSecurityFromEnv({ NATS_INBOX_PREFIX: good }), { inboxPrefix: good }, good);
+      assert.ok(isReplySubject(`${good}.Abc123`), `the services answer ${good}`);
+    }
+    for (const bad of ['_INBOX_idp.', '_INBOX.*', 'a..b', 'has space', '>', 'replies.idp1', '_INBOXES', 'INBOX', '_R_']) {
+      assert.match(problemsOf({ NATS_INBOX_PREFIX: bad }).join(), /NATS_INBOX_PREFIX: must be _INBOX or _INBOX_<name>/, bad);
     }
   });
 

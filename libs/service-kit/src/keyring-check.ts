@@ -3,9 +3,8 @@ import { Global, Inject, Injectable, Module, type DynamicModule, type OnModuleDe
 import { NoRespondersError, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import { z } from 'zod';
 import type { Keyring } from '@mfa/crypto';
-import type { NatsClients } from '@mfa/messaging';
+import { isReplySubject, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
-import { isReplySubject } from './nats/reply-subject.js';
 import { NATS } from './tokens.js';
 
 /**
@@ -113,7 +112,7 @@ export class KeyringCheck {
         if (error) return this.options.log.warn('master key responder stopped', { error });
         const asker = parseFingerprint(msg.data);
         if (asker?.bootId === this.self.bootId) return;
-        // Only to an inbox, as the transport (nats/reply-subject.ts): a reply goes out with the
+        // Only to an inbox, as the transport (@mfa/messaging reply-subject.ts): a reply goes out with the
         // service's permissions, which include the event subjects and the JetStream API.
         if (msg.reply && isReplySubject(msg.reply)) msg.respond(reply);
         if (!asker || asker.kid === this.self.kid) return;

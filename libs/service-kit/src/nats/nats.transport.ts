@@ -2,13 +2,12 @@ import { Server, type CustomTransportStrategy, type MessageHandler } from '@nest
 import type { Msg, Subscription } from '@nats-io/nats-core';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { ContractError, Headers, maxRequestBytes, type ErrorCode } from '@mfa/contracts';
-import { ensureConsumer, EventConsumer, type NatsClients } from '@mfa/messaging';
+import { ensureConsumer, EventConsumer, isReplySubject, type NatsClients } from '@mfa/messaging';
 import { contextFromCarrier, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras, JetStreamConsumerOptions } from './decorators.js';
 import type { AuditTrail } from '../auth/audit-trail.js';
-import { isReplySubject } from './reply-subject.js';
 import type { RequestGate } from './request-gate.js';
 import { droppedRequests as dropped, processRequestGate } from '../admission.js';
 

@@ -586,9 +586,10 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, "signing out ends the console's session and the identity provider's, also once the console's had ended: the next visit asks who you are", async () => {
     const idp = new URL(oidc.issuer).origin;
     const signOut = async (page: Page) => {
-      const answered = page.waitForResponse((r) => r.url() === `${consoleUrl}/auth/logout`);
+      // Where the console's answer sends the browser: the provider's end_session_endpoint.
+      const sent = page.waitForRequest((r) => r.url().startsWith(`${idp}/`) && r.isNavigationRequest());
       await page.click('form[action="/auth/logout"] button[type=submit]');
-      const location = new URL((await answered).headers().location!);
+      const location = new URL((await sent).url());
       // The identity provider asks whether to end its own session too (RP-initiated logout).
       await page.waitForURL((url) => url.origin === idp);
       await page.click('button[name=logout][value=yes]');

@@ -124,7 +124,14 @@ export class AuthController {
       });
     }
     this.log.info('operator signed out', { sub: req.session?.operator.sub ?? null, atProvider: atProvider !== undefined });
-    res.redirect(303, atProvider?.href ?? '/auth/signed-out');
+    if (!atProvider) {
+      res.redirect(303, '/auth/signed-out');
+      return;
+    }
+    // A page that moves on to the provider, not a redirect: the pages' CSP (form-action 'self')
+    // stops a form submission that redirects to another origin, and the provider's sign-out may
+    // be on any. Not cached (no-store, as every page).
+    this.views.send(res, 'signing-out.njk', { url: atProvider.href });
   }
 
   /** Where a sign-out ends (the identity provider sends the browser back here). */

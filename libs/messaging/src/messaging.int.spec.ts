@@ -14,6 +14,7 @@ import {
   EventPublisher,
   PoisonMessageError,
   readAggregate,
+  requestJson,
   stalledConsumers,
   type Delivery,
   type NatsClients,
@@ -160,6 +161,22 @@ describe('messaging against a real nats-server', () => {
     await assert.rejects(nats.nc.request(subject, '', { timeout: 200 }), (e: Error) => /timeout/i.test(`${e.name} ${e.message}`));
     await assert.rejects(nats.nc.request(`testreq.${run}.nobody`, 'x', { timeout: 2_000 }), (e: Error) => /no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message}`));
     sub.unsubscribe();
+  });
+
+  itWith({ real: ['nats'] }, 'requestJson sends a request again while nobody subscribes (a service reconnecting), and says no responders after 2 s', async () => {
+    const subject = `testreq.${run}.late`;
+    const late = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        nats.nc.subscribe(subject, { max: 1, callback: (_e, m) => void m.respond(JSON.stringify({ late: true })) });
+        resolve();
+      }, 300),
+    );
+    assert.deepEqual(await requestJson(nats.nc, subject, {}, { timeoutMs: 5_000 }), { late: true });
+    await late;
+    const started = Date.now();
+    await assert.rejects(requestJson(nats.nc, `testreq.${run}.nobody-ever`, {}, { timeoutMs: 5_000 }), (e: Error) => /no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message}`));
+    const took = Date.now() - started;
+    assert.ok(took >= 1_500 && took < 3_000, `${took} ms`);
   });
 
   itWith({ real: ['nats'] }, 'creates a durable consumer again when the server deletes it, and consumes on', async () => {

@@ -118,6 +118,24 @@ describe('ChallengeApi: the reply to a request', () => {
     assert.ok(performance.now() - sent >= 600, `given up after ${performance.now() - sent} ms`);
   });
 
+  itWith({ real: ['nats'] }, 'a start that finds no auth-challenge subscribed is sent again until one is (a reconnection), and given up 250 ms before its deadline', async () => {
+    const api = new ChallengeApi(nc, undefined, { requestMs: 2_000, replyGraceMs: 300 });
+    let sub: { unsubscribe(): void } | undefined;
+    setTimeout(() => {
+      sub = nc.subscribe(Subjects.challengeStart, { max: 1, callback: (_error, msg) => void msg.respond(JSON.stringify({ challengeId: 'c', status: 'pending' })) });
+    }, 300);
+    try {
+      assert.deepEqual(await api.start(client, { tenantId: client.tenantId, userId: 'u' }), { ok: { challengeId: 'c', status: 'pending' } });
+    } finally {
+      sub?.unsubscribe();
+    }
+    const sent = performance.now();
+    const nobody = await api.start(client, { tenantId: client.tenantId, userId: 'u' });
+    const took = performance.now() - sent;
+    assert.ok('unreachable' in nobody, JSON.stringify(nobody));
+    assert.ok(took >= 1_300 && took < 2_000, `given up after ${took} ms`);
+  });
+
   itWith({ real: ['nats'] }, 'a status poll given an earlier end of waiting carries it as its deadline, and gives up at it plus the grace', async () => {
     const seen: (string | undefined)[] = [];
     const sub = nc.subscribe(Subjects.challengeStatus, { callback: (_error, msg) => void seen.push(msg.headers?.get(Headers.deadline)) });

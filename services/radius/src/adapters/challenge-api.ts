@@ -9,6 +9,7 @@ import {
   type ChallengeVerifyReply,
   type ErrorCode,
 } from '@mfa/contracts';
+import { requestSentAgainWithoutResponders } from '@mfa/messaging';
 import type { RadiusClient } from '../domain/clients.js';
 
 /** A reply of the challenge API: the answer, a contract error, or nothing (no responder, timeout, not JSON). */
@@ -25,6 +26,8 @@ const REQUEST_MS = 5_000;
  * cache. The grace lets in a reply sent before the deadline that this loop has not read yet.
  */
 const REPLY_GRACE_MS = 1_000;
+/** auth-challenge takes up no decision with less than this left before the deadline (docs/api.md). */
+const DECISION_FLOOR_MS = 250;
 
 /**
  * The public challenge API over NATS, called as the RADIUS client's tenant: with the client's own
@@ -73,7 +76,13 @@ export class ChallengeApi {
     h.set(Headers.deadline, String(deadline));
     let reply: unknown;
     try {
-      const msg = await this.nc.request(subject, JSON.stringify(body), { timeout: Math.max(1, deadline - now + replyGraceMs), headers: h });
+      // Sent again while nobody subscribes (auth-challenge reconnecting after a NATS node died),
+      // until auth-challenge would no longer decide it (250 ms before the deadline).
+      const msg = await requestSentAgainWithoutResponders(this.nc, subject, JSON.stringify(body), {
+        timeout: Math.max(1, deadline - now + replyGraceMs),
+        headers: h,
+        retryMs: Math.max(0, deadline - now - DECISION_FLOOR_MS),
+      });
       reply = msg.json();
     } catch (error) {
       return { unreachable: (error as Error).message };

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { hostname, networkInterfaces } from 'node:os';
 import { loadKeyring, type Keyring } from '@mfa/crypto';
 import { natsUrlProblems, readNatsSecurity } from '@mfa/messaging';
+import { tracingConfigProblems } from '@mfa/telemetry';
 import { redisConnectionOf, type RedisConfig, type RedisConnection } from './redis-connection.js';
 
 /** Environment shared by every service; names are part of the contract (docs/operations.md, "Configuration"). */
@@ -64,6 +65,8 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
     for (const name of ['DATABASE_URL', 'DATABASE_READ_URL'] as const) {
       if (typeof data[name] === 'string' && !/^postgres(ql)?:\/\//.test(data[name])) problems.push(`${name}: must start with postgres:// or postgresql://`);
     }
+    // Tracing is started before the configuration is read (main.ts): its variables are checked here.
+    problems.push(...tracingConfigProblems(env));
     if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   return parsed.data;

@@ -35,6 +35,7 @@ describe('base configuration: NATS credentials, TLS and inbox prefix', () => {
       [{ NATS_TLS_CERT: ca }, /NATS_TLS_KEY: required with NATS_TLS_CERT/],
       [{ NATS_TLS_CA: join(dir, 'missing.pem') }, /NATS_TLS_CA: file not readable/],
       [{ NATS_INBOX_PREFIX: '_INBOX.>' }, /NATS_INBOX_PREFIX: must be _INBOX or _INBOX_<name>/],
+      [{ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '1%' }, /OTEL_TRACES_SAMPLER_ARG: must be a ratio/],
     ] as const) {
       assert.throws(() => loadConfig(ServiceEnv, env), (e: Error) => {
         assert.ok(e instanceof ConfigError, String(e));

@@ -59,7 +59,8 @@ export interface TelemetryOptions {
 export function startTelemetry(options: TelemetryOptions): { exporting: boolean } {
   const env = options.env ?? process.env;
   const processors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
-  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  // An empty variable (docker-compose's `${VAR:-}`) is unset, as everywhere in the configuration.
+  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
   const exporting = Boolean(endpoint) && env.OTEL_TRACES_EXPORTER !== 'none';
   if (exporting) {
     // The exporter reads the endpoint, headers and timeout from the standard OTEL_ variables.
@@ -81,6 +82,24 @@ export function startTelemetry(options: TelemetryOptions): { exporting: boolean 
   recording = processors.length > 0;
   serviceTracer = trace.getTracer(options.serviceName, options.serviceVersion ?? '0.1.0');
   return { exporting };
+}
+
+const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_off', 'parentbased_traceidratio', 'parentbased_always_on'];
+
+/**
+ * What is wrong with the sampling variables, for the boot to refuse (loadConfig): the SDK's own
+ * habit of falling back to a default on a bad value would let a typo (`OTEL_TRACES_SAMPLER_ARG=1%`)
+ * trace every request in production without a word. Blank values are unset.
+ */
+export function tracingConfigProblems(env: NodeJS.ProcessEnv = process.env): string[] {
+  const problems: string[] = [];
+  const sampler = env.OTEL_TRACES_SAMPLER?.trim().toLowerCase();
+  if (sampler && !SAMPLERS.includes(sampler)) problems.push(`OTEL_TRACES_SAMPLER: must be one of ${SAMPLERS.join(', ')}`);
+  const arg = env.OTEL_TRACES_SAMPLER_ARG?.trim();
+  if (arg && !(/^\d+(\.\d+)?$|^\.\d+$/.test(arg) && Number(arg) <= 1)) problems.push('OTEL_TRACES_SAMPLER_ARG: must be a ratio from 0 to 1, such as 0.1');
+  const perSecond = env.OTEL_REMOTE_SAMPLED_PER_SECOND?.trim();
+  if (perSecond && !/^\d+(\.\d+)?$/.test(perSecond)) problems.push('OTEL_REMOTE_SAMPLED_PER_SECOND: must be a number of traces a second (0 or more)');
+  return problems;
 }
 
 /** Traces a process follows a caller's sampled flag for, a second, when OTEL_REMOTE_SAMPLED_PER_SECOND is not set. */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { ROOT_CONTEXT, SpanKind, trace, TraceFlags, type Context } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Sampler } from '@opentelemetry/sdk-trace-base';
-import { contextFromCarrier, RemoteSampledBudget, samplerFromEnv, shutdownTelemetry, startTelemetry, withSpan } from './tracing.js';
+import { contextFromCarrier, RemoteSampledBudget, samplerFromEnv, shutdownTelemetry, startTelemetry, tracingConfigProblems, withSpan } from './tracing.js';
 
 // The NATS transport takes a caller's traceparent as the parent before the caller is
 // authenticated: its sampled flag must not make every request of any client traced.
@@ -64,6 +64,16 @@ describe('sampling', () => {
     assert.equal(count(100), 2);
     now += 10_000;
     assert.equal(count(100), 5, 'the burst is the per-second budget, not what accumulated');
+  });
+
+  it('names what is wrong with the sampling variables, for the boot to refuse them (no silent fallback to tracing everything)', () => {
+    assert.deepEqual(tracingConfigProblems({}), []);
+    assert.deepEqual(tracingConfigProblems({ OTEL_TRACES_SAMPLER: ' ', OTEL_TRACES_SAMPLER_ARG: '', OTEL_REMOTE_SAMPLED_PER_SECOND: '' }), []);
+    assert.deepEqual(tracingConfigProblems({ OTEL_TRACES_SAMPLER: 'ParentBased_TraceIdRatio', OTEL_TRACES_SAMPLER_ARG: '0.05', OTEL_REMOTE_SAMPLED_PER_SECOND: '2.5' }), []);
+    for (const arg of ['0', '1', '.5', '1.0']) assert.deepEqual(tracingConfigProblems({ OTEL_TRACES_SAMPLER_ARG: arg }), [], arg);
+    assert.match(tracingConfigProblems({ OTEL_TRACES_SAMPLER: 'parentbased_ratio' }).join(), /OTEL_TRACES_SAMPLER: must be one of/);
+    for (const arg of ['1%', '5', '-0.1', '0x1', 'NaN', '1e-2']) assert.match(tracingConfigProblems({ OTEL_TRACES_SAMPLER_ARG: arg }).join(), /OTEL_TRACES_SAMPLER_ARG: must be a ratio/, arg);
+    for (const n of ['-1', 'ten', 'Infinity']) assert.match(tracingConfigProblems({ OTEL_REMOTE_SAMPLED_PER_SECOND: n }).join(), /OTEL_REMOTE_SAMPLED_PER_SECOND/, n);
   });
 
   it('samples local root spans at OTEL_TRACES_SAMPLER_ARG', () => {

@@ -4,6 +4,15 @@ import { BaseConfig, ConfigError, loadAuthConfig, loadConfig, RedisConfig, unset
 
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
+/** A switch: `true`/`1` or `false`/`0` exactly (empty is unset: the default). */
+const onOff = (byDefault: 'true' | 'false') =>
+  unsetWhenEmpty(
+    z
+      .enum(['true', 'false', '1', '0'])
+      .default(byDefault)
+      .transform((v) => v === 'true' || v === '1'),
+  );
+
 /** Every console setting (docs/operations.md, "Console"); the names are the contract's. */
 const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
   .extend(RedisConfig.shape)
@@ -22,22 +31,12 @@ const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
      * (OpenID Connect RP-initiated logout, when it names an end_session_endpoint), which then
      * sends the browser to <console origin>/auth/signed-out.
      */
-    OIDC_END_SESSION: unsetWhenEmpty(
-      z
-        .enum(['true', 'false', '1', '0'])
-        .default('true')
-        .transform((v) => v === 'true' || v === '1'),
-    ),
+    OIDC_END_SESSION: onOff('true'),
     /**
      * A sign-in form that takes any roles, for a first run without an identity provider.
      * Refused in production; off whenever an identity provider is configured.
      */
-    CONSOLE_DEV_LOGIN: unsetWhenEmpty(
-      z
-        .enum(['true', 'false', '1', '0'])
-        .default('false')
-        .transform((v) => v === 'true' || v === '1'),
-    ),
+    CONSOLE_DEV_LOGIN: onOff('false'),
     /** An operator's session ends after this long idle, and after 12 hours in any case. */
     CONSOLE_SESSION_IDLE_MINUTES: z.coerce.number().int().min(5).max(720).default(60),
   });

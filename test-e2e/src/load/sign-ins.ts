@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Headers, Subjects, type SigninItem } from '@mfa/contracts';
 import { base32Decode, totp, totpStep } from '@mfa/crypto';
-import { requestJson } from '@mfa/messaging';
+import { isNoResponders, requestJson } from '@mfa/messaging';
 import { FakeTwilio, uniqueUser } from '@mfa/testing';
 
 /**
@@ -81,7 +81,7 @@ export function transportError(error: unknown): string {
   const chain: Error[] = [];
   for (let e: unknown = error; e instanceof Error && chain.length < 3; e = e.cause) chain.push(e);
   const named = (name: string) => chain.some((e) => e.name === name || e.constructor.name === name);
-  if (chain.some((e) => (e as { isNoResponders?: () => boolean }).isNoResponders?.() === true) || named('NoRespondersError')) return 'no_responders';
+  if (isNoResponders(error)) return 'no_responders';
   if (named('TimeoutError')) return 'timeout';
   return chain.length ? `${chain[0]!.name}(${chain.at(-1)!.message.slice(0, 60)})` : 'error';
 }

@@ -102,4 +102,36 @@ describe('end to end: push notifications through FCM and APNs', () => {
     assert.equal(status.status, 'denied');
     assert.equal(fcm.messagesTo(android.token).length, 0);
   });
+
+  itWith({ real: ['nats', 'redis'], fake: ['fcm'] }, "an undeliverable push falls back to the user's phone only while the tenant's country rules allow it", async () => {
+    const tenantId = uniqueTenant('pushc');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: {} });
+    const userId = uniqueUser('app');
+    await ask(Subjects.usersRegister, { tenantId, userId, displayName: 'Push User', phoneNumber: '+46701740605' });
+    const { activationCode } = await ask(Subjects.usersPushEnroll, { tenantId, userId });
+    const token = `fcm-${randomBytes(32).toString('base64url')}`;
+    const url = `${stack.url('auth-challenge')}/device/v1/activate?code=${encodeURIComponent(String(activationCode))}`;
+    await DeviceClient.activate(url, { platform: 'android', pushToken: token, name: 'android phone' });
+    fcm.unregister(token);
+    const start = await startPush(tenantId, userId);
+    const fallbackOf = (wanted: (methods: string[]) => boolean, what: string) =>
+      eventually(async () => {
+        const reply = await ask(Subjects.challengeStatus, { tenantId, challengeId: start.challengeId });
+        const methods = reply.fallbackMethods as string[] | undefined;
+        return reply.reason === 'delivery_failed' && methods && wanted(methods) ? reply : undefined;
+      }, 20_000, what);
+    assert.deepEqual(await fallbackOf(() => true, 'the push undeliverable'), {
+      challengeId: start.challengeId,
+      status: 'denied',
+      reason: 'delivery_failed',
+      fallbackMethods: ['sms', 'voice'],
+    });
+    // The tenant now blocks Sweden: a start would text or call no Swedish phone, so the status no
+    // longer offers them (the tenant's settings reach auth-challenge through the event log).
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { sms: { allowedCountries: null, blockedCountries: ['SE'] } } })).error, undefined);
+    const blocked = await fallbackOf((methods) => methods.length === 0, 'no phone method to fall back to');
+    assert.deepEqual(blocked.fallbackMethods, []);
+    const sms = await ask(Subjects.challengeStart, { tenantId, userId, method: 'sms' });
+    assert.deepEqual([sms.status, sms.reason], ['registration_required', 'country_not_allowed']);
+  });
 });

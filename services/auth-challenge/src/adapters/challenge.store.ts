@@ -324,11 +324,13 @@ export class ChallengeStore {
   async readChallenge(
     tag: string,
     nonce: string,
-  ): Promise<{ tenantId: string; status: string; reason: string; expiresAt: number; method: string; deliveryFailed: boolean; userMethods: string[] } | undefined> {
+  ): Promise<
+    { tenantId: string; status: string; reason: string; expiresAt: number; method: string; deliveryFailed: boolean; userMethods: string[]; phoneCountry: string } | undefined
+  > {
     const raw = await reach('status', () =>
       (this.redis as unknown as { mfaChallengeStatus: ScriptFn }).mfaChallengeStatus(RedisKeys.challenge(tag, nonce), RedisKeys.user(tag)),
     );
-    const [tenantId, status, reason, expiresAt, method, delivery, methods] = raw;
+    const [tenantId, status, reason, expiresAt, method, delivery, methods, phoneCountry] = raw;
     if (!tenantId || !status || !expiresAt) return undefined;
     return {
       tenantId,
@@ -338,6 +340,7 @@ export class ChallengeStore {
       method: method ?? '',
       deliveryFailed: delivery === 'failed',
       userMethods: methods ? methods.split(',').filter(Boolean) : [],
+      phoneCountry: phoneCountry ?? '',
     };
   }
 }

@@ -403,16 +403,17 @@ local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
 
 /**
- * status: the challenge and, for the fallback of an undelivered SMS, the user's methods (one slot).
- * KEYS: challenge, user. Returns {tenantId, status, reason, expiresAt, method, delivery, methods csv}
- * or {} for an unknown challenge.
+ * status: the challenge and, for the fallback of an undelivered challenge, the user's methods and
+ * their phone's country (for the tenant's country rules) (one slot). KEYS: challenge, user. Returns
+ * {tenantId, status, reason, expiresAt, method, delivery, methods csv, phone country} or {} for an
+ * unknown challenge.
  */
 export const STATUS_SCRIPT = `
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'status', 'reason', 'expiresAt', 'method', 'delivery')
 if not ch[1] then return {} end
-local methods = ''
-if ch[6] == 'failed' then methods = redis.call('HGET', KEYS[2], 'methods') or '' end
-return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', methods}
+local u = {}
+if ch[6] == 'failed' then u = redis.call('HMGET', KEYS[2], 'methods', 'phoneCountry') end
+return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', u[1] or '', u[2] or ''}
 `;
 
 /**

@@ -58,6 +58,7 @@ import {
   decideStart,
   decideStatus,
   decideVerify,
+  phoneCountryAllowed,
   subjectOf,
   type TotpTokens,
   type PendingEvent,
@@ -236,6 +237,15 @@ export class ChallengeService {
       this.usable.set(settings, methods);
     }
     return methods;
+  }
+
+  /**
+   * What a challenge whose delivery failed may fall back to: the usable methods, less SMS and voice
+   * when the tenant's country rules (as they are now) exclude the user's phone, as a start would.
+   */
+  private fallbackCandidates(settings: TenantSettings, phoneCountry: string): readonly string[] {
+    const usable = this.usableMethods(settings);
+    return phoneCountryAllowed(settings.sms, phoneCountry) ? usable : usable.filter((m) => m !== 'sms' && m !== 'voice');
   }
 
   /** The usable methods but SMS, for a RADIUS client in OTP password mode (once per settings change). */
@@ -569,7 +579,7 @@ export class ChallengeService {
     if (!id) throw notFound('unknown challenge');
     const record = await this.store.readChallenge(id.tag, id.nonce);
     if (!record || record.tenantId !== req.tenantId) throw notFound('unknown challenge');
-    const usable = record.deliveryFailed ? this.usableMethods(await this.settingsOf(req.tenantId)) : [];
+    const usable = record.deliveryFailed ? this.fallbackCandidates(await this.settingsOf(req.tenantId), record.phoneCountry) : [];
     return decideStatus(req.challengeId, record, now, usable);
   }
 

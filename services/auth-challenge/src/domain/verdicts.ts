@@ -448,6 +448,16 @@ export function decideResend(
   }
 }
 
+/**
+ * Whether the tenant's country rules (`sms.allowedCountries`, `null` = every country, and
+ * `blockedCountries`) let a phone in `country` ('' = unknown) be texted or called: the start
+ * script's rule. A phone of unknown country passes only when every country is allowed.
+ */
+export function phoneCountryAllowed(sms: { allowedCountries: readonly string[] | null; blockedCountries: readonly string[] }, country: string): boolean {
+  if (sms.allowedCountries !== null && (country === '' || !sms.allowedCountries.includes(country))) return false;
+  return country === '' || !sms.blockedCountries.includes(country);
+}
+
 /** challenge.status: read-only; a pending challenge past its lifetime reads as denied/expired. */
 export function decideStatus(
   challengeId: string,

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
 // Verdicts are built the way the store adapter builds them from the scripts' replies.
 import { maskedTokensOf, parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict, tokenSpecsOf } from '../adapters/script-replies.js';
-import { decideResend, decideStart, decideStatus, decideVerify, maskPhoneNumber, type StartContext } from './verdicts.js';
+import { decideResend, decideStart, decideStatus, decideVerify, maskPhoneNumber, phoneCountryAllowed, type StartContext } from './verdicts.js';
 
 const server = { name: 'node-a', ip: '10.0.0.5' };
 const ctx = (over: Partial<StartContext> = {}): StartContext => ({
@@ -333,5 +333,25 @@ describe('status decisions', () => {
       status: 'denied',
       reason: 'too_many_attempts',
     });
+  });
+});
+
+describe('phone country rules', () => {
+  it('given every country allowed and none blocked, then any phone, even of unknown country', () => {
+    const rules = { allowedCountries: null, blockedCountries: [] };
+    assert.equal(phoneCountryAllowed(rules, 'SE'), true);
+    assert.equal(phoneCountryAllowed(rules, ''), true);
+  });
+  it('given an allow-list, then only its countries, and never a phone of unknown country', () => {
+    const rules = { allowedCountries: ['SE', 'FR'], blockedCountries: [] };
+    assert.equal(phoneCountryAllowed(rules, 'FR'), true);
+    assert.equal(phoneCountryAllowed(rules, 'GB'), false);
+    assert.equal(phoneCountryAllowed(rules, ''), false);
+  });
+  it('given a block-list, then its countries are refused and the block wins over the allow-list', () => {
+    assert.equal(phoneCountryAllowed({ allowedCountries: null, blockedCountries: ['NG'] }, 'NG'), false);
+    assert.equal(phoneCountryAllowed({ allowedCountries: null, blockedCountries: ['NG'] }, ''), true);
+    assert.equal(phoneCountryAllowed({ allowedCountries: ['NG', 'SE'], blockedCountries: ['NG'] }, 'NG'), false);
+    assert.equal(phoneCountryAllowed({ allowedCountries: ['NG', 'SE'], blockedCountries: ['NG'] }, 'SE'), true);
   });
 });

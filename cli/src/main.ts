@@ -26,13 +26,16 @@ import { parseServer, radiusRequest, type RadiusAnswer, type RadiusTarget } from
 import { render, type Format } from './output.js';
 
 /**
- * `mfa`: the public NATS API from a terminal, for operators (tenants, API clients, users, reports)
- * and for integrators (challenges: what an IdP sends). Every command is one or more requests of
- * the contract (docs/api.md); nothing here reaches past it.
+ * `mfa`: the public NATS API from a terminal, for operators (tenants, API clients, users, app
+ * passwords, fraud, reports, voice recordings, hardware tokens) and for integrators (challenges:
+ * what an IdP sends; radius: what a VPN asks the RADIUS front). Every command but radius is one or
+ * more requests of the contract (docs/api.md); nothing here reaches past it.
  */
 const program = new Command()
   .name('mfa')
-  .description('Open MFA from the command line: tenants, API clients, users, challenges and reports over the NATS API')
+  .description(
+    'Open MFA from the command line over the NATS API: tenants, clients (API keys), users, apppasswords (app passwords), challenges (what an IdP sends), fraud (alerts and per-IP locks), reports, voice-messages (call recordings) and oath (hardware tokens); radius asks the RADIUS front as a VPN does',
+  )
   .option('--nats-url <url>', 'NATS server(s), comma-separated (default: NATS_URL or nats://127.0.0.1:4222; NATS_* credentials as the services read them)')
   .option('--api-key <key>', 'an API key of the tenant, or the platform key (default: MFA_API_KEY); not needed when the stack runs with MFA_AUTH=off')
   .addOption(new Option('--format <format>', 'output of reports and lists').choices(['table', 'json', 'csv']).default('table'))
@@ -519,22 +522,64 @@ appPasswords
 const challenges = program.command('challenges').description('challenge a user as an IdP does (challenges scope)');
 challenges
   .command('start <tenant> <user>')
-  .description('start a challenge; prints its id and status')
+  .description('start a challenge; prints its id and status. Only the options given are sent')
   .addOption(new Option('--method <method>', 'the method; the user\'s default when omitted').choices(['sms', 'voice', 'push', 'totp']))
   .option('--ip <address>', 'the sign-in\'s client IP')
   .option('--app <application>', 'the application signed in to')
-  .action((tenantId: string, userId: string, o: { method?: string; ip?: string; app?: string }) =>
-    withApi(async (api) =>
-      print(
-        await api.call(Subjects.challengeStart, {
-          tenantId,
-          userId,
-          ...(o.method ? { method: o.method } : {}),
-          ...(o.ip ? { clientIp: o.ip } : {}),
-          ...(o.app ? { application: o.app } : {}),
-        }),
-      ),
-    ),
+  .option('--request-id <id>', 'your correlation id (requestId), recorded in the challenge\'s event')
+  .option('--inside-corporate-network', 'the federated claim that the user is inside the corporate network (context.insideCorporateNetwork): approved with the tenant\'s trustedIps.federatedBypass')
+  .option('--remember-device', 'ask for a remember token when challenges verify approves this challenge (context.rememberDevice; the tenant\'s rememberMfa)')
+  .option('--remember-token-stdin', 'read the remember token a verify returned (context.rememberToken) from standard input; else it is taken from MFA_REMEMBER_TOKEN when set, never from an argument')
+  .option('--legacy-client', 'a client that cannot show an MFA prompt (context.legacyClient): app passwords and the last-MFA rule of rememberMfa apply')
+  .option('--radius-server <name>', 'as the RADIUS front sends it (context.radius.serverName): the RADIUS client\'s name; needs --radius-nas')
+  .option('--radius-nas <address>', 'the NAS\'s IP address (context.radius.serverIp); needs --radius-server')
+  .addOption(new Option('--radius-password-mode <mode>', 'context.radius.passwordMode (otp: never SMS); needs --radius-server').choices(['challenge', 'otp']))
+  .action(
+    (
+      tenantId: string,
+      userId: string,
+      o: {
+        method?: string;
+        ip?: string;
+        app?: string;
+        requestId?: string;
+        insideCorporateNetwork?: boolean;
+        rememberDevice?: boolean;
+        rememberTokenStdin?: boolean;
+        legacyClient?: boolean;
+        radiusServer?: string;
+        radiusNas?: string;
+        radiusPasswordMode?: string;
+      },
+    ) =>
+      withApi(async (api) => {
+        if ((o.radiusServer === undefined) !== (o.radiusNas === undefined) || (o.radiusPasswordMode !== undefined && o.radiusServer === undefined)) {
+          throw new CliError('--radius-server and --radius-nas go together (and --radius-password-mode needs them)', 'invalid_request');
+        }
+        // A remember token skips MFA for its user: a bearer secret, kept out of the command line and the shell history.
+        const rememberToken = o.rememberTokenStdin ? (await readStdin()).trim() : process.env.MFA_REMEMBER_TOKEN?.trim() || undefined;
+        if (o.rememberTokenStdin && !rememberToken) throw new CliError('--remember-token-stdin: standard input is empty', 'invalid_request');
+        const context = {
+          ...(o.insideCorporateNetwork ? { insideCorporateNetwork: true } : {}),
+          ...(rememberToken !== undefined ? { rememberToken } : {}),
+          ...(o.rememberDevice ? { rememberDevice: true } : {}),
+          ...(o.legacyClient ? { legacyClient: true } : {}),
+          ...(o.radiusServer !== undefined
+            ? { radius: { serverName: o.radiusServer, serverIp: o.radiusNas, ...(o.radiusPasswordMode ? { passwordMode: o.radiusPasswordMode } : {}) } }
+            : {}),
+        };
+        print(
+          await api.call(Subjects.challengeStart, {
+            tenantId,
+            userId,
+            ...(o.method ? { method: o.method } : {}),
+            ...(o.ip ? { clientIp: o.ip } : {}),
+            ...(o.app ? { application: o.app } : {}),
+            ...(o.requestId !== undefined ? { requestId: o.requestId } : {}),
+            ...(Object.keys(context).length > 0 ? { context } : {}),
+          }),
+        );
+      }),
   );
 challenges
   .command('verify <tenant> <challengeId> <code>')
@@ -647,11 +692,12 @@ const filters = (o: Record<string, unknown>, names: Record<string, string>) =>
 
 range(reports.command('signins <tenant>').description('the sign-in report, newest first'))
   .option('--user <userId>')
+  .option('--challenge <challengeId>', 'one sign-in: the challenge id challenges start printed')
   .addOption(new Option('--result <result>').choices(['success', 'failure']))
   .addOption(new Option('--via <via>', 'how the sign-in came').choices(['nats', 'radius']))
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', result: 'result', via: 'via', from: 'from', to: 'to' }) }, Boolean(o.all));
+      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', challenge: 'challengeId', result: 'result', via: 'via', from: 'from', to: 'to' }) }, Boolean(o.all));
       process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'via', 'serverName', 'challengeId', 'deviceId'], g.format));
     }),
   );

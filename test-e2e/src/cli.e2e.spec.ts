@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
+import { DeliverPolicy, jetstream } from '@nats-io/jetstream';
+import { MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, parseEvent, Streams, Subjects, type AnyEvent, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { Attr, Code, decodePacket, encodeResponse } from '@mfa/radius/packet';
 import { base32Decode, base32Encode, totp } from '@mfa/crypto';
@@ -86,7 +87,7 @@ describe('the mfa command line', () => {
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'has --help on every command', async () => {
     const top = await mfa(['--help']);
     assert.equal(top.code, 0);
-    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports', 'voice-messages', 'oath']) {
+    for (const group of ['tenants', 'clients', 'users', 'apppasswords', 'challenges', 'fraud', 'reports', 'voice-messages', 'oath', 'radius']) {
       assert.match(top.stdout, new RegExp(`\\b${group}\\b`));
       const help = await mfa([group, '--help']);
       assert.equal(help.code, 0, group);
@@ -271,6 +272,105 @@ describe('the mfa command line', () => {
     assert.match((await mfa(['users', 'delete-token', tenantId, userId, tokenId], idpKey)).stderr, /not_found/);
     assert.equal((await mfa(['clients', 'revoke', tenantId, String(idp.clientId)])).code, 0);
     assert.match((await mfa(['users', 'get', tenantId, userId], idpKey)).stderr, /forbidden/);
+  });
+
+  /** The challenge events of a tenant since `since`, from MFA_CHALLENGES. */
+  async function challengeEvents(tenant: string, since: Date): Promise<AnyEvent[]> {
+    const consumer = await jetstream(nc).consumers.get(Streams.challenges.name, { filter_subjects: 'mfa.evt.challenge.>', deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() });
+    const out: AnyEvent[] = [];
+    for (;;) {
+      let n = 0;
+      for await (const m of await consumer.fetch({ max_messages: 500, expires: 1000 })) {
+        n++;
+        out.push(parseEvent(m.json()));
+      }
+      if (n === 0) break;
+    }
+    return out.filter((e) => e.tenantId === tenant);
+  }
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'the description names every command group', async () => {
+    const top = (await mfa(['--help'])).stdout;
+    const description = top.slice(0, top.indexOf('\nOptions:')).replace(/\s+/g, ' ');
+    const groups = [...top.slice(top.indexOf('\nCommands:')).matchAll(/^ {2}([a-z-]+)\b/gm)].map((m) => m[1]!).filter((g) => g !== 'help');
+    assert.deepEqual(groups.sort(), ['apppasswords', 'challenges', 'clients', 'fraud', 'oath', 'radius', 'reports', 'tenants', 'users', 'voice-messages']);
+    for (const group of groups) assert.match(description, new RegExp(`(^|[ (:,])${group}\\b`), `the description names ${group}: ${description}`);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'challenges start sends --request-id and the context the IdP knows (corporate network, RADIUS); reports signins --challenge finds exactly that sign-in', async () => {
+    const since = new Date(Date.now() - 1000);
+    const tenant = uniqueTenant('cli-ctx');
+    await json(['tenants', 'configure', tenant, '--set', 'trustedIps.federatedBypass=true']);
+    const userId = uniqueUser('ctx');
+    await json(['users', 'register', tenant, userId, '--phone', `+1415555${String(Math.floor(Math.random() * 1e4)).padStart(4, '0')}`]);
+    const requestId = `idp-${randomBytes(6).toString('hex')}`;
+    // The federated claim, with the tenant's trustedIps.federatedBypass: approved at start.
+    const bypassed = await json(['challenges', 'start', tenant, userId, '--inside-corporate-network', '--request-id', requestId, '--ip', '198.51.100.7']);
+    assert.deepEqual([bypassed.status, bypassed.reason, bypassed.method], ['approved', 'corporate_network', null]);
+    // Without the claim it is a sign-in like any other (totp: the user has none, nothing is sent).
+    const plain = await json(['challenges', 'start', tenant, userId, '--method', 'totp']);
+    assert.deepEqual([plain.status, plain.reason], ['registration_required', 'method_not_registered']);
+    // As the RADIUS front starts it: recorded with its RADIUS client and NAS, via radius.
+    const viaRadius = await json(['challenges', 'start', tenant, userId, '--method', 'totp', '--radius-server', 'vpn-1', '--radius-nas', '192.0.2.10', '--radius-password-mode', 'otp']);
+    assert.equal(viaRadius.status, 'registration_required');
+    assert.match((await mfa(['challenges', 'start', tenant, userId, '--radius-server', 'vpn-1'])).stderr, /--radius-server and --radius-nas go together/);
+
+    const rows = (args: string[]) => mfa(['--format', 'json', 'reports', 'signins', tenant, ...args]).then((r) => JSON.parse(r.stdout) as Array<Record<string, unknown>>);
+    await eventually(async () => ((await rows(['--user', userId])).length >= 3 ? true : undefined), 20_000, 'the three sign-ins in the report');
+    const one = await rows(['--challenge', String(bypassed.challengeId)]);
+    assert.deepEqual(one.map((r) => [r.challengeId, r.userId, r.result, r.resultDetail, r.clientIp, r.via]), [[bypassed.challengeId, userId, 'success', 'MFA requirement satisfied by claim in the token', '198.51.100.7', 'nats']]);
+    const radiusRow = await rows(['--challenge', String(viaRadius.challengeId), '--via', 'radius']);
+    assert.deepEqual(radiusRow.map((r) => [r.challengeId, r.via, r.serverName, r.serverIp]), [[viaRadius.challengeId, 'radius', 'vpn-1', '192.0.2.10']]);
+    assert.deepEqual(await rows(['--challenge', String(plain.challengeId), '--via', 'radius']), []);
+    assert.equal((await mfa(['reports', 'signins', tenant, '--challenge', String(plain.challengeId)])).stdout.trim().split('\n').length, 3, 'a table of one row');
+
+    // The correlation id is in the challenge's event; a start without it sends none.
+    const events = await eventually(async () => {
+      const all = await challengeEvents(tenant, since);
+      return all.length >= 3 ? all : undefined;
+    }, 15_000, 'the challenge events');
+    const eventOf = (id: unknown) => events.find((e) => e.aggregateId === id)!;
+    assert.deepEqual([eventOf(bypassed.challengeId).type, (eventOf(bypassed.challengeId).data as { requestId?: string }).requestId], ['ChallengeBypassed', requestId]);
+    assert.equal((eventOf(plain.challengeId).data as { requestId?: string }).requestId, undefined);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'challenges start: --remember-device gives a remember token, which skips MFA from MFA_REMEMBER_TOKEN or standard input; --legacy-client follows rememberMfa and app passwords', async () => {
+    const tenant = uniqueTenant('cli-remember');
+    await json(['tenants', 'configure', tenant, '--set', 'rememberMfa.enabled=true', '--set', 'appPasswords.allowed=true']);
+    const userId = uniqueUser('remember');
+    await json(['users', 'register', tenant, userId]);
+    const enrolled = JSON.parse((await mfa(['--format', 'json', 'users', 'totp-enroll', tenant, userId])).stdout) as Record<string, unknown>;
+    const secret = base32Decode(new URL(String(enrolled.otpauthUri)).searchParams.get('secret') ?? '');
+    const t0 = Date.now();
+    assert.equal((await json(['users', 'totp-activate', tenant, userId, String(enrolled.tokenId), totp(secret, t0)])).active, true);
+
+    const started = await json(['challenges', 'start', tenant, userId, '--method', 'totp', '--remember-device']);
+    assert.equal(started.status, 'pending');
+    const verified = await json(['challenges', 'verify', tenant, String(started.challengeId), totp(secret, t0 + 30_000)]);
+    assert.equal(verified.status, 'approved');
+    const token = String(verified.rememberToken ?? '');
+    assert.ok(token && verified.rememberUntil, `a remember token: ${JSON.stringify(verified)}`);
+
+    // The token is a bearer secret: from the environment or standard input, never an argument.
+    const fromEnv = await mfa(['challenges', 'start', tenant, userId], platformKey, { MFA_REMEMBER_TOKEN: token });
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+    assert.deepEqual((({ status, reason }) => [status, reason])(JSON.parse(fromEnv.stdout) as Record<string, unknown>), ['approved', 'remembered_device']);
+    const fromStdin = await mfa(['challenges', 'start', tenant, userId, '--remember-token-stdin'], platformKey, {}, `${token}\n`);
+    assert.equal(fromStdin.code, 0, fromStdin.stderr);
+    assert.deepEqual((({ status, reason }) => [status, reason])(JSON.parse(fromStdin.stdout) as Record<string, unknown>), ['approved', 'remembered_device']);
+    const forged = await mfa(['challenges', 'start', tenant, userId, '--method', 'totp', '--remember-token-stdin'], platformKey, {}, `${token.slice(0, -2)}xx\n`);
+    assert.equal((JSON.parse(forged.stdout) as Record<string, unknown>).status, 'pending', forged.stderr);
+    const empty = await mfa(['challenges', 'start', tenant, userId, '--remember-token-stdin'], platformKey, {}, '');
+    assert.deepEqual([empty.code, /standard input is empty/.test(empty.stderr)], [1, true], empty.stderr);
+
+    // A legacy client of a user who completed MFA within rememberMfa.days: approved; once the user
+    // has an app password, it must use it.
+    const legacy = await json(['challenges', 'start', tenant, userId, '--legacy-client']);
+    assert.deepEqual([legacy.status, legacy.reason], ['approved', 'remembered_device']);
+    assert.ok((await json(['apppasswords', 'create', tenant, userId, '--name', 'Outlook 2010'])).password);
+    const refused = await json(['challenges', 'start', tenant, userId, '--legacy-client']);
+    assert.deepEqual([refused.status, refused.reason], ['denied', 'app_password_required']);
+    assert.equal((await json(['challenges', 'start', tenant, userId, '--method', 'totp'])).status, 'pending', 'a browser start is not concerned');
   });
 
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'says clearly what is wrong, with exit code 1', async () => {

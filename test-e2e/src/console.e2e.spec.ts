@@ -433,6 +433,59 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await context.close();
   }, { timeout: 120_000 });
 
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant created on the page, a user registered there, the profile changed, then erased only once the user id is typed again', async () => {
+    const { context, page } = await signIn('ops');
+    const tenantC = uniqueTenant('paged');
+    await page.goto(`${consoleUrl}/tenants`);
+    await page.fill('#create-tenant input[name=tenantId]', tenantC);
+    await page.click('#create-tenant button[type=submit]');
+    assert.match(await page.textContent('h1') ?? '', /Tenant settings/);
+    assert.equal(await page.inputValue('input[name=codeLifetimeSeconds]'), '180');
+    assert.equal(((await ask(Subjects.tenantsGet, { tenantId: tenantC })).settings as { maxAttempts: number }).maxAttempts, 5);
+    // Created once: the same id again changes nothing and says so.
+    await page.goto(`${consoleUrl}/tenants`);
+    await page.fill('#create-tenant input[name=tenantId]', tenantC);
+    await page.click('#create-tenant button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /exists already/);
+    const userId = uniqueUser('paged');
+    const get = () => ask(Subjects.usersGet, { tenantId: tenantC, userId });
+    await tenantPage(page, tenantC, 'users');
+    await page.click('#register-user summary');
+    await page.fill('#register-user input[name=userId]', userId);
+    await page.fill('#register-user input[name=displayName]', 'Greta Sida');
+    await page.fill('#register-user input[name=phoneNumber]', '+46701740606');
+    await page.click('#register-user button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /user is saved/);
+    let user = await get();
+    assert.deepEqual([user.displayName, user.phoneNumber, user.email, user.methods], ['Greta Sida', '+46701740606', null, ['sms', 'voice']]);
+    // The profile on the user's page: what is changed changes, the rest stays.
+    assert.equal(await page.inputValue('#edit-profile input[name=phoneNumber]'), '+46701740606');
+    await page.fill('#edit-profile input[name=email]', 'greta.sida@contoso.com');
+    await page.fill('#edit-profile input[name=displayName]', 'Greta Sidan');
+    await page.click('#edit-profile button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /user is saved/);
+    user = await get();
+    assert.deepEqual([user.displayName, user.email, user.phoneNumber], ['Greta Sidan', 'greta.sida@contoso.com', '+46701740606']);
+    // A profile the contract refuses says why and changes nothing.
+    await page.fill('#edit-profile input[name=email]', 'greta@');
+    await page.$eval('#edit-profile', (form) => (form as unknown as { noValidate: boolean }).noValidate = true);
+    await page.click('#edit-profile button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /invalid_request.*email/);
+    assert.equal((await get()).email, 'greta.sida@contoso.com');
+    // Erasure: a confirmation that is not the user id erases nothing.
+    await tenantPage(page, tenantC, `users?userId=${encodeURIComponent(userId)}`);
+    await page.fill('#erase-user input[name=confirm]', userId.toUpperCase());
+    await page.click('#erase-user button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /type the user id/);
+    assert.equal((await get()).displayName, 'Greta Sidan');
+    await tenantPage(page, tenantC, `users?userId=${encodeURIComponent(userId)}`);
+    await page.fill('#erase-user input[name=confirm]', userId);
+    await page.click('#erase-user button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /is erased/);
+    assert.equal(((await get()).error as { code: string } | undefined)?.code, 'not_found');
+    await context.close();
+  });
+
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a CSV export the browser cancels stops: no more pages are read from the reports', async () => {
     // A tenant with 30,000 sign-ins in the report (60 pages of 500), written straight into reporting's tables.
     const tenantC = uniqueTenant('console-csv');

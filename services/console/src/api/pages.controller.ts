@@ -16,6 +16,8 @@ import {
   type UsageQueryReply,
   type UsersGetReply,
   type UsersListReply,
+  BLOCK_ACTIONS,
+  FRAUD_SOURCES,
   MAX_IMPORT_FILE_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
   OATH_TOKEN_STATES,
@@ -34,7 +36,7 @@ import {
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
 import { canChange, canRead, type Access } from '../domain/roles.js';
-import { FormError, formValues, patchFromForm, SETTING_FIELDS } from '../domain/settings-form.js';
+import { changedSettings, FormError, formValues, patchFromForm, SETTING_FIELDS } from '../domain/settings-form.js';
 import { LOGGER_TOKEN, MFA_API, VIEWS } from '../tokens.js';
 import type { Views } from './views.js';
 import type { WebRequest } from './web.js';
@@ -64,6 +66,8 @@ function sent(res: Response, chunk: string): Promise<boolean> {
   });
 }
 /** Query-string filters and free text are bounded (and trimmed) before they reach the contract (which checks them again). */
+/** The profile fields of users.register the users page edits. */
+const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'phoneExtension', 'language'] as const;
 const text = (value: unknown, max = 256) => (typeof value === 'string' && value.trim() !== '' ? value.trim().slice(0, max) : undefined);
 /**
  * A user id exactly as sent: never trimmed, since the contract's UserId keeps spaces and
@@ -182,6 +186,33 @@ export class PagesController {
     const chosen = text(tenantId, 128);
     if (chosen) return res.redirect(303, `/t/${encodeURIComponent(chosen)}/overview`);
     this.views.send(res, 'tenants.njk', { ...this.chrome(req), active: 'tenants' });
+  }
+
+  /**
+   * A new tenant, with the default settings (platform operators only: only the platform key creates
+   * tenants). An existing one is left as it is: the page says so and links to it.
+   */
+  @Post('tenants')
+  async createTenant(@Req() req: WebRequest, @Res() res: Response, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, typeof body.tenantId === 'string' ? body.tenantId.trim() : '', true);
+    if (!p) return;
+    const context = { ...this.chrome(req), active: 'tenants', created: p.tenantId };
+    try {
+      if (!req.access?.platform) throw new ContractError('forbidden', 'only a platform operator creates tenants');
+      const existing = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {}).catch((error: unknown) => {
+        if (error instanceof ContractError && error.code === 'not_found') return undefined;
+        throw error;
+      });
+      if (existing) {
+        this.views.send(res, 'tenants.njk', { ...context, problem: `${p.tenantId} exists already: nothing was changed.`, exists: true }, 409);
+        return;
+      }
+      await this.call(p, Subjects.tenantsConfigure, { settings: {} });
+      res.redirect(303, `/t/${encodeURIComponent(p.tenantId)}/settings`);
+    } catch (error) {
+      if (!(error instanceof ContractError)) this.log.error('console page failed', { view: 'tenants.njk', error });
+      this.views.error(res, error, context);
+    }
   }
 
   /**
@@ -319,6 +350,44 @@ export class PagesController {
     });
   }
 
+  /**
+   * A report page's filters from its query string: the user, the period (`from`, `to`), the
+   * page's choices (a value outside them is none) and free text (sent as typed, for the contract
+   * to judge). An unreadable date answers the page, 400, with the filters as typed and why: a
+   * filter left out would list rows the boxes seem to exclude. `query` is the request's, `shown`
+   * what the boxes show, `link` what a next-page link carries.
+   */
+  private reportFilters(
+    p: Page,
+    view: string,
+    active: string,
+    q: Record<string, unknown>,
+    choices: Record<string, readonly string[]>,
+    texts: readonly string[] = [],
+  ): { query: Record<string, string>; shown: Record<string, unknown>; link: string } | undefined {
+    const typed = (name: string) => (typeof q[name] === 'string' && q[name].trim() !== '' ? q[name] : undefined);
+    const shown: Record<string, unknown> = { userId: typed('userId'), from: text(q.from), to: text(q.to) };
+    const query: Record<string, string> = {};
+    for (const [name, allowed] of Object.entries(choices)) {
+      const value = typed(name);
+      if (value !== undefined && allowed.includes(value)) query[name] = shown[name] = value;
+    }
+    for (const name of texts) {
+      const value = typed(name)?.trim();
+      if (value !== undefined) query[name] = shown[name] = value;
+    }
+    try {
+      const [userId, from, to] = [userIdOf(q.userId), isoDate('from', q.from), isoDate('to', q.to)];
+      if (userId) query.userId = userId;
+      if (from) query.from = from;
+      if (to) query.to = to;
+    } catch (error) {
+      this.views.send(p.res, view, { ...this.chrome(p.req, p.tenantId), active, filters: shown, problem: (error as ContractError).message }, 400);
+      return undefined;
+    }
+    return { query, shown, link: new URLSearchParams(query).toString() };
+  }
+
   /** One user's page: the user and their block history. */
   private async userView(p: Page, userId: string) {
     const [user, history] = await Promise.all([
@@ -328,10 +397,10 @@ export class PagesController {
     return { userId, user, history: history.items };
   }
 
-  /** The blocked page: the history (a page of it) and the addresses locked now. */
-  private async blockedView(p: Page, cursor: { cursor?: string | undefined }) {
+  /** The blocked page: the history (a page of it, filtered) and the addresses locked now. */
+  private async blockedView(p: Page, filters: Record<string, unknown>) {
     const [history, ips] = await Promise.all([
-      this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50, ...cursor }),
+      this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50, ...filters }),
       this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
     ]);
     return { items: history.items, nextCursor: history.nextCursor, ips: ips.items };
@@ -360,6 +429,20 @@ export class PagesController {
       'push-enroll': { subject: Subjects.usersPushEnroll, body: {}, notice: 'An activation code is ready: the user scans it with the authenticator app.' },
     };
     await this.run(p, 'users.njk', 'users', async () => {
+      if (action === 'register') {
+        // A new user, or a profile changed: the fields filled in (an empty one keeps its value).
+        const userId = userIdOf(body.userId) ?? '';
+        const profile = Object.fromEntries(PROFILE_FIELDS.flatMap((f) => (typeof body[f] === 'string' && body[f].trim() !== '' ? [[f, body[f].trim()]] : [])));
+        await this.call(p, Subjects.usersRegister, { userId, ...profile });
+        return { ...(await this.userView(p, userId)), notice: 'The user is saved.' };
+      }
+      if (action === 'delete') {
+        // Erasure cannot be undone: the operator types the user id again.
+        const userId = userIdOf(body.userId) ?? '';
+        if (body.confirm !== userId) throw new ContractError('invalid_request', 'the user is not erased: type the user id exactly to confirm');
+        await this.call(p, Subjects.usersDelete, { userId });
+        return { search: { q: undefined, blocked: false }, notice: `${userId} is erased: their personal data no longer opens anywhere, and the report keeps only a pseudonym.` };
+      }
       const chosen = Object.hasOwn(actions, action) ? actions[action] : undefined;
       if (!chosen) throw new ContractError('not_found', 'no such action');
       const userId = userIdOf(body.userId) ?? '';
@@ -372,9 +455,11 @@ export class PagesController {
   async fraud(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
+    const filters = this.reportFilters(p, 'fraud.njk', 'fraud', q, { source: FRAUD_SOURCES });
+    if (!filters) return;
     await this.run(p, 'fraud.njk', 'fraud', async () => {
-      const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { limit: 50, ...cursorOf(q) });
-      return { items: reply.items, nextCursor: reply.nextCursor };
+      const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { ...filters.query, limit: 50, ...cursorOf(q) });
+      return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor };
     });
   }
 
@@ -382,7 +467,9 @@ export class PagesController {
   async blocked(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
-    await this.run(p, 'blocked.njk', 'blocked', () => this.blockedView(p, cursorOf(q)));
+    const filters = this.reportFilters(p, 'blocked.njk', 'blocked', q, { action: BLOCK_ACTIONS }, ['ip']);
+    if (!filters) return;
+    await this.run(p, 'blocked.njk', 'blocked', async () => ({ ...(await this.blockedView(p, { ...filters.query, ...cursorOf(q) })), filters: filters.shown, query: filters.link }));
   }
 
   @Post('t/:tenant/ips/unlock')
@@ -424,7 +511,15 @@ export class PagesController {
     if (!p) return;
     const context = { ...this.chrome(req, tenant), active: 'settings', fields: SETTING_FIELDS };
     try {
-      const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings: patchFromForm(body) });
+      const patch = patchFromForm(body);
+      // Only what the form changes: a stored value the rules of today refuse blocks only its own change.
+      const current = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
+      const settings = changedSettings(patch, current.settings);
+      if (Object.keys(settings).length === 0) {
+        this.views.send(res, 'settings.njk', { ...context, values: formValues(current.settings), notice: 'Nothing changed.' });
+        return;
+      }
+      const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings });
       this.views.send(res, 'settings.njk', { ...context, values: formValues(reply.settings), notice: 'Settings saved. They apply to challenges started from now on.' });
     } catch (error) {
       if (!(error instanceof ContractError || error instanceof FormError)) {
@@ -709,9 +804,11 @@ export class PagesController {
   async audit(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
+    const filters = this.reportFilters(p, 'audit.njk', 'audit', q, {}, ['clientId']);
+    if (!filters) return;
     await this.run(p, 'audit.njk', 'audit', async () => {
-      const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { limit: 50, ...cursorOf(q) });
-      return { items: reply.items, nextCursor: reply.nextCursor };
+      const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { ...filters.query, limit: 50, ...cursorOf(q) });
+      return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor };
     });
   }
 }

@@ -4,10 +4,11 @@ import assert from 'node:assert/strict';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { ContractError, Subjects } from '@mfa/contracts';
+import { ContractError, defaultTenantSettings, Subjects, type TenantSettings } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
 import { accessFromRoles } from '../domain/roles.js';
+import { formValues } from '../domain/settings-form.js';
 import { PagesController } from './pages.controller.js';
 import { Views } from './views.js';
 import type { WebRequest } from './web.js';
@@ -51,6 +52,10 @@ describe('console pages', () => {
     app.get('/t/:tenant/users', (req, res) => void pages.users(web(req), res, String(req.params.tenant), req.query));
     app.post('/t/:tenant/users/:action', (req, res) => void pages.userAction(web(req), res, String(req.params.tenant), String(req.params.action), req.body));
     app.post('/t/:tenant/oath/assign', (req, res) => void pages.assignOathToken(web(req), res, String(req.params.tenant), req.body));
+    app.get('/t/:tenant/fraud', (req, res) => void pages.fraud(web(req), res, String(req.params.tenant), req.query));
+    app.get('/t/:tenant/blocked', (req, res) => void pages.blocked(web(req), res, String(req.params.tenant), req.query));
+    app.get('/t/:tenant/audit', (req, res) => void pages.audit(web(req), res, String(req.params.tenant), req.query));
+    app.post('/t/:tenant/settings', (req, res) => void pages.saveSettings(web(req), res, String(req.params.tenant), req.body));
     server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/t/${tenant}`;
@@ -187,6 +192,85 @@ describe('console pages', () => {
       // The box still shows what was typed.
       const page = await (await fetch(`${base}/signins?${new URLSearchParams({ from: '2026-02-30', userId: spaced })}`)).text();
       assert.ok(page.includes('name="from" value="2026-02-30"') && page.includes(`name="userId" value="${spaced}"`));
+    });
+  });
+
+  describe('saving the settings', () => {
+    // Stored under the looser rules of older releases, refused by today's tenants.configure.
+    const stored: TenantSettings = { ...defaultTenantSettings(), voice: { callerId: '+16045550123', pinMode: false }, sms: { allowedCountries: ['UK', 'SE'], blockedCountries: [] } };
+    /** The form as the settings page shows it for `settings`, as a browser submits it (unchecked boxes absent). */
+    const formOf = (settings: TenantSettings) =>
+      Object.fromEntries(
+        Object.entries(formValues(settings))
+          .filter(([, v]) => v !== false)
+          .map(([k, v]) => [k, v === true ? 'on' : v]),
+      ) as Record<string, string>;
+    const configures = () => calls.filter((c) => c.subject === Subjects.tenantsConfigure).map((c) => c.body.settings);
+
+    beforeEach(() => {
+      answer = async (subject, body) => {
+        if (subject === Subjects.tenantsGet) return { tenantId: tenant, settings: stored };
+        if (subject === Subjects.tenantsConfigure) return { tenantId: tenant, settings: { ...stored, ...(body.settings as object) } };
+        throw new Error(`unexpected ${subject}`);
+      };
+    });
+
+    it('sends only the settings the form changes, so a stored value refused today does not stop them', async () => {
+      const response = await post('settings', { ...formOf(stored), maxAttempts: '3', 'lockout.threshold': '7', 'fraudAlert.enabled': '' });
+      assert.equal(response.status, 200);
+      assert.match(await response.text(), /Settings saved/);
+      assert.deepEqual(configures(), [{ maxAttempts: 3, lockout: { threshold: 7 }, fraudAlert: { enabled: false } }]);
+    });
+
+    it('sends an array setting whole when one of its lines changes', async () => {
+      await post('settings', { ...formOf(stored), 'sms.allowedCountries': 'GB\nSE' });
+      assert.deepEqual(configures(), [{ sms: { allowedCountries: ['GB', 'SE'] } }]);
+    });
+
+    it('asks nothing when the form changes nothing', async () => {
+      const response = await post('settings', formOf(stored));
+      assert.equal(response.status, 200);
+      assert.match(await response.text(), /Nothing changed/);
+      assert.deepEqual(configures(), []);
+    });
+  });
+
+  describe('report filters', () => {
+    const asked = (subject: string) => calls.filter((c) => c.subject === subject).map((c) => c.body);
+    const page = (path: string, query: Record<string, string>) => fetch(`${base}/${path}?${new URLSearchParams(query)}`);
+
+    it('fraud alerts: by user (as typed), source and period; a source the report does not know is none', async () => {
+      answer = async () => ({ items: [], nextCursor: 'next-1' });
+      const response = await page('fraud', { userId: spaced, source: 'phone', from: '2026-11-01', to: '2026-11-02T10:00+01:00' });
+      assert.equal(response.status, 200);
+      const html = await response.text();
+      assert.deepEqual(asked(Subjects.reportsFraudQuery), [{ tenantId: tenant, userId: spaced, source: 'phone', from: '2026-11-01T00:00:00.000Z', to: '2026-11-02T09:00:00.000Z', limit: 50 }]);
+      assert.ok(html.includes(`name="userId" value="${spaced}"`) && html.includes('<option value="phone" selected>'));
+      // The next page keeps the filters.
+      assert.match(html, /href="\?source=phone&amp;userId=alice%40contoso\.com\+&amp;from=2026-11-01T00%3A00%3A00\.000Z&amp;to=2026-11-02T09%3A00%3A00\.000Z&amp;cursor=next-1"/);
+      calls = [];
+      await page('fraud', { source: 'sms' });
+      assert.deepEqual(asked(Subjects.reportsFraudQuery), [{ tenantId: tenant, limit: 50 }]);
+    });
+
+    it('blocked history: by address and action, the addresses locked now as before', async () => {
+      answer = async () => ({ items: [] });
+      assert.equal((await page('blocked', { ip: ' 2001:db8:1:2::/64 ', action: 'ip_lock' })).status, 200);
+      assert.deepEqual(asked(Subjects.reportsBlockedQuery), [{ tenantId: tenant, ip: '2001:db8:1:2::/64', action: 'ip_lock', limit: 50 }]);
+      assert.equal(asked(Subjects.fraudIpsList).length, 1);
+    });
+
+    it('audit log: by API client and user; an unreadable date is refused on the page and nothing is asked', async () => {
+      answer = async () => ({ items: [] });
+      await page('audit', { clientId: 'idp-1', userId: 'bob@contoso.com' });
+      assert.deepEqual(asked(Subjects.reportsAuditQuery), [{ tenantId: tenant, clientId: 'idp-1', userId: 'bob@contoso.com', limit: 50 }]);
+      calls = [];
+      const refused = await page('audit', { clientId: 'idp-1', from: '1.11.2026' });
+      assert.equal(refused.status, 400);
+      const html = await refused.text();
+      assert.match(html, /from: not a date/);
+      assert.ok(html.includes('name="clientId" value="idp-1"') && html.includes('name="from" value="1.11.2026"'));
+      assert.deepEqual(calls, []);
     });
   });
 });

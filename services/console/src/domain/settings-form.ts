@@ -1,9 +1,11 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { TenantSettings, TenantSettingsPatch } from '@mfa/contracts';
 
 /**
  * The tenant settings page: every setting of the contract, how it is edited, and what it does
- * (after the seeds: Azure MFA's settings pages). The patch built from the form goes to
- * tenants.configure, which validates it; its errors are shown as they come.
+ * (after the seeds: Azure MFA's settings pages). Of the patch built from the form, only the
+ * settings that differ from the tenant's go to tenants.configure, which validates them; its errors
+ * are shown as they come.
  */
 export type FieldKind = 'int' | 'bool' | 'lines' | 'nullableLines' | 'text' | 'json';
 
@@ -116,4 +118,26 @@ export function patchFromForm(form: Record<string, unknown>): TenantSettingsPatc
     else patch[section!] = { ...((patch[section!] as object | undefined) ?? {}), [key]: value };
   }
   return patch as TenantSettingsPatch;
+}
+
+/**
+ * The part of `patch` that changes `current`: each setting (a section's field, an array as a
+ * whole) whose value differs. What the operator left as it was is not sent, so that a value the
+ * tenant stored under an older, looser rule (a `UK` country code, a Canadian caller ID) stops
+ * nothing but its own change, and a setting changed meanwhile in another console or the CLI
+ * keeps its new value unless this form changed it too.
+ */
+export function changedSettings(patch: TenantSettingsPatch, current: TenantSettings): TenantSettingsPatch {
+  const changed: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(patch)) {
+    if (value === undefined) continue;
+    const now = (current as Record<string, unknown>)[name];
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const fields = Object.entries(value as Record<string, unknown>).filter(([key, v]) => !isDeepStrictEqual(v, (now as Record<string, unknown> | undefined)?.[key]));
+      if (fields.length > 0) changed[name] = Object.fromEntries(fields);
+    } else if (!isDeepStrictEqual(value, now)) {
+      changed[name] = value;
+    }
+  }
+  return changed as TenantSettingsPatch;
 }

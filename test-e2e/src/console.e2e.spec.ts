@@ -12,7 +12,8 @@ import pg from 'pg';
 import { InternalSubjects, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { DeviceClient } from '@mfa/authenticator';
-import { base32Decode, base32Encode, totp } from '@mfa/crypto';
+import { base32Decode, base32Encode, loadKeyring, totp } from '@mfa/crypto';
+import { InternalRequests } from '@mfa/service-kit';
 import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -261,7 +262,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.fill('#set-pin input[name=pin]', '8642');
     await page.click('#set-pin button[type=submit]');
     assert.match(await page.textContent('.notice') ?? '', /voice PIN is set/);
-    assert.deepEqual(await ask(InternalSubjects.pinVerify, { tenantId: tenantA, userId: userA, pin: '8642' }), { valid: true, pinSet: true });
+    assert.deepEqual(await new InternalRequests(nc, loadKeyring({ NODE_ENV: 'test' }).keyring).request(InternalSubjects.pinVerify, { tenantId: tenantA, userId: userA, pin: '8642' }, { timeoutMs: 10_000 }), { valid: true, pinSet: true });
     assert.ok(!(await page.content()).includes('8642'), 'the PIN is never shown back');
     // A token deleted on the page: a second one, still pending, goes; the active one stays.
     const pending = await ask(Subjects.totpEnroll, { tenantId: tenantA, userId: userA, label: 'spare <i>' });

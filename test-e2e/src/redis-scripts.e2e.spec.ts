@@ -25,7 +25,7 @@ import {
   type RedisClient,
   type UserSnapshot,
 } from '@mfa/projection';
-import { createRedis, parseHostPorts, RedisLease, ReplicatedWrites, whenRedisReady, type RedisConnection } from '@mfa/service-kit';
+import { createRedis, InternalRequests, parseHostPorts, RedisLease, ReplicatedWrites, whenRedisReady, type RedisConnection } from '@mfa/service-kit';
 import { createLogger, type Logger } from '@mfa/telemetry';
 import { eventually, startNatsServer, startRedisCluster, startTogether, type NatsServerProcess, type RedisCluster } from '@mfa/testing';
 import { ChallengeStore, type LockoutPolicy } from '@mfa/auth-challenge/dist/adapters/challenge.store.js';
@@ -314,7 +314,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
         context: JSON.stringify({ k: 'verify', t: c.tenantId, id: c.challengeId, n: at.getTime(), s: SERVER }),
       };
     };
-    const deviceApi = new DeviceApiService(redis, nc, {
+    const deviceApi = new DeviceApiService(redis, new InternalRequests(nc, keyring), {
       pushAnswer: async (req, at) => {
         const id = parseChallengeId(req.challengeId)!;
         const c = { ...users.find((u) => u.tag === id.tag)!, nonce: id.nonce, challengeId: req.challengeId };

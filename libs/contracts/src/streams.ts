@@ -347,6 +347,8 @@ export const Headers = {
   deadline: 'Mfa-Deadline',
   /** On admin requests sent with the platform key (the console): the operator, JSON {sub, email?, name?}. */
   operator: 'Mfa-Operator',
+  /** On the services' requests to one another (`mfa.int.`): their signature, `<kid>.<ms>.<HMAC>` (libs/crypto internal-requests.ts). */
+  internal: 'Mfa-Internal',
   deadLetterReason: 'Mfa-Dead-Letter-Reason',
   deadLetterStream: 'Mfa-Dead-Letter-Stream',
   deadLetterSequence: 'Mfa-Dead-Letter-Sequence',

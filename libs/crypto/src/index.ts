@@ -5,4 +5,5 @@ export * from './codes.js';
 export * from './oath.js';
 export * from './api-keys.js';
 export * from './cursor.js';
+export * from './internal-requests.js';
 export * from './device-keys.js';

@@ -20,6 +20,8 @@ export interface Keyring {
   readonly apiKeyHashKey: KeyObject;
   /** HMAC key that authenticates the pagination cursors the services issue (cursor.ts). */
   readonly cursorKey: KeyObject;
+  /** HMAC key that signs the services' requests to one another on `mfa.int.` (internal-requests.ts). */
+  readonly internalKey: KeyObject;
   /** Older keyrings still accepted for opening sealed secrets (rotation). */
   readonly previous: readonly Keyring[];
 }
@@ -61,10 +63,11 @@ export function keyringFromMasterKey(master: Buffer, previous: readonly Keyring[
     projectionKey: secretKey(master, 'redis-projection'),
     apiKeyHashKey: secretKey(master, 'api-key-hash'),
     cursorKey: secretKey(master, 'cursor'),
+    internalKey: secretKey(master, 'internal-requests'),
     previous,
   };
   // Keep key material out of console.log/JSON.stringify/util.inspect of the keyring.
-  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey', 'apiKeyHashKey', 'cursorKey'] as const) {
+  for (const name of ['sealKey', 'codeHashKey', 'tagKey', 'projectionKey', 'apiKeyHashKey', 'cursorKey', 'internalKey'] as const) {
     Object.defineProperty(ring, name, { enumerable: false });
   }
   Object.defineProperty(ring, Symbol.for('nodejs.util.inspect.custom'), {

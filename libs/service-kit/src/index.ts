@@ -12,6 +12,7 @@ export * from './nats/contract.pipe.js';
 export * from './nats/contract-error.filter.js';
 export * from './nats/decorators.js';
 export * from './nats/nats.transport.js';
+export * from './nats/internal-requests.js';
 export * from './keyring-check.js';
 export * from './bootstrap.js';
 export * from './http-errors.js';

@@ -2,7 +2,7 @@ import { Inject, Injectable, Module, type DynamicModule, type MiddlewareConsumer
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { admitHttpRequests, HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
+import { admitHttpRequests, HEALTH_CHECKS, InternalRequests, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
 import type { RedisClient } from '@mfa/projection';
 import { DeviceApiController } from './api/device-api.controller.js';
 import { DeviceApiService } from './application/device-api.service.js';
@@ -88,7 +88,7 @@ export class AppModule implements NestModule {
         ChallengeService,
         {
           provide: DeviceApiService,
-          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, nats.nc, challenges),
+          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, new InternalRequests(nats.nc, config.keyring), challenges),
           inject: [REDIS, NATS, ChallengeService],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

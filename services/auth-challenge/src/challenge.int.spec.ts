@@ -16,12 +16,13 @@ import {
   parseWrappedDataKey,
   projectionUserKey,
   rememberTokenId,
+  signInternalRequest,
   totp,
   totpStep,
   unwrapDataKey,
   userTag,
 } from '@mfa/crypto';
-import { LOGGER, openPersonalData, ReplicatedWrites, UserDataKeys } from '@mfa/service-kit';
+import { InternalRequests, LOGGER, openPersonalData, ReplicatedWrites, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { hashSlotOf, parseChallengeId, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
 import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
@@ -58,10 +59,13 @@ describe('auth-challenge against real NATS and Redis', () => {
   let seq = 1;
   const tenant = uniqueTenant();
   const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 5000 });
+  /** As dispatch asks: signed with the master key. */
+  let internal: InternalRequests;
 
   before(async () => {
     service = await boot(loadAuthChallengeConfig({ ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' }));
     nc = await connect({ servers: testEnv.natsUrl });
+    internal = new InternalRequests(nc, keyring);
     jsm = await jetstreamManager(nc);
     redis = new Redis(testEnv.redisUrl);
     writer = new UserProjectionWriter(redis, keyring);
@@ -366,7 +370,16 @@ describe('auth-challenge against real NATS and Redis', () => {
       return reply.status === 'pending' ? reply : undefined;
     }, 5000, 'the tenant known');
     assert.equal((await legacy()).status, 'pending', 'no MFA completed yet');
-    const answered = await ask(InternalSubjects.voiceOutcome, { tenantId: remembering, challengeId: call.challengeId, approved: true });
+    // Only the services may answer a call: an unsigned answer, or one signed for another body, is refused and changes nothing.
+    const answer = { tenantId: remembering, challengeId: call.challengeId, approved: true };
+    assert.equal((await ask(InternalSubjects.voiceOutcome, answer)).error?.code, 'forbidden');
+    const signedForPin = signInternalRequest(keyring, InternalSubjects.voiceOutcome, JSON.stringify({ ...answer, approved: false }), Date.now());
+    const replayed = await requestJson<Reply>(nc, InternalSubjects.voiceOutcome, JSON.stringify(answer), { timeoutMs: 5000, headers: { [Headers.internal]: signedForPin } });
+    assert.equal(replayed.error?.code, 'forbidden');
+    const stale = signInternalRequest(keyring, InternalSubjects.voiceOutcome, JSON.stringify(answer), Date.now() - 60_000);
+    assert.equal((await requestJson<Reply>(nc, InternalSubjects.voiceOutcome, JSON.stringify(answer), { timeoutMs: 5000, headers: { [Headers.internal]: stale } })).error?.code, 'forbidden');
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: remembering, challengeId: call.challengeId })).status, 'pending');
+    const answered = await internal.request<Reply>(InternalSubjects.voiceOutcome, answer, { timeoutMs: 5000 });
     assert.equal(answered.status, 'approved');
     const bypassed = await legacy();
     assert.deepEqual([bypassed.status, bypassed.reason], ['approved', 'remembered_device']);
@@ -376,7 +389,7 @@ describe('auth-challenge against real NATS and Redis', () => {
     const tag = userTag(keyring, remembering, carol);
     assert.equal(await writer.erase(remembering, carol, seq++), true);
     assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 0, 'the erasure forgot the last MFA');
-    assert.equal((await ask(InternalSubjects.voiceOutcome, { tenantId: remembering, challengeId: late.challengeId, approved: true })).status, 'approved');
+    assert.equal((await internal.request<Reply>(InternalSubjects.voiceOutcome, { tenantId: remembering, challengeId: late.challengeId, approved: true }, { timeoutMs: 5000 })).status, 'approved');
     assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 0, 'nor did the approval after it write it again');
   });
 

@@ -41,7 +41,7 @@ class PushProvidersLifecycle implements OnApplicationShutdown {
 import { Streams } from '@mfa/contracts';
 import { EventPublisher, type NatsClients } from '@mfa/messaging';
 import type { RedisClient } from '@mfa/projection';
-import { HEALTH_CHECKS, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, redisConnectionFrom, UserDataKeys } from '@mfa/service-kit';
+import { HEALTH_CHECKS, InternalRequests, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, REDIS, RedisHealth, RedisModule, redisConnectionFrom, UserDataKeys } from '@mfa/service-kit';
 import { PhoneThrottle } from './adapters/phone-throttle.js';
 import { SendGuard } from './adapters/send-guard.js';
 import type { Logger } from '@mfa/telemetry';
@@ -58,7 +58,6 @@ import { DeviceDirectory } from './adapters/push/devices.js';
 import { PushRequestsController } from './api/push-requests.controller.js';
 import { PushDeliveryService } from './application/push-delivery.service.js';
 import { InternalSubjects, type DeviceReregisterRequest } from '@mfa/contracts';
-import { requestJson } from '@mfa/messaging';
 import { CallStore } from './adapters/voice/call-store.js';
 import { TwilioVoiceProvider } from './adapters/voice/twilio-voice.js';
 import { SmsWebhooksController, VoiceRequestsController, VoiceWebhooksController } from './api/twilio.controller.js';
@@ -152,7 +151,7 @@ export class AppModule {
               guard,
               breakers,
               reregister: async (request: DeviceReregisterRequest) => {
-                const reply = await requestJson<{ error?: { code: string; message: string } }>(nats.nc, InternalSubjects.deviceReregister, request, { timeoutMs: REREGISTER_TIMEOUT_MS });
+                const reply = await new InternalRequests(nats.nc, config.keyring).request<{ error?: { code: string; message: string } }>(InternalSubjects.deviceReregister, request, { timeoutMs: REREGISTER_TIMEOUT_MS });
                 if (reply.error) throw new Error(`${InternalSubjects.deviceReregister}: ${reply.error.code}: ${reply.error.message}`);
               },
               claimTtlMs: config.PUSH_TIMEOUT_MS + 5_000,
@@ -200,7 +199,7 @@ export class AppModule {
               phoneThrottle,
               calls: new CallStore(redis),
               recordings,
-              nc: nats.nc,
+              internal: new InternalRequests(nats.nc, config.keyring),
               log,
             }),
           inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle, VoiceRecordingsService],

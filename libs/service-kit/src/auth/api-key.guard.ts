@@ -6,12 +6,14 @@ import { Authenticator, type Principal } from './authenticator.js';
 
 const refusals = counter('mfa_auth_scope_refusals_total', 'Authenticated requests refused, by reason', ['reason']);
 const PUBLIC_PREFIX = 'mfa.v1.';
+const INTERNAL_PREFIX = 'mfa.int.';
 
 /**
- * Authorization of every public request, before validation and before any work: the caller's
- * key (Authenticator), the scope the subject requires (SubjectScopes), and the tenant named in
- * the body, which must be the key's own. Event handlers and internal subjects (protected by NATS
- * permissions, deploy/nats) pass. The principal is left on the request context for the audit trail.
+ * Authorization of every request, before validation and before any work. A public one: the
+ * caller's key (Authenticator), the scope the subject requires (SubjectScopes), and the tenant
+ * named in the body, which must be the key's own. An internal one (`mfa.int.`, between the
+ * services): its signature with the master key (`Mfa-Internal`), whatever NATS permissions allow.
+ * Event handlers pass. The principal is left on the request context for the audit trail.
  */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
@@ -25,6 +27,11 @@ export class ApiKeyGuard implements CanActivate {
     if (!(ctx instanceof NatsRequestContext)) return true;
     const required = SubjectScopes[ctx.subject as ApiSubject];
     if (required === undefined) {
+      if (ctx.subject.startsWith(INTERNAL_PREFIX)) {
+        if (this.authenticator.isServiceRequest(ctx.subject, ctx.headers, ctx.data, ctx.receivedAt.getTime())) return true;
+        refusals.inc({ reason: 'internal' });
+        throw forbidden('this subject answers only the services (a valid Mfa-Internal signature)');
+      }
       if (!ctx.subject.startsWith(PUBLIC_PREFIX)) return true;
       throw forbidden('this subject is not open to callers');
     }

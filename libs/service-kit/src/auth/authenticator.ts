@@ -1,8 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { MsgHdrs } from '@nats-io/nats-core';
-import { forbidden, SCOPES, type Scope } from '@mfa/contracts';
-import { apiKeyMatches, parseApiKey, platformKeyMatcher } from '@mfa/crypto';
+import { forbidden, Headers, SCOPES, type Scope } from '@mfa/contracts';
+import { apiKeyMatches, internalRequestSigned, parseApiKey, platformKeyMatcher } from '@mfa/crypto';
 import { counter } from '@mfa/telemetry';
 import { ApiClientDirectory, type ApiClientRecord } from './api-client.directory.js';
 import type { AuthConfig } from './auth.config.js';
@@ -55,6 +55,16 @@ export class Authenticator {
 
   get mode(): AuthConfig['mode'] {
     return this.options.auth.mode;
+  }
+
+  /**
+   * Whether a request on an internal subject (`mfa.int.`) comes from one of the services: signed
+   * (`Mfa-Internal`) with the master key over its subject and body, lately (libs/crypto
+   * internal-requests.ts). Whatever MFA_AUTH says: the services always hold the key.
+   */
+  isServiceRequest(subject: string, headers: MsgHdrs | undefined, data: Uint8Array, now: number): boolean {
+    const values = headers?.values(Headers.internal) ?? [];
+    return values.length === 1 && internalRequestSigned(this.options.keyring, subject, data, values[0], now);
   }
 
   /**

@@ -19,6 +19,8 @@ export class NatsRequestContext extends BaseRpcContext<[subject: string, headers
     readonly receivedAt: Date,
     /** Unix ms after which the caller no longer waits (`Mfa-Deadline`); undefined when not sent. */
     readonly deadline: number | undefined,
+    /** The request's body as received (what an internal request's signature covers). */
+    readonly data: Uint8Array = new Uint8Array(0),
   ) {
     super([subject, headers]);
   }

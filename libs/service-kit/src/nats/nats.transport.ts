@@ -176,7 +176,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
 
   private async handle(subject: string, handler: MessageHandler, msg: Msg, deadline: number | undefined): Promise<void> {
     const started = process.hrtime.bigint();
-    const context = new NatsRequestContext(subject, msg.headers, new Date(), deadline);
+    const context = new NatsRequestContext(subject, msg.headers, new Date(), deadline, msg.data);
     const parent = msg.headers
       ? contextFromCarrier({ traceparent: msg.headers.get('traceparent') || undefined, tracestate: msg.headers.get('tracestate') || undefined })
       : undefined;

@@ -1,6 +1,5 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import type { RedisClient } from '@mfa/projection';
-import type { NatsConnection } from '@nats-io/nats-core';
 import {
   ContractError,
   DeviceActivateBody,
@@ -12,7 +11,7 @@ import {
   type FraudFromCallRequest,
 } from '@mfa/contracts';
 import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
-import { requestJson } from '@mfa/messaging';
+import type { InternalRequests } from '@mfa/service-kit';
 import { parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 import type { ChallengeService } from './challenge.service.js';
@@ -69,7 +68,7 @@ export class DeviceApiService {
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly nc: NatsConnection,
+    private readonly internal: InternalRequests,
     private readonly challenges: Pick<ChallengeService, 'pushAnswer'>,
     private readonly clock: () => Date = () => new Date(),
   ) {}
@@ -77,7 +76,7 @@ export class DeviceApiService {
   async activate(body: unknown): Promise<DeviceActivateReply> {
     const parsed = DeviceActivateBody.safeParse(body);
     if (!parsed.success) throw new DeviceApiError(400, 'invalid_request', describeIssues(parsed.error.issues));
-    const reply = await requestJson<DeviceActivateReply & { error?: { code: string; message: string } }>(this.nc, InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
+    const reply = await this.internal.request<DeviceActivateReply & { error?: { code: string; message: string } }>(InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
       throw new DeviceApiError(503, 'unavailable', 'activation is not available right now; try again');
     });
     if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
@@ -161,7 +160,7 @@ export class DeviceApiService {
 
   /** The user did not start this sign-in: the fraud service denies it, blocks and mails as the tenant says. */
   private async fraud(device: Device, target: FraudFromCallRequest): Promise<{ status: 'denied'; reason: string }> {
-    const reply = await requestJson<{ error?: { code: string; message: string } }>(this.nc, InternalSubjects.fraudFromApp, target, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
+    const reply = await this.internal.request<{ error?: { code: string; message: string } }>(InternalSubjects.fraudFromApp, target, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
       throw new DeviceApiError(503, 'unavailable', 'the fraud report could not be recorded; try again');
     });
     if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);

@@ -10,10 +10,9 @@ import {
   type VoiceOutcomeReply,
   type VoiceOutcomeRequest,
 } from '@mfa/contracts';
-import { createEvent, PoisonMessageError, publishWithRetry, requestJson, type Delivery, type EventPublisher } from '@mfa/messaging';
-import type { UserDataKeys } from '@mfa/service-kit';
+import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
+import type { InternalRequests, UserDataKeys } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
-import type { NatsConnection } from '@nats-io/transport-node';
 import type { CallStore, CallState } from '../adapters/voice/call-store.js';
 import type { PhoneThrottle } from '../adapters/phone-throttle.js';
 import type { SendGuard } from '../adapters/send-guard.js';
@@ -54,7 +53,8 @@ export interface VoiceOptions {
   calls: CallStore;
   /** The tenant's own recordings, played instead of our scripts where they exist. */
   recordings: Pick<VoiceRecordingsService, 'recorded' | 'playUrl'>;
-  nc: NatsConnection;
+  /** The services' signed requests: a PIN checked, the call's answer, a fraud report. */
+  internal: InternalRequests;
   log: Logger;
   clock?: () => Date;
 }
@@ -306,7 +306,7 @@ export class VoiceCallService {
   }
 
   private async internal<T>(subject: string, body: unknown): Promise<T> {
-    const reply = await requestJson<T & { error?: { code: string; message: string } }>(this.options.nc, subject, body, { timeoutMs: INTERNAL_TIMEOUT_MS });
+    const reply = await this.options.internal.request<T & { error?: { code: string; message: string } }>(subject, body, { timeoutMs: INTERNAL_TIMEOUT_MS });
     if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
     return reply;
   }

@@ -44,6 +44,7 @@ import { IpCounterKeys, IpCounters } from '@mfa/fraud/dist/adapters/ip-counters.
 import { MailLedger } from '@mfa/fraud/dist/adapters/mail-ledger.js';
 import { StateStore } from '@mfa/radius/adapters/state-store';
 import { ActivationAttempts } from '@mfa/user-settings/dist/adapters/activation-attempts.js';
+import { AppPasswordFailures } from '@mfa/user-settings/dist/adapters/app-password-failures.js';
 import { ActivationCodes } from '@mfa/user-settings/dist/adapters/activation-codes.js';
 import { OathInventory } from '@mfa/user-settings/dist/adapters/oath-inventory.js';
 import { RememberedBrowsers } from '@mfa/user-settings/dist/adapters/remembered-browsers.js';
@@ -94,6 +95,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },
+  'services/user-settings/src/adapters/app-password-failures.ts': { scripts: ['mfaReserveAppPasswordCheck', 'mfaReleaseAppPasswordCheck'] },
   'services/user-settings/src/adapters/oath-inventory.ts': { scripts: ['mfaPutOathToken'] },
   'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard', 'mfaMarkUnregistered'] },
   'libs/projection/src/user-index.ts': { scripts: ['mfaReplaceUserTerms'] },
@@ -231,6 +233,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     const receipts = new ReceiptRoutes(redis);
     const calls = new CallStore(redis);
     const attempts = new ActivationAttempts(redis, keyring, 600);
+    const appPasswordChecks = new AppPasswordFailures(redis);
     const activationCodes = new ActivationCodes(redis, keyring);
     const oath = new OathInventory(redis);
     const remembered = new RememberedBrowsers(redis);
@@ -406,6 +409,8 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       await attempts.clear(u.tenantId, u.userId, 'hw-1');
+      assert.equal(await appPasswordChecks.reserve(u.tag), 'ok');
+      await appPasswordChecks.release(u.tag);
       const issued = await activationCodes.issue(u.tenantId, u.userId, u.tag, new Date(), randomBytes);
       assert.equal(await activationCodes.outstanding(u.tag), true);
       const taken = await activationCodes.take(issued.code);

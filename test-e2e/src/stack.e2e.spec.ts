@@ -456,6 +456,35 @@ describe('end to end: two instances of every service', () => {
     assert.equal(refused?.error?.code, 'rate_limited');
   });
 
+  itWith({ real: wholeStack }, 'app passwords: guesses sent at once pass the limit no more than guesses in turn; right passwords do not count; a blocked user is refused', async () => {
+    const tenantId = uniqueTenant('apppw-burst');
+    await ask(Subjects.tenantsConfigure, { tenantId, settings: { appPasswords: { allowed: true } } });
+    const user = uniqueUser('legacy');
+    await ask(Subjects.usersRegister, { tenantId, userId: user, phoneNumber: '+14155550193' });
+    const created = await ask(Subjects.usersAppPasswordsCreate, { tenantId, userId: user, name: 'Thunderbird' });
+    const verify = (password: unknown) => ask(Subjects.appPasswordsVerify, { tenantId, userId: user, password });
+    // Right passwords are not failures: twelve of them leave the user's ten guesses whole.
+    for (let n = 0; n < 12; n++) assert.deepEqual(await verify(created.password), { valid: true });
+    // Twenty wrong guesses at once: ten are checked, the others refused unchecked.
+    const burst = await Promise.all(Array.from({ length: 20 }, (_, n) => verify(`guess-${n}`)));
+    assert.equal(burst.filter((r) => r.valid === false).length, 10, JSON.stringify(burst));
+    assert.equal(burst.filter((r) => r.error?.code === 'rate_limited').length, 10);
+    assert.equal((await verify(created.password)).error?.code, 'rate_limited', 'until they age out, even the right one');
+    // A blocked user's app passwords are refused, and the refusal is not a guess.
+    const other = uniqueUser('legacy');
+    await ask(Subjects.usersRegister, { tenantId, userId: other });
+    const theirs = await ask(Subjects.usersAppPasswordsCreate, { tenantId, userId: other });
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId, userId: other, password: theirs.password }), { valid: true });
+    assert.equal((await ask(Subjects.usersBlock, { tenantId, userId: other, reason: 'phone stolen' })).error, undefined);
+    const blocked = await eventually(async () => {
+      const reply = await ask(Subjects.appPasswordsVerify, { tenantId, userId: other, password: theirs.password });
+      return reply.error?.code === 'forbidden' ? reply : undefined;
+    }, 10_000, 'the block in force');
+    assert.match(String(blocked.error?.message), /blocked/);
+    assert.equal((await ask(Subjects.usersUnblock, { tenantId, userId: other, reason: 'phone found' })).error, undefined);
+    await eventually(async () => ((await ask(Subjects.appPasswordsVerify, { tenantId, userId: other, password: theirs.password })).valid === true ? true : undefined), 10_000, 'unblocked');
+  });
+
   itWith({ real: wholeStack }, 'legacy clients: from a trusted IP no app password is needed until the user has one; once used, one stays required, even with none left, until a reset', async () => {
     const tenantId = uniqueTenant('legacy');
     await ask(Subjects.tenantsConfigure, { tenantId, settings: { trustedIps: { ranges: ['8.8.4.0/24'] }, appPasswords: { allowed: true } } });

@@ -19,6 +19,7 @@ import {
 } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
+import { AppPasswordFailures } from './adapters/app-password-failures.js';
 import { SnapshotStore } from './adapters/snapshot-store.js';
 import { EventStore } from './adapters/event-store.js';
 import { UserProjectorController } from './api/user-projector.controller.js';
@@ -112,12 +113,7 @@ export class AppModule {
               activationCodes: new ActivationCodes(redis, keyring),
               deviceApiUrl: config.DEVICE_API_PUBLIC_URL,
               devicesUsed: (tag: string) => redis.hgetall(RedisKeys.devicesUsed(tag)),
-              appPasswordFailures: {
-                count: async (tag: string) => Number((await redis.get(RedisKeys.appPasswordFailures(tag))) ?? 0),
-                fail: async (tag: string) => {
-                  await redis.multi().incr(RedisKeys.appPasswordFailures(tag)).expire(RedisKeys.appPasswordFailures(tag), 900, 'NX').exec();
-                },
-              },
+              appPasswordFailures: new AppPasswordFailures(redis),
             }),
           inject: [EventStore, UserProjectionWriter, KEYRING, ActivationAttempts, SnapshotStore, UserDataKeys, NATS, REDIS],
         },

@@ -61,6 +61,7 @@ import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
 import type { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
+import type { AppPasswordFailures } from '../adapters/app-password-failures.js';
 import type { FraudBlocks } from '../adapters/fraud-blocks.js';
 import type { RememberedBrowsers } from '../adapters/remembered-browsers.js';
 import type { AppPasswordHasher } from '../adapters/app-password-hasher.js';
@@ -78,7 +79,6 @@ import { cursorAfter, nextCursor } from './keyset-cursor.js';
 import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
 
 /** Wrong app passwords per user within 15 minutes before apppasswords.verify answers rate_limited. */
-const APP_PASSWORD_FAILURES = 10;
 const TOTP_SECRET_BYTES = 20;
 const TOTP_TOKEN_ID_BYTES = 12;
 /**
@@ -111,7 +111,7 @@ interface UserSettingsOptions {
   /** App passwords: drawn, hashed (scrypt), checked. */
   appPasswords?: AppPasswordHasher;
   /** Failed app password checks per user, for the rate limit of apppasswords.verify. */
-  appPasswordFailures?: { count(tag: string): Promise<number>; fail(tag: string): Promise<void> };
+  appPasswordFailures?: Pick<AppPasswordFailures, 'reserve' | 'release'>;
   /** Push enrolment's one-time activation codes (Redis). */
   activationCodes?: ActivationCodes;
   /** The device API's public base (DEVICE_API_PUBLIC_URL): activation URLs are built from it. */
@@ -339,7 +339,9 @@ export class UserSettingsService {
   /**
    * Whether a legacy client's password is one of the user's app passwords: every stored hash is
    * checked (constant time in what matches); a user with 10 failed checks in 15 minutes gets
-   * rate_limited until they age out. An unknown user, or none allowed, is simply not valid.
+   * rate_limited until they age out (each check is counted before the hash runs, so concurrent
+   * guesses cannot pass the limit together), and a blocked user `forbidden`. An unknown user, or
+   * none allowed, is simply not valid.
    */
   async verifyAppPassword(request: AppPasswordsVerifyRequest, now: Date): Promise<AppPasswordsVerifyReply> {
     const { tenantId, userId, password } = request;
@@ -347,16 +349,27 @@ export class UserSettingsService {
     if (!settings.appPasswords.allowed) throw forbidden('app passwords are not allowed for this tenant (appPasswords.allowed)');
     const tag = this.options.projection.tagOf(tenantId, userId);
     const failures = this.options.appPasswordFailures;
-    if (failures && (await this.store(() => failures.count(tag))) >= APP_PASSWORD_FAILURES) {
-      throw rateLimited('too many wrong app passwords for this user; try again in 15 minutes');
+    if (failures) {
+      const admitted = await this.store(() => failures.reserve(tag));
+      if (admitted === 'blocked') throw forbidden('the user is blocked: their app passwords are refused until they are unblocked');
+      if (admitted === 'limited') throw rateLimited('too many wrong app passwords for this user; try again in 15 minutes');
     }
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
-    const stored = outcome.state.registered ? (outcome.state.appPasswords ?? []) : [];
-    const matched = stored[await this.appPasswordHasher().matchIndex(password, stored.map((p) => p.hash))];
-    if (!matched) {
-      if (failures) await this.store(() => failures.fail(tag));
-      return { valid: false };
+    const check = async () => {
+      const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+      const stored = outcome.state.registered ? (outcome.state.appPasswords ?? []) : [];
+      return { outcome, matched: stored[await this.appPasswordHasher().matchIndex(password, stored.map((p) => p.hash))] };
+    };
+    let checked: Awaited<ReturnType<typeof check>> | undefined;
+    try {
+      checked = await check();
+    } finally {
+      // The check was counted as a failure: it stays one only when the password was wrong.
+      if (failures && (checked === undefined || checked.matched !== undefined)) {
+        await this.store(() => failures.release(tag)).catch((error: unknown) => this.options.log.warn('app password check not given back', { tenantId, error }));
+      }
     }
+    const { outcome, matched } = checked;
+    if (!matched) return { valid: false };
     // The first use makes app passwords required for the user's legacy clients from now on.
     if (!outcome.state.appPasswordUsed) {
       const used = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>

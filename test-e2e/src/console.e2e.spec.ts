@@ -473,6 +473,35 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.click('#edit-profile button[type=submit]');
     assert.match(await page.textContent('.problem') ?? '', /invalid_request.*email/);
     assert.equal((await get()).email, 'greta.sida@contoso.com');
+    // A code app added on the page: the key shown once, a wrong code leaves it pending, the right one activates it.
+    await tenantPage(page, tenantC, `users?userId=${encodeURIComponent(userId)}`);
+    await page.fill('#totp-enroll input[name=label]', 'Greta phone');
+    await page.click('#totp-enroll button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /code app is ready/);
+    const width = await page.$eval('#totp-enrolment img', (img) => (img as unknown as { naturalWidth: number }).naturalWidth);
+    assert.ok(width > 100, `the QR code is drawn (${width} px)`);
+    const secret = base32Decode((await page.textContent('#totp-secret')) ?? '');
+    const now = Date.now();
+    const wrong = String((Number(totp(secret, now)) + 500_000) % 1_000_000).padStart(6, '0');
+    await page.fill('#totp-activate input[name=code]', wrong);
+    await page.click('#totp-activate button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /stays pending/);
+    assert.deepEqual(((await get()).tokens as Array<{ state: string }>).map((t) => t.state), ['pending']);
+    // The pending token's row takes the code too.
+    await page.fill('form.activate-token input[name=code]', totp(secret, Date.now()));
+    await page.click('form.activate-token button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /token is active/);
+    assert.deepEqual(((await get()).tokens as Array<{ state: string; label: string }>).map((t) => [t.state, t.label]), [['active', 'Greta phone']]);
+    // An app password: refused while the tenant does not allow them, shown once when it does.
+    await page.click('#create-app-password button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /forbidden.*app passwords/);
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenantC, settings: { appPasswords: { allowed: true } } })).error, undefined);
+    await tenantPage(page, tenantC, `users?userId=${encodeURIComponent(userId)}`);
+    await page.fill('#create-app-password input[name=name]', 'Outlook 2010');
+    await page.click('#create-app-password button[type=submit]');
+    const password = ((await page.textContent('#app-password code')) ?? '').trim();
+    assert.match(password, /^[a-z2-7]{24}$/);
+    assert.deepEqual(await ask(Subjects.appPasswordsVerify, { tenantId: tenantC, userId, password }), { valid: true });
     // Erasure: a confirmation that is not the user id erases nothing.
     await tenantPage(page, tenantC, `users?userId=${encodeURIComponent(userId)}`);
     await page.fill('#erase-user input[name=confirm]', userId.toUpperCase());

@@ -1,6 +1,7 @@
 import { Body, Controller, Get, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { stringify } from 'csv-stringify/sync';
+import QRCode from 'qrcode';
 import {
   ContractError,
   SCOPES,
@@ -13,6 +14,7 @@ import {
   type FraudQueryReply,
   type SigninsQueryReply,
   type TenantsGetReply,
+  type TotpActivateReply,
   type UsageQueryReply,
   type UsersGetReply,
   type UsersListReply,
@@ -427,6 +429,16 @@ export class PagesController {
       'default-method': { subject: Subjects.usersMethodsDefault, body: { method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
       'delete-device': { subject: Subjects.usersDevicesDelete, body: { deviceId: text(body.deviceId, 128) ?? '' }, notice: 'The authenticator app is revoked: it can no longer answer sign-ins.' },
       'push-enroll': { subject: Subjects.usersPushEnroll, body: {}, notice: 'An activation code is ready: the user scans it with the authenticator app.' },
+      'totp-enroll': {
+        subject: Subjects.totpEnroll,
+        body: text(body.label, 64) ? { label: text(body.label, 64) } : {},
+        notice: 'A code app is ready to add: the user scans the code with it, then enters the code it shows.',
+      },
+      'create-app-password': {
+        subject: Subjects.usersAppPasswordsCreate,
+        body: text(body.name, 64) ? { name: text(body.name, 64) } : {},
+        notice: 'The app password is created. Give it to the user now: it is shown only this once.',
+      },
     };
     await this.run(p, 'users.njk', 'users', async () => {
       if (action === 'register') {
@@ -435,6 +447,13 @@ export class PagesController {
         const profile = Object.fromEntries(PROFILE_FIELDS.flatMap((f) => (typeof body[f] === 'string' && body[f].trim() !== '' ? [[f, body[f].trim()]] : [])));
         await this.call(p, Subjects.usersRegister, { userId, ...profile });
         return { ...(await this.userView(p, userId)), notice: 'The user is saved.' };
+      }
+      if (action === 'totp-activate') {
+        // The code the user's app shows for the token just enrolled on this page.
+        const userId = userIdOf(body.userId) ?? '';
+        const reply = await this.call<TotpActivateReply>(p, Subjects.totpActivate, { userId, tokenId: text(body.tokenId, 128) ?? '', code: text(body.code, 16) ?? '' });
+        if (!reply.active) return { ...(await this.userView(p, userId)), problem: 'That is not the code the token shows now: it stays pending. Enter the code it shows next.' };
+        return { ...(await this.userView(p, userId)), notice: 'The token is active: the user signs in with its codes.' };
       }
       if (action === 'delete') {
         // Erasure cannot be undone: the operator types the user id again.
@@ -447,7 +466,15 @@ export class PagesController {
       if (!chosen) throw new ContractError('not_found', 'no such action');
       const userId = userIdOf(body.userId) ?? '';
       const done = await this.call<Record<string, unknown>>(p, chosen.subject, { userId, ...chosen.body });
-      return { ...(await this.userView(p, userId)), notice: chosen.notice, ...(action === 'push-enroll' ? { enrolment: done } : {}) };
+      const shown =
+        action === 'push-enroll'
+          ? { enrolment: done }
+          : action === 'totp-enroll'
+            ? { totpEnrolment: { ...done, qrCode: await QRCode.toDataURL(String(done.otpauthUri), { errorCorrectionLevel: 'M', margin: 1, width: 256 }) } }
+            : action === 'create-app-password'
+              ? { appPassword: done }
+              : {};
+      return { ...(await this.userView(p, userId)), notice: chosen.notice, ...shown };
     });
   }
 

@@ -159,8 +159,9 @@ export class VoiceCallService {
     );
     const base = webhookBaseUrl.replace(/\/+$/, '');
     const path = encodeURIComponent(challengeId);
+    let callSid: string;
     try {
-      const { callSid } = await provider.placeCall({
+      ({ callSid } = await provider.placeCall({
         to,
         from: delivery.callerId,
         url: `${base}/voice/twiml/${path}`,
@@ -168,17 +169,24 @@ export class VoiceCallService {
         ringSeconds: this.options.ringSeconds,
         // An office phone's extension: two seconds for the switchboard to answer, then its digits.
         ...(extension ? { sendDigits: `wwww${extension}` } : {}),
-      });
-      await this.options.calls.setCallSid(challengeId, callSid);
-      await this.options.guard.sent(challengeId, provider.name, callSid, expiresAt - now + CALL_STATE_MARGIN_MS).catch(() => undefined);
-      calls.inc({ outcome: 'placed' });
-      log.info('voice call placed', { callSid });
-      await this.publish(this.placed(event, callSid), msg);
+      }));
     } catch (error) {
       await this.options.guard.release(challengeId).catch(() => undefined);
       if (error instanceof SmsProviderError && error.transient) throw unavailable(`Twilio failed for now: ${error.message}`, error);
       await fail(error instanceof Error ? error.message : 'the call could not be placed');
+      return;
     }
+    // The phone rings: from here on nothing releases the claim or records a failure, whatever else
+    // fails, or a redelivery would call again. What Redis does not record here, the first webhook
+    // (the call's sid) or the claim's own end covers; the event's publish is retried by
+    // redelivery, which finds the claim `sent` and publishes the same call again.
+    await this.options.calls.setCallSid(challengeId, callSid).catch((error: unknown) => log.warn("could not record the call's sid; its first webhook records it", { error }));
+    await this.options.guard
+      .sent(challengeId, provider.name, callSid, expiresAt - now + CALL_STATE_MARGIN_MS)
+      .catch((error: unknown) => log.warn('could not record that the call was placed; its claim ends by itself', { error }));
+    calls.inc({ outcome: 'placed' });
+    log.info('voice call placed', { callSid });
+    await this.publish(this.placed(event, callSid), msg);
   }
 
   // ---- the webhooks ------------------------------------------------------------------------------

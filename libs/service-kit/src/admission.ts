@@ -16,6 +16,8 @@ export const REQUEST_CONCURRENCY = 256;
 const MAX_WAITING = 20_000;
 /** Bytes of request bodies waiting at most (64 MiB): about 300,000 sign-in requests, or 64 imports. */
 const MAX_WAITING_BYTES = 64 * 1024 * 1024;
+/** What a waiting HTTP request holds beyond its body (its request, response and socket objects), roughly. */
+const WAITING_REQUEST_OVERHEAD_BYTES = 2048;
 /** The oldest waiting this long: the newest are served first (they have the most time left). */
 const LIFO_AFTER_MS = 100;
 /** Less time left than this when its turn comes: dropped, it could not be answered in time. */
@@ -40,8 +42,11 @@ export function processRequestGate(): RequestGate {
 export interface HttpAdmissionOptions {
   /** The route's name in `mfa_requests_dropped_total{subject}`. */
   route: string;
-  /** Served before waiting requests without it (requests that finish a sign-in already started). */
-  first?: boolean;
+  /**
+   * Served before waiting requests without it (requests that finish a sign-in already started):
+   * all of the route's requests, or those the function picks.
+   */
+  first?: boolean | ((req: IncomingMessage) => boolean);
   /**
    * How long a request may wait for its turn, from its arrival: HTTP carries no deadline, so this
    * stands for the client's timeout. One that waited this long is answered 503 `unavailable` with
@@ -57,7 +62,7 @@ export interface HttpAdmissionOptions {
  */
 export function admitHttpRequests(options: HttpAdmissionOptions): (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void {
   const gate = processRequestGate();
-  const first = options.first ?? false;
+  const firstOf = typeof options.first === 'function' ? options.first : () => options.first === true;
   const refuse = (res: ServerResponse) => {
     if (res.headersSent || res.destroyed) return;
     const body = JSON.stringify({ error: { code: 'unavailable', message: 'the service is saturated; try again in a moment' } });
@@ -87,7 +92,10 @@ export function admitHttpRequests(options: HttpAdmissionOptions): (req: Incoming
     }, options.waitMs);
     gate.enqueue({
       deadline: Date.now() + options.waitMs,
-      first,
+      first: firstOf(req),
+      // What the waiting request holds (its body, read already, and its own objects): counted
+      // against the waiting bytes' cap, as a NATS request's body is.
+      bytes: (Number(req.headers['content-length']) || 0) + WAITING_REQUEST_OVERHEAD_BYTES,
       run: () => {
         clearTimeout(timer);
         if (refused || req.socket.destroyed) {

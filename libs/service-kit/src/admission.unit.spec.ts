@@ -13,8 +13,10 @@ describe('admission of HTTP requests (the process gate)', () => {
   const handled: string[] = [];
   const gated = admitHttpRequests({ route: 'test', waitMs: 400 });
   const gatedFirst = admitHttpRequests({ route: 'test-first', first: true, waitMs: 5_000 });
+  // As auth-challenge's device API: only some of the route's requests go first.
+  const gatedPicked = admitHttpRequests({ route: 'test-picked', first: (req) => req.url?.startsWith('/picked/finish') === true, waitMs: 5_000 });
   const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
-    const middleware = req.url?.startsWith('/first') ? gatedFirst : gated;
+    const middleware = req.url?.startsWith('/first') ? gatedFirst : req.url?.startsWith('/picked') ? gatedPicked : gated;
     middleware(req, res, () => {
       handled.push(req.url!);
       held.push({ path: req.url!, finish: () => res.end('ok') });
@@ -87,5 +89,34 @@ describe('admission of HTTP requests (the process gate)', () => {
     assert.equal((await other).status, 200);
     await Promise.all(answers);
     await until('the slots given back', () => processRequestGate().active === 0 && processRequestGate().waiting === 0);
+  });
+
+  it('goes first only for the requests the route picks, and counts what a waiting request holds against the waiting bytes', async () => {
+    const answers = Array.from({ length: REQUEST_CONCURRENCY }, (_, n) => get(`/held/${n}`));
+    await until('every slot taken', () => held.length === REQUEST_CONCURRENCY);
+    const bytesBefore = processRequestGate().bytesWaiting;
+    const posted = new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/picked/activate', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': 1000 } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end('x'.repeat(1000));
+    });
+    await until('the POST waiting', () => processRequestGate().waiting === 1);
+    assert.ok(processRequestGate().bytesWaiting >= bytesBefore + 1000, `its body counted (${processRequestGate().bytesWaiting - bytesBefore} bytes)`);
+    const finishing = get('/picked/finish');
+    await until('both waiting', () => processRequestGate().waiting === 2);
+    held.shift()!.finish();
+    await until('one of them handled', () => handled.at(-1)?.startsWith('/picked') === true);
+    assert.equal(handled.at(-1), '/picked/finish', 'the picked request first, though it came last');
+    finishAll();
+    await until('the POST handled', () => handled.includes('/picked/activate'));
+    finishAll();
+    assert.equal((await finishing).status, 200);
+    assert.equal(await posted, 200);
+    await Promise.all(answers);
+    await until('the slots given back', () => processRequestGate().active === 0 && processRequestGate().waiting === 0);
+    assert.equal(processRequestGate().bytesWaiting, bytesBefore);
   });
 });

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { DynamicModule, ExceptionFilter, INestApplication } from '@nestjs/common';
 import type { NatsClients } from '@mfa/messaging';
 import { createLogger, flushTelemetry, shutdownTelemetry, startMetrics, type Logger } from '@mfa/telemetry';
@@ -12,6 +13,9 @@ import { NatsTransport } from './nats/nats.transport.js';
 import type { JetStreamConsumerOptions } from './nats/decorators.js';
 import { NestJsonLogger } from './nest-logger.js';
 import { NATS } from './tokens.js';
+
+/** The largest request body a service's HTTP port reads (JSON or a form): device requests and Twilio's webhooks are a few KB. */
+export const HTTP_BODY_LIMIT_BYTES = 16 * 1024;
 
 export interface RunningService {
   app: INestApplication;
@@ -68,7 +72,12 @@ export async function runService(options: {
   const keyring = KeyringModule.forRoot({ keyring: config.keyring, service: name, instance: config.INSTANCE_NAME, log });
   const module: DynamicModule = { ...options.module, imports: [keyring, ...(options.module.imports ?? [])] };
   // rawBody: the device API checks signatures over the exact bytes a device sent.
-  const app = await NestFactory.create(module, { logger: new NestJsonLogger(log), abortOnError: false, rawBody: true });
+  const app = await NestFactory.create<NestExpressApplication>(module, { logger: new NestJsonLogger(log), abortOnError: false, rawBody: true, bodyParser: false });
+  // The body parsers run before anything else on a port that may face the internet (the device
+  // API, Twilio's webhooks), on every path: small bodies only, and no compressed ones, so that a
+  // few bytes of gzip cannot make the event loop that also serves sign-ins parse 100 KB each.
+  app.useBodyParser('json', { limit: HTTP_BODY_LIMIT_BYTES, inflate: false });
+  app.useBodyParser('urlencoded', { limit: HTTP_BODY_LIMIT_BYTES, inflate: false, extended: false });
   let transport: NatsTransport | undefined;
   let stopping: Promise<void> | undefined;
   let failed: Promise<Error> | undefined;

@@ -6,7 +6,7 @@ import { BadRequestException, Body, Controller, Get, Module, Post } from '@nestj
 import { keyringFromMasterKey } from '@mfa/crypto';
 import { registry, type Logger } from '@mfa/telemetry';
 import { itWith, testEnv } from '@mfa/testing';
-import { runService, type RunningService } from './bootstrap.js';
+import { HTTP_BODY_LIMIT_BYTES, runService, type RunningService } from './bootstrap.js';
 import { MessagingModule } from './messaging.module.js';
 
 // What the body parser refuses (an unknown Content-Encoding, a body over the limit, malformed
@@ -79,7 +79,11 @@ describe('HTTP client errors on a service started with runService', () => {
     const cases: Array<[string, Promise<Response>, number]> = [
       ['Content-Encoding: bogus', post('/probe/echo', '{"a":1}', { 'content-encoding': 'bogus' }), 415],
       ['a body over the limit', post('/probe/echo', JSON.stringify({ a: 'x'.repeat(200_000) })), 413],
-      ['a gzip body over the limit once inflated', post('/probe/echo', gzipSync(JSON.stringify({ a: 'x'.repeat(500_000) })), { 'content-encoding': 'gzip' }), 413],
+      ['a body just over 16 KB', post('/probe/echo', JSON.stringify({ a: 'x'.repeat(HTTP_BODY_LIMIT_BYTES) })), 413],
+      ['a form just over 16 KB', post('/probe/echo', `a=${'x'.repeat(HTTP_BODY_LIMIT_BYTES)}`, { 'content-type': 'application/x-www-form-urlencoded' }), 413],
+      // 137 bytes of gzip that would inflate to 100 KB of nested arrays: compressed bodies are not read at all.
+      ['a small gzip body', post('/probe/echo', gzipSync('['.repeat(51_150) + ']'.repeat(51_150)), { 'content-encoding': 'gzip' }), 415],
+      ['a gzip body over the limit once inflated', post('/probe/echo', gzipSync(JSON.stringify({ a: 'x'.repeat(500_000) })), { 'content-encoding': 'gzip' }), 415],
       ['malformed JSON', post('/probe/echo', '{"a":'), 400],
       ['an unsupported charset', post('/probe/echo', '{"a":1}', { 'content-type': 'application/json; charset=bogus' }), 415],
       ['an unknown route', post('/voice/nowhere', '{"a":'), 400],
@@ -94,11 +98,15 @@ describe('HTTP client errors on a service started with runService', () => {
       assert.ok(JSON.stringify(body).length < 300, `${what}: a small body`);
     }
     assert.deepEqual(errorLines(), [], 'no error-level line for a client error');
-    assert.equal(await clientErrors(413), before413 + 2, 'counted instead');
-    assert.equal(await clientErrors(415), before415 + 2);
-    // The service still reads what it should.
+    assert.equal(await clientErrors(413), before413 + 3, 'counted instead');
+    assert.equal(await clientErrors(415), before415 + 4);
+    // The service still reads what it should: JSON, and a form (Twilio's webhooks) up to 16 KB.
     const ok = await post('/probe/echo', '{"a":1}');
     assert.deepEqual(await ok.json(), { received: { a: 1 } });
+    const big = 'x'.repeat(HTTP_BODY_LIMIT_BYTES - 100);
+    assert.deepEqual(await (await post('/probe/echo', JSON.stringify({ a: big }))).json(), { received: { a: big } });
+    const form = await post('/probe/echo', 'CallSid=CA1&Digits=1234', { 'content-type': 'application/x-www-form-urlencoded' });
+    assert.deepEqual(await form.json(), { received: { CallSid: 'CA1', Digits: '1234' } });
   });
 
   itWith({ real: ['nats'] }, 'still logs a fault of the service (5xx)', async () => {

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { Inject, Injectable, Module, type DynamicModule, type MiddlewareConsumer, type NestModule, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
@@ -44,11 +45,14 @@ const DEVICE_API_WAIT_MS = 5_000;
 export class AppModule implements NestModule {
   /**
    * The device API's requests take slots of the process's gate (admission.ts) with the verifies
-   * and status polls, and like them are served before new sign-ins: a phone's answer finishes a
-   * push sign-in already started.
+   * and status polls, and like them a phone's pending poll and answer are served before new
+   * sign-ins: they finish a push sign-in already started. An activation is no such thing: it
+   * waits its turn with the starts, so that activations (which anyone may send) cannot take the
+   * lane of the requests that finish sign-ins.
    */
   configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(admitHttpRequests({ route: 'device-api', first: true, waitMs: DEVICE_API_WAIT_MS })).forRoutes(DeviceApiController);
+    const finishesSignIn = (req: IncomingMessage & { originalUrl?: string }) => /\/challenges\//.test(req.originalUrl ?? req.url ?? '');
+    consumer.apply(admitHttpRequests({ route: 'device-api', first: finishesSignIn, waitMs: DEVICE_API_WAIT_MS })).forRoutes(DeviceApiController);
   }
 
   static forRoot(config: AuthChallengeConfig, log: Logger): DynamicModule {

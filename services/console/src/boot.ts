@@ -31,7 +31,8 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
   if (config.devLoginIgnored) log.warn('CONSOLE_DEV_LOGIN is ignored: an identity provider is configured (OIDC_ISSUER_URL), so operators sign in through it only');
   if (config.CONSOLE_DEV_LOGIN) log.warn('CONSOLE_DEV_LOGIN is on: anyone who reaches the console can sign in with any role (development only)');
   if (!config.oidc && !config.CONSOLE_DEV_LOGIN) log.warn('no OIDC_ISSUER_URL and no CONSOLE_DEV_LOGIN: nobody can sign in');
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, log), { logger: new NestJsonLogger(log), abortOnError: false });
+  // No default parsers: Nest's would read JSON (100 KB after decompression) on every path, GET included.
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, log), { logger: new NestJsonLogger(log), abortOnError: false, bodyParser: false });
   try {
     // What the body parsers refuse (a charset, an encoding, a body over the limit) is the client's
     // fault: answered and counted, not logged as an error of the console (as every service's port).
@@ -42,7 +43,7 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     // First, so that every answer has them, those to a body the parsers refuse included.
     app.use(securityHeaders(secure));
     // Forms (the CSRF token of a form is a field of it): small, read before the CSRF check.
-    app.useBodyParser('urlencoded', { extended: false, limit: '64kb' });
+    app.useBodyParser('urlencoded', { extended: false, limit: '64kb', inflate: false });
     const sessions = app.get<Sessions>(SESSIONS);
     const views = app.get<Views>(VIEWS);
     const names = cookieNames(secure);
@@ -62,6 +63,7 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     app.useBodyParser('raw', {
       type: (req: IncomingMessage) => /^application\/octet-stream\b/i.test(req.headers['content-type'] ?? '') && !TOKEN_FILE_UPLOAD.test(req.url ?? ''),
       limit: MAX_VOICE_MESSAGE_BYTES,
+      inflate: false,
     });
     app.use(emptyBodyAsForm);
     await app.init();

@@ -20,8 +20,12 @@ const requests = counter('mfa_device_api_requests_total', 'Device API requests b
 
 /** How far a device's clock may be from ours (docs/device-api.md). */
 export const DEVICE_CLOCK_SKEW_MS = 60_000;
-/** How long a nonce is remembered: longer than the skew either way, so a replay is always seen. */
-const NONCE_TTL_MS = 2 * DEVICE_CLOCK_SKEW_MS;
+/**
+ * How long a nonce is remembered: the whole window a timestamp is accepted in (the skew either
+ * way), plus a margin for the time between the timestamp's check and the nonce's write and for
+ * the clocks of other instances and of Redis, so that a replay is always seen.
+ */
+const NONCE_TTL_MS = 2 * DEVICE_CLOCK_SKEW_MS + 30_000;
 const INTERNAL_TIMEOUT_MS = 5_000;
 
 /** A device API error: the HTTP status and the contract's error body. */

@@ -97,7 +97,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },
   'services/user-settings/src/adapters/app-password-failures.ts': { scripts: ['mfaReserveAppPasswordCheck', 'mfaReleaseAppPasswordCheck'] },
   'services/user-settings/src/adapters/oath-inventory.ts': { scripts: ['mfaPutOathToken'] },
-  'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard', 'mfaMarkUnregistered'] },
+  'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard', 'mfaMarkUnregistered', 'mfaProjectBlock'] },
   'libs/projection/src/user-index.ts': { scripts: ['mfaReplaceUserTerms'] },
   'libs/service-kit/src/redis-lease.ts': { evals: 2 },
   'libs/service-kit/src/replicated-writes.ts': { runsDecisions: true },
@@ -426,6 +426,10 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       await writer.block(u.tenantId, u.userId, Date.now() + 60_000);
       assert.equal((await start(u, 'sms')).verdict.kind, 'blocked');
       await writer.unblock(u.tenantId, u.userId);
+      // As fraud's block projector: with the event's sequence, an older one changes nothing.
+      assert.equal(await writer.block(u.tenantId, u.userId, Date.now() + 60_000, 7), true);
+      assert.equal(await writer.unblock(u.tenantId, u.userId, 6), false);
+      assert.equal(await writer.unblock(u.tenantId, u.userId, 8), true);
 
       // RADIUS States and console sessions (one key each).
       const code = { tenantId: u.tenantId, client: '10.0.0.0/8', userId: u.userId, challengeId: sms.started.challengeId, method: 'sms' as const, expiresAt: new Date(Date.now() + 60_000).toISOString() };

@@ -113,6 +113,8 @@ export const RedisKeys = {
   /** Which challenge an SMS a provider accepted belongs to, by the provider's message id (base64url: SMSCs choose its characters). */
   smsReceiptRoute: (provider: string, messageId: string) => `mfa:{sms:${provider}:${Buffer.from(messageId, 'utf8').toString('base64url')}}:route`,
   blocked: (tag: string) => `mfa:{${tag}}:blocked`,
+  /** The MFA_FRAUD stream sequence of the block or unblock last projected into `blocked` (fraud): an older one that arrives later changes nothing. */
+  blockedSeq: (tag: string) => `mfa:{${tag}}:blocked-seq`,
   /**
    * The user's authenticator apps (user-settings): device nonce -> JSON {state (active or reregister),
    * algorithm, publicKey, platform, name, sealedPushToken?, activatedAt}. dispatch reads the push

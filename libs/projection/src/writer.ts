@@ -105,6 +105,19 @@ const STEPS_POLL_MS = 100;
  */
 const ERASED_WITH_USER = [RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.remembered, RedisKeys.lastMfa, RedisKeys.devicesUsed, RedisKeys.failedMethods] as const;
 
+// KEYS: the user's block, the sequence last projected into it. ARGV: the event's stream sequence,
+// the block's end in ms ('' = unblocked), how long the sequence is kept (ms). An event older than
+// the one projected last changes nothing: the consumer's instances and its retries after a
+// back-off do not apply a user's events in stream order.
+const PROJECT_BLOCK = `
+if tonumber(ARGV[1]) <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[2]) end
+return 1
+`;
+/** How long the sequence of a user's last projected block or unblock is kept: far longer than any redelivery waits. */
+const BLOCK_SEQ_TTL_MS = 7 * 24 * 3600_000;
+
 const ERASE_USER = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
@@ -177,6 +190,7 @@ export class UserProjectionWriter {
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
     redis.defineCommand('mfaMarkUnregistered', { numberOfKeys: 1, lua: MARK_UNREGISTERED });
     redis.defineCommand('mfaRestoreFailureGuard', { numberOfKeys: 2, lua: RESTORE_GUARD });
+    redis.defineCommand('mfaProjectBlock', { numberOfKeys: 2, lua: PROJECT_BLOCK });
   }
 
   /** The user's hash tag under this writer's keyring. */
@@ -225,16 +239,28 @@ export class UserProjectionWriter {
     return applied === 1;
   }
 
-  /** The user is blocked until `untilMs` (UserBlocked): the key expires at that time by itself. */
-  async block(tenantId: string, userId: string, untilMs: number): Promise<void> {
+  /**
+   * The user is blocked until `untilMs` (UserBlocked): the key expires at that time by itself.
+   * With the event's stream sequence, only if no later block or unblock was projected (false then).
+   */
+  async block(tenantId: string, userId: string, untilMs: number, seq?: number): Promise<boolean> {
     const tag = userTag(this.keyring, tenantId, userId);
+    if (seq !== undefined) return this.projectBlock(tag, seq, String(untilMs));
     await this.redis.set(RedisKeys.blocked(tag), String(untilMs), 'PXAT', untilMs);
+    return true;
   }
 
-  /** The user's block is lifted (UserUnblocked), or was never there. */
-  async unblock(tenantId: string, userId: string): Promise<void> {
+  /** The user's block is lifted (UserUnblocked), or was never there; with the event's sequence, as block(). */
+  async unblock(tenantId: string, userId: string, seq?: number): Promise<boolean> {
     const tag = userTag(this.keyring, tenantId, userId);
+    if (seq !== undefined) return this.projectBlock(tag, seq, '');
     await this.redis.del(RedisKeys.blocked(tag));
+    return true;
+  }
+
+  private async projectBlock(tag: string, seq: number, until: string): Promise<boolean> {
+    const script = (this.redis as unknown as { mfaProjectBlock: (...a: Array<string | number>) => Promise<number> }).mfaProjectBlock;
+    return (await script.call(this.redis, RedisKeys.blocked(tag), RedisKeys.blockedSeq(tag), seq, until, BLOCK_SEQ_TTL_MS)) === 1;
   }
 
   /** Lifts the user's lockouts: the window counter and the count of wrong codes in a row (one DEL, one slot). */

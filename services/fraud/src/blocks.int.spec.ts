@@ -2,7 +2,7 @@ import { after, before, describe } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { EventSubjects, parseEvent, Streams, type EventOf } from '@mfa/contracts';
+import { EventSubjects, parseEvent, Streams, type EventOf, type FraudUserEvent } from '@mfa/contracts';
 import { loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, createEvent, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { challengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
@@ -100,11 +100,29 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     const tag = userTag(keyring, tenantId, userId);
     await redis.set(RedisKeys.consecutiveFailures(tag), '4');
     const old = createEvent('UserUnblocked', 1, { tenantId, aggregateId: userId, now: new Date(Date.now() - 86_400_000), data: { userId, reason: 'long ago' } });
-    await blocks.project(tenantId, [old]);
+    await blocks.project(tenantId, [{ event: old, seq: 10 }]);
     assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '4');
     const fresh = createEvent('UserUnblocked', 1, { tenantId, aggregateId: userId, now: new Date(), data: { userId, reason: 'now' } });
-    await blocks.project(tenantId, [fresh]);
+    await blocks.project(tenantId, [{ event: fresh, seq: 11 }]);
     assert.equal(await redis.exists(RedisKeys.consecutiveFailures(tag)), 0);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a user's block and unblock projected out of order (two instances, a retry after a back-off): the later one in the stream wins", async () => {
+    const userId = await register();
+    const tag = userTag(keyring, tenantId, userId);
+    const at = (ms: number) => new Date(Date.now() + ms);
+    const blocked = (seq: number) => ({ event: createEvent('UserBlocked', 1, { tenantId, aggregateId: userId, now: at(0), data: { userId, reason: 'fraud', source: 'admin', until: at(3_600_000).toISOString() } }) as FraudUserEvent, seq });
+    const unblocked = (seq: number) => ({ event: createEvent('UserUnblocked', 1, { tenantId, aggregateId: userId, now: at(0), data: { userId, reason: 'cleared' } }) as FraudUserEvent, seq });
+    // The unblock (later in the stream) first, then the block it lifted: the user stays unblocked.
+    await blocks.project(tenantId, [unblocked(1_000_002)]);
+    await blocks.project(tenantId, [blocked(1_000_001)]);
+    assert.equal(await redis.exists(RedisKeys.blocked(tag)), 0, 'a late block does not come back after its unblock');
+    // A new block, then the old unblock delivered again: the user stays blocked.
+    await redis.set(RedisKeys.consecutiveFailures(tag), '3');
+    await blocks.project(tenantId, [blocked(1_000_003)]);
+    await blocks.project(tenantId, [unblocked(1_000_002)]);
+    assert.equal(await redis.exists(RedisKeys.blocked(tag)), 1, 'a late unblock does not lift a later block');
+    assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '3', 'nor the lockout counters');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'refuses what cannot be done: unknown tenant or user, an erased user, a second block, an unblock of someone neither blocked nor locked', async () => {

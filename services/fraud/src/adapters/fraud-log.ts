@@ -22,15 +22,15 @@ export class FraudLog {
     return { state: evolveBlock(initialBlockState(), event), lastSeq: last.seq };
   }
 
-  /** Appends what was decided; a ConcurrencyError when the user's subject moved on since `expectedLastSeq`. */
-  async append(tenantId: string, userId: string, decided: readonly Decided[], expectedLastSeq: number): Promise<FraudUserEvent[]> {
-    const appended: FraudUserEvent[] = [];
+  /** Appends what was decided, each event with its stream sequence; a ConcurrencyError when the user's subject moved on since `expectedLastSeq`. */
+  async append(tenantId: string, userId: string, decided: readonly Decided[], expectedLastSeq: number): Promise<Array<{ event: FraudUserEvent; seq: number }>> {
+    const appended: Array<{ event: FraudUserEvent; seq: number }> = [];
     let expected = expectedLastSeq;
     for (const { event, at } of decided) {
       const envelope = createEvent(event.type, 1, { tenantId, aggregateId: userId, now: at, data: event.data as never }) as FraudUserEvent;
       const ack = await this.publisher.publish(EventSubjects.fraudUser(tenantId, userId), envelope, { expectedLastSubjectSequence: expected });
       expected = ack.seq;
-      appended.push(envelope);
+      appended.push({ event: envelope, seq: ack.seq });
     }
     return appended;
   }

@@ -116,19 +116,23 @@ export class BlocksService {
   }
 
   /**
-   * Applies one user's events to the Redis projection (the consumer and the command path). An
-   * unblock lifts the lockout counters only when it is news (recorded in the last minutes): a
-   * consumer replaying the log must not wipe counters that wrong codes set after an old unblock.
+   * Applies one user's events, each with its MFA_FRAUD stream sequence, to the Redis projection
+   * (the consumer and the command path). An event older than the one projected last for the user
+   * changes nothing: the consumer's instances, and its retries after a back-off, do not apply a
+   * user's events in stream order, and a late block must not come back after a later unblock (nor
+   * a late unblock lift a later block). An unblock lifts the lockout counters only when it is news
+   * (recorded in the last minutes): a consumer replaying the log must not wipe counters that wrong
+   * codes set after an old unblock.
    */
-  async project(tenantId: string, events: readonly FraudUserEvent[], now = Date.now()): Promise<void> {
-    for (const event of events) {
+  async project(tenantId: string, events: ReadonlyArray<{ event: FraudUserEvent; seq: number }>, now = Date.now()): Promise<void> {
+    for (const { event, seq } of events) {
       if (event.type === 'UserBlocked') {
         const until = Date.parse(event.data.until);
-        if (until > now) await this.projection.block(tenantId, event.data.userId, until);
-        else await this.projection.unblock(tenantId, event.data.userId);
+        if (until > now) await this.projection.block(tenantId, event.data.userId, until, seq);
+        else await this.projection.unblock(tenantId, event.data.userId, seq);
       } else {
-        await this.projection.unblock(tenantId, event.data.userId);
-        if (now - Date.parse(event.occurredAt) < UNBLOCK_NEWS_MS) await this.projection.clearLockouts(tenantId, event.data.userId);
+        const applied = await this.projection.unblock(tenantId, event.data.userId, seq);
+        if (applied && now - Date.parse(event.occurredAt) < UNBLOCK_NEWS_MS) await this.projection.clearLockouts(tenantId, event.data.userId);
       }
     }
   }
@@ -143,7 +147,7 @@ export class BlocksService {
         await this.project(tenantId, appended).catch((error: unknown) =>
           this.logger.warn('the block is recorded; Redis will have it from the block projector', { error }),
         );
-        return appended;
+        return appended.map((a) => a.event);
       } catch (error) {
         if (!(error instanceof ConcurrencyError)) throw error;
       }

@@ -274,14 +274,14 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
     });
     for (const b of blocked) {
       leased.throwIfAborted();
-      await this.writer.block(b.tenantId, b.userId, b.until);
+      await this.writer.block(b.tenantId, b.userId, b.until, b.seq);
     }
     for (const b of blocked) {
       leased.throwIfAborted();
       const last = await this.nats.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(b.tenantId, b.userId) });
       if (last && last.seq !== b.seq) {
         const event = parseEvent(last.json());
-        if (event.type === 'UserUnblocked') await this.writer.unblock(b.tenantId, b.userId);
+        if (event.type === 'UserUnblocked') await this.writer.unblock(b.tenantId, b.userId, last.seq);
       }
     }
     return { blocks: blocked.length, unblockedAt };

@@ -6,7 +6,7 @@ import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type AnyEven
 import { connectNats, createEvent, ensureStream, EventPublisher, readOnce, type NatsClients } from '@mfa/messaging';
 import { createLogger, type Logger } from '@mfa/telemetry';
 import { itWith, SmtpSink, tenantCreated, testEnv, testTenant, uniqueTenant } from '@mfa/testing';
-import { MailLedger } from './adapters/mail-ledger.js';
+import { MailLedger, type MailOutcome } from './adapters/mail-ledger.js';
 import { SmtpMailer, type Mailer } from './adapters/mailer.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { MailRetry, NotifierService } from './application/notifier.service.js';
@@ -93,6 +93,24 @@ describe('fraud: alert e-mails over real SMTP', () => {
     assert.equal(smtp.messages.length, before + 2, 'nothing sent twice');
     const recorded = await outcomes(event.data.alertId);
     assert.deepEqual(recorded.map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent'], 'each outcome once (same ids on redelivery)');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'an e-mail sent whose outcome Redis fails to record is not sent again: the alert completes with its outcome events', async () => {
+    smtp.mode = { kind: 'accept' };
+    const event = alert();
+    const before = smtp.messages.length;
+    const ledger = new MailLedger(redis);
+    let failures = 1;
+    const flaky = Object.assign(Object.create(ledger) as MailLedger, {
+      record: async (alertId: string, outcome: MailOutcome) => {
+        if (failures-- > 0) throw new Error('Redis connection lost');
+        return ledger.record(alertId, outcome);
+      },
+    });
+    const notifying = new NotifierService(mailer, flaky, new UserDirectory(nats.jsm), publisher, 3, createLogger('fraud-test', { level: 'error' }));
+    await notifying.notify(event, 1);
+    assert.equal(smtp.messages.length, before + 2);
+    assert.deepEqual((await outcomes(event.data.alertId)).map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent']);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'a server that refuses is tried again with each delivery, then the failure is recorded', async () => {

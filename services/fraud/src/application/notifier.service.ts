@@ -78,6 +78,7 @@ export class NotifierService {
       // One renewal lost to a Redis hiccup leaves two more before the claim lapses.
       this.ledger.renew(alertId, to).catch(() => undefined);
     }, MAIL_CLAIM_MS / 3);
+    let keepClaim = false;
     try {
       let outcome: MailOutcome;
       try {
@@ -94,13 +95,20 @@ export class NotifierService {
         outcome = { to, sent: false, detail: reason, attempts: delivery };
         this.log.error('a fraud alert e-mail could not be sent; giving up', { alertId, attempts: delivery, error: reason });
       }
-      await this.ledger.record(alertId, outcome);
+      // The mail is gone (or given up on) whatever Redis says now: a ledger that cannot record it
+      // must not make the alert fail, or its redelivery would mail the address again. The outcome
+      // is still published (the alert completes); the claim is kept, so that a delivery that
+      // overlaps this one leaves the address alone until the claim lapses.
+      await this.ledger.record(alertId, outcome).catch((error: unknown) => {
+        keepClaim = true;
+        this.log.warn('a fraud alert e-mail outcome could not be recorded in Redis; the outcome event records it', { alertId, error: describe(error) });
+      });
       notifications.inc({ outcome: outcome.sent ? (outcome.logged ? 'logged' : 'sent') : 'failed' });
       return outcome;
     } finally {
       clearInterval(beating);
       // A claim not released (Redis unreachable) lapses by itself within MAIL_CLAIM_MS.
-      await this.ledger.release(alertId, to).catch(() => undefined);
+      if (!keepClaim) await this.ledger.release(alertId, to).catch(() => undefined);
     }
   }
 

@@ -471,6 +471,8 @@ describe('dispatch placing calls through Twilio', () => {
   let base: string;
   /** auth-challenge's and user-settings' answers to the call's keys, for this run's tenant: PINs are wrong, the challenge has attempts left. */
   const outcomeRequests: VoiceOutcomeRequest[] = [];
+  /** fraud's answers to the fraud code pressed in a call, per challenge: how many reports came. */
+  const fraudReports = new Map<string, number>();
   const responders: Array<{ unsubscribe(): void }> = [];
 
   before(async () => {
@@ -493,6 +495,13 @@ describe('dispatch placing calls through Twilio', () => {
       outcomeRequests.push(body as unknown as VoiceOutcomeRequest);
       return { status: 'pending' };
     });
+    // fraud, restarting: the first two reports of a challenge find it unavailable.
+    respond(InternalSubjects.fraudFromCall, (body) => {
+      const challengeId = String(body.challengeId);
+      const n = (fraudReports.get(challengeId) ?? 0) + 1;
+      fraudReports.set(challengeId, n);
+      return n <= 2 ? { error: { code: 'unavailable', message: 'the event log is unavailable' } } : { alertId: `alert-${challengeId}`, challengeDenied: true, blocked: true };
+    });
   });
 
   after(async () => {
@@ -502,14 +511,14 @@ describe('dispatch placing calls through Twilio', () => {
   });
 
   /** A voice challenge in PIN mode, as auth-challenge starts it: its phone sealed under the user's data key. */
-  async function requestCallTo(to: string, lifetimeSeconds = 300) {
+  async function requestCallTo(to: string, lifetimeSeconds = 300, fraudCode: string | null = null) {
     const keys = new UserDataKeys(nats, keyring);
     const user = testUser({ tenantId, userId: `voice.${randomUUID()}@contoso.example`, profile: { phoneNumber: to } });
     const now = new Date();
     const challenge = testChallenge(user, { method: 'voice', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + lifetimeSeconds * 1000).toISOString() });
     const key = await keys.getOrCreate(tenantId, user.userId);
     const event = challengeStartedV2(challenge, sealPersonalData(key, { tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
-    event.data.delivery = { channel: 'voice', callerId: '+15005550006', pinMode: true, fraudCode: null };
+    event.data.delivery = { channel: 'voice', callerId: '+15005550006', pinMode: true, fraudCode };
     await challengeInRedis(challenge.challengeId);
     await publisher.publish(EventSubjects.challengeStarted('voice'), event);
     return { event, challengeId: challenge.challengeId, expiresAt: Date.parse(challenge.expiresAt) };
@@ -539,6 +548,17 @@ describe('dispatch placing calls through Twilio', () => {
     assert.match(again.body, /cannot sign you in[\s\S]*<Hangup\/>/);
     assert.equal(outcomeRequests.filter((r) => r.challengeId === challengeId).length, 3);
     assert.deepEqual((await outcomesOf(challengeId)).map((e) => e.type).sort(), ['VoiceCallFailed', 'VoiceCallPlaced']);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'the fraud code pressed while fraud is restarting: the report is sent again until it is taken, and the user hears it was', async () => {
+    const to = uniquePhone();
+    fake.phone(to, { answer: 'answer', presses: ['0#'] });
+    const { challengeId } = await requestCallTo(to, 300, '0');
+    const call = await fake.waitForCall(to);
+    assert.equal(fraudReports.get(challengeId), 3, 'reported until fraud took it');
+    assert.match(call.heard.at(-1) ?? '', /fraud/i);
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.call(id.tag, id.nonce), 'o'), 'fraud');
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'a call request delivered again after its challenge expired finds the call placed: no second call, and voice not marked failed', async () => {

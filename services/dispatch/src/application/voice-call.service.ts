@@ -37,6 +37,20 @@ const EXTENSION_TIMEOUT_SECONDS = 15;
 const GATHER_TIMEOUT_SECONDS = 8;
 /** Requests to the other services from a webhook: Twilio waits 15 s for TwiML. */
 const INTERNAL_TIMEOUT_MS = 5_000;
+/** How long a fraud report from a call is tried (Twilio waits 15 s for the webhook's answer). */
+const FRAUD_REPORT_PATIENCE_MS = 10_000;
+
+/** An error reply of another service to an internal request. */
+class InternalRefusal extends Error {
+  override name = 'InternalRefusal';
+  constructor(
+    subject: string,
+    readonly code: string,
+    message: string,
+  ) {
+    super(`${subject}: ${code}: ${message}`);
+  }
+}
 
 export interface VoiceOptions {
   keys: Pick<UserDataKeys, 'get'>;
@@ -237,7 +251,10 @@ export class VoiceCallService {
         return { status: 200, twiml: await this.answer(req, state, pin.valid, prompt) };
       }
       case 'fraud': {
-        await this.internal(InternalSubjects.fraudFromCall, { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest);
+        // The prompt is answered once: this is the report's only chance. A fraud service that
+        // restarts, or a moment without JetStream, is waited out within Twilio's patience; a
+        // report sent again is harmless (fraud records it once per challenge).
+        await this.internalRetried(InternalSubjects.fraudFromCall, { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest);
         await this.options.calls.finish(req.challengeId, 'fraud');
         calls.inc({ outcome: 'fraud_reported' });
         return { status: 200, twiml: await this.say(state, 'fraudConfirmation') };
@@ -313,9 +330,29 @@ export class VoiceCallService {
     await this.options.guard.undeliverable(challengeId, now, 'voice').catch((error: unknown) => this.options.log.warn('could not mark the call unanswered in Redis', { error }));
   }
 
-  private async internal<T>(subject: string, body: unknown): Promise<T> {
-    const reply = await this.options.internal.request<T & { error?: { code: string; message: string } }>(subject, body, { timeoutMs: INTERNAL_TIMEOUT_MS });
-    if (reply.error) throw new Error(`${subject}: ${reply.error.code}: ${reply.error.message}`);
+  /**
+   * internal(), tried again on a failure that may pass (no answer, `unavailable`, `conflict` of a
+   * concurrent change) until FRAUD_REPORT_PATIENCE_MS have gone by, leaving time to answer Twilio,
+   * which waits 15 s for a webhook's answer.
+   */
+  private async internalRetried<T>(subject: string, body: unknown): Promise<T> {
+    const until = Date.now() + FRAUD_REPORT_PATIENCE_MS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.internal<T>(subject, body, Math.max(500, Math.min(INTERNAL_TIMEOUT_MS, until - Date.now())));
+      } catch (error) {
+        const final = error instanceof InternalRefusal && !['unavailable', 'conflict', 'internal'].includes(error.code);
+        const pause = Math.min(2_000, 200 * 2 ** (attempt - 1));
+        if (final || Date.now() + pause >= until) throw error;
+        this.options.log.warn('an internal request failed; trying again', { subject, attempt, error });
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  }
+
+  private async internal<T>(subject: string, body: unknown, timeoutMs = INTERNAL_TIMEOUT_MS): Promise<T> {
+    const reply = await this.options.internal.request<T & { error?: { code: string; message: string } }>(subject, body, { timeoutMs });
+    if (reply.error) throw new InternalRefusal(subject, reply.error.code, reply.error.message);
     return reply;
   }
 

@@ -18,6 +18,12 @@ const AuthEnv = z.object({
     .optional(),
   /** How often each instance writes when API clients were last used (clients.list `lastUsedAt`). */
   MFA_CLIENT_USAGE_FLUSH_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  /**
+   * `refuse` (default): an `mfa.int.` request without a valid signature is refused. `accept`: for
+   * the rolling upgrade from a release whose services did not sign them, an unsigned one is
+   * answered (and counted); a wrongly signed one is still refused.
+   */
+  MFA_INTERNAL_UNSIGNED: z.enum(['refuse', 'accept']).default('refuse'),
 });
 
 export interface AuthConfig {
@@ -26,6 +32,8 @@ export interface AuthConfig {
   platformKey: string | undefined;
   /** Milliseconds between writes of API client last use; default 30 s. */
   usageFlushMs?: number | undefined;
+  /** Whether an unsigned internal request is answered (MFA_INTERNAL_UNSIGNED=accept, for an upgrade); default false. */
+  acceptUnsignedInternal?: boolean | undefined;
 }
 
 export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig {
@@ -34,6 +42,7 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig
     MFA_AUTH: env.MFA_AUTH || undefined,
     MFA_PLATFORM_API_KEY: env.MFA_PLATFORM_API_KEY || undefined,
     MFA_CLIENT_USAGE_FLUSH_SECONDS: env.MFA_CLIENT_USAGE_FLUSH_SECONDS || undefined,
+    MFA_INTERNAL_UNSIGNED: env.MFA_INTERNAL_UNSIGNED || undefined,
   });
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
@@ -47,5 +56,10 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig
   if (production && mode === 'off') {
     throw new ConfigError('invalid configuration: MFA_AUTH=off is refused when NODE_ENV=production');
   }
-  return { mode, platformKey: parsed.data.MFA_PLATFORM_API_KEY, usageFlushMs: parsed.data.MFA_CLIENT_USAGE_FLUSH_SECONDS * 1000 };
+  return {
+    mode,
+    platformKey: parsed.data.MFA_PLATFORM_API_KEY,
+    usageFlushMs: parsed.data.MFA_CLIENT_USAGE_FLUSH_SECONDS * 1000,
+    acceptUnsignedInternal: parsed.data.MFA_INTERNAL_UNSIGNED === 'accept',
+  };
 }

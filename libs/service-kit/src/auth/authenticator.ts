@@ -27,6 +27,11 @@ const PLATFORM: Principal = { kind: 'platform', clientId: 'platform', tenantId: 
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/i;
 
 /** The one message for every bad key: whether a client, tenant or user exists is never told. */
+const unsignedInternal = counter(
+  'mfa_internal_unsigned_accepted_total',
+  'Internal requests answered without a signature (MFA_INTERNAL_UNSIGNED=accept, for a rolling upgrade): 0 once every service signs',
+  ['subject'],
+);
 const invalidKey = (reason: string) => {
   refusals.inc({ reason });
   return forbidden('invalid API key');
@@ -64,6 +69,11 @@ export class Authenticator {
    */
   isServiceRequest(subject: string, headers: MsgHdrs | undefined, data: Uint8Array, now: number): boolean {
     const values = headers?.values(Headers.internal) ?? [];
+    if (values.length === 0 && this.options.auth.acceptUnsignedInternal) {
+      // MFA_INTERNAL_UNSIGNED=accept: services of the release before, during a rolling upgrade.
+      unsignedInternal.inc({ subject });
+      return true;
+    }
     return values.length === 1 && internalRequestSigned(this.options.keyring, subject, data, values[0], now);
   }
 

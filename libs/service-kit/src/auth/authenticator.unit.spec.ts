@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { ContractError, type Scope } from '@mfa/contracts';
-import { issueApiKey, keyringFromMasterKey } from '@mfa/crypto';
+import { issueApiKey, keyringFromMasterKey, signInternalRequest } from '@mfa/crypto';
+import { loadAuthConfig } from './auth.config.js';
 import type { ApiClientDirectory, ApiClientRecord } from './api-client.directory.js';
 import { Authenticator } from './authenticator.js';
 
@@ -80,5 +81,40 @@ describe('Authenticator', () => {
     assert.ok(pending instanceof Promise);
     assert.equal((await pending).clientId, issued.clientId);
     await refused(() => looked.authenticate(bearer(`mfak.${issued.clientId}.${'A'.repeat(43)}`), Date.now()), /invalid API key/);
+  });
+
+  describe('requests between the services (mfa.int.)', () => {
+    const subject = 'mfa.int.challenge.voice';
+    const body = new TextEncoder().encode('{"tenantId":"contoso","challengeId":"c1","approved":true}');
+    const signed = (header: string) => {
+      const h = natsHeaders();
+      h.set('Mfa-Internal', header);
+      return h;
+    };
+    const now = Date.now();
+
+    it('answers a request signed with the master key over its subject and body; refuses an unsigned or misfit one', () => {
+      const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directoryOf([]));
+      assert.equal(auth.isServiceRequest(subject, signed(signInternalRequest(keyring, subject, body, now)), body, now), true);
+      assert.equal(auth.isServiceRequest(subject, undefined, body, now), false);
+      assert.equal(auth.isServiceRequest('mfa.int.fraud.call', signed(signInternalRequest(keyring, subject, body, now)), body, now), false);
+      const twice = signed(signInternalRequest(keyring, subject, body, now));
+      twice.append('Mfa-Internal', signInternalRequest(keyring, subject, body, now));
+      assert.equal(auth.isServiceRequest(subject, twice, body, now), false, 'one signature, not two');
+      // MFA_AUTH=off (development) changes nothing: the services always hold the key.
+      const off = new Authenticator({ auth: { mode: 'off', platformKey: undefined }, keyring }, directoryOf([]));
+      assert.equal(off.isServiceRequest(subject, undefined, body, now), false);
+    });
+
+    it('with MFA_INTERNAL_UNSIGNED=accept (a rolling upgrade), answers an unsigned request, never a wrongly signed one', () => {
+      assert.equal(loadAuthConfig({}).acceptUnsignedInternal, false);
+      const config = loadAuthConfig({ MFA_INTERNAL_UNSIGNED: 'accept' });
+      assert.equal(config.acceptUnsignedInternal, true);
+      assert.throws(() => loadAuthConfig({ MFA_INTERNAL_UNSIGNED: 'yes' }), /MFA_INTERNAL_UNSIGNED/);
+      const auth = new Authenticator({ auth: config, keyring }, directoryOf([]));
+      assert.equal(auth.isServiceRequest(subject, undefined, body, now), true);
+      const stranger = keyringFromMasterKey(Buffer.alloc(32, 3));
+      assert.equal(auth.isServiceRequest(subject, signed(signInternalRequest(stranger, subject, body, now)), body, now), false);
+    });
   });
 });

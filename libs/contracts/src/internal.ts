@@ -2,9 +2,11 @@ import { z } from 'zod';
 import { ChallengeStatus, TenantId, UserId } from './primitives.js';
 
 /**
- * Requests between the services, on core NATS subjects under `mfa.int.`: never open to callers
- * (NATS permissions give IdPs `mfa.v1.>` only, deploy/nats), so they carry no API key. Bodies are
- * validated like public ones.
+ * Requests between the services, on core NATS subjects under `mfa.int.`: never open to callers.
+ * They carry no API key but the services' signature (`Mfa-Internal`, made with the master key over
+ * subject, time and body: libs/crypto internal-requests.ts), which ApiKeyGuard checks; NATS
+ * permissions (IdPs get `mfa.v1.>` only, deploy/nats) are a second wall. Bodies are validated like
+ * public ones.
  */
 export const InternalSubjects = {
   /** dispatch → user-settings: is this the user's voice PIN? */

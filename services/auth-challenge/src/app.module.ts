@@ -51,7 +51,7 @@ export class AppModule implements NestModule {
    * lane of the requests that finish sign-ins.
    */
   configure(consumer: MiddlewareConsumer): void {
-    const finishesSignIn = (req: IncomingMessage & { originalUrl?: string }) => /\/challenges\//.test(req.originalUrl ?? req.url ?? '');
+    const finishesSignIn = (req: IncomingMessage & { originalUrl?: string }) => /^\/device\/v1\/challenges\//.test((req.originalUrl ?? req.url ?? '').split('?')[0]!);
     consumer.apply(admitHttpRequests({ route: 'device-api', first: finishesSignIn, waitMs: DEVICE_API_WAIT_MS })).forRoutes(DeviceApiController);
   }
 

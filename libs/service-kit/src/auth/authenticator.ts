@@ -26,12 +26,12 @@ const PLATFORM: Principal = { kind: 'platform', clientId: 'platform', tenantId: 
 /** `Bearer <token>`: printable ASCII only, bounded; anything else is refused without a lookup. */
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/i;
 
-/** The one message for every bad key: whether a client, tenant or user exists is never told. */
 const unsignedInternal = counter(
   'mfa_internal_unsigned_accepted_total',
   'Internal requests answered without a signature (MFA_INTERNAL_UNSIGNED=accept, for a rolling upgrade): 0 once every service signs',
   ['subject'],
 );
+/** The one message for every bad key: whether a client, tenant or user exists is never told. */
 const invalidKey = (reason: string) => {
   refusals.inc({ reason });
   return forbidden('invalid API key');

@@ -332,7 +332,7 @@ export class VoiceCallService {
 
   /**
    * internal(), tried again on a failure that may pass (no answer, `unavailable`, `conflict` of a
-   * concurrent change) until FRAUD_REPORT_PATIENCE_MS have gone by, leaving time to answer Twilio,
+   * concurrent change, `internal`) until FRAUD_REPORT_PATIENCE_MS have gone by, leaving time to answer Twilio,
    * which waits 15 s for a webhook's answer.
    */
   private async internalRetried<T>(subject: string, body: unknown): Promise<T> {

@@ -57,13 +57,13 @@ export class BlocksController {
     return this.alerts.report(request, ctx.receivedAt, actorOf(ctx));
   }
 
-  /** dispatch: the user entered the fraud code during a voice challenge's call (internal: NATS permissions keep callers out). */
+  /** dispatch: the user entered the fraud code during a voice challenge's call (internal: signed by the services, ApiKeyGuard). */
   @MessagePattern(InternalSubjects.fraudFromCall)
   reportFromCall(@Payload(new ContractPipe(FraudFromCallRequest)) request: FraudFromCallRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
     return this.alerts.report({ ...request, source: 'phone' }, ctx.receivedAt);
   }
 
-  /** auth-challenge's device API: the user reported a push as fraud in the authenticator app (internal). */
+  /** auth-challenge's device API: the user reported a push as fraud in the authenticator app (internal: signed). */
   @MessagePattern(InternalSubjects.fraudFromApp)
   reportFromApp(@Payload(new ContractPipe(FraudFromCallRequest)) request: FraudFromCallRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
     return this.alerts.report({ ...request, source: 'app' }, ctx.receivedAt);

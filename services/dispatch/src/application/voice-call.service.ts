@@ -165,6 +165,16 @@ export class VoiceCallService {
       await this.publish(this.failed(event, [{ provider: 'none', error: 'challenge no longer in Redis: no call placed', transient: false }]), msg);
       return;
     }
+    // A call placed by an earlier delivery whose record in the guard was lost (Redis failed then,
+    // and the claim lapsed before this redelivery): the call's own record knows its sid.
+    const earlier = await this.options.calls.read(challengeId).catch((error: unknown) => {
+      throw unavailable('the call store (Redis) is unavailable; trying again later', error);
+    });
+    if (earlier?.callSid) {
+      await this.options.guard.sent(challengeId, provider.name, earlier.callSid, expiresAt - now + CALL_STATE_MARGIN_MS).catch(() => undefined);
+      await this.publish(this.placed(event, earlier.callSid), msg);
+      return;
+    }
     msg.working();
     await this.options.calls.create(
       challengeId,

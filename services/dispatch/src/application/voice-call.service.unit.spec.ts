@@ -26,6 +26,7 @@ describe('placing a voice call', () => {
     const did: string[] = [];
     let claim: SendClaim = { kind: 'claimed' };
     let publishFailures = failing.publishes ?? 0;
+    let callSid: string | undefined;
     const options: VoiceOptions = {
       keys: { get: async () => ({ ...dataKey, wrapped }) },
       provider: {
@@ -63,16 +64,19 @@ describe('placing a voice call', () => {
       phoneThrottle: { admit: async () => ({ admitted: true }) as never },
       calls: {
         create: async () => undefined,
-        setCallSid: async () => {
+        setCallSid: async (_id: string, sid: string) => {
           if (failing.setCallSid) throw new Error('Redis down');
+          callSid = sid;
         },
+        read: async () => (callSid ? { callSid } : undefined),
       } as unknown as VoiceOptions['calls'],
       recordings: {} as VoiceOptions['recordings'],
       internal: {} as VoiceOptions['internal'],
       log: createLogger('voice-test', { level: 'error' }),
     };
     const msg = { working: () => undefined } as unknown as Delivery['msg'];
-    return { service: new VoiceCallService(options), delivery: { event, msg } as Delivery, did };
+    const lapse = () => (claim = { kind: 'claimed' });
+    return { service: new VoiceCallService(options), delivery: { event, msg } as Delivery, did, lapse };
   }
 
   it('given Redis failing to record the call, then the call still counts as placed: nothing released, nothing marked failed', async () => {
@@ -85,6 +89,14 @@ describe('placing a voice call', () => {
     const { service, delivery, did } = setUp({ publishes: 3 });
     await assert.rejects(service.place(delivery), /no JetStream ack/);
     assert.deepEqual(did, ['call placed']);
+    await service.place(delivery);
+    assert.deepEqual(did, ['call placed', 'published VoiceCallPlaced']);
+  });
+
+  it('given the call not recorded in the guard, not published, and its claim lapsed before the redelivery, then the call record stops a second call', async () => {
+    const { service, delivery, did, lapse } = setUp({ guardSent: true, publishes: 3 });
+    await assert.rejects(service.place(delivery), /no JetStream ack/);
+    lapse();
     await service.place(delivery);
     assert.deepEqual(did, ['call placed', 'published VoiceCallPlaced']);
   });

@@ -100,7 +100,7 @@ describe('fraud: alert e-mails over real SMTP', () => {
     const event = alert();
     const before = smtp.messages.length;
     const ledger = new MailLedger(redis);
-    let failures = 1;
+    let failures = 3;
     const flaky = Object.assign(Object.create(ledger) as MailLedger, {
       record: async (alertId: string, outcome: MailOutcome) => {
         if (failures-- > 0) throw new Error('Redis connection lost');
@@ -111,6 +111,9 @@ describe('fraud: alert e-mails over real SMTP', () => {
     await notifying.notify(event, 1);
     assert.equal(smtp.messages.length, before + 2);
     assert.deepEqual((await outcomes(event.data.alertId)).map((e) => e.type), ['FraudNotificationSent', 'FraudNotificationSent']);
+    // Delivered again all the same (its ack lost): the address Redis did not record stays claimed, nothing is mailed twice.
+    await notifying.notify(event, 2).catch((error: unknown) => assert.ok(error instanceof MailRetry));
+    assert.equal(smtp.messages.length, before + 2);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['smtp-server'] }, 'a server that refuses is tried again with each delivery, then the failure is recorded', async () => {

@@ -59,9 +59,9 @@ export class MailLedger {
     return claimed ? 'claimed' : 'busy';
   }
 
-  /** Keeps a claim for another MAIL_CLAIM_MS. */
-  async renew(alertId: string, to: string): Promise<void> {
-    await this.redis.pexpire(this.claimKey(alertId, to), MAIL_CLAIM_MS);
+  /** Keeps a claim for another MAIL_CLAIM_MS (or `ms`). */
+  async renew(alertId: string, to: string, ms = MAIL_CLAIM_MS): Promise<void> {
+    await this.redis.pexpire(this.claimKey(alertId, to), ms);
   }
 
   async release(alertId: string, to: string): Promise<void> {

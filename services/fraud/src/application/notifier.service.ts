@@ -6,6 +6,9 @@ import { MailerNotConfigured, type Mailer, type OutgoingMail } from '../adapters
 import type { UserDirectory } from '../adapters/user-directory.js';
 import { alertMail } from '../domain/alert-mail.js';
 
+/** How long an address whose outcome Redis did not record stays claimed: past every redelivery of its alert (at most 20, 30 s apart at most). */
+const HELD_AFTER_LOST_RECORD_MS = 15 * 60_000;
+
 const notifications = counter('mfa_fraud_notifications_total', "Fraud alerts' e-mails by outcome (sent, logged, failed, retried)", ['outcome']);
 
 /** Thrown while some addresses failed and tries remain: the consumer naks the alert with back-off. */
@@ -96,19 +99,36 @@ export class NotifierService {
         this.log.error('a fraud alert e-mail could not be sent; giving up', { alertId, attempts: delivery, error: reason });
       }
       // The mail is gone (or given up on) whatever Redis says now: a ledger that cannot record it
-      // must not make the alert fail, or its redelivery would mail the address again. The outcome
-      // is still published (the alert completes); the claim is kept, so that a delivery that
-      // overlaps this one leaves the address alone until the claim lapses.
-      await this.ledger.record(alertId, outcome).catch((error: unknown) => {
+      // must not make the alert fail, or its redelivery would mail the address again. Tried three
+      // times; then the outcome is still published (the alert completes) and the claim is kept for
+      // as long as the alert may be redelivered (another address still failing), so that no
+      // delivery mails this address again.
+      if (!(await this.recordOutcome(alertId, outcome))) {
         keepClaim = true;
-        this.log.warn('a fraud alert e-mail outcome could not be recorded in Redis; the outcome event records it', { alertId, error: describe(error) });
-      });
+        await this.ledger.renew(alertId, to, HELD_AFTER_LOST_RECORD_MS).catch(() => undefined);
+      }
       notifications.inc({ outcome: outcome.sent ? (outcome.logged ? 'logged' : 'sent') : 'failed' });
       return outcome;
     } finally {
       clearInterval(beating);
       // A claim not released (Redis unreachable) lapses by itself within MAIL_CLAIM_MS.
       if (!keepClaim) await this.ledger.release(alertId, to).catch(() => undefined);
+    }
+  }
+
+  /** Records an outcome in the ledger, three tries; false when Redis would not take it. */
+  private async recordOutcome(alertId: string, outcome: MailOutcome): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.ledger.record(alertId, outcome);
+        return true;
+      } catch (error) {
+        if (attempt >= 3) {
+          this.log.warn('a fraud alert e-mail outcome could not be recorded in Redis; the outcome event records it', { alertId, error: describe(error) });
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      }
     }
   }
 

@@ -459,6 +459,14 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.match(await page.textContent('.notice') ?? '', /user is saved/);
     let user = await get();
     assert.deepEqual([user.displayName, user.phoneNumber, user.email, user.methods], ['Greta Sida', '+46701740606', null, ['sms', 'voice']]);
+    // The new-user form changes no user who exists (the phone is a factor): the profile form does.
+    await tenantPage(page, tenantC, 'users');
+    await page.click('#register-user summary');
+    await page.fill('#register-user input[name=userId]', userId);
+    await page.fill('#register-user input[name=phoneNumber]', '+46701740699');
+    await page.click('#register-user button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /registered already/);
+    assert.equal((await get()).phoneNumber, '+46701740606');
     // The profile on the user's page: what is changed changes, the rest stays.
     assert.equal(await page.inputValue('#edit-profile input[name=phoneNumber]'), '+46701740606');
     await page.fill('#edit-profile input[name=email]', 'greta.sida@contoso.com');

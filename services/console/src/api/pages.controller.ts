@@ -38,7 +38,7 @@ import {
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
 import { canChange, canRead, type Access } from '../domain/roles.js';
-import { changedSettings, FormError, formValues, patchFromForm, SETTING_FIELDS } from '../domain/settings-form.js';
+import { changedSettings, FormError, formValues, patchFromForm, SETTING_FIELDS, shownSettings, shownToken } from '../domain/settings-form.js';
 import { LOGGER_TOKEN, MFA_API, VIEWS } from '../tokens.js';
 import type { Views } from './views.js';
 import type { WebRequest } from './web.js';
@@ -384,7 +384,8 @@ export class PagesController {
       if (from) query.from = from;
       if (to) query.to = to;
     } catch (error) {
-      this.views.send(p.res, view, { ...this.chrome(p.req, p.tenantId), active, filters: shown, problem: (error as ContractError).message }, 400);
+      // The choices of the fraud and blocked pages' filters, for the boxes shown again.
+      this.views.send(p.res, view, { ...this.chrome(p.req, p.tenantId), active, filters: shown, sources: FRAUD_SOURCES, actions: BLOCK_ACTIONS, problem: (error as ContractError).message }, 400);
       return undefined;
     }
     return { query, shown, link: new URLSearchParams(query).toString() };
@@ -405,7 +406,7 @@ export class PagesController {
       this.call<BlockedQueryReply>(p, Subjects.reportsBlockedQuery, { limit: 50, ...filters }),
       this.call<FraudIpsListReply>(p, Subjects.fraudIpsList, {}),
     ]);
-    return { items: history.items, nextCursor: history.nextCursor, ips: ips.items };
+    return { items: history.items, nextCursor: history.nextCursor, ips: ips.items, actions: BLOCK_ACTIONS };
   }
 
   @Post('t/:tenant/users/:action')
@@ -445,6 +446,14 @@ export class PagesController {
         // A new user, or a profile changed: the fields filled in (an empty one keeps its value).
         const userId = userIdOf(body.userId) ?? '';
         const profile = Object.fromEntries(PROFILE_FIELDS.flatMap((f) => (typeof body[f] === 'string' && body[f].trim() !== '' ? [[f, body[f].trim()]] : [])));
+        // The form for a new user changes no existing one (its phone is a factor): that is the profile form's work.
+        if (body.new === '1' && userId !== '') {
+          const existing = await this.call<UsersGetReply>(p, Subjects.usersGet, { userId }).catch((error: unknown) => {
+            if (error instanceof ContractError && error.code === 'not_found') return undefined;
+            throw error;
+          });
+          if (existing) return { ...(await this.userView(p, userId)), problem: `${userId} is registered already: nothing was changed. Edit the profile below.` };
+        }
         await this.call(p, Subjects.usersRegister, { userId, ...profile });
         return { ...(await this.userView(p, userId)), notice: 'The user is saved.' };
       }
@@ -486,7 +495,7 @@ export class PagesController {
     if (!filters) return;
     await this.run(p, 'fraud.njk', 'fraud', async () => {
       const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { ...filters.query, limit: 50, ...cursorOf(q) });
-      return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor };
+      return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor, sources: FRAUD_SOURCES };
     });
   }
 
@@ -528,7 +537,8 @@ export class PagesController {
     if (!p) return;
     await this.run(p, 'settings.njk', 'settings', async () => {
       const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
-      return { fields: SETTING_FIELDS, values: formValues(reply.settings) };
+      const values = formValues(reply.settings);
+      return { fields: SETTING_FIELDS, values, shown: shownToken(values) };
     });
   }
 
@@ -539,15 +549,17 @@ export class PagesController {
     const context = { ...this.chrome(req, tenant), active: 'settings', fields: SETTING_FIELDS };
     try {
       const patch = patchFromForm(body);
-      // Only what the form changes: a stored value the rules of today refuse blocks only its own change.
-      const current = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
-      const settings = changedSettings(patch, current.settings);
-      if (Object.keys(settings).length === 0) {
-        this.views.send(res, 'settings.njk', { ...context, values: formValues(current.settings), notice: 'Nothing changed.' });
-        return;
-      }
-      const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings });
-      this.views.send(res, 'settings.njk', { ...context, values: formValues(reply.settings), notice: 'Settings saved. They apply to challenges started from now on.' });
+      // Only what the operator changed, against what the page showed them (else against the
+      // settings now): a stored value the rules of today refuse blocks only its own change, and a
+      // change made meanwhile elsewhere is not undone by a field left as it was shown.
+      const shown = shownSettings(body._shown);
+      const current = shown ? undefined : await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
+      const settings = changedSettings(patch, shown ?? current!.settings);
+      const reply =
+        Object.keys(settings).length === 0 ? (current ?? (await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {}))) : await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings });
+      const values = formValues(reply.settings);
+      const notice = Object.keys(settings).length === 0 ? 'Nothing changed.' : 'Settings saved. They apply to challenges started from now on.';
+      this.views.send(res, 'settings.njk', { ...context, values, shown: shownToken(values), notice });
     } catch (error) {
       if (!(error instanceof ContractError || error instanceof FormError)) {
         this.views.error(res, error, context);
@@ -555,7 +567,9 @@ export class PagesController {
       }
       // The form as the operator filled it, with what was refused.
       const values = Object.fromEntries(SETTING_FIELDS.map((f) => [f.path, f.kind === 'bool' ? body[f.path] === 'on' : String(body[f.path] ?? '')]));
-      this.views.send(res, 'settings.njk', { ...context, values, problem: error.message }, 400);
+      // Still compared, at the next save, with what the page first showed.
+      const shown = typeof body._shown === 'string' && shownSettings(body._shown) ? body._shown : undefined;
+      this.views.send(res, 'settings.njk', { ...context, values, shown, problem: error.message }, 400);
     }
   }
 

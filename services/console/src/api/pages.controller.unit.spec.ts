@@ -8,7 +8,7 @@ import { ContractError, defaultTenantSettings, Subjects, type TenantSettings } f
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
 import { accessFromRoles } from '../domain/roles.js';
-import { formValues } from '../domain/settings-form.js';
+import { formValues, shownSettings, shownToken } from '../domain/settings-form.js';
 import { PagesController } from './pages.controller.js';
 import { Views } from './views.js';
 import type { WebRequest } from './web.js';
@@ -225,6 +225,25 @@ describe('console pages', () => {
     it('sends an array setting whole when one of its lines changes', async () => {
       await post('settings', { ...formOf(stored), 'sms.allowedCountries': 'GB\nSE' });
       assert.deepEqual(configures(), [{ sms: { allowedCountries: ['GB', 'SE'] } }]);
+    });
+
+    it('compares with what the page showed: a setting changed elsewhere meanwhile is not put back by a field left as shown', async () => {
+      const shownThen = { ...stored, maxAttempts: 5 };
+      const changedElsewhere = { ...stored, maxAttempts: 3 };
+      answer = async (subject, body) => {
+        if (subject === Subjects.tenantsGet) return { tenantId: tenant, settings: changedElsewhere };
+        if (subject === Subjects.tenantsConfigure) {
+          const lockout = (body.settings as { lockout?: object }).lockout;
+          return { tenantId: tenant, settings: { ...changedElsewhere, lockout: { ...changedElsewhere.lockout, ...lockout } } };
+        }
+        throw new Error(`unexpected ${subject}`);
+      };
+      const page = await post('settings', { ...formOf(shownThen), _shown: shownToken(formValues(shownThen)), 'lockout.threshold': '7' });
+      assert.equal(page.status, 200);
+      assert.deepEqual(configures(), [{ lockout: { threshold: 7 } }]);
+      // The page shown after the save carries what it shows now.
+      const token = /name="_shown" value="([A-Za-z0-9_-]+)"/.exec(await page.text())?.[1];
+      assert.equal(shownSettings(token)?.maxAttempts, 3);
     });
 
     it('asks nothing when the form changes nothing', async () => {

@@ -121,13 +121,41 @@ export function patchFromForm(form: Record<string, unknown>): TenantSettingsPatc
 }
 
 /**
- * The part of `patch` that changes `current`: each setting (a section's field, an array as a
- * whole) whose value differs. What the operator left as it was is not sent, so that a value the
- * tenant stored under an older, looser rule (a `UK` country code, a Canadian caller ID) stops
- * nothing but its own change, and a setting changed meanwhile in another console or the CLI
- * keeps its new value unless this form changed it too.
+ * The form's values as the page showed them, carried in the form itself (the hidden `_shown`), so
+ * that a save compares what the operator submits with what they were shown.
  */
-export function changedSettings(patch: TenantSettingsPatch, current: TenantSettings): TenantSettingsPatch {
+export function shownToken(values: Record<string, string | boolean>): string {
+  return Buffer.from(JSON.stringify(values), 'utf8').toString('base64url');
+}
+
+/** The settings a `_shown` token holds, as the form would submit them; undefined for anything unreadable. */
+export function shownSettings(token: unknown): TenantSettingsPatch | undefined {
+  if (typeof token !== 'string' || token.length === 0 || token.length > 256 * 1024) return undefined;
+  try {
+    const values = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as unknown;
+    if (!values || typeof values !== 'object' || Array.isArray(values)) return undefined;
+    const shown = values as Record<string, unknown>;
+    const form = Object.fromEntries(
+      SETTING_FIELDS.map((f) => {
+        const value = shown[f.path];
+        return [f.path, f.kind === 'bool' ? (value === true ? 'on' : '') : typeof value === 'string' ? value : ''];
+      }),
+    );
+    return patchFromForm(form);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The part of `patch` that differs from `base`: each setting (a section's field, an array as a
+ * whole) whose value is not the same. With `base` the settings the form was shown with, only what
+ * the operator changed is sent: a value the tenant stored under an older, looser rule (a `UK`
+ * country code, a Canadian caller ID) stops nothing but its own change, and a setting changed
+ * meanwhile in another console or the CLI keeps its new value unless this form changed it too.
+ */
+export function changedSettings(patch: TenantSettingsPatch, base: TenantSettings | TenantSettingsPatch): TenantSettingsPatch {
+  const current = base;
   const changed: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(patch)) {
     if (value === undefined) continue;

@@ -529,7 +529,8 @@ challenges
   .option('--request-id <id>', 'your correlation id (requestId), recorded in the challenge\'s event')
   .option('--inside-corporate-network', 'the federated claim that the user is inside the corporate network (context.insideCorporateNetwork): approved with the tenant\'s trustedIps.federatedBypass')
   .option('--remember-device', 'ask for a remember token when challenges verify approves this challenge (context.rememberDevice; the tenant\'s rememberMfa)')
-  .option('--remember-token-stdin', 'read the remember token a verify returned (context.rememberToken) from standard input; else it is taken from MFA_REMEMBER_TOKEN when set, never from an argument')
+  .option('--remember-token-stdin', 'send the remember token a verify returned (context.rememberToken), read from standard input; never an argument')
+  .option('--remember-token-env', 'send the remember token held by MFA_REMEMBER_TOKEN (context.rememberToken)')
   .option('--legacy-client', 'a client that cannot show an MFA prompt (context.legacyClient): app passwords and the last-MFA rule of rememberMfa apply')
   .option('--radius-server <name>', 'as the RADIUS front sends it (context.radius.serverName): the RADIUS client\'s name; needs --radius-nas')
   .option('--radius-nas <address>', 'the NAS\'s IP address (context.radius.serverIp); needs --radius-server')
@@ -546,6 +547,7 @@ challenges
         insideCorporateNetwork?: boolean;
         rememberDevice?: boolean;
         rememberTokenStdin?: boolean;
+        rememberTokenEnv?: boolean;
         legacyClient?: boolean;
         radiusServer?: string;
         radiusNas?: string;
@@ -557,8 +559,11 @@ challenges
           throw new CliError('--radius-server and --radius-nas go together (and --radius-password-mode needs them)', 'invalid_request');
         }
         // A remember token skips MFA for its user: a bearer secret, kept out of the command line and the shell history.
-        const rememberToken = o.rememberTokenStdin ? (await readStdin()).trim() : process.env.MFA_REMEMBER_TOKEN?.trim() || undefined;
+        // Only when asked: a token left in the environment must not skip MFA for every start.
+        if (o.rememberTokenStdin && o.rememberTokenEnv) throw new CliError('--remember-token-stdin or --remember-token-env, not both', 'invalid_request');
+        const rememberToken = o.rememberTokenStdin ? (await readStdin()).trim() : o.rememberTokenEnv ? process.env.MFA_REMEMBER_TOKEN?.trim() || undefined : undefined;
         if (o.rememberTokenStdin && !rememberToken) throw new CliError('--remember-token-stdin: standard input is empty', 'invalid_request');
+        if (o.rememberTokenEnv && !rememberToken) throw new CliError('--remember-token-env: MFA_REMEMBER_TOKEN is not set', 'invalid_request');
         const context = {
           ...(o.insideCorporateNetwork ? { insideCorporateNetwork: true } : {}),
           ...(rememberToken !== undefined ? { rememberToken } : {}),

@@ -352,7 +352,10 @@ describe('the mfa command line', () => {
     assert.ok(token && verified.rememberUntil, `a remember token: ${JSON.stringify(verified)}`);
 
     // The token is a bearer secret: from the environment or standard input, never an argument.
-    const fromEnv = await mfa(['challenges', 'start', tenant, userId], platformKey, { MFA_REMEMBER_TOKEN: token });
+    // Only when asked: the variable alone sends nothing.
+    const unasked = await mfa(['challenges', 'start', tenant, userId, '--method', 'totp'], platformKey, { MFA_REMEMBER_TOKEN: token });
+    assert.equal((JSON.parse(unasked.stdout) as Record<string, unknown>).status, 'pending', unasked.stderr);
+    const fromEnv = await mfa(['challenges', 'start', tenant, userId, '--remember-token-env'], platformKey, { MFA_REMEMBER_TOKEN: token });
     assert.equal(fromEnv.code, 0, fromEnv.stderr);
     assert.deepEqual((({ status, reason }) => [status, reason])(JSON.parse(fromEnv.stdout) as Record<string, unknown>), ['approved', 'remembered_device']);
     const fromStdin = await mfa(['challenges', 'start', tenant, userId, '--remember-token-stdin'], platformKey, {}, `${token}\n`);

@@ -67,9 +67,9 @@ function sent(res: Response, chunk: string): Promise<boolean> {
     res.on('close', closed);
   });
 }
-/** Query-string filters and free text are bounded (and trimmed) before they reach the contract (which checks them again). */
 /** The profile fields of users.register the users page edits. */
 const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'phoneExtension', 'language'] as const;
+/** Query-string filters and free text are bounded (and trimmed) before they reach the contract (which checks them again). */
 const text = (value: unknown, max = 256) => (typeof value === 'string' && value.trim() !== '' ? value.trim().slice(0, max) : undefined);
 /**
  * A user id exactly as sent: never trimmed, since the contract's UserId keeps spaces and

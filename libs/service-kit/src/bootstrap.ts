@@ -13,7 +13,6 @@ import { NatsTransport } from './nats/nats.transport.js';
 import type { JetStreamConsumerOptions } from './nats/decorators.js';
 import { NestJsonLogger } from './nest-logger.js';
 import { NATS } from './tokens.js';
-import { AUTH_OPTIONS, type AuthOptions } from './auth/auth.options.js';
 
 /** The largest request body a service's HTTP port reads (JSON or a form): device requests and Twilio's webhooks are a few KB. */
 export const HTTP_BODY_LIMIT_BYTES = 16 * 1024;
@@ -101,9 +100,6 @@ export async function runService(options: {
     // No enableShutdownHooks(): main() owns SIGTERM/SIGINT and calls stop(), which runs the same
     // hooks in an order that lets in-flight work finish; Nest's own handler would cut the flush short.
     await app.init();
-    if (authOptionsOf(app)?.auth.acceptUnsignedInternal) {
-      log.warn('MFA_INTERNAL_UNSIGNED=accept: unsigned internal requests are answered; remove it once every service runs this release (mfa_internal_unsigned_accepted_total stays 0)');
-    }
   } catch (error) {
     // The connections opened so far (NATS at least) must not keep a failed process alive.
     await app.close().catch(() => undefined);
@@ -189,13 +185,4 @@ export async function main<C>(name: string, loadConfig: () => C, boot: (config: 
     log.error(`${name} cannot work any more; stopping and exiting with 1 to be restarted`, { error });
     shutdown(1);
   });
-}
-
-/** The service's AuthModule options, if it has the module. */
-function authOptionsOf(app: INestApplication): AuthOptions | undefined {
-  try {
-    return app.get<AuthOptions>(AUTH_OPTIONS, { strict: false });
-  } catch {
-    return undefined;
-  }
 }

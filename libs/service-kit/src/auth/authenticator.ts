@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import type { MsgHdrs } from '@nats-io/nats-core';
 import { forbidden, Headers, SCOPES, type Scope } from '@mfa/contracts';
 import { apiKeyMatches, internalRequestSigned, parseApiKey, platformKeyMatcher } from '@mfa/crypto';
@@ -45,7 +45,7 @@ const invalidKey = (reason: string) => {
  * constant-time compare against it instead of a new HMAC each.
  */
 @Injectable()
-export class Authenticator {
+export class Authenticator implements OnModuleInit {
   private readonly isPlatformKey: (presented: string) => boolean;
   /** Per client: the secret that last matched, and the hash it matched (the entry holds while the hash is the same). */
   private readonly verified = new Map<string, { keyHash: Buffer; secret: Buffer }>();
@@ -56,6 +56,14 @@ export class Authenticator {
   ) {
     const { platformKey } = options.auth;
     this.isPlatformKey = platformKey ? platformKeyMatcher(options.keyring, platformKey) : () => false;
+  }
+
+  onModuleInit(): void {
+    if (this.options.auth.acceptUnsignedInternal) {
+      new Logger('Authenticator').warn(
+        'MFA_INTERNAL_UNSIGNED=accept: unsigned internal requests are answered; remove it once every service runs this release (mfa_internal_unsigned_accepted_total stays 0)',
+      );
+    }
   }
 
   get mode(): AuthConfig['mode'] {

@@ -423,9 +423,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal(await writer.restoreFailureGuard(u.tenantId, u.userId, { failures: 2, resetAt: Date.now() + 600_000, consecutive: 2 }, now()), true);
       assert.equal(await writer.hasLockouts(u.tenantId, u.userId), true);
       assert.equal(await writer.clearLockouts(u.tenantId, u.userId), 2);
-      await writer.block(u.tenantId, u.userId, Date.now() + 60_000);
+      await writer.block(u.tenantId, u.userId, Date.now() + 60_000, 1);
       assert.equal((await start(u, 'sms')).verdict.kind, 'blocked');
-      await writer.unblock(u.tenantId, u.userId);
+      await writer.unblock(u.tenantId, u.userId, 2);
       // As fraud's block projector: with the event's sequence, an older one changes nothing.
       assert.equal(await writer.block(u.tenantId, u.userId, Date.now() + 60_000, 7), true);
       assert.equal(await writer.unblock(u.tenantId, u.userId, 6), false);

@@ -240,22 +240,16 @@ export class UserProjectionWriter {
   }
 
   /**
-   * The user is blocked until `untilMs` (UserBlocked): the key expires at that time by itself.
-   * With the event's stream sequence, only if no later block or unblock was projected (false then).
+   * The user is blocked until `untilMs` (UserBlocked, at MFA_FRAUD sequence `seq`): the key expires
+   * at that time by itself. Only if no later block or unblock was projected (false then).
    */
-  async block(tenantId: string, userId: string, untilMs: number, seq?: number): Promise<boolean> {
-    const tag = userTag(this.keyring, tenantId, userId);
-    if (seq !== undefined) return this.projectBlock(tag, seq, String(untilMs));
-    await this.redis.set(RedisKeys.blocked(tag), String(untilMs), 'PXAT', untilMs);
-    return true;
+  async block(tenantId: string, userId: string, untilMs: number, seq: number): Promise<boolean> {
+    return this.projectBlock(userTag(this.keyring, tenantId, userId), seq, String(untilMs));
   }
 
-  /** The user's block is lifted (UserUnblocked), or was never there; with the event's sequence, as block(). */
-  async unblock(tenantId: string, userId: string, seq?: number): Promise<boolean> {
-    const tag = userTag(this.keyring, tenantId, userId);
-    if (seq !== undefined) return this.projectBlock(tag, seq, '');
-    await this.redis.del(RedisKeys.blocked(tag));
-    return true;
+  /** The user's block is lifted (UserUnblocked, at sequence `seq`), or was never there; as block(). */
+  async unblock(tenantId: string, userId: string, seq: number): Promise<boolean> {
+    return this.projectBlock(userTag(this.keyring, tenantId, userId), seq, '');
   }
 
   private async projectBlock(tag: string, seq: number, until: string): Promise<boolean> {

@@ -138,9 +138,11 @@ export class AppModule {
             }),
         },
         PushProvidersLifecycle,
+        // The services' signed requests (mfa.int.): one client for the push and the voice paths.
+        { provide: InternalRequests, useFactory: (nats: NatsClients) => new InternalRequests(nats.nc, config.keyring), inject: [NATS] },
         {
           provide: PushDeliveryService,
-          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: RedisClient, nats: NatsClients, breakers: ProviderBreakers<PushNotification>) =>
+          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: RedisClient, internal: InternalRequests, breakers: ProviderBreakers<PushNotification>) =>
             new PushDeliveryService({
               keyring: config.keyring,
               providers: pushProviders,
@@ -151,13 +153,13 @@ export class AppModule {
               guard,
               breakers,
               reregister: async (request: DeviceReregisterRequest) => {
-                const reply = await new InternalRequests(nats.nc, config.keyring).request<{ error?: { code: string; message: string } }>(InternalSubjects.deviceReregister, request, { timeoutMs: REREGISTER_TIMEOUT_MS });
+                const reply = await internal.request<{ error?: { code: string; message: string } }>(InternalSubjects.deviceReregister, request, { timeoutMs: REREGISTER_TIMEOUT_MS });
                 if (reply.error) throw new Error(`${InternalSubjects.deviceReregister}: ${reply.error.code}: ${reply.error.message}`);
               },
               claimTtlMs: config.PUSH_TIMEOUT_MS + 5_000,
               log,
             }),
-          inject: [EventPublisher, SendGuard, REDIS, NATS, PUSH_BREAKERS],
+          inject: [EventPublisher, SendGuard, REDIS, InternalRequests, PUSH_BREAKERS],
         },
         { provide: ReceiptRoutes, useFactory: (redis: RedisClient) => new ReceiptRoutes(redis), inject: [REDIS] },
         { provide: VOICE_WEBHOOK_BASE, useValue: voice.webhookBaseUrl },
@@ -189,7 +191,7 @@ export class AppModule {
         },
         {
           provide: VoiceCallService,
-          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: RedisClient, nats: NatsClients, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
+          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: RedisClient, internal: InternalRequests, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
             new VoiceCallService({
               keys,
               ...voice,
@@ -199,10 +201,10 @@ export class AppModule {
               phoneThrottle,
               calls: new CallStore(redis),
               recordings,
-              internal: new InternalRequests(nats.nc, config.keyring),
+              internal,
               log,
             }),
-          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, NATS, PhoneThrottle, VoiceRecordingsService],
+          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, InternalRequests, PhoneThrottle, VoiceRecordingsService],
         },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: SendGuard, useFactory: (redis: RedisClient) => new SendGuard(redis), inject: [REDIS] },

@@ -155,11 +155,10 @@ export function shownSettings(token: unknown): TenantSettingsPatch | undefined {
  * meanwhile in another console or the CLI keeps its new value unless this form changed it too.
  */
 export function changedSettings(patch: TenantSettingsPatch, base: TenantSettings | TenantSettingsPatch): TenantSettingsPatch {
-  const current = base;
   const changed: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(patch)) {
     if (value === undefined) continue;
-    const now = (current as Record<string, unknown>)[name];
+    const now = (base as Record<string, unknown>)[name];
     if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
       const fields = Object.entries(value as Record<string, unknown>).filter(([key, v]) => !isDeepStrictEqual(v, (now as Record<string, unknown> | undefined)?.[key]));
       if (fields.length > 0) changed[name] = Object.fromEntries(fields);

@@ -13,7 +13,7 @@ import {
   type TenantEvent,
   type UsageQueryReply,
 } from '@mfa/contracts';
-import { keyringFromMasterKey, loadKeyring } from '@mfa/crypto';
+import { keyringFromMasterKey, loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, createEvent, requestJson, type NatsClients } from '@mfa/messaging';
 import type { RunningService } from '@mfa/service-kit';
 import {
@@ -229,5 +229,64 @@ describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)',
     }
     const months = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-04-01T00:00:00Z', to: '2026-07-01T00:00:00Z', granularity: 'month' });
     assert.deepEqual(months.items.map((i) => [i.period, i.enabledUsers]), [['2026-04-01', 1], ['2026-05-01', 1], ['2026-06-01', 0]]);
+  });
+  itWith({ real: ['nats', 'postgres'] }, 'usage: erasures seen before their registrations (instances, retries, replays) give the same enabled users', async () => {
+    const tenantId = await newTenant();
+    const [once, twice] = [uniqueUser('once'), uniqueUser('twice')];
+    const registered = (userId: string, at: string) => parsed(userRegistered(testUser({ tenantId, userId }), { occurredAt: at }));
+    const erased = (userId: string, at: string) => parsed(userErased(testUser({ tenantId, userId }), 1, at));
+    const project = (...events: (EventOf<'UserRegistered'> | EventOf<'UserErased'>)[]) =>
+      reports.projectUsers(sequence(events) as Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[]);
+    // In the stream: `once` registered in May, erased in June; `twice` registered in May, erased
+    // in June, registered again in July, erased in August. The projection sees them backwards,
+    // each in its own batch as two instances or a retry would.
+    await project(erased(twice, '2026-08-10T00:00:00.000Z'));
+    await project(erased(once, '2026-06-10T00:00:00.000Z'));
+    await project(registered(twice, '2026-07-10T00:00:00.000Z'));
+    await project(erased(twice, '2026-06-10T00:00:00.000Z'));
+    await project(registered(twice, '2026-05-10T00:00:00.000Z'), registered(once, '2026-05-10T00:00:00.000Z'));
+    // A period's enabled users: registered before its end, not erased before its start.
+    const expected = [['2026-04-01', 0], ['2026-05-01', 2], ['2026-06-01', 2], ['2026-07-01', 1], ['2026-08-01', 1]];
+    const enabled = async () =>
+      (await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-04-01T00:00:00Z', to: '2026-09-01T00:00:00Z', granularity: 'month' })).items.map((i) => [
+        i.period,
+        i.enabledUsers,
+      ]);
+    assert.deepEqual(await enabled(), expected);
+    // Delivered again, in order this time: nothing changes.
+    await project(registered(once, '2026-05-10T00:00:00.000Z'), erased(once, '2026-06-10T00:00:00.000Z'), registered(twice, '2026-05-10T00:00:00.000Z'));
+    await project(erased(twice, '2026-06-10T00:00:00.000Z'), registered(twice, '2026-07-10T00:00:00.000Z'), erased(twice, '2026-08-10T00:00:00.000Z'));
+    assert.deepEqual(await enabled(), expected);
+
+    // Delivered again after a rotation of the master key, the old key among the previous ones:
+    // the facts stored under the old key's hash are not stored a second time.
+    const pool = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 1 });
+    try {
+      const rotated = keyringFromMasterKey(randomBytes(32), [loadKeyring({}).keyring]);
+      const afterRotation = new FraudReportService(undefined as never, new UsageRepository(pool), undefined as never, undefined as never, undefined as never, rotated);
+      await afterRotation.projectUsers(
+        sequence([registered(once, '2026-05-10T00:00:00.000Z'), erased(once, '2026-06-10T00:00:00.000Z'), erased(twice, '2026-08-10T00:00:00.000Z')]) as Sequenced<
+          EventOf<'UserRegistered' | 'UserErased'>
+        >[],
+      );
+      assert.deepEqual(await enabled(), expected);
+
+      // A reporting of the previous release, during a rolling upgrade, writes an erasure into
+      // its registration's row: the migration's trigger keeps it as an erasure.
+      const third = uniqueUser('upgrade');
+      await project(registered(third, '2026-05-20T00:00:00.000Z'));
+      const updated = await pool.query(
+        `UPDATE user_lifetimes u SET erased_at = $3
+          WHERE (u.tenant_id, u.user_key, u.registered_at) = (
+            SELECT tenant_id, user_key, registered_at FROM user_lifetimes
+             WHERE tenant_id = $1 AND user_key = ANY($2::text[]) AND registered_at <= $3
+             ORDER BY registered_at DESC LIMIT 1)`,
+        [tenantId, [userTag(loadKeyring({}).keyring, tenantId, third)], '2026-07-20T00:00:00.000Z'],
+      );
+      assert.equal(updated.rowCount, 1);
+    } finally {
+      await pool.end();
+    }
+    assert.deepEqual(await enabled(), [['2026-04-01', 0], ['2026-05-01', 3], ['2026-06-01', 3], ['2026-07-01', 2], ['2026-08-01', 1]]);
   });
 });

@@ -52,7 +52,7 @@ describe('prepareDatabase (real Postgres)', () => {
       );
       assert.deepEqual(
         tables.rows.map((r) => r.table_name),
-        ['audit_log', 'block_history', 'deliveries', 'erased_users', 'fraud_alerts', 'fraud_notifications', MIGRATIONS_TABLE, 'signins', 'tenants', 'user_lifetimes'],
+        ['audit_log', 'block_history', 'deliveries', 'erased_users', 'fraud_alerts', 'fraud_notifications', MIGRATIONS_TABLE, 'signins', 'tenants', 'user_erasures', 'user_lifetimes'],
       );
       const applied = await c.query(`SELECT name FROM ${MIGRATIONS_TABLE}`);
       assert.equal(applied.rowCount, migrationNames().length, 'each migration recorded once');

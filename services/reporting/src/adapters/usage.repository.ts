@@ -2,28 +2,28 @@ import type pg from 'pg';
 import type { Granularity, UsageCounts } from '../domain/usage-report.js';
 import { readReport } from './signins.repository.js';
 
-// One row per registration; a replay inserts nothing new.
-const INSERT_REGISTERED = `
-INSERT INTO user_lifetimes (tenant_id, user_key, registered_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+// Registrations (user_lifetimes) and erasures (user_erasures) are separate facts, each kept once:
+// the usage report counts them by their own times, so the projection may see an erasure before its
+// registration (two instances, a retry after a back-off, a replay) and the figures come out the
+// same. A fact already stored under a previous master key's hash of the user (a redelivery after a
+// rotation) is not stored again; `$4` holds those hashes, comma-separated (base64url has no comma).
+const facts = (table: string, column: string) => `
+INSERT INTO ${table} (tenant_id, user_key, ${column})
+SELECT f.tenant_id, f.user_key, f.at
+  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS f(tenant_id, user_key, at, previous)
+ WHERE NOT EXISTS (SELECT 1 FROM ${table} t
+                    WHERE t.tenant_id = f.tenant_id AND t.user_key = ANY(string_to_array(f.previous, ',')) AND t.${column} = f.at)
 ON CONFLICT DO NOTHING`;
-// An erasure ends the registration it follows, stored under any of the user's keys (the current
-// master key's hash, or a previous key's for a user registered before a rotation); applied again,
-// it sets the same value.
-const RECORD_ERASED = `
-UPDATE user_lifetimes u SET erased_at = $3
- WHERE (u.tenant_id, u.user_key, u.registered_at) = (
-   SELECT tenant_id, user_key, registered_at FROM user_lifetimes
-    WHERE tenant_id = $1 AND user_key = ANY($2::text[]) AND registered_at <= $3
-    ORDER BY registered_at DESC LIMIT 1)`;
+const INSERT_REGISTERED = facts('user_lifetimes', 'registered_at');
+const INSERT_ERASED = facts('user_erasures', 'erased_at');
 
 export interface Lifetime {
   tenantId: string;
   /** A keyed hash of the user id: the usage report counts users and never names them. */
   userKey: string;
   at: string;
-  /** An erasure's: the user's keys under the previous master keys (MFA_PREVIOUS_ENCRYPTION_KEYS). */
-  previousKeys?: readonly string[];
+  /** The user's keys under the previous master keys (MFA_PREVIOUS_ENCRYPTION_KEYS). */
+  previousKeys: readonly string[];
 }
 
 /** What the usage report counts: sign-ins of the report and users' lifetimes. */
@@ -34,12 +34,17 @@ export class UsageRepository {
     private readonly readPool: pg.Pool = pool,
   ) {}
 
-  /** Registrations (one insert per batch) then erasures of a batch: a replay writes the same values. */
+  /** Registrations and erasures of a batch, one insert each: a replay writes nothing new. */
   async applyLifetimes(registered: readonly Lifetime[], erased: readonly Lifetime[]): Promise<void> {
-    if (registered.length > 0) {
-      await this.pool.query(INSERT_REGISTERED, [registered.map((l) => l.tenantId), registered.map((l) => l.userKey), registered.map((l) => l.at)]);
+    for (const [sql, lifetimes] of [[INSERT_REGISTERED, registered], [INSERT_ERASED, erased]] as const) {
+      if (lifetimes.length === 0) continue;
+      await this.pool.query(sql, [
+        lifetimes.map((l) => l.tenantId),
+        lifetimes.map((l) => l.userKey),
+        lifetimes.map((l) => l.at),
+        lifetimes.map((l) => l.previousKeys.join(',')),
+      ]);
     }
-    for (const l of erased) await this.pool.query(RECORD_ERASED, [l.tenantId, [l.userKey, ...(l.previousKeys ?? [])], l.at]);
   }
 
   /**
@@ -66,7 +71,7 @@ export class UsageRepository {
            FROM user_lifetimes WHERE tenant_id = $1 AND registered_at < $3 GROUP BY 1, 2
          UNION ALL
          SELECT 'erased', CASE WHEN erased_at >= $2 THEN ${bucket('erased_at')} END, count(*)
-           FROM user_lifetimes WHERE tenant_id = $1 AND erased_at < $3 GROUP BY 1, 2`,
+           FROM user_erasures WHERE tenant_id = $1 AND erased_at < $3 GROUP BY 1, 2`,
         [tenantId, first, to],
       ),
     ]);

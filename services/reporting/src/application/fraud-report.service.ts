@@ -44,20 +44,17 @@ export class FraudReportService {
 
   /** Registrations and erasures, by a keyed hash of the user id. */
   projectUsers(items: readonly Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[]): Promise<void> {
-    const lifetime = (event: EventOf<'UserRegistered' | 'UserErased'>) => ({
+    // Stored under the current key's hash; one stored before a rotation of the master key, under a
+    // previous key's, is found by these and not stored twice.
+    const lifetime = ({ event }: Sequenced<EventOf<'UserRegistered' | 'UserErased'>>) => ({
       tenantId: event.tenantId,
       userKey: userTag(this.keyring, event.tenantId, event.data.userId),
       at: event.occurredAt,
-    });
-    // A user registered before a rotation of the master key is stored under the previous key's
-    // hash: an erasure looks for the registration under every key of the keyring.
-    const erasure = (event: EventOf<'UserRegistered' | 'UserErased'>) => ({
-      ...lifetime(event),
       previousKeys: this.keyring.previous.map((keyring) => userTag(keyring, event.tenantId, event.data.userId)),
     });
     return this.usage.applyLifetimes(
-      items.filter(({ event }) => event.type === 'UserRegistered').map(({ event }) => lifetime(event)),
-      items.filter(({ event }) => event.type === 'UserErased').map(({ event }) => erasure(event)),
+      items.filter(({ event }) => event.type === 'UserRegistered').map(lifetime),
+      items.filter(({ event }) => event.type === 'UserErased').map(lifetime),
     );
   }
 

@@ -10,7 +10,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { generateDeviceKey, randomNonce, signDeviceData, signRequest, type DeviceKeyPair } from '@mfa/authenticator';
 import { DeviceSigned, type AnyEvent, type ChallengeVerifyReply, type OathTokenState } from '@mfa/contracts';
-import { hashCode, loadKeyring, phoneTag, totpStep } from '@mfa/crypto';
+import { hashCode, loadKeyring, phoneTag, signInternalRequest, totpStep } from '@mfa/crypto';
 import {
   challengeId as challengeIdOf,
   deviceId as deviceIdOf,
@@ -25,7 +25,7 @@ import {
   type RedisClient,
   type UserSnapshot,
 } from '@mfa/projection';
-import { createRedis, InternalRequests, parseHostPorts, RedisLease, ReplicatedWrites, whenRedisReady, type RedisConnection } from '@mfa/service-kit';
+import { createRedis, InternalReplays, InternalRequests, parseHostPorts, RedisLease, ReplicatedWrites, whenRedisReady, type RedisConnection } from '@mfa/service-kit';
 import { createLogger, type Logger } from '@mfa/telemetry';
 import { eventually, startNatsServer, startRedisCluster, startTogether, type NatsServerProcess, type RedisCluster } from '@mfa/testing';
 import { ChallengeStore, type LockoutPolicy } from '@mfa/auth-challenge/dist/adapters/challenge.store.js';
@@ -107,6 +107,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
 const NOT_WALKED: Record<string, string> = {
   'libs/projection/src/client.ts': 'the RedisClient type itself',
   'libs/service-kit/src/redis.module.ts': 'builds the client (used here) and checks health with PING and INFO per node, keyless',
+  'libs/service-kit/src/auth/api-key.guard.ts': 'hands the client to InternalReplays (walked)',
   'services/auth-challenge/src/app.module.ts': 'wiring only',
   'services/console/src/app.module.ts': 'wiring only',
   'services/dispatch/src/app.module.ts': 'wiring only',
@@ -240,6 +241,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     const states = new StateStore(redis, keyring);
     const sessions = new Sessions(redis, 900);
     const pendingLogins = new PendingLogins(redis);
+    const replays = new InternalReplays(redis);
 
     // Two tenants whose tenant-wide keys (hardware tokens, users.list's index) are on different
     // masters, three users each on three masters, one phone number per tenant shared by its users.
@@ -443,6 +445,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       // The console's key for sign-ins under way: one key, made by the first instance.
       const login = { state: 's', nonce: 'n', verifier: 'v', returnTo: '/' };
       assert.deepEqual(await pendingLogins.open(await pendingLogins.seal(login, Date.now()), Date.now()), login);
+      // A signed internal request, answered once (one key, in its own slot).
+      const signature = signInternalRequest(keyring, 'mfa.int.walk', JSON.stringify({ tenantId: u.tenantId }), Date.now());
+      assert.deepEqual([await replays.firstUse(signature, Date.now()), await replays.firstUse(signature, Date.now())], [true, false]);
     }
 
     // Codes of every user accepted in one tick: ReplicatedWrites sends one pipeline per master.

@@ -23,6 +23,7 @@ export * from './auth/api-key.guard.js';
 export * from './auth/audit-trail.js';
 export * from './auth/auth.module.js';
 export * from './auth/auth.options.js';
+export * from './auth/internal-replays.js';
 export * from './privacy/user-data-keys.js';
 export * from './privacy/personal-data.js';
 export * from './lookup-budget.js';

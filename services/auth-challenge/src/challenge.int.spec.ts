@@ -379,8 +379,14 @@ describe('auth-challenge against real NATS and Redis', () => {
     const stale = signInternalRequest(keyring, InternalSubjects.voiceOutcome, JSON.stringify(answer), Date.now() - 60_000);
     assert.equal((await requestJson<Reply>(nc, InternalSubjects.voiceOutcome, JSON.stringify(answer), { timeoutMs: 5000, headers: { [Headers.internal]: stale } })).error?.code, 'forbidden');
     assert.equal((await ask(Subjects.challengeStatus, { tenantId: remembering, challengeId: call.challengeId })).status, 'pending');
-    const answered = await internal.request<Reply>(InternalSubjects.voiceOutcome, answer, { timeoutMs: 5000 });
+    const body = JSON.stringify(answer);
+    const signature = signInternalRequest(keyring, InternalSubjects.voiceOutcome, body, Date.now());
+    const send = () => requestJson<Reply>(nc, InternalSubjects.voiceOutcome, body, { timeoutMs: 5000, headers: { [Headers.internal]: signature } });
+    const answered = await send();
     assert.equal(answered.status, 'approved');
+    // A copy of that signed request, within its 30 s, is refused before it reaches the challenge.
+    const copy = await send();
+    assert.deepEqual([copy.error?.code, copy.error?.message], ['forbidden', 'this internal request was answered already (a copy of a signed request)']);
     const bypassed = await legacy();
     assert.deepEqual([bypassed.status, bypassed.reason], ['approved', 'remembered_device']);
     assert.equal(await redis.exists(RedisKeys.remembered(userTag(keyring, remembering, carol))), 0, 'no browser remembered with a token nobody received');

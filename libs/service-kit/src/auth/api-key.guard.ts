@@ -1,8 +1,11 @@
-import { Inject, Injectable, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { forbidden, Headers, invalidRequest, Operator, scopeAllows, SubjectScopes, type ApiSubject } from '@mfa/contracts';
+import type { RedisClient } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 import { NatsRequestContext } from '../nats/context.js';
+import { REDIS } from '../tokens.js';
 import { Authenticator, type Principal } from './authenticator.js';
+import { InternalReplays } from './internal-replays.js';
 
 const refusals = counter('mfa_auth_scope_refusals_total', 'Authenticated requests refused, by reason', ['reason']);
 const PUBLIC_PREFIX = 'mfa.v1.';
@@ -12,12 +15,20 @@ const INTERNAL_PREFIX = 'mfa.int.';
  * Authorization of every request, before validation and before any work. A public one: the
  * caller's key (Authenticator), the scope the subject requires (SubjectScopes), and the tenant
  * named in the body, which must be the key's own. An internal one (`mfa.int.`, between the
- * services): its signature with the master key (`Mfa-Internal`), whatever NATS permissions allow.
- * Event handlers pass. The principal is left on the request context for the audit trail.
+ * services): its signature with the master key (`Mfa-Internal`), whatever NATS permissions allow,
+ * answered once (InternalReplays, in the service's Redis). Event handlers pass. The principal is left on the request context for the audit trail.
  */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
-  constructor(@Inject(Authenticator) private readonly authenticator: Authenticator) {}
+  private readonly replays: InternalReplays | undefined;
+
+  constructor(
+    @Inject(Authenticator) private readonly authenticator: Authenticator,
+    // Every service that answers internal subjects holds Redis; reporting, which holds none, answers none.
+    @Optional() @Inject(REDIS) redis?: RedisClient,
+  ) {
+    this.replays = redis ? new InternalReplays(redis) : undefined;
+  }
 
   /** Synchronous unless the key's client must first be looked up (Authenticator.authenticate). */
   canActivate(context: ExecutionContext): boolean | Promise<boolean> {
@@ -28,9 +39,18 @@ export class ApiKeyGuard implements CanActivate {
     const required = SubjectScopes[ctx.subject as ApiSubject];
     if (required === undefined) {
       if (ctx.subject.startsWith(INTERNAL_PREFIX)) {
-        if (this.authenticator.isServiceRequest(ctx.subject, ctx.headers, ctx.data, ctx.receivedAt.getTime())) return true;
-        refusals.inc({ reason: 'internal' });
-        throw forbidden('this subject answers only the services (a valid Mfa-Internal signature)');
+        if (!this.authenticator.isServiceRequest(ctx.subject, ctx.headers, ctx.data, ctx.receivedAt.getTime())) {
+          refusals.inc({ reason: 'internal' });
+          throw forbidden('this subject answers only the services (a valid Mfa-Internal signature)');
+        }
+        // Unsigned: accepted for a rolling upgrade (MFA_INTERNAL_UNSIGNED=accept), nothing to record.
+        const signature = ctx.headers?.get(Headers.internal);
+        if (!this.replays || !signature) return true;
+        return this.replays.firstUse(signature, ctx.receivedAt.getTime()).then((first) => {
+          if (first) return true;
+          refusals.inc({ reason: 'internal_replay' });
+          throw forbidden('this internal request was answered already (a copy of a signed request)');
+        });
       }
       if (!ctx.subject.startsWith(PUBLIC_PREFIX)) return true;
       throw forbidden('this subject is not open to callers');

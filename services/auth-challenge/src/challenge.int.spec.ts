@@ -356,6 +356,29 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await startWith(bob)).status, 'pending', "alice's token does nothing for bob");
     await remember(Date.now() - 1);
     assert.equal((await startWith(alice)).status, 'pending', 'an ended token asks for MFA');
+    // Remembered 40 days ago for 90 days, when the tenant remembered for 90: its days are 30 now.
+    const day = 24 * 60 * 60 * 1000;
+    await redis.hset(RedisKeys.remembered(aliceTag), rememberTokenId(keyring, aliceTag, token), `${Date.now() + 50 * day}:${Date.now() - 40 * day}`);
+    assert.equal((await startWith(alice)).status, 'pending', 'a browser remembered longer ago than the days the tenant allows now asks for MFA');
+    await redis.hset(RedisKeys.remembered(aliceTag), rememberTokenId(keyring, aliceTag, token), `${Date.now() + 50 * day}:${Date.now() - 20 * day}`);
+    assert.equal((await startWith(alice)).status, 'approved', 'one remembered 20 days ago still counts');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'push suspended for the user: a start without a method takes another of their methods; one naming push is denied push_suspended', async () => {
+    const suspend = (userId: string) => redis.set(RedisKeys.pushSuspended(userTag(keyring, tenant, userId)), String(Date.now() + 60_000), 'PX', 60_000);
+    const fatigued = uniqueUser('fatigued');
+    await projectUser(fatigued, { methods: ['push', 'totp'], defaultMethod: 'push', totp: [randomBytes(20)] });
+    await suspend(fatigued);
+    const byDefault = await ask(Subjects.challengeStart, { tenantId: tenant, userId: fatigued });
+    assert.deepEqual([byDefault.status, byDefault.method], ['pending', 'totp']);
+    const named = await ask(Subjects.challengeStart, { tenantId: tenant, userId: fatigued, method: 'push' });
+    assert.deepEqual([named.status, named.reason], ['denied', 'push_suspended']);
+    // Push the only method: nothing to take instead.
+    const pushOnly = uniqueUser('push-only');
+    await projectUser(pushOnly, { methods: ['push'] });
+    await suspend(pushOnly);
+    const only = await ask(Subjects.challengeStart, { tenantId: tenant, userId: pushOnly });
+    assert.deepEqual([only.status, only.reason], ['denied', 'push_suspended']);
   });
 
   itWith({ real: ['nats', 'redis'] }, 'remember MFA: a call answered on the phone is the last MFA legacy clients rely on (no browser remembered)', async () => {

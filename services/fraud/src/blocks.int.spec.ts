@@ -151,8 +151,13 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     await challenge('expired', { expiresAt: now - 1 });
     await challenge('approved', { expiresAt: now + 30_000, status: 'approved' });
     const origin = { clientIp: '192.0.2.1', application: 'VPN' };
+    // The push its user waits on (auth-challenge's marker): denied, it no longer holds back the next push.
+    await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'live')}|${now + 30_000}`, 'PX', 60_000);
     assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin });
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the pending push marker is gone');
+    await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'newer')}|${now + 30_000}`, 'PX', 60_000);
     assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin });
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 1, "another push's marker stays");
     assert.deepEqual(await denial.denyPending(tag, 'expired', tenantId, userId, new Date(now)), { kind: 'completed', status: 'expired', origin });
     assert.equal(await redis.hget(RedisKeys.challenge(tag, 'expired'), 'status'), 'pending', 'an expired challenge is not rewritten to a fraud denial');
     assert.deepEqual(await denial.denyPending(tag, 'approved', tenantId, userId, new Date(now)), { kind: 'completed', status: 'approved', origin });

@@ -46,6 +46,8 @@ interface StartInput {
   rememberId?: string | undefined;
   /** A legacy client of a tenant that remembers: its user needs no MFA if they completed one since (ms). */
   legacySince?: number | undefined;
+  /** With rememberId: a browser remembered at or before this time (ms) no longer counts (rememberMfa.days as they are now). */
+  rememberedAfter?: number | undefined;
   /** An approval of this challenge remembers the browser (the start asked, the tenant allows). */
   rememberDevice?: boolean;
   /** The client IP's starts that send something are throttled until then (ms; IpLocks' copy of fraud's IpThrottled). */
@@ -225,6 +227,7 @@ export class ChallengeStore {
       (input.push ?? DEFAULT_PUSH_LIMITS).windowSeconds,
       (input.push ?? DEFAULT_PUSH_LIMITS).refusalsToSuspend,
       (input.push ?? DEFAULT_PUSH_LIMITS).suspendSeconds * 1000,
+      input.rememberedAfter ?? 0,
     ));
     return parseStartVerdict(raw);
   }

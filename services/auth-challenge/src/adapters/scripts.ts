@@ -31,7 +31,8 @@
  * `phoneCountry`. KEYS 13-16 and ARGV 28-32: push (the pending push, push starts, denied and
  * ignored pushes, suspended until; the number's keyed hash, the push rate limit and window s, the
  * refusals that suspend push, the suspension ms). KEYS 17 and 18: the user's TOTP tokens and their
- * last accepted steps. The client IP and application stay with the challenge (verify's
+ * last accepted steps. ARGV 33: with a remember token, the time (ms) after which its browser must
+ * have been remembered (the tenant's rememberMfa.days as they are now; 0 = any). The client IP and application stay with the challenge (verify's
  * denials carry the IP; a fraud report's e-mail names both).
  * A pending, registration_required, blocked or bypassed reply ({'bypassed', '', reason, profile…})
  * is kept in the outbox (KEEP); a blocked user
@@ -129,10 +130,15 @@ if ARGV[25] == '1' and exists and u[11] == '1' then return deny('app_password_re
 -- A bypass approves a known user at once, after blocks and locks: a trusted IP or the corporate
 -- network (decided by auth-challenge), else a remembered browser (its token's id, unexpired), else a
 -- legacy client whose user completed MFA since the given time.
+-- A remembered browser counts until its end, and no longer than the tenant's rememberMfa.days as
+-- they are now from when it was remembered (ARGV[33]: remembered after that time).
 local bypass = ARGV[20]
 if bypass == '' and ARGV[21] ~= '' then
   local remembered = redis.call('HGET', KEYS[9], ARGV[21])
-  if remembered and tonumber(string.match(remembered, '^(%d+)')) > tonumber(ARGV[5]) then bypass = 'remembered_device' end
+  if remembered then
+    local untilMs, createdMs = string.match(remembered, '^(%d+):(%d+)')
+    if untilMs and tonumber(untilMs) > tonumber(ARGV[5]) and tonumber(createdMs) > tonumber(ARGV[33]) then bypass = 'remembered_device' end
+  end
 end
 if bypass == '' and ARGV[22] ~= '' and tonumber(redis.call('GET', KEYS[10]) or '0') >= tonumber(ARGV[22]) then bypass = 'remembered_device' end
 if bypass ~= '' and exists then
@@ -164,15 +170,19 @@ if requested ~= '' then
   else method = requested end
 else
   -- The default, else the first registered method the tenant allows; a method that failed the
-  -- user lately (an undelivered SMS) gives way to another one while there is one.
+  -- user lately (an undelivered SMS) gives way to another one while there is one, and push while it
+  -- is suspended for the user (KEYS[16]) to any other (a start naming push is denied push_suspended).
   local failed = {}
   local marks = redis.call('HGETALL', KEYS[11])
   for n = 1, #marks, 2 do if tonumber(marks[n + 1]) > tonumber(ARGV[5]) then failed[marks[n]] = true end end
+  local suspended = {}
+  if regset['push'] and enabled['push'] and tonumber(redis.call('GET', KEYS[16]) or '0') > tonumber(ARGV[5]) then suspended['push'] = true end
   local candidates = {}
   local d = u[4]
   if d and regset[d] then candidates[1] = d end
   for _, m in ipairs(registered) do if m ~= d then candidates[#candidates + 1] = m end end
-  for _, m in ipairs(candidates) do if enabled[m] and not failed[m] then method = m; break end end
+  for _, m in ipairs(candidates) do if enabled[m] and not failed[m] and not suspended[m] then method = m; break end end
+  if not method then for _, m in ipairs(candidates) do if enabled[m] and not suspended[m] then method = m; break end end end
   if not method then for _, m in ipairs(candidates) do if enabled[m] then method = m; break end end end
   if not method then
     if #registered == 0 then reason = 'no_method_registered' elseif phoneBlocked then reason = 'country_not_allowed' else reason = 'method_disabled' end

@@ -206,14 +206,15 @@ export class ChallengeService {
 
   /**
    * Remember MFA at start (the tenant's rememberMfa): the id of a presented remember token (bound
-   * to this user's tag: another user's token finds nothing), the time since which a legacy client's
+   * to this user's tag: another user's token finds nothing) and the time after which it must have
+   * been remembered (the tenant's days as they are now), the time since which a legacy client's
    * user needs no MFA, and whether an approval should remember this browser.
    */
   private rememberOf(settings: TenantSettings, req: ChallengeStartRequest, tag: string, now: Date) {
     if (!settings.rememberMfa.enabled || !req.context) return {};
     const { rememberToken, legacyClient, rememberDevice } = req.context;
     return {
-      ...(rememberToken ? { rememberId: rememberTokenId(this.keyring, tag, rememberToken) } : {}),
+      ...(rememberToken ? { rememberId: rememberTokenId(this.keyring, tag, rememberToken), rememberedAfter: now.getTime() - settings.rememberMfa.days * DAY_MS } : {}),
       ...(legacyClient ? { legacySince: now.getTime() - settings.rememberMfa.days * DAY_MS } : {}),
       ...(rememberDevice ? { rememberDevice: true } : {}),
     };

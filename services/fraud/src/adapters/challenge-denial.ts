@@ -1,10 +1,12 @@
 import type { RedisClient } from '@mfa/projection';
-import { RedisKeys } from '@mfa/projection';
+import { challengeId, RedisKeys } from '@mfa/projection';
 
 /**
  * Denies a pending challenge that its user reported as fraud, in Redis where auth-challenge keeps
  * it: atomically, and only a pending, unexpired challenge of that tenant and user (one key, the
- * challenge's slot). KEYS: the challenge. ARGV: tenantId, userId, now ms.
+ * challenge's slot). KEYS: the challenge, the user's pending push. ARGV: tenantId, userId, now ms,
+ * the challenge id. A push denied here is no longer the push its user waits on: the next push may
+ * start, and this one never counts as ignored (MFA fatigue).
  * Returns {'denied', method, ip, app} | {'already', method, ip, app} (denied for fraud before: a
  * retry) | {'completed', status, ip, app} (decided, or 'expired': its outcome stays what it was) |
  * {'not_found'}; ip and app are the challenge's client IP and application ('' when the start named
@@ -18,6 +20,8 @@ if ch[4] == 'denied' and ch[5] == 'fraud_reported' then return {'already', ch[3]
 if ch[4] ~= 'pending' then return {'completed', ch[4], ip, app} end
 if tonumber(ch[8] or '0') <= tonumber(ARGV[3]) then return {'completed', 'expired', ip, app} end
 redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'fraud_reported', 'completedAt', ARGV[3])
+local pending = redis.call('GET', KEYS[2])
+if pending and string.sub(pending, 1, #ARGV[4] + 1) == ARGV[4] .. '|' then redis.call('DEL', KEYS[2]) end
 return {'denied', ch[3], ip, app}
 `;
 
@@ -35,12 +39,12 @@ export class ChallengeDenial {
   private readonly deny: (...args: Array<string | number>) => Promise<string[]>;
 
   constructor(redis: RedisClient) {
-    redis.defineCommand('mfaFraudDenyChallenge', { numberOfKeys: 1, lua: DENY_SCRIPT });
+    redis.defineCommand('mfaFraudDenyChallenge', { numberOfKeys: 2, lua: DENY_SCRIPT });
     this.deny = (redis as unknown as { mfaFraudDenyChallenge: (...a: Array<string | number>) => Promise<string[]> }).mfaFraudDenyChallenge.bind(redis);
   }
 
   async denyPending(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<Denial> {
-    const [kind, value, ip, app] = await this.deny(RedisKeys.challenge(tag, nonce), tenantId, userId, now.getTime());
+    const [kind, value, ip, app] = await this.deny(RedisKeys.challenge(tag, nonce), RedisKeys.pendingPush(tag), tenantId, userId, now.getTime(), challengeId(tag, nonce));
     const origin: ChallengeOrigin = { ...(ip ? { clientIp: ip } : {}), ...(app ? { application: app } : {}) };
     if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', origin };
     if (kind === 'completed') return { kind, status: value ?? '', origin };

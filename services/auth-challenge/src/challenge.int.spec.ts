@@ -613,6 +613,26 @@ describe('auth-challenge against real NATS and Redis', () => {
     return { store, user, tag, startOne };
   }
 
+  itWith({ real: ['redis'] }, "a known user of a tenant whose settings the instance could not read is not decided under the defaults", async () => {
+    const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
+    const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
+    const start = async (userId: string, tenantKnown: boolean) => {
+      const tag = userTag(keyring, tenant, userId);
+      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const now = new Date();
+      return store.startChallenge({
+        tag, nonce, tenantId: tenant, userId, requestedMethod: 'totp', enabledMethods: ['totp', 'sms'], now,
+        expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
+        smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown, lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
+      });
+    };
+    const user = uniqueUser('unread');
+    await projectUser(user, { totp: [randomBytes(20)] });
+    assert.equal((await start(user, true)).kind, 'pending');
+    assert.equal((await start(user, false)).kind, 'tenant_unread');
+    assert.equal((await start(uniqueUser('nobody'), false)).kind, 'unknown_tenant');
+  });
+
   itWith({ real: ['redis'] }, 'the TOTP outcome script checks again what may have changed since the tokens were read', async () => {
     const { store, user, tag, startOne } = await totpStoreUser();
     const { where } = await startOne();

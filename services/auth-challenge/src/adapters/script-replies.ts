@@ -85,6 +85,8 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       return { kind: 'capped' };
     case 'projection_missing':
       return { kind: 'projection_missing' };
+    case 'tenant_unread':
+      return { kind: 'tenant_unread' };
     default:
       throw new VerdictError(`unexpected start verdict ${String(raw[0])}`);
   }

@@ -123,6 +123,9 @@ end
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {'projection_missing'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
+-- A user of a tenant whose settings this instance could not read (a lookup over its budget, or the
+-- log not answering): never decided under the defaults in place of the tenant's own.
+if exists and ARGV[12] ~= '1' then return {'tenant_unread'} end
 if ARGV[19] == '1' then return deny('ip_locked') end
 -- A legacy client of a user who has an app password, or once used one (the tenant allowing them):
 -- only an app password signs it in (apppasswords.verify), so no bypass either; recorded as denied.

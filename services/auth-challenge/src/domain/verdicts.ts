@@ -56,7 +56,9 @@ export type StartVerdict =
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   /** The user is not in Redis, and Redis does not hold the complete projection of the user's slot: unknown, not absent. */
-  | { kind: 'projection_missing' };
+  | { kind: 'projection_missing' }
+  /** A known user, and the tenant's settings not in this instance's memory (their lookup failed): not decided under the defaults. */
+  | { kind: 'tenant_unread' };
 
 export type VerifyVerdict =
   /** `remembered`: the browser is remembered (the start asked, the tenant allows): the reply carries the token. */
@@ -286,6 +288,8 @@ export function decideStart(verdict: StartVerdict, ctx: StartContext): Outcome<C
       // Never registration_required for a user who may exist: that would send them to register
       // a new phone, with only a password behind it.
       throw unavailable('the user directory is being rebuilt; try again in a few seconds');
+    case 'tenant_unread':
+      throw unavailable("the tenant's settings could not be read; try again in a few seconds");
   }
 }
 

@@ -105,6 +105,7 @@ describe('start decisions', () => {
 
   it('given an unknown tenant, unknown user or exhausted send budget, then the contract errors follow', () => {
     assert.equal(code(() => decideStart(parseStartVerdict(['unknown_tenant']), ctx())), 'not_found');
+    assert.equal(code(() => decideStart(parseStartVerdict(['tenant_unread']), ctx())), 'unavailable');
     assert.equal(code(() => decideStart(parseStartVerdict(['not_found']), ctx())), 'not_found');
     assert.equal(code(() => decideStart(parseStartVerdict(['rate_limited', '120']), ctx())), 'rate_limited');
   });

@@ -365,19 +365,25 @@ describe('auth-challenge against real NATS and Redis', () => {
   });
 
   itWith({ real: ['nats', 'redis'] }, 'push suspended for the user: a start without a method takes another of their methods; one naming push is denied push_suspended', async () => {
-    const suspend = (userId: string) => redis.set(RedisKeys.pushSuspended(userTag(keyring, tenant, userId)), String(Date.now() + 60_000), 'PX', 60_000);
+    const pushing = uniqueTenant('push-suspended');
+    const settings = { ...defaultTenantSettings(), enabledMethods: ['push' as const, 'totp' as const, 'sms' as const] };
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.tenant(pushing), tenantCreated(testTenant({ tenantId: pushing, settings })));
+    const suspend = (userId: string) => redis.set(RedisKeys.pushSuspended(userTag(keyring, pushing, userId)), String(Date.now() + 60_000), 'PX', 60_000);
     const fatigued = uniqueUser('fatigued');
-    await projectUser(fatigued, { methods: ['push', 'totp'], defaultMethod: 'push', totp: [randomBytes(20)] });
+    await projectUser(fatigued, { tenantId: pushing, methods: ['push', 'totp'], defaultMethod: 'push', totp: [randomBytes(20)] });
     await suspend(fatigued);
-    const byDefault = await ask(Subjects.challengeStart, { tenantId: tenant, userId: fatigued });
+    const byDefault = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: pushing, userId: fatigued });
+      return reply.status === undefined ? undefined : reply;
+    }, 5000, 'the tenant known');
     assert.deepEqual([byDefault.status, byDefault.method], ['pending', 'totp']);
-    const named = await ask(Subjects.challengeStart, { tenantId: tenant, userId: fatigued, method: 'push' });
+    const named = await ask(Subjects.challengeStart, { tenantId: pushing, userId: fatigued, method: 'push' });
     assert.deepEqual([named.status, named.reason], ['denied', 'push_suspended']);
     // Push the only method: nothing to take instead.
     const pushOnly = uniqueUser('push-only');
-    await projectUser(pushOnly, { methods: ['push'] });
+    await projectUser(pushOnly, { tenantId: pushing, methods: ['push'] });
     await suspend(pushOnly);
-    const only = await ask(Subjects.challengeStart, { tenantId: tenant, userId: pushOnly });
+    const only = await ask(Subjects.challengeStart, { tenantId: pushing, userId: pushOnly });
     assert.deepEqual([only.status, only.reason], ['denied', 'push_suspended']);
   });
 
@@ -616,20 +622,21 @@ describe('auth-challenge against real NATS and Redis', () => {
   itWith({ real: ['redis'] }, "a known user of a tenant whose settings the instance could not read is not decided under the defaults", async () => {
     const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
     const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
-    const start = async (userId: string, tenantKnown: boolean) => {
+    const start = async (userId: string, tenantKnown: boolean, tenantUnread = false) => {
       const tag = userTag(keyring, tenant, userId);
       const nonce = randomBytes(16).toString('base64url').slice(0, 22);
       const now = new Date();
       return store.startChallenge({
         tag, nonce, tenantId: tenant, userId, requestedMethod: 'totp', enabledMethods: ['totp', 'sms'], now,
         expiresAt: new Date(now.getTime() + 180_000), maxAttempts: 5, codeHash: hashCode(keyring, 'x', 'y'), ttlSeconds: 600,
-        smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown, lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
+        smsMaxSends: 5, smsWindowSeconds: 300, tenantKnown, tenantUnread, lockout, challengeId: `${tag}.${nonce}`, context: '{}', slot: hashSlotOf(tag),
       });
     };
     const user = uniqueUser('unread');
     await projectUser(user, { totp: [randomBytes(20)] });
     assert.equal((await start(user, true)).kind, 'pending');
-    assert.equal((await start(user, false)).kind, 'tenant_unread');
+    assert.equal((await start(user, false, true)).kind, 'tenant_unread');
+    assert.equal((await start(uniqueUser('nobody'), false, true)).kind, 'tenant_unread');
     assert.equal((await start(uniqueUser('nobody'), false)).kind, 'unknown_tenant');
   });
 

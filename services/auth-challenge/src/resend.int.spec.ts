@@ -77,10 +77,11 @@ describe('challenge.resend against real Redis (and NATS)', () => {
   }
 
   type Started = Awaited<ReturnType<typeof start>>;
-  const resend = (c: Started, now: Date, options: { tenantId?: string; smsMaxSends?: number } = {}) =>
+  const resend = (c: Started, now: Date, options: { tenantId?: string; smsMaxSends?: number; smsAllowed?: boolean; phoneCountries?: { allowed: string; blocked: string } } = {}) =>
     store.resend({
       tag: c.tag, nonce: c.nonce, tenantId: options.tenantId ?? tenant, now, lockout, maxSends: 5, minIntervalSeconds: 30,
       smsMaxSends: options.smsMaxSends ?? 5, smsWindowSeconds: 3600, challengeId: c.challengeId, context: '{"k":"resend"}', slot: c.slot,
+      smsAllowed: options.smsAllowed ?? true, phoneCountries: options.phoneCountries ?? { allowed: '*', blocked: '' },
     });
   const sendsOf = (tag: string) => redis.zrange(RedisKeys.smsSends(tag), 0, -1);
 
@@ -151,6 +152,18 @@ describe('challenge.resend against real Redis (and NATS)', () => {
     await redis.del(RedisKeys.consecutiveFailures(user.tag));
     // None of the refusals counted a send.
     assert.deepEqual((await sendsOf(user.tag)).sort(), [approved.challengeId, expired.challengeId, locked.challengeId].sort());
+  });
+
+  itWith({ real: ['redis'] }, "follows the tenant's settings as they are now: SMS disabled, or the phone's country excluded, since the start sends nothing", async () => {
+    const user = await projectUser();
+    await redis.hset(RedisKeys.user(user.tag), 'phoneCountry', 'US');
+    const c = await start(user, at(0));
+    assert.equal(c.verdict.kind, 'pending');
+    assert.deepEqual(await resend(c, at(40), { smsAllowed: false }), { kind: 'not_allowed', reason: 'method_disabled' });
+    assert.deepEqual(await resend(c, at(40), { phoneCountries: { allowed: '*', blocked: 'US' } }), { kind: 'not_allowed', reason: 'country_not_allowed' });
+    assert.deepEqual(await resend(c, at(40), { phoneCountries: { allowed: 'CA', blocked: '' } }), { kind: 'not_allowed', reason: 'country_not_allowed' });
+    assert.deepEqual(await sendsOf(user.tag), [c.challengeId], 'nothing counted');
+    assert.equal((await resend(c, at(40), { phoneCountries: { allowed: 'US,CA', blocked: 'SE' } })).kind, 'resent');
   });
 
   itWith({ real: ['redis'] }, 'takes a challenge whose delivery failed back to pending for the resend to try again', async () => {

@@ -30,6 +30,8 @@ interface StartInput {
   smsMaxSends: number;
   smsWindowSeconds: number;
   tenantKnown: boolean;
+  /** The tenant's settings could not be read (their lookup failed): the start decides nothing. */
+  tenantUnread?: boolean;
   lockout: LockoutPolicy;
   challengeId: string;
   /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
@@ -117,6 +119,10 @@ interface ResendInput {
   /** The request's context (JSON) the outbox keeps with the decision (see outbox.ts). */
   context: string;
   slot: number;
+  /** SMS among the tenant's usable methods now (enabledMethods, security defaults). */
+  smsAllowed: boolean;
+  /** The tenant's SMS country rules now, as at start. */
+  phoneCountries: { allowed: string; blocked: string };
 }
 
 /**
@@ -159,7 +165,7 @@ export class ChallengeStore {
   ) {
     redis.defineCommand('mfaChallengeStart', { numberOfKeys: 18, lua: START_SCRIPT });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
-    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 7, lua: RESEND_SCRIPT });
+    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 8, lua: RESEND_SCRIPT });
     for (const [name, numberOfKeys, lua] of [
       ['mfaChallengePushAnswer', 13, PUSH_ANSWER_SCRIPT],
       ['mfaChallengeVerify', 10, VERIFY_SCRIPT],
@@ -206,7 +212,7 @@ export class ChallengeStore {
       input.ttlSeconds,
       input.smsMaxSends,
       input.smsWindowSeconds,
-      input.tenantKnown ? '1' : '0',
+      input.tenantUnread ? 'u' : input.tenantKnown ? '1' : '0',
       input.lockout.threshold,
       input.lockout.maxConsecutiveFailures,
       input.challengeId,
@@ -291,6 +297,7 @@ export class ChallengeStore {
       RedisKeys.phoneThrottle(input.tag),
       slotOutboxKey(input.slot),
       RedisKeys.blocked(input.tag),
+      RedisKeys.user(input.tag),
       input.tenantId,
       input.now.getTime(),
       input.maxSends,
@@ -301,6 +308,9 @@ export class ChallengeStore {
       input.lockout.maxConsecutiveFailures,
       input.challengeId,
       input.context,
+      input.smsAllowed ? '1' : '0',
+      input.phoneCountries.allowed,
+      input.phoneCountries.blocked,
     ));
     return parseResendVerdict(raw);
   }

@@ -224,6 +224,8 @@ export function parseResendVerdict(raw: readonly string[]): ResendVerdict {
       return { kind: 'capped' };
     case 'user_blocked':
       return { kind: 'user_blocked' };
+    case 'not_allowed':
+      return { kind: 'not_allowed', reason: raw[1] === 'country_not_allowed' ? 'country_not_allowed' : 'method_disabled' };
     default:
       throw new VerdictError(`unexpected resend verdict ${String(raw[0])}`);
   }

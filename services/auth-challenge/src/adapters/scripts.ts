@@ -14,7 +14,7 @@
  * user's consecutive failed verifications, the completeness marker of the user's slot, the
  * slot's outbox, the user's block (fraud's projection).
  * ARGV: tenantId, userId, requested method ('' = default), enabled methods csv, now ms,
- * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0',
+ * expiresAt ms, max attempts, code hash, ttl s, sms max sends, sms window s, tenant known '1'/'0'/'u' (unread),
  * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON), client
  * IP ('' = none), application ('' = none), client IP locked '1'/'0' (auth-challenge's in-memory
  * copy of fraud's per-IP locks), bypass reason ('' = none; trusted_ip, corporate_network, decided
@@ -121,11 +121,11 @@ end
 -- tombstone, or user-settings' mark that the log holds no event of the user), the user may
 -- be a registered one not rebuilt yet.
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {'projection_missing'} end
+-- A tenant whose settings this instance could not read (ARGV[12] 'u': a lookup over its budget, or
+-- the log not answering): nothing is decided under the defaults in place of the tenant's own.
+if ARGV[12] == 'u' then return {'tenant_unread'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
--- A user of a tenant whose settings this instance could not read (a lookup over its budget, or the
--- log not answering): never decided under the defaults in place of the tenant's own.
-if exists and ARGV[12] ~= '1' then return {'tenant_unread'} end
 if ARGV[19] == '1' then return deny('ip_locked') end
 -- A legacy client of a user who has an app password, or once used one (the tenant allowing them):
 -- only an app password signs it in (apppasswords.verify), so no bypass either; recorded as denied.
@@ -463,16 +463,19 @@ ${OUTCOME}`;
  * and unexpired, the lockouts, the user's block): a code that could not be checked is not worth
  * sending. Accepting a
  * resend clears a failed delivery (status reads pending again until the resend's own outcome).
+ * The tenant's settings as they are now, not as they were at the start: SMS among its usable
+ * methods (ARGV[11]) and its country rules for the user's phone (ARGV[12], [13], as at start).
  * KEYS: challenge, user's SMS and voice sends (window), user's failed verifications (window), user's
  * consecutive failed verifications, the user's phone number throttled until (dispatch), the slot's
- * outbox, the user's block (fraud).
+ * outbox, the user's block (fraud), the user's projection.
  * ARGV: tenantId, now ms, max sends per challenge, min interval ms, user's max sends, user's window s,
- * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON).
+ * lockout threshold, consecutive failures cap, challenge id, the request's context (JSON), '1' when
+ * the tenant allows SMS, allowed countries ('*' = all, else a csv), blocked countries (csv).
  * Returns {'resent', userId, 'sms', resend number, resends remaining, expiresAt ms} (kept in the
  * outbox as "<challengeId>:resent:<n>") | {'not_found'} | {'conflict', 'method' | 'status', what it is}
  * | {'exhausted', max sends} | {'rate_limited', retryAfterSeconds, 'interval' | 'phone' | 'user'}
  * | {'locked', retryAfterSeconds} | {'capped'} | {'user_blocked'} (nothing changes: the challenge is
- * denied at its next verify).
+ * denied at its next verify) | {'not_allowed', 'method_disabled' | 'country_not_allowed'}.
  */
 export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt')
@@ -482,6 +485,12 @@ if ch[3] ~= 'sms' then return {'conflict', 'method', ch[3] or ''} end
 if ch[4] ~= 'pending' then return {'conflict', 'status', ch[4] or ''} end
 if now >= tonumber(ch[5]) then return {'conflict', 'status', 'expired'} end
 if redis.call('EXISTS', KEYS[7]) == 1 then return {'user_blocked'} end
+if ARGV[11] ~= '1' then return {'not_allowed', 'method_disabled'} end
+if ARGV[12] ~= '*' or ARGV[13] ~= '' then
+  local country = redis.call('HGET', KEYS[8], 'phoneCountry') or ''
+  local listed = function(csv) return country ~= '' and string.find(',' .. csv .. ',', ',' .. country .. ',', 1, true) ~= nil end
+  if (ARGV[12] ~= '*' and not listed(ARGV[12])) or listed(ARGV[13]) then return {'not_allowed', 'country_not_allowed'} end
+end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[8]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[7]) then
   return {'locked', tostring(redis.call('TTL', KEYS[3]))}

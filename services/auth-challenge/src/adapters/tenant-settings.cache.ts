@@ -1,12 +1,15 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { ConsumerMessages } from '@nats-io/jetstream';
+import type { ConsumerMessages, StoredMsg } from '@nats-io/jetstream';
 import { defaultTenantSettings, EventSubjects, parseEvent, Streams, type AnyEvent, type TenantSettings } from '@mfa/contracts';
-import { followSubjects, type NatsClients } from '@mfa/messaging';
+import { followSubjects, isNoMessageFound, type NatsClients } from '@mfa/messaging';
 import { LookupBudget, LOGGER, NATS } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 
 /** Lookups of tenants not in memory per second (a flood of made-up tenant ids costs at most this many gets). */
 const LOOKUPS_PER_SECOND = 20;
+/** How long a tenant the log did not hold is taken as absent without a lookup, and how many such answers are kept. */
+const ABSENT_FOR_MS = 1_000;
+const ABSENT_KEPT = 10_000;
 
 /**
  * Tenant settings, kept in memory from the tenant events through an ordered (ephemeral)
@@ -26,6 +29,8 @@ export class TenantSettingsCache {
   private readonly defaults = defaultTenantSettings();
   private caughtUp = false;
   private readonly lookupBudget = new LookupBudget(LOOKUPS_PER_SECOND);
+  /** Tenants the log did not hold, until when that answer is reused (ms). */
+  private readonly absentUntil = new Map<string, number>();
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
@@ -45,14 +50,30 @@ export class TenantSettingsCache {
     return this.caughtUp;
   }
 
-  /** Reads a tenant not in memory from the log (its last event holds its settings); whether it exists. */
-  async lookup(tenantId: string): Promise<boolean> {
-    if (this.settings.has(tenantId)) return true;
-    if (!this.lookupBudget.take()) return false;
-    const last = await this.nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) }).catch(() => null);
+  /**
+   * Reads a tenant not in memory from the log (its last event holds its settings): `known`, `absent`
+   * (the log holds no such tenant), or `unread` (over the lookup budget, or the log did not answer).
+   */
+  async lookup(tenantId: string): Promise<'known' | 'absent' | 'unread'> {
+    if (this.settings.has(tenantId)) return 'known';
+    // A tenant the log did not hold a moment ago is taken as absent for a second without asking
+    // again: requests for one made-up tenant spend one lookup a second, not the budget.
+    const now = Date.now();
+    if ((this.absentUntil.get(tenantId) ?? 0) > now) return 'absent';
+    if (!this.lookupBudget.take()) return 'unread';
+    let last: StoredMsg | null;
+    try {
+      last = await this.nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) });
+    } catch (error) {
+      if (!isNoMessageFound(error)) return this.settings.has(tenantId) ? 'known' : 'unread';
+      last = null;
+    }
     // The consumer may have delivered a newer event meanwhile: it wins.
     if (last && !this.settings.has(tenantId)) this.fold(() => parseEvent(last.json()), last.seq);
-    return this.settings.has(tenantId);
+    if (this.settings.has(tenantId)) return 'known';
+    if (this.absentUntil.size >= ABSENT_KEPT) this.absentUntil.clear();
+    this.absentUntil.set(tenantId, now + ABSENT_FOR_MS);
+    return 'absent';
   }
 
   private fold(read: () => AnyEvent, seq: number): void {

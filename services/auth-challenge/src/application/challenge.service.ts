@@ -1,6 +1,7 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import {
   compileRanges,
+  defaultTenantSettings,
   notFound,
   unavailable,
   type RangeSet,
@@ -90,6 +91,12 @@ const deferred = counter(
 const totpChecks = counter('mfa_challenge_totp_checks_total', 'TOTP verifies by how the code was checked: one_call, two_calls, tokens_changed', ['path']);
 
 const DAY_MS = 86_400_000;
+/**
+ * The settings of a tenant this instance could not read (their lookup went over its budget, or the
+ * log did not answer): the defaults, so that whatever reads them works, and a start knows by this
+ * very object to decide nothing (tenant_unread).
+ */
+const UNREAD_TENANT = defaultTenantSettings();
 /** The code hash a verify sends when the challenge is known to be TOTP (never compared). */
 const NO_CODE_HASH = Buffer.alloc(0);
 /** When the caller sent no Mfa-Deadline: how long an IdP waits at most (docs/api.md). */
@@ -170,7 +177,7 @@ export class ChallengeService {
   private settingsOf(tenantId: string): TenantSettings | Promise<TenantSettings> {
     if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
     if (this.tenants.has(tenantId)) return this.tenants.get(tenantId);
-    return this.tenants.lookup(tenantId).then(() => this.tenants.get(tenantId));
+    return this.tenants.lookup(tenantId).then((found) => (found === 'unread' ? UNREAD_TENANT : this.tenants.get(tenantId)));
   }
 
   /** The tenant's `lockout` settings, and the service-wide cap on consecutive wrong codes. */
@@ -322,6 +329,7 @@ export class ChallengeService {
       smsMaxSends: this.config.SMS_MAX_SENDS_PER_WINDOW,
       smsWindowSeconds: this.config.SMS_SEND_WINDOW_SECONDS,
       tenantKnown: this.tenants.has(req.tenantId),
+      tenantUnread: settings === UNREAD_TENANT,
       lockout: this.lockoutOf(settings),
       challengeId,
       context: JSON.stringify(context),
@@ -497,6 +505,8 @@ export class ChallengeService {
       challengeId: req.challengeId,
       context: JSON.stringify(context),
       slot,
+      smsAllowed: this.usableMethods(settings).includes('sms'),
+      phoneCountries: this.phoneCountriesOf(settings),
     });
     const outcome = this.decideResend(context, verdict);
     outcomes.inc({ kind: verdict.kind, method: 'sms' });

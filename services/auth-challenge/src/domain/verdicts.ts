@@ -95,7 +95,9 @@ export type ResendVerdict =
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   /** The user is blocked: nothing is sent (the challenge is denied at its next verify). */
-  | { kind: 'user_blocked' };
+  | { kind: 'user_blocked' }
+  /** The tenant's settings, changed since the start, no longer allow SMS, or not to this user's phone. */
+  | { kind: 'not_allowed'; reason: 'method_disabled' | 'country_not_allowed' };
 
 /** The user's brute-force counters right after a wrong code (recorded in the event; see @mfa/contracts). */
 export type FailureGuard = NonNullable<EventOf<'ChallengeCodeRejected'>['data']['guard']>;
@@ -449,6 +451,12 @@ export function decideResend(
       throw capped();
     case 'user_blocked':
       throw forbidden('the user is blocked: nothing is sent');
+    case 'not_allowed':
+      throw forbidden(
+        verdict.reason === 'country_not_allowed'
+          ? "the tenant's SMS country rules no longer allow this user's phone: nothing is sent"
+          : "SMS is no longer among the tenant's enabled methods: nothing is sent",
+      );
   }
 }
 

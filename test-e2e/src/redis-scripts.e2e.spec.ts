@@ -356,6 +356,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const resent = await store.resend({
         tag: u.tag, nonce: again.nonce, tenantId: u.tenantId, now: now(), lockout, maxSends: 5, minIntervalSeconds: 0, smsMaxSends: 50, smsWindowSeconds: 3600,
         challengeId: again.challengeId, slot: u.slot, context: JSON.stringify({ k: 'resend', t: u.tenantId, id: again.challengeId, n: Date.now(), s: SERVER }),
+        smsAllowed: true, phoneCountries: { allowed: '*', blocked: 'SE' },
       });
       assert.equal(resent.kind, 'resent');
       assert.equal((await guard.claim(again.challengeId, 60_000, 1)).kind, 'claimed');
@@ -436,9 +437,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       // RADIUS States and console sessions (one key each).
       const code = { tenantId: u.tenantId, client: '10.0.0.0/8', userId: u.userId, challengeId: sms.started.challengeId, method: 'sms' as const, expiresAt: new Date(Date.now() + 60_000).toISOString() };
       const state = (await states.issue(code, Date.now()))!;
-      assert.equal((await states.take(state))?.userId, u.userId);
+      assert.equal((await states.take(state, code))?.userId, u.userId);
       await states.restore(state, code, Date.now());
-      assert.equal((await states.take(state))?.userId, u.userId);
+      assert.equal((await states.take(state, code))?.userId, u.userId);
       const session = await sessions.create({ operator: { sub: u.userId }, roles: [`tenant-admin:${u.tenantId}`], via: 'dev' }, Date.now());
       assert.equal((await sessions.load(session, Date.now()))?.operator.sub, u.userId);
       await sessions.destroy(session);

@@ -70,7 +70,7 @@ export class AppModule {
       controllers: [OpsController],
       providers: [
         { provide: ClientDirectory, useValue: clients },
-        { provide: DuplicateCache, useFactory: () => new DuplicateCache() },
+        { provide: DuplicateCache, useFactory: () => new DuplicateCache({ clients: clients.size }) },
         {
           provide: RadiusService,
           useFactory: (nats: NatsClients, redis: RedisClient, keyring: Keyring, cache: DuplicateCache) =>

@@ -14,12 +14,17 @@ export interface PendingCode {
   expiresAt: string;
 }
 
+/** Who may present a State: the tenant, client and user it was given to. */
+export type StateOwner = Pick<PendingCode, 'tenantId' | 'client' | 'userId'>;
+
 /**
  * The States of Access-Challenges, in Redis so that any instance can take the answer (the NAS
- * may send it to another server of its list). A State is 16 random octets; Redis keeps only its
- * keyed hash as the key, so a copy of Redis gives no usable State. Taking one deletes it (GETDEL):
- * single use, also between instances. It expires with its challenge. One key per State, hash tag
- * included: one slot on Redis Cluster.
+ * may send it to another server of its list). A State is 16 random octets; Redis keeps it only
+ * under a keyed hash of the State together with its tenant, client and user, so a copy of Redis
+ * gives no usable State, and a State presented by another user, client or tenant finds nothing
+ * (it is refused, and stays good for its own user). Taking one deletes it (GETDEL): single use,
+ * also between instances. It expires with its challenge. One key per State, hash tag included:
+ * one slot on Redis Cluster.
  */
 export class StateStore {
   constructor(
@@ -27,8 +32,9 @@ export class StateStore {
     private readonly keyring: Keyring,
   ) {}
 
-  private key(state: Buffer): string {
-    return `mfa:radius:{${hashCode(this.keyring, 'radius-state', state.toString('base64url')).toString('hex').slice(0, 32)}}`;
+  private key(state: Buffer, owner: StateOwner): string {
+    const bound = JSON.stringify([owner.tenantId, owner.client, owner.userId, state.toString('base64url')]);
+    return `mfa:radius:{${hashCode(this.keyring, 'radius-state', bound).toString('hex').slice(0, 32)}}`;
   }
 
   /** A new State for `code`, alive until the challenge expires (undefined when it already has). */
@@ -36,14 +42,17 @@ export class StateStore {
     const ttl = Date.parse(code.expiresAt) - now;
     if (!(ttl > 0)) return undefined;
     const state = randomBytes(16);
-    await this.redis.set(this.key(state), JSON.stringify(code), 'PX', ttl);
+    await this.redis.set(this.key(state, code), JSON.stringify(code), 'PX', ttl);
     return state;
   }
 
-  /** The code a State stands for, taken (never again), or undefined: unknown, already used, or expired. */
-  async take(state: Buffer): Promise<PendingCode | undefined> {
+  /**
+   * The code a State stands for, taken (never again), or undefined: unknown, already used,
+   * expired, or given to another owner (then left as it is).
+   */
+  async take(state: Buffer, owner: StateOwner): Promise<PendingCode | undefined> {
     if (state.length === 0 || state.length > 253) return undefined;
-    const value = await this.redis.getdel(this.key(state));
+    const value = await this.redis.getdel(this.key(state, owner));
     if (value === null) return undefined;
     try {
       return JSON.parse(value) as PendingCode;
@@ -58,6 +67,6 @@ export class StateStore {
    */
   async restore(state: Buffer, code: PendingCode, now: number): Promise<void> {
     const ttl = Date.parse(code.expiresAt) - now;
-    if (ttl > 0) await this.redis.set(this.key(state), JSON.stringify(code), 'PX', ttl, 'NX');
+    if (ttl > 0) await this.redis.set(this.key(state, code), JSON.stringify(code), 'PX', ttl, 'NX');
   }
 }

@@ -5,16 +5,39 @@
  * second challenge, SMS, call or push. So every request's answer (or its silence) is kept here,
  * keyed by those four, from its arrival until `keepMs` after it settled. The same Identifier with
  * a new authenticator is a new request.
+ *
+ * The number of entries is bounded (memory under a flood), and shared so that one client cannot
+ * take it all: half of `maxEntries` is split evenly between the clients, each part kept for its
+ * client alone; the other half is for whoever comes first. A client flooding the front (with its
+ * own secret) fills the shared half and its own part, and then only its own new requests are
+ * dropped; every other client still has its part.
  */
 export class DuplicateCache {
-  private readonly entries = new Map<string, { answer: Promise<Buffer | undefined>; expires: number }>();
+  private readonly entries = new Map<string, { answer: Promise<Buffer | undefined>; expires: number; owner: string }>();
+  /** Entries held, by client. */
+  private readonly held = new Map<string, number>();
+  /** The entries kept for each client alone. */
+  private readonly reserved: number;
+  /** How many entries the clients' parts hold: the sum over clients of min(held, reserved). */
+  private reservedInUse = 0;
+  private readonly keepMs: number;
+  private readonly maxEntries: number;
+  private readonly clients: number;
   private sweeping: NodeJS.Timeout;
 
   constructor(
-    private readonly keepMs = 30_000,
-    /** A bound on memory under a flood; reached only by a client sending thousands of requests a second. */
-    private readonly maxEntries = 200_000,
+    options: {
+      /** How many clients (RADIUS_CLIENTS entries) share the cache. */
+      clients?: number;
+      keepMs?: number;
+      /** A bound on memory under a flood; reached only by clients sending thousands of requests a second. */
+      maxEntries?: number;
+    } = {},
   ) {
+    this.keepMs = options.keepMs ?? 30_000;
+    this.maxEntries = options.maxEntries ?? 200_000;
+    this.clients = Math.max(1, options.clients ?? 1);
+    this.reserved = Math.floor(this.maxEntries / 2 / this.clients);
     this.sweeping = setInterval(() => this.sweep(Date.now()), 1_000);
     this.sweeping.unref();
   }
@@ -28,15 +51,27 @@ export class DuplicateCache {
     return this.entries.get(key)?.answer;
   }
 
-  /** Whether the cache has room for one more request (else the request is dropped, and counted). */
-  get full(): boolean {
-    return this.entries.size >= this.maxEntries;
+  /**
+   * Whether `owner` (a client) may add one more request (else the request is dropped, and
+   * counted): within its own part, or while the shared half has room once every other client's
+   * unused part is set aside. Never beyond maxEntries in all.
+   */
+  hasRoomFor(owner: string): boolean {
+    if (this.entries.size >= this.maxEntries) return false;
+    if ((this.held.get(owner) ?? 0) < this.reserved) return true;
+    const unusedReserve = Math.max(0, this.clients * this.reserved - this.reservedInUse);
+    return this.entries.size + unusedReserve < this.maxEntries;
   }
 
-  /** Keeps the answer of a new request, from now until keepMs after it settles. */
-  put(key: string, answer: Promise<Buffer | undefined>): void {
-    const entry = { answer, expires: Number.POSITIVE_INFINITY };
+  /** Keeps the answer of a new request of `owner`, from now until keepMs after it settles. */
+  put(key: string, answer: Promise<Buffer | undefined>, owner: string): void {
+    const entry = { answer, expires: Number.POSITIVE_INFINITY, owner };
+    const replaced = this.entries.get(key);
+    if (replaced) this.release(replaced.owner);
     this.entries.set(key, entry);
+    const held = this.held.get(owner) ?? 0;
+    this.held.set(owner, held + 1);
+    if (held < this.reserved) this.reservedInUse++;
     const settled = () => {
       entry.expires = Date.now() + this.keepMs;
     };
@@ -47,8 +82,19 @@ export class DuplicateCache {
     return this.entries.size;
   }
 
+  private release(owner: string): void {
+    const held = (this.held.get(owner) ?? 1) - 1;
+    if (held > 0) this.held.set(owner, held);
+    else this.held.delete(owner);
+    if (held < this.reserved) this.reservedInUse--;
+  }
+
   private sweep(now: number): void {
-    for (const [key, entry] of this.entries) if (entry.expires <= now) this.entries.delete(key);
+    for (const [key, entry] of this.entries) {
+      if (entry.expires > now) continue;
+      this.entries.delete(key);
+      this.release(entry.owner);
+    }
   }
 
   close(): void {

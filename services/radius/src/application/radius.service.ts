@@ -13,10 +13,12 @@ import {
   Code,
   decodePacket,
   encodeResponse,
+  frameOf,
   PacketError,
   revealPassword,
   textAttributes,
   type Attribute,
+  type Framing,
   type Packet,
 } from '../domain/packet.js';
 import { DuplicateCache } from './duplicate-cache.js';
@@ -93,24 +95,28 @@ export class RadiusService {
   receive(d: Datagram): Promise<Buffer | undefined> | undefined {
     const client = this.clients.match(d.address);
     if (!client) return this.drop('unknown_client', d);
-    let packet: Packet;
+    // The raw octets are judged first: framing and Message-Authenticator are checked by walking
+    // the attribute headers, copying nothing. Only a packet signed with the client's secret is
+    // decoded, so a forged one (any address of a client's range can be spoofed) costs little.
+    let framing: Framing;
     try {
-      packet = decodePacket(d.bytes);
+      framing = frameOf(d.bytes);
     } catch (error) {
       if (error instanceof PacketError) return this.drop('malformed', d, { problem: error.problem, client: client.name });
       throw error;
     }
-    if (packet.code !== Code.AccessRequest && packet.code !== Code.StatusServer) return this.drop('unsupported_code', d, { code: packet.code, client: client.name });
-    const check = checkRequestAuthenticator(d.bytes, client.secret);
+    if (framing.code !== Code.AccessRequest && framing.code !== Code.StatusServer) return this.drop('unsupported_code', d, { code: framing.code, client: client.name });
+    const check = checkRequestAuthenticator(d.bytes, client.secret, framing);
     if (check === 'missing') return this.drop('no_message_authenticator', d, { client: client.name });
     if (check === 'invalid') return this.drop('bad_message_authenticator', d, { client: client.name });
+    const packet = decodePacket(d.bytes);
     const key = DuplicateCache.keyOf(d.address, d.port, packet.identifier, packet.authenticator);
     const previous = this.cache.get(key);
     if (previous) {
       retransmissions.inc({ client: client.name });
       return previous;
     }
-    if (this.cache.full) return this.drop('overloaded', d, { client: client.name });
+    if (!this.cache.hasRoomFor(client.cidr)) return this.drop('overloaded', d, { client: client.name });
     const type = packet.code === Code.StatusServer ? 'status' : 'access';
     requests.inc({ client: client.name, type });
     const began = performance.now();
@@ -123,7 +129,7 @@ export class RadiusService {
         drops.inc({ reason: 'internal' });
         return undefined;
       });
-    this.cache.put(key, answer);
+    this.cache.put(key, answer, client.cidr);
     return answer;
   }
 
@@ -166,8 +172,12 @@ export class RadiusService {
       return reject('The user name is not valid UTF-8.');
     }
     if (!UserId.safeParse(userId).success) return reject('The user name is not valid.');
+    const state = attributeOf(packet, Attr.State);
+    // The password is read only where it is a code: answering a State, or otp mode's first
+    // request. Challenge mode's first request carries the directory password, which the NAS has
+    // checked: it is ignored, never decrypted.
     let password: string | undefined;
-    const hidden = attributeOf(packet, Attr.UserPassword);
+    const hidden = state || client.passwordMode === 'otp' ? attributeOf(packet, Attr.UserPassword) : undefined;
     if (hidden) {
       try {
         // A code is digits; anything else (or invalid UTF-8) is simply not a code.
@@ -176,7 +186,6 @@ export class RadiusService {
         return reject('The User-Password attribute is malformed.');
       }
     }
-    const state = attributeOf(packet, Attr.State);
     const decision = state ? await this.answerCode(client, state, userId, password) : await this.begin(client, userId, password, packet, d, arrivedAt);
     return this.toAnswer(client, userId, decision);
   }
@@ -210,12 +219,10 @@ export class RadiusService {
 
   /** An answer to an Access-Challenge: the State names the challenge, User-Password holds the code. */
   private async answerCode(client: RadiusClient, state: Buffer, userId: string, password: string | undefined): Promise<Decision> {
-    const pending = await this.states.take(state);
+    // Found only for the tenant, client and user it was given to: presented by anyone else, it is
+    // refused and stays good for its own user.
+    const pending = await this.states.take(state, { tenantId: client.tenantId, client: client.cidr, userId });
     if (!pending) return { kind: 'reject', message: 'This sign-in expired or was already answered. Sign in again.' };
-    if (pending.tenantId !== client.tenantId || pending.client !== client.cidr || pending.userId !== userId) {
-      this.log.warn('radius State refused: it was given to another client or user', { client: client.name, issuedTo: pending.client });
-      return { kind: 'reject', message: 'This answer does not belong to this sign-in. Sign in again.' };
-    }
     const code = codeOf(password);
     if (!code) return { kind: 'challenge', challengeId: pending.challengeId, method: pending.method, expiresAt: pending.expiresAt, message: `The code is digits only. ${promptFor(pending.method, undefined)}` };
     const verified = await this.api.verify(client, pending.challengeId, code);

@@ -6,7 +6,7 @@ import type { ChallengeStartReply, ChallengeStatusReply } from '@mfa/contracts';
 import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
 import type { StateStore } from '../adapters/state-store.js';
 import { ClientDirectory, RadiusClients } from '../domain/clients.js';
-import { Attr, attributesOf, checkResponse, Code, decodePacket, encodeRequest, textAttributes } from '../domain/packet.js';
+import { Attr, attributesOf, checkResponse, Code, decodePacket, encodeRequest, textAttributes, type Attribute } from '../domain/packet.js';
 import { DuplicateCache } from './duplicate-cache.js';
 import { drops } from './metrics.js';
 import { RadiusService } from './radius.service.js';
@@ -221,4 +221,79 @@ describe('RadiusService: log lines about dropped datagrams', () => {
       for (let n = 0; n < 5; n++) service.receive({ bytes, address: stranger(n), port: 1812 });
       assert.equal(lines.length, 7, 'the others remembered still');
     }));
+});
+
+describe('RadiusService: what a datagram costs before its Message-Authenticator is checked', () => {
+  /**
+   * A datagram that counts the views taken of it: decoding takes one per attribute, checking the
+   * Message-Authenticator one in all. So the count tells whether a packet was decoded.
+   */
+  const counting = (bytes: Buffer) => {
+    let views = 0;
+    Object.defineProperty(bytes, 'subarray', { value: (start?: number, end?: number) => (views++, Buffer.prototype.subarray.call(bytes, start, end)) });
+    return { bytes, views: () => views };
+  };
+  /** 4,096 octets: 2,000 empty attributes of an unknown type, then a Message-Authenticator, signed with `secret`. */
+  const fullOfAttributes = (secret: string) => {
+    const attributes: Attribute[] = Array.from({ length: 2_000 }, () => ({ type: 240, value: Buffer.alloc(0) }));
+    attributes.push({ type: 240, value: Buffer.alloc(4096 - 20 - 2 * 2_000 - 18 - 2) });
+    return encodeRequest({ code: Code.AccessRequest, identifier: 3, authenticator: randomBytes(16), attributes, secret: Buffer.from(secret) });
+  };
+  const dropped = async (reason: string) => (await drops.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+
+  it('drops a forged packet (a wrong Message-Authenticator, or none) from a client’s range without decoding it; a signed one is decoded', async () => {
+    const cache = new DuplicateCache();
+    const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log);
+    try {
+      const forged = counting(fullOfAttributes('not-the-secret-of-the-vpn'));
+      assert.equal(forged.bytes.length, 4096);
+      const bad = await dropped('bad_message_authenticator');
+      assert.equal(service.receive({ bytes: forged.bytes, address: '192.0.2.10', port: 40_100 }), undefined);
+      assert.equal(await dropped('bad_message_authenticator'), bad + 1);
+      assert.ok(forged.views() <= 2, `${forged.views()} views of a forged packet: it was decoded`);
+
+      const unsigned = fullOfAttributes(SECRET);
+      unsigned[unsigned.length - 18] = 240; // the Message-Authenticator becomes an unknown attribute
+      const missing = counting(unsigned);
+      assert.equal(service.receive({ bytes: missing.bytes, address: '192.0.2.10', port: 40_101 }), undefined);
+      assert.equal(missing.views(), 0);
+
+      const signed = counting(fullOfAttributes(SECRET));
+      const answer = await service.receive({ bytes: signed.bytes, address: '192.0.2.10', port: 40_102 });
+      assert.equal(decodePacket(answer!).code, Code.AccessReject, 'answered (it has no User-Name)');
+      assert.ok(signed.views() > 2_000, 'the counting sees a decoding');
+    } finally {
+      cache.close();
+    }
+  });
+});
+
+describe('RadiusService: a client flooding the front', () => {
+  it('gets its own new requests dropped as overloaded once it has filled its part and the shared half; other clients are still answered', async () => {
+    const two = new ClientDirectory(
+      RadiusClients.parse(
+        JSON.stringify([
+          { cidr: '192.0.2.0/24', secret: SECRET, tenantId: 'tenant-a', name: 'flooder' },
+          { cidr: '198.51.100.0/24', secret: SECRET, tenantId: 'tenant-b', name: 'neighbour' },
+        ]),
+      ),
+      'challenge',
+    );
+    // 100 entries: 25 kept for each client, 50 shared. Answers never settle: the entries stay.
+    const cache = new DuplicateCache({ clients: two.size, maxEntries: 100 });
+    const api = { longestCallMs: 6_000, replyGraceMs: 1_000, start: () => new Promise(() => undefined) } as unknown as ChallengeApi;
+    const service = new RadiusService(two, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log);
+    try {
+      const from = (address: string, n: number) => service.receive({ bytes: accessRequest(`user-${n}@example.com`).bytes, address, port: 30_000 + n });
+      const flood = Array.from({ length: 200 }, (_, n) => from('192.0.2.66', n));
+      assert.equal(flood.filter(Boolean).length, 75, 'the flooder: its 25 and the 50 shared');
+      assert.equal(flood.slice(75).every((a) => a === undefined), true, 'then dropped');
+      const neighbour = Array.from({ length: 25 }, (_, n) => from('198.51.100.7', n));
+      assert.equal(neighbour.every((a) => a !== undefined), true, 'the other client: its 25 are taken');
+      assert.equal(from('198.51.100.7', 25), undefined, 'the cache is full');
+      assert.equal(cache.size, 100);
+    } finally {
+      cache.close();
+    }
+  });
 });

@@ -77,15 +77,14 @@ export class PacketError extends Error {
   }
 }
 
-/** Where one attribute sits in a datagram: its value is datagram[start, end). */
-interface Span {
-  type: number;
-  start: number;
-  end: number;
-}
-
-/** Checks the framing once, for both decoding and the authenticator checks, without copying anything. */
-function frame(datagram: Buffer): { length: number; spans: Span[] } {
+/**
+ * Checks the framing (RFC 2865 §3): a Length field of 20..4096 that the datagram holds (octets
+ * beyond it are padding), and attributes of length >= 2 that end within it. `visit` sees each
+ * attribute's type and where its value is, datagram[start, end). Nothing is copied and nothing is
+ * allocated per attribute, so a packet can be judged (its Message-Authenticator checked) before it
+ * is decoded. Throws PacketError. Returns the Length.
+ */
+function walk(datagram: Buffer, visit: (type: number, start: number, end: number) => void): number {
   if (datagram.length < MIN_PACKET) {
     throw new PacketError('too_short', `a datagram of ${datagram.length} octets is shorter than a RADIUS header`);
   }
@@ -96,7 +95,6 @@ function frame(datagram: Buffer): { length: number; spans: Span[] } {
   if (length > datagram.length) {
     throw new PacketError('length_mismatch', `Length ${length} is more than the ${datagram.length} octets received`);
   }
-  const spans: Span[] = [];
   let at = HEADER;
   while (at < length) {
     if (at + 2 > length) throw new PacketError('bad_attribute', `a lone octet at ${at} where an attribute header belongs`);
@@ -105,26 +103,52 @@ function frame(datagram: Buffer): { length: number; spans: Span[] } {
     if (at + attributeLength > length) {
       throw new PacketError('bad_attribute', `attribute at ${at} runs past the packet's Length ${length}`);
     }
-    spans.push({ type: datagram[at]!, start: at + 2, end: at + attributeLength });
+    visit(datagram[at]!, at + 2, at + attributeLength);
     at += attributeLength;
   }
-  return { length, spans };
+  return length;
+}
+
+/** A well-framed datagram as its headers tell it, before any attribute is decoded. */
+export interface Framing {
+  code: number;
+  /** The Length field: the packet is datagram[0, length). */
+  length: number;
+  /** Where the value of the one Message-Authenticator starts; 'missing' or 'invalid' when there is not exactly one of 16 octets. */
+  messageAuthenticator: number | 'missing' | 'invalid';
+  /** The first attribute's type, if any. */
+  firstType: number | undefined;
+}
+
+/** Checks a datagram's framing (throws PacketError) and finds its Message-Authenticator, copying nothing. */
+export function frameOf(datagram: Buffer): Framing {
+  let found = 0;
+  let valueAt = -1;
+  let sixteen = false;
+  let firstType: number | undefined;
+  const length = walk(datagram, (type, start, end) => {
+    firstType ??= type;
+    if (type !== Attr.MessageAuthenticator) return;
+    found++;
+    valueAt = start;
+    sixteen = end - start === AUTHENTICATOR;
+  });
+  // Two of them would leave the receiver to pick one; a sender that does this is broken or hostile.
+  const messageAuthenticator = found === 0 ? 'missing' : found > 1 || !sixteen ? 'invalid' : valueAt;
+  return { code: datagram[0]!, length, messageAuthenticator, firstType };
 }
 
 /**
  * Parses a datagram. RFC 2865 §3: octets beyond Length are padding and ignored; a Length larger
  * than the datagram, < 20 or > 4096 is an error; an attribute with length < 2 or running past
- * Length is an error. Unknown attribute types are kept (the caller ignores them). Values are
- * copies, so the packet stays as it was whatever later happens to the datagram's buffer.
+ * Length is an error. Unknown attribute types are kept (the caller ignores them). The
+ * authenticator and the values are views into the datagram, not copies: the datagram must not be
+ * changed while the packet is in use (a Buffer that a socket delivered is the datagram's own).
  */
 export function decodePacket(datagram: Buffer): Packet {
-  const { spans } = frame(datagram);
-  return {
-    code: datagram[0]!,
-    identifier: datagram[1]!,
-    authenticator: Buffer.from(datagram.subarray(4, HEADER)),
-    attributes: spans.map((s) => ({ type: s.type, value: Buffer.from(datagram.subarray(s.start, s.end)) })),
-  };
+  const attributes: Attribute[] = [];
+  walk(datagram, (type, start, end) => void attributes.push({ type, value: datagram.subarray(start, end) }));
+  return { code: datagram[0]!, identifier: datagram[1]!, authenticator: datagram.subarray(4, HEADER), attributes };
 }
 
 /** The attributes' values of one type, in order. */
@@ -169,33 +193,25 @@ function hmacKey(secret: Buffer): KeyObject {
   return key;
 }
 
-/** The one Message-Authenticator's value offset; 'missing' or 'invalid' when there is not exactly one of 16 octets. */
-function soleMessageAuthenticator(spans: Span[]): number | 'missing' | 'invalid' {
-  const found = spans.filter((s) => s.type === Attr.MessageAuthenticator);
-  if (found.length === 0) return 'missing';
-  const [only] = found;
-  // Two of them would leave the receiver to pick one; a sender that does this is broken or hostile.
-  if (found.length > 1 || !only || only.end - only.start !== AUTHENTICATOR) return 'invalid';
-  return only.start;
-}
-
 /**
  * Request (Access-Request / Status-Server) Message-Authenticator check over the raw datagram
  * (only its first Length octets): 'missing' when absent, 'invalid' when not exactly one or wrong
  * length or wrong HMAC (constant-time compare), else 'ok'. A datagram that does not parse is
- * 'invalid' too, so this never throws on what the network sends.
+ * 'invalid' too, so this never throws on what the network sends. `framing`, when the caller has
+ * it already (frameOf), saves walking the attributes again.
  */
-export function checkRequestAuthenticator(datagram: Buffer, secret: Buffer): 'ok' | 'missing' | 'invalid' {
-  let framed: ReturnType<typeof frame>;
-  try {
-    framed = frame(datagram);
-  } catch (error) {
-    if (error instanceof PacketError) return 'invalid';
-    throw error;
+export function checkRequestAuthenticator(datagram: Buffer, secret: Buffer, framing?: Framing): 'ok' | 'missing' | 'invalid' {
+  if (!framing) {
+    try {
+      framing = frameOf(datagram);
+    } catch (error) {
+      if (error instanceof PacketError) return 'invalid';
+      throw error;
+    }
   }
-  const at = soleMessageAuthenticator(framed.spans);
+  const at = framing.messageAuthenticator;
   if (typeof at === 'string') return at;
-  const packet = datagram.subarray(0, framed.length);
+  const packet = datagram.subarray(0, framing.length);
   const expected = messageAuthenticatorOf(packet, at, packet.subarray(4, HEADER), secret);
   return sameBytes(expected, packet.subarray(at, at + AUTHENTICATOR)) ? 'ok' : 'invalid';
 }
@@ -351,15 +367,15 @@ export function checkResponse(
   secret: Buffer,
 ): { authentic: boolean; messageAuthenticatorFirst: boolean } {
   requireAuthenticator(requestAuthenticator, 'the Request Authenticator');
-  let framed: ReturnType<typeof frame>;
+  let framed: Framing;
   try {
-    framed = frame(datagram);
+    framed = frameOf(datagram);
   } catch (error) {
     if (error instanceof PacketError) return { authentic: false, messageAuthenticatorFirst: false };
     throw error;
   }
   const packet = datagram.subarray(0, framed.length);
-  const messageAuthenticatorFirst = framed.spans[0]?.type === Attr.MessageAuthenticator;
+  const messageAuthenticatorFirst = framed.firstType === Attr.MessageAuthenticator;
 
   const expected = createHash('md5')
     .update(packet.subarray(0, 4))
@@ -369,7 +385,7 @@ export function checkResponse(
     .digest();
   let authentic = sameBytes(expected, packet.subarray(4, HEADER));
 
-  const at = soleMessageAuthenticator(framed.spans);
+  const at = framed.messageAuthenticator;
   if (at === 'invalid') authentic = false;
   else if (at !== 'missing') {
     const mac = messageAuthenticatorOf(packet, at, requestAuthenticator, secret);

@@ -11,12 +11,14 @@ import {
   decodePacket,
   encodeRequest,
   encodeResponse,
+  frameOf,
   hidePassword,
   MAX_PACKET,
   PacketError,
   revealPassword,
   textAttributes,
   type Attribute,
+  type Framing,
   type PacketProblem,
 } from './packet.js';
 
@@ -389,6 +391,15 @@ describe('checkRequestAuthenticator', () => {
     assert.equal(checkRequestAuthenticator(cardResponseAsPrinted, secret), 'invalid');
   });
 
+  it('frameOf says where the one Message-Authenticator is, and what comes first, without decoding', () => {
+    const request = signed();
+    assert.deepEqual(frameOf(request), { code: Code.AccessRequest, length: request.length, messageAuthenticator: request.length - 16, firstType: Attr.UserName });
+    assert.equal(frameOf(withMacs([])).messageAuthenticator, 'missing');
+    assert.equal(frameOf(withMacs([Buffer.alloc(16), Buffer.alloc(16)])).messageAuthenticator, 'invalid');
+    assert.equal(frameOf(withMacs([Buffer.alloc(17)])).messageAuthenticator, 'invalid');
+    assert.equal(checkRequestAuthenticator(request, secret, frameOf(request)), 'ok');
+  });
+
   it('every flipped bit of a signed Access-Request fails', () => {
     for (const { flipped, at, bit } of bitFlips(signed())) {
       assert.notEqual(checkRequestAuthenticator(flipped, secret), 'ok', `octet ${at} bit ${bit}`);
@@ -609,12 +620,13 @@ describe('decodePacket on hostile input', () => {
     assert.equal(attributeOf(p, Attr.State), undefined);
   });
 
-  it('returns copies: changing the datagram afterwards changes nothing decoded', () => {
+  it('returns views into the datagram, copying nothing (a Buffer that a socket delivers holds that datagram alone)', () => {
     const wire = Buffer.from(telnetRequest);
     const p = decodePacket(wire);
-    wire.fill(0);
     assert.deepEqual(attributeOf(p, Attr.UserName), ascii('nemo'));
     assert.deepEqual(p.authenticator, requestAuthenticatorOf(telnetRequest));
+    assert.equal(attributeOf(p, Attr.UserName)!.buffer, wire.buffer);
+    assert.equal(p.authenticator.buffer, wire.buffer);
   });
 
   it('fuzz: 10,000 random and mutated datagrams throw nothing but PacketError, and the checks never throw', () => {
@@ -640,11 +652,24 @@ describe('decodePacket on hostile input', () => {
         for (let n = 1 + below(4); n > 0; n--) wire[below(wire.length)] = below(256);
         if (below(4) === 0) wire = wire.subarray(0, below(wire.length + 1));
       }
+      let problem: string | undefined;
       try {
         decodePacket(wire);
         decoded++;
       } catch (error) {
         assert.ok(error instanceof PacketError, `round ${round}: ${String(error)} for ${wire.toString('hex')}`);
+        problem = error.problem;
+      }
+      // The framing that is checked before decoding refuses exactly what decoding refuses.
+      let framed: Framing | undefined;
+      try {
+        framed = frameOf(wire);
+      } catch (error) {
+        assert.ok(error instanceof PacketError && error.problem === problem, `round ${round}: frameOf ${String(error)}, decodePacket ${problem}`);
+      }
+      if (framed) {
+        assert.equal(problem, undefined, `round ${round}: frameOf accepted what decodePacket refused`);
+        assert.equal(checkRequestAuthenticator(wire, secret, framed), checkRequestAuthenticator(wire, secret), `round ${round}`);
       }
       assert.doesNotThrow(() => checkRequestAuthenticator(wire, secret), `round ${round}`);
       assert.doesNotThrow(() => checkResponse(wire, requestAuthenticatorOf(telnetRequest), secret), `round ${round}`);

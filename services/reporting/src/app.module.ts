@@ -4,7 +4,7 @@ import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { HEALTH_CHECKS, MessagingModule, NATS, NatsHealth, OpsController, AuthModule, UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
-import { createPool, PostgresHealth } from './adapters/database.js';
+import { createPool, PostgresHealth, REPORT_CONNECTIONS_ON_PRIMARY } from './adapters/database.js';
 import { AuditRepository } from './adapters/audit.repository.js';
 import { ErasuresRepository } from './adapters/erasures.repository.js';
 import { FraudReportRepository } from './adapters/fraud-report.repository.js';
@@ -23,7 +23,7 @@ import { SigninReportService } from './application/signin-report.service.js';
 import type { ReportingConfig } from './config.js';
 import { PG_POOL, PG_READ_POOL } from './tokens.js';
 
-/** Closes the pool after the transport stopped: in-flight batches commit, queries answer. */
+/** Closes the pools after the transport stopped: in-flight batches commit, queries answer. */
 @Injectable()
 class PoolLifecycle implements OnApplicationShutdown {
   constructor(
@@ -31,7 +31,7 @@ class PoolLifecycle implements OnApplicationShutdown {
     @Inject(PG_READ_POOL) private readonly readPool: pg.Pool,
   ) {}
   async onApplicationShutdown(): Promise<void> {
-    await Promise.all([this.pool, ...(this.readPool === this.pool ? [] : [this.readPool])].map((pool) => pool.end().catch(() => undefined)));
+    await Promise.all([this.pool, this.readPool].map((pool) => pool.end().catch(() => undefined)));
   }
 }
 
@@ -59,11 +59,14 @@ export class AppModule {
       controllers: [OpsController, ReportEventsController, SigninsController, AuditController, FraudReportController],
       providers: [
         { provide: PG_POOL, useFactory: () => createPool(config.DATABASE_URL, log) },
-        // Report queries go to the replica when DATABASE_READ_URL names one (docs/operations.md, "Scale-out").
+        // Report queries go to the replica when DATABASE_READ_URL names one (docs/operations.md, "Scaling out"); else
+        // to the primary through a small pool of their own, so that slow reports never hold the projection's connections.
         {
           provide: PG_READ_POOL,
-          useFactory: (pool: pg.Pool) => (config.DATABASE_READ_URL ? createPool(config.DATABASE_READ_URL, log) : pool),
-          inject: [PG_POOL],
+          useFactory: () =>
+            config.DATABASE_READ_URL
+              ? createPool(config.DATABASE_READ_URL, log, { applicationName: 'mfa-reporting-reads' })
+              : createPool(config.DATABASE_URL, log, { max: REPORT_CONNECTIONS_ON_PRIMARY, applicationName: 'mfa-reporting-reads' }),
         },
         PoolLifecycle,
         { provide: SigninsRepository, useFactory: (pool: pg.Pool, read: pg.Pool) => new SigninsRepository(pool, read), inject: [PG_POOL, PG_READ_POOL] },

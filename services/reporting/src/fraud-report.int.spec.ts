@@ -20,6 +20,7 @@ import {
   challengeApproved,
   challengeCodeRejected,
   challengeStarted,
+  eventually,
   itWith,
   tenantCreated,
   testChallenge,
@@ -34,10 +35,11 @@ import {
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
 import { FraudReportService } from './application/fraud-report.service.js';
+import { FraudReportRepository } from './adapters/fraud-report.repository.js';
 import { UsageRepository } from './adapters/usage.repository.js';
 import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
-import type { FraudStreamEvent } from './domain/fraud-projection.js';
+import { foldFraudEvents, type FraudStreamEvent } from './domain/fraud-projection.js';
 import type { Sequenced } from './domain/signin-projection.js';
 
 process.env.LOG_LEVEL ??= 'warn';
@@ -162,6 +164,109 @@ describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)',
     const after = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, action: 'block' });
     const pseudonym = pseudonymizer(loadKeyring({}).keyring)(tenantId, userId);
     assert.deepEqual(after.items.map((i) => [i.userId, i.reason]), [[pseudonym, null], [pseudonym, null]]);
+  });
+
+  describe('the end of an erased user’s block', () => {
+    const pseudonymOf = pseudonymizer(loadKeyring({}).keyring);
+    const ERASED_AT = '2026-11-10T00:00:00.000Z';
+    /**
+     * A user blocked, erased while blocked (users.delete leaves the block in force), the block
+     * ending automatically after the erasure; then the same id registered again: its lockout lifted,
+     * blocked and unblocked on its own. With the stream sequences the fraud stream gives them.
+     */
+    function history(tenantId: string, userId: string) {
+      const [block, autoUnblock, lockoutLifted, blockAgain, unblockAgain] = sequence([
+        fraudEvent('UserBlocked', tenantId, '2026-11-01T08:00:00.000Z', { userId, reason: 'fraud reported', until: '2027-01-30T08:00:00.000Z', source: 'fraud_report' }),
+        fraudEvent('UserUnblocked', tenantId, '2027-01-30T08:00:00.000Z', { userId, automatic: true }),
+        fraudEvent('UserUnblocked', tenantId, '2027-02-01T08:00:00.000Z', { userId, reason: 'lockout lifted', by: { clientId: 'c1' } }),
+        fraudEvent('UserBlocked', tenantId, '2027-02-10T08:00:00.000Z', { userId, reason: 'lost phone', until: '2027-05-11T08:00:00.000Z', source: 'admin', by: { clientId: 'c1' } }),
+        fraudEvent('UserUnblocked', tenantId, '2027-02-12T08:00:00.000Z', { userId, reason: 'found it', by: { clientId: 'c1' } }),
+      ]);
+      return { block: block!, autoUnblock: autoUnblock!, lockoutLifted: lockoutLifted!, blockAgain: blockAgain!, unblockAgain: unblockAgain! };
+    }
+    const erase = (tenantId: string, userId: string) =>
+      projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, ERASED_AT))]));
+    /** The history as reported, and what a query by the user id finds. */
+    async function reported(tenantId: string, userId: string) {
+      const all = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId });
+      const byUser = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, userId });
+      return { all: all.items.map((i) => [i.action, i.userId, i.reason]), byUser: byUser.items.map((i) => i.action) };
+    }
+    const expected = (userId: string, pseudonym: string) => ({
+      all: [
+        ['unblock', userId, 'found it'],
+        ['block', userId, 'lost phone'],
+        ['unblock', userId, 'lockout lifted'],
+        ['auto_unblock', pseudonym, null],
+        ['block', pseudonym, null],
+      ],
+      byUser: ['unblock', 'block', 'unblock'],
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'keeps the pseudonym whether the unblock is projected after the erasure, before it, or before its own block; replays change nothing', async () => {
+      type Step = 'erase' | keyof ReturnType<typeof history>;
+      const orders: Record<string, Step[][]> = {
+        'in stream order': [['block'], ['erase'], ['autoUnblock'], ['lockoutLifted'], ['blockAgain'], ['unblockAgain']],
+        'the erasure last': [['block', 'autoUnblock', 'lockoutLifted', 'blockAgain', 'unblockAgain'], ['erase']],
+        'the unblock before its block, after the erasure': [['erase'], ['autoUnblock'], ['lockoutLifted'], ['unblockAgain'], ['blockAgain'], ['block']],
+        'the unblock before its block, before the erasure': [['unblockAgain', 'autoUnblock'], ['lockoutLifted', 'blockAgain'], ['block'], ['erase']],
+      };
+      for (const [order, batches] of Object.entries(orders)) {
+        const tenantId = await newTenant();
+        const userId = uniqueUser('erased-blocked');
+        const events = history(tenantId, userId);
+        for (const batch of batches) {
+          if (batch[0] === 'erase') await erase(tenantId, userId);
+          else await reports.project(batch.map((step) => events[step as Exclude<Step, 'erase'>]));
+        }
+        const want = expected(userId, pseudonymOf(tenantId, userId));
+        assert.deepEqual(await reported(tenantId, userId), want, order);
+        // Replays: the whole history at once, one event at a time backwards, and the erasure again.
+        const all = Object.values(events);
+        await reports.project(all);
+        for (const item of [...all].reverse()) await reports.project([item]);
+        await erase(tenantId, userId);
+        assert.deepEqual(await reported(tenantId, userId), want, `${order}, replayed`);
+      }
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'keeps the pseudonym when the block and its unblock are projected at once by two instances', async () => {
+      const tenantId = await newTenant();
+      // Several users, each one's block and unblock in two batches running at once: a race that
+      // nothing but the batches' user locks orders.
+      const users = [1, 2, 3, 4].map(() => uniqueUser('erased-blocked'));
+      const histories = users.map((userId) => history(tenantId, userId));
+      for (const userId of users) await erase(tenantId, userId);
+      const application = `reporting-two-instances-${randomUUID().slice(0, 8)}`;
+      const instances = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 2 * users.length, application_name: application });
+      const holder = new pg.Client({ connectionString: testEnv.databaseUrl });
+      const watcher = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 1 });
+      await holder.connect();
+      try {
+        // Every batch waits while the table is held (as by an erasure), then they go on together.
+        await holder.query('BEGIN');
+        await holder.query('LOCK TABLE block_history IN SHARE ROW EXCLUSIVE MODE');
+        const batches = histories.flatMap(({ block, autoUnblock }) =>
+          [block, autoUnblock].map((item) => new FraudReportRepository(instances).apply(foldFraudEvents([item]), pseudonymOf)),
+        );
+        await eventually(async () => {
+          // From outside the holder's transaction, which would see the same snapshot of activity each time.
+          const { rows } = await watcher.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            [application],
+          );
+          return rows[0]!.n === batches.length ? true : undefined;
+        }, 10_000, 'every batch waiting');
+        await holder.query('COMMIT');
+        await Promise.all(batches);
+      } finally {
+        await holder.end();
+        await watcher.end();
+        await instances.end();
+      }
+      const stored = await ask<BlockedQueryReply>(Subjects.reportsBlockedQuery, { tenantId, action: 'auto_unblock' });
+      assert.deepEqual(stored.items.map((i) => i.userId).sort(), users.map((userId) => pseudonymOf(tenantId, userId)).sort());
+    });
   });
 
   itWith({ real: ['nats', 'postgres'] }, 'usage per day and month: authentications per method and result, enabled users; partial periods; cursors', async () => {

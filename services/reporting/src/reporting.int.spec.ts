@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import {
+  ContractError,
   EventSubjects,
   MAX_REQUEST_BYTES,
   parseEvent,
@@ -43,10 +44,15 @@ import {
 } from '@mfa/testing';
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
+import { AuditRepository } from './adapters/audit.repository.js';
+import { REPORT_CONNECTIONS_ON_PRIMARY } from './adapters/database.js';
+import { FraudReportRepository } from './adapters/fraud-report.repository.js';
+import { SigninsRepository } from './adapters/signins.repository.js';
+import { UsageRepository } from './adapters/usage.repository.js';
 import { AuditReportService } from './application/audit-report.service.js';
 import { pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
-import type { Sequenced } from './domain/signin-projection.js';
+import { foldChallengeEvents, foldDispatchEvents, type Sequenced } from './domain/signin-projection.js';
 
 // Real NATS and Postgres (the test database). Events are fed to the projection directly, with
 // stream sequences the test controls, except in the last test, which goes through JetStream.
@@ -499,6 +505,151 @@ describe('reporting service (real NATS and Postgres)', () => {
     assert.equal(items.length, 1);
     assert.equal(items[0]?.challengeId, start.challengeId);
     assert.equal(items[0]?.result, 'success');
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'reports a receipt recorded before the SmsSent of its own message, whichever of the two is projected first', async () => {
+    const tenantId = await newTenant();
+    const c = challenge({ tenantId, userId: uniqueUser(), method: 'sms' });
+    await projection.projectChallenges(sequence<ChallengeEvent>([started(c)]));
+    const sent = parsed(smsSent(c, { occurredAt: later(c, 1.2) }));
+    const receipt = parsed({
+      ...sent,
+      id: randomUUID(),
+      type: 'SmsDeliveryReported',
+      occurredAt: later(c, 1),
+      data: { challengeId: c.challengeId, provider: 'twilio', providerMessageId: sent.data.providerMessageId, status: 'undelivered', errorCode: '30005' },
+    } as AnyEvent) as DispatchEvent;
+    // In the stream the receipt comes first: the SMSC answered before dispatch recorded the send.
+    const [r, s] = sequence<DispatchEvent>([receipt, sent]);
+    const stored = async () =>
+      (await pool.query('SELECT status, provider, message_id, attempts, error, occurred_at, event_seq FROM deliveries WHERE tenant_id = $1 AND challenge_id = $2', [tenantId, c.challengeId])).rows;
+    // What projecting the stream in order stores: the receipt.
+    const inOrder = [{ status: 'undelivered', provider: 'twilio', message_id: sent.data.providerMessageId, attempts: 1, error: '30005', occurred_at: new Date(later(c, 1)), event_seq: String(r!.seq) }];
+
+    // Two instances, or a batch retried event by event: the SmsSent is written first.
+    await projection.projectDispatch([s!]);
+    await projection.projectDispatch([r!]);
+    assert.deepEqual(await stored(), inOrder);
+    const [item] = (await page({ tenantId })).items;
+    assert.deepEqual([item?.resultDetail, item?.delivery], [ResultDetail.smsNotDelivered, { status: 'undelivered', provider: 'twilio', error: '30005' }]);
+    // Replays converge on it: both at once, and each again in either order.
+    await projection.projectDispatch([r!, s!]);
+    await projection.projectDispatch([s!]);
+    await projection.projectDispatch([r!]);
+    assert.deepEqual(await stored(), inOrder);
+
+    // A later send of another message (a resend) replaces the receipt, and the earlier events redelivered leave it.
+    const resent = sequence<DispatchEvent>([parsed(smsSent(c, { occurredAt: later(c, 40) }))]);
+    await projection.projectDispatch(resent);
+    await projection.projectDispatch([s!]);
+    await projection.projectDispatch([r!]);
+    assert.deepEqual((await stored()).map((row) => [row.status, row.event_seq]), [['sent', String(resent[0]!.seq)]]);
+    assert.equal((await page({ tenantId })).items[0]?.resultDetail, ResultDetail.timedOut);
+  });
+
+  /**
+   * Whether a batch's upsert locks its rows in key order: a row of the batch later in key order is
+   * held by another transaction, so the upsert waits there; the rows before it are locked by then,
+   * the rows after it not yet.
+   */
+  async function locksInKeyOrder(table: 'signins' | 'deliveries', write: (pool: pg.Pool) => Promise<void>, first: string, second: string, tenantId: string): Promise<boolean> {
+    const application = `reporting-lock-order-${randomUUID().slice(0, 8)}`;
+    const writer = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 1, application_name: application });
+    const [holder, prober] = [new pg.Client({ connectionString: testEnv.databaseUrl }), new pg.Client({ connectionString: testEnv.databaseUrl })];
+    await Promise.all([holder.connect(), prober.connect()]);
+    const row = `SELECT 1 FROM ${table} WHERE tenant_id = $1 AND challenge_id = $2 FOR UPDATE`;
+    try {
+      await holder.query('BEGIN');
+      await holder.query(row, [tenantId, second]);
+      const writing = write(writer);
+      await eventually(async () => {
+        const { rows } = await pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [application]);
+        return rows.length === 1 ? true : undefined;
+      }, 10_000, 'the upsert to wait for the held row');
+      await prober.query('BEGIN');
+      const firstLocked = await prober.query(`${row} NOWAIT`, [tenantId, first]).then(
+        () => false,
+        (error: { code?: string }) => (error.code === '55P03' ? true : Promise.reject(error)),
+      );
+      await prober.query('ROLLBACK');
+      await holder.query('ROLLBACK');
+      await writing;
+      return firstLocked;
+    } finally {
+      await Promise.all([holder.end(), prober.end()]);
+      await writer.end();
+    }
+  }
+
+  itWith({ real: ['nats', 'postgres'] }, 'writes the rows of a batch in key order, whatever order their first events came in, so two instances never deadlock', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const suffix = randomUUID();
+    const [a, b] = ['a', 'b'].map((k) => challenge({ tenantId, userId, method: 'sms', challengeId: `${k}-${suffix}` })) as [TestChallenge, TestChallenge];
+    // The batch meets b's events first.
+    const starts = sequence<ChallengeEvent>([started(b), started(a)]);
+    const sends = sequence<DispatchEvent>([smsDelivered(b), smsDelivered(a)]);
+    await projection.projectChallenges(starts);
+    await projection.projectDispatch(sends);
+    const before = await snapshot(tenantId);
+
+    const pseudonymOf = pseudonymizer(loadKeyring({}).keyring);
+    const signins = (writer: pg.Pool) =>
+      new SigninsRepository(writer).applySignins(foldChallengeEvents(starts).map((p) => ({ ...p, pseudonym: pseudonymOf(p.tenantId, p.userId) })));
+    const deliveries = (writer: pg.Pool) => new SigninsRepository(writer).applyDeliveries(foldDispatchEvents(sends));
+    assert.equal(await locksInKeyOrder('signins', signins, a.challengeId, b.challengeId, tenantId), true, 'sign-ins: a locked while b is waited for');
+    assert.equal(await locksInKeyOrder('deliveries', deliveries, a.challengeId, b.challengeId, tenantId), true, 'deliveries: a locked while b is waited for');
+    assert.deepEqual(await snapshot(tenantId), before);
+  });
+
+  itWith({ real: ['postgres'] }, 'answers unavailable to a report query stopped by the statement timeout, in every report', async () => {
+    const tenantId = await newTenant();
+    // Report reads on a pool with a short statement timeout, while another session holds their tables.
+    const impatient = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 2, statement_timeout: 200 });
+    const holder = new pg.Client({ connectionString: testEnv.databaseUrl });
+    await holder.connect();
+    const unavailable = (e: unknown) => e instanceof ContractError && e.code === 'unavailable' && /took too long/.test(e.message);
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE signins, audit_log, fraud_alerts, block_history IN ACCESS EXCLUSIVE MODE');
+      await assert.rejects(new SigninsRepository(pool, impatient).findSignins({ tenantId, now: new Date(), limit: 10 }), unavailable, 'sign-ins');
+      await assert.rejects(new AuditRepository(pool, impatient).find({ tenantId, limit: 10 }), unavailable, 'audit');
+      await assert.rejects(new FraudReportRepository(pool, impatient).findAlerts({ tenantId, limit: 10 }), unavailable, 'fraud');
+      await assert.rejects(new FraudReportRepository(pool, impatient).findBlocks({ tenantId, limit: 10 }), unavailable, 'blocked');
+      await assert.rejects(new UsageRepository(pool, impatient).counts(tenantId, at(0), at(86_400), 'day', at(0)), unavailable, 'usage');
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+      await impatient.end();
+    }
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'keeps projecting while slow report queries take every connection reports may have', async () => {
+    const tenantId = await newTenant();
+    const audit = service.app.get(AuditReportService);
+    const holder = new pg.Client({ connectionString: testEnv.databaseUrl });
+    await holder.connect();
+    try {
+      // Ten report queries that cannot finish while the audit trail is held.
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE');
+      const reports = Array.from({ length: 10 }, () => audit.query({ tenantId, limit: 10 }, loadKeyring({}).keyring));
+      await eventually(async () => {
+        const { rows } = await pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE NOT l.granted AND l.relation = 'audit_log'::regclass AND a.application_name LIKE 'mfa-reporting%'`,
+        );
+        return rows[0]!.n >= REPORT_CONNECTIONS_ON_PRIMARY ? true : undefined;
+      }, 10_000, 'the report queries to wait for the audit trail');
+      // A projection batch meanwhile gets a connection (it would wait for one, then fail, on a shared pool).
+      const created = uniqueTenant('rep-busy');
+      await projection.projectTenants(sequence<TenantEvent>([tenantCreatedEvent(created)]));
+      assert.equal((await pool.query('SELECT 1 FROM tenants WHERE tenant_id = $1', [created])).rowCount, 1);
+      await holder.query('ROLLBACK');
+      assert.deepEqual(await Promise.all(reports), Array.from({ length: 10 }, () => ({ items: [] })));
+    } finally {
+      await holder.end();
+    }
   });
 
   describe('erased users', () => {

@@ -171,17 +171,25 @@ async function migrate(databaseUrl: string, log: Logger, lockTimeoutMs: number, 
 }
 
 /**
- * The pool of a DATABASE_URL (its primary among several hosts, following a failover: PrimaryPool)
- * or of DATABASE_READ_URL (a replica).
+ * Connections of the report queries' own pool on the primary (DATABASE_READ_URL unset): slow
+ * report queries wait for one of these, never for the projection's, so the projection keeps
+ * writing however many reports are asked for at once.
  */
-export async function createPool(databaseUrl: string, log: Logger): Promise<pg.Pool> {
+export const REPORT_CONNECTIONS_ON_PRIMARY = 4;
+
+/**
+ * The pool of a DATABASE_URL (its primary among several hosts, following a failover: PrimaryPool)
+ * or of DATABASE_READ_URL (a replica): at most `max` connections (10 unless said), named
+ * `applicationName` in pg_stat_activity.
+ */
+export async function createPool(databaseUrl: string, log: Logger, options: { max?: number; applicationName?: string } = {}): Promise<pg.Pool> {
   const config = {
-    max: 10,
+    max: options.max ?? 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     // A report query or projection batch never needs this long; a stuck one must not hold a slot.
     statement_timeout: 30_000,
-    application_name: 'mfa-reporting',
+    application_name: options.applicationName ?? 'mfa-reporting',
   };
   // Several hosts: the one that accepts writes now (prepareDatabase has waited for one).
   const first = hostUrls(databaseUrl).length > 1 ? await locatePrimary(databaseUrl).catch(() => hostUrls(databaseUrl)[0]!) : databaseUrl;

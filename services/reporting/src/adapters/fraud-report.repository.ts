@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { AlertRow, BlockRow, FraudRows, NotificationRow } from '../domain/fraud-projection.js';
+import { PSEUDONYMIZE_BLOCK_ENDS } from './erasures.repository.js';
 import { readReport } from './signins.repository.js';
 
 /** A user id as a row keeps it: the pseudonym when the user was erased by then (see ErasuresRepository). */
@@ -31,6 +32,17 @@ SELECT i.event_id, i.tenant_id, i.occurred_at, i.action, COALESCE(e.pseudonym, i
     AS i(event_id, tenant_id, occurred_at, action, user_id, ip, reason, source, actor, until, dry_run, event_seq, pseudonym)
   LEFT JOIN erased_users e ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND i.occurred_at <= e.erased_at
 ON CONFLICT (event_id) DO NOTHING`;
+
+/**
+ * Block rows of one user projected by two instances at once (the block by one, its unblock by the
+ * other) would each miss the other's row in PSEUDONYMIZE_BLOCK_ENDS: a batch holds a transaction
+ * lock per user (the two-key form, apart from node-pg-migrate's one-key lock), taken in one order
+ * so two batches never wait for each other in a cycle.
+ */
+const USER_LOCKS = 0x6d666162; // 'mfab': the first key, the class of these locks
+const LOCK_USERS = `
+SELECT pg_advisory_xact_lock(${USER_LOCKS}, k)
+  FROM (SELECT DISTINCT hashtext(t || ' ' || u) AS k FROM unnest($1::text[], $2::text[]) AS x(t, u) ORDER BY k) s`;
 
 const columns = <R, K extends keyof R>(rows: readonly R[], keys: readonly K[]): unknown[][] => keys.map((k) => rows.map((r) => r[k]));
 
@@ -116,7 +128,28 @@ export class FraudReportRepository {
       const cols = columns(blocks, ['eventId', 'tenantId', 'occurredAt', 'action', 'userId', 'ip', 'reason', 'source', 'actor', 'until', 'dryRun', 'seq'] as const);
       cols[8] = blocks.map((b) => (b.actor ? JSON.stringify(b.actor) : null));
       cols.push(blocks.map((b) => (b.userId === null ? null : pseudonymOf(b.tenantId, b.userId))));
-      await this.pool.query(INSERT_BLOCKS, cols);
+      const users = blocks.flatMap((b) => (b.userId === null ? [] : [{ tenantId: b.tenantId, userId: b.userId, pseudonym: pseudonymOf(b.tenantId, b.userId) }]));
+      if (users.length === 0) await this.pool.query(INSERT_BLOCKS, cols);
+      else await this.applyUserBlocks(cols, users);
+    }
+  }
+
+  /** Rows naming users: inserted, then the ends of erased users' blocks pseudonymized, in one transaction. */
+  private async applyUserBlocks(cols: unknown[][], users: { tenantId: string; userId: string; pseudonym: string }[]): Promise<void> {
+    const tenants = users.map((u) => u.tenantId);
+    const ids = users.map((u) => u.userId);
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(LOCK_USERS, [tenants, ids]);
+      await client.query(INSERT_BLOCKS, cols);
+      await client.query(PSEUDONYMIZE_BLOCK_ENDS, [tenants, ids, users.map((u) => u.pseudonym)]);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
     }
   }
 

@@ -53,6 +53,10 @@ const keepOrTake = (column: string, condition: string) =>
  * FROM unnest(arrays) carries the whole batch (one round trip however many events); the patches
  * hold at most one row per key because ON CONFLICT DO UPDATE may touch a row only once.
  *
+ * Rows are written, and so locked, in key order: two instances writing batches that share rows
+ * then wait for each other instead of deadlocking (40P01, which fails one of them for a retry).
+ * The order is the statement's own, not the arrays': a hash join may reorder the rows it returns.
+ *
  * A row of an erased user (erased_users, matched by pseudonym and data key generation) is written
  * with the pseudonym and no personal data, whatever the batch carries: the erasure holds a lock
  * that makes this check and its own update of older rows leave no gap (ErasuresRepository).
@@ -79,6 +83,7 @@ SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_
          result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends, via, device_id)
   LEFT JOIN erased_users e
     ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND (i.user_gen IS NULL OR i.user_gen <= e.gen)
+ ORDER BY i.tenant_id, i.challenge_id
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   ${CONTEXT_COLUMNS.map((c) => keepOrTake(c, TAKE_CONTEXT)).join(',\n  ')},
   ${OUTCOME_COLUMNS.map((c) => keepOrTake(c, TAKE_OUTCOME)).join(',\n  ')},
@@ -86,20 +91,33 @@ ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   resends = GREATEST(signins.resends, excluded.resends),
   last_event_seq = GREATEST(signins.last_event_seq, excluded.last_event_seq)`;
 
+/*
+ * Which of two outcomes of a challenge's delivery stands, whichever was projected first: the later
+ * by stream sequence, except that a receipt and a `sent` of the same message keep the receipt
+ * (receiptOverrides, domain/signin-projection.ts). A receipt can be recorded before the SmsSent of
+ * its own message (an SMSC may answer within milliseconds of accepting it), so a receipt replaces a
+ * stored `sent` of its message even from a lower sequence (two instances, a batch retried event by
+ * event). Nothing else of the challenge is recorded in those milliseconds, so the outcomes rank the
+ * same way in any order, and every column comes from the one that stands.
+ */
+const RECEIPT_OF_SENT = `excluded.status IN ('delivered', 'undelivered') AND deliveries.status = 'sent'
+      AND deliveries.message_id IS NOT DISTINCT FROM excluded.message_id`;
+const SENT_OF_RECEIPT = `excluded.status = 'sent' AND deliveries.status IN ('delivered', 'undelivered')
+      AND deliveries.message_id IS NOT DISTINCT FROM excluded.message_id`;
 const UPSERT_DELIVERIES = `
 INSERT INTO deliveries (tenant_id, challenge_id, status, provider, message_id, attempts, occurred_at, event_seq, error)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::bigint[], $9::text[])
+ ORDER BY 1, 2 -- tenant, challenge: see UPSERT_SIGNINS
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   status = excluded.status,
   provider = excluded.provider,
   message_id = excluded.message_id,
-  attempts = GREATEST(deliveries.attempts, excluded.attempts),
+  attempts = excluded.attempts,
   error = excluded.error,
   occurred_at = excluded.occurred_at,
   event_seq = excluded.event_seq
-WHERE deliveries.event_seq < excluded.event_seq
-  -- receiptOverrides (domain/signin-projection.ts): a receipt stands against its own message's later SmsSent
-  AND NOT (excluded.status = 'sent' AND deliveries.status IN ('delivered', 'undelivered') AND deliveries.message_id IS NOT DISTINCT FROM excluded.message_id)`;
+WHERE (${RECEIPT_OF_SENT})
+   OR (deliveries.event_seq < excluded.event_seq AND NOT (${SENT_OF_RECEIPT}))`;
 
 const INSERT_TENANTS = `
 INSERT INTO tenants (tenant_id, created_at)
@@ -268,7 +286,10 @@ export class SigninsRepository {
   }
 }
 
-/** Report reads answer contract errors: bad values are the caller's, a lost database is `unavailable`. */
+/**
+ * Report reads answer contract errors: bad values are the caller's; a lost database, or a query
+ * stopped at the pool's statement timeout, is `unavailable`.
+ */
 export async function readReport<R extends pg.QueryResultRow>(pool: pg.Pool, sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
   try {
     return await pool.query<R>(sql, params);
@@ -277,11 +298,15 @@ export async function readReport<R extends pg.QueryResultRow>(pool: pg.Pool, sql
   }
 }
 
+const QUERY_CANCELED = '57014';
+
 function toContractError(error: unknown): unknown {
   if (error instanceof ContractError) return error;
   const code = String((error as { code?: unknown })?.code ?? '');
   // Class 22 (data exception): e.g. a date Postgres cannot represent, such as year 0000.
   if (code.startsWith('22')) return invalidRequest('a value is out of the range the report can search', error);
+  // 57014 query_canceled: the statement timeout (createPool) stopped it, or an operator cancelled it.
+  if (code === QUERY_CANCELED) return unavailable('the report query took too long and was stopped: narrow it (a shorter from–to range, a userId) or try again later', error);
   // Connection failures, server shutting down, pool exhausted: the one classifier every service uses.
   if (isTransientDependencyError(error)) return unavailable('the report store is unavailable', error);
   return error;

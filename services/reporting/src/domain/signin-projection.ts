@@ -263,7 +263,8 @@ export function foldDispatchEvents(items: readonly Sequenced<DispatchEvent>[]): 
 /**
  * A receipt can be recorded before the SmsSent of its own message (an SMSC may answer within
  * milliseconds of accepting it): `sent` never replaces what a receipt said about the same message.
- * The repository's upsert applies the same rule across batches.
+ * The repository's upsert applies the same rule across batches, both ways: a receipt projected
+ * after the `sent` of its message replaces it, whatever their sequences.
  */
 export function receiptOverrides(current: Pick<DeliveryPatch, 'status' | 'messageId'>, next: Pick<DeliveryPatch, 'status' | 'messageId'>): boolean {
   return next.status === 'sent' && (current.status === 'delivered' || current.status === 'undelivered') && current.messageId === next.messageId;

@@ -19,8 +19,10 @@ const NETWORK_CODES = new Set([
   'ENETDOWN',
 ]);
 // Postgres SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57P operator
-// intervention (shutdown, cannot connect now), 40001/40P01 serialization failure and deadlock.
-const SQLSTATE = /^(08|53|57P|40001$|40P01$)/;
+// intervention (shutdown, cannot connect now), 57014 a statement timeout (a primary too slow or a
+// lock held long, not the message's fault), 55P03 a lock timeout, 40001/40P01 serialization
+// failure and deadlock.
+const SQLSTATE = /^(08|53|57P|57014$|55P03$|40001$|40P01$)/;
 // node-postgres' own connection errors carry no code; JetStream's are told by code (below).
 const MESSAGES = /connection (is closed|terminated|refused)|timeout exceeded when trying to connect|connection error/i;
 const NAMES = new Set(['MaxRetriesPerRequestError', 'TimeoutError', 'NoRespondersError', 'ConnectionError']);

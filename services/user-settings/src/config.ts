@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
+import { ImportStoreEnv } from './adapters/import-jobs.js';
 
-const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend({
+const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend(ImportStoreEnv.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3004),
   /** Shown by authenticator apps next to the account; the Key URI format forbids ":" in it. */
   MFA_TOTP_ISSUER: z

@@ -77,9 +77,27 @@ export class MfaApi {
     } catch (error) {
       body.resume();
       if (error instanceof ContractError) throw error;
+      // The bucket's size is bounded (OATH_IMPORTS_MAX_BYTES): files waiting for their import fill it.
+      if (/maximum bytes exceeded/i.test((error as Error)?.message ?? '')) {
+        throw new ContractError('unavailable', 'the imports store is full (files waiting for their import, error files); try again later', { cause: error });
+      }
       throw new ContractError('unavailable', 'the file could not be stored; try again', { cause: error });
     }
     return { object, size };
+  }
+
+  /**
+   * How many of this console's uploads of the tenant MFA_IMPORTS holds: those waiting for their
+   * import and those an import job reads (it deletes its file when it ends).
+   */
+  async consoleImports(tenantId: string): Promise<number> {
+    const store = await this.bucket(IMPORTS_BUCKET, 'the imports store is not ready (user-settings creates it); try again');
+    const prefix = `${tenantId}/console-`;
+    try {
+      return (await store.list()).filter((info) => !info.deleted && info.name.startsWith(prefix)).length;
+    } catch (error) {
+      throw new ContractError('unavailable', 'the imports store did not answer; try again', { cause: error });
+    }
   }
 
   /** Removes an upload that no job will read (the import was refused). */

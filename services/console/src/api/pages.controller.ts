@@ -109,6 +109,11 @@ const cursorOf = (q: Record<string, unknown>) => (text(q.cursor, 512) ? { cursor
 /** What the import page's script uploads to: `<tenant>/console-<uuid>`, the only objects it may name. */
 const consoleUpload = (tenantId: string, value: unknown) =>
   typeof value === 'string' && value.startsWith(`${tenantId}/console-`) && /^[0-9a-f-]{36}$/.test(value.slice(tenantId.length + 9)) ? value : undefined;
+/**
+ * Token files of one tenant uploaded through the console and not yet imported, or being imported,
+ * at most: a tenant admin cannot fill the imports store (shared by every tenant) with uploads.
+ */
+export const MAX_CONSOLE_IMPORTS_PER_TENANT = 4;
 /** A contract error as the page scripts' JSON: its code decides the status. */
 const STATUS_OF: Record<string, number> = { invalid_request: 400, not_found: 404, conflict: 409, forbidden: 403, rate_limited: 429, unavailable: 503 };
 
@@ -553,15 +558,19 @@ export class PagesController {
       // settings now): a stored value the rules of today refuse blocks only its own change, and a
       // change made meanwhile elsewhere is not undone by a field left as it was shown.
       const shown = shownSettings(body._shown);
-      const current = shown ? undefined : await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
-      const settings = changedSettings(patch, shown ?? current!.settings);
-      const reply =
-        Object.keys(settings).length === 0 ? (current ?? (await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {}))) : await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings });
+      // Read first whatever the form carries: tenants.configure, asked with the platform key,
+      // creates a tenant that does not exist, and a settings save creates none (only a platform
+      // operator creates tenants, on the tenants page). A tenant admin's role may name one that
+      // does not exist: not_found.
+      const current = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
+      const settings = changedSettings(patch, shown ?? current.settings);
+      const reply = Object.keys(settings).length === 0 ? current : await this.call<TenantsGetReply>(p, Subjects.tenantsConfigure, { settings });
       const values = formValues(reply.settings);
       const notice = Object.keys(settings).length === 0 ? 'Nothing changed.' : 'Settings saved. They apply to challenges started from now on.';
       this.views.send(res, 'settings.njk', { ...context, values, shown: shownToken(values), notice });
     } catch (error) {
-      if (!(error instanceof ContractError || error instanceof FormError)) {
+      // No such tenant: its error page, not the form.
+      if (!(error instanceof ContractError || error instanceof FormError) || (error instanceof ContractError && error.code === 'not_found')) {
         this.views.error(res, error, context);
         return;
       }
@@ -701,6 +710,14 @@ export class PagesController {
         return;
       }
       if (declared === 0) throw new ContractError('invalid_request', 'choose a CSV or PSKC file');
+      if ((await this.api.consoleImports(tenant)) >= MAX_CONSOLE_IMPORTS_PER_TENANT) {
+        // The file is not read: the connection closes after the answer.
+        res.setHeader('Connection', 'close');
+        throw new ContractError(
+          'rate_limited',
+          `${MAX_CONSOLE_IMPORTS_PER_TENANT} token files of this tenant are waiting for their import or being imported: upload this one when an import ends (a file never imported is deleted within minutes)`,
+        );
+      }
       const { object, size } = await this.api.putImport(tenant, req, MAX_IMPORT_FILE_BYTES);
       if (size === 0) {
         await this.api.deleteImport(object);
@@ -737,7 +754,8 @@ export class PagesController {
       });
       res.status(200).json({ jobId: reply.jobId, location: `/t/${encodeURIComponent(tenant)}/oath/jobs/${encodeURIComponent(reply.jobId)}` });
     } catch (error) {
-      // Refused: no job reads the upload. (Unanswered: a job may have started with it; it stays.)
+      // Refused: no job reads the upload. (Unanswered: a job may have started with it; it stays,
+      // and user-settings deletes it soon if no job claimed it.)
       if (object && !(error instanceof ContractError && error.code === 'unavailable')) await this.api.deleteImport(object).catch(() => undefined);
       this.jsonError(res, error, 'token import failed');
     }

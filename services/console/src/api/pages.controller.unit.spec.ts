@@ -254,6 +254,58 @@ describe('console pages', () => {
     });
   });
 
+  describe('saving the settings as a tenant admin', () => {
+    let adminServer: Server;
+    let adminBase: string;
+
+    before(async () => {
+      const api = {
+        call: async (subject: string, body: Record<string, unknown>) => {
+          calls.push({ subject, body });
+          return answer(subject, body);
+        },
+      } as unknown as MfaApi;
+      const log = { error: (msg: string) => errors.push(msg), warn: () => undefined, info: () => undefined, debug: () => undefined } as unknown as Logger;
+      const pages = new PagesController(api, new Views(), log);
+      const app = express();
+      app.use(express.urlencoded({ extended: false }));
+      // The role names a tenant nobody created.
+      const roles = ['tenant-admin:ghost'];
+      app.use((req, _res, next) => {
+        Object.assign(req, { session: { id: 's', operator: { sub: 'adam' }, roles, csrf: 'x', createdAt: 0, via: 'dev' }, access: accessFromRoles(roles) });
+        next();
+      });
+      app.post('/t/:tenant/settings', (req, res) => void pages.saveSettings(req as unknown as WebRequest, res, String(req.params.tenant), req.body));
+      adminServer = app.listen(0, '127.0.0.1');
+      await new Promise((resolve) => adminServer.once('listening', resolve));
+      adminBase = `http://127.0.0.1:${(adminServer.address() as AddressInfo).port}/t/ghost`;
+    });
+
+    after(async () => {
+      await new Promise((resolve) => adminServer.close(resolve));
+    });
+
+    it('creates no tenant: with the page’s `_shown` in the form it still reads the tenant first, and not_found is the answer', async () => {
+      answer = async (subject) => {
+        if (subject === Subjects.tenantsGet) throw new ContractError('not_found', 'unknown tenant');
+        // As user-settings does for the platform key the console asks with.
+        if (subject === Subjects.tenantsConfigure) return { tenantId: 'ghost', settings: defaultTenantSettings() };
+        throw new Error(`unexpected ${subject}`);
+      };
+      const shown = formValues(defaultTenantSettings());
+      // The form as a browser submits it (unchecked boxes absent), one field changed.
+      const form = Object.fromEntries(
+        Object.entries(shown)
+          .filter(([, v]) => v !== false)
+          .map(([k, v]) => [k, v === true ? 'on' : String(v)]),
+      );
+      const response = await fetch(`${adminBase}/settings`, { method: 'POST', body: new URLSearchParams({ ...form, _csrf: 'x', _shown: shownToken(shown), maxAttempts: '3' }) });
+      assert.equal(response.status, 404);
+      assert.match(await response.text(), /unknown tenant/);
+      assert.deepEqual(calls.map((c) => c.subject), [Subjects.tenantsGet]);
+    });
+  });
+
   describe('report filters', () => {
     const asked = (subject: string) => calls.filter((c) => c.subject === subject).map((c) => c.body);
     const page = (path: string, query: Record<string, string>) => fetch(`${base}/${path}?${new URLSearchParams(query)}`);

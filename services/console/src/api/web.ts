@@ -109,8 +109,11 @@ export function csrfCheck(origin: string) {
     // Forms carry it in a field; the page scripts that post files, in a header.
     const header = req.headers['x-csrf-token'];
     const token = typeof req.body?._csrf === 'string' ? req.body._csrf : typeof header === 'string' ? header : '';
-    const expected = web.session?.csrf ?? '';
-    const ok = token.length > 0 && token.length === expected.length && timingSafeEqual(Buffer.from(token), Buffer.from(expected));
+    // Compared as UTF-8 bytes: a token of the right length in characters but not in bytes (an `é`
+    // in it) is a wrong token like any other, never a failed comparison.
+    const sentBytes = Buffer.from(token, 'utf8');
+    const expectedBytes = Buffer.from(web.session?.csrf ?? '', 'utf8');
+    const ok = expectedBytes.length > 0 && sentBytes.length === expectedBytes.length && timingSafeEqual(sentBytes, expectedBytes);
     if (!ok) {
       res.status(403).type('text/plain').send('forbidden: missing or wrong CSRF token; reload the page and try again');
       return;

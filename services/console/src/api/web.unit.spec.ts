@@ -62,6 +62,22 @@ describe('console middleware', () => {
     assert.deepEqual([passed, refused], [2, [403, 403, 403]]);
   });
 
+  it('refuses with 403 a token as long as the session’s in characters but not in bytes, in a field or a header', () => {
+    const refused: number[] = [];
+    const res = { status: (code: number) => (refused.push(code), { type: () => ({ send: () => undefined }) }) } as unknown as Response;
+    const session = { csrf: 'c'.repeat(43) } as WebRequest['session'];
+    // 43 characters, 44 bytes in UTF-8.
+    const accented = `é${'c'.repeat(42)}`;
+    let passed = 0;
+    const check = csrfCheck('https://console.example');
+    const post = (extra: Record<string, unknown>) => ({ method: 'POST', path: '/t/contoso/settings', headers: {}, body: {}, session, ...extra }) as unknown as Request;
+    check(post({ body: { _csrf: accented } }), res, () => passed++);
+    check(post({ headers: { 'x-csrf-token': accented } }), res, () => passed++);
+    assert.deepEqual([passed, refused], [0, [403, 403]]);
+    check(post({ body: { _csrf: session!.csrf } }), res, () => passed++);
+    assert.equal(passed, 1);
+  });
+
   it('reads a POST without a body as an empty form', () => {
     const req = { body: undefined } as unknown as Request;
     emptyBodyAsForm(req, response().res, () => undefined);

@@ -1,12 +1,49 @@
 import { Readable } from 'node:stream';
+import { z } from 'zod';
 import { ensureReplicas, provision, type NatsClients } from '@mfa/messaging';
-import { StorageType } from '@nats-io/jetstream';
+import { StorageType, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { Objm, type ObjectStore } from '@nats-io/obj';
-import { IMPORT_RETENTION_SECONDS, IMPORTS_BUCKET, type OathImportFormat } from '@mfa/contracts';
+import { Base64UrlPaddedCodec, Objm, type ObjectStore } from '@nats-io/obj';
+import { IMPORT_RETENTION_SECONDS, IMPORTS_BUCKET, MAX_IMPORT_FILE_BYTES, type OathImportFormat } from '@mfa/contracts';
 
 /** The key-value bucket of import jobs: one entry per job, updated with compare-and-set. */
 export const IMPORT_JOBS_BUCKET = 'MFA_IMPORT_JOBS';
+
+/**
+ * The limits of MFA_IMPORTS (docs/operations.md, "Configuration"). Its size is bounded so that
+ * uploads nobody imports can never take the JetStream storage the event streams need: each
+ * JetStream server reserves it for the bucket, and a put beyond it is refused. An upload no import
+ * job names is deleted after OATH_UNCLAIMED_UPLOAD_SECONDS, not kept 7 days.
+ */
+export const ImportStoreEnv = z.object({
+  OATH_IMPORTS_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(2 * MAX_IMPORT_FILE_BYTES)
+    .max(2 ** 40)
+    .default(8 * MAX_IMPORT_FILE_BYTES),
+  OATH_UNCLAIMED_UPLOAD_SECONDS: z.coerce.number().int().min(60).max(86_400).default(900),
+});
+
+export interface ImportStoreSettings {
+  /** Bytes MFA_IMPORTS holds at most (per replica). */
+  maxBytes: number;
+  /** How long an upload no unfinished job reads is kept, from when an instance first saw it. */
+  unclaimedUploadMs: number;
+}
+
+/** The limits from the service's configuration (loadUserSettingsConfig checks them). */
+export function importStoreSettings(config: z.infer<typeof ImportStoreEnv>): ImportStoreSettings {
+  return { maxBytes: config.OATH_IMPORTS_MAX_BYTES, unclaimedUploadMs: config.OATH_UNCLAIMED_UPLOAD_SECONDS * 1000 };
+}
+
+/** The stream under MFA_IMPORTS, and its subjects (the object store's layout: ADR-20). */
+const STREAM = `OBJ_${IMPORTS_BUCKET}`;
+const chunksSubject = (nuid: string) => `$O.${IMPORTS_BUCKET}.C.${nuid}`;
+const metaSubject = (name: string) => `$O.${IMPORTS_BUCKET}.M.${Base64UrlPaddedCodec.encode(name)}`;
+
+/** A job's own objects (`<tenant>/jobs/<job>/…`: a sealed file, error chunks, the error file), kept by the job's lifecycle. */
+const JOB_OBJECT = /^[^/]+\/jobs\//;
 
 /**
  * An import job as stored. The worker that holds the lease (`lease.until` in the future) is the
@@ -54,26 +91,48 @@ export const jobObjects = (tenantId: string, jobId: string) => ({
 /**
  * Where import jobs live: their records in the key-value bucket MFA_IMPORT_JOBS, their files and
  * error files in the object store MFA_IMPORTS. Both keep entries for IMPORT_RETENTION_SECONDS after
- * their last change, and get STREAM_REPLICAS replicas like every stream of the service.
+ * their last change, and get STREAM_REPLICAS replicas like every stream of the service; MFA_IMPORTS
+ * holds at most `settings.maxBytes`.
  */
 export class ImportJobs {
   private constructor(
     private readonly kv: KV,
     private readonly objects: ObjectStore,
+    private readonly jsm: JetStreamManager,
+    readonly settings: ImportStoreSettings,
+    private appliedMaxBytes: number,
   ) {}
 
-  static async open(nats: NatsClients, replicas: number): Promise<ImportJobs> {
+  static async open(nats: NatsClients, replicas: number, settings: ImportStoreSettings = importStoreSettings(ImportStoreEnv.parse({}))): Promise<ImportJobs> {
     const { nc, jsm } = nats;
     const kv = await provision(`provisioning bucket ${IMPORT_JOBS_BUCKET}`, () =>
       new Kvm(nc).create(IMPORT_JOBS_BUCKET, { replicas, history: 1, ttl: IMPORT_RETENTION_SECONDS * 1000, storage: StorageType.File }),
     );
     const objects = await provision(`provisioning bucket ${IMPORTS_BUCKET}`, () =>
-      new Objm(nc).create(IMPORTS_BUCKET, { replicas, storage: StorageType.File, ttl: IMPORT_RETENTION_SECONDS * 1_000_000_000 }),
+      new Objm(nc)
+        .create(IMPORTS_BUCKET, { replicas, storage: StorageType.File, ttl: IMPORT_RETENTION_SECONDS * 1_000_000_000, max_bytes: settings.maxBytes })
+        .catch((error: unknown) => Promise.reject(maxBytesError(settings.maxBytes, error))),
     );
     // Buckets made before STREAM_REPLICAS was raised keep their replicas through create: scale them.
     await ensureReplicas(jsm, `KV_${IMPORT_JOBS_BUCKET}`, replicas);
-    await ensureReplicas(jsm, `OBJ_${IMPORTS_BUCKET}`, replicas);
-    return new ImportJobs(kv, objects);
+    await ensureReplicas(jsm, STREAM, replicas);
+    // And their limit (none, or another OATH_IMPORTS_MAX_BYTES): set it.
+    const applied = await provision(`limiting bucket ${IMPORTS_BUCKET} to ${settings.maxBytes} bytes`, () => limitBytes(jsm, settings.maxBytes));
+    return new ImportJobs(kv, objects, jsm, settings, applied);
+  }
+
+  /**
+   * The limit MFA_IMPORTS has now: the one configured, or, while the bucket holds more than that,
+   * what it holds (set at boot or by `tighten`).
+   */
+  get maxBytes(): number {
+    return this.appliedMaxBytes;
+  }
+
+  /** Lowers the bucket's limit towards the one configured as far as what it holds allows; the limit then. */
+  async tighten(): Promise<number> {
+    if (this.appliedMaxBytes > this.settings.maxBytes) this.appliedMaxBytes = await limitBytes(this.jsm, this.settings.maxBytes);
+    return this.appliedMaxBytes;
   }
 
   private key(tenantId: string, jobId: string): string {
@@ -154,7 +213,52 @@ export class ImportJobs {
     return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
   }
 
-  async deleteObject(name: string): Promise<void> {
-    await this.objects.delete(name).catch(() => undefined);
+  /**
+   * Deletes the object, its chunks first, and leaves nothing of it, not even a deletion marker:
+   * room is freed before anything is written, so a bucket full to its limit can always be emptied
+   * (the object store's own delete writes its marker first, which a full bucket refuses). False
+   * when the store did not answer (the object then expires with the bucket's TTL, or the next try).
+   */
+  async deleteObject(name: string): Promise<boolean> {
+    try {
+      const info = await this.objects.info(name);
+      if (!info) return true;
+      if (!info.deleted) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(info.nuid) });
+      await this.jsm.streams.purge(STREAM, { filter: metaSubject(name) });
+      return true;
+    } catch {
+      return false;
+    }
   }
+
+  /**
+   * The uploads in MFA_IMPORTS: every object but the jobs' own, by name and by the id of its
+   * content (a name put again is another upload).
+   */
+  async uploads(): Promise<Array<{ name: string; nuid: string }>> {
+    const infos = await this.objects.list();
+    return infos.filter((info) => !info.deleted && !JOB_OBJECT.test(info.name)).map((info) => ({ name: info.name, nuid: info.nuid }));
+  }
+}
+
+/**
+ * Gives MFA_IMPORTS the limit asked, but never one below what it holds: the server would make room
+ * by dropping the oldest messages, chunks of files still in use. Answers the limit it has then.
+ */
+async function limitBytes(jsm: JetStreamManager, maxBytes: number): Promise<number> {
+  const info = await jsm.streams.info(STREAM);
+  const limit = Math.max(maxBytes, info.state.bytes);
+  if (info.config.max_bytes === limit) return limit;
+  try {
+    await jsm.streams.update(STREAM, { ...info.config, max_bytes: limit });
+  } catch (error) {
+    throw maxBytesError(limit, error);
+  }
+  return limit;
+}
+
+/** The boot stops naming the variable when the JetStream servers cannot reserve the bucket's size. */
+function maxBytesError(maxBytes: number, error: unknown): unknown {
+  if (!/insufficient storage/i.test((error as Error)?.message ?? '')) return error;
+  return new Error(`OATH_IMPORTS_MAX_BYTES=${maxBytes}: the JetStream servers cannot reserve that much for bucket ${IMPORTS_BUCKET} (their store is smaller, or taken): ${(error as Error).message}`, { cause: error });
 }

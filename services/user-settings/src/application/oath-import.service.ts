@@ -31,6 +31,8 @@ export const IMPORT_LEASE_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
 /** How often workers look for jobs nobody runs (new ones, or ones whose worker died). */
 const SCAN_MS = 2_000;
+/** How often the uploads are looked over for those no job claimed: a quarter of the time they are kept, at most a minute. */
+const sweepEvery = (unclaimedUploadMs: number) => Math.max(1_000, Math.min(60_000, Math.floor(unclaimedUploadMs / 4)));
 
 interface PskcKeys {
   password?: string;
@@ -58,6 +60,10 @@ export class OathImportService {
   /** The unfinished jobs, as the bucket's watch last said (undefined: not following, read the bucket). */
   private unfinished: Map<string, StoredJob> | undefined;
   private following: { stop(): void } | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+  /** When this instance first saw each upload (by name and content id), the start of its time to be claimed. */
+  private readonly firstSeen = new Map<string, number>();
 
   constructor(
     private readonly options: {
@@ -70,10 +76,13 @@ export class OathImportService {
     },
   ) {}
 
-  /** Starts looking for jobs to run. */
+  /** Starts looking for jobs to run, and for uploads no job claimed. */
   start(): void {
     this.timer = setInterval(() => void this.scan(), SCAN_MS);
     this.timer.unref();
+    this.sweepTimer = setInterval(() => void this.sweepUploads(), sweepEvery(this.options.jobs.settings.unclaimedUploadMs));
+    this.sweepTimer.unref();
+    this.warnAboveLimit();
     const unfinished = new Map<string, StoredJob>();
     this.options.jobs
       .follow((key, stored) => {
@@ -93,6 +102,7 @@ export class OathImportService {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.following?.stop();
     await this.running?.catch(() => undefined);
   }
@@ -174,6 +184,64 @@ export class OathImportService {
       updatedAt: job.updatedAt,
       ...(job.finishedAt ? { finishedAt: job.finishedAt } : {}),
     };
+  }
+
+  /**
+   * Deletes the uploads no import job claimed in time (OATH_UNCLAIMED_UPLOAD_SECONDS): a file put
+   * into MFA_IMPORTS that oath.import never names (a console page left after its upload, an import
+   * that was not answered, a caller that never asks) would otherwise keep its seeds, in plaintext
+   * for a plaintext file, and its share of the bucket for 7 days. The time counts from when this
+   * instance first saw the upload, so no uploader's clock matters (after a restart it starts
+   * again). An upload an unfinished job reads is kept (the job deletes it when it ends), and so are
+   * the jobs' own files. Answers how many it deleted.
+   */
+  async sweepUploads(now = Date.now()): Promise<number> {
+    if (this.sweeping) return 0;
+    this.sweeping = true;
+    const { jobs, log } = this.options;
+    try {
+      const present = new Set<string>();
+      let due: string[] = [];
+      for (const { name, nuid } of await jobs.uploads()) {
+        const key = `${name}\n${nuid}`;
+        present.add(key);
+        const first = this.firstSeen.get(key);
+        if (first === undefined) this.firstSeen.set(key, now);
+        else if (now - first >= jobs.settings.unclaimedUploadMs) due.push(name);
+      }
+      for (const key of this.firstSeen.keys()) if (!present.has(key)) this.firstSeen.delete(key);
+      // Claimed as the watch says; the rest is checked against the bucket itself, which has a job
+      // another instance has just created.
+      const watched = this.unfinished ? new Set([...this.unfinished.values()].map(({ job }) => job.source.object)) : new Set<string>();
+      due = due.filter((name) => !watched.has(name));
+      let deleted = 0;
+      if (due.length > 0) {
+        const claimed = new Set((await jobs.all()).filter(({ job }) => job.state === 'queued' || job.state === 'running').map(({ job }) => job.source.object));
+        for (const name of due) {
+          if (claimed.has(name) || !(await jobs.deleteObject(name))) continue;
+          deleted++;
+          log.info('import upload deleted: no import job claimed it in time', { tenantId: name.slice(0, name.indexOf('/')), object: name });
+        }
+      }
+      if (jobs.maxBytes > jobs.settings.maxBytes && (await jobs.tighten()) === jobs.settings.maxBytes) log.info('MFA_IMPORTS is back within OATH_IMPORTS_MAX_BYTES', { maxBytes: jobs.maxBytes });
+      return deleted;
+    } catch (error) {
+      log.warn('looking for unclaimed import uploads failed', { error });
+      return 0;
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  /** Says so when MFA_IMPORTS held more than its configured limit at boot (the limit is lowered as it empties). */
+  private warnAboveLimit(): void {
+    const { jobs, log } = this.options;
+    if (jobs.maxBytes > jobs.settings.maxBytes) {
+      log.warn('MFA_IMPORTS holds more than OATH_IMPORTS_MAX_BYTES: its limit is what it holds until uploads and error files expire', {
+        configured: jobs.settings.maxBytes,
+        limit: jobs.maxBytes,
+      });
+    }
   }
 
   /** Claims and runs one job nobody runs, if there is one and this worker is idle. */

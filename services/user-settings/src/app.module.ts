@@ -36,7 +36,7 @@ import { RememberedBrowsers } from './adapters/remembered-browsers.js';
 import { AppPasswordHasher } from './adapters/app-password-hasher.js';
 import { KEYRING } from './tokens.js';
 import { OathInventory } from './adapters/oath-inventory.js';
-import { ImportJobs } from './adapters/import-jobs.js';
+import { ImportJobs, importStoreSettings } from './adapters/import-jobs.js';
 import { OathTokensService } from './application/oath-tokens.service.js';
 import { OathImportService } from './application/oath-import.service.js';
 import { OathController, OathImportWorkers } from './api/oath.controller.js';
@@ -131,12 +131,15 @@ export class AppModule {
         },
         {
           provide: UserProjector,
-          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, keys: UserDataKeys, snapshots: SnapshotStore) =>
-            new UserProjector(store, writer, keyring, keys, snapshots),
-          inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys, SnapshotStore],
+          useFactory: (store: EventStore, writer: UserProjectionWriter, keyring: Keyring, keys: UserDataKeys, snapshots: SnapshotStore, users: UserSettingsService) => {
+            const projector = new UserProjector(store, writer, keyring, keys, snapshots);
+            projector.onRemovals((tenantId, userId, options, now) => users.completeRemovals(tenantId, userId, options, now));
+            return projector;
+          },
+          inject: [EventStore, UserProjectionWriter, KEYRING, UserDataKeys, SnapshotStore, UserSettingsService],
         },
         { provide: OathInventory, useFactory: (redis: RedisClient) => new OathInventory(redis), inject: [REDIS] },
-        { provide: ImportJobs, useFactory: (nats: NatsClients) => ImportJobs.open(nats, config.STREAM_REPLICAS), inject: [NATS] },
+        { provide: ImportJobs, useFactory: (nats: NatsClients) => ImportJobs.open(nats, config.STREAM_REPLICAS, importStoreSettings(config)), inject: [NATS] },
         {
           provide: OathTokensService,
           useFactory: (store: EventStore, users: UserSettingsService, inventory: OathInventory, keyring: Keyring) => new OathTokensService({ store, users, inventory, keyring, log }),

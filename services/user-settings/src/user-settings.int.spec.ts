@@ -714,6 +714,25 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     assert.deepEqual(await typesOf(userSubject), ['UserRegistered']);
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'forgets the remembered browsers of a user whose reset stopped after its event (the durable projector completes it)', async () => {
+    const tenantId = uniqueTenant('reset-cut');
+    const userId = uniqueUser('reset-cut');
+    await withConfig(true).register({ tenantId, userId, phoneNumber: '+14155550100' }, new Date());
+    const { tag } = keysOf(tenantId, userId);
+    await redis.hset(RedisKeys.remembered(tag), 'thief-browser', `${Date.now() + 86_400_000}:${Date.now()}`);
+    await redis.set(RedisKeys.lastMfa(tag), String(Date.now()));
+    // An instance whose Redis projection cannot be written and that forgets no browser itself.
+    class BrokenWriter extends UserProjectionWriter {
+      override async apply(): Promise<boolean> {
+        throw new Error("READONLY You can't write against a read only replica.");
+      }
+    }
+    const cut = new UserSettingsService({ store, projection: new BrokenWriter(redis, keyring), keyring, keys: service.app.get(UserDataKeys), log, autoCreateTenants: false, totpIssuer: 'Open MFA' });
+    await assert.rejects(cut.reset({ tenantId, userId }, new Date()), { code: 'unavailable' });
+    await eventually(async () => ((await redis.exists(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag))) === 0 ? true : undefined), 10_000, 'the remembered browser forgotten');
+    assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'methods'), null, 'and the reset projected');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'rebuilds one user on demand, and marks a user without events as unregistered for a while', async () => {
     const projector = service.app.get(UserProjector);
     const tenantId = uniqueTenant('rb');

@@ -18,12 +18,15 @@ import { ConcurrencyError, createEvent } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import type { EventStore } from '../adapters/event-store.js';
 import type { OathInventory } from '../adapters/oath-inventory.js';
-import { inventoryState, oathTokenDecider, type ImportedToken, type OathTokenCommand, type OathTokenState } from '../domain/oath-token.js';
+import { CLAIM_TAKEOVER_AFTER_MS, claimRefusal, inventoryState, oathTokenDecider, type ImportedToken, type OathTokenCommand, type OathTokenState } from '../domain/oath-token.js';
 import type { ParsedToken } from '../domain/oath-import/types.js';
-import type { HeldHardwareToken, UserSettingsService } from './user-settings.service.js';
+import type { LostHardwareToken } from '../domain/user.js';
+import type { UserSettingsService } from './user-settings.service.js';
 import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
 
 const TOKEN_ID_BYTES = 12;
+/** The reason an inventory records when a token comes back from a user, by how the user lost it. */
+const RELEASE_REASONS: Record<LostHardwareToken['how'], string> = { deleted: 'deleted from the user', reset: 'MFA reset', erased: 'user erased' };
 const OATH_SUBJECT_PREFIX = EventSubjects.allOathTokens.slice(0, -1); // 'mfa.evt.oath.'
 
 /** `mfa.evt.oath.<tenant>.<serial>` back to the ids (see EventSubjects.oathToken). */
@@ -46,9 +49,13 @@ export type RowOutcome = { imported: true } | { imported: false; reason: string 
  * number), wait unassigned or go to a user, and are activated by the code they show. Each step
  * that touches a token and its user is done token first, then user; a step that crashed between
  * the two is completed (or undone) the next time the token is touched, since each side is
- * idempotent and the user's side is checked before the token is taken from a holder.
+ * idempotent and the user's side is checked before the token is taken from a holder. The claim on
+ * the token is a lease (domain/oath-token.ts): a user is given the token only under a recent claim
+ * of theirs, and a claim is taken over only once it is too old to be completed.
  */
 export class OathTokensService {
+  private readonly clock: () => number;
+
   constructor(
     private readonly options: {
       store: EventStore;
@@ -56,9 +63,12 @@ export class OathTokensService {
       inventory: OathInventory;
       keyring: Keyring;
       log: Logger;
+      /** The time a claim's age is checked at before it is completed (never a request's own time, which may be old); Date.now by default. */
+      clock?: () => number;
     },
   ) {
-    options.users.onHardwareReleased((tenantId, userId, tokens, reason, now) => this.release(tenantId, userId, tokens, reason, now));
+    this.clock = options.clock ?? Date.now;
+    options.users.onHardwareReleased((tenantId, userId, tokens, now) => this.release(tenantId, userId, tokens, now));
     options.users.onHardwareActivated(async (tenantId, userId, { serialNumber, tokenId, step }, now) => {
       await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step } }, state, now));
     });
@@ -95,8 +105,10 @@ export class OathTokensService {
       await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step: activatedStep } }, state, now));
       throw conflict('token is already active');
     }
-    // The user's side of the assignment, if a crash left it undone.
-    await this.options.users.giveHardwareToken(tenantId, userId, importedOf(token.state), now);
+    // The user's side of the assignment, if it was cut short: completed only under the claim as it
+    // stands (recent, and not older than a loss of the token), never under a renewed one: a code
+    // typed is no administrator's decision to give the token (again) to the user it names.
+    await this.give(tenantId, token.state, now, () => conflict('the token’s assignment to its user did not complete; assign it again (oath.tokens.assign)'));
     const step = await this.options.users.activateHardwareToken(tenantId, userId, tokenId, code, now);
     if (step === undefined) return { serialNumber, tokenId, userId, active: false };
     await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step } }, state, now));
@@ -111,7 +123,7 @@ export class OathTokensService {
     const { tenantId } = job;
     const { serialNumber, userId } = parsed;
     try {
-      if (userId !== undefined) await this.options.users.checkCanTakeToken(tenantId, userId, '', now);
+      if (userId !== undefined) await this.checkRoomFor(job, serialNumber, userId, now);
       const tokenId = randomToken(TOKEN_ID_BYTES);
       const fresh: ImportedToken = {
         tokenId,
@@ -148,10 +160,31 @@ export class OathTokensService {
     }
   }
 
-  /** Puts tokens a user lost (deleted, reset, erased) back into the inventory, unassigned. */
-  async release(tenantId: string, userId: string, tokens: readonly HeldHardwareToken[], reason: string, now: Date): Promise<void> {
-    for (const { tokenId, serialNumber } of tokens) {
-      await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'UnassignToken', data: { tokenId, userId, reason } }, state, now));
+  /**
+   * Whether the row's user can take its token: one more than they have, or, in a job resumed after
+   * a crash, the token this very job gave them already (which they hold and which counts).
+   */
+  private async checkRoomFor(job: { tenantId: string; jobId: string }, serialNumber: string, userId: string, now: Date): Promise<void> {
+    try {
+      await this.options.users.checkCanTakeToken(job.tenantId, userId, '', now);
+    } catch (error) {
+      if (!(error instanceof ContractError && error.code === 'conflict')) throw error;
+      const { state } = await this.executeToken(job.tenantId, serialNumber, now, () => []);
+      if (!state.exists || state.jobId !== job.jobId || state.tokenId === undefined) throw error;
+      await this.options.users.checkCanTakeToken(job.tenantId, userId, state.tokenId, now);
+    }
+  }
+
+  /**
+   * Puts tokens a user lost (deleted, reset, erased) back into the inventory, unassigned, where it
+   * still names the user under a claim from before the loss (a later one is a new assignment).
+   * Idempotent: the user's commands, their retries and the projector all call it.
+   */
+  async release(tenantId: string, userId: string, tokens: readonly LostHardwareToken[], now: Date): Promise<void> {
+    for (const { tokenId, serialNumber, lostAtMs, how } of tokens) {
+      await this.executeToken(tenantId, serialNumber, now, (state) =>
+        decide({ type: 'UnassignToken', data: { tokenId, userId, reason: RELEASE_REASONS[how], claimedByMs: lostAtMs } }, state, now),
+      );
     }
   }
 
@@ -165,6 +198,13 @@ export class OathTokensService {
     await this.executeToken(tenantId, serialNumber, now, () => [], true);
   }
 
+  /**
+   * Claims the token for the user, then gives it to them. A free token is claimed at once. One the
+   * inventory names the user for is theirs: nothing to do when they hold it, else it is claimed
+   * again from now (an assignment cut short, or a token they lost since) and given. One it names
+   * another user for is refused while that user holds it, and while their claim may still be
+   * completing (younger than CLAIM_TAKEOVER_AFTER_MS); after that it is taken over.
+   */
   private async assignToUser(tenantId: string, serialNumber: string, userId: string, now: Date, options: { checked?: boolean } = {}): Promise<OathTokenState> {
     let expected: string | undefined;
     if (!options.checked) {
@@ -173,31 +213,63 @@ export class OathTokensService {
       expected = current.state.tokenId;
       await this.options.users.checkCanTakeToken(tenantId, userId, expected, now);
     }
-    // Claimed at once when free; when the inventory names another holder, that holder's own record
-    // decides (a step that did not finish may have left the name behind).
-    let heldBy: string | undefined;
-    let claimed = await this.executeToken(tenantId, serialNumber, now, (state) => {
-      heldBy = state.userId !== undefined && state.userId !== userId ? state.userId : undefined;
-      return heldBy !== undefined ? [] : decide({ type: 'AssignToken', data: { userId } }, state, now);
-    });
-    if (heldBy !== undefined) {
-      const holder = heldBy;
-      if (await this.options.users.holdsToken(tenantId, holder, claimed.state.tokenId!, now)) throw conflict('the token is assigned to another user; delete it from that user first');
-      claimed = await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'AssignToken', data: { userId, takeOver: state.userId === holder } }, state, now));
+    let claimed = await this.executeToken(tenantId, serialNumber, now, (state) => (state.userId === undefined ? decide({ type: 'AssignToken', data: { userId } }, state, now) : []));
+    if (!claimed.appended) {
+      const seen = claimed.state;
+      const holder = seen.userId!;
+      const holds = await this.options.users.holdsToken(tenantId, holder, seen.tokenId!, now);
+      if (holder === userId && holds) return seen;
+      if (holder !== userId) {
+        if (holds) throw conflict('the token is assigned to another user; delete it from that user first');
+        if (now.getTime() - (seen.assignedAtMs ?? 0) < CLAIM_TAKEOVER_AFTER_MS) {
+          throw conflict('the token is being assigned to another user; if that does not complete, try again in a minute');
+        }
+      }
+      // Over the claim just looked at only: any change since is decided afresh by the caller's retry.
+      const again: OathTokenCommand = { type: 'AssignToken', data: { userId, ...(holder === userId ? { renew: true } : { takeOver: true }) } };
+      claimed = await this.executeToken(tenantId, serialNumber, now, (state) =>
+        state.tokenId === seen.tokenId && state.userId === holder && state.assignedAtMs === seen.assignedAtMs ? decide(again, state, now) : [],
+      );
+      if (!claimed.appended) throw conflict('the token changed meanwhile; try again');
     }
     const tokenId = claimed.state.tokenId!;
+    const claimedByMs = claimed.state.assignedAtMs;
     if (expected !== undefined && tokenId !== expected) throw conflict('the token was replaced meanwhile; try again');
     try {
-      await this.options.users.giveHardwareToken(tenantId, userId, importedOf(claimed.state), now);
+      await this.give(tenantId, claimed.state, now);
     } catch (error) {
       if (error instanceof ContractError && error.code !== 'unavailable') {
         await this.executeToken(tenantId, serialNumber, now, (state) =>
-          decide({ type: 'UnassignToken', data: { tokenId, userId, reason: `assignment undone: ${error.message}` } }, state, now),
+          decide({ type: 'UnassignToken', data: { tokenId, userId, reason: `assignment undone: ${error.message}`, claimedByMs } }, state, now),
         );
       }
       throw error;
     }
     return claimed.state;
+  }
+
+  /**
+   * Gives the token to the user the inventory names for it, under that claim: checked again (the
+   * token's aggregate read anew) right before the user's record is appended to, so a claim taken
+   * over or renewed meanwhile, or too old, gives nothing (`refuse` says why).
+   */
+  private async give(tenantId: string, claim: OathTokenState, now: Date, refuse: (reason: string) => ContractError = conflict): Promise<void> {
+    const userId = claim.userId!;
+    const held = { tokenId: claim.tokenId!, userId, claimedAtMs: claim.assignedAtMs ?? 0 };
+    await this.options.users.giveHardwareToken(
+      tenantId,
+      userId,
+      importedOf(claim),
+      {
+        claimedAtMs: held.claimedAtMs,
+        check: async () => {
+          const { state } = await this.executeToken(tenantId, claim.serialNumber!, now, () => []);
+          const reason = claimRefusal(state, held, Math.max(now.getTime(), this.clock()));
+          if (reason !== undefined) throw refuse(reason);
+        },
+      },
+      now,
+    );
   }
 
   /**

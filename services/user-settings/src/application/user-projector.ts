@@ -7,7 +7,7 @@ import { UserErasedMeanwhileError, type UserDataKeys } from '@mfa/service-kit';
 import type { EventStore } from '../adapters/event-store.js';
 import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import { AggregateLoader } from './aggregate-loader.js';
-import { isUserEvent, userDecider } from '../domain/user.js';
+import { isUserEvent } from '../domain/user.js';
 import { UserEventCodec } from './user-events.codec.js';
 import { userSnapshot } from './user-snapshot.js';
 
@@ -35,6 +35,10 @@ export class UnprojectableUserError extends Error {
 }
 const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1); // 'mfa.evt.user.'
 
+/** Events that take something from the user that lives outside their record (hardware tokens, remembered browsers). */
+const REMOVALS: ReadonlySet<string> = new Set(['TotpTokenDeleted', 'UserMfaReset', 'UserErased']);
+export type RemovalsHandler = (tenantId: string, userId: string, options: { reset: boolean }, now: Date) => Promise<void>;
+
 /** `mfa.evt.user.<tenant>.<user>` back to the ids (see EventSubjects.user). */
 export function parseUserSubject(subject: string): { tenantId: string; userId: string } | undefined {
   const ids = subjectIds(USER_SUBJECT_PREFIX, subject);
@@ -47,22 +51,33 @@ export function parseUserSubject(subject: string): { tenantId: string; userId: s
  * sequence. The writer ignores snapshots older than the stored one, so racing the synchronous
  * write of the command path, or replaying the stream after a Redis flush, is harmless.
  *
- * A user whose last word is UserErased is shredded again (data key destroyed, projection replaced
- * by its tombstone): this is what completes an erasure whose command crashed after recording it.
+ * A user whose last word is UserErased is shredded again (data key destroyed, snapshot removed,
+ * projection replaced by its tombstone): this is what completes an erasure whose command crashed
+ * after recording it.
  */
 export class UserProjector {
   private readonly codec: UserEventCodec;
   private readonly loader: AggregateLoader;
+  private removals?: RemovalsHandler;
 
   constructor(
     store: EventStore,
     private readonly writer: UserProjectionWriter,
     private readonly keyring: Keyring,
     private readonly keys: UserDataKeys,
-    snapshots?: SnapshotStore,
+    private readonly snapshots?: SnapshotStore,
   ) {
     this.codec = new UserEventCodec(keys);
     this.loader = new AggregateLoader(store, this.codec, keys, snapshots);
+  }
+
+  /**
+   * Who completes, for the consumer, what must follow an event that took something from a user
+   * (UserSettingsService.completeRemovals): called once per such user of a batch, after the batch
+   * is projected, whether or not the command that recorded the event got that far itself.
+   */
+  onRemovals(handler: RemovalsHandler): void {
+    this.removals = handler;
   }
 
   /**
@@ -86,6 +101,7 @@ export class UserProjector {
       }
       // The erasure's own time is in its event; a repair of a missed shredding needs only the generation.
       await this.keys.erase(tenantId, userId, state.erasedGen, new Date());
+      await this.snapshots?.remove(subject);
       return this.writer.erase(tenantId, userId, lastSeq);
     }
     const key = await this.keys.getOrCreate(tenantId, userId, { minGen: (state.erasedGen ?? 0) + 1 });
@@ -131,12 +147,17 @@ export class UserProjector {
    */
   async handle(deliveries: Delivery[]): Promise<void> {
     const users = new Map<string, { tenantId: string; userId: string; seq: number }>();
+    const removals = new Map<string, { tenantId: string; userId: string; reset: boolean }>();
     for (const { event, msg } of deliveries) {
       if (!isUserEvent(event)) continue;
       const ids = parseUserSubject(msg.subject);
       if (!ids) throw new PoisonMessageError(`user event on unexpected subject ${msg.subject.slice(0, 200)}`);
       const seq = Math.max(users.get(msg.subject)?.seq ?? 0, msg.info.streamSequence);
       users.set(msg.subject, { ...ids, seq });
+      if (REMOVALS.has(event.type)) {
+        const reset = event.type === 'UserMfaReset' || removals.get(msg.subject)?.reset === true;
+        removals.set(msg.subject, { ...ids, reset });
+      }
     }
     const touched = [...users.values()];
     const standing = touched.length ? await this.writer.standing(touched) : [];
@@ -148,6 +169,11 @@ export class UserProjector {
     projected.inc({ outcome: 'rebuilt' }, pending.length);
     for (let i = 0; i < pending.length; i += PARALLEL_REBUILDS) {
       await Promise.all(pending.slice(i, i + PARALLEL_REBUILDS).map((u) => this.rebuildOrPoison(u)));
+    }
+    const handler = this.removals;
+    if (handler) {
+      const now = new Date();
+      for (const { tenantId, userId, reset } of removals.values()) await handler(tenantId, userId, { reset }, now);
     }
   }
 

@@ -71,7 +71,7 @@ import type { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState } from '../domain/tenant.js';
 import { otpauthUri } from '../domain/totp.js';
-import { activationCandidate, countedTokens, decideUser, defaultMethodOf, MAX_TOTP_TOKENS, methodsOf, userDecider, type UserEvent, type UserState } from '../domain/user.js';
+import { activationCandidate, countedTokens, decideUser, defaultMethodOf, MAX_TOTP_TOKENS, methodsOf, userDecider, type LostHardwareToken, type UserEvent, type UserState } from '../domain/user.js';
 import type { ImportedToken } from '../domain/oath-token.js';
 import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { secretContext, userSnapshot } from './user-snapshot.js';
@@ -120,17 +120,19 @@ interface UserSettingsOptions {
   devicesUsed?: (tag: string) => Promise<Record<string, string>>;
 }
 
-/** A hardware token a user holds: what the inventory needs to take it back. */
-export interface HeldHardwareToken {
-  tokenId: string;
-  serialNumber: string;
-}
-export type HardwareRelease = (tenantId: string, userId: string, tokens: HeldHardwareToken[], reason: string, now: Date) => Promise<void>;
+/** Puts hardware tokens the user lost back into the inventory, where it still names them for it (idempotent). */
+export type HardwareRelease = (tenantId: string, userId: string, tokens: readonly LostHardwareToken[], now: Date) => Promise<void>;
 /** Records in the inventory that the user activated their hardware token (its serial) at `step`. */
 export type HardwareActivated = (tenantId: string, userId: string, token: { serialNumber: string; tokenId: string; step: number }, now: Date) => Promise<void>;
 
-const hardwareTokensOf = (state: UserState): HeldHardwareToken[] =>
-  state.registered ? state.tokens.flatMap((t) => (t.hardware ? [{ tokenId: t.tokenId, serialNumber: t.hardware.serialNumber }] : [])) : [];
+/**
+ * The claim on the inventory's token under which a user is given it (OathTokensService): when it
+ * was made, and the check, run just before the user's record is appended to, that it still holds.
+ */
+export interface HardwareClaim {
+  claimedAtMs: number;
+  check: () => Promise<void>;
+}
 
 function lastUse(used: Record<string, string>, deviceId: string): string | null {
   const ms = Number(used[parseDeviceId(deviceId)?.nonce ?? '']);
@@ -184,15 +186,15 @@ export class UserSettingsService {
 
   /**
    * Erases the user (crypto-shredding): records UserErased, destroys the user's data key, so the
-   * personal data sealed under it never opens again, and replaces the Redis projection with a
-   * tombstone. Deleting an erased user again shreds again (nothing left to do) and answers deleted.
+   * personal data sealed under it never opens again, removes the aggregate's snapshot, and
+   * replaces the Redis projection with a tombstone. Deleting an erased user again does all of it
+   * again (what is done already changes nothing) and answers deleted.
    */
   async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
-    let released: HeldHardwareToken[] = [];
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, async (state) => {
-      released = hardwareTokensOf(state);
+    const ref = this.userRef(tenantId, userId);
+    const outcome = await this.execute(userDecider, ref, now, async (state) => {
       // The key destroyed is the user's current one; a user registered before data keys existed
       // has none, and erasing records the generation a key of theirs would have had.
       const current = state.registered ? await this.options.keys.current(tenantId, userId) : undefined;
@@ -201,8 +203,11 @@ export class UserSettingsService {
     });
     const gen = outcome.state.erasedGen;
     if (gen === undefined) throw new Error('user not erased after users.delete');
+    await this.releaseLostHardware(tenantId, userId, outcome.state, now);
     try {
       await this.options.keys.erase(tenantId, userId, gen, now);
+      // A snapshot from before holds what the erasure took (tokens, app password hashes, devices).
+      await this.options.snapshots?.remove(ref.subject);
       await this.options.projection.erase(tenantId, userId, outcome.seq);
     } catch (error) {
       // UserErased is stored: the projector consumer shreds when it handles it. Until then the
@@ -210,7 +215,6 @@ export class UserSettingsService {
       this.options.log.warn('erasure recorded but not carried out yet', { tenantId, error });
       throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
     }
-    if (outcome.appended) await this.release(tenantId, userId, released, 'user erased', now);
     return { userId, deleted: true };
   }
 
@@ -287,14 +291,15 @@ export class UserSettingsService {
     // Push activation codes issued lately revoke only with a recorded reset (codesValidFromMs).
     const codes = this.options.activationCodes;
     const codesOutstanding = codes ? await this.store(() => codes.outstanding(this.options.projection.tagOf(tenantId, userId))) : false;
-    let released: HeldHardwareToken[] = [];
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
-      released = hardwareTokensOf(state);
-      return decideUser({ type: 'ResetMfa', data: { userId }, codesOutstanding }, state, now);
-    });
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
+      decideUser({ type: 'ResetMfa', data: { userId }, codesOutstanding }, state, now),
+    );
+    // What the reset takes away outside the user's record goes first, so that a projection write
+    // that fails below leaves no remembered browser skipping MFA and no token named for the user.
+    // A retry (which records nothing new) does it again, and so does the projector on UserMfaReset.
+    await this.releaseLostHardware(tenantId, userId, outcome.state, now);
+    await this.forgetBrowsers(tenantId, userId);
     await this.project(tenantId, userId, outcome);
-    if (outcome.appended) await this.release(tenantId, userId, released, 'MFA reset', now);
-    await this.store(() => this.options.remembered?.clear(this.options.projection.tagOf(tenantId, userId)) ?? Promise.resolve());
     return { userId, reset: true };
   }
 
@@ -433,13 +438,21 @@ export class UserSettingsService {
   async deleteToken(request: UsersTokensDeleteRequest, now: Date): Promise<UsersTokensDeleteReply> {
     const { tenantId, userId, tokenId } = request;
     await this.requireTenant(tenantId, now, false);
-    let released: HeldHardwareToken[] = [];
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
-      released = hardwareTokensOf(state).filter((t) => t.tokenId === tokenId);
-      return decideUser({ type: 'DeleteTotpToken', data: { tokenId } }, state, now);
-    });
+    let seen: UserState | undefined;
+    let outcome: Outcome<UserState>;
+    try {
+      outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => {
+        seen = state;
+        return decideUser({ type: 'DeleteTotpToken', data: { tokenId } }, state, now);
+      });
+    } catch (error) {
+      // A retry after the token went (the first try cut short after its event) is not_found: the
+      // token still goes back to the inventory.
+      if (seen && error instanceof ContractError && error.code === 'not_found') await this.releaseLostHardware(tenantId, userId, seen, now);
+      throw error;
+    }
+    await this.releaseLostHardware(tenantId, userId, outcome.state, now);
     await this.project(tenantId, userId, outcome);
-    if (outcome.appended) await this.release(tenantId, userId, released, 'deleted from the user', now);
     return { userId, tokenId, deleted: true };
   }
 
@@ -629,16 +642,45 @@ export class UserSettingsService {
   }
 
   /**
-   * Best effort, after the user's change is stored: a token the inventory still shows with a user
-   * who no longer holds it is put right the next time it is assigned (OathTokensService checks).
+   * The command's part, after the user's change is stored: the hardware tokens the user lost go
+   * back to the inventory. Best effort: the projector does it again when it handles the event
+   * (completeRemovals), and so does a retry of the command.
    */
-  private async release(tenantId: string, userId: string, tokens: HeldHardwareToken[], reason: string, now: Date): Promise<void> {
-    if (tokens.length === 0 || !this.releaseHardware) return;
+  private async releaseLostHardware(tenantId: string, userId: string, state: UserState, now: Date): Promise<void> {
+    const lost = state.lostHardware ?? [];
+    if (lost.length === 0 || !this.releaseHardware) return;
     try {
-      await this.releaseHardware(tenantId, userId, tokens, reason, now);
+      await this.releaseHardware(tenantId, userId, lost, now);
     } catch (error) {
       this.options.log.warn('hardware tokens not released to the inventory yet', { tenantId, error });
     }
+  }
+
+  /** No remembered browser of the user and no last MFA: nothing of theirs skips MFA any more. */
+  private async forgetBrowsers(tenantId: string, userId: string): Promise<void> {
+    const remembered = this.options.remembered;
+    if (!remembered) return;
+    try {
+      await remembered.clear(this.options.projection.tagOf(tenantId, userId));
+    } catch (error) {
+      this.options.log.warn('remembered browsers not forgotten yet', { tenantId, error });
+      throw unavailable('the change is stored, but the remembered browsers are not forgotten yet; try again', error);
+    }
+  }
+
+  /**
+   * The projector's part, when it handles an event that took something from the user (a token
+   * deleted, a reset, an erasure), whoever recorded it and whether or not its command finished:
+   * the hardware tokens the user lost go back to the inventory, and after a reset (`reset`) no
+   * browser of theirs stays remembered. Run after the user's projection is written, so a browser
+   * remembered meanwhile under the old methods goes too. Idempotent; a failure is thrown, so the
+   * event is delivered again.
+   */
+  async completeRemovals(tenantId: string, userId: string, options: { reset: boolean }, now: Date): Promise<void> {
+    const { state } = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
+    const lost = state.lostHardware ?? [];
+    if (lost.length > 0 && this.releaseHardware) await this.releaseHardware(tenantId, userId, lost, now);
+    if (options.reset) await this.forgetBrowsers(tenantId, userId);
   }
 
   /** The step at which the user activated the token they hold, if they did. */
@@ -661,9 +703,15 @@ export class UserSettingsService {
     if (countedTokens(outcome.state, now) >= MAX_TOTP_TOKENS) throw conflict(`the user has ${MAX_TOTP_TOKENS} OATH tokens already (apps and hardware)`);
   }
 
-  /** Gives the user a token of the inventory (pending until its code is typed); nothing when they have it. */
-  async giveHardwareToken(tenantId: string, userId: string, token: ImportedToken, now: Date): Promise<void> {
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser({ type: 'AssignHardwareToken', data: token }, state, now));
+  /**
+   * Gives the user a token of the inventory (pending until its code is typed) under `claim`, whose
+   * check runs right before the append (again on each retry of it); nothing when they have it.
+   */
+  async giveHardwareToken(tenantId: string, userId: string, token: ImportedToken, claim: HardwareClaim, now: Date): Promise<void> {
+    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, async (state) => {
+      if (state.registered && !state.tokens.some((t) => t.tokenId === token.tokenId)) await claim.check();
+      return decideUser({ type: 'AssignHardwareToken', data: token, claimedAtMs: claim.claimedAtMs }, state, now);
+    });
     if (outcome.appended) await this.project(tenantId, userId, outcome);
   }
 

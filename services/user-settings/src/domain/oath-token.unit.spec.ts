@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { deciderSpec, fakeSealedSecret, testUser, totpTokenEnrolled, userRegistered } from '@mfa/testing';
 import { domainEvent } from './events.js';
-import { inventoryState, oathTokenDecider, type ImportedToken, type OathTokenEvent } from './oath-token.js';
+import { CLAIM_COMPLETES_WITHIN_MS, claimRefusal, inventoryState, oathTokenDecider, type ImportedToken, type OathTokenEvent } from './oath-token.js';
 import { countedTokens, decideUser, evolveUser, initialUserState, methodsOf, PENDING_TOKEN_LIFETIME_MS, type UserEvent } from './user.js';
 
 const spec = deciderSpec(oathTokenDecider);
@@ -29,6 +29,26 @@ describe('hardware token inventory decider', () => {
     spec.given([imported(), assigned('alice')]).when({ type: 'AssignToken', data: { userId: 'alice' } }, now).thenNothing();
     spec.given([imported(), assigned('alice')]).when({ type: 'AssignToken', data: { userId: 'bob' } }, now).thenThrows('conflict', /another user/);
     spec.given([imported(), assigned('alice')]).when({ type: 'AssignToken', data: { userId: 'bob', takeOver: true } }, now).then([{ type: 'OathTokenAssigned', data: { tokenId: 'tok-1', userId: 'bob' }, occurredAt: now.toISOString() }]);
+    // A claim of the holder's own that is too old to be completed is made again, from now.
+    spec.given([imported(), assigned('alice')]).when({ type: 'AssignToken', data: { userId: 'alice', renew: true } }, now).then([{ type: 'OathTokenAssigned', data: { tokenId: 'tok-1', userId: 'alice' }, occurredAt: now.toISOString() }]);
+  });
+
+  it('gives the token only under the current claim, while it is recent', () => {
+    const state = [imported(), assigned('alice')].reduce(oathTokenDecider.evolve, oathTokenDecider.initialState());
+    assert.equal(state.assignedAtMs, earlier.getTime());
+    const claim = { tokenId: 'tok-1', userId: 'alice', claimedAtMs: earlier.getTime() };
+    assert.equal(claimRefusal(state, claim, earlier.getTime() + CLAIM_COMPLETES_WITHIN_MS - 1), undefined);
+    assert.match(claimRefusal(state, claim, earlier.getTime() + CLAIM_COMPLETES_WITHIN_MS) ?? '', /took too long/);
+    assert.match(claimRefusal(state, { ...claim, userId: 'bob' }, earlier.getTime()) ?? '', /meanwhile/);
+    const renewed = oathTokenDecider.evolve(state, domainEvent('OathTokenAssigned', { tokenId: 'tok-1', userId: 'alice' }, now) as OathTokenEvent);
+    assert.match(claimRefusal(renewed, claim, now.getTime()) ?? '', /meanwhile/, 'a renewed claim is not the one the give was started under');
+  });
+
+  it('takes the token back from a user who lost it only under a claim made before the loss', () => {
+    spec.given([imported(), assigned('alice')]).when({ type: 'UnassignToken', data: { tokenId: 'tok-1', userId: 'alice', reason: 'MFA reset', claimedByMs: earlier.getTime() } }, now).then([
+      { type: 'OathTokenUnassigned', data: { tokenId: 'tok-1', userId: 'alice', reason: 'MFA reset' }, occurredAt: now.toISOString() },
+    ]);
+    spec.given([imported(), assigned('alice')]).when({ type: 'UnassignToken', data: { tokenId: 'tok-1', userId: 'alice', reason: 'MFA reset', claimedByMs: earlier.getTime() - 1 } }, now).thenNothing();
   });
 
   it('unassigns and records activation only for the current holder of the current token', () => {
@@ -56,6 +76,22 @@ describe('user decider: hardware tokens', () => {
     assert.throws(() => decideUser(give('h2'), five, now), /at most 5 OATH tokens/);
     assert.throws(() => decideUser({ type: 'EnrollTotpToken', data: { tokenId: 'a5', label: 'x', sealedSecret: fakeSealedSecret('a5') } }, five, now), /at most 5 OATH tokens/);
     assert.deepEqual(decideUser(give('h1'), five, now), [], 'given again: nothing');
+  });
+
+  it('remembers the hardware tokens a user lost until given back, and refuses one under a claim older than its loss', () => {
+    const gave = (state: ReturnType<typeof user>, tokenId: string, at: Date) => evolveUser(state, decideUser(give(tokenId), state, at)[0]!);
+    const holding = gave(gave(user([app('a1')]), 'h1', earlier), 'h2', earlier);
+    const deleted = evolveUser(holding, domainEvent('TotpTokenDeleted', { tokenId: 'h1' }, earlier) as UserEvent);
+    assert.deepEqual(deleted.lostHardware, [{ tokenId: 'h1', serialNumber: 'SN-h1', lostAtMs: earlier.getTime(), how: 'deleted' }]);
+    const reset = evolveUser(deleted, domainEvent('UserMfaReset', { userId: helga.userId }, now) as UserEvent);
+    assert.deepEqual(reset.lostHardware?.map((t) => [t.tokenId, t.how]), [['h1', 'deleted'], ['h2', 'reset']]);
+    const erased = evolveUser(gave(reset, 'h3', now), domainEvent('UserErased', { userId: helga.userId, gen: 1 }, now) as UserEvent);
+    assert.deepEqual(erased.lostHardware?.map((t) => [t.tokenId, t.how]), [['h1', 'deleted'], ['h2', 'reset'], ['h3', 'erased']], 'kept through the erasure');
+    // Given back under a claim made before the loss: refused; under a later claim: given, and no longer lost.
+    assert.throws(() => decideUser({ ...give('h2'), claimedAtMs: now.getTime() }, reset, now), /taken from the user after it was assigned/);
+    const later = new Date(now.getTime() + 1);
+    const again = evolveUser(reset, decideUser({ ...give('h2'), claimedAtMs: later.getTime() }, reset, later)[0]!);
+    assert.deepEqual(again.lostHardware?.map((t) => t.tokenId), ['h1']);
   });
 
   it('keeps a pending hardware token however long it waits, unlike an abandoned app enrolment', () => {

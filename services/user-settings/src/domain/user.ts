@@ -13,6 +13,8 @@ export const PENDING_TOKEN_LIFETIME_MS = 10 * 60 * 1000;
  */
 export const MAX_ENROLMENTS_PER_DAY = 10;
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** Lost hardware tokens a user's state remembers, the newest (see UserState.lostHardware). */
+export const MAX_LOST_HARDWARE = 10;
 
 const PROFILE_FIELDS = ['displayName', 'email', 'phoneNumber', 'phoneExtension', 'language'] as const;
 type ProfileField = (typeof PROFILE_FIELDS)[number];
@@ -33,6 +35,15 @@ export interface TotpToken {
   enrolledAtMs: number;
   /** Set once activated: the time step of the activation code, never to be accepted again. */
   activatedStep?: number | undefined;
+}
+
+/** A hardware token the user no longer holds, which the inventory must not name them for any more. */
+export interface LostHardwareToken {
+  tokenId: string;
+  serialNumber: string;
+  /** When it went (the time of the event that took it). */
+  lostAtMs: number;
+  how: 'deleted' | 'reset' | 'erased';
 }
 
 export interface UserState {
@@ -66,6 +77,12 @@ export interface UserState {
    * registered (a new user, not a registration again) or last reset. A code outlives neither.
    */
   codesValidFromMs?: number | undefined;
+  /**
+   * Hardware tokens the user lost (deleted, reset, erased; kept through an erasure), newest last,
+   * until given back: what returns them to the inventory, again until it is done (the command,
+   * its retry, the projector), and what refuses to give one back under a claim older than its loss.
+   */
+  lostHardware?: readonly LostHardwareToken[];
 }
 
 export interface PushDevice {
@@ -99,9 +116,13 @@ type UserCommand =
   /** `codesOutstanding`: push activation codes issued lately may still activate (the reset revokes them). */
   | { type: 'ResetMfa'; data: { userId: string }; codesOutstanding?: boolean }
   | { type: 'DeleteTotpToken'; data: { tokenId: string } }
-  /** A token of the inventory given to the user (its aggregate was claimed for them first). */
+  /**
+   * A token of the inventory given to the user (its aggregate was claimed for them first, at
+   * `claimedAtMs`: a token the user lost after that claim is not given back under it).
+   */
   | {
       type: 'AssignHardwareToken';
+      claimedAtMs?: number | undefined;
       data: {
         tokenId: string;
         serialNumber: string;
@@ -220,6 +241,10 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       const held = state.tokens.find((t) => t.tokenId === token.tokenId);
       // Given already (an assignment retried, or resumed after a crash): nothing more to record.
       if (held) return [];
+      const lost = state.lostHardware?.find((t) => t.tokenId === token.tokenId);
+      if (lost && command.claimedAtMs !== undefined && lost.lostAtMs >= command.claimedAtMs) {
+        throw conflict('the token was taken from the user after it was assigned to them; assign it again');
+      }
       if (countedTokens(state, now) >= MAX_TOTP_TOKENS) throw tooManyTokens();
       return [domainEvent('HardwareTokenAssigned', { ...token, ...(manufacturer ? { manufacturer } : {}), ...(model ? { model } : {}) }, now)];
     }
@@ -322,7 +347,7 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
       return { ...state, profile: { ...state.profile, ...pickProfile(event.data) } };
     case 'UserErased':
       // Everything of the user goes: profile, tokens; a register after it starts a new user.
-      return { ...initialUserState(), erasedGen: event.data.gen };
+      return { ...initialUserState(), erasedGen: event.data.gen, ...withLost(losing(state, state.tokens, event.occurredAt, 'erased')) };
     case 'TotpTokenEnrolled': {
       const { tokenId, label, sealedSecret, digits, period } = event.data;
       const enrolledAtMs = Date.parse(event.occurredAt);
@@ -342,20 +367,24 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
         hardware: { serialNumber, ...(manufacturer ? { manufacturer } : {}), ...(model ? { model } : {}) },
         enrolledAtMs: Date.parse(event.occurredAt),
       };
-      return { ...state, tokens: [...state.tokens, token] };
+      const lostHardware = state.lostHardware?.filter((t) => t.tokenId !== tokenId);
+      return { ...state, tokens: [...state.tokens, token], ...(lostHardware ? { lostHardware } : {}) };
     }
     case 'TotpTokenActivated':
       return {
         ...state,
         tokens: state.tokens.map((t) => (t.tokenId === event.data.tokenId ? { ...t, activatedStep: event.data.step } : t)),
       };
-    case 'TotpTokenDeleted':
-      return { ...state, tokens: state.tokens.filter((t) => t.tokenId !== event.data.tokenId) };
+    case 'TotpTokenDeleted': {
+      const gone = state.tokens.filter((t) => t.tokenId === event.data.tokenId);
+      return { ...state, tokens: state.tokens.filter((t) => t.tokenId !== event.data.tokenId), ...withLost(losing(state, gone, event.occurredAt, 'deleted')) };
+    }
     case 'UserMfaReset': {
       // Every method goes: tokens and the phone with its extension; name, e-mail and language stay.
       const { phoneNumber: _phone, phoneExtension: _extension, ...profile } = state.profile;
       return {
         ...state,
+        ...withLost(losing(state, state.tokens, event.occurredAt, 'reset')),
         profile,
         tokens: [],
         chosenDefault: undefined,
@@ -395,6 +424,16 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
     }
   }
 }
+
+/** The user's lost hardware tokens with the hardware ones among `tokens` added, lost at `at`. */
+function losing(state: UserState, tokens: readonly TotpToken[], at: string, how: LostHardwareToken['how']): readonly LostHardwareToken[] {
+  const lostAtMs = Date.parse(at);
+  const added = tokens.flatMap((t) => (t.hardware ? [{ tokenId: t.tokenId, serialNumber: t.hardware.serialNumber, lostAtMs, how }] : []));
+  const kept = (state.lostHardware ?? []).filter((t) => !added.some((a) => a.tokenId === t.tokenId));
+  return [...kept, ...added].slice(-MAX_LOST_HARDWARE);
+}
+
+const withLost = (lostHardware: readonly LostHardwareToken[]) => (lostHardware.length > 0 ? { lostHardware } : {});
 
 function pickProfile(fields: Profile): Profile {
   const profile: Profile = {};

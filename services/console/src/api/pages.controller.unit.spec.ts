@@ -30,9 +30,8 @@ describe('console pages', () => {
   let errors: string[];
   const zone = process.env.TZ;
 
-  before(async () => {
-    // A host far from UTC: a time without an offset must still be read as UTC.
-    process.env.TZ = 'America/New_York';
+  /** An app whose requests come signed in as `sub` with `roles`, over the stubbed API. */
+  function signedIn(sub: string, roles: string[]) {
     const api = {
       call: async (subject: string, body: Record<string, unknown>) => {
         calls.push({ subject, body });
@@ -44,9 +43,16 @@ describe('console pages', () => {
     const app = express();
     app.use(express.urlencoded({ extended: false }));
     app.use((req, _res, next) => {
-      Object.assign(req, { session: { id: 's', operator: { sub: 'olga' }, roles: ['platform-operator'], csrf: 'x', createdAt: 0, via: 'dev' }, access: accessFromRoles(['platform-operator']) });
+      Object.assign(req, { session: { id: 's', operator: { sub }, roles, csrf: 'x', createdAt: 0, via: 'dev' }, access: accessFromRoles(roles) });
       next();
     });
+    return { app, pages };
+  }
+
+  before(async () => {
+    // A host far from UTC: a time without an offset must still be read as UTC.
+    process.env.TZ = 'America/New_York';
+    const { app, pages } = signedIn('olga', ['platform-operator']);
     const web = (req: express.Request) => req as WebRequest;
     app.get('/t/:tenant/signins', (req, res) => void pages.signins(web(req), res, String(req.params.tenant), req.query));
     app.get('/t/:tenant/users', (req, res) => void pages.users(web(req), res, String(req.params.tenant), req.query));
@@ -259,22 +265,8 @@ describe('console pages', () => {
     let adminBase: string;
 
     before(async () => {
-      const api = {
-        call: async (subject: string, body: Record<string, unknown>) => {
-          calls.push({ subject, body });
-          return answer(subject, body);
-        },
-      } as unknown as MfaApi;
-      const log = { error: (msg: string) => errors.push(msg), warn: () => undefined, info: () => undefined, debug: () => undefined } as unknown as Logger;
-      const pages = new PagesController(api, new Views(), log);
-      const app = express();
-      app.use(express.urlencoded({ extended: false }));
       // The role names a tenant nobody created.
-      const roles = ['tenant-admin:ghost'];
-      app.use((req, _res, next) => {
-        Object.assign(req, { session: { id: 's', operator: { sub: 'adam' }, roles, csrf: 'x', createdAt: 0, via: 'dev' }, access: accessFromRoles(roles) });
-        next();
-      });
+      const { app, pages } = signedIn('adam', ['tenant-admin:ghost']);
       app.post('/t/:tenant/settings', (req, res) => void pages.saveSettings(req as unknown as WebRequest, res, String(req.params.tenant), req.body));
       adminServer = app.listen(0, '127.0.0.1');
       await new Promise((resolve) => adminServer.once('listening', resolve));

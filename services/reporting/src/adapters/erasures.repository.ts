@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from './database.js';
 
 export interface Erasure {
   tenantId: string;
@@ -67,9 +68,7 @@ export class ErasuresRepository {
 
   async erase(erasure: Erasure): Promise<void> {
     const { tenantId, userId, pseudonym, gen, erasedAt } = erasure;
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.pool, async (client) => {
       // SHARE ROW EXCLUSIVE: conflicts with the projections' writes (ROW EXCLUSIVE) and with itself.
       await client.query('LOCK TABLE signins, audit_log, fraud_alerts, block_history IN SHARE ROW EXCLUSIVE MODE');
       await client.query(RECORD_ERASURE, [tenantId, pseudonym, gen, erasedAt]);
@@ -78,12 +77,6 @@ export class ErasuresRepository {
       await client.query(PSEUDONYMIZE_ALERTS, [tenantId, pseudonym, userId, erasedAt]);
       await client.query(PSEUDONYMIZE_BLOCKS, [tenantId, pseudonym, userId, erasedAt]);
       await client.query(PSEUDONYMIZE_BLOCK_ENDS, [[tenantId], [userId], [pseudonym]]);
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from './database.js';
 import type { AlertRow, BlockRow, FraudRows, NotificationRow } from '../domain/fraud-projection.js';
 import { PSEUDONYMIZE_BLOCK_ENDS } from './erasures.repository.js';
 import { readReport } from './signins.repository.js';
@@ -138,19 +139,11 @@ export class FraudReportRepository {
   private async applyUserBlocks(cols: unknown[][], users: { tenantId: string; userId: string; pseudonym: string }[]): Promise<void> {
     const tenants = users.map((u) => u.tenantId);
     const ids = users.map((u) => u.userId);
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.pool, async (client) => {
       await client.query(LOCK_USERS, [tenants, ids]);
       await client.query(INSERT_BLOCKS, cols);
       await client.query(PSEUDONYMIZE_BLOCK_ENDS, [tenants, ids, users.map((u) => u.pseudonym)]);
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async findAlerts(filter: AlertFilter): Promise<StoredAlert[]> {

@@ -97,6 +97,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },
   'services/user-settings/src/adapters/app-password-failures.ts': { scripts: ['mfaReserveAppPasswordCheck', 'mfaReleaseAppPasswordCheck'] },
   'services/user-settings/src/adapters/oath-inventory.ts': { scripts: ['mfaPutOathToken'] },
+  'services/user-settings/src/adapters/remembered-browsers.ts': { scripts: ['mfaForgetRemembered'] },
   'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard', 'mfaMarkUnregistered', 'mfaProjectBlock'] },
   'libs/projection/src/user-index.ts': { scripts: ['mfaReplaceUserTerms'] },
   'libs/service-kit/src/redis-lease.ts': { evals: 2 },
@@ -408,7 +409,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.deepEqual((await remembered.list(u.tag, now())).map((b) => b.rememberId), [rememberId]);
       assert.equal(await remembered.revoke(u.tag, rememberId), 1);
       assert.equal(await remembered.revoke(u.tag), 0);
-      await remembered.clear(u.tag);
+      await remembered.forgetUpTo(u.tag, Date.now());
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       assert.equal(await attempts.reserve(u.tenantId, u.userId, 'hw-1'), true);
       await attempts.clear(u.tenantId, u.userId, 'hw-1');

@@ -155,8 +155,11 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'live')}|${now + 30_000}`, 'PX', 60_000);
     assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin });
     assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the pending push marker is gone');
-    await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'newer')}|${now + 30_000}`, 'PX', 60_000);
     assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin });
+    // Another push of the user waits: denying this one leaves that one's marker.
+    await challenge('other', { expiresAt: now + 30_000 });
+    await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'newer')}|${now + 30_000}`, 'PX', 60_000);
+    assert.deepEqual(await denial.denyPending(tag, 'other', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin });
     assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 1, "another push's marker stays");
     assert.deepEqual(await denial.denyPending(tag, 'expired', tenantId, userId, new Date(now)), { kind: 'completed', status: 'expired', origin });
     assert.equal(await redis.hget(RedisKeys.challenge(tag, 'expired'), 'status'), 'pending', 'an expired challenge is not rewritten to a fraud denial');

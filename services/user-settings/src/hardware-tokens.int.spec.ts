@@ -222,6 +222,19 @@ describe('what follows a user’s loss, when the command stops half-way', () => 
     assert.equal(await redis.hget(RedisKeys.user(tag), 'methods'), null, 'the reset projected');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'the projector, handling a reset long after it (a replay), forgets only the browsers of then, not those remembered since', async () => {
+    const { userId, tag } = await userWithToken('replayed', []);
+    await redis.del(RedisKeys.remembered(tag));
+    const hourAgo = Date.now() - 3_600_000;
+    await healthy().users.reset({ tenantId, userId }, new Date(hourAgo));
+    // Remembered before the reset, and long after it (registered again, signed in since).
+    await redis.hset(RedisKeys.remembered(tag), 'before', `${Date.now() + 86_400_000}:${hourAgo - 60_000}`, 'since', `${Date.now() + 86_400_000}:${Date.now()}`);
+    await redis.set(RedisKeys.lastMfa(tag), String(Date.now()));
+    await project(projector, tenantId, userId);
+    assert.deepEqual(Object.keys(await redis.hgetall(RedisKeys.remembered(tag))), ['since']);
+    assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 1, 'an MFA completed since stays');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'an erasure removes the user’s snapshot and returns their tokens, also when the projector completes it', async () => {
     for (const completedBy of ['command', 'projector'] as const) {
       const serial = `SN-E-${completedBy}-${Date.now()}`;

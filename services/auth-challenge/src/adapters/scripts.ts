@@ -104,6 +104,9 @@ end
 export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}${WITH_TOKENS}
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry')
 local exists = u[1] ~= false
+-- A tenant whose settings this instance could not read (ARGV[12] 'u': a lookup over its budget, or
+-- the log not answering): nothing is decided, nor recorded, under the defaults in place of its own.
+if ARGV[12] == 'u' then return {'tenant_unread'} end
 -- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
 -- only for status queries (as a registration_required one, below).
 local function deny(reason)
@@ -121,9 +124,6 @@ end
 -- tombstone, or user-settings' mark that the log holds no event of the user), the user may
 -- be a registered one not rebuilt yet.
 if not exists and redis.call('EXISTS', KEYS[6]) == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {'projection_missing'} end
--- A tenant whose settings this instance could not read (ARGV[12] 'u': a lookup over its budget, or
--- the log not answering): nothing is decided under the defaults in place of the tenant's own.
-if ARGV[12] == 'u' then return {'tenant_unread'} end
 if not exists and ARGV[12] ~= '1' then return {'unknown_tenant'} end
 if exists and (u[1] ~= ARGV[1] or u[2] ~= ARGV[2]) then return {'not_found'} end
 if ARGV[19] == '1' then return deny('ip_locked') end

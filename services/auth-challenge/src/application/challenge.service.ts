@@ -489,6 +489,8 @@ export class ChallengeService {
     if (!id) throw notFound('unknown challenge');
     const known = this.settingsOf(req.tenantId);
     const settings = known instanceof Promise ? await known : known;
+    // What a resend may send depends on the tenant's settings as they are now: unread, nothing is sent.
+    if (settings === UNREAD_TENANT) throw unavailable("the tenant's settings could not be read; try again in a few seconds");
     const context: ResendDecisionContext = { k: 'resend', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
     this.decideInTime(deadline);

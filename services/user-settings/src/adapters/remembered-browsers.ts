@@ -14,7 +14,9 @@ export interface RememberedBrowser {
  * the last MFA that legacy clients rely on (as users.reset does).
  */
 export class RememberedBrowsers {
-  constructor(private readonly redis: RedisClient) {}
+  constructor(private readonly redis: RedisClient) {
+    redis.defineCommand('mfaForgetRemembered', { numberOfKeys: 2, lua: FORGET_SCRIPT });
+  }
 
   async list(tag: string, now: Date): Promise<RememberedBrowser[]> {
     const all = await this.redis.hgetall(RedisKeys.remembered(tag));
@@ -40,8 +42,25 @@ export class RememberedBrowsers {
     return Number(count);
   }
 
-  /** users.reset: no browser remembered, no past MFA for legacy clients (one slot, one DEL). */
-  async clear(tag: string): Promise<void> {
-    await this.redis.del(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag));
+  /**
+   * users.reset: no browser remembered at or before `upToMs`, and no MFA completed by then for
+   * legacy clients (one slot, one script). What came after (the user registered again and signed
+   * in) stays, so the projector may do it again for an old reset, late or in a replay.
+   */
+  async forgetUpTo(tag: string, upToMs: number): Promise<void> {
+    await (this.redis as unknown as ForgetScript).mfaForgetRemembered(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag), upToMs);
   }
 }
+
+type ForgetScript = { mfaForgetRemembered: (remembered: string, lastMfa: string, upToMs: number) => Promise<number> };
+
+/** KEYS: the user's remembered browsers (`<until ms>:<created ms>` each), the last MFA (ms). ARGV: up to when (ms). */
+const FORGET_SCRIPT = `
+local upTo = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if tonumber(string.match(all[i + 1], ':(%d+)$') or '0') <= upTo then redis.call('HDEL', KEYS[1], all[i]) end
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') <= upTo then redis.call('DEL', KEYS[2]) end
+return 1
+`;

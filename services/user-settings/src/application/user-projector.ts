@@ -37,7 +37,14 @@ const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1); // 'mfa.evt.use
 
 /** Events that take something from the user that lives outside their record (hardware tokens, remembered browsers). */
 const REMOVALS: ReadonlySet<string> = new Set(['TotpTokenDeleted', 'UserMfaReset', 'UserErased']);
-export type RemovalsHandler = (tenantId: string, userId: string, options: { reset: boolean }, now: Date) => Promise<void>;
+/**
+ * `resetAt`, after a reset: browsers remembered, and MFA completed, up to then are forgotten. The
+ * reset's time plus RESET_REACH_MS, or now when sooner: until the reset's projection is written,
+ * the user's old methods still sign in, so what they did meanwhile (a live or retried delivery) is
+ * forgotten too, while a replay long after leaves what the user did since they registered again.
+ */
+export type RemovalsHandler = (tenantId: string, userId: string, options: { resetAt?: Date | undefined }, now: Date) => Promise<void>;
+export const RESET_REACH_MS = 10 * 60_000;
 
 /** `mfa.evt.user.<tenant>.<user>` back to the ids (see EventSubjects.user). */
 export function parseUserSubject(subject: string): { tenantId: string; userId: string } | undefined {
@@ -147,7 +154,7 @@ export class UserProjector {
    */
   async handle(deliveries: Delivery[]): Promise<void> {
     const users = new Map<string, { tenantId: string; userId: string; seq: number }>();
-    const removals = new Map<string, { tenantId: string; userId: string; reset: boolean }>();
+    const removals = new Map<string, { tenantId: string; userId: string; resetAt?: number | undefined }>();
     for (const { event, msg } of deliveries) {
       if (!isUserEvent(event)) continue;
       const ids = parseUserSubject(msg.subject);
@@ -155,8 +162,9 @@ export class UserProjector {
       const seq = Math.max(users.get(msg.subject)?.seq ?? 0, msg.info.streamSequence);
       users.set(msg.subject, { ...ids, seq });
       if (REMOVALS.has(event.type)) {
-        const reset = event.type === 'UserMfaReset' || removals.get(msg.subject)?.reset === true;
-        removals.set(msg.subject, { ...ids, reset });
+        const earlier = removals.get(msg.subject)?.resetAt;
+        const resetAt = event.type === 'UserMfaReset' ? Math.max(earlier ?? 0, Date.parse(event.occurredAt)) : earlier;
+        removals.set(msg.subject, { ...ids, resetAt });
       }
     }
     const touched = [...users.values()];
@@ -173,7 +181,10 @@ export class UserProjector {
     const handler = this.removals;
     if (handler) {
       const now = new Date();
-      for (const { tenantId, userId, reset } of removals.values()) await handler(tenantId, userId, { reset }, now);
+      for (const { tenantId, userId, resetAt } of removals.values()) {
+        const upTo = resetAt === undefined ? undefined : new Date(Math.min(now.getTime(), resetAt + RESET_REACH_MS));
+        await handler(tenantId, userId, { resetAt: upTo }, now);
+      }
     }
   }
 

@@ -107,7 +107,7 @@ interface UserSettingsOptions {
   /** users.list's search index (Redis, kept with the projection). */
   index?: Pick<UserIndex, 'list'>;
   /** The user's remembered browsers (Redis, written by auth-challenge). */
-  remembered?: Pick<RememberedBrowsers, 'list' | 'revoke' | 'clear'>;
+  remembered?: Pick<RememberedBrowsers, 'list' | 'revoke' | 'forgetUpTo'>;
   /** App passwords: drawn, hashed (scrypt), checked. */
   appPasswords?: AppPasswordHasher;
   /** Failed app password checks per user, for the rate limit of apppasswords.verify. */
@@ -298,7 +298,7 @@ export class UserSettingsService {
     // that fails below leaves no remembered browser skipping MFA and no token named for the user.
     // A retry (which records nothing new) does it again, and so does the projector on UserMfaReset.
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
-    await this.forgetBrowsers(tenantId, userId);
+    await this.forgetBrowsers(tenantId, userId, now);
     await this.project(tenantId, userId, outcome);
     return { userId, reset: true };
   }
@@ -656,12 +656,12 @@ export class UserSettingsService {
     }
   }
 
-  /** No remembered browser of the user and no last MFA: nothing of theirs skips MFA any more. */
-  private async forgetBrowsers(tenantId: string, userId: string): Promise<void> {
+  /** No browser of the user remembered, and no MFA completed, by the reset's time: nothing from before it skips MFA. */
+  private async forgetBrowsers(tenantId: string, userId: string, resetAt: Date): Promise<void> {
     const remembered = this.options.remembered;
     if (!remembered) return;
     try {
-      await remembered.clear(this.options.projection.tagOf(tenantId, userId));
+      await remembered.forgetUpTo(this.options.projection.tagOf(tenantId, userId), resetAt.getTime());
     } catch (error) {
       this.options.log.warn('remembered browsers not forgotten yet', { tenantId, error });
       throw unavailable('the change is stored, but the remembered browsers are not forgotten yet; try again', error);
@@ -671,16 +671,15 @@ export class UserSettingsService {
   /**
    * The projector's part, when it handles an event that took something from the user (a token
    * deleted, a reset, an erasure), whoever recorded it and whether or not its command finished:
-   * the hardware tokens the user lost go back to the inventory, and after a reset (`reset`) no
-   * browser of theirs stays remembered. Run after the user's projection is written, so a browser
-   * remembered meanwhile under the old methods goes too. Idempotent; a failure is thrown, so the
-   * event is delivered again.
+   * the hardware tokens the user lost go back to the inventory, and after a reset no browser of
+   * theirs remembered up to `resetAt` stays (UserProjector's RemovalsHandler says how far that
+   * reaches). Idempotent; a failure is thrown, so the event is delivered again.
    */
-  async completeRemovals(tenantId: string, userId: string, options: { reset: boolean }, now: Date): Promise<void> {
+  async completeRemovals(tenantId: string, userId: string, options: { resetAt?: Date | undefined }, now: Date): Promise<void> {
     const { state } = await this.execute(userDecider, this.userRef(tenantId, userId), now, () => []);
     const lost = state.lostHardware ?? [];
     if (lost.length > 0 && this.releaseHardware) await this.releaseHardware(tenantId, userId, lost, now);
-    if (options.reset) await this.forgetBrowsers(tenantId, userId);
+    if (options.resetAt) await this.forgetBrowsers(tenantId, userId, options.resetAt);
   }
 
   /** The step at which the user activated the token they hold, if they did. */

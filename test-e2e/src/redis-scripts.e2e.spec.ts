@@ -357,7 +357,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const resent = await store.resend({
         tag: u.tag, nonce: again.nonce, tenantId: u.tenantId, now: now(), lockout, maxSends: 5, minIntervalSeconds: 0, smsMaxSends: 50, smsWindowSeconds: 3600,
         challengeId: again.challengeId, slot: u.slot, context: JSON.stringify({ k: 'resend', t: u.tenantId, id: again.challengeId, n: Date.now(), s: SERVER }),
-        smsAllowed: true, phoneCountries: { allowed: '*', blocked: 'SE' },
+        smsAllowed: true, phoneCountries: { allowed: '*', blocked: 'KP' },
       });
       assert.equal(resent.kind, 'resent');
       assert.equal((await guard.claim(again.challengeId, 60_000, 1)).kind, 'claimed');

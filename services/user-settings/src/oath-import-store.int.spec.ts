@@ -56,14 +56,18 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
   itWith({ real: ['nats'] }, 'a limit below what the bucket holds is not applied at once (the server would drop parts of its files): it is reached as the bucket empties, which it can even when full', async () => {
     const roomy = await ImportJobs.open(nats, 1, { maxBytes: 2048 * KiB, unclaimedUploadMs: 60_000 });
     await roomy.putObject(`${tenantId}/kept`, new Uint8Array(700 * KiB).fill(7));
-    const held = (await nats.jsm.streams.info(STREAM)).state.bytes;
     const jobs = await ImportJobs.open(nats, 1, { maxBytes: 256 * KiB, unclaimedUploadMs: 60_000 });
-    assert.deepEqual([await limitOf(), jobs.maxBytes], [held, held]);
+    // Not lowered below what it holds, nor raised above the limit it had.
+    assert.deepEqual([await limitOf(), jobs.maxBytes], [2048 * KiB, 2048 * KiB]);
     const kept = await jobs.getObject(`${tenantId}/kept`);
     assert.ok(kept?.length === 700 * KiB && kept.every((b) => b === 7), 'the file is whole');
-    // Full to the brim, it can still be emptied (a deletion frees its room before writing anything).
-    assert.equal(await jobs.deleteObject(`${tenantId}/kept`), true);
-    assert.equal(await jobs.size(`${tenantId}/kept`), undefined);
+    // Full to the brim, it can still be emptied (a deletion writes nothing).
+    await jobs.putObject(`${tenantId}/filler`, new Uint8Array(1300 * KiB));
+    await assert.rejects(jobs.putObject(`${tenantId}/more`, new Uint8Array(100 * KiB)), /maximum bytes exceeded/);
+    for (const name of ['kept', 'filler']) {
+      assert.equal(await jobs.deleteObject(`${tenantId}/${name}`), true);
+      assert.equal(await jobs.size(`${tenantId}/${name}`), undefined);
+    }
     assert.equal(await jobs.tighten(), 256 * KiB);
     assert.equal(await limitOf(), 256 * KiB);
   });

@@ -123,7 +123,7 @@ export class ImportJobs {
 
   /**
    * The limit MFA_IMPORTS has now: the one configured, or, while the bucket holds more than that,
-   * what it holds (set at boot or by `tighten`).
+   * what it holds and room for two of the largest files (set at boot or by `tighten`).
    */
   get maxBytes(): number {
     return this.appliedMaxBytes;
@@ -214,17 +214,19 @@ export class ImportJobs {
   }
 
   /**
-   * Deletes the object, its chunks first, and leaves nothing of it, not even a deletion marker:
-   * room is freed before anything is written, so a bucket full to its limit can always be emptied
-   * (the object store's own delete writes its marker first, which a full bucket refuses). False
-   * when the store did not answer (the object then expires with the bucket's TTL, or the next try).
+   * Deletes the object and leaves nothing of it, not even a deletion marker: purges write nothing,
+   * so a bucket full to its limit can always be emptied (the object store's own delete writes its
+   * marker first, which a full bucket refuses). Its record goes first, so no reader ever finds an
+   * object whose chunks are gone (a read of those would wait for chunks that never come); chunks
+   * left by a purge that failed half-way expire with the bucket's TTL. False when the store did
+   * not answer.
    */
   async deleteObject(name: string): Promise<boolean> {
     try {
       const info = await this.objects.info(name);
       if (!info) return true;
-      if (!info.deleted) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(info.nuid) });
       await this.jsm.streams.purge(STREAM, { filter: metaSubject(name) });
+      if (!info.deleted) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(info.nuid) });
       return true;
     } catch {
       return false;
@@ -243,11 +245,14 @@ export class ImportJobs {
 
 /**
  * Gives MFA_IMPORTS the limit asked, but never one below what it holds: the server would make room
- * by dropping the oldest messages, chunks of files still in use. Answers the limit it has then.
+ * by dropping the oldest messages, chunks of files still in use. A bucket that holds more keeps room
+ * for two of the largest files, so imports go on meanwhile, but its limit never grows that way: it
+ * only comes down as the bucket empties. Answers the limit it has then.
  */
 async function limitBytes(jsm: JetStreamManager, maxBytes: number): Promise<number> {
   const info = await jsm.streams.info(STREAM);
-  const limit = Math.max(maxBytes, info.state.bytes);
+  const current = info.config.max_bytes > 0 ? info.config.max_bytes : Number.POSITIVE_INFINITY;
+  const limit = info.state.bytes <= maxBytes ? maxBytes : Math.min(info.state.bytes + 2 * MAX_IMPORT_FILE_BYTES, current);
   if (info.config.max_bytes === limit) return limit;
   try {
     await jsm.streams.update(STREAM, { ...info.config, max_bytes: limit });

@@ -42,10 +42,15 @@ export class RememberedBrowsers {
     return Number(count);
   }
 
+  /** users.reset: no browser remembered, no past MFA for legacy clients (one slot, one DEL). */
+  async clear(tag: string): Promise<void> {
+    await this.redis.del(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag));
+  }
+
   /**
-   * users.reset: no browser remembered at or before `upToMs`, and no MFA completed by then for
-   * legacy clients (one slot, one script). What came after (the user registered again and signed
-   * in) stays, so the projector may do it again for an old reset, late or in a replay.
+   * The projector's part of a reset: no browser remembered at or before `upToMs`, and no MFA
+   * completed by then for legacy clients (one slot, one script). What came after (the user
+   * registered again and signed in) stays, so an old reset handled late or in a replay leaves it.
    */
   async forgetUpTo(tag: string, upToMs: number): Promise<void> {
     await (this.redis as unknown as ForgetScript).mfaForgetRemembered(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag), upToMs);

@@ -38,10 +38,11 @@ const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1); // 'mfa.evt.use
 /** Events that take something from the user that lives outside their record (hardware tokens, remembered browsers). */
 const REMOVALS: ReadonlySet<string> = new Set(['TotpTokenDeleted', 'UserMfaReset', 'UserErased']);
 /**
- * `resetAt`, after a reset: browsers remembered, and MFA completed, up to then are forgotten. The
- * reset's time plus RESET_REACH_MS, or now when sooner: until the reset's projection is written,
- * the user's old methods still sign in, so what they did meanwhile (a live or retried delivery) is
- * forgotten too, while a replay long after leaves what the user did since they registered again.
+ * `resetAt`, after a reset: browsers remembered, and MFA completed, up to then are forgotten: the
+ * reset's time plus RESET_REACH_MS. Until the reset's projection is written the user's old methods
+ * still sign in, so what they did meanwhile goes too, and the reach is far beyond the clock skew
+ * between hosts (auth-challenge stamps browsers with its clock, the reset has user-settings'); a
+ * replay long after leaves what the user did after registering again.
  */
 export type RemovalsHandler = (tenantId: string, userId: string, options: { resetAt?: Date | undefined }, now: Date) => Promise<void>;
 export const RESET_REACH_MS = 10 * 60_000;
@@ -182,8 +183,7 @@ export class UserProjector {
     if (handler) {
       const now = new Date();
       for (const { tenantId, userId, resetAt } of removals.values()) {
-        const upTo = resetAt === undefined ? undefined : new Date(Math.min(now.getTime(), resetAt + RESET_REACH_MS));
-        await handler(tenantId, userId, { resetAt: upTo }, now);
+        await handler(tenantId, userId, { resetAt: resetAt === undefined ? undefined : new Date(resetAt + RESET_REACH_MS) }, now);
       }
     }
   }

@@ -107,7 +107,7 @@ interface UserSettingsOptions {
   /** users.list's search index (Redis, kept with the projection). */
   index?: Pick<UserIndex, 'list'>;
   /** The user's remembered browsers (Redis, written by auth-challenge). */
-  remembered?: Pick<RememberedBrowsers, 'list' | 'revoke' | 'forgetUpTo'>;
+  remembered?: Pick<RememberedBrowsers, 'list' | 'revoke' | 'clear' | 'forgetUpTo'>;
   /** App passwords: drawn, hashed (scrypt), checked. */
   appPasswords?: AppPasswordHasher;
   /** Failed app password checks per user, for the rate limit of apppasswords.verify. */
@@ -298,7 +298,7 @@ export class UserSettingsService {
     // that fails below leaves no remembered browser skipping MFA and no token named for the user.
     // A retry (which records nothing new) does it again, and so does the projector on UserMfaReset.
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
-    await this.forgetBrowsers(tenantId, userId, now);
+    await this.forgetBrowsers(tenantId, userId);
     await this.project(tenantId, userId, outcome);
     return { userId, reset: true };
   }
@@ -656,12 +656,17 @@ export class UserSettingsService {
     }
   }
 
-  /** No browser of the user remembered, and no MFA completed, by the reset's time: nothing from before it skips MFA. */
-  private async forgetBrowsers(tenantId: string, userId: string, resetAt: Date): Promise<void> {
+  /**
+   * No browser of the user remembered and no MFA completed: all of them when the reset's command does
+   * it (`upTo` absent: auth-challenge stamps them with its own clock, which may run ahead of this
+   * one), or those up to `upTo` when the projector does (UserProjector's RemovalsHandler).
+   */
+  private async forgetBrowsers(tenantId: string, userId: string, upTo?: Date): Promise<void> {
     const remembered = this.options.remembered;
     if (!remembered) return;
+    const tag = this.options.projection.tagOf(tenantId, userId);
     try {
-      await remembered.forgetUpTo(this.options.projection.tagOf(tenantId, userId), resetAt.getTime());
+      await (upTo === undefined ? remembered.clear(tag) : remembered.forgetUpTo(tag, upTo.getTime()));
     } catch (error) {
       this.options.log.warn('remembered browsers not forgotten yet', { tenantId, error });
       throw unavailable('the change is stored, but the remembered browsers are not forgotten yet; try again', error);

@@ -34,6 +34,7 @@ import { DeviceApiService } from '@mfa/auth-challenge/dist/application/device-ap
 import { OutboxRelay } from '@mfa/auth-challenge/dist/application/outbox-relay.js';
 import { Sessions } from '@mfa/console/dist/adapters/sessions.js';
 import { PendingLogins } from '@mfa/console/dist/adapters/pending-login.js';
+import { UploadSlots } from '@mfa/console/dist/adapters/upload-slots.js';
 import { PhoneThrottle } from '@mfa/dispatch/dist/adapters/phone-throttle.js';
 import { DeviceDirectory } from '@mfa/dispatch/dist/adapters/push/devices.js';
 import { ReceiptRoutes } from '@mfa/dispatch/dist/adapters/receipt-routes.js';
@@ -98,6 +99,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/user-settings/src/adapters/app-password-failures.ts': { scripts: ['mfaReserveAppPasswordCheck', 'mfaReleaseAppPasswordCheck'] },
   'services/user-settings/src/adapters/oath-inventory.ts': { scripts: ['mfaPutOathToken'] },
   'services/user-settings/src/adapters/remembered-browsers.ts': { scripts: ['mfaForgetRemembered'] },
+  'services/console/src/adapters/upload-slots.ts': { scripts: ['mfaTakeUploadSlot'] },
   'libs/projection/src/writer.ts': { scripts: ['mfaApplyUserSnapshot', 'mfaEraseUser', 'mfaRestoreTotpStep', 'mfaRestoreFailureGuard', 'mfaMarkUnregistered', 'mfaProjectBlock'] },
   'libs/projection/src/user-index.ts': { scripts: ['mfaReplaceUserTerms'] },
   'libs/service-kit/src/redis-lease.ts': { evals: 2 },
@@ -243,6 +245,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     const sessions = new Sessions(redis, 900);
     const pendingLogins = new PendingLogins(redis);
     const replays = new InternalReplays(redis);
+    const uploadSlots = new UploadSlots(redis);
 
     // Two tenants whose tenant-wide keys (hardware tokens, users.list's index) are on different
     // masters, three users each on three masters, one phone number per tenant shared by its users.
@@ -448,6 +451,10 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       // The console's key for sign-ins under way: one key, made by the first instance.
       const login = { state: 's', nonce: 'n', verifier: 'v', returnTo: '/' };
       assert.deepEqual(await pendingLogins.open(await pendingLogins.seal(login, Date.now()), Date.now()), login);
+      // The console's upload slots of a tenant (one key).
+      const slot = await uploadSlots.take(u.tenantId, 0, 4, Date.now());
+      assert.ok(slot);
+      await uploadSlots.give(u.tenantId, slot);
       // A signed internal request, answered once (one key, in its own slot).
       const signature = signInternalRequest(keyring, 'mfa.int.walk', JSON.stringify({ tenantId: u.tenantId }), Date.now());
       assert.deepEqual([await replays.firstUse(signature, Date.now()), await replays.firstUse(signature, Date.now())], [true, false]);

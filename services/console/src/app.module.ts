@@ -7,11 +7,12 @@ import { MfaApi } from './adapters/mfa-api.js';
 import { OidcProvider } from './adapters/oidc.js';
 import { PendingLogins } from './adapters/pending-login.js';
 import { Sessions } from './adapters/sessions.js';
+import { UploadSlots } from './adapters/upload-slots.js';
 import { AuthController } from './api/auth.controller.js';
 import { PagesController } from './api/pages.controller.js';
 import { Views } from './api/views.js';
 import type { ConsoleConfig } from './config.js';
-import { CONSOLE_CONFIG, LOGGER_TOKEN, MFA_API, OIDC, PENDING_LOGINS, SESSIONS, VIEWS, type ConsoleRuntime } from './tokens.js';
+import { CONSOLE_CONFIG, LOGGER_TOKEN, MFA_API, OIDC, PENDING_LOGINS, SESSIONS, UPLOAD_SLOTS, VIEWS, type ConsoleRuntime } from './tokens.js';
 
 /**
  * console: the operators' web console. Pages and their forms on one origin (CONSOLE_PORT), operator
@@ -35,6 +36,7 @@ export class AppModule {
         { provide: LOGGER_TOKEN, useValue: log },
         { provide: VIEWS, useValue: new Views() },
         { provide: SESSIONS, useFactory: (redis: RedisClient) => new Sessions(redis, config.CONSOLE_SESSION_IDLE_MINUTES * 60), inject: [REDIS] },
+        { provide: UPLOAD_SLOTS, useFactory: (redis: RedisClient) => new UploadSlots(redis), inject: [REDIS] },
         { provide: MFA_API, useFactory: (nats: NatsClients) => new MfaApi(nats.nc, config.auth.platformKey), inject: [NATS] },
         {
           provide: OIDC,

@@ -4,6 +4,7 @@ export const VIEWS = Symbol('VIEWS');
 export const OIDC = Symbol('OIDC');
 export const PENDING_LOGINS = Symbol('PENDING_LOGINS');
 export const MFA_API = Symbol('MFA_API');
+export const UPLOAD_SLOTS = Symbol('UPLOAD_SLOTS');
 export const LOGGER_TOKEN = Symbol('LOGGER');
 
 /** What the handlers need of the configuration. */

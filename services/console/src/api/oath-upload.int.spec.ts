@@ -4,12 +4,14 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe } from 'node:test';
 import express from 'express';
+import { Redis } from 'ioredis';
 import { Objm, StorageType, type ObjectStore } from '@nats-io/obj';
 import { IMPORTS_BUCKET } from '@mfa/contracts';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
-import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
+import { itWith, startNatsServer, testEnv, uniqueTenant, type NatsServerProcess } from '@mfa/testing';
 import { MfaApi } from '../adapters/mfa-api.js';
+import { UploadSlots } from '../adapters/upload-slots.js';
 import { accessFromRoles } from '../domain/roles.js';
 import { MAX_CONSOLE_IMPORTS_PER_TENANT, PagesController } from './pages.controller.js';
 import { Views } from './views.js';
@@ -25,6 +27,9 @@ describe('token file uploads through the console (real NATS)', () => {
   let store: ObjectStore;
   let http: Server;
   let base: string;
+  let redis: Redis;
+  /** A tenant of its own per run: its upload slots are in the shared Redis. */
+  const rushed = uniqueTenant('rushed');
   const errors: unknown[] = [];
   /** The bucket's limit here: small, so that a few files fill it. */
   const MAX_BYTES = 1024 * 1024;
@@ -35,8 +40,9 @@ describe('token file uploads through the console (real NATS)', () => {
     // As user-settings creates it, with a limit of this test's.
     store = await new Objm(nats.nc).create(IMPORTS_BUCKET, { replicas: 1, storage: StorageType.File, max_bytes: MAX_BYTES });
     const log = { error: (_msg: string, fields: { error?: unknown }) => errors.push(fields?.error), warn: () => undefined, info: () => undefined, debug: () => undefined } as unknown as Logger;
-    const pages = new PagesController(new MfaApi(nats.nc, undefined), new Views(), log);
-    const roles = ['tenant-admin:contoso', 'tenant-admin:fabrikam', 'tenant-admin:tailspin'];
+    redis = new Redis(testEnv.redisUrl);
+    const pages = new PagesController(new MfaApi(nats.nc, undefined), new Views(), log, new UploadSlots(redis));
+    const roles = ['tenant-admin:contoso', 'tenant-admin:fabrikam', 'tenant-admin:tailspin', `tenant-admin:${rushed}`];
     const app = express();
     app.use((req, _res, next) => {
       Object.assign(req, { session: { id: 's', operator: { sub: 'adam' }, roles, csrf: 'x', createdAt: 0, via: 'dev' }, access: accessFromRoles(roles) });
@@ -49,6 +55,7 @@ describe('token file uploads through the console (real NATS)', () => {
   });
 
   after(async () => {
+    await redis.quit();
     await new Promise((resolve) => http.close(resolve));
     await nats.nc.drain();
     await server.stop();
@@ -84,6 +91,27 @@ describe('token file uploads through the console (real NATS)', () => {
     await store.delete(taken[0]!);
     assert.equal((await upload('contoso', 1000)).status, 200);
     assert.deepEqual(errors, []);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'uploads started at once take a slot each: no more than the limit are stored, however many start together', async () => {
+    const all = await Promise.all(Array.from({ length: 3 * MAX_CONSOLE_IMPORTS_PER_TENANT }, () => upload(rushed, 20 * 1024)));
+    const stored = all.filter((u) => u.status === 200);
+    assert.ok(stored.length >= 1 && stored.length <= MAX_CONSOLE_IMPORTS_PER_TENANT, `${stored.length} stored`);
+    assert.ok(all.every((u) => u.status === 200 || u.status === 429), all.map((u) => u.status).join());
+    assert.equal((await uploadsOf(rushed)).length, stored.length);
+    assert.equal(await redis.exists(`mfa:{uploads:${rushed}}:slots`), 0, 'every slot given back');
+  });
+
+  itWith({ real: ['redis'] }, 'slots: at most the limit less the files stored, each given back; one never given back frees itself after its time', async () => {
+    const slots = new UploadSlots(redis);
+    const tenant = uniqueTenant('slots');
+    const now = Date.now();
+    const taken = await Promise.all([0, 1, 2].map(() => slots.take(tenant, 1, MAX_CONSOLE_IMPORTS_PER_TENANT, now)));
+    assert.ok(taken.every((t) => t !== undefined));
+    assert.equal(await slots.take(tenant, 1, MAX_CONSOLE_IMPORTS_PER_TENANT, now), undefined, 'three under way and one stored');
+    await slots.give(tenant, taken[0]!);
+    assert.ok(await slots.take(tenant, 1, MAX_CONSOLE_IMPORTS_PER_TENANT, now));
+    assert.ok(await slots.take(tenant, 1, MAX_CONSOLE_IMPORTS_PER_TENANT, now + 31 * 60_000), 'the others lapsed');
   });
 
   itWith({ real: ['nats'] }, 'refuses a file with 503 when the imports store is full, and leaves nothing of it behind', async () => {

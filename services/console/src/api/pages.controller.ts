@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { Body, Controller, Get, Inject, Optional, Param, Post, Query, Req, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { stringify } from 'csv-stringify/sync';
 import QRCode from 'qrcode';
@@ -37,9 +37,10 @@ import {
 } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { MfaApi } from '../adapters/mfa-api.js';
+import type { UploadSlots } from '../adapters/upload-slots.js';
 import { canChange, canRead, type Access } from '../domain/roles.js';
 import { changedSettings, FormError, formValues, patchFromForm, SETTING_FIELDS, shownSettings, shownToken } from '../domain/settings-form.js';
-import { LOGGER_TOKEN, MFA_API, VIEWS } from '../tokens.js';
+import { LOGGER_TOKEN, MFA_API, UPLOAD_SLOTS, VIEWS } from '../tokens.js';
 import type { Views } from './views.js';
 import type { WebRequest } from './web.js';
 
@@ -136,6 +137,8 @@ export class PagesController {
     @Inject(MFA_API) private readonly api: MfaApi,
     @Inject(VIEWS) private readonly views: Views,
     @Inject(LOGGER_TOKEN) private readonly log: Logger,
+    /** Uploads under way across the instances (Redis); absent in tests of the pages alone. */
+    @Optional() @Inject(UPLOAD_SLOTS) private readonly slots?: UploadSlots,
   ) {}
 
   /** The signed-in operator allowed to read (or change) this tenant; otherwise answered here and undefined. */
@@ -710,20 +713,29 @@ export class PagesController {
         return;
       }
       if (declared === 0) throw new ContractError('invalid_request', 'choose a CSV or PSKC file');
-      if ((await this.api.consoleImports(tenant)) >= MAX_CONSOLE_IMPORTS_PER_TENANT) {
+      const tooMany = () => {
         // The file is not read: the connection closes after the answer.
         res.setHeader('Connection', 'close');
-        throw new ContractError(
+        return new ContractError(
           'rate_limited',
           `${MAX_CONSOLE_IMPORTS_PER_TENANT} token files of this tenant are waiting for their import or being imported: upload this one when an import ends (a file never imported is deleted within minutes)`,
         );
+      };
+      const stored = await this.api.consoleImports(tenant);
+      if (stored >= MAX_CONSOLE_IMPORTS_PER_TENANT) throw tooMany();
+      // Uploads started at once all see the same stored files: each takes a slot first.
+      const slot = this.slots ? await this.slots.take(tenant, stored, MAX_CONSOLE_IMPORTS_PER_TENANT, Date.now()) : null;
+      if (slot === undefined) throw tooMany();
+      try {
+        const { object, size } = await this.api.putImport(tenant, req, MAX_IMPORT_FILE_BYTES);
+        if (size === 0) {
+          await this.api.deleteImport(object);
+          throw new ContractError('invalid_request', 'the file is empty');
+        }
+        res.status(200).json({ object, bytes: size });
+      } finally {
+        if (slot) await this.slots?.give(tenant, slot).catch(() => undefined);
       }
-      const { object, size } = await this.api.putImport(tenant, req, MAX_IMPORT_FILE_BYTES);
-      if (size === 0) {
-        await this.api.deleteImport(object);
-        throw new ContractError('invalid_request', 'the file is empty');
-      }
-      res.status(200).json({ object, bytes: size });
     } catch (error) {
       this.jsonError(res, error, 'token file upload failed');
     }

@@ -86,6 +86,18 @@ end
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
 /**
+ * The tenant's country rules for phone methods (sms.allowedCountries as a csv, '*' = all;
+ * blockedCountries as a csv) against a phone's country: whether they exclude it (a phone of unknown
+ * country is excluded when only some countries are allowed). As phoneCountryAllowed (verdicts.ts).
+ */
+const COUNTRY_RULES = `
+local function country_excluded(country, allowed, blocked)
+  local listed = function(csv) return country ~= '' and string.find(',' .. csv .. ',', ',' .. country .. ',', 1, true) ~= nil end
+  return (allowed ~= '*' and not listed(allowed)) or listed(blocked)
+end
+`;
+
+/**
  * A sliding window of at most `max` members in the last `window` ms (members by time): `member`
  * joins it now, or, when it is full, nothing changes and the answer is when its oldest leaves (ms).
  */
@@ -101,7 +113,7 @@ local function admit(key, max, window, now, member)
 end
 `;
 
-export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}${WITH_TOKENS}
+export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}${COUNTRY_RULES}${WITH_TOKENS}
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry')
 local exists = u[1] ~= false
 -- A tenant whose settings this instance could not read (ARGV[12] 'u': a lookup over its budget, or
@@ -157,9 +169,7 @@ for m in string.gmatch(ARGV[4], '[^,]+') do enabled[m] = true end
 -- a phone in a country they exclude (or of unknown country, when only some are allowed) is not called or texted.
 local phoneBlocked = false
 if (ARGV[26] ~= '*' or ARGV[27] ~= '') and (regset['sms'] or regset['voice']) then
-  local country = u[12] or ''
-  local listed = function(csv) return country ~= '' and string.find(',' .. csv .. ',', ',' .. country .. ',', 1, true) ~= nil end
-  if (ARGV[26] ~= '*' and not listed(ARGV[26])) or listed(ARGV[27]) then
+  if country_excluded(u[12] or '', ARGV[26], ARGV[27]) then
     phoneBlocked = true
     enabled['sms'] = nil
     enabled['voice'] = nil
@@ -477,7 +487,7 @@ ${OUTCOME}`;
  * | {'locked', retryAfterSeconds} | {'capped'} | {'user_blocked'} (nothing changes: the challenge is
  * denied at its next verify) | {'not_allowed', 'method_disabled' | 'country_not_allowed'}.
  */
-export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}
+export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}${COUNTRY_RULES}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local now = tonumber(ARGV[2])
@@ -486,10 +496,8 @@ if ch[4] ~= 'pending' then return {'conflict', 'status', ch[4] or ''} end
 if now >= tonumber(ch[5]) then return {'conflict', 'status', 'expired'} end
 if redis.call('EXISTS', KEYS[7]) == 1 then return {'user_blocked'} end
 if ARGV[11] ~= '1' then return {'not_allowed', 'method_disabled'} end
-if ARGV[12] ~= '*' or ARGV[13] ~= '' then
-  local country = redis.call('HGET', KEYS[8], 'phoneCountry') or ''
-  local listed = function(csv) return country ~= '' and string.find(',' .. csv .. ',', ',' .. country .. ',', 1, true) ~= nil end
-  if (ARGV[12] ~= '*' and not listed(ARGV[12])) or listed(ARGV[13]) then return {'not_allowed', 'country_not_allowed'} end
+if (ARGV[12] ~= '*' or ARGV[13] ~= '') and country_excluded(redis.call('HGET', KEYS[8], 'phoneCountry') or '', ARGV[12], ARGV[13]) then
+  return {'not_allowed', 'country_not_allowed'}
 end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[8]) then return {'capped'} end
 if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[7]) then

@@ -168,9 +168,7 @@ export class DeviceApiService {
       throw new DeviceApiError(503, 'unavailable', 'the fraud report could not be recorded; try again');
     });
     if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
-    // No longer waiting for the user: a new push may start (if the user is not blocked).
-    const pending = await this.redis.get(RedisKeys.pendingPush(device.tag));
-    if (pending?.startsWith(`${target.challengeId}|`)) await this.redis.del(RedisKeys.pendingPush(device.tag));
+    // fraud's denial cleared the pending push (ChallengeDenial): a new push may start (if the user is not blocked).
     await this.redis.hset(RedisKeys.devicesUsed(device.tag), device.nonce, String(this.clock().getTime()));
     requests.inc({ route: 'answer', outcome: 'fraud' });
     return { status: 'denied', reason: 'fraud_reported' };

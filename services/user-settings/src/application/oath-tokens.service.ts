@@ -54,8 +54,6 @@ export type RowOutcome = { imported: true } | { imported: false; reason: string 
  * of theirs, and a claim is taken over only once it is too old to be completed.
  */
 export class OathTokensService {
-  private readonly clock: () => number;
-
   constructor(
     private readonly options: {
       store: EventStore;
@@ -63,11 +61,8 @@ export class OathTokensService {
       inventory: OathInventory;
       keyring: Keyring;
       log: Logger;
-      /** The time a claim's age is checked at before it is completed (never a request's own time, which may be old); Date.now by default. */
-      clock?: () => number;
     },
   ) {
-    this.clock = options.clock ?? Date.now;
     options.users.onHardwareReleased((tenantId, userId, tokens, now) => this.release(tenantId, userId, tokens, now));
     options.users.onHardwareActivated(async (tenantId, userId, { serialNumber, tokenId, step }, now) => {
       await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'RecordActivation', data: { tokenId, userId, step } }, state, now));
@@ -264,7 +259,8 @@ export class OathTokensService {
         claimedAtMs: held.claimedAtMs,
         check: async () => {
           const { state } = await this.executeToken(tenantId, claim.serialNumber!, now, () => []);
-          const reason = claimRefusal(state, held, Math.max(now.getTime(), this.clock()));
+          // The claim's age now, never only at the request's own time, which may be old.
+          const reason = claimRefusal(state, held, Math.max(now.getTime(), Date.now()));
           if (reason !== undefined) throw refuse(reason);
         },
       },

@@ -452,9 +452,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const login = { state: 's', nonce: 'n', verifier: 'v', returnTo: '/' };
       assert.deepEqual(await pendingLogins.open(await pendingLogins.seal(login, Date.now()), Date.now()), login);
       // The console's upload slots of a tenant (one key).
-      const slot = await uploadSlots.take(u.tenantId, 0, 4, Date.now());
-      assert.ok(slot);
-      await uploadSlots.give(u.tenantId, slot);
+      const uploadSlot = await uploadSlots.take(u.tenantId, 4, Date.now());
+      assert.ok(uploadSlot);
+      await uploadSlots.give(u.tenantId, uploadSlot.slot);
       // A signed internal request, answered once (one key, in its own slot).
       const signature = signInternalRequest(keyring, 'mfa.int.walk', JSON.stringify({ tenantId: u.tenantId }), Date.now());
       assert.deepEqual([await replays.firstUse(signature, Date.now()), await replays.firstUse(signature, Date.now())], [true, false]);

@@ -721,12 +721,13 @@ export class PagesController {
           `${MAX_CONSOLE_IMPORTS_PER_TENANT} token files of this tenant are waiting for their import or being imported: upload this one when an import ends (a file never imported is deleted within minutes)`,
         );
       };
-      const stored = await this.api.consoleImports(tenant);
-      if (stored >= MAX_CONSOLE_IMPORTS_PER_TENANT) throw tooMany();
-      // Uploads started at once all see the same stored files: each takes a slot first.
-      const slot = this.slots ? await this.slots.take(tenant, stored, MAX_CONSOLE_IMPORTS_PER_TENANT, Date.now()) : null;
-      if (slot === undefined) throw tooMany();
+      // Uploads started at once would all see the same stored files: each takes a slot first, then
+      // counts the stored ones (UploadSlots says why the sum never falls short).
+      const taken = this.slots ? await this.slots.take(tenant, MAX_CONSOLE_IMPORTS_PER_TENANT, Date.now()) : { slot: undefined, underWay: 1 };
+      if (!taken) throw tooMany();
+      const slot = taken.slot;
       try {
+        if (taken.underWay - 1 + (await this.api.consoleImports(tenant)) >= MAX_CONSOLE_IMPORTS_PER_TENANT) throw tooMany();
         const { object, size } = await this.api.putImport(tenant, req, MAX_IMPORT_FILE_BYTES);
         if (size === 0) {
           await this.api.deleteImport(object);

@@ -519,6 +519,29 @@ describe('end to end: two instances of every service', () => {
     assert.equal(row.result, 'failure');
   });
 
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'users.reset ends the challenges pending: the code sent before it is denied (method_not_registered, reported) even with the phone registered again', async () => {
+    const user = uniqueUser('reset');
+    const phone = `+1415${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
+    await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Lost Phone', phoneNumber: phone });
+    const before = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    assert.equal(before.status, 'pending', JSON.stringify(before));
+    const first = await twilio.waitFor((m) => m.to === phone, 15_000);
+    const code = FakeTwilio.codeOf(first);
+    assert.deepEqual(await ask(Subjects.usersReset, { tenantId: tenant, userId: user }), { userId: user, reset: true });
+    assert.deepEqual(await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, phoneNumber: phone }), { userId: user, methods: ['sms', 'voice'] });
+    const denied = { challengeId: before.challengeId, status: 'denied', reason: 'method_not_registered' };
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: before.challengeId, code }), denied);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: before.challengeId }), denied);
+    const after = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const fresh = FakeTwilio.codeOf(await twilio.waitFor((m) => m.to === phone && m !== first, 15_000));
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: after.challengeId, code: fresh }), { challengeId: after.challengeId, status: 'approved' });
+    const row = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId: tenant, userId: user, limit: 20 })) as Reply & { items?: SigninItem[] };
+      return report.items?.find((i) => i.challengeId === before.challengeId && i.result === 'failure');
+    }, 20_000, 'the voided sign-in in the report');
+    assert.equal(row.resultDetail, "MFA denied; the user's MFA was reset after the challenge started");
+  });
+
   itWith({ real: wholeStack }, 'block → denied (user_blocked, reported) → unblock → approved; bad block requests get contract errors', async () => {
     const user = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId: tenant, userId: user, displayName: 'Blocked User' });

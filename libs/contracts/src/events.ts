@@ -342,6 +342,13 @@ export const ChallengeDeniedByUser = envelope('ChallengeDeniedByUser', 1, Outcom
  * compared.
  */
 export const ChallengeUserBlocked = envelope('ChallengeUserBlocked', 1, Outcome);
+/**
+ * A pending challenge of a user whose MFA was reset (users.reset) or who was erased after its
+ * start: the method it was sent by is no longer the user's, so it is denied
+ * (`method_not_registered`) at its next verify, call answer or device answer, before any code is
+ * compared.
+ */
+export const ChallengeVoided = envelope('ChallengeVoided', 1, Outcome);
 
 /** A start that needed no second factor (a bypass): approved at once, and recorded for the report. */
 export const ChallengeBypassed = envelope(
@@ -619,6 +626,7 @@ export const EventSchemas = {
   ChallengeResendRequested,
   ChallengeDeniedByUser,
   ChallengeUserBlocked,
+  ChallengeVoided,
   UserBlocked,
   FraudReported,
   IpLocked,
@@ -685,6 +693,7 @@ export type ChallengeEvent = EventOf<
   | 'ChallengeResendRequested'
   | 'ChallengeDeniedByUser'
   | 'ChallengeUserBlocked'
+  | 'ChallengeVoided'
 >;
 export type DispatchEvent = EventOf<'SmsSent' | 'SmsDeliveryFailed' | 'VoiceCallPlaced' | 'VoiceCallFailed' | 'SmsDeliveryReported' | 'PushSent' | 'PushDeliveryFailed'>;
 export type ApiClientEvent = EventOf<'ApiClientCreated' | 'ApiClientRevoked'>;

@@ -27,6 +27,8 @@ export const ResultDetail = {
   deniedByUser: 'MFA denied; user declined the authentication',
   /** Ours: push suspended for the user after repeated denied or ignored notifications (MFA fatigue). */
   pushSuspended: 'MFA denied; push suspended after repeated denied or ignored notifications',
+  /** Ours: the user's MFA was reset (or the user erased) while the challenge was pending. */
+  userReset: "MFA denied; the user's MFA was reset after the challenge started",
   /** Bypasses: a success without a second factor, and why. */
   trustedIp: 'MFA requirement skipped due to trusted IP',
   rememberedDevice: 'MFA requirement skipped due to remembered device',

@@ -51,6 +51,8 @@ export const EventSubjects = {
   challengeDeniedByUser: 'mfa.evt.challenge.denied_by_user',
   /** A pending challenge of a user blocked since it started, denied at its next answer. */
   challengeUserBlocked: 'mfa.evt.challenge.user_blocked',
+  /** A pending challenge of a user reset or erased since it started, denied at its next answer. */
+  challengeVoided: 'mfa.evt.challenge.voided',
   challengeBypassed: 'mfa.evt.challenge.bypassed',
   challengeFraudReported: 'mfa.evt.challenge.fraud_reported',
   challengeResendRequested: 'mfa.evt.challenge.resend_requested',

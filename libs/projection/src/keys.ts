@@ -5,7 +5,7 @@ import calculateSlot from 'cluster-key-slot';
  * user hash holds it (UserFields.layout): a snapshot is written again over the same snapshot of
  * another layout, so a rebuild to a new layout reaches users whose events did not change.
  */
-export const PROJECTION_LAYOUT = 6;
+export const PROJECTION_LAYOUT = 7;
 
 /**
  * Redis layout. Every key of one user carries the user's hash tag `{tag}` (a keyed hash of
@@ -243,6 +243,13 @@ export const UserFields = {
   appPassword: 'appPassword',
   /** The country of the user's phone number (ISO 3166-1 alpha-2; absent when none or unknown): the tenant's SMS country rules. */
   phoneCountry: 'phoneCountry',
+  /**
+   * When the user's current methods began (ms): their registration as a new user, or their last
+   * reset (users.reset). A challenge keeps the value it started with (its `vf` field) and is void
+   * once it differs: the user was reset, or erased (a tombstone has none), since it started.
+   * Absent in hashes of layouts before v7.
+   */
+  validFrom: 'validFrom',
   /** The layout the hash was written in (PROJECTION_LAYOUT); absent in a tombstone and in hashes of layouts before v6. */
   layout: 'layout',
 } as const;

@@ -25,6 +25,8 @@ export interface UserSnapshot {
   phoneCountry?: string | undefined;
   /** Only an app password signs the user's legacy clients in (they have one, or once used one). */
   appPasswordRequired?: boolean | undefined;
+  /** When the user's current methods began (ms: registration as a new user, or the last reset); see UserFields.validFrom. */
+  validFrom?: number | undefined;
   /** Active TOTP tokens with their plaintext secret (masked before it reaches Redis). */
   totpTokens: Array<{ tokenId: string; secret: Uint8Array; digits: number; period: number; algorithm?: 'SHA1' | 'SHA256' | undefined; activatedStep: number }>;
   /** The user's authenticator apps: device nonce -> what the device API and dispatch need (RedisKeys.devices). */
@@ -328,6 +330,7 @@ export class UserProjectionWriter {
       [UserFields.challengePii, snapshot.challengePii],
       [UserFields.appPassword, snapshot.appPasswordRequired ? '1' : undefined],
       [UserFields.phoneCountry, snapshot.phoneCountry],
+      [UserFields.validFrom, snapshot.validFrom === undefined ? undefined : String(snapshot.validFrom)],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
     const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', PROJECTION_LAYOUT, present.length];

@@ -308,6 +308,13 @@ export function challengeUserBlocked(
   return envelope('ChallengeUserBlocked', ofChallenge(c), outcome(c), overrides);
 }
 
+export function challengeVoided(
+  c = testChallenge(),
+  overrides: EventOverrides<'ChallengeVoided'> = {},
+): V1<'ChallengeVoided'> {
+  return envelope('ChallengeVoided', ofChallenge(c), outcome(c), overrides);
+}
+
 export function challengeExpired(
   c = testChallenge(),
   overrides: EventOverrides<'ChallengeExpired'> = {},

@@ -83,7 +83,7 @@ describe('auth-challenge against real NATS and Redis', () => {
 
   async function projectUser(
     userId: string,
-    opts: { phone?: string; totp?: Buffer[]; tenantId?: string; phoneCountry?: string; methods?: string[]; defaultMethod?: string } = {},
+    opts: { phone?: string; totp?: Buffer[]; tenantId?: string; phoneCountry?: string; methods?: string[]; defaultMethod?: string; validFrom?: number } = {},
   ) {
     const methods = opts.methods ?? [...(opts.totp?.length ? ['totp'] : []), ...(opts.phone ? ['sms', 'voice'] : [])];
     // A real key, as user-settings creates it: dispatch (sharing this NATS) can open what start seals.
@@ -99,6 +99,7 @@ describe('auth-challenge against real NATS and Redis', () => {
       phoneCountry: opts.phoneCountry,
       methods,
       defaultMethod: opts.defaultMethod ?? methods[0],
+      validFrom: opts.validFrom,
       totpTokens: (opts.totp ?? []).map((secret, i) => ({ tokenId: `tok${i}`, secret, digits: 6, period: 30, activatedStep: 0 })),
     });
   }
@@ -130,6 +131,62 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId }), { challengeId, status: 'approved' });
     const again = await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
     assert.equal(again.error?.code, 'conflict');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a user reset or erased after the start: the right code is denied (method_not_registered, recorded once), a resend sends nothing; other changes void nothing', async () => {
+    const user = uniqueUser();
+    const secret = randomBytes(20);
+    const registeredAt = Date.now() - 86_400_000;
+    const phone = '+14155550102';
+    await projectUser(user, { phone, totp: [secret], methods: ['sms', 'voice', 'totp'], defaultMethod: 'sms', validFrom: registeredAt });
+    const sms = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const totpStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const voice = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'voice' });
+    const kept = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const smsId = String(sms.challengeId);
+    const totpId = String(totpStart.challengeId);
+    const voiceId = String(voice.challengeId);
+    const code = await smsCodeOf(smsId);
+    // A change that is not a reset (a second token enrolled, the profile edited) voids nothing.
+    await projectUser(user, { phone, totp: [secret, randomBytes(20)], methods: ['sms', 'voice', 'totp'], defaultMethod: 'sms', validFrom: registeredAt });
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: String(kept.challengeId), code: totp(secret, Date.now()) }), {
+      challengeId: String(kept.challengeId),
+      status: 'approved',
+    });
+    // users.reset, then the user registered the same phone again at once (user-settings' projection).
+    await projectUser(user, { phone, methods: ['sms', 'voice'], defaultMethod: 'sms', validFrom: Date.now() });
+    const resend = await ask(Subjects.challengeResend, { tenantId: tenant, challengeId: smsId });
+    assert.equal(resend.error?.code, 'forbidden');
+    assert.match(String(resend.error?.message), /reset/);
+    const denied = { challengeId: smsId, status: 'denied', reason: 'method_not_registered' };
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: smsId, code }), denied);
+    const recorded = await jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.challengeVoided });
+    const event = recorded!.json<{ type: string; data: { challengeId: string; userId: string; method: string } }>();
+    assert.deepEqual([event.type, event.data.challengeId, event.data.userId, event.data.method], ['ChallengeVoided', smsId, user, 'sms']);
+    assert.deepEqual(await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: smsId }), denied);
+    assert.equal((await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: smsId, code })).error?.code, 'conflict');
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: totpId, code: totp(secret, Date.now()) }), {
+      challengeId: totpId,
+      status: 'denied',
+      reason: 'method_not_registered',
+    });
+    // The call answered on the old phone after the reset (# pressed): denied all the same.
+    assert.deepEqual(await internal.request<Reply>(InternalSubjects.voiceOutcome, { tenantId: tenant, challengeId: voiceId, approved: true }, { timeoutMs: 5000 }), {
+      status: 'denied',
+      reason: 'method_not_registered',
+    });
+    // A challenge started after the reset verifies; then the user is erased: its tombstone voids it.
+    const after = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const afterId = String(after.challengeId);
+    const afterCode = await smsCodeOf(afterId);
+    const again = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: afterId, code: afterCode }), { challengeId: afterId, status: 'approved' });
+    await writer.erase(tenant, user, seq++);
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: String(again.challengeId), code: await smsCodeOf(String(again.challengeId)) }), {
+      challengeId: String(again.challengeId),
+      status: 'denied',
+      reason: 'method_not_registered',
+    });
   });
 
   itWith({ real: ['nats', 'redis'] }, 'a user blocked after the start: the right code is denied (user_blocked, recorded once), a resend sends nothing', async () => {

@@ -191,6 +191,7 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
       return { kind: 'elsewhere', method: method(raw[2]) };
     case 'denied_by_user':
     case 'user_blocked':
+    case 'voided':
       return { kind: raw[0], userId: raw[1]!, method: method(raw[2]), ...clientIpAt(raw, 3) };
     case 'not_push':
       return { kind: 'not_push', method: raw[2] ?? '' };
@@ -224,6 +225,8 @@ export function parseResendVerdict(raw: readonly string[]): ResendVerdict {
       return { kind: 'capped' };
     case 'user_blocked':
       return { kind: 'user_blocked' };
+    case 'voided':
+      return { kind: 'voided' };
     case 'not_allowed':
       return { kind: 'not_allowed', reason: raw[1] === 'country_not_allowed' ? 'country_not_allowed' : 'method_disabled' };
     default:

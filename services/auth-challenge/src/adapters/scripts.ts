@@ -114,7 +114,7 @@ end
 `;
 
 export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}${COUNTRY_RULES}${WITH_TOKENS}
-local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry')
+local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry', 'validFrom')
 local exists = u[1] ~= false
 -- A tenant whose settings this instance could not read (ARGV[12] 'u': a lookup over its budget, or
 -- the log not answering): nothing is decided, nor recorded, under the defaults in place of its own.
@@ -248,7 +248,7 @@ local status = 'registration_required'
 if method then status = 'pending' end
 local recorded = method or requested
 redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', recorded, 'status', status,
-  'reason', reason or '', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
+  'reason', reason or '', 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5], 'vf', u[13] or '')
 if method == 'sms' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[8]) end
 -- A push is answered once in the app: the number's keyed hash, and one attempt (a wrong number denies).
 if method == 'push' then redis.call('HSET', KEYS[2], 'codeHash', ARGV[28], 'maxAttempts', 1) end
@@ -281,10 +281,11 @@ return reply
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
 // ends by itself, the consecutive cap only with an admin unlock), an
 // expired challenge (recorded once), a user blocked since the start (the challenge denied and
-// recorded once: a block denies every attempt, not only the next starts). onUserBlocked runs before
-// that denial is returned (the push answer's: the push no longer waits for the user).
-const checks = (onUserBlocked = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd')
+// recorded once: a block denies every attempt, not only the next starts), a user reset or erased
+// since the start (voided: the challenge denied method_not_registered, recorded once). onDenied
+// runs before either denial is returned (the push answer's: the push no longer waits for the user).
+const checks = (onDenied = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd', 'vf')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status, ip = ch[2], ch[3], ch[4], ch[10] or ''
 if status ~= 'pending' then
@@ -300,8 +301,15 @@ if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   return kept({'expired', userId, method, ip})
 end
 if redis.call('EXISTS', KEYS[9]) == 1 then
-  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'user_blocked', 'completedAt', ARGV[2])${onUserBlocked}
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'user_blocked', 'completedAt', ARGV[2])${onDenied}
   return kept({'user_blocked', userId, method, ip})
+end
+-- The user's methods changed wholesale since the start: reset (users.reset), or erased (a tombstone
+-- has no validFrom) and maybe registered again. A code sent to them, a call to their phone, proves
+-- nothing now. A challenge started before its user hash carried validFrom ('') is not checked.
+if (ch[12] or '') ~= '' and redis.call('HGET', KEYS[10], 'validFrom') ~= ch[12] then
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'method_not_registered', 'completedAt', ARGV[2])${onDenied}
+  return kept({'voided', userId, method, ip})
 end
 -- A pending challenge always has attempts left (the last one denies it); checked all the same.
 local max = tonumber(ch[6])
@@ -400,7 +408,7 @@ end`;
  * attempts, remaining, cause, ...guard, ip} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard, ip}
  * (guard: failures in the window, when the window or lockout ends in ms, failures in a row) | {'expired',
  * userId, method, ip} | {'expired_again', userId, method} | {'user_blocked', userId, method, ip}
- * | {'conflict', userId, method, status} | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
+ * | {'voided', userId, method, ip} | {'conflict', userId, method, status} | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */
 export const VERIFY_SCRIPT = `${CHECKS}${WITH_TOKENS}
 -- A call (or a push) is answered on the phone, not with a code: nothing is compared or counted.
@@ -485,16 +493,18 @@ ${OUTCOME}`;
  * outbox as "<challengeId>:resent:<n>") | {'not_found'} | {'conflict', 'method' | 'status', what it is}
  * | {'exhausted', max sends} | {'rate_limited', retryAfterSeconds, 'interval' | 'phone' | 'user'}
  * | {'locked', retryAfterSeconds} | {'capped'} | {'user_blocked'} (nothing changes: the challenge is
- * denied at its next verify) | {'not_allowed', 'method_disabled' | 'country_not_allowed'}.
+ * denied at its next verify) | {'not_allowed', 'method_disabled' | 'country_not_allowed'} | {'voided'} (the
+ * user was reset or erased since the start: nothing is sent, the challenge is denied at its next verify).
  */
 export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}${COUNTRY_RULES}
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt', 'vf')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local now = tonumber(ARGV[2])
 if ch[3] ~= 'sms' then return {'conflict', 'method', ch[3] or ''} end
 if ch[4] ~= 'pending' then return {'conflict', 'status', ch[4] or ''} end
 if now >= tonumber(ch[5]) then return {'conflict', 'status', 'expired'} end
 if redis.call('EXISTS', KEYS[7]) == 1 then return {'user_blocked'} end
+if (ch[9] or '') ~= '' and redis.call('HGET', KEYS[8], 'validFrom') ~= ch[9] then return {'voided'} end
 if ARGV[11] ~= '1' then return {'not_allowed', 'method_disabled'} end
 if (ARGV[12] ~= '*' or ARGV[13] ~= '') and country_excluded(redis.call('HGET', KEYS[8], 'phoneCountry') or '', ARGV[12], ARGV[13]) then
   return {'not_allowed', 'country_not_allowed'}

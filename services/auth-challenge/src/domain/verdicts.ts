@@ -75,6 +75,8 @@ export type VerifyVerdict =
   | { kind: 'denied_by_user'; userId: string; method: Method; clientIp?: string }
   /** The user was blocked after the challenge started: denied without comparing anything. */
   | { kind: 'user_blocked'; userId: string; method: Method; clientIp?: string }
+  /** The user was reset or erased after the challenge started: its method is no longer theirs, denied without comparing anything. */
+  | { kind: 'voided'; userId: string; method: Method; clientIp?: string }
   /** A device answered a challenge that is not a push. */
   | { kind: 'not_push'; method: string }
   | { kind: 'locked'; retryAfterSeconds: number }
@@ -96,6 +98,8 @@ export type ResendVerdict =
   | { kind: 'capped' }
   /** The user is blocked: nothing is sent (the challenge is denied at its next verify). */
   | { kind: 'user_blocked' }
+  /** The user was reset or erased since the start: nothing is sent (the challenge is denied at its next verify). */
+  | { kind: 'voided' }
   /** The tenant's settings, changed since the start, no longer allow SMS, or not to this user's phone. */
   | { kind: 'not_allowed'; reason: 'method_disabled' | 'country_not_allowed' };
 
@@ -147,7 +151,8 @@ export type PendingEvent =
   | { type: 'ChallengeBypassed'; data: EventOf<'ChallengeBypassed'>['data'] }
   | { type: 'ChallengeResendRequested'; data: EventOf<'ChallengeResendRequested'>['data'] }
   | { type: 'ChallengeDeniedByUser'; data: EventOf<'ChallengeDeniedByUser'>['data'] }
-  | { type: 'ChallengeUserBlocked'; data: EventOf<'ChallengeUserBlocked'>['data'] };
+  | { type: 'ChallengeUserBlocked'; data: EventOf<'ChallengeUserBlocked'>['data'] }
+  | { type: 'ChallengeVoided'; data: EventOf<'ChallengeVoided'>['data'] };
 
 export interface StartContext {
   challengeId: string;
@@ -398,6 +403,8 @@ export function decideVerify(
       };
     case 'user_blocked':
       return { reply: { challengeId: id, status: 'denied', reason: 'user_blocked' }, event: { type: 'ChallengeUserBlocked', data: outcomeOf(verdict) } };
+    case 'voided':
+      return { reply: { challengeId: id, status: 'denied', reason: 'method_not_registered' }, event: { type: 'ChallengeVoided', data: outcomeOf(verdict) } };
     case 'not_push':
       throw notFound('unknown challenge');
     case 'locked':
@@ -451,6 +458,8 @@ export function decideResend(
       throw capped();
     case 'user_blocked':
       throw forbidden('the user is blocked: nothing is sent');
+    case 'voided':
+      throw forbidden("the user's MFA was reset since the challenge started: nothing is sent");
     case 'not_allowed':
       throw forbidden(
         verdict.reason === 'country_not_allowed'
@@ -519,5 +528,7 @@ export function subjectOf(event: PendingEvent): string {
       return EventSubjects.challengeDeniedByUser;
     case 'ChallengeUserBlocked':
       return EventSubjects.challengeUserBlocked;
+    case 'ChallengeVoided':
+      return EventSubjects.challengeVoided;
   }
 }

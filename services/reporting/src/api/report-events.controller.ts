@@ -19,6 +19,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeResendRequested',
   'ChallengeDeniedByUser',
   'ChallengeUserBlocked',
+  'ChallengeVoided',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed', 'VoiceCallPlaced', 'VoiceCallFailed', 'SmsDeliveryReported', 'PushSent', 'PushDeliveryFailed'] satisfies DispatchEvent['type'][]);
 const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);

@@ -141,6 +141,8 @@ function effectOf(event: ChallengeEvent): Effect {
       return { outcome: { ...failure(ResultDetail.deniedByUser, event.occurredAt), ...deviceOf(event.data) } };
     case 'ChallengeUserBlocked':
       return { outcome: failure(ResultDetail.userBlocked, event.occurredAt) };
+    case 'ChallengeVoided':
+      return { outcome: failure(ResultDetail.userReset, event.occurredAt) };
     case 'ChallengeApproved':
       return { outcome: { result: 'success', resultDetail: ResultDetail.success, completedAt: event.occurredAt, ...deviceOf(event.data) } };
     case 'ChallengeAttemptsExhausted': {

@@ -12,6 +12,7 @@ import {
   challengeStarted,
   challengeStartedV2,
   challengeUserBlocked,
+  challengeVoided,
   smsDeliveryFailed,
   smsSent,
   tenantCreated,
@@ -216,6 +217,13 @@ describe('sign-in projection', () => {
     const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeUserBlocked(c))));
     assert.equal(patch.result, 'failure');
     assert.equal(patch.resultDetail, ResultDetail.userBlocked);
+  });
+
+  it('given a reset of the user after the start, then denied as reset, with its time', () => {
+    const c = signin();
+    const at = new Date(Date.parse(c.startedAt) + 30_000).toISOString();
+    const patch = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeVoided(c, { occurredAt: at }))));
+    assert.deepEqual([patch.result, patch.resultDetail, patch.completedAt], ['failure', ResultDetail.userReset, at]);
   });
 
   it('given registration required, then a complete failed row with the reason', () => {

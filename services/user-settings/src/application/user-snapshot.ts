@@ -37,6 +37,9 @@ export function userSnapshot(
     methods: methodsOf(state),
     defaultMethod: defaultMethodOf(state),
     appPasswordRequired: appPasswordRequired(state),
+    // A challenge started under another value is void (a reset since, or an erasure and a new
+    // registration); 0 for a state folded before the time was kept (still changed by a reset).
+    validFrom: state.codesValidFromMs ?? 0,
     ...(state.profile.phoneNumber ? { phoneCountry: phoneNumberInfo(state.profile.phoneNumber).country } : {}),
     totpTokens: activeTokens(state).map((t) => ({
       tokenId: t.tokenId,

@@ -7,17 +7,23 @@ import type { IpWindow } from '../domain/ip-lockout.js';
  * without bound. The starts' window keeps more when the operator's limit is higher (IpCounters).
  */
 const MAX_ENTRIES = 10_001;
+/** How long an unlock's time is kept: the longest window a tenant may set (ipLockout.windowMinutes, 1440), past which no denial from before it counts anyway. */
+const UNLOCK_MARK_MS = 1440 * 60_000;
 
 /**
  * The sliding window of denials from one client address, per tenant, and the distinct users
- * among them. Both keys of an address share its hash tag `{ip:<tenant>:<address>}` (one slot on
+ * among them. All keys of an address share its hash tag `{ip:<tenant>:<address>}` (one slot on
  * Redis Cluster). Each denial is an event id (ZADD NX: a redelivered event counts once) scored by
- * when it happened; what is older than the window is dropped on every count.
- * KEYS: denials, users. ARGV: event id, user tag, event time ms, now ms, window ms.
+ * when it happened; what is older than the window, or than the address's last unlock (`reset`),
+ * is dropped on every count: a denial from before an unlock, counted late (a consumer catching up,
+ * another instance), never counts towards a new lock.
+ * KEYS: denials, users, unlocked. ARGV: event id, user tag, event time ms, now ms, window ms.
  * Returns {denials, distinct users} in the window.
  */
 const COUNT_SCRIPT = `
 local since = tonumber(ARGV[4]) - tonumber(ARGV[5])
+local unlocked = tonumber(redis.call('GET', KEYS[3]) or '0')
+if unlocked > since then since = unlocked end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[2])
 local counts = {}
@@ -53,6 +59,7 @@ const tagOf = (tenantId: string, ip: string) => `{ip:${subjectToken(tenantId)}:$
 export const IpCounterKeys = {
   denials: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:denials`,
   users: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:users`,
+  unlocked: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:unlocked`,
   starts: (tenantId: string, ip: string) => `mfa:${tagOf(tenantId, ip)}:starts`,
 };
 
@@ -63,7 +70,7 @@ export class IpCounters {
 
   constructor(private readonly redis: RedisClient, maxStartsPerWindow = 0) {
     this.mostStarts = Math.max(MAX_ENTRIES, maxStartsPerWindow + 1);
-    redis.defineCommand('mfaFraudCountIpDenial', { numberOfKeys: 2, lua: COUNT_SCRIPT });
+    redis.defineCommand('mfaFraudCountIpDenial', { numberOfKeys: 3, lua: COUNT_SCRIPT });
     redis.defineCommand('mfaFraudCountIpStart', { numberOfKeys: 1, lua: COUNT_START_SCRIPT });
     const r = redis as unknown as Record<'mfaFraudCountIpDenial' | 'mfaFraudCountIpStart', (...a: Array<string | number>) => Promise<[number, number]>>;
     this.count = r.mfaFraudCountIpDenial.bind(redis);
@@ -83,6 +90,7 @@ export class IpCounters {
     const [failures, users] = await this.count(
       IpCounterKeys.denials(tenantId, ip),
       IpCounterKeys.users(tenantId, ip),
+      IpCounterKeys.unlocked(tenantId, ip),
       eventId,
       userTag,
       at.getTime(),
@@ -92,8 +100,18 @@ export class IpCounters {
     return { failures, users };
   }
 
-  /** An unlock starts the address's window over. */
-  async reset(tenantId: string, ip: string): Promise<void> {
-    await this.redis.del(IpCounterKeys.denials(tenantId, ip), IpCounterKeys.users(tenantId, ip));
+  /**
+   * An unlock at `at` starts the address's window over: its denials go, and its time is kept so
+   * that none from before it counts again (COUNT_SCRIPT), such as one counted late by a consumer
+   * catching up. One transaction, one slot; run again by a retried unlock.
+   */
+  async reset(tenantId: string, ip: string, at: Date = new Date()): Promise<void> {
+    const results = await this.redis
+      .multi()
+      .del(IpCounterKeys.denials(tenantId, ip), IpCounterKeys.users(tenantId, ip))
+      .set(IpCounterKeys.unlocked(tenantId, ip), at.getTime(), 'PX', UNLOCK_MARK_MS)
+      .exec();
+    const refused = results?.find(([error]) => error)?.[0];
+    if (!results || refused) throw refused ?? new Error("the address's count was not reset (transaction aborted)");
   }
 }

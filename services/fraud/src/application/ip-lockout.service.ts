@@ -17,7 +17,7 @@ import { counter, type Logger } from '@mfa/telemetry';
 import type { FraudLog } from '../adapters/fraud-log.js';
 import type { IpCounters } from '../adapters/ip-counters.js';
 import type { UserDirectory } from '../adapters/user-directory.js';
-import { decideIp, evolveIpLock, initialIpLockState, type IpCommand } from '../domain/ip-lockout.js';
+import { decideIp, evolveIpLock, initialIpLockState, type IpCommand, type IpWindow } from '../domain/ip-lockout.js';
 import type { Actor } from '../domain/user-block.js';
 import type { BlocksService } from './blocks.service.js';
 
@@ -62,10 +62,12 @@ export class IpLockoutService {
     const at = new Date(event.occurredAt);
     // A denial older than the window (a consumer catching up) no longer counts.
     if (now.getTime() - at.getTime() > policy.windowMinutes * 60_000) return;
-    const window = await this.counters.countDenial(event.tenantId, ip, event.id, userTag(this.keyring, event.tenantId, userId), at, now, policy.windowMinutes);
+    // Idempotent (the event's id): counted again before a lock is recorded (execute).
+    const count = () => this.counters.countDenial(event.tenantId, ip, event.id, userTag(this.keyring, event.tenantId, userId), at, now, policy.windowMinutes);
+    const window = await count();
     ipDenials.inc();
     if (window.failures < policy.threshold) return;
-    const [locked] = await this.execute(event.tenantId, ip, now, { type: 'CountDenial', data: { ip, window } }, policy);
+    const [locked] = await this.execute(event.tenantId, ip, now, { type: 'CountDenial', data: { ip, window } }, policy, count);
     if (locked?.type === 'IpLocked') {
       ipLocks.inc({ dry_run: String(locked.data.dryRun) });
       this.logger.warn(locked.data.dryRun ? 'per-IP lockout (dry run): an address would be locked' : 'per-IP lockout: an address is locked', {
@@ -105,20 +107,46 @@ export class IpLockoutService {
     return { items };
   }
 
+  /**
+   * Lifts a lock: the address's count starts over before IpUnlocked is recorded (execute), so an
+   * unlock that fails between the two leaves the lock in force, and its retry resets the count
+   * again; never an unlock recorded over a count that the next denial would lock again with.
+   */
   async unlock(request: FraudIpsUnlockRequest, now: Date, by?: Actor): Promise<FraudIpsUnlockReply> {
     const settings = await this.blocks.requireTenant(request.tenantId);
     const ip = ipLockKey(request.ip)!;
     await this.execute(request.tenantId, ip, now, { type: 'Unlock', data: { ip, reason: request.reason, ...(by ? { by } : {}) } }, settings.ipLockout);
-    await this.blocks.dependency(() => this.counters.reset(request.tenantId, ip));
     return { ip };
   }
 
-  private async execute(tenantId: string, ip: string, now: Date, command: IpCommand, policy: TenantSettings['ipLockout']): Promise<FraudIpEvent[]> {
+  /**
+   * Decides on the address's state as the event log has it and appends the event. `recount`
+   * counts a denial's window again once that state is read, before a lock is recorded: an unlock
+   * the state shows reset the count before it was recorded, and denials from before it count no
+   * more (IpCounters), so a window counted before an unlock (another instance, a moment earlier)
+   * never locks the address again. One more Redis call per lock, none per denial.
+   */
+  private async execute(
+    tenantId: string,
+    ip: string,
+    now: Date,
+    command: IpCommand,
+    policy: TenantSettings['ipLockout'],
+    recount?: () => Promise<IpWindow>,
+  ): Promise<FraudIpEvent[]> {
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
       const { state, lastSeq } = await this.blocks.dependency(() => this.log.loadIp(tenantId, ip));
       // At most one event: a lock, or an unlock.
-      const [decided] = decideIp(command, policy, state, now);
+      let [decided] = decideIp(command, policy, state, now);
+      if (decided?.type === 'IpLocked' && recount) {
+        const window = await recount();
+        [decided] = decideIp({ type: 'CountDenial', data: { ip, window } }, policy, state, now);
+      }
       if (!decided) return [];
+      // The count starts over before the unlock is recorded (its time is the unlock's): a denial
+      // counted after the reset finds the address still locked, one counted after the unlock finds
+      // the count started over. Run again on every try, and by a retried unlock.
+      if (decided.type === 'IpUnlocked') await this.blocks.dependency(() => this.counters.reset(tenantId, ip, now));
       try {
         return [await this.blocks.dependency(() => this.log.appendIp(tenantId, ip, decided, now, lastSeq))];
       } catch (error) {

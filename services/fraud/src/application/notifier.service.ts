@@ -6,8 +6,13 @@ import { MailerNotConfigured, type Mailer, type OutgoingMail } from '../adapters
 import type { UserDirectory } from '../adapters/user-directory.js';
 import { alertMail } from '../domain/alert-mail.js';
 
-/** How long an address whose outcome Redis did not record stays claimed: past every redelivery of its alert (at most 20, 30 s apart at most). */
-const HELD_AFTER_LOST_RECORD_MS = 15 * 60_000;
+/**
+ * Tries to record an outcome: three in the ledger's hash, then three held apart (MailLedger.hold),
+ * 0.1 s doubling between them (about 3 s in all).
+ */
+const RECORD_TRIES = 6;
+/** Outcomes Redis took nowhere, kept in memory for the alert's later deliveries: at most this many (the oldest go). */
+const MAX_UNRECORDED = 10_000;
 
 const notifications = counter('mfa_fraud_notifications_total', "Fraud alerts' e-mails by outcome (sent, logged, failed, retried)", ['outcome']);
 
@@ -26,6 +31,9 @@ export class MailRetry extends Error {
  * slow relay held the first) leaves it to the other and is retried until its outcome is known.
  */
 export class NotifierService {
+  /** Outcomes Redis would take neither in the ledger nor held apart (alert id and address → outcome): what this instance knows of them. */
+  private readonly unrecorded = new Map<string, MailOutcome>();
+
   constructor(
     private readonly mailer: Mailer,
     private readonly ledger: MailLedger,
@@ -45,7 +53,7 @@ export class NotifierService {
     const mail = alertMail(event);
     const unsent: string[] = [];
     for (const to of addresses) {
-      let outcome = known.get(to.toLowerCase());
+      let outcome = known.get(to.toLowerCase()) ?? (await this.recordedLate(alertId, to));
       if (!outcome) {
         const claim = await this.ledger.claim(alertId, to);
         // Busy: another delivery is mailing it; this one is retried until its outcome is recorded.
@@ -99,13 +107,15 @@ export class NotifierService {
         this.log.error('a fraud alert e-mail could not be sent; giving up', { alertId, attempts: delivery, error: reason });
       }
       // The mail is gone (or given up on) whatever Redis says now: a ledger that cannot record it
-      // must not make the alert fail, or its redelivery would mail the address again. Tried three
-      // times; then the outcome is still published (the alert completes) and the claim is kept for
-      // as long as the alert may be redelivered (another address still failing), so that no
-      // delivery mails this address again.
+      // must not make the alert fail, or its redelivery would mail the address again. The outcome
+      // goes into the ledger, or else into a key of its own for as long as the ledger would have
+      // kept it (every later delivery finds the address done and copies it into the ledger).
+      // Where Redis takes neither, the outcome is still published (the alert completes), kept in
+      // this instance's memory for the alert's later deliveries, and the claim is left to lapse
+      // (it holds off other instances a minute more).
       if (!(await this.recordOutcome(alertId, outcome))) {
         keepClaim = true;
-        await this.ledger.renew(alertId, to, HELD_AFTER_LOST_RECORD_MS).catch(() => undefined);
+        this.remember(alertId, outcome);
       }
       notifications.inc({ outcome: outcome.sent ? (outcome.logged ? 'logged' : 'sent') : 'failed' });
       return outcome;
@@ -116,20 +126,43 @@ export class NotifierService {
     }
   }
 
-  /** Records an outcome in the ledger, three tries; false when Redis would not take it. */
+  /** Records an outcome in the ledger, or else held apart (RECORD_TRIES); false when Redis would take it in neither. */
   private async recordOutcome(alertId: string, outcome: MailOutcome): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.ledger.record(alertId, outcome);
+        if (attempt <= 3) await this.ledger.record(alertId, outcome);
+        else await this.ledger.hold(alertId, outcome);
         return true;
       } catch (error) {
-        if (attempt >= 3) {
+        if (attempt >= RECORD_TRIES) {
           this.log.warn('a fraud alert e-mail outcome could not be recorded in Redis; the outcome event records it', { alertId, error: describe(error) });
           return false;
         }
-        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** (attempt - 1)));
       }
     }
+  }
+
+  private remember(alertId: string, outcome: MailOutcome): void {
+    this.unrecorded.set(`${alertId}\n${outcome.to.toLowerCase()}`, outcome);
+    if (this.unrecorded.size > MAX_UNRECORDED) this.unrecorded.delete(this.unrecorded.keys().next().value!);
+  }
+
+  /**
+   * An outcome Redis took nowhere when this instance mailed the address: recorded now if Redis
+   * takes it (then forgotten here), and the address is done either way.
+   */
+  private async recordedLate(alertId: string, to: string): Promise<MailOutcome | undefined> {
+    const key = `${alertId}\n${to.toLowerCase()}`;
+    const outcome = this.unrecorded.get(key);
+    if (!outcome) return undefined;
+    try {
+      await this.ledger.record(alertId, outcome);
+      this.unrecorded.delete(key);
+    } catch {
+      // Tried again with the next delivery; meanwhile the address is not mailed again.
+    }
+    return outcome;
   }
 
   private outcomeEvent(event: EventOf<'FraudReported'>, outcome: MailOutcome): AnyEvent {

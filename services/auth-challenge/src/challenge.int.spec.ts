@@ -442,6 +442,24 @@ describe('auth-challenge against real NATS and Redis', () => {
     await suspend(pushOnly);
     const only = await ask(Subjects.challengeStart, { tenantId: pushing, userId: pushOnly });
     assert.deepEqual([only.status, only.reason], ['denied', 'push_suspended']);
+    // The fatigue alert counts users whose push is suspended now, not starts refused while it is.
+    const fatigue = async () => {
+      const values = (await registry.getSingleMetric('mfa_push_fatigue_total')?.get())?.values ?? [];
+      return Object.fromEntries(values.map((v) => [v.labels.event, v.value]));
+    };
+    const before = await fatigue();
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: pushing, userId: pushOnly })).reason, 'push_suspended');
+    const refusing = uniqueUser('refusing');
+    await projectUser(refusing, { tenantId: pushing, methods: ['push'] });
+    const refusals = RedisKeys.pushRefusals(userTag(keyring, pushing, refusing));
+    for (let n = 0; n < 3; n++) await redis.zadd(refusals, Date.now() - n, `refused-${n}`);
+    const suspendedNow = await ask(Subjects.challengeStart, { tenantId: pushing, userId: refusing, method: 'push' });
+    assert.deepEqual([suspendedNow.status, suspendedNow.reason], ['denied', 'push_suspended']);
+    const after = await fatigue();
+    assert.deepEqual(
+      [(after.suspended ?? 0) - (before.suspended ?? 0), (after.refused_suspended ?? 0) - (before.refused_suspended ?? 0)],
+      [1, 1],
+    );
   });
 
   itWith({ real: ['nats', 'redis'] }, 'remember MFA: a call answered on the phone is the last MFA legacy clients rely on (no browser remembered)', async () => {

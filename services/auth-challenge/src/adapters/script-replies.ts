@@ -68,6 +68,7 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
         reason: raw[2] === 'ip_locked' || raw[2] === 'app_password_required' || raw[2] === 'push_suspended' ? raw[2] : 'user_blocked',
         profile: profileOf(raw),
         ...dataKeyOf(raw),
+        ...(raw[9] === '1' ? { suspendedNow: true } : {}),
       };
     case 'bypassed': {
       const reason = raw[2] === 'remembered_device' || raw[2] === 'corporate_network' ? raw[2] : 'trusted_ip';

@@ -120,12 +120,15 @@ local exists = u[1] ~= false
 -- the log not answering): nothing is decided, nor recorded, under the defaults in place of its own.
 if ARGV[12] == 'u' then return {'tenant_unread'} end
 -- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
--- only for status queries (as a registration_required one, below).
-local function deny(reason)
+-- only for status queries (as a registration_required one, below). fresh: push suspended by this
+-- very start (a 10th field, '1': what the fatigue alert counts), not one already in force.
+local function deny(reason, fresh)
   redis.call('HSET', KEYS[2], 'tenantId', ARGV[1], 'userId', ARGV[2], 'method', ARGV[3], 'status', 'denied',
     'reason', reason, 'attempts', 0, 'maxAttempts', ARGV[7], 'expiresAt', ARGV[6], 'createdAt', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS})
-  return kept({'blocked', ARGV[3], reason, u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+  local reply = {'blocked', ARGV[3], reason, u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''}
+  if fresh then reply[10] = '1' end
+  return kept(reply)
 end
 if exists and u[1] == ARGV[1] and u[2] == ARGV[2] and redis.call('EXISTS', KEYS[8]) == 1 then return deny('user_blocked') end
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[14]) then return {'capped'} end
@@ -238,7 +241,7 @@ if method == 'push' then
   if redis.call('ZCARD', KEYS[15]) >= tonumber(ARGV[31]) then
     redis.call('SET', KEYS[16], tostring(now + tonumber(ARGV[32])), 'PX', ARGV[32])
     redis.call('DEL', KEYS[15])
-    return deny('push_suspended')
+    return deny('push_suspended', true)
   end
   local full = admit(KEYS[14], tonumber(ARGV[29]), window, now, ARGV[15])
   if full then return {'rate_limited', wait(full), 'push'} end

@@ -77,7 +77,16 @@ const declinedLate = counter(
   'Requests not decided because their Mfa-Deadline was too close (nothing changed; answered unavailable if still in time)',
 );
 /** MFA fatigue: pushes refused at start (one still pending or too many lately), suspensions, and the users' refusals. */
-const pushFatigue = counter('mfa_push_fatigue_total', 'Push MFA-fatigue events: refused_pending_or_rate, suspended, denied_by_user, wrong_number', ['event']);
+const pushFatigue = counter(
+  'mfa_push_fatigue_total',
+  'Push MFA-fatigue events: refused_pending_or_rate, suspended (push suspended for a user now), refused_suspended (a push start refused while suspended), denied_by_user, wrong_number',
+  ['event'],
+);
+/** Starts and resends refused by a throttle, by scope: what the phone-number alert counts (auth-challenge refuses most of them before dispatch sees them). */
+const throttled = counter('mfa_challenge_throttled_total', 'Starts and resends refused by a throttle: user, phone (the number across users), ip, push, interval (resend)', ['scope']);
+// Every series the alerts read exists from the start: increase() misses the first event of a series born after a restart.
+for (const event of ['suspended', 'refused_suspended', 'refused_pending_or_rate', 'denied_by_user', 'wrong_number']) pushFatigue.inc({ event }, 0);
+for (const scope of ['user', 'phone', 'ip', 'push', 'interval']) throttled.inc({ scope }, 0);
 const deferred = counter(
   'mfa_outbox_deferred_total',
   'Decisions answered whose event JetStream did not acknowledge before the caller\'s deadline: left in the outbox for the relay',
@@ -345,8 +354,11 @@ export class ChallengeService {
       ...this.rememberOf(settings, req, tag, now),
     });
     if (verdict.kind === 'projection_missing') this.projectionMissing?.(req.tenantId, req.userId);
-    if (verdict.kind === 'rate_limited' && verdict.scope === 'push') pushFatigue.inc({ event: 'refused_pending_or_rate' });
-    if (verdict.kind === 'blocked' && verdict.reason === 'push_suspended') pushFatigue.inc({ event: 'suspended' });
+    if (verdict.kind === 'rate_limited') {
+      throttled.inc({ scope: verdict.scope });
+      if (verdict.scope === 'push') pushFatigue.inc({ event: 'refused_pending_or_rate' });
+    }
+    if (verdict.kind === 'blocked' && verdict.reason === 'push_suspended') pushFatigue.inc({ event: verdict.suspendedNow ? 'suspended' : 'refused_suspended' });
     if (verdict.kind === 'pending' && verdict.totp) this.totpTokens.set(challengeId, verdict.totp, expiresAt.getTime(), now.getTime());
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });
@@ -512,6 +524,7 @@ export class ChallengeService {
     });
     const outcome = this.decideResend(context, verdict);
     outcomes.inc({ kind: verdict.kind, method: 'sms' });
+    if (verdict.kind === 'rate_limited') throttled.inc({ scope: verdict.scope });
     if (outcome.event && verdict.kind === 'resent') {
       await this.record(slot, decisionName(req.challengeId, 'resent', verdict.resend), context, outcome.event, deadline ?? now.getTime() + DEFAULT_DEADLINE_MS);
     }

@@ -43,7 +43,16 @@ export type StartVerdict =
   | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string; totp?: TotpTokens }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
-  | { kind: 'blocked'; method: Method | null; reason: 'user_blocked' | 'ip_locked' | 'app_password_required' | 'push_suspended'; profile: Profile; dataKey?: string; challengePii?: string }
+  | {
+      kind: 'blocked';
+      method: Method | null;
+      reason: 'user_blocked' | 'ip_locked' | 'app_password_required' | 'push_suspended';
+      profile: Profile;
+      dataKey?: string;
+      challengePii?: string;
+      /** push_suspended by this very start (the refusals reached the tenant's limit), not a suspension already in force. */
+      suspendedNow?: boolean;
+    }
   /** No second factor needed (trusted IP, corporate network, remembered browser): approved at start. */
   | { kind: 'bypassed'; reason: 'trusted_ip' | 'remembered_device' | 'corporate_network'; profile: Profile; dataKey?: string; challengePii?: string }
   | { kind: 'unknown_tenant' }

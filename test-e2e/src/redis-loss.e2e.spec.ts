@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
-import { OATH_CSV_HEADER, Subjects } from '@mfa/contracts';
+import { EventSubjects, OATH_CSV_HEADER, Subjects } from '@mfa/contracts';
 import { base32Decode, base32Encode, loadKeyring, totp, userTag } from '@mfa/crypto';
 import { PROJECTION_REBUILD_LEASE_KEY, RedisKeys, STEPS_RESTORED_KEY } from '@mfa/projection';
-import { connectClient, requestJson } from '@mfa/messaging';
+import { connectClient, createEvent, EventPublisher, requestJson } from '@mfa/messaging';
+import { jetstream } from '@nats-io/jetstream';
 import {
   eventually,
   itWith,
@@ -185,11 +186,12 @@ describe('Redis lost while the services run', () => {
 
   itWith({ real: ['nats', 'redis'] }, 'keeps a lockout and a block across the loss, and an unblock before the loss stays lifted', async () => {
     const locked = uniqueUser('locked');
+    const endedBlock = uniqueUser('ended-block');
     const unblocked = uniqueUser('unblocked');
     const blocked = uniqueUser('blocked');
     await ask(Subjects.usersRegister, { tenantId, userId: blocked });
     assert.ok((await ask(Subjects.usersBlock, { tenantId, userId: blocked, reason: 'account takeover suspected' })).blockedUntil);
-    for (const userId of [locked, unblocked]) {
+    for (const userId of [locked, unblocked, endedBlock]) {
       await ask(Subjects.usersRegister, { tenantId, userId });
       const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
       const secret = base32Decode(String(enrolled.secret));
@@ -207,6 +209,15 @@ describe('Redis lost while the services run', () => {
     }
     const unblock = await ask(Subjects.usersUnblock, { tenantId, userId: unblocked, reason: "helpdesk call" });
     assert.equal(unblock.unblocked, true, JSON.stringify(unblock));
+    // A block of the locked user that ended by itself after the lockout (its automatic unblock, as
+    // fraud records it): it lifts no lockout, before the loss or in the rebuild after it.
+    const publisher = new EventPublisher(jetstream(nc));
+    const subject = EventSubjects.fraudUser(tenantId, endedBlock);
+    const end = new Date(Date.now() + 300);
+    await publisher.publish(subject, createEvent('UserBlocked', 1, { tenantId, aggregateId: endedBlock, now: new Date(), data: { userId: endedBlock, reason: 'short', until: end.toISOString(), source: 'admin' } }));
+    await publisher.publish(subject, createEvent('UserUnblocked', 1, { tenantId, aggregateId: endedBlock, now: end, data: { userId: endedBlock, automatic: true } }));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: endedBlock, method: 'totp' })).error?.code, 'rate_limited', 'the automatic unblock lifted the lockout');
 
     await redis.flushall();
     const stillLocked = await startAfterLoss(locked);
@@ -214,6 +225,8 @@ describe('Redis lost while the services run', () => {
     assert.match(String(stillLocked.error?.message), /locked/);
     const free = await startAfterLoss(unblocked);
     assert.equal(free.status, 'pending', `an unblocked user was locked again by the rebuild: ${JSON.stringify(free)}`);
+    const stillLockedAfterEnd = await startAfterLoss(endedBlock);
+    assert.equal(stillLockedAfterEnd.error?.code, 'rate_limited', `the rebuild took a block's automatic end for an unblock: ${JSON.stringify(stillLockedAfterEnd)}`);
     const stillBlocked = await startAfterLoss(blocked);
     assert.deepEqual([stillBlocked.status, stillBlocked.reason], ['denied', 'user_blocked'], `the block was lost with Redis: ${JSON.stringify(stillBlocked)}`);
   });

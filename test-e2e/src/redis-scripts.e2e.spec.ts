@@ -41,6 +41,7 @@ import { ReceiptRoutes } from '@mfa/dispatch/dist/adapters/receipt-routes.js';
 import { SendGuard } from '@mfa/dispatch/dist/adapters/send-guard.js';
 import { CallStore } from '@mfa/dispatch/dist/adapters/voice/call-store.js';
 import { ChallengeDenial } from '@mfa/fraud/dist/adapters/challenge-denial.js';
+import { BlockEnds } from '@mfa/fraud/dist/adapters/block-ends.js';
 import { IpCounterKeys, IpCounters } from '@mfa/fraud/dist/adapters/ip-counters.js';
 import { MailLedger } from '@mfa/fraud/dist/adapters/mail-ledger.js';
 import { StateStore } from '@mfa/radius/adapters/state-store';
@@ -93,7 +94,8 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
   'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims'] },
-  'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge'] },
+  'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport'] },
+  'services/fraud/src/adapters/block-ends.ts': { scripts: ['mfaFraudRemoveEndedBlock'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },
   'services/user-settings/src/adapters/app-password-failures.ts': { scripts: ['mfaReserveAppPasswordCheck', 'mfaReleaseAppPasswordCheck'] },
@@ -231,6 +233,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     const denial = new ChallengeDenial(redis);
     const ipCounters = new IpCounters(redis);
     const ledger = new MailLedger(redis);
+    const blockEnds = new BlockEnds(redis);
     const guard = new SendGuard(redis);
     const throttle = new PhoneThrottle(redis, keyring, { maxSends: 3, windowSeconds: 3600, prefixMaxSends: 100, prefixGlobalMaxSends: 1000, prefixWindowSeconds: 3600 });
     const devices = new DeviceDirectory(redis);
@@ -374,6 +377,12 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal((await receipts.find('smpp', `msg-${i}`))?.challengeId, again.challengeId);
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'denied');
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'already');
+      await denial.markRecorded(u.tag, again.nonce);
+      assert.deepEqual(await denial.admitReport(u.tag, `walk-alert-${i}`, now(), { max: 10, windowMs: 3_600_000, denies: false }), {});
+      // fraud's index of block ends (its own slots, by shard): a block that ended, found due and forgotten.
+      await blockEnds.add(u.tenantId, u.userId, Date.now() - 1000);
+      assert.ok((await blockEnds.due(now(), 1000)).some((b) => b.userId === u.userId));
+      await blockEnds.removeEnded(u.tenantId, u.userId, now());
 
       const totp = (await start(u, 'totp')).started;
       const check = await store.checkCode({ ...where(totp), codeHash: hashCode(keyring, totp.challengeId, '123456') });

@@ -383,7 +383,15 @@ const Actor = z.object({ clientId: z.string().max(128).optional(), operator: z.s
 export const UserBlocked = envelope(
   'UserBlocked',
   1,
-  z.object({ userId: z.string(), reason: z.string().max(256), until: IsoDateTime, source: z.enum(['admin', 'fraud_report']), by: Actor.optional() }),
+  z.object({
+    userId: z.string(),
+    reason: z.string().max(256),
+    until: IsoDateTime,
+    source: z.enum(['admin', 'fraud_report']),
+    by: Actor.optional(),
+    /** The fraud alert (FraudReported) whose auto-block this is: an alert blocks at most once. */
+    alertId: z.string().optional(),
+  }),
 );
 /**
  * A fraud alert (fraud.report): what was reported, from where, and what was done about it (the
@@ -424,9 +432,10 @@ export const FraudNotificationFailed = envelope(
   z.object({ alertId: z.string(), userId: z.string(), to: z.string().max(320), error: z.string().max(1000), attempts: z.int().positive() }),
 );
 /**
- * The user's block and lockouts are lifted: by an administrator (users.unblock, with a reason),
- * or `automatic` at the block's end (recorded when the fraud service next runs, dated at the end).
- * The lockout counters start over: a rebuild of Redis does not restore failures before it.
+ * The user's block is lifted: by an administrator (users.unblock, with a reason), who lifts the
+ * lockouts too (the lockout counters start over: a rebuild of Redis does not restore failures
+ * before it), or `automatic` at the block's end (recorded when the fraud service next runs, dated
+ * at the end; a block that ends by itself lifts no lockout).
  */
 export const UserUnblocked = envelope(
   'UserUnblocked',

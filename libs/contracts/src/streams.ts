@@ -237,6 +237,15 @@ export const Consumers = {
   fraudIpStartedSms: ipStarts('sms'),
   fraudIpStartedVoice: ipStarts('voice'),
   fraudIpStartedPush: ipStarts('push'),
+  fraudAlerts: {
+    stream: Streams.fraud.name,
+    durable: 'fraud-alert-completion',
+    filterSubject: EventSubjects.allFraudAlerts,
+    maxDeliver: 20,
+    ackWaitSeconds: 30,
+    description:
+      'Completes each fraud alert (FraudReported) whatever became of the report that recorded it: its challenge denied if it was still waiting, the auto-block once, ChallengeFraudReported once.',
+  },
   fraudNotifier: {
     stream: Streams.fraud.name,
     durable: 'fraud-notifier',

@@ -20,7 +20,10 @@ export const PROJECTION_LAYOUT = 7;
  *   mfa:{tag}:totp         HASH  tokenId -> "digits:period:nonceHex:maskedSecretHex" (active tokens)
  *   mfa:{tag}:totp:step    HASH  tokenId -> last accepted RFC 6238 time step (replay guard)
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL; dispatch adds
- *                                `delivery` (failed) and, for an SMS no provider took, `smsSeq` (where its start is)
+ *                                `delivery` (failed) and, for an SMS no provider took, `smsSeq` (where its start is);
+ *                                `vf` the user's validFrom at its start (a reset or erasure since voids it); fraud
+ *                                adds `fraudAlert` (the MFA_FRAUD sequence of the alert that reported it) and
+ *                                `fraudRecorded` (its ChallengeFraudReported is published)
  *   mfa:{tag}:otp:sends    ZSET  SMS and voice challenges of the user in the sliding window (challenge id, or
  *                                `<challenge id>:r<n>` for a resend -> ms; throttling)
  *   mfa:{tag}:sms:send:<nonce>[:r<n>] STRING dispatch's claim on one challenge's SMS (or on its resend n):
@@ -52,6 +55,9 @@ export const PROJECTION_LAYOUT = 7;
  *   mfa:{tag}:blocked      STRING the user is blocked until <ms> (fraud's projection of UserBlocked);
  *                          expires at that time, deleted by an unblock: start answers denied
  *   mfa:{tag}:activate:<tokenId> STRING wrong activation codes of a pending token (user-settings)
+ *   mfa:{tag}:fraud:reports ZSET the user's fraud alerts of the last hour (alert id -> ms; fraud.report's limit)
+ *   mfa:{fraud:block-ends:<n>} ZSET one of 16 shards: `<tenant>.<user>` (base64url) -> when their block ends,
+ *                          and a member marking the set complete (fraud's automatic-unblock pass)
  *   mfa:{users:<tenant>}:index ZSET users.list's search terms of one tenant, `<kind>\0<term>\0<userId>`
  *   mfa:{users:<tenant>}:terms HASH userId -> the sequence of the snapshot the user's terms come from, then
  *                          those terms (replaced by a newer snapshot, never by an older one); an erased
@@ -78,7 +84,7 @@ export const RedisKeys = {
    * appPassword field of users who have or once used an app password; v5: the phone's country;
    * v6: each user hash names its layout (UserFields.layout) and each index entry its snapshot's
    * sequence, so a rebuild to a new layout rewrites users whose events did not change, and the
-   * slots' steps markers).
+   * slots' steps markers; v7: when the user's current methods began, UserFields.validFrom).
    */
   userProjectionMarker: `mfa:projection:users:v${PROJECTION_LAYOUT}`,
   user: (tag: string) => `mfa:{${tag}}:user`,

@@ -19,6 +19,8 @@ import { IpDenialsController } from './api/ip-denials.controller.js';
 import { IpLockoutService } from './application/ip-lockout.service.js';
 import { IpThrottleService } from './application/ip-throttle.service.js';
 import { BlocksController } from './api/blocks.controller.js';
+import { FraudAlertsController } from './api/fraud-alerts.controller.js';
+import { BlockEnds } from './adapters/block-ends.js';
 import { AutoUnblock } from './application/auto-unblock.js';
 import { BlocksService } from './application/blocks.service.js';
 import type { FraudConfig } from './config.js';
@@ -71,12 +73,12 @@ export class AppModule {
         RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'fraud', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, BlocksController, BlockProjectorController, IpDenialsController, NotifierController],
+      controllers: [OpsController, BlocksController, BlockProjectorController, FraudAlertsController, IpDenialsController, NotifierController],
       providers: [
         {
           provide: BlocksService,
           useFactory: (nats: NatsClients, publisher: EventPublisher, redis: RedisClient) =>
-            new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, config.keyring), nats, log),
+            new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, config.keyring), nats, log, new BlockEnds(redis)),
           inject: [NATS, EventPublisher, REDIS],
         },
         {

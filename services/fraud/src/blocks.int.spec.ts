@@ -9,6 +9,7 @@ import { challengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { createLogger } from '@mfa/telemetry';
 import { defaultTenantSettings } from '@mfa/contracts';
 import { itWith, tenantCreated, testEnv, testTenant, testUser, uniqueTenant, uniqueUser, userRegistered } from '@mfa/testing';
+import { BlockEnds, blockEndOf } from './adapters/block-ends.js';
 import { FraudLog } from './adapters/fraud-log.js';
 import { UserDirectory } from './adapters/user-directory.js';
 import { ChallengeDenial } from './adapters/challenge-denial.js';
@@ -53,6 +54,17 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     }
   };
   const blockedKey = (userId: string) => RedisKeys.blocked(userTag(keyring, tenantId, userId));
+  const DAY_MS = 86_400_000;
+  /** A block recorded straight in the log (as one that ended while no fraud instance ran): not projected, nowhere in BlockEnds. */
+  const recordBlock = async (userId: string, until: Date) => {
+    const blocked = createEvent('UserBlocked', 1, {
+      tenantId,
+      aggregateId: userId,
+      now: new Date(until.getTime() - 90 * DAY_MS),
+      data: { userId, reason: 'fraud reported', until: until.toISOString(), source: 'fraud_report' },
+    });
+    await publisher.publish(EventSubjects.fraudUser(tenantId, userId), blocked);
+  };
 
   itWith({ real: ['nats', 'redis'] }, 'records a block with reason and actor, projects it to expire at its end, and an unblock lifts it and the lockouts', async () => {
     const userId = await register();
@@ -153,13 +165,14 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     const origin = { clientIp: '192.0.2.1', application: 'VPN' };
     // The push its user waits on (auth-challenge's marker): denied, it no longer holds back the next push.
     await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'live')}|${now + 30_000}`, 'PX', 60_000);
-    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin });
+    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin, recorded: false });
     assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the pending push marker is gone');
-    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin });
+    // Denied by a report that named no alert on it: that report published its outcome itself.
+    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin, recorded: true });
     // Another push of the user waits: denying this one leaves that one's marker.
     await challenge('other', { expiresAt: now + 30_000 });
     await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'newer')}|${now + 30_000}`, 'PX', 60_000);
-    assert.deepEqual(await denial.denyPending(tag, 'other', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin });
+    assert.deepEqual(await denial.denyPending(tag, 'other', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin, recorded: false });
     assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 1, "another push's marker stays");
     assert.deepEqual(await denial.denyPending(tag, 'expired', tenantId, userId, new Date(now)), { kind: 'completed', status: 'expired', origin });
     assert.equal(await redis.hget(RedisKeys.challenge(tag, 'expired'), 'status'), 'pending', 'an expired challenge is not rewritten to a fraud denial');
@@ -193,5 +206,81 @@ describe('fraud: blocks on the real NATS and Redis', () => {
       e.code === 'unavailable' && /SMTP_URL/.test(e.message ?? ''));
     const quiet = await register();
     assert.equal((await noSmtp.report({ tenantId, userId: quiet, source: 'idp' }, new Date())).blocked, true);
+  });
+  itWith({ real: ['nats', 'redis'] }, "a block's automatic unblock lifts no lockout (the cap on wrong codes in a row, the window's lockout); an administrator's unblock does", async () => {
+    const userId = await register();
+    const tag = userTag(keyring, tenantId, userId);
+    const lockouts = async () => [await redis.get(RedisKeys.failures(tag)), await redis.get(RedisKeys.consecutiveFailures(tag))];
+    await redis.set(RedisKeys.failures(tag), '3', 'PX', 600_000);
+    await redis.set(RedisKeys.consecutiveFailures(tag), '42');
+    // The pass records the block's end a minute after it (news, as the projection sees it).
+    await recordBlock(userId, new Date(Date.now() - 60_000));
+    assert.ok((await blocks.expireDue(new Date())) >= 1);
+    const [, ended] = await history(userId);
+    assert.equal((ended as EventOf<'UserUnblocked'>).data.automatic, true);
+    assert.deepEqual(await lockouts(), ['3', '42'], 'still locked after the automatic unblock');
+    // The block projector delivering it again changes nothing either.
+    const last = await nats.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudUser(tenantId, userId) });
+    await redis.del(RedisKeys.blockedSeq(tag));
+    await blocks.project(tenantId, [{ event: ended as FraudUserEvent, seq: last!.seq }]);
+    assert.deepEqual(await lockouts(), ['3', '42']);
+    await blocks.unblock({ tenantId, userId, reason: 'help desk checked the user' }, new Date());
+    assert.deepEqual(await lockouts(), [null, null], "the administrator's unblock lifts both");
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a block after one that ended, before the pass recorded its end, keeps the end in the history: the automatic unblock first, dated at that end", async () => {
+    const userId = await register();
+    const end = new Date(Date.now() - 3_600_000);
+    await recordBlock(userId, end);
+    const now = new Date();
+    const { blockedUntil } = await blocks.block({ tenantId, userId, reason: 'stolen phone' }, now, { clientId: 'client-1' });
+    assert.equal(blockedUntil, new Date(now.getTime() + 90 * DAY_MS).toISOString(), 'the reply names the new block');
+    assert.deepEqual(
+      (await history(userId)).map((e) => [e.type, e.occurredAt, e.type === 'UserUnblocked' ? e.data.automatic : e.data.reason]),
+      [
+        ['UserBlocked', new Date(end.getTime() - 90 * DAY_MS).toISOString(), 'fraud reported'],
+        ['UserUnblocked', end.toISOString(), true],
+        ['UserBlocked', now.toISOString(), 'stolen phone'],
+      ],
+    );
+    assert.equal(await redis.get(blockedKey(userId)), String(Date.parse(blockedUntil)), 'blocked in Redis');
+    // A fraud report's auto-block keeps it the same way.
+    const reported = await register();
+    await recordBlock(reported, end);
+    const alerts = new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, keyring, { name: 't', ip: '127.0.0.1' }, true);
+    assert.equal((await alerts.report({ tenantId, userId: reported, source: 'idp' }, new Date())).blocked, true);
+    assert.deepEqual((await history(reported)).map((e) => e.type), ['UserBlocked', 'UserUnblocked', 'UserBlocked']);
+    assert.equal((await history(reported))[1]!.occurredAt, end.toISOString());
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "the automatic unblock's pass reads the blocks due (BlockEnds), not every user ever blocked, and fills BlockEnds from the log when it is missing", async () => {
+    const ends = new BlockEnds(redis);
+    const tracked = new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, keyring), nats, createLogger('fraud-test', { level: 'error' }), ends);
+    // BlockEnds complete (filled from the log, as a first pass does).
+    await tracked.expireDue(new Date());
+    assert.equal(await ends.built(), true);
+    // A block that ended, recorded in the log alone: the pass does not read that user's subject.
+    const unseen = await register();
+    await recordBlock(unseen, new Date(Date.now() - 60_000));
+    // A block made through the service (91 days ago: it ended yesterday) is in BlockEnds.
+    const seen = await register();
+    await tracked.block({ tenantId, userId: seen, reason: 'lost phone' }, new Date(Date.now() - 91 * DAY_MS));
+    const inForce = await register();
+    await tracked.block({ tenantId, userId: inForce, reason: 'stolen phone' }, new Date());
+    await tracked.expireDue(new Date());
+    assert.deepEqual((await history(seen)).map((e) => e.type), ['UserBlocked', 'UserUnblocked'], 'the block due is recorded as ended');
+    assert.equal((await history(unseen)).length, 1, 'a user absent from BlockEnds is not read');
+    assert.equal((await history(inForce)).length, 1, 'a block in force is left alone');
+    const endOf = (userId: string) => redis.zscore(blockEndOf(tenantId, userId).key, blockEndOf(tenantId, userId).member);
+    assert.equal(await endOf(seen), null, 'the ended block leaves BlockEnds');
+    assert.ok(Number(await endOf(inForce)) > Date.now(), 'the block in force stays');
+    const pttl = await redis.pttl(blockEndOf(tenantId, inForce).key);
+    assert.ok(pttl > 90 * DAY_MS && pttl <= 91 * DAY_MS, 'BlockEnds expires, after every block it holds');
+    // A shard lost (a Redis that lost its data): the next pass fills them from the log, and finds the other one.
+    await redis.zrem(blockEndOf(tenantId, unseen).key, '*');
+    assert.equal(await ends.built(), false);
+    await tracked.expireDue(new Date());
+    assert.deepEqual((await history(unseen)).map((e) => e.type), ['UserBlocked', 'UserUnblocked']);
+    assert.equal(await ends.built(), true);
   });
 });

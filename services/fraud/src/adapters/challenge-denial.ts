@@ -2,28 +2,81 @@ import type { RedisClient } from '@mfa/projection';
 import { challengeId, RedisKeys } from '@mfa/projection';
 
 /**
+ * How long the user's refused pushes are kept at least once a fraud report adds one: the longest
+ * window auth-challenge may count them in (PUSH_WINDOW_SECONDS, at most 86,400 s). Its start script
+ * drops those older than its own window before counting, so only the key's life depends on this.
+ */
+const PUSH_REFUSALS_KEPT_MS = 86_400_000;
+
+/**
  * Denies a pending challenge that its user reported as fraud, in Redis where auth-challenge keeps
- * it: atomically, and only a pending, unexpired challenge of that tenant and user (one key, the
- * challenge's slot). KEYS: the challenge, the user's pending push. ARGV: tenantId, userId, now ms,
- * the challenge id. A push denied here is no longer the push its user waits on: the next push may
- * start, and this one never counts as ignored (MFA fatigue).
- * Returns {'denied', method, ip, app} | {'already', method, ip, app} (denied for fraud before: a
- * retry) | {'completed', status, ip, app} (decided, or 'expired': its outcome stays what it was) |
- * {'not_found'}; ip and app are the challenge's client IP and application ('' when the start named
- * none).
+ * it: atomically, and only a pending challenge of that tenant and user that had not expired when
+ * the report was made (keys of the challenge's slot). KEYS: the challenge, the user's pending push,
+ * the user's refused pushes. ARGV: tenantId, userId, the report's time ms, the challenge id, the
+ * alert's MFA_FRAUD sequence ('' for none), how long refused pushes are kept at least (ms).
+ * The challenge keeps the first alert recorded for it (`fraudAlert`), whatever its status: a
+ * report sent again finds that alert instead of recording another. A push denied here is no longer
+ * the push its user waits on (the next push may start), and counts towards MFA fatigue as a push
+ * the user denied (auth-challenge's PUSH_ANSWER_SCRIPT), never as ignored.
+ * Returns {'denied', method, ip, app, '0'} | {'already', method, ip, app, recorded} (denied for
+ * fraud before; recorded: its ChallengeFraudReported is published, always so for a challenge
+ * denied before alerts named their challenge) | {'completed', status, ip, app} (decided, or
+ * 'expired': its outcome stays what it was) | {'not_found'}; ip and app are the challenge's client
+ * IP and application ('' when the start named none).
  */
 const DENY_SCRIPT = `
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert', 'fraudRecorded')
 if not ch[1] or ch[1] ~= ARGV[1] or ch[2] ~= ARGV[2] then return {'not_found'} end
 local ip, app = ch[6] or '', ch[7] or ''
-if ch[4] == 'denied' and ch[5] == 'fraud_reported' then return {'already', ch[3], ip, app} end
+if ARGV[5] ~= '' and not ch[9] then redis.call('HSET', KEYS[1], 'fraudAlert', ARGV[5]) end
+if ch[4] == 'denied' and ch[5] == 'fraud_reported' then
+  if ch[10] == '1' then return {'already', ch[3], ip, app, '1'} end
+  if ch[9] then return {'already', ch[3], ip, app, '0'} end
+  -- Denied by a report that named no alert on it (before alerts were recorded first): that report published its outcome.
+  redis.call('HSET', KEYS[1], 'fraudRecorded', '1')
+  return {'already', ch[3], ip, app, '1'}
+end
 if ch[4] ~= 'pending' then return {'completed', ch[4], ip, app} end
 if tonumber(ch[8] or '0') <= tonumber(ARGV[3]) then return {'completed', 'expired', ip, app} end
 redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'fraud_reported', 'completedAt', ARGV[3])
 local pending = redis.call('GET', KEYS[2])
 if pending and string.sub(pending, 1, #ARGV[4] + 1) == ARGV[4] .. '|' then redis.call('DEL', KEYS[2]) end
-return {'denied', ch[3], ip, app}
+if ch[3] == 'push' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
+end
+return {'denied', ch[3], ip, app, '0'}
 `;
+
+/** Notes on the challenge that its ChallengeFraudReported is published (a challenge gone stays gone). KEYS: the challenge. */
+const RECORDED_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'fraudRecorded', '1')
+return 1
+`;
+
+/**
+ * The user's fraud alerts in a sliding window (fraud.report's limit per user). KEYS: the user's
+ * alerts (alert id -> ms). ARGV: alert id, now ms, window ms, most alerts, '1' when the report
+ * denies a challenge still waiting (never refused: a sign-in its user disowns is always denied).
+ * An alert already counted (the same report sent again) is admitted and counted once.
+ * Returns {'admitted'} | {'full', ms when the oldest leaves the window}.
+ */
+const ADMIT_SCRIPT = `
+local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'admitted'} end
+if ARGV[5] ~= '1' and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {'full', tostring(tonumber(oldest[2]) + window)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], window)
+return {'admitted'}
+`;
+
+/** The user's fraud alerts in the window of fraud.report's limit (alert id -> ms), in the user's slot. */
+export const fraudReportsKey = (tag: string) => `mfa:{${tag}}:fraud:reports`;
 
 /** Where the challenge came from (absent when its start named none). */
 export interface ChallengeOrigin {
@@ -31,23 +84,87 @@ export interface ChallengeOrigin {
   application?: string;
 }
 export type Denial =
-  | { kind: 'denied' | 'already'; method: string; origin: ChallengeOrigin }
+  | { kind: 'denied' | 'already'; method: string; origin: ChallengeOrigin; recorded: boolean }
   | { kind: 'completed'; status: string; origin: ChallengeOrigin }
   | { kind: 'not_found' };
 
+/**
+ * A challenge as a fraud report finds it, before anything is recorded (nothing is changed).
+ * `alertSeq`: the MFA_FRAUD sequence of the alert recorded for it already, if any (the report is a repeat).
+ */
+export type ChallengeSeen =
+  | { kind: 'not_found' }
+  | { kind: 'waiting'; method: string; origin: ChallengeOrigin; alertSeq?: number }
+  /** Denied for fraud already. */
+  | { kind: 'denied_for_fraud'; origin: ChallengeOrigin; alertSeq?: number }
+  /** Decided otherwise, or expired at the report's time. */
+  | { kind: 'ended'; status: string; origin: ChallengeOrigin; alertSeq?: number };
+
+const originOf = (ip: string | null | undefined, app: string | null | undefined): ChallengeOrigin => ({ ...(ip ? { clientIp: ip } : {}), ...(app ? { application: app } : {}) });
+
+/** A fraud report's side in Redis, every key in the user's slot: the challenge it names, and the user's alerts. */
 export class ChallengeDenial {
   private readonly deny: (...args: Array<string | number>) => Promise<string[]>;
+  private readonly recordedScript: (...args: Array<string | number>) => Promise<number>;
+  private readonly admitScript: (...args: Array<string | number>) => Promise<string[]>;
 
-  constructor(redis: RedisClient) {
-    redis.defineCommand('mfaFraudDenyChallenge', { numberOfKeys: 2, lua: DENY_SCRIPT });
-    this.deny = (redis as unknown as { mfaFraudDenyChallenge: (...a: Array<string | number>) => Promise<string[]> }).mfaFraudDenyChallenge.bind(redis);
+  constructor(private readonly redis: RedisClient) {
+    redis.defineCommand('mfaFraudDenyChallenge', { numberOfKeys: 3, lua: DENY_SCRIPT });
+    redis.defineCommand('mfaFraudChallengeRecorded', { numberOfKeys: 1, lua: RECORDED_SCRIPT });
+    redis.defineCommand('mfaFraudAdmitReport', { numberOfKeys: 1, lua: ADMIT_SCRIPT });
+    const r = redis as unknown as Record<'mfaFraudDenyChallenge' | 'mfaFraudChallengeRecorded' | 'mfaFraudAdmitReport', (...a: Array<string | number>) => Promise<never>>;
+    this.deny = r.mfaFraudDenyChallenge.bind(redis);
+    this.recordedScript = r.mfaFraudChallengeRecorded.bind(redis);
+    this.admitScript = r.mfaFraudAdmitReport.bind(redis);
   }
 
-  async denyPending(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<Denial> {
-    const [kind, value, ip, app] = await this.deny(RedisKeys.challenge(tag, nonce), RedisKeys.pendingPush(tag), tenantId, userId, now.getTime(), challengeId(tag, nonce));
-    const origin: ChallengeOrigin = { ...(ip ? { clientIp: ip } : {}), ...(app ? { application: app } : {}) };
-    if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', origin };
+  /** How the challenge stands for a report made at `now` (one HMGET). */
+  async look(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<ChallengeSeen> {
+    const [tenant, user, method, status, reason, ip, app, expiresAt, alertSeq] = await this.redis.hmget(
+      RedisKeys.challenge(tag, nonce),
+      'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert',
+    );
+    if (tenant !== tenantId || user !== userId) return { kind: 'not_found' };
+    const seen = { origin: originOf(ip, app), ...(alertSeq ? { alertSeq: Number(alertSeq) } : {}) };
+    if (status === 'denied' && reason === 'fraud_reported') return { kind: 'denied_for_fraud', ...seen };
+    if (status === 'pending' && Number(expiresAt ?? 0) > now.getTime()) return { kind: 'waiting', method: method ?? '', ...seen };
+    return { kind: 'ended', status: status === 'pending' ? 'expired' : (status ?? ''), ...seen };
+  }
+
+  /**
+   * Denies the challenge if it was pending at `reportedAt`, and names the alert on it (`alert`: its
+   * MFA_FRAUD sequence). The report's time, not the clock: a completion that runs late still
+   * denies a challenge that was waiting when its user reported it.
+   */
+  async denyPending(tag: string, nonce: string, tenantId: string, userId: string, reportedAt: Date, alert?: { seq: number }): Promise<Denial> {
+    const [kind, value, ip, app, recorded] = await this.deny(
+      RedisKeys.challenge(tag, nonce),
+      RedisKeys.pendingPush(tag),
+      RedisKeys.pushRefusals(tag),
+      tenantId,
+      userId,
+      reportedAt.getTime(),
+      challengeId(tag, nonce),
+      alert ? String(alert.seq) : '',
+      PUSH_REFUSALS_KEPT_MS,
+    );
+    const origin = originOf(ip, app);
+    if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', origin, recorded: recorded === '1' };
     if (kind === 'completed') return { kind, status: value ?? '', origin };
     return { kind: 'not_found' };
+  }
+
+  /** The challenge's ChallengeFraudReported is published: no completion of its alert publishes it again. */
+  async markRecorded(tag: string, nonce: string): Promise<void> {
+    await this.recordedScript(RedisKeys.challenge(tag, nonce));
+  }
+
+  /**
+   * Counts a new alert of the user against fraud.report's limit: at most `max` in any `windowMs`,
+   * except those that deny a challenge still waiting. Returns when a retry can pass, if refused.
+   */
+  async admitReport(tag: string, alertId: string, now: Date, limit: { max: number; windowMs: number; denies: boolean }): Promise<{ retryAt?: number }> {
+    const [kind, retryAt] = await this.admitScript(fraudReportsKey(tag), alertId, now.getTime(), limit.windowMs, limit.max, limit.denies ? '1' : '0');
+    return kind === 'full' ? { retryAt: Number(retryAt) } : {};
   }
 }

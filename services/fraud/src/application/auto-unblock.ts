@@ -8,8 +8,9 @@ const EVERY_MS = 60_000;
 
 /**
  * Records the automatic unblock of every block that has reached its end (BlocksService.expireDue).
- * The block itself stops at its end without this (the Redis key expires); this keeps the history
- * and lifts the lockouts, also for blocks that ended while no fraud instance ran.
+ * The block itself stops at its end without this (the Redis key expires); this keeps the history,
+ * also for blocks that ended while no fraud instance ran. It lifts no lockout: only an
+ * administrator's users.unblock (or a success) does.
  */
 @Injectable()
 export class AutoUnblock implements OnApplicationBootstrap, OnApplicationShutdown {

@@ -6,6 +6,8 @@ import {
   unavailable,
   methodOf,
   notFound,
+  rateLimited,
+  type EventOf,
   type FraudReportReply,
   type FraudReportRequest,
 } from '@mfa/contracts';
@@ -14,18 +16,27 @@ import { createEvent, eventIdOf, publishWithRetry, type EventPublisher } from '@
 import { parseChallengeId } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 import type { ChallengeDenial, ChallengeOrigin } from '../adapters/challenge-denial.js';
-import type { Actor } from '../domain/user-block.js';
+import { blockedUntil, fraudBlockUntil, type Actor } from '../domain/user-block.js';
 import type { BlocksService } from './blocks.service.js';
 
 const alerts = counter('mfa_fraud_alerts_total', 'Fraud alerts by source and what was done', ['source', 'challenge_denied', 'blocked']);
+const completionsLeft = counter('mfa_fraud_alert_completions_deferred_total', 'Fraud alerts recorded whose report could not complete them: the alerts consumer does');
+
+/**
+ * fraud.report's limit per user: new alerts in any hour. A report that denies a challenge still
+ * waiting is never refused (it counts all the same); a report sent again is the same alert.
+ */
+export const FRAUD_REPORTS_PER_WINDOW = 10;
+export const FRAUD_REPORT_WINDOW_MS = 3_600_000;
 
 /**
  * fraud.report: a user (from the app, or pressing the fraud code in a call) or the IdP says a
- * sign-in was not theirs. The pending challenge named is denied (`fraud_reported`), the tenant's
- * auto-block blocks the user for 90 days, and the alert is recorded (FraudReported) with what was
- * done. A retry of the same report (same challenge) changes nothing more and records nothing twice:
- * the challenge is already denied, the block already stands, and the events' ids derive from the
- * challenge.
+ * sign-in was not theirs. The alert is recorded first (FraudReported, with what it does: the
+ * challenge named denied if it is still waiting, the tenant's auto-block for 90 days or the block
+ * in force), then completed: here at once, and by the alerts consumer on every delivery, so a report
+ * that fails halfway (an election, a timeout, a crash) is completed all the same, and neither does
+ * anything twice (`complete`). The same report again (same challenge) finds its alert on the
+ * challenge: it changes nothing more, records nothing twice and answers the same.
  */
 export class FraudAlertsService {
   constructor(
@@ -46,24 +57,39 @@ export class FraudAlertsService {
       throw unavailable('fraud alerts of this tenant are e-mailed (notificationEmails), but no SMTP server is configured (SMTP_URL)');
     }
     await this.blocks.requireRegistered(tenantId, userId);
+    const tag = userTag(this.keyring, tenantId, userId);
 
-    let denied: { method: string } | undefined;
+    let waiting = false;
     let origin: ChallengeOrigin = {};
     if (request.challengeId !== undefined) {
       const id = parseChallengeId(request.challengeId);
       // A challenge of another user (or tenant) is unknown here, as everywhere.
-      if (!id || id.tag !== userTag(this.keyring, tenantId, userId)) throw notFound('unknown challenge');
-      const outcome = await this.blocks.dependency(() => this.denial.denyPending(id.tag, id.nonce, tenantId, userId, now));
-      if (outcome.kind === 'not_found') throw notFound('unknown challenge');
+      if (!id || id.tag !== tag) throw notFound('unknown challenge');
+      const seen = await this.blocks.dependency(() => this.denial.look(id.tag, id.nonce, tenantId, userId, now));
+      if (seen.kind === 'not_found') throw notFound('unknown challenge');
+      const recorded = seen.alertSeq !== undefined ? await this.blocks.alertAt(seen.alertSeq) : undefined;
+      if (recorded?.data.challengeId === request.challengeId) return this.repeat(recorded, seen.alertSeq!);
+      if (seen.kind === 'denied_for_fraud') {
+        // Denied by a report of the time before alerts were recorded first: that report did what it did.
+        const until = settings.fraudAlert.autoBlock ? blockedUntil(await this.blocks.blockState(tenantId, userId), now) : undefined;
+        return { alertId: eventIdOf(`${request.challengeId}:fraud`), challengeDenied: true, blocked: until !== undefined, ...(until !== undefined ? { blockedUntil: new Date(until).toISOString() } : {}) };
+      }
       // The authenticator app's report is an answer to a push still waiting (docs/device-api.md):
       // one that another device answered first, or that expired, is refused before anything is
       // recorded or anyone blocked. Other sources report a sign-in after the fact as well.
-      if (outcome.kind === 'completed' && request.source === 'app') throw conflict('the challenge is not waiting for an answer');
-      if (outcome.kind !== 'completed') denied = { method: outcome.method };
-      origin = outcome.origin;
+      if (seen.kind === 'ended' && request.source === 'app') throw conflict('the challenge is not waiting for an answer');
+      waiting = seen.kind === 'waiting';
+      origin = seen.origin;
     }
     const alertId = request.challengeId !== undefined ? eventIdOf(`${request.challengeId}:fraud`) : randomUUID();
-    const block = settings.fraudAlert.autoBlock ? await this.blocks.blockForFraud(tenantId, userId, now, by) : undefined;
+    const admitted = await this.blocks.dependency(() =>
+      this.denial.admitReport(tag, alertId, now, { max: FRAUD_REPORTS_PER_WINDOW, windowMs: FRAUD_REPORT_WINDOW_MS, denies: waiting }),
+    );
+    if (admitted.retryAt !== undefined) {
+      const seconds = Math.max(1, Math.ceil((admitted.retryAt - now.getTime()) / 1000));
+      throw rateLimited(`too many fraud reports for this user; try again in ${seconds} s`, seconds);
+    }
+    const until = settings.fraudAlert.autoBlock ? fraudBlockUntil(await this.blocks.blockState(tenantId, userId), now) : undefined;
 
     const reported = createEvent('FraudReported', 1, {
       tenantId,
@@ -77,30 +103,72 @@ export class FraudAlertsService {
         source: request.source,
         ...(request.comment !== undefined ? { comment: request.comment } : {}),
         ...origin,
-        challengeDenied: denied !== undefined,
-        blocked: block !== undefined,
-        ...(block ? { blockedUntil: block.until } : {}),
+        challengeDenied: waiting,
+        blocked: until !== undefined,
+        ...(until !== undefined ? { blockedUntil: new Date(until).toISOString() } : {}),
         ...(by ? { by } : {}),
       },
     });
-    await this.blocks.dependency(() => publishWithRetry(this.publisher, EventSubjects.fraudAlert(tenantId, userId), reported, { attempts: 3, delayMs: 100 }));
-    const method = denied ? methodOf(denied.method) : undefined;
-    if (request.challengeId !== undefined && method) {
-      const outcome = createEvent('ChallengeFraudReported', 1, {
-        tenantId,
-        aggregateId: request.challengeId,
-        now,
-        id: eventIdOf(`${request.challengeId}:fraud_reported`),
-        data: { challengeId: request.challengeId, userId, method, server: this.server, alertId },
-      });
-      await this.blocks.dependency(() => publishWithRetry(this.publisher, EventSubjects.challengeFraudReported, outcome, { attempts: 3, delayMs: 100 }));
+    const ack = await this.blocks.dependency(() => publishWithRetry(this.publisher, EventSubjects.fraudAlert(tenantId, userId), reported, { attempts: 3, delayMs: 100 }));
+    // The same report twice at once (a retry while the first was on its way): the alert stored first is the one.
+    const alert = (ack.duplicate ? await this.blocks.alertAt(ack.seq) : undefined) ?? reported;
+    if (!ack.duplicate) alerts.inc({ source: request.source, challenge_denied: String(waiting), blocked: String(until !== undefined) });
+    await this.completeNow(alert, ack.seq);
+    return replyOf(alert);
+  }
+
+  /** A report already recorded, sent again: its alert completed if it was not yet, and its answer. */
+  private async repeat(alert: EventOf<'FraudReported'>, seq: number): Promise<FraudReportReply> {
+    await this.completeNow(alert, seq);
+    return replyOf(alert);
+  }
+
+  /** The report's own completion of its alert: what fails here is left to the alerts consumer, the alert being recorded. */
+  private async completeNow(alert: EventOf<'FraudReported'>, seq: number): Promise<void> {
+    try {
+      await this.complete(alert, seq);
+    } catch (error) {
+      completionsLeft.inc();
+      this.blocks.logger.warn('fraud alert recorded but not completed yet: the alerts consumer completes it', { alertId: alert.data.alertId, error });
     }
-    alerts.inc({ source: request.source, challenge_denied: String(denied !== undefined), blocked: String(block !== undefined) });
-    return {
-      alertId,
-      challengeDenied: denied !== undefined,
-      blocked: block !== undefined,
-      ...(block ? { blockedUntil: block.until } : {}),
-    };
+  }
+
+  /**
+   * Does what the alert recorded at MFA_FRAUD sequence `seq` says, once, whoever runs it and
+   * however often (the report, then the alerts consumer): names the alert on its challenge and
+   * denies the challenge if it was waiting when reported (Redis, atomically; the report's time
+   * decides whether it had expired), publishes ChallengeFraudReported once (the challenge notes it),
+   * and blocks the user once for the alert (BlocksService.blockForAlert).
+   */
+  async complete(alert: EventOf<'FraudReported'>, seq: number, now = new Date()): Promise<void> {
+    const { tenantId } = alert;
+    const { userId, alertId, challengeId, by } = alert.data;
+    const reportedAt = new Date(alert.occurredAt);
+    const id = challengeId !== undefined ? parseChallengeId(challengeId) : undefined;
+    if (challengeId !== undefined && id) {
+      const outcome = await this.denial.denyPending(id.tag, id.nonce, tenantId, userId, reportedAt, { seq });
+      const method = (outcome.kind === 'denied' || outcome.kind === 'already') && !outcome.recorded ? methodOf(outcome.method) : undefined;
+      if (method) {
+        const denied = createEvent('ChallengeFraudReported', 1, {
+          tenantId,
+          aggregateId: challengeId,
+          now: reportedAt,
+          id: eventIdOf(`${challengeId}:fraud_reported`),
+          data: { challengeId, userId, method, server: this.server, alertId },
+        });
+        await publishWithRetry(this.publisher, EventSubjects.challengeFraudReported, denied, { attempts: 3, delayMs: 100 });
+        await this.denial.markRecorded(id.tag, id.nonce);
+      }
+    }
+    if (alert.data.blocked && alert.data.blockedUntil !== undefined) {
+      await this.blocks.blockForAlert({ tenantId, userId, alertId, seq, until: Date.parse(alert.data.blockedUntil), ...(by ? { by } : {}) }, now);
+    }
   }
 }
+
+const replyOf = (alert: EventOf<'FraudReported'>): FraudReportReply => ({
+  alertId: alert.data.alertId,
+  challengeDenied: alert.data.challengeDenied,
+  blocked: alert.data.blocked,
+  ...(alert.data.blockedUntil !== undefined ? { blockedUntil: alert.data.blockedUntil } : {}),
+});

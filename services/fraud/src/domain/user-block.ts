@@ -16,6 +16,11 @@ export type BlockState = { blocked: false } | { blocked: true; until: number; re
 
 export type BlockCommand =
   | { type: 'Block'; data: { userId: string; reason: string; source: 'admin' | 'fraud_report'; by?: Actor } }
+  /**
+   * The auto-block of fraud alert `alertId`, which recorded the user as blocked until `until` (a
+   * block it made, or one already in force). `since`: the user's events recorded after the alert.
+   */
+  | { type: 'BlockForAlert'; data: { userId: string; alertId: string; until: number; by?: Actor; since: readonly FraudUserEvent[] } }
   /** `lockedOut`: the user has lockout counters in Redis, which an unblock lifts too. */
   | { type: 'Unblock'; data: { userId: string; reason: string; by?: Actor; lockedOut: boolean } }
   /** The block's end has passed: recorded as an automatic unblock, dated at that end. */
@@ -38,22 +43,50 @@ export function evolveBlock(_state: BlockState, event: FraudUserEvent): BlockSta
 
 const inForce = (state: BlockState, now: Date): state is Extract<BlockState, { blocked: true }> => state.blocked && state.until > now.getTime();
 
+/**
+ * The automatic unblock of a block that has ended but is still the last word (the pass that
+ * records it has not run yet): what comes next is recorded after it, so the history keeps the end.
+ */
+const endOfEnded = (state: BlockState, userId: string, now: Date): Decided[] =>
+  state.blocked && state.until <= now.getTime() ? [{ event: { type: 'UserUnblocked', data: { userId, automatic: true } }, at: new Date(state.until) }] : [];
+
+/** When the user's block in force ends, or undefined when none is. */
+export const blockedUntil = (state: BlockState, now: Date): number | undefined => (inForce(state, now) ? state.until : undefined);
+
+/** When the block a fraud report brings ends: the block in force stands, otherwise the auto-block's 90 days from the report. */
+export function fraudBlockUntil(state: BlockState, now: Date): number {
+  return inForce(state, now) ? state.until : now.getTime() + BLOCK_DAYS * DAY_MS;
+}
+
 export function decideBlock(command: BlockCommand, state: BlockState, now: Date): Decided[] {
   switch (command.type) {
     case 'Block': {
       if (inForce(state, now)) throw conflict(`the user is already blocked until ${new Date(state.until).toISOString()}`);
       const { userId, reason, source, by } = command.data;
       const until = new Date(now.getTime() + BLOCK_DAYS * DAY_MS).toISOString();
-      return [{ event: { type: 'UserBlocked', data: { userId, reason, until, source, ...(by ? { by } : {}) } }, at: now }];
+      return [...endOfEnded(state, userId, now), { event: { type: 'UserBlocked', data: { userId, reason, until, source, ...(by ? { by } : {}) } }, at: now }];
+    }
+    case 'BlockForAlert': {
+      const { userId, alertId, until, by, since } = command.data;
+      // Once per alert, whoever completes it and however often; and an administrator who lifted a
+      // block after the report has the last word (a re-sent report does not block again).
+      if (since.some((e) => (e.type === 'UserBlocked' && e.data.alertId === alertId) || (e.type === 'UserUnblocked' && !e.data.automatic))) return [];
+      // The block it recorded has ended meanwhile, or one is in force (that one stands).
+      if (until <= now.getTime() || inForce(state, now)) return [];
+      return [
+        ...endOfEnded(state, userId, now),
+        {
+          event: { type: 'UserBlocked', data: { userId, reason: 'fraud reported', until: new Date(until).toISOString(), source: 'fraud_report', ...(by ? { by } : {}), alertId } },
+          at: now,
+        },
+      ];
     }
     case 'Unblock': {
       const { userId, reason, by, lockedOut } = command.data;
       if (!inForce(state, now) && !lockedOut) throw conflict('the user is neither blocked nor locked out');
-      return [{ event: { type: 'UserUnblocked', data: { userId, reason, ...(by ? { by } : {}) } }, at: now }];
+      return [...endOfEnded(state, userId, now), { event: { type: 'UserUnblocked', data: { userId, reason, ...(by ? { by } : {}) } }, at: now }];
     }
-    case 'Expire': {
-      if (!state.blocked || state.until > now.getTime()) return [];
-      return [{ event: { type: 'UserUnblocked', data: { userId: command.data.userId, automatic: true } }, at: new Date(state.until) }];
-    }
+    case 'Expire':
+      return endOfEnded(state, command.data.userId, now);
   }
 }

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ContractError } from '@mfa/contracts';
-import { BLOCK_DAYS, decideBlock, initialBlockState, type BlockState } from './user-block.js';
+import { ContractError, type FraudUserEvent } from '@mfa/contracts';
+import { BLOCK_DAYS, decideBlock, fraudBlockUntil, initialBlockState, type BlockState } from './user-block.js';
 
 const now = new Date('2026-11-30T10:00:00.000Z');
 const blockedUntil = (ms: number): BlockState => ({ blocked: true, until: ms, reason: 'stolen phone' });
@@ -26,7 +26,47 @@ describe('user block decider', () => {
   it('given a block in force, when blocked again, then conflict; given one that ended, then blocked anew', () => {
     const block = { type: 'Block', data: { userId: 'u', reason: 'again', source: 'admin' } } as const;
     assert.equal(codeOf(() => decideBlock(block, blockedUntil(now.getTime() + 1), now)), 'conflict');
-    assert.equal(decideBlock(block, blockedUntil(now.getTime() - 1), now)[0]!.event.type, 'UserBlocked');
+    assert.equal(decideBlock(block, blockedUntil(now.getTime() - 1), now).at(-1)!.event.type, 'UserBlocked');
+  });
+
+  it('given a block that ended but whose automatic unblock is not recorded yet, when blocked or unblocked, then that automatic unblock, dated at its end, comes first', () => {
+    const end = now.getTime() - 3_600_000;
+    const autoUnblock = { event: { type: 'UserUnblocked', data: { userId: 'u', automatic: true } }, at: new Date(end) };
+    const block = decideBlock({ type: 'Block', data: { userId: 'u', reason: 'again', source: 'admin' } }, blockedUntil(end), now);
+    assert.deepEqual(block.map((d) => [d.event.type, d.at]), [['UserUnblocked', new Date(end)], ['UserBlocked', now]]);
+    assert.deepEqual(block[0], autoUnblock);
+    const forAlert = decideBlock({ type: 'BlockForAlert', data: { userId: 'u', alertId: 'a1', until: now.getTime() + 1_000, since: [] } }, blockedUntil(end), now);
+    assert.deepEqual(forAlert.map((d) => d.event.type), ['UserUnblocked', 'UserBlocked']);
+    assert.deepEqual(forAlert[0], autoUnblock);
+    const unblock = decideBlock({ type: 'Unblock', data: { userId: 'u', reason: 'help desk', lockedOut: true } }, blockedUntil(end), now);
+    assert.deepEqual(unblock.map((d) => d.event.type), ['UserUnblocked', 'UserUnblocked']);
+    assert.deepEqual(unblock[0], autoUnblock);
+    // A user never blocked, or whose end is recorded: nothing comes first.
+    assert.equal(decideBlock({ type: 'Block', data: { userId: 'u', reason: 'x', source: 'admin' } }, initialBlockState(), now).length, 1);
+  });
+
+  it("given a fraud alert, when its auto-block is decided, then the user is blocked until the alert's end once, unless a block stands, its end passed, or an administrator unblocked since", () => {
+    const until = now.getTime() + BLOCK_DAYS * 86_400_000;
+    const forAlert = (since: FraudUserEvent[], alertUntil = until) => ({ type: 'BlockForAlert', data: { userId: 'u', alertId: 'a1', until: alertUntil, by: { clientId: 'idp' }, since } }) as const;
+    const event = (type: 'UserBlocked' | 'UserUnblocked', data: Record<string, unknown>) => ({ type, data: { userId: 'u', ...data } }) as unknown as FraudUserEvent;
+    assert.deepEqual(decideBlock(forAlert([]), initialBlockState(), now), [
+      {
+        event: { type: 'UserBlocked', data: { userId: 'u', reason: 'fraud reported', until: new Date(until).toISOString(), source: 'fraud_report', by: { clientId: 'idp' }, alertId: 'a1' } },
+        at: now,
+      },
+    ]);
+    // Once: the alert's block recorded since (and lifted since by anyone) is not made again.
+    assert.deepEqual(decideBlock(forAlert([event('UserBlocked', { alertId: 'a1', until: new Date(until).toISOString() }), event('UserUnblocked', { reason: 'help desk' })]), initialBlockState(), now), []);
+    // An administrator who unblocked after the report has the last word.
+    assert.deepEqual(decideBlock(forAlert([event('UserUnblocked', { reason: 'help desk' })]), initialBlockState(), now), []);
+    // An automatic unblock since says nothing of the kind; another alert's block neither.
+    assert.equal(decideBlock(forAlert([event('UserUnblocked', { automatic: true }), event('UserBlocked', { alertId: 'a0', until: now.toISOString() })]), initialBlockState(), now).length, 1);
+    // A block in force stands; a block the alert named that has ended is not made again.
+    assert.deepEqual(decideBlock(forAlert([]), blockedUntil(now.getTime() + 1), now), []);
+    assert.deepEqual(decideBlock(forAlert([], now.getTime()), initialBlockState(), now), []);
+    // What a report records: the block in force, or 90 days from the report.
+    assert.equal(fraudBlockUntil(blockedUntil(now.getTime() + 5), now), now.getTime() + 5);
+    assert.equal(fraudBlockUntil(blockedUntil(now.getTime() - 5), now), until);
   });
 
   it('given a block in force or lockout counters, when unblocked, then UserUnblocked with the reason; given neither, then conflict', () => {

@@ -252,7 +252,8 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
 
   /**
    * The blocks in force (the fraud service's UserBlocked, the last event of each user's fraud
-   * subject), and when each user was last unblocked (UserUnblocked: lockouts lifted too). A block
+   * subject), and when each user was last unblocked by an administrator (UserUnblocked: lockouts
+   * lifted too; an automatic unblock at a block's end lifts none). A block
    * lifted while this pass wrote it is looked up again and removed, so a stale read never blocks
    * anyone who is not.
    */
@@ -267,7 +268,8 @@ export class ProjectionRecovery implements OnApplicationBootstrap, OnApplication
       } catch {
         return;
       }
-      if (event.type === 'UserUnblocked') unblockedAt.set(`${event.tenantId}\u0000${event.data.userId}`, Date.parse(event.occurredAt));
+      // An administrator's unblock lifts the lockouts; a block's automatic end lifts none (fraud).
+      if (event.type === 'UserUnblocked' && event.data.automatic !== true) unblockedAt.set(`${event.tenantId}\u0000${event.data.userId}`, Date.parse(event.occurredAt));
       if (event.type === 'UserBlocked' && Date.parse(event.data.until) > now.getTime()) {
         blocked.push({ tenantId: event.tenantId, userId: event.data.userId, until: Date.parse(event.data.until), seq: msg.seq });
       }

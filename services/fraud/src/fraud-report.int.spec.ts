@@ -1,0 +1,218 @@
+import { after, before, describe } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { EventSubjects, parseEvent, Streams, type AnyEvent, type EventOf, type FraudReportReply } from '@mfa/contracts';
+import { loadKeyring, userTag } from '@mfa/crypto';
+import { connectNats, ensureStream, EventPublisher, readOnce, type NatsClients } from '@mfa/messaging';
+import { challengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { runService, type RunningService } from '@mfa/service-kit';
+import { createLogger } from '@mfa/telemetry';
+import { eventually, itWith, tenantCreated, testEnv, testTenant, testUser, uniqueTenant, uniqueUser, userRegistered } from '@mfa/testing';
+import { ChallengeDenial, fraudReportsKey } from './adapters/challenge-denial.js';
+import { FraudLog } from './adapters/fraud-log.js';
+import { UserDirectory } from './adapters/user-directory.js';
+import { FraudAlertsController } from './api/fraud-alerts.controller.js';
+import { AppModule } from './app.module.js';
+import { BlocksService } from './application/blocks.service.js';
+import { FRAUD_REPORTS_PER_WINDOW, FraudAlertsService } from './application/fraud-alerts.service.js';
+import { loadFraudConfig } from './config.js';
+
+/** fraud.report against the real NATS and Redis: the alert recorded first and completed from it, once; the limit per user; push fatigue. */
+describe('fraud: reports on the real NATS and Redis', () => {
+  const { keyring } = loadKeyring({});
+  const tenantId = uniqueTenant('report');
+  const server = { name: 'fraud-test', ip: '127.0.0.1' };
+  const log = createLogger('fraud-test', { level: 'error' });
+  let nats: NatsClients;
+  let redis: Redis;
+  let publisher: EventPublisher;
+  let blocks: BlocksService;
+  let alerts: FraudAlertsService;
+
+  before(async () => {
+    nats = await connectNats({ url: testEnv.natsUrl, name: 'fraud-report-test' });
+    for (const stream of [Streams.userSettings, Streams.fraud, Streams.challenges]) await ensureStream(nats.jsm, stream);
+    redis = new Redis(testEnv.redisUrl);
+    publisher = new EventPublisher(nats.js);
+    blocks = new BlocksService(new FraudLog(nats.jsm, publisher), new UserDirectory(nats.jsm), new UserProjectionWriter(redis, keyring), nats, log);
+    alerts = new FraudAlertsService(blocks, new ChallengeDenial(redis), publisher, keyring, server, true);
+    await publisher.publish(EventSubjects.tenant(tenantId), tenantCreated(testTenant({ tenantId })));
+  });
+
+  after(async () => {
+    await nats.nc.drain();
+    await redis.quit();
+  });
+
+  const register = async () => {
+    const userId = uniqueUser('fraud');
+    await publisher.publish(EventSubjects.user(tenantId, userId), userRegistered(testUser({ tenantId, userId })));
+    return userId;
+  };
+  /** A challenge as auth-challenge's start script leaves it (a push also the user's pending push). */
+  const startChallenge = async (userId: string, method: 'push' | 'sms' = 'push', status = 'pending') => {
+    const tag = userTag(keyring, tenantId, userId);
+    const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+    const expiresAt = Date.now() + 120_000;
+    await redis.hset(RedisKeys.challenge(tag, nonce), { tenantId, userId, method, status, ip: '192.0.2.7', app: 'VPN', expiresAt });
+    await redis.pexpire(RedisKeys.challenge(tag, nonce), 600_000);
+    if (method === 'push') await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, nonce)}|${expiresAt}`, 'PX', 600_000);
+    return { tag, nonce, id: challengeId(tag, nonce) };
+  };
+  const eventsOn = async (subject: string, filter: (event: AnyEvent) => boolean = () => true) => {
+    const out: Array<{ event: AnyEvent; seq: number }> = [];
+    await readOnce(nats.js, subject.startsWith('mfa.evt.challenge.') ? Streams.challenges.name : Streams.fraud.name, subject, { policy: 'all' }, (msg) => {
+      const event = parseEvent(msg.json());
+      if (filter(event)) out.push({ event, seq: msg.seq });
+    });
+    return out;
+  };
+  const history = async (userId: string) => (await eventsOn(EventSubjects.fraudUser(tenantId, userId))).map((e) => e.event as EventOf<'UserBlocked' | 'UserUnblocked'>);
+  const alertsOf = async (userId: string) => eventsOn(EventSubjects.fraudAlert(tenantId, userId)) as Promise<Array<{ event: EventOf<'FraudReported'>; seq: number }>>;
+  const fraudReportedOf = async (id: string) => eventsOn(EventSubjects.challengeFraudReported, (e) => e.type === 'ChallengeFraudReported' && e.data.challengeId === id);
+  const statusOf = async (c: { tag: string; nonce: string }) => redis.hmget(RedisKeys.challenge(c.tag, c.nonce), 'status', 'reason');
+  const blockedKey = (userId: string) => RedisKeys.blocked(userTag(keyring, tenantId, userId));
+
+  itWith({ real: ['nats', 'redis'] }, 'a report that fails after recording its alert is completed from the alert: the challenge denied, the user blocked and ChallengeFraudReported published, each once however often', async () => {
+    // Redis goes away right after the alert is recorded (as a crash would leave it): the report completes nothing itself.
+    let redisDown = false;
+    class FlakyDenial extends ChallengeDenial {
+      override denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
+        if (redisDown) return Promise.reject(Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' }));
+        return super.denyPending(...args);
+      }
+      override async admitReport(...args: Parameters<ChallengeDenial['admitReport']>) {
+        const admitted = await super.admitReport(...args);
+        redisDown = true;
+        return admitted;
+      }
+    }
+    const failing = new FraudAlertsService(blocks, new FlakyDenial(redis), publisher, keyring, server, true);
+    const userId = await register();
+    const challenge = await startChallenge(userId);
+    const reply = await failing.report({ tenantId, userId, challengeId: challenge.id, source: 'phone', comment: 'not me' }, new Date());
+    assert.equal(reply.challengeDenied, true);
+    assert.equal(reply.blocked, true);
+    // The alert is recorded, with what it does; nothing is done yet.
+    const [recorded, ...more] = await alertsOf(userId);
+    assert.ok(recorded, 'the alert is recorded');
+    assert.equal(more.length, 0);
+    assert.deepEqual([recorded.event.data.alertId, recorded.event.data.challengeDenied, recorded.event.data.blockedUntil], [reply.alertId, true, reply.blockedUntil]);
+    assert.deepEqual(await statusOf(challenge), ['pending', null]);
+    assert.equal(await redis.exists(blockedKey(userId)), 0);
+
+    // The alerts consumer's delivery (and every redelivery) completes it, once.
+    for (let delivery = 1; delivery <= 3; delivery++) await alerts.complete(recorded.event, recorded.seq);
+    assert.deepEqual(await statusOf(challenge), ['denied', 'fraud_reported']);
+    assert.equal(await redis.exists(RedisKeys.pendingPush(challenge.tag)), 0, 'the push no longer waits');
+    assert.equal(await redis.get(blockedKey(userId)), String(Date.parse(reply.blockedUntil!)));
+    assert.deepEqual(
+      (await history(userId)).map((e) => [e.type, e.type === 'UserBlocked' ? e.data.alertId : undefined, e.type === 'UserBlocked' ? e.data.until : undefined]),
+      [['UserBlocked', reply.alertId, reply.blockedUntil]],
+    );
+    const denied = await fraudReportedOf(challenge.id);
+    assert.equal(denied.length, 1, 'ChallengeFraudReported once');
+    assert.deepEqual([denied[0]!.event.occurredAt, (denied[0]!.event as EventOf<'ChallengeFraudReported'>).data.alertId], [recorded.event.occurredAt, reply.alertId]);
+    // The caller tries again after all: the same answer, nothing more.
+    redisDown = false;
+    assert.deepEqual(await alerts.report({ tenantId, userId, challengeId: challenge.id, source: 'phone', comment: 'not me' }, new Date()), reply);
+    assert.equal((await alertsOf(userId)).length, 1);
+    assert.equal((await history(userId)).length, 1);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a report sent again after an administrator's unblock changes nothing more and answers the same (a challenge still waiting, or one that had ended)", async () => {
+    for (const status of ['pending', 'approved']) {
+      const userId = await register();
+      const challenge = await startChallenge(userId, 'push', status);
+      const report = () => alerts.report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date());
+      const first = await report();
+      assert.deepEqual([first.challengeDenied, first.blocked], [status === 'pending', true], status);
+      await blocks.unblock({ tenantId, userId, reason: 'the help desk called the user' }, new Date(), { clientId: 'admin' });
+      const again: FraudReportReply = await report();
+      assert.deepEqual(again, first, `${status}: answers the same`);
+      assert.equal(await redis.exists(blockedKey(userId)), 0, `${status}: not blocked again`);
+      assert.deepEqual(
+        (await history(userId)).map((e) => e.type),
+        ['UserBlocked', 'UserUnblocked'],
+        `${status}: no second block in the history`,
+      );
+      assert.equal((await alertsOf(userId)).length, 1, `${status}: one alert`);
+      // The alerts consumer delivering the alert again after the unblock changes nothing either.
+      const [alert] = await alertsOf(userId);
+      await alerts.complete(alert!.event, alert!.seq);
+      assert.equal((await history(userId)).length, 2);
+    }
+  });
+
+  itWith({ real: ['nats', 'redis'] }, `fraud.report takes at most ${FRAUD_REPORTS_PER_WINDOW} new alerts per user in an hour (rate_limited, with when to retry); a report denying a waiting challenge always passes, a repeat counts once`, async () => {
+    const userId = await register();
+    const tag = userTag(keyring, tenantId, userId);
+    const ended = await startChallenge(userId, 'sms', 'approved');
+    const first = await alerts.report({ tenantId, userId, challengeId: ended.id, source: 'idp' }, new Date());
+    for (let n = 1; n < FRAUD_REPORTS_PER_WINDOW; n++) await alerts.report({ tenantId, userId, source: 'idp', comment: `report ${n}` }, new Date());
+    const refused = await alerts.report({ tenantId, userId, source: 'idp' }, new Date()).then(
+      () => undefined,
+      (e: { code?: string; retryAfterSeconds?: number }) => e,
+    );
+    assert.equal(refused?.code, 'rate_limited');
+    assert.ok(refused.retryAfterSeconds! > 3_500 && refused.retryAfterSeconds! <= 3_600, `retry after ${refused.retryAfterSeconds} s`);
+    assert.equal((await alertsOf(userId)).length, FRAUD_REPORTS_PER_WINDOW, 'nothing recorded for the refused report');
+    // The same report again is no new alert; a sign-in still waiting is always denied.
+    assert.deepEqual(await alerts.report({ tenantId, userId, challengeId: ended.id, source: 'idp' }, new Date()), first);
+    const waiting = await startChallenge(userId, 'push');
+    assert.equal((await alerts.report({ tenantId, userId, challengeId: waiting.id, source: 'app' }, new Date())).challengeDenied, true);
+    assert.ok((await redis.pttl(fraudReportsKey(tag))) > 3_500_000, 'the window expires');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a push reported as fraud counts towards push fatigue like a push the user denied; another method does not', async () => {
+    const userId = await register();
+    const tag = userTag(keyring, tenantId, userId);
+    const push = await startChallenge(userId, 'push');
+    const at = new Date();
+    await alerts.report({ tenantId, userId, challengeId: push.id, source: 'idp' }, at);
+    assert.equal(await redis.zscore(RedisKeys.pushRefusals(tag), push.id), String(at.getTime()), 'a refusal at the report time');
+    assert.ok((await redis.pttl(RedisKeys.pushRefusals(tag))) > 86_000_000, "kept as long as auth-challenge's longest window");
+    // Once: the consumer completing the alert again adds nothing.
+    const [alert] = await alertsOf(userId);
+    await alerts.complete(alert!.event, alert!.seq);
+    assert.equal(await redis.zcard(RedisKeys.pushRefusals(tag)), 1);
+    const other = await register();
+    const sms = await startChallenge(other, 'sms');
+    await alerts.report({ tenantId, userId: other, challengeId: sms.id, source: 'idp' }, new Date());
+    assert.equal(await redis.exists(RedisKeys.pushRefusals(userTag(keyring, tenantId, other))), 0);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "the fraud service's alerts consumer completes an alert whose report never did", async () => {
+    const config = loadFraudConfig({ ...process.env, NATS_URL: testEnv.natsUrl, REDIS_URL: testEnv.redisUrl, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' });
+    const module = AppModule.forRoot(config, log);
+    // The consumer's controller, if the module does not serve it itself.
+    if (!module.controllers?.includes(FraudAlertsController)) module.controllers = [...(module.controllers ?? []), FraudAlertsController];
+    let service: RunningService | undefined;
+    try {
+      service = await runService({ name: 'fraud', module, config, log });
+      const userId = await register();
+      const challenge = await startChallenge(userId);
+      // A report that recorded its alert and did nothing else (the instance died).
+      let redisDown = false;
+      class DeadAfterRecording extends ChallengeDenial {
+        override denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
+          return redisDown ? Promise.reject(Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' })) : super.denyPending(...args);
+        }
+        override async admitReport(...args: Parameters<ChallengeDenial['admitReport']>) {
+          const admitted = await super.admitReport(...args);
+          redisDown = true;
+          return admitted;
+        }
+      }
+      const dying = new FraudAlertsService(blocks, new DeadAfterRecording(redis), publisher, config.keyring, server, true);
+      const reply = await dying.report({ tenantId, userId, challengeId: challenge.id, source: 'app' }, new Date());
+      await eventually(async () => ((await redis.get(blockedKey(userId))) === String(Date.parse(reply.blockedUntil!)) ? true : undefined), 15_000, 'the user blocked by the consumer');
+      await eventually(async () => ((await statusOf(challenge))[1] === 'fraud_reported' ? true : undefined), 15_000, 'the challenge denied by the consumer');
+      await eventually(async () => ((await fraudReportedOf(challenge.id)).length === 1 ? true : undefined), 15_000, 'ChallengeFraudReported');
+      assert.deepEqual((await history(userId)).map((e) => (e as EventOf<'UserBlocked'>).data.alertId), [reply.alertId]);
+    } finally {
+      await service?.stop();
+    }
+  }, { timeout: 60_000 });
+});

@@ -93,7 +93,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
     scripts: ['mfaChallengeStart', 'mfaChallengeStatus', 'mfaChallengeResend', 'mfaChallengePushAnswer', 'mfaChallengeVerify', 'mfaChallengeVerifyTotp', 'mfaChallengeVoiceOutcome'],
   },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
-  'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims'] },
+  'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims', 'mfaSmsUndeliveredReceipt'] },
   'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport'] },
   'services/fraud/src/adapters/block-ends.ts': { scripts: ['mfaFraudRemoveEndedBlock'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
@@ -372,6 +372,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.deepEqual(await guard.smsSendOf(again.challengeId, 'twilio', `SM${i}`), { index: 0, latest: 1 });
       await guard.release(again.challengeId, 1);
       await guard.undeliverable(again.challengeId, Date.now(), 'sms', undefined, 7);
+      assert.equal(await guard.undeliveredReceipt(again.challengeId, Date.now()), true);
       assert.equal(await guard.tenantOf(again.challengeId), u.tenantId);
       await receipts.remember('smpp', `msg-${i}`, { tenantId: u.tenantId, challengeId: again.challengeId });
       assert.equal((await receipts.find('smpp', `msg-${i}`))?.challengeId, again.challengeId);

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
  * X-Twilio-Signature, `<Say>` is heard, `<Play>` fetches its URL (GET) and plays what came back, `<Gather>` collects the keys the test scripted for that
  * phone (finishOnKey, numDigits, actionOnEmptyResult as Twilio applies them) and posts them to its
  * action, `<Redirect>` is followed, and the final status goes to `StatusCallback`. Messaging: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded
- * To/From/Body, HTTP Basic auth AccountSid:AuthToken, 201 with a Message resource (sid "SM…"),
+ * To/From/Body (and ValidityPeriod, 1 to 36,000 s, else 400 error 21624), HTTP Basic auth AccountSid:AuthToken, 201 with a Message resource (sid "SM…"),
  * errors as Twilio's JSON error body {code, message, more_info, status}. It records what it
  * accepted and can be told to fail, so retries and failover can be tested.
  */
@@ -20,13 +20,15 @@ interface FakeTwilioMessage {
   to: string;
   from: string;
   body: string;
+  /** ValidityPeriod (seconds Twilio may queue it), when the request set one. */
+  validityPeriod: number | undefined;
   traceparent: string | undefined;
   receivedAt: Date;
 }
 
 type FakeTwilioFailure =
-  | { status: 500 | 502 | 503; code?: number }
-  | { status: 429; code?: number }
+  | { status: 500 | 502 | 503; code?: number; retryAfter?: number }
+  | { status: 429; code?: number; retryAfter?: number }
   | { status: 400; code: number; message?: string };
 
 /** `hold`: the call is accepted and nothing more happens: the test plays Twilio's webhooks itself. */
@@ -142,7 +144,7 @@ export class FakeTwilio {
     };
   }
 
-  /** The next `failures.length` requests fail as given, in order. */
+  /** The next `failures.length` requests fail as given, in order (`retryAfter`: seconds, sent as Retry-After). */
   failNext(...failures: FakeTwilioFailure[]): void {
     this.failures.push(...failures);
   }
@@ -323,7 +325,10 @@ export class FakeTwilio {
     if (!url) return this.error(res, 400, 21205, 'Url parameter is required.');
     if (!/^\+[1-9]\d{7,14}$/.test(to)) return this.error(res, 400, 21211, `Invalid 'To' Phone Number: ${to}`);
     const failure = this.failures.shift();
-    if (failure) return this.error(res, failure.status, failure.code ?? 20500, 'message' in failure && failure.message ? failure.message : `Simulated failure ${failure.status}`);
+    if (failure) {
+      const retryAfter = 'retryAfter' in failure ? failure.retryAfter : undefined;
+      return this.error(res, failure.status, failure.code ?? (failure.status === 429 ? 20429 : 20500), 'message' in failure && failure.message ? failure.message : `Simulated failure ${failure.status}`, retryAfter);
+    }
     const call: FakeTwilioCall = {
       sid: `CA${randomBytes(16).toString('hex')}`,
       to,
@@ -375,11 +380,15 @@ export class FakeTwilio {
     if (!from) return this.error(res, 400, 21603, "A 'From' phone number is required.");
     if (!body) return this.error(res, 400, 21602, 'Message body is required.');
     if (!/^\+[1-9]\d{7,14}$/.test(to)) return this.error(res, 400, 21211, `The 'To' number ${to} is not a valid phone number.`);
+    const validity = form.get('ValidityPeriod');
+    if (validity !== null && !(/^\d+$/.test(validity) && Number(validity) >= 1 && Number(validity) <= 36_000)) {
+      return this.error(res, 400, 21624, 'Validity period can only be set to integers between 1 and 36,000 seconds (10 hours max).');
+    }
     const failure = this.failures.shift();
     if (failure) {
       const code = failure.code ?? (failure.status === 429 ? 20429 : 20500);
       const message = 'message' in failure && failure.message ? failure.message : `Simulated failure ${failure.status}`;
-      return this.error(res, failure.status, code, message);
+      return this.error(res, failure.status, code, message, 'retryAfter' in failure ? failure.retryAfter : undefined);
     }
     const message: FakeTwilioMessage = {
       sid: `SM${randomBytes(16).toString('hex')}`,
@@ -387,6 +396,7 @@ export class FakeTwilio {
       to,
       from,
       body,
+      validityPeriod: validity === null ? undefined : Number(validity),
       traceparent: typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined,
       receivedAt: new Date(),
     };
@@ -440,8 +450,9 @@ export class FakeTwilio {
     );
   }
 
-  private error(res: ServerResponse, status: number, code: number, message: string): void {
-    res.writeHead(status, { 'Content-Type': 'application/json' });
+  /** Twilio's JSON error body; `retryAfter` (seconds) as the Retry-After header of a 429 or 503. */
+  private error(res: ServerResponse, status: number, code: number, message: string, retryAfter?: number): void {
+    res.writeHead(status, { 'Content-Type': 'application/json', ...(retryAfter !== undefined ? { 'Retry-After': String(retryAfter) } : {}) });
     res.end(JSON.stringify({ code, message, more_info: `https://www.twilio.com/docs/errors/${code}`, status }));
   }
 }

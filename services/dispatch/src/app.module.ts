@@ -196,6 +196,8 @@ export class AppModule {
               keys,
               ...voice,
               ringSeconds: config.VOICE_RING_SECONDS,
+              attempts: config.VOICE_CALL_ATTEMPTS,
+              retryBaseMs: config.SMS_RETRY_BASE_MS,
               publisher,
               guard,
               phoneThrottle,

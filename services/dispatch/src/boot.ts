@@ -3,7 +3,7 @@ import { Consumers, DEVICE_PLATFORMS } from '@mfa/contracts';
 import { createPushProviders } from './adapters/push/push-provider.factory.js';
 import { createSmsProviders } from './adapters/sms/sms-provider.factory.js';
 import { AppModule } from './app.module.js';
-import type { DispatchConfig } from './config.js';
+import { cleartextWarnings, type DispatchConfig } from './config.js';
 
 /** Provider problems (unknown names, missing credentials, unreadable keys) fail here, before any connection. */
 export async function boot(config: DispatchConfig): Promise<RunningService> {
@@ -11,9 +11,7 @@ export async function boot(config: DispatchConfig): Promise<RunningService> {
   if (config.developmentKey) log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key');
   const providers = createSmsProviders(config);
   log.info('SMS providers', { order: providers.map((p) => p.name) });
-  if (config.NODE_ENV === 'production' && providers.some((p) => p.name === 'smpp') && config.SMPP_URL?.startsWith('smpp:')) {
-    log.warn('SMPP_URL is smpp:// (no TLS): the SMPP password and every code cross the network in clear unless the link is private; prefer smpps://');
-  }
+  for (const warning of cleartextWarnings(config, providers.map((p) => p.name))) log.warn(warning);
   const pushProviders = createPushProviders(config);
   // Devices of a platform without a provider still sign in, by polling the device API (docs/operations.md, "Push providers").
   const pollOnly = DEVICE_PLATFORMS.filter((platform) => platform !== 'none' && !pushProviders.some((p) => p.platform === platform));

@@ -130,6 +130,11 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   /** Seconds a call rings before Twilio gives up (no-answer). */
   VOICE_RING_SECONDS: z.coerce.number().int().min(5).max(60).default(30),
   /**
+   * Attempts to place a call while Twilio refuses for now (429, 5xx) or cannot be reached, with the
+   * back-off of SMS_RETRY_BASE_MS; then the call is recorded as failed and the IdP falls back.
+   */
+  VOICE_CALL_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
+  /**
    * FCM HTTP v1, for Android devices: the Firebase project's service-account key file (JSON), as
    * its content or its path (one of the two). The project is the file's project_id, the OAuth2
    * token endpoint its token_uri. Neither set: Android devices are poll-only.
@@ -159,6 +164,32 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   PUSH_RETRY_BASE_MS: z.coerce.number().int().min(0).max(60_000).default(200),
 });
 export type DispatchConfig = z.infer<typeof DispatchEnv> & KeyringConfig & { auth: AuthConfig };
+
+/**
+ * What this configuration would send in clear in production, one boot warning each: smpp://, and
+ * http:// for Twilio's API, Twilio's webhooks and FCM where they are used. A warning, not a refusal:
+ * a private link or a TLS-terminating sidecar can make plain TCP acceptable, and the tests' fakes
+ * speak it. `smsProviders`: the SMS providers in use (SMS_PROVIDERS, as the factory read it).
+ */
+export function cleartextWarnings(config: DispatchConfig, smsProviders: readonly string[]): string[] {
+  if (config.NODE_ENV !== 'production') return [];
+  const warnings: string[] = [];
+  const clear = (url: string | undefined) => url?.startsWith('http:') === true;
+  if (smsProviders.includes('smpp') && config.SMPP_URL?.startsWith('smpp:')) {
+    warnings.push('SMPP_URL is smpp:// (no TLS): the SMPP password and every code cross the network in clear unless the link is private; prefer smpps://');
+  }
+  // Twilio's API carries SMS (SMS_PROVIDERS) and calls (its credentials set).
+  if ((smsProviders.includes('twilio') || config.TWILIO_ACCOUNT_SID) && clear(config.TWILIO_API_URL)) {
+    warnings.push('TWILIO_API_URL is http:// (no TLS): the Twilio credentials and every SMS code cross the network in clear unless the link is private; prefer https://');
+  }
+  if (clear(config.VOICE_WEBHOOK_BASE_URL)) {
+    warnings.push('VOICE_WEBHOOK_BASE_URL is http:// (no TLS): Twilio posts the keys callers press (PINs included) and SMS receipts in clear; publish the webhooks over https://');
+  }
+  if ((config.FCM_SERVICE_ACCOUNT_JSON || config.FCM_SERVICE_ACCOUNT_FILE) && clear(config.FCM_API_URL)) {
+    warnings.push('FCM_API_URL is http:// (no TLS): the FCM access token and every notification cross the network in clear unless the link is private; prefer https://');
+  }
+  return warnings;
+}
 
 export const loadDispatchConfig = (env: NodeJS.ProcessEnv = process.env): DispatchConfig => ({
   ...loadConfig(DispatchEnv, env),

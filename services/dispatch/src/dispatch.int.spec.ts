@@ -8,7 +8,7 @@ import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/servic
 import { registry, shutdownTelemetry, SpanKind, startTelemetry, type TelemetryOptions } from '@mfa/telemetry';
 import { Redis } from 'ioredis';
 import { parseChallengeId, RedisKeys } from '@mfa/projection';
-import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, freePort, itWith, testChallenge, testEnv, testUser, uniqueTenant } from '@mfa/testing';
+import { challengeResendRequested, challengeStarted, challengeStartedV2, eventually, FakeSmsc, FakeTwilio, freePort, itWith, testChallenge, testChallengeId, testEnv, testUser, uniqueTenant } from '@mfa/testing';
 import { CHALLENGE_GONE, USER_ERASED } from './application/sms-delivery.service.js';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
@@ -202,6 +202,7 @@ describe('dispatch with Twilio', () => {
     assert.equal(FakeTwilio.codeOf(sms), code);
     assert.equal(sms.from, '+15005550006');
     assert.match(sms.body, /expires in 5 minutes/);
+    assert.ok(sms.validityPeriod! > 290 && sms.validityPeriod! <= 300, `Twilio drops it when the code expires (ValidityPeriod ${sms.validityPeriod})`);
 
     const { subject, event } = await outcomeOf(challengeId);
     assert.equal(subject, EventSubjects.smsSent);
@@ -232,6 +233,20 @@ describe('dispatch with Twilio', () => {
     assert.equal(delivered.length, 1);
     assert.equal(FakeTwilio.codeOf(delivered[0]!), code);
     assert.equal(sent.data.providerMessageId, delivered[0]!.sid);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'waits out the Retry-After of a 429 before trying Twilio again, longer than its own back-off', async () => {
+    await backlogHandled(fake);
+    const to = uniquePhone();
+    fake.failNext({ status: 429, retryAfter: 1 });
+    const started = Date.now();
+    const { challengeId } = await requestSms({ to });
+    const { event } = await outcomeOf(challengeId);
+    assert.equal(event.type, 'SmsSent');
+    assert.equal((event as EventOf<'SmsSent'>).data.attempts, 2);
+    // SMS_RETRY_BASE_MS is 20 here: only the Retry-After (1 s) can have held the second attempt back.
+    const waited = fake.messagesTo(to)[0]!.receivedAt.getTime() - started;
+    assert.ok(waited >= 950, `sent again after ${waited} ms`);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'records SmsDeliveryFailed when Twilio refuses the message permanently and no provider is left', async () => {
@@ -473,13 +488,16 @@ describe('dispatch placing calls through Twilio', () => {
   const outcomeRequests: VoiceOutcomeRequest[] = [];
   /** fraud's answers to the fraud code pressed in a call, per challenge: how many reports came. */
   const fraudReports = new Map<string, number>();
+  /** Users and challenges whose PIN check and answer find user-settings and auth-challenge restarting: the requests each got. */
+  const restarting = new Map<string, number>();
   const responders: Array<{ unsubscribe(): void }> = [];
 
   before(async () => {
     await fake.start();
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    running = await startDispatch({ ...fake.env(), REDIS_URL: testEnv.redisUrl, HTTP_PORT: String(port), VOICE_WEBHOOK_BASE_URL: base });
+    // A Twilio that takes more than a second to answer has timed out (the tests make one).
+    running = await startDispatch({ ...fake.env(), REDIS_URL: testEnv.redisUrl, HTTP_PORT: String(port), VOICE_WEBHOOK_BASE_URL: base, TWILIO_TIMEOUT_MS: '1000' });
     outcomes = new StreamReader(Streams.dispatch.name, EventSubjects.allDispatch, (await lastSeq(Streams.dispatch.name)) + 1);
     const respond = (subject: string, answer: (body: { tenantId: string } & Record<string, unknown>) => unknown) =>
       responders.push(
@@ -490,10 +508,21 @@ describe('dispatch placing calls through Twilio', () => {
           },
         }),
       );
-    respond(InternalSubjects.pinVerify, () => ({ valid: false }));
+    // user-settings and auth-challenge, restarting for the users and challenges in `restarting`:
+    // the first PIN check, and the first two answers, find them unavailable; then the PIN is right
+    // and the challenge approved.
+    respond(InternalSubjects.pinVerify, (body) => {
+      const userId = String(body.userId);
+      if (!restarting.has(userId)) return { valid: false };
+      restarting.set(userId, restarting.get(userId)! + 1);
+      return restarting.get(userId)! <= 1 ? { error: { code: 'unavailable', message: 'the event log is unavailable' } } : { valid: true, pinSet: true };
+    });
     respond(InternalSubjects.voiceOutcome, (body) => {
       outcomeRequests.push(body as unknown as VoiceOutcomeRequest);
-      return { status: 'pending' };
+      const challengeId = String(body.challengeId);
+      if (!restarting.has(challengeId)) return { status: 'pending' };
+      restarting.set(challengeId, restarting.get(challengeId)! + 1);
+      return restarting.get(challengeId)! <= 2 ? { error: { code: 'unavailable', message: 'challenge store unavailable; try again' } } : { status: 'approved' };
     });
     // fraud, restarting: the first two reports of a challenge find it unavailable.
     respond(InternalSubjects.fraudFromCall, (body) => {
@@ -511,11 +540,16 @@ describe('dispatch placing calls through Twilio', () => {
   });
 
   /** A voice challenge in PIN mode, as auth-challenge starts it: its phone sealed under the user's data key. */
-  async function requestCallTo(to: string, lifetimeSeconds = 300, fraudCode: string | null = null) {
+  async function requestCallTo(to: string, lifetimeSeconds = 300, fraudCode: string | null = null, ids: { userId?: string; challengeId?: string } = {}) {
     const keys = new UserDataKeys(nats, keyring);
-    const user = testUser({ tenantId, userId: `voice.${randomUUID()}@contoso.example`, profile: { phoneNumber: to } });
+    const user = testUser({ tenantId, userId: ids.userId ?? `voice.${randomUUID()}@contoso.example`, profile: { phoneNumber: to } });
     const now = new Date();
-    const challenge = testChallenge(user, { method: 'voice', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + lifetimeSeconds * 1000).toISOString() });
+    const challenge = testChallenge(user, {
+      method: 'voice',
+      startedAt: now.toISOString(),
+      expiresAt: new Date(now.getTime() + lifetimeSeconds * 1000).toISOString(),
+      ...(ids.challengeId ? { challengeId: ids.challengeId } : {}),
+    });
     const key = await keys.getOrCreate(tenantId, user.userId);
     const event = challengeStartedV2(challenge, sealPersonalData(key, { tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
     event.data.delivery = { channel: 'voice', callerId: '+15005550006', pinMode: true, fraudCode };
@@ -559,6 +593,62 @@ describe('dispatch placing calls through Twilio', () => {
     assert.match(call.heard.at(-1) ?? '', /fraud/i);
     const id = parseChallengeId(challengeId)!;
     assert.equal(await challenges.hget(RedisKeys.call(id.tag, id.nonce), 'o'), 'fraud');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'a right PIN entered while user-settings and auth-challenge are restarting: the check and the answer are sent again until taken, and the user is signed in', async () => {
+    const to = uniquePhone();
+    const userId = `voice.${randomUUID()}@contoso.example`;
+    const challengeId = testChallengeId();
+    restarting.set(userId, 0);
+    restarting.set(challengeId, 0);
+    fake.phone(to, { answer: 'answer', presses: ['1234#'] });
+    await requestCallTo(to, 300, null, { userId, challengeId });
+    const call = await fake.waitForCall(to);
+    assert.deepEqual([restarting.get(userId), restarting.get(challengeId)], [2, 3], 'each sent again until taken');
+    assert.deepEqual(outcomeRequests.filter((r) => r.challengeId === challengeId).map((r) => r.approved), [true, true, true]);
+    assert.match(call.heard.at(-1) ?? '', /successfully verified/);
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.call(id.tag, id.nonce), 'o'), 'approved');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'Twilio answering 503 to every attempt: VoiceCallFailed after VOICE_CALL_ATTEMPTS (3), and the status says delivery_failed at once, not at expiry', async () => {
+    const to = uniquePhone();
+    fake.phone(to, { answer: 'hold' });
+    fake.failNext({ status: 503 }, { status: 503 }, { status: 503 });
+    const started = Date.now();
+    const { challengeId, expiresAt } = await requestCallTo(to);
+    const { event } = await outcomeOf(challengeId);
+    assert.equal(event.type, 'VoiceCallFailed');
+    const failed = event as EventOf<'VoiceCallFailed'>;
+    assert.equal(failed.data.attempts, 3);
+    assert.deepEqual(failed.data.failures.map((f) => [f.provider, f.transient]), [['twilio', true], ['twilio', true], ['twilio', true]]);
+    assert.match(failed.data.failures[0]!.error, /Twilio 503/);
+    assert.ok(Date.now() - started < 10_000 && Date.now() < expiresAt - 250_000, 'within seconds, long before the challenge expires');
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), 'failed');
+    assert.ok(await challenges.hget(RedisKeys.failedMethods(id.tag), 'voice'), 'voice avoided for the user for a while');
+    assert.equal(fake.calls.filter((c) => c.to === to).length, 0);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'Twilio taking the call request and answering too late: not placed again (no second ring), VoiceCallFailed at once', async () => {
+    const to = uniquePhone();
+    fake.phone(to, { answer: 'hold' });
+    fake.delayMs = 1_500;
+    try {
+      const { challengeId } = await requestCallTo(to);
+      const { event } = await outcomeOf(challengeId);
+      assert.equal(event.type, 'VoiceCallFailed');
+      assert.match((event as EventOf<'VoiceCallFailed'>).data.failures[0]!.error, /did not answer within 1000 ms: Twilio may have placed the call: not placed again/);
+      const id = parseChallengeId(challengeId)!;
+      assert.equal(await challenges.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), 'failed');
+      // The late answer placed the call at Twilio: it rings once, and nothing places it again.
+      await eventually(async () => (fake.calls.some((c) => c.to === to) ? true : undefined), 5_000, 'the call Twilio placed late');
+      await new Promise((r) => setTimeout(r, 3_000));
+      assert.equal(fake.calls.filter((c) => c.to === to).length, 1);
+      assert.deepEqual((await outcomesOf(challengeId)).map((e) => e.type), ['VoiceCallFailed']);
+    } finally {
+      fake.delayMs = 0;
+    }
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'a call request delivered again after its challenge expired finds the call placed: no second call, and voice not marked failed', async () => {

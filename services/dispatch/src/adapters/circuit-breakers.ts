@@ -39,15 +39,31 @@ export const SMS_BREAKERS: BreakerKind = {
   circuitOpen: (provider) => new SmsProviderError(CIRCUIT_OPEN, { provider, transient: false }),
 };
 
+/** The vendor answered, asking us to slow down (HTTP 429, an SMSC's ESME_RTHROTTLED): our rate, not its health. */
+function rateLimited(error: unknown): boolean {
+  const { status, code } = (error ?? {}) as { status?: unknown; code?: unknown };
+  return status === 429 || code === 'ESME_RTHROTTLED';
+}
+
+/** An error the vendor itself gave (an HTTP status, its error code), rather than one made here before or without an answer. */
+function answeredByVendor(error: unknown): boolean {
+  const { status, code } = (error ?? {}) as { status?: unknown; code?: unknown };
+  return status !== undefined || code !== undefined;
+}
+
 /**
- * A circuit breaker per provider (opossum): transient failures (5xx, 429, network errors, calls
- * that outlast the provider's timeout) in the rolling window open it, and while it is open the
- * provider is not called at all: the delivery fails over to the next one at once (or, for push,
- * gives the device up to polling), so users do not wait for a provider that is down. After
- * `resetSeconds` one call probes it (half-open): success closes the circuit, failure opens it
- * again. Permanent errors (an invalid number, a push token the vendor no longer knows) say nothing
- * of the provider's health and do not count: provider errors carry `transient`. State per
- * instance, in metrics and /health.
+ * A circuit breaker per provider (opossum): transient failures (5xx, network errors, calls that
+ * outlast the provider's timeout) in the rolling window open it, and while it is open the provider
+ * is not called at all: the delivery fails over to the next one at once (or, for push, gives the
+ * device up to polling), so users do not wait for a provider that is down. After `resetSeconds`
+ * one call probes it (half-open): success closes the circuit, failure opens it again.
+ * Not counted (opossum counts them as successes): permanent errors (an invalid number, a push
+ * token the vendor no longer knows), which are about the message, and rate limits (429), which
+ * are about our pace (the send retries after the vendor's Retry-After; one account's limit must
+ * not turn every message away from the provider). A probe proves health only by an answer of the
+ * vendor's: a permanent error made here without one (a provider token that cannot be signed) is a
+ * failed probe. Provider errors carry `transient`, `status` and `code`. State per instance, in
+ * metrics and /health.
  */
 export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }> {
   private readonly breakers = new Map<string, CircuitBreaker<[M], R>>();
@@ -58,14 +74,17 @@ export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }>
     private readonly kind: BreakerKind = SMS_BREAKERS,
   ) {
     for (const provider of providers) {
-      const breaker = new CircuitBreaker((message: M) => provider.send(message), {
+      const breaker: CircuitBreaker<[M], R> = new CircuitBreaker((message: M) => provider.send(message), {
         timeout: false,
         errorThresholdPercentage: policy.errorThresholdPercentage,
         volumeThreshold: policy.volumeThreshold,
         resetTimeout: policy.resetSeconds * 1000,
         rollingCountTimeout: policy.windowSeconds * 1000,
-        // A permanent error is about the message, not the provider.
-        errorFilter: (error: unknown) => (error as { transient?: unknown } | undefined)?.transient === false,
+        errorFilter: (error: unknown) => {
+          if (rateLimited(error)) return true;
+          // A permanent error is about the message, not the provider; in a probe, only the vendor's own.
+          return (error as { transient?: unknown } | undefined)?.transient === false && (!breaker.halfOpen || answeredByVendor(error));
+        },
       });
       state.set({ provider: provider.name }, 0);
       breaker.on('open', () => this.moved(provider.name, 2, 'open'));

@@ -3,17 +3,30 @@ import assert from 'node:assert/strict';
 import { CIRCUIT_OPEN, ProviderBreakers } from './circuit-breakers.js';
 import { SmsProviderError, type SmsMessage, type SmsProvider } from './sms/sms-provider.js';
 
-/** A provider that fails as scripted: 'transient', 'permanent', or answers. */
+/**
+ * A provider that fails as scripted: 'transient' (503), 'permanent' (400 21211), 'rate_limited' (429),
+ * 'local' (a permanent error made before any request: no status, no code), or answers.
+ */
 class Scripted implements SmsProvider {
   calls = 0;
   constructor(
     readonly name: string,
-    public mode: 'ok' | 'transient' | 'permanent',
+    public mode: 'ok' | 'transient' | 'permanent' | 'rate_limited' | 'local',
   ) {}
   async send(_message: SmsMessage): Promise<{ providerMessageId: string }> {
     this.calls++;
-    if (this.mode === 'ok') return { providerMessageId: `${this.name}-${this.calls}` };
-    throw new SmsProviderError(`${this.mode} failure`, { provider: this.name, transient: this.mode === 'transient' });
+    switch (this.mode) {
+      case 'ok':
+        return { providerMessageId: `${this.name}-${this.calls}` };
+      case 'transient':
+        throw new SmsProviderError('transient failure', { provider: this.name, transient: true, status: 503, code: 20500 });
+      case 'permanent':
+        throw new SmsProviderError('permanent failure', { provider: this.name, transient: false, status: 400, code: 21211 });
+      case 'rate_limited':
+        throw new SmsProviderError('rate limited', { provider: this.name, transient: true, status: 429, code: 20429, retryAfterMs: 1_000 });
+      case 'local':
+        throw new SmsProviderError('could not sign the request', { provider: this.name, transient: false });
+    }
   }
 }
 
@@ -53,4 +66,37 @@ describe('circuit breakers of SMS providers', () => {
       breakers.shutdown();
     }
   });
+
+  it('does not open on rate limits (429): the account\'s pace, not the provider\'s health, and the sends wait out its Retry-After', async () => {
+    const twilio = new Scripted('twilio', 'rate_limited');
+    const breakers = new ProviderBreakers([twilio], policy);
+    try {
+      for (let n = 0; n < 6; n++) await assert.rejects(breakers.send(twilio, message), (e: unknown) => e instanceof SmsProviderError && e.status === 429 && e.retryAfterMs === 1_000);
+      assert.deepEqual(breakers.states(), { twilio: 'closed' });
+      assert.equal(twilio.calls, 6, 'every message still goes to the provider');
+    } finally {
+      breakers.shutdown();
+    }
+  });
+
+  it('a probe ending in a permanent error made here, without an answer of the provider, proves nothing: the circuit opens again', async () => {
+    const twilio = new Scripted('twilio', 'transient');
+    const breakers = new ProviderBreakers([twilio], policy);
+    try {
+      for (let n = 0; n < 3; n++) await assert.rejects(breakers.send(twilio, message));
+      await new Promise((r) => setTimeout(r, 1_100));
+      assert.deepEqual(breakers.states(), { twilio: 'half_open' });
+      twilio.mode = 'local';
+      await assert.rejects(breakers.send(twilio, message), /could not sign/);
+      assert.deepEqual(breakers.states(), { twilio: 'open' });
+      // The provider's own refusal of a message (an invalid number) is an answer: it closes the circuit.
+      await new Promise((r) => setTimeout(r, 1_100));
+      twilio.mode = 'permanent';
+      await assert.rejects(breakers.send(twilio, message), /permanent failure/);
+      assert.deepEqual(breakers.states(), { twilio: 'closed' });
+    } finally {
+      breakers.shutdown();
+    }
+  });
 });
+

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { postBody } from './http-client.js';
+import { postBody, requestLeftWhole, retryAfterMs } from './http-client.js';
 
 // A provider that answers, but a byte every 100 ms: an idle timeout would never fire.
 describe('provider HTTP client', () => {
@@ -13,6 +13,8 @@ describe('provider HTTP client', () => {
     server = createServer((req, res) => {
       req.resume();
       req.on('end', () => {
+        if (req.url === '/busy') return void res.writeHead(429, { 'retry-after': '2', 'content-type': 'application/json' }).end('{"code":20429}');
+        if (req.url === '/silent') return;
         res.writeHead(201, { 'content-type': 'application/json' });
         const timer = setInterval(() => res.write(' '), 100);
         res.on('close', () => clearInterval(timer));
@@ -33,4 +35,24 @@ describe('provider HTTP client', () => {
     // The answer never ends: only the total timeout can have ended the call, and not before it was due.
     assert.ok(Date.now() - started >= 390);
   });
+
+  it('says whether a failed request had left whole: not one refused at connect; one taken and never answered, yes', async () => {
+    const refused = await postBody(new URL('http://127.0.0.1:1/'), {}, 'x', 1_000).catch((e: unknown) => e);
+    assert.equal(requestLeftWhole(refused), false, 'refused at connect: nothing reached the provider');
+    const unanswered = await postBody(new URL('/silent', url), {}, 'x', 300).catch((e: unknown) => e);
+    assert.equal((unanswered as Error).name, 'TimeoutError');
+    assert.equal(requestLeftWhole(unanswered), true, 'the provider had it all: it may have acted');
+  });
+
+  it('reads Retry-After, in seconds or as an HTTP date', async () => {
+    const busy = await postBody(new URL('/busy', url), {}, 'x', 1_000);
+    assert.deepEqual([busy.status, busy.retryAfter], [429, '2']);
+    const now = Date.parse('2026-11-30T12:00:00Z');
+    assert.equal(retryAfterMs('2', now), 2_000);
+    assert.equal(retryAfterMs('Mon, 30 Nov 2026 12:00:30 GMT', now), 30_000);
+    assert.equal(retryAfterMs(undefined, now), undefined);
+    assert.equal(retryAfterMs('soon', now), undefined);
+    assert.equal(retryAfterMs('Mon, 30 Nov 2026 11:00:00 GMT', now), 0, 'a date past is now');
+  });
 });
+

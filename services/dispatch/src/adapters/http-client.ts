@@ -18,6 +18,19 @@ class HttpTimeoutError extends Error {
   override name = 'TimeoutError';
 }
 
+/** Errors of requests that had been handed to the network whole before they failed (requestLeftWhole). */
+const leftWhole = new WeakSet<object>();
+
+/**
+ * Whether a request postBody rejected with `error` had left whole (headers and body handed to the
+ * OS) before it failed: the server may have acted on it, so sending it again may do it twice. A
+ * request refused at connect, or cut before its last byte, did not (a server acts on no half a
+ * request).
+ */
+export function requestLeftWhole(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && leftWhole.has(error);
+}
+
 /**
  * POSTs a body (a form, JSON) and reads the answer, all within `timeoutMs` in total: connecting, sending, waiting
  * and reading (a socket idle timeout alone would let a provider that trickles bytes hold the
@@ -29,10 +42,16 @@ export function postBody(
   headers: Record<string, string>,
   body: string,
   timeoutMs: number,
-): Promise<{ status: number; text: string }> {
+): Promise<{ status: number; text: string; retryAfter?: string | undefined }> {
   const transport = url.protocol === 'https:' ? https : http;
   const agent = url.protocol === 'https:' ? agents['https:'] : agents['http:'];
   return new Promise((resolve, reject) => {
+    let sent = false;
+    const fail = (error: Error) => {
+      clearTimeout(deadline);
+      if (sent) leftWhole.add(error);
+      reject(error);
+    };
     const req = transport.request(
       url,
       { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } },
@@ -47,16 +66,30 @@ export function postBody(
         });
         res.on('end', () => {
           clearTimeout(deadline);
-          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+          const retryAfter = res.headers['retry-after'];
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), ...(retryAfter ? { retryAfter } : {}) });
         });
-        res.on('error', reject);
+        res.on('error', fail);
       },
     );
     const deadline = setTimeout(() => req.destroy(new HttpTimeoutError(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
-    req.on('error', (error) => {
-      clearTimeout(deadline);
-      reject(error);
-    });
+    // The last byte went to the OS: from here on the server may act on the request.
+    req.on('finish', () => (sent = true));
+    req.on('error', fail);
     req.end(body);
   });
+}
+
+/** The most of a Retry-After taken into account: longer than any code lives. */
+const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/**
+ * A Retry-After header (RFC 9110: delay-seconds, or an HTTP-date) as milliseconds from `now`;
+ * undefined when absent or unreadable (the usual back-off applies).
+ */
+export function retryAfterMs(header: string | undefined, now: number): number | undefined {
+  if (header === undefined) return undefined;
+  const value = header.trim();
+  const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - now;
+  return Number.isFinite(ms) ? Math.min(Math.max(0, ms), MAX_RETRY_AFTER_MS) : undefined;
 }

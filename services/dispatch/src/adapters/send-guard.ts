@@ -73,6 +73,23 @@ return 1
 `;
 
 /**
+ * A receipt says an SMS was not delivered: like UNDELIVERABLE for SMS, but only while the challenge
+ * is open (pending, not expired). A receipt can come hours late (an SMSC's EXPIRED after its own
+ * validity, a retry queue): one of a challenge long decided, expired or gone says nothing of the
+ * user's next sign-in and must not turn SMS away from it. KEYS: challenge, the user's failed
+ * methods (one slot). ARGV: now ms, until ms. 1 when recorded.
+ */
+const UNDELIVERED_RECEIPT = `
+local ch = redis.call('HMGET', KEYS[1], 'status', 'expiresAt')
+local expiresAt = tonumber(ch[2])
+if ch[1] ~= 'pending' or (expiresAt and expiresAt <= tonumber(ARGV[1])) then return 0 end
+redis.call('HSET', KEYS[1], 'delivery', 'failed')
+redis.call('HSET', KEYS[2], 'sms', ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+return 1
+`;
+
+/**
  * At most one SMS per request, whatever JetStream redelivers. A delivery claims the challenge's
  * send in Redis (`SET NX`) before each provider call and records the provider's message id once
  * the provider accepted it; a redelivered request then finds `sent` and sends nothing. The claim
@@ -83,6 +100,23 @@ export class SendGuard {
   constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
     redis.defineCommand('mfaSendClaims', { lua: CLAIM });
+    redis.defineCommand('mfaSmsUndeliveredReceipt', { numberOfKeys: 2, lua: UNDELIVERED_RECEIPT });
+  }
+
+  /**
+   * A receipt of the challenge's SMS said undelivered: recorded as undeliverable() records a failed
+   * send, but only while the challenge is pending and unexpired; false when it was not (nothing changed).
+   */
+  async undeliveredReceipt(challengeId: string, now: number): Promise<boolean> {
+    const id = parseChallengeId(challengeId);
+    if (!id) return false;
+    const recorded = await (this.redis as unknown as { mfaSmsUndeliveredReceipt: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliveredReceipt(
+      RedisKeys.challenge(id.tag, id.nonce),
+      RedisKeys.failedMethods(id.tag),
+      now,
+      now + FAILED_METHOD_MS,
+    );
+    return recorded === 1;
   }
 
   /**

@@ -1,9 +1,9 @@
 import { Controller, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
-import { Payload } from '@nestjs/microservices';
+import { Ctx, Payload } from '@nestjs/microservices';
 import type { Request, Response } from 'express';
 import { Consumers } from '@mfa/contracts';
 import type { Delivery } from '@mfa/messaging';
-import { JetStreamConsumer, NatsController } from '@mfa/service-kit';
+import { JetStreamConsumer, JetStreamContext, NatsController } from '@mfa/service-kit';
 import { SmsReceiptsService } from '../application/sms-receipts.service.js';
 import { VoiceCallService, type WebhookAnswer, type WebhookRequest } from '../application/voice-call.service.js';
 import { sendConsumer } from '../config.js';
@@ -44,9 +44,10 @@ const CALL_CONCURRENCY = 32;
 export class VoiceRequestsController {
   constructor(@Inject(VoiceCallService) private readonly voice: VoiceCallService) {}
 
+  // A stopping service ends a wait between attempts; the request goes back to JetStream.
   @JetStreamConsumer(Consumers.dispatchVoice, sendConsumer(CALL_CONCURRENCY))
-  async place(@Payload() deliveries: Delivery[]): Promise<void> {
-    for (const delivery of deliveries) await this.voice.place(delivery);
+  async place(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext): Promise<void> {
+    for (const delivery of deliveries) await this.voice.place(delivery, ctx.signal);
   }
 }
 

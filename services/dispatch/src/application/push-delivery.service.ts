@@ -238,7 +238,7 @@ export class PushDeliveryService {
         await release();
         // Another provider would not know this token either: the app must register again.
         if (failure.invalidToken) return { ok: false, failure: { provider: provider.name, error: failure.message, transient: false }, invalidToken: true };
-        history.push({ provider: provider.name, transient: failure.transient, error: failure.message });
+        history.push({ provider: provider.name, transient: failure.transient, error: failure.message, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) });
       } finally {
         pushProviderDuration.observe({ provider: provider.name }, Number(process.hrtime.bigint() - started) / 1e9);
       }

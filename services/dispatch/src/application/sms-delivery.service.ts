@@ -122,7 +122,9 @@ export class SmsDeliveryService {
     const expiresAt = new Date(event.data.expiresAt);
     const body = smsBody({
       code: this.openCode(event, request.sealedCode),
-      occurredAt: new Date(event.occurredAt),
+      // The minutes left from now, not from the start: a resend (or a start sent late) would
+      // otherwise promise the code's whole lifetime.
+      occurredAt: this.clock(),
       expiresAt,
       language: request.language,
     });
@@ -216,7 +218,7 @@ export class SmsDeliveryService {
         const statusCallback = this.options.webhookBaseUrl
           ? `${this.options.webhookBaseUrl.replace(/\/+$/, '')}/sms/status/${encodeURIComponent(challengeId)}`
           : undefined;
-        const message = { to, body, trace: carrierFromContext(), statusCallback };
+        const message = { to, body, trace: carrierFromContext(), statusCallback, expiresAt };
         const { providerMessageId } = await (this.options.breakers ? this.options.breakers.send(provider, message) : provider.send(message));
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
         if (hasSession(provider) && this.options.receiptRoutes) {
@@ -234,7 +236,7 @@ export class SmsDeliveryService {
       } catch (error) {
         const failure = toProviderError(error, provider.name);
         smsSends.inc({ provider: provider.name, outcome: failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.transient ? 'transient_error' : 'permanent_error' });
-        failures.push({ provider: provider.name, transient: failure.transient, error: failure.message });
+        failures.push({ provider: provider.name, transient: failure.transient, error: failure.message, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) });
         await this.options.guard
           .release(challengeId, resend)
           .catch((releaseError: unknown) => log.warn('could not release the SMS claim; it ends by itself', { error: releaseError }));
@@ -293,7 +295,9 @@ export class SmsDeliveryService {
   }
 
   private failed(job: Pick<SmsSendJob, 'cause' | 'resend'>, data: EventOf<'SmsDeliveryFailed'>['data']): EventOf<'SmsDeliveryFailed'> {
-    return createEvent('SmsDeliveryFailed', 1, { ...outcomeEnvelope(job.cause, this.clock()), data: { ...data, ...(job.resend ? { resend: job.resend } : {}) } });
+    // The history keeps each Retry-After for the policy; the event keeps what the contract says.
+    const failures = data.failures.map(({ provider, error, transient }) => ({ provider, error, transient }));
+    return createEvent('SmsDeliveryFailed', 1, { ...outcomeEnvelope(job.cause, this.clock()), data: { ...data, failures, ...(job.resend ? { resend: job.resend } : {}) } });
   }
 
   /**

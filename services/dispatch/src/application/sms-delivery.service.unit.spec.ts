@@ -102,7 +102,10 @@ class ScriptedThrottle {
   }
 }
 
-function harness(providers: SmsProvider[], options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard; throttle?: ScriptedThrottle; breakers?: ProviderBreakers } = {}) {
+function harness(
+  providers: SmsProvider[],
+  options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard; throttle?: ScriptedThrottle; breakers?: ProviderBreakers; clock?: () => Date } = {},
+) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   let publishFailures = options.publishFailures ?? 0;
   const publisher = {
@@ -123,7 +126,7 @@ function harness(providers: SmsProvider[], options: { publishFailures?: number; 
     ...(options.breakers ? { breakers: options.breakers } : {}),
     claimTtlMs: 15_000,
     log,
-    clock: () => now,
+    clock: options.clock ?? (() => now),
     random: () => 0.5,
   });
   return { service, published };
@@ -188,6 +191,7 @@ describe('SMS delivery', () => {
     assert.equal(twilio.sent.length, 1);
     assert.equal(twilio.sent[0]!.to, '+46701234567');
     assert.equal(twilio.sent[0]!.body, `${code} ist Ihr Anmeldecode. Er gilt 5 Minuten.`);
+    assert.deepEqual(twilio.sent[0]!.expiresAt, new Date(event.data.expiresAt), 'the provider drops it once the code has expired');
     const sent = only(published, 'SmsSent');
     assert.equal(published[0]!.subject, EventSubjects.smsSent);
     assert.deepEqual(sent.data, { challengeId, provider: 'twilio', providerMessageId: 'twilio-1', attempts: 1 });
@@ -457,11 +461,11 @@ class ScriptedStarts {
 }
 
 /** A delivery service and the resend service on top of it, sharing the scripted guard, throttle and published outcomes. */
-function resendHarness(providers: ScriptedProvider[], options: { open?: string[] } = {}) {
+function resendHarness(providers: ScriptedProvider[], options: { open?: string[]; clock?: () => Date } = {}) {
   const guard = new ScriptedGuard();
   const throttle = new ScriptedThrottle();
   const starts = new ScriptedStarts();
-  const { service, published } = harness(providers, { guard, throttle });
+  const { service, published } = harness(providers, { guard, throttle, ...(options.clock ? { clock: options.clock } : {}) });
   const states = Object.fromEntries(providers.map((p) => [p.name, options.open?.includes(p.name) ? ('open' as const) : ('closed' as const)]));
   const resends = new SmsResendService({ starts, guard, delivery: service, providers: providers.map((p) => p.name), breakers: { states: () => states }, log, clock: () => now });
   return { service, resends, published, guard, throttle, starts };
@@ -499,6 +503,19 @@ describe('SMS resend', () => {
     assert.equal(twilio.sent.length, 2, 'wrapped round to the first');
     assert.equal(twilio.sent[1]!.body, twilio.sent[0]!.body);
     assert.equal((last(h.published) as EventOf<'SmsSent'>).data.resend, 2);
+  });
+
+  it('given a resend two minutes into a five-minute code, then its text says the three minutes left, not five', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    let at = now;
+    const h = resendHarness([twilio], { clock: () => at });
+    const c = await startedChallenge(h);
+    at = new Date(now.getTime() + 120_000);
+    await h.resends.resend(delivery(resendOf(c, 1)));
+    assert.deepEqual(
+      twilio.sent.map((m) => m.body),
+      [`${c.code} is your verification code. It expires in 5 minutes.`, `${c.code} is your verification code. It expires in 3 minutes.`],
+    );
   });
 
   it('given one provider, sends through it again', async () => {

@@ -94,4 +94,41 @@ describe('SMS receipts of a challenge with resends (real Redis and NATS)', () =>
     assert.deepEqual(await receipt(id, { MessageSid: 'SM-only', MessageStatus: 'failed' }), { status: 204 });
     assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), 'failed');
   });
+
+  itWith({ real: ['nats', 'redis'] }, 'a late undelivered receipt of a challenge already approved, expired, or gone from Redis is recorded but leaves the user\'s SMS alone', async () => {
+    const approved = await live();
+    await redis.hset(RedisKeys.challenge(approved.tag, approved.nonce), { status: 'approved', expiresAt: Date.now() + 60_000 });
+    const expired = await live();
+    await redis.hset(RedisKeys.challenge(expired.tag, expired.nonce), { expiresAt: Date.now() - 1_000 });
+    for (const { id } of [approved, expired]) {
+      await guard.claim(id, 10_000);
+      await guard.sent(id, 'twilio', `SM-${id}`, 60_000, { seq: 1 });
+      assert.deepEqual(await receipt(id, { MessageSid: `SM-${id}`, MessageStatus: 'undelivered', ErrorCode: '30008' }), { status: 204 });
+    }
+    // An SMSC's receipt names only its message id: its route outlives the challenge (a day).
+    const gone = { ...(await live()) };
+    await redis.del(RedisKeys.challenge(gone.tag, gone.nonce));
+    const smsc = new SmsReceiptsService({
+      authToken,
+      tenantOf: (id) => guard.tenantOf(id),
+      routes: { find: async () => ({ tenantId: 'contoso', challengeId: gone.id }) },
+      publisher: new EventPublisher(nats.js),
+      guard,
+      log: createLogger('sms-receipts-test', { level: 'error' }),
+    });
+    await smsc.reported({ provider: 'smpp', providerMessageId: 'late-1', status: 'undelivered', errorCode: '001' });
+    for (const { tag, nonce } of [approved, expired, gone]) {
+      assert.equal(await redis.hget(RedisKeys.failedMethods(tag), 'sms'), null, 'SMS marked failed for the user by a receipt of a finished challenge');
+      assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), null);
+    }
+    // The same receipt while the challenge is open marks it, as before.
+    const open = await live();
+    await redis.hset(RedisKeys.challenge(open.tag, open.nonce), { expiresAt: Date.now() + 60_000 });
+    await guard.claim(open.id, 10_000);
+    await guard.sent(open.id, 'twilio', 'SM-open', 60_000, { seq: 1 });
+    await receipt(open.id, { MessageSid: 'SM-open', MessageStatus: 'undelivered', ErrorCode: '30008' });
+    assert.equal(await redis.hget(RedisKeys.challenge(open.tag, open.nonce), 'delivery'), 'failed');
+    assert.ok(await redis.hget(RedisKeys.failedMethods(open.tag), 'sms'));
+  });
 });
+

@@ -37,7 +37,7 @@ export class SmsReceiptsService {
       tenantOf: (challengeId: string) => Promise<string | undefined>;
       routes: Pick<ReceiptRoutes, 'find'>;
       publisher: EventPublisher;
-      guard: Pick<SendGuard, 'undeliverable' | 'smsSendOf'>;
+      guard: Pick<SendGuard, 'undeliveredReceipt' | 'smsSendOf'>;
       log: Logger;
     },
   ) {
@@ -102,8 +102,10 @@ export class SmsReceiptsService {
     });
     await publishWithRetry(this.options.publisher, EventSubjects.smsReceipt, event, { attempts: 3, delayMs: 250 });
     if (status === 'undelivered') {
-      await this.options.guard.undeliverable(challengeId, Date.now(), 'sms');
-      this.options.log.warn('SMS undelivered (receipt)', { challengeId, provider, errorCode });
+      // The event records the fact for the report; the challenge and the user's methods only
+      // follow a receipt of a challenge still open (a late one changes nothing there).
+      const open = await this.options.guard.undeliveredReceipt(challengeId, Date.now());
+      this.options.log.warn(open ? 'SMS undelivered (receipt)' : 'SMS undelivered (receipt) of a challenge already decided or expired: SMS not marked failed for the user', { challengeId, provider, errorCode });
     }
   }
 }

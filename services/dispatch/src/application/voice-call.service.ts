@@ -10,7 +10,7 @@ import {
   type VoiceOutcomeReply,
   type VoiceOutcomeRequest,
 } from '@mfa/contracts';
-import { createEvent, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
+import { createEvent, isNoResponders, PoisonMessageError, publishWithRetry, type Delivery, type EventPublisher } from '@mfa/messaging';
 import type { InternalRequests, UserDataKeys } from '@mfa/service-kit';
 import { counter, type Logger } from '@mfa/telemetry';
 import type { CallStore, CallState } from '../adapters/voice/call-store.js';
@@ -19,7 +19,9 @@ import type { SendGuard } from '../adapters/send-guard.js';
 import { SmsProviderError } from '../adapters/sms/sms-provider.js';
 import type { TwilioVoiceProvider } from '../adapters/voice/twilio-voice.js';
 import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../domain/call-flow.js';
+import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope, outcomeEventId } from '../domain/outcome-id.js';
+import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
 import { chooseVoiceMessage, voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
 import type { Recording } from '../adapters/voice/recording-store.js';
 import type { VoiceRecordingsService } from './voice-recordings.service.js';
@@ -37,8 +39,13 @@ const EXTENSION_TIMEOUT_SECONDS = 15;
 const GATHER_TIMEOUT_SECONDS = 8;
 /** Requests to the other services from a webhook: Twilio waits 15 s for TwiML. */
 const INTERNAL_TIMEOUT_MS = 5_000;
-/** How long a fraud report from a call is tried (Twilio waits 15 s for the webhook's answer). */
-const FRAUD_REPORT_PATIENCE_MS = 10_000;
+/**
+ * How long a webhook tries its requests to the other services (the PIN check and the call's
+ * answer, or the fraud report), in all: Twilio waits 15 s for the webhook's answer.
+ */
+const WEBHOOK_PATIENCE_MS = 10_000;
+/** Why a call is not placed again after Twilio got its request and never answered. */
+const PLACEMENT_UNKNOWN = 'Twilio may have placed the call: not placed again, so the phone cannot ring twice';
 
 /** An error reply of another service to an internal request. */
 class InternalRefusal extends Error {
@@ -61,6 +68,10 @@ export interface VoiceOptions {
   /** The Twilio auth token every webhook's X-Twilio-Signature is checked with. */
   authToken: string | undefined;
   ringSeconds: number;
+  /** Attempts to place a call when Twilio refuses for now (429, 5xx) or cannot be reached (VOICE_CALL_ATTEMPTS). */
+  attempts: number;
+  /** First back-off between them (SMS_RETRY_BASE_MS), doubling. */
+  retryBaseMs: number;
   publisher: EventPublisher;
   guard: Pick<SendGuard, 'claim' | 'recorded' | 'sent' | 'release' | 'undeliverable'>;
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
@@ -71,6 +82,7 @@ export interface VoiceOptions {
   internal: InternalRequests;
   log: Logger;
   clock?: () => Date;
+  random?: () => number;
 }
 
 export interface WebhookRequest {
@@ -108,15 +120,19 @@ const HANG_UP = (() => {
  */
 export class VoiceCallService {
   private readonly clock: () => Date;
+  private readonly random: () => number;
+  private readonly policy: DeliveryPolicy;
 
   constructor(private readonly options: VoiceOptions) {
     this.clock = options.clock ?? (() => new Date());
+    this.random = options.random ?? Math.random;
+    this.policy = { providers: [options.provider?.name ?? 'twilio'], attemptsPerProvider: options.attempts, retryBaseMs: options.retryBaseMs };
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
   // ---- placing the call (the dispatch-voice consumer) --------------------------------------------
 
-  async place({ event, msg }: Delivery): Promise<void> {
+  async place({ event, msg }: Delivery, signal?: AbortSignal): Promise<void> {
     if (event.type !== 'ChallengeStarted' || event.version !== 2) throw new PoisonMessageError(`expected ChallengeStarted v2, got ${event.type} v${event.version}`);
     const delivery = event.data.delivery;
     if (!delivery || delivery.channel !== 'voice') throw new PoisonMessageError('ChallengeStarted without a voice delivery on the voice subject');
@@ -124,12 +140,14 @@ export class VoiceCallService {
     const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId });
     const now = this.clock().getTime();
     const expiresAt = Date.parse(event.data.expiresAt);
-    const fail = async (error: string, transient = false) => {
+    const fail = async (failures: FailedAttempt[]) => {
       calls.inc({ outcome: 'not_placed' });
-      log.warn('voice call not placed', { error });
-      await this.markUnanswered(challengeId, now);
-      await this.publish(this.failed(event, [{ provider: this.options.provider?.name ?? 'none', error, transient }]), msg);
+      log.warn('voice call not placed', { failures });
+      await this.markUnanswered(challengeId, this.clock().getTime());
+      await this.publish(this.failed(event, failures), msg);
     };
+    // Nothing was tried (api.md: provider "none").
+    const notTried = (error: string) => fail([{ provider: 'none', error, transient: false }]);
     if (now >= expiresAt) {
       // An earlier delivery may have placed the call before it expired (JetStream lost its ack): that
       // call is recorded again, not a failure (which would mark voice failed for the user).
@@ -138,79 +156,111 @@ export class VoiceCallService {
       });
       if (earlier?.kind === 'sent') return this.publish(this.placed(event, earlier.providerMessageId), msg);
       if (earlier?.kind === 'in_progress') throw unavailable('another delivery of this call request is under way; trying again later');
-      return fail('challenge expired before the call');
+      return notTried('challenge expired before the call');
     }
     const { provider, webhookBaseUrl } = this.options;
-    if (!provider || !webhookBaseUrl) return fail('voice is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, VOICE_WEBHOOK_BASE_URL)');
+    if (!provider || !webhookBaseUrl) return notTried('voice is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, VOICE_WEBHOOK_BASE_URL)');
     const recipient = await recipientOfChallenge(this.options.keys, event);
-    if (recipient === 'erased') return fail('user erased: the phone number can no longer be read');
+    if (recipient === 'erased') return notTried('user erased: the phone number can no longer be read');
     const { phone: to, extension } = recipient;
     const admission = await this.options.phoneThrottle.admit(event.tenantId, to, challengeId, now).catch((error: unknown) => {
       throw unavailable('the per-phone throttle (Redis) is unavailable; trying again later', error);
     });
-    if (!admission.admitted) return fail(`${throttledReason(admission.scope)} (for ${Math.ceil((admission.untilMs - now) / 1000)} s)`);
-    const claim = await this.options.guard.claim(challengeId, 30_000).catch((error: unknown) => {
-      // Without the claim, a call could be a second one: wait for Redis (retried, never dead-lettered).
-      throw unavailable('the call guard (Redis) is unavailable; trying again later', error);
-    });
-    if (claim.kind === 'sent') {
-      await this.publish(this.placed(event, claim.providerMessageId), msg);
-      return;
+    if (!admission.admitted) return notTried(`${throttledReason(admission.scope)} (for ${Math.ceil((admission.untilMs - now) / 1000)} s)`);
+    const stateTtlMs = () => expiresAt - this.clock().getTime() + CALL_STATE_MARGIN_MS;
+    // Attempts that Twilio refused for now (429, 5xx) or that never reached it: retried here, with
+    // a back-off, VOICE_CALL_ATTEMPTS in all and never past the expiry, as an SMS is; then the
+    // failure is recorded and the IdP falls back, instead of the request coming back until expiresAt.
+    const failures: FailedAttempt[] = [];
+    let created = false;
+    for (;;) {
+      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt: new Date(expiresAt), jitter: this.random() });
+      if (step.type === 'GiveUp') {
+        if (step.reason === 'expired') failures.push({ provider: 'none', error: 'challenge expired before the call could be placed', transient: false });
+        return fail(failures);
+      }
+      if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'a call');
+      if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next call attempt');
+      const claim = await this.options.guard.claim(challengeId, 30_000).catch((error: unknown) => {
+        // Without the claim, a call could be a second one: wait for Redis (retried, never dead-lettered).
+        throw unavailable('the call guard (Redis) is unavailable; trying again later', error);
+      });
+      if (claim.kind === 'sent') return this.publish(this.placed(event, claim.providerMessageId), msg);
+      if (claim.kind === 'in_progress') throw unavailable('another delivery of this call request is under way; trying again later');
+      if (claim.kind === 'gone') {
+        // Redis lost the challenge (and any record of an earlier call): nobody could answer it.
+        calls.inc({ outcome: 'not_placed' });
+        log.warn('voice call not placed: its challenge is no longer in Redis');
+        return this.publish(this.failed(event, [{ provider: 'none', error: 'challenge no longer in Redis: no call placed', transient: false }]), msg);
+      }
+      if (!created) {
+        // A call placed by an earlier delivery whose record in the guard was lost (Redis failed then,
+        // and the claim lapsed before this redelivery): the call's own record knows its sid, or that
+        // Twilio never said whether it placed it.
+        const earlier = await this.options.calls.read(challengeId).catch((error: unknown) => {
+          throw unavailable('the call store (Redis) is unavailable; trying again later', error);
+        });
+        if (earlier?.callSid) {
+          await this.options.guard.sent(challengeId, provider.name, earlier.callSid, stateTtlMs()).catch(() => undefined);
+          return this.publish(this.placed(event, earlier.callSid), msg);
+        }
+        if (earlier?.placementUnknown) {
+          await this.options.guard.release(challengeId).catch(() => undefined);
+          return this.publish(this.failed(event, [{ provider: provider.name, error: PLACEMENT_UNKNOWN, transient: true }]), msg);
+        }
+      }
+      msg.working();
+      if (!created) {
+        await this.options.calls.create(
+          challengeId,
+          { tenantId: event.tenantId, userId: event.data.userId, language: delivery.language, pinMode: delivery.pinMode, fraudCode: delivery.fraudCode, extension },
+          stateTtlMs(),
+        );
+        created = true;
+      }
+      const base = webhookBaseUrl.replace(/\/+$/, '');
+      const path = encodeURIComponent(challengeId);
+      let callSid: string;
+      try {
+        ({ callSid } = await provider.placeCall({
+          to,
+          from: delivery.callerId,
+          url: `${base}/voice/twiml/${path}`,
+          statusCallback: `${base}/voice/status/${path}`,
+          ringSeconds: this.options.ringSeconds,
+          // An office phone's extension: two seconds for the switchboard to answer, then its digits.
+          ...(extension ? { sendDigits: `wwww${extension}` } : {}),
+        }));
+      } catch (error) {
+        const failure = error instanceof SmsProviderError ? error : new SmsProviderError(`${provider.name} failed unexpectedly: ${(error as Error)?.message ?? String(error)}`.slice(0, 300), { provider: provider.name, transient: false, cause: error });
+        if (failure.outcomeUnknown) {
+          // Twilio got the request and never answered: the phone may be ringing, and Twilio takes
+          // no idempotency key, so another attempt could ring it twice. Not tried again; the IdP
+          // falls back, and a call that does ring can still be answered (its webhooks know it).
+          await this.options.calls
+            .placementUnknown(challengeId, stateTtlMs())
+            .then(() => this.options.guard.release(challengeId))
+            .catch((recordError: unknown) => log.warn('could not record the call as maybe placed; its claim ends by itself', { error: recordError }));
+          failures.push({ provider: provider.name, error: `${failure.message}: ${PLACEMENT_UNKNOWN}`, transient: true });
+          return fail(failures);
+        }
+        await this.options.guard.release(challengeId).catch(() => undefined);
+        failures.push({ provider: provider.name, error: failure.message, transient: failure.transient, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) });
+        log.warn('call attempt failed', { attempt: step.attempt, transient: failure.transient, error: failure });
+        continue;
+      }
+      // The phone rings: from here on nothing releases the claim or records a failure, whatever else
+      // fails, or a redelivery would call again. What Redis does not record here, the first webhook
+      // (the call's sid) or the claim's own end covers; the event's publish is retried by
+      // redelivery, which finds the claim `sent` and publishes the same call again.
+      await this.options.calls.setCallSid(challengeId, callSid).catch((error: unknown) => log.warn("could not record the call's sid; its first webhook records it", { error }));
+      await this.options.guard
+        .sent(challengeId, provider.name, callSid, stateTtlMs())
+        .catch((error: unknown) => log.warn('could not record that the call was placed; its claim ends by itself', { error }));
+      calls.inc({ outcome: 'placed' });
+      log.info('voice call placed', { callSid, attempts: failures.length + 1 });
+      return this.publish(this.placed(event, callSid, failures.length + 1), msg);
     }
-    if (claim.kind === 'in_progress') throw unavailable('another delivery of this call request is under way; trying again later');
-    if (claim.kind === 'gone') {
-      // Redis lost the challenge (and any record of an earlier call): nobody could answer it.
-      calls.inc({ outcome: 'not_placed' });
-      log.warn('voice call not placed: its challenge is no longer in Redis');
-      await this.publish(this.failed(event, [{ provider: 'none', error: 'challenge no longer in Redis: no call placed', transient: false }]), msg);
-      return;
-    }
-    // A call placed by an earlier delivery whose record in the guard was lost (Redis failed then,
-    // and the claim lapsed before this redelivery): the call's own record knows its sid.
-    const earlier = await this.options.calls.read(challengeId).catch((error: unknown) => {
-      throw unavailable('the call store (Redis) is unavailable; trying again later', error);
-    });
-    if (earlier?.callSid) {
-      await this.options.guard.sent(challengeId, provider.name, earlier.callSid, expiresAt - now + CALL_STATE_MARGIN_MS).catch(() => undefined);
-      await this.publish(this.placed(event, earlier.callSid), msg);
-      return;
-    }
-    msg.working();
-    await this.options.calls.create(
-      challengeId,
-      { tenantId: event.tenantId, userId: event.data.userId, language: delivery.language, pinMode: delivery.pinMode, fraudCode: delivery.fraudCode, extension },
-      expiresAt - now + CALL_STATE_MARGIN_MS,
-    );
-    const base = webhookBaseUrl.replace(/\/+$/, '');
-    const path = encodeURIComponent(challengeId);
-    let callSid: string;
-    try {
-      ({ callSid } = await provider.placeCall({
-        to,
-        from: delivery.callerId,
-        url: `${base}/voice/twiml/${path}`,
-        statusCallback: `${base}/voice/status/${path}`,
-        ringSeconds: this.options.ringSeconds,
-        // An office phone's extension: two seconds for the switchboard to answer, then its digits.
-        ...(extension ? { sendDigits: `wwww${extension}` } : {}),
-      }));
-    } catch (error) {
-      await this.options.guard.release(challengeId).catch(() => undefined);
-      if (error instanceof SmsProviderError && error.transient) throw unavailable(`Twilio failed for now: ${error.message}`, error);
-      await fail(error instanceof Error ? error.message : 'the call could not be placed');
-      return;
-    }
-    // The phone rings: from here on nothing releases the claim or records a failure, whatever else
-    // fails, or a redelivery would call again. What Redis does not record here, the first webhook
-    // (the call's sid) or the claim's own end covers; the event's publish is retried by
-    // redelivery, which finds the claim `sent` and publishes the same call again.
-    await this.options.calls.setCallSid(challengeId, callSid).catch((error: unknown) => log.warn("could not record the call's sid; its first webhook records it", { error }));
-    await this.options.guard
-      .sent(challengeId, provider.name, callSid, expiresAt - now + CALL_STATE_MARGIN_MS)
-      .catch((error: unknown) => log.warn('could not record that the call was placed; its claim ends by itself', { error }));
-    calls.inc({ outcome: 'placed' });
-    log.info('voice call placed', { callSid });
-    await this.publish(this.placed(event, callSid), msg);
   }
 
   // ---- the webhooks ------------------------------------------------------------------------------
@@ -244,6 +294,9 @@ export class VoiceCallService {
     if (state.outcome) return { status: 200, twiml: await this.ending(state, state.outcome) };
     if (req.extensionPrompt !== undefined) return this.atExtension(req, state, req.extensionPrompt);
     const prompt = req.prompt ?? 1;
+    // The prompt is answered once (below): this webhook is the only chance of what the user
+    // pressed, so the other services are waited for, within Twilio's patience, if they blip.
+    const until = Date.now() + WEBHOOK_PATIENCE_MS;
     const settings: CallSettings = { pinMode: state.pinMode, fraudCode: state.fraudCode };
     const step = callStep(settings, { digits: req.params.Digits ?? '', finishedOnKey: req.params.FinishedOnKey ?? '', prompt });
     // A prompt is answered once: a webhook delivered again changes nothing and hears where the call is.
@@ -255,16 +308,18 @@ export class VoiceCallService {
     }
     switch (step.kind) {
       case 'approve':
-        return { status: 200, twiml: await this.answer(req, state, true, prompt) };
+        return { status: 200, twiml: await this.answer(req, state, true, prompt, until) };
       case 'check_pin': {
-        const pin = await this.internal<PinVerifyReply>(InternalSubjects.pinVerify, { tenantId: state.tenantId, userId: state.userId, pin: step.pin } satisfies PinVerifyRequest);
-        return { status: 200, twiml: await this.answer(req, state, pin.valid, prompt) };
+        // Checking a PIN changes nothing: tried again after any failure that may pass.
+        const request = { tenantId: state.tenantId, userId: state.userId, pin: step.pin } satisfies PinVerifyRequest;
+        const pin = await this.internalRetried<PinVerifyReply>(InternalSubjects.pinVerify, request, { until, idempotent: true });
+        return { status: 200, twiml: await this.answer(req, state, pin.valid, prompt, until) };
       }
       case 'fraud': {
-        // The prompt is answered once: this is the report's only chance. A fraud service that
-        // restarts, or a moment without JetStream, is waited out within Twilio's patience; a
-        // report sent again is harmless (fraud records it once per challenge).
-        await this.internalRetried(InternalSubjects.fraudFromCall, { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest);
+        // A fraud service that restarts, or a moment without JetStream, is waited out; a report
+        // sent again is harmless (fraud records it once per challenge).
+        const request = { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest;
+        await this.internalRetried(InternalSubjects.fraudFromCall, request, { until, idempotent: true });
         await this.options.calls.finish(req.challengeId, 'fraud');
         calls.inc({ outcome: 'fraud_reported' });
         return { status: 200, twiml: await this.say(state, 'fraudConfirmation') };
@@ -298,8 +353,11 @@ export class VoiceCallService {
   }
 
   /** # or a PIN: the challenge's outcome from auth-challenge, and what the caller hears. */
-  private async answer(req: WebhookRequest, state: CallState, approved: boolean, prompt: number): Promise<string> {
-    const reply = await this.internal<VoiceOutcomeReply>(InternalSubjects.voiceOutcome, { tenantId: state.tenantId, challengeId: req.challengeId, approved } satisfies VoiceOutcomeRequest);
+  private async answer(req: WebhookRequest, state: CallState, approved: boolean, prompt: number, until: number): Promise<string> {
+    // Not idempotent: a wrong PIN counts against the challenge's attempts (and the user's lockout)
+    // each time it is recorded, so it is sent again only when it certainly recorded nothing.
+    const request = { tenantId: state.tenantId, challengeId: req.challengeId, approved } satisfies VoiceOutcomeRequest;
+    const reply = await this.internalRetried<VoiceOutcomeReply>(InternalSubjects.voiceOutcome, request, { until, idempotent: false });
     if (reply.status === 'approved') {
       await this.options.calls.finish(req.challengeId, 'approved');
       calls.inc({ outcome: 'approved' });
@@ -341,19 +399,22 @@ export class VoiceCallService {
   }
 
   /**
-   * internal(), tried again on a failure that may pass (no answer, `unavailable`, `conflict` of a
-   * concurrent change, `internal`) until FRAUD_REPORT_PATIENCE_MS have gone by, leaving time to answer Twilio,
-   * which waits 15 s for a webhook's answer.
+   * internal(), tried again until `until` (leaving time to answer Twilio, which waits 15 s for a
+   * webhook's answer). An `idempotent` request is tried again on any failure that may pass (no
+   * answer, `unavailable`, `conflict` of a concurrent change, `internal`); another one only when it
+   * certainly changed nothing: nobody received it (no responders), or the service answered
+   * `unavailable` (it could not decide). A request that got no answer may have been carried out.
+   * Each attempt is signed anew: a receiver refuses a signature it has seen (internal-replays.ts).
    */
-  private async internalRetried<T>(subject: string, body: unknown): Promise<T> {
-    const until = Date.now() + FRAUD_REPORT_PATIENCE_MS;
+  private async internalRetried<T>(subject: string, body: unknown, { until, idempotent }: { until: number; idempotent: boolean }): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.internal<T>(subject, body, Math.max(500, Math.min(INTERNAL_TIMEOUT_MS, until - Date.now())));
       } catch (error) {
-        const final = error instanceof InternalRefusal && !['unavailable', 'conflict', 'internal'].includes(error.code);
+        const code = error instanceof InternalRefusal ? error.code : undefined;
+        const mayPass = idempotent ? code === undefined || ['unavailable', 'conflict', 'internal'].includes(code) : code === 'unavailable' || isNoResponders(error);
         const pause = Math.min(2_000, 200 * 2 ** (attempt - 1));
-        if (final || Date.now() + pause >= until) throw error;
+        if (!mayPass || Date.now() + pause >= until) throw error;
         this.options.log.warn('an internal request failed; trying again', { subject, attempt, error });
         await new Promise((resolve) => setTimeout(resolve, pause));
       }
@@ -440,15 +501,19 @@ export class VoiceCallService {
 
   // ---- events ------------------------------------------------------------------------------------
 
-  private placed(source: EventOf<'ChallengeStarted'>, callSid: string): EventOf<'VoiceCallPlaced'> {
+  private placed(source: EventOf<'ChallengeStarted'>, callSid: string, attempts = 1): EventOf<'VoiceCallPlaced'> {
     return createEvent('VoiceCallPlaced', 1, {
       ...outcomeEnvelope(source, this.clock()),
-      data: { challengeId: source.data.challengeId, provider: this.options.provider?.name ?? 'twilio', providerCallId: callSid, attempts: 1 },
+      data: { challengeId: source.data.challengeId, provider: this.options.provider?.name ?? 'twilio', providerCallId: callSid, attempts },
     });
   }
 
-  private failed(source: EventOf<'ChallengeStarted'>, failures: EventOf<'VoiceCallFailed'>['data']['failures']): EventOf<'VoiceCallFailed'> {
-    return createEvent('VoiceCallFailed', 1, { ...outcomeEnvelope(source, this.clock()), data: { challengeId: source.data.challengeId, attempts: 1, failures } });
+  private failed(source: EventOf<'ChallengeStarted'>, failures: readonly FailedAttempt[]): EventOf<'VoiceCallFailed'> {
+    const attempts = Math.max(1, failures.filter((f) => f.provider !== 'none').length);
+    return createEvent('VoiceCallFailed', 1, {
+      ...outcomeEnvelope(source, this.clock()),
+      data: { challengeId: source.data.challengeId, attempts, failures: failures.map(({ provider, error, transient }) => ({ provider, error, transient })) },
+    });
   }
 
 

@@ -1,11 +1,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { NoRespondersError, RequestError } from '@nats-io/nats-core';
+import twilio from 'twilio';
+import { InternalSubjects } from '@mfa/contracts';
 import { generateDataKey, loadKeyring } from '@mfa/crypto';
 import type { Delivery, EventPublisher } from '@mfa/messaging';
 import { sealPersonalData } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
 import { challengeStartedV2, testChallenge, testUser } from '@mfa/testing';
 import type { SendClaim } from '../adapters/send-guard.js';
+import { SmsProviderError } from '../adapters/sms/sms-provider.js';
 import { VoiceCallService, type VoiceOptions } from './voice-call.service.js';
 
 const { keyring } = loadKeyring({ NODE_ENV: 'test' });
@@ -16,7 +20,10 @@ const { keyring } = loadKeyring({ NODE_ENV: 'test' });
  * marked failed while the phone rings. Stand-ins record what the service did.
  */
 describe('placing a voice call', () => {
-  function setUp(failing: { setCallSid?: boolean; guardSent?: boolean; publishes?: number }) {
+  /** What Twilio does with each request to place the call, in order (then it places it). */
+  type Twilio = Array<'busy' | 'refused' | 'no answer'>;
+
+  function setUp(failing: { setCallSid?: boolean; guardSent?: boolean; publishes?: number; throttled?: boolean; twilio?: Twilio }) {
     const user = testUser({ profile: { phoneNumber: '+14155550142' } });
     const now = new Date();
     const challenge = testChallenge(user, { method: 'voice', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 180_000).toISOString() });
@@ -24,14 +31,21 @@ describe('placing a voice call', () => {
     const event = challengeStartedV2(challenge, sealPersonalData(dataKey, { tenantId: user.tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
     event.data.delivery = { channel: 'voice', callerId: '+15005550006', pinMode: false, fraudCode: null };
     const did: string[] = [];
+    const published: Array<{ type: string; data: unknown }> = [];
     let claim: SendClaim = { kind: 'claimed' };
     let publishFailures = failing.publishes ?? 0;
     let callSid: string | undefined;
+    let placementUnknown = false;
+    const twilio = [...(failing.twilio ?? [])];
     const options: VoiceOptions = {
       keys: { get: async () => ({ ...dataKey, wrapped }) },
       provider: {
         name: 'twilio',
         placeCall: async () => {
+          const next = twilio.shift();
+          if (next === 'busy') throw new SmsProviderError('Twilio 503 error 20500: busy', { provider: 'twilio', transient: true, status: 503 });
+          if (next === 'refused') throw new SmsProviderError('Twilio request failed: connect ECONNREFUSED', { provider: 'twilio', transient: true });
+          if (next === 'no answer') throw new SmsProviderError('Twilio did not answer within 10000 ms', { provider: 'twilio', transient: true, outcomeUnknown: true });
           did.push('call placed');
           return { callSid: `CA${did.length}` };
         },
@@ -39,10 +53,13 @@ describe('placing a voice call', () => {
       webhookBaseUrl: 'https://mfa.example.com',
       authToken: 'token',
       ringSeconds: 30,
+      attempts: 3,
+      retryBaseMs: 1,
       publisher: {
-        publish: async (_subject: string, published: { type: string }) => {
+        publish: async (_subject: string, event: { type: string; data: unknown }) => {
           if (publishFailures-- > 0) throw new Error('no JetStream ack');
-          did.push(`published ${published.type}`);
+          did.push(`published ${event.type}`);
+          published.push(event);
           return { seq: 1, duplicate: false };
         },
       } as unknown as EventPublisher,
@@ -61,14 +78,18 @@ describe('placing a voice call', () => {
           did.push('voice marked failed');
         },
       },
-      phoneThrottle: { admit: async () => ({ admitted: true }) as never },
+      phoneThrottle: { admit: async () => (failing.throttled ? { admitted: false, untilMs: Date.now() + 60_000, scope: 'number' } : { admitted: true }) as never },
       calls: {
         create: async () => undefined,
         setCallSid: async (_id: string, sid: string) => {
           if (failing.setCallSid) throw new Error('Redis down');
           callSid = sid;
         },
-        read: async () => (callSid ? { callSid } : undefined),
+        read: async () => (callSid ? { callSid } : placementUnknown ? { placementUnknown } : undefined),
+        placementUnknown: async () => {
+          did.push('call maybe placed');
+          placementUnknown = true;
+        },
       } as unknown as VoiceOptions['calls'],
       recordings: {} as VoiceOptions['recordings'],
       internal: {} as VoiceOptions['internal'],
@@ -76,7 +97,7 @@ describe('placing a voice call', () => {
     };
     const msg = { working: () => undefined } as unknown as Delivery['msg'];
     const lapse = () => (claim = { kind: 'claimed' });
-    return { service: new VoiceCallService(options), delivery: { event, msg } as Delivery, did, lapse };
+    return { service: new VoiceCallService(options), delivery: { event, msg } as Delivery, did, lapse, published, options };
   }
 
   it('given Redis failing to record the call, then the call still counts as placed: nothing released, nothing marked failed', async () => {
@@ -99,5 +120,109 @@ describe('placing a voice call', () => {
     lapse();
     await service.place(delivery);
     assert.deepEqual(did, ['call placed', 'published VoiceCallPlaced']);
+  });
+
+  it('given a call never placed (number throttled, voice not configured), then VoiceCallFailed names no provider: "none"', async () => {
+    const throttled = setUp({ throttled: true });
+    await throttled.service.place(throttled.delivery);
+    assert.deepEqual(throttled.did, ['voice marked failed', 'published VoiceCallFailed']);
+    const failure = (throttled.published[0]!.data as { failures: Array<{ provider: string; error: string }> }).failures;
+    assert.deepEqual(failure.map((f) => f.provider), ['none']);
+    assert.match(failure[0]!.error, /throttled/);
+
+    const unconfigured = setUp({});
+    await new VoiceCallService({ ...unconfigured.options, webhookBaseUrl: undefined }).place(unconfigured.delivery);
+    assert.deepEqual((unconfigured.published[0]!.data as { failures: Array<{ provider: string }> }).failures.map((f) => f.provider), ['none']);
+  });
+
+  it('given Twilio busy (503) or unreachable, then the call is tried again here, VOICE_CALL_ATTEMPTS in all, and placed', async () => {
+    const { service, delivery, did, published } = setUp({ twilio: ['busy', 'refused'] });
+    await service.place(delivery);
+    assert.deepEqual(did, ['claim released', 'claim released', 'call placed', 'published VoiceCallPlaced']);
+    assert.equal((published[0]!.data as { attempts: number }).attempts, 3);
+  });
+
+  it('given Twilio busy at every attempt, then VoiceCallFailed with each attempt, voice marked failed: the IdP falls back now, not at expiry', async () => {
+    const { service, delivery, did, published } = setUp({ twilio: ['busy', 'busy', 'busy'] });
+    await service.place(delivery);
+    assert.deepEqual(did, ['claim released', 'claim released', 'claim released', 'voice marked failed', 'published VoiceCallFailed']);
+    const { attempts, failures } = published[0]!.data as { attempts: number; failures: Array<{ provider: string; transient: boolean }> };
+    assert.equal(attempts, 3);
+    assert.deepEqual(failures.map((f) => [f.provider, f.transient]), [['twilio', true], ['twilio', true], ['twilio', true]]);
+  });
+
+  it('given Twilio got the request and never answered, then it is not placed again (it could ring twice), not even by a redelivery', async () => {
+    const { service, delivery, did, published } = setUp({ twilio: ['no answer'] });
+    await service.place(delivery);
+    assert.deepEqual(did, ['call maybe placed', 'claim released', 'voice marked failed', 'published VoiceCallFailed']);
+    const failures = (published[0]!.data as { failures: Array<{ provider: string; error: string; transient: boolean }> }).failures;
+    assert.equal(failures.length, 1);
+    assert.match(failures[0]!.error, /did not answer.*may have placed the call: not placed again/);
+    await service.place(delivery);
+    assert.deepEqual(did.slice(4), ['claim released', 'published VoiceCallFailed'], 'the same outcome, no call');
+  });
+});
+
+/**
+ * The keys pressed at a prompt, while the other services blip: the prompt is answered once, so its
+ * requests are sent again, each signed anew, within Twilio's patience, but a wrong PIN's answer
+ * (counted against the challenge each time it is recorded) only when it certainly recorded nothing.
+ */
+describe('the keys of a prompt while a service blips', () => {
+  const authToken = 'token';
+  const challengeId = 'tag.nonce';
+
+  function gatherWith(replies: Record<string, Array<Error | object>>) {
+    const sent: string[] = [];
+    const finished: string[] = [];
+    const options = {
+      provider: { name: 'twilio', placeCall: async () => ({ callSid: 'CA1' }) },
+      webhookBaseUrl: 'https://mfa.example.com',
+      authToken,
+      calls: {
+        read: async () => ({ tenantId: 'contoso', userId: 'helga@contoso.com', pinMode: true, fraudCode: null, callSid: 'CA1' }),
+        answerOnce: async () => true,
+        finish: async (_id: string, outcome: string) => (finished.push(outcome), true),
+      },
+      internal: {
+        request: async (subject: string) => {
+          sent.push(subject.split('.').at(-1)!);
+          const next = replies[subject]?.shift() ?? { error: { code: 'internal', message: 'unscripted' } };
+          if (next instanceof Error) throw next;
+          return next;
+        },
+      },
+      recordings: { recorded: async () => undefined },
+      guard: { undeliverable: async () => undefined },
+      publisher: { publish: async () => ({ seq: 1, duplicate: false }) },
+      log: createLogger('voice-test', { level: 'error' }),
+    } as unknown as VoiceOptions;
+    const service = new VoiceCallService(options);
+    const url = `https://mfa.example.com/voice/gather/${challengeId}?prompt=1`;
+    const params = { CallSid: 'CA1', Digits: '1234', FinishedOnKey: '#' };
+    const gather = () => service.gather({ challengeId, url, params, prompt: 1, signature: twilio.getExpectedTwilioSignature(authToken, url, params) });
+    return { gather, sent, finished };
+  }
+  const noResponders = () => new RequestError('no responders: mfa.int', { cause: new NoRespondersError('mfa.int') });
+  const unavailable = { error: { code: 'unavailable', message: 'try again' } };
+
+  it('given user-settings and auth-challenge unavailable for a moment, then the PIN check and the answer are sent again and the user is signed in', async () => {
+    const { gather, sent, finished } = gatherWith({
+      [InternalSubjects.pinVerify]: [new Error('TIMEOUT'), unavailable, { valid: true, pinSet: true }],
+      [InternalSubjects.voiceOutcome]: [noResponders(), unavailable, { status: 'approved' }],
+    });
+    const answer = await gather();
+    assert.equal(answer.status, 200);
+    assert.deepEqual(sent, ['verify', 'verify', 'verify', 'voice', 'voice', 'voice']);
+    assert.deepEqual(finished, ['approved']);
+  });
+
+  it('given the answer of a wrong PIN unanswered (it may have been counted), then it is not sent again', async () => {
+    const { gather, sent } = gatherWith({
+      [InternalSubjects.pinVerify]: [{ valid: false, pinSet: true }],
+      [InternalSubjects.voiceOutcome]: [new Error('TIMEOUT'), { status: 'pending' }],
+    });
+    await assert.rejects(gather(), /TIMEOUT/);
+    assert.deepEqual(sent, ['verify', 'voice']);
   });
 });

@@ -1,6 +1,6 @@
 /**
- * What to do next with an SMS (or a push to one device), given what has happened so far: retry the same provider after a
- * back-off (transient error, attempts left), fail over to the next provider in the configured
+ * What to do next with an SMS (or a push to one device, or a call), given what has happened so far: retry the same provider after a
+ * back-off, or after its Retry-After (transient error, attempts left), fail over to the next provider in the configured
  * order (permanent error or attempts used up), or give up (no provider left, or the challenge
  * expires before the next attempt could be made). Pure: time and randomness are passed in.
  */
@@ -17,6 +17,8 @@ export interface FailedAttempt {
   readonly provider: string;
   readonly transient: boolean;
   readonly error: string;
+  /** How long the provider asked to be left alone (Retry-After of a 429 or 503), ms. */
+  readonly retryAfterMs?: number | undefined;
 }
 
 interface DeliveryContext {
@@ -47,16 +49,15 @@ export function nextDeliveryStep(policy: DeliveryPolicy, history: readonly Faile
     const index = policy.providers.indexOf(last.provider);
     if (index < 0) throw new Error(`attempt history names a provider outside the policy: ${last.provider}`);
     const attemptsOnLast = history.filter((h) => h.provider === last.provider).length;
-    if (last.transient && attemptsOnLast < policy.attemptsPerProvider) {
-      step = {
-        type: 'Send',
-        provider: last.provider,
-        attempt: attemptsOnLast + 1,
-        delayMs: backoffMs(policy.retryBaseMs, attemptsOnLast, context.jitter),
-      };
+    // A provider's Retry-After is waited out, never cut short by our back-off; one that asks to wait
+    // past the expiry is left for the next provider instead of giving up on the code.
+    const delayMs = Math.max(backoffMs(policy.retryBaseMs, attemptsOnLast, context.jitter), last.retryAfterMs ?? 0);
+    const waitable = last.retryAfterMs === undefined || context.now.getTime() + delayMs < context.expiresAt.getTime();
+    if (last.transient && attemptsOnLast < policy.attemptsPerProvider && waitable) {
+      step = { type: 'Send', provider: last.provider, attempt: attemptsOnLast + 1, delayMs };
     } else {
       const next = policy.providers[index + 1];
-      step = next === undefined ? { type: 'GiveUp', reason: 'providers_exhausted' } : { type: 'Send', provider: next, attempt: 1, delayMs: 0 };
+      step = next === undefined ? { type: 'GiveUp', reason: last.transient && !waitable ? 'expired' : 'providers_exhausted' } : { type: 'Send', provider: next, attempt: 1, delayMs: 0 };
     }
   }
   // A code that arrives after its challenge expired is useless and costs money: stop instead.

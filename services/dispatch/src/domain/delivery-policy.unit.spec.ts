@@ -121,4 +121,15 @@ describe('back-off', () => {
   it('is zero with a zero base', () => {
     assert.equal(backoffMs(0, 4, 0.3), 0);
   });
+
+  it('waits out a provider\'s Retry-After when it is longer than the back-off', () => {
+    given([{ ...transient('twilio'), retryAfterMs: 1_500 }]).then({ type: 'Send', provider: 'twilio', attempt: 2, delayMs: 1_500 });
+    given([{ ...transient('twilio'), retryAfterMs: 50 }]).then({ type: 'Send', provider: 'twilio', attempt: 2, delayMs: 200 });
+  });
+
+  it('fails over at once when the Retry-After ends at or after the expiry, and gives up on the last provider', () => {
+    given([{ ...transient('twilio'), retryAfterMs: 5 * 60_000 }]).then({ type: 'Send', provider: 'console', attempt: 1, delayMs: 0 });
+    given([transient('twilio'), transient('twilio'), transient('twilio'), { ...transient('console'), retryAfterMs: 10 * 60_000 }]).then({ type: 'GiveUp', reason: 'expired' });
+  });
 });
+

@@ -1,4 +1,5 @@
-// The `smpp` package (SMPP v3.4/v5.0 client and server) ships no types: the client side used here.
+// The `smpp` package (SMPP v3.4/v5.0 client and server) ships no types: the client side used here
+// (and createServer, for the tests).
 declare module 'smpp' {
   import type { EventEmitter } from 'node:events';
   import type { ConnectionOptions } from 'node:tls';
@@ -28,8 +29,12 @@ declare module 'smpp' {
 
   export function connect(options: { host: string; port: number; tls?: boolean } & ConnectionOptions): Session;
 
+  /** An SMSC's side, for tests that need to see a PDU as it arrives. */
+  export function createServer(options: object, onSession: (session: Session) => void): import('node:net').Server;
+
   interface Smpp {
     connect: typeof connect;
+    createServer: typeof createServer;
     PDU: typeof PDU;
     encodings: { ASCII: { match(text: string): boolean } };
     errors: Record<string, number>;

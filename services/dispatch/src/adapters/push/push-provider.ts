@@ -46,6 +46,8 @@ interface PushProviderErrorDetails {
   code?: string | undefined;
   /** HTTP status. */
   status?: number | undefined;
+  /** How long the vendor asked to be left alone (Retry-After), ms. */
+  retryAfterMs?: number | undefined;
   cause?: unknown;
 }
 
@@ -56,6 +58,7 @@ export class PushProviderError extends Error {
   readonly invalidToken: boolean;
   readonly code: string | undefined;
   readonly status: number | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(message: string, details: PushProviderErrorDetails) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -64,6 +67,7 @@ export class PushProviderError extends Error {
     this.invalidToken = details.invalidToken ?? false;
     this.code = details.code;
     this.status = details.status;
+    this.retryAfterMs = details.retryAfterMs;
   }
 }
 

@@ -2,6 +2,7 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { FakeApns, FakeFcm, itWith } from '@mfa/testing';
 import { CIRCUIT_OPEN, ProviderBreakers } from '../circuit-breakers.js';
 import { loadDispatchConfig } from '../../config.js';
@@ -104,6 +105,58 @@ describe('FCM provider against a fake FCM', () => {
   });
 });
 
+/**
+ * A NAT between the provider and the fake: it forwards each connection, until `drop()` silently
+ * drops the paths of those open (nothing more is forwarded either way, no FIN, no RST: as a NAT
+ * that forgot them does). Connections opened after are forwarded again.
+ */
+class Nat {
+  private readonly server: Server;
+  private readonly live = new Set<{ dropped: boolean; sockets: Socket[] }>();
+  connections = 0;
+
+  constructor(private readonly target: URL) {
+    this.server = createServer((client) => {
+      this.connections++;
+      const path = { dropped: false, sockets: [client] };
+      const upstream = connect(Number(target.port), target.hostname);
+      path.sockets.push(upstream);
+      this.live.add(path);
+      const forward = (from: Socket, to: Socket) => from.on('data', (chunk) => void (path.dropped || to.write(chunk)));
+      forward(client, upstream);
+      forward(upstream, client);
+      for (const socket of path.sockets) {
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          if (path.dropped) return;
+          for (const other of path.sockets) other.destroy();
+          this.live.delete(path);
+        });
+      }
+    });
+  }
+
+  get url(): string {
+    return `https://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return this;
+  }
+
+  drop(): void {
+    for (const path of this.live) path.dropped = true;
+    this.live.clear();
+  }
+
+  async stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const path of this.live) for (const socket of path.sockets) socket.destroy();
+    await closed;
+  }
+}
+
 describe('APNs provider against a fake APNs', () => {
   const fake = new FakeApns();
   let apns: PushProvider;
@@ -138,6 +191,65 @@ describe('APNs provider against a fake APNs', () => {
     const token = deviceToken();
     await apns.send(notification(token));
     assert.equal(fake.notificationsTo(token).length, 1);
+  });
+
+  /** The real provider, reaching the fake through a NAT that can drop its paths. */
+  async function behindNat(options: { pingIntervalMs?: number } = {}) {
+    const env = fake.env();
+    const nat = await new Nat(new URL(env.APNS_URL!)).start();
+    const provider = new ApnsPushProvider({
+      url: nat.url,
+      key: createPrivateKey(readFileSync(env.APNS_KEY_FILE!)),
+      keyId: fake.keyId,
+      teamId: fake.teamId,
+      topic: fake.topic,
+      ca: readFileSync(env.APNS_CA_FILE!, 'utf8'),
+      timeoutMs: 1_000,
+      ...options,
+    });
+    return { nat, provider };
+  }
+
+  itWith({ real: [], fake: ['apns'] }, 'a connection whose path was dropped silently is replaced after a send on it times out: the next send goes on a new one', async () => {
+    const { nat, provider } = await behindNat();
+    try {
+      await provider.send(notification(deviceToken()));
+      assert.equal(nat.connections, 1);
+      nat.drop();
+      const lost = deviceToken();
+      await rejectsWith(provider.send(notification(lost)), (e) => e.transient && /did not answer within 1000 ms/.test(e.message));
+      assert.equal(fake.notificationsTo(lost).length, 0);
+      const token = deviceToken();
+      const started = Date.now();
+      await provider.send(notification(token));
+      assert.equal(fake.notificationsTo(token).length, 1, 'delivered');
+      assert.equal(nat.connections, 2, 'on a new connection');
+      assert.ok(Date.now() - started < 900, 'without waiting on the dead one');
+    } finally {
+      await provider.close();
+      await nat.stop();
+    }
+  });
+
+  itWith({ real: [], fake: ['apns'] }, 'a quiet connection is checked with a PING: one whose path was dropped is replaced before a send has to time out on it', async () => {
+    const { nat, provider } = await behindNat({ pingIntervalMs: 200 });
+    try {
+      await provider.send(notification(deviceToken()));
+      // Answered PINGs keep a quiet connection: no new one.
+      await new Promise((r) => setTimeout(r, 700));
+      await provider.send(notification(deviceToken()));
+      assert.equal(nat.connections, 1, 'the connection kept while it answers');
+      nat.drop();
+      // A PING within 200 ms of quiet, unanswered for the send timeout (1 s): retired.
+      await new Promise((r) => setTimeout(r, 2_000));
+      const token = deviceToken();
+      await provider.send(notification(token));
+      assert.equal(fake.notificationsTo(token).length, 1);
+      assert.equal(nat.connections, 2, 'on a new connection, the first send after the drop');
+    } finally {
+      await provider.close();
+      await nat.stop();
+    }
   });
 
   itWith({ real: [], fake: ['apns'] }, 'reports an unregistered token as invalid, rate limits and outages as transient', async () => {

@@ -10,6 +10,16 @@ export interface SmsMessage {
   readonly trace?: TraceCarrier;
   /** Where the provider posts the message's delivery receipts, when this service has a public webhook URL. */
   readonly statusCallback?: string | undefined;
+  /**
+   * When the code expires: a provider (or the network behind it) that still holds the message
+   * then drops it, rather than deliver (and bill) a dead code.
+   */
+  readonly expiresAt?: Date | undefined;
+}
+
+/** Whole seconds until `expiresAt` (at least 1): how long a queued message stays worth delivering. */
+export function secondsLeft(expiresAt: Date, now: number): number {
+  return Math.max(1, Math.ceil((expiresAt.getTime() - now) / 1000));
 }
 
 /** One SMS vendor. Implementations throw `SmsProviderError` and nothing else. */
@@ -52,6 +62,13 @@ interface SmsProviderErrorDetails {
   code?: string | number | undefined;
   /** HTTP status, for HTTP vendors. */
   status?: number | undefined;
+  /**
+   * The request reached the vendor whole and no answer came (a timeout, a connection cut while
+   * waiting): it may have been carried out. Sending it again may do it twice.
+   */
+  outcomeUnknown?: boolean | undefined;
+  /** How long the vendor asked to be left alone (Retry-After), ms. */
+  retryAfterMs?: number | undefined;
   cause?: unknown;
 }
 
@@ -61,6 +78,8 @@ export class SmsProviderError extends Error {
   readonly transient: boolean;
   readonly code: string | number | undefined;
   readonly status: number | undefined;
+  readonly outcomeUnknown: boolean;
+  readonly retryAfterMs: number | undefined;
 
   constructor(message: string, details: SmsProviderErrorDetails) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -68,5 +87,7 @@ export class SmsProviderError extends Error {
     this.transient = details.transient;
     this.code = details.code;
     this.status = details.status;
+    this.outcomeUnknown = details.outcomeUnknown ?? false;
+    this.retryAfterMs = details.retryAfterMs;
   }
 }

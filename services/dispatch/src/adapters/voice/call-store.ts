@@ -14,6 +14,8 @@ export interface CallState {
   callSid?: string | undefined;
   /** How the call ended for the challenge, once it did: approved, denied (wrong PINs), fraud, unanswered. */
   outcome?: string | undefined;
+  /** Twilio got the request to place the call and never answered: the call may ring; it is never placed again. */
+  placementUnknown?: boolean | undefined;
 }
 
 /**
@@ -43,9 +45,28 @@ export class CallStore {
   async read(challengeId: string): Promise<CallState | undefined> {
     const key = this.key(challengeId);
     if (!key) return undefined;
-    const [t, u, l, p, f, sid, o, x] = await this.redis.hmget(key, 't', 'u', 'l', 'p', 'f', 'sid', 'o', 'x');
+    const [t, u, l, p, f, sid, o, x, pu] = await this.redis.hmget(key, 't', 'u', 'l', 'p', 'f', 'sid', 'o', 'x', 'pu');
     if (!t || !u) return undefined;
-    return { tenantId: t, userId: u, language: l || undefined, pinMode: p === '1', fraudCode: f ? f : null, extension: x || undefined, callSid: sid ?? undefined, outcome: o ?? undefined };
+    return {
+      tenantId: t,
+      userId: u,
+      language: l || undefined,
+      pinMode: p === '1',
+      fraudCode: f ? f : null,
+      extension: x || undefined,
+      callSid: sid ?? undefined,
+      outcome: o ?? undefined,
+      ...(pu ? { placementUnknown: true } : {}),
+    };
+  }
+
+  /**
+   * Twilio got the request to place the call and did not answer: the call may be ringing. Recorded
+   * in the call's hash, so a redelivery of the request places no other; `ttlMs` as at create.
+   */
+  async placementUnknown(challengeId: string, ttlMs: number): Promise<void> {
+    const key = this.key(challengeId);
+    if (key) await this.redis.multi().hset(key, 'pu', '1').pexpire(key, Math.max(1, Math.ceil(ttlMs))).exec();
   }
 
   /** The call's CallSid, as Twilio answered the placement (or as its first webhook names it). */

@@ -1,6 +1,6 @@
 import { SpanKind, withSpan } from '@mfa/telemetry';
 import { SmsProviderError } from '../sms/sms-provider.js';
-import { postBody } from '../http-client.js';
+import { postBody, retryAfterMs } from '../http-client.js';
 import { classifyTwilioResponse, twilioNetworkError } from '../sms/twilio/twilio.provider.js';
 
 export interface CallRequest {
@@ -45,7 +45,7 @@ export class TwilioVoiceProvider {
         Timeout: String(call.ringSeconds),
         ...(call.sendDigits ? { SendDigits: call.sendDigits } : {}),
       }).toString();
-      let answer: { status: number; text: string };
+      let answer: { status: number; text: string; retryAfter?: string | undefined };
       try {
         answer = await postBody(this.endpoint, { authorization: this.authorization, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body, this.options.timeoutMs);
       } catch (cause) {
@@ -58,7 +58,10 @@ export class TwilioVoiceProvider {
         parsed = undefined;
       }
       const result = classifyTwilioResponse(answer.status, parsed);
-      if (!result.ok) throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status: answer.status });
+      if (!result.ok) {
+        // Twilio: a request answered 429 was not carried out (safe to make again, after Retry-After).
+        throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status: answer.status, retryAfterMs: retryAfterMs(answer.retryAfter, Date.now()) });
+      }
       return { callSid: result.sid };
     });
   }

@@ -3,6 +3,7 @@ import { randomUUID, type KeyObject } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, SendDeadline, type PushNotification, type PushProvider } from '../push-provider.js';
+import { retryAfterMs } from '../../http-client.js';
 import { ApnsProviderTokens } from './provider-tokens.js';
 
 interface ApnsOptions {
@@ -16,10 +17,19 @@ interface ApnsOptions {
   topic: string;
   /** Trusted in addition to the system's roots (a test fake, a TLS-inspecting proxy). */
   ca?: string | undefined;
-  /** Total time of one send, a new connection and a new provider token included. */
+  /** Total time of one send, a new connection and a new provider token included; also how long a PING may go unanswered. */
   timeoutMs: number;
+  /** How long a connection may be quiet (no answer, no PING) before it is checked with a PING. */
+  pingIntervalMs?: number;
   clock?: () => number;
 }
+
+/**
+ * Quiet connections are checked this often: a PING keeps the NAT and firewall mappings on the way
+ * alive, and one unanswered finds a path that was dropped without a word (no FIN, no RST), which
+ * would otherwise hold every send until it times out, for as long as the OS keeps the socket.
+ */
+const PING_INTERVAL_MS = 60_000;
 
 /** What the user sees on the lock screen: no detail of the sign-in (the app fetches it over the device API). */
 export const APNS_ALERT = { title: 'Sign-in request', body: 'Open the app to approve or deny it.' } as const;
@@ -90,7 +100,9 @@ class RefusedStreamError extends Error {
 /**
  * Apple Push Notification service over HTTP/2 with token-based authentication, for iOS devices.
  * One HTTP/2 connection, opened on first use and again after APNs closes it (GOAWAY, idle), carries
- * every request as its own stream.
+ * every request as its own stream. A connection that stops answering is replaced: after a request
+ * on it times out, or a PING of it (every PING_INTERVAL_MS of quiet) goes unanswered, the next send
+ * opens another, and the old one ends once what is on it has.
  */
 export class ApnsPushProvider implements PushProvider {
   readonly name = 'apns';
@@ -98,6 +110,8 @@ export class ApnsPushProvider implements PushProvider {
   private readonly tokens: ApnsProviderTokens;
   private readonly origin: string;
   private session: ClientHttp2Session | undefined;
+  /** When each connection last answered (a response, a PING): a quiet one is checked. */
+  private readonly heard = new WeakMap<ClientHttp2Session, number>();
 
   constructor(private readonly options: ApnsOptions) {
     this.origin = new URL(options.url).origin;
@@ -163,7 +177,15 @@ export class ApnsPushProvider implements PushProvider {
               status: answer.status,
             });
           }
-          throw new PushProviderError(result.message, { provider: this.name, transient: result.transient, invalidToken: result.invalidToken, code: result.reason, status: answer.status });
+          const retryAfter = answer.headers['retry-after'];
+          throw new PushProviderError(result.message, {
+            provider: this.name,
+            transient: result.transient,
+            invalidToken: result.invalidToken,
+            code: result.reason,
+            status: answer.status,
+            retryAfterMs: retryAfterMs(typeof retryAfter === 'string' ? retryAfter : undefined, Date.now()),
+          });
         }
       },
     );
@@ -199,6 +221,40 @@ export class ApnsPushProvider implements PushProvider {
     session?.destroy();
   }
 
+  /**
+   * A connection that stopped answering: no new stream goes on it (the next send connects again),
+   * and it closes once its streams have ended, each by its answer or its own timeout; a path that
+   * takes nothing more cannot complete the close, so it is destroyed after that time.
+   */
+  private retire(session: ClientHttp2Session, why: string): void {
+    if (this.session !== session && (session.closed || session.destroyed)) return;
+    if (this.session === session) this.session = undefined;
+    if (!session.closed && !session.destroyed) session.close();
+    setTimeout(() => session.destroy(new Error(`APNs connection retired: ${why}`)), this.options.timeoutMs).unref();
+  }
+
+  /** Every PING_INTERVAL_MS, a connection quiet that long is PINGed; unanswered within the send timeout, it is retired. */
+  private keepChecking(session: ClientHttp2Session): void {
+    const every = this.options.pingIntervalMs ?? PING_INTERVAL_MS;
+    const timer = setInterval(() => {
+      if (session.closed || session.destroyed || Date.now() - (this.heard.get(session) ?? 0) < every) return;
+      const unanswered = setTimeout(() => this.retire(session, 'PING unanswered'), this.options.timeoutMs);
+      unanswered.unref();
+      try {
+        session.ping((error) => {
+          clearTimeout(unanswered);
+          if (error) this.retire(session, `PING failed: ${error.message}`);
+          else this.heard.set(session, Date.now());
+        });
+      } catch (error) {
+        clearTimeout(unanswered);
+        this.retire(session, `PING not sent: ${(error as Error).message}`);
+      }
+    }, every);
+    timer.unref();
+    session.once('close', () => clearInterval(timer));
+  }
+
   private connect(): ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
     const session = http2.connect(this.origin, this.options.ca ? { ca: [...rootCertificates, this.options.ca] } : {});
@@ -211,6 +267,8 @@ export class ApnsPushProvider implements PushProvider {
     session.on('close', forget);
     // An idle connection must not keep the process alive.
     session.unref();
+    this.heard.set(session, Date.now());
+    this.keepChecking(session);
     this.session = session;
     return session;
   }
@@ -237,11 +295,19 @@ export class ApnsPushProvider implements PushProvider {
         if (error) reject(error);
         else resolve({ status: status ?? 0, headers: response, text: Buffer.concat(chunks).toString('utf8') });
       };
-      const timer = setTimeout(() => stream.destroy(new HttpTimeoutError(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => {
+        stream.destroy(new HttpTimeoutError(`no complete answer within ${timeoutMs} ms`));
+        // APNs answers in milliseconds: a connection that let a request go unanswered this long is
+        // likely dead (a NAT path dropped without a word), and every send on it would wait as long.
+        if (session) this.retire(session, `a request unanswered for ${timeoutMs} ms`);
+      }, timeoutMs);
       let response: IncomingHttpHeaders = {};
       const chunks: Buffer[] = [];
       let size = 0;
-      stream.on('response', (h) => (response = h));
+      stream.on('response', (h) => {
+        response = h;
+        if (session) this.heard.set(session, Date.now());
+      });
       stream.on('data', (chunk: Buffer) => {
         size += chunk.length;
         // An APNs answer is a small JSON object; refuse to buffer an unbounded one.

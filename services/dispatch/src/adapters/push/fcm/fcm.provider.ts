@@ -1,5 +1,5 @@
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
-import { postBody } from '../../http-client.js';
+import { postBody, retryAfterMs } from '../../http-client.js';
 import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, SendDeadline, type PushNotification, type PushProvider } from '../push-provider.js';
 import { GoogleAccessTokens } from './access-tokens.js';
 import type { ServiceAccount } from './service-account.js';
@@ -113,7 +113,7 @@ export class FcmPushProvider implements PushProvider {
           const headers: Record<string, string> = { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json; charset=utf-8', accept: 'application/json' };
           const carrier = carrierFromContext();
           if (carrier.traceparent) headers.traceparent = carrier.traceparent;
-          let answer: { status: number; text: string };
+          let answer: { status: number; text: string; retryAfter?: string | undefined };
           try {
             answer = await postBody(url, headers, body, deadline.left());
           } catch (cause) {
@@ -133,7 +133,15 @@ export class FcmPushProvider implements PushProvider {
             continue;
           }
           if (result.code) span.setAttribute('mfa.push.provider_error_code', result.code);
-          throw new PushProviderError(result.message, { provider: this.name, transient: result.transient, invalidToken: result.invalidToken, code: result.code, status: answer.status });
+          // FCM asks for Retry-After to be honoured on 429 and 503.
+          throw new PushProviderError(result.message, {
+            provider: this.name,
+            transient: result.transient,
+            invalidToken: result.invalidToken,
+            code: result.code,
+            status: answer.status,
+            retryAfterMs: retryAfterMs(answer.retryAfter, this.clock()),
+          });
         }
       },
     );

@@ -42,6 +42,25 @@ export function isTransientStatus(status: number): boolean {
   return TRANSIENT_STATUSES.has(status);
 }
 
+/** The longest relative validity_period written: 99 days (the DD field). */
+const MAX_VALIDITY_SECONDS = 99 * 86_400;
+
+/**
+ * A validity_period of `seconds` from when the SMSC takes the message, in the relative time
+ * format of SMPP v3.4 §7.1.1 (`YYMMDDhhmmss000R`: years, months, days, hours, minutes, seconds
+ * to add): relative, so this host's clock and the SMSC's need not agree. The SMSC drops the
+ * message once it has expired undelivered (receipt EXPIRED).
+ */
+export function smppValidityPeriod(seconds: number): string {
+  let left = Math.min(Math.max(1, Math.ceil(seconds)), MAX_VALIDITY_SECONDS);
+  const fields = [86_400, 3_600, 60, 1].map((unit) => {
+    const n = Math.floor(left / unit);
+    left -= n * unit;
+    return String(n).padStart(2, '0');
+  });
+  return `0000${fields.join('')}000R`;
+}
+
 /** Bind refusals an operator must fix (credentials, account), named so the log says which. */
 export function bindRefusalHint(status: number): string {
   switch (statusName(status)) {

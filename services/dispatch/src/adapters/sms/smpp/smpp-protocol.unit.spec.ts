@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeText, isTransientStatus, parseReceipt, smppAddress, statusName } from './smpp-protocol.js';
+import { encodeText, isTransientStatus, parseReceipt, smppAddress, smppValidityPeriod, statusName } from './smpp-protocol.js';
 import { parseSmppUrl } from './smpp.provider.js';
 
 const receiptText = (stat: string, err = '000', id = '0a1b2c3d') =>
@@ -124,3 +124,15 @@ describe('SMPP text and addresses', () => {
     assert.throws(() => parseSmppUrl('smpp://smsc.example.net:2775'), /system_id/);
   });
 });
+
+describe('SMPP validity_period', () => {
+  it('is relative (YYMMDDhhmmss000R: no clock to agree on), in days, hours, minutes and seconds, at least a second, at most 99 days', () => {
+    assert.equal(smppValidityPeriod(170), '000000000250000R');
+    assert.equal(smppValidityPeriod(3_725), '000000010205000R');
+    assert.equal(smppValidityPeriod(2 * 86_400 + 1), '000002000001000R');
+    assert.equal(smppValidityPeriod(0.2), '000000000001000R');
+    assert.equal(smppValidityPeriod(-5), '000000000001000R');
+    assert.equal(smppValidityPeriod(1e9), '000099000000000R');
+  });
+});
+

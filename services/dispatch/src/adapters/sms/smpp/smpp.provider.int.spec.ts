@@ -5,7 +5,8 @@ import { randomInt } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import smpp from 'smpp';
+import type { AddressInfo } from 'node:net';
+import smpp, { type PDU } from 'smpp';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, FakeSmsc, itWith } from '@mfa/testing';
 import { SmsProviderError, type SmsReceipt } from '../sms-provider.js';
@@ -252,3 +253,43 @@ describe('SMPP provider over TLS (smpps://)', () => {
     assert.match(reason, /^(binding|not bound): connection error: .*certificate/i);
   });
 });
+
+describe('SMPP provider: the validity of a code', () => {
+  /** A bare SMSC that takes binds and submits and keeps each submit_sm as it decoded it. */
+  const submits: PDU[] = [];
+  const server = smpp.createServer({}, (session) => {
+    session.on('error', () => session.destroy());
+    session.on('bind_transceiver', (pdu: PDU) => session.send(pdu.response({ system_id: 'bare-smsc' })));
+    session.on('enquire_link', (pdu: PDU) => session.send(pdu.response()));
+    session.on('unbind', (pdu: PDU) => session.send(pdu.response(), () => session.close()));
+    session.on('submit_sm', (pdu: PDU) => {
+      submits.push(pdu);
+      session.send(pdu.response({ message_id: `m${submits.length}` }));
+    });
+  });
+  let provider: SmppSmsProvider;
+
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = server.address() as AddressInfo;
+    provider = new SmppSmsProvider({ target: parseSmppUrl(`smpp://esme:secret@127.0.0.1:${port}`), sourceAddr: '+15005550006', window: 10, timeoutMs: 2_000, enquireLinkMs: 30_000, reconnect: { baseMs: 20, maxMs: 200 } });
+    provider.start({ log, onReceipt: async () => undefined });
+    await eventually(() => provider.healthCheck().check().then(() => true), 5_000, 'the session bound');
+  });
+  after(async () => {
+    await provider?.stop();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  itWith({ real: [], fake: smsc }, 'submit_sm carries a relative validity_period of the seconds the code has left: the SMSC drops it after that', async () => {
+    const expiresAt = new Date(Date.now() + 170_000);
+    await provider.send({ to: uniquePhone(), body: body(), expiresAt });
+    // The package decodes the relative time (YYMMDDhhmmss000R) into the moment it names.
+    const validUntil = submits.at(-1)!.validity_period;
+    assert.ok(validUntil instanceof Date, 'a validity_period was sent');
+    assert.ok(Math.abs(validUntil.getTime() - expiresAt.getTime()) <= 2_000, `${validUntil.toISOString()} is the code's expiry, ${expiresAt.toISOString()}`);
+    await provider.send({ to: uniquePhone(), body: body() });
+    assert.ok(!submits.at(-1)!.validity_period, 'none without an expiry: the SMSC default');
+  });
+});
+

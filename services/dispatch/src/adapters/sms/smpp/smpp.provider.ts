@@ -4,8 +4,8 @@ import smpp, { type PDU, type Session } from 'smpp';
 import type { HealthCheck } from '@mfa/service-kit';
 import { contextFromCarrier, counter, gauge, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
 import { Senders } from '../senders.js';
-import { SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsReceipt } from '../sms-provider.js';
-import { bindRefusalHint, encodeText, EsmeStatus, isTransientStatus, parseReceipt, smppAddress, statusName } from './smpp-protocol.js';
+import { secondsLeft, SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsReceipt } from '../sms-provider.js';
+import { bindRefusalHint, encodeText, EsmeStatus, isTransientStatus, parseReceipt, smppAddress, smppValidityPeriod, statusName } from './smpp-protocol.js';
 
 const boundGauge = gauge('mfa_smpp_bound', 'Whether the SMPP session is bound (1) or not (0)');
 const bindAttempts = counter('mfa_smpp_binds_total', 'SMPP sessions opened, by outcome: bound, refused (the SMSC said no), failed (no connection or no answer)', ['outcome']);
@@ -210,6 +210,8 @@ export class SmppSmsProvider implements SessionSmsProvider {
           dest_addr_npi: destination.npi,
           destination_addr: destination.addr,
           registered_delivery: RECEIPT_ON_FINAL_OUTCOME,
+          // A code the SMSC could not deliver before it expired is dropped, not delivered (and billed) late.
+          ...(message.expiresAt ? { validity_period: smppValidityPeriod(secondsLeft(message.expiresAt, Date.now())) } : {}),
           ...encodeText(message.body),
         },
         (response) => {

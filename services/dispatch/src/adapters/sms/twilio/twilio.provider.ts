@@ -1,7 +1,7 @@
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { Senders } from '../senders.js';
-import { SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
-import { postBody } from '../../http-client.js';
+import { secondsLeft, SmsProviderError, type SmsMessage, type SmsProvider } from '../sms-provider.js';
+import { postBody, requestLeftWhole, retryAfterMs } from '../../http-client.js';
 
 interface TwilioOptions {
   /** Base URL, https://api.twilio.com unless pointed at a compatible API (or a test fake). */
@@ -48,18 +48,37 @@ export function classifyTwilioResponse(status: number, body: unknown): TwilioRes
   return { ok: false, transient: status === 429 || status >= 500, code, message };
 }
 
-/** A request that got no answer (refused, reset, timed out) may succeed when tried again. */
+/**
+ * A request that got no answer (refused, reset, timed out) may succeed when tried again; one that
+ * had reached Twilio whole may also have been carried out (`outcomeUnknown`: Twilio's REST API
+ * takes no idempotency key).
+ */
 export function twilioNetworkError(cause: unknown, timeoutMs: number): SmsProviderError {
   const timedOut = (cause as Error | undefined)?.name === 'TimeoutError';
   const message = timedOut
     ? `Twilio did not answer within ${timeoutMs} ms`
     : `Twilio request failed: ${String((cause as Error | undefined)?.message ?? cause).slice(0, 200)}`;
-  return new SmsProviderError(message, { provider: 'twilio', transient: true, cause });
+  return new SmsProviderError(message, { provider: 'twilio', transient: true, outcomeUnknown: requestLeftWhole(cause), cause });
+}
+
+/** Twilio's longest ValidityPeriod (1 to 36,000 s; error 21624 otherwise), its default. */
+const MAX_VALIDITY_SECONDS = 36_000;
+
+/**
+ * The form of a message: To, From, Body, the receipts' StatusCallback, and ValidityPeriod, the
+ * seconds Twilio may keep it queued (its rate limits queue messages, 10 hours by default) before
+ * it fails it (error 30036) instead of sending a code that has expired.
+ */
+export function twilioMessageForm(message: SmsMessage, from: string, now: number): Record<string, string> {
+  const form: Record<string, string> = { To: message.to, From: from, Body: message.body };
+  if (message.statusCallback) form.StatusCallback = message.statusCallback;
+  if (message.expiresAt) form.ValidityPeriod = String(Math.min(secondsLeft(message.expiresAt, now), MAX_VALIDITY_SECONDS));
+  return form;
 }
 
 /**
  * Twilio Programmable Messaging: POST /2010-04-01/Accounts/{AccountSid}/Messages.json with
- * form-encoded To, From, Body and HTTP Basic auth AccountSid:AuthToken.
+ * form-encoded To, From, Body (twilioMessageForm) and HTTP Basic auth AccountSid:AuthToken.
  */
 export class TwilioSmsProvider implements SmsProvider {
   readonly name = 'twilio';
@@ -108,11 +127,10 @@ export class TwilioSmsProvider implements SmsProvider {
 
         let status: number;
         let text: string;
+        let retryAfter: string | undefined;
         try {
-          const form: Record<string, string> = { To: message.to, From: this.senderFor(message.to), Body: message.body };
-          if (message.statusCallback) form.StatusCallback = message.statusCallback;
-          const body = new URLSearchParams(form).toString();
-          ({ status, text } = await postBody(this.endpoint, headers, body, this.options.timeoutMs));
+          const body = new URLSearchParams(twilioMessageForm(message, this.senderFor(message.to), Date.now())).toString();
+          ({ status, text, retryAfter } = await postBody(this.endpoint, headers, body, this.options.timeoutMs));
         } catch (cause) {
           throw twilioNetworkError(cause, this.options.timeoutMs);
         }
@@ -127,7 +145,7 @@ export class TwilioSmsProvider implements SmsProvider {
         const result = classifyTwilioResponse(status, body);
         if (!result.ok) {
           if (result.code !== undefined) span.setAttribute('mfa.sms.provider_error_code', String(result.code));
-          throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status });
+          throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status, retryAfterMs: retryAfterMs(retryAfter, Date.now()) });
         }
         return { providerMessageId: result.sid };
       },

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { SmsProviderError } from '../sms-provider.js';
-import { classifyTwilioResponse, twilioNetworkError, withoutNumbers } from './twilio.provider.js';
+import { classifyTwilioResponse, twilioMessageForm, twilioNetworkError, withoutNumbers } from './twilio.provider.js';
 
 const twilioError = (status: number, code: number, message: string) => ({
   code,
@@ -91,3 +91,25 @@ describe('Twilio network failures', () => {
     assert.equal(error.cause, refused);
   });
 });
+
+describe('Twilio message form', () => {
+  const now = Date.parse('2026-11-30T12:00:00Z');
+  const message = { to: '+14155550123', body: '123456 is your verification code. It expires in 3 minutes.' };
+
+  it('asks Twilio to drop the message once the code has expired: ValidityPeriod, the seconds left, rounded up', () => {
+    assert.deepEqual(twilioMessageForm({ ...message, expiresAt: new Date(now + 170_200), statusCallback: 'https://mfa.example.com/sms/status/c' }, '+15005550006', now), {
+      To: '+14155550123',
+      From: '+15005550006',
+      Body: message.body,
+      StatusCallback: 'https://mfa.example.com/sms/status/c',
+      ValidityPeriod: '171',
+    });
+  });
+
+  it('keeps ValidityPeriod within what Twilio takes (1 to 36,000 s), and sends none without an expiry', () => {
+    assert.equal(twilioMessageForm({ ...message, expiresAt: new Date(now + 20 * 3_600_000) }, '+15005550006', now).ValidityPeriod, '36000');
+    assert.equal(twilioMessageForm({ ...message, expiresAt: new Date(now - 5_000) }, '+15005550006', now).ValidityPeriod, '1');
+    assert.equal('ValidityPeriod' in twilioMessageForm(message, '+15005550006', now), false);
+  });
+});
+

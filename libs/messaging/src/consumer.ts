@@ -26,6 +26,12 @@ const LOOKUP_RETRY_MS = 250;
  * pull has expired it goes to another instance.
  */
 const RETURN_DELAY_MS = PULL_EXPIRES_MS + 500;
+/**
+ * Messages whose failures (other than outages) this instance remembers, by stream sequence: a
+ * message that keeps failing is rarely more than a few; an instance that meets more forgets the
+ * oldest (which then count again from zero).
+ */
+const FAILURES_REMEMBERED = 10_000;
 
 /** Thrown by a handler for a message that can never succeed: it goes to the dead-letter subject. */
 export class PoisonMessageError extends Error {
@@ -83,6 +89,16 @@ const unconfirmedAcks = counter(
   ['consumer'],
 );
 const recreated = counter('mfa_consumers_recreated_total', 'Durable consumers found gone and created again, by consumer', ['consumer']);
+const keptWaiting = counter(
+  'mfa_consumer_buffered_kept_total',
+  'Messages pulled ahead that waited in a consumer\'s buffer for half its ack wait and were told to the server as in progress (so they are not delivered again meanwhile)',
+  ['consumer'],
+);
+const duplicatesDropped = counter(
+  'mfa_consumer_redeliveries_dropped_total',
+  'Copies of a message delivered again while this instance still held it (buffered or being handled): dropped, the one held is handled',
+  ['consumer'],
+);
 
 /**
  * Durable consumers of this process that should be consuming and are not (the server lost or
@@ -100,12 +116,34 @@ const RECREATE_RETRY_MS = 1_000;
  * cannot be parsed, when the handler says they are poison, or when they failed `maxDeliver` times
  * for reasons other than an unreachable dependency. An outage (database, Redis, NATS down) is
  * retried for as long as it lasts and never dead-letters anything; the server-side consumer has
- * no delivery limit for that reason. A failing batch is retried message by message so one
- * poison message never drags its neighbours to the dead-letter subject.
+ * no delivery limit for that reason.
+ *
+ * Only failures that are not outages count towards `maxDeliver`, as this instance saw them (the
+ * server's delivery count also counts outage retries, ack waits that ran out and messages returned
+ * at shutdown). An instance forgets a message's count once it is acked, so with several instances
+ * sharing the consumer a message may fail up to `maxDeliver` times on each before one of them
+ * dead-letters it.
+ *
+ * A batch that fails for an outage is returned whole (nak with back-off) and comes back as a
+ * batch; one that fails otherwise is retried message by message so one poison message never drags
+ * its neighbours to the dead-letter subject.
+ *
+ * Messages pulled ahead wait in a buffer while the handlers are busy: each one that has waited
+ * half the ack wait is told to the server as in progress (again every half ack wait), as long as
+ * the handlers make progress, so it is not delivered a second time meanwhile. A copy delivered
+ * again while this instance still holds the message (buffered or being handled) is dropped.
  */
 export class EventConsumer {
   private messages: ConsumerMessages | undefined;
-  private buffer: JsMsg[] = [];
+  /** Pulled, not started yet; `touched`: when it was delivered or last told to the server as in progress. */
+  private buffer: Array<{ msg: JsMsg; touched: number }> = [];
+  /** Stream sequences buffered or being handled: a redelivered copy of one of them is dropped. */
+  private readonly held = new Set<number>();
+  /** Failures other than outages, by stream sequence, as this instance saw them. */
+  private readonly failures = new Map<number, number>();
+  /** When a batch last finished (or the consumer started): the handlers are not stuck. */
+  private lastProgress = Date.now();
+  private keepAlive: NodeJS.Timeout | undefined;
   private inFlight = 0;
   private readonly idle: Array<() => void> = [];
   private stopped = false;
@@ -136,7 +174,52 @@ export class EventConsumer {
    */
   start(): Promise<void> {
     const { definition } = this.options;
+    if (!this.keepAlive) {
+      this.keepAlive = setInterval(() => this.keepBufferedAlive(), Math.max(100, this.ackWaitMs / 4));
+      this.keepAlive.unref();
+    }
     return provision(`starting consumer ${definition.durable} on ${definition.stream}`, () => this.open());
+  }
+
+  private get ackWaitMs(): number {
+    return this.options.definition.ackWaitSeconds * 1000;
+  }
+
+  /**
+   * Tells the server that messages waiting in the buffer for half the ack wait are in progress, so
+   * their ack wait starts again instead of running out (which would deliver them a second time,
+   * here or elsewhere, while they wait here). Only while batches finish: handlers stuck for a whole
+   * ack wait leave the buffered messages to run out and go to another instance.
+   */
+  private keepBufferedAlive(): void {
+    if (this.stopped || this.buffer.length === 0) return;
+    const now = Date.now();
+    if (this.inFlight >= this.concurrency && now - this.lastProgress > this.ackWaitMs) return;
+    for (const entry of this.buffer) {
+      if (now - entry.touched < this.ackWaitMs / 2) continue;
+      entry.msg.working();
+      entry.touched = now;
+      keptWaiting.inc({ consumer: this.name });
+    }
+  }
+
+  /** A message as it arrives: buffered, unless this instance holds it already (a redelivered copy). */
+  private receive(msg: JsMsg): void {
+    const seq = msg.info.streamSequence;
+    if (this.held.has(seq)) {
+      const buffered = this.buffer.find((entry) => entry.msg.info.streamSequence === seq);
+      // The newer delivery replaces a buffered one (its ack wait starts now); one being handled is
+      // acked or nak'ed by its handling (the server takes either by stream sequence).
+      if (buffered) {
+        buffered.msg = msg;
+        buffered.touched = Date.now();
+      }
+      duplicatesDropped.inc({ consumer: this.name });
+      return;
+    }
+    this.held.add(seq);
+    this.buffer.push({ msg, touched: Date.now() });
+    this.pump();
   }
 
   /** Looks the consumer up once and starts its pull. */
@@ -155,8 +238,7 @@ export class EventConsumer {
           msg.nak(RETURN_DELAY_MS);
           return;
         }
-        this.buffer.push(msg);
-        this.pump();
+        this.receive(msg);
       },
     });
     if (this.stopped) {
@@ -239,9 +321,19 @@ export class EventConsumer {
       }
       clearTimeout(this.waitTimer);
       this.waitTimer = undefined;
-      const batch = this.buffer.splice(0, this.batchSize);
+      const now = Date.now();
+      const batch: JsMsg[] = [];
+      for (const entry of this.buffer.splice(0, this.batchSize)) {
+        // Its ack wait ran out while it waited (the handlers were stuck): the server delivers it
+        // again, here or to another instance; handling this copy too would handle it twice.
+        if (now - entry.touched >= this.ackWaitMs) this.held.delete(entry.msg.info.streamSequence);
+        else batch.push(entry.msg);
+      }
+      if (batch.length === 0) continue;
       this.inFlight++;
       void this.process(batch).finally(() => {
+        for (const msg of batch) this.held.delete(msg.info.streamSequence);
+        this.lastProgress = Date.now();
         this.inFlight--;
         if (this.inFlight === 0 && (this.buffer.length === 0 || this.stopped)) this.idle.splice(0).forEach((r) => r());
         this.pump();
@@ -265,12 +357,16 @@ export class EventConsumer {
       await this.runHandler(deliveries);
       if (this.options.confirmAcks) await Promise.all(deliveries.map((d) => this.confirmedAck(d.msg)));
       else for (const d of deliveries) d.msg.ack();
+      for (const d of deliveries) this.failures.delete(d.msg.info.streamSequence);
       consumed.inc({ consumer: this.name, outcome: 'ack' }, deliveries.length);
     } catch (error) {
-      if (deliveries.length > 1) {
+      // An outage (or a stop) fails the whole batch for a reason none of its messages is to blame
+      // for: returned whole, it comes back as a batch once the dependency answers. Any other error
+      // may be one message's: each is tried alone, so only the guilty one fails.
+      if (deliveries.length > 1 && !this.stopped && !isTransientDependencyError(error)) {
         for (const d of deliveries) await this.processOne(d);
       } else {
-        await this.fail(deliveries[0]!, error);
+        for (const d of deliveries) await this.fail(d, error);
       }
     }
   }
@@ -280,6 +376,7 @@ export class EventConsumer {
       await this.runHandler([delivery]);
       if (this.options.confirmAcks) await this.confirmedAck(delivery.msg);
       else delivery.msg.ack();
+      this.failures.delete(delivery.msg.info.streamSequence);
       consumed.inc({ consumer: this.name, outcome: 'ack' });
     } catch (error) {
       await this.fail(delivery, error);
@@ -330,10 +427,21 @@ export class EventConsumer {
 
   private async fail(delivery: Delivery, error: unknown): Promise<void> {
     const { msg, event } = delivery;
+    const seq = msg.info.streamSequence;
     const deliveries = msg.info.deliveryCount;
+    if (this.stopped) {
+      // Stopping: the handler may have been cut short on purpose (the transport's stop signal
+      // ends waits between retries). The message goes back, for another instance, uncounted.
+      this.options.log.info('event handling ended by the stop: message returned', { consumer: this.name, eventType: event.type, eventId: event.id, deliveries, error });
+      msg.nak(RETURN_DELAY_MS);
+      consumed.inc({ consumer: this.name, outcome: 'nak' });
+      return;
+    }
     const outage = isTransientDependencyError(error);
-    if (error instanceof PoisonMessageError || (!outage && deliveries >= this.options.definition.maxDeliver)) {
-      const why = error instanceof PoisonMessageError ? 'poison' : `failed ${deliveries} deliveries`;
+    const failures = outage ? (this.failures.get(seq) ?? 0) : this.countFailure(seq);
+    if (error instanceof PoisonMessageError || (!outage && failures >= this.options.definition.maxDeliver)) {
+      const why = error instanceof PoisonMessageError ? 'poison' : `failed ${failures} deliveries`;
+      this.failures.delete(seq);
       await this.deadLetter(msg, `${why}: ${(error as Error)?.message ?? String(error)}`, event);
       return;
     }
@@ -343,11 +451,21 @@ export class EventConsumer {
       eventType: event.type,
       eventId: event.id,
       deliveries,
+      failures,
       retryInMs: delay,
       error,
     });
     msg.nak(delay);
     consumed.inc({ consumer: this.name, outcome: 'nak' });
+  }
+
+  /** One more failure of the message that is not an outage; the oldest remembered one is forgotten past the bound. */
+  private countFailure(seq: number): number {
+    const failures = (this.failures.get(seq) ?? 0) + 1;
+    this.failures.delete(seq);
+    this.failures.set(seq, failures);
+    if (this.failures.size > FAILURES_REMEMBERED) this.failures.delete(this.failures.keys().next().value!);
+    return failures;
   }
 
   /** Publishes the original bytes to the dead-letter subject, then terminates the message. */
@@ -393,10 +511,12 @@ export class EventConsumer {
     this.stopped = true;
     stalledConsumers.delete(this.name);
     clearTimeout(this.waitTimer);
+    clearInterval(this.keepAlive);
     await this.messages?.close().catch(() => undefined);
-    for (const msg of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);
+    for (const { msg } of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);
     if (this.inFlight > 0) await new Promise<void>((r) => this.idle.push(r));
     // Anything that arrived while the pull closed.
-    for (const msg of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);
+    for (const { msg } of this.buffer.splice(0)) msg.nak(RETURN_DELAY_MS);
+    this.held.clear();
   }
 }

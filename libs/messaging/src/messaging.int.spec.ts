@@ -2,7 +2,7 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { jetstream } from '@nats-io/jetstream';
-import { Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
+import { ContractError, Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
 import { eventually, itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
 import {
@@ -12,6 +12,7 @@ import {
   ensureStream,
   EventConsumer,
   EventPublisher,
+  followSubjects,
   PoisonMessageError,
   readAggregate,
   requestJson,
@@ -122,6 +123,136 @@ describe('messaging against a real nats-server', () => {
     const info = await nats.jsm.consumers.info(stream.name, consumer.durable);
     assert.equal(info.num_ack_pending, 0, 'nothing left unacknowledged');
     assert.equal(info.num_pending, 0);
+  });
+
+  /** The dead letters of a durable so far (reasons). */
+  const deadLettersOf = async (durable: string): Promise<string[]> => {
+    const reasons: string[] = [];
+    for (let seq = 1; ; ) {
+      const msg = await nats.jsm.direct.getMessage(Streams.deadLetters.name, { seq, next_by_subj: `mfa.dlq.${durable}` });
+      if (!msg) return reasons;
+      reasons.push(msg.header?.get(Headers.deadLetterReason) ?? '');
+      seq = msg.seq + 1;
+    }
+  };
+
+  itWith({ real: ['nats'] }, 'outage retries do not count towards maxDeliver: four unavailable failures, then one plain error, then success is not dead-lettered', async () => {
+    const def: ConsumerDefinition = { ...consumer, durable: `test-outage-${run}`, filterSubject: `test.${run}.outage`, maxDeliver: 3 };
+    await ensureConsumer(nats.jsm, def, 100);
+    const attempts: number[] = [];
+    const worker = new EventConsumer({
+      js: nats.js,
+      definition: def,
+      log,
+      maxBackoffMs: 50,
+      handle: async ([d]) => {
+        attempts.push(d!.msg.info.deliveryCount);
+        if (attempts.length <= 4) throw new ContractError('unavailable', 'Redis is down');
+        if (attempts.length === 5) throw new Error('a real failure, the first');
+      },
+    });
+    await worker.start();
+    try {
+      await publisher.publish(`test.${run}.outage`, tenantEvent('outage'));
+      await eventually(async () => (attempts.length >= 6 ? true : undefined), 10_000, 'handled after the outage and one failure');
+      assert.deepEqual(attempts, [1, 2, 3, 4, 5, 6]);
+      assert.deepEqual(await deadLettersOf(def.durable), [], 'not dead-lettered: only one failure that was not an outage');
+      await eventually(async () => ((await nats.jsm.consumers.info(def.stream, def.durable)).num_ack_pending === 0 ? true : undefined), 5_000, 'acked');
+    } finally {
+      await worker.stop();
+      await nats.jsm.consumers.delete(def.stream, def.durable).catch(() => undefined);
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'a handler cut short by the stop returns its message (nak) for another instance: not counted, not dead-lettered', async () => {
+    const def: ConsumerDefinition = { ...consumer, durable: `test-interrupted-${run}`, filterSubject: `test.${run}.interrupted`, maxDeliver: 1, ackWaitSeconds: 30 };
+    await ensureConsumer(nats.jsm, def, 100);
+    const stopping = new AbortController();
+    let started = false;
+    const first = new EventConsumer({
+      js: nats.js,
+      definition: def,
+      log,
+      handle: async () => {
+        started = true;
+        // As dispatch's waits between retries end on the transport's stop signal.
+        await new Promise<void>((_, reject) => stopping.signal.addEventListener('abort', () => reject(new Error('stopping while waiting to retry'))));
+      },
+    });
+    await first.start();
+    await publisher.publish(`test.${run}.interrupted`, tenantEvent('interrupted'));
+    await eventually(async () => (started ? true : undefined), 5_000, 'taken up');
+    // The transport's order: the consumers stop, then the signal aborts.
+    const stopped = first.stop();
+    stopping.abort();
+    await stopped;
+    const handled: string[] = [];
+    const second = new EventConsumer({ js: nats.js, definition: def, log, handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)) });
+    await second.start();
+    try {
+      await eventually(async () => (handled.includes('interrupted') ? true : undefined), 10_000, 'handled by the next instance');
+      assert.deepEqual(await deadLettersOf(def.durable), []);
+    } finally {
+      await second.stop();
+      await nats.jsm.consumers.delete(def.stream, def.durable).catch(() => undefined);
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'a batch that fails for an outage is returned whole and comes back as a batch, not one message at a time', async () => {
+    const def: ConsumerDefinition = { ...consumer, durable: `test-batch-outage-${run}`, filterSubject: `test.${run}.batch-outage` };
+    await ensureConsumer(nats.jsm, def, 100);
+    for (let i = 0; i < 3; i++) await publisher.publish(`test.${run}.batch-outage`, tenantEvent(`batch-${i}`));
+    const calls: string[][] = [];
+    const worker = new EventConsumer({
+      js: nats.js,
+      definition: def,
+      log,
+      batchSize: 10,
+      maxWaitMs: 300,
+      maxBackoffMs: 50,
+      handle: async (deliveries) => {
+        calls.push(deliveries.map((d) => d.event.tenantId));
+        if (calls.length === 1) throw new ContractError('unavailable', 'Postgres is down');
+      },
+    });
+    await worker.start();
+    try {
+      await eventually(async () => (calls.length >= 2 ? true : undefined), 10_000, 'the batch handled again');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(calls, [['batch-0', 'batch-1', 'batch-2'], ['batch-0', 'batch-1', 'batch-2']], JSON.stringify(calls));
+    } finally {
+      await worker.stop();
+      await nats.jsm.consumers.delete(def.stream, def.durable).catch(() => undefined);
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'messages pulled ahead of a slow handler do not outlive their ack wait: each is handled once', async () => {
+    const def: ConsumerDefinition = { ...consumer, durable: `test-ahead-${run}`, filterSubject: `test.${run}.ahead`, ackWaitSeconds: 2 };
+    await ensureConsumer(nats.jsm, def, 100);
+    for (let i = 0; i < 6; i++) await publisher.publish(`test.${run}.ahead`, tenantEvent(`ahead-${i}`));
+    const handled: string[] = [];
+    const worker = new EventConsumer({
+      js: nats.js,
+      definition: def,
+      log,
+      handle: async ([d]) => {
+        handled.push(d!.event.tenantId);
+        await new Promise((r) => setTimeout(r, 1_200));
+      },
+    });
+    await worker.start();
+    try {
+      await eventually(async () => (handled.length >= 6 ? true : undefined), 20_000, 'all six handled');
+      // Long enough for a copy whose ack wait ran out to come back.
+      await new Promise((r) => setTimeout(r, 3_000));
+      assert.deepEqual(handled, ['ahead-0', 'ahead-1', 'ahead-2', 'ahead-3', 'ahead-4', 'ahead-5']);
+      const info = await nats.jsm.consumers.info(def.stream, def.durable);
+      assert.equal(info.num_redelivered, 0, 'none delivered a second time');
+      assert.equal(info.num_ack_pending, 0);
+    } finally {
+      await worker.stop();
+      await nats.jsm.consumers.delete(def.stream, def.durable).catch(() => undefined);
+    }
   });
 
   itWith({ real: ['nats'] }, 'reads an aggregate past events it cannot read, logging each, and counts them in its last sequence', async () => {
@@ -258,6 +389,63 @@ describe('messaging against a real nats-server', () => {
     } finally {
       await worker.stop();
       await nats.jsm.consumers.delete(confirmed.stream, confirmed.durable).catch(() => undefined);
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'a follower goes on past a message its handler throws on (logged, counted), live and at catch-up', async () => {
+    const subject = `test.${run}.follow`;
+    await publisher.publish(subject, tenantEvent('f-before'));
+    await nats.nc.publish(subject, '{ not json');
+    await publisher.publish(subject, tenantEvent('f-caught-up'));
+    const seen: string[] = [];
+    const errors: Array<Record<string, unknown> | undefined> = [];
+    const recording = { ...log, error: (_msg: string, fields?: Record<string, unknown>) => void errors.push(fields) };
+    // As the callers do: msg.json() in the callback, which throws on a body that is not JSON.
+    const follower = await followSubjects(nats.js, stream.name, subject, (msg) => void seen.push((msg.json() as { tenantId: string }).tenantId), 5_000, undefined, { log: recording });
+    try {
+      assert.deepEqual(seen, ['f-before', 'f-caught-up'], 'caught up past the unreadable message');
+      await nats.nc.publish(subject, 'neither is this');
+      await publisher.publish(subject, tenantEvent('f-live'));
+      await eventually(async () => (seen.includes('f-live') ? true : undefined), 5_000, 'a live message after a live unreadable one');
+      assert.equal(errors.length, 2);
+      assert.ok(errors.every((e) => e?.stream === stream.name && typeof e.seq === 'number'));
+    } finally {
+      await follower.close();
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'a follower whose server falls silent (no heartbeat, no answer to a look-up) says so in health and consumes again, from where it was, once one answers', async () => {
+    const subject = `test.${run}.silent`;
+    // The follower's JetStream API under a prefix of the test's own, forwarded to the server's until
+    // the test cuts it: as a server that died while holding the follower's consumer leaves it.
+    const prefix = `$TESTFJS.${run}`;
+    let cut = false;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        if (cut) return;
+        nats.nc.publish(`$JS.API.${msg.subject.slice(prefix.length + 1)}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    const name = `follower of ${subject} on ${stream.name}`;
+    const seen: string[] = [];
+    await publisher.publish(subject, tenantEvent('s-1'));
+    const follower = await followSubjects(jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }), stream.name, subject, (msg) => void seen.push((msg.json() as { tenantId: string }).tenantId), 5_000, undefined, { log });
+    try {
+      assert.deepEqual(seen, ['s-1']);
+      cut = true;
+      await eventually(async () => (stalledConsumers.has(name) ? true : undefined), 10_000, 'the follower stalled, in what /health reads');
+      await publisher.publish(subject, tenantEvent('s-2'));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(seen, ['s-1'], 'nothing while no server answers');
+      cut = false;
+      await eventually(async () => (seen.includes('s-2') ? true : undefined), 5_000, 'consuming again once a server answers');
+      assert.ok(!stalledConsumers.has(name), 'health clear again');
+      await publisher.publish(subject, tenantEvent('s-3'));
+      await eventually(async () => (seen.includes('s-3') ? true : undefined), 5_000, 'live after it');
+      assert.deepEqual(seen, ['s-1', 's-2', 's-3'], 'none skipped, none twice');
+    } finally {
+      await follower.close();
+      forward.unsubscribe();
     }
   });
 

@@ -42,6 +42,19 @@ describe('transient dependency errors', () => {
       redisReply("READONLY You can't write against a read only replica."),
       redisReply('LOADING Redis is loading the dataset in memory'),
       redisReply('MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to no'),
+      redisReply('NOREPLICAS Not enough good replicas to write.'),
+      // Redis refusing work for its own condition: memory, a long script, persistence.
+      redisReply("OOM command not allowed when used memory > 'maxmemory'."),
+      redisReply('BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.'),
+      redisReply('MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on disk.'),
+      // ioredis when a server does not answer (a hung or partitioned master) or the connection went.
+      new Error('Command timed out'),
+      new Error("Socket timeout. Expecting data, but didn't receive any in 2000ms."),
+      Object.assign(new Error('Command aborted due to connection close'), { name: 'AbortError' }),
+      new Error('Stream isn\'t writeable and enableOfflineQueue options is false'),
+      new Error('Too many Cluster redirections. Last error: Error: Connection is closed.'),
+      Object.assign(new Error('Failed to refresh slots cache.'), { name: 'ClusterAllFailedError' }),
+      new Error('verify failed', { cause: new Error('Command timed out') }),
     ]) {
       assert.equal(isTransientDependencyError(error), true, String(error));
     }
@@ -56,6 +69,9 @@ describe('transient dependency errors', () => {
       redisReply('ERR Error running script (call to f_0a1b): @user_script:3: attempt to compare nil with number'),
       redisReply('WRONGTYPE Operation against a key holding the wrong kind of value'),
       redisReply('CROSSSLOT Keys in request don\'t hash to the same slot'),
+      redisReply('BUSYKEY Target key name already exists.'),
+      redisReply('BUSYGROUP Consumer Group name already exists'),
+      redisReply('NOSCRIPT No matching script. Please use EVAL.'),
       apiError(JetStreamCodes.StreamWrongLastSequence, 'wrong last sequence: 4', 400),
       apiError(JetStreamCodes.StreamNotFound, 'stream not found', 404),
       // A message that reads like an outage is not one when its code says otherwise.

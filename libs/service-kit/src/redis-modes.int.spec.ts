@@ -2,10 +2,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Cluster, Redis } from 'ioredis';
 import type { RedisClient } from '@mfa/projection';
-import { eventually, startRedisCluster, startRedisSentinel, type RedisCluster, type RedisSentinelSetup } from '@mfa/testing';
+import { isTransientDependencyError } from '@mfa/messaging';
+import { eventually, startRedisCluster, startRedisSentinel, startRedisServer, type RedisCluster, type RedisSentinelSetup } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
 import { ConfigError } from './config.js';
-import { createRedis, whenRedisReady } from './redis.module.js';
+import { createRedis, REDIS_COMMAND_TIMEOUT_MS, whenRedisReady } from './redis.module.js';
 import { parseHostPorts, type RedisConnection } from './redis-connection.js';
 import { ReplicatedWrites } from './replicated-writes.js';
 
@@ -85,6 +86,63 @@ describe('Redis in sentinel mode: decisions survive a failover', () => {
   });
 });
 
+describe('Redis in sentinel mode: a master that hangs', () => {
+  let setup: RedisSentinelSetup;
+  let redis: RedisClient;
+
+  before(async () => {
+    setup = await startRedisSentinel({ replicas: 2, sentinels: 3, masterName: 'mymaster' });
+    const connection: RedisConnection = { mode: 'sentinel', sentinels: hostPorts(setup.sentinels), name: setup.masterName };
+    redis = createRedis({ connection, connectionName: 'test', log });
+    await whenRedisReady(redis, connection, 20_000);
+  });
+  after(async () => {
+    redis?.disconnect();
+    await setup?.stop();
+  });
+
+  it('commands to a frozen master fail fast as an outage, and the connection moves to the replica the sentinels promote: no write answered by the old master', { timeout: 120_000 }, async () => {
+    const old = await setup.currentMaster();
+    assert.equal(await redis.set('mfa:{hang}:before', '1'), 'OK');
+    // A hung master (or one cut off by a partition): its socket stays open, nothing answers.
+    process.kill(old.pid, 'SIGSTOP');
+    const frozenAt = Date.now();
+    const acknowledged: string[] = [];
+    try {
+      const first = await Promise.race([
+        redis.set('mfa:{hang}:during', '1').then(() => 'answered', (error: unknown) => error),
+        new Promise((resolve) => setTimeout(() => resolve('no answer within 10 s'), 10_000)),
+      ]);
+      const failedAfter = Date.now() - frozenAt;
+      assert.ok(first instanceof Error && isTransientDependencyError(first), `a transient error, not ${String(first)}`);
+      assert.ok(failedAfter < 5_000, `failed after ${failedAfter} ms`);
+      // Writes go on failing fast until the sentinels name the new master, then reach it.
+      const writes = (async () => {
+        for (let i = 0; Date.now() - frozenAt < 30_000; i++) {
+          const ok = await redis.set(`mfa:{hang}:w${i}`, '1').then(() => true, () => false);
+          if (ok) acknowledged.push(`mfa:{hang}:w${i}`);
+          if (acknowledged.length >= 5) return;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      const promoted = await setup.waitForNewMaster(old.port, 30_000);
+      const namedAt = Date.now();
+      await writes;
+      assert.ok(acknowledged.length >= 5, `writes acknowledged after the failover: ${acknowledged.length}`);
+      const direct = new Redis({ host: '127.0.0.1', port: promoted.port, lazyConnect: true, maxRetriesPerRequest: 1 });
+      try {
+        await direct.connect();
+        assert.equal(await direct.exists(...acknowledged), acknowledged.length, 'every acknowledged write is on the promoted master');
+      } finally {
+        direct.disconnect();
+      }
+      process.stdout.write(`# sentinel: a command to the frozen master failed after ${failedAfter} ms; new master named ${namedAt - frozenAt} ms after the freeze; writes reached it\n`);
+    } finally {
+      process.kill(old.pid, 'SIGCONT');
+    }
+  });
+});
+
 describe('Redis in cluster mode: scripts in one slot each, decisions survive a failover', () => {
   let cluster: RedisCluster;
   let redis: RedisClient;
@@ -126,6 +184,34 @@ describe('Redis in cluster mode: scripts in one slot each, decisions survive a f
     assert.deepEqual(replay, ['replayed']);
     process.stdout.write(`# cluster: the replay refused ${Date.now() - killedAt} ms after the master was killed\n`);
     assert.deepEqual(await guard(redis, key), ['replayed']);
+  });
+});
+
+describe('Redis standalone: a server that does not answer', () => {
+  it('fails a command after the command timeout, as an outage, instead of leaving it (and its request) waiting; answers again once the server does', { timeout: 60_000 }, async () => {
+    const server = await startRedisServer();
+    const connection: RedisConnection = { mode: 'standalone', url: server.url };
+    const redis = createRedis({ connection, connectionName: 'test', log });
+    try {
+      assert.equal(await redis.set('mfa:{hung}:k', '1'), 'OK');
+      process.kill(server.pid, 'SIGSTOP');
+      const started = Date.now();
+      try {
+        const outcome = await Promise.race([
+          redis.get('mfa:{hung}:k').then(() => 'answered', (error: unknown) => error),
+          new Promise((resolve) => setTimeout(() => resolve('no answer within 10 s'), 10_000)),
+        ]);
+        const took = Date.now() - started;
+        assert.ok(outcome instanceof Error && isTransientDependencyError(outcome), `a transient error, not ${String(outcome)}`);
+        assert.ok(took >= REDIS_COMMAND_TIMEOUT_MS - 50 && took < REDIS_COMMAND_TIMEOUT_MS + 1_000, `failed after ${took} ms`);
+      } finally {
+        process.kill(server.pid, 'SIGCONT');
+      }
+      assert.equal(await eventually(() => redis.get('mfa:{hung}:k').then((v) => v ?? undefined), 5_000, 'an answer once the server answers'), '1');
+    } finally {
+      redis.disconnect();
+      await server.stop();
+    }
   });
 });
 

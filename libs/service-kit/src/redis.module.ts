@@ -19,6 +19,35 @@ interface RedisModuleOptions {
   readyTimeoutMs?: number;
   /** REDIS_WAIT_REPLICAS and REDIS_WAIT_MS (replicatedWritesOf); none: decisions do not wait. */
   wait?: ReplicatedWritesOptions;
+  /**
+   * How long a command may wait for its answer before it fails (as an outage: the request answers
+   * `unavailable`, a consumer retries). Default: REDIS_COMMAND_TIMEOUT_MS, plus REDIS_WAIT_MS when
+   * decisions wait for replicas (WAIT holds its answer that long).
+   */
+  commandTimeoutMs?: number;
+}
+
+/**
+ * A command's answer is awaited this long at most (REDIS_WAIT_MS added where decisions WAIT). Every
+ * script is a few keys of one slot and answers in well under a millisecond, so only a server that
+ * does not answer (hung, stopped, cut off by a partition, busy with a runaway script) takes this
+ * long; without a bound its commands, and the requests and consumers awaiting them, waited forever.
+ * Also, a command written on a connection that closes and connects again at once is never answered
+ * (`autoResendUnfulfilledCommands: false` drops it without settling it): the bound fails it too.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 2_000;
+/**
+ * In cluster mode ioredis follows a failover itself (a command meeting a dead master is sent again
+ * until the slot has a master): a command is given the IdP's whole deadline (5 s) for that, and
+ * only one that no master answered by then fails.
+ */
+export const REDIS_CLUSTER_COMMAND_TIMEOUT_MS = 5_000;
+
+/** The command timeout of a connection (see REDIS_COMMAND_TIMEOUT_MS). */
+export function redisCommandTimeoutMs(options: Pick<RedisModuleOptions, 'connection' | 'wait' | 'commandTimeoutMs'>): number {
+  if (options.commandTimeoutMs !== undefined) return options.commandTimeoutMs;
+  const base = options.connection.mode === 'cluster' ? REDIS_CLUSTER_COMMAND_TIMEOUT_MS : REDIS_COMMAND_TIMEOUT_MS;
+  return base + (options.wait && options.wait.replicas > 0 ? options.wait.timeoutMs : 0);
 }
 
 /**
@@ -39,15 +68,23 @@ interface RedisModuleOptions {
  * closed connection) is tried again every 100 ms, and MOVED follows the promoted replica.
  * Sentinel: the master's address comes from the sentinels, and the connection checks the role on
  * every connect (an old master that comes back is not written to); a master demoted under an open
- * connection answers READONLY, on which the connection asks the sentinels again. (ioredis's
- * failoverDetector is not used: its sentinel subscriptions outlive disconnect() and keep
- * reconnecting.)
+ * connection answers READONLY, on which the connection asks the sentinels again. A master that
+ * does not answer at all (hung, or cut off by a partition) keeps its socket open: a connection
+ * that receives nothing for the command timeout while commands wait (`socketTimeout`) is dropped
+ * and made again through the sentinels, which name the replica they promoted (until then the
+ * commands fail fast, as an outage, instead of waiting for the old master to come back and
+ * answer them as a demoted master whose writes are lost). (ioredis's failoverDetector is not used:
+ * its sentinel subscriptions outlive disconnect() and keep reconnecting.)
+ *
+ * Every command fails after the command timeout (redisCommandTimeoutMs) without an answer.
  */
 export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>): RedisClient {
   const { connection } = options;
+  const commandTimeout = redisCommandTimeoutMs(options);
   const common: RedisOptions = {
     connectionName: options.connectionName,
     maxRetriesPerRequest: 2,
+    commandTimeout,
     autoResendUnfulfilledCommands: false,
     ...(connection.password ? { password: connection.password } : {}),
   };
@@ -90,6 +127,9 @@ export function createRedis(options: Omit<RedisModuleOptions, 'readyTimeoutMs'>)
         role: 'master',
         ...(connection.sentinelPassword ? { sentinelPassword: connection.sentinelPassword } : {}),
         sentinelRetryStrategy: (times) => Math.min(100 * times, 1_000),
+        // A master that stopped answering: drop the connection and ask the sentinels again.
+        socketTimeout: commandTimeout,
+        connectTimeout: commandTimeout,
         // A master demoted while we are connected (a manual failover, or sentinel turning an old
         // master that came back into a replica) refuses writes with READONLY: reconnect, which
         // asks the sentinels again, and send the command anew (Redis refused it before running it).

@@ -9,10 +9,11 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { defaultTenantSettings, Headers, invalidRequest, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
 import { keyringFromMasterKey } from '@mfa/crypto';
-import { createEvent, EventPublisher, requestJson, type Delivery } from '@mfa/messaging';
+import { createEvent, EventConsumer, EventPublisher, requestJson, type Delivery } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, testEnv } from '@mfa/testing';
 import { runService, type RunningService } from '../bootstrap.js';
+import { processRequestGate } from '../admission.js';
 import { OpsController } from '../health.js';
 import { AuthModule } from '../auth/auth.module.js';
 import { MessagingModule } from '../messaging.module.js';
@@ -44,12 +45,15 @@ const received: Array<{ tenantId: string; deliveries: number; attempt: number; a
 let failuresLeft = 1;
 /** For each slow request with a deadline the handler took up: how many ms it had left. */
 const slowStarted: number[] = [];
+/** The `n` of every echo request the handler ran. */
+const echoed: number[] = [];
 
 @NatsController()
 class TestController {
   @MessagePattern(subject)
   echo(@Payload(new ContractPipe(EchoRequest)) req: z.infer<typeof EchoRequest>, @Ctx() ctx: NatsRequestContext) {
     assert.ok(ctx instanceof NatsRequestContext && ctx.subject === subject && ctx.receivedAt instanceof Date);
+    echoed.push(req.n);
     if (req.n === 1) throw invalidRequest('n must not be 1');
     if (req.n === 2) throw new Error('secret internals');
     return { double: req.n * 2 };
@@ -91,6 +95,13 @@ const config = { HTTP_HOST: '127.0.0.1', HTTP_PORT: 0, INSTANCE_NAME: `transport
   controllers: [TestController, OpsController],
 })
 class TestModule {}
+
+/** mfa_requests_dropped_total for a subject and reason, as the service's /metrics says (0 when absent). */
+async function droppedCount(url: string, dropped: string, reason: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('mfa_requests_dropped_total{') && l.includes(`subject="${dropped}"`) && l.includes(`reason="${reason}"`));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+}
 
 describe('NatsTransport: Nest handlers on nats.js', () => {
   let service: RunningService;
@@ -192,6 +203,17 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.equal((await jsm.streams.info(stream.name)).state.last_seq, before);
   });
 
+  itWith({ real: ['nats'] }, 'drops a request with no reply subject (a plain publish) before the handler runs, and counts it', async () => {
+    const droppedBefore = await droppedCount(service.url, subject, 'no_reply');
+    nc.publish(subject, JSON.stringify({ tenantId: 't', n: 9_001 }));
+    // Same connection, same order: once this is answered, the plain publish was taken up before it.
+    assert.deepEqual(await ask({ tenantId: 't', n: 9_002 }), { double: 18_004 });
+    await sleep(100);
+    assert.ok(echoed.includes(9_002));
+    assert.ok(!echoed.includes(9_001), 'the handler never ran for the request nobody could receive the answer of');
+    assert.equal(await droppedCount(service.url, subject, 'no_reply'), droppedBefore + 1);
+  });
+
   itWith({ real: ['nats'] }, 'feeds @JetStreamConsumer handlers from the durable consumer; a handler error naks', async () => {
     const publisher = new EventPublisher(jetstream(nc));
     for (const tenantId of [`${run}-flaky`, `${run}-a`, `${run}-b`]) {
@@ -205,6 +227,22 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.ok(received.every((r) => !r.aborted));
     const info = await (await jetstreamManager(nc)).consumers.info(stream.name, consumer.durable);
     assert.equal(info.config.max_ack_pending, 7, 'the option the service was started with, not the default');
+  });
+
+  itWith({ real: ['nats'] }, 'stop() does not wait for the HTTP requests that share the process\'s gate (they go on until HTTP closes)', async () => {
+    const second = await runService({ name: `transport-test-${run}`, module: { module: TestModule }, config, log });
+    // A device-API request under way (auth-challenge's HTTP routes take the process's slots).
+    const gate = processRequestGate();
+    assert.ok(gate.tryEnter());
+    try {
+      const started = Date.now();
+      const stopped = await Promise.race([second.stop().then(() => 'stopped'), sleep(5_000).then(() => 'still stopping after 5 s')]);
+      assert.equal(stopped, 'stopped');
+      assert.ok(Date.now() - started < 5_000);
+    } finally {
+      gate.exit();
+      await second.stop();
+    }
   });
 
   itWith({ real: ['nats'] }, 'stop() answers the requests it took before the connection closes', async () => {
@@ -229,5 +267,64 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.equal((await fetch(`${second.url}/metrics`)).status, 200);
     await stopped;
     assert.deepEqual((await Promise.all(replies)).map((r) => r.n), [...Array(12).keys()]);
+  });
+});
+
+/** A consumer whose handler waits, as dispatch's waits between retries do, until the stop signal ends it. */
+const interruptible: ConsumerDefinition = {
+  stream: stream.name,
+  durable: `transport-interrupt-${run}`,
+  filterSubject: `testevt.${run}.interrupt`,
+  maxDeliver: 1,
+  ackWaitSeconds: 30,
+  description: 'transport integration test: a handler the stop cuts short',
+};
+let interruptedStarted = false;
+
+@NatsController()
+class InterruptibleController {
+  @JetStreamConsumer(interruptible)
+  async wait(@Payload() _deliveries: Delivery[], @Ctx() ctx: JetStreamContext) {
+    interruptedStarted = true;
+    await new Promise<void>((_, reject) => ctx.signal.addEventListener('abort', () => reject(new Error('stopping while waiting to retry'))));
+  }
+}
+
+@Module({
+  imports: [
+    MessagingModule.forRoot({ serviceName: `transport-interrupt-${run}`, nats: { NATS_URL: testEnv.natsUrl }, log, streams: [stream, Streams.userSettings, Streams.state, Streams.deadLetters], replicas: 1 }),
+    AuthModule.forRoot({ auth: { mode: 'off', platformKey: undefined }, keyring }),
+  ],
+  controllers: [InterruptibleController],
+})
+class InterruptibleModule {}
+
+describe('NatsTransport: stopping while an event handler waits', () => {
+  itWith({ real: ['nats'] }, 'a handler the stop signal cuts short returns its message for another instance: not counted as a failure, not dead-lettered', async () => {
+    const service = await runService({ name: `transport-interrupt-${run}`, module: { module: InterruptibleModule }, config: { ...config, INSTANCE_NAME: `transport-interrupt-${run}` }, log });
+    const nc = await connect({ servers: testEnv.natsUrl });
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
+    try {
+      const event = createEvent('TenantCreated', 1, { tenantId: `${run}-interrupted`, aggregateId: `${run}-interrupted`, now: new Date(), data: { settings: defaultTenantSettings() } });
+      await new EventPublisher(js).publish(`testevt.${run}.interrupt`, event);
+      await eventually(async () => (interruptedStarted ? true : undefined), 10_000, 'the handler waiting');
+      await service.stop();
+      // maxDeliver 1: a failure counted would have dead-lettered it at once.
+      const dead = await jsm.direct.getMessage(Streams.deadLetters.name, { last_by_subj: `mfa.dlq.${interruptible.durable}` }).catch(() => null);
+      assert.equal(dead, null, 'not dead-lettered');
+      const handled: string[] = [];
+      const next = new EventConsumer({ js, definition: interruptible, log, handle: async (d) => void handled.push(...d.map((x) => x.event.tenantId)) });
+      await next.start();
+      try {
+        await eventually(async () => (handled.includes(`${run}-interrupted`) ? true : undefined), 10_000, 'handled by the next instance');
+      } finally {
+        await next.stop();
+      }
+    } finally {
+      await service.stop();
+      await jsm.consumers.delete(interruptible.stream, interruptible.durable).catch(() => undefined);
+      await nc.drain();
+    }
   });
 });

@@ -44,7 +44,8 @@ interface NatsTransportOptions {
  * ContractPipe and ContractErrorFilter). A request whose `Mfa-Deadline` has passed is dropped
  * before any work is done for it: nobody waits for its answer; an answer ready only after the
  * deadline is not sent either. So is one whose reply subject is not
- * an inbox (isReplySubject): answering it would publish with the service's permissions.
+ * an inbox (isReplySubject): answering it would publish with the service's permissions; and one
+ * with no reply subject at all (a plain publish), whose answer nobody could receive.
  *
  * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
  * consumers, created or updated here first (libs/messaging EventConsumer: batches, ack, nak with
@@ -58,6 +59,9 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
   private readonly consumers: EventConsumer[] = [];
   /** Requests being handled, so close() lets them finish (and record their events). */
   private readonly inFlight = new Set<Promise<void>>();
+  /** This transport's requests waiting in the gate for a slot, and who waits for none to be left. */
+  private queued = 0;
+  private readonly unqueued: Array<() => void> = [];
   private readonly stopping = new AbortController();
   private closing: Promise<void> | undefined;
   private lastReplySubjectWarning = 0;
@@ -109,7 +113,13 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
 
   /** A request as it arrives: dropped, refused, started or queued, before any work is done for it. */
   private arrive(subject: string, handler: MessageHandler, msg: Msg, first: boolean, maxBytes: number): void {
-    if (msg.reply && !isReplySubject(msg.reply)) {
+    // A plain publish: nobody can receive the answer, so nobody waits for the work (a start's SMS,
+    // a verify's attempt). Every subject served here is request/reply.
+    if (!msg.reply) {
+      dropped.inc({ subject, reason: 'no_reply' });
+      return;
+    }
+    if (!isReplySubject(msg.reply)) {
       dropped.inc({ subject, reason: 'reply_subject' });
       this.warnOfReplySubject(subject, msg.reply);
       return;
@@ -143,14 +153,25 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
     };
     if (this.gate.tryEnter()) run();
     else {
+      this.queued++;
       this.gate.enqueue({
         deadline,
         first,
         bytes: msg.data.length,
-        run,
-        drop: (reason) => dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' }),
+        run: () => {
+          this.dequeued();
+          run();
+        },
+        drop: (reason) => {
+          this.dequeued();
+          dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' });
+        },
       });
     }
+  }
+
+  private dequeued(): void {
+    if (--this.queued === 0) this.unqueued.splice(0).forEach((resolve) => resolve());
   }
 
   /** `invalid_request` at once, for a request that could never be handled. */
@@ -266,11 +287,18 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
    */
   close(): Promise<void> {
     return (this.closing ??= (async () => {
+      // The consumers stop first (no new batch, buffered messages returned), then the signal ends
+      // the handlers' long waits: a handler cut short so fails with a consumer already stopping,
+      // which returns its message for another instance instead of counting a failure.
+      const consumersStopped = Promise.all(this.consumers.splice(0).map((c) => c.stop()));
       this.stopping.abort();
       for (const sub of this.subscriptions.splice(0)) await sub.drain().catch(() => undefined);
-      await this.gate.idle();
+      // This transport's own requests only: the gate is the process's, and the HTTP routes that
+      // share it go on taking slots until HTTP closes, after this (the gate would never be idle
+      // under steady device-API traffic).
+      if (this.queued > 0) await new Promise<void>((resolve) => this.unqueued.push(resolve));
       await Promise.allSettled([...this.inFlight]);
-      await Promise.all(this.consumers.splice(0).map((c) => c.stop()));
+      await consumersStopped;
     })());
   }
 

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { ConsumerMessages } from '@nats-io/jetstream';
+import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import { addressInRanges, EventSubjects, ipLockKey, parseEvent, Streams, type TenantSettings } from '@mfa/contracts';
 import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { LOGGER, NATS } from '@mfa/service-kit';
@@ -14,6 +14,9 @@ interface Lock {
 
 /** Throttles end by themselves within a window (minutes): a tenant's map never holds more than its busy addresses. */
 type Throttles = Map<string, Map<string, number>>;
+
+/** What folding needs of a followed message: its body is read inside the fold's guard (a non-JSON body is skipped, not thrown). */
+type Followed = Pick<JsMsg, 'json' | 'seq'>;
 
 /**
  * The fraud service's per-IP locks, held in memory by every instance from MFA_FRAUD (an ordered
@@ -73,9 +76,9 @@ export class IpLocks {
     return until;
   }
 
-  private foldThrottle(raw: unknown, seq: number): void {
+  private foldThrottle(msg: Followed): void {
     try {
-      const event = parseEvent(raw);
+      const event = parseEvent(msg.json());
       if (event.type !== 'IpThrottled') return;
       let tenant = this.throttles.get(event.tenantId);
       if (!tenant) this.throttles.set(event.tenantId, (tenant = new Map()));
@@ -84,13 +87,13 @@ export class IpLocks {
       if ((tenant.get(event.data.ip) ?? 0) < until) tenant.set(event.data.ip, until);
       this.prune(Date.now());
     } catch (error) {
-      this.log.error('unreadable per-IP throttle event skipped', { stream: Streams.throttles.name, seq, error });
+      this.log.error('unreadable per-IP throttle event skipped', { stream: Streams.throttles.name, seq: msg.seq, error });
     }
   }
 
-  private fold(raw: unknown, seq: number): void {
+  private fold(msg: Followed): void {
     try {
-      const event = parseEvent(raw);
+      const event = parseEvent(msg.json());
       if (event.type !== 'IpLocked' && event.type !== 'IpUnlocked') return;
       let tenant = this.locks.get(event.tenantId);
       if (event.type === 'IpLocked') {
@@ -102,7 +105,7 @@ export class IpLocks {
       }
       this.prune(Date.now());
     } catch (error) {
-      this.log.error('unreadable per-IP lock event skipped', { stream: Streams.fraud.name, seq, error });
+      this.log.error('unreadable per-IP lock event skipped', { stream: Streams.fraud.name, seq: msg.seq, error });
     }
   }
 
@@ -126,19 +129,19 @@ export class IpLocks {
       this.nats.js,
       Streams.fraud.name,
       EventSubjects.allFraudIps,
-      (msg) => this.fold(msg.json(), msg.seq),
+      (msg) => this.fold(msg),
       timeoutMs,
       undefined,
-      { lastPerSubject: true },
+      { lastPerSubject: true, log: this.log },
     );
     this.throttleMessages = await followSubjects(
       this.nats.js,
       Streams.throttles.name,
       EventSubjects.allIpThrottles,
-      (msg) => this.foldThrottle(msg.json(), msg.seq),
+      (msg) => this.foldThrottle(msg),
       timeoutMs,
       undefined,
-      { lastPerSubject: true },
+      { lastPerSubject: true, log: this.log },
     );
   }
 

@@ -11,13 +11,21 @@ const now = Date.now();
 const until = new Date(now + 60_000).toISOString();
 const settings = (neverBlock: string[]): TenantSettings => ({ ...defaultTenantSettings(), ipLockout: { ...defaultTenantSettings().ipLockout, neverBlock } });
 
+/** A followed message as its consumer hands it over: `json()` parses the body (and throws on one that is not JSON). */
+type Followed = { json(): unknown; seq: number };
+const message = (event: unknown, seq = 1): Followed => ({ json: () => event, seq });
+const notJson = (seq = 1): Followed => ({ json: () => JSON.parse('{ not json'), seq });
+type Feed = { fold(msg: Followed): void; foldThrottle(msg: Followed): void };
+const lockEvent = (ip: string) => createEvent('IpLocked', 1, { tenantId, aggregateId: ip, now: new Date(now), data: { ip, until, failures: 50, users: 50, windowMinutes: 15, dryRun: false } });
+const throttleEvent = (ip: string) => createEvent('IpThrottled', 1, { tenantId, aggregateId: ip, now: new Date(now), data: { ip, until, starts: 300, windowSeconds: 300 } });
+
 /** IpLocks fed as its consumers would feed it (no NATS: locked and throttledUntil read memory only). */
 function locksOf(...ips: string[]): IpLocks {
   const locks = new IpLocks({} as NatsClients, createLogger('auth-challenge-test', { level: 'error' }));
-  const feed = locks as unknown as { fold(raw: unknown, seq: number): void; foldThrottle(raw: unknown, seq: number): void };
+  const feed = locks as unknown as Feed;
   for (const ip of ips) {
-    feed.fold(createEvent('IpLocked', 1, { tenantId, aggregateId: ip, now: new Date(now), data: { ip, until, failures: 50, users: 50, windowMinutes: 15, dryRun: false } }), 1);
-    feed.foldThrottle(createEvent('IpThrottled', 1, { tenantId, aggregateId: ip, now: new Date(now), data: { ip, until, starts: 300, windowSeconds: 300 } }), 1);
+    feed.fold(message(lockEvent(ip)));
+    feed.foldThrottle(message(throttleEvent(ip)));
   }
   return locks;
 }
@@ -41,5 +49,19 @@ describe('per-IP locks and throttles at start', () => {
       assert.equal(locks.throttledUntil(tenantId, listed, clientIp, now), undefined, clientIp);
     }
     assert.equal(locks.locked(tenantId, listed, '198.51.100.9', now), true);
+  });
+
+  it('given a message that is not JSON among the followed ones, then it is skipped (logged) and the locks and throttles after it still hold', () => {
+    const errors: string[] = [];
+    const log = createLogger('auth-challenge-test', { level: 'error' });
+    const locks = new IpLocks({} as NatsClients, { ...log, error: (msg: string) => void errors.push(msg) });
+    const feed = locks as unknown as Feed;
+    assert.doesNotThrow(() => feed.fold(notJson(1)));
+    assert.doesNotThrow(() => feed.foldThrottle(notJson(1)));
+    feed.fold(message(lockEvent('203.0.113.7'), 2));
+    feed.foldThrottle(message(throttleEvent('203.0.113.7'), 2));
+    assert.equal(locks.locked(tenantId, settings([]), '203.0.113.7', now), true);
+    assert.equal(locks.throttledUntil(tenantId, settings([]), '203.0.113.7', now), Date.parse(until));
+    assert.deepEqual(errors, ['unreadable per-IP lock event skipped', 'unreadable per-IP throttle event skipped']);
   });
 });

@@ -167,8 +167,11 @@ describe('fraud: blocks on the real NATS and Redis', () => {
     await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'live')}|${now + 30_000}`, 'PX', 60_000);
     assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'denied', method: 'push', origin, recorded: false });
     assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the pending push marker is gone');
-    // Denied by a report that named no alert on it: that report published its outcome itself.
-    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin, recorded: true });
+    // Denied by a report first, before its alert was recorded: its ChallengeFraudReported is still to publish.
+    assert.deepEqual(await denial.denyPending(tag, 'live', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin, recorded: false });
+    // Denied by a report of an older release (no alert named, nothing pending): that report published its outcome itself.
+    await challenge('legacy', { expiresAt: now + 30_000, status: 'denied', reason: 'fraud_reported' });
+    assert.deepEqual(await denial.denyPending(tag, 'legacy', tenantId, userId, new Date(now)), { kind: 'already', method: 'push', origin, recorded: true });
     // Another push of the user waits: denying this one leaves that one's marker.
     await challenge('other', { expiresAt: now + 30_000 });
     await redis.set(RedisKeys.pendingPush(tag), `${challengeId(tag, 'newer')}|${now + 30_000}`, 'PX', 60_000);

@@ -75,17 +75,15 @@ describe('fraud: reports on the real NATS and Redis', () => {
   const blockedKey = (userId: string) => RedisKeys.blocked(userTag(keyring, tenantId, userId));
 
   itWith({ real: ['nats', 'redis'] }, 'a report that fails after recording its alert is completed from the alert: the challenge denied, the user blocked and ChallengeFraudReported published, each once however often', async () => {
-    // Redis goes away right after the alert is recorded (as a crash would leave it): the report completes nothing itself.
+    // Redis goes away right after the report denied the challenge (first, before recording its
+    // alert), as a crash would leave it: the report completes nothing more itself.
     let redisDown = false;
     class FlakyDenial extends ChallengeDenial {
-      override denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
-        if (redisDown) return Promise.reject(Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' }));
-        return super.denyPending(...args);
-      }
-      override async admitReport(...args: Parameters<ChallengeDenial['admitReport']>) {
-        const admitted = await super.admitReport(...args);
+      override async denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
+        if (redisDown) throw Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' });
+        const denial = await super.denyPending(...args);
         redisDown = true;
-        return admitted;
+        return denial;
       }
     }
     const failing = new FraudAlertsService(blocks, new FlakyDenial(redis), publisher, keyring, server, true);
@@ -94,13 +92,14 @@ describe('fraud: reports on the real NATS and Redis', () => {
     const reply = await failing.report({ tenantId, userId, challengeId: challenge.id, source: 'phone', comment: 'not me' }, new Date());
     assert.equal(reply.challengeDenied, true);
     assert.equal(reply.blocked, true);
-    // The alert is recorded, with what it does; nothing is done yet.
+    // The challenge is denied (first) and the alert recorded, with what it does; nothing more is done yet.
     const [recorded, ...more] = await alertsOf(userId);
     assert.ok(recorded, 'the alert is recorded');
     assert.equal(more.length, 0);
     assert.deepEqual([recorded.event.data.alertId, recorded.event.data.challengeDenied, recorded.event.data.blockedUntil], [reply.alertId, true, reply.blockedUntil]);
-    assert.deepEqual(await statusOf(challenge), ['pending', null]);
+    assert.deepEqual(await statusOf(challenge), ['denied', 'fraud_reported']);
     assert.equal(await redis.exists(blockedKey(userId)), 0);
+    assert.equal((await fraudReportedOf(challenge.id)).length, 0);
 
     // The alerts consumer's delivery (and every redelivery) completes it, once.
     for (let delivery = 1; delivery <= 3; delivery++) await alerts.complete(recorded.event, recorded.seq);
@@ -119,6 +118,41 @@ describe('fraud: reports on the real NATS and Redis', () => {
     assert.deepEqual(await alerts.report({ tenantId, userId, challengeId: challenge.id, source: 'phone', comment: 'not me' }, new Date()), reply);
     assert.equal((await alertsOf(userId)).length, 1);
     assert.equal((await history(userId)).length, 1);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'the challenge is denied before the alert is recorded: nothing can approve it meanwhile; one approved first stays approved and the alert says so', async () => {
+    let atPublish: Array<string | null> | undefined;
+    let approveFirst: (() => Promise<unknown>) | undefined;
+    class Watching extends EventPublisher {
+      override async publish(...args: Parameters<EventPublisher['publish']>) {
+        if (args[1].type === 'FraudReported' && watched) atPublish = await statusOf(watched);
+        return super.publish(...args);
+      }
+    }
+    class ApprovedFirst extends ChallengeDenial {
+      override async denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
+        await approveFirst?.();
+        return super.denyPending(...args);
+      }
+    }
+    let watched: { tag: string; nonce: string } | undefined;
+    const watching = new FraudAlertsService(blocks, new ChallengeDenial(redis), new Watching(nats.js), keyring, server, true);
+    const userId = await register();
+    watched = await startChallenge(userId, 'sms');
+    const reply = await watching.report({ tenantId, userId, challengeId: challengeId(watched.tag, watched.nonce), source: 'idp' }, new Date());
+    assert.equal(reply.challengeDenied, true);
+    assert.deepEqual(atPublish, ['denied', 'fraud_reported'], 'denied before the alert was recorded');
+    // A verify that got there between the report's look and its denial: its approval stands.
+    const other = await register();
+    const approved = await startChallenge(other, 'sms');
+    approveFirst = () => redis.hset(RedisKeys.challenge(approved.tag, approved.nonce), 'status', 'approved');
+    const late = await new FraudAlertsService(blocks, new ApprovedFirst(redis), publisher, keyring, server, true).report(
+      { tenantId, userId: other, challengeId: approved.id, source: 'idp' },
+      new Date(),
+    );
+    assert.equal(late.challengeDenied, false);
+    assert.deepEqual(await statusOf(approved), ['approved', null]);
+    assert.equal((await alertsOf(other))[0]?.event.data.challengeDenied, false);
   });
 
   itWith({ real: ['nats', 'redis'] }, "a report sent again after an administrator's unblock changes nothing more and answers the same (a challenge still waiting, or one that had ended)", async () => {
@@ -193,16 +227,14 @@ describe('fraud: reports on the real NATS and Redis', () => {
       service = await runService({ name: 'fraud', module, config, log });
       const userId = await register();
       const challenge = await startChallenge(userId);
-      // A report that recorded its alert and did nothing else (the instance died).
+      // A report that denied the challenge, recorded its alert and did nothing else (the instance died).
       let redisDown = false;
       class DeadAfterRecording extends ChallengeDenial {
-        override denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
-          return redisDown ? Promise.reject(Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' })) : super.denyPending(...args);
-        }
-        override async admitReport(...args: Parameters<ChallengeDenial['admitReport']>) {
-          const admitted = await super.admitReport(...args);
+        override async denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
+          if (redisDown) throw Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' });
+          const denial = await super.denyPending(...args);
           redisDown = true;
-          return admitted;
+          return denial;
         }
       }
       const dying = new FraudAlertsService(blocks, new DeadAfterRecording(redis), publisher, config.keyring, server, true);

@@ -15,7 +15,10 @@ const PUSH_REFUSALS_KEPT_MS = 86_400_000;
  * the user's refused pushes. ARGV: tenantId, userId, the report's time ms, the challenge id, the
  * alert's MFA_FRAUD sequence ('' for none), how long refused pushes are kept at least (ms).
  * The challenge keeps the first alert recorded for it (`fraudAlert`), whatever its status: a
- * report sent again finds that alert instead of recording another. A push denied here is no longer
+ * report sent again finds that alert instead of recording another. A report denies first, before
+ * its alert is recorded (no alert named yet): the challenge then notes `fraudPending`, so that the
+ * alert's completion, or the report sent again after its alert failed to be recorded, still
+ * publishes its ChallengeFraudReported. A push denied here is no longer
  * the push its user waits on (the next push may start), and counts towards MFA fatigue as a push
  * the user denied (auth-challenge's PUSH_ANSWER_SCRIPT), never as ignored.
  * Returns {'denied', method, ip, app, '0'} | {'already', method, ip, app, recorded} (denied for
@@ -25,13 +28,13 @@ const PUSH_REFUSALS_KEPT_MS = 86_400_000;
  * IP and application ('' when the start named none).
  */
 const DENY_SCRIPT = `
-local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert', 'fraudRecorded')
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert', 'fraudRecorded', 'fraudPending')
 if not ch[1] or ch[1] ~= ARGV[1] or ch[2] ~= ARGV[2] then return {'not_found'} end
 local ip, app = ch[6] or '', ch[7] or ''
 if ARGV[5] ~= '' and not ch[9] then redis.call('HSET', KEYS[1], 'fraudAlert', ARGV[5]) end
 if ch[4] == 'denied' and ch[5] == 'fraud_reported' then
   if ch[10] == '1' then return {'already', ch[3], ip, app, '1'} end
-  if ch[9] then return {'already', ch[3], ip, app, '0'} end
+  if ch[9] or ch[11] == '1' then return {'already', ch[3], ip, app, '0'} end
   -- Denied by a report that named no alert on it (before alerts were recorded first): that report published its outcome.
   redis.call('HSET', KEYS[1], 'fraudRecorded', '1')
   return {'already', ch[3], ip, app, '1'}
@@ -39,6 +42,7 @@ end
 if ch[4] ~= 'pending' then return {'completed', ch[4], ip, app} end
 if tonumber(ch[8] or '0') <= tonumber(ARGV[3]) then return {'completed', 'expired', ip, app} end
 redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'fraud_reported', 'completedAt', ARGV[3])
+if ARGV[5] == '' then redis.call('HSET', KEYS[1], 'fraudPending', '1') end
 local pending = redis.call('GET', KEYS[2])
 if pending and string.sub(pending, 1, #ARGV[4] + 1) == ARGV[4] .. '|' then redis.call('DEL', KEYS[2]) end
 if ch[3] == 'push' then
@@ -58,7 +62,8 @@ return 1
 /**
  * The user's fraud alerts in a sliding window (fraud.report's limit per user). KEYS: the user's
  * alerts (alert id -> ms). ARGV: alert id, now ms, window ms, most alerts, '1' when the report
- * denies a challenge still waiting (never refused: a sign-in its user disowns is always denied).
+ * denies a challenge still waiting (refused only past ARGV[6] alerts: challenges started in bulk
+ * and reported one by one must not mail the tenant's addresses without bound), most alerts then.
  * An alert already counted (the same report sent again) is admitted and counted once.
  * Returns {'admitted'} | {'full', ms when the oldest leaves the window}.
  */
@@ -66,7 +71,9 @@ const ADMIT_SCRIPT = `
 local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'admitted'} end
-if ARGV[5] ~= '1' and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+local most = tonumber(ARGV[4])
+if ARGV[5] == '1' then most = tonumber(ARGV[6]) end
+if redis.call('ZCARD', KEYS[1]) >= most then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return {'full', tostring(tonumber(oldest[2]) + window)}
 end
@@ -95,8 +102,8 @@ export type Denial =
 export type ChallengeSeen =
   | { kind: 'not_found' }
   | { kind: 'waiting'; method: string; origin: ChallengeOrigin; alertSeq?: number }
-  /** Denied for fraud already. */
-  | { kind: 'denied_for_fraud'; origin: ChallengeOrigin; alertSeq?: number }
+  /** Denied for fraud already; `pending`: by a report whose alert may not be recorded (denied first, see DENY_SCRIPT). */
+  | { kind: 'denied_for_fraud'; origin: ChallengeOrigin; alertSeq?: number; pending?: boolean }
   /** Decided otherwise, or expired at the report's time. */
   | { kind: 'ended'; status: string; origin: ChallengeOrigin; alertSeq?: number };
 
@@ -120,13 +127,13 @@ export class ChallengeDenial {
 
   /** How the challenge stands for a report made at `now` (one HMGET). */
   async look(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<ChallengeSeen> {
-    const [tenant, user, method, status, reason, ip, app, expiresAt, alertSeq] = await this.redis.hmget(
+    const [tenant, user, method, status, reason, ip, app, expiresAt, alertSeq, pending] = await this.redis.hmget(
       RedisKeys.challenge(tag, nonce),
-      'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert',
+      'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert', 'fraudPending',
     );
     if (tenant !== tenantId || user !== userId) return { kind: 'not_found' };
     const seen = { origin: originOf(ip, app), ...(alertSeq ? { alertSeq: Number(alertSeq) } : {}) };
-    if (status === 'denied' && reason === 'fraud_reported') return { kind: 'denied_for_fraud', ...seen };
+    if (status === 'denied' && reason === 'fraud_reported') return { kind: 'denied_for_fraud', ...seen, ...(pending === '1' ? { pending: true } : {}) };
     if (status === 'pending' && Number(expiresAt ?? 0) > now.getTime()) return { kind: 'waiting', method: method ?? '', ...seen };
     return { kind: 'ended', status: status === 'pending' ? 'expired' : (status ?? ''), ...seen };
   }
@@ -163,8 +170,13 @@ export class ChallengeDenial {
    * Counts a new alert of the user against fraud.report's limit: at most `max` in any `windowMs`,
    * except those that deny a challenge still waiting. Returns when a retry can pass, if refused.
    */
-  async admitReport(tag: string, alertId: string, now: Date, limit: { max: number; windowMs: number; denies: boolean }): Promise<{ retryAt?: number }> {
-    const [kind, retryAt] = await this.admitScript(fraudReportsKey(tag), alertId, now.getTime(), limit.windowMs, limit.max, limit.denies ? '1' : '0');
+  async admitReport(tag: string, alertId: string, now: Date, limit: { max: number; windowMs: number; denies: boolean; maxDenying?: number }): Promise<{ retryAt?: number }> {
+    const [kind, retryAt] = await this.admitScript(fraudReportsKey(tag), alertId, now.getTime(), limit.windowMs, limit.max, limit.denies ? '1' : '0', limit.maxDenying ?? limit.max * 5);
     return kind === 'full' ? { retryAt: Number(retryAt) } : {};
+  }
+
+  /** Takes back an alert counted by admitReport that was never recorded (its publish failed): a retry of it, under a new id, must not find the window full of nothing. */
+  async forgetReport(tag: string, alertId: string): Promise<void> {
+    await this.redis.zrem(fraudReportsKey(tag), alertId);
   }
 }

@@ -24,18 +24,22 @@ const completionsLeft = counter('mfa_fraud_alert_completions_deferred_total', 'F
 
 /**
  * fraud.report's limit per user: new alerts in any hour. A report that denies a challenge still
- * waiting is never refused (it counts all the same); a report sent again is the same alert.
+ * waiting is refused only past FRAUD_DENYING_REPORTS_PER_WINDOW (it counts all the same); a report
+ * sent again is the same alert.
  */
 export const FRAUD_REPORTS_PER_WINDOW = 10;
+/** Reports that deny a challenge still waiting: challenges started in bulk and reported one by one are bounded too. */
+export const FRAUD_DENYING_REPORTS_PER_WINDOW = 50;
 export const FRAUD_REPORT_WINDOW_MS = 3_600_000;
 
 /**
  * fraud.report: a user (from the app, or pressing the fraud code in a call) or the IdP says a
- * sign-in was not theirs. The alert is recorded first (FraudReported, with what it does: the
- * challenge named denied if it is still waiting, the tenant's auto-block for 90 days or the block
- * in force), then completed: here at once, and by the alerts consumer on every delivery, so a report
- * that fails halfway (an election, a timeout, a crash) is completed all the same, and neither does
- * anything twice (`complete`). The same report again (same challenge) finds its alert on the
+ * sign-in was not theirs. The challenge named is denied first, atomically, if it is still waiting
+ * (nothing can approve it after that, as before alerts were recorded first); then the alert is
+ * recorded (FraudReported, with what it does: the challenge denied, the tenant's auto-block for 90
+ * days or the block in force), then completed: here at once, and by the alerts consumer on every
+ * delivery, so a report that fails halfway (an election, a timeout, a crash) is completed all the
+ * same, and neither does anything twice (`complete`). The same report again (same challenge) finds its alert on the
  * challenge: it changes nothing more, records nothing twice and answers the same.
  */
 export class FraudAlertsService {
@@ -69,7 +73,7 @@ export class FraudAlertsService {
       if (seen.kind === 'not_found') throw notFound('unknown challenge');
       const recorded = seen.alertSeq !== undefined ? await this.blocks.alertAt(seen.alertSeq) : undefined;
       if (recorded?.data.challengeId === request.challengeId) return this.repeat(recorded, seen.alertSeq!);
-      if (seen.kind === 'denied_for_fraud') {
+      if (seen.kind === 'denied_for_fraud' && !seen.pending) {
         // Denied by a report of the time before alerts were recorded first: that report did what it did.
         const until = settings.fraudAlert.autoBlock ? blockedUntil(await this.blocks.blockState(tenantId, userId), now) : undefined;
         return { alertId: eventIdOf(`${request.challengeId}:fraud`), challengeDenied: true, blocked: until !== undefined, ...(until !== undefined ? { blockedUntil: new Date(until).toISOString() } : {}) };
@@ -78,16 +82,32 @@ export class FraudAlertsService {
       // one that another device answered first, or that expired, is refused before anything is
       // recorded or anyone blocked. Other sources report a sign-in after the fact as well.
       if (seen.kind === 'ended' && request.source === 'app') throw conflict('the challenge is not waiting for an answer');
-      waiting = seen.kind === 'waiting';
+      // Denied first by this report (sent again after its alert failed to be recorded): still to record.
+      waiting = seen.kind === 'waiting' || seen.kind === 'denied_for_fraud';
       origin = seen.origin;
     }
     const alertId = request.challengeId !== undefined ? eventIdOf(`${request.challengeId}:fraud`) : randomUUID();
     const admitted = await this.blocks.dependency(() =>
-      this.denial.admitReport(tag, alertId, now, { max: FRAUD_REPORTS_PER_WINDOW, windowMs: FRAUD_REPORT_WINDOW_MS, denies: waiting }),
+      this.denial.admitReport(tag, alertId, now, { max: FRAUD_REPORTS_PER_WINDOW, windowMs: FRAUD_REPORT_WINDOW_MS, denies: waiting, maxDenying: FRAUD_DENYING_REPORTS_PER_WINDOW }),
     );
     if (admitted.retryAt !== undefined) {
       const seconds = Math.max(1, Math.ceil((admitted.retryAt - now.getTime()) / 1000));
       throw rateLimited(`too many fraud reports for this user; try again in ${seconds} s`, seconds);
+    }
+    const id = request.challengeId !== undefined ? parseChallengeId(request.challengeId) : undefined;
+    if (id && waiting) {
+      // Denied now, before anything is recorded: a verify, a call's keys or another device's answer
+      // that comes after this cannot approve the sign-in its user disowned. One that came first
+      // stands, and the alert says the challenge was not denied.
+      const denied = await this.blocks.dependency(() => this.denial.denyPending(id.tag, id.nonce, tenantId, userId, now));
+      if (denied.kind === 'not_found') throw notFound('unknown challenge');
+      if (denied.kind === 'completed') {
+        if (request.source === 'app') {
+          await this.denial.forgetReport(tag, alertId).catch(() => undefined);
+          throw conflict('the challenge is not waiting for an answer');
+        }
+        waiting = false;
+      }
     }
     const until = settings.fraudAlert.autoBlock ? fraudBlockUntil(await this.blocks.blockState(tenantId, userId), now) : undefined;
 
@@ -109,7 +129,14 @@ export class FraudAlertsService {
         ...(by ? { by } : {}),
       },
     });
-    const ack = await this.blocks.dependency(() => publishWithRetry(this.publisher, EventSubjects.fraudAlert(tenantId, userId), reported, { attempts: 3, delayMs: 100 }));
+    const ack = await this.blocks
+      .dependency(() => publishWithRetry(this.publisher, EventSubjects.fraudAlert(tenantId, userId), reported, { attempts: 3, delayMs: 100 }))
+      .catch(async (error: unknown) => {
+        // Not recorded: a report without a challenge is retried under a new id, which must find
+        // its place in the window (one naming a challenge keeps its id, and its denial stands).
+        if (request.challengeId === undefined) await this.denial.forgetReport(tag, alertId).catch(() => undefined);
+        throw error;
+      });
     // The same report twice at once (a retry while the first was on its way): the alert stored first is the one.
     const alert = (ack.duplicate ? await this.blocks.alertAt(ack.seq) : undefined) ?? reported;
     if (!ack.duplicate) alerts.inc({ source: request.source, challenge_denied: String(waiting), blocked: String(until !== undefined) });

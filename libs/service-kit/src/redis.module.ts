@@ -42,6 +42,15 @@ export const REDIS_COMMAND_TIMEOUT_MS = 2_000;
  * only one that no master answered by then fails.
  */
 export const REDIS_CLUSTER_COMMAND_TIMEOUT_MS = 5_000;
+/**
+ * For a service whose scripts take decisions its callers cannot safely ask for twice
+ * (auth-challenge: a start sends an SMS or places a call, a verify counts an attempt): a command
+ * that timed out may still run once Redis gets to it, so answering `unavailable` ("nothing was
+ * decided, retry") could start a second challenge for the IdP's retry. Longer than the IdPs'
+ * deadlines (5 s): a Redis that stalls is answered late, and the transport drops an answer past
+ * its deadline, as it did with no timeout; only a server that never answers fails the command.
+ */
+export const REDIS_DECISION_COMMAND_TIMEOUT_MS = 10_000;
 
 /** The command timeout of a connection (see REDIS_COMMAND_TIMEOUT_MS). */
 export function redisCommandTimeoutMs(options: Pick<RedisModuleOptions, 'connection' | 'wait' | 'commandTimeoutMs'>): number {

@@ -3,7 +3,7 @@ import { Inject, Injectable, Module, type DynamicModule, type MiddlewareConsumer
 import { Streams } from '@mfa/contracts';
 import type { NatsClients } from '@mfa/messaging';
 import { PROJECTION_MISSING_SUBJECT } from '@mfa/projection';
-import { admitHttpRequests, HEALTH_CHECKS, InternalRequests, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
+import { admitHttpRequests, HEALTH_CHECKS, InternalRequests, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, REDIS_DECISION_COMMAND_TIMEOUT_MS, redisConnectionFrom, replicatedWritesOf, AuthModule, serverIp } from '@mfa/service-kit';
 import type { RedisClient } from '@mfa/projection';
 import { DeviceApiController } from './api/device-api.controller.js';
 import { DeviceApiService } from './application/device-api.service.js';
@@ -68,7 +68,15 @@ export class AppModule implements NestModule {
           streams: [Streams.userSettings, Streams.challenges, Streams.fraud, Streams.throttles, Streams.state, Streams.deadLetters],
           replicas: config.STREAM_REPLICAS,
         }),
-        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'auth-challenge', log, wait: replicatedWritesOf(config) }),
+        // Its scripts decide (an SMS, a call, an attempt): a timed-out command may still run, so it
+        // is given past any IdP's deadline rather than answered `unavailable` (REDIS_DECISION_COMMAND_TIMEOUT_MS).
+        RedisModule.forRoot({
+          connection: redisConnectionFrom(config),
+          connectionName: 'auth-challenge',
+          log,
+          wait: replicatedWritesOf(config),
+          commandTimeoutMs: REDIS_DECISION_COMMAND_TIMEOUT_MS,
+        }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
       controllers: [OpsController, ChallengeController, DeviceApiController],

@@ -189,6 +189,26 @@ describe('auth-challenge against real NATS and Redis', () => {
     });
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'a user hash written without validFrom (an older user-settings during an upgrade) voids no challenge; a tombstone does', async () => {
+    const user = uniqueUser('old-writer');
+    const phone = '+14155550103';
+    await projectUser(user, { phone, validFrom: Date.now() - 60_000 });
+    const first = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const firstId = String(first.challengeId);
+    const firstCode = await smsCodeOf(firstId);
+    const second = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'sms' });
+    const secondId = String(second.challengeId);
+    const secondCode = await smsCodeOf(secondId);
+    await projectUser(user, { phone });
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: firstId, code: firstCode }), { challengeId: firstId, status: 'approved' });
+    await writer.erase(tenant, user, seq++);
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: secondId, code: secondCode }), {
+      challengeId: secondId,
+      status: 'denied',
+      reason: 'method_not_registered',
+    });
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'a user blocked after the start: the right code is denied (user_blocked, recorded once), a resend sends nothing', async () => {
     const user = uniqueUser();
     const secret = randomBytes(20);

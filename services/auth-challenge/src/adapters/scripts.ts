@@ -287,7 +287,21 @@ return reply
 // recorded once: a block denies every attempt, not only the next starts), a user reset or erased
 // since the start (voided: the challenge denied method_not_registered, recorded once). onDenied
 // runs before either denial is returned (the push answer's: the push no longer waits for the user).
-const checks = (onDenied = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}
+/**
+ * Whether a challenge that kept `vf` (its user's validFrom at its start) is void: the user hash now
+ * holds another validFrom (a reset since, or an erasure and a new registration), or is a tombstone
+ * (no userId: erased, or gone). '' (a challenge of an older start) and a hash without validFrom but
+ * with its user (written by an older user-settings) void nothing.
+ */
+const VOIDED = `local function voided(userKey, vf)
+  if (vf or '') == '' then return false end
+  local u = redis.call('HMGET', userKey, 'validFrom', 'userId')
+  if u[1] then return u[1] ~= vf end
+  return not u[2]
+end
+`;
+
+const checks = (onDenied = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}${VOIDED}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd', 'vf')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status, ip = ch[2], ch[3], ch[4], ch[10] or ''
@@ -308,9 +322,10 @@ if redis.call('EXISTS', KEYS[9]) == 1 then
   return kept({'user_blocked', userId, method, ip})
 end
 -- The user's methods changed wholesale since the start: reset (users.reset), or erased (a tombstone
--- has no validFrom) and maybe registered again. A code sent to them, a call to their phone, proves
--- nothing now. A challenge started before its user hash carried validFrom ('') is not checked.
-if (ch[12] or '') ~= '' and redis.call('HGET', KEYS[10], 'validFrom') ~= ch[12] then
+-- has no userId) and maybe registered again. A code sent to them, a call to their phone, proves
+-- nothing now. A challenge started before its user hash carried validFrom ('') is not checked, nor
+-- is a user hash written without it (an older user-settings, during an upgrade or after a rollback).
+if voided(KEYS[10], ch[12]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'method_not_registered', 'completedAt', ARGV[2])${onDenied}
   return kept({'voided', userId, method, ip})
 end
@@ -499,7 +514,7 @@ ${OUTCOME}`;
  * denied at its next verify) | {'not_allowed', 'method_disabled' | 'country_not_allowed'} | {'voided'} (the
  * user was reset or erased since the start: nothing is sent, the challenge is denied at its next verify).
  */
-export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}${COUNTRY_RULES}
+export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}${COUNTRY_RULES}${VOIDED}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt', 'vf')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local now = tonumber(ARGV[2])
@@ -507,7 +522,7 @@ if ch[3] ~= 'sms' then return {'conflict', 'method', ch[3] or ''} end
 if ch[4] ~= 'pending' then return {'conflict', 'status', ch[4] or ''} end
 if now >= tonumber(ch[5]) then return {'conflict', 'status', 'expired'} end
 if redis.call('EXISTS', KEYS[7]) == 1 then return {'user_blocked'} end
-if (ch[9] or '') ~= '' and redis.call('HGET', KEYS[8], 'validFrom') ~= ch[9] then return {'voided'} end
+if voided(KEYS[8], ch[9]) then return {'voided'} end
 if ARGV[11] ~= '1' then return {'not_allowed', 'method_disabled'} end
 if (ARGV[12] ~= '*' or ARGV[13] ~= '') and country_excluded(redis.call('HGET', KEYS[8], 'phoneCountry') or '', ARGV[12], ARGV[13]) then
   return {'not_allowed', 'country_not_allowed'}

@@ -124,6 +124,8 @@ class Follower implements ConsumerMessages {
   private lastHeard = Date.now();
   private stalled = false;
   private restarting = false;
+  /** The first open() succeeded: until then its own retries (provision) make the consumer, not the watchdog. */
+  private opened = false;
   private done = false;
   private readonly watchdog: NodeJS.Timeout;
   private readonly closedPromise: Promise<void>;
@@ -185,6 +187,7 @@ class Follower implements ConsumerMessages {
     });
     this.consumer = consumer;
     this.messages = messages;
+    this.opened = true;
     this.lastHeard = Date.now();
     void this.listen(generation, messages);
     return info.num_pending;
@@ -221,7 +224,9 @@ class Follower implements ConsumerMessages {
 
   /** Every quarter of a pull: a follower whose server fell silent is made again. */
   private check(): void {
-    if (this.done || this.restarting) return;
+    // A first open() slower than the silence (JetStream slow at boot) is not raced by a second one,
+    // whose consumer would be left behind unclosed.
+    if (this.done || this.restarting || !this.opened) return;
     if (this.nc.isClosed()) {
       void this.close();
       return;

@@ -44,6 +44,28 @@ describe('provider HTTP client', () => {
     assert.equal(requestLeftWhole(unanswered), true, 'the provider had it all: it may have acted');
   });
 
+  it('a kept-alive connection the provider reset before answering (it had closed it as we wrote): safe to send again', async () => {
+    // The first request is answered on a kept-alive connection; the next one, sent on that same
+    // connection, is met with a reset before any answer, as when the provider closed the idle socket.
+    let requests = 0;
+    const closing = createServer((req, res) => {
+      requests++;
+      if (requests === 1) return void req.resume().on('end', () => res.writeHead(201).end('{}'));
+      req.socket.resetAndDestroy();
+    });
+    await new Promise<void>((r) => closing.listen(0, '127.0.0.1', r));
+    try {
+      const target = new URL(`http://127.0.0.1:${(closing.address() as AddressInfo).port}/x`);
+      assert.equal((await postBody(target, {}, 'x', 1_000)).status, 201);
+      const reset = await postBody(target, {}, 'x', 1_000).catch((e: unknown) => e);
+      assert.equal((reset as NodeJS.ErrnoException).code, 'ECONNRESET');
+      assert.equal(requestLeftWhole(reset), false, 'a reset on a reused socket before any answer: not acted on');
+    } finally {
+      closing.closeAllConnections();
+      await new Promise((r) => closing.close(r));
+    }
+  });
+
   it('reads Retry-After, in seconds or as an HTTP date', async () => {
     const busy = await postBody(new URL('/busy', url), {}, 'x', 1_000);
     assert.deepEqual([busy.status, busy.retryAfter], [429, '2']);

@@ -47,15 +47,21 @@ export function postBody(
   const agent = url.protocol === 'https:' ? agents['https:'] : agents['http:'];
   return new Promise((resolve, reject) => {
     let sent = false;
+    let answered = false;
     const fail = (error: Error) => {
       clearTimeout(deadline);
-      if (sent) leftWhole.add(error);
+      // A kept-alive socket the server had closed as we wrote on it: reset before any answer began.
+      // The server never read the request (Node documents this race: req.reusedSocket), so it is
+      // safe to send again; any other error after the last byte left may follow a request acted on.
+      const staleSocket = req.reusedSocket && !answered && (error as NodeJS.ErrnoException).code === 'ECONNRESET';
+      if (sent && !staleSocket) leftWhole.add(error);
       reject(error);
     };
     const req = transport.request(
       url,
       { method: 'POST', agent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } },
       (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {

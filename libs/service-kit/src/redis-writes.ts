@@ -45,3 +45,15 @@ export function corkEachTurn(socket: CoalescingSocket): void {
     return write.apply(this, args);
   } as Writable['write'];
 }
+
+/**
+ * Runs a transaction and rejects when Redis refused any of its commands (an error reply inside
+ * MULTI, such as OOM, which `exec` hands back beside the others instead of rejecting), or when the
+ * transaction did not run at all; `what` names it in that error.
+ */
+export async function execAll(transaction: { exec(): Promise<Array<[Error | null, unknown]> | null> }, what: string): Promise<Array<[Error | null, unknown]>> {
+  const results = await transaction.exec();
+  const refused = results?.find(([error]) => error)?.[0];
+  if (!results || refused) throw refused ?? new Error(`${what} (transaction aborted)`);
+  return results;
+}

@@ -62,13 +62,18 @@ export const FAILED_METHOD_MS = 10 * 60_000;
  * the challenge's ChallengeStarted (`smsSeq` on the challenge: a resend reads the code from it
  * when no send succeeded).
  */
-const UNDELIVERABLE = `
+// The user's method marked failed until ARGV[2] (KEYS[2], kept at least that long; ARGV[1] now).
+const MARK_FAILED = `local function mark_failed(method)
+  redis.call('HSET', KEYS[2], method, ARGV[2])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+end
+`;
+const UNDELIVERABLE = `${MARK_FAILED}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'delivery', 'failed')
   if ARGV[4] then redis.call('HSET', KEYS[1], 'smsSeq', ARGV[4]) end
 end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+mark_failed(ARGV[3])
 return 1
 `;
 
@@ -79,13 +84,12 @@ return 1
  * user's next sign-in and must not turn SMS away from it. KEYS: challenge, the user's failed
  * methods (one slot). ARGV: now ms, until ms. 1 when recorded.
  */
-const UNDELIVERED_RECEIPT = `
+const UNDELIVERED_RECEIPT = `${MARK_FAILED}
 local ch = redis.call('HMGET', KEYS[1], 'status', 'expiresAt')
 local expiresAt = tonumber(ch[2])
 if ch[1] ~= 'pending' or (expiresAt and expiresAt <= tonumber(ARGV[1])) then return 0 end
 redis.call('HSET', KEYS[1], 'delivery', 'failed')
-redis.call('HSET', KEYS[2], 'sms', ARGV[2])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) - tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+mark_failed('sms')
 return 1
 `;
 

@@ -1,4 +1,5 @@
 import type { RedisClient } from '@mfa/projection';
+import { execAll } from '@mfa/service-kit';
 import { subjectToken } from '@mfa/contracts';
 import type { IpWindow } from '../domain/ip-lockout.js';
 
@@ -106,12 +107,12 @@ export class IpCounters {
    * catching up. One transaction, one slot; run again by a retried unlock.
    */
   async reset(tenantId: string, ip: string, at: Date = new Date()): Promise<void> {
-    const results = await this.redis
-      .multi()
-      .del(IpCounterKeys.denials(tenantId, ip), IpCounterKeys.users(tenantId, ip))
-      .set(IpCounterKeys.unlocked(tenantId, ip), at.getTime(), 'PX', UNLOCK_MARK_MS)
-      .exec();
-    const refused = results?.find(([error]) => error)?.[0];
-    if (!results || refused) throw refused ?? new Error("the address's count was not reset (transaction aborted)");
+    await execAll(
+      this.redis
+        .multi()
+        .del(IpCounterKeys.denials(tenantId, ip), IpCounterKeys.users(tenantId, ip))
+        .set(IpCounterKeys.unlocked(tenantId, ip), at.getTime(), 'PX', UNLOCK_MARK_MS),
+      "the address's count was not reset",
+    );
   }
 }

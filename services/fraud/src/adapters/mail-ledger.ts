@@ -1,4 +1,5 @@
 import type { RedisClient } from '@mfa/projection';
+import { execAll } from '@mfa/service-kit';
 
 /** How long an alert's e-mail outcomes are remembered: well past the last redelivery. */
 const LEDGER_TTL_SECONDS = 7 * 86_400;
@@ -103,9 +104,10 @@ export class MailLedger {
 
   /** Rejects when Redis refused a command of the transaction (an error reply inside MULTI, such as OOM), not only when the transaction failed. */
   async record(alertId: string, outcome: MailOutcome): Promise<void> {
-    const results = await this.redis.multi().hset(this.key(alertId), outcome.to.toLowerCase(), JSON.stringify(outcome)).expire(this.key(alertId), LEDGER_TTL_SECONDS).exec();
-    const refused = results?.find(([error]) => error)?.[0];
-    if (!results || refused) throw refused ?? new Error('the e-mail outcome was not recorded (transaction aborted)');
+    await execAll(
+      this.redis.multi().hset(this.key(alertId), outcome.to.toLowerCase(), JSON.stringify(outcome)).expire(this.key(alertId), LEDGER_TTL_SECONDS),
+      'the e-mail outcome was not recorded',
+    );
   }
 }
 

@@ -65,8 +65,8 @@ export class FraudAlertsService {
 
     let waiting = false;
     let origin: ChallengeOrigin = {};
+    const id = request.challengeId !== undefined ? parseChallengeId(request.challengeId) : undefined;
     if (request.challengeId !== undefined) {
-      const id = parseChallengeId(request.challengeId);
       // A challenge of another user (or tenant) is unknown here, as everywhere.
       if (!id || id.tag !== tag) throw notFound('unknown challenge');
       const seen = await this.blocks.dependency(() => this.denial.look(id.tag, id.nonce, tenantId, userId, now));
@@ -94,7 +94,6 @@ export class FraudAlertsService {
       const seconds = Math.max(1, Math.ceil((admitted.retryAt - now.getTime()) / 1000));
       throw rateLimited(`too many fraud reports for this user; try again in ${seconds} s`, seconds);
     }
-    const id = request.challengeId !== undefined ? parseChallengeId(request.challengeId) : undefined;
     if (id && waiting) {
       // Denied now, before anything is recorded: a verify, a call's keys or another device's answer
       // that comes after this cannot approve the sign-in its user disowned. One that came first

@@ -94,7 +94,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
   'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims', 'mfaSmsUndeliveredReceipt'] },
-  'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport'] },
+  'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport', 'mfaFraudNoteReport'] },
   'services/fraud/src/adapters/block-ends.ts': { scripts: ['mfaFraudRemoveEndedBlock'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
   'services/user-settings/src/adapters/activation-attempts.ts': { scripts: ['mfaReserveActivationAttempt'] },
@@ -379,6 +379,8 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'denied');
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'already');
       await denial.markRecorded(u.tag, again.nonce);
+      await denial.noteReport(u.tag, again.nonce, u.tenantId, u.userId, 0);
+      assert.equal(((await denial.look(u.tag, again.nonce, u.tenantId, u.userId, now())) as { alertAfter?: number }).alertAfter, 0);
       assert.deepEqual(await denial.admitReport(u.tag, `walk-alert-${i}`, now(), { max: 10, windowMs: 3_600_000, denies: false }), {});
       // fraud's index of block ends (its own slots, by shard): a block that ended, found due and forgotten.
       await blockEnds.add(u.tenantId, u.userId, Date.now() - 1000);

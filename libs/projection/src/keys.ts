@@ -22,7 +22,9 @@ export const PROJECTION_LAYOUT = 7;
  *   mfa:{tag}:ch:<nonce>   HASH  one challenge (written by auth-challenge), expires by TTL; dispatch adds
  *                                `delivery` (failed) and, for an SMS no provider took, `smsSeq` (where its start is);
  *                                `vf` the user's validFrom at its start (a reset or erasure since voids it); fraud
- *                                adds `fraudAlert` (the MFA_FRAUD sequence of the alert that reported it) and
+ *                                adds `fraudAlert` (the MFA_FRAUD sequence of the alert that reported it),
+ *                                `fraudPending` (denied by a report whose alert may not be recorded yet),
+ *                                `fraudAfter` (its report's alert is recorded after this MFA_FRAUD sequence) and
  *                                `fraudRecorded` (its ChallengeFraudReported is published)
  *   mfa:{tag}:otp:sends    ZSET  SMS and voice challenges of the user in the sliding window (challenge id, or
  *                                `<challenge id>:r<n>` for a resend -> ms; throttling)

@@ -120,6 +120,77 @@ describe('fraud: reports on the real NATS and Redis', () => {
     assert.equal((await history(userId)).length, 1);
   });
 
+  /**
+   * A report whose alert is recorded but not completed (Redis gone once the alert is recorded, as
+   * when the instance dies): the alerts consumer's to complete, and nothing names the alert on the challenge.
+   */
+  const reportNotCompleted = async (userId: string, challenge: { id: string }) => {
+    class DownOnceRecorded extends ChallengeDenial {
+      override async denyPending(...args: Parameters<ChallengeDenial['denyPending']>) {
+        if (args[5] !== undefined) throw Object.assign(new Error('Connection is closed.'), { name: 'ConnectionError' });
+        return super.denyPending(...args);
+      }
+    }
+    const reply = await new FraudAlertsService(blocks, new DownOnceRecorded(redis), publisher, keyring, server, true).report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date());
+    const [recorded] = await alertsOf(userId);
+    assert.equal(recorded?.event.data.alertId, reply.alertId, 'the alert is recorded');
+    return { reply, recorded: recorded! };
+  };
+
+  itWith({ real: ['nats', 'redis'] }, "an administrator's unblock between a fraud alert and its completion: one that only cleared a lockout leaves the alert's block to come; one that lifted a block has the last word", async () => {
+    // Not blocked when reporting, locked out after wrong codes: the help desk clears the lockout
+    // before the alert is completed. The user reported fraud: the block still comes.
+    const userId = await register();
+    await redis.set(RedisKeys.failures(userTag(keyring, tenantId, userId)), '5', 'PX', 600_000);
+    const { reply, recorded } = await reportNotCompleted(userId, await startChallenge(userId));
+    assert.equal(await redis.exists(blockedKey(userId)), 0, 'not blocked yet');
+    await blocks.unblock({ tenantId, userId, reason: 'locked out, called the help desk' }, new Date(), { clientId: 'admin' });
+    await alerts.complete(recorded.event, recorded.seq);
+    assert.equal(await redis.get(blockedKey(userId)), String(Date.parse(reply.blockedUntil!)), 'blocked by the alert after the lockout-only unblock');
+    assert.deepEqual((await history(userId)).map((e) => [e.type, e.type === 'UserBlocked' ? e.data.alertId : undefined]), [['UserUnblocked', undefined], ['UserBlocked', reply.alertId]]);
+    await alerts.complete(recorded.event, recorded.seq);
+    assert.equal((await history(userId)).length, 2, 'once');
+
+    // Blocked when reporting (the alert records that block), unblocked by an administrator before
+    // the alert is completed: no stale block comes back.
+    const blockedFirst = await register();
+    await blocks.block({ tenantId, userId: blockedFirst, reason: 'stolen phone' }, new Date(), { clientId: 'admin' });
+    const stale = await reportNotCompleted(blockedFirst, await startChallenge(blockedFirst));
+    assert.equal(stale.reply.blocked, true);
+    await blocks.unblock({ tenantId, userId: blockedFirst, reason: 'phone found' }, new Date(), { clientId: 'admin' });
+    await alerts.complete(stale.recorded.event, stale.recorded.seq);
+    assert.equal(await redis.exists(blockedKey(blockedFirst)), 0, 'the unblock stands');
+    assert.deepEqual((await history(blockedFirst)).map((e) => e.type), ['UserBlocked', 'UserUnblocked']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a report sent again past the stream's de-duplication window, its alert never completed, finds that alert: no second copy, the same answer, completed once", async () => {
+    // Past MFA_FRAUD's duplicate window (2 minutes) the server no longer knows the alert's
+    // Nats-Msg-Id: a publish of it then stores another copy, as this publisher's does at once.
+    class PastDuplicateWindow extends EventPublisher {
+      override async publish(...args: Parameters<EventPublisher['publish']>) {
+        if (args[1].type !== 'FraudReported') return super.publish(...args);
+        return nats.js.publish(args[0], JSON.stringify(args[1]));
+      }
+    }
+    const later = new FraudAlertsService(blocks, new ChallengeDenial(redis), new PastDuplicateWindow(nats.js), keyring, server, true);
+    // A challenge still waiting (denied by the report), and one that had ended (reported after the fact).
+    for (const status of ['pending', 'approved']) {
+      const userId = await register();
+      const challenge = await startChallenge(userId, 'sms', status);
+      const { reply, recorded } = await reportNotCompleted(userId, challenge);
+      // Another alert of the user's in between: the copy recorded first is still found.
+      await alerts.report({ tenantId, userId, source: 'idp', comment: 'another sign-in' }, new Date());
+      const again = await later.report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date());
+      assert.deepEqual(again, reply, `${status}: answers the same`);
+      const copies = (await alertsOf(userId)).filter((a) => a.event.data.alertId === reply.alertId);
+      assert.deepEqual(copies.map((a) => a.seq), [recorded.seq], `${status}: one copy of the alert`);
+      assert.equal((await fraudReportedOf(challenge.id)).length, status === 'pending' ? 1 : 0, `${status}: ChallengeFraudReported as the challenge was`);
+      // Completed now (named on the challenge): sent again once more, found at once.
+      assert.deepEqual(await later.report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date()), reply);
+      assert.equal((await alertsOf(userId)).filter((a) => a.event.data.alertId === reply.alertId).length, 1);
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'the challenge is denied before the alert is recorded: nothing can approve it meanwhile; one approved first stays approved and the alert says so', async () => {
     let atPublish: Array<string | null> | undefined;
     let approveFirst: (() => Promise<unknown>) | undefined;

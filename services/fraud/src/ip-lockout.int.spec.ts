@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { defaultTenantSettings, EventSubjects, Streams, type FraudIpEvent } from '@mfa/contracts';
 import { loadKeyring } from '@mfa/crypto';
-import { connectNats, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
+import { ConcurrencyError, connectNats, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { UserProjectionWriter } from '@mfa/projection';
 import { createLogger } from '@mfa/telemetry';
 import { challengeCodeRejected, itWith, tenantCreated, testChallenge, testEnv, testTenant, testUser, uniqueTenant, uniqueUser } from '@mfa/testing';
@@ -84,6 +84,24 @@ describe('fraud: per-IP lockout unlock on the real NATS and Redis', () => {
     assert.equal(await locked(ip), false);
     await deny(ips, ip, 1);
     assert.equal(await locked(ip), true);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'an unlock that cannot record IpUnlocked (the address moved on at every try) answers conflict, not unlocked', async () => {
+    const ip = '198.51.100.44';
+    const ips = lockout();
+    await deny(ips, ip, threshold);
+    assert.equal(await locked(ip), true);
+    let tries = 0;
+    const racedLog = Object.assign(Object.create(fraudLog) as FraudLog, {
+      appendIp: async () => {
+        tries++;
+        throw new ConcurrencyError('the address subject moved on since it was read');
+      },
+    });
+    const answer = await unlock(lockout(counters, racedLog), ip).catch((error: unknown) => error);
+    assert.equal(codeOf(answer), 'conflict', `answered ${JSON.stringify(answer)}`);
+    assert.equal(tries, 5);
+    assert.equal(await locked(ip), true, 'still locked');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'a denial counted while an unlock is under way (before or after its count is reset) does not lock the address again', async () => {

@@ -60,6 +60,21 @@ return 1
 `;
 
 /**
+ * Notes on the challenge, before a report's alert is published, where in MFA_FRAUD that alert will
+ * be found: after the user's last alert then (`fraudAfter`). The first report's note stays (a
+ * report sent again must find the copy recorded first), and a challenge gone stays gone. Past the
+ * stream's de-duplication window (Nats-Msg-Id, 2 minutes), a report sent again for an alert whose
+ * completion never named it on the challenge would otherwise record a second copy.
+ * KEYS: the challenge. ARGV: tenantId, userId, the user's last alert's MFA_FRAUD sequence (0: none).
+ */
+const NOTE_SCRIPT = `
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId')
+if not ch[1] or ch[1] ~= ARGV[1] or ch[2] ~= ARGV[2] then return 0 end
+redis.call('HSETNX', KEYS[1], 'fraudAfter', ARGV[3])
+return 1
+`;
+
+/**
  * The user's fraud alerts in a sliding window (fraud.report's limit per user). KEYS: the user's
  * alerts (alert id -> ms). ARGV: alert id, now ms, window ms, most alerts, '1' when the report
  * denies a challenge still waiting (refused only past ARGV[6] alerts: challenges started in bulk
@@ -97,15 +112,17 @@ export type Denial =
 
 /**
  * A challenge as a fraud report finds it, before anything is recorded (nothing is changed).
- * `alertSeq`: the MFA_FRAUD sequence of the alert recorded for it already, if any (the report is a repeat).
+ * `alertSeq`: the MFA_FRAUD sequence of the alert recorded for it already, if any (the report is a
+ * repeat). `alertAfter`: a report for it was about to record its alert, after this MFA_FRAUD
+ * sequence (NOTE_SCRIPT): one not named yet may be recorded there.
  */
 export type ChallengeSeen =
   | { kind: 'not_found' }
-  | { kind: 'waiting'; method: string; origin: ChallengeOrigin; alertSeq?: number }
+  | { kind: 'waiting'; method: string; origin: ChallengeOrigin; alertSeq?: number; alertAfter?: number }
   /** Denied for fraud already; `pending`: by a report whose alert may not be recorded (denied first, see DENY_SCRIPT). */
-  | { kind: 'denied_for_fraud'; origin: ChallengeOrigin; alertSeq?: number; pending?: boolean }
+  | { kind: 'denied_for_fraud'; origin: ChallengeOrigin; alertSeq?: number; alertAfter?: number; pending?: boolean }
   /** Decided otherwise, or expired at the report's time. */
-  | { kind: 'ended'; status: string; origin: ChallengeOrigin; alertSeq?: number };
+  | { kind: 'ended'; status: string; origin: ChallengeOrigin; alertSeq?: number; alertAfter?: number };
 
 const originOf = (ip: string | null | undefined, app: string | null | undefined): ChallengeOrigin => ({ ...(ip ? { clientIp: ip } : {}), ...(app ? { application: app } : {}) });
 
@@ -114,25 +131,28 @@ export class ChallengeDenial {
   private readonly deny: (...args: Array<string | number>) => Promise<string[]>;
   private readonly recordedScript: (...args: Array<string | number>) => Promise<number>;
   private readonly admitScript: (...args: Array<string | number>) => Promise<string[]>;
+  private readonly noteScript: (...args: Array<string | number>) => Promise<number>;
 
   constructor(private readonly redis: RedisClient) {
     redis.defineCommand('mfaFraudDenyChallenge', { numberOfKeys: 3, lua: DENY_SCRIPT });
     redis.defineCommand('mfaFraudChallengeRecorded', { numberOfKeys: 1, lua: RECORDED_SCRIPT });
     redis.defineCommand('mfaFraudAdmitReport', { numberOfKeys: 1, lua: ADMIT_SCRIPT });
-    const r = redis as unknown as Record<'mfaFraudDenyChallenge' | 'mfaFraudChallengeRecorded' | 'mfaFraudAdmitReport', (...a: Array<string | number>) => Promise<never>>;
+    redis.defineCommand('mfaFraudNoteReport', { numberOfKeys: 1, lua: NOTE_SCRIPT });
+    const r = redis as unknown as Record<'mfaFraudDenyChallenge' | 'mfaFraudChallengeRecorded' | 'mfaFraudAdmitReport' | 'mfaFraudNoteReport', (...a: Array<string | number>) => Promise<never>>;
     this.deny = r.mfaFraudDenyChallenge.bind(redis);
     this.recordedScript = r.mfaFraudChallengeRecorded.bind(redis);
     this.admitScript = r.mfaFraudAdmitReport.bind(redis);
+    this.noteScript = r.mfaFraudNoteReport.bind(redis);
   }
 
   /** How the challenge stands for a report made at `now` (one HMGET). */
   async look(tag: string, nonce: string, tenantId: string, userId: string, now: Date): Promise<ChallengeSeen> {
-    const [tenant, user, method, status, reason, ip, app, expiresAt, alertSeq, pending] = await this.redis.hmget(
+    const [tenant, user, method, status, reason, ip, app, expiresAt, alertSeq, pending, after] = await this.redis.hmget(
       RedisKeys.challenge(tag, nonce),
-      'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert', 'fraudPending',
+      'tenantId', 'userId', 'method', 'status', 'reason', 'ip', 'app', 'expiresAt', 'fraudAlert', 'fraudPending', 'fraudAfter',
     );
     if (tenant !== tenantId || user !== userId) return { kind: 'not_found' };
-    const seen = { origin: originOf(ip, app), ...(alertSeq ? { alertSeq: Number(alertSeq) } : {}) };
+    const seen = { origin: originOf(ip, app), ...(alertSeq ? { alertSeq: Number(alertSeq) } : {}), ...(after ? { alertAfter: Number(after) } : {}) };
     if (status === 'denied' && reason === 'fraud_reported') return { kind: 'denied_for_fraud', ...seen, ...(pending === '1' ? { pending: true } : {}) };
     if (status === 'pending' && Number(expiresAt ?? 0) > now.getTime()) return { kind: 'waiting', method: method ?? '', ...seen };
     return { kind: 'ended', status: status === 'pending' ? 'expired' : (status ?? ''), ...seen };
@@ -159,6 +179,14 @@ export class ChallengeDenial {
     if (kind === 'denied' || kind === 'already') return { kind, method: value ?? '', origin, recorded: recorded === '1' };
     if (kind === 'completed') return { kind, status: value ?? '', origin };
     return { kind: 'not_found' };
+  }
+
+  /**
+   * Notes on the challenge, before its report's alert is published, that the alert will be recorded
+   * after the user's alert at MFA_FRAUD sequence `afterSeq` (NOTE_SCRIPT); the first note stays.
+   */
+  async noteReport(tag: string, nonce: string, tenantId: string, userId: string, afterSeq: number): Promise<void> {
+    await this.noteScript(RedisKeys.challenge(tag, nonce), tenantId, userId, afterSeq);
   }
 
   /** The challenge's ChallengeFraudReported is published: no completion of its alert publishes it again. */

@@ -74,6 +74,19 @@ export class BlocksService {
     }
   }
 
+  /** The MFA_FRAUD sequence of the user's last fraud alert, 0 when none: an alert published now comes after it. */
+  async lastAlertSeq(tenantId: string, userId: string): Promise<number> {
+    const msg = await this.dependency(() => this.nats.jsm.streams.getMessage(Streams.fraud.name, { last_by_subj: EventSubjects.fraudAlert(tenantId, userId) }));
+    return msg?.seq ?? 0;
+  }
+
+  /** The user's fraud alert `alertId` recorded after MFA_FRAUD sequence `afterSeq` (the first copy), if any. */
+  async findAlert(tenantId: string, userId: string, alertId: string, afterSeq: number): Promise<{ alert: EventOf<'FraudReported'>; seq: number } | undefined> {
+    const { events } = await this.dependency(() => readAggregate(this.nats.jsm, Streams.fraud.name, EventSubjects.fraudAlert(tenantId, userId), this.logger, afterSeq));
+    const found = events.find((e) => e.event.type === 'FraudReported' && e.event.data.alertId === alertId);
+    return found ? { alert: found.event as EventOf<'FraudReported'>, seq: found.seq } : undefined;
+  }
+
   /**
    * The auto-block of the fraud alert recorded at MFA_FRAUD sequence `alertSeq`, until `until` (what
    * the alert says): once, whoever completes the alert and however often. The user's events after
@@ -85,7 +98,15 @@ export class BlocksService {
     await this.execute(tenantId, userId, now, async (lastSeq) => {
       const since =
         lastSeq > seq ? (await readAggregate(this.nats.jsm, Streams.fraud.name, subject, this.logger, seq)).events.filter((e) => e.seq <= lastSeq).map((e) => e.event as FraudUserEvent) : [];
-      return { type: 'BlockForAlert', data: { userId, alertId, until, since, ...(by ? { by } : {}) } };
+      // An administrator's unblock first after the alert lifted a block only if the user's event
+      // before the alert was one in force (otherwise it cleared lockouts only). Rare (an unblock
+      // between a report and its completion), so the user's whole history is read for it then.
+      const first = since[0];
+      const before =
+        first?.type === 'UserUnblocked' && !first.data.automatic
+          ? (await readAggregate(this.nats.jsm, Streams.fraud.name, subject, this.logger)).events.filter((e) => e.seq < seq).at(-1)?.event as FraudUserEvent | undefined
+          : undefined;
+      return { type: 'BlockForAlert', data: { userId, alertId, until, since, ...(before ? { before } : {}), ...(by ? { by } : {}) } };
     });
   }
 

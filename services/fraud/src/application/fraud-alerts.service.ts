@@ -40,7 +40,9 @@ export const FRAUD_REPORT_WINDOW_MS = 3_600_000;
  * days or the block in force), then completed: here at once, and by the alerts consumer on every
  * delivery, so a report that fails halfway (an election, a timeout, a crash) is completed all the
  * same, and neither does anything twice (`complete`). The same report again (same challenge) finds its alert on the
- * challenge: it changes nothing more, records nothing twice and answers the same.
+ * challenge (named by a completion, or after the place the first report noted before recording it,
+ * however long ago: past the stream's de-duplication window too): it changes nothing more, records
+ * nothing twice and answers the same.
  */
 export class FraudAlertsService {
   constructor(
@@ -73,6 +75,12 @@ export class FraudAlertsService {
       if (seen.kind === 'not_found') throw notFound('unknown challenge');
       const recorded = seen.alertSeq !== undefined ? await this.blocks.alertAt(seen.alertSeq) : undefined;
       if (recorded?.data.challengeId === request.challengeId) return this.repeat(recorded, seen.alertSeq!);
+      // A report for it was about to record its alert, and no completion named it here yet (none
+      // ran, or it failed): the copy recorded first is the alert, however long ago (past the
+      // stream's de-duplication window a publish would record a second copy).
+      const earlier =
+        seen.alertAfter !== undefined ? await this.blocks.findAlert(tenantId, userId, eventIdOf(`${request.challengeId}:fraud`), seen.alertAfter) : undefined;
+      if (earlier) return this.repeat(earlier.alert, earlier.seq);
       if (seen.kind === 'denied_for_fraud' && !seen.pending) {
         // Denied by a report of the time before alerts were recorded first: that report did what it did.
         const until = settings.fraudAlert.autoBlock ? blockedUntil(await this.blocks.blockState(tenantId, userId), now) : undefined;
@@ -107,6 +115,11 @@ export class FraudAlertsService {
         }
         waiting = false;
       }
+    }
+    // Where this alert will be, for the report sent again (above): noted before it is published.
+    if (id) {
+      const after = await this.blocks.lastAlertSeq(tenantId, userId);
+      await this.blocks.dependency(() => this.denial.noteReport(id.tag, id.nonce, tenantId, userId, after));
     }
     const until = settings.fraudAlert.autoBlock ? fraudBlockUntil(await this.blocks.blockState(tenantId, userId), now) : undefined;
 

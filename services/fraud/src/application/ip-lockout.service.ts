@@ -1,4 +1,5 @@
 import {
+  conflict,
   EventSubjects,
   ipLockKey,
   parseEvent,
@@ -154,6 +155,8 @@ export class IpLockoutService {
         if (!(error instanceof ConcurrencyError)) throw error;
       }
     }
+    // A denial's lock gives way to what the others recorded; an unlock recorded nothing, and must not answer that it did.
+    if (command.type === 'Unlock') throw conflict('the address changed concurrently too often; try again');
     return [];
   }
 

@@ -18,9 +18,11 @@ export type BlockCommand =
   | { type: 'Block'; data: { userId: string; reason: string; source: 'admin' | 'fraud_report'; by?: Actor } }
   /**
    * The auto-block of fraud alert `alertId`, which recorded the user as blocked until `until` (a
-   * block it made, or one already in force). `since`: the user's events recorded after the alert.
+   * block it made, or one already in force). `since`: the user's events recorded after the alert;
+   * `before`: the user's last event before it, when the first of `since` is an administrator's
+   * unblock (whether that unblock lifted a block depends on it).
    */
-  | { type: 'BlockForAlert'; data: { userId: string; alertId: string; until: number; by?: Actor; since: readonly FraudUserEvent[] } }
+  | { type: 'BlockForAlert'; data: { userId: string; alertId: string; until: number; by?: Actor; since: readonly FraudUserEvent[]; before?: FraudUserEvent } }
   /** `lockedOut`: the user has lockout counters in Redis, which an unblock lifts too. */
   | { type: 'Unblock'; data: { userId: string; reason: string; by?: Actor; lockedOut: boolean } }
   /** The block's end has passed: recorded as an automatic unblock, dated at that end. */
@@ -58,6 +60,10 @@ export function fraudBlockUntil(state: BlockState, now: Date): number {
   return inForce(state, now) ? state.until : now.getTime() + BLOCK_DAYS * DAY_MS;
 }
 
+/** Whether `unblock` lifted a block in force: the user's event before it is a block that had not ended by then. */
+const liftedBlock = (previous: FraudUserEvent | undefined, unblock: FraudUserEvent): boolean =>
+  previous?.type === 'UserBlocked' && Date.parse(previous.data.until) > Date.parse(unblock.occurredAt);
+
 export function decideBlock(command: BlockCommand, state: BlockState, now: Date): Decided[] {
   switch (command.type) {
     case 'Block': {
@@ -67,10 +73,17 @@ export function decideBlock(command: BlockCommand, state: BlockState, now: Date)
       return [...endOfEnded(state, userId, now), { event: { type: 'UserBlocked', data: { userId, reason, until, source, ...(by ? { by } : {}) } }, at: now }];
     }
     case 'BlockForAlert': {
-      const { userId, alertId, until, by, since } = command.data;
+      const { userId, alertId, until, by, since, before } = command.data;
       // Once per alert, whoever completes it and however often; and an administrator who lifted a
-      // block after the report has the last word (a re-sent report does not block again).
-      if (since.some((e) => (e.type === 'UserBlocked' && e.data.alertId === alertId) || (e.type === 'UserUnblocked' && !e.data.automatic))) return [];
+      // block after the report has the last word (a re-sent report does not block again). An
+      // unblock that lifted no block (only the lockouts of a user not blocked) lifted nothing of
+      // the alert's: the block it has not made yet still comes.
+      let previous = before;
+      for (const event of since) {
+        if (event.type === 'UserBlocked' && event.data.alertId === alertId) return [];
+        if (event.type === 'UserUnblocked' && !event.data.automatic && liftedBlock(previous, event)) return [];
+        previous = event;
+      }
       // The block it recorded has ended meanwhile, or one is in force (that one stands).
       if (until <= now.getTime() || inForce(state, now)) return [];
       return [

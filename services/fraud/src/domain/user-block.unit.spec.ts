@@ -57,8 +57,18 @@ describe('user block decider', () => {
     ]);
     // Once: the alert's block recorded since (and lifted since by anyone) is not made again.
     assert.deepEqual(decideBlock(forAlert([event('UserBlocked', { alertId: 'a1', until: new Date(until).toISOString() }), event('UserUnblocked', { reason: 'help desk' })]), initialBlockState(), now), []);
-    // An administrator who unblocked after the report has the last word.
-    assert.deepEqual(decideBlock(forAlert([event('UserUnblocked', { reason: 'help desk' })]), initialBlockState(), now), []);
+    // An administrator who lifted a block after the report has the last word: the block in force
+    // before the alert (the one it recorded), or one made since.
+    const at = (e: FraudUserEvent, occurredAt: Date) => ({ ...e, occurredAt: occurredAt.toISOString() }) as FraudUserEvent;
+    const inForce = at(event('UserBlocked', { until: new Date(until).toISOString() }), new Date(now.getTime() - 60_000));
+    const adminUnblock = at(event('UserUnblocked', { reason: 'help desk' }), new Date(now.getTime() - 1_000));
+    assert.deepEqual(decideBlock({ ...forAlert([adminUnblock]), data: { ...forAlert([adminUnblock]).data, before: inForce } }, initialBlockState(), now), []);
+    assert.deepEqual(decideBlock(forAlert([inForce, adminUnblock]), initialBlockState(), now), []);
+    // One that only cleared the lockouts of a user not blocked lifted nothing of the alert's: its block still comes.
+    assert.equal(decideBlock(forAlert([adminUnblock]), initialBlockState(), now).length, 1);
+    const ended = at(event('UserBlocked', { until: new Date(now.getTime() - 30_000).toISOString() }), new Date(now.getTime() - 60_000));
+    assert.equal(decideBlock({ ...forAlert([adminUnblock]), data: { ...forAlert([adminUnblock]).data, before: ended } }, initialBlockState(), now).length, 1);
+    assert.equal(decideBlock(forAlert([at(event('UserUnblocked', { automatic: true }), new Date(now.getTime() - 2_000)), adminUnblock]), initialBlockState(), now).length, 1);
     // An automatic unblock since says nothing of the kind; another alert's block neither.
     assert.equal(decideBlock(forAlert([event('UserUnblocked', { automatic: true }), event('UserBlocked', { alertId: 'a0', until: now.toISOString() })]), initialBlockState(), now).length, 1);
     // A block in force stands; a block the alert named that has ended is not made again.

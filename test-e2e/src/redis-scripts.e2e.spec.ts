@@ -400,7 +400,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       await calls.setCallSid(voice.challengeId, `CA${i}`);
       assert.equal(await calls.answerOnce(voice.challengeId, 1, '#'), true);
       assert.equal((await calls.read(voice.challengeId))?.callSid, `CA${i}`);
-      assert.equal((await store.recordVoiceOutcome({ ...where(voice), approved: true })).kind, 'approved');
+      // Named (dispatch's answer id): recorded once, the same answer again gets the same decision.
+      assert.equal((await store.recordVoiceOutcome({ ...where(voice), approved: true, answerId: `CAwalk${i}:1` })).kind, 'approved');
+      assert.equal((await store.recordVoiceOutcome({ ...where(voice), approved: true, answerId: `CAwalk${i}:1` })).kind, 'approved');
       assert.equal(await calls.finish(voice.challengeId, 'approved'), true);
       decided.push(voice);
 

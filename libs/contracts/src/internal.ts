@@ -29,10 +29,25 @@ export type PinVerifyRequest = z.infer<typeof PinVerifyRequest>;
 export const PinVerifyReply = z.object({ valid: z.boolean(), pinSet: z.boolean() });
 export type PinVerifyReply = z.infer<typeof PinVerifyReply>;
 
-/** `approved` false: a wrong PIN, counted like a wrong code (attempts of the challenge, the user's lockout). */
-export const VoiceOutcomeRequest = z.object({ tenantId: TenantId, challengeId: z.string().max(128), approved: z.boolean() });
+/**
+ * `approved` false: a wrong PIN, counted like a wrong code (attempts of the challenge, the user's lockout).
+ * `answerId`: names this answer (dispatch: the call and its prompt). The answer is recorded once per
+ * id: the same id again, while it is the challenge's last recorded answer, gets the same reply and
+ * counts nothing, so the request may be sent again after any failure (no answer, `unavailable`).
+ * Without it (an older dispatch) each request is recorded.
+ */
+export const VoiceOutcomeRequest = z.object({
+  tenantId: TenantId,
+  challengeId: z.string().max(128),
+  approved: z.boolean(),
+  answerId: z.string().min(1).max(128).optional(),
+});
 export type VoiceOutcomeRequest = z.infer<typeof VoiceOutcomeRequest>;
-export const VoiceOutcomeReply = z.object({ status: ChallengeStatus, reason: z.string().optional() });
+/**
+ * `answerId`: the request's, when the answer was recorded under it (an auth-challenge that records
+ * answers once; an older one leaves it out): what tells dispatch that sending it again is safe.
+ */
+export const VoiceOutcomeReply = z.object({ status: ChallengeStatus, reason: z.string().optional(), answerId: z.string().optional() });
 export type VoiceOutcomeReply = z.infer<typeof VoiceOutcomeReply>;
 
 export const FraudFromCallRequest = z.object({ tenantId: TenantId, userId: UserId, challengeId: z.string().max(128) });

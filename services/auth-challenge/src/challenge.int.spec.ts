@@ -1,6 +1,7 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { connect as netConnect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -522,6 +523,127 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await internal.request<Reply>(InternalSubjects.voiceOutcome, { tenantId: remembering, challengeId: late.challengeId, approved: true }, { timeoutMs: 5000 })).status, 'approved');
     assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 0, 'nor did the approval after it write it again');
   });
+
+  itWith({ real: ['nats', 'redis'] }, "a call's answer sent again with its answer id after its reply was lost (the script ran) is recorded once: the same reply, one attempt, approved stays approved", async () => {
+    // A tenant of its own: another test takes voice out of the shared one's methods.
+    const calling = uniqueTenant('answer-once');
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.tenant(calling), tenantCreated(testTenant({ tenantId: calling, settings: defaultTenantSettings() })));
+    const user = uniqueUser('answer-once');
+    await projectUser(user, { tenantId: calling, phone: '+14155550177', methods: ['voice'] });
+    const tag = userTag(keyring, calling, user);
+    const startCall = async () => {
+      const reply = await eventually(async () => {
+        const started = await ask(Subjects.challengeStart, { tenantId: calling, userId: user, method: 'voice' });
+        return started.status === 'pending' ? started : undefined;
+      }, 5000, 'the tenant known');
+      const challengeId = String(reply.challengeId);
+      return { challengeId, key: RedisKeys.challenge(tag, parseChallengeId(challengeId)!.nonce) };
+    };
+    const answer = (challengeId: string, approved: boolean, answerId?: string) =>
+      internal.request<Reply>(InternalSubjects.voiceOutcome, { tenantId: calling, challengeId, approved, ...(answerId ? { answerId } : {}) }, { timeoutMs: 5000 });
+    // A Redis connection that closes once a script whose arguments hold `cutAt` has run, before its
+    // reply reaches auth-challenge: the script ran, the request answers `unavailable`.
+    const { store: cutStore, cutAt, close } = await storeBehindCut();
+    try {
+      const wrong = await startCall();
+      const where = {
+        tag, nonce: parseChallengeId(wrong.challengeId)!.nonce, tenantId: calling, now: new Date(), challengeId: wrong.challengeId, slot: hashSlotOf(tag),
+        lockout: { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 } satisfies LockoutPolicy,
+        context: JSON.stringify({ k: 'verify', t: calling, id: wrong.challengeId, n: Date.now(), s: { name: 'test', ip: '' } }),
+      };
+      const pinAnswer = `CA${randomUUID()}:1`;
+      cutAt(pinAnswer);
+      await assert.rejects(cutStore.recordVoiceOutcome({ ...where, approved: false, answerId: pinAnswer }), (error: Error & { code?: string }) => error.code === 'unavailable');
+      assert.equal(await redis.hget(wrong.key, 'attempts'), '1', 'the script ran');
+      assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '1');
+      // dispatch sends the wrong PIN again: the same reply, nothing counted again.
+      const expected = { status: 'pending', reason: 'invalid_code', answerId: pinAnswer };
+      assert.deepEqual(await answer(wrong.challengeId, false, pinAnswer), expected);
+      assert.deepEqual(await answer(wrong.challengeId, false, pinAnswer), expected);
+      assert.equal(await redis.hget(wrong.key, 'attempts'), '1');
+      assert.equal(await redis.get(RedisKeys.consecutiveFailures(tag)), '1');
+      assert.equal(await redis.get(RedisKeys.failures(tag)), '1');
+      // The next prompt's PIN is another answer: counted.
+      assert.deepEqual(await answer(wrong.challengeId, false, `${pinAnswer.slice(0, -2)}:2`), { ...expected, answerId: `${pinAnswer.slice(0, -2)}:2` });
+      assert.equal(await redis.hget(wrong.key, 'attempts'), '2');
+
+      // # pressed; its approval's reply lost: sent again it is approved, not a conflict.
+      const right = await startCall();
+      const hashAnswer = `CA${randomUUID()}:1`;
+      cutAt(hashAnswer);
+      await assert.rejects(
+        cutStore.recordVoiceOutcome({ ...where, nonce: parseChallengeId(right.challengeId)!.nonce, challengeId: right.challengeId, now: new Date(), approved: true, answerId: hashAnswer }),
+        (error: Error & { code?: string }) => error.code === 'unavailable',
+      );
+      assert.equal(await redis.hget(right.key, 'status'), 'approved', 'the script ran');
+      assert.deepEqual(await answer(right.challengeId, true, hashAnswer), { status: 'approved', answerId: hashAnswer });
+      // Another answer (or one without an id) finds the challenge decided; another tenant learns nothing.
+      assert.equal((await answer(right.challengeId, true, `${hashAnswer}0`)).error?.code, 'conflict');
+      assert.equal((await answer(right.challengeId, true)).error?.code, 'conflict');
+      const store = new ChallengeStore(redis, new ReplicatedWrites(redis, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
+      const otherTenant = { ...where, nonce: parseChallengeId(right.challengeId)!.nonce, challengeId: right.challengeId, tenantId: uniqueTenant('other'), now: new Date() };
+      assert.deepEqual(await store.recordVoiceOutcome({ ...otherTenant, approved: true, answerId: hashAnswer }), { kind: 'not_found' });
+    } finally {
+      await close();
+    }
+
+    // An older dispatch (no answer id): each request is recorded, as before.
+    const older = await startCall();
+    assert.deepEqual(await answer(older.challengeId, false), { status: 'pending', reason: 'invalid_code' });
+    assert.deepEqual(await answer(older.challengeId, false), { status: 'pending', reason: 'invalid_code' });
+    assert.equal(await redis.hget(older.key, 'attempts'), '2');
+  });
+
+  /**
+   * A ChallengeStore whose Redis connection goes through a proxy that, once told an argument
+   * (`cutAt`), lets the next script carrying it run and then closes the connection instead of
+   * passing its reply on: a reply lost after the script ran.
+   */
+  async function storeBehindCut() {
+    const upstream = new URL(testEnv.redisUrl);
+    let marker: string | undefined;
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const server = netConnect(Number(upstream.port || 6379), upstream.hostname);
+      sockets.add(client).add(server);
+      let cutting = false;
+      client.on('data', (chunk) => {
+        if (marker && chunk.includes(marker)) {
+          cutting = true;
+          marker = undefined;
+        }
+        server.write(chunk);
+      });
+      server.on('data', (chunk) => {
+        // NOSCRIPT: the script did not run (ioredis sends it whole next): passed on.
+        if (cutting && !chunk.toString('latin1').startsWith('-NOSCRIPT')) {
+          client.destroy();
+          server.destroy();
+          return;
+        }
+        client.write(chunk);
+      });
+      client.on('close', () => server.destroy());
+      server.on('close', () => client.destroy());
+      client.on('error', () => undefined);
+      server.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const { port } = proxy.address() as AddressInfo;
+    // As the services connect (createRedis): a command written before the connection closed is not sent again.
+    const client = new Redis({ host: '127.0.0.1', port, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    client.on('error', () => undefined);
+    const store = new ChallengeStore(client, new ReplicatedWrites(client, { replicas: 0, timeoutMs: 100 }, createLogger('test', { level: 'error' })));
+    return {
+      store,
+      cutAt: (argument: string) => void (marker = argument),
+      close: async () => {
+        client.disconnect();
+        for (const socket of sockets) socket.destroy();
+        await new Promise((resolve) => proxy.close(resolve));
+      },
+    };
+  }
 
   itWith({ real: ['nats', 'redis'] }, "SMS country rules: a phone in a blocked country, or outside the allowed ones, gets no SMS or call; the app still works", async () => {
     const js = jetstream(nc);

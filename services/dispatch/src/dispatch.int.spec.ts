@@ -490,6 +490,14 @@ describe('dispatch placing calls through Twilio', () => {
   const fraudReports = new Map<string, number>();
   /** Users and challenges whose PIN check and answer find user-settings and auth-challenge restarting: the requests each got. */
   const restarting = new Map<string, number>();
+  /** Users whose PIN is right (without restarting). */
+  const rightPins = new Set<string>();
+  /**
+   * Challenges whose answers auth-challenge records as it does (once per answer id: the same id
+   * again gets the same reply), but the reply to the first request is lost as when its Redis
+   * connection closes after the script ran: auth-challenge answers `unavailable`. What each counted.
+   */
+  const losingFirstReply = new Map<string, { attempts: number; status: string; last?: { answerId: string; reply: object }; requests: number }>();
   const responders: Array<{ unsubscribe(): void }> = [];
 
   before(async () => {
@@ -513,6 +521,7 @@ describe('dispatch placing calls through Twilio', () => {
     // and the challenge approved.
     respond(InternalSubjects.pinVerify, (body) => {
       const userId = String(body.userId);
+      if (rightPins.has(userId)) return { valid: true, pinSet: true };
       if (!restarting.has(userId)) return { valid: false };
       restarting.set(userId, restarting.get(userId)! + 1);
       return restarting.get(userId)! <= 1 ? { error: { code: 'unavailable', message: 'the event log is unavailable' } } : { valid: true, pinSet: true };
@@ -520,6 +529,18 @@ describe('dispatch placing calls through Twilio', () => {
     respond(InternalSubjects.voiceOutcome, (body) => {
       outcomeRequests.push(body as unknown as VoiceOutcomeRequest);
       const challengeId = String(body.challengeId);
+      const losing = losingFirstReply.get(challengeId);
+      if (losing) {
+        losing.requests++;
+        const answerId = typeof body.answerId === 'string' ? body.answerId : undefined;
+        if (answerId && losing.last?.answerId === answerId) return losing.last.reply;
+        if (losing.status !== 'pending') return { error: { code: 'conflict', message: `challenge already completed (${losing.status})` } };
+        if (body.approved) losing.status = 'approved';
+        else if (++losing.attempts >= 5) losing.status = 'denied';
+        const reply = { status: losing.status, ...(body.approved ? {} : { reason: 'invalid_code' }), ...(answerId ? { answerId } : {}) };
+        if (answerId) losing.last = { answerId, reply };
+        return losing.requests === 1 ? { error: { code: 'unavailable', message: 'challenge store unavailable; try again' } } : reply;
+      }
       if (!restarting.has(challengeId)) return { status: 'pending' };
       restarting.set(challengeId, restarting.get(challengeId)! + 1);
       return restarting.get(challengeId)! <= 2 ? { error: { code: 'unavailable', message: 'challenge store unavailable; try again' } } : { status: 'approved' };
@@ -609,6 +630,38 @@ describe('dispatch placing calls through Twilio', () => {
     assert.match(call.heard.at(-1) ?? '', /successfully verified/);
     const id = parseChallengeId(challengeId)!;
     assert.equal(await challenges.hget(RedisKeys.call(id.tag, id.nonce), 'o'), 'approved');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, "an approval whose reply auth-challenge lost after recording it: sent again under the same answer id, it answers approved and the caller hears it", async () => {
+    // The right PIN: the approval's first reply lost; sent again, it finds the challenge approved by this very answer.
+    const to = uniquePhone();
+    const userId = `voice.${randomUUID()}@contoso.example`;
+    const challengeId = testChallengeId();
+    rightPins.add(userId);
+    losingFirstReply.set(challengeId, { attempts: 0, status: 'pending', requests: 0 });
+    fake.phone(to, { answer: 'answer', presses: ['1234#'] });
+    await requestCallTo(to, 300, null, { userId, challengeId });
+    const call = await fake.waitForCall(to);
+    assert.equal(losingFirstReply.get(challengeId)!.requests, 2);
+    const sent = outcomeRequests.filter((r) => r.challengeId === challengeId);
+    assert.equal(new Set(sent.map((r) => r.answerId)).size, 1, 'the same answer id each time');
+    assert.match(call.heard.at(-1) ?? '', /successfully verified/);
+    assert.deepEqual(call.webhookStatuses.filter((status) => status !== 200), []);
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await challenges.hget(RedisKeys.call(id.tag, id.nonce), 'o'), 'approved');
+    assert.equal((await outcomesOf(challengeId)).some((e) => e.type === 'VoiceCallFailed'), false);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, "a wrong PIN whose reply auth-challenge lost after recording it: sent again under the same answer id, counted once, and the caller is asked again", async () => {
+    const wrongTo = uniquePhone();
+    const wrongId = testChallengeId();
+    losingFirstReply.set(wrongId, { attempts: 0, status: 'pending', requests: 0 });
+    fake.phone(wrongTo, { answer: 'answer', presses: ['1111#', '2222#', '3333#'] });
+    await requestCallTo(wrongTo, 300, null, { challengeId: wrongId });
+    const wrongCall = await fake.waitForCall(wrongTo);
+    assert.equal(wrongCall.pressed.length, 3, 'asked again after the first wrong PIN');
+    assert.equal(losingFirstReply.get(wrongId)!.attempts, 3, 'one attempt per prompt');
+    assert.deepEqual(outcomeRequests.filter((r) => r.challengeId === wrongId).map((r) => r.answerId?.split(':').at(-1)), ['1', '1', '2', '3']);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'Twilio answering 503 to every attempt: VoiceCallFailed after VOICE_CALL_ATTEMPTS (3), and the status says delivery_failed at once, not at expiry', async () => {

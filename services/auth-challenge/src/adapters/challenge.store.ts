@@ -251,10 +251,13 @@ export class ChallengeStore {
     return parseCodeCheck(raw);
   }
 
-  /** The answer of a voice challenge's call (dispatch): approved, or a wrong PIN counted like a wrong code. */
-  async recordVoiceOutcome(input: VerifyInput & { approved: boolean }): Promise<VerifyVerdict> {
+  /**
+   * The answer of a voice challenge's call (dispatch): approved, or a wrong PIN counted like a wrong
+   * code; with an answer id, recorded once for it (the same id again gets the decision it took).
+   */
+  async recordVoiceOutcome(input: VerifyInput & { approved: boolean; answerId?: string | undefined }): Promise<VerifyVerdict> {
     const script: ScriptFn = (...args) => this.decisions.run('mfaChallengeVoiceOutcome', args);
-    const raw = await reach('voice_outcome', () => script(...this.verifyKeys(input), ...this.verifyArgs(input), input.approved ? '1' : '0'));
+    const raw = await reach('voice_outcome', () => script(...this.verifyKeys(input), ...this.verifyArgs(input), input.approved ? '1' : '0', input.answerId ?? ''));
     return parseVerifyVerdict(raw);
   }
 

@@ -469,12 +469,32 @@ return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', 
  * The answer of a voice challenge's call (dispatch): # pressed, or a PIN checked right (own ARGV
  * '1'), or a wrong PIN ('0'), counted like a wrong code. Keys, arguments and replies as
  * VERIFY_SCRIPT; the same checks first (an expired challenge, a user locked out).
+ * ARGV[12]: the answer's id ('' or absent from an older dispatch: every request decides). dispatch
+ * sends an answer again when it may not have been recorded (no reply, or `unavailable` from a
+ * Redis connection that closed after the script ran): the decision an answer took is kept on the
+ * challenge (`va`: its id, `vr`: the reply) and the same id gets that reply again, counting
+ * nothing twice; the caller rebuilds the same event from it (same name, same event id). Only the
+ * last decision is kept: a call's prompts are answered one after the other.
  */
-export const VOICE_OUTCOME_SCRIPT = `${CHECKS}
+export const VOICE_OUTCOME_SCRIPT = `
+local answer = ARGV[12] or ''
+if answer ~= '' then
+  local last = redis.call('HMGET', KEYS[1], 'tenantId', 'va', 'vr')
+  if last[1] == ARGV[1] and last[2] == answer and last[3] then return cjson.decode(last[3]) end
+end
+local function decide()
+${CHECKS}
 if method ~= 'voice' then return redis.error_reply('not a voice challenge') end
 local matched = ARGV[11] == '1'
 local tokenId, step, cause = '', '', 'mismatch'
-${OUTCOME}`;
+${OUTCOME}
+end
+local reply = decide()
+-- The replies that changed the challenge or the counters; the others (conflict, locked, capped,
+-- not found) changed nothing, and the same answer may decide once they pass.
+local decided = {approved = true, rejected = true, exhausted = true, locked_out = true, expired = true, user_blocked = true, voided = true}
+if answer ~= '' and decided[reply[1]] then redis.call('HSET', KEYS[1], 'va', answer, 'vr', cjson.encode(reply)) end
+return reply`;
 
 /**
  * verify of a TOTP challenge, second call (after VERIFY_SCRIPT answered the tokens): records what

@@ -399,7 +399,7 @@ export class ChallengeService {
     req: { tenantId: string; challengeId: string; deviceId?: string },
     now: Date,
     deadline: number | undefined,
-    script: (where: Omit<Parameters<ChallengeStore['recordVoiceOutcome']>[0], 'approved'>) => Promise<VerifyVerdict>,
+    script: (where: Omit<Parameters<ChallengeStore['recordVoiceOutcome']>[0], 'approved' | 'answerId'>) => Promise<VerifyVerdict>,
   ): Promise<{ verdict: VerifyVerdict; reply: ChallengeVerifyReply }> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
@@ -482,12 +482,15 @@ export class ChallengeService {
   /**
    * The answer of a voice challenge's call, from dispatch: approved (# pressed, or the PIN right),
    * or a wrong PIN, which counts like a wrong code (the challenge's attempts, the user's lockout).
-   * Recorded like a verify: the same script outcome, the same events (method voice).
+   * Recorded like a verify: the same script outcome, the same events (method voice). An answer
+   * with an id is recorded once: sent again (its reply lost), it gets the same reply and the same
+   * event (its name and id come from the decision), counted once; the reply names the id, so
+   * dispatch knows it may send answers again.
    */
   async voiceOutcome(req: VoiceOutcomeRequest, now: Date, deadline?: number): Promise<VoiceOutcomeReply> {
-    const { reply } = await this.answeredElsewhere('voice', req, now, deadline, (where) => this.store.recordVoiceOutcome({ ...where, approved: req.approved }));
+    const { reply } = await this.answeredElsewhere('voice', req, now, deadline, (where) => this.store.recordVoiceOutcome({ ...where, approved: req.approved, answerId: req.answerId }));
     const { status, reason } = reply;
-    return { status, ...(reason ? { reason } : {}) };
+    return { status, ...(reason ? { reason } : {}), ...(req.answerId ? { answerId: req.answerId } : {}) };
   }
 
   /**

@@ -44,6 +44,13 @@ const INTERNAL_TIMEOUT_MS = 5_000;
  * answer, or the fraud report), in all: Twilio waits 15 s for the webhook's answer.
  */
 const WEBHOOK_PATIENCE_MS = 10_000;
+/**
+ * The least of the challenge's lifetime a call placed after a failed attempt must leave to be
+ * answered: Twilio dials (a few seconds until it rings), the user picks up after a ring or two and
+ * hears the greeting (about 6 s) before pressing # (or a PIN), and dispatch asks auth-challenge.
+ * A call placed later (a Retry-After waited out) rings for an answer the challenge can no longer take.
+ */
+const MIN_LIFETIME_TO_ANSWER_MS = 20_000;
 /** Why a call is not placed again after Twilio got its request and never answered. */
 const PLACEMENT_UNKNOWN = 'Twilio may have placed the call: not placed again, so the phone cannot ring twice';
 
@@ -105,6 +112,15 @@ interface Speaker {
   play(attributes: object, url: string): unknown;
 }
 
+/**
+ * The name of the answer at one prompt of a call (its CallSid; a challenge has one call): the same
+ * for every delivery of the prompt's webhook, so auth-challenge records it once however often it
+ * is sent.
+ */
+function answerIdOf(req: WebhookRequest, prompt: number): string {
+  return `${(req.params.CallSid ?? '').slice(0, 64) || 'call'}:${prompt}`;
+}
+
 const HANG_UP = (() => {
   const response = new twilio.twiml.VoiceResponse();
   response.hangup();
@@ -122,6 +138,8 @@ export class VoiceCallService {
   private readonly clock: () => Date;
   private readonly random: () => number;
   private readonly policy: DeliveryPolicy;
+  /** Whether an auth-challenge has answered a call's answer under its id (it records each once). */
+  private answersRecordedOnce = false;
 
   constructor(private readonly options: VoiceOptions) {
     this.clock = options.clock ?? (() => new Date());
@@ -174,9 +192,15 @@ export class VoiceCallService {
     const failures: FailedAttempt[] = [];
     let created = false;
     for (;;) {
-      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt: new Date(expiresAt), jitter: this.random() });
+      // A call tried again (after a back-off, or Twilio's Retry-After) must leave the user time to
+      // answer it; the first attempt is made whatever is left (a tenant may give challenges 30 s).
+      const answerableUntil = failures.length === 0 ? expiresAt : expiresAt - MIN_LIFETIME_TO_ANSWER_MS;
+      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt: new Date(answerableUntil), jitter: this.random() });
       if (step.type === 'GiveUp') {
-        if (step.reason === 'expired') failures.push({ provider: 'none', error: 'challenge expired before the call could be placed', transient: false });
+        if (step.reason === 'expired') {
+          const error = failures.length === 0 ? 'challenge expired before the call could be placed' : `too little of the challenge's lifetime left to answer a call placed again (under ${MIN_LIFETIME_TO_ANSWER_MS / 1000} s)`;
+          failures.push({ provider: 'none', error, transient: false });
+        }
         return fail(failures);
       }
       if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'a call');
@@ -312,14 +336,14 @@ export class VoiceCallService {
       case 'check_pin': {
         // Checking a PIN changes nothing: tried again after any failure that may pass.
         const request = { tenantId: state.tenantId, userId: state.userId, pin: step.pin } satisfies PinVerifyRequest;
-        const pin = await this.internalRetried<PinVerifyReply>(InternalSubjects.pinVerify, request, { until, idempotent: true });
+        const pin = await this.internalRetried<PinVerifyReply>(InternalSubjects.pinVerify, request, { until, repeat: 'idempotent' });
         return { status: 200, twiml: await this.answer(req, state, pin.valid, prompt, until) };
       }
       case 'fraud': {
         // A fraud service that restarts, or a moment without JetStream, is waited out; a report
         // sent again is harmless (fraud records it once per challenge).
         const request = { tenantId: state.tenantId, userId: state.userId, challengeId: req.challengeId } satisfies FraudFromCallRequest;
-        await this.internalRetried(InternalSubjects.fraudFromCall, request, { until, idempotent: true });
+        await this.internalRetried(InternalSubjects.fraudFromCall, request, { until, repeat: 'idempotent' });
         await this.options.calls.finish(req.challengeId, 'fraud');
         calls.inc({ outcome: 'fraud_reported' });
         return { status: 200, twiml: await this.say(state, 'fraudConfirmation') };
@@ -354,10 +378,19 @@ export class VoiceCallService {
 
   /** # or a PIN: the challenge's outcome from auth-challenge, and what the caller hears. */
   private async answer(req: WebhookRequest, state: CallState, approved: boolean, prompt: number, until: number): Promise<string> {
-    // Not idempotent: a wrong PIN counts against the challenge's attempts (and the user's lockout)
-    // each time it is recorded, so it is sent again only when it certainly recorded nothing.
-    const request = { tenantId: state.tenantId, challengeId: req.challengeId, approved } satisfies VoiceOutcomeRequest;
-    const reply = await this.internalRetried<VoiceOutcomeReply>(InternalSubjects.voiceOutcome, request, { until, idempotent: false });
+    // A wrong PIN counts against the challenge's attempts (and the user's lockout) each time it is
+    // recorded, and an approval recorded twice meets its own `conflict`. So the answer is named, the
+    // same for this call and prompt whichever instance or webhook delivery sends it, and
+    // auth-challenge records it once per name: the same name again gets the reply it got (approved
+    // stays approved). Sent again after any failure that may pass, once an auth-challenge has shown
+    // it records answers once (its reply names the answer); until then (an older auth-challenge
+    // during a rolling upgrade counts each copy) only when it certainly recorded nothing.
+    const request = { tenantId: state.tenantId, challengeId: req.challengeId, approved, answerId: answerIdOf(req, prompt) } satisfies VoiceOutcomeRequest;
+    const reply = await this.internalRetried<VoiceOutcomeReply>(InternalSubjects.voiceOutcome, request, {
+      until,
+      repeat: this.answersRecordedOnce ? 'recorded_once' : 'unchanged_only',
+    });
+    if (reply.answerId === request.answerId) this.answersRecordedOnce = true;
     if (reply.status === 'approved') {
       await this.options.calls.finish(req.challengeId, 'approved');
       calls.inc({ outcome: 'approved' });
@@ -401,18 +434,23 @@ export class VoiceCallService {
   /**
    * internal(), tried again until `until` (leaving time to answer Twilio, which waits 15 s for a
    * webhook's answer). An `idempotent` request is tried again on any failure that may pass (no
-   * answer, `unavailable`, `conflict` of a concurrent change, `internal`); another one only when it
-   * certainly changed nothing: nobody received it (no responders), or the service answered
-   * `unavailable` (it could not decide). A request that got no answer may have been carried out.
+   * answer, `unavailable`, `conflict` of a concurrent change, `internal`); one `recorded_once` (its
+   * receiver records it once and answers a copy as it answered the first) on the same, but a
+   * `conflict`, which is its final word; another one only when it certainly changed nothing:
+   * nobody received it (no responders), or the service answered `unavailable` (it could not
+   * decide). A request that got no answer may have been carried out.
    * Each attempt is signed anew: a receiver refuses a signature it has seen (internal-replays.ts).
    */
-  private async internalRetried<T>(subject: string, body: unknown, { until, idempotent }: { until: number; idempotent: boolean }): Promise<T> {
+  private async internalRetried<T>(subject: string, body: unknown, { until, repeat }: { until: number; repeat: 'idempotent' | 'recorded_once' | 'unchanged_only' }): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.internal<T>(subject, body, Math.max(500, Math.min(INTERNAL_TIMEOUT_MS, until - Date.now())));
       } catch (error) {
         const code = error instanceof InternalRefusal ? error.code : undefined;
-        const mayPass = idempotent ? code === undefined || ['unavailable', 'conflict', 'internal'].includes(code) : code === 'unavailable' || isNoResponders(error);
+        const mayPass =
+          repeat === 'unchanged_only'
+            ? code === 'unavailable' || isNoResponders(error)
+            : code === undefined || ['unavailable', 'internal', ...(repeat === 'idempotent' ? ['conflict'] : [])].includes(code);
         const pause = Math.min(2_000, 200 * 2 ** (attempt - 1));
         if (!mayPass || Date.now() + pause >= until) throw error;
         this.options.log.warn('an internal request failed; trying again', { subject, attempt, error });

@@ -21,12 +21,12 @@ const { keyring } = loadKeyring({ NODE_ENV: 'test' });
  */
 describe('placing a voice call', () => {
   /** What Twilio does with each request to place the call, in order (then it places it). */
-  type Twilio = Array<'busy' | 'refused' | 'no answer'>;
+  type Twilio = Array<'busy' | 'refused' | 'no answer' | { retryAfterMs: number }>;
 
-  function setUp(failing: { setCallSid?: boolean; guardSent?: boolean; publishes?: number; throttled?: boolean; twilio?: Twilio }) {
+  function setUp(failing: { setCallSid?: boolean; guardSent?: boolean; publishes?: number; throttled?: boolean; twilio?: Twilio; lifetimeMs?: number }) {
     const user = testUser({ profile: { phoneNumber: '+14155550142' } });
     const now = new Date();
-    const challenge = testChallenge(user, { method: 'voice', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 180_000).toISOString() });
+    const challenge = testChallenge(user, { method: 'voice', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + (failing.lifetimeMs ?? 180_000)).toISOString() });
     const { dataKey, wrapped } = generateDataKey(keyring, user.tenantId, user.userId, 1);
     const event = challengeStartedV2(challenge, sealPersonalData(dataKey, { tenantId: user.tenantId, userId: user.userId, purpose: 'challenge' }, user.profile));
     event.data.delivery = { channel: 'voice', callerId: '+15005550006', pinMode: false, fraudCode: null };
@@ -45,6 +45,7 @@ describe('placing a voice call', () => {
           const next = twilio.shift();
           if (next === 'busy') throw new SmsProviderError('Twilio 503 error 20500: busy', { provider: 'twilio', transient: true, status: 503 });
           if (next === 'refused') throw new SmsProviderError('Twilio request failed: connect ECONNREFUSED', { provider: 'twilio', transient: true });
+          if (typeof next === 'object') throw new SmsProviderError('Twilio 429 error 20429: Too Many Requests', { provider: 'twilio', transient: true, status: 429, retryAfterMs: next.retryAfterMs });
           if (next === 'no answer') throw new SmsProviderError('Twilio did not answer within 10000 ms', { provider: 'twilio', transient: true, outcomeUnknown: true });
           did.push('call placed');
           return { callSid: `CA${did.length}` };
@@ -151,6 +152,22 @@ describe('placing a voice call', () => {
     assert.deepEqual(failures.map((f) => [f.provider, f.transient]), [['twilio', true], ['twilio', true], ['twilio', true]]);
   });
 
+  it('given a Retry-After that leaves under 20 s of the challenge to answer the call, then it is not placed again: VoiceCallFailed at once', async () => {
+    // 25 s left: Twilio asks for 6 s, after which 19 s would be left for the phone to ring and be answered.
+    const { service, delivery, did, published } = setUp({ twilio: [{ retryAfterMs: 6_000 }], lifetimeMs: 25_000 });
+    const started = Date.now();
+    await service.place(delivery);
+    assert.deepEqual(did, ['claim released', 'voice marked failed', 'published VoiceCallFailed']);
+    const failures = (published[0]!.data as { failures: Array<{ provider: string; error: string }> }).failures;
+    assert.deepEqual(failures.map((f) => f.provider), ['twilio', 'none']);
+    assert.match(failures[1]!.error, /too little of the challenge's lifetime left to answer/);
+    assert.ok(Date.now() - started < 5_000, 'the Retry-After was not waited out');
+    // With time to answer after it, Twilio's Retry-After is waited out and the call placed.
+    const roomy = setUp({ twilio: [{ retryAfterMs: 1_000 }], lifetimeMs: 60_000 });
+    await roomy.service.place(roomy.delivery);
+    assert.deepEqual(roomy.did, ['claim released', 'call placed', 'published VoiceCallPlaced']);
+  });
+
   it('given Twilio got the request and never answered, then it is not placed again (it could ring twice), not even by a redelivery', async () => {
     const { service, delivery, did, published } = setUp({ twilio: ['no answer'] });
     await service.place(delivery);
@@ -174,6 +191,7 @@ describe('the keys of a prompt while a service blips', () => {
 
   function gatherWith(replies: Record<string, Array<Error | object>>) {
     const sent: string[] = [];
+    const bodies: Array<Record<string, unknown>> = [];
     const finished: string[] = [];
     const options = {
       provider: { name: 'twilio', placeCall: async () => ({ callSid: 'CA1' }) },
@@ -185,8 +203,9 @@ describe('the keys of a prompt while a service blips', () => {
         finish: async (_id: string, outcome: string) => (finished.push(outcome), true),
       },
       internal: {
-        request: async (subject: string) => {
+        request: async (subject: string, body: Record<string, unknown>) => {
           sent.push(subject.split('.').at(-1)!);
+          bodies.push(body);
           const next = replies[subject]?.shift() ?? { error: { code: 'internal', message: 'unscripted' } };
           if (next instanceof Error) throw next;
           return next;
@@ -198,10 +217,12 @@ describe('the keys of a prompt while a service blips', () => {
       log: createLogger('voice-test', { level: 'error' }),
     } as unknown as VoiceOptions;
     const service = new VoiceCallService(options);
-    const url = `https://mfa.example.com/voice/gather/${challengeId}?prompt=1`;
     const params = { CallSid: 'CA1', Digits: '1234', FinishedOnKey: '#' };
-    const gather = () => service.gather({ challengeId, url, params, prompt: 1, signature: twilio.getExpectedTwilioSignature(authToken, url, params) });
-    return { gather, sent, finished };
+    const gather = (prompt = 1) => {
+      const url = `https://mfa.example.com/voice/gather/${challengeId}?prompt=${prompt}`;
+      return service.gather({ challengeId, url, params, prompt, signature: twilio.getExpectedTwilioSignature(authToken, url, params) });
+    };
+    return { gather, sent, finished, bodies };
   }
   const noResponders = () => new RequestError('no responders: mfa.int', { cause: new NoRespondersError('mfa.int') });
   const unavailable = { error: { code: 'unavailable', message: 'try again' } };
@@ -217,7 +238,26 @@ describe('the keys of a prompt while a service blips', () => {
     assert.deepEqual(finished, ['approved']);
   });
 
-  it('given the answer of a wrong PIN unanswered (it may have been counted), then it is not sent again', async () => {
+  it('given an auth-challenge that records answers once (its reply names the answer), then an answer left unanswered is sent again under the same id; a conflict is not', async () => {
+    const { gather, sent, bodies, finished } = gatherWith({
+      [InternalSubjects.pinVerify]: [{ valid: false, pinSet: true }, { valid: true, pinSet: true }, { valid: true, pinSet: true }],
+      [InternalSubjects.voiceOutcome]: [
+        { status: 'pending', reason: 'invalid_code', answerId: 'CA1:1' },
+        new Error('TIMEOUT'),
+        { status: 'approved', answerId: 'CA1:2' },
+        { error: { code: 'conflict', message: 'challenge already completed (approved)' } },
+      ],
+    });
+    await gather(1);
+    await gather(2);
+    assert.deepEqual(finished, ['approved']);
+    const answers = bodies.filter((b) => 'approved' in b).map((b) => [b.approved, b.answerId]);
+    assert.deepEqual(answers, [[false, 'CA1:1'], [true, 'CA1:2'], [true, 'CA1:2']]);
+    await assert.rejects(gather(3), /conflict/);
+    assert.deepEqual(sent.slice(-2), ['verify', 'voice'], 'a conflict is its final word');
+  });
+
+  it('given the answer of a wrong PIN unanswered (it may have been counted) by an auth-challenge not known to record answers once, then it is not sent again', async () => {
     const { gather, sent } = gatherWith({
       [InternalSubjects.pinVerify]: [{ valid: false, pinSet: true }],
       [InternalSubjects.voiceOutcome]: [new Error('TIMEOUT'), { status: 'pending' }],

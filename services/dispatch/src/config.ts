@@ -66,6 +66,14 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
   SMPP_TIMEOUT_MS: z.coerce.number().int().min(100).max(Consumers.dispatchSms.ackWaitSeconds * 500).default(10_000),
   SMPP_ENQUIRE_LINK_SECONDS: z.coerce.number().int().min(5).max(600).default(30),
   /**
+   * How submit_sm carries the code's expiry as validity_period: `relative` (SMPP v3.4
+   * YYMMDDhhmmss000R, no clock to agree on), `absolute` (UTC, for SMSCs that refuse the relative
+   * format; the SMSC's clock must be right) or `none` (the SMSC's default validity). An SMSC that
+   * refuses the format sent (ESME_RINVEXPIRY) gets the submit again without one, and so does the
+   * rest of that session.
+   */
+  SMPP_VALIDITY_PERIOD: z.enum(['relative', 'absolute', 'none']).default('relative'),
+  /**
    * The sender of SMS per destination country: `US=97671,CA=759731,*=+15005550006` (short codes
    * where a country has them, a long number elsewhere; `*` for every other country). A country
    * missing with no `*` uses TWILIO_FROM_NUMBER.

@@ -24,6 +24,13 @@ export const CIRCUIT_OPEN = 'circuit open: the provider failed too often lately 
 export interface BreakerTarget<M, R> {
   readonly name: string;
   send(message: M): Promise<R>;
+  /**
+   * Throws the provider's permanent error for a message it would refuse without calling the
+   * vendor (an APNs device token that is not hex): checked before the breaker, so such a message
+   * is no call of the vendor's at all (in half-open, neither a probe that closes the circuit nor
+   * one that opens it again for everyone because of one device).
+   */
+  refuseUnsendable?(message: M): void;
 }
 
 /** What differs between the kinds of provider behind breakers. */
@@ -45,10 +52,14 @@ function rateLimited(error: unknown): boolean {
   return status === 429 || code === 'ESME_RTHROTTLED';
 }
 
-/** An error the vendor itself gave (an HTTP status, its error code), rather than one made here before or without an answer. */
+/**
+ * The vendor's own answer to this request made the error (the provider errors' `vendorAnswered`):
+ * not merely an error carrying a vendor-style code or status, which errors made here may carry too
+ * (APNs' BadDeviceToken for a token that is not hex), nor an answer of another service (FCM's
+ * OAuth2 token endpoint).
+ */
 function answeredByVendor(error: unknown): boolean {
-  const { status, code } = (error ?? {}) as { status?: unknown; code?: unknown };
-  return status !== undefined || code !== undefined;
+  return (error as { vendorAnswered?: unknown } | undefined)?.vendorAnswered === true;
 }
 
 /**
@@ -61,9 +72,10 @@ function answeredByVendor(error: unknown): boolean {
  * token the vendor no longer knows), which are about the message, and rate limits (429), which
  * are about our pace (the send retries after the vendor's Retry-After; one account's limit must
  * not turn every message away from the provider). A probe proves health only by an answer of the
- * vendor's: a permanent error made here without one (a provider token that cannot be signed) is a
- * failed probe. Provider errors carry `transient`, `status` and `code`. State per instance, in
- * metrics and /health.
+ * vendor's own (`vendorAnswered`): any other error (a provider token that cannot be signed, an
+ * OAuth2 token endpoint's refusal) is a failed probe. A message the provider refuses before any
+ * call (`refuseUnsendable`) never reaches the breaker. Provider errors carry `transient`,
+ * `vendorAnswered`, `status` and `code`. State per instance, in metrics and /health.
  */
 export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }> {
   private readonly breakers = new Map<string, CircuitBreaker<[M], R>>();
@@ -81,9 +93,11 @@ export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }>
         resetTimeout: policy.resetSeconds * 1000,
         rollingCountTimeout: policy.windowSeconds * 1000,
         errorFilter: (error: unknown) => {
+          // Filtered errors count as successes, and a success closes a half-open circuit: in a probe, only the vendor's own answers.
+          if (breaker.halfOpen && !answeredByVendor(error)) return false;
           if (rateLimited(error)) return true;
-          // A permanent error is about the message, not the provider; in a probe, only the vendor's own.
-          return (error as { transient?: unknown } | undefined)?.transient === false && (!breaker.halfOpen || answeredByVendor(error));
+          // A permanent error is about the message, not the provider.
+          return (error as { transient?: unknown } | undefined)?.transient === false;
         },
       });
       state.set({ provider: provider.name }, 0);
@@ -103,6 +117,7 @@ export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }>
   async send(provider: BreakerTarget<M, R>, message: M): Promise<R> {
     const breaker = this.breakers.get(provider.name);
     if (!breaker) return provider.send(message);
+    provider.refuseUnsendable?.(message);
     try {
       return await breaker.fire(message);
     } catch (error) {

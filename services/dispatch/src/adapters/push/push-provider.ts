@@ -46,6 +46,12 @@ interface PushProviderErrorDetails {
   code?: string | undefined;
   /** HTTP status. */
   status?: number | undefined;
+  /**
+   * The push service's own answer to this request made the error (APNs, FCM messages:send; not
+   * FCM's OAuth2 token endpoint, which is another service): proof that it is reachable and
+   * answering, which a half-open circuit breaker needs to close. False for errors made here.
+   */
+  vendorAnswered?: boolean | undefined;
   /** How long the vendor asked to be left alone (Retry-After), ms. */
   retryAfterMs?: number | undefined;
   cause?: unknown;
@@ -58,6 +64,7 @@ export class PushProviderError extends Error {
   readonly invalidToken: boolean;
   readonly code: string | undefined;
   readonly status: number | undefined;
+  readonly vendorAnswered: boolean;
   readonly retryAfterMs: number | undefined;
 
   constructor(message: string, details: PushProviderErrorDetails) {
@@ -67,6 +74,7 @@ export class PushProviderError extends Error {
     this.invalidToken = details.invalidToken ?? false;
     this.code = details.code;
     this.status = details.status;
+    this.vendorAnswered = details.vendorAnswered ?? false;
     this.retryAfterMs = details.retryAfterMs;
   }
 }

@@ -22,8 +22,8 @@ const notification = (token: string): PushNotification => ({ token, challengeId:
 const rejectsWith = (promise: Promise<unknown>, check: (e: PushProviderError) => boolean) =>
   assert.rejects(promise, (e: unknown) => e instanceof PushProviderError && check(e));
 const breakerPolicy = { errorThresholdPercentage: 50, volumeThreshold: 3, resetSeconds: 60, windowSeconds: 60 };
-const pushBreakers = (provider: PushProvider) =>
-  new ProviderBreakers<PushNotification>([provider], breakerPolicy, { check: 'push_providers', circuitOpen: (name) => new PushProviderError(CIRCUIT_OPEN, { provider: name, transient: false }) });
+const pushBreakers = (provider: PushProvider, policy = breakerPolicy) =>
+  new ProviderBreakers<PushNotification>([provider], policy, { check: 'push_providers', circuitOpen: (name) => new PushProviderError(CIRCUIT_OPEN, { provider: name, transient: false }) });
 
 describe('FCM provider against a fake FCM', () => {
   const fake = new FakeFcm();
@@ -102,6 +102,28 @@ describe('FCM provider against a fake FCM', () => {
     await rejectsWith(impostor.send(notification('fcm-token-6')), (e) => !e.transient && !e.invalidToken && e.code === 'invalid_grant');
     assert.equal(fake.tokensRefused, refused + 1);
     assert.equal(fake.messagesTo('fcm-token-6').length, 0);
+  });
+
+  itWith({ real: [], fake: ['fcm'] }, "a half-open circuit is not closed by the OAuth2 token endpoint's answer: it says nothing of FCM", async () => {
+    const stranger = JSON.parse(fake.serviceAccountJson()) as Record<string, string>;
+    stranger.private_key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const impostor = providerOf({ FCM_SERVICE_ACCOUNT_JSON: JSON.stringify(stranger), FCM_API_URL: fake.url, PUSH_TIMEOUT_MS: '300' });
+    const breakers = pushBreakers(impostor, { ...breakerPolicy, resetSeconds: 1 });
+    try {
+      fake.delayMs = 500;
+      for (let n = 0; n < 3; n++) await rejectsWith(breakers.send(impostor, notification('fcm-token-8')), (e) => e.transient);
+      fake.delayMs = 0;
+      assert.deepEqual(breakers.states(), { fcm: 'open' });
+      await new Promise((r) => setTimeout(r, 1_100));
+      assert.deepEqual(breakers.states(), { fcm: 'half_open' });
+      const sends = fake.sendRequests;
+      await rejectsWith(breakers.send(impostor, notification('fcm-token-8')), (e) => e.code === 'invalid_grant' && e.status === 400);
+      assert.equal(fake.sendRequests, sends, 'FCM itself was not reached');
+      assert.deepEqual(breakers.states(), { fcm: 'open' }, 'a failed probe');
+    } finally {
+      fake.delayMs = 0;
+      breakers.shutdown();
+    }
   });
 });
 
@@ -259,6 +281,26 @@ describe('APNs provider against a fake APNs', () => {
     fake.failNext({ status: 503 }, { status: 429 });
     await rejectsWith(apns.send(notification(deviceToken())), (e) => e.transient && e.code === 'ServiceUnavailable');
     await rejectsWith(apns.send(notification(deviceToken())), (e) => e.transient && e.code === 'TooManyRequests');
+  });
+
+  itWith({ real: [], fake: ['apns'] }, 'a half-open circuit is closed by an answer of APNs, not by a device token refused here without asking it', async () => {
+    const breakers = pushBreakers(apns, { ...breakerPolicy, resetSeconds: 1 });
+    try {
+      fake.failNext({ status: 503 }, { status: 503 }, { status: 503 });
+      for (let n = 0; n < 3; n++) await rejectsWith(breakers.send(apns, notification(deviceToken())), (e) => e.transient);
+      await new Promise((r) => setTimeout(r, 1_100));
+      assert.deepEqual(breakers.states(), { apns: 'half_open' });
+      const requests = fake.requests;
+      await rejectsWith(breakers.send(apns, notification('not-a-hex-device-token')), (e) => e.invalidToken && !e.transient && e.code === 'BadDeviceToken' && !e.vendorAnswered);
+      assert.equal(fake.requests, requests, 'APNs was not asked');
+      assert.deepEqual(breakers.states(), { apns: 'half_open' }, 'neither closed nor opened again: the next send probes');
+      const token = deviceToken();
+      await breakers.send(apns, notification(token));
+      assert.equal(fake.notificationsTo(token).length, 1);
+      assert.deepEqual(breakers.states(), { apns: 'closed' });
+    } finally {
+      breakers.shutdown();
+    }
   });
 
   itWith({ real: [], fake: ['apns'] }, 'replaces a provider token APNs calls expired, once it is 20 minutes old, and sends again', async () => {

@@ -21,6 +21,7 @@ type SmsProviderConfig = Pick<
   | 'SMPP_WINDOW'
   | 'SMPP_TIMEOUT_MS'
   | 'SMPP_ENQUIRE_LINK_SECONDS'
+  | 'SMPP_VALIDITY_PERIOD'
 >;
 
 const BUILDERS: Record<string, (config: SmsProviderConfig) => SmsProvider> = {
@@ -57,6 +58,7 @@ const BUILDERS: Record<string, (config: SmsProviderConfig) => SmsProvider> = {
       window: config.SMPP_WINDOW,
       timeoutMs: config.SMPP_TIMEOUT_MS,
       enquireLinkMs: config.SMPP_ENQUIRE_LINK_SECONDS * 1000,
+      validity: config.SMPP_VALIDITY_PERIOD,
     });
   },
   console: (config) => {

@@ -104,6 +104,14 @@ describe('SMS provider factory', () => {
       assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_SOURCE_ADDR: bad }), /SMPP_SOURCE_ADDR/, bad);
     }
     assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_WINDOW: '0' }), /SMPP_WINDOW/);
+    assert.throws(() => names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_VALIDITY_PERIOD: 'off' }), /SMPP_VALIDITY_PERIOD/);
+  });
+
+  it('SMPP_VALIDITY_PERIOD is relative unless set to absolute or none', () => {
+    assert.equal(configFrom({ SMS_PROVIDERS: 'smpp', ...smppEnv }).SMPP_VALIDITY_PERIOD, 'relative');
+    for (const format of ['absolute', 'none', 'relative']) {
+      assert.deepEqual(names({ SMS_PROVIDERS: 'smpp', ...smppEnv, SMPP_VALIDITY_PERIOD: format }), ['smpp'], format);
+    }
   });
 
   it('does not show the SMPP password when the provider is printed', () => {

@@ -63,6 +63,12 @@ interface SmsProviderErrorDetails {
   /** HTTP status, for HTTP vendors. */
   status?: number | undefined;
   /**
+   * The vendor's own answer to this request made the error (an HTTP status, an SMSC's
+   * command_status): proof that it is reachable and answering, which a half-open circuit breaker
+   * needs to close. False for errors made here, before or without such an answer.
+   */
+  vendorAnswered?: boolean | undefined;
+  /**
    * The request reached the vendor whole and no answer came (a timeout, a connection cut while
    * waiting): it may have been carried out. Sending it again may do it twice.
    */
@@ -79,6 +85,7 @@ export class SmsProviderError extends Error {
   readonly code: string | number | undefined;
   readonly status: number | undefined;
   readonly outcomeUnknown: boolean;
+  readonly vendorAnswered: boolean;
   readonly retryAfterMs: number | undefined;
 
   constructor(message: string, details: SmsProviderErrorDetails) {
@@ -88,6 +95,7 @@ export class SmsProviderError extends Error {
     this.code = details.code;
     this.status = details.status;
     this.outcomeUnknown = details.outcomeUnknown ?? false;
+    this.vendorAnswered = details.vendorAnswered ?? false;
     this.retryAfterMs = details.retryAfterMs;
   }
 }

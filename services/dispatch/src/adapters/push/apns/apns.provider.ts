@@ -128,9 +128,7 @@ export class ApnsPushProvider implements PushProvider {
         attributes: { 'http.request.method': 'POST', 'server.address': new URL(this.origin).hostname, 'mfa.push.provider': this.name },
       },
       async (span) => {
-        if (!DEVICE_TOKEN.test(notification.token)) {
-          throw new PushProviderError('APNs device token is not hex: not sent', { provider: this.name, transient: false, invalidToken: true, code: 'BadDeviceToken' });
-        }
+        this.refuseUnsendable(notification);
         const deadline = new SendDeadline(this.options.timeoutMs);
         let providerToken = await this.providerToken();
         // A stale provider token is replaced once (APNs: ExpiredProviderToken), and a request that a
@@ -175,6 +173,7 @@ export class ApnsPushProvider implements PushProvider {
               transient: false,
               code: result.reason,
               status: answer.status,
+              vendorAnswered: true,
             });
           }
           const retryAfter = answer.headers['retry-after'];
@@ -184,11 +183,19 @@ export class ApnsPushProvider implements PushProvider {
             invalidToken: result.invalidToken,
             code: result.reason,
             status: answer.status,
+            vendorAnswered: true,
             retryAfterMs: retryAfterMs(typeof retryAfter === 'string' ? retryAfter : undefined, Date.now()),
           });
         }
       },
     );
+  }
+
+  /** A device token that is not hex is refused here (it would go into the request's path), without asking APNs. */
+  refuseUnsendable(notification: PushNotification): void {
+    if (!DEVICE_TOKEN.test(notification.token)) {
+      throw new PushProviderError('APNs device token is not hex: not sent', { provider: this.name, transient: false, invalidToken: true, code: 'BadDeviceToken' });
+    }
   }
 
   async close(): Promise<void> {

@@ -140,6 +140,7 @@ export class FcmPushProvider implements PushProvider {
             invalidToken: result.invalidToken,
             code: result.code,
             status: answer.status,
+            vendorAnswered: true,
             retryAfterMs: retryAfterMs(answer.retryAfter, this.clock()),
           });
         }

@@ -14,6 +14,7 @@ export const EsmeStatus = {
   SYSTEM_ERROR: 0x0008,
   MESSAGE_QUEUE_FULL: 0x0014,
   THROTTLED: 0x0058,
+  INVALID_EXPIRY: 0x0062,
   RECEIVER_TEMPORARY_ERROR: 0x0064,
 } as const;
 
@@ -59,6 +60,27 @@ export function smppValidityPeriod(seconds: number): string {
     return String(n).padStart(2, '0');
   });
   return `0000${fields.join('')}000R`;
+}
+
+/**
+ * validity_period as an absolute time in UTC, SMPP v3.4 §7.1.1 `YYMMDDhhmmsstnnp` (tenths of a
+ * second, then the offset from UTC in quarter hours and its sign: `00+`), for SMSCs that refuse
+ * the relative format. Unlike the relative one it needs the SMSC's clock to agree with this host's.
+ */
+export function smppAbsoluteTime(at: Date): string {
+  const iso = at.toISOString();
+  return `${iso.slice(2, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}${iso.slice(20, 21)}00+`;
+}
+
+/** How submit_sm carries a code's expiry (SMPP_VALIDITY_PERIOD). */
+export const VALIDITY_FORMATS = ['relative', 'absolute', 'none'] as const;
+export type ValidityFormat = (typeof VALIDITY_FORMATS)[number];
+
+/** The validity_period of a message that expires at `expiresAt`, in `format`; undefined leaves the SMSC's default. */
+export function smppValidity(format: ValidityFormat, expiresAt: Date | undefined, now: number): string | undefined {
+  if (!expiresAt || format === 'none') return undefined;
+  if (format === 'absolute') return smppAbsoluteTime(new Date(Math.max(expiresAt.getTime(), now + 1_000)));
+  return smppValidityPeriod((expiresAt.getTime() - now) / 1000);
 }
 
 /** Bind refusals an operator must fix (credentials, account), named so the log says which. */

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeText, isTransientStatus, parseReceipt, smppAddress, smppValidityPeriod, statusName } from './smpp-protocol.js';
+import { encodeText, isTransientStatus, parseReceipt, smppAbsoluteTime, smppAddress, smppValidity, smppValidityPeriod, statusName } from './smpp-protocol.js';
 import { parseSmppUrl } from './smpp.provider.js';
 
 const receiptText = (stat: string, err = '000', id = '0a1b2c3d') =>
@@ -133,6 +133,17 @@ describe('SMPP validity_period', () => {
     assert.equal(smppValidityPeriod(0.2), '000000000001000R');
     assert.equal(smppValidityPeriod(-5), '000000000001000R');
     assert.equal(smppValidityPeriod(1e9), '000099000000000R');
+  });
+
+  it('SMPP_VALIDITY_PERIOD: absolute is UTC (YYMMDDhhmmsst00+), at least a second ahead; none, or no expiry, leaves the SMSC default', () => {
+    assert.equal(smppAbsoluteTime(new Date('2026-12-05T04:55:07.891Z')), '261205045507800+');
+    const now = Date.parse('2026-12-05T04:52:17.250Z');
+    const expiresAt = new Date(now + 170_000);
+    assert.equal(smppValidity('relative', expiresAt, now), '000000000250000R');
+    assert.equal(smppValidity('absolute', expiresAt, now), '261205045507200+');
+    assert.equal(smppValidity('absolute', new Date(now - 5_000), now), '261205045218200+');
+    assert.equal(smppValidity('none', expiresAt, now), undefined);
+    assert.equal(smppValidity('relative', undefined, now), undefined);
   });
 });
 

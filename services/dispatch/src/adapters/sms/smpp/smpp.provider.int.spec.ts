@@ -293,3 +293,120 @@ describe('SMPP provider: the validity of a code', () => {
   });
 });
 
+
+describe('SMPP provider: an SMSC that refuses a validity_period format', () => {
+  /**
+   * The validity_period of a submit_sm as it crossed the wire (the package decodes either format
+   * into a Date): the SMSC below reads it from the PDU's bytes, SMPP v3.4 §4.4.1's field order.
+   */
+  const rawValidity = new Map<PDU, string>();
+  function readValidity(pdu: Buffer): string {
+    let offset = 16;
+    const cstring = () => {
+      const end = pdu.indexOf(0, offset);
+      const text = pdu.toString('latin1', offset, end);
+      offset = end + 1;
+      return text;
+    };
+    cstring(); // service_type
+    offset += 2; // source_addr_ton, source_addr_npi
+    cstring(); // source_addr
+    offset += 2; // dest_addr_ton, dest_addr_npi
+    cstring(); // destination_addr
+    offset += 3; // esm_class, protocol_id, priority_flag
+    cstring(); // schedule_delivery_time
+    return cstring();
+  }
+  // The package reads each PDU off the socket with PDU.fromStream and keeps no bytes: the SMSC's
+  // side reads them here, then decodes as the package does (PDU.fromBuffer).
+  type Pdus = { fromStream(stream: { read(n: number): Buffer | null }, length: number): PDU | false; fromBuffer(buffer: Buffer): PDU | false };
+  const Pdus = smpp.PDU as unknown as Pdus;
+  const fromStream = Pdus.fromStream;
+  const readingBytes: Pdus['fromStream'] = (stream, length) => {
+    const rest = stream.read(length - 4);
+    if (!rest) return false;
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(length);
+    const bytes = Buffer.concat([head, rest]);
+    const pdu = Pdus.fromBuffer(bytes);
+    if (pdu && pdu.command === 'submit_sm') rawValidity.set(pdu, readValidity(bytes));
+    return pdu;
+  };
+
+  /** An SMSC that answers ESME_RINVEXPIRY to a submit_sm with a relative validity_period (…R), and takes the others. */
+  const submits: Array<{ validity: string; status: number }> = [];
+  const sessions = new Set<import('smpp').Session>();
+  let binds = 0;
+  const server = smpp.createServer({}, (session) => {
+    sessions.add(session);
+    session.on('close', () => sessions.delete(session));
+    session.on('error', () => session.destroy());
+    session.on('bind_transceiver', (pdu: PDU) => session.send(pdu.response({ system_id: 'picky-smsc' }), () => void binds++));
+    session.on('enquire_link', (pdu: PDU) => session.send(pdu.response()));
+    session.on('unbind', (pdu: PDU) => session.send(pdu.response(), () => session.close()));
+    session.on('submit_sm', (pdu: PDU) => {
+      const validity = rawValidity.get(pdu) ?? '?';
+      const status = validity.endsWith('R') ? smpp.errors.ESME_RINVEXPIRY! : 0;
+      submits.push({ validity, status });
+      session.send(status === 0 ? pdu.response({ message_id: `m${submits.length}` }) : pdu.response({ command_status: status }));
+    });
+  });
+  let url: string;
+  const providers: SmppSmsProvider[] = [];
+  async function bound(validity?: SmppOptions['validity']): Promise<SmppSmsProvider> {
+    const p = new SmppSmsProvider({ target: parseSmppUrl(url), sourceAddr: '+15005550006', window: 10, timeoutMs: 2_000, enquireLinkMs: 30_000, reconnect: { baseMs: 20, maxMs: 200 }, ...(validity ? { validity } : {}) });
+    providers.push(p);
+    p.start({ log, onReceipt: async () => undefined });
+    await eventually(() => p.healthCheck().check().then(() => true), 5_000, 'the session bound');
+    return p;
+  }
+
+  before(async () => {
+    Pdus.fromStream = readingBytes;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    url = `smpp://esme:secret@127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterEach(async () => {
+    await Promise.all(providers.splice(0).map((p) => p.stop()));
+    submits.length = 0;
+  });
+  after(async () => {
+    Pdus.fromStream = fromStream;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  itWith({ real: [], fake: smsc }, 'ESME_RINVEXPIRY: the same submit goes again at once without validity_period, and so do the others of the session; a new session tries the format again', async () => {
+    const provider = await bound();
+    const expiresAt = new Date(Date.now() + 170_000);
+    const first = await provider.send({ to: uniquePhone(), body: body(), expiresAt });
+    assert.deepEqual(
+      submits.map((s) => [s.validity.slice(-1), s.status]),
+      [
+        ['R', smpp.errors.ESME_RINVEXPIRY],
+        ['', 0],
+      ],
+      'refused with a relative validity_period, taken without one',
+    );
+    assert.equal(first.providerMessageId, 'm2');
+    await provider.send({ to: uniquePhone(), body: body(), expiresAt });
+    assert.deepEqual(submits.slice(2), [{ validity: '', status: 0 }], 'the rest of the session goes without one: one submit per SMS');
+    const bindsBefore = binds;
+    for (const session of sessions) session.destroy();
+    await eventually(async () => (binds > bindsBefore ? true : undefined), 5_000, 'a new bind');
+    await eventually(() => provider.healthCheck().check().then(() => true), 5_000, 'bound again');
+    await provider.send({ to: uniquePhone(), body: body(), expiresAt });
+    assert.deepEqual(submits.slice(3).map((s) => s.validity.slice(-1)), ['R', ''], 'a new session tries the configured format first');
+  });
+
+  itWith({ real: [], fake: smsc }, 'SMPP_VALIDITY_PERIOD=absolute sends the expiry as a UTC time (YYMMDDhhmmsst00+), which this SMSC takes; none sends none', async () => {
+    const absolute = await bound('absolute');
+    const expiresAt = new Date(Date.now() + 170_000);
+    await absolute.send({ to: uniquePhone(), body: body(), expiresAt });
+    assert.equal(submits.length, 1, 'taken at the first submit');
+    const iso = expiresAt.toISOString();
+    assert.equal(submits[0]!.validity, `${iso.slice(2, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}${iso[20]}00+`);
+    const none = await bound('none');
+    await none.send({ to: uniquePhone(), body: body(), expiresAt });
+    assert.deepEqual(submits.slice(1), [{ validity: '', status: 0 }]);
+  });
+});

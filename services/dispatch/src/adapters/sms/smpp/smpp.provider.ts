@@ -4,8 +4,8 @@ import smpp, { type PDU, type Session } from 'smpp';
 import type { HealthCheck } from '@mfa/service-kit';
 import { contextFromCarrier, counter, gauge, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
 import { Senders } from '../senders.js';
-import { secondsLeft, SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsReceipt } from '../sms-provider.js';
-import { bindRefusalHint, encodeText, EsmeStatus, isTransientStatus, parseReceipt, smppAddress, smppValidityPeriod, statusName } from './smpp-protocol.js';
+import { SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsReceipt } from '../sms-provider.js';
+import { bindRefusalHint, encodeText, EsmeStatus, isTransientStatus, parseReceipt, smppAddress, smppValidity, statusName, type ValidityFormat } from './smpp-protocol.js';
 
 const boundGauge = gauge('mfa_smpp_bound', 'Whether the SMPP session is bound (1) or not (0)');
 const bindAttempts = counter('mfa_smpp_binds_total', 'SMPP sessions opened, by outcome: bound, refused (the SMSC said no), failed (no connection or no answer)', ['outcome']);
@@ -50,6 +50,11 @@ export interface SmppOptions {
   /** Total time of one send: waiting for a bind or a window slot, and for submit_sm_resp. Also bounds binds and enquire_link. */
   timeoutMs: number;
   enquireLinkMs: number;
+  /**
+   * How submit_sm carries a code's expiry (SMPP_VALIDITY_PERIOD): `relative` (the default), `absolute`
+   * (UTC; the SMSC's clock must be right), or `none` (the SMSC's default validity).
+   */
+  validity?: ValidityFormat;
   /** Reconnect back-off: base doubling per failure, at most max. */
   reconnect?: { baseMs: number; maxMs: number };
   /** Extra TLS options (a private CA in tests; NODE_EXTRA_CA_CERTS does it for the service). */
@@ -83,8 +88,10 @@ const transientError = (message: string, cause?: unknown) => new SmsProviderErro
  * exponential back-off, and so is a refused bind, which is logged as an error with the SMSC's
  * reason. Sends wait for a bound session only while one is being opened; otherwise they fail at
  * once as transient, so the next provider takes over. At most `window` submit_sm are in flight;
- * the others wait for a slot within their timeout. Each asks for a receipt of its final outcome;
- * deliver_sm receipts go to `onReceipt` and are always answered.
+ * the others wait for a slot within their timeout. Each asks for a receipt of its final outcome,
+ * and carries the code's expiry as validity_period in the configured format, or none on a session
+ * whose SMSC refused it (ESME_RINVEXPIRY). deliver_sm receipts go to `onReceipt` and are always
+ * answered.
  */
 export class SmppSmsProvider implements SessionSmsProvider {
   readonly name = 'smpp';
@@ -105,6 +112,8 @@ export class SmppSmsProvider implements SessionSmsProvider {
   private log: Logger | undefined;
   private onReceipt: ((receipt: SmsReceipt) => Promise<void>) | undefined;
   private readonly senders: Senders;
+  /** The session whose SMSC refused a validity_period (ESME_RINVEXPIRY): its submits go without one. */
+  private validityRefusedBy: Session | undefined;
 
   constructor(private readonly options: SmppOptions) {
     this.senders = new Senders(options.senders ?? new Map(), options.sourceAddr);
@@ -169,7 +178,22 @@ export class SmppSmsProvider implements SessionSmsProvider {
         const session = this.state === 'bound' ? this.session : undefined;
         try {
           if (!session) throw transientError(`SMPP session not bound: ${this.lastError}`);
-          response = await this.submit(session, message, deadline);
+          const validity = this.validityRefusedBy === session ? undefined : smppValidity(this.options.validity ?? 'relative', message.expiresAt, Date.now());
+          response = await this.submit(session, message, deadline, validity);
+          if (response.command_status === EsmeStatus.INVALID_EXPIRY && validity !== undefined && session === this.session) {
+            // The SMSC takes no validity_period in this format (ESME_RINVEXPIRY refuses the whole
+            // submit: nothing was queued). Failing over would send every SMS to the next provider,
+            // so the same submit goes again at once without one (the SMSC's default validity; the
+            // code still expires here), and so does every other on this session. A new session
+            // tries the configured format again: the SMSC may have been changed meanwhile.
+            if (this.validityRefusedBy !== session) {
+              this.validityRefusedBy = session;
+              this.log?.warn('the SMSC refused validity_period (ESME_RINVEXPIRY): SMS go without one on this session; set SMPP_VALIDITY_PERIOD to a format it takes, or none', {
+                format: this.options.validity ?? 'relative',
+              });
+            }
+            response = await this.submit(session, message, deadline, undefined);
+          }
         } finally {
           this.releaseSlot();
         }
@@ -179,16 +203,16 @@ export class SmppSmsProvider implements SessionSmsProvider {
           span.setAttribute('mfa.sms.provider_error_code', name);
           // The SMSC no longer takes this session for bound: open a new one.
           if (status === EsmeStatus.INCORRECT_BIND_STATUS) this.lost(session, 'the SMSC answered ESME_RINVBNDSTS');
-          throw new SmsProviderError(`SMPP submit_sm refused: ${name}`, { provider: this.name, transient: isTransientStatus(status), code: name });
+          throw new SmsProviderError(`SMPP submit_sm refused: ${name}`, { provider: this.name, transient: isTransientStatus(status), code: name, vendorAnswered: true });
         }
         const messageId = response.message_id;
-        if (typeof messageId !== 'string' || messageId === '') throw new SmsProviderError('SMPP submit_sm_resp without a message_id', { provider: this.name, transient: false });
+        if (typeof messageId !== 'string' || messageId === '') throw new SmsProviderError('SMPP submit_sm_resp without a message_id', { provider: this.name, transient: false, vendorAnswered: true });
         return { providerMessageId: messageId };
       },
     );
   }
 
-  private submit(session: Session, message: SmsMessage, deadline: number): Promise<PDU> {
+  private submit(session: Session, message: SmsMessage, deadline: number, validity: string | undefined): Promise<PDU> {
     const source = smppAddress(this.senders.for(message.to));
     const destination = smppAddress(message.to);
     return new Promise<PDU>((resolve, reject) => {
@@ -211,7 +235,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
           destination_addr: destination.addr,
           registered_delivery: RECEIPT_ON_FINAL_OUTCOME,
           // A code the SMSC could not deliver before it expired is dropped, not delivered (and billed) late.
-          ...(message.expiresAt ? { validity_period: smppValidityPeriod(secondsLeft(message.expiresAt, Date.now())) } : {}),
+          ...(validity !== undefined ? { validity_period: validity } : {}),
           ...encodeText(message.body),
         },
         (response) => {
@@ -377,6 +401,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
   private lost(session: Session, reason: string, how: { refused?: boolean; undecodable?: boolean } = {}): void {
     if (session !== this.session) return;
     this.session = undefined;
+    if (this.validityRefusedBy === session) this.validityRefusedBy = undefined;
     const wasBound = this.state === 'bound';
     clearTimeout(this.bindTimer);
     clearInterval(this.enquireTimer);

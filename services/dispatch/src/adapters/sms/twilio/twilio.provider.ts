@@ -145,7 +145,7 @@ export class TwilioSmsProvider implements SmsProvider {
         const result = classifyTwilioResponse(status, body);
         if (!result.ok) {
           if (result.code !== undefined) span.setAttribute('mfa.sms.provider_error_code', String(result.code));
-          throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status, retryAfterMs: retryAfterMs(retryAfter, Date.now()) });
+          throw new SmsProviderError(result.message, { provider: this.name, transient: result.transient, code: result.code, status, vendorAnswered: true, retryAfterMs: retryAfterMs(retryAfter, Date.now()) });
         }
         return { providerMessageId: result.sid };
       },

@@ -44,6 +44,7 @@ import { ChallengeDenial } from '@mfa/fraud/dist/adapters/challenge-denial.js';
 import { BlockEnds } from '@mfa/fraud/dist/adapters/block-ends.js';
 import { IpCounterKeys, IpCounters } from '@mfa/fraud/dist/adapters/ip-counters.js';
 import { MailLedger } from '@mfa/fraud/dist/adapters/mail-ledger.js';
+import { SeenRequests } from '@mfa/radius/adapters/seen-requests';
 import { StateStore } from '@mfa/radius/adapters/state-store';
 import { ActivationAttempts } from '@mfa/user-settings/dist/adapters/activation-attempts.js';
 import { AppPasswordFailures } from '@mfa/user-settings/dist/adapters/app-password-failures.js';
@@ -245,6 +246,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     const oath = new OathInventory(redis);
     const remembered = new RememberedBrowsers(redis);
     const states = new StateStore(redis, keyring);
+    const seen = new SeenRequests(redis, 600_000);
     const sessions = new Sessions(redis, 900);
     const pendingLogins = new PendingLogins(redis);
     const replays = new InternalReplays(redis);
@@ -459,6 +461,12 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal((await states.take(state, code))?.userId, u.userId);
       await states.restore(state, code, Date.now());
       assert.equal((await states.take(state, code))?.userId, u.userId);
+      // RADIUS Access-Requests taken once (a replay is refused), and forgotten when left unanswered.
+      const request = randomBytes(16);
+      assert.equal(await seen.firstSight({ tenantId: u.tenantId, client: '10.0.0.0/8' }, request), true);
+      assert.equal(await seen.firstSight({ tenantId: u.tenantId, client: '10.0.0.0/8' }, request), false);
+      await seen.forget({ tenantId: u.tenantId, client: '10.0.0.0/8' }, request);
+      assert.equal(await seen.firstSight({ tenantId: u.tenantId, client: '10.0.0.0/8' }, request), true);
       const session = await sessions.create({ operator: { sub: u.userId }, roles: [`tenant-admin:${u.tenantId}`], via: 'dev' }, Date.now());
       assert.equal((await sessions.load(session, Date.now()))?.operator.sub, u.userId);
       await sessions.destroy(session);

@@ -2,15 +2,16 @@ import { Inject, Injectable, Module, type BeforeApplicationShutdown, type Dynami
 import type { RedisClient } from '@mfa/projection';
 import type { Keyring } from '@mfa/crypto';
 import type { NatsClients } from '@mfa/messaging';
-import { HEALTH_CHECKS, KEYRING, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule, redisConnectionFrom } from '@mfa/service-kit';
+import { HEALTH_CHECKS, KEYRING, LOGGER, MessagingModule, NATS, NatsHealth, OpsController, REDIS, RedisHealth, RedisModule } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { ChallengeApi } from './adapters/challenge-api.js';
+import { SeenRequests } from './adapters/seen-requests.js';
 import { StateStore } from './adapters/state-store.js';
 import { RadiusListener } from './api/radius.listener.js';
 import { DuplicateCache } from './application/duplicate-cache.js';
 import { RadiusService } from './application/radius.service.js';
 import { ClientDirectory } from './domain/clients.js';
-import type { RadiusConfig } from './config.js';
+import { redisOf, type RadiusConfig } from './config.js';
 
 /** How often a push or call being waited for is asked about. */
 const POLL_MS = 500;
@@ -65,7 +66,7 @@ export class AppModule {
       imports: [
         // A client of the API: no streams of its own.
         MessagingModule.forRoot({ serviceName: 'radius', nats: config, log, streams: [], replicas: config.STREAM_REPLICAS }),
-        RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'radius', log }),
+        RedisModule.forRoot({ ...redisOf(config), log }),
       ],
       controllers: [OpsController],
       providers: [
@@ -74,7 +75,15 @@ export class AppModule {
         {
           provide: RadiusService,
           useFactory: (nats: NatsClients, redis: RedisClient, keyring: Keyring, cache: DuplicateCache) =>
-            new RadiusService(clients, new ChallengeApi(nats.nc, config.auth.platformKey), new StateStore(redis, keyring), cache, { waitMs: config.RADIUS_WAIT_SECONDS * 1000, pollMs: POLL_MS }, log),
+            new RadiusService(
+              clients,
+              new ChallengeApi(nats.nc, config.auth.platformKey),
+              new StateStore(redis, keyring),
+              cache,
+              { waitMs: config.RADIUS_WAIT_SECONDS * 1000, pollMs: POLL_MS },
+              log,
+              new SeenRequests(redis, config.RADIUS_REPLAY_WINDOW_SECONDS * 1000),
+            ),
           inject: [NATS, REDIS, KEYRING, DuplicateCache],
         },
         {

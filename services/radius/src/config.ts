@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, unsetWhenEmpty, type AuthConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, RedisConfig, redisConnectionFrom, unsetWhenEmpty, type AuthConfig, type KeyringConfig, type RedisConnection } from '@mfa/service-kit';
 import { PasswordMode, RadiusClients } from './domain/clients.js';
 
 const RadiusEnv = BaseConfig.extend(RedisConfig.shape).extend({
@@ -18,6 +18,13 @@ const RadiusEnv = BaseConfig.extend(RedisConfig.shape).extend({
   RADIUS_RECEIVE_BUFFER_BYTES: unsetWhenEmpty(z.coerce.number().int().min(65_536).max(268_435_456).default(4_194_304)),
   /** How long a push or a call is waited for before the answer is Access-Reject. */
   RADIUS_WAIT_SECONDS: unsetWhenEmpty(z.coerce.number().int().min(1).max(120).default(25)),
+  /**
+   * How long an Access-Request is remembered, across instances, so that a copy sent again (a
+   * captured packet replayed from another port, to another instance, or later) starts no second
+   * challenge. Longer than the in-memory retransmission window (an answer's longest wait and
+   * 30 s); each request costs a small Redis key this long.
+   */
+  RADIUS_REPLAY_WINDOW_SECONDS: unsetWhenEmpty(z.coerce.number().int().min(300).max(86_400).default(600)),
   /** challenge: the code answers an Access-Challenge; otp: the first request's password is the code. */
   RADIUS_PASSWORD_MODE: unsetWhenEmpty(PasswordMode.default('challenge')),
 });
@@ -29,3 +36,15 @@ export const loadRadiusConfig = (env: NodeJS.ProcessEnv = process.env): RadiusCo
   ...loadKeyringConfig(env),
   auth: loadAuthConfig(env),
 });
+
+/**
+ * The front's Redis connection (RedisModule): every command fails after the services' general
+ * command timeout (REDIS_COMMAND_TIMEOUT_MS, 2 s; 5 s on a cluster), and the request then gets
+ * no answer (drops{reason="internal"}), early enough for the NAS to try its next server within
+ * its own timeout (3–5 s). Not auth-challenge's longer timeout for decisions: a command of the
+ * front that timed out may still run (a request recorded, a State taken), but what follows is
+ * silence, never a reply that invites the same request again: its retransmissions find the
+ * silence in memory or the request recorded (SeenRequests), and an answer to a State taken
+ * meanwhile is refused as expired.
+ */
+export const redisOf = (config: RadiusConfig): { connection: RedisConnection; connectionName: string } => ({ connection: redisConnectionFrom(config), connectionName: 'radius' });

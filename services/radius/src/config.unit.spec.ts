@@ -16,6 +16,13 @@ describe('radius configuration', () => {
     assert.equal(loadRadiusConfig({ RADIUS_RECEIVE_BUFFER_BYTES: '16777216' }).RADIUS_RECEIVE_BUFFER_BYTES, 16_777_216);
   });
 
+  it('remembers Access-Requests against replays for 10 minutes unless told otherwise, never less than 5', () => {
+    assert.equal(loadRadiusConfig({}).RADIUS_REPLAY_WINDOW_SECONDS, 600);
+    assert.equal(loadRadiusConfig({ RADIUS_REPLAY_WINDOW_SECONDS: '' }).RADIUS_REPLAY_WINDOW_SECONDS, 600);
+    assert.equal(loadRadiusConfig({ RADIUS_REPLAY_WINDOW_SECONDS: '3600' }).RADIUS_REPLAY_WINDOW_SECONDS, 3600);
+    assert.throws(() => loadRadiusConfig({ RADIUS_REPLAY_WINDOW_SECONDS: '30' }), /RADIUS_REPLAY_WINDOW_SECONDS/);
+  });
+
   it('takes empty variables (docker-compose passes ${VAR:-}) as unset', () => {
     const config = loadRadiusConfig({ RADIUS_CLIENTS: '', RADIUS_WAIT_SECONDS: '', RADIUS_PASSWORD_MODE: '', RADIUS_PORT: '', RADIUS_BIND: '' });
     assert.deepEqual([config.RADIUS_CLIENTS, config.RADIUS_WAIT_SECONDS, config.RADIUS_PASSWORD_MODE, config.RADIUS_PORT, config.RADIUS_BIND], [[], 25, 'challenge', 1812, '127.0.0.1']);

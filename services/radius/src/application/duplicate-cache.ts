@@ -1,10 +1,14 @@
 /**
  * Retransmissions (RFC 2865 §2.5 and RFC 5080 §2.2.2): a NAS that got no answer in time sends the
- * same datagram again (same source address and port, Identifier and Request Authenticator). It
+ * same datagram again (same Identifier and Request Authenticator, from the same address). It
  * must get the same answer, byte for byte, when the first one is ready, and must never start a
  * second challenge, SMS, call or push. So every request's answer (or its silence) is kept here,
- * keyed by those four, from its arrival until `keepMs` after it settled. The same Identifier with
- * a new authenticator is a new request.
+ * keyed by those three, from its arrival until `keepMs` after it settled. The source port is left
+ * out of the key, unlike RFC 5080's: the Request Authenticator is drawn anew for every request,
+ * so the same one from another port is the same request (a NAS that retransmits from a new
+ * socket), never a new one; its answer goes to the port it came from. The same Identifier with
+ * a new authenticator is a new request. A request this cache does not hold is not necessarily
+ * new: SeenRequests remembers them longer, across instances.
  *
  * The number of entries is bounded (memory under a flood), and shared so that one client cannot
  * take it all: half of `maxEntries` is split evenly between the clients, each part kept for its
@@ -42,8 +46,8 @@ export class DuplicateCache {
     this.sweeping.unref();
   }
 
-  static keyOf(address: string, port: number, identifier: number, authenticator: Buffer): string {
-    return `${address}|${port}|${identifier}|${authenticator.toString('hex')}`;
+  static keyOf(address: string, identifier: number, authenticator: Buffer): string {
+    return `${address}|${identifier}|${authenticator.toString('hex')}`;
   }
 
   /** The answer already given or coming for this request, or undefined: a new request. */

@@ -9,10 +9,12 @@ import { connectClient } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import { itWith, startNatsServer, testEnv, uniqueUser, type NatsServerProcess } from '@mfa/testing';
 import { ChallengeApi } from '../adapters/challenge-api.js';
+import { SeenRequests } from '../adapters/seen-requests.js';
 import { StateStore } from '../adapters/state-store.js';
 import { ClientDirectory, RadiusClients } from '../domain/clients.js';
 import { Attr, attributeOf, attributesOf, checkResponse, Code, decodePacket, encodeRequest, hidePassword, textAttributes, type Attribute } from '../domain/packet.js';
 import { DuplicateCache } from './duplicate-cache.js';
+import { drops } from './metrics.js';
 import { RadiusService } from './radius.service.js';
 
 const quiet = () => undefined;
@@ -67,9 +69,14 @@ describe('RadiusService with Redis and NATS: States and User-Password', () => {
     await nc.flush();
     redis = new Redis(testEnv.redisUrl);
     cache = new DuplicateCache({ clients: clients.size });
-    const { keyring } = loadKeyring({ NODE_ENV: 'test' });
-    service = new RadiusService(clients, new ChallengeApi(nc, undefined), new StateStore(redis, keyring), cache, { waitMs: 5_000, pollMs: 500 }, log);
+    service = instance(cache);
   });
+
+  /** An instance of the front: its own duplicate cache, the shared Redis. */
+  function instance(own: DuplicateCache): RadiusService {
+    const { keyring } = loadKeyring({ NODE_ENV: 'test' });
+    return new RadiusService(clients, new ChallengeApi(nc, undefined), new StateStore(redis, keyring), own, { waitMs: 5_000, pollMs: 500 }, log, new SeenRequests(redis, 600_000));
+  }
 
   after(async () => {
     cache?.close();
@@ -140,5 +147,44 @@ describe('RadiusService with Redis and NATS: States and User-Password', () => {
     const malformed = await send(NAS.a, { user: 'frank@example.com', state: challenged.state!, hiddenPassword: randomBytes(17) });
     assert.equal(malformed.code, Code.AccessReject);
     assert.match(malformed.message, /User-Password attribute is malformed/);
+  });
+  itWith({ real: ['nats', 'redis'] }, 'a captured Access-Request sent again starts no second challenge: from another port it gets the same answer while it is remembered in memory; from another address of the range, after the memory forgot it, or at another instance, no answer; a new request of the user starts one', async () => {
+    const user = uniqueUser('grace');
+    const secret = Buffer.from(NAS.a.secret);
+    const authenticator = randomBytes(16);
+    const bytes = encodeRequest({ code: Code.AccessRequest, identifier: 42, authenticator, attributes: textAttributes(Attr.UserName, user), secret });
+    const startsOf = () => starts.filter((s) => s.userId === user).length;
+    const replays = async () => (await drops.get()).values.find((v) => v.labels.reason === 'replay')?.value ?? 0;
+    const replaysBefore = await replays();
+    const shortMemory = new DuplicateCache({ clients: clients.size, keepMs: 50 });
+    const other = new DuplicateCache({ clients: clients.size });
+    try {
+      const front = instance(shortMemory);
+      const first = await front.receive({ bytes, address: NAS.a.address, port: 50_000 });
+      assert.equal(decodePacket(first!).code, Code.AccessChallenge);
+      assert.equal(startsOf(), 1);
+      // Within keepMs of the answer: the NAS's retransmission from another socket.
+      assert.deepEqual(await front.receive({ bytes, address: NAS.a.address, port: 50_001 }), first, 'another port: the same bytes');
+      assert.equal(await front.receive({ bytes, address: '192.0.2.99', port: 50_000 }), undefined, 'another address of the range: no answer');
+      await new Promise((resolve) => setTimeout(resolve, 1_500)); // past keepMs and the next sweep
+      assert.equal(await front.receive({ bytes, address: NAS.a.address, port: 50_000 }), undefined, 'the same port, after the memory forgot it: no answer');
+      assert.equal(await front.receive({ bytes, address: NAS.a.address, port: 50_002 }), undefined, 'another port, after the memory forgot it: no answer');
+      assert.equal(await instance(other).receive({ bytes, address: NAS.a.address, port: 50_000 }), undefined, 'another instance: no answer');
+      assert.equal(startsOf(), 1, 'no second challenge');
+      // Counted once per source address and instance (the same address again is answered from memory: silence).
+      assert.equal(await replays(), replaysBefore + 3);
+
+      // The same authenticator from another client (its own secret) is that client's request.
+      const fromB = encodeRequest({ code: Code.AccessRequest, identifier: 42, authenticator, attributes: textAttributes(Attr.UserName, user), secret: Buffer.from(NAS.b.secret) });
+      assert.equal(decodePacket((await front.receive({ bytes: fromB, address: NAS.b.address, port: 50_000 }))!).code, Code.AccessChallenge);
+      assert.equal(startsOf(), 2);
+
+      const again = await send(NAS.a, { user });
+      assert.equal(again.code, Code.AccessChallenge, 'the user signing in again: a new Request Authenticator');
+      assert.equal(startsOf(), 3);
+    } finally {
+      shortMemory.close();
+      other.close();
+    }
   });
 });

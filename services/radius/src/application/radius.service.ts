@@ -1,6 +1,7 @@
 import { Application, UserId } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
 import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
+import type { SeenRequests } from '../adapters/seen-requests.js';
 import type { PendingCode, StateStore } from '../adapters/state-store.js';
 import { afterError, afterStart, afterVerify, afterWait, promptFor, waitedTooLong, type Decision } from '../domain/answers.js';
 import { clientIpOf } from '../domain/calling-station.js';
@@ -41,6 +42,14 @@ export interface RadiusOptions {
 const MICROSOFT = 311;
 const MS_CHAP_TYPES = new Set([1, 11, 25]); // MS-CHAP-Response, MS-CHAP-Challenge, MS-CHAP2-Response
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** Attributes read from an Access-Request that RFC 2865 allows once at most. */
+const SINGLE_ATTRIBUTES: ReadonlyArray<readonly [number, string]> = [
+  [Attr.UserName, 'User-Name'],
+  [Attr.UserPassword, 'User-Password'],
+  [Attr.State, 'State'],
+  [Attr.CallingStationId, 'Calling-Station-Id'],
+  [Attr.NasIdentifier, 'NAS-Identifier'],
+];
 /** The least time left for a status poll to be begun: auth-challenge drops a request with under 100 ms left when its turn comes. */
 const LAST_POLL_MS = 250;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
@@ -63,7 +72,8 @@ type Answer = { code: number; message?: string | undefined; state?: Buffer; sess
  * The RADIUS front: a datagram in, an answer (or silence) out. Checks come first and cost no
  * I/O: a source address no RADIUS_CLIENTS entry covers, a malformed packet, or a missing or
  * wrong Message-Authenticator (the BlastRADIUS defence) gets no answer. Then a retransmission
- * is answered from the duplicate cache; anything else is a new request, decided through the
+ * is answered from the duplicate cache, and an Access-Request already taken (SeenRequests: a
+ * captured one sent again) gets no answer; anything else is a new request, decided through the
  * public challenge API as the client's tenant.
  */
 export class RadiusService {
@@ -79,6 +89,7 @@ export class RadiusService {
     private readonly cache: DuplicateCache,
     private readonly options: RadiusOptions,
     private readonly log: Logger,
+    private readonly seen: Pick<SeenRequests, 'firstSight' | 'forget'>,
   ) {}
 
   /**
@@ -110,7 +121,7 @@ export class RadiusService {
     if (check === 'missing') return this.drop('no_message_authenticator', d, { client: client.name });
     if (check === 'invalid') return this.drop('bad_message_authenticator', d, { client: client.name });
     const packet = decodePacket(d.bytes);
-    const key = DuplicateCache.keyOf(d.address, d.port, packet.identifier, packet.authenticator);
+    const key = DuplicateCache.keyOf(d.address, packet.identifier, packet.authenticator);
     const previous = this.cache.get(key);
     if (previous) {
       retransmissions.inc({ client: client.name });
@@ -118,19 +129,46 @@ export class RadiusService {
     }
     if (!this.cache.hasRoomFor(client.cidr)) return this.drop('overloaded', d, { client: client.name });
     const type = packet.code === Code.StatusServer ? 'status' : 'access';
-    requests.inc({ client: client.name, type });
     const began = performance.now();
     // An answer that cannot be encoded (over 4096 octets: a request full of Proxy-State, each
     // echoed) is dropped like a failure, counted and logged, never left as a rejected promise.
-    const answer = this.decide(client, packet, d)
-      .then((a) => this.encode(client, packet, a, began))
+    // A Redis that fails or does not answer within its command timeout fails the request the
+    // same way: no answer, so the NAS tries its next server.
+    // A request taken here and left unanswered is forgotten again: the NAS's next server may get
+    // the very same packet (RFC 2865 §2.5), and must not take it for a replay.
+    let taken = false;
+    const answer = this.firstSight(client, packet, d)
+      .then(async (first) => {
+        if (!first) return undefined;
+        taken = packet.code === Code.AccessRequest;
+        requests.inc({ client: client.name, type });
+        return this.encode(client, packet, await this.decide(client, packet, d), began);
+      })
       .catch((error: unknown) => {
         this.log.error('radius request failed', { client: client.name, error });
         drops.inc({ reason: 'internal' });
         return undefined;
+      })
+      .then(async (bytes) => {
+        if (!bytes && taken) await this.seen.forget({ tenantId: client.tenantId, client: client.cidr }, packet.authenticator).catch(() => undefined);
+        return bytes;
       });
     this.cache.put(key, answer, client.cidr);
     return answer;
+  }
+
+  /**
+   * Whether an Access-Request is new, or one already taken for this client by some instance
+   * (SeenRequests): a captured request sent again from another address of the client's range, or
+   * after the duplicate cache forgot it, or to another instance. That gets no answer (a
+   * retransmission of the NAS's own, from the same address, is answered from the cache before
+   * this), and starts no second challenge. Status-Server changes nothing and is not recorded.
+   */
+  private async firstSight(client: RadiusClient, packet: Packet, d: Datagram): Promise<boolean> {
+    if (packet.code !== Code.AccessRequest) return true;
+    if (await this.seen.firstSight({ tenantId: client.tenantId, client: client.cidr }, packet.authenticator)) return true;
+    this.drop('replay', d, { client: client.name });
+    return false;
   }
 
   private encode(client: RadiusClient, request: Packet, answer: Answer, began: number): Buffer | undefined {
@@ -162,6 +200,11 @@ export class RadiusService {
     if (attributeOf(packet, Attr.ChapPassword) || attributeOf(packet, Attr.EapMessage) || hasMsChap(packet)) {
       return reject('Only PAP is supported: CHAP, MS-CHAP and EAP requests are refused. Configure the VPN to send PAP.');
     }
+    // RFC 2865 §5.44: at most one of each in an Access-Request. Two would leave the choice to each
+    // reader: a proxy in front checking the password of one User-Name while this front takes the
+    // other, or a trusted Calling-Station-Id ahead of the address the NAS logs.
+    const repeated = SINGLE_ATTRIBUTES.find(([type]) => attributesOf(packet, type).length > 1);
+    if (repeated) return reject(`The request is malformed: it has more than one ${repeated[1]}.`);
     const rawName = attributeOf(packet, Attr.UserName);
     if (!rawName) return reject('The request has no User-Name.');
     let userId: string;

@@ -6,7 +6,7 @@ import type { ChallengeStartReply, ChallengeStatusReply } from '@mfa/contracts';
 import type { ApiResult, ChallengeApi } from '../adapters/challenge-api.js';
 import type { StateStore } from '../adapters/state-store.js';
 import { ClientDirectory, RadiusClients } from '../domain/clients.js';
-import { Attr, attributesOf, checkResponse, Code, decodePacket, encodeRequest, textAttributes, type Attribute } from '../domain/packet.js';
+import { Attr, attributesOf, checkResponse, Code, decodePacket, encodeRequest, hidePassword, textAttributes, type Attribute } from '../domain/packet.js';
 import { DuplicateCache } from './duplicate-cache.js';
 import { drops } from './metrics.js';
 import { RadiusService } from './radius.service.js';
@@ -16,6 +16,8 @@ const log: Logger = { debug: quiet, info: quiet, warn: quiet, error: quiet, chil
 const SECRET = 'a-shared-secret-of-the-vpn';
 const clients = new ClientDirectory(RadiusClients.parse(JSON.stringify([{ cidr: '192.0.2.0/24', secret: SECRET, tenantId: 'tenant-a', name: 'vpn' }])), 'challenge');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Every Access-Request new (SeenRequests, with Redis, is in the int spec). */
+const alwaysNew = { firstSight: async () => true, forget: async () => undefined };
 
 /**
  * The challenge API as a push user's sign-in meets it: the start answers `pending` (push) after
@@ -55,7 +57,7 @@ describe('RadiusService: how long a push is waited for', () => {
   it('counts RADIUS_WAIT_SECONDS from the request’s arrival, and caps every status poll’s deadline there: a slow start does not push the answer past the NAS’s timeout', async () => {
     const { api, untils } = pushApi({ startMs: 300, pollReplyMs: 20 });
     const cache = new DuplicateCache();
-    const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log);
+    const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log, alwaysNew);
     // The service's own timers do not hold the process open (a shutdown does not wait for them).
     const alive = setInterval(quiet, 1_000);
     try {
@@ -85,7 +87,7 @@ describe('RadiusService: how long a push is waited for', () => {
     try {
       // Starts of every length within a poll interval: the last poll begins anywhere in it.
       const { api } = pushApi({ startMs: () => Math.random() * 100, pollReplyMs: 5 });
-      const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 600, pollMs: 100 }, log);
+      const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 600, pollMs: 100 }, log, alwaysNew);
       const answers = await Promise.all(
         Array.from({ length: 60 }, (_, i) => service.receive({ bytes: accessRequest(`user-${i}@example.com`).bytes, address: '192.0.2.10', port: 40_000 + i })),
       );
@@ -96,9 +98,14 @@ describe('RadiusService: how long a push is waited for', () => {
       );
 
       const down = pushApi({ startMs: 0, pollReplyMs: 5, down: true });
-      const unreachable = new RadiusService(clients, down.api, {} as StateStore, cache, { waitMs: 600, pollMs: 100 }, log);
-      assert.equal(await unreachable.receive({ bytes: accessRequest('bob@example.com').bytes, address: '192.0.2.11', port: 41_000 }), undefined, 'no answer: the NAS tries its next server');
+      const forgotten: string[] = [];
+      const seen = { firstSight: async () => true, forget: async (_: unknown, authenticator: Buffer) => void forgotten.push(authenticator.toString('hex')) };
+      const unreachable = new RadiusService(clients, down.api, {} as StateStore, cache, { waitMs: 600, pollMs: 100 }, log, seen);
+      const unanswered = accessRequest('bob@example.com');
+      assert.equal(await unreachable.receive({ bytes: unanswered.bytes, address: '192.0.2.11', port: 41_000 }), undefined, 'no answer: the NAS tries its next server');
       assert.ok(down.untils.length > 0);
+      // The next server (another instance) may get the very same packet: it is not kept as taken.
+      assert.deepEqual(forgotten, [decodePacket(unanswered.bytes).authenticator.toString('hex')], 'the unanswered request is forgotten');
     } finally {
       clearInterval(alive);
       cache.close();
@@ -109,8 +116,8 @@ describe('RadiusService: how long a push is waited for', () => {
     const cache = new DuplicateCache();
     try {
       const { api } = pushApi({ startMs: 0, pollReplyMs: 0 });
-      assert.equal(new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 25_000, pollMs: 500 }, log).longestAnswerMs, 26_000);
-      assert.equal(new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 5_000, pollMs: 500 }, log).longestAnswerMs, 12_000);
+      assert.equal(new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 25_000, pollMs: 500 }, log, alwaysNew).longestAnswerMs, 26_000);
+      assert.equal(new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 5_000, pollMs: 500 }, log, alwaysNew).longestAnswerMs, 12_000);
     } finally {
       cache.close();
     }
@@ -136,7 +143,7 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
   it('drops, counts and logs an answer over 4096 octets (a request full of Proxy-State, each echoed), for the retransmission too', async () => {
     const { logger, lines } = recording();
     const cache = new DuplicateCache();
-    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger, alwaysNew);
     try {
       const authenticator = randomBytes(16);
       // 4096 octets in all; the answer's Reply-Message is longer than the User-Name.
@@ -154,7 +161,7 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
   it('logs a refusal of the client by the challenge API (its key), with the client and the reason', async () => {
     const { logger, lines } = recording();
     const cache = new DuplicateCache();
-    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger, alwaysNew);
     try {
       const { bytes } = accessRequest('alice@example.com');
       const answer = await service.receive({ bytes, address: '192.0.2.10', port: 40_002 });
@@ -174,7 +181,7 @@ describe('RadiusService: log lines about dropped datagrams', () => {
     const cache = new DuplicateCache();
     try {
       const { logger, lines } = recording();
-      const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger);
+      const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger, alwaysNew);
       await test({ service, lines, bytes: accessRequest('alice@example.com').bytes });
     } finally {
       mock.timers.reset();
@@ -243,7 +250,7 @@ describe('RadiusService: what a datagram costs before its Message-Authenticator 
 
   it('drops a forged packet (a wrong Message-Authenticator, or none) from a client’s range without decoding it; a signed one is decoded', async () => {
     const cache = new DuplicateCache();
-    const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log);
+    const service = new RadiusService(clients, pushApi({ startMs: 0, pollReplyMs: 0 }).api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log, alwaysNew);
     try {
       const forged = counting(fullOfAttributes('not-the-secret-of-the-vpn'));
       assert.equal(forged.bytes.length, 4096);
@@ -282,7 +289,7 @@ describe('RadiusService: a client flooding the front', () => {
     // 100 entries: 25 kept for each client, 50 shared. Answers never settle: the entries stay.
     const cache = new DuplicateCache({ clients: two.size, maxEntries: 100 });
     const api = { longestCallMs: 6_000, replyGraceMs: 1_000, start: () => new Promise(() => undefined) } as unknown as ChallengeApi;
-    const service = new RadiusService(two, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log);
+    const service = new RadiusService(two, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log, alwaysNew);
     try {
       const from = (address: string, n: number) => service.receive({ bytes: accessRequest(`user-${n}@example.com`).bytes, address, port: 30_000 + n });
       const flood = Array.from({ length: 200 }, (_, n) => from('192.0.2.66', n));
@@ -292,6 +299,47 @@ describe('RadiusService: a client flooding the front', () => {
       assert.equal(neighbour.every((a) => a !== undefined), true, 'the other client: its 25 are taken');
       assert.equal(from('198.51.100.7', 25), undefined, 'the cache is full');
       assert.equal(cache.size, 100);
+    } finally {
+      cache.close();
+    }
+  });
+});
+
+describe('RadiusService: attributes RFC 2865 allows once in an Access-Request', () => {
+  it('rejects a request with two User-Name, User-Password, State, Calling-Station-Id or NAS-Identifier attributes without starting anything; one of each is taken', async () => {
+    const started: string[] = [];
+    const api = {
+      longestCallMs: 6_000,
+      replyGraceMs: 1_000,
+      start: async (_client: unknown, body: { userId: string }) => (started.push(body.userId), { ok: { challengeId: 'ch-1', status: 'approved' } }),
+    } as unknown as ChallengeApi;
+    const cache = new DuplicateCache();
+    const service = new RadiusService(clients, api, {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, log, alwaysNew);
+    const secret = Buffer.from(SECRET);
+    const ask = async (attributes: (authenticator: Buffer) => Attribute[]) => {
+      const authenticator = randomBytes(16);
+      const bytes = encodeRequest({ code: Code.AccessRequest, identifier: 5, authenticator, attributes: attributes(authenticator), secret });
+      const reply = decodePacket((await service.receive({ bytes, address: '192.0.2.10', port: 40_500 }))!);
+      return { code: reply.code, message: attributesOf(reply, Attr.ReplyMessage).map((v) => v.toString('utf8')).join('') };
+    };
+    const text = (type: number, value: string): Attribute => ({ type, value: Buffer.from(value) });
+    try {
+      for (const [type, name, value] of [
+        [Attr.UserName, 'User-Name', 'mallory@example.com'],
+        [Attr.State, 'State', 'a-state-of-16-oc'],
+        [Attr.CallingStationId, 'Calling-Station-Id', '192.0.2.200'],
+        [Attr.NasIdentifier, 'NAS-Identifier', 'vpn-2'],
+      ] as const) {
+        const answer = await ask(() => [text(Attr.UserName, 'alice@example.com'), text(type, value), text(type, value)]);
+        assert.deepEqual(answer, { code: Code.AccessReject, message: `The request is malformed: it has more than one ${name}.` }, name);
+      }
+      const passwords = await ask((authenticator) => [text(Attr.UserName, 'alice@example.com'), ...['123456', '654321'].map((p) => ({ type: Attr.UserPassword, value: hidePassword(Buffer.from(p), secret, authenticator) }))]);
+      assert.deepEqual(passwords, { code: Code.AccessReject, message: 'The request is malformed: it has more than one User-Password.' });
+      assert.deepEqual(started, [], 'no challenge started');
+
+      const single = await ask(() => [text(Attr.UserName, 'alice@example.com'), text(Attr.CallingStationId, '192.0.2.200'), text(Attr.NasIdentifier, 'vpn-2')]);
+      assert.equal(single.code, Code.AccessAccept);
+      assert.deepEqual(started, ['alice@example.com']);
     } finally {
       cache.close();
     }

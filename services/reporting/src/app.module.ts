@@ -17,7 +17,7 @@ import { AuditReportService } from './application/audit-report.service.js';
 import { ReportEventsController } from './api/report-events.controller.js';
 import { SigninsController } from './api/signins.controller.js';
 import { PersonalDataReader } from './application/personal-data.reader.js';
-import { pseudonymizer } from './application/pseudonyms.js';
+import { knownPseudonyms, pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import { SigninReportService } from './application/signin-report.service.js';
 import type { ReportingConfig } from './config.js';
@@ -75,7 +75,7 @@ export class AppModule {
         {
           provide: ReportProjection,
           useFactory: (repo: SigninsRepository, keys: UserDataKeys, erasures: ErasuresRepository) =>
-            new ReportProjection(repo, keys, pseudonymizer(config.keyring), erasures),
+            new ReportProjection(repo, keys, knownPseudonyms(config.keyring), erasures),
           inject: [SigninsRepository, UserDataKeys, ErasuresRepository],
         },
         {
@@ -87,7 +87,7 @@ export class AppModule {
         { provide: AuditRepository, useFactory: (pool: pg.Pool, read: pg.Pool) => new AuditRepository(pool, read), inject: [PG_POOL, PG_READ_POOL] },
         {
           provide: AuditReportService,
-          useFactory: (repo: AuditRepository) => new AuditReportService(repo, pseudonymizer(config.keyring)),
+          useFactory: (repo: AuditRepository) => new AuditReportService(repo, knownPseudonyms(config.keyring)),
           inject: [AuditRepository],
         },
         {
@@ -98,7 +98,7 @@ export class AppModule {
               new UsageRepository(pool, read),
               signins,
               new PersonalDataReader(keys, pseudonymizer(config.keyring), (m, f) => log.warn(m, f)),
-              pseudonymizer(config.keyring),
+              knownPseudonyms(config.keyring),
               config.keyring,
             ),
           inject: [PG_POOL, PG_READ_POOL, SigninsRepository, UserDataKeys],

@@ -36,8 +36,9 @@ import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
 import { FraudReportService } from './application/fraud-report.service.js';
 import { FraudReportRepository } from './adapters/fraud-report.repository.js';
+import { PG_POOL } from './tokens.js';
 import { UsageRepository } from './adapters/usage.repository.js';
-import { pseudonymizer } from './application/pseudonyms.js';
+import { knownPseudonyms, pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import { foldFraudEvents, type FraudStreamEvent } from './domain/fraud-projection.js';
 import type { Sequenced } from './domain/signin-projection.js';
@@ -228,6 +229,19 @@ describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)',
         await erase(tenantId, userId);
         assert.deepEqual(await reported(tenantId, userId), want, `${order}, replayed`);
       }
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'keeps the pseudonym of a user erased before a master key rotation in the history projected after it', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('erased-rotated');
+      const events = history(tenantId, userId);
+      await erase(tenantId, userId);
+      // An instance after the rotation: a new master key, the one of the erasure kept as previous.
+      const rotated = keyringFromMasterKey(randomBytes(32), [loadKeyring({}).keyring]);
+      const afterRotation = new FraudReportRepository(service.app.get(PG_POOL));
+      await afterRotation.apply(foldFraudEvents([events.block]), knownPseudonyms(rotated));
+      await afterRotation.apply(foldFraudEvents([events.autoUnblock, events.lockoutLifted, events.blockAgain, events.unblockAgain]), knownPseudonyms(rotated));
+      assert.deepEqual(await reported(tenantId, userId), expected(userId, pseudonymOf(tenantId, userId)));
     });
 
     itWith({ real: ['nats', 'postgres'] }, 'keeps the pseudonym when the block and its unblock are projected at once by two instances', async () => {

@@ -1,6 +1,6 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import {
   ContractError,
@@ -17,7 +17,7 @@ import {
   type EventVersion,
   type TenantEvent,
 } from '@mfa/contracts';
-import { loadKeyring } from '@mfa/crypto';
+import { keyringFromMasterKey, loadKeyring } from '@mfa/crypto';
 import { connectNats, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
 import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import {
@@ -45,12 +45,13 @@ import {
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
 import { AuditRepository } from './adapters/audit.repository.js';
+import { ErasuresRepository } from './adapters/erasures.repository.js';
 import { REPORT_CONNECTIONS_ON_PRIMARY } from './adapters/database.js';
 import { FraudReportRepository } from './adapters/fraud-report.repository.js';
 import { SigninsRepository } from './adapters/signins.repository.js';
 import { UsageRepository } from './adapters/usage.repository.js';
 import { AuditReportService } from './application/audit-report.service.js';
-import { pseudonymizer } from './application/pseudonyms.js';
+import { knownPseudonyms, pseudonymizer } from './application/pseudonyms.js';
 import { ReportProjection } from './application/report-projection.js';
 import { foldChallengeEvents, foldDispatchEvents, type Sequenced } from './domain/signin-projection.js';
 
@@ -243,12 +244,26 @@ describe('reporting service (real NATS and Postgres)', () => {
     const start = challenge({ tenantId, userId: uniqueUser() });
     const [s, o] = sequence<ChallengeEvent>([started(start), approved(start)]);
     await projection.projectChallenges([o!]);
+    // Until its start is projected the row has the approval's time and no context: left out.
+    assert.deepEqual((await page({ tenantId })).items, [], 'a row without its start is not reported');
+    assert.deepEqual((await page({ tenantId, challengeId: start.challengeId })).items, []);
     await projection.projectChallenges([s!]);
     const [item] = (await page({ tenantId })).items;
     assert.equal(item?.occurredAt, start.startedAt);
     assert.equal(item?.displayName, 'Helga Nordin');
     assert.equal(item?.clientIp, '203.0.113.7');
     assert.equal(item?.result, 'success');
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'reports a row whose start never comes a minute after its outcome was projected, as the outcome has it', async () => {
+    const tenantId = await newTenant();
+    const start = challenge({ tenantId, userId: uniqueUser() });
+    await projection.projectChallenges(sequence<ChallengeEvent>([approved(start)]));
+    assert.deepEqual((await page({ tenantId })).items, []);
+    // As if written two minutes ago (its start dead-lettered, say): no sign-in stays hidden for good.
+    await pool.query("UPDATE signins SET projected_at = projected_at - interval '2 minutes' WHERE tenant_id = $1", [tenantId]);
+    const [item] = (await page({ tenantId })).items;
+    assert.deepEqual([item?.challengeId, item?.occurredAt, item?.result, item?.clientIp], [start.challengeId, later(start, 20), 'success', null]);
   });
 
   itWith({ real: ['nats', 'postgres'] }, 'reports expired pending challenges as timed out or not delivered, and leaves in-progress ones out', async () => {
@@ -776,6 +791,76 @@ describe('reporting service (real NATS and Postgres)', () => {
         (await rowsOf(tenantId)).filter((r) => r.challenge_id === again.challengeId || r.challenge_id === bare.challengeId).map((r) => r.user_id),
         [userId, userId],
       );
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'keeps the pseudonym of a user erased before a master key rotation in rows projected after it, and on the erasure replayed', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('rotated');
+      const pseudonym = pseudonymOf(tenantId, userId);
+      const before = challenge({ tenantId, userId, at: at(0) });
+      await projection.projectChallenges(sequence<ChallengeEvent>([started(before), approved(before)]));
+      await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
+
+      // A reporting instance after the rotation: new master key, the one erasing above kept as previous.
+      const newKey = randomBytes(32);
+      const rotated = keyringFromMasterKey(newKey, [keyring]);
+      assert.notEqual(pseudonymizer(rotated)(tenantId, userId), pseudonym, 'the rotation changes the tag');
+      const afterRotation = new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(rotated), new ErasuresRepository(pool));
+      // Events of the erased user projected only now (a lagging consumer, a replay of the report):
+      // a v1 start with the profile in clear and its outcome, an outcome ahead of its start.
+      const late = challenge({ tenantId, userId, at: at(20) });
+      const outcomeFirst = challenge({ tenantId, userId, at: at(30) });
+      await afterRotation.projectChallenges(sequence<ChallengeEvent>([started(late), approved(late), approved(outcomeFirst)]));
+      await afterRotation.projectChallenges(sequence<ChallengeEvent>([started(outcomeFirst)]));
+      // An audited action on the user before the erasure, projected now.
+      const action = parsed({ id: randomUUID(), type: 'AdminActionRecorded', version: 1, tenantId, aggregateId: tenantId, occurredAt: erasedAt(10), metadata: {}, data: { subject: Subjects.usersUnblock, userId, outcome: 'ok', clientId: 'platform' } } as const);
+      await new AuditRepository(pool).append(sequence([action]), knownPseudonyms(rotated));
+      assert.deepEqual((await rowsOf(tenantId)).map((r) => r.user_id), [pseudonym, pseudonym, pseudonym], 'projected after the rotation: by the pseudonym');
+      // A row an earlier release projected after the rotation (matching the current key's
+      // pseudonym only) kept the user id; the erasure delivered again (a replay of
+      // reporting-erasures) gives it the pseudonym recorded at the erasure.
+      const legacy = challenge({ tenantId, userId, at: at(31) });
+      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, pseudonymizer(rotated), new ErasuresRepository(pool))
+        .projectChallenges(sequence<ChallengeEvent>([started(legacy), approved(legacy)]));
+      assert.equal((await rowsOf(tenantId)).find((r) => r.challenge_id === legacy.challengeId)?.user_id, userId);
+      await afterRotation.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
+
+      const rows = await rowsOf(tenantId);
+      assert.equal(rows.length, 4);
+      assert.deepEqual(rows.map((r) => r.user_id), [pseudonym, pseudonym, pseudonym, pseudonym], 'every row by the pseudonym recorded at the erasure');
+      assert.ok(noPersonalData(rows), JSON.stringify(rows));
+      const { rows: audited } = await pool.query('SELECT user_id FROM audit_log WHERE tenant_id = $1', [tenantId]);
+      assert.deepEqual(audited.map((r) => r.user_id), [pseudonym]);
+      assert.equal((await page({ tenantId, userId })).items.length, 0, 'the user id finds nothing');
+
+      // Once the key of the erasure has left MFA_PREVIOUS_ENCRYPTION_KEYS, the erasure replayed
+      // above under the new key still matches the user's rows.
+      const oldKeyDropped = keyringFromMasterKey(newKey);
+      const latest = challenge({ tenantId, userId, at: at(32) });
+      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(oldKeyDropped), new ErasuresRepository(pool))
+        .projectChallenges(sequence<ChallengeEvent>([started(latest), approved(latest)]));
+      const row = (await rowsOf(tenantId)).find((r) => r.challenge_id === latest.challengeId)!;
+      assert.deepEqual([row.user_id, row.display_name], [pseudonymizer(rotated)(tenantId, userId), null], 'by the new pseudonym, never the user id');
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'records an erasure replayed after a rotation under the new key with the latest erasure of the user, not the replayed one', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('twice');
+      // Erased, registered again and erased again (generation 2), all before the rotation.
+      await projection.projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 2, erasedAt(100)))]));
+      const newKey = randomBytes(32);
+      const rotated = keyringFromMasterKey(newKey, [keyring]);
+      // Only the first erasure is delivered again after the rotation.
+      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(rotated), new ErasuresRepository(pool))
+        .projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
+      // The old key dropped: a sign-in of the second registration, projected late, is still theirs.
+      const second = challenge({ tenantId, userId, at: at(90) });
+      const start = challengeStartedV2(second);
+      start.data.keyGen = 2;
+      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(keyringFromMasterKey(newKey)), new ErasuresRepository(pool))
+        .projectChallenges(sequence<ChallengeEvent>([parsed(start), approved(second)]));
+      const [row] = await rowsOf(tenantId);
+      assert.deepEqual([row?.user_id, row?.user_gen], [pseudonymizer(rotated)(tenantId, userId), 2]);
     });
 
     itWith({ real: ['nats', 'postgres'] }, 'leaves no row behind when an erasure runs while batches of that user are projected', async () => {

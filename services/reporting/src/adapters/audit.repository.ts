@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { EventOf, Operator } from '@mfa/contracts';
 import type { Sequenced } from '../domain/signin-projection.js';
+import { erasureOf } from './erasures.repository.js';
 import { readReport } from './signins.repository.js';
 
 export interface AuditRow {
@@ -31,7 +32,7 @@ INSERT INTO audit_log (event_id, tenant_id, occurred_at, client_id, operator, su
 SELECT i.event_id, i.tenant_id, i.occurred_at, i.client_id, i.operator, i.subject, COALESCE(e.pseudonym, i.user_id), i.outcome, i.event_seq
   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[])
     AS i(event_id, tenant_id, occurred_at, client_id, operator, subject, user_id, outcome, event_seq, pseudonym)
-  LEFT JOIN erased_users e ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND i.occurred_at <= e.erased_at
+  ${erasureOf('i', 'i.occurred_at <= e.erased_at')}
 ON CONFLICT (event_id) DO NOTHING`;
 
 /**
@@ -49,7 +50,7 @@ export class AuditRepository {
     private readonly readPool: pg.Pool = pool,
   ) {}
 
-  /** `pseudonymOf`: what a target user id becomes once that user is erased (ErasuresRepository). */
+  /** `pseudonymOf`: the user's pseudonyms (knownPseudonyms), one of which a target user id becomes once that user is erased (ErasuresRepository). */
   async append(items: readonly Sequenced<EventOf<'AdminActionRecorded'>>[], pseudonymOf: (tenantId: string, userId: string) => string): Promise<void> {
     if (items.length === 0) return;
     const columns: unknown[][] = [[], [], [], [], [], [], [], [], [], []];

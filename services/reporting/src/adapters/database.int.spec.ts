@@ -7,7 +7,7 @@ import pg from 'pg';
 import { runner } from 'node-pg-migrate';
 import { itWith, testEnv } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
-import { MIGRATIONS_DIR, MIGRATIONS_TABLE, prepareDatabase } from './database.js';
+import { createPool, inTransaction, MIGRATIONS_DIR, MIGRATIONS_TABLE, prepareDatabase } from './database.js';
 
 const log = createLogger('reporting-test');
 
@@ -127,5 +127,20 @@ describe('prepareDatabase (real Postgres)', () => {
       const applied = await c.query(`SELECT name FROM ${MIGRATIONS_TABLE}`);
       assert.equal(applied.rowCount, names.length);
     });
+  });
+});
+
+describe('the projection pool (real Postgres)', () => {
+  itWith({ real: ['postgres'] }, 'leaves no listener behind on a client it lends for a transaction, and ends', async () => {
+    const pool = await createPool(testEnv.databaseUrl, log, { max: 1 });
+    let listeners: number;
+    try {
+      // One client, lent again and again, as a long-running instance's erasures and fraud batches do.
+      for (let i = 0; i < 30; i++) await inTransaction(pool, (client) => client.query('SELECT 1'));
+      listeners = await inTransaction(pool, async (client) => client.listenerCount('error'));
+    } finally {
+      await assert.doesNotReject(pool.end(), 'the pool ends');
+    }
+    assert.ok(listeners <= 2, `error listeners on a client lent 31 times: ${listeners}`);
   });
 });

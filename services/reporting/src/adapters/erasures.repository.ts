@@ -4,12 +4,32 @@ import { inTransaction } from './database.js';
 export interface Erasure {
   tenantId: string;
   userId: string;
-  /** What the user's rows keep instead of the user id. */
-  pseudonym: string;
+  /**
+   * The user's pseudonyms under every master key, oldest first and the current one last
+   * (knownPseudonyms): the rows keep the one an earlier erasure of the user recorded, else the
+   * current one.
+   */
+  pseudonyms: string;
   /** Data key generation destroyed: rows sealed under it or an older one are the erased user's. */
   gen: number;
   erasedAt: string;
 }
+
+/**
+ * The erasure a row to be written falls under, if any, as a join of `input` (whose `pseudonym`
+ * column lists the user's pseudonyms, as knownPseudonyms does) with erased_users: its pseudonym
+ * (what the row keeps instead of the user id) and its time. erased_users holds each erased user
+ * under the pseudonym of the master key current when the erasure was first projected (and, once
+ * the erasure is projected again after a rotation, under the new key's as well), so the row is
+ * matched under every key of the keyring and the oldest key's wins: all of the user's rows keep
+ * one pseudonym across rotations, and a user recorded under two keys still gives one row, which
+ * an upsert needs. One probe of erased_users' primary key per key and row.
+ */
+export const erasureOf = (input: string, condition: string, join: 'LEFT JOIN' | 'JOIN' = 'LEFT JOIN'): string => `${join} LATERAL (
+    SELECT e.pseudonym, e.erased_at FROM erased_users e
+     WHERE e.tenant_id = ${input}.tenant_id AND e.pseudonym = ANY(string_to_array(${input}.pseudonym, ',')) AND ${condition}
+     ORDER BY array_position(string_to_array(${input}.pseudonym, ','), e.pseudonym)
+     LIMIT 1) e ON true`;
 
 // Rows of sign-ins of registrations up to `gen` (the key generation their start names, in its sealed
 // data or as keyGen), and rows of no registration (a v1 row, a start for an unknown or erased user
@@ -32,28 +52,33 @@ UPDATE block_history SET user_id = $2, reason = NULL WHERE tenant_id = $1 AND us
  * user's rows before it is a block from up to the erasure. The same id registered again and blocked
  * after the erasure keeps its own rows: the unblock ending that block follows that block.
  *
- * Run for each (tenant, user id, pseudonym) as arrays, and only rows of users in erased_users
- * change: by the erasure, after its other updates, and by the fraud projection after each batch
- * of user rows, in the batch's transaction (FraudReportRepository), so the row comes out the same
- * whichever of the block, the unblock and the erasure is projected last.
+ * Run for each (tenant, user id, pseudonyms as knownPseudonyms lists them) as arrays, and only
+ * rows of users in erased_users change: by the erasure, after its other updates, and by the fraud
+ * projection after each batch of user rows, in the batch's transaction (FraudReportRepository), so
+ * the row comes out the same whichever of the block, the unblock and the erasure is projected last.
  */
 export const PSEUDONYMIZE_BLOCK_ENDS = `
-UPDATE block_history u SET user_id = b.pseudonym, reason = NULL
+UPDATE block_history u SET user_id = e.pseudonym, reason = NULL
   FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::text[]) AS x(tenant_id, user_id, pseudonym)) b
-  JOIN erased_users e ON e.tenant_id = b.tenant_id AND e.pseudonym = b.pseudonym
+  ${erasureOf('b', 'true', 'JOIN')}
  WHERE u.tenant_id = b.tenant_id AND u.user_id = b.user_id
    AND u.action IN ('unblock', 'auto_unblock') AND u.occurred_at > e.erased_at
    AND (SELECT p.action = 'block' AND p.occurred_at <= e.erased_at
           FROM block_history p
-         WHERE p.tenant_id = u.tenant_id AND p.user_id IN (b.user_id, b.pseudonym)
+         WHERE p.tenant_id = u.tenant_id AND (p.user_id = b.user_id OR p.user_id = ANY(string_to_array(b.pseudonym, ',')))
            AND (p.occurred_at, p.event_seq) < (u.occurred_at, u.event_seq)
          ORDER BY p.occurred_at DESC, p.event_seq DESC
          LIMIT 1)`;
+// The pseudonym an earlier erasure of the user recorded, under any key of the keyring, oldest first.
+const RECORDED_PSEUDONYM = `
+SELECT pseudonym FROM erased_users WHERE tenant_id = $1 AND pseudonym = ANY(string_to_array($2, ','))
+ ORDER BY array_position(string_to_array($2, ','), pseudonym) LIMIT 1`;
 const RECORD_ERASURE = `
 INSERT INTO erased_users (tenant_id, pseudonym, gen, erased_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (tenant_id, pseudonym) DO UPDATE SET
   gen = GREATEST(erased_users.gen, excluded.gen),
-  erased_at = GREATEST(erased_users.erased_at, excluded.erased_at)`;
+  erased_at = GREATEST(erased_users.erased_at, excluded.erased_at)
+RETURNING gen, erased_at`;
 
 /**
  * Erasures in the report: the user's rows keep the pseudonym and lose their personal data. The
@@ -67,11 +92,24 @@ export class ErasuresRepository {
   constructor(private readonly pool: pg.Pool) {}
 
   async erase(erasure: Erasure): Promise<void> {
-    const { tenantId, userId, pseudonym, gen, erasedAt } = erasure;
+    const { tenantId, userId, pseudonyms, gen, erasedAt } = erasure;
     await inTransaction(this.pool, async (client) => {
       // SHARE ROW EXCLUSIVE: conflicts with the projections' writes (ROW EXCLUSIVE) and with itself.
       await client.query('LOCK TABLE signins, audit_log, fraud_alerts, block_history IN SHARE ROW EXCLUSIVE MODE');
-      await client.query(RECORD_ERASURE, [tenantId, pseudonym, gen, erasedAt]);
+      // A user erased before a master key rotation (an erasure redelivered or replayed after it,
+      // or the same id registered again and erased again) keeps the pseudonym recorded then.
+      const { rows } = await client.query<{ pseudonym: string }>(RECORDED_PSEUDONYM, [tenantId, pseudonyms]);
+      const current = pseudonyms.split(',').at(-1)!;
+      const pseudonym = rows[0]?.pseudonym ?? current;
+      const recorded = await client.query<{ gen: number; erased_at: Date }>(RECORD_ERASURE, [tenantId, pseudonym, gen, erasedAt]);
+      // Recorded under the current key as well, with the latest erasure recorded under the older
+      // one: once that key has left MFA_PREVIOUS_ENCRYPTION_KEYS its pseudonym can no longer be
+      // computed, and the user's rows projected from then on are matched by this one (and keep it)
+      // instead of keeping the user id.
+      if (pseudonym !== current) {
+        const latest = recorded.rows[0]!;
+        await client.query(RECORD_ERASURE, [tenantId, current, latest.gen, latest.erased_at]);
+      }
       await client.query(PSEUDONYMIZE_SIGNINS, [tenantId, pseudonym, userId, gen]);
       await client.query(PSEUDONYMIZE_AUDIT, [tenantId, pseudonym, userId, erasedAt]);
       await client.query(PSEUDONYMIZE_ALERTS, [tenantId, pseudonym, userId, erasedAt]);

@@ -1,10 +1,10 @@
 import type pg from 'pg';
 import { inTransaction } from './database.js';
 import type { AlertRow, BlockRow, FraudRows, NotificationRow } from '../domain/fraud-projection.js';
-import { PSEUDONYMIZE_BLOCK_ENDS } from './erasures.repository.js';
+import { erasureOf, PSEUDONYMIZE_BLOCK_ENDS } from './erasures.repository.js';
 import { readReport } from './signins.repository.js';
 
-/** A user id as a row keeps it: the pseudonym when the user was erased by then (see ErasuresRepository). */
+/** The user's pseudonyms (knownPseudonyms): a row keeps one instead of the user id when the user was erased by then (see ErasuresRepository). */
 type Pseudonymizer = (tenantId: string, userId: string) => string;
 
 const INSERT_ALERTS = `
@@ -16,7 +16,7 @@ SELECT i.alert_id, i.tenant_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
               $10::boolean[], $11::boolean[], $12::timestamptz[], $13::text[], $14::bigint[], $15::text[])
     AS i(alert_id, tenant_id, occurred_at, user_id, source, challenge_id, client_ip, application, comment,
          challenge_denied, blocked, blocked_until, reported_by, event_seq, pseudonym)
-  LEFT JOIN erased_users e ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND i.occurred_at <= e.erased_at
+  ${erasureOf('i', 'i.occurred_at <= e.erased_at')}
 ON CONFLICT (alert_id) DO NOTHING`;
 
 const INSERT_NOTIFICATIONS = `
@@ -31,7 +31,7 @@ SELECT i.event_id, i.tenant_id, i.occurred_at, i.action, COALESCE(e.pseudonym, i
   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[],
               $10::timestamptz[], $11::boolean[], $12::bigint[], $13::text[])
     AS i(event_id, tenant_id, occurred_at, action, user_id, ip, reason, source, actor, until, dry_run, event_seq, pseudonym)
-  LEFT JOIN erased_users e ON e.tenant_id = i.tenant_id AND e.pseudonym = i.pseudonym AND i.occurred_at <= e.erased_at
+  ${erasureOf('i', 'i.occurred_at <= e.erased_at')}
 ON CONFLICT (event_id) DO NOTHING`;
 
 /**

@@ -83,7 +83,8 @@ export class PrimaryPool extends pg.Pool {
   constructor(
     private readonly databaseUrl: string,
     private readonly poolConfig: Omit<pg.PoolConfig, 'connectionString'>,
-    private readonly log: Logger,
+    // Not `log`: pg.Pool calls its own `this.log(...)` (a debug function), in end() among others.
+    private readonly logger: Logger,
     firstUrl: string,
   ) {
     super({ ...poolConfig, max: 0 });
@@ -94,7 +95,7 @@ export class PrimaryPool extends pg.Pool {
   private open(url: string): pg.Pool {
     const pool = new pg.Pool({ ...this.poolConfig, connectionString: url });
     // An idle client losing its connection must not crash the process; the pool replaces it.
-    pool.on('error', (error) => this.log.warn('idle database connection lost', { error }));
+    pool.on('error', (error) => this.logger.warn('idle database connection lost', { error }));
     return pool;
   }
 
@@ -108,10 +109,10 @@ export class PrimaryPool extends pg.Pool {
         const old = this.current;
         this.current = this.open(url);
         this.currentUrl = url;
-        this.log.warn('database primary moved: writing to the new one', { primary: shown(url) });
+        this.logger.warn('database primary moved: writing to the new one', { primary: shown(url) });
         void old.end().catch(() => undefined);
       })
-      .catch((e: unknown) => this.log.warn('no database primary found yet', { error: e }))
+      .catch((e: unknown) => this.logger.warn('no database primary found yet', { error: e }))
       .finally(() => (this.relocating = undefined));
   }
 
@@ -126,7 +127,15 @@ export class PrimaryPool extends pg.Pool {
 
   override connect(): never {
     return this.current.connect().then((client) => {
-      client.on('error', (error) => this.failed(error));
+      // For this checkout only: the pool keeps its clients, so a listener left on at release would
+      // pile up, one more per transaction (erasures, fraud batches) for as long as the client lives.
+      const onError = (error: Error) => this.failed(error);
+      client.on('error', onError);
+      const release = client.release;
+      client.release = (destroy?: Error | boolean) => {
+        client.off('error', onError);
+        release(destroy);
+      };
       return client;
     }, (error: unknown) => {
       this.failed(error);

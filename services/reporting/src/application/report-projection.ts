@@ -27,6 +27,7 @@ export class ReportProjection {
     private readonly repository: SigninsRepository,
     /** The report reader's data key cache, which forgets an erased user at once. */
     private readonly keys: Pick<UserDataKeys, 'evict'>,
+    /** The user's pseudonyms under every master key (knownPseudonyms). */
     private readonly pseudonymOf: Pseudonymizer,
     private readonly erasures: ErasuresRepository,
   ) {}
@@ -53,7 +54,7 @@ export class ReportProjection {
       const { tenantId } = event;
       const { userId, gen } = event.data;
       this.keys.evict(tenantId, userId);
-      await this.erasures.erase({ tenantId, userId, pseudonym: this.pseudonymOf(tenantId, userId), gen, erasedAt: event.occurredAt });
+      await this.erasures.erase({ tenantId, userId, pseudonyms: this.pseudonymOf(tenantId, userId), gen, erasedAt: event.occurredAt });
     }
   }
 }

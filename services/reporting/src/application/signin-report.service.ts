@@ -7,7 +7,9 @@ import type { PersonalDataReader } from './personal-data.reader.js';
 /**
  * How long after its expiry a challenge without an outcome is still left out of the report rather
  * than reported as timed out: an outcome decided before the expiry may reach the log late (its
- * event relayed from auth-challenge's outbox once JetStream is back, within about 15 s).
+ * event relayed from auth-challenge's outbox once JetStream is back, within about 15 s). Also how
+ * long a row that an outcome wrote before its start was projected is left out at most (another
+ * instance's batch, or one retried after a failure, still to commit the start).
  */
 export const OUTCOME_GRACE_MS = 60_000;
 

@@ -5,7 +5,7 @@ import { loadKeyring } from '@mfa/crypto';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
-import { Objm, StorageType } from '@nats-io/obj';
+import { Base64UrlPaddedCodec, Objm, StorageType } from '@nats-io/obj';
 import { ImportJobs, importStoreSettings, jobObjects } from './adapters/import-jobs.js';
 import { OathImportService } from './application/oath-import.service.js';
 import { loadUserSettingsConfig } from './config.js';
@@ -72,15 +72,26 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
     assert.equal(await limitOf(), 256 * KiB);
   });
 
-  itWith({ real: ['nats'] }, 'an upload no job claims is deleted once it has waited its time; one a job reads, the jobs’ own files and younger uploads stay', async () => {
+  itWith({ real: ['nats'] }, 'an upload no job claims is deleted once it has waited its time, and so is a job’s file whose job is gone or ended; one a job reads, an unfinished job’s files, an ended job’s error file and younger uploads stay', async () => {
     const unclaimedUploadMs = 60_000;
     const jobs = await ImportJobs.open(nats, 1, { maxBytes: 4096 * KiB, unclaimedUploadMs });
     const service = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log, requireTenant: async () => undefined });
     const csv = Buffer.from('upn,serial number,secret key,time interval,manufacturer,model\r\n,SN-1,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30,Contoso,Key\r\n');
     const abandoned = `${tenantId}/console-abandoned`;
     const claimed = `${tenantId}/cli-claimed`;
-    const errorFile = jobObjects(tenantId, 'f'.repeat(24)).errors;
-    for (const name of [abandoned, claimed, errorFile]) await jobs.putObject(name, csv);
+    // An ended job: its error file is read for 7 days; its file, whose deletion failed, is not.
+    const ended = 'f'.repeat(24);
+    const errorFile = jobObjects(tenantId, ended).errors;
+    const endedSource = jobObjects(tenantId, ended).source;
+    const at = new Date().toISOString();
+    const record = { tenantId, format: 'csv' as const, replace: false, total: 1, processed: 1, imported: 0, failed: 1, errorChunks: [], createdAt: at, updatedAt: at };
+    await jobs.create({ ...record, jobId: ended, source: { object: endedSource, sealed: true }, state: 'completed', errorsObject: errorFile, finishedAt: at });
+    // A running job's error chunk (its worker elsewhere), and a job's name no job has (forged by a holder of JetStream rights).
+    const running = 'a'.repeat(24);
+    const runningChunk = jobObjects(tenantId, running).errorChunk(0);
+    await jobs.create({ ...record, jobId: running, source: { object: jobObjects(tenantId, running).source, sealed: true }, state: 'running', lease: { owner: 'elsewhere', until: Date.now() + 3_600_000 } });
+    const forged = jobObjects(tenantId, '0'.repeat(24)).source;
+    for (const name of [abandoned, claimed, errorFile, endedSource, runningChunk, forged]) await jobs.putObject(name, csv);
     // A queued job reads `claimed` (no worker runs here: it stays queued).
     await service.request({ tenantId, format: 'csv', object: claimed } as never, new Date());
 
@@ -90,12 +101,62 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
     const younger = `${tenantId}/console-younger`;
     await jobs.putObject(younger, csv);
     assert.equal(await service.sweepUploads(t0 + unclaimedUploadMs - 1), 0, 'the younger one is first seen now');
-    assert.equal(await service.sweepUploads(t0 + unclaimedUploadMs), 1);
-    assert.equal(await jobs.size(abandoned), undefined, 'the abandoned upload is gone');
-    for (const name of [claimed, errorFile, younger]) assert.equal(await jobs.size(name), csv.length, `${name} stays`);
+    assert.equal(await service.sweepUploads(t0 + unclaimedUploadMs), 3);
+    for (const name of [abandoned, endedSource, forged]) assert.equal(await jobs.size(name), undefined, `${name} is gone`);
+    for (const name of [claimed, errorFile, runningChunk, younger]) assert.equal(await jobs.size(name), csv.length, `${name} stays`);
     assert.equal(await service.sweepUploads(t0 + 2 * unclaimedUploadMs - 1), 1);
     assert.equal(await jobs.size(younger), undefined);
-    assert.deepEqual([await jobs.size(claimed), await jobs.size(errorFile)], [csv.length, csv.length]);
+    assert.deepEqual([await jobs.size(claimed), await jobs.size(errorFile), await jobs.size(runningChunk)], [csv.length, csv.length, csv.length]);
+  });
+
+  itWith({ real: ['nats'] }, 'chunks no file names (an upload whose writer died, a deletion cut short) are deleted once unchanged for their time, and give their room back; an upload still being written stays', async () => {
+    const unclaimedUploadMs = 60_000;
+    const jobs = await ImportJobs.open(nats, 1, { maxBytes: 1024 * KiB, unclaimedUploadMs });
+    const service = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log, requireTenant: async () => undefined });
+    const chunk = new Uint8Array(100 * KiB).fill(1);
+    const chunks = (nuid: string) => `$O.${IMPORTS_BUCKET}.C.${nuid}`;
+    const countOf = async (nuid: string) => (await nats.jsm.streams.info(STREAM, { subjects_filter: chunks(nuid) })).state.subjects?.[chunks(nuid)] ?? 0;
+    // An uploader that died after 5 chunks, before the record the object store writes last.
+    const died = 'DIEDxUPLOADxxxxxxxxxxx';
+    for (let i = 0; i < 5; i++) await nats.js.publish(chunks(died), chunk);
+    // A deletion whose record went but whose purge of the chunks did not.
+    const cutShort = `${tenantId}/cut-short`;
+    await jobs.putObject(cutShort, new Uint8Array(300 * KiB).fill(2));
+    const cutShortNuid = (await new Objm(nats.nc).open(IMPORTS_BUCKET).then((store) => store.info(cutShort)))!.nuid;
+    await nats.jsm.streams.purge(STREAM, { filter: `$O.${IMPORTS_BUCKET}.M.${Base64UrlPaddedCodec.encode(cutShort)}` });
+    assert.equal(await jobs.size(cutShort), undefined);
+    // An upload being written, and a whole file (an ended job's error file).
+    const growing = 'GROWINGxUPLOADxxxxxxxx';
+    await nats.js.publish(chunks(growing), new Uint8Array(10 * KiB));
+    const whole = jobObjects(tenantId, 'e'.repeat(24)).errors;
+    const at = new Date().toISOString();
+    await jobs.create({ tenantId, jobId: 'e'.repeat(24), format: 'csv', source: { object: jobObjects(tenantId, 'e'.repeat(24)).source, sealed: true }, replace: false, state: 'failed', total: 0, processed: 0, imported: 0, failed: 0, errorChunks: [], errorsObject: whole, createdAt: at, updatedAt: at });
+    const errorsCsv = new Uint8Array(200 * KiB).fill(4);
+    await jobs.putObject(whole, errorsCsv);
+    // The stray chunks hold the bucket's room: an upload is refused.
+    await assert.rejects(jobs.putObject(`${tenantId}/refused`, new Uint8Array(300 * KiB)), /maximum bytes exceeded/);
+
+    const t0 = Date.now();
+    assert.equal(await service.sweepUploads(t0), 0, 'first seen now');
+    await nats.js.publish(chunks(growing), new Uint8Array(10 * KiB));
+    assert.equal(await service.sweepUploads(t0 + unclaimedUploadMs), 2, 'the dead upload’s and the cut-short deletion’s chunks');
+    assert.deepEqual([await countOf(died), await countOf(cutShortNuid), await countOf(growing)], [0, 0, 2]);
+    assert.deepEqual(await jobs.getObject(whole), errorsCsv, 'a file with its record is whole');
+    await jobs.putObject(`${tenantId}/accepted`, new Uint8Array(300 * KiB));
+    assert.equal(await jobs.size(`${tenantId}/accepted`), 300 * KiB, 'the room is back');
+    // The growing one goes once its count stays the same for the time.
+    assert.equal(await service.sweepUploads(t0 + 2 * unclaimedUploadMs), 1);
+    assert.equal(await countOf(growing), 0);
+  });
+
+  itWith({ real: ['nats'] }, 'a file whose record names chunks that are gone reads as no file (not a read that waits for ever)', async () => {
+    const jobs = await ImportJobs.open(nats, 1, { maxBytes: 1024 * KiB, unclaimedUploadMs: 60_000 });
+    const name = `${tenantId}/chunks-gone`;
+    await jobs.putObject(name, new Uint8Array(300 * KiB).fill(3));
+    const { nuid } = (await new Objm(nats.nc).open(IMPORTS_BUCKET).then((store) => store.info(name)))!;
+    assert.ok(await jobs.readObject(name), 'whole: read');
+    await nats.jsm.streams.purge(STREAM, { filter: `$O.${IMPORTS_BUCKET}.C.${nuid}` });
+    assert.equal(await jobs.readObject(name), undefined);
   });
 
   it('the limits come from the environment, with defaults, and the boot refuses one below two of the largest files', () => {

@@ -82,6 +82,40 @@ describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
     assert.equal(await jobs.size(jobObjects(tenantId, jobId).source), undefined, 'the file is dropped once the job ends');
   });
 
+  itWith({ real: ['nats'] }, 'refuses to import a job’s own file (an error file, another job’s sealed file): the job would delete it when it ends', async () => {
+    // No worker here; the first test's worker runs whatever job this would create.
+    const requester = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log: createLogger('oath-import-test', { level: 'error' }), requireTenant: async () => undefined });
+    const errorsFile = jobObjects(tenantId, 'c'.repeat(24)).errors;
+    const errorsCsv = Buffer.from('row,user,serial,failure reason\r\n1,,SN-9,secret key: missing\r\n');
+    await jobs.putObject(errorsFile, errorsCsv);
+    for (const object of [errorsFile, jobObjects(tenantId, 'c'.repeat(24)).source]) {
+      await assert.rejects(
+        requester.request({ tenantId, format: 'csv', object } as never, new Date()),
+        (e: unknown) => e instanceof ContractError && e.code === 'invalid_request' && !e.message.includes('c'.repeat(24)),
+      );
+    }
+    assert.equal(Buffer.from((await jobs.getObject(errorsFile)) ?? []).toString('utf8'), errorsCsv.toString('utf8'), 'the error file is untouched');
+    assert.deepEqual((await jobs.all()).filter(({ job }) => !job.source.sealed && job.source.object.includes('/jobs/')), [], 'no job reads a job’s file as an upload');
+  });
+
+  itWith({ real: ['nats'] }, 'refuses base64 content that is not strict base64, rather than importing what node’s lenient decoder makes of it', async () => {
+    const requester = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log: createLogger('oath-import-test', { level: 'error' }), requireTenant: async () => undefined });
+    const csv = Buffer.from('upn,serial number,secret key,time interval\r\n,SN-64,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30\r\n');
+    const base64 = csv.toString('base64');
+    const before = (await jobs.all()).length;
+    // A damaged character, a truncation, base64url's alphabet.
+    for (const content of [`${base64.slice(0, 20)}*${base64.slice(21)}`, base64.slice(0, -3), base64.replace(/\+/g, '-').replace(/\//g, '_') + '-_']) {
+      await assert.rejects(
+        requester.request({ tenantId, format: 'csv', content, encoding: 'base64' } as never, new Date()),
+        (e: unknown) => e instanceof ContractError && e.code === 'invalid_request' && /^content: not base64/.test(e.message),
+      );
+    }
+    assert.equal((await jobs.all()).length, before, 'no job was created');
+    // Line breaks (as MIME wraps it) are fine.
+    const { jobId } = await requester.request({ tenantId, format: 'csv', content: base64.replace(/.{16}/g, '$&\r\n'), encoding: 'base64' } as never, new Date());
+    assert.ok((await jobs.get(tenantId, jobId))?.job.source.sealed);
+  });
+
   itWith({ real: ['nats'] }, 'refuses an object not in the imports bucket with a message that does not echo its name', async () => {
     const requester = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log: createLogger('oath-import-test', { level: 'error' }), requireTenant: async () => undefined });
     await assert.rejects(

@@ -35,7 +35,8 @@ import { EventStore } from './adapters/event-store.js';
 import { AppModule } from './app.module.js';
 import { UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
-import { SNAPSHOT_EVERY, USER_SNAPSHOT_VERSION } from './application/aggregate-loader.js';
+import { AggregateLoader, SNAPSHOT_EVERY, USER_SNAPSHOT_VERSION } from './application/aggregate-loader.js';
+import { UserEventCodec } from './application/user-events.codec.js';
 import { SnapshotStore } from './adapters/snapshot-store.js';
 import { loadUserSettingsConfig, type UserSettingsConfig } from './config.js';
 
@@ -500,6 +501,43 @@ describe('users.delete: crypto-shredding', () => {
     const dataKey = await redis.hget(keysOf(tenantId, userId).user, 'dataKey');
     assert.match(String(dataKey), new RegExp(`^${firstKey.gen + 1}:`));
     assert.notEqual(dataKey, `${firstKey.gen}:${firstKey.wrapped}`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a command that loaded the user before the erasure never writes its snapshot after it (erasure wins whatever the order)', async () => {
+    const racer = uniqueUser('race');
+    const subject = EventSubjects.user(tenantId, racer);
+    const stateSubject = EventSubjects.snapshot(subject);
+    const store = service.app.get(EventStore);
+    const writer = service.app.get(UserProjectionWriter);
+    const snapshots = service.app.get(SnapshotStore);
+    // Enough events that a load of them writes a snapshot; this service writes none on the way.
+    const plain = new UserSettingsService({ store, projection: writer, keyring, keys: keysStore(), log: createLogger('user-settings-test'), autoCreateTenants: false, totpIssuer: 'Open MFA' });
+    await plain.register({ tenantId, userId: racer, ...personal }, new Date());
+    await plain.enrollTotp({ tenantId, userId: racer, label: 'phone' }, new Date());
+    for (let i = 0; i < SNAPSHOT_EVERY; i++) await plain.register({ tenantId, userId: racer, ...personal, displayName: `${personal.displayName} ${i}` }, new Date());
+    // Another instance (its own data-key cache) loads the user for a read-only command...
+    const keysOfOther = new UserDataKeys(nats, keyring);
+    const other = new AggregateLoader(store, new UserEventCodec(keysOfOther), keysOfOther, new SnapshotStore(nats.js, nats.jsm));
+    const ref = { kind: 'user' as const, subject, tenantId, aggregateId: racer };
+    // (As one that read many events: the service's projector may have left a snapshot meanwhile.)
+    const loaded = { ...(await other.loadUser(ref)), eventsRead: SNAPSHOT_EVERY };
+    assert.ok(loaded.state.registered && loaded.state.tokens.length === 1);
+    // ...the user is erased meanwhile, then that command remembers what it loaded.
+    assert.deepEqual(await request(Subjects.usersDelete, { tenantId, userId: racer }), { userId: racer, deleted: true });
+    await other.rememberUser(ref, loaded, loaded.state, loaded.lastSeq);
+    const held = (await jsm.direct.getMessage(Streams.state.name, { last_by_subj: stateSubject }))?.json<Record<string, unknown>>();
+    assert.equal(held?.state, undefined, `a snapshot written after the erasure holds the erased user's tokens, devices and sealed profile: ${JSON.stringify(held).slice(0, 160)}`);
+    const erasedSeq = (await jsm.direct.getMessage(Streams.userSettings.name, { last_by_subj: subject }))!.seq;
+    assert.deepEqual(held, { erased: erasedSeq }, 'the erasure’s tombstone');
+    // Nor when its load read the tombstone but events from before the erasure (a replica behind).
+    const tombstone = await snapshots.read(subject, USER_SNAPSHOT_VERSION);
+    await other.rememberUser(ref, { ...loaded, snapshotAt: { revision: tombstone.revision, erasedSeq: tombstone.erasedSeq! } }, loaded.state, loaded.lastSeq);
+    assert.deepEqual((await jsm.direct.getMessage(Streams.state.name, { last_by_subj: stateSubject }))?.json(), { erased: erasedSeq });
+    // The same id registered again gets snapshots again.
+    const service2 = new UserSettingsService({ store, projection: writer, keyring, keys: keysStore(), log: createLogger('user-settings-test'), autoCreateTenants: false, totpIssuer: 'Open MFA', snapshots });
+    for (let i = 0; i <= SNAPSHOT_EVERY; i++) await service2.register({ tenantId, userId: racer, displayName: `Again ${i}` }, new Date());
+    const renewed = await snapshots.get<{ state: { registered?: boolean } }>(subject, USER_SNAPSHOT_VERSION);
+    assert.ok(renewed && renewed.seq > erasedSeq && renewed.state.state.registered, 'a snapshot of the new registration');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'completes an erasure that was recorded but not carried out (the projector shreds on UserErased)', async () => {

@@ -43,7 +43,10 @@ const chunksSubject = (nuid: string) => `$O.${IMPORTS_BUCKET}.C.${nuid}`;
 const metaSubject = (name: string) => `$O.${IMPORTS_BUCKET}.M.${Base64UrlPaddedCodec.encode(name)}`;
 
 /** A job's own objects (`<tenant>/jobs/<job>/…`: a sealed file, error chunks, the error file), kept by the job's lifecycle. */
-const JOB_OBJECT = /^[^/]+\/jobs\//;
+const JOB_OBJECT = /^([^/]+)\/jobs\/([^/]+)\//;
+
+/** Whether `name` is one of a job's own objects (`<tenant>/jobs/<job>/…`), never an upload. */
+export const isJobObject = (name: string): boolean => JOB_OBJECT.test(name);
 
 /**
  * An import job as stored. The worker that holds the lease (`lease.until` in the future) is the
@@ -206,8 +209,16 @@ export class ImportJobs {
     return (await this.objects.getBlob(name)) ?? undefined;
   }
 
-  /** The object as a byte stream (files of any size), or undefined. */
+  /**
+   * The object as a byte stream (files of any size), or undefined. An object whose chunks are not
+   * all there (its record written after the sweeper purged them as stray: a writer silent for
+   * longer than OATH_UNCLAIMED_UPLOAD_SECONDS) counts as gone: a read of it would wait for chunks
+   * that never come.
+   */
   async readObject(name: string): Promise<Readable | undefined> {
+    const info = await this.objects.info(name);
+    if (!info || info.deleted) return undefined;
+    if (info.chunks > 0 && (await this.chunkCounts(chunksSubject(info.nuid))).get(info.nuid) !== info.chunks) return undefined;
     const result = await this.objects.get(name);
     if (!result) return undefined;
     return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
@@ -234,12 +245,51 @@ export class ImportJobs {
   }
 
   /**
-   * The uploads in MFA_IMPORTS: every object but the jobs' own, by name and by the id of its
-   * content (a name put again is another upload).
+   * Chunks no object record names, by the id of their content, with how many there are: those of
+   * an upload whose writer stopped before writing its record (the object store writes it last), or
+   * of a deletion, or a put again under the same name, whose purge of the old chunks failed after
+   * the record went. Nothing else ever removes them before the bucket's TTL (7 days), and they
+   * count towards its limit. An upload still being written is among them too, its count growing:
+   * the sweeper waits for a count unchanged for OATH_UNCLAIMED_UPLOAD_SECONDS. The chunks are
+   * counted before the records are read, so an upload that completes in between is not listed.
    */
-  async uploads(): Promise<Array<{ name: string; nuid: string }>> {
+  async strayChunks(): Promise<Array<{ nuid: string; chunks: number }>> {
+    const counts = await this.chunkCounts(chunksSubject('*'));
+    if (counts.size === 0) return [];
+    for (const info of await this.objects.list()) counts.delete(info.nuid);
+    return [...counts].map(([nuid, chunks]) => ({ nuid, chunks }));
+  }
+
+  /** Purges chunks `strayChunks` listed, unless a record names them now. False when it did not. */
+  async purgeStrayChunks(nuid: string): Promise<boolean> {
+    try {
+      if ((await this.objects.list()).some((info) => info.nuid === nuid)) return false;
+      await this.jsm.streams.purge(STREAM, { filter: chunksSubject(nuid) });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Messages per chunk subject matching `filter`, by content id. */
+  private async chunkCounts(filter: string): Promise<Map<string, number>> {
+    const info = await this.jsm.streams.info(STREAM, { subjects_filter: filter });
+    const prefix = chunksSubject('');
+    return new Map(Object.entries(info.state.subjects ?? {}).map(([subject, count]) => [subject.slice(prefix.length), count]));
+  }
+
+  /**
+   * The files in MFA_IMPORTS, by name and by the id of their content (a name put again is another
+   * file): the uploads, and the jobs' own, each with the job its name gives (`<tenant>/jobs/<job>/…`).
+   */
+  async files(): Promise<Array<{ name: string; nuid: string; job?: { tenantId: string; jobId: string } }>> {
     const infos = await this.objects.list();
-    return infos.filter((info) => !info.deleted && !JOB_OBJECT.test(info.name)).map((info) => ({ name: info.name, nuid: info.nuid }));
+    return infos
+      .filter((info) => !info.deleted)
+      .map((info) => {
+        const [, tenantId, jobId] = JOB_OBJECT.exec(info.name) ?? [];
+        return { name: info.name, nuid: info.nuid, ...(tenantId && jobId ? { job: { tenantId, jobId } } : {}) };
+      });
   }
 }
 

@@ -23,6 +23,12 @@ export interface LoadedState<S> {
   lastSeq: number;
   /** Events read and folded by this load: what a snapshot would have saved. */
   eventsRead: number;
+  /**
+   * What the snapshot subject held when this load read it (a user's load only; none when it could
+   * not be read): a new snapshot is written only over that, and never over an erasure's tombstone
+   * with a state from before the erasure.
+   */
+  snapshotAt?: { revision: number; erasedSeq?: number };
 }
 
 /** What a user snapshot holds: the state without personal data, which is sealed under the user's data key. */
@@ -56,36 +62,57 @@ export class AggregateLoader {
   }
 
   async loadUser(ref: AggregateRef): Promise<LoadedState<UserState>> {
-    const snapshot = await this.readSnapshot(ref).catch(() => undefined);
+    // Read before the events: whatever the snapshot subject holds now was written before them.
+    const read = await this.readSnapshot(ref).catch(() => undefined);
+    const snapshot = read?.snapshot;
     const loaded = await this.store.load(ref.subject, snapshot?.seq ?? 0);
     const events = await this.codec.open(ref, loaded.events);
-    return { ...fold(userDecider, snapshot?.state ?? userDecider.initialState(), events), lastSeq: loaded.lastSeq };
+    return {
+      ...fold(userDecider, snapshot?.state ?? userDecider.initialState(), events),
+      lastSeq: loaded.lastSeq,
+      ...(read ? { snapshotAt: { revision: read.revision, ...(read.erasedSeq !== undefined ? { erasedSeq: read.erasedSeq } : {}) } } : {}),
+    };
   }
 
-  /** Writes a snapshot of `state` at `seq` when the load that led to it read many events. Best effort. */
+  /**
+   * Writes a snapshot of `state` at `seq` when the load that led to it read many events. Best
+   * effort, and conditional on the snapshot subject being as the load found it: an erasure
+   * recorded after the load (by this instance or another) has replaced it by its tombstone, so
+   * the state the load folded, personal data or not, is never stored again after the erasure,
+   * however long this command took (the data-key cache would still seal under the erased key).
+   */
   async rememberUser(ref: AggregateRef, loaded: LoadedState<UserState>, state: UserState, seq: number): Promise<void> {
-    if (!this.snapshots || loaded.eventsRead < SNAPSHOT_EVERY || seq === 0 || !state.registered) return;
+    const at = loaded.snapshotAt;
+    if (!this.snapshots || !at || loaded.eventsRead < SNAPSHOT_EVERY || seq === 0 || !state.registered) return;
+    // A load that read the tombstone but events from before the erasure (a replica behind).
+    if (at.erasedSeq !== undefined && seq <= at.erasedSeq) return;
     try {
       const key = await this.keys.getOrCreate(ref.tenantId, ref.aggregateId, { minGen: (state.erasedGen ?? 0) + 1 });
       const { displayName: _d, email: _e, phoneNumber: _p, phoneExtension: _x, ...plain } = state.profile;
       const pii = sealPersonalData(key, this.owner(ref), personalDataOf(state.profile));
       const stored: StoredUserState = { state: { ...state, profile: plain }, ...(pii ? { pii } : {}) };
-      await this.snapshots.put(ref.subject, USER_SNAPSHOT_VERSION, { seq, state: stored });
+      await this.snapshots.put(ref.subject, USER_SNAPSHOT_VERSION, { seq, state: stored }, at.revision);
     } catch {
       // A snapshot only saves reading; the next command tries again.
     }
   }
 
-  private async readSnapshot(ref: AggregateRef): Promise<{ seq: number; state: UserState } | undefined> {
-    const snapshot = await this.snapshots?.get<StoredUserState>(ref.subject, USER_SNAPSHOT_VERSION);
-    if (!snapshot) return undefined;
+  private async readSnapshot(ref: AggregateRef): Promise<{ snapshot?: { seq: number; state: UserState }; revision: number; erasedSeq?: number } | undefined> {
+    if (!this.snapshots) return undefined;
+    const { snapshot, ...at } = await this.snapshots.read<StoredUserState>(ref.subject, USER_SNAPSHOT_VERSION);
+    if (!snapshot) return at;
     const { state, pii } = snapshot.state;
-    if (!pii) return { seq: snapshot.seq, state };
-    const gen = dataKeyGeneration(pii);
-    const key = gen === undefined ? undefined : await this.keys.get(ref.tenantId, ref.aggregateId, gen);
-    if (key === undefined || key === 'erased') return undefined;
-    const personal = personalDataOf(openPersonalData(key, this.owner(ref), pii));
-    return { seq: snapshot.seq, state: { ...state, profile: { ...state.profile, ...personal } } };
+    if (!pii) return { ...at, snapshot: { seq: snapshot.seq, state } };
+    try {
+      const gen = dataKeyGeneration(pii);
+      const key = gen === undefined ? undefined : await this.keys.get(ref.tenantId, ref.aggregateId, gen);
+      if (key === undefined || key === 'erased') return at;
+      const personal = personalDataOf(openPersonalData(key, this.owner(ref), pii));
+      return { ...at, snapshot: { seq: snapshot.seq, state: { ...state, profile: { ...state.profile, ...personal } } } };
+    } catch {
+      // Read from the start instead; the next snapshot replaces this one.
+      return at;
+    }
   }
 
   private owner(ref: AggregateRef) {

@@ -16,7 +16,8 @@ import {
 } from '@mfa/contracts';
 import { open, seal, SealContext, type Keyring } from '@mfa/crypto';
 import type { Logger } from '@mfa/telemetry';
-import { jobObjects, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
+import { isJobObject, jobObjects, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
+import { decodeBase64 } from '../domain/oath-import/fields.js';
 import { parseCsv } from '../domain/oath-import/csv.js';
 import { parsePskc } from '../domain/oath-import/pskc.js';
 import { ImportFileError, type ParsedRow, type RejectedRow } from '../domain/oath-import/types.js';
@@ -59,6 +60,8 @@ export class OathImportService {
   private scanning = false;
   /** The unfinished jobs, as the bucket's watch last said (undefined: not following, read the bucket). */
   private unfinished: Map<string, StoredJob> | undefined;
+  /** The error files of ended jobs, by job key, as the same watch said (the sweeper keeps them). */
+  private errorFiles: Map<string, string> | undefined;
   private following: { stop(): void } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping = false;
@@ -84,14 +87,18 @@ export class OathImportService {
     this.sweepTimer.unref();
     this.warnAboveLimit();
     const unfinished = new Map<string, StoredJob>();
+    const errorFiles = new Map<string, string>();
     this.options.jobs
       .follow((key, stored) => {
         if (stored && (stored.job.state === 'queued' || stored.job.state === 'running')) unfinished.set(key, stored);
         else unfinished.delete(key);
+        if (stored?.job.errorsObject) errorFiles.set(key, stored.job.errorsObject);
+        else errorFiles.delete(key);
       })
       .then((following) => {
         this.following = following;
         this.unfinished = unfinished;
+        this.errorFiles = errorFiles;
         if (this.stopped) following.stop();
       })
       .catch((error: unknown) => this.options.log.warn('import jobs not followed; workers read the bucket at each scan', { error }));
@@ -115,7 +122,9 @@ export class OathImportService {
     const objects = jobObjects(tenantId, jobId);
     let source: ImportJob['source'];
     if (request.content !== undefined) {
-      const bytes = request.encoding === 'base64' ? Buffer.from(request.content, 'base64') : Buffer.from(request.content, 'utf8');
+      // Strict: node's decoder skips what it does not know and stops at a truncation without a word.
+      const bytes = request.encoding === 'base64' ? decodeBase64(request.content) : Buffer.from(request.content, 'utf8');
+      if (bytes === undefined) throw invalidRequest('content: not base64 (RFC 4648: A-Z, a-z, 0-9, "+" and "/", with its "=" padding; spaces and line breaks are ignored)');
       if (bytes.length === 0) throw invalidRequest('content: the file is empty');
       // The file holds the tokens' secrets: only its sealed form is stored, until the job ends.
       const sealed = seal(this.options.keyring, bytes, SealContext.importFile(tenantId, jobId, 'file'));
@@ -123,6 +132,8 @@ export class OathImportService {
       await this.infra(() => this.options.jobs.putObject(objects.source, Buffer.from(sealed, 'utf8')));
       source = { object: objects.source, sealed: true };
     } else {
+      // A job's own file (another job's sealed file, an error file) is not an upload: the job would delete it when it ends.
+      if (isJobObject(request.object!)) throw invalidRequest("object: the name of an import job's own file, not of an upload");
       const size = await this.infra(() => this.options.jobs.size(request.object!));
       // A fixed message: replies never echo what the caller sent (docs/api.md).
       if (size === undefined) throw notFound('object: no such file in the imports bucket');
@@ -193,7 +204,11 @@ export class OathImportService {
    * for a plaintext file, and its share of the bucket for 7 days. The time counts from when this
    * instance first saw the upload, so no uploader's clock matters (after a restart it starts
    * again). An upload an unfinished job reads is kept (the job deletes it when it ends), and so are
-   * the jobs' own files. Answers how many it deleted.
+   * an unfinished job's own files and an ended job's error file (keptBy); a job's file whose job
+   * is gone or ended is not. Chunks no file names (an upload whose writer died before its record,
+   * a deletion cut short) go the same way once their count has not changed for that time: they
+   * would otherwise hold their share of the bucket's limit for 7 days, and refuse uploads. Answers
+   * how many files and sets of stray chunks it deleted.
    */
   async sweepUploads(now = Date.now()): Promise<number> {
     if (this.sweeping) return 0;
@@ -201,27 +216,46 @@ export class OathImportService {
     const { jobs, log } = this.options;
     try {
       const present = new Set<string>();
-      let due: string[] = [];
-      for (const { name, nuid } of await jobs.uploads()) {
+      let due: Array<{ name: string; job?: { tenantId: string; jobId: string } }> = [];
+      for (const { name, nuid, job } of await jobs.files()) {
         const key = `${name}\n${nuid}`;
         present.add(key);
         const first = this.firstSeen.get(key);
         if (first === undefined) this.firstSeen.set(key, now);
-        else if (now - first >= jobs.settings.unclaimedUploadMs) due.push(name);
+        else if (now - first >= jobs.settings.unclaimedUploadMs) due.push({ name, ...(job ? { job } : {}) });
+      }
+      // Chunks no record names, by their count: one still growing is an upload being written.
+      const strays: string[] = [];
+      for (const { nuid, chunks } of await jobs.strayChunks()) {
+        const key = `\0chunks\0${nuid}\0${chunks}`;
+        present.add(key);
+        const first = this.firstSeen.get(key);
+        if (first === undefined) this.firstSeen.set(key, now);
+        else if (now - first >= jobs.settings.unclaimedUploadMs) strays.push(nuid);
       }
       for (const key of this.firstSeen.keys()) if (!present.has(key)) this.firstSeen.delete(key);
-      // Claimed as the watch says; the rest is checked against the bucket itself, which has a job
+      // Kept as the watch says; the rest is checked against the bucket itself, which has a job
       // another instance has just created.
-      const watched = this.unfinished ? new Set([...this.unfinished.values()].map(({ job }) => job.source.object)) : new Set<string>();
-      due = due.filter((name) => !watched.has(name));
+      if (this.unfinished && this.errorFiles) {
+        const watched = keptBy([...this.unfinished.values()].map(({ job }) => job));
+        const errorFiles = this.errorFiles;
+        due = due.filter((file) => !watched(file) && !(file.job && errorFiles.get(`${file.job.tenantId}.${file.job.jobId}`) === file.name));
+      }
       let deleted = 0;
       if (due.length > 0) {
-        const claimed = new Set((await jobs.all()).filter(({ job }) => job.state === 'queued' || job.state === 'running').map(({ job }) => job.source.object));
-        for (const name of due) {
-          if (claimed.has(name) || !(await jobs.deleteObject(name))) continue;
+        const kept = keptBy((await jobs.all()).map(({ job }) => job));
+        for (const file of due) {
+          if (kept(file) || !(await jobs.deleteObject(file.name))) continue;
           deleted++;
-          log.info('import upload deleted: no import job claimed it in time', { tenantId: name.slice(0, name.indexOf('/')), object: name });
+          const tenantId = file.name.slice(0, file.name.indexOf('/'));
+          if (file.job) log.info('import job file deleted: its job is gone or ended', { tenantId, object: file.name });
+          else log.info('import upload deleted: no import job claimed it in time', { tenantId, object: file.name });
         }
+      }
+      for (const nuid of strays) {
+        if (!(await jobs.purgeStrayChunks(nuid))) continue;
+        deleted++;
+        log.info('import chunks deleted: no file of the imports bucket names them', { nuid });
       }
       if (jobs.maxBytes > jobs.settings.maxBytes && (await jobs.tighten()) === jobs.settings.maxBytes) log.info('MFA_IMPORTS is back within OATH_IMPORTS_MAX_BYTES', { maxBytes: jobs.maxBytes });
       return deleted;
@@ -451,6 +485,23 @@ export class OathImportService {
       throw unavailable('imports store unavailable', error);
     }
   }
+}
+
+/**
+ * Which files of MFA_IMPORTS `jobs` keep: an upload an unfinished job reads; a job's own file
+ * (its sealed file, error chunks) while the job is unfinished, and its error file once it ended.
+ * A job's file whose job is not there (a name forged by a holder of JetStream rights, a job that
+ * expired) or ended (a deletion that failed) is not kept: it holds room, and a sealed file seeds.
+ */
+function keptBy(jobs: readonly ImportJob[]): (file: { name: string; job?: { tenantId: string; jobId: string } }) => boolean {
+  const unfinished = (job: ImportJob) => job.state === 'queued' || job.state === 'running';
+  const claimed = new Set(jobs.filter(unfinished).map((job) => job.source.object));
+  const byId = new Map(jobs.map((job) => [`${job.tenantId}\n${job.jobId}`, job]));
+  return (file) => {
+    if (!file.job) return claimed.has(file.name);
+    const job = byId.get(`${file.job.tenantId}\n${file.job.jobId}`);
+    return job !== undefined && (unfinished(job) || file.name === job.errorsObject);
+  };
 }
 
 function laneOf(key: string): number {

@@ -109,7 +109,7 @@ export class UserProjector {
       }
       // The erasure's own time is in its event; a repair of a missed shredding needs only the generation.
       await this.keys.erase(tenantId, userId, state.erasedGen, new Date());
-      await this.snapshots?.remove(subject);
+      await this.snapshots?.remove(subject, lastSeq);
       return this.writer.erase(tenantId, userId, lastSeq);
     }
     const key = await this.keys.getOrCreate(tenantId, userId, { minGen: (state.erasedGen ?? 0) + 1 });

@@ -206,8 +206,9 @@ export class UserSettingsService {
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
     try {
       await this.options.keys.erase(tenantId, userId, gen, now);
-      // A snapshot from before holds what the erasure took (tokens, app password hashes, devices).
-      await this.options.snapshots?.remove(ref.subject);
+      // A snapshot from before holds what the erasure took (tokens, app password hashes, devices):
+      // its tombstone replaces it, and refuses any snapshot folded before the erasure.
+      await this.options.snapshots?.remove(ref.subject, outcome.seq);
       await this.options.projection.erase(tenantId, userId, outcome.seq);
     } catch (error) {
       // UserErased is stored: the projector consumer shreds when it handles it. Until then the

@@ -3,6 +3,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import {
+  apiKeyMatches,
+  issueApiKey,
+  parseApiKey,
+  platformKeyMatcher,
   randomToken,
   base32Decode,
   base32Encode,
@@ -96,6 +100,41 @@ describe('keyring', () => {
       assert.ok(!printed.includes(raw.toString('hex')) && !printed.includes(raw.toString('base64')));
     }
   });
+
+  it('never shows key material of any derived key, nor of previous keys, however it is printed or copied', () => {
+    const rotated = keyringFromMasterKey(master, [keyringFromMasterKey(Buffer.alloc(32, 1))]);
+    const printed = [
+      inspect(rotated),
+      inspect(rotated, { showHidden: true, depth: 10 }),
+      inspect(rotated, { customInspect: false, showHidden: true, depth: 10 }),
+      JSON.stringify(rotated),
+      JSON.stringify({ ...rotated }),
+      `${rotated}`,
+    ].join('\n');
+    for (const r of [rotated, rotated.previous[0]!]) {
+      for (const key of [r.sealKey, r.codeHashKey, r.tagKey, r.projectionKey, r.apiKeyHashKey, r.cursorKey, r.internalKey]) {
+        const raw = key.export();
+        for (const text of [raw.toString('hex'), raw.toString('base64'), raw.toString('base64url'), [...raw].join(', ')]) {
+          assert.ok(!printed.includes(text), 'key material printed');
+        }
+      }
+    }
+    for (const text of [master.toString('hex'), master.toString('base64')]) assert.ok(!printed.includes(text), 'master key printed');
+  });
+
+  it('names the variable, and the entry, of a malformed key, never its text', () => {
+    const good = master.toString('base64');
+    const bad = 'not-a-key-but-a-secret-looking-value';
+    assert.throws(() => loadKeyring({ MFA_ENCRYPTION_KEY: bad }), (e: Error) => /^MFA_ENCRYPTION_KEY must be 32 bytes/.test(e.message) && !e.message.includes(bad));
+    assert.throws(
+      () => loadKeyring({ MFA_ENCRYPTION_KEY: good, MFA_PREVIOUS_ENCRYPTION_KEYS: bad }),
+      (e: Error) => /^MFA_PREVIOUS_ENCRYPTION_KEYS must be 32 bytes/.test(e.message) && !e.message.includes(bad),
+    );
+    assert.throws(
+      () => loadKeyring({ MFA_ENCRYPTION_KEY: good, MFA_PREVIOUS_ENCRYPTION_KEYS: `${Buffer.alloc(32, 1).toString('hex')},${bad}` }),
+      (e: Error) => /^MFA_PREVIOUS_ENCRYPTION_KEYS \(entry 2 of 2\) must be 32 bytes/.test(e.message) && !e.message.includes(bad),
+    );
+  });
 });
 
 describe('sealing secrets (AES-256-GCM)', () => {
@@ -179,6 +218,32 @@ describe('sealing secrets (AES-256-GCM)', () => {
     assert.equal(open(rotated, oldKeyV1, SealContext.totpSecret('contoso', 'helga@contoso.com', 'tok-0')).toString(), 'kept');
     assert.throws(() => open(ring, totpV1, SealContext.totpSecret('contoso', 'helga@contoso.com', 'tok-2')), /does not open/);
     assert.throws(() => open(ring, withPart(smsV1, 3, 'AAAA'), SealContext.smsCode('contoso', 'ch-1')), /does not open/);
+  });
+
+  it('given any two different places (purpose, tenant, user, token, challenge, device, job, part, generation), then what is sealed for one opens in no other', () => {
+    // Named by the arguments each context takes, so two names are two different places: a context
+    // that dropped one of its arguments from the AAD would make two of them open alike.
+    const scopes = new Map<string, ReturnType<typeof SealContext.totpSecret>>();
+    for (const [t, u, x] of [['t1', 'u1', 'x1'], ['t2', 'u1', 'x1'], ['t1', 'u2', 'x1'], ['t1', 'u1', 'x2'], ['u1', 't1', 'x1'], ['t1', 'x1', 'u1']] as const) {
+      scopes.set(`totpSecret ${t}/${u}/${x}`, SealContext.totpSecret(t, u, x));
+      scopes.set(`hardwareSecret ${t}/${x}`, SealContext.hardwareSecret(t, x));
+      scopes.set(`importFile file ${t}/${x}`, SealContext.importFile(t, x, 'file'));
+      scopes.set(`importFile keys ${t}/${x}`, SealContext.importFile(t, x, 'keys'));
+      scopes.set(`smsCode ${t}/${x}`, SealContext.smsCode(t, x));
+      scopes.set(`pinHash ${t}/${u}`, SealContext.pinHash(t, u));
+      scopes.set(`pushToken ${t}/${u}/${x}`, SealContext.pushToken(t, u, x));
+      scopes.set(`userDataKey 1 ${t}/${u}`, SealContext.userDataKey(t, u, 1));
+      scopes.set(`userDataKey 2 ${t}/${u}`, SealContext.userDataKey(t, u, 2));
+    }
+    const distinct = [...scopes];
+    assert.ok(distinct.length > 40, String(distinct.length));
+    for (const [name, scope] of distinct) {
+      const sealed = seal(ring, Buffer.from(name), scope, now);
+      for (const [other, otherScope] of distinct) {
+        if (other === name) assert.equal(open(ring, sealed, otherScope).toString(), name);
+        else assert.throws(() => open(ring, sealed, otherScope), SealError, `${name} opened as ${other}`);
+      }
+    }
   });
 
   it('opens secrets sealed with a previous key after rotation', () => {
@@ -319,5 +384,41 @@ describe('randomToken', () => {
     const tokens = Array.from({ length: 5000 }, () => randomToken(12));
     assert.ok(tokens.every((t) => !t.startsWith('-') && t.length === 16 && /^[A-Za-z0-9_-]+$/.test(t)));
     assert.equal(new Set(tokens).size, tokens.length);
+  });
+});
+
+describe('API keys (keyed hashes only)', () => {
+  it('given an issued key, then its secret matches the stored hash, and nothing else does', () => {
+    const issued = issueApiKey(ring);
+    assert.match(issued.apiKey, /^mfak\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{43}$/);
+    const parsed = parseApiKey(issued.apiKey)!;
+    assert.equal(parsed.clientId, issued.clientId);
+    assert.ok(!issued.keyHash.includes(parsed.secret));
+    const stored = Buffer.from(issued.keyHash, 'base64url');
+    assert.equal(apiKeyMatches(ring, parsed.clientId, parsed.secret, stored), true);
+    const other = parseApiKey(issueApiKey(ring).apiKey)!;
+    assert.equal(apiKeyMatches(ring, parsed.clientId, other.secret, stored), false, 'another secret');
+    assert.equal(apiKeyMatches(ring, other.clientId, parsed.secret, stored), false, 'bound to its client id');
+    assert.equal(apiKeyMatches(ring, parsed.clientId, parsed.secret, stored.subarray(0, 16)), false, 'a truncated hash');
+    assert.equal(apiKeyMatches(keyringFromMasterKey(Buffer.alloc(32, 9)), parsed.clientId, parsed.secret, stored), false, 'another master key');
+    for (const bad of ['', `${issued.apiKey} `, issued.apiKey.replace('mfak', 'MFAK'), `${issued.apiKey}x`]) assert.equal(parseApiKey(bad), undefined, bad);
+  });
+
+  it('given a master key rotation, then keys issued before it no longer match (operations.md: their hash key follows the master key), keys issued after it do', () => {
+    const before = issueApiKey(ring);
+    const rotated = keyringFromMasterKey(Buffer.alloc(32, 3), [ring]);
+    const after = issueApiKey(rotated);
+    const matches = (issued: typeof before) => {
+      const { clientId, secret } = parseApiKey(issued.apiKey)!;
+      return apiKeyMatches(rotated, clientId, secret, Buffer.from(issued.keyHash, 'base64url'));
+    };
+    assert.equal(matches(before), false);
+    assert.equal(matches(after), true);
+  });
+
+  it('given the platform key, then only that exact text matches', () => {
+    const matches = platformKeyMatcher(ring, 'the-platform-key-0123456789');
+    assert.equal(matches('the-platform-key-0123456789'), true);
+    for (const bad of ['', 'the-platform-key-012345678', 'the-platform-key-01234567890', 'The-platform-key-0123456789']) assert.equal(matches(bad), false, bad);
   });
 });

@@ -30,16 +30,19 @@ export function signInternalRequest(keyring: Keyring, subject: string, data: Uin
 }
 
 /**
- * Whether `header` signs `data` on `subject`, with this master key or a previous one (a service
- * not rotated yet), made within INTERNAL_SIGNATURE_MAX_AGE_MS of `now`. Anything malformed is false.
+ * Whether `header` signs `data` on `subject`, with this master key, made within
+ * INTERNAL_SIGNATURE_MAX_AGE_MS of `now`. Anything malformed is false. Not with a previous key:
+ * those stay configured for good (they open what was sealed under them), and a key rotated out
+ * because it leaked must not let whoever holds it make the services' requests (approve a call,
+ * test PINs, activate a device). A rotation stops every service, so no running service still
+ * signs with the old key.
  */
 export function internalRequestSigned(keyring: Keyring, subject: string, data: Uint8Array | string, header: string | undefined, now: number): boolean {
   const match = header === undefined ? null : SIGNATURE.exec(header);
   if (!match) return false;
   const [, kid, at, presented] = match as unknown as [string, string, string, string];
   if (Math.abs(now - Number(at)) > INTERNAL_SIGNATURE_MAX_AGE_MS) return false;
-  const ring = [keyring, ...keyring.previous].find((r) => r.kid === kid);
-  if (!ring) return false;
+  if (kid !== keyring.kid) return false;
   // Compared as text, so the one canonical encoding of a tag is the only one accepted.
-  return timingSafeEqual(Buffer.from(tag(ring, subject, at, data).toString('base64url'), 'ascii'), Buffer.from(presented, 'ascii'));
+  return timingSafeEqual(Buffer.from(tag(keyring, subject, at, data).toString('base64url'), 'ascii'), Buffer.from(presented, 'ascii'));
 }

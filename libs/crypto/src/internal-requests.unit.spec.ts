@@ -33,8 +33,9 @@ describe('signatures of the services’ requests to one another', () => {
     assert.equal(internalRequestSigned(keyring, subject, body, header, now - INTERNAL_SIGNATURE_MAX_AGE_MS - 1), false);
   });
 
-  it('given a previous master key, then its signatures still count (a service not rotated yet); another key’s do not', () => {
-    assert.equal(internalRequestSigned(keyring, subject, body, signInternalRequest(old, subject, body, now), now), true);
+  it('given a previous master key (rotated out, maybe because it leaked) or another key, then its signatures do not count', () => {
+    assert.equal(internalRequestSigned(keyring, subject, body, signInternalRequest(old, subject, body, now), now), false);
+    assert.equal(internalRequestSigned(old, subject, body, signInternalRequest(old, subject, body, now), now), true, 'the old key itself still signs for a keyring that has it as current');
     const stranger = keyringFromMasterKey(randomBytes(32));
     assert.equal(internalRequestSigned(keyring, subject, body, signInternalRequest(stranger, subject, body, now), now), false);
     // Its key id on another key's tag: the tag decides.

@@ -33,14 +33,15 @@ class KeyConfigurationError extends Error {
 /** Development-only key: public, so anything sealed with it is not secret. Refused in production. */
 const DEVELOPMENT_MASTER_KEY = createHash('sha256').update('open-mfa development key - never use in production').digest();
 
-export function parseMasterKey(text: string): Buffer {
+/** A master key from its text; `name` is where it came from, for the error (which never shows the text). */
+export function parseMasterKey(text: string, name = 'MFA_ENCRYPTION_KEY'): Buffer {
   const trimmed = text.trim();
   const candidates: Buffer[] = [];
   if (/^[0-9a-fA-F]{64}$/.test(trimmed)) candidates.push(Buffer.from(trimmed, 'hex'));
   if (/^[A-Za-z0-9+/_-]{43}=?$/.test(trimmed)) candidates.push(Buffer.from(trimmed, 'base64url'));
   const key = candidates.find((c) => c.length === 32);
   if (!key) {
-    throw new KeyConfigurationError('MFA_ENCRYPTION_KEY must be 32 bytes, as 64 hex digits or base64 (openssl rand -base64 32)');
+    throw new KeyConfigurationError(`${name} must be 32 bytes, as 64 hex digits or base64 (openssl rand -base64 32)`);
   }
   return key;
 }
@@ -97,7 +98,8 @@ export function loadKeyring(env: KeyringEnv): { keyring: Keyring; development: b
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
-    .map(parseMasterKey);
+    // Named by position: during a rotation the operator must know which variable, and which entry, to fix.
+    .map((text, index, all) => parseMasterKey(text, all.length === 1 ? 'MFA_PREVIOUS_ENCRYPTION_KEYS' : `MFA_PREVIOUS_ENCRYPTION_KEYS (entry ${index + 1} of ${all.length})`));
   if (production && previousKeys.some(isDevelopmentKey)) {
     throw new KeyConfigurationError('MFA_PREVIOUS_ENCRYPTION_KEYS contains the public development key, which is refused when NODE_ENV=production');
   }

@@ -68,10 +68,14 @@ export function totpWindow(unixMillis: number, period = 30): number[] {
   return steps;
 }
 
-/** Compares two codes in time that depends only on their lengths (which are not secret). */
+/**
+ * Compares two codes in time that depends only on their lengths (which are not secret). As UTF-16
+ * code units, which keep every string apart: latin1 would keep only the low byte of each
+ * character, so 'ı23456' (U+0131) would equal '123456'.
+ */
 export function sameCode(a: string, b: string): boolean {
-  const x = Buffer.from(a, 'latin1');
-  const y = Buffer.from(b, 'latin1');
+  const x = Buffer.from(a, 'utf16le');
+  const y = Buffer.from(b, 'utf16le');
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
@@ -82,8 +86,11 @@ export function totp(secret: Uint8Array, unixMillis: number, options: OathOption
 
 /**
  * The time step (t-1, t or t+1 around `unixMillis`) whose TOTP code is `code`, or undefined; the
- * earliest when two match, none before step 0. Every step's code is computed and compared in
- * constant time, whichever matches. A code of the wrong length is simply a wrong code.
+ * latest when two match (adjacent steps share a code about once in a million), none before step 0.
+ * The caller records the step as used and refuses every step not after it, so the latest is the
+ * one that keeps the code from being accepted a second time at the later step. Every step's code
+ * is computed and compared in constant time, whichever matches. A code of the wrong length is
+ * simply a wrong code.
  */
 export function matchTotpStep(secret: Uint8Array, code: string, unixMillis: number, options: Required<Omit<OathOptions, 'algorithm'>> & Pick<OathOptions, 'algorithm'>): number | undefined {
   if (code.length !== options.digits || !/^\d+$/.test(code)) return undefined;
@@ -91,7 +98,7 @@ export function matchTotpStep(secret: Uint8Array, code: string, unixMillis: numb
   const codeAt = hotpGenerator(secret, options.digits, options.algorithm);
   let found: number | undefined;
   for (let step = Math.max(0, t - TOTP_DRIFT_STEPS); step <= t + TOTP_DRIFT_STEPS; step++) {
-    if (sameCode(codeAt(step), code)) found ??= step;
+    if (sameCode(codeAt(step), code)) found = step;
   }
   return found;
 }

@@ -19,7 +19,9 @@ export type TotpMatch =
 
 /**
  * Which token and time step a presented code belongs to, among the user's tokens, for steps
- * t, t-1 and t+1 around `unixMillis` (the first fresh match in that order). A step not newer than
+ * t, t-1 and t+1 around `unixMillis` (the first token with a fresh match, at its latest fresh
+ * step: when two steps of the window share the code, about once in a million, recording the
+ * earlier would let the same code be accepted again at the later one, RFC 6238 §5.2). A step not newer than
  * the token's last accepted one never matches again. Comparisons take constant time, and every
  * step of every token of the code's length is computed whatever matches: the code is checked
  * before the script that may refuse it (a user locked out, an expired challenge), so the time it
@@ -36,7 +38,7 @@ export function matchTotpCode(tokens: readonly TotpToken[], code: string, unixMi
     for (const step of steps) {
       if (!sameCode(codeAt(step), code)) continue;
       if (step <= token.lastStep) cause = 'reused';
-      else found ??= { matched: true, tokenId: token.tokenId, step };
+      else if (!found || (found.matched && found.tokenId === token.tokenId && step > found.step)) found = { matched: true, tokenId: token.tokenId, step };
     }
   }
   return found ?? { matched: false, cause };

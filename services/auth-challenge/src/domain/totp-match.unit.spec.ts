@@ -10,6 +10,13 @@ const token = (over: Partial<TotpToken> = {}): TotpToken => ({ tokenId: 'app', s
 const at = (unixSeconds: number) => unixSeconds * 1000;
 
 describe('TOTP code matching', () => {
+  it('given a code two steps of the window share, then the later step is the one recorded, and the code is spent for both', () => {
+    // The RFC seed's 6-digit code is 911617 at steps 910737 and 910738 (oathtool agrees).
+    const now = at(910_737 * 30 + 1);
+    assert.deepEqual(matchTotpCode([token()], '911617', now), { matched: true, tokenId: 'app', step: 910_738 });
+    assert.deepEqual(matchTotpCode([token({ lastStep: 910_738 })], '911617', at(910_738 * 30 + 1)), { matched: false, cause: 'reused' });
+  });
+
   it('given an 8-digit token, when each RFC 6238 vector is presented at its time, then it matches with its time step', () => {
     for (const [t, code] of OATH_TEST_VECTORS.totpSha1) {
       assert.deepEqual(matchTotpCode([token({ digits: 8 })], code, at(t)), { matched: true, tokenId: 'app', step: Math.floor(t / 30) }, `T=${t}`);

@@ -1,7 +1,7 @@
 import CircuitBreaker from 'opossum';
 import { gauge, counter } from '@mfa/telemetry';
 import type { HealthCheck } from '@mfa/service-kit';
-import { SmsProviderError, type SmsMessage } from './sms/sms-provider.js';
+import { SmsProviderError, type SmsMessage, type SmsSendResult } from './sms/sms-provider.js';
 
 const state = gauge('mfa_provider_circuit_state', 'Circuit breaker of each provider (SMS, push): 0 closed, 1 half-open (probing), 2 open (skipped)', ['provider']);
 const transitions = counter('mfa_provider_circuit_transitions_total', 'Circuit breaker state changes per provider (SMS, push)', ['provider', 'to']);
@@ -77,7 +77,7 @@ function answeredByVendor(error: unknown): boolean {
  * call (`refuseUnsendable`) never reaches the breaker. Provider errors carry `transient`,
  * `vendorAnswered`, `status` and `code`. State per instance, in metrics and /health.
  */
-export class ProviderBreakers<M = SmsMessage, R = { providerMessageId: string }> {
+export class ProviderBreakers<M = SmsMessage, R = SmsSendResult> {
   private readonly breakers = new Map<string, CircuitBreaker<[M], R>>();
 
   constructor(

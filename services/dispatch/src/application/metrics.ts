@@ -1,6 +1,9 @@
 import { counter, histogram } from '@mfa/telemetry';
 
-/** One per send attempt: outcome `sent`, `transient_error` or `permanent_error`; `expired` (provider `none`) when none was made. */
+/**
+ * One per send attempt: outcome `sent`, `transient_error`, `permanent_error`, or `unanswered_error` (the
+ * provider got the SMS and never answered: it may have gone, and is tried again); `expired` (provider `none`) when none was made.
+ */
 export const smsSends = counter('mfa_sms_send_total', 'SMS send attempts, by provider and outcome', ['provider', 'outcome']);
 
 export const smsProviderDuration = histogram(
@@ -12,7 +15,8 @@ export const smsProviderDuration = histogram(
 
 /**
  * One per device and attempt: outcome `sent`, `transient_error`, `permanent_error`,
- * `invalid_token` (the device must activate again), `circuit_open`, `duplicate_suppressed`; with
+ * `invalid_token` (the device must activate again), `config_error` (refused for our setting: APNS_TOPIC,
+ * APNS_URL, FCM's project; no device marked), `circuit_open`, `duplicate_suppressed`; with
  * provider `none`: `polling` (a device no provider reaches: it polls), `expired`, `skipped` (a
  * device waiting to activate again, or whose token does not open).
  */

@@ -232,7 +232,15 @@ export class PushDeliveryService {
         return { ok: true, sent: { provider: provider.name, providerMessageId } };
       } catch (error) {
         const failure = toPushError(error, provider.name);
-        const outcome = failure.invalidToken ? 'invalid_token' : failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.transient ? 'transient_error' : 'permanent_error';
+        const outcome = failure.invalidToken
+          ? 'invalid_token'
+          : failure.message === CIRCUIT_OPEN
+            ? 'circuit_open'
+            : failure.configuration
+              ? 'config_error'
+              : failure.transient
+                ? 'transient_error'
+                : 'permanent_error';
         pushSends.inc({ provider: provider.name, outcome });
         log.warn('push attempt failed', { deviceId: device.deviceId, provider: provider.name, attempt: step.attempt, transient: failure.transient, error: failure });
         await release();

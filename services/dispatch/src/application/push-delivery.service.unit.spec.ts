@@ -5,7 +5,7 @@ import { EventSubjects, type AnyEvent, type ContractError, type DeviceReregister
 import { keyringFromMasterKey, seal, SealContext } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
 import { challengeId as deviceIdOf, parseChallengeId } from '@mfa/projection';
-import type { Logger } from '@mfa/telemetry';
+import { registry, type Logger } from '@mfa/telemetry';
 import { challengeStarted, challengeStartedV2, testChallenge, testUser } from '@mfa/testing';
 import type { Device } from '../adapters/push/devices.js';
 import { PushProviderError, type PushNotification, type PushProvider } from '../adapters/push/push-provider.js';
@@ -21,7 +21,7 @@ const now = new Date('2026-11-30T12:00:00Z');
 const quiet = () => undefined;
 const log: Logger = { debug: quiet, info: quiet, warn: quiet, error: quiet, child: () => log };
 
-type Step = 'ok' | 'transient' | 'permanent' | 'invalid';
+type Step = 'ok' | 'transient' | 'permanent' | 'invalid' | 'setting';
 
 class ScriptedProvider implements PushProvider {
   readonly sent: PushNotification[] = [];
@@ -36,6 +36,7 @@ class ScriptedProvider implements PushProvider {
     if (next === 'transient') throw new PushProviderError(`${this.name} 503`, { provider: this.name, transient: true, status: 503 });
     if (next === 'permanent') throw new PushProviderError(`${this.name} 403 InvalidProviderToken`, { provider: this.name, transient: false });
     if (next === 'invalid') throw new PushProviderError(`${this.name} 410 Unregistered`, { provider: this.name, transient: false, invalidToken: true, code: 'Unregistered' });
+    if (next === 'setting') throw new PushProviderError(`${this.name} 400 DeviceTokenNotForTopic`, { provider: this.name, transient: false, configuration: true, code: 'DeviceTokenNotForTopic' });
     this.sent.push(notification);
     return { providerMessageId: `${this.name}-${this.calls}` };
   }
@@ -263,6 +264,21 @@ describe('push delivery', () => {
     assert.deepEqual(only(published, 'PushDeliveryFailed').data, { challengeId, failures: [{ deviceId: iphone.deviceId, provider: 'apns', error: 'apns 410 Unregistered', transient: false }] });
     assert.deepEqual(guard.undelivered, [{ challengeId, method: 'push' }]);
     assert.equal(guard.claims.has(`${challengeId}/b-iphone`), false, 'released');
+  });
+
+  it('a token refused for our setting (APNS_TOPIC, APNS_URL, FCM project): no device marked, not retried, counted as config_error for an alert', async () => {
+    const configErrors = async () =>
+      ((await registry.getSingleMetric('mfa_push_send_total')?.get())?.values ?? []).find((v) => v.labels.provider === 'apns' && v.labels.outcome === 'config_error')?.value ?? 0;
+    const before = await configErrors();
+    const apns = new ScriptedProvider('apns', 'ios', ['setting']);
+    const { event, challengeId, device } = pushChallenge();
+    const iphone = device('b-iphone', 'ios');
+    const { service, published, reregistered } = harness([apns], [iphone]);
+    await service.deliver(delivery(event));
+    assert.equal(apns.calls, 1, 'not retried');
+    assert.deepEqual(reregistered, [], 'the device keeps its registration');
+    assert.deepEqual(only(published, 'PushDeliveryFailed').data, { challengeId, failures: [{ deviceId: iphone.deviceId, provider: 'apns', error: 'apns 400 DeviceTokenNotForTopic', transient: false }] });
+    assert.equal((await configErrors()) - before, 1);
   });
 
   it('a failed reregister request does not fail the delivery (the next push asks again)', async () => {

@@ -58,6 +58,21 @@ export const CHALLENGE_GONE = 'challenge no longer in Redis: nothing sent';
 /** Why a code was not sent: its challenge expired first (no provider was called). */
 const EXPIRED_BEFORE_DELIVERY = 'challenge expired before delivery';
 
+/**
+ * The least of the challenge's lifetime an SMS sent after a failed attempt (a retry after a
+ * back-off or a Retry-After, or the next provider) must leave to be used: the network delivers it
+ * (usually a few seconds, 10 to 20 s on a busy or roaming route), the user opens it, reads the code
+ * and types it into the sign-in page, which then posts it. The first attempt is made whatever is
+ * left (a tenant may give challenges 30 s; a start picked up late still gets its one try).
+ */
+export const MIN_LIFETIME_TO_USE_MS = 30_000;
+
+/** Why an SMS was not sent again: too little of the challenge left to use it. */
+export const TOO_LATE_TO_USE = `too little of the challenge's lifetime left to use a code sent again (under ${MIN_LIFETIME_TO_USE_MS / 1000} s)`;
+
+/** Added to a failure whose SMS may have gone all the same (the provider got it whole and never answered). */
+const MAYBE_SENT = 'the SMS may have been sent';
+
 /** Why an SMS to a number that reached its limit across users is not sent (in its SmsDeliveryFailed). */
 export const PHONE_THROTTLED = 'phone number throttled: too many codes sent to it across users';
 
@@ -133,8 +148,15 @@ export class SmsDeliveryService {
     let outcome: DispatchEvent | undefined;
     /** Looked up once, when there is something to send (an expired request needs no key). */
     let to: string | undefined;
+    /** A provider got the SMS whole and never answered: it may have gone. */
+    let maybeSent = false;
     while (!outcome) {
-      const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
+      // Once a provider has been called and failed, an SMS sent now arrives later than the first
+      // would have: it must leave the user time to use it (MIN_LIFETIME_TO_USE_MS). A provider
+      // skipped by its open circuit was not called: the next one's is still the first attempt.
+      const retried = failures.some((f) => f.provider !== 'none' && f.error !== CIRCUIT_OPEN);
+      const usableUntil = retried ? new Date(expiresAt.getTime() - MIN_LIFETIME_TO_USE_MS) : expiresAt;
+      const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt: usableUntil, jitter: this.random() });
       if (step.type === 'GiveUp') {
         if (step.reason === 'expired') {
           if (failures.length === 0) {
@@ -147,7 +169,7 @@ export class SmsDeliveryService {
               break;
             }
           }
-          const error = failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : 'challenge expired during delivery';
+          const error = failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : this.clock() < expiresAt ? TOO_LATE_TO_USE : 'challenge expired during delivery';
           failures.push({ provider: 'none', error, transient: false });
           smsSends.inc({ provider: 'none', outcome: 'expired' });
         }
@@ -219,9 +241,10 @@ export class SmsDeliveryService {
           ? `${this.options.webhookBaseUrl.replace(/\/+$/, '')}/sms/status/${encodeURIComponent(challengeId)}`
           : undefined;
         const message = { to, body, trace: carrierFromContext(), statusCallback, expiresAt };
-        const { providerMessageId } = await (this.options.breakers ? this.options.breakers.send(provider, message) : provider.send(message));
+        const { providerMessageId, unnamed } = await (this.options.breakers ? this.options.breakers.send(provider, message) : provider.send(message));
         smsSends.inc({ provider: provider.name, outcome: 'sent' });
-        if (hasSession(provider) && this.options.receiptRoutes) {
+        // An id made up here (the vendor named none) is routed nowhere: no receipt will name it.
+        if (hasSession(provider) && this.options.receiptRoutes && !unnamed) {
           // Before anything else: the receipt may follow within milliseconds.
           await this.options.receiptRoutes
             .remember(provider.name, providerMessageId, { tenantId: event.tenantId, challengeId: event.data.challengeId })
@@ -232,11 +255,23 @@ export class SmsDeliveryService {
           .catch((error: unknown) => log.warn('could not record that the SMS was sent; its claim ends by itself', { error }));
         const attempts = failures.length + 1;
         outcome = this.sent(job, { challengeId, provider: provider.name, providerMessageId, attempts });
-        log.info('SMS sent', { provider: provider.name, providerMessageId, attempts });
+        if (maybeSent) {
+          // Delivery first: the copy carries the same code, so two SMS cost a fee and no confusion.
+          log.warn('SMS sent after an attempt whose outcome is unknown: the user may get the code twice', { provider: provider.name, providerMessageId, attempts });
+        } else {
+          log.info('SMS sent', { provider: provider.name, providerMessageId, attempts, ...(unnamed ? { unnamed } : {}) });
+        }
       } catch (error) {
         const failure = toProviderError(error, provider.name);
-        smsSends.inc({ provider: provider.name, outcome: failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.transient ? 'transient_error' : 'permanent_error' });
-        failures.push({ provider: provider.name, transient: failure.transient, error: failure.message, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) });
+        smsSends.inc({
+          provider: provider.name,
+          outcome: failure.message === CIRCUIT_OPEN ? 'circuit_open' : failure.outcomeUnknown ? 'unanswered_error' : failure.transient ? 'transient_error' : 'permanent_error',
+        });
+        // A provider that got the SMS whole and never answered may have sent it; it is tried again
+        // all the same (docs/operations.md: SMS providers), and the failure says so.
+        if (failure.outcomeUnknown) maybeSent = true;
+        const reason = failure.outcomeUnknown ? `${failure.message}: ${MAYBE_SENT}` : failure.message;
+        failures.push({ provider: provider.name, transient: failure.transient, error: reason, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) });
         await this.options.guard
           .release(challengeId, resend)
           .catch((releaseError: unknown) => log.warn('could not release the SMS claim; it ends by itself', { error: releaseError }));

@@ -4,15 +4,15 @@ import { randomBytes } from 'node:crypto';
 import { EventSubjects, type AnyEvent, type ContractError, type DispatchEvent, type EventOf } from '@mfa/contracts';
 import { generateDataKey, keyringFromMasterKey, seal, SealContext, type DataKey } from '@mfa/crypto';
 import { PoisonMessageError, type Delivery, type EventPublisher } from '@mfa/messaging';
-import type { Logger } from '@mfa/telemetry';
+import { registry, type Logger } from '@mfa/telemetry';
 import { sealPersonalData, type UserDataKeys } from '@mfa/service-kit';
 import { challengeExpired, challengeResendRequested, challengeStarted, challengeStartedV2, testChallenge, testChallengeId, testUser } from '@mfa/testing';
 import type { Admission } from '../adapters/phone-throttle.js';
-import { ProviderBreakers } from '../adapters/circuit-breakers.js';
+import { CIRCUIT_OPEN, ProviderBreakers } from '../adapters/circuit-breakers.js';
 import type { ClaimState, SendClaim } from '../adapters/send-guard.js';
-import { SmsProviderError, type SmsMessage, type SmsProvider } from '../adapters/sms/sms-provider.js';
+import { SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsProvider, type SmsSendResult } from '../adapters/sms/sms-provider.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
-import { CHALLENGE_GONE, DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, USER_ERASED } from './sms-delivery.service.js';
+import { CHALLENGE_GONE, DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, TOO_LATE_TO_USE, USER_ERASED } from './sms-delivery.service.js';
 import { SmsResendService } from './sms-resend.service.js';
 
 // The service's own collaborators, scripted: providers, the publisher and the JetStream message
@@ -104,7 +104,15 @@ class ScriptedThrottle {
 
 function harness(
   providers: SmsProvider[],
-  options: { publishFailures?: number; keys?: ScriptedKeys; guard?: ScriptedGuard; throttle?: ScriptedThrottle; breakers?: ProviderBreakers; clock?: () => Date } = {},
+  options: {
+    publishFailures?: number;
+    keys?: ScriptedKeys;
+    guard?: ScriptedGuard;
+    throttle?: ScriptedThrottle;
+    breakers?: Pick<ProviderBreakers, 'send'>;
+    receiptRoutes?: { remember(provider: string, providerMessageId: string, target: unknown): Promise<void> };
+    clock?: () => Date;
+  } = {},
 ) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   let publishFailures = options.publishFailures ?? 0;
@@ -124,6 +132,7 @@ function harness(
     guard: options.guard ?? new ScriptedGuard(),
     phoneThrottle: options.throttle ?? new ScriptedThrottle(),
     ...(options.breakers ? { breakers: options.breakers } : {}),
+    ...(options.receiptRoutes ? { receiptRoutes: options.receiptRoutes } : {}),
     claimTtlMs: 15_000,
     log,
     clock: options.clock ?? (() => now),
@@ -447,6 +456,91 @@ describe('SMS delivery', () => {
     await service.deliver(delivery(smsChallenge().event));
     assert.equal(twilio.calls, 1);
     assert.equal(only(published, 'SmsSent').data.attempts, 1);
+  });
+
+  /** A provider that fails once with a transient error taking the clock to `leftMs` before the expiry, then sends. */
+  function slowFailure(name: string, clock: { now: Date }, expiresAt: Date, leftMs: number): ScriptedProvider {
+    const provider = new ScriptedProvider(name, ['transient']);
+    const send = provider.send.bind(provider);
+    provider.send = (message: SmsMessage) => {
+      if (provider.calls === 0) clock.now = new Date(expiresAt.getTime() - leftMs);
+      return send(message);
+    };
+    return provider;
+  }
+
+  it('given a failed attempt that leaves under 30 s of the challenge, then no retry and no next provider: the outcome says why', async () => {
+    const clock = { now };
+    const { event } = smsChallenge({ expiresInSeconds: 300 });
+    const expiresAt = new Date(event.data.expiresAt);
+    const twilio = slowFailure('twilio', clock, expiresAt, 25_000);
+    const smpp = new ScriptedProvider('smpp');
+    const { service, published } = harness([twilio, smpp], { clock: () => clock.now });
+    await service.deliver(delivery(event));
+    assert.deepEqual([twilio.calls, smpp.calls], [1, 0], 'nothing sent 25 s before the expiry after a failure');
+    const failed = only(published, 'SmsDeliveryFailed');
+    assert.deepEqual(failed.data.failures.at(-1), { provider: 'none', error: TOO_LATE_TO_USE, transient: false });
+
+    // With 35 s left, the retry is made.
+    const again = smsChallenge({ expiresInSeconds: 300 });
+    clock.now = now;
+    const twilio2 = slowFailure('twilio', clock, new Date(again.event.data.expiresAt), 35_000);
+    const second = harness([twilio2], { clock: () => clock.now });
+    await second.service.deliver(delivery(again.event));
+    assert.equal(twilio2.sent.length, 1);
+    assert.equal(only(second.published, 'SmsSent').data.attempts, 2);
+  });
+
+  it('given a first provider skipped by its open circuit, then the next one still sends a code with under 30 s left (it is the first attempt)', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const smpp = new ScriptedProvider('smpp');
+    const breakers = {
+      send: async (provider: SmsProvider, message: SmsMessage): Promise<SmsSendResult> => {
+        if (provider.name === 'twilio') throw new SmsProviderError(CIRCUIT_OPEN, { provider: 'twilio', transient: false });
+        return provider.send(message);
+      },
+    };
+    const { service, published } = harness([twilio, smpp], { breakers: breakers as unknown as ProviderBreakers });
+    await service.deliver(delivery(smsChallenge({ expiresInSeconds: 20 }).event));
+    assert.deepEqual([twilio.calls, smpp.sent.length], [0, 1]);
+    assert.equal(only(published, 'SmsSent').data.provider, 'smpp');
+  });
+
+  it('given a provider that got the SMS and never answered, then the SMS is tried again (delivery first) and each such failure says it may have been sent', async () => {
+    const unknown = new ScriptedProvider('smpp');
+    unknown.send = async () => {
+      unknown.calls++;
+      throw new SmsProviderError('SMPP submit_sm not answered within 10000 ms', { provider: 'smpp', transient: true, outcomeUnknown: true });
+    };
+    const unanswered = async () =>
+      ((await registry.getSingleMetric('mfa_sms_send_total')?.get())?.values ?? []).find((v) => v.labels.provider === 'smpp' && v.labels.outcome === 'unanswered_error')?.value ?? 0;
+    const before = await unanswered();
+    const { service, published } = harness([unknown]);
+    await service.deliver(delivery(smsChallenge().event));
+    assert.equal(unknown.calls, 3, 'tried again: a duplicate carries the same code, a lost SMS no code');
+    assert.equal((await unanswered()) - before, 3, 'counted apart from the other transient errors');
+    const failed = only(published, 'SmsDeliveryFailed');
+    assert.deepEqual(failed.data.failures.map((f) => f.error), Array(3).fill('SMPP submit_sm not answered within 10000 ms: the SMS may have been sent'));
+  });
+
+  it('given an SMSC that took the SMS without naming it, then it is sent: recorded once, under the made-up id, routed for no receipt, and no next provider', async () => {
+    const smsc: SessionSmsProvider = {
+      name: 'smpp',
+      start: () => undefined,
+      stop: async () => undefined,
+      healthCheck: () => ({ name: 'smpp', informational: true, check: async () => undefined }),
+      send: async () => ({ providerMessageId: 'smpp-unnamed-1', unnamed: true }),
+    };
+    const twilio = new ScriptedProvider('twilio');
+    const remembered: string[] = [];
+    const guard = new ScriptedGuard();
+    const { service, published } = harness([smsc, twilio], { guard, receiptRoutes: { remember: async (_p, id) => void remembered.push(id) } });
+    const { event, challengeId } = smsChallenge();
+    await service.deliver(delivery(event));
+    assert.equal(twilio.calls, 0, 'no second SMS through the next provider');
+    assert.deepEqual([only(published, 'SmsSent').data.provider, only(published, 'SmsSent').data.providerMessageId], ['smpp', 'smpp-unnamed-1']);
+    assert.deepEqual(guard.claims.get(challengeId), { kind: 'sent', provider: 'smpp', providerMessageId: 'smpp-unnamed-1', seq: 42 });
+    assert.deepEqual(remembered, [], 'no receipt route for an id the SMSC never gave');
   });
 });
 

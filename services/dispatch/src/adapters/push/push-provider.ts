@@ -42,6 +42,12 @@ interface PushProviderErrorDetails {
    * another app): the device must activate again, and sending to it again is pointless.
    */
   invalidToken?: boolean;
+  /**
+   * The vendor refused the device's token for our setting, not for the device (APNs
+   * `DeviceTokenNotForTopic`, FCM `SENDER_ID_MISMATCH`): permanent, no device is marked, and it is
+   * counted apart (`config_error`) for an alert: a wrong setting refuses every device.
+   */
+  configuration?: boolean;
   /** The vendor's error code, when it gave one (FCM `UNREGISTERED`, APNs `BadDeviceToken`). */
   code?: string | undefined;
   /** HTTP status. */
@@ -62,6 +68,7 @@ export class PushProviderError extends Error {
   readonly provider: string;
   readonly transient: boolean;
   readonly invalidToken: boolean;
+  readonly configuration: boolean;
   readonly code: string | undefined;
   readonly status: number | undefined;
   readonly vendorAnswered: boolean;
@@ -72,6 +79,7 @@ export class PushProviderError extends Error {
     this.provider = details.provider;
     this.transient = details.transient;
     this.invalidToken = details.invalidToken ?? false;
+    this.configuration = details.configuration ?? false;
     this.code = details.code;
     this.status = details.status;
     this.vendorAnswered = details.vendorAnswered ?? false;

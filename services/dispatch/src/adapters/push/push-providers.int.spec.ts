@@ -1,4 +1,5 @@
 import { after, before, describe } from 'node:test';
+import http2 from 'node:http2';
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -332,6 +333,20 @@ describe('APNs provider against a fake APNs', () => {
     }
   });
 
+  itWith({ real: [], fake: ['apns'] }, "DeviceTokenNotForTopic (APNS_TOPIC not the app's bundle id) is a configuration error: permanent, no device marked, whichever device", async () => {
+    const misconfigured = providerOf({ ...fake.env(), APNS_TOPIC: 'com.example.another-app' });
+    try {
+      for (let n = 0; n < 2; n++) {
+        await rejectsWith(
+          misconfigured.send(notification(deviceToken())),
+          (e) => e.configuration && !e.invalidToken && !e.transient && e.vendorAnswered && e.code === 'DeviceTokenNotForTopic' && /APNS_TOPIC \(com\.example\.another-app\)/.test(e.message),
+        );
+      }
+    } finally {
+      await misconfigured.close?.();
+    }
+  });
+
   itWith({ real: [], fake: ['apns'] }, 'does not trust a server whose certificate it was not told to trust', async () => {
     const { APNS_CA_FILE: _ca, ...untrusted } = fake.env();
     const stranger = providerOf(untrusted);
@@ -341,6 +356,62 @@ describe('APNs provider against a fake APNs', () => {
       assert.equal(fake.requests, requests);
     } finally {
       await stranger.close?.();
+    }
+  });
+});
+
+describe('APNs provider: BadDeviceToken, the device or APNS_URL', () => {
+  /**
+   * An APNs endpoint of one environment (HTTP/2, cleartext here): it takes the tokens of its own
+   * environment and answers 400 BadDeviceToken to the others', as Apple's do.
+   */
+  const ours = new Set<string>();
+  let requests = 0;
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    requests++;
+    const token = String(headers[':path']).split('/').at(-1)!;
+    stream.on('data', () => undefined);
+    stream.on('end', () => {
+      const known = ours.has(token);
+      stream.respond({ ':status': known ? 200 : 400, 'apns-id': randomBytes(16).toString('hex').replace(/(.{8})(.{4})(.{4})(.{4})(.{12})/, '$1-$2-$3-$4-$5'), ...(known ? {} : { 'content-type': 'application/json' }) });
+      stream.end(known ? undefined : JSON.stringify({ reason: 'BadDeviceToken' }));
+    });
+  });
+  let url: string;
+  const token = () => randomBytes(32).toString('hex');
+  const apnsAt = () =>
+    new ApnsPushProvider({ url, key: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, keyId: 'ABC123DEFG', teamId: 'DEF123GHIJ', topic: 'com.example.authenticator', timeoutMs: 2_000 });
+
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  itWith({ real: [], fake: ['apns'] }, 'marks a device only once APNs has taken a notification from this instance, and while it is rare: from 3 devices in 10 minutes it is APNS_URL, and no device is marked', async () => {
+    const apns = apnsAt();
+    const setting = (e: PushProviderError) => e.configuration && !e.invalidToken && !e.transient && e.code === 'BadDeviceToken' && /is APNS_URL the environment/.test(e.message);
+    const device = (e: PushProviderError) => e.invalidToken && !e.configuration && !e.transient && e.code === 'BadDeviceToken';
+    try {
+      // A wrong APNS_URL refuses every device: before any is taken, none is marked.
+      await rejectsWith(apns.send(notification(token())), setting);
+      const good = token();
+      ours.add(good);
+      await apns.send(notification(good));
+      // Taken since: a rare refusal is the device's (the second distinct one in the window).
+      const stale = token();
+      await rejectsWith(apns.send(notification(stale)), device);
+      // The same device again is no burst.
+      await rejectsWith(apns.send(notification(stale)), device);
+      // A third distinct device within the window: APNS_URL, not the devices (sandbox devices among App Store ones).
+      await rejectsWith(apns.send(notification(token())), setting);
+      await rejectsWith(apns.send(notification(token())), setting);
+      assert.equal(requests, 6, 'each answered by APNs');
+    } finally {
+      await apns.close();
     }
   });
 });

@@ -22,10 +22,20 @@ export function secondsLeft(expiresAt: Date, now: number): number {
   return Math.max(1, Math.ceil((expiresAt.getTime() - now) / 1000));
 }
 
+/** A message the vendor took. */
+export interface SmsSendResult {
+  providerMessageId: string;
+  /**
+   * The vendor took the message without naming it (an SMSC's submit_sm_resp with command_status
+   * OK and no message_id): `providerMessageId` is made up here, and no receipt can ever name it.
+   */
+  unnamed?: boolean | undefined;
+}
+
 /** One SMS vendor. Implementations throw `SmsProviderError` and nothing else. */
 export interface SmsProvider {
   readonly name: string;
-  send(message: SmsMessage): Promise<{ providerMessageId: string }>;
+  send(message: SmsMessage): Promise<SmsSendResult>;
 }
 
 /** A final delivery receipt, as a provider's session reports it: only the provider's message id names the SMS. */

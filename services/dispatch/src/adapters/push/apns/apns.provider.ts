@@ -1,5 +1,5 @@
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
-import { randomUUID, type KeyObject } from 'node:crypto';
+import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import { carrierFromContext, contextFromCarrier, SpanKind, withSpan } from '@mfa/telemetry';
 import { PUSH_DATA_TYPE, PushProviderError, pushNetworkError, SendDeadline, type PushNotification, type PushProvider } from '../push-provider.js';
@@ -58,17 +58,20 @@ export function apnsRequest(notification: PushNotification, topic: string, provi
 
 type ApnsResult =
   | { ok: true }
-  | { ok: false; transient: boolean; invalidToken: boolean; expiredProviderToken: boolean; reason: string | undefined; message: string };
+  | { ok: false; transient: boolean; invalidToken: boolean; configuration: boolean; expiredProviderToken: boolean; reason: string | undefined; message: string };
 
 /** The reasons that say the device token is no use for this app: the app must register again. */
-const INVALID_TOKEN_REASONS = new Set(['BadDeviceToken', 'DeviceTokenNotForTopic', 'Unregistered', 'ExpiredToken']);
+const INVALID_TOKEN_REASONS = new Set(['BadDeviceToken', 'Unregistered', 'ExpiredToken']);
 
 /**
  * What an APNs answer means (developer.apple.com: Handling notification responses from APNs): 410
- * (Unregistered, ExpiredToken) and 400 BadDeviceToken or DeviceTokenNotForTopic: the token is
- * invalid; 403 ExpiredProviderToken: our provider token is stale; 429 (TooManyRequests,
- * TooManyProviderTokenUpdates) and 5xx: later; anything else (InvalidProviderToken, BadTopic,
- * PayloadTooLarge, …) will not mend by itself.
+ * (Unregistered, ExpiredToken) and 400 BadDeviceToken: the token is invalid (but see
+ * ApnsPushProvider: BadDeviceToken is also every device's answer under the wrong APNS_URL); 400
+ * DeviceTokenNotForTopic: our APNS_TOPIC is not the app the token is of, which for one app's
+ * devices is our setting, never the device's (a device registered again from the same app gets a
+ * token for the same topic); 403 ExpiredProviderToken: our provider token is stale; 429
+ * (TooManyRequests, TooManyProviderTokenUpdates) and 5xx: later; anything else
+ * (InvalidProviderToken, BadTopic, PayloadTooLarge, …) will not mend by itself.
  */
 export function classifyApnsResponse(status: number, body: unknown): ApnsResult {
   if (status === 200) return { ok: true };
@@ -79,11 +82,21 @@ export function classifyApnsResponse(status: number, body: unknown): ApnsResult 
     ok: false,
     transient: !invalidToken && (status === 429 || status >= 500),
     invalidToken,
+    configuration: reason === 'DeviceTokenNotForTopic',
     expiredProviderToken: status === 403 && reason === 'ExpiredProviderToken',
     reason,
     message: `APNs ${status}${reason ? ` ${reason}` : ''}`,
   };
 }
+
+/**
+ * BadDeviceToken marks a device for activation only while it is rare: from this many distinct
+ * devices within BAD_TOKEN_WINDOW_MS on, it is taken for the wrong APNS_URL (a sandbox endpoint
+ * refuses every production token, and the reverse), which would otherwise send every iOS user back
+ * to activation. A real bad token is rare: the device's OS issues it for its environment.
+ */
+const BAD_TOKEN_BURST = 3;
+const BAD_TOKEN_WINDOW_MS = 10 * 60_000;
 
 class HttpTimeoutError extends Error {
   override name = 'TimeoutError';
@@ -112,6 +125,10 @@ export class ApnsPushProvider implements PushProvider {
   private session: ClientHttp2Session | undefined;
   /** When each connection last answered (a response, a PING): a quiet one is checked. */
   private readonly heard = new WeakMap<ClientHttp2Session, number>();
+  /** Whether APNs has taken a notification from this instance: APNS_URL and APNS_TOPIC fit some device. */
+  private accepted = false;
+  /** The latest devices (a hash of the token) APNs answered BadDeviceToken, and when: at most BAD_TOKEN_BURST. */
+  private readonly badTokens = new Map<string, number>();
 
   constructor(private readonly options: ApnsOptions) {
     this.origin = new URL(options.url).origin;
@@ -158,7 +175,10 @@ export class ApnsPushProvider implements PushProvider {
             parsed = undefined;
           }
           const result = classifyApnsResponse(answer.status, parsed);
-          if (result.ok) return { providerMessageId: typeof answer.headers['apns-id'] === 'string' ? answer.headers['apns-id'] : apnsId };
+          if (result.ok) {
+            this.accepted = true;
+            return { providerMessageId: typeof answer.headers['apns-id'] === 'string' ? answer.headers['apns-id'] : apnsId };
+          }
           if (result.reason) span.setAttribute('mfa.push.provider_error_code', result.reason);
           if (result.expiredProviderToken && !renewed) {
             renewed = true;
@@ -171,6 +191,26 @@ export class ApnsPushProvider implements PushProvider {
             throw new PushProviderError(`APNs 403 ExpiredProviderToken for a provider token ${age} min old: is this host's clock right?`, {
               provider: this.name,
               transient: false,
+              code: result.reason,
+              status: answer.status,
+              vendorAnswered: true,
+            });
+          }
+          if (result.configuration) {
+            throw new PushProviderError(`${result.message}: APNS_TOPIC (${this.options.topic}) is not the bundle id of the app this device registered from; no device is marked`, {
+              provider: this.name,
+              transient: false,
+              configuration: true,
+              code: result.reason,
+              status: answer.status,
+              vendorAnswered: true,
+            });
+          }
+          if (result.reason === 'BadDeviceToken' && this.environmentSuspect(notification.token)) {
+            throw new PushProviderError(`${result.message} before APNs took any notification, or for ${BAD_TOKEN_BURST} devices within ${BAD_TOKEN_WINDOW_MS / 60_000} min: is APNS_URL the environment of the app's tokens (production or sandbox)? No device is marked`, {
+              provider: this.name,
+              transient: false,
+              configuration: true,
               code: result.reason,
               status: answer.status,
               vendorAnswered: true,
@@ -189,6 +229,23 @@ export class ApnsPushProvider implements PushProvider {
         }
       },
     );
+  }
+
+  /**
+   * APNs answered BadDeviceToken for this device: whether that says more of APNS_URL than of the
+   * device. So it does until APNs has taken a notification from this instance (a wrong APNS_URL
+   * refuses every device, so it never does), and while BAD_TOKEN_BURST distinct devices had it
+   * within BAD_TOKEN_WINDOW_MS (an endpoint that takes a developer's sandbox device and refuses every
+   * App Store one). Per instance: each may mark a few devices before it takes the burst for a setting.
+   */
+  private environmentSuspect(token: string): boolean {
+    const now = Date.now();
+    for (const [device, at] of this.badTokens) if (now - at > BAD_TOKEN_WINDOW_MS) this.badTokens.delete(device);
+    const device = createHash('sha256').update(token).digest('base64url').slice(0, 16);
+    this.badTokens.delete(device);
+    this.badTokens.set(device, now);
+    if (this.badTokens.size > BAD_TOKEN_BURST) this.badTokens.delete(this.badTokens.keys().next().value!);
+    return !this.accepted || this.badTokens.size >= BAD_TOKEN_BURST;
   }
 
   /** A device token that is not hex is refused here (it would go into the request's path), without asking APNs. */

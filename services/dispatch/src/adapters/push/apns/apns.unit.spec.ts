@@ -31,16 +31,20 @@ describe('APNs request', () => {
 describe('APNs answers', () => {
   it('200 is sent', () => assert.deepEqual(classifyApnsResponse(200, undefined), { ok: true }));
 
-  it('Unregistered, ExpiredToken, BadDeviceToken and DeviceTokenNotForTopic: the device must register again', () => {
+  it('Unregistered, ExpiredToken and BadDeviceToken: the device must register again', () => {
     for (const [status, reason] of [
       [410, 'Unregistered'],
       [410, 'ExpiredToken'],
       [400, 'BadDeviceToken'],
-      [400, 'DeviceTokenNotForTopic'],
     ] as const) {
       const result = classifyApnsResponse(status, { reason });
-      assert.ok(!result.ok && result.invalidToken && !result.transient, reason);
+      assert.ok(!result.ok && result.invalidToken && !result.configuration && !result.transient, reason);
     }
+  });
+
+  it('DeviceTokenNotForTopic is our APNS_TOPIC, not the device: permanent, a configuration error, the device not marked', () => {
+    const result = classifyApnsResponse(400, { reason: 'DeviceTokenNotForTopic' });
+    assert.ok(!result.ok && result.configuration && !result.invalidToken && !result.transient);
   });
 
   it('ExpiredProviderToken asks for a new provider token; other 403s are configuration', () => {

@@ -28,7 +28,7 @@ export function fcmMessage(notification: PushNotification, now: number): object 
 
 type FcmResult =
   | { ok: true; name: string }
-  | { ok: false; transient: boolean; invalidToken: boolean; unauthenticated: boolean; code: string | undefined; message: string };
+  | { ok: false; transient: boolean; invalidToken: boolean; configuration: boolean; unauthenticated: boolean; code: string | undefined; message: string };
 
 interface GoogleError {
   code?: unknown;
@@ -50,7 +50,7 @@ export function classifyFcmResponse(status: number, body: unknown): FcmResult {
   const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
   if (status === 200) {
     if (typeof fields.name === 'string' && fields.name.length > 0) return { ok: true, name: fields.name };
-    return { ok: false, transient: false, invalidToken: false, unauthenticated: false, code: undefined, message: 'FCM answered 200 without a message name' };
+    return { ok: false, transient: false, invalidToken: false, configuration: false, unauthenticated: false, code: undefined, message: 'FCM answered 200 without a message name' };
   }
   const error: GoogleError = typeof fields.error === 'object' && fields.error !== null ? (fields.error as GoogleError) : {};
   const details = Array.isArray(error.details) ? error.details : [];
@@ -65,6 +65,7 @@ export function classifyFcmResponse(status: number, body: unknown): FcmResult {
     ok: false,
     transient: !invalidToken && (status === 429 || status >= 500),
     invalidToken,
+    configuration: code === 'SENDER_ID_MISMATCH',
     unauthenticated,
     code,
     message: `FCM ${status}${code ? ` ${code}` : ''}: ${detail}`.slice(0, 300),
@@ -138,6 +139,7 @@ export class FcmPushProvider implements PushProvider {
             provider: this.name,
             transient: result.transient,
             invalidToken: result.invalidToken,
+            configuration: result.configuration,
             code: result.code,
             status: answer.status,
             vendorAnswered: true,

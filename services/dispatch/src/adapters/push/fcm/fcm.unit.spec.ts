@@ -60,6 +60,7 @@ describe('FCM answers', () => {
   it('SENDER_ID_MISMATCH is permanent but not the device: a wrong service account must not send every user back to activation', () => {
     const result = classifyFcmResponse(403, googleError(403, 'PERMISSION_DENIED', fcmError('SENDER_ID_MISMATCH')));
     assert.ok(!result.ok && !result.invalidToken && !result.transient && result.code === 'SENDER_ID_MISMATCH');
+    assert.ok(result.configuration, 'counted as a configuration error (config_error), for an alert');
   });
 
   it('401 asks for a new access token, unless it is about APNs credentials behind FCM', () => {

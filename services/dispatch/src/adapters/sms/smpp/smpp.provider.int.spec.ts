@@ -118,7 +118,7 @@ describe('SMPP provider against an SMSC', () => {
     assert.equal(await fake.sendReceipt(sms!, { state: 'DELIVRD' }), smpp.errors.ESME_RX_T_APPN);
   });
 
-  itWith({ real: [], fake: smsc }, 'refusals: throttled and a full queue are transient, an invalid destination is permanent; an unanswered submit times out as transient', async () => {
+  itWith({ real: [], fake: smsc }, 'refusals: throttled and a full queue are transient, an invalid destination is permanent; an unanswered submit times out as transient, its outcome unknown', async () => {
     const p = await provider({ timeoutMs: 300 });
     const refused = async () => {
       const error = await p.send({ to: uniquePhone(), body: body() }).then(
@@ -126,16 +126,17 @@ describe('SMPP provider against an SMSC', () => {
         (e: unknown) => e,
       );
       assert.ok(error instanceof SmsProviderError);
-      return { transient: error.transient, code: error.code, message: error.message };
+      return { transient: error.transient, code: error.code, message: error.message, outcomeUnknown: error.outcomeUnknown };
     };
     fake.failNext(smpp.errors.ESME_RTHROTTLED!, smpp.errors.ESME_RMSGQFUL!, smpp.errors.ESME_RINVDSTADR!);
-    assert.deepEqual(await refused(), { transient: true, code: 'ESME_RTHROTTLED', message: 'SMPP submit_sm refused: ESME_RTHROTTLED' });
-    assert.deepEqual(await refused(), { transient: true, code: 'ESME_RMSGQFUL', message: 'SMPP submit_sm refused: ESME_RMSGQFUL' });
-    assert.deepEqual(await refused(), { transient: false, code: 'ESME_RINVDSTADR', message: 'SMPP submit_sm refused: ESME_RINVDSTADR' });
+    assert.deepEqual(await refused(), { transient: true, code: 'ESME_RTHROTTLED', message: 'SMPP submit_sm refused: ESME_RTHROTTLED', outcomeUnknown: false });
+    assert.deepEqual(await refused(), { transient: true, code: 'ESME_RMSGQFUL', message: 'SMPP submit_sm refused: ESME_RMSGQFUL', outcomeUnknown: false });
+    assert.deepEqual(await refused(), { transient: false, code: 'ESME_RINVDSTADR', message: 'SMPP submit_sm refused: ESME_RINVDSTADR', outcomeUnknown: false });
     fake.hold();
     const timedOut = await refused();
     assert.equal(timedOut.transient, true);
     assert.match(timedOut.message, /not answered within 300 ms/);
+    assert.equal(timedOut.outcomeUnknown, true, 'the SMSC got the submit_sm and may have queued it');
     fake.release();
     assert.ok((await p.send({ to: uniquePhone(), body: body() })).providerMessageId);
   });
@@ -161,7 +162,7 @@ describe('SMPP provider against an SMSC', () => {
     const inFlight = p.send({ to: uniquePhone(), body: body() });
     await eventually(async () => (fake.heldCount === 1 ? true : undefined), 5_000, 'the submit held');
     fake.dropConnections();
-    await assert.rejects(inFlight, (e: unknown) => e instanceof SmsProviderError && e.transient && /connection lost/.test(e.message));
+    await assert.rejects(inFlight, (e: unknown) => e instanceof SmsProviderError && e.transient && e.outcomeUnknown && /connection lost/.test(e.message));
     fake.release();
     await eventually(() => p.healthCheck().check().then(() => true), 5_000, 'bound again');
     assert.equal(fake.binds.length, binds + 1);
@@ -180,7 +181,7 @@ describe('SMPP provider against an SMSC', () => {
       'the refusal in the health check',
     );
     assert.match(reason, /not bound: bind refused: ESME_RINVPASWD, wrong password/);
-    await assert.rejects(p.send({ to: uniquePhone(), body: body() }), (e: unknown) => e instanceof SmsProviderError && e.transient && /not bound/.test(e.message));
+    await assert.rejects(p.send({ to: uniquePhone(), body: body() }), (e: unknown) => e instanceof SmsProviderError && e.transient && !e.outcomeUnknown && /not bound/.test(e.message));
     await eventually(async () => (fake.binds.length >= binds + 2 ? true : undefined), 5_000, 'a second bind after the back-off');
     assert.ok(fake.binds.slice(binds).every((b) => !b.accepted));
   });
@@ -293,6 +294,43 @@ describe('SMPP provider: the validity of a code', () => {
   });
 });
 
+
+describe('SMPP provider: an SMSC that accepts without a message_id', () => {
+  /** A bare SMSC that answers every submit_sm with command_status OK and an empty message_id. */
+  let submits = 0;
+  const server = smpp.createServer({}, (session) => {
+    session.on('error', () => session.destroy());
+    session.on('bind_transceiver', (pdu: PDU) => session.send(pdu.response({ system_id: 'nameless-smsc' })));
+    session.on('enquire_link', (pdu: PDU) => session.send(pdu.response()));
+    session.on('unbind', (pdu: PDU) => session.send(pdu.response(), () => session.close()));
+    session.on('submit_sm', (pdu: PDU) => {
+      submits++;
+      session.send(pdu.response({ message_id: '' }));
+    });
+  });
+  let provider: SmppSmsProvider;
+
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = server.address() as AddressInfo;
+    provider = new SmppSmsProvider({ target: parseSmppUrl(`smpp://esme:secret@127.0.0.1:${port}`), sourceAddr: '+15005550006', window: 10, timeoutMs: 2_000, enquireLinkMs: 30_000, reconnect: { baseMs: 20, maxMs: 200 } });
+    provider.start({ log, onReceipt: async () => undefined });
+    await eventually(() => provider.healthCheck().check().then(() => true), 5_000, 'the session bound');
+  });
+  after(async () => {
+    await provider?.stop();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  itWith({ real: [], fake: smsc }, 'the SMS is sent (the SMSC took it): under an id made up here, marked unnamed, so no receipt is awaited and no other provider sends it again', async () => {
+    const first = await provider.send({ to: uniquePhone(), body: body() });
+    const second = await provider.send({ to: uniquePhone(), body: body() });
+    assert.equal(submits, 2, 'one submit_sm each');
+    assert.equal(first.unnamed, true);
+    assert.match(first.providerMessageId, /^smpp-unnamed-[0-9a-f-]{36}$/);
+    assert.notEqual(first.providerMessageId, second.providerMessageId, 'each its own id: the send guard and SmsSent tell them apart');
+  });
+});
 
 describe('SMPP provider: an SMSC that refuses a validity_period format', () => {
   /**

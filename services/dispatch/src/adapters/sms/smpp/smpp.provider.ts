@@ -1,10 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import smpp, { type PDU, type Session } from 'smpp';
 import type { HealthCheck } from '@mfa/service-kit';
 import { contextFromCarrier, counter, gauge, SpanKind, withSpan, type Logger } from '@mfa/telemetry';
 import { Senders } from '../senders.js';
-import { SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsReceipt } from '../sms-provider.js';
+import { SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsReceipt, type SmsSendResult } from '../sms-provider.js';
 import { bindRefusalHint, encodeText, EsmeStatus, isTransientStatus, parseReceipt, smppAddress, smppValidity, statusName, type ValidityFormat } from './smpp-protocol.js';
 
 const boundGauge = gauge('mfa_smpp_bound', 'Whether the SMPP session is bound (1) or not (0)');
@@ -80,6 +81,11 @@ function isDecodeError(error: Error & { code?: string; syscall?: string }): bool
 }
 
 const transientError = (message: string, cause?: unknown) => new SmsProviderError(message, { provider: 'smpp', transient: true, cause });
+/**
+ * A submit_sm that went out and got no submit_sm_resp (unanswered in time, or its connection lost
+ * first): the SMSC may have queued it, and a retry may send a second SMS.
+ */
+const unknownOutcome = (message: string) => new SmsProviderError(message, { provider: 'smpp', transient: true, outcomeUnknown: true });
 
 /**
  * SMPP v3.4 (the `smpp` package) as an ESME: one transceiver session per instance, bound at start
@@ -164,7 +170,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
     return { inFlight: this.inFlight, waiting: this.slotWaiters.length };
   }
 
-  send(message: SmsMessage): Promise<{ providerMessageId: string }> {
+  send(message: SmsMessage): Promise<SmsSendResult> {
     const { host, port } = this.options.target;
     return withSpan(
       'smpp submit_sm',
@@ -206,7 +212,13 @@ export class SmppSmsProvider implements SessionSmsProvider {
           throw new SmsProviderError(`SMPP submit_sm refused: ${name}`, { provider: this.name, transient: isTransientStatus(status), code: name, vendorAnswered: true });
         }
         const messageId = response.message_id;
-        if (typeof messageId !== 'string' || messageId === '') throw new SmsProviderError('SMPP submit_sm_resp without a message_id', { provider: this.name, transient: false, vendorAnswered: true });
+        if (typeof messageId !== 'string' || messageId === '') {
+          // command_status OK: the SMSC took the message, id or not. Failing it (and over to the next
+          // provider) would send the user a second SMS; it is sent, under an id made up here that
+          // no receipt will ever name (its outcome stays `sent`).
+          this.log?.warn('the SMSC accepted an SMS without a message_id: recorded as sent, and no receipt can be matched to it');
+          return { providerMessageId: `smpp-unnamed-${randomUUID()}`, unnamed: true };
+        }
         return { providerMessageId: messageId };
       },
     );
@@ -223,7 +235,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
       };
       // A late submit_sm_resp after this is dropped; the message may still go out (as with any
       // provider's timeout), and the retry could send a second one.
-      const timer = setTimeout(() => fail(transientError(`SMPP submit_sm not answered within ${this.options.timeoutMs} ms`)), Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(() => fail(unknownOutcome(`SMPP submit_sm not answered within ${this.options.timeoutMs} ms`)), Math.max(0, deadline - Date.now()));
       this.pending.add(fail);
       const written = session.submit_sm(
         {
@@ -410,7 +422,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
     this.lastError = reason;
     if (!wasBound) bindAttempts.inc({ outcome: how.refused ? 'refused' : 'failed' });
     if (how.undecodable) pdusRefused.inc({ reason: 'undecodable' });
-    for (const fail of [...this.pending]) fail(transientError(`SMPP connection lost before submit_sm_resp: ${reason}`));
+    for (const fail of [...this.pending]) fail(unknownOutcome(`SMPP connection lost before submit_sm_resp: ${reason}`));
     for (const waiter of this.bindWaiters) waiter.reject(transientError(`SMPP session not bound: ${reason}`));
     this.bindWaiters.clear();
     if (!this.running) {

@@ -51,7 +51,8 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
       const m = method(raw[1]);
       // A TOTP challenge's tokens follow (the kept reply, which the outbox relay parses, has none).
       const totp = m === 'totp' && raw.length > START_FIELDS ? { totp: raw.slice(START_FIELDS) } : {};
-      return { kind: 'pending', method: m, profile: profileOf(raw), ...dataKeyOf(raw), ...totp };
+      // push_suspended: this start suspended push for the user and took another method (MFA fatigue).
+      return { kind: 'pending', method: m, profile: profileOf(raw), ...dataKeyOf(raw), ...totp, ...(raw[2] === 'push_suspended' ? { pushSuspendedNow: true } : {}) };
     }
     case 'registration_required':
       return {

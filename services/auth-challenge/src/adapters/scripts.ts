@@ -178,6 +178,35 @@ if (ARGV[26] ~= '*' or ARGV[27] ~= '') and (regset['sms'] or regset['voice']) th
     enabled['voice'] = nil
   end
 end
+-- Push, against MFA fatigue (KEYS 13, 15, 16; ARGV 30-32): whether push is suspended for the user,
+-- or is now, by this start (suspendedNow): a push that ended unanswered counts as ignored (one still
+-- waiting is not counted yet), and ARGV[31] denied or ignored pushes within ARGV[30] seconds suspend
+-- push for ARGV[32] ms. Looked at once, and only when push may be what this start takes.
+local suspendedNow = false
+local function push_fatigue()
+  local t = tonumber(ARGV[5])
+  if tonumber(redis.call('GET', KEYS[16]) or '0') > t then return true end
+  local window = tonumber(ARGV[30]) * 1000
+  local pending = redis.call('GET', KEYS[13])
+  if pending then
+    local sep = string.find(pending, '|', 1, true)
+    if tonumber(string.sub(pending, sep + 1)) > t then return false end
+    redis.call('ZADD', KEYS[15], t, string.sub(pending, 1, sep - 1))
+    redis.call('PEXPIRE', KEYS[15], window)
+    redis.call('DEL', KEYS[13])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', '(' .. (t - window))
+  if redis.call('ZCARD', KEYS[15]) < tonumber(ARGV[31]) then return false end
+  redis.call('SET', KEYS[16], tostring(t + tonumber(ARGV[32])), 'PX', ARGV[32])
+  redis.call('DEL', KEYS[15])
+  suspendedNow = true
+  return true
+end
+local pushSuspended = nil
+local function push_suspended()
+  if pushSuspended == nil then pushSuspended = push_fatigue() end
+  return pushSuspended
+end
 local requested, method, reason = ARGV[3], nil, nil
 if requested ~= '' then
   if not regset[requested] then reason = 'method_not_registered'
@@ -187,18 +216,18 @@ if requested ~= '' then
 else
   -- The default, else the first registered method the tenant allows; a method that failed the
   -- user lately (an undelivered SMS) gives way to another one while there is one, and push while it
-  -- is suspended for the user (KEYS[16]) to any other (a start naming push is denied push_suspended).
+  -- is suspended for the user to any other (a start naming push is denied push_suspended), also
+  -- when this very start suspends it: push is looked at only once the order reaches it.
   local failed = {}
   local marks = redis.call('HGETALL', KEYS[11])
   for n = 1, #marks, 2 do if tonumber(marks[n + 1]) > tonumber(ARGV[5]) then failed[marks[n]] = true end end
-  local suspended = {}
-  if regset['push'] and enabled['push'] and tonumber(redis.call('GET', KEYS[16]) or '0') > tonumber(ARGV[5]) then suspended['push'] = true end
+  local function suspended(m) return m == 'push' and push_suspended() end
   local candidates = {}
   local d = u[4]
   if d and regset[d] then candidates[1] = d end
   for _, m in ipairs(registered) do if m ~= d then candidates[#candidates + 1] = m end end
-  for _, m in ipairs(candidates) do if enabled[m] and not failed[m] and not suspended[m] then method = m; break end end
-  if not method then for _, m in ipairs(candidates) do if enabled[m] and not suspended[m] then method = m; break end end end
+  for _, m in ipairs(candidates) do if enabled[m] and not failed[m] and not suspended(m) then method = m; break end end
+  if not method then for _, m in ipairs(candidates) do if enabled[m] and not suspended(m) then method = m; break end end end
   if not method then for _, m in ipairs(candidates) do if enabled[m] then method = m; break end end end
   if not method then
     if #registered == 0 then reason = 'no_method_registered' elseif phoneBlocked then reason = 'country_not_allowed' else reason = 'method_disabled' end
@@ -221,27 +250,17 @@ if method == 'sms' or method == 'voice' then
   if full then return {'rate_limited', wait(full), 'user'} end
 end
 -- Push, against MFA fatigue: push suspended for the user (too many denied or ignored pushes lately:
--- the IdP must use another method); one pending push at a time (a push still waiting answers
--- rate_limited; one that expired unanswered counts as ignored); at most ARGV[29] pushes in any
--- ARGV[30] seconds. KEYS 13-16: the pending push, the push starts (window), denied and ignored
--- pushes (window), suspended until.
+-- the IdP must use another method; push_suspended above); one pending push at a time (a push still
+-- waiting answers rate_limited; one that expired unanswered was counted as ignored there); at most
+-- ARGV[29] pushes in any ARGV[30] seconds. KEYS 13-16: the pending push, the push starts (window),
+-- denied and ignored pushes (window), suspended until.
 if method == 'push' then
-  if tonumber(redis.call('GET', KEYS[16]) or '0') > now then return deny('push_suspended') end
+  if push_suspended() then return deny('push_suspended', suspendedNow) end
   local window = tonumber(ARGV[30]) * 1000
   local pending = redis.call('GET', KEYS[13])
   if pending then
     local sep = string.find(pending, '|', 1, true)
-    local pendingUntil = tonumber(string.sub(pending, sep + 1))
-    if pendingUntil > now then return {'rate_limited', wait(pendingUntil), 'push'} end
-    redis.call('ZADD', KEYS[15], now, string.sub(pending, 1, sep - 1))
-    redis.call('PEXPIRE', KEYS[15], window)
-    redis.call('DEL', KEYS[13])
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', '(' .. (now - window))
-  if redis.call('ZCARD', KEYS[15]) >= tonumber(ARGV[31]) then
-    redis.call('SET', KEYS[16], tostring(now + tonumber(ARGV[32])), 'PX', ARGV[32])
-    redis.call('DEL', KEYS[15])
-    return deny('push_suspended', true)
+    return {'rate_limited', wait(tonumber(string.sub(pending, sep + 1))), 'push'}
   end
   local full = admit(KEYS[14], tonumber(ARGV[29]), window, now, ARGV[15])
   if full then return {'rate_limited', wait(full), 'push'} end
@@ -261,7 +280,11 @@ if ARGV[23] == '1' then redis.call('HSET', KEYS[2], 'rd', '1') end
 -- A challenge that can never be verified (registration_required, including every start for an
 -- unknown user id) is kept only for status queries right after it: made-up user ids cost little.
 if method then redis.call('EXPIRE', KEYS[2], ARGV[9]) else redis.call('EXPIRE', KEYS[2], ${REGISTRATION_REQUIRED_TTL_SECONDS}) end
-local reply = kept({status, recorded, reason or '', u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
+-- A pending challenge of another method because this start suspended push says so in its reply's
+-- reason (not on the challenge: its status has none), so that the suspension is counted.
+local replyReason = reason or ''
+if status == 'pending' and suspendedNow then replyReason = 'push_suspended' end
+local reply = kept({status, recorded, replyReason, u[5] or '', u[6] or '', u[7] or '', u[8] or '', u[9] or '', u[10] or ''})
 -- A TOTP challenge: the user's masked tokens follow the reply (after KEEP: never in the outbox or
 -- an event), so that the instance can check the code of its verify before its one script call.
 if method == 'totp' then with_tokens(reply, KEYS[17], KEYS[18]) end

@@ -359,6 +359,7 @@ export class ChallengeService {
       if (verdict.scope === 'push') pushFatigue.inc({ event: 'refused_pending_or_rate' });
     }
     if (verdict.kind === 'blocked' && verdict.reason === 'push_suspended') pushFatigue.inc({ event: verdict.suspendedNow ? 'suspended' : 'refused_suspended' });
+    if (verdict.kind === 'pending' && verdict.pushSuspendedNow) pushFatigue.inc({ event: 'suspended' });
     if (verdict.kind === 'pending' && verdict.totp) this.totpTokens.set(challengeId, verdict.totp, expiresAt.getTime(), now.getTime());
     const outcome = this.decideStart(context, verdict);
     outcomes.inc({ kind: outcome.reply.status, method: outcome.reply.method ?? 'none' });

@@ -39,8 +39,11 @@ export interface Profile {
 export type ThrottleScope = 'user' | 'phone' | 'ip' | 'push';
 
 export type StartVerdict =
-  /** `totp`: a TOTP challenge's tokens, for its verify (see TotpTokens). */
-  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string; totp?: TotpTokens }
+  /**
+   * `totp`: a TOTP challenge's tokens, for its verify (see TotpTokens). `pushSuspendedNow`: this start
+   * suspended push for the user (MFA fatigue) and took another method.
+   */
+  | { kind: 'pending'; method: Method; profile: Profile; dataKey?: string; challengePii?: string; totp?: TotpTokens; pushSuspendedNow?: boolean }
   | { kind: 'registration_required'; method: Method | null; reason: ChallengeReason; profile: Profile; dataKey?: string; challengePii?: string }
   /** The user is blocked (users.block, or a fraud report), or the client IP is locked: denied, and recorded. */
   | {

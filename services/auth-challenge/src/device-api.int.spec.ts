@@ -1,0 +1,231 @@
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { defaultTenantSettings, DeviceSigned, EventSubjects, Subjects } from '@mfa/contracts';
+import { loadKeyring, userTag } from '@mfa/crypto';
+import { EventPublisher, requestJson } from '@mfa/messaging';
+import { deviceId as formatDeviceId, parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { eventually, itWith, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { boot } from './boot.js';
+import { loadAuthChallengeConfig } from './config.js';
+
+type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
+
+interface TestDevice {
+  deviceId: string;
+  algorithm: 'ES256' | 'Ed25519';
+  privateKey: KeyObject;
+}
+
+/**
+ * The device API (docs/device-api.md) over HTTP against real NATS and Redis: the devices are
+ * projected straight into Redis as user-settings would after an activation, and sign as the
+ * reference app does (authenticator/src/device-client.ts), written out anew here.
+ */
+describe('auth-challenge: the device API against real NATS and Redis', () => {
+  const { keyring } = loadKeyring({});
+  const [tenant, other] = [uniqueTenant('device-api'), uniqueTenant('device-api-other')];
+  let service: Awaited<ReturnType<typeof boot>>;
+  let nc: NatsConnection;
+  let redis: Redis;
+  let writer: UserProjectionWriter;
+  let seq = 1;
+  const ask = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 5000 });
+
+  before(async () => {
+    service = await boot(loadAuthChallengeConfig({ ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' }));
+    nc = await connect({ servers: testEnv.natsUrl });
+    redis = new Redis(testEnv.redisUrl);
+    writer = new UserProjectionWriter(redis, keyring);
+    await writer.markComplete();
+    const publisher = new EventPublisher(jetstream(nc));
+    for (const tenantId of [tenant, other]) {
+      await publisher.publish(EventSubjects.tenant(tenantId), tenantCreated(testTenant({ tenantId, settings: { ...defaultTenantSettings(), enabledMethods: ['push', 'totp'] } })));
+    }
+  });
+
+  after(async () => {
+    await service.stop();
+    await nc.drain();
+    await redis.quit();
+  });
+
+  /** A user with one activated app (and a TOTP token), as user-settings projects them. */
+  async function userWithDevice(tenantId: string, userId: string, algorithm: 'ES256' | 'Ed25519' = 'ES256'): Promise<TestDevice> {
+    const pair = algorithm === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('ed25519');
+    const nonce = randomBytes(16).toString('base64url');
+    await writer.apply({
+      tenantId,
+      userId,
+      seq: seq++,
+      methods: ['push', 'totp'],
+      defaultMethod: 'push',
+      totpTokens: [{ tokenId: 'app', secret: randomBytes(20), digits: 6, period: 30, activatedStep: 0 }],
+      devices: [
+        {
+          nonce,
+          device: {
+            state: 'active',
+            algorithm,
+            publicKey: pair.publicKey.export({ format: 'der', type: 'spki' }).toString('base64url'),
+            platform: 'none',
+            name: 'test phone',
+            activatedAt: new Date().toISOString(),
+          },
+        },
+      ],
+    });
+    return { deviceId: formatDeviceId(userTag(keyring, tenantId, userId), nonce), algorithm, privateKey: pair.privateKey };
+  }
+
+  const signWith = (device: TestDevice, data: string) =>
+    (device.algorithm === 'ES256' ? sign('sha256', Buffer.from(data), { key: device.privateKey, dsaEncoding: 'ieee-p1363' }) : sign(null, Buffer.from(data), device.privateKey)).toString('base64url');
+
+  /** The four signed headers of a request, as the app sends them. */
+  function signedHeaders(device: TestDevice, method: string, path: string, body: string, opts: { timestamp?: number; nonce?: string } = {}) {
+    const timestamp = String(opts.timestamp ?? Date.now());
+    const nonce = opts.nonce ?? randomBytes(16).toString('base64url');
+    const bodyHash = createHash('sha256').update(body).digest('base64url');
+    return {
+      'Mfa-Device': device.deviceId,
+      'Mfa-Timestamp': timestamp,
+      'Mfa-Nonce': nonce,
+      'Mfa-Signature': signWith(device, DeviceSigned.request(method, path, timestamp, nonce, bodyHash)),
+    };
+  }
+
+  async function send(device: TestDevice, method: 'GET' | 'POST', path: string, body = '', opts: { timestamp?: number; nonce?: string; headers?: Record<string, string> } = {}) {
+    const headers = { ...signedHeaders(device, method, path, body, opts), ...(body ? { 'Content-Type': 'application/json' } : {}), ...opts.headers };
+    const res = await fetch(`${service.url}${path}`, { method, headers, ...(body ? { body } : {}) });
+    return { status: res.status, body: (await res.json()) as Reply };
+  }
+
+  const pending = (device: TestDevice) => send(device, 'GET', '/device/v1/challenges/pending');
+  const answerBody = (device: TestDevice, challengeId: string, decision: 'approve' | 'deny' | 'fraud', number?: string) =>
+    JSON.stringify({ decision, ...(number !== undefined ? { number } : {}), signature: signWith(device, DeviceSigned.answer(challengeId, decision, number)) });
+  const answer = (device: TestDevice, challengeId: string, decision: 'approve' | 'deny' | 'fraud', number?: string) =>
+    send(device, 'POST', `/device/v1/challenges/${challengeId}/answer`, answerBody(device, challengeId, decision, number));
+
+  async function startPush(tenantId: string, userId: string) {
+    const reply = await eventually(async () => {
+      const r = await ask(Subjects.challengeStart, { tenantId, userId, method: 'push', clientIp: '81.2.69.142', application: 'VPN' });
+      return r.status === undefined ? undefined : r;
+    }, 5000, 'the tenant known');
+    assert.equal(reply.status, 'pending');
+    return { challengeId: String(reply.challengeId), number: String(reply.numberMatch) };
+  }
+
+  itWith({ real: ['nats', 'redis'] }, 'a device sees and answers only its own user’s push: the same user id in another tenant sees nothing and gets not_found', async () => {
+    const userId = uniqueUser('alice');
+    const mine = await userWithDevice(tenant, userId);
+    const theirs = await userWithDevice(other, userId, 'Ed25519');
+    const push = await startPush(tenant, userId);
+    const seen = await pending(mine);
+    assert.equal(seen.status, 200);
+    const view = seen.body.challenge as Record<string, unknown>;
+    assert.equal(view.challengeId, push.challengeId);
+    assert.equal(view.numberMatch, true);
+    assert.equal(view.application, 'VPN');
+    assert.deepEqual(view.location, { country: 'GB', countryName: 'United Kingdom' });
+    assert.ok(!JSON.stringify(seen.body).includes(`"${push.number}"`), 'the number the sign-in page shows is not in the app’s view');
+    assert.deepEqual((await pending(theirs)).body, { challenge: null });
+    for (const decision of ['approve', 'deny', 'fraud'] as const) {
+      const refused = await answer(theirs, push.challengeId, decision, decision === 'approve' ? push.number : undefined);
+      assert.deepEqual([refused.status, refused.body.error?.code], [404, 'not_found'], decision);
+    }
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'pending', 'still waiting');
+    assert.deepEqual((await answer(mine, push.challengeId, 'approve', push.number)).body, { status: 'approved' });
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'replays: a request sent twice, an answer signed for another challenge, one outside the clock window; answers after the decision are conflicts', async () => {
+    const userId = uniqueUser('bob');
+    const device = await userWithDevice(tenant, userId);
+    const first = await startPush(tenant, userId);
+    const path = `/device/v1/challenges/${first.challengeId}/answer`;
+    const body = answerBody(device, first.challengeId, 'deny');
+    const nonce = randomBytes(16).toString('base64url');
+    // Out of the clock window either way: refused before anything is decided.
+    for (const skew of [-61_000, 61_000]) {
+      const stale = await send(device, 'POST', path, body, { timestamp: Date.now() + skew });
+      assert.deepEqual([stale.status, stale.body.error?.code], [401, 'unauthenticated'], `skew ${skew}`);
+    }
+    // Within it (a phone's clock 50 s behind): accepted once; the very same request again is a replay.
+    const timestamp = Date.now() - 50_000;
+    const denied = await send(device, 'POST', path, body, { timestamp, nonce });
+    assert.deepEqual([denied.status, denied.body], [200, { status: 'denied', reason: 'denied_by_user' }]);
+    const replayed = await send(device, 'POST', path, body, { timestamp, nonce });
+    assert.deepEqual([replayed.status, replayed.body.error?.code], [401, 'unauthenticated']);
+    assert.match(String(replayed.body.error?.message), /replayed/);
+    // The same signed answer, re-sent with a fresh request signature: the push is decided already.
+    const again = await send(device, 'POST', path, body);
+    assert.deepEqual([again.status, again.body.error?.code], [409, 'conflict']);
+    const approveLate = await answer(device, first.challengeId, 'approve', first.number);
+    assert.deepEqual([approveLate.status, approveLate.body.error?.code], [409, 'conflict'], 'a denial stays a denial');
+    // An answer signed for the first push, posted for the next one: not the device's answer to it.
+    const second = await startPush(tenant, userId);
+    const moved = await send(device, 'POST', `/device/v1/challenges/${second.challengeId}/answer`, answerBody(device, first.challengeId, 'approve', second.number));
+    assert.deepEqual([moved.status, moved.body.error?.code], [401, 'unauthenticated']);
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: second.challengeId })).status, 'pending');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'number matching allows one try: a wrong number denies the push, the right one afterwards is a conflict', async () => {
+    const userId = uniqueUser('carol');
+    const device = await userWithDevice(tenant, userId, 'Ed25519');
+    const push = await startPush(tenant, userId);
+    const wrong = String(((Number(push.number) - 10 + 1) % 90) + 10);
+    assert.deepEqual((await answer(device, push.challengeId, 'approve', wrong)).body, { status: 'denied', reason: 'wrong_number' });
+    const right = await answer(device, push.challengeId, 'approve', push.number);
+    assert.deepEqual([right.status, right.body.error?.code], [409, 'conflict']);
+    const status = await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId });
+    assert.deepEqual([status.status, status.reason], ['denied', 'too_many_attempts']);
+    // No number for a push that shows one is a wrong number too.
+    await redis.del(RedisKeys.pushRefusals(userTag(keyring, tenant, userId)));
+    const next = await startPush(tenant, userId);
+    assert.deepEqual((await answer(device, next.challengeId, 'approve')).body, { status: 'denied', reason: 'wrong_number' });
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'an answer after the push expired is a conflict and approves nothing', async () => {
+    const userId = uniqueUser('dave');
+    const device = await userWithDevice(tenant, userId);
+    const push = await startPush(tenant, userId);
+    const id = parseChallengeId(push.challengeId)!;
+    await redis.hset(RedisKeys.challenge(id.tag, id.nonce), 'expiresAt', String(Date.now() - 1));
+    assert.deepEqual((await pending(device)).body, { challenge: null }, 'the app shows no expired push');
+    const late = await answer(device, push.challengeId, 'approve', push.number);
+    assert.deepEqual([late.status, late.body.error?.code], [409, 'conflict']);
+    const status = await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId });
+    assert.deepEqual([status.status, status.reason], ['denied', 'expired']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'hostile input: unknown devices, missing headers, wrong types, non-ASCII digits, oversized bodies', async () => {
+    const userId = uniqueUser('erin');
+    const device = await userWithDevice(tenant, userId);
+    const push = await startPush(tenant, userId);
+    const path = `/device/v1/challenges/${push.challengeId}/answer`;
+    const stranger = { ...device, deviceId: `${device.deviceId.split('.')[0]}.${randomBytes(16).toString('base64url')}` };
+    const unknown = await pending(stranger);
+    assert.deepEqual([unknown.status, unknown.body.error?.code, unknown.body.error?.message], [403, 'not_activated', 'Authentication request is not for an activated account']);
+    const garbled = await pending({ ...device, deviceId: 'x'.repeat(600) });
+    assert.deepEqual([garbled.status, garbled.body.error?.code], [403, 'not_activated']);
+    const bare = await fetch(`${service.url}/device/v1/challenges/pending`);
+    assert.equal(bare.status, 401);
+    const cases: Array<[string, string, number]> = [
+      ['fullwidth digits', JSON.stringify({ decision: 'approve', number: '４２', signature: signWith(device, DeviceSigned.answer(push.challengeId, 'approve', '４２')) }), 400],
+      ['a number as a JSON number', JSON.stringify({ decision: 'approve', number: 42, signature: signWith(device, DeviceSigned.answer(push.challengeId, 'approve', '42')) }), 400],
+      ['an unknown decision', JSON.stringify({ decision: 'maybe', signature: signWith(device, DeviceSigned.answer(push.challengeId, 'maybe', undefined)) }), 400],
+      ['a number with a denial', JSON.stringify({ decision: 'deny', number: push.number, signature: signWith(device, DeviceSigned.answer(push.challengeId, 'deny', push.number)) }), 400],
+      ['an extra field', JSON.stringify({ decision: 'deny', signature: signWith(device, DeviceSigned.answer(push.challengeId, 'deny', undefined)), tenantId: other }), 400],
+      ['not JSON', 'decision=deny', 400],
+      ['over 8 KiB', JSON.stringify({ decision: 'deny', signature: 'A'.repeat(9000) }), 413],
+    ];
+    for (const [what, body, status] of cases) {
+      const refused = await send(device, 'POST', path, body);
+      assert.equal(refused.status, status, what);
+      assert.equal(refused.body.error?.code, 'invalid_request', what);
+    }
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'pending', 'nothing decided by any of them');
+  });
+});

@@ -5,7 +5,7 @@ import { jetstream, jetstreamManager, type ConsumerMessages } from '@nats-io/jet
 import type { StreamDefinition } from '@mfa/contracts';
 import { eventually, startNatsCluster, tenantCreated, testTenant, type NatsCluster, type NatsClusterNode } from '@mfa/testing';
 import { createLogger } from '@mfa/telemetry';
-import { ensureStream, EventPublisher, followSubjects, stalledConsumers } from './index.js';
+import { ensureStream, EventPublisher, followSubjects, readOnce, stalledConsumers } from './index.js';
 
 /**
  * Followers (the ordered consumers behind the API clients, tenant settings and per-IP locks every
@@ -34,18 +34,22 @@ describe('followers on a NATS cluster', () => {
   let cluster: NatsCluster;
   let followers: Follower[] = [];
   let admin: NatsConnection;
+  const connections: NatsConnection[] = [];
+  // The services' own reconnect settings (connectNats), each connection first to another node.
+  const open = async (first: NatsClusterNode) => {
+    const nc = await connect({
+      servers: [first.url, ...cluster.nodes.filter((n) => n !== first).map((n) => n.url)],
+      noRandomize: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      pingInterval: 10_000,
+    });
+    connections.push(nc);
+    return nc;
+  };
 
   before(async () => {
     cluster = await startNatsCluster({ nodes: 3 });
-    // The services' own reconnect settings (connectNats), each connection first to another node.
-    const open = (first: NatsClusterNode) =>
-      connect({
-        servers: [first.url, ...cluster.nodes.filter((n) => n !== first).map((n) => n.url)],
-        noRandomize: true,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 500,
-        pingInterval: 10_000,
-      });
     admin = await open(cluster.nodes[0]!);
     await ensureStream(await jetstreamManager(admin, { timeout: 5_000 }), stream, 3);
     followers = await Promise.all(cluster.nodes.map(async (via) => ({ via, nc: await open(via), seen: [] as number[] })));
@@ -56,7 +60,7 @@ describe('followers on a NATS cluster', () => {
       await f.messages?.close().catch(() => undefined);
       await f.nc.close().catch(() => undefined);
     }
-    await admin?.close().catch(() => undefined);
+    for (const nc of connections) await nc.close().catch(() => undefined);
     await cluster?.stop();
   });
 
@@ -105,5 +109,44 @@ describe('followers on a NATS cluster', () => {
     } finally {
       clearInterval(watch);
     }
+  });
+
+  it('a rebuild\'s read (readOnce) whose consumer\'s server dies for good mid-read goes on from a live one: every message once, in order', { timeout: 180_000 }, async () => {
+    // The test before killed a node for good: back, so that the stream keeps a quorum when another dies.
+    for (const node of cluster.nodes) if (!node.running()) await node.restart();
+    await cluster.waitUntilReady(60_000);
+    const filter = 'follow.read.>';
+    const publisher = new EventPublisher(jetstream(admin, { timeout: 5_000 }));
+    const published: number[] = [];
+    // More than a pull holds (100), so that the read has messages left on the server when it dies.
+    for (let n = 0; n < 400; n++) {
+      published.push(await eventually(() => publisher.publish(`follow.read.${n % 20}`, tenantCreated(testTenant({ tenantId: `r-${n}` }))).then((ack) => ack.seq), 30_000, `publish ${n}`));
+    }
+    const jsm = await jetstreamManager(admin, { timeout: 5_000 });
+    const reader = await open(cluster.nodes[1]!);
+    const seen: number[] = [];
+    let victim: NatsClusterNode | undefined;
+    let killedAt = 0;
+    const warnings: string[] = [];
+    const reading = readOnce(jetstream(reader, { timeout: 5_000 }), stream.name, filter, { policy: 'all' }, async (msg) => {
+      seen.push(msg.seq);
+      if (seen.length !== 50) return;
+      // The read's consumer has one replica, on one server: kill it for good.
+      for await (const c of jsm.consumers.list(stream.name)) {
+        if ((c.config.filter_subject === filter || c.config.filter_subjects?.includes(filter)) && c.cluster?.leader) victim = cluster.node(c.cluster.leader);
+      }
+      assert.ok(victim, 'the server holding the read\'s consumer');
+      await victim.kill();
+      killedAt = Date.now();
+    }, { log: { ...log, warn: (message: string) => void warnings.push(message) } });
+    let timer: NodeJS.Timeout | undefined;
+    const count = await Promise.race([
+      reading,
+      new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new assert.AssertionError({ message: `readOnce did not finish within 90 s of the kill (${seen.length} of ${published.length} read)` })), 90_000))),
+    ]).finally(() => clearTimeout(timer));
+    assert.ok(victim);
+    assert.deepEqual(seen, published, 'in order, none skipped, none twice');
+    assert.equal(count, published.length);
+    process.stdout.write(`# readOnce: ${victim.name} (held the read's consumer) killed after 50 of ${published.length} messages; the read finished ${Date.now() - killedAt} ms later (${warnings.includes('stream read going on') ? 'its consumer made again by readOnce' : 'its consumer made again by nats.js'})\n`);
   });
 });

@@ -9,6 +9,7 @@ import {
   type ConsumerNotification,
   type JetStreamClient,
   type JsMsg,
+  type OrderedConsumerOptions,
 } from '@nats-io/jetstream';
 import { counter, createLogger, gauge, type Logger } from '@mfa/telemetry';
 import { stalledConsumers } from './consumer.js';
@@ -108,48 +109,138 @@ export async function followSubjects(
 }
 
 /**
+ * What a follower and a one-off read share: an ordered consumer (one replica, on one server) that
+ * is dropped and made again when its server goes silent, starting after the last message handed
+ * over, so that nothing is skipped and nothing is handed over twice. A new one is placed by the
+ * cluster on a live server. Each consumer is a generation: messages of an older one still on the
+ * way are ignored.
+ */
+abstract class ResumableConsumer {
+  protected lastSeq = 0;
+  protected consumer: Consumer | undefined;
+  protected messages: ConsumerMessages | undefined;
+  /** Bumped with each consumer: messages of an older one are ignored. */
+  protected generation = 0;
+  protected lastHeard = Date.now();
+  /** The first open() succeeded: until then a follower's own retries (provision) make the consumer, not its watchdog. */
+  protected opened = false;
+  protected done = false;
+  protected readonly nc: NatsConnection;
+  /** Short API timeouts while making the consumer again: the next attempt follows instead of waiting. */
+  protected readonly api: JetStreamClient;
+
+  constructor(
+    js: JetStreamClient,
+    protected readonly stream: string,
+    protected readonly filter: string,
+  ) {
+    this.nc = (js as unknown as { nc: NatsConnection }).nc;
+    this.api = jetstream(this.nc, { ...js.getOptions(), timeout: FOLLOW_API_TIMEOUT_MS });
+  }
+
+  /** Where a consumer starts: `resume` once a message has been handed over. */
+  protected abstract start(resume: boolean): Partial<OrderedConsumerOptions>;
+  /** Consumes a consumer just made, as generation `generation`. */
+  protected abstract consume(consumer: Consumer, generation: number): Promise<ConsumerMessages>;
+  /** Every notification of the consumer of the moment. */
+  protected notified(_status: ConsumerNotification): void {}
+
+  /**
+   * Makes an ordered consumer (as start() says) and consumes it. Resolves with the messages it has
+   * to deliver at its start.
+   */
+  async open(js: JetStreamClient): Promise<number> {
+    const consumer = await js.consumers.get(this.stream, { filter_subjects: this.filter, ...this.start(this.lastSeq > 0) });
+    const info = await consumer.info(true);
+    if (this.done) {
+      void consumer.delete().catch(() => undefined);
+      return info.num_pending;
+    }
+    const generation = ++this.generation;
+    const messages = await this.consume(consumer, generation);
+    this.consumer = consumer;
+    this.messages = messages;
+    this.opened = true;
+    this.lastHeard = Date.now();
+    void this.listen(generation, messages);
+    return info.num_pending;
+  }
+
+  /**
+   * Whether a message of consumer `generation` is to be handed over: it is the current consumer's
+   * and comes after the last message handed over (a consumer made again may start before it).
+   */
+  protected accept(generation: number, msg: JsMsg): boolean {
+    if (generation !== this.generation || this.done) return false;
+    this.lastHeard = Date.now();
+    if (msg.seq <= this.lastSeq) return false;
+    this.lastSeq = msg.seq;
+    return true;
+  }
+
+  /** The server's heartbeats and pull expiries say it is there. */
+  private async listen(generation: number, messages: ConsumerMessages): Promise<void> {
+    try {
+      for await (const status of messages.status()) {
+        if (generation !== this.generation) return;
+        if (status.type === 'heartbeat' || status.type === 'discard' || status.type === 'ordered_consumer_recreated') this.lastHeard = Date.now();
+        this.notified(status);
+      }
+    } catch {
+      // The consumer stopped; the owner's watchdog decides what follows.
+    }
+  }
+
+  protected silent(): boolean {
+    return Date.now() - this.lastHeard >= FOLLOW_SILENCE_MS;
+  }
+
+  /** Stops the consumer of the moment and deletes it (if its server is gone for good, it would expire by itself). */
+  protected async drop(): Promise<void> {
+    this.generation++;
+    const messages = this.messages;
+    const consumer = this.consumer;
+    this.messages = undefined;
+    this.consumer = undefined;
+    if (messages) await this.stopMessages(messages);
+    void consumer?.delete().catch(() => undefined);
+  }
+
+  protected async stopMessages(messages: ConsumerMessages): Promise<void> {
+    await messages.close().catch(() => undefined);
+  }
+}
+
+/**
  * One follower: the ordered consumer of the moment, made again on a live server whenever its own
  * goes silent. It is the ConsumerMessages the caller closes.
  */
-class Follower implements ConsumerMessages {
+class Follower extends ResumableConsumer implements ConsumerMessages {
   readonly ready: Promise<void>;
   private resolveReady: () => void = () => undefined;
   private told = false;
-  private lastSeq = 0;
   private handled = 0;
-  private consumer: Consumer | undefined;
-  private messages: ConsumerMessages | undefined;
-  /** Bumped with each consumer: messages of an older one are ignored. */
-  private generation = 0;
-  private lastHeard = Date.now();
   private stalled = false;
   private restarting = false;
-  /** The first open() succeeded: until then its own retries (provision) make the consumer, not the watchdog. */
-  private opened = false;
-  private done = false;
   private readonly watchdog: NodeJS.Timeout;
   private readonly closedPromise: Promise<void>;
   private resolveClosed: () => void = () => undefined;
   private readonly listeners = new Set<(n: ConsumerNotification | undefined) => void>();
-  private readonly nc: NatsConnection;
-  /** Short API timeouts while making the consumer again: the next attempt follows instead of waiting. */
-  private readonly api: JetStreamClient;
   private readonly labels: { stream: string; filter: string };
   private readonly name: string;
   private readonly log: Logger;
 
   constructor(
     js: JetStreamClient,
-    private readonly stream: string,
-    private readonly filter: string,
+    stream: string,
+    filter: string,
     private readonly onMessage: (msg: JsMsg) => void,
     private readonly onCaughtUp: () => void,
     private readonly options: FollowOptions,
   ) {
+    super(js, stream, filter);
     this.ready = new Promise<void>((resolve) => (this.resolveReady = resolve));
     this.closedPromise = new Promise<void>((resolve) => (this.resolveClosed = resolve));
-    this.nc = (js as unknown as { nc: NatsConnection }).nc;
-    this.api = jetstream(this.nc, { ...js.getOptions(), timeout: FOLLOW_API_TIMEOUT_MS });
     this.labels = { stream, filter };
     this.name = `follower of ${filter} on ${stream}`;
     this.log = options.log ?? (fallbackLog ??= createLogger('messaging'));
@@ -164,41 +255,22 @@ class Follower implements ConsumerMessages {
     this.onCaughtUp();
   }
 
-  /**
-   * Makes an ordered consumer starting after the last message handed over (or as asked, before
-   * the first) and consumes it. Resolves with the messages it has to deliver at its start.
-   */
-  async open(js: JetStreamClient): Promise<number> {
-    const first = this.lastSeq === 0;
-    const consumer = await js.consumers.get(this.stream, {
-      filter_subjects: this.filter,
-      ...(first && this.options.lastPerSubject ? { deliver_policy: DeliverPolicy.LastPerSubject } : {}),
-      ...(first ? {} : { opt_start_seq: this.lastSeq + 1 }),
-    });
-    const info = await consumer.info(true);
-    if (this.done) {
-      void consumer.delete().catch(() => undefined);
-      return info.num_pending;
-    }
-    const generation = ++this.generation;
-    const messages = await consumer.consume({
-      expires: FOLLOW_EXPIRES_MS,
-      callback: (msg) => this.deliver(generation, msg),
-    });
-    this.consumer = consumer;
-    this.messages = messages;
-    this.opened = true;
-    this.lastHeard = Date.now();
-    void this.listen(generation, messages);
-    return info.num_pending;
+  /** As asked before the first message; after the last message handed over once one was. */
+  protected start(resume: boolean): Partial<OrderedConsumerOptions> {
+    if (resume) return { opt_start_seq: this.lastSeq + 1 };
+    return this.options.lastPerSubject ? { deliver_policy: DeliverPolicy.LastPerSubject } : {};
+  }
+
+  protected consume(consumer: Consumer, generation: number): Promise<ConsumerMessages> {
+    return consumer.consume({ expires: FOLLOW_EXPIRES_MS, callback: (msg) => this.deliver(generation, msg) });
+  }
+
+  protected override notified(status: ConsumerNotification): void {
+    for (const listener of this.listeners) listener(status);
   }
 
   private deliver(generation: number, msg: JsMsg): void {
-    if (generation !== this.generation || this.done) return;
-    this.lastHeard = Date.now();
-    // A consumer made again starts after the last message handed over: never one twice.
-    if (msg.seq <= this.lastSeq) return;
-    this.lastSeq = msg.seq;
+    if (!this.accept(generation, msg)) return;
     this.handled++;
     try {
       this.onMessage(msg);
@@ -207,19 +279,6 @@ class Follower implements ConsumerMessages {
       this.log.error('a followed message could not be handled: skipped', { stream: this.stream, filter: this.filter, seq: msg.seq, subject: msg.subject, error });
     }
     if (msg.info.pending === 0) this.caughtUp();
-  }
-
-  /** The server's heartbeats and pull expiries say it is there; everything is passed on to status(). */
-  private async listen(generation: number, messages: ConsumerMessages): Promise<void> {
-    try {
-      for await (const status of messages.status()) {
-        if (generation !== this.generation) return;
-        if (status.type === 'heartbeat' || status.type === 'discard' || status.type === 'ordered_consumer_recreated') this.lastHeard = Date.now();
-        for (const listener of this.listeners) listener(status);
-      }
-    } catch {
-      // The consumer stopped; the watchdog decides what follows.
-    }
   }
 
   /** Every quarter of a pull: a follower whose server fell silent is made again. */
@@ -231,7 +290,7 @@ class Follower implements ConsumerMessages {
       void this.close();
       return;
     }
-    if (Date.now() - this.lastHeard < FOLLOW_SILENCE_MS) return;
+    if (!this.silent()) return;
     this.restarting = true;
     void this.restart().finally(() => (this.restarting = false));
   }
@@ -242,14 +301,7 @@ class Follower implements ConsumerMessages {
       markStalled(this.name, this.labels, true);
     }
     this.log.warn('no heartbeat from the server of a follower: making its consumer again', { stream: this.stream, filter: this.filter, afterSeq: this.lastSeq });
-    this.generation++;
-    const old = this.messages;
-    const oldConsumer = this.consumer;
-    this.messages = undefined;
-    this.consumer = undefined;
-    await old?.close().catch(() => undefined);
-    // Its server may be gone for good; if not, it would expire by itself (inactive threshold).
-    void oldConsumer?.delete().catch(() => undefined);
+    await this.drop();
     while (!this.done) {
       try {
         await this.open(this.api);
@@ -273,18 +325,12 @@ class Follower implements ConsumerMessages {
   async close(): Promise<void | Error> {
     if (!this.done) {
       this.done = true;
-      this.generation++;
       clearInterval(this.watchdog);
       if (this.stalled) {
         this.stalled = false;
         markStalled(this.name, this.labels, false);
       }
-      const messages = this.messages;
-      const consumer = this.consumer;
-      this.messages = undefined;
-      this.consumer = undefined;
-      await messages?.close().catch(() => undefined);
-      void consumer?.delete().catch(() => undefined);
+      await this.drop();
       for (const listener of this.listeners) listener(undefined);
       this.listeners.clear();
       this.resolveClosed();
@@ -344,44 +390,195 @@ class Follower implements ConsumerMessages {
   }
 }
 
+/** How long readOnce waits, by default, for a stream that stopped answering before it fails. */
+const READ_UNREACHABLE_MS = 30_000;
+
+const readRestarts = counter(
+  'mfa_stream_read_restarts_total',
+  'One-off reads of a stream (rebuilds, listings) whose ordered consumer was made again from the last message read, after its server went silent',
+  ['stream'],
+);
+
+/**
+ * A one-off read of a stream (readOnce) that heard nothing from the stream for longer than its
+ * bound, however often its consumer was made again: it stopped part-way, after `afterSeq`.
+ * isTransientDependencyError counts it as an outage: the caller tries again later.
+ */
+export class StreamUnreachableError extends Error {
+  override readonly name = 'StreamUnreachableError';
+
+  constructor(
+    readonly stream: string,
+    readonly filter: string,
+    readonly afterSeq: number,
+    waitedMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(`reading ${filter} on ${stream}: no server answered for ${Math.round(waitedMs / 1000)} s (read up to sequence ${afterSeq})`, options);
+  }
+}
+
+export type ReadFrom = { policy: 'all' } | { policy: 'last_per_subject' } | { policy: 'since'; time: Date };
+
+export interface ReadOnceOptions {
+  /** Leaves bodies on the server when the subjects are all that is needed. */
+  headersOnly?: boolean;
+  /** How long nothing may be heard from the stream (while its consumer is made again) before the read fails; 30 s unless told. */
+  unreachableMs?: number;
+  /** Where a consumer made again is logged. */
+  log?: Logger;
+}
+
 /**
  * Reads the messages of `filter` that are in `stream` now, through an ordered consumer, and stops:
  * for one-off passes over the log such as a rebuild. `deliver` chooses where to start (every
  * message, the last one of each subject, or from a time); `headersOnly` leaves bodies on the
- * server when the subjects are all that is needed. Resolves with the number of messages read; a
+ * server when the subjects are all that is needed. `onMessage` is awaited before the next message
+ * is asked for; what it throws ends the read and is thrown. Resolves with the number of messages
+ * read, once the consumer says none is left (messages published meanwhile may be read too); a
  * stream that does not exist yet holds none.
+ *
+ * As a follower does, the read watches the server of its consumer: after FOLLOW_SILENCE_MS without
+ * a message or a heartbeat (the server died or is cut off; not while `onMessage` runs) it makes a
+ * new consumer, which the cluster places on a live server, and goes on after the last message
+ * handed over: none twice, none skipped. From the last message of each subject, the new consumer
+ * asks for the last message of each subject again and those already handed over are skipped: a
+ * subject whose last message changed meanwhile is then read with its newer one only. When nothing
+ * is heard for `unreachableMs` (30 s), the read fails with StreamUnreachableError.
  */
 export async function readOnce(
   js: JetStreamClient,
   stream: string,
   filter: string,
-  deliver: { policy: 'all' } | { policy: 'last_per_subject' } | { policy: 'since'; time: Date },
+  deliver: ReadFrom,
   onMessage: (msg: JsMsg) => void | Promise<void>,
-  options: { headersOnly?: boolean } = {},
+  options: ReadOnceOptions = {},
 ): Promise<number> {
-  const consumer = await js.consumers
-    .get(stream, {
-    filter_subjects: filter,
-    ...(deliver.policy === 'all' ? {} : deliver.policy === 'last_per_subject'
-      ? { deliver_policy: DeliverPolicy.LastPerSubject }
-      : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: deliver.time.toISOString() }),
-    ...(options.headersOnly ? { headers_only: true } : {}),
-  })
-    .catch((error: unknown) => {
-      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return undefined;
-      throw error;
-    });
-  if (!consumer || (await consumer.info()).num_pending === 0) return 0;
-  let read = 0;
-  const messages = await consumer.consume();
-  try {
-    for await (const msg of messages) {
-      await onMessage(msg);
-      read++;
-      if (msg.info.pending === 0) break;
-    }
-  } finally {
+  return new OnceReader(js, stream, filter, deliver, onMessage, options).run(js);
+}
+
+/** One readOnce: the ordered consumer of the moment, made again on a live server whenever its own goes silent. */
+class OnceReader extends ResumableConsumer {
+  private read = 0;
+  /** onMessage runs: the server owes no heartbeat meanwhile (the next pull waits for it). */
+  private busy = false;
+  /** Messages the consumer of the moment had to deliver at its start. */
+  private remaining = 0;
+  /** Making the consumer again; left rejected when the stream stayed unreachable. */
+  private recovering: Promise<void> | undefined;
+  private readonly log: Logger;
+  private readonly unreachableMs: number;
+
+  constructor(
+    js: JetStreamClient,
+    stream: string,
+    filter: string,
+    private readonly deliver: ReadFrom,
+    private readonly onMessage: (msg: JsMsg) => void | Promise<void>,
+    private readonly options: ReadOnceOptions,
+  ) {
+    super(js, stream, filter);
+    this.log = options.log ?? (fallbackLog ??= createLogger('messaging'));
+    this.unreachableMs = options.unreachableMs ?? READ_UNREACHABLE_MS;
+  }
+
+  protected start(resume: boolean): Partial<OrderedConsumerOptions> {
+    const headers = this.options.headersOnly ? { headers_only: true } : {};
+    // Made again, a consumer from a start sequence would hand over messages that were not the last
+    // of their subject when the read began: the server finds the last ones again, and accept()
+    // skips those handed over already (they come in stream order).
+    if (this.deliver.policy === 'last_per_subject') return { deliver_policy: DeliverPolicy.LastPerSubject, ...headers };
+    if (resume) return { opt_start_seq: this.lastSeq + 1, ...headers };
+    if (this.deliver.policy === 'since') return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: this.deliver.time.toISOString(), ...headers };
+    return headers;
+  }
+
+  /**
+   * Not close(): an iterator closes once it reaches the stop in its queue, which one left (a return
+   * from the loop, a dropped consumer's messages still buffered) never does.
+   */
+  protected override async stopMessages(messages: ConsumerMessages): Promise<void> {
     messages.stop();
   }
-  return read;
+
+  /** Iterated, not a callback: the next pull is sent once onMessage has taken what came before. */
+  protected consume(consumer: Consumer): Promise<ConsumerMessages> {
+    return consumer.consume({ expires: FOLLOW_EXPIRES_MS });
+  }
+
+  async run(js: JetStreamClient): Promise<number> {
+    try {
+      this.remaining = await this.open(js);
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return 0;
+      throw error;
+    }
+    const watchdog = setInterval(() => this.check(), FOLLOW_EXPIRES_MS / 4);
+    watchdog.unref();
+    try {
+      while (this.remaining > 0) {
+        const generation = this.generation;
+        const messages = this.messages!;
+        try {
+          for await (const msg of messages) {
+            // Still buffered from a consumer dropped meanwhile.
+            if (generation !== this.generation) break;
+            if (this.accept(generation, msg)) {
+              this.busy = true;
+              await this.onMessage(msg);
+              this.busy = false;
+              this.lastHeard = Date.now();
+              this.read++;
+            }
+            if (msg.info.pending === 0) return this.read;
+          }
+        } catch (error) {
+          if (this.busy) throw error;
+          // The consumer failed (nats.js gave up on it): made again below.
+        }
+        // The consumer stopped: the watchdog is making it again, or did, or nats.js gave up on it.
+        if (this.recovering) await this.recovering;
+        else if (generation === this.generation) await this.recover();
+      }
+      return this.read;
+    } finally {
+      clearInterval(watchdog);
+      this.done = true;
+      await this.drop();
+    }
+  }
+
+  /** Every quarter of a pull: a consumer whose server fell silent is made again. */
+  private check(): void {
+    if (this.done || this.busy || this.recovering || !this.silent()) return;
+    // The run loop awaits the same promise (its messages end with the consumer dropped).
+    void this.recover().catch(() => undefined);
+  }
+
+  private recover(): Promise<void> {
+    this.recovering ??= this.restart();
+    return this.recovering;
+  }
+
+  private async restart(): Promise<void> {
+    this.log.warn('no heartbeat from the server of a stream read: making its consumer again', { stream: this.stream, filter: this.filter, afterSeq: this.lastSeq });
+    const since = this.lastHeard;
+    await this.drop();
+    let failure: unknown;
+    for (;;) {
+      if (this.nc.isClosed() || Date.now() - since >= this.unreachableMs) {
+        throw new StreamUnreachableError(this.stream, this.filter, this.lastSeq, Date.now() - since, { cause: this.nc.isClosed() ? new Error('the NATS connection is closed') : failure });
+      }
+      try {
+        this.remaining = await this.open(this.api);
+        readRestarts.inc({ stream: this.stream });
+        this.log.warn('stream read going on', { stream: this.stream, filter: this.filter, afterSeq: this.lastSeq });
+        this.recovering = undefined;
+        return;
+      } catch (error) {
+        failure = error;
+        await new Promise((r) => setTimeout(r, FOLLOW_RETRY_MS));
+      }
+    }
+  }
 }

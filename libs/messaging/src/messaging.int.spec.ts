@@ -15,8 +15,11 @@ import {
   followSubjects,
   PoisonMessageError,
   readAggregate,
+  readOnce,
   requestJson,
   stalledConsumers,
+  StreamUnreachableError,
+  isTransientDependencyError,
   type Delivery,
   type NatsClients,
 } from './index.js';
@@ -39,6 +42,16 @@ const consumer: ConsumerDefinition = {
 };
 const log = createLogger('messaging-test');
 const tenantEvent = (tenantId: string) => tenantCreated(testTenant({ tenantId }));
+/** `promise`, or a failed assertion naming `what` once `ms` passed (a hang fails the test instead of stalling it). */
+async function withinMs<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new assert.AssertionError({ message: `${what}: not within ${ms} ms` })), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 describe('messaging against a real nats-server', () => {
   let nats: NatsClients;
@@ -448,6 +461,110 @@ describe('messaging against a real nats-server', () => {
       forward.unsubscribe();
     }
   });
+
+  itWith({ real: ['nats'] }, 'readOnce reads what the stream holds and stops: every message, the last of each subject, from a time; what its handler throws ends the read', async () => {
+    const base = `test.${run}.once`;
+    const seqs: number[] = [];
+    for (const [i, s] of ['a', 'b', 'a', 'c'].entries()) seqs.push((await publisher.publish(`${base}.${s}`, tenantEvent(`o-${i}`))).seq);
+    const read = async (deliver: Parameters<typeof readOnce>[3]) => {
+      const seen: number[] = [];
+      const count = await readOnce(nats.js, stream.name, `${base}.>`, deliver, async (msg) => {
+        await new Promise((r) => setImmediate(r));
+        seen.push(msg.seq);
+      });
+      assert.equal(count, seen.length);
+      return seen;
+    };
+    assert.deepEqual(await read({ policy: 'all' }), seqs);
+    assert.deepEqual(await read({ policy: 'last_per_subject' }), [seqs[1], seqs[2], seqs[3]]);
+    assert.deepEqual(await read({ policy: 'since', time: new Date(Date.now() + 60_000) }), []);
+    assert.equal(await readOnce(nats.js, `TEST_NONE_${run}`, '>', { policy: 'all' }, () => undefined), 0, 'a stream not there holds nothing');
+    const boom = new Error('handler failed');
+    let handled = 0;
+    await assert.rejects(
+      readOnce(nats.js, stream.name, `${base}.>`, { policy: 'all' }, () => {
+        if (++handled === 2) throw boom;
+      }),
+      (error) => error === boom,
+    );
+    assert.equal(handled, 2, 'nothing handed over after the handler threw');
+  });
+
+  itWith({ real: ['nats'] }, 'readOnce whose server falls silent mid-read makes its consumer again and goes on after the last message handed over: the last of each subject, none twice, none skipped', async () => {
+    const base = `test.${run}.reread`;
+    // The read's JetStream API under a prefix of the test's own, forwarded to the server's until
+    // the test cuts it: as a server that died while holding the read's consumer leaves it.
+    const prefix = `$TESTRJS.${run}`;
+    let cut = false;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        if (cut) return;
+        nats.nc.publish(`$JS.API.${msg.subject.slice(prefix.length + 1)}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    const lastOf = new Map<string, number>();
+    const publish = async (n: number, i: number) => lastOf.set(`${base}.s${n}`, (await publisher.publish(`${base}.s${n}`, tenantEvent(`r-${i}`))).seq);
+    // 300 subjects, the first 60 written twice: the last of each subject are 300 messages, in
+    // stream order, more than a pull (100) holds.
+    for (let n = 0; n < 300; n++) await publish(n, n);
+    for (let n = 0; n < 60; n++) await publish(n, 300 + n);
+    const atStart = [...lastOf.values()].sort((a, b) => a - b);
+    const warnings: string[] = [];
+    const recording = { ...log, warn: (message: string) => void warnings.push(message) };
+    const seen: number[] = [];
+    try {
+      const reading = readOnce(jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }), stream.name, `${base}.>`, { policy: 'last_per_subject' }, async (msg) => {
+        seen.push(msg.seq);
+        if (seen.length === 20) cut = true;
+      }, { log: recording });
+      await eventually(async () => (warnings.some((w) => w.startsWith('no heartbeat')) ? true : undefined), 20_000, 'the read noticing its server silent');
+      const handedOver = seen.at(-1)!;
+      assert.ok(seen.length < atStart.length, `stopped part-way (${seen.length} of ${atStart.length})`);
+      // Meanwhile a subject already read and one not read yet get a newer message.
+      const readSubject = `${base}.s60`;
+      const unreadSubject = `${base}.s59`;
+      assert.ok(lastOf.get(readSubject)! <= handedOver && lastOf.get(unreadSubject)! > handedOver);
+      lastOf.set(readSubject, (await publisher.publish(readSubject, tenantEvent('r-read'))).seq);
+      lastOf.set(unreadSubject, (await publisher.publish(unreadSubject, tenantEvent('r-unread'))).seq);
+      cut = false;
+      const count = await withinMs(reading, 30_000, 'readOnce to finish once a server answers');
+      const now = [...lastOf.values()].sort((a, b) => a - b);
+      const expected = [...atStart.filter((seq) => seq <= handedOver), ...now.filter((seq) => seq > handedOver)];
+      assert.deepEqual(seen, expected, 'in stream order: what was handed over, then the last of each subject after it');
+      assert.equal(count, seen.length);
+      assert.ok(warnings.includes('stream read going on'));
+    } finally {
+      cut = false;
+      forward.unsubscribe();
+    }
+  }, { timeout: 60_000 });
+
+  itWith({ real: ['nats'] }, 'readOnce fails with StreamUnreachableError, an outage, when no server answers past its bound', async () => {
+    const subject = `test.${run}.unreachable`;
+    const prefix = `$TESTUJS.${run}`;
+    let cut = false;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        if (cut) return;
+        nats.nc.publish(`$JS.API.${msg.subject.slice(prefix.length + 1)}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    for (let i = 0; i < 250; i++) await publisher.publish(subject, tenantEvent(`u-${i}`));
+    const seen: number[] = [];
+    try {
+      const reading = readOnce(jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }), stream.name, subject, { policy: 'all' }, (msg) => {
+        seen.push(msg.seq);
+        if (seen.length === 10) cut = true;
+      }, { log: createLogger('messaging-test', { level: 'error' }), unreachableMs: 5_000 });
+      const error = await withinMs(reading.then(() => undefined, (e: unknown) => e), 40_000, 'readOnce to fail');
+      assert.ok(error instanceof StreamUnreachableError, `failed with ${String(error)}`);
+      assert.equal(error.afterSeq, seen.at(-1));
+      assert.ok(isTransientDependencyError(error), 'the callers see an outage');
+      assert.ok(seen.length < 250);
+    } finally {
+      forward.unsubscribe();
+    }
+  }, { timeout: 60_000 });
 
   itWith({ real: ['nats'] }, 'stop() finishes the batch in flight and hands buffered messages straight back (nak), starting nothing new', async () => {
     const slow: ConsumerDefinition = { ...consumer, durable: `test-stop-${run}`, filterSubject: `test.${run}.stop`, ackWaitSeconds: 30 };

@@ -25,7 +25,8 @@ const NETWORK_CODES = new Set([
 const SQLSTATE = /^(08|53|57P|57014$|55P03$|40001$|40P01$)/;
 // node-postgres' own connection errors carry no code; JetStream's are told by code (below).
 const MESSAGES = /connection (is closed|terminated|refused)|timeout exceeded when trying to connect|connection error/i;
-const NAMES = new Set(['MaxRetriesPerRequestError', 'ClusterAllFailedError', 'TimeoutError', 'NoRespondersError', 'ConnectionError']);
+// StreamUnreachableError: a one-off read of a stream (readOnce) heard from no server past its bound.
+const NAMES = new Set(['MaxRetriesPerRequestError', 'ClusterAllFailedError', 'TimeoutError', 'NoRespondersError', 'ConnectionError', 'StreamUnreachableError']);
 /**
  * Redis replies about the server's state, not the command: a slot moving or without a master
  * during a failover (MOVED to a master that just died, ASK, TRYAGAIN, CLUSTERDOWN), a server

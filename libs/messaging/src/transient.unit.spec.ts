@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { ContractError } from '@mfa/contracts';
 import { JetStreamApiError, JetStreamError } from '@nats-io/jetstream';
 import { isTransientDependencyError } from './transient.js';
+import { StreamUnreachableError } from './follow.js';
 import { isNoMessageFound, isStreamNameInUse, isStreamOrConsumerNotFound, isWrongLastSequence, JetStreamCodes } from './jetstream-errors.js';
 
 /** An error as the client builds it from a JetStream API reply ({code, err_code, description}). */
@@ -34,6 +35,8 @@ describe('transient dependency errors', () => {
       new Error('publish failed', { cause: apiError(JetStreamCodes.ClusterNoPeers, 'no suitable peers for placement') }),
       statusError(503),
       statusError(409),
+      // A one-off read of the log whose stream no server served past its bound (readOnce).
+      new StreamUnreachableError('MFA_FRAUD', 'mfa.evt.fraud.user.>', 12, 30_000),
       // Redis answering about its own state during a failover.
       redisReply('MOVED 8089 127.0.0.1:38075'),
       redisReply('ASK 8089 127.0.0.1:38076'),

@@ -84,6 +84,7 @@ export class IpLockoutService {
   async list(request: FraudIpsListRequest, now: Date): Promise<FraudIpsListReply> {
     await this.blocks.requireTenant(request.tenantId);
     const items: FraudIpsListReply['items'] = [];
+    // A request's read gives up (unavailable) well before its caller does; the default bound is for rebuilds.
     await this.blocks.dependency(() =>
       readOnce(this.nats.js, Streams.fraud.name, EventSubjects.fraudIpsOfTenant(request.tenantId), { policy: 'last_per_subject' }, (msg) => {
         let event: FraudIpEvent;
@@ -102,7 +103,7 @@ export class IpLockoutService {
           users: event.data.users,
           dryRun: event.data.dryRun,
         });
-      }),
+      }, { unreachableMs: 5_000 }),
     );
     items.sort((a, b) => b.lockedAt.localeCompare(a.lockedAt));
     return { items };

@@ -297,6 +297,64 @@ describe('the mfa command line', () => {
     for (const group of groups) assert.match(description, new RegExp(`(^|[ (:,])${group}\\b`), `the description names ${group}: ${description}`);
   });
 
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'an incident from the command line: fraud ips lists an address the per-IP lockout holds, fraud unlock-ip lifts it (admin only), reports blocked shows it; a fraud report blocks the user, reports fraud and users list --blocked show it, users unblock lifts it', async () => {
+    const tenant = uniqueTenant('cli-incident');
+    const ask = (subject: string, body: unknown) => requestJson<Record<string, unknown>>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${platformKey}` } });
+    assert.equal((await mfa(['tenants', 'configure', tenant, '--set', 'ipLockout.threshold=5', '--set', 'ipLockout.durationMinutes=30'])).code, 0);
+    const idpKey = String((await json(['clients', 'create', tenant, '--name', 'idp', '--scopes', 'challenges,users,reports'])).apiKey);
+    const attacker = '203.0.113.92';
+    const users = Array.from({ length: 6 }, (_, n) => uniqueUser(`cli-sprayed-${n}`));
+    for (const [n, userId] of users.entries()) assert.equal((await ask(Subjects.usersRegister, { tenantId: tenant, userId, phoneNumber: `+1415557${String(3000 + n)}` })).error, undefined);
+    for (const userId of users.slice(0, 5)) {
+      const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId, method: 'sms', clientIp: attacker });
+      assert.equal(start.status, 'pending', JSON.stringify(start));
+      await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId: start.challengeId, code: '000000' });
+    }
+    const last = users[5]!;
+    await eventually(async () => ((await ask(Subjects.challengeStart, { tenantId: tenant, userId: last, method: 'sms', clientIp: attacker })).reason === 'ip_locked' ? true : undefined), 20_000, 'the address locked');
+
+    // The locked addresses: reports scope reads them, only admin unlocks.
+    const locked = JSON.parse((await mfa(['--format', 'json', 'fraud', 'ips', tenant], idpKey)).stdout) as Array<Record<string, unknown>>;
+    assert.deepEqual(locked.map((i) => [i.ip, i.failures, i.users, i.dryRun]), [[attacker, 5, 5, false]]);
+    assert.match((await mfa(['fraud', 'ips', tenant])).stdout, new RegExp(`^${attacker.replace(/\./g, '\\.')}\\s`, 'm'));
+    const notAdmin = await mfa(['fraud', 'unlock-ip', tenant, attacker, '--reason', 'x'], idpKey);
+    assert.notEqual(notAdmin.code, 0);
+    assert.match(notAdmin.stderr, /forbidden/);
+    assert.notEqual((await mfa(['fraud', 'unlock-ip', tenant, attacker])).code, 0, 'a reason is required');
+    assert.deepEqual(await json(['fraud', 'unlock-ip', tenant, attacker, '--reason', 'pen test over']), { ip: attacker });
+    const twice = await mfa(['fraud', 'unlock-ip', tenant, attacker, '--reason', 'pen test over']);
+    assert.notEqual(twice.code, 0);
+    assert.match(twice.stderr, /conflict/);
+    assert.match((await mfa(['fraud', 'ips', tenant])).stdout, /\(none\)/);
+    await eventually(async () => ((await ask(Subjects.challengeStart, { tenantId: tenant, userId: last, method: 'sms', clientIp: attacker })).status === 'pending' ? true : undefined), 20_000, 'the address let in again');
+    const history = await eventually(async () => {
+      const rows = JSON.parse((await mfa(['--format', 'json', 'reports', 'blocked', tenant, '--ip', attacker], idpKey)).stdout) as Array<Record<string, unknown>>;
+      return rows.some((r) => r.action === 'ip_unlock') ? rows : undefined;
+    }, 20_000, 'the unlock in the blocked report');
+    assert.deepEqual(history.map((r) => r.action), ['ip_unlock', 'ip_lock']);
+    assert.equal(history[0]!.reason, 'pen test over');
+
+    // A user reports a sign-in as fraud: denied, the user blocked (fraudAlert.autoBlock, on by default).
+    const victim = users[0]!;
+    const pending = await ask(Subjects.challengeStart, { tenantId: tenant, userId: victim, method: 'sms', clientIp: '198.51.100.92' });
+    assert.equal(pending.status, 'pending', JSON.stringify(pending));
+    const reported = await json(['fraud', 'report', tenant, victim, '--challenge', String(pending.challengeId), '--comment', 'not me'], idpKey);
+    assert.deepEqual([reported.challengeDenied, reported.blocked], [true, true], JSON.stringify(reported));
+    const alerts = await eventually(async () => {
+      const rows = JSON.parse((await mfa(['--format', 'json', 'reports', 'fraud', tenant, '--user', victim], idpKey)).stdout) as Array<Record<string, unknown>>;
+      return rows.length > 0 ? rows : undefined;
+    }, 20_000, 'the fraud alert in the report');
+    assert.deepEqual([alerts[0]!.source, alerts[0]!.challengeDenied, alerts[0]!.blocked], ['idp', true, true]);
+    assert.ok((await mfa(['reports', 'fraud', tenant], idpKey)).stdout.split('\n').some((line) => line.includes(victim) && /\bidp\b/.test(line)), 'the table names the user and the source');
+    const blocked = await eventually(async () => {
+      const rows = JSON.parse((await mfa(['--format', 'json', 'users', 'list', tenant, '--blocked'], idpKey)).stdout) as Array<Record<string, unknown>>;
+      return rows.length > 0 ? rows : undefined;
+    }, 20_000, 'the blocked user listed');
+    assert.deepEqual(blocked.map((r) => r.userId), [victim]);
+    assert.equal((await json(['users', 'unblock', tenant, victim, '--reason', 'confirmed with the user'])).unblocked, true);
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: victim, method: 'sms', clientIp: '198.51.100.92' })).status, 'pending');
+  }, { timeout: 120_000 });
+
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'challenges start sends --request-id and the context the IdP knows (corporate network, RADIUS); reports signins --challenge finds exactly that sign-in', async () => {
     const since = new Date(Date.now() - 1000);
     const tenant = uniqueTenant('cli-ctx');

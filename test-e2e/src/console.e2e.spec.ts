@@ -722,6 +722,48 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     }
   });
 
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'an incident: an address locked by the per-IP lockout is listed on the blocked page, unlocked there with a reason, and lets sign-ins in again; the history names the operator', async () => {
+    const tenantId = uniqueTenant('console-ip');
+    const attacker = '203.0.113.91';
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { ipLockout: { threshold: 5, windowMinutes: 10, durationMinutes: 30 } } })).error, undefined);
+    // Password spraying: one wrong code each for five users from one address.
+    const users = Array.from({ length: 6 }, (_, n) => uniqueUser(`sprayed-${n}`));
+    for (const [n, userId] of users.entries()) assert.equal((await ask(Subjects.usersRegister, { tenantId, userId, phoneNumber: `+1415557${String(2000 + n)}` })).error, undefined);
+    for (const userId of users.slice(0, 5)) {
+      const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'sms', clientIp: attacker });
+      assert.equal(start.status, 'pending', JSON.stringify(start));
+      await ask(Subjects.challengeVerify, { tenantId, challengeId: start.challengeId, code: '000000' });
+    }
+    const last = users[5]!;
+    await eventually(async () => ((await ask(Subjects.challengeStart, { tenantId, userId: last, method: 'sms', clientIp: attacker })).reason === 'ip_locked' ? true : undefined), 20_000, 'the address locked');
+
+    const { context, page } = await signIn('ops');
+    await tenantPage(page, tenantId, 'blocked');
+    const row = page.locator('tr', { has: page.locator(`code:text-is("${attacker}")`) }).first();
+    assert.deepEqual((await row.locator('td').allTextContents()).slice(3, 5).map((t) => t.trim()), ['5', '5'], 'its denials and users');
+    await row.locator('input[name=reason]').fill('spray from a pen test <b>');
+    await row.locator('button[type=submit]').click();
+    assert.match((await page.textContent('.notice')) ?? '', /address is unlocked/);
+    assert.match((await page.textContent('main')) ?? '', /No address is locked/);
+    assert.deepEqual((await ask(Subjects.fraudIpsList, { tenantId })).items, []);
+    await eventually(async () => ((await ask(Subjects.challengeStart, { tenantId, userId: last, method: 'sms', clientIp: attacker })).status === 'pending' ? true : undefined), 20_000, 'the address let in again');
+    // The history: the lock and the unlock, with the reason as text and who unlocked it.
+    const unlock = await eventually(async () => {
+      // Opened again, not reloaded: a reload would post the unlock once more.
+      await tenantPage(page, tenantId, 'blocked');
+      const unlock = page.locator('table.report tbody tr', { hasText: 'spray from a pen test <b>' });
+      return (await unlock.count()) === 1 ? unlock : undefined;
+    }, 20_000, 'the unlock in the history');
+    const by = (await unlock.locator('td').allTextContents()).map((t) => t.trim());
+    assert.equal(by[1], 'ip_unlock');
+    assert.match(by[5] ?? '', /Olga Operator|olga@ops\.example|^ops$/, `the operator who unlocked it: ${by.join(' | ')}`);
+    // Unlocking an address that is not locked says so on the page.
+    const csrf = await page.inputValue('form[action="/auth/logout"] input[name=_csrf]');
+    const again = await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantId)}/ips/unlock`, { form: { _csrf: csrf, ip: attacker, reason: 'twice' } });
+    assert.equal(again.status(), 409);
+    await context.close();
+  }, { timeout: 120_000 });
+
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant reader cannot change anything, a tenant admin sees only their tenant, an account without a role is refused', async () => {
     const reader = await signIn('reader-a');
     await tenantPage(reader.page, tenantA, 'settings');

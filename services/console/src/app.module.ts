@@ -22,7 +22,7 @@ import { CONSOLE_CONFIG, LOGGER_TOKEN, MFA_API, OIDC, PENDING_LOGINS, SESSIONS, 
 @Module({})
 export class AppModule {
   static forRoot(config: ConsoleConfig, log: Logger): DynamicModule {
-    const runtime: ConsoleRuntime = { publicUrl: config.publicUrl, secure: config.publicUrl.protocol === 'https:', devLogin: config.CONSOLE_DEV_LOGIN };
+    const runtime: ConsoleRuntime = { publicUrl: config.publicUrl, secure: config.publicUrl.protocol === 'https:', devLogin: config.CONSOLE_DEV_LOGIN, endSessionPost: config.OIDC_END_SESSION_POST };
     return {
       module: AppModule,
       imports: [

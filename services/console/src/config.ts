@@ -33,6 +33,13 @@ const ConsoleEnv = BaseConfig.omit({ HTTP_PORT: true, STREAM_REPLICAS: true })
      */
     OIDC_END_SESSION: onOff('true'),
     /**
+     * The sign-out at the identity provider is a form posted to its end_session_endpoint, not a
+     * link: the ID token (the hint) then stays out of the browser's history and the provider's
+     * access log. Off by default: the provider must take the POST with its own session cookie,
+     * which a cross-site POST carries only when that cookie is SameSite=None.
+     */
+    OIDC_END_SESSION_POST: onOff('false'),
+    /**
      * A sign-in form that takes any roles, for a first run without an identity provider.
      * Refused in production; off whenever an identity provider is configured.
      */

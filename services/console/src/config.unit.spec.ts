@@ -27,6 +27,10 @@ describe('console configuration', () => {
     assert.equal(loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: 'false' }).OIDC_END_SESSION, false);
     assert.equal(loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: '0' }).OIDC_END_SESSION, false);
     assert.throws(() => loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION: 'maybe' }), /OIDC_END_SESSION/);
+    // Posting the sign-out (the ID token out of the browser's history) is asked for: not every provider takes it.
+    assert.equal(loadConsoleConfig({ ...base, ...oidc }).OIDC_END_SESSION_POST, false);
+    assert.equal(loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION_POST: 'true' }).OIDC_END_SESSION_POST, true);
+    assert.throws(() => loadConsoleConfig({ ...base, ...oidc, OIDC_END_SESSION_POST: 'post' }), /OIDC_END_SESSION_POST/);
   });
 
   it('refuses a plain http public address in production, but on a loopback address', () => {

@@ -13,4 +13,6 @@ export interface ConsoleRuntime {
   /** Cookies are Secure (and __Host- prefixed) when the console is reached over https. */
   secure: boolean;
   devLogin: boolean;
+  /** OIDC_END_SESSION_POST: the sign-out at the identity provider is posted, not a link. */
+  endSessionPost: boolean;
 }

@@ -12,6 +12,12 @@ export interface LoginStart {
   verifier: string;
 }
 
+/** The sign-out at the identity provider: a form posted to `action` with these fields. */
+export interface EndSessionForm {
+  action: URL;
+  fields: Record<string, string>;
+}
+
 /** The operator as the ID token names them, and the roles claim as it came. */
 export interface OidcIdentity {
   sub: string;
@@ -87,11 +93,26 @@ export class OidcProvider {
   }
 
   /**
-   * Where to send the browser to end the operator's session at the provider too (RP-initiated
-   * logout, with the ID token as hint), or undefined: the provider names no end_session_endpoint
-   * or OIDC_END_SESSION is off. Throws when the provider cannot be discovered.
+   * The form that ends the operator's session at the provider too (RP-initiated logout, with the
+   * ID token as hint), or undefined: the provider names no end_session_endpoint or
+   * OIDC_END_SESSION is off. Throws when the provider cannot be discovered.
+   *
+   * As a form, to be posted (OIDC_END_SESSION_POST) or put into the endpoint's query: the
+   * parameters of a GET stay in the URL, which the browser keeps in its history (and the provider
+   * in its access log), and the ID token names the operator. A provider must take the POST as well
+   * as the GET (RP-Initiated Logout 1.0, section 2). `action` is the endpoint as the provider names it
+   * (its own query, if any, kept); `fields` everything the sign-out adds.
    */
-  async endSessionUrl(idToken: string | undefined): Promise<URL | undefined> {
+  async endSession(idToken: string | undefined): Promise<EndSessionForm | undefined> {
+    const url = await this.endSessionUrl(idToken);
+    if (!url) return undefined;
+    const action = new URL((await this.configuration()).serverMetadata().end_session_endpoint!);
+    const fields = [...url.searchParams].filter(([name]) => !action.searchParams.has(name));
+    return { action, fields: Object.fromEntries(fields) };
+  }
+
+  /** The sign-out at the provider as a GET URL (endSession splits it into the endpoint and the fields). */
+  private async endSessionUrl(idToken: string | undefined): Promise<URL | undefined> {
     if (!this.postLogoutRedirectUri) return undefined;
     // Discovered at the sign-in as a rule; if not, the operator waits a few seconds at most.
     const config = await Promise.race([this.configuration(), delay(END_SESSION_DISCOVERY_MS, undefined, { ref: false })]);

@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { OidcProvider } from './oidc.js';
 
+let endSessionQuery = '';
+
 /** An identity provider's discovery document, and nothing else: enough for building a sign-out URL. */
 function discoveryServer(withEndSession: () => boolean): Server {
   return createServer((req, res) => {
@@ -15,7 +17,7 @@ function discoveryServer(withEndSession: () => boolean): Server {
         authorization_endpoint: `${issuer}/auth`,
         token_endpoint: `${issuer}/token`,
         jwks_uri: `${issuer}/jwks`,
-        ...(withEndSession() ? { end_session_endpoint: `${issuer}/session/end` } : {}),
+        ...(withEndSession() ? { end_session_endpoint: `${issuer}/session/end${endSessionQuery}` } : {}),
       }),
     );
   });
@@ -36,30 +38,38 @@ describe('OidcProvider: the sign-out at the identity provider', () => {
   });
   after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-  it('sends the browser to the end_session_endpoint with the ID token as hint, expired or not, and the client id', async () => {
+  it('posts the ID token as hint, expired or not, and the client id to the end_session_endpoint: nothing in its URL', async () => {
     const now = Math.floor(Date.now() / 1000);
     for (const token of [idToken(now + 60), idToken(now - 3600)]) {
-      const url = await provider(signedOut).endSessionUrl(token);
-      assert.equal(`${url!.origin}${url!.pathname}`, `${issuer.origin}/session/end`);
-      assert.equal(url!.searchParams.get('post_logout_redirect_uri'), signedOut.href);
-      assert.equal(url!.searchParams.get('id_token_hint'), token);
-      assert.equal(url!.searchParams.get('client_id'), 'mfa-console');
+      const form = await provider(signedOut).endSession(token);
+      assert.equal(form!.action.href, `${issuer.origin}/session/end`, 'the endpoint alone: no parameter in the URL the browser keeps');
+      assert.deepEqual(form!.fields, { client_id: 'mfa-console', id_token_hint: token, post_logout_redirect_uri: signedOut.href });
     }
     // A session without a token (it ended, or began before tokens were kept): the client id alone.
-    const bare = await provider(signedOut).endSessionUrl(undefined);
-    assert.equal(bare!.searchParams.get('id_token_hint'), null);
-    assert.equal(bare!.searchParams.get('client_id'), 'mfa-console');
+    const bare = await provider(signedOut).endSession(undefined);
+    assert.deepEqual(bare!.fields, { client_id: 'mfa-console', post_logout_redirect_uri: signedOut.href });
+  });
+
+  it("keeps the endpoint's own query in the action and posts only what the sign-out adds", async () => {
+    endSessionQuery = '?p=B2C_1_signin';
+    try {
+      const form = await provider(signedOut).endSession('e30.e30.c2ln');
+      assert.equal(form!.action.href, `${issuer.origin}/session/end?p=B2C_1_signin`);
+      assert.deepEqual(Object.keys(form!.fields).sort(), ['client_id', 'id_token_hint', 'post_logout_redirect_uri']);
+    } finally {
+      endSessionQuery = '';
+    }
   });
 
   it('signs out locally only when OIDC_END_SESSION is off, or the provider names no end_session_endpoint', async () => {
-    assert.equal(await provider(undefined).endSessionUrl(idToken(Math.floor(Date.now() / 1000) + 60)), undefined);
+    assert.equal(await provider(undefined).endSession(idToken(Math.floor(Date.now() / 1000) + 60)), undefined);
     endSession = false;
-    assert.equal(await provider(signedOut).endSessionUrl(undefined), undefined);
+    assert.equal(await provider(signedOut).endSession(undefined), undefined);
     endSession = true;
   });
 
   it('says so when the provider cannot be discovered (the console then signs out locally, and logs it)', async () => {
     const gone = new OidcProvider(new URL('http://127.0.0.1:9'), 'mfa-console', 'secret', new URL('https://console.example/auth/callback'), 'roles', signedOut);
-    await assert.rejects(gone.endSessionUrl(undefined));
+    await assert.rejects(gone.endSession(undefined));
   });
 });

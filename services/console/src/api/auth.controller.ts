@@ -2,12 +2,12 @@ import { Body, Controller, Get, Inject, Post, Query, Req, Res } from '@nestjs/co
 import type { Response } from 'express';
 import { DisplayName, Email } from '@mfa/contracts';
 import type { Logger } from '@mfa/telemetry';
-import type { OidcProvider } from '../adapters/oidc.js';
+import type { EndSessionForm, OidcProvider } from '../adapters/oidc.js';
 import { PENDING_LOGIN_SECONDS, type PendingLogin, type PendingLogins } from '../adapters/pending-login.js';
 import type { Sessions } from '../adapters/sessions.js';
 import { accessFromRoles, rolesOf } from '../domain/roles.js';
 import { CONSOLE_CONFIG, LOGGER_TOKEN, OIDC, PENDING_LOGINS, SESSIONS, VIEWS, type ConsoleRuntime } from '../tokens.js';
-import { cookieNames, setCookie, type WebRequest } from './web.js';
+import { contentSecurityPolicy, cookieNames, setCookie, type WebRequest } from './web.js';
 import type { Views } from './views.js';
 
 /** Only paths of this console may follow a sign-in (no open redirect). */
@@ -116,9 +116,9 @@ export class AuthController {
     await this.sessions.destroy(req.cookiesParsed[this.names.session]);
     setCookie(res, this.names.session, '', this.runtime.secure, 0);
     // A session of the development form has nothing at the provider; one that has ended may have.
-    let atProvider: URL | undefined;
+    let atProvider: EndSessionForm | undefined;
     if (this.oidc && req.session?.via !== 'dev') {
-      atProvider = await this.oidc.endSessionUrl(req.session?.idToken).catch((error: unknown) => {
+      atProvider = await this.oidc.endSession(req.session?.idToken).catch((error: unknown) => {
         this.log.warn("signed out of the console only: the identity provider's sign-out could not be reached", { error: (error as Error).message });
         return undefined;
       });
@@ -131,7 +131,17 @@ export class AuthController {
     // A page that moves on to the provider, not a redirect: the pages' CSP (form-action 'self')
     // stops a form submission that redirects to another origin, and the provider's sign-out may
     // be on any. Not cached (no-store, as every page).
-    this.views.send(res, 'signing-out.njk', { url: atProvider.href });
+    if (!this.runtime.endSessionPost) {
+      const url = new URL(atProvider.action);
+      for (const [name, value] of Object.entries(atProvider.fields)) url.searchParams.set(name, value);
+      this.views.send(res, 'signing-out.njk', { url: url.href });
+      return;
+    }
+    // OIDC_END_SESSION_POST: a form posted to the provider (its script submits it; without
+    // scripts, the operator's click), so that the ID token travels in the body, never in a URL
+    // the browser keeps in its history. This page's forms may post to the provider's origin.
+    res.setHeader('Content-Security-Policy', contentSecurityPolicy([atProvider.action.origin]));
+    this.views.send(res, 'signing-out.njk', { action: atProvider.action.href, fields: Object.entries(atProvider.fields) });
   }
 
   /** Where a sign-out ends (the identity provider sends the browser back here). */

@@ -24,12 +24,18 @@ export function securityHeaders(secure: boolean) {
   };
 }
 
+/**
+ * The pages' Content Security Policy. `formTargets`: origins besides this one a form of the page
+ * may post to (only the sign-out page's, to the identity provider).
+ */
+export function contentSecurityPolicy(formTargets: readonly string[] = []): string {
+  const forms = ["'self'", ...formTargets].join(' ');
+  return `default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; font-src 'self'; form-action ${forms}; frame-ancestors 'none'; base-uri 'none'`;
+}
+
 function setSecurityHeaders(res: Response, secure: boolean): void {
   if (secure) res.setHeader('Strict-Transport-Security', 'max-age=31536000');
-  res.setHeader(
-    'Content-Security-Policy',
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-  );
+  res.setHeader('Content-Security-Policy', contentSecurityPolicy());
   res.setHeader('X-Content-Type-Options', 'nosniff');
   res.setHeader('Referrer-Policy', 'same-origin');
   res.setHeader('X-Frame-Options', 'DENY');

@@ -305,10 +305,10 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
 
     // auth-challenge: starts, statuses, verifies (SMS, TOTP), resends, calls, pushes and the device API.
     const now = () => new Date();
-    const start = async (u: WalkUser, method: string, options: { remember?: boolean } = {}) => {
+    const start = async (u: WalkUser, method: string, options: { remember?: boolean; at?: Date } = {}) => {
       const nonce = randomBytes(16).toString('base64url').slice(0, 22);
       const challengeId = challengeIdOf(u.tag, nonce);
-      const at = now();
+      const at = options.at ?? now();
       const expiresAt = new Date(at.getTime() + 300_000);
       const verdict = await store.startChallenge({
         tag: u.tag, nonce, tenantId: u.tenantId, userId: u.userId, requestedMethod: method, enabledMethods: METHODS, now: at, expiresAt,
@@ -408,7 +408,14 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal(await calls.finish(voice.challengeId, 'approved'), true);
       decided.push(voice);
 
-      const push = (await start(u, 'push')).started;
+      // dispatch's side of a push no device got (an APNs or FCM outage): it no longer waits for the
+      // user, so the next start naming push is not rate_limited (and, below, it is not counted as ignored).
+      const undelivered = await start(u, 'push');
+      assert.equal(undelivered.verdict.kind, 'pending');
+      await guard.undeliverable(undelivered.started.challengeId, Date.now(), 'push');
+      const next = await start(u, 'push');
+      assert.equal(next.verdict.kind, 'pending', 'a start naming push after one no device got');
+      const push = next.started;
       const { devices: found } = await devices.of(u.tag);
       assert.deepEqual(found.map((d) => d.nonce), [u.device.nonce]);
       const claims = await guard.claimPush(push.challengeId, [u.device.nonce, 'spare-device'], 60_000);
@@ -423,6 +430,10 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const answered = await deviceApi.answer(signed(u, 'POST', `/device/v1/challenges/${push.challengeId}/answer`, body), push.challengeId);
       assert.equal(answered.status, decision === 'approve' ? 'approved' : 'denied');
       decided.push(push);
+      // A start that may push, once the undelivered push has expired, does not count it as ignored.
+      const afterExpiry = new Date(Number(await raw.hget(RedisKeys.challenge(u.tag, undelivered.started.nonce), 'expiresAt')) + 1000);
+      assert.equal((await start(u, 'push', { at: afterExpiry })).verdict.kind, 'pending');
+      assert.equal(await raw.zscore(RedisKeys.pushRefusals(u.tag), undelivered.started.challengeId), null, 'the undelivered push is not counted as ignored');
 
       // user-settings: remembered browsers, activation attempts and codes, lockouts and blocks.
       assert.deepEqual((await remembered.list(u.tag, now())).map((b) => b.rememberId), [rememberId]);

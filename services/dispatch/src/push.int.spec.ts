@@ -59,6 +59,8 @@ async function pushChallengeFor(platforms: Platform[], lifetimeSeconds = 180) {
   const id = parseChallengeId(challenge.challengeId)!;
   await redis.hset(RedisKeys.challenge(id.tag, id.nonce), { tenantId, status: 'pending' });
   await redis.pexpire(RedisKeys.challenge(id.tag, id.nonce), 180_000);
+  // The user's pending push, as auth-challenge's start leaves it: `<challenge id>|<expires at>`.
+  await redis.set(RedisKeys.pendingPush(id.tag), `${challenge.challengeId}|${Date.parse(challenge.expiresAt)}`, 'PX', 180_000);
   const event = challengeStartedV2(challenge);
   event.data.delivery = { channel: 'push' };
   const publish = () => publisher.publish(EventSubjects.challengeStarted('push'), event);
@@ -126,7 +128,7 @@ after(async () => {
 
 describe('dispatch pushing to devices', () => {
   itWith({ real: ['nats', 'redis'], fake: ['fcm', 'apns'] }, 'pushes to the Android device through FCM and the iPhone through APNs, lists the poll-only device, and a redelivered request pushes nothing again', async () => {
-    const { challengeId, devices, publish, event } = await pushChallengeFor(['android', 'ios', 'none']);
+    const { challengeId, devices, publish, event, tag } = await pushChallengeFor(['android', 'ios', 'none']);
     const [pixel, iphone, poller] = devices as [(typeof devices)[0], (typeof devices)[0], (typeof devices)[0]];
     const acksBefore = await acknowledged();
     await publish();
@@ -146,6 +148,7 @@ describe('dispatch pushing to devices', () => {
       ].sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1)),
       polling: [poller.deviceId],
     });
+    assert.equal(await redis.get(RedisKeys.pendingPush(tag)), `${challengeId}|${Date.parse(event.data.expiresAt)}`, 'the push still waits for the user');
 
     // The same request again under another message id, as after a NATS crash that lost the ack.
     await nats.js.publish(EventSubjects.challengeStarted('push'), JSON.stringify(event), { msgID: randomUUID() });
@@ -186,6 +189,8 @@ describe('dispatch pushing to devices', () => {
     const { nonce } = parseChallengeId(challengeId)!;
     assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), 'failed');
     assert.ok(await redis.hget(RedisKeys.failedMethods(tag), 'push'));
+    // No device got it: it no longer waits for the user (a start naming push may try again, and it is not counted as ignored).
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the undelivered push no longer waits');
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['apns'] }, 'retries an APNs outage with back-off and pushes once', async () => {

@@ -32,8 +32,9 @@ import { openPersonalData, runService, UserDataKeys, type RunningService } from 
 import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { EventStore } from './adapters/event-store.js';
+import { RememberedBrowsers } from './adapters/remembered-browsers.js';
 import { AppModule } from './app.module.js';
-import { UserProjector } from './application/user-projector.js';
+import { RESET_REACH_MS, UserProjector } from './application/user-projector.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 import { AggregateLoader, SNAPSHOT_EVERY, USER_SNAPSHOT_VERSION } from './application/aggregate-loader.js';
 import { UserEventCodec } from './application/user-events.codec.js';
@@ -769,6 +770,40 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     await assert.rejects(cut.reset({ tenantId, userId }, new Date()), { code: 'unavailable' });
     await eventually(async () => ((await redis.exists(RedisKeys.remembered(tag), RedisKeys.lastMfa(tag))) === 0 ? true : undefined), 10_000, 'the remembered browser forgotten');
     assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'methods'), null, 'and the reset projected');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "forgets the browser a verify remembered between the reset's forgetting and its projection write", async () => {
+    const tenantId = uniqueTenant('reset-race');
+    const userId = uniqueUser('reset-race');
+    await withConfig(true).register({ tenantId, userId, phoneNumber: '+14155550100' }, new Date());
+    const { tag } = keysOf(tenantId, userId);
+    // auth-challenge approves a challenge started before the reset just before the reset's
+    // projection is written (the old validFrom still there, the challenge not voided yet): it
+    // remembers the browser and the MFA, as its verify script writes them.
+    class VerifiedMeanwhile extends UserProjectionWriter {
+      override async apply(...args: Parameters<UserProjectionWriter['apply']>): Promise<boolean> {
+        const at = Date.now();
+        await redis.hset(RedisKeys.remembered(tag), 'late-browser', `${at + 86_400_000}:${at}`);
+        await redis.set(RedisKeys.lastMfa(tag), String(at));
+        return super.apply(...args);
+      }
+    }
+    const racing = new UserSettingsService({
+      store,
+      projection: new VerifiedMeanwhile(redis, keyring),
+      remembered: new RememberedBrowsers(redis),
+      keyring,
+      keys: service.app.get(UserDataKeys),
+      log,
+      autoCreateTenants: false,
+      totpIssuer: 'Open MFA',
+    });
+    // Dated back beyond the durable projector's reach (RESET_REACH_MS), whose own forgetting runs
+    // whenever it handles the reset: what is checked is what the reset leaves when it answers.
+    assert.deepEqual(await racing.reset({ tenantId, userId }, new Date(Date.now() - 2 * RESET_REACH_MS)), { userId, reset: true });
+    assert.equal(await redis.hget(keysOf(tenantId, userId).user, 'methods'), null, 'the reset projected');
+    assert.equal(await redis.hexists(RedisKeys.remembered(tag), 'late-browser'), 0, 'the browser remembered meanwhile is forgotten');
+    assert.equal(await redis.exists(RedisKeys.lastMfa(tag)), 0, 'and the MFA completed meanwhile');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'rebuilds one user on demand, and marks a user without events as unregistered for a while', async () => {

@@ -150,6 +150,28 @@ describe('SendGuard against a real Redis', () => {
     ]);
   });
 
+  itWith({ real: ['redis'] }, 'a push no device got no longer waits for the user; the marker of another push, and a push marker after an SMS or a call that failed, stay', async () => {
+    const push = await live();
+    const [tag, nonce] = push.split('.') as [string, string];
+    const expiresAt = Date.now() + 60_000;
+    // The pending push as auth-challenge's start writes it: `<challenge id>|<expires at>`.
+    await redis.set(RedisKeys.pendingPush(tag), `${push}|${expiresAt}`, 'PX', 120_000);
+    await guard.undeliverable(push, Date.now(), 'push');
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the undelivered push no longer waits');
+    assert.equal(await redis.hget(RedisKeys.challenge(tag, nonce), 'delivery'), 'failed');
+    assert.ok(Number(await redis.hget(RedisKeys.failedMethods(tag), 'push')) > Date.now(), 'push marked failed for the user');
+
+    // A newer push of the same user started since: it still waits.
+    const newer = challengeId(tag, randomBytes(16).toString('base64url').slice(0, 22));
+    await redis.set(RedisKeys.pendingPush(tag), `${newer}|${expiresAt}`, 'PX', 120_000);
+    await guard.undeliverable(push, Date.now(), 'push');
+    assert.equal(await redis.get(RedisKeys.pendingPush(tag)), `${newer}|${expiresAt}`);
+    // An SMS or a call that failed says nothing of the user's push.
+    await guard.undeliverable(newer, Date.now(), 'sms', undefined, 7);
+    await guard.undeliverable(newer, Date.now(), 'voice');
+    assert.equal(await redis.get(RedisKeys.pendingPush(tag)), `${newer}|${expiresAt}`);
+  });
+
   itWith({ real: ['redis'] }, 'a claim whose holder died ends by itself', async () => {
     const challenge = await live();
     assert.deepEqual(await guard.claim(challenge, 50), { kind: 'claimed' });

@@ -57,10 +57,16 @@ export const FAILED_METHOD_MS = 10 * 60_000;
 /**
  * No provider delivered the challenge's SMS: the challenge says so (status answers
  * `delivery_failed` and the user's other methods) and the user's method (SMS, voice for an unanswered call, push when no device could be reached) is marked failed until `ARGV[2]`
- * (a start without a method takes another one meanwhile). KEYS: challenge, the user's failed
- * methods (one slot). ARGV: now ms, until ms, the method, and for an SMS the stream sequence of
- * the challenge's ChallengeStarted (`smsSeq` on the challenge: a resend reads the code from it
- * when no send succeeded).
+ * (a start without a method takes another one meanwhile). A push no device got no longer waits
+ * for the user (the pending push marker, `<challenge id>|<expires at>`, goes if it still names
+ * this challenge): a start naming push may try again at once rather than answer `rate_limited`,
+ * and auth-challenge's next start does not count it as ignored once it expires (three undelivered
+ * pushes, an APNs or FCM outage, would otherwise suspend push for the user). The device API finds
+ * the push the app should show by that marker too: the app no longer lists this one, though an
+ * answer to it (by its id) still counts while it is open. KEYS: challenge, the user's failed
+ * methods, the user's pending push (one slot). ARGV: now ms, until ms, the method, the challenge
+ * id, and for an SMS the stream sequence of the challenge's ChallengeStarted (`smsSeq` on the
+ * challenge: a resend reads the code from it when no send succeeded).
  */
 // The user's method marked failed until ARGV[2] (KEYS[2], kept at least that long; ARGV[1] now).
 const MARK_FAILED = `local function mark_failed(method)
@@ -71,9 +77,13 @@ end
 const UNDELIVERABLE = `${MARK_FAILED}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'delivery', 'failed')
-  if ARGV[4] then redis.call('HSET', KEYS[1], 'smsSeq', ARGV[4]) end
+  if ARGV[5] then redis.call('HSET', KEYS[1], 'smsSeq', ARGV[5]) end
 end
 mark_failed(ARGV[3])
+if ARGV[3] == 'push' then
+  local pending = redis.call('GET', KEYS[3])
+  if pending and string.sub(pending, 1, #ARGV[4] + 1) == ARGV[4] .. '|' then redis.call('DEL', KEYS[3]) end
+end
 return 1
 `;
 
@@ -102,7 +112,7 @@ return 1
  */
 export class SendGuard {
   constructor(private readonly redis: RedisClient) {
-    redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 2, lua: UNDELIVERABLE });
+    redis.defineCommand('mfaSmsUndeliverable', { numberOfKeys: 3, lua: UNDELIVERABLE });
     redis.defineCommand('mfaSendClaims', { lua: CLAIM });
     redis.defineCommand('mfaSmsUndeliveredReceipt', { numberOfKeys: 2, lua: UNDELIVERED_RECEIPT });
   }
@@ -125,8 +135,9 @@ export class SendGuard {
 
   /**
    * The challenge's SMS (or call, or push) did not reach the user: recorded on the challenge, and the method
-   * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner). `startedSeq`:
-   * where the challenge's ChallengeStarted is in its stream, for resends.
+   * marked failed for the user for FAILED_METHOD_MS (or until `untilMs`, if sooner); a push no
+   * longer waits for the user (UNDELIVERABLE). `startedSeq`: where the challenge's ChallengeStarted
+   * is in its stream, for resends.
    */
   async undeliverable(challengeId: string, now: number, method: 'sms' | 'voice' | 'push' = 'sms', untilMs = now + FAILED_METHOD_MS, startedSeq?: number): Promise<void> {
     const id = parseChallengeId(challengeId);
@@ -134,9 +145,11 @@ export class SendGuard {
     await (this.redis as unknown as { mfaSmsUndeliverable: (...a: Array<string | number>) => Promise<number> }).mfaSmsUndeliverable(
       RedisKeys.challenge(id.tag, id.nonce),
       RedisKeys.failedMethods(id.tag),
+      RedisKeys.pendingPush(id.tag),
       now,
       Math.min(untilMs, now + FAILED_METHOD_MS),
       method,
+      challengeId,
       ...(startedSeq === undefined ? [] : [startedSeq]),
     );
   }

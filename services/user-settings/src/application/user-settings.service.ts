@@ -301,6 +301,11 @@ export class UserSettingsService {
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
     await this.forgetBrowsers(tenantId, userId);
     await this.project(tenantId, userId, outcome);
+    // A verify of a challenge started before the reset is voided only once the projection is
+    // written: one that ran between the two remembered its browser and the MFA after they were
+    // forgotten. Forgotten again now that none can (all of them, as above: the projector's reach
+    // would take them too, but only when it handles the reset).
+    await this.forgetBrowsers(tenantId, userId);
     return { userId, reset: true };
   }
 

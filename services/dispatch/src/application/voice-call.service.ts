@@ -138,7 +138,11 @@ export class VoiceCallService {
   private readonly clock: () => Date;
   private readonly random: () => number;
   private readonly policy: DeliveryPolicy;
-  /** Whether an auth-challenge has answered a call's answer under its id (it records each once). */
+  /**
+   * Whether the last auth-challenge to answer a call's answer named it (it records each once). An
+   * answer without the id (an older auth-challenge: during a rolling upgrade, or after a rollback)
+   * clears it again: the queue group may hand the next copy to such an instance.
+   */
   private answersRecordedOnce = false;
 
   constructor(private readonly options: VoiceOptions) {
@@ -390,7 +394,7 @@ export class VoiceCallService {
       until,
       repeat: this.answersRecordedOnce ? 'recorded_once' : 'unchanged_only',
     });
-    if (reply.answerId === request.answerId) this.answersRecordedOnce = true;
+    this.answersRecordedOnce = reply.answerId === request.answerId;
     if (reply.status === 'approved') {
       await this.options.calls.finish(req.challengeId, 'approved');
       calls.inc({ outcome: 'approved' });

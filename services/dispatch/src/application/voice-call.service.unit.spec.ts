@@ -265,4 +265,20 @@ describe('the keys of a prompt while a service blips', () => {
     await assert.rejects(gather(), /TIMEOUT/);
     assert.deepEqual(sent, ['verify', 'voice']);
   });
+
+  it('given an auth-challenge that named answers, then one that does not (a rollback, or an older instance of the queue group), then answers are no longer sent again after a timeout', async () => {
+    const { gather, sent } = gatherWith({
+      [InternalSubjects.pinVerify]: [{ valid: false, pinSet: true }, { valid: false, pinSet: true }, { valid: false, pinSet: true }],
+      [InternalSubjects.voiceOutcome]: [
+        { status: 'pending', reason: 'invalid_code', answerId: 'CA1:1' },
+        { status: 'pending', reason: 'invalid_code' },
+        new Error('TIMEOUT'),
+        { status: 'pending' },
+      ],
+    });
+    await gather(1);
+    await gather(2);
+    await assert.rejects(gather(3), /TIMEOUT/);
+    assert.deepEqual(sent, ['verify', 'voice', 'verify', 'voice', 'verify', 'voice'], 'the third answer, unanswered, is not sent again: it may have been counted');
+  });
 });

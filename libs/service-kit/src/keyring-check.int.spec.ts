@@ -149,8 +149,13 @@ describe('the master key check at boot', () => {
     const rotated = newKeyring([old]);
     const oldPeerLog: LogLine[] = [];
     await responder(old, recordingLogger(oldPeerLog));
-    const service = await bootProbe(rotated, recordingLogger([]));
+    const rotatedLog: LogLine[] = [];
+    const service = await bootProbe(rotated, recordingLogger(rotatedLog));
     await service.stop();
+    assert.ok(
+      rotatedLog.some((l) => l.level === 'warn' && /previous master key/.test(l.msg)),
+      `the new one warns that requests between the services fail meanwhile: ${JSON.stringify(rotatedLog)}`,
+    );
     const note = oldPeerLog.find((l) => l.level === 'warn');
     assert.ok(note && /newer master key/.test(note.msg) && note.fields.theirs === rotated.kid, JSON.stringify(oldPeerLog));
     assert.equal(oldPeerLog.filter((l) => l.level === 'error').length, 0);

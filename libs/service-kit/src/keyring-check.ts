@@ -97,6 +97,15 @@ export class KeyringCheck {
           'Every service must run with the same MFA_ENCRYPTION_KEY (an older key belongs in MFA_PREVIOUS_ENCRYPTION_KEYS); not serving.',
       );
     }
+    const rotating = peers.filter((peer) => peer.kid !== this.self.kid);
+    if (rotating.length > 0) {
+      // Internal requests are verified under the current key only (internal-requests.ts): until
+      // those stop, the requests between them and this instance are refused.
+      this.options.log.warn('services still run with a previous master key: requests between the services fail until they are stopped (a rotation stops every service)', {
+        kid: this.self.kid,
+        peers: rotating.map(peerText),
+      });
+    }
     this.options.log.info('master key shared with the running services', { kid: this.self.kid, peers: peers.length });
   }
 

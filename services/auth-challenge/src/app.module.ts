@@ -100,7 +100,7 @@ export class AppModule implements NestModule {
         ChallengeService,
         {
           provide: DeviceApiService,
-          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, new InternalRequests(nats.nc, config.keyring), challenges),
+          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, new InternalRequests(nats.nc, config.keyring), challenges, log),
           inject: [REDIS, NATS, ChallengeService],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

@@ -26,7 +26,7 @@ import {
 import { InternalRequests, LOGGER, openPersonalData, ReplicatedWrites, UserDataKeys } from '@mfa/service-kit';
 import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { hashSlotOf, parseChallengeId, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
-import { REGISTRATION_REQUIRED_TTL_SECONDS } from './adapters/scripts.js';
+import { REGISTRATION_REQUIRED_TTL_SECONDS, REMEMBERED_BROWSERS_MAX } from './adapters/scripts.js';
 import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
@@ -440,6 +440,39 @@ describe('auth-challenge against real NATS and Redis', () => {
     assert.equal((await startWith(alice)).status, 'pending', 'a browser remembered longer ago than the days the tenant allows now asks for MFA');
     await redis.hset(RedisKeys.remembered(aliceTag), rememberTokenId(keyring, aliceTag, token), `${Date.now() + 50 * day}:${Date.now() - 20 * day}`);
     assert.equal((await startWith(alice)).status, 'approved', 'one remembered 20 days ago still counts');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, `remember MFA: a user keeps at most ${REMEMBERED_BROWSERS_MAX} remembered browsers, the newest; ended ones go first`, async () => {
+    const remembering = uniqueTenant('remember-bound');
+    const settings = { ...defaultTenantSettings(), rememberMfa: { enabled: true, days: 30 } };
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.tenant(remembering), tenantCreated(testTenant({ tenantId: remembering, settings })));
+    const dora = uniqueUser('dora');
+    // Two tokens: each verify below spends its token's time step.
+    const secrets = [randomBytes(20), randomBytes(20)];
+    await projectUser(dora, { tenantId: remembering, totp: secrets });
+    const key = RedisKeys.remembered(userTag(keyring, remembering, dora));
+    const now = Date.now();
+    // One ended, and one fewer than the bound still remembered, created a second apart (browser-0 the oldest).
+    await redis.hset(key, 'ended', `${now - 1}:${now - 86_400_000}`);
+    for (let n = 0; n < REMEMBERED_BROWSERS_MAX - 1; n++) await redis.hset(key, `browser-${n}`, `${now + 86_400_000}:${now - 3_600_000 + n * 1000}`);
+    const remember = async (secret: Buffer) => {
+      const start = await eventually(async () => {
+        const reply = await ask(Subjects.challengeStart, { tenantId: remembering, userId: dora, method: 'totp', context: { rememberDevice: true } });
+        return reply.status === 'pending' ? reply : undefined;
+      }, 5000, 'the tenant known');
+      const verified = await ask(Subjects.challengeVerify, { tenantId: remembering, challengeId: String(start.challengeId), code: totp(secret, Date.now()) });
+      assert.equal(verified.status, 'approved');
+      return rememberTokenId(keyring, userTag(keyring, remembering, dora), String(verified.rememberToken));
+    };
+    const first = await remember(secrets[0]!);
+    let ids = Object.keys(await redis.hgetall(key));
+    assert.equal(ids.length, REMEMBERED_BROWSERS_MAX, 'the ended one dropped, the new one fits: none remembered is forgotten');
+    assert.ok(ids.includes(first) && ids.includes('browser-0') && !ids.includes('ended'));
+    const second = await remember(secrets[1]!);
+    ids = Object.keys(await redis.hgetall(key));
+    assert.equal(ids.length, REMEMBERED_BROWSERS_MAX, 'one beyond the bound: the oldest forgotten');
+    assert.ok(!ids.includes('browser-0'), 'the browser remembered longest ago is forgotten');
+    assert.ok(ids.includes('browser-1') && ids.includes(first) && ids.includes(second), 'the newer ones stay');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'push suspended for the user: a start without a method takes another of their methods; one naming push is denied push_suspended', async () => {

@@ -4,12 +4,14 @@ import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } fr
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
-import { defaultTenantSettings, DeviceSigned, EventSubjects, Subjects } from '@mfa/contracts';
+import { defaultTenantSettings, DeviceSigned, EventSubjects, InternalSubjects, Subjects } from '@mfa/contracts';
 import { loadKeyring, userTag } from '@mfa/crypto';
 import { EventPublisher, requestJson } from '@mfa/messaging';
 import { deviceId as formatDeviceId, parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { eventually, itWith, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { InternalRequests } from '@mfa/service-kit';
 import { boot } from './boot.js';
+import { DeviceApiError, DeviceApiService } from './application/device-api.service.js';
 import { loadAuthChallengeConfig } from './config.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -54,7 +56,7 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
   });
 
   /** A user with one activated app (and a TOTP token), as user-settings projects them. */
-  async function userWithDevice(tenantId: string, userId: string, algorithm: 'ES256' | 'Ed25519' = 'ES256'): Promise<TestDevice> {
+  async function userWithDevice(tenantId: string, userId: string, algorithm: 'ES256' | 'Ed25519' = 'ES256', validFrom?: number): Promise<TestDevice> {
     const pair = algorithm === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('ed25519');
     const nonce = randomBytes(16).toString('base64url');
     await writer.apply({
@@ -63,6 +65,7 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
       seq: seq++,
       methods: ['push', 'totp'],
       defaultMethod: 'push',
+      validFrom,
       totpTokens: [{ tokenId: 'app', secret: randomBytes(20), digits: 6, period: 30, activatedStep: 0 }],
       devices: [
         {
@@ -198,6 +201,55 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.deepEqual([late.status, late.body.error?.code], [409, 'conflict']);
     const status = await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId });
     assert.deepEqual([status.status, status.reason], ['denied', 'expired']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'the app shows no push its user can no longer approve: the user blocked since its start (shown again once unblocked), or reset since', async () => {
+    const userId = uniqueUser('erin');
+    const device = await userWithDevice(tenant, userId, 'ES256', Date.now() - 86_400_000);
+    const tag = userTag(keyring, tenant, userId);
+    const push = await startPush(tenant, userId);
+    const shown = async () => ((await pending(device)).body.challenge as { challengeId?: string } | null)?.challengeId ?? null;
+    assert.equal(await shown(), push.challengeId);
+    // As fraud projects a block: until its end.
+    await redis.set(RedisKeys.blocked(tag), String(Date.now() + 60_000), 'PX', 60_000);
+    assert.equal(await shown(), null, 'a blocked user’s push is not shown');
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'pending', 'decided only by an answer or its expiry');
+    await redis.del(RedisKeys.blocked(tag));
+    assert.equal(await shown(), push.challengeId, 'unblocked before it expired: it can be approved again, so it is shown');
+    // As user-settings projects a reset: the user's methods begin anew.
+    await redis.hset(RedisKeys.user(tag), 'validFrom', String(Date.now()));
+    assert.equal(await shown(), null, 'a push started before its user was reset is not shown');
+    assert.deepEqual((await answer(device, push.challengeId, 'approve', push.number)).body, { status: 'denied', reason: 'method_not_registered' }, 'it could not be approved');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'an activation or a fraud report whose internal request fails answers 503 and logs why: the error’s name, not the request', async () => {
+    const warned: Array<{ msg: string; fields?: Record<string, unknown> }> = [];
+    const closed = await connect({ servers: testEnv.natsUrl });
+    await closed.close();
+    const unused = { pushAnswer: () => Promise.reject(new Error('not used here')) };
+    const cut = new DeviceApiService(redis, new InternalRequests(closed, keyring), unused, { warn: (msg, fields) => void warned.push({ msg, fields }) });
+    const is503 = (error: unknown) => error instanceof DeviceApiError && error.status === 503 && error.code === 'unavailable';
+    const code = randomBytes(12).toString('base64url');
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const activation = { code, algorithm: 'ES256', publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64url'), proof: randomBytes(64).toString('base64url'), platform: 'none' };
+    await assert.rejects(cut.activate(activation), is503);
+    assert.equal(warned.length, 1);
+    assert.equal(warned[0]!.fields?.subject, InternalSubjects.deviceActivate);
+    const error = warned[0]!.fields?.error as { name?: unknown };
+    assert.ok(typeof error.name === 'string' && error.name.length > 0, `the error named: ${JSON.stringify(warned[0])}`);
+    assert.ok(!JSON.stringify(warned).includes(code), 'the activation code is not logged');
+
+    const userId = uniqueUser('frank');
+    const device = await userWithDevice(tenant, userId);
+    const push = await startPush(tenant, userId);
+    const path = `/device/v1/challenges/${push.challengeId}/answer`;
+    const body = answerBody(device, push.challengeId, 'fraud');
+    const headers = Object.fromEntries(Object.entries(signedHeaders(device, 'POST', path, body)).map(([k, v]) => [k.toLowerCase(), v]));
+    await assert.rejects(cut.answer({ method: 'POST', path, body: Buffer.from(body), headers }, push.challengeId), is503);
+    assert.equal(warned.length, 2);
+    assert.equal(warned[1]!.fields?.subject, InternalSubjects.fraudFromApp);
+    assert.ok(typeof (warned[1]!.fields?.error as { name?: unknown }).name === 'string');
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'pending', 'nothing reported, nothing decided');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'hostile input: unknown devices, missing headers, wrong types, non-ASCII digits, oversized bodies', async () => {

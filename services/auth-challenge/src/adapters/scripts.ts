@@ -86,6 +86,12 @@ end
 export const REGISTRATION_REQUIRED_TTL_SECONDS = 60;
 
 /**
+ * The most browsers a user has remembered at once (rememberMfa): a remembering approval beyond it
+ * forgets the ones remembered longest ago. It bounds the hash that every such approval reads whole.
+ */
+export const REMEMBERED_BROWSERS_MAX = 50;
+
+/**
  * The tenant's country rules for phone methods (sms.allowedCountries as a csv, '*' = all;
  * blockedCountries as a csv) against a phone's country: whether they exclude it (a phone of unknown
  * country is excluded when only some countries are allowed). As phoneCountryAllowed (verdicts.ts).
@@ -372,7 +378,10 @@ if matched then
   -- long as it can matter (rememberMfa.days); and the browser, when the start asked and a token id
   -- is given (verify only: a push or call approval has no reply to the browser's IdP to carry a
   -- token): a new token's id with its end; ended ones are dropped, so the hash holds only browsers
-  -- still remembered.
+  -- still remembered. At most ${REMEMBERED_BROWSERS_MAX} of them, the newest: each remembering approval
+  -- reads them all, so a user approving from ever new browsers (or a script doing it for them) must
+  -- not make that read, and the hash, grow without end. The oldest go first (the one remembered
+  -- longest ago is the likeliest to be a browser no longer used); they are asked for MFA again.
   -- Only while the user is still the one the challenge was for: a challenge approved after its
   -- user was erased must not leave a user registered later under the same id a way past MFA.
   local remembered = ''
@@ -380,8 +389,15 @@ if matched then
   if remembers then redis.call('SET', KEYS[8], ARGV[2], 'PX', tonumber(ARGV[10]) - tonumber(ARGV[2])) end
   if remembers and ch[11] == '1' and ARGV[9] ~= '' then
     local all = redis.call('HGETALL', KEYS[7])
+    local live = {}
     for n = 1, #all, 2 do
-      if tonumber(string.match(all[n + 1], '^(%d+)')) <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[7], all[n]) end
+      if tonumber(string.match(all[n + 1], '^(%d+)')) <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[7], all[n])
+      elseif all[n] ~= ARGV[9] then live[#live + 1] = {all[n], tonumber(string.match(all[n + 1], ':(%d+)$') or '0')} end
+    end
+    if #live >= ${REMEMBERED_BROWSERS_MAX} then
+      -- Oldest first; two remembered in the same ms in the order of their ids, so every run agrees.
+      table.sort(live, function(a, b) if a[2] ~= b[2] then return a[2] < b[2] end return a[1] < b[1] end)
+      for n = 1, #live - ${REMEMBERED_BROWSERS_MAX} + 1 do redis.call('HDEL', KEYS[7], live[n][1]) end
     end
     redis.call('HSET', KEYS[7], ARGV[9], ARGV[10] .. ':' .. ARGV[2])
     if redis.call('PTTL', KEYS[7]) < tonumber(ARGV[10]) - tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[7], ARGV[10]) end

@@ -12,8 +12,8 @@ import {
 } from '@mfa/contracts';
 import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
 import type { InternalRequests } from '@mfa/service-kit';
-import { parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
-import { counter } from '@mfa/telemetry';
+import { parseChallengeId, parseDeviceId, RedisKeys, UserFields, type ProjectedDevice } from '@mfa/projection';
+import { counter, type Logger } from '@mfa/telemetry';
 import type { ChallengeService } from './challenge.service.js';
 
 const requests = counter('mfa_device_api_requests_total', 'Device API requests by route and outcome', ['route', 'outcome']);
@@ -74,13 +74,15 @@ export class DeviceApiService {
     private readonly redis: RedisClient,
     private readonly internal: InternalRequests,
     private readonly challenges: Pick<ChallengeService, 'pushAnswer'>,
+    private readonly log: Pick<Logger, 'warn'>,
     private readonly clock: () => Date = () => new Date(),
   ) {}
 
   async activate(body: unknown): Promise<DeviceActivateReply> {
     const parsed = DeviceActivateBody.safeParse(body);
     if (!parsed.success) throw new DeviceApiError(400, 'invalid_request', describeIssues(parsed.error.issues));
-    const reply = await this.internal.request<DeviceActivateReply & { error?: { code: string; message: string } }>(InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
+    const reply = await this.internal.request<DeviceActivateReply & { error?: { code: string; message: string } }>(InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch((error: unknown) => {
+      this.unreached(InternalSubjects.deviceActivate, error);
       throw new DeviceApiError(503, 'unavailable', 'activation is not available right now; try again');
     });
     if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
@@ -94,12 +96,29 @@ export class DeviceApiService {
     const pending = await this.redis.get(RedisKeys.pendingPush(device.tag));
     const challengeId = pending?.split('|')[0];
     const id = challengeId ? parseChallengeId(challengeId) : undefined;
-    if (!challengeId || !id) return { challenge: null };
-    const [tenantId, status, method, expiresAt, createdAt, ip, app, numberHash] = await this.redis.hmget(
-      RedisKeys.challenge(id.tag, id.nonce),
-      'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app', 'codeHash',
-    );
+    if (!challengeId || !id || id.tag !== device.tag) return { challenge: null };
+    // The push with what decides whether the user can still approve it, in one read (one slot).
+    const replies = await this.redis
+      .multi()
+      .hmget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app', 'codeHash', 'vf')
+      .exists(RedisKeys.blocked(device.tag))
+      .hmget(RedisKeys.user(device.tag), UserFields.validFrom, UserFields.userId)
+      .exec();
+    const [challenge, blocked, user] = (replies ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value;
+    }) as [Array<string | null>, number, Array<string | null>];
+    if (!challenge || !user) throw new Error('device API pending: the transaction was not run');
+    const [tenantId, status, method, expiresAt, createdAt, ip, app, numberHash, validFrom] = challenge;
     if (!tenantId || status !== 'pending' || method !== 'push' || Number(expiresAt) <= this.clock().getTime()) return { challenge: null };
+    // A push its user can no longer approve is not shown: the user blocked since its start, or
+    // reset or erased since (its answer would be denied user_blocked or method_not_registered, as
+    // verify's CHECKS decide). It stays pending until answered or expired; an unblock before then
+    // shows it again, as it could then still be approved.
+    if (blocked === 1 || voided(validFrom, user[0], user[1])) {
+      requests.inc({ route: 'pending', outcome: 'hidden' });
+      return { challenge: null };
+    }
     requests.inc({ route: 'pending', outcome: 'ok' });
     return {
       challenge: {
@@ -164,7 +183,8 @@ export class DeviceApiService {
 
   /** The user did not start this sign-in: the fraud service denies it, blocks and mails as the tenant says. */
   private async fraud(device: Device, target: FraudFromCallRequest): Promise<{ status: 'denied'; reason: string }> {
-    const reply = await this.internal.request<{ error?: { code: string; message: string } }>(InternalSubjects.fraudFromApp, target, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch(() => {
+    const reply = await this.internal.request<{ error?: { code: string; message: string } }>(InternalSubjects.fraudFromApp, target, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch((error: unknown) => {
+      this.unreached(InternalSubjects.fraudFromApp, error);
       throw new DeviceApiError(503, 'unavailable', 'the fraud report could not be recorded; try again');
     });
     if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
@@ -172,6 +192,25 @@ export class DeviceApiService {
     await this.redis.hset(RedisKeys.devicesUsed(device.tag), device.nonce, String(this.clock().getTime()));
     requests.inc({ route: 'answer', outcome: 'fraud' });
     return { status: 'denied', reason: 'fraud_reported' };
+  }
+
+  /**
+   * Why an internal request got no reply (nobody serving it, a timeout, NATS closed): the device
+   * is answered 503 and retries; the operator needs the cause. The error's name, code and cause's
+   * name only (a RequestError names NoResponders as its cause): a message may quote the request or
+   * the reply, and an activation's request carries the activation code.
+   */
+  private unreached(subject: string, error: unknown): void {
+    const { name, code, cause } = (error ?? {}) as { name?: unknown; code?: unknown; cause?: { name?: unknown } };
+    this.log.warn('device API: an internal request failed; the device was answered 503', {
+      subject,
+      error: {
+        name: typeof name === 'string' ? name : typeof error,
+        ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+        ...(typeof cause?.name === 'string' ? { cause: cause.name } : {}),
+      },
+    });
+    requests.inc({ route: subject === InternalSubjects.deviceActivate ? 'activate' : 'answer', outcome: 'unavailable' });
   }
 
   /** The activated device that signed this request, or the error to answer. */
@@ -236,6 +275,18 @@ export interface PendingView {
   expiresAt: string;
   /** Whether approving needs the number the sign-in page shows. */
   numberMatch: boolean;
+}
+
+/**
+ * Whether a challenge that kept `vf` (its user's validFrom at its start) is void: the rule of the
+ * scripts' VOIDED (adapters/scripts.ts), for a read outside them. The user hash holds another
+ * validFrom, or no user (a tombstone: erased); '' and a hash without validFrom but with its user
+ * void nothing.
+ */
+function voided(vf: string | null | undefined, validFrom: string | null | undefined, userId: string | null | undefined): boolean {
+  if (!vf) return false;
+  if (validFrom) return validFrom !== vf;
+  return !userId;
 }
 
 function statusOf(code: string): number {

@@ -1,14 +1,21 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { pbkdf2 } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ContractError, unavailable } from '@mfa/contracts';
+import { promisify } from 'node:util';
+import { ContractError, MAX_INLINE_ERRORS_BYTES, unavailable } from '@mfa/contracts';
 import { loadKeyring } from '@mfa/crypto';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
-import { ImportJobs, jobObjects } from './adapters/import-jobs.js';
+import { ImportJobs, jobObjects, type ImportJob } from './adapters/import-jobs.js';
 import { OathImportService } from './application/oath-import.service.js';
 import type { OathTokensService, RowOutcome } from './application/oath-tokens.service.js';
+import { PskcKeys } from './domain/oath-import/pskc.js';
 
 /**
  * Import jobs against real JetStream buckets, with a token service that fails when told to. On a
@@ -122,5 +129,200 @@ describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
       requester.request({ tenantId, format: 'csv', object: `${tenantId}/never-uploaded-Secret.csv` } as never, new Date()),
       (e: unknown) => e instanceof ContractError && e.code === 'not_found' && e.message === 'object: no such file in the imports bucket',
     );
+  });
+});
+
+const PSK = '000102030405060708090a0b0c0d0e0f';
+const PASSWORD = 'correct horse battery staple';
+
+/** Two PSKC files of three TOTP keys by python3-pskc: one under a key derived from PASSWORD, one under PSK. */
+function pskcFiles(): { password: Buffer; psk: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), 'oath-import-jobs-'));
+  try {
+    execFileSync(
+      '/usr/bin/python3',
+      [
+        '-c',
+        String.raw`
+import sys, pskc
+def keys(p):
+    for i in range(3):
+        p.add_key(id='k%d' % i, serial='JOB-%d' % i, secret=bytes(range(i, i + 20)), algorithm='urn:ietf:params:xml:ns:keyprov:pskc:totp', response_length=6)
+p = pskc.PSKC(); keys(p); p.encryption.setup_pbkdf2('${PASSWORD}', iterations=1000); p.write(sys.argv[1] + '/password.pskcxml')
+p = pskc.PSKC(); keys(p); p.encryption.setup_preshared_key(key=bytes.fromhex('${PSK}')); p.write(sys.argv[1] + '/psk.pskcxml')
+`,
+        dir,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    return { password: readFileSync(join(dir, 'password.pskcxml')), psk: readFileSync(join(dir, 'psk.pskcxml')) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A job's key material and its reading of the error file, on a nats-server of the test's own (its worker must be the only one). */
+describe('oath.import jobs: key material and error files (real NATS)', () => {
+  let server: NatsServerProcess;
+  let nats: NatsClients;
+  let jobs: ImportJobs;
+  let service: OathImportService | undefined;
+  const tenantId = `keys-${Date.now().toString(36)}`;
+  const log = createLogger('oath-import-test', { level: 'error' });
+  const keyring = loadKeyring({}).keyring;
+  const files = pskcFiles();
+
+  before(async () => {
+    server = await startNatsServer();
+    nats = await connectNats({ url: server.url, name: 'oath-import-keys-test', connectTimeoutMs: 5_000 });
+    jobs = await ImportJobs.open(nats, 1);
+  });
+
+  after(async () => {
+    await service?.stop();
+    await nats.nc.drain();
+    await server.stop();
+  });
+
+  const ended = async (jobId: string): Promise<ImportJob> => {
+    const end = Date.now() + 30_000;
+    for (;;) {
+      const now = await jobs.get(tenantId, jobId);
+      if (now && (now.job.state === 'completed' || now.job.state === 'failed')) return now.job;
+      if (Date.now() > end) throw new Error(`timed out waiting for job ${jobId}: ${JSON.stringify(now?.job)}`);
+      await sleep(100);
+    }
+  };
+
+  itWith({ real: ['nats'] }, 'a PSKC job derives its password key once per run although it reads the file twice (count, import); a resumed run derives it again and completes', async () => {
+    const derivations: number[] = [];
+    const pskcKeys = (given: { password?: string; psk?: Buffer }) => {
+      const run = derivations.push(0) - 1;
+      return new PskcKeys(given, (password, salt, iterations, length, hash) => {
+        derivations[run]!++;
+        return promisify(pbkdf2)(password, salt, iterations, length, hash);
+      });
+    };
+    let failures = 1;
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        if (failures > 0) {
+          failures--;
+          throw unavailable('event store unavailable');
+        }
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant: async () => undefined, pskcKeys });
+    service.start();
+    const { jobId } = await service.request({ tenantId, format: 'pskc', content: files.password.toString('base64'), encoding: 'base64', password: PASSWORD } as never, new Date());
+
+    // The first run counted the keys, then met an unavailable store at its first one: it stopped at its checkpoint.
+    const end = Date.now() + 20_000;
+    while (failures > 0 || (await jobs.get(tenantId, jobId))?.job.total !== 3) {
+      if (Date.now() > end) throw new Error('timed out waiting for the first run to stop');
+      await sleep(100);
+    }
+    await sleep(500);
+    const stored = (await jobs.get(tenantId, jobId))!;
+    assert.deepEqual([stored.job.state, stored.job.processed], ['running', 0]);
+    assert.deepEqual(derivations, [1], 'one derivation for both readings of the first run');
+
+    // Its lease lapses; the resumed run reads the file once more, with a key of its own.
+    await jobs.update({ ...stored.job, lease: { owner: stored.job.lease!.owner, until: 0 } }, stored.revision);
+    const done = await ended(jobId);
+    assert.deepEqual([done.state, done.total, done.imported, done.failed, done.error], ['completed', 3, 3, 0, undefined]);
+    assert.deepEqual([...new Set(imported)].sort(), ['JOB-0', 'JOB-1', 'JOB-2']);
+    assert.deepEqual(derivations, [1, 1]);
+    await service.stop();
+    service = undefined;
+  });
+
+  itWith({ real: ['nats'] }, 'the pre-shared key of a PSKC job is zeroed when its run ends', async () => {
+    const given: Buffer[] = [];
+    const pskcKeys = (keys: { password?: string; psk?: Buffer }) => {
+      if (keys.psk) given.push(keys.psk);
+      return new PskcKeys(keys);
+    };
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant: async () => undefined, pskcKeys });
+    service.start();
+    const { jobId } = await service.request({ tenantId, format: 'pskc', content: files.psk.toString('base64'), encoding: 'base64', psk: PSK } as never, new Date());
+    const done = await ended(jobId);
+    assert.deepEqual([done.state, done.imported], ['completed', 3]);
+    assert.deepEqual(imported.sort(), ['JOB-0', 'JOB-1', 'JOB-2'], 'the psk opened the file');
+    // The run's finally block runs after the job's last write: wait for the worker to be idle.
+    await service.stop();
+    service = undefined;
+    assert.equal(given.length, 1);
+    assert.equal(given[0]!.length, 16);
+    assert.ok(given[0]!.every((byte) => byte === 0), `the psk is ${given[0]!.toString('hex')}`);
+  });
+
+  itWith({ real: ['nats'] }, 'a job whose run stopped while closing it (its file and error chunks deleted, its record not yet closed) is closed by the next run, with its error file whole', async () => {
+    const jobId = 'd'.repeat(24);
+    const objects = jobObjects(tenantId, jobId);
+    const errorsCsv = 'row,user,serial,failure reason\r\n2,,SN-2,secret key: missing\r\n';
+    // As `finish` leaves it when the process dies before its last write: error file written, chunk and file deleted.
+    await jobs.putObject(objects.errors, Buffer.from(errorsCsv, 'utf8'));
+    const at = new Date().toISOString();
+    await jobs.create({ jobId, tenantId, format: 'csv', source: { object: objects.source, sealed: true }, replace: false, state: 'running', total: 3, processed: 3, imported: 2, failed: 1, errorChunks: [0], createdAt: at, updatedAt: at, lease: { owner: 'a-worker-that-died', until: 0 } });
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant: async () => undefined });
+    service.start();
+    const done = await ended(jobId);
+    await service.stop();
+    service = undefined;
+    assert.deepEqual([done.state, done.error, done.processed, done.imported, done.failed, done.errorsObject], ['completed', undefined, 3, 2, 1, objects.errors]);
+    assert.deepEqual(imported, [], 'no row done again');
+    assert.equal(Buffer.from((await jobs.getObject(objects.errors)) ?? []).toString('utf8'), errorsCsv, 'the error file keeps its rows');
+  });
+
+  itWith({ real: ['nats'] }, 'status reads only the head of a large error file, and the whole of a small one', async () => {
+    // Rows of about 100 bytes: some 3 MiB, far more than a reply shows.
+    const line = (i: number) => `${i},user-${i}@contoso.example,SN-${String(i).padStart(8, '0')},secret key: not Base32 (RFC 4648: letters A-Z and digits 2-7 only)\r\n`;
+    const big = Buffer.from(`row,user,serial,failure reason\r\n${Array.from({ length: 30_000 }, (_, i) => line(i + 1)).join('')}`, 'utf8');
+    const small = Buffer.from(`row,user,serial,failure reason\r\n${line(1)}${line(2)}`, 'utf8');
+    const at = new Date().toISOString();
+    const make = async (jobId: string, content: Buffer) => {
+      const errorsObject = jobObjects(tenantId, jobId).errors;
+      await jobs.putObject(errorsObject, content);
+      const job: ImportJob = { jobId, tenantId, format: 'csv', source: { object: jobObjects(tenantId, jobId).source, sealed: true }, replace: false, state: 'completed', total: 2, processed: 2, imported: 0, failed: 2, errorChunks: [], errorsObject, createdAt: at, updatedAt: at, finishedAt: at };
+      await jobs.create(job);
+    };
+    await make('a'.repeat(24), big);
+    await make('b'.repeat(24), small);
+
+    // The adapter reads whole chunks (128 KiB) up to the limit, not the file.
+    const head = (await jobs.readHead(jobObjects(tenantId, 'a'.repeat(24)).errors, MAX_INLINE_ERRORS_BYTES))!;
+    assert.equal(head.size, big.length);
+    assert.ok(head.bytes.length >= MAX_INLINE_ERRORS_BYTES && head.bytes.length <= MAX_INLINE_ERRORS_BYTES + 128 * 1024, `read ${head.bytes.length} bytes`);
+    assert.ok(head.bytes.equals(big.subarray(0, head.bytes.length)));
+
+    // The service never reads an error file whole.
+    const whole = () => Promise.reject(new Error('read the whole object'));
+    const bounded = new Proxy(jobs, { get: (target, name) => (name === 'getObject' || name === 'readObject' ? whole : Reflect.get(target, name, target)) });
+    const requester = new OathImportService({ jobs: bounded, tokens: {} as OathTokensService, keyring, log, requireTenant: async () => undefined });
+    const truncated = await requester.status({ tenantId, jobId: 'a'.repeat(24) }, new Date());
+    assert.equal(truncated.errorsTruncated, true);
+    const shown = Buffer.from(truncated.errorsCsv!, 'utf8');
+    assert.ok(shown.length <= MAX_INLINE_ERRORS_BYTES && shown.length > MAX_INLINE_ERRORS_BYTES - 200, `${shown.length} bytes shown`);
+    assert.ok(big.subarray(0, shown.length).equals(shown) && truncated.errorsCsv!.endsWith('\r\n'), 'whole lines from the start of the file');
+    const full = await requester.status({ tenantId, jobId: 'b'.repeat(24) }, new Date());
+    assert.deepEqual([full.errorsCsv, full.errorsTruncated], [small.toString('utf8'), undefined]);
   });
 });

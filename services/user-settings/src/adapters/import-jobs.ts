@@ -210,6 +210,31 @@ export class ImportJobs {
   }
 
   /**
+   * The first bytes of the object, at least `max` of them when it has that many (whole chunks, so
+   * a little more), with its size; undefined when there is none. Only those chunks are read, one
+   * request each, from the stream leader (a replica answering direct gets may lag behind a file
+   * just written): an error file can reach tens of MiB, of which a status reply shows 256 KiB.
+   */
+  async readHead(name: string, max: number): Promise<{ bytes: Buffer; size: number } | undefined> {
+    const info = await this.objects.info(name);
+    if (!info || info.deleted) return undefined;
+    const parts: Uint8Array[] = [];
+    let read = 0;
+    let seq = 0;
+    for (let chunk = 0; chunk < info.chunks && read < max; chunk++) {
+      // STREAM.MSG.GET takes next_by_subj (the first message at or after seq on that subject); nats.js types only seq and last_by_subj there.
+      const query = { seq: seq + 1, next_by_subj: chunksSubject(info.nuid) } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
+      const message = await this.jsm.streams.getMessage(STREAM, query);
+      // Chunks purged under a record (see readObject): what came so far is all there is.
+      if (!message) break;
+      seq = message.seq;
+      parts.push(message.data);
+      read += message.data.length;
+    }
+    return { bytes: Buffer.concat(parts), size: info.size };
+  }
+
+  /**
    * The object as a byte stream (files of any size), or undefined. An object whose chunks are not
    * all there (its record written after the sweeper purged them as stray: a writer silent for
    * longer than OATH_UNCLAIMED_UPLOAD_SECONDS) counts as gone: a read of it would wait for chunks

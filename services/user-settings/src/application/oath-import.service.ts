@@ -19,7 +19,7 @@ import type { Logger } from '@mfa/telemetry';
 import { isJobObject, jobObjects, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
 import { decodeBase64 } from '../domain/oath-import/fields.js';
 import { parseCsv } from '../domain/oath-import/csv.js';
-import { parsePskc } from '../domain/oath-import/pskc.js';
+import { parsePskc, PskcKeys } from '../domain/oath-import/pskc.js';
 import { ImportFileError, type ParsedRow, type RejectedRow } from '../domain/oath-import/types.js';
 import type { OathTokensService, RowOutcome } from './oath-tokens.service.js';
 
@@ -35,7 +35,8 @@ const SCAN_MS = 2_000;
 /** How often the uploads are looked over for those no job claimed: a quarter of the time they are kept, at most a minute. */
 const sweepEvery = (unclaimedUploadMs: number) => Math.max(1_000, Math.min(60_000, Math.floor(unclaimedUploadMs / 4)));
 
-interface PskcKeys {
+/** The PSKC password or pre-shared key (hex) of a job, as sealed in its record. */
+interface SealedKeys {
   password?: string;
   psk?: string;
 }
@@ -76,6 +77,8 @@ export class OathImportService {
       log: Logger;
       /** The tenant exists, else not_found. */
       requireTenant: (tenantId: string, now: Date) => Promise<void>;
+      /** What holds a job's PSKC keys for one run (tests count its derivations); `new PskcKeys` by default. */
+      pskcKeys?: (given: { password?: string; psk?: Buffer }) => PskcKeys;
     },
   ) {}
 
@@ -140,7 +143,7 @@ export class OathImportService {
       if (size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
       source = { object: request.object!, sealed: false };
     }
-    const keys: PskcKeys = { ...(request.password ? { password: request.password } : {}), ...(request.psk ? { psk: request.psk } : {}) };
+    const keys: SealedKeys = { ...(request.password ? { password: request.password } : {}), ...(request.psk ? { psk: request.psk } : {}) };
     const at = now.toISOString();
     const job: ImportJob = {
       jobId,
@@ -174,10 +177,10 @@ export class OathImportService {
     const { job } = found;
     let errors: { errorsCsv: string; errorsTruncated?: true } | undefined;
     if (job.errorsObject) {
-      const bytes = await this.infra(() => this.options.jobs.getObject(job.errorsObject!));
-      if (bytes) {
-        const text = Buffer.from(bytes).toString('utf8');
-        errors = bytes.length <= MAX_INLINE_ERRORS_BYTES ? { errorsCsv: text } : { errorsCsv: truncateCsv(text, MAX_INLINE_ERRORS_BYTES), errorsTruncated: true };
+      // Only the part the reply shows: an error file of 200,000 refused rows is some 20 MB, and the admin polls.
+      const head = await this.infra(() => this.options.jobs.readHead(job.errorsObject!, MAX_INLINE_ERRORS_BYTES));
+      if (head) {
+        errors = head.size <= MAX_INLINE_ERRORS_BYTES ? { errorsCsv: head.bytes.toString('utf8') } : { errorsCsv: truncateCsv(head.bytes, MAX_INLINE_ERRORS_BYTES), errorsTruncated: true };
       }
     }
     return {
@@ -334,11 +337,15 @@ export class OathImportService {
     const heartbeat = setInterval(() => void write((job) => job).catch(() => undefined), HEARTBEAT_MS);
     heartbeat.unref();
     log.info('import job running', { tenantId, jobId, format: current.job.format, resumedAt: current.job.processed });
+    // One for the run: the count and the import read the file with the same derived key, and the psk is zeroed at the end.
+    let keys: PskcKeys | undefined;
     try {
-      const keys = this.keysOf(current.job);
-      if (current.job.total === 0) {
+      keys = this.keysOf(current.job);
+      // Every row done: the run before stopped while closing the job, its file (and error chunks) maybe deleted already.
+      const closing = current.job.total > 0 && current.job.processed >= current.job.total;
+      if (!closing && current.job.total === 0) {
         let total = 0;
-        for await (const row of await this.rows(current.job, keys)) {
+        for await (const row of this.rows(current.job, keys)) {
           total++;
           if (row.ok) row.token.secret.fill(0);
         }
@@ -347,7 +354,7 @@ export class OathImportService {
       let batch: Array<{ index: number; row: ParsedRow }> = [];
       let index = 0;
       const skip = current.job.processed;
-      for await (const row of await this.rows(current.job, keys)) {
+      for await (const row of closing ? [] : this.rows(current.job, keys)) {
         index++;
         if (index <= skip) continue;
         batch.push({ index, row });
@@ -375,6 +382,7 @@ export class OathImportService {
       // Infrastructure trouble: the lease runs out and a worker (maybe this one) resumes later.
       log.warn('import job interrupted; it resumes from its last checkpoint', { tenantId, jobId, error });
     } finally {
+      keys?.dispose();
       clearInterval(heartbeat);
       await writes;
     }
@@ -432,11 +440,16 @@ export class OathImportService {
     let errorsObject: string | undefined;
     if (job.errorChunks.length > 0) {
       const parts: Buffer[] = [Buffer.from(`${OATH_ERRORS_CSV_HEADER}\r\n`, 'utf8')];
+      let missing = false;
       for (const chunk of [...job.errorChunks].sort((a, b) => a - b)) {
         const bytes = await this.infra(() => this.options.jobs.getObject(objects.errorChunk(chunk)));
         if (bytes) parts.push(Buffer.from(bytes));
+        else missing = true;
       }
-      await this.infra(() => this.options.jobs.putObject(objects.errors, Buffer.concat(parts)));
+      // Chunks go only once the error file is written: with one gone, a file there is the whole one (a run stopped after writing it).
+      if (!missing || (await this.infra(() => this.options.jobs.size(objects.errors))) === undefined) {
+        await this.infra(() => this.options.jobs.putObject(objects.errors, Buffer.concat(parts)));
+      }
       for (const chunk of job.errorChunks) await this.options.jobs.deleteObject(objects.errorChunk(chunk));
       errorsObject = objects.errors;
     }
@@ -454,13 +467,22 @@ export class OathImportService {
     // The lease written by `write` is harmless on a finished job: nobody claims those.
   }
 
+  /** The job's PSKC password or psk, for one run: the caller disposes of it. */
   private keysOf(job: ImportJob): PskcKeys {
-    if (!job.sealedKeys) return {};
-    return JSON.parse(open(this.options.keyring, job.sealedKeys, SealContext.importFile(job.tenantId, job.jobId, 'keys')).toString('utf8')) as PskcKeys;
+    const make = this.options.pskcKeys ?? ((given) => new PskcKeys(given));
+    if (!job.sealedKeys) return make({});
+    const opened = open(this.options.keyring, job.sealedKeys, SealContext.importFile(job.tenantId, job.jobId, 'keys'));
+    let sealed: SealedKeys;
+    try {
+      sealed = JSON.parse(opened.toString('utf8')) as SealedKeys;
+    } finally {
+      opened.fill(0);
+    }
+    return make({ ...(sealed.password ? { password: sealed.password } : {}), ...(sealed.psk ? { psk: Buffer.from(sealed.psk, 'hex') } : {}) });
   }
 
-  /** The job's file, parsed from the start. */
-  private async rows(job: ImportJob, keys: PskcKeys): Promise<AsyncIterable<ParsedRow>> {
+  /** The job's file, parsed from the start; a file this service sealed is zeroed once read (or the reading stops). */
+  private async *rows(job: ImportJob, keys: PskcKeys): AsyncGenerator<ParsedRow> {
     let input: Buffer | Readable;
     if (job.source.sealed) {
       const sealed = await this.infra(() => this.options.jobs.getObject(job.source.object));
@@ -472,8 +494,11 @@ export class OathImportService {
       if (!stream) throw new ImportFileError('the file is no longer in the imports bucket');
       input = stream;
     }
-    if (job.format === 'csv') return parseCsv(input);
-    return parsePskc(input, { ...(keys.password ? { password: keys.password } : {}), ...(keys.psk ? { psk: Buffer.from(keys.psk, 'hex') } : {}) });
+    try {
+      yield* job.format === 'csv' ? parseCsv(input) : parsePskc(input, keys);
+    } finally {
+      if (Buffer.isBuffer(input)) input.fill(0);
+    }
   }
 
   private async infra<T>(call: () => Promise<T>): Promise<T> {
@@ -524,8 +549,8 @@ function defuse(cell: string): string {
 }
 
 /** The first whole lines of `csv` within `max` bytes. */
-function truncateCsv(csv: string, max: number): string {
-  const cut = Buffer.from(csv, 'utf8').subarray(0, max).toString('utf8');
+function truncateCsv(csv: Buffer, max: number): string {
+  const cut = csv.subarray(0, max).toString('utf8');
   const end = cut.lastIndexOf('\r\n');
   return end > 0 ? cut.slice(0, end + 2) : cut;
 }

@@ -131,19 +131,55 @@ function readPbkdf2(header: Map<string, string>): Pbkdf2Params {
 }
 
 /**
- * The keys of one file: the encryption key (the psk, or derived from the password once per key
- * length) and the MAC key. They are held as KeyObjects, built once: node keeps its own copy of
- * the bytes (as it would for every cipher made from a Buffer), and building one per value would
- * cost more than the decryption itself. The buffers they were made from are zeroed at once.
+ * What opens the protection of one file, for as long as it is read, once or more (an import job
+ * reads its file twice: to count its keys, then to import them): the psk or password given, and
+ * the keys derived from that password, so that PBKDF2 (up to MAX_PBKDF2_ITERATIONS, seconds of
+ * CPU) runs once however often the file is read. One password per instance. Whoever makes it
+ * disposes of it when done: the psk given is zeroed then (a password, a string, cannot be).
+ */
+export class PskcKeys {
+  private readonly derived = new Map<string, KeyObject>();
+
+  constructor(
+    readonly given: { password?: string; psk?: Buffer },
+    private readonly pbkdf2: (password: string, salt: Buffer, iterations: number, length: number, hash: string) => Promise<Buffer> = pbkdf2Async,
+  ) {}
+
+  /** The key PBKDF2 derives from the password with `params`, `length` bytes long: derived the first time, then kept. */
+  async derive(params: Pbkdf2Params, length: number): Promise<KeyObject> {
+    const id = `${params.hash}\n${params.iterations}\n${length}\n${params.salt.toString('base64')}`;
+    let key = this.derived.get(id);
+    if (key === undefined) {
+      key = secretKey(await this.pbkdf2(this.given.password!, params.salt, params.iterations, length, params.hash));
+      this.derived.set(id, key);
+    }
+    return key;
+  }
+
+  /** Zeroes the psk and drops the derived keys (node keeps a KeyObject's bytes until it is collected). */
+  dispose(): void {
+    this.given.psk?.fill(0);
+    this.derived.clear();
+  }
+}
+
+/**
+ * The keys of one reading of a file: the encryption key (the psk, or derived from the password,
+ * which PskcKeys keeps across readings) and the MAC key. They are held as KeyObjects, built once:
+ * node keeps its own copy of the bytes (as it would for every cipher made from a Buffer), and
+ * building one per value would cost more than the decryption itself. The buffers they were made
+ * from are zeroed at once.
  */
 class FileKeys {
   private pbkdf2: Pbkdf2Params | undefined;
   private psk: KeyObject | undefined;
-  private readonly derived = new Map<number, KeyObject>();
   private mac: { hash: string; key: KeyObject | undefined } | undefined;
   private ready = false;
+  private readonly given: { password?: string; psk?: Buffer };
 
-  constructor(private readonly given: { password?: string; psk?: Buffer }) {}
+  constructor(private readonly keys: PskcKeys) {
+    this.given = keys.given;
+  }
 
   /** Reads the header's protection once: fails the file when the psk or password it needs is missing, or the MAC key does not decrypt. */
   async prepare(header: Found): Promise<void> {
@@ -190,12 +226,7 @@ class FileKeys {
   private async derive(params: Pbkdf2Params, cipher: Cipher): Promise<KeyObject> {
     const length = params.keyLength ?? cipher.keyBytes;
     if (length !== cipher.keyBytes) throw new ImportFileError(`PBKDF2: KeyLength ${length} does not fit the file's ${cipher.name}`);
-    let key = this.derived.get(length);
-    if (key === undefined) {
-      key = secretKey(await pbkdf2Async(this.given.password!, params.salt, params.iterations, length, params.hash));
-      this.derived.set(length, key);
-    }
-    return key;
+    return this.keys.derive(params, length);
   }
 
   /** Whether the file names a MACMethod (known once `prepare` has run). */
@@ -490,11 +521,13 @@ class WrongKeyGate {
 
 /**
  * The keys of a PSKC file, one row per KeyPackage in file order. `keys` holds what the file's
- * protection needs: the pre-shared key (16, 24 or 32 bytes, by the file's cipher) or the password.
+ * protection needs: the pre-shared key (16, 24 or 32 bytes, by the file's cipher) or the password;
+ * a PskcKeys when the file is read more than once (the derivation is then done once), which the
+ * caller disposes of. A psk given as a plain Buffer is the caller's: it is not zeroed here.
  */
-export async function* parsePskc(input: AsyncIterable<Buffer> | Buffer, keys: { password?: string; psk?: Buffer }): AsyncGenerator<ParsedRow> {
+export async function* parsePskc(input: AsyncIterable<Buffer> | Buffer, keys: { password?: string; psk?: Buffer } | PskcKeys): AsyncGenerator<ParsedRow> {
   const reader = new PskcReader();
-  const fileKeys = new FileKeys(keys);
+  const fileKeys = new FileKeys(keys instanceof PskcKeys ? keys : new PskcKeys(keys));
   const gate = new WrongKeyGate();
   const serials = new SerialRegister();
   const now = Date.now();

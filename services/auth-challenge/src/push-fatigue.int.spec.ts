@@ -115,6 +115,29 @@ describe('auth-challenge: push suspended by MFA fatigue, for a start without a m
     assert.deepEqual([(after.suspended ?? 0) - (before.suspended ?? 0), (after.refused_suspended ?? 0) - (before.refused_suspended ?? 0)], [1, 0]);
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'the start that reaches the refusals on its way to SMS, which a throttle refuses: rate_limited, push suspended all the same, and counted', async () => {
+    // A tenant with push and SMS: the user's fallback after push is SMS, whose own window is full.
+    const smsTenant = uniqueTenant('push-fatigue-sms');
+    const settings = { ...defaultTenantSettings(), enabledMethods: ['push' as const, 'sms' as const] };
+    await new EventPublisher(jetstream(nc)).publish(EventSubjects.tenant(smsTenant), tenantCreated(testTenant({ tenantId: smsTenant, settings })));
+    const user = uniqueUser('throttled');
+    await writer.apply({ tenantId: smsTenant, userId: user, seq: seq++, methods: ['push', 'sms'], defaultMethod: 'push', phoneNumber: '+46701234567', phoneCountry: 'SE', totpTokens: [] });
+    const tag = userTag(keyring, smsTenant, user);
+    const now = Date.now();
+    for (let n = 0; n < 3; n++) await redis.zadd(RedisKeys.pushRefusals(tag), now - 60_000 + n, `refused-${n}`);
+    for (let n = 0; n < 100; n++) await redis.zadd(RedisKeys.smsSends(tag), now - 1_000 + n, `sent-${n}`);
+    await redis.pexpire(RedisKeys.smsSends(tag), 3_600_000);
+    const before = await fatigue();
+    const throttled = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: smsTenant, userId: user });
+      return reply.error?.code === 'not_found' && /tenant/i.test(reply.error.message) ? undefined : reply;
+    }, 5000, 'the tenant known');
+    assert.equal(throttled.error?.code, 'rate_limited', JSON.stringify(throttled));
+    assert.ok(Number(await redis.get(RedisKeys.pushSuspended(tag))) > now, 'push suspended: the refusals were there');
+    const after = await fatigue();
+    assert.equal((after.suspended ?? 0) - (before.suspended ?? 0), 1, 'the suspension is counted (PushFatigueCampaign sees it)');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'fewer refusals than the limit: a start without a method still pushes, with a number to show', async () => {
     const user = uniqueUser('pushed');
     const tag = await projectUser(user);

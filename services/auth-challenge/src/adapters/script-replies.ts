@@ -80,7 +80,13 @@ export function parseStartVerdict(raw: readonly string[]): StartVerdict {
     case 'not_found':
       return { kind: 'not_found' };
     case 'rate_limited':
-      return { kind: 'rate_limited', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1), scope: raw[2] === 'phone' || raw[2] === 'ip' || raw[2] === 'push' ? raw[2] : 'user' };
+      return {
+        kind: 'rate_limited',
+        retryAfterSeconds: Math.max(1, Number(raw[1]) || 1),
+        scope: raw[2] === 'phone' || raw[2] === 'ip' || raw[2] === 'push' ? raw[2] : 'user',
+        // This start suspended push (MFA fatigue) on its way to another method, which a throttle then refused.
+        ...(raw[3] === '1' ? { pushSuspendedNow: true } : {}),
+      };
     case 'locked':
       return { kind: 'locked', retryAfterSeconds: Math.max(1, Number(raw[1]) || 1) };
     case 'capped':

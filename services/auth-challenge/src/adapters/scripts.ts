@@ -42,7 +42,7 @@
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none), which a pending TOTP challenge follows with the user's tokens
  * as VERIFY_SCRIPT answers them (WITH_TOKENS; not in the kept reply)
- * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds, 'user' | 'phone' | 'ip'} | {'locked', retryAfterSeconds}
+ * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds, 'user' | 'phone' | 'ip' | 'push', '1' when this start suspended push} | {'locked', retryAfterSeconds}
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
  * every user of the slot: lost, flushed or still being rebuilt; a user hash holding only `seq`, an
  * erased user's tombstone or the mark of a user the event log does not know, is no such user).
@@ -246,14 +246,20 @@ end
 -- remembered by its challenge id until it leaves the window).
 local now = tonumber(ARGV[5])
 local function wait(untilMs) return tostring(math.max(1, math.ceil((untilMs - now) / 1000))) end
+-- A start that suspended push while choosing another method, then throttled: push stays suspended
+-- (the refusals were there), and the reply's fourth field says so, so that it is counted.
+local function limited(untilMs, scope)
+  if suspendedNow then return {'rate_limited', wait(untilMs), scope, '1'} end
+  return {'rate_limited', wait(untilMs), scope}
+end
 if (method == 'sms' or method == 'voice' or method == 'push') and ARGV[24] ~= '' and tonumber(ARGV[24]) > now then
-  return {'rate_limited', wait(tonumber(ARGV[24])), 'ip'}
+  return limited(tonumber(ARGV[24]), 'ip')
 end
 if method == 'sms' or method == 'voice' then
   local phoneUntil = tonumber(redis.call('GET', KEYS[12]) or '0')
-  if phoneUntil > now then return {'rate_limited', wait(phoneUntil), 'phone'} end
+  if phoneUntil > now then return limited(phoneUntil, 'phone') end
   local full = admit(KEYS[3], tonumber(ARGV[10]), tonumber(ARGV[11]) * 1000, now, ARGV[15])
-  if full then return {'rate_limited', wait(full), 'user'} end
+  if full then return limited(full, 'user') end
 end
 -- Push, against MFA fatigue: push suspended for the user (too many denied or ignored pushes lately:
 -- the IdP must use another method; push_suspended above); one pending push at a time (a push still

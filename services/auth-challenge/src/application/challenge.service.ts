@@ -357,6 +357,7 @@ export class ChallengeService {
     if (verdict.kind === 'rate_limited') {
       throttled.inc({ scope: verdict.scope });
       if (verdict.scope === 'push') pushFatigue.inc({ event: 'refused_pending_or_rate' });
+      if (verdict.pushSuspendedNow) pushFatigue.inc({ event: 'suspended' });
     }
     if (verdict.kind === 'blocked' && verdict.reason === 'push_suspended') pushFatigue.inc({ event: verdict.suspendedNow ? 'suspended' : 'refused_suspended' });
     if (verdict.kind === 'pending' && verdict.pushSuspendedNow) pushFatigue.inc({ event: 'suspended' });

@@ -64,7 +64,8 @@ export type StartVerdict =
    * A throttle: the user's own SMS and voice sends, their phone number's (sends to it across users,
    * counted by dispatch), or the client IP's starts that send something (counted by fraud).
    */
-  | { kind: 'rate_limited'; retryAfterSeconds: number; scope: ThrottleScope }
+  /** `pushSuspendedNow`: this start suspended push (MFA fatigue) while choosing another method. */
+  | { kind: 'rate_limited'; retryAfterSeconds: number; scope: ThrottleScope; pushSuspendedNow?: boolean }
   | { kind: 'locked'; retryAfterSeconds: number }
   | { kind: 'capped' }
   /** The user is not in Redis, and Redis does not hold the complete projection of the user's slot: unknown, not absent. */

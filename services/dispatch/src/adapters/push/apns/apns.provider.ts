@@ -66,7 +66,7 @@ const INVALID_TOKEN_REASONS = new Set(['BadDeviceToken', 'Unregistered', 'Expire
 /**
  * What an APNs answer means (developer.apple.com: Handling notification responses from APNs): 410
  * (Unregistered, ExpiredToken) and 400 BadDeviceToken: the token is invalid (but see
- * ApnsPushProvider: BadDeviceToken is also every device's answer under the wrong APNS_URL); 400
+ * BAD_TOKEN_WINDOW: BadDeviceToken is also every device's answer under the wrong APNS_URL); 400
  * DeviceTokenNotForTopic: our APNS_TOPIC is not the app the token is of, which for one app's
  * devices is our setting, never the device's (a device registered again from the same app gets a
  * token for the same topic); 403 ExpiredProviderToken: our provider token is stale; 429
@@ -90,13 +90,20 @@ export function classifyApnsResponse(status: number, body: unknown): ApnsResult 
 }
 
 /**
- * BadDeviceToken marks a device for activation only while it is rare: from this many distinct
- * devices within BAD_TOKEN_WINDOW_MS on, it is taken for the wrong APNS_URL (a sandbox endpoint
- * refuses every production token, and the reverse), which would otherwise send every iOS user back
- * to activation. A real bad token is rare: the device's OS issues it for its environment.
+ * Whose fault a BadDeviceToken is, told from this instance's latest APNs answers that were 200 or
+ * BadDeviceToken (at most BAD_TOKEN_WINDOW of them; APNS_URL changes only with a restart, so their
+ * age does not matter). A wrong APNS_URL (a sandbox endpoint refuses every production token, and
+ * the reverse) refuses all or nearly all devices (all but developers' sandbox devices); under the
+ * right one, bad tokens (development builds registered against production, restored backups) are
+ * a few percent of the answers even in a large deployment. So: while BadDeviceToken is under half
+ * of the window, it is the device's (marked for activation); from half on, and from
+ * BAD_TOKEN_MIN_DEVICES distinct devices (one user retrying with one stale device is no setting),
+ * it is APNS_URL (configuration, no device marked); in between (half or more, fewer devices: after
+ * a restart, before APNs has taken enough), it is undecided: a permanent failure that marks no
+ * device and is no configuration error, decided at the device's next push.
  */
-const BAD_TOKEN_BURST = 3;
-const BAD_TOKEN_WINDOW_MS = 10 * 60_000;
+const BAD_TOKEN_WINDOW = 100;
+const BAD_TOKEN_MIN_DEVICES = 5;
 
 class HttpTimeoutError extends Error {
   override name = 'TimeoutError';
@@ -125,10 +132,8 @@ export class ApnsPushProvider implements PushProvider {
   private session: ClientHttp2Session | undefined;
   /** When each connection last answered (a response, a PING): a quiet one is checked. */
   private readonly heard = new WeakMap<ClientHttp2Session, number>();
-  /** Whether APNs has taken a notification from this instance: APNS_URL and APNS_TOPIC fit some device. */
-  private accepted = false;
-  /** The latest devices (a hash of the token) APNs answered BadDeviceToken, and when: at most BAD_TOKEN_BURST. */
-  private readonly badTokens = new Map<string, number>();
+  /** The latest APNs answers that were 200 (undefined) or BadDeviceToken (a hash of the device's token): at most BAD_TOKEN_WINDOW. */
+  private readonly answers: Array<string | undefined> = [];
 
   constructor(private readonly options: ApnsOptions) {
     this.origin = new URL(options.url).origin;
@@ -176,7 +181,7 @@ export class ApnsPushProvider implements PushProvider {
           }
           const result = classifyApnsResponse(answer.status, parsed);
           if (result.ok) {
-            this.accepted = true;
+            this.answered(undefined);
             return { providerMessageId: typeof answer.headers['apns-id'] === 'string' ? answer.headers['apns-id'] : apnsId };
           }
           if (result.reason) span.setAttribute('mfa.push.provider_error_code', result.reason);
@@ -206,15 +211,17 @@ export class ApnsPushProvider implements PushProvider {
               vendorAnswered: true,
             });
           }
-          if (result.reason === 'BadDeviceToken' && this.environmentSuspect(notification.token)) {
-            throw new PushProviderError(`${result.message} before APNs took any notification, or for ${BAD_TOKEN_BURST} devices within ${BAD_TOKEN_WINDOW_MS / 60_000} min: is APNS_URL the environment of the app's tokens (production or sandbox)? No device is marked`, {
-              provider: this.name,
-              transient: false,
-              configuration: true,
-              code: result.reason,
-              status: answer.status,
-              vendorAnswered: true,
-            });
+          if (result.reason === 'BadDeviceToken') {
+            const verdict = this.badDeviceToken(notification.token);
+            if (verdict !== 'device') {
+              const setting = verdict === 'setting';
+              throw new PushProviderError(
+                setting
+                  ? `${result.message} for most devices (${BAD_TOKEN_MIN_DEVICES} or more) of this instance's latest APNs answers: is APNS_URL the environment of the app's tokens (production or sandbox)? No device is marked`
+                  : `${result.message} while most of this instance's latest APNs answers are refusals, from few devices: the device or APNS_URL, not told yet; the device is not marked`,
+                { provider: this.name, transient: false, configuration: setting, code: result.reason, status: answer.status, vendorAnswered: true },
+              );
+            }
           }
           const retryAfter = answer.headers['retry-after'];
           throw new PushProviderError(result.message, {
@@ -231,21 +238,21 @@ export class ApnsPushProvider implements PushProvider {
     );
   }
 
+  private answered(device: string | undefined): void {
+    this.answers.push(device);
+    if (this.answers.length > BAD_TOKEN_WINDOW) this.answers.shift();
+  }
+
   /**
-   * APNs answered BadDeviceToken for this device: whether that says more of APNS_URL than of the
-   * device. So it does until APNs has taken a notification from this instance (a wrong APNS_URL
-   * refuses every device, so it never does), and while BAD_TOKEN_BURST distinct devices had it
-   * within BAD_TOKEN_WINDOW_MS (an endpoint that takes a developer's sandbox device and refuses every
-   * App Store one). Per instance: each may mark a few devices before it takes the burst for a setting.
+   * APNs answered BadDeviceToken for this device: whether that is the device's (`device`),
+   * APNS_URL's (`setting`) or not told yet (`undecided`), by this instance's latest answers (see
+   * BAD_TOKEN_WINDOW). Per instance: each decides by what APNs answered it.
    */
-  private environmentSuspect(token: string): boolean {
-    const now = Date.now();
-    for (const [device, at] of this.badTokens) if (now - at > BAD_TOKEN_WINDOW_MS) this.badTokens.delete(device);
-    const device = createHash('sha256').update(token).digest('base64url').slice(0, 16);
-    this.badTokens.delete(device);
-    this.badTokens.set(device, now);
-    if (this.badTokens.size > BAD_TOKEN_BURST) this.badTokens.delete(this.badTokens.keys().next().value!);
-    return !this.accepted || this.badTokens.size >= BAD_TOKEN_BURST;
+  private badDeviceToken(token: string): 'device' | 'setting' | 'undecided' {
+    this.answered(createHash('sha256').update(token).digest('base64url').slice(0, 16));
+    const refused = this.answers.filter((device) => device !== undefined);
+    if (refused.length * 2 < this.answers.length) return 'device';
+    return new Set(refused).size >= BAD_TOKEN_MIN_DEVICES ? 'setting' : 'undecided';
   }
 
   /** A device token that is not hex is refused here (it would go into the request's path), without asking APNs. */

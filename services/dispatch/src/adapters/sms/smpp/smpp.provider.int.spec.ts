@@ -371,7 +371,9 @@ describe('SMPP provider: an SMSC that refuses a validity_period format', () => {
     return pdu;
   };
 
-  /** An SMSC that answers ESME_RINVEXPIRY to a submit_sm with a relative validity_period (…R), and takes the others. */
+  /** Which submit_sm the SMSC answers ESME_RINVEXPIRY; by default, one with a relative validity_period (…R). */
+  const refusesRelative = (validity: string) => validity.endsWith('R');
+  let refuses: (validity: string, pdu: PDU) => boolean = refusesRelative;
   const submits: Array<{ validity: string; status: number }> = [];
   const sessions = new Set<import('smpp').Session>();
   let binds = 0;
@@ -384,7 +386,7 @@ describe('SMPP provider: an SMSC that refuses a validity_period format', () => {
     session.on('unbind', (pdu: PDU) => session.send(pdu.response(), () => session.close()));
     session.on('submit_sm', (pdu: PDU) => {
       const validity = rawValidity.get(pdu) ?? '?';
-      const status = validity.endsWith('R') ? smpp.errors.ESME_RINVEXPIRY! : 0;
+      const status = refuses(validity, pdu) ? smpp.errors.ESME_RINVEXPIRY! : 0;
       submits.push({ validity, status });
       session.send(status === 0 ? pdu.response({ message_id: `m${submits.length}` }) : pdu.response({ command_status: status }));
     });
@@ -407,6 +409,7 @@ describe('SMPP provider: an SMSC that refuses a validity_period format', () => {
   afterEach(async () => {
     await Promise.all(providers.splice(0).map((p) => p.stop()));
     submits.length = 0;
+    refuses = refusesRelative;
   });
   after(async () => {
     Pdus.fromStream = fromStream;
@@ -446,5 +449,33 @@ describe('SMPP provider: an SMSC that refuses a validity_period format', () => {
     const none = await bound('none');
     await none.send({ to: uniquePhone(), body: body(), expiresAt });
     assert.deepEqual(submits.slice(1), [{ validity: '', status: 0 }]);
+  });
+
+  itWith({ real: [], fake: smsc }, 'an expiry refused for its value (past, or below the SMSC minimum) near the end of a code: that SMS goes again without validity_period, the session keeps it for the others', async () => {
+    // As SMSCs with a minimum validity (or a clock a few seconds ahead) do: in either format, an
+    // expiry less than a minute ahead of the SMSC's clock is refused (the package decodes both
+    // into a Date).
+    refuses = (_validity, pdu) => pdu.validity_period instanceof Date && pdu.validity_period.getTime() - Date.now() < 60_000;
+    for (const format of ['relative', 'absolute'] as const) {
+      submits.length = 0;
+      const provider = await bound(format);
+      const sign = format === 'relative' ? 'R' : '+';
+      const last = await provider.send({ to: uniquePhone(), body: body(), expiresAt: new Date(Date.now() + 3_000) });
+      assert.deepEqual(
+        submits.map((s) => [s.validity.slice(-1), s.status]),
+        [
+          [sign, smpp.errors.ESME_RINVEXPIRY],
+          ['', 0],
+        ],
+        `${format}: the code in its last seconds is refused with its validity_period, taken without`,
+      );
+      assert.equal(last.providerMessageId, 'm2');
+      await provider.send({ to: uniquePhone(), body: body(), expiresAt: new Date(Date.now() + 170_000) });
+      assert.deepEqual(
+        submits.slice(2).map((s) => [s.validity.slice(-1), s.status]),
+        [[sign, 0]],
+        `${format}: the next code goes in one submit_sm, with its validity_period: the session kept the format`,
+      );
+    }
   });
 });

@@ -69,6 +69,14 @@ const SMPP_VERSION_3_4 = 0x34;
 const RECEIPT_ON_FINAL_OUTCOME = 0x01;
 /** How long an unbind at shutdown waits for its answer. */
 const UNBIND_WAIT_MS = 2_000;
+/**
+ * ESME_RINVEXPIRY for an expiry at least this far ahead is taken for the format (the session then
+ * goes without validity_period); nearer, it may be the value: SMSCs also refuse an expiry in the
+ * past or below their minimum validity, which an SMSC clock a few seconds ahead, or a code sent in
+ * its last seconds (absolute time is then at most now + 1 s), gets. A minute is far beyond any
+ * clock skew that leaves the absolute format usable, and the codes' TTL is minutes.
+ */
+const FORMAT_REFUSAL_MIN_LEFT_MS = 60_000;
 
 /**
  * The library failed to decode what the SMSC sent (a length beyond 16 KiB or below the header,
@@ -96,8 +104,8 @@ const unknownOutcome = (message: string) => new SmsProviderError(message, { prov
  * once as transient, so the next provider takes over. At most `window` submit_sm are in flight;
  * the others wait for a slot within their timeout. Each asks for a receipt of its final outcome,
  * and carries the code's expiry as validity_period in the configured format, or none on a session
- * whose SMSC refused it (ESME_RINVEXPIRY). deliver_sm receipts go to `onReceipt` and are always
- * answered.
+ * whose SMSC refused it (ESME_RINVEXPIRY) for an expiry at least a minute ahead. deliver_sm
+ * receipts go to `onReceipt` and are always answered.
  */
 export class SmppSmsProvider implements SessionSmsProvider {
   readonly name = 'smpp';
@@ -118,7 +126,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
   private log: Logger | undefined;
   private onReceipt: ((receipt: SmsReceipt) => Promise<void>) | undefined;
   private readonly senders: Senders;
-  /** The session whose SMSC refused a validity_period (ESME_RINVEXPIRY): its submits go without one. */
+  /** The session whose SMSC refused a validity_period well ahead (ESME_RINVEXPIRY): its submits go without one. */
   private validityRefusedBy: Session | undefined;
 
   constructor(private readonly options: SmppOptions) {
@@ -184,15 +192,25 @@ export class SmppSmsProvider implements SessionSmsProvider {
         const session = this.state === 'bound' ? this.session : undefined;
         try {
           if (!session) throw transientError(`SMPP session not bound: ${this.lastError}`);
-          const validity = this.validityRefusedBy === session ? undefined : smppValidity(this.options.validity ?? 'relative', message.expiresAt, Date.now());
+          const now = Date.now();
+          const validity = this.validityRefusedBy === session ? undefined : smppValidity(this.options.validity ?? 'relative', message.expiresAt, now);
           response = await this.submit(session, message, deadline, validity);
           if (response.command_status === EsmeStatus.INVALID_EXPIRY && validity !== undefined && session === this.session) {
-            // The SMSC takes no validity_period in this format (ESME_RINVEXPIRY refuses the whole
-            // submit: nothing was queued). Failing over would send every SMS to the next provider,
-            // so the same submit goes again at once without one (the SMSC's default validity; the
-            // code still expires here), and so does every other on this session. A new session
-            // tries the configured format again: the SMSC may have been changed meanwhile.
-            if (this.validityRefusedBy !== session) {
+            // ESME_RINVEXPIRY refuses the whole submit: nothing was queued. Failing over would send
+            // every SMS to the next provider, so the same submit goes again at once without a
+            // validity_period (the SMSC's default validity; the code still expires here). An
+            // expiry well ahead refused means the format: every other submit of this session goes
+            // without one too, and a new session tries the configured format again (the SMSC may
+            // have been changed meanwhile). A near one may have been refused for its value (past,
+            // or below the SMSC's minimum): only this SMS goes without, so one code in its last
+            // seconds does not leave every later one to the SMSC's default validity (often days).
+            const leftMs = (message.expiresAt?.getTime() ?? now) - now;
+            if (leftMs < FORMAT_REFUSAL_MIN_LEFT_MS) {
+              this.log?.info('the SMSC refused the validity_period of an SMS near its expiry (ESME_RINVEXPIRY): this one goes without; the session keeps SMPP_VALIDITY_PERIOD', {
+                format: this.options.validity ?? 'relative',
+                leftMs,
+              });
+            } else if (this.validityRefusedBy !== session) {
               this.validityRefusedBy = session;
               this.log?.warn('the SMSC refused validity_period (ESME_RINVEXPIRY): SMS go without one on this session; set SMPP_VALIDITY_PERIOD to a format it takes, or none', {
                 format: this.options.validity ?? 'relative',

@@ -191,6 +191,52 @@ describe('fraud: reports on the real NATS and Redis', () => {
     }
   });
 
+  itWith({ real: ['nats', 'redis'] }, "a report cut short between its denial and its alert's publish, or with the alert stored and its ack lost, sent again past the stream's de-duplication window: one copy of the alert", async () => {
+    // The instance dies right after its denial, or before its publish (nothing stored), or once the
+    // server stored the alert but before the ack came back (stored, the report none the wiser).
+    // Past MFA_FRAUD's duplicate window the re-sent report's publish would store another copy (no
+    // Nats-Msg-Id, as there): the note made before the publish must find the one stored.
+    class Crashing extends EventPublisher {
+      constructor(private readonly stored: boolean) {
+        super(nats.js);
+      }
+      override async publish(...args: Parameters<EventPublisher['publish']>) {
+        if (args[1].type !== 'FraudReported') return super.publish(...args);
+        if (this.stored) await super.publish(...args);
+        throw Object.assign(new Error('TIMEOUT'), { code: 'TIMEOUT' });
+      }
+    }
+    class PastDuplicateWindow extends EventPublisher {
+      override async publish(...args: Parameters<EventPublisher['publish']>) {
+        if (args[1].type !== 'FraudReported') return super.publish(...args);
+        return nats.js.publish(args[0], JSON.stringify(args[1]));
+      }
+    }
+    const later = new FraudAlertsService(blocks, new ChallengeDenial(redis), new PastDuplicateWindow(nats.js), keyring, server, true);
+    // A challenge still waiting (the report denies it first), and one that had ended (nothing to deny).
+    for (const status of ['pending', 'approved']) {
+      for (const crash of ['before its note', 'before its publish', 'ack lost']) {
+        const at = `${status}, crashed ${crash}`;
+        const stored = crash === 'ack lost';
+        const userId = await register();
+        const challenge = await startChallenge(userId, 'sms', status);
+        const crashing = new FraudAlertsService(blocks, new ChallengeDenial(redis), new Crashing(stored), keyring, server, true);
+        await assert.rejects(crashing.report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date()));
+        // Denied (if waiting) and nothing noted of where its alert will be: as a crash right after the denial leaves it.
+        if (crash === 'before its note') await redis.hdel(RedisKeys.challenge(challenge.tag, challenge.nonce), 'fraudAfter');
+        if (status === 'pending') assert.deepEqual(await statusOf(challenge), ['denied', 'fraud_reported'], `${at}: denied first`);
+        assert.equal((await alertsOf(userId)).length, stored ? 1 : 0, `${at}: stored as the crash left it`);
+        const reply = await later.report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date());
+        assert.equal(reply.challengeDenied, status === 'pending', `${at}: challengeDenied`);
+        const copies = async () => (await alertsOf(userId)).filter((a) => a.event.data.alertId === reply.alertId).length;
+        assert.equal(await copies(), 1, `${at}: one copy of the alert`);
+        assert.deepEqual(await later.report({ tenantId, userId, challengeId: challenge.id, source: 'idp' }, new Date()), reply, `${at}: answers the same`);
+        assert.equal(await copies(), 1, `${at}: still one copy`);
+        assert.equal((await fraudReportedOf(challenge.id)).length, status === 'pending' ? 1 : 0, `${at}: ChallengeFraudReported as the challenge was`);
+      }
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'the challenge is denied before the alert is recorded: nothing can approve it meanwhile; one approved first stays approved and the alert says so', async () => {
     let atPublish: Array<string | null> | undefined;
     let approveFirst: (() => Promise<unknown>) | undefined;

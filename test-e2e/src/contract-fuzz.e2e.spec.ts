@@ -969,7 +969,7 @@ interface Expectation {
   why: string;
 }
 
-const STRICT_DECIMAL = /^\d+(\.\d+)?$/;
+const STRICT_DECIMAL = /^\d+(\.\d+)?([eE][+-]?\d+)?$/;
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/i;
 
 function expectationOf(subject: ApiSubject, built: Built, w: World): Expectation {
@@ -988,13 +988,13 @@ function expectationOf(subject: ApiSubject, built: Built, w: World): Expectation
   const deadline = decoded.get('Mfa-Deadline');
   if (deadline) {
     const ms = Number(deadline);
-    // A reply, if any, comes before the deadline: waiting a second past it is enough.
+    // A reply to a request taken up in time comes soon after the deadline at worst: a second past it is enough.
     if (Number.isFinite(ms)) waitMs = Math.min(REPLY_TIMEOUT_MS, Math.max(DROP_WAIT_MS, ms - built.sentAt + 1_000));
     if (Number.isFinite(ms)) {
       const strict = STRICT_DECIMAL.test(deadline);
       if (!strict || deadline.length > 40) {
-        // Not a plain decimal number of ms ("0x10", "1e3", "-5", "+…"), or longer than docs/api.md
-        // allows: not a deadline, so the request is answered.
+        // Not an unsigned decimal number of ms, exponent allowed ("0x10", "-5", "+…", ".5"), or longer
+        // than docs/api.md allows: not a deadline, so the request is answered.
         waitMs = REPLY_TIMEOUT_MS;
       } else if (ms < built.sentAt - 200) {
         mustDrop = true;

@@ -1,14 +1,51 @@
 import ipaddr from 'ipaddr.js';
 
+/** An IPv6 address ending in a dotted quad: the part before it, the quad, a zone if any. */
+const DOTTED_TAIL = /^(.*:)(\d{1,3}(?:\.\d{1,3}){3})(%.*)?$/;
+
+/**
+ * An address by its value, whatever its spelling. ipaddr.js reads `::a.b.c.d` (the IPv4-compatible
+ * form, deprecated by RFC 4291 §2.5.5.1) as the IPv4-mapped `::ffff:a.b.c.d`, while `::cb00:7105`
+ * and `0:0:0:0:0:0:203.0.113.5`, the same address, are read as what they are: `::203.0.113.5`
+ * matched IPv4 ranges and shared 203.0.113.5's lock, its other spellings neither. A dotted tail is
+ * rewritten as its two hexadecimal groups first, so every spelling reads as one value.
+ */
+function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  const dotted = DOTTED_TAIL.exec(text);
+  if (dotted && ipaddr.IPv4.isValidFourPartDecimal(dotted[2]!)) {
+    const [a, b, c, d] = ipaddr.IPv4.parse(dotted[2]!).octets as [number, number, number, number];
+    return ipaddr.IPv6.parse(`${dotted[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}${dotted[3] ?? ''}`);
+  }
+  return ipaddr.parse(text);
+}
+
 /** An address as given (IPv4, IPv6, an IPv4-mapped IPv6 address taken as its IPv4), or undefined. */
 function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   let ip: ipaddr.IPv4 | ipaddr.IPv6;
   try {
-    ip = ipaddr.parse(address);
+    ip = parseIp(address);
   } catch {
     return undefined;
   }
   return ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).isIPv4MappedAddress() ? (ip as ipaddr.IPv6).toIPv4Address() : ip;
+}
+
+/**
+ * Whether an address is IPv4-compatible IPv6 (`::a.b.c.d` or `::cb00:7105`: the first 96 bits zero,
+ * other than `::` and `::1`), a form RFC 4291 deprecated and no client connects from. The contract
+ * refuses it (IpAddress): taken as the IPv4 address it would match IPv4 ranges in one spelling and
+ * not in the other; taken as IPv6 it would match no range the sender meant.
+ */
+export function isIpv4CompatibleAddress(address: string): boolean {
+  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    ip = parseIp(address);
+  } catch {
+    return false;
+  }
+  if (ip.kind() !== 'ipv6') return false;
+  const parts = (ip as ipaddr.IPv6).parts;
+  return parts.slice(0, 6).every((part) => part === 0) && (parts[6] !== 0 || parts[7]! > 1);
 }
 
 /**
@@ -67,12 +104,19 @@ function meets<N extends number | bigint>(intervals: readonly Interval<N>[], sta
 const v4 = (ip: ipaddr.IPv4): number => ip.octets.reduce((n, octet) => n * 256 + octet, 0);
 const v6 = (ip: ipaddr.IPv6): bigint => ip.parts.reduce((n, part) => (n << 16n) | BigInt(part), 0n);
 
-/** The addresses of a CIDR range, host bits ignored; an IPv4-mapped IPv6 range as its IPv4 range. */
+/**
+ * The addresses of a CIDR range, host bits ignored; an IPv4-mapped IPv6 range as its IPv4 range.
+ * Its address is read by value as addresses are (parseIp): `::203.0.113.0/120` is the range of
+ * `::cb00:7100/120`, not of ::ffff:203.0.113.0/120.
+ */
 function intervalOf(cidr: string): { four: Interval<number> } | { six: Interval<bigint> } | undefined {
   let address: ipaddr.IPv4 | ipaddr.IPv6;
   let bits: number;
   try {
-    [address, bits] = ipaddr.parseCIDR(cidr);
+    const slash = cidr.lastIndexOf('/');
+    if (slash < 0) return undefined;
+    // parseCIDR checks the prefix length against the address's kind.
+    [address, bits] = ipaddr.parseCIDR(`${parseIp(cidr.slice(0, slash)).toString()}${cidr.slice(slash)}`);
   } catch {
     return undefined;
   }

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { addressInRanges, compileRanges, ipLockKey, lockKeyInRanges } from './ip.js';
+import { addressInRanges, compileRanges, ipLockKey, isIpv4CompatibleAddress, lockKeyInRanges } from './ip.js';
+import { ChallengeStartRequest, describeIssues, FraudIpsUnlockRequest, IpAddress } from './index.js';
 
 describe('trusted ranges', () => {
   it('matches IPv4 and IPv6 addresses inside the ranges, and nothing else', () => {
@@ -56,5 +57,61 @@ describe('never-block ranges and lock keys', () => {
     assert.equal(addressInRanges('203.0.113.9', neverBlock), true);
     assert.equal(addressInRanges('::ffff:203.0.113.9', neverBlock), true);
     assert.equal(addressInRanges('203.0.113.9', []), false);
+  });
+});
+
+describe('IPv4-compatible IPv6 addresses (::a.b.c.d)', () => {
+  // ipaddr.js alone reads "::203.0.113.5" as ::ffff:203.0.113.5 (IPv4-mapped), but "::cb00:7105",
+  // the same address, and "0:0:0:0:0:0:203.0.113.5" as IPv6.
+  const spellings = ['::203.0.113.5', '::cb00:7105', '0:0:0:0:0:0:203.0.113.5', '0::203.0.113.5', '::0:203.0.113.5', '::CB00:7105'];
+
+  it('reads every spelling as one IPv6 address: none is taken as its IPv4, in ranges or lock keys', () => {
+    for (const address of spellings) {
+      assert.equal(ipLockKey(address), '::/64', address);
+      assert.equal(addressInRanges(address, ['203.0.113.0/24']), false, address);
+      assert.equal(addressInRanges(address, ['::cb00:7100/120']), true, address);
+      assert.equal(lockKeyInRanges(ipLockKey(address)!, ['203.0.113.5/32']), false, address);
+    }
+    // The mapped form is still its IPv4 address, whichever way it is written.
+    for (const mapped of ['::ffff:203.0.113.5', '::ffff:cb00:7105', '0:0:0:0:0:ffff:203.0.113.5']) {
+      assert.equal(ipLockKey(mapped), '203.0.113.5', mapped);
+      assert.equal(addressInRanges(mapped, ['203.0.113.0/24']), true, mapped);
+    }
+    assert.equal(ipLockKey('2001:db8::203.0.113.5'), '2001:db8::/64');
+    assert.equal(addressInRanges('64:ff9b::203.0.113.5', ['64:ff9b::cb00:7105/128']), true, 'a dotted tail elsewhere reads as its hex groups');
+  });
+
+  it('reads a range the same way: ::a.b.c.d/n is the range of its hex spelling, not an IPv4 range', () => {
+    const dotted = compileRanges(['::203.0.113.0/120']);
+    assert.equal(dotted.has('203.0.113.5'), false);
+    assert.equal(dotted.has('::ffff:203.0.113.5'), false);
+    assert.equal(dotted.has('::cb00:7105'), true);
+    assert.equal(compileRanges(['::ffff:203.0.113.0/120']).has('203.0.113.5'), true, 'the mapped range is the IPv4 range');
+    assert.equal(compileRanges(['::203.0.113.0/129']).size, 0, 'a prefix too long for IPv6 is still unreadable');
+  });
+
+  it('tells IPv4-compatible addresses in every spelling, and nothing else', () => {
+    for (const address of spellings) assert.equal(isIpv4CompatibleAddress(address), true, address);
+    for (const other of ['::', '::1', '::0.0.0.1', '::0.0.0.0', '203.0.113.5', '::ffff:203.0.113.5', '2001:db8::1', '64:ff9b::203.0.113.5', '1::', 'not an ip', '']) {
+      assert.equal(isIpv4CompatibleAddress(other), false, other);
+    }
+  });
+
+  it('are refused by the IpAddress contract with a message that says what to send; other addresses are accepted', () => {
+    for (const address of spellings) {
+      const parsed = IpAddress.safeParse(address);
+      assert.equal(parsed.success, false, address);
+      assert.match(describeIssues(parsed.error!.issues), /IPv4-compatible IPv6 address \(::a\.b\.c\.d, deprecated by RFC 4291\): send the IPv4 address a\.b\.c\.d, or ::ffff:a\.b\.c\.d/);
+    }
+    for (const address of ['203.0.113.5', '::ffff:203.0.113.5', '2001:db8::1', '::1', '::']) assert.equal(IpAddress.safeParse(address).success, true, address);
+    const notAnAddress = IpAddress.safeParse('203.0.113');
+    assert.equal(notAnAddress.success, false);
+    assert.match(describeIssues(notAnAddress.error!.issues), /must be an IPv4 or IPv6 address$/);
+    // Where requests carry one: a start's client IP, an unlock's IP.
+    const start = ChallengeStartRequest.safeParse({ tenantId: 'acme', userId: 'u', clientIp: '::203.0.113.5' });
+    assert.equal(start.success, false);
+    assert.match(describeIssues(start.error!.issues), /^clientIp: must not be an IPv4-compatible/);
+    assert.equal(ChallengeStartRequest.safeParse({ tenantId: 'acme', userId: 'u', clientIp: '203.0.113.5' }).success, true);
+    assert.equal(FraudIpsUnlockRequest.safeParse({ tenantId: 'acme', ip: '::cb00:7105', reason: 'false positive' }).success, false);
   });
 });

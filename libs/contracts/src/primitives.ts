@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isIpv4CompatibleAddress } from './ip.js';
 
 // Characters refused in identifiers and display text, one class per message. The messages name
 // the class and its code points, never the value. Control characters break logs, CSV exports and
@@ -49,7 +50,14 @@ export const Language = z
       return false;
     }
   }, 'must be a valid BCP 47 language tag');
-export const IpAddress = z.union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address' });
+/**
+ * An IPv4 or IPv6 address. IPv4-compatible IPv6 (`::203.0.113.5`, `::cb00:7105`; RFC 4291
+ * deprecated it) is refused: its meaning is ambiguous (ip.ts, isIpv4CompatibleAddress), and a
+ * caller that sends one means an IPv4 address, which it should send as such (or IPv4-mapped).
+ */
+export const IpAddress = z
+  .union([z.ipv4(), z.ipv6()], { error: 'must be an IPv4 or IPv6 address' })
+  .refine((address) => !isIpv4CompatibleAddress(address), 'must not be an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291): send the IPv4 address a.b.c.d, or ::ffff:a.b.c.d');
 export const Application = safeText(256);
 export const RequestId = safeText(128);
 /** Ids we issue are opaque; any string may be presented and an unknown one is `not_found`. */

@@ -13,7 +13,7 @@ import { RequestGate } from './nats/request-gate.js';
  */
 export const REQUEST_CONCURRENCY = 256;
 /** Waiting requests kept at most: more than an IdP's 5 s could see served at this process's rate. */
-const MAX_WAITING = 20_000;
+export const MAX_WAITING = 20_000;
 /** Bytes of request bodies waiting at most (64 MiB): about 300,000 sign-in requests, or 64 imports. */
 const MAX_WAITING_BYTES = 64 * 1024 * 1024;
 /** What a waiting HTTP request holds beyond its body (its request, response and socket objects), roughly. */
@@ -24,7 +24,7 @@ const LIFO_AFTER_MS = 100;
 const MIN_TIME_LEFT_MS = 100;
 
 /** Requests dropped unanswered, by NATS subject or HTTP route, and why. */
-export const droppedRequests = counter('mfa_requests_dropped_total', 'Requests dropped unanswered (or answered 503 over HTTP), by subject or route and reason', ['subject', 'reason']);
+export const droppedRequests = counter('mfa_requests_dropped_total', 'Requests dropped before any work was done for them, by subject or route and reason: unanswered, or answered unavailable (503 over HTTP) when their caller still waited', ['subject', 'reason']);
 const waitingGauge = gauge('mfa_requests_waiting', 'Requests waiting for their turn (RequestGate): above 0 only when the process is saturated');
 
 let shared: RequestGate | undefined;

@@ -13,7 +13,7 @@ import { createEvent, EventConsumer, EventPublisher, requestJson, type Delivery 
 import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, testEnv } from '@mfa/testing';
 import { runService, type RunningService } from '../bootstrap.js';
-import { processRequestGate } from '../admission.js';
+import { MAX_WAITING, processRequestGate, REQUEST_CONCURRENCY } from '../admission.js';
 import { OpsController } from '../health.js';
 import { AuthModule } from '../auth/auth.module.js';
 import { MessagingModule } from '../messaging.module.js';
@@ -24,6 +24,7 @@ import { JetStreamConsumer, NatsController } from './decorators.js';
 const run = randomUUID().slice(0, 8);
 const subject = `testapi.${run}.echo`; // outside every stream, or JetStream would answer
 const slowSubject = `testapi.${run}.slow`;
+const lateSubject = `testapi.${run}.late`;
 const stream: StreamDefinition = {
   name: `TEST_TRANSPORT_${run}`,
   subjects: [`testevt.${run}.>`],
@@ -66,6 +67,13 @@ class TestController {
     return { n: req.n };
   }
 
+  /** Takes longer than the deadline its test sends: its answer is ready only after it. */
+  @MessagePattern(lateSubject)
+  async late(@Payload(new ContractPipe(EchoRequest)) req: z.infer<typeof EchoRequest>) {
+    await sleep(800);
+    return { n: req.n };
+  }
+
   @JetStreamConsumer(consumer, { batchSize: 10 })
   async project(@Payload() deliveries: Delivery[], @Ctx() ctx: JetStreamContext) {
     const first = deliveries[0]!;
@@ -98,8 +106,13 @@ class TestModule {}
 
 /** mfa_requests_dropped_total for a subject and reason, as the service's /metrics says (0 when absent). */
 async function droppedCount(url: string, dropped: string, reason: string): Promise<number> {
+  return metric(url, 'mfa_requests_dropped_total', [`subject="${dropped}"`, `reason="${reason}"`]);
+}
+
+/** A counter's value for the labels given, as the service's /metrics says (0 when absent). */
+async function metric(url: string, name: string, labels: string[]): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('mfa_requests_dropped_total{') && l.includes(`subject="${dropped}"`) && l.includes(`reason="${reason}"`));
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.every((label) => l.includes(label)));
   return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
@@ -142,13 +155,19 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
   itWith({ real: ['nats'] }, 'drops a request whose Mfa-Deadline has passed, answers one whose deadline is ahead', async () => {
     await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() - 1) }), /timeout/i);
     assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: String(Date.now() + 5_000) }), { double: 8 });
-    // Plain decimal milliseconds, however spelt, are a deadline; a past one drops the request.
-    for (const value of [`000${Date.now() - 1}`, `${Date.now() - 1}.5`, '0']) {
-      await assert.rejects(ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: value }), /timeout/i, value);
+    // Unsigned decimal milliseconds, however spelt, are a deadline; a past one drops the request.
+    // Exponent notation too (Java's Double.toString, Go's %g): "1e3" is 1970, long past.
+    const past = () => Date.now() - 1_000;
+    // (Half a second is plenty for an answer that should not come: the echo answers in milliseconds.)
+    for (const value of [`000${past()}`, `${past()}.5`, '0', '1e3', past().toExponential(), `${past() / 1e12}E12`, `${past() / 1e15}e+15`, `${past() * 1e3}e-3`]) {
+      await assert.rejects(requestJson<Reply>(nc, subject, { tenantId: 't', n: 4 }, { timeoutMs: 500, headers: { [Headers.deadline]: value } }), /timeout/i, value);
     }
-    assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: `00${Date.now() + 5_000}.25` }), { double: 8 });
-    // Not a plain decimal number of milliseconds: not a deadline, so the request is handled.
-    for (const value of ['-1', '0x10', '1e3', '+5', '.5', '1.', 'soon', '9'.repeat(400)]) {
+    const ahead = () => Date.now() + 5_000;
+    for (const value of [`00${ahead()}.25`, ahead().toExponential(), `${ahead() / 1e12}E12`, `${ahead() / 1e12}e+12`]) {
+      assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: value }), { double: 8 }, value);
+    }
+    // Not an unsigned decimal number of milliseconds: not a deadline, so the request is handled.
+    for (const value of ['-1', '0x10', '+5', '.5', '1.', '1e', '1e+', 'e12', '1e400', 'soon', '9'.repeat(400)]) {
       assert.deepEqual(await ask({ tenantId: 't', n: 4 }, { [Headers.deadline]: value }), { double: 8 }, value);
     }
   });
@@ -167,6 +186,51 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     assert.ok(Math.min(...slowStarted) >= 50, `every request taken up had time left (least: ${Math.min(...slowStarted)} ms)`);
     // The service is not wedged: the next request is answered.
     assert.deepEqual(await ask({ tenantId: 't', n: 6 }), { double: 12 });
+  });
+
+  itWith({ real: ['nats'] }, 'answers a request taken up in time even when its answer is ready only after the deadline, and counts it', async () => {
+    const lateBefore = await metric(service.url, 'mfa_requests_answered_late_total', [`subject="${lateSubject}"`]);
+    // The handler takes 800 ms; the deadline is 250 ms ahead; the caller waits 3 s.
+    const reply = await requestJson<Reply>(nc, lateSubject, { tenantId: 't', n: 31 }, { timeoutMs: 3_000, headers: { [Headers.deadline]: String(Date.now() + 250) } });
+    assert.deepEqual(reply, { n: 31 });
+    assert.equal(await metric(service.url, 'mfa_requests_answered_late_total', [`subject="${lateSubject}"`]), lateBefore + 1);
+  });
+
+  itWith({ real: ['nats'] }, 'answers unavailable, untouched, the waiting requests turned away for the queue\'s size whose caller still waits; not one whose deadline has passed', async () => {
+    const gate = processRequestGate();
+    await eventually(async () => (gate.active === 0 && gate.waiting === 0 ? true : undefined), 10_000, 'the gate idle');
+    // Every slot taken, as by requests under way: what arrives waits.
+    let held = 0;
+    while (held < REQUEST_CONCURRENCY && gate.tryEnter()) held++;
+    assert.equal(held, REQUEST_CONCURRENCY);
+    const overloadBefore = await droppedCount(service.url, subject, 'overload');
+    let released = false;
+    try {
+      const noDeadline = requestJson<Reply>(nc, subject, { tenantId: 't', n: 41 }, { timeoutMs: 4_000 });
+      await eventually(async () => (gate.waiting === 1 ? true : undefined), 2_000, 'the first waiting');
+      const deadlineAhead = requestJson<Reply>(nc, subject, { tenantId: 't', n: 42 }, { timeoutMs: 4_000, headers: { [Headers.deadline]: String(Date.now() + 10_000) } });
+      await eventually(async () => (gate.waiting === 2 ? true : undefined), 2_000, 'the second waiting');
+      const passedAt = Date.now() + 300;
+      const deadlinePassed = requestJson<Reply>(nc, subject, { tenantId: 't', n: 43 }, { timeoutMs: 2_000, headers: { [Headers.deadline]: String(passedAt) } });
+      await eventually(async () => (gate.waiting === 3 ? true : undefined), 2_000, 'the third waiting');
+      while (Date.now() <= passedAt + 50) await sleep(50);
+      // The queue overflows: its three oldest, the test's requests, are turned away.
+      for (let i = 0; i < MAX_WAITING; i++) {
+        gate.enqueue({ deadline: undefined, run: () => queueMicrotask(() => gate.exit()), drop: () => undefined });
+      }
+      const saturated = { error: { code: 'unavailable', message: 'the service is saturated; try again in a moment' } };
+      assert.deepEqual(await noDeadline, saturated, 'no deadline: its caller waits for an answer');
+      assert.deepEqual(await deadlineAhead, saturated, 'deadline ahead: its caller waits for an answer');
+      await assert.rejects(deadlinePassed, /timeout/i, 'deadline passed: nobody waits, nothing is sent');
+      for (; held > 0; held--) gate.exit();
+      released = true;
+      await eventually(async () => (gate.active === 0 && gate.waiting === 0 ? true : undefined), 10_000, 'the gate idle again');
+      assert.ok(![41, 42, 43].some((n) => echoed.includes(n)), 'the handler ran for none of them');
+      assert.equal(await droppedCount(service.url, subject, 'overload'), overloadBefore + 3);
+      assert.deepEqual(await ask({ tenantId: 't', n: 44 }), { double: 88 });
+    } finally {
+      if (!released) for (; held > 0; held--) gate.exit();
+    }
   });
 
   itWith({ real: ['nats'] }, 'refuses a request whose headers nats.js cannot read, and goes on reading its connection', async () => {

@@ -3,7 +3,7 @@ import type { Msg, Subscription } from '@nats-io/nats-core';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { ContractError, Headers, maxRequestBytes, type ErrorCode } from '@mfa/contracts';
 import { ensureConsumer, EventConsumer, isReplySubject, type NatsClients } from '@mfa/messaging';
-import { contextFromCarrier, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
+import { contextFromCarrier, counter, histogram, SpanKind, SpanStatusCode, withSpan, type Logger } from '@mfa/telemetry';
 import { errorCodeOf, errorReplyOf } from './contract-error.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
 import type { JetStreamConsumerExtras, JetStreamConsumerOptions } from './decorators.js';
@@ -12,6 +12,7 @@ import type { RequestGate } from './request-gate.js';
 import { droppedRequests as dropped, processRequestGate } from '../admission.js';
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
+const answeredLate = counter('mfa_requests_answered_late_total', 'Requests whose reply was ready only after their Mfa-Deadline (sent all the same: the work was done)', ['subject']);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -42,10 +43,13 @@ interface NatsTransportOptions {
  * format is the contract's plain JSON. Every request gets exactly one reply: the handler's value,
  * or `{"error":{code,message}}` (oversized or malformed bodies here, everything else through
  * ContractPipe and ContractErrorFilter). A request whose `Mfa-Deadline` has passed is dropped
- * before any work is done for it: nobody waits for its answer; an answer ready only after the
- * deadline is not sent either. So is one whose reply subject is not
- * an inbox (isReplySubject): answering it would publish with the service's permissions; and one
- * with no reply subject at all (a plain publish), whose answer nobody could receive.
+ * before any work is done for it: nobody waits for its answer. One taken up in time is answered
+ * even if its answer is ready only after the deadline: what it decided stands, and a caller that
+ * waits a little longer (the RADIUS front), or whose clock is behind ours, still learns it. A
+ * request turned away for overload while its caller may still wait is answered `unavailable`
+ * (nothing was done), not left to time out. Dropped unanswered too: one whose reply subject is
+ * not an inbox (isReplySubject): answering it would publish with the service's permissions; and
+ * one with no reply subject at all (a plain publish), whose answer nobody could receive.
  *
  * `@JetStreamConsumer(definition)` handlers (Nest event handlers) are fed by durable pull
  * consumers, created or updated here first (libs/messaging EventConsumer: batches, ack, nak with
@@ -165,6 +169,10 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
         drop: (reason) => {
           this.dequeued();
           dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' });
+          // Turned away for the queue's size, not for lateness: its caller (one that sent no
+          // deadline, or one whose deadline is ahead) still waits, and learns at once that nothing
+          // was done rather than at its timeout. One whose deadline has passed gets nothing.
+          if (reason === 'overload' && (deadline === undefined || deadline > Date.now())) this.unavailable(subject, msg);
         },
       });
     }
@@ -180,6 +188,15 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
     if (!msg.reply) return;
     try {
       msg.respond(encoder.encode(JSON.stringify({ error: { code: 'invalid_request', message } })));
+    } catch (error) {
+      this.options.log.warn('reply failed', { subject, error });
+    }
+  }
+
+  /** `unavailable` for a request turned away before any work was done for it. */
+  private unavailable(subject: string, msg: Msg): void {
+    try {
+      msg.respond(encoder.encode(JSON.stringify({ error: { code: 'unavailable', message: 'the service is saturated; try again in a moment' } })));
     } catch (error) {
       this.options.log.warn('reply failed', { subject, error });
     }
@@ -224,12 +241,13 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       outcome = 'internal';
       reply = errorReplyOf(error, this.options.log, subject);
     }
-    if (deadline !== undefined && Date.now() > deadline) {
-      // The caller no longer waits (Mfa-Deadline's meaning): a late answer could only mislead a
-      // client that reuses the inbox. What was decided is recorded all the same (auth-challenge's
-      // outbox). A caller that waits a little longer (the RADIUS front) still misses this one.
-      dropped.inc({ subject, reason: 'deadline_passed' });
-    } else if (msg.reply) {
+    // Late or not, the work is done and what it decided stands (auth-challenge's outbox records
+    // it): its answer is sent. A caller that has given up reads nothing (a NATS client drops a
+    // reply to an inbox it no longer waits on); one that waits a little past its deadline (the
+    // RADIUS front, a clock behind ours) is told what happened instead of being left to retry a
+    // code already used. Mfa-Deadline stops work not yet started, not answers of work done.
+    if (deadline !== undefined && Date.now() > deadline) answeredLate.inc({ subject });
+    if (msg.reply) {
       try {
         msg.respond(encoder.encode(JSON.stringify(reply)));
       } catch (error) {
@@ -312,11 +330,13 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
 }
 
 /**
- * The caller's deadline: Unix time in milliseconds, a plain decimal number (digits, perhaps leading
- * zeros and a fraction). Anything else is not a deadline and is ignored (docs/api.md): Number()
- * would read "-1", "0x10", "1e3" or "" as times long past and drop the request.
+ * The caller's deadline: Unix time in milliseconds, an unsigned decimal number (digits, perhaps
+ * leading zeros, a fraction, and an exponent: Java's Double.toString writes "1.796387582771E12",
+ * Go's %g "1.796387582771e+12"; ignoring those would silently serve a deadline its sender meant,
+ * after it passed). Anything else is not a deadline and is ignored (docs/api.md): Number() would
+ * read "-1", "0x10" or "" as times long past and drop the request.
  */
-const DEADLINE = /^\d+(?:\.\d+)?$/;
+const DEADLINE = /^\d+(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
 
 function deadlineOf(msg: Msg): number | undefined {
   const value = msg.headers?.get(Headers.deadline);

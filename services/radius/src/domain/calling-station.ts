@@ -1,3 +1,4 @@
+import { isIpv4CompatibleAddress } from '@mfa/contracts';
 import { normalizedText } from './clients.js';
 
 /**
@@ -23,6 +24,9 @@ export function clientIpOf(callingStationId: string | undefined): string | undef
     // Only the canonical written forms: ipaddr also reads "0x7f.1" or "127.1", which no NAS writes.
     if (!/^[0-9a-fA-F:.]+$/.test(candidate)) continue;
     if (!candidate.includes(':') && !/^\d{1,3}(?:\.\d{1,3}){3}$/.test(candidate)) continue;
+    // IPv4-compatible IPv6 (::a.b.c.d, deprecated by RFC 4291): no NAS means it, ipaddr would read
+    // one spelling as the IPv4 address and not the others, and the challenge API refuses it.
+    if (candidate.includes(':') && isIpv4CompatibleAddress(candidate)) continue;
     const address = normalizedText(candidate);
     if (address) return address;
   }

@@ -339,7 +339,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
         const reply: ChallengeVerifyReply = verdict.kind === 'approved' ? { challengeId: req.challengeId, status: 'approved' } : { challengeId: req.challengeId, status: 'denied', reason: 'denied_by_user' };
         return { verdict, reply };
       },
-    });
+    }, log);
     const signed = (u: WalkUser, method: string, path: string, body = '') => {
       const headers = signRequest({ algorithm: 'ES256', privateKey: u.device.key.privateKeyPem, deviceId: deviceIdOf(u.tag, u.device.nonce), method, pathWithQuery: path, body, now: Date.now(), nonce: randomNonce() });
       return { method, path, body: Buffer.from(body), headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v])) };

@@ -10,6 +10,7 @@ import {
   type ChallengeEvent,
   type EventOf,
   type FraudQueryReply,
+  type SigninsQueryReply,
   type TenantEvent,
   type UsageQueryReply,
 } from '@mfa/contracts';
@@ -35,6 +36,7 @@ import {
 import { boot } from './boot.js';
 import { loadReportingConfig } from './config.js';
 import { FraudReportService } from './application/fraud-report.service.js';
+import { ErasuresRepository } from './adapters/erasures.repository.js';
 import { FraudReportRepository } from './adapters/fraud-report.repository.js';
 import { PG_POOL } from './tokens.js';
 import { UsageRepository } from './adapters/usage.repository.js';
@@ -244,6 +246,47 @@ describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)',
       assert.deepEqual(await reported(tenantId, userId), expected(userId, pseudonymOf(tenantId, userId)));
     });
 
+    itWith({ real: ['nats', 'postgres'] }, 'keeps the first pseudonym in the history projected once the key of the erasure has left the keyring', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('erased-key-removed');
+      const events = history(tenantId, userId);
+      await erase(tenantId, userId);
+      // After the rotation the erasure is replayed (operations.md, "Removing a previous master
+      // key"), then the old key removed: only the record under the new key matches from then on.
+      const newKey = randomBytes(32);
+      const rotated = keyringFromMasterKey(newKey, [loadKeyring({}).keyring]);
+      const pool = service.app.get<pg.Pool>(PG_POOL);
+      await new ErasuresRepository(pool).erase({ tenantId, userId, pseudonyms: knownPseudonyms(rotated)(tenantId, userId), gen: 1, erasedAt: ERASED_AT });
+      const oldKeyRemoved = knownPseudonyms(keyringFromMasterKey(newKey));
+      const afterRemoval = new FraudReportRepository(pool);
+      await afterRemoval.apply(foldFraudEvents([events.block]), oldKeyRemoved);
+      // The automatic unblock, in its own batch: it ends a block already named by the first pseudonym.
+      await afterRemoval.apply(foldFraudEvents([events.autoUnblock]), oldKeyRemoved);
+      await afterRemoval.apply(foldFraudEvents([events.lockoutLifted, events.blockAgain, events.unblockAgain]), oldKeyRemoved);
+      assert.deepEqual(await reported(tenantId, userId), expected(userId, pseudonymOf(tenantId, userId)));
+    });
+
+    itWith({ real: ['nats', 'postgres'] }, 'an erasure ends a block named by any of the user’s pseudonyms', async () => {
+      const tenantId = await newTenant();
+      const userId = uniqueUser('erased-other-pseudonym');
+      const events = history(tenantId, userId);
+      await erase(tenantId, userId);
+      const rotated = keyringFromMasterKey(randomBytes(32), [loadKeyring({}).keyring]);
+      const pool = service.app.get<pg.Pool>(PG_POOL);
+      // The block as an earlier release wrote it after the rotation: by the new key's pseudonym.
+      await reports.project([events.block]);
+      await pool.query("UPDATE block_history SET user_id = $2 WHERE tenant_id = $1 AND action = 'block'", [tenantId, pseudonymizer(rotated)(tenantId, userId)]);
+      // Its automatic unblock, projected by an instance still on the old key alone, which finds no
+      // block under the pseudonyms it computes: kept in clear for now.
+      await reports.project([events.autoUnblock]);
+      assert.deepEqual((await reported(tenantId, userId)).byUser, ['auto_unblock']);
+      // The erasure replayed after the rotation finds the block by the new key's pseudonym.
+      await new ErasuresRepository(pool).erase({ tenantId, userId, pseudonyms: knownPseudonyms(rotated)(tenantId, userId), gen: 1, erasedAt: ERASED_AT });
+      const { all, byUser } = await reported(tenantId, userId);
+      assert.deepEqual(byUser, [], 'the user id finds nothing');
+      assert.deepEqual(all[0], ['auto_unblock', pseudonymOf(tenantId, userId), null]);
+    });
+
     itWith({ real: ['nats', 'postgres'] }, 'keeps the pseudonym when the block and its unblock are projected at once by two instances', async () => {
       const tenantId = await newTenant();
       // Several users, each one's block and unblock in two batches running at once: a race that
@@ -332,6 +375,31 @@ describe('reporting: fraud, blocked and usage reports (real NATS and Postgres)',
     assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2020-01-01T00:00:00Z', to: '2026-11-01T00:00:00Z', granularity: 'day' })).error?.code, 'invalid_request');
     assert.equal((await ask(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-04T00:00:00Z', granularity: 'month', cursor: page1.nextCursor })).error?.code, 'invalid_request');
   });
+  itWith({ real: ['nats', 'postgres'] }, 'usage counts the sign-ins the sign-in report lists: one only an outcome has written so far once its start is projected, or a minute on', async () => {
+    const tenantId = await newTenant();
+    const user = testUser({ tenantId, userId: uniqueUser() });
+    const early = testChallenge(user, { method: 'sms', startedAt: '2026-11-01T10:00:00.000Z' });
+    const orphan = testChallenge(user, { method: 'totp', startedAt: '2026-11-01T11:00:00.000Z' });
+    const [start, outcome] = sequence<ChallengeEvent>([parsed(challengeStarted(early)), parsed(challengeApproved(early, { occurredAt: '2026-11-01T10:00:20.000Z' }))]);
+    await projection.projectChallenges([outcome!]);
+    await projection.projectChallenges(sequence<ChallengeEvent>([parsed(challengeApproved(orphan, { occurredAt: '2026-11-01T11:00:20.000Z' }))]));
+    const usage = async () => {
+      const days = await ask<UsageQueryReply>(Subjects.reportsUsageQuery, { tenantId, from: '2026-11-01T00:00:00Z', to: '2026-11-02T00:00:00Z', granularity: 'day' });
+      const signins = await ask<SigninsQueryReply>(Subjects.reportsSigninsQuery, { tenantId });
+      return { usage: days.items.map((i) => [i.authentications, i.byMethod]), listed: signins.items.length };
+    };
+    assert.deepEqual(await usage(), { usage: [[{ total: 0, success: 0, failure: 0 }, []]], listed: 0 }, 'outcomes without their start: neither listed nor counted');
+    await projection.projectChallenges([start!]);
+    assert.deepEqual(await usage(), { usage: [[{ total: 1, success: 1, failure: 0 }, [{ method: 'sms', success: 1, failure: 0 }]]], listed: 1 }, 'counted by its method once its start is projected');
+    // The other's start never comes (dead-lettered, say): as if its outcome was projected two minutes ago.
+    await service.app.get<pg.Pool>(PG_POOL).query(
+      "UPDATE signins SET projected_at = projected_at - interval '2 minutes' WHERE tenant_id = $1 AND challenge_id = $2",
+      [tenantId, orphan.challengeId],
+    );
+    const { usage: counted, listed } = await usage();
+    assert.deepEqual([counted[0]![0], listed], [{ total: 2, success: 2, failure: 0 }, 2], 'a start that never comes hides no sign-in');
+  });
+
   itWith({ real: ['nats', 'postgres'] }, 'usage: a user registered before a rotation of the master key and erased after it is no longer an enabled user', async () => {
     const tenantId = await newTenant();
     const userId = uniqueUser('rotated');

@@ -834,13 +834,29 @@ describe('reporting service (real NATS and Postgres)', () => {
       assert.equal((await page({ tenantId, userId })).items.length, 0, 'the user id finds nothing');
 
       // Once the key of the erasure has left MFA_PREVIOUS_ENCRYPTION_KEYS, the erasure replayed
-      // above under the new key still matches the user's rows.
+      // above under the new key still matches the user's rows, which keep the first pseudonym.
       const oldKeyDropped = keyringFromMasterKey(newKey);
+      const afterRemoval = new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(oldKeyDropped), new ErasuresRepository(pool));
       const latest = challenge({ tenantId, userId, at: at(32) });
-      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(oldKeyDropped), new ErasuresRepository(pool))
-        .projectChallenges(sequence<ChallengeEvent>([started(latest), approved(latest)]));
-      const row = (await rowsOf(tenantId)).find((r) => r.challenge_id === latest.challengeId)!;
-      assert.deepEqual([row.user_id, row.display_name], [pseudonymizer(rotated)(tenantId, userId), null], 'by the new pseudonym, never the user id');
+      await afterRemoval.projectChallenges(sequence<ChallengeEvent>([started(latest), approved(latest)]));
+      const lateAction = parsed({ id: randomUUID(), type: 'AdminActionRecorded', version: 1, tenantId, aggregateId: tenantId, occurredAt: erasedAt(11), metadata: {}, data: { subject: Subjects.usersUnblock, userId, outcome: 'ok', clientId: 'platform' } } as const);
+      await new AuditRepository(pool).append(sequence([lateAction]), knownPseudonyms(oldKeyDropped));
+      // A second rotation, the removed key's successor kept as previous: the erasure replayed once
+      // more is recorded under the newest key too, still naming the first pseudonym.
+      const thirdKey = randomBytes(32);
+      const third = keyringFromMasterKey(thirdKey, [oldKeyDropped]);
+      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(third), new ErasuresRepository(pool))
+        .projectErasures(sequence([parsed(userErased(testUser({ tenantId, userId }), 1, erasedAt(35)))]));
+      const newest = challenge({ tenantId, userId, at: at(33) });
+      await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(keyringFromMasterKey(thirdKey)), new ErasuresRepository(pool))
+        .projectChallenges(sequence<ChallengeEvent>([started(newest), approved(newest)]));
+      const final = await rowsOf(tenantId);
+      assert.equal(final.length, 6);
+      assert.deepEqual(final.map((r) => r.user_id), Array(6).fill(pseudonym), 'one erased user, one pseudonym: the first erasure\'s, never the user id');
+      assert.ok(noPersonalData(final), JSON.stringify(final));
+      const { rows: auditedLater } = await pool.query('SELECT user_id FROM audit_log WHERE tenant_id = $1', [tenantId]);
+      assert.deepEqual(auditedLater.map((r) => r.user_id), [pseudonym, pseudonym]);
+      assert.equal((await page({ tenantId, userId: pseudonym })).items.length, 6, 'countable together');
     });
 
     itWith({ real: ['nats', 'postgres'] }, 'records an erasure replayed after a rotation under the new key with the latest erasure of the user, not the replayed one', async () => {
@@ -860,7 +876,7 @@ describe('reporting service (real NATS and Postgres)', () => {
       await new ReportProjection(new SigninsRepository(pool), { evict: () => undefined }, knownPseudonyms(keyringFromMasterKey(newKey)), new ErasuresRepository(pool))
         .projectChallenges(sequence<ChallengeEvent>([parsed(start), approved(second)]));
       const [row] = await rowsOf(tenantId);
-      assert.deepEqual([row?.user_id, row?.user_gen], [pseudonymizer(rotated)(tenantId, userId), 2]);
+      assert.deepEqual([row?.user_id, row?.user_gen], [pseudonymOf(tenantId, userId), 2], 'by the pseudonym of the erasure, recorded before the rotation');
     });
 
     itWith({ real: ['nats', 'postgres'] }, 'leaves no row behind when an erasure runs while batches of that user are projected', async () => {

@@ -50,7 +50,10 @@ export class UsageRepository {
   /**
    * Per period of [first, to): sign-ins with a result by method (a sign-in left without one past
    * `expiredBefore` counts as failed, as the sign-in report shows it), registrations and erasures;
-   * and the users registered and erased before `first`.
+   * and the users registered and erased before `first`. The sign-ins are those the sign-in report
+   * lists (SigninsRepository.findSignins): a row only an outcome has written so far, which bears the
+   * outcome's time and no method, counts once its start is projected (at the start's time, by its
+   * method), or once first written before `expiredBefore` if its start never comes.
    */
   async counts(tenantId: string, first: Date, to: Date, granularity: Granularity, expiredBefore: Date): Promise<UsageCounts> {
     const bucket = (column: string) => `(date_trunc('${granularity}', ${column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')`;
@@ -62,6 +65,7 @@ export class UsageRepository {
                 count(*) FILTER (WHERE result = 'failure' OR (result IS NULL AND expires_at < $4)) AS failure
            FROM signins
           WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+            AND (context_seq IS NOT NULL OR projected_at < $4)
           GROUP BY 1, 2`,
         [tenantId, first, to, expiredBefore],
       ),

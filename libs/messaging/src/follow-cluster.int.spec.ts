@@ -147,6 +147,9 @@ describe('followers on a NATS cluster', () => {
     assert.ok(victim);
     assert.deepEqual(seen, published, 'in order, none skipped, none twice');
     assert.equal(count, published.length);
-    process.stdout.write(`# readOnce: ${victim.name} (held the read's consumer) killed after 50 of ${published.length} messages; the read finished ${Date.now() - killedAt} ms later (${warnings.includes('stream read going on') ? 'its consumer made again by readOnce' : 'its consumer made again by nats.js'})\n`);
+    // By readOnce's own watchdog: nats.js asks the dead server for its consumer's info, which
+    // nobody answers, and never makes it again itself.
+    assert.ok(warnings.includes('stream read going on'), `readOnce made its consumer again (warnings: ${warnings.join('; ')})`);
+    process.stdout.write(`# readOnce: ${victim.name} (held the read's consumer) killed after 50 of ${published.length} messages; the read finished ${Date.now() - killedAt} ms later\n`);
   });
 });

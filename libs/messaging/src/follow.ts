@@ -84,7 +84,8 @@ export interface FollowOptions {
  * staying valid). The follower therefore watches its server itself: after FOLLOW_SILENCE_MS without
  * a message or a heartbeat it drops the consumer and makes a new one, which the cluster places on
  * a live server, starting after the last message handed over (nothing skipped, nothing twice).
- * Meanwhile it is in `stalledConsumers`, so the service's `/health` answers 503.
+ * Until the new consumer is heard from (a message or a heartbeat, not merely made) it is in
+ * `stalledConsumers`, so the service's `/health` answers 503.
  *
  * A message `onMessage` throws on is logged, counted (`mfa_follower_message_errors_total`) and
  * skipped: nats.js would otherwise stop the consumer for good on the first exception.
@@ -122,6 +123,11 @@ abstract class ResumableConsumer {
   /** Bumped with each consumer: messages of an older one are ignored. */
   protected generation = 0;
   protected lastHeard = Date.now();
+  /**
+   * The last message or heartbeat from the server: unlike lastHeard, not reset by a consumer just
+   * made, which proves only that the JetStream API answers, not that its server delivers.
+   */
+  protected lastProgress = Date.now();
   /** The first open() succeeded: until then a follower's own retries (provision) make the consumer, not its watchdog. */
   protected opened = false;
   protected done = false;
@@ -144,6 +150,8 @@ abstract class ResumableConsumer {
   protected abstract consume(consumer: Consumer, generation: number): Promise<ConsumerMessages>;
   /** Every notification of the consumer of the moment. */
   protected notified(_status: ConsumerNotification): void {}
+  /** A message or a heartbeat of the consumer of the moment came. */
+  protected progressed(): void {}
 
   /**
    * Makes an ordered consumer (as start() says) and consumes it. Resolves with the messages it has
@@ -172,7 +180,8 @@ abstract class ResumableConsumer {
    */
   protected accept(generation: number, msg: JsMsg): boolean {
     if (generation !== this.generation || this.done) return false;
-    this.lastHeard = Date.now();
+    this.lastHeard = this.lastProgress = Date.now();
+    this.progressed();
     if (msg.seq <= this.lastSeq) return false;
     this.lastSeq = msg.seq;
     return true;
@@ -183,7 +192,11 @@ abstract class ResumableConsumer {
     try {
       for await (const status of messages.status()) {
         if (generation !== this.generation) return;
-        if (status.type === 'heartbeat' || status.type === 'discard' || status.type === 'ordered_consumer_recreated') this.lastHeard = Date.now();
+        // A consumer nats.js made again has yet to be heard from: not progress.
+        if (status.type === 'heartbeat' || status.type === 'discard') {
+          this.lastHeard = this.lastProgress = Date.now();
+          this.progressed();
+        } else if (status.type === 'ordered_consumer_recreated') this.lastHeard = Date.now();
         this.notified(status);
       }
     } catch {
@@ -269,6 +282,17 @@ class Follower extends ResumableConsumer implements ConsumerMessages {
     for (const listener of this.listeners) listener(status);
   }
 
+  /**
+   * Healthy again once its new consumer is heard from, not once it is made: one whose pulls never
+   * reach its server (cut off from it over the routes, pulls refused) would clear /health between
+   * each of its restarts while the follower receives nothing.
+   */
+  protected override progressed(): void {
+    if (!this.stalled) return;
+    this.stalled = false;
+    markStalled(this.name, this.labels, false);
+  }
+
   private deliver(generation: number, msg: JsMsg): void {
     if (!this.accept(generation, msg)) return;
     this.handled++;
@@ -307,8 +331,6 @@ class Follower extends ResumableConsumer implements ConsumerMessages {
         await this.open(this.api);
         if (this.done) return;
         followerRestarts.inc(this.labels);
-        this.stalled = false;
-        markStalled(this.name, this.labels, false);
         this.log.warn('follower consuming again', { stream: this.stream, filter: this.filter, afterSeq: this.lastSeq });
         return;
       } catch (error) {
@@ -443,8 +465,10 @@ export interface ReadOnceOptions {
  * new consumer, which the cluster places on a live server, and goes on after the last message
  * handed over: none twice, none skipped. From the last message of each subject, the new consumer
  * asks for the last message of each subject again and those already handed over are skipped: a
- * subject whose last message changed meanwhile is then read with its newer one only. When nothing
- * is heard for `unreachableMs` (30 s), the read fails with StreamUnreachableError.
+ * subject whose last message changed meanwhile is then read with its newer one only (a caller
+ * that collects by subject keeps the newer). When no message or heartbeat has come for
+ * `unreachableMs` (30 s), however often its consumer was made again meanwhile, the read fails with
+ * StreamUnreachableError.
  */
 export async function readOnce(
   js: JetStreamClient,
@@ -527,7 +551,7 @@ class OnceReader extends ResumableConsumer {
               this.busy = true;
               await this.onMessage(msg);
               this.busy = false;
-              this.lastHeard = Date.now();
+              this.lastHeard = this.lastProgress = Date.now();
               this.read++;
             }
             if (msg.info.pending === 0) return this.read;
@@ -538,7 +562,13 @@ class OnceReader extends ResumableConsumer {
         }
         // The consumer stopped: the watchdog is making it again, or did, or nats.js gave up on it.
         if (this.recovering) await this.recovering;
-        else if (generation === this.generation) await this.recover();
+        else if (generation === this.generation) {
+          // A consumer that fails as soon as it is made (a pull the server refuses) is not made
+          // again in a tight loop.
+          await new Promise((r) => setTimeout(r, FOLLOW_RETRY_MS));
+          if (this.recovering) await this.recovering;
+          else if (generation === this.generation) await this.recover();
+        }
       }
       return this.read;
     } finally {
@@ -548,11 +578,19 @@ class OnceReader extends ResumableConsumer {
     }
   }
 
-  /** Every quarter of a pull: a consumer whose server fell silent is made again. */
+  /**
+   * Every quarter of a pull: a consumer whose server fell silent is made again, and a read that
+   * heard nothing past its bound fails (consumers that are made but never deliver, whoever made
+   * them again, do not keep it going).
+   */
   private check(): void {
-    if (this.done || this.busy || this.recovering || !this.silent()) return;
+    if (this.done || this.busy || this.recovering || !(this.silent() || this.unreachable())) return;
     // The run loop awaits the same promise (its messages end with the consumer dropped).
     void this.recover().catch(() => undefined);
+  }
+
+  private unreachable(): boolean {
+    return Date.now() - this.lastProgress >= this.unreachableMs;
   }
 
   private recover(): Promise<void> {
@@ -561,12 +599,14 @@ class OnceReader extends ResumableConsumer {
   }
 
   private async restart(): Promise<void> {
-    this.log.warn('no heartbeat from the server of a stream read: making its consumer again', { stream: this.stream, filter: this.filter, afterSeq: this.lastSeq });
-    const since = this.lastHeard;
+    if (!this.unreachable()) this.log.warn('no heartbeat from the server of a stream read: making its consumer again', { stream: this.stream, filter: this.filter, afterSeq: this.lastSeq });
+    // From the last message or heartbeat, not from the last consumer made: one made again that
+    // never delivers does not start the bound over.
+    const since = this.lastProgress;
     await this.drop();
     let failure: unknown;
     for (;;) {
-      if (this.nc.isClosed() || Date.now() - since >= this.unreachableMs) {
+      if (this.nc.isClosed() || this.unreachable()) {
         throw new StreamUnreachableError(this.stream, this.filter, this.lastSeq, Date.now() - since, { cause: this.nc.isClosed() ? new Error('the NATS connection is closed') : failure });
       }
       try {

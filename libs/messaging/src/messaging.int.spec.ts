@@ -1,6 +1,7 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { headers as natsHeaders } from '@nats-io/nats-core';
 import { jetstream } from '@nats-io/jetstream';
 import { ContractError, Headers, Streams, type ConsumerDefinition, type StreamDefinition } from '@mfa/contracts';
 import { eventually, itWith, tenantCreated, testEnv, testTenant } from '@mfa/testing';
@@ -462,6 +463,48 @@ describe('messaging against a real nats-server', () => {
     }
   });
 
+  itWith({ real: ['nats'] }, 'a follower whose consumers are made but never deliver (the API answers, pulls get nothing) stays stalled in health across its restarts, until one is heard from', async () => {
+    const subject = `test.${run}.nopullfollow`;
+    const prefix = `$TESTNFJS.${run}`;
+    let cutPulls = false;
+    let madeAfterCut = 0;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        const api = msg.subject.slice(prefix.length + 1);
+        if (cutPulls && api.startsWith('CONSUMER.CREATE')) madeAfterCut++;
+        if (cutPulls && api.startsWith('CONSUMER.MSG.NEXT')) return;
+        nats.nc.publish(`$JS.API.${api}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    const name = `follower of ${subject} on ${stream.name}`;
+    const seen: string[] = [];
+    await publisher.publish(subject, tenantEvent('n-1'));
+    const follower = await followSubjects(jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }), stream.name, subject, (msg) => void seen.push((msg.json() as { tenantId: string }).tenantId), 5_000, undefined, { log: createLogger('messaging-test', { level: 'error' }) });
+    let stalledSince = 0;
+    let clearedMeanwhile = false;
+    const watch = setInterval(() => {
+      if (stalledConsumers.has(name)) stalledSince ||= Date.now();
+      else if (stalledSince && cutPulls) clearedMeanwhile = true;
+    }, 50);
+    try {
+      assert.deepEqual(seen, ['n-1']);
+      cutPulls = true;
+      await eventually(async () => (stalledSince ? true : undefined), 10_000, 'the follower stalled');
+      // Two consumers made since (about 3 s apart), each heard nothing.
+      await eventually(async () => (madeAfterCut >= 2 ? true : undefined), 20_000, 'its consumer made again twice');
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal(clearedMeanwhile, false, '/health cleared while the follower heard nothing');
+      cutPulls = false;
+      await publisher.publish(subject, tenantEvent('n-2'));
+      await eventually(async () => (seen.includes('n-2') && !stalledConsumers.has(name) ? true : undefined), 10_000, 'consuming again, health clear');
+    } finally {
+      clearInterval(watch);
+      cutPulls = false;
+      await follower.close();
+      forward.unsubscribe();
+    }
+  }, { timeout: 60_000 });
+
   itWith({ real: ['nats'] }, 'readOnce reads what the stream holds and stops: every message, the last of each subject, from a time; what its handler throws ends the read', async () => {
     const base = `test.${run}.once`;
     const seqs: number[] = [];
@@ -561,6 +604,67 @@ describe('messaging against a real nats-server', () => {
       assert.equal(error.afterSeq, seen.at(-1));
       assert.ok(isTransientDependencyError(error), 'the callers see an outage');
       assert.ok(seen.length < 250);
+    } finally {
+      forward.unsubscribe();
+    }
+  }, { timeout: 60_000 });
+
+  itWith({ real: ['nats'] }, 'readOnce whose consumers are made but never deliver (the API answers, pulls get nothing) fails with StreamUnreachableError past its bound, however often they were made again', async () => {
+    const subject = `test.${run}.nopull`;
+    // As a consumer placed on a server the client cannot reach over the routes, or pulls refused:
+    // every API call answers, but no pull reaches the consumer (no message, no heartbeat).
+    const prefix = `$TESTNJS.${run}`;
+    let cutPulls = false;
+    let madeAfterCut = 0;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        const api = msg.subject.slice(prefix.length + 1);
+        if (cutPulls && api.startsWith('CONSUMER.CREATE')) madeAfterCut++;
+        if (cutPulls && api.startsWith('CONSUMER.MSG.NEXT')) return;
+        nats.nc.publish(`$JS.API.${api}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    for (let i = 0; i < 250; i++) await publisher.publish(subject, tenantEvent(`n-${i}`));
+    const seen: number[] = [];
+    try {
+      const reading = readOnce(jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }), stream.name, subject, { policy: 'all' }, (msg) => {
+        seen.push(msg.seq);
+        if (seen.length === 10) cutPulls = true;
+      }, { log: createLogger('messaging-test', { level: 'error' }), unreachableMs: 5_000 });
+      const error = await withinMs(reading.then(() => undefined, (e: unknown) => e), 40_000, 'readOnce to fail');
+      assert.ok(error instanceof StreamUnreachableError, `failed with ${String(error)}`);
+      assert.equal(error.afterSeq, seen.at(-1));
+      assert.ok(madeAfterCut >= 1, 'its consumer was made again meanwhile (the API answered)');
+    } finally {
+      forward.unsubscribe();
+    }
+  }, { timeout: 60_000 });
+
+  itWith({ real: ['nats'] }, 'readOnce whose consumer fails as soon as it is made (the server refuses its pulls) pauses before making it again and fails past its bound', async () => {
+    const subject = `test.${run}.badpull`;
+    const prefix = `$TESTBJS.${run}`;
+    let refuse = false;
+    let made = 0;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        const api = msg.subject.slice(prefix.length + 1);
+        if (refuse && api.startsWith('CONSUMER.CREATE')) made++;
+        // A deterministic refusal of the pull: the consumer's messages fail straight away.
+        if (refuse && api.startsWith('CONSUMER.MSG.NEXT') && msg.reply) return void nats.nc.publish(msg.reply, undefined, { headers: natsHeaders(400, 'Bad Request') });
+        nats.nc.publish(`$JS.API.${api}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+      },
+    });
+    for (let i = 0; i < 250; i++) await publisher.publish(subject, tenantEvent(`b-${i}`));
+    const seen: number[] = [];
+    try {
+      const reading = readOnce(jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }), stream.name, subject, { policy: 'all' }, (msg) => {
+        seen.push(msg.seq);
+        if (seen.length === 10) refuse = true;
+      }, { log: createLogger('messaging-test', { level: 'error' }), unreachableMs: 5_000 });
+      const error = await withinMs(reading.then(() => undefined, (e: unknown) => e), 40_000, 'readOnce to fail');
+      assert.ok(error instanceof StreamUnreachableError, `failed with ${String(error)}`);
+      // One every FOLLOW_RETRY_MS (250 ms) at most over the 5 s bound: about 20; a tight loop makes thousands.
+      assert.ok(made < 100, `consumers made again while the pulls were refused: ${made}`);
     } finally {
       forward.unsubscribe();
     }

@@ -1,5 +1,6 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { jetstream } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
 import { defaultTenantSettings, EventSubjects, Streams, type FraudIpEvent } from '@mfa/contracts';
 import { loadKeyring } from '@mfa/crypto';
@@ -176,4 +177,54 @@ describe('fraud: per-IP lockout unlock on the real NATS and Redis', () => {
     const ttl = await redis.pttl(IpCounterKeys.unlocked(tenantId, ip));
     assert.ok(ttl > 86_000_000 && ttl <= 86_400_000, `the unlock's time kept ${ttl} ms`);
   });
+  itWith({ real: ['nats', 'redis'] }, 'fraud.ips.list lists each address once, as its last event has it, when its read hands an address over again (its consumer made again mid-read)', async () => {
+    const listTenant = uniqueTenant('iplist');
+    const settings = { ...defaultTenantSettings(), ipLockout: { enabled: true, threshold, windowMinutes: 15, durationMinutes: 60, neverBlock: [], dryRun: false } };
+    await publisher.publish(EventSubjects.tenant(listTenant), tenantCreated(testTenant({ tenantId: listTenant, settings })));
+    const until = new Date(Date.now() + 3_600_000).toISOString();
+    const lock = (failures: number) => ({ type: 'IpLocked' as const, data: { ip: '', until, failures, users: 1, windowMinutes: 15, dryRun: false } });
+    // More addresses than a pull holds (100): the read has some left on the server when it is cut.
+    const ips = Array.from({ length: 150 }, (_, i) => `10.77.${Math.floor(i / 100)}.${i % 100}`);
+    for (const ip of ips) await fraudLog.appendIp(listTenant, ip, { ...lock(threshold), data: { ...lock(threshold).data, ip } }, new Date(), 0);
+    const [renewed, lifted] = [ips[0]!, ips[1]!];
+    // The read's JetStream API under a prefix of the test's own: its second pull is dropped (its
+    // server silent, the first 100 addresses handed over), meanwhile the first address's lock is
+    // recorded again and the second's lifted; the next consumer made gets its pulls through.
+    const prefix = `$TESTIPJS.${listTenant}`;
+    let pulls = 0;
+    let cut = false;
+    let changed: Promise<unknown> | undefined;
+    const forward = nats.nc.subscribe(`${prefix}.>`, {
+      callback: (_error, msg) => {
+        const api = msg.subject.slice(prefix.length + 1);
+        const send = () => nats.nc.publish(`$JS.API.${api}`, msg.data, { reply: msg.reply, ...(msg.headers ? { headers: msg.headers } : {}) });
+        if (api.startsWith('CONSUMER.MSG.NEXT') && ++pulls === 2) {
+          cut = true;
+          changed = (async () => {
+            const last = async (ip: string) => (await fraudLog.loadIp(listTenant, ip)).lastSeq;
+            await fraudLog.appendIp(listTenant, renewed, { ...lock(threshold + 3), data: { ...lock(threshold + 3).data, ip: renewed } }, new Date(), await last(renewed));
+            await fraudLog.appendIp(listTenant, lifted, { type: 'IpUnlocked', data: { ip: lifted, reason: 'test' } }, new Date(), await last(lifted));
+          })();
+        }
+        if (cut && api.startsWith('CONSUMER.MSG.NEXT')) return;
+        if (cut && api.startsWith('CONSUMER.CREATE')) {
+          cut = false;
+          void changed!.then(send, send);
+          return;
+        }
+        send();
+      },
+    });
+    try {
+      const listing = new IpLockoutService(fraudLog, counters, new UserDirectory(nats.jsm), blocks, { ...nats, js: jetstream(nats.nc, { apiPrefix: prefix, timeout: 2_000 }) }, keyring, logger);
+      const { items } = await listing.list({ tenantId: listTenant }, new Date());
+      assert.ok(pulls > 2 && changed, 'the read was cut after its first pull and went on');
+      await changed;
+      const listed = items.map((item) => item.ip);
+      assert.deepEqual([...listed].sort(), ips.filter((ip) => ip !== lifted).sort(), 'every locked address once, the lifted one not');
+      assert.equal(items.find((item) => item.ip === renewed)?.failures, threshold + 3, 'the renewed lock as its last event has it');
+    } finally {
+      forward.unsubscribe();
+    }
+  }, { timeout: 60_000 });
 });

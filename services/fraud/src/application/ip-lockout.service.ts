@@ -83,10 +83,14 @@ export class IpLockoutService {
 
   async list(request: FraudIpsListRequest, now: Date): Promise<FraudIpsListReply> {
     await this.blocks.requireTenant(request.tenantId);
-    const items: FraudIpsListReply['items'] = [];
+    // By subject (one per address): a read whose consumer was made again, or that reaches a
+    // message recorded meanwhile, hands over an address already handed over with its newer
+    // message, which then stands alone (a lock renewed, lifted or unreadable).
+    const items = new Map<string, FraudIpsListReply['items'][number]>();
     // A request's read gives up (unavailable) well before its caller does; the default bound is for rebuilds.
     await this.blocks.dependency(() =>
       readOnce(this.nats.js, Streams.fraud.name, EventSubjects.fraudIpsOfTenant(request.tenantId), { policy: 'last_per_subject' }, (msg) => {
+        items.delete(msg.subject);
         let event: FraudIpEvent;
         try {
           event = parseEvent(msg.json()) as FraudIpEvent;
@@ -95,7 +99,7 @@ export class IpLockoutService {
         }
         const state = evolveIpLock(initialIpLockState(), event);
         if (event.type !== 'IpLocked' || !state.locked || state.until <= now.getTime()) return;
-        items.push({
+        items.set(msg.subject, {
           ip: event.data.ip,
           lockedAt: event.occurredAt,
           until: event.data.until,
@@ -105,8 +109,7 @@ export class IpLockoutService {
         });
       }, { unreachableMs: 5_000 }),
     );
-    items.sort((a, b) => b.lockedAt.localeCompare(a.lockedAt));
-    return { items };
+    return { items: [...items.values()].sort((a, b) => b.lockedAt.localeCompare(a.lockedAt)) };
   }
 
   /**

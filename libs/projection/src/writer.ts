@@ -46,7 +46,7 @@ export interface ProjectedDevice {
   activatedAt: string;
 }
 
-// KEYS: user, totp, totpSteps, devices, the slot's projection marker, the slot's steps marker.
+// KEYS: user, totp, totpSteps, devices, the slot's projection marker, the slot's steps marker, the pending push.
 // ARGV: seq, data key ('' = none), layout, then n profile field/value pairs count, pairs..., then
 // token count, per token: id, spec, step, then device count, per device: nonce, JSON.
 // Applies only when seq is newer than the stored one, or the same snapshot now brings the data key
@@ -77,6 +77,14 @@ if ntokens > 0 and redis.call('EXISTS', KEYS[5], KEYS[6]) == 0 then
     if redis.call('HEXISTS', KEYS[3], ARGV[i + 3 * t]) == 0 then return -2 end
   end
 end
+-- A reset (the user's methods begin anew: another validFrom) voids the challenges started before
+-- it, a pending push included: its marker no longer holds the user's next push back (KEYS[7]).
+local vf = redis.call('HGET', KEYS[1], '${UserFields.validFrom}')
+if vf then
+  for f = 5, #fields, 2 do
+    if fields[f] == '${UserFields.validFrom}' and fields[f + 1] ~= vf then redis.call('DEL', KEYS[7]) end
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('HSET', KEYS[1], unpack(fields))
 for _ = 1, ntokens do
@@ -102,10 +110,11 @@ const STEPS_POLL_MS = 100;
  * What an erasure deletes besides the user's hash: the tokens, their replay guard and the devices,
  * and what the user's sign-ins left that would otherwise pass to a user registered later under the
  * same id (a recycled UPN): remembered browsers and the last MFA (each would let that user skip
- * MFA), when each device last answered, the methods that failed lately. The brute-force counters,
- * a block and a push suspension stay: they protect the account, not the person.
+ * MFA), when each device last answered, the methods that failed lately, and the push waiting for
+ * an answer (its challenge is void; its marker would hold that user's first push back). The
+ * brute-force counters, a block and a push suspension stay: they protect the account, not the person.
  */
-const ERASED_WITH_USER = [RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.remembered, RedisKeys.lastMfa, RedisKeys.devicesUsed, RedisKeys.failedMethods] as const;
+const ERASED_WITH_USER = [RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.remembered, RedisKeys.lastMfa, RedisKeys.devicesUsed, RedisKeys.failedMethods, RedisKeys.pendingPush] as const;
 
 // KEYS: the user's block, the sequence last projected into it. ARGV: the event's stream sequence,
 // the block's end in ms ('' = unblocked), how long the sequence is kept (ms). An event older than
@@ -187,7 +196,7 @@ export class UserProjectionWriter {
     private readonly keyring: Keyring,
   ) {
     this.index = new UserIndex(redis, keyring);
-    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 6, lua: APPLY_SNAPSHOT });
+    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 7, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 1 + ERASED_WITH_USER.length, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
     redis.defineCommand('mfaMarkUnregistered', { numberOfKeys: 1, lua: MARK_UNREGISTERED });
@@ -346,7 +355,7 @@ export class UserProjectionWriter {
     const devices = snapshot.devices ?? [];
     args.push(devices.length);
     for (const d of devices) args.push(d.nonce, JSON.stringify(d.device));
-    const keys = [RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), RedisKeys.slotMarker(tag), RedisKeys.slotStepsMarker(tag)];
+    const keys = [RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), RedisKeys.slotMarker(tag), RedisKeys.slotStepsMarker(tag), RedisKeys.pendingPush(tag)];
     const run = () => (this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }).mfaApplyUserSnapshot(...keys, ...args);
     let applied = await run();
     // The slot lost its markers while the projection's own (global) one still stands, as when one

@@ -138,6 +138,30 @@ describe('auth-challenge: push suspended by MFA fatigue, for a start without a m
     assert.equal((after.suspended ?? 0) - (before.suspended ?? 0), 1, 'the suspension is counted (PushFatigueCampaign sees it)');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'a push pending when its user is reset, or erased, no longer holds the next push back', async () => {
+    const user = uniqueUser('reset-pending');
+    const snapshot = { tenantId: tenant, userId: user, methods: ['push', 'totp'], defaultMethod: 'push', validFrom: 1_000, totpTokens: [] };
+    await writer.apply({ ...snapshot, seq: seq++ });
+    const tag = userTag(keyring, tenant, user);
+    const first = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'push' });
+      return reply.status === undefined ? undefined : reply;
+    }, 5000, 'the tenant known');
+    assert.equal(first.status, 'pending');
+    assert.equal((await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'push' })).error?.code, 'rate_limited', 'one push waits at a time');
+    // The same user projected again without a reset keeps the push waiting.
+    await writer.apply({ ...snapshot, seq: seq++ });
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 1, 'no reset: the push still waits');
+    // users.reset: the user's methods begin anew, the pending push is void.
+    await writer.apply({ ...snapshot, seq: seq++, validFrom: 2_000 });
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the reset push no longer waits');
+    const again = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'push' });
+    assert.equal(again.status, 'pending', JSON.stringify(again));
+    // users.delete: the same.
+    assert.equal(await writer.erase(tenant, user, seq++), true);
+    assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'erased: no push waits');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'fewer refusals than the limit: a start without a method still pushes, with a number to show', async () => {
     const user = uniqueUser('pushed');
     const tag = await projectUser(user);

@@ -19,6 +19,7 @@ import { AuthModule } from '../auth/auth.module.js';
 import { MessagingModule } from '../messaging.module.js';
 import { ContractPipe } from './contract.pipe.js';
 import { JetStreamContext, NatsRequestContext } from './context.js';
+import { WAIT_WITHOUT_DEADLINE_MS } from './nats.transport.js';
 import { JetStreamConsumer, NatsController } from './decorators.js';
 
 const run = randomUUID().slice(0, 8);
@@ -231,6 +232,31 @@ describe('NatsTransport: Nest handlers on nats.js', () => {
     } finally {
       if (!released) for (; held > 0; held--) gate.exit();
     }
+  });
+
+  itWith({ real: ['nats'] }, 'answers unavailable, untouched, a request without a deadline that waited its bound for a slot', async () => {
+    const gate = processRequestGate();
+    await eventually(async () => (gate.active === 0 && gate.waiting === 0 ? true : undefined), 10_000, 'the gate idle');
+    let held = 0;
+    while (held < REQUEST_CONCURRENCY && gate.tryEnter()) held++;
+    assert.equal(held, REQUEST_CONCURRENCY);
+    const waitedBefore = await droppedCount(service.url, subject, 'wait_limit');
+    try {
+      const sentAt = Date.now();
+      const noDeadline = requestJson<Reply>(nc, subject, { tenantId: 't', n: 51 }, { timeoutMs: WAIT_WITHOUT_DEADLINE_MS + 5_000 });
+      await eventually(async () => (gate.waiting === 1 ? true : undefined), 2_000, 'the request waiting');
+      // A slot frees only once the request has waited its bound: its turn comes too late.
+      while (Date.now() <= sentAt + WAIT_WITHOUT_DEADLINE_MS) await sleep(100);
+      gate.exit();
+      held--;
+      assert.deepEqual(await noDeadline, { error: { code: 'unavailable', message: 'the service is saturated; try again in a moment' } });
+      assert.ok(!echoed.includes(51), 'the handler did not run for it');
+      assert.equal(await droppedCount(service.url, subject, 'wait_limit'), waitedBefore + 1);
+    } finally {
+      for (; held > 0; held--) gate.exit();
+    }
+    await eventually(async () => (gate.active === 0 && gate.waiting === 0 ? true : undefined), 10_000, 'the gate idle again');
+    assert.deepEqual(await ask({ tenantId: 't', n: 52 }), { double: 104 });
   });
 
   itWith({ real: ['nats'] }, 'refuses a request whose headers nats.js cannot read, and goes on reading its connection', async () => {

@@ -13,6 +13,8 @@ import { droppedRequests as dropped, processRequestGate } from '../admission.js'
 
 const duration = histogram('mfa_request_duration_seconds', 'Request/reply handling time', ['subject', 'outcome']);
 const answeredLate = counter('mfa_requests_answered_late_total', 'Requests whose reply was ready only after their Mfa-Deadline (sent all the same: the work was done)', ['subject']);
+/** How long a request without an `Mfa-Deadline` may wait for a slot: an IdP's timeout (MISSION.md part 3). */
+export const WAIT_WITHOUT_DEADLINE_MS = 5_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -46,8 +48,9 @@ interface NatsTransportOptions {
  * before any work is done for it: nobody waits for its answer. One taken up in time is answered
  * even if its answer is ready only after the deadline: what it decided stands, and a caller that
  * waits a little longer (the RADIUS front), or whose clock is behind ours, still learns it. A
- * request turned away for overload while its caller may still wait is answered `unavailable`
- * (nothing was done), not left to time out. Dropped unanswered too: one whose reply subject is
+ * request turned away for overload while its caller may still wait (the queue was full, or it had
+ * no deadline and waited WAIT_WITHOUT_DEADLINE_MS) is answered `unavailable` (nothing was done),
+ * not left to time out. Dropped unanswered too: one whose reply subject is
  * not an inbox (isReplySubject): answering it would publish with the service's permissions; and
  * one with no reply subject at all (a plain publish), whose answer nobody could receive.
  *
@@ -159,7 +162,11 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
     else {
       this.queued++;
       this.gate.enqueue({
-        deadline,
+        // A caller that sent no deadline stops waiting all the same (an IdP after its 5 s, nats.js
+        // after its request timeout): it waits for a slot at most WAIT_WITHOUT_DEADLINE_MS, then
+        // learns that nothing was done. Unbounded, it could wait behind the newest-first order of a
+        // sustained overload until the queue overflowed, and be served after its caller left.
+        deadline: deadline ?? Date.now() + WAIT_WITHOUT_DEADLINE_MS,
         first,
         bytes: msg.data.length,
         run: () => {
@@ -168,6 +175,11 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
         },
         drop: (reason) => {
           this.dequeued();
+          if (deadline === undefined && reason === 'deadline') {
+            dropped.inc({ subject, reason: 'wait_limit' });
+            this.unavailable(subject, msg);
+            return;
+          }
           dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' });
           // Turned away for the queue's size, not for lateness: its caller (one that sent no
           // deadline, or one whose deadline is ahead) still waits, and learns at once that nothing

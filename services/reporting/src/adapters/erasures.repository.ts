@@ -26,7 +26,8 @@ export const KEPT_PSEUDONYM = 'COALESCE(e.alias, e.pseudonym)';
 /**
  * The erasure a row to be written falls under, if any, as a join of `input` (whose `pseudonym`
  * column lists the user's pseudonyms, as knownPseudonyms does) with erased_users: its pseudonym
- * (what the row keeps instead of the user id, KEPT_PSEUDONYM) and its time. erased_users holds
+ * (what the row keeps instead of the user id, KEPT_PSEUDONYM), the pseudonym it is recorded under
+ * (`recorded`) and its time. erased_users holds
  * each erased user under the pseudonym of the master key current when the erasure was first
  * projected (and, once the erasure is projected again after a rotation, under the new key's as
  * well, naming the first as its alias), so the row is matched under every key of the keyring, the
@@ -36,7 +37,7 @@ export const KEPT_PSEUDONYM = 'COALESCE(e.alias, e.pseudonym)';
  * key and row.
  */
 export const erasureOf = (input: string, condition: string, join: 'LEFT JOIN' | 'JOIN' = 'LEFT JOIN'): string => `${join} LATERAL (
-    SELECT ${KEPT_PSEUDONYM} AS pseudonym, e.erased_at FROM erased_users e
+    SELECT ${KEPT_PSEUDONYM} AS pseudonym, e.pseudonym AS recorded, e.erased_at FROM erased_users e
      WHERE e.tenant_id = ${input}.tenant_id AND e.pseudonym = ANY(string_to_array(${input}.pseudonym, ',')) AND ${condition}
      ORDER BY array_position(string_to_array(${input}.pseudonym, ','), e.pseudonym)
      LIMIT 1) e ON true`;
@@ -87,9 +88,8 @@ UPDATE block_history u SET user_id = e.pseudonym, reason = NULL
 // An earlier erasure of the user, under any key of the keyring, oldest first: the pseudonym it is
 // recorded under, and the one the user's rows keep.
 const RECORDED_PSEUDONYM = `
-SELECT e.pseudonym, ${KEPT_PSEUDONYM} AS kept FROM erased_users e
- WHERE e.tenant_id = $1 AND e.pseudonym = ANY(string_to_array($2, ','))
- ORDER BY array_position(string_to_array($2, ','), e.pseudonym) LIMIT 1`;
+SELECT e.recorded AS pseudonym, e.pseudonym AS kept FROM (SELECT $1::text AS tenant_id, $2::text AS pseudonym) i
+  ${erasureOf('i', 'true', 'JOIN')}`;
 // An alias, once set, stays: it names the first erasure's pseudonym, which rows may already hold.
 // One set on a record without it (an instance of the release before alias recorded the user
 // under this key) points that record's later rows back to the first erasure's pseudonym.

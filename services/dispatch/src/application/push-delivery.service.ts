@@ -181,7 +181,16 @@ export class PushDeliveryService {
     log: Logger,
   ): Promise<{ ok: true; sent: Omit<Sent, 'deviceId'> } | { ok: false; failure: Omit<Failure, 'deviceId'>; invalidToken: boolean }> {
     const { device, providers } = target;
-    const policy: DeliveryPolicy = { providers: providers.map((p) => p.name), attemptsPerProvider: this.options.attemptsPerProvider, retryBaseMs: this.options.retryBaseMs };
+    const policy: DeliveryPolicy = {
+      providers: providers.map((p) => p.name),
+      attemptsPerProvider: this.options.attemptsPerProvider,
+      retryBaseMs: this.options.retryBaseMs,
+      // No margin after a failure, unlike an SMS or a call: the notification only wakes the app,
+      // which lists the sign-in over the device API whether or not it arrives, approving takes a
+      // tap (and the two digits), and a late push costs no fee and rings nobody. Giving up early
+      // would mark the push failed, and the device API then no longer lists the sign-in at all.
+      minLifetimeAfterFailureMs: 0,
+    };
     const history: FailedAttempt[] = [];
     const notification: PushNotification = { token: target.token, challengeId: context.challengeId, expiresAt: context.expiresAt, trace: context.trace };
     let holding = true;

@@ -60,10 +60,11 @@ const EXPIRED_BEFORE_DELIVERY = 'challenge expired before delivery';
 
 /**
  * The least of the challenge's lifetime an SMS sent after a failed attempt (a retry after a
- * back-off or a Retry-After, or the next provider) must leave to be used: the network delivers it
- * (usually a few seconds, 10 to 20 s on a busy or roaming route), the user opens it, reads the code
- * and types it into the sign-in page, which then posts it. The first attempt is made whatever is
- * left (a tenant may give challenges 30 s; a start picked up late still gets its one try).
+ * back-off or a Retry-After, or the next provider) must leave to be used, the delivery policy's
+ * minLifetimeAfterFailureMs: the network delivers it (usually a few seconds, 10 to 20 s on a busy
+ * or roaming route), the user opens it, reads the code and types it into the sign-in page, which
+ * then posts it. The first attempt is made whatever is left (a tenant may give challenges 30 s; a
+ * start picked up late still gets its one try).
  */
 export const MIN_LIFETIME_TO_USE_MS = 30_000;
 
@@ -117,6 +118,7 @@ export class SmsDeliveryService {
       providers: options.providers.map((p) => p.name),
       attemptsPerProvider: options.attemptsPerProvider,
       retryBaseMs: options.retryBaseMs,
+      minLifetimeAfterFailureMs: MIN_LIFETIME_TO_USE_MS,
     };
     this.clock = options.clock ?? (() => new Date());
     this.random = options.random ?? Math.random;
@@ -151,14 +153,9 @@ export class SmsDeliveryService {
     /** A provider got the SMS whole and never answered: it may have gone. */
     let maybeSent = false;
     while (!outcome) {
-      // Once a provider has been called and failed, an SMS sent now arrives later than the first
-      // would have: it must leave the user time to use it (MIN_LIFETIME_TO_USE_MS). A provider
-      // skipped by its open circuit was not called: the next one's is still the first attempt.
-      const retried = failures.some((f) => f.provider !== 'none' && f.error !== CIRCUIT_OPEN);
-      const usableUntil = retried ? new Date(expiresAt.getTime() - MIN_LIFETIME_TO_USE_MS) : expiresAt;
-      const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt: usableUntil, jitter: this.random() });
+      const step = nextDeliveryStep(policy, failures, { now: this.clock(), expiresAt, jitter: this.random() });
       if (step.type === 'GiveUp') {
-        if (step.reason === 'expired') {
+        if (step.reason !== 'providers_exhausted') {
           if (failures.length === 0) {
             // An earlier delivery may have sent it before it expired (JetStream lost its ack): that
             // send is recorded again, not a failure (which would mark the SMS failed for the user).
@@ -169,7 +166,7 @@ export class SmsDeliveryService {
               break;
             }
           }
-          const error = failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : this.clock() < expiresAt ? TOO_LATE_TO_USE : 'challenge expired during delivery';
+          const error = step.reason === 'too_late_after_failure' ? TOO_LATE_TO_USE : failures.length === 0 ? EXPIRED_BEFORE_DELIVERY : 'challenge expired during delivery';
           failures.push({ provider: 'none', error, transient: false });
           smsSends.inc({ provider: 'none', outcome: 'expired' });
         }
@@ -271,7 +268,14 @@ export class SmsDeliveryService {
         // all the same (docs/operations.md: SMS providers), and the failure says so.
         if (failure.outcomeUnknown) maybeSent = true;
         const reason = failure.outcomeUnknown ? `${failure.message}: ${MAYBE_SENT}` : failure.message;
-        failures.push({ provider: provider.name, transient: failure.transient, error: reason, ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}) });
+        failures.push({
+          provider: provider.name,
+          transient: failure.transient,
+          error: reason,
+          ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}),
+          // Skipped by its open circuit, not called: the next provider's send is still the first attempt.
+          ...(failure.message === CIRCUIT_OPEN ? { skipped: true as const } : {}),
+        });
         await this.options.guard
           .release(challengeId, resend)
           .catch((releaseError: unknown) => log.warn('could not release the SMS claim; it ends by itself', { error: releaseError }));

@@ -46,11 +46,15 @@ const INTERNAL_TIMEOUT_MS = 5_000;
 const WEBHOOK_PATIENCE_MS = 10_000;
 /**
  * The least of the challenge's lifetime a call placed after a failed attempt must leave to be
- * answered: Twilio dials (a few seconds until it rings), the user picks up after a ring or two and
- * hears the greeting (about 6 s) before pressing # (or a PIN), and dispatch asks auth-challenge.
- * A call placed later (a Retry-After waited out) rings for an answer the challenge can no longer take.
+ * answered, the delivery policy's minLifetimeAfterFailureMs: Twilio dials (a few seconds until it
+ * rings), the user picks up after a ring or two and hears the greeting (about 6 s) before pressing
+ * # (or a PIN), and dispatch asks auth-challenge. A call placed later (a Retry-After waited out)
+ * rings for an answer the challenge can no longer take. The first attempt is made whatever is left
+ * (a tenant may give challenges 30 s).
  */
 const MIN_LIFETIME_TO_ANSWER_MS = 20_000;
+/** Why a call is not placed again: too little of the challenge left to answer it. */
+const TOO_LATE_TO_ANSWER = `too little of the challenge's lifetime left to answer a call placed again (under ${MIN_LIFETIME_TO_ANSWER_MS / 1000} s)`;
 /** Why a call is not placed again after Twilio got its request and never answered. */
 const PLACEMENT_UNKNOWN = 'Twilio may have placed the call: not placed again, so the phone cannot ring twice';
 
@@ -148,7 +152,12 @@ export class VoiceCallService {
   constructor(private readonly options: VoiceOptions) {
     this.clock = options.clock ?? (() => new Date());
     this.random = options.random ?? Math.random;
-    this.policy = { providers: [options.provider?.name ?? 'twilio'], attemptsPerProvider: options.attempts, retryBaseMs: options.retryBaseMs };
+    this.policy = {
+      providers: [options.provider?.name ?? 'twilio'],
+      attemptsPerProvider: options.attempts,
+      retryBaseMs: options.retryBaseMs,
+      minLifetimeAfterFailureMs: MIN_LIFETIME_TO_ANSWER_MS,
+    };
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
@@ -197,12 +206,13 @@ export class VoiceCallService {
     let created = false;
     for (;;) {
       // A call tried again (after a back-off, or Twilio's Retry-After) must leave the user time to
-      // answer it; the first attempt is made whatever is left (a tenant may give challenges 30 s).
-      const answerableUntil = failures.length === 0 ? expiresAt : expiresAt - MIN_LIFETIME_TO_ANSWER_MS;
-      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt: new Date(answerableUntil), jitter: this.random() });
+      // answer it (the policy's MIN_LIFETIME_TO_ANSWER_MS); the first attempt is made whatever is left.
+      const step = nextDeliveryStep(this.policy, failures, { now: this.clock(), expiresAt: new Date(expiresAt), jitter: this.random() });
       if (step.type === 'GiveUp') {
-        if (step.reason === 'expired') {
-          const error = failures.length === 0 ? 'challenge expired before the call could be placed' : `too little of the challenge's lifetime left to answer a call placed again (under ${MIN_LIFETIME_TO_ANSWER_MS / 1000} s)`;
+        if (step.reason !== 'providers_exhausted') {
+          // A challenge that expired during a slow failed attempt has less than the margin left
+          // too: after a failure, the outcome names the margin either way.
+          const error = step.reason === 'expired' && failures.length === 0 ? 'challenge expired before the call could be placed' : TOO_LATE_TO_ANSWER;
           failures.push({ provider: 'none', error, transient: false });
         }
         return fail(failures);

@@ -29,9 +29,6 @@ export function phoneNumberInfo(e164: string): PhoneNumberInfo {
   return info;
 }
 
-/** Whether a number takes SMS: not one the library knows to be a fixed line (those get calls only). */
-export const smsCapable = (e164: string): boolean => phoneNumberInfo(e164).type !== 'FIXED_LINE';
-
 /** A user's phone number: E.164, and not a premium-rate, shared-cost or other number that cannot receive a code. */
 export const UserPhoneNumber = PhoneNumber.refine((n) => !UNREACHABLE_PHONE_TYPES.has(phoneNumberInfo(n).type as PhoneType), {
   message: 'must be a number that can receive codes: premium-rate, shared-cost, voicemail and pager numbers are refused',

@@ -27,7 +27,7 @@ import {
   type Keyring,
 } from '@mfa/crypto';
 import { connectNats, ensureConsumer, EventConsumer, EventPublisher, requestJson, type Delivery, type NatsClients } from '@mfa/messaging';
-import { RedisKeys, UNREGISTERED_MARK_SECONDS, UserProjectionWriter } from '@mfa/projection';
+import { RedisKeys, UNREGISTERED_MARK_SECONDS, UserFields, UserProjectionWriter } from '@mfa/projection';
 import { openPersonalData, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, hasOathtool, itWith, oathtoolTotp, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
@@ -620,6 +620,15 @@ describe('user-settings bad input', () => {
     await expectError(Subjects.totpActivate, { tenantId, userId, tokenId: 'no-such-token', code: '123456' }, 'not_found');
     // Looking a user up never creates its tenant.
     assert.deepEqual(await typesOf(EventSubjects.tenant(ghostTenant)), []);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'gives a number taken for a fixed line both phone methods, as MISSION.md says of every registered number', async () => {
+    for (const phoneNumber of ['+442071838750', '+33123456789', '+46812345678']) {
+      const landline = uniqueUser(`landline-${phoneNumber.slice(1)}`);
+      assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId: landline, phoneNumber }), { userId: landline, methods: ['sms', 'voice'] }, phoneNumber);
+      // What the start script reads: the projection offers both too.
+      assert.equal(await redis.hget(keysOf(tenantId, landline).user, UserFields.methods), 'sms,voice', phoneNumber);
+    }
   });
 
   itWith({ real: ['nats', 'redis'] }, 'keeps answering valid requests afterwards', async () => {

@@ -1,4 +1,4 @@
-import { conflict, notFound, rateLimited, smsCapable, USER_EVENT_TYPES, type Method } from '@mfa/contracts';
+import { conflict, notFound, rateLimited, USER_EVENT_TYPES, type Method } from '@mfa/contracts';
 import { matchTotpStep } from '@mfa/crypto';
 import { domainEvent, type Decider, type DomainEvent } from './events.js';
 
@@ -180,9 +180,11 @@ export function methodsOf(state: UserState): Method[] {
   // Push needs a device it can reach or that polls: one whose token was refused does not count.
   if ((state.devices ?? []).some((d) => d.state === 'active')) methods.push('push');
   if (activeTokens(state).length > 0) methods.push('totp');
-  // A phone number gives both phone methods: a code by SMS (not to a number known to be a fixed
-  // line), and a call to answer.
-  if (state.profile.phoneNumber) methods.push(...(smsCapable(state.profile.phoneNumber) ? (['sms', 'voice'] as const) : (['voice'] as const)));
+  // A phone number gives both phone methods, a code by SMS and a call to answer (MISSION.md,
+  // Telephony), also a number the phone-number library takes for a fixed line: many carriers
+  // deliver SMS to landlines (read out by a voice), the library's types are guesses in countries
+  // whose ranges mix both, and the IdP offers the call when an SMS does not arrive.
+  if (state.profile.phoneNumber) methods.push('sms', 'voice');
   return methods;
 }
 

@@ -189,8 +189,8 @@ describe('user state: methods', () => {
     assert.deepEqual(methodsOf(fold([registered(), enrolled('tok')])), ['sms', 'voice']);
     const both = fold([registered(), enrolled('tok'), activated('tok')]);
     assert.deepEqual(methodsOf(both), ['totp', 'sms', 'voice']);
-    // A number the phone-number library knows to be a fixed line gets calls, not SMS.
-    assert.deepEqual(methodsOf(fold([registered(), userProfileChanged(helga, { data: { phoneNumber: '+46812345678' } })])), ['voice']);
+    // A number the phone-number library knows to be a fixed line has both (MISSION.md, Telephony).
+    assert.deepEqual(methodsOf(fold([registered(), userProfileChanged(helga, { data: { phoneNumber: '+46812345678' } })])), ['sms', 'voice']);
     assert.equal(defaultMethodOf(both), 'totp');
   });
 

@@ -93,6 +93,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/auth-challenge/src/adapters/challenge.store.ts': {
     scripts: ['mfaChallengeStart', 'mfaChallengeStatus', 'mfaChallengeResend', 'mfaChallengePushAnswer', 'mfaChallengeVerify', 'mfaChallengeVerifyTotp', 'mfaChallengeVoiceOutcome'],
   },
+  'services/auth-challenge/src/application/device-api.service.ts': { scripts: ['mfaDevicePendingPush'] },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
   'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims', 'mfaSmsUndeliveredReceipt'] },
   'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport', 'mfaFraudNoteReport'] },
@@ -342,7 +343,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     }, log);
     const signed = (u: WalkUser, method: string, path: string, body = '') => {
       const headers = signRequest({ algorithm: 'ES256', privateKey: u.device.key.privateKeyPem, deviceId: deviceIdOf(u.tag, u.device.nonce), method, pathWithQuery: path, body, now: Date.now(), nonce: randomNonce() });
-      return { method, path, body: Buffer.from(body), headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v])) };
+      // Each user's phone from an address of its own: the device API counts failures per source (one key each).
+      const source = `198.51.100.${users.indexOf(u) + 1}`;
+      return { method, path, body: Buffer.from(body), headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v])), source };
     };
     const decided: Started[] = [];
 
@@ -424,6 +427,8 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       await guard.releasePush(push.challengeId, ['spare-device', 'gone-device']);
       const pending = await deviceApi.pending(signed(u, 'GET', '/device/v1/challenges/pending'));
       assert.equal(pending.challenge?.challengeId, push.challengeId);
+      // A request whose signature does not cover what was sent: refused, and counted against its source.
+      await assert.rejects(deviceApi.pending({ ...signed(u, 'GET', '/device/v1/challenges/pending'), path: '/device/v1/challenges/pending?changed' }), /Mfa-Signature/);
       const decision = i % 2 === 0 ? 'approve' : 'deny';
       const number = decision === 'approve' ? PUSH_NUMBER : undefined;
       const body = JSON.stringify({ decision, ...(number ? { number } : {}), signature: signDeviceData('ES256', u.device.key.privateKeyPem, DeviceSigned.answer(push.challengeId, decision, number)) });

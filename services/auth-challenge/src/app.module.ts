@@ -100,7 +100,11 @@ export class AppModule implements NestModule {
         ChallengeService,
         {
           provide: DeviceApiService,
-          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) => new DeviceApiService(redis, new InternalRequests(nats.nc, config.keyring), challenges, log),
+          useFactory: (redis: RedisClient, nats: NatsClients, challenges: ChallengeService) =>
+            new DeviceApiService(redis, new InternalRequests(nats.nc, config.keyring), challenges, log, undefined, {
+              maxPerWindow: config.DEVICE_API_MAX_FAILURES_PER_WINDOW,
+              windowSeconds: config.DEVICE_API_FAILURE_WINDOW_SECONDS,
+            }),
           inject: [REDIS, NATS, ChallengeService],
         },
         { provide: HEALTH_CHECKS, useFactory: (nats: NatsHealth, redis: RedisHealth) => [nats, redis], inject: [NatsHealth, RedisHealth] },

@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig, unsetWhenEmpty } from '@mfa/service-kit';
+import { DEFAULT_SOURCE_FAILURE_LIMITS } from './adapters/source-failures.js';
+import { DEFAULT_TRUSTED_PROXIES } from './api/device-api.source.js';
+
+/** A comma-separated list of addresses and CIDR ranges, IPv4 or IPv6, or `none`. */
+const AddressList = z
+  .string()
+  .transform((text) => (text.trim() === 'none' ? [] : text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')))
+  .pipe(z.array(z.union([z.ipv4(), z.ipv6(), z.cidrv4(), z.cidrv6()], { error: 'must be IPv4 or IPv6 addresses or CIDR ranges, comma-separated, or none' })));
 
 const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3001),
@@ -26,6 +34,19 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
    * route or an administrator unlocks the user; waiting does not end it.
    */
   MFA_MAX_CONSECUTIVE_FAILURES: z.coerce.number().int().min(1).max(100).default(100),
+  /**
+   * Failed device API requests from one source address (an IPv6 /64) in a window: refused
+   * activations (invalid_request, not_found) and signed requests refused 401 or 403 not_activated.
+   * Beyond it every request from the source answers 429 rate_limited until the window ends, before
+   * any signature is checked or activation asked. 0 turns the throttle off.
+   */
+  DEVICE_API_MAX_FAILURES_PER_WINDOW: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_SOURCE_FAILURE_LIMITS.maxPerWindow),
+  DEVICE_API_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(DEFAULT_SOURCE_FAILURE_LIMITS.windowSeconds),
+  /**
+   * The reverse proxies in front of the device API, whose X-Forwarded-For names the client
+   * (sourceAddress); `none`: the address that connects is the client. Default: loopback and private networks.
+   */
+  DEVICE_API_TRUSTED_PROXIES: unsetWhenEmpty(AddressList.default([...DEFAULT_TRUSTED_PROXIES])),
 });
 export type AuthChallengeConfig = z.infer<typeof AuthChallengeEnv> & KeyringConfig & { auth: AuthConfig };
 

@@ -4,15 +4,16 @@ import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } fr
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
-import { defaultTenantSettings, DeviceSigned, EventSubjects, InternalSubjects, Subjects } from '@mfa/contracts';
+import { defaultTenantSettings, DeviceSigned, EventSubjects, InternalSubjects, ipLockKey, Subjects } from '@mfa/contracts';
 import { loadKeyring, userTag } from '@mfa/crypto';
 import { EventPublisher, requestJson } from '@mfa/messaging';
-import { deviceId as formatDeviceId, parseChallengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { deviceId as formatDeviceId, parseChallengeId, RedisKeys, UserFields, UserProjectionWriter } from '@mfa/projection';
 import { eventually, itWith, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { InternalRequests } from '@mfa/service-kit';
 import { boot } from './boot.js';
 import { DeviceApiError, DeviceApiService } from './application/device-api.service.js';
 import { loadAuthChallengeConfig } from './config.js';
+import { SourceFailureKeys } from './adapters/source-failures.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -222,6 +223,36 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.deepEqual((await answer(device, push.challengeId, 'approve', push.number)).body, { status: 'denied', reason: 'method_not_registered' }, 'it could not be approved');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'the app shows a push exactly when its answer could approve it: the pending read and the answer judge a reset or erasure alike', async () => {
+    // Each state of the user's projection a push can meet between its start and its answer: the
+    // pending read (PENDING_PUSH_SCRIPT) and the answer (PUSH_ANSWER_SCRIPT's CHECKS) must agree on
+    // every one, so that the app neither shows a push whose approval is refused nor hides one that
+    // could still be approved.
+    const validFrom = Date.now() - 86_400_000;
+    const states: Array<[string, (user: string, challenge: string) => Promise<unknown>, boolean]> = [
+      ['projected again, no reset', async () => undefined, true],
+      ['reset since the start', (user) => redis.hset(user, UserFields.validFrom, String(validFrom + 1)), false],
+      ['a hash without validFrom (an older user-settings)', (user) => redis.hdel(user, UserFields.validFrom), true],
+      ['erased since the start (a tombstone)', async (user) => redis.multi().del(user).hset(user, UserFields.seq, '999').exec(), false],
+      ['a push of an older start (no vf), its user reset since', async (user, challenge) => {
+        await redis.hset(challenge, 'vf', '');
+        await redis.hset(user, UserFields.validFrom, String(validFrom + 1));
+      }, true],
+    ];
+    for (const [what, change, approvable] of states) {
+      const userId = uniqueUser('voided');
+      const device = await userWithDevice(tenant, userId, 'ES256', validFrom);
+      const tag = userTag(keyring, tenant, userId);
+      const push = await startPush(tenant, userId);
+      const id = parseChallengeId(push.challengeId)!;
+      await change(RedisKeys.user(tag), RedisKeys.challenge(id.tag, id.nonce));
+      const shown = ((await pending(device)).body.challenge as { challengeId?: string } | null)?.challengeId === push.challengeId;
+      const answered = await answer(device, push.challengeId, 'approve', push.number);
+      assert.equal(shown, approvable, `${what}: shown`);
+      assert.deepEqual(answered.body, approvable ? { status: 'approved' } : { status: 'denied', reason: 'method_not_registered' }, `${what}: answered`);
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'an activation or a fraud report whose internal request fails answers 503 and logs why: the error’s name, not the request', async () => {
     const warned: Array<{ msg: string; fields?: Record<string, unknown> }> = [];
     const closed = await connect({ servers: testEnv.natsUrl });
@@ -250,6 +281,81 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.equal(warned[1]!.fields?.subject, InternalSubjects.fraudFromApp);
     assert.ok(typeof (warned[1]!.fields?.error as { name?: unknown }).name === 'string');
     assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'pending', 'nothing reported, nothing decided');
+  });
+
+  /** An IPv6 /64 no other run has used (documentation space), and an address in it. */
+  const freshPrefix = () => `2001:db8:${randomBytes(2).toString('hex')}:${randomBytes(2).toString('hex')}`;
+
+  itWith({ real: ['nats', 'redis'] }, 'a source that failed DEVICE_API_MAX_FAILURES_PER_WINDOW times is refused 429 until its window ends, whatever it sends; other sources, and successes, are not counted', async () => {
+    const unused = { pushAnswer: () => Promise.reject(new Error('not used here')) };
+    const devices = new DeviceApiService(redis, new InternalRequests(nc, keyring), unused, { warn: () => undefined }, undefined, { maxPerWindow: 3, windowSeconds: 3 });
+    const device = await userWithDevice(tenant, uniqueUser('throttled'));
+    const path = '/device/v1/challenges/pending';
+    const request = (source: string, opts: { path?: string; device?: TestDevice } = {}) => ({
+      method: 'GET',
+      path: opts.path ?? path,
+      body: Buffer.alloc(0),
+      headers: Object.fromEntries(Object.entries(signedHeaders(opts.device ?? device, 'GET', path, '')).map(([k, v]) => [k.toLowerCase(), v])),
+      source,
+    });
+    const refusal = async (work: Promise<unknown>) => {
+      try {
+        await work;
+        return 'served';
+      } catch (error) {
+        assert.ok(error instanceof DeviceApiError, String(error));
+        return `${error.status} ${error.code}`;
+      }
+    };
+    const [a, b, c, d] = [freshPrefix(), freshPrefix(), freshPrefix(), freshPrefix()];
+    // Three failures of three kinds from one /64: a signature over another path, an unknown device, an activation that is not JSON.
+    assert.equal(await refusal(devices.pending(request(`${a}::1`, { path: `${path}?changed` }))), '401 unauthenticated');
+    const stranger = { ...device, deviceId: `${device.deviceId.split('.')[0]}.${randomBytes(16).toString('base64url')}` };
+    assert.equal(await refusal(devices.pending(request(`${a}::2`, { device: stranger }))), '403 not_activated');
+    assert.equal(await refusal(devices.activate(Buffer.from('code=K7QX'), `${a}::3`)), '400 invalid_request');
+    // Over the limit: the device's own good request from that /64 is refused too, before its signature is checked, with the wait.
+    const refused = await devices.pending(request(`${a}::4`)).then(
+      () => assert.fail('served'),
+      (error: unknown) => error as DeviceApiError,
+    );
+    assert.deepEqual([refused.status, refused.code], [429, 'rate_limited']);
+    assert.ok(refused.retryAfterSeconds! >= 1 && refused.retryAfterSeconds! <= 3, `Retry-After ${refused.retryAfterSeconds}`);
+    assert.equal(await refusal(devices.activate({ code: 'K7QX-M2PA-9VZD-4HTE' }, `${a}::5`)), '429 rate_limited', 'an activation, before it is asked');
+    // Another source is served, and its failures are its own.
+    assert.equal(await refusal(devices.pending(request(`${b}::1`))), 'served');
+    assert.equal(await refusal(devices.pending(request(`${b}::1`, { path: `${path}?changed` }))), '401 unauthenticated');
+    // Successes count nothing: far more than the limit, all served, nothing kept.
+    for (let n = 0; n < 6; n++) assert.equal(await refusal(devices.pending(request(`${c}::1`))), 'served', `success ${n + 1}`);
+    assert.equal(await redis.exists(SourceFailureKeys.failures(ipLockKey(`${c}::1`)!)), 0);
+    // Nor does an activation the service could not ask (no user-settings here: 503): not the caller's failure.
+    assert.equal(await refusal(devices.activate({ code: 'K7QX-M2PA-9VZD-4HTE', algorithm: 'ES256', publicKey: 'AAAA', proof: 'AAAA', platform: 'none' }, `${d}::1`)), '503 unavailable');
+    assert.equal(await redis.exists(SourceFailureKeys.failures(ipLockKey(`${d}::1`)!)), 0);
+    // Once the window ends, the source is served again.
+    await eventually(async () => ((await refusal(devices.pending(request(`${a}::4`)))) === 'served' ? true : undefined), 8000, 'the window ended');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'over HTTP behind a trusted proxy: the address its X-Forwarded-For adds is the source; a refusal is 429 rate_limited with Retry-After, counted in mfa_device_api_requests_total', async () => {
+    const device = await userWithDevice(tenant, uniqueUser('proxied'));
+    const [flooding, other] = [`${freshPrefix()}::1`, `${freshPrefix()}::1`];
+    // The source at the service's limit (DEVICE_API_MAX_FAILURES_PER_WINDOW, 1,000 by default), as its failures leave it.
+    await redis.set(SourceFailureKeys.failures(ipLockKey(flooding)!), '1000', 'EX', 60);
+    const from = (forwardedFor: string) => send(device, 'GET', '/device/v1/challenges/pending', '', { headers: { 'X-Forwarded-For': forwardedFor } });
+    const res = await fetch(`${service.url}/device/v1/challenges/pending`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), 'X-Forwarded-For': flooding } });
+    assert.equal(res.status, 429);
+    const retryAfter = Number(res.headers.get('retry-after'));
+    assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${res.headers.get('retry-after')}`);
+    const body = (await res.json()) as Reply;
+    assert.equal(body.error?.code, 'rate_limited');
+    assert.match(String(body.error?.message), /try again in \d+ s/);
+    // The address a client writes before the proxy's entry is not believed: the proxy added `other`.
+    assert.deepEqual((await from(`${flooding}, ${other}`)).body, { challenge: null });
+    // A failure from a forwarded address counts against it (its /64), not against the proxy.
+    const before = Number((await redis.get(SourceFailureKeys.failures(ipLockKey(other)!))) ?? '0');
+    const bad = await fetch(`${service.url}/device/v1/challenges/pending?changed`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), 'X-Forwarded-For': other } });
+    assert.equal(bad.status, 401);
+    assert.equal(Number(await redis.get(SourceFailureKeys.failures(ipLockKey(other)!))), before + 1);
+    const metrics = await (await fetch(`${service.url}/metrics`)).text();
+    assert.match(metrics, /mfa_device_api_requests_total\{[^}]*route="auth"[^}]*outcome="rate_limited"[^}]*\} [1-9]/);
   });
 
   itWith({ real: ['nats', 'redis'] }, 'hostile input: unknown devices, missing headers, wrong types, non-ASCII digits, oversized bodies', async () => {

@@ -645,3 +645,20 @@ if (ch[8] or '') == '' then matched = ARGV[11] == 'none' else matched = ct_equal
 if not matched then refused() end
 local tokenId, step, cause = '', '', 'mismatch'
 ${OUTCOME}`;
+
+/**
+ * The device API's pending read (DeviceApiService.pending): the push the device's user is waiting
+ * on, with what decides whether they can still approve it, in one call that changes nothing. KEYS:
+ * the challenge, the user's block (fraud's projection), the user's projection (one slot). Returns
+ * the challenge's tenantId, status, method, expiresAt, createdAt, ip, app and codeHash (nil where
+ * the record has none), then '1' when its user can no longer approve it, '0' otherwise: the user is
+ * blocked, or reset or erased since its start by VOIDED, the very rule by which the verify scripts'
+ * CHECKS deny its answer (user_blocked, method_not_registered), so that the app never shows a push
+ * whose approval would be refused, nor hides one that could still be approved.
+ */
+export const PENDING_PUSH_SCRIPT = `${VOIDED}
+local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app', 'codeHash', 'vf')
+local void = '0'
+if ch[1] and (redis.call('EXISTS', KEYS[2]) == 1 or voided(KEYS[3], ch[9])) then void = '1' end
+return {ch[1], ch[2], ch[3], ch[4], ch[5], ch[6], ch[7], ch[8], void}
+`;

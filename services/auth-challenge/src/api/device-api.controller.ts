@@ -1,8 +1,12 @@
 import { Controller, Get, HttpCode, Inject, Logger, Param, Post, Req, Res } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import type { RangeSet } from '@mfa/contracts';
 import { isTransientDependencyError } from '@mfa/messaging';
 import { DeviceApiError, DeviceApiService, type SignedRequest } from '../application/device-api.service.js';
+import type { AuthChallengeConfig } from '../config.js';
+import { CONFIG } from '../tokens.js';
+import { sourceAddress, trustedProxies } from './device-api.source.js';
 
 /** Largest device API body (docs/device-api.md). */
 const MAX_BODY_BYTES = 8 * 1024;
@@ -14,13 +18,21 @@ const MAX_BODY_BYTES = 8 * 1024;
 @Controller('device/v1')
 export class DeviceApiController {
   private readonly log = new Logger('DeviceApi');
+  /** DEVICE_API_TRUSTED_PROXIES: whose X-Forwarded-For names the client. */
+  private readonly proxies: RangeSet;
 
-  constructor(@Inject(DeviceApiService) private readonly devices: DeviceApiService) {}
+  constructor(
+    @Inject(DeviceApiService) private readonly devices: DeviceApiService,
+    @Inject(CONFIG) config: Pick<AuthChallengeConfig, 'DEVICE_API_TRUSTED_PROXIES'>,
+  ) {
+    this.proxies = trustedProxies(config.DEVICE_API_TRUSTED_PROXIES);
+  }
 
   @Post('activate')
   @HttpCode(201)
   async activate(@Req() req: RawBodyRequest<Request>, @Res() res: Response): Promise<void> {
-    await this.answer(res, 201, async () => this.devices.activate(this.json(req)));
+    // The raw body: the service reads the JSON, so that a body that is not JSON counts against its source.
+    await this.answer(res, 201, async () => this.devices.activate(this.body(req), this.source(req)));
   }
 
   @Get('challenges/pending')
@@ -39,13 +51,9 @@ export class DeviceApiController {
     return raw;
   }
 
-  private json(req: RawBodyRequest<Request>): unknown {
-    const raw = this.body(req);
-    try {
-      return JSON.parse(raw.toString('utf8'));
-    } catch {
-      throw new DeviceApiError(400, 'invalid_request', 'the body is not JSON');
-    }
+  /** The client's address: the connection's, or, from a trusted proxy, the one its X-Forwarded-For names. */
+  private source(req: Request): string | undefined {
+    return sourceAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], this.proxies);
   }
 
   private signed(req: RawBodyRequest<Request>): SignedRequest {
@@ -58,6 +66,7 @@ export class DeviceApiController {
       path: req.originalUrl,
       body: this.body(req),
       headers: { 'mfa-device': header('mfa-device'), 'mfa-timestamp': header('mfa-timestamp'), 'mfa-nonce': header('mfa-nonce'), 'mfa-signature': header('mfa-signature') },
+      source: this.source(req),
     };
   }
 
@@ -66,6 +75,7 @@ export class DeviceApiController {
       res.status(status).json(await work());
     } catch (error) {
       if (error instanceof DeviceApiError) {
+        if (error.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(error.retryAfterSeconds));
         res.status(error.status).json({ error: { code: error.code, message: error.message } });
         return;
       }

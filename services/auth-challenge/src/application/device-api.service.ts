@@ -12,8 +12,10 @@ import {
 } from '@mfa/contracts';
 import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
 import type { InternalRequests } from '@mfa/service-kit';
-import { parseChallengeId, parseDeviceId, RedisKeys, UserFields, type ProjectedDevice } from '@mfa/projection';
+import { parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
 import { counter, type Logger } from '@mfa/telemetry';
+import { PENDING_PUSH_SCRIPT } from '../adapters/scripts.js';
+import { DEFAULT_SOURCE_FAILURE_LIMITS, SourceFailures, type SourceFailureLimits } from '../adapters/source-failures.js';
 import type { ChallengeService } from './challenge.service.js';
 
 const requests = counter('mfa_device_api_requests_total', 'Device API requests by route and outcome', ['route', 'outcome']);
@@ -28,17 +30,21 @@ export const DEVICE_CLOCK_SKEW_MS = 60_000;
 const NONCE_TTL_MS = 2 * DEVICE_CLOCK_SKEW_MS + 30_000;
 const INTERNAL_TIMEOUT_MS = 5_000;
 
-/** A device API error: the HTTP status and the contract's error body. */
+/** A device API error: the HTTP status and the contract's error body (and Retry-After, for a source over its limit). */
 export class DeviceApiError extends Error {
   override name = 'DeviceApiError';
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
 }
+
+/** The refusals of an activation that count against its source: a request that is not one, a code that is not one. */
+const FAILED_ACTIVATION = new Set(['invalid_request', 'not_found']);
 
 export const NOT_ACTIVATED = 'Authentication request is not for an activated account';
 
@@ -48,6 +54,8 @@ export interface SignedRequest {
   path: string;
   body: Buffer;
   headers: Record<string, string | undefined>;
+  /** The client's address (sourceAddress): its failures are counted; undefined counts nothing. */
+  source?: string | undefined;
 }
 
 interface Device {
@@ -64,11 +72,16 @@ interface Device {
  * Every signed request is checked before anything else is read: the device is activated (its key
  * is in the user's slot, projected by user-settings), the timestamp is within a minute, the nonce
  * is new (SET NX, two minutes), and the signature covers method, path, time, nonce and body.
+ * Failures are counted by source address (SourceFailures): a source that failed too often lately
+ * is refused 429 before any signature is checked or activation asked, until its window ends.
  */
 export class DeviceApiService {
   /** Public keys parsed once (a device's key never changes: a new one is a new device). */
   private readonly keys = new Map<string, KeyObject>();
   private geo: Promise<{ lookup(ip: string): { country: string; name: string } | null }> | undefined;
+  /** PENDING_PUSH_SCRIPT: the challenge, the user's block, the user's projection. */
+  private readonly pendingPush: (challenge: string, blocked: string, user: string) => Promise<Array<string | null>>;
+  private readonly sources: SourceFailures;
 
   constructor(
     private readonly redis: RedisClient,
@@ -76,18 +89,45 @@ export class DeviceApiService {
     private readonly challenges: Pick<ChallengeService, 'pushAnswer'>,
     private readonly log: Pick<Logger, 'warn'>,
     private readonly clock: () => Date = () => new Date(),
-  ) {}
+    failureLimits: SourceFailureLimits = DEFAULT_SOURCE_FAILURE_LIMITS,
+  ) {
+    this.sources = new SourceFailures(redis, failureLimits);
+    redis.defineCommand('mfaDevicePendingPush', { numberOfKeys: 3, lua: PENDING_PUSH_SCRIPT });
+    const r = redis as unknown as { mfaDevicePendingPush: (...keys: string[]) => Promise<Array<string | null>> };
+    this.pendingPush = r.mfaDevicePendingPush.bind(redis);
+  }
 
-  async activate(body: unknown): Promise<DeviceActivateReply> {
-    const parsed = DeviceActivateBody.safeParse(body);
-    if (!parsed.success) throw new DeviceApiError(400, 'invalid_request', describeIssues(parsed.error.issues));
-    const reply = await this.internal.request<DeviceActivateReply & { error?: { code: string; message: string } }>(InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch((error: unknown) => {
-      this.unreached(InternalSubjects.deviceActivate, error);
-      throw new DeviceApiError(503, 'unavailable', 'activation is not available right now; try again');
-    });
-    if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
-    requests.inc({ route: 'activate', outcome: 'ok' });
-    return reply;
+  /**
+   * An activation: `body` is the request's JSON, or its raw bytes (the HTTP route's, read here so
+   * that a body that is not JSON counts against its source as any other failed activation does).
+   * A source over its limit of failures is refused before anything is read or asked.
+   */
+  async activate(body: unknown, source?: string): Promise<DeviceActivateReply> {
+    await this.admit(source, 'activate');
+    try {
+      let json = body;
+      if (Buffer.isBuffer(body)) {
+        try {
+          json = JSON.parse(body.toString('utf8'));
+        } catch {
+          throw new DeviceApiError(400, 'invalid_request', 'the body is not JSON');
+        }
+      }
+      const parsed = DeviceActivateBody.safeParse(json);
+      if (!parsed.success) throw new DeviceApiError(400, 'invalid_request', describeIssues(parsed.error.issues));
+      const reply = await this.internal.request<DeviceActivateReply & { error?: { code: string; message: string } }>(InternalSubjects.deviceActivate, parsed.data, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch((error: unknown) => {
+        this.unreached(InternalSubjects.deviceActivate, error);
+        throw new DeviceApiError(503, 'unavailable', 'activation is not available right now; try again');
+      });
+      if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
+      requests.inc({ route: 'activate', outcome: 'ok' });
+      return reply;
+    } catch (error) {
+      // A bad request or an unknown code: what a flood of guesses is made of. Not a user with five
+      // apps already, nor a service that could not answer: neither is the caller's failure.
+      if (error instanceof DeviceApiError && FAILED_ACTIVATION.has(error.code)) await this.sources.failed(source);
+      throw error;
+    }
   }
 
   /** The push waiting for the device's user, with what the app shows; null when none is. */
@@ -98,24 +138,17 @@ export class DeviceApiService {
     const id = challengeId ? parseChallengeId(challengeId) : undefined;
     if (!challengeId || !id || id.tag !== device.tag) return { challenge: null };
     // The push with what decides whether the user can still approve it, in one read (one slot).
-    const replies = await this.redis
-      .multi()
-      .hmget(RedisKeys.challenge(id.tag, id.nonce), 'tenantId', 'status', 'method', 'expiresAt', 'createdAt', 'ip', 'app', 'codeHash', 'vf')
-      .exists(RedisKeys.blocked(device.tag))
-      .hmget(RedisKeys.user(device.tag), UserFields.validFrom, UserFields.userId)
-      .exec();
-    const [challenge, blocked, user] = (replies ?? []).map(([error, value]) => {
-      if (error) throw error;
-      return value;
-    }) as [Array<string | null>, number, Array<string | null>];
-    if (!challenge || !user) throw new Error('device API pending: the transaction was not run');
-    const [tenantId, status, method, expiresAt, createdAt, ip, app, numberHash, validFrom] = challenge;
+    const [tenantId, status, method, expiresAt, createdAt, ip, app, numberHash, unapprovable] = await this.pendingPush(
+      RedisKeys.challenge(id.tag, id.nonce),
+      RedisKeys.blocked(device.tag),
+      RedisKeys.user(device.tag),
+    );
     if (!tenantId || status !== 'pending' || method !== 'push' || Number(expiresAt) <= this.clock().getTime()) return { challenge: null };
     // A push its user can no longer approve is not shown: the user blocked since its start, or
     // reset or erased since (its answer would be denied user_blocked or method_not_registered, as
-    // verify's CHECKS decide). It stays pending until answered or expired; an unblock before then
-    // shows it again, as it could then still be approved.
-    if (blocked === 1 || voided(validFrom, user[0], user[1])) {
+    // verify's CHECKS decide, by the same VOIDED rule: PENDING_PUSH_SCRIPT). It stays pending until
+    // answered or expired; an unblock before then shows it again, as it could then still be approved.
+    if (unapprovable === '1') {
       requests.inc({ route: 'pending', outcome: 'hidden' });
       return { challenge: null };
     }
@@ -148,6 +181,7 @@ export class DeviceApiService {
     const answer = parsed.data;
     if (!deviceSignatureValid(device.device.algorithm, device.key, DeviceSigned.answer(challengeId, answer.decision, answer.number), answer.signature)) {
       requests.inc({ route: 'answer', outcome: 'bad_signature' });
+      await this.sources.failed(request.source);
       throw new DeviceApiError(401, 'unauthenticated', 'signature: not the device key’s signature over this answer');
     }
     // Only a challenge of the device's own user: same slot tag, and its record names a push.
@@ -213,39 +247,61 @@ export class DeviceApiService {
     requests.inc({ route: subject === InternalSubjects.deviceActivate ? 'activate' : 'answer', outcome: 'unavailable' });
   }
 
-  /** The activated device that signed this request, or the error to answer. */
+  /**
+   * The activated device that signed this request, or the error to answer. Every refusal here
+   * (401, and 403 not_activated) counts against the request's source; a source over its limit is
+   * refused before any signature is checked, whatever it sends, until its window ends.
+   */
   private async authenticate(request: SignedRequest): Promise<Device> {
     const deviceId = request.headers['mfa-device'];
     const timestamp = request.headers['mfa-timestamp'];
     const nonce = request.headers['mfa-nonce'];
     const signature = request.headers['mfa-signature'];
-    if (!deviceId || !timestamp || !nonce || !signature) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Device, Mfa-Timestamp, Mfa-Nonce and Mfa-Signature are required');
-    const id = parseDeviceId(deviceId);
-    if (!id) throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
-    const stored = await this.redis.hget(RedisKeys.devices(id.tag), id.nonce);
-    if (!stored) {
-      requests.inc({ route: 'auth', outcome: 'not_activated' });
-      throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
+    const id = deviceId ? parseDeviceId(deviceId) : undefined;
+    // The source's failures and the device, read together (two slots: two commands, one wait).
+    const [wait, stored] = await Promise.all([this.sources.refusedFor(request.source), id ? this.redis.hget(RedisKeys.devices(id.tag), id.nonce) : null]);
+    if (wait > 0) throw this.rateLimited('auth', wait);
+    try {
+      if (!deviceId || !timestamp || !nonce || !signature) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Device, Mfa-Timestamp, Mfa-Nonce and Mfa-Signature are required');
+      if (!id) throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
+      if (!stored) {
+        requests.inc({ route: 'auth', outcome: 'not_activated' });
+        throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
+      }
+      const device = JSON.parse(stored) as ProjectedDevice;
+      if (!/^\d{1,16}$/.test(timestamp) || Math.abs(Number(timestamp) - this.clock().getTime()) > DEVICE_CLOCK_SKEW_MS) {
+        requests.inc({ route: 'auth', outcome: 'clock' });
+        throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Timestamp is more than 60 s from the server’s clock');
+      }
+      if (!/^[A-Za-z0-9_-]{16,64}$/.test(nonce)) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce must be 16 to 64 base64url characters');
+      const key = this.keyOf(device.algorithm, device.publicKey);
+      const signed = DeviceSigned.request(request.method, request.path, timestamp, nonce, createHash('sha256').update(request.body).digest('base64url'));
+      if (!deviceSignatureValid(device.algorithm, key, signed, signature)) {
+        requests.inc({ route: 'auth', outcome: 'bad_signature' });
+        throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Signature is not the device key’s signature over this request');
+      }
+      // After the signature: only the device can burn its own nonces.
+      const fresh = await this.redis.set(RedisKeys.deviceNonce(id.tag, id.nonce, nonce), '1', 'PX', NONCE_TTL_MS, 'NX');
+      if (fresh !== 'OK') {
+        requests.inc({ route: 'auth', outcome: 'replay' });
+        throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce was used already: a replayed request');
+      }
+      return { tag: id.tag, nonce: id.nonce, deviceId, device, key };
+    } catch (error) {
+      if (error instanceof DeviceApiError) await this.sources.failed(request.source);
+      throw error;
     }
-    const device = JSON.parse(stored) as ProjectedDevice;
-    if (!/^\d{1,16}$/.test(timestamp) || Math.abs(Number(timestamp) - this.clock().getTime()) > DEVICE_CLOCK_SKEW_MS) {
-      requests.inc({ route: 'auth', outcome: 'clock' });
-      throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Timestamp is more than 60 s from the server’s clock');
-    }
-    if (!/^[A-Za-z0-9_-]{16,64}$/.test(nonce)) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce must be 16 to 64 base64url characters');
-    const key = this.keyOf(device.algorithm, device.publicKey);
-    const signed = DeviceSigned.request(request.method, request.path, timestamp, nonce, createHash('sha256').update(request.body).digest('base64url'));
-    if (!deviceSignatureValid(device.algorithm, key, signed, signature)) {
-      requests.inc({ route: 'auth', outcome: 'bad_signature' });
-      throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Signature is not the device key’s signature over this request');
-    }
-    // After the signature: only the device can burn its own nonces.
-    const fresh = await this.redis.set(RedisKeys.deviceNonce(id.tag, id.nonce, nonce), '1', 'PX', NONCE_TTL_MS, 'NX');
-    if (fresh !== 'OK') {
-      requests.inc({ route: 'auth', outcome: 'replay' });
-      throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce was used already: a replayed request');
-    }
-    return { tag: id.tag, nonce: id.nonce, deviceId, device, key };
+  }
+
+  /** Refuses a source over its limit of failures (SourceFailures), before any work. */
+  private async admit(source: string | undefined, route: 'activate' | 'auth'): Promise<void> {
+    const wait = await this.sources.refusedFor(source);
+    if (wait > 0) throw this.rateLimited(route, wait);
+  }
+
+  private rateLimited(route: 'activate' | 'auth', seconds: number): DeviceApiError {
+    requests.inc({ route, outcome: 'rate_limited' });
+    return new DeviceApiError(429, 'rate_limited', `too many failed requests from this address; try again in ${seconds} s`, seconds);
   }
 
   private keyOf(algorithm: DeviceAlgorithm, publicKey: string): KeyObject {
@@ -275,18 +331,6 @@ export interface PendingView {
   expiresAt: string;
   /** Whether approving needs the number the sign-in page shows. */
   numberMatch: boolean;
-}
-
-/**
- * Whether a challenge that kept `vf` (its user's validFrom at its start) is void: the rule of the
- * scripts' VOIDED (adapters/scripts.ts), for a read outside them. The user hash holds another
- * validFrom, or no user (a tombstone: erased); '' and a hash without validFrom but with its user
- * void nothing.
- */
-function voided(vf: string | null | undefined, validFrom: string | null | undefined, userId: string | null | undefined): boolean {
-  if (!vf) return false;
-  if (validFrom) return validFrom !== vf;
-  return !userId;
 }
 
 function statusOf(code: string): number {

@@ -13,9 +13,11 @@ import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { ImportJobs, jobObjects, type ImportJob } from './adapters/import-jobs.js';
-import { OathImportService } from './application/oath-import.service.js';
+import { OathImportService, UPLOAD_REPLACED } from './application/oath-import.service.js';
 import type { OathTokensService, RowOutcome } from './application/oath-tokens.service.js';
-import { PskcKeys } from './domain/oath-import/pskc.js';
+import { parseCsv } from './domain/oath-import/csv.js';
+import { parsePskc, PskcKeys } from './domain/oath-import/pskc.js';
+import type { ParsedRow } from './domain/oath-import/types.js';
 
 /**
  * Import jobs against real JetStream buckets, with a token service that fails when told to. On a
@@ -324,5 +326,206 @@ describe('oath.import jobs: key material and error files (real NATS)', () => {
     assert.ok(big.subarray(0, shown.length).equals(shown) && truncated.errorsCsv!.endsWith('\r\n'), 'whole lines from the start of the file');
     const full = await requester.status({ tenantId, jobId: 'b'.repeat(24) }, new Date());
     assert.deepEqual([full.errorsCsv, full.errorsTruncated], [small.toString('utf8'), undefined]);
+  });
+});
+
+/** A CSV seed file of `rows` tokens, unassigned, with serial numbers `<prefix>-1`… */
+const seeds = (prefix: string, rows: number): Buffer =>
+  Buffer.from(`serial number,secret key,time interval\r\n${Array.from({ length: rows }, (_, i) => `${prefix}-${i + 1},JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30\r\n`).join('')}`, 'utf8');
+
+/**
+ * What a job does when its run is cut short, when its upload is put again under its name, and
+ * when it shares an instance with another tenant's: on a nats-server of the test's own (its
+ * workers must be the only ones), with the domain's own parsers, watched as they hand rows out.
+ */
+describe('oath.import jobs: interrupted runs, replaced uploads and tenants sharing an instance (real NATS)', () => {
+  let server: NatsServerProcess;
+  let nats: NatsClients;
+  let jobs: ImportJobs;
+  let service: OathImportService | undefined;
+  const log = createLogger('oath-import-test', { level: 'error' });
+  const keyring = loadKeyring({}).keyring;
+  /** Every secret the parsers handed to a job, as the job got it (the same buffer). */
+  const handedOut: Buffer[] = [];
+  const parse = async function* (format: 'csv' | 'pskc', input: Buffer | AsyncIterable<Buffer>, keys: PskcKeys): AsyncGenerator<ParsedRow> {
+    for await (const row of format === 'csv' ? parseCsv(input) : parsePskc(input, keys)) {
+      if (row.ok) handedOut.push(row.token.secret);
+      yield row;
+    }
+  };
+  const notZeroed = () => handedOut.filter((secret) => secret.some((byte) => byte !== 0)).length;
+
+  before(async () => {
+    server = await startNatsServer();
+    nats = await connectNats({ url: server.url, name: 'oath-import-runs-test', connectTimeoutMs: 5_000 });
+    jobs = await ImportJobs.open(nats, 1);
+  });
+
+  after(async () => {
+    await service?.stop();
+    await nats.nc.drain();
+    await server.stop();
+  });
+
+  const until = async <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const found = await probe();
+      if (found !== undefined) return found;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await sleep(20);
+    }
+  };
+  const ended = (tenantId: string, jobId: string) =>
+    until(`job ${jobId} to end`, async () => {
+      const now = await jobs.get(tenantId, jobId);
+      return now && (now.job.state === 'completed' || now.job.state === 'failed') ? now.job : undefined;
+    });
+  /** The job's lease lapses, as IMPORT_LEASE_MS after its worker stopped. */
+  const lapse = async (tenantId: string, jobId: string) => {
+    const stored = (await jobs.get(tenantId, jobId))!;
+    await jobs.update({ ...stored.job, lease: { owner: stored.job.lease!.owner, until: 0 } }, stored.revision);
+  };
+  const worker = (tokens: OathTokensService) => {
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant: async () => undefined, parse });
+    service.start();
+    return service;
+  };
+
+  itWith({ real: ['nats'] }, 'the secrets of a batch cut short by a failure are all zeroed, those no lane reached too, and so are those a resumed run reads again to find its checkpoint', async () => {
+    const tenantId = `zero-${Date.now().toString(36)}`;
+    handedOut.length = 0;
+    let calls = 0;
+    const imported = new Set<string>();
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        // In the second batch (rows 501–1000): the lane of this row stops with most of its rows not reached.
+        if (++calls === 700) throw unavailable('event store unavailable');
+        await sleep(0);
+        imported.add(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const first = worker(tokens);
+    const { jobId } = await first.request({ tenantId, format: 'csv', content: seeds('Z', 1200).toString('utf8') } as never, new Date());
+    await until('the store to fail', () => (calls >= 700 ? true : undefined));
+    // The run ends at the failure (its job left at its checkpoint for a later run); its worker stops.
+    await first.stop();
+    const stopped = (await jobs.get(tenantId, jobId))!.job;
+    assert.deepEqual([stopped.state, stopped.processed], ['running', 500]);
+    assert.ok(handedOut.length >= 1700, `${handedOut.length} secrets handed out (1200 counted, then the import's)`);
+    assert.equal(notZeroed(), 0, `${notZeroed()} of ${handedOut.length} secrets handed out are not zeroed after the run was cut short`);
+
+    // A resumed run reads the first 500 rows again to skip them, then completes.
+    handedOut.length = 0;
+    await lapse(tenantId, jobId);
+    const second = worker(tokens);
+    const done = await ended(tenantId, jobId);
+    await second.stop();
+    service = undefined;
+    assert.deepEqual([done.state, done.imported, done.failed], ['completed', 1200, 0]);
+    assert.equal(imported.size, 1200);
+    assert.equal(handedOut.length, 1200, 'the resumed run read the file once (its count was done)');
+    assert.equal(notZeroed(), 0, `${notZeroed()} of the resumed run's ${handedOut.length} secrets are not zeroed`);
+  });
+
+  itWith({ real: ['nats'] }, 'an upload put again under its name while its job runs: the job reads only the version it was asked to import, fails with a reason saying so, and leaves the new file', async () => {
+    const tenantId = `replaced-${Date.now().toString(36)}`;
+    const object = `${tenantId}/tokens.csv`;
+    const replacement = seeds('NEW', 1200);
+    await jobs.putObject(object, seeds('OLD', 1200));
+    let calls = 0;
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        if (++calls === 700) {
+          // The tenant uploads another file under the same name, and the run is cut short (its instance stops).
+          await jobs.putObject(object, replacement);
+          throw unavailable('event store unavailable');
+        }
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const first = worker(tokens);
+    const { jobId } = await first.request({ tenantId, format: 'csv', object } as never, new Date());
+    await until('the store to fail', () => (calls >= 700 ? true : undefined));
+    await first.stop();
+    assert.equal((await jobs.get(tenantId, jobId))!.job.processed, 500);
+
+    // The run that resumes it finds another file under the name.
+    await lapse(tenantId, jobId);
+    const second = worker(tokens);
+    const done = await ended(tenantId, jobId);
+    await second.stop();
+    service = undefined;
+    assert.deepEqual([done.state, done.error, done.processed], ['failed', UPLOAD_REPLACED, 500]);
+    assert.deepEqual(imported.filter((serial) => !serial.startsWith('OLD-')), [], 'no row of the new file imported');
+    assert.deepEqual(Buffer.from((await jobs.getObject(object)) ?? []), replacement, 'the new file is still there, whole');
+  });
+
+  itWith({ real: ['nats'] }, 'an upload put again under its name while a run is reading it: the read ends at its next chunk, the job fails with the same reason, and the new file stays', async () => {
+    const tenantId = `midread-${Date.now().toString(36)}`;
+    const object = `${tenantId}/tokens.csv`;
+    // Some 3 MiB: many chunks, read one by one as the rows are imported.
+    const replacement = seeds('NEW', 60_000);
+    await jobs.putObject(object, seeds('OLD', 60_000));
+    let calls = 0;
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        if (++calls === 1) await jobs.putObject(object, replacement);
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const first = worker(tokens);
+    const { jobId } = await first.request({ tenantId, format: 'csv', object } as never, new Date());
+    const done = await ended(tenantId, jobId);
+    await first.stop();
+    service = undefined;
+    assert.deepEqual([done.state, done.error], ['failed', UPLOAD_REPLACED]);
+    assert.ok(done.processed < 60_000, `${done.processed} rows processed`);
+    assert.deepEqual(imported.filter((serial) => !serial.startsWith('OLD-')), [], 'no row of the new file imported');
+    assert.equal((await jobs.version(object))?.size, replacement.length, 'the new file stays');
+  });
+
+  itWith({ real: ['nats'] }, 'a tenant’s small job started while another tenant’s large job runs on the same instance finishes before the large one; the large one’s tenant waits for it with its next job, and the two share the lanes of one batch', async () => {
+    const large = `large-${Date.now().toString(36)}`;
+    const small = `small-${Date.now().toString(36)}`;
+    let largeImported = 0;
+    let largeWhenSmallDone: number | undefined;
+    let smallImported = 0;
+    let importing = 0;
+    let mostAtOnce = 0;
+    const tokens = {
+      importToken: async (job: { tenantId: string; jobId: string }): Promise<RowOutcome> => {
+        mostAtOnce = Math.max(mostAtOnce, ++importing);
+        await sleep(2);
+        importing--;
+        if (job.tenantId === small) {
+          if (++smallImported === 3) largeWhenSmallDone = largeImported;
+        } else largeImported++;
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const shared = worker(tokens);
+    const big = await shared.request({ tenantId: large, format: 'csv', content: seeds('L', 10_000).toString('utf8') } as never, new Date());
+    await until('the large job to have done a batch', async () => ((await jobs.get(large, big.jobId))!.job.processed >= 500 ? true : undefined));
+    // The large job's tenant asks for another; then another tenant asks for a small one.
+    const next = await shared.request({ tenantId: large, format: 'csv', content: seeds('L2', 3).toString('utf8') } as never, new Date());
+    const little = await shared.request({ tenantId: small, format: 'csv', content: seeds('S', 3).toString('utf8') } as never, new Date());
+    const smallDone = await ended(small, little.jobId);
+    const [largeThen, nextThen] = [(await jobs.get(large, big.jobId))!.job, (await jobs.get(large, next.jobId))!.job];
+    const largeDone = await ended(large, big.jobId);
+    const nextDone = await ended(large, next.jobId);
+    await shared.stop();
+    service = undefined;
+    assert.deepEqual([smallDone.state, smallDone.imported, largeDone.state, largeDone.imported, nextDone.state], ['completed', 3, 'completed', 10_000, 'completed']);
+    assert.equal(largeThen.state, 'running', `the large job was ${largeThen.state} when the small one ended`);
+    assert.ok(largeWhenSmallDone !== undefined && largeWhenSmallDone < 10_000, `the large job had imported ${largeWhenSmallDone} of 10000 tokens when the small one's were done`);
+    assert.equal(nextThen.state, 'queued', 'the large job’s tenant’s next job waits for it on this instance');
+    // One batch at a time on the instance, of whichever job: no more load than one job put on it.
+    assert.ok(mostAtOnce <= 16, `${mostAtOnce} rows imported at once`);
   });
 });

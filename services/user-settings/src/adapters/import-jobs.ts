@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ensureReplicas, provision, type NatsClients } from '@mfa/messaging';
 import { StorageType, type JetStreamManager } from '@nats-io/jetstream';
@@ -49,6 +49,31 @@ const JOB_OBJECT = /^([^/]+)\/jobs\/([^/]+)\//;
 export const isJobObject = (name: string): boolean => JOB_OBJECT.test(name);
 
 /**
+ * One version of an object: what the object store wrote under a name by one put. A put again
+ * under the same name writes new chunks under a new content id and then purges the old ones, so
+ * a version is readable until its name is put again or deleted, and never changes meanwhile.
+ */
+export interface ObjectVersion {
+  /** The object store's id of the content (its chunks' subject). */
+  nuid: string;
+  /** `SHA-256=<base64url>` of the content, as the object store recorded it. */
+  digest: string;
+  size: number;
+}
+
+/**
+ * The version of an upload a job pinned is no longer there: its name was put again (`replaced`),
+ * or it was deleted, while the job still had to read it.
+ */
+export class UploadChanged extends Error {
+  override name = 'UploadChanged';
+
+  constructor(readonly replaced: boolean) {
+    super(replaced ? 'the upload was replaced under its name' : 'the upload was deleted');
+  }
+}
+
+/**
  * An import job as stored. The worker that holds the lease (`lease.until` in the future) is the
  * only one that changes it; every change is conditional on the revision it read, so two instances
  * can never both think they run the same job.
@@ -57,8 +82,12 @@ export interface ImportJob {
   jobId: string;
   tenantId: string;
   format: OathImportFormat;
-  /** The file in MFA_IMPORTS; `sealed` when the service sealed it (a file sent inline), else an upload as the admin put it. */
-  source: { object: string; sealed: boolean };
+  /**
+   * The file in MFA_IMPORTS; `sealed` when the service sealed it (a file sent inline), else an
+   * upload as the admin put it, and then `version`: the one oath.import saw, the only one the job
+   * reads (absent in jobs recorded before versions were pinned, which read whatever is there).
+   */
+  source: { object: string; sealed: boolean; version?: ObjectVersion | undefined };
   /** PSKC password or pre-shared key, sealed (SealContext.importFile ... 'keys'); dropped when the job ends. */
   sealedKeys?: string | undefined;
   replace: boolean;
@@ -201,8 +230,13 @@ export class ImportJobs {
 
   /** The object's size, or undefined when there is none by that name. */
   async size(name: string): Promise<number | undefined> {
+    return (await this.version(name))?.size;
+  }
+
+  /** The version the object has now, or undefined when there is none by that name. */
+  async version(name: string): Promise<ObjectVersion | undefined> {
     const info = await this.objects.info(name);
-    return info && !info.deleted ? info.size : undefined;
+    return info && !info.deleted ? { nuid: info.nuid, digest: info.digest, size: info.size } : undefined;
   }
 
   async getObject(name: string): Promise<Uint8Array | undefined> {
@@ -239,14 +273,42 @@ export class ImportJobs {
    * all there (its record written after the sweeper purged them as stray: a writer silent for
    * longer than OATH_UNCLAIMED_UPLOAD_SECONDS) counts as gone: a read of it would wait for chunks
    * that never come.
+   *
+   * With `pinned`, only that version is read: UploadChanged when the name holds another one now,
+   * or when the version goes while it is being read (put again or deleted: the object store
+   * purges its chunks). The chunks are read one by one, by the version's content id, from the
+   * stream leader, and the content is checked against the version's digest at the end: a read
+   * never mixes two versions, and a chunk purged under it ends it at once rather than leaving it
+   * waiting for a message that never comes (as the object store's own reader would).
    */
-  async readObject(name: string): Promise<Readable | undefined> {
+  async readObject(name: string, pinned?: ObjectVersion): Promise<AsyncIterable<Buffer> | undefined> {
     const info = await this.objects.info(name);
     if (!info || info.deleted) return undefined;
+    if (pinned && (info.nuid !== pinned.nuid || info.digest !== pinned.digest)) throw new UploadChanged(true);
     if (info.chunks > 0 && (await this.chunkCounts(chunksSubject(info.nuid))).get(info.nuid) !== info.chunks) return undefined;
-    const result = await this.objects.get(name);
-    if (!result) return undefined;
-    return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
+    return this.readChunks(name, { nuid: info.nuid, digest: info.digest, size: info.size }, info.chunks);
+  }
+
+  private async *readChunks(name: string, version: ObjectVersion, chunks: number): AsyncGenerator<Buffer> {
+    const hash = createHash('sha256');
+    let seq = 0;
+    for (let chunk = 0; chunk < chunks; chunk++) {
+      // As in readHead: the first chunk of this version at or after seq.
+      const query = { seq: seq + 1, next_by_subj: chunksSubject(version.nuid) } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
+      const message = await this.jsm.streams.getMessage(STREAM, query);
+      if (!message) throw await this.changedFrom(name, version);
+      seq = message.seq;
+      hash.update(message.data);
+      yield Buffer.from(message.data.buffer, message.data.byteOffset, message.data.byteLength);
+    }
+    const recorded = digestBytes(version.digest);
+    if (recorded && !recorded.equals(hash.digest())) throw await this.changedFrom(name, version);
+  }
+
+  /** Why `version` of `name` could not be read whole: the name holds another version now, or none. */
+  private async changedFrom(name: string, version: ObjectVersion): Promise<UploadChanged> {
+    const now = await this.version(name);
+    return new UploadChanged(now !== undefined && now.nuid !== version.nuid);
   }
 
   /**
@@ -254,13 +316,19 @@ export class ImportJobs {
    * so a bucket full to its limit can always be emptied (the object store's own delete writes its
    * marker first, which a full bucket refuses). Its record goes first, so no reader ever finds an
    * object whose chunks are gone (a read of those would wait for chunks that never come); chunks
-   * left by a purge that failed half-way expire with the bucket's TTL. False when the store did
-   * not answer.
+   * left by a purge that failed half-way expire with the bucket's TTL. With `only`, the object is
+   * deleted only if it is still that version. False when the store did not answer.
    */
-  async deleteObject(name: string): Promise<boolean> {
+  async deleteObject(name: string, only?: ObjectVersion): Promise<boolean> {
     try {
       const info = await this.objects.info(name);
       if (!info) return true;
+      // Another version now has the name (an upload put again under it): that one is not ours to
+      // delete; the chunks of ours go, should the put that replaced it have failed to purge them.
+      if (only && info.nuid !== only.nuid) {
+        await this.jsm.streams.purge(STREAM, { filter: chunksSubject(only.nuid) });
+        return true;
+      }
       await this.jsm.streams.purge(STREAM, { filter: metaSubject(name) });
       if (!info.deleted) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(info.nuid) });
       return true;
@@ -316,6 +384,17 @@ export class ImportJobs {
         return { name: info.name, nuid: info.nuid, ...(tenantId && jobId ? { job: { tenantId, jobId } } : {}) };
       });
   }
+}
+
+/**
+ * The SHA-256 an object's record gives (`SHA-256=` and base64url, as nats.js writes it; base64 or
+ * hex as other clients have), or undefined when it gives none that can be read.
+ */
+function digestBytes(digest: string): Buffer | undefined {
+  if (!digest.startsWith('SHA-256=')) return undefined;
+  const text = digest.slice('SHA-256='.length);
+  const bytes = /^(?:[0-9a-f]{64}|[0-9A-F]{64})$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+  return bytes.length === 32 ? bytes : undefined;
 }
 
 /**

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import { stringify } from 'csv-stringify/sync';
 import {
   ContractError,
@@ -16,17 +15,24 @@ import {
 } from '@mfa/contracts';
 import { open, seal, SealContext, type Keyring } from '@mfa/crypto';
 import type { Logger } from '@mfa/telemetry';
-import { isJobObject, jobObjects, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
+import { isJobObject, jobObjects, UploadChanged, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
 import { decodeBase64 } from '../domain/oath-import/fields.js';
 import { parseCsv } from '../domain/oath-import/csv.js';
 import { parsePskc, PskcKeys } from '../domain/oath-import/pskc.js';
-import { ImportFileError, type ParsedRow, type RejectedRow } from '../domain/oath-import/types.js';
+import { ImportFileError, zeroRow, type ParsedRow, type RejectedRow } from '../domain/oath-import/types.js';
 import type { OathTokensService, RowOutcome } from './oath-tokens.service.js';
 
 /** Rows per checkpoint: a crash redoes at most this many (each of them idempotent). */
 export const IMPORT_BATCH = 500;
 /** Rows of one batch worked on at once; rows of one user always go to the same lane, in file order. */
 const LANES = 16;
+/**
+ * Jobs one instance runs at once, each of another tenant. Their batches take turns (one batch at
+ * a time per instance, as when it ran one job), so a tenant's large job delays another tenant's
+ * small one by a batch, not by the whole job, and the instance puts no more load on the event
+ * log than before. Each running job holds a batch of rows and a reader of its file.
+ */
+export const IMPORT_JOBS_PER_INSTANCE = 4;
 /** How long a worker's claim on a job lasts unless renewed; another instance takes over after it. */
 export const IMPORT_LEASE_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
@@ -46,19 +52,34 @@ class LeaseLost extends Error {
 }
 
 /**
+ * The reason of a job whose upload was put again under its name, or deleted, before the job had
+ * read it for the last time (docs/api.md): the job reads only the version oath.import saw, so the
+ * rows it processed came from that one, and nothing of the new file was imported.
+ */
+export const UPLOAD_REPLACED = 'the file was replaced in the imports bucket after this import was requested; the rows processed came from the file as it was then: import the new file in a new job';
+export const UPLOAD_GONE = 'the file is no longer in the imports bucket';
+
+/**
  * Import jobs of hardware tokens (oath.import): the request stores the file and a queued job and
  * answers at once; any instance's worker claims the job (a compare-and-set lease in MFA_IMPORT_JOBS)
  * and imports it in batches, recording after each batch how far it got. A worker that dies leaves
  * its lease to expire; another one (or the same after a restart) resumes at the last checkpoint.
  * Rows of the batch that was cut short are done again, which is harmless: a token this job already
  * imported is recognised by its aggregate (the job id is in its event) and not imported twice.
+ * An instance runs jobs of several tenants at once (IMPORT_JOBS_PER_INSTANCE, one per tenant),
+ * their batches taking turns, so that no tenant's large file holds up the others' imports.
  */
 export class OathImportService {
   private readonly owner = `${process.pid}-${randomBytes(6).toString('base64url')}`;
-  private running: Promise<void> | undefined;
+  /** The runs of this instance, by tenant: one job of a tenant at a time here. */
+  private readonly running = new Map<string, Promise<void>>();
+  /** Whose batch goes next: the runs wait in the order they asked. */
+  private readonly turns = new Turns();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private scanning = false;
+  /** A scan was asked for while one was under way (a job just requested): it scans again at its end. */
+  private rescan = false;
   /** The unfinished jobs, as the bucket's watch last said (undefined: not following, read the bucket). */
   private unfinished: Map<string, StoredJob> | undefined;
   /** The error files of ended jobs, by job key, as the same watch said (the sweeper keeps them). */
@@ -79,6 +100,8 @@ export class OathImportService {
       requireTenant: (tenantId: string, now: Date) => Promise<void>;
       /** What holds a job's PSKC keys for one run (tests count its derivations); `new PskcKeys` by default. */
       pskcKeys?: (given: { password?: string; psk?: Buffer }) => PskcKeys;
+      /** What reads a job's file into rows (tests see the secrets it hands out); parseCsv and parsePskc by default. */
+      parse?: (format: ImportJob['format'], input: Buffer | AsyncIterable<Buffer>, keys: PskcKeys) => AsyncIterable<ParsedRow>;
     },
   ) {}
 
@@ -108,13 +131,13 @@ export class OathImportService {
     void this.scan();
   }
 
-  /** Stops taking jobs and waits for the one running to reach a checkpoint (its lease then expires). */
+  /** Stops taking jobs and waits for those running to reach a checkpoint (their leases then expire). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.following?.stop();
-    await this.running?.catch(() => undefined);
+    await Promise.all([...this.running.values()].map((run) => run.catch(() => undefined)));
   }
 
   async request(request: OathImportRequest, now: Date, clientId?: string): Promise<OathImportReply> {
@@ -137,11 +160,14 @@ export class OathImportService {
     } else {
       // A job's own file (another job's sealed file, an error file) is not an upload: the job would delete it when it ends.
       if (isJobObject(request.object!)) throw invalidRequest("object: the name of an import job's own file, not of an upload");
-      const size = await this.infra(() => this.options.jobs.size(request.object!));
+      // The version there now is the one the job imports: one put again under the name while the
+      // job runs would otherwise have its rows mixed with the first one's (a run resumes by row
+      // number), or end a read half-way. The object store keeps no older version to read instead.
+      const version = await this.infra(() => this.options.jobs.version(request.object!));
       // A fixed message: replies never echo what the caller sent (docs/api.md).
-      if (size === undefined) throw notFound('object: no such file in the imports bucket');
-      if (size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
-      source = { object: request.object!, sealed: false };
+      if (version === undefined) throw notFound('object: no such file in the imports bucket');
+      if (version.size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
+      source = { object: request.object!, sealed: false, version };
     }
     const keys: SealedKeys = { ...(request.password ? { password: request.password } : {}), ...(request.psk ? { psk: request.psk } : {}) };
     const at = now.toISOString();
@@ -281,29 +307,47 @@ export class OathImportService {
     }
   }
 
-  /** Claims and runs one job nobody runs, if there is one and this worker is idle. */
+  /**
+   * Claims and runs jobs nobody runs, oldest first, while this worker runs fewer than
+   * IMPORT_JOBS_PER_INSTANCE, and none of a tenant it runs a job of already: a tenant's second
+   * job waits for its first (or for another instance), another tenant's starts at once.
+   */
   private async scan(): Promise<void> {
-    if (this.stopped || this.running || this.scanning) return;
+    if (this.stopped) return;
+    if (this.scanning) {
+      this.rescan = true;
+      return;
+    }
     this.scanning = true;
     try {
+      if (this.running.size >= IMPORT_JOBS_PER_INSTANCE) return;
       const now = Date.now();
       const jobs = this.unfinished ? [...this.unfinished.values()] : await this.options.jobs.all();
       const candidates = jobs
         .filter(({ job }) => (job.state === 'queued' || job.state === 'running') && (job.lease === undefined || job.lease.until < now))
         .sort((a, b) => a.job.createdAt.localeCompare(b.job.createdAt));
       for (const candidate of candidates) {
+        if (this.stopped || this.running.size >= IMPORT_JOBS_PER_INSTANCE) break;
+        const { tenantId } = candidate.job;
+        if (this.running.has(tenantId)) continue;
         const claimed = await this.claim(candidate);
         if (!claimed) continue;
-        this.running = this.run(claimed).finally(() => {
-          this.running = undefined;
-          void this.scan();
-        });
-        return;
+        this.running.set(
+          tenantId,
+          this.run(claimed).finally(() => {
+            this.running.delete(tenantId);
+            void this.scan();
+          }),
+        );
       }
     } catch (error) {
       this.options.log.warn('import job scan failed', { error });
     } finally {
       this.scanning = false;
+      if (this.rescan) {
+        this.rescan = false;
+        void this.scan();
+      }
     }
   }
 
@@ -339,6 +383,8 @@ export class OathImportService {
     log.info('import job running', { tenantId, jobId, format: current.job.format, resumedAt: current.job.processed });
     // One for the run: the count and the import read the file with the same derived key, and the psk is zeroed at the end.
     let keys: PskcKeys | undefined;
+    // The rows read and not yet handed to a batch: their secrets are zeroed however the run ends.
+    let batch: Array<{ index: number; row: ParsedRow }> = [];
     try {
       keys = this.keysOf(current.job);
       // Every row done: the run before stopped while closing the job, its file (and error chunks) maybe deleted already.
@@ -351,20 +397,28 @@ export class OathImportService {
         }
         await write((job) => ({ ...job, total }));
       }
-      let batch: Array<{ index: number; row: ParsedRow }> = [];
       let index = 0;
       const skip = current.job.processed;
       for await (const row of closing ? [] : this.rows(current.job, keys)) {
         index++;
-        if (index <= skip) continue;
+        if (index <= skip) {
+          // Done by an earlier run: read again only to find where to resume.
+          zeroRow(row);
+          continue;
+        }
         batch.push({ index, row });
         if (batch.length === IMPORT_BATCH) {
-          await this.runBatch(current.job, batch, write);
+          const full = batch;
           batch = [];
+          await this.runBatch(current.job, full, write);
           if (this.stopped) return;
         }
       }
-      if (batch.length > 0) await this.runBatch(current.job, batch, write);
+      if (batch.length > 0) {
+        const last = batch;
+        batch = [];
+        await this.runBatch(current.job, last, write);
+      }
       await this.finish(current.job, write, undefined);
       log.info('import job completed', { tenantId, jobId, imported: current.job.imported, failed: current.job.failed });
     } catch (error) {
@@ -382,36 +436,57 @@ export class OathImportService {
       // Infrastructure trouble: the lease runs out and a worker (maybe this one) resumes later.
       log.warn('import job interrupted; it resumes from its last checkpoint', { tenantId, jobId, error });
     } finally {
+      for (const { row } of batch) zeroRow(row);
       keys?.dispose();
       clearInterval(heartbeat);
       await writes;
     }
   }
 
-  /** One batch: its rows through the lanes, its rejected rows into an error chunk, then the checkpoint. */
+  /**
+   * One batch: its rows through the lanes, its rejected rows into an error chunk, then the
+   * checkpoint. A row that fails (the event store unavailable) stops every lane before its next
+   * row, and the batch ends only once no lane is importing: nothing of the run goes on after it,
+   * and the secrets of the rows no lane reached are zeroed with the others.
+   */
   private async runBatch(job: ImportJob, batch: Array<{ index: number; row: ParsedRow }>, write: (change: (job: ImportJob) => ImportJob) => Promise<void>): Promise<void> {
-    const lanes: Array<typeof batch> = Array.from({ length: LANES }, () => []);
-    for (const item of batch) {
-      const key = item.row.ok ? (item.row.token.userId ?? item.row.token.serialNumber) : String(item.index);
-      lanes[laneOf(key)]!.push(item);
-    }
     const outcomes = new Map<number, { row: ParsedRow; outcome: RowOutcome }>();
-    const now = () => new Date();
-    await Promise.all(
-      lanes.map(async (lane) => {
-        for (const { index, row } of lane) {
-          if (!row.ok) {
-            outcomes.set(index, { row, outcome: { imported: false, reason: row.rejected.reason } });
-            continue;
+    let done: (() => void) | undefined;
+    try {
+      // The batches of this instance's jobs take turns; the lease is renewed meanwhile.
+      done = await this.turns.take();
+      const lanes: Array<typeof batch> = Array.from({ length: LANES }, () => []);
+      for (const item of batch) {
+        const key = item.row.ok ? (item.row.token.userId ?? item.row.token.serialNumber) : String(item.index);
+        lanes[laneOf(key)]!.push(item);
+      }
+      const now = () => new Date();
+      let failed = false;
+      const settled = await Promise.allSettled(
+        lanes.map(async (lane) => {
+          for (const { index, row } of lane) {
+            if (failed) return;
+            if (!row.ok) {
+              outcomes.set(index, { row, outcome: { imported: false, reason: row.rejected.reason } });
+              continue;
+            }
+            try {
+              outcomes.set(index, { row, outcome: await this.options.tokens.importToken(job, row.token, now()) });
+            } catch (error) {
+              failed = true;
+              throw error;
+            } finally {
+              row.token.secret.fill(0);
+            }
           }
-          try {
-            outcomes.set(index, { row, outcome: await this.options.tokens.importToken(job, row.token, now()) });
-          } finally {
-            row.token.secret.fill(0);
-          }
-        }
-      }),
-    );
+        }),
+      );
+      const failure = settled.find((lane) => lane.status === 'rejected');
+      if (failure) throw failure.reason;
+    } finally {
+      for (const { row } of batch) zeroRow(row);
+      done?.();
+    }
     const rejected: RejectedRow[] = [];
     let imported = 0;
     for (const { index } of batch) {
@@ -453,7 +528,8 @@ export class OathImportService {
       for (const chunk of job.errorChunks) await this.options.jobs.deleteObject(objects.errorChunk(chunk));
       errorsObject = objects.errors;
     }
-    await this.options.jobs.deleteObject(job.source.object);
+    // Only the version the job read: an upload put again under its name is the tenant's new file.
+    await this.options.jobs.deleteObject(job.source.object, job.source.version);
     await write((j) => {
       const { sealedKeys: _keys, lease: _lease, ...rest } = j;
       return {
@@ -483,19 +559,22 @@ export class OathImportService {
 
   /** The job's file, parsed from the start; a file this service sealed is zeroed once read (or the reading stops). */
   private async *rows(job: ImportJob, keys: PskcKeys): AsyncGenerator<ParsedRow> {
-    let input: Buffer | Readable;
+    let input: Buffer | AsyncIterable<Buffer>;
     if (job.source.sealed) {
       const sealed = await this.infra(() => this.options.jobs.getObject(job.source.object));
       if (!sealed) throw new ImportFileError('the file of this job is gone');
       input = open(this.options.keyring, Buffer.from(sealed).toString('utf8'), SealContext.importFile(job.tenantId, job.jobId, 'file'));
     } else {
-      const stream = await this.infra(() => this.options.jobs.readObject(job.source.object));
+      const stream = await this.infra(() => this.options.jobs.readObject(job.source.object, job.source.version));
       // The job's error is read back by whoever asks its status: it names no value the caller sent.
-      if (!stream) throw new ImportFileError('the file is no longer in the imports bucket');
+      if (!stream) throw new ImportFileError(UPLOAD_GONE);
       input = stream;
     }
     try {
-      yield* job.format === 'csv' ? parseCsv(input) : parsePskc(input, keys);
+      yield* this.options.parse ? this.options.parse(job.format, input, keys) : job.format === 'csv' ? parseCsv(input) : parsePskc(input, keys);
+    } catch (error) {
+      // The version read went in the middle of the read (put again, or deleted).
+      throw error instanceof UploadChanged ? fileErrorOf(error) : error;
     } finally {
       if (Buffer.isBuffer(input)) input.fill(0);
     }
@@ -506,6 +585,7 @@ export class OathImportService {
       return await call();
     } catch (error) {
       if (error instanceof ContractError || error instanceof ImportFileError) throw error;
+      if (error instanceof UploadChanged) throw fileErrorOf(error);
       this.options.log.warn('imports store call failed', { error });
       throw unavailable('imports store unavailable', error);
     }
@@ -527,6 +607,36 @@ function keptBy(jobs: readonly ImportJob[]): (file: { name: string; job?: { tena
     const job = byId.get(`${file.job.tenantId}\n${file.job.jobId}`);
     return job !== undefined && (unfinished(job) || file.name === job.errorsObject);
   };
+}
+
+/**
+ * One batch at a time, handed out in the order asked. With at most one job of a tenant per
+ * instance, that is round robin between the tenants whose jobs run here: a job asks for its next
+ * turn only after its batch, behind every job that asked meanwhile, so none waits more than a
+ * batch of each other job, and none is starved.
+ */
+class Turns {
+  private busy = false;
+  private readonly waiting: Array<() => void> = [];
+
+  /** Resolves when it is the caller's turn, with what ends it (call it once). */
+  async take(): Promise<() => void> {
+    if (this.busy) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.busy = true;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.busy = false;
+    };
+  }
+}
+
+/** The job's reason when its upload changed under it. */
+function fileErrorOf(error: UploadChanged): ImportFileError {
+  return new ImportFileError(error.replaced ? UPLOAD_REPLACED : UPLOAD_GONE);
 }
 
 function laneOf(key: string): number {

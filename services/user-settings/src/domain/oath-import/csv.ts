@@ -17,6 +17,7 @@ import { parse } from 'csv-parse/sync';
 import { checkLabel, checkSerial, checkUserId, SerialRegister } from './fields.js';
 import { chunksOf } from './input.js';
 import {
+  handOut,
   ImportFileError,
   MAX_IMPORT_TOKENS,
   MAX_SECRET_BASE32,
@@ -314,7 +315,7 @@ function toPending(row: number, read: Exclude<LineText, { kind: 'blank' }>): Pen
 export async function* parseCsv(input: AsyncIterable<Buffer> | Buffer): AsyncGenerator<ParsedRow> {
   const cutter = new LineCutter();
   const reader = new CsvReader();
-  for await (const chunk of chunksOf(input)) yield* reader.read(cutter.push(chunk));
-  yield* reader.read(cutter.end());
+  for await (const chunk of chunksOf(input)) yield* handOut(reader.read(cutter.push(chunk)));
+  yield* handOut(reader.read(cutter.end()));
   reader.end();
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { hotpGenerator, totpStep } from '@mfa/crypto';
 import { decodeSecretKey, MAX_CSV_LINE_BYTES, parseCsv, quotingProblem } from './csv.js';
-import { ImportFileError, MAX_IMPORT_TOKENS, type ParsedRow, type ParsedToken, type RejectedRow } from './types.js';
+import { handOut, ImportFileError, MAX_IMPORT_TOKENS, type ParsedRow, type ParsedToken, type RejectedRow } from './types.js';
 
 const HEADER = 'upn,serial number,secret key,time interval,manufacturer,model';
 /** "12345678901234567890" (RFC 4226's test secret) in Base32. */
@@ -279,5 +279,21 @@ describe('CSV seed file', () => {
     assert.equal(quotingProblem('"a"""'), undefined);
     assert.equal(quotingProblem(' "a"'), 'a quote inside a field that does not start with one');
     assert.equal(quotingProblem('"a" ,b'), 'text after the closing quote of a field');
+  });
+
+  it('zeroes the secrets of rows decoded together that a reader stopping early never got (handOut, as both parsers hand rows out)', () => {
+    const row = (n: number): ParsedRow => ({ ok: true, token: { row: n, serialNumber: `SN-${n}`, secret: Buffer.alloc(20, n), algorithm: 'SHA1', digits: 6, period: 30 } });
+    const rows = [row(1), { ok: false, rejected: { row: 2, reason: 'secret key: missing' } } satisfies ParsedRow, row(3), row(4)];
+    const got: ParsedRow[] = [];
+    for (const handed of handOut(rows)) {
+      got.push(handed);
+      if (got.length === 2) break;
+    }
+    const secrets = tokens(rows).map((token) => token.secret.every((byte) => byte === 0));
+    // The first is the reader's to zero; the two it never got are zeroed.
+    assert.deepEqual(secrets, [false, true, true]);
+    // A reader that takes them all gets them as they are.
+    const whole = [row(5), row(6)];
+    assert.deepEqual([...handOut(whole)].map((handed) => handed.ok && handed.token.secret[0]), [5, 6]);
   });
 });

@@ -28,6 +28,7 @@ import { checkLabel, checkSerial, decodeBase64, SerialRegister } from './fields.
 import { chunksOf } from './input.js';
 import { describePath, HEADER, PACKAGE, PskcReader, type Found, type RawPackage } from './pskc-xml.js';
 import {
+  handOut,
   ImportFileError,
   MAX_SECRET_BASE32,
   MIN_SECRET_BYTES,
@@ -35,6 +36,7 @@ import {
   type ParsedRow,
   type ParsedToken,
   type RejectedRow,
+  zeroRow,
 } from './types.js';
 
 const pbkdf2Async = promisify(pbkdf2);
@@ -487,7 +489,11 @@ class WrongKeyGate {
   /** `mac`: whether the file has a MACMethod. */
   pass(parsed: ParsedRow, evidence: Tally, mac: boolean): ParsedRow[] {
     if (!this.verified) {
-      if (!mac && evidence.bad > 0) throw new ImportFileError(WRONG_KEY_NO_MAC);
+      if (!mac && evidence.bad > 0) {
+        // The file fails here: this row is handed to nobody.
+        zeroRow(parsed);
+        throw new ImportFileError(WRONG_KEY_NO_MAC);
+      }
       this.checkedOut += evidence.ok;
       this.failures += evidence.bad;
       this.verified = this.checkedOut >= (mac ? 1 : PROOF_WITHOUT_MAC);
@@ -507,7 +513,7 @@ class WrongKeyGate {
 
   /** Zeroes the secrets of rows that were never handed out. */
   zero(): void {
-    for (const row of this.held) if (row.ok) row.token.secret.fill(0);
+    for (const row of this.held) zeroRow(row);
     this.held = [];
   }
 
@@ -535,7 +541,7 @@ export async function* parsePskc(input: AsyncIterable<Buffer> | Buffer, keys: { 
     for (const raw of packages) {
       await fileKeys.prepare(reader.header);
       const { parsed, evidence } = await readPackage(raw, fileKeys, now);
-      yield* gate.pass(unique(parsed, serials), evidence, fileKeys.hasMac);
+      yield* handOut(gate.pass(unique(parsed, serials), evidence, fileKeys.hasMac));
     }
   };
   try {
@@ -545,7 +551,7 @@ export async function* parsePskc(input: AsyncIterable<Buffer> | Buffer, keys: { 
     }
     reader.end();
     yield* readAll(reader.drain());
-    yield* gate.end();
+    yield* handOut(gate.end());
   } finally {
     gate.zero();
   }

@@ -35,6 +35,26 @@ export interface RejectedRow {
 
 export type ParsedRow = { ok: true; token: ParsedToken } | { ok: false; rejected: RejectedRow };
 
+/** Zeroes the secret of a row that carries one (a refused row has none). */
+export function zeroRow(row: ParsedRow): void {
+  if (row.ok) row.token.secret.fill(0);
+}
+
+/**
+ * Hands out rows a parser decoded together (a chunk's lines, keys held back until the key was
+ * proven), one at a time. A reader that stops before the last one (an import interrupted, a
+ * failure further on) never sees the rest: their secrets are zeroed here, since nobody else
+ * holds them.
+ */
+export function* handOut(rows: ParsedRow[]): Generator<ParsedRow> {
+  let next = 0;
+  try {
+    while (next < rows.length) yield rows[next++]!;
+  } finally {
+    for (let i = next; i < rows.length; i++) zeroRow(rows[i]!);
+  }
+}
+
 /** The file as a whole cannot be imported; the job fails with this message. */
 export class ImportFileError extends Error {
   override name = 'ImportFileError';

@@ -186,6 +186,7 @@ describe('end to end: push to the authenticator app', () => {
     }, 20_000, 'the push in the report');
     assert.equal(row.authMethod, 'push');
     assert.equal(row.deviceId, device.deviceId, 'the report names the app that approved');
+    assert.equal(row.deviceToken, device.deviceId, "MISSION.md's device token (app): the app that approved, never its push token");
   });
 
   itWith({ real: wholeStack }, 'number matching cannot be skipped: no number for a push that has one is a wrong number; a RADIUS push has none, says so, and takes no number', async () => {

@@ -78,7 +78,9 @@ export function toSigninItem(row: SigninRow): SigninItem {
     displayName: row.displayName,
     email: row.email,
     phoneNumber: row.phoneNumber,
-    deviceToken: row.deviceToken,
+    // MISSION.md's "device token (app)": the authenticator app that decided a push, by its device id
+    // (its push token is a secret, sealed, and never reported); null for every other sign-in.
+    deviceToken: row.deviceToken ?? row.deviceId ?? null,
     authMethod: row.authMethod,
     result,
     resultDetail,

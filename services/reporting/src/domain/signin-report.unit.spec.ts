@@ -134,6 +134,7 @@ describe('row to item', () => {
       resultDetail: ResultDetail.success,
       delivery: { status: 'sent', provider: null, error: null },
       resends: 2,
+      deviceToken: 'dev-1',
       deviceId: 'dev-1',
     });
     assert.deepEqual(Object.keys(item).sort(), Object.keys(SigninItem.shape).sort());
@@ -141,6 +142,7 @@ describe('row to item', () => {
     assert.equal('delivery' in toSigninItem(row({ deliveryStatus: null })), false);
     assert.equal('resends' in toSigninItem(row({ resends: 0 })), false);
     assert.equal('deviceId' in toSigninItem(row({ deviceId: null })), false, 'no device: not a push answered by one');
+    assert.equal(toSigninItem(row({ deviceId: null })).deviceToken, null, 'no device token without an app');
     SigninItem.strict().parse(item);
   });
 

@@ -5,7 +5,7 @@ import { connect as netConnect, createServer, type AddressInfo, type Socket } fr
 import { Redis } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { defaultTenantSettings, EventSubjects, Headers, InternalSubjects, Streams, Subjects } from '@mfa/contracts';
+import { ContractError, defaultTenantSettings, EventSubjects, Headers, InternalSubjects, Streams, Subjects } from '@mfa/contracts';
 import {
   base32Encode,
   formatWrappedDataKey,
@@ -994,6 +994,30 @@ describe('auth-challenge against real NATS and Redis', () => {
     const afterRight = await checks();
     assert.equal((afterRight.one_call ?? 0) - (afterWrong.one_call ?? 0), 1);
     assert.equal(await redis.get(RedisKeys.consecutiveFailures(userTag(keyring, tenant, user))), null, 'the success reset the counters');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a verify on an instance that could not read the tenant's settings decides nothing under the defaults: unavailable, nothing counted", async () => {
+    const secret = randomBytes(20);
+    const user = uniqueUser();
+    await projectUser(user, { totp: [secret] });
+    const app = service.app;
+    // Another instance, to which the tenant is new and whose lookup of it in the log failed.
+    const cache = app.get(TenantSettingsCache);
+    const unread = Object.assign(Object.create(cache) as TenantSettingsCache, { has: () => false, lookup: async () => 'unread' as const });
+    const other = new ChallengeService(
+      app.get(ChallengeStore), app.get(Outbox), unread, app.get(IpLocks), app.get(EventPublisher),
+      app.get(CODE_GENERATOR), app.get(CONFIG), app.get(SERVER_IDENTITY), app.get(LOGGER),
+    );
+    const start = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
+    const challengeId = String(start.challengeId);
+    const code = hotp(secret, totpStep(Date.now()));
+    const wrong = String((Number(code) + 500_000) % 1_000_000).padStart(6, '0');
+    await assert.rejects(other.verify({ tenantId: tenant, challengeId, code: wrong }, new Date()), (error: unknown) => error instanceof ContractError && error.code === 'unavailable');
+    await assert.rejects(other.verify({ tenantId: tenant, challengeId, code }, new Date()), (error: unknown) => error instanceof ContractError && error.code === 'unavailable');
+    const id = parseChallengeId(challengeId)!;
+    assert.deepEqual(await redis.hmget(RedisKeys.challenge(id.tag, id.nonce), 'status', 'attempts'), ['pending', '0'], 'nothing decided, nothing counted');
+    // The instance that reads the tenant decides it.
+    assert.deepEqual(await ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code }), { challengeId, status: 'approved' });
   });
 
   /** The last event recorded on `subject`, once it is the one of `challengeId`. */

@@ -103,9 +103,18 @@ const DAY_MS = 86_400_000;
 /**
  * The settings of a tenant this instance could not read (their lookup went over its budget, or the
  * log did not answer): the defaults, so that whatever reads them works, and a start knows by this
- * very object to decide nothing (tenant_unread).
+ * very object to decide nothing (tenant_unread). A verify, an answer from a phone and a resend
+ * answer `unavailable` (decidedBy): the lockout, remembering and fallback methods of a decision are
+ * the tenant's own, never the defaults in their place.
  */
 const UNREAD_TENANT = defaultTenantSettings();
+const UNREAD_MESSAGE = "the tenant's settings could not be read; try again in a few seconds";
+
+/** Settings a decision may use: a tenant read from the log (see UNREAD_TENANT). */
+function decidedBy(settings: TenantSettings): TenantSettings {
+  if (settings === UNREAD_TENANT) throw unavailable(UNREAD_MESSAGE);
+  return settings;
+}
 /** The code hash a verify sends when the challenge is known to be TOTP (never compared). */
 const NO_CODE_HASH = Buffer.alloc(0);
 /** When the caller sent no Mfa-Deadline: how long an IdP waits at most (docs/api.md). */
@@ -406,7 +415,7 @@ export class ChallengeService {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
     const known = this.settingsOf(req.tenantId);
-    const settings = known instanceof Promise ? await known : known;
+    const settings = decidedBy(known instanceof Promise ? await known : known);
     // A device's answer names the device in its events (dv), also when the relay rebuilds them.
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server, ...(req.deviceId ? { dv: req.deviceId } : {}) };
     const slot = hashSlotOf(id.tag);
@@ -428,7 +437,7 @@ export class ChallengeService {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
     const known = this.settingsOf(req.tenantId);
-    const settings = known instanceof Promise ? await known : known;
+    const settings = decidedBy(known instanceof Promise ? await known : known);
     const lockout = this.lockoutOf(settings);
     const context: VerifyDecisionContext = { k: 'verify', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
@@ -507,7 +516,7 @@ export class ChallengeService {
     const known = this.settingsOf(req.tenantId);
     const settings = known instanceof Promise ? await known : known;
     // What a resend may send depends on the tenant's settings as they are now: unread, nothing is sent.
-    if (settings === UNREAD_TENANT) throw unavailable("the tenant's settings could not be read; try again in a few seconds");
+    decidedBy(settings);
     const context: ResendDecisionContext = { k: 'resend', t: req.tenantId, id: req.challengeId, n: now.getTime(), s: this.server };
     const slot = hashSlotOf(id.tag);
     this.decideInTime(deadline);
@@ -610,7 +619,8 @@ export class ChallengeService {
     if (!id) throw notFound('unknown challenge');
     const record = await this.store.readChallenge(id.tag, id.nonce);
     if (!record || record.tenantId !== req.tenantId) throw notFound('unknown challenge');
-    const usable = record.deliveryFailed ? this.fallbackCandidates(await this.settingsOf(req.tenantId), record.phoneCountry) : [];
+    // The methods to fall back on are those the tenant enables, never the defaults' in their place.
+    const usable = record.deliveryFailed ? this.fallbackCandidates(decidedBy(await this.settingsOf(req.tenantId)), record.phoneCountry) : [];
     return decideStatus(req.challengeId, record, now, usable);
   }
 

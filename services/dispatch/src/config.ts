@@ -134,7 +134,7 @@ export const DispatchEnv = BaseConfig.extend(RedisConfig.shape).extend({
    * printed, and whoever plays the phone (`npm run demo`, curl) answers the webhooks signed with
    * the public DEVELOPMENT_VOICE_WEBHOOK_TOKEN. `npm start` picks `console` when Twilio is not set.
    */
-  VOICE_PROVIDER: z.enum(['twilio', 'console']).optional(),
+  VOICE_PROVIDER: optionalText.pipe(z.enum(['twilio', 'console']).optional()),
   /** Seconds a call rings before Twilio gives up (no-answer). */
   VOICE_RING_SECONDS: z.coerce.number().int().min(5).max(60).default(30),
   /**

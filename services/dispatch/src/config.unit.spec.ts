@@ -15,6 +15,12 @@ describe('dispatch configuration: sends in flight', () => {
     assert.equal(raised.PUSH_CONCURRENCY, 128);
   });
 
+  it('VOICE_PROVIDER: empty is unset (an .env template, a compose pass-through), anything else must be a provider', () => {
+    assert.equal(load({ VOICE_PROVIDER: '' }).VOICE_PROVIDER, undefined);
+    assert.equal(load({ VOICE_PROVIDER: ' console ' }).VOICE_PROVIDER, 'console');
+    assert.throws(() => load({ VOICE_PROVIDER: 'tw1lio' }), /VOICE_PROVIDER/);
+  });
+
   it('refuses none, more than 1024, and what is not a whole number, naming the variable', () => {
     for (const value of ['0', '1025', '12.5', 'many']) {
       assert.throws(() => load({ SMS_CONCURRENCY: value }), (error: unknown) => error instanceof ConfigError && /SMS_CONCURRENCY/.test(error.message), value);

@@ -11,6 +11,7 @@ import { ContractError, MAX_INLINE_ERRORS_BYTES, unavailable } from '@mfa/contra
 import { loadKeyring } from '@mfa/crypto';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
+import { Objm } from '@nats-io/obj';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { ImportJobs, jobObjects, type ImportJob } from './adapters/import-jobs.js';
 import { OathImportService, UPLOAD_REPLACED } from './application/oath-import.service.js';
@@ -123,6 +124,21 @@ describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
     // Line breaks (as MIME wraps it) are fine.
     const { jobId } = await requester.request({ tenantId, format: 'csv', content: base64.replace(/.{16}/g, '$&\r\n'), encoding: 'base64' } as never, new Date());
     assert.ok((await jobs.get(tenantId, jobId))?.job.source.sealed);
+  });
+
+  itWith({ real: ['nats'] }, 'refuses an object store link: an upload is the file itself, not a name for another object', async () => {
+    const requester = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring: loadKeyring({}).keyring, log: createLogger('oath-import-test', { level: 'error' }), requireTenant: async () => undefined });
+    const target = `${tenantId}/linked-${Date.now().toString(36)}.csv`;
+    await jobs.putObject(target, Buffer.from('upn,serial number,secret key,time interval\r\n,SN-65,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30\r\n'));
+    const store = await new Objm(nats.nc).open('MFA_IMPORTS');
+    const link = `${tenantId}/link-${Date.now().toString(36)}.csv`;
+    await store.link(link, (await store.info(target))!);
+    const before = (await jobs.all()).length;
+    await assert.rejects(
+      requester.request({ tenantId, format: 'csv', object: link } as never, new Date()),
+      (e: unknown) => e instanceof ContractError && e.code === 'invalid_request' && e.message === 'object: a link, not a file: upload the file itself',
+    );
+    assert.equal((await jobs.all()).length, before, 'no job was created');
   });
 
   itWith({ real: ['nats'] }, 'refuses an object not in the imports bucket with a message that does not echo its name', async () => {

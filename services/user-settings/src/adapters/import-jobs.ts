@@ -239,6 +239,15 @@ export class ImportJobs {
     return info && !info.deleted ? { nuid: info.nuid, digest: info.digest, size: info.size } : undefined;
   }
 
+  /**
+   * Whether the name is an object store link (to another object, or to another bucket), not a
+   * file: an upload is the file itself. Following one would let a tenant import whatever it names.
+   */
+  async isLink(name: string): Promise<boolean> {
+    const info = await this.objects.info(name);
+    return Boolean(info && !info.deleted && info.options?.link);
+  }
+
   async getObject(name: string): Promise<Uint8Array | undefined> {
     return (await this.objects.getBlob(name)) ?? undefined;
   }

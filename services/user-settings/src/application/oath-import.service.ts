@@ -166,6 +166,7 @@ export class OathImportService {
       const version = await this.infra(() => this.options.jobs.version(request.object!));
       // A fixed message: replies never echo what the caller sent (docs/api.md).
       if (version === undefined) throw notFound('object: no such file in the imports bucket');
+      if (await this.infra(() => this.options.jobs.isLink(request.object!))) throw invalidRequest('object: a link, not a file: upload the file itself');
       if (version.size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
       source = { object: request.object!, sealed: false, version };
     }

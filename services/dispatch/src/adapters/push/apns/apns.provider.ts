@@ -64,14 +64,30 @@ type ApnsResult =
 const INVALID_TOKEN_REASONS = new Set(['BadDeviceToken', 'Unregistered', 'ExpiredToken']);
 
 /**
+ * The reasons that say one of dispatch's settings is wrong, whatever the device (every iOS user
+ * gets no push until it is mended): what each says of the settings. Counted apart (config_error)
+ * for the PushProviderMisconfigured alert; no device is marked.
+ */
+const CONFIGURATION_REASONS: ReadonlyMap<string, (topic: string) => string> = new Map([
+  ['DeviceTokenNotForTopic', (topic: string) => `APNS_TOPIC (${topic}) is not the bundle id of the app this device registered from`],
+  ['BadTopic', (topic: string) => `APNS_TOPIC (${topic}) is not a topic APNs knows`],
+  ['MissingTopic', () => 'APNS_TOPIC is missing from the request'],
+  ['TopicDisallowed', (topic: string) => `APNS_TOPIC (${topic}) may not be pushed to with this key: APNS_KEY_ID and APNS_TEAM_ID must be of the team that owns it`],
+  ['InvalidProviderToken', () => 'APNs refuses the provider token: APNS_KEY, APNS_KEY_ID and APNS_TEAM_ID must be one key of the team (a key revoked in the developer account, or a wrong id)'],
+  ['MissingProviderToken', () => 'APNs got no provider token'],
+]);
+
+/**
  * What an APNs answer means (developer.apple.com: Handling notification responses from APNs): 410
  * (Unregistered, ExpiredToken) and 400 BadDeviceToken: the token is invalid (but see
  * BAD_TOKEN_WINDOW: BadDeviceToken is also every device's answer under the wrong APNS_URL); 400
  * DeviceTokenNotForTopic: our APNS_TOPIC is not the app the token is of, which for one app's
  * devices is our setting, never the device's (a device registered again from the same app gets a
- * token for the same topic); 403 ExpiredProviderToken: our provider token is stale; 429
- * (TooManyRequests, TooManyProviderTokenUpdates) and 5xx: later; anything else
- * (InvalidProviderToken, BadTopic, PayloadTooLarge, …) will not mend by itself.
+ * token for the same topic), and likewise BadTopic, MissingTopic, TopicDisallowed,
+ * InvalidProviderToken and MissingProviderToken (CONFIGURATION_REASONS): our settings; 403
+ * ExpiredProviderToken: our provider token is stale; 429 (TooManyRequests,
+ * TooManyProviderTokenUpdates) and 5xx: later; anything else (PayloadTooLarge, …) will not mend by
+ * itself.
  */
 export function classifyApnsResponse(status: number, body: unknown): ApnsResult {
   if (status === 200) return { ok: true };
@@ -82,7 +98,7 @@ export function classifyApnsResponse(status: number, body: unknown): ApnsResult 
     ok: false,
     transient: !invalidToken && (status === 429 || status >= 500),
     invalidToken,
-    configuration: reason === 'DeviceTokenNotForTopic',
+    configuration: reason !== undefined && CONFIGURATION_REASONS.has(reason),
     expiredProviderToken: status === 403 && reason === 'ExpiredProviderToken',
     reason,
     message: `APNs ${status}${reason ? ` ${reason}` : ''}`,
@@ -202,7 +218,7 @@ export class ApnsPushProvider implements PushProvider {
             });
           }
           if (result.configuration) {
-            throw new PushProviderError(`${result.message}: APNS_TOPIC (${this.options.topic}) is not the bundle id of the app this device registered from; no device is marked`, {
+            throw new PushProviderError(`${result.message}: ${CONFIGURATION_REASONS.get(result.reason!)!(this.options.topic)}; no device is marked`, {
               provider: this.name,
               transient: false,
               configuration: true,

@@ -49,9 +49,24 @@ describe('APNs answers', () => {
 
   it('ExpiredProviderToken asks for a new provider token; other 403s are configuration', () => {
     const stale = classifyApnsResponse(403, { reason: 'ExpiredProviderToken' });
-    assert.ok(!stale.ok && stale.expiredProviderToken && !stale.transient);
+    assert.ok(!stale.ok && stale.expiredProviderToken && !stale.transient && !stale.configuration);
     const invalid = classifyApnsResponse(403, { reason: 'InvalidProviderToken' });
-    assert.ok(!invalid.ok && !invalid.expiredProviderToken && !invalid.invalidToken && !invalid.transient);
+    assert.ok(!invalid.ok && !invalid.expiredProviderToken && !invalid.invalidToken && !invalid.transient && invalid.configuration);
+  });
+
+  it('a topic or a key APNs refuses is our setting, whatever the device: configuration errors, no device marked', () => {
+    for (const [status, reason] of [
+      [400, 'BadTopic'],
+      [400, 'MissingTopic'],
+      [400, 'TopicDisallowed'],
+      [403, 'InvalidProviderToken'],
+      [403, 'MissingProviderToken'],
+    ] as const) {
+      const result = classifyApnsResponse(status, { reason });
+      assert.ok(!result.ok && result.configuration && !result.invalidToken && !result.transient, reason);
+    }
+    const payload = classifyApnsResponse(413, { reason: 'PayloadTooLarge' });
+    assert.ok(!payload.ok && !payload.configuration && !payload.transient, 'a refusal of this push alone is no setting');
   });
 
   it('too many requests, token updates too often, and outages may succeed later; a bad topic will not', () => {

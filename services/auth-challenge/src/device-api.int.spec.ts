@@ -286,7 +286,7 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
   /** An IPv6 /64 no other run has used (documentation space), and an address in it. */
   const freshPrefix = () => `2001:db8:${randomBytes(2).toString('hex')}:${randomBytes(2).toString('hex')}`;
 
-  itWith({ real: ['nats', 'redis'] }, 'a source that failed DEVICE_API_MAX_FAILURES_PER_WINDOW times is refused 429 until its window ends, whatever it sends; other sources, and successes, are not counted', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'a source that failed DEVICE_API_MAX_FAILURES_PER_WINDOW times gets 429 for what fails and for activations until its window ends, while what a device signed is served; other sources, and successes, are not counted', async () => {
     const unused = { pushAnswer: () => Promise.reject(new Error('not used here')) };
     const devices = new DeviceApiService(redis, new InternalRequests(nc, keyring), unused, { warn: () => undefined }, undefined, { maxPerWindow: 3, windowSeconds: 3 });
     const device = await userWithDevice(tenant, uniqueUser('throttled'));
@@ -313,14 +313,17 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     const stranger = { ...device, deviceId: `${device.deviceId.split('.')[0]}.${randomBytes(16).toString('base64url')}` };
     assert.equal(await refusal(devices.pending(request(`${a}::2`, { device: stranger }))), '403 not_activated');
     assert.equal(await refusal(devices.activate(Buffer.from('code=K7QX'), `${a}::3`)), '400 invalid_request');
-    // Over the limit: the device's own good request from that /64 is refused too, before its signature is checked, with the wait.
-    const refused = await devices.pending(request(`${a}::4`)).then(
+    // Over the limit: what fails from that /64 answers 429 with the wait, an unknown device and a bad signature alike.
+    const refused = await devices.pending(request(`${a}::4`, { path: `${path}?changed` })).then(
       () => assert.fail('served'),
       (error: unknown) => error as DeviceApiError,
     );
     assert.deepEqual([refused.status, refused.code], [429, 'rate_limited']);
     assert.ok(refused.retryAfterSeconds! >= 1 && refused.retryAfterSeconds! <= 3, `Retry-After ${refused.retryAfterSeconds}`);
+    assert.equal(await refusal(devices.pending(request(`${a}::4`, { device: stranger }))), '429 rate_limited');
     assert.equal(await refusal(devices.activate({ code: 'K7QX-M2PA-9VZD-4HTE' }, `${a}::5`)), '429 rate_limited', 'an activation, before it is asked');
+    // A phone behind the same address (a carrier's NAT, an office's Wi-Fi) keeps approving: what its device signed is served.
+    assert.equal(await refusal(devices.pending(request(`${a}::6`))), 'served');
     // Another source is served, and its failures are its own.
     assert.equal(await refusal(devices.pending(request(`${b}::1`))), 'served');
     assert.equal(await refusal(devices.pending(request(`${b}::1`, { path: `${path}?changed` }))), '401 unauthenticated');
@@ -330,25 +333,28 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     // Nor does an activation the service could not ask (no user-settings here: 503): not the caller's failure.
     assert.equal(await refusal(devices.activate({ code: 'K7QX-M2PA-9VZD-4HTE', algorithm: 'ES256', publicKey: 'AAAA', proof: 'AAAA', platform: 'none' }, `${d}::1`)), '503 unavailable');
     assert.equal(await redis.exists(SourceFailureKeys.failures(ipLockKey(`${d}::1`)!)), 0);
-    // Once the window ends, the source is served again.
-    await eventually(async () => ((await refusal(devices.pending(request(`${a}::4`)))) === 'served' ? true : undefined), 8000, 'the window ended');
+    // Once the window ends, a failure from the source gets its own answer again.
+    await eventually(async () => ((await refusal(devices.pending(request(`${a}::4`, { device: stranger })))) === '403 not_activated' ? true : undefined), 8000, 'the window ended');
   });
 
-  itWith({ real: ['nats', 'redis'] }, 'over HTTP behind a trusted proxy: the address its X-Forwarded-For adds is the source; a refusal is 429 rate_limited with Retry-After, counted in mfa_device_api_requests_total', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'over HTTP behind a trusted proxy: the address its X-Forwarded-For adds is the source; a failure from a source over its limit is 429 rate_limited with Retry-After, counted in mfa_device_api_requests_total', async () => {
     const device = await userWithDevice(tenant, uniqueUser('proxied'));
     const [flooding, other] = [`${freshPrefix()}::1`, `${freshPrefix()}::1`];
     // The source at the service's limit (DEVICE_API_MAX_FAILURES_PER_WINDOW, 1,000 by default), as its failures leave it.
     await redis.set(SourceFailureKeys.failures(ipLockKey(flooding)!), '1000', 'EX', 60);
     const from = (forwardedFor: string) => send(device, 'GET', '/device/v1/challenges/pending', '', { headers: { 'X-Forwarded-For': forwardedFor } });
-    const res = await fetch(`${service.url}/device/v1/challenges/pending`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), 'X-Forwarded-For': flooding } });
+    const res = await fetch(`${service.url}/device/v1/challenges/pending?changed`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), 'X-Forwarded-For': flooding } });
     assert.equal(res.status, 429);
     const retryAfter = Number(res.headers.get('retry-after'));
     assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${res.headers.get('retry-after')}`);
     const body = (await res.json()) as Reply;
     assert.equal(body.error?.code, 'rate_limited');
     assert.match(String(body.error?.message), /try again in \d+ s/);
+    // The device's own request from that address is served all the same.
+    assert.deepEqual((await from(flooding)).body, { challenge: null });
     // The address a client writes before the proxy's entry is not believed: the proxy added `other`.
-    assert.deepEqual((await from(`${flooding}, ${other}`)).body, { challenge: null });
+    const forged = await fetch(`${service.url}/device/v1/challenges/pending?changed`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), 'X-Forwarded-For': `${flooding}, ${other}` } });
+    assert.equal(forged.status, 401, 'counted against the address the proxy added, which is under its limit');
     // A failure from a forwarded address counts against it (its /64), not against the proxy.
     const before = Number((await redis.get(SourceFailureKeys.failures(ipLockKey(other)!))) ?? '0');
     const bad = await fetch(`${service.url}/device/v1/challenges/pending?changed`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), 'X-Forwarded-For': other } });

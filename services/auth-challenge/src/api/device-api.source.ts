@@ -1,13 +1,12 @@
 import { compileRanges, type RangeSet } from '@mfa/contracts';
 
 /**
- * Proxies trusted by default (DEVICE_API_TRUSTED_PROXIES): this host and the private networks, where
- * the reverse proxy that publishes the device API (docs/device-api.md) usually runs. A phone on the
- * internet never connects from them; one that reaches auth-challenge directly from a private network
- * could name another address in X-Forwarded-For, and so spend that address's budget of failures, and
- * one that names none is not counted at all.
+ * Proxies trusted by default (DEVICE_API_TRUSTED_PROXIES): this host only, as Express's `trust
+ * proxy` would. Not the private networks: phones on an office's Wi-Fi, pods and containers connect
+ * from them, and any of them could name another address in X-Forwarded-For (and spend its budget of
+ * failures) or name none (and not be counted). A proxy on another host is listed by its operator.
  */
-export const DEFAULT_TRUSTED_PROXIES = ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'];
+export const DEFAULT_TRUSTED_PROXIES = ['127.0.0.0/8', '::1/128'];
 
 /** The most X-Forwarded-For entries looked at: more hops than any deployment has, and a bound on the work of a long header. */
 const MAX_HOPS = 20;
@@ -27,11 +26,22 @@ export function sourceAddress(peer: string | undefined, forwardedFor: string | s
   if (!peer || !trusted.has(peer)) return peer;
   const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : (forwardedFor ?? '')).split(',').slice(-MAX_HOPS);
   for (let n = hops.length - 1; n >= 0; n--) {
-    const hop = hops[n]!.trim();
+    const hop = withoutPort(hops[n]!.trim());
     if (hop === '' || !isAddress(hop)) return undefined;
     if (!trusted.has(hop)) return hop;
   }
   return undefined;
+}
+
+/**
+ * An X-Forwarded-For entry without the port some proxies add (`203.0.113.9:51234`, as Azure's
+ * Application Gateway writes it; `[2001:db8::1]:443`, and a bracketed address without one).
+ */
+function withoutPort(hop: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(hop);
+  if (bracketed) return bracketed[1]!;
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(hop);
+  return v4 ? v4[1]! : hop;
 }
 
 /** The trusted proxies, compiled once (compileRanges). A single address is its own /32 or /128. */

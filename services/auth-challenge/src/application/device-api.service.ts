@@ -72,8 +72,9 @@ interface Device {
  * Every signed request is checked before anything else is read: the device is activated (its key
  * is in the user's slot, projected by user-settings), the timestamp is within a minute, the nonce
  * is new (SET NX, two minutes), and the signature covers method, path, time, nonce and body.
- * Failures are counted by source address (SourceFailures): a source that failed too often lately
- * is refused 429 before any signature is checked or activation asked, until its window ends.
+ * Failures are counted by source address (SourceFailures): until the window of a source that failed
+ * too often lately ends, its activations are refused 429 before user-settings is asked, and its
+ * signed requests that fail answer 429; those a device signed are served (authenticate).
  */
 export class DeviceApiService {
   /** Public keys parsed once (a device's key never changes: a new one is a new device). */
@@ -125,7 +126,7 @@ export class DeviceApiService {
     } catch (error) {
       // A bad request or an unknown code: what a flood of guesses is made of. Not a user with five
       // apps already, nor a service that could not answer: neither is the caller's failure.
-      if (error instanceof DeviceApiError && FAILED_ACTIVATION.has(error.code)) await this.sources.failed(source);
+      if (error instanceof DeviceApiError && FAILED_ACTIVATION.has(error.code)) await this.countFailure(source);
       throw error;
     }
   }
@@ -181,7 +182,7 @@ export class DeviceApiService {
     const answer = parsed.data;
     if (!deviceSignatureValid(device.device.algorithm, device.key, DeviceSigned.answer(challengeId, answer.decision, answer.number), answer.signature)) {
       requests.inc({ route: 'answer', outcome: 'bad_signature' });
-      await this.sources.failed(request.source);
+      await this.countFailure(request.source);
       throw new DeviceApiError(401, 'unauthenticated', 'signature: not the device key’s signature over this answer');
     }
     // Only a challenge of the device's own user: same slot tag, and its record names a push.
@@ -249,8 +250,11 @@ export class DeviceApiService {
 
   /**
    * The activated device that signed this request, or the error to answer. Every refusal here
-   * (401, and 403 not_activated) counts against the request's source; a source over its limit is
-   * refused before any signature is checked, whatever it sends, until its window ends.
+   * (401, and 403 not_activated) counts against the request's source. From a source over its limit,
+   * a request that fails is answered 429 until the window ends, and one that a device signed is
+   * served all the same: the phones sharing an address with whoever spent its budget (a carrier's
+   * NAT, an office's Wi-Fi) keep approving. The checks are what tell the two apart, so they run;
+   * the cheap ones first (an unknown device costs one read), the signature last.
    */
   private async authenticate(request: SignedRequest): Promise<Device> {
     const deviceId = request.headers['mfa-device'];
@@ -260,7 +264,6 @@ export class DeviceApiService {
     const id = deviceId ? parseDeviceId(deviceId) : undefined;
     // The source's failures and the device, read together (two slots: two commands, one wait).
     const [wait, stored] = await Promise.all([this.sources.refusedFor(request.source), id ? this.redis.hget(RedisKeys.devices(id.tag), id.nonce) : null]);
-    if (wait > 0) throw this.rateLimited('auth', wait);
     try {
       if (!deviceId || !timestamp || !nonce || !signature) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Device, Mfa-Timestamp, Mfa-Nonce and Mfa-Signature are required');
       if (!id) throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
@@ -288,9 +291,15 @@ export class DeviceApiService {
       }
       return { tag: id.tag, nonce: id.nonce, deviceId, device, key };
     } catch (error) {
-      if (error instanceof DeviceApiError) await this.sources.failed(request.source);
-      throw error;
+      if (!(error instanceof DeviceApiError)) throw error;
+      await this.countFailure(request.source);
+      throw wait > 0 ? this.rateLimited('auth', wait) : error;
     }
+  }
+
+  /** Counts a failure of the source; a count that fails (Redis) is logged, never answered in place of the request's own error. */
+  private async countFailure(source: string | undefined): Promise<void> {
+    await this.sources.failed(source).catch((error: unknown) => this.log.warn('device API: a failure of a source could not be counted', { error }));
   }
 
   /** Refuses a source over its limit of failures (SourceFailures), before any work. */

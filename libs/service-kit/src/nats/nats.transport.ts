@@ -161,23 +161,36 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
     if (this.gate.tryEnter()) run();
     else {
       this.queued++;
+      // A caller that sent no deadline stops waiting all the same (an IdP after its 5 s, nats.js
+      // after its request timeout): it waits for a slot at most WAIT_WITHOUT_DEADLINE_MS, then
+      // learns that nothing was done. Unbounded, it could wait behind the newest-first order of a
+      // sustained overload until the queue overflowed, and be served after its caller left. A timer
+      // answers it even while nothing moves (every slot held by requests that wait on Redis).
+      let gaveUp = false;
+      const giveUp = () => {
+        gaveUp = true;
+        dropped.inc({ subject, reason: 'wait_limit' });
+        this.unavailable(subject, msg);
+      };
+      const timer = deadline === undefined ? setTimeout(giveUp, WAIT_WITHOUT_DEADLINE_MS) : undefined;
       this.gate.enqueue({
-        // A caller that sent no deadline stops waiting all the same (an IdP after its 5 s, nats.js
-        // after its request timeout): it waits for a slot at most WAIT_WITHOUT_DEADLINE_MS, then
-        // learns that nothing was done. Unbounded, it could wait behind the newest-first order of a
-        // sustained overload until the queue overflowed, and be served after its caller left.
         deadline: deadline ?? Date.now() + WAIT_WITHOUT_DEADLINE_MS,
         first,
         bytes: msg.data.length,
         run: () => {
+          clearTimeout(timer);
           this.dequeued();
-          run();
+          // Answered already: no work, and the slot goes back after this turn (a queue of such
+          // requests must not become a recursion as deep as the queue).
+          if (gaveUp) queueMicrotask(() => this.gate.exit());
+          else run();
         },
         drop: (reason) => {
+          clearTimeout(timer);
           this.dequeued();
+          if (gaveUp) return;
           if (deadline === undefined && reason === 'deadline') {
-            dropped.inc({ subject, reason: 'wait_limit' });
-            this.unavailable(subject, msg);
+            giveUp();
             return;
           }
           dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' });

@@ -544,4 +544,30 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
     // One batch at a time on the instance, of whichever job: no more load than one job put on it.
     assert.ok(mostAtOnce <= 16, `${mostAtOnce} rows imported at once`);
   });
+
+  itWith({ real: ['nats'] }, 'a stopping instance finishes only the batch under way: the jobs waiting for their turn do nothing more, and resume from their checkpoints', async () => {
+    const tenants = ['a', 'b', 'c'].map((t) => `stop-${t}-${Date.now().toString(36)}`);
+    let stopping = false;
+    let importedAfterStop = 0;
+    const tokens = {
+      importToken: async (): Promise<RowOutcome> => {
+        await sleep(2);
+        if (stopping) importedAfterStop++;
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const shared = worker(tokens);
+    const requested = await Promise.all(tenants.map((tenantId) => shared.request({ tenantId, format: 'csv', content: seeds(tenantId.slice(5, 6).toUpperCase(), 10_000).toString('utf8') } as never, new Date())));
+    // All three running, each past a batch: two of them wait for their turn at any moment.
+    await until('three jobs past a batch', async () => {
+      const done = await Promise.all(tenants.map(async (tenantId, n) => (await jobs.get(tenantId, requested[n]!.jobId))!.job.processed));
+      return done.every((processed) => processed >= 500) ? true : undefined;
+    });
+    stopping = true;
+    await shared.stop();
+    service = undefined;
+    assert.ok(importedAfterStop <= 500, `${importedAfterStop} rows imported after stop(): more than the batch under way`);
+    const left = await Promise.all(tenants.map(async (tenantId, n) => (await jobs.get(tenantId, requested[n]!.jobId))!.job));
+    assert.ok(left.every((job) => job.state === 'running' && job.processed < 10_000), JSON.stringify(left.map((job) => [job.state, job.processed])));
+  });
 });

@@ -338,7 +338,9 @@ export class ImportJobs {
         await this.jsm.streams.purge(STREAM, { filter: chunksSubject(only.nuid) });
         return true;
       }
-      await this.jsm.streams.purge(STREAM, { filter: metaSubject(name) });
+      // The records up to the one read, and no later: a put under the name in between (a tenant's
+      // new upload) keeps its record, and its chunks are another content id's.
+      await this.jsm.streams.purge(STREAM, { filter: metaSubject(name), seq: info.revision + 1 });
       if (!info.deleted) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(info.nuid) });
       return true;
     } catch {

@@ -411,14 +411,13 @@ export class OathImportService {
         if (batch.length === IMPORT_BATCH) {
           const full = batch;
           batch = [];
-          await this.runBatch(current.job, full, write);
-          if (this.stopped) return;
+          if (!(await this.runBatch(current.job, full, write)) || this.stopped) return;
         }
       }
       if (batch.length > 0) {
         const last = batch;
         batch = [];
-        await this.runBatch(current.job, last, write);
+        if (!(await this.runBatch(current.job, last, write))) return;
       }
       await this.finish(current.job, write, undefined);
       log.info('import job completed', { tenantId, jobId, imported: current.job.imported, failed: current.job.failed });
@@ -448,14 +447,18 @@ export class OathImportService {
    * One batch: its rows through the lanes, its rejected rows into an error chunk, then the
    * checkpoint. A row that fails (the event store unavailable) stops every lane before its next
    * row, and the batch ends only once no lane is importing: nothing of the run goes on after it,
-   * and the secrets of the rows no lane reached are zeroed with the others.
+   * and the secrets of the rows no lane reached are zeroed with the others. False when the worker
+   * stopped before the batch's turn came: nothing of it was done.
    */
-  private async runBatch(job: ImportJob, batch: Array<{ index: number; row: ParsedRow }>, write: (change: (job: ImportJob) => ImportJob) => Promise<void>): Promise<void> {
+  private async runBatch(job: ImportJob, batch: Array<{ index: number; row: ParsedRow }>, write: (change: (job: ImportJob) => ImportJob) => Promise<void>): Promise<boolean> {
     const outcomes = new Map<number, { row: ParsedRow; outcome: RowOutcome }>();
     let done: (() => void) | undefined;
     try {
       // The batches of this instance's jobs take turns; the lease is renewed meanwhile.
       done = await this.turns.take();
+      // Stopping while it waited for its turn: nothing of it is done, and its rows are redone from
+      // the last checkpoint where the job resumes (a stop waits for one batch per job, not four).
+      if (this.stopped) return false;
       const lanes: Array<typeof batch> = Array.from({ length: LANES }, () => []);
       for (const item of batch) {
         const key = item.row.ok ? (item.row.token.userId ?? item.row.token.serialNumber) : String(item.index);
@@ -508,6 +511,7 @@ export class OathImportService {
       failed: j.failed + rejected.length,
       errorChunks: rejected.length > 0 && !j.errorChunks.includes(chunk) ? [...j.errorChunks, chunk] : j.errorChunks,
     }));
+    return true;
   }
 
   /** The error file from the chunks, the file and keys dropped, the job closed (completed, or failed with `error`). */

@@ -112,6 +112,15 @@ describe('the public API contract', () => {
     assert.ok(!scopeAllows(new Set(['users'] as const), 'admin'));
   });
 
+  it('takes no empty cursor on any listing: every cursor is one the listing issued', () => {
+    for (const subject of Object.keys(RequestSchemas) as Array<keyof typeof RequestSchemas>) {
+      const schema = RequestSchemas[subject] as unknown as { shape?: Record<string, unknown> };
+      if (!schema.shape || !('cursor' in schema.shape)) continue;
+      const parsed = (RequestSchemas[subject] as unknown as { safeParse: (v: unknown) => { success: boolean; error?: { issues: Array<{ path: unknown[] }> } } }).safeParse({ tenantId: 't', cursor: '' });
+      assert.ok(!parsed.success && parsed.error!.issues.some((issue) => issue.path[0] === 'cursor'), `${subject}: an empty cursor`);
+    }
+  });
+
   it('refuses unknown and misspelled settings in tenants.configure, naming them', () => {
     const result = TenantsConfigureRequest.safeParse({ tenantId: 't', settings: { maxAtempts: 3, lockout: { treshold: 2 } } });
     assert.equal(result.success, false);

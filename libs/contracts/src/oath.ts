@@ -98,7 +98,7 @@ export const OathTokensListRequest = z.object({
   tenantId: TenantId,
   state: OathTokenState.optional(),
   limit: z.int().min(1).max(500).default(50),
-  cursor: z.string().max(512).optional(),
+  cursor: z.string().min(1).max(512).optional(),
 });
 export type OathTokensListRequest = z.infer<typeof OathTokensListRequest>;
 export const OathTokenItem = z.object({

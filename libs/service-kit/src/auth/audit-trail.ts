@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { EventSubjects, SubjectScopes, TenantId, UserId, type ApiSubject } from '@mfa/contracts';
+import { EventSubjects, SubjectScopes, TenantId, UserId, type ApiSubject, type Operator } from '@mfa/contracts';
 import { createEvent, EventPublisher, publishWithRetry } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import type { NatsRequestContext } from '../nats/context.js';
@@ -7,11 +7,16 @@ import { LOGGER } from '../tokens.js';
 
 const failures = counter('mfa_audit_write_failures_total', 'Admin actions whose audit event could not be written', ['subject']);
 
+/** Subjects that only read (`.get`, `.list`, `.query`, `.status`): nothing of a tenant changes by them. */
+const READ_ONLY = /\.(?:get|list|query|status)$/;
+
 /**
- * The admin audit trail: every request to a subject of the `admin` scope, answered or refused
- * after the caller was identified, becomes an AdminActionRecorded event (MFA_AUDIT) naming the
- * acting client, the operator when the console sent one, the target user and the outcome.
- * Reporting projects it for reports.audit.query. Written before the reply is sent.
+ * The admin audit trail: every request to a subject of the `admin` scope, and every change that
+ * names an operator (the console, acting for a person: also on `users` subjects, where an operator
+ * can enrol a code app, set a PIN or change a phone number for someone), answered or refused after
+ * the caller was identified, becomes an AdminActionRecorded event (MFA_AUDIT) naming the acting
+ * client, the operator, the target user and the outcome. Reporting projects it for
+ * reports.audit.query. Written before the reply is sent.
  */
 @Injectable()
 export class AuditTrail {
@@ -20,9 +25,15 @@ export class AuditTrail {
     @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
-  /** Whether requests to `subject` are audited. */
-  covers(subject: string): boolean {
-    return SubjectScopes[subject as ApiSubject] === 'admin';
+  /**
+   * Whether a request is audited: one to an `admin` subject, whoever sends it, and a change that
+   * names an operator, which only the platform key may (ApiKeyGuard): a person at the console,
+   * whose changes to a user's methods are theirs to answer for (the pages they read are not
+   * recorded, or they would bury the changes). An IdP's requests to `users` and `challenge`
+   * subjects name no operator, and are not (the hot path stays one publish).
+   */
+  covers(subject: string, operator?: Operator): boolean {
+    return SubjectScopes[subject as ApiSubject] === 'admin' || (operator !== undefined && !READ_ONLY.test(subject));
   }
 
   async record(ctx: NatsRequestContext, body: Record<string, unknown> | undefined, outcome: string): Promise<void> {

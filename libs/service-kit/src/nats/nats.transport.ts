@@ -258,7 +258,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
             if (code === 'internal') span.setStatus({ code: SpanStatusCode.ERROR });
           }
           const audit = this.options.audit;
-          if (audit?.covers(subject)) await audit.record(context, body, code ?? 'ok');
+          if (audit?.covers(subject, context.operator)) await audit.record(context, body, code ?? 'ok');
           return result;
         },
       );

@@ -23,8 +23,20 @@ const SECRET_KEYS =
 const NOT_SECRET = /(?:^id|Id|ID|_id)s?$|^(?:error|status|reason|exit|response|result|http|country|currency|language|locale)_?codes?$/i;
 /** Keys under which an object is an error, whose `code` is an error code (ECONNREFUSED, invalid_request). */
 const ERROR_KEYS = /^(?:error|err|cause|failure|reason)$/i;
-/** A URL with a scheme, cheap to test before parsing: only such strings may carry credentials. */
-const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\/\S*[@?]/i;
+/**
+ * URLs with a scheme and userinfo or a query, wherever they are in a text (a value, an error's
+ * message, `REDIS_URL=redis://…` in a sentence): only such URLs may carry credentials. Texts
+ * without `://` are not searched.
+ */
+const URLS_IN_TEXT = /[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]*[@?][^\s"'<>]*/gi;
+/** An otpauth URI anywhere in a text: its secret is the TOTP seed. */
+const OTPAUTH_IN_TEXT = /otpauth:\/\/[^\s"'<>]*/gi;
+
+/** A text with the credentials of every URL in it masked (maskUrl). */
+function maskText(text: string): string {
+  if (!text.includes('://')) return text;
+  return text.replace(OTPAUTH_IN_TEXT, '[redacted]').replace(URLS_IN_TEXT, (url) => maskUrl(url));
+}
 
 const isSecret = (key: string): boolean => SECRET_KEYS.test(key) && !NOT_SECRET.test(key);
 
@@ -39,7 +51,7 @@ export interface Logger {
 function redact(value: unknown, depth = 0, errorLike = false): unknown {
   if (depth > 6) return '[depth]';
   if (value instanceof Error) {
-    const out: Record<string, unknown> = { name: value.name, message: value.message };
+    const out: Record<string, unknown> = { name: value.name, message: maskText(value.message) };
     // A system error's code (ECONNREFUSED) or a ContractError's (invalid_request) says what failed.
     const code = (value as { code?: unknown }).code;
     if (typeof code === 'string' || typeof code === 'number') out.code = code;
@@ -57,7 +69,7 @@ function redact(value: unknown, depth = 0, errorLike = false): unknown {
   }
   if (typeof value === 'string') {
     const text = value.length > 2000 ? `${value.slice(0, 2000)}…` : value;
-    return URL_LIKE.test(text) ? maskUrl(text) : text;
+    return maskText(text);
   }
   return value;
 }
@@ -76,9 +88,13 @@ function maskUrl(text: string): string {
     return text;
   }
   let masked = false;
-  if (url.password) url.password = '***';
-  else if (url.username) url.username = '***';
-  masked = Boolean(url.username);
+  if (url.password) {
+    url.password = '***';
+    masked = true;
+  } else if (url.username) {
+    url.username = '***';
+    masked = true;
+  }
   for (const name of [...url.searchParams.keys()]) {
     if (!isSecret(name)) continue;
     url.searchParams.set(name, '***');

@@ -74,4 +74,20 @@ describe('log redaction', () => {
     assert.equal(line.mention, 'https://example.com/users/a@b');
     assert.ok(!JSON.stringify(line).match(/hunter2|s3cr3ttoken|abcdef|JBSWY3DP/));
   });
+
+  it('masks a password without a user, and URLs inside a longer text or an error\'s message', () => {
+    const line = logged({
+      requirepass: 'redis://:hunter2@redis.internal:6379',
+      smtp: 'smtps://:hunter3@mail.example.com:465',
+      sentence: 'REDIS_URL=redis://default:hunter4@redis.internal:6379 refused; try nats://tok5@nats:4222 next',
+      seedInText: 'scan otpauth://totp/ACME:alice?secret=JBSWY3DPEHPK3PXP&issuer=ACME now',
+      error: new Error('cannot reach redis://default:hunter6@redis.internal:6379'),
+    });
+    assert.equal(line.requirepass, 'redis://:***@redis.internal:6379');
+    assert.equal(line.smtp, 'smtps://:***@mail.example.com:465');
+    assert.equal(line.sentence, 'REDIS_URL=redis://default:***@redis.internal:6379 refused; try nats://***@nats:4222 next');
+    assert.equal(line.seedInText, 'scan [redacted] now');
+    assert.deepEqual(line.error, { name: 'Error', message: 'cannot reach redis://default:***@redis.internal:6379' });
+    assert.ok(!JSON.stringify(line).match(/hunter\d|tok5|JBSWY3DP/));
+  });
 });

@@ -51,6 +51,8 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
   private readonly used = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | undefined;
   private readonly lookupBudget = new LookupBudget(LOOKUPS_PER_SECOND);
+  /** Told of each client revoked (the Authenticator drops the secret it keeps for it). */
+  private readonly revokedListeners: Array<(clientId: string) => void> = [];
 
   constructor(
     @Inject(NATS) private readonly nats: NatsClients,
@@ -174,8 +176,14 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
       // A revocation for another tenant's client id is ignored: ids are global, tenants are not.
       if (client && client.tenantId === event.tenantId) {
         this.clients.set(client.clientId, { ...client, revokedAt: client.revokedAt ?? event.occurredAt, seq });
+        for (const listener of this.revokedListeners) listener(client.clientId);
       }
     }
+  }
+
+  /** Calls `listener` with the id of each client revoked from now on. */
+  onRevoked(listener: (clientId: string) => void): void {
+    this.revokedListeners.push(listener);
   }
 
   private async readUsage(clientId: string): Promise<{ at: number; seq: number } | undefined> {

@@ -56,6 +56,13 @@ export class Authenticator implements OnModuleInit {
   ) {
     const { platformKey } = options.auth;
     this.isPlatformKey = platformKey ? platformKeyMatcher(options.keyring, platformKey) : () => false;
+    // A revoked key's secret is of no use to keep: dropped (and zeroed) as the revocation is applied.
+    directory.onRevoked((clientId) => this.forget(clientId));
+  }
+
+  private forget(clientId: string): void {
+    this.verified.get(clientId)?.secret.fill(0);
+    this.verified.delete(clientId);
   }
 
   onModuleInit(): void {
@@ -113,7 +120,11 @@ export class Authenticator implements OnModuleInit {
 
   private principalOf(client: ApiClientRecord | undefined, secret: string, now: number): Principal {
     if (!client || !this.secretMatches(client, secret)) throw invalidKey('unknown');
-    if (client.revokedAt !== undefined) throw invalidKey('revoked');
+    if (client.revokedAt !== undefined) {
+      // Matched again after the revocation (one read from the log since): not kept either.
+      this.forget(client.clientId);
+      throw invalidKey('revoked');
+    }
     this.directory.markUsed(client.clientId, now);
     return { kind: 'client', clientId: client.clientId, tenantId: client.tenantId, scopes: client.scopeSet };
   }

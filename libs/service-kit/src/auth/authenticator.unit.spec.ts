@@ -10,14 +10,21 @@ import { Authenticator } from './authenticator.js';
 const keyring = keyringFromMasterKey(Buffer.alloc(32, 9));
 
 /** A directory holding the given clients (the real one follows the event log; not what is tested here). */
-function directoryOf(records: ApiClientRecord[], options: { heldInMemory?: boolean } = {}): ApiClientDirectory {
+function directoryOf(records: ApiClientRecord[], options: { heldInMemory?: boolean } = {}): ApiClientDirectory & { revoke(record: ApiClientRecord): void } {
   const byId = new Map(records.map((r) => [r.clientId, r]));
   const held = options.heldInMemory ?? true;
+  const listeners: Array<(clientId: string) => void> = [];
   return {
     known: (id: string) => (held ? byId.get(id) : undefined),
     find: async (id: string) => byId.get(id),
     markUsed: () => undefined,
-  } as unknown as ApiClientDirectory;
+    onRevoked: (listener: (clientId: string) => void) => listeners.push(listener),
+    /** As the real directory applies an ApiClientRevoked event. */
+    revoke: (record: ApiClientRecord) => {
+      record.revokedAt = new Date().toISOString();
+      for (const listener of listeners) listener(record.clientId);
+    },
+  } as unknown as ApiClientDirectory & { revoke(record: ApiClientRecord): void };
 }
 
 function client(keyHash: string, overrides: Partial<ApiClientRecord> = {}): ApiClientRecord {
@@ -60,6 +67,22 @@ describe('Authenticator', () => {
     await auth.authenticate(bearer(issued.apiKey), Date.now());
     record.revokedAt = new Date().toISOString();
     await refused(() => auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+  });
+
+  it('drops and zeroes the secret it kept for a client once the client is revoked', async () => {
+    const issued = issueApiKey(keyring);
+    const record = client(issued.keyHash, { clientId: issued.clientId });
+    const directory = directoryOf([record]);
+    const auth = new Authenticator({ auth: { mode: 'required', platformKey: undefined }, keyring }, directory);
+    await auth.authenticate(bearer(issued.apiKey), Date.now());
+    const kept = (auth as unknown as { verified: Map<string, { secret: Buffer }> }).verified;
+    const secret = kept.get(issued.clientId)!.secret;
+    assert.ok(secret.some((byte) => byte !== 0), 'kept after a match');
+    directory.revoke(record);
+    assert.equal(kept.has(issued.clientId), false, 'dropped at the revocation');
+    assert.ok(secret.every((byte) => byte === 0), 'and zeroed');
+    await refused(() => auth.authenticate(bearer(issued.apiKey), Date.now()), /invalid API key/);
+    assert.equal(kept.has(issued.clientId), false, 'not kept again when the revoked key is presented');
   });
 
   it('checks a key against the client’s current hash: a secret that matched an earlier hash no longer passes', async () => {

@@ -8,6 +8,7 @@ import {
   generateDeviceKey,
   isLoopbackHost,
   parseActivationUrl,
+  parseRetryAfter,
   PendingLocation,
   signDeviceData,
   signRequest,
@@ -40,14 +41,14 @@ interface Captured {
   body: string | undefined;
 }
 
-/** A fetch that records each request and answers with the next of `replies`. */
-function fakeFetch(replies: Array<{ status: number; body: unknown }>) {
+/** A fetch that records each request and answers with the next of `replies` (and its headers). */
+function fakeFetch(replies: Array<{ status: number; body: unknown; headers?: Record<string, string> }>) {
   const requests: Captured[] = [];
   const fetcher: typeof fetch = async (input, init) => {
     requests.push({ url: new URL(String(input)), method: init?.method ?? 'GET', headers: new Headers(init?.headers), body: init?.body === undefined ? undefined : String(init.body) });
     const reply = replies.shift();
     if (!reply) throw new Error('no reply left');
-    return new Response(typeof reply.body === 'string' ? reply.body : JSON.stringify(reply.body), { status: reply.status });
+    return new Response(typeof reply.body === 'string' ? reply.body : JSON.stringify(reply.body), { status: reply.status, ...(reply.headers ? { headers: reply.headers } : {}) });
   };
   return { fetcher, requests };
 }
@@ -307,17 +308,242 @@ describe('waiting for a sign-in (poll-only)', () => {
   it('polls every pollSeconds until one arrives', async () => {
     const replies = [{ status: 200, body: { challenge: null } }, { status: 200, body: { challenge: null } }, { status: 200, body: { challenge } }];
     const { fetcher, requests } = fakeFetch(replies);
-    const device = new DeviceClient({ ...identityFor('ES256'), pollSeconds: 0.02 }, { fetch: fetcher });
-    const started = Date.now();
-    assert.deepEqual(await device.waitForPending(5_000), challenge);
+    const clock = fakeClock();
+    const device = new DeviceClient({ ...identityFor('ES256'), pollSeconds: 5 }, { fetch: fetcher, ...clock });
+    assert.deepEqual(await device.waitForPending(60_000), challenge);
     assert.equal(requests.length, 3);
-    assert.ok(Date.now() - started >= 35, 'waited between polls');
+    assert.deepEqual(clock.waits, [5_000, 5_000], 'waited pollSeconds between polls');
   });
 
   it('gives up with null when the time is up', async () => {
     const { fetcher, requests } = fakeFetch(Array.from({ length: 50 }, () => ({ status: 200, body: { challenge: null } })));
-    const device = new DeviceClient({ ...identityFor('ES256'), pollSeconds: 0.02 }, { fetch: fetcher });
-    assert.equal(await device.waitForPending(100), null);
-    assert.ok(requests.length >= 3 && requests.length <= 8, `${requests.length} polls`);
+    const clock = fakeClock();
+    const device = new DeviceClient({ ...identityFor('ES256'), pollSeconds: 2 }, { fetch: fetcher, ...clock });
+    assert.equal(await device.waitForPending(5_000), null);
+    assert.deepEqual(clock.waits, [2_000, 2_000, 1_000], 'every pollSeconds, the last wait cut to the time left');
+    assert.equal(requests.length, 4);
+  });
+
+  it('never polls more often than once a second, whatever pollSeconds the server sent', async () => {
+    const { fetcher, requests } = fakeFetch(Array.from({ length: 50 }, () => ({ status: 200, body: { challenge: null } })));
+    const clock = fakeClock();
+    const device = new DeviceClient({ ...identityFor('ES256'), pollSeconds: 0.001 }, { fetch: fetcher, ...clock });
+    assert.equal(await device.waitForPending(3_000), null);
+    assert.deepEqual(clock.waits, [1_000, 1_000, 1_000]);
+    assert.equal(requests.length, 4);
+  });
+
+  it('waits out a 503 (as long as its Retry-After says) and polls on; a 429 ends the wait', async () => {
+    const busy = { status: 503, body: { error: { code: 'unavailable', message: 'the service is saturated; try again in a moment' } }, headers: { 'retry-after': '30' } };
+    const down = { status: 503, body: { error: { code: 'unavailable', message: 'the service could not answer right now; try again' } } };
+    const { fetcher, requests } = fakeFetch([busy, down, { status: 200, body: { challenge: null } }, { status: 200, body: { challenge } }]);
+    const clock = fakeClock();
+    const device = new DeviceClient({ ...identityFor('ES256'), pollSeconds: 5 }, { fetch: fetcher, ...clock });
+    assert.deepEqual(await device.waitForPending(120_000), challenge);
+    assert.deepEqual(clock.waits, [30_000, 5_000, 5_000], 'Retry-After when longer than pollSeconds, else pollSeconds');
+    assert.equal(requests.length, 4);
+
+    const limited = { status: 429, body: { error: { code: 'rate_limited', message: 'too many failed requests from this address; try again in 600 s' } }, headers: { 'retry-after': '600' } };
+    const refused = fakeFetch([limited]);
+    const again = fakeClock();
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: refused.fetcher, ...again }).waitForPending(120_000), { code: 'rate_limited', status: 429, retryAfterSeconds: 600 });
+    assert.deepEqual(again.waits, []);
+  });
+
+  it('a server unable to answer until the end is its error, not "nothing waits"', async () => {
+    const down = { status: 503, body: { error: { code: 'unavailable', message: 'the service could not answer right now; try again' } } };
+    const { fetcher } = fakeFetch(Array.from({ length: 10 }, () => down));
+    const clock = fakeClock();
+    await assert.rejects(new DeviceClient({ ...identityFor('ES256'), pollSeconds: 5 }, { fetch: fetcher, ...clock }).waitForPending(12_000), { code: 'unavailable', status: 503 });
+    assert.deepEqual(clock.waits, [5_000, 5_000]);
+  });
+});
+
+/** A clock that moves only when the client waits, and the waits it asked for. */
+function fakeClock(start = 1_790_000_000_000) {
+  let now = start;
+  const waits: number[] = [];
+  return {
+    waits,
+    now: () => now,
+    sleep: async (ms: number) => {
+      waits.push(ms);
+      now += ms;
+    },
+  };
+}
+
+const saturated = { status: 503, body: { error: { code: 'unavailable', message: 'the service is saturated; try again in a moment' } }, headers: { 'retry-after': '1' } };
+
+describe('a saturated server (503 with Retry-After)', () => {
+  it('gets the answer again after the wait it asks for, signed anew with a fresh nonce and timestamp', async () => {
+    const identity = identityFor('Ed25519');
+    const { fetcher, requests } = fakeFetch([saturated, { status: 200, body: { status: 'approved' } }]);
+    const clock = fakeClock();
+    assert.deepEqual(await new DeviceClient(identity, { fetch: fetcher, ...clock }).answer('a1b2.c3d4', 'approve', '42'), { status: 'approved' });
+    assert.deepEqual(clock.waits, [1_000]);
+    assert.equal(requests.length, 2);
+    const [first, second] = requests.map((r) => r.headers);
+    assert.notEqual(first!.get('mfa-nonce'), second!.get('mfa-nonce'));
+    assert.equal(second!.get('mfa-timestamp'), String(1_790_000_001_000));
+    const toSign = requestString('POST', '/device/v1/challenges/a1b2.c3d4/answer', second!.get('mfa-timestamp')!, second!.get('mfa-nonce')!, bodySha256(requests[1]!.body));
+    assert.equal(verifies('Ed25519', identity.publicKey, toSign, second!.get('mfa-signature')!), true);
+  });
+
+  it('is asked twice more at most, and never again when its wait is long or it says none', async () => {
+    const three = fakeFetch([saturated, saturated, saturated, { status: 200, body: { challenge: null } }]);
+    const clock = fakeClock();
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: three.fetcher, ...clock }).pending(), (e: unknown) => {
+      assert.ok(e instanceof DeviceApiError);
+      assert.deepEqual([e.code, e.status, e.retryAfterSeconds], ['unavailable', 503, 1]);
+      assert.match(e.message, /try again in 1 s$/);
+      return true;
+    });
+    assert.deepEqual(clock.waits, [1_000, 1_000]);
+    assert.equal(three.requests.length, 3);
+
+    for (const headers of [{ 'retry-after': '60' }, undefined]) {
+      const once = fakeFetch([{ ...saturated, ...(headers ? { headers } : { headers: {} }) }, { status: 200, body: { challenge: null } }]);
+      const waited = fakeClock();
+      await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: once.fetcher, ...waited }).pending(), { code: 'unavailable', status: 503 });
+      assert.deepEqual(waited.waits, [], JSON.stringify(headers));
+      assert.equal(once.requests.length, 1);
+    }
+  });
+
+  it('activation is sent again as it was (the code was not spent); a 503 without Retry-After may have spent it', async () => {
+    const { fetcher, requests } = fakeFetch([saturated, activated]);
+    const clock = fakeClock();
+    const device = await DeviceClient.activate('https://mfa.example.com/device/v1/activate?code=K7QX-M2PA-9VZD-4HTE', { fetch: fetcher, ...clock });
+    assert.equal(device.identity.deviceId, 'dev-1');
+    assert.deepEqual(clock.waits, [1_000]);
+    assert.equal(requests[0]!.body, requests[1]!.body);
+
+    const down = fakeFetch([{ status: 503, body: { error: { code: 'unavailable', message: 'activation is not available right now; try again' } } }]);
+    await assert.rejects(DeviceClient.activate('https://mfa.example.com/device/v1/activate?code=K7QX-M2PA-9VZD-4HTE', { fetch: down.fetcher, ...fakeClock() }), (e: unknown) => {
+      assert.ok(e instanceof DeviceApiError);
+      assert.match(e.message, /the activation code may have been spent: try again, and ask for a new code if it is refused$/);
+      return true;
+    });
+  });
+});
+
+describe('429 rate_limited', () => {
+  const limited = (seconds?: number) => ({
+    status: 429,
+    body: { error: { code: 'rate_limited', message: seconds ? `too many failed requests from this address; try again in ${seconds} s` : 'the user is locked out' } },
+    ...(seconds ? { headers: { 'retry-after': String(seconds) } } : {}),
+  });
+
+  it('from an address over its limit: an activation is refused with the seconds to wait and the code unspent, never sent again', async () => {
+    const { fetcher, requests } = fakeFetch([limited(540), activated]);
+    const clock = fakeClock();
+    await assert.rejects(DeviceClient.activate('https://mfa.example.com/device/v1/activate?code=K7QX-M2PA-9VZD-4HTE', { fetch: fetcher, ...clock }), (e: unknown) => {
+      assert.ok(e instanceof DeviceApiError);
+      assert.deepEqual([e.code, e.status, e.retryAfterSeconds], ['rate_limited', 429, 540]);
+      assert.equal(e.message, 'too many failed requests from this address; try again in 540 s (the activation code was not spent)');
+      return true;
+    });
+    assert.equal(requests.length, 1);
+    assert.deepEqual(clock.waits, []);
+  });
+
+  it('a locked-out user (no Retry-After): the answer says so, and is not sent again', async () => {
+    const { fetcher, requests } = fakeFetch([limited(), { status: 200, body: { status: 'approved' } }]);
+    const clock = fakeClock();
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: fetcher, ...clock }).answer('a1b2.c3d4', 'approve', '42'), (e: unknown) => {
+      assert.ok(e instanceof DeviceApiError);
+      assert.deepEqual([e.code, e.status, e.retryAfterSeconds], ['rate_limited', 429, undefined]);
+      assert.match(e.message, /^the user is locked out; the user is locked out \(too many wrong codes\): no approval or denial counts until the lockout ends \(a fraud report still does\)$/);
+      return true;
+    });
+    assert.equal(requests.length, 1);
+    assert.deepEqual(clock.waits, []);
+  });
+
+  it('Retry-After is read in both its forms, and nothing else is one', () => {
+    const now = Date.parse('2026-12-05T08:00:00Z');
+    assert.equal(parseRetryAfter('120', now), 120);
+    assert.equal(parseRetryAfter('Sat, 05 Dec 2026 08:01:30 GMT', now), 90);
+    assert.equal(parseRetryAfter('Sat, 05 Dec 2026 07:00:00 GMT', now), 0);
+    for (const value of [null, '', '-1', '1.5', 'soon', '12345678901']) assert.equal(parseRetryAfter(value, now), undefined, String(value));
+  });
+});
+
+describe('other refusals', () => {
+  const refused = (status: number, code: string, message: string) => ({ status, body: { error: { code, message } } });
+
+  it('409, 413 and 415 are the server\'s code and message with their status, and are not sent again', async () => {
+    for (const reply of [refused(409, 'conflict', 'the challenge is not waiting for an answer'), refused(413, 'invalid_request', 'the body is too large'), refused(415, 'invalid_request', 'a Content-Encoding or charset the service does not read')]) {
+      const { fetcher, requests } = fakeFetch([reply, { status: 200, body: { status: 'approved' } }]);
+      await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: fetcher, ...fakeClock() }).answer('c', 'deny'), { code: reply.body.error.code, message: reply.body.error.message, status: reply.status });
+      assert.equal(requests.length, 1);
+    }
+  });
+
+  it('a 401 from a device whose clock is off by more than 60 s says by how much (the server\'s Date header)', async () => {
+    const clock = { now: () => Date.parse('2026-12-05T08:05:00Z') };
+    const skewed = refused(401, 'unauthenticated', 'Mfa-Timestamp is more than 60 s from the server’s clock');
+    const { fetcher } = fakeFetch([{ ...skewed, headers: { date: 'Sat, 05 Dec 2026 08:00:00 GMT' } }, { ...skewed, headers: { date: 'Sat, 05 Dec 2026 08:04:30 GMT' } }]);
+    const device = new DeviceClient(identityFor('ES256'), { fetch: fetcher, ...clock });
+    await assert.rejects(device.pending(), {
+      code: 'unauthenticated',
+      message: "Mfa-Timestamp is more than 60 s from the server’s clock; this device's clock is 300 s ahead of the server's (2026-12-05T08:00:00.000Z), and the server refuses more than 60 s: set the clock right (automatic time)",
+    });
+    await assert.rejects(device.pending(), { code: 'unauthenticated', message: 'Mfa-Timestamp is more than 60 s from the server’s clock' }, 'within the window: nothing to add');
+  });
+});
+
+describe('hostile replies', () => {
+  it('a body without end is not read past 64 KiB', async () => {
+    let cancelled = false;
+    // As fetch does: the request's signal (its timeout) errors the body it is reading.
+    const endless: typeof fetch = async (_input, init) =>
+      new Response(
+        new ReadableStream({
+          start: (c) => init!.signal!.addEventListener('abort', () => c.error(init!.signal!.reason)),
+          // A chunk a turn of the event loop, as from a socket: the timeout can fire between them.
+          pull: (c) => new Promise<void>((resolve) => setImmediate(() => resolve(c.enqueue(new Uint8Array(16 * 1024).fill(0x20))))),
+          cancel: () => void (cancelled = true),
+        }),
+        { status: 200 },
+      );
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: endless, timeoutMs: 2_000 }).pending(), { code: 'bad_response', status: 200 });
+    assert.equal(cancelled, true);
+  });
+
+  it('a body that stops coming is a timeout (network), as a server that never answers', async () => {
+    // As fetch does: the request's signal errors the body it is reading.
+    const stalled: typeof fetch = async (_input, init) =>
+      new Response(new ReadableStream({ start: (c) => { c.enqueue(new TextEncoder().encode('{"challenge":')); init!.signal!.addEventListener('abort', () => c.error(init!.signal!.reason)); } }), { status: 200 });
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: stalled, timeoutMs: 50 }).pending(), (e: unknown) => e instanceof DeviceApiError && e.code === 'network' && /no answer in 50 ms/.test(e.message));
+  });
+
+  it('JSON of the wrong shape, and a fetch that fails with nothing, are errors of the device API, never a crash', async () => {
+    for (const body of ['null', '[]', '42', '"x"', '{"challenge":[]}', '{"error":"x"}']) {
+      await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: fakeFetch([{ status: 200, body }]).fetcher }).pending(), { code: 'bad_response' }, body);
+    }
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: fakeFetch([{ status: 500, body: '{"error":{"code":1}}' }]).fetcher }).pending(), { code: 'bad_response', status: 500 });
+    await assert.rejects(new DeviceClient(identityFor('ES256'), { fetch: async () => Promise.reject(undefined) }).pending(), { code: 'network' });
+  });
+});
+
+describe('the number', () => {
+  it('is two ASCII digits, with approve only: anything else is refused before it is sent', async () => {
+    const { fetcher, requests } = fakeFetch([]);
+    const device = new DeviceClient(identityFor('ES256'), { fetch: fetcher });
+    for (const [decision, number] of [['approve', '４２'], ['approve', '٤٢'], ['approve', '4'], ['approve', '042'], ['approve', ' 42'], ['deny', '42'], ['fraud', '42']] as const) {
+      await assert.rejects(device.answer('c', decision, number), { code: 'invalid_request' }, `${decision} ${number}`);
+    }
+    assert.equal(requests.length, 0);
+  });
+});
+
+describe('secrets', () => {
+  it('an activation URL refused is never quoted with its code', () => {
+    const code = 'K7QX-M2PA-9VZD-4HTE';
+    for (const url of [code, `https://mfa.example.com/device/v1/wrong?code=${code}`, `ftp://mfa.example.com/device/v1/activate?code=${code}`]) {
+      assert.throws(() => parseActivationUrl(url), (e: unknown) => e instanceof DeviceApiError && !e.message.includes(code) && !e.message.includes('K7QX'), url);
+    }
   });
 });

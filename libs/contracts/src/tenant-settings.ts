@@ -215,12 +215,16 @@ export function sameSettings(a: TenantSettings, b: TenantSettings): boolean {
   return JSON.stringify(TenantSettings.parse(a)) === JSON.stringify(TenantSettings.parse(b));
 }
 
-/** IPv4 ranges reserved for private, loopback, link-local, shared or other special use. */
+/**
+ * Whether an IPv4 range is outside every range reserved for private, loopback, link-local, shared
+ * (carrier-grade NAT), benchmarking, multicast or other special use (SPECIAL_IPV4). The
+ * documentation ranges (RFC 5737: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) count as public:
+ * they are nobody's private network (no network routes them, so trusting one trusts no real
+ * client), and examples and tests use them as the public addresses they stand for.
+ */
 function isPublicIpv4Range(cidr: string): boolean {
-  const [address, prefix] = ipaddr.IPv4.parseCIDR(cidr);
+  const [, prefix] = ipaddr.IPv4.parseCIDR(cidr);
   const first = ipaddr.IPv4.networkAddressFromCIDR(cidr);
-  const last = ipaddr.IPv4.broadcastAddressFromCIDR(cidr);
-  if (first.range() !== 'unicast' || last.range() !== 'unicast' || address.range() !== 'unicast') return false;
   // A wide range can start and end in public space yet contain a special one (8.0.0.0/4 holds 10/8).
   for (const special of SPECIAL_IPV4) {
     const [net, bits] = special;
@@ -229,8 +233,9 @@ function isPublicIpv4Range(cidr: string): boolean {
   return true;
 }
 /**
- * Global unicast IPv6 (2000::/3) outside the IETF's special blocks (Teredo, benchmarking, ORCHID),
- * documentation space and 6to4 (which carries IPv4 space, private included).
+ * Global unicast IPv6 (2000::/3) outside the IETF's special blocks (Teredo, benchmarking, ORCHID)
+ * and 6to4 (which carries IPv4 space, private included). The documentation prefix 2001:db8::/32
+ * counts as public, as IPv4's documentation ranges do (isPublicIpv4Range).
  */
 function isPublicIpv6Range(cidr: string): boolean {
   const [address, prefix] = ipaddr.IPv6.parseCIDR(cidr);
@@ -241,7 +246,7 @@ function isPublicIpv6Range(cidr: string): boolean {
   return true;
 }
 const GLOBAL_UNICAST_IPV6 = ipaddr.IPv6.parse('2000::');
-const SPECIAL_IPV6: Array<[ipaddr.IPv6, number]> = ['2001::/23', '2001:db8::/32', '2002::/16', '3fff::/20'].map((c) => ipaddr.IPv6.parseCIDR(c));
+const SPECIAL_IPV6: Array<[ipaddr.IPv6, number]> = ['2001::/23', '2002::/16', '3fff::/20'].map((c) => ipaddr.IPv6.parseCIDR(c));
 
 const SPECIAL_IPV4: Array<[ipaddr.IPv4, number]> = [
   '0.0.0.0/8',
@@ -251,19 +256,15 @@ const SPECIAL_IPV4: Array<[ipaddr.IPv4, number]> = [
   '169.254.0.0/16',
   '172.16.0.0/12',
   '192.0.0.0/24',
-  '192.0.2.0/24',
   '192.88.99.0/24',
   '192.168.0.0/16',
   '198.18.0.0/15',
-  '198.51.100.0/24',
-  '203.0.113.0/24',
   '224.0.0.0/3',
 ].map((c) => ipaddr.IPv4.parseCIDR(c));
 
 /**
  * Rules across fields of the merged settings, as contract-style messages; empty when valid.
- * Documentation ranges (RFC 5737) are special too, so examples use ranges such as 198.51.100.0/24
- * only with onPremises: true.
+ * Documentation ranges (RFC 5737, and 2001:db8::/32) count as public (isPublicIpv4Range).
  */
 export function settingsProblems(settings: TenantSettings): string[] {
   const problems: string[] = [];

@@ -68,6 +68,17 @@ describe('tenant decider: every setting of the contract', () => {
       .given([created])
       .when({ type: 'ConfigureTenant', data: { settings: { trustedIps: { ranges: ['10.1.0.0/16'] } } } }, now)
       .thenThrows('invalid_request', /not public.*onPremises/);
+    // The documentation ranges (RFC 5737) are not private: trusted without onPremises, as MISSION.md's onPremises only speaks of private ranges.
+    spec
+      .given([created])
+      .when({ type: 'ConfigureTenant', data: { settings: { trustedIps: { ranges: ['203.0.113.0/24', '198.51.100.0/24', '192.0.2.0/24'] } } } }, now)
+      .then([
+        {
+          type: 'TenantSettingsChanged',
+          data: { settings: { ...tenant.settings, trustedIps: { ranges: ['203.0.113.0/24', '198.51.100.0/24', '192.0.2.0/24'], onPremises: false, federatedBypass: false } } },
+          occurredAt: now.toISOString(),
+        },
+      ]);
     // A wide public-looking range that contains private space is not public either.
     spec
       .given([created])
@@ -86,7 +97,7 @@ describe('tenant decider: every setting of the contract', () => {
   });
 
   it('refuses private or special ranges in a trusted named location unless onPremises, in both families', () => {
-    for (const range of ['10.0.0.0/8', '0.0.0.0/0', '8.0.0.0/4', '198.51.100.0/24', '::/0', 'fc00::/7', 'fe80::/10', '2001:db8::/32', '2001:db8:77::/48', '2000::/3', '::ffff:10.0.0.0/104', '2002:a00::/24']) {
+    for (const range of ['10.0.0.0/8', '0.0.0.0/0', '8.0.0.0/4', '100.64.0.0/10', '198.18.0.0/15', '224.0.0.0/4', '::/0', 'fc00::/7', 'fe80::/10', '2001::/32', '2000::/3', '::ffff:10.0.0.0/104', '2002:a00::/24']) {
       spec
         .given([created])
         .when({ type: 'ConfigureTenant', data: { settings: { namedLocations: [{ name: 'Office', trusted: true, ranges: ['8.8.8.0/24', range] }] } } }, now)
@@ -97,6 +108,8 @@ describe('tenant decider: every setting of the contract', () => {
         { type: 'TenantSettingsChanged', data: { settings: { ...tenant.settings, ...settings } }, occurredAt: now.toISOString() },
       ]);
     accepted({ namedLocations: [{ name: 'Office', trusted: true, ranges: ['8.8.8.0/24', '2a00:1450:4001::/48'] }] });
+    // The documentation ranges are nobody's private network: public, as examples and tests use them.
+    accepted({ namedLocations: [{ name: 'Example', trusted: true, ranges: ['203.0.113.0/24', '198.51.100.7/32', '192.0.2.0/24', '2001:db8::/32', '2001:db8:77::/48'] }] });
     // Not trusted (a location only named in reports), or on premises: any range.
     accepted({ namedLocations: [{ name: 'Guest Wi-Fi', trusted: false, ranges: ['10.0.0.0/8', 'fc00::/7'] }] });
     accepted({ trustedIps: { ranges: [], onPremises: true, federatedBypass: false }, namedLocations: [{ name: 'LAN', trusted: true, ranges: ['10.0.0.0/8', 'fd00::/8'] }] });

@@ -6,13 +6,32 @@ import { ContractError, describeIssues } from '@mfa/contracts';
  * Validation lives here: `@Payload(new ContractPipe(Schema))` parses the request body with the
  * contract's zod schema and hands the handler the typed, defaulted value. A body that does not
  * match answers `invalid_request` with the first problems named (never the offending values).
+ * A top-level field sent as `null` is taken as absent (withoutNulls).
  */
 export class ContractPipe<S extends z.ZodType> implements PipeTransform<unknown, z.infer<S>> {
   constructor(private readonly schema: S) {}
 
   transform(value: unknown): z.infer<S> {
-    const parsed = this.schema.safeParse(value);
+    const parsed = this.schema.safeParse(withoutNulls(value));
     if (!parsed.success) throw new ContractError('invalid_request', describeIssues(parsed.error.issues));
     return parsed.data;
   }
+}
+
+/**
+ * The body without its top-level fields whose value is `null`: an optional field sent as null is
+ * absent, as clients that build bodies from optional values write it (Python's None, a nil
+ * pointer, C#'s null: MISSION.md's `displayName?`); a required one is then missing, and refused as
+ * such. No request field takes null as a value of its own. The body itself is returned when it
+ * holds no null (the usual case: nothing copied).
+ */
+export function withoutNulls(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  let copy: Record<string, unknown> | undefined;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key) || (value as Record<string, unknown>)[key] !== null) continue;
+    copy ??= { ...(value as Record<string, unknown>) };
+    delete copy[key];
+  }
+  return copy ?? value;
 }

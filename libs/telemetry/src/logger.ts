@@ -28,14 +28,22 @@ const ERROR_KEYS = /^(?:error|err|cause|failure|reason)$/i;
  * message, `REDIS_URL=redis://…` in a sentence): only such URLs may carry credentials. Texts
  * without `://` are not searched.
  */
-const URLS_IN_TEXT = /[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]*[@?][^\s"'<>]*/gi;
+const URLS_IN_TEXT = /(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]*/gi;
+/** Error messages are cut as string values are, before their URLs are looked for. */
+const MAX_TEXT = 2000;
+/** Punctuation that ends a sentence after a URL, not part of it: `redis://…:6379.` */
+const TRAILING_PUNCTUATION = new Set(['.', ',', ';', ':', '!', ')', ']', '}']);
 /** An otpauth URI anywhere in a text: its secret is the TOTP seed. */
 const OTPAUTH_IN_TEXT = /otpauth:\/\/[^\s"'<>]*/gi;
 
-/** A text with the credentials of every URL in it masked (maskUrl). */
+/**
+ * A text with the credentials of every URL in it masked (maskUrl). The pattern takes a URL from
+ * its scheme, which no scheme character precedes, to the next space or quote: one pass over the
+ * text (a scheme that could start anywhere in a long run of letters made it quadratic).
+ */
 function maskText(text: string): string {
   if (!text.includes('://')) return text;
-  return text.replace(OTPAUTH_IN_TEXT, '[redacted]').replace(URLS_IN_TEXT, (url) => maskUrl(url));
+  return text.replace(OTPAUTH_IN_TEXT, '[redacted]').replace(URLS_IN_TEXT, (url) => (url.includes('@') || url.includes('?') ? maskUrl(url) : url));
 }
 
 const isSecret = (key: string): boolean => SECRET_KEYS.test(key) && !NOT_SECRET.test(key);
@@ -51,7 +59,8 @@ export interface Logger {
 function redact(value: unknown, depth = 0, errorLike = false): unknown {
   if (depth > 6) return '[depth]';
   if (value instanceof Error) {
-    const out: Record<string, unknown> = { name: value.name, message: maskText(value.message) };
+    const message = value.message.length > MAX_TEXT ? `${value.message.slice(0, MAX_TEXT)}…` : value.message;
+    const out: Record<string, unknown> = { name: value.name, message: maskText(message) };
     // A system error's code (ECONNREFUSED) or a ContractError's (invalid_request) says what failed.
     const code = (value as { code?: unknown }).code;
     if (typeof code === 'string' || typeof code === 'number') out.code = code;
@@ -68,7 +77,7 @@ function redact(value: unknown, depth = 0, errorLike = false): unknown {
     return out;
   }
   if (typeof value === 'string') {
-    const text = value.length > 2000 ? `${value.slice(0, 2000)}…` : value;
+    const text = value.length > MAX_TEXT ? `${value.slice(0, MAX_TEXT)}…` : value;
     return maskText(text);
   }
   return value;
@@ -77,15 +86,23 @@ function redact(value: unknown, depth = 0, errorLike = false): unknown {
 /**
  * A URL's credentials masked: the password of its userinfo (or the user alone, which is how a NATS
  * token is given), the query parameters named like a secret, and the whole of an otpauth URI
- * (its secret is the TOTP seed). What does not parse is returned as it was.
+ * (its secret is the TOTP seed). The punctuation of a sentence it ends is left out of it; one that
+ * does not parse still has its userinfo masked.
  */
 function maskUrl(text: string): string {
   if (/^otpauth:/i.test(text)) return '[redacted]';
+  // A URL at the end of a sentence: its punctuation is put back after it, masked or not.
+  let end = text.length;
+  while (end > 0 && TRAILING_PUNCTUATION.has(text[end - 1]!)) end--;
+  const tail = text.slice(end);
+  const core = text.slice(0, end);
   let url: URL;
   try {
-    url = new URL(text);
+    url = new URL(core);
   } catch {
-    return text;
+    // Not a URL the parser takes (a port out of range, a character it refuses): its userinfo, if
+    // any, is masked as text all the same.
+    return `${core.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\s]*@/i, '$1***@')}${tail}`;
   }
   let masked = false;
   if (url.password) {
@@ -101,7 +118,7 @@ function maskUrl(text: string): string {
     masked = true;
   }
   // Unchanged, the text is left as written (URL's serialisation would re-encode and add slashes).
-  return masked ? url.toString() : text;
+  return masked ? `${url.toString()}${tail}` : text;
 }
 
 interface LoggerOptions {

@@ -90,4 +90,23 @@ describe('log redaction', () => {
     assert.deepEqual(line.error, { name: 'Error', message: 'cannot reach redis://default:***@redis.internal:6379' });
     assert.ok(!JSON.stringify(line).match(/hunter\d|tok5|JBSWY3DP/));
   });
+
+  it('masks a URL followed by punctuation, or that does not parse, and reads a long text in one pass', () => {
+    const line = logged({
+      period: 'connect to redis://:s3cret1@redis:6379.',
+      comma: 'connect to redis://:s3cret2@redis:6379, retrying',
+      parens: '(nats://user:s3cret3@nats:4222)',
+      badPort: 'redis://user:s3cret4@redis:99999/0',
+      error: new Error('failed redis://:s3cret5@redis:6379.'),
+    });
+    assert.equal(line.period, 'connect to redis://:***@redis:6379.');
+    assert.equal(line.comma, 'connect to redis://:***@redis:6379, retrying');
+    assert.equal(line.parens, '(nats://user:***@nats:4222)');
+    assert.equal(line.badPort, 'redis://***@redis:99999/0');
+    assert.deepEqual(line.error, { name: 'Error', message: 'failed redis://:***@redis:6379.' });
+    assert.ok(!JSON.stringify(line).match(/s3cret\d/));
+    // An error's message is cut as a string value is (2,000 characters), before its URLs are looked for.
+    const long = logged({ error: new Error(`${'a'.repeat(100_000)}://${'b'.repeat(100_000)}`) }).error as { message: string };
+    assert.equal(long.message.length, 2001);
+  });
 });

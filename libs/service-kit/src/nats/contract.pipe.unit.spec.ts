@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChallengeStartRequest, ContractError, UsersRegisterRequest } from '@mfa/contracts';
+import { ChallengeStartRequest, ContractError, UsersAppPasswordsDeleteRequest, UsersRegisterRequest, UsersRememberedRevokeRequest } from '@mfa/contracts';
 import { ContractPipe, withoutNulls } from './contract.pipe.js';
 
 describe('ContractPipe: optional fields sent as null', () => {
@@ -10,13 +10,30 @@ describe('ContractPipe: optional fields sent as null', () => {
     assert.equal(parsed.method, undefined);
     assert.equal(parsed.clientIp, undefined);
     const register = new ContractPipe(UsersRegisterRequest);
-    assert.equal(register.transform({ tenantId: 'contoso', userId: 'helga@contoso.com', displayName: null, email: null, phoneNumber: '+46701234567', language: null }).displayName, undefined);
     assert.throws(
       () => register.transform({ tenantId: 'contoso', userId: null }),
       (error: unknown) => error instanceof ContractError && error.code === 'invalid_request' && /^userId: /.test(error.message),
     );
     // A wrongly typed value is still an error.
     assert.throws(() => start.transform({ tenantId: 'contoso', userId: 'helga@contoso.com', method: 42 }), (error: unknown) => error instanceof ContractError && /^method: /.test(error.message));
+  });
+
+  it('keeps a null where absence would keep or widen what the request does: a profile field, an app password or remembered browser to delete', () => {
+    const register = new ContractPipe(UsersRegisterRequest);
+    for (const field of ['displayName', 'email', 'phoneNumber', 'language']) {
+      assert.throws(
+        () => register.transform({ tenantId: 'contoso', userId: 'helga@contoso.com', [field]: null }),
+        (error: unknown) => error instanceof ContractError && error.code === 'invalid_request' && error.message.startsWith(`${field}: `),
+        field,
+      );
+    }
+    for (const [schema, field] of [[UsersAppPasswordsDeleteRequest, 'appPasswordId'], [UsersRememberedRevokeRequest, 'rememberId']] as const) {
+      assert.throws(
+        () => new ContractPipe(schema).transform({ tenantId: 'contoso', userId: 'helga@contoso.com', [field]: null }),
+        (error: unknown) => error instanceof ContractError && error.message.startsWith(`${field}: `),
+        `${field}: null would delete them all`,
+      );
+    }
   });
 
   it('leaves a body without null as it is, and nested values alone', () => {

@@ -37,14 +37,15 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   /**
    * Failed device API requests from one source address (an IPv6 /64) in a window: refused
    * activations (invalid_request, not_found) and signed requests refused 401 or 403 not_activated.
-   * Beyond it every request from the source answers 429 rate_limited until the window ends, before
-   * any signature is checked or activation asked. 0 turns the throttle off.
+   * Beyond it, until the window ends, the source's activations answer 429 rate_limited before
+   * user-settings is asked, and its failing requests 429 instead of their 401 or 403; a request a
+   * device signed is served. 0 turns the throttle off.
    */
   DEVICE_API_MAX_FAILURES_PER_WINDOW: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_SOURCE_FAILURE_LIMITS.maxPerWindow),
   DEVICE_API_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(DEFAULT_SOURCE_FAILURE_LIMITS.windowSeconds),
   /**
    * The reverse proxies in front of the device API, whose X-Forwarded-For names the client
-   * (sourceAddress); `none`: the address that connects is the client. Default: loopback and private networks.
+   * (sourceAddress); `none`: the address that connects is the client. Default: this host only.
    */
   DEVICE_API_TRUSTED_PROXIES: unsetWhenEmpty(AddressList.default([...DEFAULT_TRUSTED_PROXIES])),
 });

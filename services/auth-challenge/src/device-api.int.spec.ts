@@ -321,6 +321,8 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.deepEqual([refused.status, refused.code], [429, 'rate_limited']);
     assert.ok(refused.retryAfterSeconds! >= 1 && refused.retryAfterSeconds! <= 3, `Retry-After ${refused.retryAfterSeconds}`);
     assert.equal(await refusal(devices.pending(request(`${a}::4`, { device: stranger }))), '429 rate_limited');
+    // Over the limit, a failure is not counted again: the window is fixed, and a flood costs no write.
+    assert.equal(await redis.get(SourceFailureKeys.failures(ipLockKey(`${a}::1`)!)), '3');
     assert.equal(await refusal(devices.activate({ code: 'K7QX-M2PA-9VZD-4HTE' }, `${a}::5`)), '429 rate_limited', 'an activation, before it is asked');
     // A phone behind the same address (a carrier's NAT, an office's Wi-Fi) keeps approving: what its device signed is served.
     assert.equal(await refusal(devices.pending(request(`${a}::6`))), 'served');

@@ -83,6 +83,7 @@ export class DeviceApiService {
   /** PENDING_PUSH_SCRIPT: the challenge, the user's block, the user's projection. */
   private readonly pendingPush: (challenge: string, blocked: string, user: string) => Promise<Array<string | null>>;
   private readonly sources: SourceFailures;
+  private lastCountWarning = 0;
 
   constructor(
     private readonly redis: RedisClient,
@@ -292,14 +293,26 @@ export class DeviceApiService {
       return { tag: id.tag, nonce: id.nonce, deviceId, device, key };
     } catch (error) {
       if (!(error instanceof DeviceApiError)) throw error;
+      // Over the limit already: another count buys nothing (the window is fixed), and a flood then
+      // costs one read and no write.
+      if (wait > 0) throw this.rateLimited('auth', wait);
       await this.countFailure(request.source);
-      throw wait > 0 ? this.rateLimited('auth', wait) : error;
+      throw error;
     }
   }
 
-  /** Counts a failure of the source; a count that fails (Redis) is logged, never answered in place of the request's own error. */
+  /**
+   * Counts a failure of the source; a count that fails (Redis) is never answered in place of the
+   * request's own error, and is logged once a minute at most (a flood must not flood the log).
+   */
   private async countFailure(source: string | undefined): Promise<void> {
-    await this.sources.failed(source).catch((error: unknown) => this.log.warn('device API: a failure of a source could not be counted', { error }));
+    await this.sources.failed(source).catch((error: unknown) => {
+      requests.inc({ route: 'auth', outcome: 'uncounted' });
+      const now = Date.now();
+      if (now - this.lastCountWarning < 60_000) return;
+      this.lastCountWarning = now;
+      this.log.warn('device API: failures of sources could not be counted (one line a minute at most; mfa_device_api_requests_total{outcome="uncounted"} counts them)', { error });
+    });
   }
 
   /** Refuses a source over its limit of failures (SourceFailures), before any work. */

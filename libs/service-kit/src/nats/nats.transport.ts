@@ -174,7 +174,7 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
       };
       const timer = deadline === undefined ? setTimeout(giveUp, WAIT_WITHOUT_DEADLINE_MS) : undefined;
       this.gate.enqueue({
-        deadline: deadline ?? Date.now() + WAIT_WITHOUT_DEADLINE_MS,
+        deadline,
         first,
         bytes: msg.data.length,
         run: () => {
@@ -189,10 +189,6 @@ export class NatsTransport extends Server implements CustomTransportStrategy {
           clearTimeout(timer);
           this.dequeued();
           if (gaveUp) return;
-          if (deadline === undefined && reason === 'deadline') {
-            giveUp();
-            return;
-          }
           dropped.inc({ subject, reason: reason === 'deadline' ? 'deadline_waiting' : 'overload' });
           // Turned away for the queue's size, not for lateness: its caller (one that sent no
           // deadline, or one whose deadline is ahead) still waits, and learns at once that nothing

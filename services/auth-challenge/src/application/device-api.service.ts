@@ -105,7 +105,7 @@ export class DeviceApiService {
    * A source over its limit of failures is refused before anything is read or asked.
    */
   async activate(body: unknown, source?: string): Promise<DeviceActivateReply> {
-    await this.admit(source, 'activate');
+    await this.admit(source);
     try {
       let json = body;
       if (Buffer.isBuffer(body)) {
@@ -315,10 +315,10 @@ export class DeviceApiService {
     });
   }
 
-  /** Refuses a source over its limit of failures (SourceFailures), before any work. */
-  private async admit(source: string | undefined, route: 'activate' | 'auth'): Promise<void> {
+  /** Refuses an activation from a source over its limit of failures (SourceFailures), before user-settings is asked. */
+  private async admit(source: string | undefined): Promise<void> {
     const wait = await this.sources.refusedFor(source);
-    if (wait > 0) throw this.rateLimited(route, wait);
+    if (wait > 0) throw this.rateLimited('activate', wait);
   }
 
   private rateLimited(route: 'activate' | 'auth', seconds: number): DeviceApiError {

@@ -235,17 +235,18 @@ export class ImportJobs {
 
   /** The version the object has now, or undefined when there is none by that name. */
   async version(name: string): Promise<ObjectVersion | undefined> {
-    const info = await this.objects.info(name);
-    return info && !info.deleted ? { nuid: info.nuid, digest: info.digest, size: info.size } : undefined;
+    return (await this.upload(name))?.version;
   }
 
   /**
-   * Whether the name is an object store link (to another object, or to another bucket), not a
-   * file: an upload is the file itself. Following one would let a tenant import whatever it names.
+   * An upload as oath.import finds it, in one read: its version, and whether the name is an object
+   * store link (to another object, or to another bucket) rather than a file: an upload is the file
+   * itself, and following a link would let a tenant import whatever it names.
    */
-  async isLink(name: string): Promise<boolean> {
+  async upload(name: string): Promise<{ version: ObjectVersion; link: boolean } | undefined> {
     const info = await this.objects.info(name);
-    return Boolean(info && !info.deleted && info.options?.link);
+    if (!info || info.deleted) return undefined;
+    return { version: { nuid: info.nuid, digest: info.digest, size: info.size }, link: Boolean(info.options?.link) };
   }
 
   async getObject(name: string): Promise<Uint8Array | undefined> {

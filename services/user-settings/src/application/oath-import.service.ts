@@ -163,10 +163,11 @@ export class OathImportService {
       // The version there now is the one the job imports: one put again under the name while the
       // job runs would otherwise have its rows mixed with the first one's (a run resumes by row
       // number), or end a read half-way. The object store keeps no older version to read instead.
-      const version = await this.infra(() => this.options.jobs.version(request.object!));
+      const upload = await this.infra(() => this.options.jobs.upload(request.object!));
       // A fixed message: replies never echo what the caller sent (docs/api.md).
-      if (version === undefined) throw notFound('object: no such file in the imports bucket');
-      if (await this.infra(() => this.options.jobs.isLink(request.object!))) throw invalidRequest('object: a link, not a file: upload the file itself');
+      if (upload === undefined) throw notFound('object: no such file in the imports bucket');
+      if (upload.link) throw invalidRequest('object: a link, not a file: upload the file itself');
+      const { version } = upload;
       if (version.size > MAX_IMPORT_FILE_BYTES) throw invalidRequest(`object: larger than ${MAX_IMPORT_FILE_BYTES / 1024 / 1024} MiB; split the file`);
       source = { object: request.object!, sealed: false, version };
     }

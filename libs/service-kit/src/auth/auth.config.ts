@@ -24,7 +24,16 @@ const AuthEnv = z.object({
    * answered (and counted); a wrongly signed one is still refused.
    */
   MFA_INTERNAL_UNSIGNED: z.enum(['refuse', 'accept']).default('refuse'),
+  /** When `accept` ends (UTC, `Z`): required with `accept` in production, so that a forgotten one closes itself. */
+  MFA_INTERNAL_UNSIGNED_UNTIL: z.iso.datetime({ message: 'must be a UTC time such as 2026-12-07T18:00:00Z' }).optional(),
 });
+
+/**
+ * The furthest MFA_INTERNAL_UNSIGNED_UNTIL may lie ahead at boot. A rolling upgrade takes hours;
+ * a week leaves room for one staged over a weekend or paused for a problem, and bounds how long a
+ * forgotten `accept` leaves NATS permissions the only wall around the internal subjects.
+ */
+export const UNSIGNED_WINDOW_MAX_MS = 7 * 24 * 60 * 60 * 1000;
 
 export interface AuthConfig {
   mode: 'required' | 'off';
@@ -34,15 +43,22 @@ export interface AuthConfig {
   usageFlushMs?: number | undefined;
   /** Whether an unsigned internal request is answered (MFA_INTERNAL_UNSIGNED=accept, for an upgrade); default false. */
   acceptUnsignedInternal?: boolean | undefined;
+  /**
+   * Unix ms from which an unsigned internal request is refused again though `acceptUnsignedInternal`
+   * (MFA_INTERNAL_UNSIGNED_UNTIL); undefined: no end (development without the variable).
+   */
+  acceptUnsignedInternalUntil?: number | undefined;
 }
 
-export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig {
+/** `now`: the boot clock, against which MFA_INTERNAL_UNSIGNED_UNTIL is checked. */
+export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env, now: number = Date.now()): AuthConfig {
   const parsed = AuthEnv.safeParse({
     NODE_ENV: env.NODE_ENV,
     MFA_AUTH: env.MFA_AUTH || undefined,
     MFA_PLATFORM_API_KEY: env.MFA_PLATFORM_API_KEY || undefined,
     MFA_CLIENT_USAGE_FLUSH_SECONDS: env.MFA_CLIENT_USAGE_FLUSH_SECONDS || undefined,
     MFA_INTERNAL_UNSIGNED: env.MFA_INTERNAL_UNSIGNED || undefined,
+    MFA_INTERNAL_UNSIGNED_UNTIL: env.MFA_INTERNAL_UNSIGNED_UNTIL || undefined,
   });
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
@@ -56,10 +72,24 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig
   if (production && mode === 'off') {
     throw new ConfigError('invalid configuration: MFA_AUTH=off is refused when NODE_ENV=production');
   }
+  const acceptUnsignedInternal = parsed.data.MFA_INTERNAL_UNSIGNED === 'accept';
+  const until = parsed.data.MFA_INTERNAL_UNSIGNED_UNTIL;
+  const acceptUnsignedInternalUntil = acceptUnsignedInternal && until !== undefined ? Date.parse(until) : undefined;
+  if (acceptUnsignedInternal && production && acceptUnsignedInternalUntil === undefined) {
+    throw new ConfigError(
+      'invalid configuration: MFA_INTERNAL_UNSIGNED_UNTIL (a UTC time such as 2026-12-07T18:00:00Z, at most 7 days ahead) is required with MFA_INTERNAL_UNSIGNED=accept when NODE_ENV=production',
+    );
+  }
+  // Already past is no error: the window is closed (unsigned requests refused, as with `refuse`), so
+  // a setting forgotten after the upgrade cannot keep a restarted service from starting.
+  if (acceptUnsignedInternalUntil !== undefined && acceptUnsignedInternalUntil - now > UNSIGNED_WINDOW_MAX_MS) {
+    throw new ConfigError(`invalid configuration: MFA_INTERNAL_UNSIGNED_UNTIL must be at most 7 days ahead (it is ${until})`);
+  }
   return {
     mode,
     platformKey: parsed.data.MFA_PLATFORM_API_KEY,
     usageFlushMs: parsed.data.MFA_CLIENT_USAGE_FLUSH_SECONDS * 1000,
-    acceptUnsignedInternal: parsed.data.MFA_INTERNAL_UNSIGNED === 'accept',
+    acceptUnsignedInternal,
+    acceptUnsignedInternalUntil,
   };
 }

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { MsgHdrs } from '@nats-io/nats-core';
 import { forbidden, Headers, SCOPES, type Scope } from '@mfa/contracts';
 import { apiKeyMatches, internalRequestSigned, parseApiKey, platformKeyMatcher } from '@mfa/crypto';
@@ -45,10 +45,12 @@ const invalidKey = (reason: string) => {
  * constant-time compare against it instead of a new HMAC each.
  */
 @Injectable()
-export class Authenticator implements OnModuleInit {
+export class Authenticator implements OnModuleInit, OnModuleDestroy {
   private readonly isPlatformKey: (presented: string) => boolean;
   /** Per client: the secret that last matched, and the hash it matched (the entry holds while the hash is the same). */
   private readonly verified = new Map<string, { keyHash: Buffer; secret: Buffer }>();
+  /** The log line at MFA_INTERNAL_UNSIGNED_UNTIL. */
+  private windowCloses: NodeJS.Timeout | undefined;
 
   constructor(
     @Inject(AUTH_OPTIONS) private readonly options: AuthOptions,
@@ -66,11 +68,30 @@ export class Authenticator implements OnModuleInit {
   }
 
   onModuleInit(): void {
-    if (this.options.auth.acceptUnsignedInternal) {
-      new Logger('Authenticator').warn(
+    const { acceptUnsignedInternal, acceptUnsignedInternalUntil: until } = this.options.auth;
+    if (!acceptUnsignedInternal) return;
+    const logger = new Logger('Authenticator');
+    const remove = 'remove MFA_INTERNAL_UNSIGNED and MFA_INTERNAL_UNSIGNED_UNTIL';
+    const closed = () =>
+      logger.warn(`MFA_INTERNAL_UNSIGNED_UNTIL ${new Date(until!).toISOString()} has passed: unsigned internal requests are refused, as with MFA_INTERNAL_UNSIGNED=refuse; ${remove}`);
+    if (until === undefined) {
+      logger.warn(
         'MFA_INTERNAL_UNSIGNED=accept: unsigned internal requests are answered; remove it once every service runs this release (mfa_internal_unsigned_accepted_total stays 0)',
       );
+    } else if (until <= Date.now()) {
+      closed();
+    } else {
+      logger.warn(
+        `MFA_INTERNAL_UNSIGNED=accept: unsigned internal requests are answered until ${new Date(until).toISOString()}; ${remove} once every service runs this release (mfa_internal_unsigned_accepted_total stays 0)`,
+      );
+      // At most 7 days ahead (loadAuthConfig), within setTimeout's range. Each request compares its
+      // own time with the bound; this only says when the window closed.
+      this.windowCloses = setTimeout(closed, until - Date.now()).unref();
     }
+  }
+
+  onModuleDestroy(): void {
+    clearTimeout(this.windowCloses);
   }
 
   get mode(): AuthConfig['mode'] {
@@ -80,12 +101,16 @@ export class Authenticator implements OnModuleInit {
   /**
    * Whether a request on an internal subject (`mfa.int.`) comes from one of the services: signed
    * (`Mfa-Internal`) with the master key over its subject and body, lately (libs/crypto
-   * internal-requests.ts). Whatever MFA_AUTH says: the services always hold the key.
+   * internal-requests.ts). Whatever MFA_AUTH says: the services always hold the key. `now`: the
+   * request's arrival, also the clock for MFA_INTERNAL_UNSIGNED_UNTIL.
    */
   isServiceRequest(subject: string, headers: MsgHdrs | undefined, data: Uint8Array, now: number): boolean {
     const values = headers?.values(Headers.internal) ?? [];
     if (values.length === 0 && this.options.auth.acceptUnsignedInternal) {
-      // MFA_INTERNAL_UNSIGNED=accept: services of the release before, during a rolling upgrade.
+      // MFA_INTERNAL_UNSIGNED=accept: services of the release before, during a rolling upgrade, and
+      // only until MFA_INTERNAL_UNSIGNED_UNTIL; after it, refused as with `refuse`.
+      const until = this.options.auth.acceptUnsignedInternalUntil;
+      if (until !== undefined && now >= until) return false;
       unsignedInternal.inc({ subject });
       return true;
     }

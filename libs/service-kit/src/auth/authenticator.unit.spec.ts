@@ -1,9 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { Logger } from '@nestjs/common';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { ContractError, type Scope } from '@mfa/contracts';
 import { issueApiKey, keyringFromMasterKey, signInternalRequest } from '@mfa/crypto';
-import { loadAuthConfig } from './auth.config.js';
+import { loadAuthConfig, UNSIGNED_WINDOW_MAX_MS } from './auth.config.js';
 import type { ApiClientDirectory, ApiClientRecord } from './api-client.directory.js';
 import { Authenticator } from './authenticator.js';
 
@@ -138,6 +139,77 @@ describe('Authenticator', () => {
       assert.equal(auth.isServiceRequest(subject, undefined, body, now), true);
       const stranger = keyringFromMasterKey(Buffer.alloc(32, 3));
       assert.equal(auth.isServiceRequest(subject, signed(signInternalRequest(stranger, subject, body, now)), body, now), false);
+    });
+
+    describe('MFA_INTERNAL_UNSIGNED_UNTIL, the end of `accept`', () => {
+      const production = { NODE_ENV: 'production', MFA_PLATFORM_API_KEY: 'p'.repeat(32), MFA_INTERNAL_UNSIGNED: 'accept' };
+      const boot = Date.parse('2026-12-05T12:00:00Z');
+      const hour = 3_600_000;
+
+      it('is required with accept in production: without it the service does not start, naming it', () => {
+        assert.throws(() => loadAuthConfig(production, boot), /MFA_INTERNAL_UNSIGNED_UNTIL .*is required with MFA_INTERNAL_UNSIGNED=accept/);
+        // `refuse`, the default, needs none.
+        assert.equal(loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED: undefined }, boot).acceptUnsignedInternal, false);
+      });
+
+      it('refuses at boot a bound that is no UTC time, or more than 7 days ahead', () => {
+        for (const bad of ['next friday', '2026-12-07', '2026-12-07T18:00:00+01:00', '2026-02-30T18:00:00Z', '1796666400000']) {
+          assert.throws(() => loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED_UNTIL: bad }, boot), /MFA_INTERNAL_UNSIGNED_UNTIL: must be a UTC time/, bad);
+        }
+        const tooFar = new Date(boot + UNSIGNED_WINDOW_MAX_MS + 1000).toISOString();
+        assert.throws(() => loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED_UNTIL: tooFar }, boot), /MFA_INTERNAL_UNSIGNED_UNTIL must be at most 7 days ahead/);
+        // In development too, when given.
+        assert.throws(() => loadAuthConfig({ MFA_INTERNAL_UNSIGNED: 'accept', MFA_INTERNAL_UNSIGNED_UNTIL: tooFar }, boot), /at most 7 days ahead/);
+        const lastDay = new Date(boot + UNSIGNED_WINDOW_MAX_MS).toISOString();
+        assert.equal(loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED_UNTIL: lastDay }, boot).acceptUnsignedInternalUntil, boot + UNSIGNED_WINDOW_MAX_MS);
+      });
+
+      it('answers unsigned requests within the window and refuses them from its end on, by each request’s time', () => {
+        const until = boot + 6 * hour;
+        const config = loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED_UNTIL: new Date(until).toISOString() }, boot);
+        const auth = new Authenticator({ auth: config, keyring }, directoryOf([]));
+        assert.equal(auth.isServiceRequest(subject, undefined, body, boot), true);
+        assert.equal(auth.isServiceRequest(subject, undefined, body, until - 1), true);
+        assert.equal(auth.isServiceRequest(subject, undefined, body, until), false, 'closed at the bound');
+        assert.equal(auth.isServiceRequest(subject, undefined, body, until + 30 * 24 * hour), false);
+        // Signed requests are answered as ever.
+        assert.equal(auth.isServiceRequest(subject, signed(signInternalRequest(keyring, subject, body, until + hour)), body, until + hour), true);
+      });
+
+      it('starts with a bound already past (a setting forgotten after the upgrade): unsigned requests are refused', () => {
+        const config = loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED_UNTIL: '2026-11-28T12:00:00Z' }, boot);
+        const auth = new Authenticator({ auth: config, keyring }, directoryOf([]));
+        assert.equal(auth.isServiceRequest(subject, undefined, body, boot), false);
+      });
+
+      it('is optional in development: without it accept has no end; with it, the same end', () => {
+        const open = new Authenticator({ auth: loadAuthConfig({ MFA_INTERNAL_UNSIGNED: 'accept' }, boot), keyring }, directoryOf([]));
+        assert.equal(open.isServiceRequest(subject, undefined, body, boot + 365 * 24 * hour), true);
+        const until = boot + hour;
+        const bounded = new Authenticator({ auth: loadAuthConfig({ MFA_INTERNAL_UNSIGNED: 'accept', MFA_INTERNAL_UNSIGNED_UNTIL: new Date(until).toISOString() }, boot), keyring }, directoryOf([]));
+        assert.equal(bounded.isServiceRequest(subject, undefined, body, until - 1), true);
+        assert.equal(bounded.isServiceRequest(subject, undefined, body, until), false);
+      });
+
+      it('says once, when the window closes, that unsigned requests are refused', (t) => {
+        t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: boot });
+        const warn = t.mock.method(Logger.prototype, 'warn', () => undefined);
+        const until = boot + 2 * hour;
+        const config = loadAuthConfig({ ...production, MFA_INTERNAL_UNSIGNED_UNTIL: new Date(until).toISOString() }, boot);
+        const auth = new Authenticator({ auth: config, keyring }, directoryOf([]));
+        auth.onModuleInit();
+        const messages = () => warn.mock.calls.map((c) => String(c.arguments[0]));
+        assert.match(messages().join('\n'), /answered until 2026-12-05T14:00:00.000Z/);
+        assert.equal(messages().filter((m) => /has passed/.test(m)).length, 0);
+        t.mock.timers.tick(2 * hour - 1);
+        assert.equal(messages().filter((m) => /has passed/.test(m)).length, 0);
+        t.mock.timers.tick(1);
+        t.mock.timers.tick(24 * hour);
+        assert.deepEqual(messages().filter((m) => /has passed/.test(m)), [
+          'MFA_INTERNAL_UNSIGNED_UNTIL 2026-12-05T14:00:00.000Z has passed: unsigned internal requests are refused, as with MFA_INTERNAL_UNSIGNED=refuse; remove MFA_INTERNAL_UNSIGNED and MFA_INTERNAL_UNSIGNED_UNTIL',
+        ]);
+        auth.onModuleDestroy();
+      });
     });
   });
 });

@@ -236,6 +236,13 @@ describe('end to end: push to the authenticator app', () => {
     }, 20_000, 'the denial in the report');
     assert.equal(details.resultDetail, 'MFA denied; user declined the authentication');
     assert.equal(details.deviceId, device.deviceId, 'and the app that denied');
+    const reported = await eventually(async () => {
+      const report = (await ask(Subjects.reportsSigninsQuery, { tenantId, userId, limit: 10 })) as Reply & { items?: SigninItem[] };
+      const found = report.items?.find((i) => i.challengeId === third.challengeId);
+      return found?.result === 'failure' ? found : undefined;
+    }, 20_000, 'the fraud report in the report');
+    assert.equal(reported.resultDetail, 'MFA denied; Fraud Code Entered');
+    assert.equal(reported.deviceToken, device.deviceId, 'and the app that reported it');
   });
 
   itWith({ real: wholeStack }, 'an activation refused after its code was taken (five apps already) does not burn the code: it activates once a device is deleted', async () => {

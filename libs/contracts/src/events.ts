@@ -370,7 +370,15 @@ export const ChallengeResendRequested = envelope(
 );
 
 /** A pending challenge the user (or the IdP) reported as fraud (fraud.report): denied. Written by fraud. */
-export const ChallengeFraudReported = envelope('ChallengeFraudReported', 1, Outcome.extend({ alertId: z.string() }));
+export const ChallengeFraudReported = envelope(
+  'ChallengeFraudReported',
+  1,
+  Outcome.extend({
+    alertId: z.string(),
+    /** Push reported from the authenticator app: the app whose signed answer it was (its alert's deviceId). */
+    deviceId: z.string().max(128).optional(),
+  }),
+);
 
 // ---- fraud (one subject per user: EventSubjects.fraudUser) --------------------------------------
 
@@ -414,6 +422,8 @@ export const FraudReported = envelope(
     /** When the block (the tenant's auto-block, or one already in force) ends. */
     blockedUntil: IsoDateTime.optional(),
     by: Actor.optional(),
+    /** source `app`: the authenticator app that reported (it signed the answer); absent from an older auth-challenge. */
+    deviceId: z.string().max(128).optional(),
   }),
 );
 /**

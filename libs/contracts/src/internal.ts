@@ -52,3 +52,9 @@ export type VoiceOutcomeReply = z.infer<typeof VoiceOutcomeReply>;
 
 export const FraudFromCallRequest = z.object({ tenantId: TenantId, userId: UserId, challengeId: z.string().max(128) });
 export type FraudFromCallRequest = z.infer<typeof FraudFromCallRequest>;
+/**
+ * `deviceId`: the authenticator app that reported (it signed the answer), named in the alert and
+ * the report's row; an older auth-challenge leaves it out, an older fraud ignores it.
+ */
+export const FraudFromAppRequest = FraudFromCallRequest.extend({ deviceId: z.string().max(128).optional() });
+export type FraudFromAppRequest = z.infer<typeof FraudFromAppRequest>;

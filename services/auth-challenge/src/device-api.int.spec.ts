@@ -283,6 +283,29 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'pending', 'nothing reported, nothing decided');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'a fraud report from the app names the device that signed it to the fraud service, for the alert and the sign-in report', async () => {
+    const userId = uniqueUser('grace');
+    const device = await userWithDevice(tenant, userId);
+    const push = await startPush(tenant, userId);
+    // Standing in for the fraud service: what the device API asks of it.
+    const asked: Array<Record<string, unknown>> = [];
+    const fraud = nc.subscribe(InternalSubjects.fraudFromApp, {
+      callback: (_error, msg) => {
+        const body = msg.json<Record<string, unknown>>();
+        if (body.challengeId !== push.challengeId) return;
+        asked.push(body);
+        msg.respond(JSON.stringify({ alertId: 'alert-1', challengeDenied: true, blocked: false }));
+      },
+    });
+    try {
+      await nc.flush();
+      assert.deepEqual((await answer(device, push.challengeId, 'fraud')).body, { status: 'denied', reason: 'fraud_reported' });
+      assert.deepEqual(asked, [{ tenantId: tenant, userId, challengeId: push.challengeId, deviceId: device.deviceId }]);
+    } finally {
+      fraud.unsubscribe();
+    }
+  });
+
   /** An IPv6 /64 no other run has used (documentation space), and an address in it. */
   const freshPrefix = () => `2001:db8:${randomBytes(2).toString('hex')}:${randomBytes(2).toString('hex')}`;
 

@@ -2,11 +2,11 @@ import { after, before, describe } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { EventSubjects, parseEvent, Streams, type AnyEvent, type EventOf, type FraudReportReply } from '@mfa/contracts';
+import { EventSubjects, InternalSubjects, parseEvent, Streams, type AnyEvent, type EventOf, type FraudReportReply } from '@mfa/contracts';
 import { loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, ensureStream, EventPublisher, readOnce, type NatsClients } from '@mfa/messaging';
-import { challengeId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
-import { runService, type RunningService } from '@mfa/service-kit';
+import { challengeId, deviceId as formatDeviceId, RedisKeys, UserProjectionWriter } from '@mfa/projection';
+import { InternalRequests, runService, type RunningService } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, tenantCreated, testEnv, testTenant, testUser, uniqueTenant, uniqueUser, userRegistered } from '@mfa/testing';
 import { ChallengeDenial, fraudReportsKey } from './adapters/challenge-denial.js';
@@ -333,6 +333,40 @@ describe('fraud: reports on the real NATS and Redis', () => {
     await alerts.report({ tenantId, userId: other, challengeId: sms.id, source: 'idp' }, new Date());
     assert.equal(await redis.exists(RedisKeys.pushRefusals(userTag(keyring, tenantId, other))), 0);
   });
+
+  itWith({ real: ['nats', 'redis'] }, 'a report from the app (the device API, signed) names its device in the alert and in ChallengeFraudReported; one without it names none; another user’s device is refused', async () => {
+    const config = loadFraudConfig({ ...process.env, NATS_URL: testEnv.natsUrl, REDIS_URL: testEnv.redisUrl, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' });
+    let service: RunningService | undefined;
+    try {
+      service = await runService({ name: 'fraud', module: AppModule.forRoot(config, log), config, log });
+      const internal = new InternalRequests(nats.nc, config.keyring);
+      const fromApp = (body: Record<string, unknown>) => internal.request<FraudReportReply & { error?: { code: string; message: string } }>(InternalSubjects.fraudFromApp, body, { timeoutMs: 5000 });
+      const userId = await register();
+      const device = formatDeviceId(userTag(keyring, tenantId, userId), randomBytes(16).toString('base64url'));
+
+      const stranger = formatDeviceId(userTag(keyring, tenantId, await register()), randomBytes(16).toString('base64url'));
+      const refused = await fromApp({ tenantId, userId, challengeId: (await startChallenge(userId)).id, deviceId: stranger });
+      assert.deepEqual([refused.error?.code, refused.error?.message], ['invalid_request', 'deviceId: not a device of this user']);
+
+      const push = await startChallenge(userId);
+      const reply = await fromApp({ tenantId, userId, challengeId: push.id, deviceId: device });
+      assert.equal(reply.error, undefined, JSON.stringify(reply.error));
+      assert.equal(reply.challengeDenied, true);
+      const alert = (await alertsOf(userId)).find((a) => a.event.data.challengeId === push.id);
+      assert.deepEqual([alert?.event.data.source, alert?.event.data.deviceId], ['app', device]);
+      const [denied] = await fraudReportedOf(push.id);
+      assert.equal((denied?.event as EventOf<'ChallengeFraudReported'> | undefined)?.data.deviceId, device, 'the report’s row names the app');
+
+      // As an older auth-challenge asks: no device, none named.
+      const older = await startChallenge(userId);
+      assert.equal((await fromApp({ tenantId, userId, challengeId: older.id })).error, undefined);
+      const [plain] = await fraudReportedOf(older.id);
+      assert.ok(plain, 'ChallengeFraudReported');
+      assert.equal('deviceId' in plain.event.data, false);
+    } finally {
+      await service?.stop();
+    }
+  }, { timeout: 60_000 });
 
   itWith({ real: ['nats', 'redis'] }, "the fraud service's alerts consumer completes an alert whose report never did", async () => {
     const config = loadFraudConfig({ ...process.env, NATS_URL: testEnv.natsUrl, REDIS_URL: testEnv.redisUrl, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' });

@@ -18,7 +18,7 @@ import {
   type TenantEvent,
 } from '@mfa/contracts';
 import { keyringFromMasterKey, loadKeyring } from '@mfa/crypto';
-import { connectNats, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
+import { connectNats, createEvent, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
 import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import {
   challengeApproved,
@@ -340,6 +340,33 @@ describe('reporting service (real NATS and Postgres)', () => {
     assert.equal(reg.clientIp, '198.51.100.4');
     assert.equal(reg.application, 'Outlook');
     assert.equal(reg.occurredAt, at(2).toISOString());
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'reports a push reported as fraud from the app with the app’s device id as its device token; one reported otherwise, or by an older fraud, with none', async () => {
+    const tenantId = await newTenant();
+    const userId = uniqueUser();
+    const push = (offset: number) => testChallenge(testUser({ tenantId, userId }), { method: 'push', startedAt: at(offset).toISOString() });
+    const fraudReported = (c: TestChallenge, deviceId?: string) =>
+      parsed(
+        createEvent('ChallengeFraudReported', 1, {
+          tenantId,
+          aggregateId: c.challengeId,
+          now: new Date(later(c, 15)),
+          data: { challengeId: c.challengeId, userId, method: 'push', server: c.server, alertId: randomUUID(), ...(deviceId !== undefined ? { deviceId } : {}) },
+        }),
+      );
+    const fromApp = push(0);
+    const older = push(1);
+    const deviceId = `${randomBytes(8).toString('base64url')}.${randomBytes(16).toString('base64url')}`;
+    await projection.projectChallenges(sequence<ChallengeEvent>([started(fromApp), fraudReported(fromApp, deviceId), started(older), fraudReported(older)]));
+    const items = (await page({ tenantId })).items;
+    assert.deepEqual(
+      items.map((i) => [i.challengeId, i.authMethod, i.result, i.resultDetail, i.deviceToken]),
+      [
+        [older.challengeId, 'push', 'failure', ResultDetail.fraud, null],
+        [fromApp.challengeId, 'push', 'failure', ResultDetail.fraud, deviceId],
+      ],
+    );
   });
 
   itWith({ real: ['nats', 'postgres'] }, 'pages through every row exactly once, in order, also across equal timestamps', async () => {

@@ -8,7 +8,7 @@ import {
   describeIssues,
   InternalSubjects,
   type DeviceActivateReply,
-  type FraudFromCallRequest,
+  type FraudFromAppRequest,
 } from '@mfa/contracts';
 import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
 import type { InternalRequests } from '@mfa/service-kit';
@@ -197,7 +197,7 @@ export class DeviceApiService {
       // is fraud's to say, atomically with the denial: one already decided or expired is refused
       // (409) before anyone is blocked, and a report sent again (its answer lost) is answered as
       // the first was.
-      return this.fraud(device, { tenantId, userId, challengeId });
+      return this.fraud(device, { tenantId, userId, challengeId, deviceId: device.deviceId });
     }
     try {
       const { verdict, reply } = await this.challenges.pushAnswer(
@@ -218,7 +218,7 @@ export class DeviceApiService {
   }
 
   /** The user did not start this sign-in: the fraud service denies it, blocks and mails as the tenant says. */
-  private async fraud(device: Device, target: FraudFromCallRequest): Promise<{ status: 'denied'; reason: string }> {
+  private async fraud(device: Device, target: FraudFromAppRequest): Promise<{ status: 'denied'; reason: string }> {
     const reply = await this.internal.request<{ error?: { code: string; message: string } }>(InternalSubjects.fraudFromApp, target, { timeoutMs: INTERNAL_TIMEOUT_MS }).catch((error: unknown) => {
       this.unreached(InternalSubjects.fraudFromApp, error);
       throw new DeviceApiError(503, 'unavailable', 'the fraud report could not be recorded; try again');

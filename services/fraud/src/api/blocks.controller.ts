@@ -1,6 +1,7 @@
 import { Inject } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import {
+  FraudFromAppRequest,
   FraudFromCallRequest,
   InternalSubjects,
   FraudIpsListRequest,
@@ -65,8 +66,9 @@ export class BlocksController {
 
   /** auth-challenge's device API: the user reported a push as fraud in the authenticator app (internal: signed). */
   @MessagePattern(InternalSubjects.fraudFromApp)
-  reportFromApp(@Payload(new ContractPipe(FraudFromCallRequest)) request: FraudFromCallRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
-    return this.alerts.report({ ...request, source: 'app' }, ctx.receivedAt);
+  reportFromApp(@Payload(new ContractPipe(FraudFromAppRequest)) request: FraudFromAppRequest, @Ctx() ctx: NatsRequestContext): Promise<FraudReportReply> {
+    const { deviceId, ...target } = request;
+    return this.alerts.report({ ...target, source: 'app' }, ctx.receivedAt, undefined, deviceId);
   }
 
   @MessagePattern(Subjects.usersBlock)

@@ -3,6 +3,7 @@ import {
   conflict,
   EventSubjects,
   forbidden,
+  invalidRequest,
   unavailable,
   methodOf,
   notFound,
@@ -13,7 +14,7 @@ import {
 } from '@mfa/contracts';
 import { userTag, type Keyring } from '@mfa/crypto';
 import { createEvent, eventIdOf, publishWithRetry, type EventPublisher } from '@mfa/messaging';
-import { parseChallengeId } from '@mfa/projection';
+import { parseChallengeId, parseDeviceId } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 import type { ChallengeDenial, ChallengeOrigin } from '../adapters/challenge-denial.js';
 import { blockedUntil, fraudBlockUntil, type Actor } from '../domain/user-block.js';
@@ -55,7 +56,12 @@ export class FraudAlertsService {
     private readonly canMail: boolean,
   ) {}
 
-  async report(request: FraudReportRequest, now: Date, by?: Actor): Promise<FraudReportReply> {
+  /**
+   * `deviceId`: the authenticator app that reported (InternalSubjects.fraudFromApp, from the device
+   * API, which checked the device's signature); recorded in the alert, and by its completion in the
+   * challenge's ChallengeFraudReported, so that the report names the app as for its other answers.
+   */
+  async report(request: FraudReportRequest, now: Date, by?: Actor, deviceId?: string): Promise<FraudReportReply> {
     const { tenantId, userId } = request;
     const settings = await this.blocks.requireTenant(tenantId);
     if (!settings.fraudAlert.enabled) throw forbidden('fraud alerts are turned off for this tenant (fraudAlert.enabled)');
@@ -64,6 +70,8 @@ export class FraudAlertsService {
     }
     await this.blocks.requireRegistered(tenantId, userId);
     const tag = userTag(this.keyring, tenantId, userId);
+    // A device id is `<tag>.<nonce>` under the user's tag: another user's device is no answer of this one.
+    if (deviceId !== undefined && parseDeviceId(deviceId)?.tag !== tag) throw invalidRequest('deviceId: not a device of this user');
 
     let waiting = false;
     let origin: ChallengeOrigin = {};
@@ -139,6 +147,7 @@ export class FraudAlertsService {
         blocked: until !== undefined,
         ...(until !== undefined ? { blockedUntil: new Date(until).toISOString() } : {}),
         ...(by ? { by } : {}),
+        ...(deviceId !== undefined ? { deviceId } : {}),
       },
     });
     const ack = await this.blocks
@@ -181,7 +190,7 @@ export class FraudAlertsService {
    */
   async complete(alert: EventOf<'FraudReported'>, seq: number, now = new Date()): Promise<void> {
     const { tenantId } = alert;
-    const { userId, alertId, challengeId, by } = alert.data;
+    const { userId, alertId, challengeId, by, deviceId } = alert.data;
     const reportedAt = new Date(alert.occurredAt);
     const id = challengeId !== undefined ? parseChallengeId(challengeId) : undefined;
     if (challengeId !== undefined && id) {
@@ -193,7 +202,7 @@ export class FraudAlertsService {
           aggregateId: challengeId,
           now: reportedAt,
           id: eventIdOf(`${challengeId}:fraud_reported`),
-          data: { challengeId, userId, method, server: this.server, alertId },
+          data: { challengeId, userId, method, server: this.server, alertId, ...(deviceId !== undefined ? { deviceId } : {}) },
         });
         await publishWithRetry(this.publisher, EventSubjects.challengeFraudReported, denied, { attempts: 3, delayMs: 100 });
         await this.denial.markRecorded(id.tag, id.nonce);

@@ -136,7 +136,8 @@ function effectOf(event: ChallengeEvent): Effect {
       };
     }
     case 'ChallengeFraudReported':
-      return { outcome: failure(ResultDetail.fraud, event.occurredAt) };
+      // From the app: the device that reported it; an older fraud's event (or another source) names none.
+      return { outcome: { ...failure(ResultDetail.fraud, event.occurredAt), ...deviceOf(event.data) } };
     case 'ChallengeDeniedByUser':
       return { outcome: { ...failure(ResultDetail.deniedByUser, event.occurredAt), ...deviceOf(event.data) } };
     case 'ChallengeUserBlocked':

@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import { randomUUID } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { ResultDetail, type ChallengeEvent, type DispatchEvent, type TenantEvent } from '@mfa/contracts';
+import { createEvent } from '@mfa/messaging';
 import {
   challengeApproved,
   challengeAttemptsExhausted,
@@ -210,6 +211,20 @@ describe('sign-in projection', () => {
     assert.deepEqual([approved.result, approved.deviceId], ['success', 'dev-approving']);
     const code = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), challengeApproved(c))));
     assert.equal(code.deviceId, null, 'a code names no device');
+  });
+
+  it('given a push reported as fraud from the app, then the row names the reporting device; an event without one names none', () => {
+    const c = signin();
+    const reported = (deviceId?: string) =>
+      createEvent('ChallengeFraudReported', 1, {
+        tenantId,
+        aggregateId: c.challengeId,
+        now: new Date(thirtySecondsIn),
+        data: { challengeId: c.challengeId, userId: c.userId, method: 'push', server: c.server, alertId: 'alert-1', ...(deviceId !== undefined ? { deviceId } : {}) },
+      });
+    const fromApp = only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), reported('dev-reporting'))));
+    assert.deepEqual([fromApp.resultDetail, fromApp.deviceId], [ResultDetail.fraud, 'dev-reporting']);
+    assert.equal(only(foldChallengeEvents(seqd<ChallengeEvent>(challengeStarted(c), reported()))).deviceId, null);
   });
 
   it('given a block after the start, then denied as a blocked user', () => {

@@ -243,6 +243,12 @@ describe('end to end: push to the authenticator app', () => {
     }, 20_000, 'the fraud report in the report');
     assert.equal(reported.resultDetail, 'MFA denied; Fraud Code Entered');
     assert.equal(reported.deviceToken, device.deviceId, 'and the app that reported it');
+    const alert = await eventually(async () => {
+      const alerts = (await ask(Subjects.reportsFraudQuery, { tenantId, userId })) as Reply & { items?: Array<{ challengeId: string | null; source: string; deviceId: string | null }> };
+      return alerts.items?.find((a) => a.challengeId === third.challengeId && a.deviceId !== null);
+    }, 20_000, 'the fraud alert naming the app');
+    assert.equal(alert.source, 'app');
+    assert.equal(alert.deviceId, device.deviceId);
   });
 
   itWith({ real: wholeStack }, 'an activation refused after its code was taken (five apps already) does not burn the code: it activates once a device is deleted', async () => {

@@ -516,6 +516,8 @@ export const FraudItem = z.object({
   displayName: z.string().nullable(),
   email: z.string().nullable(),
   phoneNumber: z.string().nullable(),
+  /** The reported sign-in's deciding app (its row's deviceId): for a push reported from the app, the app that reported it. */
+  deviceId: z.string().nullable(),
   source: z.enum(FRAUD_SOURCES),
   clientIp: z.string().nullable(),
   application: z.string().nullable(),

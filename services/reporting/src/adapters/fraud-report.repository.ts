@@ -78,6 +78,8 @@ export interface StoredAlert extends Omit<AlertRow, 'tenantId' | 'occurredAt' | 
   displayName: string | null;
   email: string | null;
   phoneNumber: string | null;
+  /** The reported sign-in row's deciding app (signins.device_id). */
+  deviceId: string | null;
   pii: { sealed: string; gen: number } | null;
   mailsSent: number;
   mailsFailed: number;
@@ -153,7 +155,7 @@ export class FraudReportRepository {
     const sql = `
       SELECT a.alert_id, a.occurred_at, ${POSITION.replace('occurred_at', 'a.occurred_at')} AS position, a.user_id, a.source, a.challenge_id,
              a.client_ip, a.application, a.comment, a.challenge_denied, a.blocked, a.blocked_until, a.reported_by,
-             s.display_name, s.email, s.phone_number, s.pii, s.user_gen,
+             s.display_name, s.email, s.phone_number, s.pii, s.user_gen, s.device_id,
              (SELECT count(*) FROM fraud_notifications n WHERE n.alert_id = a.alert_id AND n.sent)::int AS mails_sent,
              (SELECT count(*) FROM fraud_notifications n WHERE n.alert_id = a.alert_id AND NOT n.sent)::int AS mails_failed
         FROM fraud_alerts a
@@ -179,6 +181,7 @@ export class FraudReportRepository {
       displayName: (r.display_name as string | null) ?? null,
       email: (r.email as string | null) ?? null,
       phoneNumber: (r.phone_number as string | null) ?? null,
+      deviceId: (r.device_id as string | null) ?? null,
       pii: r.pii === null || r.pii === undefined || r.user_gen === null ? null : { sealed: r.pii as string, gen: r.user_gen as number },
       mailsSent: r.mails_sent as number,
       mailsFailed: r.mails_failed as number,

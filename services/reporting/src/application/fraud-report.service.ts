@@ -113,6 +113,7 @@ function toFraudItem(row: StoredAlert): FraudItem {
     displayName: row.displayName,
     email: row.email,
     phoneNumber: row.phoneNumber,
+    deviceId: row.deviceId,
     source: row.source,
     clientIp: row.clientIp,
     application: row.application,

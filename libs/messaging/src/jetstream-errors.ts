@@ -1,4 +1,4 @@
-import { JetStreamApiCodes, JetStreamApiError, JetStreamError } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, JetStreamError, type JetStreamManager } from '@nats-io/jetstream';
 
 /**
  * JetStream errors, told apart by the client's error classes and the server's API error codes
@@ -20,6 +20,10 @@ export const JetStreamCodes = {
   ReplicasNotSupported: 10074,
   /** JSStreamOfflineErr: the stream's replicas are not available. */
   StreamOffline: 10118,
+  /** JSStreamMsgDeleteFailedF: a message delete failed; the description is the store's error. */
+  StreamMsgDeleteFailed: 10057,
+  /** JSSequenceNotFoundErrF: no message at that sequence (a delete racing another's). */
+  SequenceNotFound: 10043,
 } as const;
 
 /** The server's API error code, when the error is a JetStream API error. */
@@ -40,6 +44,24 @@ export function isStreamOrConsumerNotFound(error: unknown): boolean {
 
 export function isNoMessageFound(error: unknown): boolean {
   return jetStreamApiCode(error) === JetStreamCodes.NoMessageFound;
+}
+
+/**
+ * Deletes (with `erase`, overwriting its stored bytes) message `seq` of `stream`; false when it was
+ * already gone (deleted, erased or purged by another instance first). The server answers a delete
+ * of a missing message not with 10037 but with JSSequenceNotFoundErrF (10043) when two deletes race,
+ * or JSStreamMsgDeleteFailedF (10057, "no message found") after the other finished, and 10057 also
+ * carries real failures: so the message is looked up, and the error stands unless it is gone.
+ */
+export async function deleteMessageIfPresent(jsm: JetStreamManager, stream: string, seq: number, erase: boolean): Promise<boolean> {
+  try {
+    return await jsm.streams.deleteMessage(stream, seq, erase);
+  } catch (error) {
+    const code = jetStreamApiCode(error);
+    if (code !== JetStreamCodes.StreamMsgDeleteFailed && code !== JetStreamCodes.SequenceNotFound && code !== JetStreamCodes.NoMessageFound) throw error;
+    if ((await jsm.streams.getMessage(stream, { seq })) === null) return false;
+    throw error;
+  }
 }
 
 /** A stream cannot have the replicas asked for: no cluster, too few peers, no resources. */

@@ -125,6 +125,18 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     assert.equal((await new UserDataKeys(nats, rotated).getOrCreate(tenantId, userId, { minGen: 2 })).gen, 2);
   });
 
+  itWith({ real: ['nats'] }, 'instances reading a rotated user at once all get the key: a move another finished first is no error', async () => {
+    const rotated = keyringFromMasterKey(Buffer.alloc(32, 5), [keyring]);
+    const users = Array.from({ length: 10 }, () => ({ tenantId: uniqueTenant('dk'), userId: uniqueUser('moved') }));
+    for (const { tenantId, userId } of users) await fresh().getOrCreate(tenantId, userId);
+    // Four instances each (a rebuild and on-demand reads after the rotation): each moves the key and
+    // deletes the old copy, and all but one find that copy already deleted.
+    const reads = await Promise.allSettled(users.flatMap(({ tenantId, userId }) => Array.from({ length: 4 }, () => new UserDataKeys(nats, rotated).get(tenantId, userId, 1))));
+    const failed = reads.filter((r) => r.status === 'rejected').map((r) => `${String((r as PromiseRejectedResult).reason)} ${((r as PromiseRejectedResult).reason as { code?: number }).code}`);
+    assert.deepEqual(failed, []);
+    for (const r of reads) assert.ok(r.status === 'fulfilled' && r.value && r.value !== 'erased' && r.value.wrapped.startsWith(`v2.${rotated.kid}.`));
+  });
+
   itWith({ real: ['nats'] }, 'caches keys for a while, forgets one on evict, and answers undefined for keys it does not know', async () => {
     const tenantId = uniqueTenant('dk');
     const userId = uniqueUser('cache');

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ContractError, EventSubjects, Streams } from '@mfa/contracts';
 import { generateDataKey, rewrapDataKey, unwrapDataKey, userTag, type DataKey, type Keyring } from '@mfa/crypto';
-import { isNoMessageFound, isWrongLastSequence, type NatsClients } from '@mfa/messaging';
+import { deleteMessageIfPresent, isWrongLastSequence, type NatsClients } from '@mfa/messaging';
 import { counter } from '@mfa/telemetry';
 
 const lookups = counter('mfa_data_key_lookups_total', 'Reads of users’ data keys from MFA_USER_KEYS (cache misses), by outcome', ['outcome']);
@@ -191,9 +191,7 @@ export class UserDataKeys {
 
   /** Deletes a message so that the server overwrites its stored bytes; one already gone is fine. */
   private async deleteErasing(seq: number): Promise<void> {
-    await this.nats.jsm.streams.deleteMessage(Streams.userKeys.name, seq, true).catch((error: unknown) => {
-      if (!isNoMessageFound(error)) throw error;
-    });
+    await deleteMessageIfPresent(this.nats.jsm, Streams.userKeys.name, seq, true);
   }
 
   private last(tag: string, fromLeader: boolean) {

@@ -103,6 +103,16 @@ export function seal(keyring: Keyring, plaintext: Uint8Array, scope: SealScope, 
   return ['v2', keyring.kid, String(hour), iv.toString('base64url'), ct.toString('base64url'), tag.toString('base64url')].join('.');
 }
 
+/**
+ * The `kid` (the master key's public id) a v2 or v1 sealed secret names, without opening it; undefined
+ * when `sealed` is not one. What a rotation tool counts to tell which master keys are still needed.
+ */
+export function sealedKeyId(sealed: string): string | undefined {
+  const parts = sealed.split('.');
+  if ((parts.length === 6 && parts[0] === 'v2') || (parts.length === 5 && parts[0] === 'v1')) return parts[1] || undefined;
+  return undefined;
+}
+
 /** Opens a v2 or v1 sealed secret of `scope`; throws SealError if it is not one, or does not open. */
 export function open(keyring: Keyring, sealed: string, scope: SealScope): Buffer {
   const parts = sealed.split('.');

@@ -1,0 +1,425 @@
+import { z } from 'zod';
+import { EventSubjects, IMPORTS_BUCKET, Streams, subjectIds } from '@mfa/contracts';
+import { open, rewrapDataKey, SealContext, sealedKeyId, SealError, userTag, type Keyring } from '@mfa/crypto';
+import { deleteMessageIfPresent, isStreamOrConsumerNotFound, isWrongLastSequence, readAggregate, readOnce, type NatsClients } from '@mfa/messaging';
+import { createLogger, type Logger } from '@mfa/telemetry';
+import { Objm } from '@nats-io/obj';
+import { IMPORT_JOBS_BUCKET } from '../adapters/import-jobs.js';
+import type { Decider } from '../domain/events.js';
+import { oathTokenDecider } from '../domain/oath-token.js';
+import { userDecider } from '../domain/user.js';
+
+/**
+ * After a master key rotation: moves and wraps again every user's data key still under a previous
+ * master key (MFA_USER_KEYS), and counts, per key id (`kid`, the key's public fingerprint), what
+ * still needs each previous key, so the operator knows when one can leave
+ * MFA_PREVIOUS_ENCRYPTION_KEYS. Runs while the services run: every write is conditional on what
+ * was read (expect.lastSubjectSequence), so it never replaces an erasure's tombstone nor a key the
+ * services wrote meanwhile; a write that lost is left to the winner and counted (`raced`). Re-running
+ * it redoes only what is left, so an interrupted run is resumed by running it again.
+ *
+ * What it cannot rewrite it only counts: secrets sealed directly under the master key in
+ * MFA_USER_SETTINGS events (TOTP and hardware token secrets, voice PIN hashes, push tokens), which
+ * are immutable. Those the users' current state still uses need the previous key until the user
+ * enrols, sets the PIN, or activates the device again (or is reset or erased); the rest are only
+ * history, readable by whoever holds that key and a copy of the log.
+ */
+
+/** Users worked on at once: enough to hide the round trips, few enough for a shared NATS. */
+const PARALLEL_USERS = 8;
+
+const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1);
+const OATH_SUBJECT_PREFIX = EventSubjects.allOathTokens.slice(0, -1);
+
+// The records of MFA_USER_KEYS, as libs/service-kit's UserDataKeys writes them.
+const StoredKey = z.object({ gen: z.int().positive(), wrappedKey: z.string().min(1).max(1024) });
+const StoredTombstone = z.object({ gen: z.int().positive(), erasedAt: z.string().max(64) });
+type Stored = { kind: 'key'; gen: number; wrappedKey: string } | { kind: 'erased'; gen: number; erasedAt: string };
+
+/** The start of a sealed secret: its format and key id. */
+const SEALED_HEAD = /^v[12]\.([A-Za-z0-9_-]{1,32})\./;
+/** A sealed secret as the event log and snapshots carry it: `"v2.<kid>.` or `"v1.<kid>.`. */
+const SEALED_IN_JSON = /"v[12]\.([A-Za-z0-9_-]{8})\./g;
+
+/** One record of a user's data key: where it is, its stream sequence, what it holds. */
+export interface DataKeyRecord {
+  tag: string;
+  seq: number;
+  stored: Stored;
+}
+
+/** What `inspect` read of one user's data key: under the current key's tag, and under each previous key's. */
+export interface DataKeyPlan {
+  tenantId: string;
+  userId: string;
+  tag: string;
+  current?: DataKeyRecord | undefined;
+  previous: DataKeyRecord[];
+  /** Records that are neither a key nor a tombstone: left alone. */
+  unreadable: number;
+}
+
+export interface DataKeyOutcome {
+  /** The user's record was moved from a previous key's tag (a key wrapped again; a tombstone as it was). */
+  moved?: 'key' | 'tombstone';
+  /** The key under the current tag was wrapped again in place. */
+  rewrapped: boolean;
+  /** Copies under previous keys' tags deleted (the current tag holds the same or a later record). */
+  copiesRemoved: number;
+  /** Copies left because they hold something the current record does not (see `apply`). */
+  conflicts: number;
+  /** A conditional write lost: the record changed meanwhile (an erasure, a service's own move); left to the winner. */
+  raced: boolean;
+}
+
+/** What still needs one master key, by key id. */
+export interface KeyNeeds {
+  /** Data keys in MFA_USER_KEYS wrapped with it. */
+  dataKeys: number;
+  /** TOTP secrets of users' tokens (apps and hardware, pending or active) sealed with it. */
+  totpSecrets: number;
+  /** Voice PIN hashes in use sealed with it. */
+  pinHashes: number;
+  /** Push tokens of users' devices sealed with it. */
+  pushTokens: number;
+  /** Secrets of hardware tokens in the inventory sealed with it. */
+  inventorySecrets: number;
+  /** Unfinished import jobs whose file or PSKC keys are sealed with it (they end, or expire within 7 days). */
+  importJobs: number;
+}
+
+export interface RewrapReport {
+  dryRun: boolean;
+  currentKid: string;
+  previousKids: string[];
+  users: number;
+  hardwareTokens: number;
+  dataKeys: {
+    /** Moved from a previous key's tag (in a dry run: would be). */
+    moved: number;
+    tombstonesMoved: number;
+    /** Wrapped again in place under the current tag (in a dry run: would be). */
+    rewrapped: number;
+    copiesRemoved: number;
+    conflicts: number;
+    raced: number;
+    /** Records that did not open (wrapped with a key not in the keyring) or did not parse: left alone. */
+    failed: number;
+    /** Tombstones in MFA_USER_KEYS (they need no key). */
+    tombstones: number;
+  };
+  /** In use now, by key id: the current key, each previous key, and any key id the keyring does not know. */
+  needs: Record<string, KeyNeeds>;
+  /** Sealed values in MFA_USER_SETTINGS by key id: immutable history, whether in use or not. */
+  eventLog: Record<string, number>;
+  /** Previous key ids nothing in use needs any more: these may leave MFA_PREVIOUS_ENCRYPTION_KEYS. */
+  removable: string[];
+}
+
+export interface MasterKeyRewrapOptions {
+  /** Only read and report: nothing is written. */
+  dryRun?: boolean;
+  /** Skip counting the sealed values of the whole event log (a read of every event). */
+  skipEventLog?: boolean;
+  log?: Logger;
+}
+
+const noNeeds = (): KeyNeeds => ({ dataKeys: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, importJobs: 0 });
+
+export class MasterKeyRewrap {
+  private readonly log: Logger;
+
+  constructor(
+    private readonly nats: Pick<NatsClients, 'js' | 'jsm'>,
+    private readonly keyring: Keyring,
+    private readonly options: MasterKeyRewrapOptions = {},
+  ) {
+    this.log = options.log ?? createLogger('user-settings');
+  }
+
+  async run(): Promise<RewrapReport> {
+    const dryRun = this.options.dryRun === true;
+    const report: RewrapReport = {
+      dryRun,
+      currentKid: this.keyring.kid,
+      previousKids: this.keyring.previous.map((k) => k.kid),
+      users: 0,
+      hardwareTokens: 0,
+      dataKeys: { moved: 0, tombstonesMoved: 0, rewrapped: 0, copiesRemoved: 0, conflicts: 0, raced: 0, failed: 0, tombstones: 0 },
+      needs: {},
+      eventLog: {},
+      removable: [],
+    };
+    const needs = (kid: string): KeyNeeds => (report.needs[kid] ??= noNeeds());
+    // What is not a sealed secret at all is counted apart: it needs no key, and no key opens it.
+    const needsOf = (sealed: string): KeyNeeds => needs(sealedKeyId(sealed) ?? 'unreadable');
+    for (const kid of [report.currentKid, ...report.previousKids]) needs(kid);
+
+    // 1. Every user of the log: their data key, and the sealed secrets their state still uses.
+    await this.eachSubject(EventSubjects.allUsers, async (subject) => {
+      const ids = subjectIds(USER_SUBJECT_PREFIX, subject);
+      if (!ids) return;
+      const [tenantId, userId] = ids;
+      report.users++;
+      await this.rewrapUser(tenantId, userId, dryRun, report);
+      const state = fold(userDecider, await this.events(subject));
+      for (const token of state.tokens) needsOf(token.sealedSecret).totpSecrets++;
+      if (state.sealedPinHash) needsOf(state.sealedPinHash).pinHashes++;
+      for (const device of state.devices ?? []) if (device.sealedPushToken) needsOf(device.sealedPushToken).pushTokens++;
+    });
+
+    // 2. The hardware token inventory (a token's secret stays with it, assigned or not).
+    await this.eachSubject(EventSubjects.allOathTokens, async (subject) => {
+      if (!subjectIds(OATH_SUBJECT_PREFIX, subject)) return;
+      report.hardwareTokens++;
+      const state = fold(oathTokenDecider, await this.events(subject));
+      if (state.exists && state.sealedSecret) needsOf(state.sealedSecret).inventorySecrets++;
+    });
+
+    // 3. What MFA_USER_KEYS holds now, users of the log or not (a key whose user has no event is
+    //    counted here only: nothing can say whose it is, so nothing can wrap it again).
+    await readOnce(this.nats.js, Streams.userKeys.name, '>', { policy: 'last_per_subject' }, (msg) => {
+      const stored = parseStored(parseJson(msg.string()));
+      if (stored?.kind === 'key') needsOf(stored.wrappedKey).dataKeys++;
+      else if (stored?.kind === 'erased') report.dataKeys.tombstones++;
+    });
+
+    // 4. Import jobs still to run: their file and PSKC keys were sealed when they were asked for.
+    await readOnce(this.nats.js, `KV_${IMPORT_JOBS_BUCKET}`, '>', { policy: 'last_per_subject' }, async (msg) => {
+      const job = UnfinishedJob.safeParse(parseJson(msg.string()));
+      if (!job.success) return;
+      const kid = job.data.sealedKeys ? sealedKeyId(job.data.sealedKeys) : job.data.source.sealed ? await this.sealedFileKid(job.data.source.object) : undefined;
+      if (kid) needs(kid).importJobs++;
+    });
+
+    // 5. The immutable history: every value sealed under the master key in the event log.
+    if (!this.options.skipEventLog) {
+      await readOnce(this.nats.js, Streams.userSettings.name, '>', { policy: 'all' }, (msg) => {
+        for (const match of msg.string().matchAll(SEALED_IN_JSON)) report.eventLog[match[1]!] = (report.eventLog[match[1]!] ?? 0) + 1;
+      });
+    }
+
+    report.removable = report.previousKids.filter((kid) => Object.values(report.needs[kid] ?? noNeeds()).every((n) => n === 0));
+    return report;
+  }
+
+  /** Reads one user's data key records, changing nothing. */
+  async inspect(tenantId: string, userId: string): Promise<DataKeyPlan> {
+    const tag = userTag(this.keyring, tenantId, userId);
+    const plan: DataKeyPlan = { tenantId, userId, tag, previous: [], unreadable: 0 };
+    plan.current = await this.record(tag, plan);
+    for (const previousTag of new Set(this.keyring.previous.map((k) => userTag(k, tenantId, userId)))) {
+      if (previousTag === tag) continue;
+      const found = await this.record(previousTag, plan);
+      if (found) plan.previous.push(found);
+    }
+    return plan;
+  }
+
+  /**
+   * Brings the user's record to the current key, each write conditional on what `inspect` read:
+   * - nothing under the current tag: the first copy under a previous tag is written there
+   *   (a key wrapped again) only if the subject is still empty;
+   * - a key under the current tag wrapped with a previous key: wrapped again, only if the subject
+   *   still holds that message. An erasure deletes the key's message before writing its tombstone,
+   *   so either write, whenever it comes, finds the subject moved on and fails: the erasure wins.
+   * Then copies under previous tags go (deleted with erase, as UserDataKeys.erase does) when the
+   * current record, read again, makes them worthless: a tombstone or key of the same or a later
+   * generation, or the same key. A copy holding anything else (a later generation, or another key
+   * of the same one, as a service without the previous key configured would make) is left and
+   * counted as a conflict: it still needs its key, and the operator's attention.
+   */
+  async apply(plan: DataKeyPlan): Promise<DataKeyOutcome> {
+    const { tenantId, userId, tag } = plan;
+    const outcome: DataKeyOutcome = { rewrapped: false, copiesRemoved: 0, conflicts: 0, raced: false };
+    const from = plan.previous[0];
+    if (!plan.current && from) {
+      const body = from.stored.kind === 'key' ? { gen: from.stored.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, from.stored.gen, from.stored.wrappedKey) } : toBody(from.stored);
+      if (await this.writeIf(tag, body, 0)) outcome.moved = from.stored.kind === 'key' ? 'key' : 'tombstone';
+      else outcome.raced = true;
+    } else if (plan.current?.stored.kind === 'key' && sealedKeyId(plan.current.stored.wrappedKey) !== this.keyring.kid) {
+      const { gen, wrappedKey } = plan.current.stored;
+      if (await this.writeIf(tag, { gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, gen, wrappedKey) }, plan.current.seq)) outcome.rewrapped = true;
+      else outcome.raced = true;
+    }
+    if (plan.previous.length === 0) return outcome;
+    const now = await this.record(tag, { unreadable: 0 });
+    if (!now) return outcome; // Nothing current (a write lost and the winner's record is gone too): a later run sees.
+    for (const copy of plan.previous) {
+      if (this.supersedes(tenantId, userId, now.stored, copy.stored)) {
+        await this.deleteErasing(copy.seq);
+        outcome.copiesRemoved++;
+      } else {
+        outcome.conflicts++;
+      }
+    }
+    return outcome;
+  }
+
+  private async rewrapUser(tenantId: string, userId: string, dryRun: boolean, report: RewrapReport): Promise<void> {
+    const plan = await this.inspect(tenantId, userId);
+    report.dataKeys.failed += plan.unreadable;
+    if (!plan.current && plan.previous.length === 0) return;
+    if (dryRun) {
+      const from = plan.previous[0];
+      if (!plan.current && from) {
+        if (from.stored.kind === 'key') report.dataKeys.moved++;
+        else report.dataKeys.tombstonesMoved++;
+      } else if (plan.current?.stored.kind === 'key' && sealedKeyId(plan.current.stored.wrappedKey) !== this.keyring.kid) {
+        report.dataKeys.rewrapped++;
+      }
+      return;
+    }
+    try {
+      const outcome = await this.apply(plan);
+      if (outcome.moved === 'key') report.dataKeys.moved++;
+      if (outcome.moved === 'tombstone') report.dataKeys.tombstonesMoved++;
+      if (outcome.rewrapped) report.dataKeys.rewrapped++;
+      if (outcome.raced) report.dataKeys.raced++;
+      report.dataKeys.copiesRemoved += outcome.copiesRemoved;
+      report.dataKeys.conflicts += outcome.conflicts;
+    } catch (error) {
+      // A key that does not open (its master key is not in the keyring): left as it is, counted.
+      if (!(error instanceof SealError)) throw error;
+      report.dataKeys.failed++;
+      this.log.warn('a user’s data key does not open: left as it is', { tenantId, error: { name: error.name, message: error.message } });
+    }
+  }
+
+  /** Whether `current` makes `copy` worthless: see `apply`. */
+  private supersedes(tenantId: string, userId: string, current: Stored, copy: Stored): boolean {
+    if (current.gen !== copy.gen) return current.gen > copy.gen;
+    if (current.kind === 'erased') return true;
+    // A tombstone of the generation the current tag holds a key of: the erasure must win, not be deleted.
+    if (copy.kind === 'erased') return false;
+    return this.sameKey(tenantId, userId, current.gen, current.wrappedKey, copy.wrappedKey);
+  }
+
+  private sameKey(tenantId: string, userId: string, gen: number, a: string, b: string): boolean {
+    const context = SealContext.userDataKey(tenantId, userId, gen);
+    let x: Buffer | undefined;
+    let y: Buffer | undefined;
+    try {
+      x = open(this.keyring, a, context);
+      y = open(this.keyring, b, context);
+      return x.equals(y);
+    } catch (error) {
+      if (error instanceof SealError) return false;
+      throw error;
+    } finally {
+      x?.fill(0);
+      y?.fill(0);
+    }
+  }
+
+  /** The key id of a file the service sealed in MFA_IMPORTS, from its first chunk (a sealed file is one text: `v2.<kid>.…`). */
+  private async sealedFileKid(name: string): Promise<string | undefined> {
+    let store;
+    try {
+      store = await new Objm(this.nats.js).open(IMPORTS_BUCKET);
+    } catch (error) {
+      if (isStreamOrConsumerNotFound(error)) return undefined;
+      throw error;
+    }
+    const info = await store.info(name);
+    if (!info || info.deleted) return undefined;
+    // STREAM.MSG.GET takes next_by_subj; nats.js types only seq and last_by_subj there (as ImportJobs.readHead).
+    const query = { seq: 1, next_by_subj: `$O.${IMPORTS_BUCKET}.C.${info.nuid}` } as unknown as Parameters<NatsClients['jsm']['streams']['getMessage']>[1];
+    const first = await this.nats.jsm.streams.getMessage(`OBJ_${IMPORTS_BUCKET}`, query);
+    return first ? SEALED_HEAD.exec(Buffer.from(first.data.subarray(0, 64)).toString('utf8'))?.[1] : undefined;
+  }
+
+  private async events(subject: string): Promise<Array<{ type: string }>> {
+    return (await readAggregate(this.nats.jsm, Streams.userSettings.name, subject, this.log)).events.map((stored) => stored.event);
+  }
+
+  /** Publishes `body` on the user's subject if its last message is still `expectedSeq` (0: none); false when it is not. */
+  private async writeIf(tag: string, body: object, expectedSeq: number): Promise<boolean> {
+    try {
+      await this.nats.js.publish(EventSubjects.userDataKey(tag), JSON.stringify(body), { expect: { lastSubjectSequence: expectedSeq } });
+      return true;
+    } catch (error) {
+      if (isWrongLastSequence(error)) return false;
+      throw error;
+    }
+  }
+
+  private async record(tag: string, counts: { unreadable: number }): Promise<DataKeyRecord | undefined> {
+    // From the stream leader: a replica answering direct gets may lag behind an erasure.
+    const msg = await this.nats.jsm.streams.getMessage(Streams.userKeys.name, { last_by_subj: EventSubjects.userDataKey(tag) });
+    if (!msg) return undefined;
+    const stored = parseStored(msg.json());
+    if (!stored) {
+      counts.unreadable++;
+      return undefined;
+    }
+    return { tag, seq: msg.seq, stored };
+  }
+
+  /** Deletes a message so that the server overwrites its stored bytes; one already gone is fine. */
+  private async deleteErasing(seq: number): Promise<void> {
+    await deleteMessageIfPresent(this.nats.jsm, Streams.userKeys.name, seq, true);
+  }
+
+  /** Calls `work` for the subject of each aggregate under `filter`, a few at a time: memory bounded by the few, not by the users. */
+  private async eachSubject(filter: string, work: (subject: string) => Promise<void>): Promise<void> {
+    const running = new Set<Promise<void>>();
+    let failed: { error: unknown } | undefined;
+    await readOnce(
+      this.nats.js,
+      Streams.userSettings.name,
+      filter,
+      { policy: 'last_per_subject' },
+      async (msg) => {
+        if (failed) throw failed.error;
+        const job: Promise<void> = work(msg.subject)
+          .catch((error: unknown) => {
+            failed ??= { error };
+          })
+          .finally(() => running.delete(job));
+        running.add(job);
+        if (running.size >= PARALLEL_USERS) await Promise.race(running);
+      },
+      { headersOnly: true, log: this.log },
+    );
+    await Promise.all(running);
+    if (failed) throw failed.error;
+  }
+}
+
+/**
+ * A delete of a message that is gone already (an erasure or a service's own move deleted it first):
+ * the server answers 10057 ("no message found"), not NoMessageFound (10037).
+ */
+/** An import job's record (adapters/import-jobs.ts) that still has to read its sealed file or keys. */
+const UnfinishedJob = z.object({
+  state: z.enum(['queued', 'running']),
+  source: z.object({ object: z.string(), sealed: z.boolean() }),
+  sealedKeys: z.string().optional(),
+});
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function parseStored(body: unknown): Stored | undefined {
+  const key = StoredKey.safeParse(body);
+  if (key.success) return { kind: 'key', ...key.data };
+  const tombstone = StoredTombstone.safeParse(body);
+  return tombstone.success ? { kind: 'erased', ...tombstone.data } : undefined;
+}
+
+function toBody(stored: Stored): object {
+  return stored.kind === 'key' ? { gen: stored.gen, wrappedKey: stored.wrappedKey } : { gen: stored.gen, erasedAt: stored.erasedAt };
+}
+
+/** An aggregate's state from all its events (personal data is not opened: only sealed secrets are looked at). */
+function fold<S, E extends { type: string }>(decider: Decider<unknown, S, E>, events: readonly { type: string }[]): S {
+  let state = decider.initialState();
+  for (const event of events) if (decider.accepts(event)) state = decider.evolve(state, event);
+  return state;
+}

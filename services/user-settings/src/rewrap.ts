@@ -1,0 +1,119 @@
+// The operator's tool after a master key rotation (docs/operations.md, "Rotation procedure"):
+//   node services/user-settings/dist/rewrap.js [--dry-run] [--skip-event-log] [--json]
+// with user-settings' environment (MFA_ENCRYPTION_KEY, MFA_PREVIOUS_ENCRYPTION_KEYS, NATS_*).
+// Safe while the services run; refuses to write while a running service has another master key.
+// Exit code: 0 when every previous key may be removed, 3 when something still needs one, 1 on
+// failure (run it again: it resumes), 2 on a bad argument.
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Keyring } from '@mfa/crypto';
+import { connectNats, natsSecurityFromEnv } from '@mfa/messaging';
+import { KEYRING_FINGERPRINT_SUBJECT } from '@mfa/service-kit';
+import { createLogger } from '@mfa/telemetry';
+import { NoRespondersError, type NatsConnection } from '@nats-io/nats-core';
+import { MasterKeyRewrap, type RewrapReport } from './application/master-key-rewrap.js';
+import { loadUserSettingsConfig } from './config.js';
+
+const log = createLogger('user-settings-rewrap', { level: 'warn' });
+
+/** The report for a person: counts by key id, and a verdict per previous key. Never a key, only key ids. */
+export function formatReport(report: RewrapReport): string {
+  const d = report.dataKeys;
+  const verb = report.dryRun ? 'would be ' : '';
+  const lines = [
+    `${report.dryRun ? 'Dry run (nothing written). ' : ''}Current key ${report.currentKid}; previous: ${report.previousKids.join(', ') || 'none'}.`,
+    `Users: ${report.users}; hardware tokens in the inventory: ${report.hardwareTokens}.`,
+    `Data keys: ${d.moved} ${verb}moved and wrapped again, ${d.rewrapped} ${verb}wrapped again in place, ${d.tombstonesMoved} tombstones ${verb}moved` +
+      (report.dryRun ? '.' : `, ${d.copiesRemoved} old copies deleted, ${d.conflicts} conflicting copies left, ${d.raced} changed meanwhile (left to the winner), ${d.failed} unreadable.`),
+    '',
+    'In use, by key id:',
+  ];
+  for (const [kid, n] of Object.entries(report.needs)) {
+    const role = kid === report.currentKid ? 'current' : report.previousKids.includes(kid) ? 'previous' : kid === 'unreadable' ? 'not sealed values' : 'NOT IN THE KEYRING';
+    lines.push(
+      `  ${kid} (${role}): ${n.dataKeys} data keys, ${n.totpSecrets} TOTP secrets of users, ${n.pinHashes} PIN hashes, ${n.pushTokens} push tokens, ${n.inventorySecrets} inventory token secrets, ${n.importJobs} unfinished import jobs`,
+    );
+  }
+  if (Object.keys(report.eventLog).length > 0) {
+    lines.push('', 'Sealed values in the event log MFA_USER_SETTINGS (immutable history, in use or not), by key id:');
+    for (const [kid, count] of Object.entries(report.eventLog)) lines.push(`  ${kid}: ${count}`);
+  }
+  lines.push('');
+  for (const kid of report.previousKids) {
+    lines.push(
+      report.removable.includes(kid)
+        ? `${kid}: nothing in use needs it; it may be removed from MFA_PREVIOUS_ENCRYPTION_KEYS (replay reporting-erasures first, see "Removing a previous master key").`
+        : `${kid}: still needed (see the counts above); keep it in MFA_PREVIOUS_ENCRYPTION_KEYS.`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/**
+ * The key ids of the running services (the boot check's question, keyring-check.ts). A service on
+ * another key reads users' keys under that key's tags: moving them to this key's tags would take
+ * them away from it. Empty when no service runs.
+ */
+async function runningServiceKids(nc: NatsConnection, keyring: Keyring): Promise<Array<{ kid: string; service: string }>> {
+  const asker = { kid: keyring.kid, previous: keyring.previous.map((k) => k.kid), service: 'user-settings-rewrap', instance: hostname(), bootId: randomUUID() };
+  const peers: Array<{ kid: string; service: string }> = [];
+  try {
+    for await (const msg of await nc.requestMany(KEYRING_FINGERPRINT_SUBJECT, JSON.stringify(asker), { strategy: 'timer', maxWait: 500 })) {
+      let peer: { kid?: unknown; service?: unknown } | undefined;
+      try {
+        peer = msg.json();
+      } catch {
+        continue; // Not an answer of the check (the boot check ignores those too).
+      }
+      if (typeof peer?.kid === 'string') peers.push({ kid: peer.kid, service: String(peer.service) });
+    }
+  } catch (error) {
+    if (!(error instanceof NoRespondersError)) throw error;
+  }
+  return peers;
+}
+
+async function run(): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({ options: { 'dry-run': { type: 'boolean' }, 'skip-event-log': { type: 'boolean' }, json: { type: 'boolean' } }, strict: true }).values;
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\nusage: rewrap.js [--dry-run] [--skip-event-log] [--json]\n`);
+    return 2;
+  }
+  // user-settings' own configuration, checked as the service checks it: the tool runs with its environment.
+  const config = loadUserSettingsConfig(process.env);
+  const { keyring, developmentKey } = config;
+  if (developmentKey) log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key');
+  const nats = await connectNats({ url: config.NATS_URL, name: 'user-settings-rewrap', security: natsSecurityFromEnv(config), connectTimeoutMs: 10_000 });
+  try {
+    const others = (await runningServiceKids(nats.nc, keyring)).filter((peer) => peer.kid !== keyring.kid);
+    if (others.length > 0) {
+      const text = `running services have another master key than this one (${keyring.kid}): ${others.map((p) => `${p.service} has ${p.kid}`).join(', ')}`;
+      if (args['dry-run'] !== true) {
+        process.stderr.write(`${text}. Run the tool with the services' MFA_ENCRYPTION_KEY, once every service runs with the new key; nothing was written.\n`);
+        return 1;
+      }
+      log.warn(text);
+    }
+    const report = await new MasterKeyRewrap(nats, keyring, { dryRun: args['dry-run'] === true, skipEventLog: args['skip-event-log'] === true, log }).run();
+    process.stdout.write(`${args.json ? JSON.stringify(report) : formatReport(report)}\n`);
+    return report.removable.length === report.previousKids.length ? 0 : 3;
+  } finally {
+    await nats.nc.drain().catch(() => undefined);
+  }
+}
+
+// Only when run, not when a spec imports formatReport.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  run().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      // The name and message only: a cause chain could carry what a request held.
+      log.error('rewrap failed; run it again to resume', { error: error instanceof Error ? { name: error.name, message: error.message } : String(error) });
+      process.exit(1);
+    },
+  );
+}

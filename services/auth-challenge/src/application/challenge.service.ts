@@ -476,8 +476,9 @@ export class ChallengeService {
       verdict = check;
     }
     if (verdict.kind === 'approved' && match?.matched) verdict = { ...verdict, step: match.step };
-    // Another code may follow only a wrong one.
-    if (verdict.kind !== 'rejected') this.totpTokens.delete(req.challengeId);
+    // Another code may follow only a wrong one. A challenge not found (another tenant's, named by
+    // its id) is left as it is: no request of another tenant costs its verify a second call.
+    if (verdict.kind !== 'rejected' && verdict.kind !== 'not_found') this.totpTokens.delete(req.challengeId);
     const outcome = decideVerify(verdict, { challengeId: req.challengeId, server: this.server });
     if (verdict.kind === 'approved' && verdict.remembered && token && remember) {
       outcome.reply = { ...outcome.reply, rememberToken: token, rememberUntil: new Date(remember.until).toISOString() };

@@ -12,6 +12,12 @@ const PREFIX = 'mfak';
 const CLIENT_ID_BYTES = 12;
 const SECRET_BYTES = 32;
 const KEY_SHAPE = /^mfak\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{43})$/;
+const CLIENT_ID_SHAPE = /^[A-Za-z0-9_-]{16}$/;
+
+/** Whether `clientId` has the shape of the ids issueApiKey makes (16 base64url characters). */
+export function isIssuedClientId(clientId: string): boolean {
+  return CLIENT_ID_SHAPE.test(clientId);
+}
 
 export interface IssuedApiKey {
   clientId: string;

@@ -6,7 +6,7 @@ import { userTag, type Keyring } from '@mfa/crypto';
 import { connectNats, requestJson, type NatsClients } from '@mfa/messaging';
 import { RedisKeys } from '@mfa/projection';
 import { runService, type RunningService } from '@mfa/service-kit';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, itWith, startNatsServer, testEnv, uniqueTenant, type NatsServerProcess } from '@mfa/testing';
 import { AppModule } from './app.module.js';
 import { loadUserSettingsConfig } from './config.js';
@@ -86,8 +86,12 @@ describe('tenant isolation of object ids (MFA_AUTH=required)', () => {
     await expectCode(Subjects.clientsRevoke, { tenantId: tenantB, clientId: clientOfA.clientId }, keys[tenantB]!, 'not_found');
     // Named with its own tenant, B's key is refused before anything is looked up.
     await expectCode(Subjects.clientsRevoke, { tenantId: tenantA, clientId: clientOfA.clientId }, keys[tenantB]!, 'forbidden');
-    // A client id is a subject token of the event log: wildcards name no client.
-    for (const clientId of ['>', '*', `${clientOfA.clientId}.x`]) await expectCode(Subjects.clientsRevoke, { tenantId: tenantB, clientId }, keys[tenantB]!, 'not_found');
+    // A client id is a subject token of the event log: wildcards name no client, and are not even
+    // looked up (no read of `mfa.evt.client.>`, no share of the lookup budget all tenants use).
+    const lookups = async () => ((await registry.getSingleMetric('mfa_api_client_lookups_total')?.get())?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+    const before = await lookups();
+    for (const clientId of ['>', '*', `${clientOfA.clientId}.x`, 'a.b.c.d.e.f.g.h.', '*'.repeat(16)]) await expectCode(Subjects.clientsRevoke, { tenantId: tenantB, clientId }, keys[tenantB]!, 'not_found');
+    assert.equal(await lookups(), before, 'no lookup for an id no key could carry');
     const listed = await ask<ClientsListReply>(Subjects.clientsList, { tenantId: tenantA }, keys[tenantA]!);
     assert.equal(listed.items.find((c) => c.clientId === clientOfA.clientId)?.revokedAt, undefined, 'not revoked');
     assert.ok(!(await ask<ClientsListReply>(Subjects.clientsList, { tenantId: tenantB }, keys[tenantB]!)).items.some((c) => c.clientId === clientOfA.clientId), 'not listed in B');

@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import { EventSubjects, parseEvent, Streams, type Scope } from '@mfa/contracts';
+import { isIssuedClientId } from '@mfa/crypto';
 import { followSubjects, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { LookupBudget } from '../lookup-budget.js';
@@ -97,6 +98,9 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
   async find(clientId: string): Promise<ApiClientRecord | undefined> {
     const known = this.clients.get(clientId);
     if (known) return known;
+    // An id no key could carry (clients.revoke takes any string) is nobody's: not looked up, so it
+    // neither names a wildcard subject (`>`, `*`, dots) nor spends the lookup budget all tenants share.
+    if (!isIssuedClientId(clientId)) return undefined;
     if (!this.lookupBudget.take()) {
       lookups.inc({ outcome: 'over_budget' });
       return undefined;

@@ -179,8 +179,9 @@ export class PagesController {
     }
   }
 
+  /** The page's tenant, whose role was checked, always wins over anything a body might carry. */
   private call<T>(p: Page, subject: string, body: Record<string, unknown>): Promise<T> {
-    return this.api.call<T>(subject, { tenantId: p.tenantId, ...body }, p.operator);
+    return this.api.call<T>(subject, { ...body, tenantId: p.tenantId }, p.operator);
   }
 
   @Get()

@@ -96,6 +96,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/auth-challenge/src/application/device-api.service.ts': { scripts: ['mfaDevicePendingPush'] },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
   'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims', 'mfaSmsUndeliveredReceipt'] },
+  'services/dispatch/src/adapters/receipt-routes.ts': { scripts: ['mfaSmsReceiptRoute'] },
   'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport', 'mfaFraudNoteReport'] },
   'services/fraud/src/adapters/block-ends.ts': { scripts: ['mfaFraudRemoveEndedBlock'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
@@ -380,7 +381,8 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal(await guard.undeliveredReceipt(again.challengeId, Date.now()), true);
       assert.equal(await guard.tenantOf(again.challengeId), u.tenantId);
       await receipts.remember('smpp', `msg-${i}`, { tenantId: u.tenantId, challengeId: again.challengeId });
-      assert.equal((await receipts.find('smpp', `msg-${i}`))?.challengeId, again.challengeId);
+      const route = await receipts.find('smpp', `msg-${i}`);
+      assert.equal(route?.kind === 'route' ? route.route.challengeId : route?.kind, again.challengeId);
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'denied');
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'already');
       await denial.markRecorded(u.tag, again.nonce);

@@ -63,6 +63,7 @@ export class FakeSmsc {
   private held: Array<() => void> = [];
   private holding = false;
   private failures: number[] = [];
+  private idsNext: string[] = [];
   private readonly receiptsFor = new Map<string, ReceiptOptions>();
   private server: Server | undefined;
   private readonly bound = new Set<Session>();
@@ -115,6 +116,11 @@ export class FakeSmsc {
   /** The next submit_sm are answered with these command_status values, in order (e.g. smpp.errors.ESME_RTHROTTLED). */
   failNext(...statuses: number[]): void {
     this.failures.push(...statuses);
+  }
+
+  /** The next messages taken get these message ids, in order: an SMSC that reuses ids (a short counter, one reset at restart). */
+  nextMessageIds(...ids: string[]): void {
+    this.idsNext.push(...ids);
   }
 
   /** submit_sm are taken and not answered until release(). */
@@ -289,7 +295,7 @@ export class FakeSmsc {
     const payload = (pdu.message_payload ?? pdu.short_message) as { message?: unknown } | undefined;
     const message: FakeSmscMessage = {
       // SMSCs pick their own format; hex is common.
-      messageId: randomBytes(8).toString('hex'),
+      messageId: this.idsNext.shift() ?? randomBytes(8).toString('hex'),
       systemId,
       sourceAddr: String(pdu.source_addr ?? ''),
       sourceAddrTon: Number(pdu.source_addr_ton),

@@ -38,33 +38,34 @@ let publisher: EventPublisher;
 let challenges: Redis;
 
 /** The challenge as auth-challenge keeps it in Redis: dispatch sends nothing for one Redis no longer holds. */
-async function challengeInRedis(challengeId: string): Promise<void> {
+async function challengeInRedis(challengeId: string, tenant = tenantId): Promise<void> {
   const id = parseChallengeId(challengeId)!;
-  await challenges.hset(RedisKeys.challenge(id.tag, id.nonce), { tenantId, status: 'pending' });
+  await challenges.hset(RedisKeys.challenge(id.tag, id.nonce), { tenantId: tenant, status: 'pending' });
   await challenges.pexpire(RedisKeys.challenge(id.tag, id.nonce), 600_000);
 }
 
 /** A number no other test uses, so the fake's messages to it are ours alone. */
 const uniquePhone = () => `+1555${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
 
-async function requestSms(options: { to: string; code?: string; lifetimeSeconds?: number; traceparent?: string; sealFor?: string; inRedis?: boolean }) {
+async function requestSms(options: { to: string; code?: string; lifetimeSeconds?: number; traceparent?: string; sealFor?: string; inRedis?: boolean; tenant?: string }) {
   const code = options.code ?? String(randomInt(0, 1_000_000)).padStart(6, '0');
+  const tenant = options.tenant ?? tenantId;
   const now = new Date();
   // Started now: the service checks the expiry against its clock and words the SMS from both
   // times. A profile without a language, so the SMS is in English.
-  const challenge = testChallenge(testUser({ tenantId, profile: { phoneNumber: options.to } }), {
+  const challenge = testChallenge(testUser({ tenantId: tenant, profile: { phoneNumber: options.to } }), {
     startedAt: now.toISOString(),
     expiresAt: new Date(now.getTime() + (options.lifetimeSeconds ?? 300) * 1000).toISOString(),
   });
   const { challengeId } = challenge;
   // The factory's sealed code opens under no key; the service must open this one (unless a test
   // seals it for another challenge to have it refused).
-  const sealedCode = seal(keyring, Buffer.from(code), SealContext.smsCode(tenantId, options.sealFor ?? challengeId));
+  const sealedCode = seal(keyring, Buffer.from(code), SealContext.smsCode(tenant, options.sealFor ?? challengeId));
   const event = challengeStarted(challenge, {
     ...(options.traceparent ? { metadata: { traceparent: options.traceparent } } : {}),
     data: { delivery: { channel: 'sms', to: options.to, sealedCode } },
   });
-  if (options.inRedis !== false) await challengeInRedis(challengeId);
+  if (options.inRedis !== false) await challengeInRedis(challengeId, tenant);
   const ack = await publisher.publish(EventSubjects.smsRequested, event);
   return { event, challengeId, code, seq: ack.seq, challenge };
 }
@@ -749,7 +750,8 @@ describe('dispatch with SMPP', () => {
     const sms = await smsc.waitFor((m) => m.destinationAddr === to.slice(1));
     assert.equal(FakeSmsc.codeOf(sms), code);
     assert.equal(sms.sourceAddr, '15005550006');
-    const { event } = await outcomeOf(challengeId);
+    // The receipt may be recorded first: the SMSC sends it at once, and the route is written before SmsSent.
+    const event = await eventually(async () => (await outcomesOf(challengeId)).find((e) => e.type === 'SmsSent'), 20_000, 'SmsSent');
     assert.deepEqual((event as EventOf<'SmsSent'>).data, { challengeId, provider: 'smpp', providerMessageId: sms.messageId, attempts: 1 });
 
     const [receipt] = await eventually(async () => ((await receiptsOf(challengeId)).length > 0 ? receiptsOf(challengeId) : undefined), 10_000, 'the receipt');
@@ -780,6 +782,55 @@ describe('dispatch with SMPP', () => {
     assert.equal(await unmatched(), before + 1);
     await outcomes.poll();
     assert.ok(!outcomes.seen.some((m) => new TextDecoder().decode(m.data).includes(stranger.messageId)));
+  });
+
+  const receiptsCounted = async (status: string) =>
+    (await registry.getSingleMetric('mfa_sms_receipts_total')?.get())?.values.find((v) => v.labels.provider === 'smpp' && v.labels.status === status)?.value ?? 0;
+
+  itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, "an SMSC that gives one message id to SMS of two tenants: the first SMS's late receipt is not recorded for the other tenant's challenge", async () => {
+    const reused = `reused-${randomUUID()}`;
+    // A short counter that wrapped, or one reset when the SMSC restarted.
+    smsc.nextMessageIds(reused, reused);
+    const other = uniqueTenant('dispatch-other');
+    const firstTo = uniquePhone();
+    const secondTo = uniquePhone();
+    const first = await requestSms({ to: firstTo });
+    const [delivered] = await eventually(async () => ((await receiptsOf(first.challengeId)).length > 0 ? receiptsOf(first.challengeId) : undefined), 10_000, 'the first receipt');
+    assert.deepEqual(delivered?.data, { challengeId: first.challengeId, provider: 'smpp', providerMessageId: reused, status: 'delivered' }, 'recorded while the id named one SMS');
+    const ambiguous = await receiptsCounted('ambiguous');
+    // The SMSC fails the second SMS at once: its receipt comes with the submit_sm_resp, before any later read.
+    smsc.receiptFor(secondTo, { state: 'UNDELIV', err: '001' });
+    const second = await requestSms({ to: secondTo, tenant: other });
+    // Whichever tenant an event names: a receipt recorded under the wrong one must show too.
+    const eventsOf = async (challengeId: string) => {
+      await outcomes.poll();
+      return outcomes.seen.map((m) => parseEvent(JSON.parse(new TextDecoder().decode(m.data)))).filter((e) => e.aggregateId === challengeId);
+    };
+    await eventually(async () => ((await eventsOf(second.challengeId)).some((e) => e.type === 'SmsSent' && e.tenantId === other) ? true : undefined), 20_000, 'the second SMS sent');
+    await eventually(async () => (smsc.receiptAnswers.filter((a) => a.messageId === reused).length >= 2 ? true : undefined), 10_000, "the second SMS's receipt answered");
+    // The first SMS's receipt again (the SMSC missed our answer), late.
+    assert.equal(await smsc.sendReceipt(smsc.messagesTo(firstTo)[0]!, { state: 'DELIVRD' }), 0);
+    const reported = async (challengeId: string) => (await eventsOf(challengeId)).filter((e) => e.type === 'SmsDeliveryReported').map((e) => `${e.tenantId} ${(e as EventOf<'SmsDeliveryReported'>).data.status}`);
+    assert.deepEqual(await reported(second.challengeId), [], "a receipt naming the id is recorded for neither: it may be the first SMS's");
+    assert.deepEqual(await reported(first.challengeId), [`${tenantId} delivered`]);
+    assert.equal(await receiptsCounted('ambiguous'), ambiguous + 2);
+    const id = parseChallengeId(second.challengeId)!;
+    assert.equal(await redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), null, "the other tenant's SMS failed by the first SMS's receipt");
+    assert.equal(await redis.hget(RedisKeys.failedMethods(id.tag), 'sms'), null);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, 'a late receipt of an earlier SMS under the same id (its record expired), by its submit date, is not recorded for the SMS the id names now', async () => {
+    const to = uniquePhone();
+    const { challengeId } = await requestSms({ to });
+    await eventually(async () => ((await receiptsOf(challengeId)).length > 0 ? true : undefined), 10_000, 'its own receipt');
+    const mismatched = await receiptsCounted('mismatched');
+    // The SMSC took the earlier SMS with this id 30 hours ago: no time zone makes that now.
+    const sms = smsc.messagesTo(to)[0]!;
+    assert.equal(await smsc.sendReceipt({ ...sms, receivedAt: new Date(Date.now() - 30 * 3600_000) }, { state: 'UNDELIV', err: '001' }), 0);
+    assert.deepEqual((await receiptsOf(challengeId)).map((r) => r.data.status), ['delivered']);
+    assert.equal(await receiptsCounted('mismatched'), mismatched + 1);
+    const id = parseChallengeId(challengeId)!;
+    assert.equal(await redis.hget(RedisKeys.challenge(id.tag, id.nonce), 'delivery'), null);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['smsc'] }, 'shows the bind in /health and /metrics', async () => {

@@ -6,6 +6,16 @@ import { counter, histogram } from '@mfa/telemetry';
  */
 export const smsSends = counter('mfa_sms_send_total', 'SMS send attempts, by provider and outcome', ['provider', 'outcome']);
 
+/**
+ * An SMS given a message id that an SMS of another challenge still has (the route of its receipts
+ * is remembered for a day): an SMSC that reuses ids (a short counter, one reset at restart).
+ */
+export const smsMessageIdsReused = counter(
+  'mfa_sms_message_ids_reused_total',
+  'SMS whose provider message id an SMS of another challenge still had: receipts naming it are attributed to neither',
+  ['provider'],
+);
+
 export const smsProviderDuration = histogram(
   'mfa_sms_provider_duration_seconds',
   'Time an SMS provider took to accept or refuse a message',

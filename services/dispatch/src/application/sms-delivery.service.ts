@@ -14,7 +14,7 @@ import { phoneOfChallenge } from './recipient.js';
 export { DataKeyUnavailableError } from './recipient.js';
 export { DeliveryInterruptedError } from './retry-pause.js';
 import { smsBody } from '../domain/sms-body.js';
-import { smsProviderDuration, smsSends } from './metrics.js';
+import { smsMessageIdsReused, smsProviderDuration, smsSends } from './metrics.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
 
 interface SmsDeliveryOptions {
@@ -244,7 +244,17 @@ export class SmsDeliveryService {
         if (hasSession(provider) && this.options.receiptRoutes && !unnamed) {
           // Before anything else: the receipt may follow within milliseconds.
           await this.options.receiptRoutes
-            .remember(provider.name, providerMessageId, { tenantId: event.tenantId, challengeId: event.data.challengeId })
+            .remember(provider.name, providerMessageId, { tenantId: event.tenantId, challengeId: event.data.challengeId }, this.clock().getTime())
+            .then((remembered) => {
+              if (!remembered.reused) return;
+              smsMessageIdsReused.inc({ provider: provider.name });
+              const held = remembered.held?.kind === 'route' ? { otherChallengeId: remembered.held.route.challengeId } : {};
+              log.warn("the provider gave this SMS a message id an SMS of another challenge still has: receipts naming it are not recorded for either", {
+                provider: provider.name,
+                providerMessageId,
+                ...held,
+              });
+            })
             .catch((error: unknown) => log.warn("could not record the SMS's message id; its receipt will not be matched", { error }));
         }
         await this.options.guard

@@ -110,7 +110,7 @@ function harness(
     guard?: ScriptedGuard;
     throttle?: ScriptedThrottle;
     breakers?: Pick<ProviderBreakers, 'send'>;
-    receiptRoutes?: { remember(provider: string, providerMessageId: string, target: unknown): Promise<void> };
+    receiptRoutes?: { remember(provider: string, providerMessageId: string, target: unknown): Promise<{ reused: false }> };
     clock?: () => Date;
   } = {},
 ) {
@@ -534,7 +534,7 @@ describe('SMS delivery', () => {
     const twilio = new ScriptedProvider('twilio');
     const remembered: string[] = [];
     const guard = new ScriptedGuard();
-    const { service, published } = harness([smsc, twilio], { guard, receiptRoutes: { remember: async (_p, id) => void remembered.push(id) } });
+    const { service, published } = harness([smsc, twilio], { guard, receiptRoutes: { remember: async (_p, id) => (remembered.push(id), { reused: false }) } });
     const { event, challengeId } = smsChallenge();
     await service.deliver(delivery(event));
     assert.equal(twilio.calls, 0, 'no second SMS through the next provider');

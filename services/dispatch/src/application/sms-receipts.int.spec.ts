@@ -6,9 +6,11 @@ import twilio from 'twilio';
 import { EventSubjects, Streams } from '@mfa/contracts';
 import { connectNats, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { challengeId, RedisKeys } from '@mfa/projection';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, registry } from '@mfa/telemetry';
 import { itWith, testEnv } from '@mfa/testing';
+import { ReceiptRoutes } from '../adapters/receipt-routes.js';
 import { SendGuard } from '../adapters/send-guard.js';
+import { submitWindow } from '../adapters/sms/smpp/smpp-protocol.js';
 import { SmsReceiptsService } from './sms-receipts.service.js';
 
 const authToken = randomBytes(16).toString('hex');
@@ -111,7 +113,7 @@ describe('SMS receipts of a challenge with resends (real Redis and NATS)', () =>
     const smsc = new SmsReceiptsService({
       authToken,
       tenantOf: (id) => guard.tenantOf(id),
-      routes: { find: async () => ({ tenantId: 'contoso', challengeId: gone.id }) },
+      routes: { find: async () => ({ kind: 'route' as const, route: { tenantId: 'contoso', challengeId: gone.id }, sentAt: undefined }) },
       publisher: new EventPublisher(nats.js),
       guard,
       log: createLogger('sms-receipts-test', { level: 'error' }),
@@ -130,5 +132,72 @@ describe('SMS receipts of a challenge with resends (real Redis and NATS)', () =>
     assert.equal(await redis.hget(RedisKeys.challenge(open.tag, open.nonce), 'delivery'), 'failed');
     assert.ok(await redis.hget(RedisKeys.failedMethods(open.tag), 'sms'));
   });
-});
 
+  /** The receipts recorded (SmsDeliveryReported) while `body` runs, as `<challenge> <status>`. */
+  const recordedDuring = async (body: () => Promise<void>): Promise<string[]> => {
+    const recorded: string[] = [];
+    const sub = nats.nc.subscribe(EventSubjects.smsReceipt, {
+      callback: (_error, msg) => {
+        const { tenantId, data } = msg.json() as { tenantId: string; data: { challengeId: string; status: string } };
+        recorded.push(`${tenantId} ${data.challengeId} ${data.status}`);
+      },
+    });
+    await nats.nc.flush();
+    try {
+      await body();
+      await nats.nc.flush();
+    } finally {
+      sub.unsubscribe();
+    }
+    return recorded;
+  };
+  const counted = async (status: string) =>
+    (await registry.getSingleMetric('mfa_sms_receipts_total')?.get())?.values.find((v) => v.labels.provider === 'smpp' && v.labels.status === status)?.value ?? 0;
+  /** The receipt text's submit date of `at` on an SMSC whose clock is `offsetHours` from UTC. */
+  const submitDate = (at: number, offsetHours = 0) => new Date(at + offsetHours * 3600_000).toISOString().replace(/\D/g, '').slice(2, 12);
+
+  itWith({ real: ['nats', 'redis'] }, 'an SMSC that gave one message id to SMS of two tenants\' challenges: its receipts are recorded for neither, not for the latest', async () => {
+    const routes = new ReceiptRoutes(redis);
+    const smsc = new SmsReceiptsService({ authToken, tenantOf: (id) => guard.tenantOf(id), routes, publisher: new EventPublisher(nats.js), guard, log: createLogger('sms-receipts-test', { level: 'error' }) });
+    const first = await live();
+    const second = await live();
+    await redis.hset(RedisKeys.challenge(second.tag, second.nonce), { tenantId: 'fabrikam', expiresAt: Date.now() + 60_000 });
+    const messageId = `reused-${randomBytes(4).toString('hex')}`;
+    const now = Date.now();
+    const submitted = submitWindow(submitDate(now));
+    const ambiguous = await counted('ambiguous');
+    let reused: boolean | undefined;
+    const recorded = await recordedDuring(async () => {
+      assert.deepEqual(await routes.remember('smpp', messageId, { tenantId: 'contoso', challengeId: first.id }, now), { reused: false });
+      await smsc.reported({ provider: 'smpp', providerMessageId: messageId, status: 'delivered', submitted });
+      // The SMSC gives the id again (its counter wrapped): the first SMS's late receipts must not become the second's.
+      reused = (await routes.remember('smpp', messageId, { tenantId: 'fabrikam', challengeId: second.id }, now)).reused;
+      await smsc.reported({ provider: 'smpp', providerMessageId: messageId, status: 'undelivered', errorCode: '001', submitted });
+    });
+    assert.deepEqual(recorded, [`contoso ${first.id} delivered`], 'only the receipt that came while the id named one SMS');
+    assert.equal(reused, true);
+    assert.equal(await counted('ambiguous'), ambiguous + 1);
+    assert.equal(await redis.hget(RedisKeys.challenge(second.tag, second.nonce), 'delivery'), null, "another tenant's SMS failed by the first SMS's receipt");
+    assert.equal(await redis.hget(RedisKeys.failedMethods(second.tag), 'sms'), null);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a receipt whose submit date no time zone makes its route's is of an earlier SMS under the same id: not recorded; the SMSC's local time in any zone is", async () => {
+    const routes = new ReceiptRoutes(redis);
+    const smsc = new SmsReceiptsService({ authToken, tenantOf: (id) => guard.tenantOf(id), routes, publisher: new EventPublisher(nats.js), guard, log: createLogger('sms-receipts-test', { level: 'error' }) });
+    const now = Date.now();
+    const sends = await Promise.all([-12, 0, 5.75, 14, 'stale' as const].map(async (zone) => ({ zone, challenge: await live(), messageId: `msg-${randomBytes(6).toString('hex')}` })));
+    const mismatched = await counted('mismatched');
+    const recorded = await recordedDuring(async () => {
+      for (const { zone, challenge, messageId } of sends) {
+        await routes.remember('smpp', messageId, { tenantId: 'contoso', challengeId: challenge.id }, now);
+        // The earlier SMS under this id was sent 30 hours before (its route expired): its receipt comes late.
+        const date = zone === 'stale' ? submitDate(now - 30 * 3600_000) : submitDate(now, zone);
+        await smsc.reported({ provider: 'smpp', providerMessageId: messageId, status: 'undelivered', submitted: submitWindow(date) });
+      }
+    });
+    assert.deepEqual(recorded.sort(), sends.filter((s) => s.zone !== 'stale').map((s) => `contoso ${s.challenge.id} undelivered`).sort());
+    assert.equal(await counted('mismatched'), mismatched + 1);
+    const stale = sends.find((s) => s.zone === 'stale')!.challenge;
+    assert.equal(await redis.hget(RedisKeys.challenge(stale.tag, stale.nonce), 'delivery'), null);
+  });
+});

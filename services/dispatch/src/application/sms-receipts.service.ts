@@ -8,7 +8,11 @@ import type { SendGuard } from '../adapters/send-guard.js';
 import type { SmsReceipt } from '../adapters/sms/sms-provider.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
-const receipts = counter('mfa_sms_receipts_total', 'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id; superseded: a receipt of a send a resend replaced)', ['provider', 'status']);
+const receipts = counter(
+  'mfa_sms_receipts_total',
+  'SMS delivery receipts by provider and status (unmatched: no SMS of this service has that message id; superseded: a receipt of a send a resend replaced; ambiguous: the provider gave its message id to SMS of two challenges; mismatched: its submit date is not that of the SMS its id names now)',
+  ['provider', 'status'],
+);
 
 /**
  * A receipt can overtake the record of its message: the SMSC may send it right after
@@ -64,16 +68,37 @@ export class SmsReceiptsService {
    * logged and dropped; a failure (Redis, NATS) is thrown, so the provider has it sent again.
    */
   async reported(receipt: SmsReceipt): Promise<void> {
-    const { provider, providerMessageId } = receipt;
-    let route = await this.options.routes.find(provider, providerMessageId);
+    const { provider, providerMessageId, status } = receipt;
+    let found = await this.options.routes.find(provider, providerMessageId);
     for (const waitMs of ROUTE_WAITS_MS) {
-      if (route) break;
+      if (found) break;
       await sleep(waitMs);
-      route = await this.options.routes.find(provider, providerMessageId);
+      found = await this.options.routes.find(provider, providerMessageId);
     }
-    if (!route) {
+    if (!found) {
       receipts.inc({ provider, status: 'unmatched' });
       this.options.log.info('SMS receipt of an unknown message ignored (sent by another system, or its record expired)', { provider, providerMessageId });
+      return;
+    }
+    // Recorded for neither challenge: a wrong delivery in one (maybe another tenant's) report, or
+    // a challenge failed by another's SMS, is worse than a delivery left unknown.
+    if (found.kind === 'ambiguous') {
+      receipts.inc({ provider, status: 'ambiguous' });
+      this.options.log.warn('SMS receipt ignored: the provider gave its message id to SMS of more than one challenge, so it cannot tell whose it is', { provider, providerMessageId, status });
+      return;
+    }
+    const { route, sentAt } = found;
+    // The id named an earlier SMS too (its route since expired, or written by another system on
+    // the account): a receipt the SMSC says it took the message for at a time no time zone makes
+    // the route's is of that other SMS. Only then: the SMSC's zone is unknown.
+    if (sentAt !== undefined && receipt.submitted && (sentAt < receipt.submitted.from || sentAt > receipt.submitted.to)) {
+      receipts.inc({ provider, status: 'mismatched' });
+      this.options.log.warn("SMS receipt ignored: its submit date is not that of the SMS its message id names (the provider reused the id)", {
+        provider,
+        providerMessageId,
+        status,
+        challengeId: route.challengeId,
+      });
       return;
     }
     // An SMSC's message ids are unique only for a while and only at that SMSC: the challenge makes the event id unique.

@@ -45,6 +45,12 @@ export interface SmsReceipt {
   status: 'delivered' | 'undelivered';
   /** The network's or SMSC's error, when it gave one. */
   errorCode?: string | undefined;
+  /**
+   * When the provider took the message, as far as the receipt says (SMPP's `submit date`, in a
+   * time zone of the SMSC's: a window of instants, ms). A receipt whose window misses the time its
+   * route was recorded is of another message under a reused id.
+   */
+  submitted?: { from: number; to: number } | undefined;
 }
 
 /**

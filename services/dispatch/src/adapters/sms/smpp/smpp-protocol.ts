@@ -154,9 +154,15 @@ const FINAL_STATES: Record<string, 'delivered' | 'undelivered'> = {
 
 const NETWORK_TYPES: Record<number, string> = { 1: 'ANSI-136', 2: 'IS-95', 3: 'GSM' };
 
+/** The instants, ms, the SMSC may have taken a message at, by its receipt's `submit date`. */
+export interface SubmitWindow {
+  from: number;
+  to: number;
+}
+
 export type ParsedReceipt =
   /** A final state: the handset got it, or the network gave up. */
-  | { kind: 'final'; messageId: string; status: 'delivered' | 'undelivered'; errorCode?: string }
+  | { kind: 'final'; messageId: string; status: 'delivered' | 'undelivered'; errorCode?: string; submitted?: SubmitWindow }
   /** ENROUTE, ACCEPTD, UNKNOWN…: nothing to record. */
   | { kind: 'intermediate'; messageId: string; state: string }
   /** A message from a handset (mobile-originated), not a receipt. */
@@ -191,9 +197,41 @@ export function parseReceipt(pdu: Record<string, unknown>): ParsedReceipt {
   if (!state) return { kind: 'malformed', reason: 'no message state' };
   const status = FINAL_STATES[state];
   if (!status) return { kind: 'intermediate', messageId, state };
-  if (status === 'delivered') return { kind: 'final', messageId, status };
-  const errorCode = networkError(pdu.network_error_code) ?? textError(field('err'));
-  return { kind: 'final', messageId, status, ...(errorCode ? { errorCode } : {}) };
+  const submitted = submitWindow(field('submit date'));
+  const errorCode = status === 'undelivered' ? (networkError(pdu.network_error_code) ?? textError(field('err'))) : undefined;
+  return { kind: 'final', messageId, status, ...(errorCode ? { errorCode } : {}), ...(submitted ? { submitted } : {}) };
+}
+
+/**
+ * UTC offsets in use run from -12:00 to +14:00. The receipt's dates are the SMSC's wall clock in a
+ * zone SMPP leaves to the SMSC (Appendix B), and nothing in the receipt says which: read as UTC,
+ * the instant they denote lies up to 14 h before, or 12 h after.
+ */
+const ZONE_EARLIER_MS = 14 * 3600_000;
+const ZONE_LATER_MS = 12 * 3600_000;
+/**
+ * Beyond the zone: an SMSC clock an hour off (a daylight-saving change it did not make), minutes
+ * of drift, and the time the submit took. Generous: the window only has to tell a message from
+ * one a day older (an id reused after its route expired), never a legitimate receipt's.
+ */
+const SMSC_CLOCK_SLACK_MS = 2 * 3600_000;
+
+/**
+ * When the SMSC took the message, from the receipt text's `submit date:YYMMDDhhmm` (or with
+ * seconds, as some SMSCs write it): every instant it can denote in any time zone, with slack for
+ * the SMSC's clock. Undefined when absent or not a date (nothing is then checked against it).
+ */
+export function submitWindow(value: string | undefined): SubmitWindow | undefined {
+  const match = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})?$/.exec(value ?? '');
+  if (!match) return undefined;
+  const [year, month, day, hour, minute, second] = match.slice(1).map((n) => Number(n ?? 0)) as [number, number, number, number, number, number];
+  const reading = Date.UTC(2000 + year, month - 1, day, hour, minute, second);
+  const date = new Date(reading);
+  // Date.UTC rolls 31 February over into March, 25 hours into the next day: not a date, then.
+  if (date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day || date.getUTCHours() !== hour || minute > 59 || second > 59) return undefined;
+  // A date written to the minute may be any second of it.
+  const resolution = match[6] === undefined ? 60_000 : 1_000;
+  return { from: reading - ZONE_EARLIER_MS - SMSC_CLOCK_SLACK_MS, to: reading + resolution + ZONE_LATER_MS + SMSC_CLOCK_SLACK_MS };
 }
 
 /** network_error_code: one octet of network type, two of its error code (e.g. GSM 34). */

@@ -1,10 +1,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeText, isTransientStatus, parseReceipt, smppAbsoluteTime, smppAddress, smppValidity, smppValidityPeriod, statusName } from './smpp-protocol.js';
+import { encodeText, isTransientStatus, parseReceipt, smppAbsoluteTime, smppAddress, smppValidity, smppValidityPeriod, statusName, submitWindow } from './smpp-protocol.js';
 import { parseSmppUrl } from './smpp.provider.js';
 
 const receiptText = (stat: string, err = '000', id = '0a1b2c3d') =>
   `id:${id} sub:001 dlvrd:001 submit date:2611301512 done date:2611301513 stat:${stat} err:${err} text:483920 is your veri`;
+const HOUR = 3600_000;
+/** 2026-11-30 15:12 on the SMSC's clock, in whatever zone it keeps. */
+const SUBMITTED = { from: Date.UTC(2026, 10, 30, 15, 12) - 16 * HOUR, to: Date.UTC(2026, 10, 30, 15, 13) + 14 * HOUR };
 
 describe('SMPP delivery receipts', () => {
   it('reads the v3.4 TLVs first: receipted_message_id and message_state', () => {
@@ -12,6 +15,7 @@ describe('SMPP delivery receipts', () => {
       kind: 'final',
       messageId: 'ff01',
       status: 'delivered',
+      submitted: SUBMITTED,
     });
     assert.deepEqual(parseReceipt({ esm_class: 0x04, receipted_message_id: 'ff01', message_state: 5, network_error_code: Buffer.from([3, 0, 34]) }), {
       kind: 'final',
@@ -22,18 +26,20 @@ describe('SMPP delivery receipts', () => {
   });
 
   it('reads the Appendix B text of SMSCs that send no TLVs', () => {
-    assert.deepEqual(parseReceipt({ esm_class: 0x04, short_message: { message: receiptText('DELIVRD') } }), { kind: 'final', messageId: '0a1b2c3d', status: 'delivered' });
+    assert.deepEqual(parseReceipt({ esm_class: 0x04, short_message: { message: receiptText('DELIVRD') } }), { kind: 'final', messageId: '0a1b2c3d', status: 'delivered', submitted: SUBMITTED });
     assert.deepEqual(parseReceipt({ esm_class: 0x04, short_message: { message: receiptText('UNDELIV', '034') } }), {
       kind: 'final',
       messageId: '0a1b2c3d',
       status: 'undelivered',
       errorCode: '034',
+      submitted: SUBMITTED,
     });
     // The text may come in message_payload instead, and in lower case.
     assert.deepEqual(parseReceipt({ esm_class: 0x04, message_payload: { message: receiptText('expired').toLowerCase() } }), {
       kind: 'final',
       messageId: '0a1b2c3d',
       status: 'undelivered',
+      submitted: SUBMITTED,
     });
   });
 
@@ -55,6 +61,17 @@ describe('SMPP delivery receipts', () => {
     assert.deepEqual(parseReceipt({ esm_class: 0x04, receipted_message_id: 'a'.repeat(66), message_state: 2 }), { kind: 'malformed', reason: 'no message id' });
     assert.deepEqual(parseReceipt({ esm_class: 0x04 }), { kind: 'malformed', reason: 'no message id' });
     assert.deepEqual(parseReceipt({ esm_class: 'nonsense', short_message: 42 }), { kind: 'not_a_receipt' });
+  });
+
+  it("reads the submit date as every instant it can be in any time zone (-12:00 to +14:00), with two hours' slack for the SMSC's clock", () => {
+    assert.deepEqual(submitWindow('2611301512'), SUBMITTED);
+    // Some SMSCs write seconds: then the window is to the second.
+    assert.deepEqual(submitWindow('261130151207'), { from: Date.UTC(2026, 10, 30, 15, 12, 7) - 16 * HOUR, to: Date.UTC(2026, 10, 30, 15, 12, 8) + 14 * HOUR });
+    for (const notADate of [undefined, '', '26113015', '2613301512', '2602301512', '2611302512', '2611301560', '26113015120x', '2611301512070']) {
+      assert.equal(submitWindow(notADate), undefined, String(notADate));
+    }
+    // A receipt without the text (TLVs only) carries no window: nothing is checked against it.
+    assert.equal((parseReceipt({ esm_class: 0x04, receipted_message_id: 'ff01', message_state: 2 }) as { submitted?: unknown }).submitted, undefined);
   });
 
   it('ignores err:000 and error codes that are not codes', () => {

@@ -378,7 +378,11 @@ export class SmppSmsProvider implements SessionSmsProvider {
     if (session !== this.session) return;
     switch (pdu.command) {
       case 'deliver_sm':
-        void this.deliver(session, pdu);
+        // After what the PDUs read with it set going: an SMSC that fails a message at once may send
+        // its receipt in the same read as its submit_sm_resp, and the send records the message's
+        // route (ReceiptRoutes) in the continuations of that response; read first, the receipt
+        // would find the route of an earlier SMS the SMSC gave the same id.
+        setImmediate(() => void this.deliver(session, pdu));
         return;
       case 'enquire_link':
         session.send(pdu.response());
@@ -410,7 +414,7 @@ export class SmppSmsProvider implements SessionSmsProvider {
     const receipt = parseReceipt(pdu);
     if (receipt.kind === 'final') {
       try {
-        await this.onReceipt?.({ provider: this.name, providerMessageId: receipt.messageId, status: receipt.status, errorCode: receipt.errorCode });
+        await this.onReceipt?.({ provider: this.name, providerMessageId: receipt.messageId, status: receipt.status, errorCode: receipt.errorCode, submitted: receipt.submitted });
       } catch (error) {
         status = EsmeStatus.RECEIVER_TEMPORARY_ERROR;
         this.log?.warn('SMPP receipt not recorded; the SMSC will deliver it again', { providerMessageId: receipt.messageId, error });

@@ -380,8 +380,9 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       await guard.undeliverable(again.challengeId, Date.now(), 'sms', undefined, 7);
       assert.equal(await guard.undeliveredReceipt(again.challengeId, Date.now()), true);
       assert.equal(await guard.tenantOf(again.challengeId), u.tenantId);
-      await receipts.remember('smpp', `msg-${i}`, { tenantId: u.tenantId, challengeId: again.challengeId });
-      const route = await receipts.find('smpp', `msg-${i}`);
+      // A message id per challenge (random), so the routes spread over the masters.
+      await receipts.remember('smpp', `msg-${again.challengeId}`, { tenantId: u.tenantId, challengeId: again.challengeId });
+      const route = await receipts.find('smpp', `msg-${again.challengeId}`);
       assert.equal(route?.kind === 'route' ? route.route.challengeId : route?.kind, again.challengeId);
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'denied');
       assert.equal((await denial.denyPending(u.tag, again.nonce, u.tenantId, u.userId, now())).kind, 'already');

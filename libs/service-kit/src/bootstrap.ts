@@ -16,6 +16,24 @@ import { NATS } from './tokens.js';
 
 /** The largest request body a service's HTTP port reads (JSON or a form): device requests and Twilio's webhooks are a few KB. */
 export const HTTP_BODY_LIMIT_BYTES = 16 * 1024;
+/**
+ * How long a request's headers, and the whole request, may take to arrive on a service's port
+ * (Node's defaults are 60 s and 5 min): a client that opens connections and never finishes its
+ * requests holds each for seconds, not minutes. Answered 408, the connection closed.
+ */
+export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
+export const HTTP_REQUEST_TIMEOUT_MS = 20_000;
+
+/**
+ * Bounds how long a request may take to arrive on `server` (before it listens): the headers, and
+ * the whole request. Node checks its connections against them once a second (30 s by default,
+ * which would let a stalled request outlive its bound by that much).
+ */
+export function boundRequestArrival(server: { headersTimeout: number; requestTimeout: number; connectionsCheckingInterval?: number }, bounds: { headersMs: number; requestMs: number }): void {
+  server.requestTimeout = bounds.requestMs;
+  server.headersTimeout = Math.min(bounds.headersMs, bounds.requestMs);
+  server.connectionsCheckingInterval = 1_000;
+}
 
 export interface RunningService {
   app: INestApplication;
@@ -106,6 +124,7 @@ export async function runService(options: {
     throw error;
   }
   await app.startAllMicroservices();
+  boundRequestArrival(app.getHttpServer(), { headersMs: HTTP_HEADERS_TIMEOUT_MS, requestMs: HTTP_REQUEST_TIMEOUT_MS });
   await app.listen(config.HTTP_PORT, config.HTTP_HOST);
   const address = app.getHttpServer().address() as { port: number } | string;
   const port = typeof address === 'string' ? config.HTTP_PORT : address.port;

@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import { Catch, HttpException, type ArgumentsHost } from '@nestjs/common';
+import { Catch, HttpException, NotFoundException, type ArgumentsHost } from '@nestjs/common';
 import { BaseExceptionFilter } from '@nestjs/core';
 import { counter } from '@mfa/telemetry';
 
@@ -34,7 +34,7 @@ export class HttpErrors extends BaseExceptionFilter {
       adapter?.end(res);
       return;
     }
-    adapter.reply(res, bodyOf(exception, status), status);
+    adapter.reply(res, bodyOf(exception, status, host.getArgByIndex<{ method?: unknown } | undefined>(0)?.method), status);
   }
 
   /** Counts a client error answered without a log line (for subclasses answering in their own shape). */
@@ -55,15 +55,26 @@ export function clientErrorStatus(exception: unknown): number | undefined {
   return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 500 ? status : undefined;
 }
 
-/** Nest's body for the same refusal: an HttpException's response, or `{statusCode, message}`. */
-function bodyOf(exception: unknown, status: number): unknown {
+/**
+ * Nest's body for the same refusal: an HttpException's response, or `{statusCode, message}`. The
+ * request is not echoed back: Nest's router says `Cannot <METHOD> <the whole URL>` of an unknown
+ * route, and Express's quotes a path parameter it cannot decode, which let any caller have a
+ * service's port answer up to 16 KB of text of its choosing. Those name the route or parameter no
+ * more; any other message is cut at 200 characters.
+ */
+function bodyOf(exception: unknown, status: number, method: unknown): unknown {
   if (exception instanceof HttpException) {
     const response = exception.getResponse();
-    return typeof response === 'object' && response !== null ? response : { statusCode: status, message: response };
+    const body = typeof response === 'object' && response !== null ? (response as Record<string, unknown>) : { statusCode: status, message: response };
+    if (typeof body.message !== 'string') return body;
+    const unknownRoute = exception instanceof NotFoundException && typeof method === 'string' && body.message.startsWith(`Cannot ${method} `);
+    return { ...body, message: unknownRoute ? 'no such route' : withoutEcho(body.message) };
   }
   // http-errors marks whether its message may reach the client; a parser's message (the JSON
   // syntax error, the encoding named) is short, but only an exposed one is sent.
   const error = exception as { expose?: unknown; message?: unknown };
-  const message = error.expose !== false && typeof error.message === 'string' ? error.message.slice(0, 200) : (STATUS_CODES[status] ?? 'Bad Request');
+  const message = error.expose !== false && typeof error.message === 'string' ? withoutEcho(error.message) : (STATUS_CODES[status] ?? 'Bad Request');
   return { statusCode: status, message };
 }
+
+const withoutEcho = (message: string): string => (message.startsWith('Failed to decode param ') ? 'a path parameter is not valid percent-encoding' : message.slice(0, 200));

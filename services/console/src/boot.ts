@@ -6,7 +6,7 @@ import express from 'express';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { MAX_VOICE_MESSAGE_BYTES } from '@mfa/contracts';
-import { HttpErrors, serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
+import { boundRequestArrival, HTTP_HEADERS_TIMEOUT_MS, HttpErrors, serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
 import { flushTelemetry, shutdownTelemetry, startMetrics } from '@mfa/telemetry';
 import type { Sessions } from './adapters/sessions.js';
 import { PUBLIC_DIR } from './api/views.js';
@@ -22,6 +22,8 @@ const require = createRequire(import.meta.url);
  * whatever the case, with or without a trailing slash.
  */
 const TOKEN_FILE_UPLOAD = /^\/t\/[^/?]+\/oath\/upload\/?(?:\?|$)/i;
+/** How long a whole request may take to arrive (Node's default). */
+export const CONSOLE_REQUEST_TIMEOUT_MS = 5 * 60_000;
 /** Chart.js's own build, served from the lock file's copy: nothing is fetched from another origin. */
 const CHART_JS_DIR = dirname(require.resolve('chart.js')); // its dist/, where chart.umd.min.js is
 
@@ -71,6 +73,9 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     await app.close().catch(() => undefined);
     throw error;
   }
+  // Headers as on every service's port; a whole request keeps Node's 5 minutes: a token file
+  // (up to 256 MB) from an operator's uplink takes its time.
+  boundRequestArrival(app.getHttpServer(), { headersMs: HTTP_HEADERS_TIMEOUT_MS, requestMs: CONSOLE_REQUEST_TIMEOUT_MS });
   await app.listen(config.CONSOLE_PORT, config.HTTP_HOST);
   const address = app.getHttpServer().address() as { port: number } | string;
   const port = typeof address === 'string' ? config.CONSOLE_PORT : address.port;

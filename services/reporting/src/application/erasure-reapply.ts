@@ -1,0 +1,138 @@
+import type pg from 'pg';
+import { EventSubjects, Streams, subjectIds } from '@mfa/contracts';
+import type { Keyring } from '@mfa/crypto';
+import { readOnce, type NatsClients } from '@mfa/messaging';
+import { UserDataKeys } from '@mfa/service-kit';
+import type { Logger } from '@mfa/telemetry';
+import { knownPseudonyms } from './pseudonyms.js';
+
+const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1);
+/** Users whose data keys are read at once, and whose pseudonyms go in one query. */
+const BATCH = 500;
+
+interface UserRef {
+  tenantId: string;
+  userId: string;
+}
+
+export interface ReapplyReport {
+  dryRun: boolean;
+  /** User subjects of the event log. */
+  users: number;
+  /** Users the log says are erased (its last event is UserErased): nothing to do. */
+  erasedInLog: number;
+  /** Users the report records as erased at their current data key's generation or later: erased again (or, dry run, to be). */
+  erasedAgain: Array<UserRef & { gen: number }>;
+  /** Users whose events have no data key (MFA_USER_KEYS restored from an older backup than the log). */
+  withoutKey: UserRef[];
+  /** Users whose data key is destroyed though the log does not say they are erased (MFA_USER_KEYS newer than the log). */
+  keyErasedOnly: UserRef[];
+  /** users.delete refused or failed: run the tool again. */
+  failed: Array<UserRef & { error: string }>;
+}
+
+export interface ErasureReapplyOptions {
+  dryRun: boolean;
+  /** users.delete through the public API (the caller adds the platform key); resolves to the reply. */
+  erase: (user: UserRef) => Promise<{ error?: { code: string; message: string } }>;
+  log: Logger;
+}
+
+/**
+ * After a restore of the event log from a backup (docs/operations.md, "Backup and restore"), the
+ * users erased since the backup are registered again in the log, and their data keys, which the
+ * backup still held, open their personal data. The report in Postgres, which the restore does not
+ * touch, records each erasure by pseudonym and data key generation (erased_users). This pass
+ * computes every user's pseudonyms (under the current and each previous master key, as the
+ * projection records them) and erases again, through users.delete, each user whose current data
+ * key the report says was erased: its generation is at most the erased one. A user registered
+ * again after an erasure has a later generation and is left alone.
+ */
+export class ErasureReapply {
+  private readonly keys: UserDataKeys;
+  private readonly pseudonymsOf: (tenantId: string, userId: string) => string;
+
+  constructor(
+    private readonly nats: NatsClients,
+    keyring: Keyring,
+    private readonly db: Pick<pg.Pool, 'query'>,
+    private readonly options: ErasureReapplyOptions,
+  ) {
+    this.keys = new UserDataKeys(nats, keyring, { maxEntries: BATCH });
+    this.pseudonymsOf = knownPseudonyms(keyring);
+  }
+
+  async run(): Promise<ReapplyReport> {
+    const report: ReapplyReport = { dryRun: this.options.dryRun, users: 0, erasedInLog: 0, erasedAgain: [], withoutKey: [], keyErasedOnly: [], failed: [] };
+    let batch: UserRef[] = [];
+    // The last event of each user subject says whether the log has the user erased.
+    await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allUsers, { policy: 'last_per_subject' }, async (msg) => {
+      const ids = subjectIds(USER_SUBJECT_PREFIX, msg.subject);
+      if (!ids) return;
+      report.users++;
+      if (lastEventType(msg.string()) === 'UserErased') {
+        report.erasedInLog++;
+        return;
+      }
+      batch.push({ tenantId: ids[0], userId: ids[1] });
+      if (batch.length >= BATCH) {
+        await this.check(batch, report);
+        batch = [];
+      }
+    }, { log: this.options.log });
+    if (batch.length > 0) await this.check(batch, report);
+    return report;
+  }
+
+  private async check(users: UserRef[], report: ReapplyReport): Promise<void> {
+    const live: Array<UserRef & { gen: number }> = [];
+    await Promise.all(
+      users.map(async (user) => {
+        const entry = await this.keys.current(user.tenantId, user.userId);
+        if (!entry) report.withoutKey.push(user);
+        else if (entry.kind === 'erased') report.keyErasedOnly.push(user);
+        else live.push({ ...user, gen: entry.gen });
+      }),
+    );
+    if (live.length === 0) return;
+    // Each user's pseudonyms under every master key of the keyring, one row per pseudonym.
+    const byPseudonym = new Map<string, number>();
+    const tenants: string[] = [];
+    const pseudonyms: string[] = [];
+    live.forEach((user, index) => {
+      for (const pseudonym of this.pseudonymsOf(user.tenantId, user.userId).split(',')) {
+        byPseudonym.set(`${user.tenantId}\n${pseudonym}`, index);
+        tenants.push(user.tenantId);
+        pseudonyms.push(pseudonym);
+      }
+    });
+    const { rows } = await this.db.query<{ tenant_id: string; pseudonym: string; gen: number }>(
+      `SELECT e.tenant_id, e.pseudonym, e.gen
+         FROM erased_users e
+         JOIN unnest($1::text[], $2::text[]) AS q(tenant_id, pseudonym) USING (tenant_id, pseudonym)`,
+      [tenants, pseudonyms],
+    );
+    const erasedGen = new Map<number, number>();
+    for (const row of rows) {
+      const index = byPseudonym.get(`${row.tenant_id}\n${row.pseudonym}`)!;
+      erasedGen.set(index, Math.max(erasedGen.get(index) ?? 0, row.gen));
+    }
+    for (const [index, gen] of erasedGen) {
+      const user = live[index]!;
+      if (gen < user.gen) continue; // registered again after that erasure
+      report.erasedAgain.push(user);
+      if (this.options.dryRun) continue;
+      const reply = await this.options.erase(user).catch((error: unknown) => ({ error: { code: 'failed', message: error instanceof Error ? error.message : String(error) } }));
+      if (reply.error) report.failed.push({ tenantId: user.tenantId, userId: user.userId, error: `${reply.error.code}: ${reply.error.message}` });
+    }
+  }
+}
+
+function lastEventType(body: string): string | undefined {
+  try {
+    const event: unknown = JSON.parse(body);
+    return typeof event === 'object' && event !== null && typeof (event as { type?: unknown }).type === 'string' ? (event as { type: string }).type : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -30,7 +30,12 @@ const why = cannotRun();
 /** The RADIUS front answers this host (the test) for a tenant of its own. */
 const radiusSecret = `radius-${Date.now().toString(36)}-secret`;
 const PROJECT = 'open-mfa-test';
-const passwords = { services: `svc${Date.now().toString(36)}Pass1`, idp: `idp${Date.now().toString(36)}Pass1` };
+const passwords = {
+  services: `svc${Date.now().toString(36)}Pass1`,
+  console: `con${Date.now().toString(36)}Pass1`,
+  radius: `rad${Date.now().toString(36)}Pass1`,
+  idp: `idp${Date.now().toString(36)}Pass1`,
+};
 const platformKey = `platform-${'k'.repeat(40)}`;
 
 describe('docker-compose: the whole stack in containers', { skip: why ? `compose test skipped: ${why}` : false }, () => {
@@ -56,6 +61,8 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
     DOCKER_BUILDKIT: '1',
     COMPOSE_DOCKER_CLI_BUILD: '1',
     MFA_NATS_SERVICES_PASSWORD: passwords.services,
+    MFA_NATS_CONSOLE_PASSWORD: passwords.console,
+    MFA_NATS_RADIUS_PASSWORD: passwords.radius,
     MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp,
     MFA_AUTH: 'required',
     MFA_PLATFORM_API_KEY: platformKey,

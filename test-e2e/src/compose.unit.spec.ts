@@ -126,6 +126,8 @@ const expected: Record<string, Expected> = {
     portVariable: 'CONSOLE_PORT',
   },
 };
+/** The fronts, clients of the API with a NATS user each (deploy/nats/nats-server.conf). */
+const fronts: Record<string, string> = { console: 'mfa-console', radius: 'mfa-radius' };
 const loopback = new Set(['127.0.0.1', 'localhost', '::1']);
 
 describe('docker-compose.yml', () => {
@@ -180,14 +182,42 @@ describe('docker-compose.yml', () => {
       }
     });
 
-    for (const name of Object.keys(expected)) {
+    /** A user's entry in the configuration: from its `user:` to the next user's (or the end of the list). */
+    const entryOf = (user: string) => {
+      const start = code.search(new RegExp(`user\\s*[:=]\\s*${user}[\\s,]`));
+      assert.ok(start >= 0, `${user} is not a user of deploy/nats/nats-server.conf`);
+      const next = code.slice(start + 1).search(/\buser\s*[:=]/);
+      return next < 0 ? code.slice(start) : code.slice(start, start + 1 + next);
+    };
+
+    for (const name of Object.keys(expected).filter((n) => !(n in fronts))) {
       it(`${name} connects as the services' user of the configuration`, () => {
         const env = environmentOf(service(name));
         const user = env.get('NATS_USER') ?? '';
         const password = users.get(user);
         assert.ok(password, `${name}: NATS_USER "${user}" is not a user of deploy/nats/nats-server.conf`);
-        assert.match(code, new RegExp(`user\\s*[:=]\\s*${user}[^}]*permissions\\s*[:=]\\s*\\$SERVICES\\b`), `${user} has the services' permissions`);
+        assert.match(entryOf(user), /permissions\s*[:=]\s*\$SERVICES\b/, `${user} has the services' permissions`);
+        assert.ok(isRequiredVariable(env.get('NATS_PASSWORD'), password.slice(1)), `${name}: NATS_USER/NATS_PASSWORD must be \${${password.slice(1)}:?…}`);
+      });
+    }
+
+    for (const [name, user] of Object.entries(fronts)) {
+      it(`${name} connects as its own user (${user}), not the services', with replies under the prefix its user may subscribe to`, () => {
+        const env = environmentOf(service(name));
+        assert.equal(env.get('NATS_USER'), user);
+        const password = users.get(user);
+        assert.ok(password, `${user} is not a user of deploy/nats/nats-server.conf`);
         assert.ok(isRequiredVariable(env.get('NATS_PASSWORD'), password.slice(1)), `${name}: NATS_PASSWORD must be \${${password.slice(1)}:?…}`);
+        const entry = entryOf(user);
+        assert.doesNotMatch(entry, /\$SERVICES\b/, `${user} must not have the services' permissions`);
+        // Quoted strings were blanked in `code`: read the subscribe list from the file, without its comments.
+        const text = conf.split('\n').map((line) => line.replace(/#.*$/, '')).join('\n');
+        const own = text.slice(text.search(new RegExp(`user\\s*[:=]\\s*${user}[\\s,]`)));
+        const subscribe = /subscribe\s*=\s*\{\s*allow\s*=\s*\[([^\]]*)\]/.exec(own)?.[1] ?? '';
+        const prefix = env.get('NATS_INBOX_PREFIX') ?? '';
+        assert.match(prefix, /^_INBOX_[\w-]+$/, `${name}: NATS_INBOX_PREFIX must be its own _INBOX_<name>`);
+        assert.ok(subscribe.includes(`"${prefix}.>"`), `${user} may subscribe to ${prefix}.> (its subscriptions: ${subscribe})`);
+        assert.ok(!/"_INBOX\.>"|"mfa\.(>|v1\.>)"|">"/.test(subscribe), `${user} may not subscribe to others' replies or the API: ${subscribe}`);
       });
     }
   });

@@ -2,87 +2,139 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { errors, type NatsConnection, type Subscription } from '@nats-io/nats-core';
-import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Objm } from '@nats-io/obj';
-import { EventSubjects, Streams, Subjects, VoiceMessageBuckets } from '@mfa/contracts';
+import { ContractError, EventSubjects, IMPORTS_BUCKET, MAX_IMPORT_FILE_BYTES, Streams, Subjects, VoiceMessageBuckets } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, itWith, repoRoot, startNatsServer, startStack, testEnv, uniqueTenant, uniqueUser, type NatsServerProcess, type Stack } from '@mfa/testing';
+import { MfaApi } from '@mfa/console/dist/adapters/mfa-api.js';
+import { Code } from '@mfa/radius/packet';
+import { eventually, FakeTwilio, freeUdpPort, itWith, repoRoot, startNatsServer, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type NatsServerProcess, type Stack } from '@mfa/testing';
 import { runDemo } from './demo.js';
+import { codeName, CraftedClient } from './radius/client.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
 const SERVICES_USER = 'mfa-services';
 const IDP_USER = 'idp-example';
 const IDP_INBOX = `_INBOX_${IDP_USER}`;
+const CONSOLE_USER = 'mfa-console';
+const CONSOLE_INBOX = '_INBOX_console';
+const RADIUS_USER = 'mfa-radius';
+const RADIUS_INBOX = '_INBOX_radius';
+/** The services' master key check (libs/service-kit keyring-check.ts), which the RADIUS front takes part in. */
+const KEYRING_FINGERPRINT_SUBJECT = 'mfa.int.keyring.fingerprint';
 /** Letters and digits, starting with a letter: what the server reads back unchanged from its environment. */
 const password = () => `p${randomBytes(24).toString('hex')}`;
 
 /**
  * The second wall: deploy/nats/nats-server.conf run by a nats-server of this test's own, with the
- * five services connected as the services' user. An IdP connected with its own user can use the
- * public API and nothing else. Every refusal is positive evidence (the server's permissions
- * violation, or the services' own count of dropped requests), and next to it the same attempt
- * succeeds for the services' user (for inboxes: the IdP's own prefix), so no check passes merely
- * because the attempt could not have worked anyway. The tests run in order: later ones use the
+ * five services connected as the services' user, and the console and the RADIUS front each as
+ * its own user. An IdP connected with its own user can use the public API and nothing else; the
+ * console's user, the API and the object stores the console moves files through; the RADIUS
+ * front's, the three challenge requests and the master key check. Every refusal is positive
+ * evidence (the server's permissions violation, or the services' own count of dropped requests),
+ * and next to it the same attempt succeeds for the services' user (for inboxes: the IdP's own
+ * prefix), so no check passes merely because the attempt could not have worked anyway. The tests run in order: later ones use the
  * tenant and the sign-in of the first.
  */
-describe('NATS permissions (deploy/nats): what an IdP with NATS credentials can and cannot do', () => {
-  const passwords = { services: password(), idp: password() };
+describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIUS front can and cannot do', () => {
+  const passwords = { services: password(), idp: password(), console: password(), radius: password() };
   const twilio = new FakeTwilio();
   const tenant = uniqueTenant('wall');
   let server: NatsServerProcess;
   let stack: Stack;
+  /** The console and the RADIUS front, each connected as its own user. */
+  let fronts: Stack;
+  let radiusPort: number;
+  const radiusSecret = `wall-radius-${randomBytes(8).toString('hex')}`;
   let service: NatsConnection;
   let serviceJsm: JetStreamManager;
   let idp: NatsConnection;
+  /** The console's and the RADIUS front's users, connected from this test. */
+  let consoleNc: NatsConnection;
+  let radiusNc: NatsConnection;
   /** The server's refusals of the IdP's operations, as nats.js reports them (status iterator). */
   const refusals: Error[] = [];
+  const consoleRefusals: Error[] = [];
+  const radiusRefusals: Error[] = [];
+  const watch = (nc: NatsConnection, into: Error[]) =>
+    void (async () => {
+      for await (const status of nc.status()) if (status.type === 'error') into.push(status.error);
+    })();
   const ask = (subject: string, body: unknown) => requestJson<Reply>(idp, subject, body, { timeoutMs: 10_000 });
-  const refused = (pattern: RegExp, what: string) =>
-    eventually(async () => refusals.find((e) => e instanceof errors.PermissionViolationError && pattern.test(e.message)), 5_000, what);
+  const refusedIn = (list: Error[], pattern: RegExp, what: string) =>
+    eventually(async () => list.find((e) => e instanceof errors.PermissionViolationError && pattern.test(e.message)), 5_000, what);
+  const refused = (pattern: RegExp, what: string) => refusedIn(refusals, pattern, what);
 
   before(async () => {
     await twilio.start();
     server = await startNatsServer({
       config: join(repoRoot, 'deploy', 'nats', 'nats-server.conf'),
-      env: { MFA_NATS_SERVICES_PASSWORD: passwords.services, MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp },
+      env: {
+        MFA_NATS_SERVICES_PASSWORD: passwords.services,
+        MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp,
+        MFA_NATS_CONSOLE_PASSWORD: passwords.console,
+        MFA_NATS_RADIUS_PASSWORD: passwords.radius,
+      },
     });
     const database = new URL(testEnv.databaseUrl);
     database.pathname = `${database.pathname}_wall`;
-    stack = await startStack({
-      env: {
-        NODE_ENV: 'test',
-        NATS_URL: server.url,
-        NATS_USER: SERVICES_USER,
-        NATS_PASSWORD: passwords.services,
-        // Nothing else from the shell that runs the tests: the services connect as above only.
-        NATS_TOKEN: '',
-        NATS_CREDS: '',
-        NATS_TLS_CA: '',
-        NATS_TLS_CERT: '',
-        NATS_TLS_KEY: '',
-        NATS_INBOX_PREFIX: '',
-        REDIS_URL: testEnv.redisUrl,
-        DATABASE_URL: database.toString(),
-        ...twilio.env(),
+    const env = {
+      NODE_ENV: 'test',
+      NATS_URL: server.url,
+      NATS_USER: SERVICES_USER,
+      NATS_PASSWORD: passwords.services,
+      // Nothing else from the shell that runs the tests: the services connect as above only.
+      NATS_TOKEN: '',
+      NATS_CREDS: '',
+      NATS_TLS_CA: '',
+      NATS_TLS_CERT: '',
+      NATS_TLS_KEY: '',
+      NATS_INBOX_PREFIX: '',
+      REDIS_URL: testEnv.redisUrl,
+      DATABASE_URL: database.toString(),
+      ...twilio.env(),
+    };
+    const onLine = (name: string, line: string) => {
+      if (/"level":"error"/.test(line)) process.stderr.write(`[${name}] ${line}\n`);
+    };
+    stack = await startStack({ env, onLine, readyTimeoutMs: 90_000 });
+    // The fronts as deploy and docker-compose.yml run them: their own users and inbox prefixes.
+    radiusPort = await freeUdpPort();
+    fronts = await startStack({
+      services: ['radius', 'console'],
+      env,
+      serviceEnv: {
+        radius: {
+          NATS_USER: RADIUS_USER,
+          NATS_PASSWORD: passwords.radius,
+          NATS_INBOX_PREFIX: RADIUS_INBOX,
+          RADIUS_PORT: String(radiusPort),
+          RADIUS_CLIENTS: JSON.stringify([{ cidr: '127.0.0.1/32', secret: radiusSecret, tenantId: tenant, name: 'wall-vpn' }]),
+        },
+        console: { NATS_USER: CONSOLE_USER, NATS_PASSWORD: passwords.console, NATS_INBOX_PREFIX: CONSOLE_INBOX },
       },
-      onLine: (name, line) => {
-        if (/"level":"error"/.test(line)) process.stderr.write(`[${name}] ${line}\n`);
-      },
-      readyTimeoutMs: 90_000,
+      onLine,
+      readyTimeoutMs: 60_000,
     });
     service = await connectClient({ name: 'wall-service' }, { NATS_URL: server.url, NATS_USER: SERVICES_USER, NATS_PASSWORD: passwords.services });
     serviceJsm = await jetstreamManager(service);
     idp = await connectClient({ name: 'wall-idp' }, { NATS_URL: server.url, NATS_USER: IDP_USER, NATS_PASSWORD: passwords.idp, NATS_INBOX_PREFIX: IDP_INBOX });
-    void (async () => {
-      for await (const status of idp.status()) if (status.type === 'error') refusals.push(status.error);
-    })();
+    watch(idp, refusals);
+    consoleNc = await connectClient({ name: 'wall-console' }, { NATS_URL: server.url, NATS_USER: CONSOLE_USER, NATS_PASSWORD: passwords.console, NATS_INBOX_PREFIX: CONSOLE_INBOX });
+    watch(consoleNc, consoleRefusals);
+    radiusNc = await connectClient({ name: 'wall-radius' }, { NATS_URL: server.url, NATS_USER: RADIUS_USER, NATS_PASSWORD: passwords.radius, NATS_INBOX_PREFIX: RADIUS_INBOX });
+    watch(radiusNc, radiusRefusals);
   });
 
   after(async () => {
     await idp?.drain().catch(() => undefined);
+    await consoleNc?.drain().catch(() => undefined);
+    await radiusNc?.drain().catch(() => undefined);
     await service?.drain().catch(() => undefined);
+    await fronts?.stop();
     await stack?.stop();
     await twilio.stop();
     await server?.stop();
@@ -210,6 +262,130 @@ describe('NATS permissions (deploy/nats): what an IdP with NATS credentials can 
     assert.equal(idp.isClosed(), false, 'refusals never closed the IdP’s connection');
   });
 
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'the console’s user does what the console does, through the console’s own MfaApi: the API, recordings and token files in and out of the object stores', async () => {
+    // The console process itself runs as mfa-console: its connection and /health (JetStream's account info) pass.
+    assert.equal((await fetch(`${fronts.url('console')}/health`)).status, 200);
+    const api = new MfaApi(consoleNc, undefined);
+    const operator = { sub: 'wall-operator', name: 'Wall Operator' };
+    const report = await api.call<Reply>(Subjects.reportsSigninsQuery, { tenantId: tenant, limit: 5 }, operator);
+    assert.ok(Array.isArray(report.items), JSON.stringify(report));
+
+    // A recording: put into MFA_VOICE_UPLOADS, taken by dispatch (voice.messages.upload) into
+    // MFA_VOICE_MESSAGES, played back from there, deleted.
+    const wav = toneWav(1);
+    const upload = await api.putUpload(tenant, wav);
+    const saved = await api.call<Reply>(Subjects.voiceMessagesUpload, { tenantId: tenant, type: 'greetingPin', language: 'sv', object: upload }, operator);
+    assert.equal(saved.format, 'wav', JSON.stringify(saved));
+    const played = await api.recording(tenant, 'greetingPin', 'sv');
+    assert.ok(played, 'the recording plays back');
+    assert.deepEqual(await bytesOf(played.body), wav);
+    await api.call(Subjects.voiceMessagesDelete, { tenantId: tenant, type: 'greetingPin', language: 'sv' }, operator);
+    assert.equal(await api.recording(tenant, 'greetingPin', 'sv'), undefined);
+
+    // A token file large enough that reading it back needs the flow control answered: streamed
+    // into MFA_IMPORTS, counted, read back whole, deleted.
+    const file = randomBytes(16 * 1024 * 1024);
+    const { object, size } = await api.putImport(tenant, Readable.from([file]), MAX_IMPORT_FILE_BYTES);
+    assert.equal(size, file.length);
+    assert.equal(await api.consoleImports(tenant), 1);
+    const read = await api.importFile(object);
+    assert.ok(read, 'the file reads back');
+    assert.ok((await bytesOf(read.body)).equals(file), 'the same bytes');
+    await api.deleteImport(object);
+    assert.equal(await api.consoleImports(tenant), 0);
+    assert.equal(await api.importFile(object), undefined);
+    // One over its limit fails as too large, and the chunks it had put are purged.
+    const stored = async () => (await serviceJsm.streams.info(`OBJ_${IMPORTS_BUCKET}`)).state.messages;
+    const before = await stored();
+    await assert.rejects(api.putImport(tenant, Readable.from([randomBytes(700_000), randomBytes(700_000)]), 1024 * 1024), (e: unknown) => e instanceof ContractError && e.code === 'invalid_request');
+    assert.equal(await stored(), before, 'nothing left of it');
+    assert.deepEqual(consoleRefusals.map(String), [], 'nothing refused on the way');
+  });
+
+  itWith({ real: ['nats'] }, 'the console’s user can do nothing else: no subscription to the API, events or others’ inboxes, no event or internal subject, no other stream, no writing a recording, no new bucket', async () => {
+    for (const subject of ['mfa.v1.>', 'mfa.evt.>', 'mfa.int.>', '_INBOX.>', `${IDP_INBOX}.>`, '>']) {
+      const closedWith = await closedWithin(consoleNc.subscribe(subject));
+      assert.ok(closedWith instanceof errors.PermissionViolationError, `${subject}: ${String(closedWith)}`);
+    }
+    for (const subject of [EventSubjects.challengeApproved, 'mfa.int.wall', 'mfa.dlq.wall', 'mfa.state.keyring']) {
+      consoleNc.publish(subject, '{}');
+      await consoleNc.flush();
+      await refusedIn(consoleRefusals, new RegExp(`Publish to "${subject.replace(/\./g, '\\.')}"`), `the refusal of ${subject}`);
+    }
+    // JetStream: account information (its /health) and its buckets only.
+    const jsm = await jetstreamManager(consoleNc);
+    await assert.rejects(jsm.streams.list().next(), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.(NAMES|LIST)"/);
+    await assert.rejects(jsm.streams.info(Streams.challenges.name), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.INFO\.MFA_CHALLENGES"/);
+    await assert.rejects(jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested }), /Permissions Violation for Publish to "\$JS\.API\.DIRECT\.GET\./);
+    await assert.rejects(jsm.streams.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested }), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.MSG\.GET\.MFA_CHALLENGES"/);
+    await assert.rejects(jsm.streams.purge(Streams.challenges.name), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.PURGE\.MFA_CHALLENGES"/);
+    await assert.rejects(jsm.streams.delete(Streams.challenges.name), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.DELETE\.MFA_CHALLENGES"/);
+    await assert.rejects(jsm.consumers.add(Streams.challenges.name, { name: 'wall-console', ack_policy: AckPolicy.Explicit }), /Permissions Violation for Publish to "\$JS\.API\.CONSUMER\.CREATE\.MFA_CHALLENGES/);
+    await assert.rejects(jsm.streams.delete(`OBJ_${IMPORTS_BUCKET}`), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.DELETE\.OBJ_MFA_IMPORTS"/);
+    await assert.rejects(new Objm(consoleNc).create('MFA_WALL'), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.(INFO|CREATE)\.OBJ_MFA_WALL"/);
+    // It reads the tenants' recordings but never writes them: only dispatch does, from an upload.
+    const messages = await new Objm(consoleNc).open(VoiceMessageBuckets.messages);
+    const name = `${tenant}/greetingPin/xx`;
+    const stored = async () => (await serviceJsm.streams.info(`OBJ_${VoiceMessageBuckets.messages}`)).state.last_seq;
+    const before = await stored();
+    // (nats.js then tries to purge what it put, and reports that refusal.)
+    await assert.rejects(messages.putBlob({ name }, new Uint8Array(64)), /Permissions Violation for Publish to "\$(O\.MFA_VOICE_MESSAGES\.|JS\.API\.STREAM\.PURGE\.OBJ_MFA_VOICE_MESSAGES")/);
+    await refusedIn(consoleRefusals, /Publish to "\$O\.MFA_VOICE_MESSAGES\.C\./, 'the refusal of the chunk');
+    assert.equal(await stored(), before, 'nothing landed in MFA_VOICE_MESSAGES');
+    // The same put as the services' user is stored: the refusals above are the permissions, not the bucket.
+    const asService = await new Objm(service).open(VoiceMessageBuckets.messages);
+    assert.equal((await asService.putBlob({ name }, new Uint8Array(64))).size, 64);
+    await asService.delete(name);
+    assert.equal(consoleNc.isClosed(), false, 'refusals never closed the console’s connection');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'the RADIUS front’s user: the front signs a user in by SMS over challenge.start and challenge.verify, and takes part in the master key check', async () => {
+    // Booted as mfa-radius: the master key check at boot, its connection and /health pass.
+    assert.equal((await fetch(`${fronts.url('radius')}/health`)).status, 200);
+    // It answers the services' master key check (allow_responses): a booting service hears its key.
+    const answers: string[] = [];
+    for await (const m of await service.requestMany(KEYRING_FINGERPRINT_SUBJECT, '{}', { strategy: 'timer', maxWait: 1_000 })) answers.push(m.json<{ service: string }>().service);
+    assert.ok(answers.includes('radius'), `answers from: ${answers.join(', ')}`);
+
+    const userId = uniqueUser('wall-radius');
+    const phoneNumber = '+14155550143';
+    assert.equal((await ask(Subjects.usersRegister, { tenantId: tenant, userId, phoneNumber })).error, undefined);
+    const vpn = await new CraftedClient(radiusPort, radiusSecret).open();
+    try {
+      // Projections are asynchronous: asked until the user is known to auth-challenge.
+      const challenge = await eventually(async () => {
+        const a = await vpn.send({ user: userId, password: 'vpn-password' });
+        return a?.packet.code === Code.AccessChallenge ? a : undefined;
+      }, 15_000, 'an Access-Challenge');
+      const sms = await twilio.waitFor((m) => m.to === phoneNumber, 15_000);
+      const accepted = await vpn.send({ user: userId, password: FakeTwilio.codeOf(sms), state: challenge.state });
+      assert.equal(codeName(accepted?.packet.code ?? 0), 'Access-Accept');
+    } finally {
+      vpn.close();
+    }
+  });
+
+  itWith({ real: ['nats'] }, 'the RADIUS front’s user can do nothing else: no other API request, no subscription but its inbox and the key check, no event, no JetStream but the account information', async () => {
+    await assert.rejects(requestJson(radiusNc, Subjects.usersRegister, { tenantId: tenant, userId: uniqueUser('nobody') }, { timeoutMs: 5_000 }), /Permissions Violation for Publish to "mfa\.v1\.users\.register"/);
+    await refusedIn(radiusRefusals, /Publish to "mfa\.v1\.users\.register"/, 'the refusal of users.register');
+    for (const subject of [Subjects.reportsSigninsQuery, Subjects.clientsList, EventSubjects.challengeApproved, 'mfa.int.wall', 'mfa.state.keyring']) {
+      radiusNc.publish(subject, '{}');
+      await radiusNc.flush();
+      await refusedIn(radiusRefusals, new RegExp(`Publish to "${subject.replace(/\./g, '\\.')}"`), `the refusal of ${subject}`);
+    }
+    for (const subject of ['mfa.v1.>', 'mfa.evt.>', 'mfa.int.>', '_INBOX.>', `${CONSOLE_INBOX}.>`, '>']) {
+      const closedWith = await closedWithin(radiusNc.subscribe(subject));
+      assert.ok(closedWith instanceof errors.PermissionViolationError, `${subject}: ${String(closedWith)}`);
+    }
+    const jsm = await jetstreamManager(radiusNc);
+    await assert.rejects(jsm.streams.list().next(), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.(NAMES|LIST)"/);
+    await assert.rejects(jsm.direct.getMessage(Streams.challenges.name, { last_by_subj: EventSubjects.smsRequested }), /Permissions Violation for Publish to "\$JS\.API\.DIRECT\.GET\./);
+    await assert.rejects(new Objm(radiusNc).open(VoiceMessageBuckets.messages), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.INFO\.OBJ_MFA_VOICE_MESSAGES"/);
+    // Its own three requests do go through (the sign-in above); a status of nothing is answered.
+    assert.equal((await requestJson<Reply>(radiusNc, Subjects.challengeStatus, { tenantId: tenant, challengeId: 'x' }, { timeoutMs: 10_000 })).error?.code, 'not_found');
+    assert.equal(radiusNc.isClosed(), false, 'refusals never closed the front’s connection');
+  });
+
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'the demo runs against the secured server with the NATS_* variables', async () => {
     const lines: string[] = [];
     const code = await runDemo({
@@ -239,4 +415,10 @@ async function droppedForReplySubject(serviceUrl: string): Promise<number> {
     .split('\n')
     .filter((line) => line.startsWith('mfa_requests_dropped_total{') && line.includes('reason="reply_subject"'))
     .reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
+}
+
+async function bytesOf(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
 }

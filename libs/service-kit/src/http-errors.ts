@@ -77,4 +77,11 @@ function bodyOf(exception: unknown, status: number, method: unknown): unknown {
   return { statusCode: status, message };
 }
 
-const withoutEcho = (message: string): string => (message.startsWith('Failed to decode param ') ? 'a path parameter is not valid percent-encoding' : message.slice(0, 200));
+/** V8's JSON.parse quotes the body around the error: `Unexpected token 'x', "{"a": xxxx"... is not valid JSON`. */
+const QUOTING_JSON_ERROR = / is not valid JSON$/;
+
+const withoutEcho = (message: string): string => {
+  if (message.startsWith('Failed to decode param ')) return 'a path parameter is not valid percent-encoding';
+  if (QUOTING_JSON_ERROR.test(message)) return 'the body is not valid JSON';
+  return message.slice(0, 200);
+};

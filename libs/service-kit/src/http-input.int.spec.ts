@@ -85,6 +85,7 @@ describe('hostile HTTP input on a service started with runService', () => {
   itWith({ real: ['nats'] }, 'answers every hostile request with a small JSON 4xx that does not echo the request, and keeps serving', async () => {
     const cases: Array<[string, string, RequestInit, number]> = [
       ['malformed JSON', '/probe/echo/a', { method: 'POST', body: '{"a":', headers: json }, 400],
+      ['malformed JSON, the error inside a long run', '/probe/echo/a', { method: 'POST', body: `{"a": ${long}}`, headers: json }, 400],
       ['a JSON number', '/probe/echo/a', { method: 'POST', body: '42', headers: json }, 400],
       ['a JSON string', '/probe/echo/a', { method: 'POST', body: '"x"', headers: json }, 400],
       ['JSON null', '/probe/echo/a', { method: 'POST', body: 'null', headers: json }, 400],

@@ -16,7 +16,12 @@ class SmsProvidersLifecycle implements OnApplicationBootstrap, OnApplicationShut
   ) {}
 
   onApplicationBootstrap(): void {
-    for (const provider of this.providers.filter(hasSession)) provider.start({ log: this.log, onReceipt: (receipt) => this.receipts.reported(receipt) });
+    for (const provider of this.providers.filter(hasSession)) {
+      // At 0 from the start, so that the alert on it (SmscReusesMessageIds) sees the first reuse
+      // as an increase, also on an instance younger than its window.
+      smsMessageIdsReused.inc({ provider: provider.name }, 0);
+      provider.start({ log: this.log, onReceipt: (receipt) => this.receipts.reported(receipt) });
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -70,6 +75,7 @@ import { RecordingStore } from './adapters/voice/recording-store.js';
 import { VoiceRecordingsService } from './application/voice-recordings.service.js';
 import { RecordingFetchController, VoiceRecordingsController } from './api/voice-recordings.controller.js';
 import { tenantSettingsOf } from '@mfa/messaging';
+import { smsMessageIdsReused } from './application/metrics.js';
 
 /**
  * Who places calls, where their webhooks are, and what signs them: Twilio (with its auth token), or

@@ -147,6 +147,28 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     assert.ok(reopened.key.export().equals(key.dataKey.key.export()), 'the same key, wrapped with the new master key');
   });
 
+  itWith({ real: ['nats'] }, 'after two rotations, the latest generation among the previous tags is moved, not an older erasure', async () => {
+    // Two rotations: the oldest key's tag holds a tombstone of generation 1, the middle key's tag
+    // the user's key of generation 2 (registered again after that erasure, before the second rotation).
+    const middle = keyringFromMasterKey(Buffer.alloc(32, 9), [oldRing]);
+    // Listed oldest first (MFA_PREVIOUS_ENCRYPTION_KEYS in any order).
+    const twice = keyringFromMasterKey(Buffer.alloc(32, 8), [oldRing, middle]);
+    const tenantId = uniqueTenant('rw');
+    const userId = uniqueUser('two-rotations');
+    await registered(tenantId, userId);
+    const tombstone = JSON.stringify({ gen: 1, erasedAt: now.toISOString() });
+    const key = generateDataKey(middle, tenantId, userId, 2);
+    await nats.js.publish(EventSubjects.userDataKey(userTag(oldRing, tenantId, userId)), tombstone);
+    await nats.js.publish(EventSubjects.userDataKey(userTag(middle, tenantId, userId)), JSON.stringify({ gen: 2, wrappedKey: key.wrapped }));
+
+    const report = await new MasterKeyRewrap(nats, twice, {}).run();
+    assert.equal(report.dataKeys.moved, 1);
+    const after = await new UserDataKeys(nats, keyringFromMasterKey(Buffer.alloc(32, 8))).get(tenantId, userId, 2);
+    assert.ok(after && after !== 'erased', 'the generation 2 key is the current record');
+    assert.ok(after.key.export().equals(key.dataKey.key.export()), 'the same key, wrapped with the current master key');
+    assert.equal(report.dataKeys.conflicts, 0, 'the older tombstone is superseded, not a conflict');
+  });
+
   itWith({ real: ['nats'] }, 'a copy left under the old tag goes when the current record holds the same key, and stays when it holds another', async () => {
     // An interrupted move: the key is under the new tag, and its copy is still under the old one.
     const moved = await userBeforeRotation('interrupted');
@@ -166,7 +188,7 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     assert.deepEqual(report.removable, []);
   });
 
-  itWith({ real: ['nats'] }, 'runs as a command: refuses while a service has another key; a report without keys, exit 3 while the old key is needed, 0 once not, 2 on a bad argument', async () => {
+  itWith({ real: ['nats'] }, 'runs as a command: refuses (4) while a service has another key, no service confirms its key, or it has only the development key; a report without keys, exit 3 while the old key is needed, 0 once not, 2 on a bad argument', async () => {
     const u = await userBeforeRotation('command');
     const command = fileURLToPath(new URL('./rewrap.js', import.meta.url));
     const env = {
@@ -176,17 +198,26 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
       MFA_ENCRYPTION_KEY: Buffer.alloc(32, 8).toString('hex'),
       MFA_PREVIOUS_ENCRYPTION_KEYS: Buffer.alloc(32, 7).toString('base64'),
     };
-    const exec = (args: string[]) =>
-      promisify(execFile)(process.execPath, [command, ...args], { env }).then(
+    const exec = (args: string[], extra: Record<string, string | undefined> = {}) =>
+      promisify(execFile)(process.execPath, [command, ...args], { env: { ...env, ...extra } }).then(
         (r) => ({ code: 0, ...r }),
         (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
       );
+    // No service answers: nothing confirms the tool's key (it could be mistyped), so nothing moves
+    // unless the operator says none runs; the development key never writes.
+    const unconfirmed = await exec([]);
+    assert.equal(unconfirmed.code, 4);
+    assert.match(unconfirmed.stderr, /no running service answered.*nothing was written/);
+    const development = await exec(['--no-running-services'], { MFA_ENCRYPTION_KEY: undefined });
+    assert.equal(development.code, 4);
+    assert.match(development.stderr, /MFA_ENCRYPTION_KEY is not set.*nothing was written/);
+    assert.ok((await rewrapPlan(u.tenantId, u.userId)).previous.length === 1, 'the key is still under the old tag');
     // A service still on the old key (the rotation not done) reads keys under the old tags: nothing moves.
     const stale = new KeyringCheck(nats.nc, { keyring: oldRing, service: 'auth-challenge', instance: 'stale', log: createLogger('test', { level: 'error' }) });
     await stale.start();
     const refused = await exec([]);
     stale.stop();
-    assert.equal(refused.code, 1);
+    assert.equal(refused.code, 4);
     assert.match(refused.stderr, new RegExp(`auth-challenge has ${oldRing.kid}.*nothing was written`));
     assert.ok((await rewrapPlan(u.tenantId, u.userId)).previous.length === 1, 'the key is still under the old tag');
 

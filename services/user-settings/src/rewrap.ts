@@ -3,7 +3,8 @@
 // with user-settings' environment (MFA_ENCRYPTION_KEY, MFA_PREVIOUS_ENCRYPTION_KEYS, NATS_*).
 // Safe while the services run; refuses to write while a running service has another master key.
 // Exit code: 0 when every previous key may be removed, 3 when something still needs one, 1 on
-// failure (run it again: it resumes), 2 on a bad argument.
+// failure (run it again: it resumes), 2 on a bad argument, 4 when it refused to write (the
+// development key, or no running service confirms this master key).
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { pathToFileURL } from 'node:url';
@@ -78,27 +79,43 @@ async function runningServiceKids(nc: NatsConnection, keyring: Keyring): Promise
 async function run(): Promise<number> {
   let args;
   try {
-    args = parseArgs({ options: { 'dry-run': { type: 'boolean' }, 'skip-event-log': { type: 'boolean' }, json: { type: 'boolean' } }, strict: true }).values;
+    args = parseArgs({ options: { 'dry-run': { type: 'boolean' }, 'skip-event-log': { type: 'boolean' }, json: { type: 'boolean' }, 'no-running-services': { type: 'boolean' } }, strict: true }).values;
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\nusage: rewrap.js [--dry-run] [--skip-event-log] [--json]\n`);
+    process.stderr.write(`${(error as Error).message}\nusage: rewrap.js [--dry-run] [--skip-event-log] [--json] [--no-running-services]\n`);
     return 2;
   }
+  const writing = args['dry-run'] !== true;
   // user-settings' own configuration, checked as the service checks it: the tool runs with its environment.
   const config = loadUserSettingsConfig(process.env);
   const { keyring, developmentKey } = config;
-  if (developmentKey) log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key');
+  if (developmentKey) {
+    // Wrapping every user's key with a public key, and erasing the copies under the real one,
+    // would lose every user's data to the services started later with their real key.
+    if (writing) {
+      process.stderr.write('MFA_ENCRYPTION_KEY is not set: the tool writes only with the master key the services run with; nothing was written.\n');
+      return 4;
+    }
+    log.warn('MFA_ENCRYPTION_KEY is not set: using the public development key');
+  }
   const nats = await connectNats({ url: config.NATS_URL, name: 'user-settings-rewrap', security: natsSecurityFromEnv(config), connectTimeoutMs: 10_000 });
   try {
-    const others = (await runningServiceKids(nats.nc, keyring)).filter((peer) => peer.kid !== keyring.kid);
+    const peers = await runningServiceKids(nats.nc, keyring);
+    const others = peers.filter((peer) => peer.kid !== keyring.kid);
     if (others.length > 0) {
       const text = `running services have another master key than this one (${keyring.kid}): ${others.map((p) => `${p.service} has ${p.kid}`).join(', ')}`;
-      if (args['dry-run'] !== true) {
+      if (writing) {
         process.stderr.write(`${text}. Run the tool with the services' MFA_ENCRYPTION_KEY, once every service runs with the new key; nothing was written.\n`);
-        return 1;
+        return 4;
       }
       log.warn(text);
     }
-    const report = await new MasterKeyRewrap(nats, keyring, { dryRun: args['dry-run'] === true, skipEventLog: args['skip-event-log'] === true, log }).run();
+    // A key no running service confirms may be a mistyped one: moving the keys to its tags would
+    // hide them from the services. Only an operator who knows none runs may say so.
+    if (writing && peers.length === 0 && args['no-running-services'] !== true) {
+      process.stderr.write(`no running service answered the master key check, so none confirms this key (${keyring.kid}). Start user-settings with the new key first, or pass --no-running-services if you know the key is right; nothing was written.\n`);
+      return 4;
+    }
+    const report = await new MasterKeyRewrap(nats, keyring, { dryRun: !writing, skipEventLog: args['skip-event-log'] === true, log }).run();
     process.stdout.write(`${args.json ? JSON.stringify(report) : formatReport(report)}\n`);
     return report.removable.length === report.previousKids.length ? 0 : 3;
   } finally {

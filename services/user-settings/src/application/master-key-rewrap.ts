@@ -232,7 +232,13 @@ export class MasterKeyRewrap {
   async apply(plan: DataKeyPlan): Promise<DataKeyOutcome> {
     const { tenantId, userId, tag } = plan;
     const outcome: DataKeyOutcome = { rewrapped: false, copiesRemoved: 0, conflicts: 0, raced: false };
-    const from = plan.previous[0];
+    // The latest generation among the previous tags' copies (a tombstone winning a tie): after two
+    // rotations and an interrupted move, an older generation's record must not take the place of
+    // the newer key, which would then be a conflict while a new key is made for its generation.
+    const from = plan.previous.reduce<DataKeyRecord | undefined>(
+      (best, copy) => (!best || copy.stored.gen > best.stored.gen || (copy.stored.gen === best.stored.gen && copy.stored.kind === 'erased') ? copy : best),
+      undefined,
+    );
     if (!plan.current && from) {
       const body = from.stored.kind === 'key' ? { gen: from.stored.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, from.stored.gen, from.stored.wrappedKey) } : toBody(from.stored);
       if (await this.writeIf(tag, body, 0)) outcome.moved = from.stored.kind === 'key' ? 'key' : 'tombstone';

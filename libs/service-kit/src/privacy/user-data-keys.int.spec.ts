@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EventSubjects, Streams } from '@mfa/contracts';
-import { keyringFromMasterKey, userTag } from '@mfa/crypto';
+import { generateDataKey, keyringFromMasterKey, userTag } from '@mfa/crypto';
 import { connectNats, ensureStream, isTransientDependencyError, type NatsClients } from '@mfa/messaging';
 import { eventually, itWith, startNatsServer, uniqueTenant, uniqueUser, type NatsServerProcess } from '@mfa/testing';
 import { openPersonalData, sealPersonalData } from './personal-data.js';
@@ -135,6 +135,21 @@ describe('per-user data keys in MFA_USER_KEYS', () => {
     const failed = reads.filter((r) => r.status === 'rejected').map((r) => `${String((r as PromiseRejectedResult).reason)} ${((r as PromiseRejectedResult).reason as { code?: number }).code}`);
     assert.deepEqual(failed, []);
     for (const r of reads) assert.ok(r.status === 'fulfilled' && r.value && r.value !== 'erased' && r.value.wrapped.startsWith(`v2.${rotated.kid}.`));
+  });
+
+  itWith({ real: ['nats'] }, 'after two rotations, moves the latest generation among the previous tags, not an older erasure', async () => {
+    const tenantId = uniqueTenant('dk');
+    const userId = uniqueUser('twice');
+    const middle = keyringFromMasterKey(Buffer.alloc(32, 6), [keyring]);
+    // Previous keys listed oldest first: the oldest tag holds a tombstone of generation 1, the
+    // middle one the key of generation 2 (registered again before the second rotation).
+    const twice = keyringFromMasterKey(Buffer.alloc(32, 7), [keyring, middle]);
+    await nats.js.publish(EventSubjects.userDataKey(userTag(keyring, tenantId, userId)), JSON.stringify({ gen: 1, erasedAt: new Date().toISOString() }));
+    const key = generateDataKey(middle, tenantId, userId, 2);
+    await nats.js.publish(EventSubjects.userDataKey(userTag(middle, tenantId, userId)), JSON.stringify({ gen: 2, wrappedKey: key.wrapped }));
+    const found = await new UserDataKeys(nats, twice).get(tenantId, userId, 2);
+    assert.ok(found && found !== 'erased', 'generation 2 is the user’s key after the move');
+    assert.ok(found.key.export().equals(key.dataKey.key.export()));
   });
 
   itWith({ real: ['nats'] }, 'caches keys for a while, forgets one on evict, and answers undefined for keys it does not know', async () => {

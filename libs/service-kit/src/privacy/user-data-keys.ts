@@ -26,7 +26,12 @@ const StoredTombstone = z.object({ gen: z.int().positive(), erasedAt: z.string()
  */
 export class UserErasedMeanwhileError extends ContractError {
   // Its name stays ContractError's: what is transient is told by name and code (isTransientDependencyError).
-  constructor() {
+  /**
+   * `gen`: the tombstone's generation. A caller that reads the user's events again afterwards and
+   * finds no erasure of it there knows the log and the key store disagree for good (a restore of
+   * the two from different moments): an erasure records its event before it destroys the key.
+   */
+  constructor(readonly gen?: number) {
     super('unavailable', 'the user was erased meanwhile; try again');
   }
 }
@@ -100,7 +105,7 @@ export class UserDataKeys {
       // Only a caller that has seen the erasure (its aggregate's minGen is past the tombstone) may
       // create the next generation: a caller that loaded the user before the erasure would create
       // a key that the erasure, already done, never destroys, and seal the erased user's data in it.
-      if (entry?.kind === 'erased' && entry.gen >= minGen) throw new UserErasedMeanwhileError();
+      if (entry?.kind === 'erased' && entry.gen >= minGen) throw new UserErasedMeanwhileError(entry.gen);
       const gen = Math.max(minGen, entry ? entry.gen + 1 : 1);
       const { dataKey, wrapped } = generateDataKey(this.keyring, tenantId, userId, gen);
       try {
@@ -207,25 +212,31 @@ export class UserDataKeys {
 
   /** Brings the user's entry over from a previous master key's tag, if there is one there. */
   private async moveFromPreviousTag(tag: string, tenantId: string, userId: string): Promise<boolean> {
+    // The latest generation among the previous keys' tags (a tombstone winning a tie): after two
+    // rotations and an interrupted move, an older record must not take the newer key's place.
+    let old: { seq: number; body: unknown; gen: number; erased: boolean } | undefined;
     for (const previous of this.previousTags(tag, tenantId, userId)) {
-      const old = await this.last(previous, true);
-      if (!old) continue;
-      const body: unknown = old.json();
-      const key = StoredKey.safeParse(body);
-      const moved = key.success
-        ? { gen: key.data.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, key.data.gen, key.data.wrappedKey) }
-        : body;
-      try {
-        await this.nats.js.publish(EventSubjects.userDataKey(tag), JSON.stringify(moved), { expect: { lastSubjectSequence: 0 } });
-      } catch (error) {
-        // Another instance moved it first (or the user got a key meanwhile): theirs stands.
-        if (!isWrongLastSequence(error)) throw error;
-      }
-      await this.deleteErasing(old.seq);
-      lookups.inc({ outcome: 'moved' });
-      return true;
+      const msg = await this.last(previous, true);
+      if (!msg) continue;
+      const body: unknown = msg.json();
+      const record = StoredKey.safeParse(body).data ?? StoredTombstone.safeParse(body).data;
+      if (!record) continue; // Unreadable: left for the operator (rewrap.js counts it).
+      const erased = !('wrappedKey' in record);
+      if (!old || record.gen > old.gen || (record.gen === old.gen && erased && !old.erased)) old = { seq: msg.seq, body, gen: record.gen, erased };
     }
-    return false;
+    if (!old) return false;
+    const key = StoredKey.safeParse(old.body);
+    const moved = key.success ? { gen: key.data.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, key.data.gen, key.data.wrappedKey) } : old.body;
+    try {
+      await this.nats.js.publish(EventSubjects.userDataKey(tag), JSON.stringify(moved), { expect: { lastSubjectSequence: 0 } });
+      await this.deleteErasing(old.seq);
+    } catch (error) {
+      // Another instance moved it first, or the user got a key meanwhile: theirs stands, and the old
+      // copy stays (it may be the only one of its key; rewrap.js deletes it once it is superseded).
+      if (!isWrongLastSequence(error)) throw error;
+    }
+    lookups.inc({ outcome: 'moved' });
+    return true;
   }
 
   private async read(tag: string, tenantId: string, userId: string, fromLeader: boolean): Promise<DataKeyEntry | undefined> {

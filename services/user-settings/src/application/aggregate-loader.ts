@@ -5,7 +5,7 @@ import type { SnapshotStore } from '../adapters/snapshot-store.js';
 import type { Decider } from '../domain/events.js';
 import type { TenantEvent } from '../domain/tenant.js';
 import { userDecider, type UserState } from '../domain/user.js';
-import type { AggregateRef, UserEventCodec } from './user-events.codec.js';
+import { lastErasure, sealedGenerations, type AggregateRef, type UserEventCodec } from './user-events.codec.js';
 
 /** Events read past a snapshot before the next command writes a fresh one. */
 export const SNAPSHOT_EVERY = 25;
@@ -29,6 +29,11 @@ export interface LoadedState<S> {
    * with a state from before the erasure.
    */
   snapshotAt?: { revision: number; erasedSeq?: number };
+  /**
+   * Set by a load without personal data (`personalData: false`): the data-key generations the
+   * user's personal data since the last erasure is sealed under. Such a state is never snapshotted.
+   */
+  sealedGens?: ReadonlySet<number>;
 }
 
 /** What a user snapshot holds: the state without personal data, which is sealed under the user's data key. */
@@ -61,16 +66,30 @@ export class AggregateLoader {
     return { ...fold(decider, decider.initialState(), loaded.events), lastSeq: loaded.lastSeq };
   }
 
-  async loadUser(ref: AggregateRef): Promise<LoadedState<UserState>> {
+  /**
+   * The user's state. `personalData: false` reads no data key and opens nothing, so it loads a user
+   * whose key is gone too (users.delete): the profile's personal fields are left out, and
+   * `sealedGens` names the generations they are sealed under.
+   */
+  async loadUser(ref: AggregateRef, options: { personalData?: boolean } = {}): Promise<LoadedState<UserState>> {
+    const personalData = options.personalData !== false;
     // Read before the events: whatever the snapshot subject holds now was written before them.
-    const read = await this.readSnapshot(ref).catch(() => undefined);
+    const read = await this.readSnapshot(ref, personalData).catch(() => undefined);
     const snapshot = read?.snapshot;
     const loaded = await this.store.load(ref.subject, snapshot?.seq ?? 0);
-    const events = await this.codec.open(ref, loaded.events);
+    const events = await this.codec.open(ref, loaded.events, { personalData });
+    let sealed: { sealedGens: ReadonlySet<number> } | undefined;
+    if (!personalData) {
+      const gens = sealedGenerations(loaded.events);
+      // The snapshot's personal data counts unless the events after it erase the user.
+      if (read?.sealedGen !== undefined && !lastErasure(loaded.events)) gens.add(read.sealedGen);
+      sealed = { sealedGens: gens };
+    }
     return {
       ...fold(userDecider, snapshot?.state ?? userDecider.initialState(), events),
       lastSeq: loaded.lastSeq,
       ...(read ? { snapshotAt: { revision: read.revision, ...(read.erasedSeq !== undefined ? { erasedSeq: read.erasedSeq } : {}) } } : {}),
+      ...sealed,
     };
   }
 
@@ -83,7 +102,8 @@ export class AggregateLoader {
    */
   async rememberUser(ref: AggregateRef, loaded: LoadedState<UserState>, state: UserState, seq: number): Promise<void> {
     const at = loaded.snapshotAt;
-    if (!this.snapshots || !at || loaded.eventsRead < SNAPSHOT_EVERY || seq === 0 || !state.registered) return;
+    // A state loaded without its personal data would lose it in the snapshot.
+    if (!this.snapshots || !at || loaded.sealedGens || loaded.eventsRead < SNAPSHOT_EVERY || seq === 0 || !state.registered) return;
     // A load that read the tombstone but events from before the erasure (a replica behind).
     if (at.erasedSeq !== undefined && seq <= at.erasedSeq) return;
     try {
@@ -97,12 +117,19 @@ export class AggregateLoader {
     }
   }
 
-  private async readSnapshot(ref: AggregateRef): Promise<{ snapshot?: { seq: number; state: UserState }; revision: number; erasedSeq?: number } | undefined> {
+  private async readSnapshot(
+    ref: AggregateRef,
+    personalData: boolean,
+  ): Promise<{ snapshot?: { seq: number; state: UserState }; revision: number; erasedSeq?: number; sealedGen?: number } | undefined> {
     if (!this.snapshots) return undefined;
     const { snapshot, ...at } = await this.snapshots.read<StoredUserState>(ref.subject, USER_SNAPSHOT_VERSION);
     if (!snapshot) return at;
     const { state, pii } = snapshot.state;
     if (!pii) return { ...at, snapshot: { seq: snapshot.seq, state } };
+    if (!personalData) {
+      const sealedGen = dataKeyGeneration(pii);
+      return { ...at, snapshot: { seq: snapshot.seq, state }, ...(sealedGen !== undefined ? { sealedGen } : {}) };
+    }
     try {
       const gen = dataKeyGeneration(pii);
       const key = gen === undefined ? undefined : await this.keys.get(ref.tenantId, ref.aggregateId, gen);

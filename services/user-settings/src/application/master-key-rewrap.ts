@@ -232,13 +232,7 @@ export class MasterKeyRewrap {
   async apply(plan: DataKeyPlan): Promise<DataKeyOutcome> {
     const { tenantId, userId, tag } = plan;
     const outcome: DataKeyOutcome = { rewrapped: false, copiesRemoved: 0, conflicts: 0, raced: false };
-    // The latest generation among the previous tags' copies (a tombstone winning a tie): after two
-    // rotations and an interrupted move, an older generation's record must not take the place of
-    // the newer key, which would then be a conflict while a new key is made for its generation.
-    const from = plan.previous.reduce<DataKeyRecord | undefined>(
-      (best, copy) => (!best || copy.stored.gen > best.stored.gen || (copy.stored.gen === best.stored.gen && copy.stored.kind === 'erased') ? copy : best),
-      undefined,
-    );
+    const from = latestCopy(plan.previous);
     if (!plan.current && from) {
       const body = from.stored.kind === 'key' ? { gen: from.stored.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, from.stored.gen, from.stored.wrappedKey) } : toBody(from.stored);
       if (await this.writeIf(tag, body, 0)) outcome.moved = from.stored.kind === 'key' ? 'key' : 'tombstone';
@@ -267,7 +261,7 @@ export class MasterKeyRewrap {
     report.dataKeys.failed += plan.unreadable;
     if (!plan.current && plan.previous.length === 0) return;
     if (dryRun) {
-      const from = plan.previous[0];
+      const from = latestCopy(plan.previous);
       if (!plan.current && from) {
         if (from.stored.kind === 'key') report.dataKeys.moved++;
         else report.dataKeys.tombstonesMoved++;
@@ -397,6 +391,18 @@ export class MasterKeyRewrap {
  * A delete of a message that is gone already (an erasure or a service's own move deleted it first):
  * the server answers 10057 ("no message found"), not NoMessageFound (10037).
  */
+/**
+ * The latest generation among the previous tags' copies (a tombstone winning a tie): after two
+ * rotations and an interrupted move, an older generation's record must not take the place of the
+ * newer key, which would then be a conflict while a new key is made for its generation.
+ */
+function latestCopy(copies: DataKeyRecord[]): DataKeyRecord | undefined {
+  return copies.reduce<DataKeyRecord | undefined>(
+    (best, copy) => (!best || copy.stored.gen > best.stored.gen || (copy.stored.gen === best.stored.gen && copy.stored.kind === 'erased') ? copy : best),
+    undefined,
+  );
+}
+
 /** An import job's record (adapters/import-jobs.ts) that still has to read its sealed file or keys. */
 const UnfinishedJob = z.object({
   state: z.enum(['queued', 'running']),

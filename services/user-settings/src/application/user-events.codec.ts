@@ -18,6 +18,35 @@ export function lastErasure(events: readonly AnyEvent[]): EventOf<'UserErased'> 
 }
 
 /**
+ * A user event after the last erasure is sealed under a data key that MFA_USER_KEYS does not hold:
+ * `erased` (a tombstone of that generation or later, or a later key) or `missing` (read from the
+ * stream leader). Once the log, read again after this, still names that generation, the two
+ * disagree for good: a restore took them from different moments (UserSettingsService tells that
+ * from an erasure or registration racing the load).
+ */
+export class UserDataKeyGoneError extends DataKeyStoreError {
+  override name = 'UserDataKeyGoneError';
+  constructor(
+    readonly gen: number,
+    readonly state: 'erased' | 'missing',
+  ) {
+    super(`the data key (generation ${gen}) of a user event is ${state}`);
+  }
+}
+
+/** The data-key generations that the personal data of `events` after the last erasure is sealed under. */
+export function sealedGenerations(events: readonly AnyEvent[]): Set<number> {
+  const erasure = lastErasure(events);
+  const gens = new Set<number>();
+  for (const event of events.slice(erasure ? events.indexOf(erasure) + 1 : 0)) {
+    if ((event.type !== 'UserRegistered' && event.type !== 'UserProfileChanged') || event.version === 1 || !event.data.pii) continue;
+    const gen = dataKeyGeneration(event.data.pii);
+    if (gen !== undefined) gens.add(gen);
+  }
+  return gens;
+}
+
+/**
  * Between the stored events and the pure deciders: personal data is sealed under the user's data
  * key in the log (UserRegistered and UserProfileChanged v2, `pii`), in clear in the deciders.
  * Loading opens v2 events (v1 ones, written before data keys, are already in clear); appending
@@ -27,9 +56,13 @@ export function lastErasure(events: readonly AnyEvent[]): EventOf<'UserErased'> 
 export class UserEventCodec {
   constructor(private readonly keys: UserDataKeys) {}
 
-  async open(ref: AggregateRef, events: readonly AnyEvent[]): Promise<AnyEvent[]> {
+  /**
+   * `personalData: false` opens nothing (no key is read): the events fold without display name,
+   * e-mail and phone, which is all an erasure needs, also when the user's key is gone.
+   */
+  async open(ref: AggregateRef, events: readonly AnyEvent[], options: { personalData?: boolean } = {}): Promise<AnyEvent[]> {
     const erasure = lastErasure(events);
-    const erasedAt = erasure ? events.indexOf(erasure) : -1;
+    const erasedAt = options.personalData === false ? events.length : erasure ? events.indexOf(erasure) : -1;
     return Promise.all(events.map((event, i) => this.openOne(ref, event, i > erasedAt)));
   }
 
@@ -65,8 +98,9 @@ export class UserEventCodec {
     const gen = dataKeyGeneration(pii)!;
     const key = await this.keys.get(ref.tenantId, ref.aggregateId, gen);
     if (key === undefined || key === 'erased') {
-      // After the last erasure every key must still be there: the log and the key store disagree.
-      throw new DataKeyStoreError(`the data key (generation ${gen}) of a user event is ${key === 'erased' ? 'erased' : 'missing'}`);
+      // After the last erasure every key must still be there: the log and the key store disagree
+      // (for a moment, when an erasure races this load; for good after an inconsistent restore).
+      throw new UserDataKeyGoneError(gen, key === 'erased' ? 'erased' : 'missing');
     }
     return inClear(event, openPersonalData(key, { tenantId: ref.tenantId, userId: ref.aggregateId, purpose: 'profile' }, pii));
   }

@@ -58,7 +58,7 @@ import type { ActivationCodes } from '../adapters/activation-codes.js';
 import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
 import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
-import type { UserDataKeys } from '@mfa/service-kit';
+import { UserErasedMeanwhileError, type UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { AppPasswordFailures } from '../adapters/app-password-failures.js';
@@ -73,7 +73,7 @@ import { tenantDecider, type TenantCommand, type TenantEvent, type TenantState }
 import { otpauthUri } from '../domain/totp.js';
 import { activationCandidate, countedTokens, decideUser, defaultMethodOf, MAX_TOTP_TOKENS, methodsOf, userDecider, type LostHardwareToken, type UserEvent, type UserState } from '../domain/user.js';
 import type { ImportedToken } from '../domain/oath-token.js';
-import { UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
+import { UserDataKeyGoneError, UserEventCodec, type AggregateRef as CodecRef } from './user-events.codec.js';
 import { secretContext, userSnapshot } from './user-snapshot.js';
 import { cursorAfter, nextCursor } from './keyset-cursor.js';
 import { MAX_APPEND_ATTEMPTS, storeCall } from './store-call.js';
@@ -152,6 +152,27 @@ interface AggregateRef extends CodecRef {
 }
 
 /**
+ * The user's events and MFA_USER_KEYS disagree for good, as a restore leaves them when it took the
+ * two streams at different moments: `erased`, the key store destroyed the key of personal data
+ * that the log never erased (the key store wins: the user is erased, `not_found`, and users.delete
+ * or users.register records it); `missing`, it holds no key for that data at all (`conflict`:
+ * users.delete erases the user, after which they can register again).
+ */
+export class KeyStoreDisagreementError extends ContractError {
+  constructor(
+    readonly state: 'erased' | 'missing',
+    readonly gen: number,
+  ) {
+    super(
+      state === 'erased' ? 'not_found' : 'conflict',
+      state === 'erased'
+        ? 'unknown user: their data key is destroyed (the user was erased), but the event log does not record the erasure; users.delete records it'
+        : 'the user’s data key is missing from MFA_USER_KEYS, so their personal data cannot be read (the key stream restored from an older backup than the event log, or the master key that wrapped the key is not in MFA_PREVIOUS_ENCRYPTION_KEYS); when it cannot be brought back, users.delete erases the user, who can then register again',
+    );
+  }
+}
+
+/**
  * The commands of user-settings: load an aggregate from its subject, let the pure decider decide,
  * append with optimistic concurrency (deciding again on a conflict), and write the user
  * projection into Redis before answering, so the caller can start a challenge right away.
@@ -194,13 +215,24 @@ export class UserSettingsService {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, false);
     const ref = this.userRef(tenantId, userId);
-    const outcome = await this.execute(userDecider, ref, now, async (state) => {
-      // The key destroyed is the user's current one; a user registered before data keys existed
-      // has none, and erasing records the generation a key of theirs would have had.
-      const current = state.registered ? await this.options.keys.current(tenantId, userId) : undefined;
-      const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0);
-      return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
-    });
+    // Loaded without opening personal data: an erasure needs none, and so it also erases a user
+    // whose key is gone (a restore of the event log and MFA_USER_KEYS from different moments).
+    const outcome = await this.execute(
+      userDecider,
+      ref,
+      now,
+      async (state, loaded) => {
+        // The key destroyed is the user's current one; a user registered before data keys existed
+        // has none, and erasing records the generation a key of theirs would have had. A key store
+        // that destroyed the key already (the log missing that erasure) names its generation; one
+        // that lost the key, the generation the events are sealed under: its tombstone lets the
+        // user register again, as a new generation, and no key of it can appear any more.
+        const current = state.registered ? await this.store(() => this.options.keys.current(tenantId, userId)) : undefined;
+        const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0, ...(loaded.sealedGens ?? []));
+        return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
+      },
+      { personalData: false },
+    );
     const gen = outcome.state.erasedGen;
     if (gen === undefined) throw new Error('user not erased after users.delete');
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
@@ -476,12 +508,25 @@ export class UserSettingsService {
         language: request.language,
       },
     } as const;
-    const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) =>
-      decideUser(command, state, now),
-    );
-    // Also when nothing changed: a register repeated after a lost projection write repairs Redis.
-    await this.project(tenantId, userId, outcome);
-    return { userId, methods: methodsOf(outcome.state) };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const outcome = await this.execute(userDecider, this.userRef(tenantId, userId), now, (state) => decideUser(command, state, now));
+        // Also when nothing changed: a register repeated after a lost projection write repairs Redis.
+        await this.project(tenantId, userId, outcome);
+        return { userId, methods: methodsOf(outcome.state) };
+      } catch (error) {
+        // The key store says the user was erased, the log does not record it (a restore of the two
+        // from different moments): the erasure is recorded and carried out as users.delete does,
+        // then the user registers as a new user, as after any erasure. Nothing readable is lost
+        // (that data's key is destroyed) and nothing erased comes back. A key that is missing
+        // instead is not erased here: that takes the operator's users.delete (a register must not
+        // take the user's tokens and devices, which still read, nor destroy a key that a
+        // configuration fix might find again).
+        if (!(error instanceof KeyStoreDisagreementError) || error.state !== 'erased' || attempt > 1) throw error;
+        this.options.log.warn('the user’s data key is erased but the log did not record it; erasure completed before registering', { tenantId });
+        await this.delete({ tenantId, userId }, now);
+      }
+    }
   }
 
   async enrollTotp(request: TotpEnrollRequest, now: Date): Promise<TotpEnrollReply> {
@@ -761,27 +806,37 @@ export class UserSettingsService {
     return this.execute(tenantDecider, this.tenantRef(tenantId), now, (state) => tenantDecider.decide(command, state, now));
   }
 
+  /**
+   * `personalData: false` loads a user without opening their personal data (see
+   * AggregateLoader.loadUser): only for a decision that needs none, and that seals none.
+   */
   private async execute<C, S, E extends UserEvent | TenantEvent>(
     decider: Decider<C, S, E>,
     ref: AggregateRef,
     now: Date,
-    decide: (state: S) => E[] | Promise<E[]>,
+    decide: (state: S, loaded: LoadedState<S>) => E[] | Promise<E[]>,
+    options: { personalData?: boolean } = {},
   ): Promise<Outcome<S>> {
+    let keyGoneMeanwhile: UserDataKeyGoneError | undefined;
     for (let attempt = 1; attempt <= MAX_APPEND_ATTEMPTS; attempt++) {
-      const loaded = await this.store(() =>
+      const loaded =
         ref.kind === 'tenant'
-          ? this.loader.loadTenant(decider as Decider<unknown, S, TenantEvent>, ref.subject)
-          : (this.loader.loadUser(ref) as Promise<LoadedState<unknown>> as Promise<LoadedState<S>>),
-      );
+          ? await this.store(() => this.loader.loadTenant(decider as Decider<unknown, S, TenantEvent>, ref.subject))
+          : ((await this.loadUser(ref, options.personalData !== false)) as LoadedState<unknown> as LoadedState<S> | UserDataKeyGoneError);
+      if (loaded instanceof UserDataKeyGoneError) {
+        keyGoneMeanwhile = loaded;
+        continue;
+      }
+      keyGoneMeanwhile = undefined;
       const state = loaded.state;
-      const decided = await decide(state);
+      const decided = await decide(state, loaded);
       if (decided.length === 0) {
         if (ref.kind === 'user') await this.loader.rememberUser(ref, loaded as LoadedState<unknown> as LoadedState<UserState>, state as UserState, loaded.lastSeq);
         return { state, appended: false, seq: loaded.lastSeq };
       }
       // A registration after an erasure seals under a later generation than the one destroyed.
       const minGen = ref.kind === 'user' ? ((state as UserState).erasedGen ?? 0) + 1 : 1;
-      const envelopes = await this.store(() => this.codec.seal(ref, decided, now, minGen));
+      const envelopes = await this.orKeyGone(ref, () => this.store(() => this.codec.seal(ref, decided, now, minGen)));
       try {
         const seq = await this.store(() => this.options.store.append(ref.subject, envelopes, loaded.lastSeq));
         const next = decided.reduce(decider.evolve, state);
@@ -791,7 +846,56 @@ export class UserSettingsService {
         if (!(error instanceof ConcurrencyError)) throw error;
       }
     }
+    if (keyGoneMeanwhile) throw unavailable('the user’s data key changed concurrently too often; try again', keyGoneMeanwhile);
     throw conflict('the record changed concurrently too often; try again');
+  }
+
+  /**
+   * The user's state, or the key read that found a key of the events gone for a moment (an
+   * erasure racing this load: load again); KeyStoreDisagreementError when it is gone for good.
+   */
+  private async loadUser(ref: AggregateRef, personalData: boolean): Promise<LoadedState<UserState> | UserDataKeyGoneError> {
+    const loaded = await this.store(() =>
+      this.loader.loadUser(ref, { personalData }).catch((error: unknown) => {
+        if (error instanceof UserDataKeyGoneError) return error;
+        throw error;
+      }),
+    );
+    if (loaded instanceof UserDataKeyGoneError) await this.confirmKeyGone(ref, loaded.state, loaded.gen);
+    return loaded;
+  }
+
+  /**
+   * After a key read found generation `gen` of the user's personal data erased or missing: throws
+   * KeyStoreDisagreementError when the log, read again now (from the stream leader), still holds
+   * that data unerased. An erasure records UserErased before it destroys the key, so one that raced
+   * the first read shows here. A key is stored before anything is sealed under it, so one missing
+   * after its event was read is lost; the key store is read again (from its leader) all the same.
+   * Returns when it was only a race (the caller loads again).
+   */
+  private async confirmKeyGone(ref: AggregateRef, state: 'erased' | 'missing', gen: number): Promise<void> {
+    const again = await this.store(() => this.loader.loadUser(ref, { personalData: false }));
+    if (!again.state.registered) return;
+    if (state === 'erased') {
+      if ((again.state.erasedGen ?? 0) >= gen) return;
+    } else {
+      if (!again.sealedGens?.has(gen)) return;
+      const entry = await this.store(() => this.options.keys.current(ref.tenantId, ref.aggregateId));
+      // There now, or erased meanwhile: the next load tells.
+      if (entry && entry.gen >= gen) return;
+    }
+    this.options.log.warn('the user’s events and their data key disagree (MFA_USER_KEYS restored from another moment than the event log?)', { tenantId: ref.tenantId, key: state, gen });
+    throw new KeyStoreDisagreementError(state, gen);
+  }
+
+  /** `call` on the user's data key: an erasure it found that the log never records is KeyStoreDisagreementError. */
+  private async orKeyGone<T>(ref: AggregateRef, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (ref.kind === 'user' && error instanceof UserErasedMeanwhileError && error.gen !== undefined) await this.confirmKeyGone(ref, 'erased', error.gen);
+      throw error;
+    }
   }
 
   /** Infrastructure failures answer `unavailable`; conflicts and corrupt events pass through. */
@@ -802,7 +906,9 @@ export class UserSettingsService {
   private async project(tenantId: string, userId: string, outcome: Outcome<UserState>): Promise<void> {
     if (outcome.seq === 0) return;
     // The wrapped data key travels with the snapshot: auth-challenge seals challenge events with it.
-    const key = await this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 }));
+    const key = await this.orKeyGone(this.userRef(tenantId, userId), () =>
+      this.store(() => this.options.keys.getOrCreate(tenantId, userId, { minGen: (outcome.state.erasedGen ?? 0) + 1 })),
+    );
     const snapshot = userSnapshot(this.options.keyring, tenantId, userId, outcome.state, outcome.seq, key);
     try {
       // After a loss of Redis, a user with TOTP tokens is written only once the rebuild has put

@@ -282,8 +282,8 @@ describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIU
     await api.call(Subjects.voiceMessagesDelete, { tenantId: tenant, type: 'greetingPin', language: 'sv' }, operator);
     assert.equal(await api.recording(tenant, 'greetingPin', 'sv'), undefined);
 
-    // A token file large enough that reading it back needs the flow control answered: streamed
-    // into MFA_IMPORTS, counted, read back whole, deleted.
+    // A token file of many chunks (128 KiB each), each read back by a message get of its own:
+    // streamed into MFA_IMPORTS, counted, read back whole, deleted.
     const file = randomBytes(16 * 1024 * 1024);
     const { object, size } = await api.putImport(tenant, Readable.from([file]), MAX_IMPORT_FILE_BYTES);
     assert.equal(size, file.length);
@@ -302,7 +302,7 @@ describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIU
     assert.deepEqual(consoleRefusals.map(String), [], 'nothing refused on the way');
   });
 
-  itWith({ real: ['nats'] }, 'the console’s user can do nothing else: no subscription to the API, events or others’ inboxes, no event or internal subject, no other stream, no writing a recording, no new bucket', async () => {
+  itWith({ real: ['nats'] }, 'the console’s user can do nothing else: no subscription to the API, events or others’ inboxes, no event or internal subject, no other stream, no consumer (not even on its buckets), no writing a recording, no new bucket', async () => {
     for (const subject of ['mfa.v1.>', 'mfa.evt.>', 'mfa.int.>', '_INBOX.>', `${IDP_INBOX}.>`, '>']) {
       const closedWith = await closedWithin(consoleNc.subscribe(subject));
       assert.ok(closedWith instanceof errors.PermissionViolationError, `${subject}: ${String(closedWith)}`);
@@ -323,6 +323,17 @@ describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIU
     await assert.rejects(jsm.consumers.add(Streams.challenges.name, { name: 'wall-console', ack_policy: AckPolicy.Explicit }), /Permissions Violation for Publish to "\$JS\.API\.CONSUMER\.CREATE\.MFA_CHALLENGES/);
     await assert.rejects(jsm.streams.delete(`OBJ_${IMPORTS_BUCKET}`), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.DELETE\.OBJ_MFA_IMPORTS"/);
     await assert.rejects(new Objm(consoleNc).create('MFA_WALL'), /Permissions Violation for Publish to "\$JS\.API\.STREAM\.(INFO|CREATE)\.OBJ_MFA_WALL"/);
+    // No consumer on its own buckets either (it reads them by message gets): the server does not
+    // check a push consumer's delivery subject against the creator's permissions, so one would
+    // have the server publish bytes the console stored (an upload) to an event subject. The
+    // services' user may create that same consumer: the refusal is the console's permissions.
+    for (const bucket of [VoiceMessageBuckets.messages, IMPORTS_BUCKET, VoiceMessageBuckets.uploads]) {
+      const consumer = { name: `wall-console-${bucket.toLowerCase()}`, deliver_subject: EventSubjects.challengeApproved, ack_policy: AckPolicy.None, filter_subject: `$O.${bucket}.C.>` };
+      await assert.rejects(jsm.consumers.add(`OBJ_${bucket}`, consumer), new RegExp(`Permissions Violation for Publish to "\\$JS\\.API\\.CONSUMER\\.CREATE\\.OBJ_${bucket}\\.`));
+      await assert.rejects(jsm.consumers.add(`OBJ_${bucket}`, { deliver_subject: EventSubjects.challengeApproved, ack_policy: AckPolicy.None }), new RegExp(`Permissions Violation for Publish to "\\$JS\\.API\\.CONSUMER\\.CREATE\\.OBJ_${bucket}"`));
+      assert.equal((await serviceJsm.consumers.add(`OBJ_${bucket}`, { ...consumer, deliver_subject: `_INBOX.wall.${bucket}` })).config.deliver_subject, `_INBOX.wall.${bucket}`);
+      await serviceJsm.consumers.delete(`OBJ_${bucket}`, consumer.name);
+    }
     // It reads the tenants' recordings but never writes them: only dispatch does, from an upload.
     const messages = await new Objm(consoleNc).open(VoiceMessageBuckets.messages);
     const name = `${tenant}/greetingPin/xx`;
@@ -335,6 +346,11 @@ describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIU
     // The same put as the services' user is stored: the refusals above are the permissions, not the bucket.
     const asService = await new Objm(service).open(VoiceMessageBuckets.messages);
     assert.equal((await asService.putBlob({ name }, new Uint8Array(64))).size, 64);
+    // The object store's own reader (a consumer per read) is refused; the console's reads it.
+    await assert.rejects(messages.get(name), /Permissions Violation for Publish to "\$JS\.API\.CONSUMER\.CREATE\.OBJ_MFA_VOICE_MESSAGES/);
+    const played = await new MfaApi(consoleNc, undefined).recording(tenant, 'greetingPin', 'xx');
+    assert.ok(played);
+    assert.deepEqual(await bytesOf(played.body), Buffer.alloc(64));
     await asService.delete(name);
     assert.equal(consoleNc.isClosed(), false, 'refusals never closed the console’s connection');
   });

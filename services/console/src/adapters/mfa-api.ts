@@ -1,10 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import { ContractError, ERROR_CODES, Headers, IMPORTS_BUCKET, VoiceMessageBuckets, voiceMessageObjectName, type ErrorCode, type VoiceMessageType } from '@mfa/contracts';
-import { requestJson } from '@mfa/messaging';
+import { isStreamOrConsumerNotFound, requestJson } from '@mfa/messaging';
+import { ObjectChanged, ObjectCorrupt, ObjectReader } from './object-reader.js';
 import type { Session } from './sessions.js';
+
+const RECORDINGS_NOT_READY = 'the recording store is not ready (dispatch creates it); try again';
+const IMPORTS_NOT_READY = 'the imports store is not ready (user-settings creates it); try again';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } | string };
 
@@ -12,8 +17,11 @@ type Reply = Record<string, unknown> & { error?: { code: string; message: string
  * The console is a client of the public NATS API like any other: every request carries the
  * platform key (when auth is on) and the operator's identity (Mfa-Operator), which the services
  * record in the audit trail. The operator's roles are checked by the console before it asks.
+ * It reads the object stores with message gets only (ObjectReader says why: no consumer).
  */
 export class MfaApi {
+  private jsm: Promise<JetStreamManager> | undefined;
+
   constructor(
     private readonly nc: NatsConnection,
     private readonly platformKey: string | undefined,
@@ -48,9 +56,9 @@ export class MfaApi {
 
   /** A tenant's recording, to play it back on the page (read from MFA_VOICE_MESSAGES), or undefined. */
   async recording(tenantId: string, type: VoiceMessageType, language: string): Promise<{ contentType: string; size: number; body: Readable } | undefined> {
-    const result = await (await this.bucket(VoiceMessageBuckets.messages)).get(voiceMessageObjectName(tenantId, type, language));
-    if (!result || result.info.deleted) return undefined;
-    return { contentType: result.info.metadata?.contentType ?? 'application/octet-stream', size: result.info.size, body: Readable.fromWeb(result.data as never) };
+    const found = await this.read(VoiceMessageBuckets.messages, RECORDINGS_NOT_READY, (reader) => reader.read(voiceMessageObjectName(tenantId, type, language)));
+    if (!found) return undefined;
+    return { contentType: found.info.metadata?.contentType ?? 'application/octet-stream', size: found.info.size, body: found.body };
   }
 
   /**
@@ -60,7 +68,7 @@ export class MfaApi {
    */
   async putImport(tenantId: string, body: Readable, maxBytes: number): Promise<{ object: string; size: number }> {
     const object = `${tenantId}/console-${randomUUID()}`;
-    const store = await this.bucket(IMPORTS_BUCKET, 'the imports store is not ready (user-settings creates it); try again');
+    const store = await this.bucket(IMPORTS_BUCKET, IMPORTS_NOT_READY);
     let size = 0;
     const source = Readable.toWeb(body) as ReadableStream<Uint8Array>;
     const limited = source.pipeThrough(
@@ -88,16 +96,12 @@ export class MfaApi {
 
   /**
    * How many of this console's uploads of the tenant MFA_IMPORTS holds: those waiting for their
-   * import and those an import job reads (it deletes its file when it ends).
+   * import and those an import job reads (it deletes its file when it ends). From the bucket's
+   * record subjects (names only), reading the records of the tenant's uploads alone.
    */
   async consoleImports(tenantId: string): Promise<number> {
-    const store = await this.bucket(IMPORTS_BUCKET, 'the imports store is not ready (user-settings creates it); try again');
     const prefix = `${tenantId}/console-`;
-    try {
-      return (await store.list()).filter((info) => !info.deleted && info.name.startsWith(prefix)).length;
-    } catch (error) {
-      throw new ContractError('unavailable', 'the imports store did not answer; try again', { cause: error });
-    }
+    return (await this.read(IMPORTS_BUCKET, IMPORTS_NOT_READY, (reader) => reader.names((name) => name.startsWith(prefix)))).length;
   }
 
   /** Removes an upload that no job will read (the import was refused). */
@@ -107,13 +111,31 @@ export class MfaApi {
 
   /** A file of MFA_IMPORTS (a job's error file), as a stream, or undefined. */
   async importFile(object: string): Promise<{ size: number; body: Readable } | undefined> {
-    const result = await (await this.bucket(IMPORTS_BUCKET, 'the imports store is not ready (user-settings creates it); try again')).get(object);
-    if (!result || result.info.deleted) return undefined;
-    return { size: result.info.size, body: Readable.fromWeb(result.data as never) };
+    const found = await this.read(IMPORTS_BUCKET, IMPORTS_NOT_READY, (reader) => reader.read(object));
+    return found && { size: found.info.size, body: found.body };
+  }
+
+  /**
+   * A read of a bucket the services create: until then, and whenever JetStream does not answer,
+   * it is unavailable. (A failure once the body streams ends the stream with that error.)
+   */
+  private async read<T>(bucket: string, notReady: string, read: (reader: ObjectReader) => Promise<T>): Promise<T> {
+    try {
+      this.jsm ??= jetstreamManager(this.nc).catch((error: unknown) => {
+        this.jsm = undefined;
+        throw error;
+      });
+      return await read(new ObjectReader(await this.jsm, bucket));
+    } catch (error) {
+      if (isStreamOrConsumerNotFound(error)) throw new ContractError('unavailable', notReady, { cause: error });
+      if (error instanceof ObjectChanged) throw new ContractError('unavailable', 'the file changed while it was read; try again', { cause: error });
+      if (error instanceof ObjectCorrupt) throw new ContractError('internal', 'the stored file does not match its record', { cause: error });
+      throw new ContractError('unavailable', bucket === IMPORTS_BUCKET ? 'the imports store did not answer; try again' : 'the recording store did not answer; try again', { cause: error });
+    }
   }
 
   /** The buckets are created by the services (dispatch, user-settings): until then, they are unavailable. */
-  private async bucket(name: string, notReady = 'the recording store is not ready (dispatch creates it); try again'): Promise<ObjectStore> {
+  private async bucket(name: string, notReady = RECORDINGS_NOT_READY): Promise<ObjectStore> {
     try {
       return await new Objm(this.nc).open(name);
     } catch (error) {

@@ -106,7 +106,9 @@ export class MfaApi {
 
   /** Removes an upload that no job will read (the import was refused). */
   async deleteImport(object: string): Promise<void> {
-    await (await this.bucket(IMPORTS_BUCKET, 'the imports store is not ready')).delete(object).catch(() => undefined);
+    // Purged rather than deleted: the object store's delete writes a record first, which a full
+    // bucket refuses, and the upload would stay until the bucket's TTL.
+    await this.read(IMPORTS_BUCKET, IMPORTS_NOT_READY, (reader) => reader.remove(object)).catch(() => undefined);
   }
 
   /** A file of MFA_IMPORTS (a job's error file), as a stream, or undefined. */

@@ -165,6 +165,26 @@ describe('ObjectReader: objects read by message gets, without a consumer (real N
     assert.equal(await reader.read('t4/link'), undefined, 'a link is not a file of the bucket');
   });
 
+  itWith({ real: ['nats'] }, 'remove: purges the version read, on a full bucket too, where the object store’s delete is refused', async () => {
+    const full = `CONSOLE_FULL_${randomBytes(4).toString('hex').toUpperCase()}`;
+    const small = await new Objm(nats.nc).create(full, { storage: StorageType.File, max_bytes: 8 * 1024 });
+    try {
+      await small.putBlob({ name: 't/upload' }, randomBytes(2 * 1024));
+      // Filled to the last bytes: small objects until one is refused.
+      let filled = false;
+      for (let n = 0; n < 500 && !filled; n++) filled = await small.putBlob({ name: `t/fill-${n}` }, randomBytes(8)).then(() => false, () => true);
+      assert.ok(filled, 'the bucket is full');
+      await assert.rejects(small.delete('t/upload'), 'the object store’s delete writes a record first, which a full bucket refuses');
+      const reader = new ObjectReader(nats.jsm, full);
+      assert.equal(await reader.remove('t/upload'), true);
+      assert.equal(await reader.info('t/upload'), undefined);
+      assert.equal((await nats.jsm.streams.info(`OBJ_${full}`, { subjects_filter: `$O.${full}.M.${Base64UrlPaddedCodec.encode('t/upload')}` })).state.subjects, undefined, 'its record is gone');
+      assert.equal(await reader.remove('t/upload'), false);
+    } finally {
+      await nats.jsm.streams.delete(`OBJ_${full}`).catch(() => undefined);
+    }
+  });
+
   itWith({ real: ['nats'] }, 'names: the live objects whose name is wanted, not the deleted ones, from the bucket’s record subjects', async () => {
     const reader = new ObjectReader(nats.jsm, bucket);
     assert.deepEqual(await reader.names((name) => name.startsWith('t5/')), []);

@@ -113,6 +113,20 @@ export class ObjectReader {
     return live;
   }
 
+  /**
+   * Deletes the object by purging its records up to the one read and that version's chunks:
+   * unlike the object store's delete, it writes nothing first (a "deleted" record), so it works
+   * on a bucket that is full, and a put under the name meanwhile keeps its own record. False when
+   * there was none.
+   */
+  async remove(name: string): Promise<boolean> {
+    const info = await this.info(name);
+    if (!info) return false;
+    await this.jsm.streams.purge(this.stream, { filter: this.metaSubject(name), seq: info.revision + 1 });
+    await this.jsm.streams.purge(this.stream, { filter: `$O.${this.bucket}.C.${info.nuid}` });
+    return true;
+  }
+
   private async *chunks(info: ObjectRecord, digest: Buffer, first: StoredMsg): AsyncGenerator<Buffer> {
     const hash = createHash('sha256');
     let size = 0;

@@ -10,8 +10,8 @@ import pg from 'pg';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { EventSubjects, Streams, Subjects } from '@mfa/contracts';
-import { loadKeyring, userTag } from '@mfa/crypto';
-import { connectClient, requestJson } from '@mfa/messaging';
+import { generateDataKey, keyringFromMasterKey, loadKeyring, userTag } from '@mfa/crypto';
+import { connectClient, createEvent, requestJson } from '@mfa/messaging';
 import {
   eventually,
   itWith,
@@ -248,5 +248,19 @@ describe('backup and restore of the JetStream store', () => {
     // Once more: the log now erases B, nothing is left to do.
     const again = JSON.parse((await tool('--dry-run')).stdout) as { erasedAgain: Array<{ tenantId: string }> };
     assert.deepEqual(again.erasedAgain.filter((u) => u.tenantId === tenantId), []);
+
+    // A data key that does not read (wrapped with a master key the keyring lacks) is that user's
+    // failure, and the run goes on: the others are still counted.
+    const X = `unreadable-${randomBytes(4).toString('hex')}`;
+    const registeredX = createEvent('UserRegistered', 1, { tenantId, aggregateId: X, now: new Date(), data: { userId: X } });
+    await jsm.jetstream().publish(EventSubjects.user(tenantId, X), JSON.stringify(registeredX));
+    const foreign = generateDataKey(keyringFromMasterKey(randomBytes(32)), tenantId, X, 1);
+    await jsm.jetstream().publish(EventSubjects.userDataKey(userTag(keyring, tenantId, X)), JSON.stringify({ gen: 1, wrappedKey: foreign.wrapped }));
+    const unreadable = await tool('--dry-run');
+    assert.equal(unreadable.code, 3, unreadable.stderr);
+    const listed = JSON.parse(unreadable.stdout) as { users: number; erasedInLog: number; failed: Array<{ userId: string; error: string }> };
+    assert.deepEqual(listed.failed.map((f) => f.userId), [X]);
+    assert.match(listed.failed[0]!.error, /^data key unreadable/);
+    assert.ok(listed.erasedInLog >= 2, 'the other users are still counted');
   }, { timeout: 60_000 });
 });

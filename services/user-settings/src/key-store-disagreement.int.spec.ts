@@ -137,6 +137,25 @@ describe('a user erased in MFA_USER_KEYS whom the log never erased (keys newer t
     assert.deepEqual([user.displayName, user.phoneNumber, user.methods], ['Someone Else', null, []]);
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'two registers racing: the one that completes the erasure second finds it recorded and undoes nothing of the other', async () => {
+    const userId = await registered(tenantId, 'two-registers');
+    await keysOf().erase(tenantId, userId, 1, new Date());
+    // The second instance found the disagreement; before its erasure loads the user, the first
+    // completes the erasure and registers the user again, under generation 2.
+    class Second extends UserSettingsService {
+      override async delete(...args: Parameters<UserSettingsService['delete']>) {
+        await instance().register({ tenantId, userId, displayName: 'Registered First', email: 'first@example.com' }, new Date());
+        return super.delete(...args);
+      }
+    }
+    const second = new Second({ store, projection: writer, keyring, keys: new UserDataKeys(nats, keyring), log, autoCreateTenants: true, totpIssuer: 'Open MFA', snapshots: new SnapshotStore(nats.js, nats.jsm) });
+    assert.deepEqual(await second.register({ tenantId, userId, displayName: 'Registered Second' }, new Date()), { userId, methods: [] });
+    assert.deepEqual(await erasedGens(tenantId, userId), [1], 'the erasure is recorded once');
+    assert.deepEqual(await typesOf(tenantId, userId), ['UserRegistered', 'UserErased', 'UserRegistered', 'UserProfileChanged']);
+    const user = await instance().get({ tenantId, userId }, new Date());
+    assert.deepEqual([user.displayName, user.email], ['Registered Second', 'first@example.com'], 'the second register applies to the user the first registered');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'a user without personal data in the log: users.register completes the erasure before sealing any under a new key', async () => {
     const userId = uniqueUser('no-pii');
     await instance().register({ tenantId, userId, language: 'sv' }, new Date());

@@ -88,7 +88,13 @@ export class ErasureReapply {
     const live: Array<UserRef & { gen: number }> = [];
     await Promise.all(
       users.map(async (user) => {
-        const entry = await this.keys.current(user.tenantId, user.userId);
+        // One key that does not read (wrapped with a master key the keyring lacks, a damaged record)
+        // is that user's failure, not the run's: the others are still checked.
+        const entry = await this.keys.current(user.tenantId, user.userId).catch((error: unknown) => {
+          report.failed.push({ ...user, error: `data key unreadable: ${error instanceof Error ? error.message : String(error)}` });
+          return null;
+        });
+        if (entry === null) return;
         if (!entry) report.withoutKey.push(user);
         else if (entry.kind === 'erased') report.keyErasedOnly.push(user);
         else live.push({ ...user, gen: entry.gen });

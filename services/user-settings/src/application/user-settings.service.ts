@@ -211,8 +211,9 @@ export class UserSettingsService {
    * replaces the Redis projection with a tombstone. Deleting an erased user again does all of it
    * again (what is done already changes nothing) and answers deleted.
    */
-  async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+  async delete(request: UsersDeleteRequest, now: Date, options: { onlyIfKeyGone?: number } = {}): Promise<UsersDeleteReply> {
     const { tenantId, userId } = request;
+    const { onlyIfKeyGone } = options;
     await this.requireTenant(tenantId, now, false);
     const ref = this.userRef(tenantId, userId);
     // Loaded without opening personal data: an erasure needs none, and so it also erases a user
@@ -227,12 +228,18 @@ export class UserSettingsService {
         // that destroyed the key already (the log missing that erasure) names its generation; one
         // that lost the key, the generation the events are sealed under: its tombstone lets the
         // user register again, as a new generation, and no key of it can appear any more.
+        // register's completion of an erasure the key store made (onlyIfKeyGone, its generation)
+        // erases only while the log still misses it: a register of another instance that recorded
+        // it and registered the user again meanwhile is not undone.
+        if (onlyIfKeyGone !== undefined && (!state.registered || (state.erasedGen ?? 0) >= onlyIfKeyGone)) return [];
         const current = state.registered ? await this.store(() => this.options.keys.current(tenantId, userId)) : undefined;
         const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0, ...(loaded.sealedGens ?? []));
         return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
       },
       { personalData: false },
     );
+    // Recorded by another request meanwhile (which carried it out): nothing of this one to do.
+    if (onlyIfKeyGone !== undefined && !outcome.appended) return { userId, deleted: true };
     const gen = outcome.state.erasedGen;
     if (gen === undefined) throw new Error('user not erased after users.delete');
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
@@ -524,7 +531,7 @@ export class UserSettingsService {
         // configuration fix might find again).
         if (!(error instanceof KeyStoreDisagreementError) || error.state !== 'erased' || attempt > 1) throw error;
         this.options.log.warn('the user’s data key is erased but the log did not record it; erasure completed before registering', { tenantId });
-        await this.delete({ tenantId, userId }, now);
+        await this.delete({ tenantId, userId }, now, { onlyIfKeyGone: error.gen });
       }
     }
   }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig, unsetWhenEmpty } from '@mfa/service-kit';
 import { DEFAULT_SOURCE_FAILURE_LIMITS } from './adapters/source-failures.js';
-import { DEFAULT_TRUSTED_PROXIES } from './api/device-api.source.js';
+import { DEFAULT_TRUSTED_PROXIES, FORWARDED_HEADERS } from './api/device-api.source.js';
 
 /** A comma-separated list of addresses and CIDR ranges, IPv4 or IPv6, or `none`. */
 const AddressList = z
@@ -44,10 +44,17 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
   DEVICE_API_MAX_FAILURES_PER_WINDOW: z.coerce.number().int().min(0).max(1_000_000).default(DEFAULT_SOURCE_FAILURE_LIMITS.maxPerWindow),
   DEVICE_API_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(10).max(86_400).default(DEFAULT_SOURCE_FAILURE_LIMITS.windowSeconds),
   /**
-   * The reverse proxies in front of the device API, whose X-Forwarded-For names the client
+   * The reverse proxies in front of the device API, whose X-Forwarded-For (or Forwarded) names the client
    * (sourceAddress); `none`: the address that connects is the client. Default: this host only.
    */
   DEVICE_API_TRUSTED_PROXIES: unsetWhenEmpty(AddressList.default([...DEFAULT_TRUSTED_PROXIES])),
+  /**
+   * The header those proxies name the client in: `x-forwarded-for` or RFC 7239's `forwarded`. One,
+   * not both: a proxy appends to one and passes the other on as the client wrote it.
+   */
+  DEVICE_API_FORWARDED_HEADER: unsetWhenEmpty(
+    z.string().trim().toLowerCase().pipe(z.enum(FORWARDED_HEADERS, { error: 'must be x-forwarded-for or forwarded' })).default('x-forwarded-for'),
+  ),
 });
 export type AuthChallengeConfig = z.infer<typeof AuthChallengeEnv> & KeyringConfig & { auth: AuthConfig };
 

@@ -389,6 +389,30 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.match(metrics, /mfa_device_api_requests_total\{[^}]*route="auth"[^}]*outcome="rate_limited"[^}]*\} [1-9]/);
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'DEVICE_API_FORWARDED_HEADER=forwarded: the address the proxy’s RFC 7239 Forwarded element names is the source, and X-Forwarded-For is not read', async () => {
+    const proxied = await boot(loadAuthChallengeConfig({ ...process.env, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test', DEVICE_API_FORWARDED_HEADER: 'forwarded' }));
+    try {
+      const device = await userWithDevice(tenant, uniqueUser('forwarded'));
+      const [flooding, other] = [`${freshPrefix()}::1`, `${freshPrefix()}::1`];
+      await redis.set(SourceFailureKeys.failures(ipLockKey(flooding)!), '1000', 'EX', 60);
+      // A request whose signature does not cover its URL: a failure, answered 429 once its source is over its limit.
+      const failing = async (headers: Record<string, string>) =>
+        (await fetch(`${proxied.url}/device/v1/challenges/pending?changed`, { headers: { ...signedHeaders(device, 'GET', '/device/v1/challenges/pending', ''), ...headers } })).status;
+      assert.equal(await failing({ Forwarded: `for="[${flooding}]:4711";proto=https` }), 429, 'the Forwarded element names the source');
+      assert.equal(await failing({ 'X-Forwarded-For': flooding }), 401, 'X-Forwarded-For is not read: no source, nothing refused');
+      // What a client writes before the proxy's element, even malformed, is not believed and does not hide it.
+      assert.equal(await failing({ Forwarded: `for="[${flooding}]", for="[${other}]"` }), 401);
+      assert.equal(await failing({ Forwarded: `for="oops\\, for="[${flooding}]"` }), 429, 'an unterminated quote before it does not hide the proxy’s element');
+      const before = Number((await redis.get(SourceFailureKeys.failures(ipLockKey(other)!))) ?? '0');
+      assert.equal(await failing({ Forwarded: `for=unknown;by=_x, for="[${other}]"` }), 401);
+      assert.equal(Number(await redis.get(SourceFailureKeys.failures(ipLockKey(other)!))), before + 1, 'counted against the address the proxy named');
+      // The proxy hides the client (for=unknown, an obfuscated name): the source is unknown, never the proxy's.
+      assert.equal(await failing({ Forwarded: `for="[${flooding}]", for=_hidden` }), 401);
+    } finally {
+      await proxied.stop();
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'hostile input: unknown devices, missing headers, wrong types, non-ASCII digits, oversized bodies', async () => {
     const userId = uniqueUser('erin');
     const device = await userWithDevice(tenant, userId);

@@ -6,9 +6,10 @@ import express from 'express';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { MAX_VOICE_MESSAGE_BYTES } from '@mfa/contracts';
-import { boundRequestArrival, HTTP_HEADERS_TIMEOUT_MS, HttpErrors, serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
+import { boundRequestArrival, HTTP_HEADERS_TIMEOUT_MS, serviceLogger, NestJsonLogger, type RunningService } from '@mfa/service-kit';
 import { flushTelemetry, shutdownTelemetry, startMetrics } from '@mfa/telemetry';
 import type { Sessions } from './adapters/sessions.js';
+import { ConsoleErrors } from './api/not-found.js';
 import { PUBLIC_DIR } from './api/views.js';
 import { cookieNames, csrfCheck, emptyBodyAsForm, securityHeaders, sessionLoader } from './api/web.js';
 import { AppModule } from './app.module.js';
@@ -38,7 +39,9 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
   try {
     // What the body parsers refuse (a charset, an encoding, a body over the limit) is the client's
     // fault: answered and counted, not logged as an error of the console (as every service's port).
-    app.useGlobalFilters(new HttpErrors(app.getHttpAdapter()));
+    // An unknown URL is the console's HTML "not found" page for a browser, JSON for anything else.
+    const views = app.get<Views>(VIEWS);
+    app.useGlobalFilters(new ConsoleErrors(views, app.getHttpAdapter()));
     app.disable('x-powered-by');
     app.set('trust proxy', false);
     const secure = config.publicUrl.protocol === 'https:';
@@ -47,7 +50,6 @@ export async function boot(config: ConsoleConfig): Promise<RunningService> {
     // Forms (the CSRF token of a form is a field of it): small, read before the CSRF check.
     app.useBodyParser('urlencoded', { extended: false, limit: '64kb', inflate: false });
     const sessions = app.get<Sessions>(SESSIONS);
-    const views = app.get<Views>(VIEWS);
     const names = cookieNames(secure);
     app.use('/static/chart', express.static(CHART_JS_DIR, { index: false, maxAge: '1h' }));
     app.use('/static', express.static(PUBLIC_DIR, { index: false, maxAge: '1h' }));

@@ -148,7 +148,14 @@ export class AppModule {
         {
           provide: OathImportService,
           useFactory: (jobs: ImportJobs, tokens: OathTokensService, keyring: Keyring, users: UserSettingsService) =>
-            new OathImportService({ jobs, tokens, keyring, log, requireTenant: (tenantId, now) => users.requireExistingTenant(tenantId, now) }),
+            new OathImportService({
+              jobs,
+              tokens,
+              keyring,
+              log,
+              requireTenant: (tenantId, now) => users.requireExistingTenant(tenantId, now),
+              jobsPerInstance: config.OATH_IMPORT_JOBS_PER_INSTANCE,
+            }),
           inject: [ImportJobs, OathTokensService, KEYRING, UserSettingsService],
         },
         OathImportWorkers,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
 import { ImportStoreEnv } from './adapters/import-jobs.js';
+import { DEFAULT_IMPORT_JOBS_PER_INSTANCE } from './application/oath-import.service.js';
 
 const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend(ImportStoreEnv.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3004),
@@ -18,6 +19,12 @@ const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend(ImportStoreE
   DEVICE_API_PUBLIC_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3001/device'),
   /** Register creates an unknown tenant with default settings; "false" answers not_found instead. */
   MFA_TENANT_AUTO_CREATE: z.stringbool().default(true),
+  /**
+   * oath.import jobs one instance runs at once, each of another tenant, their batches taking
+   * turns: more lets more tenants' imports progress side by side (each job holds a batch of rows
+   * and a reader of its file), not more load on the event log.
+   */
+  OATH_IMPORT_JOBS_PER_INSTANCE: z.coerce.number().int().min(1).max(32).default(DEFAULT_IMPORT_JOBS_PER_INSTANCE),
 });
 
 export type UserSettingsConfig = z.infer<typeof UserSettingsEnv> & KeyringConfig & { auth: AuthConfig };

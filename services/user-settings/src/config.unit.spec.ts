@@ -11,6 +11,15 @@ describe('user-settings configuration', () => {
     assert.equal(config.MFA_TENANT_AUTO_CREATE, true);
     assert.equal(config.REDIS_URL, 'redis://127.0.0.1:6379');
     assert.equal(config.developmentKey, true);
+    assert.equal(config.OATH_IMPORT_JOBS_PER_INSTANCE, 4);
+  });
+
+  it('reads OATH_IMPORT_JOBS_PER_INSTANCE (1 to 32) and refuses to start on another value, naming it', () => {
+    assert.equal(loadUserSettingsConfig({ OATH_IMPORT_JOBS_PER_INSTANCE: '1' }).OATH_IMPORT_JOBS_PER_INSTANCE, 1);
+    assert.equal(loadUserSettingsConfig({ OATH_IMPORT_JOBS_PER_INSTANCE: '32' }).OATH_IMPORT_JOBS_PER_INSTANCE, 32);
+    for (const value of ['0', '33', '2.5', 'four', '-1']) {
+      assert.throws(() => loadUserSettingsConfig({ OATH_IMPORT_JOBS_PER_INSTANCE: value }), (error: Error) => error instanceof ConfigError && /OATH_IMPORT_JOBS_PER_INSTANCE/.test(error.message), value);
+    }
   });
 
   it('reads the issuer, auto-create switch and encryption key', () => {

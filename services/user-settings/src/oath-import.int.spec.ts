@@ -402,8 +402,8 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
     const stored = (await jobs.get(tenantId, jobId))!;
     await jobs.update({ ...stored.job, lease: { owner: stored.job.lease!.owner, until: 0 } }, stored.revision);
   };
-  const worker = (tokens: OathTokensService) => {
-    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant: async () => undefined, parse });
+  const worker = (tokens: OathTokensService, jobsPerInstance?: number) => {
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant: async () => undefined, parse, jobsPerInstance });
     service.start();
     return service;
   };
@@ -543,6 +543,27 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
     assert.equal(nextThen.state, 'queued', 'the large job’s tenant’s next job waits for it on this instance');
     // One batch at a time on the instance, of whichever job: no more load than one job put on it.
     assert.ok(mostAtOnce <= 16, `${mostAtOnce} rows imported at once`);
+  });
+
+  itWith({ real: ['nats'] }, 'OATH_IMPORT_JOBS_PER_INSTANCE=1: another tenant’s job waits for the one under way on the instance', async () => {
+    const [first, second] = ['one', 'two'].map((t) => `single-${t}-${Date.now().toString(36)}`);
+    // Rows that take a while, as in the test above: with more jobs at once, the second would end while the first runs.
+    const tokens = {
+      importToken: async (): Promise<RowOutcome> => {
+        await sleep(2);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const single = worker(tokens, 1);
+    const big = await single.request({ tenantId: first!, format: 'csv', content: seeds('F', 5_000).toString('utf8') } as never, new Date());
+    await until('the first job to have done a batch', async () => ((await jobs.get(first!, big.jobId))!.job.processed >= 500 ? true : undefined));
+    const little = await single.request({ tenantId: second!, format: 'csv', content: seeds('T', 3).toString('utf8') } as never, new Date());
+    const littleDone = await ended(second!, little.jobId);
+    const bigThen = (await jobs.get(first!, big.jobId))!.job;
+    await single.stop();
+    service = undefined;
+    assert.deepEqual([littleDone.state, littleDone.imported], ['completed', 3]);
+    assert.deepEqual([bigThen.state, bigThen.imported], ['completed', 5_000], 'the second tenant’s job started only once the first had ended');
   });
 
   itWith({ real: ['nats'] }, 'a stopping instance finishes only the batch under way: the jobs waiting for their turn do nothing more, and resume from their checkpoints', async () => {

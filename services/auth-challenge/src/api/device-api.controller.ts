@@ -6,7 +6,7 @@ import { isTransientDependencyError } from '@mfa/messaging';
 import { DeviceApiError, DeviceApiService, type SignedRequest } from '../application/device-api.service.js';
 import type { AuthChallengeConfig } from '../config.js';
 import { CONFIG } from '../tokens.js';
-import { sourceAddress, trustedProxies } from './device-api.source.js';
+import { sourceAddress, trustedProxies, type ForwardedHeader } from './device-api.source.js';
 
 /** Largest device API body (docs/device-api.md). */
 const MAX_BODY_BYTES = 8 * 1024;
@@ -18,14 +18,17 @@ const MAX_BODY_BYTES = 8 * 1024;
 @Controller('device/v1')
 export class DeviceApiController {
   private readonly log = new Logger('DeviceApi');
-  /** DEVICE_API_TRUSTED_PROXIES: whose X-Forwarded-For names the client. */
+  /** DEVICE_API_TRUSTED_PROXIES: whose X-Forwarded-For (or Forwarded) names the client. */
   private readonly proxies: RangeSet;
+  /** DEVICE_API_FORWARDED_HEADER: the one header those proxies write the client in. */
+  private readonly forwardedHeader: ForwardedHeader;
 
   constructor(
     @Inject(DeviceApiService) private readonly devices: DeviceApiService,
-    @Inject(CONFIG) config: Pick<AuthChallengeConfig, 'DEVICE_API_TRUSTED_PROXIES'>,
+    @Inject(CONFIG) config: Pick<AuthChallengeConfig, 'DEVICE_API_TRUSTED_PROXIES' | 'DEVICE_API_FORWARDED_HEADER'>,
   ) {
     this.proxies = trustedProxies(config.DEVICE_API_TRUSTED_PROXIES);
+    this.forwardedHeader = config.DEVICE_API_FORWARDED_HEADER;
   }
 
   @Post('activate')
@@ -51,9 +54,9 @@ export class DeviceApiController {
     return raw;
   }
 
-  /** The client's address: the connection's, or, from a trusted proxy, the one its X-Forwarded-For names. */
+  /** The client's address: the connection's, or, from a trusted proxy, the one its forwarded header names. */
   private source(req: Request): string | undefined {
-    return sourceAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], this.proxies);
+    return sourceAddress(req.socket.remoteAddress, req.headers[this.forwardedHeader], this.proxies, this.forwardedHeader);
   }
 
   private signed(req: RawBodyRequest<Request>): SignedRequest {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { loadAuthChallengeConfig } from '../config.js';
 import { DEFAULT_TRUSTED_PROXIES, sourceAddress, trustedProxies } from './device-api.source.js';
 
-describe('auth-challenge: the device API’s source address (X-Forwarded-For from trusted proxies only)', () => {
+describe('auth-challenge: the device API’s source address (X-Forwarded-For or Forwarded from trusted proxies only)', () => {
   const byDefault = trustedProxies(DEFAULT_TRUSTED_PROXIES);
   /** A deployment whose proxies are on its private networks (DEVICE_API_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16). */
   const privateProxies = trustedProxies(['10.0.0.0/8', '192.168.0.0/16']);
@@ -37,6 +37,54 @@ describe('auth-challenge: the device API’s source address (X-Forwarded-For fro
     assert.equal(sourceAddress('10.0.0.5', '', privateProxies), undefined);
     assert.equal(sourceAddress('10.0.0.5', '203.0.113.9, unknown', privateProxies), undefined);
     assert.equal(sourceAddress('10.0.0.5', '10.0.0.6, 10.0.0.7', privateProxies), undefined, 'only trusted hops');
+  });
+
+  it('Forwarded (RFC 7239): the `for=` of the elements, read from the end past the trusted proxies like X-Forwarded-For', () => {
+    const forwarded = (header: string | string[] | undefined, trusted = privateProxies) => sourceAddress('10.0.0.5', header, trusted, 'forwarded');
+    assert.equal(forwarded('for=192.0.2.60;proto=http;by=203.0.113.43'), '192.0.2.60');
+    assert.equal(forwarded('for="[2001:db8:cafe::17]:4711"'), '2001:db8:cafe::17');
+    assert.equal(forwarded('for="[2001:db8:cafe::17]"'), '2001:db8:cafe::17');
+    assert.equal(forwarded('For="192.0.2.60:4711"'), '192.0.2.60', 'parameter names are case-insensitive; a port');
+    assert.equal(forwarded('for="192.0.2.60:_port"'), '192.0.2.60', 'an obfuscated port');
+    assert.equal(forwarded('for="\\192.0.2.60"'), '192.0.2.60', 'a quoted-pair');
+    assert.equal(forwarded('for=198.51.100.1, for=192.0.2.60'), '192.0.2.60', 'the element the client wrote first is not believed');
+    assert.equal(forwarded(['for=198.51.100.1', 'for=192.0.2.60;proto=https, for=192.168.1.2']), '192.0.2.60', 'several headers are one list; past a second trusted proxy');
+    assert.equal(forwarded('for="oops\\, for=192.0.2.60'), '192.0.2.60', 'a malformed element before the proxy’s does not hide it');
+    assert.equal(sourceAddress('203.0.113.9', 'for=198.51.100.1', privateProxies, 'forwarded'), '203.0.113.9', 'from an untrusted peer it is not read');
+  });
+
+  it('Forwarded: a hop that names no address leaves the source unknown: unknown, obfuscated, malformed, IPv6 without brackets, no for=', () => {
+    const forwarded = (header: string | undefined) => sourceAddress('10.0.0.5', header, privateProxies, 'forwarded');
+    for (const header of [
+      undefined,
+      '',
+      'for=unknown',
+      'for=_hidden',
+      'for="_SEVKISEK"',
+      'for=192.0.2.60, for=unknown',
+      'for=2001:db8::1',
+      'for="2001:db8::1"',
+      'for="[192.0.2.60]"',
+      'for="[2001:db8::1]:port"',
+      'for="192.0.2.60',
+      'for=192.0.2.60 x',
+      'proto=https;by=10.0.0.5',
+      'for=',
+      'for=10.0.0.6, for=10.0.0.7',
+      'for=192.0.2.60;constructor=x;__proto__=y, for=unknown',
+    ]) assert.equal(forwarded(header), undefined, String(header));
+    assert.equal(forwarded('for=192.0.2.60, proto=https'), undefined, 'an element without for=');
+  });
+
+  it('one header is read, the one DEVICE_API_FORWARDED_HEADER names: the other passes through the proxy as the client wrote it', () => {
+    assert.equal(sourceAddress('127.0.0.1', 'for=198.51.100.1', byDefault, 'x-forwarded-for'), undefined, 'a Forwarded value is no X-Forwarded-For entry');
+    assert.equal(sourceAddress('127.0.0.1', '198.51.100.1', byDefault, 'forwarded'), undefined, 'an X-Forwarded-For value is no Forwarded element');
+    const env = { NODE_ENV: 'test' };
+    assert.equal(loadAuthChallengeConfig(env).DEVICE_API_FORWARDED_HEADER, 'x-forwarded-for');
+    assert.equal(loadAuthChallengeConfig({ ...env, DEVICE_API_FORWARDED_HEADER: '' }).DEVICE_API_FORWARDED_HEADER, 'x-forwarded-for', 'empty is unset');
+    assert.equal(loadAuthChallengeConfig({ ...env, DEVICE_API_FORWARDED_HEADER: ' Forwarded ' }).DEVICE_API_FORWARDED_HEADER, 'forwarded');
+    assert.throws(() => loadAuthChallengeConfig({ ...env, DEVICE_API_FORWARDED_HEADER: 'x-real-ip' }), /DEVICE_API_FORWARDED_HEADER/);
+    assert.throws(() => loadAuthChallengeConfig({ ...env, DEVICE_API_FORWARDED_HEADER: 'both' }), /DEVICE_API_FORWARDED_HEADER/);
   });
 
   it('DEVICE_API_TRUSTED_PROXIES: a list of addresses and ranges, or none; the default trusts loopback and private networks', () => {

@@ -102,6 +102,33 @@ describe('console: hostile HTTP input (real NATS and Redis)', () => {
     assert.equal((await fetch(`${base}/tenants`, { headers: { cookie } })).status, 200, 'still serving');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'HEAD of a page without a session is the sign-in redirect, as GET; an unknown URL is the HTML "not found" page for a browser, JSON for anything else', async () => {
+    const page = `/t/${tenant}/overview`;
+    for (const method of ['GET', 'HEAD']) {
+      const res = await fetch(`${base}${page}`, { method, redirect: 'manual' });
+      await res.arrayBuffer();
+      assert.deepEqual([res.status, res.headers.get('location')], [303, `/auth/login?returnTo=${encodeURIComponent(page)}`], method);
+    }
+    const browser = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    for (const [what, headers] of [['signed in', { cookie: session.cookie, accept: browser }], ['signed out', { accept: browser }]] as const) {
+      const res = await fetch(`${base}/t/${tenant}/overveiw`, { headers });
+      assert.equal(res.status, 404, what);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/html/, what);
+      const html = await res.text();
+      assert.match(html, /<h1>Not found<\/h1>/, what);
+      assert.match(html, /<a href="\/">Back to the console<\/a>/, what);
+      assert.ok(!html.includes('overveiw'), `${what}: the URL is not echoed`);
+      assert.equal(html.includes('Sign out'), what === 'signed in', `${what}: the layout shows who is signed in`);
+    }
+    const head = await fetch(`${base}/nothing-here`, { method: 'HEAD', headers: { accept: 'text/html' } });
+    assert.deepEqual([head.status, head.headers.get('content-type')?.startsWith('text/html'), (await head.arrayBuffer()).byteLength], [404, true, 0], 'HEAD: the page’s status and type, no body');
+    for (const accept of [undefined, '*/*', 'application/json', 'application/json, text/html', 'text/html;q=0.5, application/json']) {
+      const res = await fetch(`${base}/nothing-here`, { headers: { cookie: session.cookie, ...(accept ? { accept } : {}) } });
+      assert.equal(res.status, 404, String(accept));
+      assert.deepEqual(await res.json(), { statusCode: 404, message: 'no such route', error: 'Not Found' }, String(accept));
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'ends a request whose headers never finish: 408 and the connection closed', async () => {
     const { hostname, port } = new URL(base);
     const answer = await new Promise<string>((resolve) => {

@@ -144,7 +144,8 @@ export class PagesController {
   /** The signed-in operator allowed to read (or change) this tenant; otherwise answered here and undefined. */
   private page(req: WebRequest, res: Response, tenantId: string, change = false): Page | undefined {
     if (!req.session || !req.access) {
-      if (req.method === 'GET') res.redirect(303, `/auth/login?returnTo=${encodeURIComponent(req.originalUrl)}`);
+      // HEAD is a GET without the body (Express routes it to the GET handler): the same answer.
+      if (req.method === 'GET' || req.method === 'HEAD') res.redirect(303, `/auth/login?returnTo=${encodeURIComponent(req.originalUrl)}`);
       else this.views.send(res, 'error.njk', { code: 'forbidden', message: 'your session has ended; sign in again' }, 403);
       return undefined;
     }

@@ -27,12 +27,13 @@ export const IMPORT_BATCH = 500;
 /** Rows of one batch worked on at once; rows of one user always go to the same lane, in file order. */
 const LANES = 16;
 /**
- * Jobs one instance runs at once, each of another tenant. Their batches take turns (one batch at
- * a time per instance, as when it ran one job), so a tenant's large job delays another tenant's
- * small one by a batch, not by the whole job, and the instance puts no more load on the event
- * log than before. Each running job holds a batch of rows and a reader of its file.
+ * Jobs one instance runs at once by default (OATH_IMPORT_JOBS_PER_INSTANCE), each of another
+ * tenant. Their batches take turns (one batch at a time per instance, as when it ran one job), so
+ * a tenant's large job delays another tenant's small one by a batch, not by the whole job, and the
+ * instance puts no more load on the event log than before. Each running job holds a batch of rows
+ * and a reader of its file: more jobs at once hold more memory, not more load.
  */
-export const IMPORT_JOBS_PER_INSTANCE = 4;
+export const DEFAULT_IMPORT_JOBS_PER_INSTANCE = 4;
 /** How long a worker's claim on a job lasts unless renewed; another instance takes over after it. */
 export const IMPORT_LEASE_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
@@ -66,7 +67,7 @@ export const UPLOAD_GONE = 'the file is no longer in the imports bucket';
  * its lease to expire; another one (or the same after a restart) resumes at the last checkpoint.
  * Rows of the batch that was cut short are done again, which is harmless: a token this job already
  * imported is recognised by its aggregate (the job id is in its event) and not imported twice.
- * An instance runs jobs of several tenants at once (IMPORT_JOBS_PER_INSTANCE, one per tenant),
+ * An instance runs jobs of several tenants at once (OATH_IMPORT_JOBS_PER_INSTANCE, one per tenant),
  * their batches taking turns, so that no tenant's large file holds up the others' imports.
  */
 export class OathImportService {
@@ -89,6 +90,8 @@ export class OathImportService {
   private sweeping = false;
   /** When this instance first saw each upload (by name and content id), the start of its time to be claimed. */
   private readonly firstSeen = new Map<string, number>();
+  /** Jobs this instance runs at once (OATH_IMPORT_JOBS_PER_INSTANCE). */
+  private readonly jobsPerInstance: number;
 
   constructor(
     private readonly options: {
@@ -102,8 +105,12 @@ export class OathImportService {
       pskcKeys?: (given: { password?: string; psk?: Buffer }) => PskcKeys;
       /** What reads a job's file into rows (tests see the secrets it hands out); parseCsv and parsePskc by default. */
       parse?: (format: ImportJob['format'], input: Buffer | AsyncIterable<Buffer>, keys: PskcKeys) => AsyncIterable<ParsedRow>;
+      /** Jobs this instance runs at once (OATH_IMPORT_JOBS_PER_INSTANCE); DEFAULT_IMPORT_JOBS_PER_INSTANCE by default. */
+      jobsPerInstance?: number;
     },
-  ) {}
+  ) {
+    this.jobsPerInstance = options.jobsPerInstance ?? DEFAULT_IMPORT_JOBS_PER_INSTANCE;
+  }
 
   /** Starts looking for jobs to run, and for uploads no job claimed. */
   start(): void {
@@ -311,7 +318,7 @@ export class OathImportService {
 
   /**
    * Claims and runs jobs nobody runs, oldest first, while this worker runs fewer than
-   * IMPORT_JOBS_PER_INSTANCE, and none of a tenant it runs a job of already: a tenant's second
+   * its jobsPerInstance, and none of a tenant it runs a job of already: a tenant's second
    * job waits for its first (or for another instance), another tenant's starts at once.
    */
   private async scan(): Promise<void> {
@@ -322,14 +329,14 @@ export class OathImportService {
     }
     this.scanning = true;
     try {
-      if (this.running.size >= IMPORT_JOBS_PER_INSTANCE) return;
+      if (this.running.size >= this.jobsPerInstance) return;
       const now = Date.now();
       const jobs = this.unfinished ? [...this.unfinished.values()] : await this.options.jobs.all();
       const candidates = jobs
         .filter(({ job }) => (job.state === 'queued' || job.state === 'running') && (job.lease === undefined || job.lease.until < now))
         .sort((a, b) => a.job.createdAt.localeCompare(b.job.createdAt));
       for (const candidate of candidates) {
-        if (this.stopped || this.running.size >= IMPORT_JOBS_PER_INSTANCE) break;
+        if (this.stopped || this.running.size >= this.jobsPerInstance) break;
         const { tenantId } = candidate.job;
         if (this.running.has(tenantId)) continue;
         const claimed = await this.claim(candidate);

@@ -182,6 +182,23 @@ const HardwareTokenFields = z.object({
 /** A hardware token was given to the user (oath.import with a upn, or oath.tokens.assign): pending until activated by its code. */
 export const HardwareTokenAssigned = envelope('HardwareTokenAssigned', 1, HardwareTokenFields);
 
+/**
+ * After a master key rotation (rewrap.js): secrets the user's state still uses, sealed again under
+ * the current master key with the same SealContext as the event that brought them (TOTP and
+ * hardware secrets, the voice PIN hash, push tokens), so that the previous key is no longer needed
+ * for them. Each replaces the value of its token or device (or the PIN hash) that is current when
+ * it is appended; entries whose token or device is gone by then are not written.
+ */
+export const SecretsResealed = envelope(
+  'SecretsResealed',
+  1,
+  z.object({
+    tokens: z.array(z.object({ tokenId: z.string(), sealedSecret: SealedSecret })).optional(),
+    sealedPinHash: SealedSecret.optional(),
+    devices: z.array(z.object({ deviceId: z.string(), sealedPushToken: SealedSecret })).optional(),
+  }),
+);
+
 // ---- hardware token inventory (one aggregate per tenant and serial number) ----------------------
 
 /**
@@ -197,6 +214,8 @@ export const OathTokenImported = envelope(
 export const OathTokenAssigned = envelope('OathTokenAssigned', 1, z.object({ tokenId: z.string(), userId: z.string().max(256) }));
 /** The token went back to the inventory: deleted from its user, the user reset or erased, or an assignment undone. */
 export const OathTokenUnassigned = envelope('OathTokenUnassigned', 1, z.object({ tokenId: z.string(), userId: z.string().max(256), reason: z.string().max(200) }));
+/** After a master key rotation (rewrap.js): the token's secret sealed again under the current master key (SealContext.hardwareSecret). */
+export const OathTokenResealed = envelope('OathTokenResealed', 1, z.object({ tokenId: z.string(), sealedSecret: SealedSecret }));
 /** The user typed the code the token shows (oath.tokens.activate); `step` is that code's time step. */
 export const OathTokenActivated = envelope('OathTokenActivated', 1, z.object({ tokenId: z.string(), userId: z.string().max(256), step: z.int().nonnegative() }));
 
@@ -629,10 +648,12 @@ export const EventSchemas = {
   TotpTokenEnrolled,
   TotpTokenActivated,
   HardwareTokenAssigned,
+  SecretsResealed,
   OathTokenImported,
   OathTokenAssigned,
   OathTokenUnassigned,
   OathTokenActivated,
+  OathTokenResealed,
   ChallengeStarted,
   ChallengeRegistrationRequired,
   ChallengeApproved,
@@ -692,10 +713,11 @@ export const USER_EVENT_TYPES = [
   'AppPasswordDeleted',
   'AppPasswordUsed',
   'UserPinSet',
+  'SecretsResealed',
 ] as const satisfies readonly EventType[];
 export type UserEvent = EventOf<(typeof USER_EVENT_TYPES)[number]>;
 /** The events of a hardware token's inventory aggregate (one subject per tenant and serial number). */
-export const OATH_TOKEN_EVENT_TYPES = ['OathTokenImported', 'OathTokenAssigned', 'OathTokenUnassigned', 'OathTokenActivated'] as const satisfies readonly EventType[];
+export const OATH_TOKEN_EVENT_TYPES = ['OathTokenImported', 'OathTokenAssigned', 'OathTokenUnassigned', 'OathTokenActivated', 'OathTokenResealed'] as const satisfies readonly EventType[];
 export type OathTokenEvent = EventOf<(typeof OATH_TOKEN_EVENT_TYPES)[number]>;
 export type FraudUserEvent = EventOf<'UserBlocked' | 'UserUnblocked'>;
 export type FraudIpEvent = EventOf<'IpLocked' | 'IpUnlocked'>;

@@ -3,16 +3,26 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { EventSubjects, IMPORTS_BUCKET, Streams, type AnyEvent } from '@mfa/contracts';
-import { generateDataKey, keyringFromMasterKey, seal, SealContext, userTag, type Keyring } from '@mfa/crypto';
-import { connectNats, createEvent, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
+import { EventSubjects, IMPORTS_BUCKET, parseEvent, Streams, type AnyEvent } from '@mfa/contracts';
+import { generateDataKey, keyringFromMasterKey, open, seal, SealContext, totp, userTag, type Keyring } from '@mfa/crypto';
+import { connectNats, createEvent, ensureStream, EventPublisher, readAggregate, type Delivery, type NatsClients } from '@mfa/messaging';
+import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
 import { KeyringCheck, openPersonalData, sealPersonalData, UserDataKeys } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
-import { itWith, startNatsServer, uniqueTenant, uniqueUser, type NatsServerProcess } from '@mfa/testing';
+import { itWith, startNatsServer, testEnv, uniqueTenant, uniqueUser, type NatsServerProcess } from '@mfa/testing';
+import { Redis } from 'ioredis';
 import { Kvm } from '@nats-io/kv';
 import { Objm } from '@nats-io/obj';
+import { AppPasswordHasher } from './adapters/app-password-hasher.js';
+import { EventStore } from './adapters/event-store.js';
 import { IMPORT_JOBS_BUCKET } from './adapters/import-jobs.js';
+import { AggregateLoader } from './application/aggregate-loader.js';
 import { MasterKeyRewrap } from './application/master-key-rewrap.js';
+import { UserEventCodec } from './application/user-events.codec.js';
+import { UserProjector } from './application/user-projector.js';
+import { userSnapshot } from './application/user-snapshot.js';
+import { oathTokenDecider } from './domain/oath-token.js';
+import { activationCandidate, decideUser, evolveUser } from './domain/user.js';
 import { formatReport } from './rewrap.js';
 
 // The key rotated out (it leaked), the new one with the old one still listed, and the new one alone.
@@ -282,13 +292,160 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     await job('j-keys', 'queued', { source: { object: `${tenantId}/upload.xml`, sealed: false }, sealedKeys: seal(oldRing, Buffer.from('{}'), SealContext.importFile(tenantId, 'j-keys', 'keys')) });
     await job('j-done', 'completed', { source: { object: `${tenantId}/jobs/j-done/source`, sealed: true } });
 
+    // Before the run (a dry run): the secrets the user's state and the inventory use are under the old key.
+    const dry = await tool(rotated, true).run();
+    assert.deepEqual(dry.needs[oldRing.kid], { dataKeys: 2, totpSecrets: 1, pinHashes: 1, pushTokens: 1, inventorySecrets: 1, importJobs: 2 });
+    assert.deepEqual(dry.resealed, { users: 1, totpSecrets: 1, pinHashes: 1, pushTokens: 1, inventorySecrets: 1, raced: 0, failed: 0 }, 'what the run would seal again');
+    assert.deepEqual(dry.eventLog, { [oldRing.kid]: 5 }, 'two TOTP secrets, a PIN, a push token, a hardware secret in the log');
+
     const report = await tool().run();
-    assert.deepEqual(report.needs[oldRing.kid], { dataKeys: 1, totpSecrets: 1, pinHashes: 1, pushTokens: 1, inventorySecrets: 1, importJobs: 2 });
+    // Those in use are sealed again; what still needs the old key is what nothing can say whose it is, and the jobs.
+    assert.deepEqual(report.needs[oldRing.kid], { dataKeys: 1, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, importJobs: 2 });
     assert.equal(report.dataKeys.moved, 1, 'the user’s own key moved');
-    assert.deepEqual(report.eventLog, { [oldRing.kid]: 5 }, 'two TOTP secrets, a PIN, a push token, a hardware secret in the log');
+    assert.deepEqual(report.eventLog, { [oldRing.kid]: 5, [rotated.kid]: 4 }, 'the history stays; the token in use, the PIN, the push token and the hardware secret again under the new key');
     assert.deepEqual(report.removable, []);
     assert.match(formatReport(report), new RegExp(`${oldRing.kid}: still needed`));
     // The report names keys by their public id only.
     assert.ok(!JSON.stringify(report).includes(Buffer.alloc(32, 7).toString('base64')));
+  });
+  /**
+   * A user with an app token (active), a hardware token given to them (pending), a voice PIN and a
+   * push device, and a token of the inventory, every secret sealed under the old key.
+   */
+  async function secretsBeforeRotation(prefix: string) {
+    const u = await userBeforeRotation(prefix);
+    const { tenantId, userId } = u;
+    const base = { tenantId, aggregateId: userId, now };
+    const appSecret = Buffer.alloc(20, 1);
+    const hardSecret = Buffer.alloc(20, 3);
+    const invSecret = Buffer.alloc(20, 2);
+    const pinHash = await new AppPasswordHasher().hash('4711');
+    await append(tenantId, userId, createEvent('TotpTokenEnrolled', 1, { ...base, data: { tokenId: 't1', label: 'phone', sealedSecret: seal(oldRing, appSecret, SealContext.totpSecret(tenantId, userId, 't1')), digits: 6, period: 30, algorithm: 'SHA1' } }));
+    await append(tenantId, userId, createEvent('TotpTokenActivated', 1, { ...base, data: { tokenId: 't1', step: 1 } }));
+    await append(tenantId, userId, createEvent('HardwareTokenAssigned', 1, { ...base, data: { tokenId: 'hw1', serialNumber: 'SN-HELD', sealedSecret: seal(oldRing, hardSecret, SealContext.hardwareSecret(tenantId, 'hw1')), digits: 6, period: 30, algorithm: 'SHA1' } }));
+    await append(tenantId, userId, createEvent('UserPinSet', 1, { ...base, data: { sealedHash: seal(oldRing, Buffer.from(pinHash), SealContext.pinHash(tenantId, userId)) } }));
+    await append(tenantId, userId, createEvent('PushDeviceActivated', 1, { ...base, data: { deviceId: 'd1', name: 'phone', platform: 'android', algorithm: 'Ed25519', publicKey: 'pk', sealedPushToken: seal(oldRing, Buffer.from('fcm-token'), SealContext.pushToken(tenantId, userId, 'd1')) } }));
+    await events.publish(
+      EventSubjects.oathToken(tenantId, 'SN-INV'),
+      createEvent('OathTokenImported', 1, { tenantId, aggregateId: 'SN-INV', now, data: { tokenId: 'inv1', serialNumber: 'SN-INV', sealedSecret: seal(oldRing, invSecret, SealContext.hardwareSecret(tenantId, 'inv1')), digits: 6, period: 30, algorithm: 'SHA1', jobId: 'j1' } }),
+    );
+    return { ...u, appSecret, hardSecret, invSecret };
+  }
+
+  /** The user as user-settings loads them, and the projection it writes, with `keyring`. */
+  async function loadUser(keyring: Keyring, tenantId: string, userId: string) {
+    const keys = new UserDataKeys(nats, keyring);
+    const loader = new AggregateLoader(new EventStore(nats.jsm, events, Streams.userSettings.name), new UserEventCodec(keys), keys, undefined);
+    const loaded = await loader.loadUser({ subject: EventSubjects.user(tenantId, userId), tenantId, aggregateId: userId });
+    const key = await keys.getOrCreate(tenantId, userId);
+    return { ...loaded, projected: userSnapshot(keyring, tenantId, userId, loaded.state, loaded.lastSeq, key) };
+  }
+
+  const settingsLastSeq = async () => (await nats.jsm.streams.info(Streams.userSettings.name)).state.last_seq;
+
+  itWith({ real: ['nats'] }, 'seals the secrets in use again under the new key: with the old key gone TOTP, the PIN, push and the inventory token work; a second run changes nothing', async () => {
+    const u = await secretsBeforeRotation('reseal');
+    const { tenantId, userId } = u;
+
+    const command = fileURLToPath(new URL('./rewrap.js', import.meta.url));
+    const env = { PATH: process.env.PATH, NODE_ENV: 'test', NATS_URL: server.url, MFA_ENCRYPTION_KEY: Buffer.alloc(32, 8).toString('hex'), MFA_PREVIOUS_ENCRYPTION_KEYS: Buffer.alloc(32, 7).toString('base64') };
+    const service = new KeyringCheck(nats.nc, { keyring: rotated, service: 'user-settings', instance: 'reseal', log: createLogger('test', { level: 'error' }) });
+    await service.start();
+    const run = await promisify(execFile)(process.execPath, [command, '--json'], { env }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    service.stop();
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    const report = JSON.parse(run.stdout) as { resealed: object; needs: Record<string, object>; removable: string[] };
+    assert.deepEqual(report.resealed, { users: 1, totpSecrets: 2, pinHashes: 1, pushTokens: 1, inventorySecrets: 1, raced: 0, failed: 0 });
+    assert.deepEqual(report.needs[oldRing.kid], { dataKeys: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, importJobs: 0 });
+    assert.deepEqual(report.removable, [oldRing.kid]);
+
+    // The old key removed: the user loads, and the projection opens the active token's secret.
+    const loaded = await loadUser(newOnly, tenantId, userId);
+    const at = now.getTime();
+    assert.deepEqual(loaded.projected.totpTokens?.map((t) => [t.tokenId, Buffer.from(t.secret).equals(u.appSecret)]), [['t1', true]], 'TOTP verifies with the secret as it was');
+    // The hardware token the user holds activates by the code it shows.
+    const held = activationCandidate(loaded.state, 'hw1', now);
+    const heldSecret = open(newOnly, held.sealedSecret, SealContext.hardwareSecret(tenantId, 'hw1'));
+    assert.equal(decideUser({ type: 'ActivateTotpToken', data: { tokenId: 'hw1', code: totp(u.hardSecret, at), secret: heldSecret } }, loaded.state, now)[0]?.type, 'TotpTokenActivated');
+    // The PIN checks as user-settings checks it.
+    const hash = open(newOnly, loaded.state.sealedPinHash!, SealContext.pinHash(tenantId, userId)).toString('utf8');
+    assert.equal(await new AppPasswordHasher().matchIndex('4711', [hash]), 0);
+    // The push token the projection writes for dispatch opens.
+    const device = loaded.projected.devices?.[0]?.device;
+    assert.equal(open(newOnly, device!.sealedPushToken!, SealContext.pushToken(tenantId, userId, 'd1')).toString('utf8'), 'fcm-token');
+    // The inventory's token, given to the user, activates.
+    let token = oathTokenDecider.initialState();
+    for (const stored of (await readAggregate(nats.jsm, Streams.userSettings.name, EventSubjects.oathToken(tenantId, 'SN-INV'), createLogger('test', { level: 'error' }))).events) {
+      if (oathTokenDecider.accepts(stored.event)) token = oathTokenDecider.evolve(token, stored.event);
+    }
+    const assign = { tokenId: token.tokenId!, serialNumber: token.serialNumber!, sealedSecret: token.sealedSecret!, digits: token.digits!, period: token.period!, algorithm: token.algorithm! };
+    const given = decideUser({ type: 'AssignHardwareToken', data: assign }, loaded.state, now).reduce(evolveUser, loaded.state);
+    const invSecret = open(newOnly, activationCandidate(given, 'inv1', now).sealedSecret, SealContext.hardwareSecret(tenantId, 'inv1'));
+    assert.equal(decideUser({ type: 'ActivateTotpToken', data: { tokenId: 'inv1', code: totp(u.invSecret, at), secret: invSecret } }, given, now)[0]?.type, 'TotpTokenActivated');
+
+    // Run again: nothing is written.
+    const before = await settingsLastSeq();
+    const again = await tool().run();
+    assert.equal(await settingsLastSeq(), before, 'a second run appends nothing');
+    assert.deepEqual(again.resealed, { users: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, raced: 0, failed: 0 });
+    assert.deepEqual(again.removable, [oldRing.kid]);
+  });
+
+  itWith({ real: ['nats'] }, 'a change of the user between the read and the reseal wins: the reseal is refused (raced), the next run seals the rest', async () => {
+    const u = await secretsBeforeRotation('reseal-race');
+    const { tenantId, userId } = u;
+    const rewrap = tool();
+    const plan = await rewrap.inspectSecrets(tenantId, userId);
+    assert.deepEqual([plan.command.tokens?.length, !!plan.command.pinHash, plan.command.devices?.length], [2, true, 1]);
+    // The user sets another PIN meanwhile (a service already on the new key).
+    const newHash = await new AppPasswordHasher().hash('0815');
+    await append(tenantId, userId, createEvent('UserPinSet', 1, { tenantId, aggregateId: userId, now, data: { sealedHash: seal(rotated, Buffer.from(newHash), SealContext.pinHash(tenantId, userId)) } }));
+    const last = await settingsLastSeq();
+
+    const outcome = await rewrap.reseal(plan);
+    assert.deepEqual([outcome.raced, outcome.appended], [true, false]);
+    assert.equal(await settingsLastSeq(), last, 'nothing appended over the change');
+
+    // A run counts a race the same way; here none is left: the rest is sealed again, the new PIN kept.
+    const report = await tool().run();
+    assert.deepEqual(report.resealed, { users: 1, totpSecrets: 2, pinHashes: 0, pushTokens: 1, inventorySecrets: 1, raced: 0, failed: 0 });
+    assert.deepEqual(report.removable, [oldRing.kid]);
+    const loaded = await loadUser(newOnly, tenantId, userId);
+    const hash = open(newOnly, loaded.state.sealedPinHash!, SealContext.pinHash(tenantId, userId)).toString('utf8');
+    assert.equal(await new AppPasswordHasher().matchIndex('0815', [hash]), 0, 'the PIN set meanwhile stays');
+  });
+  itWith({ real: ['nats', 'redis'] }, 'the projector takes SecretsResealed: the Redis projection gets the push token sealed again, which opens without the old key', async () => {
+    const u = await secretsBeforeRotation('reseal-projection');
+    const { tenantId, userId } = u;
+    // A database of its own: the writer's slot markers must not tell the shared one anything.
+    const redis = new Redis(testEnv.redisUrl, { db: 13 });
+    try {
+      const writer = new UserProjectionWriter(redis, rotated);
+      await writer.markStepsRestored();
+      const projector = new UserProjector(new EventStore(nats.jsm, events, Streams.userSettings.name), writer, rotated, new UserDataKeys(nats, rotated));
+      const devicesKey = RedisKeys.devices(writer.tagOf(tenantId, userId));
+      const pushToken = async () => (JSON.parse((await redis.hget(devicesKey, 'd1'))!) as { sealedPushToken: string }).sealedPushToken;
+      await projector.rebuild(tenantId, userId);
+
+      const before = await pushToken();
+      assert.throws(() => open(newOnly, before, SealContext.pushToken(tenantId, userId, 'd1')), 'before the run, only the old key opens it');
+      await tool().run();
+      // The consumer's delivery of the new event, as the projector's durable consumer hands it over.
+      const last = (await nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) }))!;
+      const event = parseEvent(last.json());
+      assert.equal(event.type, 'SecretsResealed');
+      await projector.handle([{ event, msg: { subject: last.subject, info: { streamSequence: last.seq } } } as unknown as Delivery]);
+      const after = await pushToken();
+      assert.notEqual(after, before, 'the projection holds the push token sealed again');
+      assert.equal(open(newOnly, after, SealContext.pushToken(tenantId, userId, 'd1')).toString('utf8'), 'fcm-token', 'dispatch opens it without the old key');
+      assert.equal(await redis.hget(RedisKeys.user(writer.tagOf(tenantId, userId)), 'seq'), String(last.seq));
+    } finally {
+      const tag = new UserProjectionWriter(redis, rotated).tagOf(tenantId, userId);
+      await redis.del(RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), RedisKeys.userIndex(tenantId), RedisKeys.userIndexTerms(tenantId));
+      await redis.quit();
+    }
   });
 });

@@ -1,6 +1,10 @@
 // The operator's tool after a master key rotation (docs/operations.md, "Rotation procedure"):
 //   node services/user-settings/dist/rewrap.js [--dry-run] [--skip-event-log] [--json]
 // with user-settings' environment (MFA_ENCRYPTION_KEY, MFA_PREVIOUS_ENCRYPTION_KEYS, NATS_*).
+// Moves the users' data keys to the current master key, and seals again under it the secrets still
+// in use (TOTP and hardware secrets, PIN hashes, push tokens, the inventory's secrets: SecretsResealed,
+// OathTokenResealed); --dry-run only reports. Run it once every service runs the release that reads
+// those events (docs/operations.md, "Rotation procedure").
 // Safe while the services run; refuses to write while a running service has another master key.
 // Exit code: 0 when every previous key may be removed, 3 when something still needs one, 1 on
 // failure (run it again: it resumes), 2 on a bad argument, 4 when it refused to write (the
@@ -22,12 +26,16 @@ const log = createLogger('user-settings-rewrap', { level: 'warn' });
 /** The report for a person: counts by key id, and a verdict per previous key. Never a key, only key ids. */
 export function formatReport(report: RewrapReport): string {
   const d = report.dataKeys;
+  const r = report.resealed;
   const verb = report.dryRun ? 'would be ' : '';
   const lines = [
     `${report.dryRun ? 'Dry run (nothing written). ' : ''}Current key ${report.currentKid}; previous: ${report.previousKids.join(', ') || 'none'}.`,
     `Users: ${report.users}; hardware tokens in the inventory: ${report.hardwareTokens}.`,
     `Data keys: ${d.moved} ${verb}moved and wrapped again, ${d.rewrapped} ${verb}wrapped again in place, ${d.tombstonesMoved} tombstones ${verb}moved` +
       (report.dryRun ? '.' : `, ${d.copiesRemoved} old copies deleted, ${d.conflicts} conflicting copies left, ${d.raced} changed meanwhile (left to the winner), ${d.failed} unreadable.`),
+    `Secrets in use ${verb}sealed again under the current key: ${r.totpSecrets} TOTP secrets, ${r.pinHashes} PIN hashes, ${r.pushTokens} push tokens of ${r.users} users, ${r.inventorySecrets} inventory token secrets` +
+      (report.dryRun ? '' : `, ${r.raced} changed meanwhile (left to the winner; run again)`) +
+      `, ${r.failed} that do not open with this keyring (left as they are).`,
     '',
     'In use, by key id:',
   ];

@@ -1,13 +1,25 @@
 import { z } from 'zod';
 import { EventSubjects, IMPORTS_BUCKET, Streams, subjectIds } from '@mfa/contracts';
-import { open, rewrapDataKey, SealContext, sealedKeyId, SealError, userTag, type Keyring } from '@mfa/crypto';
-import { deleteMessageIfPresent, isStreamOrConsumerNotFound, isWrongLastSequence, readAggregate, readOnce, type NatsClients } from '@mfa/messaging';
+import { open, rewrapDataKey, seal, SealContext, sealedKeyId, SealError, userTag, type Keyring, type SealScope } from '@mfa/crypto';
+import {
+  ConcurrencyError,
+  createEvent,
+  deleteMessageIfPresent,
+  EventPublisher,
+  isStreamOrConsumerNotFound,
+  isWrongLastSequence,
+  readAggregate,
+  readOnce,
+  type NatsClients,
+} from '@mfa/messaging';
 import { createLogger, type Logger } from '@mfa/telemetry';
 import { Objm } from '@nats-io/obj';
 import { IMPORT_JOBS_BUCKET } from '../adapters/import-jobs.js';
+import { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
-import { oathTokenDecider } from '../domain/oath-token.js';
-import { userDecider } from '../domain/user.js';
+import { decideOathToken, oathTokenDecider, type OathTokenState } from '../domain/oath-token.js';
+import { decideUser, userDecider, type ResealSecrets, type UserState } from '../domain/user.js';
+import { secretContext } from './user-snapshot.js';
 
 /**
  * After a master key rotation: moves and wraps again every user's data key still under a previous
@@ -18,11 +30,13 @@ import { userDecider } from '../domain/user.js';
  * services wrote meanwhile; a write that lost is left to the winner and counted (`raced`). Re-running
  * it redoes only what is left, so an interrupted run is resumed by running it again.
  *
- * What it cannot rewrite it only counts: secrets sealed directly under the master key in
- * MFA_USER_SETTINGS events (TOTP and hardware token secrets, voice PIN hashes, push tokens), which
- * are immutable. Those the users' current state still uses need the previous key until the user
- * enrols, sets the PIN, or activates the device again (or is reset or erased); the rest are only
- * history, readable by whoever holds that key and a copy of the log.
+ * Secrets sealed directly under the master key in MFA_USER_SETTINGS events (TOTP and hardware
+ * token secrets, voice PIN hashes, push tokens, the inventory's token secrets) are immutable: the
+ * ones the current state of a user or token still uses under another key are sealed again under
+ * the current key, with the same SealContext, in a new event (SecretsResealed, OathTokenResealed)
+ * appended on the aggregate's last sequence as read, through its decider: a change meanwhile (a
+ * token enrolled, a PIN set again) wins, the reseal is counted `raced` and left to the next run.
+ * The old events stay: history, readable by whoever holds the previous key and a copy of the log.
  */
 
 /** Users worked on at once: enough to hide the round trips, few enough for a shared NATS. */
@@ -108,12 +122,38 @@ export interface RewrapReport {
     /** Tombstones in MFA_USER_KEYS (they need no key). */
     tombstones: number;
   };
+  /** Secrets in use sealed again under the current key (in a dry run: would be). */
+  resealed: ResealCounts;
   /** In use now, by key id: the current key, each previous key, and any key id the keyring does not know. */
   needs: Record<string, KeyNeeds>;
   /** Sealed values in MFA_USER_SETTINGS by key id: immutable history, whether in use or not. */
   eventLog: Record<string, number>;
   /** Previous key ids nothing in use needs any more: these may leave MFA_PREVIOUS_ENCRYPTION_KEYS. */
   removable: string[];
+}
+
+export interface ResealCounts {
+  /** Users with a SecretsResealed appended. */
+  users: number;
+  totpSecrets: number;
+  pinHashes: number;
+  pushTokens: number;
+  inventorySecrets: number;
+  /** Appends refused because the user or token changed since it was read: left to the winner (run again). */
+  raced: number;
+  /** Secrets that do not open (sealed with a key not in the keyring): left as they are. */
+  failed: number;
+}
+
+/** A user's secrets to seal again, as read: applied by `reseal` only if the user is still at `lastSeq`. */
+export interface ResealPlan {
+  tenantId: string;
+  userId: string;
+  lastSeq: number;
+  state: UserState;
+  command: ResealSecrets;
+  /** Secrets left as they are: they do not open with this keyring. */
+  failed: number;
 }
 
 export interface MasterKeyRewrapOptions {
@@ -124,10 +164,12 @@ export interface MasterKeyRewrapOptions {
   log?: Logger;
 }
 
+const noReseal = (): ResealCounts => ({ users: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, raced: 0, failed: 0 });
 const noNeeds = (): KeyNeeds => ({ dataKeys: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, importJobs: 0 });
 
 export class MasterKeyRewrap {
   private readonly log: Logger;
+  private readonly store: EventStore;
 
   constructor(
     private readonly nats: Pick<NatsClients, 'js' | 'jsm'>,
@@ -135,6 +177,7 @@ export class MasterKeyRewrap {
     private readonly options: MasterKeyRewrapOptions = {},
   ) {
     this.log = options.log ?? createLogger('user-settings');
+    this.store = new EventStore(nats.jsm, new EventPublisher(nats.js), Streams.userSettings.name, this.log);
   }
 
   async run(): Promise<RewrapReport> {
@@ -146,6 +189,7 @@ export class MasterKeyRewrap {
       users: 0,
       hardwareTokens: 0,
       dataKeys: { moved: 0, tombstonesMoved: 0, rewrapped: 0, copiesRemoved: 0, conflicts: 0, raced: 0, failed: 0, tombstones: 0 },
+      resealed: noReseal(),
       needs: {},
       eventLog: {},
       removable: [],
@@ -162,7 +206,7 @@ export class MasterKeyRewrap {
       const [tenantId, userId] = ids;
       report.users++;
       await this.rewrapUser(tenantId, userId, dryRun, report);
-      const state = fold(userDecider, await this.events(subject));
+      const state = await this.resealUser(await this.inspectSecrets(tenantId, userId), dryRun, report.resealed);
       for (const token of state.tokens) needsOf(token.sealedSecret).totpSecrets++;
       if (state.sealedPinHash) needsOf(state.sealedPinHash).pinHashes++;
       for (const device of state.devices ?? []) if (device.sealedPushToken) needsOf(device.sealedPushToken).pushTokens++;
@@ -170,9 +214,10 @@ export class MasterKeyRewrap {
 
     // 2. The hardware token inventory (a token's secret stays with it, assigned or not).
     await this.eachSubject(EventSubjects.allOathTokens, async (subject) => {
-      if (!subjectIds(OATH_SUBJECT_PREFIX, subject)) return;
+      const ids = subjectIds(OATH_SUBJECT_PREFIX, subject);
+      if (!ids) return;
       report.hardwareTokens++;
-      const state = fold(oathTokenDecider, await this.events(subject));
+      const state = await this.resealToken(ids[0], ids[1], dryRun, report.resealed);
       if (state.exists && state.sealedSecret) needsOf(state.sealedSecret).inventorySecrets++;
     });
 
@@ -201,6 +246,119 @@ export class MasterKeyRewrap {
 
     report.removable = report.previousKids.filter((kid) => Object.values(report.needs[kid] ?? noNeeds()).every((n) => n === 0));
     return report;
+  }
+
+  /**
+   * Reads one user's events and seals again, under the current key, each secret their state uses
+   * under another one (the same SealContext as when it was sealed first). Writes nothing.
+   */
+  async inspectSecrets(tenantId: string, userId: string): Promise<ResealPlan> {
+    const { events, lastSeq } = await this.read(EventSubjects.user(tenantId, userId));
+    const state = fold(userDecider, events);
+    const plan: ResealPlan = { tenantId, userId, lastSeq, state, command: {}, failed: 0 };
+    const again = (sealed: string, context: SealScope): string | undefined => {
+      const kid = sealedKeyId(sealed);
+      // Current already, or not a sealed value at all (counted as such by the report).
+      if (kid === undefined || kid === this.keyring.kid) return undefined;
+      const resealed = this.sealAgain(sealed, context);
+      if (resealed === undefined) plan.failed++;
+      return resealed;
+    };
+    if (!state.registered) return plan;
+    const tokens = state.tokens.flatMap((t) => {
+      const sealedSecret = again(t.sealedSecret, secretContext(tenantId, userId, t));
+      return sealedSecret ? [{ tokenId: t.tokenId, from: t.sealedSecret, sealedSecret }] : [];
+    });
+    const pin = state.sealedPinHash && again(state.sealedPinHash, SealContext.pinHash(tenantId, userId));
+    const devices = (state.devices ?? []).flatMap((d) => {
+      const sealedPushToken = d.sealedPushToken && again(d.sealedPushToken, SealContext.pushToken(tenantId, userId, d.deviceId));
+      return sealedPushToken ? [{ deviceId: d.deviceId, from: d.sealedPushToken!, sealedPushToken }] : [];
+    });
+    plan.command = {
+      ...(tokens.length ? { tokens } : {}),
+      ...(pin ? { pinHash: { from: state.sealedPinHash!, sealedHash: pin } } : {}),
+      ...(devices.length ? { devices } : {}),
+    };
+    return plan;
+  }
+
+  /**
+   * Appends the plan's SecretsResealed if the user's subject is still at the plan's sequence. The
+   * user's state after it (as read when the append lost: a later run sees the winner's).
+   */
+  async reseal(plan: ResealPlan, now = new Date()): Promise<{ state: UserState; appended: boolean; raced: boolean }> {
+    const decided = decideUser({ type: 'ResealSecrets', data: plan.command }, plan.state, now);
+    if (decided.length === 0) return { state: plan.state, appended: false, raced: false };
+    const envelopes = decided.map((event) => createEvent(event.type, 1, { tenantId: plan.tenantId, aggregateId: plan.userId, now, data: event.data as never }));
+    try {
+      await this.store.append(EventSubjects.user(plan.tenantId, plan.userId), envelopes, plan.lastSeq);
+    } catch (error) {
+      if (error instanceof ConcurrencyError) return { state: plan.state, appended: false, raced: true };
+      throw error;
+    }
+    return { state: decided.reduce(userDecider.evolve, plan.state), appended: true, raced: false };
+  }
+
+  private async resealUser(plan: ResealPlan, dryRun: boolean, counts: ResealCounts): Promise<UserState> {
+    counts.failed += plan.failed;
+    const { tokens = [], pinHash, devices = [] } = plan.command;
+    if (tokens.length === 0 && !pinHash && devices.length === 0) return plan.state;
+    if (!dryRun) {
+      const outcome = await this.reseal(plan);
+      if (outcome.raced) counts.raced++;
+      if (!outcome.appended) return outcome.state;
+      plan = { ...plan, state: outcome.state };
+    }
+    counts.users++;
+    counts.totpSecrets += tokens.length;
+    counts.pinHashes += pinHash ? 1 : 0;
+    counts.pushTokens += devices.length;
+    return plan.state;
+  }
+
+  /** The inventory token's secret sealed again under the current key, as `resealUser` does for a user. */
+  private async resealToken(tenantId: string, serialNumber: string, dryRun: boolean, counts: ResealCounts): Promise<OathTokenState> {
+    const subject = EventSubjects.oathToken(tenantId, serialNumber);
+    const { events, lastSeq } = await this.read(subject);
+    const state = fold(oathTokenDecider, events);
+    const from = state.sealedSecret;
+    const kid = from && sealedKeyId(from);
+    if (!state.exists || !state.tokenId || !from || kid === undefined || kid === this.keyring.kid) return state;
+    const sealedSecret = this.sealAgain(from, SealContext.hardwareSecret(tenantId, state.tokenId));
+    if (sealedSecret === undefined) {
+      counts.failed++;
+      return state;
+    }
+    if (!dryRun) {
+      const now = new Date();
+      const decided = decideOathToken({ type: 'ResealToken', data: { tokenId: state.tokenId, from, sealedSecret } }, state, now);
+      const envelopes = decided.map((event) => createEvent(event.type, 1, { tenantId, aggregateId: serialNumber, now, data: event.data as never }));
+      try {
+        await this.store.append(subject, envelopes, lastSeq);
+      } catch (error) {
+        if (!(error instanceof ConcurrencyError)) throw error;
+        counts.raced++;
+        return state;
+      }
+      counts.inventorySecrets++;
+      return decided.reduce(oathTokenDecider.evolve, state);
+    }
+    counts.inventorySecrets++;
+    return state;
+  }
+
+  /** `sealed` opened and sealed again under the current key; undefined when it does not open. */
+  private sealAgain(sealed: string, context: SealScope): string | undefined {
+    let plain: Buffer | undefined;
+    try {
+      plain = open(this.keyring, sealed, context);
+      return seal(this.keyring, plain, context);
+    } catch (error) {
+      if (error instanceof SealError) return undefined;
+      throw error;
+    } finally {
+      plain?.fill(0);
+    }
   }
 
   /** Reads one user's data key records, changing nothing. */
@@ -329,8 +487,9 @@ export class MasterKeyRewrap {
     return first ? SEALED_HEAD.exec(Buffer.from(first.data.subarray(0, 64)).toString('utf8'))?.[1] : undefined;
   }
 
-  private async events(subject: string): Promise<Array<{ type: string }>> {
-    return (await readAggregate(this.nats.jsm, Streams.userSettings.name, subject, this.log)).events.map((stored) => stored.event);
+  private async read(subject: string): Promise<{ events: Array<{ type: string }>; lastSeq: number }> {
+    const { events, lastSeq } = await readAggregate(this.nats.jsm, Streams.userSettings.name, subject, this.log);
+    return { events: events.map((stored) => stored.event), lastSeq };
   }
 
   /** Publishes `body` on the user's subject if its last message is still `expectedSeq` (0: none); false when it is not. */

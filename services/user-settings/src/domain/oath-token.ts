@@ -67,7 +67,9 @@ export type OathTokenCommand =
   | { type: 'AssignToken'; data: { userId: string; takeOver?: boolean; renew?: boolean } }
   /** `claimedByMs`: only a claim made at or before this time (one made later is a new assignment). */
   | { type: 'UnassignToken'; data: { tokenId: string; userId: string; reason: string; claimedByMs?: number | undefined } }
-  | { type: 'RecordActivation'; data: { tokenId: string; userId: string; step: number } };
+  | { type: 'RecordActivation'; data: { tokenId: string; userId: string; step: number } }
+  /** After a master key rotation: the secret sealed again by the caller; `from` is the value it replaces (a replaced token keeps its own). */
+  | { type: 'ResealToken'; data: { tokenId: string; from: string; sealedSecret: string } };
 
 const EVENTS: ReadonlySet<string> = new Set(OATH_TOKEN_EVENT_TYPES);
 
@@ -114,6 +116,11 @@ export function decideOathToken(command: OathTokenCommand, state: OathTokenState
       if (state.tokenId !== tokenId || state.userId !== userId || state.activatedStep !== undefined) return [];
       return [domainEvent('OathTokenActivated', { tokenId, userId, step }, now)];
     }
+    case 'ResealToken': {
+      const { tokenId, from, sealedSecret } = command.data;
+      if (!state.exists || state.tokenId !== tokenId || state.sealedSecret !== from) return [];
+      return [domainEvent('OathTokenResealed', { tokenId, sealedSecret }, now)];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -133,6 +140,8 @@ export function evolveOathToken(state: OathTokenState, event: OathTokenEvent): O
       return { ...state, userId: undefined, assignedAtMs: undefined, activatedStep: undefined, activatedAtMs: undefined };
     case 'OathTokenActivated':
       return { ...state, activatedStep: event.data.step, activatedAtMs: Date.parse(event.occurredAt) };
+    case 'OathTokenResealed':
+      return state.tokenId === event.data.tokenId ? { ...state, sealedSecret: event.data.sealedSecret } : state;
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

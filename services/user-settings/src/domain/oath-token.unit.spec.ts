@@ -101,3 +101,16 @@ describe('user decider: hardware tokens', () => {
     assert.deepEqual(methodsOf(state), [], 'pending: no method yet');
   });
 });
+
+describe('hardware token inventory decider: secret sealed again (master key rotation)', () => {
+  const reseal = (from: string) => ({ type: 'ResealToken', data: { tokenId: 'tok-1', from, sealedSecret: fakeSealedSecret('new') } }) as const;
+
+  it('given the token as read, when sealed again, then OathTokenResealed, and the state holds the new value; a token replaced since keeps its own', () => {
+    spec.given([imported(), assigned()]).when(reseal(fakeSealedSecret('tok-1')), now).then([domainEvent('OathTokenResealed', { tokenId: 'tok-1', sealedSecret: fakeSealedSecret('new') }, now) as OathTokenEvent]);
+    const state = [imported(), assigned(), ...oathTokenDecider.decide(reseal(fakeSealedSecret('tok-1')), [imported(), assigned()].reduce(oathTokenDecider.evolve, oathTokenDecider.initialState()), now)].reduce(oathTokenDecider.evolve, oathTokenDecider.initialState());
+    assert.deepEqual([state.sealedSecret, state.userId, state.tokenId], [fakeSealedSecret('new'), 'alice', 'tok-1']);
+    spec.given([imported('job-1', 'tok-2')]).when(reseal(fakeSealedSecret('tok-1')), now).thenNothing();
+    spec.given([imported()]).when(reseal(fakeSealedSecret('other')), now).thenNothing();
+    spec.given([]).when(reseal(fakeSealedSecret('tok-1')), now).thenNothing();
+  });
+});

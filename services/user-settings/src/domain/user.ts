@@ -148,7 +148,19 @@ type UserCommand =
    */
   | { type: 'ActivatePushDevice'; data: Omit<PushDevice, 'activatedAtMs' | 'state'>; codeIssuedAtMs: number }
   | { type: 'DeletePushDevice'; data: { deviceId: string } }
-  | { type: 'MarkDeviceForRegistration'; data: { deviceId: string; provider: string; error: string } };
+  | { type: 'MarkDeviceForRegistration'; data: { deviceId: string; provider: string; error: string } }
+  /**
+   * After a master key rotation: secrets sealed again by the caller (the keys stay out of the
+   * decider), each with the value it replaces (`from`): one changed meanwhile (enrolled, set or
+   * activated again) keeps its new value.
+   */
+  | { type: 'ResealSecrets'; data: ResealSecrets };
+
+export interface ResealSecrets {
+  tokens?: ReadonlyArray<{ tokenId: string; from: string; sealedSecret: string }>;
+  pinHash?: { from: string; sealedHash: string } | undefined;
+  devices?: ReadonlyArray<{ deviceId: string; from: string; sealedPushToken: string }>;
+}
 
 const USER_EVENTS: ReadonlySet<string> = new Set(USER_EVENT_TYPES);
 
@@ -331,6 +343,25 @@ export function decideUser(command: UserCommand, state: UserState, now: Date): U
       if (!state.registered || !device || device.state === 'reregister') return [];
       return [domainEvent('PushDeviceNeedsRegistration', command.data, now)];
     }
+    case 'ResealSecrets': {
+      if (!state.registered) return [];
+      const { data } = command;
+      const tokens = (data.tokens ?? []).filter((r) => state.tokens.some((t) => t.tokenId === r.tokenId && t.sealedSecret === r.from));
+      const pin = data.pinHash && state.sealedPinHash === data.pinHash.from ? data.pinHash.sealedHash : undefined;
+      const devices = (data.devices ?? []).filter((r) => (state.devices ?? []).some((d) => d.deviceId === r.deviceId && d.sealedPushToken === r.from));
+      if (tokens.length === 0 && !pin && devices.length === 0) return [];
+      return [
+        domainEvent(
+          'SecretsResealed',
+          {
+            ...(tokens.length ? { tokens: tokens.map(({ tokenId, sealedSecret }) => ({ tokenId, sealedSecret })) } : {}),
+            ...(pin ? { sealedPinHash: pin } : {}),
+            ...(devices.length ? { devices: devices.map(({ deviceId, sealedPushToken }) => ({ deviceId, sealedPushToken })) } : {}),
+          },
+          now,
+        ),
+      ];
+    }
     default: {
       const unknown: never = command;
       throw new Error(`unknown command ${(unknown as { type: string }).type}`);
@@ -420,6 +451,17 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
       return { ...state, devices: (state.devices ?? []).filter((d) => d.deviceId !== event.data.deviceId) };
     case 'PushDeviceNeedsRegistration':
       return { ...state, devices: (state.devices ?? []).map((d) => (d.deviceId === event.data.deviceId ? { ...d, state: 'reregister' as const } : d)) };
+    case 'SecretsResealed': {
+      // The same secrets under another key: only the sealed values change, of what is still there.
+      const tokens = new Map((event.data.tokens ?? []).map((t) => [t.tokenId, t.sealedSecret]));
+      const devices = new Map((event.data.devices ?? []).map((d) => [d.deviceId, d.sealedPushToken]));
+      return {
+        ...state,
+        tokens: state.tokens.map((t) => (tokens.has(t.tokenId) ? { ...t, sealedSecret: tokens.get(t.tokenId)! } : t)),
+        ...(event.data.sealedPinHash && state.sealedPinHash ? { sealedPinHash: event.data.sealedPinHash } : {}),
+        ...(state.devices ? { devices: state.devices.map((d) => (devices.has(d.deviceId) && d.sealedPushToken ? { ...d, sealedPushToken: devices.get(d.deviceId)! } : d)) } : {}),
+      };
+    }
     default: {
       const unknown: never = event;
       throw new Error(`unknown event ${(unknown as { type: string }).type}`);

@@ -363,3 +363,43 @@ describe('user decider: app passwords', () => {
     assert.equal(appPasswordRequired(evolveUser(usedThenDeleted, { type: 'UserMfaReset', data: { userId: usedThenDeleted.userId! }, occurredAt: now.toISOString() } as UserEvent)), false);
   });
 });
+
+describe('user decider: secrets sealed again (master key rotation)', () => {
+  const at = minutesAgo(1);
+  const history: UserEvent[] = [
+    registered(),
+    enrolled('t1'),
+    enrolled('t2'),
+    { type: 'TotpTokenDeleted', data: { tokenId: 't2' }, occurredAt: at },
+    { type: 'UserPinSet', data: { sealedHash: sealed('pin') }, occurredAt: at },
+    { type: 'PushDeviceActivated', data: { deviceId: 'd1', name: 'phone', platform: 'ios', algorithm: 'ES256', publicKey: 'k', sealedPushToken: sealed('push') }, occurredAt: at },
+  ];
+  const reseal = {
+    type: 'ResealSecrets',
+    data: {
+      tokens: [
+        { tokenId: 't1', from: sealed('t1'), sealedSecret: sealed('t1-new') },
+        { tokenId: 't2', from: sealed('t2'), sealedSecret: sealed('t2-new') },
+      ],
+      pinHash: { from: sealed('pin'), sealedHash: sealed('pin-new') },
+      devices: [{ deviceId: 'd1', from: sealed('push'), sealedPushToken: sealed('push-new') }],
+    },
+  } as const;
+
+  it('given secrets in use, when sealed again, then SecretsResealed carries the new values of what is still there, and the state holds them', () => {
+    spec.given(history).when(reseal, now).then([
+      { type: 'SecretsResealed', data: { tokens: [{ tokenId: 't1', sealedSecret: sealed('t1-new') }], sealedPinHash: sealed('pin-new'), devices: [{ deviceId: 'd1', sealedPushToken: sealed('push-new') }] }, occurredAt: now.toISOString() },
+    ]);
+    const state = [...history, ...userDecider.decide(reseal, history.reduce(evolveUser, initialUserState()), now)].reduce(evolveUser, initialUserState());
+    assert.deepEqual([state.tokens.map((t) => t.sealedSecret), state.sealedPinHash, state.devices?.map((d) => d.sealedPushToken)], [[sealed('t1-new')], sealed('pin-new'), [sealed('push-new')]]);
+    assert.equal(state.tokens[0]?.label, 'phone', 'nothing else of the token changes');
+  });
+
+  it('given values changed since they were read (set or enrolled again), when sealed again, then they keep theirs; nothing left, nothing recorded', () => {
+    const changed: UserEvent[] = [...history, { type: 'UserPinSet', data: { sealedHash: sealed('pin-2') }, occurredAt: at }];
+    const [event] = userDecider.decide(reseal, changed.reduce(evolveUser, initialUserState()), now);
+    assert.ok(event?.type === 'SecretsResealed' && event.data.sealedPinHash === undefined && event.data.tokens?.length === 1);
+    spec.given([...changed, { type: 'UserMfaReset', data: { userId: helga.userId }, occurredAt: at }]).when(reseal, now).thenNothing();
+    spec.given([]).when(reseal, now).thenNothing();
+  });
+});

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { EventSubjects, Streams, subjectIds } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
-import { readOnce, type NatsClients } from '@mfa/messaging';
+import { isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
 import { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { knownPseudonyms } from './pseudonyms.js';
@@ -27,7 +27,7 @@ export interface ReapplyReport {
   withoutKey: UserRef[];
   /** Users whose data key is destroyed though the log does not say they are erased (MFA_USER_KEYS newer than the log). */
   keyErasedOnly: UserRef[];
-  /** users.delete refused or failed: run the tool again. */
+  /** users.delete refused or failed, or the user's data key did not read: run the tool again (after fixing the keyring). */
   failed: Array<UserRef & { error: string }>;
 }
 
@@ -91,6 +91,8 @@ export class ErasureReapply {
         // One key that does not read (wrapped with a master key the keyring lacks, a damaged record)
         // is that user's failure, not the run's: the others are still checked.
         const entry = await this.keys.current(user.tenantId, user.userId).catch((error: unknown) => {
+          // NATS away is the run's failure (run it again), not the user's.
+          if (isTransientDependencyError(error)) throw error;
           report.failed.push({ ...user, error: `data key unreadable: ${error instanceof Error ? error.message : String(error)}` });
           return null;
         });

@@ -199,7 +199,18 @@ export class MasterKeyRewrap {
     const needsOf = (sealed: string): KeyNeeds => needs(sealedKeyId(sealed) ?? 'unreadable');
     for (const kid of [report.currentKid, ...report.previousKids]) needs(kid);
 
-    // 1. Every user of the log: their data key, and the sealed secrets their state still uses.
+    // 1. The hardware token inventory first (a token's secret stays with it, assigned or not): an
+    //    assignment copies the inventory's sealed secret to the user, so one made while the users
+    //    are walked copies the value sealed again, or is walked after it and sealed again there.
+    await this.eachSubject(EventSubjects.allOathTokens, async (subject) => {
+      const ids = subjectIds(OATH_SUBJECT_PREFIX, subject);
+      if (!ids) return;
+      report.hardwareTokens++;
+      const state = await this.resealToken(ids[0], ids[1], dryRun, report.resealed);
+      if (state.exists && state.sealedSecret) needsOf(state.sealedSecret).inventorySecrets++;
+    });
+
+    // 2. Every user of the log: their data key, and the sealed secrets their state still uses.
     await this.eachSubject(EventSubjects.allUsers, async (subject) => {
       const ids = subjectIds(USER_SUBJECT_PREFIX, subject);
       if (!ids) return;
@@ -210,15 +221,6 @@ export class MasterKeyRewrap {
       for (const token of state.tokens) needsOf(token.sealedSecret).totpSecrets++;
       if (state.sealedPinHash) needsOf(state.sealedPinHash).pinHashes++;
       for (const device of state.devices ?? []) if (device.sealedPushToken) needsOf(device.sealedPushToken).pushTokens++;
-    });
-
-    // 2. The hardware token inventory (a token's secret stays with it, assigned or not).
-    await this.eachSubject(EventSubjects.allOathTokens, async (subject) => {
-      const ids = subjectIds(OATH_SUBJECT_PREFIX, subject);
-      if (!ids) return;
-      report.hardwareTokens++;
-      const state = await this.resealToken(ids[0], ids[1], dryRun, report.resealed);
-      if (state.exists && state.sealedSecret) needsOf(state.sealedSecret).inventorySecrets++;
     });
 
     // 3. What MFA_USER_KEYS holds now, users of the log or not (a key whose user has no event is

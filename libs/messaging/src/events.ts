@@ -1,6 +1,6 @@
 import { hash, randomUUID } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/nats-core';
-import { type JetStreamClient, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
+import { type JetStreamClient, type JetStreamManager, type PubAck, type StoredMsg } from '@nats-io/jetstream';
 import { Headers, parseEvent, type AnyEvent, type EventMetadata, type EventType } from '@mfa/contracts';
 import { carrierFromContext, histogram, type Logger } from '@mfa/telemetry';
 import { isWrongLastSequence } from './jetstream-errors.js';
@@ -140,6 +140,15 @@ interface StoredAggregate {
 }
 
 /**
+ * The first message on `subject` after stream sequence `afterSeq`, or null: a STREAM.MSG.GET,
+ * answered by the stream leader. The server takes next_by_subj there (nats-server 2.9); nats.js's
+ * type names only seq and last_by_subj.
+ */
+export function nextMessageOn(jsm: JetStreamManager, stream: string, subject: string, afterSeq: number): Promise<StoredMsg | null> {
+  return jsm.streams.getMessage(stream, { seq: afterSeq + 1, next_by_subj: subject } as unknown as { seq: number });
+}
+
+/**
  * Reads back all events of one aggregate subject, in order, one get each from the stream leader
  * (next message for the subject after a sequence): an aggregate holds a handful of events, and the server finds
  * the next one through its per-subject index. A message that is not an event this code knows
@@ -157,11 +166,10 @@ export async function readAggregate(
   const events: StoredEvent[] = [];
   let lastSeq = afterSeq;
   for (;;) {
-    // From the stream leader (STREAM.MSG.GET), never a direct get: on a replicated stream
-    // (STREAM_REPLICAS > 1) any replica may answer a direct get, and one that lags would hide the
-    // events acknowledged just before (a register followed at once by an enroll). The server takes
-    // next_by_subj here too (nats-server 2.9); the client's type names only seq and last_by_subj.
-    const msg = await jsm.streams.getMessage(stream, { seq: lastSeq + 1, next_by_subj: subject } as unknown as { seq: number });
+    // From the stream leader, never a direct get: on a replicated stream (STREAM_REPLICAS > 1) any
+    // replica may answer a direct get, and one that lags would hide the events acknowledged just
+    // before (a register followed at once by an enroll).
+    const msg = await nextMessageOn(jsm, stream, subject, lastSeq);
     if (!msg) break;
     lastSeq = msg.seq;
     let event: AnyEvent;

@@ -31,7 +31,7 @@ const Fingerprint = z.object({
   /** Random per instance, so an instance ignores its own question. */
   bootId: z.string().max(64),
 });
-type Fingerprint = z.infer<typeof Fingerprint>;
+export type Fingerprint = z.infer<typeof Fingerprint>;
 
 export class KeyringMismatchError extends Error {
   override name = 'KeyringMismatchError';
@@ -138,22 +138,30 @@ export class KeyringCheck {
     });
   }
 
-  private async ask(): Promise<Fingerprint[]> {
-    const peers: Fingerprint[] = [];
-    try {
-      const replies = await this.nc.requestMany(KEYRING_FINGERPRINT_SUBJECT, JSON.stringify(this.self), { strategy: 'timer', maxWait: COLLECT_MS });
-      for await (const msg of replies) {
-        const peer = parseFingerprint(msg.data);
-        if (peer) peers.push(peer);
-        else this.options.log.warn('unreadable answer to the master key check ignored', { subject: KEYRING_FINGERPRINT_SUBJECT });
-      }
-    } catch (error) {
-      if (!(error instanceof NoRespondersError)) {
-        throw new KeyringMismatchError('could not compare the master key with the running services', { cause: error });
-      }
-    }
-    return peers;
+  private ask(): Promise<Fingerprint[]> {
+    return askRunningKeyrings(this.nc, this.self, this.options.log).catch((error: unknown) => {
+      throw new KeyringMismatchError('could not compare the master key with the running services', { cause: error });
+    });
   }
+}
+
+/**
+ * The key fingerprints of the running instances, as the boot check asks for them (`asker`: the
+ * asking process's own, which the instances compare with theirs); empty when none runs.
+ */
+export async function askRunningKeyrings(nc: NatsConnection, asker: Fingerprint, log: Logger, collectMs = COLLECT_MS): Promise<Fingerprint[]> {
+  const peers: Fingerprint[] = [];
+  try {
+    const replies = await nc.requestMany(KEYRING_FINGERPRINT_SUBJECT, JSON.stringify(asker), { strategy: 'timer', maxWait: collectMs });
+    for await (const msg of replies) {
+      const peer = parseFingerprint(msg.data);
+      if (peer) peers.push(peer);
+      else log.warn('unreadable answer to the master key check ignored', { subject: KEYRING_FINGERPRINT_SUBJECT });
+    }
+  } catch (error) {
+    if (!(error instanceof NoRespondersError)) throw error;
+  }
+  return peers;
 }
 
 const OPTIONS = Symbol('KEYRING_CHECK_OPTIONS');

@@ -15,9 +15,9 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Keyring } from '@mfa/crypto';
 import { connectNats, natsSecurityFromEnv } from '@mfa/messaging';
-import { KEYRING_FINGERPRINT_SUBJECT } from '@mfa/service-kit';
+import { askRunningKeyrings } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
-import { NoRespondersError, type NatsConnection } from '@nats-io/nats-core';
+import type { NatsConnection } from '@nats-io/nats-core';
 import { MasterKeyRewrap, type RewrapReport } from './application/master-key-rewrap.js';
 import { loadUserSettingsConfig } from './config.js';
 
@@ -65,23 +65,9 @@ export function formatReport(report: RewrapReport): string {
  * another key reads users' keys under that key's tags: moving them to this key's tags would take
  * them away from it. Empty when no service runs.
  */
-async function runningServiceKids(nc: NatsConnection, keyring: Keyring): Promise<Array<{ kid: string; service: string }>> {
+function runningServiceKids(nc: NatsConnection, keyring: Keyring): Promise<Array<{ kid: string; service: string }>> {
   const asker = { kid: keyring.kid, previous: keyring.previous.map((k) => k.kid), service: 'user-settings-rewrap', instance: hostname(), bootId: randomUUID() };
-  const peers: Array<{ kid: string; service: string }> = [];
-  try {
-    for await (const msg of await nc.requestMany(KEYRING_FINGERPRINT_SUBJECT, JSON.stringify(asker), { strategy: 'timer', maxWait: 500 })) {
-      let peer: { kid?: unknown; service?: unknown } | undefined;
-      try {
-        peer = msg.json();
-      } catch {
-        continue; // Not an answer of the check (the boot check ignores those too).
-      }
-      if (typeof peer?.kid === 'string') peers.push({ kid: peer.kid, service: String(peer.service) });
-    }
-  } catch (error) {
-    if (!(error instanceof NoRespondersError)) throw error;
-  }
-  return peers;
+  return askRunningKeyrings(nc, asker, log, 500);
 }
 
 async function run(): Promise<number> {

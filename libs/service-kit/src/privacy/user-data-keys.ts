@@ -19,6 +19,29 @@ export type DataKeyEntry =
 const StoredKey = z.object({ gen: z.int().positive(), wrappedKey: z.string().min(1).max(1024) });
 const StoredTombstone = z.object({ gen: z.int().positive(), erasedAt: z.string().max(64) });
 
+/** A record of MFA_USER_KEYS as stored: a wrapped data key, or an erasure's tombstone. */
+export type StoredDataKey = { kind: 'key'; gen: number; wrappedKey: string } | { kind: 'erased'; gen: number; erasedAt: string };
+
+/** The record a message of MFA_USER_KEYS holds, or undefined when it is neither a key nor a tombstone. */
+export function parseStoredDataKey(body: unknown): StoredDataKey | undefined {
+  const key = StoredKey.safeParse(body);
+  if (key.success) return { kind: 'key', ...key.data };
+  const tombstone = StoredTombstone.safeParse(body);
+  return tombstone.success ? { kind: 'erased', ...tombstone.data } : undefined;
+}
+
+/**
+ * Of a user's records under previous master keys' tags, the one to move: the latest generation, a
+ * tombstone winning a tie. After two rotations and an interrupted move, an older record must not
+ * take the newer key's place (the newer key would be left, while a new one is made for its generation).
+ */
+export function latestDataKeyRecord<R extends { stored: StoredDataKey }>(records: readonly R[]): R | undefined {
+  return records.reduce<R | undefined>(
+    (best, record) => (!best || record.stored.gen > best.stored.gen || (record.stored.gen === best.stored.gen && record.stored.kind === 'erased') ? record : best),
+    undefined,
+  );
+}
+
 /**
  * The user was erased after the caller loaded them (the data key's subject holds the erasure's
  * tombstone): the caller's view is stale, and trying again (a fresh load sees the erasure) answers.
@@ -212,21 +235,18 @@ export class UserDataKeys {
 
   /** Brings the user's entry over from a previous master key's tag, if there is one there. */
   private async moveFromPreviousTag(tag: string, tenantId: string, userId: string): Promise<boolean> {
-    // The latest generation among the previous keys' tags (a tombstone winning a tie): after two
-    // rotations and an interrupted move, an older record must not take the newer key's place.
-    let old: { seq: number; body: unknown; gen: number; erased: boolean } | undefined;
+    const records: Array<{ seq: number; body: unknown; stored: StoredDataKey }> = [];
     for (const previous of this.previousTags(tag, tenantId, userId)) {
       const msg = await this.last(previous, true);
-      if (!msg) continue;
-      const body: unknown = msg.json();
-      const record = StoredKey.safeParse(body).data ?? StoredTombstone.safeParse(body).data;
-      if (!record) continue; // Unreadable: left for the operator (rewrap.js counts it).
-      const erased = !('wrappedKey' in record);
-      if (!old || record.gen > old.gen || (record.gen === old.gen && erased && !old.erased)) old = { seq: msg.seq, body, gen: record.gen, erased };
+      const body: unknown = msg?.json();
+      const stored = parseStoredDataKey(body);
+      // Unreadable: left for the operator (rewrap.js counts it).
+      if (msg && stored) records.push({ seq: msg.seq, body, stored });
     }
+    const old = latestDataKeyRecord(records);
     if (!old) return false;
-    const key = StoredKey.safeParse(old.body);
-    const moved = key.success ? { gen: key.data.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, key.data.gen, key.data.wrappedKey) } : old.body;
+    const { stored } = old;
+    const moved = stored.kind === 'key' ? { gen: stored.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, stored.gen, stored.wrappedKey) } : old.body;
     try {
       await this.nats.js.publish(EventSubjects.userDataKey(tag), JSON.stringify(moved), { expect: { lastSubjectSequence: 0 } });
       await this.deleteErasing(old.seq);

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { Base64UrlPaddedCodec } from '@nats-io/obj';
+import { nextMessageOn } from '@mfa/messaging';
 
 /**
  * An object's record in an object store, as the object store writes it (ADR-20): the last message
@@ -152,9 +153,7 @@ export class ObjectReader {
    * chunks all come before its record (the object store writes the record last).
    */
   private async chunkAfter(nuid: string, seq: number, revision: number): Promise<StoredMsg | undefined> {
-    // STREAM.MSG.GET takes next_by_subj (the first message at or after seq on that subject); nats.js types only seq and last_by_subj there.
-    const query = { seq: seq + 1, next_by_subj: `$O.${this.bucket}.C.${nuid}` } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
-    const message = await this.jsm.streams.getMessage(this.stream, query);
+    const message = await nextMessageOn(this.jsm, this.stream, `$O.${this.bucket}.C.${nuid}`, seq);
     return message && message.seq < revision ? message : undefined;
   }
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { ensureReplicas, provision, type NatsClients } from '@mfa/messaging';
+import { ensureReplicas, nextMessageOn, provision, type NatsClients } from '@mfa/messaging';
 import { StorageType, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { Base64UrlPaddedCodec, Objm, type ObjectStore } from '@nats-io/obj';
@@ -266,9 +266,7 @@ export class ImportJobs {
     let read = 0;
     let seq = 0;
     for (let chunk = 0; chunk < info.chunks && read < max; chunk++) {
-      // STREAM.MSG.GET takes next_by_subj (the first message at or after seq on that subject); nats.js types only seq and last_by_subj there.
-      const query = { seq: seq + 1, next_by_subj: chunksSubject(info.nuid) } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
-      const message = await this.jsm.streams.getMessage(STREAM, query);
+      const message = await nextMessageOn(this.jsm, STREAM, chunksSubject(info.nuid), seq);
       // Chunks purged under a record (see readObject): what came so far is all there is.
       if (!message) break;
       seq = message.seq;
@@ -303,9 +301,8 @@ export class ImportJobs {
     const hash = createHash('sha256');
     let seq = 0;
     for (let chunk = 0; chunk < chunks; chunk++) {
-      // As in readHead: the first chunk of this version at or after seq.
-      const query = { seq: seq + 1, next_by_subj: chunksSubject(version.nuid) } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
-      const message = await this.jsm.streams.getMessage(STREAM, query);
+      // As in readHead: the first chunk of this version after seq.
+      const message = await nextMessageOn(this.jsm, STREAM, chunksSubject(version.nuid), seq);
       if (!message) throw await this.changedFrom(name, version);
       seq = message.seq;
       hash.update(message.data);

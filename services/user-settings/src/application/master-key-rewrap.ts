@@ -8,11 +8,13 @@ import {
   EventPublisher,
   isStreamOrConsumerNotFound,
   isWrongLastSequence,
+  nextMessageOn,
   readAggregate,
   readOnce,
   type NatsClients,
 } from '@mfa/messaging';
 import { createLogger, type Logger } from '@mfa/telemetry';
+import { latestDataKeyRecord, parseStoredDataKey, type StoredDataKey } from '@mfa/service-kit';
 import { Objm } from '@nats-io/obj';
 import { IMPORT_JOBS_BUCKET } from '../adapters/import-jobs.js';
 import { EventStore } from '../adapters/event-store.js';
@@ -45,11 +47,6 @@ const PARALLEL_USERS = 8;
 const USER_SUBJECT_PREFIX = EventSubjects.allUsers.slice(0, -1);
 const OATH_SUBJECT_PREFIX = EventSubjects.allOathTokens.slice(0, -1);
 
-// The records of MFA_USER_KEYS, as libs/service-kit's UserDataKeys writes them.
-const StoredKey = z.object({ gen: z.int().positive(), wrappedKey: z.string().min(1).max(1024) });
-const StoredTombstone = z.object({ gen: z.int().positive(), erasedAt: z.string().max(64) });
-type Stored = { kind: 'key'; gen: number; wrappedKey: string } | { kind: 'erased'; gen: number; erasedAt: string };
-
 /** The start of a sealed secret: its format and key id. */
 const SEALED_HEAD = /^v[12]\.([A-Za-z0-9_-]{1,32})\./;
 /** A sealed secret as the event log and snapshots carry it: `"v2.<kid>.` or `"v1.<kid>.`. */
@@ -59,7 +56,7 @@ const SEALED_IN_JSON = /"v[12]\.([A-Za-z0-9_-]{8})\./g;
 export interface DataKeyRecord {
   tag: string;
   seq: number;
-  stored: Stored;
+  stored: StoredDataKey;
 }
 
 /** What `inspect` read of one user's data key: under the current key's tag, and under each previous key's. */
@@ -226,7 +223,7 @@ export class MasterKeyRewrap {
     // 3. What MFA_USER_KEYS holds now, users of the log or not (a key whose user has no event is
     //    counted here only: nothing can say whose it is, so nothing can wrap it again).
     await readOnce(this.nats.js, Streams.userKeys.name, '>', { policy: 'last_per_subject' }, (msg) => {
-      const stored = parseStored(parseJson(msg.string()));
+      const stored = parseStoredDataKey(parseJson(msg.string()));
       if (stored?.kind === 'key') needsOf(stored.wrappedKey).dataKeys++;
       else if (stored?.kind === 'erased') report.dataKeys.tombstones++;
     });
@@ -392,7 +389,7 @@ export class MasterKeyRewrap {
   async apply(plan: DataKeyPlan): Promise<DataKeyOutcome> {
     const { tenantId, userId, tag } = plan;
     const outcome: DataKeyOutcome = { rewrapped: false, copiesRemoved: 0, conflicts: 0, raced: false };
-    const from = latestCopy(plan.previous);
+    const from = latestDataKeyRecord(plan.previous);
     if (!plan.current && from) {
       const body = from.stored.kind === 'key' ? { gen: from.stored.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, from.stored.gen, from.stored.wrappedKey) } : toBody(from.stored);
       if (await this.writeIf(tag, body, 0)) outcome.moved = from.stored.kind === 'key' ? 'key' : 'tombstone';
@@ -421,7 +418,7 @@ export class MasterKeyRewrap {
     report.dataKeys.failed += plan.unreadable;
     if (!plan.current && plan.previous.length === 0) return;
     if (dryRun) {
-      const from = latestCopy(plan.previous);
+      const from = latestDataKeyRecord(plan.previous);
       if (!plan.current && from) {
         if (from.stored.kind === 'key') report.dataKeys.moved++;
         else report.dataKeys.tombstonesMoved++;
@@ -447,7 +444,7 @@ export class MasterKeyRewrap {
   }
 
   /** Whether `current` makes `copy` worthless: see `apply`. */
-  private supersedes(tenantId: string, userId: string, current: Stored, copy: Stored): boolean {
+  private supersedes(tenantId: string, userId: string, current: StoredDataKey, copy: StoredDataKey): boolean {
     if (current.gen !== copy.gen) return current.gen > copy.gen;
     if (current.kind === 'erased') return true;
     // A tombstone of the generation the current tag holds a key of: the erasure must win, not be deleted.
@@ -483,9 +480,7 @@ export class MasterKeyRewrap {
     }
     const info = await store.info(name);
     if (!info || info.deleted) return undefined;
-    // STREAM.MSG.GET takes next_by_subj; nats.js types only seq and last_by_subj there (as ImportJobs.readHead).
-    const query = { seq: 1, next_by_subj: `$O.${IMPORTS_BUCKET}.C.${info.nuid}` } as unknown as Parameters<NatsClients['jsm']['streams']['getMessage']>[1];
-    const first = await this.nats.jsm.streams.getMessage(`OBJ_${IMPORTS_BUCKET}`, query);
+    const first = await nextMessageOn(this.nats.jsm, `OBJ_${IMPORTS_BUCKET}`, `$O.${IMPORTS_BUCKET}.C.${info.nuid}`, 0);
     return first ? SEALED_HEAD.exec(Buffer.from(first.data.subarray(0, 64)).toString('utf8'))?.[1] : undefined;
   }
 
@@ -509,7 +504,7 @@ export class MasterKeyRewrap {
     // From the stream leader: a replica answering direct gets may lag behind an erasure.
     const msg = await this.nats.jsm.streams.getMessage(Streams.userKeys.name, { last_by_subj: EventSubjects.userDataKey(tag) });
     if (!msg) return undefined;
-    const stored = parseStored(msg.json());
+    const stored = parseStoredDataKey(msg.json());
     if (!stored) {
       counts.unreadable++;
       return undefined;
@@ -548,22 +543,6 @@ export class MasterKeyRewrap {
   }
 }
 
-/**
- * A delete of a message that is gone already (an erasure or a service's own move deleted it first):
- * the server answers 10057 ("no message found"), not NoMessageFound (10037).
- */
-/**
- * The latest generation among the previous tags' copies (a tombstone winning a tie): after two
- * rotations and an interrupted move, an older generation's record must not take the place of the
- * newer key, which would then be a conflict while a new key is made for its generation.
- */
-function latestCopy(copies: DataKeyRecord[]): DataKeyRecord | undefined {
-  return copies.reduce<DataKeyRecord | undefined>(
-    (best, copy) => (!best || copy.stored.gen > best.stored.gen || (copy.stored.gen === best.stored.gen && copy.stored.kind === 'erased') ? copy : best),
-    undefined,
-  );
-}
-
 /** An import job's record (adapters/import-jobs.ts) that still has to read its sealed file or keys. */
 const UnfinishedJob = z.object({
   state: z.enum(['queued', 'running']),
@@ -579,14 +558,7 @@ function parseJson(text: string): unknown {
   }
 }
 
-function parseStored(body: unknown): Stored | undefined {
-  const key = StoredKey.safeParse(body);
-  if (key.success) return { kind: 'key', ...key.data };
-  const tombstone = StoredTombstone.safeParse(body);
-  return tombstone.success ? { kind: 'erased', ...tombstone.data } : undefined;
-}
-
-function toBody(stored: Stored): object {
+function toBody(stored: StoredDataKey): object {
   return stored.kind === 'key' ? { gen: stored.gen, wrappedKey: stored.wrappedKey } : { gen: stored.gen, erasedAt: stored.erasedAt };
 }
 

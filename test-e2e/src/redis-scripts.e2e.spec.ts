@@ -142,7 +142,8 @@ interface WalkUser {
   tag: string;
   slot: number;
   phoneNumber: string;
-  device: { nonce: string; key: DeviceKeyPair };
+  /** `id`: the app's id, under another tag for every other user (activated under an earlier master key: found through its pointer there). */
+  device: { nonce: string; key: DeviceKeyPair; id: string };
   seq: number;
 }
 
@@ -267,9 +268,11 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       tenants.map((t) => [t, onDistinctMasters(Array.from({ length: 40 }, (_, i) => `+4670${String(1_234_500 + i)}`), (p) => [phoneKey(t, p)], 1, phoneTaken)[0]!]),
     );
     const users: WalkUser[] = tenants.flatMap((tenantId) =>
-      onDistinctMasters(Array.from({ length: 60 }, (_, i) => `user${i}@${tenantId}.example`), (u) => [RedisKeys.user(writer.tagOf(tenantId, u))], 3).map((userId) => {
+      onDistinctMasters(Array.from({ length: 60 }, (_, i) => `user${i}@${tenantId}.example`), (u) => [RedisKeys.user(writer.tagOf(tenantId, u))], 3).map((userId, i) => {
         const tag = writer.tagOf(tenantId, userId);
-        return { tenantId, userId, tag, slot: hashSlotOf(tag), phoneNumber: phones.get(tenantId)!, device: { nonce: randomBytes(16).toString('base64url'), key: generateDeviceKey('ES256') }, seq: 1 };
+        const nonce = randomBytes(16).toString('base64url');
+        const id = deviceIdOf(i % 2 === 1 ? randomBytes(16).toString('base64url') : tag, nonce);
+        return { tenantId, userId, tag, slot: hashSlotOf(tag), phoneNumber: phones.get(tenantId)!, device: { nonce, key: generateDeviceKey('ES256'), id }, seq: 1 };
       }),
     );
     const snapshotOf = (u: WalkUser): UserSnapshot => ({
@@ -287,7 +290,15 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       devices: [
         {
           nonce: u.device.nonce,
-          device: { state: 'active', algorithm: 'ES256', publicKey: u.device.key.publicKey, platform: 'none', name: 'walk phone', activatedAt: new Date().toISOString() },
+          device: {
+            state: 'active',
+            algorithm: 'ES256',
+            publicKey: u.device.key.publicKey,
+            platform: 'none',
+            name: 'walk phone',
+            activatedAt: new Date().toISOString(),
+            ...(u.device.id !== deviceIdOf(u.tag, u.device.nonce) ? { id: u.device.id } : {}),
+          },
         },
       ],
     });
@@ -343,7 +354,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       },
     }, log);
     const signed = (u: WalkUser, method: string, path: string, body = '') => {
-      const headers = signRequest({ algorithm: 'ES256', privateKey: u.device.key.privateKeyPem, deviceId: deviceIdOf(u.tag, u.device.nonce), method, pathWithQuery: path, body, now: Date.now(), nonce: randomNonce() });
+      const headers = signRequest({ algorithm: 'ES256', privateKey: u.device.key.privateKeyPem, deviceId: u.device.id, method, pathWithQuery: path, body, now: Date.now(), nonce: randomNonce() });
       // Each user's phone from an address of its own: the device API counts failures per source (one key each).
       const source = `198.51.100.${users.indexOf(u) + 1}`;
       return { method, path, body: Buffer.from(body), headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v])), source };

@@ -129,6 +129,14 @@ export const RedisKeys = {
    * tokens, the device API the keys.
    */
   devices: (tag: string) => `mfa:{${tag}}:devices`,
+  /**
+   * The user's authenticator apps activated under an earlier master key, found by the tag their id
+   * carries (user-settings): device nonce -> the user's current tag, where `devices` holds the
+   * device. An app keeps the id it was given at activation (its push token is sealed bound to it):
+   * after a rotation changed the user's tag, the device API follows this to the device. A pointer
+   * whose device is gone finds nothing there, so none is ever trusted on its own.
+   */
+  devicesMoved: (tag: string) => `mfa:{${tag}}:devices:moved`,
   /** Nonces of signed device requests seen in the last 2 minutes (the device API's replay guard). */
   deviceNonce: (tag: string, deviceNonce: string, nonce: string) => `mfa:{${tag}}:dn:${deviceNonce}:${nonce}`,
   /** An activation code's pending enrolment (user-settings): {tenantId, userId, expiresAt}; taken once. */
@@ -264,6 +272,9 @@ export const UserFields = {
 
 const TAG = /^[A-Za-z0-9_-]{22}$/;
 const NONCE = /^[A-Za-z0-9_-]{22}$/;
+
+/** Whether `value` has a user tag's form (22 base64url characters). */
+export const isUserTag = (value: string): boolean => TAG.test(value);
 
 /** Device ids have the challenge ids' form, `<tag>.<nonce>`: a device request finds its user's slot. */
 export const deviceId = (tag: string, nonce: string): string => challengeId(tag, nonce);

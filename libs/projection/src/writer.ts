@@ -1,7 +1,7 @@
 import type { RedisClient } from '@mfa/projection';
 import { maskSecret, projectionUserKey, userTag, type Keyring } from '@mfa/crypto';
 import { unavailable } from '@mfa/contracts';
-import { HASH_SLOTS, PROJECTION_LAYOUT, RedisKeys, slotMarkerKey, slotStepsMarkerKey, UserFields } from './keys.js';
+import { HASH_SLOTS, parseDeviceId, PROJECTION_LAYOUT, RedisKeys, slotMarkerKey, slotStepsMarkerKey, UserFields } from './keys.js';
 import { UserIndex } from './user-index.js';
 import { randomBytes } from 'node:crypto';
 
@@ -44,6 +44,12 @@ export interface ProjectedDevice {
   /** The push token sealed with SealContext.pushToken (dispatch opens it). */
   sealedPushToken?: string | undefined;
   activatedAt: string;
+  /**
+   * The device's id, when it is not `<the user's current tag>.<nonce>`: an app activated under an
+   * earlier master key keeps the id it was given, which carries the user's tag of then (the device
+   * API checks that a request names it; dispatch opens the push token with it). Absent otherwise.
+   */
+  id?: string | undefined;
 }
 
 // KEYS: user, totp, totpSteps, devices, the slot's projection marker, the slot's steps marker, the pending push.
@@ -99,6 +105,16 @@ for _ = 1, ndevices do
 end
 return 1
 `;
+
+/** The `id` of a device as `devices` holds it (JSON); none when it does not parse. */
+function storedDeviceId(json: string): Pick<ProjectedDevice, 'id'> {
+  try {
+    const { id } = JSON.parse(json) as { id?: unknown };
+    return typeof id === 'string' ? { id } : {};
+  } catch {
+    return {};
+  }
+}
 
 /** How often a write that waits for the slot's steps (apply's `waitForStepsMs`) tries again. */
 const STEPS_POLL_MS = 100;
@@ -370,7 +386,29 @@ export class UserProjectionWriter {
     // into a Redis that has the projection but not the index fills it). It is another slot, so
     // another writer may get there first: the index keeps the terms of the newest sequence.
     if (applied >= 0) await this.index.put(snapshot.tenantId, snapshot.userId, snapshot, snapshot.seq);
+    // Apps activated under an earlier master key are found by the tag their id carries: a pointer
+    // there, in that tag's slot (another command). Also when the snapshot was already there: a
+    // rebuild writes them again. Not for an older snapshot: a device deleted since would get one.
+    if (applied >= 0) await this.pointMovedDevices(tag, devices, 'set');
     return applied === 1;
+  }
+
+  /**
+   * Writes (or removes) the pointers of the user's devices activated under earlier master keys:
+   * `devicesMoved(old tag)` nonce -> current tag. One command per earlier tag (each its own slot).
+   */
+  private async pointMovedDevices(tag: string, devices: ReadonlyArray<{ nonce: string; device: Pick<ProjectedDevice, 'id'> }>, how: 'set' | 'remove'): Promise<void> {
+    const moved = new Map<string, string[]>();
+    for (const { nonce, device } of devices) {
+      const from = device.id === undefined ? undefined : parseDeviceId(device.id);
+      if (!from || from.tag === tag || from.nonce !== nonce) continue;
+      moved.set(from.tag, [...(moved.get(from.tag) ?? []), nonce]);
+    }
+    await Promise.all(
+      [...moved].map(([from, nonces]) =>
+        how === 'set' ? this.redis.hset(RedisKeys.devicesMoved(from), Object.fromEntries(nonces.map((n) => [n, tag]))) : this.redis.hdel(RedisKeys.devicesMoved(from), ...nonces),
+      ),
+    );
   }
 
   /**
@@ -396,6 +434,9 @@ export class UserProjectionWriter {
    */
   async erase(tenantId: string, userId: string, seq: number): Promise<boolean> {
     const tag = userTag(this.keyring, tenantId, userId);
+    // The pointers to the user's devices activated under earlier master keys go with them (a
+    // pointer to devices no longer there finds nothing; this keeps Redis from holding it).
+    const devices = await this.redis.hgetall(RedisKeys.devices(tag));
     const erased = await (this.redis as unknown as { mfaEraseUser: (...a: Array<string | number>) => Promise<number> }).mfaEraseUser(
       RedisKeys.user(tag),
       ...ERASED_WITH_USER.map((keyOf) => keyOf(tag)),
@@ -403,6 +444,7 @@ export class UserProjectionWriter {
     );
     // An entry of the erasure's sequence: a late write of an earlier snapshot cannot put the user back.
     if (erased === 1) await this.index.put(tenantId, userId, undefined, seq);
+    if (erased === 1) await this.pointMovedDevices(tag, Object.entries(devices).map(([nonce, json]) => ({ nonce, device: storedDeviceId(json) })), 'remove');
     return erased === 1;
   }
 }

@@ -306,6 +306,73 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     }
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'an app activated under an earlier master key keeps its id: found through the pointer at its old tag, it sees and answers its user’s push; the id in the current tag’s form is not it; once it is deleted or its user erased, its pointer goes', async () => {
+    const userId = uniqueUser('moved');
+    const tag = userTag(keyring, tenant, userId);
+    const pair = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    // The user's tag under the earlier key: a pointer there leads to the device under the current one.
+    const oldTag = randomBytes(16).toString('base64url').slice(0, 22);
+    const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+    const moved: TestDevice = { deviceId: formatDeviceId(oldTag, nonce), algorithm: 'ES256', privateKey: pair.privateKey };
+    const snapshot = (devices: boolean) => ({
+      tenantId: tenant,
+      userId,
+      seq: seq++,
+      methods: devices ? ['push'] : [],
+      defaultMethod: devices ? 'push' : undefined,
+      totpTokens: [],
+      devices: devices
+        ? [{ nonce, device: { state: 'active' as const, algorithm: 'ES256' as const, publicKey: pair.publicKey.export({ format: 'der', type: 'spki' }).toString('base64url'), platform: 'none' as const, name: 'old phone', activatedAt: new Date().toISOString(), id: moved.deviceId } }]
+        : [],
+    });
+    assert.equal(await writer.apply(snapshot(true)), true);
+    assert.equal(await redis.hget(RedisKeys.devicesMoved(oldTag), nonce), tag, 'the pointer names the user’s current tag');
+
+    const push = await startPush(tenant, userId);
+    const seen = await pending(moved);
+    assert.equal(seen.status, 200, JSON.stringify(seen.body));
+    assert.equal((seen.body.challenge as Record<string, unknown> | null)?.challengeId, push.challengeId);
+    assert.deepEqual((await answer(moved, push.challengeId, 'approve', push.number)).body, { status: 'approved' });
+    assert.equal((await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId: push.challengeId })).status, 'approved');
+
+    // One id per app: the same key under the current tag's form of the id is refused.
+    const renamed = { ...moved, deviceId: formatDeviceId(tag, nonce) };
+    assert.deepEqual([(await pending(renamed)).status, (await pending(renamed)).body.error?.code], [403, 'not_activated']);
+
+    // Deleted (the user's next snapshot has it no more): refused, and the pointer goes at its next use.
+    await writer.apply(snapshot(false));
+    assert.deepEqual([(await pending(moved)).status, (await pending(moved)).body.error?.code], [403, 'not_activated']);
+    assert.equal(await redis.exists(RedisKeys.devicesMoved(oldTag)), 0, 'the dangling pointer was removed');
+
+    // Activated again under the earlier key's id, then erased: the erasure takes the pointer, and an
+    // older snapshot arriving afterwards does not write it back.
+    const before = snapshot(true);
+    await writer.apply(before);
+    assert.equal(await redis.hget(RedisKeys.devicesMoved(oldTag), nonce), tag);
+    assert.equal(await writer.erase(tenant, userId, seq++), true);
+    assert.equal(await redis.exists(RedisKeys.devicesMoved(oldTag)), 0, 'erased with the user');
+    assert.equal(await writer.apply(before), false);
+    assert.equal(await redis.exists(RedisKeys.devicesMoved(oldTag)), 0, 'an older snapshot writes no pointer');
+    assert.deepEqual([(await pending(moved)).status, (await pending(moved)).body.error?.code], [403, 'not_activated']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a device not found in a slot Redis is rebuilding (no projection marker) is asked to come back: 503 unavailable with Retry-After; once the slot is complete, 403 not_activated', async () => {
+    const pair = generateKeyPairSync('ed25519');
+    const unknown: TestDevice = { deviceId: formatDeviceId(randomBytes(16).toString('base64url').slice(0, 22), randomBytes(16).toString('base64url').slice(0, 22)), algorithm: 'Ed25519', privateKey: pair.privateKey };
+    const marker = RedisKeys.slotMarker(unknown.deviceId.split('.')[0]!);
+    await redis.del(marker);
+    try {
+      const path = '/device/v1/challenges/pending';
+      const res = await fetch(`${service.url}${path}`, { headers: signedHeaders(unknown, 'GET', path, '') });
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get('retry-after'), '5');
+      assert.equal(((await res.json()) as Reply).error?.code, 'unavailable');
+    } finally {
+      await redis.set(marker, '1');
+    }
+    assert.deepEqual([(await pending(unknown)).status, (await pending(unknown)).body.error?.code], [403, 'not_activated']);
+  });
+
   /** An IPv6 /64 no other run has used (documentation space), and an address in it. */
   const freshPrefix = () => `2001:db8:${randomBytes(2).toString('hex')}:${randomBytes(2).toString('hex')}`;
 

@@ -34,14 +34,15 @@ const reregisterRequests: DeviceReregisterRequest[] = [];
 type Platform = 'android' | 'ios' | 'none';
 
 /** A user with devices in Redis, and a push challenge of theirs published on the push subject. */
-async function pushChallengeFor(platforms: Platform[], lifetimeSeconds = 180) {
+async function pushChallengeFor(platforms: Platform[], lifetimeSeconds = 180, options: { activatedUnderTag?: string } = {}) {
   const user = testUser({ tenantId, userId: `push.${randomUUID()}@contoso.example` });
   const now = new Date();
   const challenge = testChallenge(user, { method: 'push', startedAt: now.toISOString(), expiresAt: new Date(now.getTime() + lifetimeSeconds * 1000).toISOString() });
   const { tag } = parseChallengeId(challenge.challengeId)!;
   const devices = platforms.map((platform) => {
     const nonce = randomBytes(16).toString('base64url');
-    const deviceId = deviceIdOf(tag, nonce);
+    // An app activated under an earlier master key keeps the id it was given then (ProjectedDevice.id).
+    const deviceId = deviceIdOf(options.activatedUnderTag ?? tag, nonce);
     const token = platform === 'ios' ? randomBytes(32).toString('hex') : platform === 'android' ? `fcm-${randomBytes(24).toString('base64url')}` : undefined;
     const stored = {
       state: 'active',
@@ -51,6 +52,7 @@ async function pushChallengeFor(platforms: Platform[], lifetimeSeconds = 180) {
       name: `${platform} device`,
       ...(token ? { sealedPushToken: seal(keyring, Buffer.from(token), SealContext.pushToken(tenantId, user.userId, deviceId)) } : {}),
       activatedAt: now.toISOString(),
+      ...(options.activatedUnderTag ? { id: deviceId } : {}),
     };
     return { nonce, deviceId, token, platform, stored };
   });
@@ -191,6 +193,21 @@ describe('dispatch pushing to devices', () => {
     assert.ok(await redis.hget(RedisKeys.failedMethods(tag), 'push'));
     // No device got it: it no longer waits for the user (a start naming push may try again, and it is not counted as ignored).
     assert.equal(await redis.exists(RedisKeys.pendingPush(tag)), 0, 'the undelivered push no longer waits');
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['fcm'] }, 'an app activated under an earlier master key (its id carries the user’s tag of then) is pushed with its token, named by its id; a token FCM refuses asks user-settings to mark it by that id', async () => {
+    const earlierTag = randomBytes(16).toString('base64url').slice(0, 22);
+    const { challengeId, devices, publish, user } = await pushChallengeFor(['android', 'android'], 180, { activatedUnderTag: earlierTag });
+    const [kept, refused] = devices as [(typeof devices)[0], (typeof devices)[0]];
+    fcm.unregister(refused.token!);
+    await publish();
+    await fcm.waitFor((m) => m.token === kept.token);
+    const outcome = await outcomeOf(challengeId);
+    assert.equal(outcome.type, 'PushSent');
+    assert.deepEqual((outcome as EventOf<'PushSent'>).data.sent.map((d) => d.deviceId), [kept.deviceId]);
+    assert.ok(kept.deviceId.startsWith(`${earlierTag}.`));
+    const request = await eventually(async () => reregisterRequests.find((r) => r.deviceId === refused.deviceId), 10_000, 'the reregister request');
+    assert.deepEqual([request.userId, request.deviceId], [user.userId, refused.deviceId]);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['apns'] }, 'retries an APNs outage with back-off and pushes once', async () => {

@@ -334,7 +334,7 @@ describe('fraud: reports on the real NATS and Redis', () => {
     assert.equal(await redis.exists(RedisKeys.pushRefusals(userTag(keyring, tenantId, other))), 0);
   });
 
-  itWith({ real: ['nats', 'redis'] }, 'a report from the app (the device API, signed) names its device in the alert and in ChallengeFraudReported; one without it names none; another user’s device is refused', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'a report from the app (the device API, signed) names its device in the alert and in ChallengeFraudReported; one without it names none; another user’s device is refused, an app activated under an earlier master key is not', async () => {
     const config = loadFraudConfig({ ...process.env, NATS_URL: testEnv.natsUrl, REDIS_URL: testEnv.redisUrl, HTTP_PORT: '0', LOG_LEVEL: 'error', NODE_ENV: 'test' });
     let service: RunningService | undefined;
     try {
@@ -342,11 +342,33 @@ describe('fraud: reports on the real NATS and Redis', () => {
       const internal = new InternalRequests(nats.nc, config.keyring);
       const fromApp = (body: Record<string, unknown>) => internal.request<FraudReportReply & { error?: { code: string; message: string } }>(InternalSubjects.fraudFromApp, body, { timeoutMs: 5000 });
       const userId = await register();
-      const device = formatDeviceId(userTag(keyring, tenantId, userId), randomBytes(16).toString('base64url'));
+      const tag = userTag(keyring, tenantId, userId);
+      // The user's apps as user-settings projects them: one activated under the current master key,
+      // and one under an earlier key (its id carries the user's tag of then; ProjectedDevice.id).
+      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const device = formatDeviceId(tag, nonce);
+      const movedNonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const moved = formatDeviceId(randomBytes(16).toString('base64url').slice(0, 22), movedNonce);
+      await redis.hset(RedisKeys.devices(tag), { [nonce]: JSON.stringify({ state: 'active' }), [movedNonce]: JSON.stringify({ state: 'active', id: moved }) });
 
-      const stranger = formatDeviceId(userTag(keyring, tenantId, await register()), randomBytes(16).toString('base64url'));
+      const strangerId = await register();
+      const strangerNonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const stranger = formatDeviceId(userTag(keyring, tenantId, strangerId), strangerNonce);
+      await redis.hset(RedisKeys.devices(userTag(keyring, tenantId, strangerId)), strangerNonce, JSON.stringify({ state: 'active' }));
       const refused = await fromApp({ tenantId, userId, challengeId: (await startChallenge(userId)).id, deviceId: stranger });
       assert.deepEqual([refused.error?.code, refused.error?.message], ['invalid_request', 'deviceId: not a device of this user']);
+      // The stranger's nonce under this user's tag is no device of this user either.
+      const forged = await fromApp({ tenantId, userId, challengeId: (await startChallenge(userId)).id, deviceId: formatDeviceId(tag, strangerNonce) });
+      assert.deepEqual([forged.error?.code, forged.error?.message], ['invalid_request', 'deviceId: not a device of this user']);
+      // An earlier key's id names the moved app only: the same nonce under the current tag is not it.
+      const renamed = await fromApp({ tenantId, userId, challengeId: (await startChallenge(userId)).id, deviceId: formatDeviceId(tag, movedNonce) });
+      assert.deepEqual([renamed.error?.code, renamed.error?.message], ['invalid_request', 'deviceId: not a device of this user']);
+
+      const fromMoved = await startChallenge(userId);
+      const movedReply = await fromApp({ tenantId, userId, challengeId: fromMoved.id, deviceId: moved });
+      assert.equal(movedReply.error, undefined, JSON.stringify(movedReply.error));
+      const [movedReport] = await fraudReportedOf(fromMoved.id);
+      assert.equal((movedReport?.event as EventOf<'ChallengeFraudReported'> | undefined)?.data.deviceId, moved, 'the report names the app by the id it was given');
 
       const push = await startChallenge(userId);
       const reply = await fromApp({ tenantId, userId, challengeId: push.id, deviceId: device });

@@ -12,7 +12,7 @@ import {
 } from '@mfa/contracts';
 import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
 import type { InternalRequests } from '@mfa/service-kit';
-import { parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
+import { challengeId as deviceIdOf, isUserTag, parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
 import { counter, type Logger } from '@mfa/telemetry';
 import { PENDING_PUSH_SCRIPT } from '../adapters/scripts.js';
 import { DEFAULT_SOURCE_FAILURE_LIMITS, SourceFailures, type SourceFailureLimits } from '../adapters/source-failures.js';
@@ -47,6 +47,9 @@ export class DeviceApiError extends Error {
 const FAILED_ACTIVATION = new Set(['invalid_request', 'not_found']);
 
 export const NOT_ACTIVATED = 'Authentication request is not for an activated account';
+
+/** A device request while Redis is being rebuilt (its device not projected yet): asked again after this. */
+const REBUILDING_RETRY_AFTER_SECONDS = 5;
 
 export interface SignedRequest {
   method: string;
@@ -264,15 +267,22 @@ export class DeviceApiService {
     const signature = request.headers['mfa-signature'];
     const id = deviceId ? parseDeviceId(deviceId) : undefined;
     // The source's failures and the device, read together (two slots: two commands, one wait).
-    const [wait, stored] = await Promise.all([this.sources.refusedFor(request.source), id ? this.redis.hget(RedisKeys.devices(id.tag), id.nonce) : null]);
+    const [wait, found] = await Promise.all([this.sources.refusedFor(request.source), id ? this.findDevice(id) : undefined]);
     try {
       if (!deviceId || !timestamp || !nonce || !signature) throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Device, Mfa-Timestamp, Mfa-Nonce and Mfa-Signature are required');
       if (!id) throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
-      if (!stored) {
+      if (found === 'rebuilding') {
+        // Nothing checked or spent, and not the caller's failure: the app asks again after the wait.
+        requests.inc({ route: 'auth', outcome: 'rebuilding' });
+        throw new DeviceApiError(503, 'unavailable', 'the service is rebuilding its data; try again in a moment', REBUILDING_RETRY_AFTER_SECONDS);
+      }
+      const device = found ? (JSON.parse(found.stored) as ProjectedDevice) : undefined;
+      // The entry must be the device the request names: one id per app (an app activated under an
+      // earlier master key keeps its own, ProjectedDevice.id; the current tag's form is not it).
+      if (!found || !device || (device.id ?? deviceIdOf(found.tag, id.nonce)) !== deviceId) {
         requests.inc({ route: 'auth', outcome: 'not_activated' });
         throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
       }
-      const device = JSON.parse(stored) as ProjectedDevice;
       if (!/^\d{1,16}$/.test(timestamp) || Math.abs(Number(timestamp) - this.clock().getTime()) > DEVICE_CLOCK_SKEW_MS) {
         requests.inc({ route: 'auth', outcome: 'clock' });
         throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Timestamp is more than 60 s from the server’s clock');
@@ -285,20 +295,53 @@ export class DeviceApiService {
         throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Signature is not the device key’s signature over this request');
       }
       // After the signature: only the device can burn its own nonces.
-      const fresh = await this.redis.set(RedisKeys.deviceNonce(id.tag, id.nonce, nonce), '1', 'PX', NONCE_TTL_MS, 'NX');
+      const fresh = await this.redis.set(RedisKeys.deviceNonce(found.tag, id.nonce, nonce), '1', 'PX', NONCE_TTL_MS, 'NX');
       if (fresh !== 'OK') {
         requests.inc({ route: 'auth', outcome: 'replay' });
         throw new DeviceApiError(401, 'unauthenticated', 'Mfa-Nonce was used already: a replayed request');
       }
-      return { tag: id.tag, nonce: id.nonce, deviceId, device, key };
+      // The user's current tag: their pending push, challenges and devices are there.
+      return { tag: found.tag, nonce: id.nonce, deviceId, device, key };
     } catch (error) {
       if (!(error instanceof DeviceApiError)) throw error;
+      if (error.status === 503) throw error;
       // Over the limit already: another count buys nothing (the window is fixed), and a flood then
       // costs one read and no write.
       if (wait > 0) throw this.rateLimited('auth', wait);
       await this.countFailure(request.source);
       throw error;
     }
+  }
+
+  /**
+   * The device's entry in user-settings' projection and the user's current tag, found by the tag
+   * its id carries: there, or (an app activated under an earlier master key) at the current tag a
+   * pointer there names (RedisKeys.devicesMoved), one more read. 'rebuilding' when it is in
+   * neither and the slot's projection is not known complete (Redis being rebuilt: the device may
+   * not be projected yet). Each read is one pipeline in one slot (its marker shares it).
+   */
+  private async findDevice(id: { tag: string; nonce: string }): Promise<{ tag: string; stored: string } | 'rebuilding' | undefined> {
+    const [stored, movedTo, complete] = await this.inSlot<[string | null, string | null, number]>((p) =>
+      p.hget(RedisKeys.devices(id.tag), id.nonce).hget(RedisKeys.devicesMoved(id.tag), id.nonce).exists(RedisKeys.slotMarker(id.tag)),
+    );
+    if (stored) return { tag: id.tag, stored };
+    if (!movedTo || !isUserTag(movedTo)) return complete === 1 ? undefined : 'rebuilding';
+    const [there, completeThere] = await this.inSlot<[string | null, number]>((p) => p.hget(RedisKeys.devices(movedTo), id.nonce).exists(RedisKeys.slotMarker(movedTo)));
+    if (there) return { tag: movedTo, stored: there };
+    if (completeThere !== 1) return 'rebuilding';
+    // The app was deleted (or its user erased) since: its pointer goes too. A nonce is never given
+    // again, and a rebuild writes the pointers of the apps it finds.
+    await this.redis.hdel(RedisKeys.devicesMoved(id.tag), id.nonce);
+    return undefined;
+  }
+
+  /** Commands of one hash slot in one round trip: their replies, or the first error. */
+  private async inSlot<T extends unknown[]>(commands: (pipeline: ReturnType<RedisClient['pipeline']>) => ReturnType<RedisClient['pipeline']>): Promise<T> {
+    const replies = (await commands(this.redis.pipeline()).exec()) ?? [];
+    return replies.map(([error, value]) => {
+      if (error) throw error;
+      return value;
+    }) as T;
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { RedisClient } from '@mfa/projection';
-import { challengeId, RedisKeys } from '@mfa/projection';
+import { challengeId, parseDeviceId, RedisKeys } from '@mfa/projection';
 
 /**
  * How long the user's refused pushes are kept at least once a fraud report adds one: the longest
@@ -143,6 +143,24 @@ export class ChallengeDenial {
     this.recordedScript = r.mfaFraudChallengeRecorded.bind(redis);
     this.admitScript = r.mfaFraudAdmitReport.bind(redis);
     this.noteScript = r.mfaFraudNoteReport.bind(redis);
+  }
+
+  /**
+   * Whether `deviceId` is one of the user's authenticator apps (user-settings' projection, the
+   * user's slot): an app activated under an earlier master key is kept under the user's current tag
+   * with the id it was given, which carries the tag of then (ProjectedDevice.id).
+   */
+  async isDeviceOf(tag: string, deviceId: string): Promise<boolean> {
+    const nonce = parseDeviceId(deviceId)?.nonce;
+    const stored = nonce === undefined ? null : await this.redis.hget(RedisKeys.devices(tag), nonce);
+    if (stored === null) return false;
+    let id: unknown;
+    try {
+      ({ id } = JSON.parse(stored) as { id?: unknown });
+    } catch {
+      return false;
+    }
+    return (typeof id === 'string' ? id : challengeId(tag, nonce!)) === deviceId;
   }
 
   /** How the challenge stands for a report made at `now` (one HMGET). */

@@ -14,7 +14,7 @@ import {
 } from '@mfa/contracts';
 import { userTag, type Keyring } from '@mfa/crypto';
 import { createEvent, eventIdOf, publishWithRetry, type EventPublisher } from '@mfa/messaging';
-import { parseChallengeId, parseDeviceId } from '@mfa/projection';
+import { parseChallengeId } from '@mfa/projection';
 import { counter } from '@mfa/telemetry';
 import type { ChallengeDenial, ChallengeOrigin } from '../adapters/challenge-denial.js';
 import { blockedUntil, fraudBlockUntil, type Actor } from '../domain/user-block.js';
@@ -70,8 +70,10 @@ export class FraudAlertsService {
     }
     await this.blocks.requireRegistered(tenantId, userId);
     const tag = userTag(this.keyring, tenantId, userId);
-    // A device id is `<tag>.<nonce>` under the user's tag: another user's device is no answer of this one.
-    if (deviceId !== undefined && parseDeviceId(deviceId)?.tag !== tag) throw invalidRequest('deviceId: not a device of this user');
+    // Another user's device is no answer of this one. Its id carries the user's tag when it was
+    // activated, which an earlier master key may have given (an app keeps its id across a
+    // rotation): the user's devices say, not the tag.
+    if (deviceId !== undefined && !(await this.blocks.dependency(() => this.denial.isDeviceOf(tag, deviceId)))) throw invalidRequest('deviceId: not a device of this user');
 
     let waiting = false;
     let origin: ChallengeOrigin = {};

@@ -1,5 +1,5 @@
 import { phoneNumberInfo } from '@mfa/contracts';
-import { formatWrappedDataKey, open, SealContext, type Keyring } from '@mfa/crypto';
+import { formatWrappedDataKey, open, SealContext, userTag, type Keyring } from '@mfa/crypto';
 import { personalDataOf, sealPersonalData, type UserDataKey } from '@mfa/service-kit';
 import { parseDeviceId, type UserSnapshot } from '@mfa/projection';
 import { activeTokens, appPasswordRequired, defaultMethodOf, methodsOf, type TotpToken, type UserState } from '../domain/user.js';
@@ -27,6 +27,7 @@ export function userSnapshot(
   // Sealed here, once per change of the user, rather than at every challenge.start: start copies it
   // into ChallengeStarted/ChallengeRegistrationRequired (v2) with no cryptography on the hot path.
   const challengePii = sealPersonalData(key, { tenantId, userId, purpose: 'challenge' }, personalDataOf(state.profile));
+  const tag = userTag(keyring, tenantId, userId);
   return {
     tenantId,
     userId,
@@ -49,17 +50,22 @@ export function userSnapshot(
       algorithm: t.algorithm ?? 'SHA1',
       activatedStep: t.activatedStep ?? 0,
     })),
-    devices: (state.devices ?? []).map((d) => ({
-      nonce: parseDeviceId(d.deviceId)?.nonce ?? d.deviceId,
-      device: {
-        state: d.state,
-        algorithm: d.algorithm,
-        publicKey: d.publicKey,
-        platform: d.platform,
-        name: d.name,
-        ...(d.sealedPushToken ? { sealedPushToken: d.sealedPushToken } : {}),
-        activatedAt: new Date(d.activatedAtMs).toISOString(),
-      },
-    })),
+    devices: (state.devices ?? []).map((d) => {
+      const id = parseDeviceId(d.deviceId);
+      return {
+        nonce: id?.nonce ?? d.deviceId,
+        device: {
+          state: d.state,
+          algorithm: d.algorithm,
+          publicKey: d.publicKey,
+          platform: d.platform,
+          name: d.name,
+          ...(d.sealedPushToken ? { sealedPushToken: d.sealedPushToken } : {}),
+          activatedAt: new Date(d.activatedAtMs).toISOString(),
+          // Activated under an earlier master key: the app keeps its id, which carries the user's tag of then.
+          ...(id && id.tag !== tag ? { id: d.deviceId } : {}),
+        },
+      };
+    }),
   };
 }

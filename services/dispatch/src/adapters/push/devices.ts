@@ -1,17 +1,22 @@
 import type { RedisClient } from '@mfa/projection';
 import { z } from 'zod';
 import { DevicePlatform } from '@mfa/contracts';
-import { challengeId as deviceIdOf, RedisKeys } from '@mfa/projection';
+import { challengeId as deviceIdOf, parseDeviceId, RedisKeys } from '@mfa/projection';
 
 /** The fields of a device in user-settings' projection (RedisKeys.devices) that a push needs; the others are not read. */
 const StoredDevice = z.object({
   state: z.enum(['active', 'reregister']),
   platform: DevicePlatform,
   sealedPushToken: z.string().min(1).optional(),
+  /** The id of an app activated under an earlier master key (ProjectedDevice.id): its token is sealed bound to it. */
+  id: z.string().optional(),
 });
 
 export interface Device {
-  /** `<user tag>.<nonce>`, as the device API and events name it. */
+  /**
+   * `<user tag>.<nonce>`, as the device API and events name it: the tag the user had when the app
+   * was activated (an earlier master key's, for an app activated before a rotation).
+   */
   deviceId: string;
   /** The field of the hash: the device's part of its id. */
   nonce: string;
@@ -34,13 +39,21 @@ export class DeviceDirectory {
     const devices: Device[] = [];
     const malformed: string[] = [];
     for (const [nonce, value] of Object.entries(entries)) {
-      const deviceId = deviceIdOf(tag, nonce);
+      let deviceId = deviceIdOf(tag, nonce);
       let parsed: z.infer<typeof StoredDevice>;
       try {
         parsed = StoredDevice.parse(JSON.parse(value));
       } catch {
         malformed.push(deviceId);
         continue;
+      }
+      if (parsed.id !== undefined) {
+        // Its own id, naming the same nonce, or the entry is not the device it claims to be.
+        if (parseDeviceId(parsed.id)?.nonce !== nonce) {
+          malformed.push(deviceId);
+          continue;
+        }
+        deviceId = parsed.id;
       }
       devices.push({ deviceId, nonce, state: parsed.state, platform: parsed.platform, sealedPushToken: parsed.sealedPushToken });
     }

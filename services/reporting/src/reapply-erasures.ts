@@ -29,7 +29,10 @@ export function formatReapplyReport(report: ReapplyReport): string {
   if (report.failed.length > 0) lines.push(`Failed (a users.delete, or a data key that does not read; run the tool again): ${report.failed.length}`, ...report.failed.map((u) => `${ref(u)}: ${u.error}`));
   if (report.withoutKey.length > 0) lines.push(`Users without a data key (MFA_USER_KEYS older than the log): ${report.withoutKey.length}`, ...report.withoutKey.map(ref));
   if (report.keyErasedOnly.length > 0) {
-    lines.push(`Users whose data key is destroyed but whom the log does not erase (MFA_USER_KEYS newer than the log): ${report.keyErasedOnly.length}`, ...report.keyErasedOnly.map(ref));
+    lines.push(
+      `Users whose data key is destroyed but whom the log does not erase (MFA_USER_KEYS newer than the log): ${report.keyErasedOnly.length}`,
+      ...report.keyErasedOnly.map((u) => `${ref(u)} (key generation ${u.gen})`),
+    );
   }
   return lines.join('\n');
 }

@@ -23,10 +23,16 @@ export interface ReapplyReport {
   erasedInLog: number;
   /** Users the report records as erased at their current data key's generation or later: erased again (or, dry run, to be). */
   erasedAgain: Array<UserRef & { gen: number }>;
-  /** Users whose events have no data key (MFA_USER_KEYS restored from an older backup than the log). */
+  /**
+   * Users whose events have no data key (MFA_USER_KEYS restored from an older backup than the log),
+   * including a user erased and registered again whose key store holds only the erasure's tombstone.
+   */
   withoutKey: UserRef[];
-  /** Users whose data key is destroyed though the log does not say they are erased (MFA_USER_KEYS newer than the log). */
-  keyErasedOnly: UserRef[];
+  /**
+   * Users whose data key is destroyed (a tombstone of generation `gen`) though the log records no
+   * erasure of that generation (MFA_USER_KEYS newer than the log).
+   */
+  keyErasedOnly: Array<UserRef & { gen: number }>;
   /** users.delete refused or failed, or the user's data key did not read: run the tool again (after fixing the keyring). */
   failed: Array<UserRef & { error: string }>;
 }
@@ -86,6 +92,7 @@ export class ErasureReapply {
 
   private async check(users: UserRef[], report: ReapplyReport): Promise<void> {
     const live: Array<UserRef & { gen: number }> = [];
+    const tombstoned: Array<UserRef & { gen: number }> = [];
     await Promise.all(
       users.map(async (user) => {
         // One key that does not read (wrapped with a master key the keyring lacks, a damaged record)
@@ -98,10 +105,17 @@ export class ErasureReapply {
         });
         if (entry === null) return;
         if (!entry) report.withoutKey.push(user);
-        else if (entry.kind === 'erased') report.keyErasedOnly.push(user);
+        else if (entry.kind === 'erased') tombstoned.push({ ...user, gen: entry.gen });
         else live.push({ ...user, gen: entry.gen });
       }),
     );
+    // A tombstone the log's own erasure accounts for belongs to a user registered again since: the
+    // key of that registration is what is missing (user-settings answers such a user `conflict`,
+    // not `not_found`), and only the operator may decide to erase them (docs/operations.md).
+    for (const user of tombstoned) {
+      if ((await this.erasedGenInLog(user)) >= user.gen) report.withoutKey.push({ tenantId: user.tenantId, userId: user.userId });
+      else report.keyErasedOnly.push(user);
+    }
     if (live.length === 0) return;
     // Each user's pseudonyms under every master key of the keyring, one row per pseudonym.
     const byPseudonym = new Map<string, number>();
@@ -134,13 +148,29 @@ export class ErasureReapply {
       if (reply.error) report.failed.push({ tenantId: user.tenantId, userId: user.userId, error: `${reply.error.code}: ${reply.error.message}` });
     }
   }
+
+  /** The latest generation the user's events record as erased (0: none); their last event is not UserErased. */
+  private async erasedGenInLog(user: UserRef): Promise<number> {
+    let gen = 0;
+    await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.user(user.tenantId, user.userId), { policy: 'all' }, (msg) => {
+      const event = eventOf(msg.string());
+      if (event?.type === 'UserErased' && typeof event.data?.gen === 'number') gen = Math.max(gen, event.data.gen);
+    }, { log: this.options.log });
+    return gen;
+  }
 }
 
-function lastEventType(body: string): string | undefined {
+/** The fields of a stored event this pass reads (a UserErased's `gen` is not sealed). */
+function eventOf(body: string): { type?: unknown; data?: { gen?: unknown } } | undefined {
   try {
     const event: unknown = JSON.parse(body);
-    return typeof event === 'object' && event !== null && typeof (event as { type?: unknown }).type === 'string' ? (event as { type: string }).type : undefined;
+    return typeof event === 'object' && event !== null ? (event as { type?: unknown; data?: { gen?: unknown } }) : undefined;
   } catch {
     return undefined;
   }
+}
+
+function lastEventType(body: string): string | undefined {
+  const type = eventOf(body)?.type;
+  return typeof type === 'string' ? type : undefined;
 }

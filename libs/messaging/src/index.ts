@@ -1,6 +1,7 @@
 export * from './connection.js';
 export * from './topology.js';
 export * from './events.js';
+export * from './object-purge.js';
 export * from './consumer.js';
 export * from './client.js';
 export * from './security.js';

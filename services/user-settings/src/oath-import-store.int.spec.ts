@@ -159,6 +159,39 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
     assert.equal(await jobs.readObject(name), undefined);
   });
 
+  itWith({ real: ['nats'] }, 'deleteObject: with a version, a name put again keeps its new file and the old version’s leftover chunks go; a deletion marker goes; an empty name is refused', async () => {
+    const jobs = await ImportJobs.open(nats, 1, { maxBytes: 1024 * KiB, unclaimedUploadMs: 60_000 });
+    const chunks = (nuid: string) => `$O.${IMPORTS_BUCKET}.C.${nuid}`;
+    const countOf = async (subject: string) => (await nats.jsm.streams.info(STREAM, { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
+    const name = `${tenantId}/pinned`;
+    await jobs.putObject(name, new Uint8Array(50 * KiB).fill(5));
+    const first = (await jobs.version(name))!;
+    const second = new Uint8Array(60 * KiB).fill(6);
+    await jobs.putObject(name, second);
+    // A chunk of the first version left by a put again whose purge of them failed.
+    await nats.js.publish(chunks(first.nuid), new Uint8Array(10 * KiB));
+
+    assert.equal(await jobs.deleteObject(name, first), true);
+    const kept = await jobs.getObject(name);
+    assert.ok(kept && Buffer.from(kept).equals(second), 'the file put again stays');
+    assert.equal(await countOf(chunks(first.nuid)), 0, 'the old version’s chunks are gone');
+    const now = (await jobs.version(name))!;
+    assert.equal(await jobs.deleteObject(name, now), true);
+    assert.equal(await jobs.size(name), undefined);
+    assert.equal(await countOf(chunks(now.nuid)), 0);
+    assert.equal(await jobs.deleteObject(name, now), true, 'none left: nothing to do');
+
+    const marked = `${tenantId}/marked`;
+    await jobs.putObject(marked, new Uint8Array(KiB));
+    await (await new Objm(nats.nc).open(IMPORTS_BUCKET)).delete(marked);
+    const metaSubject = `$O.${IMPORTS_BUCKET}.M.${Base64UrlPaddedCodec.encode(marked)}`;
+    assert.equal(await countOf(metaSubject), 1, 'the object store’s delete leaves its marker');
+    assert.equal(await jobs.deleteObject(marked), true);
+    assert.equal(await countOf(metaSubject), 0);
+
+    assert.equal(await jobs.deleteObject(''), false);
+  });
+
   it('the limits come from the environment, with defaults, and the boot refuses one below two of the largest files', () => {
     const settingsOf = (env: NodeJS.ProcessEnv) => importStoreSettings(loadUserSettingsConfig(env));
     assert.deepEqual(settingsOf({}), { maxBytes: 2 * 1024 ** 3, unclaimedUploadMs: 900_000 });

@@ -185,6 +185,19 @@ describe('ObjectReader: objects read by message gets, without a consumer (real N
     }
   });
 
+  itWith({ real: ['nats'] }, 'remove: a deleted object or a link is none to remove: false, and its record stays', async () => {
+    await store.putBlob({ name: 't6/doc' }, randomBytes(100));
+    await store.link('t6/link', (await store.info('t6/doc'))!);
+    await store.putBlob({ name: 't6/gone' }, randomBytes(100));
+    await store.delete('t6/gone');
+    const reader = new ObjectReader(nats.jsm, bucket);
+    assert.equal(await reader.remove('t6/link'), false);
+    assert.equal((await store.info('t6/link'))?.options?.link?.name, 't6/doc');
+    assert.equal(await reader.remove('t6/gone'), false);
+    assert.equal((await store.info('t6/gone'))?.deleted, true, 'the deletion marker stays');
+    assert.equal(await reader.remove('t6/doc'), true);
+  });
+
   itWith({ real: ['nats'] }, 'names: the live objects whose name is wanted, not the deleted ones, from the bucket’s record subjects', async () => {
     const reader = new ObjectReader(nats.jsm, bucket);
     assert.deepEqual(await reader.names((name) => name.startsWith('t5/')), []);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import { Base64UrlPaddedCodec } from '@nats-io/obj';
-import { nextMessageOn } from '@mfa/messaging';
+import { nextMessageOn, purgeObjectVersion, type ObjectStoreRecord } from '@mfa/messaging';
 
 /**
  * An object's record in an object store, as the object store writes it (ADR-20): the last message
@@ -68,8 +68,7 @@ export class ObjectReader {
   /** The object's record, or undefined when there is none by that name (or it is deleted, or a link). */
   async info(name: string): Promise<ObjectRecord | undefined> {
     const record = await this.record(this.metaSubject(name));
-    // A link names another object (perhaps in another bucket): not a file of this bucket.
-    return record && !record.deleted && !record.options?.link ? record : undefined;
+    return record && isFile(record) ? record : undefined;
   }
 
   /**
@@ -115,17 +114,13 @@ export class ObjectReader {
   }
 
   /**
-   * Deletes the object by purging its records up to the one read and that version's chunks:
-   * unlike the object store's delete, it writes nothing first (a "deleted" record), so it works
-   * on a bucket that is full, and a put under the name meanwhile keeps its own record. False when
-   * there was none.
+   * Deletes the object by purging its records up to the one read and that version's chunks
+   * (purgeObjectVersion): unlike the object store's delete, it writes nothing first (a "deleted"
+   * record), so it works on a bucket that is full, and a put under the name meanwhile keeps its
+   * own record. False when there was none (or it is deleted, or a link: left as it is).
    */
   async remove(name: string): Promise<boolean> {
-    const info = await this.info(name);
-    if (!info) return false;
-    await this.jsm.streams.purge(this.stream, { filter: this.metaSubject(name), seq: info.revision + 1 });
-    await this.jsm.streams.purge(this.stream, { filter: `$O.${this.bucket}.C.${info.nuid}` });
-    return true;
+    return (await purgeObjectVersion(this.jsm, this.bucket, name, isFile)).purged;
   }
 
   private async *chunks(info: ObjectRecord, digest: Buffer, first: StoredMsg): AsyncGenerator<Buffer> {
@@ -172,6 +167,11 @@ export class ObjectReader {
   private metaSubject(name: string): string {
     return `$O.${this.bucket}.M.${Base64UrlPaddedCodec.encode(name)}`;
   }
+}
+
+/** Whether a record is an object of the bucket: not deleted, and not a link (which names another object, perhaps in another bucket). */
+function isFile(record: Pick<ObjectStoreRecord, 'deleted' | 'options'>): boolean {
+  return !record.deleted && !record.options?.link;
 }
 
 /** The name a record subject's last token encodes (as the object store encodes it), or undefined. */

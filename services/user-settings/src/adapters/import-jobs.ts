@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { ensureReplicas, nextMessageOn, provision, type NatsClients } from '@mfa/messaging';
+import { ensureReplicas, nextMessageOn, provision, purgeObjectVersion, type NatsClients } from '@mfa/messaging';
 import { StorageType, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { Base64UrlPaddedCodec, Objm, type ObjectStore } from '@nats-io/obj';
+import { Objm, type ObjectStore } from '@nats-io/obj';
 import { IMPORT_RETENTION_SECONDS, IMPORTS_BUCKET, MAX_IMPORT_FILE_BYTES, type OathImportFormat } from '@mfa/contracts';
 
 /** The key-value bucket of import jobs: one entry per job, updated with compare-and-set. */
@@ -40,7 +40,6 @@ export function importStoreSettings(config: z.infer<typeof ImportStoreEnv>): Imp
 /** The stream under MFA_IMPORTS, and its subjects (the object store's layout: ADR-20). */
 const STREAM = `OBJ_${IMPORTS_BUCKET}`;
 const chunksSubject = (nuid: string) => `$O.${IMPORTS_BUCKET}.C.${nuid}`;
-const metaSubject = (name: string) => `$O.${IMPORTS_BUCKET}.M.${Base64UrlPaddedCodec.encode(name)}`;
 
 /** A job's own objects (`<tenant>/jobs/<job>/…`: a sealed file, error chunks, the error file), kept by the job's lifecycle. */
 const JOB_OBJECT = /^([^/]+)\/jobs\/([^/]+)\//;
@@ -327,19 +326,15 @@ export class ImportJobs {
    * deleted only if it is still that version. False when the store did not answer.
    */
   async deleteObject(name: string, only?: ObjectVersion): Promise<boolean> {
+    // Refused, as the object store's own calls refuse an empty name (none is ever stored).
+    if (!name) return false;
     try {
-      const info = await this.objects.info(name);
-      if (!info) return true;
-      // Another version now has the name (an upload put again under it): that one is not ours to
-      // delete; the chunks of ours go, should the put that replaced it have failed to purge them.
-      if (only && info.nuid !== only.nuid) {
-        await this.jsm.streams.purge(STREAM, { filter: chunksSubject(only.nuid) });
-        return true;
-      }
       // The records up to the one read, and no later: a put under the name in between (a tenant's
       // new upload) keeps its record, and its chunks are another content id's.
-      await this.jsm.streams.purge(STREAM, { filter: metaSubject(name), seq: info.revision + 1 });
-      if (!info.deleted) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(info.nuid) });
+      const { record, purged } = await purgeObjectVersion(this.jsm, IMPORTS_BUCKET, name, only && ((stored) => stored.nuid === only.nuid));
+      // Another version now has the name (an upload put again under it): that one is not ours to
+      // delete; the chunks of ours go, should the put that replaced it have failed to purge them.
+      if (record && !purged && only) await this.jsm.streams.purge(STREAM, { filter: chunksSubject(only.nuid) });
       return true;
     } catch {
       return false;

@@ -10,7 +10,7 @@ import { ContractError, EventSubjects, IMPORTS_BUCKET, MAX_IMPORT_FILE_BYTES, St
 import { connectClient, requestJson } from '@mfa/messaging';
 import { MfaApi } from '@mfa/console/dist/adapters/mfa-api.js';
 import { Code } from '@mfa/radius/packet';
-import { eventually, FakeTwilio, freeUdpPort, itWith, repoRoot, startNatsServer, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type NatsServerProcess, type Stack } from '@mfa/testing';
+import { deployedNatsPasswords, eventually, FakeTwilio, freeUdpPort, itWith, repoRoot, startDeployedNatsServer, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type NatsServerProcess, type Stack } from '@mfa/testing';
 import { runDemo } from './demo.js';
 import { codeName, CraftedClient } from './radius/client.js';
 
@@ -25,8 +25,6 @@ const RADIUS_USER = 'mfa-radius';
 const RADIUS_INBOX = '_INBOX_radius';
 /** The services' master key check (libs/service-kit keyring-check.ts), which the RADIUS front takes part in. */
 const KEYRING_FINGERPRINT_SUBJECT = 'mfa.int.keyring.fingerprint';
-/** Letters and digits, starting with a letter: what the server reads back unchanged from its environment. */
-const password = () => `p${randomBytes(24).toString('hex')}`;
 
 /**
  * The second wall: deploy/nats/nats-server.conf run by a nats-server of this test's own, with the
@@ -40,7 +38,7 @@ const password = () => `p${randomBytes(24).toString('hex')}`;
  * tenant and the sign-in of the first.
  */
 describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIUS front can and cannot do', () => {
-  const passwords = { services: password(), idp: password(), console: password(), radius: password() };
+  const passwords = deployedNatsPasswords();
   const twilio = new FakeTwilio();
   const tenant = uniqueTenant('wall');
   let server: NatsServerProcess;
@@ -70,15 +68,7 @@ describe('NATS permissions (deploy/nats): what an IdP, the console and the RADIU
 
   before(async () => {
     await twilio.start();
-    server = await startNatsServer({
-      config: join(repoRoot, 'deploy', 'nats', 'nats-server.conf'),
-      env: {
-        MFA_NATS_SERVICES_PASSWORD: passwords.services,
-        MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp,
-        MFA_NATS_CONSOLE_PASSWORD: passwords.console,
-        MFA_NATS_RADIUS_PASSWORD: passwords.radius,
-      },
-    });
+    server = await startDeployedNatsServer(passwords);
     const database = new URL(testEnv.databaseUrl);
     database.pathname = `${database.pathname}_wall`;
     const env = {

@@ -1,15 +1,12 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import type { JetStreamManager, PurgeOpts } from '@nats-io/jetstream';
 import { Base64UrlPaddedCodec, Objm, StorageType, type ObjectStore } from '@nats-io/obj';
-import { itWith, repoRoot, startNatsServer, type NatsServerProcess } from '@mfa/testing';
+import { deployedNatsPasswords, itWith, startDeployedNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { connectNats, type NatsClients } from './connection.js';
 import { purgeObjectVersion } from './object-purge.js';
 
-/** Letters and digits, starting with a letter: what the server reads back unchanged from its environment. */
-const password = () => `p${randomBytes(24).toString('hex')}`;
 
 /**
  * purgeObjectVersion on a nats-server of the test's own that runs deploy/nats/nats-server.conf:
@@ -18,7 +15,7 @@ const password = () => `p${randomBytes(24).toString('hex')}`;
  * may not make is refused, and fails the purge). Its buckets are two it may purge.
  */
 describe('purgeObjectVersion: an object store version purged with a message get and purges only (real NATS, the console’s user)', () => {
-  const passwords = { services: password(), idp: password(), console: password(), radius: password() };
+  const passwords = deployedNatsPasswords();
   let server: NatsServerProcess;
   let services: NatsClients;
   let consoleUser: NatsClients;
@@ -49,15 +46,7 @@ describe('purgeObjectVersion: an object store version purged with a message get 
   };
 
   before(async () => {
-    server = await startNatsServer({
-      config: join(repoRoot, 'deploy', 'nats', 'nats-server.conf'),
-      env: {
-        MFA_NATS_SERVICES_PASSWORD: passwords.services,
-        MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp,
-        MFA_NATS_CONSOLE_PASSWORD: passwords.console,
-        MFA_NATS_RADIUS_PASSWORD: passwords.radius,
-      },
-    });
+    server = await startDeployedNatsServer(passwords);
     services = await connectNats({ url: server.url, name: 'object-purge-services', security: { user: { name: 'mfa-services', password: passwords.services } }, connectTimeoutMs: 5_000 });
     consoleUser = await connectNats({
       url: server.url,

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { accepts } from './child-server.js';
-import { freePort } from './stack.js';
+import { freePort, repoRoot } from './stack.js';
 
 export interface NatsServerProcess {
   url: string;
@@ -93,4 +94,31 @@ export async function startNatsServer(options: { config?: string; args?: string[
     },
     stop,
   };
+}
+
+/** The passwords deploy/nats/nats-server.conf reads from the environment, one per user it defines. */
+export interface DeployedNatsPasswords {
+  services: string;
+  idp: string;
+  console: string;
+  radius: string;
+}
+
+/** Fresh random passwords for the users of deploy/nats/nats-server.conf: letters and digits, starting with a letter (what the server reads back unchanged from its environment). */
+export function deployedNatsPasswords(): DeployedNatsPasswords {
+  const password = () => `p${randomBytes(24).toString('hex')}`;
+  return { services: password(), idp: password(), console: password(), radius: password() };
+}
+
+/** A nats-server of the caller's own running the shipped deploy/nats/nats-server.conf, its users with these passwords. */
+export function startDeployedNatsServer(passwords: DeployedNatsPasswords): Promise<NatsServerProcess> {
+  return startNatsServer({
+    config: join(repoRoot, 'deploy', 'nats', 'nats-server.conf'),
+    env: {
+      MFA_NATS_SERVICES_PASSWORD: passwords.services,
+      MFA_NATS_IDP_EXAMPLE_PASSWORD: passwords.idp,
+      MFA_NATS_CONSOLE_PASSWORD: passwords.console,
+      MFA_NATS_RADIUS_PASSWORD: passwords.radius,
+    },
+  });
 }

@@ -759,11 +759,13 @@ reports
     }),
   );
 range(reports.command('audit <tenant>').description('admin actions, newest first'))
-  .option('--user <userId>')
-  .option('--client <clientId>')
+  .option('--user <userId>', 'the user the action was about')
+  .option('--client <clientId>', 'the acting API client (platform: the platform key, the console among them)')
+  .option('--operator <sub>', "what one console operator did: their sub, as the operator column shows it")
+  .option('--subject <subject>', 'one action, its subject exactly as the subject column shows it, e.g. mfa.v1.users.delete')
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsAuditQuery, { tenantId, ...filters(o, { user: 'userId', client: 'clientId', from: 'from', to: 'to' }) }, Boolean(o.all));
+      const rows = await pages(api, Subjects.reportsAuditQuery, { tenantId, ...filters(o, { user: 'userId', client: 'clientId', operator: 'operator', subject: 'subject', from: 'from', to: 'to' }) }, Boolean(o.all));
       process.stdout.write(render(rows, ['occurredAt', 'clientId', 'operator', 'subject', 'userId', 'outcome'], g.format));
     }),
   );

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstream } from '@nats-io/jetstream';
-import { MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, parseEvent, Streams, Subjects, type AnyEvent, type OathTokenItem } from '@mfa/contracts';
+import { Headers, MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, parseEvent, Streams, Subjects, type AnyEvent, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { Attr, Code, decodePacket, encodeResponse } from '@mfa/radius/packet';
 import { base32Decode, base32Encode, totp } from '@mfa/crypto';
@@ -432,6 +432,39 @@ describe('the mfa command line', () => {
     const refused = await json(['challenges', 'start', tenant, userId, '--legacy-client']);
     assert.deepEqual([refused.status, refused.reason], ['denied', 'app_password_required']);
     assert.equal((await json(['challenges', 'start', tenant, userId, '--method', 'totp'])).status, 'pending', 'a browser start is not concerned');
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'reports audit --operator lists what one console operator did, --subject every action of one subject; both together narrow further; a wildcard subject is refused', async () => {
+    const tenant = uniqueTenant('cli-audit');
+    const userId = uniqueUser('audited');
+    // As the console asks: the platform key, naming the operator (only that key may).
+    const asOperator = async (subject: string, body: Record<string, unknown>, operator: { sub: string; name: string }) => {
+      const reply = await requestJson<{ error?: unknown }>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${platformKey}`, [Headers.operator]: JSON.stringify(operator) } });
+      assert.equal(reply.error, undefined, JSON.stringify(reply.error));
+    };
+    const olga = { sub: 'olga-cli', name: 'Olga Operator' };
+    await asOperator(Subjects.tenantsConfigure, { tenantId: tenant, settings: {} }, olga);
+    await asOperator(Subjects.usersRegister, { tenantId: tenant, userId, phoneNumber: '+14155550199' }, { sub: 'ivan-cli', name: 'Ivan' });
+    await asOperator(Subjects.usersBlock, { tenantId: tenant, userId, reason: 'phone stolen' }, olga);
+    // The platform key alone (this command line): the trail names no operator.
+    assert.equal((await mfa(['users', 'unblock', tenant, userId, '--reason', 'found it'])).code, 0);
+    assert.equal((await mfa(['users', 'block', tenant, userId, '--reason', 'again'])).code, 0);
+    const audit = async (...args: string[]) => (await json(['--format', 'json', 'reports', 'audit', tenant, '--all', ...args])) as unknown as Array<{ subject: string; operator?: { sub: string }; clientId: string }>;
+    const rows = await eventually(async () => {
+      const all = await audit();
+      return all.length >= 5 ? all : undefined;
+    }, 20_000, 'five actions in the trail');
+    assert.equal(rows.length, 5);
+    assert.deepEqual((await audit('--operator', 'olga-cli')).map((r) => [r.operator?.sub, r.subject]), [['olga-cli', Subjects.usersBlock], ['olga-cli', Subjects.tenantsConfigure]]);
+    assert.deepEqual((await audit('--subject', Subjects.usersBlock)).map((r) => r.operator?.sub ?? r.clientId), ['platform', 'olga-cli']);
+    assert.deepEqual((await audit('--subject', Subjects.usersBlock, '--operator', 'olga-cli')).length, 1);
+    assert.deepEqual(await audit('--operator', 'Olga Operator'), [], 'the sub, not the name');
+    const table = await mfa(['reports', 'audit', tenant, '--operator', 'ivan-cli']);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /"sub":"ivan-cli"/);
+    assert.match(table.stdout, /mfa\.v1\.users\.register/);
+    const wildcard = await mfa(['reports', 'audit', tenant, '--subject', 'mfa.v1.users.*']);
+    assert.deepEqual([wildcard.code, /invalid_request: .*subject/.test(wildcard.stderr)], [1, true], wildcard.stderr);
   });
 
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'says clearly what is wrong, with exit code 1', async () => {

@@ -9,7 +9,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { InternalSubjects, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
+import { Headers, InternalSubjects, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEADER, Subjects, type OathTokenItem } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
 import { DeviceClient } from '@mfa/authenticator';
 import { base32Decode, base32Encode, loadKeyring, totp } from '@mfa/crypto';
@@ -525,6 +525,113 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.equal(((await get()).error as { code: string } | undefined)?.code, 'not_found');
     await context.close();
   });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, "a user's remembered browsers forgotten all at once; the audit log filtered by operator; the audit, fraud and blocked reports downloaded as CSV with the page's filters", async () => {
+    const tenantD = uniqueTenant('console-audit');
+    const user = uniqueUser('laptop');
+    const victim = uniqueUser('fraud');
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenantD, settings: { rememberMfa: { enabled: true, days: 30 } } })).error, undefined);
+    await ask(Subjects.usersRegister, { tenantId: tenantD, userId: user, phoneNumber: '+14155550131' });
+    await ask(Subjects.usersRegister, { tenantId: tenantD, userId: victim, phoneNumber: '+14155550132' });
+    // Another operator's change, as the console sends one: the platform key naming the operator.
+    const ivan = await requestJson<Reply>(nc, Subjects.usersBlock, { tenantId: tenantD, userId: victim, reason: 'by ivan' }, {
+      timeoutMs: 10_000,
+      headers: { Authorization: `Bearer ${platformKey}`, [Headers.operator]: JSON.stringify({ sub: 'ivan', name: 'Ivan Operator' }) },
+    });
+    assert.equal(ivan.error, undefined);
+    // Two remembered browsers of the user: each approval spends a TOTP step of its own, within the window (t-1, t, t+1).
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenantD, userId: user });
+    const secret = base32Decode(String(enrolled.secret));
+    let lastStep = -1;
+    const freshCode = async () => {
+      for (;;) {
+        const now = Date.now();
+        const current = Math.floor(now / 30_000);
+        // Not the previous step in the last seconds of this one: the service may read the clock in the next.
+        const step = Math.max(lastStep + 1, now % 30_000 < 25_000 ? current - 1 : current);
+        if (step <= current + 1) return totp(secret, (lastStep = step) * 30_000);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    };
+    assert.equal((await ask(Subjects.totpActivate, { tenantId: tenantD, userId: user, tokenId: enrolled.tokenId, code: await freshCode() })).active, true);
+    const rememberTokens: string[] = [];
+    for (let n = 0; n < 2; n++) {
+      const start = await eventually(async () => {
+        const started = await ask(Subjects.challengeStart, { tenantId: tenantD, userId: user, method: 'totp', context: { rememberDevice: true } });
+        return started.status === 'pending' ? started : undefined;
+      }, 10_000, 'a pending start');
+      const approved = await ask(Subjects.challengeVerify, { tenantId: tenantD, challengeId: start.challengeId, code: await freshCode() });
+      assert.equal(approved.status, 'approved', JSON.stringify(approved));
+      rememberTokens.push(String(approved.rememberToken));
+    }
+    for (const rememberToken of rememberTokens) {
+      await eventually(async () => ((await ask(Subjects.challengeStart, { tenantId: tenantD, userId: user, context: { rememberToken } })).reason === 'remembered_device' ? true : undefined), 10_000, 'the browser remembered');
+    }
+
+    const { context, page } = await signIn('ops');
+    // Forget every browser of the user at once.
+    await tenantPage(page, tenantD, `users?userId=${encodeURIComponent(user)}`);
+    assert.equal(await page.locator('#remembered tbody tr form').count(), 2);
+    await page.click('#forget-browsers button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /Every remembered browser of the user is forgotten/);
+    assert.equal(await page.locator('#remembered tbody tr form').count(), 0);
+    assert.equal(await page.locator('#forget-browsers').count(), 0, 'nothing left to forget');
+    assert.deepEqual((await ask(Subjects.usersGet, { tenantId: tenantD, userId: user })).rememberedBrowsers, []);
+    for (const rememberToken of rememberTokens) {
+      assert.equal((await ask(Subjects.challengeStart, { tenantId: tenantD, userId: user, context: { rememberToken } })).status, 'pending', 'a forgotten browser asks for MFA again');
+    }
+    // A block on the page (the history), and a fraud alert whose comment a spreadsheet would run.
+    await page.fill('input[name=reason]', 'laptop lost');
+    await page.click('form[action$="/users/block"] button[type=submit]');
+    assert.match(await page.textContent('#block-status') ?? '', /Blocked/);
+    await ask(Subjects.fraudReport, { tenantId: tenantD, userId: victim, source: 'idp', comment: '=HYPERLINK("http://evil.example","not me")' });
+
+    /** The file a click on the page's CSV link downloads, as lines. */
+    const download = async () => {
+      const [file] = await Promise.all([page.waitForEvent('download'), page.click('a[download]')]);
+      assert.match(file.suggestedFilename(), new RegExp(`-${tenantD}\\.csv$`));
+      return readFileSync((await file.path())!, 'utf8').trim().split(/\r?\n/);
+    };
+
+    // The audit log by operator: Olga's sub (as the identity provider names her) finds only her actions.
+    await tenantPage(page, tenantD, 'audit');
+    await eventually(async () => {
+      await page.reload();
+      const text = (await page.textContent('main')) ?? '';
+      return text.includes('Ivan Operator') && text.includes('users.remembered.revoke') && text.includes('users.block') ? true : undefined;
+    }, 20_000, 'both operators in the audit log');
+    await page.fill('form.filters input[name=operator]', 'ops');
+    await page.click('form.filters button[type=submit]');
+    await page.waitForURL(/[?&]operator=ops/);
+    const operators = (await page.locator('table.report tbody tr td:nth-child(2)').allTextContents()).map((t) => t.trim());
+    assert.ok(operators.length >= 2 && operators.every((o) => o === 'Olga Operator <olga@ops.example>'), operators.join(' | '));
+    const actions = (await page.locator('table.report tbody tr td:nth-child(4)').allTextContents()).map((t) => t.trim());
+    assert.ok(actions.includes('users.remembered.revoke') && actions.includes('users.block'), actions.join(' | '));
+    assert.equal(await page.inputValue('form.filters input[name=operator]'), 'ops');
+    const audit = await download();
+    assert.equal(audit[0], 'occurredAt,clientId,operator,operatorName,operatorEmail,subject,userId,outcome');
+    assert.equal(audit.length - 1, operators.length, 'the file holds the rows the filter selects');
+    assert.ok(audit.slice(1).every((row) => row.includes(',platform,ops,Olga Operator,olga@ops.example,mfa.v1.')), audit.join('\n'));
+    assert.ok(audit.some((row) => row.includes(`,mfa.v1.users.remembered.revoke,${user},ok`)));
+
+    // Fraud alerts: the comment is text in the file, never a formula.
+    await tenantPage(page, tenantD, `fraud?userId=${encodeURIComponent(victim)}`);
+    await eventually(async () => ((await page.reload(), await page.locator('table.report tbody tr td a').count()) === 1 ? true : undefined), 20_000, 'the fraud alert');
+    const fraud = await download();
+    assert.equal(fraud[0], 'occurredAt,userId,displayName,email,phoneNumber,source,clientIp,application,challengeId,deviceId,comment,challengeDenied,blocked,blockedUntil,reportedBy,notificationsSent,notificationsFailed,alertId');
+    assert.equal(fraud.length, 2);
+    assert.ok(fraud[1]!.includes(`,${victim},`) && fraud[1]!.includes(`,idp,`), fraud[1]);
+    assert.ok(fraud[1]!.includes(`"'=HYPERLINK(""http://evil.example"",""not me"")"`), fraud[1]);
+
+    // The blocked history, filtered to blocks: the page's block with the operator, the file the same rows.
+    await tenantPage(page, tenantD, `blocked?action=block&userId=${encodeURIComponent(user)}`);
+    await eventually(async () => ((await page.reload(), (await page.textContent('main')) ?? '').includes('laptop lost') ? true : undefined), 20_000, 'the block in the history');
+    const blocked = await download();
+    assert.equal(blocked[0], 'occurredAt,action,userId,ip,reason,source,actorClientId,actorOperator,until,dryRun');
+    assert.equal(blocked.length, 2, blocked.join('\n'));
+    assert.ok(blocked[1]!.includes(`,block,${user},,laptop lost,admin,platform,`) && blocked[1]!.endsWith(',false'), blocked[1]);
+    await context.close();
+  }, { timeout: 180_000 });
 
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a CSV export the browser cancels stops: no more pages are read from the reports', async () => {
     // A tenant with 30,000 sign-ins in the report (60 pages of 500), written straight into reporting's tables.

@@ -501,7 +501,21 @@ export type SigninItem = z.infer<typeof SigninItem>;
 export const SigninsQueryReply = z.object({ items: z.array(SigninItem), nextCursor: z.string().optional() });
 export type SigninsQueryReply = z.infer<typeof SigninsQueryReply>;
 
-export const AuditQueryRequest = reportQuery({ tenantId: TenantId, clientId: OpaqueId.optional(), userId: UserId.optional() });
+/** A NATS subject as the audit trail records it: dot-separated tokens of letters, digits, `_` and `-` (no wildcards). */
+const AuditedSubject = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(128, 'must be at most 128 characters')
+  .regex(/^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/, 'must be a NATS subject such as mfa.v1.users.delete (no wildcards)');
+export const AuditQueryRequest = reportQuery({
+  tenantId: TenantId,
+  clientId: OpaqueId.optional(),
+  userId: UserId.optional(),
+  /** The console operator who acted, by the `sub` their items carry in `operator` (exact). */
+  operator: DisplayName.optional(),
+  /** The action's subject, exactly as items carry it (`mfa.v1.users.delete`). */
+  subject: AuditedSubject.optional(),
+});
 export type AuditQueryRequest = z.infer<typeof AuditQueryRequest>;
 
 export const FRAUD_SOURCES = ['app', 'phone', 'idp'] as const;

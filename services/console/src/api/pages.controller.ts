@@ -3,15 +3,20 @@ import type { Response } from 'express';
 import { stringify } from 'csv-stringify/sync';
 import QRCode from 'qrcode';
 import {
+  API_VERSION,
   ContractError,
   SCOPES,
   Subjects,
+  type AuditItem,
   type AuditQueryReply,
+  type BlockedItem,
   type BlockedQueryReply,
   type ClientsCreateReply,
   type ClientsListReply,
   type FraudIpsListReply,
+  type FraudItem,
   type FraudQueryReply,
+  type SigninItem,
   type SigninsQueryReply,
   type TenantsGetReply,
   type TotpActivateReply,
@@ -46,6 +51,67 @@ import type { WebRequest } from './web.js';
 
 /** Rows a CSV export holds at most (pages of 500 read one after the other). */
 const CSV_MAX_ROWS = 100_000;
+
+/** What every subject of the API begins with; the audit page shows actions without it. */
+const SUBJECT_PREFIX = `mfa.v${API_VERSION}.`;
+
+/** A report as a CSV download: the query it pages through and its columns (a heading, and the cell of an item). */
+interface CsvReport<T> {
+  /** The file is `<name>-<tenant>.csv`. */
+  name: string;
+  subject: string;
+  columns: ReadonlyArray<readonly [heading: string, cell: (item: T) => unknown]>;
+}
+/** Columns that are the item's fields of the same name. */
+const fields = <T>(...names: Array<keyof T & string>) => names.map((name) => [name, (item: T) => item[name]] as const);
+
+/** The reports a page exports with `?format=csv`, with the page's filters. */
+const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>; fraud: CsvReport<FraudItem>; blocked: CsvReport<BlockedItem> } = {
+  signins: {
+    name: 'signins',
+    subject: Subjects.reportsSigninsQuery,
+    columns: fields<SigninItem>('occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId', 'via', 'deviceId'),
+  },
+  audit: {
+    name: 'audit',
+    subject: Subjects.reportsAuditQuery,
+    columns: [
+      ...fields<AuditItem>('occurredAt', 'clientId'),
+      // The operator's sub is what reports.audit.query's `operator` filter takes.
+      ['operator', (item: AuditItem) => item.operator?.sub],
+      ['operatorName', (item: AuditItem) => item.operator?.name],
+      ['operatorEmail', (item: AuditItem) => item.operator?.email],
+      ...fields<AuditItem>('subject', 'userId', 'outcome'),
+    ],
+  },
+  fraud: {
+    name: 'fraud',
+    subject: Subjects.reportsFraudQuery,
+    columns: [
+      ...fields<FraudItem>('occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'source', 'clientIp', 'application', 'challengeId', 'deviceId', 'comment', 'challengeDenied', 'blocked', 'blockedUntil', 'reportedBy'),
+      ['notificationsSent', (item: FraudItem) => item.notifications.sent],
+      ['notificationsFailed', (item: FraudItem) => item.notifications.failed],
+      ...fields<FraudItem>('alertId'),
+    ],
+  },
+  blocked: {
+    name: 'blocked',
+    subject: Subjects.reportsBlockedQuery,
+    columns: [
+      ...fields<BlockedItem>('occurredAt', 'action', 'userId', 'ip', 'reason', 'source'),
+      ['actorClientId', (item: BlockedItem) => item.actor?.clientId],
+      ['actorOperator', (item: BlockedItem) => item.actor?.operator],
+      ...fields<BlockedItem>('until', 'dryRun'),
+    ],
+  },
+};
+
+/**
+ * CSV text of rows. A cell that begins with = + - @ (or their full-width forms), a tab or a carriage
+ * return would be a formula in a spreadsheet (CSV injection): csv-stringify prefixes it with a quote.
+ * Booleans are written as true and false, not as csv-stringify's 1 and empty.
+ */
+const csvText = (rows: unknown[][]) => stringify(rows, { escape_formulas: true, cast: { boolean: (value) => String(value) } });
 
 /**
  * Writes a chunk of a download and waits until the connection has taken it when its buffer is
@@ -290,30 +356,30 @@ export class PagesController {
       const typed = { userId: typeof q.userId === 'string' ? q.userId : undefined, result: q.result, via: q.via, from: text(q.from), to: text(q.to) };
       return this.views.send(res, 'signins.njk', { ...this.chrome(req, tenant), active: 'signins', filters: typed, problem: (error as ContractError).message }, 400);
     }
-    if (q.format === 'csv') return this.signinsCsv(p, filters);
+    if (q.format === 'csv') return this.csv(p, CSV_REPORTS.signins, filters);
     await this.run(p, 'signins.njk', 'signins', async () => {
       const reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 50, ...cursorOf(q) });
       return { filters: { ...filters, from: text(q.from), to: text(q.to) }, items: reply.items, nextCursor: reply.nextCursor, query: new URLSearchParams(filters as Record<string, string>).toString() };
     });
   }
 
-  /** Every row the filters select (at most CSV_MAX_ROWS), as CSV, read page by page. */
-  private async signinsCsv(p: Page, filters: Record<string, unknown>): Promise<void> {
-    const columns = ['occurredAt', 'userId', 'displayName', 'email', 'phoneNumber', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'serverName', 'serverIp', 'challengeId', 'via', 'deviceId'] as const;
+  /**
+   * A report's CSV: every row the filters select (at most CSV_MAX_ROWS), read page by page, each
+   * page only once the browser has taken the one before, and none once it has gone.
+   */
+  private async csv<T>(p: Page, report: CsvReport<T>, filters: Record<string, unknown>): Promise<void> {
+    type Reply = { items: T[]; nextCursor?: string };
     try {
-      let cursor: string | undefined;
       let rows = 0;
-      const first = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 500 });
-      p.res.status(200).type('text/csv; charset=utf-8').setHeader('Content-Disposition', `attachment; filename="signins-${p.tenantId.replace(/[^A-Za-z0-9_.-]/g, '_')}.csv"`);
-      if (!(await sent(p.res, stringify([columns as unknown as string[]])))) return;
+      const first = await this.call<Reply>(p, report.subject, { ...filters, limit: 500 });
+      p.res.status(200).type('text/csv; charset=utf-8').setHeader('Content-Disposition', `attachment; filename="${report.name}-${p.tenantId.replace(/[^A-Za-z0-9_.-]/g, '_')}.csv"`);
+      if (!(await sent(p.res, csvText([report.columns.map(([heading]) => heading)])))) return;
       for (let reply = first; ; ) {
-        // A cell starting with = + - @ would be a formula in a spreadsheet: such text is prefixed with a quote.
-        // The next page is read only once the browser has taken this one, and not at all once it has gone.
-        if (!(await sent(p.res, stringify(reply.items.map((item) => columns.map((c) => neutralized(item[c]))))))) return;
+        if (!(await sent(p.res, csvText(reply.items.map((item) => report.columns.map(([, cell]) => cell(item))))))) return;
         rows += reply.items.length;
-        cursor = reply.nextCursor;
+        const cursor = reply.nextCursor;
         if (!cursor || rows >= CSV_MAX_ROWS) break;
-        reply = await this.call<SigninsQueryReply>(p, Subjects.reportsSigninsQuery, { ...filters, limit: 500, cursor });
+        reply = await this.call<Reply>(p, report.subject, { ...filters, limit: 500, cursor });
       }
       p.res.end();
     } catch (error) {
@@ -394,6 +460,11 @@ export class PagesController {
       if (from) query.from = from;
       if (to) query.to = to;
     } catch (error) {
+      // Refused, never left out: the rows (or the CSV) would not be the ones the boxes ask for.
+      if (q.format === 'csv') {
+        this.views.error(p.res, error, this.chrome(p.req, p.tenantId));
+        return undefined;
+      }
       // The choices of the fraud and blocked pages' filters, for the boxes shown again.
       this.views.send(p.res, view, { ...this.chrome(p.req, p.tenantId), active, filters: shown, sources: FRAUD_SOURCES, actions: BLOCK_ACTIONS, problem: (error as ContractError).message }, 400);
       return undefined;
@@ -424,6 +495,8 @@ export class PagesController {
     const p = this.page(req, res, tenant, true);
     if (!p) return;
     const reason = typeof body.reason === 'string' ? body.reason : '';
+    // One browser, or every one of the user (the page's "Forget every browser" sends none).
+    const rememberId = text(body.rememberId, 128);
     // Each action's request is the user id and these.
     const actions: Record<string, { subject: string; body: Record<string, unknown>; notice: string }> = {
       block: { subject: Subjects.usersBlock, body: { reason }, notice: 'The user is blocked.' },
@@ -432,8 +505,8 @@ export class PagesController {
       'delete-token': { subject: Subjects.usersTokensDelete, body: { tokenId: text(body.tokenId, 128) ?? '' }, notice: 'The token is deleted.' },
       'revoke-remembered': {
         subject: Subjects.usersRememberedRevoke,
-        body: text(body.rememberId, 128) ? { rememberId: text(body.rememberId, 128) } : {},
-        notice: 'The browser is forgotten: its next sign-in asks for MFA.',
+        body: rememberId ? { rememberId } : {},
+        notice: rememberId ? 'The browser is forgotten: its next sign-in asks for MFA.' : 'Every remembered browser of the user is forgotten: their next sign-in asks for MFA.',
       },
       'set-pin': { subject: Subjects.usersPinSet, body: { pin: text(body.pin, 16) ?? '' }, notice: 'The voice PIN is set.' },
       'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: {}, notice: 'Every app password of the user is deleted.' },
@@ -503,6 +576,7 @@ export class PagesController {
     if (!p) return;
     const filters = this.reportFilters(p, 'fraud.njk', 'fraud', q, { source: FRAUD_SOURCES });
     if (!filters) return;
+    if (q.format === 'csv') return this.csv(p, CSV_REPORTS.fraud, filters.query);
     await this.run(p, 'fraud.njk', 'fraud', async () => {
       const reply = await this.call<FraudQueryReply>(p, Subjects.reportsFraudQuery, { ...filters.query, limit: 50, ...cursorOf(q) });
       return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor, sources: FRAUD_SOURCES };
@@ -515,6 +589,8 @@ export class PagesController {
     if (!p) return;
     const filters = this.reportFilters(p, 'blocked.njk', 'blocked', q, { action: BLOCK_ACTIONS }, ['ip']);
     if (!filters) return;
+    // The history, as the page's second table lists it.
+    if (q.format === 'csv') return this.csv(p, CSV_REPORTS.blocked, filters.query);
     await this.run(p, 'blocked.njk', 'blocked', async () => ({ ...(await this.blockedView(p, { ...filters.query, ...cursorOf(q) })), filters: filters.shown, query: filters.link }));
   }
 
@@ -878,8 +954,11 @@ export class PagesController {
   async audit(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
-    const filters = this.reportFilters(p, 'audit.njk', 'audit', q, {}, ['clientId']);
+    const filters = this.reportFilters(p, 'audit.njk', 'audit', q, {}, ['clientId', 'operator', 'subject']);
     if (!filters) return;
+    // The page shows actions without the API's prefix (users.delete): the box takes them so too.
+    if (filters.query.subject !== undefined && !filters.query.subject.startsWith(SUBJECT_PREFIX)) filters.query.subject = `${SUBJECT_PREFIX}${filters.query.subject}`;
+    if (q.format === 'csv') return this.csv(p, CSV_REPORTS.audit, filters.query);
     await this.run(p, 'audit.njk', 'audit', async () => {
       const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { ...filters.query, limit: 50, ...cursorOf(q) });
       return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor };
@@ -893,7 +972,3 @@ function stateOf(value: unknown): OathTokenState | undefined {
   return parsed.success ? parsed.data : undefined;
 }
 
-function neutralized(value: unknown): string {
-  const s = value === null || value === undefined ? '' : String(value);
-  return /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
-}

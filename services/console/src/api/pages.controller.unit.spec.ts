@@ -106,6 +106,97 @@ describe('console pages', () => {
     });
   });
 
+  describe('CSV export of the audit, fraud and blocked reports', () => {
+    const audited = { occurredAt: '2026-11-01T10:00:00.000Z', clientId: 'platform', operator: { sub: 'olga', name: 'Olga', email: 'olga@ops.example' }, subject: Subjects.usersDelete, userId: '=HYPERLINK("http://evil.example")', outcome: 'ok' };
+    const alert = {
+      alertId: 'a1', occurredAt: '2026-11-01T10:00:00.000Z', userId: 'bob@contoso.com', displayName: null, email: null, phoneNumber: '+14155550123', deviceId: null, source: 'idp',
+      clientIp: '203.0.113.7', application: 'VPN', challengeId: null, comment: '+1 was not me; @admin', challengeDenied: false, blocked: true, blockedUntil: '2027-01-30T10:00:00.000Z', reportedBy: 'idp-1',
+      notifications: { sent: 2, failed: 1 },
+    };
+    const block = { occurredAt: '2026-11-01T10:00:00.000Z', action: 'block', userId: 'bob@contoso.com', ip: null, reason: '-phone stolen', source: 'admin', actor: { clientId: 'platform', operator: 'olga' }, until: null, dryRun: false };
+    const cases: Array<{ path: string; subject: string; item: object; query: Record<string, string>; asked: Record<string, string>; lines: [string, string] }> = [
+      {
+        path: 'audit', subject: Subjects.reportsAuditQuery, item: audited, query: { operator: 'olga', subject: 'users.delete', from: '2026-11-01' },
+        asked: { operator: 'olga', subject: Subjects.usersDelete, from: '2026-11-01T00:00:00.000Z' },
+        lines: ['occurredAt,clientId,operator,operatorName,operatorEmail,subject,userId,outcome', `2026-11-01T10:00:00.000Z,platform,olga,Olga,olga@ops.example,${Subjects.usersDelete},"'=HYPERLINK(""http://evil.example"")",ok`],
+      },
+      {
+        path: 'fraud', subject: Subjects.reportsFraudQuery, item: alert, query: { source: 'idp', userId: spaced },
+        asked: { source: 'idp', userId: spaced },
+        lines: [
+          'occurredAt,userId,displayName,email,phoneNumber,source,clientIp,application,challengeId,deviceId,comment,challengeDenied,blocked,blockedUntil,reportedBy,notificationsSent,notificationsFailed,alertId',
+          "2026-11-01T10:00:00.000Z,bob@contoso.com,,,'+14155550123,idp,203.0.113.7,VPN,,,'+1 was not me; @admin,false,true,2027-01-30T10:00:00.000Z,idp-1,2,1,a1",
+        ],
+      },
+      {
+        path: 'blocked', subject: Subjects.reportsBlockedQuery, item: block, query: { action: 'block', ip: ' 203.0.113.7 ' },
+        asked: { action: 'block', ip: '203.0.113.7' },
+        lines: ['occurredAt,action,userId,ip,reason,source,actorClientId,actorOperator,until,dryRun', "2026-11-01T10:00:00.000Z,block,bob@contoso.com,,'-phone stolen,admin,platform,olga,,false"],
+      },
+    ];
+
+    for (const c of cases) {
+      it(`${c.path}: every page with the page's filters, flat columns, formulas neutralised, then the file ends`, async () => {
+        answer = async (_subject, body) => (body.cursor ? { items: [c.item] } : { items: [c.item], nextCursor: 'page-2' });
+        const page = await (await fetch(`${base}/${c.path}?${new URLSearchParams(c.query)}`)).text();
+        const link = /href="\?([^"]*format=csv)" download>CSV export</.exec(page)?.[1]?.replaceAll('&amp;', '&');
+        assert.ok(link, 'the page links its CSV export');
+        calls = [];
+        const response = await fetch(`${base}/${c.path}?${link}`);
+        assert.equal(response.status, 200);
+        assert.equal(response.headers.get('content-type'), 'text/csv; charset=utf-8');
+        assert.equal(response.headers.get('content-disposition'), `attachment; filename="${c.path}-${tenant}.csv"`);
+        assert.deepEqual((await response.text()).trim().split('\n'), [c.lines[0], c.lines[1], c.lines[1]]);
+        assert.deepEqual(calls, [
+          { subject: c.subject, body: { tenantId: tenant, ...c.asked, limit: 500 } },
+          { subject: c.subject, body: { tenantId: tenant, ...c.asked, limit: 500, cursor: 'page-2' } },
+        ]);
+        assert.deepEqual(errors, []);
+        // An unreadable date refuses the file, as the sign-ins' does: no rows the boxes seem to exclude.
+        calls = [];
+        const unreadable = new URLSearchParams(link);
+        unreadable.set('from', '2026-02-30');
+        const refused = await fetch(`${base}/${c.path}?${unreadable}`);
+        assert.equal(refused.status, 400);
+        assert.match(refused.headers.get('content-type') ?? '', /^text\/html/);
+        assert.match(await refused.text(), /from: not a date/);
+        assert.deepEqual(calls, []);
+      });
+    }
+  });
+
+  describe('forgetting remembered browsers', () => {
+    const browsers = [
+      { rememberId: 'r1', createdAt: '2026-11-01T10:00:00.000Z', until: '2026-12-01T10:00:00.000Z' },
+      { rememberId: 'r2', createdAt: '2026-11-02T10:00:00.000Z', until: '2026-12-02T10:00:00.000Z' },
+    ];
+    const revokes = () => calls.filter((c) => c.subject === Subjects.usersRememberedRevoke).map((c) => c.body);
+
+    it('the user page offers to forget every browser when there are some, with no browser named', async () => {
+      answer = async (subject, body) => (subject === Subjects.usersGet ? { userId: body.userId, methods: [], tokens: [], devices: [], rememberedBrowsers: browsers, blocked: null } : { items: [] });
+      const html = await (await fetch(`${base}/users?${new URLSearchParams({ userId: spaced })}`)).text();
+      const form = /<form[^>]*id="forget-browsers"[^>]*>([\s\S]*?)<\/form>/.exec(html);
+      assert.ok(form, 'the form is on the page');
+      assert.match(form[0], /action="\/t\/contoso\/users\/revoke-remembered"/);
+      assert.ok(!form[1]!.includes('rememberId'), 'it names no browser');
+      // None remembered: nothing to forget.
+      answer = async (subject, body) => (subject === Subjects.usersGet ? { userId: body.userId, methods: [], tokens: [], devices: [], rememberedBrowsers: [], blocked: null } : { items: [] });
+      assert.ok(!(await (await fetch(`${base}/users?${new URLSearchParams({ userId: spaced })}`)).text()).includes('forget-browsers'));
+    });
+
+    it('sends users.remembered.revoke without rememberId, and says every browser is forgotten; one browser as before', async () => {
+      const all = await post('users/revoke-remembered', { _csrf: 'x', userId: spaced });
+      assert.equal(all.status, 200);
+      assert.match(await all.text(), /Every remembered browser of the user is forgotten/);
+      const one = await post('users/revoke-remembered', { _csrf: 'x', userId: spaced, rememberId: 'r1' });
+      assert.match(await one.text(), /The browser is forgotten/);
+      assert.deepEqual(revokes(), [
+        { tenantId: tenant, userId: spaced },
+        { tenantId: tenant, userId: spaced, rememberId: 'r1' },
+      ]);
+    });
+  });
+
   describe('user ids are passed on exactly as given', () => {
     it('to every user action and the user page after it', async () => {
       for (const [action, form] of [['block', { reason: 'phone stolen' }], ['reset', {}], ['set-pin', { pin: '1234' }], ['delete-device', { deviceId: 'd1' }]] as const) {
@@ -334,6 +425,21 @@ describe('console pages', () => {
       assert.match(html, /from: not a date/);
       assert.ok(html.includes('name="clientId" value="idp-1"') && html.includes('name="from" value="1.11.2026"'));
       assert.deepEqual(calls, []);
+    });
+
+    it('audit log: by operator (their sub) and action (as the page shows it, or whole); the rows link to both filters; the next page keeps them', async () => {
+      answer = async () => ({
+        items: [{ occurredAt: '2026-11-01T10:00:00.000Z', clientId: 'platform', operator: { sub: 'olga 1', name: 'Olga' }, subject: Subjects.usersDelete, userId: 'bob@contoso.com', outcome: 'ok' }],
+        nextCursor: 'next-1',
+      });
+      const html = await (await page('audit', { operator: ' olga 1 ', subject: ' users.delete ' })).text();
+      assert.deepEqual(asked(Subjects.reportsAuditQuery), [{ tenantId: tenant, operator: 'olga 1', subject: Subjects.usersDelete, limit: 50 }]);
+      assert.ok(html.includes('name="operator" value="olga 1"') && html.includes('name="subject" value="users.delete"'), 'the boxes show the filters');
+      assert.ok(html.includes('href="?operator=olga%201"') && html.includes(`href="?subject=${encodeURIComponent(Subjects.usersDelete)}"`), 'the operator and the action link to their filters');
+      assert.match(html, /href="\?operator=olga\+1&amp;subject=users\.delete&amp;cursor=next-1"/);
+      calls = [];
+      await page('audit', { subject: Subjects.usersDelete, operator: '' });
+      assert.deepEqual(asked(Subjects.reportsAuditQuery), [{ tenantId: tenant, subject: Subjects.usersDelete, limit: 50 }]);
     });
   });
 });

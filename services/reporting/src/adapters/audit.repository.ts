@@ -20,6 +20,9 @@ export interface AuditFilter {
   tenantId: string;
   clientId?: string | undefined;
   userId?: string | undefined;
+  /** The operator's `sub`, as recorded in the operator column. */
+  operator?: string | undefined;
+  subject?: string | undefined;
   from?: string | undefined;
   to?: string | undefined;
   after?: { occurredAt: string; eventId: string } | undefined;
@@ -69,6 +72,9 @@ export class AuditRepository {
     const where = ['tenant_id = $1'];
     if (filter.clientId !== undefined) where.push(`client_id = ${param(filter.clientId)}`);
     if (filter.userId !== undefined) where.push(`user_id = ${param(filter.userId)}`);
+    // As written in the expression index audit_log_by_operator, so that the index serves it.
+    if (filter.operator !== undefined) where.push(`operator ->> 'sub' = ${param(filter.operator)}`);
+    if (filter.subject !== undefined) where.push(`subject = ${param(filter.subject)}`);
     if (filter.from !== undefined) where.push(`occurred_at >= ${param(filter.from)}::timestamptz`);
     if (filter.to !== undefined) where.push(`occurred_at < ${param(filter.to)}::timestamptz`);
     if (filter.after !== undefined) {

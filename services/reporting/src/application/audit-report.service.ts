@@ -27,6 +27,8 @@ export class AuditReportService {
       tenantId: request.tenantId,
       clientId: request.clientId,
       userId: request.userId,
+      operator: request.operator,
+      subject: request.subject,
       from: request.from,
       to: request.to,
       after,

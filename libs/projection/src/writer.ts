@@ -52,9 +52,28 @@ export interface ProjectedDevice {
   id?: string | undefined;
 }
 
-// KEYS: user, totp, totpSteps, devices, the slot's projection marker, the slot's steps marker, the pending push.
-// ARGV: seq, data key ('' = none), layout, then n profile field/value pairs count, pairs..., then
-// token count, per token: id, spec, step, then device count, per device: nonce, JSON.
+/**
+ * How long the step of a token no longer in the snapshot stays in `totpSteps`: while a code of it
+ * could still be accepted, were the token back. A hardware token keeps its id when it is assigned
+ * again (to the same user), and its new activatedStep is the step of the activation code, which
+ * the drift window lets be up to two steps older than the last code accepted before (a step is
+ * accepted up to one step after its own time): without the old step, that code would be good
+ * again for a minute or two. Once a step is older than this, no code of it is accepted any more.
+ * As the rebuild's STEP_HISTORY_MS (user-settings): three periods of a 60-second token, with room
+ * for clocks apart between hosts.
+ */
+const STEP_KEPT_MS = 10 * 60_000;
+/**
+ * The periods TOTP tokens have (ms): apps 30 s, hardware tokens 30 or 60 s. A step whose token is
+ * gone is read as a step of each: the one it is of puts it near now, the other at twice or half the
+ * time since 1970.
+ */
+const TOTP_PERIODS_MS = [30_000, 60_000] as const;
+
+// KEYS: user, totp, totpSteps, devices, the slot's projection marker, the slot's steps marker, the
+// pending push, devicesUsed.
+// ARGV: seq, data key ('' = none), layout, now (ms), then n profile field/value pairs count,
+// pairs..., then token count, per token: id, spec, step, then device count, per device: nonce, JSON.
 // Applies only when seq is newer than the stored one, or the same snapshot now brings the data key
 // or the layout the stored one lacks (a rebuild to a new layout must reach users whose events did
 // not change since the last one); keeps the larger of stored and new step.
@@ -64,14 +83,20 @@ export interface ProjectedDevice {
 // its data, and come back only after that restore), a snapshot whose tokens are not all guarded
 // already is not written at all (-2): written, it would make a code accepted before the loss good
 // again. A user without tokens, or whose every token has its step, is written as usual.
-// Returns 1 applied, 0 the same snapshot again (nothing to change), -1 an older one (ignored),
-// -2 not yet (the slot's steps are not restored).
+// What the snapshot no longer holds goes with it: the steps of tokens it has not (deleted, reset,
+// or pending again), unless the step is recent (STEP_KEPT_MS, read as a step of each period: a
+// 30-second step counts twice as high as a 60-second one of the same time), and when each device
+// it has not last answered (devicesUsed).
+// Returns {1, nonce, id, ...} applied, with the devices it removed whose JSON names an `id` (their
+// pointers under that id's tag go too: see pointMovedDevices), {0} the same snapshot again
+// (nothing to change), {-1} an older one (ignored), {-2} not yet (the slot's steps are not restored).
 const APPLY_SNAPSHOT = `
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
-if stored > seq then return -1 end
-if stored == seq and redis.call('HGET', KEYS[1], 'layout') == ARGV[3] and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return 0 end
-local i = 4
+if stored > seq then return {-1} end
+if stored == seq and redis.call('HGET', KEYS[1], 'layout') == ARGV[3] and (ARGV[2] == '' or redis.call('HEXISTS', KEYS[1], 'dataKey') == 1) then return {0} end
+local now = tonumber(ARGV[4])
+local i = 5
 local nfields = tonumber(ARGV[i]); i = i + 1
 local fields = {'seq', ARGV[1], 'layout', ARGV[3]}
 for _ = 1, nfields do
@@ -80,9 +105,14 @@ end
 local ntokens = tonumber(ARGV[i]); i = i + 1
 if ntokens > 0 and redis.call('EXISTS', KEYS[5], KEYS[6]) == 0 then
   for t = 0, ntokens - 1 do
-    if redis.call('HEXISTS', KEYS[3], ARGV[i + 3 * t]) == 0 then return -2 end
+    if redis.call('HEXISTS', KEYS[3], ARGV[i + 3 * t]) == 0 then return {-2} end
   end
 end
+-- The snapshot's token ids and device nonces.
+local tokens, devices = {}, {}
+for t = 0, ntokens - 1 do tokens[ARGV[i + 3 * t]] = true end
+local d0 = i + 3 * ntokens
+for d = 1, tonumber(ARGV[d0] or '0') do devices[ARGV[d0 + 2 * d - 1]] = true end
 -- A reset (the user's methods begin anew: another validFrom) voids the challenges started before
 -- it, a pending push included: its marker no longer holds the user's next push back (KEYS[7]).
 local vf = redis.call('HGET', KEYS[1], '${UserFields.validFrom}')
@@ -90,6 +120,27 @@ if vf then
   for f = 5, #fields, 2 do
     if fields[f] == '${UserFields.validFrom}' and fields[f + 1] ~= vf then redis.call('DEL', KEYS[7]) end
   end
+end
+local steps = redis.call('HGETALL', KEYS[3])
+for n = 1, #steps, 2 do
+  if not tokens[steps[n]] then
+    local step, recent = tonumber(steps[n + 1]), false
+    for _, period in ipairs({${TOTP_PERIODS_MS.join(', ')}}) do
+      if step and math.abs(step * period - now) <= ${STEP_KEPT_MS} then recent = true end
+    end
+    if not recent then redis.call('HDEL', KEYS[3], steps[n]) end
+  end
+end
+local gone = {1}
+local was = redis.call('HGETALL', KEYS[4])
+for n = 1, #was, 2 do
+  if not devices[was[n]] then
+    local ok, device = pcall(cjson.decode, was[n + 1])
+    if ok and type(device) == 'table' and type(device.id) == 'string' then gone[#gone + 1] = was[n]; gone[#gone + 1] = device.id end
+  end
+end
+for _, nonce in ipairs(redis.call('HKEYS', KEYS[8])) do
+  if not devices[nonce] then redis.call('HDEL', KEYS[8], nonce) end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('HSET', KEYS[1], unpack(fields))
@@ -103,7 +154,7 @@ local ndevices = tonumber(ARGV[i] or '0'); i = i + 1
 for _ = 1, ndevices do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
 end
-return 1
+return gone
 `;
 
 /** The `id` of a device as `devices` holds it (JSON); none when it does not parse. */
@@ -212,7 +263,7 @@ export class UserProjectionWriter {
     private readonly keyring: Keyring,
   ) {
     this.index = new UserIndex(redis, keyring);
-    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 7, lua: APPLY_SNAPSHOT });
+    redis.defineCommand('mfaApplyUserSnapshot', { numberOfKeys: 8, lua: APPLY_SNAPSHOT });
     redis.defineCommand('mfaEraseUser', { numberOfKeys: 1 + ERASED_WITH_USER.length, lua: ERASE_USER });
     redis.defineCommand('mfaRestoreTotpStep', { numberOfKeys: 1, lua: RESTORE_STEP });
     redis.defineCommand('mfaMarkUnregistered', { numberOfKeys: 1, lua: MARK_UNREGISTERED });
@@ -358,7 +409,7 @@ export class UserProjectionWriter {
       [UserFields.validFrom, snapshot.validFrom === undefined ? undefined : String(snapshot.validFrom)],
     ];
     const present = profile.filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '');
-    const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', PROJECTION_LAYOUT, present.length];
+    const args: Array<string | number> = [snapshot.seq, snapshot.dataKey ?? '', PROJECTION_LAYOUT, Date.now(), present.length];
     for (const [k, v] of present) args.push(k, v);
     args.push(snapshot.totpTokens.length);
     for (const t of snapshot.totpTokens) {
@@ -371,8 +422,26 @@ export class UserProjectionWriter {
     const devices = snapshot.devices ?? [];
     args.push(devices.length);
     for (const d of devices) args.push(d.nonce, JSON.stringify(d.device));
-    const keys = [RedisKeys.user(tag), RedisKeys.totp(tag), RedisKeys.totpSteps(tag), RedisKeys.devices(tag), RedisKeys.slotMarker(tag), RedisKeys.slotStepsMarker(tag), RedisKeys.pendingPush(tag)];
-    const run = () => (this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<number> }).mfaApplyUserSnapshot(...keys, ...args);
+    const keys = [
+      RedisKeys.user(tag),
+      RedisKeys.totp(tag),
+      RedisKeys.totpSteps(tag),
+      RedisKeys.devices(tag),
+      RedisKeys.slotMarker(tag),
+      RedisKeys.slotStepsMarker(tag),
+      RedisKeys.pendingPush(tag),
+      RedisKeys.devicesUsed(tag),
+    ];
+    /** The devices the write removed whose JSON names an `id` (none unless applied). */
+    let removed: Array<{ nonce: string; device: Pick<ProjectedDevice, 'id'> }> = [];
+    const run = async (): Promise<number> => {
+      const [code, ...gone] = await (
+        this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<[number, ...string[]]> }
+      ).mfaApplyUserSnapshot(...keys, ...args);
+      removed = [];
+      for (let n = 0; n + 1 < gone.length; n += 2) removed.push({ nonce: gone[n]!, device: { id: gone[n + 1]! } });
+      return code;
+    };
     let applied = await run();
     // The slot lost its markers while the projection's own (global) one still stands, as when one
     // node of a cluster came back empty: nothing would start the rebuild that writes them back
@@ -390,6 +459,9 @@ export class UserProjectionWriter {
     // there, in that tag's slot (another command). Also when the snapshot was already there: a
     // rebuild writes them again. Not for an older snapshot: a device deleted since would get one.
     if (applied >= 0) await this.pointMovedDevices(tag, devices, 'set');
+    // The pointers of such apps the snapshot no longer has (deleted, reset): only this write saw
+    // them go (a pointer left would find nothing, but stay in Redis).
+    if (applied === 1) await this.pointMovedDevices(tag, removed, 'remove');
     return applied === 1;
   }
 

@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe } from 'node:test';
 import { Redis } from 'ioredis';
 import { ContractError } from '@mfa/contracts';
-import { loadKeyring } from '@mfa/crypto';
-import { PROJECTION_LAYOUT, RedisKeys, UserFields, UserIndex, UserProjectionWriter, type UserSnapshot } from '@mfa/projection';
+import { loadKeyring, totpStep } from '@mfa/crypto';
+import { PROJECTION_LAYOUT, RedisKeys, UserFields, UserIndex, UserProjectionWriter, type ProjectedDevice, type UserSnapshot } from '@mfa/projection';
 import { itWith, testEnv, uniqueTenant, uniqueUser } from '@mfa/testing';
 
 /**
@@ -39,6 +39,12 @@ describe('user projection writer (real Redis)', () => {
     const tag = writer.tagOf(tenantId, userId);
     return { tag, user: RedisKeys.user(tag), totp: RedisKeys.totp(tag), steps: RedisKeys.totpSteps(tag), slotMarkers: [RedisKeys.slotMarker(tag), RedisKeys.slotStepsMarker(tag)] };
   };
+  const token = (tokenId: string, period: 30 | 60, activatedStep: number): UserSnapshot['totpTokens'][number] => ({ tokenId, secret: randomBytes(20), digits: 6, period, activatedStep });
+  const device = (nonce: string, id?: string): { nonce: string; device: ProjectedDevice } => ({
+    nonce,
+    device: { state: 'active', algorithm: 'ES256', publicKey: 'MFkw', platform: 'none', name: `phone ${nonce.slice(0, 4)}`, activatedAt: new Date().toISOString(), ...(id ? { id } : {}) },
+  });
+  const newNonce = () => randomBytes(16).toString('base64url');
   const found = async (query: string) => (await index.list(tenantId, { query, limit: 10 })).items.map((i) => i.userId);
 
   before(async () => {
@@ -145,6 +151,78 @@ describe('user projection writer (real Redis)', () => {
       assert.deepEqual(await redis.hmget(keys.steps, 'app', 'second'), ['5000', '200']);
     } finally {
       await writer.markStepsRestored();
+    }
+  });
+
+  itWith({ real: ['redis'] }, 'removes the steps of tokens the snapshot no longer has, but keeps one a code could still be accepted for (a hardware token assigned again keeps its id)', async () => {
+    const userId = uniqueUser('steps-gone');
+    const keys = keysOf(userId);
+    const now = Date.now();
+    // Codes accepted just now, one step early (the drift window), by a 30- and a 60-second hardware token.
+    const recent30 = totpStep(now, 30) + 1;
+    const recent60 = totpStep(now, 60) + 1;
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 10, totpTokens: [token('app', 30, 100), token('hardware', 30, recent30), token('hardware60', 60, recent60)] })), true);
+    // Steps of tokens gone before: one long ago, one 11 minutes ago; one 9 minutes ago could still count.
+    await redis.hset(keys.steps, 'gone-long-ago', '100', 'gone-11-minutes', String(totpStep(now - 11 * 60_000, 30)), 'gone-9-minutes', String(totpStep(now - 9 * 60_000, 30)));
+
+    // Every token deleted (or the hardware ones taken back and assigned again: pending, not in the snapshot).
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 11, methods: ['sms'], defaultMethod: 'sms', totpTokens: [] })), true);
+    assert.deepEqual(Object.keys(await redis.hgetall(keys.steps)).sort(), ['gone-9-minutes', 'hardware', 'hardware60']);
+
+    // The hardware token activated again by a code two steps older than the one accepted before
+    // (its activatedStep): the guard keeps the step accepted before, so that code stays spent.
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 12, totpTokens: [token('hardware', 30, recent30 - 2)] })), true);
+    assert.equal(await redis.hget(keys.steps, 'hardware'), String(recent30));
+
+    // Not written (-2: the slot's steps not restored after a loss), nothing is removed either.
+    const before = await redis.hgetall(keys.steps);
+    await redis.del(...keys.slotMarkers);
+    try {
+      await assert.rejects(writer.apply(snapshotOf(userId, { seq: 13, totpTokens: [token('unguarded', 30, 300)] })), (error: unknown) => error instanceof ContractError && error.code === 'unavailable');
+      assert.deepEqual(await redis.hgetall(keys.steps), before);
+    } finally {
+      await writer.markStepsRestored();
+    }
+  });
+
+  itWith({ real: ['redis'] }, 'removes when each device the snapshot no longer has last answered', async () => {
+    const userId = uniqueUser('devices-used');
+    const used = RedisKeys.devicesUsed(keysOf(userId).tag);
+    const [kept, deleted] = [newNonce(), newNonce()];
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 10, devices: [device(kept), device(deleted)] })), true);
+    await redis.hset(used, kept, '1700000000001', deleted, '1700000000002', 'deleted-before', '1700000000003');
+
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 11, devices: [device(kept)] })), true);
+    assert.deepEqual(await redis.hgetall(used), { [kept]: '1700000000001' });
+
+    // The same snapshot again, or an older one: nothing written, nothing removed.
+    await redis.hset(used, 'late', '1700000000004');
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 11, devices: [device(kept)] })), false);
+    assert.equal(await writer.apply(snapshotOf(userId, { seq: 10, devices: [device(kept)] })), false);
+    assert.deepEqual(await redis.hgetall(used), { [kept]: '1700000000001', late: '1700000000004' });
+  });
+
+  itWith({ real: ['redis'] }, 'removes the pointers of apps activated under an earlier master key that the snapshot no longer has', async () => {
+    const userId = uniqueUser('devices-moved');
+    const { tag } = keysOf(userId);
+    const oldTag = newNonce();
+    const pointers = RedisKeys.devicesMoved(oldTag);
+    const [deleted, stays, current] = [newNonce(), newNonce(), newNonce()];
+    const older = snapshotOf(userId, { seq: 10, devices: [device(deleted, `${oldTag}.${deleted}`), device(stays, `${oldTag}.${stays}`), device(current)] });
+    try {
+      assert.equal(await writer.apply(older), true);
+      assert.deepEqual(await redis.hgetall(pointers), { [deleted]: tag, [stays]: tag });
+      // A device whose JSON does not parse is removed all the same (it names no pointer).
+      await redis.hset(RedisKeys.devices(tag), 'garbled', '{"id":');
+
+      assert.equal(await writer.apply(snapshotOf(userId, { seq: 11, devices: [device(stays, `${oldTag}.${stays}`), device(current)] })), true);
+      assert.deepEqual(await redis.hgetall(pointers), { [stays]: tag });
+      assert.deepEqual(Object.keys(await redis.hgetall(RedisKeys.devices(tag))).sort(), [current, stays].sort());
+      // The older snapshot, late: ignored, no pointer back.
+      assert.equal(await writer.apply(older), false);
+      assert.deepEqual(await redis.hgetall(pointers), { [stays]: tag });
+    } finally {
+      await redis.del(pointers);
     }
   });
 });

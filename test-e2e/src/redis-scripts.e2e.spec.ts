@@ -9,7 +9,7 @@ import type { Cluster } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { generateDeviceKey, randomNonce, signDeviceData, signRequest, type DeviceKeyPair } from '@mfa/authenticator';
-import { DeviceSigned, type AnyEvent, type ChallengeVerifyReply, type OathTokenState } from '@mfa/contracts';
+import { DeviceSigned, OATH_TOKEN_STATES, type AnyEvent, type ChallengeVerifyReply, type OathTokenState } from '@mfa/contracts';
 import { hashCode, loadKeyring, phoneTag, signInternalRequest, totpStep } from '@mfa/crypto';
 import {
   challengeId as challengeIdOf,
@@ -19,7 +19,10 @@ import {
   parseChallengeId,
   PROJECTION_MISSING_SUBJECT,
   RedisKeys,
+  slotMarkerKey,
   slotOutboxKey,
+  slotStepsMarkerKey,
+  STEPS_RESTORED_KEY,
   UserIndex,
   UserProjectionWriter,
   type RedisClient,
@@ -33,7 +36,7 @@ import { decisionName, Outbox } from '@mfa/auth-challenge/dist/adapters/outbox.j
 import { DeviceApiService } from '@mfa/auth-challenge/dist/application/device-api.service.js';
 import { OutboxRelay } from '@mfa/auth-challenge/dist/application/outbox-relay.js';
 import { Sessions } from '@mfa/console/dist/adapters/sessions.js';
-import { PendingLogins } from '@mfa/console/dist/adapters/pending-login.js';
+import { PENDING_LOGIN_KEY, PendingLogins } from '@mfa/console/dist/adapters/pending-login.js';
 import { UploadSlots } from '@mfa/console/dist/adapters/upload-slots.js';
 import { PhoneThrottle } from '@mfa/dispatch/dist/adapters/phone-throttle.js';
 import { DeviceDirectory } from '@mfa/dispatch/dist/adapters/push/devices.js';
@@ -72,9 +75,11 @@ import { RedisRecorder, type RecordedCall } from './redis-recorder.js';
  * service's connection stayed in one slot, one of ReplicatedWrites on one master and ended with
  * WAIT (the codes of one tick share it, for users of that master); no command failed, neither one
  * an adapter does not wait for (the lease's renewals) nor one whose error it only logs (the
- * outbox's batched removals). Then the sources are scanned: a file that defines or runs a script
- * must be in SCRIPT_SOURCES with the scripts the walk saw from it, and a file that holds a
- * RedisClient must have sent commands during the walk or be in NOT_WALKED with the reason.
+ * outbox's batched removals). A TTL census of every master, before the users are erased and at
+ * the end: each key without a TTL is in a family of LASTING, which says what bounds it. Then the
+ * sources are scanned: a file that defines or runs a script must be in SCRIPT_SOURCES with the
+ * scripts the walk saw from it, and a file that holds a RedisClient must have sent commands during
+ * the walk or be in NOT_WALKED with the reason.
  *
  * Stand-ins: ProjectionRecovery reads an empty event log (a nats-server of the test's own) and
  * projects a user on demand through a UserProjector that writes the snapshot with the real
@@ -97,6 +102,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
   'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims', 'mfaSmsUndeliveredReceipt'] },
   'services/dispatch/src/adapters/receipt-routes.ts': { scripts: ['mfaSmsReceiptRoute'] },
+  'services/dispatch/src/adapters/voice/call-store.ts': { scripts: ['mfaCallRecordOnce'] },
   'services/fraud/src/adapters/challenge-denial.ts': { scripts: ['mfaFraudDenyChallenge', 'mfaFraudChallengeRecorded', 'mfaFraudAdmitReport', 'mfaFraudNoteReport'] },
   'services/fraud/src/adapters/block-ends.ts': { scripts: ['mfaFraudRemoveEndedBlock'] },
   'services/fraud/src/adapters/ip-counters.ts': { scripts: ['mfaFraudCountIpDenial', 'mfaFraudCountIpStart'] },
@@ -124,6 +130,61 @@ const NOT_WALKED: Record<string, string> = {
   'services/user-settings/src/app.module.ts':
     'wiring, and two closures that each touch one key of one user: HGETALL of the devices used, GET and MULTI INCR+EXPIRE of the app password failures',
 };
+
+/** A part of a key that varies within its family: as written in the example, as shown, as matched. */
+interface KeyPart {
+  text: string;
+  label: string;
+  pattern: string;
+}
+const USER_TAG: KeyPart = { text: '<tag>', label: '<tag>', pattern: '[A-Za-z0-9_-]{22}' };
+const TENANT: KeyPart = { text: '<tenant>', label: '<tenant>', pattern: '[^{}]+' };
+const TENANT_B64: KeyPart = { text: Buffer.from('<tenant>', 'utf8').toString('base64url'), label: '<tenant, base64url>', pattern: '[A-Za-z0-9_-]+' };
+/** The hash tag of a per-slot key, braces included (a short base-36 string: see slotMarkerKey). */
+const slotTag = (key: string): KeyPart => ({ text: key.slice(key.indexOf('{'), key.indexOf('}') + 1), label: '{<slot>}', pattern: '\\{[0-9a-z]+\\}' });
+
+/** A family of keys: `example`, as a builder makes it, with `parts` standing for what varies. */
+function keyFamily(example: string, ...parts: KeyPart[]): { name: string; family: RegExp } {
+  const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  let source = escape(example);
+  let name = example;
+  for (const part of parts) {
+    source = source.split(escape(part.text)).join(part.pattern);
+    name = name.split(part.text).join(part.label);
+  }
+  return { name, family: new RegExp(`^${source}$`) };
+}
+
+/**
+ * The keys meant to live without a TTL, and what bounds each family instead; the census after the
+ * walk finds every other key with one. A key written without a TTL by mistake (HSETNX, HSET, SADD
+ * on a key that expired between a read and the write makes it again, for good) is found there.
+ */
+const LASTING: Array<{ name: string; family: RegExp; bound: string }> = [
+  // The user projection: what the event log says of each user, kept while the user exists.
+  ...[RedisKeys.user, RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.devicesMoved, RedisKeys.devicesUsed].map((key) => ({
+    ...keyFamily(key(USER_TAG.text), USER_TAG),
+    bound: "one per user, removed by the user's erasure (the user hash stays as a `seq` tombstone, one per user ever registered)",
+  })),
+  {
+    ...keyFamily(RedisKeys.consecutiveFailures(USER_TAG.text), USER_TAG),
+    bound: 'one per user; no TTL by design: at the cap only an admin unlock lets the user in again (NIST SP 800-63B)',
+  },
+  // users.list's index and each user's terms (an erased user's: the erasure's sequence alone).
+  { ...keyFamily(RedisKeys.userIndex(TENANT.text), TENANT_B64), bound: "one per tenant, an entry per search term of each user" },
+  { ...keyFamily(RedisKeys.userIndexTerms(TENANT.text), TENANT_B64), bound: 'one per tenant, a field per user ever registered' },
+  // The hardware token inventory of a tenant (oath-inventory.ts keeps its key names to itself).
+  ...['tokens', ...['all', ...OATH_TOKEN_STATES].map((state) => `by:${state}`)].map((name) => ({
+    ...keyFamily(`mfa:{oath:${TENANT.text}}:${name}`, TENANT),
+    bound: 'one per tenant, an entry per hardware token imported',
+  })),
+  { ...keyFamily(slotOutboxKey(0), slotTag(slotOutboxKey(0))), bound: 'one per hash slot (16,384), a field per decision until JetStream acknowledged its event' },
+  { ...keyFamily(slotMarkerKey(0), slotTag(slotMarkerKey(0))), bound: 'one per hash slot (16,384): the projection of its users is complete' },
+  { ...keyFamily(slotStepsMarkerKey(0), slotTag(slotStepsMarkerKey(0))), bound: 'one per hash slot (16,384): its accepted TOTP steps are back after a loss' },
+  { ...keyFamily(RedisKeys.userProjectionMarker), bound: 'one: the projection of this layout exists' },
+  { ...keyFamily(STEPS_RESTORED_KEY), bound: 'one: a rebuild restored the accepted TOTP steps' },
+  { ...keyFamily(PENDING_LOGIN_KEY), bound: "one for the deployment: the console's key for sign-ins under way" },
+];
 
 const { keyring } = loadKeyring({ NODE_ENV: 'test' });
 const lockout: LockoutPolicy = { threshold: 10, windowSeconds: 900, lockoutSeconds: 900, maxConsecutiveFailures: 100 };
@@ -200,6 +261,22 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
   });
 
   const masterOf = (key: string): string => raw.slots[keySlotOf(key)]?.[0] ?? 'none';
+
+  /** The keys without a TTL (PTTL -1) on every master of the cluster, and how many keys there were. */
+  async function keysWithoutTtl(): Promise<{ scanned: number; lasting: string[] }> {
+    const lasting: string[] = [];
+    let scanned = 0;
+    for (const node of raw.nodes('master')) {
+      for await (const keys of node.scanStream({ count: 1000 }) as AsyncIterable<string[]>) {
+        scanned += keys.length;
+        const ttls = await Promise.all(keys.map((key) => node.pttl(key)));
+        keys.forEach((key, i) => ttls[i] === -1 && lasting.push(key));
+      }
+    }
+    return { scanned, lasting: lasting.sort() };
+  }
+  /** The census before the users are erased, when every user's keys are there. */
+  let beforeErasure: { scanned: number; lasting: string[] } | undefined;
 
   /**
    * The first `count` candidates whose keys fall, family by family (each index of `keysOf`), on a
@@ -424,6 +501,14 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       assert.equal((await store.recordVoiceOutcome({ ...where(voice), approved: true, answerId: `CAwalk${i}:1` })).kind, 'approved');
       assert.equal(await calls.finish(voice.challengeId, 'approved'), true);
       decided.push(voice);
+      // A call whose record expired between a webhook's read and its write (it waits up to 10 s for
+      // other services in between): every write leaves it gone (the TTL census below would find it).
+      const expired = (await start(u, 'voice')).started;
+      await calls.create(expired.challengeId, { tenantId: u.tenantId, userId: u.userId, pinMode: true, fraudCode: null }, 600_000);
+      await raw.del(RedisKeys.call(expired.tag, expired.nonce));
+      await calls.setCallSid(expired.challengeId, `CAgone${i}`);
+      await calls.answerOnce(expired.challengeId, 1, 'check_pin');
+      await calls.finish(expired.challengeId, 'unanswered');
 
       // dispatch's side of a push no device got (an APNs or FCM outage): it no longer waits for the
       // user, so the next start naming push is not rate_limited (and, below, it is not counted as ignored).
@@ -584,6 +669,7 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
     assert.ok(relayed > users.length * 5, `the full pass relayed ${relayed} decisions`);
     for (const slot of new Set(users.map((u) => u.slot))) assert.equal(await raw.hlen(slotOutboxKey(slot)), 0);
 
+    beforeErasure = await keysWithoutTtl();
     // users.delete: every user erased; a start for an erased user finds no user.
     for (const u of users) assert.equal(await writer.erase(u.tenantId, u.userId, ++u.seq), true);
     assert.equal((await start(users[0]!, 'sms')).verdict.kind, 'registration_required');
@@ -652,6 +738,22 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('leaves no key without a TTL but those meant to have none, before the users are erased and after', async () => {
+    assert.ok(beforeErasure, 'the walk ran');
+    const censuses = { 'before the erasure': beforeErasure, 'at the end': await keysWithoutTtl() };
+    const seen = new Map<string, number>();
+    for (const [when, census] of Object.entries(censuses)) {
+      const strays = census.lasting.filter((key) => {
+        const allowed = LASTING.find((l) => l.family.test(key));
+        if (allowed) seen.set(allowed.name, (seen.get(allowed.name) ?? 0) + 1);
+        return !allowed;
+      });
+      assert.deepEqual(strays, [], `keys without a TTL ${when} of the walk, in no family of LASTING: give them a TTL, or say in LASTING what bounds them`);
+      process.stdout.write(`# TTL census ${when}: ${census.scanned} keys, ${census.lasting.length} without a TTL, each in a family of LASTING\n`);
+    }
+    process.stdout.write(`# kept without a TTL, by family (both censuses):\n${LASTING.map((l) => `#   ${l.name}: ${seen.get(l.name) ?? 0}`).join('\n')}\n`);
   });
 
   it('walks every file that defines or runs a script, and every file that holds a Redis client', () => {

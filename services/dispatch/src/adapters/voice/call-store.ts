@@ -19,13 +19,34 @@ export interface CallState {
 }
 
 /**
+ * One key, so one slot: HSETNX of one field, only while the call's hash exists. A write that
+ * follows a read by seconds (the webhooks wait for other services in between) finds the hash
+ * expired at times; HSETNX alone would make it again without a TTL, for good.
+ * ARGV: field, value. 1 when written, 0 when the field was set or the call is gone.
+ */
+const RECORD_ONCE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+`;
+
+/**
  * The state of each voice challenge's call in Redis, in the challenge's slot
  * (`mfa:{tag}:call:<nonce>`, a hash), kept until well after the challenge can no longer be used.
  * Each prompt's answer is recorded once per call and prompt (HSETNX), so a webhook Twilio sends
- * again (a retry, a replay) gets the same TwiML and changes nothing twice; the outcome too.
+ * again (a retry, a replay) gets the same TwiML and changes nothing twice; the outcome too. Only
+ * create (and placementUnknown, which sets the TTL again) makes the hash: every other write leaves
+ * a call that expired gone.
  */
 export class CallStore {
-  constructor(private readonly redis: RedisClient) {}
+  constructor(private readonly redis: RedisClient) {
+    redis.defineCommand('mfaCallRecordOnce', { numberOfKeys: 1, lua: RECORD_ONCE });
+  }
+
+  /** Sets `field` unless it is set or the call is gone: true when this call set it. */
+  private async recordOnce(key: string, field: string, value: string): Promise<boolean> {
+    const redis = this.redis as unknown as { mfaCallRecordOnce: (key: string, field: string, value: string) => Promise<number> };
+    return (await redis.mfaCallRecordOnce(key, field, value)) === 1;
+  }
 
   private key(challengeId: string): string | undefined {
     const id = parseChallengeId(challengeId);
@@ -69,21 +90,24 @@ export class CallStore {
     if (key) await this.redis.multi().hset(key, 'pu', '1').pexpire(key, Math.max(1, Math.ceil(ttlMs))).exec();
   }
 
-  /** The call's CallSid, as Twilio answered the placement (or as its first webhook names it). */
+  /** The call's CallSid, as Twilio answered the placement (or as its first webhook names it); nothing once the call is gone. */
   async setCallSid(challengeId: string, callSid: string): Promise<void> {
     const key = this.key(challengeId);
-    if (key) await this.redis.hsetnx(key, 'sid', callSid);
+    if (key) await this.recordOnce(key, 'sid', callSid);
   }
 
-  /** Records the answer to one prompt; false when that prompt was answered before (a webhook delivered again). */
+  /**
+   * Records the answer to one prompt; false when that prompt was answered before (a webhook
+   * delivered again), or when the call is gone (expired: nothing is recorded).
+   */
   async answerOnce(challengeId: string, prompt: number, answer: string): Promise<boolean> {
     const key = this.key(challengeId);
-    return key ? (await this.redis.hsetnx(key, `g${prompt}`, answer)) === 1 : false;
+    return key ? this.recordOnce(key, `g${prompt}`, answer) : false;
   }
 
-  /** Records how the call ended for the challenge, once; true the first time. */
+  /** Records how the call ended for the challenge, once; true the first time, false too when the call is gone (expired). */
   async finish(challengeId: string, outcome: string): Promise<boolean> {
     const key = this.key(challengeId);
-    return key ? (await this.redis.hsetnx(key, 'o', outcome)) === 1 : false;
+    return key ? this.recordOnce(key, 'o', outcome) : false;
   }
 }

@@ -6,7 +6,9 @@ export type Format = 'table' | 'json' | 'csv';
 export function render(rows: ReadonlyArray<Record<string, unknown>>, columns: readonly string[], format: Format): string {
   if (format === 'json') return `${JSON.stringify(rows, null, 2)}\n`;
   const cells = rows.map((row) => columns.map((c) => cell(row[c])));
-  if (format === 'csv') return stringify([columns as string[], ...cells.map((r) => r.map(neutralized))]);
+  // A cell a spreadsheet would take for a formula (=, +, -, @, their full-width forms, a tab or a
+  // carriage return first) gets a leading quote.
+  if (format === 'csv') return stringify([columns as string[], ...cells], { escape_formulas: true });
   if (rows.length === 0) return '(none)\n';
   const widths = columns.map((c, i) => Math.min(60, Math.max(c.length, ...cells.map((r) => r[i]!.length))));
   const line = (values: readonly string[]) => values.map((v, i) => (v.length > widths[i]! ? `${v.slice(0, widths[i]! - 1)}…` : v.padEnd(widths[i]!))).join('  ').trimEnd();
@@ -19,6 +21,3 @@ function cell(value: unknown): string {
   const text = typeof value === 'object' ? JSON.stringify(value) : String(value);
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
-
-/** A cell a spreadsheet would take for a formula gets a leading quote. */
-const neutralized = (value: string) => (/^[=+\-@]/.test(value) ? `'${value}` : value);

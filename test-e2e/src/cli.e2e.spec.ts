@@ -225,7 +225,7 @@ describe('the mfa command line', () => {
     // Block and unblock (admin: the platform key).
     assert.ok((await json(['users', 'block', tenantId, userId, '--reason', 'cli test'])).blockedUntil);
     assert.equal((await json(['challenges', 'start', tenantId, userId], idpKey)).reason, 'user_blocked');
-    assert.equal((await json(['users', 'unblock', tenantId, userId, '--reason', 'done'])).unblocked, true);
+    assert.equal((await json(['users', 'unblock', tenantId, userId, '--reason', '＝HYPERLINK("https://example.com")'])).unblocked, true);
 
     // Reports in three formats.
     const csv = await eventually(async () => {
@@ -238,6 +238,9 @@ describe('the mfa command line', () => {
     assert.ok(lines.some((l) => l.includes('MFA denied; user is blocked')));
     const asJson = JSON.parse((await mfa(['--format', 'json', 'reports', 'signins', tenantId, '--user', userId], idpKey)).stdout) as unknown[];
     assert.equal(asJson.length, lines.length - 1);
+    // A reason a spreadsheet would run as a formula (a full-width `=`) is quoted in CSV.
+    const blockedCsv = (await mfa(['--format', 'csv', 'reports', 'blocked', tenantId, '--user', userId], idpKey)).stdout;
+    assert.match(blockedCsv, /,"'＝HYPERLINK\(""https:\/\/example\.com""\)",/);
     const table = await mfa(['reports', 'blocked', tenantId, '--user', userId], idpKey);
     assert.match(table.stdout, /^occurredAt\s+action\s+userId/m);
     assert.match(table.stdout, /unblock\s+/);

@@ -113,7 +113,7 @@ export const RedisKeys = {
   phoneThrottle: (tag: string) => `mfa:{${tag}}:throttle:phone`,
   /** Sends to one phone number of a tenant in the sliding window (dispatch); `phone` is phoneTag's keyed hash. */
   phoneSends: (tenantId: string, phone: string) => `mfa:{phone:${Buffer.from(tenantId, 'utf8').toString('base64url')}:${phone}}:sends`,
-  /** The call of one voice challenge (dispatch): what its webhooks need, each prompt's answer, the outcome. */
+  /** The call of one voice challenge (dispatch): what its webhooks need (extension among them), the CallSid, each prompt's answer, the outcome, `pu` for a placement Twilio never confirmed; until 10 min past the challenge's expiry, never written once gone (CallStore). */
   call: (tag: string, nonce: string) => `mfa:{${tag}}:call:${nonce}`,
   /** Sends to one block of 10,000 numbers (dispatch), per tenant or ('*') across tenants; `block` is phoneTag's keyed hash of it. */
   prefixSends: (tenantId: string, block: string) => `mfa:{prefix:${tenantId === '*' ? '*' : Buffer.from(tenantId, 'utf8').toString('base64url')}:${block}}:sends`,
@@ -137,16 +137,16 @@ export const RedisKeys = {
    * whose device is gone finds nothing there, so none is ever trusted on its own.
    */
   devicesMoved: (tag: string) => `mfa:{${tag}}:devices:moved`,
-  /** Nonces of signed device requests seen in the last 2 minutes (the device API's replay guard). */
+  /** Nonces of signed device requests seen in the last 150 s: twice the clock skew allowed, and 30 s (the device API's replay guard). */
   deviceNonce: (tag: string, deviceNonce: string, nonce: string) => `mfa:{${tag}}:dn:${deviceNonce}:${nonce}`,
-  /** An activation code's pending enrolment (user-settings): {tenantId, userId, expiresAt}; taken once. */
+  /** An activation code's pending enrolment (user-settings): {tenantId, userId, issuedAtMs}, for the code's lifetime; taken once. */
   activation: (codeHash: string) => `mfa:{act:${codeHash}}:activation`,
   /**
    * The user has push activation codes that may still be good: the last one's issue time (ms),
    * expiring with it (user-settings; a reset with nothing else to clear is recorded all the same).
    */
   activationIssued: (tag: string) => `mfa:{${tag}}:push:codes`,
-  /** The user's pending push challenge (one at a time): its challenge id, expiring with it. */
+  /** The user's pending push challenge (one at a time): `<challenge id>|<expiry ms>`, kept PUSH_WINDOW_SECONDS past its expiry (an unanswered one counts as ignored). */
   pendingPush: (tag: string) => `mfa:{${tag}}:push:pending`,
   /** The user's push challenges in the sliding window (push rate limit): challenge id -> ms. */
   pushStarts: (tag: string) => `mfa:{${tag}}:push:starts`,

@@ -12,6 +12,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { EventSubjects, Streams, Subjects } from '@mfa/contracts';
 import { generateDataKey, keyringFromMasterKey, loadKeyring, userTag } from '@mfa/crypto';
 import { connectClient, createEvent, requestJson } from '@mfa/messaging';
+import { RedisKeys } from '@mfa/projection';
 import {
   eventually,
   itWith,
@@ -196,7 +197,7 @@ describe('backup and restore of the JetStream store', () => {
     // Redis still holds the projection of the lost events: C, who is not in the log, signs in.
     assert.equal((await ask(Subjects.challengeStart, { tenantId, userId: C.userId, method: 'sms' }, idpKey)).status, 'pending', 'C is still in the stale Redis');
     await redis.flushall();
-    await eventually(async () => ((await redis.exists('mfa:projection:users:v8')) ? true : undefined), 60_000, 'the projection rebuilt');
+    await eventually(async () => ((await redis.exists(RedisKeys.userProjectionMarker)) ? true : undefined), 60_000, 'the projection rebuilt');
 
     // What was before the backup is there.
     const a = await eventually(async () => {

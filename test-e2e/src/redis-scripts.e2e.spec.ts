@@ -162,10 +162,14 @@ function keyFamily(example: string, ...parts: KeyPart[]): { name: string; family
  */
 const LASTING: Array<{ name: string; family: RegExp; bound: string }> = [
   // The user projection: what the event log says of each user, kept while the user exists.
-  ...[RedisKeys.user, RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.devicesMoved, RedisKeys.devicesUsed].map((key) => ({
+  ...[RedisKeys.user, RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.devicesUsed].map((key) => ({
     ...keyFamily(key(USER_TAG.text), USER_TAG),
     bound: "one per user, removed by the user's erasure (the user hash stays as a `seq` tombstone, one per user ever registered)",
   })),
+  {
+    ...keyFamily(RedisKeys.devicesMoved(USER_TAG.text), USER_TAG),
+    bound: "one per earlier tag of a user with apps activated under an earlier master key: a field goes with the projection write that drops its app, the user's erasure, or the app's next request once it is gone",
+  },
   {
     ...keyFamily(RedisKeys.consecutiveFailures(USER_TAG.text), USER_TAG),
     bound: 'one per user; no TTL by design: at the cap only an admin unlock lets the user in again (NIST SP 800-63B)',

@@ -5,7 +5,7 @@ import calculateSlot from 'cluster-key-slot';
  * user hash holds it (UserFields.layout): a snapshot is written again over the same snapshot of
  * another layout, so a rebuild to a new layout reaches users whose events did not change.
  */
-export const PROJECTION_LAYOUT = 8;
+export const PROJECTION_LAYOUT = 9;
 
 /**
  * Redis layout. Every key of one user carries the user's hash tag `{tag}` (a keyed hash of

@@ -356,7 +356,7 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.deepEqual([(await pending(moved)).status, (await pending(moved)).body.error?.code], [403, 'not_activated']);
   });
 
-  itWith({ real: ['nats', 'redis'] }, 'a device not found in a slot Redis is rebuilding (no projection marker) is asked to come back: 503 unavailable with Retry-After; once the slot is complete, 403 not_activated', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'a device not found in a slot Redis is rebuilding (no projection marker) is asked to come back: 503 unavailable with Retry-After, and the projection’s marker dropped (a rebuild); once the slot is complete, 403 not_activated', async () => {
     const pair = generateKeyPairSync('ed25519');
     const unknown: TestDevice = { deviceId: formatDeviceId(randomBytes(16).toString('base64url').slice(0, 22), randomBytes(16).toString('base64url').slice(0, 22)), algorithm: 'Ed25519', privateKey: pair.privateKey };
     const marker = RedisKeys.slotMarker(unknown.deviceId.split('.')[0]!);
@@ -367,8 +367,12 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
       assert.equal(res.status, 503);
       assert.equal(res.headers.get('retry-after'), '5');
       assert.equal(((await res.json()) as Reply).error?.code, 'unavailable');
+      // The projection's own marker stood (as when one node of a cluster came back empty): dropped,
+      // so that user-settings rebuilds the slot's marker.
+      assert.equal(await redis.exists(RedisKeys.userProjectionMarker), 0, 'the rebuild asked for');
     } finally {
       await redis.set(marker, '1');
+      await writer.markComplete();
     }
     assert.deepEqual([(await pending(unknown)).status, (await pending(unknown)).body.error?.code], [403, 'not_activated']);
   });

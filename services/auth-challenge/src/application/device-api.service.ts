@@ -325,14 +325,26 @@ export class DeviceApiService {
       p.hget(RedisKeys.devices(id.tag), id.nonce).hget(RedisKeys.devicesMoved(id.tag), id.nonce).exists(RedisKeys.slotMarker(id.tag)),
     );
     if (stored) return { tag: id.tag, stored };
-    if (!movedTo || !isUserTag(movedTo)) return complete === 1 ? undefined : 'rebuilding';
+    if (!movedTo || !isUserTag(movedTo)) return complete === 1 ? undefined : this.rebuilding();
     const [there, completeThere] = await this.inSlot<[string | null, number]>((p) => p.hget(RedisKeys.devices(movedTo), id.nonce).exists(RedisKeys.slotMarker(movedTo)));
     if (there) return { tag: movedTo, stored: there };
-    if (completeThere !== 1) return 'rebuilding';
+    if (completeThere !== 1) return this.rebuilding();
     // The app was deleted (or its user erased) since: its pointer goes too. A nonce is never given
     // again, and a rebuild writes the pointers of the apps it finds.
     await this.redis.hdel(RedisKeys.devicesMoved(id.tag), id.nonce);
     return undefined;
+  }
+
+  /**
+   * A slot without its marker: Redis is being rebuilt, or (the projection's own marker still
+   * standing) a node of a cluster came back empty, which no sign-in may notice for a while: dropping
+   * that marker starts the rebuild that writes the slot's back (within a second), as a projection
+   * write that finds the same does (UserProjectionWriter.apply). While a rebuild runs, it is gone
+   * already.
+   */
+  private async rebuilding(): Promise<'rebuilding'> {
+    await this.redis.del(RedisKeys.userProjectionMarker);
+    return 'rebuilding';
   }
 
   /** Commands of one hash slot in one round trip: their replies, or the first error. */

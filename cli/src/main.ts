@@ -300,7 +300,11 @@ users
   .command('delete <tenant> <user>')
   .description('erase the user: personal data becomes unreadable everywhere (admin scope)')
   .requiredOption('--yes', 'confirm: this cannot be undone')
-  .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersDelete, { tenantId, userId }))));
+  .option('--only-if-key-erased <generation>', "only complete an erasure the key store made at this data key generation (after a restore; conflict if the user's key is live)")
+  .action((tenantId: string, userId: string, o: { onlyIfKeyErased?: string }) =>
+    // A generation that is no number is sent as it is: the service refuses it with its reason.
+    withApi(async (api) => print(await api.call(Subjects.usersDelete, { tenantId, userId, ...(o.onlyIfKeyErased !== undefined ? { onlyIfKeyErased: /^\d+$/.test(o.onlyIfKeyErased) ? Number(o.onlyIfKeyErased) : o.onlyIfKeyErased } : {}) }))),
+  );
 
 // ---- voice messages ----------------------------------------------------------------------------
 const voice = program.command('voice-messages').description("the tenant's own recordings of the call's messages (admin scope)");

@@ -226,6 +226,11 @@ describe('the mfa command line', () => {
     assert.ok((await json(['users', 'block', tenantId, userId, '--reason', 'cli test'])).blockedUntil);
     assert.equal((await json(['challenges', 'start', tenantId, userId], idpKey)).reason, 'user_blocked');
     assert.equal((await json(['users', 'unblock', tenantId, userId, '--reason', '＝HYPERLINK("https://example.com")'])).unblocked, true);
+    // users delete --only-if-key-erased completes only an erasure the key store made (after a
+    // restore): the user's key is live, so nothing is erased.
+    const notErased = await mfa(['users', 'delete', tenantId, userId, '--yes', '--only-if-key-erased', '1']);
+    assert.equal(notErased.code, 1);
+    assert.match(notErased.stderr, /conflict: the user’s data key \(generation 1\) is live: no erasure of generation 1 to complete; nothing erased/);
 
     // Reports in three formats.
     const csv = await eventually(async () => {

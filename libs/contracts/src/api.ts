@@ -321,8 +321,16 @@ export type UsersUnblockReply = z.infer<typeof UsersUnblockReply>;
  * Admin: erases the user (crypto-shredding). Their personal data becomes unreadable everywhere,
  * the event log included, and report rows keep only a pseudonymous id. Deleting an erased user
  * again answers `deleted` too.
+ *
+ * `onlyIfKeyErased` (a data key generation) erases only to complete an erasure the key store made
+ * and the event log misses (a restore of the two from different moments): answered `deleted` with
+ * nothing recorded when the log already erases that generation or a later one, carried out when
+ * MFA_USER_KEYS holds the tombstone of that generation or a later one for a user the log has
+ * registered, and refused with `conflict` otherwise (the user's key is live, or there is no
+ * tombstone). A `users.register` that completed the erasure first and registered the user again is
+ * left alone: the erasure is recorded, so the reply is `deleted`.
  */
-export const UsersDeleteRequest = z.object({ tenantId: TenantId, userId: UserId });
+export const UsersDeleteRequest = z.object({ tenantId: TenantId, userId: UserId, onlyIfKeyErased: z.int().positive().optional() });
 export type UsersDeleteRequest = z.infer<typeof UsersDeleteRequest>;
 export const UsersDeleteReply = z.object({ userId: z.string(), deleted: z.literal(true) });
 export type UsersDeleteReply = z.infer<typeof UsersDeleteReply>;

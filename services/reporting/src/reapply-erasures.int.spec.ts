@@ -1,14 +1,14 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { EventSubjects, Streams } from '@mfa/contracts';
+import { EventSubjects, Streams, type UsersDeleteRequest } from '@mfa/contracts';
 import { generateDataKey, loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, createEvent, ensureStream, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, testEnv, uniqueTenant } from '@mfa/testing';
 import { prepareDatabase } from './adapters/database.js';
 import { ErasureReapply, type ReapplyReport } from './application/erasure-reapply.js';
-import { formatReapplyReport } from './reapply-erasures.js';
+import { exitCodeOf, formatReapplyReport } from './reapply-erasures.js';
 
 /**
  * reapply-erasures over a log and a key store restored from different moments (docs/operations.md,
@@ -54,18 +54,32 @@ describe('reapply-erasures: users the event log and MFA_USER_KEYS disagree on (r
       await nats.js.publish(EventSubjects.userDataKey(userTag(keyring, tenantId, userId)), JSON.stringify(body));
     }
   };
-  const reapply = async (tenantId: string) => {
-    const erased: string[] = [];
+  type Reply = { error?: { code: string; message: string } };
+  /**
+   * One pass over the log; `answer` stands for user-settings (users.delete), by default answering
+   * deleted and changing nothing. Only this tenant's users are returned (the streams are shared).
+   */
+  const reapply = async (tenantId: string, options: { dryRun?: boolean; answer?: (request: UsersDeleteRequest) => Promise<Reply> } = {}) => {
+    const erased: UsersDeleteRequest[] = [];
     const report = await new ErasureReapply(nats, keyring, db, {
-      dryRun: false,
+      dryRun: options.dryRun ?? false,
       log,
-      erase: async (user) => {
-        if (user.tenantId === tenantId) erased.push(user.userId);
-        return {};
+      erase: async (request) => {
+        if (request.tenantId !== tenantId) return {};
+        erased.push(request);
+        return options.answer ? options.answer(request) : {};
       },
     }).run();
     const ours = <U extends { tenantId: string; userId: string }>(users: U[]) => users.filter((u) => u.tenantId === tenantId).sort((a, b) => a.userId.localeCompare(b.userId));
-    return { report, erased, withoutKey: ours(report.withoutKey), keyErasedOnly: ours(report.keyErasedOnly) };
+    return {
+      report,
+      erased: erased.map((r) => r.userId),
+      requests: erased.sort((a, b) => a.userId.localeCompare(b.userId)),
+      withoutKey: ours(report.withoutKey),
+      keyErasedOnly: ours(report.keyErasedOnly),
+      keyErasuresCompleted: ours(report.keyErasuresCompleted),
+      failed: ours(report.failed),
+    };
   };
 
   itWith({ real: ['nats', 'postgres'] }, 'a user erased and registered again whose key store holds only the erasure’s tombstone lacks a data key: not listed as erased by the key store', async () => {
@@ -81,7 +95,7 @@ describe('reapply-erasures: users the event log and MFA_USER_KEYS disagree on (r
     assert.deepEqual(erased, [], 'nobody erased');
   });
 
-  itWith({ real: ['nats', 'postgres'] }, 'users whose key store destroyed a key the log never erased are listed with the tombstone’s generation, and nothing is erased', async () => {
+  itWith({ real: ['nats', 'postgres'] }, 'a dry run lists the users whose key store destroyed a key the log never erased, with the tombstone’s generation, and erases nothing', async () => {
     const tenantId = uniqueTenant('reapply-keyerased');
     // Bertil: erased after the log's backup. Erik: erased before it, registered again, and erased
     // again after it (the log records the erasure of 1, not of 2).
@@ -89,14 +103,63 @@ describe('reapply-erasures: users the event log and MFA_USER_KEYS disagree on (r
     await keysOf(tenantId, 'bertil', [{ key: 1 }, { tombstone: 1 }]);
     await logOf(tenantId, 'erik', ['r', 1, 'r']);
     await keysOf(tenantId, 'erik', [{ key: 1 }, { tombstone: 1 }, { key: 2 }, { tombstone: 2 }]);
-    const { report, withoutKey, keyErasedOnly, erased } = await reapply(tenantId);
+    const { report, withoutKey, keyErasedOnly, keyErasuresCompleted, erased } = await reapply(tenantId, { dryRun: true });
     assert.deepEqual(keyErasedOnly, [
       { tenantId, userId: 'bertil', gen: 1 },
       { tenantId, userId: 'erik', gen: 2 },
     ]);
     assert.deepEqual(withoutKey, []);
-    assert.deepEqual(erased, [], 'the pass records no erasure for them (see docs/operations.md)');
+    assert.deepEqual(keyErasuresCompleted, []);
+    assert.deepEqual(erased, [], 'a dry run erases nothing');
     const text = formatReapplyReport({ ...report, keyErasedOnly } satisfies ReapplyReport);
+    assert.match(text, /erasure to complete: 2/);
     assert.match(text, new RegExp(`  ${tenantId} erik \\(key generation 2\\)`));
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'a run completes those erasures with users.delete onlyIfKeyErased; a refusal is a failure; a second run has nothing left to do', async () => {
+    const tenantId = uniqueTenant('reapply-complete');
+    await logOf(tenantId, 'bertil', ['r']);
+    await keysOf(tenantId, 'bertil', [{ key: 1 }, { tombstone: 1 }]);
+    await logOf(tenantId, 'erik', ['r', 1, 'r']);
+    await keysOf(tenantId, 'erik', [{ key: 1 }, { tombstone: 1 }, { key: 2 }, { tombstone: 2 }]);
+    // Gustav's users.delete is refused (user-settings found his key live: registered again).
+    await logOf(tenantId, 'gustav', ['r']);
+    await keysOf(tenantId, 'gustav', [{ key: 1 }, { tombstone: 1 }]);
+    // What user-settings records for a completed erasure: UserErased of the tombstone's generation.
+    const userSettings = async (request: UsersDeleteRequest): Promise<Reply> => {
+      if (request.userId === 'gustav') return { error: { code: 'conflict', message: 'the user’s data key (generation 2) is live: no erasure of generation 1 to complete; nothing erased' } };
+      assert.ok(request.onlyIfKeyErased !== undefined, 'a conditional users.delete');
+      await logOf(request.tenantId, request.userId, [request.onlyIfKeyErased]);
+      return {};
+    };
+
+    const first = await reapply(tenantId, { answer: userSettings });
+    assert.deepEqual(first.requests, [
+      { tenantId, userId: 'bertil', onlyIfKeyErased: 1 },
+      { tenantId, userId: 'erik', onlyIfKeyErased: 2 },
+      { tenantId, userId: 'gustav', onlyIfKeyErased: 1 },
+    ]);
+    assert.deepEqual(first.keyErasuresCompleted, [
+      { tenantId, userId: 'bertil', gen: 1 },
+      { tenantId, userId: 'erik', gen: 2 },
+    ]);
+    assert.deepEqual(first.keyErasedOnly, [], 'each one completed or failed');
+    assert.equal(first.failed.length, 1);
+    assert.equal(first.failed[0]!.userId, 'gustav');
+    assert.match(first.failed[0]!.error, /generation 1: conflict: the user’s data key \(generation 2\) is live/);
+    assert.equal(exitCodeOf({ ...first.report, failed: first.failed, withoutKey: first.withoutKey }), 3, 'what remains undone: the failure');
+    assert.equal(exitCodeOf({ ...first.report, failed: [], withoutKey: [] }), 0, 'completed erasures need no look');
+    const text = formatReapplyReport({ ...first.report, keyErasuresCompleted: first.keyErasuresCompleted, failed: first.failed } satisfies ReapplyReport);
+    assert.match(text, /completed: 2\n/);
+    assert.match(text, new RegExp(`  ${tenantId} erik \\(key generation 2\\)`));
+    assert.match(text, new RegExp(`  ${tenantId} gustav: completing`));
+
+    // The log records those erasures now: nothing to do for them; Gustav is tried again.
+    const second = await reapply(tenantId, { answer: userSettings });
+    assert.deepEqual(second.erased, ['gustav']);
+    assert.deepEqual([second.keyErasuresCompleted, second.keyErasedOnly, second.withoutKey], [[], [], []]);
+    const dry = await reapply(tenantId, { dryRun: true });
+    assert.deepEqual(dry.keyErasedOnly, [{ tenantId, userId: 'gustav', gen: 1 }]);
+    assert.equal(exitCodeOf({ ...dry.report, failed: dry.failed, withoutKey: dry.withoutKey }), 0, 'a dry run’s erasures to make need no look');
   });
 });

@@ -3,9 +3,11 @@
 //   node services/reporting/dist/reapply-erasures.js [--dry-run] [--json]
 // with reporting's environment (MFA_ENCRYPTION_KEY, MFA_PREVIOUS_ENCRYPTION_KEYS, NATS_*,
 // DATABASE_URL) and MFA_PLATFORM_API_KEY: erases again (users.delete) every user the report
-// records as erased whom the restored log has registered. Run it once user-settings has started.
-// Exit code: 0 when done, 3 when users need a look (no data key, a key destroyed without an
-// erasure in the log, a users.delete that failed: run it again), 1 on failure, 2 on a bad argument.
+// records as erased whom the restored log has registered, and completes the erasures the key store
+// made that the log misses (users.delete with onlyIfKeyErased). Run it once user-settings has
+// started. Exit code: 0 when done (a dry run: nothing needs a look), 3 when users need a look (no
+// data key, a users.delete that failed or was refused: run it again), 1 on failure, 2 on a bad
+// argument.
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -21,20 +23,32 @@ const log = createLogger('reporting-reapply-erasures', { level: 'warn' });
 /** The report for a person: user ids, since the operator records what was erased again. */
 export function formatReapplyReport(report: ReapplyReport): string {
   const ref = (u: { tenantId: string; userId: string }) => `  ${u.tenantId} ${u.userId}`;
+  const failed = new Set(report.failed.map((u) => `${u.tenantId}\n${u.userId}`));
   const lines = [
     `${report.dryRun ? 'Dry run (nothing erased). ' : ''}Users in the event log: ${report.users}; erased there: ${report.erasedInLog}.`,
-    `Erased in the report but registered in the log: ${report.erasedAgain.length}${report.dryRun ? ' (to erase again)' : `, erased again: ${report.erasedAgain.length - report.failed.length}`}.`,
+    `Erased in the report but registered in the log: ${report.erasedAgain.length}${report.dryRun ? ' (to erase again)' : `, erased again: ${report.erasedAgain.filter((u) => !failed.has(`${u.tenantId}\n${u.userId}`)).length}`}.`,
     ...report.erasedAgain.map(ref),
   ];
-  if (report.failed.length > 0) lines.push(`Failed (a users.delete, or a data key that does not read; run the tool again): ${report.failed.length}`, ...report.failed.map((u) => `${ref(u)}: ${u.error}`));
+  if (report.keyErasuresCompleted.length > 0) {
+    lines.push(
+      `Erasures the key store made that the log missed (MFA_USER_KEYS newer than the log), completed: ${report.keyErasuresCompleted.length}`,
+      ...report.keyErasuresCompleted.map((u) => `${ref(u)} (key generation ${u.gen})`),
+    );
+  }
+  if (report.failed.length > 0) lines.push(`Failed (a users.delete that failed or was refused, or a data key that does not read: run the tool again once fixed): ${report.failed.length}`, ...report.failed.map((u) => `${ref(u)}: ${u.error}`));
   if (report.withoutKey.length > 0) lines.push(`Users without a data key (MFA_USER_KEYS older than the log): ${report.withoutKey.length}`, ...report.withoutKey.map(ref));
   if (report.keyErasedOnly.length > 0) {
     lines.push(
-      `Users whose data key is destroyed but whom the log does not erase (MFA_USER_KEYS newer than the log): ${report.keyErasedOnly.length}`,
+      `Users whose data key is destroyed but whom the log does not erase (MFA_USER_KEYS newer than the log), erasure to complete: ${report.keyErasedOnly.length}`,
       ...report.keyErasedOnly.map((u) => `${ref(u)} (key generation ${u.gen})`),
     );
   }
   return lines.join('\n');
+}
+
+/** 3 while users need a look: what remains undone (a dry run's erasures to make are not counted); else 0. */
+export function exitCodeOf(report: Pick<ReapplyReport, 'failed' | 'withoutKey'>): 0 | 3 {
+  return report.failed.length + report.withoutKey.length === 0 ? 0 : 3;
 }
 
 async function run(): Promise<number> {
@@ -59,10 +73,10 @@ async function run(): Promise<number> {
     const report = await new ErasureReapply(nats, config.keyring, db, {
       dryRun,
       log,
-      erase: ({ tenantId, userId }) => requestJson(nats.nc, Subjects.usersDelete, { tenantId, userId }, { timeoutMs: 10_000, headers }),
+      erase: (request) => requestJson(nats.nc, Subjects.usersDelete, request, { timeoutMs: 10_000, headers }),
     }).run();
     process.stdout.write(`${args.json ? JSON.stringify(report) : formatReapplyReport(report)}\n`);
-    return report.failed.length + report.withoutKey.length + report.keyErasedOnly.length === 0 ? 0 : 3;
+    return exitCodeOf(report);
   } finally {
     await nats.nc.drain().catch(() => undefined);
     await db.end().catch(() => undefined);

@@ -195,6 +195,101 @@ describe('a user erased in MFA_USER_KEYS whom the log never erased (keys newer t
   });
 });
 
+describe('users.delete with onlyIfKeyErased: completing an erasure the key store made (reapply-erasures)', () => {
+  const tenantId = uniqueTenant('kc');
+  const completing = (userId: string, onlyIfKeyErased: number) => instance().delete({ tenantId, userId, onlyIfKeyErased }, new Date());
+
+  itWith({ real: ['nats', 'redis'] }, 'records the erasure at the tombstone’s generation and carries it out; sent again after the user registered again, it answers deleted and undoes nothing', async () => {
+    const userId = await registered(tenantId, 'complete');
+    await keysOf().erase(tenantId, userId, 1, new Date());
+
+    assert.deepEqual(await completing(userId, 1), { userId, deleted: true });
+    assert.deepEqual(await typesOf(tenantId, userId), ['UserRegistered', 'UserErased']);
+    assert.deepEqual(await erasedGens(tenantId, userId), [1]);
+    assert.equal(await methodsInRedis(tenantId, userId), null, 'the projection is erased');
+    const tombstone = await keysOf().current(tenantId, userId);
+    assert.deepEqual([tombstone?.kind, tombstone?.gen], ['erased', 1]);
+
+    // The reply was lost, the user registered again, and the request is sent again.
+    await instance().register({ tenantId, userId, displayName: 'Registered Again' }, new Date());
+    assert.deepEqual(await completing(userId, 1), { userId, deleted: true });
+    assert.deepEqual(await typesOf(tenantId, userId), ['UserRegistered', 'UserErased', 'UserRegistered'], 'nothing recorded');
+    assert.equal((await instance().get({ tenantId, userId }, new Date())).displayName, 'Registered Again');
+    const entry = await keysOf().current(tenantId, userId);
+    assert.deepEqual([entry?.kind, entry?.gen], ['key', 2]);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a tombstone of a later generation than the log erased (erased, registered again, erased again after the backup): recorded at that generation; a later generation asked for is refused', async () => {
+    const userId = await registered(tenantId, 'complete-later');
+    await instance().delete({ tenantId, userId }, new Date());
+    await instance().register({ tenantId, userId, displayName: 'Helga Nordin' }, new Date());
+    await keysOf().erase(tenantId, userId, 2, new Date());
+
+    const beyond = await rejection(completing(userId, 3));
+    assert.equal(beyond.code, 'conflict', beyond.message);
+    assert.match(beyond.message, /erased generation 2 only/);
+    assert.deepEqual(await erasedGens(tenantId, userId), [1], 'nothing recorded');
+    assert.deepEqual(await completing(userId, 2), { userId, deleted: true });
+    assert.deepEqual(await erasedGens(tenantId, userId), [1, 2]);
+    assert.equal(await methodsInRedis(tenantId, userId), null);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a live key, or no key at all: conflict, and nothing is written', async () => {
+    const live = await registered(tenantId, 'live');
+    const refused = await rejection(completing(live, 1));
+    assert.equal(refused.code, 'conflict', refused.message);
+    assert.match(refused.message, /data key \(generation 1\) is live.*nothing erased/);
+    assert.deepEqual(await typesOf(tenantId, live), ['UserRegistered'], 'nothing recorded');
+    assert.equal(await methodsInRedis(tenantId, live), 'sms,voice', 'the projection is untouched');
+    const key = await keysOf().current(tenantId, live);
+    assert.deepEqual([key?.kind, key?.gen], ['key', 1], 'the key is untouched');
+    assert.equal((await instance().get({ tenantId, userId: live }, new Date())).displayName, 'Helga Nordin');
+
+    // A key the restore lost is no erasure to complete either (that is the operator's users.delete).
+    const keyless = await registered(tenantId, 'keyless');
+    await loseKey(tenantId, keyless);
+    const lost = await rejection(completing(keyless, 1));
+    assert.equal(lost.code, 'conflict', lost.message);
+    assert.match(lost.message, /holds no data key/);
+    assert.deepEqual(await typesOf(tenantId, keyless), ['UserRegistered']);
+    assert.equal(await keysOf().current(tenantId, keyless), undefined, 'no tombstone written');
+  });
+
+  for (const when of ['before the erasure loads the user', 'between its read of the log and its read of the key', 'between its read of the key and its append'] as const) {
+    itWith({ real: ['nats', 'redis'] }, `an IdP’s users.register racing it (${when}) completes the erasure and registers the user again: answered deleted, and the new registration stands`, async () => {
+      const userId = await registered(tenantId, 'raced');
+      await keysOf().erase(tenantId, userId, 1, new Date());
+      const register = () => instance().register({ tenantId, userId, displayName: 'Registered Again', email: 'again@example.com', phoneNumber: '+46701234568' }, new Date());
+      let race: (() => Promise<unknown>) | undefined = register;
+      const go = async () => {
+        const run = race;
+        race = undefined;
+        await run?.();
+      };
+      class RacedKeys extends UserDataKeys {
+        override async current(...args: Parameters<UserDataKeys['current']>) {
+          if (when === 'between its read of the log and its read of the key') await go();
+          const entry = await super.current(...args);
+          if (when === 'between its read of the key and its append') await go();
+          return entry;
+        }
+      }
+      if (when === 'before the erasure loads the user') await go();
+      const raced = new UserSettingsService({ store, projection: writer, keyring, keys: new RacedKeys(nats, keyring), log, autoCreateTenants: true, totpIssuer: 'Open MFA', snapshots: new SnapshotStore(nats.js, nats.jsm) });
+
+      assert.deepEqual(await raced.delete({ tenantId, userId, onlyIfKeyErased: 1 }, new Date()), { userId, deleted: true });
+      assert.equal(race, undefined, 'the race ran');
+      assert.deepEqual(await typesOf(tenantId, userId), ['UserRegistered', 'UserErased', 'UserRegistered'], 'the register’s erasure, once, and its registration');
+      assert.deepEqual(await erasedGens(tenantId, userId), [1]);
+      const user = await instance().get({ tenantId, userId }, new Date());
+      assert.deepEqual([user.displayName, user.email, user.phoneNumber], ['Registered Again', 'again@example.com', '+46701234568'], 'the new registration is untouched');
+      const entry = await keysOf().current(tenantId, userId);
+      assert.deepEqual([entry?.kind, entry?.gen], ['key', 2]);
+      assert.equal(await methodsInRedis(tenantId, userId), 'sms,voice', 'the new registration stays projected');
+    });
+  }
+});
+
 describe('a user whose data key MFA_USER_KEYS does not hold (keys older than events)', () => {
   const tenantId = uniqueTenant('ko');
 

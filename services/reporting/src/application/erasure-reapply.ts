@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { EventSubjects, Streams, subjectIds } from '@mfa/contracts';
+import { EventSubjects, Streams, subjectIds, type UsersDeleteRequest } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
 import { UserDataKeys } from '@mfa/service-kit';
@@ -30,9 +30,12 @@ export interface ReapplyReport {
   withoutKey: UserRef[];
   /**
    * Users whose data key is destroyed (a tombstone of generation `gen`) though the log records no
-   * erasure of that generation (MFA_USER_KEYS newer than the log).
+   * erasure of that generation (MFA_USER_KEYS newer than the log), whose erasure is to be completed:
+   * the dry run's. A run moves each to keyErasuresCompleted, or to failed.
    */
   keyErasedOnly: Array<UserRef & { gen: number }>;
+  /** Those erasures completed (users.delete with onlyIfKeyErased: `gen`); none in a dry run. */
+  keyErasuresCompleted: Array<UserRef & { gen: number }>;
   /** users.delete refused or failed, or the user's data key did not read: run the tool again (after fixing the keyring). */
   failed: Array<UserRef & { error: string }>;
 }
@@ -40,7 +43,7 @@ export interface ReapplyReport {
 export interface ErasureReapplyOptions {
   dryRun: boolean;
   /** users.delete through the public API (the caller adds the platform key); resolves to the reply. */
-  erase: (user: UserRef) => Promise<{ error?: { code: string; message: string } }>;
+  erase: (request: UsersDeleteRequest) => Promise<{ error?: { code: string; message: string } }>;
   log: Logger;
 }
 
@@ -52,7 +55,9 @@ export interface ErasureReapplyOptions {
  * computes every user's pseudonyms (under the current and each previous master key, as the
  * projection records them) and erases again, through users.delete, each user whose current data
  * key the report says was erased: its generation is at most the erased one. A user registered
- * again after an erasure has a later generation and is left alone.
+ * again after an erasure has a later generation and is left alone. A user whose data key the key
+ * store destroyed after the log's backup (MFA_USER_KEYS newer than the log) has that erasure
+ * completed, through users.delete with onlyIfKeyErased.
  */
 export class ErasureReapply {
   private readonly keys: UserDataKeys;
@@ -69,7 +74,7 @@ export class ErasureReapply {
   }
 
   async run(): Promise<ReapplyReport> {
-    const report: ReapplyReport = { dryRun: this.options.dryRun, users: 0, erasedInLog: 0, erasedAgain: [], withoutKey: [], keyErasedOnly: [], failed: [] };
+    const report: ReapplyReport = { dryRun: this.options.dryRun, users: 0, erasedInLog: 0, erasedAgain: [], withoutKey: [], keyErasedOnly: [], keyErasuresCompleted: [], failed: [] };
     let batch: UserRef[] = [];
     // The last event of each user subject says whether the log has the user erased.
     await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allUsers, { policy: 'last_per_subject' }, async (msg) => {
@@ -112,9 +117,17 @@ export class ErasureReapply {
     // A tombstone the log's own erasure accounts for belongs to a user registered again since: the
     // key of that registration is what is missing (user-settings answers such a user `conflict`,
     // not `not_found`), and only the operator may decide to erase them (docs/operations.md).
+    // The others were erased after the log's backup: their erasure is completed with the condition
+    // that the key store still holds its tombstone, so that a users.register that completed it
+    // first and registered the user again (user-settings does that) is never undone.
     for (const user of tombstoned) {
       if ((await this.erasedGenInLog(user)) >= user.gen) report.withoutKey.push({ tenantId: user.tenantId, userId: user.userId });
-      else report.keyErasedOnly.push(user);
+      else if (this.options.dryRun) report.keyErasedOnly.push(user);
+      else {
+        const error = await this.erase({ tenantId: user.tenantId, userId: user.userId, onlyIfKeyErased: user.gen });
+        if (error) report.failed.push({ tenantId: user.tenantId, userId: user.userId, error: `completing the key store’s erasure of generation ${user.gen}: ${error}` });
+        else report.keyErasuresCompleted.push(user);
+      }
     }
     if (live.length === 0) return;
     // Each user's pseudonyms under every master key of the keyring, one row per pseudonym.
@@ -144,9 +157,15 @@ export class ErasureReapply {
       if (gen < user.gen) continue; // registered again after that erasure
       report.erasedAgain.push(user);
       if (this.options.dryRun) continue;
-      const reply = await this.options.erase(user).catch((error: unknown) => ({ error: { code: 'failed', message: error instanceof Error ? error.message : String(error) } }));
-      if (reply.error) report.failed.push({ tenantId: user.tenantId, userId: user.userId, error: `${reply.error.code}: ${reply.error.message}` });
+      const error = await this.erase({ tenantId: user.tenantId, userId: user.userId });
+      if (error) report.failed.push({ tenantId: user.tenantId, userId: user.userId, error });
     }
+  }
+
+  /** users.delete: undefined once done, or what went wrong (`<code>: <message>`). */
+  private async erase(request: UsersDeleteRequest): Promise<string | undefined> {
+    const reply = await this.options.erase(request).catch((error: unknown) => ({ error: { code: 'failed', message: error instanceof Error ? error.message : String(error) } }));
+    return reply.error ? `${reply.error.code}: ${reply.error.message}` : undefined;
   }
 
   /** The latest generation the user's events record as erased (0: none); their last event is not UserErased. */

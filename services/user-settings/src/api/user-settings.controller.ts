@@ -173,10 +173,14 @@ export class UserSettingsController {
     return this.service.activateTotp(request, ctx.receivedAt);
   }
 
-  /** Admin: erases the user (crypto-shredding); audited by the transport like every admin subject. */
+  /**
+   * Admin: erases the user (crypto-shredding); audited by the transport like every admin subject.
+   * With `onlyIfKeyErased`, only completes an erasure the key store made (see the service).
+   */
   @MessagePattern(Subjects.usersDelete)
   delete(@Payload(new ContractPipe(UsersDeleteRequest)) request: UsersDeleteRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersDeleteReply> {
-    return this.service.delete(request, ctx.receivedAt);
+    const { tenantId, userId, onlyIfKeyErased } = request;
+    return this.service.delete({ tenantId, userId, onlyIfKeyErased }, ctx.receivedAt);
   }
 
   /** Parsed without defaults filled in: omitted settings stay as they are. */

@@ -58,7 +58,7 @@ import type { ActivationCodes } from '../adapters/activation-codes.js';
 import { base32Encode, DeviceKeyError, devicePublicKey, deviceSignatureValid, formatWrappedDataKey, open, randomToken, seal, SealContext, type Keyring } from '@mfa/crypto';
 import { ConcurrencyError } from '@mfa/messaging';
 import type { UserIndex, UserProjectionWriter } from '@mfa/projection';
-import { UserErasedMeanwhileError, type UserDataKeys } from '@mfa/service-kit';
+import { UserErasedMeanwhileError, type DataKeyEntry, type UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import type { ActivationAttempts } from '../adapters/activation-attempts.js';
 import type { AppPasswordFailures } from '../adapters/app-password-failures.js';
@@ -210,10 +210,14 @@ export class UserSettingsService {
    * personal data sealed under it never opens again, removes the aggregate's snapshot, and
    * replaces the Redis projection with a tombstone. Deleting an erased user again does all of it
    * again (what is done already changes nothing) and answers deleted.
+   *
+   * `onlyIfKeyErased` (generation g) only completes an erasure the key store made that the log
+   * misses (a restore of the two from different moments; register's own completion uses it too):
+   * done already when the log erases g or later; carried out when MFA_USER_KEYS holds a tombstone
+   * of g or later; `conflict` otherwise (a live key, or none), with nothing written.
    */
-  async delete(request: UsersDeleteRequest, now: Date, options: { onlyIfKeyGone?: number } = {}): Promise<UsersDeleteReply> {
-    const { tenantId, userId } = request;
-    const { onlyIfKeyGone } = options;
+  async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+    const { tenantId, userId, onlyIfKeyErased } = request;
     await this.requireTenant(tenantId, now, false);
     const ref = this.userRef(tenantId, userId);
     // Loaded without opening personal data: an erasure needs none, and so it also erases a user
@@ -228,18 +232,18 @@ export class UserSettingsService {
         // that destroyed the key already (the log missing that erasure) names its generation; one
         // that lost the key, the generation the events are sealed under: its tombstone lets the
         // user register again, as a new generation, and no key of it can appear any more.
-        // register's completion of an erasure the key store made (onlyIfKeyGone, its generation)
-        // erases only while the log still misses it: a register of another instance that recorded
-        // it and registered the user again meanwhile is not undone.
-        if (onlyIfKeyGone !== undefined && (!state.registered || (state.erasedGen ?? 0) >= onlyIfKeyGone)) return [];
+        // Completing a key store's erasure that the log records already (this request sent before,
+        // or a register that completed it and may have registered the user again): nothing to undo.
+        if (onlyIfKeyErased !== undefined && (state.erasedGen ?? 0) >= onlyIfKeyErased) return [];
         const current = state.registered ? await this.store(() => this.options.keys.current(tenantId, userId)) : undefined;
         const gen = Math.max((state.erasedGen ?? 0) + 1, current?.gen ?? 0, ...(loaded.sealedGens ?? []));
+        if (onlyIfKeyErased !== undefined && !(await this.keyErasureToComplete(ref, state, current, gen, onlyIfKeyErased))) return [];
         return decideUser({ type: 'EraseUser', data: { userId, gen } }, state, now);
       },
       { personalData: false },
     );
     // Recorded by another request meanwhile (which carried it out): nothing of this one to do.
-    if (onlyIfKeyGone !== undefined && !outcome.appended) return { userId, deleted: true };
+    if (onlyIfKeyErased !== undefined && !outcome.appended) return { userId, deleted: true };
     const gen = outcome.state.erasedGen;
     if (gen === undefined) throw new Error('user not erased after users.delete');
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
@@ -256,6 +260,32 @@ export class UserSettingsService {
       throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
     }
     return { userId, deleted: true };
+  }
+
+  /**
+   * For `onlyIfKeyErased` (generation `wanted`), whose erasure the log (`state`) does not record
+   * yet: true when the key store's record (`current`, read after the log) is the tombstone of an
+   * erasure to complete at `gen`; false when the log, read again, now records it (a register or a
+   * delete completed it meanwhile: nothing to do); `conflict` otherwise. Atomic with the append:
+   * a key newer than a tombstone is only created by a caller whose aggregate records the erasure
+   * (getOrCreate's minGen), so the key store cannot turn live again while the log stays where
+   * `state` was read, and the append is conditional on that position.
+   */
+  private async keyErasureToComplete(ref: AggregateRef, state: UserState, current: DataKeyEntry | undefined, gen: number, wanted: number): Promise<boolean> {
+    // Never registered: users.delete's own answer (not_found).
+    if (!state.registered && state.erasedGen === undefined) return true;
+    if (!state.registered) throw conflict(`the event log does not hold the user registered after their erasure of generation ${state.erasedGen}: no erasure of generation ${wanted} to complete`);
+    if (current?.kind !== 'erased' || current.gen < wanted) {
+      // A register that completed the erasure and registered the user again after the log was read.
+      const again = await this.store(() => this.loader.loadUser(ref, { personalData: false }));
+      if ((again.state.erasedGen ?? 0) >= wanted) return false;
+      const found = !current ? 'MFA_USER_KEYS holds no data key for the user' : current.kind === 'key' ? `the user’s data key (generation ${current.gen}) is live` : `the key store erased generation ${current.gen} only`;
+      throw conflict(`${found}: no erasure of generation ${wanted} to complete; nothing erased`);
+    }
+    // Events sealed under a generation newer than the tombstone: that key is missing, not erased
+    // (docs/operations.md, "Backup and restore"), and erasing it is the operator's plain users.delete.
+    if (gen !== current.gen) throw conflict(`the user’s events are sealed under data key generation ${gen}, newer than the key store’s erasure of ${current.gen}: that key is missing, not erased; nothing erased`);
+    return true;
   }
 
   /** The user as administrators see it; an erased or never registered user is `not_found`. */
@@ -531,7 +561,7 @@ export class UserSettingsService {
         // configuration fix might find again).
         if (!(error instanceof KeyStoreDisagreementError) || error.state !== 'erased' || attempt > 1) throw error;
         this.options.log.warn('the user’s data key is erased but the log did not record it; erasure completed before registering', { tenantId });
-        await this.delete({ tenantId, userId }, now, { onlyIfKeyGone: error.gen });
+        await this.delete({ tenantId, userId, onlyIfKeyErased: error.gen }, now);
       }
     }
   }

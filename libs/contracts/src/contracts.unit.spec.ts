@@ -17,6 +17,8 @@ import {
   Subjects,
   TenantSettings,
   UsersRegisterRequest,
+  UsersDeleteRequest,
+  AuditQueryRequest,
   phoneNumberInfo,
 } from './index.js';
 
@@ -35,6 +37,20 @@ function createEnvelopeForTest() {
 }
 
 describe('the public API contract', () => {
+  it('users.delete takes onlyIfKeyErased as a data key generation, a positive integer, or not at all', () => {
+    const del = (extra: Record<string, unknown>) => UsersDeleteRequest.safeParse({ tenantId: 'contoso', userId: 'helga', ...extra }).success;
+    assert.equal(del({}), true);
+    assert.equal(del({ onlyIfKeyErased: 3 }), true);
+    for (const bad of [0, -1, 1.5, '3', null]) assert.equal(del({ onlyIfKeyErased: bad }), false, JSON.stringify(bad));
+  });
+
+  it('reports.audit.query filters by an operator’s sub and an exact subject, never a wildcard', () => {
+    const audit = (extra: Record<string, unknown>) => AuditQueryRequest.safeParse({ tenantId: 'contoso', ...extra }).success;
+    assert.equal(audit({ operator: 'olga@contoso.example', subject: 'mfa.v1.users.delete' }), true);
+    for (const subject of ['mfa.v1.users.*', 'mfa.v1.>', 'mfa..users', '', 'x'.repeat(129)]) assert.equal(audit({ subject }), false, subject);
+    for (const operator of ['', 'a\u202eb', 'x'.repeat(257)]) assert.equal(audit({ operator }), false, operator);
+  });
+
   it('refuses premium-rate and shared-cost numbers at registration, and knows a number\'s country', () => {
     const register = (phoneNumber: string) => UsersRegisterRequest.safeParse({ tenantId: 'contoso', userId: 'helga', phoneNumber });
     assert.equal(register('+19005550100').success, false, 'US premium rate');

@@ -1033,7 +1033,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await reader.context.close();
   }, { timeout: 120_000 });
 
-  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'hardware tokens: a PSKC file of several MB uploads through the object store; without its password the job fails and says why, with it the token is imported; the password is never shown', async () => {
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'hardware tokens: a PSKC file of several MB uploads through the object store; without its password the job fails and says why, with it the token is imported; the password is never shown; it is assigned and activated by its serial number on the page', async () => {
     const { context, page } = await signIn('admin-a');
     const secret = randomBytes(32);
     const password = `pässword-${randomBytes(6).toString('hex')}`;
@@ -1061,6 +1061,25 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.deepEqual([(await page.textContent('#job-imported'))?.trim(), (await page.textContent('#job-failed'))?.trim()], ['1', '0']);
     await tenantPage(page, tenantA, 'oath?state=unassigned');
     assert.match(await page.textContent('tr[data-serial="CARD-8"]') ?? '', /unassigned\s*—\s*Acme \/ Card 8\s*SHA256, 8 digits, 60 s/);
+    // Assigned and activated by its serial number, without finding its row.
+    const cardHolder = uniqueUser('card');
+    assert.equal((await ask(Subjects.usersRegister, { tenantId: tenantA, userId: cardHolder })).error, undefined);
+    await tenantPage(page, tenantA, 'oath');
+    await page.fill('#oath-assign-serial input[name=serialNumber]', 'CARD-8');
+    await page.fill('#oath-assign-serial input[name=userId]', cardHolder);
+    await page.click('#oath-assign-serial button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', new RegExp(`CARD-8 is assigned to ${cardHolder.replace(/[.]/g, '\\.')}`));
+    await page.fill('#oath-activate-serial input[name=serialNumber]', 'CARD-8');
+    await page.fill('#oath-activate-serial input[name=code]', totp(secret, Date.now(), { algorithm: 'SHA256', digits: 8, period: 60 }));
+    await page.click('#oath-activate-serial button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /CARD-8 is active/);
+    const card = ((await ask(Subjects.oathTokensList, { tenantId: tenantA, limit: 50 })).items as OathTokenItem[]).find((t) => t.serialNumber === 'CARD-8');
+    assert.deepEqual([card?.state, card?.userId], ['active', cardHolder]);
+    // A serial the tenant does not have is refused, not created.
+    await page.fill('#oath-assign-serial input[name=serialNumber]', 'NO-SUCH-FOB');
+    await page.fill('#oath-assign-serial input[name=userId]', cardHolder);
+    const [unknown] = await Promise.all([page.waitForNavigation(), page.click('#oath-assign-serial button[type=submit]')]);
+    assert.equal(unknown?.status(), 404);
     // A pre-shared key that is not one is refused before anything is uploaded.
     await tenantPage(page, tenantA, 'oath/import');
     await page.setInputFiles('#oath-import input[name=file]', { name: 'vendor.xml', mimeType: 'application/xml', buffer: Buffer.from(passwordPskc('CARD-9', secret, password), 'utf8') });
@@ -1084,4 +1103,36 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     assert.equal((await page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/oath/upload`, { headers: { 'Content-Type': 'application/octet-stream' }, data: Buffer.from(OATH_CSV_HEADER) })).status(), 403);
     await context.close();
   }, { timeout: 120_000 });
+
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, "usage for billing: a period by day shown and downloaded as CSV with the same figures; a period longer than the contract allows is refused", async () => {
+    const { context, page } = await signIn('ops');
+    const dayMs = 86_400_000;
+    const dayOf = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+    // Yesterday to tomorrow: the sign-ins of the suite's start, even across midnight.
+    const [from, to] = [dayOf(Date.now() - dayMs), dayOf(Date.now() + dayMs)];
+    await tenantPage(page, tenantA, 'usage');
+    await page.fill('#usage-period input[name=from]', from);
+    await page.fill('#usage-period input[name=to]', to);
+    await page.selectOption('#usage-period select[name=granularity]', 'day');
+    await page.click('#usage-period button[type=submit]');
+    await page.waitForURL(/[?&]granularity=day/);
+    const rows = async () => (await page.locator('#usage tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => (td.textContent ?? '').trim())))) as string[][];
+    // The report counts the suite's sign-ins (at least the approved and the denied one) once its projection has them.
+    await eventually(async () => ((await page.reload(), (await rows()).reduce((n, r) => n + Number(r[1] ?? 0), 0)) >= 2 ? true : undefined), 70_000, 'the sign-ins counted');
+    const shown = await rows();
+    assert.deepEqual(shown.map((r) => r[0]), [dayOf(Date.now()), from], 'one row per day, newest first');
+    await page.screenshot({ path: join(SHOTS, 'usage.png'), fullPage: true });
+    const [file] = await Promise.all([page.waitForEvent('download'), page.click('#usage-period a[download]')]);
+    assert.equal(file.suggestedFilename(), `usage-${tenantA}.csv`);
+    const csv = readFileSync((await file.path())!, 'utf8').trim().split(/\r?\n/);
+    assert.equal(csv[0], 'period,authentications,succeeded,failed,byMethod,enabledUsers');
+    // Oldest first, the page's figures (its by-method cell joined by ; instead of ,).
+    assert.deepEqual(csv.slice(1), [...shown].reverse().map((r) => [r[0], r[1], r[2], r[3], r[4]!.replaceAll(', ', '; '), r[5]].join(',')));
+    // Three years by day is more than reports.usage.query answers: the page says so, and offers no CSV.
+    const refused = await tenantPage(page, tenantA, `usage?from=${dayOf(Date.now() - 3 * 365 * dayMs)}&to=${to}&granularity=day`);
+    assert.equal(refused?.status(), 400);
+    assert.match(await page.textContent('.problem') ?? '', /at most .*731 days/);
+    assert.equal(await page.locator('#usage-period a[download]').count(), 0);
+    await context.close();
+  }, { timeout: 150_000 });
 });

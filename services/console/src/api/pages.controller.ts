@@ -20,7 +20,9 @@ import {
   type SigninsQueryReply,
   type TenantsGetReply,
   type TotpActivateReply,
+  type UsageItem,
   type UsageQueryReply,
+  UsageQueryRequest,
   type UsersGetReply,
   type UsersListReply,
   BLOCK_ACTIONS,
@@ -66,7 +68,7 @@ interface CsvReport<T> {
 const fields = <T>(...names: Array<keyof T & string>) => names.map((name) => [name, (item: T) => item[name]] as const);
 
 /** The reports a page exports with `?format=csv`, with the page's filters. */
-const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>; fraud: CsvReport<FraudItem>; blocked: CsvReport<BlockedItem> } = {
+const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>; fraud: CsvReport<FraudItem>; blocked: CsvReport<BlockedItem>; usage: CsvReport<UsageItem> } = {
   signins: {
     name: 'signins',
     subject: Subjects.reportsSigninsQuery,
@@ -104,7 +106,23 @@ const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>
       ...fields<BlockedItem>('until', 'dryRun'),
     ],
   },
+  // Pages by cursor as the others do; a period's rows are its months or days, oldest first.
+  usage: {
+    name: 'usage',
+    subject: Subjects.reportsUsageQuery,
+    columns: [
+      ...fields<UsageItem>('period'),
+      ['authentications', (item: UsageItem) => item.authentications.total],
+      ['succeeded', (item: UsageItem) => item.authentications.success],
+      ['failed', (item: UsageItem) => item.authentications.failure],
+      // As the page shows it: method success/failure, one per method.
+      ['byMethod', (item: UsageItem) => item.byMethod.map((m) => `${m.method} ${m.success}/${m.failure}`).join('; ')],
+      ...fields<UsageItem>('enabledUsers'),
+    ],
+  },
 };
+/** The periods the usage page offers (the contract also has minute and hour, for the overview). */
+const USAGE_PAGE_GRANULARITIES = ['month', 'day'] as const;
 
 /**
  * CSV text of rows. A cell that begins with = + - @ (or their full-width forms), a tab or a carriage
@@ -604,16 +622,46 @@ export class PagesController {
     });
   }
 
+  /**
+   * Usage for billing: per month or per day (UTC) from `from` to `to` (exclusive), by default the
+   * last 12 months; `?format=csv` downloads the same figures. The period is judged by the contract's
+   * own UsageQueryRequest (from before to, at most MAX_USAGE_SPAN_MS): refused on the page, 400, as
+   * the report pages refuse an unreadable date, and nothing is asked.
+   */
   @Get('t/:tenant/usage')
-  async usage(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
+  async usage(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Query() q: Record<string, unknown>): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
+    const now = new Date();
+    const shown = {
+      from: text(q.from) ?? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 11, 1)).toISOString().slice(0, 10),
+      to: text(q.to) ?? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString().slice(0, 10),
+      granularity: text(q.granularity) ?? 'month',
+    };
+    let query: { from: string; to: string; granularity: string };
+    try {
+      if (!(USAGE_PAGE_GRANULARITIES as readonly string[]).includes(shown.granularity)) throw new ContractError('invalid_request', 'granularity: choose month or day');
+      query = { from: isoDate('from', shown.from)!, to: isoDate('to', shown.to)!, granularity: shown.granularity };
+      const judged = UsageQueryRequest.safeParse({ tenantId: p.tenantId, ...query });
+      if (!judged.success) {
+        const issue = judged.error.issues[0]!;
+        const field = issue.path.join('.');
+        throw new ContractError('invalid_request', issue.message.startsWith(field) ? issue.message : `${field}: ${issue.message}`);
+      }
+    } catch (error) {
+      if (q.format === 'csv') return this.views.error(res, error, this.chrome(req, tenant));
+      return this.views.send(res, 'usage.njk', { ...this.chrome(req, tenant), active: 'usage', filters: shown, granularities: USAGE_PAGE_GRANULARITIES, problem: (error as ContractError).message }, 400);
+    }
+    if (q.format === 'csv') return this.csv(p, CSV_REPORTS.usage, query);
     await this.run(p, 'usage.njk', 'usage', async () => {
-      const now = new Date();
-      const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 11, 1)).toISOString();
-      const to = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
-      const reply = await this.call<UsageQueryReply>(p, Subjects.reportsUsageQuery, { from, to, granularity: 'month', limit: 12 });
-      return { items: [...reply.items].reverse() };
+      // Every row of the period on the page (at most 731 days: two pages of 500).
+      const items: UsageItem[] = [];
+      for (let cursor: string | undefined, first = true; first || cursor; first = false) {
+        const reply = await this.call<UsageQueryReply>(p, Subjects.reportsUsageQuery, { ...query, limit: 500, ...(cursor ? { cursor } : {}) });
+        items.push(...reply.items);
+        cursor = reply.nextCursor;
+      }
+      return { items: items.reverse(), filters: shown, granularities: USAGE_PAGE_GRANULARITIES, query: new URLSearchParams(shown).toString() };
     });
   }
 

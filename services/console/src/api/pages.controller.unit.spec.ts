@@ -58,6 +58,9 @@ describe('console pages', () => {
     app.get('/t/:tenant/users', (req, res) => void pages.users(web(req), res, String(req.params.tenant), req.query));
     app.post('/t/:tenant/users/:action', (req, res) => void pages.userAction(web(req), res, String(req.params.tenant), String(req.params.action), req.body));
     app.post('/t/:tenant/oath/assign', (req, res) => void pages.assignOathToken(web(req), res, String(req.params.tenant), req.body));
+    app.post('/t/:tenant/oath/activate', (req, res) => void pages.activateOathToken(web(req), res, String(req.params.tenant), req.body));
+    app.get('/t/:tenant/oath', (req, res) => void pages.oathTokens(web(req), res, String(req.params.tenant), req.query));
+    app.get('/t/:tenant/usage', (req, res) => void pages.usage(web(req), res, String(req.params.tenant), req.query));
     app.get('/t/:tenant/fraud', (req, res) => void pages.fraud(web(req), res, String(req.params.tenant), req.query));
     app.get('/t/:tenant/blocked', (req, res) => void pages.blocked(web(req), res, String(req.params.tenant), req.query));
     app.get('/t/:tenant/audit', (req, res) => void pages.audit(web(req), res, String(req.params.tenant), req.query));
@@ -386,6 +389,103 @@ describe('console pages', () => {
       assert.equal(response.status, 404);
       assert.match(await response.text(), /unknown tenant/);
       assert.deepEqual(calls.map((c) => c.subject), [Subjects.tenantsGet]);
+    });
+  });
+
+  describe('usage for a period', () => {
+    const usageQueries = () => calls.filter((c) => c.subject === Subjects.reportsUsageQuery).map((c) => c.body);
+    const day = (period: string, success: number) => ({ period, authentications: { total: success + 1, success, failure: 1 }, byMethod: [{ method: 'totp', success, failure: 1 }, { method: 'sms', success: 0, failure: 0 }], enabledUsers: 7 });
+
+    it('asks for the period and granularity typed, reads every page, shows newest first, and its CSV link downloads the same figures', async () => {
+      answer = async (_subject, body) => (body.cursor ? { items: [day('2026-03-02', 4)] } : { items: [day('2026-03-01', 2)], nextCursor: 'page-2' });
+      const response = await fetch(`${base}/usage?${new URLSearchParams({ from: '2026-03-01', to: '2026-03-03', granularity: 'day' })}`);
+      assert.equal(response.status, 200);
+      const html = await response.text();
+      const asked = { tenantId: tenant, from: '2026-03-01T00:00:00.000Z', to: '2026-03-03T00:00:00.000Z', granularity: 'day', limit: 500 };
+      assert.deepEqual(usageQueries(), [asked, { ...asked, cursor: 'page-2' }]);
+      assert.deepEqual([...html.matchAll(/<tr>\s*<td>(\d{4}-\d{2}-\d{2})<\/td>/g)].map((m) => m[1]), ['2026-03-02', '2026-03-01'], 'every day, newest first');
+      assert.ok(html.includes('name="from" value="2026-03-01"') && html.includes('<option value="day" selected>'));
+      const link = /href="\?([^"]*format=csv)" download>CSV export</.exec(html)?.[1]?.replaceAll('&amp;', '&');
+      assert.ok(link, 'the page links its CSV export');
+      calls = [];
+      const csv = await fetch(`${base}/usage?${link}`);
+      assert.equal(csv.status, 200);
+      assert.equal(csv.headers.get('content-type'), 'text/csv; charset=utf-8');
+      assert.equal(csv.headers.get('content-disposition'), `attachment; filename="usage-${tenant}.csv"`);
+      assert.deepEqual((await csv.text()).trim().split('\n'), [
+        'period,authentications,succeeded,failed,byMethod,enabledUsers',
+        '2026-03-01,3,2,1,totp 2/1; sms 0/0,7',
+        '2026-03-02,5,4,1,totp 4/1; sms 0/0,7',
+      ]);
+      assert.deepEqual(usageQueries(), [asked, { ...asked, cursor: 'page-2' }]);
+      assert.deepEqual(errors, []);
+    });
+
+    it('by default the last 12 months by month, as before, and the boxes show that period', async () => {
+      const response = await fetch(`${base}/usage`);
+      assert.equal(response.status, 200);
+      const html = await response.text();
+      const [query] = usageQueries();
+      assert.equal(query?.granularity, 'month');
+      const days = (Date.parse(String(query?.to)) - Date.parse(String(query?.from))) / 86_400_000;
+      assert.ok(days >= 334 && days <= 366 && String(query?.from).endsWith('-01T00:00:00.000Z'), `${query?.from} to ${query?.to}`);
+      assert.ok(html.includes(`name="from" value="${String(query?.from).slice(0, 10)}"`) && html.includes(`name="to" value="${String(query?.to).slice(0, 10)}"`), 'the period in the boxes');
+      assert.ok(html.includes('<option value="month" selected>'));
+    });
+
+    it('refuses what reports.usage.query refuses (too long a span, to before from, another granularity, an unreadable date), on the page and for the CSV, asking nothing', async () => {
+      const refused: Array<[Record<string, string>, RegExp]> = [
+        [{ from: '2024-01-01', to: '2026-03-01', granularity: 'day' }, /to: at most 1,440 minutes, 744 hours, 731 days or 20 years per query/],
+        [{ from: '2000-01-01', to: '2026-03-01', granularity: 'month' }, /to: at most 1,440 minutes/],
+        [{ from: '2026-03-01', to: '2026-02-01', granularity: 'month' }, /from must be before to/],
+        [{ from: '2026-03-01', to: '2026-03-02', granularity: 'hour' }, /granularity: choose month or day/],
+        [{ from: '2026-02-30', to: '2026-03-02', granularity: 'day' }, /from: not a date/],
+      ];
+      for (const [query, message] of refused) {
+        const page = await fetch(`${base}/usage?${new URLSearchParams(query)}`);
+        assert.equal(page.status, 400, JSON.stringify(query));
+        const html = await page.text();
+        assert.match(html, message);
+        assert.ok(!html.includes('format=csv') && !html.includes('id="usage"'), 'no figures and no CSV link');
+        assert.ok(html.includes(`name="from" value="${query.from}"`), 'the boxes show what was typed');
+        const csv = await fetch(`${base}/usage?${new URLSearchParams({ ...query, format: 'csv' })}`);
+        assert.equal(csv.status, 400);
+        assert.match(csv.headers.get('content-type') ?? '', /^text\/html/);
+      }
+      assert.deepEqual(calls, []);
+      // The longest span allowed is asked.
+      assert.equal((await fetch(`${base}/usage?${new URLSearchParams({ from: '2024-01-01', to: '2026-01-01', granularity: 'day' })}`)).status, 200);
+    });
+  });
+
+  describe('hardware tokens by serial number', () => {
+    it('the page offers assign and activate forms taking a serial; they post to the handlers the rows use, which take any serial typed', async () => {
+      const html = await (await fetch(`${base}/oath`)).text();
+      const formOf = (id: string) => {
+        const form = new RegExp(`<form[^>]*action="([^"]+)"[^>]*id="${id}"[^>]*>([\\s\\S]*?)</form>`).exec(html);
+        assert.ok(form, `${id} is on the page`);
+        return { action: form[1]!, fields: [...form[2]!.matchAll(/name="([^"]+)"/g)].map((m) => m[1]) };
+      };
+      const assign = formOf('oath-assign-serial');
+      const activate = formOf('oath-activate-serial');
+      assert.deepEqual(assign, { action: '/t/contoso/oath/assign', fields: ['_csrf', 'filter', 'serialNumber', 'userId'] });
+      assert.deepEqual(activate, { action: '/t/contoso/oath/activate', fields: ['_csrf', 'filter', 'serialNumber', 'code'] });
+
+      answer = async (subject) => (subject === Subjects.oathTokensActivate ? { serialNumber: 'FOB-9', userId: 'bob@contoso.com', active: true } : { items: [] });
+      calls = [];
+      const origin = new URL(base).origin;
+      const activated = await fetch(`${origin}${activate.action}`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', filter: '', serialNumber: ' FOB-9 ', code: '123 456' }) });
+      assert.equal(activated.status, 200);
+      assert.match(await activated.text(), /Token FOB-9 is active: bob@contoso\.com signs in with its codes/);
+      const assigned = await fetch(`${origin}${assign.action}`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', filter: '', serialNumber: 'FOB-10', userId: spaced }) });
+      assert.equal(assigned.status, 200);
+      assert.deepEqual(
+        calls.filter((c) => c.subject !== Subjects.oathTokensList),
+        [
+          { subject: Subjects.oathTokensActivate, body: { tenantId: tenant, serialNumber: 'FOB-9', code: '123456' } },
+          { subject: Subjects.oathTokensAssign, body: { tenantId: tenant, serialNumber: 'FOB-10', userId: spaced } },
+        ],
+      );
     });
   });
 

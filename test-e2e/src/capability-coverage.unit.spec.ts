@@ -2,12 +2,11 @@
 // every one an operator uses (those the IdPs or end users call are listed below, with why).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Subjects } from '@mfa/contracts';
+import { root, sources } from './sources.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 type SubjectKey = keyof typeof Subjects;
 
@@ -21,15 +20,6 @@ const NOT_IN_CONSOLE: Partial<Record<SubjectKey, string>> = {
   fraudReport: 'the end user (through the IdP or the authenticator app) reports a sign-in they did not start',
 };
 
-/** The .ts sources below `dir`, tests and compiled output left out. */
-function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    if (entry.name === 'node_modules' || entry.name === 'dist') return [];
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) return sources(path);
-    return entry.name.endsWith('.ts') && !entry.name.endsWith('.spec.ts') && !entry.name.endsWith('.d.ts') ? [path] : [];
-  });
-}
 
 /** Whether `text` names the subject as `Subjects.<key>` (not a longer key that begins with it). */
 const names = (text: string, key: string) => new RegExp(`\\bSubjects\\.${key}\\b`).test(text);

@@ -3,21 +3,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parse } from 'yaml';
+import { root, sources } from './sources.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** Every file below these folders whose name ends with .ts (compiled output and tests left out). */
-function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    if (entry.name === 'node_modules' || entry.name === 'dist') return [];
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) return sources(path);
-    return entry.name.endsWith('.ts') && !entry.name.endsWith('.spec.ts') && !entry.name.endsWith('.d.ts') ? [path] : [];
-  });
-}
 
 /** The metrics the services define (counter/gauge/histogram of @mfa/telemetry), with their label names. */
 function exportedMetrics(): Map<string, { kind: string; labels: Set<string> }> {

@@ -280,6 +280,16 @@ export const isUserTag = (value: string): boolean => TAG.test(value);
 export const deviceId = (tag: string, nonce: string): string => challengeId(tag, nonce);
 export const parseDeviceId = (id: string): { tag: string; nonce: string } | undefined => parseChallengeId(id);
 
+/**
+ * The id of the device `RedisKeys.devices(tag)` holds under `nonce` (its parsed JSON): its own `id`
+ * (activated under an earlier master key, whose tag the id carries), else `<tag>.<nonce>`;
+ * undefined when its `id` names another nonce or is no string (not the device its field says).
+ */
+export function projectedDeviceId(tag: string, nonce: string, device: { id?: unknown }): string | undefined {
+  if (device.id === undefined) return deviceId(tag, nonce);
+  return typeof device.id === 'string' && parseDeviceId(device.id)?.nonce === nonce ? device.id : undefined;
+}
+
 /** Challenge ids are `<tag>.<nonce>`: the slot and a 128-bit CSPRNG nonce. */
 export function challengeId(tag: string, nonce: string): string {
   return `${tag}.${nonce}`;

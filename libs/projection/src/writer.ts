@@ -90,7 +90,25 @@ const TOTP_PERIODS_MS = [30_000, 60_000] as const;
 // Returns {1, nonce, id, ...} applied, with the devices it removed whose JSON names an `id` (their
 // pointers under that id's tag go too: see pointMovedDevices), {0} the same snapshot again
 // (nothing to change), {-1} an older one (ignored), {-2} not yet (the slot's steps are not restored).
-const APPLY_SNAPSHOT = `
+/**
+ * Lua, shared by the writes that drop devices (APPLY_SNAPSHOT, ERASE_USER): appends to `out` the
+ * nonce and `id` of each device in the hash `key` whose JSON names an `id` (activated under an
+ * earlier master key: its pointer under that id's tag goes too), but those `keep` holds.
+ */
+const MOVED_DEVICES = `
+local function moved(key, keep, out)
+  local was = redis.call('HGETALL', key)
+  for n = 1, #was, 2 do
+    if not keep[was[n]] then
+      local ok, device = pcall(cjson.decode, was[n + 1])
+      if ok and type(device) == 'table' and type(device.id) == 'string' then out[#out + 1] = was[n]; out[#out + 1] = device.id end
+    end
+  end
+  return out
+end
+`;
+
+const APPLY_SNAPSHOT = `${MOVED_DEVICES}
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
 if stored > seq then return {-1} end
@@ -131,14 +149,7 @@ for n = 1, #steps, 2 do
     if not recent then redis.call('HDEL', KEYS[3], steps[n]) end
   end
 end
-local gone = {1}
-local was = redis.call('HGETALL', KEYS[4])
-for n = 1, #was, 2 do
-  if not devices[was[n]] then
-    local ok, device = pcall(cjson.decode, was[n + 1])
-    if ok and type(device) == 'table' and type(device.id) == 'string' then gone[#gone + 1] = was[n]; gone[#gone + 1] = device.id end
-  end
-end
+local gone = moved(KEYS[4], devices, {1})
 for _, nonce in ipairs(redis.call('HKEYS', KEYS[8])) do
   if not devices[nonce] then redis.call('HDEL', KEYS[8], nonce) end
 end
@@ -157,14 +168,12 @@ end
 return gone
 `;
 
-/** The `id` of a device as `devices` holds it (JSON); none when it does not parse. */
-function storedDeviceId(json: string): Pick<ProjectedDevice, 'id'> {
-  try {
-    const { id } = JSON.parse(json) as { id?: unknown };
-    return typeof id === 'string' ? { id } : {};
-  } catch {
-    return {};
-  }
+/** The `{code, nonce, id, nonce, id, …}` a script that drops devices answers: its code, and the devices with an `id` it dropped. */
+function droppedDevices(reply: [number, ...string[]]): { code: number; dropped: Array<{ nonce: string; device: Pick<ProjectedDevice, 'id'> }> } {
+  const [code, ...flat] = reply;
+  const dropped: Array<{ nonce: string; device: Pick<ProjectedDevice, 'id'> }> = [];
+  for (let n = 0; n + 1 < flat.length; n += 2) dropped.push({ nonce: flat[n]!, device: { id: flat[n + 1]! } });
+  return { code, dropped };
 }
 
 /** How often a write that waits for the slot's steps (apply's `waitForStepsMs`) tries again. */
@@ -182,6 +191,8 @@ const STEPS_POLL_MS = 100;
  * brute-force counters, a block and a push suspension stay: they protect the account, not the person.
  */
 const ERASED_WITH_USER = [RedisKeys.totp, RedisKeys.totpSteps, RedisKeys.devices, RedisKeys.remembered, RedisKeys.lastMfa, RedisKeys.devicesUsed, RedisKeys.failedMethods, RedisKeys.pendingPush] as const;
+/** Where the devices are among ERASED_WITH_USER (ERASE_USER's KEYS: the user, then those). */
+const ERASED_WITH_USER_DEVICES = ERASED_WITH_USER.indexOf(RedisKeys.devices);
 
 // KEYS: the user's block, the sequence last projected into it. ARGV: the event's stream sequence,
 // the block's end in ms ('' = unblocked), how long the sequence is kept (ms). An event older than
@@ -196,13 +207,16 @@ return 1
 /** How long the sequence of a user's last projected block or unblock is kept: far longer than any redelivery waits. */
 const BLOCK_SEQ_TTL_MS = 7 * 24 * 3600_000;
 
-const ERASE_USER = `
+// Returns {1, nonce, id, ...} erased, with its devices activated under an earlier master key (their
+// pointers go too), or {0}: a later snapshot is there.
+const ERASE_USER = `${MOVED_DEVICES}
 local stored = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
 local seq = tonumber(ARGV[1])
-if stored > seq then return 0 end
+if stored > seq then return {0} end
+local gone = moved(KEYS[${2 + ERASED_WITH_USER_DEVICES}], {}, {1})
 redis.call('DEL', unpack(KEYS))
 redis.call('HSET', KEYS[1], 'seq', ARGV[1])
-return 1
+return gone
 `;
 
 // KEYS: user. ARGV: seconds to keep it. A user the event log holds nothing of, looked up while the
@@ -435,11 +449,10 @@ export class UserProjectionWriter {
     /** The devices the write removed whose JSON names an `id` (none unless applied). */
     let removed: Array<{ nonce: string; device: Pick<ProjectedDevice, 'id'> }> = [];
     const run = async (): Promise<number> => {
-      const [code, ...gone] = await (
-        this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<[number, ...string[]]> }
-      ).mfaApplyUserSnapshot(...keys, ...args);
-      removed = [];
-      for (let n = 0; n + 1 < gone.length; n += 2) removed.push({ nonce: gone[n]!, device: { id: gone[n + 1]! } });
+      const { code, dropped } = droppedDevices(
+        await (this.redis as unknown as { mfaApplyUserSnapshot: (...a: Array<string | number>) => Promise<[number, ...string[]]> }).mfaApplyUserSnapshot(...keys, ...args),
+      );
+      removed = dropped;
       return code;
     };
     let applied = await run();
@@ -506,17 +519,18 @@ export class UserProjectionWriter {
    */
   async erase(tenantId: string, userId: string, seq: number): Promise<boolean> {
     const tag = userTag(this.keyring, tenantId, userId);
-    // The pointers to the user's devices activated under earlier master keys go with them (a
-    // pointer to devices no longer there finds nothing; this keeps Redis from holding it).
-    const devices = await this.redis.hgetall(RedisKeys.devices(tag));
-    const erased = await (this.redis as unknown as { mfaEraseUser: (...a: Array<string | number>) => Promise<number> }).mfaEraseUser(
-      RedisKeys.user(tag),
-      ...ERASED_WITH_USER.map((keyOf) => keyOf(tag)),
-      seq,
+    const { code: erased, dropped } = droppedDevices(
+      await (this.redis as unknown as { mfaEraseUser: (...a: Array<string | number>) => Promise<[number, ...string[]]> }).mfaEraseUser(
+        RedisKeys.user(tag),
+        ...ERASED_WITH_USER.map((keyOf) => keyOf(tag)),
+        seq,
+      ),
     );
     // An entry of the erasure's sequence: a late write of an earlier snapshot cannot put the user back.
     if (erased === 1) await this.index.put(tenantId, userId, undefined, seq);
-    if (erased === 1) await this.pointMovedDevices(tag, Object.entries(devices).map(([nonce, json]) => ({ nonce, device: storedDeviceId(json) })), 'remove');
+    // The pointers to the user's devices activated under earlier master keys go with them (a
+    // pointer to devices no longer there finds nothing; this keeps Redis from holding it).
+    if (erased === 1) await this.pointMovedDevices(tag, dropped, 'remove');
     return erased === 1;
   }
 }

@@ -12,7 +12,7 @@ import {
 } from '@mfa/contracts';
 import { devicePublicKey, deviceSignatureValid, type DeviceAlgorithm } from '@mfa/crypto';
 import type { InternalRequests } from '@mfa/service-kit';
-import { challengeId as deviceIdOf, isUserTag, parseChallengeId, parseDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
+import { isUserTag, parseChallengeId, parseDeviceId, projectedDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
 import { counter, type Logger } from '@mfa/telemetry';
 import { PENDING_PUSH_SCRIPT } from '../adapters/scripts.js';
 import { DEFAULT_SOURCE_FAILURE_LIMITS, SourceFailures, type SourceFailureLimits } from '../adapters/source-failures.js';
@@ -279,7 +279,7 @@ export class DeviceApiService {
       const device = found ? (JSON.parse(found.stored) as ProjectedDevice) : undefined;
       // The entry must be the device the request names: one id per app (an app activated under an
       // earlier master key keeps its own, ProjectedDevice.id; the current tag's form is not it).
-      if (!found || !device || (device.id ?? deviceIdOf(found.tag, id.nonce)) !== deviceId) {
+      if (!found || !device || projectedDeviceId(found.tag, id.nonce, device) !== deviceId) {
         requests.inc({ route: 'auth', outcome: 'not_activated' });
         throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
       }

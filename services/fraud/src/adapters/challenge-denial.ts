@@ -1,5 +1,5 @@
 import type { RedisClient } from '@mfa/projection';
-import { challengeId, parseDeviceId, RedisKeys } from '@mfa/projection';
+import { challengeId, parseDeviceId, projectedDeviceId, RedisKeys } from '@mfa/projection';
 
 /**
  * How long the user's refused pushes are kept at least once a fraud report adds one: the longest
@@ -154,13 +154,13 @@ export class ChallengeDenial {
     const nonce = parseDeviceId(deviceId)?.nonce;
     const stored = nonce === undefined ? null : await this.redis.hget(RedisKeys.devices(tag), nonce);
     if (stored === null) return false;
-    let id: unknown;
+    let device: { id?: unknown };
     try {
-      ({ id } = JSON.parse(stored) as { id?: unknown });
+      device = JSON.parse(stored) as { id?: unknown };
     } catch {
       return false;
     }
-    return (typeof id === 'string' ? id : challengeId(tag, nonce!)) === deviceId;
+    return projectedDeviceId(tag, nonce!, device ?? {}) === deviceId;
   }
 
   /** How the challenge stands for a report made at `now` (one HMGET). */

@@ -1,7 +1,7 @@
 import type { RedisClient } from '@mfa/projection';
 import { z } from 'zod';
 import { DevicePlatform } from '@mfa/contracts';
-import { challengeId as deviceIdOf, parseDeviceId, RedisKeys } from '@mfa/projection';
+import { challengeId as deviceIdOf, projectedDeviceId, RedisKeys } from '@mfa/projection';
 
 /** The fields of a device in user-settings' projection (RedisKeys.devices) that a push needs; the others are not read. */
 const StoredDevice = z.object({
@@ -39,21 +39,18 @@ export class DeviceDirectory {
     const devices: Device[] = [];
     const malformed: string[] = [];
     for (const [nonce, value] of Object.entries(entries)) {
-      let deviceId = deviceIdOf(tag, nonce);
       let parsed: z.infer<typeof StoredDevice>;
       try {
         parsed = StoredDevice.parse(JSON.parse(value));
       } catch {
-        malformed.push(deviceId);
+        malformed.push(deviceIdOf(tag, nonce));
         continue;
       }
-      if (parsed.id !== undefined) {
-        // Its own id, naming the same nonce, or the entry is not the device it claims to be.
-        if (parseDeviceId(parsed.id)?.nonce !== nonce) {
-          malformed.push(deviceId);
-          continue;
-        }
-        deviceId = parsed.id;
+      // Its own id, naming the same nonce, or the entry is not the device it claims to be.
+      const deviceId = projectedDeviceId(tag, nonce, parsed);
+      if (deviceId === undefined) {
+        malformed.push(deviceIdOf(tag, nonce));
+        continue;
       }
       devices.push({ deviceId, nonce, state: parsed.state, platform: parsed.platform, sealedPushToken: parsed.sealedPushToken });
     }

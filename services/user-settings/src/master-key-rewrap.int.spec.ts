@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { EventSubjects, IMPORTS_BUCKET, parseEvent, Streams, type AnyEvent } from '@mfa/contracts';
+import { AuditQueryRequest, EventSubjects, IMPORTS_BUCKET, parseEvent, Streams, type AnyEvent, type EventOf } from '@mfa/contracts';
 import { generateDataKey, keyringFromMasterKey, open, seal, SealContext, totp, userTag, type Keyring } from '@mfa/crypto';
 import { connectNats, createEvent, ensureStream, EventPublisher, readAggregate, type Delivery, type NatsClients } from '@mfa/messaging';
 import { RedisKeys, UserProjectionWriter } from '@mfa/projection';
@@ -42,12 +42,14 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     nats = await connectNats({ url: server.url, name: 'rewrap-test' });
     await ensureStream(nats.jsm, Streams.userKeys);
     await ensureStream(nats.jsm, Streams.userSettings);
+    await ensureStream(nats.jsm, Streams.audit);
     events = new EventPublisher(nats.js);
   });
 
   beforeEach(async () => {
     await nats.jsm.streams.purge(Streams.userKeys.name);
     await nats.jsm.streams.purge(Streams.userSettings.name);
+    await nats.jsm.streams.purge(Streams.audit.name);
     for (const stream of [`KV_${IMPORT_JOBS_BUCKET}`, `OBJ_${IMPORTS_BUCKET}`]) await nats.jsm.streams.delete(stream).catch(() => undefined);
   });
 
@@ -62,6 +64,22 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     append(tenantId, userId, createEvent('UserRegistered', 1, { tenantId, aggregateId: userId, now, data: { userId } }));
   const rewrapPlan = (tenantId: string, userId: string) => tool().inspect(tenantId, userId);
   const keysLastSeq = async () => (await nats.jsm.streams.info(Streams.userKeys.name)).state.last_seq;
+
+  /** The admin audit trail as MFA_AUDIT holds it (reporting projects it for reports.audit.query): each record's subject and event, in order. */
+  async function auditTrail(): Promise<Array<{ subject: string; event: EventOf<'AdminActionRecorded'> }>> {
+    const { state } = await nats.jsm.streams.info(Streams.audit.name);
+    const trail = [];
+    for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
+      const msg = await nats.jsm.streams.getMessage(Streams.audit.name, { seq });
+      if (!msg) continue;
+      const event = parseEvent(msg.json());
+      assert.equal(event.type, 'AdminActionRecorded');
+      trail.push({ subject: msg.subject, event: event as EventOf<'AdminActionRecorded'> });
+    }
+    return trail;
+  }
+  /** What reports.audit.query lists of a record: the tenant, and the fields its filters match. */
+  const recorded = (r: { subject: string; event: EventOf<'AdminActionRecorded'> }) => ({ on: r.subject, tenantId: r.event.tenantId, aggregateId: r.event.aggregateId, ...r.event.data });
 
   /** A user registered before the rotation: their data key under the old key's tag, wrapped with the old key. */
   async function userBeforeRotation(prefix: string) {
@@ -245,7 +263,13 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
       for (const secret of [env.MFA_ENCRYPTION_KEY, env.MFA_PREVIOUS_ENCRYPTION_KEYS]) assert.ok(!out.includes(secret), 'no key is printed');
     }
     assert.ok(await new UserDataKeys(nats, newOnly).get(u.tenantId, u.userId, 1));
+    // The refused runs and the dry run recorded nothing; the run that moved the key, one record (no operator given).
+    assert.deepEqual((await auditTrail()).map(recorded), [{ on: EventSubjects.audit(u.tenantId), tenantId: u.tenantId, aggregateId: u.tenantId, subject: 'mfa.tool.rewrap', clientId: 'rewrap.js', outcome: 'ok' }]);
     assert.equal((await exec(['--bogus'])).code, 2);
+    const badOperator = await exec(['--operator', 'ops\u202e@example.com']);
+    assert.equal(badOperator.code, 2);
+    assert.match(badOperator.stderr, /--operator must not contain bidirectional/);
+    assert.equal((await exec(['--operator'])).code, 2, 'the flag takes a value');
     current.stop();
   });
 
@@ -351,14 +375,19 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     const env = { PATH: process.env.PATH, NODE_ENV: 'test', NATS_URL: server.url, MFA_ENCRYPTION_KEY: Buffer.alloc(32, 8).toString('hex'), MFA_PREVIOUS_ENCRYPTION_KEYS: Buffer.alloc(32, 7).toString('base64') };
     const service = new KeyringCheck(nats.nc, { keyring: rotated, service: 'user-settings', instance: 'reseal', log: createLogger('test', { level: 'error' }) });
     await service.start();
-    const run = await promisify(execFile)(process.execPath, [command, '--json'], { env }).then(
+    const run = await promisify(execFile)(process.execPath, [command, '--json', '--operator', 'ops@example.com'], { env }).then(
       (r) => ({ code: 0, ...r }),
       (e: { code: number; stdout: string; stderr: string }) => e,
     );
     service.stop();
     assert.equal(run.code, 0, run.stdout + run.stderr);
-    const report = JSON.parse(run.stdout) as { resealed: object; needs: Record<string, object>; removable: string[] };
+    const report = JSON.parse(run.stdout) as { resealed: object; needs: Record<string, object>; removable: string[]; audit: object };
     assert.deepEqual(report.resealed, { users: 1, totpSecrets: 2, pinHashes: 1, pushTokens: 1, inventorySecrets: 1, raced: 0, failed: 0 });
+    // One record for the tenant (its inventory token and its user: one run), naming the operator.
+    assert.deepEqual(report.audit, { recorded: 1, failed: 0 });
+    assert.deepEqual((await auditTrail()).map(recorded), [
+      { on: EventSubjects.audit(tenantId), tenantId, aggregateId: tenantId, subject: 'mfa.tool.rewrap', clientId: 'rewrap.js', operator: { sub: 'ops@example.com' }, outcome: 'ok' },
+    ]);
     assert.deepEqual(report.needs[oldRing.kid], { dataKeys: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, importJobs: 0 });
     assert.deepEqual(report.removable, [oldRing.kid]);
 
@@ -391,6 +420,8 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     const again = await tool().run();
     assert.equal(await settingsLastSeq(), before, 'a second run appends nothing');
     assert.deepEqual(again.resealed, { users: 0, totpSecrets: 0, pinHashes: 0, pushTokens: 0, inventorySecrets: 0, raced: 0, failed: 0 });
+    assert.deepEqual(again.audit, { recorded: 0, failed: 0 });
+    assert.equal((await auditTrail()).length, 1, 'and records nothing');
     assert.deepEqual(again.removable, [oldRing.kid]);
   });
 
@@ -417,6 +448,71 @@ describe('rewrap after a master key rotation (rewrap.js)', () => {
     const hash = open(newOnly, loaded.state.sealedPinHash!, SealContext.pinHash(tenantId, userId)).toString('utf8');
     assert.equal(await new AppPasswordHasher().matchIndex('0815', [hash]), 0, 'the PIN set meanwhile stays');
   });
+  itWith({ real: ['nats'] }, 'records one AdminActionRecorded per tenant it changed, in that tenant’s audit trail: none for a tenant it left alone, a dry run or a run with nothing to do', async () => {
+    // A tenant whose users' data keys move (two users: still one record), one whose secrets are sealed
+    // again, one with only an inventory token to seal again, and one registered after the rotation.
+    const keys = await userBeforeRotation('audit-keys');
+    const second = uniqueUser('audit-keys-second');
+    await registered(keys.tenantId, second);
+    await new UserDataKeys(nats, oldRing).getOrCreate(keys.tenantId, second);
+    const secrets = await secretsBeforeRotation('audit-secrets');
+    const inventory = uniqueTenant('rw');
+    await events.publish(
+      EventSubjects.oathToken(inventory, 'SN-ONLY'),
+      createEvent('OathTokenImported', 1, {
+        tenantId: inventory,
+        aggregateId: 'SN-ONLY',
+        now,
+        data: { tokenId: 'only1', serialNumber: 'SN-ONLY', sealedSecret: seal(oldRing, Buffer.alloc(20, 4), SealContext.hardwareSecret(inventory, 'only1')), digits: 6, period: 30, algorithm: 'SHA1', jobId: 'j1' },
+      }),
+    );
+    const untouched = uniqueTenant('rw');
+    const newcomer = uniqueUser('audit-untouched');
+    await registered(untouched, newcomer);
+    await new UserDataKeys(nats, rotated).getOrCreate(untouched, newcomer);
+
+    const dry = await tool(rotated, true).run();
+    assert.equal(dry.dataKeys.moved, 3, 'the dry run sees what there is to do');
+    assert.deepEqual(dry.audit, { recorded: 0, failed: 0 });
+    assert.deepEqual(await auditTrail(), [], 'a dry run records nothing');
+
+    const report = await new MasterKeyRewrap(nats, rotated, { operator: { sub: 'ops@example.com' } }).run();
+    assert.deepEqual(report.audit, { recorded: 3, failed: 0 });
+    assert.match(formatReport(report), /Audit trail: 3 records \(mfa\.tool\.rewrap\), one per tenant whose data was changed\./);
+    const expected = (tenantId: string) => ({ on: EventSubjects.audit(tenantId), tenantId, aggregateId: tenantId, subject: 'mfa.tool.rewrap', clientId: 'rewrap.js', operator: { sub: 'ops@example.com' }, outcome: 'ok' });
+    const trail = await auditTrail();
+    const byTenant = (a: { tenantId: string }, b: { tenantId: string }) => a.tenantId.localeCompare(b.tenantId);
+    assert.deepEqual(trail.map(recorded).sort(byTenant), [keys.tenantId, secrets.tenantId, inventory].map(expected).sort(byTenant));
+    assert.ok(!trail.some((r) => r.event.tenantId === untouched), 'nothing for the tenant whose data stayed as it was');
+    for (const r of trail) assert.equal(r.event.data.userId, undefined, 'one record for the run, not per user');
+    // reports.audit.query takes the record's subject, client and operator as filters.
+    const query = AuditQueryRequest.safeParse({ tenantId: keys.tenantId, subject: trail[0]!.event.data.subject, clientId: trail[0]!.event.data.clientId, operator: 'ops@example.com' });
+    assert.ok(query.success, JSON.stringify(query.error?.issues));
+
+    const again = await tool().run();
+    assert.deepEqual([again.dataKeys.moved, again.resealed.users, again.resealed.inventorySecrets], [0, 0, 0]);
+    assert.deepEqual(again.audit, { recorded: 0, failed: 0 });
+    assert.equal((await auditTrail()).length, 3, 'a run with nothing to do records nothing');
+  });
+
+  itWith({ real: ['nats'] }, 'a run that fails records its error code for the tenants it changed before failing; the run that finishes the work records ok', async () => {
+    const u = await secretsBeforeRotation('audit-failure');
+    // The first run moves the user's key and seals the inventory token again, then fails at the user's secrets.
+    class FailingAtSecrets extends MasterKeyRewrap {
+      override inspectSecrets(): never {
+        throw new Error('lost the connection');
+      }
+    }
+    await assert.rejects(new FailingAtSecrets(nats, rotated, {}).run(), /lost the connection/);
+    assert.ok(await new UserDataKeys(nats, newOnly).get(u.tenantId, u.userId, 1), 'the key was moved before the failure');
+    const failed = (await auditTrail()).map(recorded);
+    assert.deepEqual(failed, [{ on: EventSubjects.audit(u.tenantId), tenantId: u.tenantId, aggregateId: u.tenantId, subject: 'mfa.tool.rewrap', clientId: 'rewrap.js', outcome: 'internal' }]);
+
+    const report = await tool().run();
+    assert.equal(report.resealed.users, 1, 'the next run seals the user’s secrets again');
+    assert.deepEqual((await auditTrail()).map((r) => r.event.data.outcome), ['internal', 'ok']);
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'the projector takes SecretsResealed: the Redis projection gets the push token sealed again, which opens without the old key', async () => {
     const u = await secretsBeforeRotation('reseal-projection');
     const { tenantId, userId } = u;

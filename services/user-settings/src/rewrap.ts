@@ -1,10 +1,13 @@
 // The operator's tool after a master key rotation (docs/operations.md, "Rotation procedure"):
-//   node services/user-settings/dist/rewrap.js [--dry-run] [--skip-event-log] [--json]
+//   node services/user-settings/dist/rewrap.js [--dry-run] [--skip-event-log] [--json] [--operator <sub>]
 // with user-settings' environment (MFA_ENCRYPTION_KEY, MFA_PREVIOUS_ENCRYPTION_KEYS, NATS_*).
 // Moves the users' data keys to the current master key, and seals again under it the secrets still
 // in use (TOTP and hardware secrets, PIN hashes, push tokens, the inventory's secrets: SecretsResealed,
 // OathTokenResealed); --dry-run only reports. Run it once every service runs the release that reads
 // those events (docs/operations.md, "Rotation procedure").
+// A run that wrote records, for each tenant whose data it changed, one AdminActionRecorded in the
+// tenant's audit trail (subject mfa.tool.rewrap, client rewrap.js, reports.audit.query), naming
+// the person given by --operator (their console `sub`, e.g. an e-mail address) as its operator.
 // Safe while the services run; refuses to write while a running service has another master key.
 // Exit code: 0 when every previous key may be removed, 3 when something still needs one, 1 on
 // failure (run it again: it resumes), 2 on a bad argument, 4 when it refused to write (the
@@ -13,12 +16,13 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Operator } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
 import { connectNats, natsSecurityFromEnv } from '@mfa/messaging';
 import { askRunningKeyrings } from '@mfa/service-kit';
 import { createLogger } from '@mfa/telemetry';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { MasterKeyRewrap, type RewrapReport } from './application/master-key-rewrap.js';
+import { MasterKeyRewrap, REWRAP_AUDIT_SUBJECT, type RewrapReport } from './application/master-key-rewrap.js';
 import { loadUserSettingsConfig } from './config.js';
 
 const log = createLogger('user-settings-rewrap', { level: 'warn' });
@@ -36,9 +40,14 @@ export function formatReport(report: RewrapReport): string {
     `Secrets in use ${verb}sealed again under the current key: ${r.totpSecrets} TOTP secrets, ${r.pinHashes} PIN hashes, ${r.pushTokens} push tokens of ${r.users} users, ${r.inventorySecrets} inventory token secrets` +
       (report.dryRun ? '' : `, ${r.raced} changed meanwhile (left to the winner; run again)`) +
       `, ${r.failed} that do not open with this keyring (left as they are).`,
-    '',
-    'In use, by key id:',
   ];
+  if (!report.dryRun) {
+    lines.push(
+      `Audit trail: ${report.audit.recorded} records (${REWRAP_AUDIT_SUBJECT}), one per tenant whose data was changed` +
+        (report.audit.failed > 0 ? `; ${report.audit.failed} NOT written (see the errors above).` : '.'),
+    );
+  }
+  lines.push('', 'In use, by key id:');
   for (const [kid, n] of Object.entries(report.needs)) {
     const role = kid === report.currentKid ? 'current' : report.previousKids.includes(kid) ? 'previous' : kid === 'unreadable' ? 'not sealed values' : 'NOT IN THE KEYRING';
     lines.push(
@@ -71,12 +80,26 @@ function runningServiceKids(nc: NatsConnection, keyring: Keyring): Promise<Array
 }
 
 async function run(): Promise<number> {
+  const usage = 'usage: rewrap.js [--dry-run] [--skip-event-log] [--json] [--no-running-services] [--operator <sub>]';
   let args;
   try {
-    args = parseArgs({ options: { 'dry-run': { type: 'boolean' }, 'skip-event-log': { type: 'boolean' }, json: { type: 'boolean' }, 'no-running-services': { type: 'boolean' } }, strict: true }).values;
+    args = parseArgs({
+      options: { 'dry-run': { type: 'boolean' }, 'skip-event-log': { type: 'boolean' }, json: { type: 'boolean' }, 'no-running-services': { type: 'boolean' }, operator: { type: 'string' } },
+      strict: true,
+    }).values;
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\nusage: rewrap.js [--dry-run] [--skip-event-log] [--json] [--no-running-services]\n`);
+    process.stderr.write(`${(error as Error).message}\n${usage}\n`);
     return 2;
+  }
+  // Who runs it, for the audit records: as the console names an operator (reports.audit.query's `operator`).
+  let operator: Operator | undefined;
+  if (args.operator !== undefined) {
+    const parsed = Operator.safeParse({ sub: args.operator });
+    if (!parsed.success) {
+      process.stderr.write(`--operator ${parsed.error.issues[0]?.message ?? 'is not valid'}\n${usage}\n`);
+      return 2;
+    }
+    operator = parsed.data;
   }
   const writing = args['dry-run'] !== true;
   // user-settings' own configuration, checked as the service checks it: the tool runs with its environment.
@@ -109,7 +132,7 @@ async function run(): Promise<number> {
       process.stderr.write(`no running service answered the master key check, so none confirms this key (${keyring.kid}). Start user-settings with the new key first, or pass --no-running-services if you know the key is right; nothing was written.\n`);
       return 4;
     }
-    const report = await new MasterKeyRewrap(nats, keyring, { dryRun: !writing, skipEventLog: args['skip-event-log'] === true, log }).run();
+    const report = await new MasterKeyRewrap(nats, keyring, { dryRun: !writing, skipEventLog: args['skip-event-log'] === true, operator, log }).run();
     process.stdout.write(`${args.json ? JSON.stringify(report) : formatReport(report)}\n`);
     return report.removable.length === report.previousKids.length ? 0 : 3;
   } finally {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EventSubjects, IMPORTS_BUCKET, Streams, subjectIds } from '@mfa/contracts';
+import { ContractError, EventSubjects, IMPORTS_BUCKET, Streams, subjectIds, type Operator } from '@mfa/contracts';
 import { open, rewrapDataKey, seal, SealContext, sealedKeyId, SealError, userTag, type Keyring, type SealScope } from '@mfa/crypto';
 import {
   ConcurrencyError,
@@ -9,6 +9,7 @@ import {
   isStreamOrConsumerNotFound,
   isWrongLastSequence,
   nextMessageOn,
+  publishWithRetry,
   readAggregate,
   readOnce,
   type NatsClients,
@@ -39,7 +40,21 @@ import { secretContext } from './user-snapshot.js';
  * appended on the aggregate's last sequence as read, through its decider: a change meanwhile (a
  * token enrolled, a PIN set again) wins, the reseal is counted `raced` and left to the next run.
  * The old events stay: history, readable by whoever holds the previous key and a copy of the log.
+ *
+ * A run that wrote records each tenant whose data it changed (a data key moved, wrapped again or a
+ * copy deleted, a secret sealed again) in that tenant's admin audit trail: one AdminActionRecorded
+ * per tenant and run (not per user), once the writes are done, on subject REWRAP_AUDIT_SUBJECT
+ * by client REWRAP_CLIENT_ID, naming the operator when one was given. A dry run, and a run that
+ * changed nothing of a tenant, record nothing for it.
  */
+
+/**
+ * The subject the audit trail records the tool's writes under. No request has it (it is not an API
+ * subject): it is the tool's name in the form reports.audit.query's `subject` filter takes.
+ */
+export const REWRAP_AUDIT_SUBJECT = 'mfa.tool.rewrap';
+/** The acting client the audit trail names for the tool's writes (reports.audit.query `clientId`). */
+export const REWRAP_CLIENT_ID = 'rewrap.js';
 
 /** Users worked on at once: enough to hide the round trips, few enough for a shared NATS. */
 const PARALLEL_USERS = 8;
@@ -127,6 +142,11 @@ export interface RewrapReport {
   eventLog: Record<string, number>;
   /** Previous key ids nothing in use needs any more: these may leave MFA_PREVIOUS_ENCRYPTION_KEYS. */
   removable: string[];
+  /**
+   * The audit trail: `recorded` AdminActionRecorded written, one per tenant whose data this run
+   * changed (none in a dry run); `failed` tenants whose record could not be written (logged).
+   */
+  audit: { recorded: number; failed: number };
 }
 
 export interface ResealCounts {
@@ -158,6 +178,8 @@ export interface MasterKeyRewrapOptions {
   dryRun?: boolean;
   /** Skip counting the sealed values of the whole event log (a read of every event). */
   skipEventLog?: boolean;
+  /** The person who runs the tool, as the audit records name them (`operator.sub`: reports.audit.query's `operator`). */
+  operator?: Operator | undefined;
   log?: Logger;
 }
 
@@ -167,6 +189,9 @@ const noNeeds = (): KeyNeeds => ({ dataKeys: 0, totpSecrets: 0, pinHashes: 0, pu
 export class MasterKeyRewrap {
   private readonly log: Logger;
   private readonly store: EventStore;
+  private readonly events: EventPublisher;
+  /** Tenants whose data the current run has written (a data key moved, wrapped again or a copy deleted, a secret sealed again). */
+  private readonly changedTenants = new Set<string>();
 
   constructor(
     private readonly nats: Pick<NatsClients, 'js' | 'jsm'>,
@@ -174,7 +199,8 @@ export class MasterKeyRewrap {
     private readonly options: MasterKeyRewrapOptions = {},
   ) {
     this.log = options.log ?? createLogger('user-settings');
-    this.store = new EventStore(nats.jsm, new EventPublisher(nats.js), Streams.userSettings.name, this.log);
+    this.events = new EventPublisher(nats.js);
+    this.store = new EventStore(nats.jsm, this.events, Streams.userSettings.name, this.log);
   }
 
   async run(): Promise<RewrapReport> {
@@ -190,35 +216,22 @@ export class MasterKeyRewrap {
       needs: {},
       eventLog: {},
       removable: [],
+      audit: { recorded: 0, failed: 0 },
     };
+    this.changedTenants.clear();
     const needs = (kid: string): KeyNeeds => (report.needs[kid] ??= noNeeds());
     // What is not a sealed secret at all is counted apart: it needs no key, and no key opens it.
     const needsOf = (sealed: string): KeyNeeds => needs(sealedKeyId(sealed) ?? 'unreadable');
     for (const kid of [report.currentKid, ...report.previousKids]) needs(kid);
 
-    // 1. The hardware token inventory first (a token's secret stays with it, assigned or not): an
-    //    assignment copies the inventory's sealed secret to the user, so one made while the users
-    //    are walked copies the value sealed again, or is walked after it and sealed again there.
-    await this.eachSubject(EventSubjects.allOathTokens, async (subject) => {
-      const ids = subjectIds(OATH_SUBJECT_PREFIX, subject);
-      if (!ids) return;
-      report.hardwareTokens++;
-      const state = await this.resealToken(ids[0], ids[1], dryRun, report.resealed);
-      if (state.exists && state.sealedSecret) needsOf(state.sealedSecret).inventorySecrets++;
-    });
-
-    // 2. Every user of the log: their data key, and the sealed secrets their state still uses.
-    await this.eachSubject(EventSubjects.allUsers, async (subject) => {
-      const ids = subjectIds(USER_SUBJECT_PREFIX, subject);
-      if (!ids) return;
-      const [tenantId, userId] = ids;
-      report.users++;
-      await this.rewrapUser(tenantId, userId, dryRun, report);
-      const state = await this.resealUser(await this.inspectSecrets(tenantId, userId), dryRun, report.resealed);
-      for (const token of state.tokens) needsOf(token.sealedSecret).totpSecrets++;
-      if (state.sealedPinHash) needsOf(state.sealedPinHash).pinHashes++;
-      for (const device of state.devices ?? []) if (device.sealedPushToken) needsOf(device.sealedPushToken).pushTokens++;
-    });
+    // Steps 1 and 2 write; the audit records follow them, also when they fail (outcome: the error's code).
+    try {
+      await this.writeSteps(dryRun, report, needsOf);
+    } catch (error) {
+      await this.recordAudit(error instanceof ContractError ? error.code : 'internal', report);
+      throw error;
+    }
+    await this.recordAudit('ok', report);
 
     // 3. What MFA_USER_KEYS holds now, users of the log or not (a key whose user has no event is
     //    counted here only: nothing can say whose it is, so nothing can wrap it again).
@@ -245,6 +258,57 @@ export class MasterKeyRewrap {
 
     report.removable = report.previousKids.filter((kid) => Object.values(report.needs[kid] ?? noNeeds()).every((n) => n === 0));
     return report;
+  }
+
+  /** Steps 1 and 2 of `run`, the writes: the inventory's secrets, then each user's data key and secrets. */
+  private async writeSteps(dryRun: boolean, report: RewrapReport, needsOf: (sealed: string) => KeyNeeds): Promise<void> {
+    // 1. The hardware token inventory first (a token's secret stays with it, assigned or not): an
+    //    assignment copies the inventory's sealed secret to the user, so one made while the users
+    //    are walked copies the value sealed again, or is walked after it and sealed again there.
+    await this.eachSubject(EventSubjects.allOathTokens, async (subject) => {
+      const ids = subjectIds(OATH_SUBJECT_PREFIX, subject);
+      if (!ids) return;
+      report.hardwareTokens++;
+      const state = await this.resealToken(ids[0], ids[1], dryRun, report.resealed);
+      if (state.exists && state.sealedSecret) needsOf(state.sealedSecret).inventorySecrets++;
+    });
+
+    // 2. Every user of the log: their data key, and the sealed secrets their state still uses.
+    await this.eachSubject(EventSubjects.allUsers, async (subject) => {
+      const ids = subjectIds(USER_SUBJECT_PREFIX, subject);
+      if (!ids) return;
+      const [tenantId, userId] = ids;
+      report.users++;
+      await this.rewrapUser(tenantId, userId, dryRun, report);
+      const state = await this.resealUser(await this.inspectSecrets(tenantId, userId), dryRun, report.resealed);
+      for (const token of state.tokens) needsOf(token.sealedSecret).totpSecrets++;
+      if (state.sealedPinHash) needsOf(state.sealedPinHash).pinHashes++;
+      for (const device of state.devices ?? []) if (device.sealedPushToken) needsOf(device.sealedPushToken).pushTokens++;
+    });
+  }
+
+  /**
+   * One AdminActionRecorded per tenant the run changed, on the tenant's audit subject. A record
+   * that cannot be written is logged and counted (`audit.failed`), as the services' audit trail
+   * does: the writes are in the event log and MFA_USER_KEYS either way.
+   */
+  private async recordAudit(outcome: string, report: RewrapReport): Promise<void> {
+    const operator = this.options.operator;
+    for (const tenantId of this.changedTenants) {
+      const event = createEvent('AdminActionRecorded', 1, {
+        tenantId,
+        aggregateId: tenantId,
+        now: new Date(),
+        data: { subject: REWRAP_AUDIT_SUBJECT, clientId: REWRAP_CLIENT_ID, ...(operator ? { operator } : {}), outcome },
+      });
+      try {
+        await publishWithRetry(this.events, EventSubjects.audit(tenantId), event, { attempts: 3, delayMs: 100 });
+        report.audit.recorded++;
+      } catch (error) {
+        report.audit.failed++;
+        this.log.error('audit event not written', { subject: REWRAP_AUDIT_SUBJECT, tenantId, error: error instanceof Error ? { name: error.name, message: error.message } : String(error) });
+      }
+    }
   }
 
   /**
@@ -295,6 +359,7 @@ export class MasterKeyRewrap {
       if (error instanceof ConcurrencyError) return { state: plan.state, appended: false, raced: true };
       throw error;
     }
+    this.changedTenants.add(plan.tenantId);
     return { state: decided.reduce(userDecider.evolve, plan.state), appended: true, raced: false };
   }
 
@@ -339,6 +404,7 @@ export class MasterKeyRewrap {
         counts.raced++;
         return state;
       }
+      this.changedTenants.add(tenantId);
       counts.inventorySecrets++;
       return decided.reduce(oathTokenDecider.evolve, state);
     }
@@ -392,12 +458,20 @@ export class MasterKeyRewrap {
     const from = latestDataKeyRecord(plan.previous);
     if (!plan.current && from) {
       const body = from.stored.kind === 'key' ? { gen: from.stored.gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, from.stored.gen, from.stored.wrappedKey) } : toBody(from.stored);
-      if (await this.writeIf(tag, body, 0)) outcome.moved = from.stored.kind === 'key' ? 'key' : 'tombstone';
-      else outcome.raced = true;
+      if (await this.writeIf(tag, body, 0)) {
+        outcome.moved = from.stored.kind === 'key' ? 'key' : 'tombstone';
+        this.changedTenants.add(tenantId);
+      } else {
+        outcome.raced = true;
+      }
     } else if (plan.current?.stored.kind === 'key' && sealedKeyId(plan.current.stored.wrappedKey) !== this.keyring.kid) {
       const { gen, wrappedKey } = plan.current.stored;
-      if (await this.writeIf(tag, { gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, gen, wrappedKey) }, plan.current.seq)) outcome.rewrapped = true;
-      else outcome.raced = true;
+      if (await this.writeIf(tag, { gen, wrappedKey: rewrapDataKey(this.keyring, tenantId, userId, gen, wrappedKey) }, plan.current.seq)) {
+        outcome.rewrapped = true;
+        this.changedTenants.add(tenantId);
+      } else {
+        outcome.raced = true;
+      }
     }
     if (plan.previous.length === 0) return outcome;
     const now = await this.record(tag, { unreadable: 0 });
@@ -405,6 +479,7 @@ export class MasterKeyRewrap {
     for (const copy of plan.previous) {
       if (this.supersedes(tenantId, userId, now.stored, copy.stored)) {
         await this.deleteErasing(copy.seq);
+        this.changedTenants.add(tenantId);
         outcome.copiesRemoved++;
       } else {
         outcome.conflicts++;

@@ -12,6 +12,7 @@ import { eventually, itWith, tenantCreated, testEnv, testTenant, uniqueTenant, u
 import { InternalRequests } from '@mfa/service-kit';
 import { boot } from './boot.js';
 import { DeviceApiError, DeviceApiService } from './application/device-api.service.js';
+import { ChallengeService } from './application/challenge.service.js';
 import { loadAuthChallengeConfig } from './config.js';
 import { SourceFailureKeys } from './adapters/source-failures.js';
 
@@ -354,6 +355,89 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     assert.equal(await writer.apply(before), false);
     assert.equal(await redis.exists(RedisKeys.devicesMoved(oldTag)), 0, 'an older snapshot writes no pointer');
     assert.deepEqual([(await pending(moved)).status, (await pending(moved)).body.error?.code], [403, 'not_activated']);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'an app deleted between the admission of its answer and the answer’s script decides nothing and records nothing: 403 not_activated, the push still pending, no use of it in devices:used; another app of the user, and one activated under an earlier master key, are recorded under their nonce', async () => {
+    const userId = uniqueUser('deleted-in-flight');
+    const tag = userTag(keyring, tenant, userId);
+    const oldTag = randomBytes(16).toString('base64url').slice(0, 22);
+    type Held = { nonce: string; test: TestDevice; projected: { state: 'active'; algorithm: 'ES256'; publicKey: string; platform: 'none'; name: string; activatedAt: string; id?: string } };
+    const app = (name: string, movedFrom?: string): Held => {
+      const pair = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const id = formatDeviceId(movedFrom ?? tag, nonce);
+      const publicKey = pair.publicKey.export({ format: 'der', type: 'spki' }).toString('base64url');
+      const projected = { state: 'active' as const, algorithm: 'ES256' as const, publicKey, platform: 'none' as const, name, activatedAt: new Date().toISOString(), ...(movedFrom ? { id } : {}) };
+      return { nonce, test: { deviceId: id, algorithm: 'ES256', privateKey: pair.privateKey }, projected };
+    };
+    const [phone, tablet, old] = [app('phone'), app('tablet'), app('old phone', oldTag)];
+    // As user-settings projects the user's apps (the real writer: a deleted app's devices:used field goes with it).
+    const project = (apps: Held[]) =>
+      writer.apply({ tenantId: tenant, userId, seq: seq++, methods: ['push'], defaultMethod: 'push', totpTokens: [], devices: apps.map((a) => ({ nonce: a.nonce, device: a.projected })) });
+    assert.equal(await project([phone, tablet, old]), true);
+
+    // The device API with the service's own ChallengeService, the app deleted (projected without it)
+    // after its request was admitted (its device read, its signatures checked), before the answer's script.
+    const challenges = service.app.get(ChallengeService);
+    let inFlight: (() => Promise<boolean>) | undefined;
+    const racing = new DeviceApiService(redis, new InternalRequests(nc, keyring), {
+      pushAnswer: async (req, now) => {
+        if (inFlight) assert.equal(await inFlight(), true, 'the projection written in flight');
+        return challenges.pushAnswer(req, now);
+      },
+    }, { warn: () => undefined });
+    const answerOf = async (device: TestDevice, challengeId: string, decision: 'approve' | 'deny', number?: string) => {
+      const path = `/device/v1/challenges/${challengeId}/answer`;
+      const body = answerBody(device, challengeId, decision, number);
+      const headers = Object.fromEntries(Object.entries(signedHeaders(device, 'POST', path, body)).map(([k, v]) => [k.toLowerCase(), v]));
+      try {
+        return await racing.answer({ method: 'POST', path, body: Buffer.from(body), headers }, challengeId);
+      } catch (error) {
+        assert.ok(error instanceof DeviceApiError, String(error));
+        return `${error.status} ${error.code}`;
+      }
+    };
+    const statusOf = async (challengeId: string) => (await ask(Subjects.challengeStatus, { tenantId: tenant, challengeId })).status;
+
+    // An approval from the phone, deleted in flight: refused as a deleted app's request is, nothing decided or recorded.
+    const first = await startPush(tenant, userId);
+    inFlight = () => project([tablet, old]);
+    assert.equal(await answerOf(phone.test, first.challengeId, 'approve', first.number), '403 not_activated', 'a deleted app approves nothing');
+    assert.equal(await statusOf(first.challengeId), 'pending', 'the push still waits for the user’s other apps');
+    assert.equal(String(await redis.get(RedisKeys.pendingPush(tag))).split('|')[0], first.challengeId, 'still the user’s pending push');
+    assert.equal(await redis.hexists(RedisKeys.devicesUsed(tag), phone.nonce), 0, 'no use recorded for a device the user no longer has');
+    // The user's other app answers it: its use recorded under its nonce, the deleted app's still absent.
+    inFlight = undefined;
+    assert.deepEqual(await answerOf(tablet.test, first.challengeId, 'approve', first.number), { status: 'approved' });
+    assert.equal(await statusOf(first.challengeId), 'approved');
+    assert.ok(Number(await redis.hget(RedisKeys.devicesUsed(tag), tablet.nonce)) > 0, 'the tablet’s use recorded');
+    assert.equal(await redis.hexists(RedisKeys.devicesUsed(tag), phone.nonce), 0);
+
+    // An app activated under an earlier master key (its id carries another tag): its use is recorded
+    // under its nonce in the user's current slot, where the writer keeps and drops it.
+    const second = await startPush(tenant, userId);
+    assert.deepEqual(await answerOf(old.test, second.challengeId, 'approve', second.number), { status: 'approved' });
+    assert.ok(Number(await redis.hget(RedisKeys.devicesUsed(tag), old.nonce)) > 0, 'the moved app’s use recorded at the current tag');
+    assert.equal(await redis.exists(RedisKeys.devicesUsed(oldTag)), 0, 'nothing under the tag its id carries');
+    // Deleted in flight too, with a denial: refused, the push not denied, no refusal counted, and its
+    // field (dropped by the projection write) not written back.
+    const third = await startPush(tenant, userId);
+    inFlight = () => project([tablet]);
+    assert.equal(await answerOf(old.test, third.challengeId, 'deny'), '403 not_activated', 'a deleted app denies nothing');
+    assert.equal(await statusOf(third.challengeId), 'pending');
+    assert.equal(await redis.zscore(RedisKeys.pushRefusals(tag), third.challengeId), null, 'no denial counted towards push fatigue');
+    assert.deepEqual((await redis.hkeys(RedisKeys.devicesUsed(tag))).sort(), [tablet.nonce], 'only the app the user still has');
+
+    // Erased in flight (the devices go with the user): denied method_not_registered as before, as
+    // any verify of a push whose user was erased since its start is; no use recorded either.
+    const erasedId = uniqueUser('erased-in-flight');
+    const erasedTag = userTag(keyring, tenant, erasedId);
+    const gone = await userWithDevice(tenant, erasedId, 'ES256', Date.now() - 86_400_000);
+    const fourth = await startPush(tenant, erasedId);
+    inFlight = () => writer.erase(tenant, erasedId, seq++);
+    assert.deepEqual(await answerOf(gone, fourth.challengeId, 'approve', fourth.number), { status: 'denied', reason: 'method_not_registered' });
+    assert.equal(await statusOf(fourth.challengeId), 'denied');
+    assert.equal(await redis.exists(RedisKeys.devicesUsed(erasedTag)), 0);
   });
 
   itWith({ real: ['nats', 'redis'] }, 'a device not found in a slot Redis is rebuilding (no projection marker) is asked to come back: 503 unavailable with Retry-After, and the projection’s marker dropped (a rebuild); once the slot is complete, 403 not_activated', async () => {

@@ -142,6 +142,19 @@ async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * A push answer from a device the user no longer has: deleted between the device API's admission
+ * of the request and the answer's script, which changed nothing (PUSH_ANSWER_SCRIPT: neither the
+ * decision nor the device's use). The device API answers it as any request of a deleted app, 403
+ * not_activated.
+ */
+export class PushDeviceRemoved extends Error {
+  override name = 'PushDeviceRemoved';
+  constructor() {
+    super('the device answering the push is no longer the user’s');
+  }
+}
+
 /** A TOTP outcome as the verify scripts take it: the token's id ('' = none), its step, the cause when none. */
 const matchArgs = (m: TotpMatch) => (m.matched ? [m.tokenId, m.step, ''] : ['', '', m.cause]);
 
@@ -167,7 +180,7 @@ export class ChallengeStore {
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
     redis.defineCommand('mfaChallengeResend', { numberOfKeys: 8, lua: RESEND_SCRIPT });
     for (const [name, numberOfKeys, lua] of [
-      ['mfaChallengePushAnswer', 13, PUSH_ANSWER_SCRIPT],
+      ['mfaChallengePushAnswer', 14, PUSH_ANSWER_SCRIPT],
       ['mfaChallengeVerify', 10, VERIFY_SCRIPT],
       ['mfaChallengeVerifyTotp', 10, VERIFY_TOTP_SCRIPT],
       ['mfaChallengeVoiceOutcome', 10, VOICE_OUTCOME_SCRIPT],
@@ -264,7 +277,8 @@ export class ChallengeStore {
   /**
    * A device's answer to a push challenge: approve with the typed number's keyed hash, approve
    * without a number (`'none'`: only a push started without one, over RADIUS, takes it), or deny
-   * (`numberHash` undefined). The device's signatures are checked before.
+   * (`numberHash` undefined). The device's signatures are checked before. Throws PushDeviceRemoved,
+   * having changed nothing, when the device (`deviceNonce` in the user's devices) is gone by then.
    */
   async recordPushAnswer(input: VerifyInput & { numberHash: Buffer | 'none' | undefined; fatigueWindowSeconds: number; deviceNonce: string }): Promise<VerifyVerdict> {
     const script: ScriptFn = (...args) => this.decisions.run('mfaChallengePushAnswer', args);
@@ -274,12 +288,14 @@ export class ChallengeStore {
         RedisKeys.pendingPush(input.tag),
         RedisKeys.pushRefusals(input.tag),
         RedisKeys.devicesUsed(input.tag),
+        RedisKeys.devices(input.tag),
         ...this.verifyArgs(input),
         input.numberHash ?? '',
         input.fatigueWindowSeconds,
         input.deviceNonce,
       ),
     );
+    if (raw[0] === 'device_removed') throw new PushDeviceRemoved();
     return parseVerifyVerdict(raw);
   }
 

@@ -619,9 +619,19 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
  * for such a push, or none for a push with one, is a wrong number), or deny (ARGV[11] = ''). Either way the push is
  * no longer pending for the user (also when a block denies it), and the device was used now. A denial, and a wrong number, count
  * towards push fatigue (KEYS[12]); a wrong number counts like a wrong code too. Keys and arguments
- * as VERIFY_SCRIPT, then KEYS 11-13: the user's pending push, denied and ignored pushes, the devices'
- * last use; ARGV 11: the number's hash ('' = deny), 12: the fatigue window s, 13: the device nonce.
- * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}.
+ * as VERIFY_SCRIPT, then KEYS 11-14: the user's pending push, denied and ignored pushes, the devices'
+ * last use, the user's devices (user-settings' projection); ARGV 11: the number's hash ('' = deny),
+ * 12: the fatigue window s, 13: the device nonce (its field in KEYS 14 and 13, also for an app
+ * activated under an earlier master key, whose id carries another tag).
+ * The answer counts only while the device is still the user's: an app deleted after the device API
+ * admitted its request, before this script ran, neither approves nor denies, and its use is not
+ * recorded ({'device_removed'}, nothing changed: the device API answers it as it answers a deleted
+ * app, 403 not_activated). A device nonce is never given again, so its field in the user's devices
+ * is that device. What CHECKS decide comes first, as for any answer: a push expired, its user
+ * blocked, or reset or erased since its start (which takes the devices too), is denied as before
+ * (decisions any verify of the challenge takes too, whoever sends it).
+ * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}
+ * | {'device_removed'}.
  */
 // The push no longer waits for the user (the marker, if it still names this challenge, goes).
 const END_PENDING_PUSH = `
@@ -629,6 +639,7 @@ local pending = redis.call('GET', KEYS[11])
 if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[11]) end`;
 export const PUSH_ANSWER_SCRIPT = `${checks(END_PENDING_PUSH)}
 if method ~= 'push' then return {'not_push', userId, method} end
+if redis.call('HEXISTS', KEYS[14], ARGV[13]) == 0 then return {'device_removed'} end
 ${CT_EQUAL}${END_PENDING_PUSH}
 redis.call('HSET', KEYS[13], ARGV[13], ARGV[2])
 local function refused()

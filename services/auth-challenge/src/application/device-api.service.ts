@@ -15,6 +15,7 @@ import type { InternalRequests } from '@mfa/service-kit';
 import { isUserTag, parseChallengeId, parseDeviceId, projectedDeviceId, RedisKeys, type ProjectedDevice } from '@mfa/projection';
 import { counter, type Logger } from '@mfa/telemetry';
 import { PENDING_PUSH_SCRIPT } from '../adapters/scripts.js';
+import { PushDeviceRemoved } from '../adapters/challenge.store.js';
 import { DEFAULT_SOURCE_FAILURE_LIMITS, SourceFailures, type SourceFailureLimits } from '../adapters/source-failures.js';
 import type { ChallengeService } from './challenge.service.js';
 
@@ -215,6 +216,14 @@ export class DeviceApiService {
       if (reply.status === 'denied') return { status: 'denied', reason: reply.reason ?? 'denied' };
       throw new DeviceApiError(409, 'conflict', 'the challenge is not waiting for an answer');
     } catch (error) {
+      // The app was deleted after its request was admitted: its answer decided nothing (the push
+      // still waits for the user's other apps, or its expiry), as the next request of a deleted app
+      // is refused. Not counted against the source: the device signed it, and the same request a
+      // moment earlier would have been served.
+      if (error instanceof PushDeviceRemoved) {
+        requests.inc({ route: 'answer', outcome: 'not_activated' });
+        throw new DeviceApiError(403, 'not_activated', NOT_ACTIVATED);
+      }
       if (error instanceof ContractError) throw new DeviceApiError(statusOf(error.code), error.code, error.message);
       throw error;
     }

@@ -142,14 +142,17 @@ describe('a user erased in MFA_USER_KEYS whom the log never erased (keys newer t
     await keysOf().erase(tenantId, userId, 1, new Date());
     // The second instance found the disagreement; before its erasure loads the user, the first
     // completes the erasure and registers the user again, under generation 2.
+    let firstAudited = 0;
     class Second extends UserSettingsService {
-      override async delete(...args: Parameters<UserSettingsService['delete']>) {
-        await instance().register({ tenantId, userId, displayName: 'Registered First', email: 'first@example.com' }, new Date());
-        return super.delete(...args);
+      protected override async completeKeyErasure(...args: [string, string, number, Date]) {
+        await instance().register({ tenantId, userId, displayName: 'Registered First', email: 'first@example.com' }, new Date(), { erasureCompleted: async () => void firstAudited++ });
+        return super.completeKeyErasure(...args);
       }
     }
     const second = new Second({ store, projection: writer, keyring, keys: new UserDataKeys(nats, keyring), log, autoCreateTenants: true, totpIssuer: 'Open MFA', snapshots: new SnapshotStore(nats.js, nats.jsm) });
-    assert.deepEqual(await second.register({ tenantId, userId, displayName: 'Registered Second' }, new Date()), { userId, methods: [] });
+    let secondAudited = 0;
+    assert.deepEqual(await second.register({ tenantId, userId, displayName: 'Registered Second' }, new Date(), { erasureCompleted: async () => void secondAudited++ }), { userId, methods: [] });
+    assert.deepEqual([firstAudited, secondAudited], [1, 0], 'the erasure is audited by the register that recorded it, once');
     assert.deepEqual(await erasedGens(tenantId, userId), [1], 'the erasure is recorded once');
     assert.deepEqual(await typesOf(tenantId, userId), ['UserRegistered', 'UserErased', 'UserRegistered', 'UserProfileChanged']);
     const user = await instance().get({ tenantId, userId }, new Date());

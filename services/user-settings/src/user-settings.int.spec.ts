@@ -504,6 +504,30 @@ describe('users.delete: crypto-shredding', () => {
     assert.notEqual(dataKey, `${firstKey.gen}:${firstKey.wrapped}`);
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'a users.register that completes an erasure only the key store held is in the audit trail (erasure_completed, the caller, the user); a register that erases nothing is not', async () => {
+    const who = uniqueUser('restored');
+    await request(Subjects.usersRegister, { tenantId, userId: who, displayName: 'Sven Återställd' });
+    const audited = async () => {
+      const out: Array<Record<string, unknown>> = [];
+      for (let seq = 1; ; ) {
+        const msg = await jsm.direct.getMessage(Streams.audit.name, { seq, next_by_subj: EventSubjects.audit(tenantId) });
+        if (!msg) return out.filter((d) => d.userId === who);
+        out.push((parseEvent(msg.json()) as { data: Record<string, unknown> }).data);
+        seq = msg.seq + 1;
+      }
+    };
+    assert.deepEqual(await audited(), [], 'an IdP registering a user is not audited');
+    // The key store erased the user, the log does not record it (a restore from two moments).
+    await keysStore().erase(tenantId, who, 1, new Date());
+    assert.deepEqual(await request(Subjects.usersRegister, { tenantId, userId: who, displayName: 'Sven Ny' }), { userId: who, methods: [] });
+    assert.deepEqual(await typesOf(EventSubjects.user(tenantId, who)), ['UserRegistered', 'UserErased', 'UserRegistered']);
+    const record = await eventually(async () => (await audited())[0], 10_000, 'the audit record');
+    assert.deepEqual(record, { subject: Subjects.usersRegister, clientId: 'anonymous', userId: who, outcome: 'erasure_completed' });
+    // Registering again erases nothing: no second record.
+    await request(Subjects.usersRegister, { tenantId, userId: who, displayName: 'Sven Ny' });
+    assert.equal((await audited()).length, 1);
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'a command that loaded the user before the erasure never writes its snapshot after it (erasure wins whatever the order)', async () => {
     const racer = uniqueUser('race');
     const subject = EventSubjects.user(tenantId, racer);

@@ -51,9 +51,12 @@ import {
   type UsersTokensDeleteReply,
   type UsersRegisterReply,
 } from '@mfa/contracts';
-import { Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
+import { AuditTrail, Authenticator, ContractPipe, NatsController, NatsRequestContext } from '@mfa/service-kit';
 import { ApiClientsService } from '../application/api-clients.service.js';
 import { UserSettingsService } from '../application/user-settings.service.js';
+
+/** The audit trail's outcome for a users.register that completed an erasure before registering. */
+export const ERASURE_COMPLETED = 'erasure_completed';
 
 /**
  * The public request/reply API of user-settings: authorized by ApiKeyGuard (applied by
@@ -65,11 +68,19 @@ export class UserSettingsController {
     @Inject(UserSettingsService) private readonly service: UserSettingsService,
     @Inject(ApiClientsService) private readonly clients: ApiClientsService,
     @Inject(Authenticator) private readonly auth: Authenticator,
+    @Inject(AuditTrail) private readonly audit: AuditTrail,
   ) {}
 
+  /**
+   * An IdP's register is not audited, but one that completes an erasure the key store holds and
+   * the log misses (a restore of the two from different moments) erases personal data: the trail
+   * records it, naming the caller and the user, with outcome `erasure_completed`.
+   */
   @MessagePattern(Subjects.usersRegister)
   register(@Payload(new ContractPipe(UsersRegisterRequest)) request: UsersRegisterRequest, @Ctx() ctx: NatsRequestContext): Promise<UsersRegisterReply> {
-    return this.service.register(request, ctx.receivedAt);
+    return this.service.register(request, ctx.receivedAt, {
+      erasureCompleted: () => this.audit.record(ctx, { tenantId: request.tenantId, userId: request.userId }, ERASURE_COMPLETED),
+    });
   }
 
   @MessagePattern(Subjects.usersGet)

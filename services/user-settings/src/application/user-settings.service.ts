@@ -217,6 +217,17 @@ export class UserSettingsService {
    * of g or later; `conflict` otherwise (a live key, or none), with nothing written.
    */
   async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+    const { userId } = await this.erase(request, now);
+    return { userId, deleted: true };
+  }
+
+  /** A register's completion of an erasure the key store holds at `gen` (users.delete with onlyIfKeyErased); true when this call recorded it. */
+  protected async completeKeyErasure(tenantId: string, userId: string, gen: number, now: Date): Promise<boolean> {
+    return (await this.erase({ tenantId, userId, onlyIfKeyErased: gen }, now)).recorded;
+  }
+
+  /** users.delete; `recorded`: this request appended the erasure (not one recorded by another meanwhile). */
+  private async erase(request: UsersDeleteRequest, now: Date): Promise<{ userId: string; recorded: boolean }> {
     const { tenantId, userId, onlyIfKeyErased } = request;
     await this.requireTenant(tenantId, now, false);
     const ref = this.userRef(tenantId, userId);
@@ -243,7 +254,7 @@ export class UserSettingsService {
       { personalData: false },
     );
     // Recorded by another request meanwhile (which carried it out): nothing of this one to do.
-    if (onlyIfKeyErased !== undefined && !outcome.appended) return { userId, deleted: true };
+    if (onlyIfKeyErased !== undefined && !outcome.appended) return { userId, recorded: false };
     const gen = outcome.state.erasedGen;
     if (gen === undefined) throw new Error('user not erased after users.delete');
     await this.releaseLostHardware(tenantId, userId, outcome.state, now);
@@ -259,7 +270,7 @@ export class UserSettingsService {
       this.options.log.warn('erasure recorded but not carried out yet', { tenantId, error });
       throw unavailable('the erasure is recorded and will be completed shortly; try again to confirm', error);
     }
-    return { userId, deleted: true };
+    return { userId, recorded: outcome.appended };
   }
 
   /**
@@ -531,7 +542,11 @@ export class UserSettingsService {
     return { userId, tokenId, deleted: true };
   }
 
-  async register(request: UsersRegisterRequest, now: Date): Promise<UsersRegisterReply> {
+  /**
+   * `hooks.erasureCompleted` runs once this request recorded and carried out an erasure the key
+   * store held and the log missed, before the user registers anew (the audit trail's record of it).
+   */
+  async register(request: UsersRegisterRequest, now: Date, hooks: { erasureCompleted?: () => Promise<void> } = {}): Promise<UsersRegisterReply> {
     const { tenantId, userId } = request;
     await this.requireTenant(tenantId, now, this.options.autoCreateTenants);
     const command = {
@@ -561,7 +576,8 @@ export class UserSettingsService {
         // configuration fix might find again).
         if (!(error instanceof KeyStoreDisagreementError) || error.state !== 'erased' || attempt > 1) throw error;
         this.options.log.warn('the user’s data key is erased but the log did not record it; erasure completed before registering', { tenantId });
-        await this.delete({ tenantId, userId, onlyIfKeyErased: error.gen }, now);
+        // Recorded by this request only: a register racing it that completed it first records it.
+        if (await this.completeKeyErasure(tenantId, userId, error.gen, now)) await hooks.erasureCompleted?.();
       }
     }
   }

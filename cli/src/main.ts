@@ -18,6 +18,7 @@ import {
   type OathTokensListReply,
   type TotpActivateReply,
   type TotpEnrollReply,
+  type UsersGetReply,
 } from '@mfa/contracts';
 import { createInterface } from 'node:readline/promises';
 import { Api, CliError } from './api.js';
@@ -95,27 +96,39 @@ export function patchFromPairs(pairs: readonly string[]): Record<string, unknown
   return patch;
 }
 
-/** Every page of a report (--all), or the first; `more`: pages were left out (the first only, and there are more). */
+/**
+ * Every page of a report (--all), or one: the first, or the one `start` (--cursor) names.
+ * `next`: the cursor of the page after the last one read, when there is one (never with --all).
+ */
 async function paged<T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(
   api: Api,
   subject: string,
   body: Record<string, unknown>,
   all: boolean,
-): Promise<{ items: Array<Record<string, unknown>>; more: boolean }> {
+  start?: string,
+): Promise<{ items: Array<Record<string, unknown>>; next: string | undefined }> {
   const items: Array<Record<string, unknown>> = [];
-  let cursor: string | undefined;
-  let more = false;
+  let cursor = start;
+  let next: string | undefined;
   do {
     const reply = await api.call<T>(subject, { ...body, ...(cursor ? { cursor } : {}) });
     items.push(...reply.items);
-    more = reply.nextCursor !== undefined;
-    cursor = all ? reply.nextCursor : undefined;
+    next = reply.nextCursor;
+    cursor = all ? next : undefined;
   } while (cursor);
-  return { items, more };
+  return { items, next };
 }
-/** Every page of a report (--all), or the first. */
-const pages = async <T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(api: Api, subject: string, body: Record<string, unknown>, all: boolean) =>
-  (await paged<T>(api, subject, body, all)).items;
+/**
+ * Every page of a list (--all), or one (the first, or --cursor's). A page left out is never
+ * silent: its --cursor goes to standard error, as `oath tokens list` prints it.
+ */
+const pages = async <T extends { items: Array<Record<string, unknown>>; nextCursor?: string }>(api: Api, subject: string, body: Record<string, unknown>, o: { all?: unknown; cursor?: unknown }) => {
+  const { items, next } = await paged<T>(api, subject, body, Boolean(o.all), typeof o.cursor === 'string' ? o.cursor : undefined);
+  if (next) process.stderr.write(`more: --cursor ${next}\n`);
+  return items;
+};
+/** The options of a listing that comes a page at a time. */
+const paging = (c: Command) => c.option('--all', 'every page, not only the first').option('--cursor <cursor>', 'the page after the one that printed it (on standard error)');
 
 // ---- tenants -----------------------------------------------------------------------------------
 const tenants = program.command('tenants').description('tenant settings (admin scope)');
@@ -170,15 +183,18 @@ users
   .command('get <tenant> <user>')
   .description('profile, methods, tokens and block')
   .action((tenantId: string, userId: string) => withApi(async (api) => print(await api.call(Subjects.usersGet, { tenantId, userId }))));
-users
-  .command('list <tenant>')
-  .description('find users by the start of their id, name or phone number, or list them all')
-  .option('--query <prefix>', 'the start of a user id, display name or phone number')
-  .option('--blocked', 'only users blocked now')
-  .option('--all', 'every page, not only the first')
-  .action((tenantId: string, o: { query?: string; blocked?: boolean; all?: boolean }) =>
+paging(
+  users
+    .command('list <tenant>')
+    .description('find users by the start of their id, name or phone number, or list them all')
+    .option('--query <prefix>', 'the start of a user id, display name or phone number')
+    .option('--blocked', 'only users blocked now')
+    .addOption(new Option('--not-blocked', 'only users not blocked now').conflicts('blocked'))
+    .option('--limit <n>', 'users per page (1–500)', '500'),
+).action((tenantId: string, o: { query?: string; blocked?: boolean; notBlocked?: boolean; limit: string; all?: boolean; cursor?: string }) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.usersList, { tenantId, limit: 500, ...(o.query ? { query: o.query } : {}), ...(o.blocked ? { blocked: true } : {}) }, Boolean(o.all));
+      const blocked = o.blocked ? { blocked: true } : o.notBlocked ? { blocked: false } : {};
+      const rows = await pages(api, Subjects.usersList, { tenantId, limit: Number(o.limit) || 500, ...(o.query ? { query: o.query } : {}), ...blocked }, o);
       process.stdout.write(render(rows, ['userId', 'displayName', 'methods', 'blocked'], g.format));
     }),
   );
@@ -508,6 +524,17 @@ appPasswords
   .option('--name <name>', 'what it is for, e.g. "Outlook 2010"')
   .action((tenantId: string, userId: string, o: { name?: string }) => withApi(async (api) => print(await api.call(Subjects.usersAppPasswordsCreate, { tenantId, userId, ...(o.name ? { name: o.name } : {}) }))));
 appPasswords
+  .command('list <tenant> <user>')
+  .description('the user\'s app passwords, oldest first: id, what each is for, when it was created (never the password)')
+  .action((tenantId: string, userId: string) =>
+    withApi(async (api, g) => {
+      const user = await api.call<Partial<UsersGetReply>>(Subjects.usersGet, { tenantId, userId });
+      // An older user-settings (a rolling upgrade) counts them only: say so rather than print none.
+      if (!user.appPasswordList) throw new CliError(`the service answered a count only (${user.appPasswords ?? '?'}): upgrade user-settings to list them`, 'unavailable');
+      process.stdout.write(render(user.appPasswordList, ['appPasswordId', 'name', 'createdAt'], g.format));
+    }),
+  );
+appPasswords
   .command('delete <tenant> <user>')
   .description('delete one (--id) or all of the user\'s app passwords')
   .option('--id <appPasswordId>')
@@ -695,7 +722,7 @@ fraud
 
 // ---- reports -----------------------------------------------------------------------------------
 const reports = program.command('reports').description('reports (reports scope); --format table, json or csv');
-const range = (c: Command) => c.option('--from <iso>', 'from (inclusive), e.g. 2026-11-01T00:00:00Z').option('--to <iso>', 'to (exclusive)').option('--limit <n>', 'rows per page (1–500)', '50').option('--all', 'every page, not only the first');
+const range = (c: Command) => paging(c.option('--from <iso>', 'from (inclusive), e.g. 2026-11-01T00:00:00Z').option('--to <iso>', 'to (exclusive)').option('--limit <n>', 'rows per page (1–500)', '50'));
 const filters = (o: Record<string, unknown>, names: Record<string, string>) =>
   Object.fromEntries([...Object.entries(names).filter(([flag]) => o[flag] !== undefined).map(([flag, field]) => [field, o[flag]]), ['limit', Number(o.limit) || 50]]);
 
@@ -706,7 +733,7 @@ range(reports.command('signins <tenant>').description('the sign-in report, newes
   .addOption(new Option('--via <via>', 'how the sign-in came').choices(['nats', 'radius']))
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', challenge: 'challengeId', result: 'result', via: 'via', from: 'from', to: 'to' }) }, Boolean(o.all));
+      const rows = await pages(api, Subjects.reportsSigninsQuery, { tenantId, ...filters(o, { user: 'userId', challenge: 'challengeId', result: 'result', via: 'via', from: 'from', to: 'to' }) }, o);
       process.stdout.write(render(rows, ['occurredAt', 'userId', 'displayName', 'authMethod', 'result', 'resultDetail', 'clientIp', 'application', 'via', 'serverName', 'challengeId', 'deviceId'], g.format));
     }),
   );
@@ -715,7 +742,7 @@ range(reports.command('fraud <tenant>').description('fraud alerts, newest first'
   .addOption(new Option('--source <source>').choices(['app', 'phone', 'idp']))
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsFraudQuery, { tenantId, ...filters(o, { user: 'userId', source: 'source', from: 'from', to: 'to' }) }, Boolean(o.all));
+      const rows = await pages(api, Subjects.reportsFraudQuery, { tenantId, ...filters(o, { user: 'userId', source: 'source', from: 'from', to: 'to' }) }, o);
       process.stdout.write(render(rows, ['occurredAt', 'userId', 'phoneNumber', 'source', 'clientIp', 'application', 'challengeDenied', 'blocked', 'blockedUntil', 'notifications'], g.format));
     }),
   );
@@ -725,7 +752,7 @@ range(reports.command('blocked <tenant>').description('blocks, unblocks and IP l
   .addOption(new Option('--action <action>').choices(['block', 'unblock', 'auto_unblock', 'ip_lock', 'ip_unlock']))
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsBlockedQuery, { tenantId, ...filters(o, { user: 'userId', ip: 'ip', action: 'action', from: 'from', to: 'to' }) }, Boolean(o.all));
+      const rows = await pages(api, Subjects.reportsBlockedQuery, { tenantId, ...filters(o, { user: 'userId', ip: 'ip', action: 'action', from: 'from', to: 'to' }) }, o);
       process.stdout.write(render(rows, ['occurredAt', 'action', 'userId', 'ip', 'reason', 'source', 'actor', 'until', 'dryRun'], g.format));
     }),
   );
@@ -748,7 +775,8 @@ reports
   .option('--all', 'every page')
   .action((tenantId: string, o: { from: string; to: string; granularity: string; all?: boolean }) =>
     withApi(async (api, g) => {
-      const { items: rows, more } = await paged(api, Subjects.reportsUsageQuery, { tenantId, from: o.from, to: o.to, granularity: o.granularity, limit: USAGE_PAGE }, Boolean(o.all));
+      const { items: rows, next } = await paged(api, Subjects.reportsUsageQuery, { tenantId, from: o.from, to: o.to, granularity: o.granularity, limit: USAGE_PAGE }, Boolean(o.all));
+      const more = next !== undefined;
       const flat = rows.map((r) => {
         const a = r.authentications as { total: number; success: number; failure: number };
         return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, byMethod: r.byMethod };
@@ -769,7 +797,7 @@ range(reports.command('audit <tenant>').description('admin actions, newest first
   .option('--subject <subject>', 'one action, its subject exactly as the subject column shows it, e.g. mfa.v1.users.delete')
   .action((tenantId: string, o: Record<string, unknown>) =>
     withApi(async (api, g) => {
-      const rows = await pages(api, Subjects.reportsAuditQuery, { tenantId, ...filters(o, { user: 'userId', client: 'clientId', operator: 'operator', subject: 'subject', from: 'from', to: 'to' }) }, Boolean(o.all));
+      const rows = await pages(api, Subjects.reportsAuditQuery, { tenantId, ...filters(o, { user: 'userId', client: 'clientId', operator: 'operator', subject: 'subject', from: 'from', to: 'to' }) }, o);
       process.stdout.write(render(rows, ['occurredAt', 'clientId', 'operator', 'subject', 'userId', 'outcome'], g.format));
     }),
   );

@@ -188,6 +188,51 @@ describe('the mfa command line', () => {
     assert.deepEqual([days.code, days.stdout.trim().split('\n').length, days.stderr], [0, 2 + 365, '']);
   });
 
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'users list and the reports go a page at a time: a page left out is named on standard error with its --cursor, which prints the next; --not-blocked; apppasswords list names each app password, never the password', async () => {
+    const tenant = uniqueTenant('cli-pages');
+    await json(['tenants', 'configure', tenant, '--set', 'appPasswords.allowed=true']);
+    const ids = ['pg-anna', 'pg-bertil', 'pg-cecilia'];
+    for (const id of ids) await json(['users', 'register', tenant, id]);
+    const first = await mfa(['--format', 'json', 'users', 'list', tenant, '--limit', '2']);
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual((JSON.parse(first.stdout) as Array<{ userId: string }>).map((u) => u.userId), ids.slice(0, 2));
+    const cursor = /^more: --cursor (\S+)\n$/.exec(first.stderr)?.[1];
+    assert.ok(cursor, `the next page named: ${first.stderr}`);
+    const second = await mfa(['--format', 'json', 'users', 'list', tenant, '--limit', '2', '--cursor', cursor]);
+    assert.deepEqual([second.code, (JSON.parse(second.stdout) as Array<{ userId: string }>).map((u) => u.userId), second.stderr], [0, ids.slice(2), '']);
+    // Blocked or not.
+    await json(['users', 'block', tenant, 'pg-bertil', '--reason', 'phone reported stolen']);
+    const notBlocked = await json(['--format', 'json', 'users', 'list', tenant, '--not-blocked', '--all']);
+    assert.deepEqual((notBlocked as unknown as Array<{ userId: string }>).map((u) => u.userId), ['pg-anna', 'pg-cecilia']);
+    const both = await mfa(['users', 'list', tenant, '--blocked', '--not-blocked']);
+    assert.deepEqual([both.code, /--not-blocked.*cannot be used with.*--blocked/.test(both.stderr)], [1, true], both.stderr);
+    // A report the same way: the audit trail has the block and the configure (newest first).
+    const newest = await mfa(['--format', 'json', 'reports', 'audit', tenant, '--limit', '1']);
+    const auditCursor = /^more: --cursor (\S+)\n$/.exec(newest.stderr)?.[1];
+    assert.ok(auditCursor, `the next page named: ${newest.stderr}`);
+    const older = await mfa(['--format', 'json', 'reports', 'audit', tenant, '--limit', '1', '--cursor', auditCursor]);
+    assert.equal(older.code, 0, older.stderr);
+    const [a, b] = [JSON.parse(newest.stdout) as Array<{ subject: string }>, JSON.parse(older.stdout) as Array<{ subject: string }>];
+    assert.deepEqual([a.map((r) => r.subject), b.length], [['mfa.v1.users.block'], 1]);
+    assert.notEqual(b[0]!.subject, 'mfa.v1.users.block', 'the next page, not the first again');
+    // App passwords by name.
+    const outlook = await json(['apppasswords', 'create', tenant, 'pg-anna', '--name', 'Outlook 2010']);
+    const printer = await json(['apppasswords', 'create', tenant, 'pg-anna']);
+    const listed = (await json(['--format', 'json', 'apppasswords', 'list', tenant, 'pg-anna'])) as unknown as Array<Record<string, unknown>>;
+    assert.deepEqual(
+      listed.map((p) => [p.appPasswordId, p.name]),
+      [
+        [outlook.appPasswordId, 'Outlook 2010'],
+        [printer.appPasswordId, null],
+      ],
+    );
+    const table = await mfa(['apppasswords', 'list', tenant, 'pg-anna']);
+    assert.match(table.stdout, /appPasswordId\s+name\s+createdAt/);
+    assert.ok(table.stdout.includes(String(outlook.appPasswordId)) && !table.stdout.includes(String(outlook.password)), table.stdout);
+    await json(['apppasswords', 'delete', tenant, 'pg-anna', '--id', String(outlook.appPasswordId)]);
+    assert.deepEqual(((await json(['--format', 'json', 'apppasswords', 'list', tenant, 'pg-anna'])) as unknown as Array<Record<string, unknown>>).map((p) => p.appPasswordId), [printer.appPasswordId]);
+  });
+
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'an operator configures a tenant, creates a key, manages a user; an integrator signs the user in; the reports come out as table, JSON and CSV', async () => {
     const configured = await json(['tenants', 'configure', tenantId, '--set', 'maxAttempts=3', '--set', 'lockout.threshold=7', '--json', '{"codeLifetimeSeconds":240}']);
     assert.deepEqual([(configured.settings as Record<string, unknown>).maxAttempts, ((configured.settings as Record<string, Record<string, unknown>>).lockout)!.threshold, (configured.settings as Record<string, unknown>).codeLifetimeSeconds], [3, 7, 240]);

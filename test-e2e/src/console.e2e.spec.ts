@@ -228,11 +228,25 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.click('#default-method button[type=submit]');
     assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).defaultMethod, 'sms');
     await ask(Subjects.tenantsConfigure, { tenantId: tenantA, settings: { appPasswords: { allowed: true } } });
-    await ask(Subjects.usersAppPasswordsCreate, { tenantId: tenantA, userId: userA, name: 'old mail client' });
+    const oldClient = await ask(Subjects.usersAppPasswordsCreate, { tenantId: tenantA, userId: userA, name: 'old mail client' });
+    const scanner = await ask(Subjects.usersAppPasswordsCreate, { tenantId: tenantA, userId: userA, name: 'scanner' });
+    await ask(Subjects.usersAppPasswordsCreate, { tenantId: tenantA, userId: userA });
     await tenantPage(page, tenantA, `users?userId=${encodeURIComponent(userA)}`);
-    await page.click('form[action$="/users/delete-app-passwords"] button[type=submit]');
-    assert.match(await page.textContent('.notice') ?? '', /app password/);
+    // Each one listed (what it is for, when it was created, its id), and deleted on its own row.
+    const rows = async () => page.$$eval('#app-passwords tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-app-password'), tr.querySelector('td')?.textContent?.trim()]));
+    assert.deepEqual((await rows()).slice(0, 2), [[oldClient.appPasswordId, 'old mail client'], [scanner.appPasswordId, 'scanner']]);
+    assert.equal((await rows())[2]?.[1], '—', 'one without a name');
+    await page.click(`#app-passwords tr[data-app-password="${String(scanner.appPasswordId)}"] button[type=submit]`);
+    assert.match(await page.textContent('.notice') ?? '', /The app password is deleted/);
+    assert.deepEqual(
+      ((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).appPasswordList as Array<{ appPasswordId: string }>).map((a) => a.appPasswordId).includes(String(scanner.appPasswordId)),
+      false,
+    );
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).appPasswords, 2, 'the others stay');
+    await page.click('#delete-app-passwords button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', /Every app password/);
     assert.equal((await ask(Subjects.usersGet, { tenantId: tenantA, userId: userA })).appPasswords, 0);
+    assert.equal(await page.$('#app-passwords'), null, 'no table without app passwords');
     // A remembered browser, shown on the page and forgotten there: its token no longer skips MFA.
     await ask(Subjects.tenantsConfigure, { tenantId: tenantA, settings: { rememberMfa: { enabled: true, days: 30 } } });
     const remembering = await eventually(async () => {

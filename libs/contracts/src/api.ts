@@ -240,7 +240,10 @@ export const UsersGetReply = z.object({
   devices: z.array(DeviceItem),
   /** The block in force (users.block, or a fraud report's auto-block), or null. */
   blocked: z.object({ until: IsoDateTime, reason: z.string() }).nullable(),
+  /** How many app passwords the user has (the contract's count); appPasswordList names them. */
   appPasswords: z.number(),
+  /** The user's app passwords in creation order (never the password: only a hash of it is kept); users.apppasswords.delete takes their id. */
+  appPasswordList: z.array(z.object({ appPasswordId: z.string(), name: z.string().nullable(), createdAt: IsoDateTime })),
   /** Browsers remembered (rememberMfa) and not expired, newest first: users.remembered.revoke takes their id. */
   rememberedBrowsers: z.array(z.object({ rememberId: z.string(), createdAt: IsoDateTime, until: IsoDateTime })),
 });

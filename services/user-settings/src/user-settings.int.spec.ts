@@ -746,6 +746,46 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     assert.equal((await svc.getTenant({ tenantId }, now)).settings.codeLifetimeSeconds, 130, 'a change written by another writer is seen');
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'users.get names the app passwords (id, name, creation time; never a hash) in creation order, past a snapshot; one deleted by its id leaves the others', async () => {
+    const tenantId = uniqueTenant('apppw');
+    const userId = uniqueUser('legacy');
+    await request(Subjects.usersRegister, { tenantId, userId, displayName: 'Legacy Larsson' });
+    await request(Subjects.tenantsConfigure, { tenantId, settings: { appPasswords: { allowed: true } } });
+    const before = Date.now();
+    const outlook = await request<{ appPasswordId: string; password: string }>(Subjects.usersAppPasswordsCreate, { tenantId, userId, name: 'Outlook 2010' });
+    const unnamed = await request<{ appPasswordId: string; password: string }>(Subjects.usersAppPasswordsCreate, { tenantId, userId });
+    const printer = await request<{ appPasswordId: string; password: string }>(Subjects.usersAppPasswordsCreate, { tenantId, userId, name: 'Scanner' });
+    const after = Date.now();
+    type Listed = { appPasswords: number; appPasswordList: Array<{ appPasswordId: string; name: string | null; createdAt: string }> };
+    const listed = await request<Listed>(Subjects.usersGet, { tenantId, userId });
+    assert.equal(listed.appPasswords, 3);
+    assert.deepEqual(
+      listed.appPasswordList.map((a) => [a.appPasswordId, a.name]),
+      [
+        [outlook.appPasswordId, 'Outlook 2010'],
+        [unnamed.appPasswordId, null],
+        [printer.appPasswordId, 'Scanner'],
+      ],
+    );
+    for (const a of listed.appPasswordList) {
+      const at = Date.parse(a.createdAt);
+      assert.ok(at >= before - 1000 && at <= after + 1000, `${a.createdAt} is when it was created`);
+      assert.deepEqual(Object.keys(a).sort(), ['appPasswordId', 'createdAt', 'name'], 'nothing of the password or its hash');
+    }
+    const reply = JSON.stringify(listed);
+    for (const p of [outlook, unnamed, printer]) assert.ok(!reply.includes(p.password), 'no password in the reply');
+    // Enough commands for a snapshot: the times come back from it as they were.
+    for (let i = 0; i < SNAPSHOT_EVERY + 2; i++) await request(Subjects.usersRegister, { tenantId, userId, displayName: `Legacy Larsson ${i}` });
+    assert.ok(await service.app.get(SnapshotStore).get(EventSubjects.user(tenantId, userId), USER_SNAPSHOT_VERSION), 'a snapshot was written');
+    assert.deepEqual((await request<Listed>(Subjects.usersGet, { tenantId, userId })).appPasswordList, listed.appPasswordList);
+    // One deleted by its id: the others stay, and still sign their clients in.
+    assert.deepEqual(await request(Subjects.usersAppPasswordsDelete, { tenantId, userId, appPasswordId: unnamed.appPasswordId }), { userId, deleted: 1 });
+    const left = await request<Listed>(Subjects.usersGet, { tenantId, userId });
+    assert.deepEqual([left.appPasswords, left.appPasswordList], [2, [listed.appPasswordList[0], listed.appPasswordList[2]]]);
+    assert.deepEqual(await request(Subjects.appPasswordsVerify, { tenantId, userId, password: unnamed.password }), { valid: false });
+    assert.deepEqual(await request(Subjects.appPasswordsVerify, { tenantId, userId, password: printer.password }), { valid: true });
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'decides again on fresh state when another writer appended first', async () => {
     const tenantId = uniqueTenant('occ');
     const userId = uniqueUser('occ');

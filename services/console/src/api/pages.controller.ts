@@ -515,6 +515,8 @@ export class PagesController {
     const reason = typeof body.reason === 'string' ? body.reason : '';
     // One browser, or every one of the user (the page's "Forget every browser" sends none).
     const rememberId = text(body.rememberId, 128);
+    // One app password (a row's Delete), or every one of the user ("Delete all" sends none).
+    const appPasswordId = text(body.appPasswordId, 128);
     // Each action's request is the user id and these.
     const actions: Record<string, { subject: string; body: Record<string, unknown>; notice: string }> = {
       block: { subject: Subjects.usersBlock, body: { reason }, notice: 'The user is blocked.' },
@@ -527,7 +529,11 @@ export class PagesController {
         notice: rememberId ? 'The browser is forgotten: its next sign-in asks for MFA.' : 'Every remembered browser of the user is forgotten: their next sign-in asks for MFA.',
       },
       'set-pin': { subject: Subjects.usersPinSet, body: { pin: text(body.pin, 16) ?? '' }, notice: 'The voice PIN is set.' },
-      'delete-app-passwords': { subject: Subjects.usersAppPasswordsDelete, body: {}, notice: 'Every app password of the user is deleted.' },
+      'delete-app-passwords': {
+        subject: Subjects.usersAppPasswordsDelete,
+        body: appPasswordId ? { appPasswordId } : {},
+        notice: appPasswordId ? 'The app password is deleted: the client that used it can no longer sign in with it.' : 'Every app password of the user is deleted.',
+      },
       'default-method': { subject: Subjects.usersMethodsDefault, body: { method: text(body.method, 16) ?? '' }, notice: 'The default method is changed.' },
       'delete-device': { subject: Subjects.usersDevicesDelete, body: { deviceId: text(body.deviceId, 128) ?? '' }, notice: 'The authenticator app is revoked: it can no longer answer sign-ins.' },
       'push-enroll': { subject: Subjects.usersPushEnroll, body: {}, notice: 'An activation code is ready: the user scans it with the authenticator app.' },
@@ -1004,8 +1010,10 @@ export class PagesController {
     if (!p) return;
     const filters = this.reportFilters(p, 'audit.njk', 'audit', q, {}, ['clientId', 'operator', 'subject']);
     if (!filters) return;
-    // The page shows actions without the API's prefix (users.delete): the box takes them so too.
-    if (filters.query.subject !== undefined && !filters.query.subject.startsWith(SUBJECT_PREFIX)) filters.query.subject = `${SUBJECT_PREFIX}${filters.query.subject}`;
+    // The page shows actions without the API's prefix (users.delete): the box takes them so too. An
+    // action outside the API (the master key tool's mfa.tool.rewrap) is taken whole: no API subject
+    // after the prefix begins with `mfa.`.
+    if (filters.query.subject !== undefined && !filters.query.subject.startsWith('mfa.')) filters.query.subject = `${SUBJECT_PREFIX}${filters.query.subject}`;
     if (q.format === 'csv') return this.csv(p, CSV_REPORTS.audit, filters.query);
     await this.run(p, 'audit.njk', 'audit', async () => {
       const reply = await this.call<AuditQueryReply>(p, Subjects.reportsAuditQuery, { ...filters.query, limit: 50, ...cursorOf(q) });

@@ -541,5 +541,44 @@ describe('console pages', () => {
       await page('audit', { subject: Subjects.usersDelete, operator: '' });
       assert.deepEqual(asked(Subjects.reportsAuditQuery), [{ tenantId: tenant, subject: Subjects.usersDelete, limit: 50 }]);
     });
+
+    it('audit log: an action outside the API (the master key tool’s mfa.tool.rewrap) is asked as it is, not under the API’s prefix', async () => {
+      answer = async () => ({ items: [{ occurredAt: '2026-11-01T10:00:00.000Z', clientId: 'rewrap.js', subject: 'mfa.tool.rewrap', outcome: 'ok' }] });
+      const html = await (await page('audit', { subject: 'mfa.tool.rewrap' })).text();
+      assert.deepEqual(asked(Subjects.reportsAuditQuery), [{ tenantId: tenant, subject: 'mfa.tool.rewrap', limit: 50 }]);
+      assert.ok(html.includes(`href="?subject=${encodeURIComponent('mfa.tool.rewrap')}"`), 'its row links to it');
+    });
+  });
+
+  describe('app passwords on the user page', () => {
+    const listed = [
+      { appPasswordId: 'ap-1', name: 'Outlook 2010', createdAt: '2026-11-01T10:00:00.000Z' },
+      { appPasswordId: 'ap-2', name: null, createdAt: '2026-11-02T10:00:00.000Z' },
+    ];
+    const deletes = () => calls.filter((c) => c.subject === Subjects.usersAppPasswordsDelete).map((c) => c.body);
+
+    it('lists each with what it is for and when it was created, a delete form naming it on its row; none listed, no table', async () => {
+      answer = async (subject, body) => (subject === Subjects.usersGet ? { userId: body.userId, methods: [], tokens: [], devices: [], rememberedBrowsers: [], blocked: null, appPasswords: 2, appPasswordList: listed } : { items: [] });
+      const html = await (await fetch(`${base}/users?${new URLSearchParams({ userId: spaced })}`)).text();
+      const rows = [...html.matchAll(/<tr data-app-password="([^"]+)"><td>([^<]*)<\/td>([\s\S]*?)<\/tr>/g)];
+      assert.deepEqual(rows.map((r) => [r[1], r[2]]), [['ap-1', 'Outlook 2010'], ['ap-2', '—']]);
+      for (const [i, row] of rows.entries()) {
+        assert.match(row[3]!, /action="\/t\/contoso\/users\/delete-app-passwords"/);
+        assert.ok(row[3]!.includes(`name="appPasswordId" value="${listed[i]!.appPasswordId}"`), 'the row’s form names its app password');
+      }
+      assert.match(html, /id="delete-app-passwords"/, 'and delete all');
+      answer = async (subject, body) => (subject === Subjects.usersGet ? { userId: body.userId, methods: [], tokens: [], devices: [], rememberedBrowsers: [], blocked: null, appPasswords: 0, appPasswordList: [] } : { items: [] });
+      assert.ok(!(await (await fetch(`${base}/users?${new URLSearchParams({ userId: spaced })}`)).text()).includes('app-passwords'));
+    });
+
+    it('sends users.apppasswords.delete with the row’s id, or without one for all, and says which', async () => {
+      answer = async (subject, body) => (subject === Subjects.usersGet ? { userId: body.userId, methods: [], tokens: [], devices: [], rememberedBrowsers: [], blocked: null, appPasswords: 1, appPasswordList: listed.slice(1) } : { userId: body.userId, deleted: 1 });
+      assert.match(await (await post('users/delete-app-passwords', { _csrf: 'x', userId: spaced, appPasswordId: 'ap-1' })).text(), /The app password is deleted/);
+      assert.match(await (await post('users/delete-app-passwords', { _csrf: 'x', userId: spaced })).text(), /Every app password of the user is deleted/);
+      assert.deepEqual(deletes(), [
+        { tenantId: tenant, userId: spaced, appPasswordId: 'ap-1' },
+        { tenantId: tenant, userId: spaced },
+      ]);
+    });
   });
 });

@@ -14,9 +14,9 @@ export const SNAPSHOT_EVERY = 25;
  * are ignored (3: a reset drops the phone's extension; the enrolments of the last day are kept;
  * 4: when push activation codes start to count, set by a first registration and a reset;
  * 5: the hardware tokens the user lost; 6: SecretsResealed, which a release before it skips, so its
- * snapshots may hold secrets the log has sealed again since).
+ * snapshots may hold secrets the log has sealed again since; 7: when each app password was created).
  */
-export const USER_SNAPSHOT_VERSION = 6;
+export const USER_SNAPSHOT_VERSION = 7;
 
 export interface LoadedState<S> {
   state: S;

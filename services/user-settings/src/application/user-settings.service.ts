@@ -340,6 +340,12 @@ export class UserSettingsService {
       })),
       blocked,
       appPasswords: (state.appPasswords ?? []).length,
+      appPasswordList: (state.appPasswords ?? []).map((a) => ({
+        appPasswordId: a.appPasswordId,
+        name: a.name ?? null,
+        // Snapshots of the version before 7 are ignored (USER_SNAPSHOT_VERSION), so every state read here was folded with the time.
+        createdAt: new Date(a.createdAtMs ?? 0).toISOString(),
+      })),
       rememberedBrowsers: remembered,
     };
   }

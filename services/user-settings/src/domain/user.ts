@@ -59,8 +59,8 @@ export interface UserState {
   erasedGen?: number | undefined;
   /** users.methods.default: used while the user still has that method. */
   chosenDefault?: Method | undefined;
-  /** App passwords (their slow salted hashes), in creation order. */
-  appPasswords?: ReadonlyArray<{ appPasswordId: string; name?: string | undefined; hash: string }>;
+  /** App passwords (their slow salted hashes), in creation order; when each was created (absent in a state folded before it was kept). */
+  appPasswords?: ReadonlyArray<{ appPasswordId: string; name?: string | undefined; hash: string; createdAtMs?: number }>;
   /** The user signed a legacy client in with an app password once: app passwords stay required for them (until a reset). */
   appPasswordUsed?: boolean | undefined;
   /** The voice PIN's scrypt hash, sealed (users.pin.set); a reset clears it. */
@@ -433,7 +433,7 @@ export function evolveUser(state: UserState, event: UserEvent): UserState {
       return { ...state, chosenDefault: event.data.method };
     case 'AppPasswordCreated': {
       const { appPasswordId, name, hash } = event.data;
-      return { ...state, appPasswords: [...(state.appPasswords ?? []), { appPasswordId, ...(name ? { name } : {}), hash }] };
+      return { ...state, appPasswords: [...(state.appPasswords ?? []), { appPasswordId, ...(name ? { name } : {}), hash, createdAtMs: Date.parse(event.occurredAt) }] };
     }
     case 'AppPasswordDeleted': {
       const id = event.data.appPasswordId;

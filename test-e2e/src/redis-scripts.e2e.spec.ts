@@ -9,8 +9,8 @@ import type { Cluster } from 'ioredis';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { generateDeviceKey, randomNonce, signDeviceData, signRequest, type DeviceKeyPair } from '@mfa/authenticator';
-import { DeviceSigned, OATH_TOKEN_STATES, type AnyEvent, type ChallengeVerifyReply, type OathTokenState } from '@mfa/contracts';
-import { hashCode, loadKeyring, phoneTag, signInternalRequest, totpStep } from '@mfa/crypto';
+import { DeviceSigned, Headers, InternalSubjects, OATH_TOKEN_STATES, type AnyEvent, type ChallengeVerifyReply, type FraudFromAppRequest, type FraudReportReply, type OathTokenState } from '@mfa/contracts';
+import { hashCode, internalRequestSigned, loadKeyring, phoneTag, signInternalRequest, totpStep } from '@mfa/crypto';
 import {
   challengeId as challengeIdOf,
   deviceId as deviceIdOf,
@@ -84,7 +84,9 @@ import { RedisRecorder, type RecordedCall } from './redis-recorder.js';
  * Stand-ins: ProjectionRecovery reads an empty event log (a nats-server of the test's own) and
  * projects a user on demand through a UserProjector that writes the snapshot with the real
  * writer; the outbox relay publishes to a publisher that keeps the events; the device API's push
- * answers reach ChallengeStore through a ChallengeService that calls recordPushAnswer as it does.
+ * answers reach ChallengeStore through a ChallengeService that calls recordPushAnswer as it does;
+ * its fraud reports reach, over the walk's NATS, a responder that checks the request's signature
+ * and denies the push with fraud's ChallengeDenial, as the fraud service does.
  */
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -98,7 +100,7 @@ const SCRIPT_SOURCES: Record<string, { scripts?: string[]; evals?: number; runsD
   'services/auth-challenge/src/adapters/challenge.store.ts': {
     scripts: ['mfaChallengeStart', 'mfaChallengeStatus', 'mfaChallengeResend', 'mfaChallengePushAnswer', 'mfaChallengeVerify', 'mfaChallengeVerifyTotp', 'mfaChallengeVoiceOutcome'],
   },
-  'services/auth-challenge/src/application/device-api.service.ts': { scripts: ['mfaDevicePendingPush'] },
+  'services/auth-challenge/src/application/device-api.service.ts': { scripts: ['mfaDevicePendingPush', 'mfaDeviceFraudUse'] },
   'services/dispatch/src/adapters/phone-throttle.ts': { scripts: ['mfaPhoneSendAdmit'] },
   'services/dispatch/src/adapters/send-guard.ts': { scripts: ['mfaSmsUndeliverable', 'mfaSendClaims', 'mfaSmsUndeliveredReceipt'] },
   'services/dispatch/src/adapters/receipt-routes.ts': { scripts: ['mfaSmsReceiptRoute'] },
@@ -434,6 +436,26 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
         return { verdict, reply };
       },
     }, log);
+    // The fraud service's side of a report from the app (InternalSubjects.fraudFromApp): a signed
+    // request, the push denied for fraud (its pending marker cleared), then the reply.
+    const fraudResponder = nc.subscribe(InternalSubjects.fraudFromApp, {
+      callback: (_error, msg) => {
+        void (async () => {
+          if (!internalRequestSigned(keyring, msg.subject, msg.data, msg.headers?.get(Headers.internal) || undefined, Date.now())) {
+            throw new Error('a fraud report without a valid Mfa-Internal signature');
+          }
+          const report = msg.json<FraudFromAppRequest>();
+          const id = parseChallengeId(report.challengeId)!;
+          const denied = await denial.denyPending(id.tag, id.nonce, report.tenantId, report.userId, now());
+          const reply: FraudReportReply = { alertId: `walk-${report.challengeId}`, challengeDenied: denied.kind === 'denied', blocked: false };
+          msg.respond(JSON.stringify(reply));
+        })().catch((error: unknown) => {
+          log.error('walk: the fraud responder failed', { error });
+          msg.respond(JSON.stringify({ error: { code: 'internal', message: String(error) } }));
+        });
+      },
+    });
+    await nc.flush();
     const signed = (u: WalkUser, method: string, path: string, body = '') => {
       const headers = signRequest({ algorithm: 'ES256', privateKey: u.device.key.privateKeyPem, deviceId: u.device.id, method, pathWithQuery: path, body, now: Date.now(), nonce: randomNonce() });
       // Each user's phone from an address of its own: the device API counts failures per source (one key each).
@@ -538,6 +560,16 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const answered = await deviceApi.answer(signed(u, 'POST', `/device/v1/challenges/${push.challengeId}/answer`, body), push.challengeId);
       assert.equal(answered.status, decision === 'approve' ? 'approved' : 'denied');
       decided.push(push);
+      // The next push reported as fraud from the app: fraud denies it, and the device's use is
+      // recorded while the user still has it (FRAUD_USE_SCRIPT, in the user's slot).
+      const reported = await start(u, 'push');
+      assert.equal(reported.verdict.kind, 'pending');
+      const fraudBody = JSON.stringify({ decision: 'fraud', signature: signDeviceData('ES256', u.device.key.privateKeyPem, DeviceSigned.answer(reported.started.challengeId, 'fraud', undefined)) });
+      await raw.hdel(RedisKeys.devicesUsed(u.tag), u.device.nonce);
+      const fraudAnswer = await deviceApi.answer(signed(u, 'POST', `/device/v1/challenges/${reported.started.challengeId}/answer`, fraudBody), reported.started.challengeId);
+      assert.deepEqual(fraudAnswer, { status: 'denied', reason: 'fraud_reported' });
+      assert.equal((await store.readChallenge(u.tag, reported.started.nonce))?.status, 'denied');
+      assert.ok(Number(await raw.hget(RedisKeys.devicesUsed(u.tag), u.device.nonce)) > 0, 'the reporting device’s use recorded');
       // A start that may push, once the undelivered push has expired, does not count it as ignored.
       const afterExpiry = new Date(Number(await raw.hget(RedisKeys.challenge(u.tag, undelivered.started.nonce), 'expiresAt')) + 1000);
       assert.equal((await start(u, 'push', { at: afterExpiry })).verdict.kind, 'pending');
@@ -600,6 +632,8 @@ describe('Redis scripts and multi-key commands on a Redis Cluster', () => {
       const signature = signInternalRequest(keyring, 'mfa.int.walk', JSON.stringify({ tenantId: u.tenantId }), Date.now());
       assert.deepEqual([await replays.firstUse(signature, Date.now()), await replays.firstUse(signature, Date.now())], [true, false]);
     }
+
+    fraudResponder.unsubscribe();
 
     // Codes of every user accepted in one tick: ReplicatedWrites sends one pipeline per master.
     const tick = await Promise.all(users.map(async (u) => (await start(u, 'sms')).started));

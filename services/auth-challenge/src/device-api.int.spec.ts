@@ -307,6 +307,61 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
     }
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'an app deleted while fraud handled its report: the report stands (denied fraud_reported), its use is not written back to devices:used; another app’s report of the same push records its use', async () => {
+    const userId = uniqueUser('fraud-in-flight');
+    const tag = userTag(keyring, tenant, userId);
+    const app = (name: string) => {
+      const pair = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const nonce = randomBytes(16).toString('base64url').slice(0, 22);
+      const publicKey = pair.publicKey.export({ format: 'der', type: 'spki' }).toString('base64url');
+      return {
+        nonce,
+        test: { deviceId: formatDeviceId(tag, nonce), algorithm: 'ES256', privateKey: pair.privateKey } as TestDevice,
+        projected: { state: 'active' as const, algorithm: 'ES256' as const, publicKey, platform: 'none' as const, name, activatedAt: new Date().toISOString() },
+      };
+    };
+    const [phone, tablet] = [app('phone'), app('tablet')];
+    // As user-settings projects the user's apps (the real writer: a deleted app's devices:used field goes with it).
+    const project = (apps: Array<ReturnType<typeof app>>) =>
+      writer.apply({ tenantId: tenant, userId, seq: seq++, methods: ['push'], defaultMethod: 'push', totpTokens: [], devices: apps.map((a) => ({ nonce: a.nonce, device: a.projected })) });
+    assert.equal(await project([phone, tablet]), true);
+    const push = await startPush(tenant, userId);
+
+    // Standing in for the fraud service: the phone is deleted (projected without it) while its
+    // report is being handled, after the device API admitted it; the tablet's is answered as is.
+    const asked: string[] = [];
+    const failures: unknown[] = [];
+    const fraud = nc.subscribe(InternalSubjects.fraudFromApp, {
+      callback: (_error, msg) => {
+        const body = msg.json<{ challengeId?: string; deviceId?: string }>();
+        if (body.challengeId !== push.challengeId) return;
+        asked.push(String(body.deviceId));
+        void (async () => {
+          if (body.deviceId === phone.test.deviceId) assert.equal(await project([tablet]), true, 'the projection written in flight');
+          msg.respond(JSON.stringify({ alertId: 'alert-1', challengeDenied: true, blocked: false }));
+        })().catch((error: unknown) => failures.push(error));
+      },
+    });
+    try {
+      await nc.flush();
+      const reported = await answer(phone.test, push.challengeId, 'fraud');
+      assert.deepEqual([reported.status, reported.body], [200, { status: 'denied', reason: 'fraud_reported' }], 'fraud acted on the report: it stands');
+      assert.deepEqual(failures, []);
+      assert.equal(await redis.hexists(RedisKeys.devices(tag), phone.nonce), 0, 'the phone was deleted while its report was in flight');
+      assert.equal(await redis.hexists(RedisKeys.devicesUsed(tag), phone.nonce), 0, 'no use written back for a device the user no longer has');
+      // The app the user still has: its report records its use under its nonce.
+      assert.deepEqual((await answer(tablet.test, push.challengeId, 'fraud')).body, { status: 'denied', reason: 'fraud_reported' });
+      assert.deepEqual(asked, [phone.test.deviceId, tablet.test.deviceId]);
+      assert.ok(Number(await redis.hget(RedisKeys.devicesUsed(tag), tablet.nonce)) > 0, 'the tablet’s use recorded');
+      assert.deepEqual(await redis.hkeys(RedisKeys.devicesUsed(tag)), [tablet.nonce], 'only the app the user still has');
+      // The deleted phone's next request is refused, as for any deleted app.
+      const refused = await pending(phone.test);
+      assert.deepEqual([refused.status, refused.body.error?.code], [403, 'not_activated']);
+    } finally {
+      fraud.unsubscribe();
+    }
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'an app activated under an earlier master key keeps its id: found through the pointer at its old tag, it sees and answers its user’s push; the id in the current tag’s form is not it; once it is deleted or its user erased, its pointer goes', async () => {
     const userId = uniqueUser('moved');
     const tag = userTag(keyring, tenant, userId);

@@ -49,6 +49,20 @@ const FAILED_ACTIVATION = new Set(['invalid_request', 'not_found']);
 
 export const NOT_ACTIVATED = 'Authentication request is not for an activated account';
 
+/**
+ * A fraud report's use of the device (DeviceApiService.fraud), once fraud answered it. KEYS: the
+ * user's devices (user-settings' projection), the devices' last use (one slot). ARGV: the device
+ * nonce (its field in both, also for an app activated under an earlier master key), the time (ms).
+ * Written only while the device is still the user's, as PUSH_ANSWER_SCRIPT writes an answer's: an
+ * app deleted while fraud handled its report (the projection write that dropped it took its field
+ * too) is not written back. Returns 1 when written, 0 when the device is gone.
+ */
+const FRAUD_USE_SCRIPT = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+`;
+
 /** A device request while Redis is being rebuilt (its device not projected yet): asked again after this. */
 const REBUILDING_RETRY_AFTER_SECONDS = 5;
 
@@ -86,6 +100,8 @@ export class DeviceApiService {
   private geo: Promise<{ lookup(ip: string): { country: string; name: string } | null }> | undefined;
   /** PENDING_PUSH_SCRIPT: the challenge, the user's block, the user's projection. */
   private readonly pendingPush: (challenge: string, blocked: string, user: string) => Promise<Array<string | null>>;
+  /** FRAUD_USE_SCRIPT: the user's devices, their last use; the device nonce, the time. */
+  private readonly fraudUse: (devices: string, used: string, nonce: string, at: string) => Promise<number>;
   private readonly sources: SourceFailures;
   private lastCountWarning = 0;
 
@@ -99,8 +115,13 @@ export class DeviceApiService {
   ) {
     this.sources = new SourceFailures(redis, failureLimits);
     redis.defineCommand('mfaDevicePendingPush', { numberOfKeys: 3, lua: PENDING_PUSH_SCRIPT });
-    const r = redis as unknown as { mfaDevicePendingPush: (...keys: string[]) => Promise<Array<string | null>> };
+    redis.defineCommand('mfaDeviceFraudUse', { numberOfKeys: 2, lua: FRAUD_USE_SCRIPT });
+    const r = redis as unknown as {
+      mfaDevicePendingPush: (...keys: string[]) => Promise<Array<string | null>>;
+      mfaDeviceFraudUse: (...args: string[]) => Promise<number>;
+    };
     this.pendingPush = r.mfaDevicePendingPush.bind(redis);
+    this.fraudUse = r.mfaDeviceFraudUse.bind(redis);
   }
 
   /**
@@ -237,7 +258,9 @@ export class DeviceApiService {
     });
     if (reply.error) throw new DeviceApiError(statusOf(reply.error.code), reply.error.code, reply.error.message);
     // fraud's denial cleared the pending push (ChallengeDenial): a new push may start (if the user is not blocked).
-    await this.redis.hset(RedisKeys.devicesUsed(device.tag), device.nonce, String(this.clock().getTime()));
+    // The report stands (fraud acted on it); the device's use is recorded only while the user still
+    // has it: one deleted while fraud handled the report is not written back (FRAUD_USE_SCRIPT).
+    await this.fraudUse(RedisKeys.devices(device.tag), RedisKeys.devicesUsed(device.tag), device.nonce, String(this.clock().getTime()));
     requests.inc({ route: 'answer', outcome: 'fraud' });
     return { status: 'denied', reason: 'fraud_reported' };
   }

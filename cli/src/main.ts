@@ -19,6 +19,7 @@ import {
   type TotpActivateReply,
   type TotpEnrollReply,
   type UsersGetReply,
+  UsersListMethod,
 } from '@mfa/contracts';
 import { createInterface } from 'node:readline/promises';
 import { Api, CliError } from './api.js';
@@ -190,11 +191,12 @@ paging(
     .option('--query <prefix>', 'the start of a user id, display name or phone number')
     .option('--blocked', 'only users blocked now')
     .addOption(new Option('--not-blocked', 'only users not blocked now').conflicts('blocked'))
+    .addOption(new Option('--method <method>', 'only users who have this method now, or none: users who must register before MFA').choices(UsersListMethod.options))
     .option('--limit <n>', 'users per page (1–500)', '500'),
-).action((tenantId: string, o: { query?: string; blocked?: boolean; notBlocked?: boolean; limit: string; all?: boolean; cursor?: string }) =>
+).action((tenantId: string, o: { query?: string; blocked?: boolean; notBlocked?: boolean; method?: string; limit: string; all?: boolean; cursor?: string }) =>
     withApi(async (api, g) => {
       const blocked = o.blocked ? { blocked: true } : o.notBlocked ? { blocked: false } : {};
-      const rows = await pages(api, Subjects.usersList, { tenantId, limit: Number(o.limit) || 500, ...(o.query ? { query: o.query } : {}), ...blocked }, o);
+      const rows = await pages(api, Subjects.usersList, { tenantId, limit: Number(o.limit) || 500, ...(o.query ? { query: o.query } : {}), ...blocked, ...(o.method ? { method: o.method } : {}) }, o);
       process.stdout.write(render(rows, ['userId', 'displayName', 'methods', 'blocked'], g.format));
     }),
   );

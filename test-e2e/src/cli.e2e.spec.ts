@@ -188,7 +188,7 @@ describe('the mfa command line', () => {
     assert.deepEqual([days.code, days.stdout.trim().split('\n').length, days.stderr], [0, 2 + 365, '']);
   });
 
-  itWith({ real: ['nats', 'redis', 'postgres'] }, 'users list and the reports go a page at a time: a page left out is named on standard error with its --cursor, which prints the next; --not-blocked; apppasswords list names each app password, never the password', async () => {
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'users list and the reports go a page at a time: a page left out is named on standard error with its --cursor, which prints the next; --not-blocked and --method; apppasswords list names each app password, never the password', async () => {
     const tenant = uniqueTenant('cli-pages');
     await json(['tenants', 'configure', tenant, '--set', 'appPasswords.allowed=true']);
     const ids = ['pg-anna', 'pg-bertil', 'pg-cecilia'];
@@ -204,6 +204,12 @@ describe('the mfa command line', () => {
     await json(['users', 'block', tenant, 'pg-bertil', '--reason', 'phone reported stolen']);
     const notBlocked = await json(['--format', 'json', 'users', 'list', tenant, '--not-blocked', '--all']);
     assert.deepEqual((notBlocked as unknown as Array<{ userId: string }>).map((u) => u.userId), ['pg-anna', 'pg-cecilia']);
+    // By method: pg-cecilia has a phone (sms, voice), the others none.
+    await json(['users', 'register', tenant, 'pg-cecilia', '--phone', '+14155550142']);
+    assert.deepEqual(((await json(['--format', 'json', 'users', 'list', tenant, '--method', 'sms'])) as unknown as Array<{ userId: string }>).map((u) => u.userId), ['pg-cecilia']);
+    assert.deepEqual(((await json(['--format', 'json', 'users', 'list', tenant, '--method', 'none'])) as unknown as Array<{ userId: string }>).map((u) => u.userId), ['pg-anna', 'pg-bertil']);
+    const unknownMethod = await mfa(['users', 'list', tenant, '--method', 'email']);
+    assert.deepEqual([unknownMethod.code, /Allowed choices are sms, voice, push, totp, none/.test(unknownMethod.stderr)], [1, true], unknownMethod.stderr);
     const both = await mfa(['users', 'list', tenant, '--blocked', '--not-blocked']);
     assert.deepEqual([both.code, /--not-blocked.*cannot be used with.*--blocked/.test(both.stderr)], [1, true], both.stderr);
     // A report the same way: the audit trail has the block and the configure (newest first).

@@ -12,6 +12,7 @@ import {
   Label,
   Language,
   Method,
+  METHODS,
   OpaqueId,
   OtpCode,
   PhoneNumber,
@@ -249,6 +250,10 @@ export const UsersGetReply = z.object({
 });
 export type UsersGetReply = z.infer<typeof UsersGetReply>;
 
+/** users.list's method filter: a method the user has now, or `none` (no method: the user must register before MFA). */
+export const UsersListMethod = z.enum([...METHODS, 'none']);
+export type UsersListMethod = z.infer<typeof UsersListMethod>;
+
 /**
  * Finds users: those whose user id, display name or phone number starts with `query`
  * (case-insensitive), or every user; ordered by user id, keyset pages.
@@ -257,6 +262,8 @@ export const UsersListRequest = z.object({
   tenantId: TenantId,
   query: z.string().min(1).max(256).optional(),
   blocked: z.boolean().optional(),
+  /** Only users who have this method now (as `methods` lists them), or `none`: users with no method, who must register before MFA. */
+  method: UsersListMethod.optional(),
   limit: z.int().min(1).max(MAX_REPORT_PAGE).default(DEFAULT_REPORT_PAGE),
   cursor: z.string().min(1).max(512).optional(),
 });

@@ -111,9 +111,10 @@ export class UserIndex {
   /**
    * One page of the tenant's users, ordered by user id, after `after` (a user id): those whose id,
    * display name or phone number starts with `query` (case-insensitive), or all of them; with
-   * `blocked`, only users blocked (or not) now.
+   * `blocked`, only users blocked (or not) now; with `method`, only users who have it now (as the
+   * projection's methods list them), or, with `none`, users who have no method.
    */
-  async list(tenantId: string, options: { query?: string; blocked?: boolean; limit: number; after?: string }): Promise<{ items: UserListItem[]; next?: string }> {
+  async list(tenantId: string, options: { query?: string; blocked?: boolean; method?: string; limit: number; after?: string }): Promise<{ items: UserListItem[]; next?: string }> {
     const index = RedisKeys.userIndex(tenantId);
     let ids: string[];
     let more: boolean;
@@ -134,8 +135,10 @@ export class UserIndex {
       ids = matched;
       more = matched.length > options.limit;
     }
-    // Profiles and blocks of the candidates, each user's keys in its own slot, all at once.
-    const candidates = ids.slice(0, options.blocked === undefined ? options.limit : ids.length);
+    // Profiles and blocks of the candidates, each user's keys in its own slot, all at once. A
+    // filter examines every candidate read: a page may hold fewer items than asked.
+    const filtered = options.blocked !== undefined || options.method !== undefined;
+    const candidates = ids.slice(0, filtered ? ids.length : options.limit);
     const rows = await Promise.all(
       candidates.map(async (userId) => {
         const tag = userTag(this.keyring, tenantId, userId);
@@ -153,6 +156,7 @@ export class UserIndex {
       if (items.length === options.limit) break;
       last = row.userId;
       if (options.blocked !== undefined && options.blocked !== row.blocked) continue;
+      if (options.method !== undefined && !(options.method === 'none' ? row.methods.length === 0 : row.methods.includes(options.method))) continue;
       items.push(row);
     }
     // More may follow when candidates were left unexamined, or the window had more than a page.

@@ -786,6 +786,42 @@ describe('user-settings service rules (handler wiring with a chosen clock and co
     assert.deepEqual(await request(Subjects.appPasswordsVerify, { tenantId, userId, password: printer.password }), { valid: true });
   });
 
+  itWith({ real: ['nats', 'redis'] }, 'users.list by method: users who have it now, or none (must register first); a page a filter leaves short still names the next; its cursor is bound to the method', async () => {
+    const tenantId = uniqueTenant('bymethod');
+    // Ids sort as listed: a phone (sms, voice), nothing, a code app (totp), a code app and a phone.
+    const [phone, nothing, app, both] = ['a-phone', 'b-nothing', 'c-app', 'd-both'].map((n) => `${n}@contoso.example`) as [string, string, string, string];
+    await request(Subjects.usersRegister, { tenantId, userId: phone, phoneNumber: '+14155550101' });
+    await request(Subjects.usersRegister, { tenantId, userId: nothing, displayName: 'No Method' });
+    for (const [userId, phoneNumber] of [[app, undefined], [both, '+14155550104']] as const) {
+      await request(Subjects.usersRegister, { tenantId, userId, ...(phoneNumber ? { phoneNumber } : {}) });
+      const enrolled = await request<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId });
+      assert.deepEqual(await request(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: codeFor(enrolled.secret) }), { tokenId: enrolled.tokenId, active: true });
+    }
+    type Page = { items: Array<{ userId: string; methods: string[] }>; nextCursor?: string };
+    /** Every page of the search, following the cursors. */
+    const all = async (filter: Record<string, unknown>, limit = 50) => {
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await request<Page>(Subjects.usersList, { tenantId, ...filter, limit, ...(cursor ? { cursor } : {}) });
+        seen.push(...page.items.map((i) => i.userId));
+        cursor = page.nextCursor;
+      } while (cursor);
+      return seen;
+    };
+    assert.deepEqual(await all({ method: 'totp' }), [app, both]);
+    assert.deepEqual(await all({ method: 'sms' }), [phone, both]);
+    assert.deepEqual(await all({ method: 'voice' }, 1), [phone, both], 'one a page: the pages the filter leaves empty still lead on');
+    assert.deepEqual(await all({ method: 'none' }), [nothing]);
+    assert.deepEqual(await all({ method: 'push' }), []);
+    assert.deepEqual(await all({ method: 'totp', query: 'd-' }), [both], 'with a search');
+    assert.deepEqual(await all({}), [phone, nothing, app, both]);
+    const first = await request<Page>(Subjects.usersList, { tenantId, method: 'sms', limit: 1 });
+    assert.ok(first.nextCursor);
+    await expectError(Subjects.usersList, { tenantId, method: 'voice', limit: 1, cursor: first.nextCursor }, 'invalid_request');
+    await expectError(Subjects.usersList, { tenantId, method: 'email' }, 'invalid_request');
+  });
+
   itWith({ real: ['nats', 'redis'] }, 'decides again on fresh state when another writer appended first', async () => {
     const tenantId = uniqueTenant('occ');
     const userId = uniqueUser('occ');

@@ -25,6 +25,7 @@ import {
   UsageQueryRequest,
   type UsersGetReply,
   type UsersListReply,
+  UsersListMethod,
   BLOCK_ACTIONS,
   FRAUD_SOURCES,
   MAX_IMPORT_FILE_BYTES,
@@ -430,17 +431,20 @@ export class PagesController {
     await this.run(p, 'users.njk', 'users', async () => {
       const id = userIdOf(q.userId);
       if (!id) {
-        // The search: a prefix of user id, name or phone; blocked users only if asked.
+        // The search: a prefix of user id, name or phone; blocked users only if asked; users who
+        // have a method (or none) if one is chosen (one the list does not offer is no filter).
         const query = text(q.q);
         const blocked = q.blocked === 'yes' ? true : undefined;
+        const method = UsersListMethod.options.find((m) => m === q.method);
         const found = await this.call<UsersListReply>(p, Subjects.usersList, {
           ...(query ? { query } : {}),
           ...(blocked !== undefined ? { blocked } : {}),
+          ...(method ? { method } : {}),
           limit: 50,
           ...cursorOf(q),
         });
-        const params = new URLSearchParams({ ...(query ? { q: query } : {}), ...(blocked ? { blocked: 'yes' } : {}) }).toString();
-        return { search: { q: query, blocked: blocked === true }, found: found.items, nextCursor: found.nextCursor, params };
+        const params = new URLSearchParams({ ...(query ? { q: query } : {}), ...(method ? { method } : {}), ...(blocked ? { blocked: 'yes' } : {}) }).toString();
+        return { search: { q: query, blocked: blocked === true, method }, found: found.items, nextCursor: found.nextCursor, params };
       }
       return this.userView(p, id);
     });

@@ -550,6 +550,25 @@ describe('console pages', () => {
     });
   });
 
+  describe('finding users by method', () => {
+    const lists = () => calls.filter((c) => c.subject === Subjects.usersList).map((c) => c.body);
+
+    it('sends the method chosen (or none) with the search, offers every method users.list takes, and keeps the choice on the next page', async () => {
+      answer = async () => ({ items: [{ userId: 'bob@contoso.com', displayName: null, blocked: false, methods: [] }], nextCursor: 'next-1' });
+      const html = await (await fetch(`${base}/users?${new URLSearchParams({ q: 'bo', method: 'none' })}`)).text();
+      assert.deepEqual(lists(), [{ tenantId: tenant, query: 'bo', method: 'none', limit: 50 }]);
+      const select = /<select name="method"[^>]*>([\s\S]*?)<\/select>/.exec(html);
+      assert.ok(select, 'the filter is on the page');
+      assert.deepEqual([...select[1]!.matchAll(/<option value="([^"]*)"/g)].map((m) => m[1]), ['', 'sms', 'voice', 'push', 'totp', 'none']);
+      assert.match(select[1]!, /<option value="none" selected>/);
+      assert.match(html, /href="\?q=bo&amp;method=none&amp;cursor=next-1"/);
+      // Any other value is no filter.
+      calls = [];
+      await fetch(`${base}/users?${new URLSearchParams({ method: 'email' })}`);
+      assert.deepEqual(lists(), [{ tenantId: tenant, limit: 50 }]);
+    });
+  });
+
   describe('app passwords on the user page', () => {
     const listed = [
       { appPasswordId: 'ap-1', name: 'Outlook 2010', createdAt: '2026-11-01T10:00:00.000Z' },

@@ -2,7 +2,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Response } from 'express';
 import nunjucks from 'nunjucks';
-import { ContractError } from '@mfa/contracts';
+import { ContractError, UsersListMethod } from '@mfa/contracts';
 
 export const VIEWS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../views');
 export const PUBLIC_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../public');
@@ -22,6 +22,8 @@ export class Views {
   constructor() {
     this.env.addFilter('time', (iso: unknown) => (typeof iso === 'string' ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : ''));
     this.env.addFilter('json', (value: unknown) => JSON.stringify(value));
+    // The users page's method filter offers what users.list takes.
+    this.env.addGlobal('usersListMethods', UsersListMethod.options);
   }
 
   render(view: string, context: Record<string, unknown>): string {

@@ -358,12 +358,14 @@ export class UserSettingsService {
     const { tenantId } = request;
     await this.requireTenant(tenantId, now, false);
     if (!this.options.index) throw unavailable('the user directory is not available');
-    const scope = { tenantId, kind: `users.list:${request.query ?? ''}:${request.blocked ?? ''}` };
+    // The method joins the scope only when given: cursors of searches without it stay as they were.
+    const scope = { tenantId, kind: `users.list:${request.query ?? ''}:${request.blocked ?? ''}${request.method !== undefined ? `:${request.method}` : ''}` };
     const after = cursorAfter(this.options.keyring, scope, request.cursor);
     const page = await this.store(() =>
       this.options.index!.list(tenantId, {
         ...(request.query !== undefined ? { query: request.query } : {}),
         ...(request.blocked !== undefined ? { blocked: request.blocked } : {}),
+        ...(request.method !== undefined ? { method: request.method } : {}),
         limit: request.limit,
         ...(after !== undefined ? { after } : {}),
       }),

@@ -155,6 +155,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
       case Subjects.reportsBlockedQuery:
       case Subjects.fraudIpsList:
       case Subjects.tenantsGet:
+      case Subjects.tenantsDelete:
       case Subjects.clientsList:
         return { tenantId };
       case Subjects.tenantsConfigure:

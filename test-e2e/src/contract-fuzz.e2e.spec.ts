@@ -36,6 +36,7 @@ import {
   Subjects,
   TenantsConfigureReply,
   TenantsGetReply,
+  TenantsDeleteReply,
   TotpActivateReply,
   TotpEnrollReply,
   UsageQueryReply,
@@ -134,6 +135,7 @@ const ReplySchemas: Record<ApiSubject, ZodLike> = {
   [Subjects.usersPinSet]: UsersPinSetReply,
   [Subjects.tenantsConfigure]: TenantsConfigureReply,
   [Subjects.tenantsGet]: TenantsGetReply,
+  [Subjects.tenantsDelete]: TenantsDeleteReply,
   [Subjects.clientsCreate]: ClientsCreateReply,
   [Subjects.clientsList]: ClientsListReply,
   [Subjects.clientsRevoke]: ClientsRevokeReply,
@@ -645,7 +647,9 @@ interface FuzzRequest {
 const DESTRUCTIVE: ReadonlySet<string> = new Set([Subjects.usersDelete, Subjects.usersReset]);
 
 function bodyArb(subject: ApiSubject, world: World): fc.Arbitrary<BodyPlan> {
-  const w = DESTRUCTIVE.has(subject) ? { ...world, user: world.victim } : world;
+  // tenants.delete aims at the ghost tenant (which the platform key may have created meanwhile): the
+  // test's tenant must stay for every other subject.
+  const w = DESTRUCTIVE.has(subject) ? { ...world, user: world.victim } : subject === Subjects.tenantsDelete ? { ...world, tenant: world.ghost } : world;
   const schema = RequestSchemas[subject] as unknown as ZodLike;
   // Valid bodies are the ones the schema accepts, where enough generated ones are (the rules across
   // fields, such as a usage query's span, refuse most).

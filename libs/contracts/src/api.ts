@@ -56,6 +56,7 @@ export const Subjects = {
   usersPinSet: 'mfa.v1.users.pin.set',
   tenantsConfigure: 'mfa.v1.tenants.configure',
   tenantsGet: 'mfa.v1.tenants.get',
+  tenantsDelete: 'mfa.v1.tenants.delete',
   clientsCreate: 'mfa.v1.clients.create',
   clientsList: 'mfa.v1.clients.list',
   clientsRevoke: 'mfa.v1.clients.revoke',
@@ -108,6 +109,26 @@ export const TenantsGetRequest = z.object({ tenantId: TenantId });
 export type TenantsGetRequest = z.infer<typeof TenantsGetRequest>;
 export const TenantsGetReply = TenantsConfigureReply;
 export type TenantsGetReply = TenantsConfigureReply;
+
+/**
+ * Offboards a tenant (the platform key only): from the first reply the tenant is unknown to every
+ * request and its API keys are revoked; its users are then erased (crypto-shredding), its hardware
+ * tokens, recordings and import files deleted, in the background. Sent again, it answers where
+ * that stands: `deleting` until everything is gone, then `deleted` (the id may then be created
+ * again, as a new tenant with nothing of the old one).
+ */
+export const TenantsDeleteRequest = z.object({ tenantId: TenantId });
+export type TenantsDeleteRequest = z.infer<typeof TenantsDeleteRequest>;
+export const TenantsDeleteReply = z.object({
+  tenantId: TenantId,
+  state: z.enum(['deleting', 'deleted']),
+  /** When the deletion was asked (the first request). */
+  deletedAt: IsoDateTime,
+  /** Once `deleted`: when the last of it was erased, and what was (users erased, hardware tokens and recordings deleted, API clients revoked). */
+  erasedAt: IsoDateTime.optional(),
+  erased: z.object({ users: z.number(), hardwareTokens: z.number(), recordings: z.number(), clients: z.number() }).optional(),
+});
+export type TenantsDeleteReply = z.infer<typeof TenantsDeleteReply>;
 
 // ---- API clients -----------------------------------------------------------------------------
 
@@ -692,6 +713,7 @@ export const SubjectScopes: Readonly<Record<ApiSubject, Scope>> = {
   [Subjects.reportsAuditQuery]: 'reports',
   [Subjects.tenantsConfigure]: 'admin',
   [Subjects.tenantsGet]: 'admin',
+  [Subjects.tenantsDelete]: 'admin',
   [Subjects.clientsCreate]: 'admin',
   [Subjects.clientsList]: 'admin',
   [Subjects.clientsRevoke]: 'admin',
@@ -729,6 +751,7 @@ export const RequestSchemas = {
   [Subjects.reportsSigninsQuery]: SigninsQueryRequest,
   [Subjects.tenantsConfigure]: TenantsConfigureRequest,
   [Subjects.tenantsGet]: TenantsGetRequest,
+  [Subjects.tenantsDelete]: TenantsDeleteRequest,
   [Subjects.usersBlock]: UsersBlockRequest,
   [Subjects.fraudReport]: FraudReportRequest,
   [Subjects.usersUnblock]: UsersUnblockRequest,

@@ -85,6 +85,7 @@ describe('the public API contract', () => {
       'mfa.v1.reports.signins.query',
       'mfa.v1.reports.usage.query',
       'mfa.v1.tenants.configure',
+      'mfa.v1.tenants.delete',
       'mfa.v1.tenants.get',
       'mfa.v1.users.apppasswords.create',
       'mfa.v1.users.apppasswords.delete',

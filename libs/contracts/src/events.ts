@@ -68,6 +68,22 @@ const versions = <A extends z.ZodObject, B extends z.ZodObject>(v1: A, v2: B) =>
 
 export const TenantCreated = envelope('TenantCreated', 1, z.object({ settings: TenantSettings }));
 export const TenantSettingsChanged = envelope('TenantSettingsChanged', 1, z.object({ settings: TenantSettings }));
+/**
+ * tenants.delete: the tenant is unknown from now on (every request naming it answers not_found),
+ * its API clients are revoked, and user-settings' offboarding erases what it held. The tenant's
+ * last event is its state: deleting, until TenantErased.
+ */
+export const TenantDeleted = envelope('TenantDeleted', 1, z.object({}));
+/**
+ * The offboarding is complete: every user of the tenant erased, its hardware tokens, recordings and
+ * import files deleted, its clients revoked (counts of what this offboarding did). The id may be
+ * created again, as a new tenant.
+ */
+export const TenantErased = envelope(
+  'TenantErased',
+  1,
+  z.object({ deletedAt: z.string(), users: z.number().int().min(0), hardwareTokens: z.number().int().min(0), recordings: z.number().int().min(0), clients: z.number().int().min(0) }),
+);
 
 /** v1 (before per-user data keys): the profile in clear. Still read; no longer written. */
 export const UserRegisteredV1 = envelope('UserRegistered', 1, z.object({ userId: z.string() }).extend(Profile.shape));
@@ -634,6 +650,8 @@ export const AdminActionRecorded = envelope(
 export const EventSchemas = {
   TenantCreated,
   TenantSettingsChanged,
+  TenantDeleted,
+  TenantErased,
   UserRegistered,
   UserProfileChanged,
   UserErased,
@@ -694,7 +712,7 @@ export type EventOf<T extends EventType> = z.infer<(typeof EventSchemas)[T]>;
 export type EventVersion<T extends EventType, V extends EventOf<T>['version']> = Extract<EventOf<T>, { version: V }>;
 export type AnyEvent = { [T in EventType]: EventOf<T> }[EventType];
 
-export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged'>;
+export type TenantEvent = EventOf<'TenantCreated' | 'TenantSettingsChanged' | 'TenantDeleted' | 'TenantErased'>;
 /** The events of a user aggregate (one subject per user), the decider's and the projector's. */
 export const USER_EVENT_TYPES = [
   'PushDeviceActivated',

@@ -36,7 +36,7 @@ describe('parseEvent', () => {
   });
 
   it('reads an unknown type as unknown', () => {
-    assert.throws(() => parseEvent({ ...storedTenantCreated(), type: 'TenantDeleted' }), /unknown event type "TenantDeleted"/);
+    assert.throws(() => parseEvent({ ...storedTenantCreated(), type: 'TenantRenamed' }), /unknown event type "TenantRenamed"/);
   });
 
   it('looks upcasters up among their own entries only', () => {

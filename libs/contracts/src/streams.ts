@@ -219,6 +219,16 @@ export const Consumers = {
     ackWaitSeconds: 30,
     description: 'Keeps the Redis user and tenant projections that auth-challenge reads.',
   },
+  tenantOffboarding: {
+    stream: Streams.userSettings.name,
+    durable: 'user-settings-tenant-offboarding',
+    filterSubject: EventSubjects.allTenants,
+    maxDeliver: 20,
+    // A tenant's offboarding runs for as long as erasing its users takes; its handler tells
+    // JetStream it is still working well within this, and resumes where it stopped if redelivered.
+    ackWaitSeconds: 60,
+    description: "Offboards a deleted tenant (TenantDeleted): erases its users, deletes its hardware tokens, recordings and import files, then records TenantErased.",
+  },
   fraudBlocks: {
     stream: Streams.fraud.name,
     durable: 'fraud-block-projector',

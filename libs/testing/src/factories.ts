@@ -151,6 +151,14 @@ export function tenantCreated(tenant = testTenant(), overrides: EventOverrides<'
   return envelope('TenantCreated', ofTenant(tenant), { settings: tenant.settings }, overrides);
 }
 
+export function tenantDeleted(tenant = testTenant(), overrides: EventOverrides<'TenantDeleted'> = {}): V1<'TenantDeleted'> {
+  return envelope('TenantDeleted', ofTenant(tenant), {}, overrides);
+}
+
+export function tenantErased(tenant = testTenant(), overrides: EventOverrides<'TenantErased'> = {}): V1<'TenantErased'> {
+  return envelope('TenantErased', ofTenant(tenant), { deletedAt: DEFAULT_OCCURRED_AT, users: 0, hardwareTokens: 0, recordings: 0, clients: 0 }, overrides);
+}
+
 export function tenantSettingsChanged(
   tenant = testTenant(),
   overrides: EventOverrides<'TenantSettingsChanged'> = {},

@@ -40,6 +40,8 @@ import { ImportJobs, importStoreSettings } from './adapters/import-jobs.js';
 import { OathTokensService } from './application/oath-tokens.service.js';
 import { OathImportService } from './application/oath-import.service.js';
 import { OathController, OathImportWorkers } from './api/oath.controller.js';
+import { TenantOffboardingController } from './api/tenant-offboarding.controller.js';
+import { TenantOffboarding } from './application/tenant-offboarding.js';
 
 /**
  * user-settings: the tenant and user aggregates (event-sourced on MFA_USER_SETTINGS), the users'
@@ -63,7 +65,7 @@ export class AppModule {
         RedisModule.forRoot({ connection: redisConnectionFrom(config), connectionName: 'user-settings', log }),
         AuthModule.forRoot({ auth: config.auth, keyring: config.keyring }),
       ],
-      controllers: [OpsController, UserSettingsController, UserProjectorController, OathController],
+      controllers: [OpsController, UserSettingsController, UserProjectorController, OathController, TenantOffboardingController],
       providers: [
         { provide: KEYRING, useValue: config.keyring },
         { provide: UserDataKeys, useFactory: (nats: NatsClients, keyring: Keyring) => new UserDataKeys(nats, keyring), inject: [NATS, KEYRING] },
@@ -157,6 +159,12 @@ export class AppModule {
               jobsPerInstance: config.OATH_IMPORT_JOBS_PER_INSTANCE,
             }),
           inject: [ImportJobs, OathTokensService, KEYRING, UserSettingsService],
+        },
+        {
+          provide: TenantOffboarding,
+          useFactory: (nats: NatsClients, users: UserSettingsService, clients: ApiClientsService, inventory: OathInventory, imports: ImportJobs) =>
+            new TenantOffboarding({ nats, users, clients, inventory, imports, log }),
+          inject: [NATS, UserSettingsService, ApiClientsService, OathInventory, ImportJobs],
         },
         OathImportWorkers,
         ProjectionRecovery,

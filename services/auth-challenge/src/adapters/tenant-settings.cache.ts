@@ -68,7 +68,8 @@ export class TenantSettingsCache {
       if (!isNoMessageFound(error)) return this.settings.has(tenantId) ? 'known' : 'unread';
       last = null;
     }
-    // The consumer may have delivered a newer event meanwhile: it wins.
+    // The consumer may have delivered a newer event meanwhile: it wins. A deleted tenant's last
+    // event folds into nothing: absent.
     if (last && !this.settings.has(tenantId)) this.fold(() => parseEvent(last.json()), last.seq);
     if (this.settings.has(tenantId)) return 'known';
     if (this.absentUntil.size >= ABSENT_KEPT) this.absentUntil.clear();
@@ -81,6 +82,9 @@ export class TenantSettingsCache {
       const event = read();
       if (event.type === 'TenantCreated' || event.type === 'TenantSettingsChanged') {
         this.settings.set(event.tenantId, event.data.settings);
+      } else if (event.type === 'TenantDeleted' || event.type === 'TenantErased') {
+        // tenants.delete: unknown from now on, as a tenant that never existed.
+        this.settings.delete(event.tenantId);
       }
     } catch (error) {
       this.log.error('unreadable tenant event skipped by the settings cache', { stream: Streams.userSettings.name, seq, error });

@@ -47,6 +47,12 @@ export class OathInventory {
     redis.defineCommand('mfaPutOathToken', { numberOfKeys: 5, lua: PUT });
   }
 
+  /** A deleted tenant's inventory gone (its offboarding): every key of the tenant, one slot. */
+  async dropTenant(tenantId: string): Promise<void> {
+    const k = keysOf(tenantId);
+    await this.redis.del(k.tokens, k.all, ...OATH_TOKEN_STATES.map(k.state));
+  }
+
   /** Records the token as of its aggregate's sequence `seq`; false when a newer one is there already. */
   async put(tenantId: string, item: OathTokenItem, seq: number): Promise<boolean> {
     const k = keysOf(tenantId);

@@ -7,6 +7,9 @@ import {
   Subjects,
   TenantsConfigureRequest,
   TenantsGetRequest,
+  TenantsDeleteRequest,
+  type TenantsDeleteReply,
+  forbidden,
   TotpActivateRequest,
   TotpEnrollRequest,
   UsersDeleteRequest,
@@ -207,6 +210,18 @@ export class UserSettingsController {
   @MessagePattern(Subjects.tenantsGet)
   getTenant(@Payload(new ContractPipe(TenantsGetRequest)) request: TenantsGetRequest, @Ctx() ctx: NatsRequestContext): Promise<TenantsGetReply> {
     return this.service.getTenant(request, ctx.receivedAt);
+  }
+
+  /**
+   * Platform key only (or anyone with MFA_AUTH=off), as creating a tenant: a tenant's own admin key
+   * cannot offboard it. The tenant's clients are revoked before the answer, so its keys stop at once.
+   */
+  @MessagePattern(Subjects.tenantsDelete)
+  async deleteTenant(@Payload(new ContractPipe(TenantsDeleteRequest)) request: TenantsDeleteRequest, @Ctx() ctx: NatsRequestContext): Promise<TenantsDeleteReply> {
+    if (this.auth.mode !== 'off' && ctx.principal?.kind !== 'platform') throw forbidden('only the platform key may delete a tenant');
+    const reply = await this.service.deleteTenant(request, ctx.receivedAt);
+    if (reply.state === 'deleting') await this.clients.revokeAllOf(request.tenantId, reply.deletedAt, ctx.receivedAt);
+    return reply;
   }
 
   @MessagePattern(Subjects.clientsCreate)

@@ -1,5 +1,6 @@
 import {
   conflict,
+  ContractError,
   EventSubjects,
   notFound,
   unavailable,
@@ -76,6 +77,24 @@ export class ApiClientsService {
     const seq = await this.append(EventSubjects.client(client.clientId), event, client.seq);
     await this.options.directory.caughtUpTo(seq);
     return { clientId: client.clientId, revokedAt: this.options.directory.get(client.clientId)?.revokedAt ?? event.occurredAt };
+  }
+
+  /**
+   * A deleted tenant's clients (tenants.delete): each revoked, as clients.revoke does, without the
+   * tenant check (the tenant is unknown by then). Answers how many the deletion revoked: those
+   * revoked at `deletedAt` or later, by this call or an earlier one (a resumed offboarding).
+   */
+  async revokeAllOf(tenantId: string, deletedAt: string, now: Date): Promise<number> {
+    for (const client of this.options.directory.list(tenantId)) {
+      if (client.revokedAt) continue;
+      try {
+        await this.revoke({ tenantId, clientId: client.clientId }, now);
+      } catch (error) {
+        // Revoked meanwhile by another request (its event appended first): as good.
+        if (!(error instanceof ContractError && error.code === 'conflict')) throw error;
+      }
+    }
+    return this.options.directory.list(tenantId).filter((c) => c.revokedAt !== undefined && c.revokedAt >= deletedAt).length;
   }
 
   private async append(subject: string, event: ReturnType<typeof createEvent>, expectedLastSeq: number): Promise<number> {

@@ -11,6 +11,8 @@ import {
   type TenantsConfigureRequest,
   type TenantsGetReply,
   type TenantsGetRequest,
+  type TenantsDeleteReply,
+  type TenantsDeleteRequest,
   type UsersDeleteReply,
   type UsersDeleteRequest,
   type UsersGetReply,
@@ -199,6 +201,34 @@ export class UserSettingsService {
     return { tenantId: request.tenantId, settings: outcome.state.settings };
   }
 
+  /**
+   * tenants.delete: records TenantDeleted (once; again it only answers the state), after which the
+   * tenant is unknown to every request; the caller revokes its clients, and the offboarding
+   * consumer erases the rest (TenantErased). An unknown tenant is not_found.
+   */
+  async deleteTenant(request: TenantsDeleteRequest, now: Date): Promise<TenantsDeleteReply> {
+    const outcome = await this.executeTenant(request.tenantId, { type: 'DeleteTenant', data: {} }, now);
+    return this.deletionReply(request.tenantId, outcome.state);
+  }
+
+  /** Where a deleted tenant's offboarding stands; not_found for a tenant that is not deleted. */
+  async tenantDeletion(tenantId: string, now: Date): Promise<TenantsDeleteReply> {
+    const outcome = await this.execute(tenantDecider, this.tenantRef(tenantId), now, () => []);
+    return this.deletionReply(tenantId, outcome.state);
+  }
+
+  /** The offboarding finished: TenantErased with what it erased (nothing when recorded already, or the tenant is not being deleted). */
+  async recordTenantErased(tenantId: string, erased: { users: number; hardwareTokens: number; recordings: number; clients: number }, now: Date): Promise<TenantsDeleteReply> {
+    const outcome = await this.executeTenant(tenantId, { type: 'RecordTenantErased', data: erased }, now);
+    return this.deletionReply(tenantId, outcome.state);
+  }
+
+  private deletionReply(tenantId: string, state: TenantState): TenantsDeleteReply {
+    if (state.exists || !state.deletion) throw notFound('unknown tenant');
+    const { deletedAt, erasedAt, erased } = state.deletion;
+    return { tenantId, state: erasedAt ? 'deleted' : 'deleting', deletedAt, ...(erasedAt ? { erasedAt } : {}), ...(erased ? { erased } : {}) };
+  }
+
   async getTenant(request: TenantsGetRequest, now: Date): Promise<TenantsGetReply> {
     const outcome = await this.execute(tenantDecider, this.tenantRef(request.tenantId), now, () => []);
     if (!outcome.state.exists) throw notFound('unknown tenant');
@@ -217,8 +247,16 @@ export class UserSettingsService {
    * of g or later; `conflict` otherwise (a live key, or none), with nothing written.
    */
   async delete(request: UsersDeleteRequest, now: Date): Promise<UsersDeleteReply> {
+    await this.requireTenant(request.tenantId, now, false);
     const { userId } = await this.erase(request, now);
     return { userId, deleted: true };
+  }
+
+  /** A deleted tenant's user, erased by its offboarding as users.delete erases (the tenant is unknown by then). */
+  async eraseOffboarded(tenantId: string, userId: string, now: Date): Promise<void> {
+    const state = await this.execute(tenantDecider, this.tenantRef(tenantId), now, () => []);
+    if (state.state.exists || !state.state.deletion) throw new Error('erasing a user of a tenant that is not deleted');
+    await this.erase({ tenantId, userId }, now);
   }
 
   /** A register's completion of an erasure the key store holds at `gen` (users.delete with onlyIfKeyErased); true when this call recorded it. */
@@ -229,7 +267,6 @@ export class UserSettingsService {
   /** users.delete; `recorded`: this request appended the erasure (not one recorded by another meanwhile). */
   private async erase(request: UsersDeleteRequest, now: Date): Promise<{ userId: string; recorded: boolean }> {
     const { tenantId, userId, onlyIfKeyErased } = request;
-    await this.requireTenant(tenantId, now, false);
     const ref = this.userRef(tenantId, userId);
     // Loaded without opening personal data: an erasure needs none, and so it also erases a user
     // whose key is gone (a restore of the event log and MFA_USER_KEYS from different moments).

@@ -1,6 +1,7 @@
+import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { defaultTenantSettings } from '@mfa/contracts';
-import { deciderSpec, tenantCreated, tenantSettingsChanged, testTenant } from '@mfa/testing';
+import { deciderSpec, tenantCreated, tenantDeleted, tenantErased, tenantSettingsChanged, testTenant } from '@mfa/testing';
 import { tenantDecider } from './tenant.js';
 
 const spec = deciderSpec(tenantDecider);
@@ -134,5 +135,47 @@ describe('tenant decider: provision', () => {
 
   it('leaves an existing tenant alone', () => {
     spec.given([created]).when({ type: 'ProvisionTenant', data: {} }, now).thenNothing();
+  });
+});
+
+describe('tenant decider: delete (tenants.delete, offboarding)', () => {
+  const deleted = tenantDeleted(tenant, { occurredAt: '2025-05-10T00:00:00.000Z' });
+  const erased = tenantErased(tenant, { occurredAt: '2025-05-10T00:05:00.000Z', data: { deletedAt: '2025-05-10T00:00:00.000Z', users: 2, hardwareTokens: 1, recordings: 0, clients: 1 } });
+  const counts = { users: 3, hardwareTokens: 0, recordings: 0, clients: 1 };
+
+  it('deletes an existing tenant once; again, while deleting or once erased, records nothing; an unknown tenant is not_found', () => {
+    spec.given([created]).when({ type: 'DeleteTenant', data: {} }, now).then([{ type: 'TenantDeleted', data: {}, occurredAt: now.toISOString() }]);
+    spec.given([created, deleted]).when({ type: 'DeleteTenant', data: {} }, now).thenNothing();
+    spec.given([created, deleted, erased]).when({ type: 'DeleteTenant', data: {} }, now).thenNothing();
+    spec.given([]).when({ type: 'DeleteTenant', data: {} }, now).thenThrows('not_found', /unknown tenant/);
+  });
+
+  it('refuses to configure or provision a tenant being deleted (conflict), creates it anew once erased', () => {
+    spec.given([created, deleted]).when({ type: 'ConfigureTenant', data: { settings: {} } }, now).thenThrows('conflict', /being deleted/);
+    spec.given([created, deleted]).when({ type: 'ProvisionTenant', data: {} }, now).thenThrows('conflict', /being deleted/);
+    spec
+      .given([created, deleted, erased])
+      .when({ type: 'ConfigureTenant', data: { settings: { maxAttempts: 3 } } }, now)
+      .then([{ type: 'TenantCreated', data: { settings: { ...defaultTenantSettings(), maxAttempts: 3 } }, occurredAt: now.toISOString() }]);
+  });
+
+  it('records the offboarding once, with when the deletion was asked; nothing for a tenant not being deleted', () => {
+    spec
+      .given([created, deleted])
+      .when({ type: 'RecordTenantErased', data: counts }, now)
+      .then([{ type: 'TenantErased', data: { deletedAt: '2025-05-10T00:00:00.000Z', ...counts }, occurredAt: now.toISOString() }]);
+    spec.given([created, deleted, erased]).when({ type: 'RecordTenantErased', data: counts }, now).thenNothing();
+    spec.given([created]).when({ type: 'RecordTenantErased', data: counts }, now).thenNothing();
+    spec.given([]).when({ type: 'RecordTenantErased', data: counts }, now).thenNothing();
+  });
+
+  it('each event is the whole state: the last one alone folds to it (the loader reads only the last)', () => {
+    const fold = (events: Parameters<typeof tenantDecider.evolve>[1][]) => events.reduce(tenantDecider.evolve, tenantDecider.initialState());
+    for (const history of [[created, deleted], [deleted]]) {
+      assert.deepEqual(fold(history), { exists: false, deletion: { deletedAt: '2025-05-10T00:00:00.000Z' } });
+    }
+    const whole = { exists: false, deletion: { deletedAt: '2025-05-10T00:00:00.000Z', erasedAt: '2025-05-10T00:05:00.000Z', erased: { users: 2, hardwareTokens: 1, recordings: 0, clients: 1 } } };
+    assert.deepEqual(fold([created, deleted, erased]), whole);
+    assert.deepEqual(fold([erased]), whole);
   });
 });

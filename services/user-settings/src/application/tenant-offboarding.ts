@@ -1,0 +1,168 @@
+import { parseEvent, Streams, subjectToken, VoiceMessageBuckets } from '@mfa/contracts';
+import { purgeObjectVersion, readOnce, type NatsClients } from '@mfa/messaging';
+import { counter, type Logger } from '@mfa/telemetry';
+import { Objm } from '@nats-io/obj';
+import type { OathInventory } from '../adapters/oath-inventory.js';
+import type { ImportJobs } from '../adapters/import-jobs.js';
+import type { ApiClientsService } from './api-clients.service.js';
+import type { UserSettingsService } from './user-settings.service.js';
+import { parseUserSubject } from './user-projector.js';
+
+const offboarded = counter('mfa_tenant_offboarding_erased_total', 'What the offboarding of deleted tenants erased', ['what']);
+
+/** Users erased at once: enough to hide the round trips, few enough for a shared NATS and Redis. */
+const PARALLEL_USERS = 8;
+/** A pass that erased users is followed by another, until one finds none left; at most this many. */
+const MAX_PASSES = 10;
+
+export interface OffboardingCounts {
+  users: number;
+  hardwareTokens: number;
+  recordings: number;
+  clients: number;
+}
+
+interface OffboardingOptions {
+  nats: Pick<NatsClients, 'js' | 'jsm'>;
+  users: Pick<UserSettingsService, 'eraseOffboarded' | 'tenantDeletion' | 'recordTenantErased'>;
+  clients: Pick<ApiClientsService, 'revokeAllOf'>;
+  inventory: Pick<OathInventory, 'dropTenant'>;
+  imports: Pick<ImportJobs, 'files' | 'deleteObject'>;
+  log: Logger;
+}
+
+/**
+ * The offboarding of a deleted tenant (tenants.delete; TenantDeleted on its subject), run by the
+ * durable consumer `user-settings-tenant-offboarding` on one instance at a time per tenant:
+ * 1. every API client of the tenant revoked (tenants.delete did so before answering; again here,
+ *    should it have stopped in between);
+ * 2. every user of the tenant erased as users.delete erases (crypto-shredding: the data key
+ *    destroyed, UserErased, the projection reduced to a tombstone, the report pseudonymised), in
+ *    passes over the log until one finds none left (a register that passed its tenant check just
+ *    before the deletion may append after a pass read its users);
+ * 3. its hardware tokens: their events purged from MFA_USER_SETTINGS (their secrets with them)
+ *    and the Redis inventory dropped, once no erasure can give a token back any more;
+ * 4. its recordings (MFA_VOICE_MESSAGES, MFA_VOICE_UPLOADS) and import files (MFA_IMPORTS),
+ *    objects named `<tenant>/…`;
+ * 5. TenantErased, with what was erased: the id may be created again.
+ * Every step skips what is done already, so a redelivery (an instance stopped, a failure) resumes:
+ * the counts are of the whole offboarding (users whose erasure is at or after the deletion,
+ * clients revoked since), except hardware tokens and objects purged by an earlier attempt.
+ */
+export class TenantOffboarding {
+  constructor(private readonly options: OffboardingOptions) {}
+
+  async offboard(tenantId: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<OffboardingCounts> {
+    const deletion = await this.options.users.tenantDeletion(tenantId, now());
+    if (deletion.state === 'deleted') return { users: 0, hardwareTokens: 0, recordings: 0, clients: 0, ...deletion.erased };
+    const { deletedAt } = deletion;
+    const clients = await this.options.clients.revokeAllOf(tenantId, deletedAt, now());
+    working();
+    let users = 0;
+    for (let pass = 1; ; pass++) {
+      const { erasedNow, erasedSince } = await this.eraseUsers(tenantId, deletedAt, now, working, signal);
+      users = erasedSince;
+      if (erasedNow === 0) break;
+      if (pass >= MAX_PASSES) throw new Error(`users of the deleted tenant kept appearing after ${pass} passes`);
+    }
+    const hardwareTokens = await this.dropHardwareTokens(tenantId);
+    working();
+    const recordings = await this.dropObjects(tenantId, [VoiceMessageBuckets.messages, VoiceMessageBuckets.uploads]);
+    await this.dropImportFiles(tenantId);
+    const counts = { users, hardwareTokens, recordings, clients };
+    await this.options.users.recordTenantErased(tenantId, counts, now());
+    for (const [what, n] of Object.entries(counts)) offboarded.inc({ what }, n);
+    this.options.log.info('tenant offboarded', { tenantId, ...counts });
+    return counts;
+  }
+
+  /**
+   * One pass over the tenant's users in the log (the last event of each): erases those not erased
+   * yet. `erasedNow`: erased by this pass; `erasedSince`: users whose erasure is at or after the
+   * deletion, by this pass or before (a resumed offboarding counts them all).
+   */
+  private async eraseUsers(tenantId: string, deletedAt: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<{ erasedNow: number; erasedSince: number }> {
+    const running = new Set<Promise<void>>();
+    let failed: { error: unknown } | undefined;
+    let erasedNow = 0;
+    let erasedSince = 0;
+    let lastWorking = Date.now();
+    await readOnce(
+      this.options.nats.js,
+      Streams.userSettings.name,
+      `mfa.evt.user.${subjectToken(tenantId)}.*`,
+      { policy: 'last_per_subject' },
+      async (msg) => {
+        if (failed) throw failed.error;
+        if (signal?.aborted) throw new Error('stopping: the offboarding resumes at its redelivery');
+        const ids = parseUserSubject(msg.subject);
+        if (!ids || ids.tenantId !== tenantId) return;
+        const last = parseEvent(msg.json());
+        if (last.type === 'UserErased') {
+          if (last.occurredAt >= deletedAt) erasedSince++;
+          return;
+        }
+        const job: Promise<void> = this.options.users
+          .eraseOffboarded(tenantId, ids.userId, now())
+          .then(() => {
+            erasedNow++;
+            erasedSince++;
+          })
+          .catch((error: unknown) => {
+            failed ??= { error };
+          })
+          .finally(() => running.delete(job));
+        running.add(job);
+        if (running.size >= PARALLEL_USERS) await Promise.race(running);
+        if (Date.now() - lastWorking > 5_000) {
+          working();
+          lastWorking = Date.now();
+        }
+      },
+    );
+    await Promise.all(running);
+    if (failed) throw failed.error;
+    return { erasedNow, erasedSince };
+  }
+
+  /** The tenant's hardware tokens: their events purged (secrets included), the inventory index dropped. How many there were. */
+  private async dropHardwareTokens(tenantId: string): Promise<number> {
+    const filter = `mfa.evt.oath.${subjectToken(tenantId)}.*`;
+    const info = await this.options.nats.jsm.streams.info(Streams.userSettings.name, { subjects_filter: filter });
+    const tokens = Object.keys(info.state.subjects ?? {}).length;
+    if (tokens > 0) await this.options.nats.jsm.streams.purge(Streams.userSettings.name, { filter });
+    await this.options.inventory.dropTenant(tenantId);
+    return tokens;
+  }
+
+  /** The tenant's objects (`<tenant>/…`) in the buckets that exist; how many were deleted. */
+  private async dropObjects(tenantId: string, buckets: readonly string[]): Promise<number> {
+    let deleted = 0;
+    for (const bucket of buckets) {
+      let names: string[];
+      try {
+        const store = await new Objm(this.options.nats.js).open(bucket);
+        names = (await store.list()).filter((o) => !o.deleted && o.name.startsWith(`${tenantId}/`)).map((o) => o.name);
+      } catch (error) {
+        // A bucket dispatch never made (no recording was ever uploaded): nothing of the tenant in it.
+        if (isMissingBucket(error)) continue;
+        throw error;
+      }
+      for (const name of names) if ((await purgeObjectVersion(this.options.nats.jsm, bucket, name)).purged) deleted++;
+    }
+    return deleted;
+  }
+
+  /** The tenant's import files and jobs' files in MFA_IMPORTS (hardware token secrets, perhaps in clear). */
+  private async dropImportFiles(tenantId: string): Promise<void> {
+    for (const file of await this.options.imports.files()) {
+      if (!file.name.startsWith(`${tenantId}/`)) continue;
+      if (!(await this.options.imports.deleteObject(file.name))) throw new Error('an import file of the deleted tenant could not be deleted');
+    }
+  }
+}
+
+function isMissingBucket(error: unknown): boolean {
+  const text = error instanceof Error ? `${error.name} ${error.message}` : String(error);
+  return /stream not found|not found/i.test(text);
+}

@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { after, before, describe } from 'node:test';
+import { Redis } from 'ioredis';
+import { Objm } from '@nats-io/obj';
+import {
+  EventSubjects,
+  IMPORTS_BUCKET,
+  parseEvent,
+  Streams,
+  Subjects,
+  VoiceMessageBuckets,
+  type ClientsCreateReply,
+  type ErrorReply,
+  type OathImportStatusReply,
+  type TenantsDeleteReply,
+  type TotpEnrollReply,
+  type UsersGetReply,
+} from '@mfa/contracts';
+import { base32Decode, totp, userTag, type Keyring } from '@mfa/crypto';
+import { connectNats, requestJson, type NatsClients } from '@mfa/messaging';
+import { RedisKeys } from '@mfa/projection';
+import { ApiClientDirectory, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
+import { createLogger } from '@mfa/telemetry';
+import { eventually, itWith, startNatsServer, testEnv, uniqueTenant, type NatsServerProcess } from '@mfa/testing';
+import { AppModule } from './app.module.js';
+import { loadUserSettingsConfig } from './config.js';
+
+/**
+ * tenants.delete end to end in user-settings, as the platform operator sees it (MFA_AUTH=required):
+ * the tenant unknown at once and its keys revoked, then the offboarding consumer erases its users,
+ * hardware tokens, recordings and import files, and records TenantErased; another tenant keeps
+ * everything; the id can be created again as a new, empty tenant. A nats-server of the test's own
+ * (its streams' exact contents are checked) and a Redis database of its own (10).
+ */
+const DB = 10;
+const PLATFORM_KEY = 'tenant-offboarding-platform-key-0123456789abcdef';
+const SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
+
+let server: NatsServerProcess;
+let service: RunningService;
+let nats: NatsClients;
+let redis: Redis;
+let keyring: Keyring;
+
+before(async () => {
+  server = await startNatsServer();
+  const config = loadUserSettingsConfig({
+    ...process.env,
+    HTTP_PORT: '0',
+    NATS_URL: server.url,
+    REDIS_URL: `${testEnv.redisUrl.replace(/\/\d*$/, '')}/${DB}`,
+    MFA_AUTH: 'required',
+    MFA_PLATFORM_API_KEY: PLATFORM_KEY,
+  });
+  keyring = config.keyring;
+  const log = createLogger('tenant-offboarding-test', { level: 'error' });
+  service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log });
+  nats = await connectNats({ url: server.url, name: 'tenant-offboarding-int-test', connectTimeoutMs: 5_000 });
+  redis = new Redis(testEnv.redisUrl, { db: DB });
+});
+
+after(async () => {
+  await service?.stop();
+  await nats?.nc.drain();
+  await server?.stop();
+  redis?.disconnect();
+});
+
+const ask = <T = Record<string, unknown>>(subject: string, body: unknown, key = PLATFORM_KEY) =>
+  requestJson<T & ErrorReply>(nats.nc, subject, body, { timeoutMs: 15_000, headers: { Authorization: `Bearer ${key}` } });
+
+async function expectCode(subject: string, body: unknown, code: string, key = PLATFORM_KEY): Promise<void> {
+  const reply = await ask(subject, body, key);
+  assert.equal(reply.error?.code, code, `${subject} ${JSON.stringify(body).slice(0, 120)} -> ${JSON.stringify(reply).slice(0, 300)}`);
+}
+
+/** The last event of each subject the filter matches. */
+async function lastEvents(filter: string): Promise<Map<string, string>> {
+  const info = await nats.jsm.streams.info(Streams.userSettings.name, { subjects_filter: filter });
+  const out = new Map<string, string>();
+  for (const subject of Object.keys(info.state.subjects ?? {})) {
+    const msg = await nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: subject });
+    out.set(subject, parseEvent(msg!.json()).type);
+  }
+  return out;
+}
+
+/** A tenant with what an IdP and its operators leave: users with methods, an app password, API clients, a hardware token, a recording, an import file. */
+async function populated(tenantId: string) {
+  assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { appPasswords: { allowed: true } } })).error, undefined);
+  const admin = await ask<ClientsCreateReply>(Subjects.clientsCreate, { tenantId, name: 'admin', scopes: ['admin', 'challenges'] });
+  assert.equal(admin.error, undefined, JSON.stringify(admin));
+  const users = ['anna@contoso.example', 'bertil@contoso.example', 'cecilia@contoso.example'];
+  assert.equal((await ask(Subjects.usersRegister, { tenantId, userId: users[0], displayName: 'Anna Ek', phoneNumber: '+14155550171' }, admin.apiKey)).error, undefined);
+  const enrolled = await ask<TotpEnrollReply>(Subjects.totpEnroll, { tenantId, userId: users[0] }, admin.apiKey);
+  assert.equal((await ask(Subjects.totpActivate, { tenantId, userId: users[0], tokenId: enrolled.tokenId, code: totp(base32Decode(enrolled.secret), Date.now()) }, admin.apiKey)).active, true);
+  assert.equal((await ask(Subjects.usersRegister, { tenantId, userId: users[1] }, admin.apiKey)).error, undefined);
+  assert.equal((await ask(Subjects.usersAppPasswordsCreate, { tenantId, userId: users[1], name: 'Outlook' }, admin.apiKey)).error, undefined);
+  assert.equal((await ask(Subjects.usersRegister, { tenantId, userId: users[2], displayName: 'Cecilia' }, admin.apiKey)).error, undefined);
+  // A hardware token, assigned to Cecilia.
+  const csv = `upn,serial number,secret key,time interval,manufacturer,model\n,${tenantId}-HW1,${SECRET},30,Acme,K1\n`;
+  const { jobId } = await ask<{ jobId: string }>(Subjects.oathImport, { tenantId, format: 'csv', content: csv }, admin.apiKey);
+  await eventually(async () => ((await ask<OathImportStatusReply>(Subjects.oathImportStatus, { tenantId, jobId }, admin.apiKey)).state === 'completed' ? true : undefined), 30_000, 'the import');
+  assert.equal((await ask(Subjects.oathTokensAssign, { tenantId, serialNumber: `${tenantId}-HW1`, userId: users[2] }, admin.apiKey)).error, undefined);
+  // A recording (as dispatch stores it) and an upload waiting for an import.
+  const objm = new Objm(nats.js);
+  const recordings = await objm.create(VoiceMessageBuckets.messages).catch(() => objm.open(VoiceMessageBuckets.messages));
+  await recordings.putBlob({ name: `${tenantId}/greeting/en` }, new Uint8Array([1, 2, 3]));
+  const imports = await objm.open(IMPORTS_BUCKET);
+  await imports.putBlob({ name: `${tenantId}/console-upload` }, new TextEncoder().encode(csv));
+  return { admin, users };
+}
+
+describe('tenants.delete: offboarding a tenant (MFA_AUTH=required)', () => {
+  const gone = uniqueTenant('offboard');
+  const kept = uniqueTenant('kept');
+  let goneOf: Awaited<ReturnType<typeof populated>>;
+  let keptOf: Awaited<ReturnType<typeof populated>>;
+
+  before(async () => {
+    goneOf = await populated(gone);
+    keptOf = await populated(kept);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, "a tenant's own admin key cannot delete it; an unknown tenant is not_found", async () => {
+    await expectCode(Subjects.tenantsDelete, { tenantId: gone }, 'forbidden', goneOf.admin.apiKey);
+    await expectCode(Subjects.tenantsDelete, { tenantId: uniqueTenant('never') }, 'not_found');
+    assert.equal((await ask(Subjects.tenantsGet, { tenantId: gone })).error, undefined, 'still there');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'deleted: unknown at once, its keys revoked; then every user erased, its token, recording and import file gone, TenantErased; the other tenant keeps everything; the id is created again empty', async () => {
+    const first = await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId: gone });
+    assert.equal(first.error, undefined, JSON.stringify(first));
+    assert.equal(first.tenantId, gone);
+    assert.ok(['deleting', 'deleted'].includes(first.state));
+    // At once: the tenant is unknown, its key is revoked (refused by every instance's directory).
+    await expectCode(Subjects.tenantsGet, { tenantId: gone }, 'not_found');
+    await expectCode(Subjects.usersGet, { tenantId: gone, userId: goneOf.users[0] }, 'not_found');
+    assert.ok(service.app.get(ApiClientDirectory).get(goneOf.admin.clientId)?.revokedAt, 'the key is revoked');
+    assert.equal((await ask(Subjects.usersGet, { tenantId: gone, userId: goneOf.users[0] }, goneOf.admin.apiKey)).error?.code, 'forbidden', 'the revoked key is refused');
+
+    const done = await eventually(
+      async () => {
+        const reply = await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId: gone });
+        return reply.state === 'deleted' ? reply : undefined;
+      },
+      30_000,
+      'the offboarding to finish',
+    );
+    assert.deepEqual(done.erased, { users: 3, hardwareTokens: 1, recordings: 1, clients: 1 });
+    assert.equal(done.deletedAt, first.deletedAt);
+    assert.ok(done.erasedAt && done.erasedAt >= done.deletedAt);
+    // The log: each user ends erased, the tenant with TenantErased, no token events left.
+    const tenantToken = EventSubjects.tenant(gone).split('.').at(-1)!;
+    assert.deepEqual([...(await lastEvents(`mfa.evt.user.${tenantToken}.*`)).values()], ['UserErased', 'UserErased', 'UserErased']);
+    assert.deepEqual([...(await lastEvents(EventSubjects.tenant(gone))).values()], ['TenantErased']);
+    assert.deepEqual([...(await lastEvents(`mfa.evt.oath.${tenantToken}.*`)).keys()], [], 'the hardware token events (its secret) purged');
+    // Keys destroyed, projections reduced to tombstones, the inventory dropped, the objects gone.
+    const keys = service.app.get(UserDataKeys);
+    for (const userId of goneOf.users) {
+      assert.equal(await keys.get(gone, userId, 1), 'erased', `${userId}'s data key`);
+      assert.deepEqual(Object.keys(await redis.hgetall(RedisKeys.user(userTag(keyring, gone, userId)))), ['seq'], `${userId}'s projection is a tombstone`);
+    }
+    assert.deepEqual(await redis.keys(`mfa:{oath:${gone}}:*`), []);
+    const objm = new Objm(nats.js);
+    const names = async (bucket: string) => (await (await objm.open(bucket)).list()).filter((o) => !o.deleted).map((o) => o.name);
+    assert.ok(!(await names(VoiceMessageBuckets.messages)).some((n) => n.startsWith(`${gone}/`)), 'the recording is gone');
+    assert.ok(!(await names(IMPORTS_BUCKET)).some((n) => n.startsWith(`${gone}/`)), 'the import file is gone');
+
+    // The other tenant: untouched.
+    const anna = await ask<UsersGetReply>(Subjects.usersGet, { tenantId: kept, userId: keptOf.users[0] }, keptOf.admin.apiKey);
+    assert.deepEqual([anna.error, anna.displayName, anna.methods], [undefined, 'Anna Ek', ['totp', 'sms', 'voice']]);
+    assert.ok((await names(VoiceMessageBuckets.messages)).includes(`${kept}/greeting/en`));
+    assert.ok((await names(IMPORTS_BUCKET)).includes(`${kept}/console-upload`));
+    assert.equal((await ask(Subjects.oathTokensActivate, { tenantId: kept, serialNumber: `${kept}-HW1`, code: totp(base32Decode(SECRET), Date.now()) }, keptOf.admin.apiKey)).error, undefined);
+
+    // Sent again: the same answer, nothing more done.
+    assert.deepEqual(await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId: gone }), done);
+    // Created again: a new tenant, with nothing of the old one; its old users register as new users.
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: gone, settings: {} })).error, undefined);
+    await expectCode(Subjects.usersGet, { tenantId: gone, userId: goneOf.users[0] }, 'not_found');
+    assert.deepEqual(await ask(Subjects.usersRegister, { tenantId: gone, userId: goneOf.users[0] }), { userId: goneOf.users[0], methods: [] });
+  });
+});

@@ -24,6 +24,7 @@ import { createLogger } from '@mfa/telemetry';
 import { eventually, itWith, startNatsServer, testEnv, uniqueTenant, type NatsServerProcess } from '@mfa/testing';
 import { AppModule } from './app.module.js';
 import { loadUserSettingsConfig } from './config.js';
+import { TenantOffboarding } from './application/tenant-offboarding.js';
 
 /**
  * tenants.delete end to end in user-settings, as the platform operator sees it (MFA_AUTH=required):
@@ -180,5 +181,10 @@ describe('tenants.delete: offboarding a tenant (MFA_AUTH=required)', () => {
     assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: gone, settings: {} })).error, undefined);
     await expectCode(Subjects.usersGet, { tenantId: gone, userId: goneOf.users[0] }, 'not_found');
     assert.deepEqual(await ask(Subjects.usersRegister, { tenantId: gone, userId: goneOf.users[0] }), { userId: goneOf.users[0], methods: [] });
+    // The old TenantDeleted delivered again (a replay): the tenant is not being deleted, nothing is done.
+    const offboarding = service.app.get(TenantOffboarding);
+    assert.equal(await offboarding.offboard(gone, () => new Date(), () => undefined), undefined);
+    assert.equal(await offboarding.offboard(uniqueTenant('never'), () => new Date(), () => undefined), undefined, 'nor for a tenant that never existed');
+    assert.equal((await ask(Subjects.usersGet, { tenantId: gone, userId: goneOf.users[0] })).error, undefined, 'the new user stays');
   });
 });

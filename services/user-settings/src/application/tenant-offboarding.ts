@@ -1,4 +1,4 @@
-import { parseEvent, Streams, subjectToken, VoiceMessageBuckets } from '@mfa/contracts';
+import { ContractError, parseEvent, Streams, subjectToken, VoiceMessageBuckets } from '@mfa/contracts';
 import { purgeObjectVersion, readOnce, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { Objm } from '@nats-io/obj';
@@ -52,8 +52,16 @@ interface OffboardingOptions {
 export class TenantOffboarding {
   constructor(private readonly options: OffboardingOptions) {}
 
-  async offboard(tenantId: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<OffboardingCounts> {
-    const deletion = await this.options.users.tenantDeletion(tenantId, now());
+  /**
+   * Offboards the tenant if it is being deleted; undefined when it is not (any more): a TenantDeleted
+   * delivered again after its offboarding and the id created again since, or replayed.
+   */
+  async offboard(tenantId: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<OffboardingCounts | undefined> {
+    const deletion = await this.options.users.tenantDeletion(tenantId, now()).catch((error: unknown) => {
+      if (error instanceof ContractError && error.code === 'not_found') return undefined;
+      throw error;
+    });
+    if (!deletion) return undefined;
     if (deletion.state === 'deleted') return { users: 0, hardwareTokens: 0, recordings: 0, clients: 0, ...deletion.erased };
     const { deletedAt } = deletion;
     const clients = await this.options.clients.revokeAllOf(tenantId, deletedAt, now());

@@ -16,6 +16,7 @@ import {
   type OathImportStatusReply,
   type OathTokensActivateReply,
   type OathTokensListReply,
+  type TenantsDeleteReply,
   type TotpActivateReply,
   type TotpEnrollReply,
   type UsersGetReply,
@@ -132,7 +133,7 @@ const pages = async <T extends { items: Array<Record<string, unknown>>; nextCurs
 const paging = (c: Command) => c.option('--all', 'every page, not only the first').option('--cursor <cursor>', 'the page after the one that printed it (on standard error)');
 
 // ---- tenants -----------------------------------------------------------------------------------
-const tenants = program.command('tenants').description('tenant settings (admin scope)');
+const tenants = program.command('tenants').description('tenant settings (admin scope); offboarding (platform key)');
 tenants
   .command('get <tenant>')
   .description('print every setting of the tenant')
@@ -153,6 +154,56 @@ tenants
         }
       }
       print(await api.call(Subjects.tenantsConfigure, { tenantId, settings }));
+    }),
+  );
+/** How often `tenants delete --wait` asks again. */
+const DELETION_POLL_MS = 2000;
+/** One line of a deletion's progress (standard error). */
+const deletionLine = (reply: TenantsDeleteReply, waitedMs: number): string =>
+  reply.state === 'deleted'
+    ? `${reply.tenantId}: deleted${reply.erased ? ` (users ${reply.erased.users}, hardware tokens ${reply.erased.hardwareTokens}, recordings ${reply.erased.recordings}, API keys ${reply.erased.clients})` : ''}`
+    : `${reply.tenantId}: deleting since ${reply.deletedAt}, waited ${Math.round(waitedMs / 1000)} s`;
+tenants
+  .command('delete <tenant>')
+  .description(
+    'offboard the tenant (platform key only): from the first answer it is unknown to every request and its API keys are revoked; its users are then erased and its hardware tokens, recordings and import files deleted in the background. Sent again, it prints where that stands: deleting, then deleted with what was erased',
+  )
+  .requiredOption('--yes', 'confirm: this cannot be undone')
+  .option('--wait', 'ask again every 2 s until the tenant is deleted, the progress on standard error, then print the last answer')
+  .option('--wait-timeout <seconds>', 'with --wait: give up after this long (exit code 1; the deletion goes on)', '600')
+  .action((tenantId: string, o: { wait?: boolean; waitTimeout: string }) =>
+    withApi(async (api) => {
+      const limitMs = Number(o.waitTimeout) * 1000;
+      if (o.wait && !(limitMs > 0)) throw new CliError(`--wait-timeout ${o.waitTimeout}: expected a number of seconds`, 'invalid_request');
+      let reply = await api.call<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId });
+      if (o.wait) {
+        const tty = process.stderr.isTTY === true;
+        const started = Date.now();
+        for (;;) {
+          const line = deletionLine(reply, Date.now() - started);
+          const done = reply.state === 'deleted';
+          process.stderr.write(tty ? `\r\x1b[K${line}${done ? '\n' : ''}` : `${line}\n`);
+          if (done) break;
+          if (Date.now() - started >= limitMs) {
+            if (tty) process.stderr.write('\n');
+            print(reply);
+            throw new CliError(`${tenantId} is still being deleted after ${o.waitTimeout} s (the deletion goes on): run the command again to follow it`, 'unavailable');
+          }
+          await new Promise((resolve) => setTimeout(resolve, DELETION_POLL_MS));
+          // Asked again only while the tenant is still unknown: an id created again meanwhile (once
+          // deleted, the platform key may) is a new tenant, which this command must not delete.
+          const live = await api.call(Subjects.tenantsGet, { tenantId }).then(
+            () => true,
+            (error: unknown) => {
+              if (error instanceof CliError && error.code === 'not_found') return false;
+              throw error;
+            },
+          );
+          if (live) throw new CliError(`${tenantId} exists again (created since the deletion ended): not deleted again; nothing was changed`, 'conflict');
+          reply = await api.call<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId });
+        }
+      }
+      print(reply);
     }),
   );
 

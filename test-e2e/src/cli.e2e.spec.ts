@@ -99,6 +99,9 @@ describe('the mfa command line', () => {
         assert.match(sub.stdout, /^Usage: mfa /m);
       }
     }
+    assert.match((await mfa(['tenants', '--help'])).stdout, /^ {2}delete \[options\] <tenant>/m);
+    const deleteHelp = (await mfa(['tenants', 'delete', '--help'])).stdout.replace(/\s+/g, ' ');
+    for (const said of ['--yes', 'cannot be undone', '--wait', '--wait-timeout <seconds>', 'platform key only']) assert.ok(deleteHelp.includes(said), `tenants delete --help says ${said}: ${deleteHelp}`);
     const usersHelp = (await mfa(['users', '--help'])).stdout;
     assert.match(usersHelp, /^ {2}totp-enroll \[options\] <tenant> <user>/m);
     assert.match(usersHelp, /^ {2}totp-activate <tenant> <user> <tokenId> <code>/m);
@@ -524,6 +527,36 @@ describe('the mfa command line', () => {
     assert.match(table.stdout, /mfa\.v1\.users\.register/);
     const wildcard = await mfa(['reports', 'audit', tenant, '--subject', 'mfa.v1.users.*']);
     assert.deepEqual([wildcard.code, /invalid_request: .*subject/.test(wildcard.stderr)], [1, true], wildcard.stderr);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'tenants delete: refused without --yes and with the tenant’s own key; --wait follows the offboarding on standard error to deleted and prints what was erased; sent again it only reports', async () => {
+    const tenant = uniqueTenant('cli-offboard');
+    await json(['tenants', 'configure', tenant]);
+    const userId = uniqueUser('leaver');
+    await json(['users', 'register', tenant, userId, '--phone', '+14155550151']);
+    const key = String((await json(['clients', 'create', tenant, '--name', 'idp', '--scopes', 'admin,users'])).apiKey);
+    const unconfirmed = await mfa(['tenants', 'delete', tenant]);
+    assert.deepEqual([unconfirmed.code, /--yes/.test(unconfirmed.stderr)], [1, true], unconfirmed.stderr);
+    const badTimeout = await mfa(['tenants', 'delete', tenant, '--yes', '--wait', '--wait-timeout', 'soon']);
+    assert.deepEqual([badTimeout.code, /--wait-timeout soon: expected a number of seconds/.test(badTimeout.stderr)], [1, true], badTimeout.stderr);
+    const ownKey = await mfa(['tenants', 'delete', tenant, '--yes'], key);
+    assert.deepEqual([ownKey.code, /forbidden/.test(ownKey.stderr)], [1, true], ownKey.stderr);
+    // Nothing of that deleted anything.
+    assert.equal((await json(['users', 'get', tenant, userId])).userId, userId);
+
+    const waited = await mfa(['tenants', 'delete', tenant, '--yes', '--wait', '--wait-timeout', '45']);
+    assert.equal(waited.code, 0, waited.stderr);
+    const done = JSON.parse(waited.stdout) as { tenantId: string; state: string; deletedAt: string; erasedAt?: string; erased?: Record<string, number> };
+    assert.deepEqual([done.tenantId, done.state, done.erased], [tenant, 'deleted', { users: 1, hardwareTokens: 0, recordings: 0, clients: 1 }]);
+    assert.ok(done.erasedAt, 'when it was done');
+    const progress = waited.stderr.trim().split('\n');
+    assert.equal(progress.at(-1), `${tenant}: deleted (users 1, hardware tokens 0, recordings 0, API keys 1)`, waited.stderr);
+    assert.ok(progress.slice(0, -1).every((line) => line.startsWith(`${tenant}: deleting since ${done.deletedAt}`)), waited.stderr);
+    // Sent again: the same deletion reported, nothing more.
+    assert.deepEqual(await json(['tenants', 'delete', tenant, '--yes']), done);
+    const gone = await mfa(['tenants', 'get', tenant]);
+    assert.deepEqual([gone.code, /not_found/.test(gone.stderr)], [1, true], gone.stderr);
+    assert.deepEqual([(await mfa(['users', 'get', tenant, userId], key)).code], [1]);
   });
 
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'says clearly what is wrong, with exit code 1', async () => {

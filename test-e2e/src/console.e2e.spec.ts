@@ -540,6 +540,74 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await context.close();
   });
 
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a platform operator deletes a tenant on its settings page once its id is typed again: its pages answer not found, its key is refused, Check the state shows it deleted with what was erased, the id may be created again; a tenant admin gets no such form', async () => {
+    const tenantE = uniqueTenant('offboard');
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenantE, settings: {} })).error, undefined);
+    const userId = uniqueUser('leaver');
+    assert.equal((await ask(Subjects.usersRegister, { tenantId: tenantE, userId, displayName: 'Lea Leaver', phoneNumber: '+14155550131' })).error, undefined);
+    const client = await ask(Subjects.clientsCreate, { tenantId: tenantE, name: 'idp', scopes: ['users'] });
+    const asTenant = (subject: string, body: unknown) => requestJson<Reply>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${String(client.apiKey)}` } });
+    assert.equal((await asTenant(Subjects.usersGet, { tenantId: tenantE, userId })).displayName, 'Lea Leaver');
+
+    // A tenant admin: the settings to change, no deletion; posting one anyway is refused.
+    const admin = await signIn('admin-a');
+    await tenantPage(admin.page, tenantA, 'settings');
+    assert.equal(await admin.page.locator('form.settings button[type=submit]').count(), 1, 'the admin saves settings');
+    assert.equal(await admin.page.locator('#offboard-tenant, #delete-tenant').count(), 0, 'no deletion form');
+    const csrf = await admin.page.inputValue('form[action="/auth/logout"] input[name=_csrf]');
+    const forced = await admin.page.request.post(`${consoleUrl}/t/${encodeURIComponent(tenantA)}/delete`, { form: { _csrf: csrf, confirm: tenantA }, maxRedirects: 0 });
+    assert.equal(forced.status(), 403);
+    assert.equal((await ask(Subjects.tenantsGet, { tenantId: tenantA })).error, undefined);
+    await admin.context.close();
+
+    const { context, page } = await signIn('ops');
+    await tenantPage(page, tenantE, 'settings');
+    assert.match(await page.textContent('#offboard-tenant') ?? '', /cannot be undone/);
+    await page.screenshot({ path: join(SHOTS, 'tenant-delete.png'), fullPage: true });
+    // A confirmation that is not the tenant id deletes nothing.
+    await page.fill('#delete-tenant input[name=confirm]', tenantE.toUpperCase());
+    await page.click('#delete-tenant button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /not deleted: type the tenant id exactly/);
+    assert.equal((await ask(Subjects.tenantsGet, { tenantId: tenantE })).error, undefined);
+    await page.fill('#delete-tenant input[name=confirm]', tenantE);
+    await page.click('#delete-tenant button[type=submit]');
+    assert.match(await page.textContent('.notice') ?? '', new RegExp(`${tenantE} is (being )?deleted`));
+    assert.match(await page.textContent('h1') ?? '', /Tenants/);
+    // Unknown from the first answer on: its pages, and its key.
+    for (const path of ['settings', 'users', `users?userId=${encodeURIComponent(userId)}`, 'oath', 'clients']) {
+      assert.equal((await tenantPage(page, tenantE, path))?.status(), 404, path);
+      assert.match(await page.textContent('h1') ?? '', /Not found/, path);
+    }
+    assert.equal((await asTenant(Subjects.usersGet, { tenantId: tenantE, userId })).error?.code, 'forbidden');
+    // Where it stands, each time the operator asks: deleted, with what was erased.
+    await page.goto(`${consoleUrl}/tenants`);
+    const check = async () => {
+      await Promise.all([page.waitForEvent('load'), page.click('#deletion-state button[type=submit]')]);
+      return page.getAttribute('#tenant-deletion', 'data-state');
+    };
+    await page.fill('#deletion-state input[name=tenantId]', tenantE);
+    await eventually(async () => ((await check()) === 'deleted' ? true : undefined), 60_000, 'the tenant deleted');
+    const erased = Object.fromEntries(
+      await Promise.all(['users', 'hardware-tokens', 'recordings', 'clients'].map(async (what) => [what, (await page.textContent(`#tenant-deletion dd.erased-${what}`))?.trim()])),
+    );
+    assert.deepEqual(erased, { users: '1', 'hardware-tokens': '0', recordings: '0', clients: '1' });
+    assert.match(await page.textContent('.notice') ?? '', /is deleted: its users are erased/);
+    assert.equal((await ask(Subjects.usersGet, { tenantId: tenantE, userId })).error?.code, 'not_found');
+    // Once deleted, the id may be created again: a new tenant, without the old one's user.
+    await page.goto(`${consoleUrl}/tenants`);
+    await page.fill('#create-tenant input[name=tenantId]', tenantE);
+    await page.click('#create-tenant button[type=submit]');
+    assert.match(await page.textContent('h1') ?? '', /Tenant settings/);
+    assert.equal((await tenantPage(page, tenantE, `users?userId=${encodeURIComponent(userId)}`))?.status(), 404);
+    // Check the state never deletes a tenant in use.
+    await page.goto(`${consoleUrl}/tenants`);
+    await page.fill('#deletion-state input[name=tenantId]', tenantE);
+    await page.click('#deletion-state button[type=submit]');
+    assert.match(await page.textContent('.problem') ?? '', /in use, not one being deleted: nothing was changed/);
+    assert.equal((await ask(Subjects.tenantsGet, { tenantId: tenantE })).error, undefined);
+    await context.close();
+  }, { timeout: 120_000 });
+
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, "a user's remembered browsers forgotten all at once; the audit log filtered by operator; the audit, fraud and blocked reports downloaded as CSV with the page's filters", async () => {
     const tenantD = uniqueTenant('console-audit');
     const user = uniqueUser('laptop');

@@ -18,6 +18,7 @@ import {
   type FraudQueryReply,
   type SigninItem,
   type SigninsQueryReply,
+  type TenantsDeleteReply,
   type TenantsGetReply,
   type TotpActivateReply,
   type UsageItem,
@@ -679,11 +680,72 @@ export class PagesController {
   async settings(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string): Promise<void> {
     const p = this.page(req, res, tenant);
     if (!p) return;
-    await this.run(p, 'settings.njk', 'settings', async () => {
-      const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
-      const values = formValues(reply.settings);
-      return { fields: SETTING_FIELDS, values, shown: shownToken(values) };
-    });
+    await this.run(p, 'settings.njk', 'settings', () => this.settingsView(p));
+  }
+
+  private async settingsView(p: Page): Promise<Record<string, unknown>> {
+    const reply = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {});
+    const values = formValues(reply.settings);
+    return { fields: SETTING_FIELDS, values, shown: shownToken(values) };
+  }
+
+  /**
+   * Offboards the tenant (platform operators only, from the settings page's danger section; the
+   * platform key is the only one tenants.delete takes): the operator types the tenant id again.
+   * The answer is the tenants page with the deletion's state, never the tenant's pages: from the
+   * first reply the tenant is unknown to every request. Its state is asked again only when the
+   * operator asks for it (tenantDeletion).
+   */
+  @Post('t/:tenant/delete')
+  async deleteTenant(@Req() req: WebRequest, @Res() res: Response, @Param('tenant') tenant: string, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, tenant, true);
+    if (!p) return;
+    const context = { ...this.chrome(req, tenant), active: 'settings' };
+    try {
+      if (!req.access?.platform) throw new ContractError('forbidden', 'only a platform operator deletes tenants');
+      if (body.confirm !== tenant) {
+        // Nothing is asked of tenants.delete: the settings page again, with why.
+        this.views.send(res, 'settings.njk', { ...context, ...(await this.settingsView(p)), problem: 'the tenant is not deleted: type the tenant id exactly to confirm' }, 400);
+        return;
+      }
+      const deletion = await this.call<TenantsDeleteReply>(p, Subjects.tenantsDelete, {});
+      this.views.send(res, 'tenants.njk', { ...this.chrome(req), active: 'tenants', deletion, notice: deletionNotice(deletion) });
+    } catch (error) {
+      if (!(error instanceof ContractError)) this.log.error('console page failed', { view: 'settings.njk', error });
+      this.views.error(res, error, context);
+    }
+  }
+
+  /**
+   * Where the offboarding of a tenant stands (the tenants page's "Check the state", an explicit
+   * action of a platform operator): tenants.delete sent again, which only reports once the tenant is
+   * deleting or deleted. A tenant that exists (never deleted, or created again since) is not
+   * deleted from here: that takes its settings page and the typed confirmation.
+   */
+  @Post('tenants/deletion')
+  async tenantDeletion(@Req() req: WebRequest, @Res() res: Response, @Body() body: Record<string, unknown>): Promise<void> {
+    const p = this.page(req, res, typeof body.tenantId === 'string' ? body.tenantId.trim() : '', true);
+    if (!p) return;
+    const context = { ...this.chrome(req), active: 'tenants' };
+    try {
+      if (!req.access?.platform) throw new ContractError('forbidden', 'only a platform operator follows the deletion of a tenant');
+      const live = await this.call<TenantsGetReply>(p, Subjects.tenantsGet, {}).then(
+        () => true,
+        (error: unknown) => {
+          if (error instanceof ContractError && error.code === 'not_found') return false;
+          throw error;
+        },
+      );
+      if (live) {
+        this.views.send(res, 'tenants.njk', { ...context, created: p.tenantId, exists: true, problem: `${p.tenantId} is a tenant in use, not one being deleted: nothing was changed. A tenant is deleted from its settings page.` }, 409);
+        return;
+      }
+      const deletion = await this.call<TenantsDeleteReply>(p, Subjects.tenantsDelete, {});
+      this.views.send(res, 'tenants.njk', { ...context, deletion, notice: deletionNotice(deletion) });
+    } catch (error) {
+      if (!(error instanceof ContractError)) this.log.error('console page failed', { view: 'tenants.njk', error });
+      this.views.error(res, error, context);
+    }
   }
 
   @Post('t/:tenant/settings')
@@ -1024,6 +1086,13 @@ export class PagesController {
       return { filters: filters.shown, query: filters.link, items: reply.items, nextCursor: reply.nextCursor };
     });
   }
+}
+
+/** What the tenants page says of a deletion's state (the page shows its figures). */
+function deletionNotice(deletion: TenantsDeleteReply): string {
+  return deletion.state === 'deleted'
+    ? `${deletion.tenantId} is deleted: its users are erased, its hardware tokens, recordings and import files deleted (its audit trail stays). The id may be created again, as a new tenant with nothing of the old one.`
+    : `${deletion.tenantId} is being deleted: it is unknown to every request and its API keys are revoked. Its users, hardware tokens, recordings and import files are being erased; check the state below to see when that is done.`;
 }
 
 /** A state filter of the inventory, or undefined for all. */

@@ -65,6 +65,10 @@ describe('console pages', () => {
     app.get('/t/:tenant/blocked', (req, res) => void pages.blocked(web(req), res, String(req.params.tenant), req.query));
     app.get('/t/:tenant/audit', (req, res) => void pages.audit(web(req), res, String(req.params.tenant), req.query));
     app.post('/t/:tenant/settings', (req, res) => void pages.saveSettings(web(req), res, String(req.params.tenant), req.body));
+    app.get('/t/:tenant/settings', (req, res) => void pages.settings(web(req), res, String(req.params.tenant)));
+    app.post('/t/:tenant/delete', (req, res) => void pages.deleteTenant(web(req), res, String(req.params.tenant), req.body));
+    app.post('/tenants/deletion', (req, res) => void pages.tenantDeletion(web(req), res, req.body));
+    app.post('/tenants', (req, res) => void pages.createTenant(web(req), res, req.body));
     server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/t/${tenant}`;
@@ -389,6 +393,122 @@ describe('console pages', () => {
       assert.equal(response.status, 404);
       assert.match(await response.text(), /unknown tenant/);
       assert.deepEqual(calls.map((c) => c.subject), [Subjects.tenantsGet]);
+    });
+  });
+
+  describe('deleting a tenant', () => {
+    const deletes = () => calls.filter((c) => c.subject === Subjects.tenantsDelete).map((c) => c.body);
+    const deleting = { tenantId: tenant, state: 'deleting', deletedAt: '2026-12-05T10:00:00.000Z' };
+    const deleted = { ...deleting, state: 'deleted', erasedAt: '2026-12-05T10:00:07.000Z', erased: { users: 12, hardwareTokens: 3, recordings: 2, clients: 4 } };
+    const root = () => base.slice(0, -`/t/${tenant}`.length);
+    let state: object;
+
+    beforeEach(() => {
+      state = deleting;
+      answer = async (subject) => {
+        // Unknown from the first tenants.delete on.
+        if (subject === Subjects.tenantsGet) {
+          if (calls.some((c) => c.subject === Subjects.tenantsDelete)) throw new ContractError('not_found', 'unknown tenant');
+          return { tenantId: tenant, settings: defaultTenantSettings() };
+        }
+        if (subject === Subjects.tenantsDelete) return state;
+        throw new Error(`unexpected ${subject}`);
+      };
+    });
+
+    it('the settings page offers a platform operator a danger section that says what it does and that it cannot be undone; a mistyped id deletes nothing', async () => {
+      const html = await (await fetch(`${base}/settings`)).text();
+      assert.match(html, /<section class="danger-zone" id="offboard-tenant"/);
+      assert.match(html, /<form method="post" action="\/t\/contoso\/delete" class="row" id="delete-tenant">/);
+      assert.match(html, /name="confirm" required/);
+      assert.match(html, /cannot be undone/);
+      assert.match(html, /API key of the tenant is revoked/);
+      for (const confirm of ['CONTOSO', ' contoso', '']) {
+        const refused = await post('delete', { _csrf: 'x', confirm });
+        assert.equal(refused.status, 400, confirm);
+        assert.match(await refused.text(), /not deleted: type the tenant id exactly/);
+      }
+      assert.deepEqual(deletes(), []);
+    });
+
+    it('sends tenants.delete once the id is typed and shows its state; Check the state asks again and shows what was erased', async () => {
+      const first = await post('delete', { _csrf: 'x', confirm: tenant });
+      assert.equal(first.status, 200);
+      const page = await first.text();
+      assert.match(page, /<section class="card" id="tenant-deletion" data-state="deleting">/);
+      assert.match(page, /contoso is being deleted: it is unknown to every request/);
+      assert.match(page, /<form method="post" action="\/tenants\/deletion" class="row" id="deletion-state">/);
+      assert.match(page, /name="tenantId" required maxlength="128" placeholder="fabrikam" value="contoso"/);
+      assert.ok(!page.includes('href="/t/contoso/'), 'no link to the tenant’s pages');
+      assert.deepEqual(deletes(), [{ tenantId: tenant }]);
+
+      state = deleted;
+      const again = await fetch(`${root()}/tenants/deletion`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', tenantId: tenant }) });
+      assert.equal(again.status, 200);
+      const done = await again.text();
+      assert.match(done, /data-state="deleted"/);
+      assert.match(done, /contoso is deleted: its users are erased/);
+      const figures = [...done.matchAll(/<dd class="erased-([a-z-]+)">(\d+)<\/dd>/g)].map((m) => [m[1], Number(m[2])]);
+      assert.deepEqual(figures, [['users', 12], ['hardware-tokens', 3], ['recordings', 2], ['clients', 4]]);
+      assert.match(done, /2026-12-05 10:00:07Z/);
+      assert.deepEqual(deletes(), [{ tenantId: tenant }, { tenantId: tenant }]);
+    });
+
+    it('creating the id again while it is being deleted shows the conflict tenants.configure answers, as such', async () => {
+      answer = async (subject) => {
+        if (subject === Subjects.tenantsGet) throw new ContractError('not_found', 'unknown tenant');
+        if (subject === Subjects.tenantsConfigure) throw new ContractError('conflict', 'the tenant is being deleted; create it again once it is deleted');
+        throw new Error(`unexpected ${subject}`);
+      };
+      const response = await fetch(`${root()}/tenants`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', tenantId: tenant }) });
+      assert.equal(response.status, 409);
+      const html = await response.text();
+      assert.match(html, /<h1>Not possible now<\/h1>/);
+      assert.match(html, /the tenant is being deleted; create it again once it is deleted/);
+    });
+
+    it('Check the state never deletes a tenant in use (one never deleted, or created again): 409, and tenants.delete is not sent', async () => {
+      const response = await fetch(`${root()}/tenants/deletion`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', tenantId: tenant }) });
+      assert.equal(response.status, 409);
+      assert.match(await response.text(), /is a tenant in use, not one being deleted: nothing was changed/);
+      assert.deepEqual(calls.map((c) => c.subject), [Subjects.tenantsGet]);
+    });
+  });
+
+  describe('deleting a tenant as a tenant admin', () => {
+    let adminServer: Server;
+    let adminRoot: string;
+
+    before(async () => {
+      const { app, pages } = signedIn('adam', [`tenant-admin:${tenant}`]);
+      const web = (req: express.Request) => req as unknown as WebRequest;
+      app.get('/t/:tenant/settings', (req, res) => void pages.settings(web(req), res, String(req.params.tenant)));
+      app.post('/t/:tenant/delete', (req, res) => void pages.deleteTenant(web(req), res, String(req.params.tenant), req.body));
+      app.post('/tenants/deletion', (req, res) => void pages.tenantDeletion(web(req), res, req.body));
+      adminServer = app.listen(0, '127.0.0.1');
+      await new Promise((resolve) => adminServer.once('listening', resolve));
+      adminRoot = `http://127.0.0.1:${(adminServer.address() as AddressInfo).port}`;
+    });
+
+    after(async () => {
+      await new Promise((resolve) => adminServer.close(resolve));
+    });
+
+    it('gets no deletion form, and posting one anyway (or asking for the state) is refused 403 before anything is asked', async () => {
+      answer = async (subject) => {
+        if (subject === Subjects.tenantsGet) return { tenantId: tenant, settings: defaultTenantSettings() };
+        throw new Error(`unexpected ${subject}`);
+      };
+      const html = await (await fetch(`${adminRoot}/t/${tenant}/settings`)).text();
+      assert.match(html, /Save settings/, 'the admin changes the settings');
+      assert.ok(!html.includes('delete-tenant') && !html.includes('danger-zone'), 'but sees no deletion');
+      calls = [];
+      const posted = await fetch(`${adminRoot}/t/${tenant}/delete`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', confirm: tenant }) });
+      assert.equal(posted.status, 403);
+      assert.match(await posted.text(), /only a platform operator deletes tenants/);
+      const asked = await fetch(`${adminRoot}/tenants/deletion`, { method: 'POST', body: new URLSearchParams({ _csrf: 'x', tenantId: tenant }) });
+      assert.equal(asked.status, 403);
+      assert.deepEqual(calls, []);
     });
   });
 

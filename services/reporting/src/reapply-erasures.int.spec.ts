@@ -1,7 +1,8 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { EventSubjects, Streams, type UsersDeleteRequest } from '@mfa/contracts';
+import { randomUUID } from 'node:crypto';
+import { defaultTenantSettings, EventSubjects, Streams, Subjects, type UsersDeleteRequest } from '@mfa/contracts';
 import { generateDataKey, loadKeyring, userTag } from '@mfa/crypto';
 import { connectNats, createEvent, ensureStream, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
@@ -59,20 +60,33 @@ describe('reapply-erasures: users the event log and MFA_USER_KEYS disagree on (r
    * One pass over the log; `answer` stands for user-settings (users.delete), by default answering
    * deleted and changing nothing. Only this tenant's users are returned (the streams are shared).
    */
-  const reapply = async (tenantId: string, options: { dryRun?: boolean; answer?: (request: UsersDeleteRequest) => Promise<Reply> } = {}) => {
+  const reapply = async (
+    tenantId: string,
+    options: { dryRun?: boolean; answer?: (request: UsersDeleteRequest) => Promise<Reply>; tenants?: readonly string[]; answerTenant?: (tenantId: string) => Promise<Reply> } = {},
+  ) => {
     const erased: UsersDeleteRequest[] = [];
+    const tenantsDeleted: string[] = [];
+    const ourTenants = new Set([tenantId, ...(options.tenants ?? [])]);
     const report = await new ErasureReapply(nats, keyring, db, {
       dryRun: options.dryRun ?? false,
       log,
       erase: async (request) => {
-        if (request.tenantId !== tenantId) return {};
+        if (!ourTenants.has(request.tenantId)) return {};
         erased.push(request);
         return options.answer ? options.answer(request) : {};
+      },
+      deleteTenant: async (request) => {
+        if (!ourTenants.has(request.tenantId)) return {};
+        tenantsDeleted.push(request.tenantId);
+        return options.answerTenant ? options.answerTenant(request.tenantId) : {};
       },
     }).run();
     const ours = <U extends { tenantId: string; userId: string }>(users: U[]) => users.filter((u) => u.tenantId === tenantId).sort((a, b) => a.userId.localeCompare(b.userId));
     return {
       report,
+      tenantsDeleted: tenantsDeleted.sort(),
+      tenantsDeletedAgain: report.tenantsDeletedAgain.filter((t) => ourTenants.has(t.tenantId)).map((t) => t.tenantId).sort(),
+      tenantsFailed: report.tenantsFailed.filter((t) => ourTenants.has(t.tenantId)),
       erased: erased.map((r) => r.userId),
       requests: erased.sort((a, b) => a.userId.localeCompare(b.userId)),
       withoutKey: ours(report.withoutKey),
@@ -161,5 +175,40 @@ describe('reapply-erasures: users the event log and MFA_USER_KEYS disagree on (r
     const dry = await reapply(tenantId, { dryRun: true });
     assert.deepEqual(dry.keyErasedOnly, [{ tenantId, userId: 'gustav', gen: 1 }]);
     assert.equal(exitCodeOf({ ...dry.report, failed: dry.failed, withoutKey: dry.withoutKey }), 0, 'a dry run’s erasures to make need no look');
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'a tenant deleted after the backup and live again in the restored log is deleted again, its users left to its offboarding; one whose log holds the deletion, or created again since, is left alone', async () => {
+    const [back, kept, recreated] = [uniqueTenant('reapply-t-back'), uniqueTenant('reapply-t-kept'), uniqueTenant('reapply-t-new')];
+    const at = (minutes: number) => new Date(Date.now() - 60 * 60_000 + minutes * 60_000);
+    const tenantEvent = async (tenantId: string, type: 'TenantCreated' | 'TenantDeleted', minutes: number) =>
+      nats.js.publish(EventSubjects.tenant(tenantId), JSON.stringify(createEvent(type, 1, { tenantId, aggregateId: tenantId, now: at(minutes), data: type === 'TenantCreated' ? { settings: defaultTenantSettings() } : {} })));
+    // The audit trail (Postgres, untouched by the restore): each deleted at minute 10.
+    for (const tenantId of [back, kept, recreated]) {
+      await db.query(
+        `INSERT INTO audit_log (event_id, tenant_id, occurred_at, client_id, subject, outcome, event_seq) VALUES ($1, $2, $3, 'platform', $4, 'ok', 1)`,
+        [randomUUID(), tenantId, at(10), Subjects.tenantsDelete],
+      );
+    }
+    // The restored log: `back` as it was before its deletion, with a user; `kept` with its
+    // deletion; `recreated` created again after it.
+    await tenantEvent(back, 'TenantCreated', 0);
+    await logOf(back, 'ulla', ['r']);
+    await keysOf(back, 'ulla', [{ key: 1 }]);
+    await tenantEvent(kept, 'TenantCreated', 0);
+    await tenantEvent(kept, 'TenantDeleted', 10);
+    await tenantEvent(recreated, 'TenantCreated', 20);
+    const tenants = [back, kept, recreated];
+
+    const dry = await reapply(back, { dryRun: true, tenants });
+    assert.deepEqual([dry.tenantsDeletedAgain, dry.tenantsDeleted], [[back], []], 'listed, not deleted');
+    assert.match(formatReapplyReport(dry.report), new RegExp(`Tenants deleted since the backup and back in the log: \\d+ \\(to delete again\\)[\\s\\S]*  ${back} \\(deleted `));
+
+    const run = await reapply(back, { tenants });
+    assert.deepEqual([run.tenantsDeletedAgain, run.tenantsDeleted, run.tenantsFailed], [[back], [back], []]);
+    assert.deepEqual(run.erased, [], 'its users are left to its offboarding');
+    // Refused: a failure, exit code 3.
+    const refused = await reapply(back, { tenants, answerTenant: async () => ({ error: { code: 'unavailable', message: 'no answer' } }) });
+    assert.deepEqual(refused.tenantsFailed, [{ tenantId: back, error: 'unavailable: no answer' }]);
+    assert.equal(exitCodeOf({ ...refused.report, failed: [], withoutKey: [], tenantsFailed: refused.tenantsFailed }), 3);
   });
 });

@@ -2,7 +2,8 @@
 // and restore"):
 //   node services/reporting/dist/reapply-erasures.js [--dry-run] [--json]
 // with reporting's environment (MFA_ENCRYPTION_KEY, MFA_PREVIOUS_ENCRYPTION_KEYS, NATS_*,
-// DATABASE_URL) and MFA_PLATFORM_API_KEY: erases again (users.delete) every user the report
+// DATABASE_URL) and MFA_PLATFORM_API_KEY: deletes again (tenants.delete) every tenant the audit
+// trail records as deleted whom the restored log has as it was before, erases again (users.delete) every user the report
 // records as erased whom the restored log has registered, and completes the erasures the key store
 // made that the log misses (users.delete with onlyIfKeyErased). Run it once user-settings has
 // started. Exit code: 0 when done (a dry run: nothing needs a look), 3 when users need a look (no
@@ -24,7 +25,14 @@ const log = createLogger('reporting-reapply-erasures', { level: 'warn' });
 export function formatReapplyReport(report: ReapplyReport): string {
   const ref = (u: { tenantId: string; userId: string }) => `  ${u.tenantId} ${u.userId}`;
   const failed = new Set(report.failed.map((u) => `${u.tenantId}\n${u.userId}`));
+  const tenantsFailed = new Set(report.tenantsFailed.map((t) => t.tenantId));
   const lines = [
+    ...(report.tenantsDeletedAgain.length > 0
+      ? [
+          `Tenants deleted since the backup and back in the log: ${report.tenantsDeletedAgain.length}${report.dryRun ? ' (to delete again)' : `, deleted again: ${report.tenantsDeletedAgain.filter((t) => !tenantsFailed.has(t.tenantId)).length} (their offboarding erases their users; mfa tenants delete <tenant> --yes --wait follows it)`}.`,
+          ...report.tenantsDeletedAgain.map((t) => `  ${t.tenantId} (deleted ${t.deletedAt})`),
+        ]
+      : []),
     `${report.dryRun ? 'Dry run (nothing erased). ' : ''}Users in the event log: ${report.users}; erased there: ${report.erasedInLog}.`,
     `Erased in the report but registered in the log: ${report.erasedAgain.length}${report.dryRun ? ' (to erase again)' : `, erased again: ${report.erasedAgain.filter((u) => !failed.has(`${u.tenantId}\n${u.userId}`)).length}`}.`,
     ...report.erasedAgain.map(ref),
@@ -35,6 +43,7 @@ export function formatReapplyReport(report: ReapplyReport): string {
       ...report.keyErasuresCompleted.map((u) => `${ref(u)} (key generation ${u.gen})`),
     );
   }
+  if (report.tenantsFailed.length > 0) lines.push(`Tenants whose tenants.delete failed or was refused (run the tool again): ${report.tenantsFailed.length}`, ...report.tenantsFailed.map((t) => `  ${t.tenantId}: ${t.error}`));
   if (report.failed.length > 0) lines.push(`Failed (a users.delete that failed or was refused, or a data key that does not read: run the tool again once fixed): ${report.failed.length}`, ...report.failed.map((u) => `${ref(u)}: ${u.error}`));
   if (report.withoutKey.length > 0) lines.push(`Users without a data key (MFA_USER_KEYS older than the log): ${report.withoutKey.length}`, ...report.withoutKey.map(ref));
   if (report.keyErasedOnly.length > 0) {
@@ -47,8 +56,8 @@ export function formatReapplyReport(report: ReapplyReport): string {
 }
 
 /** 3 while users need a look: what remains undone (a dry run's erasures to make are not counted); else 0. */
-export function exitCodeOf(report: Pick<ReapplyReport, 'failed' | 'withoutKey'>): 0 | 3 {
-  return report.failed.length + report.withoutKey.length === 0 ? 0 : 3;
+export function exitCodeOf(report: Pick<ReapplyReport, 'failed' | 'withoutKey' | 'tenantsFailed'>): 0 | 3 {
+  return report.failed.length + report.withoutKey.length + report.tenantsFailed.length === 0 ? 0 : 3;
 }
 
 async function run(): Promise<number> {
@@ -74,6 +83,7 @@ async function run(): Promise<number> {
       dryRun,
       log,
       erase: (request) => requestJson(nats.nc, Subjects.usersDelete, request, { timeoutMs: 10_000, headers }),
+      deleteTenant: (request) => requestJson(nats.nc, Subjects.tenantsDelete, request, { timeoutMs: 10_000, headers }),
     }).run();
     process.stdout.write(`${args.json ? JSON.stringify(report) : formatReapplyReport(report)}\n`);
     return exitCodeOf(report);

@@ -136,10 +136,54 @@ ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
 WHERE (${RECEIPT_OF_SENT})
    OR (deliveries.event_seq < excluded.event_seq AND NOT (${SENT_OF_RECEIPT}))`;
 
-const INSERT_TENANTS = `
-INSERT INTO tenants (tenant_id, created_at)
-SELECT * FROM unnest($1::text[], $2::timestamptz[])
-ON CONFLICT (tenant_id) DO NOTHING`;
+/*
+ * The tenants of a batch, in key order (see UPSERT_SIGNINS). The state is taken from a later event
+ * only: later by time, then by stream sequence (after a restore of the event log, new events reuse
+ * sequences the report has seen). The other times are merged whatever the order, each the latest:
+ * so the stored row is the same however the events were batched, re-delivered or replayed. Every
+ * row is updated and returned, with the time before which the tenant's report rows are a former
+ * tenant's (its latest erasure, or once created again that creation): NULL while it was never erased.
+ */
+const LATER_STATE = `(excluded.state_at, excluded.state_seq) > (COALESCE(tenants.state_at, '-infinity'), COALESCE(tenants.state_seq, 0))`;
+const UPSERT_TENANTS = `
+INSERT INTO tenants (tenant_id, state, state_at, state_seq, created_at, deleted_at, erased_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[])
+ ORDER BY 1
+ON CONFLICT (tenant_id) DO UPDATE SET
+  ${['state', 'state_at', 'state_seq'].map((c) => keepOrTake(c, LATER_STATE).replace(/signins\./g, 'tenants.')).join(',\n  ')},
+  created_at = GREATEST(tenants.created_at, excluded.created_at),
+  deleted_at = GREATEST(tenants.deleted_at, excluded.deleted_at),
+  erased_at = GREATEST(tenants.erased_at, excluded.erased_at)
+RETURNING tenant_id, CASE WHEN erased_at IS NOT NULL THEN GREATEST(erased_at, created_at) END AS former_before`;
+
+/**
+ * The report rows of a former tenant: those of the tenant from before the time the tenant's row
+ * gives (UPSERT_TENANTS), in each of these tables. Not the erased users (erased_users: reapplying
+ * erasures after a restore of the event log needs them) nor the audit trail (audit_log, kept for
+ * good). By time, not by the tenant's state: a row of the tenant created again is never older than
+ * its creation, whatever order the consumers project the streams in; a late row of the former tenant
+ * (the outcome of a challenge pending at the deletion, projected after the erasure) goes when the id
+ * is created again.
+ */
+export const TENANT_REPORT_TABLES = [
+  ['signins', 'occurred_at'],
+  ['deliveries', 'occurred_at'],
+  ['fraud_alerts', 'occurred_at'],
+  ['fraud_notifications', 'occurred_at'],
+  ['block_history', 'occurred_at'],
+  ['user_lifetimes', 'registered_at'],
+  ['user_erasures', 'erased_at'],
+] as const;
+/**
+ * Rows deleted per statement: a large tenant's sign-ins are deleted in many short statements, each
+ * well within the pool's statement timeout and committed on its own, so an erasure interrupted (a
+ * restart, the event delivered again) goes on where it stopped.
+ */
+export const FORMER_ROWS_PER_STATEMENT = 5_000;
+const deleteFormerRows = (table: string, time: string) => `
+DELETE FROM ${table} WHERE ctid = ANY(ARRAY(
+  SELECT ctid FROM ${table} WHERE tenant_id = $1 AND ${time} < $2 LIMIT ${FORMER_ROWS_PER_STATEMENT}))`;
+const DELETE_FORMER_ROWS = TENANT_REPORT_TABLES.map(([table, time]) => [table, deleteFormerRows(table, time)] as const);
 
 /**
  * The projection's statements are named, so each connection parses and plans them once instead of
@@ -232,13 +276,33 @@ export class SigninsRepository {
     );
   }
 
-  async applyTenants(patches: readonly TenantPatch[]): Promise<void> {
-    if (patches.length === 0) return;
-    await this.pool.query(named('report-insert-tenants', INSERT_TENANTS, columnsOf(patches, ['tenantId', 'createdAt'])));
+  /**
+   * The tenants' lifecycle; then the report rows of the former tenant under an id erased
+   * (TenantErased), or erased and created again, are deleted (TENANT_REPORT_TABLES). The state is
+   * committed first: the tenant is unknown to the queries from then on, and an erasure interrupted
+   * midway is completed when its event is delivered again (the same deletes, by the stored row).
+   * Returns how many rows of each table were deleted.
+   */
+  async applyTenants(patches: readonly TenantPatch[]): Promise<Record<string, number>> {
+    if (patches.length === 0) return {};
+    const columns = columnsOf(patches, ['tenantId', 'state', 'stateAt', 'stateSeq', 'createdAt', 'deletedAt', 'erasedAt']);
+    const { rows } = await this.pool.query<{ tenant_id: string; former_before: Date | null }>(named('report-upsert-tenants', UPSERT_TENANTS, columns));
+    const deleted: Record<string, number> = {};
+    for (const { tenant_id: tenantId, former_before: before } of rows) {
+      if (before === null) continue;
+      for (const [table, sql] of DELETE_FORMER_ROWS) {
+        for (let count = -1; count !== 0; ) {
+          count = (await this.pool.query(named(`report-delete-former-${table}`, sql, [tenantId, before]))).rowCount ?? 0;
+          deleted[table] = (deleted[table] ?? 0) + count;
+        }
+      }
+    }
+    return deleted;
   }
 
+  /** Whether the tenant is known to the report: created, and not deleted since (as a tenant never created). */
   async tenantExists(tenantId: string): Promise<boolean> {
-    const { rowCount } = await this.read('SELECT 1 FROM tenants WHERE tenant_id = $1', [tenantId]);
+    const { rowCount } = await this.read("SELECT 1 FROM tenants WHERE tenant_id = $1 AND state = 'active'", [tenantId]);
     return (rowCount ?? 0) > 0;
   }
 

@@ -22,7 +22,7 @@ const CHALLENGE_EVENTS = new Set<string>([
   'ChallengeVoided',
 ] satisfies ChallengeEvent['type'][]);
 const DISPATCH_EVENTS = new Set<string>(['SmsSent', 'SmsDeliveryFailed', 'VoiceCallPlaced', 'VoiceCallFailed', 'SmsDeliveryReported', 'PushSent', 'PushDeliveryFailed'] satisfies DispatchEvent['type'][]);
-const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged'] satisfies TenantEvent['type'][]);
+const TENANT_EVENTS = new Set<string>(['TenantCreated', 'TenantSettingsChanged', 'TenantDeleted', 'TenantErased'] satisfies TenantEvent['type'][]);
 
 /** What arrives together is projected together: fewer, larger transactions under load, for ≤ 50 ms of added lag. */
 const BATCHES: JetStreamConsumerOptions = { batchSize: 500, maxWaitMs: 50 };

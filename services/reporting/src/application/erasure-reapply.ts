@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { EventSubjects, Streams, subjectIds, type UsersDeleteRequest } from '@mfa/contracts';
+import { EventSubjects, Streams, Subjects, subjectIds, type TenantsDeleteRequest, type UsersDeleteRequest } from '@mfa/contracts';
 import type { Keyring } from '@mfa/crypto';
-import { isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
+import { isNoMessageFound, isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
 import { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
 import { knownPseudonyms } from './pseudonyms.js';
@@ -17,6 +17,14 @@ interface UserRef {
 
 export interface ReapplyReport {
   dryRun: boolean;
+  /**
+   * Tenants the audit trail says were deleted (tenants.delete, `ok`) whom the restored log has as
+   * they were before that deletion: deleted again (or, dry run, to be). Their users are left to
+   * the tenant's offboarding.
+   */
+  tenantsDeletedAgain: Array<{ tenantId: string; deletedAt: string }>;
+  /** tenants.delete refused or failed: run the tool again. */
+  tenantsFailed: Array<{ tenantId: string; error: string }>;
   /** User subjects of the event log. */
   users: number;
   /** Users the log says are erased (its last event is UserErased): nothing to do. */
@@ -44,6 +52,8 @@ export interface ErasureReapplyOptions {
   dryRun: boolean;
   /** users.delete through the public API (the caller adds the platform key); resolves to the reply. */
   erase: (request: UsersDeleteRequest) => Promise<{ error?: { code: string; message: string } }>;
+  /** tenants.delete through the public API, with the platform key; resolves to the reply. */
+  deleteTenant: (request: TenantsDeleteRequest) => Promise<{ error?: { code: string; message: string } }>;
   log: Logger;
 }
 
@@ -57,7 +67,9 @@ export interface ErasureReapplyOptions {
  * key the report says was erased: its generation is at most the erased one. A user registered
  * again after an erasure has a later generation and is left alone. A user whose data key the key
  * store destroyed after the log's backup (MFA_USER_KEYS newer than the log) has that erasure
- * completed, through users.delete with onlyIfKeyErased.
+ * completed, through users.delete with onlyIfKeyErased. First, a tenant deleted after the backup
+ * (the audit trail, which Postgres keeps, records each tenants.delete) that the restored log has
+ * as it was before is deleted again: its offboarding then erases its users.
  */
 export class ErasureReapply {
   private readonly keys: UserDataKeys;
@@ -74,12 +86,25 @@ export class ErasureReapply {
   }
 
   async run(): Promise<ReapplyReport> {
-    const report: ReapplyReport = { dryRun: this.options.dryRun, users: 0, erasedInLog: 0, erasedAgain: [], withoutKey: [], keyErasedOnly: [], keyErasuresCompleted: [], failed: [] };
+    const report: ReapplyReport = {
+      dryRun: this.options.dryRun,
+      tenantsDeletedAgain: [],
+      tenantsFailed: [],
+      users: 0,
+      erasedInLog: 0,
+      erasedAgain: [],
+      withoutKey: [],
+      keyErasedOnly: [],
+      keyErasuresCompleted: [],
+      failed: [],
+    };
+    // The users of a tenant deleted again are its offboarding's (users.delete would find no tenant).
+    const offboarded = await this.deleteTenantsAgain(report);
     let batch: UserRef[] = [];
     // The last event of each user subject says whether the log has the user erased.
     await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.allUsers, { policy: 'last_per_subject' }, async (msg) => {
       const ids = subjectIds(USER_SUBJECT_PREFIX, msg.subject);
-      if (!ids) return;
+      if (!ids || offboarded.has(ids[0])) return;
       report.users++;
       if (lastEventType(msg.string()) === 'UserErased') {
         report.erasedInLog++;
@@ -160,6 +185,36 @@ export class ErasureReapply {
       const error = await this.erase({ tenantId: user.tenantId, userId: user.userId });
       if (error) report.failed.push({ tenantId: user.tenantId, userId: user.userId, error });
     }
+  }
+
+  /**
+   * The tenants the audit trail records as deleted (the last `ok` tenants.delete of each) whose last
+   * event in the restored log is from before that deletion, and so still a live tenant: deleted
+   * again (not in a dry run). A tenant whose log holds the deletion (its offboarding resumes by
+   * itself) or a later change (created again since) is left alone. Answers the tenants deleted again.
+   */
+  private async deleteTenantsAgain(report: ReapplyReport): Promise<Set<string>> {
+    const { rows } = await this.db.query<{ tenant_id: string; deleted_at: Date }>(
+      `SELECT tenant_id, max(occurred_at) AS deleted_at FROM audit_log WHERE subject = $1 AND outcome = 'ok' GROUP BY tenant_id ORDER BY tenant_id`,
+      [Subjects.tenantsDelete],
+    );
+    const again = new Set<string>();
+    for (const row of rows) {
+      const last = await this.nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(row.tenant_id) }).catch((error: unknown) => {
+        if (isNoMessageFound(error)) return null;
+        throw error;
+      });
+      const event = last ? eventOf(last.string()) : undefined;
+      const live = event?.type === 'TenantCreated' || event?.type === 'TenantSettingsChanged';
+      const occurredAt = typeof (event as { occurredAt?: unknown } | undefined)?.occurredAt === 'string' ? Date.parse((event as { occurredAt: string }).occurredAt) : NaN;
+      if (!live || !(occurredAt < row.deleted_at.getTime())) continue;
+      again.add(row.tenant_id);
+      report.tenantsDeletedAgain.push({ tenantId: row.tenant_id, deletedAt: row.deleted_at.toISOString() });
+      if (this.options.dryRun) continue;
+      const reply = await this.options.deleteTenant({ tenantId: row.tenant_id }).catch((error: unknown) => ({ error: { code: 'failed', message: error instanceof Error ? error.message : String(error) } }));
+      if (reply.error) report.tenantsFailed.push({ tenantId: row.tenant_id, error: `${reply.error.code}: ${reply.error.message}` });
+    }
+    return again;
   }
 
   /** users.delete: undefined once done, or what went wrong (`<code>: <message>`). */

@@ -43,6 +43,11 @@ export class ReportProjection {
     observeLag('dispatch', items);
   }
 
+  /**
+   * Tenants known to the report queries (TenantCreated), and offboarded: TenantDeleted makes the
+   * tenant unknown (not_found), TenantErased deletes its report rows but for its erased users and
+   * its audit trail, and a TenantCreated after it is a new tenant with an empty report.
+   */
   async projectTenants(items: readonly Sequenced<TenantEvent>[]): Promise<void> {
     await this.repository.applyTenants(foldTenantEvents(items));
     observeLag('tenants', items);

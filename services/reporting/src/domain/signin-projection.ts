@@ -297,17 +297,61 @@ function deliveryPatch(event: DispatchEvent, common: Pick<DeliveryPatch, 'tenant
   }
 }
 
+/**
+ * The report's view of a tenant: known (`active`, TenantCreated), deleted (TenantDeleted: unknown to
+ * every report query, its rows kept until the offboarding ends) or erased (TenantErased: its rows
+ * deleted, see SigninsRepository.applyTenants). A TenantCreated after TenantErased is a new tenant
+ * under the same id: known again, with none of the former tenant's rows.
+ */
+export type TenantState = 'active' | 'deleted' | 'erased';
+
+/**
+ * What a batch says of one tenant. `state` is the one its last lifecycle event (by stream sequence)
+ * leaves, `stateAt` and `stateSeq` that event's time and sequence: the store takes it only from an
+ * event later than the one it holds, so a re-delivered or replayed older event changes nothing. The
+ * times are the latest creation, deletion and erasure of the batch (null: none): the store keeps the
+ * latest of each, whatever order batches are applied in, and deletes the rows of a former tenant by them.
+ */
 export interface TenantPatch {
   tenantId: string;
-  createdAt: string;
+  state: TenantState;
+  stateAt: string;
+  stateSeq: number;
+  createdAt: string | null;
+  deletedAt: string | null;
+  erasedAt: string | null;
 }
 
-/** Tenants created in a batch; settings changes do not concern the report. */
+const latestOf = (a: string | null, b: string | null): string | null => (a === null ? b : b === null || Date.parse(a) >= Date.parse(b) ? a : b);
+
+/** The lifecycle of the tenants of a batch, in stream order; settings changes do not concern the report. */
 export function foldTenantEvents(items: readonly Sequenced<TenantEvent>[]): TenantPatch[] {
-  const created = new Map<string, TenantPatch>();
-  for (const { event } of [...items].sort(bySeq)) {
-    if (event.type !== 'TenantCreated' || created.has(event.tenantId)) continue;
-    created.set(event.tenantId, { tenantId: event.tenantId, createdAt: event.occurredAt });
+  const patches = new Map<string, TenantPatch>();
+  for (const { event, seq } of [...items].sort(bySeq)) {
+    if (event.type === 'TenantSettingsChanged') continue;
+    const patch = patches.get(event.tenantId) ?? { tenantId: event.tenantId, state: 'active', stateAt: event.occurredAt, stateSeq: seq, createdAt: null, deletedAt: null, erasedAt: null };
+    patches.set(event.tenantId, patch);
+    patch.stateAt = event.occurredAt;
+    patch.stateSeq = seq;
+    switch (event.type) {
+      case 'TenantCreated':
+        patch.state = 'active';
+        patch.createdAt = latestOf(patch.createdAt, event.occurredAt);
+        break;
+      case 'TenantDeleted':
+        patch.state = 'deleted';
+        patch.deletedAt = latestOf(patch.deletedAt, event.occurredAt);
+        break;
+      case 'TenantErased':
+        patch.state = 'erased';
+        patch.deletedAt = latestOf(patch.deletedAt, event.data.deletedAt);
+        patch.erasedAt = latestOf(patch.erasedAt, event.occurredAt);
+        break;
+      default: {
+        const unknown: never = event;
+        throw new Error(`unhandled tenant event ${(unknown as { type: string }).type}`);
+      }
+    }
   }
-  return [...created.values()];
+  return [...patches.values()];
 }

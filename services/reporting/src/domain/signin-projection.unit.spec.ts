@@ -333,11 +333,31 @@ describe('delivery projection', () => {
 });
 
 describe('tenant projection', () => {
-  it('records created tenants once and ignores settings changes', () => {
-    const tenant = testTenant({ tenantId });
-    const created = tenantCreated(tenant, { occurredAt: '2025-01-01T00:00:00.000Z' });
+  const tenant = testTenant({ tenantId });
+  const created = (at: string) => tenantCreated(tenant, { occurredAt: at });
+  const deleted = (at: string) => createEvent('TenantDeleted', 1, { tenantId, aggregateId: tenantId, now: new Date(at), data: {} }) as TenantEvent;
+  const erased = (at: string, deletedAt: string) =>
+    createEvent('TenantErased', 1, { tenantId, aggregateId: tenantId, now: new Date(at), data: { deletedAt, users: 1, hardwareTokens: 0, recordings: 0, clients: 1 } }) as TenantEvent;
+
+  it('records created tenants and ignores settings changes', () => {
     const changed = tenantSettingsChanged(tenant, { occurredAt: '2025-02-01T00:00:00.000Z' });
-    assert.deepEqual(foldTenantEvents(seqd<TenantEvent>(created, changed, created)), [{ tenantId, createdAt: '2025-01-01T00:00:00.000Z' }]);
+    assert.deepEqual(foldTenantEvents(seqd<TenantEvent>(created('2025-01-01T00:00:00.000Z'), changed, created('2025-01-01T00:00:00.000Z'))), [
+      { tenantId, state: 'active', stateAt: '2025-01-01T00:00:00.000Z', stateSeq: 102, createdAt: '2025-01-01T00:00:00.000Z', deletedAt: null, erasedAt: null },
+    ]);
     assert.deepEqual(foldTenantEvents(seqd<TenantEvent>(changed)), []);
+  });
+
+  it('follows a tenant deleted, erased and created again in stream order, whatever order the batch holds them in', () => {
+    const events = seqd<TenantEvent>(
+      created('2025-01-01T00:00:00.000Z'),
+      deleted('2025-03-01T00:00:00.000Z'),
+      erased('2025-03-01T00:05:00.000Z', '2025-03-01T00:00:00.000Z'),
+      created('2025-04-01T00:00:00.000Z'),
+    );
+    const expected = { tenantId, state: 'active', stateAt: '2025-04-01T00:00:00.000Z', stateSeq: 103, createdAt: '2025-04-01T00:00:00.000Z', deletedAt: '2025-03-01T00:00:00.000Z', erasedAt: '2025-03-01T00:05:00.000Z' };
+    assert.deepEqual(foldTenantEvents(events), [expected]);
+    assert.deepEqual(foldTenantEvents([...events].reverse()), [expected]);
+    assert.deepEqual(foldTenantEvents(events.slice(0, 2)), [{ ...expected, state: 'deleted', stateAt: '2025-03-01T00:00:00.000Z', stateSeq: 101, createdAt: '2025-01-01T00:00:00.000Z', erasedAt: null }]);
+    assert.deepEqual(foldTenantEvents(events.slice(1, 3)), [{ ...expected, state: 'erased', stateAt: '2025-03-01T00:05:00.000Z', stateSeq: 102, createdAt: null }]);
   });
 });

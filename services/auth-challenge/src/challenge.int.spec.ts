@@ -28,7 +28,7 @@ import { ensureStream, EventPublisher, requestJson } from '@mfa/messaging';
 import { hashSlotOf, parseChallengeId, RedisKeys, slotOutboxKey, UserProjectionWriter } from '@mfa/projection';
 import { REGISTRATION_REQUIRED_TTL_SECONDS, REMEMBERED_BROWSERS_MAX } from './adapters/scripts.js';
 import { createLogger, registry } from '@mfa/telemetry';
-import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
+import { eventually, hasOathtool, itWith, oathtoolTotp, tenantCreated, tenantDeleted, testEnv, testTenant, uniqueTenant, uniqueUser } from '@mfa/testing';
 import { jetstream } from '@nats-io/jetstream';
 import { boot } from './boot.js';
 import { smsCodeFromLog } from './sms-code.spec-support.js';
@@ -713,6 +713,33 @@ describe('auth-challenge against real NATS and Redis', () => {
       const reply = await ask(Subjects.challengeStart, { tenantId: allowing, userId });
       assert.deepEqual([reply.status, reply.reason], ['registration_required', 'country_not_allowed'], userId);
     }
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a deleted tenant (tenants.delete) is unknown to start, verify, resend and status, its users still in Redis until they are erased; created again, it is known again', async () => {
+    const js = jetstream(nc);
+    const leaving = uniqueTenant('leaving');
+    await new EventPublisher(js).publish(EventSubjects.tenant(leaving), tenantCreated(testTenant({ tenantId: leaving, settings: defaultTenantSettings() })));
+    const user = uniqueUser('leaving');
+    await projectUser(user, { tenantId: leaving, phone: '+14155550177' });
+    const pending = await eventually(async () => {
+      const reply = await ask(Subjects.challengeStart, { tenantId: leaving, userId: user, method: 'sms' });
+      return reply.status === 'pending' ? reply : undefined;
+    }, 5000, 'the tenant known');
+    const code = await smsCodeOf(String(pending.challengeId));
+    // The offboarding has not erased the user yet: their projection is still in Redis.
+    await new EventPublisher(js).publish(EventSubjects.tenant(leaving), tenantDeleted(testTenant({ tenantId: leaving })));
+    await eventually(async () => ((await ask(Subjects.challengeStart, { tenantId: leaving, userId: user, method: 'sms' })).error?.code === 'not_found' ? true : undefined), 5000, 'the deletion seen');
+    for (const [subject, body] of [
+      [Subjects.challengeStart, { tenantId: leaving, userId: user }],
+      [Subjects.challengeVerify, { tenantId: leaving, challengeId: pending.challengeId, code }],
+      [Subjects.challengeResend, { tenantId: leaving, challengeId: pending.challengeId }],
+      [Subjects.challengeStatus, { tenantId: leaving, challengeId: pending.challengeId }],
+    ] as const) {
+      assert.deepEqual((await ask(subject, body)).error, { code: 'not_found', message: 'unknown tenant' }, subject);
+    }
+    // The id created again (a new tenant): known again.
+    await new EventPublisher(js).publish(EventSubjects.tenant(leaving), tenantCreated(testTenant({ tenantId: leaving, settings: defaultTenantSettings() })));
+    await eventually(async () => ((await ask(Subjects.challengeStatus, { tenantId: leaving, challengeId: pending.challengeId })).status === 'pending' ? true : undefined), 5000, 'the tenant known again');
   });
 
   itWith({ real: ['nats', 'redis'] }, 'locks a user out after 10 wrong codes across challenges: new challenges buy no new guesses', async () => {

@@ -25,6 +25,11 @@ const ABSENT_KEPT = 10_000;
 @Injectable()
 export class TenantSettingsCache {
   private readonly settings = new Map<string, TenantSettings>();
+  /**
+   * Tenants deleted (tenants.delete) and not created again: unknown to every request, although
+   * their users' projections stay in Redis until the offboarding erases each of them.
+   */
+  private readonly deleted = new Set<string>();
   private messages: ConsumerMessages | undefined;
   private readonly defaults = defaultTenantSettings();
   private caughtUp = false;
@@ -43,6 +48,11 @@ export class TenantSettingsCache {
 
   has(tenantId: string): boolean {
     return this.settings.has(tenantId);
+  }
+
+  /** Whether the tenant is deleted (its TenantDeleted or TenantErased is the last event folded in). */
+  isDeleted(tenantId: string): boolean {
+    return this.deleted.has(tenantId);
   }
 
   /** Whether every tenant event present at boot has been folded in. */
@@ -82,9 +92,11 @@ export class TenantSettingsCache {
       const event = read();
       if (event.type === 'TenantCreated' || event.type === 'TenantSettingsChanged') {
         this.settings.set(event.tenantId, event.data.settings);
+        this.deleted.delete(event.tenantId);
       } else if (event.type === 'TenantDeleted' || event.type === 'TenantErased') {
-        // tenants.delete: unknown from now on, as a tenant that never existed.
+        // tenants.delete: unknown from now on, also for the users it still has in Redis.
         this.settings.delete(event.tenantId);
+        this.deleted.add(event.tenantId);
       }
     } catch (error) {
       this.log.error('unreadable tenant event skipped by the settings cache', { stream: Streams.userSettings.name, seq, error });

@@ -195,7 +195,14 @@ export class ChallengeService {
   private settingsOf(tenantId: string): TenantSettings | Promise<TenantSettings> {
     if (!this.tenants.ready) throw unavailable('starting up: tenant settings are still loading; try again');
     if (this.tenants.has(tenantId)) return this.tenants.get(tenantId);
-    return this.tenants.lookup(tenantId).then((found) => (found === 'unread' ? UNREAD_TENANT : this.tenants.get(tenantId)));
+    // A deleted tenant's users stay in Redis until its offboarding erases them: none of them may
+    // start or answer a challenge meanwhile (the start script takes a tenant it does not know for a
+    // new one when the user is there).
+    if (this.tenants.isDeleted(tenantId)) throw notFound('unknown tenant');
+    return this.tenants.lookup(tenantId).then((found) => {
+      if (this.tenants.isDeleted(tenantId)) throw notFound('unknown tenant');
+      return found === 'unread' ? UNREAD_TENANT : this.tenants.get(tenantId);
+    });
   }
 
   /** The tenant's `lockout` settings, and the service-wide cap on consecutive wrong codes. */
@@ -618,6 +625,7 @@ export class ChallengeService {
   async status(req: ChallengeStatusRequest, now: Date): Promise<ChallengeStatusReply> {
     const id = parseChallengeId(req.challengeId);
     if (!id) throw notFound('unknown challenge');
+    if (this.tenants.isDeleted(req.tenantId)) throw notFound('unknown tenant');
     const record = await this.store.readChallenge(id.tag, id.nonce);
     if (!record || record.tenantId !== req.tenantId) throw notFound('unknown challenge');
     // The methods to fall back on are those the tenant enables, never the defaults' in their place.

@@ -42,6 +42,14 @@ export function isStreamOrConsumerNotFound(error: unknown): boolean {
   return code === JetStreamCodes.StreamNotFound || code === JetStreamCodes.ConsumerNotFound;
 }
 
+/**
+ * An object store that does not exist: nats.js's `Objm.open` reads the bucket's stream info and
+ * answers a missing stream with a plain Error of its own, not the JetStream API's code.
+ */
+export function isObjectStoreNotFound(error: unknown): boolean {
+  return isStreamOrConsumerNotFound(error) || (error instanceof Error && error.message === 'object store not found');
+}
+
 export function isNoMessageFound(error: unknown): boolean {
   return jetStreamApiCode(error) === JetStreamCodes.NoMessageFound;
 }

@@ -49,8 +49,8 @@ const OUTCOME_COLUMNS = ['result', 'result_detail', 'completed_at', 'result_seq'
 
 const TAKE_CONTEXT = 'excluded.context_seq < COALESCE(signins.context_seq, excluded.context_seq + 1)';
 const TAKE_OUTCOME = 'excluded.result_seq < COALESCE(signins.result_seq, excluded.result_seq + 1)';
-const keepOrTake = (column: string, condition: string) =>
-  `${column} = CASE WHEN ${condition} THEN excluded.${column} ELSE signins.${column} END`;
+const keepOrTake = (column: string, condition: string, table = 'signins') =>
+  `${column} = CASE WHEN ${condition} THEN excluded.${column} ELSE ${table}.${column} END`;
 
 /*
  * One statement per batch, so each batch is applied in one transaction. A single INSERT … SELECT
@@ -150,7 +150,7 @@ INSERT INTO tenants (tenant_id, state, state_at, state_seq, created_at, deleted_
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[])
  ORDER BY 1
 ON CONFLICT (tenant_id) DO UPDATE SET
-  ${['state', 'state_at', 'state_seq'].map((c) => keepOrTake(c, LATER_STATE).replace(/signins\./g, 'tenants.')).join(',\n  ')},
+  ${['state', 'state_at', 'state_seq'].map((c) => keepOrTake(c, LATER_STATE, 'tenants')).join(',\n  ')},
   created_at = GREATEST(tenants.created_at, excluded.created_at),
   deleted_at = GREATEST(tenants.deleted_at, excluded.deleted_at),
   erased_at = GREATEST(tenants.erased_at, excluded.erased_at)

@@ -206,7 +206,7 @@ export class ErasureReapply {
       });
       const event = last ? eventOf(last.string()) : undefined;
       const live = event?.type === 'TenantCreated' || event?.type === 'TenantSettingsChanged';
-      const occurredAt = typeof (event as { occurredAt?: unknown } | undefined)?.occurredAt === 'string' ? Date.parse((event as { occurredAt: string }).occurredAt) : NaN;
+      const occurredAt = typeof event?.occurredAt === 'string' ? Date.parse(event.occurredAt) : NaN;
       if (!live || !(occurredAt < row.deleted_at.getTime())) continue;
       again.add(row.tenant_id);
       report.tenantsDeletedAgain.push({ tenantId: row.tenant_id, deletedAt: row.deleted_at.toISOString() });
@@ -235,10 +235,11 @@ export class ErasureReapply {
 }
 
 /** The fields of a stored event this pass reads (a UserErased's `gen` is not sealed). */
-function eventOf(body: string): { type?: unknown; data?: { gen?: unknown } } | undefined {
+type StoredFields = { type?: unknown; occurredAt?: unknown; data?: { gen?: unknown } };
+function eventOf(body: string): StoredFields | undefined {
   try {
     const event: unknown = JSON.parse(body);
-    return typeof event === 'object' && event !== null ? (event as { type?: unknown; data?: { gen?: unknown } }) : undefined;
+    return typeof event === 'object' && event !== null ? (event as StoredFields) : undefined;
   } catch {
     return undefined;
   }

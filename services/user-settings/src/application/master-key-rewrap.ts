@@ -6,7 +6,7 @@ import {
   createEvent,
   deleteMessageIfPresent,
   EventPublisher,
-  isStreamOrConsumerNotFound,
+  isObjectStoreNotFound,
   isWrongLastSequence,
   nextMessageOn,
   publishWithRetry,
@@ -22,6 +22,7 @@ import { EventStore } from '../adapters/event-store.js';
 import type { Decider } from '../domain/events.js';
 import { decideOathToken, oathTokenDecider, type OathTokenState } from '../domain/oath-token.js';
 import { decideUser, userDecider, type ResealSecrets, type UserState } from '../domain/user.js';
+import { eachAggregate } from './each-subject.js';
 import { secretContext } from './user-snapshot.js';
 
 /**
@@ -550,7 +551,7 @@ export class MasterKeyRewrap {
     try {
       store = await new Objm(this.nats.js).open(IMPORTS_BUCKET);
     } catch (error) {
-      if (isStreamOrConsumerNotFound(error)) return undefined;
+      if (isObjectStoreNotFound(error)) return undefined;
       throw error;
     }
     const info = await store.info(name);
@@ -593,28 +594,8 @@ export class MasterKeyRewrap {
   }
 
   /** Calls `work` for the subject of each aggregate under `filter`, a few at a time: memory bounded by the few, not by the users. */
-  private async eachSubject(filter: string, work: (subject: string) => Promise<void>): Promise<void> {
-    const running = new Set<Promise<void>>();
-    let failed: { error: unknown } | undefined;
-    await readOnce(
-      this.nats.js,
-      Streams.userSettings.name,
-      filter,
-      { policy: 'last_per_subject' },
-      async (msg) => {
-        if (failed) throw failed.error;
-        const job: Promise<void> = work(msg.subject)
-          .catch((error: unknown) => {
-            failed ??= { error };
-          })
-          .finally(() => running.delete(job));
-        running.add(job);
-        if (running.size >= PARALLEL_USERS) await Promise.race(running);
-      },
-      { headersOnly: true, log: this.log },
-    );
-    await Promise.all(running);
-    if (failed) throw failed.error;
+  private eachSubject(filter: string, work: (subject: string) => Promise<void>): Promise<void> {
+    return eachAggregate(this.nats.js, filter, (msg) => work(msg.subject), { parallel: PARALLEL_USERS, headersOnly: true, log: this.log });
   }
 }
 

@@ -1,11 +1,12 @@
 import { ContractError, parseEvent, Streams, subjectToken, VoiceMessageBuckets } from '@mfa/contracts';
-import { purgeObjectVersion, readOnce, type NatsClients } from '@mfa/messaging';
+import { isObjectStoreNotFound, purgeObjectVersion, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { Objm } from '@nats-io/obj';
 import type { OathInventory } from '../adapters/oath-inventory.js';
 import type { ImportJobs } from '../adapters/import-jobs.js';
 import type { ApiClientsService } from './api-clients.service.js';
 import type { UserSettingsService } from './user-settings.service.js';
+import { eachAggregate } from './each-subject.js';
 import { parseUserSubject } from './user-projector.js';
 
 const offboarded = counter('mfa_tenant_offboarding_erased_total', 'What the offboarding of deleted tenants erased', ['what']);
@@ -90,46 +91,29 @@ export class TenantOffboarding {
    * deletion, by this pass or before (a resumed offboarding counts them all).
    */
   private async eraseUsers(tenantId: string, deletedAt: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<{ erasedNow: number; erasedSince: number }> {
-    const running = new Set<Promise<void>>();
-    let failed: { error: unknown } | undefined;
     let erasedNow = 0;
     let erasedSince = 0;
     let lastWorking = Date.now();
-    await readOnce(
+    await eachAggregate(
       this.options.nats.js,
-      Streams.userSettings.name,
       `mfa.evt.user.${subjectToken(tenantId)}.*`,
-      { policy: 'last_per_subject' },
       async (msg) => {
-        if (failed) throw failed.error;
         if (signal?.aborted) throw new Error('stopping: the offboarding resumes at its redelivery');
-        const ids = parseUserSubject(msg.subject);
-        if (!ids || ids.tenantId !== tenantId) return;
-        const last = parseEvent(msg.json());
-        if (last.type === 'UserErased') {
-          if (last.occurredAt >= deletedAt) erasedSince++;
-          return;
-        }
-        const job: Promise<void> = this.options.users
-          .eraseOffboarded(tenantId, ids.userId, now())
-          .then(() => {
-            erasedNow++;
-            erasedSince++;
-          })
-          .catch((error: unknown) => {
-            failed ??= { error };
-          })
-          .finally(() => running.delete(job));
-        running.add(job);
-        if (running.size >= PARALLEL_USERS) await Promise.race(running);
         if (Date.now() - lastWorking > 5_000) {
           working();
           lastWorking = Date.now();
         }
+        const ids = parseUserSubject(msg.subject);
+        if (!ids || ids.tenantId !== tenantId) return;
+        const last = parseEvent(msg.json());
+        if (last.type !== 'UserErased') {
+          await this.options.users.eraseOffboarded(tenantId, ids.userId, now());
+          erasedNow++;
+        } else if (last.occurredAt < deletedAt) return;
+        erasedSince++;
       },
+      { parallel: PARALLEL_USERS, log: this.options.log },
     );
-    await Promise.all(running);
-    if (failed) throw failed.error;
     return { erasedNow, erasedSince };
   }
 
@@ -153,7 +137,7 @@ export class TenantOffboarding {
         names = (await store.list()).filter((o) => !o.deleted && o.name.startsWith(`${tenantId}/`)).map((o) => o.name);
       } catch (error) {
         // A bucket dispatch never made (no recording was ever uploaded): nothing of the tenant in it.
-        if (isMissingBucket(error)) continue;
+        if (isObjectStoreNotFound(error)) continue;
         throw error;
       }
       for (const name of names) if ((await purgeObjectVersion(this.options.nats.jsm, bucket, name)).purged) deleted++;
@@ -168,9 +152,4 @@ export class TenantOffboarding {
       if (!(await this.options.imports.deleteObject(file.name))) throw new Error('an import file of the deleted tenant could not be deleted');
     }
   }
-}
-
-function isMissingBucket(error: unknown): boolean {
-  const text = error instanceof Error ? `${error.name} ${error.message}` : String(error);
-  return /stream not found|not found/i.test(text);
 }

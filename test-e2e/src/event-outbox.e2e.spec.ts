@@ -42,7 +42,8 @@ describe('a decision whose event JetStream did not take', () => {
     redisServer = await startRedisServer();
     stack = await startStack({
       services: ['user-settings', 'auth-challenge'],
-      env: { NODE_ENV: 'test', MFA_AUTH: 'off', NATS_URL: nats.url, REDIS_URL: redisServer.url, LOG_LEVEL: 'warn' },
+      // A small bound on each slot's outbox, which the second test fills (the first keeps one decision there).
+      env: { NODE_ENV: 'test', MFA_AUTH: 'off', NATS_URL: nats.url, REDIS_URL: redisServer.url, LOG_LEVEL: 'warn', OUTBOX_MAX_PER_SLOT: '3' },
       readyTimeoutMs: 90_000,
     });
     nc = await connectClient({ servers: nats.url, name: 'e2e-outbox' });
@@ -108,5 +109,48 @@ describe('a decision whose event JetStream did not take', () => {
     }
     process.stdout.write(`# relayed ${Date.now() - since} ms after JetStream came back\n`);
     await drained('the outbox was not emptied after the relay published');
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'refuses to decide, counting nothing, once the slot’s outbox holds OUTBOX_MAX_PER_SLOT decisions, and decides again once JetStream takes them', async () => {
+    const userId = uniqueUser('outbox-full');
+    await ask(Subjects.usersRegister, { tenantId, userId });
+    const enrolled = await ask(Subjects.totpEnroll, { tenantId, userId });
+    const secret = base32Decode(String(enrolled.secret));
+    const activatedAt = Date.now();
+    await ask(Subjects.totpActivate, { tenantId, userId, tokenId: enrolled.tokenId, code: totp(secret, activatedAt) });
+    await drained('the registration’s decisions leave the outbox');
+    const soon = () => ({ [Headers.deadline]: String(Date.now() + 1_000) });
+
+    await jsm.streams.delete(Streams.challenges.name);
+    const pending: string[] = [];
+    for (let n = 0; n < 3; n++) {
+      const start = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' }, soon());
+      assert.equal(start.status, 'pending', `start ${n + 1} of 3 (the outbox holds ${n}): ${JSON.stringify(start)}`);
+      pending.push(String(start.challengeId));
+    }
+    assert.equal(await outboxEntries(), 3, 'three decisions wait in the outbox');
+    const [outbox] = await redis.keys('mfa:{*}:outbox');
+    const kept = await redis.hgetall(outbox!);
+    const bytes = Object.entries(kept).reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + Buffer.byteLength(value), 0);
+    process.stdout.write(`# a TOTP start kept in the outbox: ${Math.round(bytes / 3)} bytes (name and record), ${await redis.memory('USAGE', outbox!)} bytes for the outbox of 3\n`);
+
+    // The fourth decision of the slot is not taken: no challenge, and a wrong code compares and counts nothing.
+    const refused = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' }, soon());
+    assert.equal(refused.error?.code, 'unavailable', JSON.stringify(refused));
+    const wrong = await ask(Subjects.challengeVerify, { tenantId, challengeId: pending[0], code: '000000' }, soon());
+    assert.equal(wrong.error?.code, 'unavailable', JSON.stringify(wrong));
+    assert.equal(await outboxEntries(), 3, 'nothing more was kept');
+    const failures = await redis.keys('mfa:{*}:fails');
+    assert.deepEqual(failures, [], 'no wrong code was counted');
+    // Reading what was decided still works.
+    const status = await ask(Subjects.challengeStatus, { tenantId, challengeId: pending[0] });
+    assert.equal(status.status, 'pending', JSON.stringify(status));
+
+    await ensureStream(jsm, Streams.challenges);
+    await drained('the outbox was not emptied once JetStream took events again');
+    const approved = await ask(Subjects.challengeVerify, { tenantId, challengeId: pending[2], code: totp(secret, Math.max(Date.now(), activatedAt + 30_000)) });
+    assert.equal(approved.status, 'approved', JSON.stringify(approved));
+    const again = await ask(Subjects.challengeStart, { tenantId, userId, method: 'totp' });
+    assert.equal(again.status, 'pending', JSON.stringify(again));
   });
 });

@@ -17,7 +17,7 @@ import { ChallengeController } from './api/challenge.controller.js';
 import { ChallengeService } from './application/challenge.service.js';
 import { OutboxRelay } from './application/outbox-relay.js';
 import type { AuthChallengeConfig } from './config.js';
-import { CODE_GENERATOR, CONFIG, PROJECTION_SIGNAL, SERVER_IDENTITY } from './tokens.js';
+import { CODE_GENERATOR, CONFIG, OUTBOX_MAX_PER_SLOT, PROJECTION_SIGNAL, SERVER_IDENTITY } from './tokens.js';
 
 /** The tenant cache and the per-IP locks are filled before the transport takes the first request, and stopped after the last. */
 @Injectable()
@@ -91,6 +91,7 @@ export class AppModule implements NestModule {
             nats.nc.publish(PROJECTION_MISSING_SUBJECT, JSON.stringify({ tenantId, userId })),
           inject: [NATS],
         },
+        { provide: OUTBOX_MAX_PER_SLOT, useValue: config.OUTBOX_MAX_PER_SLOT },
         ChallengeStore,
         Outbox,
         OutboxRelay,

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig, unsetWhenEmpty } from '@mfa/service-kit';
+import { DEFAULT_OUTBOX_MAX_PER_SLOT } from './adapters/scripts.js';
 import { DEFAULT_SOURCE_FAILURE_LIMITS } from './adapters/source-failures.js';
 import { DEFAULT_TRUSTED_PROXIES, FORWARDED_HEADERS } from './api/device-api.source.js';
 
@@ -52,6 +53,13 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
    * The header those proxies name the client in: `x-forwarded-for` or RFC 7239's `forwarded`. One,
    * not both: a proxy appends to one and passes the other on as the client wrote it.
    */
+  /**
+   * The most decisions a hash slot's outbox holds whose events JetStream has not acknowledged: at
+   * that many, the slot's starts, verifies, resends and answers decide nothing and answer
+   * `unavailable` until JetStream takes events again, so that a long JetStream outage cannot fill
+   * Redis. 16,384 slots: the default bounds the outboxes to about a million decisions.
+   */
+  OUTBOX_MAX_PER_SLOT: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_OUTBOX_MAX_PER_SLOT),
   DEVICE_API_FORWARDED_HEADER: unsetWhenEmpty(
     z.string().trim().toLowerCase().pipe(z.enum(FORWARDED_HEADERS, { error: 'must be x-forwarded-for or forwarded' })).default('x-forwarded-for'),
   ),

@@ -226,7 +226,7 @@ describe('auth-challenge: the device API against real NATS and Redis', () => {
 
   itWith({ real: ['nats', 'redis'] }, 'the app shows a push exactly when its answer could approve it: the pending read and the answer judge a reset or erasure alike', async () => {
     // Each state of the user's projection a push can meet between its start and its answer: the
-    // pending read (PENDING_PUSH_SCRIPT) and the answer (PUSH_ANSWER_SCRIPT's CHECKS) must agree on
+    // pending read (PENDING_PUSH_SCRIPT) and the answer (pushAnswerScript's checks()) must agree on
     // every one, so that the app neither shows a push whose approval is refused nor hides one that
     // could still be approved.
     const validFrom = Date.now() - 86_400_000;

@@ -1,16 +1,22 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { ReplyError } from 'ioredis';
 import { unavailable } from '@mfa/contracts';
 import { isTransientDependencyError } from '@mfa/messaging';
 import { RedisKeys, slotMarkerKey, slotOutboxKey, type RedisClient } from '@mfa/projection';
 import { REDIS, ReplicatedWrites } from '@mfa/service-kit';
-import { histogram } from '@mfa/telemetry';
+import { counter, histogram } from '@mfa/telemetry';
 import type { TotpMatch } from '../domain/totp-match.js';
 import type { CodeCheck, ResendVerdict, StartVerdict, TotpTokens, VerifyVerdict } from '../domain/verdicts.js';
-import { PUSH_ANSWER_SCRIPT, RESEND_SCRIPT, START_SCRIPT, STATUS_SCRIPT, VERIFY_SCRIPT, VERIFY_TOTP_SCRIPT, VOICE_OUTCOME_SCRIPT } from './scripts.js';
+import { OUTBOX_MAX_PER_SLOT } from '../tokens.js';
+import { DEFAULT_OUTBOX_MAX_PER_SLOT, pushAnswerScript, resendScript, startScript, STATUS_SCRIPT, verifyScript, verifyTotpScript, voiceOutcomeScript } from './scripts.js';
 import { parseCodeCheck, parseResendVerdict, parseStartVerdict, parseVerifyVerdict, tokenSpecsOf } from './script-replies.js';
 
 const redisDuration = histogram('mfa_redis_duration_seconds', 'Redis round trips of the challenge store, by operation', ['op']);
+const outboxFull = counter(
+  'mfa_outbox_full_total',
+  'Requests refused (unavailable, nothing decided) because their slot outbox held OUTBOX_MAX_PER_SLOT decisions JetStream had not acknowledged',
+  ['op'],
+);
 
 type ScriptFn = (...args: Array<string | number | Buffer>) => Promise<string[]>;
 
@@ -143,6 +149,17 @@ async function reach<T>(op: string, call: () => Promise<T>): Promise<T> {
 }
 
 /**
+ * A script's reply, unless it is {'outbox_full'}: the user's slot outbox holds OUTBOX_MAX_PER_SLOT
+ * decisions whose events JetStream has not taken, and the script decided nothing (see KEEP in
+ * scripts.ts). Answered `unavailable`: the caller may try again once JetStream takes events.
+ */
+function roomy(op: string, raw: string[]): string[] {
+  if (raw[0] !== 'outbox_full') return raw;
+  outboxFull.inc({ op });
+  throw unavailable('decisions cannot be recorded now (the event log has not taken the last ones); try again later');
+}
+
+/**
  * A push answer from a device the user no longer has: deleted between the device API's admission
  * of the request and the answer's script, which changed nothing (PUSH_ANSWER_SCRIPT: neither the
  * decision nor the device's use). The device API answers it as any request of a deleted app, 403
@@ -175,15 +192,17 @@ export class ChallengeStore {
     @Inject(REDIS) private readonly redis: RedisClient,
     /** The scripts that accept codes: answered once a replica holds them (REDIS_WAIT_REPLICAS). */
     private readonly decisions: ReplicatedWrites,
+    /** The most decisions a slot's outbox holds before the scripts decide nothing (OUTBOX_MAX_PER_SLOT). */
+    @Optional() @Inject(OUTBOX_MAX_PER_SLOT) outboxMax: number = DEFAULT_OUTBOX_MAX_PER_SLOT,
   ) {
-    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 18, lua: START_SCRIPT });
+    redis.defineCommand('mfaChallengeStart', { numberOfKeys: 18, lua: startScript(outboxMax) });
     redis.defineCommand('mfaChallengeStatus', { numberOfKeys: 2, lua: STATUS_SCRIPT });
-    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 8, lua: RESEND_SCRIPT });
+    redis.defineCommand('mfaChallengeResend', { numberOfKeys: 8, lua: resendScript(outboxMax) });
     for (const [name, numberOfKeys, lua] of [
-      ['mfaChallengePushAnswer', 14, PUSH_ANSWER_SCRIPT],
-      ['mfaChallengeVerify', 10, VERIFY_SCRIPT],
-      ['mfaChallengeVerifyTotp', 10, VERIFY_TOTP_SCRIPT],
-      ['mfaChallengeVoiceOutcome', 10, VOICE_OUTCOME_SCRIPT],
+      ['mfaChallengePushAnswer', 14, pushAnswerScript(outboxMax)],
+      ['mfaChallengeVerify', 10, verifyScript(outboxMax)],
+      ['mfaChallengeVerifyTotp', 10, verifyTotpScript(outboxMax)],
+      ['mfaChallengeVoiceOutcome', 10, voiceOutcomeScript(outboxMax)],
     ] as const) {
       // On the writer's connection only (the service's own when decisions do not wait).
       decisions.define(name, { numberOfKeys, lua });
@@ -248,7 +267,7 @@ export class ChallengeStore {
       (input.push ?? DEFAULT_PUSH_LIMITS).suspendSeconds * 1000,
       input.rememberedAfter ?? 0,
     ));
-    return parseStartVerdict(raw);
+    return parseStartVerdict(roomy('start', raw));
   }
 
   /**
@@ -261,7 +280,7 @@ export class ChallengeStore {
     const args: Array<string | number | Buffer> = [...this.verifyKeys(input), ...this.verifyArgs(input), input.codeHash];
     if (input.totp) args.push('1', ...matchArgs(input.totp.match), ...tokenSpecsOf(input.totp.tokens));
     const raw = await reach('verify', () => this.verify(...args));
-    return parseCodeCheck(raw);
+    return parseCodeCheck(roomy('verify', raw));
   }
 
   /**
@@ -271,7 +290,7 @@ export class ChallengeStore {
   async recordVoiceOutcome(input: VerifyInput & { approved: boolean; answerId?: string | undefined }): Promise<VerifyVerdict> {
     const script: ScriptFn = (...args) => this.decisions.run('mfaChallengeVoiceOutcome', args);
     const raw = await reach('voice_outcome', () => script(...this.verifyKeys(input), ...this.verifyArgs(input), input.approved ? '1' : '0', input.answerId ?? ''));
-    return parseVerifyVerdict(raw);
+    return parseVerifyVerdict(roomy('voice_outcome', raw));
   }
 
   /**
@@ -296,13 +315,13 @@ export class ChallengeStore {
       ),
     );
     if (raw[0] === 'device_removed') throw new PushDeviceRemoved();
-    return parseVerifyVerdict(raw);
+    return parseVerifyVerdict(roomy('push_answer', raw));
   }
 
   /** Second verify call of a TOTP challenge: checks the match again atomically and records the outcome. */
   async recordTotpCheck(input: VerifyInput & { match: TotpMatch }): Promise<VerifyVerdict> {
     const raw = await reach('verify_totp', () => this.verifyTotp(...this.verifyKeys(input), ...this.verifyArgs(input), ...matchArgs(input.match)));
-    return parseVerifyVerdict(raw);
+    return parseVerifyVerdict(roomy('verify_totp', raw));
   }
 
   /** challenge.resend: checks and counts the resend atomically, and keeps the decision in the outbox. */
@@ -331,7 +350,7 @@ export class ChallengeStore {
       input.phoneCountries.allowed,
       input.phoneCountries.blocked,
     ));
-    return parseResendVerdict(raw);
+    return parseResendVerdict(roomy('resend', raw));
   }
 
   private verifyKeys(input: VerifyInput): string[] {

@@ -159,7 +159,7 @@ const clientIpAt = (raw: readonly string[], at: number) => {
   return ip ? { clientIp: ip } : {};
 };
 
-/** verify's reply, as VERIFY_SCRIPT and VERIFY_TOTP_SCRIPT document it. */
+/** verify's reply, as verifyScript and verifyTotpScript document it. */
 export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
   switch (raw[0]) {
     case 'approved': {
@@ -214,7 +214,7 @@ export function parseVerifyVerdict(raw: readonly string[]): VerifyVerdict {
   }
 }
 
-/** resend's reply, as RESEND_SCRIPT documents it. */
+/** resend's reply, as resendScript documents it. */
 export function parseResendVerdict(raw: readonly string[]): ResendVerdict {
   switch (raw[0]) {
     case 'resent':

@@ -41,12 +41,21 @@
  * Returns {status, method, reason, displayName, email, phoneNumber, language, dataKey, challengePii}
  * (the data key still wrapped, '' when the projection has none; the personal data pre-sealed for
  * challenge events, '' when none), which a pending TOTP challenge follows with the user's tokens
- * as VERIFY_SCRIPT answers them (WITH_TOKENS; not in the kept reply)
+ * as verifyScript answers them (WITH_TOKENS; not in the kept reply)
  * or {'unknown_tenant'} | {'not_found'} | {'rate_limited', retryAfterSeconds, 'user' | 'phone' | 'ip' | 'push', '1' when this start suspended push} | {'locked', retryAfterSeconds}
  * | {'capped'} | {'projection_missing'} (no such user here, and this Redis is not known to hold
  * every user of the slot: lost, flushed or still being rebuilt; a user hash holding only `seq`, an
  * erased user's tombstone or the mark of a user the event log does not know, is no such user).
  */
+
+/** The most decisions a slot's outbox holds by default (OUTBOX_MAX_PER_SLOT; see KEEP). */
+export const DEFAULT_OUTBOX_MAX_PER_SLOT = 64;
+
+/** A slot outbox's bound as the scripts' text carries it: a positive integer, or the script is not built. */
+function outboxLimit(limit: number): number {
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`the outbox limit must be a positive integer, not ${String(limit)}`);
+  return limit;
+}
 
 /**
  * Keeps a decision with the change that takes it: the reply goes into the slot's outbox with the
@@ -55,8 +64,14 @@
  * challenge takes several of: `numbered` says which (a rejected code's attempt; a resend's number).
  * The event is built from this record by the instance that took the decision, or by the outbox
  * relay if that instance could not publish it.
+ * `limit` bounds the slot's outbox (OUTBOX_MAX_PER_SLOT): while it holds that many decisions (their
+ * events not acknowledged by JetStream for long), `outbox_full()` is true, and the script decides
+ * nothing ({'outbox_full'}, nothing written, answered `unavailable`), so that a long JetStream outage
+ * ends in refusals instead of filling Redis until it refuses every write or evicts the counters that
+ * hold brute force back. Checked before the script's first write.
  */
-const KEEP = (outbox: string, id: string, ctx: string, numbered = `reply[1] == 'rejected'`) => `
+const KEEP = (outbox: string, id: string, ctx: string, limit: number, numbered = `reply[1] == 'rejected'`) => `
+local function outbox_full() return redis.call('HLEN', ${outbox}) >= ${outboxLimit(limit)} end
 local function kept(reply)
   local name = ${id} .. ':' .. reply[1]
   if ${numbered} then name = name .. ':' .. reply[4] end
@@ -119,12 +134,14 @@ local function admit(key, max, window, now, member)
 end
 `;
 
-export const START_SCRIPT = `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]')}${SLIDING_WINDOW}${COUNTRY_RULES}${WITH_TOKENS}
+export const startScript = (outboxMax: number) => `${KEEP('KEYS[7]', 'ARGV[15]', 'ARGV[16]', outboxMax)}${SLIDING_WINDOW}${COUNTRY_RULES}${WITH_TOKENS}
 local u = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'methods', 'defaultMethod', 'displayName', 'email', 'phoneNumber', 'language', 'dataKey', 'challengePii', 'appPassword', 'phoneCountry', 'validFrom')
 local exists = u[1] ~= false
 -- A tenant whose settings this instance could not read (ARGV[12] 'u': a lookup over its budget, or
 -- the log not answering): nothing is decided, nor recorded, under the defaults in place of its own.
 if ARGV[12] == 'u' then return {'tenant_unread'} end
+-- The slot's outbox is full (KEEP): no decision could be kept with its event, so none is taken.
+if outbox_full() then return {'outbox_full'} end
 -- A start denied for the user's or the address's state: the sign-in recorded, the challenge kept
 -- only for status queries (as a registration_required one, below). fresh: push suspended by this
 -- very start (a 10th field, '1': what the fatigue alert counts), not one already in force.
@@ -315,7 +332,7 @@ return reply
 // Every reply that records something (approved, rejected, exhausted, expired) is kept in the
 // outbox (KEEP). Denials (rejected, exhausted, locked_out, expired) end with the challenge's
 // client IP ('' = none): per-IP lockout counts them.
-// CHECKS answers whatever needs no code: an unknown or finished challenge, a user locked out (no
+// checks() answers whatever needs no code: an unknown or finished challenge, a user locked out (no
 // code is compared then, so starting new challenges buys no new guesses: the window lockout
 // ends by itself, the consecutive cap only with an admin unlock), an
 // expired challenge (recorded once), a user blocked since the start (the challenge denied and
@@ -336,7 +353,7 @@ const VOIDED = `local function voided(userKey, vf)
 end
 `;
 
-const checks = (onDenied = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]')}${VOIDED}
+const checks = (outboxMax: number, onDenied = '') => `${KEEP('KEYS[6]', 'ARGV[7]', 'ARGV[8]', outboxMax)}${VOIDED}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'reason', 'maxAttempts', 'expiresAt', 'codeHash', 'attempts', 'ip', 'rd', 'vf')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local userId, method, status, ip = ch[2], ch[3], ch[4], ch[10] or ''
@@ -348,6 +365,8 @@ if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[6]) then return 
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[3]) then
   return {'locked', tostring(redis.call('TTL', KEYS[4]))}
 end
+-- The slot's outbox is full (KEEP): nothing is decided, compared or counted.
+if outbox_full() then return {'outbox_full'} end
 if tonumber(ARGV[2]) >= tonumber(ch[7]) then
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', 'expired', 'completedAt', ARGV[2])
   return kept({'expired', userId, method, ip})
@@ -368,7 +387,6 @@ end
 local max = tonumber(ch[6])
 if tonumber(ch[9] or '0') >= max then return {'conflict', userId, method, status} end
 `;
-const CHECKS = checks();
 
 // OUTCOME records the decision held in matched (and, for TOTP, tokenId/step; cause otherwise).
 // A success spends the code (for TOTP: the step becomes the token's last accepted one) and
@@ -465,7 +483,7 @@ end`;
  * when the tokens named are exactly the user's active ones (same ids, same specs): the outcome is
  * re-checked (TOTP_RECHECK) and recorded, one round trip. Otherwise (no outcome given, or the
  * tokens changed since the start) nothing changes: the script answers what auth-challenge needs
- * to check the code and record the outcome with VERIFY_TOTP_SCRIPT,
+ * to check the code and record the outcome with verifyTotpScript,
  * {'totp', userId, tokenId, spec, last accepted step ('-1' if none), ...} for each active token
  * (WITH_TOKENS). Other replies: {'approved', userId, method, tokenId} | {'rejected', userId, method,
  * attempts, remaining, cause, ...guard, ip} | {'exhausted' or 'locked_out', userId, method, attempts, cause, ...guard, ip}
@@ -473,7 +491,7 @@ end`;
  * userId, method, ip} | {'expired_again', userId, method} | {'user_blocked', userId, method, ip}
  * | {'voided', userId, method, ip} | {'conflict', userId, method, status} | {'locked', retryAfterSeconds} | {'capped'} | {'not_found'}.
  */
-export const VERIFY_SCRIPT = `${CHECKS}${WITH_TOKENS}
+export const verifyScript = (outboxMax: number) => `${checks(outboxMax)}${WITH_TOKENS}
 -- A call (or a push) is answered on the phone, not with a code: nothing is compared or counted.
 if method == 'voice' or method == 'push' then return {'elsewhere', userId, method} end
 if method == 'totp' then
@@ -513,7 +531,7 @@ return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', 
 /**
  * The answer of a voice challenge's call (dispatch): # pressed, or a PIN checked right (own ARGV
  * '1'), or a wrong PIN ('0'), counted like a wrong code. Keys, arguments and replies as
- * VERIFY_SCRIPT; the same checks first (an expired challenge, a user locked out).
+ * verifyScript; the same checks first (an expired challenge, a user locked out).
  * ARGV[12]: the answer's id ('' or absent from an older dispatch: every request decides). dispatch
  * sends an answer again when it may not have been recorded (no reply, or `unavailable` from a
  * Redis connection that closed after the script ran): the decision an answer took is kept on the
@@ -521,14 +539,14 @@ return {ch[1], ch[2] or '', ch[3] or '', ch[4] or '', ch[5] or '', ch[6] or '', 
  * nothing twice; the caller rebuilds the same event from it (same name, same event id). Only the
  * last decision is kept: a call's prompts are answered one after the other.
  */
-export const VOICE_OUTCOME_SCRIPT = `
+export const voiceOutcomeScript = (outboxMax: number) => `
 local answer = ARGV[12] or ''
 if answer ~= '' then
   local last = redis.call('HMGET', KEYS[1], 'tenantId', 'va', 'vr')
   if last[1] == ARGV[1] and last[2] == answer and last[3] then return cjson.decode(last[3]) end
 end
 local function decide()
-${CHECKS}
+${checks(outboxMax)}
 if method ~= 'voice' then return redis.error_reply('not a voice challenge') end
 local matched = ARGV[11] == '1'
 local tokenId, step, cause = '', '', 'mismatch'
@@ -542,14 +560,14 @@ if answer ~= '' and decided[reply[1]] then redis.call('HSET', KEYS[1], 'va', ans
 return reply`;
 
 /**
- * verify of a TOTP challenge, second call (after VERIFY_SCRIPT answered the tokens): records what
+ * verify of a TOTP challenge, second call (after verifyScript answered the tokens): records what
  * auth-challenge found. Own ARGV: the id of the token whose code matched ('' = none), its RFC 6238
  * time step, and the cause when none did ('mismatch' or 'reused'). Everything is checked again
  * atomically, since other requests may have run since the first call: the challenge (still
  * pending, not expired, same tenant, attempts left), the lockouts, the token (still active) and
- * the replay guard (TOTP_RECHECK). Replies as VERIFY_SCRIPT.
+ * the replay guard (TOTP_RECHECK). Replies as verifyScript.
  */
-export const VERIFY_TOTP_SCRIPT = `${CHECKS}
+export const verifyTotpScript = (outboxMax: number) => `${checks(outboxMax)}
 if method ~= 'totp' then return redis.error_reply('not a totp challenge') end
 local tokenId, step, cause = ARGV[11], ARGV[12], ARGV[13]
 ${TOTP_RECHECK}
@@ -579,7 +597,7 @@ ${OUTCOME}`;
  * denied at its next verify) | {'not_allowed', 'method_disabled' | 'country_not_allowed'} | {'voided'} (the
  * user was reset or erased since the start: nothing is sent, the challenge is denied at its next verify).
  */
-export const RESEND_SCRIPT = `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', `reply[1] == 'resent'`)}${SLIDING_WINDOW}${COUNTRY_RULES}${VOIDED}
+export const resendScript = (outboxMax: number) => `${KEEP('KEYS[6]', 'ARGV[9]', 'ARGV[10]', outboxMax, `reply[1] == 'resent'`)}${SLIDING_WINDOW}${COUNTRY_RULES}${VOIDED}
 local ch = redis.call('HMGET', KEYS[1], 'tenantId', 'userId', 'method', 'status', 'expiresAt', 'createdAt', 'resends', 'resentAt', 'vf')
 if not ch[1] or ch[1] ~= ARGV[1] then return {'not_found'} end
 local now = tonumber(ARGV[2])
@@ -603,6 +621,8 @@ local nextAt = tonumber(ch[8] or ch[6]) + tonumber(ARGV[4])
 if nextAt > now then return {'rate_limited', wait(nextAt), 'interval'} end
 local phoneUntil = tonumber(redis.call('GET', KEYS[5]) or '0')
 if phoneUntil > now then return {'rate_limited', wait(phoneUntil), 'phone'} end
+-- The slot's outbox is full (KEEP): nothing is counted or sent.
+if outbox_full() then return {'outbox_full'} end
 local n = resends + 1
 local full = admit(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]) * 1000, now, ARGV[9] .. ':r' .. n)
 if full then return {'rate_limited', wait(full), 'user'} end
@@ -619,7 +639,7 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
  * for such a push, or none for a push with one, is a wrong number), or deny (ARGV[11] = ''). Either way the push is
  * no longer pending for the user (also when a block denies it), and the device was used now. A denial, and a wrong number, count
  * towards push fatigue (KEYS[12]); a wrong number counts like a wrong code too. Keys and arguments
- * as VERIFY_SCRIPT, then KEYS 11-14: the user's pending push, denied and ignored pushes, the devices'
+ * as verifyScript, then KEYS 11-14: the user's pending push, denied and ignored pushes, the devices'
  * last use, the user's devices (user-settings' projection); ARGV 11: the number's hash ('' = deny),
  * 12: the fatigue window s, 13: the device nonce (its field in KEYS 14 and 13, also for an app
  * activated under an earlier master key, whose id carries another tag).
@@ -627,17 +647,17 @@ return kept({'resent', ch[2], 'sms', tostring(n), tostring(tonumber(ARGV[3]) - 1
  * admitted its request, before this script ran, neither approves nor denies, and its use is not
  * recorded ({'device_removed'}, nothing changed: the device API answers it as it answers a deleted
  * app, 403 not_activated). A device nonce is never given again, so its field in the user's devices
- * is that device. What CHECKS decide comes first, as for any answer: a push expired, its user
+ * is that device. What checks() decide comes first, as for any answer: a push expired, its user
  * blocked, or reset or erased since its start (which takes the devices too), is denied as before
  * (decisions any verify of the challenge takes too, whoever sends it).
- * Replies as VERIFY_SCRIPT, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}
+ * Replies as verifyScript, and {'denied_by_user', userId, method, ip} | {'not_push', userId, method}
  * | {'device_removed'}.
  */
 // The push no longer waits for the user (the marker, if it still names this challenge, goes).
 const END_PENDING_PUSH = `
 local pending = redis.call('GET', KEYS[11])
 if pending and string.sub(pending, 1, #ARGV[7] + 1) == ARGV[7] .. '|' then redis.call('DEL', KEYS[11]) end`;
-export const PUSH_ANSWER_SCRIPT = `${checks(END_PENDING_PUSH)}
+export const pushAnswerScript = (outboxMax: number) => `${checks(outboxMax, END_PENDING_PUSH)}
 if method ~= 'push' then return {'not_push', userId, method} end
 if redis.call('HEXISTS', KEYS[14], ARGV[13]) == 0 then return {'device_removed'} end
 ${CT_EQUAL}${END_PENDING_PUSH}
@@ -664,7 +684,7 @@ ${OUTCOME}`;
  * the challenge's tenantId, status, method, expiresAt, createdAt, ip, app and codeHash (nil where
  * the record has none), then '1' when its user can no longer approve it, '0' otherwise: the user is
  * blocked, or reset or erased since its start by VOIDED, the very rule by which the verify scripts'
- * CHECKS deny its answer (user_blocked, method_not_registered), so that the app never shows a push
+ * checks() deny its answer (user_blocked, method_not_registered), so that the app never shows a push
  * whose approval would be refused, nor hides one that could still be approved.
  */
 export const PENDING_PUSH_SCRIPT = `${VOIDED}

@@ -53,7 +53,7 @@ export const NOT_ACTIVATED = 'Authentication request is not for an activated acc
  * A fraud report's use of the device (DeviceApiService.fraud), once fraud answered it. KEYS: the
  * user's devices (user-settings' projection), the devices' last use (one slot). ARGV: the device
  * nonce (its field in both, also for an app activated under an earlier master key), the time (ms).
- * Written only while the device is still the user's, as PUSH_ANSWER_SCRIPT writes an answer's: an
+ * Written only while the device is still the user's, as pushAnswerScript writes an answer's: an
  * app deleted while fraud handled its report (the projection write that dropped it took its field
  * too) is not written back. Returns 1 when written, 0 when the device is gone.
  */
@@ -173,7 +173,7 @@ export class DeviceApiService {
     if (!tenantId || status !== 'pending' || method !== 'push' || Number(expiresAt) <= this.clock().getTime()) return { challenge: null };
     // A push its user can no longer approve is not shown: the user blocked since its start, or
     // reset or erased since (its answer would be denied user_blocked or method_not_registered, as
-    // verify's CHECKS decide, by the same VOIDED rule: PENDING_PUSH_SCRIPT). It stays pending until
+    // verify's checks() decide, by the same VOIDED rule: PENDING_PUSH_SCRIPT). It stays pending until
     // answered or expired; an unblock before then shows it again, as it could then still be approved.
     if (unapprovable === '1') {
       requests.inc({ route: 'pending', outcome: 'hidden' });

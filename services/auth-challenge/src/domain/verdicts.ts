@@ -96,7 +96,7 @@ export type VerifyVerdict =
   | { kind: 'capped' }
   | { kind: 'not_found' };
 
-/** What the resend script decided (adapters/scripts.ts, RESEND_SCRIPT). */
+/** What the resend script decided (adapters/scripts.ts, resendScript). */
 export type ResendVerdict =
   /** `resend`: its number for the challenge, from 1; `expiresAt`: the challenge's (ms). */
   | { kind: 'resent'; userId: string; resend: number; remaining: number; expiresAt: number }

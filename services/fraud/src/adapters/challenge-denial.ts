@@ -20,7 +20,7 @@ const PUSH_REFUSALS_KEPT_MS = 86_400_000;
  * alert's completion, or the report sent again after its alert failed to be recorded, still
  * publishes its ChallengeFraudReported. A push denied here is no longer
  * the push its user waits on (the next push may start), and counts towards MFA fatigue as a push
- * the user denied (auth-challenge's PUSH_ANSWER_SCRIPT), never as ignored.
+ * the user denied (auth-challenge's pushAnswerScript), never as ignored.
  * Returns {'denied', method, ip, app, '0'} | {'already', method, ip, app, recorded} (denied for
  * fraud before; recorded: its ChallengeFraudReported is published, always so for a challenge
  * denied before alerts named their challenge) | {'completed', status, ip, app} (decided, or

@@ -369,6 +369,48 @@ describe('end to end: the RADIUS front', () => {
     assert.match(metrics, /mfa_radius_answers_total\{[^}]*answer="challenge"[^}]*\} [1-9]/);
   });
 
+  itWith({ real: wholeStack, fake: ['twilio'] }, 'a captured Access-Request replayed to another instance (whose memory never held it: as after a restart or past the retransmission window) gets no answer and sends no second SMS; the first instance still answers its retransmission from memory; a new request from the same NAS at the other instance is answered', async () => {
+    const secondPort = await freeUdpPort();
+    const second = await startStack({
+      services: ['radius'],
+      env,
+      serviceEnv: { radius: { RADIUS_PORT: String(secondPort), RADIUS_CLIENTS: JSON.stringify([{ cidr: '127.0.0.1/32', secret: secrets.a, tenantId: tenantA, name: 'vpn-a' }]), RADIUS_WAIT_SECONDS: '20' } },
+      onLine,
+      readyTimeoutMs: 60_000,
+    });
+    try {
+      const a = await crafted(secrets.a);
+      const elsewhere = await new CraftedClient(secondPort, secrets.a).open();
+      clients.push(elsewhere);
+      const phone = randomPhone();
+      const userId = await register(tenantA, { phoneNumber: phone });
+      await eventually(async () => ((await ask(Subjects.usersGet, { tenantId: tenantA, userId })).userId ? true : undefined), 10_000, 'registered');
+
+      const captured = a.request({ user: userId });
+      const first = await a.sendRaw(captured.bytes, captured.identifier, captured.authenticator, 5_000);
+      assert.equal(codeName(first!.packet.code), 'Access-Challenge');
+      await twilio.waitFor((m) => m.to === phone);
+
+      const replayed = await elsewhere.sendRaw(captured.bytes, captured.identifier, captured.authenticator, 2_000);
+      assert.equal(replayed, undefined, 'the same bytes at the other instance: no answer');
+      const retransmitted = await a.sendRaw(captured.bytes, captured.identifier, captured.authenticator, 3_000);
+      assert.deepEqual(retransmitted?.bytes, first!.bytes, 'the NAS’s retransmission to the first instance: the same answer, from memory');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(twilio.messagesTo(phone).length, 1, 'one SMS: the replay started no challenge');
+
+      const fresh = await elsewhere.send({ user: userId }, 5_000);
+      assert.equal(codeName(fresh!.packet.code), 'Access-Challenge', 'a new request (a new Request Authenticator) from the same NAS');
+      assert.notDeepEqual(fresh!.state, first!.state);
+      await twilio.waitFor((m) => m.to === phone && twilio.messagesTo(phone).length > 1);
+      assert.equal(twilio.messagesTo(phone).length, 2);
+
+      const metrics = await (await fetch(`${second.url('radius')}/metrics`)).text();
+      assert.match(metrics, /mfa_radius_drops_total\{[^}]*reason="replay"[^}]*\} 1\b/);
+    } finally {
+      await second.stop();
+    }
+  }, { timeout: 120_000 });
+
   itWith({ real: wholeStack }, 'crafted: broken packets are dropped and nothing crashes; a non-UTF-8 User-Name and a State from another user or client are rejected; a client acts for its own tenant only', async () => {
     const a = await crafted(secrets.a);
     const b = await crafted(secrets.b, '127.0.0.2');

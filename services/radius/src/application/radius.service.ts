@@ -142,7 +142,12 @@ export class RadiusService {
         if (!first) return undefined;
         taken = packet.code === Code.AccessRequest;
         requests.inc({ client: client.name, type });
-        return this.encode(client, packet, await this.decide(client, packet, d), began);
+        const decided = await this.decide(client, packet, d);
+        // A decision that cannot be encoded (an answer over 4096 octets) fails the same way at
+        // every server, after its challenge started: the request stays taken, so that neither a
+        // replay nor the NAS's next server starts another one.
+        if (decided) taken = false;
+        return this.encode(client, packet, decided, began);
       })
       .catch((error: unknown) => {
         this.log.error('radius request failed', { client: client.name, error });

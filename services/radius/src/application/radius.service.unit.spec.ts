@@ -140,10 +140,12 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
       start: async () => ({ error, message: error === 'forbidden' ? 'the API key lacks the challenges scope' : 'unknown user' }),
     }) as unknown as ChallengeApi;
 
-  it('drops, counts and logs an answer over 4096 octets (a request full of Proxy-State, each echoed), for the retransmission too', async () => {
+  it('drops, counts and logs an answer over 4096 octets (a request full of Proxy-State, each echoed), for the retransmission too; the request stays taken (a copy elsewhere would start a challenge that fails the same way)', async () => {
     const { logger, lines } = recording();
     const cache = new DuplicateCache();
-    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger, alwaysNew);
+    const forgotten: string[] = [];
+    const seen = { firstSight: async () => true, forget: async (_: unknown, authenticator: Buffer) => void forgotten.push(authenticator.toString('hex')) };
+    const service = new RadiusService(clients, refusing('forbidden'), {} as StateStore, cache, { waitMs: 700, pollMs: 100 }, logger, seen);
     try {
       const authenticator = randomBytes(16);
       // 4096 octets in all; the answer's Reply-Message is longer than the User-Name.
@@ -153,6 +155,7 @@ describe('RadiusService: answers that cannot be given, and refusals the operator
       assert.equal(await service.receive({ bytes, address: '192.0.2.10', port: 40_001 }), undefined);
       assert.equal(await service.receive({ bytes, address: '192.0.2.10', port: 40_001 }), undefined);
       assert.equal(lines.filter((l) => l.level === 'error' && l.message === 'radius request failed').length, 1);
+      assert.deepEqual(forgotten, [], 'not forgotten: not left for the next server');
     } finally {
       cache.close();
     }

@@ -10,6 +10,7 @@ import {
   MAX_IMPORT_FILE_BYTES,
   MAX_IMPORT_REQUEST_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
+  METHODS,
   OATH_TOKEN_STATES,
   Subjects,
   VoiceMessageBuckets,
@@ -819,6 +820,8 @@ function periodAfter(period: string, granularity: string): string | undefined {
 }
 /** Periods per usage page: the most the API answers at once. */
 const USAGE_PAGE = 500;
+/** What usage's `byMethod` counts sign-ins by, in column order: each method, then `none` (sign-ins that never had one). */
+const USAGE_METHODS = [...METHODS, 'none'] as const;
 reports
   .command('usage <tenant>')
   .description('authentications and enabled users per period, oldest first')
@@ -830,11 +833,14 @@ reports
     withApi(async (api, g) => {
       const { items: rows, next } = await paged(api, Subjects.reportsUsageQuery, { tenantId, from: o.from, to: o.to, granularity: o.granularity, limit: USAGE_PAGE }, Boolean(o.all));
       const more = next !== undefined;
+      // Table and CSV: one column per method (its sign-ins, succeeded and failed), 0 for a method the period did not see.
       const flat = rows.map((r) => {
         const a = r.authentications as { total: number; success: number; failure: number };
-        return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, byMethod: r.byMethod };
+        const byMethod = r.byMethod as Array<{ method: string; success: number; failure: number }>;
+        const perMethod = USAGE_METHODS.map((method) => [method, byMethod.reduce((n, m) => (m.method === method ? n + m.success + m.failure : n), 0)]);
+        return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, ...Object.fromEntries(perMethod) };
       });
-      process.stdout.write(render(g.format === 'json' ? rows : flat, g.format === 'json' ? [] : ['period', 'authentications', 'success', 'failure', 'enabledUsers', 'byMethod'], g.format));
+      process.stdout.write(render(g.format === 'json' ? rows : flat, g.format === 'json' ? [] : ['period', 'authentications', 'success', 'failure', 'enabledUsers', ...USAGE_METHODS], g.format));
       if (more) {
         const rest = periodAfter(String(rows.at(-1)?.period), o.granularity);
         process.stderr.write(

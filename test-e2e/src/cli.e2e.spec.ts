@@ -306,6 +306,14 @@ describe('the mfa command line', () => {
     const today = new Date().toISOString().slice(0, 10);
     const usage = await mfa(['reports', 'usage', tenantId, '--from', `${today}T00:00:00Z`, '--to', new Date(Date.parse(`${today}T00:00:00Z`) + 86_400_000).toISOString()], idpKey);
     assert.match(usage.stdout, new RegExp(`^${today}\\s+2\\s+1\\s+1\\s+1\\b`, 'm'));
+    // Usage by method as one column per method, in a fixed order, 0 for a method not used: in the table and the CSV.
+    assert.match(usage.stdout, /^period\s+authentications\s+success\s+failure\s+enabledUsers\s+sms\s+voice\s+push\s+totp\s+none$/m);
+    const usageArgs = ['reports', 'usage', tenantId, '--from', `${today}T00:00:00Z`, '--to', new Date(Date.parse(`${today}T00:00:00Z`) + 86_400_000).toISOString()];
+    const usageCsv = (await mfa(['--format', 'csv', ...usageArgs], idpKey)).stdout.trim().split('\n');
+    assert.deepEqual(usageCsv, ['period,authentications,success,failure,enabledUsers,sms,voice,push,totp,none', `${today},2,1,1,1,0,0,0,1,1`], 'the approved totp sign-in and the blocked one, which never had a method');
+    // JSON keeps the reply's byMethod as it is.
+    const usageJson = JSON.parse((await mfa(['--format', 'json', ...usageArgs], idpKey)).stdout) as Array<{ byMethod: unknown }>;
+    assert.deepEqual(usageJson.map((r) => r.byMethod), [[{ method: 'none', success: 0, failure: 1 }, { method: 'totp', success: 1, failure: 0 }]]);
     // A lost phone: the token goes, then every method; the next sign-in asks to register again.
     const tokenId = String(((await json(['users', 'get', tenantId, userId], idpKey)).tokens as Array<Record<string, unknown>>)[0]!.tokenId);
     assert.equal((await json(['users', 'delete-token', tenantId, userId, tokenId], idpKey)).deleted, true);

@@ -450,6 +450,67 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await context.close();
   }, { timeout: 120_000 });
 
+  itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium', 'authenticator'] }, 'the users page’s method filter lists exactly the users who have that method, or with none those who must register first; its next pages keep the filter', async () => {
+    const tenantM = uniqueTenant('console-methods');
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenantM, settings: {} })).error, undefined);
+    // 64 users, ordered by id, methods interleaved: a phone (SMS and voice) for most, more than a
+    // page of 50; an activated code app; an authenticator app; a phone and a code app; no method.
+    type Kind = 'phone' | 'totp' | 'push' | 'phone-totp' | 'none';
+    const kindOf = (n: number): Kind => (n % 11 === 3 ? 'none' : n % 11 === 7 ? 'totp' : n === 20 ? 'push' : n === 9 ? 'phone-totp' : 'phone');
+    const methodsOf: Record<Kind, string[]> = { phone: ['sms', 'voice'], totp: ['totp'], push: ['push'], 'phone-totp': ['sms', 'voice', 'totp'], none: [] };
+    const users = Array.from({ length: 64 }, (_, n) => ({ userId: `u${String(n).padStart(2, '0')}-${kindOf(n)}@methods.example`, kind: kindOf(n) }));
+    for (const [n, { userId, kind }] of users.entries()) {
+      const phone = kind === 'phone' || kind === 'phone-totp' ? { phoneNumber: `+1415556${String(3000 + n)}` } : {};
+      assert.equal((await ask(Subjects.usersRegister, { tenantId: tenantM, userId, ...phone })).error, undefined, userId);
+      if (kind === 'totp' || kind === 'phone-totp') {
+        const enrolled = await ask(Subjects.totpEnroll, { tenantId: tenantM, userId });
+        assert.equal((await ask(Subjects.totpActivate, { tenantId: tenantM, userId, tokenId: enrolled.tokenId, code: totp(base32Decode(String(enrolled.secret)), Date.now()) })).active, true, userId);
+      }
+      if (kind === 'push') {
+        const enrolled = await ask(Subjects.usersPushEnroll, { tenantId: tenantM, userId });
+        await DeviceClient.activate(String(enrolled.activationUrl), { name: 'Pixel', algorithm: 'Ed25519' });
+      }
+    }
+    const expected = (method: string) => users.filter((u) => (method === '' ? true : method === 'none' ? methodsOf[u.kind].length === 0 : methodsOf[u.kind].includes(method))).map((u) => u.userId);
+    // The directory has every user with their methods (the authenticator app's once activated).
+    await eventually(async () => {
+      const listed = (await ask(Subjects.usersList, { tenantId: tenantM, limit: 500 })).items as Array<{ userId: string; methods: string[] }>;
+      return JSON.stringify(listed.map((u) => [u.userId, u.methods.toSorted()])) === JSON.stringify(users.map((u) => [u.userId, methodsOf[u.kind].toSorted()])) ? true : undefined;
+    }, 20_000, 'every user in the directory with their methods');
+
+    const { context, page } = await signIn('ops');
+    /** What the page lists for a search: the rows of every page, following its Next page links; how many pages it took. */
+    const search = async (method: string, q = '') => {
+      await tenantPage(page, tenantM, 'users');
+      await page.fill('#user-search input[name=q]', q);
+      await page.selectOption('#method-filter', method);
+      await Promise.all([page.waitForEvent('load'), page.click('#user-search button[type=submit]')]);
+      const rows: Array<[string, string]> = [];
+      for (let pages = 1; ; pages++) {
+        assert.equal(await page.inputValue('#method-filter'), method, `page ${pages} shows the filter`);
+        assert.equal(await page.inputValue('#user-search input[name=q]'), q, `page ${pages} shows the search`);
+        rows.push(...((await page.locator('#users-found tbody tr:has(a)').evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].slice(0, 3).map((td) => (td.textContent ?? '').trim())))) as string[][]).map(([id, , methods]) => [id!, methods!] as [string, string]));
+        const next = page.locator('#users-found + p a.button');
+        if ((await next.count()) === 0) return { rows, pages };
+        const href = new URL((await next.getAttribute('href'))!, page.url());
+        assert.deepEqual([href.searchParams.get('method'), href.searchParams.get('q')], [method || null, q || null], `the next page link of page ${pages} keeps the filter`);
+        await Promise.all([page.waitForEvent('load'), next.click()]);
+      }
+    };
+    for (const method of ['sms', 'voice', 'totp', 'push', 'none']) {
+      const { rows, pages } = await search(method);
+      assert.deepEqual(rows.map(([id]) => id), expected(method), `method ${method}`);
+      assert.ok(rows.every(([, methods]) => (method === 'none' ? methods === 'none' : methods.split(', ').includes(method))), `the methods shown for ${method}: ${rows.join(' | ')}`);
+      if (method === 'sms' || method === 'voice') assert.ok(pages >= 2, `${expected(method).length} users with ${method} take more than one page of 50`);
+    }
+    assert.deepEqual(expected('none').length, 6);
+    // Any method: every user; the filter with a search: both apply.
+    assert.deepEqual((await search('')).rows.map(([id]) => id), expected(''));
+    assert.deepEqual((await search('none', 'U1')).rows.map(([id]) => id), ['u14-none@methods.example']);
+    assert.deepEqual((await search('totp', 'u0')).rows.map(([id]) => id), ['u07-totp@methods.example', 'u09-phone-totp@methods.example']);
+    await context.close();
+  }, { timeout: 180_000 });
+
   itWith({ real: ['nats', 'redis', 'postgres'], fake: ['oidc-provider', 'chromium'] }, 'a tenant created on the page, a user registered there, the profile changed, then erased only once the user id is typed again', async () => {
     const { context, page } = await signIn('ops');
     const tenantC = uniqueTenant('paged');
@@ -1212,9 +1273,18 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     const [file] = await Promise.all([page.waitForEvent('download'), page.click('#usage-period a[download]')]);
     assert.equal(file.suggestedFilename(), `usage-${tenantA}.csv`);
     const csv = readFileSync((await file.path())!, 'utf8').trim().split(/\r?\n/);
-    assert.equal(csv[0], 'period,authentications,succeeded,failed,byMethod,enabledUsers');
-    // Oldest first, the page's figures (its by-method cell joined by ; instead of ,).
-    assert.deepEqual(csv.slice(1), [...shown].reverse().map((r) => [r[0], r[1], r[2], r[3], r[4]!.replaceAll(', ', '; '), r[5]].join(',')));
+    assert.equal(csv[0], 'period,authentications,succeeded,failed,sms,voice,push,totp,none,enabledUsers');
+    // Oldest first, the page's figures; its by-method cell (`totp 1/1, none 0/1`) as a column per
+    // method, each the method's sign-ins, 0 for one the day did not see.
+    const perMethod = (cell: string) => {
+      const counts = new Map([...cell.matchAll(/(\S+) (\d+)\/(\d+)/g)].map(([, method, success, failure]) => [method!, Number(success) + Number(failure)]));
+      return ['sms', 'voice', 'push', 'totp', 'none'].map((method) => counts.get(method) ?? 0);
+    };
+    assert.deepEqual(csv.slice(1), [...shown].reverse().map((r) => [r[0], r[1], r[2], r[3], ...perMethod(r[4]!), r[5]].join(',')));
+    assert.ok(csv.slice(1).every((row) => {
+      const cells = row.split(',').map(Number);
+      return cells.slice(4, 9).reduce((n, c) => n + c, 0) === cells[1];
+    }), `every sign-in under one method: ${csv.join(' | ')}`);
     // Three years by day is more than reports.usage.query answers: the page says so, and offers no CSV.
     const refused = await tenantPage(page, tenantA, `usage?from=${dayOf(Date.now() - 3 * 365 * dayMs)}&to=${to}&granularity=day`);
     assert.equal(refused?.status(), 400);

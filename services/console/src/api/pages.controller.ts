@@ -31,6 +31,7 @@ import {
   FRAUD_SOURCES,
   MAX_IMPORT_FILE_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
+  METHODS,
   OATH_TOKEN_STATES,
   OathImportFormat,
   OathJobId,
@@ -68,6 +69,9 @@ interface CsvReport<T> {
 }
 /** Columns that are the item's fields of the same name. */
 const fields = <T>(...names: Array<keyof T & string>) => names.map((name) => [name, (item: T) => item[name]] as const);
+
+/** What usage's `byMethod` counts sign-ins by, in the CSV's column order: each method, then `none` (sign-ins that never had one). */
+const USAGE_METHODS = [...METHODS, 'none'] as const;
 
 /** The reports a page exports with `?format=csv`, with the page's filters. */
 const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>; fraud: CsvReport<FraudItem>; blocked: CsvReport<BlockedItem>; usage: CsvReport<UsageItem> } = {
@@ -117,8 +121,9 @@ const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>
       ['authentications', (item: UsageItem) => item.authentications.total],
       ['succeeded', (item: UsageItem) => item.authentications.success],
       ['failed', (item: UsageItem) => item.authentications.failure],
-      // As the page shows it: method success/failure, one per method.
-      ['byMethod', (item: UsageItem) => item.byMethod.map((m) => `${m.method} ${m.success}/${m.failure}`).join('; ')],
+      // One column per method, the same columns on every row whatever the period saw: its sign-ins
+      // by that method (succeeded and failed), 0 for a method the period did not see.
+      ...USAGE_METHODS.map((method) => [method, (item: UsageItem) => item.byMethod.reduce((n, m) => (m.method === method ? n + m.success + m.failure : n), 0)] as const),
       ...fields<UsageItem>('enabledUsers'),
     ],
   },

@@ -533,11 +533,35 @@ describe('console pages', () => {
       assert.equal(csv.headers.get('content-type'), 'text/csv; charset=utf-8');
       assert.equal(csv.headers.get('content-disposition'), `attachment; filename="usage-${tenant}.csv"`);
       assert.deepEqual((await csv.text()).trim().split('\n'), [
-        'period,authentications,succeeded,failed,byMethod,enabledUsers',
-        '2026-03-01,3,2,1,totp 2/1; sms 0/0,7',
-        '2026-03-02,5,4,1,totp 4/1; sms 0/0,7',
+        'period,authentications,succeeded,failed,sms,voice,push,totp,none,enabledUsers',
+        '2026-03-01,3,2,1,0,0,0,3,0,7',
+        '2026-03-02,5,4,1,0,0,0,5,0,7',
       ]);
       assert.deepEqual(usageQueries(), [asked, { ...asked, cursor: 'page-2' }]);
+      assert.deepEqual(errors, []);
+    });
+
+    it('the CSV has one column per method in a fixed order, whatever order byMethod lists them in: a period’s sign-ins by it (succeeded and failed), 0 for a method it did not see', async () => {
+      const period = (p: string, byMethod: Array<{ method: string; success: number; failure: number }>) => {
+        const success = byMethod.reduce((n, m) => n + m.success, 0);
+        const failure = byMethod.reduce((n, m) => n + m.failure, 0);
+        return { period: p, authentications: { total: success + failure, success, failure }, byMethod, enabledUsers: 3 };
+      };
+      answer = async () => ({
+        items: [
+          period('2026-03-01', [{ method: 'voice', success: 1, failure: 2 }, { method: 'none', success: 0, failure: 4 }, { method: 'push', success: 5, failure: 0 }, { method: 'totp', success: 6, failure: 1 }, { method: 'sms', success: 7, failure: 8 }]),
+          period('2026-03-02', [{ method: 'sms', success: 2, failure: 0 }]),
+          period('2026-03-03', []),
+        ],
+      });
+      const csv = await fetch(`${base}/usage?${new URLSearchParams({ from: '2026-03-01', to: '2026-03-04', granularity: 'day', format: 'csv' })}`);
+      assert.equal(csv.status, 200);
+      assert.deepEqual((await csv.text()).trim().split('\n'), [
+        'period,authentications,succeeded,failed,sms,voice,push,totp,none,enabledUsers',
+        '2026-03-01,34,19,15,15,3,5,7,4,3',
+        '2026-03-02,2,2,0,2,0,0,0,0,3',
+        '2026-03-03,0,0,0,0,0,0,0,0,3',
+      ]);
       assert.deepEqual(errors, []);
     });
 

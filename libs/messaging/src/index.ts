@@ -9,4 +9,5 @@ export * from './transient.js';
 export * from './follow.js';
 export * from './jetstream-errors.js';
 export * from './tenant-settings.js';
+export * from './deleted-tenants.js';
 export * from './reply-subject.js';

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { ProviderBreakers } from './adapters/circuit-breakers.js';
 import { PushProviderError, type PushNotification, type PushProvider } from './adapters/push/push-provider.js';
 
@@ -27,6 +27,23 @@ class SmsProvidersLifecycle implements OnApplicationBootstrap, OnApplicationShut
   async onApplicationShutdown(): Promise<void> {
     await Promise.all(this.providers.filter(hasSession).map((provider) => provider.stop()));
     this.breakers.shutdown();
+  }
+}
+
+/**
+ * The deleted tenants are read before the transport takes the first request (nothing is sent for
+ * a tenant before dispatch knows whether it is deleted), and followed until the service stops.
+ */
+@Injectable()
+class DeletedTenantsLifecycle implements OnModuleInit, OnApplicationShutdown {
+  constructor(@Inject(DeletedTenants) private readonly tenants: DeletedTenants) {}
+
+  async onModuleInit(): Promise<void> {
+    await this.tenants.start();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.tenants.stop();
   }
 }
 
@@ -74,7 +91,7 @@ import { DEVELOPMENT_VOICE_WEBHOOK_TOKEN } from '@mfa/contracts';
 import { RecordingStore } from './adapters/voice/recording-store.js';
 import { VoiceRecordingsService } from './application/voice-recordings.service.js';
 import { RecordingFetchController, VoiceRecordingsController } from './api/voice-recordings.controller.js';
-import { tenantSettingsOf } from '@mfa/messaging';
+import { DeletedTenants, tenantSettingsOf } from '@mfa/messaging';
 import { smsMessageIdsReused } from './application/metrics.js';
 
 /**
@@ -144,12 +161,16 @@ export class AppModule {
             }),
         },
         PushProvidersLifecycle,
+        // Which tenants are deleted (tenants.delete), in memory: no SMS, call or push for them.
+        { provide: DeletedTenants, useFactory: (nats: NatsClients) => new DeletedTenants(nats, log), inject: [NATS] },
+        DeletedTenantsLifecycle,
         // The services' signed requests (mfa.int.): one client for the push and the voice paths.
         { provide: InternalRequests, useFactory: (nats: NatsClients) => new InternalRequests(nats.nc, config.keyring), inject: [NATS] },
         {
           provide: PushDeliveryService,
-          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: RedisClient, internal: InternalRequests, breakers: ProviderBreakers<PushNotification>) =>
+          useFactory: (publisher: EventPublisher, guard: SendGuard, redis: RedisClient, internal: InternalRequests, breakers: ProviderBreakers<PushNotification>, tenants: DeletedTenants) =>
             new PushDeliveryService({
+              tenants,
               keyring: config.keyring,
               providers: pushProviders,
               attemptsPerProvider: config.PUSH_SEND_ATTEMPTS,
@@ -165,7 +186,7 @@ export class AppModule {
               claimTtlMs: config.PUSH_TIMEOUT_MS + 5_000,
               log,
             }),
-          inject: [EventPublisher, SendGuard, REDIS, InternalRequests, PUSH_BREAKERS],
+          inject: [EventPublisher, SendGuard, REDIS, InternalRequests, PUSH_BREAKERS, DeletedTenants],
         },
         { provide: ReceiptRoutes, useFactory: (redis: RedisClient) => new ReceiptRoutes(redis), inject: [REDIS] },
         { provide: VOICE_WEBHOOK_BASE, useValue: voice.webhookBaseUrl },
@@ -197,9 +218,19 @@ export class AppModule {
         },
         {
           provide: VoiceCallService,
-          useFactory: (publisher: EventPublisher, keys: UserDataKeys, guard: SendGuard, redis: RedisClient, internal: InternalRequests, phoneThrottle: PhoneThrottle, recordings: VoiceRecordingsService) =>
+          useFactory: (
+            publisher: EventPublisher,
+            keys: UserDataKeys,
+            guard: SendGuard,
+            redis: RedisClient,
+            internal: InternalRequests,
+            phoneThrottle: PhoneThrottle,
+            recordings: VoiceRecordingsService,
+            tenants: DeletedTenants,
+          ) =>
             new VoiceCallService({
               keys,
+              tenants,
               ...voice,
               ringSeconds: config.VOICE_RING_SECONDS,
               attempts: config.VOICE_CALL_ATTEMPTS,
@@ -212,7 +243,7 @@ export class AppModule {
               internal,
               log,
             }),
-          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, InternalRequests, PhoneThrottle, VoiceRecordingsService],
+          inject: [EventPublisher, UserDataKeys, SendGuard, REDIS, InternalRequests, PhoneThrottle, VoiceRecordingsService, DeletedTenants],
         },
         { provide: UserDataKeys, useFactory: (nats: NatsClients) => new UserDataKeys(nats, config.keyring), inject: [NATS] },
         { provide: SendGuard, useFactory: (redis: RedisClient) => new SendGuard(redis), inject: [REDIS] },
@@ -226,8 +257,10 @@ export class AppModule {
             phoneThrottle: PhoneThrottle,
             breakers: ProviderBreakers,
             receiptRoutes: ReceiptRoutes,
+            tenants: DeletedTenants,
           ) =>
             new SmsDeliveryService({
+              tenants,
               keyring: config.keyring,
               keys,
               providers: smsProviders,
@@ -243,12 +276,13 @@ export class AppModule {
               claimTtlMs: Math.max(config.TWILIO_TIMEOUT_MS, config.SMPP_TIMEOUT_MS) + 5_000,
               log,
             }),
-          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers, ReceiptRoutes],
+          inject: [EventPublisher, SMS_PROVIDERS, UserDataKeys, SendGuard, PhoneThrottle, ProviderBreakers, ReceiptRoutes, DeletedTenants],
         },
         {
           provide: SmsResendService,
-          useFactory: (nats: NatsClients, guard: SendGuard, delivery: SmsDeliveryService, smsProviders: readonly SmsProvider[], breakers: ProviderBreakers) =>
+          useFactory: (nats: NatsClients, guard: SendGuard, delivery: SmsDeliveryService, smsProviders: readonly SmsProvider[], breakers: ProviderBreakers, tenants: DeletedTenants) =>
             new SmsResendService({
+              tenants,
               starts: new ChallengeStarts(nats.jsm),
               guard,
               delivery,
@@ -256,7 +290,7 @@ export class AppModule {
               breakers,
               log,
             }),
-          inject: [NATS, SendGuard, SmsDeliveryService, SMS_PROVIDERS, ProviderBreakers],
+          inject: [NATS, SendGuard, SmsDeliveryService, SMS_PROVIDERS, ProviderBreakers, DeletedTenants],
         },
         {
           provide: HEALTH_CHECKS,

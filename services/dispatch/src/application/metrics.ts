@@ -2,7 +2,8 @@ import { counter, histogram } from '@mfa/telemetry';
 
 /**
  * One per send attempt: outcome `sent`, `transient_error`, `permanent_error`, or `unanswered_error` (the
- * provider got the SMS and never answered: it may have gone, and is tried again); `expired` (provider `none`) when none was made.
+ * provider got the SMS and never answered: it may have gone, and is tried again); `expired` (provider `none`) when none was made;
+ * `tenant_deleted` (provider `none`, once per request): not sent, nor recorded, its tenant deleted (tenants.delete).
  */
 export const smsSends = counter('mfa_sms_send_total', 'SMS send attempts, by provider and outcome', ['provider', 'outcome']);
 
@@ -28,7 +29,8 @@ export const smsProviderDuration = histogram(
  * `invalid_token` (the device must activate again), `config_error` (refused for our setting: APNS_TOPIC,
  * APNS_URL, FCM's project; no device marked), `circuit_open`, `duplicate_suppressed`; with
  * provider `none`: `polling` (a device no provider reaches: it polls), `expired`, `skipped` (a
- * device waiting to activate again, or whose token does not open).
+ * device waiting to activate again, or whose token does not open), `tenant_deleted` (once per
+ * request: nothing more pushed nor recorded, its tenant deleted by tenants.delete).
  */
 export const pushSends = counter('mfa_push_send_total', 'Push notifications to devices, by provider and outcome', ['provider', 'outcome']);
 

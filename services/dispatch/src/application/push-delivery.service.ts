@@ -11,6 +11,7 @@ import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../do
 import { outcomeEnvelope } from '../domain/outcome-id.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
 import { pushProviderDuration, pushSends } from './metrics.js';
+import { refuseDeletedTenant, TenantDeletedRefusal, type TenantsDeleted } from './tenant-deleted.js';
 
 interface PushDeliveryOptions {
   keyring: Keyring;
@@ -24,6 +25,8 @@ interface PushDeliveryOptions {
   guard: Pick<SendGuard, 'claimPush' | 'recordedPushes' | 'pushSent' | 'releasePush' | 'undeliverable'>;
   /** A circuit breaker per provider: an open one is skipped at once. */
   breakers?: Pick<ProviderBreakers<PushNotification>, 'send'>;
+  /** The deleted tenants: nothing is pushed for one (tenant-deleted.ts). */
+  tenants: TenantsDeleted;
   /** Asks user-settings to mark a device whose token a provider refused (InternalSubjects.deviceReregister). */
   reregister: (request: DeviceReregisterRequest) => Promise<void>;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
@@ -74,13 +77,28 @@ export class PushDeliveryService {
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
-  async deliver({ event, msg }: Delivery, signal?: AbortSignal): Promise<PushOutcome> {
+  /** The outcome recorded; undefined when nothing is pushed nor recorded (the tenant is deleted). */
+  async deliver(request: Delivery, signal?: AbortSignal): Promise<PushOutcome | undefined> {
+    const { event } = request;
+    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId: event.aggregateId });
+    try {
+      return await this.pushAll(request, log, signal);
+    } catch (error) {
+      if (!(error instanceof TenantDeletedRefusal)) throw error;
+      // Dropped: nothing more pushed, nothing recorded, the request acknowledged.
+      pushSends.inc({ provider: 'none', outcome: 'tenant_deleted' });
+      log.warn('push not sent: its tenant is deleted');
+      return undefined;
+    }
+  }
+
+  private async pushAll({ event, msg }: Delivery, log: Logger, signal: AbortSignal | undefined): Promise<PushOutcome> {
     if (event.type !== 'ChallengeStarted' || event.version !== 2) throw new PoisonMessageError(`expected ChallengeStarted v2, got ${event.type} v${event.version}`);
     if (event.data.delivery?.channel !== 'push') throw new PoisonMessageError('ChallengeStarted without a push delivery on the push subject');
     const { challengeId, userId } = event.data;
     const id = parseChallengeId(challengeId);
     if (!id) throw new PoisonMessageError('a push request for a malformed challenge id');
-    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId });
+    await refuseDeletedTenant(this.options.tenants, event.tenantId);
     const expiresAt = new Date(event.data.expiresAt);
 
     if (this.clock() >= expiresAt) {
@@ -150,7 +168,7 @@ export class PushDeliveryService {
 
     if (toSend.length > 0) {
       const trace = carrierFromContext();
-      const results = await Promise.allSettled(toSend.map((target) => this.push(target, { challengeId, expiresAt, trace }, msg, signal, log)));
+      const results = await Promise.allSettled(toSend.map((target) => this.push(target, { tenantId: event.tenantId, challengeId, expiresAt, trace }, msg, signal, log)));
       const invalid: Array<{ deviceId: string; provider: string; error: string }> = [];
       const interrupted = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       results.forEach((result, i) => {
@@ -175,7 +193,7 @@ export class PushDeliveryService {
    */
   private async push(
     target: { device: Device; token: string; providers: PushProvider[] },
-    context: { challengeId: string; expiresAt: Date; trace: PushNotification['trace'] },
+    context: { tenantId: string; challengeId: string; expiresAt: Date; trace: PushNotification['trace'] },
     msg: Delivery['msg'],
     signal: AbortSignal | undefined,
     log: Logger,
@@ -212,8 +230,10 @@ export class PushDeliveryService {
       try {
         if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'a push');
         if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next push attempt');
+        // Deleted since the request came, or while this device waited for its next attempt.
+        await refuseDeletedTenant(this.options.tenants, context.tenantId);
       } catch (error) {
-        // The request goes back to JetStream: the next delivery may push to this device.
+        // The request goes back to JetStream (the next delivery may push to this device), or is dropped (its tenant is deleted).
         await release();
         throw error;
       }

@@ -12,6 +12,7 @@ import { PushProviderError, type PushNotification, type PushProvider } from '../
 import type { ClaimState, SendClaim } from '../adapters/send-guard.js';
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { CHALLENGE_GONE_PUSH, DEVICE_NEEDS_REGISTRATION, EXPIRED_BEFORE_PUSH, NO_ACTIVE_DEVICE, PushDeliveryService } from './push-delivery.service.js';
+import type { TenantsDeleted } from './tenant-deleted.js';
 
 // The service's collaborators, scripted: providers, devices, claims, the publisher. The real
 // adapters, Redis and JetStream are exercised by push.int.spec.ts.
@@ -95,7 +96,10 @@ function pushChallenge(options: { expiresInSeconds?: number; version?: 1 } = {})
   return { event, user, challengeId: challenge.challengeId, tag, device };
 }
 
-function harness(providers: PushProvider[], devices: Device[], options: { guard?: ScriptedGuard; reregisterFails?: boolean } = {}) {
+const refusedForTenant = async () =>
+  ((await registry.getSingleMetric('mfa_push_send_total')?.get())?.values ?? []).find((v) => v.labels.provider === 'none' && v.labels.outcome === 'tenant_deleted')?.value ?? 0;
+
+function harness(providers: PushProvider[], devices: Device[], options: { guard?: ScriptedGuard; reregisterFails?: boolean; tenants?: TenantsDeleted } = {}) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
   const reregistered: DeviceReregisterRequest[] = [];
   const publisher = { publish: async (subject: string, event: AnyEvent) => void published.push({ subject, event }) } as unknown as EventPublisher;
@@ -108,6 +112,7 @@ function harness(providers: PushProvider[], devices: Device[], options: { guard?
     publisher,
     devices: { of: async () => ({ devices, malformed: [] }) },
     guard,
+    tenants: options.tenants ?? { isDeleted: async () => false },
     reregister: async (request) => {
       if (options.reregisterFails) throw new Error('no responders');
       reregistered.push(request);
@@ -343,6 +348,39 @@ describe('push delivery', () => {
     guard.claims.set(`${challengeId}/b-tablet`, { kind: 'claimed' });
     await assert.rejects(service.deliver(delivery(event)), (e: unknown) => (e as ContractError).code === 'unavailable');
     assert.equal(published.length, 1);
+  });
+
+  it('given a deleted tenant, then no push, no outcome, push not marked failed, and the request counted as tenant_deleted', async () => {
+    const fcm = new ScriptedProvider('fcm', 'android');
+    const deleted = new Set<string>();
+    const { event, device, user } = pushChallenge();
+    deleted.add(user.tenantId);
+    const { service, published, guard } = harness([fcm], [device('a-pixel', 'android')], { tenants: { isDeleted: async (tenantId) => deleted.has(tenantId) } });
+    const before = await refusedForTenant();
+    assert.equal(await service.deliver(delivery(event)), undefined);
+    assert.equal(fcm.calls, 0);
+    assert.deepEqual(published, []);
+    assert.deepEqual(guard.undelivered, []);
+    assert.equal(await refusedForTenant(), before + 1);
+  });
+
+  it('given the tenant deleted while a transient failure is handled, then the device is not pushed to again, its claim is let go, and no outcome', async () => {
+    const deleted = new Set<string>();
+    const { event, device, user, challengeId } = pushChallenge();
+    const fcm = new (class extends ScriptedProvider {
+      override async send(notification: PushNotification) {
+        deleted.add(user.tenantId);
+        return super.send(notification);
+      }
+    })('fcm', 'android', ['transient', 'ok']);
+    const pixel = device('a-pixel', 'android');
+    const { service, published, guard } = harness([fcm], [pixel], { tenants: { isDeleted: async (tenantId) => deleted.has(tenantId) } });
+    const before = await refusedForTenant();
+    assert.equal(await service.deliver(delivery(event)), undefined);
+    assert.equal(fcm.calls, 1);
+    assert.deepEqual(published, []);
+    assert.equal(guard.claims.get(`${challengeId}/${pixel.nonce}`), undefined);
+    assert.equal(await refusedForTenant(), before + 1);
   });
 
   it('dead-letters what is not a push request', async () => {

@@ -16,6 +16,7 @@ export { DeliveryInterruptedError } from './retry-pause.js';
 import { smsBody } from '../domain/sms-body.js';
 import { smsMessageIdsReused, smsProviderDuration, smsSends } from './metrics.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
+import { refuseDeletedTenant, TenantDeletedRefusal, type TenantsDeleted } from './tenant-deleted.js';
 
 interface SmsDeliveryOptions {
   keyring: Keyring;
@@ -36,6 +37,8 @@ interface SmsDeliveryOptions {
   receiptRoutes?: Pick<ReceiptRoutes, 'remember'>;
   /** Per-phone-number throttling across users (adapters/phone-throttle.ts). */
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
+  /** The deleted tenants: nothing is sent for one (tenant-deleted.ts). */
+  tenants: TenantsDeleted;
   /** How long a claim outlives one provider call at most (the provider's total timeout and a margin). */
   claimTtlMs: number;
   log: Logger;
@@ -125,17 +128,39 @@ export class SmsDeliveryService {
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
-  async deliver({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent> {
+  /** The outcome recorded; undefined when nothing is sent nor recorded (the tenant is deleted). */
+  async deliver({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent | undefined> {
     if (event.type !== 'ChallengeStarted') throw new PoisonMessageError(`expected ChallengeStarted, got ${event.type}`);
     return this.send({ started: event, startedSeq: msg.seq, cause: event, providers: this.policy.providers }, msg, signal);
   }
 
-  async send(job: SmsSendJob, msg: Delivery['msg'], signal?: AbortSignal): Promise<DispatchEvent> {
+  /** The outcome recorded; undefined when nothing is sent nor recorded (the tenant is deleted). */
+  async send(job: SmsSendJob, msg: Delivery['msg'], signal?: AbortSignal): Promise<DispatchEvent | undefined> {
+    const { started: event, resend } = job;
+    const log = this.options.log.child({ eventId: job.cause.id, tenantId: event.tenantId, challengeId: event.data.challengeId, ...(resend ? { resend } : {}) });
+    try {
+      return await this.walk(job, msg, log, signal);
+    } catch (error) {
+      if (!(error instanceof TenantDeletedRefusal)) throw error;
+      this.refused(log);
+      return undefined;
+    }
+  }
+
+  /** A send of a deleted tenant's: dropped, counted and logged (ids only). */
+  refused(log: Logger): void {
+    smsSends.inc({ provider: 'none', outcome: 'tenant_deleted' });
+    log.warn('SMS not sent: its tenant is deleted');
+  }
+
+  /** The send itself: the providers walked as the delivery policy says, and its outcome recorded. */
+  private async walk(job: SmsSendJob, msg: Delivery['msg'], log: Logger, signal: AbortSignal | undefined): Promise<DispatchEvent> {
     const { started: event, resend } = job;
     const { challengeId } = event.data;
-    const policy = job.providers === this.policy.providers ? this.policy : { ...this.policy, providers: job.providers };
     const request = event.data.delivery;
     if (!request || request.channel !== 'sms') throw new PoisonMessageError('ChallengeStarted without an SMS delivery on the SMS subject');
+    const policy = job.providers === this.policy.providers ? this.policy : { ...this.policy, providers: job.providers };
+    await refuseDeletedTenant(this.options.tenants, event.tenantId);
     const expiresAt = new Date(event.data.expiresAt);
     const body = smsBody({
       code: this.openCode(event, request.sealedCode),
@@ -145,7 +170,6 @@ export class SmsDeliveryService {
       expiresAt,
       language: request.language,
     });
-    const log = this.options.log.child({ eventId: job.cause.id, tenantId: event.tenantId, challengeId, ...(resend ? { resend } : {}) });
     const failures: FailedAttempt[] = [];
     let outcome: DispatchEvent | undefined;
     /** Looked up once, when there is something to send (an expired request needs no key). */
@@ -182,6 +206,8 @@ export class SmsDeliveryService {
       }
       if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'an SMS');
       if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next SMS attempt');
+      // Deleted while this send waited (a back-off, a Retry-After) or went to the next provider.
+      await refuseDeletedTenant(this.options.tenants, event.tenantId);
       const recipient = to ?? (event.version === 1 ? event.data.delivery!.to : await phoneOfChallenge(this.options.keys, event));
       if (recipient === 'erased') {
         // Erased since the challenge started: nothing to send to, and nothing to retry.

@@ -14,6 +14,7 @@ import { SmsProviderError, type SessionSmsProvider, type SmsMessage, type SmsPro
 import { outcomeEventId } from '../domain/outcome-id.js';
 import { CHALLENGE_GONE, DataKeyUnavailableError, DeliveryInterruptedError, PHONE_THROTTLED, SmsDeliveryService, TOO_LATE_TO_USE, USER_ERASED } from './sms-delivery.service.js';
 import { SmsResendService } from './sms-resend.service.js';
+import type { TenantsDeleted } from './tenant-deleted.js';
 
 // The service's own collaborators, scripted: providers, the publisher and the JetStream message
 // handle. Its JetStream and Twilio wiring is exercised for real by dispatch.int.spec.ts.
@@ -91,6 +92,17 @@ class ScriptedGuard {
   }
 }
 
+/** Which tenants are deleted (@mfa/messaging's DeletedTenants), scripted. */
+class ScriptedTenants implements TenantsDeleted {
+  readonly deleted = new Set<string>();
+  async isDeleted(tenantId: string): Promise<boolean> {
+    return this.deleted.has(tenantId);
+  }
+}
+
+const refusedForTenant = async () =>
+  ((await registry.getSingleMetric('mfa_sms_send_total')?.get())?.values ?? []).find((v) => v.labels.provider === 'none' && v.labels.outcome === 'tenant_deleted')?.value ?? 0;
+
 /** Per-phone throttling (adapters/phone-throttle.ts), scripted: the sends it admitted, and a number it refuses from then on. */
 class ScriptedThrottle {
   readonly admitted: Array<{ tenantId: string; to: string; challengeId: string }> = [];
@@ -112,6 +124,7 @@ function harness(
     breakers?: Pick<ProviderBreakers, 'send'>;
     receiptRoutes?: { remember(provider: string, providerMessageId: string, target: unknown): Promise<{ reused: false }> };
     clock?: () => Date;
+    tenants?: TenantsDeleted;
   } = {},
 ) {
   const published: Array<{ subject: string; event: AnyEvent }> = [];
@@ -131,6 +144,7 @@ function harness(
     publisher,
     guard: options.guard ?? new ScriptedGuard(),
     phoneThrottle: options.throttle ?? new ScriptedThrottle(),
+    tenants: options.tenants ?? { isDeleted: async () => false },
     ...(options.breakers ? { breakers: options.breakers } : {}),
     ...(options.receiptRoutes ? { receiptRoutes: options.receiptRoutes } : {}),
     claimTtlMs: 15_000,
@@ -542,6 +556,57 @@ describe('SMS delivery', () => {
     assert.deepEqual(guard.claims.get(challengeId), { kind: 'sent', provider: 'smpp', providerMessageId: 'smpp-unnamed-1', seq: 42 });
     assert.deepEqual(remembered, [], 'no receipt route for an id the SMSC never gave');
   });
+
+  it('given a deleted tenant, then no SMS, no outcome, the challenge not marked failed, and the send counted as tenant_deleted', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const tenants = new ScriptedTenants();
+    const guard = new ScriptedGuard();
+    const { service, published } = harness([twilio], { tenants, guard });
+    const { event, challengeId, tenantId } = smsChallenge();
+    tenants.deleted.add(tenantId);
+    const before = await refusedForTenant();
+    assert.equal(await service.deliver(delivery(event)), undefined);
+    assert.equal(twilio.calls, 0);
+    assert.deepEqual(published, []);
+    assert.deepEqual(guard.undelivered, []);
+    assert.equal(guard.claims.get(challengeId), undefined);
+    assert.equal(await refusedForTenant(), before + 1);
+    // Also once expired: no failure recorded either.
+    assert.equal(await service.deliver(delivery(smsChallenge({ expiresInSeconds: 0 }).event)), undefined);
+    assert.deepEqual(published, []);
+  });
+
+  for (const failure of ['transient', 'permanent'] as const) {
+    it(`given the tenant deleted while a ${failure} failure is handled, then no further attempt (${failure === 'transient' ? 'the same provider again' : 'the next provider'}) and no outcome`, async () => {
+      const tenants = new ScriptedTenants();
+      const guard = new ScriptedGuard();
+      const { event, challengeId, tenantId } = smsChallenge();
+      // The deletion lands while the first provider is being called.
+      const twilio = new (class extends ScriptedProvider {
+        override async send(message: SmsMessage) {
+          tenants.deleted.add(tenantId);
+          return super.send(message);
+        }
+      })('twilio', [failure]);
+      const backup = new ScriptedProvider('backup');
+      const { service, published } = harness([twilio, backup], { tenants, guard });
+      const before = await refusedForTenant();
+      assert.equal(await service.deliver(delivery(event)), undefined);
+      assert.equal(twilio.calls, 1);
+      assert.equal(backup.calls, 0);
+      assert.deepEqual(published, []);
+      assert.equal(guard.claims.get(challengeId), undefined, 'the claim released');
+      assert.equal(await refusedForTenant(), before + 1);
+    });
+  }
+
+  it('given whether the tenant is deleted cannot be read, then nothing sent and the request tried again later', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const { service, published } = harness([twilio], { tenants: { isDeleted: async () => Promise.reject(new Error('no responders')) } });
+    await assert.rejects(service.deliver(delivery(smsChallenge().event)), (e: ContractError) => e.code === 'unavailable');
+    assert.equal(twilio.calls, 0);
+    assert.deepEqual(published, []);
+  });
 });
 
 /** The starts dispatch reads back by stream sequence (adapters/challenge-starts.ts), scripted. */
@@ -559,10 +624,11 @@ function resendHarness(providers: ScriptedProvider[], options: { open?: string[]
   const guard = new ScriptedGuard();
   const throttle = new ScriptedThrottle();
   const starts = new ScriptedStarts();
-  const { service, published } = harness(providers, { guard, throttle, ...(options.clock ? { clock: options.clock } : {}) });
+  const tenants = new ScriptedTenants();
+  const { service, published } = harness(providers, { guard, throttle, tenants, ...(options.clock ? { clock: options.clock } : {}) });
   const states = Object.fromEntries(providers.map((p) => [p.name, options.open?.includes(p.name) ? ('open' as const) : ('closed' as const)]));
-  const resends = new SmsResendService({ starts, guard, delivery: service, providers: providers.map((p) => p.name), breakers: { states: () => states }, log, clock: () => now });
-  return { service, resends, published, guard, throttle, starts };
+  const resends = new SmsResendService({ tenants, starts, guard, delivery: service, providers: providers.map((p) => p.name), breakers: { states: () => states }, log, clock: () => now });
+  return { service, resends, published, guard, throttle, starts, tenants };
 }
 
 describe('SMS resend', () => {
@@ -677,6 +743,23 @@ describe('SMS resend', () => {
     assert.deepEqual(failed.data, { challengeId: expired.challengeId, attempts: 1, failures: [{ provider: 'none', error: 'challenge expired before delivery', transient: false }], resend: 1 });
     assert.equal(failed.id, outcomeEventId(resend.id));
     assert.equal(twilio.calls, 0);
+  });
+
+  it('given the tenant deleted since the start was sent, then no resend and no outcome, even once the challenge expired', async () => {
+    const twilio = new ScriptedProvider('twilio');
+    const console = new ScriptedProvider('console');
+    const h = resendHarness([twilio, console]);
+    const c = await startedChallenge(h);
+    const expired = await startedChallenge(h, { send: false, expiresInSeconds: 0 });
+    h.tenants.deleted.add(c.tenantId).add(expired.tenantId);
+    const published = h.published.length;
+    const before = await refusedForTenant();
+    assert.equal(await h.resends.resend(delivery(resendOf(c, 1), 50)), undefined);
+    assert.equal(await h.resends.resend(delivery(resendOf(expired, 1), 51)), undefined);
+    assert.equal(console.calls, 0);
+    assert.equal(twilio.calls, 1, 'the start only');
+    assert.equal(h.published.length, published);
+    assert.equal(await refusedForTenant(), before + 2);
   });
 
   it('declares poison an event that is not a resend', async () => {

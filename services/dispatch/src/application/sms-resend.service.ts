@@ -6,11 +6,14 @@ import type { SendGuard } from '../adapters/send-guard.js';
 import type { ProviderBreakers } from '../adapters/circuit-breakers.js';
 import { resendProviders, resendSource } from '../domain/resend-policy.js';
 import type { SmsDeliveryService } from './sms-delivery.service.js';
+import { refuseDeletedTenant, TenantDeletedRefusal, type TenantsDeleted } from './tenant-deleted.js';
 
 interface SmsResendOptions {
   starts: Pick<ChallengeStarts, 'read'>;
   guard: Pick<SendGuard, 'sendsBefore'>;
-  delivery: Pick<SmsDeliveryService, 'send' | 'expiredBeforeResend'>;
+  delivery: Pick<SmsDeliveryService, 'send' | 'expiredBeforeResend' | 'refused'>;
+  /** The deleted tenants: nothing is sent again for one (tenant-deleted.ts). */
+  tenants: TenantsDeleted;
   /** SMS_PROVIDERS, in failover order. */
   providers: readonly string[];
   breakers?: Pick<ProviderBreakers, 'states'>;
@@ -33,9 +36,18 @@ export class SmsResendService {
     Object.defineProperty(this, 'options', { enumerable: false });
   }
 
-  async resend({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent> {
+  /** The outcome recorded; undefined when nothing is sent nor recorded (the tenant is deleted). */
+  async resend({ event, msg }: Delivery, signal?: AbortSignal): Promise<DispatchEvent | undefined> {
     if (event.type !== 'ChallengeResendRequested') throw new PoisonMessageError(`expected ChallengeResendRequested, got ${event.type}`);
     const { challengeId, resend } = event.data;
+    try {
+      // Before anything is read or recorded (an expired resend records a failure): dropped.
+      await refuseDeletedTenant(this.options.tenants, event.tenantId);
+    } catch (error) {
+      if (!(error instanceof TenantDeletedRefusal)) throw error;
+      this.options.delivery.refused(this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId, resend }));
+      return undefined;
+    }
     const { sends, failedSeq } = await this.options.guard.sendsBefore(challengeId, resend).catch((error: unknown) => {
       throw unavailable('the SMS send records (Redis) are unavailable; trying again later', error);
     });

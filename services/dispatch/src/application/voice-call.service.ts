@@ -22,6 +22,7 @@ import { callStep, MAX_PROMPTS, promptMessage, type CallSettings } from '../doma
 import { nextDeliveryStep, type DeliveryPolicy, type FailedAttempt } from '../domain/delivery-policy.js';
 import { outcomeEnvelope, outcomeEventId } from '../domain/outcome-id.js';
 import { DeliveryInterruptedError, pauseWorking } from './retry-pause.js';
+import { refuseDeletedTenant, TenantDeletedRefusal, type TenantsDeleted } from './tenant-deleted.js';
 import { chooseVoiceMessage, voiceMessage, type VoiceMessageType } from '../domain/voice-messages.js';
 import type { Recording } from '../adapters/voice/recording-store.js';
 import type { VoiceRecordingsService } from './voice-recordings.service.js';
@@ -86,6 +87,8 @@ export interface VoiceOptions {
   publisher: EventPublisher;
   guard: Pick<SendGuard, 'claim' | 'recorded' | 'sent' | 'release' | 'undeliverable'>;
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
+  /** The deleted tenants: no call is placed for one (tenant-deleted.ts). */
+  tenants: TenantsDeleted;
   calls: CallStore;
   /** The tenant's own recordings, played instead of our scripts where they exist. */
   recordings: Pick<VoiceRecordingsService, 'recorded' | 'playUrl'>;
@@ -163,12 +166,25 @@ export class VoiceCallService {
 
   // ---- placing the call (the dispatch-voice consumer) --------------------------------------------
 
-  async place({ event, msg }: Delivery, signal?: AbortSignal): Promise<void> {
+  async place(request: Delivery, signal?: AbortSignal): Promise<void> {
+    const { event } = request;
+    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId: event.aggregateId });
+    try {
+      await this.call(request, log, signal);
+    } catch (error) {
+      if (!(error instanceof TenantDeletedRefusal)) throw error;
+      // Dropped: nothing placed, nothing recorded, the request acknowledged.
+      calls.inc({ outcome: 'tenant_deleted' });
+      log.warn('voice call not placed: its tenant is deleted');
+    }
+  }
+
+  private async call({ event, msg }: Delivery, log: Logger, signal: AbortSignal | undefined): Promise<void> {
     if (event.type !== 'ChallengeStarted' || event.version !== 2) throw new PoisonMessageError(`expected ChallengeStarted v2, got ${event.type} v${event.version}`);
     const delivery = event.data.delivery;
     if (!delivery || delivery.channel !== 'voice') throw new PoisonMessageError('ChallengeStarted without a voice delivery on the voice subject');
     const { challengeId } = event.data;
-    const log = this.options.log.child({ eventId: event.id, tenantId: event.tenantId, challengeId });
+    await refuseDeletedTenant(this.options.tenants, event.tenantId);
     const now = this.clock().getTime();
     const expiresAt = Date.parse(event.data.expiresAt);
     const fail = async (failures: FailedAttempt[]) => {
@@ -219,6 +235,8 @@ export class VoiceCallService {
       }
       if (step.delayMs > 0) await pauseWorking(step.delayMs, msg, signal, 'a call');
       if (signal?.aborted) throw new DeliveryInterruptedError('stopping before the next call attempt');
+      // Deleted while this call waited for its next attempt.
+      await refuseDeletedTenant(this.options.tenants, event.tenantId);
       const claim = await this.options.guard.claim(challengeId, 30_000).catch((error: unknown) => {
         // Without the claim, a call could be a second one: wait for Redis (retried, never dead-lettered).
         throw unavailable('the call guard (Redis) is unavailable; trying again later', error);

@@ -6,7 +6,7 @@ import { InternalSubjects } from '@mfa/contracts';
 import { generateDataKey, loadKeyring } from '@mfa/crypto';
 import type { Delivery, EventPublisher } from '@mfa/messaging';
 import { sealPersonalData } from '@mfa/service-kit';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, registry } from '@mfa/telemetry';
 import { challengeStartedV2, testChallenge, testUser } from '@mfa/testing';
 import type { SendClaim } from '../adapters/send-guard.js';
 import { SmsProviderError } from '../adapters/sms/sms-provider.js';
@@ -19,6 +19,9 @@ const { keyring } = loadKeyring({ NODE_ENV: 'test' });
  * call must stand (a redelivery would otherwise call the user a second time) and voice must not be
  * marked failed while the phone rings. Stand-ins record what the service did.
  */
+const refusedForTenant = async () =>
+  ((await registry.getSingleMetric('mfa_voice_calls_total')?.get())?.values ?? []).find((v) => v.labels.outcome === 'tenant_deleted')?.value ?? 0;
+
 describe('placing a voice call', () => {
   /** What Twilio does with each request to place the call, in order (then it places it). */
   type Twilio = Array<'busy' | 'refused' | 'no answer' | { retryAfterMs: number }>;
@@ -79,6 +82,7 @@ describe('placing a voice call', () => {
           did.push('voice marked failed');
         },
       },
+      tenants: { isDeleted: async () => false } as VoiceOptions['tenants'],
       phoneThrottle: { admit: async () => (failing.throttled ? { admitted: false, untilMs: Date.now() + 60_000, scope: 'number' } : { admitted: true }) as never },
       calls: {
         create: async () => undefined,
@@ -141,6 +145,34 @@ describe('placing a voice call', () => {
     await service.place(delivery);
     assert.deepEqual(did, ['claim released', 'claim released', 'call placed', 'published VoiceCallPlaced']);
     assert.equal((published[0]!.data as { attempts: number }).attempts, 3);
+  });
+
+  it('given a deleted tenant, then no call, no outcome, voice not marked failed, and the request counted as tenant_deleted', async () => {
+    const { delivery, did, options } = setUp({});
+    const before = await refusedForTenant();
+    await new VoiceCallService({ ...options, tenants: { isDeleted: async (tenantId) => tenantId === delivery.event.tenantId } }).place(delivery);
+    assert.deepEqual(did, []);
+    assert.equal(await refusedForTenant(), before + 1);
+  });
+
+  it('given the tenant deleted while Twilio is busy, then the call is not tried again and nothing is recorded', async () => {
+    const { delivery, did, options } = setUp({ twilio: ['busy'] });
+    const deleted = new Set<string>();
+    const service = new VoiceCallService({
+      ...options,
+      tenants: { isDeleted: async (tenantId) => deleted.has(tenantId) },
+      provider: {
+        name: 'twilio',
+        placeCall: (call) => {
+          deleted.add(delivery.event.tenantId);
+          return options.provider!.placeCall(call);
+        },
+      },
+    });
+    const before = await refusedForTenant();
+    await service.place(delivery);
+    assert.deepEqual(did, ['claim released']);
+    assert.equal(await refusedForTenant(), before + 1);
   });
 
   it('given Twilio busy at every attempt, then VoiceCallFailed with each attempt, voice marked failed: the IdP falls back now, not at expiry', async () => {

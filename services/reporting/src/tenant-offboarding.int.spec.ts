@@ -195,8 +195,10 @@ describe('reporting: tenant offboarding (real NATS and Postgres)', () => {
     await projection.projectTenants([...deletion, ...erasure]);
     assert.deepEqual(await rowsOf(tenantId), gone);
 
-    // Late: the expiry of the challenge pending at the deletion, projected after the erasure. Its
-    // row stays, never served (the tenant is unknown), until the id is created again.
+    // Late: the expiry of the challenge pending at the deletion, which occurred after the erasure
+    // (10:10), projected before the id is created again: from after the erasure, it may be a new
+    // tenant's whose creation is not projected yet, so it is stored, never served (the tenant is
+    // unknown), until the id is created again.
     await projection.projectChallenges(sequence<ChallengeEvent>([parsed(challengeExpired(pending))]));
     assert.deepEqual(await rowsOf(tenantId), { ...gone, signins: 1 });
     assert.deepEqual(await reports(tenantId), unknownEverywhere);
@@ -218,6 +220,156 @@ describe('reporting: tenant offboarding (real NATS and Postgres)', () => {
     assert.deepEqual(now.blocked, []);
     assert.deepEqual((now.usage as UsageQueryReply['items']).map((i) => i.authentications), [{ total: 1, success: 1, failure: 0 }]);
     assert.deepEqual(await rowsOf(tenantId), { ...gone, signins: 1 });
+  });
+
+  /**
+   * Everything of the tenant from before its deletion, as a consumer lagging behind the tenants'
+   * lifecycle (or a full replay after TRUNCATE) projects it: a sign-in with its SMS, the start and
+   * expiry of a challenge pending at the deletion, a fraud alert with its e-mail, a block, a
+   * registration and the offboarding's erasure of a user. One event per table the erasure empties.
+   */
+  async function formerTenantsEvents(tenantId: string) {
+    const carol = uniqueUser('carol');
+    const user = testUser({ tenantId, userId: carol });
+    const signedIn = testChallenge(user, { method: 'sms', startedAt: '2026-11-02T09:00:00.000Z' });
+    const pending = testChallenge(user, { method: 'totp', startedAt: '2026-11-03T09:59:00.000Z', expiresAt: '2026-11-03T10:10:00.000Z' });
+    await projection.projectChallenges(
+      sequence<ChallengeEvent>([
+        parsed(challengeStarted(signedIn)),
+        parsed(challengeApproved(signedIn, { occurredAt: '2026-11-02T09:00:20.000Z' })),
+        parsed(challengeStarted(pending)),
+      ]),
+    );
+    // The expiry alone first (the start not projected yet: a row of the outcome's time), then both again.
+    await projection.projectChallenges(sequence<ChallengeEvent>([parsed(challengeExpired(pending, { occurredAt: '2026-11-03T09:59:59.000Z' }))]));
+    await projection.projectDispatch(sequence<DispatchEvent>([parsed(smsSent(signedIn, { occurredAt: '2026-11-02T09:00:01.000Z' }))]));
+    const alertId = randomUUID();
+    await fraud.project(
+      sequence([
+        fraudEvent('FraudReported', tenantId, '2026-11-02T09:05:00.000Z', { userId: carol, alertId, source: 'app', challengeDenied: false, blocked: true }),
+        fraudEvent('FraudNotificationSent', tenantId, '2026-11-02T09:05:01.000Z', { alertId, userId: carol, to: 'soc@contoso.example', messageId: '<2@x>', attempts: 1 }),
+        fraudEvent('UserBlocked', tenantId, '2026-11-02T09:05:00.000Z', { userId: carol, reason: 'fraud reported', until: '2026-11-03T09:05:00.000Z', source: 'fraud_report' }),
+      ]),
+    );
+    await fraud.projectUsers(
+      sequence([
+        parsed(userRegistered(user, { occurredAt: '2026-10-02T00:00:00.000Z' })),
+        parsed(userErased(user, 1, '2026-11-03T10:01:00.000Z')),
+      ]) as Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[],
+    );
+    return { carol, signedIn, pending };
+  }
+  const NOTHING = { signins: 0, deliveries: 0, fraud_alerts: 0, fraud_notifications: 0, block_history: 0, user_lifetimes: 0, user_erasures: 0, erased_users: 0, audit_log: 0 };
+
+  itWith({ real: ['nats', 'postgres'] }, 'events of a deleted tenant from before its deletion, projected once the deletion is known, are stored in no table', async () => {
+    const tenantId = uniqueTenant('rep-offboard-late');
+    await projection.projectTenants(sequence([created(tenantId, '2026-10-01T00:00:00.000Z'), deleted(tenantId, '2026-11-03T10:00:00.000Z')]));
+    // Deleted, not erased yet: only the offboarding's erasure of the user, which comes after the
+    // deletion, is stored (until the erasure ends the offboarding).
+    await formerTenantsEvents(tenantId);
+    assert.deepEqual(await rowsOf(tenantId), { ...NOTHING, user_erasures: 1 });
+    await projection.projectTenants(sequence([erased(tenantId, '2026-11-03T10:05:00.000Z', '2026-11-03T10:00:00.000Z')]));
+    // Erased: the same events again (a lagging consumer, a redelivery).
+    await formerTenantsEvents(tenantId);
+    assert.deepEqual(await rowsOf(tenantId), NOTHING);
+    assert.deepEqual(await reports(tenantId), unknownEverywhere);
+    // Created again: a new tenant with an empty report, and still nothing stored of the former one,
+    // now also of what occurred after the erasure but before the creation (the expiry, at 10:10, of
+    // the challenge pending at the deletion).
+    await projection.projectTenants(sequence([created(tenantId, '2026-11-10T00:00:00.000Z')]));
+    const { pending } = await formerTenantsEvents(tenantId);
+    await projection.projectChallenges(sequence<ChallengeEvent>([parsed(challengeExpired(pending))]));
+    assert.deepEqual(await rowsOf(tenantId), NOTHING);
+    assert.deepEqual(await reports(tenantId), emptyReport);
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'a full replay projects the lifecycle and the other streams in any order: a tenant created again reports only its own rows', async () => {
+    const tenantId = uniqueTenant('rep-offboard-replay');
+    const lifecycle = [
+      created(tenantId, '2026-10-01T00:00:00.000Z'),
+      deleted(tenantId, '2026-11-03T10:00:00.000Z'),
+      erased(tenantId, '2026-11-03T10:05:00.000Z', '2026-11-03T10:00:00.000Z'),
+      created(tenantId, '2026-11-10T00:00:00.000Z'),
+    ];
+    // reporting-tenants caught up first (in one batch), the other consumers after it.
+    await projection.projectTenants(sequence(lifecycle));
+    await formerTenantsEvents(tenantId);
+    // The new tenant's own sign-in, its SMS, its fraud alert and block, its user.
+    const dave = testUser({ tenantId, userId: uniqueUser('dave') });
+    const own = testChallenge(dave, { method: 'sms', startedAt: '2026-11-11T09:00:00.000Z' });
+    await projection.projectChallenges(sequence<ChallengeEvent>([parsed(challengeStarted(own)), parsed(challengeApproved(own, { occurredAt: '2026-11-11T09:00:10.000Z' }))]));
+    await projection.projectDispatch(sequence<DispatchEvent>([parsed(smsSent(own, { occurredAt: '2026-11-11T09:00:01.000Z' }))]));
+    const alertId = randomUUID();
+    await fraud.project(
+      sequence([
+        fraudEvent('FraudReported', tenantId, '2026-11-11T09:05:00.000Z', { userId: dave.userId, alertId, source: 'app', challengeDenied: false, blocked: true }),
+        fraudEvent('FraudNotificationSent', tenantId, '2026-11-11T09:05:01.000Z', { alertId, userId: dave.userId, to: 'soc@contoso.example', messageId: '<3@x>', attempts: 1 }),
+        fraudEvent('UserBlocked', tenantId, '2026-11-11T09:05:00.000Z', { userId: dave.userId, reason: 'fraud reported', until: '2026-11-12T09:05:00.000Z', source: 'fraud_report' }),
+      ]),
+    );
+    await fraud.projectUsers(sequence([parsed(userRegistered(dave, { occurredAt: '2026-11-10T01:00:00.000Z' }))]) as Sequenced<EventOf<'UserRegistered' | 'UserErased'>>[]);
+    const ownRows = { ...NOTHING, signins: 1, deliveries: 1, fraud_alerts: 1, fraud_notifications: 1, block_history: 1, user_lifetimes: 1 };
+    assert.deepEqual(await rowsOf(tenantId), ownRows);
+    const replayed = await reports(tenantId);
+    assert.deepEqual((replayed.signins as SigninsQueryReply['items']).map((i) => [i.challengeId, i.result, i.delivery?.status]), [[own.challengeId, 'success', 'sent']]);
+    assert.deepEqual((replayed.fraud as FraudQueryReply['items']).map((i) => [i.alertId, i.notifications]), [[alertId, { sent: 1, failed: 0 }]]);
+    assert.deepEqual((replayed.blocked as BlockedQueryReply['items']).map((i) => i.userId), [dave.userId]);
+    assert.deepEqual((replayed.usage as UsageQueryReply['items']).map((i) => [i.authentications, i.enabledUsers]), [[{ total: 1, success: 1, failure: 0 }, 1]]);
+    // The lifecycle replayed once more changes nothing.
+    await projection.projectTenants(sequence(lifecycle));
+    assert.deepEqual(await rowsOf(tenantId), ownRows);
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'a former tenant’s rows not deleted yet are never reported to the tenant created again', async () => {
+    // The erasure and the re-creation committed (one batch of a full replay), the deletes not done
+    // yet: a large tenant's take many statements, and an instance stopped midway leaves the rest
+    // until the event is delivered again. The new tenant's reports read none of them meanwhile.
+    const tenantId = uniqueTenant('rep-offboard-pending-deletes');
+    await projection.projectTenants(sequence([created(tenantId, '2026-10-01T00:00:00.000Z')]));
+    const { carol } = await formerTenantsEvents(tenantId);
+    const before = { ...NOTHING, signins: 2, deliveries: 1, fraud_alerts: 1, fraud_notifications: 1, block_history: 1, user_lifetimes: 1, user_erasures: 1 };
+    assert.deepEqual(await rowsOf(tenantId), before);
+    // The tenants row as that batch leaves it, before any delete.
+    await pool.query(
+      "UPDATE tenants SET state = 'active', created_at = '2026-11-10T00:00:00Z', deleted_at = '2026-11-03T10:00:00Z', erased_at = '2026-11-03T10:05:00Z' WHERE tenant_id = $1",
+      [tenantId],
+    );
+    assert.deepEqual(await rowsOf(tenantId), before);
+    const now = await reports(tenantId);
+    assert.deepEqual(now, emptyReport, `nothing of ${carol} reported`);
+    // The batch delivered again completes the deletes.
+    await projection.projectTenants(sequence([created(tenantId, '2026-11-10T00:00:00.000Z')]));
+    assert.deepEqual(await rowsOf(tenantId), NOTHING);
+  });
+
+  itWith({ real: ['nats', 'postgres'] }, 'a former tenant’s row whose write began before its erasure committed is deleted with the others', async () => {
+    const tenantId = uniqueTenant('rep-offboard-inflight');
+    await projection.projectTenants(sequence([created(tenantId, '2026-10-01T00:00:00.000Z'), deleted(tenantId, '2026-11-03T10:00:00.000Z')]));
+    // A projection's insert in flight: it read the tenants before the erasure committed, and
+    // commits after the erasure's deletes would have looked.
+    const writer = await pool.connect();
+    try {
+      const { rows } = await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await writer.query('BEGIN');
+      await writer.query(
+        `INSERT INTO signins (tenant_id, challenge_id, occurred_at, user_id, result, result_detail, completed_at, result_seq, context_seq, last_event_seq)
+         VALUES ($1, 'in-flight', '2026-11-03T09:00:00Z', 'u', 'success', 'ok', '2026-11-03T09:00:10Z', 1, 1, 1)`,
+        [tenantId],
+      );
+      let ended = false;
+      const erasing = projection.projectTenants(sequence([erased(tenantId, '2026-11-03T10:05:00.000Z', '2026-11-03T10:00:00.000Z')])).finally(() => {
+        ended = true;
+      });
+      // The erasure waits for the write (or, if it does not, has ended before it).
+      const waitsForWriter = async () =>
+        (await pool.query('SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [rows[0]!.pid])).rowCount! > 0;
+      await eventually(async () => (ended || (await waitsForWriter()) ? true : undefined), 30_000, 'the erasure to wait for the write, or to end');
+      await writer.query('COMMIT');
+      await erasing;
+    } finally {
+      writer.release();
+    }
+    assert.equal((await rowsOf(tenantId)).signins, 0);
   });
 
   itWith({ real: ['nats', 'postgres'] }, 'one batch holding the whole lifecycle is folded in stream order: created, deleted, erased, created again', async () => {

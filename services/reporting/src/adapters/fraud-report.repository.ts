@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { inTransaction } from './database.js';
 import type { AlertRow, BlockRow, FraudRows, NotificationRow } from '../domain/fraud-projection.js';
 import { erasureOf, PSEUDONYMIZE_BLOCK_ENDS } from './erasures.repository.js';
-import { readReport } from './signins.repository.js';
+import { ofCurrentTenant, readReport, sinceIncarnation } from './signins.repository.js';
 
 /** The user's pseudonyms (knownPseudonyms): a row keeps one instead of the user id when the user was erased by then (see ErasuresRepository). */
 type Pseudonymizer = (tenantId: string, userId: string) => string;
@@ -17,11 +17,14 @@ SELECT i.alert_id, i.tenant_id, i.occurred_at, COALESCE(e.pseudonym, i.user_id),
     AS i(alert_id, tenant_id, occurred_at, user_id, source, challenge_id, client_ip, application, comment,
          challenge_denied, blocked, blocked_until, reported_by, event_seq, pseudonym)
   ${erasureOf('i', 'i.occurred_at <= e.erased_at')}
+ WHERE ${ofCurrentTenant('i', 'occurred_at')}
 ON CONFLICT (alert_id) DO NOTHING`;
 
 const INSERT_NOTIFICATIONS = `
 INSERT INTO fraud_notifications (event_id, tenant_id, alert_id, recipient, sent, detail, attempts, occurred_at)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[], $7::integer[], $8::timestamptz[])
+    AS i(event_id, tenant_id, alert_id, recipient, sent, detail, attempts, occurred_at)
+ WHERE ${ofCurrentTenant('i', 'occurred_at')}
 ON CONFLICT (event_id) DO NOTHING`;
 
 const INSERT_BLOCKS = `
@@ -32,6 +35,7 @@ SELECT i.event_id, i.tenant_id, i.occurred_at, i.action, COALESCE(e.pseudonym, i
               $10::timestamptz[], $11::boolean[], $12::bigint[], $13::text[])
     AS i(event_id, tenant_id, occurred_at, action, user_id, ip, reason, source, actor, until, dry_run, event_seq, pseudonym)
   ${erasureOf('i', 'i.occurred_at <= e.erased_at')}
+ WHERE ${ofCurrentTenant('i', 'occurred_at')}
 ON CONFLICT (event_id) DO NOTHING`;
 
 /**
@@ -94,7 +98,8 @@ export interface StoredBlock extends Omit<BlockRow, 'tenantId' | 'occurredAt' | 
 function where(filter: { tenantId: string; from?: string | undefined; to?: string | undefined; after?: { occurredAt: string; id: string } | undefined }, prefix: string, idColumn: string, idType: string) {
   const params: unknown[] = [filter.tenantId];
   const param = (value: unknown) => `$${params.push(value)}`;
-  const clauses = [`${prefix}tenant_id = $1`];
+  // Not a former tenant's rows under the same id (incarnationStart).
+  const clauses = [`${prefix}tenant_id = $1`, sinceIncarnation(`${prefix}occurred_at`)];
   if (filter.from !== undefined) clauses.push(`${prefix}occurred_at >= ${param(filter.from)}::timestamptz`);
   if (filter.to !== undefined) clauses.push(`${prefix}occurred_at < ${param(filter.to)}::timestamptz`);
   if (filter.after !== undefined) {

@@ -3,7 +3,38 @@ import { ContractError, invalidRequest, unavailable, type SigninResult, type Sig
 import { isTransientDependencyError } from '@mfa/messaging';
 import type { DeliveryPatch, SigninPatch, TenantPatch } from '../domain/signin-projection.js';
 import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
+import { inTransaction } from './database.js';
 import { erasureOf, KEPT_PSEUDONYM } from './erasures.repository.js';
+
+/**
+ * When the tenant's current incarnation began, as SQL over its `tenants` row `t`: once a deletion
+ * (TenantDeleted, or the deletion TenantErased names) is known, the latest of its creation,
+ * deletion and erasure times; NULL while it was never deleted. A row of the tenant from before it
+ * is a former tenant's: written before the deletion was known, it goes with the erasure
+ * (applyTenants); written after, it is not written at all (ofCurrentTenant); and no report query
+ * reads it (sinceIncarnation), whatever order the consumers project the streams in.
+ */
+export const incarnationStart = (t: string): string =>
+  `CASE WHEN ${t}.deleted_at IS NOT NULL OR ${t}.erased_at IS NOT NULL THEN GREATEST(${t}.deleted_at, ${t}.erased_at, ${t}.created_at) END`;
+
+/**
+ * The condition an input row (`input`, whose `tenant_id` and `time` columns are the row's) of a
+ * projection's insert meets unless it is a former tenant's (incarnationStart): a late event of a
+ * deleted tenant from before its deletion (the outcome of a challenge pending at the deletion, a
+ * lagging consumer, a redelivery, a full replay after TRUNCATE) is then never stored. One from
+ * after the erasure may be a new tenant's whose creation is not projected yet: stored, never
+ * reported while the tenant is unknown, and deleted by the creation if from before it. Part of the
+ * batch's one statement (an anti-join with the tenants, by their key): no round trip of its own.
+ */
+export const ofCurrentTenant = (input: string, time: string): string =>
+  `NOT EXISTS (SELECT 1 FROM tenants t WHERE t.tenant_id = ${input}.tenant_id AND ${input}.${time} < ${incarnationStart('t')})`;
+
+/**
+ * A report query's condition on `column` (the row's time, TENANT_REPORT_TABLES) for the tenant
+ * `$1`: only rows of its current incarnation (incarnationStart), computed once per query.
+ */
+export const sinceIncarnation = (column: string): string =>
+  `${column} >= COALESCE((SELECT ${incarnationStart('t')} FROM tenants t WHERE t.tenant_id = $1), '-infinity'::timestamptz)`;
 
 interface SigninFilter {
   tenantId: string;
@@ -87,6 +118,7 @@ SELECT i.tenant_id, i.challenge_id, i.occurred_at, COALESCE(e.pseudonym, i.user_
          auth_method, server_name, server_ip, client_ip, application, request_id, expires_at, context_seq,
          result, result_detail, completed_at, result_seq, failed_attempts, last_event_seq, pii, user_gen, pseudonym, resends, via, device_id)
   ${erasure}
+ WHERE ${ofCurrentTenant('i', 'occurred_at')}
  ORDER BY i.tenant_id, i.challenge_id
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   ${CONTEXT_COLUMNS.map((c) => keepOrTake(c, TAKE_CONTEXT)).join(',\n  ')},
@@ -124,6 +156,8 @@ const SENT_OF_RECEIPT = `excluded.status = 'sent' AND deliveries.status IN ('del
 const UPSERT_DELIVERIES = `
 INSERT INTO deliveries (tenant_id, challenge_id, status, provider, message_id, attempts, occurred_at, event_seq, error)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::bigint[], $9::text[])
+    AS i(tenant_id, challenge_id, status, provider, message_id, attempts, occurred_at, event_seq, error)
+ WHERE ${ofCurrentTenant('i', 'occurred_at')}
  ORDER BY 1, 2 -- tenant, challenge: see UPSERT_SIGNINS
 ON CONFLICT (tenant_id, challenge_id) DO UPDATE SET
   status = excluded.status,
@@ -161,9 +195,9 @@ RETURNING tenant_id, CASE WHEN erased_at IS NOT NULL THEN GREATEST(erased_at, cr
  * gives (UPSERT_TENANTS), in each of these tables. Not the erased users (erased_users: reapplying
  * erasures after a restore of the event log needs them) nor the audit trail (audit_log, kept for
  * good). By time, not by the tenant's state: a row of the tenant created again is never older than
- * its creation, whatever order the consumers project the streams in; a late row of the former tenant
- * (the outcome of a challenge pending at the deletion, projected after the erasure) goes when the id
- * is created again.
+ * its creation, whatever order the consumers project the streams in. A late row of the former tenant
+ * (the outcome of a challenge pending at the deletion, projected after the erasure) is not written
+ * once the deletion is known (ofCurrentTenant, in each projection's insert into these tables).
  */
 export const TENANT_REPORT_TABLES = [
   ['signins', 'occurred_at'],
@@ -288,6 +322,7 @@ export class SigninsRepository {
     const columns = columnsOf(patches, ['tenantId', 'state', 'stateAt', 'stateSeq', 'createdAt', 'deletedAt', 'erasedAt']);
     const { rows } = await this.pool.query<{ tenant_id: string; former_before: Date | null }>(named('report-upsert-tenants', UPSERT_TENANTS, columns));
     const deleted: Record<string, number> = {};
+    if (rows.some((row) => row.former_before !== null)) await this.awaitWritesBegunBefore();
     for (const { tenant_id: tenantId, former_before: before } of rows) {
       if (before === null) continue;
       for (const [table, sql] of DELETE_FORMER_ROWS) {
@@ -298,6 +333,21 @@ export class SigninsRepository {
       }
     }
     return deleted;
+  }
+
+  /**
+   * Waits until every write into TENANT_REPORT_TABLES begun before the tenants' rows just committed
+   * has ended, so that the deletes that follow see its rows. A projection's insert (ofCurrentTenant)
+   * that read the tenants before that commit may still write a former tenant's rows: it holds its
+   * table's ROW EXCLUSIVE lock from before it read anything, and a SHARE lock waits for it (and
+   * holds off new writes of that table for as long, milliseconds); one taken after sees the commit.
+   * One table at a time, each lock released at once: this waits for no one holding another.
+   * Only for a batch that erased a tenant or created one again (or their re-delivery): rare.
+   */
+  private async awaitWritesBegunBefore(): Promise<void> {
+    for (const [table] of TENANT_REPORT_TABLES) {
+      await inTransaction(this.pool, (client) => client.query(`LOCK TABLE ${table} IN SHARE MODE`));
+    }
   }
 
   /** Whether the tenant is known to the report: created, and not deleted since (as a tenant never created). */
@@ -323,6 +373,8 @@ export class SigninsRepository {
       // each challenge id once) takes it for the sign-in; shown all the same once it was first
       // written before `now`, so that a start that never comes (dead-lettered) hides no sign-in.
       '(s.context_seq IS NOT NULL OR s.projected_at < $2::timestamptz)',
+      // Not a former tenant's row under the same id (one stored while the tenants consumer lagged).
+      sinceIncarnation('s.occurred_at'),
     ];
     if (filter.userId !== undefined) where.push(`s.user_id = ${param(filter.userId)}`);
     if (filter.challengeId !== undefined) where.push(`s.challenge_id = ${param(filter.challengeId)}`);

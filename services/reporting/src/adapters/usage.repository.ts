@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Granularity, UsageCounts } from '../domain/usage-report.js';
-import { readReport } from './signins.repository.js';
+import { ofCurrentTenant, readReport, sinceIncarnation } from './signins.repository.js';
 
 // Registrations (user_lifetimes) and erasures (user_erasures) are separate facts, each kept once:
 // the usage report counts them by their own times, so the projection may see an erasure before its
@@ -13,6 +13,7 @@ SELECT f.tenant_id, f.user_key, f.at
   FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS f(tenant_id, user_key, at, previous)
  WHERE NOT EXISTS (SELECT 1 FROM ${table} t
                     WHERE t.tenant_id = f.tenant_id AND t.user_key = ANY(string_to_array(f.previous, ',')) AND t.${column} = f.at)
+   AND ${ofCurrentTenant('f', 'at')}
 ON CONFLICT DO NOTHING`;
 const INSERT_REGISTERED = facts('user_lifetimes', 'registered_at');
 const INSERT_ERASED = facts('user_erasures', 'erased_at');
@@ -66,16 +67,17 @@ export class UsageRepository {
            FROM signins
           WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
             AND (context_seq IS NOT NULL OR projected_at < $4)
+            AND ${sinceIncarnation('occurred_at')}
           GROUP BY 1, 2`,
         [tenantId, first, to, expiredBefore],
       ),
       readReport<{ kind: string; period: Date | null; n: string }>(
         this.readPool,
         `SELECT 'registered' AS kind, CASE WHEN registered_at >= $2 THEN ${bucket('registered_at')} END AS period, count(*) AS n
-           FROM user_lifetimes WHERE tenant_id = $1 AND registered_at < $3 GROUP BY 1, 2
+           FROM user_lifetimes WHERE tenant_id = $1 AND registered_at < $3 AND ${sinceIncarnation('registered_at')} GROUP BY 1, 2
          UNION ALL
          SELECT 'erased', CASE WHEN erased_at >= $2 THEN ${bucket('erased_at')} END, count(*)
-           FROM user_erasures WHERE tenant_id = $1 AND erased_at < $3 GROUP BY 1, 2`,
+           FROM user_erasures WHERE tenant_id = $1 AND erased_at < $3 AND ${sinceIncarnation('erased_at')} GROUP BY 1, 2`,
         [tenantId, first, to],
       ),
     ]);

@@ -46,7 +46,9 @@ export class ReportProjection {
   /**
    * Tenants known to the report queries (TenantCreated), and offboarded: TenantDeleted makes the
    * tenant unknown (not_found), TenantErased deletes its report rows but for its erased users and
-   * its audit trail, and a TenantCreated after it is a new tenant with an empty report.
+   * its audit trail, and a TenantCreated after it is a new tenant with an empty report. Once the
+   * deletion is known, the other projections write nothing of the tenant from before it, nor, once
+   * created again, from before that creation (ofCurrentTenant, SigninsRepository.applyTenants).
    */
   async projectTenants(items: readonly Sequenced<TenantEvent>[]): Promise<void> {
     await this.repository.applyTenants(foldTenantEvents(items));

@@ -21,6 +21,7 @@ import type { Logger } from '@mfa/telemetry';
 import { ActivationAttempts } from './adapters/activation-attempts.js';
 import { AppPasswordFailures } from './adapters/app-password-failures.js';
 import { SnapshotStore } from './adapters/snapshot-store.js';
+import { OffboardingCensusStore } from './adapters/offboarding-census.js';
 import { EventStore } from './adapters/event-store.js';
 import { UserProjectorController } from './api/user-projector.controller.js';
 import { UserSettingsController } from './api/user-settings.controller.js';
@@ -163,7 +164,7 @@ export class AppModule {
         {
           provide: TenantOffboarding,
           useFactory: (nats: NatsClients, users: UserSettingsService, clients: ApiClientsService, inventory: OathInventory, imports: ImportJobs) =>
-            new TenantOffboarding({ nats, users, clients, inventory, imports, log }),
+            new TenantOffboarding({ nats, users, clients, inventory, imports, census: new OffboardingCensusStore(nats.js, nats.jsm), log }),
           inject: [NATS, UserSettingsService, ApiClientsService, OathInventory, ImportJobs],
         },
         OathImportWorkers,

@@ -17,14 +17,16 @@ import {
   type UsersGetReply,
 } from '@mfa/contracts';
 import { base32Decode, totp, userTag, type Keyring } from '@mfa/crypto';
-import { connectNats, requestJson, type NatsClients } from '@mfa/messaging';
+import { connectNats, EventPublisher, requestJson, type NatsClients } from '@mfa/messaging';
 import { RedisKeys } from '@mfa/projection';
 import { ApiClientDirectory, runService, UserDataKeys, type RunningService } from '@mfa/service-kit';
-import { createLogger } from '@mfa/telemetry';
+import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, itWith, startNatsServer, testEnv, uniqueTenant, type NatsServerProcess } from '@mfa/testing';
 import { AppModule } from './app.module.js';
 import { loadUserSettingsConfig } from './config.js';
 import { TenantOffboarding } from './application/tenant-offboarding.js';
+import { ImportJobs } from './adapters/import-jobs.js';
+import { ApiClientsService } from './application/api-clients.service.js';
 
 /**
  * tenants.delete end to end in user-settings, as the platform operator sees it (MFA_AUTH=required):
@@ -186,5 +188,98 @@ describe('tenants.delete: offboarding a tenant (MFA_AUTH=required)', () => {
     assert.equal(await offboarding.offboard(gone, () => new Date(), () => undefined), undefined);
     assert.equal(await offboarding.offboard(uniqueTenant('never'), () => new Date(), () => undefined), undefined, 'nor for a tenant that never existed');
     assert.equal((await ask(Subjects.usersGet, { tenantId: gone, userId: goneOf.users[0] })).error, undefined, 'the new user stays');
+  });
+});
+
+describe('tenants.delete: an offboarding resumed after an attempt that failed midway', () => {
+  /** What mfa_tenant_offboarding_erased_total counted so far, by `what`. */
+  const erasedTotals = async (): Promise<Record<string, number>> =>
+    Object.fromEntries(((await registry.getSingleMetric('mfa_tenant_offboarding_erased_total')?.get())?.values ?? []).map((v) => [String(v.labels.what), v.value]));
+
+  itWith({ real: ['nats', 'redis'] }, 'TenantErased and the metric count the hardware token and the recording the failed attempt purged', async () => {
+    const tenantId = uniqueTenant('resumed');
+    await populated(tenantId);
+    const tenantToken = EventSubjects.tenant(tenantId).split('.').at(-1)!;
+    const recordingsOf = async () => (await (await new Objm(nats.js).open(VoiceMessageBuckets.messages)).list()).filter((o) => !o.deleted && o.name.startsWith(`${tenantId}/`));
+    // The import file, deleted by the last step, is refused until the test lets it go: the first
+    // attempt fails there, after it purged the token's events and the recording.
+    const jobs = service.app.get(ImportJobs);
+    const deleteObject = jobs.deleteObject.bind(jobs);
+    let failing = true;
+    let refused = 0;
+    jobs.deleteObject = async (name: string) => {
+      if (failing && name.startsWith(`${tenantId}/`)) {
+        refused++;
+        return false;
+      }
+      return deleteObject(name);
+    };
+    const before = await erasedTotals();
+    try {
+      assert.equal((await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId })).error, undefined);
+      await eventually(async () => (refused > 0 ? true : undefined), 30_000, 'the first attempt to fail at its last step');
+      assert.deepEqual([...(await lastEvents(`mfa.evt.oath.${tenantToken}.*`)).keys()], [], 'the failed attempt purged the token’s events');
+      assert.deepEqual(await recordingsOf(), [], 'and deleted the recording');
+      assert.equal((await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId })).state, 'deleting');
+    } finally {
+      failing = false;
+      jobs.deleteObject = deleteObject;
+    }
+    const done = await eventually(
+      async () => {
+        const reply = await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId });
+        return reply.state === 'deleted' ? reply : undefined;
+      },
+      30_000,
+      'the resumed offboarding to finish',
+    );
+    assert.ok(refused >= 1);
+    assert.deepEqual(done.erased, { users: 3, hardwareTokens: 1, recordings: 1, clients: 1 });
+    const after = await erasedTotals();
+    const added = Object.fromEntries(['users', 'hardwareTokens', 'recordings', 'clients'].map((what) => [what, (after[what] ?? 0) - (before[what] ?? 0)]));
+    assert.deepEqual(added, { users: 3, hardwareTokens: 1, recordings: 1, clients: 1 }, 'the metric counts the same');
+    const census = await nats.jsm.streams.getMessage(Streams.state.name, { last_by_subj: `mfa.state.offboarding.${tenantToken}` }).catch(() => null);
+    assert.equal(census, null, 'the census is removed once TenantErased holds the counts');
+  });
+});
+
+describe('tenants.delete: the clients an offboarding counts', () => {
+  itWith({ real: ['nats', 'redis'] }, 'a client tenants.delete revoked first is counted also by an instance whose directory had not folded that revocation in yet', async () => {
+    const tenantId = uniqueTenant('raced-revoke');
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
+    const client = await ask<ClientsCreateReply>(Subjects.clientsCreate, { tenantId, name: 'idp', scopes: ['challenges'] });
+    assert.equal(client.error, undefined, JSON.stringify(client));
+    const directory = service.app.get(ApiClientDirectory);
+    const before = directory.get(client.clientId)!;
+    const deletedAt = new Date().toISOString();
+    // tenants.delete's own revocation (another instance's): appended, and folded in here.
+    await service.app.get(ApiClientsService).revoke({ tenantId, clientId: client.clientId }, new Date());
+    assert.ok(directory.get(client.clientId)?.revokedAt);
+    // The offboarding's instance: its directory still shows the client as it was before, until it
+    // is asked to catch up (a directory a moment behind the log).
+    let behind = true;
+    const lagging = new Proxy(directory, {
+      get(target, prop) {
+        const stale = <T>(fresh: T): T | typeof before => (behind ? before : fresh);
+        if (prop === 'get') return (id: string) => (id === client.clientId ? stale(target.get(id)) : target.get(id));
+        if (prop === 'find') return async (id: string) => (id === client.clientId ? stale(await target.find(id)) : target.find(id));
+        if (prop === 'list') return (tenant: string) => target.list(tenant).map((c) => (c.clientId === client.clientId ? stale(c) : c));
+        if (prop === 'caughtUpTo')
+          return async (seq: number) => {
+            behind = false;
+            await target.caughtUpTo(seq);
+          };
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const clients = new ApiClientsService({
+      publisher: service.app.get(EventPublisher),
+      directory: lagging,
+      keyring,
+      log: createLogger('tenant-offboarding-test', { level: 'error' }),
+      requireTenant: async () => undefined,
+    });
+    assert.equal(await clients.revokeAllOf(tenantId, deletedAt, new Date()), 1, 'the revocation tenants.delete made is counted');
   });
 });

@@ -90,11 +90,24 @@ export class ApiClientsService {
       try {
         await this.revoke({ tenantId, clientId: client.clientId }, now);
       } catch (error) {
-        // Revoked meanwhile by another request (its event appended first): as good.
+        // Revoked meanwhile by another request (its event appended first): as good, once this
+        // instance's directory has it (tenants.delete's own revocations race the offboarding's, and
+        // a revocation the directory has not folded in yet would go uncounted).
         if (!(error instanceof ContractError && error.code === 'conflict')) throw error;
+        await this.revocationFoldedIn(client.clientId);
       }
     }
     return this.options.directory.list(tenantId).filter((c) => c.revokedAt !== undefined && c.revokedAt >= deletedAt).length;
+  }
+
+  /** Waits (boundedly: each wait ends after the directory's catch-up time) until this instance's directory holds the client revoked. */
+  private async revocationFoldedIn(clientId: string): Promise<void> {
+    for (let round = 0; round < 10; round++) {
+      const client = this.options.directory.get(clientId);
+      if (!client || client.revokedAt) return;
+      // The client's next event comes after the one held: wait for the directory to pass it.
+      await this.options.directory.caughtUpTo(client.seq + 1);
+    }
   }
 
   private async append(subject: string, event: ReturnType<typeof createEvent>, expectedLastSeq: number): Promise<number> {

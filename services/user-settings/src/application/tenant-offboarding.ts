@@ -3,6 +3,7 @@ import { isObjectStoreNotFound, purgeObjectVersion, type NatsClients } from '@mf
 import { counter, type Logger } from '@mfa/telemetry';
 import { Objm } from '@nats-io/obj';
 import type { OathInventory } from '../adapters/oath-inventory.js';
+import type { OffboardingCensusStore } from '../adapters/offboarding-census.js';
 import type { ImportJobs } from '../adapters/import-jobs.js';
 import type { ApiClientsService } from './api-clients.service.js';
 import type { UserSettingsService } from './user-settings.service.js';
@@ -29,6 +30,7 @@ interface OffboardingOptions {
   clients: Pick<ApiClientsService, 'revokeAllOf'>;
   inventory: Pick<OathInventory, 'dropTenant'>;
   imports: Pick<ImportJobs, 'files' | 'deleteObject'>;
+  census: Pick<OffboardingCensusStore, 'record' | 'remove'>;
   log: Logger;
 }
 
@@ -46,9 +48,10 @@ interface OffboardingOptions {
  * 4. its recordings (MFA_VOICE_MESSAGES, MFA_VOICE_UPLOADS) and import files (MFA_IMPORTS),
  *    objects named `<tenant>/…`;
  * 5. TenantErased, with what was erased: the id may be created again.
- * Every step skips what is done already, so a redelivery (an instance stopped, a failure) resumes:
- * the counts are of the whole offboarding (users whose erasure is at or after the deletion,
- * clients revoked since), except hardware tokens and objects purged by an earlier attempt.
+ * Every step skips what is done already, so a redelivery (an instance stopped, a failure) resumes,
+ * and the counts are of the whole offboarding: users whose erasure is at or after the deletion and
+ * clients revoked since, read from the log; hardware tokens and objects, which their purge
+ * consumes, from the census each step records before it purges (OffboardingCensusStore).
  */
 export class TenantOffboarding {
   constructor(private readonly options: OffboardingOptions) {}
@@ -74,14 +77,16 @@ export class TenantOffboarding {
       if (erasedNow === 0) break;
       if (pass >= MAX_PASSES) throw new Error(`users of the deleted tenant kept appearing after ${pass} passes`);
     }
-    const hardwareTokens = await this.dropHardwareTokens(tenantId);
+    const hardwareTokens = await this.dropHardwareTokens(tenantId, deletedAt);
     working();
-    const recordings = await this.dropObjects(tenantId, [VoiceMessageBuckets.messages, VoiceMessageBuckets.uploads]);
+    const recordings = await this.dropObjects(tenantId, deletedAt, [VoiceMessageBuckets.messages, VoiceMessageBuckets.uploads]);
     await this.dropImportFiles(tenantId);
     const counts = { users, hardwareTokens, recordings, clients };
     await this.options.users.recordTenantErased(tenantId, counts, now());
     for (const [what, n] of Object.entries(counts)) offboarded.inc({ what }, n);
     this.options.log.info('tenant offboarded', { tenantId, ...counts });
+    // TenantErased holds the counts now; a census left behind is only a few bytes, of a deletion that is over.
+    await this.options.census.remove(tenantId).catch((error: unknown) => this.options.log.warn('offboarding census not removed', { tenantId, error }));
     return counts;
   }
 
@@ -117,18 +122,30 @@ export class TenantOffboarding {
     return { erasedNow, erasedSince };
   }
 
-  /** The tenant's hardware tokens: their events purged (secrets included), the inventory index dropped. How many there were. */
-  private async dropHardwareTokens(tenantId: string): Promise<number> {
+  /**
+   * The tenant's hardware tokens: their events purged (secrets included), the inventory index
+   * dropped. How many there were, as the census recorded them before the first purge.
+   */
+  private async dropHardwareTokens(tenantId: string, deletedAt: string): Promise<number> {
     const filter = `mfa.evt.oath.${subjectToken(tenantId)}.*`;
     const info = await this.options.nats.jsm.streams.info(Streams.userSettings.name, { subjects_filter: filter });
     const tokens = Object.keys(info.state.subjects ?? {}).length;
+    const census = await this.options.census.record(
+      tenantId,
+      deletedAt,
+      (c) => c.hardwareTokens !== undefined,
+      (c) => ({ ...c, hardwareTokens: tokens }),
+    );
     if (tokens > 0) await this.options.nats.jsm.streams.purge(Streams.userSettings.name, { filter });
     await this.options.inventory.dropTenant(tenantId);
-    return tokens;
+    return census.hardwareTokens ?? 0;
   }
 
-  /** The tenant's objects (`<tenant>/…`) in the buckets that exist; how many were deleted. */
-  private async dropObjects(tenantId: string, buckets: readonly string[]): Promise<number> {
+  /**
+   * The tenant's objects (`<tenant>/…`) in the buckets that exist, each bucket's counted in the
+   * census before the first is deleted; how many there were.
+   */
+  private async dropObjects(tenantId: string, deletedAt: string, buckets: readonly string[]): Promise<number> {
     let deleted = 0;
     for (const bucket of buckets) {
       let names: string[];
@@ -140,7 +157,14 @@ export class TenantOffboarding {
         if (isObjectStoreNotFound(error)) continue;
         throw error;
       }
-      for (const name of names) if ((await purgeObjectVersion(this.options.nats.jsm, bucket, name)).purged) deleted++;
+      const census = await this.options.census.record(
+        tenantId,
+        deletedAt,
+        (c) => c.objects?.[bucket] !== undefined,
+        (c) => ({ ...c, objects: { ...c.objects, [bucket]: names.length } }),
+      );
+      for (const name of names) await purgeObjectVersion(this.options.nats.jsm, bucket, name);
+      deleted += census.objects?.[bucket] ?? 0;
     }
     return deleted;
   }

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import { defaultTenantSettings, EventSubjects, Streams, Subjects, type UsersDeleteRequest } from '@mfa/contracts';
-import { generateDataKey, loadKeyring, userTag } from '@mfa/crypto';
-import { connectNats, createEvent, ensureStream, type NatsClients } from '@mfa/messaging';
+import { generateDataKey, loadKeyring, sealWithDataKey, userTag } from '@mfa/crypto';
+import { connectNats, createEvent, ensureStream, requestJson, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
-import { itWith, testEnv, uniqueTenant } from '@mfa/testing';
+import { itWith, startNatsServer, startStack, testEnv, uniqueTenant, type NatsServerProcess, type Stack } from '@mfa/testing';
 import { prepareDatabase } from './adapters/database.js';
 import { ErasureReapply, type ReapplyReport } from './application/erasure-reapply.js';
 import { exitCodeOf, formatReapplyReport } from './reapply-erasures.js';
@@ -210,5 +210,134 @@ describe('reapply-erasures: users the event log and MFA_USER_KEYS disagree on (r
     const refused = await reapply(back, { tenants, answerTenant: async () => ({ error: { code: 'unavailable', message: 'no answer' } }) });
     assert.deepEqual(refused.tenantsFailed, [{ tenantId: back, error: 'unavailable: no answer' }]);
     assert.equal(exitCodeOf({ ...refused.report, failed: [], withoutKey: [], tenantsFailed: refused.tenantsFailed }), 3);
+  });
+});
+
+/**
+ * The conditional users.delete the pass sends (onlyIfKeyErased) answered by a real user-settings
+ * (a process of the test's own, on a nats-server of its own, so that no other instance answers and
+ * the streams hold only this test's users; Redis database 15). user-settings refuses it with
+ * `conflict` when the generations do not match: the key store's is not the one the log's data is
+ * sealed under, or not a tombstone any more.
+ */
+describe('reapply-erasures against a real user-settings: conditional erasures whose generations do not match', () => {
+  const { keyring } = loadKeyring(process.env);
+  const log = createLogger('reapply-erasures-test', { level: 'error' });
+  let server: NatsServerProcess;
+  let stack: Stack;
+  let nats: NatsClients;
+  let db: pg.Pool;
+
+  before(async () => {
+    server = await startNatsServer();
+    stack = await startStack({
+      services: ['user-settings'],
+      env: { NODE_ENV: 'test', NATS_URL: server.url, REDIS_URL: `${testEnv.redisUrl.replace(/\/\d*$/, '')}/15`, MFA_AUTH: 'off' },
+    });
+    nats = await connectNats({ url: server.url, name: 'reporting-reapply-erasures-real-test', connectTimeoutMs: 5_000 });
+    await prepareDatabase(testEnv.databaseUrl, log);
+    db = new pg.Pool({ connectionString: testEnv.databaseUrl, max: 2 });
+  });
+
+  after(async () => {
+    await stack?.stop();
+    await db?.end();
+    await nats?.nc.drain();
+    await server?.stop();
+  });
+
+  /** One pass, its users.delete requests sent to user-settings; `beforeErase` runs before each is sent. */
+  const reapply = async (options: { dryRun?: boolean; beforeErase?: (request: UsersDeleteRequest) => Promise<void> } = {}) => {
+    const sent: UsersDeleteRequest[] = [];
+    const report = await new ErasureReapply(nats, keyring, db, {
+      dryRun: options.dryRun ?? false,
+      log,
+      erase: async (request) => {
+        sent.push(request);
+        await options.beforeErase?.(request);
+        return requestJson(nats.nc, Subjects.usersDelete, request, { timeoutMs: 10_000 });
+      },
+      deleteTenant: (request) => requestJson(nats.nc, Subjects.tenantsDelete, request, { timeoutMs: 10_000 }),
+    }).run();
+    return { report, sent };
+  };
+  const created = async (tenantId: string) =>
+    nats.js.publish(EventSubjects.tenant(tenantId), JSON.stringify(createEvent('TenantCreated', 1, { tenantId, aggregateId: tenantId, now: new Date(), data: { settings: defaultTenantSettings() } })));
+  /** The user registered in the log with personal data sealed under data key generation `gen`. */
+  const registeredUnder = async (tenantId: string, userId: string, gen: number) => {
+    const pii = sealWithDataKey(generateDataKey(keyring, tenantId, userId, gen).dataKey, new TextEncoder().encode(JSON.stringify({ displayName: 'Gustav Berg' })), 'reapply-erasures-test');
+    await nats.js.publish(EventSubjects.user(tenantId, userId), JSON.stringify(createEvent('UserRegistered', 2, { tenantId, aggregateId: userId, now: new Date(), data: { userId, pii } })));
+  };
+  /** What the key store holds for the user: a key of a generation, or an erasure's tombstone. */
+  const keyRecord = async (tenantId: string, userId: string, record: { key: number } | { tombstone: number }) =>
+    nats.js.publish(
+      EventSubjects.userDataKey(userTag(keyring, tenantId, userId)),
+      JSON.stringify('key' in record ? { gen: record.key, wrappedKey: generateDataKey(keyring, tenantId, userId, record.key).wrapped } : { gen: record.tombstone, erasedAt: new Date().toISOString() }),
+    );
+  /** The user's events (how many, the last one's type) and data key record (sequence and body), as the streams hold them. */
+  const stored = async (tenantId: string, userId: string) => {
+    const info = await nats.jsm.streams.info(Streams.userSettings.name, { subjects_filter: EventSubjects.user(tenantId, userId) });
+    const last = await nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.user(tenantId, userId) });
+    const key = await nats.jsm.streams.getMessage(Streams.userKeys.name, { last_by_subj: EventSubjects.userDataKey(userTag(keyring, tenantId, userId)) });
+    return { events: info.state.subjects?.[EventSubjects.user(tenantId, userId)] ?? 0, lastType: last?.json<{ type: string }>().type, keySeq: key?.seq, key: key?.json<Record<string, unknown>>() };
+  };
+  const ours = <U extends { tenantId: string }>(tenantId: string, users: U[]) => users.filter((u) => u.tenantId === tenantId);
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'a key store’s key changed after the pass read its tombstone: user-settings refuses, the refusal is listed with its reason, nothing is erased', async () => {
+    const tenantId = uniqueTenant('reapply-mismatch');
+    const userId = 'ulrika';
+    await created(tenantId);
+    // The log: Ulrika registered (generation 1), no erasure; the key store: the tombstone of 1.
+    await registeredUnder(tenantId, userId, 1);
+    await keyRecord(tenantId, userId, { tombstone: 1 });
+    const dry = await reapply({ dryRun: true });
+    assert.deepEqual(ours(tenantId, dry.report.keyErasedOnly), [{ tenantId, userId, gen: 1 }], 'an erasure to complete');
+    assert.deepEqual(dry.sent, []);
+
+    // Between the pass's read and its users.delete, MFA_USER_KEYS holds a live key of generation 2
+    // (restored again meanwhile): the generation asked for is not the key store's.
+    let keyBefore: Awaited<ReturnType<typeof stored>> | undefined;
+    const { report, sent } = await reapply({
+      beforeErase: async (request) => {
+        if (request.tenantId !== tenantId) return;
+        await keyRecord(tenantId, userId, { key: 2 });
+        keyBefore = await stored(tenantId, userId);
+      },
+    });
+    assert.deepEqual(ours(tenantId, sent), [{ tenantId, userId, onlyIfKeyErased: 1 }]);
+    assert.deepEqual(ours(tenantId, report.keyErasuresCompleted), []);
+    assert.deepEqual(
+      ours(tenantId, report.failed),
+      [{ tenantId, userId, error: 'completing the key store’s erasure of generation 1: conflict: the user’s data key (generation 2) is live: no erasure of generation 1 to complete; nothing erased' }],
+    );
+    assert.equal(exitCodeOf(report), 3, 'the user needs a look');
+    assert.match(formatReapplyReport(report), new RegExp(`Failed \\(.*\\): 1\\n  ${tenantId} ulrika: completing the key store’s erasure of generation 1: conflict: the user’s data key \\(generation 2\\) is live`));
+    const after = await stored(tenantId, userId);
+    assert.deepEqual(after, keyBefore, 'nothing erased: no UserErased, the key as it was');
+    assert.deepEqual([after.events, after.lastType, after.key?.gen, typeof after.key?.wrappedKey], [1, 'UserRegistered', 2, 'string']);
+  });
+
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'a log whose data is sealed under a newer generation than the key store’s tombstone lacks that key: listed without a data key, not sent to users.delete, nothing erased', async () => {
+    const tenantId = uniqueTenant('reapply-newer');
+    const userId = 'gustav';
+    await created(tenantId);
+    // The log: Gustav's data sealed under generation 2, no erasure; the key store: the tombstone of
+    // 1 only. user-settings refuses its conditional erasure (the key of 2 is missing, not erased).
+    await registeredUnder(tenantId, userId, 2);
+    await keyRecord(tenantId, userId, { tombstone: 1 });
+    const before = await stored(tenantId, userId);
+    const refused = await requestJson<{ error?: { code: string; message: string } }>(nats.nc, Subjects.usersDelete, { tenantId, userId, onlyIfKeyErased: 1 }, { timeoutMs: 10_000 });
+    assert.deepEqual(refused.error, {
+      code: 'conflict',
+      message: 'the user’s events are sealed under data key generation 2, newer than the key store’s erasure of 1: that key is missing, not erased; nothing erased',
+    });
+
+    for (const dryRun of [true, false]) {
+      const { report, sent } = await reapply({ dryRun });
+      assert.deepEqual(ours(tenantId, report.withoutKey), [{ tenantId, userId }], `dry run ${dryRun}: no data key`);
+      assert.deepEqual([ours(tenantId, report.keyErasedOnly), ours(tenantId, report.keyErasuresCompleted), ours(tenantId, report.failed), ours(tenantId, sent)], [[], [], [], []]);
+      assert.equal(exitCodeOf(report), 3, 'the user needs a look');
+    }
+    assert.deepEqual(await stored(tenantId, userId), before, 'nothing erased');
   });
 });

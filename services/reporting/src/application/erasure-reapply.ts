@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { EventSubjects, Streams, Subjects, subjectIds, type TenantsDeleteRequest, type UsersDeleteRequest } from '@mfa/contracts';
-import type { Keyring } from '@mfa/crypto';
+import { dataKeyGeneration, type Keyring } from '@mfa/crypto';
 import { isNoMessageFound, isTransientDependencyError, readOnce, type NatsClients } from '@mfa/messaging';
 import { UserDataKeys } from '@mfa/service-kit';
 import type { Logger } from '@mfa/telemetry';
@@ -141,12 +141,15 @@ export class ErasureReapply {
     );
     // A tombstone the log's own erasure accounts for belongs to a user registered again since: the
     // key of that registration is what is missing (user-settings answers such a user `conflict`,
-    // not `not_found`), and only the operator may decide to erase them (docs/operations.md).
+    // not `not_found`), and only the operator may decide to erase them (docs/operations.md). So
+    // does one older than the key the log's data since its last erasure is sealed under: that key
+    // is missing, not erased (user-settings refuses its conditional users.delete with `conflict`).
     // The others were erased after the log's backup: their erasure is completed with the condition
     // that the key store still holds its tombstone, so that a users.register that completed it
     // first and registered the user again (user-settings does that) is never undone.
     for (const user of tombstoned) {
-      if ((await this.erasedGenInLog(user)) >= user.gen) report.withoutKey.push({ tenantId: user.tenantId, userId: user.userId });
+      const inLog = await this.generationsInLog(user);
+      if (inLog.erased >= user.gen || inLog.sealed > user.gen) report.withoutKey.push({ tenantId: user.tenantId, userId: user.userId });
       else if (this.options.dryRun) report.keyErasedOnly.push(user);
       else {
         const error = await this.erase({ tenantId: user.tenantId, userId: user.userId, onlyIfKeyErased: user.gen });
@@ -223,19 +226,29 @@ export class ErasureReapply {
     return reply.error ? `${reply.error.code}: ${reply.error.message}` : undefined;
   }
 
-  /** The latest generation the user's events record as erased (0: none); their last event is not UserErased. */
-  private async erasedGenInLog(user: UserRef): Promise<number> {
-    let gen = 0;
+  /**
+   * What the user's events say of data key generations (their last event is not UserErased):
+   * `erased`, the latest generation an erasure recorded (0: none); `sealed`, the newest one the
+   * personal data since that erasure is sealed under (0: none), as user-settings reads them.
+   */
+  private async generationsInLog(user: UserRef): Promise<{ erased: number; sealed: number }> {
+    let erased = 0;
+    let sealed = 0;
     await readOnce(this.nats.js, Streams.userSettings.name, EventSubjects.user(user.tenantId, user.userId), { policy: 'all' }, (msg) => {
       const event = eventOf(msg.string());
-      if (event?.type === 'UserErased' && typeof event.data?.gen === 'number') gen = Math.max(gen, event.data.gen);
+      if (event?.type === 'UserErased' && typeof event.data?.gen === 'number') {
+        erased = Math.max(erased, event.data.gen);
+        sealed = 0;
+      } else if ((event?.type === 'UserRegistered' || event?.type === 'UserProfileChanged') && typeof event.data?.pii === 'string') {
+        sealed = Math.max(sealed, dataKeyGeneration(event.data.pii) ?? 0);
+      }
     }, { log: this.options.log });
-    return gen;
+    return { erased, sealed };
   }
 }
 
-/** The fields of a stored event this pass reads (a UserErased's `gen` is not sealed). */
-type StoredFields = { type?: unknown; occurredAt?: unknown; data?: { gen?: unknown } };
+/** The fields of a stored event this pass reads (a UserErased's `gen` is not sealed; `pii` is, and names its key's generation). */
+type StoredFields = { type?: unknown; occurredAt?: unknown; data?: { gen?: unknown; pii?: unknown } };
 function eventOf(body: string): StoredFields | undefined {
   try {
     const event: unknown = JSON.parse(body);

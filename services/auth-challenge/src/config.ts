@@ -50,16 +50,16 @@ const AuthChallengeEnv = BaseConfig.extend(RedisConfig.shape).extend({
    */
   DEVICE_API_TRUSTED_PROXIES: unsetWhenEmpty(AddressList.default([...DEFAULT_TRUSTED_PROXIES])),
   /**
-   * The header those proxies name the client in: `x-forwarded-for` or RFC 7239's `forwarded`. One,
-   * not both: a proxy appends to one and passes the other on as the client wrote it.
-   */
-  /**
    * The most decisions a hash slot's outbox holds whose events JetStream has not acknowledged: at
    * that many, the slot's starts, verifies, resends and answers decide nothing and answer
    * `unavailable` until JetStream takes events again, so that a long JetStream outage cannot fill
    * Redis. 16,384 slots: the default bounds the outboxes to about a million decisions.
    */
   OUTBOX_MAX_PER_SLOT: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_OUTBOX_MAX_PER_SLOT),
+  /**
+   * The header those proxies name the client in: `x-forwarded-for` or RFC 7239's `forwarded`. One,
+   * not both: a proxy appends to one and passes the other on as the client wrote it.
+   */
   DEVICE_API_FORWARDED_HEADER: unsetWhenEmpty(
     z.string().trim().toLowerCase().pipe(z.enum(FORWARDED_HEADERS, { error: 'must be x-forwarded-for or forwarded' })).default('x-forwarded-for'),
   ),

@@ -8,6 +8,8 @@ import { ChallengeService } from './challenge.service.js';
 
 /** How often an instance publishes the events it answered without (JetStream did not take them in time). */
 const OWN_EVERY_MS = 2_000;
+/** The decisions an instance publishes at once when it relays its own (ownPass). */
+const OWN_IN_FLIGHT = 64;
 /** How often one instance (under a lease) looks at every slot's outbox, for decisions of instances that died. */
 const FULL_PASS_EVERY_MS = 15_000;
 const LEASE_KEY = 'mfa:outbox:relay';
@@ -71,16 +73,29 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     return run;
   }
 
-  /** The decisions this instance answered without their event. Returns the events published. */
+  /**
+   * The decisions this instance answered without their event, oldest first, OWN_IN_FLIGHT at a
+   * time: after a long outage the outboxes may hold many (up to OUTBOX_MAX_PER_SLOT a slot, and a
+   * full slot refuses its users until its entries go), so they are not published one round trip
+   * after another; a challenge's decisions still in the order they were taken (its start before
+   * its resend or outcome: batchesOf). A batch with a failure ends the pass (JetStream still not
+   * taking events); what it published is kept. Returns the events published.
+   */
   async ownPass(): Promise<number> {
     let published = 0;
-    for (const [id, { key, name }] of this.outbox.deferred) {
-      try {
-        const raw = await this.outbox.read(key, name);
-        if (raw !== undefined && (await this.relay(key, name, raw))) published++;
-        this.outbox.deferred.delete(id);
-      } catch (error) {
-        this.log.warn('the outbox relay could not publish yet; trying again', { error });
+    for (const entries of batchesOf([...this.outbox.deferred], OWN_IN_FLIGHT)) {
+      const batch = await Promise.allSettled(
+        entries.map(async ([id, { key, name }]) => {
+          const raw = await this.outbox.read(key, name);
+          const done = raw !== undefined && (await this.relay(key, name, raw));
+          this.outbox.deferred.delete(id);
+          return done;
+        }),
+      );
+      for (const result of batch) if (result.status === 'fulfilled' && result.value) published++;
+      const failed = batch.find((result) => result.status === 'rejected');
+      if (failed) {
+        this.log.warn('the outbox relay could not publish yet; trying again', { error: failed.reason });
         break;
       }
     }
@@ -149,4 +164,27 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     relayed.inc({ outcome: ack.duplicate ? 'duplicate' : 'published' });
     return true;
   }
+}
+
+/**
+ * Deferred decisions in their order, in batches of at most `size` published at once, a batch ending
+ * before a second decision of a challenge it holds already ("<challengeId>:<decision>[:<n>]"), so
+ * that the events of one challenge are published in the order they were decided.
+ */
+export function batchesOf<T extends [string, { name: string }]>(entries: readonly T[], size: number): T[][] {
+  const batches: T[][] = [];
+  let batch: T[] = [];
+  let challenges = new Set<string>();
+  for (const entry of entries) {
+    const challenge = entry[1].name.split(':', 1)[0]!;
+    if (batch.length >= size || challenges.has(challenge)) {
+      batches.push(batch);
+      batch = [];
+      challenges = new Set();
+    }
+    batch.push(entry);
+    challenges.add(challenge);
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
 }

@@ -3,7 +3,6 @@ import { ContractError, invalidRequest, unavailable, type SigninResult, type Sig
 import { isTransientDependencyError } from '@mfa/messaging';
 import type { DeliveryPatch, SigninPatch, TenantPatch } from '../domain/signin-projection.js';
 import type { ReportPosition, SigninRow } from '../domain/signin-report.js';
-import { inTransaction } from './database.js';
 import { erasureOf, KEPT_PSEUDONYM } from './erasures.repository.js';
 
 /**
@@ -190,6 +189,9 @@ ON CONFLICT (tenant_id) DO UPDATE SET
   erased_at = GREATEST(tenants.erased_at, excluded.erased_at)
 RETURNING tenant_id, CASE WHEN erased_at IS NOT NULL THEN GREATEST(erased_at, created_at) END AS former_before`;
 
+/** The longest an erasure waits for the report writes begun before it (awaitWritesBegunBefore): past the statement timeout. */
+const WRITES_BEGUN_WAIT_MS = 35_000;
+
 /**
  * The report rows of a former tenant: those of the tenant from before the time the tenant's row
  * gives (UPSERT_TENANTS), in each of these tables. Not the erased users (erased_users: reapplying
@@ -339,14 +341,27 @@ export class SigninsRepository {
    * Waits until every write into TENANT_REPORT_TABLES begun before the tenants' rows just committed
    * has ended, so that the deletes that follow see its rows. A projection's insert (ofCurrentTenant)
    * that read the tenants before that commit may still write a former tenant's rows: it holds its
-   * table's ROW EXCLUSIVE lock from before it read anything, and a SHARE lock waits for it (and
-   * holds off new writes of that table for as long, milliseconds); one taken after sees the commit.
-   * One table at a time, each lock released at once: this waits for no one holding another.
-   * Only for a batch that erased a tenant or created one again (or their re-delivery): rare.
+   * table's ROW EXCLUSIVE lock from before it read anything, so the transactions holding one that
+   * began before now are the ones to wait for (pg_locks, pg_stat_activity: the service's own role
+   * sees its sessions). Polled, holding no lock: neither a VACUUM nor anyone's write waits on it.
+   * Bounded by WRITES_BEGUN_WAIT_MS (a write outlives the statement timeout no longer). Only for a
+   * batch that erased a tenant or created one again (or their re-delivery), or changed the settings
+   * of a tenant created again.
    */
   private async awaitWritesBegunBefore(): Promise<void> {
-    for (const [table] of TENANT_REPORT_TABLES) {
-      await inTransaction(this.pool, (client) => client.query(`LOCK TABLE ${table} IN SHARE MODE`));
+    const tables = TENANT_REPORT_TABLES.map(([table]) => table);
+    const { rows } = await this.pool.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+    const since = rows[0]!.now;
+    for (const until = Date.now() + WRITES_BEGUN_WAIT_MS; Date.now() < until; ) {
+      const { rowCount } = await this.pool.query(
+        `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' AND l.granted
+            AND l.relation = ANY($1::text[]::regclass[]) AND a.xact_start < $2 AND l.pid <> pg_backend_pid()
+          LIMIT 1`,
+        [tables, since],
+      );
+      if (!rowCount) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
 

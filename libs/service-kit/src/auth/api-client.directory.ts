@@ -114,6 +114,17 @@ export class ApiClientDirectory implements OnModuleInit, OnApplicationShutdown {
     return this.clients.get(clientId);
   }
 
+  /**
+   * The stream sequence of the client's last event in the log (0: none, or the log did not answer):
+   * with caughtUpTo, waits until this instance holds the client as the log does (another instance's
+   * change of it included), which the sequence of its last event held here cannot tell.
+   */
+  async lastSeqOf(clientId: string): Promise<number> {
+    if (!isIssuedClientId(clientId)) return 0;
+    const last = await this.nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.client(clientId) }).catch(() => null);
+    return last?.seq ?? 0;
+  }
+
   /** Resolves once this instance has folded in the event at `seq` (or after CATCH_UP_MS). */
   caughtUpTo(seq: number): Promise<void> {
     if (this.processedSeq >= seq) return Promise.resolve();

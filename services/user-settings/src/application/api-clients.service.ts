@@ -100,14 +100,15 @@ export class ApiClientsService {
     return this.options.directory.list(tenantId).filter((c) => c.revokedAt !== undefined && c.revokedAt >= deletedAt).length;
   }
 
-  /** Waits (boundedly: each wait ends after the directory's catch-up time) until this instance's directory holds the client revoked. */
+  /**
+   * Waits (boundedly: the directory's catch-up time) until this instance's directory holds the
+   * client's last event in the log, the revocation another request appended: the directory's
+   * position passing the client's own last sequence held here says nothing (any later event of
+   * any client passes it).
+   */
   private async revocationFoldedIn(clientId: string): Promise<void> {
-    for (let round = 0; round < 10; round++) {
-      const client = this.options.directory.get(clientId);
-      if (!client || client.revokedAt) return;
-      // The client's next event comes after the one held: wait for the directory to pass it.
-      await this.options.directory.caughtUpTo(client.seq + 1);
-    }
+    const seq = await this.options.directory.lastSeqOf(clientId);
+    if (seq > 0) await this.options.directory.caughtUpTo(seq);
   }
 
   private async append(subject: string, event: ReturnType<typeof createEvent>, expectedLastSeq: number): Promise<number> {

@@ -150,7 +150,7 @@ export const Streams = {
     duplicateWindowSeconds: 120,
     maxMsgsPerSubject: 1,
     description:
-      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use. Derived or advisory data, never the only copy of a fact.',
+      'Latest value per subject, read with direct gets: aggregate snapshots, API client last use, the counts of a tenant offboarding under way. Derived or advisory data, never the only copy of a fact but those counts (kept until TenantErased holds them).',
   },
   userKeys: {
     name: 'MFA_USER_KEYS',

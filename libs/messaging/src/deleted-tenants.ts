@@ -97,8 +97,11 @@ export class DeletedTenants {
   }
 
   private fold(msg: JsMsg): void {
-    this.heard();
     this.apply(parseEvent(msg.json()));
+    // Caught up only with the last message the server had for the follower: after a gap (a
+    // reconnection, a follower made again) the first messages are the start of a backlog, which
+    // may still hold a deletion.
+    if (msg.info.pending === 0) this.heard();
   }
 
   private apply(event: AnyEvent): void {
@@ -125,7 +128,7 @@ export class DeletedTenants {
     this.disconnected = false;
   }
 
-  /** A message or a heartbeat of the follower: the server has handed it what there was. */
+  /** The follower's last pending message, or a heartbeat: the server has handed it what there was. */
   private async watchFollower(messages: ConsumerMessages): Promise<void> {
     try {
       for await (const status of messages.status()) {

@@ -798,7 +798,9 @@ describe('auth-challenge against real NATS and Redis', () => {
     const tag = userTag(keyring, tenant, user);
     const unmaskKey = projectionUserKey(keyring, tag);
     const seen: string[][] = [];
-    const monitor = await redis.monitor(); // a second connection, in monitor mode
+    // A second connection, in monitor mode; made here rather than with redis.monitor(), which
+    // leaves its connection open (and the test process alive) when entering monitor mode fails.
+    const monitor = redis.duplicate({ monitor: true, lazyConnect: false });
     monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
     const typed: string[] = [];
     const challenges: { totp?: unknown; sms?: unknown } = {};
@@ -807,6 +809,10 @@ describe('auth-challenge against real NATS and Redis', () => {
       return ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
     };
     try {
+      await new Promise<void>((resolve, reject) => {
+        monitor.once('error', (error: Error) => reject(new Error(`entering monitor mode failed: ${error.message}`, { cause: error })));
+        monitor.once('monitoring', () => resolve());
+      });
       await projectUser(user, { totp: [secret], phone: '+14155550110' });
       const totpStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
       challenges.totp = totpStart.challengeId;

@@ -10,7 +10,8 @@ import {
   MAX_IMPORT_FILE_BYTES,
   MAX_IMPORT_REQUEST_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
-  METHODS,
+  USAGE_METHODS,
+  usageByMethod,
   OATH_TOKEN_STATES,
   Subjects,
   VoiceMessageBuckets,
@@ -820,8 +821,6 @@ function periodAfter(period: string, granularity: string): string | undefined {
 }
 /** Periods per usage page: the most the API answers at once. */
 const USAGE_PAGE = 500;
-/** What usage's `byMethod` counts sign-ins by, in column order: each method, then `none` (sign-ins that never had one). */
-const USAGE_METHODS = [...METHODS, 'none'] as const;
 reports
   .command('usage <tenant>')
   .description('authentications and enabled users per period, oldest first')
@@ -837,8 +836,7 @@ reports
       const flat = rows.map((r) => {
         const a = r.authentications as { total: number; success: number; failure: number };
         const byMethod = r.byMethod as Array<{ method: string; success: number; failure: number }>;
-        const perMethod = USAGE_METHODS.map((method) => [method, byMethod.reduce((n, m) => (m.method === method ? n + m.success + m.failure : n), 0)]);
-        return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, ...Object.fromEntries(perMethod) };
+        return { period: r.period, authentications: a.total, success: a.success, failure: a.failure, enabledUsers: r.enabledUsers, ...usageByMethod({ byMethod }) };
       });
       process.stdout.write(render(g.format === 'json' ? rows : flat, g.format === 'json' ? [] : ['period', 'authentications', 'success', 'failure', 'enabledUsers', ...USAGE_METHODS], g.format));
       if (more) {

@@ -655,6 +655,15 @@ export const UsageItem = z.object({
   enabledUsers: z.number(),
 });
 export type UsageItem = z.infer<typeof UsageItem>;
+/** What usage's `byMethod` counts sign-ins by, in the column order of flat exports (CSV, tables): each method, then `none` (sign-ins that never had one). */
+export const USAGE_METHODS = [...METHODS, 'none'] as const;
+export type UsageMethod = (typeof USAGE_METHODS)[number];
+/** A usage period's sign-ins by each of USAGE_METHODS, succeeded and failed together: 0 for a method the period did not see. */
+export function usageByMethod(item: Pick<UsageItem, 'byMethod'>): Record<UsageMethod, number> {
+  const counts = Object.fromEntries(USAGE_METHODS.map((method) => [method, 0])) as Record<UsageMethod, number>;
+  for (const m of item.byMethod) if (Object.hasOwn(counts, m.method)) counts[m.method as UsageMethod] += m.success + m.failure;
+  return counts;
+}
 export const UsageQueryReply = z.object({ items: z.array(UsageItem), nextCursor: z.string().optional() });
 export type UsageQueryReply = z.infer<typeof UsageQueryReply>;
 

@@ -20,6 +20,8 @@ import {
   UsersDeleteRequest,
   AuditQueryRequest,
   phoneNumberInfo,
+  USAGE_METHODS,
+  usageByMethod,
 } from './index.js';
 
 /** A valid stored event, to mutate. */
@@ -234,6 +236,20 @@ describe('the public API contract', () => {
     const a = defaultTenantSettings();
     a.notificationEmails.push('x@example.com');
     assert.deepEqual(defaultTenantSettings().notificationEmails, []);
+  });
+});
+
+describe('usage by method, for flat exports', () => {
+  it('gives every method and none its column, succeeded and failed together, 0 when absent, nothing for other names', () => {
+    assert.deepEqual(USAGE_METHODS, ['sms', 'voice', 'push', 'totp', 'none']);
+    const byMethod = [
+      { method: 'totp', success: 3, failure: 1 },
+      { method: 'none', success: 0, failure: 2 },
+      { method: 'fax', success: 9, failure: 9 },
+      { method: '__proto__', success: 9, failure: 9 },
+      { method: 'constructor', success: 9, failure: 9 },
+    ];
+    assert.deepEqual(usageByMethod({ byMethod }), { sms: 0, voice: 0, push: 0, totp: 4, none: 2 });
   });
 });
 

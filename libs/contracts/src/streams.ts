@@ -86,6 +86,8 @@ export const EventSubjects = {
   clientLastUsed: (clientId: string) => `mfa.state.client-used.${clientId}`,
   /** MFA_STATE: the latest snapshot of an aggregate, by the subject of its events. */
   snapshot: (aggregateSubject: string) => `mfa.state.snapshot.${aggregateSubject.replace(/^mfa\.evt\./, '')}`,
+  /** MFA_STATE: what a deleted tenant's offboarding counted of the things it purges, before purging them. */
+  offboardingCensus: (tenantId: string) => `mfa.state.offboarding.${subjectToken(tenantId)}`,
   /**
    * MFA_USER_KEYS: the user's data key (wrapped) or, once erased, its tombstone. Named by the
    * user's keyed hash tag (@mfa/crypto userTag), so the subject tells nothing about the user.

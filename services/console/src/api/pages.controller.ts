@@ -31,7 +31,8 @@ import {
   FRAUD_SOURCES,
   MAX_IMPORT_FILE_BYTES,
   MAX_VOICE_MESSAGE_BYTES,
-  METHODS,
+  USAGE_METHODS,
+  usageByMethod,
   OATH_TOKEN_STATES,
   OathImportFormat,
   OathJobId,
@@ -69,9 +70,6 @@ interface CsvReport<T> {
 }
 /** Columns that are the item's fields of the same name. */
 const fields = <T>(...names: Array<keyof T & string>) => names.map((name) => [name, (item: T) => item[name]] as const);
-
-/** What usage's `byMethod` counts sign-ins by, in the CSV's column order: each method, then `none` (sign-ins that never had one). */
-const USAGE_METHODS = [...METHODS, 'none'] as const;
 
 /** The reports a page exports with `?format=csv`, with the page's filters. */
 const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>; fraud: CsvReport<FraudItem>; blocked: CsvReport<BlockedItem>; usage: CsvReport<UsageItem> } = {
@@ -123,7 +121,7 @@ const CSV_REPORTS: { signins: CsvReport<SigninItem>; audit: CsvReport<AuditItem>
       ['failed', (item: UsageItem) => item.authentications.failure],
       // One column per method, the same columns on every row whatever the period saw: its sign-ins
       // by that method (succeeded and failed), 0 for a method the period did not see.
-      ...USAGE_METHODS.map((method) => [method, (item: UsageItem) => item.byMethod.reduce((n, m) => (m.method === method ? n + m.success + m.failure : n), 0)] as const),
+      ...USAGE_METHODS.map((method) => [method, (item: UsageItem) => usageByMethod(item)[method]] as const),
       ...fields<UsageItem>('enabledUsers'),
     ],
   },

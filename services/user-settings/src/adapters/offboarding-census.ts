@@ -1,5 +1,5 @@
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
-import { Streams, subjectToken } from '@mfa/contracts';
+import { EventSubjects, Streams } from '@mfa/contracts';
 import { isNoMessageFound, isWrongLastSequence } from '@mfa/messaging';
 
 /**
@@ -22,7 +22,7 @@ const MAX_WRITE_ATTEMPTS = 5;
 
 /**
  * The census of each offboarding in MFA_STATE (one message per subject,
- * `mfa.state.offboarding.<tenant, base64url>`), written with compare-and-set, read from the stream
+ * `EventSubjects.offboardingCensus`), written with compare-and-set, read from the stream
  * leader (a replica a little behind could miss what the attempt before wrote). Removed once
  * TenantErased holds the counts; one left by an instance that stopped in between is harmless.
  */
@@ -43,7 +43,7 @@ export class OffboardingCensusStore {
       if (has(census)) return census;
       const next = add(census);
       try {
-        await this.js.publish(subjectOf(tenantId), JSON.stringify(next), { expect: { lastSubjectSequence: seq } });
+        await this.js.publish(EventSubjects.offboardingCensus(tenantId), JSON.stringify(next), { expect: { lastSubjectSequence: seq } });
         return next;
       } catch (error) {
         if (!isWrongLastSequence(error)) throw error;
@@ -54,11 +54,11 @@ export class OffboardingCensusStore {
 
   /** The census is no longer needed (TenantErased recorded the counts). */
   async remove(tenantId: string): Promise<void> {
-    await this.jsm.streams.purge(this.stream, { filter: subjectOf(tenantId) });
+    await this.jsm.streams.purge(this.stream, { filter: EventSubjects.offboardingCensus(tenantId) });
   }
 
   private async read(tenantId: string, deletedAt: string): Promise<{ census: OffboardingCensus; seq: number }> {
-    const msg = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subjectOf(tenantId) }).catch((error: unknown) => {
+    const msg = await this.jsm.streams.getMessage(this.stream, { last_by_subj: EventSubjects.offboardingCensus(tenantId) }).catch((error: unknown) => {
       if (isNoMessageFound(error)) return null;
       throw error;
     });
@@ -68,7 +68,6 @@ export class OffboardingCensusStore {
   }
 }
 
-const subjectOf = (tenantId: string) => `mfa.state.offboarding.${subjectToken(tenantId)}`;
 
 function parse(body: string): OffboardingCensus | undefined {
   try {

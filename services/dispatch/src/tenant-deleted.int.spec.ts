@@ -1,14 +1,14 @@
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import { Consumers, EventSubjects, parseEvent, Streams, type AnyEvent } from '@mfa/contracts';
+import { Consumers, EventSubjects, InternalSubjects, parseEvent, Streams, type AnyEvent } from '@mfa/contracts';
 import { loadKeyring, seal, SealContext } from '@mfa/crypto';
 import { connectNats, DeletedTenants, ensureStream, EventPublisher, type NatsClients } from '@mfa/messaging';
 import { challengeId as deviceIdOf, parseChallengeId, RedisKeys } from '@mfa/projection';
 import { sealPersonalData, UserDataKeys, type RunningService } from '@mfa/service-kit';
 import { registry } from '@mfa/telemetry';
 import { Redis } from 'ioredis';
-import { challengeStarted, challengeStartedV2, eventually, FakeFcm, FakeTwilio, freePort, itWith, tenantDeleted, testChallenge, testEnv, testTenant, testUser, uniqueTenant } from '@mfa/testing';
+import { challengeStarted, challengeStartedV2, eventually, FakeFcm, FakeTwilio, freePort, itWith, tenantDeleted, testChallenge, testEnv, testTenant, testUser, uniqueTenant, type CallBehaviour } from '@mfa/testing';
 import { boot } from './boot.js';
 import { loadDispatchConfig } from './config.js';
 
@@ -62,9 +62,9 @@ async function requestSms(tenantId: string) {
   return { to, challengeId: challenge.challengeId };
 }
 
-async function requestCall(tenantId: string) {
+async function requestCall(tenantId: string, phone: CallBehaviour = { answer: 'busy' }) {
   const to = uniquePhone();
-  twilio.phone(to, { answer: 'busy' });
+  twilio.phone(to, phone);
   const user = testUser({ tenantId, userId: `voice.${randomUUID()}@contoso.example`, profile: { phoneNumber: to } });
   const challenge = testChallenge(user, { method: 'voice', ...startsIn(300_000) });
   const key = await new UserDataKeys(nats, keyring).getOrCreate(tenantId, user.userId);
@@ -205,6 +205,50 @@ describe('dispatch and deleted tenants', () => {
     const kept = await requestCall(live);
     await eventually(async () => (twilio.calls.some((c) => c.to === kept.to) ? true : undefined), 20_000, 'the call of the live tenant');
     assert.equal(placed(), false);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'hangs up a call placed just before its tenant was deleted and answered after: nothing of the tenant played, nothing sent to auth-challenge, no outcome', async () => {
+    const tenantId = uniqueTenant('gone-mid-call');
+    // The phone rings; the test answers it (Twilio’s webhooks, signed) once the tenant is deleted.
+    const { to, challengeId } = await requestCall(tenantId, { answer: 'hold' });
+    // What dispatch asks auth-challenge for this call, if anything (the request is plain JSON).
+    const asked: string[] = [];
+    const watch = nats.nc.subscribe(InternalSubjects.voiceOutcome, {
+      callback: (_error, msg) => {
+        if (msg.string().includes(challengeId)) asked.push(msg.string());
+      },
+    });
+    const call = await twilio.waitForCall(to);
+    await eventually(async () => ((await outcomesOf(tenantId, challengeId)).some((e) => e.type === 'VoiceCallPlaced') ? true : undefined), 20_000, 'the VoiceCallPlaced');
+    await deleteTenant(tenantId);
+    const tenants = running.app.get(DeletedTenants);
+    await eventually(async () => (tenants.knownDeleted(tenantId) ? true : undefined), 10_000, 'the deletion followed');
+
+    const before = await counted('mfa_voice_calls_total', { outcome: 'hung_up_tenant_deleted' });
+    const params = { CallSid: call.sid, AccountSid: 'AC', From: call.from, To: to, Direction: 'outbound-api', CallStatus: 'in-progress' };
+    const answered = await twilio.webhook(call.url, params);
+    assert.equal(answered.status, 200);
+    assert.match(answered.body, /<Response><Hangup\/><\/Response>$/);
+    // The keys pressed (# approves in standard mode) are not forwarded either.
+    const gather = await twilio.webhook(`${call.url.replace('/voice/twiml/', '/voice/gather/')}?prompt=1`, { ...params, Digits: '', FinishedOnKey: '#' });
+    assert.equal(gather.status, 200);
+    assert.match(gather.body, /<Response><Hangup\/><\/Response>$/);
+    assert.equal(await counted('mfa_voice_calls_total', { outcome: 'hung_up_tenant_deleted' }), before + 2);
+    // Its end records nothing: no VoiceCallFailed for the deleted tenant.
+    const ended = await twilio.webhook(call.url.replace('/voice/twiml/', '/voice/status/'), { ...params, CallStatus: 'completed', CallDuration: '3' });
+    assert.equal(ended.status, 204);
+    await nats.nc.flush();
+    watch.unsubscribe();
+    assert.deepEqual(asked, []);
+    assert.deepEqual((await outcomesOf(tenantId, challengeId)).map((e) => e.type), ['VoiceCallPlaced']);
+  });
+
+  itWith({ real: ['nats', 'redis'], fake: ['twilio'] }, 'still plays the prompt of a live tenant’s call when it is answered', async () => {
+    const { to } = await requestCall(live, { answer: 'hold' });
+    const call = await twilio.waitForCall(to);
+    const answered = await twilio.webhook(call.url, { CallSid: call.sid, AccountSid: 'AC', From: call.from, To: to, Direction: 'outbound-api', CallStatus: 'in-progress' });
+    assert.equal(answered.status, 200);
+    assert.match(answered.body, /<Gather [^>]*><Say[^>]*>[^<]+<\/Say><\/Gather><\/Response>$/);
   });
 
   itWith({ real: ['nats', 'redis'], fake: ['fcm'] }, 'pushes nothing for a deleted tenant, and still pushes for a live one', async () => {

@@ -30,6 +30,12 @@ import { recipientOfChallenge } from './recipient.js';
 import { throttledReason } from './sms-delivery.service.js';
 import { signedByTwilio } from '../adapters/twilio-webhook-signature.js';
 
+/**
+ * Outcome `placed`, `approved`, `denied`, `fraud_reported`, `unanswered`, `not_placed`; `tenant_deleted`
+ * (once per request): no call placed for a deleted tenant; `hung_up_tenant_deleted` (once per call,
+ * at the prompt that hung up): a call placed before its tenant was deleted, hung up when answered or
+ * at its next prompt; `hung_up_tenant_unchecked`: the same for a tenant that could not be checked.
+ */
 const calls = counter('mfa_voice_calls_total', 'Voice challenges by how their call went', ['outcome']);
 
 /** How long a call's state outlives its challenge (late status callbacks still find it). */
@@ -87,7 +93,7 @@ export interface VoiceOptions {
   publisher: EventPublisher;
   guard: Pick<SendGuard, 'claim' | 'recorded' | 'sent' | 'release' | 'undeliverable'>;
   phoneThrottle: Pick<PhoneThrottle, 'admit'>;
-  /** The deleted tenants: no call is placed for one (tenant-deleted.ts). */
+  /** The deleted tenants: no call is placed for one (tenant-deleted.ts), and a call placed before is hung up. */
   tenants: TenantsDeleted;
   calls: CallStore;
   /** The tenant's own recordings, played instead of our scripts where they exist. */
@@ -321,20 +327,49 @@ export class VoiceCallService {
 
   // ---- the webhooks ------------------------------------------------------------------------------
 
-  /** The call of a known challenge, from Twilio, for this call (its CallSid, once known). */
-  private async callOf(req: WebhookRequest): Promise<{ state: CallState } | { refused: WebhookAnswer }> {
+  /**
+   * The call of a known challenge, from Twilio, for this call (its CallSid, once known), of a tenant
+   * not deleted. A call of a deleted tenant (placed just before tenants.delete, answered after) is
+   * hung up at its prompts (`webhook: 'prompt'`: nothing of the tenant is played, not even its
+   * recordings, which are being deleted, and nothing is decided nor sent to auth-challenge), and
+   * its final status records nothing (`'status'`; recorded when the tenant cannot be checked). The tenant is asked at each webhook: it may be
+   * deleted while the call rings or between prompts.
+   */
+  private async callOf(req: WebhookRequest, webhook: 'prompt' | 'status'): Promise<{ state: CallState } | { refused: WebhookAnswer }> {
     if (!signedByTwilio(this.options.authToken, req)) return { refused: { status: 403, twiml: HANG_UP } };
     const state = await this.options.calls.read(req.challengeId);
     if (!state) return { refused: { status: 404, twiml: HANG_UP } };
     const sid = req.params.CallSid;
     if (state.callSid !== undefined && sid !== state.callSid) return { refused: { status: 404, twiml: HANG_UP } };
+    const log = this.options.log.child({ tenantId: state.tenantId, challengeId: req.challengeId });
+    // A tenant that cannot be checked (its memory not current and the log unreadable) counts as
+    // deleted: a webhook cannot leave the check for later as a send request does (Twilio waits 15 s
+    // for its answer), and a call hung up by mistake costs the user a sign-in started again, while
+    // one played would speak for a tenant after its deletion.
+    let deleted: boolean | 'unchecked';
+    try {
+      deleted = await this.options.tenants.isDeleted(state.tenantId);
+    } catch (error) {
+      log.warn('whether the tenant of the call is deleted could not be read (MFA_USER_SETTINGS): taken as deleted', { error });
+      deleted = 'unchecked';
+    }
+    // The final status of a call whose tenant could not be checked is recorded still: it only says
+    // the call ended without an answer, which lets the IdP fall back at once (a live tenant's
+    // sign-in would otherwise wait for the challenge to expire), and decides nothing.
+    if (webhook === 'status') {
+      if (deleted === true) return { refused: { status: 204 } };
+    } else if (deleted !== false) {
+      calls.inc({ outcome: deleted === true ? 'hung_up_tenant_deleted' : 'hung_up_tenant_unchecked' });
+      if (deleted === true) log.warn('voice call hung up: its tenant is deleted');
+      return { refused: { status: 200, twiml: HANG_UP } };
+    }
     if (state.callSid === undefined && sid) await this.options.calls.setCallSid(req.challengeId, sid);
     return { state };
   }
 
   /** The call was answered: the greeting, in a prompt for keys. */
   async twiml(req: WebhookRequest): Promise<WebhookAnswer> {
-    const call = await this.callOf(req);
+    const call = await this.callOf(req, 'prompt');
     if ('refused' in call) return call.refused;
     if (call.state.outcome) return { status: 200, twiml: await this.say(call.state, 'authenticationDenied') };
     // An office phone: whoever answers is asked to put the call through to the extension first.
@@ -344,7 +379,7 @@ export class VoiceCallService {
 
   /** The keys pressed at one prompt: decided once per call and prompt. */
   async gather(req: WebhookRequest): Promise<WebhookAnswer> {
-    const call = await this.callOf(req);
+    const call = await this.callOf(req, 'prompt');
     if ('refused' in call) return call.refused;
     const { state } = call;
     if (state.outcome) return { status: 200, twiml: await this.ending(state, state.outcome) };
@@ -399,7 +434,7 @@ export class VoiceCallService {
 
   /** The call's final status: a call that ended without an answer lets the IdP fall back. */
   async status(req: WebhookRequest): Promise<WebhookAnswer> {
-    const call = await this.callOf(req);
+    const call = await this.callOf(req, 'status');
     if ('refused' in call) return call.refused;
     const status = req.params.CallStatus ?? '';
     if (!call.state.outcome && ['busy', 'no-answer', 'failed', 'canceled', 'completed'].includes(status)) {

@@ -246,6 +246,7 @@ describe('the keys of a prompt while a service blips', () => {
       recordings: { recorded: async () => undefined },
       guard: { undeliverable: async () => undefined },
       publisher: { publish: async () => ({ seq: 1, duplicate: false }) },
+      tenants: { isDeleted: async () => false },
       log: createLogger('voice-test', { level: 'error' }),
     } as unknown as VoiceOptions;
     const service = new VoiceCallService(options);
@@ -312,5 +313,110 @@ describe('the keys of a prompt while a service blips', () => {
     await gather(2);
     await assert.rejects(gather(3), /TIMEOUT/);
     assert.deepEqual(sent, ['verify', 'voice', 'verify', 'voice', 'verify', 'voice'], 'the third answer, unanswered, is not sent again: it may have been counted');
+  });
+});
+
+/**
+ * A call placed just before its tenant was deleted (tenants.delete) and answered after: Twilio's
+ * webhooks get a hang-up, nothing of the tenant is played (its greeting, its recordings), nothing is
+ * decided nor sent to auth-challenge, and its final status records nothing.
+ */
+describe('the webhooks of a call whose tenant is deleted', () => {
+  const authToken = 'token';
+  const challengeId = 'tag.nonce';
+  const tenantId = 'contoso';
+  const hangUp = (() => {
+    const response = new twilio.twiml.VoiceResponse();
+    response.hangup();
+    return response.toString();
+  })();
+  const countedAs = async (outcome: string) =>
+    ((await registry.getSingleMetric('mfa_voice_calls_total')?.get())?.values ?? []).find((v) => v.labels.outcome === outcome)?.value ?? 0;
+
+  function callOf(isDeleted: (tenantId: string) => Promise<boolean>) {
+    const did: string[] = [];
+    const options = {
+      provider: { name: 'twilio', placeCall: async () => ({ callSid: 'CA1' }) },
+      webhookBaseUrl: 'https://mfa.example.com',
+      authToken,
+      calls: {
+        read: async () => ({ tenantId, userId: 'helga@contoso.com', language: 'en', pinMode: false, fraudCode: null }),
+        setCallSid: async () => void did.push('call sid recorded'),
+        answerOnce: async () => (did.push('answer recorded'), true),
+        finish: async (_id: string, outcome: string) => (did.push(`finished ${outcome}`), true),
+      },
+      internal: {
+        request: async (subject: string) => {
+          did.push(`asked ${subject}`);
+          return { status: 'approved' };
+        },
+      },
+      recordings: {
+        recorded: async (_tenant: string, type: string) => {
+          did.push(`recording ${type} looked up`);
+          return undefined;
+        },
+      },
+      guard: { undeliverable: async () => void did.push('voice marked failed') },
+      publisher: { publish: async (_subject: string, event: { type: string }) => (did.push(`published ${event.type}`), { seq: 1, duplicate: false }) },
+      tenants: { isDeleted },
+      log: createLogger('voice-test', { level: 'error' }),
+    } as unknown as VoiceOptions;
+    const service = new VoiceCallService(options);
+    const signed = (path: string, params: Record<string, string>) => {
+      const url = `https://mfa.example.com/voice/${path}/${challengeId}${path === 'gather' ? '?prompt=1' : ''}`;
+      return { challengeId, url, params, signature: twilio.getExpectedTwilioSignature(authToken, url, params) };
+    };
+    const base = { CallSid: 'CA1', CallStatus: 'in-progress' };
+    return {
+      did,
+      twiml: () => service.twiml(signed('twiml', base)),
+      gather: () => service.gather({ ...signed('gather', { ...base, Digits: '', FinishedOnKey: '#' }), prompt: 1 }),
+      status: () => service.status(signed('status', { ...base, CallStatus: 'completed' })),
+    };
+  }
+
+  it('given the tenant deleted before the call was answered, then the TwiML hangs up, plays nothing of the tenant, and is counted as hung_up_tenant_deleted', async () => {
+    const call = callOf(async (id) => id === tenantId);
+    const before = await countedAs('hung_up_tenant_deleted');
+    assert.deepEqual(await call.twiml(), { status: 200, twiml: hangUp });
+    assert.deepEqual(call.did, []);
+    assert.equal(await countedAs('hung_up_tenant_deleted'), before + 1);
+  });
+
+  it('given the tenant deleted between prompts, then the keys pressed are not sent to auth-challenge nor recorded: the call hangs up', async () => {
+    const call = callOf(async (id) => id === tenantId);
+    assert.deepEqual(await call.gather(), { status: 200, twiml: hangUp });
+    assert.deepEqual(call.did, []);
+  });
+
+  it('given the tenant deleted, then the final status records nothing: no VoiceCallFailed, voice not marked failed', async () => {
+    const call = callOf(async (id) => id === tenantId);
+    assert.deepEqual(await call.status(), { status: 204 });
+    assert.deepEqual(call.did, []);
+  });
+
+  it('given whether the tenant is deleted unreadable (its log unavailable), then the call hangs up (fail closed), counted as hung_up_tenant_unchecked; its end is still recorded, so that the IdP falls back', async () => {
+    const call = callOf(async () => {
+      throw new Error('MFA_USER_SETTINGS unavailable');
+    });
+    const before = await countedAs('hung_up_tenant_unchecked');
+    assert.deepEqual(await call.twiml(), { status: 200, twiml: hangUp });
+    assert.deepEqual(await call.gather(), { status: 200, twiml: hangUp });
+    assert.deepEqual(call.did, []);
+    assert.equal(await countedAs('hung_up_tenant_unchecked'), before + 2);
+    await call.status();
+    const did: string[] = call.did;
+    assert.ok(did.includes('published VoiceCallFailed'), did.join(', '));
+  });
+
+  it('given a live tenant, then the call plays its greeting in a prompt, and # is sent to auth-challenge', async () => {
+    const call = callOf(async () => false);
+    const answer = await call.twiml();
+    assert.equal(answer.status, 200);
+    assert.match((answer as { twiml: string }).twiml, /<Gather [^>]*><Say[^>]*>[^<]+<\/Say><\/Gather>/);
+    assert.ok(call.did.includes('recording greetingStandard looked up'));
+    assert.equal((await call.gather()).status, 200);
+    assert.ok(call.did.includes(`asked ${InternalSubjects.voiceOutcome}`));
   });
 });

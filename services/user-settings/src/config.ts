@@ -1,7 +1,9 @@
 import { z } from 'zod';
-import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type KeyringConfig } from '@mfa/service-kit';
+import { Consumers } from '@mfa/contracts';
+import { BaseConfig, loadAuthConfig, loadConfig, loadKeyringConfig, type AuthConfig, RedisConfig, type JetStreamConsumerOptions, type KeyringConfig } from '@mfa/service-kit';
 import { ImportStoreEnv } from './adapters/import-jobs.js';
 import { DEFAULT_IMPORT_JOBS_PER_INSTANCE } from './application/oath-import.service.js';
+import { DEFAULT_OFFBOARDING_CONCURRENCY } from './application/tenant-offboarding.js';
 
 const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend(ImportStoreEnv.shape).extend({
   HTTP_PORT: BaseConfig.shape.HTTP_PORT.default(3004),
@@ -25,6 +27,12 @@ const UserSettingsEnv = BaseConfig.extend(RedisConfig.shape).extend(ImportStoreE
    * and a reader of its file), not more load on the event log.
    */
   OATH_IMPORT_JOBS_PER_INSTANCE: z.coerce.number().int().min(1).max(32).default(DEFAULT_IMPORT_JOBS_PER_INSTANCE),
+  /**
+   * Deleted tenants one instance offboards at once, each of another tenant: more lets a small
+   * tenant's offboarding finish while a large one's runs, each adding its own erasures' load on
+   * NATS and Redis.
+   */
+  TENANT_OFFBOARDING_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(DEFAULT_OFFBOARDING_CONCURRENCY),
 });
 
 export type UserSettingsConfig = z.infer<typeof UserSettingsEnv> & KeyringConfig & { auth: AuthConfig };
@@ -33,4 +41,10 @@ export const loadUserSettingsConfig = (env: NodeJS.ProcessEnv = process.env): Us
   ...loadConfig(UserSettingsEnv, env),
   ...loadKeyringConfig(env),
   auth: loadAuthConfig(env),
+});
+
+/** Consumer options the configuration sets over the declared ones (runService's `consumers`). */
+export const userSettingsConsumers = (config: Pick<UserSettingsConfig, 'TENANT_OFFBOARDING_CONCURRENCY'>): Record<string, JetStreamConsumerOptions> => ({
+  // The consumer's max ack pending (1000) lets an instance hold this many and its buffer besides.
+  [Consumers.tenantOffboarding.durable]: { concurrency: config.TENANT_OFFBOARDING_CONCURRENCY },
 });

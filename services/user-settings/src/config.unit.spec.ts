@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError } from '@mfa/service-kit';
-import { loadUserSettingsConfig } from './config.js';
+import { Consumers } from '@mfa/contracts';
+import { loadUserSettingsConfig, userSettingsConsumers } from './config.js';
 
 describe('user-settings configuration', () => {
   it('has working defaults', () => {
@@ -12,6 +13,16 @@ describe('user-settings configuration', () => {
     assert.equal(config.REDIS_URL, 'redis://127.0.0.1:6379');
     assert.equal(config.developmentKey, true);
     assert.equal(config.OATH_IMPORT_JOBS_PER_INSTANCE, 4);
+    assert.equal(config.TENANT_OFFBOARDING_CONCURRENCY, 4);
+  });
+
+  it('reads TENANT_OFFBOARDING_CONCURRENCY (1 to 16) into the offboarding consumer, and refuses to start on another value, naming it', () => {
+    assert.deepEqual(userSettingsConsumers(loadUserSettingsConfig({})), { [Consumers.tenantOffboarding.durable]: { concurrency: 4 } });
+    assert.deepEqual(userSettingsConsumers(loadUserSettingsConfig({ TENANT_OFFBOARDING_CONCURRENCY: '1' })), { [Consumers.tenantOffboarding.durable]: { concurrency: 1 } });
+    assert.equal(loadUserSettingsConfig({ TENANT_OFFBOARDING_CONCURRENCY: '16' }).TENANT_OFFBOARDING_CONCURRENCY, 16);
+    for (const value of ['0', '17', '2.5', 'four', '-1']) {
+      assert.throws(() => loadUserSettingsConfig({ TENANT_OFFBOARDING_CONCURRENCY: value }), (error: Error) => error instanceof ConfigError && /TENANT_OFFBOARDING_CONCURRENCY/.test(error.message), value);
+    }
   });
 
   it('reads OATH_IMPORT_JOBS_PER_INSTANCE (1 to 32) and refuses to start on another value, naming it', () => {

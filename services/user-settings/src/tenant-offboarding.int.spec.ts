@@ -23,10 +23,11 @@ import { ApiClientDirectory, runService, UserDataKeys, type RunningService } fro
 import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, itWith, startNatsServer, testEnv, uniqueTenant, type NatsServerProcess } from '@mfa/testing';
 import { AppModule } from './app.module.js';
-import { loadUserSettingsConfig } from './config.js';
+import { loadUserSettingsConfig, userSettingsConsumers } from './config.js';
 import { TenantOffboarding } from './application/tenant-offboarding.js';
 import { ImportJobs } from './adapters/import-jobs.js';
 import { ApiClientsService } from './application/api-clients.service.js';
+import { UserSettingsService } from './application/user-settings.service.js';
 
 /**
  * tenants.delete end to end in user-settings, as the platform operator sees it (MFA_AUTH=required):
@@ -57,7 +58,8 @@ before(async () => {
   });
   keyring = config.keyring;
   const log = createLogger('tenant-offboarding-test', { level: 'error' });
-  service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log });
+  // The consumer options boot gives (the offboarding's concurrency, TENANT_OFFBOARDING_CONCURRENCY).
+  service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log, consumers: userSettingsConsumers(config) });
   nats = await connectNats({ url: server.url, name: 'tenant-offboarding-int-test', connectTimeoutMs: 5_000 });
   redis = new Redis(testEnv.redisUrl, { db: DB });
 });
@@ -281,5 +283,114 @@ describe('tenants.delete: the clients an offboarding counts', () => {
       requireTenant: async () => undefined,
     });
     assert.equal(await clients.revokeAllOf(tenantId, deletedAt, new Date()), 1, 'the revocation tenants.delete made is counted');
+  });
+});
+
+describe('tenants.delete: several tenants offboarded at once', () => {
+  /** A tenant with an admin client and `count` users (registered a few dozen at a time). */
+  async function tenantWithUsers(tenantId: string, count: number): Promise<void> {
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
+    const admin = await ask<ClientsCreateReply>(Subjects.clientsCreate, { tenantId, name: 'admin', scopes: ['admin'] });
+    assert.equal(admin.error, undefined, JSON.stringify(admin));
+    const userIds = Array.from({ length: count }, (_, i) => `user-${i}@${tenantId}.example`);
+    for (let i = 0; i < userIds.length; i += 50) {
+      const replies = await Promise.all(userIds.slice(i, i + 50).map((userId) => ask(Subjects.usersRegister, { tenantId, userId }, admin.apiKey)));
+      assert.deepEqual(replies.filter((r) => r.error), []);
+    }
+  }
+
+  /** The stream sequence of the tenant's last event, which must be TenantErased. */
+  async function erasedAt(tenantId: string): Promise<number> {
+    const msg = await nats.jsm.streams.getMessage(Streams.userSettings.name, { last_by_subj: EventSubjects.tenant(tenantId) });
+    assert.equal(parseEvent(msg!.json()).type, 'TenantErased', tenantId);
+    return msg!.seq;
+  }
+
+  const deleted = (tenantId: string) =>
+    eventually(
+      async () => {
+        const reply = await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId });
+        return reply.state === 'deleted' ? reply : undefined;
+      },
+      60_000,
+      `the offboarding of ${tenantId}`,
+    );
+
+  itWith({ real: ['nats', 'redis'] }, 'a small tenant deleted right after a large one is erased while the large one’s offboarding runs: its TenantErased comes first in the log', async () => {
+    const large = uniqueTenant('large');
+    const small = uniqueTenant('small');
+    await tenantWithUsers(large, 200);
+    await tenantWithUsers(small, 1);
+    // The large tenant's offboarding outlasts the small one's whatever the machine's speed: each of
+    // its erasures waits until the small tenant's TenantErased is recorded, or 20 s at most (one
+    // offboarding at a time: the small tenant's waits behind, and the test fails instead of hanging).
+    const users = service.app.get(UserSettingsService);
+    const { eraseOffboarded, recordTenantErased } = users;
+    let smallErased!: () => void;
+    const smallDone = new Promise<void>((resolve) => (smallErased = resolve));
+    const held = new Promise<void>((resolve) => setTimeout(resolve, 20_000).unref());
+    users.eraseOffboarded = async (tenantId, userId, now) => {
+      if (tenantId === large) await Promise.race([smallDone, held]);
+      return eraseOffboarded.call(users, tenantId, userId, now);
+    };
+    users.recordTenantErased = async (tenantId, erased, now) => {
+      const reply = await recordTenantErased.call(users, tenantId, erased, now);
+      if (tenantId === small) smallErased();
+      return reply;
+    };
+    try {
+      assert.equal((await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId: large })).error, undefined);
+      assert.equal((await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId: small })).error, undefined);
+      const [largeDone, smallReply] = await Promise.all([deleted(large), deleted(small)]);
+      assert.equal(largeDone.erased?.users, 200);
+      assert.equal(smallReply.erased?.users, 1);
+    } finally {
+      users.eraseOffboarded = eraseOffboarded;
+      users.recordTenantErased = recordTenantErased;
+    }
+    const [smallSeq, largeSeq] = [await erasedAt(small), await erasedAt(large)];
+    assert.ok(smallSeq < largeSeq, `the small tenant’s TenantErased (seq ${smallSeq}) is recorded before the large one’s (seq ${largeSeq})`);
+  });
+
+  itWith({ real: ['nats', 'redis'] }, 'a second offboarding of the same tenant on an instance waits for the one running, then finds it done', async () => {
+    const tenantId = uniqueTenant('once');
+    await tenantWithUsers(tenantId, 2);
+    const users = service.app.get(UserSettingsService);
+    const { tenantDeletion, eraseOffboarded, recordTenantErased } = users;
+    const calls: string[] = [];
+    let erasing!: () => void;
+    const started = new Promise<void>((resolve) => (erasing = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    users.tenantDeletion = (id, now) => {
+      if (id === tenantId) calls.push('tenantDeletion');
+      return tenantDeletion.call(users, id, now);
+    };
+    // The consumer's run is held at its erasures until the second offboarding has been called.
+    users.eraseOffboarded = async (id, userId, now) => {
+      if (id === tenantId) {
+        calls.push('eraseOffboarded');
+        erasing();
+        await released;
+      }
+      return eraseOffboarded.call(users, id, userId, now);
+    };
+    users.recordTenantErased = async (id, erased, now) => {
+      const reply = await recordTenantErased.call(users, id, erased, now);
+      if (id === tenantId) calls.push('recordTenantErased');
+      return reply;
+    };
+    try {
+      assert.equal((await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId })).error, undefined);
+      await started;
+      const second = service.app.get(TenantOffboarding).offboard(tenantId, () => new Date(), () => undefined);
+      release();
+      assert.deepEqual(await second, { users: 2, hardwareTokens: 0, recordings: 0, clients: 1 }, 'the counts TenantErased holds');
+    } finally {
+      users.tenantDeletion = tenantDeletion;
+      users.eraseOffboarded = eraseOffboarded;
+      users.recordTenantErased = recordTenantErased;
+    }
+    assert.deepEqual(calls, ['tenantDeletion', 'eraseOffboarded', 'eraseOffboarded', 'recordTenantErased', 'tenantDeletion'], 'the second read the deletion only once the first had recorded TenantErased');
   });
 });

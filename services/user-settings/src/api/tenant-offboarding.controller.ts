@@ -7,7 +7,8 @@ import type { Logger } from '@mfa/telemetry';
 import { TenantOffboarding } from '../application/tenant-offboarding.js';
 
 /**
- * Tenant events, one at a time: a TenantDeleted starts its tenant's offboarding (TenantOffboarding),
+ * Tenant events, several tenants at once (TENANT_OFFBOARDING_CONCURRENCY, never two offboardings of
+ * one tenant at once on an instance): a TenantDeleted starts its tenant's offboarding (TenantOffboarding),
  * which tells JetStream it is still working while it erases, and is delivered again (and resumes)
  * if this instance stops or it fails. A deleted tenant must be offboarded whatever went wrong, so a
  * failure is logged and retried with back-off, as an outage is, never dead-lettered (where nothing

@@ -16,6 +16,14 @@ const offboarded = counter('mfa_tenant_offboarding_erased_total', 'What the offb
 const PARALLEL_USERS = 8;
 /** A pass that erased users is followed by another, until one finds none left; at most this many. */
 const MAX_PASSES = 10;
+/** How often a long offboarding (or one waiting its turn) tells JetStream it is still working: well within the consumer's ack wait. */
+const WORKING_EVERY_MS = 5_000;
+/**
+ * Tenants offboarded at once by one instance unless TENANT_OFFBOARDING_CONCURRENCY says otherwise:
+ * a large tenant's offboarding (~450 users/s) no longer holds up a small one deleted after it.
+ * Each runs its own PARALLEL_USERS erasures, so this many times that against NATS and Redis.
+ */
+export const DEFAULT_OFFBOARDING_CONCURRENCY = 4;
 
 export interface OffboardingCounts {
   users: number;
@@ -48,19 +56,48 @@ interface OffboardingOptions {
  * 4. its recordings (MFA_VOICE_MESSAGES, MFA_VOICE_UPLOADS) and import files (MFA_IMPORTS),
  *    objects named `<tenant>/…`;
  * 5. TenantErased, with what was erased: the id may be created again.
+ * Several tenants are offboarded at once (the consumer's concurrency): every step touches only the
+ * tenant's own subjects, objects (`<tenant>/…`), Redis keys and census. Two offboardings of the
+ * same tenant never run at once on an instance: a later one (the id created and deleted again while
+ * the run before finishes, or the same deletion called again) waits for the one running.
  * Every step skips what is done already, so a redelivery (an instance stopped, a failure) resumes,
  * and the counts are of the whole offboarding: users whose erasure is at or after the deletion and
  * clients revoked since, read from the log; hardware tokens and objects, which their purge
  * consumes, from the census each step records before it purges (OffboardingCensusStore).
  */
 export class TenantOffboarding {
+  /** The offboarding running on this instance, by tenant. */
+  private readonly running = new Map<string, Promise<unknown>>();
+
   constructor(private readonly options: OffboardingOptions) {}
 
   /**
    * Offboards the tenant if it is being deleted; undefined when it is not (any more): a TenantDeleted
-   * delivered again after its offboarding and the id created again since, or replayed.
+   * delivered again after its offboarding and the id created again since, or replayed. Waits first
+   * for an offboarding of the same tenant running here (its census and its purges are the tenant's
+   * alone only as long as one run has them), telling JetStream meanwhile that it is working.
    */
   async offboard(tenantId: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<OffboardingCounts | undefined> {
+    // Checked again after each wait: another waiting for the same run may have started first.
+    for (let other = this.running.get(tenantId); other; other = this.running.get(tenantId)) {
+      const keepAlive = setInterval(working, WORKING_EVERY_MS);
+      try {
+        await other.catch(() => undefined);
+      } finally {
+        clearInterval(keepAlive);
+      }
+      if (signal?.aborted) throw new Error('stopping: the offboarding resumes at its redelivery');
+    }
+    const run = this.run(tenantId, now, working, signal);
+    this.running.set(tenantId, run);
+    try {
+      return await run;
+    } finally {
+      this.running.delete(tenantId);
+    }
+  }
+
+  private async run(tenantId: string, now: () => Date, working: () => void, signal?: AbortSignal): Promise<OffboardingCounts | undefined> {
     const deletion = await this.options.users.tenantDeletion(tenantId, now()).catch((error: unknown) => {
       if (error instanceof ContractError && error.code === 'not_found') return undefined;
       throw error;
@@ -104,7 +141,7 @@ export class TenantOffboarding {
       `mfa.evt.user.${subjectToken(tenantId)}.*`,
       async (msg) => {
         if (signal?.aborted) throw new Error('stopping: the offboarding resumes at its redelivery');
-        if (Date.now() - lastWorking > 5_000) {
+        if (Date.now() - lastWorking > WORKING_EVERY_MS) {
           working();
           lastWorking = Date.now();
         }

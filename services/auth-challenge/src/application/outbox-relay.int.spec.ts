@@ -5,6 +5,7 @@ import { RedisLease } from '@mfa/service-kit';
 import { createLogger, registry } from '@mfa/telemetry';
 import { eventually, itWith, testEnv } from '@mfa/testing';
 import type { AnyEvent } from '@mfa/contracts';
+import { decisionNameOfReply } from '../adapters/outbox.js';
 import { OutboxRelay } from './outbox-relay.js';
 
 /** The relay's lease, as the product names it: another instance holding it keeps this one's passes off. */
@@ -67,6 +68,95 @@ describe('OutboxRelay: mfa_outbox_pending', () => {
       });
     } finally {
       await redis.del(LEASE_KEY);
+    }
+  });
+});
+
+/**
+ * The full pass over a dead instance's backlog after a long JetStream outage, with the real lease:
+ * the slot outboxes and the publisher are the test's, as above. Each slot's outbox is read back
+ * latest decision first (a hash's order is not the order it was written in), and a start takes
+ * longer to land than the other decisions, so a challenge's start published with or after its
+ * outcome would land after it.
+ */
+describe('OutboxRelay: a dead instance’s backlog', () => {
+  let redis: Redis;
+  const at = Date.now() - 60_000;
+  /** A decision kept as the scripts keep it: its name follows from the reply (decisionNameOfReply). */
+  const kept = (key: string, id: string, k: 'start' | 'verify', reply: string[], n: number) => ({
+    key,
+    name: decisionNameOfReply(id, reply),
+    raw: JSON.stringify({ c: { k, t: 'tenant-a', id, n }, r: reply }),
+  });
+  /** 30 slots of 12 challenges: each started, every third with a code rejected, every other approved. */
+  const slots = Array.from({ length: 30 }, (_, s) => {
+    const key = `outbox-${s}`;
+    const entries = Array.from({ length: 12 }, (_, i) => {
+      const id = `c${s}.${i}`;
+      const start = at + s * 100 + i;
+      return [
+        kept(key, id, 'start', ['pending'], start),
+        ...(i % 3 === 0 ? [kept(key, id, 'verify', ['rejected', 'u', 'sms', '1', '2', 'wrong_code', '', '', '', ''], start + 500)] : []),
+        ...(i % 2 === 0 ? [kept(key, id, 'verify', ['approved', 'u', 'sms', '', ''], start + 1_000)] : []),
+      ];
+    }).flat();
+    // A live instance's decisions of a moment ago in some slots: theirs to publish, not the relay's.
+    if (s % 5 === 0) entries.push(kept(key, `young${s}`, 'start', ['pending'], Date.now()));
+    return entries.reverse();
+  });
+  const overdue = slots.flat().filter((e) => !e.name.startsWith('young'));
+  const removed: string[] = [];
+  const landed: string[] = [];
+  let inFlight = 0;
+  let mostInFlight = 0;
+  /** Publishes begun with none in flight: the batches of the pass. */
+  let batches = 0;
+  let relay: OutboxRelay;
+
+  before(async () => {
+    redis = new Redis(testEnv.redisUrl, { lazyConnect: true });
+    relay = new OutboxRelay(
+      {
+        async *pending() {
+          for (const entries of slots) yield* entries;
+        },
+        async removeNow(_key: string, name: string) {
+          removed.push(name);
+        },
+      } as never,
+      { eventOfRecord: (r: { c: { id: string }; r: string[] }) => ({ subject: 'mfa.evt.test', event: { id: decisionNameOfReply(r.c.id, r.r) } as unknown as AnyEvent }) } as never,
+      {
+        publish: async (_subject: string, event: { id: string }) => {
+          if (inFlight++ === 0) batches++;
+          mostInFlight = Math.max(mostInFlight, inFlight);
+          for (let tick = 0; tick < (event.id.endsWith(':pending') ? 3 : 1); tick++) await new Promise((r) => setImmediate(r));
+          landed.push(event.id);
+          inFlight--;
+          return { duplicate: false };
+        },
+      } as never,
+      redis as never,
+      createLogger('outbox-relay-test', { level: 'error' }),
+    );
+  });
+
+  after(() => redis.disconnect());
+
+  itWith({ real: ['redis'] }, 'relays every overdue decision of every slot, many at once, each challenge’s in the order it took them', async () => {
+    assert.equal(overdue.length, 660);
+    // Another auth-challenge of the same Redis may hold the lease for a pass: this one runs after it.
+    assert.equal(await eventually(async () => (await relay.fullPass()) || undefined, 90_000, 'a full pass with the relay lease'), overdue.length);
+    assert.deepEqual([...landed].sort(), overdue.map((e) => e.name).sort(), 'each overdue decision published once, the young ones left');
+    assert.deepEqual([...removed].sort(), overdue.map((e) => e.name).sort());
+    assert.equal(await pendingGauge(), overdue.length);
+    assert.equal(mostInFlight, 64, 'published 64 at once, never more');
+    // A challenge's later decisions wait for a later batch without holding back the other challenges'.
+    assert.ok(batches <= Math.ceil(overdue.length / 64) + 1, `${overdue.length} decisions published in ${batches} batches`);
+    const byChallenge = Map.groupBy(landed, (name) => name.split(':', 1)[0]!);
+    for (const [challenge, names] of byChallenge) {
+      const [, s, i] = /^c(\d+)\.(\d+)$/.exec(challenge)!.map(Number);
+      const expected = [`${challenge}:pending`, ...(i! % 3 === 0 ? [`${challenge}:rejected:1`] : []), ...(i! % 2 === 0 ? [`${challenge}:approved`] : [])];
+      assert.deepEqual(names, expected, `the events of challenge ${challenge} (slot ${s}) in decision order`);
     }
   });
 });

@@ -8,8 +8,8 @@ import { ChallengeService } from './challenge.service.js';
 
 /** How often an instance publishes the events it answered without (JetStream did not take them in time). */
 const OWN_EVERY_MS = 2_000;
-/** The decisions an instance publishes at once when it relays its own (ownPass). */
-const OWN_IN_FLIGHT = 64;
+/** The decisions a relay pass publishes at once, its own (ownPass) or every slot's (fullPass). */
+const IN_FLIGHT = 64;
 /** How often one instance (under a lease) looks at every slot's outbox, for decisions of instances that died. */
 const FULL_PASS_EVERY_MS = 15_000;
 const LEASE_KEY = 'mfa:outbox:relay';
@@ -31,7 +31,8 @@ const pendingGauge = gauge(
  * decisions it answered itself without their event (JetStream did not acknowledge in time). And
  * every 15 s, one instance (a lease in Redis; another takes over when the holder dies) looks at
  * every slot's outbox, a fixed 16,384 keys read 64 at a time, for decisions of instances that
- * died between their script and their publish. The event is rebuilt from the record exactly as the
+ * died between their script and their publish. Both publish 64 events at a time, a challenge's in
+ * the order it took them. The event is rebuilt from the record exactly as the
  * deciding instance built it (same id: JetStream de-duplicates a publish that did land).
  */
 @Injectable()
@@ -74,16 +75,16 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   /**
-   * The decisions this instance answered without their event, oldest first, OWN_IN_FLIGHT at a
+   * The decisions this instance answered without their event, oldest first, IN_FLIGHT at a
    * time: after a long outage the outboxes may hold many (up to OUTBOX_MAX_PER_SLOT a slot, and a
    * full slot refuses its users until its entries go), so they are not published one round trip
    * after another; a challenge's decisions still in the order they were taken (its start before
-   * its resend or outcome: batchesOf). A batch with a failure ends the pass (JetStream still not
+   * its resend or outcome: batchOf). A batch with a failure ends the pass (JetStream still not
    * taking events); what it published is kept. Returns the events published.
    */
   async ownPass(): Promise<number> {
     let published = 0;
-    for (const entries of batchesOf([...this.outbox.deferred], OWN_IN_FLIGHT)) {
+    for (const entries of batchesOf([...this.outbox.deferred], IN_FLIGHT, ([, { name }]) => name)) {
       const batch = await Promise.allSettled(
         entries.map(async ([id, { key, name }]) => {
           const raw = await this.outbox.read(key, name);
@@ -114,7 +115,16 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     return this.lease.hold((leased) => this.relayAll(now, leased));
   }
 
-  /** Stops at the next entry once `leased` aborts: another instance may be running a pass by then. */
+  /**
+   * Every overdue entry, IN_FLIGHT at a time (a dead instance may leave up to OUTBOX_MAX_PER_SLOT in
+   * each slot, whose users are refused while it is full), a challenge's decisions in the order they
+   * were taken: a slot's outbox is read whole (a challenge's decisions are all in its user's slot)
+   * and put in decision order (inDecisionOrder), then batched with the slots after it (batchOf).
+   * Held meanwhile: the slot just read, and the decisions of fewer than IN_FLIGHT challenges (a
+   * batch not full yet, a challenge's later decisions), never the whole backlog. A batch with a
+   * failure ends the pass; what it published is kept. Stops before the next slot or batch once
+   * `leased` aborts: another instance may be running a pass by then.
+   */
   private async relayAll(now: () => number, leased: AbortSignal): Promise<number> {
     let published = 0;
     /**
@@ -123,14 +133,33 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
      * and counting them would show a backlog that is none.
      */
     let overdue = 0;
+    const publish = async (batch: readonly PendingEntry[]) => {
+      leased.throwIfAborted();
+      const results = await Promise.allSettled(batch.map(({ key, name, raw }) => this.relay(key, name, raw)));
+      for (const result of results) if (result.status === 'fulfilled' && result.value) published++;
+      const failed = results.find((result) => result.status === 'rejected');
+      if (failed) throw failed.reason;
+    };
     try {
-      for await (const { key, name, raw } of this.outbox.pending()) {
+      // Overdue entries read and not published yet, in order.
+      let waiting: PendingEntry[] = [];
+      for await (const slot of slotsOf(this.outbox.pending())) {
         leased.throwIfAborted();
-        const record = parseDecisionRecord(raw);
-        if (record && record.c.n > now() - RELAY_AFTER_MS) continue;
-        overdue++;
-        if (await this.relay(key, name, raw)) published++;
+        const due = slot.filter(({ raw }) => {
+          const record = parseDecisionRecord(raw);
+          return !(record && record.c.n > now() - RELAY_AFTER_MS);
+        });
+        overdue += due.length;
+        waiting.push(...inDecisionOrder(due));
+        // Full batches go now; one that is not may still take entries of the next slots.
+        for (;;) {
+          const { batch, rest } = batchOf(waiting, IN_FLIGHT, nameOf);
+          if (batch.length < IN_FLIGHT) break;
+          waiting = rest;
+          await publish(batch);
+        }
       }
+      for (const batch of batchesOf(waiting, IN_FLIGHT, nameOf)) await publish(batch);
       pendingGauge.set(overdue);
       if (published > 0) this.log.warn('the outbox relay published events the deciding instance had not', { published });
     } catch (error) {
@@ -166,25 +195,68 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   }
 }
 
-/**
- * Deferred decisions in their order, in batches of at most `size` published at once, a batch ending
- * before a second decision of a challenge it holds already ("<challengeId>:<decision>[:<n>]"), so
- * that the events of one challenge are published in the order they were decided.
- */
-export function batchesOf<T extends [string, { name: string }]>(entries: readonly T[], size: number): T[][] {
-  const batches: T[][] = [];
-  let batch: T[] = [];
-  let challenges = new Set<string>();
-  for (const entry of entries) {
-    const challenge = entry[1].name.split(':', 1)[0]!;
-    if (batch.length >= size || challenges.has(challenge)) {
-      batches.push(batch);
-      batch = [];
-      challenges = new Set();
+type PendingEntry = { key: string; name: string; raw: string };
+const nameOf = ({ name }: PendingEntry) => name;
+
+/** The entries of `pending`, a slot's outbox at a time (pending yields them slot by slot). */
+async function* slotsOf(pending: AsyncIterable<PendingEntry>): AsyncGenerator<PendingEntry[]> {
+  let slot: PendingEntry[] = [];
+  for await (const entry of pending) {
+    if (slot.length > 0 && slot[0]!.key !== entry.key) {
+      yield slot;
+      slot = [];
     }
-    batch.push(entry);
-    challenges.add(challenge);
+    slot.push(entry);
   }
-  if (batch.length > 0) batches.push(batch);
+  if (slot.length > 0) yield slot;
+}
+
+/**
+ * The next batch of decisions to publish at once, from `entries` in their order: up to `size`, in
+ * order, passing over a decision of a challenge the batch holds already ("<challengeId>:<decision>[:<n>]"
+ * by `nameOf`), and every later one of that challenge. Those wait in `rest`, in order, for a later
+ * batch: the events of one challenge are published one at a time in the order they were decided,
+ * without holding back those of the other challenges.
+ */
+export function batchOf<T>(entries: readonly T[], size: number, nameOf: (entry: T) => string): { batch: T[]; rest: T[] } {
+  const batch: T[] = [];
+  const rest: T[] = [];
+  const held = new Set<string>();
+  for (const entry of entries) {
+    const challenge = nameOf(entry).split(':', 1)[0]!;
+    if (batch.length < size && !held.has(challenge)) batch.push(entry);
+    else rest.push(entry);
+    held.add(challenge);
+  }
+  return { batch, rest };
+}
+
+/** All of `entries` in batches (batchOf), one after another. */
+export function batchesOf<T>(entries: readonly T[], size: number, nameOf: (entry: T) => string): T[][] {
+  const batches: T[][] = [];
+  for (let rest = entries; rest.length > 0; ) {
+    const next = batchOf(rest, size, nameOf);
+    batches.push(next.batch);
+    rest = next.rest;
+  }
   return batches;
+}
+
+/**
+ * A slot's outbox entries in the order their challenges took them. The outbox is a hash, which
+ * Redis reads back in no particular order, so the order comes from the records. Their time (`c.n`)
+ * is the deciding instance's clock, and two instances' clocks may differ a little; so what the
+ * state machine fixes comes first: a challenge's start before anything else of it, and its outcome
+ * (any verify decision but a rejected code: each ends the challenge) after everything else; in
+ * between, rejected codes and resends by time, then by their number (a rejection's attempt, a
+ * resend's). An entry that is no record (the relay removes it) has nothing to order: it goes first.
+ */
+export function inDecisionOrder<T extends { name: string; raw: string }>(entries: readonly T[]): T[] {
+  const keyed = entries.map((entry) => {
+    const record = parseDecisionRecord(entry.raw);
+    const phase = !record ? -1 : record.c.k === 'start' ? 0 : record.c.k === 'resend' || record.r[0] === 'rejected' ? 1 : 2;
+    return { entry, phase, at: record?.c.n ?? 0, n: Number(entry.name.split(':')[2] ?? 0) || 0 };
+  });
+  keyed.sort((a, b) => a.phase - b.phase || a.at - b.at || a.n - b.n || (a.entry.name < b.entry.name ? -1 : a.entry.name > b.entry.name ? 1 : 0));
+  return keyed.map(({ entry }) => entry);
 }

@@ -163,9 +163,9 @@ export class AppModule {
         },
         {
           provide: TenantOffboarding,
-          useFactory: (nats: NatsClients, users: UserSettingsService, clients: ApiClientsService, inventory: OathInventory, imports: ImportJobs) =>
-            new TenantOffboarding({ nats, users, clients, inventory, imports, census: new OffboardingCensusStore(nats.js, nats.jsm), log }),
-          inject: [NATS, UserSettingsService, ApiClientsService, OathInventory, ImportJobs],
+          useFactory: (nats: NatsClients, users: UserSettingsService, clients: ApiClientsService, inventory: OathInventory, imports: ImportJobs, importJobs: OathImportService) =>
+            new TenantOffboarding({ nats, users, clients, inventory, imports, importJobs, census: new OffboardingCensusStore(nats.js, nats.jsm), log }),
+          inject: [NATS, UserSettingsService, ApiClientsService, OathInventory, ImportJobs, OathImportService],
         },
         OathImportWorkers,
         ProjectionRecovery,

@@ -7,14 +7,14 @@ import { join } from 'node:path';
 import { after, before, describe } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { ContractError, MAX_INLINE_ERRORS_BYTES, unavailable } from '@mfa/contracts';
-import { loadKeyring } from '@mfa/crypto';
+import { ContractError, MAX_INLINE_ERRORS_BYTES, notFound, unavailable } from '@mfa/contracts';
+import { loadKeyring, seal, SealContext } from '@mfa/crypto';
 import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { Objm } from '@nats-io/obj';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { ImportJobs, jobObjects, type ImportJob } from './adapters/import-jobs.js';
-import { OathImportService, UPLOAD_REPLACED } from './application/oath-import.service.js';
+import { IMPORT_BATCH, OathImportService, TENANT_DELETED, UPLOAD_REPLACED } from './application/oath-import.service.js';
 import type { OathTokensService, RowOutcome } from './application/oath-tokens.service.js';
 import { parseCsv } from './domain/oath-import/csv.js';
 import { parsePskc, PskcKeys } from './domain/oath-import/pskc.js';
@@ -590,5 +590,171 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
     assert.ok(importedAfterStop <= 500, `${importedAfterStop} rows imported after stop(): more than the batch under way`);
     const left = await Promise.all(tenants.map(async (tenantId, n) => (await jobs.get(tenantId, requested[n]!.jobId))!.job));
     assert.ok(left.every((job) => job.state === 'running' && job.processed < 10_000), JSON.stringify(left.map((job) => [job.state, job.processed])));
+  });
+});
+
+/**
+ * Jobs of a tenant deleted (tenants.delete) before they end: on a nats-server of the test's own,
+ * with a tenant check that says which tenants are deleted, as requireExistingTenant would.
+ */
+describe('oath.import jobs of a deleted tenant (real NATS)', () => {
+  let server: NatsServerProcess;
+  let nats: NatsClients;
+  let jobs: ImportJobs;
+  let service: OathImportService | undefined;
+  const log = createLogger('oath-import-test', { level: 'error' });
+  const keyring = loadKeyring({}).keyring;
+  const deleted = new Set<string>();
+  const requireTenant = async (tenantId: string) => {
+    if (deleted.has(tenantId)) throw notFound('unknown tenant');
+  };
+
+  before(async () => {
+    server = await startNatsServer();
+    nats = await connectNats({ url: server.url, name: 'oath-import-deleted-test', connectTimeoutMs: 5_000 });
+    jobs = await ImportJobs.open(nats, 1);
+  });
+
+  after(async () => {
+    await service?.stop();
+    await nats.nc.drain();
+    await server.stop();
+  });
+
+  const ended = async (tenantId: string, jobId: string): Promise<ImportJob> => {
+    const end = Date.now() + 30_000;
+    for (;;) {
+      const now = await jobs.get(tenantId, jobId);
+      if (now && (now.job.state === 'completed' || now.job.state === 'failed')) return now.job;
+      if (Date.now() > end) throw new Error(`timed out waiting for job ${jobId}: ${JSON.stringify(now?.job)}`);
+      await sleep(100);
+    }
+  };
+
+  itWith({ real: ['nats'] }, 'a job of a deleted tenant is never started: closed at once, failed (the tenant was deleted), nothing of its file read or imported, its file deleted', async () => {
+    const tenantId = `gone-${Date.now().toString(36)}`;
+    const jobId = 'e'.repeat(24);
+    const objects = jobObjects(tenantId, jobId);
+    // Requested just before the deletion: its sealed file and its queued record are there.
+    await jobs.putObject(objects.source, Buffer.from(seal(keyring, seeds('GONE', 3), SealContext.importFile(tenantId, jobId, 'file')), 'utf8'));
+    const at = new Date().toISOString();
+    await jobs.create({ jobId, tenantId, format: 'csv', source: { object: objects.source, sealed: true }, replace: false, state: 'queued', total: 0, processed: 0, imported: 0, failed: 0, errorChunks: [], createdAt: at, updatedAt: at });
+    deleted.add(tenantId);
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (_job: unknown, token: { serialNumber: string }): Promise<RowOutcome> => {
+        imported.push(token.serialNumber);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant });
+    service.start();
+    const done = await ended(tenantId, jobId);
+    await service.stop();
+    service = undefined;
+    assert.deepEqual([done.state, done.error, done.total, done.processed, done.imported], ['failed', TENANT_DELETED, 0, 0, 0]);
+    assert.deepEqual(imported, [], 'no row imported');
+    assert.equal(done.lease, undefined, 'an ended job keeps no lease');
+    assert.equal(await jobs.size(objects.source), undefined, 'its file is deleted');
+  });
+
+  itWith({ real: ['nats'] }, 'a job whose tenant is deleted while it runs ends before its next batch: failed (the tenant was deleted), its file and error chunks deleted, no error file', async () => {
+    const tenantId = `deleting-${Date.now().toString(36)}`;
+    let calls = 0;
+    const tokens = {
+      importToken: async (): Promise<RowOutcome> => {
+        // The tenant is deleted while the first batch runs.
+        if (++calls === 1) deleted.add(tenantId);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    service = new OathImportService({ jobs, tokens, keyring, log, requireTenant });
+    service.start();
+    // A row refused in the first batch: an error chunk, which no error file may outlive the tenant in.
+    const csv = Buffer.concat([Buffer.from('serial number,secret key,time interval\r\nDEL-0,,30\r\n', 'utf8'), seeds('DEL', 3 * IMPORT_BATCH).subarray('serial number,secret key,time interval\r\n'.length)]);
+    const { jobId } = await service.request({ tenantId, format: 'csv', content: csv.toString('utf8') } as never, new Date());
+    const done = await ended(tenantId, jobId);
+    await service.stop();
+    service = undefined;
+    assert.deepEqual([done.state, done.error, done.processed, done.imported, done.failed], ['failed', TENANT_DELETED, IMPORT_BATCH, IMPORT_BATCH - 1, 1]);
+    assert.equal(calls, IMPORT_BATCH - 1, 'the batch under way at the deletion ends; no row of the next one is imported');
+    assert.equal(done.errorsObject, undefined, 'no error file');
+    const objects = jobObjects(tenantId, jobId);
+    assert.equal(await jobs.size(objects.errorChunk(0)), undefined, 'its error chunk is deleted');
+    assert.equal(await jobs.size(objects.source), undefined, 'its file is deleted');
+  });
+
+  itWith({ real: ['nats'] }, 'the offboarding ends the tenant’s jobs; one whose worker never says it stopped is waited for IMPORT_LEASE_MS (whatever its lease’s clock says), the consumer told meanwhile that it works; an abort stops the wait, which a resumed offboarding does again', async () => {
+    const tenantId = `orphan-${Date.now().toString(36)}`;
+    const at = new Date().toISOString();
+    const record = { tenantId, format: 'csv' as const, replace: false, total: 1_000, processed: 500, imported: 500, failed: 0, errorChunks: [], createdAt: at, updatedAt: at };
+    // Its worker cut off in the middle of a batch, its clock an hour ahead.
+    const running = 'a'.repeat(24);
+    await jobs.create({ ...record, jobId: running, source: { object: jobObjects(tenantId, running).source, sealed: true }, sealedKeys: 'sealed', state: 'running', lease: { owner: 'a-worker-cut-off', until: Date.now() + 3_600_000 } });
+    const queued = 'b'.repeat(24);
+    await jobs.create({ ...record, jobId: queued, source: { object: jobObjects(tenantId, queued).source, sealed: true }, state: 'queued', processed: 0, imported: 0 });
+    const completed = 'c'.repeat(24);
+    await jobs.create({ ...record, jobId: completed, source: { object: jobObjects(tenantId, completed).source, sealed: true }, state: 'completed', processed: 1_000, imported: 1_000, finishedAt: at });
+    // Another tenant, whose id begins with this one's.
+    const other = `${tenantId}.eu`;
+    await jobs.create({ ...record, tenantId: other, jobId: queued, source: { object: jobObjects(other, queued).source, sealed: true }, state: 'queued' });
+    const offboarding = new OathImportService({ jobs, tokens: {} as OathTokensService, keyring, log, requireTenant });
+
+    const stopping = new AbortController();
+    const first = offboarding.endTenantJobs(tenantId, () => undefined, stopping.signal);
+    for (let end = Date.now() + 30_000; (await jobs.get(tenantId, running))?.job.state !== 'failed'; await sleep(50)) assert.ok(Date.now() < end, 'the job is ended');
+    stopping.abort();
+    await assert.rejects(first, /stopping/);
+    const cut = (await jobs.get(tenantId, running))!.job;
+    assert.deepEqual([cut.state, cut.error, cut.sealedKeys, cut.lease?.owner], ['failed', TENANT_DELETED, undefined, 'a-worker-cut-off'], 'ended; its lease kept: its worker may still write');
+
+    let working = 0;
+    await offboarding.endTenantJobs(tenantId, () => working++);
+    const [r, q, c, o] = await Promise.all([jobs.get(tenantId, running), jobs.get(tenantId, queued), jobs.get(tenantId, completed), jobs.get(other, queued)]);
+    assert.deepEqual([r!.job.state, r!.job.error, r!.job.lease], ['failed', TENANT_DELETED, undefined], 'the lease removed once its worker can write no more');
+    assert.deepEqual([q!.job.state, q!.job.error, q!.job.lease], ['failed', TENANT_DELETED, undefined]);
+    assert.deepEqual([c!.job.state, c!.job.error], ['completed', undefined], 'an ended job stays as it was');
+    assert.deepEqual([o!.job.state, o!.job.error], ['queued', undefined], 'the other tenant’s job is untouched');
+    assert.ok(working >= 1, 'the consumer was told the offboarding works while it waited');
+    // Done: a redelivery finds nothing to wait for.
+    await offboarding.endTenantJobs(tenantId, () => assert.fail('nothing to wait for'));
+  });
+
+  itWith({ real: ['nats'] }, 'a worker that finds its tenant deleted after the offboarding ended its job says that it stopped: the offboarding does not wait for its lease to run out', async () => {
+    const tenantId = `raced-${Date.now().toString(36)}`;
+    // The worker's own handle on the buckets: what it writes is seen apart from the offboarding's writes.
+    const workerJobs = await ImportJobs.open(nats, 1);
+    const update = workerJobs.update.bind(workerJobs);
+    const saidStopped: string[] = [];
+    workerJobs.update = async (job, revision) => {
+      const next = await update(job, revision);
+      if (job.state === 'failed' && job.error === TENANT_DELETED && !job.lease) saidStopped.push(job.jobId);
+      return next;
+    };
+    let calls = 0;
+    const tokens = {
+      importToken: async (): Promise<RowOutcome> => {
+        if (++calls === 1) deleted.add(tenantId);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    let jobId = '';
+    // The check before the second batch answers only once the offboarding has ended the job.
+    const raced = async (id: string) => {
+      if (!deleted.has(id)) return;
+      for (let end = Date.now() + 30_000; (await jobs.get(id, jobId))?.job.state !== 'failed'; await sleep(20)) if (Date.now() > end) throw new Error('the offboarding did not end the job');
+      throw notFound('unknown tenant');
+    };
+    service = new OathImportService({ jobs: workerJobs, tokens, keyring, log, requireTenant: raced });
+    service.start();
+    ({ jobId } = await service.request({ tenantId, format: 'csv', content: seeds('RACE', 2 * IMPORT_BATCH).toString('utf8') } as never, new Date()));
+    for (let end = Date.now() + 30_000; ((await jobs.get(tenantId, jobId))?.job.processed ?? 0) < IMPORT_BATCH; await sleep(20)) assert.ok(Date.now() < end, 'the first batch');
+    await new OathImportService({ jobs, tokens: {} as OathTokensService, keyring, log, requireTenant }).endTenantJobs(tenantId, () => undefined);
+    const done = (await jobs.get(tenantId, jobId))!.job;
+    await service.stop();
+    service = undefined;
+    assert.deepEqual(saidStopped, [jobId], 'the worker removed the lease: it writes nothing more');
+    assert.deepEqual([done.state, done.error, done.lease, done.processed, calls], ['failed', TENANT_DELETED, undefined, IMPORT_BATCH, IMPORT_BATCH]);
+    assert.equal(await jobs.size(jobObjects(tenantId, jobId).source), undefined, 'its file is deleted');
   });
 });

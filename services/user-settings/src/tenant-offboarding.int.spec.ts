@@ -27,6 +27,8 @@ import { loadUserSettingsConfig, userSettingsConsumers } from './config.js';
 import { TenantOffboarding } from './application/tenant-offboarding.js';
 import { ImportJobs } from './adapters/import-jobs.js';
 import { ApiClientsService } from './application/api-clients.service.js';
+import { IMPORT_BATCH, TENANT_DELETED } from './application/oath-import.service.js';
+import { OathTokensService } from './application/oath-tokens.service.js';
 import { UserSettingsService } from './application/user-settings.service.js';
 
 /**
@@ -392,5 +394,74 @@ describe('tenants.delete: several tenants offboarded at once', () => {
       users.recordTenantErased = recordTenantErased;
     }
     assert.deepEqual(calls, ['tenantDeletion', 'eraseOffboarded', 'eraseOffboarded', 'recordTenantErased', 'tenantDeletion'], 'the second read the deletion only once the first had recorded TenantErased');
+  });
+});
+
+describe('tenants.delete: an import job running when its tenant is deleted', () => {
+  itWith({ real: ['nats', 'redis'] }, 'the offboarding ends the job (the tenant was deleted) and waits for its batch under way: no token event of the tenant is left, its file is gone, its tokens are counted once', async () => {
+    const tenantId = uniqueTenant('importing');
+    const tenantToken = EventSubjects.tenant(tenantId).split('.').at(-1)!;
+    assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
+    const admin = await ask<ClientsCreateReply>(Subjects.clientsCreate, { tenantId, name: 'admin', scopes: ['admin'] });
+    assert.equal(admin.error, undefined, JSON.stringify(admin));
+    // Two batches; the second is held in the middle of its rows until the deletion is under way.
+    const csv = ['upn,serial number,secret key,time interval', ...Array.from({ length: IMPORT_BATCH + 100 }, (_, i) => `,${tenantId}-HW${i},${SECRET},30`)].join('\n') + '\n';
+    const tokens = service.app.get(OathTokensService);
+    const { importToken } = tokens;
+    let calls = 0;
+    let imported = 0;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    tokens.importToken = async (job, parsed, now) => {
+      if (job.tenantId !== tenantId) return importToken.call(tokens, job, parsed, now);
+      if (++calls > IMPORT_BATCH) await released;
+      const outcome = await importToken.call(tokens, job, parsed, now);
+      if (outcome.imported) imported++;
+      return outcome;
+    };
+    const jobs = service.app.get(ImportJobs);
+    try {
+      const { jobId } = await ask<{ jobId: string }>(Subjects.oathImport, { tenantId, format: 'csv', content: csv }, admin.apiKey);
+      assert.ok(jobId);
+      await eventually(async () => (calls > IMPORT_BATCH ? true : undefined), 30_000, 'the second batch to start');
+      assert.equal((await ask(Subjects.tenantsDelete, { tenantId })).error, undefined);
+      // The held rows go on once the offboarding has ended the job (or, were it not to, once it is done).
+      await eventually(
+        async () => {
+          if ((await jobs.get(tenantId, jobId))?.job.state === 'failed') return true;
+          return (await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId })).state === 'deleted' ? true : undefined;
+        },
+        30_000,
+        'the offboarding to end the job',
+      );
+      release();
+      const done = await eventually(
+        async () => {
+          const reply = await ask<TenantsDeleteReply>(Subjects.tenantsDelete, { tenantId });
+          return reply.state === 'deleted' ? reply : undefined;
+        },
+        60_000,
+        'the offboarding to finish',
+      );
+      const job = await eventually(
+        async () => {
+          const stored = await jobs.get(tenantId, jobId);
+          return stored && stored.job.state !== 'queued' && stored.job.state !== 'running' ? stored.job : undefined;
+        },
+        30_000,
+        'the job to end',
+      );
+      assert.deepEqual([...(await lastEvents(`mfa.evt.oath.${tenantToken}.*`)).keys()], [], 'no hardware token event (no sealed secret) of the tenant is left');
+      assert.deepEqual([job.state, job.error], ['failed', TENANT_DELETED]);
+      assert.equal(job.lease, undefined, 'its worker said it stopped');
+      assert.equal(job.sealedKeys, undefined);
+      assert.ok(imported > IMPORT_BATCH, `${imported} tokens imported: the held rows were written after the deletion`);
+      assert.equal(done.erased?.hardwareTokens, imported, 'every token imported counted once');
+      const files = (await (await new Objm(nats.js).open(IMPORTS_BUCKET)).list()).filter((o) => !o.deleted && o.name.startsWith(`${tenantId}/`));
+      assert.deepEqual(files, [], 'its file is gone');
+    } finally {
+      release();
+      tokens.importToken = importToken;
+    }
   });
 });

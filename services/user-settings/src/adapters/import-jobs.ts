@@ -104,6 +104,11 @@ export interface ImportJob {
   createdAt: string;
   updatedAt: string;
   finishedAt?: string | undefined;
+  /**
+   * The worker's claim. An ended job has one only when it was ended by someone else while its
+   * worker held it (the offboarding of its deleted tenant): that worker may still be in the middle
+   * of a batch, and removes the lease once it has stopped.
+   */
   lease?: { owner: string; until: number } | undefined;
 }
 
@@ -219,6 +224,19 @@ export class ImportJobs {
       const [tenantId, ...rest] = key.split('.');
       const found = await this.get(tenantId!, rest.join('.'));
       if (found) jobs.push(found);
+    }
+    return jobs;
+  }
+
+  /** The jobs of one tenant still stored (the offboarding of a deleted tenant ends those unfinished). */
+  async ofTenant(tenantId: string): Promise<StoredJob[]> {
+    const keys: string[] = [];
+    // A job id is one token (hex): `<tenant>.*` is this tenant's jobs, not those of a tenant whose id it begins.
+    for await (const key of await this.kv.keys(`${tenantId}.*`)) keys.push(key);
+    const jobs: StoredJob[] = [];
+    for (const key of keys) {
+      const found = await this.get(tenantId, key.slice(tenantId.length + 1));
+      if (found?.job.tenantId === tenantId) jobs.push(found);
     }
     return jobs;
   }

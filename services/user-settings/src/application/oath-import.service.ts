@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'csv-stringify/sync';
 import {
   ContractError,
@@ -37,6 +38,17 @@ export const DEFAULT_IMPORT_JOBS_PER_INSTANCE = 4;
 /** How long a worker's claim on a job lasts unless renewed; another instance takes over after it. */
 export const IMPORT_LEASE_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
+/**
+ * A lane starts a row only while the lease its worker last wrote has at least this long to run: a
+ * worker whose lease was taken from it (its job ended by the offboarding of its deleted tenant, or
+ * taken over) or that cannot renew it stops writing before the lease runs out, its last rows' appends
+ * included, so that whoever waits for IMPORT_LEASE_MS after taking it knows that nothing more comes.
+ */
+const ROW_LEASE_MARGIN_MS = 10_000;
+/** How often the offboarding of a deleted tenant looks again at the jobs it ended whose workers may still write. */
+const ENDED_POLL_MS = 250;
+/** How often that wait tells JetStream it is still working: well within the offboarding consumer's ack wait. */
+const WORKING_EVERY_MS = 5_000;
 /** How often workers look for jobs nobody runs (new ones, or ones whose worker died). */
 const SCAN_MS = 2_000;
 /** How often the uploads are looked over for those no job claimed: a quarter of the time they are kept, at most a minute. */
@@ -51,6 +63,19 @@ interface SealedKeys {
 class LeaseLost extends Error {
   override name = 'LeaseLost';
 }
+
+/** The job's tenant was deleted (tenants.delete): nothing more of its file may be imported. */
+class TenantGone extends Error {
+  override name = 'TenantGone';
+}
+
+/**
+ * The reason of a job whose tenant was deleted before it ended: ended by its worker before its next
+ * batch, or by the tenant's offboarding. The rows imported before are erased with the tenant.
+ */
+export const TENANT_DELETED = 'the tenant was deleted; nothing more of the file was imported';
+
+const isUnfinished = (job: ImportJob) => job.state === 'queued' || job.state === 'running';
 
 /**
  * The reason of a job whose upload was put again under its name, or deleted, before the job had
@@ -236,6 +261,64 @@ export class OathImportService {
   }
 
   /**
+   * For the offboarding of a deleted tenant, before it purges the tenant's hardware tokens: ends
+   * every unfinished job of the tenant (failed, TENANT_DELETED, its sealed keys dropped; by
+   * compare-and-set, so no worker can checkpoint or claim it afterwards), then waits until none of
+   * their workers can still write a token: a worker whose lease it took says it stopped by removing
+   * the lease (once its batch under way has ended), and one that does not (stopped, cut off) writes
+   * nothing after IMPORT_LEASE_MS (ROW_LEASE_MARGIN_MS), after which the lease is removed here. A job
+   * created after this looked is ended by its worker before its first row (the tenant is deleted
+   * by then). Idempotent: a resumed offboarding finds the jobs ended, and waits again only for those
+   * whose lease is still there. Calls `working` while it waits; stops when `signal` aborts.
+   */
+  async endTenantJobs(tenantId: string, working: () => void, signal?: AbortSignal): Promise<void> {
+    const { jobs, log } = this.options;
+    // By job: when, on this clock, its worker can write nothing more (IMPORT_LEASE_MS after the lease was taken).
+    const stopsBy = new Map<string, number>();
+    let lastWorking = Date.now();
+    for (;;) {
+      if (signal?.aborted) throw new Error('stopping: the offboarding resumes at its redelivery');
+      let waiting = false;
+      for (const { job, revision } of await jobs.ofTenant(tenantId)) {
+        const at = new Date().toISOString();
+        if (isUnfinished(job)) {
+          // Its lease stays: it says a worker may be in the middle of a batch (ImportJob.lease).
+          const { sealedKeys: _keys, ...rest } = job;
+          const ended: ImportJob = { ...rest, state: 'failed', error: TENANT_DELETED, finishedAt: at, updatedAt: at };
+          try {
+            await jobs.update(ended, revision);
+          } catch {
+            waiting = true; // its worker wrote meanwhile (a heartbeat, a checkpoint, its end): read again
+            continue;
+          }
+          log.info('import job ended: its tenant was deleted', { tenantId, jobId: job.jobId });
+          if (job.lease) {
+            stopsBy.set(job.jobId, Date.now() + IMPORT_LEASE_MS);
+            waiting = true;
+          }
+          continue;
+        }
+        if (job.error !== TENANT_DELETED || !job.lease) continue;
+        // Ended (here, or by an offboarding before this one) and its worker has not said it stopped.
+        const by = stopsBy.get(job.jobId) ?? Date.now() + IMPORT_LEASE_MS;
+        stopsBy.set(job.jobId, by);
+        if (Date.now() < by) {
+          waiting = true;
+          continue;
+        }
+        const { lease: _lease, ...rest } = job;
+        await jobs.update({ ...rest, updatedAt: at }, revision).catch(() => (waiting = true));
+      }
+      if (!waiting) return;
+      if (Date.now() - lastWorking >= WORKING_EVERY_MS) {
+        working();
+        lastWorking = Date.now();
+      }
+      await sleep(ENDED_POLL_MS, undefined, signal ? { signal } : {}).catch(() => undefined);
+    }
+  }
+
+  /**
    * Deletes the uploads no import job claimed in time (OATH_UNCLAIMED_UPLOAD_SECONDS): a file put
    * into MFA_IMPORTS that oath.import never names (a console page left after its upload, an import
    * that was not answered, a caller that never asks) would otherwise keep its seeds, in plaintext
@@ -377,7 +460,10 @@ export class OathImportService {
     let writes: Promise<unknown> = Promise.resolve();
     const write = (change: (job: ImportJob) => ImportJob): Promise<void> => {
       const next = writes.then(async () => {
-        const job = { ...change(current.job), lease: { owner: this.owner, until: Date.now() + IMPORT_LEASE_MS }, updatedAt: new Date().toISOString() };
+        const { lease: _lease, ...changed } = change(current.job);
+        // An ended job keeps no lease: one there would say that another ended it while this worker ran.
+        const lease = isUnfinished(changed) ? { lease: { owner: this.owner, until: Date.now() + IMPORT_LEASE_MS } } : {};
+        const job: ImportJob = { ...changed, ...lease, updatedAt: new Date().toISOString() };
         try {
           current = { job, revision: await this.options.jobs.update(job, current.revision) };
         } catch (error) {
@@ -389,12 +475,16 @@ export class OathImportService {
     };
     const heartbeat = setInterval(() => void write((job) => job).catch(() => undefined), HEARTBEAT_MS);
     heartbeat.unref();
+    // Whether a row may start: the lease last written still has ROW_LEASE_MARGIN_MS to run.
+    const held = () => (current.job.lease?.until ?? 0) - Date.now() > ROW_LEASE_MARGIN_MS;
     log.info('import job running', { tenantId, jobId, format: current.job.format, resumedAt: current.job.processed });
     // One for the run: the count and the import read the file with the same derived key, and the psk is zeroed at the end.
     let keys: PskcKeys | undefined;
     // The rows read and not yet handed to a batch: their secrets are zeroed however the run ends.
     let batch: Array<{ index: number; row: ParsedRow }> = [];
     try {
+      // A job of a deleted tenant is never started: it is closed at once, nothing of its file read.
+      await this.checkTenant(tenantId);
       keys = this.keysOf(current.job);
       // Every row done: the run before stopped while closing the job, its file (and error chunks) maybe deleted already.
       const closing = current.job.total > 0 && current.job.processed >= current.job.total;
@@ -419,25 +509,37 @@ export class OathImportService {
         if (batch.length === IMPORT_BATCH) {
           const full = batch;
           batch = [];
-          if (!(await this.runBatch(current.job, full, write)) || this.stopped) return;
+          if (!(await this.runBatch(current.job, full, write, held)) || this.stopped) return;
         }
       }
       if (batch.length > 0) {
         const last = batch;
         batch = [];
-        if (!(await this.runBatch(current.job, last, write))) return;
+        if (!(await this.runBatch(current.job, last, write, held))) return;
       }
       await this.finish(current.job, write, undefined);
       log.info('import job completed', { tenantId, jobId, imported: current.job.imported, failed: current.job.failed });
     } catch (error) {
       if (error instanceof LeaseLost) {
-        log.warn('import job taken over by another worker', { tenantId, jobId });
+        // Ended by the offboarding of its deleted tenant, which waits for this run to say it stopped:
+        // no lane is importing any more (a batch ends only once all of them have).
+        if (await this.acknowledgeEnd(tenantId, jobId)) log.info('import job ended: its tenant was deleted', { tenantId, jobId });
+        else log.warn('import job taken over by another worker', { tenantId, jobId });
+        return;
+      }
+      // Closing it fails with LeaseLost when the offboarding of its deleted tenant ended it first: it is told this run stopped.
+      const notClosed = async (e: unknown) => {
+        if (!(e instanceof LeaseLost && (await this.acknowledgeEnd(tenantId, jobId)))) log.warn('import job not closed', { tenantId, jobId, error: e });
+      };
+      if (error instanceof TenantGone) {
+        await this.finish(current.job, write, TENANT_DELETED, false).catch(notClosed);
+        log.info('import job failed', { tenantId, jobId, reason: TENANT_DELETED });
         return;
       }
       // A refusal fails the job; `unavailable` (a store that did not answer: a JetStream timeout,
       // a leader election) is infrastructure trouble like any other, below.
       if (error instanceof ImportFileError || (error instanceof ContractError && error.code !== 'unavailable')) {
-        await this.finish(current.job, write, error.message).catch((e: unknown) => log.warn('import job not closed', { tenantId, jobId, error: e }));
+        await this.finish(current.job, write, error.message).catch(notClosed);
         log.info('import job failed', { tenantId, jobId, reason: error.message });
         return;
       }
@@ -458,7 +560,12 @@ export class OathImportService {
    * and the secrets of the rows no lane reached are zeroed with the others. False when the worker
    * stopped before the batch's turn came: nothing of it was done.
    */
-  private async runBatch(job: ImportJob, batch: Array<{ index: number; row: ParsedRow }>, write: (change: (job: ImportJob) => ImportJob) => Promise<void>): Promise<boolean> {
+  private async runBatch(
+    job: ImportJob,
+    batch: Array<{ index: number; row: ParsedRow }>,
+    write: (change: (job: ImportJob) => ImportJob) => Promise<void>,
+    held: () => boolean,
+  ): Promise<boolean> {
     const outcomes = new Map<number, { row: ParsedRow; outcome: RowOutcome }>();
     let done: (() => void) | undefined;
     try {
@@ -467,6 +574,9 @@ export class OathImportService {
       // Stopping while it waited for its turn: nothing of it is done, and its rows are redone from
       // the last checkpoint where the job resumes (a stop waits for one batch per job, not four).
       if (this.stopped) return false;
+      // Once a batch, not once a row: the tenant's offboarding ends the job and waits for its
+      // worker before it purges the tokens, so a batch under way at the deletion is not lost.
+      await this.checkTenant(job.tenantId);
       const lanes: Array<typeof batch> = Array.from({ length: LANES }, () => []);
       for (const item of batch) {
         const key = item.row.ok ? (item.row.token.userId ?? item.row.token.serialNumber) : String(item.index);
@@ -478,6 +588,10 @@ export class OathImportService {
         lanes.map(async (lane) => {
           for (const { index, row } of lane) {
             if (failed) return;
+            if (!held()) {
+              failed = true;
+              throw new LeaseLost(`the lease of import job ${job.jobId} runs out`);
+            }
             if (!row.ok) {
               outcomes.set(index, { row, outcome: { imported: false, reason: row.rejected.reason } });
               continue;
@@ -522,11 +636,16 @@ export class OathImportService {
     return true;
   }
 
-  /** The error file from the chunks, the file and keys dropped, the job closed (completed, or failed with `error`). */
-  private async finish(job: ImportJob, write: (change: (job: ImportJob) => ImportJob) => Promise<void>, error: string | undefined): Promise<void> {
+  /**
+   * The error file from the chunks (not for a deleted tenant: `errorFile` false, the chunks only
+   * deleted), the file and keys dropped, the job closed (completed, or failed with `error`).
+   */
+  private async finish(job: ImportJob, write: (change: (job: ImportJob) => ImportJob) => Promise<void>, error: string | undefined, errorFile = true): Promise<void> {
     const objects = jobObjects(job.tenantId, job.jobId);
     let errorsObject: string | undefined;
-    if (job.errorChunks.length > 0) {
+    if (!errorFile) {
+      for (const chunk of job.errorChunks) await this.options.jobs.deleteObject(objects.errorChunk(chunk));
+    } else if (job.errorChunks.length > 0) {
       const parts: Buffer[] = [Buffer.from(`${OATH_ERRORS_CSV_HEADER}\r\n`, 'utf8')];
       let missing = false;
       for (const chunk of [...job.errorChunks].sort((a, b) => a - b)) {
@@ -553,7 +672,33 @@ export class OathImportService {
         finishedAt: new Date().toISOString(),
       };
     });
-    // The lease written by `write` is harmless on a finished job: nobody claims those.
+  }
+
+  /** Throws TenantGone when the tenant was deleted (not_found); any other failure as it comes. */
+  private async checkTenant(tenantId: string): Promise<void> {
+    try {
+      await this.options.requireTenant(tenantId, new Date());
+    } catch (error) {
+      if (error instanceof ContractError && error.code === 'not_found') throw new TenantGone(TENANT_DELETED);
+      throw error;
+    }
+  }
+
+  /**
+   * After this run lost its lease: if the job was ended by another while this instance held it
+   * (the offboarding of its deleted tenant), removes the lease, saying that this run writes nothing
+   * more. True when it did.
+   */
+  private async acknowledgeEnd(tenantId: string, jobId: string): Promise<boolean> {
+    try {
+      const stored = await this.options.jobs.get(tenantId, jobId);
+      if (!stored || isUnfinished(stored.job) || stored.job.lease?.owner !== this.owner) return false;
+      const { lease: _lease, ...rest } = stored.job;
+      await this.options.jobs.update({ ...rest, updatedAt: new Date().toISOString() }, stored.revision);
+      return true;
+    } catch {
+      return false; // the offboarding removes the lease itself once it has run out
+    }
   }
 
   /** The job's PSKC password or psk, for one run: the caller disposes of it. */

@@ -6,6 +6,7 @@ import type { OathInventory } from '../adapters/oath-inventory.js';
 import type { OffboardingCensusStore } from '../adapters/offboarding-census.js';
 import type { ImportJobs } from '../adapters/import-jobs.js';
 import type { ApiClientsService } from './api-clients.service.js';
+import type { OathImportService } from './oath-import.service.js';
 import type { UserSettingsService } from './user-settings.service.js';
 import { eachAggregate } from './each-subject.js';
 import { parseUserSubject } from './user-projector.js';
@@ -38,6 +39,8 @@ interface OffboardingOptions {
   clients: Pick<ApiClientsService, 'revokeAllOf'>;
   inventory: Pick<OathInventory, 'dropTenant'>;
   imports: Pick<ImportJobs, 'files' | 'deleteObject'>;
+  /** Ends the tenant's import jobs and waits until none can write a token any more. */
+  importJobs: Pick<OathImportService, 'endTenantJobs'>;
   census: Pick<OffboardingCensusStore, 'record' | 'remove'>;
   log: Logger;
 }
@@ -46,7 +49,9 @@ interface OffboardingOptions {
  * The offboarding of a deleted tenant (tenants.delete; TenantDeleted on its subject), run by the
  * durable consumer `user-settings-tenant-offboarding` on one instance at a time per tenant:
  * 1. every API client of the tenant revoked (tenants.delete did so before answering; again here,
- *    should it have stopped in between);
+ *    should it have stopped in between), and its unfinished import jobs ended (failed: the tenant
+ *    was deleted), waiting until none of their workers can still write a token (a batch under way
+ *    at the deletion writes after it; OathImportService.endTenantJobs);
  * 2. every user of the tenant erased as users.delete erases (crypto-shredding: the data key
  *    destroyed, UserErased, the projection reduced to a tombstone, the report pseudonymised), in
  *    passes over the log until one finds none left (a register that passed its tenant check just
@@ -106,6 +111,9 @@ export class TenantOffboarding {
     if (deletion.state === 'deleted') return { users: 0, hardwareTokens: 0, recordings: 0, clients: 0, ...deletion.erased };
     const { deletedAt } = deletion;
     const clients = await this.options.clients.revokeAllOf(tenantId, deletedAt, now());
+    working();
+    // Before anything is erased: an import job writes token events, and gives tokens to users.
+    await this.options.importJobs.endTenantJobs(tenantId, working, signal);
     working();
     let users = 0;
     for (let pass = 1; ; pass++) {

@@ -160,3 +160,51 @@ describe('OutboxRelay: a dead instance’s backlog', () => {
     }
   });
 });
+
+/**
+ * The instances' clocks may differ: a start decided on an instance running ahead looks young
+ * while its outcome, decided on another, looks overdue. The outcome waits with its start.
+ */
+describe('OutboxRelay: a young decision holds its challenge’s later ones', () => {
+  let redis: Redis;
+  const published: string[] = [];
+  const kept = (id: string, k: 'start' | 'verify', reply: string[], ageMs: number) => ({
+    key: 'outbox-skew',
+    name: decisionNameOfReply(id, reply),
+    raw: JSON.stringify({ c: { k, t: 'tenant-a', id, n: Date.now() - ageMs }, r: reply }),
+  });
+  const entries = [
+    // Its start's instance runs 12 s ahead of its outcome's.
+    kept('skewed', 'verify', ['approved', 'u', 'sms', '', ''], 11_000),
+    kept('skewed', 'start', ['pending'], 2_000),
+    kept('dead', 'verify', ['approved', 'u', 'sms', '', ''], 50_000),
+    kept('dead', 'start', ['pending'], 60_000),
+  ];
+  let relay: OutboxRelay;
+
+  before(async () => {
+    redis = new Redis(testEnv.redisUrl, { lazyConnect: true });
+    relay = new OutboxRelay(
+      {
+        async *pending() {
+          yield* entries;
+        },
+        async removeNow() {},
+      } as never,
+      { eventOfRecord: (r: { c: { id: string }; r: string[] }) => ({ subject: 'mfa.evt.test', event: { id: decisionNameOfReply(r.c.id, r.r) } as unknown as AnyEvent }) } as never,
+      { publish: async (_subject: string, event: { id: string }) => (published.push(event.id), { duplicate: false }) } as never,
+      redis as never,
+      createLogger('outbox-relay-test', { level: 'error' }),
+    );
+  });
+
+  after(() => redis.disconnect());
+
+  itWith({ real: ['redis'] }, 'publishes no outcome whose start is still its instance’s to publish, and counts it in the backlog', async () => {
+    // Another auth-challenge of the same Redis may be at a pass: wait for the lease to be free.
+    await eventually(async () => ((await redis.exists(LEASE_KEY)) === 0 ? true : undefined), 90_000, 'the relay lease free');
+    assert.equal(await relay.fullPass(), 2);
+    assert.deepEqual(published, ['dead:pending', 'dead:approved']);
+    assert.equal(await pendingGauge(), 3, 'the held outcome is overdue all the same');
+  });
+});

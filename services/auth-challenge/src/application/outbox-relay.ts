@@ -145,12 +145,20 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
       let waiting: PendingEntry[] = [];
       for await (const slot of slotsOf(this.outbox.pending())) {
         leased.throwIfAborted();
-        const due = slot.filter(({ raw }) => {
-          const record = parseDecisionRecord(raw);
-          return !(record && record.c.n > now() - RELAY_AFTER_MS);
-        });
-        overdue += due.length;
-        waiting.push(...inDecisionOrder(due));
+        // A young decision may still be its instance's to publish: it waits, and so do the later
+        // decisions of its challenge (the instances' clocks may differ: a start can look young
+        // while its outcome, decided elsewhere, looks overdue).
+        const young = new Set<string>();
+        for (const entry of inDecisionOrder(slot)) {
+          const challenge = nameOf(entry).split(':', 1)[0]!;
+          const record = parseDecisionRecord(entry.raw);
+          if (record && record.c.n > now() - RELAY_AFTER_MS) {
+            young.add(challenge);
+            continue;
+          }
+          overdue++;
+          if (!young.has(challenge)) waiting.push(entry);
+        }
         // Full batches go now; one that is not may still take entries of the next slots.
         for (;;) {
           const { batch, rest } = batchOf(waiting, IN_FLIGHT, nameOf);
@@ -248,15 +256,31 @@ export function batchesOf<T>(entries: readonly T[], size: number, nameOf: (entry
  * is the deciding instance's clock, and two instances' clocks may differ a little; so what the
  * state machine fixes comes first: a challenge's start before anything else of it, and its outcome
  * (any verify decision but a rejected code: each ends the challenge) after everything else; in
- * between, rejected codes and resends by time, then by their number (a rejection's attempt, a
- * resend's). An entry that is no record (the relay removes it) has nothing to order: it goes first.
+ * between, rejected codes and resends by time, each kind in the order of its numbers (a
+ * rejection's attempt, a resend's). An entry that is no record (the relay removes it) has nothing
+ * to order: it goes first.
  */
 export function inDecisionOrder<T extends { name: string; raw: string }>(entries: readonly T[]): T[] {
   const keyed = entries.map((entry) => {
     const record = parseDecisionRecord(entry.raw);
     const phase = !record ? -1 : record.c.k === 'start' ? 0 : record.c.k === 'resend' || record.r[0] === 'rejected' ? 1 : 2;
-    return { entry, phase, at: record?.c.n ?? 0, n: Number(entry.name.split(':')[2] ?? 0) || 0 };
+    const [challenge, decision, number] = entry.name.split(':');
+    return { entry, phase, at: record?.c.n ?? 0, n: Number(number ?? 0) || 0, numbered: number === undefined ? undefined : `${challenge}:${decision}` };
   });
   keyed.sort((a, b) => a.phase - b.phase || a.at - b.at || a.n - b.n || (a.entry.name < b.entry.name ? -1 : a.entry.name > b.entry.name ? 1 : 0));
+  // A challenge's rejections are numbered by its script (their attempts), and so are its resends:
+  // each keeps the places its kind took in the order by time, in the order of its numbers, which
+  // no clock can get wrong.
+  const places = new Map<string, number[]>();
+  for (const [i, { numbered }] of keyed.entries()) {
+    if (numbered === undefined) continue;
+    const at = places.get(numbered) ?? [];
+    at.push(i);
+    places.set(numbered, at);
+  }
+  for (const at of places.values()) {
+    const inOrder = at.map((i) => keyed[i]!).sort((a, b) => a.n - b.n);
+    at.forEach((i, j) => (keyed[i] = inOrder[j]!));
+  }
   return keyed.map(({ entry }) => entry);
 }

@@ -63,6 +63,21 @@ describe('OutboxRelay: the order in which the full pass publishes a slot’s out
     );
   });
 
+  it('keeps a challenge’s rejections in the order of their attempts and its resends in theirs, whatever the clocks that took them say', () => {
+    // Attempt 2 decided on an instance 40 ms behind the one that decided attempt 1; resend 2 likewise.
+    const slot = [
+      kept('a:rejected:2', 'verify', 1_010),
+      kept('a:resent:2', 'resend', 1_020),
+      kept('a:rejected:1', 'verify', 1_030),
+      kept('a:resent:1', 'resend', 1_040),
+      kept('a:pending', 'start', 1_000),
+    ];
+    const ordered = inDecisionOrder(slot).map((e) => e.name);
+    assert.deepEqual(ordered.filter((n) => n.includes('rejected')), ['a:rejected:1', 'a:rejected:2']);
+    assert.deepEqual(ordered.filter((n) => n.includes('resent')), ['a:resent:1', 'a:resent:2']);
+    assert.equal(ordered[0], 'a:pending');
+  });
+
   it('puts an entry that is no record first, and leaves an empty slot empty', () => {
     const slot = [kept('a:approved', 'verify', 2_000), { key: 'mfa:{0}:outbox', name: 'b:pending', raw: 'not json' }, kept('a:pending', 'start', 1_000)];
     assert.deepEqual(inDecisionOrder(slot).map((e) => e.name), ['b:pending', 'a:pending', 'a:approved']);

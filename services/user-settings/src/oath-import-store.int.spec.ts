@@ -6,7 +6,7 @@ import { connectNats, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { Base64UrlPaddedCodec, Objm, StorageType } from '@nats-io/obj';
-import { ImportJobs, importStoreSettings, jobObjects } from './adapters/import-jobs.js';
+import { ImportJobs, importStoreSettings, jobKey, jobObjects } from './adapters/import-jobs.js';
 import { OathImportService } from './application/oath-import.service.js';
 import { loadUserSettingsConfig } from './config.js';
 import type { OathTokensService } from './application/oath-tokens.service.js';
@@ -198,5 +198,26 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
     assert.deepEqual(settingsOf({ OATH_IMPORTS_MAX_BYTES: String(1024 ** 3), OATH_UNCLAIMED_UPLOAD_SECONDS: '120' }), { maxBytes: 1024 ** 3, unclaimedUploadMs: 120_000 });
     assert.throws(() => settingsOf({ OATH_IMPORTS_MAX_BYTES: String(100 * 1024 ** 2) }), /OATH_IMPORTS_MAX_BYTES/);
     assert.throws(() => settingsOf({ OATH_UNCLAIMED_UPLOAD_SECONDS: '5' }), /OATH_UNCLAIMED_UPLOAD_SECONDS/);
+  });
+
+  itWith({ real: ['nats'] }, 'the jobs of a tenant are its own, also for tenant ids that end in a dot or hold two (which no key can as they are), a tenant whose id begins another’s included', async () => {
+    const jobs = await ImportJobs.open(nats, 1, { maxBytes: 1024 * KiB, unclaimedUploadMs: 60_000 });
+    const at = new Date().toISOString();
+    const base = `ids-${Date.now().toString(36)}`;
+    const tenants = [base, `${base}.`, `${base}.eu`, `${base}..eu`, `${base}-2`];
+    const jobIdOf = (i: number) => String(i + 1).repeat(24);
+    for (const [i, tenant] of tenants.entries()) {
+      const jobId = jobIdOf(i);
+      await jobs.create({ tenantId: tenant, jobId, format: 'csv', source: { object: jobObjects(tenant, jobId).source, sealed: true }, replace: false, state: 'queued', total: 0, processed: 0, imported: 0, failed: 0, errorChunks: [], createdAt: at, updatedAt: at });
+    }
+    for (const [i, tenant] of tenants.entries()) {
+      assert.deepEqual((await jobs.ofTenant(tenant)).map(({ job }) => [job.tenantId, job.jobId]), [[tenant, jobIdOf(i)]], tenant);
+      assert.equal((await jobs.get(tenant, jobIdOf(i)))?.job.tenantId, tenant);
+    }
+    assert.deepEqual(
+      (await jobs.all()).map(({ job }) => job.tenantId).filter((t) => t.startsWith(base)).sort(),
+      [...tenants].sort(),
+    );
+    assert.equal(jobKey(base, 'x'), `${base}.x`, 'the keys of ordinary ids are as they were');
   });
 });

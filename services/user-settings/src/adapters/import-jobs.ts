@@ -4,7 +4,7 @@ import { ensureReplicas, nextMessageOn, provision, purgeObjectVersion, type Nats
 import { StorageType, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { Objm, type ObjectStore } from '@nats-io/obj';
-import { IMPORT_RETENTION_SECONDS, IMPORTS_BUCKET, MAX_IMPORT_FILE_BYTES, type OathImportFormat } from '@mfa/contracts';
+import { IMPORT_RETENTION_SECONDS, IMPORTS_BUCKET, MAX_IMPORT_FILE_BYTES, subjectToken, type OathImportFormat } from '@mfa/contracts';
 
 /** The key-value bucket of import jobs: one entry per job, updated with compare-and-set. */
 export const IMPORT_JOBS_BUCKET = 'MFA_IMPORT_JOBS';
@@ -125,6 +125,17 @@ export const jobObjects = (tenantId: string, jobId: string) => ({
 });
 
 /**
+ * A job's key in MFA_IMPORT_JOBS: `<tenant>.<job>`. A tenant id that ends in "." or holds ".."
+ * (valid ids) would make a key with an empty token, which NATS refuses: such an id is written
+ * `=<base64url>` instead ("=" is in no tenant id, and base64url has no "."). Every other id is kept
+ * as it is, so the keys of jobs stored before stay theirs.
+ */
+export function jobKey(tenantId: string, jobId: string): string {
+  const tenant = tenantId.endsWith('.') || tenantId.includes('..') ? `=${subjectToken(tenantId)}` : tenantId;
+  return `${tenant}.${jobId}`;
+}
+
+/**
  * Where import jobs live: their records in the key-value bucket MFA_IMPORT_JOBS, their files and
  * error files in the object store MFA_IMPORTS. Both keep entries for IMPORT_RETENTION_SECONDS after
  * their last change, and get STREAM_REPLICAS replicas like every stream of the service; MFA_IMPORTS
@@ -172,7 +183,7 @@ export class ImportJobs {
   }
 
   private key(tenantId: string, jobId: string): string {
-    return `${tenantId}.${jobId}`;
+    return jobKey(tenantId, jobId);
   }
 
   /** Records a new job; throws when the id is taken. */
@@ -181,7 +192,11 @@ export class ImportJobs {
   }
 
   async get(tenantId: string, jobId: string): Promise<StoredJob | undefined> {
-    const entry = await this.kv.get(this.key(tenantId, jobId));
+    return this.read(this.key(tenantId, jobId));
+  }
+
+  private async read(key: string): Promise<StoredJob | undefined> {
+    const entry = await this.kv.get(key);
     if (!entry || entry.operation !== 'PUT' || entry.length === 0) return undefined;
     return { job: entry.json<ImportJob>(), revision: entry.revision };
   }
@@ -221,8 +236,7 @@ export class ImportJobs {
     for await (const key of await this.kv.keys()) keys.push(key);
     const jobs: StoredJob[] = [];
     for (const key of keys) {
-      const [tenantId, ...rest] = key.split('.');
-      const found = await this.get(tenantId!, rest.join('.'));
+      const found = await this.read(key);
       if (found) jobs.push(found);
     }
     return jobs;
@@ -232,10 +246,10 @@ export class ImportJobs {
   async ofTenant(tenantId: string): Promise<StoredJob[]> {
     const keys: string[] = [];
     // A job id is one token (hex): `<tenant>.*` is this tenant's jobs, not those of a tenant whose id it begins.
-    for await (const key of await this.kv.keys(`${tenantId}.*`)) keys.push(key);
+    for await (const key of await this.kv.keys(jobKey(tenantId, '*'))) keys.push(key);
     const jobs: StoredJob[] = [];
     for (const key of keys) {
-      const found = await this.get(tenantId, key.slice(tenantId.length + 1));
+      const found = await this.read(key);
       if (found?.job.tenantId === tenantId) jobs.push(found);
     }
     return jobs;

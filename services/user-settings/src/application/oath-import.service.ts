@@ -15,8 +15,9 @@ import {
   type OathImportStatusRequest,
 } from '@mfa/contracts';
 import { open, seal, SealContext, type Keyring } from '@mfa/crypto';
+import { isWrongLastSequence } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
-import { isJobObject, jobObjects, UploadChanged, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
+import { isJobObject, jobKey, jobObjects, UploadChanged, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
 import { decodeBase64 } from '../domain/oath-import/fields.js';
 import { parseCsv } from '../domain/oath-import/csv.js';
 import { parsePskc, PskcKeys } from '../domain/oath-import/pskc.js';
@@ -62,6 +63,15 @@ interface SealedKeys {
 
 class LeaseLost extends Error {
   override name = 'LeaseLost';
+}
+
+/**
+ * The worker may no longer write for its job: its lease has less than ROW_LEASE_MARGIN_MS to run
+ * (it could not renew it), or another wrote the job meanwhile (its tenant's offboarding ended it,
+ * another worker took it over). The run stops; the job resumes from its last checkpoint.
+ */
+class LeaseRunningOut extends LeaseLost {
+  override name = 'LeaseRunningOut';
 }
 
 /** The job's tenant was deleted (tenants.delete): nothing more of its file may be imported. */
@@ -224,7 +234,7 @@ export class OathImportService {
     };
     const revision = await this.infra(() => this.options.jobs.create(job));
     // Known here at once (the watch brings it a moment later): this worker may start it now.
-    this.unfinished?.set(`${tenantId}.${jobId}`, { job, revision });
+    this.unfinished?.set(jobKey(tenantId, jobId), { job, revision });
     void this.scan();
     return { jobId };
   }
@@ -273,48 +283,64 @@ export class OathImportService {
    */
   async endTenantJobs(tenantId: string, working: () => void, signal?: AbortSignal): Promise<void> {
     const { jobs, log } = this.options;
+    // The tenant's jobs, listed once: one created after this (its request checked the tenant just
+    // before the deletion) is ended by its worker before its first row, the tenant deleted by then.
+    const jobIds = (await jobs.ofTenant(tenantId)).map(({ job }) => job.jobId);
     // By job: when, on this clock, its worker can write nothing more (IMPORT_LEASE_MS after the lease was taken).
     const stopsBy = new Map<string, number>();
     let lastWorking = Date.now();
-    for (;;) {
+    for (let left = jobIds; left.length > 0; ) {
       if (signal?.aborted) throw new Error('stopping: the offboarding resumes at its redelivery');
-      let waiting = false;
-      for (const { job, revision } of await jobs.ofTenant(tenantId)) {
+      const waiting: string[] = [];
+      for (const jobId of left) {
+        const stored = await jobs.get(tenantId, jobId);
+        if (!stored) continue;
+        const { job, revision } = stored;
         const at = new Date().toISOString();
         if (isUnfinished(job)) {
           // Its lease stays: it says a worker may be in the middle of a batch (ImportJob.lease).
           const { sealedKeys: _keys, ...rest } = job;
           const ended: ImportJob = { ...rest, state: 'failed', error: TENANT_DELETED, finishedAt: at, updatedAt: at };
-          try {
-            await jobs.update(ended, revision);
-          } catch {
-            waiting = true; // its worker wrote meanwhile (a heartbeat, a checkpoint, its end): read again
+          if (!(await this.updated(ended, revision))) {
+            waiting.push(jobId); // its worker wrote meanwhile (a heartbeat, a checkpoint, its end): read again
             continue;
           }
-          log.info('import job ended: its tenant was deleted', { tenantId, jobId: job.jobId });
+          log.info('import job ended: its tenant was deleted', { tenantId, jobId });
           if (job.lease) {
-            stopsBy.set(job.jobId, Date.now() + IMPORT_LEASE_MS);
-            waiting = true;
+            stopsBy.set(jobId, Date.now() + IMPORT_LEASE_MS);
+            waiting.push(jobId);
           }
           continue;
         }
         if (job.error !== TENANT_DELETED || !job.lease) continue;
         // Ended (here, or by an offboarding before this one) and its worker has not said it stopped.
-        const by = stopsBy.get(job.jobId) ?? Date.now() + IMPORT_LEASE_MS;
-        stopsBy.set(job.jobId, by);
+        const by = stopsBy.get(jobId) ?? Date.now() + IMPORT_LEASE_MS;
+        stopsBy.set(jobId, by);
         if (Date.now() < by) {
-          waiting = true;
+          waiting.push(jobId);
           continue;
         }
         const { lease: _lease, ...rest } = job;
-        await jobs.update({ ...rest, updatedAt: at }, revision).catch(() => (waiting = true));
+        if (!(await this.updated({ ...rest, updatedAt: at }, revision))) waiting.push(jobId);
       }
-      if (!waiting) return;
+      left = waiting;
+      if (left.length === 0) return;
       if (Date.now() - lastWorking >= WORKING_EVERY_MS) {
         working();
         lastWorking = Date.now();
       }
       await sleep(ENDED_POLL_MS, undefined, signal ? { signal } : {}).catch(() => undefined);
+    }
+  }
+
+  /** Writes the job if it is still at `revision`: false when another wrote it meanwhile; any other failure throws (the offboarding is retried). */
+  private async updated(job: ImportJob, revision: number): Promise<boolean> {
+    try {
+      await this.options.jobs.update(job, revision);
+      return true;
+    } catch (error) {
+      if (isWrongLastSequence(error)) return false;
+      throw error;
     }
   }
 
@@ -360,7 +386,7 @@ export class OathImportService {
       if (this.unfinished && this.errorFiles) {
         const watched = keptBy([...this.unfinished.values()].map(({ job }) => job));
         const errorFiles = this.errorFiles;
-        due = due.filter((file) => !watched(file) && !(file.job && errorFiles.get(`${file.job.tenantId}.${file.job.jobId}`) === file.name));
+        due = due.filter((file) => !watched(file) && !(file.job && errorFiles.get(jobKey(file.job.tenantId, file.job.jobId)) === file.name));
       }
       let deleted = 0;
       if (due.length > 0) {
@@ -473,10 +499,24 @@ export class OathImportService {
       writes = next.catch(() => undefined);
       return next;
     };
-    const heartbeat = setInterval(() => void write((job) => job).catch(() => undefined), HEARTBEAT_MS);
+    // Another wrote the job since this worker last did (the offboarding of its deleted tenant ended
+    // it, a worker that took it for dead claimed it): the lanes stop at their next write.
+    let overwritten = false;
+    const heartbeat = setInterval(
+      () =>
+        void write((job) => job).catch((error: unknown) => {
+          if (error instanceof LeaseLost && isWrongLastSequence(error.cause)) overwritten = true;
+        }),
+      HEARTBEAT_MS,
+    );
     heartbeat.unref();
-    // Whether a row may start: the lease last written still has ROW_LEASE_MARGIN_MS to run.
-    const held = () => (current.job.lease?.until ?? 0) - Date.now() > ROW_LEASE_MARGIN_MS;
+    // Asked right before each write of a row: the job is still this worker's, and the lease it last
+    // wrote still has ROW_LEASE_MARGIN_MS to run (more than one write's timeout), so that nothing
+    // it writes lands after IMPORT_LEASE_MS from when another took the job.
+    const mayWrite = () => {
+      if (overwritten) throw new LeaseRunningOut(`import job ${jobId} was written by another`);
+      if ((current.job.lease?.until ?? 0) - Date.now() <= ROW_LEASE_MARGIN_MS) throw new LeaseRunningOut(`the lease of import job ${jobId} runs out`);
+    };
     log.info('import job running', { tenantId, jobId, format: current.job.format, resumedAt: current.job.processed });
     // One for the run: the count and the import read the file with the same derived key, and the psk is zeroed at the end.
     let keys: PskcKeys | undefined;
@@ -509,13 +549,13 @@ export class OathImportService {
         if (batch.length === IMPORT_BATCH) {
           const full = batch;
           batch = [];
-          if (!(await this.runBatch(current.job, full, write, held)) || this.stopped) return;
+          if (!(await this.runBatch(current.job, full, write, mayWrite)) || this.stopped) return;
         }
       }
       if (batch.length > 0) {
         const last = batch;
         batch = [];
-        if (!(await this.runBatch(current.job, last, write, held))) return;
+        if (!(await this.runBatch(current.job, last, write, mayWrite))) return;
       }
       await this.finish(current.job, write, undefined);
       log.info('import job completed', { tenantId, jobId, imported: current.job.imported, failed: current.job.failed });
@@ -524,6 +564,7 @@ export class OathImportService {
         // Ended by the offboarding of its deleted tenant, which waits for this run to say it stopped:
         // no lane is importing any more (a batch ends only once all of them have).
         if (await this.acknowledgeEnd(tenantId, jobId)) log.info('import job ended: its tenant was deleted', { tenantId, jobId });
+        else if (error instanceof LeaseRunningOut) log.warn('import job stopped: it could not keep its lease; it resumes from its last checkpoint', { tenantId, jobId, reason: error.message });
         else log.warn('import job taken over by another worker', { tenantId, jobId });
         return;
       }
@@ -564,7 +605,7 @@ export class OathImportService {
     job: ImportJob,
     batch: Array<{ index: number; row: ParsedRow }>,
     write: (change: (job: ImportJob) => ImportJob) => Promise<void>,
-    held: () => boolean,
+    mayWrite: () => void,
   ): Promise<boolean> {
     const outcomes = new Map<number, { row: ParsedRow; outcome: RowOutcome }>();
     let done: (() => void) | undefined;
@@ -588,16 +629,12 @@ export class OathImportService {
         lanes.map(async (lane) => {
           for (const { index, row } of lane) {
             if (failed) return;
-            if (!held()) {
-              failed = true;
-              throw new LeaseLost(`the lease of import job ${job.jobId} runs out`);
-            }
             if (!row.ok) {
               outcomes.set(index, { row, outcome: { imported: false, reason: row.rejected.reason } });
               continue;
             }
             try {
-              outcomes.set(index, { row, outcome: await this.options.tokens.importToken(job, row.token, now()) });
+              outcomes.set(index, { row, outcome: await this.options.tokens.importToken(job, row.token, now(), mayWrite) });
             } catch (error) {
               failed = true;
               throw error;

@@ -113,8 +113,10 @@ export class OathTokensService {
   /**
    * One token of an import job. Rows whose user cannot take one more token are refused before
    * anything is stored; a row whose token went in but could not be given to its user says so.
+   * `mayWrite` is asked right before each write of the row (it throws when the job's worker may no
+   * longer write: its lease is running out, or its job was ended by its tenant's offboarding).
    */
-  async importToken(job: { tenantId: string; jobId: string; replace: boolean }, parsed: ParsedToken, now: Date): Promise<RowOutcome> {
+  async importToken(job: { tenantId: string; jobId: string; replace: boolean }, parsed: ParsedToken, now: Date, mayWrite: () => void = () => undefined): Promise<RowOutcome> {
     const { tenantId } = job;
     const { serialNumber, userId } = parsed;
     try {
@@ -134,10 +136,15 @@ export class OathTokensService {
         // Replacing a token someone holds: they lose the old one first (its secret is no longer good).
         const previous = (await this.executeToken(tenantId, serialNumber, now, () => [])).state;
         if (previous.exists && previous.jobId !== job.jobId && previous.userId !== undefined && previous.tokenId !== undefined) {
+          mayWrite();
           await this.options.users.takeHardwareToken(tenantId, previous.userId, previous.tokenId, now);
         }
       }
-      await this.executeToken(tenantId, serialNumber, now, (state) => decide({ type: 'ImportToken', data: { token: fresh, jobId: job.jobId, replace: job.replace } }, state, now));
+      await this.executeToken(tenantId, serialNumber, now, (state) => {
+        // Asked after the token's events are read, right before its append (the sealed secret).
+        mayWrite();
+        return decide({ type: 'ImportToken', data: { token: fresh, jobId: job.jobId, replace: job.replace } }, state, now);
+      });
     } catch (error) {
       if (error instanceof ContractError && error.code !== 'unavailable') return { imported: false, reason: error.message };
       throw error;
@@ -145,6 +152,7 @@ export class OathTokensService {
     if (userId === undefined) return { imported: true };
     try {
       // The user's room was checked just before (the user's decider checks it again when giving).
+      mayWrite();
       await this.assignToUser(tenantId, serialNumber, userId, now, { checked: true });
       return { imported: true };
     } catch (error) {

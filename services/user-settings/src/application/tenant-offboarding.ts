@@ -98,7 +98,8 @@ export class TenantOffboarding {
     try {
       return await run;
     } finally {
-      this.running.delete(tenantId);
+      // Only its own entry: a waiter may have started the next run of the tenant already.
+      if (this.running.get(tenantId) === run) this.running.delete(tenantId);
     }
   }
 

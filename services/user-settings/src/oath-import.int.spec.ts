@@ -545,6 +545,27 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
     assert.ok(mostAtOnce <= 16, `${mostAtOnce} rows imported at once`);
   });
 
+  itWith({ real: ['nats'] }, 'a tenant whose id ends in a dot or holds two imports as any other (its job’s key is one NATS accepts)', async () => {
+    const base = `dots-${Date.now().toString(36)}`;
+    const imported: string[] = [];
+    const tokens = {
+      importToken: async (job: { tenantId: string }): Promise<RowOutcome> => {
+        imported.push(job.tenantId);
+        return { imported: true };
+      },
+    } as unknown as OathTokensService;
+    const shared = worker(tokens);
+    for (const tenant of [`${base}.`, `${base}..eu`]) {
+      const { jobId } = await shared.request({ tenantId: tenant, format: 'csv', content: seeds('D', 2).toString('utf8') } as never, new Date());
+      const done = await ended(tenant, jobId);
+      assert.deepEqual([done.state, done.imported], ['completed', 2], tenant);
+      assert.deepEqual((await jobs.ofTenant(tenant)).map(({ job }) => job.jobId), [jobId]);
+    }
+    await shared.stop();
+    service = undefined;
+    assert.deepEqual(imported, [`${base}.`, `${base}.`, `${base}..eu`, `${base}..eu`]);
+  });
+
   itWith({ real: ['nats'] }, 'OATH_IMPORT_JOBS_PER_INSTANCE=1: another tenant’s job waits for the one under way on the instance', async () => {
     const [first, second] = ['one', 'two'].map((t) => `single-${t}-${Date.now().toString(36)}`);
     // Rows that take a while, as in the test above: with more jobs at once, the second would end while the first runs.

@@ -40,10 +40,11 @@ export const DEFAULT_IMPORT_JOBS_PER_INSTANCE = 4;
 export const IMPORT_LEASE_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
 /**
- * A lane starts a row only while the lease its worker last wrote has at least this long to run: a
- * worker whose lease was taken from it (its job ended by the offboarding of its deleted tenant, or
- * taken over) or that cannot renew it stops writing before the lease runs out, its last rows' appends
- * included, so that whoever waits for IMPORT_LEASE_MS after taking it knows that nothing more comes.
+ * A worker writes a row's events only while the lease it last wrote has more than this to run
+ * (asked right before each write: a write's own timeout is well within it): a worker whose job
+ * was taken from it (ended by the offboarding of its deleted tenant, or taken over) or that cannot
+ * renew its lease stops writing before the lease runs out, so that whoever waits for
+ * IMPORT_LEASE_MS after taking the job knows that nothing more comes from it.
  */
 const ROW_LEASE_MARGIN_MS = 10_000;
 /** How often the offboarding of a deleted tenant looks again at the jobs it ended whose workers may still write. */

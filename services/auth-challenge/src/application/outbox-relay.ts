@@ -265,7 +265,7 @@ export function inDecisionOrder<T extends { name: string; raw: string }>(entries
     const record = parseDecisionRecord(entry.raw);
     const phase = !record ? -1 : record.c.k === 'start' ? 0 : record.c.k === 'resend' || record.r[0] === 'rejected' ? 1 : 2;
     const [challenge, decision, number] = entry.name.split(':');
-    return { entry, phase, at: record?.c.n ?? 0, n: Number(number ?? 0) || 0, numbered: number === undefined ? undefined : `${challenge}:${decision}` };
+    return { entry, phase, at: record?.c.n ?? 0, n: Number(number ?? 0) || 0, numbered: phase === 1 && number !== undefined ? `${challenge}:${decision}` : undefined };
   });
   keyed.sort((a, b) => a.phase - b.phase || a.at - b.at || a.n - b.n || (a.entry.name < b.entry.name ? -1 : a.entry.name > b.entry.name ? 1 : 0));
   // A challenge's rejections are numbered by its script (their attempts), and so are its resends:

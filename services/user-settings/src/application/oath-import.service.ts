@@ -515,7 +515,7 @@ export class OathImportService {
     // wrote still has ROW_LEASE_MARGIN_MS to run (more than one write's timeout), so that nothing
     // it writes lands after IMPORT_LEASE_MS from when another took the job.
     const mayWrite = () => {
-      if (overwritten) throw new LeaseRunningOut(`import job ${jobId} was written by another`);
+      if (overwritten) throw new LeaseLost(`import job ${jobId} was written by another`);
       if ((current.job.lease?.until ?? 0) - Date.now() <= ROW_LEASE_MARGIN_MS) throw new LeaseRunningOut(`the lease of import job ${jobId} runs out`);
     };
     log.info('import job running', { tenantId, jobId, format: current.job.format, resumedAt: current.job.processed });
@@ -645,8 +645,10 @@ export class OathImportService {
           }
         }),
       );
-      const failure = settled.find((lane) => lane.status === 'rejected');
-      if (failure) throw failure.reason;
+      // A lost job first: its run says it stopped (acknowledgeEnd) whatever else failed beside it.
+      const failures = settled.flatMap((lane) => (lane.status === 'rejected' ? [lane.reason as unknown] : []));
+      const failure = failures.find((reason) => reason instanceof LeaseLost) ?? failures[0];
+      if (failure !== undefined) throw failure;
     } finally {
       for (const { row } of batch) zeroRow(row);
       done?.();

@@ -152,8 +152,7 @@ export class OathTokensService {
     if (userId === undefined) return { imported: true };
     try {
       // The user's room was checked just before (the user's decider checks it again when giving).
-      mayWrite();
-      await this.assignToUser(tenantId, serialNumber, userId, now, { checked: true });
+      await this.assignToUser(tenantId, serialNumber, userId, now, { checked: true, mayWrite });
       return { imported: true };
     } catch (error) {
       if (error instanceof ContractError && error.code !== 'unavailable') {
@@ -208,7 +207,9 @@ export class OathTokensService {
    * another user for is refused while that user holds it, and while their claim may still be
    * completing (younger than CLAIM_TAKEOVER_AFTER_MS); after that it is taken over.
    */
-  private async assignToUser(tenantId: string, serialNumber: string, userId: string, now: Date, options: { checked?: boolean } = {}): Promise<OathTokenState> {
+  private async assignToUser(tenantId: string, serialNumber: string, userId: string, now: Date, options: { checked?: boolean; mayWrite?: () => void } = {}): Promise<OathTokenState> {
+    // An import's row asks right before each of its writes (importToken); other callers write always.
+    const mayWrite = options.mayWrite ?? (() => undefined);
     let expected: string | undefined;
     if (!options.checked) {
       const current = await this.executeToken(tenantId, serialNumber, now, () => []);
@@ -216,7 +217,11 @@ export class OathTokensService {
       expected = current.state.tokenId;
       await this.options.users.checkCanTakeToken(tenantId, userId, expected, now);
     }
-    let claimed = await this.executeToken(tenantId, serialNumber, now, (state) => (state.userId === undefined ? decide({ type: 'AssignToken', data: { userId } }, state, now) : []));
+    let claimed = await this.executeToken(tenantId, serialNumber, now, (state) => {
+      if (state.userId !== undefined) return [];
+      mayWrite();
+      return decide({ type: 'AssignToken', data: { userId } }, state, now);
+    });
     if (!claimed.appended) {
       const seen = claimed.state;
       const holder = seen.userId!;
@@ -230,16 +235,18 @@ export class OathTokensService {
       }
       // Over the claim just looked at only: any change since is decided afresh by the caller's retry.
       const again: OathTokenCommand = { type: 'AssignToken', data: { userId, ...(holder === userId ? { renew: true } : { takeOver: true }) } };
-      claimed = await this.executeToken(tenantId, serialNumber, now, (state) =>
-        state.tokenId === seen.tokenId && state.userId === holder && state.assignedAtMs === seen.assignedAtMs ? decide(again, state, now) : [],
-      );
+      claimed = await this.executeToken(tenantId, serialNumber, now, (state) => {
+        if (state.tokenId !== seen.tokenId || state.userId !== holder || state.assignedAtMs !== seen.assignedAtMs) return [];
+        mayWrite();
+        return decide(again, state, now);
+      });
       if (!claimed.appended) throw conflict('the token changed meanwhile; try again');
     }
     const tokenId = claimed.state.tokenId!;
     const claimedByMs = claimed.state.assignedAtMs;
     if (expected !== undefined && tokenId !== expected) throw conflict('the token was replaced meanwhile; try again');
     try {
-      await this.give(tenantId, claimed.state, now);
+      await this.give(tenantId, claimed.state, now, conflict, mayWrite);
     } catch (error) {
       if (error instanceof ContractError && error.code !== 'unavailable') {
         await this.executeToken(tenantId, serialNumber, now, (state) =>
@@ -256,7 +263,7 @@ export class OathTokensService {
    * token's aggregate read anew) right before the user's record is appended to, so a claim taken
    * over or renewed meanwhile, or too old, gives nothing (`refuse` says why).
    */
-  private async give(tenantId: string, claim: OathTokenState, now: Date, refuse: (reason: string) => ContractError = conflict): Promise<void> {
+  private async give(tenantId: string, claim: OathTokenState, now: Date, refuse: (reason: string) => ContractError = conflict, mayWrite: () => void = () => undefined): Promise<void> {
     const userId = claim.userId!;
     const held = { tokenId: claim.tokenId!, userId, claimedAtMs: claim.assignedAtMs ?? 0 };
     await this.options.users.giveHardwareToken(
@@ -270,6 +277,7 @@ export class OathTokensService {
           // The claim's age now, never only at the request's own time, which may be old.
           const reason = claimRefusal(state, held, Math.max(now.getTime(), Date.now()));
           if (reason !== undefined) throw refuse(reason);
+          mayWrite();
         },
       },
       now,

@@ -106,6 +106,13 @@ before(async () => {
   service = await runService({ name: 'user-settings', module: AppModule.forRoot(config, log), config, log });
   nats = await connectNats({ url: testEnv.natsUrl, name: 'unreadable-events-int-test' });
   redis = new Redis(testEnv.redisUrl);
+  // A spec before this one may have left the shared Redis without the projection's marker: the
+  // service then rebuilds the whole projection from the shared log, beside the projector. These
+  // tests count what the projector alone does with one user's events, so they start once the
+  // projection is complete. (A CI run in which they did not, the rebuild running, counted 6 dead
+  // letters of the user's subject instead of its 2 unreadable events; which the other 4 were, the
+  // rebuild reading the same events, is not established.)
+  await eventually(async () => ((await redis.exists(RedisKeys.userProjectionMarker)) === 1 ? true : undefined), 180_000, 'the user projection complete');
 });
 
 after(async () => {

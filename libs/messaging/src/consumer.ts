@@ -73,6 +73,13 @@ interface ConsumerOptions {
   confirmAcks?: boolean;
 }
 
+/**
+ * How often a handler at work on one message for long (a back-off, an offboarding, a wait for
+ * import workers) tells JetStream it still works (`msg.working()`): well within every consumer's
+ * ack wait (30 s at the shortest, Consumers in @mfa/contracts), so a slow reply costs no redelivery.
+ */
+export const WORKING_EVERY_MS = 5_000;
+
 /** One confirmation of an ack is waited for this long before the ack is sent again. */
 const ACK_CONFIRM_TIMEOUT_MS = 2_000;
 const ACK_BODY = '+ACK';

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { JetStreamApiError } from '@nats-io/jetstream';
+import { Consumers, type ConsumerDefinition } from '@mfa/contracts';
+import { WORKING_EVERY_MS } from './consumer.js';
 import { JetStreamCodes } from './jetstream-errors.js';
 import { provision } from './topology.js';
 
@@ -49,5 +51,13 @@ describe('provision: a boot call JetStream cannot answer yet', () => {
       /provisioning stream MFA_X: JetStream did not answer within 250 ms \(timeout\)/,
     );
     assert.ok(calls >= 2, `tried ${calls} times`);
+  });
+});
+
+describe('WORKING_EVERY_MS', () => {
+  it('is well within every consumer’s ack wait: a handler at work on a message for long tells JetStream so several times before it would redeliver', () => {
+    const definitions = Object.values(Consumers as Record<string, unknown>).filter((d): d is ConsumerDefinition => typeof d === 'object' && d !== null && 'ackWaitSeconds' in d);
+    assert.ok(definitions.length >= 10, `${definitions.length} consumers`);
+    for (const definition of definitions) assert.ok(definition.ackWaitSeconds * 1000 >= 4 * WORKING_EVERY_MS, `${definition.durable}: ack wait ${definition.ackWaitSeconds} s`);
   });
 });

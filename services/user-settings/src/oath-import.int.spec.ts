@@ -21,28 +21,50 @@ import { parsePskc, PskcKeys } from './domain/oath-import/pskc.js';
 import type { ParsedRow } from './domain/oath-import/types.js';
 
 /**
+ * A nats-server of the describe's own, a connection to it and the import buckets (`opened`, before
+ * its tests); after them, the service a test left running (`running`), the connection and the server.
+ */
+function onOwnNatsServer(name: string, opened: (nats: NatsClients, jobs: ImportJobs) => void, running: () => OathImportService | undefined): void {
+  let server: NatsServerProcess;
+  let nats: NatsClients;
+  before(async () => {
+    server = await startNatsServer();
+    nats = await connectNats({ url: server.url, name, connectTimeoutMs: 5_000 });
+    opened(nats, await ImportJobs.open(nats, 1));
+  });
+  after(async () => {
+    await running()?.stop();
+    await nats.nc.drain();
+    await server.stop();
+  });
+}
+
+/** The job once it ended (completed or failed), read every 20 ms for up to 30 s. */
+async function jobEnded(jobs: ImportJobs, tenantId: string, jobId: string): Promise<ImportJob> {
+  const end = Date.now() + 30_000;
+  for (;;) {
+    const now = await jobs.get(tenantId, jobId);
+    if (now && (now.job.state === 'completed' || now.job.state === 'failed')) return now.job;
+    if (Date.now() > end) throw new Error(`timed out waiting for job ${jobId} to end: ${JSON.stringify(now?.job)}`);
+    await sleep(20);
+  }
+}
+
+/**
  * Import jobs against real JetStream buckets, with a token service that fails when told to. On a
  * nats-server of the test's own: the shared buckets may hold other runs' unfinished jobs, which
  * this worker (with its fake token service) must not take up.
  */
 describe('oath.import jobs and infrastructure trouble (real NATS)', () => {
-  let server: NatsServerProcess;
   let nats: NatsClients;
   let jobs: ImportJobs;
   let service: OathImportService | undefined;
   const tenantId = `import-${Date.now().toString(36)}`;
 
-  before(async () => {
-    server = await startNatsServer();
-    nats = await connectNats({ url: server.url, name: 'oath-import-test', connectTimeoutMs: 5_000 });
-    jobs = await ImportJobs.open(nats, 1);
-  });
-
-  after(async () => {
-    await service?.stop();
-    await nats.nc.drain();
-    await server.stop();
-  });
+  onOwnNatsServer('oath-import-test', (opened, buckets) => {
+    nats = opened;
+    jobs = buckets;
+  }, () => service);
 
   const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms = 20_000): Promise<T> => {
     const end = Date.now() + ms;
@@ -181,7 +203,6 @@ p = pskc.PSKC(); keys(p); p.encryption.setup_preshared_key(key=bytes.fromhex('${
 
 /** A job's key material and its reading of the error file, on a nats-server of the test's own (its worker must be the only one). */
 describe('oath.import jobs: key material and error files (real NATS)', () => {
-  let server: NatsServerProcess;
   let nats: NatsClients;
   let jobs: ImportJobs;
   let service: OathImportService | undefined;
@@ -190,17 +211,10 @@ describe('oath.import jobs: key material and error files (real NATS)', () => {
   const keyring = loadKeyring({}).keyring;
   const files = pskcFiles();
 
-  before(async () => {
-    server = await startNatsServer();
-    nats = await connectNats({ url: server.url, name: 'oath-import-keys-test', connectTimeoutMs: 5_000 });
-    jobs = await ImportJobs.open(nats, 1);
-  });
-
-  after(async () => {
-    await service?.stop();
-    await nats.nc.drain();
-    await server.stop();
-  });
+  onOwnNatsServer('oath-import-keys-test', (opened, buckets) => {
+    nats = opened;
+    jobs = buckets;
+  }, () => service);
 
   const ended = async (jobId: string): Promise<ImportJob> => {
     const end = Date.now() + 30_000;
@@ -355,7 +369,6 @@ const seeds = (prefix: string, rows: number): Buffer =>
  * workers must be the only ones), with the domain's own parsers, watched as they hand rows out.
  */
 describe('oath.import jobs: interrupted runs, replaced uploads and tenants sharing an instance (real NATS)', () => {
-  let server: NatsServerProcess;
   let nats: NatsClients;
   let jobs: ImportJobs;
   let service: OathImportService | undefined;
@@ -371,17 +384,10 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
   };
   const notZeroed = () => handedOut.filter((secret) => secret.some((byte) => byte !== 0)).length;
 
-  before(async () => {
-    server = await startNatsServer();
-    nats = await connectNats({ url: server.url, name: 'oath-import-runs-test', connectTimeoutMs: 5_000 });
-    jobs = await ImportJobs.open(nats, 1);
-  });
-
-  after(async () => {
-    await service?.stop();
-    await nats.nc.drain();
-    await server.stop();
-  });
+  onOwnNatsServer('oath-import-runs-test', (opened, buckets) => {
+    nats = opened;
+    jobs = buckets;
+  }, () => service);
 
   const until = async <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> => {
     const end = Date.now() + ms;
@@ -392,11 +398,7 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
       await sleep(20);
     }
   };
-  const ended = (tenantId: string, jobId: string) =>
-    until(`job ${jobId} to end`, async () => {
-      const now = await jobs.get(tenantId, jobId);
-      return now && (now.job.state === 'completed' || now.job.state === 'failed') ? now.job : undefined;
-    });
+  const ended = (tenantId: string, jobId: string) => jobEnded(jobs, tenantId, jobId);
   /** The job's lease lapses, as IMPORT_LEASE_MS after its worker stopped. */
   const lapse = async (tenantId: string, jobId: string) => {
     const stored = (await jobs.get(tenantId, jobId))!;
@@ -619,7 +621,6 @@ describe('oath.import jobs: interrupted runs, replaced uploads and tenants shari
  * with a tenant check that says which tenants are deleted, as requireExistingTenant would.
  */
 describe('oath.import jobs of a deleted tenant (real NATS)', () => {
-  let server: NatsServerProcess;
   let nats: NatsClients;
   let jobs: ImportJobs;
   let service: OathImportService | undefined;
@@ -630,27 +631,12 @@ describe('oath.import jobs of a deleted tenant (real NATS)', () => {
     if (deleted.has(tenantId)) throw notFound('unknown tenant');
   };
 
-  before(async () => {
-    server = await startNatsServer();
-    nats = await connectNats({ url: server.url, name: 'oath-import-deleted-test', connectTimeoutMs: 5_000 });
-    jobs = await ImportJobs.open(nats, 1);
-  });
+  onOwnNatsServer('oath-import-deleted-test', (opened, buckets) => {
+    nats = opened;
+    jobs = buckets;
+  }, () => service);
 
-  after(async () => {
-    await service?.stop();
-    await nats.nc.drain();
-    await server.stop();
-  });
-
-  const ended = async (tenantId: string, jobId: string): Promise<ImportJob> => {
-    const end = Date.now() + 30_000;
-    for (;;) {
-      const now = await jobs.get(tenantId, jobId);
-      if (now && (now.job.state === 'completed' || now.job.state === 'failed')) return now.job;
-      if (Date.now() > end) throw new Error(`timed out waiting for job ${jobId}: ${JSON.stringify(now?.job)}`);
-      await sleep(100);
-    }
-  };
+  const ended = (tenantId: string, jobId: string) => jobEnded(jobs, tenantId, jobId);
 
   itWith({ real: ['nats'] }, 'a job of a deleted tenant is never started: closed at once, failed (the tenant was deleted), nothing of its file read or imported, its file deleted', async () => {
     const tenantId = `gone-${Date.now().toString(36)}`;

@@ -1,13 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Delivery } from '@mfa/messaging';
+import { WORKING_EVERY_MS, type Delivery } from '@mfa/messaging';
 
 /** The service is stopping: the message goes back to JetStream for another instance. */
 export class DeliveryInterruptedError extends Error {
   override name = 'DeliveryInterruptedError';
 }
-
-/** Longest quiet stretch before telling JetStream we are still at it (ack wait is 60 s). */
-const WORKING_EVERY_MS = 5_000;
 
 /**
  * The back-off before a provider is tried again, telling JetStream all along that the message is

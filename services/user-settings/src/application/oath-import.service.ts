@@ -15,7 +15,7 @@ import {
   type OathImportStatusRequest,
 } from '@mfa/contracts';
 import { open, seal, SealContext, type Keyring } from '@mfa/crypto';
-import { isWrongLastSequence } from '@mfa/messaging';
+import { isWrongLastSequence, WORKING_EVERY_MS } from '@mfa/messaging';
 import type { Logger } from '@mfa/telemetry';
 import { isJobObject, jobKey, jobObjects, UploadChanged, type ImportJob, type ImportJobs, type StoredJob } from '../adapters/import-jobs.js';
 import { decodeBase64 } from '../domain/oath-import/fields.js';
@@ -49,8 +49,6 @@ const HEARTBEAT_MS = 5_000;
 const ROW_LEASE_MARGIN_MS = 10_000;
 /** How often the offboarding of a deleted tenant looks again at the jobs it ended whose workers may still write. */
 const ENDED_POLL_MS = 250;
-/** How often that wait tells JetStream it is still working: well within the offboarding consumer's ack wait. */
-const WORKING_EVERY_MS = 5_000;
 /** How often workers look for jobs nobody runs (new ones, or ones whose worker died). */
 const SCAN_MS = 2_000;
 /** How often the uploads are looked over for those no job claimed: a quarter of the time they are kept, at most a minute. */

@@ -1,5 +1,5 @@
 import { ContractError, parseEvent, Streams, subjectToken, VoiceMessageBuckets } from '@mfa/contracts';
-import { isObjectStoreNotFound, purgeObjectVersion, type NatsClients } from '@mfa/messaging';
+import { isObjectStoreNotFound, purgeObjectVersion, WORKING_EVERY_MS, type NatsClients } from '@mfa/messaging';
 import { counter, type Logger } from '@mfa/telemetry';
 import { Objm } from '@nats-io/obj';
 import type { OathInventory } from '../adapters/oath-inventory.js';
@@ -17,8 +17,6 @@ const offboarded = counter('mfa_tenant_offboarding_erased_total', 'What the offb
 const PARALLEL_USERS = 8;
 /** A pass that erased users is followed by another, until one finds none left; at most this many. */
 const MAX_PASSES = 10;
-/** How often a long offboarding (or one waiting its turn) tells JetStream it is still working: well within the consumer's ack wait. */
-const WORKING_EVERY_MS = 5_000;
 /**
  * Tenants offboarded at once by one instance unless TENANT_OFFBOARDING_CONCURRENCY says otherwise:
  * a large tenant's offboarding (~450 users/s) no longer holds up a small one deleted after it.

@@ -178,7 +178,8 @@ describe('events user-settings cannot read, in real aggregates', () => {
       const info = await nats.jsm.consumers.info(Consumers.userProjector.stream, Consumers.userProjector.durable);
       return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
     }, 20_000);
-    assert.equal((await projectorDeadLetters(subject)).length, 2, 'no readable event of the user was dead-lettered');
+    const letters = await projectorDeadLetters(subject);
+    assert.equal(letters.length, 2, `no readable event of the user was dead-lettered: ${JSON.stringify(letters)}`);
     const user = await redis.hgetall(RedisKeys.user(userTag(config.keyring, tenantId, userId)));
     assert.equal(user.displayName, 'Helga Nordin');
     assert.equal(user.methods, 'totp,sms,voice');

@@ -10,7 +10,7 @@ import { repoRoot } from '@mfa/testing';
 import { Redis } from 'ioredis';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connectClient } from '@mfa/messaging';
-import { cannotRun, ensureBaseImage, ensurePackages, ensureStandIns, startDaemon, type Daemon } from './compose/harness.js';
+import { cannotRun, ensureBaseImage, ensurePackages, ensureStandIns, removeLeftovers, startDaemon, type Daemon } from './compose/harness.js';
 import { CLUSTER_DERIVATION_CHANGES, DERIVATION_CHANGES, deriveClusterOverride, deriveCompose } from './compose/derive.js';
 import { CLUSTER, PORTS } from './compose/ports.js';
 import { runDemo } from './demo.js';
@@ -136,6 +136,8 @@ describe('docker-compose: the whole stack in containers', { skip: why ? `compose
   before(async () => {
     await phase('packages', ensurePackages);
     daemon = await phase('daemon', startDaemon);
+    const removed = removeLeftovers(daemon.host);
+    if (removed.length > 0) process.stdout.write(`# left by an earlier run killed before its down, removed: ${removed.join('; ')}\n`);
     await phase('base image', () => ensureBaseImage(daemon!.host));
     await phase('stand-in images', () => ensureStandIns(daemon!.host, repoRoot));
     dir = mkdtempSync(join(tmpdir(), 'mfa-compose-'));

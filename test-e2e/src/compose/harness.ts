@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -64,24 +64,35 @@ export interface Daemon {
  */
 export async function startDaemon(): Promise<Daemon> {
   const root = join(CACHE_DIR, 'docker');
+  await stopDaemonsOn(root);
+  const orphans = killOrphans();
+  if (orphans > 0) process.stdout.write(`# the containers of an earlier run whose daemon was killed were still running: ${orphans} processes killed\n`);
   const exec = mkdtempSync(join(tmpdir(), 'mfa-dockerd-'));
   const socket = join(exec, 'docker.sock');
   mkdirSync(root, { recursive: true });
-  const log: string[] = [];
+  // Its log goes to a file, never a pipe: the test runs docker synchronously (execFileSync), and a
+  // daemon that logs more than a pipe holds meanwhile (restoring an earlier run's containers logs
+  // an error for each) would block on its log, and the command on the daemon, for good.
+  const logFile = join(exec, 'dockerd.log');
+  const logFd = openSync(logFile, 'a');
   const child: ChildProcess = spawn(
     '/usr/sbin/dockerd',
     ['--bridge=none', '--iptables=false', '--ip6tables=false', '--data-root', root, '--exec-root', join(exec, 'exec'), '--pidfile', join(exec, 'docker.pid'), '-H', `unix://${socket}`],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', logFd, logFd] },
   );
-  for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (d: Buffer) => log.push(d.toString()));
+  closeSync(logFd);
   const host = `unix://${socket}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      execFileSync('/usr/bin/docker', ['version'], { env: { ...process.env, DOCKER_HOST: host }, stdio: 'ignore' });
+      // A daemon restoring what an earlier one left can hold its socket open without answering.
+      execFileSync('/usr/bin/docker', ['version'], { env: { ...process.env, DOCKER_HOST: host }, stdio: 'ignore', timeout: 10_000, killSignal: 'SIGKILL' });
       break;
     } catch {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`dockerd did not start:\n${log.join('').slice(-2000)}`);
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`dockerd did not start:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
+      }
       await sleep(200);
     }
   }
@@ -95,15 +106,129 @@ export async function startDaemon(): Promise<Daemon> {
         if (child.exitCode === null) child.kill('SIGKILL');
       }
       // Mounts the daemon left under its exec root (a daemon killed mid-way), then the directory.
-      try {
-        const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(exec));
-        for (const m of mounts.reverse()) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-      } catch {
-        // nothing mounted
-      }
+      releaseMounts(exec);
       rmSync(exec, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Process ids of the dockerd daemons whose data root is `root`. Only this test starts one there, and
+ * one run at a time (`npm run test:compose`), so one found when a run starts was left by a run killed
+ * before its `after` (a CI job or a session cut off): two daemons on one data root corrupt it.
+ */
+function daemonsOn(root: string): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry) && Number(entry) !== process.pid)
+    .flatMap((pid) => {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return argv[0]?.endsWith('dockerd') && argv.includes(root) ? [Number(pid)] : [];
+      } catch {
+        return []; // gone meanwhile
+      }
+    });
+}
+
+async function stopDaemonsOn(root: string): Promise<void> {
+  const left = daemonsOn(root);
+  if (left.length === 0) return;
+  process.stdout.write(`# a Docker daemon of an earlier run is still running on ${root} (pid ${left.join(', ')}): stopping it\n`);
+  for (const pid of left) process.kill(pid, 'SIGTERM');
+  for (const deadline = Date.now() + 30_000; daemonsOn(root).length > 0 && Date.now() < deadline; ) await sleep(500);
+  for (const pid of daemonsOn(root)) process.kill(pid, 'SIGKILL');
+}
+
+/** Every process: its parent and its command line. */
+function processes(): Map<number, { ppid: number; argv: string[] }> {
+  const all = new Map<number, { ppid: number; argv: string[] }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The parent is the fourth field of stat, after the command name in parentheses (which may hold spaces).
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      all.set(Number(entry), { ppid, argv: readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0') });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return all;
+}
+
+/**
+ * What a run whose daemon was killed (SIGKILL with its process group: a CI job or a session cut
+ * off) leaves running: its containers' shims, each with its container's processes under it, on
+ * the ports this run needs. A daemon started with a new exec root knows none of them. They are
+ * found by the exec roots this harness makes (`mfa-dockerd-*`, named in the shims' command lines)
+ * and killed with every process under them; then those exec roots' mounts are released and the
+ * directories removed. Returns how many processes were killed.
+ */
+function killOrphans(): number {
+  const prefix = join(tmpdir(), 'mfa-dockerd-');
+  const all = processes();
+  const children = new Map<number, number[]>();
+  for (const [pid, { ppid }] of all) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+  const doomed = new Set<number>();
+  const take = (pid: number) => {
+    if (doomed.has(pid)) return;
+    doomed.add(pid);
+    for (const child of children.get(pid) ?? []) take(child);
+  };
+  for (const [pid, { argv }] of all) if (pid !== process.pid && argv.some((arg) => arg.startsWith(prefix))) take(pid);
+  for (const pid of doomed) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+  for (const entry of readdirSync(tmpdir())) {
+    const dir = join(tmpdir(), entry);
+    if (!dir.startsWith(prefix)) continue;
+    releaseMounts(dir);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return doomed.size;
+}
+
+/** Lazily unmounts every mount under `dir`, deepest first. */
+function releaseMounts(dir: string): void {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((line) => line.split(' ')[1] ?? '').filter((mount) => mount.startsWith(dir));
+  for (const mount of mounts.reverse()) {
+    try {
+      execFileSync('umount', ['-l', mount], { stdio: 'ignore' });
+    } catch {
+      // unmounted meanwhile
+    }
+  }
+}
+
+/**
+ * Removes what an earlier run killed before its `down -v` left in the daemon's data root: its
+ * containers (restarted by their restart policy when the daemon starts, on the ports this run
+ * needs, and counted by the healthy wait), their volumes and networks. The images stay (the cache).
+ * Returns what it removed, for the run's log.
+ */
+export function removeLeftovers(host: string): string[] {
+  const ids = (args: string[]) => docker(host, args).split('\n').map((line) => line.trim()).filter(Boolean);
+  const removed: string[] = [];
+  const containers = ids(['ps', '-aq']);
+  if (containers.length > 0) {
+    docker(host, ['rm', '-f', '-v', ...containers]);
+    removed.push(`${containers.length} containers`);
+  }
+  const volumes = ids(['volume', 'ls', '-q']);
+  if (volumes.length > 0) {
+    docker(host, ['volume', 'rm', '-f', ...volumes]);
+    removed.push(`volumes ${volumes.join(', ')}`);
+  }
+  const networks = ids(['network', 'ls', '-q', '--filter', 'type=custom']);
+  if (networks.length > 0) {
+    docker(host, ['network', 'rm', ...networks]);
+    removed.push(`${networks.length} networks`);
+  }
+  return removed;
 }
 
 export function docker(host: string, args: string[], options: { input?: Buffer; cwd?: string } = {}): string {

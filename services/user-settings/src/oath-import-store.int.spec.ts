@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { IMPORTS_BUCKET, IMPORT_RETENTION_SECONDS } from '@mfa/contracts';
 import { loadKeyring } from '@mfa/crypto';
-import { connectNats, type NatsClients } from '@mfa/messaging';
+import { connectNats, isWrongLastSequence, type NatsClients } from '@mfa/messaging';
 import { createLogger } from '@mfa/telemetry';
 import { itWith, startNatsServer, type NatsServerProcess } from '@mfa/testing';
 import { Base64UrlPaddedCodec, Objm, StorageType } from '@nats-io/obj';
@@ -200,7 +200,7 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
     assert.throws(() => settingsOf({ OATH_UNCLAIMED_UPLOAD_SECONDS: '5' }), /OATH_UNCLAIMED_UPLOAD_SECONDS/);
   });
 
-  itWith({ real: ['nats'] }, 'the jobs of a tenant are its own, also for tenant ids that end in a dot or hold two (which no key can as they are), a tenant whose id begins another’s included', async () => {
+  itWith({ real: ['nats'] }, 'the jobs of a tenant are its own, also for tenant ids that end in a dot or hold two (which no key can as they are), a tenant whose id begins another’s included; purging a tenant’s records removes only its own', async () => {
     const jobs = await ImportJobs.open(nats, 1, { maxBytes: 1024 * KiB, unclaimedUploadMs: 60_000 });
     const at = new Date().toISOString();
     const base = `ids-${Date.now().toString(36)}`;
@@ -219,5 +219,20 @@ describe('the imports store: bounded, and rid of unclaimed uploads (real NATS)',
       [...tenants].sort(),
     );
     assert.equal(jobKey(base, 'x'), `${base}.x`, 'the keys of ordinary ids are as they were');
+
+    // The offboarding of a deleted tenant removes its jobs' records, and only those: a tenant whose
+    // id begins another's, or ends in a dot, keeps its own. A worker that still held one cannot
+    // write it back at the revision it had (it stops).
+    const held = (await jobs.get(`${base}.`, jobIdOf(1)))!;
+    assert.equal(await jobs.purgeTenant(`${base}.`), 1);
+    assert.equal(await jobs.purgeTenant(base), 1);
+    assert.equal(await jobs.get(`${base}.`, jobIdOf(1)), undefined);
+    assert.deepEqual(await jobs.ofTenant(base), []);
+    await assert.rejects(jobs.update({ ...held.job, updatedAt: new Date().toISOString() }, held.revision), (error) => isWrongLastSequence(error));
+    assert.deepEqual(
+      (await jobs.all()).map(({ job }) => job.tenantId).filter((t) => t.startsWith(base)).sort(),
+      [`${base}.eu`, `${base}..eu`, `${base}-2`].sort(),
+    );
+    assert.equal(await jobs.purgeTenant(base), 0, 'a second purge finds nothing');
   });
 });

@@ -25,7 +25,7 @@ import { eventually, itWith, startNatsServer, testEnv, uniqueTenant, type NatsSe
 import { AppModule } from './app.module.js';
 import { loadUserSettingsConfig, userSettingsConsumers } from './config.js';
 import { TenantOffboarding } from './application/tenant-offboarding.js';
-import { ImportJobs } from './adapters/import-jobs.js';
+import { ImportJobs, jobKey, type ImportJob } from './adapters/import-jobs.js';
 import { ApiClientsService } from './application/api-clients.service.js';
 import { IMPORT_BATCH, TENANT_DELETED } from './application/oath-import.service.js';
 import { OathTokensService } from './application/oath-tokens.service.js';
@@ -398,7 +398,7 @@ describe('tenants.delete: several tenants offboarded at once', () => {
 });
 
 describe('tenants.delete: an import job running when its tenant is deleted', () => {
-  itWith({ real: ['nats', 'redis'] }, 'the offboarding ends the job (the tenant was deleted) and waits for its batch under way: no token event of the tenant is left, its file is gone, its tokens are counted once', async () => {
+  itWith({ real: ['nats', 'redis'] }, 'the offboarding ends the job (the tenant was deleted) and waits for its batch under way: no token event of the tenant is left, its file and its job’s record are gone, its tokens are counted once', async () => {
     const tenantId = uniqueTenant('importing');
     const tenantToken = EventSubjects.tenant(tenantId).split('.').at(-1)!;
     assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: {} })).error, undefined);
@@ -420,6 +420,9 @@ describe('tenants.delete: an import job running when its tenant is deleted', () 
       return outcome;
     };
     const jobs = service.app.get(ImportJobs);
+    // Every version of every job record, as written (undefined: removed), to read this job's history.
+    const written: Array<[string, ImportJob | undefined]> = [];
+    const following = await jobs.follow((key, stored) => written.push([key, stored?.job]));
     try {
       const { jobId } = await ask<{ jobId: string }>(Subjects.oathImport, { tenantId, format: 'csv', content: csv }, admin.apiKey);
       assert.ok(jobId);
@@ -443,23 +446,29 @@ describe('tenants.delete: an import job running when its tenant is deleted', () 
         60_000,
         'the offboarding to finish',
       );
-      const job = await eventually(
+      assert.deepEqual([...(await lastEvents(`mfa.evt.oath.${tenantToken}.*`)).keys()], [], 'no hardware token event (no sealed secret) of the tenant is left');
+      // The record's last version, then its removal (the offboarding's step 4): ended, its worker
+      // having said it stopped, no key material.
+      const history = await eventually(
         async () => {
-          const stored = await jobs.get(tenantId, jobId);
-          return stored && stored.job.state !== 'queued' && stored.job.state !== 'running' ? stored.job : undefined;
+          const ofJob = written.filter(([key]) => key === jobKey(tenantId, jobId)).map(([, job]) => job);
+          return ofJob.at(-1) === undefined && ofJob.length >= 2 ? ofJob : undefined;
         },
         30_000,
-        'the job to end',
+        'the job’s record to be removed',
       );
-      assert.deepEqual([...(await lastEvents(`mfa.evt.oath.${tenantToken}.*`)).keys()], [], 'no hardware token event (no sealed secret) of the tenant is left');
+      const job = history.at(-2)!;
       assert.deepEqual([job.state, job.error], ['failed', TENANT_DELETED]);
       assert.equal(job.lease, undefined, 'its worker said it stopped');
       assert.equal(job.sealedKeys, undefined);
+      assert.equal(await jobs.get(tenantId, jobId), undefined, 'its record is gone');
+      assert.deepEqual(await jobs.ofTenant(tenantId), [], 'no job record of the tenant is left');
       assert.ok(imported > IMPORT_BATCH, `${imported} tokens imported: the held rows were written after the deletion`);
       assert.equal(done.erased?.hardwareTokens, imported, 'every token imported counted once');
       const files = (await (await new Objm(nats.js).open(IMPORTS_BUCKET)).list()).filter((o) => !o.deleted && o.name.startsWith(`${tenantId}/`));
       assert.deepEqual(files, [], 'its file is gone');
     } finally {
+      following.stop();
       release();
       tokens.importToken = importToken;
     }

@@ -255,6 +255,18 @@ export class ImportJobs {
     return jobs;
   }
 
+  /**
+   * Removes the records of the tenant's jobs (the offboarding of a deleted tenant, once no worker
+   * can write one any more): their counts, object names and client id would otherwise stay for
+   * IMPORT_RETENTION_SECONDS. A worker that still held one finds it gone at its next write (the
+   * compare-and-set fails) and stops. Returns how many were removed.
+   */
+  async purgeTenant(tenantId: string): Promise<number> {
+    const stored = await this.ofTenant(tenantId);
+    for (const { job } of stored) await this.kv.purge(this.key(tenantId, job.jobId));
+    return stored.length;
+  }
+
   async putObject(name: string, bytes: Uint8Array): Promise<void> {
     await this.objects.putBlob({ name }, bytes);
   }

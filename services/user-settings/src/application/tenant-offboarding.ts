@@ -36,7 +36,7 @@ interface OffboardingOptions {
   users: Pick<UserSettingsService, 'eraseOffboarded' | 'tenantDeletion' | 'recordTenantErased'>;
   clients: Pick<ApiClientsService, 'revokeAllOf'>;
   inventory: Pick<OathInventory, 'dropTenant'>;
-  imports: Pick<ImportJobs, 'files' | 'deleteObject'>;
+  imports: Pick<ImportJobs, 'files' | 'deleteObject' | 'purgeTenant'>;
   /** Ends the tenant's import jobs and waits until none can write a token any more. */
   importJobs: Pick<OathImportService, 'endTenantJobs'>;
   census: Pick<OffboardingCensusStore, 'record' | 'remove'>;
@@ -57,7 +57,7 @@ interface OffboardingOptions {
  * 3. its hardware tokens: their events purged from MFA_USER_SETTINGS (their secrets with them)
  *    and the Redis inventory dropped, once no erasure can give a token back any more;
  * 4. its recordings (MFA_VOICE_MESSAGES, MFA_VOICE_UPLOADS) and import files (MFA_IMPORTS),
- *    objects named `<tenant>/…`;
+ *    objects named `<tenant>/…`, then its import jobs' records (MFA_IMPORT_JOBS);
  * 5. TenantErased, with what was erased: the id may be created again.
  * Several tenants are offboarded at once (the consumer's concurrency): every step touches only the
  * tenant's own subjects, objects (`<tenant>/…`), Redis keys and census. Two offboardings of the
@@ -213,11 +213,15 @@ export class TenantOffboarding {
     return deleted;
   }
 
-  /** The tenant's import files and jobs' files in MFA_IMPORTS (hardware token secrets, perhaps in clear). */
+  /**
+   * The tenant's import files and jobs' files in MFA_IMPORTS (hardware token secrets, perhaps in
+   * clear), then its jobs' records in MFA_IMPORT_JOBS (no worker can write one any more: step 1).
+   */
   private async dropImportFiles(tenantId: string): Promise<void> {
     for (const file of await this.options.imports.files()) {
       if (!file.name.startsWith(`${tenantId}/`)) continue;
       if (!(await this.options.imports.deleteObject(file.name))) throw new Error('an import file of the deleted tenant could not be deleted');
     }
+    await this.options.imports.purgeTenant(tenantId);
   }
 }

@@ -50,6 +50,39 @@ const monitorRepr = (bytes: Uint8Array) =>
     .map((c) => MONITOR_ESCAPES[c] ?? (c >= 0x20 && c <= 0x7e ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`))
     .join('');
 
+/**
+ * A MONITOR connection on a socket of its own; `seen` gets each command's arguments as ioredis's
+ * monitor mode gives them (split at `" "`, `\\"` unescaped). Not that mode: ioredis switches to it
+ * a turn after MONITOR's OK, so a command shown in the same read as the OK is taken for a reply no
+ * command waits for ("Command queue state error"), as a CI run with a busy Redis found.
+ */
+async function monitorRedis(redis: Redis, seen: (args: string[]) => void): Promise<{ close(): void }> {
+  const socket = netConnect({ host: redis.options.host ?? '127.0.0.1', port: redis.options.port ?? 6379 });
+  socket.setEncoding('utf8'); // MONITOR escapes every byte outside printable ASCII (monitorRepr)
+  let buffered = '';
+  const monitoring = new Promise<void>((resolve, reject) => {
+    socket.once('error', (error: Error) => reject(new Error(`entering monitor mode failed: ${error.message}`, { cause: error })));
+    socket.on('data', (chunk: string) => {
+      buffered += chunk;
+      for (let end = buffered.indexOf('\r\n'); end >= 0; end = buffered.indexOf('\r\n')) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (line === '+OK') resolve();
+        else if (line.startsWith('-')) reject(new Error(`entering monitor mode failed: ${line.slice(1)}`));
+        else if (line.startsWith('+') && line.includes('"')) seen(line.slice(line.indexOf('"') + 1, -1).split('" "').map((arg) => arg.replace(/\\"/g, '"')));
+      }
+    });
+  });
+  socket.write('MONITOR\r\n');
+  try {
+    await monitoring;
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  return { close: () => socket.destroy() };
+}
+
 describe('auth-challenge against real NATS and Redis', () => {
   const { keyring } = loadKeyring({});
   let service: Awaited<ReturnType<typeof boot>>;
@@ -798,21 +831,14 @@ describe('auth-challenge against real NATS and Redis', () => {
     const tag = userTag(keyring, tenant, user);
     const unmaskKey = projectionUserKey(keyring, tag);
     const seen: string[][] = [];
-    // A second connection, in monitor mode; made here rather than with redis.monitor(), which
-    // leaves its connection open (and the test process alive) when entering monitor mode fails.
-    const monitor = redis.duplicate({ monitor: true, lazyConnect: false });
-    monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
     const typed: string[] = [];
     const challenges: { totp?: unknown; sms?: unknown } = {};
     const verify = async (challengeId: unknown, code: string) => {
       typed.push(code);
       return ask(Subjects.challengeVerify, { tenantId: tenant, challengeId, code });
     };
+    const monitor = await monitorRedis(redis, (args) => seen.push(args));
     try {
-      await new Promise<void>((resolve, reject) => {
-        monitor.once('error', (error: Error) => reject(new Error(`entering monitor mode failed: ${error.message}`, { cause: error })));
-        monitor.once('monitoring', () => resolve());
-      });
       await projectUser(user, { totp: [secret], phone: '+14155550110' });
       const totpStart = await ask(Subjects.challengeStart, { tenantId: tenant, userId: user, method: 'totp' });
       challenges.totp = totpStart.challengeId;
@@ -836,7 +862,7 @@ describe('auth-challenge against real NATS and Redis', () => {
       await redis.get(marker);
       await eventually(async () => seen.some((args) => args.includes(marker)) || undefined, 5000, 'the monitor to catch up');
     } finally {
-      monitor.disconnect();
+      monitor.close();
     }
     // The monitor did see the verifications: two script calls per TOTP verify, one per SMS verify.
     const scriptCallsOn = (challengeId: unknown) => {

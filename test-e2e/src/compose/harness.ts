@@ -118,16 +118,7 @@ export async function startDaemon(): Promise<Daemon> {
  * before its `after` (a CI job or a session cut off): two daemons on one data root corrupt it.
  */
 function daemonsOn(root: string): number[] {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry) && Number(entry) !== process.pid)
-    .flatMap((pid) => {
-      try {
-        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-        return argv[0]?.endsWith('dockerd') && argv.includes(root) ? [Number(pid)] : [];
-      } catch {
-        return []; // gone meanwhile
-      }
-    });
+  return [...processes()].filter(([pid, { argv }]) => pid !== process.pid && argv[0]?.endsWith('dockerd') && argv.includes(root)).map(([pid]) => pid);
 }
 
 async function stopDaemonsOn(root: string): Promise<void> {

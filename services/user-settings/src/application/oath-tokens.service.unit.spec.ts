@@ -8,6 +8,17 @@ import type { OathInventory } from '../adapters/oath-inventory.js';
 import { OathTokensService } from './oath-tokens.service.js';
 import type { UserSettingsService } from './user-settings.service.js';
 
+/** An event store over `stored`: every aggregate is the whole list, and an append adds to it. */
+function memoryEventStore(stored: AnyEvent[]): EventStore {
+  return {
+    load: async () => ({ events: [...stored], lastSeq: stored.length }),
+    append: async (_subject: string, events: readonly AnyEvent[]) => {
+      stored.push(...events);
+      return stored.length;
+    },
+  } as unknown as EventStore;
+}
+
 /**
  * The inventory index (oath.tokens.list) is written by the command that changed a token, best
  * effort, and by the projector from the events (reindex), which must not lose a failed write: it
@@ -25,13 +36,7 @@ describe('hardware token inventory writes', () => {
     child: () => log,
   };
   const stored: AnyEvent[] = [];
-  const store = {
-    load: async () => ({ events: [...stored], lastSeq: stored.length }),
-    append: async (_subject: string, events: readonly AnyEvent[]) => {
-      stored.push(...events);
-      return stored.length;
-    },
-  } as unknown as EventStore;
+  const store = memoryEventStore(stored);
   const users = { onHardwareReleased: () => undefined, onHardwareActivated: () => undefined } as unknown as UserSettingsService;
   let failing = true;
   const written: string[] = [];
@@ -76,13 +81,7 @@ describe('an import row asks before each of its writes', () => {
   async function importWith(allowed: number) {
     const stored: AnyEvent[] = [];
     const given: string[] = [];
-    const store = {
-      load: async () => ({ events: [...stored], lastSeq: stored.length }),
-      append: async (_subject: string, events: readonly AnyEvent[]) => {
-        stored.push(...events);
-        return stored.length;
-      },
-    } as unknown as EventStore;
+    const store = memoryEventStore(stored);
     const users = {
       onHardwareReleased: () => undefined,
       onHardwareActivated: () => undefined,

@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Objm } from '@nats-io/obj';
-import { connectClient, requestJson } from '@mfa/messaging';
+// The client part alone: the services' consumers, metrics and tracing are not loaded by a command line.
+import { connectClient, requestJson } from '@mfa/messaging/client';
 
 /** A contract error answered by a service, or the service not reachable: printed, exit code 1. */
 export class CliError extends Error {

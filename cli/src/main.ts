@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander';
-import QRCode from 'qrcode';
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -29,6 +28,12 @@ import { Api, CliError } from './api.js';
 import { Attr, Code } from '@mfa/radius/packet';
 import { parseServer, radiusRequest, type RadiusAnswer, type RadiusTarget } from './radius.js';
 import { render, type Format } from './output.js';
+
+/** The terminal QR code of an enrolment: its library is loaded only by the commands that print one. */
+async function qrCode(text: string, options: { type: 'terminal'; small: boolean }): Promise<string> {
+  const { default: QRCode } = await import('qrcode');
+  return QRCode.toString(text, options);
+}
 
 /**
  * `mfa`: the public NATS API from a terminal, for operators (tenants, API clients, users, app
@@ -332,7 +337,7 @@ users
       const { secret: _secret, ...shown } = reply;
       if (o.json || g.format === 'json') print(shown);
       else {
-        process.stdout.write(`${await QRCode.toString(reply.otpauthUri, { type: 'terminal', small: true })}\n`);
+        process.stdout.write(`${await qrCode(reply.otpauthUri, { type: 'terminal', small: true })}\n`);
         process.stdout.write(`token id     ${reply.tokenId}\notpauth URI  ${reply.otpauthUri}\npending: ${reply.digits} digits every ${reply.period} s (${reply.algorithm}); activate within 10 minutes\n`);
       }
       process.stderr.write(`next: mfa users totp-activate ${shellArgs([tenantId, userId, reply.tokenId])} <code>\n`);
@@ -359,7 +364,7 @@ users
     withApi(async (api) => {
       const reply = await api.call<{ activationCode: string; activationUrl: string; expiresAt: string; qrCode: string }>(Subjects.usersPushEnroll, { tenantId, userId });
       if (options.json) return print(reply);
-      process.stdout.write(`${await QRCode.toString(reply.activationUrl, { type: 'terminal', small: true })}\n`);
+      process.stdout.write(`${await qrCode(reply.activationUrl, { type: 'terminal', small: true })}\n`);
       process.stdout.write(`activation code  ${reply.activationCode}\nactivation URL   ${reply.activationUrl}\ngood once, until ${reply.expiresAt}\n`);
     }),
   );

@@ -367,6 +367,30 @@ describe('the mfa command line', () => {
     for (const group of groups) assert.match(description, new RegExp(`(^|[ (:,])${group}\\b`), `the description names ${group}: ${description}`);
   });
 
+  itWith({ real: ['nats', 'redis', 'postgres'] }, 'a command loads the NATS client and the contract, not the services’ tracing and metrics; the QR code library only when it prints one', async () => {
+    // Every module the process loads, as Node resolves it, on standard error.
+    const hook = `import { registerHooks } from 'node:module'; registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); process.stderr.write('loaded ' + r.url + '\\n'); return r; } });`;
+    const loaded = async (args: string[]) => {
+      const { stderr } = await run(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(hook)}`, MFA, ...args], {
+        env: { ...process.env, NATS_URL: testEnv.natsUrl, MFA_API_KEY: platformKey },
+        timeout: 60_000,
+      });
+      return [...stderr.matchAll(/^loaded (.+)$/gm)].map((m) => m[1]!);
+    };
+    const heavy = (urls: string[]) => urls.filter((url) => /\/node_modules\/(@opentelemetry\/|prom-client\/|qrcode\/)|\/libs\/telemetry\//.test(url));
+    const help = await loaded(['--help']);
+    assert.ok(help.some((url) => url.includes('/cli/dist/main.js')), `the hook saw the CLI load: ${help.length} modules`);
+    assert.deepEqual(heavy(help), []);
+    const tenant = uniqueTenant('cli-load');
+    const configured = await loaded(['tenants', 'configure', tenant]);
+    assert.ok(configured.some((url) => /\/@nats-io\/transport-node\//.test(url)), 'a command connects to NATS');
+    assert.deepEqual(heavy(configured), []);
+    const userId = uniqueUser('qr');
+    await json(['users', 'register', tenant, userId]);
+    const enrolled = await loaded(['users', 'totp-enroll', tenant, userId]);
+    assert.deepEqual(heavy(enrolled).map((url) => /\/node_modules\/([^/]+)\//.exec(url)?.[1]).filter((name, i, all) => all.indexOf(name) === i), ['qrcode']);
+  });
+
   itWith({ real: ['nats', 'redis', 'postgres'] }, 'an incident from the command line: fraud ips lists an address the per-IP lockout holds, fraud unlock-ip lifts it (admin only), reports blocked shows it; a fraud report blocks the user, reports fraud and users list --blocked show it, users unblock lifts it', async () => {
     const tenant = uniqueTenant('cli-incident');
     const ask = (subject: string, body: unknown) => requestJson<Record<string, unknown>>(nc, subject, body, { timeoutMs: 10_000, headers: { Authorization: `Bearer ${platformKey}` } });

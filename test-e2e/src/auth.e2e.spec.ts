@@ -16,7 +16,7 @@ import {
   type Scope,
 } from '@mfa/contracts';
 import { requestJson } from '@mfa/messaging';
-import { eventually, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, itWith, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 import { runDemo } from './demo.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -60,7 +60,7 @@ describe('end to end: API keys, scopes and tenants (MFA_AUTH=required)', () => {
         MFA_AUTH: 'required',
         MFA_PLATFORM_API_KEY: platformKey,
         MFA_CLIENT_USAGE_FLUSH_SECONDS: '1',
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
       },

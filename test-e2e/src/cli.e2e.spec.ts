@@ -13,7 +13,7 @@ import { Headers, MAX_IMPORT_REQUEST_BYTES, OATH_CSV_HEADER, OATH_ERRORS_CSV_HEA
 import { requestJson } from '@mfa/messaging';
 import { Attr, Code, decodePacket, encodeResponse } from '@mfa/radius/packet';
 import { base32Decode, base32Encode, totp } from '@mfa/crypto';
-import { eventually, hasOathtool, itWith, oathtoolTotp, repoRoot, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, hasOathtool, itWith, oathtoolTotp, repoRoot, startStack, testDatabaseUrl, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 const run = promisify(execFile);
 const MFA = join(repoRoot, 'cli', 'bin', 'mfa.js');
@@ -70,7 +70,7 @@ describe('the mfa command line', () => {
         NODE_ENV: 'test',
         MFA_AUTH: 'required',
         MFA_PLATFORM_API_KEY: platformKey,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
       },

@@ -14,7 +14,7 @@ import { requestJson } from '@mfa/messaging';
 import { DeviceClient } from '@mfa/authenticator';
 import { base32Decode, base32Encode, loadKeyring, totp } from '@mfa/crypto';
 import { InternalRequests } from '@mfa/service-kit';
-import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, freePort, itWith, repoRoot, startStack, TestOidcProvider, testDatabaseUrl, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -98,7 +98,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
         NODE_ENV: 'test',
         MFA_AUTH: 'required',
         MFA_PLATFORM_API_KEY: platformKey,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
         ...oidc.env(),
@@ -780,7 +780,7 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     // A tenant with 30,000 sign-ins in the report (60 pages of 500), written straight into reporting's tables.
     const tenantC = uniqueTenant('console-csv');
     assert.equal((await ask(Subjects.tenantsConfigure, { tenantId: tenantC, settings: {} })).error, undefined);
-    const db = new pg.Client({ connectionString: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e') });
+    const db = new pg.Client({ connectionString: testDatabaseUrl('mfa_e2e') });
     await db.connect();
     try {
       await eventually(async () => ((await db.query('SELECT 1 FROM tenants WHERE tenant_id = $1', [tenantC])).rowCount === 1 ? true : undefined), 30_000, 'the tenant in the report');

@@ -62,7 +62,7 @@ import {
 } from '@mfa/contracts';
 import { base32Decode, totp } from '@mfa/crypto';
 import { withoutNulls } from '@mfa/service-kit';
-import { eventually, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, itWith, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 /**
  * A schema-aware, property-based fuzz of the whole public NATS API (docs/api.md), against the
@@ -1138,7 +1138,7 @@ describe('contract fuzz: every subject of the NATS API, property-based (fast-che
         NODE_ENV: 'test',
         MFA_AUTH: 'required',
         MFA_PLATFORM_API_KEY: platformKey,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
       },

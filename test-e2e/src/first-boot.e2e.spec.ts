@@ -2,7 +2,7 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connectClient } from '@mfa/messaging';
-import { CORE_SERVICE_NAMES, SERVICE_NAMES, itWith, startNatsServer, startRedisServer, startStack, testEnv, type NatsServerProcess, type RedisServerProcess } from '@mfa/testing';
+import { CORE_SERVICE_NAMES, SERVICE_NAMES, itWith, startNatsServer, startRedisServer, startStack, testDatabaseUrl, type NatsServerProcess, type RedisServerProcess } from '@mfa/testing';
 
 /**
  * A new deployment: whichever service the orchestrator starts first finds a NATS without a single
@@ -40,7 +40,7 @@ describe('end to end: every service can be the first of a new deployment', () =>
             LOG_LEVEL: 'warn',
             NATS_URL: nats.url,
             REDIS_URL: `redis://127.0.0.1:${redis.port}`,
-            DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_first_boot'),
+            DATABASE_URL: testDatabaseUrl('mfa_first_boot'),
           },
           onLine: (_service, line) => lines.push(line),
           readyTimeoutMs: 60_000,

@@ -17,7 +17,7 @@ import {
   type PersonalDataPurpose,
 } from '@mfa/crypto';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, itWith, startStack, testEnv, uniqueTenant, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, itWith, startStack, testDatabaseUrl, testEnv, uniqueTenant, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 const wholeStack = ['nats', 'redis', 'postgres'] as const;
@@ -106,7 +106,7 @@ describe('end to end: erasing a user (users.delete, crypto-shredding)', () => {
         LOG_LEVEL: 'debug',
         MFA_AUTH: 'required',
         MFA_PLATFORM_API_KEY: platformKey,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
         ...twilio.env(),
@@ -121,7 +121,7 @@ describe('end to end: erasing a user (users.delete, crypto-shredding)', () => {
     js = jetstream(nc);
     jsm = await jetstreamManager(nc);
     redis = new Redis(testEnv.redisUrl);
-    pool = new pg.Pool({ connectionString: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'), max: 2 });
+    pool = new pg.Pool({ connectionString: testDatabaseUrl('mfa_e2e'), max: 2 });
     assert.equal((await ask(Subjects.tenantsConfigure, { tenantId, settings: { codeLifetimeSeconds: 300 } }, platformKey)).error, undefined);
     const client = async (scopes: string[]) => (await ask(Subjects.clientsCreate, { tenantId, name: scopes.join('+'), scopes }, platformKey)) as { apiKey: string };
     adminKey = (await client(['admin'])).apiKey;

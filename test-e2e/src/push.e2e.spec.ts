@@ -10,7 +10,7 @@ import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { eventually, freePort, itWith, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, freePort, itWith, repoRoot, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 const run = promisify(execFile);
 const AUTHENTICATOR = join(repoRoot, 'authenticator', 'bin', 'mfa-authenticator.js');
@@ -84,7 +84,7 @@ describe('end to end: push to the authenticator app', () => {
         LOG_LEVEL: 'warn',
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         PUSH_REFUSALS_TO_SUSPEND: '3',
       },
       // The device API where user-settings says it is: activation URLs lead to it.

@@ -12,7 +12,7 @@ import { base32Decode, base32Encode, hotp, totpStep } from '@mfa/crypto';
 import { Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { Attr, Code } from '@mfa/radius/packet';
-import { eventually, FakeTwilio, freePort, freeUdpPort, itWith, oathtoolTotp, repoRoot, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, freePort, freeUdpPort, itWith, oathtoolTotp, repoRoot, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 import { codeName, CraftedClient, radclient, type Answer } from './radius/client.js';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
@@ -61,7 +61,7 @@ describe('end to end: the RADIUS front', () => {
       LOG_LEVEL: 'warn',
       NATS_URL: testEnv.natsUrl,
       REDIS_URL: testEnv.redisUrl,
-      DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+      DATABASE_URL: testDatabaseUrl('mfa_e2e'),
       MFA_AUTH: 'required',
       MFA_PLATFORM_API_KEY: PLATFORM_KEY,
       ...twilio.env(),

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, itWith, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string; retryAfterSeconds?: number } };
 
@@ -33,7 +33,7 @@ describe('end to end: resending an SMS code', () => {
         LOG_LEVEL: 'warn',
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         ...twilio.env(),
         SMS_PROVIDERS: 'twilio,console',
         PHONE_MAX_SENDS_PER_WINDOW: '5',

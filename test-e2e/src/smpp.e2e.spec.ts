@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ResultDetail, Subjects, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeSmsc, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeSmsc, itWith, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -30,7 +30,7 @@ describe('end to end: SMS over SMPP', () => {
         LOG_LEVEL: 'warn',
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         ...smsc.env('Contoso'),
       },
       onLine: (service, line) => {

@@ -14,7 +14,7 @@ import {
   oathtoolTotp,
   OtlpReceiver,
   startStack,
-  testEnv,
+  testDatabaseUrl, testEnv,
   uniqueTenant,
   uniqueUser,
   type Stack,
@@ -57,7 +57,7 @@ describe('end to end: two instances of every service', () => {
       env: {
         NODE_ENV: 'test',
         LOG_LEVEL: 'debug',
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
         ...twilio.env(),

@@ -5,7 +5,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Objm } from '@nats-io/obj';
 import { Subjects, VoiceMessageBuckets, type SigninItem } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, freePort, itWith, silentMp3, startStack, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, freePort, itWith, silentMp3, startStack, testDatabaseUrl, testEnv, toneWav, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 
@@ -36,7 +36,7 @@ describe('end to end: telephony on Twilio (voice challenges, SMS receipts)', () 
         LOG_LEVEL: 'warn',
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         ...twilio.env(),
       },
       serviceEnv: { dispatch: { HTTP_PORT: String(port), VOICE_WEBHOOK_BASE_URL: webhookBase } },

@@ -9,11 +9,11 @@ import { Subjects, VoiceMessageBuckets, type SigninItem, type TenantsDeleteReply
 import { base32Decode, loadKeyring, totp, userTag } from '@mfa/crypto';
 import { connectClient, requestJson } from '@mfa/messaging';
 import { RedisKeys } from '@mfa/projection';
-import { eventually, FakeTwilio, itWith, startStack, testEnv, toneWav, uniqueTenant, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, itWith, startStack, testDatabaseUrl, testEnv, toneWav, uniqueTenant, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string } };
 const wholeStack = ['nats', 'redis', 'postgres'] as const;
-const e2eDatabase = () => testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e');
+const e2eDatabase = () => testDatabaseUrl('mfa_e2e');
 
 interface Person {
   userId: string;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Subjects } from '@mfa/contracts';
 import { connectClient, requestJson } from '@mfa/messaging';
-import { eventually, FakeTwilio, itWith, startStack, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
+import { eventually, FakeTwilio, itWith, startStack, testDatabaseUrl, testEnv, uniqueTenant, uniqueUser, type Stack } from '@mfa/testing';
 
 type Reply = Record<string, unknown> & { error?: { code: string; message: string; retryAfterSeconds?: number } };
 
@@ -30,7 +30,7 @@ describe('end to end: throttles across users', () => {
         LOG_LEVEL: 'warn',
         NATS_URL: testEnv.natsUrl,
         REDIS_URL: testEnv.redisUrl,
-        DATABASE_URL: testEnv.databaseUrl.replace(/\/[^/]+$/, '/mfa_e2e'),
+        DATABASE_URL: testDatabaseUrl('mfa_e2e'),
         PHONE_MAX_SENDS_PER_WINDOW: '3',
         PHONE_SEND_WINDOW_SECONDS: '3600',
         IP_MAX_STARTS_PER_WINDOW: '4',

@@ -13,6 +13,17 @@ export const testEnv = {
   databaseUrl: process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_test',
 };
 
+/**
+ * Another database on the tests' Postgres server (`mfa_e2e`, say). A test lane with a NATS and a
+ * Redis of its own (scripts/test.mjs) sets MFA_TEST_DATABASE_SUFFIX, so its stacks never project
+ * into the same tables as another lane's.
+ */
+export function testDatabaseUrl(name: string): string {
+  const url = new URL(testEnv.databaseUrl);
+  url.pathname = `/${name}${process.env.MFA_TEST_DATABASE_SUFFIX ?? ''}`;
+  return url.toString();
+}
+
 /** A tenant id no other test (or earlier run) uses. */
 export function uniqueTenant(prefix = 't'): string {
   return `${prefix}-${randomUUID().slice(0, 13)}`;

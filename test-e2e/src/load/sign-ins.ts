@@ -163,6 +163,11 @@ export class ServiceLines {
       .join('\n    ');
   }
 
+  /** When a line containing `text` was first printed at or after `from`, if one was. */
+  firstAt(text: string, from: number): number | undefined {
+    return this.all.find((l) => l.at >= from && l.line.includes(text))?.at;
+  }
+
   /** Every line that names the challenge. */
   about(challengeId: string): string[] {
     return this.all.filter((l) => l.line.includes(challengeId)).map((l) => `[${l.service}] ${l.line.slice(0, 300)}`);

@@ -373,9 +373,20 @@ describe('console: the operators’ web console in a real browser', { skip: !exi
     await page.fill('#voice-upload input[name=language]', 'sv');
     await page.setInputFiles('#voice-upload input[name=file]', { name: 'hälsning.wav', mimeType: 'audio/wav', buffer: wav });
     await page.click('#voice-upload button[type=submit]');
-    await page.waitForSelector('#upload-result.notice');
-    assert.match(await page.textContent('#upload-result') ?? '', /Saved: greetingPin in sv, wav, 1\.5 s/);
-    assert.equal(await page.getAttribute('#upload-progress', 'value'), '100');
+    // Read in the page, every 50 ms until the notice is there: the page reloads itself 600 ms
+    // after showing it, which a loaded machine can take before a second round trip from here.
+    const uploaded = await page.waitForFunction(
+      () => {
+        const doc = (globalThis as unknown as { document: { querySelector(selector: string): { textContent: string | null; getAttribute(name: string): string | null } | null } }).document;
+        const notice = doc.querySelector('#upload-result.notice');
+        return notice ? { text: notice.textContent ?? '', progress: doc.querySelector('#upload-progress')?.getAttribute('value') ?? null } : undefined;
+      },
+      undefined,
+      { polling: 50 },
+    );
+    const { text, progress } = (await uploaded.jsonValue()) as { text: string; progress: string | null };
+    assert.match(text, /Saved: greetingPin in sv, wav, 1\.5 s/);
+    assert.equal(progress, '100');
     await page.waitForSelector('#recordings tr[data-type="greetingPin"][data-language="sv"]');
     await page.screenshot({ path: join(SHOTS, 'voice.png'), fullPage: true });
     // It plays back: the browser loads the audio and reads its length.

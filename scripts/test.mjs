@@ -118,6 +118,18 @@ async function laneServers() {
 }
 
 const work = mkdtempSync(join(tmpdir(), 'mfa-test-'));
+/** Lanes under way and the third lane's servers: stopped if this script is interrupted. */
+const running = new Set();
+const serverStops = new Set();
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    for (const child of running) child.kill(signal);
+    Promise.allSettled([...serverStops].map((stop) => stop())).finally(() => {
+      rmSync(work, { recursive: true, force: true });
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  });
+}
 /** One `node --test` run of `files`, one file at a time: its spec output to `out`, its counts to a file of its own. */
 function lane(files, index, out, env = {}) {
   const counts = join(work, `summary-${index}.txt`);
@@ -135,9 +147,13 @@ function lane(files, index, out, env = {}) {
     ],
     { cwd: root, stdio: ['ignore', out, out], env: { ...process.env, NODE_ENV: process.env.NODE_ENV ?? 'test', ...env } },
   );
+  running.add(child);
   return new Promise((resolve) => {
     child.on('error', (error) => resolve({ status: 1, counts, error }));
-    child.on('exit', (code, signal) => resolve({ status: code ?? (signal ? 1 : 0), counts }));
+    child.on('exit', (code, signal) => {
+      running.delete(child);
+      resolve({ status: code ?? (signal ? 1 : 0), counts });
+    });
   });
 }
 
@@ -153,7 +169,10 @@ const runs = await Promise.all(
     let servers;
     let result;
     try {
-      if (i === 2) servers = await laneServers();
+      if (i === 2) {
+        servers = await laneServers();
+        serverStops.add(servers.stop);
+      }
       result = await lane(files, i, log, servers?.env);
     } catch (error) {
       // The lane's servers did not start (no nats-server or redis-server on PATH, say).
@@ -168,7 +187,9 @@ const runs = await Promise.all(
 );
 for (const { files, i } of started) {
   if (i === 0) continue;
-  console.log(`\n---- ${names[i]}: ${files.map((f) => f.replace(/^.*\/dist\//, '')).join(', ')}\n`);
+  const named = files.filter((f) => !f.endsWith('.unit.spec.js')).map((f) => f.replace(/^.*\/dist\//, ''));
+  const units = files.length - named.length;
+  console.log(`\n---- ${names[i]}: ${[...(units > 0 ? [`${units} unit files`] : []), ...named].join(', ')}\n`);
   process.stdout.write(readFileSync(join(work, `lane-${i}.log`)));
 }
 

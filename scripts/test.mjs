@@ -106,13 +106,11 @@ for (const f of chosen) laneFiles[oneLane ? 0 : laneOf(f)].push(f);
 
 /** The third lane's own servers: a nats-server with JetStream and a redis-server, on free ports. */
 async function laneServers() {
-  const { startNatsServer, startRedisServer, testEnv } = await import('@mfa/testing');
+  const { startNatsServer, startRedisServer } = await import('@mfa/testing');
   const [nats, redis] = await Promise.all([startNatsServer(), startRedisServer()]);
-  const database = new URL(testEnv.databaseUrl);
-  const suffix = '_lane3';
-  database.pathname = `${database.pathname}${suffix}`;
   return {
-    env: { NATS_URL: nats.url, REDIS_URL: redis.url, TEST_DATABASE_URL: database.toString(), MFA_TEST_DATABASE_SUFFIX: suffix },
+    // Its databases: mfa_test_lane3, mfa_e2e_lane3 (testDatabaseUrl).
+    env: { NATS_URL: nats.url, REDIS_URL: redis.url, MFA_TEST_DATABASE_SUFFIX: '_lane3' },
     stop: () => Promise.all([nats.stop(), redis.stop()]),
   };
 }

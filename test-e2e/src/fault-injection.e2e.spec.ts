@@ -9,6 +9,7 @@ import {
   FakeTwilio,
   itWith,
   CORE_SERVICE_NAMES,
+  eventually,
   startNatsServer,
   startPostgresServer,
   startRedisServer,
@@ -212,9 +213,9 @@ describe('fault injection: sign-ins while instances, NATS, Redis and Postgres ar
           const reportProbe = dependency === 'postgres' ? reportRecovery(restartedAt) : undefined;
           await load.waitRecovered(restartedAt, RECOVERY_BOUND_MS[dependency]);
           if (dependency === 'redis') {
-            const rebuilt = () => lines.firstAt('"msg":"user projection rebuilt"', restartedAt);
-            while (rebuilt() === undefined && Date.now() - restartedAt < RECOVERY_BOUND_MS.redis) await sleep(100);
-            notesOf(up).projectionRebuiltAt = rebuilt();
+            const rebuilt = async () => lines.firstAt('"msg":"user projection rebuilt"', restartedAt);
+            const left = Math.max(200, restartedAt + RECOVERY_BOUND_MS.redis - Date.now());
+            notesOf(up).projectionRebuiltAt = await eventually(rebuilt, left, 'the user projection rebuilt').catch(() => undefined);
           }
           await sleep(OBSERVE_AFTER_RECOVERY_MS);
           // A gap before the next fault, so no sign-in of this phase is still running into it.

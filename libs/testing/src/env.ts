@@ -1,6 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 
+/** The tests' database (TEST_DATABASE_URL); the others are named on its server (testDatabaseUrl). */
+const baseDatabaseUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_test';
+
+/**
+ * A database on the tests' Postgres server (`mfa_e2e`, say). A test lane with a NATS and a Redis
+ * of its own (scripts/test.mjs) sets MFA_TEST_DATABASE_SUFFIX, which every database name takes
+ * (the tests' own too), so its stacks never project into the same tables as another lane's.
+ */
+export function testDatabaseUrl(name: string): string {
+  const url = new URL(baseDatabaseUrl);
+  url.pathname = `/${name}${process.env.MFA_TEST_DATABASE_SUFFIX ?? ''}`;
+  return url.toString();
+}
+
 /**
  * Test support: the real NATS, Redis and Postgres of the machine (or of CI), addressed by the
  * same environment variables as the services. Tests isolate themselves by tenant, never by
@@ -10,19 +24,8 @@ export const testEnv = {
   natsUrl: process.env.NATS_URL ?? 'nats://127.0.0.1:4222',
   redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
   /** Tests use their own database so they never touch a developer's `mfa` data. */
-  databaseUrl: process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/mfa_test',
+  databaseUrl: process.env.MFA_TEST_DATABASE_SUFFIX ? testDatabaseUrl(new URL(baseDatabaseUrl).pathname.slice(1)) : baseDatabaseUrl,
 };
-
-/**
- * Another database on the tests' Postgres server (`mfa_e2e`, say). A test lane with a NATS and a
- * Redis of its own (scripts/test.mjs) sets MFA_TEST_DATABASE_SUFFIX, so its stacks never project
- * into the same tables as another lane's.
- */
-export function testDatabaseUrl(name: string): string {
-  const url = new URL(testEnv.databaseUrl);
-  url.pathname = `/${name}${process.env.MFA_TEST_DATABASE_SUFFIX ?? ''}`;
-  return url.toString();
-}
 
 /** A tenant id no other test (or earlier run) uses. */
 export function uniqueTenant(prefix = 't'): string {
